@@ -1,0 +1,23 @@
+# grove_framing: control-socket framing plus the Grove error helpers it reports with.
+# A small static library so grovectl links it without the kernel; grove_core links it
+# too (and must not compile these sources a second time).
+#   kernel/src/framing.cpp     grove::framing::{write_frame, read_frame}
+#   sdk/plugin/src/errors.cpp  grove::to_string(errc), make_error, describe
+# Paths are relative to this file, so it works whichever project includes it.
+get_filename_component(grove_framing_root ${CMAKE_CURRENT_LIST_DIR}/.. ABSOLUTE)
+add_library(grove_framing STATIC
+  ${grove_framing_root}/kernel/src/framing.cpp
+  ${grove_framing_root}/sdk/plugin/src/errors.cpp)
+target_include_directories(grove_framing PUBLIC
+  $<BUILD_INTERFACE:${grove_framing_root}/kernel/include>
+  $<BUILD_INTERFACE:${grove_framing_root}/sdk/plugin/include>
+  $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+# control.hpp includes grove/plugin.hpp, which includes yaml-cpp headers: headers
+# only, nothing of yaml-cpp is linked.
+target_include_directories(grove_framing SYSTEM PUBLIC
+  $<TARGET_PROPERTY:yaml-cpp,INTERFACE_INCLUDE_DIRECTORIES>)
+target_link_libraries(grove_framing PUBLIC grove_proto grove_caf)
+target_compile_features(grove_framing PUBLIC cxx_std_20)
+# Needed in the export set because grove_core (exported) links it.
+install(TARGETS grove_framing EXPORT GroveTargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})

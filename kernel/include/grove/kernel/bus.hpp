@@ -1,0 +1,201 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/expected.hpp>
+#include <caf/message.hpp>
+
+#include "grove/envelope.pb.h"
+#include "grove/plugin.hpp"
+
+namespace grove {
+
+/// What a subscriber's queue does when it is full.
+enum class overflow_policy : uint8_t {
+  /// Drop the new message for this subscriber and count it.
+  drop,
+  /// Make the sender wait (up to the block timeout) for credit, then drop and count.
+  block,
+};
+
+/// Parses "drop" / "block".
+caf::expected<overflow_policy> parse_overflow_policy(std::string_view str);
+
+/// Returns "drop" / "block".
+const char* to_string(overflow_policy x) noexcept;
+
+/// Bounded-queue settings of one subscriber.
+struct queue_settings {
+  /// Messages that may wait in the subscriber's mailbox.
+  uint32_t capacity = 10000;
+  /// Policy when the queue is full.
+  overflow_policy overflow = overflow_policy::drop;
+  /// Longest a sender waits for credit under overflow_policy::block.
+  std::chrono::milliseconds block_timeout{1000};
+};
+
+/// One receiver on the bus: an actor plus its credit counter. Owned jointly by the bus
+/// table and the receiver; the actor must call `consumed()` after handling each bus
+/// message it got.
+class endpoint {
+public:
+  /// Creates an endpoint for `self`, named `name` in status output.
+  endpoint(std::string name, caf::actor self, queue_settings settings);
+
+  /// Display name (plugin name, "grovectl", ...).
+  const std::string& name() const noexcept {
+    return name_;
+  }
+
+  /// The receiving actor.
+  const caf::actor& handle() const noexcept {
+    return handle_;
+  }
+
+  /// Marks one message as handled, returning credit to senders.
+  void consumed() noexcept {
+    queued_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  /// Marks one queued message as discarded unhandled (counted as dropped).
+  void discard() noexcept {
+    queued_.fetch_sub(1, std::memory_order_acq_rel);
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Messages waiting right now.
+  uint64_t depth() const noexcept {
+    auto n = queued_.load(std::memory_order_relaxed);
+    return n < 0 ? 0 : static_cast<uint64_t>(n);
+  }
+
+  /// Messages handed to this endpoint so far.
+  uint64_t delivered() const noexcept {
+    return delivered_.load(std::memory_order_relaxed);
+  }
+
+  /// Messages dropped because the queue was full.
+  uint64_t dropped() const noexcept {
+    return dropped_.load(std::memory_order_relaxed);
+  }
+
+  /// Current settings.
+  const queue_settings& settings() const noexcept {
+    return settings_;
+  }
+
+  /// Tries to enqueue `msg`; applies the overflow policy. Returns true if enqueued.
+  bool offer(const caf::message& msg);
+
+private:
+  std::string name_;
+  caf::actor handle_;
+  queue_settings settings_;
+  std::atomic<int64_t> queued_{0};
+  std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> dropped_{0};
+};
+
+using endpoint_ptr = std::shared_ptr<endpoint>;
+
+/// Bus-wide counters for `grovectl status`.
+struct bus_stats {
+  uint64_t published = 0;
+  uint64_t delivered = 0;
+  uint64_t dropped = 0;
+  uint64_t unrouted = 0;
+  uint32_t subscriptions = 0;
+};
+
+/// Topic-based publish/subscribe and request routing between plugins. Publishing is
+/// lock-free on the hot path: the sender reads an immutable snapshot of the table and
+/// enqueues straight into each matching endpoint's mailbox, so a message takes one
+/// actor hop and messages from one publisher arrive in publish order.
+class bus {
+public:
+  bus();
+  ~bus();
+
+  bus(const bus&) = delete;
+  bus& operator=(const bus&) = delete;
+
+  /// Adds a subscription of `ep` to `filter`. Idempotent: an endpoint holds a filter
+  /// at most once, so a restarted plugin re-subscribing changes nothing.
+  caf::error subscribe(const endpoint_ptr& ep, std::string_view filter);
+
+  /// Removes the subscription of `ep` to `filter`.
+  caf::error unsubscribe(const endpoint_ptr& ep, std::string_view filter);
+
+  /// Removes every subscription of `ep`.
+  void unsubscribe_all(const endpoint_ptr& ep);
+
+  /// Filters `ep` is subscribed to, in subscription order.
+  std::vector<std::string> filters_of(const endpoint_ptr& ep) const;
+
+  /// Publishes `msg` (topic validated; id and timestamp filled in when zero) to every
+  /// matching endpoint. Thread-safe.
+  caf::expected<publish_result> publish(Envelope msg);
+
+  /// Returns the first endpoint subscribed to a filter matching `topic`, for requests.
+  endpoint_ptr route_request(std::string_view topic) const;
+
+  /// Wraps an envelope in the message type the bus delivers. The wrapper's code lives
+  /// in the kernel library, never in a plugin, so a plugin can be unloaded while its
+  /// messages are still queued.
+  static caf::message wrap(Envelope msg);
+
+  /// Returns the envelope inside a bus message, or null if `msg` is not one.
+  static const Envelope* unwrap(const caf::message& msg);
+
+  /// Next unique message id.
+  uint64_t next_id() noexcept {
+    return next_id_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Bus-wide counters.
+  bus_stats stats() const;
+
+  /// Every endpoint with at least one subscription.
+  std::vector<endpoint_ptr> endpoints() const;
+
+private:
+  struct entry {
+    std::string filter;
+    endpoint_ptr ep;
+  };
+
+  struct table {
+    /// Filters without wildcards, keyed by topic.
+    std::unordered_map<std::string, std::vector<entry>> exact;
+    /// Filters with wildcards, in subscription order.
+    std::vector<entry> wild;
+    /// All entries in subscription order (for request routing and listings).
+    std::vector<entry> all;
+  };
+
+  using table_ptr = std::shared_ptr<const table>;
+
+  void rebuild(std::vector<entry> all);
+
+  mutable std::mutex write_mtx_;
+  std::atomic<table_ptr> table_;
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> published_{0};
+  std::atomic<uint64_t> unrouted_{0};
+  std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> dropped_{0};
+};
+
+} // namespace grove
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::Envelope)

@@ -1,0 +1,115 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "grove/kernel/bus.hpp"
+
+namespace grove {
+
+/// A parsed, self-checked configuration schema (see sdk/plugin/README.md for the
+/// format). Schemas are YAML maps of `key: {type, required, default, min, max, enum,
+/// keys, items, doc}`.
+class config_schema {
+public:
+  /// Parses schema text; an invalid schema is an error naming `origin`.
+  static caf::expected<config_schema> parse(std::string_view text,
+                                            std::string_view origin);
+
+  /// A schema that accepts only an empty map (plugins without a schema).
+  static config_schema empty();
+
+  /// Validates `value` (a map or null) and returns a copy with defaults filled in.
+  /// Errors read "<file>:<line>:<col>: <path>.<key>: <what>".
+  caf::expected<YAML::Node> validate(const YAML::Node& value, std::string_view file,
+                                     std::string_view path) const;
+
+  /// The schema as a YAML node.
+  const YAML::Node& node() const noexcept {
+    return node_;
+  }
+
+private:
+  YAML::Node node_;
+};
+
+/// Restart policy of supervised plugins.
+struct restart_policy {
+  /// Failures within `window` after which a plugin is marked broken.
+  uint32_t max_failures = 5;
+  /// Window over which failures are counted.
+  std::chrono::seconds window{60};
+  /// First back-off delay; doubles per failure in the window.
+  std::chrono::milliseconds backoff_initial{100};
+  /// Largest back-off delay.
+  std::chrono::milliseconds backoff_max{10000};
+};
+
+/// One plugin entry of an image profile.
+struct plugin_spec {
+  /// Plugin name (library lib<name>.so).
+  std::string name;
+  /// The raw `config` node, validated against the plugin's schema at load.
+  YAML::Node config;
+  /// Where the entry stands, for error messages.
+  std::string file;
+  /// 1-based line of the entry.
+  int line = 0;
+  /// Log level for this plugin ("" = kernel level).
+  std::string log_level;
+  /// Bus queue settings of this plugin.
+  queue_settings queue;
+  /// "in_process" or "process".
+  std::string isolation = "in_process";
+};
+
+/// A validated image profile.
+struct image_profile {
+  /// The file it came from (absolute).
+  std::filesystem::path file;
+  /// Write directory (absolute).
+  std::filesystem::path write_dir;
+  /// Plugin directory (absolute).
+  std::filesystem::path plugin_dir;
+  /// Control socket path (absolute).
+  std::filesystem::path control_socket;
+  /// Kernel log level.
+  std::string log_level = "info";
+  /// CAF worker threads (0 = one per core).
+  uint32_t worker_threads = 0;
+  /// Default bus queue settings.
+  queue_settings queue;
+  /// Restart policy for every plugin.
+  restart_policy restart;
+  /// Plugins in start order.
+  std::vector<plugin_spec> plugins;
+};
+
+/// Command-line and environment overrides, applied after the file.
+struct profile_overrides {
+  /// --write-dir or GROVE_WRITE_DIR.
+  std::optional<std::filesystem::path> write_dir;
+  /// --plugin-dir.
+  std::optional<std::filesystem::path> plugin_dir;
+  /// Plugin directory to use when neither the file nor the command line names one.
+  std::filesystem::path default_plugin_dir;
+};
+
+/// Loads and validates an image profile. Nothing is applied on error: the error names
+/// file, line and field.
+caf::expected<image_profile> load_profile(const std::filesystem::path& file,
+                                          const profile_overrides& overrides);
+
+/// Parses a log level name (trace, debug, info, warn, error, critical, off).
+caf::error validate_log_level(std::string_view level);
+
+} // namespace grove

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/expected.hpp>
+
+#include "grove/kernel/bus.hpp"
+#include "grove/kernel/config.hpp"
+#include "grove/kernel/control.hpp"
+#include "grove/kernel/plugin_host.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace grove {
+
+/// Version of groved.
+extern const char* const kernel_version;
+
+/// Options that do not come from the image profile.
+struct kernel_options {
+  /// Serve the control socket (tests may run kernels without one).
+  bool control_socket = true;
+  /// Log to stderr with colours if it is a terminal.
+  bool log_to_stderr = true;
+};
+
+/// One running Grove kernel: actor system, bus, plugin host and control socket.
+/// Several kernels may live in one process (tests, the SDK harness).
+class kernel final : public control_backend {
+public:
+  /// Builds a kernel for a validated profile; nothing is started yet.
+  kernel(image_profile profile, kernel_options options = {});
+
+  ~kernel() override;
+
+  /// Creates the write directory, loads every plugin of the profile (a plugin that
+  /// fails is logged and left out; the rest run), and opens the control socket.
+  /// Errors only when the kernel itself cannot run (write dir, control socket).
+  caf::error start();
+
+  /// Stops plugins (last first), closes the control socket. Idempotent.
+  void stop();
+
+  /// The bus.
+  grove::bus& bus() noexcept {
+    return bus_;
+  }
+
+  /// The plugin host.
+  plugin_host& host() noexcept {
+    return *host_;
+  }
+
+  /// The actor system.
+  caf::actor_system& system() noexcept {
+    return *sys_;
+  }
+
+  /// The kernel logger.
+  const std::shared_ptr<spdlog::logger>& log() const noexcept {
+    return log_;
+  }
+
+  /// The profile in force.
+  const image_profile& profile() const noexcept {
+    return profile_;
+  }
+
+  /// Sends a request to the first subscriber of `topic` and waits for the reply.
+  caf::expected<Envelope> request(std::string_view topic, std::string payload,
+                                  std::chrono::milliseconds timeout);
+
+  // -- control_backend ----------------------------------------------------------
+
+  control::Status status() override;
+  control::Plugins plugins() override;
+  caf::error load(const std::string& name) override;
+  caf::error unload(const std::string& name) override;
+  caf::expected<std::string> reload(const std::string& name,
+                                    const std::string& path) override;
+  caf::expected<publish_result> publish(Envelope msg) override;
+  caf::expected<std::shared_ptr<void>>
+  subscribe(const std::string& filter,
+            std::function<void(const Envelope&)> sink) override;
+
+  /// Like subscribe(), with explicit queue settings for the subscriber.
+  caf::expected<std::shared_ptr<void>>
+  subscribe(const std::string& filter, std::function<void(const Envelope&)> sink,
+            queue_settings queue);
+
+private:
+  image_profile profile_;
+  kernel_options options_;
+  std::shared_ptr<spdlog::logger> log_;
+  caf::actor_system_config cfg_;
+  std::unique_ptr<caf::actor_system> sys_;
+  grove::bus bus_;
+  std::unique_ptr<plugin_host> host_;
+  std::unique_ptr<control_server> control_;
+  std::chrono::steady_clock::time_point started_;
+  bool stopped_ = false;
+};
+
+} // namespace grove

@@ -1,0 +1,152 @@
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "grove/control.pb.h"
+#include "grove/kernel/bus.hpp"
+#include "grove/kernel/config.hpp"
+#include "grove/plugin.hpp"
+
+namespace spdlog {
+class logger;
+namespace sinks {
+class sink;
+}
+} // namespace spdlog
+
+namespace grove {
+
+/// A plugin library opened with dlopen. dlclose runs when the last reference (the
+/// host's and every live instance's) goes away.
+struct plugin_library {
+  /// Path it was opened from.
+  std::filesystem::path path;
+  /// dlopen handle.
+  void* handle = nullptr;
+  /// The descriptor returned by the entry symbol.
+  const grove_plugin_descriptor* descriptor = nullptr;
+  /// Name and version copied out of the descriptor.
+  std::string name;
+  /// Semantic version of the plugin.
+  std::string version;
+  /// Parsed configuration schema.
+  config_schema schema;
+
+  ~plugin_library();
+};
+
+/// Shared handle to an open plugin library.
+using plugin_library_ptr = std::shared_ptr<plugin_library>;
+
+/// Opens `path`, resolves grove_plugin_entry_v1 and checks struct size, ABI, CAF and
+/// Protobuf versions, the name (must equal `expected_name`) and the schema.
+caf::expected<plugin_library_ptr> open_plugin_library(const std::filesystem::path& path,
+                                                      std::string_view expected_name);
+
+/// Life-cycle states shown by `grovectl plugins`.
+enum class plugin_state : uint8_t {
+  loaded,
+  initialized,
+  running,
+  restarting,
+  stopped,
+  broken,
+};
+
+/// Returns the state's name.
+const char* to_string(plugin_state x) noexcept;
+
+/// What the host shares with a slot actor for status: written by the slot, read by
+/// the control socket.
+struct slot_status {
+  mutable std::mutex mtx;
+  plugin_state state = plugin_state::loaded;
+  std::string version;
+  std::string library;
+  std::string last_error;
+  std::string last_reload;
+  std::string log_level;
+  uint32_t restarts = 0;
+  std::map<std::string, std::string> details;
+};
+
+/// Settings of the plugin host.
+struct host_settings {
+  /// Where lib<name>.so files are.
+  std::filesystem::path plugin_dir;
+  /// Per-plugin state lives in <write_dir>/plugins/<name>/.
+  std::filesystem::path write_dir;
+  /// Restart policy for every plugin.
+  restart_policy restart;
+  /// Kernel log level (plugins without their own level use it).
+  std::string log_level = "info";
+  /// Where plugin loggers write.
+  std::shared_ptr<spdlog::sinks::sink> sink;
+};
+
+/// Loads, supervises and unloads plugins. Each plugin lives in a kernel-owned slot
+/// actor whose address never changes; thread-safe.
+class plugin_host {
+public:
+  /// Creates a host on `sys` publishing through `b`.
+  plugin_host(caf::actor_system& sys, bus& b, host_settings settings,
+              std::shared_ptr<spdlog::logger> log);
+
+  ~plugin_host();
+
+  /// Opens the library, validates the config against the plugin's schema, spawns its
+  /// slot, and runs init and start. On any error nothing stays loaded.
+  caf::error load(const plugin_spec& spec);
+
+  /// Checks what load() would check (library, ABI, schema, config) without starting.
+  caf::error check(const plugin_spec& spec);
+
+  /// Stops and unloads a plugin.
+  caf::error unload(const std::string& name);
+
+  /// Stops every plugin, last loaded first.
+  void stop_all();
+
+  /// Names of loaded plugins in load order.
+  std::vector<std::string> names() const;
+
+  /// Status of every loaded plugin.
+  std::vector<control::PluginInfo> list() const;
+
+  /// Status lines contributed by plugins via context::set_status.
+  std::map<std::string, std::string> details() const;
+
+  /// The slot actor of `name` (for tests and the harness), or an invalid handle.
+  caf::actor slot_of(const std::string& name) const;
+
+private:
+  struct loaded {
+    std::string name;
+    caf::actor slot;
+    endpoint_ptr ep;
+    std::shared_ptr<slot_status> status;
+    std::string isolation;
+  };
+
+  caf::expected<plugin_library_ptr> open(const plugin_spec& spec,
+                                         YAML::Node* validated);
+
+  caf::actor_system& sys_;
+  bus& bus_;
+  host_settings settings_;
+  std::shared_ptr<spdlog::logger> log_;
+  mutable std::mutex mtx_;
+  std::vector<loaded> plugins_;
+};
+
+} // namespace grove

@@ -1,0 +1,213 @@
+#include "grove/kernel/bus.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include <caf/actor_cast.hpp>
+#include <caf/make_message.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/message_id.hpp>
+
+namespace grove {
+
+caf::expected<overflow_policy> parse_overflow_policy(std::string_view str) {
+  if (str == "drop")
+    return overflow_policy::drop;
+  if (str == "block")
+    return overflow_policy::block;
+  return make_error(errc::invalid_config, "overflow must be 'drop' or 'block', got '"
+                                            + std::string{str} + "'");
+}
+
+const char* to_string(overflow_policy x) noexcept {
+  return x == overflow_policy::drop ? "drop" : "block";
+}
+
+// -- endpoint -----------------------------------------------------------------
+
+endpoint::endpoint(std::string name, caf::actor self, queue_settings settings)
+  : name_(std::move(name)), handle_(std::move(self)), settings_(settings) {
+  if (settings_.capacity == 0)
+    settings_.capacity = 1;
+}
+
+bool endpoint::offer(const caf::message& msg) {
+  const int64_t cap = settings_.capacity;
+  // Take credit first so concurrent senders cannot overshoot the capacity.
+  if (queued_.fetch_add(1, std::memory_order_acq_rel) >= cap) {
+    queued_.fetch_sub(1, std::memory_order_acq_rel);
+    if (settings_.overflow == overflow_policy::drop) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    // Block: wait for credit with bounded back-off, then give up and count a drop.
+    auto deadline = std::chrono::steady_clock::now() + settings_.block_timeout;
+    auto pause = std::chrono::microseconds{1};
+    for (;;) {
+      if (queued_.load(std::memory_order_acquire) < cap) {
+        if (queued_.fetch_add(1, std::memory_order_acq_rel) < cap)
+          break;
+        queued_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      }
+      if (pause.count() < 8)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds{500});
+    }
+  }
+  auto* dest = caf::actor_cast<caf::abstract_actor*>(handle_);
+  if (dest == nullptr) {
+    queued_.fetch_sub(1, std::memory_order_acq_rel);
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  dest->enqueue(caf::make_mailbox_element(nullptr, caf::make_message_id(), {}, msg),
+                nullptr);
+  delivered_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// -- bus ----------------------------------------------------------------------
+
+bus::bus() {
+  table_.store(std::make_shared<const table>());
+}
+
+bus::~bus() = default;
+
+caf::message bus::wrap(Envelope msg) {
+  return caf::make_message(std::move(msg));
+}
+
+const Envelope* bus::unwrap(const caf::message& msg) {
+  if (msg.size() == 1 && msg.match_element<Envelope>(0))
+    return &msg.get_as<Envelope>(0);
+  return nullptr;
+}
+
+void bus::rebuild(std::vector<entry> all) {
+  auto t = std::make_shared<table>();
+  for (auto& e : all) {
+    if (has_wildcard(e.filter))
+      t->wild.push_back(e);
+    else
+      t->exact[e.filter].push_back(e);
+  }
+  t->all = std::move(all);
+  table_.store(std::move(t));
+}
+
+caf::error bus::subscribe(const endpoint_ptr& ep, std::string_view filter) {
+  if (auto err = validate_filter(filter))
+    return err;
+  std::lock_guard guard{write_mtx_};
+  auto cur = table_.load();
+  for (auto& e : cur->all)
+    if (e.ep == ep && e.filter == filter)
+      return {};
+  auto all = cur->all;
+  all.push_back(entry{std::string{filter}, ep});
+  rebuild(std::move(all));
+  return {};
+}
+
+caf::error bus::unsubscribe(const endpoint_ptr& ep, std::string_view filter) {
+  std::lock_guard guard{write_mtx_};
+  auto cur = table_.load();
+  auto all = cur->all;
+  auto i = std::find_if(all.begin(), all.end(), [&](const entry& e) {
+    return e.ep == ep && e.filter == filter;
+  });
+  if (i == all.end())
+    return make_error(errc::invalid_state,
+                      "not subscribed to '" + std::string{filter} + "'");
+  all.erase(i);
+  rebuild(std::move(all));
+  return {};
+}
+
+void bus::unsubscribe_all(const endpoint_ptr& ep) {
+  std::lock_guard guard{write_mtx_};
+  auto all = table_.load()->all;
+  auto n = all.size();
+  std::erase_if(all, [&](const entry& e) { return e.ep == ep; });
+  if (all.size() != n)
+    rebuild(std::move(all));
+}
+
+std::vector<std::string> bus::filters_of(const endpoint_ptr& ep) const {
+  std::vector<std::string> result;
+  for (auto& e : table_.load()->all)
+    if (e.ep == ep)
+      result.push_back(e.filter);
+  return result;
+}
+
+caf::expected<publish_result> bus::publish(Envelope msg) {
+  if (auto err = validate_topic(msg.topic()))
+    return err;
+  if (msg.id() == 0)
+    msg.set_id(next_id());
+  if (msg.timestamp_ns() == 0)
+    msg.set_timestamp_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+  published_.fetch_add(1, std::memory_order_relaxed);
+  auto t = table_.load();
+  publish_result result;
+  // Built once and shared by every receiver (CAF messages are reference counted).
+  auto wrapped = wrap(std::move(msg));
+  const auto& topic = unwrap(wrapped)->topic();
+  auto deliver = [&](const entry& e) {
+    if (e.ep->offer(wrapped))
+      ++result.delivered;
+    else
+      ++result.dropped;
+  };
+  if (auto i = t->exact.find(topic); i != t->exact.end())
+    for (auto& e : i->second)
+      deliver(e);
+  for (auto& e : t->wild)
+    if (topic_matches(e.filter, topic))
+      deliver(e);
+  if (result.delivered + result.dropped == 0)
+    unrouted_.fetch_add(1, std::memory_order_relaxed);
+  if (result.delivered > 0)
+    delivered_.fetch_add(result.delivered, std::memory_order_relaxed);
+  if (result.dropped > 0)
+    dropped_.fetch_add(result.dropped, std::memory_order_relaxed);
+  return result;
+}
+
+endpoint_ptr bus::route_request(std::string_view topic) const {
+  for (auto& e : table_.load()->all)
+    if (topic_matches(e.filter, topic))
+      return e.ep;
+  return nullptr;
+}
+
+std::vector<endpoint_ptr> bus::endpoints() const {
+  std::vector<endpoint_ptr> result;
+  for (auto& e : table_.load()->all)
+    if (std::find(result.begin(), result.end(), e.ep) == result.end())
+      result.push_back(e.ep);
+  return result;
+}
+
+bus_stats bus::stats() const {
+  bus_stats s;
+  s.published = published_.load();
+  s.unrouted = unrouted_.load();
+  auto t = table_.load();
+  s.delivered = delivered_.load();
+  s.dropped = dropped_.load();
+  s.subscriptions = static_cast<uint32_t>(t->all.size());
+  return s;
+}
+
+} // namespace grove

@@ -1,0 +1,442 @@
+#include "grove/kernel/config.hpp"
+
+#include <cstdlib>
+#include <set>
+
+#include "grove/errors.hpp"
+
+namespace grove {
+
+namespace {
+
+constexpr std::string_view type_names[] = {"int",  "float", "bool", "string",
+                                           "list", "map",   "any"};
+
+constexpr std::string_view spec_attributes[]
+  = {"type", "required", "default", "min", "max", "enum", "keys", "items", "open", "doc"};
+
+std::string where(std::string_view file, const YAML::Node& node) {
+  auto mark = node.Mark();
+  std::string result{file};
+  if (!mark.is_null())
+    result += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+  return result;
+}
+
+std::string join(std::string_view path, std::string_view key) {
+  if (path.empty())
+    return std::string{key};
+  return std::string{path} + "." + std::string{key};
+}
+
+caf::error fail(std::string_view file, const YAML::Node& node, std::string_view path,
+                const std::string& what) {
+  return make_error(errc::invalid_config,
+                    where(file, node) + ": " + std::string{path.empty() ? "(top)" : path}
+                      + ": " + what);
+}
+
+std::string show(const YAML::Node& node) {
+  if (node.IsScalar())
+    return "'" + node.Scalar() + "'";
+  if (node.IsSequence())
+    return "a list";
+  if (node.IsMap())
+    return "a map";
+  return "nothing";
+}
+
+template <class T>
+bool convert(const YAML::Node& node, T& out) {
+  if (!node.IsScalar())
+    return false;
+  // yaml-cpp reports conversion failure by exception; keep it inside this function.
+  try {
+    out = node.as<T>();
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+// -- schema self-check --------------------------------------------------------
+
+caf::error check_spec(const YAML::Node& spec, std::string_view origin,
+                      std::string_view path);
+
+caf::error check_keys(const YAML::Node& keys, std::string_view origin,
+                      std::string_view path) {
+  if (!keys.IsMap())
+    return fail(origin, keys, path, "schema 'keys' must be a map");
+  for (auto kv : keys) {
+    auto key = kv.first.Scalar();
+    if (auto err = check_spec(kv.second, origin, join(path, key)))
+      return err;
+  }
+  return {};
+}
+
+caf::error check_spec(const YAML::Node& spec, std::string_view origin,
+                      std::string_view path) {
+  if (!spec.IsMap())
+    return fail(origin, spec, path, "schema entry must be a map with a 'type'");
+  for (auto kv : spec) {
+    auto attr = kv.first.Scalar();
+    if (std::find(std::begin(spec_attributes), std::end(spec_attributes), attr)
+        == std::end(spec_attributes))
+      return fail(origin, kv.first, path, "unknown schema attribute '" + attr + "'");
+  }
+  auto type = spec["type"];
+  if (!type || !type.IsScalar()
+      || std::find(std::begin(type_names), std::end(type_names), type.Scalar())
+           == std::end(type_names))
+    return fail(origin, spec, path,
+                "schema 'type' must be one of int, float, bool, string, list, map, any");
+  auto t = type.Scalar();
+  if (spec["keys"] && t != "map")
+    return fail(origin, spec, path, "'keys' only applies to type map");
+  if (spec["items"] && t != "list")
+    return fail(origin, spec, path, "'items' only applies to type list");
+  if ((spec["min"] || spec["max"]) && t != "int" && t != "float")
+    return fail(origin, spec, path, "'min'/'max' only apply to int and float");
+  if (spec["enum"] && (t != "string" || !spec["enum"].IsSequence()))
+    return fail(origin, spec, path, "'enum' must be a list and only applies to strings");
+  if (auto keys = spec["keys"])
+    if (auto err = check_keys(keys, origin, path))
+      return err;
+  if (auto items = spec["items"])
+    if (auto err = check_spec(items, origin, join(path, "[]")))
+      return err;
+  return {};
+}
+
+// -- validation ---------------------------------------------------------------
+
+caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
+                                std::string_view file, const std::string& path);
+
+caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& keys,
+                                    bool open, std::string_view file,
+                                    const std::string& path) {
+  YAML::Node result{YAML::NodeType::Map};
+  if (value && !value.IsNull() && !value.IsMap())
+    return fail(file, value, path, "expected a map, got " + show(value));
+  std::set<std::string> seen;
+  if (value && value.IsMap()) {
+    for (auto kv : value) {
+      if (!kv.first.IsScalar())
+        return fail(file, kv.first, path, "keys must be plain strings");
+      auto key = kv.first.Scalar();
+      if (!seen.insert(key).second)
+        return fail(file, kv.first, join(path, key), "duplicate key");
+      auto spec = keys ? keys[key] : YAML::Node{};
+      if (!spec) {
+        if (open) {
+          result[key] = YAML::Clone(kv.second);
+          continue;
+        }
+        std::string known;
+        if (keys)
+          for (auto k : keys)
+            known += (known.empty() ? "" : ", ") + k.first.Scalar();
+        return fail(file, kv.first, join(path, key),
+                    "unknown key" + (known.empty() ? std::string{" (no keys allowed)"}
+                                                   : " (allowed: " + known + ")"));
+      }
+      auto checked = check(kv.second, spec, file, join(path, key));
+      if (!checked)
+        return checked.error();
+      result[key] = *checked;
+    }
+  }
+  if (keys) {
+    for (auto k : keys) {
+      auto key = k.first.Scalar();
+      if (seen.count(key))
+        continue;
+      auto spec = k.second;
+      if (spec["required"] && spec["required"].as<bool>(false))
+        return fail(file, value ? value : YAML::Node{}, join(path, key),
+                    "required key is missing");
+      if (auto def = spec["default"]) {
+        result[key] = YAML::Clone(def);
+      } else if (spec["type"].Scalar() == "map") {
+        // Nested maps get their own defaults even when absent.
+        auto nested = check_map(YAML::Node{}, spec["keys"],
+                                spec["open"] && spec["open"].as<bool>(false), file,
+                                join(path, key));
+        if (!nested)
+          return nested.error();
+        if (nested->size() > 0)
+          result[key] = *nested;
+      }
+    }
+  }
+  return result;
+}
+
+caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
+                                std::string_view file, const std::string& path) {
+  auto type = spec["type"].Scalar();
+  if (type == "any")
+    return YAML::Clone(value);
+  if (type == "map")
+    return check_map(value, spec["keys"], spec["open"] && spec["open"].as<bool>(false),
+                     file, path);
+  if (type == "list") {
+    if (!value.IsSequence())
+      return fail(file, value, path, "expected a list, got " + show(value));
+    YAML::Node result{YAML::NodeType::Sequence};
+    auto items = spec["items"];
+    for (size_t i = 0; i < value.size(); ++i) {
+      auto item_path = path + "[" + std::to_string(i) + "]";
+      if (!items) {
+        result.push_back(YAML::Clone(value[i]));
+        continue;
+      }
+      auto checked = check(value[i], items, file, item_path);
+      if (!checked)
+        return checked.error();
+      result.push_back(*checked);
+    }
+    return result;
+  }
+  if (!value.IsScalar())
+    return fail(file, value, path, "expected " + type + ", got " + show(value));
+  if (type == "int") {
+    long long x = 0;
+    if (!convert(value, x))
+      return fail(file, value, path, "expected an integer, got " + show(value));
+    if (auto mn = spec["min"]; mn && x < mn.as<long long>())
+      return fail(file, value, path,
+                  "must be at least " + mn.Scalar() + ", got " + value.Scalar());
+    if (auto mx = spec["max"]; mx && x > mx.as<long long>())
+      return fail(file, value, path,
+                  "must be at most " + mx.Scalar() + ", got " + value.Scalar());
+  } else if (type == "float") {
+    double x = 0;
+    if (!convert(value, x))
+      return fail(file, value, path, "expected a number, got " + show(value));
+    if (auto mn = spec["min"]; mn && x < mn.as<double>())
+      return fail(file, value, path,
+                  "must be at least " + mn.Scalar() + ", got " + value.Scalar());
+    if (auto mx = spec["max"]; mx && x > mx.as<double>())
+      return fail(file, value, path,
+                  "must be at most " + mx.Scalar() + ", got " + value.Scalar());
+  } else if (type == "bool") {
+    bool x = false;
+    if (!convert(value, x))
+      return fail(file, value, path, "expected true or false, got " + show(value));
+  } else if (type == "string") {
+    if (auto choices = spec["enum"]) {
+      bool found = false;
+      std::string all;
+      for (auto c : choices) {
+        found = found || c.Scalar() == value.Scalar();
+        all += (all.empty() ? "" : ", ") + c.Scalar();
+      }
+      if (!found)
+        return fail(file, value, path,
+                    "must be one of " + all + ", got " + show(value));
+    }
+  }
+  return YAML::Clone(value);
+}
+
+caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin) {
+  try {
+    return YAML::Load(std::string{text});
+  } catch (const YAML::Exception& e) {
+    return make_error(errc::invalid_config,
+                      std::string{origin} + ":" + std::to_string(e.mark.line + 1) + ":"
+                        + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+}
+
+// The kernel's own profile schema, checked with the same validator as plugin schemas.
+constexpr std::string_view profile_schema_text = R"(
+kernel:
+  type: map
+  keys:
+    write_dir: {type: string, doc: "state directory; default ./var"}
+    plugin_dir: {type: string, doc: "where lib<name>.so files are"}
+    control_socket: {type: string, doc: "default <write_dir>/run/control.sock"}
+    log_level: {type: string, default: info,
+                enum: [trace, debug, info, warn, error, critical, off]}
+    worker_threads: {type: int, default: 0, min: 0, max: 256}
+    bus:
+      type: map
+      keys:
+        queue_capacity: {type: int, default: 10000, min: 1, max: 100000000}
+        overflow: {type: string, default: drop, enum: [drop, block]}
+        block_timeout_ms: {type: int, default: 1000, min: 0, max: 3600000}
+    restart:
+      type: map
+      keys:
+        max_failures: {type: int, default: 5, min: 1, max: 1000}
+        window_seconds: {type: int, default: 60, min: 1, max: 86400}
+        backoff_initial_ms: {type: int, default: 100, min: 1, max: 3600000}
+        backoff_max_ms: {type: int, default: 10000, min: 1, max: 3600000}
+plugins:
+  type: list
+  default: []
+  items:
+    type: map
+    keys:
+      name: {type: string, required: true}
+      config: {type: any}
+      log_level: {type: string, enum: [trace, debug, info, warn, error, critical, off]}
+      queue_capacity: {type: int, min: 1, max: 100000000}
+      overflow: {type: string, enum: [drop, block]}
+      block_timeout_ms: {type: int, min: 0, max: 3600000}
+      isolation: {type: string, default: in_process, enum: [in_process, process]}
+)";
+
+std::filesystem::path absolute_from(const std::filesystem::path& base,
+                                    const std::filesystem::path& p) {
+  if (p.is_absolute())
+    return p.lexically_normal();
+  return std::filesystem::absolute(base / p).lexically_normal();
+}
+
+} // namespace
+
+caf::expected<config_schema> config_schema::parse(std::string_view text,
+                                                  std::string_view origin) {
+  auto node = parse_yaml(text, origin);
+  if (!node)
+    return node.error();
+  config_schema result;
+  if (node->IsNull()) {
+    result.node_ = YAML::Node{YAML::NodeType::Map};
+    return result;
+  }
+  if (auto err = check_keys(*node, origin, ""))
+    return err;
+  result.node_ = *node;
+  return result;
+}
+
+config_schema config_schema::empty() {
+  config_schema result;
+  result.node_ = YAML::Node{YAML::NodeType::Map};
+  return result;
+}
+
+caf::expected<YAML::Node> config_schema::validate(const YAML::Node& value,
+                                                  std::string_view file,
+                                                  std::string_view path) const {
+  return check_map(value, node_, false, file, std::string{path});
+}
+
+caf::error validate_log_level(std::string_view level) {
+  for (auto x : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    if (level == x)
+      return {};
+  return make_error(errc::invalid_config, "unknown log level '" + std::string{level}
+                                            + "'");
+}
+
+caf::expected<image_profile> load_profile(const std::filesystem::path& file,
+                                          const profile_overrides& overrides) {
+  auto schema = config_schema::parse(profile_schema_text, "<kernel schema>");
+  if (!schema)
+    return schema.error();
+  std::error_code ec;
+  auto path = std::filesystem::absolute(file, ec);
+  if (ec || !std::filesystem::is_regular_file(path))
+    return make_error(errc::invalid_config, file.string() + ": no such file");
+  auto fname = file.string();
+  YAML::Node doc;
+  try {
+    doc = YAML::LoadFile(path.string());
+  } catch (const YAML::ParserException& e) {
+    return make_error(errc::invalid_config,
+                      fname + ":" + std::to_string(e.mark.line + 1) + ":"
+                        + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  } catch (const std::exception& e) {
+    return make_error(errc::invalid_config, fname + ": " + e.what());
+  }
+  if (!doc.IsNull() && !doc.IsMap())
+    return make_error(errc::invalid_config,
+                      where(fname, doc) + ": an image profile must be a YAML map");
+  auto checked = schema->validate(doc, fname, "");
+  if (!checked)
+    return checked.error();
+  auto& cfg = *checked;
+  image_profile result;
+  result.file = path;
+  auto kernel = cfg["kernel"];
+  auto cwd = std::filesystem::current_path();
+  // Relative paths in the file are relative to the working directory the operator
+  // started groved in, like the command line's.
+  if (overrides.write_dir)
+    result.write_dir = absolute_from(cwd, *overrides.write_dir);
+  else if (kernel["write_dir"])
+    result.write_dir = absolute_from(cwd, kernel["write_dir"].Scalar());
+  else
+    result.write_dir = absolute_from(cwd, "var");
+  if (overrides.plugin_dir)
+    result.plugin_dir = absolute_from(cwd, *overrides.plugin_dir);
+  else if (kernel["plugin_dir"])
+    result.plugin_dir = absolute_from(cwd, kernel["plugin_dir"].Scalar());
+  else
+    result.plugin_dir = overrides.default_plugin_dir;
+  if (kernel["control_socket"])
+    result.control_socket = absolute_from(cwd, kernel["control_socket"].Scalar());
+  else
+    result.control_socket = result.write_dir / "run" / "control.sock";
+  result.log_level = kernel["log_level"].Scalar();
+  result.worker_threads = kernel["worker_threads"].as<uint32_t>();
+  auto bus = kernel["bus"];
+  result.queue.capacity = bus["queue_capacity"].as<uint32_t>();
+  result.queue.overflow = *parse_overflow_policy(bus["overflow"].Scalar());
+  result.queue.block_timeout = std::chrono::milliseconds{
+    bus["block_timeout_ms"].as<int64_t>()};
+  auto restart = kernel["restart"];
+  result.restart.max_failures = restart["max_failures"].as<uint32_t>();
+  result.restart.window = std::chrono::seconds{restart["window_seconds"].as<int64_t>()};
+  result.restart.backoff_initial
+    = std::chrono::milliseconds{restart["backoff_initial_ms"].as<int64_t>()};
+  result.restart.backoff_max
+    = std::chrono::milliseconds{restart["backoff_max_ms"].as<int64_t>()};
+  auto raw_plugins = doc["plugins"];
+  auto plugins = cfg["plugins"];
+  std::set<std::string> names;
+  for (size_t i = 0; i < plugins.size(); ++i) {
+    auto p = plugins[i];
+    auto raw = raw_plugins[i];
+    plugin_spec spec;
+    spec.name = p["name"].Scalar();
+    auto field = "plugins[" + std::to_string(i) + "].name";
+    bool valid_name = !spec.name.empty() && spec.name.size() <= 64;
+    for (char c : spec.name)
+      valid_name = valid_name && (std::isalnum(static_cast<unsigned char>(c)) || c == '_'
+                                  || c == '-');
+    if (!valid_name)
+      return fail(fname, raw["name"], field,
+                  "plugin names are 1-64 characters of [A-Za-z0-9_-]");
+    if (!names.insert(spec.name).second)
+      return fail(fname, raw["name"], field,
+                  "plugin '" + spec.name + "' is listed twice");
+    // Keep the raw node: its marks give plugin-config errors their line numbers.
+    spec.config = raw["config"] ? raw["config"] : YAML::Node{};
+    spec.file = fname;
+    spec.line = raw.Mark().line + 1;
+    if (p["log_level"])
+      spec.log_level = p["log_level"].Scalar();
+    spec.queue = result.queue;
+    if (p["queue_capacity"])
+      spec.queue.capacity = p["queue_capacity"].as<uint32_t>();
+    if (p["overflow"])
+      spec.queue.overflow = *parse_overflow_policy(p["overflow"].Scalar());
+    if (p["block_timeout_ms"])
+      spec.queue.block_timeout = std::chrono::milliseconds{
+        p["block_timeout_ms"].as<int64_t>()};
+    spec.isolation = p["isolation"].Scalar();
+    result.plugins.push_back(std::move(spec));
+  }
+  return result;
+}
+
+} // namespace grove

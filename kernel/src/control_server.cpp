@@ -1,0 +1,674 @@
+// The control socket: a Unix stream socket serving proto/control.proto to grovectl.
+//
+// Threads: one acceptor (poll() on the listening socket, a stop eventfd and a reap
+// eventfd) and one thread per connection. stop() signals the stop eventfd, joins the
+// acceptor, shuts every client socket down and joins every client thread. A finished
+// client thread signals the reap eventfd so the acceptor joins it right away; a
+// long-running daemon never accumulates dead threads. A client socket is closed only
+// after its thread was joined, so shutdown() from stop() never hits a reused fd.
+
+#include "grove/kernel/control.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <spdlog/logger.h>
+#include <spdlog/sinks/null_sink.h>
+
+#include "grove/errors.hpp"
+#include "grove/topic.hpp"
+
+namespace grove {
+
+control_backend::~control_backend() = default;
+
+namespace {
+
+/// Most connections served at once; more are answered with an error and closed.
+constexpr size_t max_clients = 64;
+
+/// Messages buffered per subscribed connection before new ones are dropped.
+constexpr size_t subscription_capacity = 10000;
+
+std::string errno_text(const char* what, int code = errno) {
+  return std::string{what} + ": " + std::strerror(code);
+}
+
+bool has_code(const caf::error& err, errc code) {
+  return err && err.compare(static_cast<uint8_t>(code), caf::atom("grove")) == 0;
+}
+
+void close_fd(int& fd) noexcept {
+  if (fd >= 0) {
+    ::close(fd);
+    fd = -1;
+  }
+}
+
+void signal_eventfd(int fd) noexcept {
+  uint64_t one = 1;
+  // EFD_NONBLOCK: the counter cannot realistically overflow, and a failed signal only
+  // means the waiter is already awake.
+  [[maybe_unused]] auto rc = ::write(fd, &one, sizeof(one));
+}
+
+void drain_eventfd(int fd) noexcept {
+  uint64_t n;
+  [[maybe_unused]] auto rc = ::read(fd, &n, sizeof(n));
+}
+
+caf::expected<sockaddr_un> make_address(const std::filesystem::path& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const auto& str = path.native();
+  if (str.empty() || str.size() >= sizeof(addr.sun_path))
+    return make_error(errc::system_error,
+                      "control socket path is empty or longer than "
+                        + std::to_string(sizeof(addr.sun_path) - 1)
+                        + " bytes: " + str);
+  std::memcpy(addr.sun_path, str.data(), str.size());
+  return addr;
+}
+
+/// Whether a process accepts connections on `addr` right now.
+bool someone_listens(const sockaddr_un& addr) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return false;
+  int rc;
+  do {
+    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  } while (rc != 0 && errno == EINTR);
+  // EAGAIN: the listener's backlog is full, so it is alive.
+  bool alive = rc == 0 || errno == EAGAIN;
+  ::close(fd);
+  return alive;
+}
+
+/// Bounded hand-over from bus threads to one subscribed connection.
+class subscription_queue {
+public:
+  explicit subscription_queue(size_t capacity) : capacity_(capacity) {
+    event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (event_fd_ < 0)
+      throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
+
+  ~subscription_queue() {
+    close_fd(event_fd_);
+  }
+
+  subscription_queue(const subscription_queue&) = delete;
+  subscription_queue& operator=(const subscription_queue&) = delete;
+
+  /// Called from a kernel thread: never blocks for long, never throws.
+  void push(const Envelope& msg) noexcept {
+    try {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (items_.size() >= capacity_) {
+        ++dropped_;
+        return;
+      }
+      items_.push_back(msg);
+    } catch (...) {
+      // Out of memory while copying: count it as a drop rather than fail the bus.
+      std::lock_guard<std::mutex> guard{mtx_};
+      ++dropped_;
+      return;
+    }
+    signal_eventfd(event_fd_);
+  }
+
+  /// Takes everything queued so far and the number dropped since the last call.
+  std::deque<Envelope> take(uint64_t& dropped) {
+    drain_eventfd(event_fd_);
+    std::lock_guard<std::mutex> guard{mtx_};
+    dropped = std::exchange(dropped_, 0);
+    return std::exchange(items_, {});
+  }
+
+  /// Readable while messages wait.
+  int fd() const noexcept {
+    return event_fd_;
+  }
+
+private:
+  size_t capacity_;
+  int event_fd_ = -1;
+  std::mutex mtx_;
+  std::deque<Envelope> items_;
+  uint64_t dropped_ = 0;
+};
+
+control::Response error_response(const caf::error& err) {
+  control::Response res;
+  res.set_ok(false);
+  auto text = describe(err);
+  res.set_error(text.empty() ? "unknown error" : text);
+  return res;
+}
+
+control::Response error_response(std::string text) {
+  control::Response res;
+  res.set_ok(false);
+  res.set_error(std::move(text));
+  return res;
+}
+
+control::Response ok_response(std::string note) {
+  control::Response res;
+  res.set_ok(true);
+  res.set_message(std::move(note));
+  return res;
+}
+
+} // namespace
+
+struct control_server::impl {
+  /// One accepted connection.
+  struct client {
+    int fd = -1;
+    std::string peer;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+
+  impl(control_backend& backend, std::filesystem::path path,
+       std::shared_ptr<spdlog::logger> log)
+    : backend_(backend), path_(std::move(path)), log_(std::move(log)) {
+    if (!log_)
+      log_ = std::make_shared<spdlog::logger>(
+        "control", std::make_shared<spdlog::sinks::null_sink_mt>());
+  }
+
+  caf::error start();
+  void stop();
+  void accept_loop();
+  void accept_one();
+  void reap(bool all);
+  void serve(client& c);
+  bool handle(client& c, const control::Request& req);
+  bool stream(client& c, const std::string& filter);
+  bool send(client& c, const control::Response& res);
+
+  control_backend& backend_;
+  std::filesystem::path path_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  /// Serializes start() and stop().
+  std::mutex state_mtx_;
+  bool started_ = false;
+  int listen_fd_ = -1;
+  /// Readable once stop() begins; never drained, so every waiter sees it.
+  int stop_fd_ = -1;
+  /// Signalled by a client thread when it finishes.
+  int reap_fd_ = -1;
+  /// Identity of the socket file we bound, so stop() never unlinks someone else's.
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  std::thread acceptor_;
+
+  std::mutex clients_mtx_;
+  std::list<std::unique_ptr<client>> clients_;
+};
+
+caf::error control_server::impl::start() {
+  std::lock_guard<std::mutex> guard{state_mtx_};
+  if (started_)
+    return make_error(errc::invalid_state, "control server already started");
+  auto addr = make_address(path_);
+  if (!addr)
+    return std::move(addr.error());
+  std::error_code ec;
+  if (path_.has_parent_path()) {
+    std::filesystem::create_directories(path_.parent_path(), ec);
+    if (ec)
+      return make_error(errc::system_error, "cannot create "
+                                              + path_.parent_path().string() + ": "
+                                              + ec.message());
+  }
+  struct stat st;
+  if (::lstat(path_.c_str(), &st) == 0) {
+    // Never delete a file that is not a socket: the path is probably misconfigured.
+    if (!S_ISSOCK(st.st_mode))
+      return make_error(errc::system_error,
+                        path_.string() + " exists and is not a socket");
+    if (someone_listens(*addr))
+      return make_error(errc::invalid_state,
+                        "another groved is listening on " + path_.string());
+    if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
+      return make_error(errc::system_error,
+                        errno_text(("cannot remove stale " + path_.string()).c_str()));
+    log_->info("control: removed stale socket {}", path_.string());
+  }
+  auto fail = [this](std::string what) {
+    auto err = make_error(errc::system_error, errno_text(what.c_str()));
+    close_fd(listen_fd_);
+    close_fd(stop_fd_);
+    close_fd(reap_fd_);
+    return err;
+  };
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (listen_fd_ < 0)
+    return fail("socket");
+  if (::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr))
+      != 0)
+    return fail("bind " + path_.string());
+  // Between bind and chmod the file has the umask's mode; accept_one() also checks
+  // the peer's uid, so nobody slips in through that window.
+  if (::chmod(path_.c_str(), 0600) != 0 || ::lstat(path_.c_str(), &st) != 0) {
+    auto err = fail("chmod " + path_.string());
+    ::unlink(path_.c_str());
+    return err;
+  }
+  dev_ = st.st_dev;
+  ino_ = st.st_ino;
+  if (::listen(listen_fd_, SOMAXCONN) != 0) {
+    auto err = fail("listen " + path_.string());
+    ::unlink(path_.c_str());
+    return err;
+  }
+  stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  reap_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd_ < 0 || reap_fd_ < 0) {
+    auto err = fail("eventfd");
+    ::unlink(path_.c_str());
+    return err;
+  }
+  try {
+    acceptor_ = std::thread{[this] { accept_loop(); }};
+  } catch (const std::exception& ex) {
+    close_fd(listen_fd_);
+    close_fd(stop_fd_);
+    close_fd(reap_fd_);
+    ::unlink(path_.c_str());
+    return make_error(errc::system_error,
+                      std::string{"cannot start control thread: "} + ex.what());
+  }
+  started_ = true;
+  log_->info("control: listening on {}", path_.string());
+  return {};
+}
+
+void control_server::impl::stop() {
+  std::lock_guard<std::mutex> guard{state_mtx_};
+  if (!started_)
+    return;
+  started_ = false;
+  signal_eventfd(stop_fd_);
+  if (acceptor_.joinable())
+    acceptor_.join();
+  // The acceptor is gone, so the list only shrinks from here on.
+  std::list<std::unique_ptr<client>> clients;
+  {
+    std::lock_guard<std::mutex> lock{clients_mtx_};
+    clients.swap(clients_);
+  }
+  // Wakes threads blocked in read/write; waiters in poll() also see stop_fd_.
+  for (auto& c : clients)
+    ::shutdown(c->fd, SHUT_RDWR);
+  for (auto& c : clients) {
+    if (c->thread.joinable())
+      c->thread.join();
+    close_fd(c->fd);
+  }
+  close_fd(listen_fd_);
+  close_fd(stop_fd_);
+  close_fd(reap_fd_);
+  struct stat st;
+  if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_)
+    ::unlink(path_.c_str());
+  log_->info("control: stopped ({} connections closed)", clients.size());
+}
+
+void control_server::impl::accept_loop() {
+  try {
+    pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0},
+                     {reap_fd_, POLLIN, 0}};
+    for (;;) {
+      for (auto& p : fds)
+        p.revents = 0;
+      if (::poll(fds, 3, -1) < 0) {
+        if (errno == EINTR)
+          continue;
+        log_->error("control: {}; no longer accepting connections",
+                    errno_text("poll"));
+        return;
+      }
+      if (fds[1].revents != 0)
+        return;
+      if (fds[2].revents != 0) {
+        drain_eventfd(reap_fd_);
+        reap(false);
+      }
+      if (fds[0].revents != 0)
+        accept_one();
+    }
+  } catch (const std::exception& ex) {
+    log_->error("control: accept thread failed: {}", ex.what());
+  } catch (...) {
+    log_->error("control: accept thread failed");
+  }
+}
+
+void control_server::impl::accept_one() {
+  int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) {
+    auto code = errno;
+    if (code == EINTR || code == EAGAIN || code == EWOULDBLOCK
+        || code == ECONNABORTED)
+      return;
+    log_->warn("control: {}", errno_text("accept", code));
+    if (code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM) {
+      // Out of descriptors: back off instead of spinning on a readable socket, but
+      // stay responsive to stop().
+      pollfd p{stop_fd_, POLLIN, 0};
+      ::poll(&p, 1, 100);
+    }
+    return;
+  }
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  std::string peer = "unknown peer";
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    peer = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
+    if (cred.uid != ::geteuid() && cred.uid != 0) {
+      log_->warn("control: refused connection from {} (not our user)", peer);
+      ::close(fd);
+      return;
+    }
+  }
+  reap(false);
+  std::lock_guard<std::mutex> lock{clients_mtx_};
+  if (clients_.size() >= max_clients) {
+    log_->warn("control: refused connection from {}: {} connections open", peer,
+               clients_.size());
+    // Best effort: the socket buffer takes this small frame without blocking.
+    framing::write_frame(fd, error_response("too many control connections"));
+    ::close(fd);
+    return;
+  }
+  auto c = std::make_unique<client>();
+  c->fd = fd;
+  c->peer = std::move(peer);
+  auto* ptr = c.get();
+  clients_.push_back(std::move(c));
+  try {
+    ptr->thread = std::thread{[this, ptr] { serve(*ptr); }};
+  } catch (const std::exception& ex) {
+    log_->error("control: cannot start connection thread: {}", ex.what());
+    ::close(fd);
+    clients_.pop_back();
+  }
+}
+
+void control_server::impl::reap(bool all) {
+  std::list<std::unique_ptr<client>> finished;
+  {
+    std::lock_guard<std::mutex> lock{clients_mtx_};
+    for (auto i = clients_.begin(); i != clients_.end();) {
+      if (all || (*i)->done.load()) {
+        auto next = std::next(i);
+        finished.splice(finished.end(), clients_, i);
+        i = next;
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (auto& c : finished) {
+    if (c->thread.joinable())
+      c->thread.join();
+    close_fd(c->fd);
+  }
+}
+
+bool control_server::impl::send(client& c, const control::Response& res) {
+  if (auto err = framing::write_frame(c.fd, res)) {
+    log_->debug("control: cannot reply to {}: {}", c.peer, describe(err));
+    return false;
+  }
+  return true;
+}
+
+void control_server::impl::serve(client& c) {
+  try {
+    log_->debug("control: connection from {}", c.peer);
+    for (;;) {
+      control::Request req;
+      if (auto err = framing::read_frame(c.fd, req)) {
+        if (has_code(err, errc::malformed) || has_code(err, errc::too_large)) {
+          // The stream cannot be resynchronized: say why, then hang up.
+          log_->warn("control: bad frame from {}: {}", c.peer, describe(err));
+          send(c, error_response(err));
+        } else {
+          log_->debug("control: {} disconnected: {}", c.peer, describe(err));
+        }
+        break;
+      }
+      if (!handle(c, req))
+        break;
+    }
+  } catch (const std::exception& ex) {
+    log_->error("control: connection from {} failed: {}", c.peer, ex.what());
+  } catch (...) {
+    log_->error("control: connection from {} failed", c.peer);
+  }
+  c.done.store(true);
+  signal_eventfd(reap_fd_);
+}
+
+bool control_server::impl::handle(client& c, const control::Request& req) {
+  using control::Request;
+  control::Response res;
+  try {
+    switch (req.kind_case()) {
+      case Request::kStatus:
+        log_->debug("control: status from {}", c.peer);
+        *res.mutable_status() = backend_.status();
+        res.set_ok(true);
+        break;
+      case Request::kPlugins:
+        log_->debug("control: plugins from {}", c.peer);
+        *res.mutable_plugins() = backend_.plugins();
+        res.set_ok(true);
+        break;
+      case Request::kLoad: {
+        const auto& name = req.load().name();
+        if (auto err = backend_.load(name)) {
+          log_->warn("control: load {} failed: {}", name, describe(err));
+          res = error_response(err);
+        } else {
+          log_->info("control: loaded {}", name);
+          res = ok_response("loaded " + name);
+        }
+        break;
+      }
+      case Request::kUnload: {
+        const auto& name = req.unload().name();
+        if (auto err = backend_.unload(name)) {
+          log_->warn("control: unload {} failed: {}", name, describe(err));
+          res = error_response(err);
+        } else {
+          log_->info("control: unloaded {}", name);
+          res = ok_response("unloaded " + name);
+        }
+        break;
+      }
+      case Request::kReload: {
+        const auto& name = req.reload().name();
+        auto result = backend_.reload(name, req.reload().path());
+        if (!result) {
+          log_->warn("control: reload {} failed: {}", name, describe(result.error()));
+          res = error_response(result.error());
+        } else {
+          log_->info("control: reloaded {}: {}", name, *result);
+          res = ok_response(result->empty() ? "reloaded " + name : *result);
+        }
+        break;
+      }
+      case Request::kPublish: {
+        const auto& topic = req.publish().topic();
+        if (auto err = validate_topic(topic)) {
+          res = error_response(err);
+          break;
+        }
+        auto result = backend_.publish(req.publish());
+        if (!result) {
+          log_->debug("control: publish on {} failed: {}", topic,
+                      describe(result.error()));
+          res = error_response(result.error());
+        } else {
+          log_->debug("control: published on {} for {}", topic, c.peer);
+          // grovectl prints this line; keep the wording stable.
+          res = ok_response("delivered " + std::to_string(result->delivered)
+                            + ", dropped " + std::to_string(result->dropped));
+        }
+        break;
+      }
+      case Request::kSubscribe:
+        return stream(c, req.subscribe().filter());
+      default:
+        // Also what a newer client's unknown request kind looks like.
+        log_->warn("control: empty or unsupported request from {}", c.peer);
+        res = error_response("empty or unsupported request");
+        break;
+    }
+  } catch (const std::exception& ex) {
+    log_->error("control: request from {} failed: {}", c.peer, ex.what());
+    res = error_response(std::string{"internal error: "} + ex.what());
+  } catch (...) {
+    log_->error("control: request from {} failed", c.peer);
+    res = error_response("internal error");
+  }
+  return send(c, res);
+}
+
+bool control_server::impl::stream(client& c, const std::string& filter) {
+  if (auto err = validate_filter(filter)) {
+    log_->debug("control: bad filter from {}: {}", c.peer, describe(err));
+    return send(c, error_response(err));
+  }
+  auto queue = std::make_shared<subscription_queue>(subscription_capacity);
+  // The sink holds the queue, so a late call from the bus after unsubscribe is safe.
+  auto handle = backend_.subscribe(filter,
+                                   [queue](const Envelope& msg) { queue->push(msg); });
+  if (!handle) {
+    log_->warn("control: subscribe {} failed: {}", filter, describe(handle.error()));
+    return send(c, error_response(handle.error()));
+  }
+  log_->info("control: {} subscribed to {}", c.peer, filter);
+  // An acknowledgement without body: the client knows the subscription is active.
+  if (!send(c, ok_response("subscribed to " + filter))) {
+    handle->reset();
+    return false;
+  }
+  uint64_t sent = 0;
+  uint64_t dropped_total = 0;
+  const char* reason = "client hung up";
+  pollfd fds[3] = {{c.fd, POLLIN | POLLRDHUP, 0}, {queue->fd(), POLLIN, 0},
+                   {stop_fd_, POLLIN, 0}};
+  for (bool running = true; running;) {
+    for (auto& p : fds)
+      p.revents = 0;
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      reason = "poll failed";
+      break;
+    }
+    if (fds[2].revents != 0) {
+      reason = "server stopping";
+      break;
+    }
+    if (fds[0].revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL))
+      break;
+    if (fds[0].revents & POLLIN) {
+      // The client may only hang up while subscribed; anything else ends the stream.
+      char byte;
+      auto n = ::recv(c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0)
+        reason = "client sent data while subscribed";
+      if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+        break;
+    }
+    if (fds[1].revents & POLLIN) {
+      uint64_t dropped = 0;
+      auto items = queue->take(dropped);
+      for (auto& msg : items) {
+        control::Response res;
+        res.set_ok(true);
+        *res.mutable_message_out() = std::move(msg);
+        if (!send(c, res)) {
+          reason = "write failed";
+          running = false;
+          break;
+        }
+        ++sent;
+      }
+      if (running && dropped > 0) {
+        dropped_total += dropped;
+        log_->warn("control: subscription {} of {} dropped {} messages (queue full)",
+                   filter, c.peer, dropped);
+        if (!send(c, ok_response("dropped " + std::to_string(dropped)
+                                 + " messages: subscriber queue full"))) {
+          reason = "write failed";
+          running = false;
+        }
+      }
+    }
+  }
+  handle->reset(); // unsubscribes
+  log_->info("control: subscription {} of {} ended ({}): {} sent, {} dropped", filter,
+             c.peer, reason, sent, dropped_total);
+  return false;
+}
+
+control_server::control_server(control_backend& backend,
+                               std::filesystem::path socket_path,
+                               std::shared_ptr<spdlog::logger> log)
+  : impl_(std::make_unique<impl>(backend, std::move(socket_path), std::move(log))) {
+  // nop
+}
+
+control_server::~control_server() {
+  try {
+    stop();
+  } catch (...) {
+    // A destructor must not throw; stop() logs what it can.
+  }
+}
+
+caf::error control_server::start() {
+  try {
+    return impl_->start();
+  } catch (const std::exception& ex) {
+    return make_error(errc::system_error,
+                      std::string{"cannot start control server: "} + ex.what());
+  }
+}
+
+void control_server::stop() {
+  impl_->stop();
+}
+
+const std::filesystem::path& control_server::path() const noexcept {
+  return impl_->path_;
+}
+
+} // namespace grove

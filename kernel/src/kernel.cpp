@@ -1,0 +1,229 @@
+#include "grove/kernel/kernel.hpp"
+
+#include <unistd.h>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/sec.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+namespace grove {
+
+const char* const kernel_version = "0.1.0";
+
+
+namespace {
+
+/// Delivers bus messages to a callback; used by the control socket and the harness.
+class sink_actor : public caf::event_based_actor {
+public:
+  sink_actor(caf::actor_config& cfg, std::function<void(const Envelope&)> fn,
+             std::shared_ptr<endpoint_ptr> ep)
+    : caf::event_based_actor(cfg), fn_(std::move(fn)), ep_(std::move(ep)) {
+  }
+
+protected:
+  caf::behavior make_behavior() override {
+    return {
+      [this](const Envelope& msg) {
+        if (!current_mailbox_element()->mid.is_request())
+          (*ep_)->consumed();
+        fn_(msg);
+      },
+    };
+  }
+
+private:
+  std::function<void(const Envelope&)> fn_;
+  std::shared_ptr<endpoint_ptr> ep_;
+};
+
+/// Unsubscribes and stops the sink actor when the last owner lets go.
+struct subscription_handle {
+  grove::bus* b;
+  endpoint_ptr ep;
+  ~subscription_handle() {
+    b->unsubscribe_all(ep);
+    caf::anon_send_exit(ep->handle(), caf::exit_reason::user_shutdown);
+  }
+};
+
+} // namespace
+
+kernel::kernel(image_profile profile, kernel_options options)
+  : profile_(std::move(profile)), options_(options) {
+  std::shared_ptr<spdlog::sinks::sink> sink;
+  if (options_.log_to_stderr)
+    sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  else
+    sink = std::make_shared<spdlog::sinks::null_sink_mt>();
+  sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
+  log_ = std::make_shared<spdlog::logger>("groved", sink);
+  log_->set_level(spdlog::level::from_str(profile_.log_level));
+  log_->flush_on(spdlog::level::info);
+  if (profile_.worker_threads > 0)
+    cfg_.set("scheduler.max-threads", static_cast<size_t>(profile_.worker_threads));
+  sys_ = std::make_unique<caf::actor_system>(cfg_);
+  host_settings hs;
+  hs.plugin_dir = profile_.plugin_dir;
+  hs.write_dir = profile_.write_dir;
+  hs.restart = profile_.restart;
+  hs.log_level = profile_.log_level;
+  hs.sink = sink;
+  host_ = std::make_unique<plugin_host>(*sys_, bus_, std::move(hs), log_);
+}
+
+kernel::~kernel() {
+  stop();
+}
+
+caf::error kernel::start() {
+  started_ = std::chrono::steady_clock::now();
+  std::error_code ec;
+  std::filesystem::create_directories(profile_.write_dir / "plugins", ec);
+  if (ec)
+    return make_error(errc::system_error, "cannot create write directory "
+                                            + profile_.write_dir.string() + ": "
+                                            + ec.message());
+  log_->info("groved {} starting: profile {}, write dir {}, plugin dir {}",
+             kernel_version, profile_.file.string(), profile_.write_dir.string(),
+             profile_.plugin_dir.string());
+  // The control socket comes first so an operator can look at a half-started device.
+  if (options_.control_socket) {
+    control_ = std::make_unique<control_server>(*this, profile_.control_socket, log_);
+    if (auto err = control_->start())
+      return err;
+    log_->info("control socket {}", profile_.control_socket.string());
+  }
+  size_t ok = 0;
+  for (auto& spec : profile_.plugins) {
+    if (auto err = host_->load(spec))
+      log_->error("plugin {} not started: {}", spec.name, describe(err));
+    else
+      ++ok;
+  }
+  auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
+    std::chrono::steady_clock::now() - started_);
+  log_->info("ready: {} of {} plugins running ({:.1f} ms)", ok, profile_.plugins.size(),
+             elapsed.count() / 1000.0);
+  return {};
+}
+
+void kernel::stop() {
+  if (stopped_)
+    return;
+  stopped_ = true;
+  if (control_)
+    control_->stop();
+  host_->stop_all();
+  log_->info("stopped");
+  log_->flush();
+}
+
+caf::expected<Envelope> kernel::request(std::string_view topic, std::string payload,
+                                        std::chrono::milliseconds timeout) {
+  if (auto err = validate_topic(topic))
+    return err;
+  auto target = bus_.route_request(topic);
+  if (!target)
+    return make_error(errc::no_route, "no subscriber for '" + std::string{topic} + "'");
+  Envelope env;
+  env.set_topic(std::string{topic});
+  env.set_payload(std::move(payload));
+  env.set_source("kernel");
+  env.set_id(bus_.next_id());
+  env.set_reply_to("kernel/" + std::to_string(env.id()));
+  caf::scoped_actor self{*sys_};
+  caf::expected<Envelope> result{caf::error{}};
+  self->request(target->handle(), timeout, bus::wrap(std::move(env)))
+    .receive([&](Envelope& reply) { result = std::move(reply); },
+             [&](caf::error& err) {
+               if (err == caf::sec::request_timeout)
+                 result = make_error(errc::timeout, "request timed out");
+               else
+                 result = std::move(err);
+             });
+  if (result && !result->error().empty())
+    return make_error(errc::plugin_failed, result->error());
+  return result;
+}
+
+control::Status kernel::status() {
+  control::Status st;
+  st.set_version(kernel_version);
+  st.set_pid(static_cast<uint32_t>(getpid()));
+  st.set_uptime_seconds(
+    std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+  st.set_config_file(profile_.file.string());
+  st.set_write_dir(profile_.write_dir.string());
+  st.set_plugin_dir(profile_.plugin_dir.string());
+  st.set_control_socket(profile_.control_socket.string());
+  auto bs = bus_.stats();
+  st.set_bus_published(bs.published);
+  st.set_bus_delivered(bs.delivered);
+  st.set_bus_dropped(bs.dropped);
+  st.set_bus_unrouted(bs.unrouted);
+  st.set_subscriptions(bs.subscriptions);
+  for (auto& p : host_->list())
+    *st.add_plugins() = std::move(p);
+  for (auto& [k, v] : host_->details())
+    (*st.mutable_details())[k] = v;
+  return st;
+}
+
+control::Plugins kernel::plugins() {
+  control::Plugins result;
+  for (auto& p : host_->list())
+    *result.add_plugins() = std::move(p);
+  return result;
+}
+
+caf::error kernel::load(const std::string& name) {
+  for (auto& spec : profile_.plugins)
+    if (spec.name == name)
+      return host_->load(spec);
+  plugin_spec spec;
+  spec.name = name;
+  spec.queue = profile_.queue;
+  return host_->load(spec);
+}
+
+caf::error kernel::unload(const std::string& name) {
+  return host_->unload(name);
+}
+
+caf::expected<std::string> kernel::reload(const std::string& name, const std::string&) {
+  return make_error(errc::unsupported, "hot reload of '" + name
+                                         + "' is not available in this build");
+}
+
+caf::expected<publish_result> kernel::publish(Envelope msg) {
+  if (msg.source().empty())
+    msg.set_source("grovectl");
+  return bus_.publish(std::move(msg));
+}
+
+caf::expected<std::shared_ptr<void>>
+kernel::subscribe(const std::string& filter, std::function<void(const Envelope&)> sink) {
+  return subscribe(filter, std::move(sink), profile_.queue);
+}
+
+caf::expected<std::shared_ptr<void>>
+kernel::subscribe(const std::string& filter, std::function<void(const Envelope&)> sink,
+                  queue_settings queue) {
+  if (auto err = validate_filter(filter))
+    return err;
+  auto box = std::make_shared<endpoint_ptr>();
+  auto actor = sys_->spawn<sink_actor>(std::move(sink), box);
+  auto ep = std::make_shared<endpoint>("subscriber:" + filter, actor, queue);
+  *box = ep;
+  if (auto err = bus_.subscribe(ep, filter)) {
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    return err;
+  }
+  return std::shared_ptr<void>{std::make_shared<subscription_handle>(&bus_, ep)};
+}
+
+} // namespace grove

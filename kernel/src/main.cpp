@@ -1,0 +1,87 @@
+// groved: the Grove kernel daemon.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "grove/kernel/kernel.hpp"
+
+namespace {
+
+// Plugins sit at <prefix>/lib/grove/plugins beside <prefix>/bin/groved, in the build
+// tree and in an installed tree alike.
+std::filesystem::path default_plugin_dir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec)
+    return std::filesystem::absolute("lib/grove/plugins");
+  return exe.parent_path().parent_path() / "lib" / "grove" / "plugins";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"groved - the Grove edge runtime kernel"};
+  std::string config_file;
+  std::string write_dir;
+  std::string plugin_dir;
+  bool check_only = false;
+  app.add_option("-c,--config", config_file, "image profile (YAML)")->required();
+  app.add_option("-w,--write-dir", write_dir,
+                 "state directory (default: GROVE_WRITE_DIR, the profile, ./var)");
+  app.add_option("-p,--plugin-dir", plugin_dir, "where lib<name>.so plugins are");
+  app.add_flag("--check", check_only,
+               "validate the profile and every plugin's configuration, then exit");
+  CLI11_PARSE(app, argc, argv);
+
+  grove::profile_overrides ov;
+  if (!write_dir.empty())
+    ov.write_dir = write_dir;
+  else if (auto env = std::getenv("GROVE_WRITE_DIR"); env != nullptr && *env != '\0')
+    ov.write_dir = env;
+  if (!plugin_dir.empty())
+    ov.plugin_dir = plugin_dir;
+  ov.default_plugin_dir = default_plugin_dir();
+  auto profile = grove::load_profile(config_file, ov);
+  if (!profile) {
+    std::cerr << "groved: " << grove::describe(profile.error()) << '\n';
+    return 2;
+  }
+
+  // Block the stop signals before CAF starts its threads so only sigwait sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  grove::kernel k{std::move(*profile)};
+  if (check_only) {
+    int failures = 0;
+    for (auto& spec : k.profile().plugins)
+      if (auto err = k.host().check(spec)) {
+        std::cerr << "groved: " << grove::describe(err) << '\n';
+        ++failures;
+      }
+    if (failures == 0)
+      std::cout << "groved: " << config_file << " is valid\n";
+    return failures == 0 ? 0 : 2;
+  }
+  if (auto err = k.start()) {
+    k.log()->critical("cannot start: {}", grove::describe(err));
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  k.log()->info("signal {} received, stopping", sig);
+  k.stop();
+  return 0;
+}

@@ -1,0 +1,282 @@
+#include "grove/kernel/plugin_host.hpp"
+
+#include <dlfcn.h>
+
+#include <caf/scoped_actor.hpp>
+#include <google/protobuf/stubs/common.h>
+#include <spdlog/spdlog.h>
+
+#include "slot.hpp"
+
+namespace grove {
+
+// -- plugin_library -------------------------------------------------------------
+
+plugin_library::~plugin_library() {
+  if (handle != nullptr)
+    dlclose(handle);
+}
+
+caf::expected<plugin_library_ptr> open_plugin_library(const std::filesystem::path& path,
+                                                      std::string_view expected_name) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    return make_error(errc::load_failed, path.string() + ": no such file");
+  // RTLD_LOCAL keeps each plugin's symbols to itself; RTLD_NOW surfaces missing
+  // symbols here instead of at some later call.
+  auto handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    auto msg = dlerror();
+    return make_error(errc::load_failed,
+                      path.string() + ": " + (msg ? msg : "dlopen failed"));
+  }
+  auto lib = std::make_shared<plugin_library>();
+  lib->path = path;
+  lib->handle = handle;
+  auto sym = dlsym(handle, plugin_entry_symbol);
+  if (sym == nullptr)
+    return make_error(errc::load_failed, path.string() + ": missing entry symbol "
+                                           + plugin_entry_symbol);
+  const grove_plugin_descriptor* desc = nullptr;
+  try {
+    desc = reinterpret_cast<grove_plugin_entry_fn>(sym)();
+  } catch (...) {
+    return make_error(errc::load_failed, path.string() + ": entry symbol threw");
+  }
+  if (desc == nullptr)
+    return make_error(errc::load_failed, path.string() + ": entry symbol returned null");
+  // Read only the first field until we know how large the plugin's struct is.
+  if (desc->struct_size < offsetof(grove_plugin_descriptor, reserved))
+    return make_error(errc::abi_mismatch, path.string() + ": descriptor too small ("
+                                            + std::to_string(desc->struct_size)
+                                            + " bytes)");
+  if (desc->abi_version != GROVE_PLUGIN_ABI_VERSION)
+    return make_error(errc::abi_mismatch,
+                      path.string() + ": built for plugin ABI "
+                        + std::to_string(desc->abi_version) + ", kernel speaks "
+                        + std::to_string(GROVE_PLUGIN_ABI_VERSION));
+  if (desc->caf_version != CAF_VERSION)
+    return make_error(errc::abi_mismatch,
+                      path.string() + ": built against CAF "
+                        + std::to_string(desc->caf_version) + ", kernel uses "
+                        + std::to_string(CAF_VERSION));
+  if (desc->protobuf_version != GOOGLE_PROTOBUF_VERSION)
+    return make_error(errc::abi_mismatch,
+                      path.string() + ": built against Protobuf "
+                        + std::to_string(desc->protobuf_version) + ", kernel uses "
+                        + std::to_string(GOOGLE_PROTOBUF_VERSION));
+  if (desc->name == nullptr || desc->version == nullptr || desc->create == nullptr
+      || desc->destroy == nullptr)
+    return make_error(errc::abi_mismatch,
+                      path.string() + ": descriptor lacks name, version or factory");
+  if (expected_name != desc->name)
+    return make_error(errc::load_failed, path.string() + ": library calls itself '"
+                                           + desc->name + "', expected '"
+                                           + std::string{expected_name} + "'");
+  lib->descriptor = desc;
+  lib->name = desc->name;
+  lib->version = desc->version;
+  if (desc->config_schema != nullptr) {
+    auto schema = config_schema::parse(desc->config_schema,
+                                       lib->name + " (config schema)");
+    if (!schema)
+      return schema.error();
+    lib->schema = std::move(*schema);
+  } else {
+    lib->schema = config_schema::empty();
+  }
+  return lib;
+}
+
+const char* to_string(plugin_state x) noexcept {
+  switch (x) {
+    case plugin_state::loaded: return "loaded";
+    case plugin_state::initialized: return "initialized";
+    case plugin_state::running: return "running";
+    case plugin_state::restarting: return "restarting";
+    case plugin_state::stopped: return "stopped";
+    case plugin_state::broken: return "broken";
+  }
+  return "unknown";
+}
+
+// -- plugin_host ----------------------------------------------------------------
+
+plugin_host::plugin_host(caf::actor_system& sys, bus& b, host_settings settings,
+                         std::shared_ptr<spdlog::logger> log)
+  : sys_(sys), bus_(b), settings_(std::move(settings)), log_(std::move(log)) {
+}
+
+plugin_host::~plugin_host() {
+  stop_all();
+}
+
+caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
+                                                    YAML::Node* validated) {
+  if (spec.isolation != "in_process")
+    return make_error(errc::unsupported,
+                      spec.file + ":" + std::to_string(spec.line) + ": plugin '"
+                        + spec.name + "': isolation '" + spec.isolation
+                        + "' is not available yet (only in_process)");
+  {
+    std::lock_guard guard{mtx_};
+    for (auto& p : plugins_)
+      if (p.name == spec.name)
+        return make_error(errc::duplicate_plugin,
+                          "a plugin named '" + spec.name + "' is already loaded");
+  }
+  auto path = settings_.plugin_dir / ("lib" + spec.name + ".so");
+  auto lib = open_plugin_library(path, spec.name);
+  if (!lib)
+    return lib.error();
+  auto origin = spec.file.empty() ? std::string{"<load>"} : spec.file;
+  auto cfg = (*lib)->schema.validate(spec.config, origin,
+                                     "plugins." + spec.name + ".config");
+  if (!cfg)
+    return cfg.error();
+  if (validated != nullptr)
+    *validated = std::move(*cfg);
+  return lib;
+}
+
+caf::error plugin_host::check(const plugin_spec& spec) {
+  auto lib = open(spec, nullptr);
+  return lib ? caf::error{} : lib.error();
+}
+
+caf::error plugin_host::load(const plugin_spec& spec) {
+  YAML::Node cfg;
+  auto lib = open(spec, &cfg);
+  if (!lib)
+    return lib.error();
+  auto state_dir = settings_.write_dir / "plugins" / spec.name;
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec)
+    return make_error(errc::system_error,
+                      "cannot create " + state_dir.string() + ": " + ec.message());
+  auto plog = std::make_shared<spdlog::logger>(spec.name, settings_.sink);
+  auto level = spec.log_level.empty() ? settings_.log_level : spec.log_level;
+  plog->set_level(spdlog::level::from_str(level));
+  plog->flush_on(spdlog::level::warn);
+  auto status = std::make_shared<slot_status>();
+  status->version = (*lib)->version;
+  status->library = (*lib)->path.string();
+  status->log_level = level;
+  auto ep_box = std::make_shared<endpoint_ptr>();
+  slot_setup setup;
+  setup.name = spec.name;
+  setup.lib = *lib;
+  setup.config = std::move(cfg);
+  setup.state_dir = state_dir;
+  setup.log = plog;
+  setup.restart = settings_.restart;
+  setup.bus_ptr = &bus_;
+  setup.status = status;
+  setup.ep = ep_box;
+  auto slot = spawn_slot(sys_, std::move(setup));
+  auto ep = std::make_shared<endpoint>(spec.name, slot, spec.queue);
+  *ep_box = ep; // published to the slot by the send below
+  lib->reset(); // the slot holds the library now
+  caf::scoped_actor self{sys_};
+  std::string result;
+  self->request(slot, caf::infinite, init_atom::value)
+    .receive([&](std::string& err) { result = std::move(err); },
+             [&](caf::error& err) { result = describe(err); });
+  if (!result.empty()) {
+    self->request(slot, caf::infinite, stop_atom::value)
+      .receive([](bool) {}, [](caf::error&) {});
+    return make_error(errc::init_failed, "plugin '" + spec.name + "': " + result);
+  }
+  std::lock_guard guard{mtx_};
+  plugins_.push_back(loaded{spec.name, slot, ep, status, spec.isolation});
+  log_->info("plugin {} {} started from {}", spec.name, status->version,
+             status->library);
+  return {};
+}
+
+caf::error plugin_host::unload(const std::string& name) {
+  loaded entry;
+  {
+    std::lock_guard guard{mtx_};
+    auto i = std::find_if(plugins_.begin(), plugins_.end(),
+                          [&](const loaded& p) { return p.name == name; });
+    if (i == plugins_.end())
+      return make_error(errc::unknown_plugin, "no plugin named '" + name + "' is loaded");
+    entry = std::move(*i);
+    plugins_.erase(i);
+  }
+  caf::scoped_actor self{sys_};
+  self->request(entry.slot, caf::infinite, stop_atom::value)
+    .receive([](bool) {}, [](caf::error&) {});
+  log_->info("plugin {} unloaded", name);
+  return {};
+}
+
+void plugin_host::stop_all() {
+  for (;;) {
+    std::string name;
+    {
+      std::lock_guard guard{mtx_};
+      if (plugins_.empty())
+        return;
+      name = plugins_.back().name;
+    }
+    unload(name);
+  }
+}
+
+std::vector<std::string> plugin_host::names() const {
+  std::lock_guard guard{mtx_};
+  std::vector<std::string> result;
+  for (auto& p : plugins_)
+    result.push_back(p.name);
+  return result;
+}
+
+std::vector<control::PluginInfo> plugin_host::list() const {
+  std::lock_guard guard{mtx_};
+  std::vector<control::PluginInfo> result;
+  for (auto& p : plugins_) {
+    control::PluginInfo info;
+    info.set_name(p.name);
+    {
+      std::lock_guard status_guard{p.status->mtx};
+      info.set_version(p.status->version);
+      info.set_state(to_string(p.status->state));
+      info.set_restarts(p.status->restarts);
+      info.set_last_error(p.status->last_error);
+      info.set_library(p.status->library);
+      info.set_last_reload(p.status->last_reload);
+      info.set_log_level(p.status->log_level);
+    }
+    info.set_queue_depth(p.ep->depth());
+    info.set_queue_capacity(p.ep->settings().capacity);
+    info.set_delivered(p.ep->delivered());
+    info.set_dropped(p.ep->dropped());
+    info.set_overflow(to_string(p.ep->settings().overflow));
+    info.set_isolation(p.isolation);
+    result.push_back(std::move(info));
+  }
+  return result;
+}
+
+std::map<std::string, std::string> plugin_host::details() const {
+  std::lock_guard guard{mtx_};
+  std::map<std::string, std::string> result;
+  for (auto& p : plugins_) {
+    std::lock_guard status_guard{p.status->mtx};
+    result.insert(p.status->details.begin(), p.status->details.end());
+  }
+  return result;
+}
+
+caf::actor plugin_host::slot_of(const std::string& name) const {
+  std::lock_guard guard{mtx_};
+  for (auto& p : plugins_)
+    if (p.name == name)
+      return p.slot;
+  return {};
+}
+
+} // namespace grove

@@ -1,0 +1,561 @@
+#include "slot.hpp"
+
+#include <deque>
+#include <unordered_map>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/sec.hpp>
+#include <caf/skip.hpp>
+#include <spdlog/spdlog.h>
+
+namespace grove {
+
+namespace {
+
+/// The slot running on this thread right now (to tell actor-thread calls apart).
+thread_local const void* current_slot = nullptr;
+
+std::string now_iso8601() {
+  auto now = std::chrono::system_clock::now();
+  auto t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+class slot_actor;
+
+/// The context handed to one plugin instance.
+class slot_context final : public context {
+public:
+  slot_context(slot_actor* owner) : owner_(owner) {
+  }
+
+  const std::string& name() const override;
+  const YAML::Node& config() const override;
+  const std::filesystem::path& state_dir() const override;
+  spdlog::logger& log() override;
+  caf::actor_system& system() override;
+  caf::error subscribe(std::string_view filter) override;
+  caf::error unsubscribe(std::string_view filter) override;
+  caf::expected<publish_result> publish(std::string_view topic, std::string payload,
+                                        std::string_view content_type) override;
+  caf::expected<publish_result> publish(Envelope msg) override;
+  void request(std::string_view topic, std::string payload,
+               std::chrono::milliseconds timeout, response_handler f) override;
+  void reply(const Envelope& request, std::string payload,
+             std::string_view content_type) override;
+  void reply_error(const Envelope& request, caf::error err) override;
+  timer_id after(std::chrono::milliseconds delay, std::function<void()> f) override;
+  timer_id every(std::chrono::milliseconds period, std::function<void()> f) override;
+  void cancel(timer_id id) override;
+  void fail(caf::error reason) override;
+  void set_status(std::string_view key, std::string value) override;
+
+private:
+  slot_actor* owner_;
+};
+
+/// One plugin instance: created from a library, destroyed through it, and holding the
+/// library open while it lives.
+struct instance {
+  plugin_library_ptr lib;
+  plugin* ptr = nullptr;
+  ~instance() {
+    if (ptr != nullptr)
+      lib->descriptor->destroy(ptr);
+  }
+};
+
+class slot_actor : public caf::event_based_actor {
+public:
+  slot_actor(caf::actor_config& cfg, slot_setup setup)
+    : caf::event_based_actor(cfg), setup_(std::move(setup)), ctx_(this) {
+  }
+
+  // -- accessors for slot_context ---------------------------------------------
+
+  const slot_setup& setup() const {
+    return setup_;
+  }
+
+  const endpoint_ptr& ep() const {
+    return *setup_.ep;
+  }
+
+  bool on_actor_thread() const {
+    return current_slot == this;
+  }
+
+  uint64_t generation() const {
+    return generation_;
+  }
+
+  // Subscriptions the current instance asked for (any thread).
+  caf::error add_filter(std::string_view filter) {
+    if (auto err = setup_.bus_ptr->subscribe(ep(), filter))
+      return err;
+    std::lock_guard guard{filters_mtx_};
+    wanted_filters_.emplace_back(filter);
+    return {};
+  }
+
+  caf::error remove_filter(std::string_view filter) {
+    {
+      std::lock_guard guard{filters_mtx_};
+      std::erase(wanted_filters_, std::string{filter});
+    }
+    return setup_.bus_ptr->unsubscribe(ep(), filter);
+  }
+
+  caf::expected<publish_result> publish(Envelope msg) {
+    msg.set_source(setup_.name);
+    return setup_.bus_ptr->publish(std::move(msg));
+  }
+
+  timer_id add_timer(std::chrono::milliseconds delay, std::chrono::milliseconds period,
+                     std::function<void()> f) {
+    if (!on_actor_thread()) {
+      setup_.log->error("timers must be set from the plugin's own callbacks");
+      return 0;
+    }
+    auto id = next_timer_++;
+    timers_.emplace(id, timer{std::move(f), period});
+    delayed_send(this, delay, timer_atom::value, id);
+    return id;
+  }
+
+  void cancel_timer(timer_id id) {
+    if (on_actor_thread())
+      timers_.erase(id);
+  }
+
+  void start_request(std::string_view topic, std::string payload,
+                     std::chrono::milliseconds timeout, response_handler f) {
+    if (!on_actor_thread()) {
+      f(make_error(errc::invalid_state,
+                   "requests must be made from the plugin's own callbacks"));
+      return;
+    }
+    auto id = next_request_++;
+    pending_.emplace(id, std::move(f));
+    auto target = setup_.bus_ptr->route_request(topic);
+    if (!target) {
+      // Answer asynchronously so the handler never runs inside request().
+      send(this, resp_atom::value, id,
+           describe(make_error(errc::no_route,
+                               "no subscriber for '" + std::string{topic} + "'")));
+      return;
+    }
+    Envelope env;
+    env.set_topic(std::string{topic});
+    env.set_payload(std::move(payload));
+    env.set_source(setup_.name);
+    env.set_id(setup_.bus_ptr->next_id());
+    env.set_reply_to(setup_.name + "/" + std::to_string(id));
+    env.set_timestamp_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+    auto gen = generation_;
+    request(target->handle(), timeout, bus::wrap(std::move(env)))
+      .then(
+        [this, id, gen](Envelope& reply) {
+          if (gen == generation_)
+            finish_request(id, std::move(reply));
+        },
+        [this, id, gen](caf::error& err) {
+          if (gen != generation_)
+            return;
+          if (err == caf::sec::request_timeout)
+            err = make_error(errc::timeout, "request timed out");
+          finish_request(id, std::move(err));
+        });
+  }
+
+  void answer(const Envelope& req, caf::expected<Envelope> result) {
+    if (!on_actor_thread()) {
+      // Promises belong to the actor; hop over to it.
+      if (result)
+        send(this, reply_atom::value, req.id(), std::move(*result));
+      else
+        send(this, reply_atom::value, req.id(), describe(result.error()));
+      return;
+    }
+    answer_here(req.id(), std::move(result));
+  }
+
+  void answer_here(uint64_t id, caf::expected<Envelope> result) {
+    auto i = promises_.find(id);
+    if (i == promises_.end()) {
+      setup_.log->warn("reply to unknown or already answered request {}", id);
+      return;
+    }
+    if (result)
+      i->second.deliver(std::move(*result));
+    else
+      i->second.deliver(std::move(result.error()));
+    promises_.erase(i);
+  }
+
+  void report_failure(caf::error reason) {
+    send(this, fail_atom::value, generation_, describe(reason));
+  }
+
+  void set_detail(std::string_view key, std::string value) {
+    std::lock_guard guard{setup_.status->mtx};
+    setup_.status->details[setup_.name + "." + std::string{key}] = std::move(value);
+  }
+
+protected:
+  caf::behavior make_behavior() override {
+    set_default_handler(caf::skip);
+    running_ = caf::behavior{
+      [this](init_atom) -> std::string {
+        auto err = create_and_start();
+        if (err.empty())
+          set_state(plugin_state::running);
+        else
+          set_state(plugin_state::stopped, err);
+        return err;
+      },
+      [this](Envelope& msg) { on_envelope(msg); },
+      [this](timer_atom, uint64_t id) { on_timer(id); },
+      [this](resp_atom, uint64_t id, std::string& err) {
+        finish_request(id, make_error(errc::no_route, err));
+      },
+      [this](reply_atom, uint64_t id, Envelope& reply) {
+        answer_here(id, std::move(reply));
+      },
+      [this](reply_atom, uint64_t id, std::string& err) {
+        answer_here(id, make_error(errc::plugin_failed, err));
+      },
+      [this](fail_atom, uint64_t gen, std::string& reason) {
+        if (gen == generation_ && inst_)
+          on_failure("plugin reported failure: " + reason);
+      },
+      [this](restart_atom, uint64_t) {},
+      [this](stop_atom) { return on_stop(); },
+    };
+    // While waiting to restart, bus messages stay in the mailbox (skipped) so none is
+    // lost; the endpoint's credit bounds how many can pile up.
+    restarting_ = caf::behavior{
+      [this](restart_atom, uint64_t gen) {
+        if (gen != generation_)
+          return;
+        auto err = create_and_start();
+        if (!err.empty()) {
+          on_failure("restart failed: " + err);
+          return;
+        }
+        {
+          std::lock_guard guard{setup_.status->mtx};
+          setup_.status->restarts += 1;
+        }
+        set_state(plugin_state::running);
+        setup_.log->info("restarted");
+        become(running_);
+      },
+      [this](fail_atom, uint64_t, std::string&) {},
+      [this](timer_atom, uint64_t) {},
+      [this](stop_atom) { return on_stop(); },
+    };
+    // A broken plugin takes nothing: queued messages are discarded and counted.
+    broken_ = caf::behavior{
+      [this](Envelope&) {
+        if (!current_mailbox_element()->mid.is_request())
+          ep()->discard();
+        else
+          make_response_promise().deliver(
+            make_error(errc::plugin_broken, setup_.name + " is broken"));
+      },
+      [this](stop_atom) { return on_stop(); },
+      [](caf::message&) {},
+    };
+    return running_;
+  }
+
+private:
+  struct timer {
+    std::function<void()> fn;
+    std::chrono::milliseconds period;
+  };
+
+  // Runs plugin code; an exception is a failure of the plugin, never of the kernel.
+  template <class F>
+  std::string guarded(const char* what, F&& f) {
+    auto prev = current_slot;
+    current_slot = this;
+    std::string err;
+    try {
+      f();
+    } catch (const std::exception& e) {
+      err = std::string{what} + " threw: " + e.what();
+    } catch (...) {
+      err = std::string{what} + " threw a non-standard exception";
+    }
+    current_slot = prev;
+    return err;
+  }
+
+  void set_state(plugin_state st, std::string error = {}) {
+    std::lock_guard guard{setup_.status->mtx};
+    setup_.status->state = st;
+    if (!error.empty())
+      setup_.status->last_error = std::move(error);
+  }
+
+  // Creates an instance and runs init and start. Returns an error text or "".
+  std::string create_and_start() {
+    ++generation_;
+    {
+      std::lock_guard guard{filters_mtx_};
+      wanted_filters_.clear();
+    }
+    auto previous_filters = setup_.bus_ptr->filters_of(ep());
+    auto inst = std::make_unique<instance>();
+    inst->lib = setup_.lib;
+    inst->ptr = static_cast<plugin*>(setup_.lib->descriptor->create());
+    if (inst->ptr == nullptr)
+      return "the plugin's factory failed";
+    inst_ = std::move(inst);
+    caf::error result;
+    auto err = guarded("init", [&] { result = inst_->ptr->init(ctx_); });
+    if (err.empty() && result)
+      err = "init failed: " + describe(result);
+    if (err.empty()) {
+      set_state(plugin_state::initialized);
+      err = guarded("start", [&] { result = inst_->ptr->start(); });
+      if (err.empty() && result)
+        err = "start failed: " + describe(result);
+    }
+    if (!err.empty()) {
+      destroy_instance("init or start failed");
+      return err;
+    }
+    // Drop subscriptions an earlier instance held that this one did not ask for.
+    std::vector<std::string> wanted;
+    {
+      std::lock_guard guard{filters_mtx_};
+      wanted = wanted_filters_;
+    }
+    for (auto& f : previous_filters)
+      if (std::find(wanted.begin(), wanted.end(), f) == wanted.end())
+        setup_.bus_ptr->unsubscribe(ep(), f);
+    return {};
+  }
+
+  // Stops and destroys the instance while its library is still loaded: every
+  // callback the plugin handed us (timers, response handlers) goes first.
+  void destroy_instance(const std::string& why) {
+    if (!inst_)
+      return;
+    auto err = guarded("stop", [&] { inst_->ptr->stop(); });
+    if (!err.empty())
+      setup_.log->warn("{}", err);
+    timers_.clear();
+    pending_.clear();
+    for (auto& [id, rp] : promises_)
+      rp.deliver(make_error(errc::plugin_failed, setup_.name + " stopped: " + why));
+    promises_.clear();
+    inst_.reset();
+  }
+
+  void on_envelope(Envelope& msg) {
+    auto mid = current_mailbox_element()->mid;
+    if (mid.is_request()) {
+      promises_.emplace(msg.id(), make_response_promise());
+    } else {
+      ep()->consumed();
+    }
+    if (!inst_)
+      return;
+    auto err = guarded("on_message", [&] { inst_->ptr->on_message(msg); });
+    if (!err.empty())
+      on_failure(err);
+  }
+
+  void on_timer(uint64_t id) {
+    auto i = timers_.find(id);
+    if (i == timers_.end() || !inst_)
+      return;
+    auto period = i->second.period;
+    // Copy: the callback may cancel its own timer.
+    auto fn = i->second.fn;
+    auto err = guarded("timer", [&] { fn(); });
+    if (!err.empty()) {
+      on_failure(err);
+      return;
+    }
+    if (period.count() > 0 && timers_.count(id))
+      delayed_send(this, period, timer_atom::value, id);
+    else
+      timers_.erase(id);
+  }
+
+  void finish_request(uint64_t id, caf::expected<Envelope> result) {
+    auto i = pending_.find(id);
+    if (i == pending_.end())
+      return;
+    auto fn = std::move(i->second);
+    pending_.erase(i);
+    if (result && !result->error().empty())
+      result = make_error(errc::plugin_failed, result->error());
+    auto err = guarded("response handler", [&] { fn(std::move(result)); });
+    if (!err.empty())
+      on_failure(err);
+  }
+
+  void on_failure(const std::string& reason) {
+    setup_.log->error("failed: {}", reason);
+    destroy_instance(reason);
+    auto now = std::chrono::steady_clock::now();
+    failures_.push_back(now);
+    while (!failures_.empty() && now - failures_.front() > setup_.restart.window)
+      failures_.pop_front();
+    if (failures_.size() >= setup_.restart.max_failures) {
+      setup_.log->critical("{} failures within {}s: marked broken, stays down",
+                           failures_.size(), setup_.restart.window.count());
+      set_state(plugin_state::broken, reason);
+      setup_.bus_ptr->unsubscribe_all(ep());
+      become(broken_);
+      return;
+    }
+    auto delay = setup_.restart.backoff_initial;
+    for (size_t i = 1; i < failures_.size() && delay < setup_.restart.backoff_max; ++i)
+      delay *= 2;
+    delay = std::min(delay, setup_.restart.backoff_max);
+    set_state(plugin_state::restarting, reason);
+    setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
+                     delay.count(), failures_.size(), setup_.restart.max_failures,
+                     setup_.restart.window.count());
+    delayed_send(this, delay, restart_atom::value, generation_);
+    become(restarting_);
+  }
+
+  bool on_stop() {
+    destroy_instance("unloaded");
+    setup_.bus_ptr->unsubscribe_all(ep());
+    set_state(plugin_state::stopped);
+    quit();
+    return true;
+  }
+
+  slot_setup setup_;
+  slot_context ctx_;
+  std::unique_ptr<instance> inst_;
+  uint64_t generation_ = 0;
+  std::mutex filters_mtx_;
+  std::vector<std::string> wanted_filters_;
+  std::unordered_map<timer_id, timer> timers_;
+  timer_id next_timer_ = 1;
+  std::unordered_map<uint64_t, response_handler> pending_;
+  uint64_t next_request_ = 1;
+  std::unordered_map<uint64_t, caf::response_promise> promises_;
+  std::deque<std::chrono::steady_clock::time_point> failures_;
+  caf::behavior running_;
+  caf::behavior restarting_;
+  caf::behavior broken_;
+
+  friend class slot_context;
+};
+
+// -- slot_context ---------------------------------------------------------------
+
+const std::string& slot_context::name() const {
+  return owner_->setup().name;
+}
+
+const YAML::Node& slot_context::config() const {
+  return owner_->setup().config;
+}
+
+const std::filesystem::path& slot_context::state_dir() const {
+  return owner_->setup().state_dir;
+}
+
+spdlog::logger& slot_context::log() {
+  return *owner_->setup().log;
+}
+
+caf::actor_system& slot_context::system() {
+  return owner_->home_system();
+}
+
+caf::error slot_context::subscribe(std::string_view filter) {
+  return owner_->add_filter(filter);
+}
+
+caf::error slot_context::unsubscribe(std::string_view filter) {
+  return owner_->remove_filter(filter);
+}
+
+caf::expected<publish_result> slot_context::publish(std::string_view topic,
+                                                    std::string payload,
+                                                    std::string_view content_type) {
+  Envelope msg;
+  msg.set_topic(std::string{topic});
+  msg.set_payload(std::move(payload));
+  msg.set_content_type(std::string{content_type});
+  return owner_->publish(std::move(msg));
+}
+
+caf::expected<publish_result> slot_context::publish(Envelope msg) {
+  msg.clear_id();
+  msg.clear_timestamp_ns();
+  msg.clear_reply_to();
+  return owner_->publish(std::move(msg));
+}
+
+void slot_context::request(std::string_view topic, std::string payload,
+                           std::chrono::milliseconds timeout, response_handler f) {
+  owner_->start_request(topic, std::move(payload), timeout, std::move(f));
+}
+
+void slot_context::reply(const Envelope& request, std::string payload,
+                         std::string_view content_type) {
+  Envelope msg;
+  msg.set_topic(request.reply_to());
+  msg.set_source(owner_->setup().name);
+  msg.set_payload(std::move(payload));
+  msg.set_content_type(std::string{content_type});
+  msg.set_id(owner_->setup().bus_ptr->next_id());
+  owner_->answer(request, std::move(msg));
+}
+
+void slot_context::reply_error(const Envelope& request, caf::error err) {
+  owner_->answer(request, std::move(err));
+}
+
+timer_id slot_context::after(std::chrono::milliseconds delay, std::function<void()> f) {
+  return owner_->add_timer(delay, std::chrono::milliseconds{0}, std::move(f));
+}
+
+timer_id slot_context::every(std::chrono::milliseconds period,
+                             std::function<void()> f) {
+  if (period.count() <= 0)
+    period = std::chrono::milliseconds{1};
+  return owner_->add_timer(period, period, std::move(f));
+}
+
+void slot_context::cancel(timer_id id) {
+  owner_->cancel_timer(id);
+}
+
+void slot_context::fail(caf::error reason) {
+  owner_->report_failure(std::move(reason));
+}
+
+void slot_context::set_status(std::string_view key, std::string value) {
+  owner_->set_detail(key, std::move(value));
+}
+
+} // namespace
+
+caf::actor spawn_slot(caf::actor_system& sys, slot_setup setup) {
+  return sys.spawn<slot_actor>(std::move(setup));
+}
+
+} // namespace grove

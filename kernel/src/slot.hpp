@@ -1,0 +1,54 @@
+#pragma once
+
+#include <memory>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/atom.hpp>
+
+#include "grove/kernel/bus.hpp"
+#include "grove/kernel/config.hpp"
+#include "grove/kernel/plugin_host.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace grove {
+
+/// Messages a slot understands besides bus envelopes.
+using init_atom = caf::atom_constant<caf::atom("init")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using timer_atom = caf::atom_constant<caf::atom("timer")>;
+using fail_atom = caf::atom_constant<caf::atom("fail")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using reply_atom = caf::atom_constant<caf::atom("reply")>;
+using resp_atom = caf::atom_constant<caf::atom("resp")>;
+
+/// Everything a slot needs; fixed for the slot's life except where noted.
+struct slot_setup {
+  /// Plugin name.
+  std::string name;
+  /// The library the slot instantiates (replaced by a reload).
+  plugin_library_ptr lib;
+  /// Validated configuration.
+  YAML::Node config;
+  /// <write_dir>/plugins/<name>/.
+  std::filesystem::path state_dir;
+  /// The plugin's logger.
+  std::shared_ptr<spdlog::logger> log;
+  /// Restart policy.
+  restart_policy restart;
+  /// The bus.
+  bus* bus_ptr = nullptr;
+  /// Status shared with the host.
+  std::shared_ptr<slot_status> status;
+  /// The slot's endpoint; set by the host after spawning, before `init`.
+  std::shared_ptr<endpoint_ptr> ep;
+};
+
+/// Spawns a slot actor. Send it `init_atom` (reply: std::string, empty on success) to
+/// create and start the plugin, `stop_atom` (reply: bool) to stop it for good.
+caf::actor spawn_slot(caf::actor_system& sys, slot_setup setup);
+
+} // namespace grove

@@ -1,0 +1,219 @@
+#pragma once
+
+// The Grove plugin SDK: everything a plugin author includes. A plugin is a class
+// deriving from grove::plugin, exported with GROVE_PLUGIN(...). The kernel runs it inside
+// a kernel-owned actor (its slot); every call into the plugin happens on that actor, one
+// at a time, so a plugin needs no locks for its own state.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <caf/config.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <google/protobuf/stubs/common.h>
+#include <yaml-cpp/yaml.h>
+
+#include "grove/envelope.pb.h"
+#include "grove/errors.hpp"
+#include "grove/topic.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace caf {
+class actor_system;
+}
+
+/// Version of the C ABI below and of the C++ interfaces in this header. Bump on any
+/// change to grove_plugin_descriptor, grove::plugin or grove::context.
+#define GROVE_PLUGIN_ABI_VERSION 1u
+
+extern "C" {
+
+/// What a plugin library exports through grove_plugin_entry_v1. Fields are only ever
+/// appended; `struct_size` comes first so the kernel can tell how much it may read.
+typedef struct grove_plugin_descriptor {
+  /// sizeof(grove_plugin_descriptor) as the plugin was compiled.
+  uint32_t struct_size;
+  /// GROVE_PLUGIN_ABI_VERSION as the plugin was compiled.
+  uint32_t abi_version;
+  /// CAF_VERSION as the plugin was compiled (kernel and plugin share CAF types).
+  uint32_t caf_version;
+  /// GOOGLE_PROTOBUF_VERSION as the plugin was compiled.
+  uint32_t protobuf_version;
+  /// Plugin name; must equal the library name lib<name>.so.
+  const char* name;
+  /// Semantic version of the plugin, e.g. "1.2.0".
+  const char* version;
+  /// Configuration schema as YAML text (see sdk/plugin/README.md), or null for "no keys".
+  const char* config_schema;
+  /// Creates one plugin instance (a grove::plugin*); null on failure. Never throws.
+  void* (*create)(void);
+  /// Destroys an instance made by create. Never throws.
+  void (*destroy)(void*);
+  /// Reserved for future fields; zero.
+  void* reserved[8];
+} grove_plugin_descriptor;
+
+/// Signature of the one entry symbol a plugin library exports.
+typedef const grove_plugin_descriptor* (*grove_plugin_entry_fn)(void);
+}
+
+namespace grove {
+
+/// Name of the entry symbol.
+constexpr const char* plugin_entry_symbol = "grove_plugin_entry_v1";
+
+/// Result of a publish: how many subscribers got the message and how many queues
+/// were full (the message was dropped for them and counted).
+struct publish_result {
+  uint32_t delivered = 0;
+  uint32_t dropped = 0;
+};
+
+/// Identifies a timer made by context::after or context::every.
+using timer_id = uint64_t;
+
+/// Called with the reply to a request, or the error (timeout, no_route, ...).
+using response_handler = std::function<void(caf::expected<Envelope>)>;
+
+/// What the kernel offers a plugin. Valid from init() until stop() returns.
+class context {
+public:
+  virtual ~context();
+
+  /// The plugin's name.
+  virtual const std::string& name() const = 0;
+
+  /// The plugin's validated configuration, defaults filled in.
+  virtual const YAML::Node& config() const = 0;
+
+  /// The plugin's private state directory (<write_dir>/plugins/<name>/), created.
+  virtual const std::filesystem::path& state_dir() const = 0;
+
+  /// The plugin's logger (named after the plugin, level from the image profile).
+  virtual spdlog::logger& log() = 0;
+
+  /// The actor system, for plugins that spawn helper actors. Actors spawned here
+  /// run plugin code: stop them in plugin::stop().
+  virtual caf::actor_system& system() = 0;
+
+  /// Receive messages published on topics matching `filter` through on_message().
+  virtual caf::error subscribe(std::string_view filter) = 0;
+
+  /// Undo one subscribe().
+  virtual caf::error unsubscribe(std::string_view filter) = 0;
+
+  /// Publishes `payload` on `topic`. Thread-safe: may be called from any thread.
+  virtual caf::expected<publish_result>
+  publish(std::string_view topic, std::string payload,
+          std::string_view content_type = "application/octet-stream")
+    = 0;
+
+  /// Publishes a prepared envelope (topic, payload, content type, qos are used; id,
+  /// source and timestamp are set by the bus). Thread-safe.
+  virtual caf::expected<publish_result> publish(Envelope msg) = 0;
+
+  /// Sends a request to the first subscriber of `topic` and calls `f` on this plugin's
+  /// actor with the reply or an error (no_route, timeout, the responder's error).
+  virtual void request(std::string_view topic, std::string payload,
+                       std::chrono::milliseconds timeout, response_handler f)
+    = 0;
+
+  /// Answers a request received in on_message() (one whose reply_to is set).
+  virtual void reply(const Envelope& request, std::string payload,
+                     std::string_view content_type = "application/octet-stream")
+    = 0;
+
+  /// Answers a request with an error.
+  virtual void reply_error(const Envelope& request, caf::error err) = 0;
+
+  /// Calls `f` once after `delay`, on this plugin's actor.
+  virtual timer_id after(std::chrono::milliseconds delay, std::function<void()> f)
+    = 0;
+
+  /// Calls `f` every `period`, on this plugin's actor, until cancelled.
+  virtual timer_id every(std::chrono::milliseconds period, std::function<void()> f)
+    = 0;
+
+  /// Cancels a timer; unknown ids are ignored.
+  virtual void cancel(timer_id id) = 0;
+
+  /// Reports that the plugin cannot go on: the kernel stops it and restarts it with
+  /// back-off (or marks it broken after repeated failures).
+  virtual void fail(caf::error reason) = 0;
+
+  /// Adds or replaces a key/value line shown by `grovectl status` for this plugin.
+  virtual void set_status(std::string_view key, std::string value) = 0;
+};
+
+/// The interface a plugin implements. The kernel calls init, then start; on_message
+/// for each message; stop before destroying the instance. An exception escaping any of
+/// these is caught by the kernel and treated as a failure of the plugin.
+class plugin {
+public:
+  virtual ~plugin();
+
+  /// Prepares the plugin. `ctx` stays valid until stop() returns.
+  virtual caf::error init(context& ctx) = 0;
+
+  /// Starts work (subscriptions, timers, threads). Called once after init.
+  virtual caf::error start();
+
+  /// Stops work: join threads, stop helper actors. Called before destruction.
+  virtual void stop();
+
+  /// Handles one message (a publish matching a subscription, or a request).
+  virtual void on_message(const Envelope& msg) = 0;
+
+  /// Hands over state before a hot reload. Default: unsupported (new instance starts
+  /// fresh).
+  virtual caf::expected<std::string> snapshot();
+
+  /// Takes over state from a snapshot after a hot reload, between init and start.
+  virtual caf::error restore(std::string_view snapshot);
+
+  /// Applies a new, already validated configuration without a restart. Default:
+  /// unsupported (the kernel then reloads the plugin with snapshot/restore).
+  virtual caf::error reconfigure(const YAML::Node& config);
+};
+
+} // namespace grove
+
+/// Exports `cls` (a grove::plugin with a default constructor) as plugin `name`, version
+/// `version` (semver string), with configuration schema `schema` (YAML text or nullptr).
+#define GROVE_PLUGIN(cls, name, version, schema)                                \
+  extern "C" __attribute__((visibility("default")))                             \
+  const grove_plugin_descriptor*                                                \
+  grove_plugin_entry_v1(void) {                                                 \
+    static const grove_plugin_descriptor descriptor = {                         \
+      sizeof(grove_plugin_descriptor),                                          \
+      GROVE_PLUGIN_ABI_VERSION,                                                 \
+      CAF_VERSION,                                                              \
+      GOOGLE_PROTOBUF_VERSION,                                                  \
+      name,                                                                     \
+      version,                                                                  \
+      schema,                                                                   \
+      []() noexcept -> void* {                                                  \
+        try {                                                                   \
+          return static_cast<::grove::plugin*>(new cls());                      \
+        } catch (...) {                                                         \
+          return nullptr;                                                       \
+        }                                                                       \
+      },                                                                        \
+      [](void* ptr) noexcept {                                                  \
+        try {                                                                   \
+          delete static_cast<::grove::plugin*>(ptr);                            \
+        } catch (...) {                                                         \
+        }                                                                       \
+      },                                                                        \
+      {}};                                                                      \
+    return &descriptor;                                                         \
+  }

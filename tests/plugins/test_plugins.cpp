@@ -1,0 +1,115 @@
+// Small plugins built for the kernel's tests. Which one a library holds is chosen at
+// compile time (TEST_PLUGIN_KIND), so each lib<name>.so is a real, separate plugin.
+
+#include <stdexcept>
+#include <string>
+
+#include "grove/plugin.hpp"
+
+namespace {
+
+constexpr const char* echo_schema = R"(
+prefix: {type: string, default: "", doc: "prepended to echoed payloads"}
+listen: {type: string, default: "test/echo/in"}
+answer: {type: string, default: "test/echo/out"}
+crash_on: {type: string, default: "", doc: "payload that makes on_message throw"}
+slow_us: {type: int, default: 0, min: 0, doc: "busy time per message"}
+)";
+
+/// Echoes `listen` to `answer` with a prefix; answers requests; counts what it saw.
+class echo : public grove::plugin {
+public:
+  caf::error init(grove::context& ctx) override {
+    ctx_ = &ctx;
+    auto& cfg = ctx.config();
+    prefix_ = cfg["prefix"].as<std::string>();
+    answer_ = cfg["answer"].as<std::string>();
+    crash_on_ = cfg["crash_on"].as<std::string>();
+    slow_ = std::chrono::microseconds{cfg["slow_us"].as<int64_t>()};
+#if TEST_PLUGIN_KIND == 2
+    throw std::runtime_error("init exploded on purpose");
+#elif TEST_PLUGIN_KIND == 3
+    return grove::make_error(grove::errc::init_failed, "init refused on purpose");
+#endif
+    return ctx.subscribe(cfg["listen"].as<std::string>());
+  }
+
+  void on_message(const grove::Envelope& msg) override {
+    if (!crash_on_.empty() && msg.payload() == crash_on_)
+      throw std::runtime_error("crash requested by message");
+    if (slow_.count() > 0) {
+      auto until = std::chrono::steady_clock::now() + slow_;
+      while (std::chrono::steady_clock::now() < until)
+        ; // busy: a slow consumer
+    }
+    ++seen_;
+    if (!msg.reply_to().empty()) {
+      if (msg.payload() == "fail")
+        ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_state, "asked to fail"));
+      else if (msg.payload() != "ignore")
+        ctx_->reply(msg, prefix_ + msg.payload());
+      return;
+    }
+    ctx_->publish(answer_, prefix_ + msg.payload());
+  }
+
+  caf::expected<std::string> snapshot() override {
+    return std::to_string(seen_);
+  }
+
+  caf::error restore(std::string_view snap) override {
+    seen_ = std::stoull(std::string{snap});
+    return {};
+  }
+
+private:
+  grove::context* ctx_ = nullptr;
+  std::string prefix_;
+  std::string answer_;
+  std::string crash_on_;
+  std::chrono::microseconds slow_{0};
+  uint64_t seen_ = 0;
+};
+
+} // namespace
+
+#if TEST_PLUGIN_KIND == 4
+// Wrong ABI: claims a future ABI version.
+extern "C" __attribute__((visibility("default"))) const grove_plugin_descriptor*
+grove_plugin_entry_v1(void) {
+  static grove_plugin_descriptor d = {sizeof(grove_plugin_descriptor),
+                                      GROVE_PLUGIN_ABI_VERSION + 1,
+                                      CAF_VERSION,
+                                      GOOGLE_PROTOBUF_VERSION,
+                                      TEST_PLUGIN_NAME,
+                                      "0.0.1",
+                                      nullptr,
+                                      nullptr,
+                                      nullptr,
+                                      {}};
+  return &d;
+}
+#elif TEST_PLUGIN_KIND == 5
+// Wrong CAF: claims to be built against another CAF.
+extern "C" __attribute__((visibility("default"))) const grove_plugin_descriptor*
+grove_plugin_entry_v1(void) {
+  static grove_plugin_descriptor d = {sizeof(grove_plugin_descriptor),
+                                      GROVE_PLUGIN_ABI_VERSION,
+                                      CAF_VERSION + 100,
+                                      GOOGLE_PROTOBUF_VERSION,
+                                      TEST_PLUGIN_NAME,
+                                      "0.0.1",
+                                      nullptr,
+                                      nullptr,
+                                      nullptr,
+                                      {}};
+  return &d;
+}
+#elif TEST_PLUGIN_KIND == 6
+// No entry symbol at all.
+extern "C" __attribute__((visibility("default"))) int grove_plugin_entry_v0(void) {
+  return 0;
+}
+#else
+GROVE_PLUGIN(echo, TEST_PLUGIN_NAME, TEST_PLUGIN_VERSION, echo_schema)
+#endif

@@ -1,0 +1,825 @@
+// Control socket: framing, control_server against an in-test backend (stands in for the
+// kernel), and the grovectl binary against that server. No sleeps: every wait is a
+// bounded poll or condition-variable wait.
+
+#define BOOST_TEST_MODULE control
+#include <boost/test/included/unit_test.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+
+#include "grove/control.pb.h"
+#include "grove/errors.hpp"
+#include "grove/kernel/control.hpp"
+
+#ifndef GROVECTL_PATH
+#  error "GROVECTL_PATH must name the grovectl binary"
+#endif
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using grove::Envelope;
+using grove::control::Request;
+using grove::control::Response;
+
+namespace {
+
+/// Upper bound for any wait; only reached when something is broken.
+constexpr auto deadline = 20s;
+
+/// The kernel side, stood in for: canned answers and a record of what it was asked.
+class fake_backend : public grove::control_backend {
+public:
+  grove::control::Status status() override {
+    grove::control::Status st;
+    st.set_version("0.1.0-test");
+    st.set_pid(4242);
+    st.set_uptime_seconds(3723.5);
+    st.set_config_file("/etc/grove/test.yaml");
+    st.set_write_dir("/var/lib/grove");
+    st.set_plugin_dir("/usr/lib/grove/plugins");
+    st.set_control_socket("/var/lib/grove/run/control.sock");
+    st.set_bus_published(11);
+    st.set_bus_delivered(22);
+    st.set_bus_dropped(3);
+    st.set_bus_unrouted(4);
+    st.set_subscriptions(5);
+    *st.mutable_plugins() = plugins().plugins();
+    (*st.mutable_details())["heartbeat.beats"] = "42";
+    (*st.mutable_details())["shadow.things"] = "7";
+    return st;
+  }
+
+  grove::control::Plugins plugins() override {
+    grove::control::Plugins list;
+    auto* hb = list.add_plugins();
+    hb->set_name("heartbeat");
+    hb->set_version("1.0.0");
+    hb->set_state("running");
+    hb->set_restarts(1);
+    hb->set_queue_depth(3);
+    hb->set_queue_capacity(100);
+    hb->set_dropped(9);
+    hb->set_last_reload("2024-01-02T03:04:05Z ok");
+    auto* sh = list.add_plugins();
+    sh->set_name("shadow");
+    sh->set_version("0.2.0");
+    sh->set_state("broken");
+    sh->set_queue_capacity(10000);
+    sh->set_last_error("init_failed: database is locked");
+    return list;
+  }
+
+  caf::error load(const std::string& name) override {
+    if (name == "missing")
+      return grove::make_error(grove::errc::load_failed, "cannot open libmissing.so");
+    return {};
+  }
+
+  caf::error unload(const std::string& name) override {
+    if (name != "heartbeat")
+      return grove::make_error(grove::errc::unknown_plugin, "no plugin named " + name);
+    return {};
+  }
+
+  caf::expected<std::string> reload(const std::string& name,
+                                    const std::string& path) override {
+    if (name != "heartbeat")
+      return grove::make_error(grove::errc::unknown_plugin, "no plugin named " + name);
+    std::lock_guard<std::mutex> guard{mtx_};
+    last_reload_path_ = path;
+    return "reloaded heartbeat 1.0.0 -> 1.1.0";
+  }
+
+  caf::expected<grove::publish_result> publish(Envelope msg) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    published_.push_back(std::move(msg));
+    return grove::publish_result{2, 1};
+  }
+
+  caf::expected<std::shared_ptr<void>>
+  subscribe(const std::string& filter,
+            std::function<void(const Envelope&)> sink) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    sinks_.push_back(std::move(sink));
+    filters_.push_back(filter);
+    ++subscribes_;
+    cv_.notify_all();
+    auto index = sinks_.size() - 1;
+    // Releasing the handle unsubscribes, as the kernel's handle does.
+    return std::shared_ptr<void>{new int{0}, [this, index](void* ptr) {
+                                   delete static_cast<int*>(ptr);
+                                   std::lock_guard<std::mutex> guard{mtx_};
+                                   sinks_[index] = nullptr;
+                                   ++unsubscribes_;
+                                   cv_.notify_all();
+                                 }};
+  }
+
+  /// Calls every live sink with `msg`, as the bus would from a kernel thread.
+  size_t deliver(const Envelope& msg) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    size_t n = 0;
+    for (auto& sink : sinks_)
+      if (sink) {
+        sink(msg);
+        ++n;
+      }
+    return n;
+  }
+
+  /// Waits (bounded) until `pred` holds under the backend's lock.
+  bool wait(std::function<bool()> pred) {
+    std::unique_lock<std::mutex> guard{mtx_};
+    return cv_.wait_for(guard, deadline, pred);
+  }
+
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<std::function<void(const Envelope&)>> sinks_;
+  std::vector<std::string> filters_;
+  std::vector<Envelope> published_;
+  std::string last_reload_path_;
+  int subscribes_ = 0;
+  int unsubscribes_ = 0;
+};
+
+fs::path make_temp_dir() {
+  std::string tmpl = (fs::temp_directory_path() / "grove-ctl-XXXXXX").string();
+  BOOST_REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  return tmpl;
+}
+
+/// Connects to `path`; replies that do not come within the deadline fail the test.
+int connect_to(const fs::path& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  BOOST_REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  BOOST_REQUIRE_MESSAGE(::connect(fd, reinterpret_cast<sockaddr*>(&addr),
+                                  sizeof(addr))
+                          == 0,
+                        "connect " << path << ": " << std::strerror(errno));
+  timeval tv{std::chrono::duration_cast<std::chrono::seconds>(deadline).count(), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+Response call(int fd, const Request& req) {
+  BOOST_REQUIRE(!grove::framing::write_frame(fd, req));
+  Response res;
+  auto err = grove::framing::read_frame(fd, res);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  return res;
+}
+
+/// Whether the peer closed `fd` (EOF within the deadline).
+bool sees_eof(int fd) {
+  char buf[256];
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof(buf));
+    if (n == 0)
+      return true;
+    if (n < 0 && errno != EINTR)
+      return errno == ECONNRESET;
+  }
+}
+
+bool is(const caf::error& err, grove::errc code) {
+  return err && err.compare(static_cast<uint8_t>(code), caf::atom("grove")) == 0;
+}
+
+size_t thread_count() {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& entry : fs::directory_iterator{"/proc/self/task"})
+    ++n;
+  return n;
+}
+
+/// VmSize of this process.
+size_t vm_size_kb() {
+  std::ifstream in{"/proc/self/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmSize:", 0) == 0)
+      return std::stoul(line.substr(7));
+  return 0;
+}
+
+/// Stack size of a new std::thread.
+size_t default_stack_kb() {
+  pthread_attr_t attr;
+  size_t size = 8u << 20;
+  if (::pthread_getattr_default_np(&attr) == 0) {
+    ::pthread_attr_getstacksize(&attr, &size);
+    ::pthread_attr_destroy(&attr);
+  }
+  return size / 1024;
+}
+
+/// A control_server on a fresh temp dir, with the fake backend.
+struct server_fixture {
+  server_fixture()
+    : dir(make_temp_dir()),
+      path(dir / "run" / "control.sock"),
+      sink(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256)),
+      log(std::make_shared<spdlog::logger>("control", sink)) {
+    log->set_level(spdlog::level::debug);
+    server = std::make_unique<grove::control_server>(backend, path, log);
+    auto err = server->start();
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  }
+
+  ~server_fixture() {
+    server->stop();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  bool logged(const std::string& needle) {
+    for (auto& line : sink->last_formatted())
+      if (line.find(needle) != std::string::npos)
+        return true;
+    return false;
+  }
+
+  fs::path dir;
+  fs::path path;
+  fake_backend backend;
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink;
+  std::shared_ptr<spdlog::logger> log;
+  std::unique_ptr<grove::control_server> server;
+};
+
+/// Result of one grovectl run.
+struct run_result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+/// Runs grovectl with `args`; GROVE_* variables are cleared, then `env` added.
+run_result grovectl(const std::vector<std::string>& args,
+                    const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv_store{GROVECTL_PATH};
+  argv_store.insert(argv_store.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& arg : argv_store)
+    argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_store;
+  for (auto** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "GROVE_", 6) != 0)
+      env_store.emplace_back(*e);
+  env_store.insert(env_store.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& var : env_store)
+    envp.push_back(var.data());
+  envp.push_back(nullptr);
+  int out_pipe[2];
+  int err_pipe[2];
+  BOOST_REQUIRE(::pipe2(out_pipe, O_CLOEXEC) == 0);
+  BOOST_REQUIRE(::pipe2(err_pipe, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  pid_t pid;
+  auto rc = ::posix_spawn(&pid, GROVECTL_PATH, &actions, nullptr, argv.data(),
+                          envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  BOOST_REQUIRE_MESSAGE(rc == 0, "posix_spawn: " << std::strerror(rc));
+  run_result result;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* bufs[2] = {&result.out, &result.err};
+  auto until = std::chrono::steady_clock::now() + deadline;
+  int open = 2;
+  while (open > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      ::kill(pid, SIGKILL);
+      BOOST_ERROR("grovectl did not finish in time");
+      break;
+    }
+    if (::poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR)
+      break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0)
+        continue;
+      char buf[4096];
+      auto n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        bufs[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      }
+    }
+  }
+  for (auto& p : fds)
+    if (p.fd >= 0)
+      ::close(p.fd);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+Request status_request() {
+  Request req;
+  req.mutable_status();
+  return req;
+}
+
+} // namespace
+
+// -- framing -------------------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(framing)
+
+BOOST_AUTO_TEST_CASE(round_trip) {
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  Request in;
+  auto* msg = in.mutable_publish();
+  msg->set_topic("sensors/temp");
+  msg->set_payload(std::string("\x00\xff binary\n", 10));
+  msg->set_content_type("application/octet-stream");
+  msg->set_timestamp_ns(-1);
+  Request empty;
+  BOOST_REQUIRE(!grove::framing::write_frame(sv[0], in));
+  BOOST_REQUIRE(!grove::framing::write_frame(sv[0], empty)); // zero-length frame
+  BOOST_REQUIRE(!grove::framing::write_frame(sv[0], in));
+  for (auto* expected : {&in, &empty, &in}) {
+    Request out;
+    auto err = grove::framing::read_frame(sv[1], out);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    BOOST_CHECK_EQUAL(out.SerializeAsString(), expected->SerializeAsString());
+  }
+  ::close(sv[0]);
+  Request out;
+  auto err = grove::framing::read_frame(sv[1], out);
+  BOOST_CHECK(is(err, grove::errc::system_error));
+  BOOST_CHECK_EQUAL(grove::describe(err), "system_error: connection closed");
+  ::close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(truncated_and_garbage) {
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  const unsigned char garbage[] = {0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff};
+  BOOST_REQUIRE(::write(sv[0], garbage, sizeof(garbage)) == sizeof(garbage));
+  Request out;
+  BOOST_CHECK(is(grove::framing::read_frame(sv[1], out), grove::errc::malformed));
+  const unsigned char truncated[] = {0, 0, 0, 10, 1, 2, 3};
+  BOOST_REQUIRE(::write(sv[0], truncated, sizeof(truncated)) == sizeof(truncated));
+  ::close(sv[0]);
+  auto err = grove::framing::read_frame(sv[1], out);
+  BOOST_CHECK_MESSAGE(is(err, grove::errc::malformed), grove::describe(err));
+  ::close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(oversized_frames_rejected) {
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  // Writing: refused before a byte goes out.
+  Envelope big;
+  big.set_payload(std::string(grove::framing::max_frame_size + 1, 'x'));
+  BOOST_CHECK(is(grove::framing::write_frame(sv[0], big), grove::errc::too_large));
+  // Reading: the length alone is enough to refuse.
+  const unsigned char header[] = {0x01, 0x00, 0x00, 0x01}; // 16 MiB + 1
+  BOOST_REQUIRE(::write(sv[0], header, sizeof(header)) == sizeof(header));
+  Envelope out;
+  BOOST_CHECK(is(grove::framing::read_frame(sv[1], out), grove::errc::too_large));
+  // The limit itself is fine (the length check, not the parse, is what is tested).
+  BOOST_CHECK_EQUAL(grove::framing::max_frame_size, 16u << 20);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// -- control_server --------------------------------------------------------------
+
+BOOST_FIXTURE_TEST_SUITE(server, server_fixture)
+
+BOOST_AUTO_TEST_CASE(socket_is_private) {
+  struct stat st;
+  BOOST_REQUIRE(::lstat(path.c_str(), &st) == 0);
+  BOOST_CHECK(S_ISSOCK(st.st_mode));
+  BOOST_CHECK_EQUAL(st.st_mode & 0777, 0600u);
+  BOOST_CHECK_EQUAL(server->path(), path);
+}
+
+BOOST_AUTO_TEST_CASE(requests_and_error_propagation) {
+  int fd = connect_to(path);
+  // Several requests on one connection.
+  auto res = call(fd, status_request());
+  BOOST_REQUIRE(res.ok());
+  BOOST_REQUIRE(res.has_status());
+  BOOST_CHECK_EQUAL(res.status().pid(), 4242u);
+  BOOST_CHECK_EQUAL(res.status().plugins_size(), 2);
+  BOOST_CHECK_EQUAL(res.status().details().at("heartbeat.beats"), "42");
+  Request req;
+  req.mutable_plugins();
+  res = call(fd, req);
+  BOOST_REQUIRE(res.ok());
+  BOOST_REQUIRE(res.has_plugins());
+  BOOST_CHECK_EQUAL(res.plugins().plugins(0).name(), "heartbeat");
+  req.mutable_load()->set_name("missing");
+  res = call(fd, req);
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK_EQUAL(res.error(), "load_failed: cannot open libmissing.so");
+  req.mutable_load()->set_name("heartbeat");
+  res = call(fd, req);
+  BOOST_CHECK(res.ok());
+  BOOST_CHECK_EQUAL(res.message(), "loaded heartbeat");
+  req.mutable_unload()->set_name("ghost");
+  res = call(fd, req);
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK_EQUAL(res.error(), "unknown_plugin: no plugin named ghost");
+  req.mutable_reload()->set_name("heartbeat");
+  req.mutable_reload()->set_path("/opt/libheartbeat.so");
+  res = call(fd, req);
+  BOOST_CHECK(res.ok());
+  BOOST_CHECK_EQUAL(res.message(), "reloaded heartbeat 1.0.0 -> 1.1.0");
+  BOOST_CHECK_EQUAL(backend.last_reload_path_, "/opt/libheartbeat.so");
+  // An empty request is an error, not a reason to hang up.
+  res = call(fd, Request{});
+  BOOST_CHECK(!res.ok());
+  res = call(fd, status_request());
+  BOOST_CHECK(res.ok());
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(publish) {
+  int fd = connect_to(path);
+  Request req;
+  req.mutable_publish()->set_topic("sensors/temp");
+  req.mutable_publish()->set_payload("21.5");
+  auto res = call(fd, req);
+  BOOST_REQUIRE_MESSAGE(res.ok(), res.error());
+  BOOST_CHECK_EQUAL(res.message(), "delivered 2, dropped 1");
+  {
+    std::lock_guard<std::mutex> guard{backend.mtx_};
+    BOOST_REQUIRE_EQUAL(backend.published_.size(), 1u);
+    BOOST_CHECK_EQUAL(backend.published_[0].topic(), "sensors/temp");
+    BOOST_CHECK_EQUAL(backend.published_[0].payload(), "21.5");
+  }
+  req.mutable_publish()->set_topic("sensors/+");
+  res = call(fd, req);
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK(res.error().rfind("invalid_topic:", 0) == 0);
+  std::lock_guard<std::mutex> guard{backend.mtx_};
+  BOOST_CHECK_EQUAL(backend.published_.size(), 1u);
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(subscribe_streams_until_client_hangs_up) {
+  int fd = connect_to(path);
+  Request req;
+  req.mutable_subscribe()->set_filter("a/#/b");
+  auto res = call(fd, req);
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK(res.error().rfind("invalid_topic:", 0) == 0);
+  req.mutable_subscribe()->set_filter("sensors/#");
+  res = call(fd, req); // the acknowledgement
+  BOOST_REQUIRE_MESSAGE(res.ok(), res.error());
+  BOOST_CHECK(!res.has_message_out());
+  BOOST_REQUIRE(backend.wait([&] { return backend.subscribes_ == 1; }));
+  BOOST_CHECK_EQUAL(backend.filters_[0], "sensors/#");
+  for (int i = 0; i < 3; ++i) {
+    Envelope msg;
+    msg.set_topic("sensors/" + std::to_string(i));
+    msg.set_payload("v" + std::to_string(i));
+    msg.set_id(static_cast<uint64_t>(i + 1));
+    BOOST_REQUIRE_EQUAL(backend.deliver(msg), 1u);
+  }
+  for (int i = 0; i < 3; ++i) {
+    Response out;
+    auto err = grove::framing::read_frame(fd, out);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    BOOST_REQUIRE(out.ok());
+    BOOST_REQUIRE(out.has_message_out());
+    BOOST_CHECK_EQUAL(out.message_out().topic(), "sensors/" + std::to_string(i));
+    BOOST_CHECK_EQUAL(out.message_out().payload(), "v" + std::to_string(i));
+    BOOST_CHECK_EQUAL(out.message_out().id(), static_cast<uint64_t>(i + 1));
+  }
+  BOOST_CHECK_EQUAL(backend.unsubscribes_, 0);
+  ::close(fd);
+  BOOST_CHECK(backend.wait([&] { return backend.unsubscribes_ == 1; }));
+}
+
+BOOST_AUTO_TEST_CASE(garbage_gets_an_error_and_the_server_survives) {
+  int fd = connect_to(path);
+  const unsigned char garbage[] = {0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff};
+  BOOST_REQUIRE(::write(fd, garbage, sizeof(garbage)) == sizeof(garbage));
+  Response res;
+  auto err = grove::framing::read_frame(fd, res);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK(res.error().rfind("malformed:", 0) == 0);
+  BOOST_CHECK(sees_eof(fd));
+  ::close(fd);
+  // Plain text is read as an absurd length.
+  fd = connect_to(path);
+  const char text[] = "GET / HTTP/1.1\r\n\r\n";
+  BOOST_REQUIRE(::write(fd, text, sizeof(text) - 1) == sizeof(text) - 1);
+  err = grove::framing::read_frame(fd, res);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK(res.error().rfind("too_large:", 0) == 0);
+  BOOST_CHECK(sees_eof(fd));
+  ::close(fd);
+  // A client that vanishes mid-frame.
+  fd = connect_to(path);
+  const unsigned char partial[] = {0, 0, 0, 100, 1, 2};
+  BOOST_REQUIRE(::write(fd, partial, sizeof(partial)) == sizeof(partial));
+  ::close(fd);
+  // The next client is served as usual.
+  fd = connect_to(path);
+  BOOST_CHECK(call(fd, status_request()).ok());
+  ::close(fd);
+  BOOST_CHECK(logged("bad frame"));
+}
+
+BOOST_AUTO_TEST_CASE(oversized_request_rejected) {
+  int fd = connect_to(path);
+  const unsigned char header[] = {0x01, 0x00, 0x00, 0x01}; // 16 MiB + 1
+  BOOST_REQUIRE(::write(fd, header, sizeof(header)) == sizeof(header));
+  Response res;
+  auto err = grove::framing::read_frame(fd, res);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK(res.error().rfind("too_large:", 0) == 0);
+  BOOST_CHECK(sees_eof(fd));
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(second_server_on_live_path_refused) {
+  fake_backend other;
+  grove::control_server second{other, path, log};
+  auto err = second.start();
+  BOOST_REQUIRE(err);
+  BOOST_CHECK_EQUAL(grove::describe(err),
+                    "invalid_state: another groved is listening on " + path.string());
+  second.stop();
+  // The refused server left the live socket alone.
+  BOOST_CHECK(fs::exists(path));
+  int fd = connect_to(path);
+  BOOST_CHECK(call(fd, status_request()).ok());
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(stop_closes_connections_and_releases_subscriptions) {
+  int idle = connect_to(path);
+  int sub = connect_to(path);
+  Request req;
+  req.mutable_subscribe()->set_filter("#");
+  BOOST_REQUIRE(call(sub, req).ok());
+  // The idle connection is being served once it answers.
+  BOOST_REQUIRE(call(idle, status_request()).ok());
+  server->stop();
+  BOOST_CHECK(backend.wait([&] { return backend.unsubscribes_ == 1; }));
+  BOOST_CHECK(sees_eof(idle));
+  BOOST_CHECK(sees_eof(sub));
+  BOOST_CHECK(!fs::exists(path));
+  server->stop(); // idempotent
+  ::close(idle);
+  ::close(sub);
+}
+
+BOOST_AUTO_TEST_CASE(finished_connections_are_reaped) {
+  // A finished but never joined thread keeps its stack mapped: without reaping, the
+  // address space grows by one stack per connection. Warm up first so malloc arenas
+  // and glibc's stack cache exist before measuring.
+  auto one_connection = [&] {
+    int fd = connect_to(path);
+    BOOST_REQUIRE(call(fd, status_request()).ok());
+    ::close(fd);
+  };
+  for (int i = 0; i < 5; ++i)
+    one_connection();
+  auto baseline_threads = thread_count();
+  auto baseline_vm = vm_size_kb();
+  constexpr int connections = 60;
+  for (int i = 0; i < connections; ++i)
+    one_connection();
+  // No connection thread still runs (bounded poll: the last one may be finishing).
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (thread_count() > baseline_threads && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
+  BOOST_CHECK_LE(thread_count(), baseline_threads);
+  auto growth = vm_size_kb() - std::min(baseline_vm, vm_size_kb());
+  BOOST_TEST_MESSAGE("address space growth " << growth << " KiB, stack "
+                                             << default_stack_kb() << " KiB");
+  BOOST_CHECK_LT(growth, default_stack_kb() * connections / 4);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(server_setup)
+
+BOOST_AUTO_TEST_CASE(stale_socket_file_replaced) {
+  auto dir = make_temp_dir();
+  auto path = dir / "control.sock";
+  // A socket file left behind by a crashed groved: bound, then closed.
+  {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    ::close(fd);
+  }
+  BOOST_REQUIRE(fs::is_socket(path));
+  fake_backend backend;
+  grove::control_server server{backend, path, nullptr};
+  auto err = server.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  int fd = connect_to(path);
+  BOOST_CHECK(call(fd, status_request()).ok());
+  ::close(fd);
+  server.stop();
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(regular_file_is_not_replaced) {
+  auto dir = make_temp_dir();
+  auto path = dir / "control.sock";
+  { std::ofstream{path} << "keep me"; }
+  fake_backend backend;
+  grove::control_server server{backend, path, nullptr};
+  auto err = server.start();
+  BOOST_CHECK(err);
+  BOOST_CHECK(fs::is_regular_file(path));
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// -- grovectl --------------------------------------------------------------------
+
+BOOST_FIXTURE_TEST_SUITE(grovectl_cli, server_fixture)
+
+BOOST_AUTO_TEST_CASE(status_json) {
+  for (auto args : {std::vector<std::string>{"--socket", path.string(), "status",
+                                             "--json"},
+                    std::vector<std::string>{"--json", "status"}}) {
+    auto r = grovectl(args, {"GROVE_CONTROL_SOCKET=" + path.string()});
+    BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    auto doc = nlohmann::json::parse(r.out);
+    BOOST_CHECK_EQUAL(doc["pid"].get<int>(), 4242);
+    BOOST_CHECK_EQUAL(doc["bus"]["published"].get<uint64_t>(), 11u);
+    BOOST_CHECK_EQUAL(doc["bus"]["dropped"].get<uint64_t>(), 3u);
+    BOOST_CHECK_EQUAL(doc["details"]["heartbeat.beats"].get<std::string>(), "42");
+    BOOST_REQUIRE_EQUAL(doc["plugins"].size(), 2u);
+    BOOST_CHECK_EQUAL(doc["plugins"][0]["queue_depth"].get<uint64_t>(), 3u);
+    BOOST_CHECK_EQUAL(doc["plugins"][0]["queue_capacity"].get<uint64_t>(), 100u);
+    BOOST_CHECK_EQUAL(doc["plugins"][0]["dropped"].get<uint64_t>(), 9u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(status_text_and_plugins_table) {
+  // Default path: ${GROVE_WRITE_DIR}/run/control.sock.
+  auto r = grovectl({"status"}, {"GROVE_WRITE_DIR=" + dir.string()});
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  BOOST_CHECK(r.out.find("pid 4242, up 1h 2m 3s") != std::string::npos);
+  BOOST_CHECK(r.out.find("11 published, 22 delivered, 3 dropped, 4 unrouted")
+              != std::string::npos);
+  BOOST_CHECK(r.out.find("heartbeat.beats: 42") != std::string::npos);
+  r = grovectl({"--socket", path.string(), "plugins"});
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  BOOST_TEST_MESSAGE(r.out);
+  BOOST_CHECK(r.out.find("NAME") == 0);
+  BOOST_CHECK(r.out.find("3/100") != std::string::npos);
+  BOOST_CHECK(r.out.find("2024-01-02T03:04:05Z ok") != std::string::npos);
+  BOOST_CHECK(r.out.find("shadow: init_failed: database is locked")
+              != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(pub_load_and_errors) {
+  auto r = grovectl({"--socket", path.string(), "pub", "sensors/temp", "{\"t\":21}"});
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  BOOST_CHECK_EQUAL(r.out, "published to sensors/temp: delivered 2, dropped 1\n");
+  {
+    std::lock_guard<std::mutex> guard{backend.mtx_};
+    BOOST_REQUIRE_EQUAL(backend.published_.size(), 1u);
+    BOOST_CHECK_EQUAL(backend.published_[0].payload(), "{\"t\":21}");
+    BOOST_CHECK_EQUAL(backend.published_[0].content_type(), "application/json");
+  }
+  r = grovectl({"--socket", path.string(), "load", "missing"});
+  BOOST_CHECK_EQUAL(r.exit_code, 1);
+  BOOST_CHECK_EQUAL(r.err, "grovectl: load_failed: cannot open libmissing.so\n");
+  r = grovectl({"--socket", path.string(), "reload", "heartbeat", "--path", "x.so"});
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  BOOST_CHECK_EQUAL(r.out, "reloaded heartbeat 1.0.0 -> 1.1.0\n");
+  {
+    // Relative paths are made absolute: groved has another working directory.
+    std::lock_guard<std::mutex> guard{backend.mtx_};
+    BOOST_CHECK_EQUAL(backend.last_reload_path_,
+                      (fs::current_path() / "x.so").string());
+  }
+  r = grovectl({"--socket", path.string()});
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  r = grovectl({"--socket", path.string(), "load"});
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  r = grovectl({"status", "--help"});
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  BOOST_CHECK(!r.out.empty());
+}
+
+BOOST_AUTO_TEST_CASE(sub_json) {
+  auto job = std::async(std::launch::async, [&] {
+    return grovectl({"--socket", path.string(), "sub", "sensors/#", "--count", "2",
+                     "--json"});
+  });
+  BOOST_REQUIRE(backend.wait([&] { return backend.subscribes_ == 1; }));
+  Envelope text;
+  text.set_topic("sensors/a");
+  text.set_source("heartbeat");
+  text.set_payload("héllo");
+  text.set_content_type("text/plain");
+  text.set_id(7);
+  text.set_timestamp_ns(123);
+  Envelope binary;
+  binary.set_topic("sensors/b");
+  binary.set_payload(std::string("\xff\x00\x01", 3));
+  backend.deliver(text);
+  backend.deliver(binary);
+  auto r = job.get();
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto nl = r.out.find('\n');
+  BOOST_REQUIRE(nl != std::string::npos);
+  auto first = nlohmann::json::parse(r.out.substr(0, nl));
+  auto second = nlohmann::json::parse(r.out.substr(nl + 1));
+  BOOST_CHECK_EQUAL(first["topic"].get<std::string>(), "sensors/a");
+  BOOST_CHECK_EQUAL(first["source"].get<std::string>(), "heartbeat");
+  BOOST_CHECK_EQUAL(first["payload"].get<std::string>(), "héllo");
+  BOOST_CHECK_EQUAL(first["id"].get<uint64_t>(), 7u);
+  BOOST_CHECK_EQUAL(first["timestamp_ns"].get<int64_t>(), 123);
+  BOOST_CHECK(!second.contains("payload"));
+  BOOST_CHECK_EQUAL(second["payload_base64"].get<std::string>(), "/wAB");
+  // grovectl hung up after two messages: the subscription is released.
+  BOOST_CHECK(backend.wait([&] { return backend.unsubscribes_ == 1; }));
+}
+
+BOOST_AUTO_TEST_CASE(daemon_not_running) {
+  auto missing = dir / "nope" / "control.sock";
+  auto r = grovectl({"--socket", missing.string(), "status"});
+  BOOST_CHECK_EQUAL(r.exit_code, 3);
+  BOOST_CHECK_EQUAL(r.err, "grovectl: groved is not running (no control socket at "
+                             + missing.string() + ")\n");
+  BOOST_CHECK(r.out.empty());
+  // A stale socket file nobody listens on.
+  server->stop();
+  auto stale = dir / "stale.sock";
+  {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
+    BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    ::close(fd);
+  }
+  r = grovectl({"plugins"}, {"GROVE_CONTROL_SOCKET=" + stale.string()});
+  BOOST_CHECK_EQUAL(r.exit_code, 3);
+  BOOST_CHECK(r.err.rfind("grovectl: groved is not running", 0) == 0);
+  BOOST_CHECK_EQUAL(std::count(r.err.begin(), r.err.end(), '\n'), 1);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

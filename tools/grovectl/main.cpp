@@ -1,0 +1,622 @@
+// grovectl: the operator CLI. Talks to groved over the control socket
+// (proto/control.proto, framing in kernel/src/framing.cpp).
+//
+// Exit codes: 0 success, 1 error reply from groved (or a bad reply), 2 usage error,
+// 3 groved not reachable (no socket, refused, connection lost).
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "grove/control.pb.h"
+#include "grove/errors.hpp"
+#include "grove/kernel/control.hpp"
+
+#ifndef GROVE_VERSION
+#  define GROVE_VERSION "unknown"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+/// Process exit codes (documented in --help).
+enum exit_code : int {
+  exit_ok = 0,
+  exit_daemon_error = 1,
+  exit_usage = 2,
+  exit_not_running = 3,
+};
+
+/// Prints the one-line diagnostic and returns `code`.
+int fail(int code, const std::string& msg) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "grovectl: %s\n", msg.c_str());
+  return code;
+}
+
+/// --socket, else $GROVE_CONTROL_SOCKET, else ${GROVE_WRITE_DIR:-./var}/run/control.sock.
+fs::path socket_path(const std::string& option) {
+  if (!option.empty())
+    return option;
+  if (auto env = std::getenv("GROVE_CONTROL_SOCKET"); env != nullptr && *env != '\0')
+    return env;
+  std::string dir = "./var";
+  if (auto env = std::getenv("GROVE_WRITE_DIR"); env != nullptr && *env != '\0')
+    dir = env;
+  return fs::path{dir} / "run" / "control.sock";
+}
+
+/// An open control connection; closes on destruction.
+class connection {
+public:
+  connection() = default;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  ~connection() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+
+  /// Connects to `path`; on failure prints why and returns the exit code.
+  int open(const fs::path& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const auto& str = path.native();
+    if (str.size() >= sizeof(addr.sun_path))
+      return fail(exit_usage, "control socket path too long: " + str);
+    std::memcpy(addr.sun_path, str.data(), str.size());
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0)
+      return fail(exit_not_running, std::string{"socket: "} + std::strerror(errno));
+    int rc;
+    do {
+      rc = ::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+    } while (rc != 0 && errno == EINTR);
+    if (rc == 0)
+      return exit_ok;
+    auto code = errno;
+    if (code == ENOENT || code == ENOTDIR)
+      return fail(exit_not_running,
+                  "groved is not running (no control socket at " + str + ")");
+    if (code == ECONNREFUSED)
+      return fail(exit_not_running,
+                  "groved is not running (nothing listens on " + str + ")");
+    return fail(exit_not_running, "cannot connect to groved at " + str + ": "
+                                    + std::strerror(code));
+  }
+
+  /// Bounds how long a reply may take (0: forever).
+  void set_timeout(unsigned seconds) {
+    timeval tv{static_cast<time_t>(seconds), 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+
+  /// Sends `req`.
+  int send(const grove::control::Request& req) {
+    if (auto err = grove::framing::write_frame(fd_, req))
+      return fail(exit_not_running, "cannot send to groved: " + grove::describe(err));
+    return exit_ok;
+  }
+
+  /// Reads one response.
+  int receive(grove::control::Response& res) {
+    if (auto err = grove::framing::read_frame(fd_, res)) {
+      if (err.compare(static_cast<uint8_t>(grove::errc::system_error),
+                      caf::atom("grove"))
+          == 0)
+        return fail(exit_not_running, "groved closed the connection ("
+                                        + grove::describe(err) + ")");
+      if (err.compare(static_cast<uint8_t>(grove::errc::timeout), caf::atom("grove"))
+          == 0)
+        return fail(exit_daemon_error, "no reply from groved in time");
+      return fail(exit_daemon_error, "bad reply from groved: " + grove::describe(err));
+    }
+    return exit_ok;
+  }
+
+  /// Sends `req`, reads the response and turns an error reply into exit code 1.
+  int call(const grove::control::Request& req, grove::control::Response& res) {
+    if (auto rc = send(req))
+      return rc;
+    if (auto rc = receive(res))
+      return rc;
+    if (!res.ok())
+      return fail(exit_daemon_error, res.error().empty() ? "request failed"
+                                                         : res.error());
+    return exit_ok;
+  }
+
+  /// The socket.
+  int fd() const noexcept {
+    return fd_;
+  }
+
+private:
+  int fd_ = -1;
+};
+
+// -- rendering ---------------------------------------------------------------
+
+bool valid_utf8(std::string_view str) {
+  size_t i = 0;
+  auto n = str.size();
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(str[k]); };
+  while (i < n) {
+    auto c = byte(i);
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n)
+      return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((byte(i + k) & 0xc0) != 0x80)
+        return false;
+      cp = (cp << 6) | (byte(i + k) & 0x3f);
+    }
+    // Reject overlong forms, surrogates and code points past U+10FFFF.
+    static constexpr uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+std::string base64(std::string_view in) {
+  static constexpr char tbl[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  auto at = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(in[k])); };
+  for (; i + 3 <= in.size(); i += 3) {
+    auto v = (at(i) << 16) | (at(i + 1) << 8) | at(i + 2);
+    out += tbl[(v >> 18) & 63];
+    out += tbl[(v >> 12) & 63];
+    out += tbl[(v >> 6) & 63];
+    out += tbl[v & 63];
+  }
+  if (auto rest = in.size() - i; rest > 0) {
+    auto v = at(i) << 16;
+    if (rest == 2)
+      v |= at(i + 1) << 8;
+    out += tbl[(v >> 18) & 63];
+    out += tbl[(v >> 12) & 63];
+    out += rest == 2 ? tbl[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+json to_json(const grove::control::PluginInfo& p) {
+  return {{"name", p.name()},
+          {"version", p.version()},
+          {"state", p.state()},
+          {"restarts", p.restarts()},
+          {"queue_depth", p.queue_depth()},
+          {"queue_capacity", p.queue_capacity()},
+          {"delivered", p.delivered()},
+          {"dropped", p.dropped()},
+          {"overflow", p.overflow()},
+          {"isolation", p.isolation()},
+          {"last_error", p.last_error()},
+          {"library", p.library()},
+          {"last_reload", p.last_reload()},
+          {"log_level", p.log_level()}};
+}
+
+template <class Plugins>
+json to_json_array(const Plugins& plugins) {
+  auto arr = json::array();
+  for (const auto& p : plugins)
+    arr.push_back(to_json(p));
+  return arr;
+}
+
+json to_json(const grove::control::Status& s) {
+  // std::map: details come out sorted, whatever the protobuf map order.
+  std::map<std::string, std::string> details(s.details().begin(), s.details().end());
+  return {{"version", s.version()},
+          {"pid", s.pid()},
+          {"uptime_seconds", s.uptime_seconds()},
+          {"config_file", s.config_file()},
+          {"write_dir", s.write_dir()},
+          {"plugin_dir", s.plugin_dir()},
+          {"control_socket", s.control_socket()},
+          {"bus",
+           {{"published", s.bus_published()},
+            {"delivered", s.bus_delivered()},
+            {"dropped", s.bus_dropped()},
+            {"unrouted", s.bus_unrouted()},
+            {"subscriptions", s.subscriptions()}}},
+          {"plugins", to_json_array(s.plugins())},
+          {"details", details}};
+}
+
+json to_json(const grove::Envelope& e) {
+  json obj = {{"topic", e.topic()}, {"source", e.source()}};
+  if (valid_utf8(e.payload()))
+    obj["payload"] = e.payload();
+  else
+    obj["payload_base64"] = base64(e.payload());
+  obj["content_type"] = e.content_type();
+  obj["id"] = e.id();
+  obj["timestamp_ns"] = e.timestamp_ns();
+  return obj;
+}
+
+std::string format_uptime(double seconds) {
+  auto s = static_cast<uint64_t>(seconds < 0 ? 0 : seconds);
+  auto d = s / 86400;
+  auto h = s / 3600 % 24;
+  auto m = s / 60 % 60;
+  std::string out;
+  if (d > 0)
+    out += std::to_string(d) + "d ";
+  if (d > 0 || h > 0)
+    out += std::to_string(h) + "h ";
+  if (d > 0 || h > 0 || m > 0)
+    out += std::to_string(m) + "m ";
+  return out + std::to_string(s % 60) + "s";
+}
+
+template <class Plugins>
+void print_plugin_table(const Plugins& plugins) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back(
+    {"NAME", "VERSION", "STATE", "RESTARTS", "QUEUE", "DROPPED", "LAST RELOAD"});
+  for (const auto& p : plugins)
+    rows.push_back({p.name(), p.version(), p.state(), std::to_string(p.restarts()),
+                    std::to_string(p.queue_depth()) + "/"
+                      + std::to_string(p.queue_capacity()),
+                    std::to_string(p.dropped()),
+                    p.last_reload().empty() ? "-" : p.last_reload()});
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i)
+      width[i] = std::max(width[i], row[i].size());
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size())
+        line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  // Errors are too wide for the table; list them under it.
+  for (const auto& p : plugins)
+    if (!p.last_error().empty())
+      std::printf("  %s: %s\n", p.name().c_str(), p.last_error().c_str());
+}
+
+void print_status(const grove::control::Status& s) {
+  std::printf("groved %s, pid %u, up %s\n", s.version().c_str(), s.pid(),
+              format_uptime(s.uptime_seconds()).c_str());
+  std::printf("  config:          %s\n", s.config_file().c_str());
+  std::printf("  write dir:       %s\n", s.write_dir().c_str());
+  std::printf("  plugin dir:      %s\n", s.plugin_dir().c_str());
+  std::printf("  control socket:  %s\n", s.control_socket().c_str());
+  std::printf("bus: %llu published, %llu delivered, %llu dropped, %llu unrouted, "
+              "%u subscriptions\n",
+              static_cast<unsigned long long>(s.bus_published()),
+              static_cast<unsigned long long>(s.bus_delivered()),
+              static_cast<unsigned long long>(s.bus_dropped()),
+              static_cast<unsigned long long>(s.bus_unrouted()), s.subscriptions());
+  std::printf("\n");
+  print_plugin_table(s.plugins());
+  if (!s.details().empty()) {
+    std::printf("\ndetails:\n");
+    std::map<std::string, std::string> details(s.details().begin(), s.details().end());
+    for (const auto& [key, value] : details)
+      std::printf("  %s: %s\n", key.c_str(), value.c_str());
+  }
+}
+
+void print_json(const json& value) {
+  std::printf("%s\n", value.dump().c_str());
+  std::fflush(stdout);
+}
+
+// -- Ctrl-C for `sub` ----------------------------------------------------------
+
+int interrupt_pipe[2] = {-1, -1};
+
+extern "C" void on_interrupt(int) {
+  auto saved = errno;
+  char byte = 1;
+  [[maybe_unused]] auto rc = ::write(interrupt_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+/// Routes SIGINT/SIGTERM into a pipe the `sub` loop polls, so Ctrl-C ends it cleanly.
+bool install_interrupt_handler() {
+  if (::pipe2(interrupt_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+    return false;
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  return ::sigaction(SIGINT, &sa, nullptr) == 0
+         && ::sigaction(SIGTERM, &sa, nullptr) == 0;
+}
+
+// -- commands ------------------------------------------------------------------
+
+/// Options shared by all commands.
+struct options {
+  std::string socket;
+  bool json = false;
+  unsigned timeout = 60;
+};
+
+/// Runs a request that answers with a note (load, unload, reload).
+int run_simple(connection& conn, const options& opts,
+               const grove::control::Request& req) {
+  grove::control::Response res;
+  if (auto rc = conn.call(req, res))
+    return rc;
+  if (opts.json)
+    print_json({{"ok", true}, {"message", res.message()}});
+  else if (!res.message().empty())
+    std::printf("%s\n", res.message().c_str());
+  return exit_ok;
+}
+
+int run_status(connection& conn, const options& opts) {
+  grove::control::Request req;
+  req.mutable_status();
+  grove::control::Response res;
+  if (auto rc = conn.call(req, res))
+    return rc;
+  if (!res.has_status())
+    return fail(exit_daemon_error, "bad reply from groved: no status");
+  if (opts.json)
+    print_json(to_json(res.status()));
+  else
+    print_status(res.status());
+  return exit_ok;
+}
+
+int run_plugins(connection& conn, const options& opts) {
+  grove::control::Request req;
+  req.mutable_plugins();
+  grove::control::Response res;
+  if (auto rc = conn.call(req, res))
+    return rc;
+  if (!res.has_plugins())
+    return fail(exit_daemon_error, "bad reply from groved: no plugin list");
+  if (opts.json)
+    print_json(to_json_array(res.plugins().plugins()));
+  else
+    print_plugin_table(res.plugins().plugins());
+  return exit_ok;
+}
+
+int run_pub(connection& conn, const options& opts, const std::string& topic,
+            const std::string& payload, std::string content_type) {
+  if (content_type.empty())
+    content_type = json::accept(payload) ? "application/json"
+                                         : "text/plain; charset=utf-8";
+  grove::control::Request req;
+  auto* msg = req.mutable_publish();
+  msg->set_topic(topic);
+  msg->set_payload(payload);
+  msg->set_content_type(content_type);
+  grove::control::Response res;
+  if (auto rc = conn.call(req, res))
+    return rc;
+  if (opts.json) {
+    json obj = {{"ok", true}, {"topic", topic}, {"message", res.message()}};
+    // The daemon words it "delivered N, dropped M".
+    unsigned long long delivered = 0;
+    unsigned long long dropped = 0;
+    if (std::sscanf(res.message().c_str(), "delivered %llu, dropped %llu", &delivered,
+                    &dropped)
+        == 2) {
+      obj["delivered"] = delivered;
+      obj["dropped"] = dropped;
+    }
+    print_json(obj);
+  } else {
+    std::printf("published to %s: %s\n", topic.c_str(), res.message().c_str());
+  }
+  return exit_ok;
+}
+
+int run_sub(connection& conn, const options& opts, const std::string& filter,
+            uint64_t count) {
+  if (!install_interrupt_handler())
+    return fail(exit_daemon_error, std::string{"cannot handle signals: "}
+                                     + std::strerror(errno));
+  grove::control::Request req;
+  req.mutable_subscribe()->set_filter(filter);
+  if (auto rc = conn.send(req))
+    return rc;
+  bool acked = false;
+  uint64_t received = 0;
+  pollfd fds[2] = {{conn.fd(), POLLIN, 0}, {interrupt_pipe[0], POLLIN, 0}};
+  while (count == 0 || received < count) {
+    fds[0].revents = fds[1].revents = 0;
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      return fail(exit_daemon_error, std::string{"poll: "} + std::strerror(errno));
+    }
+    if (fds[1].revents != 0)
+      return exit_ok; // Ctrl-C: a normal way to end a subscription
+    grove::control::Response res;
+    if (auto rc = conn.receive(res))
+      return rc;
+    if (!res.ok())
+      return fail(exit_daemon_error, res.error().empty() ? "subscribe failed"
+                                                         : res.error());
+    if (res.has_message_out()) {
+      const auto& msg = res.message_out();
+      if (opts.json) {
+        print_json(to_json(msg));
+      } else {
+        // fwrite: a UTF-8 payload may contain NUL bytes.
+        auto line = msg.topic() + ' ';
+        if (valid_utf8(msg.payload()))
+          line += msg.payload();
+        else
+          line += "base64:" + base64(msg.payload());
+        line += '\n';
+        std::fwrite(line.data(), 1, line.size(), stdout);
+        std::fflush(stdout);
+      }
+      ++received;
+    } else if (!acked) {
+      acked = true; // "subscribed to <filter>"
+    } else if (!res.message().empty()) {
+      // e.g. "dropped N messages: subscriber queue full"
+      std::fprintf(stderr, "grovectl: %s\n", res.message().c_str());
+    }
+  }
+  return exit_ok;
+}
+
+/// Parses the command line and runs one command; returns the exit code.
+int run(int argc, char** argv) {
+  CLI::App app{"grovectl: operate a running groved over its control socket.\n"
+               "Exit codes: 0 ok, 1 error reply from groved, 2 usage error, "
+               "3 groved not running/unreachable.",
+               "grovectl"};
+  app.set_version_flag("--version", GROVE_VERSION);
+  // Global options may also follow the subcommand: `grovectl status --json`.
+  app.fallthrough();
+  app.require_subcommand(1);
+  options opts;
+  app.add_option("--socket", opts.socket,
+                 "Control socket (default: $GROVE_CONTROL_SOCKET, else "
+                 "${GROVE_WRITE_DIR:-./var}/run/control.sock)");
+  app.add_flag("--json", opts.json, "Print JSON (one object per line for sub)");
+  app.add_option("--timeout", opts.timeout,
+                 "Seconds to wait for a reply, 0 = forever (not for sub)")
+    ->capture_default_str();
+
+  auto* status = app.add_subcommand("status", "Show daemon, bus and plugin status");
+  auto* plugins = app.add_subcommand("plugins", "List plugins");
+
+  std::string name;
+  auto* load = app.add_subcommand("load", "Load and start a plugin");
+  load->add_option("NAME", name, "Plugin name")->required();
+  auto* unload = app.add_subcommand("unload", "Stop and unload a plugin");
+  unload->add_option("NAME", name, "Plugin name")->required();
+
+  std::string reload_path;
+  auto* reload = app.add_subcommand("reload", "Hot-reload a plugin");
+  reload->add_option("NAME", name, "Plugin name")->required();
+  reload->add_option("--path", reload_path, "Load the new version from this .so");
+
+  std::string topic;
+  std::string payload;
+  std::string content_type;
+  auto* pub = app.add_subcommand(
+    "pub", "Publish one message; prints how many subscribers got it or dropped it");
+  pub->add_option("TOPIC", topic, "Topic name")->required();
+  pub->add_option("PAYLOAD", payload, "Payload (UTF-8 text)")->required();
+  pub->add_option("--content-type", content_type,
+                  "Content type (default: application/json if PAYLOAD is JSON, "
+                  "else text/plain; charset=utf-8)");
+
+  std::string filter;
+  uint64_t count = 0;
+  auto* sub = app.add_subcommand(
+    "sub", "Print messages matching FILTER as `topic payload` lines (binary payloads "
+           "as base64:...) until Ctrl-C");
+  sub->add_option("FILTER", filter, "Topic filter (MQTT wildcards + and #)")
+    ->required();
+  sub->add_option("--count,-n", count, "Exit after this many messages");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    auto rc = app.exit(e);
+    return rc == 0 ? exit_ok : exit_usage;
+  }
+
+  auto path = socket_path(opts.socket);
+  connection conn;
+  if (auto rc = conn.open(path))
+    return rc;
+  if (!sub->parsed() && opts.timeout > 0)
+    conn.set_timeout(opts.timeout);
+
+  if (status->parsed())
+    return run_status(conn, opts);
+  if (plugins->parsed())
+    return run_plugins(conn, opts);
+  grove::control::Request req;
+  if (load->parsed()) {
+    req.mutable_load()->set_name(name);
+    return run_simple(conn, opts, req);
+  }
+  if (unload->parsed()) {
+    req.mutable_unload()->set_name(name);
+    return run_simple(conn, opts, req);
+  }
+  if (reload->parsed()) {
+    req.mutable_reload()->set_name(name);
+    if (!reload_path.empty()) {
+      // groved resolves paths from its own working directory, not ours.
+      std::error_code ec;
+      auto abs = fs::absolute(reload_path, ec);
+      req.mutable_reload()->set_path(ec ? reload_path : abs.string());
+    }
+    return run_simple(conn, opts, req);
+  }
+  if (pub->parsed())
+    return run_pub(conn, opts, topic, payload, content_type);
+  if (sub->parsed())
+    return run_sub(conn, opts, filter, count);
+  return fail(exit_usage, "no command given");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  // Nothing below should throw, but a CLI must never die with a terminate() trace.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& ex) {
+    return fail(exit_daemon_error, ex.what());
+  } catch (...) {
+    return fail(exit_daemon_error, "unexpected error");
+  }
+}
