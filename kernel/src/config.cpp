@@ -129,27 +129,28 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
       auto key = kv.first.Scalar();
       if (!seen.insert(key).second)
         return fail(file, kv.first, join(path, key), "duplicate key");
-      auto spec = keys ? keys[key] : YAML::Node{};
-      if (!spec) {
+      // A default-constructed YAML::Node counts as defined (null), so test explicitly.
+      bool known = keys.IsDefined() && keys.IsMap() && keys[key].IsDefined();
+      if (!known) {
         if (open) {
           result[key] = YAML::Clone(kv.second);
           continue;
         }
         std::string known;
-        if (keys)
+        if (keys.IsDefined() && keys.IsMap())
           for (auto k : keys)
             known += (known.empty() ? "" : ", ") + k.first.Scalar();
         return fail(file, kv.first, join(path, key),
                     "unknown key" + (known.empty() ? std::string{" (no keys allowed)"}
                                                    : " (allowed: " + known + ")"));
       }
-      auto checked = check(kv.second, spec, file, join(path, key));
+      auto checked = check(kv.second, keys[key], file, join(path, key));
       if (!checked)
         return checked.error();
       result[key] = *checked;
     }
   }
-  if (keys) {
+  if (keys.IsDefined() && keys.IsMap()) {
     for (auto k : keys) {
       auto key = k.first.Scalar();
       if (seen.count(key))

@@ -28,9 +28,10 @@ protected:
   caf::behavior make_behavior() override {
     return {
       [this](const Envelope& msg) {
+        // Credit goes back after handling, so capacity bounds in-hand work too.
+        fn_(msg);
         if (!current_mailbox_element()->mid.is_request())
           (*ep_)->consumed();
-        fn_(msg);
       },
     };
   }

@@ -365,14 +365,14 @@ private:
 
   void on_envelope(Envelope& msg) {
     auto mid = current_mailbox_element()->mid;
-    if (mid.is_request()) {
+    if (mid.is_request())
       promises_.emplace(msg.id(), make_response_promise());
-    } else {
+    std::string err;
+    if (inst_)
+      err = guarded("on_message", [&] { inst_->ptr->on_message(msg); });
+    // Credit goes back after handling, so capacity bounds in-hand work too.
+    if (!mid.is_request())
       ep()->consumed();
-    }
-    if (!inst_)
-      return;
-    auto err = guarded("on_message", [&] { inst_->ptr->on_message(msg); });
     if (!err.empty())
       on_failure(err);
   }

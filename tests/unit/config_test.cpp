@@ -1,0 +1,204 @@
+#define BOOST_TEST_MODULE config_test
+#include <boost/test/unit_test.hpp>
+
+#include "grove/errors.hpp"
+#include "grove/kernel/config.hpp"
+#include "test_util.hpp"
+
+using namespace grove;
+
+namespace {
+
+struct fixture {
+  test::temp_dir dir;
+
+  caf::expected<image_profile> load(const std::string& text) {
+    auto file = dir.write("profile.yaml", text);
+    profile_overrides ov;
+    ov.default_plugin_dir = dir.path() / "plugins";
+    return load_profile(file, ov);
+  }
+
+  // Loads `text`, expects an invalid_config error, returns its text.
+  std::string error_of(const std::string& text) {
+    auto p = load(text);
+    BOOST_REQUIRE(!p);
+    BOOST_TEST(p.error() == errc::invalid_config);
+    return describe(p.error());
+  }
+};
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(profile, fixture)
+
+BOOST_AUTO_TEST_CASE(valid_profile_with_defaults) {
+  auto p = load(R"(kernel:
+  write_dir: /tmp/grove-x
+  bus: {queue_capacity: 42, overflow: block}
+plugins:
+  - name: echo
+    log_level: debug
+    queue_capacity: 7
+    config: {prefix: ">"}
+  - name: heartbeat
+)");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->write_dir == "/tmp/grove-x");
+  BOOST_TEST(p->control_socket == "/tmp/grove-x/run/control.sock");
+  BOOST_TEST(p->plugin_dir == dir.path() / "plugins");
+  BOOST_TEST(p->log_level == "info");
+  BOOST_TEST(p->queue.capacity == 42u);
+  BOOST_TEST(to_string(p->queue.overflow) == std::string{"block"});
+  BOOST_TEST(p->restart.max_failures == 5u);
+  BOOST_REQUIRE_EQUAL(p->plugins.size(), 2u);
+  BOOST_TEST(p->plugins[0].name == "echo");
+  BOOST_TEST(p->plugins[0].log_level == "debug");
+  BOOST_TEST(p->plugins[0].queue.capacity == 7u);
+  BOOST_TEST(to_string(p->plugins[0].queue.overflow) == std::string{"block"});
+  BOOST_TEST(p->plugins[0].line == 5);
+  BOOST_TEST(p->plugins[0].config["prefix"].as<std::string>() == ">");
+  BOOST_TEST(p->plugins[1].queue.capacity == 42u);
+}
+
+BOOST_AUTO_TEST_CASE(overrides_win) {
+  auto file = dir.write("p.yaml", "kernel: {write_dir: /nowhere}\n");
+  profile_overrides ov;
+  ov.write_dir = dir.path() / "w";
+  ov.plugin_dir = dir.path() / "pd";
+  auto p = load_profile(file, ov);
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->write_dir == dir.path() / "w");
+  BOOST_TEST(p->plugin_dir == dir.path() / "pd");
+}
+
+BOOST_AUTO_TEST_CASE(unknown_key_names_file_line_field) {
+  auto err = error_of("kernel:\n  log_level: info\n  wrtie_dir: /x\n");
+  BOOST_TEST(contains(err, "profile.yaml:3:3"), err);
+  BOOST_TEST(contains(err, "kernel.wrtie_dir"), err);
+  BOOST_TEST(contains(err, "unknown key"), err);
+  BOOST_TEST(contains(err, "write_dir"), err); // lists what is allowed
+}
+
+BOOST_AUTO_TEST_CASE(unknown_top_level_key) {
+  auto err = error_of("kernel: {}\nplugin:\n  - name: x\n");
+  BOOST_TEST(contains(err, ":2:1"), err);
+  BOOST_TEST(contains(err, "plugin: unknown key"), err);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_type) {
+  auto err = error_of("kernel:\n  bus:\n    queue_capacity: lots\n");
+  BOOST_TEST(contains(err, ":3:21"), err);
+  BOOST_TEST(contains(err, "kernel.bus.queue_capacity"), err);
+  BOOST_TEST(contains(err, "expected an integer, got 'lots'"), err);
+  err = error_of("plugins: {name: x}\n");
+  BOOST_TEST(contains(err, "plugins: expected a list"), err);
+  err = error_of("kernel: [1, 2]\n");
+  BOOST_TEST(contains(err, "kernel: expected a map"), err);
+}
+
+BOOST_AUTO_TEST_CASE(out_of_range_and_enum) {
+  auto err = error_of("kernel:\n  bus: {queue_capacity: 0}\n");
+  BOOST_TEST(contains(err, "must be at least 1"), err);
+  err = error_of("kernel:\n  log_level: loud\n");
+  BOOST_TEST(contains(err, "kernel.log_level: must be one of"), err);
+  err = error_of("plugins:\n  - name: a\n    overflow: explode\n");
+  BOOST_TEST(contains(err, "plugins[0].overflow"), err);
+}
+
+BOOST_AUTO_TEST_CASE(missing_required) {
+  auto err = error_of("plugins:\n  - config: {a: 1}\n");
+  BOOST_TEST(contains(err, "plugins[0].name: required key is missing"), err);
+  BOOST_TEST(contains(err, ":2:5"), err);
+}
+
+BOOST_AUTO_TEST_CASE(duplicates) {
+  auto err = error_of("plugins:\n  - name: a\n  - name: a\n");
+  BOOST_TEST(contains(err, ":3:11"), err);
+  BOOST_TEST(contains(err, "listed twice"), err);
+  err = error_of("kernel:\n  log_level: info\n  log_level: debug\n");
+  BOOST_TEST(contains(err, "duplicate key"), err);
+}
+
+BOOST_AUTO_TEST_CASE(bad_plugin_name) {
+  auto err = error_of("plugins:\n  - name: ../../etc/evil\n");
+  BOOST_TEST(contains(err, "plugins[0].name"), err);
+}
+
+BOOST_AUTO_TEST_CASE(syntax_error_has_position) {
+  auto err = error_of("kernel:\n  log_level: [info\n");
+  BOOST_TEST(contains(err, "profile.yaml:"), err);
+}
+
+BOOST_AUTO_TEST_CASE(not_a_map_and_missing_file) {
+  auto err = error_of("- a\n- b\n");
+  BOOST_TEST(contains(err, "must be a YAML map"), err);
+  profile_overrides ov;
+  auto p = load_profile(dir.path() / "absent.yaml", ov);
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(contains(describe(p.error()), "no such file"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(schemas)
+
+BOOST_AUTO_TEST_CASE(defaults_fill_in_and_nested_maps) {
+  auto s = config_schema::parse(R"(
+port: {type: int, default: 8883, min: 1, max: 65535}
+host: {type: string, required: true}
+tls:
+  type: map
+  keys:
+    verify: {type: bool, default: true}
+tags: {type: list, items: {type: string}}
+ratio: {type: float, min: 0, max: 1}
+extra: {type: map, open: true}
+)",
+                                "schema");
+  BOOST_REQUIRE(s);
+  auto v = s->validate(YAML::Load("{host: h, tags: [a, b], ratio: 0.5, extra: {x: 1}}"),
+                       "f", "cfg");
+  BOOST_REQUIRE(v);
+  BOOST_TEST((*v)["port"].as<int>() == 8883);
+  BOOST_TEST((*v)["tls"]["verify"].as<bool>() == true);
+  BOOST_TEST((*v)["tags"][1].as<std::string>() == "b");
+  BOOST_TEST((*v)["extra"]["x"].as<int>() == 1);
+  auto bad = s->validate(YAML::Load("{host: h, tags: [a, [b]]}"), "f", "cfg");
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(contains(describe(bad.error()), "cfg.tags[1]: expected string"));
+  bad = s->validate(YAML::Load("{host: h, ratio: 2.5}"), "f", "cfg");
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(contains(describe(bad.error()), "cfg.ratio: must be at most 1"));
+  bad = s->validate(YAML::Load("{host: h, tls: {verify: maybe}}"), "f", "cfg");
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(contains(describe(bad.error()), "cfg.tls.verify: expected true or false"));
+  bad = s->validate(YAML::Load("{port: 1}"), "f", "cfg");
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(contains(describe(bad.error()), "cfg.host: required key is missing"));
+}
+
+BOOST_AUTO_TEST_CASE(broken_schemas_are_refused) {
+  BOOST_TEST(!config_schema::parse("a: {type: integer}", "s").engaged());
+  BOOST_TEST(!config_schema::parse("a: {type: int, colour: red}", "s").engaged());
+  BOOST_TEST(!config_schema::parse("a: {type: string, min: 1}", "s").engaged());
+  BOOST_TEST(!config_schema::parse("a: {type: int, keys: {}}", "s").engaged());
+  BOOST_TEST(!config_schema::parse("a: 5", "s").engaged());
+  BOOST_TEST(!config_schema::parse("a: {type: [", "s").engaged());
+  BOOST_TEST(config_schema::parse("", "s").engaged());
+}
+
+BOOST_AUTO_TEST_CASE(empty_schema_accepts_only_nothing) {
+  auto s = config_schema::empty();
+  BOOST_TEST(s.validate(YAML::Node{}, "f", "cfg").engaged());
+  BOOST_TEST(s.validate(YAML::Load("{}"), "f", "cfg").engaged());
+  auto bad = s.validate(YAML::Load("{a: 1}"), "f", "cfg");
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(contains(describe(bad.error()), "no keys allowed"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,146 @@
+#pragma once
+
+// Helpers shared by the kernel's Boost.Test suites.
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include <ostream>
+
+#include "grove/errors.hpp"
+
+// Let Boost.Test print CAF errors and Grove error codes in failed assertions.
+namespace caf {
+inline std::ostream& boost_test_print_type(std::ostream& os, const error& x) {
+  return os << (x ? grove::describe(x) : std::string{"<no error>"});
+}
+} // namespace caf
+
+namespace grove {
+inline std::ostream& boost_test_print_type(std::ostream& os, errc x) {
+  return os << to_string(x);
+}
+} // namespace grove
+
+namespace grove::test {
+
+/// A fresh directory under $TMPDIR, removed when the object dies.
+class temp_dir {
+public:
+  temp_dir() {
+    auto base = std::filesystem::temp_directory_path() / "grove-test-XXXXXX";
+    std::string tmpl = base.string();
+    if (mkdtemp(tmpl.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+
+  const std::filesystem::path& path() const {
+    return path_;
+  }
+
+  /// Writes `text` to `name` inside the directory and returns its path.
+  std::filesystem::path write(const std::string& name, const std::string& text) const {
+    auto p = path_ / name;
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream out{p};
+    out << text;
+    return p;
+  }
+
+private:
+  std::filesystem::path path_;
+};
+
+/// Where the test plugins are built.
+inline std::filesystem::path test_plugin_dir() {
+  return GROVE_TEST_PLUGIN_DIR;
+}
+
+} // namespace grove::test
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "grove/kernel/kernel.hpp"
+
+namespace grove::test {
+
+/// A profile for an in-process kernel in `dir`: no plugins, test plugin directory.
+inline image_profile make_profile(const std::filesystem::path& dir) {
+  image_profile p;
+  p.file = dir / "profile.yaml";
+  p.write_dir = dir / "var";
+  p.plugin_dir = test_plugin_dir();
+  p.control_socket = dir / "var" / "run" / "control.sock";
+  p.log_level = "warn";
+  p.worker_threads = 2;
+  return p;
+}
+
+/// Collects what a bus subscription receives; waits with a bound, never sleeps.
+class collector {
+public:
+  collector(kernel& k, const std::string& filter, queue_settings q = {}) {
+    q.overflow = overflow_policy::block;
+    auto h = k.subscribe(
+      filter,
+      [this](const Envelope& msg) {
+        std::lock_guard guard{mtx_};
+        got_.push_back(msg);
+        cv_.notify_all();
+      },
+      q);
+    if (!h)
+      throw std::runtime_error("subscribe failed: " + describe(h.error()));
+    handle_ = *h;
+  }
+
+  /// Waits until at least `n` messages arrived (or 20 s passed). True if they did.
+  bool wait_for(size_t n) {
+    std::unique_lock guard{mtx_};
+    return cv_.wait_for(guard, std::chrono::seconds{20},
+                        [&] { return got_.size() >= n; });
+  }
+
+  std::vector<Envelope> messages() const {
+    std::lock_guard guard{mtx_};
+    return got_;
+  }
+
+  size_t size() const {
+    std::lock_guard guard{mtx_};
+    return got_.size();
+  }
+
+private:
+  mutable std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<Envelope> got_;
+  std::shared_ptr<void> handle_;
+};
+
+/// Publishes `payload` on `topic` from the test.
+inline publish_result pub(kernel& k, const std::string& topic, const std::string& payload) {
+  Envelope e;
+  e.set_topic(topic);
+  e.set_payload(payload);
+  e.set_source("test");
+  auto r = k.publish(std::move(e));
+  if (!r)
+    throw std::runtime_error("publish failed: " + describe(r.error()));
+  return *r;
+}
+
+} // namespace grove::test
