@@ -69,11 +69,10 @@ inline std::filesystem::path test_plugin_dir() {
 } // namespace grove::test
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <vector>
 
 #include "grove/kernel/kernel.hpp"
+#include "grove/testing/harness.hpp"
 
 namespace grove::test {
 
@@ -89,46 +88,27 @@ inline image_profile make_profile(const std::filesystem::path& dir) {
   return p;
 }
 
-/// Collects what a bus subscription receives; waits with a bound, never sleeps.
+/// Collects what a bus subscription receives (the SDK harness's inbox).
 class collector {
 public:
-  collector(kernel& k, const std::string& filter, queue_settings q = {}) {
-    q.overflow = overflow_policy::block;
-    auto h = k.subscribe(
-      filter,
-      [this](const Envelope& msg) {
-        std::lock_guard guard{mtx_};
-        got_.push_back(msg);
-        cv_.notify_all();
-      },
-      q);
-    if (!h)
-      throw std::runtime_error("subscribe failed: " + describe(h.error()));
-    handle_ = *h;
+  collector(kernel& k, const std::string& filter) : box_(testing::collect(k, filter)) {
   }
 
   /// Waits until at least `n` messages arrived (or 20 s passed). True if they did.
   bool wait_for(size_t n) {
-    std::unique_lock guard{mtx_};
-    return cv_.wait_for(guard, std::chrono::seconds{20},
-                        [&] { return got_.size() >= n; });
+    return box_->wait_for(n);
   }
 
   std::vector<Envelope> messages() const {
-    std::lock_guard guard{mtx_};
-    return got_;
+    return box_->messages();
   }
 
   size_t size() const {
-    std::lock_guard guard{mtx_};
-    return got_.size();
+    return box_->size();
   }
 
 private:
-  mutable std::mutex mtx_;
-  std::condition_variable cv_;
-  std::vector<Envelope> got_;
-  std::shared_ptr<void> handle_;
+  std::shared_ptr<testing::inbox> box_;
 };
 
 /// Publishes `payload` on `topic` from the test.
