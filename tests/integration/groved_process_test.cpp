@@ -1,0 +1,190 @@
+#define BOOST_TEST_MODULE groved_process_test
+#include <boost/test/unit_test.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "../unit/test_util.hpp"
+#include "process_util.hpp"
+
+// groved and grovectl as an operator runs them: real processes, a real Unix socket.
+
+using namespace grove;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+struct daemon_fixture {
+  test::temp_dir dir;
+  std::filesystem::path sock = dir.path() / "var/run/control.sock";
+  std::unique_ptr<test::child> groved;
+
+  daemon_fixture() {
+    auto profile = dir.write("image.yaml", R"(kernel:
+  log_level: info
+  restart: {backoff_initial_ms: 1, backoff_max_ms: 10}
+plugins:
+  - name: echo
+    config: {prefix: ">", crash_on: boom}
+  - name: heartbeat
+    config: {interval_ms: 20, topic: hb}
+)");
+    // heartbeat lives in the main plugin dir, echo in the test one: give both.
+    std::filesystem::create_directories(dir.path() / "plugins");
+    std::filesystem::copy(test::test_plugin_dir() / "libecho.so", dir.path() / "plugins");
+    std::filesystem::copy(HEARTBEAT_PLUGIN, dir.path() / "plugins");
+    groved = std::make_unique<test::child>(std::vector<std::string>{
+      GROVED_PATH, "--config", profile.string(), "--write-dir",
+      (dir.path() / "var").string(), "--plugin-dir", (dir.path() / "plugins").string()});
+    BOOST_REQUIRE_MESSAGE(groved->wait_for_output("ready: 2 of 2 plugins running"),
+                          groved->output());
+  }
+
+  ~daemon_fixture() {
+    if (groved)
+      groved->stop(SIGTERM);
+  }
+
+  test::run_result ctl(std::vector<std::string> args) {
+    std::vector<std::string> argv{GROVECTL_PATH, "--socket", sock.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return test::run(std::move(argv));
+  }
+
+  nlohmann::json plugin_json(const std::string& name) {
+    auto r = ctl({"plugins", "--json"});
+    BOOST_REQUIRE_EQUAL(r.code, 0);
+    auto j = nlohmann::json::parse(r.output);
+    auto& list = j.is_array() ? j : j.at("plugins");
+    for (auto& p : list)
+      if (p.at("name") == name)
+        return p;
+    BOOST_FAIL("no plugin " << name << " in " << r.output);
+    return {};
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(running_daemon, daemon_fixture)
+
+BOOST_AUTO_TEST_CASE(status_and_plugins) {
+  auto r = ctl({"status"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(contains(r.output, "echo"), r.output);
+  BOOST_TEST(contains(r.output, "heartbeat"), r.output);
+  r = ctl({"status", "--json"});
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  auto j = nlohmann::json::parse(r.output);
+  BOOST_TEST(j.at("pid").get<int>() == groved->pid());
+  BOOST_TEST(plugin_json("echo").at("state") == "running");
+  BOOST_TEST(plugin_json("heartbeat").at("version") == "1.0.0");
+  r = ctl({"plugins"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(contains(r.output, "running"), r.output);
+}
+
+BOOST_AUTO_TEST_CASE(pub_and_sub_through_a_plugin) {
+  // Subscribe first, then publish until the subscriber has what it waits for.
+  test::child sub{{GROVECTL_PATH, "--socket", sock.string(), "sub", "test/echo/out",
+                   "--count", "1"}};
+  int exit_code = -1;
+  for (int i = 0; i < 200 && exit_code < 0; ++i) {
+    auto r = ctl({"pub", "test/echo/in", "hello"});
+    BOOST_REQUIRE_EQUAL(r.code, 0);
+    exit_code = sub.wait(std::chrono::milliseconds{50});
+  }
+  BOOST_TEST(exit_code == 0);
+  BOOST_TEST(contains(sub.output(), ">hello"), sub.output());
+}
+
+BOOST_AUTO_TEST_CASE(load_unload_and_errors) {
+  auto r = ctl({"unload", "echo"});
+  BOOST_TEST(r.code == 0, r.output);
+  r = ctl({"plugins"});
+  BOOST_TEST(!contains(r.output, "echo "), r.output);
+  r = ctl({"pub", "test/echo/in", "x"});
+  BOOST_TEST(contains(r.output, "delivered 0"), r.output);
+  r = ctl({"load", "echo"});
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(plugin_json("echo").at("state") == "running");
+  r = ctl({"load", "echo"});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(contains(r.output, "already loaded"), r.output);
+  r = ctl({"load", "nonexistent"});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(contains(r.output, "no such file"), r.output);
+  r = ctl({"unload", "nonexistent"});
+  BOOST_TEST(r.code == 1);
+  r = ctl({"pub", "bad/#", "x"});
+  BOOST_TEST(r.code != 0);
+  BOOST_TEST(contains(r.output, "wildcard"), r.output);
+}
+
+BOOST_AUTO_TEST_CASE(crash_is_contained_and_restarted) {
+  auto r = ctl({"pub", "test/echo/in", "boom"});
+  BOOST_TEST(r.code == 0);
+  BOOST_REQUIRE(groved->wait_for_output("restarted"));
+  auto p = plugin_json("echo");
+  BOOST_TEST(p.at("restarts").get<int>() == 1);
+  BOOST_TEST(p.at("state") == "running");
+  BOOST_TEST(contains(p.at("last_error").get<std::string>(), "crash requested"));
+  BOOST_TEST(plugin_json("heartbeat").at("state") == "running");
+}
+
+BOOST_AUTO_TEST_CASE(clean_stop_removes_socket_and_cli_reports_it) {
+  BOOST_TEST(std::filesystem::exists(sock));
+  BOOST_TEST(groved->stop(SIGINT) == 0, groved->output());
+  groved.reset();
+  BOOST_TEST(!std::filesystem::exists(sock));
+  auto r = ctl({"status"});
+  BOOST_TEST(r.code == 3);
+  BOOST_TEST(contains(r.output, "not running"), r.output);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(bad_profile_is_refused_with_position) {
+  test::temp_dir dir;
+  auto profile = dir.write("bad.yaml", "kernel:\n  log_level: info\n  bus: {queue_capacity: -1}\n");
+  auto r = test::run({GROVED_PATH, "--config", profile.string(), "--write-dir",
+                      (dir.path() / "var").string()});
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(contains(r.output, "bad.yaml:3:"), r.output);
+  BOOST_TEST(contains(r.output, "kernel.bus.queue_capacity"), r.output);
+  BOOST_TEST(!std::filesystem::exists(dir.path() / "var"));
+}
+
+BOOST_AUTO_TEST_CASE(a_broken_plugin_does_not_stop_the_daemon) {
+  test::temp_dir dir;
+  auto profile = dir.write("image.yaml", R"(kernel:
+  control_socket: )" + (dir.path() / "c.sock").string() + R"(
+plugins:
+  - name: wrong_abi
+  - name: init_throws
+  - name: echo
+)");
+  test::child d{{GROVED_PATH, "--config", profile.string(), "--write-dir",
+                 (dir.path() / "var").string(), "--plugin-dir",
+                 test::test_plugin_dir().string()}};
+  BOOST_REQUIRE_MESSAGE(d.wait_for_output("ready: 1 of 3 plugins running"), d.output());
+  BOOST_TEST(contains(d.output(), "plugin wrong_abi not started"), d.output());
+  BOOST_TEST(contains(d.output(), "init exploded on purpose"), d.output());
+  auto r = test::run({GROVECTL_PATH, "--socket", (dir.path() / "c.sock").string(),
+                      "plugins"});
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(contains(r.output, "echo"), r.output);
+  BOOST_TEST(d.stop(SIGTERM) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(check_mode_validates_plugin_configs) {
+  test::temp_dir dir;
+  auto profile = dir.write("image.yaml", "plugins:\n  - name: echo\n    config:\n      slow_us: x\n");
+  auto r = test::run({GROVED_PATH, "--config", profile.string(), "--check",
+                      "--plugin-dir", test::test_plugin_dir().string()});
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(contains(r.output, "image.yaml:4:16"), r.output);
+  BOOST_TEST(contains(r.output, "slow_us: expected an integer"), r.output);
+}
