@@ -309,25 +309,25 @@ caf::expected<config_schema> config_schema::parse(std::string_view text,
     return node.error();
   config_schema result;
   if (node->IsNull()) {
-    result.node_ = YAML::Node{YAML::NodeType::Map};
+    result.node_ = make_yaml(YAML::Node{YAML::NodeType::Map});
     return result;
   }
   if (auto err = check_keys(*node, origin, ""))
     return err;
-  result.node_ = *node;
+  result.node_ = make_yaml(*node);
   return result;
 }
 
 config_schema config_schema::empty() {
   config_schema result;
-  result.node_ = YAML::Node{YAML::NodeType::Map};
+  result.node_ = make_yaml(YAML::Node{YAML::NodeType::Map});
   return result;
 }
 
 caf::expected<YAML::Node> config_schema::validate(const YAML::Node& value,
                                                   std::string_view file,
                                                   std::string_view path) const {
-  return check_map(value, node_, false, file, std::string{path});
+  return check_map(value, *node_, false, file, std::string{path});
 }
 
 caf::error validate_log_level(std::string_view level) {
@@ -421,7 +421,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
       return fail(fname, raw["name"], field,
                   "plugin '" + spec.name + "' is listed twice");
     // Keep the raw node: its marks give plugin-config errors their line numbers.
-    spec.config = raw["config"] ? raw["config"] : YAML::Node{};
+    spec.config = make_yaml(raw["config"] ? raw["config"] : YAML::Node{});
     spec.file = fname;
     spec.line = raw.Mark().line + 1;
     if (p["log_level"])

@@ -19,7 +19,6 @@
 #include <thread>
 #include <utility>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -27,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <caf/atom.hpp>
 #include <spdlog/logger.h>
 #include <spdlog/sinks/null_sink.h>
 

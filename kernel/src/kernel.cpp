@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <fstream>
+#include <sstream>
+
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
@@ -16,20 +19,44 @@ const char* const kernel_version = "0.1.0";
 
 namespace {
 
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in{p, std::ios::binary};
+  std::ostringstream out;
+  out << in.rdbuf();
+  return in ? out.str() : std::string{};
+}
+
+std::string dump(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << node;
+  return out.c_str();
+}
+
+/// Shared by a sink actor and its subscription handle: once the handle lets go, the
+/// callback is never called again (and a call in progress has finished).
+struct sink_state {
+  std::mutex mtx;
+  std::function<void(const Envelope&)> fn;
+};
+
 /// Delivers bus messages to a callback; used by the control socket and the harness.
 class sink_actor : public caf::event_based_actor {
 public:
-  sink_actor(caf::actor_config& cfg, std::function<void(const Envelope&)> fn,
+  sink_actor(caf::actor_config& cfg, std::shared_ptr<sink_state> state,
              std::shared_ptr<endpoint_ptr> ep)
-    : caf::event_based_actor(cfg), fn_(std::move(fn)), ep_(std::move(ep)) {
+    : caf::event_based_actor(cfg), state_(std::move(state)), ep_(std::move(ep)) {
   }
 
 protected:
   caf::behavior make_behavior() override {
     return {
       [this](const Envelope& msg) {
+        {
+          std::lock_guard guard{state_->mtx};
+          if (state_->fn)
+            state_->fn(msg);
+        }
         // Credit goes back after handling, so capacity bounds in-hand work too.
-        fn_(msg);
         if (!current_mailbox_element()->mid.is_request())
           (*ep_)->consumed();
       },
@@ -37,16 +64,22 @@ protected:
   }
 
 private:
-  std::function<void(const Envelope&)> fn_;
+  std::shared_ptr<sink_state> state_;
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
-/// Unsubscribes and stops the sink actor when the last owner lets go.
+/// Unsubscribes, waits out a callback in progress and stops the sink actor when the
+/// last owner lets go. Must not be released from inside its own callback.
 struct subscription_handle {
   grove::bus* b;
   endpoint_ptr ep;
+  std::shared_ptr<sink_state> state;
   ~subscription_handle() {
     b->unsubscribe_all(ep);
+    {
+      std::lock_guard guard{state->mtx};
+      state->fn = nullptr;
+    }
     caf::anon_send_exit(ep->handle(), caf::exit_reason::user_shutdown);
   }
 };
@@ -109,6 +142,23 @@ caf::error kernel::start() {
     std::chrono::steady_clock::now() - started_);
   log_->info("ready: {} of {} plugins running ({:.1f} ms)", ok, profile_.plugins.size(),
              elapsed.count() / 1000.0);
+  if (options_.watch_profile) {
+    profile_text_ = read_file(profile_.file);
+    // Polling the content, not inotify: editors and deploy tools replace files by
+    // rename, and a once-a-second read of a small file costs nothing.
+    watcher_ = std::thread{[this] {
+      std::unique_lock guard{watch_mtx_};
+      while (!watch_cv_.wait_for(guard, options_.watch_interval,
+                                 [this] { return watch_stop_; })) {
+        auto text = read_file(profile_.file);
+        if (text.empty() || text == profile_text_)
+          continue;
+        profile_text_ = text;
+        log_->info("profile {} changed on disk", profile_.file.string());
+        apply_profile_change();
+      }
+    }};
+  }
   return {};
 }
 
@@ -116,6 +166,14 @@ void kernel::stop() {
   if (stopped_)
     return;
   stopped_ = true;
+  if (watcher_.joinable()) {
+    {
+      std::lock_guard guard{watch_mtx_};
+      watch_stop_ = true;
+    }
+    watch_cv_.notify_all();
+    watcher_.join();
+  }
   if (control_)
     control_->stop();
   host_->stop_all();
@@ -195,9 +253,59 @@ caf::error kernel::unload(const std::string& name) {
   return host_->unload(name);
 }
 
-caf::expected<std::string> kernel::reload(const std::string& name, const std::string&) {
-  return make_error(errc::unsupported, "hot reload of '" + name
-                                         + "' is not available in this build");
+caf::expected<std::string> kernel::reload(const std::string& name,
+                                          const std::string& path) {
+  return host_->reload(name, path);
+}
+
+caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
+  std::lock_guard guard{apply_mtx_};
+  profile_overrides ov;
+  ov.write_dir = profile_.write_dir;
+  ov.plugin_dir = profile_.plugin_dir;
+  auto next = load_profile(profile_.file, ov);
+  if (!next) {
+    log_->error("profile change refused, running configuration kept: {}",
+                describe(next.error()));
+    return next.error();
+  }
+  std::vector<std::string> actions;
+  if (next->log_level != profile_.log_level || next->worker_threads != profile_.worker_threads
+      || next->queue.capacity != profile_.queue.capacity
+      || next->restart.max_failures != profile_.restart.max_failures)
+    actions.push_back("kernel settings changed: they apply at the next start of groved");
+  auto find = [](const image_profile& p, const std::string& name) -> const plugin_spec* {
+    for (auto& s : p.plugins)
+      if (s.name == name)
+        return &s;
+    return nullptr;
+  };
+  for (auto& old_spec : profile_.plugins)
+    if (!find(*next, old_spec.name) && host_->spec_of(old_spec.name)) {
+      auto err = host_->unload(old_spec.name);
+      actions.push_back("unloaded " + old_spec.name
+                        + (err ? ": " + describe(err) : std::string{}));
+    }
+  for (auto& spec : next->plugins) {
+    auto running = host_->spec_of(spec.name);
+    if (!running) {
+      auto err = host_->load(spec);
+      actions.push_back(err ? "load of " + spec.name + " failed: " + describe(err)
+                            : "loaded " + spec.name);
+      continue;
+    }
+    if (dump(*running->config) != dump(*spec.config)) {
+      auto r = host_->reconfigure(spec);
+      actions.push_back(r ? "reconfigured " + spec.name + ": " + *r
+                          : "reconfiguration of " + spec.name
+                              + " refused, old configuration kept: "
+                              + describe(r.error()));
+    }
+  }
+  for (auto& a : actions)
+    log_->info("profile change: {}", a);
+  profile_ = std::move(*next);
+  return actions;
 }
 
 caf::expected<publish_result> kernel::publish(Envelope msg) {
@@ -217,14 +325,17 @@ kernel::subscribe(const std::string& filter, std::function<void(const Envelope&)
   if (auto err = validate_filter(filter))
     return err;
   auto box = std::make_shared<endpoint_ptr>();
-  auto actor = sys_->spawn<sink_actor>(std::move(sink), box);
+  auto state = std::make_shared<sink_state>();
+  state->fn = std::move(sink);
+  auto actor = sys_->spawn<sink_actor>(state, box);
   auto ep = std::make_shared<endpoint>("subscriber:" + filter, actor, queue);
   *box = ep;
   if (auto err = bus_.subscribe(ep, filter)) {
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     return err;
   }
-  return std::shared_ptr<void>{std::make_shared<subscription_handle>(&bus_, ep)};
+  return std::shared_ptr<void>{
+    std::make_shared<subscription_handle>(&bus_, ep, std::move(state))};
 }
 
 } // namespace grove

@@ -63,7 +63,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  grove::kernel k{std::move(*profile)};
+  grove::kernel_options opts;
+  opts.watch_profile = true;
+  grove::kernel k{std::move(*profile), opts};
   if (check_only) {
     int failures = 0;
     for (auto& spec : k.profile().plugins)

@@ -1,6 +1,7 @@
 #include "grove/kernel/plugin_host.hpp"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <caf/scoped_actor.hpp>
 #include <google/protobuf/stubs/common.h>
@@ -17,14 +18,28 @@ plugin_library::~plugin_library() {
     dlclose(handle);
 }
 
-caf::expected<plugin_library_ptr> open_plugin_library(const std::filesystem::path& path,
-                                                      std::string_view expected_name) {
+caf::expected<plugin_library_ptr>
+open_plugin_library(const std::filesystem::path& path, std::string_view expected_name,
+                    const std::filesystem::path& private_copy) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec))
+  if (!std::filesystem::is_regular_file(path, ec))
     return make_error(errc::load_failed, path.string() + ": no such file");
+  auto load_path = path;
+  if (!private_copy.empty()) {
+    std::filesystem::create_directories(private_copy.parent_path(), ec);
+    std::filesystem::copy_file(path, private_copy,
+                               std::filesystem::copy_options::overwrite_existing, ec);
+    if (ec)
+      return make_error(errc::load_failed, "cannot copy " + path.string() + " to "
+                                             + private_copy.string() + ": "
+                                             + ec.message());
+    load_path = private_copy;
+  }
   // RTLD_LOCAL keeps each plugin's symbols to itself; RTLD_NOW surfaces missing
   // symbols here instead of at some later call.
-  auto handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  auto handle = dlopen(load_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!private_copy.empty())
+    std::filesystem::remove(private_copy, ec); // the mapping stays valid
   if (handle == nullptr) {
     auto msg = dlerror();
     return make_error(errc::load_failed,
@@ -130,7 +145,7 @@ caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
   if (!lib)
     return lib.error();
   auto origin = spec.file.empty() ? std::string{"<load>"} : spec.file;
-  auto cfg = (*lib)->schema.validate(spec.config, origin,
+  auto cfg = (*lib)->schema.validate(*spec.config, origin,
                                      "plugins." + spec.name + ".config");
   if (!cfg)
     return cfg.error();
@@ -163,11 +178,12 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   status->version = (*lib)->version;
   status->library = (*lib)->path.string();
   status->log_level = level;
+  status->schema = (*lib)->schema;
   auto ep_box = std::make_shared<endpoint_ptr>();
   slot_setup setup;
   setup.name = spec.name;
   setup.lib = *lib;
-  setup.config = std::move(cfg);
+  setup.config = std::make_shared<const YAML::Node>(cfg);
   setup.state_dir = state_dir;
   setup.log = plog;
   setup.restart = settings_.restart;
@@ -189,7 +205,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
     return make_error(errc::init_failed, "plugin '" + spec.name + "': " + result);
   }
   std::lock_guard guard{mtx_};
-  plugins_.push_back(loaded{spec.name, slot, ep, status, spec.isolation});
+  plugins_.push_back(loaded{spec.name, spec, slot, ep, status, spec.isolation});
   log_->info("plugin {} {} started from {}", spec.name, status->version,
              status->library);
   return {};
@@ -224,6 +240,97 @@ void plugin_host::stop_all() {
     }
     unload(name);
   }
+}
+
+caf::expected<std::string> plugin_host::swap(const std::string& name, caf::message msg) {
+  caf::actor slot = slot_of(name);
+  if (!slot)
+    return make_error(errc::unknown_plugin, "no plugin named '" + name + "' is loaded");
+  caf::scoped_actor self{sys_};
+  caf::expected<std::string> result{std::string{}};
+  self->request(slot, caf::infinite, std::move(msg))
+    .receive(
+      [&](bool ok, std::string& what) {
+        if (ok)
+          result = std::move(what);
+        else
+          result = make_error(errc::init_failed, std::move(what));
+      },
+      [&](caf::error& err) { result = std::move(err); });
+  return result;
+}
+
+caf::expected<std::string> plugin_host::reload(const std::string& name,
+                                               const std::filesystem::path& path) {
+  auto spec = spec_of(name);
+  if (!spec)
+    return make_error(errc::unknown_plugin, "no plugin named '" + name + "' is loaded");
+  std::filesystem::path source = path;
+  if (source.empty()) {
+    std::lock_guard guard{mtx_};
+    for (auto& p : plugins_)
+      if (p.name == name) {
+        std::lock_guard status_guard{p.status->mtx};
+        source = p.status->library;
+      }
+  }
+  source = std::filesystem::absolute(source);
+  auto copy = settings_.write_dir / "run" / "lib"
+              / (name + "-" + std::to_string(getpid()) + "-"
+                 + std::to_string(++copies_) + ".so");
+  auto lib = open_plugin_library(source, name, copy);
+  if (!lib) {
+    log_->error("reload of {} refused: {}", name, describe(lib.error()));
+    return lib.error();
+  }
+  (*lib)->path = source;
+  auto cfg = (*lib)->schema.validate(*spec->config,
+                                     spec->file.empty() ? "<load>" : spec->file,
+                                     "plugins." + name + ".config");
+  if (!cfg)
+    return cfg.error();
+  auto result = swap(name, caf::make_message(reload_atom::value,
+                                             reload_request{std::move(*lib), *cfg}));
+  if (!result)
+    log_->error("reload of {} failed: {}", name, describe(result.error()));
+  return result;
+}
+
+caf::expected<std::string> plugin_host::reconfigure(const plugin_spec& spec) {
+  auto current = spec_of(spec.name);
+  if (!current)
+    return make_error(errc::unknown_plugin,
+                      "no plugin named '" + spec.name + "' is loaded");
+  // Validate against the schema of the build that runs now; nothing changes on error.
+  config_schema schema = config_schema::empty();
+  {
+    std::lock_guard guard{mtx_};
+    for (auto& p : plugins_)
+      if (p.name == spec.name) {
+        std::lock_guard status_guard{p.status->mtx};
+        schema = p.status->schema;
+      }
+  }
+  auto checked = schema.validate(*spec.config, spec.file,
+                                      "plugins." + spec.name + ".config");
+  if (!checked)
+    return checked.error();
+  auto result = swap(spec.name, caf::make_message(reconf_atom::value, reconfig_request{*checked}));
+  if (result) {
+    std::lock_guard guard{mtx_};
+    for (auto& p : plugins_)
+      if (p.name == spec.name)
+        p.spec.config = spec.config;
+  }
+  return result;
+}
+
+std::optional<plugin_spec> plugin_host::spec_of(const std::string& name) const {
+  std::lock_guard guard{mtx_};
+  for (auto& p : plugins_)
+    if (p.name == name)
+      return p.spec;
+  return std::nullopt;
 }
 
 std::vector<std::string> plugin_host::names() const {

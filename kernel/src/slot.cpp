@@ -237,6 +237,8 @@ protected:
           on_failure("plugin reported failure: " + reason);
       },
       [this](restart_atom, uint64_t) {},
+      [this](reload_atom, reload_request& req) { return on_reload(req); },
+      [this](reconf_atom, reconfig_request& req) { return on_reconfigure(req.config); },
       [this](stop_atom) { return on_stop(); },
     };
     // While waiting to restart, bus messages stay in the mailbox (skipped) so none is
@@ -260,6 +262,8 @@ protected:
       },
       [this](fail_atom, uint64_t, std::string&) {},
       [this](timer_atom, uint64_t) {},
+      [this](reload_atom, reload_request& req) { return replace_dead(req); },
+      [this](reconf_atom, reconfig_request&) { return refuse_while("restarting"); },
       [this](stop_atom) { return on_stop(); },
     };
     // A broken plugin takes nothing: queued messages are discarded and counted.
@@ -271,6 +275,8 @@ protected:
           make_response_promise().deliver(
             make_error(errc::plugin_broken, setup_.name + " is broken"));
       },
+      [this](reload_atom, reload_request& req) { return replace_dead(req); },
+      [this](reconf_atom, reconfig_request&) { return refuse_while("broken"); },
       [this](stop_atom) { return on_stop(); },
       [](caf::message&) {},
     };
@@ -307,8 +313,9 @@ private:
       setup_.status->last_error = std::move(error);
   }
 
-  // Creates an instance and runs init and start. Returns an error text or "".
-  std::string create_and_start() {
+  // Creates an instance and runs init, restore (when given a snapshot) and start.
+  // Returns an error text or "".
+  std::string create_and_start(const std::string* snapshot = nullptr) {
     ++generation_;
     {
       std::lock_guard guard{filters_mtx_};
@@ -325,6 +332,11 @@ private:
     auto err = guarded("init", [&] { result = inst_->ptr->init(ctx_); });
     if (err.empty() && result)
       err = "init failed: " + describe(result);
+    if (err.empty() && snapshot != nullptr) {
+      err = guarded("restore", [&] { result = inst_->ptr->restore(*snapshot); });
+      if (err.empty() && result)
+        err = "restore failed: " + describe(result);
+    }
     if (err.empty()) {
       set_state(plugin_state::initialized);
       err = guarded("start", [&] { result = inst_->ptr->start(); });
@@ -435,6 +447,118 @@ private:
     become(restarting_);
   }
 
+  using reload_result = std::tuple<bool, std::string>;
+
+  void note_reload(bool ok, const std::string& what) {
+    std::lock_guard guard{setup_.status->mtx};
+    setup_.status->last_reload = now_iso8601() + (ok ? " ok: " : " failed: ") + what;
+    setup_.status->version = setup_.lib->version;
+    setup_.status->library = setup_.lib->path.string();
+    setup_.status->schema = setup_.lib->schema;
+  }
+
+  // Swaps the running instance for one made from `req`. Runs inside one handler, so
+  // every message that arrives meanwhile waits in the mailbox and is handled, in
+  // order, by whichever instance stands at the end.
+  reload_result on_reload(reload_request& req) {
+    auto old_version = setup_.lib->version;
+    std::string snap;
+    bool have_snap = false;
+    if (inst_) {
+      caf::expected<std::string> taken{std::string{}};
+      auto err = guarded("snapshot", [&] { taken = inst_->ptr->snapshot(); });
+      if (!err.empty()) {
+        note_reload(false, err);
+        return {false, err + "; kept the running instance"};
+      }
+      if (taken) {
+        snap = std::move(*taken);
+        have_snap = true;
+      } else if (taken.error() != errc::unsupported) {
+        auto what = "snapshot failed: " + describe(taken.error());
+        note_reload(false, what);
+        return {false, what + "; kept the running instance"};
+      }
+    }
+    auto old_lib = setup_.lib;
+    auto old_config = setup_.config;
+    destroy_instance("reloading");
+    setup_.lib = req.lib;
+    setup_.config = std::make_shared<const YAML::Node>(req.config);
+    auto err = create_and_start(have_snap ? &snap : nullptr);
+    if (err.empty()) {
+      auto what = old_version + " -> " + setup_.lib->version
+                  + (have_snap ? ", state carried over"
+                               : ", plugin has no snapshot hook: started fresh");
+      setup_.log->info("reloaded from {}: {}", setup_.lib->path.string(), what);
+      set_state(plugin_state::running);
+      note_reload(true, what);
+      return {true, what};
+    }
+    // Put the old build back with the state it handed over.
+    setup_.log->error("reload failed: {}; putting {} back", err, old_version);
+    setup_.lib = std::move(old_lib);
+    setup_.config = std::move(old_config);
+    auto back = create_and_start(have_snap ? &snap : nullptr);
+    note_reload(false, err);
+    if (!back.empty()) {
+      on_failure("could not put the old instance back: " + back);
+      return {false, err + "; putting the old instance back failed too: " + back};
+    }
+    set_state(plugin_state::running);
+    return {false, err + "; old instance " + old_version + " put back with its state"};
+  }
+
+  // A reload of a plugin that is down (restarting or broken): start the new build
+  // fresh; on success the slot runs again.
+  reload_result replace_dead(reload_request& req) {
+    auto old_lib = setup_.lib;
+    auto old_config = setup_.config;
+    setup_.lib = req.lib;
+    setup_.config = std::make_shared<const YAML::Node>(req.config);
+    auto err = create_and_start();
+    if (!err.empty()) {
+      setup_.lib = std::move(old_lib);
+      setup_.config = std::move(old_config);
+      note_reload(false, err);
+      return {false, err + "; plugin stays down"};
+    }
+    failures_.clear();
+    set_state(plugin_state::running);
+    note_reload(true, "replaced a stopped instance (started fresh)");
+    become(running_);
+    return {true, "replaced a stopped instance with " + setup_.lib->version
+                    + " (started fresh)"};
+  }
+
+  reload_result refuse_while(const char* state) {
+    return {false, setup_.name + " is " + state + "; reload it with a build instead"};
+  }
+
+  // Applies a new configuration: through the plugin's reconfigure hook when it has
+  // one, else by a reload of the same build with the new configuration.
+  reload_result on_reconfigure(YAML::Node& cfg) {
+    if (inst_) {
+      caf::error result;
+      auto err = guarded("reconfigure", [&] { result = inst_->ptr->reconfigure(cfg); });
+      if (!err.empty()) {
+        on_failure(err);
+        return {false, err};
+      }
+      if (!result) {
+        setup_.config = std::make_shared<const YAML::Node>(cfg);
+        note_reload(true, "configuration applied live");
+        return {true, "configuration applied live"};
+      }
+      if (result != errc::unsupported) {
+        note_reload(false, describe(result));
+        return {false, "plugin refused the configuration: " + describe(result)};
+      }
+    }
+    reload_request req{setup_.lib, cfg};
+    return on_reload(req);
+  }
+
   bool on_stop() {
     destroy_instance("unloaded");
     setup_.bus_ptr->unsubscribe_all(ep());
@@ -469,7 +593,7 @@ const std::string& slot_context::name() const {
 }
 
 const YAML::Node& slot_context::config() const {
-  return owner_->setup().config;
+  return *owner_->setup().config;
 }
 
 const std::filesystem::path& slot_context::state_dir() const {

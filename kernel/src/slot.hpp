@@ -4,6 +4,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 
 #include "grove/kernel/bus.hpp"
@@ -24,6 +25,17 @@ using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using reply_atom = caf::atom_constant<caf::atom("reply")>;
 using resp_atom = caf::atom_constant<caf::atom("resp")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
+using reconf_atom = caf::atom_constant<caf::atom("reconf")>;
+
+/// What a hot reload swaps in: a library (the same build or a new one) and a
+/// configuration already validated against that library's schema.
+struct reload_request {
+  /// The library to instantiate; opened and checked by the host.
+  plugin_library_ptr lib;
+  /// Validated configuration for the new instance.
+  YAML::Node config;
+};
 
 /// Everything a slot needs; fixed for the slot's life except where noted.
 struct slot_setup {
@@ -31,8 +43,9 @@ struct slot_setup {
   std::string name;
   /// The library the slot instantiates (replaced by a reload).
   plugin_library_ptr lib;
-  /// Validated configuration.
-  YAML::Node config;
+  /// Validated configuration. Swapped as a pointer: assigning YAML::Node objects
+  /// rebinds shared node memory, which would change the old copy too.
+  std::shared_ptr<const YAML::Node> config;
   /// <write_dir>/plugins/<name>/.
   std::filesystem::path state_dir;
   /// The plugin's logger.
@@ -47,8 +60,20 @@ struct slot_setup {
   std::shared_ptr<endpoint_ptr> ep;
 };
 
+/// A configuration-only change (wrapped: CAF would take a bare YAML::Node for a list).
+struct reconfig_request {
+  /// Validated configuration.
+  YAML::Node config;
+};
+
 /// Spawns a slot actor. Send it `init_atom` (reply: std::string, empty on success) to
-/// create and start the plugin, `stop_atom` (reply: bool) to stop it for good.
+/// create and start the plugin, `stop_atom` (reply: bool) to stop it for good,
+/// `(reload_atom, reload_request)` to swap in a new build (reply: bool ok, std::string
+/// what happened), `(reconf_atom, reconfig_request)` to apply a new configuration (same
+/// reply; falls back to a same-build reload when the plugin cannot reconfigure).
 caf::actor spawn_slot(caf::actor_system& sys, slot_setup setup);
 
 } // namespace grove
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::reload_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::reconfig_request)

@@ -61,7 +61,7 @@ plugins:
   BOOST_TEST(p->plugins[0].queue.capacity == 7u);
   BOOST_TEST(to_string(p->plugins[0].queue.overflow) == std::string{"block"});
   BOOST_TEST(p->plugins[0].line == 5);
-  BOOST_TEST(p->plugins[0].config["prefix"].as<std::string>() == ">");
+  BOOST_TEST((*p->plugins[0].config)["prefix"].as<std::string>() == ">");
   BOOST_TEST(p->plugins[1].queue.capacity == 42u);
 }
 

@@ -155,6 +155,13 @@ public:
     return n;
   }
 
+  /// Reads a member under the backend's lock.
+  template <class T>
+  T get(const T& member) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return member;
+  }
+
   /// Waits (bounded) until `pred` holds under the backend's lock.
   bool wait(std::function<bool()> pred) {
     std::unique_lock<std::mutex> guard{mtx_};
@@ -480,7 +487,7 @@ BOOST_AUTO_TEST_CASE(requests_and_error_propagation) {
   res = call(fd, req);
   BOOST_CHECK(res.ok());
   BOOST_CHECK_EQUAL(res.message(), "reloaded heartbeat 1.0.0 -> 1.1.0");
-  BOOST_CHECK_EQUAL(backend.last_reload_path_, "/opt/libheartbeat.so");
+  BOOST_CHECK_EQUAL(backend.get(backend.last_reload_path_), "/opt/libheartbeat.so");
   // An empty request is an error, not a reason to hang up.
   res = call(fd, Request{});
   BOOST_CHECK(!res.ok());
@@ -524,7 +531,7 @@ BOOST_AUTO_TEST_CASE(subscribe_streams_until_client_hangs_up) {
   BOOST_REQUIRE_MESSAGE(res.ok(), res.error());
   BOOST_CHECK(!res.has_message_out());
   BOOST_REQUIRE(backend.wait([&] { return backend.subscribes_ == 1; }));
-  BOOST_CHECK_EQUAL(backend.filters_[0], "sensors/#");
+  BOOST_CHECK_EQUAL(backend.get(backend.filters_).at(0), "sensors/#");
   for (int i = 0; i < 3; ++i) {
     Envelope msg;
     msg.set_topic("sensors/" + std::to_string(i));
@@ -542,7 +549,7 @@ BOOST_AUTO_TEST_CASE(subscribe_streams_until_client_hangs_up) {
     BOOST_CHECK_EQUAL(out.message_out().payload(), "v" + std::to_string(i));
     BOOST_CHECK_EQUAL(out.message_out().id(), static_cast<uint64_t>(i + 1));
   }
-  BOOST_CHECK_EQUAL(backend.unsubscribes_, 0);
+  BOOST_CHECK_EQUAL(backend.get(backend.unsubscribes_), 0);
   ::close(fd);
   BOOST_CHECK(backend.wait([&] { return backend.unsubscribes_ == 1; }));
 }

@@ -25,7 +25,7 @@ struct fixture {
   plugin_spec spec(const std::string& name, const std::string& config_yaml = "{}") {
     plugin_spec s;
     s.name = name;
-    s.config = YAML::Load(config_yaml);
+    s.config = make_yaml(YAML::Load(config_yaml));
     s.file = "test.yaml";
     s.line = 1;
     s.queue.overflow = overflow_policy::block;

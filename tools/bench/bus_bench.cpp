@@ -4,11 +4,12 @@
 // and never fails on them.
 //
 // Usage: bus_bench [--messages N] [--repeat R] [--paced-messages N] [--paced-rate R]
-//                  [--capacity C] [--fanout F] [--threads T]
+//                  [--capacity C] [--fanout F] [--threads T] [--only grove|caf]
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -73,13 +74,16 @@ struct options {
   uint32_t capacity = 10'000;
   size_t fanout = 8;
   uint32_t threads = 0;
+  /// "all", "grove" or "caf": which side to run (one side only is for profiling).
+  std::string only = "all";
 };
 
 [[noreturn]] void usage(const char* argv0, int rc) {
   std::fprintf(rc == 0 ? stdout : stderr,
                "usage: %s [--messages N] [--repeat R] [--paced-messages N]\n"
                "          [--paced-rate MSGS_PER_S] [--capacity C] [--fanout F]\n"
-               "          [--threads T (CAF workers, 0 = one per core)]\n",
+               "          [--threads T (CAF workers, 0 = CAF's default)]\n"
+               "          [--only grove|caf (one side, for profiling)]\n",
                argv0);
   std::exit(rc);
 }
@@ -92,6 +96,12 @@ options parse_options(int argc, char** argv) {
       usage(argv[0], 0);
     if (i + 1 >= argc)
       usage(argv[0], 2);
+    if (arg == "--only") {
+      opt.only = argv[++i];
+      if (opt.only != "grove" && opt.only != "caf" && opt.only != "all")
+        usage(argv[0], 2);
+      continue;
+    }
     char* end = nullptr;
     auto value = std::strtoull(argv[++i], &end, 10);
     if (end == nullptr || *end != '\0' || value == 0)
@@ -469,14 +479,23 @@ int main(int argc, char** argv) {
       grove_fan{"grove_1to" + std::to_string(opt.fanout), {}},
       caf_fan{"caf_1to" + std::to_string(opt.fanout), {}};
     // Interleaved so drift (thermal, noisy neighbours) hits both sides alike.
+    const bool with_grove = opt.only != "caf";
+    const bool with_caf = opt.only != "grove";
     for (uint32_t i = 0; i < opt.repeat; ++i) {
-      grove_1to1.runs.push_back(run_grove(k, opt, 1, opt.messages, 0));
-      caf_1to1.runs.push_back(run_caf(k.system(), opt, 1, opt.messages, 0));
-      grove_fan.runs.push_back(run_grove(k, opt, opt.fanout, opt.messages, 0));
-      caf_fan.runs.push_back(run_caf(k.system(), opt, opt.fanout, opt.messages, 0));
-      grove_paced.runs.push_back(run_grove(k, opt, 1, opt.paced_messages, opt.paced_rate));
-      caf_paced.runs.push_back(run_caf(k.system(), opt, 1, opt.paced_messages,
-                                       opt.paced_rate));
+      if (with_grove)
+        grove_1to1.runs.push_back(run_grove(k, opt, 1, opt.messages, 0));
+      if (with_caf)
+        caf_1to1.runs.push_back(run_caf(k.system(), opt, 1, opt.messages, 0));
+      if (with_grove)
+        grove_fan.runs.push_back(run_grove(k, opt, opt.fanout, opt.messages, 0));
+      if (with_caf)
+        caf_fan.runs.push_back(run_caf(k.system(), opt, opt.fanout, opt.messages, 0));
+      if (with_grove)
+        grove_paced.runs.push_back(
+          run_grove(k, opt, 1, opt.paced_messages, opt.paced_rate));
+      if (with_caf)
+        caf_paced.runs.push_back(
+          run_caf(k.system(), opt, 1, opt.paced_messages, opt.paced_rate));
     }
     auto ratio = [](const variant& g, const variant& c) {
       auto x = c.median_rate();
@@ -497,7 +516,8 @@ int main(int argc, char** argv) {
     out["paced_rate"] = opt.paced_rate;
     out["paced_messages"] = opt.paced_messages;
     for (auto* v : {&grove_1to1, &grove_paced, &caf_1to1, &caf_paced, &grove_fan, &caf_fan})
-      out[v->name] = v->to_json();
+      if (!v->runs.empty())
+        out[v->name] = v->to_json();
     auto r11 = ratio(grove_1to1, caf_1to1);
     auto r18 = ratio(grove_fan, caf_fan);
     out["ratio_1to1"] = r11;

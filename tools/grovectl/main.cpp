@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <caf/atom.hpp>
 #include <nlohmann/json.hpp>
 
 #include "grove/control.pb.h"
@@ -37,7 +38,8 @@
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
+// Keeps fields in the order written here rather than sorted.
+using json = nlohmann::ordered_json;
 
 /// Process exit codes (documented in --help).
 enum exit_code : int {
@@ -158,6 +160,7 @@ private:
 
 // -- rendering ---------------------------------------------------------------
 
+/// Strict UTF-8 check (what JSON strings may carry).
 bool valid_utf8(std::string_view str) {
   size_t i = 0;
   auto n = str.size();
@@ -197,6 +200,7 @@ bool valid_utf8(std::string_view str) {
   return true;
 }
 
+/// Standard base64 with padding.
 std::string base64(std::string_view in) {
   static constexpr char tbl[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -223,6 +227,7 @@ std::string base64(std::string_view in) {
   return out;
 }
 
+/// JSON rendering of one plugin (all fields).
 json to_json(const grove::control::PluginInfo& p) {
   return {{"name", p.name()},
           {"version", p.version()},
@@ -240,6 +245,7 @@ json to_json(const grove::control::PluginInfo& p) {
           {"log_level", p.log_level()}};
 }
 
+/// JSON array of plugins.
 template <class Plugins>
 json to_json_array(const Plugins& plugins) {
   auto arr = json::array();
@@ -248,6 +254,7 @@ json to_json_array(const Plugins& plugins) {
   return arr;
 }
 
+/// JSON rendering of the status.
 json to_json(const grove::control::Status& s) {
   // std::map: details come out sorted, whatever the protobuf map order.
   std::map<std::string, std::string> details(s.details().begin(), s.details().end());
@@ -268,6 +275,7 @@ json to_json(const grove::control::Status& s) {
           {"details", details}};
 }
 
+/// One `sub --json` line.
 json to_json(const grove::Envelope& e) {
   json obj = {{"topic", e.topic()}, {"source", e.source()}};
   if (valid_utf8(e.payload()))
@@ -280,6 +288,7 @@ json to_json(const grove::Envelope& e) {
   return obj;
 }
 
+/// "1d 2h 3m 4s", leading zero units left out.
 std::string format_uptime(double seconds) {
   auto s = static_cast<uint64_t>(seconds < 0 ? 0 : seconds);
   auto d = s / 86400;
@@ -295,6 +304,7 @@ std::string format_uptime(double seconds) {
   return out + std::to_string(s % 60) + "s";
 }
 
+/// The plugin table, then one line per plugin with a last error.
 template <class Plugins>
 void print_plugin_table(const Plugins& plugins) {
   std::vector<std::vector<std::string>> rows;
@@ -325,6 +335,7 @@ void print_plugin_table(const Plugins& plugins) {
       std::printf("  %s: %s\n", p.name().c_str(), p.last_error().c_str());
 }
 
+/// Human-readable status.
 void print_status(const grove::control::Status& s) {
   std::printf("groved %s, pid %u, up %s\n", s.version().c_str(), s.pid(),
               format_uptime(s.uptime_seconds()).c_str());
@@ -348,6 +359,7 @@ void print_status(const grove::control::Status& s) {
   }
 }
 
+/// One JSON document per line, flushed (scripts read line by line).
 void print_json(const json& value) {
   std::printf("%s\n", value.dump().c_str());
   std::fflush(stdout);
@@ -355,8 +367,10 @@ void print_json(const json& value) {
 
 // -- Ctrl-C for `sub` ----------------------------------------------------------
 
+/// Self-pipe written by the signal handler.
 int interrupt_pipe[2] = {-1, -1};
 
+/// SIGINT/SIGTERM handler: async-signal-safe write to the self-pipe.
 extern "C" void on_interrupt(int) {
   auto saved = errno;
   char byte = 1;
@@ -397,6 +411,7 @@ int run_simple(connection& conn, const options& opts,
   return exit_ok;
 }
 
+/// `status`: daemon, bus, plugins and details.
 int run_status(connection& conn, const options& opts) {
   grove::control::Request req;
   req.mutable_status();
@@ -412,6 +427,7 @@ int run_status(connection& conn, const options& opts) {
   return exit_ok;
 }
 
+/// `plugins`: the plugin table.
 int run_plugins(connection& conn, const options& opts) {
   grove::control::Request req;
   req.mutable_plugins();
@@ -427,6 +443,7 @@ int run_plugins(connection& conn, const options& opts) {
   return exit_ok;
 }
 
+/// `pub`: publishes one message and prints what the bus did with it.
 int run_pub(connection& conn, const options& opts, const std::string& topic,
             const std::string& payload, std::string content_type) {
   if (content_type.empty())
@@ -458,6 +475,7 @@ int run_pub(connection& conn, const options& opts, const std::string& topic,
   return exit_ok;
 }
 
+/// `sub`: streams matching messages until Ctrl-C, `count` messages or hang-up.
 int run_sub(connection& conn, const options& opts, const std::string& filter,
             uint64_t count) {
   if (!install_interrupt_handler())
@@ -563,6 +581,10 @@ int run(int argc, char** argv) {
   sub->add_option("FILTER", filter, "Topic filter (MQTT wildcards + and #)")
     ->required();
   sub->add_option("--count,-n", count, "Exit after this many messages");
+
+  for (auto* cmd : app.get_subcommands([](CLI::App*) { return true; }))
+    cmd->footer("Global options (--socket, --json, --timeout) may also follow the "
+                "subcommand.");
 
   try {
     app.parse(argc, argv);

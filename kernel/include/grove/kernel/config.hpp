@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,16 @@
 #include "grove/kernel/bus.hpp"
 
 namespace grove {
+
+/// A YAML value held by pointer. Copying and assigning rebind the pointer; a
+/// YAML::Node's own operator= instead writes through to every node sharing its memory,
+/// so containers of specs (vector::erase shifts by assignment) would corrupt each other.
+using yaml_ptr = std::shared_ptr<const YAML::Node>;
+
+/// Wraps a node (copy-constructed, never assigned) in a yaml_ptr.
+inline yaml_ptr make_yaml(YAML::Node node) {
+  return std::make_shared<const YAML::Node>(std::move(node));
+}
 
 /// A parsed, self-checked configuration schema (see sdk/plugin/README.md for the
 /// format). Schemas are YAML maps of `key: {type, required, default, min, max, enum,
@@ -35,11 +46,11 @@ public:
 
   /// The schema as a YAML node.
   const YAML::Node& node() const noexcept {
-    return node_;
+    return *node_;
   }
 
 private:
-  YAML::Node node_;
+  yaml_ptr node_;
 };
 
 /// Restart policy of supervised plugins.
@@ -59,7 +70,7 @@ struct plugin_spec {
   /// Plugin name (library lib<name>.so).
   std::string name;
   /// The raw `config` node, validated against the plugin's schema at load.
-  YAML::Node config;
+  yaml_ptr config = make_yaml(YAML::Node{});
   /// Where the entry stands, for error messages.
   std::string file;
   /// 1-based line of the entry.

@@ -1,6 +1,10 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,6 +33,10 @@ struct kernel_options {
   bool control_socket = true;
   /// Log to stderr with colours if it is a terminal.
   bool log_to_stderr = true;
+  /// Watch the profile file and apply changes (plugins added, removed, reconfigured).
+  bool watch_profile = false;
+  /// How often the profile file is checked.
+  std::chrono::milliseconds watch_interval{1000};
 };
 
 /// One running Grove kernel: actor system, bus, plugin host and control socket.
@@ -73,6 +81,11 @@ public:
     return profile_;
   }
 
+  /// Re-reads the profile file and applies what changed: new plugins are loaded,
+  /// removed ones unloaded, changed plugin configs applied (live or by a reload). A
+  /// file that fails validation changes nothing. Returns one line per action.
+  caf::expected<std::vector<std::string>> apply_profile_change();
+
   /// Sends a request to the first subscriber of `topic` and waits for the reply.
   caf::expected<Envelope> request(std::string_view topic, std::string payload,
                                   std::chrono::milliseconds timeout);
@@ -106,6 +119,12 @@ private:
   std::unique_ptr<control_server> control_;
   std::chrono::steady_clock::time_point started_;
   bool stopped_ = false;
+  std::mutex apply_mtx_;
+  std::string profile_text_;
+  std::thread watcher_;
+  std::mutex watch_mtx_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;
 };
 
 } // namespace grove

@@ -2,7 +2,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <atomic>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -49,9 +51,12 @@ struct plugin_library {
 using plugin_library_ptr = std::shared_ptr<plugin_library>;
 
 /// Opens `path`, resolves grove_plugin_entry_v1 and checks struct size, ABI, CAF and
-/// Protobuf versions, the name (must equal `expected_name`) and the schema.
-caf::expected<plugin_library_ptr> open_plugin_library(const std::filesystem::path& path,
-                                                      std::string_view expected_name);
+/// Protobuf versions, the name (must equal `expected_name`) and the schema. With
+/// `private_copy` set, dlopens a copy of the file made there (and removes it once
+/// mapped), so a rebuilt library at an already-loaded path really loads anew.
+caf::expected<plugin_library_ptr>
+open_plugin_library(const std::filesystem::path& path, std::string_view expected_name,
+                    const std::filesystem::path& private_copy = {});
 
 /// Life-cycle states shown by `grovectl plugins`.
 enum class plugin_state : uint8_t {
@@ -78,6 +83,8 @@ struct slot_status {
   std::string log_level;
   uint32_t restarts = 0;
   std::map<std::string, std::string> details;
+  /// Schema of the build that runs now (config changes are checked against it).
+  config_schema schema;
 };
 
 /// Settings of the plugin host.
@@ -114,6 +121,20 @@ public:
   /// Stops and unloads a plugin.
   caf::error unload(const std::string& name);
 
+  /// Hot-reloads `name` from `path` (empty: the library it runs now, re-read from
+  /// disk) with its current configuration. On success returns what happened; on
+  /// failure the old instance keeps running with its state and the error says why.
+  caf::expected<std::string> reload(const std::string& name,
+                                    const std::filesystem::path& path = {});
+
+  /// Applies a changed configuration entry to a running plugin (live when the plugin
+  /// can reconfigure, else by a reload of the same build). A config that fails
+  /// validation is refused and the old one stays.
+  caf::expected<std::string> reconfigure(const plugin_spec& spec);
+
+  /// The spec a plugin was loaded with (config updated by reconfigure), if loaded.
+  std::optional<plugin_spec> spec_of(const std::string& name) const;
+
   /// Stops every plugin, last loaded first.
   void stop_all();
 
@@ -132,6 +153,7 @@ public:
 private:
   struct loaded {
     std::string name;
+    plugin_spec spec;
     caf::actor slot;
     endpoint_ptr ep;
     std::shared_ptr<slot_status> status;
@@ -140,6 +162,10 @@ private:
 
   caf::expected<plugin_library_ptr> open(const plugin_spec& spec,
                                          YAML::Node* validated);
+
+  caf::expected<std::string> swap(const std::string& name, caf::message msg);
+
+  std::atomic<uint64_t> copies_{0};
 
   caf::actor_system& sys_;
   bus& bus_;

@@ -78,7 +78,7 @@ caf::error harness::start() {
   spec.file = "<harness config>";
   spec.queue = options_.queue;
   try {
-    spec.config = YAML::Load(config_);
+    spec.config = make_yaml(YAML::Load(config_));
   } catch (const YAML::Exception& e) {
     return make_error(errc::invalid_config, "harness config: " + e.msg);
   }

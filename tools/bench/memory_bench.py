@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Idle memory of groved on an image, as PSS from /proc/PID/smaps_rollup, next to an idle
+Mosquitto broker (the peer: a small C daemon every Grove device runs anyway). Prints one
+JSON object on stdout. Not a test: it reports figures and never fails on them.
+
+Usage: memory_bench.py [--build DIR] [--config FILE] [--idle SECONDS] [--mosquitto PATH]
+"""
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET_PSS_KB = 8192
+FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Shared_Clean", "Shared_Dirty",
+          "Private_Clean", "Private_Dirty", "Swap")
+
+
+class line_reader:
+    """Reads lines from a pipe with a deadline. select() on the raw descriptor plus
+    os.read, because a buffered readline() may hold lines select() cannot see."""
+
+    def __init__(self, f):
+        self.fd = f.fileno()
+        self.buf = b""
+
+    def readline(self, deadline):
+        """The next line (bytes); b"" at EOF; None on timeout."""
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                line, self.buf = self.buf, b""
+                return line
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+
+def smaps_rollup(pid):
+    """The kB fields of /proc/PID/smaps_rollup."""
+    result = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB" and parts[0].rstrip(":") in FIELDS:
+                result[parts[0].rstrip(":")] = int(parts[1])
+    return result
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc, timeout_s=10.0):
+    """Reads groved's stderr until the 'ready:' line."""
+    deadline = time.monotonic() + timeout_s
+    reader = line_reader(proc.stderr)
+    while True:
+        line = reader.readline(deadline)
+        if line is None:
+            raise RuntimeError("groved: no 'ready:' line within %.0f s" % timeout_s)
+        if not line:
+            raise RuntimeError("groved exited (%s) before 'ready:'" % proc.wait())
+        if b"ready:" in line:
+            return line.decode(errors="replace").strip()
+
+
+def wait_listening(proc, port, timeout_s=10.0):
+    """Waits until the broker accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("mosquitto exited (%s)" % proc.returncode)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("mosquitto: not listening on %d within %.0f s" % (port, timeout_s))
+
+
+def stop(proc):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--config", default=os.path.join(REPO, "configs/images/default.yaml"))
+    ap.add_argument("--idle", type=float, default=1.0, help="seconds idle before reading")
+    ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
+    args = ap.parse_args()
+    groved = os.path.join(args.build, "bin", "groved")
+    tmp = tempfile.mkdtemp(prefix="grove-memory-")
+    out = {"benchmark": "idle_memory", "config": args.config}
+    gproc = mproc = None
+    try:
+        gproc = subprocess.Popen(
+            [groved, "--config", args.config, "--write-dir", os.path.join(tmp, "var")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            bufsize=0)
+        out["ready_line"] = wait_ready(gproc)
+        port = free_port()
+        conf = os.path.join(tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest none\n" % port)
+        mproc = subprocess.Popen([args.mosquitto, "-c", conf], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(mproc, port)
+        time.sleep(args.idle)
+        g = smaps_rollup(gproc.pid)
+        m = smaps_rollup(mproc.pid)
+        out.update({
+            "groved_pss_kb": g["Pss"],
+            "groved_rss_kb": g["Rss"],
+            "groved_private_kb": g["Private_Clean"] + g["Private_Dirty"],
+            "groved_smaps_rollup_kb": g,
+            "mosquitto_pss_kb": m["Pss"],
+            "mosquitto_rss_kb": m["Rss"],
+            "mosquitto_private_kb": m["Private_Clean"] + m["Private_Dirty"],
+            "ratio_to_mosquitto": round(g["Pss"] / m["Pss"], 2) if m["Pss"] else None,
+            "target_pss_kb": TARGET_PSS_KB,
+            "meets_target": g["Pss"] <= TARGET_PSS_KB,
+        })
+    except Exception as e:  # report, do not crash: the JSON line is the interface
+        out["error"] = str(e)
+    finally:
+        stop(gproc)
+        stop(mproc)
+        if gproc is not None:
+            gproc.stderr.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(out))
+    return 1 if "error" in out else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

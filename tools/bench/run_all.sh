@@ -1,0 +1,24 @@
+#!/bin/sh
+# Runs every Grove benchmark against an existing build and prints one JSON line each.
+# Builds nothing: run tools/build first (with GROVE_BUILD_BENCH=ON, the default).
+# Usage: tools/bench/run_all.sh [BUILD_DIR]   (default: <repo>/build)
+# Extra bus_bench flags can be passed in BUS_BENCH_ARGS, e.g. "--messages 500000".
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+build=${1:-$repo/build}
+build=$(cd "$build" && pwd)
+
+if [ ! -x "$build/bin/bus_bench" ] || [ ! -x "$build/bin/groved" ]; then
+  echo "run_all.sh: $build/bin/bus_bench or groved missing; build first (tools/build)" >&2
+  exit 2
+fi
+
+rc=0
+# shellcheck disable=SC2086 # BUS_BENCH_ARGS is a list of flags on purpose
+"$build/bin/bus_bench" ${BUS_BENCH_ARGS:-} || rc=1
+python3 "$here/startup_bench.py" --build "$build" || rc=1
+python3 "$here/memory_bench.py" --build "$build" || rc=1
+# Non-zero only when a benchmark could not run; missing a target is not a failure.
+exit $rc
