@@ -1,6 +1,7 @@
 #include "grove/kernel/bus.hpp"
 
 #include <algorithm>
+#include <array>
 #include <thread>
 
 #include <caf/actor_cast.hpp>
@@ -31,51 +32,61 @@ endpoint::endpoint(std::string name, caf::actor self, queue_settings settings)
     settings_.capacity = 1;
 }
 
-bool endpoint::offer(const caf::message& msg) {
+bool endpoint::acquire() {
   const int64_t cap = settings_.capacity;
   // Take credit first so concurrent senders cannot overshoot the capacity.
-  if (queued_.fetch_add(1, std::memory_order_acq_rel) >= cap) {
-    queued_.fetch_sub(1, std::memory_order_acq_rel);
-    if (settings_.overflow == overflow_policy::drop) {
-      dropped_.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    // Block: wait for credit with bounded back-off, then give up and count a drop.
-    auto deadline = std::chrono::steady_clock::now() + settings_.block_timeout;
-    auto pause = std::chrono::microseconds{1};
-    for (;;) {
-      if (queued_.load(std::memory_order_acquire) < cap) {
-        if (queued_.fetch_add(1, std::memory_order_acq_rel) < cap)
-          break;
-        queued_.fetch_sub(1, std::memory_order_acq_rel);
-      }
-      if (std::chrono::steady_clock::now() >= deadline) {
-        dropped_.fetch_add(1, std::memory_order_relaxed);
-        return false;
-      }
-      if (pause.count() < 8)
-        std::this_thread::yield();
-      else
-        std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds{500});
-    }
-  }
-  auto* dest = caf::actor_cast<caf::abstract_actor*>(handle_);
-  if (dest == nullptr) {
-    queued_.fetch_sub(1, std::memory_order_acq_rel);
+  if (queued_.fetch_add(1, std::memory_order_acq_rel) < cap)
+    return true;
+  queued_.fetch_sub(1, std::memory_order_acq_rel);
+  if (settings_.overflow == overflow_policy::drop) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  dest->enqueue(caf::make_mailbox_element(nullptr, caf::make_message_id(), {}, msg),
-                nullptr);
+  // Block: wait for credit with bounded back-off, then give up and count a drop.
+  auto deadline = std::chrono::steady_clock::now() + settings_.block_timeout;
+  auto pause = std::chrono::microseconds{1};
+  for (;;) {
+    if (queued_.load(std::memory_order_acquire) < cap) {
+      if (queued_.fetch_add(1, std::memory_order_acq_rel) < cap)
+        return true;
+      queued_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (pause.count() < 8)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds{500});
+  }
+}
+
+void endpoint::push(caf::mailbox_element_ptr elem) {
+  auto* dest = caf::actor_cast<caf::abstract_actor*>(handle_);
+  dest->enqueue(std::move(elem), nullptr);
   delivered_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool endpoint::offer(const caf::message& msg) {
+  if (!acquire())
+    return false;
+  push(caf::make_mailbox_element(nullptr, caf::make_message_id(), {}, msg));
+  return true;
+}
+
+bool endpoint::offer(Envelope&& msg) {
+  if (!acquire())
+    return false;
+  push(caf::make_mailbox_element(nullptr, caf::make_message_id(), {}, std::move(msg)));
   return true;
 }
 
 // -- bus ----------------------------------------------------------------------
 
 bus::bus() {
-  table_.store(std::make_shared<const table>());
+  store(std::make_shared<const table>());
 }
 
 bus::~bus() = default;
@@ -99,14 +110,14 @@ void bus::rebuild(std::vector<entry> all) {
       t->exact[e.filter].push_back(e);
   }
   t->all = std::move(all);
-  table_.store(std::move(t));
+  store(std::move(t));
 }
 
 caf::error bus::subscribe(const endpoint_ptr& ep, std::string_view filter) {
   if (auto err = validate_filter(filter))
     return err;
   std::lock_guard guard{write_mtx_};
-  auto cur = table_.load();
+  auto cur = snapshot();
   for (auto& e : cur->all)
     if (e.ep == ep && e.filter == filter)
       return {};
@@ -118,7 +129,7 @@ caf::error bus::subscribe(const endpoint_ptr& ep, std::string_view filter) {
 
 caf::error bus::unsubscribe(const endpoint_ptr& ep, std::string_view filter) {
   std::lock_guard guard{write_mtx_};
-  auto cur = table_.load();
+  auto cur = snapshot();
   auto all = cur->all;
   auto i = std::find_if(all.begin(), all.end(), [&](const entry& e) {
     return e.ep == ep && e.filter == filter;
@@ -133,7 +144,7 @@ caf::error bus::unsubscribe(const endpoint_ptr& ep, std::string_view filter) {
 
 void bus::unsubscribe_all(const endpoint_ptr& ep) {
   std::lock_guard guard{write_mtx_};
-  auto all = table_.load()->all;
+  auto all = snapshot()->all;
   auto n = all.size();
   std::erase_if(all, [&](const entry& e) { return e.ep == ep; });
   if (all.size() != n)
@@ -142,7 +153,7 @@ void bus::unsubscribe_all(const endpoint_ptr& ep) {
 
 std::vector<std::string> bus::filters_of(const endpoint_ptr& ep) const {
   std::vector<std::string> result;
-  for (auto& e : table_.load()->all)
+  for (auto& e : snapshot()->all)
     if (e.ep == ep)
       result.push_back(e.filter);
   return result;
@@ -158,23 +169,43 @@ caf::expected<publish_result> bus::publish(Envelope msg) {
                            std::chrono::system_clock::now().time_since_epoch())
                            .count());
   published_.fetch_add(1, std::memory_order_relaxed);
-  auto t = table_.load();
+  auto t = snapshot();
   publish_result result;
-  // Built once and shared by every receiver (CAF messages are reference counted).
-  auto wrapped = wrap(std::move(msg));
-  const auto& topic = unwrap(wrapped)->topic();
-  auto deliver = [&](const entry& e) {
-    if (e.ep->offer(wrapped))
+  // Find the receivers first: one receiver gets the envelope moved into its mailbox
+  // element; several share one reference-counted message.
+  constexpr size_t inline_max = 16;
+  std::array<endpoint*, inline_max> few;
+  std::vector<endpoint*> many;
+  size_t n = 0;
+  auto add = [&](endpoint* ep) {
+    if (n < inline_max) {
+      few[n] = ep;
+    } else {
+      if (many.empty())
+        many.assign(few.begin(), few.end());
+      many.push_back(ep);
+    }
+    ++n;
+  };
+  if (auto i = t->exact.find(msg.topic()); i != t->exact.end())
+    for (auto& e : i->second)
+      add(e.ep.get());
+  for (auto& e : t->wild)
+    if (topic_matches(e.filter, msg.topic()))
+      add(e.ep.get());
+  auto count = [&](bool ok) {
+    if (ok)
       ++result.delivered;
     else
       ++result.dropped;
   };
-  if (auto i = t->exact.find(topic); i != t->exact.end())
-    for (auto& e : i->second)
-      deliver(e);
-  for (auto& e : t->wild)
-    if (topic_matches(e.filter, topic))
-      deliver(e);
+  if (n == 1) {
+    count(few[0]->offer(std::move(msg)));
+  } else if (n > 1) {
+    auto wrapped = wrap(std::move(msg));
+    for (size_t i = 0; i < n; ++i)
+      count((n <= inline_max ? few[i] : many[i])->offer(wrapped));
+  }
   if (result.delivered + result.dropped == 0)
     unrouted_.fetch_add(1, std::memory_order_relaxed);
   if (result.delivered > 0)
@@ -185,7 +216,7 @@ caf::expected<publish_result> bus::publish(Envelope msg) {
 }
 
 endpoint_ptr bus::route_request(std::string_view topic) const {
-  for (auto& e : table_.load()->all)
+  for (auto& e : snapshot()->all)
     if (topic_matches(e.filter, topic))
       return e.ep;
   return nullptr;
@@ -193,7 +224,7 @@ endpoint_ptr bus::route_request(std::string_view topic) const {
 
 std::vector<endpoint_ptr> bus::endpoints() const {
   std::vector<endpoint_ptr> result;
-  for (auto& e : table_.load()->all)
+  for (auto& e : snapshot()->all)
     if (std::find(result.begin(), result.end(), e.ep) == result.end())
       result.push_back(e.ep);
   return result;
@@ -203,7 +234,7 @@ bus_stats bus::stats() const {
   bus_stats s;
   s.published = published_.load();
   s.unrouted = unrouted_.load();
-  auto t = table_.load();
+  auto t = snapshot();
   s.delivered = delivered_.load();
   s.dropped = dropped_.load();
   s.subscriptions = static_cast<uint32_t>(t->all.size());

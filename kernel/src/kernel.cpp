@@ -37,7 +37,12 @@ std::string dump(const YAML::Node& node) {
 struct sink_state {
   std::mutex mtx;
   std::function<void(const Envelope&)> fn;
+  bool closed = false;
 };
+
+/// The sink whose callback runs on this thread, so a handle released from inside its
+/// own callback neither re-locks the mutex nor waits for itself.
+thread_local sink_state* running_sink = nullptr;
 
 /// Delivers bus messages to a callback; used by the control socket and the harness.
 class sink_actor : public caf::event_based_actor {
@@ -53,8 +58,11 @@ protected:
       [this](const Envelope& msg) {
         {
           std::lock_guard guard{state_->mtx};
-          if (state_->fn)
+          if (!state_->closed) {
+            running_sink = state_.get();
             state_->fn(msg);
+            running_sink = nullptr;
+          }
         }
         // Credit goes back after handling, so capacity bounds in-hand work too.
         if (!current_mailbox_element()->mid.is_request())
@@ -63,22 +71,31 @@ protected:
     };
   }
 
+  void on_exit() override {
+    // The endpoint holds this actor's handle: let go of it to break the cycle.
+    ep_.reset();
+    state_.reset();
+  }
+
 private:
   std::shared_ptr<sink_state> state_;
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
 /// Unsubscribes, waits out a callback in progress and stops the sink actor when the
-/// last owner lets go. Must not be released from inside its own callback.
+/// last owner lets go; after that the callback never runs again. The callback itself
+/// stays alive until the sink actor is gone, so releasing from inside it is safe.
 struct subscription_handle {
   grove::bus* b;
   endpoint_ptr ep;
   std::shared_ptr<sink_state> state;
   ~subscription_handle() {
     b->unsubscribe_all(ep);
-    {
+    if (running_sink == state.get()) {
+      state->closed = true; // we are inside the callback and hold the lock
+    } else {
       std::lock_guard guard{state->mtx};
-      state->fn = nullptr;
+      state->closed = true;
     }
     caf::anon_send_exit(ep->handle(), caf::exit_reason::user_shutdown);
   }
@@ -97,8 +114,12 @@ kernel::kernel(image_profile profile, kernel_options options)
   log_ = std::make_shared<spdlog::logger>("groved", sink);
   log_->set_level(spdlog::level::from_str(profile_.log_level));
   log_->flush_on(spdlog::level::info);
-  if (profile_.worker_threads > 0)
-    cfg_.set("scheduler.max-threads", static_cast<size_t>(profile_.worker_threads));
+  // CAF 0.17 starts max(cores, 4) workers; on a 2-core device the idle extra workers
+  // cost context switches on every message, so default to one per core.
+  size_t workers = profile_.worker_threads;
+  if (workers == 0)
+    workers = std::max(2u, std::thread::hardware_concurrency());
+  cfg_.set("scheduler.max-threads", workers);
   sys_ = std::make_unique<caf::actor_system>(cfg_);
   host_settings hs;
   hs.plugin_dir = profile_.plugin_dir;

@@ -283,6 +283,19 @@ protected:
     return running_;
   }
 
+  void on_exit() override {
+    // Plugin code must be gone before the library may close; the endpoint holds our
+    // handle, so dropping it here breaks the actor <-> endpoint cycle.
+    inst_.reset();
+    timers_.clear();
+    pending_.clear();
+    promises_.clear();
+    if (setup_.ep)
+      setup_.ep->reset();
+    setup_.ep.reset();
+    setup_.lib.reset();
+  }
+
 private:
   struct timer {
     std::function<void()> fn;

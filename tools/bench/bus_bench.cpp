@@ -345,7 +345,6 @@ run_result run_grove(grove::kernel& k, const options& opt, size_t fanout, uint64
     grove::Envelope env;
     env.set_topic(topic);
     env.set_source("bus_bench");
-    env.set_content_type("application/octet-stream");
     env.set_payload(std::move(payload));
     auto res = k.publish(std::move(env));
     return res ? res->dropped : fanout;

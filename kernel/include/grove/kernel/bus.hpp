@@ -13,6 +13,7 @@
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/expected.hpp>
+#include <caf/mailbox_element.hpp>
 #include <caf/message.hpp>
 
 #include "grove/envelope.pb.h"
@@ -97,7 +98,17 @@ public:
   /// Tries to enqueue `msg`; applies the overflow policy. Returns true if enqueued.
   bool offer(const caf::message& msg);
 
+  /// Like offer(), for a message only this endpoint gets: the envelope goes into the
+  /// mailbox element itself, one allocation instead of two.
+  bool offer(Envelope&& msg);
+
 private:
+  // Takes one unit of credit under the overflow policy; false means dropped.
+  bool acquire();
+
+  // Enqueues an element after acquire() succeeded.
+  void push(caf::mailbox_element_ptr elem);
+
   std::string name_;
   caf::actor handle_;
   queue_settings settings_;
@@ -187,8 +198,22 @@ private:
 
   void rebuild(std::vector<entry> all);
 
+  // Returns the current table. A mutex-guarded copy rather than
+  // std::atomic<std::shared_ptr>: libstdc++ 12's lock-bit implementation of the latter
+  // was seen corrupting the table under load.
+  table_ptr snapshot() const {
+    std::lock_guard guard{table_mtx_};
+    return table_;
+  }
+
+  void store(table_ptr t) {
+    std::lock_guard guard{table_mtx_};
+    table_.swap(t);
+  }
+
   mutable std::mutex write_mtx_;
-  std::atomic<table_ptr> table_;
+  mutable std::mutex table_mtx_;
+  table_ptr table_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<uint64_t> published_{0};
   std::atomic<uint64_t> unrouted_{0};

@@ -111,10 +111,11 @@ public:
   /// Undo one subscribe().
   virtual caf::error unsubscribe(std::string_view filter) = 0;
 
-  /// Publishes `payload` on `topic`. Thread-safe: may be called from any thread.
+  /// Publishes `payload` on `topic`; an empty content type means
+  /// application/octet-stream. Thread-safe: may be called from any thread.
   virtual caf::expected<publish_result>
   publish(std::string_view topic, std::string payload,
-          std::string_view content_type = "application/octet-stream")
+          std::string_view content_type = {})
     = 0;
 
   /// Publishes a prepared envelope (topic, payload, content type, qos are used; id,
@@ -129,7 +130,7 @@ public:
 
   /// Answers a request received in on_message() (one whose reply_to is set).
   virtual void reply(const Envelope& request, std::string payload,
-                     std::string_view content_type = "application/octet-stream")
+                     std::string_view content_type = {})
     = 0;
 
   /// Answers a request with an error.

@@ -102,15 +102,11 @@ std::shared_ptr<inbox> collect(grove::kernel& k, const std::string& filter) {
   auto box = std::make_shared<inbox>();
   queue_settings q;
   q.overflow = overflow_policy::block;
-  // The sink holds a weak reference: the inbox owns the subscription, not vice versa.
-  std::weak_ptr<inbox> weak = box;
+  // A raw pointer is enough: the inbox owns the subscription, and releasing it (first
+  // thing in the inbox's destruction) guarantees the callback never runs again.
+  auto* raw = box.get();
   auto h = k.subscribe(
-    filter,
-    [weak](const Envelope& msg) {
-      if (auto b = weak.lock())
-        b->push(msg);
-    },
-    q);
+    filter, [raw](const Envelope& msg) { raw->push(msg); }, q);
   if (!h)
     throw std::runtime_error("subscribe failed: " + describe(h.error()));
   box->handle_ = *h;

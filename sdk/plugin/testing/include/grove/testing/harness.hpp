@@ -49,6 +49,7 @@ private:
   mutable std::mutex mtx_;
   std::condition_variable cv_;
   std::vector<Envelope> got_;
+  // Last member: destroyed first, so no callback runs once the rest starts dying.
   std::shared_ptr<void> handle_;
 };
 
