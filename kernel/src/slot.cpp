@@ -345,8 +345,13 @@ private:
     auto err = guarded("init", [&] { result = inst_->ptr->init(ctx_); });
     if (err.empty() && result)
       err = "init failed: " + describe(result);
+    restored_ = false;
     if (err.empty() && snapshot != nullptr) {
       err = guarded("restore", [&] { result = inst_->ptr->restore(*snapshot); });
+      if (err.empty() && result == errc::unsupported)
+        result = caf::error{}; // a build without the hook starts fresh
+      else if (err.empty() && !result)
+        restored_ = true;
       if (err.empty() && result)
         err = "restore failed: " + describe(result);
     }
@@ -501,8 +506,9 @@ private:
     auto err = create_and_start(have_snap ? &snap : nullptr);
     if (err.empty()) {
       auto what = old_version + " -> " + setup_.lib->version
-                  + (have_snap ? ", state carried over"
-                               : ", plugin has no snapshot hook: started fresh");
+                  + (restored_    ? ", state carried over"
+                     : have_snap ? ", new build has no restore hook: started fresh"
+                                 : ", plugin has no snapshot hook: started fresh");
       setup_.log->info("reloaded from {}: {}", setup_.lib->path.string(), what);
       set_state(plugin_state::running);
       note_reload(true, what);
@@ -584,6 +590,8 @@ private:
   slot_context ctx_;
   std::unique_ptr<instance> inst_;
   uint64_t generation_ = 0;
+  // Whether the last create_and_start took over a snapshot.
+  bool restored_ = false;
   std::mutex filters_mtx_;
   std::vector<std::string> wanted_filters_;
   std::unordered_map<timer_id, timer> timers_;

@@ -123,6 +123,48 @@ BOOST_AUTO_TEST_CASE(load_unload_and_errors) {
   BOOST_TEST(contains(r.output, "wildcard"), r.output);
 }
 
+BOOST_AUTO_TEST_CASE(reload_from_the_cli) {
+  auto r = ctl({"reload", "echo"});
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(contains(r.output, "state carried over"), r.output);
+  auto p = plugin_json("echo");
+  BOOST_TEST(contains(p.at("last_reload").get<std::string>(), "ok"), p.dump());
+  r = ctl({"reload", "echo", "--path", (dir.path() / "nope.so").string()});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(contains(r.output, "no such file"), r.output);
+  r = ctl({"reload", "ghost"});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(contains(r.output, "no plugin named 'ghost'"), r.output);
+  // Still serving after the failed attempts.
+  BOOST_TEST(plugin_json("echo").at("state") == "running");
+}
+
+BOOST_AUTO_TEST_CASE(profile_edit_on_disk_is_applied) {
+  // groved polls its profile; a changed plugin config is applied without a restart.
+  dir.write("image.yaml", R"(kernel:
+  log_level: info
+  restart: {backoff_initial_ms: 1, backoff_max_ms: 10}
+plugins:
+  - name: echo
+    config: {prefix: "<", crash_on: boom}
+  - name: heartbeat
+    config: {interval_ms: 20, topic: hb}
+)");
+  BOOST_REQUIRE_MESSAGE(groved->wait_for_output("reconfigured echo"), groved->output());
+  test::child sub{{GROVECTL_PATH, "--socket", sock.string(), "sub", "test/echo/out",
+                   "--count", "1"}};
+  int exit_code = -1;
+  for (int i = 0; i < 200 && exit_code < 0; ++i) {
+    BOOST_REQUIRE_EQUAL(ctl({"pub", "test/echo/in", "x"}).code, 0);
+    exit_code = sub.wait(std::chrono::milliseconds{50});
+  }
+  BOOST_TEST(contains(sub.output(), "<x"), sub.output());
+  // A broken edit is refused and the running configuration stays.
+  dir.write("image.yaml", "plugins:\n  - name: echo\n    config: {prefix: [}\n");
+  BOOST_REQUIRE_MESSAGE(groved->wait_for_output("profile change refused"), groved->output());
+  BOOST_TEST(plugin_json("echo").at("state") == "running");
+}
+
 BOOST_AUTO_TEST_CASE(crash_is_contained_and_restarted) {
   auto r = ctl({"pub", "test/echo/in", "boom"});
   BOOST_TEST(r.code == 0);

@@ -1,5 +1,6 @@
 // Small plugins built for the kernel's tests. Which one a library holds is chosen at
-// compile time (TEST_PLUGIN_KIND), so each lib<name>.so is a real, separate plugin.
+// compile time (TEST_PLUGIN_KIND), so each lib<name>.so is a real, separate plugin;
+// TEST_PLUGIN_VARIANT stamps output so two builds of one plugin differ visibly.
 
 #include <stdexcept>
 #include <string>
@@ -14,7 +15,12 @@ listen: {type: string, default: "test/echo/in"}
 answer: {type: string, default: "test/echo/out"}
 crash_on: {type: string, default: "", doc: "payload that makes on_message throw"}
 slow_us: {type: int, default: 0, min: 0, doc: "busy time per message"}
+stamp: {type: bool, default: false, doc: "answer '<variant>|<payload>|<count>'"}
 )";
+
+#ifndef TEST_PLUGIN_VARIANT
+#  define TEST_PLUGIN_VARIANT "v1"
+#endif
 
 /// Echoes `listen` to `answer` with a prefix; answers requests; counts what it saw.
 class echo : public grove::plugin {
@@ -26,6 +32,7 @@ public:
     answer_ = cfg["answer"].as<std::string>();
     crash_on_ = cfg["crash_on"].as<std::string>();
     slow_ = std::chrono::microseconds{cfg["slow_us"].as<int64_t>()};
+    stamp_ = cfg["stamp"].as<bool>();
 #if TEST_PLUGIN_KIND == 2
     throw std::runtime_error("init exploded on purpose");
 #elif TEST_PLUGIN_KIND == 3
@@ -50,17 +57,34 @@ public:
         ctx_->reply(msg, prefix_ + msg.payload());
       return;
     }
-    ctx_->publish(answer_, prefix_ + msg.payload());
+    if (stamp_)
+      ctx_->publish(answer_, std::string{TEST_PLUGIN_VARIANT} + "|" + prefix_
+                               + msg.payload() + "|" + std::to_string(seen_));
+    else
+      ctx_->publish(answer_, prefix_ + msg.payload());
   }
 
+#if TEST_PLUGIN_KIND != 8 // kind 8 has no hooks: reloads start it fresh
   caf::expected<std::string> snapshot() override {
     return std::to_string(seen_);
   }
 
   caf::error restore(std::string_view snap) override {
+#  if TEST_PLUGIN_KIND == 7
+    return grove::make_error(grove::errc::malformed, "restore refused on purpose");
+#  endif
     seen_ = std::stoull(std::string{snap});
     return {};
   }
+
+  caf::error reconfigure(const YAML::Node& cfg) override {
+    // Only the prefix can change live; anything else needs a reload.
+    if (cfg["listen"].as<std::string>() != ctx_->config()["listen"].as<std::string>())
+      return grove::make_error(grove::errc::unsupported, "listen changes need a reload");
+    prefix_ = cfg["prefix"].as<std::string>();
+    return {};
+  }
+#endif
 
 private:
   grove::context* ctx_ = nullptr;
@@ -68,6 +92,7 @@ private:
   std::string answer_;
   std::string crash_on_;
   std::chrono::microseconds slow_{0};
+  bool stamp_ = false;
   uint64_t seen_ = 0;
 };
 

@@ -11,6 +11,8 @@
 
 #include <ostream>
 
+#include <caf/expected.hpp>
+
 #include "grove/errors.hpp"
 
 // Let Boost.Test print CAF errors and Grove error codes in failed assertions.
@@ -27,6 +29,12 @@ inline std::ostream& boost_test_print_type(std::ostream& os, errc x) {
 } // namespace grove
 
 namespace grove::test {
+
+/// The error text of `x`, or "" when it holds a value (safe in eager messages).
+template <class T>
+std::string error_text(const caf::expected<T>& x) {
+  return x ? std::string{} : grove::describe(x.error());
+}
 
 /// A fresh directory under $TMPDIR, removed when the object dies.
 class temp_dir {

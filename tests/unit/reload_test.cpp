@@ -1,0 +1,273 @@
+#define BOOST_TEST_MODULE reload_test
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "grove/errors.hpp"
+#include "grove/kernel/kernel.hpp"
+#include "test_util.hpp"
+
+// Hot reload: a plugin swapped under load loses nothing and keeps its state; a bad
+// build leaves the old one serving.
+
+using namespace grove;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::filesystem::path build(const std::string& target) {
+  return test::test_plugin_dir() / ("lib" + target + ".so");
+}
+
+// "<variant>|<payload>|<count>"
+struct stamped {
+  std::string variant;
+  std::string payload;
+  uint64_t count = 0;
+};
+
+stamped parse(const std::string& s) {
+  auto a = s.find('|');
+  auto b = s.rfind('|');
+  return {s.substr(0, a), s.substr(a + 1, b - a - 1), std::stoull(s.substr(b + 1))};
+}
+
+// Live mappings of reload copies of `name` in this process.
+size_t mapped_copies(const std::string& name) {
+  std::ifstream maps{"/proc/self/maps"};
+  std::set<std::string> files;
+  std::string line;
+  while (std::getline(maps, line))
+    if (auto pos = line.find("/run/lib/" + name + "-"); pos != std::string::npos)
+      files.insert(line.substr(pos));
+  return files.size();
+}
+
+// The kernel block matching make_profile(), so only plugin changes show up.
+const std::string kernel_yaml = "kernel: {log_level: warn, worker_threads: 2}\n";
+
+struct fixture {
+  test::temp_dir dir;
+  std::unique_ptr<kernel> k;
+
+  fixture() {
+    auto p = test::make_profile(dir.path());
+    p.file = dir.write("image.yaml", kernel_yaml + "plugins:\n  - name: relay\n    config: {stamp: true}\n");
+    k = std::make_unique<kernel>(std::move(p), kernel_options{false, false});
+    BOOST_REQUIRE(!k->start());
+  }
+
+  void load_relay(const std::string& config = "{stamp: true}") {
+    plugin_spec s;
+    s.name = "relay";
+    s.config = make_yaml(YAML::Load(config));
+    s.file = (dir.path() / "image.yaml").string();
+    s.queue.overflow = overflow_policy::block;
+    s.queue.capacity = 1000;
+    BOOST_REQUIRE(!k->host().load(s));
+  }
+
+  control::PluginInfo info() {
+    auto all = k->plugins();
+    BOOST_REQUIRE_EQUAL(all.plugins_size(), 1);
+    return all.plugins(0);
+  }
+
+  // Sends one message through the relay and returns what came out.
+  stamped roundtrip(test::collector& out, const std::string& payload) {
+    auto before = out.size();
+    test::pub(*k, "test/echo/in", payload);
+    BOOST_REQUIRE(out.wait_for(before + 1));
+    return parse(out.messages()[before].payload());
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(reload, fixture)
+
+BOOST_AUTO_TEST_CASE(twenty_reloads_under_full_speed_stream_lose_nothing) {
+  load_relay();
+  test::collector out{*k, "test/echo/out"};
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> dropped{0};
+  std::thread publisher{[&] {
+    // At least 50,000 messages, and on until every reload is done.
+    for (uint64_t i = 0; i < 50000 || !stop.load(); ++i) {
+      auto r = test::pub(*k, "test/echo/in", std::to_string(i));
+      dropped += r.dropped;
+      sent = i + 1;
+    }
+  }};
+  std::vector<std::string> results;
+  for (int i = 0; i < 20; ++i) {
+    // Wait for traffic between reloads so each one swaps under load.
+    auto mark = sent.load();
+    while (sent.load() < mark + 500)
+      std::this_thread::yield();
+    auto r = k->reload("relay", build(i % 2 == 0 ? "relay_v2" : "relay").string());
+    BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+    results.push_back(*r);
+  }
+  stop = true;
+  publisher.join();
+  BOOST_TEST(dropped.load() == 0u);
+  BOOST_REQUIRE(out.wait_for(sent.load()));
+  auto msgs = out.messages();
+  BOOST_REQUIRE_EQUAL(msgs.size(), sent.load());
+  size_t switches = 0;
+  std::string last_variant;
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    auto m = parse(msgs[i].payload());
+    // Every number exactly once, in order...
+    BOOST_REQUIRE_EQUAL(m.payload, std::to_string(i));
+    // ...and the counter carried over every swap.
+    BOOST_REQUIRE_EQUAL(m.count, i + 1);
+    if (m.variant != last_variant) {
+      ++switches;
+      last_variant = m.variant;
+    }
+  }
+  // Both builds served, alternating: 1 initial run + 20 swaps.
+  BOOST_TEST(switches == 21u);
+  for (auto& r : results)
+    BOOST_TEST(contains(r, "state carried over"), r);
+  auto i = info();
+  BOOST_TEST(i.version() == "1.0.0");
+  BOOST_TEST(i.state() == "running");
+  BOOST_TEST(contains(i.last_reload(), "ok"), i.last_reload());
+  // Old builds were unloaded: only the current copy is still mapped.
+  BOOST_TEST(mapped_copies("relay") == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(bad_builds_leave_the_old_one_serving_with_its_state) {
+  load_relay();
+  test::collector out{*k, "test/echo/out"};
+  BOOST_TEST(roundtrip(out, "a").count == 1u);
+  auto fails = [&](const std::string& target, errc code, const std::string& text) {
+    auto r = k->reload("relay", build(target).string());
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(r.error() == code);
+    BOOST_TEST(contains(describe(r.error()), text), describe(r.error()));
+  };
+  fails("relay_bad_abi", errc::abi_mismatch, "plugin ABI 2");
+  fails("does_not_exist", errc::load_failed, "no such file");
+  fails("wrong_abi", errc::abi_mismatch, "plugin ABI"); // another plugin's build
+  fails("echo", errc::load_failed, "calls itself 'echo', expected 'relay'");
+  fails("relay_throws", errc::init_failed, "init exploded on purpose");
+  fails("relay_no_restore", errc::init_failed, "restore refused on purpose");
+  // Still the first build, still counting from where it was.
+  auto m = roundtrip(out, "b");
+  BOOST_TEST(m.variant == "v1");
+  BOOST_TEST(m.count == 2u);
+  auto i = info();
+  BOOST_TEST(i.state() == "running");
+  BOOST_TEST(i.restarts() == 0u);
+  BOOST_TEST(contains(i.last_reload(), "failed"), i.last_reload());
+}
+
+BOOST_AUTO_TEST_CASE(plugin_without_snapshot_starts_fresh_and_says_so) {
+  load_relay();
+  test::collector out{*k, "test/echo/out"};
+  roundtrip(out, "a");
+  auto r = k->reload("relay", build("relay_no_hooks").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(contains(*r, "started fresh"), *r);
+  BOOST_TEST(roundtrip(out, "b").count == 1u);
+  // From a build without hooks the state is gone, but a reload still works.
+  r = k->reload("relay", build("relay_v2").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(contains(*r, "started fresh"), *r);
+  BOOST_TEST(info().version() == "2.0.0");
+}
+
+BOOST_AUTO_TEST_CASE(reload_of_same_path_rereads_the_file) {
+  load_relay();
+  test::collector out{*k, "test/echo/out"};
+  BOOST_TEST(roundtrip(out, "a").variant == "v1");
+  // Replace the file behind the running plugin, as a rebuild would, and reload.
+  auto live = dir.path() / "plugins" / "librelay.so";
+  std::filesystem::create_directories(live.parent_path());
+  std::filesystem::copy_file(build("relay"), live);
+  BOOST_REQUIRE(k->reload("relay", live.string()));
+  BOOST_TEST(roundtrip(out, "b").variant == "v1");
+  std::filesystem::copy_file(build("relay_v2"), live,
+                             std::filesystem::copy_options::overwrite_existing);
+  BOOST_REQUIRE(k->reload("relay", ""));
+  auto m = roundtrip(out, "c");
+  BOOST_TEST(m.variant == "v2");
+  BOOST_TEST(m.count == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(profile_change_reconfigures_live_or_by_reload) {
+  load_relay();
+  test::collector out{*k, "test/echo/out"};
+  BOOST_TEST(roundtrip(out, "a").payload == "a");
+  // The prefix can change live (reconfigure hook).
+  dir.write("image.yaml", kernel_yaml + "plugins:\n  - name: relay\n    config: {stamp: true, prefix: 'x-'}\n");
+  auto actions = k->apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_REQUIRE_EQUAL(actions->size(), 1u);
+  BOOST_TEST(contains((*actions)[0], "applied live"), (*actions)[0]);
+  auto m = roundtrip(out, "b");
+  BOOST_TEST(m.payload == "x-b");
+  BOOST_TEST(m.count == 2u);
+  // A change the hook refuses goes through a reload of the same build, state kept.
+  dir.write("image.yaml", kernel_yaml + "plugins:\n  - name: relay\n    config: {stamp: true, prefix: 'y-',"
+                          " listen: other/in}\n");
+  actions = k->apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_TEST(contains((*actions)[0], "state carried over"), (*actions)[0]);
+  auto before = out.size();
+  test::pub(*k, "other/in", "c");
+  BOOST_REQUIRE(out.wait_for(before + 1));
+  m = parse(out.messages()[before].payload());
+  BOOST_TEST(m.payload == "y-c");
+  BOOST_TEST(m.count == 3u);
+  // The old subscription is gone with the old configuration.
+  BOOST_TEST(test::pub(*k, "test/echo/in", "d").delivered == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_profile_change_changes_nothing) {
+  load_relay();
+  test::collector out{*k, "test/echo/out"};
+  roundtrip(out, "a");
+  dir.write("image.yaml", kernel_yaml + "plugins:\n  - name: relay\n    config: {stamp: yes-please}\n");
+  auto actions = k->apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_REQUIRE_EQUAL(actions->size(), 1u);
+  BOOST_TEST(contains((*actions)[0], "refused, old configuration kept"), (*actions)[0]);
+  BOOST_TEST(contains((*actions)[0], "image.yaml:4:"), (*actions)[0]);
+  dir.write("image.yaml", kernel_yaml + "plugins:\n  - name: relay\n    bogus: 1\n");
+  auto bad = k->apply_profile_change();
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(contains(describe(bad.error()), "plugins[0].bogus: unknown key"));
+  auto m = roundtrip(out, "b");
+  BOOST_TEST(m.payload == "b");
+  BOOST_TEST(m.count == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(reload_revives_a_broken_plugin) {
+  load_relay("{stamp: true, crash_on: boom}");
+  test::collector out{*k, "test/echo/out"};
+  for (int i = 0; i < 5; ++i)
+    test::pub(*k, "test/echo/in", "boom");
+  test::collector probe{*k, "test/echo/in"};
+  for (int tries = 0; tries < 2000 && info().state() != "broken"; ++tries) {
+    test::pub(*k, "test/echo/in", "probe");
+    BOOST_REQUIRE(probe.wait_for(static_cast<size_t>(tries) + 1));
+  }
+  BOOST_REQUIRE_EQUAL(info().state(), "broken");
+  auto r = k->reload("relay", build("relay_v2").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(info().state() == "running");
+  BOOST_TEST(roundtrip(out, "ok").variant == "v2");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
