@@ -20,5 +20,8 @@ rc=0
 "$build/bin/bus_bench" ${BUS_BENCH_ARGS:-} || rc=1
 python3 "$here/startup_bench.py" --build "$build" || rc=1
 python3 "$here/memory_bench.py" --build "$build" || rc=1
+if [ -x "$build/bin/reload_bench" ]; then
+  "$build/bin/reload_bench" 20 || rc=1
+fi
 # Non-zero only when a benchmark could not run; missing a target is not a failure.
 exit $rc
