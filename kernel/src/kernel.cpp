@@ -136,6 +136,10 @@ kernel::~kernel() {
 
 caf::error kernel::start() {
   started_ = std::chrono::steady_clock::now();
+  // The baseline for profile watching: taken before anything loads, so an edit made
+  // while plugins start is still seen as a change.
+  if (options_.watch_profile)
+    profile_text_ = read_file(profile_.file);
   std::error_code ec;
   std::filesystem::create_directories(profile_.write_dir / "plugins", ec);
   if (ec)
@@ -164,7 +168,6 @@ caf::error kernel::start() {
   log_->info("ready: {} of {} plugins running ({:.1f} ms)", ok, profile_.plugins.size(),
              elapsed.count() / 1000.0);
   if (options_.watch_profile) {
-    profile_text_ = read_file(profile_.file);
     // Polling the content, not inotify: editors and deploy tools replace files by
     // rename, and a once-a-second read of a small file costs nothing.
     watcher_ = std::thread{[this] {
