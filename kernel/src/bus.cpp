@@ -85,6 +85,8 @@ bool endpoint::offer(Envelope&& msg) {
 
 // -- bus ----------------------------------------------------------------------
 
+bus_uplink::~bus_uplink() = default;
+
 bus::bus() {
   store(std::make_shared<const table>());
 }
@@ -124,6 +126,8 @@ caf::error bus::subscribe(const endpoint_ptr& ep, std::string_view filter) {
   auto all = cur->all;
   all.push_back(entry{std::string{filter}, ep});
   rebuild(std::move(all));
+  if (uplink_)
+    uplink_->subscription_changed(true, std::string{filter});
   return {};
 }
 
@@ -139,6 +143,8 @@ caf::error bus::unsubscribe(const endpoint_ptr& ep, std::string_view filter) {
                       "not subscribed to '" + std::string{filter} + "'");
   all.erase(i);
   rebuild(std::move(all));
+  if (uplink_)
+    uplink_->subscription_changed(false, std::string{filter});
   return {};
 }
 
@@ -146,7 +152,13 @@ void bus::unsubscribe_all(const endpoint_ptr& ep) {
   std::lock_guard guard{write_mtx_};
   auto all = snapshot()->all;
   auto n = all.size();
-  std::erase_if(all, [&](const entry& e) { return e.ep == ep; });
+  std::erase_if(all, [&](const entry& e) {
+    if (e.ep != ep)
+      return false;
+    if (uplink_)
+      uplink_->subscription_changed(false, e.filter);
+    return true;
+  });
   if (all.size() != n)
     rebuild(std::move(all));
 }
@@ -169,6 +181,11 @@ caf::expected<publish_result> bus::publish(Envelope msg) {
                            std::chrono::system_clock::now().time_since_epoch())
                            .count());
   published_.fetch_add(1, std::memory_order_relaxed);
+  if (uplink_) {
+    // In a plugin-host child the kernel routes; count it as handed over.
+    uplink_->forward(std::move(msg));
+    return publish_result{1, 0};
+  }
   auto t = snapshot();
   publish_result result;
   // Find the receivers first: one receiver gets the envelope moved into its mailbox
@@ -216,6 +233,8 @@ caf::expected<publish_result> bus::publish(Envelope msg) {
 }
 
 endpoint_ptr bus::route_request(std::string_view topic) const {
+  if (uplink_)
+    return uplink_->request_endpoint();
   for (auto& e : snapshot()->all)
     if (topic_matches(e.filter, topic))
       return e.ep;

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grove/kernel/kernel.hpp"
+#include "plugin_host_child.hpp"
 
 // Read by jemalloc at start-up (groved links it, see cmake/GroveDeps.cmake; other
 // allocators ignore the symbol): two arenas suit a small device and save ~350 KB of
@@ -39,13 +40,27 @@ int main(int argc, char** argv) {
   std::string write_dir;
   std::string plugin_dir;
   bool check_only = false;
-  app.add_option("-c,--config", config_file, "image profile (YAML)")->required();
+  std::string host_name;
+  int host_fd = -1;
+  auto config_opt = app.add_option("-c,--config", config_file, "image profile (YAML)");
+  auto host_opt = app.add_option("--plugin-host", host_name,
+                                 "internal: run one plugin for a parent groved");
+  app.add_option("--fd", host_fd, "internal: socket to the parent groved")
+    ->needs(host_opt);
+  host_opt->group("");
+  config_opt->excludes(host_opt);
   app.add_option("-w,--write-dir", write_dir,
                  "state directory (default: GROVE_WRITE_DIR, the profile, ./var)");
   app.add_option("-p,--plugin-dir", plugin_dir, "where lib<name>.so plugins are");
   app.add_flag("--check", check_only,
                "validate the profile and every plugin's configuration, then exit");
   CLI11_PARSE(app, argc, argv);
+  if (!host_name.empty())
+    return grove::run_plugin_host(host_name, host_fd);
+  if (config_file.empty()) {
+    std::cerr << "groved: --config is required (see --help)\n";
+    return 2;
+  }
 
   grove::profile_overrides ov;
   if (!write_dir.empty())
@@ -72,6 +87,8 @@ int main(int argc, char** argv) {
 
   grove::kernel_options opts;
   opts.watch_profile = true;
+  std::error_code ec;
+  opts.plugin_host_exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   grove::kernel k{std::move(*profile), opts};
   if (check_only) {
     int failures = 0;

@@ -7,6 +7,7 @@
 #include <google/protobuf/stubs/common.h>
 #include <spdlog/spdlog.h>
 
+#include "isolated_slot.hpp"
 #include "slot.hpp"
 
 namespace grove {
@@ -128,11 +129,15 @@ plugin_host::~plugin_host() {
 
 caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
                                                     YAML::Node* validated) {
-  if (spec.isolation != "in_process")
+  if (spec.isolation == "process" && settings_.plugin_host_exe.empty())
     return make_error(errc::unsupported,
                       spec.file + ":" + std::to_string(spec.line) + ": plugin '"
-                        + spec.name + "': isolation '" + spec.isolation
-                        + "' is not available yet (only in_process)");
+                        + spec.name + "': isolation 'process' needs groved as the "
+                        + "plugin host, and this kernel has none");
+  if (spec.isolation != "in_process" && spec.isolation != "process")
+    return make_error(errc::invalid_config, "plugin '" + spec.name
+                                              + "': unknown isolation '"
+                                              + spec.isolation + "'");
   {
     std::lock_guard guard{mtx_};
     for (auto& p : plugins_)
@@ -190,7 +195,16 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   setup.bus_ptr = &bus_;
   setup.status = status;
   setup.ep = ep_box;
-  auto slot = spawn_slot(sys_, std::move(setup));
+  caf::actor slot;
+  if (spec.isolation == "process") {
+    isolation_setup iso;
+    iso.exe = settings_.plugin_host_exe;
+    iso.log_level = level;
+    iso.queue_capacity = spec.queue.capacity;
+    slot = spawn_isolated_slot(sys_, std::move(setup), std::move(iso));
+  } else {
+    slot = spawn_slot(sys_, std::move(setup));
+  }
   auto ep = std::make_shared<endpoint>(spec.name, slot, spec.queue);
   *ep_box = ep; // published to the slot by the send below
   lib->reset(); // the slot holds the library now
@@ -376,6 +390,14 @@ std::map<std::string, std::string> plugin_host::details() const {
     result.insert(p.status->details.begin(), p.status->details.end());
   }
   return result;
+}
+
+endpoint_ptr plugin_host::endpoint_of(const std::string& name) const {
+  std::lock_guard guard{mtx_};
+  for (auto& p : plugins_)
+    if (p.name == name)
+      return p.ep;
+  return nullptr;
 }
 
 caf::actor plugin_host::slot_of(const std::string& name) const {

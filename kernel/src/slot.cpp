@@ -16,6 +16,8 @@ namespace {
 /// The slot running on this thread right now (to tell actor-thread calls apart).
 thread_local const void* current_slot = nullptr;
 
+} // namespace
+
 std::string now_iso8601() {
   auto now = std::chrono::system_clock::now();
   auto t = std::chrono::system_clock::to_time_t(now);
@@ -25,6 +27,8 @@ std::string now_iso8601() {
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
+
+namespace {
 
 class slot_actor;
 

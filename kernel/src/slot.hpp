@@ -66,6 +66,9 @@ struct reconfig_request {
   YAML::Node config;
 };
 
+/// The current UTC time as "YYYY-MM-DDTHH:MM:SSZ".
+std::string now_iso8601();
+
 /// Spawns a slot actor. Send it `init_atom` (reply: std::string, empty on success) to
 /// create and start the plugin, `stop_atom` (reply: bool) to stop it for good,
 /// `(reload_atom, reload_request)` to swap in a new build (reply: bool ok, std::string

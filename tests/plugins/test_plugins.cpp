@@ -2,6 +2,8 @@
 // compile time (TEST_PLUGIN_KIND), so each lib<name>.so is a real, separate plugin;
 // TEST_PLUGIN_VARIANT stamps output so two builds of one plugin differ visibly.
 
+#include <csignal>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -16,6 +18,8 @@ answer: {type: string, default: "test/echo/out"}
 crash_on: {type: string, default: "", doc: "payload that makes on_message throw"}
 slow_us: {type: int, default: 0, min: 0, doc: "busy time per message"}
 stamp: {type: bool, default: false, doc: "answer '<variant>|<payload>|<count>'"}
+segv_on: {type: string, default: "", doc: "payload that makes the plugin segfault"}
+abort_on: {type: string, default: "", doc: "payload that makes the plugin call abort"}
 )";
 
 #ifndef TEST_PLUGIN_VARIANT
@@ -33,6 +37,8 @@ public:
     crash_on_ = cfg["crash_on"].as<std::string>();
     slow_ = std::chrono::microseconds{cfg["slow_us"].as<int64_t>()};
     stamp_ = cfg["stamp"].as<bool>();
+    segv_on_ = cfg["segv_on"].as<std::string>();
+    abort_on_ = cfg["abort_on"].as<std::string>();
 #if TEST_PLUGIN_KIND == 2
     throw std::runtime_error("init exploded on purpose");
 #elif TEST_PLUGIN_KIND == 3
@@ -44,6 +50,10 @@ public:
   void on_message(const grove::Envelope& msg) override {
     if (!crash_on_.empty() && msg.payload() == crash_on_)
       throw std::runtime_error("crash requested by message");
+    if (!segv_on_.empty() && msg.payload() == segv_on_)
+      std::raise(SIGSEGV); // what a stray pointer does, without UB in the test itself
+    if (!abort_on_.empty() && msg.payload() == abort_on_)
+      std::abort();
     if (slow_.count() > 0) {
       auto until = std::chrono::steady_clock::now() + slow_;
       while (std::chrono::steady_clock::now() < until)
@@ -93,6 +103,8 @@ private:
   std::string crash_on_;
   std::chrono::microseconds slow_{0};
   bool stamp_ = false;
+  std::string segv_on_;
+  std::string abort_on_;
   uint64_t seen_ = 0;
 };
 

@@ -66,6 +66,14 @@ public:
   /// Marks one message as handled, returning credit to senders.
   void consumed() noexcept {
     queued_.fetch_sub(1, std::memory_order_acq_rel);
+    if (handled_mirror_ != nullptr)
+      handled_mirror_->fetch_add(1, std::memory_order_release);
+  }
+
+  /// Also counts handled messages into `counter` (in a plugin-host child: a page
+  /// shared with groved, so the count survives the child's crash).
+  void mirror_handled(std::atomic<uint64_t>* counter) noexcept {
+    handled_mirror_ = counter;
   }
 
   /// Marks one queued message as discarded unhandled (counted as dropped).
@@ -115,9 +123,26 @@ private:
   std::atomic<int64_t> queued_{0};
   std::atomic<uint64_t> delivered_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t>* handled_mirror_ = nullptr;
 };
 
 using endpoint_ptr = std::shared_ptr<endpoint>;
+
+/// Where a bus in a plugin-host child sends what its plugin does: publishes and
+/// subscription changes go to the kernel instead of being routed locally.
+class bus_uplink {
+public:
+  virtual ~bus_uplink();
+
+  /// The plugin published `msg` (topic checked, id and timestamp set).
+  virtual void forward(Envelope&& msg) = 0;
+
+  /// The plugin's subscriptions changed.
+  virtual void subscription_changed(bool added, const std::string& filter) = 0;
+
+  /// Where the plugin's requests go.
+  virtual endpoint_ptr request_endpoint() = 0;
+};
 
 /// Bus-wide counters for `grovectl status`.
 struct bus_stats {
@@ -179,6 +204,12 @@ public:
   /// Every endpoint with at least one subscription.
   std::vector<endpoint_ptr> endpoints() const;
 
+  /// Turns this bus into a plugin-host child's: publishes, subscriptions and requests
+  /// go through `up` (which must outlive the bus's use). Set before any plugin loads.
+  void set_uplink(bus_uplink* up) noexcept {
+    uplink_ = up;
+  }
+
 private:
   struct entry {
     std::string filter;
@@ -211,6 +242,7 @@ private:
     table_.swap(t);
   }
 
+  bus_uplink* uplink_ = nullptr;
   mutable std::mutex write_mtx_;
   mutable std::mutex table_mtx_;
   table_ptr table_;

@@ -37,6 +37,8 @@ struct kernel_options {
   bool watch_profile = false;
   /// How often the profile file is checked.
   std::chrono::milliseconds watch_interval{1000};
+  /// The groved binary for `isolation: process` plugins (empty: not available).
+  std::filesystem::path plugin_host_exe;
 };
 
 /// One running Grove kernel: actor system, bus, plugin host and control socket.

@@ -99,6 +99,8 @@ struct host_settings {
   std::string log_level = "info";
   /// Where plugin loggers write.
   std::shared_ptr<spdlog::sinks::sink> sink;
+  /// The groved binary that hosts `isolation: process` plugins; empty = unsupported.
+  std::filesystem::path plugin_host_exe;
 };
 
 /// Loads, supervises and unloads plugins. Each plugin lives in a kernel-owned slot
@@ -149,6 +151,9 @@ public:
 
   /// The slot actor of `name` (for tests and the harness), or an invalid handle.
   caf::actor slot_of(const std::string& name) const;
+
+  /// The bus endpoint of `name`, or null.
+  endpoint_ptr endpoint_of(const std::string& name) const;
 
 private:
   struct loaded {

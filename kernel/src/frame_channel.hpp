@@ -1,0 +1,57 @@
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <caf/error.hpp>
+#include <google/protobuf/message_lite.h>
+
+namespace grove {
+
+/// Length-prefixed protobuf frames over a stream socket, built for throughput: a
+/// writer thread coalesces every frame queued meanwhile into one write(), and the
+/// reader pulls large chunks and parses frames out of them. Used between groved and
+/// its plugin-host children.
+class frame_channel {
+public:
+  /// Takes ownership of `fd`. `tick`, when set, runs on the writer thread about every
+  /// millisecond (and after each batch), e.g. to send acknowledgements.
+  explicit frame_channel(int fd, std::function<void()> tick = {});
+
+  /// Shuts the socket down, joins the writer, closes the fd.
+  ~frame_channel();
+
+  frame_channel(const frame_channel&) = delete;
+  frame_channel& operator=(const frame_channel&) = delete;
+
+  /// Queues one frame. Thread-safe, never blocks on the socket.
+  void send(const google::protobuf::MessageLite& msg);
+
+  /// Reads the next frame into `msg`; only one thread may read. Errors on EOF
+  /// ("closed"), malformed or oversized frames.
+  caf::error receive(google::protobuf::MessageLite& msg);
+
+  /// Shuts the socket down so a blocked receive() returns; idempotent.
+  void shutdown();
+
+  /// Largest frame accepted (64 MiB).
+  static constexpr uint32_t max_frame = 64u << 20;
+
+private:
+  void write_loop();
+
+  int fd_;
+  std::function<void()> tick_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::string out_;
+  bool closing_ = false;
+  std::thread writer_;
+  std::string in_;
+  size_t in_pos_ = 0;
+};
+
+} // namespace grove

@@ -1,0 +1,564 @@
+#include "isolated_slot.hpp"
+
+#include <csignal>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/skip.hpp>
+#include <spdlog/spdlog.h>
+
+#include "frame_channel.hpp"
+#include "grove/plugin_host.pb.h"
+
+extern char** environ;
+
+namespace grove {
+
+namespace {
+
+using started_atom = caf::atom_constant<caf::atom("started")>;
+using handled_atom = caf::atom_constant<caf::atom("handled")>;
+using down_atom = caf::atom_constant<caf::atom("down")>;
+using ccall_atom = caf::atom_constant<caf::atom("ccall")>;
+using creply_atom = caf::atom_constant<caf::atom("creply")>;
+using swapped_atom = caf::atom_constant<caf::atom("swapped")>;
+
+std::string emit(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << node;
+  return out.c_str();
+}
+
+class isolated_slot : public caf::event_based_actor {
+public:
+  isolated_slot(caf::actor_config& cfg, slot_setup setup, isolation_setup iso)
+    : caf::event_based_actor(cfg), setup_(std::move(setup)), iso_(std::move(iso)) {
+    library_ = setup_.lib->path;
+    version_ = setup_.lib->version;
+    // The plugin's code runs in the child only; the kernel needed the library just to
+    // check its ABI and schema.
+    setup_.lib.reset();
+  }
+
+protected:
+  caf::behavior make_behavior() override {
+    set_default_handler(caf::skip);
+    initial_ = caf::behavior{
+      [this](init_atom) -> caf::result<std::string> {
+        init_rp_ = make_response_promise();
+        if (auto err = spawn_child(); !err.empty()) {
+          init_rp_->deliver(err);
+          init_rp_.reset();
+          return caf::delegated<std::string>{};
+        }
+        become(starting_);
+        return caf::delegated<std::string>{};
+      },
+      [this](stop_atom) { return on_stop(); },
+    };
+    starting_ = caf::behavior{
+      [this](started_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
+        if (gen != gen_)
+          return;
+        if (!ok) {
+          if (init_rp_) {
+            init_rp_->deliver("plugin host: " + text);
+            init_rp_.reset();
+            set_state(plugin_state::stopped, text);
+            return;
+          }
+          on_failure("restart failed: " + text);
+          return;
+        }
+        if (!version.empty())
+          version_ = version;
+        // Whatever was sent but not handled before a crash goes to the new child.
+        next_seq_ = 1;
+        for (auto& [seq, msg] : unacked_) {
+          seq = next_seq_++;
+          host::ToChild out;
+          auto* d = out.mutable_deliver();
+          d->set_seq(seq);
+          *d->mutable_msg() = msg;
+          channel_->send(out);
+        }
+        set_state(plugin_state::running);
+        if (init_rp_) {
+          init_rp_->deliver(std::string{});
+          init_rp_.reset();
+        } else {
+          std::lock_guard guard{setup_.status->mtx};
+          setup_.status->restarts += 1;
+        }
+        setup_.log->info("{}", text);
+        become(running_);
+      },
+      [this](down_atom, uint64_t gen) { on_down(gen); },
+      [this](stop_atom) { return on_stop(); },
+    };
+    running_ = caf::behavior{
+      [this](Envelope& msg) { forward(msg); },
+      [this](handled_atom, uint64_t gen, uint64_t n) {
+        if (gen != gen_)
+          return;
+        while (!unacked_.empty() && unacked_.front().first <= n) {
+          unacked_.pop_front();
+          ep()->consumed();
+        }
+      },
+      [this](ccall_atom, uint64_t gen, uint64_t id, Envelope& msg, uint64_t timeout_ms) {
+        if (gen == gen_)
+          child_request(id, msg, timeout_ms);
+      },
+      [this](creply_atom, uint64_t gen, uint64_t id, Envelope& msg, std::string& error) {
+        auto i = calls_.find(id);
+        if (gen != gen_ || i == calls_.end())
+          return;
+        if (error.empty())
+          i->second.deliver(std::move(msg));
+        else
+          i->second.deliver(make_error(errc::plugin_failed, error));
+        calls_.erase(i);
+      },
+      [this](swapped_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
+        if (gen != gen_ || !swap_rp_)
+          return;
+        if (ok && !version.empty())
+          version_ = version;
+        if (ok && !pending_library_.empty())
+          library_ = pending_library_;
+        pending_library_.clear();
+        note_reload(ok, text);
+        swap_rp_->deliver(ok, text);
+        swap_rp_.reset();
+      },
+      [this](reload_atom, reload_request& req) -> caf::result<bool, std::string> {
+        host::ToChild out;
+        pending_library_ = req.lib->path.string();
+        out.mutable_swap()->set_library(pending_library_);
+        return start_swap(out);
+      },
+      [this](reconf_atom, reconfig_request& req) -> caf::result<bool, std::string> {
+        host::ToChild out;
+        out.mutable_swap()->set_config_yaml(emit(req.config));
+        setup_.config = std::make_shared<const YAML::Node>(req.config);
+        return start_swap(out);
+      },
+      [this](down_atom, uint64_t gen) { on_down(gen); },
+      [this](restart_atom, uint64_t) {},
+      [this](stop_atom) { return on_stop(); },
+    };
+    waiting_ = caf::behavior{
+      [this](restart_atom, uint64_t gen) {
+        if (gen != gen_)
+          return;
+        if (auto err = spawn_child(); !err.empty()) {
+          on_failure(err);
+          return;
+        }
+        become(starting_);
+      },
+      [this](down_atom, uint64_t) {},
+      [this](stop_atom) { return on_stop(); },
+    };
+    broken_ = caf::behavior{
+      [this](Envelope&) {
+        if (current_mailbox_element()->mid.is_request())
+          make_response_promise().deliver(
+            make_error(errc::plugin_broken, setup_.name + " is broken"));
+        else
+          ep()->discard();
+      },
+      [this](reload_atom, reload_request& req) -> std::tuple<bool, std::string> {
+        library_ = req.lib->path.string();
+        failures_.clear();
+        if (auto err = spawn_child(); !err.empty())
+          return {false, err};
+        become(starting_);
+        return {true, "starting a new plugin host process from " + library_};
+      },
+      [this](stop_atom) { return on_stop(); },
+      [](caf::message&) {},
+    };
+    return initial_;
+  }
+
+  void on_exit() override {
+    kill_child();
+    unmap_page();
+    if (setup_.ep)
+      setup_.ep->reset();
+    setup_.ep.reset();
+  }
+
+private:
+  const endpoint_ptr& ep() const {
+    return *setup_.ep;
+  }
+
+  void set_state(plugin_state st, std::string error = {}) {
+    std::lock_guard guard{setup_.status->mtx};
+    setup_.status->state = st;
+    setup_.status->version = version_;
+    setup_.status->library = library_;
+    if (!error.empty())
+      setup_.status->last_error = std::move(error);
+  }
+
+  void note_reload(bool ok, const std::string& what) {
+    std::lock_guard guard{setup_.status->mtx};
+    setup_.status->last_reload = now_iso8601() + (ok ? " ok: " : " failed: ") + what;
+    setup_.status->version = version_;
+    setup_.status->library = library_;
+  }
+
+  caf::result<bool, std::string> start_swap(const host::ToChild& out) {
+    if (swap_rp_)
+      return caf::result<bool, std::string>{false,
+                                            std::string{"a reload is already in progress"}};
+    swap_rp_ = make_response_promise();
+    channel_->send(out);
+    return caf::delegated<bool, std::string>{};
+  }
+
+  // A bus message (or a request) for the plugin.
+  void forward(Envelope& msg) {
+    host::ToChild out;
+    if (current_mailbox_element()->mid.is_request()) {
+      auto id = next_call_++;
+      calls_.emplace(id, make_response_promise());
+      auto* c = out.mutable_call();
+      c->set_id(id);
+      *c->mutable_msg() = msg;
+      c->set_timeout_ms(3'600'000); // the requester's own timeout governs
+      channel_->send(out);
+      return;
+    }
+    auto seq = next_seq_++;
+    auto* d = out.mutable_deliver();
+    d->set_seq(seq);
+    *d->mutable_msg() = msg;
+    channel_->send(out);
+    // Credit goes back when the child reports the message handled.
+    unacked_.emplace_back(seq, std::move(msg));
+  }
+
+  // A request the plugin made: route it on the kernel's bus.
+  void child_request(uint64_t id, Envelope& msg, uint64_t timeout_ms) {
+    auto answer = [ch = channel_, id](Envelope* env, const std::string& error) {
+      host::ToChild out;
+      auto* r = out.mutable_reply();
+      r->set_id(id);
+      if (env != nullptr)
+        *r->mutable_msg() = std::move(*env);
+      r->set_error(error);
+      ch->send(out);
+    };
+    auto target = setup_.bus_ptr->route_request(msg.topic());
+    if (!target) {
+      answer(nullptr, "no_route: no subscriber for '" + msg.topic() + "'");
+      return;
+    }
+    msg.set_source(setup_.name);
+    msg.set_id(setup_.bus_ptr->next_id());
+    auto timeout = std::chrono::milliseconds{timeout_ms > 0 ? timeout_ms : 10'000};
+    request(target->handle(), timeout, bus::wrap(std::move(msg)))
+      .then([answer](Envelope& env) { answer(&env, ""); },
+            [answer](caf::error& err) { answer(nullptr, describe(err)); });
+  }
+
+  // Starts `groved --plugin-host NAME --fd 3` and sends it what to load.
+  std::string spawn_child() {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      return std::string{"socketpair: "} + strerror(errno);
+    // A page the child counts handled messages into: unlike an ack on the socket it
+    // is up to date at the instant of a crash.
+    int mfd = memfd_create("grove-handled", MFD_CLOEXEC);
+    if (mfd < 0 || ftruncate(mfd, 4096) != 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return std::string{"memfd: "} + strerror(errno);
+    }
+    auto* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (page == MAP_FAILED) {
+      ::close(mfd);
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return std::string{"mmap: "} + strerror(errno);
+    }
+    unmap_page();
+    handled_page_ = static_cast<std::atomic<uint64_t>*>(page);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    posix_spawn_file_actions_adddup2(&fa, mfd, 4);
+    std::vector<std::string> args{iso_.exe.string(), "--plugin-host", setup_.name,
+                                  "--fd", "3"};
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    auto rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(sv[1]);
+    ::close(mfd);
+    if (rc != 0) {
+      ::close(sv[0]);
+      return "cannot start " + iso_.exe.string() + ": " + strerror(rc);
+    }
+    pid_ = pid;
+    channel_ = std::make_shared<frame_channel>(sv[0]);
+    auto gen = ++gen_;
+    reader_ = std::thread{[ch = channel_, gen, self = caf::actor_cast<caf::actor>(this),
+                           b = setup_.bus_ptr, ep = ep(), name = setup_.name,
+                           status = setup_.status, log = setup_.log] {
+      read_loop(*ch, gen, self, *b, ep, name, *status, *log);
+    }};
+    host::ToChild out;
+    auto* s = out.mutable_start();
+    s->set_name(setup_.name);
+    s->set_library(library_);
+    s->set_config_yaml(emit(*setup_.config));
+    s->set_state_dir(setup_.state_dir.string());
+    s->set_log_level(iso_.log_level);
+    s->set_queue_capacity(iso_.queue_capacity);
+    channel_->send(out);
+    setup_.log->info("plugin host process {} started", pid_);
+    return {};
+  }
+
+  // Runs on the reader thread: only thread-safe things (bus, status, messages to self).
+  static void read_loop(frame_channel& ch, uint64_t gen, caf::actor self, bus& b,
+                        endpoint_ptr ep, const std::string& name, slot_status& status,
+                        spdlog::logger& log) {
+    for (;;) {
+      host::ToKernel in;
+      if (auto err = ch.receive(in)) {
+        if (err != errc::system_error)
+          log.error("plugin host sent bad data: {}", describe(err));
+        caf::anon_send(self, down_atom::value, gen);
+        return;
+      }
+      switch (in.kind_case()) {
+        case host::ToKernel::kStarted: {
+          auto& r = in.started();
+          caf::anon_send(self, started_atom::value, gen, r.ok(), r.text(), r.version());
+          break;
+        }
+        case host::ToKernel::kSubscribe:
+          if (auto err = b.subscribe(ep, in.subscribe()))
+            log.error("subscribe: {}", describe(err));
+          break;
+        case host::ToKernel::kUnsubscribe:
+          b.unsubscribe(ep, in.unsubscribe());
+          break;
+        case host::ToKernel::kPublish: {
+          auto* msg = in.mutable_publish();
+          msg->set_source(name);
+          msg->clear_id();
+          if (auto r = b.publish(std::move(*msg)); !r)
+            log.warn("publish refused: {}", describe(r.error()));
+          break;
+        }
+        case host::ToKernel::kCall: {
+          auto* c = in.mutable_call();
+          caf::anon_send(self, ccall_atom::value, gen, c->id(),
+                         std::move(*c->mutable_msg()), c->timeout_ms());
+          break;
+        }
+        case host::ToKernel::kReply: {
+          auto* r = in.mutable_reply();
+          caf::anon_send(self, creply_atom::value, gen, r->id(),
+                         std::move(*r->mutable_msg()), r->error());
+          break;
+        }
+        case host::ToKernel::kHandled:
+          caf::anon_send(self, handled_atom::value, gen, in.handled());
+          break;
+        case host::ToKernel::kSwapped: {
+          auto& r = in.swapped();
+          caf::anon_send(self, swapped_atom::value, gen, r.ok(), r.text(), r.version());
+          break;
+        }
+        case host::ToKernel::kStatus: {
+          std::lock_guard guard{status.mtx};
+          status.details[name + "." + in.status().key()] = in.status().value();
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  // Waits for the child to exit (killing it if it lingers); returns how it ended.
+  std::string reap_child() {
+    std::string how = "exited";
+    if (pid_ > 0) {
+      int status = 0;
+      for (int i = 0; i < 200; ++i) {
+        if (waitpid(pid_, &status, WNOHANG) == pid_)
+          break;
+        if (i == 100)
+          ::kill(pid_, SIGKILL);
+        std::this_thread::sleep_for(std::chrono::milliseconds{10});
+      }
+      if (WIFSIGNALED(status))
+        how = "killed by signal " + std::to_string(WTERMSIG(status)) + " ("
+              + strsignal(WTERMSIG(status)) + ")";
+      else if (WIFEXITED(status))
+        how = "exited with code " + std::to_string(WEXITSTATUS(status));
+      pid_ = -1;
+    }
+    if (channel_)
+      channel_->shutdown();
+    if (reader_.joinable())
+      reader_.join();
+    channel_.reset();
+    return how;
+  }
+
+  void unmap_page() {
+    if (handled_page_ != nullptr)
+      munmap(handled_page_, 4096);
+    handled_page_ = nullptr;
+  }
+
+  void kill_child() {
+    if (pid_ > 0)
+      ::kill(pid_, SIGKILL);
+    reap_child();
+  }
+
+  void on_down(uint64_t gen) {
+    if (gen != gen_)
+      return;
+    auto how = reap_child();
+    for (auto& [id, rp] : calls_)
+      rp.deliver(make_error(errc::plugin_failed, setup_.name + " process " + how));
+    calls_.clear();
+    if (swap_rp_) {
+      swap_rp_->deliver(false, "plugin host process " + how + " during the reload");
+      swap_rp_.reset();
+    }
+    if (init_rp_) {
+      init_rp_->deliver("plugin host process " + how + " while starting");
+      init_rp_.reset();
+      set_state(plugin_state::stopped, how);
+      become(initial_);
+      return;
+    }
+    // Settle what the child handled before it died; the socket's acks may lag.
+    auto handled = handled_page_ ? handled_page_->load(std::memory_order_acquire) : 0;
+    while (!unacked_.empty() && unacked_.front().first <= handled) {
+      unacked_.pop_front();
+      ep()->consumed();
+    }
+    if (!unacked_.empty()) {
+      // The message in hand at the crash is the likely cause: do not send it again.
+      setup_.log->warn("dropping the message that was in hand at the crash (topic {})",
+                       unacked_.front().second.topic());
+      unacked_.pop_front();
+      ep()->discard();
+    }
+    on_failure("plugin host process " + how);
+  }
+
+  void on_failure(const std::string& reason) {
+    setup_.log->error("failed: {}", reason);
+    auto now = std::chrono::steady_clock::now();
+    failures_.push_back(now);
+    while (!failures_.empty() && now - failures_.front() > setup_.restart.window)
+      failures_.pop_front();
+    if (failures_.size() >= setup_.restart.max_failures) {
+      setup_.log->critical("{} failures within {}s: marked broken, stays down",
+                           failures_.size(), setup_.restart.window.count());
+      kill_child();
+      set_state(plugin_state::broken, reason);
+      setup_.bus_ptr->unsubscribe_all(ep());
+      for (size_t i = 0; i < unacked_.size(); ++i)
+        ep()->discard();
+      unacked_.clear();
+      become(broken_);
+      return;
+    }
+    auto delay = setup_.restart.backoff_initial;
+    for (size_t i = 1; i < failures_.size() && delay < setup_.restart.backoff_max; ++i)
+      delay *= 2;
+    delay = std::min(delay, setup_.restart.backoff_max);
+    set_state(plugin_state::restarting, reason);
+    setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
+                     delay.count(), failures_.size(), setup_.restart.max_failures,
+                     setup_.restart.window.count());
+    delayed_send(this, delay, restart_atom::value, gen_);
+    become(waiting_);
+  }
+
+  bool on_stop() {
+    if (channel_ && pid_ > 0) {
+      host::ToChild out;
+      out.set_stop(true);
+      channel_->send(out);
+      // Give it a moment to stop its plugin cleanly, then make sure.
+      for (int i = 0; i < 300 && pid_ > 0; ++i) {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = -1;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds{10});
+      }
+    }
+    kill_child();
+    setup_.bus_ptr->unsubscribe_all(ep());
+    set_state(plugin_state::stopped);
+    quit();
+    return true;
+  }
+
+  slot_setup setup_;
+  isolation_setup iso_;
+  std::string library_;
+  std::string version_;
+  std::string pending_library_;
+  pid_t pid_ = -1;
+  std::atomic<uint64_t>* handled_page_ = nullptr;
+  std::shared_ptr<frame_channel> channel_;
+  std::thread reader_;
+  uint64_t gen_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t next_call_ = 1;
+  std::deque<std::pair<uint64_t, Envelope>> unacked_;
+  std::unordered_map<uint64_t, caf::response_promise> calls_;
+  std::optional<caf::response_promise> init_rp_;
+  std::optional<caf::response_promise> swap_rp_;
+  std::deque<std::chrono::steady_clock::time_point> failures_;
+  caf::behavior initial_;
+  caf::behavior starting_;
+  caf::behavior running_;
+  caf::behavior waiting_;
+  caf::behavior broken_;
+};
+
+} // namespace
+
+caf::actor spawn_isolated_slot(caf::actor_system& sys, slot_setup setup,
+                               isolation_setup iso) {
+  return sys.spawn<isolated_slot>(std::move(setup), std::move(iso));
+}
+
+} // namespace grove

@@ -1,0 +1,243 @@
+#include "plugin_host_child.hpp"
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <unordered_map>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <spdlog/spdlog.h>
+
+#include "frame_channel.hpp"
+#include "grove/kernel/kernel.hpp"
+#include "grove/plugin_host.pb.h"
+#include "slot.hpp"
+
+namespace grove {
+
+namespace {
+
+using call_atom = caf::atom_constant<caf::atom("call")>;
+
+/// Carries requests across the socket: the plugin's requests out (as Calls answered
+/// by Replies), and the kernel's Calls in (as requests to the plugin's slot).
+class bridge_actor : public caf::event_based_actor {
+public:
+  bridge_actor(caf::actor_config& cfg, frame_channel* ch)
+    : caf::event_based_actor(cfg), ch_(ch) {
+  }
+
+protected:
+  caf::behavior make_behavior() override {
+    return {
+      // A request from the plugin: ask the kernel.
+      [this](Envelope& msg) {
+        auto id = next_++;
+        open_.emplace(id, make_response_promise());
+        host::ToKernel out;
+        auto* call = out.mutable_call();
+        call->set_id(id);
+        *call->mutable_msg() = std::move(msg);
+        ch_->send(out);
+      },
+      // The kernel's answer to one of those.
+      [this](reply_atom, uint64_t id, Envelope& msg, std::string& error) {
+        auto i = open_.find(id);
+        if (i == open_.end())
+          return;
+        if (error.empty())
+          i->second.deliver(std::move(msg));
+        else
+          i->second.deliver(make_error(errc::plugin_failed, error));
+        open_.erase(i);
+      },
+      // A request from the kernel for the plugin.
+      [this](call_atom, uint64_t id, Envelope& msg, uint64_t timeout_ms, caf::actor& slot) {
+        auto reply = [this, id](Envelope* env, const std::string& error) {
+          host::ToKernel out;
+          auto* r = out.mutable_reply();
+          r->set_id(id);
+          if (env != nullptr)
+            *r->mutable_msg() = std::move(*env);
+          r->set_error(error);
+          ch_->send(out);
+        };
+        request(slot, std::chrono::milliseconds{timeout_ms}, bus::wrap(std::move(msg)))
+          .then([reply](Envelope& env) { reply(&env, ""); },
+                [reply](caf::error& err) { reply(nullptr, describe(err)); });
+      },
+    };
+  }
+
+private:
+  frame_channel* ch_;
+  uint64_t next_ = 1;
+  std::unordered_map<uint64_t, caf::response_promise> open_;
+};
+
+/// The child's bus uplink: everything the plugin does goes to the kernel.
+class uplink final : public bus_uplink {
+public:
+  uplink(frame_channel& ch, caf::actor bridge)
+    : ch_(ch), ep_(std::make_shared<endpoint>("kernel", std::move(bridge), queue_settings{})) {
+  }
+
+  void forward(Envelope&& msg) override {
+    host::ToKernel out;
+    *out.mutable_publish() = std::move(msg);
+    ch_.send(out);
+  }
+
+  void subscription_changed(bool added, const std::string& filter) override {
+    host::ToKernel out;
+    if (added)
+      out.set_subscribe(filter);
+    else
+      out.set_unsubscribe(filter);
+    ch_.send(out);
+  }
+
+  endpoint_ptr request_endpoint() override {
+    return ep_;
+  }
+
+private:
+  frame_channel& ch_;
+  endpoint_ptr ep_;
+};
+
+} // namespace
+
+int run_plugin_host(const std::string& name, int fd) {
+  // Go when groved goes, whatever the reason.
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  std::signal(SIGPIPE, SIG_IGN);
+  // Acknowledge handled deliveries from the writer thread, about every millisecond.
+  std::atomic<uint64_t> last_ack{0};
+  std::atomic<endpoint*> ep_raw{nullptr};
+  frame_channel* chp = nullptr;
+  frame_channel ch{fd, [&] {
+                     auto* e = ep_raw.load();
+                     if (e == nullptr)
+                       return;
+                     auto handled = e->delivered() - e->depth();
+                     if (handled != last_ack.exchange(handled)) {
+                       host::ToKernel out;
+                       out.set_handled(handled);
+                       chp->send(out);
+                     }
+                   }};
+  chp = &ch;
+  // Declared after the channel: the kernel (and every actor using the channel) must be
+  // gone before the channel is.
+  std::unique_ptr<kernel> k;
+  endpoint_ptr ep;
+  host::ToChild first;
+  if (auto err = ch.receive(first); err || !first.has_start()) {
+    fprintf(stderr, "groved --plugin-host %s: no start frame: %s\n", name.c_str(),
+            describe(err).c_str());
+    return 2;
+  }
+  auto& start = first.start();
+  std::filesystem::path state_dir = start.state_dir();
+  image_profile p;
+  p.file = "<plugin-host>";
+  p.write_dir = state_dir.parent_path().parent_path();
+  p.plugin_dir = std::filesystem::path{start.library()}.parent_path();
+  p.control_socket = p.write_dir / "run" / (name + ".sock");
+  p.log_level = start.log_level();
+  p.worker_threads = 2;
+  kernel_options opts;
+  opts.control_socket = false;
+  k = std::make_unique<kernel>(std::move(p), opts);
+  auto bridge = k->system().spawn<bridge_actor>(&ch);
+  uplink up{ch, bridge};
+  k->bus().set_uplink(&up);
+  auto result = [&](bool ok, const std::string& text) {
+    host::ToKernel out;
+    auto* r = out.mutable_started();
+    r->set_ok(ok);
+    r->set_text(text);
+    auto all = k->plugins();
+    if (all.plugins_size() > 0)
+      r->set_version(all.plugins(0).version());
+    ch.send(out);
+  };
+  if (auto err = k->start()) {
+    result(false, describe(err));
+    return 1;
+  }
+  plugin_spec spec;
+  spec.name = name;
+  spec.file = "<plugin-host>";
+  spec.config = make_yaml(YAML::Load(start.config_yaml()));
+  spec.log_level = start.log_level();
+  spec.queue.capacity = start.queue_capacity() > 0 ? start.queue_capacity() : 10000;
+  spec.queue.overflow = overflow_policy::block;
+  spec.queue.block_timeout = std::chrono::hours{24};
+  if (auto err = k->host().load(spec)) {
+    result(false, describe(err));
+    return 1;
+  }
+  ep = k->host().endpoint_of(name);
+  // fd 4: a page shared with groved; the handled count there survives our crash.
+  if (auto* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, 4, 0);
+      page != MAP_FAILED)
+    ep->mirror_handled(static_cast<std::atomic<uint64_t>*>(page));
+  ::close(4);
+  ep_raw = ep.get();
+  result(true, "running in process " + std::to_string(getpid()));
+  auto slot = k->host().slot_of(name);
+  int code = 0;
+  for (;;) {
+    host::ToChild in;
+    if (auto err = ch.receive(in)) {
+      if (err != errc::system_error) // EOF is the parent going away
+        k->log()->error("plugin host {}: {}", name, describe(err));
+      code = 1;
+      break;
+    }
+    if (in.has_deliver()) {
+      auto* msg = in.mutable_deliver()->mutable_msg();
+      ep->offer(std::move(*msg));
+    } else if (in.has_call()) {
+      auto* call = in.mutable_call();
+      caf::anon_send(bridge, call_atom::value, call->id(), std::move(*call->mutable_msg()),
+                     call->timeout_ms(), slot);
+    } else if (in.has_reply()) {
+      auto* r = in.mutable_reply();
+      caf::anon_send(bridge, reply_atom::value, r->id(), std::move(*r->mutable_msg()),
+                     r->error());
+    } else if (in.has_swap()) {
+      auto& swap = in.swap();
+      caf::expected<std::string> r{std::string{}};
+      if (!swap.config_yaml().empty()) {
+        auto s = *k->host().spec_of(name);
+        s.config = make_yaml(YAML::Load(swap.config_yaml()));
+        r = k->host().reconfigure(s);
+      } else {
+        r = k->host().reload(name, swap.library());
+      }
+      host::ToKernel out;
+      auto* res = out.mutable_swapped();
+      res->set_ok(static_cast<bool>(r));
+      res->set_text(r ? *r : describe(r.error()));
+      auto all = k->plugins();
+      if (all.plugins_size() > 0)
+        res->set_version(all.plugins(0).version());
+      ch.send(out);
+    } else if (in.has_stop()) {
+      break;
+    }
+  }
+  ep_raw = nullptr;
+  k->stop();
+  caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
+  k->bus().set_uplink(nullptr);
+  return code;
+}
+
+} // namespace grove

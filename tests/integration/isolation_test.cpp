@@ -1,0 +1,180 @@
+#define BOOST_TEST_MODULE isolation_test
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "../unit/test_util.hpp"
+#include "process_util.hpp"
+
+// Plugins in `isolation: process`: the kernel runs in this test process and starts
+// real `groved --plugin-host` children for them.
+
+using namespace grove;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+struct fixture {
+  test::temp_dir dir;
+  std::unique_ptr<kernel> k;
+
+  fixture() {
+    auto p = test::make_profile(dir.path());
+    p.restart.backoff_initial = std::chrono::milliseconds{1};
+    p.restart.backoff_max = std::chrono::milliseconds{20};
+    p.restart.max_failures = 4;
+    kernel_options opts{false, false};
+    opts.plugin_host_exe = GROVED_PATH;
+    k = std::make_unique<kernel>(std::move(p), opts);
+    BOOST_REQUIRE(!k->start());
+  }
+
+  void load(const std::string& name, const std::string& config, bool isolated) {
+    plugin_spec s;
+    s.name = name;
+    s.config = make_yaml(YAML::Load(config));
+    s.file = "test.yaml";
+    s.queue.overflow = overflow_policy::block;
+    s.queue.capacity = 1000;
+    s.isolation = isolated ? "process" : "in_process";
+    auto err = k->host().load(s);
+    BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  }
+
+  control::PluginInfo info(const std::string& name) {
+    auto all = k->plugins();
+    for (auto& p : all.plugins())
+      if (p.name() == name)
+        return p;
+    BOOST_FAIL("no plugin " << name);
+    return {};
+  }
+
+  // Waits (bounded) until `pred` holds, pacing itself by bus round trips, not sleeps.
+  template <class Pred>
+  bool wait_until(Pred pred) {
+    test::collector tick{*k, "tick"};
+    for (size_t i = 0; i < 20000; ++i) {
+      if (pred())
+        return true;
+      test::pub(*k, "tick", "x");
+      if (!tick.wait_for(i + 1))
+        return false;
+    }
+    return pred();
+  }
+
+  // Waits (bounded) until `name` has restarted `n` times and runs again.
+  bool wait_restarts(const std::string& name, uint32_t n) {
+    return wait_until([&] {
+      auto i = info(name);
+      return i.restarts() >= n && i.state() == "running";
+    });
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(isolation, fixture)
+
+BOOST_AUTO_TEST_CASE(isolated_plugin_routes_like_an_in_process_one) {
+  load("echo", "{prefix: 'iso:'}", true);
+  BOOST_TEST(info("echo").isolation() == "process");
+  test::collector out{*k, "test/echo/out"};
+  for (int i = 0; i < 100; ++i)
+    test::pub(*k, "test/echo/in", std::to_string(i));
+  BOOST_REQUIRE(out.wait_for(100));
+  auto msgs = out.messages();
+  for (int i = 0; i < 100; ++i)
+    BOOST_TEST(msgs[i].payload() == "iso:" + std::to_string(i));
+  BOOST_TEST(msgs[0].source() == "echo"); // stamped by the kernel, not the child
+  // Requests cross the process boundary both ways.
+  auto r = k->request("test/echo/in", "ping", std::chrono::seconds{10});
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(r->payload() == "iso:ping");
+  r = k->request("test/echo/in", "fail", std::chrono::seconds{10});
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(contains(describe(r.error()), "asked to fail"), describe(r.error()));
+}
+
+BOOST_AUTO_TEST_CASE(segfault_is_contained_restarted_and_nothing_else_stops) {
+  load("echo", "{prefix: 'iso:', segv_on: segv}", true);
+  load("echo_b", "{listen: b/in, answer: b/out}", false);
+  test::collector out{*k, "test/echo/out"};
+  test::collector b_out{*k, "b/out"};
+  test::pub(*k, "test/echo/in", "before");
+  BOOST_REQUIRE(out.wait_for(1));
+  // The crash, then traffic for both plugins while the child is down and restarting.
+  test::pub(*k, "test/echo/in", "segv");
+  for (int i = 0; i < 200; ++i) {
+    test::pub(*k, "test/echo/in", std::to_string(i));
+    test::pub(*k, "b/in", std::to_string(i));
+  }
+  BOOST_REQUIRE(b_out.wait_for(200)); // the in-process plugin never stopped
+  // Everything after the crash reached the restarted child, in order.
+  BOOST_REQUIRE(out.wait_for(201));
+  auto msgs = out.messages();
+  BOOST_REQUIRE_EQUAL(msgs.size(), 201u);
+  for (int i = 0; i < 200; ++i)
+    BOOST_TEST(msgs[i + 1].payload() == "iso:" + std::to_string(i));
+  auto i = info("echo");
+  BOOST_TEST(i.restarts() == 1u);
+  BOOST_TEST(i.state() == "running");
+  BOOST_TEST(contains(i.last_error(), "signal 11"), i.last_error());
+  BOOST_TEST(i.dropped() == 1u); // the message in hand at the crash
+}
+
+BOOST_AUTO_TEST_CASE(abort_and_kill_are_crashes_too_then_broken) {
+  load("echo", "{abort_on: abort}", true);
+  test::pub(*k, "test/echo/in", "abort");
+  BOOST_REQUIRE(wait_restarts("echo", 1));
+  BOOST_TEST(contains(info("echo").last_error(), "signal 6"), info("echo").last_error());
+  // What the OOM killer does: SIGKILL from outside.
+  auto before = info("echo").restarts();
+  std::string pids = test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output;
+  BOOST_REQUIRE(!pids.empty());
+  for (auto pid : std::vector<std::string>{pids.substr(0, pids.find('\n'))})
+    ::kill(std::stoi(pid), SIGKILL);
+  BOOST_REQUIRE(wait_restarts("echo", before + 1));
+  BOOST_TEST(contains(info("echo").last_error(), "signal 9"), info("echo").last_error());
+  // Two more crashes reach max_failures (4): broken, and it stays down.
+  test::pub(*k, "test/echo/in", "abort");
+  BOOST_REQUIRE(wait_restarts("echo", before + 2));
+  test::pub(*k, "test/echo/in", "abort");
+  BOOST_REQUIRE(wait_until([&] { return info("echo").state() == "broken"; }));
+  BOOST_TEST(info("echo").state() == "broken");
+  BOOST_TEST(test::pub(*k, "test/echo/in", "x").delivered == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(hot_reload_of_an_isolated_plugin_keeps_state) {
+  load("relay", "{stamp: true}", true);
+  test::collector out{*k, "test/echo/out"};
+  test::pub(*k, "test/echo/in", "a");
+  BOOST_REQUIRE(out.wait_for(1));
+  auto r = k->reload("relay", (test::test_plugin_dir() / "librelay_v2.so").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(contains(*r, "state carried over"), *r);
+  test::pub(*k, "test/echo/in", "b");
+  BOOST_REQUIRE(out.wait_for(2));
+  BOOST_TEST(out.messages()[1].payload() == "v2|b|2");
+  BOOST_TEST(info("relay").version() == "2.0.0");
+  // A bad build is refused; the isolated plugin keeps serving.
+  r = k->reload("relay", (test::test_plugin_dir() / "librelay_throws.so").string());
+  BOOST_REQUIRE(!r);
+  test::pub(*k, "test/echo/in", "c");
+  BOOST_REQUIRE(out.wait_for(3));
+  BOOST_TEST(out.messages()[2].payload() == "v2|c|3");
+}
+
+BOOST_AUTO_TEST_CASE(unload_stops_the_child) {
+  load("echo", "{}", true);
+  BOOST_TEST(!test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output.empty());
+  BOOST_REQUIRE(!k->unload("echo"));
+  BOOST_TEST(test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output.empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
