@@ -98,11 +98,14 @@ protected:
         if (init_rp_) {
           init_rp_->deliver(std::string{});
           init_rp_.reset();
+          setup_.log->info("{}", text);
         } else {
-          std::lock_guard guard{setup_.status->mtx};
-          setup_.status->restarts += 1;
+          {
+            std::lock_guard guard{setup_.status->mtx};
+            setup_.status->restarts += 1;
+          }
+          setup_.log->info("restarted: {}", text);
         }
-        setup_.log->info("{}", text);
         become(running_);
       },
       [this](down_atom, uint64_t gen) { on_down(gen); },

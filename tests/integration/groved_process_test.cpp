@@ -230,3 +230,32 @@ BOOST_AUTO_TEST_CASE(check_mode_validates_plugin_configs) {
   BOOST_TEST(contains(r.output, "image.yaml:4:16"), r.output);
   BOOST_TEST(contains(r.output, "slow_us: expected an integer"), r.output);
 }
+
+BOOST_AUTO_TEST_CASE(what_isolation_buys) {
+  // The same segfaulting plugin, twice: in process it takes groved down with it;
+  // isolated, groved logs the crash, restarts the plugin and keeps serving.
+  for (std::string isolation : {"in_process", "process"}) {
+    test::temp_dir dir;
+    auto sock = dir.path() / "c.sock";
+    auto profile = dir.write("image.yaml", "kernel:\n  control_socket: " + sock.string()
+                                             + "\nplugins:\n  - name: echo\n    isolation: "
+                                             + isolation + "\n    config: {segv_on: segv}\n");
+    test::child d{{GROVED_PATH, "--config", profile.string(), "--write-dir",
+                   (dir.path() / "var").string(), "--plugin-dir",
+                   test::test_plugin_dir().string()}};
+    BOOST_REQUIRE_MESSAGE(d.wait_for_output("ready: 1 of 1 plugins running"), d.output());
+    auto r = test::run({GROVECTL_PATH, "--socket", sock.string(), "pub", "test/echo/in",
+                        "segv"});
+    BOOST_TEST(r.code == 0, r.output);
+    if (isolation == "in_process") {
+      BOOST_TEST(d.wait() == 128 + SIGSEGV, d.output());
+    } else {
+      BOOST_REQUIRE_MESSAGE(d.wait_for_output("killed by signal 11"), d.output());
+      BOOST_REQUIRE_MESSAGE(d.wait_for_output("restarted: running in process"), d.output());
+      r = test::run({GROVECTL_PATH, "--socket", sock.string(), "plugins", "--json"});
+      BOOST_TEST(r.code == 0);
+      BOOST_TEST(contains(r.output, "\"restarts\":1"), r.output);
+      BOOST_TEST(d.stop(SIGTERM) == 0, d.output());
+    }
+  }
+}

@@ -23,5 +23,8 @@ python3 "$here/memory_bench.py" --build "$build" || rc=1
 if [ -x "$build/bin/reload_bench" ]; then
   "$build/bin/reload_bench" 20 || rc=1
 fi
+if [ -x "$build/bin/isolation_bench" ]; then
+  "$build/bin/isolation_bench" 500000 3 || rc=1
+fi
 # Non-zero only when a benchmark could not run; missing a target is not a failure.
 exit $rc
