@@ -483,13 +483,10 @@ private:
 
   void on_failure(const std::string& reason) {
     setup_.log->error("failed: {}", reason);
-    auto now = std::chrono::steady_clock::now();
-    failures_.push_back(now);
-    while (!failures_.empty() && now - failures_.front() > setup_.restart.window)
-      failures_.pop_front();
-    if (failures_.size() >= setup_.restart.max_failures) {
-      setup_.log->critical("{} failures within {}s: marked broken, stays down",
-                           failures_.size(), setup_.restart.window.count());
+    auto d = failures_.record(setup_.restart);
+    if (d.broken) {
+      setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
+                           setup_.restart.window.count());
       kill_child();
       set_state(plugin_state::broken, reason);
       setup_.bus_ptr->unsubscribe_all(ep());
@@ -499,15 +496,11 @@ private:
       become(broken_);
       return;
     }
-    auto delay = setup_.restart.backoff_initial;
-    for (size_t i = 1; i < failures_.size() && delay < setup_.restart.backoff_max; ++i)
-      delay *= 2;
-    delay = std::min(delay, setup_.restart.backoff_max);
     set_state(plugin_state::restarting, reason);
     setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
-                     delay.count(), failures_.size(), setup_.restart.max_failures,
+                     d.delay.count(), d.count, setup_.restart.max_failures,
                      setup_.restart.window.count());
-    delayed_send(this, delay, restart_atom::value, gen_);
+    delayed_send(this, d.delay, restart_atom::value, gen_);
     become(waiting_);
   }
 
@@ -549,7 +542,7 @@ private:
   std::unordered_map<uint64_t, caf::response_promise> calls_;
   std::optional<caf::response_promise> init_rp_;
   std::optional<caf::response_promise> swap_rp_;
-  std::deque<std::chrono::steady_clock::time_point> failures_;
+  failure_tracker failures_;
   caf::behavior initial_;
   caf::behavior starting_;
   caf::behavior running_;

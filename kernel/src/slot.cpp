@@ -18,6 +18,24 @@ thread_local const void* current_slot = nullptr;
 
 } // namespace
 
+failure_tracker::decision failure_tracker::record(const restart_policy& policy) {
+  auto now = std::chrono::steady_clock::now();
+  failures_.push_back(now);
+  while (!failures_.empty() && now - failures_.front() > policy.window)
+    failures_.pop_front();
+  decision d;
+  d.count = failures_.size();
+  if (d.count >= policy.max_failures) {
+    d.broken = true;
+    return d;
+  }
+  d.delay = policy.backoff_initial;
+  for (size_t i = 1; i < d.count && d.delay < policy.backoff_max; ++i)
+    d.delay *= 2;
+  d.delay = std::min(d.delay, policy.backoff_max);
+  return d;
+}
+
 std::string now_iso8601() {
   auto now = std::chrono::system_clock::now();
   auto t = std::chrono::system_clock::to_time_t(now);
@@ -445,27 +463,20 @@ private:
   void on_failure(const std::string& reason) {
     setup_.log->error("failed: {}", reason);
     destroy_instance(reason);
-    auto now = std::chrono::steady_clock::now();
-    failures_.push_back(now);
-    while (!failures_.empty() && now - failures_.front() > setup_.restart.window)
-      failures_.pop_front();
-    if (failures_.size() >= setup_.restart.max_failures) {
-      setup_.log->critical("{} failures within {}s: marked broken, stays down",
-                           failures_.size(), setup_.restart.window.count());
+    auto d = failures_.record(setup_.restart);
+    if (d.broken) {
+      setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
+                           setup_.restart.window.count());
       set_state(plugin_state::broken, reason);
       setup_.bus_ptr->unsubscribe_all(ep());
       become(broken_);
       return;
     }
-    auto delay = setup_.restart.backoff_initial;
-    for (size_t i = 1; i < failures_.size() && delay < setup_.restart.backoff_max; ++i)
-      delay *= 2;
-    delay = std::min(delay, setup_.restart.backoff_max);
     set_state(plugin_state::restarting, reason);
     setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
-                     delay.count(), failures_.size(), setup_.restart.max_failures,
+                     d.delay.count(), d.count, setup_.restart.max_failures,
                      setup_.restart.window.count());
-    delayed_send(this, delay, restart_atom::value, generation_);
+    delayed_send(this, d.delay, restart_atom::value, generation_);
     become(restarting_);
   }
 
@@ -603,7 +614,7 @@ private:
   std::unordered_map<uint64_t, response_handler> pending_;
   uint64_t next_request_ = 1;
   std::unordered_map<uint64_t, caf::response_promise> promises_;
-  std::deque<std::chrono::steady_clock::time_point> failures_;
+  failure_tracker failures_;
   caf::behavior running_;
   caf::behavior restarting_;
   caf::behavior broken_;

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <memory>
 
 #include <caf/actor.hpp>
@@ -64,6 +66,33 @@ struct slot_setup {
 struct reconfig_request {
   /// Validated configuration.
   YAML::Node config;
+};
+
+/// The supervision policy both kinds of slot apply: failures are counted over a
+/// sliding window; too many mark the plugin broken, otherwise it restarts after an
+/// exponential back-off.
+class failure_tracker {
+public:
+  /// What to do after a failure.
+  struct decision {
+    /// True: stop for good.
+    bool broken = false;
+    /// Back-off before the restart (when not broken).
+    std::chrono::milliseconds delay{0};
+    /// Failures inside the window, this one included.
+    size_t count = 0;
+  };
+
+  /// Records a failure now and decides.
+  decision record(const restart_policy& policy);
+
+  /// Forgets past failures (after an operator replaced the build).
+  void clear() noexcept {
+    failures_.clear();
+  }
+
+private:
+  std::deque<std::chrono::steady_clock::time_point> failures_;
 };
 
 /// The current UTC time as "YYYY-MM-DDTHH:MM:SSZ".

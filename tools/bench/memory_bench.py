@@ -9,42 +9,20 @@ Usage: memory_bench.py [--build DIR] [--config FILE] [--idle SECONDS] [--mosquit
 import argparse
 import json
 import os
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import line_reader, stop  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET_PSS_KB = 8192
 FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Shared_Clean", "Shared_Dirty",
           "Private_Clean", "Private_Dirty", "Swap")
-
-
-class line_reader:
-    """Reads lines from a pipe with a deadline. select() on the raw descriptor plus
-    os.read, because a buffered readline() may hold lines select() cannot see."""
-
-    def __init__(self, f):
-        self.fd = f.fileno()
-        self.buf = b""
-
-    def readline(self, deadline):
-        """The next line (bytes); b"" at EOF; None on timeout."""
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                return None
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                line, self.buf = self.buf, b""
-                return line
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line + b"\n"
 
 
 def smaps_rollup(pid):
@@ -90,17 +68,6 @@ def wait_listening(proc, port, timeout_s=10.0):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("mosquitto: not listening on %d within %.0f s" % (port, timeout_s))
-
-
-def stop(proc):
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main():

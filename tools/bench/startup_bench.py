@@ -13,41 +13,19 @@ import argparse
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import line_reader, stop  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY = re.compile(r"ready: (\d+) of (\d+) plugins running \(([\d.]+) ms\)")
 TARGET_MS = 100
-
-
-class line_reader:
-    """Reads lines from a pipe with a deadline. select() on the raw descriptor plus
-    os.read, because a buffered readline() may hold lines select() cannot see."""
-
-    def __init__(self, f):
-        self.fd = f.fileno()
-        self.buf = b""
-
-    def readline(self, deadline):
-        """The next line (bytes); b"" at EOF; None on timeout."""
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                return None
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                line, self.buf = self.buf, b""
-                return line
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line + b"\n"
 
 
 def percentile(xs, q):
@@ -55,18 +33,6 @@ def percentile(xs, q):
     xs = sorted(xs)
     k = max(0, min(len(xs) - 1, round(q * (len(xs) - 1))))
     return xs[k]
-
-
-def stop(proc):
-    """SIGINT, then SIGKILL if it does not exit within 10 s."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def one_start(groved, config, timeout_s=10.0):
