@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <map>
 #include <unordered_map>
 
 #include <caf/event_based_actor.hpp>
@@ -119,6 +120,10 @@ int run_plugin_host(const std::string& name, int fd) {
   std::atomic<uint64_t> last_ack{0};
   std::atomic<endpoint*> ep_raw{nullptr};
   frame_channel* chp = nullptr;
+  // Status lines (context::set_status) go up every ~100 ticks, changed ones only.
+  std::atomic<kernel*> kp{nullptr};
+  std::map<std::string, std::string> sent_status;
+  int ticks = 0;
   frame_channel ch{fd, [&] {
                      auto* e = ep_raw.load();
                      if (e == nullptr)
@@ -127,6 +132,19 @@ int run_plugin_host(const std::string& name, int fd) {
                      if (handled != last_ack.exchange(handled)) {
                        host::ToKernel out;
                        out.set_handled(handled);
+                       chp->send(out);
+                     }
+                     if (++ticks % 100 != 0 || kp.load() == nullptr)
+                       return;
+                     auto prefix = name + ".";
+                     for (auto& [key, value] : kp.load()->host().details()) {
+                       auto& last = sent_status[key];
+                       if (last == value || key.rfind(prefix, 0) != 0)
+                         continue;
+                       last = value;
+                       host::ToKernel out;
+                       out.mutable_status()->set_key(key.substr(prefix.size()));
+                       out.mutable_status()->set_value(value);
                        chp->send(out);
                      }
                    }};
@@ -183,6 +201,7 @@ int run_plugin_host(const std::string& name, int fd) {
     return 1;
   }
   ep = k->host().endpoint_of(name);
+  kp = k.get();
   // fd 4: a page shared with groved; the handled count there survives our crash.
   if (auto* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, 4, 0);
       page != MAP_FAILED)
@@ -234,6 +253,7 @@ int run_plugin_host(const std::string& name, int fd) {
     }
   }
   ep_raw = nullptr;
+  kp = nullptr;
   k->stop();
   caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
   k->bus().set_uplink(nullptr);

@@ -170,6 +170,33 @@ BOOST_AUTO_TEST_CASE(hot_reload_of_an_isolated_plugin_keeps_state) {
   BOOST_TEST(out.messages()[2].payload() == "v2|c|3");
 }
 
+BOOST_AUTO_TEST_CASE(status_lines_cross_the_boundary) {
+  // heartbeat reports "beats" through set_status; isolated, it still shows. It gets a
+  // kernel of its own whose plugin directory holds a copy of it.
+  test::temp_dir pdir;
+  std::filesystem::copy(HEARTBEAT_PLUGIN, pdir.path() / "libheartbeat.so");
+  auto p = test::make_profile(pdir.path());
+  p.plugin_dir = pdir.path();
+  kernel_options opts{false, false};
+  opts.plugin_host_exe = GROVED_PATH;
+  kernel hk{std::move(p), opts};
+  BOOST_REQUIRE(!hk.start());
+  plugin_spec s;
+  s.name = "heartbeat";
+  s.config = make_yaml(YAML::Load("{interval_ms: 2, topic: hb}"));
+  s.isolation = "process";
+  auto err = hk.host().load(s);
+  BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  test::collector beats{hk, "hb"};
+  for (size_t n = 1; n < 5000; ++n) {
+    BOOST_REQUIRE(beats.wait_for(n)); // paced by the plugin's own beats
+    auto d = hk.status().details();
+    if (auto i = d.find("heartbeat.beats"); i != d.end() && std::stoi(i->second) >= 3)
+      return;
+  }
+  BOOST_FAIL("no status line from the isolated heartbeat");
+}
+
 BOOST_AUTO_TEST_CASE(unload_stops_the_child) {
   load("echo", "{}", true);
   BOOST_TEST(!test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output.empty());
