@@ -72,6 +72,13 @@ protected:
       [this](started_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
         if (gen != gen_)
           return;
+        if (!ok && revive_rp_) {
+          revive_rp_->deliver(false, "plugin host: " + text + "; plugin stays down");
+          revive_rp_.reset();
+          kill_child();
+          become(broken_);
+          return;
+        }
         if (!ok) {
           if (init_rp_) {
             init_rp_->deliver("plugin host: " + text);
@@ -99,6 +106,13 @@ protected:
           init_rp_->deliver(std::string{});
           init_rp_.reset();
           setup_.log->info("{}", text);
+        } else if (revive_rp_) {
+          failures_.clear();
+          note_reload(true, "replaced a broken plugin (started fresh)");
+          revive_rp_->deliver(true, "replaced a broken plugin with " + version_
+                                      + " (started fresh)");
+          revive_rp_.reset();
+          setup_.log->info("revived: {}", text);
         } else {
           {
             std::lock_guard guard{setup_.status->mtx};
@@ -142,7 +156,10 @@ protected:
           version_ = version;
         if (ok && !pending_library_.empty())
           library_ = pending_library_;
+        if (ok && pending_config_)
+          setup_.config = pending_config_;
         pending_library_.clear();
+        pending_config_.reset();
         note_reload(ok, text);
         swap_rp_->deliver(ok, text);
         swap_rp_.reset();
@@ -156,7 +173,8 @@ protected:
       [this](reconf_atom, reconfig_request& req) -> caf::result<bool, std::string> {
         host::ToChild out;
         out.mutable_swap()->set_config_yaml(emit(req.config));
-        setup_.config = std::make_shared<const YAML::Node>(req.config);
+        // Kept only once the child accepts it, so a restart never uses a refused one.
+        pending_config_ = std::make_shared<const YAML::Node>(req.config);
         return start_swap(out);
       },
       [this](down_atom, uint64_t gen) { on_down(gen); },
@@ -184,13 +202,17 @@ protected:
         else
           ep()->discard();
       },
-      [this](reload_atom, reload_request& req) -> std::tuple<bool, std::string> {
+      [this](reload_atom, reload_request& req) -> caf::result<bool, std::string> {
+        auto previous = library_;
         library_ = req.lib->path.string();
-        failures_.clear();
-        if (auto err = spawn_child(); !err.empty())
-          return {false, err};
+        if (auto err = spawn_child(); !err.empty()) {
+          library_ = previous;
+          return caf::result<bool, std::string>{false, err};
+        }
+        // Answered once the new child reports in (see starting_).
+        revive_rp_ = make_response_promise();
         become(starting_);
-        return {true, "starting a new plugin host process from " + library_};
+        return caf::delegated<bool, std::string>{};
       },
       [this](stop_atom) { return on_stop(); },
       [](caf::message&) {},
@@ -276,7 +298,9 @@ private:
     }
     msg.set_source(setup_.name);
     msg.set_id(setup_.bus_ptr->next_id());
-    auto timeout = std::chrono::milliseconds{timeout_ms > 0 ? timeout_ms : 10'000};
+    // The plugin's own request timeout runs in the child; the kernel only bounds
+    // requests the child abandoned (it died, or never answers).
+    auto timeout = std::chrono::milliseconds{timeout_ms > 0 ? timeout_ms : 3'600'000};
     request(target->handle(), timeout, bus::wrap(std::move(msg)))
       .then([answer](Envelope& env) { answer(&env, ""); },
             [answer](caf::error& err) { answer(nullptr, describe(err)); });
@@ -458,6 +482,12 @@ private:
       swap_rp_->deliver(false, "plugin host process " + how + " during the reload");
       swap_rp_.reset();
     }
+    if (revive_rp_) {
+      revive_rp_->deliver(false, "plugin host process " + how + " while starting");
+      revive_rp_.reset();
+      become(broken_);
+      return;
+    }
     if (init_rp_) {
       init_rp_->deliver("plugin host process " + how + " while starting");
       init_rp_.reset();
@@ -531,6 +561,7 @@ private:
   std::string library_;
   std::string version_;
   std::string pending_library_;
+  std::shared_ptr<const YAML::Node> pending_config_;
   pid_t pid_ = -1;
   std::atomic<uint64_t>* handled_page_ = nullptr;
   std::shared_ptr<frame_channel> channel_;
@@ -542,6 +573,7 @@ private:
   std::unordered_map<uint64_t, caf::response_promise> calls_;
   std::optional<caf::response_promise> init_rp_;
   std::optional<caf::response_promise> swap_rp_;
+  std::optional<caf::response_promise> revive_rp_;
   failure_tracker failures_;
   caf::behavior initial_;
   caf::behavior starting_;

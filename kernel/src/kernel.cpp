@@ -111,7 +111,7 @@ kernel::kernel(image_profile profile, kernel_options options)
   else
     sink = std::make_shared<spdlog::sinks::null_sink_mt>();
   sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
-  log_ = std::make_shared<spdlog::logger>("groved", sink);
+  log_ = std::make_shared<spdlog::logger>(options_.logger_name, sink);
   log_->set_level(spdlog::level::from_str(profile_.log_level));
   log_->flush_on(spdlog::level::info);
   // CAF 0.17 starts max(cores, 4) workers; on a 2-core device the idle extra workers

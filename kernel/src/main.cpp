@@ -22,14 +22,16 @@ __attribute__((visibility("default"))) const char* malloc_conf = "narenas:2";
 
 namespace {
 
-// Plugins sit at <prefix>/lib/grove/plugins beside <prefix>/bin/groved, in the build
-// tree and in an installed tree alike.
+// Plugins sit at <prefix>/<libdir>/grove/plugins beside <prefix>/bin/groved: libdir as
+// installed (e.g. lib/x86_64-linux-gnu under /usr), or plain lib in the build tree.
 std::filesystem::path default_plugin_dir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec)
-    return std::filesystem::absolute("lib/grove/plugins");
-  return exe.parent_path().parent_path() / "lib" / "grove" / "plugins";
+  auto prefix = ec ? std::filesystem::current_path() : exe.parent_path().parent_path();
+  auto installed = prefix / GROVE_PLUGIN_RELDIR;
+  if (std::filesystem::is_directory(installed, ec))
+    return installed;
+  return prefix / "lib" / "grove" / "plugins";
 }
 
 } // namespace
@@ -54,7 +56,16 @@ int main(int argc, char** argv) {
   app.add_option("-p,--plugin-dir", plugin_dir, "where lib<name>.so plugins are");
   app.add_flag("--check", check_only,
                "validate the profile and every plugin's configuration, then exit");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2; // usage errors exit 2, like grovectl's
+  }
   if (!host_name.empty())
     return grove::run_plugin_host(host_name, host_fd);
   if (config_file.empty()) {

@@ -166,10 +166,12 @@ int run_plugin_host(const std::string& name, int fd) {
   p.write_dir = state_dir.parent_path().parent_path();
   p.plugin_dir = std::filesystem::path{start.library()}.parent_path();
   p.control_socket = p.write_dir / "run" / (name + ".sock");
-  p.log_level = start.log_level();
+  // The child's own kernel says little: the plugin's logger carries what matters.
+  p.log_level = "warn";
   p.worker_threads = 2;
   kernel_options opts;
   opts.control_socket = false;
+  opts.logger_name = "host:" + name;
   k = std::make_unique<kernel>(std::move(p), opts);
   auto bridge = k->system().spawn<bridge_actor>(&ch);
   uplink up{ch, bridge};

@@ -148,6 +148,15 @@ BOOST_AUTO_TEST_CASE(abort_and_kill_are_crashes_too_then_broken) {
   BOOST_REQUIRE(wait_until([&] { return info("echo").state() == "broken"; }));
   BOOST_TEST(info("echo").state() == "broken");
   BOOST_TEST(test::pub(*k, "test/echo/in", "x").delivered == 0u);
+  // An operator's reload revives it; the answer comes once the new child runs.
+  auto r = k->reload("echo", (test::test_plugin_dir() / "libecho.so").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(contains(*r, "replaced a broken plugin"), *r);
+  BOOST_TEST(info("echo").state() == "running");
+  test::collector out{*k, "test/echo/out"};
+  test::pub(*k, "test/echo/in", "back");
+  BOOST_REQUIRE(out.wait_for(1));
+  BOOST_TEST(out.messages()[0].payload() == "back");
 }
 
 BOOST_AUTO_TEST_CASE(hot_reload_of_an_isolated_plugin_keeps_state) {

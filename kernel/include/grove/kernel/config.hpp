@@ -95,7 +95,7 @@ struct image_profile {
   std::filesystem::path control_socket;
   /// Kernel log level.
   std::string log_level = "info";
-  /// CAF worker threads (0 = one per core).
+  /// CAF worker threads (0 = one per core, at least 2).
   uint32_t worker_threads = 0;
   /// Default bus queue settings.
   queue_settings queue;

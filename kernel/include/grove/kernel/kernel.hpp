@@ -39,6 +39,8 @@ struct kernel_options {
   std::chrono::milliseconds watch_interval{1000};
   /// The groved binary for `isolation: process` plugins (empty: not available).
   std::filesystem::path plugin_host_exe;
+  /// Name of the kernel's logger (a plugin-host child logs as "host:<plugin>").
+  std::string logger_name = "groved";
 };
 
 /// One running Grove kernel: actor system, bus, plugin host and control socket.
