@@ -262,6 +262,7 @@ kernel:
     write_dir: {type: string, doc: "state directory; default ./var"}
     plugin_dir: {type: string, doc: "where lib<name>.so files are"}
     control_socket: {type: string, doc: "default <write_dir>/run/control.sock"}
+    group: {type: string, doc: "group definition file, YAML or JSON"}
     log_level: {type: string, default: info,
                 enum: [trace, debug, info, warn, error, critical, off]}
     worker_threads: {type: int, default: 0, min: 0, max: 256}
@@ -387,6 +388,8 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
     result.control_socket = absolute_from(cwd, kernel["control_socket"].Scalar());
   else
     result.control_socket = result.write_dir / "run" / "control.sock";
+  if (kernel["group"])
+    result.group_file = absolute_from(cwd, kernel["group"].Scalar());
   result.log_level = kernel["log_level"].Scalar();
   result.worker_threads = kernel["worker_threads"].as<uint32_t>();
   auto bus = kernel["bus"];

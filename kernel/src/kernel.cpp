@@ -82,6 +82,43 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
+/// Answers `$grove/group/get` with the group in force (a serialized grove.group.Group).
+class group_service : public caf::event_based_actor {
+public:
+  group_service(caf::actor_config& cfg, const kernel* k, std::shared_ptr<endpoint_ptr> ep)
+    : caf::event_based_actor(cfg), k_(k), ep_(std::move(ep)) {
+  }
+
+protected:
+  caf::behavior make_behavior() override {
+    return {
+      [this](const Envelope& msg) -> caf::result<Envelope> {
+        if (!current_mailbox_element()->mid.is_request()) {
+          (*ep_)->consumed();
+          return Envelope{};
+        }
+        auto g = k_->group();
+        if (!g)
+          return make_error(errc::invalid_state, "this image has no group definition");
+        Envelope reply;
+        reply.set_topic(msg.reply_to());
+        reply.set_source("kernel");
+        reply.set_content_type("application/x-protobuf; grove.group.Group");
+        reply.set_payload(g->SerializeAsString());
+        return reply;
+      },
+    };
+  }
+
+  void on_exit() override {
+    ep_.reset();
+  }
+
+private:
+  const kernel* k_;
+  std::shared_ptr<endpoint_ptr> ep_;
+};
+
 /// Unsubscribes, waits out a callback in progress and stops the sink actor when the
 /// last owner lets go; after that the callback never runs again. The callback itself
 /// stays alive until the sink actor is gone, so releasing from inside it is safe.
@@ -150,6 +187,18 @@ caf::error kernel::start() {
   log_->info("groved {} starting: profile {}, write dir {}, plugin dir {}",
              kernel_version, profile_.file.string(), profile_.write_dir.string(),
              profile_.plugin_dir.string());
+  if (!profile_.group_file.empty()) {
+    if (options_.watch_profile)
+      group_text_ = read_file(profile_.group_file);
+    if (auto err = reload_group())
+      return err;
+    // Without a group the request finds no route, which says just that.
+    auto box = std::make_shared<endpoint_ptr>();
+    group_service_ = sys_->spawn<group_service>(this, box);
+    group_ep_ = std::make_shared<endpoint>("kernel:group", group_service_, profile_.queue);
+    *box = group_ep_;
+    bus_.subscribe(group_ep_, "$grove/group/get");
+  }
   // The control socket comes first so an operator can look at a half-started device.
   if (options_.control_socket) {
     control_ = std::make_unique<control_server>(*this, profile_.control_socket, log_);
@@ -175,6 +224,14 @@ caf::error kernel::start() {
       std::unique_lock guard{watch_mtx_};
       while (!watch_cv_.wait_for(guard, options_.watch_interval,
                                  [this] { return watch_stop_; })) {
+        if (!profile_.group_file.empty()) {
+          auto gtext = read_file(profile_.group_file);
+          if (!gtext.empty() && gtext != group_text_) {
+            group_text_ = gtext;
+            log_->info("group {} changed on disk", profile_.group_file.string());
+            reload_group();
+          }
+        }
         auto text = read_file(profile_.file);
         if (text.empty() || text == profile_text_)
           continue;
@@ -202,6 +259,11 @@ void kernel::stop() {
   if (control_)
     control_->stop();
   host_->stop_all();
+  if (group_ep_) {
+    bus_.unsubscribe_all(group_ep_);
+    caf::anon_send_exit(group_service_, caf::exit_reason::user_shutdown);
+    group_ep_.reset();
+  }
   log_->info("stopped");
   log_->flush();
 }
@@ -234,6 +296,34 @@ caf::expected<Envelope> kernel::request(std::string_view topic, std::string payl
   return result;
 }
 
+std::shared_ptr<const group::Group> kernel::group() const {
+  std::lock_guard guard{group_mtx_};
+  return group_;
+}
+
+caf::error kernel::reload_group() {
+  auto next = load_group(profile_.group_file);
+  if (!next) {
+    log_->error("group refused, the group in force is kept: {}", describe(next.error()));
+    return next.error();
+  }
+  std::shared_ptr<const group::Group> g;
+  {
+    std::lock_guard guard{group_mtx_};
+    next->set_version(group_ ? group_->version() + 1 : 1);
+    g = group_ = std::make_shared<const group::Group>(std::move(*next));
+  }
+  log_->info("group {} version {}: {} devices, {} functions, {} subscriptions", g->name(),
+             g->version(), g->devices_size(), g->functions_size(), g->subscriptions_size());
+  Envelope msg;
+  msg.set_topic("$grove/group/current");
+  msg.set_source("kernel");
+  msg.set_content_type("application/x-protobuf; grove.group.Group");
+  msg.set_payload(g->SerializeAsString());
+  bus_.publish(std::move(msg));
+  return {};
+}
+
 control::Status kernel::status() {
   control::Status st;
   st.set_version(kernel_version);
@@ -254,6 +344,12 @@ control::Status kernel::status() {
     *st.add_plugins() = std::move(p);
   for (auto& [k, v] : host_->details())
     (*st.mutable_details())[k] = v;
+  if (auto g = group())
+    (*st.mutable_details())["kernel.group"]
+      = g->name() + " version " + std::to_string(g->version()) + ": "
+        + std::to_string(g->devices_size()) + " devices, "
+        + std::to_string(g->functions_size()) + " functions, "
+        + std::to_string(g->subscriptions_size()) + " subscriptions";
   return st;
 }
 

@@ -103,6 +103,11 @@ int main(int argc, char** argv) {
   grove::kernel k{std::move(*profile), opts};
   if (check_only) {
     int failures = 0;
+    if (!k.profile().group_file.empty())
+      if (auto g = grove::load_group(k.profile().group_file); !g) {
+        std::cerr << "groved: " << grove::describe(g.error()) << '\n';
+        ++failures;
+      }
     for (auto& spec : k.profile().plugins)
       if (auto err = k.host().check(spec)) {
         std::cerr << "groved: " << grove::describe(err) << '\n';
@@ -114,7 +119,7 @@ int main(int argc, char** argv) {
   }
   if (auto err = k.start()) {
     k.log()->critical("cannot start: {}", grove::describe(err));
-    return 1;
+    return err == grove::errc::invalid_config ? 2 : 1;
   }
   int sig = 0;
   sigwait(&stop_signals, &sig);

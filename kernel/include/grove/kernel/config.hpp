@@ -93,6 +93,8 @@ struct image_profile {
   std::filesystem::path plugin_dir;
   /// Control socket path (absolute).
   std::filesystem::path control_socket;
+  /// Group definition file (absolute), empty when the image has none.
+  std::filesystem::path group_file;
   /// Kernel log level.
   std::string log_level = "info";
   /// CAF worker threads (0 = one per core, at least 2).

@@ -16,6 +16,7 @@
 #include "grove/kernel/bus.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/control.hpp"
+#include "grove/kernel/group.hpp"
 #include "grove/kernel/plugin_host.hpp"
 
 namespace spdlog {
@@ -90,6 +91,13 @@ public:
   /// file that fails validation changes nothing. Returns one line per action.
   caf::expected<std::vector<std::string>> apply_profile_change();
 
+  /// The group definition in force (null when the image has none).
+  std::shared_ptr<const group::Group> group() const;
+
+  /// Re-reads the group file; a valid one replaces the group in force and is published
+  /// on `$grove/group/current`, an invalid one is refused and changes nothing.
+  caf::error reload_group();
+
   /// Sends a request to the first subscriber of `topic` and waits for the reply.
   caf::expected<Envelope> request(std::string_view topic, std::string payload,
                                   std::chrono::milliseconds timeout);
@@ -125,6 +133,11 @@ private:
   bool stopped_ = false;
   std::mutex apply_mtx_;
   std::string profile_text_;
+  std::string group_text_;
+  mutable std::mutex group_mtx_;
+  std::shared_ptr<const group::Group> group_;
+  caf::actor group_service_;
+  endpoint_ptr group_ep_;
   std::thread watcher_;
   std::mutex watch_mtx_;
   std::condition_variable watch_cv_;

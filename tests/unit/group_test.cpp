@@ -1,0 +1,156 @@
+#define BOOST_TEST_MODULE group_test
+#include <boost/test/unit_test.hpp>
+
+#include <sstream>
+
+#include "grove/kernel/group.hpp"
+#include "grove/kernel/kernel.hpp"
+#include "test_util.hpp"
+
+using namespace grove;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+const std::string good = R"(name: home
+devices:
+  - thing: lamp
+  - thing: switch
+    sync_shadow: true
+functions:
+  - name: brain
+    config: {pinned: true}
+subscriptions:
+  - {id: s1, source: "device:switch", subject: "home/switch/+", target: "function:brain"}
+  - {id: s2, source: "function:brain", subject: "home/lamp/set", target: "device:lamp"}
+  - {id: s3, source: "device:lamp", subject: "home/lamp/#", target: cloud}
+  - {id: s4, source: shadow, subject: "$aws/things/lamp/shadow/#", target: "device:lamp"}
+resources:
+  - {id: models, config: {path: /opt/models}}
+)";
+
+struct fixture {
+  test::temp_dir dir;
+
+  std::string error_of(const std::string& name, const std::string& text) {
+    auto g = load_group(dir.write(name, text));
+    BOOST_REQUIRE(!g);
+    BOOST_TEST(g.error() == errc::invalid_config);
+    return describe(g.error());
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(group_files, fixture)
+
+BOOST_AUTO_TEST_CASE(valid_group_yaml) {
+  auto g = load_group(dir.write("g.yaml", good));
+  BOOST_REQUIRE_MESSAGE(g, test::error_text(g));
+  BOOST_TEST(g->name() == "home");
+  BOOST_REQUIRE_EQUAL(g->devices_size(), 2);
+  BOOST_TEST(g->devices(1).sync_shadow());
+  BOOST_REQUIRE_EQUAL(g->subscriptions_size(), 4);
+  BOOST_TEST(g->subscriptions(0).subject() == "home/switch/+");
+  BOOST_TEST(g->subscriptions(2).target() == "cloud");
+  BOOST_TEST(contains(g->functions(0).config_yaml(), "pinned: true"));
+  BOOST_TEST(g->resources(0).id() == "models");
+}
+
+BOOST_AUTO_TEST_CASE(json_is_accepted_with_positions) {
+  auto g = load_group(dir.write("g.json", R"({"name": "j", "devices": [{"thing": "a"}],
+  "subscriptions": [{"id": "x", "source": "device:a", "subject": "t/#", "target": "cloud"}]})"));
+  BOOST_REQUIRE_MESSAGE(g, test::error_text(g));
+  BOOST_TEST(g->subscriptions(0).source() == "device:a");
+  auto err = error_of("bad.json", "{\"name\": \"j\",\n \"devices\": [{\"thing\": \"a\", \"colour\": 1}]}");
+  BOOST_TEST(contains(err, "bad.json:2:"), err);
+  BOOST_TEST(contains(err, "devices[0].colour: unknown key"), err);
+}
+
+BOOST_AUTO_TEST_CASE(bad_endpoints_and_references) {
+  auto err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: toaster, subject: t, target: cloud}\n");
+  BOOST_TEST(contains(err, "g.yaml:3:"), err);
+  BOOST_TEST(contains(err, "subscriptions[0].source"), err);
+  BOOST_TEST(contains(err, "not device:<thing>, function:<name>, cloud or shadow"), err);
+  err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: 'device:ghost', subject: t, target: cloud}\n");
+  BOOST_TEST(contains(err, "device 'ghost' is not in this group's devices"), err);
+  err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: cloud, subject: t, target: 'function:f'}\n");
+  BOOST_TEST(contains(err, "function 'f' is not in this group's functions"), err);
+  err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: cloud, subject: t, target: cloud}\n");
+  BOOST_TEST(contains(err, "source and target are the same"), err);
+}
+
+BOOST_AUTO_TEST_CASE(bad_subjects_ids_and_names) {
+  auto err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: cloud, subject: 'a/#/b', target: shadow}\n");
+  BOOST_TEST(contains(err, "subscriptions[0].subject"), err);
+  BOOST_TEST(contains(err, "'#' must be the last level"), err);
+  err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: cloud, subject: t, target: shadow}\n  - {id: a, source: shadow, subject: t, target: cloud}\n");
+  BOOST_TEST(contains(err, "subscriptions[1].id: id 'a' is used twice"), err);
+  err = error_of("g.yaml", "name: g\ndevices:\n  - thing: a\n  - thing: a\n");
+  BOOST_TEST(contains(err, "devices[1].thing: device 'a' is listed twice"), err);
+  err = error_of("g.yaml", "name: g\ndevices:\n  - thing: 'a b'\n");
+  BOOST_TEST(contains(err, "thing names are"), err);
+  err = error_of("g.yaml", "devices: []\n");
+  BOOST_TEST(contains(err, "name: required key is missing"), err);
+  err = error_of("g.yaml", "name: [\n");
+  BOOST_TEST(contains(err, "g.yaml:"), err);
+}
+
+BOOST_AUTO_TEST_CASE(greengrass_limits) {
+  std::ostringstream devices;
+  devices << "name: big\ndevices:\n";
+  for (size_t i = 0; i <= max_group_devices; ++i)
+    devices << "  - {thing: d" << i << "}\n";
+  auto err = error_of("d.yaml", devices.str());
+  BOOST_TEST(contains(err, "2501 devices; a group holds at most 2500"), err);
+  std::ostringstream subs;
+  subs << "name: big\nsubscriptions:\n";
+  for (size_t i = 0; i < max_group_subscriptions; ++i)
+    subs << "  - {id: s" << i << ", source: cloud, subject: t/" << i << ", target: shadow}\n";
+  auto g = load_group(dir.write("s.yaml", subs.str()));
+  BOOST_REQUIRE_MESSAGE(g, test::error_text(g)); // exactly at the limit is fine
+  BOOST_TEST(g->subscriptions_size() == 10000);
+  subs << "  - {id: one-more, source: cloud, subject: t, target: shadow}\n";
+  err = error_of("s2.yaml", subs.str());
+  BOOST_TEST(contains(err, "10001 subscriptions; a group holds at most 10000"), err);
+}
+
+BOOST_AUTO_TEST_CASE(kernel_serves_and_publishes_the_group) {
+  auto gfile = dir.write("g.yaml", good);
+  auto p = test::make_profile(dir.path());
+  p.group_file = gfile;
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  auto r = k.request("$grove/group/get", "", std::chrono::seconds{10});
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  group::Group g;
+  BOOST_REQUIRE(g.ParseFromString(r->payload()));
+  BOOST_TEST(g.name() == "home");
+  BOOST_TEST(g.version() == 1u);
+  BOOST_TEST(contains(k.status().details().at("kernel.group"), "4 subscriptions"));
+  // A valid change is published to subscribers; an invalid one changes nothing.
+  test::collector current{k, "$grove/group/current"};
+  dir.write("g.yaml", "name: home2\n");
+  BOOST_REQUIRE(!k.reload_group());
+  BOOST_REQUIRE(current.wait_for(1));
+  BOOST_REQUIRE(g.ParseFromString(current.messages()[0].payload()));
+  BOOST_TEST(g.name() == "home2");
+  BOOST_TEST(g.version() == 2u);
+  dir.write("g.yaml", "name: home3\nsubscriptions: [{id: x}]\n");
+  BOOST_TEST(k.reload_group() == errc::invalid_config);
+  BOOST_TEST(k.group()->name() == "home2");
+}
+
+BOOST_AUTO_TEST_CASE(kernel_refuses_to_start_on_a_bad_group) {
+  auto p = test::make_profile(dir.path());
+  p.group_file = dir.write("g.yaml", "name: g\ndevices: 5\n");
+  kernel k{std::move(p), kernel_options{false, false}};
+  auto err = k.start();
+  BOOST_TEST(err == errc::invalid_config);
+  BOOST_TEST(contains(describe(err), "devices: expected a list"), describe(err));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
