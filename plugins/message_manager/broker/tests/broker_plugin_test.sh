@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# End-to-end test of grove_broker_plugin.so against a real Mosquitto 2.0 broker.
+# Usage: broker_plugin_test.sh /path/to/grove_broker_plugin.so
+# Clients are identified by username (plugin_opt_insecure_username_auth true, a test-only mode);
+# the real deployment takes the identity from the TLS client certificate CN.
+set -u
+
+PLUGIN=${1:?usage: $0 /path/to/grove_broker_plugin.so}
+PLUGIN=$(readlink -f "$PLUGIN")
+MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+for tool in "$MOSQUITTO" mosquitto_pub mosquitto_sub timeout; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "missing $tool (install mosquitto and mosquitto-clients)"
+    exit 1
+  fi
+done
+
+WORK=$(mktemp -d /tmp/grove-broker-test.XXXXXX)
+BROKER_PID=""
+SUB_PIDS=()
+cleanup() {
+  for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [[ -n "$BROKER_PID" ]]; then
+    kill "$BROKER_PID" 2>/dev/null
+    wait "$BROKER_PID" 2>/dev/null
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PASSED=0
+FAILED=0
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+       echo $((20000 + RANDOM % 20000)))
+
+ACL=$WORK/acl.txt
+STATS=$WORK/stats.json
+cat >"$ACL" <<'EOF'
+# test group
+thing A
+thing B
+thing C
+pub A t/ab
+pub A t/x
+pub B t/ba
+pub C t/#
+deliver A B t/ab
+deliver C B t/x
+deliver C A t/ca
+deliver * B g/+
+EOF
+
+cat >"$WORK/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous false
+persistence false
+user $(id -un)
+listener $PORT 127.0.0.1
+plugin $PLUGIN
+plugin_opt_acl_file $ACL
+plugin_opt_stats_file $STATS
+plugin_opt_insecure_username_auth true
+log_dest file $WORK/mosquitto.log
+log_type all
+EOF
+
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.out" 2>&1 &
+BROKER_PID=$!
+
+pub() {  # pub USER TOPIC PAYLOAD [extra args...]
+  local user=$1 topic=$2 payload=$3
+  shift 3
+  timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 -u "$user" -i "pub-$user-$RANDOM" \
+    -t "$topic" -m "$payload" "$@"
+}
+
+# Wait for the broker (bounded).
+ready=0
+for _ in $(seq 1 50); do
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
+  if pub grove ready x 2>/dev/null; then ready=1; break; fi
+  sleep 0.1
+done
+if [[ $ready != 1 ]]; then
+  echo "broker did not start:"; cat "$WORK/mosquitto.out" "$WORK/mosquitto.log" 2>/dev/null
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+start_sub() {  # start_sub USER FILTER OUTFILE
+  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 -u "$1" -i "sub-$1" -t "$2" \
+    -F '%t %p %P' >"$3" 2>&1 &
+  SUB_PIDS+=($!)
+}
+
+# wait_for FILE PATTERN [tries]: polls until a fixed-string line match appears.
+wait_for() {
+  local tries=${3:-50}
+  for _ in $(seq 1 "$tries"); do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# deliver_until USER TOPIC PAYLOAD FILE: republishes until the payload shows up (the
+# subscriber's SUBSCRIBE may still be in flight when we start).
+deliver_until() {
+  for _ in $(seq 1 30); do
+    pub "$1" "$2" "$3" >/dev/null 2>&1
+    wait_for "$4" "$3" 3 && return 0
+  done
+  return 1
+}
+
+start_sub A 't/#' "$WORK/A.out"
+start_sub B '#' "$WORK/B.out"
+start_sub grove '#' "$WORK/grove.out"
+start_sub C 'c/#' "$WORK/C.out"
+C_SUB_PID=${SUB_PIDS[-1]}
+
+# 1. allowed route A -> B (also the readiness barrier for B's and grove's subscriptions)
+if deliver_until A t/ab "ab-1" "$WORK/B.out" && wait_for "$WORK/grove.out" "ab-1"; then
+  pass "A -> B on t/ab is delivered"
+else
+  fail "A -> B on t/ab is delivered"
+fi
+if wait_for "$WORK/grove.out" "t/ab ab-1 grove-source:A"; then
+  pass "the internal client sees the stamped source (grove-source:A)"
+else
+  fail "the internal client sees the stamped source (grove-source:A)"
+fi
+
+# readiness barrier for A's subscription: C -> A on t/ca is allowed
+deliver_until C t/ca "ca-1" "$WORK/A.out" || fail "C -> A on t/ca is delivered (barrier)"
+
+# 1b. QoS 1 and QoS 2 (QoS 2 fans out only at PUBREL, after other packets may have passed)
+if pub A t/ab "ab-q1" -q 1 && pub A t/ab "ab-q2" -q 2 &&
+   wait_for "$WORK/B.out" "ab-q1" && wait_for "$WORK/B.out" "ab-q2"; then
+  pass "A -> B is delivered at QoS 1 and QoS 2"
+else
+  fail "A -> B is delivered at QoS 1 and QoS 2"
+fi
+
+# 2. B -> A denied: B may publish on t/ba, but there is no `deliver B A`
+pub B t/ba "ba-1"
+pub C t/ca "ca-marker-2"
+if wait_for "$WORK/A.out" "ca-marker-2" && wait_for "$WORK/grove.out" "t/ba ba-1" &&
+   ! grep -qF "ba-1" "$WORK/A.out"; then
+  pass "B -> A without a deliver rule is not delivered (publish itself allowed)"
+else
+  fail "B -> A without a deliver rule is not delivered (publish itself allowed)"
+fi
+
+# 3. publish without a pub rule is denied and counted
+pub A t/zz "zz-1"
+pub A t/zz "zz-2" -q 1 2>/dev/null
+pub A t/ab "ab-marker-3"
+if wait_for "$WORK/grove.out" "ab-marker-3" && ! grep -qF "zz-" "$WORK/grove.out" &&
+   ! grep -qF "zz-" "$WORK/B.out"; then
+  pass "A on t/zz (no pub rule) reaches nobody"
+else
+  fail "A on t/zz (no pub rule) reaches nobody"
+fi
+counted=0
+for _ in $(seq 1 30); do
+  if grep -qE '"denied_publish":\{[^}]*"A":2' "$STATS" 2>/dev/null; then counted=1; break; fi
+  sleep 0.1
+done
+if [[ $counted == 1 ]]; then
+  pass "the denials are counted per thing in the stats file"
+else
+  fail "the denials are counted per thing in the stats file ($(cat "$STATS" 2>/dev/null))"
+fi
+
+# 4. a client-supplied grove-source is ignored: A claims to be C on t/x (B may get t/x only from C)
+pub A t/x "spoof-1" -D publish user-property grove-source C
+pub C t/x "x-marker-4"
+if wait_for "$WORK/B.out" "x-marker-4" && ! grep -qF "spoof-1" "$WORK/B.out"; then
+  pass "a spoofed grove-source user property does not open a route"
+else
+  fail "a spoofed grove-source user property does not open a route"
+fi
+if wait_for "$WORK/grove.out" "t/x spoof-1 grove-source:A" &&
+   ! grep -F "spoof-1" "$WORK/grove.out" | grep -qF "grove-source:C"; then
+  pass "the spoofed property is replaced by the real source"
+else
+  fail "the spoofed property is replaced by the real source"
+fi
+
+# 5. messages injected by Grove follow `deliver * ...`
+pub grove g/1 "g-1"
+pub grove h/1 "h-1"
+pub A t/ab "ab-marker-5"
+if wait_for "$WORK/B.out" "g/1 g-1" && wait_for "$WORK/B.out" "ab-marker-5" &&
+   ! grep -qF "h-1" "$WORK/B.out"; then
+  pass "grove-injected messages are delivered only where a 'deliver *' rule matches"
+else
+  fail "grove-injected messages are delivered only where a 'deliver *' rule matches"
+fi
+
+# 6. unknown usernames and anonymous clients are refused at connect
+if pub Z t/ab "z-1" 2>/dev/null; then
+  fail "an unknown username is refused at connect"
+else
+  pass "an unknown username is refused at connect"
+fi
+if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -t t/ab -m anon 2>/dev/null; then
+  fail "an anonymous client is refused at connect"
+else
+  pass "an anonymous client is refused at connect"
+fi
+
+# 7. a live ACL change applies without restarting the broker or dropping connections
+echo "deliver B A t/ba" >>"$ACL"
+live=0
+for i in $(seq 1 40); do
+  pub B t/ba "live-$i" >/dev/null 2>&1
+  if wait_for "$WORK/A.out" "live-$i" 2; then live=1; break; fi
+done
+if [[ $live == 1 ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+  pass "an added deliver rule applies live (no restart)"
+else
+  fail "an added deliver rule applies live (no restart)"
+fi
+if kill -0 "${SUB_PIDS[0]}" 2>/dev/null; then
+  pass "the subscriber connection survived the table change"
+else
+  fail "the subscriber connection survived the table change"
+fi
+
+# 8. a broken ACL file is refused and the previous table stays in force
+cp "$ACL" "$WORK/acl.good"
+echo "bogus line" >>"$ACL"
+errored=0
+for _ in $(seq 1 40); do
+  if grep -qE '"acl_errors":[1-9]' "$STATS" 2>/dev/null; then errored=1; break; fi
+  sleep 0.1
+done
+if [[ $errored == 1 ]] && deliver_until A t/ab "ab-after-bad" "$WORK/B.out"; then
+  pass "a broken ACL file is reported and the previous table stays in force"
+else
+  fail "a broken ACL file is reported and the previous table stays in force"
+fi
+
+# 9. a thing removed from the group is disconnected (and refused when it reconnects)
+grep -v -E '^(thing C|pub C|deliver C|deliver . C)' "$WORK/acl.good" >"$ACL"
+gone=0
+for _ in $(seq 1 50); do
+  if ! kill -0 "$C_SUB_PID" 2>/dev/null; then gone=1; break; fi
+  sleep 0.1
+done
+if [[ $gone == 1 ]] && ! pub C c/1 "c-1" 2>/dev/null; then
+  pass "a thing removed from the table is disconnected and refused"
+else
+  fail "a thing removed from the table is disconnected and refused"
+fi
+
+if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+  fail "broker still running at the end"
+  cat "$WORK/mosquitto.out"
+fi
+if [[ $FAILED -gt 0 ]]; then
+  echo "---- mosquitto log (tail) ----"; tail -n 60 "$WORK/mosquitto.log" 2>/dev/null
+  for f in A B C grove; do echo "---- $f.out ----"; cat "$WORK/$f.out"; done
+  echo "---- stats ----"; cat "$STATS" 2>/dev/null
+fi
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]

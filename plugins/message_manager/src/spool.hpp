@@ -1,0 +1,237 @@
+#pragma once
+
+// The durable spool for cloud-bound (QoS 1) messages of the message_manager.
+//
+// Semantics in short:
+// - push() takes a message and gives it a sequence number (1, 2, 3, ... in push order).
+//   The message is *accepted* once it is committed: immediately for `memory` storage,
+//   after the writer thread committed its batch for `file` storage. committed_seq(),
+//   flush(), push_durable() and spool_options::on_commit tell callers what is accepted.
+// - peek() hands out the oldest messages not yet handed out, in order, and marks them in
+//   flight. ack(seq) removes a message for good (cloud PUBACK). nack_all() puts every
+//   in-flight message back in front of the pending ones (link lost), order preserved.
+// - A message leaves the spool only by ack(), or by drop_oldest when the spool is full.
+// - `file` storage survives kill -9 of the process: every accepted message that was not
+//   acked is pending again after open(), in order. Possible duplicates are the messages
+//   that were handed out (peek) before the crash but not acked; open() counts them in
+//   spool_stats::redelivered_after_restart (an upper bound: it also counts messages that
+//   were handed out and nacked).
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace grove::mm {
+
+/// Where a spool keeps its messages.
+enum class spool_storage {
+  /// A deque in memory; nothing survives a restart.
+  memory,
+  /// A SQLite database in WAL mode; survives restarts and kill -9.
+  file,
+};
+
+/// What push() does when a new message does not fit.
+enum class spool_when_full {
+  /// Remove the oldest messages (pending or in flight) until it fits; counted.
+  drop_oldest,
+  /// Refuse the new message with errc::queue_full; counted.
+  reject_new,
+};
+
+/// Settings of a spool; validated by spool::open().
+struct spool_options {
+  /// Storage kind.
+  spool_storage storage = spool_storage::memory;
+  /// The database file for `file` storage (its directory is created if missing).
+  std::filesystem::path file;
+  /// Capacity in accounted bytes (see spool::message_overhead); at least 262144.
+  uint64_t max_size_bytes = 2'621'440;
+  /// Policy when full.
+  spool_when_full when_full = spool_when_full::drop_oldest;
+  /// `file`: the writer commits as soon as this many operations are queued.
+  size_t batch_max = 512;
+  /// `file`: otherwise it commits at most this long after the first queued operation.
+  std::chrono::milliseconds batch_delay{2};
+  /// `file`: true = synchronous=FULL (one fsync of the WAL per commit batch: accepted
+  /// messages also survive power loss); false = synchronous=NORMAL (no fsync per commit:
+  /// accepted messages survive kill -9 of the process, not power loss).
+  bool fsync_each_batch = true;
+  /// Called with the new committed_seq() whenever it advances; runs on the writer thread
+  /// (`file`) or the pushing thread (`memory`), without the spool's lock held.
+  std::function<void(uint64_t)> on_commit;
+};
+
+/// One message handed out by spool::peek().
+struct spooled {
+  /// Sequence number; pass it to spool::ack().
+  uint64_t seq = 0;
+  /// Destination topic.
+  std::string topic;
+  /// Message bytes.
+  std::string payload;
+  /// QoS requested by the publisher.
+  uint32_t qos = 1;
+};
+
+/// Counters of a spool.
+struct spool_stats {
+  /// Messages in the spool (pending plus in flight).
+  uint64_t count = 0;
+  /// Accounted bytes of those messages.
+  uint64_t bytes = 0;
+  /// Messages removed by drop_oldest to make room.
+  uint64_t dropped_oldest = 0;
+  /// Pushes refused (queue_full under reject_new, or too_large).
+  uint64_t rejected = 0;
+  /// Highest sequence number such that it and every older message are accepted.
+  uint64_t committed_seq = 0;
+  /// Messages handed out by peek() and neither acked nor nacked.
+  uint64_t in_flight = 0;
+  /// Messages found at open() that had been handed out before the restart (possible
+  /// duplicates at the cloud).
+  uint64_t redelivered_after_restart = 0;
+};
+
+/// A bounded, ordered, optionally durable message queue with explicit acknowledgement.
+/// Thread-safe: every member function may be called from any thread.
+class spool {
+public:
+  /// Smallest accepted max_size_bytes.
+  static constexpr uint64_t min_size_bytes = 262'144;
+
+  /// Bytes accounted per message on top of topic and payload: roughly what the
+  /// in-memory index node and the SQLite row header cost.
+  static constexpr uint64_t message_overhead = 64;
+
+  /// Opens a spool. For `file` storage it creates or reopens the database; every row
+  /// found is pending again. Errors: invalid_config (bad options), malformed (the file
+  /// is not a healthy Grove spool database), invalid_state (the file is in use by another
+  /// process), system_error (I/O). Every error message names the file.
+  static caf::expected<std::unique_ptr<spool>> open(spool_options opts);
+
+  /// Commits what is queued, stops the writer and closes the database.
+  ~spool();
+
+  spool(const spool&) = delete;
+  spool& operator=(const spool&) = delete;
+
+  /// Queues a message and returns its sequence number. It is accepted (durable) once
+  /// committed_seq() >= that number. Errors: too_large (the message alone exceeds
+  /// max_size_bytes), queue_full (reject_new and no room), or the writer's sticky error
+  /// if a commit failed. For `file` storage it blocks while more than max_size_bytes
+  /// of operations wait for the writer (back-pressure).
+  caf::expected<uint64_t> push(std::string topic, std::string payload, uint32_t qos = 1);
+
+  /// Like push(), but returns only after the message is committed.
+  caf::expected<uint64_t> push_durable(std::string topic, std::string payload,
+                                       uint32_t qos = 1);
+
+  /// Waits until every push, ack and drop made before the call is committed. Returns the
+  /// writer's error if a commit failed. A no-op for `memory` storage.
+  caf::error flush();
+
+  /// Highest sequence number such that it and every older message are accepted.
+  uint64_t committed_seq() const;
+
+  /// Hands out up to `max` of the oldest messages not yet handed out, in order, and marks
+  /// them in flight. Messages not yet committed may be handed out too: the cloud can only
+  /// ack what it got, and an ack of an uncommitted message is committed after its insert.
+  std::vector<spooled> peek(size_t max);
+
+  /// Removes a message (pending or in flight) for good. Returns false if it was not in
+  /// the spool (already acked or dropped).
+  bool ack(uint64_t seq);
+
+  /// Makes every in-flight message pending again, ahead of the others, in order; returns
+  /// how many. Call it when the cloud link drops.
+  size_t nack_all();
+
+  /// Returns the counters.
+  spool_stats stats() const;
+
+private:
+  struct entry {
+    std::string topic;
+    std::string payload;
+    uint32_t qos;
+    uint64_t size;
+  };
+
+  struct op {
+    bool insert; // false: delete
+    uint64_t seq;
+    std::string topic;
+    std::string payload;
+    uint32_t qos;
+  };
+
+  explicit spool(spool_options opts);
+
+  caf::error open_db();
+  caf::error load();
+  void writer_loop();
+  caf::error commit(const std::vector<op>& batch, bool write_hwm, uint64_t hwm,
+                    uint64_t next_seq);
+  caf::error db_error(std::string_view what) const;
+  void erase_locked(std::map<uint64_t, entry>::iterator i);
+  void queue_erase_locked(uint64_t seq);
+  void wake_writer_locked();
+
+  spool_options opts_;
+  bool durable_ = false;
+
+  mutable std::mutex mtx_;
+  std::condition_variable writer_cv_; // writer waits for work
+  std::condition_variable commit_cv_; // flush() waits for commits
+  std::condition_variable space_cv_;  // push() waits for the writer (back-pressure)
+
+  // Messages in the spool by sequence number. Those with seq < cursor_ are in flight.
+  std::map<uint64_t, entry> messages_;
+  uint64_t cursor_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t bytes_ = 0;
+  uint64_t in_flight_ = 0;
+  uint64_t dropped_oldest_ = 0;
+  uint64_t rejected_ = 0;
+  uint64_t committed_seq_ = 0;
+  uint64_t redelivered_ = 0;
+
+  // Highest seq ever handed out; persisted so open() can count possible duplicates.
+  uint64_t sent_hwm_ = 0;
+  uint64_t persisted_hwm_ = 0;
+
+  // Writer state (`file` only).
+  std::vector<op> ops_;
+  uint64_t ops_bytes_ = 0;
+  uint64_t queued_gen_ = 0;    // operations queued so far (incl. hwm updates)
+  uint64_t taken_gen_ = 0;     // operations taken by the writer
+  uint64_t committed_gen_ = 0; // operations committed
+  uint64_t last_insert_queued_ = 0;
+  size_t flush_waiters_ = 0;
+  bool stop_ = false;
+  caf::error writer_error_;
+  std::thread writer_;
+
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* insert_ = nullptr;
+  sqlite3_stmt* delete_ = nullptr;
+  sqlite3_stmt* meta_ = nullptr;
+};
+
+} // namespace grove::mm

@@ -1,0 +1,520 @@
+#define BOOST_TEST_MODULE spool_test
+#include <boost/test/unit_test.hpp>
+
+#include <poll.h>
+#include <sqlite3.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "grove/errors.hpp"
+#include "spool.hpp"
+
+namespace grove {
+// Lets BOOST_TEST print error codes.
+std::ostream& operator<<(std::ostream& os, errc x) {
+  return os << to_string(x);
+}
+} // namespace grove
+
+using namespace grove::mm;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under $TMPDIR, removed at the end of the test.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    auto templ = (fs::temp_directory_path() / "spool_test.XXXXXX").string();
+    if (mkdtemp(templ.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed");
+    path = templ;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+grove::errc code_of(const caf::error& err) {
+  return static_cast<grove::errc>(err.code());
+}
+
+std::unique_ptr<spool> open_ok(spool_options opts) {
+  auto result = spool::open(std::move(opts));
+  if (!result)
+    BOOST_FAIL("open failed: " << grove::describe(result.error()));
+  return std::move(*result);
+}
+
+// Runs a check once with memory storage and once with file storage.
+void for_each_storage(const std::function<void(spool_options)>& check) {
+  {
+    BOOST_TEST_CONTEXT("memory") {
+      check(spool_options{});
+    }
+  }
+  {
+    temp_dir dir;
+    spool_options opts;
+    opts.storage = spool_storage::file;
+    opts.file = dir.path / "state" / "spool.db";
+    BOOST_TEST_CONTEXT("file") {
+      check(opts);
+    }
+  }
+}
+
+std::string payload_of(uint64_t i) {
+  return "message-" + std::to_string(i);
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(order_preserved) {
+  for_each_storage([](spool_options opts) {
+    auto sp = open_ok(opts);
+    for (uint64_t i = 1; i <= 100; ++i) {
+      auto seq = sp->push("dt/a", payload_of(i));
+      BOOST_REQUIRE(seq);
+      BOOST_TEST(*seq == i);
+    }
+    BOOST_TEST(!sp->flush());
+    BOOST_TEST(sp->committed_seq() == 100u);
+    auto got = sp->peek(30);
+    auto rest = sp->peek(1000);
+    BOOST_REQUIRE(got.size() == 30u);
+    BOOST_REQUIRE(rest.size() == 70u);
+    got.insert(got.end(), rest.begin(), rest.end());
+    for (uint64_t i = 0; i < got.size(); ++i) {
+      BOOST_TEST(got[i].seq == i + 1);
+      BOOST_TEST(got[i].payload == payload_of(i + 1));
+      BOOST_TEST(got[i].topic == "dt/a");
+    }
+    BOOST_TEST(sp->peek(10).empty());
+    BOOST_TEST(sp->stats().in_flight == 100u);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(ack_removes) {
+  for_each_storage([](spool_options opts) {
+    auto sp = open_ok(opts);
+    for (uint64_t i = 1; i <= 10; ++i)
+      BOOST_REQUIRE(sp->push("t", payload_of(i)));
+    auto got = sp->peek(5);
+    BOOST_REQUIRE(got.size() == 5u);
+    BOOST_TEST(sp->ack(2));
+    BOOST_TEST(sp->ack(1));
+    BOOST_TEST(!sp->ack(1));
+    BOOST_TEST(!sp->ack(4711));
+    auto st = sp->stats();
+    BOOST_TEST(st.count == 8u);
+    BOOST_TEST(st.in_flight == 3u);
+    uint64_t want_bytes = 0;
+    for (uint64_t i = 3; i <= 10; ++i)
+      want_bytes += 1 + payload_of(i).size() + spool::message_overhead;
+    BOOST_TEST(st.bytes == want_bytes);
+    // Acked messages do not come back on a nack.
+    BOOST_TEST(sp->nack_all() == 3u);
+    auto again = sp->peek(100);
+    BOOST_REQUIRE(again.size() == 8u);
+    BOOST_TEST(again.front().seq == 3u);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(nack_all_restores_order) {
+  for_each_storage([](spool_options opts) {
+    auto sp = open_ok(opts);
+    for (uint64_t i = 1; i <= 20; ++i)
+      BOOST_REQUIRE(sp->push("t", payload_of(i)));
+    auto first = sp->peek(10);
+    BOOST_REQUIRE(first.size() == 10u);
+    BOOST_TEST(sp->ack(3));
+    BOOST_TEST(sp->ack(7));
+    BOOST_TEST(sp->nack_all() == 8u);
+    BOOST_TEST(sp->stats().in_flight == 0u);
+    BOOST_TEST(sp->push("t", payload_of(21)));
+    auto all = sp->peek(100);
+    std::vector<uint64_t> seqs;
+    for (auto& m : all)
+      seqs.push_back(m.seq);
+    std::vector<uint64_t> want{1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15,
+                               16, 17, 18, 19, 20, 21};
+    BOOST_TEST(seqs == want, boost::test_tools::per_element());
+  });
+}
+
+BOOST_AUTO_TEST_CASE(drop_oldest_when_full) {
+  for_each_storage([](spool_options opts) {
+    opts.max_size_bytes = spool::min_size_bytes;
+    opts.when_full = spool_when_full::drop_oldest;
+    auto sp = open_ok(opts);
+    std::string payload(1000, 'x');
+    const uint64_t each = 1 + payload.size() + spool::message_overhead;
+    const uint64_t fits = spool::min_size_bytes / each;
+    // Some are in flight when the drops happen: those go too.
+    for (uint64_t i = 0; i < fits; ++i)
+      BOOST_REQUIRE(sp->push("t", payload));
+    BOOST_TEST(sp->peek(10).size() == 10u);
+    for (uint64_t i = 0; i < 55; ++i)
+      BOOST_REQUIRE(sp->push("t", payload));
+    auto st = sp->stats();
+    BOOST_TEST(st.dropped_oldest == 55u);
+    BOOST_TEST(st.count == fits);
+    BOOST_TEST(st.bytes <= spool::min_size_bytes);
+    BOOST_TEST(st.in_flight == 0u);
+    BOOST_TEST(st.rejected == 0u);
+    auto all = sp->peek(1000);
+    BOOST_REQUIRE(all.size() == fits);
+    BOOST_TEST(all.front().seq == 56u);
+    BOOST_TEST(all.back().seq == fits + 55);
+    BOOST_TEST(!sp->flush());
+  });
+}
+
+BOOST_AUTO_TEST_CASE(reject_new_when_full) {
+  for_each_storage([](spool_options opts) {
+    opts.max_size_bytes = spool::min_size_bytes;
+    opts.when_full = spool_when_full::reject_new;
+    auto sp = open_ok(opts);
+    std::string payload(1000, 'x');
+    const uint64_t each = 1 + payload.size() + spool::message_overhead;
+    const uint64_t fits = spool::min_size_bytes / each;
+    for (uint64_t i = 0; i < fits; ++i)
+      BOOST_REQUIRE(sp->push("t", payload));
+    auto refused = sp->push("t", payload);
+    BOOST_REQUIRE(!refused);
+    BOOST_TEST(code_of(refused.error()) == grove::errc::queue_full);
+    auto st = sp->stats();
+    BOOST_TEST(st.rejected == 1u);
+    BOOST_TEST(st.dropped_oldest == 0u);
+    BOOST_TEST(st.count == fits);
+    // An ack makes room again.
+    BOOST_TEST(sp->ack(1));
+    BOOST_TEST(sp->push("t", payload));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(too_large_refused) {
+  for_each_storage([](spool_options opts) {
+    opts.max_size_bytes = spool::min_size_bytes;
+    auto sp = open_ok(opts);
+    auto big = sp->push("t", std::string(spool::min_size_bytes, 'x'));
+    BOOST_REQUIRE(!big);
+    BOOST_TEST(code_of(big.error()) == grove::errc::too_large);
+    BOOST_TEST(sp->stats().rejected == 1u);
+    BOOST_TEST(sp->stats().count == 0u);
+    // Exactly max_size_bytes fits.
+    auto exact = spool::min_size_bytes - spool::message_overhead - 1;
+    BOOST_TEST(sp->push("t", std::string(exact, 'x')));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(small_max_size_refused) {
+  spool_options opts;
+  opts.max_size_bytes = spool::min_size_bytes - 1;
+  auto sp = spool::open(opts);
+  BOOST_REQUIRE(!sp);
+  BOOST_TEST(code_of(sp.error()) == grove::errc::invalid_config);
+  BOOST_TEST(grove::describe(sp.error()).find("262144") != std::string::npos);
+  opts.storage = spool_storage::file; // no file either: still the size error first
+  BOOST_TEST(!spool::open(opts));
+  spool_options no_file;
+  no_file.storage = spool_storage::file;
+  auto nf = spool::open(no_file);
+  BOOST_REQUIRE(!nf);
+  BOOST_TEST(code_of(nf.error()) == grove::errc::invalid_config);
+}
+
+BOOST_AUTO_TEST_CASE(commit_notifications) {
+  temp_dir dir;
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = dir.path / "spool.db";
+  std::atomic<uint64_t> last{0};
+  opts.on_commit = [&](uint64_t seq) { last = seq; };
+  auto sp = open_ok(opts);
+  for (int i = 0; i < 1000; ++i)
+    BOOST_REQUIRE(sp->push("t", payload_of(i)));
+  BOOST_TEST(!sp->flush());
+  BOOST_TEST(sp->committed_seq() == 1000u);
+  BOOST_TEST(sp->stats().committed_seq == 1000u);
+  auto seq = sp->push_durable("t", "last");
+  BOOST_REQUIRE(seq);
+  BOOST_TEST(*seq == 1001u);
+  BOOST_TEST(sp->committed_seq() == 1001u);
+  // on_commit runs after committed_seq advanced; flush returned after that commit, but
+  // the callback runs without the lock, so only check it once it can no longer change.
+  sp.reset();
+  BOOST_TEST(last.load() == 1001u);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_push_and_drain) {
+  for_each_storage([](spool_options opts) {
+    opts.max_size_bytes = 64ull << 20;
+    auto sp = open_ok(opts);
+    constexpr uint64_t per_producer = 5000;
+    auto produce = [&](const std::string& topic) {
+      for (uint64_t i = 0; i < per_producer; ++i)
+        if (!sp->push(topic, payload_of(i)))
+          return;
+    };
+    std::thread a{produce, "a"};
+    std::thread b{produce, "b"};
+    // Per topic, messages must come out in push order.
+    uint64_t acked = 0, next_a = 0, next_b = 0, last_seq = 0;
+    bool ordered = true;
+    while (acked < 2 * per_producer) {
+      auto batch = sp->peek(64);
+      if (batch.empty()) {
+        std::this_thread::yield();
+        continue;
+      }
+      for (auto& m : batch) {
+        auto& next = m.topic == "a" ? next_a : next_b;
+        ordered = ordered && m.payload == payload_of(next++) && m.seq > last_seq;
+        last_seq = m.seq;
+        acked += sp->ack(m.seq) ? 1 : 0;
+      }
+    }
+    a.join();
+    b.join();
+    BOOST_TEST(ordered);
+    BOOST_TEST(!sp->flush());
+    auto st = sp->stats();
+    BOOST_TEST(st.count == 0u);
+    BOOST_TEST(st.in_flight == 0u);
+    BOOST_TEST(st.committed_seq == 2 * per_producer);
+    if (opts.storage == spool_storage::file) {
+      sp.reset();
+      BOOST_TEST(open_ok(opts)->stats().count == 0u);
+    }
+  });
+}
+
+BOOST_AUTO_TEST_CASE(file_survives_reopen) {
+  temp_dir dir;
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = dir.path / "spool.db";
+  {
+    auto sp = open_ok(opts);
+    for (uint64_t i = 1; i <= 50; ++i)
+      BOOST_REQUIRE(sp->push("dt/" + std::to_string(i % 3), payload_of(i), i % 2));
+    auto out = sp->peek(5); // 1..5 handed out
+    BOOST_REQUIRE(out.size() == 5u);
+    BOOST_TEST(sp->ack(1));
+    BOOST_TEST(sp->ack(2));
+    BOOST_TEST(sp->ack(20));
+    // No flush: the destructor commits what is queued.
+  }
+  {
+    auto sp = open_ok(opts);
+    auto st = sp->stats();
+    BOOST_TEST(st.count == 47u);
+    BOOST_TEST(st.committed_seq == 50u);
+    BOOST_TEST(st.redelivered_after_restart == 3u); // 3, 4, 5
+    BOOST_TEST(st.in_flight == 0u);
+    auto all = sp->peek(100);
+    BOOST_REQUIRE(all.size() == 47u);
+    uint64_t want = 3;
+    for (auto& m : all) {
+      if (want == 20)
+        ++want;
+      BOOST_TEST(m.seq == want);
+      BOOST_TEST(m.payload == payload_of(want));
+      BOOST_TEST(m.topic == "dt/" + std::to_string(want % 3));
+      BOOST_TEST(m.qos == want % 2);
+      ++want;
+    }
+    // Acks empty it; sequence numbers keep increasing after a reopen.
+    for (auto& m : all)
+      BOOST_TEST(sp->ack(m.seq));
+  }
+  {
+    auto sp = open_ok(opts);
+    BOOST_TEST(sp->stats().count == 0u);
+    auto seq = sp->push("t", "x");
+    BOOST_REQUIRE(seq);
+    BOOST_TEST(*seq == 51u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(second_open_of_same_file_refused) {
+  temp_dir dir;
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = dir.path / "spool.db";
+  auto first = open_ok(opts);
+  // A forked child stands in for a second groved (SQLite locks are per process).
+  int fds[2];
+  BOOST_REQUIRE(pipe(fds) == 0);
+  auto pid = fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    auto sp = spool::open(opts);
+    char code = !sp && code_of(sp.error()) == grove::errc::invalid_state ? 'y' : 'n';
+    [[maybe_unused]] auto n = write(fds[1], &code, 1);
+    _exit(0);
+  }
+  close(fds[1]);
+  char code = 0;
+  BOOST_TEST(read(fds[0], &code, 1) == 1);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BOOST_TEST(code == 'y');
+}
+
+BOOST_AUTO_TEST_CASE(crash_kill9_loses_nothing_flushed) {
+  temp_dir dir;
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = dir.path / "spool.db";
+  opts.max_size_bytes = 64ull << 20;
+  opts.when_full = spool_when_full::reject_new; // no drops: the file must be a prefix
+  constexpr uint64_t first_batch = 10'000;
+  constexpr size_t handed_out = 100;
+  int fds[2];
+  BOOST_REQUIRE(pipe(fds) == 0);
+  auto pid = fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Child: no Boost.Test here, report through the pipe and never return.
+    close(fds[0]);
+    auto report = [&](const std::string& line) {
+      [[maybe_unused]] auto n = write(fds[1], line.data(), line.size());
+    };
+    auto sp = spool::open(opts);
+    if (!sp) {
+      report("error " + grove::describe(sp.error()) + "\n");
+      _exit(1);
+    }
+    for (uint64_t i = 1; i <= first_batch; ++i)
+      if (!(*sp)->push("dt/crash", payload_of(i))) {
+        report("error push\n");
+        _exit(1);
+      }
+    (*sp)->peek(handed_out);
+    if (auto err = (*sp)->flush()) {
+      report("error " + grove::describe(err) + "\n");
+      _exit(1);
+    }
+    report("flushed " + std::to_string((*sp)->committed_seq()) + "\n");
+    for (uint64_t i = first_batch + 1;; ++i)
+      (void) (*sp)->push("dt/crash", payload_of(i));
+  }
+  close(fds[1]);
+  std::string line;
+  pollfd pfd{fds[0], POLLIN, 0};
+  while (line.find('\n') == std::string::npos) {
+    // Bounded wait: a hung child fails the test instead of hanging it.
+    if (poll(&pfd, 1, 60'000) <= 0)
+      break;
+    char buf[256];
+    auto n = read(fds[0], buf, sizeof(buf));
+    if (n <= 0)
+      break;
+    line.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BOOST_TEST_MESSAGE("child said: " << line);
+  BOOST_REQUIRE(line.rfind("flushed ", 0) == 0);
+  auto flushed = std::stoull(line.substr(8));
+  BOOST_TEST(flushed == first_batch);
+  BOOST_TEST(WIFSIGNALED(status));
+  auto sp = open_ok(opts);
+  auto st = sp->stats();
+  BOOST_TEST_MESSAGE("after kill -9: " << st.count << " messages, " << flushed
+                                       << " flushed");
+  BOOST_TEST(st.count >= flushed);
+  BOOST_TEST(st.redelivered_after_restart == handed_out);
+  auto all = sp->peek(st.count + 1);
+  BOOST_REQUIRE(all.size() == st.count);
+  // Every message up to the flushed one, and whatever followed, in order, no gaps.
+  bool ok = true;
+  for (uint64_t i = 0; i < all.size() && ok; ++i)
+    ok = all[i].seq == i + 1 && all[i].payload == payload_of(i + 1);
+  BOOST_TEST(ok);
+}
+
+BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
+  temp_dir dir;
+  auto check = [&](const fs::path& file, grove::errc want) {
+    spool_options opts;
+    opts.storage = spool_storage::file;
+    opts.file = file;
+    auto sp = spool::open(opts);
+    BOOST_REQUIRE(!sp);
+    auto text = grove::describe(sp.error());
+    BOOST_TEST_MESSAGE(text);
+    BOOST_TEST(code_of(sp.error()) == want);
+    BOOST_TEST(text.find(file.string()) != std::string::npos);
+  };
+  {
+    auto file = dir.path / "random.db";
+    std::mt19937 rng{42};
+    std::ofstream out{file, std::ios::binary};
+    for (int i = 0; i < 8192; ++i)
+      out.put(static_cast<char>(rng()));
+    out.close();
+    check(file, grove::errc::malformed);
+  }
+  {
+    auto file = dir.path / "text.db";
+    std::ofstream{file} << "this is not a database\n";
+    check(file, grove::errc::malformed);
+  }
+  {
+    // A valid spool whose pages were overwritten in the middle.
+    auto file = dir.path / "torn.db";
+    spool_options opts;
+    opts.storage = spool_storage::file;
+    opts.file = file;
+    {
+      auto sp = open_ok(opts);
+      for (int i = 0; i < 2000; ++i)
+        BOOST_REQUIRE(sp->push("t", std::string(200, 'a')));
+    }
+    BOOST_REQUIRE(fs::file_size(file) > 3 * 4096);
+    std::fstream io{file, std::ios::in | std::ios::out | std::ios::binary};
+    io.seekp(2 * 4096);
+    for (int i = 0; i < 4096; ++i)
+      io.put(static_cast<char>(0xA5));
+    io.close();
+    check(file, grove::errc::malformed);
+  }
+  {
+    // A healthy SQLite database that is not a spool.
+    auto file = dir.path / "other.db";
+    sqlite3* db = nullptr;
+    BOOST_REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+    BOOST_REQUIRE(sqlite3_exec(db, "CREATE TABLE t(x)", nullptr, nullptr, nullptr)
+                  == SQLITE_OK);
+    sqlite3_close(db);
+    check(file, grove::errc::malformed);
+  }
+  {
+    // A directory where the file should be.
+    auto file = dir.path / "adir";
+    fs::create_directories(file);
+    spool_options opts;
+    opts.storage = spool_storage::file;
+    opts.file = file;
+    auto sp = spool::open(opts);
+    BOOST_REQUIRE(!sp);
+    BOOST_TEST(grove::describe(sp.error()).find(file.string()) != std::string::npos);
+  }
+}
