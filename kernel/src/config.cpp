@@ -29,12 +29,6 @@ std::string join(std::string_view path, std::string_view key) {
   return std::string{path} + "." + std::string{key};
 }
 
-caf::error fail(std::string_view file, const YAML::Node& node, std::string_view path,
-                const std::string& what) {
-  return make_error(errc::invalid_config,
-                    where(file, node) + ": " + std::string{path.empty() ? "(top)" : path}
-                      + ": " + what);
-}
 
 std::string show(const YAML::Node& node) {
   if (node.IsScalar())
@@ -67,7 +61,7 @@ caf::error check_spec(const YAML::Node& spec, std::string_view origin,
 caf::error check_keys(const YAML::Node& keys, std::string_view origin,
                       std::string_view path) {
   if (!keys.IsMap())
-    return fail(origin, keys, path, "schema 'keys' must be a map");
+    return config_error(origin, keys, path, "schema 'keys' must be a map");
   for (auto kv : keys) {
     auto key = kv.first.Scalar();
     if (auto err = check_spec(kv.second, origin, join(path, key)))
@@ -79,28 +73,28 @@ caf::error check_keys(const YAML::Node& keys, std::string_view origin,
 caf::error check_spec(const YAML::Node& spec, std::string_view origin,
                       std::string_view path) {
   if (!spec.IsMap())
-    return fail(origin, spec, path, "schema entry must be a map with a 'type'");
+    return config_error(origin, spec, path, "schema entry must be a map with a 'type'");
   for (auto kv : spec) {
     auto attr = kv.first.Scalar();
     if (std::find(std::begin(spec_attributes), std::end(spec_attributes), attr)
         == std::end(spec_attributes))
-      return fail(origin, kv.first, path, "unknown schema attribute '" + attr + "'");
+      return config_error(origin, kv.first, path, "unknown schema attribute '" + attr + "'");
   }
   auto type = spec["type"];
   if (!type || !type.IsScalar()
       || std::find(std::begin(type_names), std::end(type_names), type.Scalar())
            == std::end(type_names))
-    return fail(origin, spec, path,
+    return config_error(origin, spec, path,
                 "schema 'type' must be one of int, float, bool, string, list, map, any");
   auto t = type.Scalar();
   if (spec["keys"] && t != "map")
-    return fail(origin, spec, path, "'keys' only applies to type map");
+    return config_error(origin, spec, path, "'keys' only applies to type map");
   if (spec["items"] && t != "list")
-    return fail(origin, spec, path, "'items' only applies to type list");
+    return config_error(origin, spec, path, "'items' only applies to type list");
   if ((spec["min"] || spec["max"]) && t != "int" && t != "float")
-    return fail(origin, spec, path, "'min'/'max' only apply to int and float");
+    return config_error(origin, spec, path, "'min'/'max' only apply to int and float");
   if (spec["enum"] && (t != "string" || !spec["enum"].IsSequence()))
-    return fail(origin, spec, path, "'enum' must be a list and only applies to strings");
+    return config_error(origin, spec, path, "'enum' must be a list and only applies to strings");
   if (auto keys = spec["keys"])
     if (auto err = check_keys(keys, origin, path))
       return err;
@@ -120,15 +114,15 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
                                     const std::string& path) {
   YAML::Node result{YAML::NodeType::Map};
   if (value && !value.IsNull() && !value.IsMap())
-    return fail(file, value, path, "expected a map, got " + show(value));
+    return config_error(file, value, path, "expected a map, got " + show(value));
   std::set<std::string> seen;
   if (value && value.IsMap()) {
     for (auto kv : value) {
       if (!kv.first.IsScalar())
-        return fail(file, kv.first, path, "keys must be plain strings");
+        return config_error(file, kv.first, path, "keys must be plain strings");
       auto key = kv.first.Scalar();
       if (!seen.insert(key).second)
-        return fail(file, kv.first, join(path, key), "duplicate key");
+        return config_error(file, kv.first, join(path, key), "duplicate key");
       // A default-constructed YAML::Node counts as defined (null), so test explicitly.
       bool known = keys.IsDefined() && keys.IsMap() && keys[key].IsDefined();
       if (!known) {
@@ -140,7 +134,7 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
         if (keys.IsDefined() && keys.IsMap())
           for (auto k : keys)
             known += (known.empty() ? "" : ", ") + k.first.Scalar();
-        return fail(file, kv.first, join(path, key),
+        return config_error(file, kv.first, join(path, key),
                     "unknown key" + (known.empty() ? std::string{" (no keys allowed)"}
                                                    : " (allowed: " + known + ")"));
       }
@@ -157,7 +151,7 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
         continue;
       auto spec = k.second;
       if (spec["required"] && spec["required"].as<bool>(false))
-        return fail(file, value ? value : YAML::Node{}, join(path, key),
+        return config_error(file, value ? value : YAML::Node{}, join(path, key),
                     "required key is missing");
       if (auto def = spec["default"]) {
         result[key] = YAML::Clone(def);
@@ -186,7 +180,7 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
                      file, path);
   if (type == "list") {
     if (!value.IsSequence())
-      return fail(file, value, path, "expected a list, got " + show(value));
+      return config_error(file, value, path, "expected a list, got " + show(value));
     YAML::Node result{YAML::NodeType::Sequence};
     auto items = spec["items"];
     for (size_t i = 0; i < value.size(); ++i) {
@@ -203,31 +197,31 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
     return result;
   }
   if (!value.IsScalar())
-    return fail(file, value, path, "expected " + type + ", got " + show(value));
+    return config_error(file, value, path, "expected " + type + ", got " + show(value));
   if (type == "int") {
     long long x = 0;
     if (!convert(value, x))
-      return fail(file, value, path, "expected an integer, got " + show(value));
+      return config_error(file, value, path, "expected an integer, got " + show(value));
     if (auto mn = spec["min"]; mn && x < mn.as<long long>())
-      return fail(file, value, path,
+      return config_error(file, value, path,
                   "must be at least " + mn.Scalar() + ", got " + value.Scalar());
     if (auto mx = spec["max"]; mx && x > mx.as<long long>())
-      return fail(file, value, path,
+      return config_error(file, value, path,
                   "must be at most " + mx.Scalar() + ", got " + value.Scalar());
   } else if (type == "float") {
     double x = 0;
     if (!convert(value, x))
-      return fail(file, value, path, "expected a number, got " + show(value));
+      return config_error(file, value, path, "expected a number, got " + show(value));
     if (auto mn = spec["min"]; mn && x < mn.as<double>())
-      return fail(file, value, path,
+      return config_error(file, value, path,
                   "must be at least " + mn.Scalar() + ", got " + value.Scalar());
     if (auto mx = spec["max"]; mx && x > mx.as<double>())
-      return fail(file, value, path,
+      return config_error(file, value, path,
                   "must be at most " + mx.Scalar() + ", got " + value.Scalar());
   } else if (type == "bool") {
     bool x = false;
     if (!convert(value, x))
-      return fail(file, value, path, "expected true or false, got " + show(value));
+      return config_error(file, value, path, "expected true or false, got " + show(value));
   } else if (type == "string") {
     if (auto choices = spec["enum"]) {
       bool found = false;
@@ -237,7 +231,7 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
         all += (all.empty() ? "" : ", ") + c.Scalar();
       }
       if (!found)
-        return fail(file, value, path,
+        return config_error(file, value, path,
                     "must be one of " + all + ", got " + show(value));
     }
   }
@@ -331,6 +325,21 @@ caf::expected<YAML::Node> config_schema::validate(const YAML::Node& value,
   return check_map(value, *node_, false, file, std::string{path});
 }
 
+caf::error config_error(std::string_view file, const YAML::Node& node,
+                        std::string_view field, const std::string& what) {
+  return make_error(errc::invalid_config,
+                    where(file, node) + ": " + std::string{field.empty() ? "(top)" : field}
+                      + ": " + what);
+}
+
+std::string to_yaml(const YAML::Node& node) {
+  if (!node.IsDefined() || node.IsNull())
+    return {};
+  YAML::Emitter out;
+  out << node;
+  return out.c_str();
+}
+
 caf::error validate_log_level(std::string_view level) {
   for (auto x : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     if (level == x)
@@ -418,10 +427,10 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
       valid_name = valid_name && (std::isalnum(static_cast<unsigned char>(c)) || c == '_'
                                   || c == '-');
     if (!valid_name)
-      return fail(fname, raw["name"], field,
+      return config_error(fname, raw["name"], field,
                   "plugin names are 1-64 characters of [A-Za-z0-9_-]");
     if (!names.insert(spec.name).second)
-      return fail(fname, raw["name"], field,
+      return config_error(fname, raw["name"], field,
                   "plugin '" + spec.name + "' is listed twice");
     // Keep the raw node: its marks give plugin-config errors their line numbers.
     spec.config = make_yaml(raw["config"] ? raw["config"] : YAML::Node{});

@@ -50,18 +50,6 @@ resources:
       config: {type: any}
 )";
 
-std::string at(const std::string& file, const YAML::Node& node) {
-  auto m = node.Mark();
-  if (m.is_null())
-    return file;
-  return file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-}
-
-caf::error fail(const std::string& file, const YAML::Node& node, const std::string& field,
-                const std::string& what) {
-  return make_error(errc::invalid_config, at(file, node) + ": " + field + ": " + what);
-}
-
 bool valid_name(std::string_view s) {
   if (s.empty() || s.size() > 128)
     return false;
@@ -70,14 +58,6 @@ bool valid_name(std::string_view s) {
           || c == ':'))
       return false;
   return true;
-}
-
-std::string dump(const YAML::Node& node) {
-  if (!node || node.IsNull())
-    return {};
-  YAML::Emitter out;
-  out << node;
-  return out.c_str();
 }
 
 } // namespace
@@ -114,7 +94,7 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
     return make_error(errc::invalid_config, file + ": " + e.what());
   }
   if (!doc.IsMap())
-    return make_error(errc::invalid_config, at(file, doc) + ": a group must be a map");
+    return config_error(file, doc, "", "a group must be a map");
   auto schema = config_schema::parse(group_schema_text, "<group schema>");
   if (!schema)
     return schema.error();
@@ -129,11 +109,11 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
   auto raw_subs = doc["subscriptions"];
   auto raw_resources = doc["resources"];
   if (raw_devices && raw_devices.size() > max_group_devices)
-    return fail(file, raw_devices, "devices",
+    return config_error(file, raw_devices, "devices",
                 std::to_string(raw_devices.size()) + " devices; a group holds at most "
                   + std::to_string(max_group_devices));
   if (raw_subs && raw_subs.size() > max_group_subscriptions)
-    return fail(file, raw_subs, "subscriptions",
+    return config_error(file, raw_subs, "subscriptions",
                 std::to_string(raw_subs.size())
                   + " subscriptions; a group holds at most "
                   + std::to_string(max_group_subscriptions));
@@ -143,10 +123,10 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
     auto thing = devices[i]["thing"].as<std::string>();
     auto field = "devices[" + std::to_string(i) + "].thing";
     if (!valid_name(thing) || thing.find(':') != std::string::npos)
-      return fail(file, raw_devices[i]["thing"], field,
+      return config_error(file, raw_devices[i]["thing"], field,
                   "thing names are 1-128 characters of [A-Za-z0-9_.-]");
     if (!things.insert(thing).second)
-      return fail(file, raw_devices[i]["thing"], field, "device '" + thing
+      return config_error(file, raw_devices[i]["thing"], field, "device '" + thing
                                                           + "' is listed twice");
     auto* d = g.add_devices();
     d->set_thing(thing);
@@ -158,14 +138,14 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
     auto name = fns[i]["name"].as<std::string>();
     auto field = "functions[" + std::to_string(i) + "].name";
     if (!valid_name(name) || name.find(':') != std::string::npos)
-      return fail(file, raw_functions[i]["name"], field,
+      return config_error(file, raw_functions[i]["name"], field,
                   "function names are 1-128 characters of [A-Za-z0-9_.-]");
     if (!functions.insert(name).second)
-      return fail(file, raw_functions[i]["name"], field,
+      return config_error(file, raw_functions[i]["name"], field,
                   "function '" + name + "' is listed twice");
     auto* f = g.add_functions();
     f->set_name(name);
-    f->set_config_yaml(dump(fns[i]["config"]));
+    f->set_config_yaml(to_yaml(fns[i]["config"]));
   }
   std::set<std::string> ids;
   auto subs = (*checked)["subscriptions"];
@@ -175,29 +155,29 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
     auto base = "subscriptions[" + std::to_string(i) + "].";
     auto id = s["id"].as<std::string>();
     if (id.empty() || !ids.insert(id).second)
-      return fail(file, raw["id"], base + "id",
+      return config_error(file, raw["id"], base + "id",
                   id.empty() ? "must not be empty" : "id '" + id + "' is used twice");
     for (auto key : {"source", "target"}) {
       auto ep = s[key].as<std::string>();
       if (auto err = validate_endpoint(ep))
-        return fail(file, raw[key], base + key, describe(err));
+        return config_error(file, raw[key], base + key, describe(err));
       auto colon = ep.find(':');
       if (colon == std::string::npos)
         continue;
       auto kind = ep.substr(0, colon);
       auto name = ep.substr(colon + 1);
       if (kind == "device" && !things.count(name))
-        return fail(file, raw[key], base + key,
+        return config_error(file, raw[key], base + key,
                     "device '" + name + "' is not in this group's devices");
       if (kind == "function" && !functions.count(name))
-        return fail(file, raw[key], base + key,
+        return config_error(file, raw[key], base + key,
                     "function '" + name + "' is not in this group's functions");
     }
     if (s["source"].as<std::string>() == s["target"].as<std::string>())
-      return fail(file, raw["target"], base + "target", "source and target are the same");
+      return config_error(file, raw["target"], base + "target", "source and target are the same");
     auto subject = s["subject"].as<std::string>();
     if (auto err = validate_filter(subject))
-      return fail(file, raw["subject"], base + "subject", describe(err));
+      return config_error(file, raw["subject"], base + "subject", describe(err));
     auto* out = g.add_subscriptions();
     out->set_id(id);
     out->set_source(s["source"].as<std::string>());
@@ -209,11 +189,11 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
   for (size_t i = 0; i < res.size(); ++i) {
     auto id = res[i]["id"].as<std::string>();
     if (id.empty() || !resource_ids.insert(id).second)
-      return fail(file, raw_resources[i]["id"], "resources[" + std::to_string(i) + "].id",
+      return config_error(file, raw_resources[i]["id"], "resources[" + std::to_string(i) + "].id",
                   id.empty() ? "must not be empty" : "id '" + id + "' is used twice");
     auto* r = g.add_resources();
     r->set_id(id);
-    r->set_config_yaml(dump(res[i]["config"]));
+    r->set_config_yaml(to_yaml(res[i]["config"]));
   }
   return g;
 }

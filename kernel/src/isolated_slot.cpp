@@ -35,12 +35,6 @@ using ccall_atom = caf::atom_constant<caf::atom("ccall")>;
 using creply_atom = caf::atom_constant<caf::atom("creply")>;
 using swapped_atom = caf::atom_constant<caf::atom("swapped")>;
 
-std::string emit(const YAML::Node& node) {
-  YAML::Emitter out;
-  out << node;
-  return out.c_str();
-}
-
 class isolated_slot : public caf::event_based_actor {
 public:
   isolated_slot(caf::actor_config& cfg, slot_setup setup, isolation_setup iso)
@@ -172,7 +166,7 @@ protected:
       },
       [this](reconf_atom, reconfig_request& req) -> caf::result<bool, std::string> {
         host::ToChild out;
-        out.mutable_swap()->set_config_yaml(emit(req.config));
+        out.mutable_swap()->set_config_yaml(to_yaml(req.config));
         // Kept only once the child accepts it, so a restart never uses a refused one.
         pending_config_ = std::make_shared<const YAML::Node>(req.config);
         return start_swap(out);
@@ -359,7 +353,7 @@ private:
     auto* s = out.mutable_start();
     s->set_name(setup_.name);
     s->set_library(library_);
-    s->set_config_yaml(emit(*setup_.config));
+    s->set_config_yaml(to_yaml(*setup_.config));
     s->set_state_dir(setup_.state_dir.string());
     s->set_log_level(iso_.log_level);
     s->set_queue_capacity(iso_.queue_capacity);

@@ -26,12 +26,6 @@ std::string read_file(const std::filesystem::path& p) {
   return in ? out.str() : std::string{};
 }
 
-std::string dump(const YAML::Node& node) {
-  YAML::Emitter out;
-  out << node;
-  return out.c_str();
-}
-
 /// Shared by a sink actor and its subscription handle: once the handle lets go, the
 /// callback is never called again (and a call in progress has finished).
 struct sink_state {
@@ -415,7 +409,7 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
                             : "loaded " + spec.name);
       continue;
     }
-    if (dump(*running->config) != dump(*spec.config)) {
+    if (to_yaml(*running->config) != to_yaml(*spec.config)) {
       auto r = host_->reconfigure(spec);
       actions.push_back(r ? "reconfigured " + spec.name + ": " + *r
                           : "reconfiguration of " + spec.name

@@ -122,6 +122,14 @@ struct profile_overrides {
 caf::expected<image_profile> load_profile(const std::filesystem::path& file,
                                           const profile_overrides& overrides);
 
+/// An invalid_config error reading "<file>:<line>:<col>: <field>: <what>", the
+/// position taken from `node` (omitted when the node has none).
+caf::error config_error(std::string_view file, const YAML::Node& node,
+                        std::string_view field, const std::string& what);
+
+/// The node as YAML text; empty for a null or undefined node.
+std::string to_yaml(const YAML::Node& node);
+
 /// Parses a log level name (trace, debug, info, warn, error, critical, off).
 caf::error validate_log_level(std::string_view level);
 
