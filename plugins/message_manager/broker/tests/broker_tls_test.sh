@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Mutual-TLS test of grove_broker_plugin.so against a real Mosquitto 2.0 broker, with a group PKI
+# made by tools/grove-certs. The identity is the client certificate CN
+# (use_identity_as_username true); no username/password test mode.
+# Usage: broker_tls_test.sh /path/to/grove_broker_plugin.so /path/to/tools/grove-certs
+set -u
+
+PLUGIN=${1:?usage: $0 /path/to/grove_broker_plugin.so /path/to/grove-certs}
+CERTS_TOOL=${2:?usage: $0 /path/to/grove_broker_plugin.so /path/to/grove-certs}
+PLUGIN=$(readlink -f "$PLUGIN")
+CERTS_TOOL=$(readlink -f "$CERTS_TOOL")
+MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+for tool in "$MOSQUITTO" mosquitto_pub mosquitto_sub timeout openssl "$CERTS_TOOL"; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "missing $tool (install mosquitto, mosquitto-clients and openssl)"
+    exit 1
+  fi
+done
+
+WORK=$(mktemp -d /tmp/grove-broker-tls-test.XXXXXX)
+BROKER_PID=""
+SUB_PIDS=()
+cleanup() {
+  for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [[ -n "$BROKER_PID" ]]; then
+    kill "$BROKER_PID" 2>/dev/null
+    wait "$BROKER_PID" 2>/dev/null
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PASSED=0
+FAILED=0
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+# ---- PKI -------------------------------------------------------------------------------------
+PKI=$WORK/pki
+FOREIGN=$WORK/foreign
+if ! {
+  "$CERTS_TOOL" init "$PKI" --cn "Grove Test Group CA" --days 2 &&
+  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
+  "$CERTS_TOOL" device "$PKI" A --days 2 &&
+  "$CERTS_TOOL" device "$PKI" B --days 2 &&
+  "$CERTS_TOOL" device "$PKI" grove --days 2 &&
+  "$CERTS_TOOL" device "$PKI" intruder --days 2 &&
+  "$CERTS_TOOL" init "$FOREIGN" --cn "Foreign CA" --days 2 &&
+  "$CERTS_TOOL" device "$FOREIGN" A --days 2
+} >"$WORK/certs.out" 2>&1; then
+  cat "$WORK/certs.out"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+pass "grove-certs made the group CA, the server and device certificates, and a foreign CA"
+
+if "$CERTS_TOOL" init "$PKI" >/dev/null 2>&1; then
+  fail "grove-certs refuses to overwrite an existing CA"
+else
+  pass "grove-certs refuses to overwrite an existing CA"
+fi
+if "$CERTS_TOOL" device "$PKI" 'bad/name' >/dev/null 2>&1; then
+  fail "grove-certs rejects an invalid thing name"
+else
+  pass "grove-certs rejects an invalid thing name"
+fi
+# shellcheck disable=SC2016  # the bash -c scripts take their arguments as $1
+check "keys are private (mode 600)" \
+  bash -c '[[ $(stat -c %a "$1/ca.key") == 600 && $(stat -c %a "$1/server.key") == 600 &&
+              $(stat -c %a "$1/devices/A.key") == 600 ]]' _ "$PKI"
+check "the server certificate verifies against the group CA for 127.0.0.1 (serverAuth)" \
+  openssl verify -CAfile "$PKI/ca.crt" -purpose sslserver -verify_ip 127.0.0.1 "$PKI/server.crt"
+# shellcheck disable=SC2016
+check "a device certificate verifies against the group CA (clientAuth) with CN=A" \
+  bash -c 'openssl verify -CAfile "$1/ca.crt" -purpose sslclient "$1/devices/A.crt" >/dev/null &&
+           openssl x509 -in "$1/devices/A.crt" -noout -subject | grep -qE "CN ?= ?A$"' _ "$PKI"
+if openssl verify -CAfile "$PKI/ca.crt" "$FOREIGN/devices/A.crt" >/dev/null 2>&1; then
+  fail "the foreign CA's certificate does not verify against the group CA"
+else
+  pass "the foreign CA's certificate does not verify against the group CA"
+fi
+
+# ---- broker ----------------------------------------------------------------------------------
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+       echo $((20000 + RANDOM % 20000)))
+
+ACL=$WORK/acl.txt
+STATS=$WORK/stats.json
+cat >"$ACL" <<'EOF'
+# test group (intruder holds a certificate of the group CA but is not listed)
+thing A
+thing B
+pub A t/ab
+pub A t/#
+deliver A B t/ab
+EOF
+
+cat >"$WORK/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous false
+persistence false
+user $(id -un)
+listener $PORT 127.0.0.1
+cafile $PKI/ca.crt
+certfile $PKI/server.crt
+keyfile $PKI/server.key
+require_certificate true
+use_identity_as_username true
+plugin $PLUGIN
+plugin_opt_acl_file $ACL
+plugin_opt_stats_file $STATS
+log_dest file $WORK/mosquitto.log
+log_type all
+EOF
+
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.out" 2>&1 &
+BROKER_PID=$!
+
+# tls_args DIR THING: client TLS options for thing THING of the PKI in DIR
+tls_args() { echo "--cafile $PKI/ca.crt --cert $1/devices/$2.crt --key $1/devices/$2.key"; }
+
+pub() {  # pub THING TOPIC PAYLOAD [extra args...]  (certificate from the group CA)
+  local thing=$1 topic=$2 payload=$3
+  shift 3
+  # shellcheck disable=SC2046
+  timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(tls_args "$PKI" "$thing") \
+    -i "pub-$thing-$RANDOM" -t "$topic" -m "$payload" "$@"
+}
+
+ready=0
+for _ in $(seq 1 50); do
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
+  if pub grove ready x 2>/dev/null; then ready=1; break; fi
+  sleep 0.1
+done
+if [[ $ready != 1 ]]; then
+  echo "broker did not start:"; cat "$WORK/mosquitto.out" "$WORK/mosquitto.log" 2>/dev/null
+  echo "$PASSED passed, $((FAILED + 1)) failed"
+  exit 1
+fi
+pass "mosquitto starts with the TLS listener and the plugin; a group certificate connects"
+
+start_sub() {  # start_sub THING FILTER OUTFILE
+  # shellcheck disable=SC2046
+  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(tls_args "$PKI" "$1") -i "sub-$1" \
+    -t "$2" -F '%t %p %P' >"$3" 2>&1 &
+  SUB_PIDS+=($!)
+}
+
+wait_for() {  # wait_for FILE PATTERN [tries]
+  local tries=${3:-50}
+  for _ in $(seq 1 "$tries"); do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+deliver_until() {  # deliver_until THING TOPIC PAYLOAD FILE
+  for _ in $(seq 1 30); do
+    pub "$1" "$2" "$3" >/dev/null 2>&1
+    wait_for "$4" "$3" 3 && return 0
+  done
+  return 1
+}
+
+start_sub B '#' "$WORK/B.out"
+start_sub grove '#' "$WORK/grove.out"
+start_sub intruder '#' "$WORK/intruder.out"
+INTRUDER_SUB_PID=${SUB_PIDS[-1]}
+
+# 1. allowed route A -> B over mutual TLS, source stamped from the certificate CN
+#    (readiness barriers first: the subscribers' SUBSCRIBEs may still be in flight)
+deliver_until A t/ab "barrier-grove" "$WORK/grove.out" >/dev/null
+if deliver_until A t/ab "ab-1" "$WORK/B.out"; then
+  pass "A -> B on t/ab is delivered over mutual TLS"
+else
+  fail "A -> B on t/ab is delivered over mutual TLS"
+fi
+check "the source is the certificate CN (grove-source:A)" \
+  wait_for "$WORK/grove.out" "t/ab ab-1 grove-source:A"
+
+# 2. no client certificate: refused at the TLS handshake
+if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" --cafile "$PKI/ca.crt" -i nocert \
+     -t t/ab -m nocert-1 >"$WORK/nocert.out" 2>&1; then
+  fail "a client without a certificate is refused"
+else
+  pass "a client without a certificate is refused"
+fi
+check "... at the TLS handshake (peer did not return a certificate)" \
+  wait_for "$WORK/mosquitto.log" "peer did not return a certificate" 30
+
+# 3. certificate from a foreign CA (even with CN=A): refused
+# shellcheck disable=SC2046
+if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 --cafile "$PKI/ca.crt" \
+     --cert "$FOREIGN/devices/A.crt" --key "$FOREIGN/devices/A.key" -i foreign \
+     -t t/ab -m foreign-1 >"$WORK/foreign.out" 2>&1; then
+  fail "a certificate from a foreign CA is refused"
+else
+  pass "a certificate from a foreign CA is refused"
+fi
+check "... at the TLS handshake (certificate verify failed)" \
+  wait_for "$WORK/mosquitto.log" "certificate verify failed" 30
+
+# 4. the server certificate presented on the wire verifies against the group CA as 127.0.0.1
+if timeout 5 openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$PKI/ca.crt" \
+     -verify_ip 127.0.0.1 -verify_return_error \
+     -cert "$PKI/devices/A.crt" -key "$PKI/devices/A.key" </dev/null >"$WORK/sclient.out" 2>&1 &&
+   grep -q 'Verify return code: 0 (ok)' "$WORK/sclient.out"; then
+  pass "the broker's certificate verifies against the group CA with IP 127.0.0.1"
+else
+  fail "the broker's certificate verifies against the group CA with IP 127.0.0.1"
+fi
+# and a client refuses it when it expects another host name
+if timeout 5 openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$PKI/ca.crt" \
+     -verify_hostname not-the-broker.example -verify_return_error \
+     -cert "$PKI/devices/A.crt" -key "$PKI/devices/A.key" </dev/null >/dev/null 2>&1; then
+  fail "a client expecting another host name refuses the broker's certificate"
+else
+  pass "a client expecting another host name refuses the broker's certificate"
+fi
+
+# 5. intruder: valid group certificate, not in the table -> nothing delivered, publishes reach
+#    nobody, disconnected within about a second
+pub intruder t/ab "intr-1" >/dev/null 2>&1
+pub intruder t/ab "intr-2" -q 1 >/dev/null 2>&1
+pub A t/ab "ab-marker-5"
+if wait_for "$WORK/B.out" "ab-marker-5" && wait_for "$WORK/grove.out" "ab-marker-5" &&
+   ! grep -qF "intr-" "$WORK/B.out" && ! grep -qF "intr-" "$WORK/grove.out"; then
+  pass "the intruder's publishes reach nobody"
+else
+  fail "the intruder's publishes reach nobody"
+fi
+if ! grep -qF "ab-" "$WORK/intruder.out" && ! grep -qF "ready" "$WORK/intruder.out"; then
+  pass "nothing is delivered to the intruder"
+else
+  fail "nothing is delivered to the intruder"
+fi
+gone=0
+for _ in $(seq 1 50); do
+  if ! kill -0 "$INTRUDER_SUB_PID" 2>/dev/null; then gone=1; break; fi
+  sleep 0.1
+done
+if [[ $gone == 1 ]]; then
+  pass "the intruder's connection is closed by the broker"
+else
+  fail "the intruder's connection is closed by the broker"
+fi
+counted=0
+for _ in $(seq 1 30); do
+  if grep -qE '"denied_publish_unknown":[1-9]' "$STATS" 2>/dev/null; then counted=1; break; fi
+  sleep 0.1
+done
+if [[ $counted == 1 ]]; then
+  pass "the intruder's publishes are counted (denied_publish_unknown)"
+else
+  fail "the intruder's publishes are counted (denied_publish_unknown) ($(cat "$STATS" 2>/dev/null))"
+fi
+
+# 6. the legitimate subscriber is still connected and still served
+if kill -0 "${SUB_PIDS[0]}" 2>/dev/null && deliver_until A t/ab "ab-final" "$WORK/B.out"; then
+  pass "B is still connected and served after the refusals"
+else
+  fail "B is still connected and served after the refusals"
+fi
+
+if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+  fail "broker still running at the end"
+  cat "$WORK/mosquitto.out"
+fi
+if [[ $FAILED -gt 0 ]]; then
+  echo "---- mosquitto log (tail) ----"; tail -n 80 "$WORK/mosquitto.log" 2>/dev/null
+  for f in B grove intruder nocert foreign; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
+  echo "---- stats ----"; cat "$STATS" 2>/dev/null
+fi
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
