@@ -7,34 +7,13 @@ set -u
 
 PLUGIN=${1:?usage: $0 /path/to/grove_broker_plugin.so}
 PLUGIN=$(readlink -f "$PLUGIN")
-MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
-for tool in "$MOSQUITTO" mosquitto_pub mosquitto_sub timeout; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "missing $tool (install mosquitto and mosquitto-clients)"
-    exit 1
-  fi
-done
-
-WORK=$(mktemp -d /tmp/grove-broker-test.XXXXXX)
-BROKER_PID=""
-SUB_PIDS=()
-cleanup() {
-  for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  if [[ -n "$BROKER_PID" ]]; then
-    kill "$BROKER_PID" 2>/dev/null
-    wait "$BROKER_PID" 2>/dev/null
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PASSED=0
-FAILED=0
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-       echo $((20000 + RANDOM % 20000)))
+# shellcheck source=broker_test_lib.sh
+source "$(dirname "$(readlink -f "$0")")/broker_test_lib.sh"
+# shellcheck disable=SC2119  # no extra tools needed
+broker_test_init
+# Test-only identity: the username (plugin_opt_insecure_username_auth true).
+client_args() { echo "-u $1"; }
+PORT=$(free_port)
 
 ACL=$WORK/acl.txt
 STATS=$WORK/stats.json
@@ -67,54 +46,7 @@ log_dest file $WORK/mosquitto.log
 log_type all
 EOF
 
-"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.out" 2>&1 &
-BROKER_PID=$!
-
-pub() {  # pub USER TOPIC PAYLOAD [extra args...]
-  local user=$1 topic=$2 payload=$3
-  shift 3
-  timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 -u "$user" -i "pub-$user-$RANDOM" \
-    -t "$topic" -m "$payload" "$@"
-}
-
-# Wait for the broker (bounded).
-ready=0
-for _ in $(seq 1 50); do
-  if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
-  if pub grove ready x 2>/dev/null; then ready=1; break; fi
-  sleep 0.1
-done
-if [[ $ready != 1 ]]; then
-  echo "broker did not start:"; cat "$WORK/mosquitto.out" "$WORK/mosquitto.log" 2>/dev/null
-  echo "0 passed, 1 failed"
-  exit 1
-fi
-
-start_sub() {  # start_sub USER FILTER OUTFILE
-  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 -u "$1" -i "sub-$1" -t "$2" \
-    -F '%t %p %P' >"$3" 2>&1 &
-  SUB_PIDS+=($!)
-}
-
-# wait_for FILE PATTERN [tries]: polls until a fixed-string line match appears.
-wait_for() {
-  local tries=${3:-50}
-  for _ in $(seq 1 "$tries"); do
-    grep -qF -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-# deliver_until USER TOPIC PAYLOAD FILE: republishes until the payload shows up (the
-# subscriber's SUBSCRIBE may still be in flight when we start).
-deliver_until() {
-  for _ in $(seq 1 30); do
-    pub "$1" "$2" "$3" >/dev/null 2>&1
-    wait_for "$4" "$3" 3 && return 0
-  done
-  return 1
-}
+start_broker "$WORK/mosquitto.conf"
 
 start_sub A 't/#' "$WORK/A.out"
 start_sub B '#' "$WORK/B.out"

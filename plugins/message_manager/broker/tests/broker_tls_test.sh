@@ -9,35 +9,9 @@ PLUGIN=${1:?usage: $0 /path/to/grove_broker_plugin.so /path/to/grove-certs}
 CERTS_TOOL=${2:?usage: $0 /path/to/grove_broker_plugin.so /path/to/grove-certs}
 PLUGIN=$(readlink -f "$PLUGIN")
 CERTS_TOOL=$(readlink -f "$CERTS_TOOL")
-MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
-for tool in "$MOSQUITTO" mosquitto_pub mosquitto_sub timeout openssl "$CERTS_TOOL"; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "missing $tool (install mosquitto, mosquitto-clients and openssl)"
-    exit 1
-  fi
-done
-
-WORK=$(mktemp -d /tmp/grove-broker-tls-test.XXXXXX)
-BROKER_PID=""
-SUB_PIDS=()
-cleanup() {
-  for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  if [[ -n "$BROKER_PID" ]]; then
-    kill "$BROKER_PID" 2>/dev/null
-    wait "$BROKER_PID" 2>/dev/null
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PASSED=0
-FAILED=0
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# shellcheck source=broker_test_lib.sh
+source "$(dirname "$(readlink -f "$0")")/broker_test_lib.sh"
+broker_test_init openssl "$CERTS_TOOL"
 
 # ---- PKI -------------------------------------------------------------------------------------
 PKI=$WORK/pki
@@ -85,8 +59,7 @@ else
 fi
 
 # ---- broker ----------------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-       echo $((20000 + RANDOM % 20000)))
+PORT=$(free_port)
 
 ACL=$WORK/acl.txt
 STATS=$WORK/stats.json
@@ -117,56 +90,13 @@ log_dest file $WORK/mosquitto.log
 log_type all
 EOF
 
-"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.out" 2>&1 &
-BROKER_PID=$!
-
 # tls_args DIR THING: client TLS options for thing THING of the PKI in DIR
 tls_args() { echo "--cafile $PKI/ca.crt --cert $1/devices/$2.crt --key $1/devices/$2.key"; }
+# Every client of the tests below holds a certificate of the group CA.
+client_args() { tls_args "$PKI" "$1"; }
 
-pub() {  # pub THING TOPIC PAYLOAD [extra args...]  (certificate from the group CA)
-  local thing=$1 topic=$2 payload=$3
-  shift 3
-  # shellcheck disable=SC2046
-  timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(tls_args "$PKI" "$thing") \
-    -i "pub-$thing-$RANDOM" -t "$topic" -m "$payload" "$@"
-}
-
-ready=0
-for _ in $(seq 1 50); do
-  if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
-  if pub grove ready x 2>/dev/null; then ready=1; break; fi
-  sleep 0.1
-done
-if [[ $ready != 1 ]]; then
-  echo "broker did not start:"; cat "$WORK/mosquitto.out" "$WORK/mosquitto.log" 2>/dev/null
-  echo "$PASSED passed, $((FAILED + 1)) failed"
-  exit 1
-fi
+start_broker "$WORK/mosquitto.conf"
 pass "mosquitto starts with the TLS listener and the plugin; a group certificate connects"
-
-start_sub() {  # start_sub THING FILTER OUTFILE
-  # shellcheck disable=SC2046
-  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(tls_args "$PKI" "$1") -i "sub-$1" \
-    -t "$2" -F '%t %p %P' >"$3" 2>&1 &
-  SUB_PIDS+=($!)
-}
-
-wait_for() {  # wait_for FILE PATTERN [tries]
-  local tries=${3:-50}
-  for _ in $(seq 1 "$tries"); do
-    grep -qF -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-deliver_until() {  # deliver_until THING TOPIC PAYLOAD FILE
-  for _ in $(seq 1 30); do
-    pub "$1" "$2" "$3" >/dev/null 2>&1
-    wait_for "$4" "$3" 3 && return 0
-  done
-  return 1
-}
 
 start_sub B '#' "$WORK/B.out"
 start_sub grove '#' "$WORK/grove.out"

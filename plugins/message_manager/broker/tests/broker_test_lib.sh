@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Shared by the broker plugin's test scripts (sourced, not run): work directory and
+# cleanup, PASS/FAIL counting, a real Mosquitto started and awaited, and MQTT clients.
+# A script defines client_args USER (how a client identifies itself: username or
+# certificate) before calling pub, start_sub or start_broker.
+
+# broker_test_init TOOL...: checks the tools, makes $WORK, removes it (and every process
+# started here) on exit.
+broker_test_init() {
+  MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+  local tool
+  for tool in "$MOSQUITTO" mosquitto_pub mosquitto_sub timeout "$@"; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      echo "missing $tool (install mosquitto, mosquitto-clients and openssl)"
+      exit 1
+    fi
+  done
+  WORK=$(mktemp -d /tmp/grove-broker-test.XXXXXX)
+  BROKER_PID=""
+  SUB_PIDS=()
+  PASSED=0
+  FAILED=0
+  trap broker_test_cleanup EXIT
+}
+
+broker_test_cleanup() {
+  local p
+  for p in "${SUB_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [[ -n "$BROKER_PID" ]]; then
+    kill "$BROKER_PID" 2>/dev/null
+    wait "$BROKER_PID" 2>/dev/null
+  fi
+  rm -rf "$WORK"
+}
+
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+# free_port: a loopback port nobody listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
+    2>/dev/null || echo $((20000 + RANDOM % 20000))
+}
+
+pub() {  # pub USER TOPIC PAYLOAD [extra args...]
+  local user=$1 topic=$2 payload=$3
+  shift 3
+  # shellcheck disable=SC2046  # client_args is a list of options on purpose
+  timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$user") \
+    -i "pub-$user-$RANDOM" -t "$topic" -m "$payload" "$@"
+}
+
+start_sub() {  # start_sub USER FILTER OUTFILE
+  # shellcheck disable=SC2046
+  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$1") -i "sub-$1" \
+    -t "$2" -F '%t %p %P' >"$3" 2>&1 &
+  SUB_PIDS+=($!)
+}
+
+# start_broker CONF: starts Mosquitto and waits (bounded) until the internal client
+# `grove` can publish; on failure prints the logs and the closing count, and exits.
+start_broker() {
+  "$MOSQUITTO" -c "$1" >"$WORK/mosquitto.out" 2>&1 &
+  BROKER_PID=$!
+  local ready=0
+  for _ in $(seq 1 50); do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
+    if pub grove ready x 2>/dev/null; then ready=1; break; fi
+    sleep 0.1
+  done
+  if [[ $ready != 1 ]]; then
+    echo "broker did not start:"; cat "$WORK/mosquitto.out" "$WORK/mosquitto.log" 2>/dev/null
+    echo "$PASSED passed, $((FAILED + 1)) failed"
+    exit 1
+  fi
+}
+
+# wait_for FILE PATTERN [tries]: polls until a fixed-string line match appears.
+wait_for() {
+  local tries=${3:-50}
+  for _ in $(seq 1 "$tries"); do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# deliver_until USER TOPIC PAYLOAD FILE: republishes until the payload shows up (the
+# subscriber's SUBSCRIBE may still be in flight when we start).
+deliver_until() {
+  for _ in $(seq 1 30); do
+    pub "$1" "$2" "$3" >/dev/null 2>&1
+    wait_for "$4" "$3" 3 && return 0
+  done
+  return 1
+}
