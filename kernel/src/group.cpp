@@ -125,6 +125,9 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
     if (!valid_name(thing) || thing.find(':') != std::string::npos)
       return config_error(file, raw_devices[i]["thing"], field,
                   "thing names are 1-128 characters of [A-Za-z0-9_.-]");
+    if (thing == "grove")
+      return config_error(file, raw_devices[i]["thing"], field,
+                  "thing name 'grove' is reserved for Grove's own broker client");
     if (!things.insert(thing).second)
       return config_error(file, raw_devices[i]["thing"], field, "device '" + thing
                                                           + "' is listed twice");

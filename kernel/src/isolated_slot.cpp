@@ -389,7 +389,9 @@ private:
           break;
         case host::ToKernel::kPublish: {
           auto* msg = in.mutable_publish();
-          msg->set_source(name);
+          // Same rule as in-process plugins (slot.cpp).
+          if (msg->source().empty())
+            msg->set_source(name);
           msg->clear_id();
           if (auto r = b.publish(std::move(*msg)); !r)
             log.warn("publish refused: {}", describe(r.error()));

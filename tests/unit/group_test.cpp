@@ -93,6 +93,8 @@ BOOST_AUTO_TEST_CASE(bad_subjects_ids_and_names) {
   BOOST_TEST(contains(err, "devices[1].thing: device 'a' is listed twice"), err);
   err = error_of("g.yaml", "name: g\ndevices:\n  - thing: 'a b'\n");
   BOOST_TEST(contains(err, "thing names are"), err);
+  err = error_of("g.yaml", "name: g\ndevices:\n  - thing: grove\n");
+  BOOST_TEST(contains(err, "devices[0].thing: thing name 'grove' is reserved"), err);
   err = error_of("g.yaml", "devices: []\n");
   BOOST_TEST(contains(err, "name: required key is missing"), err);
   err = error_of("g.yaml", "name: [\n");

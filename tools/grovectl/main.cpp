@@ -445,7 +445,8 @@ int run_plugins(connection& conn, const options& opts) {
 
 /// `pub`: publishes one message and prints what the bus did with it.
 int run_pub(connection& conn, const options& opts, const std::string& topic,
-            const std::string& payload, std::string content_type) {
+            const std::string& payload, std::string content_type,
+            const std::string& source) {
   if (content_type.empty())
     content_type = json::accept(payload) ? "application/json"
                                          : "text/plain; charset=utf-8";
@@ -454,6 +455,7 @@ int run_pub(connection& conn, const options& opts, const std::string& topic,
   msg->set_topic(topic);
   msg->set_payload(payload);
   msg->set_content_type(content_type);
+  msg->set_source(source); // empty: groved stamps "grovectl"
   grove::control::Response res;
   if (auto rc = conn.call(req, res))
     return rc;
@@ -572,6 +574,9 @@ int run(int argc, char** argv) {
   pub->add_option("--content-type", content_type,
                   "Content type (default: application/json if PAYLOAD is JSON, "
                   "else text/plain; charset=utf-8)");
+  std::string source;
+  pub->add_option("--source", source,
+                  "Publish on behalf of an endpoint, e.g. function:brain (default: grovectl)");
 
   std::string filter;
   uint64_t count = 0;
@@ -624,7 +629,7 @@ int run(int argc, char** argv) {
     return run_simple(conn, opts, req);
   }
   if (pub->parsed())
-    return run_pub(conn, opts, topic, payload, content_type);
+    return run_pub(conn, opts, topic, payload, content_type, source);
   if (sub->parsed())
     return run_sub(conn, opts, filter, count);
   return fail(exit_usage, "no command given");

@@ -33,6 +33,7 @@ namespace {
 
 constexpr const char* kSourceProperty = "grove-source";
 constexpr const char* kGroveUser = "grove";
+constexpr const char* kAnyGrove = "*";  // deliver-rule key: any message injected by grove
 constexpr std::size_t kMaxTracked = 65536;  // messages whose source is remembered
 
 using Clock = std::chrono::steady_clock;
@@ -87,7 +88,9 @@ bool topic_matches(std::string_view filter, std::string_view topic) {
 struct Table {
   std::set<std::string> things;
   std::map<std::string, std::vector<std::string>> pub;  // thing -> filters
-  // target -> (source -> filters); source "grove" for `deliver * ...` lines
+  // target -> (source -> filters). Source keys: a thing name, "*" for `deliver * ...` lines
+  // and "@cloud", "@shadow", "@function:<name>" for grove-injected messages of that origin
+  // (thing names cannot start with '@', so the keys never collide).
   std::map<std::string, std::map<std::string, std::vector<std::string>>> deliver;
 };
 
@@ -99,6 +102,14 @@ bool valid_name(std::string_view n) {
       return false;
   }
   return true;
+}
+
+// A source that grove may claim for a message it injects: "cloud", "shadow" or
+// "function:<name>". Anything else (e.g. "device:X") is not honoured.
+bool valid_grove_source(std::string_view v) {
+  if (v == "cloud" || v == "shadow") return true;
+  constexpr std::string_view fn = "function:";
+  return v.substr(0, fn.size()) == fn && valid_name(v.substr(fn.size()));
 }
 
 // Splits off the next whitespace-separated token; returns the rest after exactly the
@@ -148,6 +159,8 @@ std::optional<Table> parse_acl(const std::string& text, std::string& error) {
       if (!valid_name(name)) return fail("bad thing name");
       if (!rest.empty()) return fail("trailing text after thing name");
       if (name == kGroveUser) return fail("thing name 'grove' is reserved");
+      if (name.front() == '@')
+        return fail("thing name '" + std::string(name) + "' must not start with '@' (reserved)");
       t.things.emplace(name);
     } else if (kw == "pub") {
       auto thing = next_token(rest);
@@ -157,7 +170,13 @@ std::optional<Table> parse_acl(const std::string& text, std::string& error) {
     } else if (kw == "deliver") {
       auto source = next_token(rest);
       auto target = next_token(rest);
-      if (source != "*" && !valid_name(source)) return fail("bad source thing name");
+      if (!source.empty() && source.front() == '@') {
+        if (!valid_grove_source(source.substr(1)))
+          return fail("bad source '" + std::string(source) +
+                      "' (expected @cloud, @shadow or @function:<name>)");
+      } else if (source != kAnyGrove && !valid_name(source)) {
+        return fail("bad source thing name");
+      }
       if (!valid_name(target)) return fail("bad target thing name");
       if (!valid_filter(rest)) return fail("bad topic filter");
       dels.push_back({lineno, std::string(source), std::string(target), std::string(rest)});
@@ -172,11 +191,11 @@ std::optional<Table> parse_acl(const std::string& text, std::string& error) {
   }
   for (auto& d : dels) {
     lineno = d.line;
-    if (d.source != "*" && !t.things.count(d.source))
+    if (d.source != kAnyGrove && d.source.front() != '@' && !t.things.count(d.source))
       return fail("deliver: source '" + d.source + "' is not a thing of the group");
     if (!t.things.count(d.target))
       return fail("deliver: target '" + d.target + "' is not a thing of the group");
-    t.deliver[d.target][d.source == "*" ? std::string(kGroveUser) : d.source].push_back(d.filter);
+    t.deliver[d.target][d.source].push_back(d.filter);
   }
   return t;
 }
@@ -185,7 +204,8 @@ std::optional<Table> parse_acl(const std::string& text, std::string& error) {
 // Plugin state.
 
 struct Tracked {  // the source of one stored message, keyed by its topic pointer
-  std::string source;
+  std::string source;  // the stamped grove-source value: a thing, "grove" or grove's claim
+  bool from_grove;     // published by the grove client
   std::string topic;
   const void* payload;
   uint32_t payloadlen;
@@ -336,9 +356,9 @@ void write_stats(State& s, bool force) {
 }
 
 void track(State& s, const char* topic, const void* payload, uint32_t payloadlen,
-           const std::string& source) {
+           const std::string& source, bool from_grove) {
   uint64_t seq = ++s.seq;
-  s.tracked[topic] = Tracked{source, topic, payload, payloadlen, seq};
+  s.tracked[topic] = Tracked{source, from_grove, topic, payload, payloadlen, seq};
   s.tracked_order.emplace_back(topic, seq);
   while (s.tracked_order.size() > kMaxTracked) {
     auto [key, sq] = s.tracked_order.front();
@@ -348,20 +368,57 @@ void track(State& s, const char* topic, const void* payload, uint32_t payloadlen
   }
 }
 
-const std::string* source_of(State& s, const char* topic, const void* payload,
-                             uint32_t payloadlen) {
+const Tracked* source_of(State& s, const char* topic, const void* payload, uint32_t payloadlen) {
   if (!topic) return nullptr;
   auto it = s.tracked.find(topic);
   if (it == s.tracked.end()) return nullptr;
   const Tracked& t = it->second;
   if (t.payload != payload || t.payloadlen != payloadlen || t.topic != topic) return nullptr;
-  return &t.source;
+  return &t;
 }
 
 bool any_match(const std::vector<std::string>& filters, std::string_view topic) {
   for (auto& f : filters)
     if (topic_matches(f, topic)) return true;
   return false;
+}
+
+// May a message from `src` on `topic` be delivered to `target`? A thing's message needs
+// `deliver <thing> target F`; a grove-injected one `deliver * target F`, or, when grove named
+// a specific source X, `deliver @X target F`.
+bool may_deliver(const Table& table, const std::string& target, const Tracked& src,
+                 std::string_view topic) {
+  auto t = table.deliver.find(target);
+  if (t == table.deliver.end()) return false;
+  auto rules_match = [&](const std::string& key) {
+    auto f = t->second.find(key);
+    return f != t->second.end() && any_match(f->second, topic);
+  };
+  if (!src.from_grove) return rules_match(src.source);
+  if (rules_match(kAnyGrove)) return true;
+  return src.source != kGroveUser && rules_match("@" + src.source);
+}
+
+// The source grove claims for a message: the value of its grove-source user properties if
+// they all carry one and the same allowed value (cloud, shadow, function:<name>); otherwise
+// "grove" (no claim, a disallowed claim such as device:X, or conflicting claims).
+std::string grove_claimed_source(const mosquitto_property* props) {
+  std::optional<std::string> claim;
+  for (const mosquitto_property* p = props; p; p = mosquitto_property_next(p)) {
+    if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY) continue;
+    char* name = nullptr;
+    char* value = nullptr;
+    if (!mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false))
+      continue;
+    std::string n = name ? name : "";
+    std::string v = value ? value : "";
+    mosquitto_free(name);
+    mosquitto_free(value);
+    if (n != kSourceProperty) continue;
+    if (!valid_grove_source(v) || (claim && *claim != v)) return kGroveUser;
+    claim = std::move(v);
+  }
+  return claim ? *claim : std::string(kGroveUser);
 }
 
 // Returns a copy of `props` without user properties named grove-source, plus
@@ -485,14 +542,8 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
             rc = MOSQ_ERR_SUCCESS;  // the internal client sees everything; source in property
             break;
           }
-          const std::string* source = source_of(s, ev->topic, ev->payload, ev->payloadlen);
-          if (source) {
-            auto t = s.table.deliver.find(user);
-            if (t != s.table.deliver.end()) {
-              auto f = t->second.find(*source);
-              if (f != t->second.end() && any_match(f->second, ev->topic)) rc = MOSQ_ERR_SUCCESS;
-            }
-          }
+          const Tracked* source = source_of(s, ev->topic, ev->payload, ev->payloadlen);
+          if (source && may_deliver(s.table, user, *source, ev->topic)) rc = MOSQ_ERR_SUCCESS;
           if (rc != MOSQ_ERR_SUCCESS) {
             ++s.denied_delivery;
             s.stats_dirty = true;
@@ -516,13 +567,16 @@ int on_message(int, void* event_data, void* userdata) noexcept {
     auto* ev = static_cast<mosquitto_evt_message*>(event_data);
     const char* u = mosquitto_client_username(ev->client);
     std::string user = u ? u : "";
-    if (user != kGroveUser && !s.table.things.count(user)) return MOSQ_ERR_ACL_DENIED;
-    // The source is stamped by the broker; whatever the client put there is dropped.
-    if (!restamp(&ev->properties, user)) return MOSQ_ERR_NOMEM;
+    bool from_grove = user == kGroveUser;
+    if (!from_grove && !s.table.things.count(user)) return MOSQ_ERR_ACL_DENIED;
+    // The source is stamped by the broker; whatever a thing put there is dropped. Only grove
+    // may name the origin of what it injects, and only as cloud, shadow or function:<name>.
+    std::string source = from_grove ? grove_claimed_source(ev->properties) : user;
+    if (!restamp(&ev->properties, source)) return MOSQ_ERR_NOMEM;
     // Retained messages are not supported locally (as in Greengrass v1): a retained message
     // would be delivered long after its source is known.
     ev->retain = false;
-    track(s, ev->topic, ev->payload, ev->payloadlen, user);
+    track(s, ev->topic, ev->payload, ev->payloadlen, source, from_grove);
     return MOSQ_ERR_SUCCESS;
   } catch (...) {
     return MOSQ_ERR_ACL_DENIED;

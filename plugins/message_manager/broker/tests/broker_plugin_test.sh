@@ -30,6 +30,10 @@ deliver A B t/ab
 deliver C B t/x
 deliver C A t/ca
 deliver * B g/+
+deliver A B t/src
+deliver @function:F A t/src
+deliver @cloud B t/src
+deliver * C t/src
 EOF
 
 cat >"$WORK/mosquitto.conf" <<EOF
@@ -51,7 +55,7 @@ start_broker "$WORK/mosquitto.conf"
 start_sub A 't/#' "$WORK/A.out"
 start_sub B '#' "$WORK/B.out"
 start_sub grove '#' "$WORK/grove.out"
-start_sub C 'c/#' "$WORK/C.out"
+start_sub C '#' "$WORK/C.out"
 C_SUB_PID=${SUB_PIDS[-1]}
 
 # 1. allowed route A -> B (also the readiness barrier for B's and grove's subscriptions:
@@ -135,6 +139,68 @@ else
   fail "grove-injected messages are delivered only where a 'deliver *' rule matches"
 fi
 
+# 5b. grove names the origin of what it injects (grove-source cloud, shadow, function:<name>);
+# `deliver @X` rules select by it, `deliver *` takes every grove injection. On t/src: A gets
+# @function:F, B gets @cloud (and thing A), C (`deliver * C t/src`) everything grove injects.
+gpub() { pub grove t/src "$2" -q 1 -D publish user-property grove-source "$1"; }
+deliver_until grove t/src "src-ready" "$WORK/C.out" || fail "grove -> C on t/src (barrier)"
+gpub function:F fn-F
+gpub cloud cloud-1
+gpub shadow shadow-1
+gpub function:G fn-G
+gpub device:A spoof-devA  # grove may not pass a message off as a device's ...
+gpub A spoof-A            # ... not even by a bare thing name (deliver A B t/src exists)
+gpub 'function:a/b' fn-bad
+pub grove t/x spoof-C -q 1 -D publish user-property grove-source C  # deliver C B t/x exists
+pub grove t/src plain-1 -q 1
+pub grove t/src twice-1 -q 1 -D publish user-property grove-source cloud \
+  -D publish user-property grove-source cloud
+pub grove t/src conflict-1 -q 1 -D publish user-property grove-source cloud \
+  -D publish user-property grove-source function:F
+pub C t/src thing-cloud -q 1 -D publish user-property grove-source cloud  # a thing's claim
+# markers: a subscriber has seen everything above once its marker arrived
+pub C t/ca "ca-marker-5b"
+pub A t/ab "ab-marker-5b"
+pub grove t/src "src-marker-5b"
+if ! { wait_for "$WORK/A.out" "ca-marker-5b" && wait_for "$WORK/B.out" "ab-marker-5b" &&
+       wait_for "$WORK/C.out" "src-marker-5b" && wait_for "$WORK/grove.out" "src-marker-5b"; }; then
+  fail "the markers after the grove injections arrive"
+fi
+# got WHO LINE...: WHO received each exact line. none WHO PAYLOAD...: no line carries PAYLOAD.
+got() {
+  local f=$WORK/$1.out l; shift
+  for l in "$@"; do grep -qxF -- "$l" "$f" || return 1; done
+}
+none() {
+  local f=$WORK/$1.out p; shift
+  for p in "$@"; do
+    if grep -qE -- "^[^ ]+ $p( |$)" "$f"; then return 1; fi
+  done
+}
+check "grove-source=function:F reaches A (deliver @function:F A), stamped as such" \
+  got A "t/src fn-F grove-source:function:F"
+check "grove-source=cloud reaches B (deliver @cloud B), stamped as such" \
+  got B "t/src cloud-1 grove-source:cloud"
+check "function:F does not reach B" none B fn-F
+check "cloud does not reach A" none A cloud-1
+check "other grove sources (shadow, function:G, plain grove) reach neither A nor B" \
+  eval 'none A shadow-1 fn-G fn-bad plain-1 && none B shadow-1 fn-G fn-bad plain-1'
+check "deliver * C receives every grove injection, whatever its source" \
+  got C "t/src fn-F grove-source:function:F" "t/src cloud-1 grove-source:cloud" \
+        "t/src shadow-1 grove-source:shadow" "t/src fn-G grove-source:function:G" \
+        "t/src plain-1 grove-source:grove"
+check "grove claiming device:A, A or C opens no device route" \
+  eval 'none A spoof-devA spoof-A spoof-C && none B spoof-devA spoof-A spoof-C'
+check "a refused claim is re-stamped grove-source=grove and follows 'deliver *'" \
+  eval 'got C "t/src spoof-devA grove-source:grove" "t/src spoof-A grove-source:grove" \
+                "t/src fn-bad grove-source:grove" &&
+        got grove "t/src spoof-devA grove-source:grove" "t/x spoof-C grove-source:grove"'
+check "a repeated claim is kept once" got B "t/src twice-1 grove-source:cloud"
+check "conflicting claims fall back to plain grove" \
+  eval 'got C "t/src conflict-1 grove-source:grove" && none A conflict-1 && none B conflict-1'
+check "a thing's grove-source=cloud is replaced by its name and opens no @cloud route" \
+  eval 'got grove "t/src thing-cloud grove-source:C" && none B thing-cloud && none A thing-cloud'
+
 # 6. unknown usernames and anonymous clients are refused at connect
 if pub Z t/ab "z-1" 2>/dev/null; then
   fail "an unknown username is refused at connect"
@@ -177,6 +243,41 @@ if [[ $errored == 1 ]] && deliver_until A t/ab "ab-after-bad" "$WORK/B.out"; the
   pass "a broken ACL file is reported and the previous table stays in force"
 else
   fail "a broken ACL file is reported and the previous table stays in force"
+fi
+
+# 8b. '@' tokens are validated: a thing named @x, an empty or bad @function: name, an unknown
+# @source each reject the whole table (counted, reported by line); the old table stays.
+errors_before=$(grep -oE '"acl_errors":[0-9]+' "$STATS" | cut -d: -f2)
+n=0
+for bad in "thing @x|thing name '@x' must not start with '@'" "deliver @function: B t/src|bad source '@function:'" \
+           "deliver @function:a/b B t/src|bad source" "deliver @foo B t/src|bad source '@foo'"; do
+  why=${bad#*|}
+  bad=${bad%%|*}
+  n=$((n + 1))
+  { cat "$WORK/acl.good"; echo "$bad"; } >"$ACL.tmp" && mv "$ACL.tmp" "$ACL"
+  line=$(wc -l <"$ACL")
+  rejected=0
+  for _ in $(seq 1 100); do
+    if grep -qF "\"acl_errors\":$((errors_before + n))," "$STATS" 2>/dev/null &&
+       grep -qF "acl.txt: line $line: $why" "$STATS"; then rejected=1; break; fi
+    sleep 0.1
+  done
+  check "'$bad' rejects the table (line $line: $why..., acl_errors counted)" \
+    test "$rejected" = 1
+done
+# the previous table (with its @ rules) is still in force
+kept=0
+for i in $(seq 1 30); do
+  gpub function:F "kept-$i" >/dev/null 2>&1
+  if wait_for "$WORK/A.out" "kept-$i" 3; then kept=1; break; fi
+done
+check "after the rejected tables, deliver @function:F A still applies" test "$kept" = 1
+gpub cloud kept-cloud
+pub C t/ca "ca-marker-8b"
+if wait_for "$WORK/A.out" ca-marker-8b && none A kept-cloud; then
+  pass "... and @cloud still does not reach A"
+else
+  fail "... and @cloud still does not reach A"
 fi
 
 # 9. a thing removed from the group is disconnected (and refused when it reconnects)

@@ -118,8 +118,9 @@ public:
           std::string_view content_type = {})
     = 0;
 
-  /// Publishes a prepared envelope (topic, payload, content type, qos are used; id,
-  /// source and timestamp are set by the bus). Thread-safe.
+  /// Publishes a prepared envelope (topic, payload, content type, qos are used; id and
+  /// timestamp are set by the bus; an empty source becomes the plugin's name, a set one
+  /// is kept, e.g. "device:<thing>" for a message the plugin forwards). Thread-safe.
   virtual caf::expected<publish_result> publish(Envelope msg) = 0;
 
   /// Sends a request to the first subscriber of `topic` and calls `f` on this plugin's

@@ -1,0 +1,547 @@
+// message_manager: the device endpoint (a managed Mosquitto with Grove's broker plugin),
+// the subscription table that decides every route, the cloud connection and the spool
+// in front of it. See README.md for topics, configuration and guarantees.
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "broker_process.hpp"
+#include "cloud_forwarder.hpp"
+#include "grove/group.pb.h"
+#include "grove/plugin.hpp"
+#include "mqtt_link.hpp"
+#include "routes.hpp"
+#include "spool.hpp"
+
+namespace grove::mm {
+namespace {
+
+constexpr const char* schema = R"schema(
+development_mode: {type: bool, default: false, doc: "plain-TCP device listener, username login, no certificates; never in production"}
+broker:
+  type: map
+  doc: "the managed Mosquitto broker devices connect to"
+  keys:
+    bind: {type: string, default: "0.0.0.0", doc: "listener address"}
+    port: {type: int, default: 8883, min: 1, max: 65535, doc: "listener port"}
+    mosquitto: {type: string, default: /usr/sbin/mosquitto, doc: "broker executable"}
+    plugin: {type: string, default: "", doc: "grove_broker_plugin.so; empty = next to groved (../lib/grove/broker/)"}
+    ca_file: {type: string, default: "", doc: "group CA: device certificates must chain to it"}
+    cert_file: {type: string, default: "", doc: "the broker's server certificate"}
+    key_file: {type: string, default: "", doc: "the broker's server key"}
+    client_cert_file: {type: string, default: "", doc: "certificate with CN grove for Grove's own client"}
+    client_key_file: {type: string, default: "", doc: "key of client_cert_file"}
+    max_payload_bytes: {type: int, default: 131072, min: 1024, max: 268435455, doc: "larger publishes are refused by the broker"}
+cloud:
+  type: map
+  doc: "the connection to the cloud MQTT endpoint"
+  keys:
+    enabled: {type: bool, default: false}
+    host: {type: string, default: ""}
+    port: {type: int, default: 8883, min: 1, max: 65535}
+    thing_name: {type: string, default: "", doc: "the core's thing name, used as client id"}
+    tls: {type: bool, default: true, doc: "false only in development_mode"}
+    ca_file: {type: string, default: ""}
+    cert_file: {type: string, default: ""}
+    key_file: {type: string, default: ""}
+    keep_alive_seconds: {type: int, default: 60, min: 5, max: 1200}
+    mqtt_max_connection_retry_interval: {type: int, default: 60, min: 1, max: 86400, doc: "seconds; cap of the reconnect back-off"}
+    retry_initial_ms: {type: int, default: 1000, min: 10, max: 600000, doc: "first reconnect delay"}
+    max_inflight: {type: int, default: 100, min: 1, max: 65535, doc: "QoS 1 messages awaiting PUBACK"}
+spool:
+  type: map
+  doc: "cloud-bound messages wait here until the cloud acknowledged them"
+  keys:
+    storage: {type: string, default: memory, enum: [memory, file]}
+    max_size_bytes: {type: int, default: 2621440, min: 262144, max: 1099511627776}
+    when_full: {type: string, default: drop_oldest, enum: [drop_oldest, reject_new]}
+)schema";
+
+// Bus topics: into the table from functions and the shadow service, and out of it.
+constexpr std::string_view in_prefix = "$grove/mm/in/";
+constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
+constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
+constexpr std::string_view group_current = "$grove/group/current";
+constexpr std::string_view group_get = "$grove/group/get";
+
+std::string str(const YAML::Node& node, const char* key) {
+  return node[key].as<std::string>();
+}
+
+// A file named in the configuration: relative paths are relative to the plugin's state
+// directory, so an image profile can name files that live with the device's state.
+std::string file_of(const YAML::Node& node, const char* key,
+                    const std::filesystem::path& state_dir) {
+  auto text = node[key].as<std::string>();
+  if (text.empty() || std::filesystem::path{text}.is_absolute())
+    return text;
+  return (state_dir / text).string();
+}
+
+std::string format_bytes(uint64_t n) {
+  if (n >= 1024 * 1024)
+    return fmt::format("{:.1f} MB", n / (1024.0 * 1024.0));
+  if (n >= 1024)
+    return fmt::format("{:.1f} KB", n / 1024.0);
+  return fmt::format("{} B", n);
+}
+
+// Where groved's install keeps the broker plugin: <prefix>/lib/grove/broker/, next to
+// <prefix>/bin/groved; in the build tree the same layout holds.
+std::filesystem::path default_broker_plugin() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec)
+    return {};
+  return exe.parent_path().parent_path() / "lib" / "grove" / "broker"
+         / "grove_broker_plugin.so";
+}
+
+// mqtt_link levels: 0 debug, 1 info, 2 warning, 3 error.
+void link_log(spdlog::logger* log, int level, const std::string& line) {
+  static constexpr spdlog::level::level_enum levels[]
+    = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn, spdlog::level::err};
+  log->log(levels[std::clamp(level, 0, 3)], "{}", line);
+}
+
+// broker_process levels: syslog numbering.
+void broker_log(spdlog::logger* log, int level, const std::string& line) {
+  auto lvl = level <= broker_log_error     ? spdlog::level::err
+             : level <= broker_log_warning ? spdlog::level::warn
+             : level <= broker_log_info    ? spdlog::level::info
+                                           : spdlog::level::debug;
+  log->log(lvl, "{}", line);
+}
+
+class message_manager final : public grove::plugin {
+public:
+  caf::error init(grove::context& ctx) override {
+    ctx_ = &ctx;
+    log_ = &ctx.log();
+    const auto& cfg = ctx.config();
+    dev_mode_ = cfg["development_mode"].as<bool>();
+    auto b = cfg["broker"];
+    broker_opts_.state_dir = ctx.state_dir() / "broker";
+    broker_opts_.mosquitto_exe = str(b, "mosquitto");
+    broker_opts_.plugin_path = file_of(b, "plugin", ctx.state_dir());
+    if (broker_opts_.plugin_path.empty())
+      broker_opts_.plugin_path = default_broker_plugin();
+    broker_opts_.bind_address = str(b, "bind");
+    broker_opts_.port = static_cast<uint16_t>(b["port"].as<int>());
+    broker_opts_.dev_mode = dev_mode_;
+    const auto& dir = ctx.state_dir();
+    broker_opts_.ca_file = file_of(b, "ca_file", dir);
+    broker_opts_.cert_file = file_of(b, "cert_file", dir);
+    broker_opts_.key_file = file_of(b, "key_file", dir);
+    broker_opts_.max_payload_bytes = b["max_payload_bytes"].as<size_t>();
+    broker_opts_.log = [log = log_](int level, std::string line) {
+      broker_log(log, level, "mosquitto: " + line);
+    };
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
+      return make_error(errc::invalid_config,
+                        "broker.plugin: no broker plugin at '"
+                          + broker_opts_.plugin_path.string() + "'");
+    local_opts_.name = "local";
+    local_opts_.host = broker_opts_.bind_address == "0.0.0.0" || broker_opts_.bind_address == "::"
+                         ? std::string{"127.0.0.1"}
+                         : broker_opts_.bind_address;
+    local_opts_.port = broker_opts_.port;
+    local_opts_.client_id = "grove";
+    local_opts_.mqtt_version = 5;
+    local_opts_.keep_alive = std::chrono::seconds{30};
+    local_opts_.retry_initial = std::chrono::milliseconds{100};
+    local_opts_.retry_max = std::chrono::milliseconds{2000};
+    local_opts_.max_inflight = 1000;
+    local_opts_.log = [log = log_](int level, std::string line) {
+      link_log(log, level, "local link: " + line);
+    };
+    if (dev_mode_) {
+      local_opts_.tls = false;
+      local_opts_.username = "grove";
+    } else {
+      for (auto key : {"ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"})
+        if (str(b, key).empty())
+          return make_error(errc::invalid_config,
+                            std::string{"broker."} + key
+                              + " is required outside development_mode (make the files with "
+                                "tools/grove-certs: init, server, device PKI grove)");
+      local_opts_.tls = true;
+      local_opts_.ca_file = broker_opts_.ca_file;
+      local_opts_.cert_file = file_of(b, "client_cert_file", dir);
+      local_opts_.key_file = file_of(b, "client_key_file", dir);
+    }
+
+    auto c = cfg["cloud"];
+    cloud_enabled_ = c["enabled"].as<bool>();
+    if (cloud_enabled_) {
+      cloud_opts_.name = "cloud";
+      cloud_opts_.host = str(c, "host");
+      cloud_opts_.port = static_cast<uint16_t>(c["port"].as<int>());
+      cloud_opts_.client_id = str(c, "thing_name");
+      cloud_opts_.tls = c["tls"].as<bool>();
+      cloud_opts_.ca_file = file_of(c, "ca_file", dir);
+      cloud_opts_.cert_file = file_of(c, "cert_file", dir);
+      cloud_opts_.key_file = file_of(c, "key_file", dir);
+      cloud_opts_.mqtt_version = 4;
+      cloud_opts_.keep_alive = std::chrono::seconds{c["keep_alive_seconds"].as<int>()};
+      cloud_opts_.retry_initial = std::chrono::milliseconds{c["retry_initial_ms"].as<int>()};
+      cloud_opts_.retry_max
+        = std::chrono::seconds{c["mqtt_max_connection_retry_interval"].as<int64_t>()};
+      cloud_opts_.max_inflight = c["max_inflight"].as<int>();
+      cloud_opts_.log = [log = log_](int level, std::string line) {
+        link_log(log, level, "cloud link: " + line);
+      };
+      if (cloud_opts_.host.empty())
+        return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
+      if (cloud_opts_.client_id.empty())
+        return make_error(errc::invalid_config,
+                          "cloud.thing_name is required when cloud.enabled");
+      if (!cloud_opts_.tls && !dev_mode_)
+        return make_error(errc::invalid_config,
+                          "cloud.tls: false is only allowed in development_mode");
+      if (cloud_opts_.tls && cloud_opts_.ca_file.empty())
+        return make_error(errc::invalid_config, "cloud.ca_file is required with TLS");
+    }
+
+    auto s = cfg["spool"];
+    spool_options so;
+    so.storage = str(s, "storage") == "file" ? spool_storage::file : spool_storage::memory;
+    so.file = ctx.state_dir() / "spool.db";
+    so.max_size_bytes = s["max_size_bytes"].as<uint64_t>();
+    so.when_full = str(s, "when_full") == "reject_new" ? spool_when_full::reject_new
+                                                       : spool_when_full::drop_oldest;
+    storage_name_ = str(s, "storage");
+    auto sp = spool::open(std::move(so));
+    if (!sp)
+      return sp.error();
+    spool_ = std::move(*sp);
+    if (auto n = spool_->stats().count; n > 0)
+      log_->info("spool: {} cloud-bound messages from before the restart ({} possibly "
+                 "delivered already)",
+                 n, spool_->stats().redelivered_after_restart);
+    return {};
+  }
+
+  caf::error start() override {
+    if (dev_mode_) {
+      log_->warn("**************************************************************");
+      log_->warn("DEVELOPMENT MODE: devices connect over PLAIN TCP on {}:{} with a",
+                 broker_opts_.bind_address, broker_opts_.port);
+      log_->warn("bare username and NO certificate. Anyone on the network can");
+      log_->warn("pose as any device. Never use development_mode in production.");
+      log_->warn("**************************************************************");
+    }
+    broker_ = std::make_unique<broker_process>(broker_opts_);
+    // Until the group arrives nothing may connect; a table left by an earlier run could
+    // be stale.
+    std::filesystem::create_directories(broker_opts_.state_dir);
+    if (auto err = broker_->write_acl(routes{}.acl_text()))
+      return err;
+    if (auto err = broker_->start())
+      return err;
+
+    local_ = std::make_unique<mqtt_link>(local_opts_);
+    local_->on_message([this](inbound_message&& m) { from_device(std::move(m)); });
+    if (auto err = local_->start())
+      return err;
+
+    if (cloud_enabled_) {
+      cloud_ = std::make_unique<mqtt_link>(cloud_opts_);
+      forwarder_ = std::make_unique<cloud_forwarder>(*cloud_, *spool_,
+                                                     static_cast<size_t>(cloud_opts_.max_inflight));
+      cloud_->on_message([this](inbound_message&& m) { from_cloud(std::move(m)); });
+      if (auto err = forwarder_->start())
+        return err;
+      if (auto err = cloud_->start())
+        return err;
+    } else {
+      log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
+    }
+
+    if (auto err = ctx_->subscribe(std::string{in_prefix} + "#"))
+      return err;
+    if (auto err = ctx_->subscribe(group_current))
+      return err;
+    ctx_->request(group_get, {}, std::chrono::seconds{5},
+                  [this](caf::expected<Envelope> reply) {
+                    if (reply) {
+                      apply_group(reply->payload());
+                      return;
+                    }
+                    log_->warn("no group definition ({}): no device may connect until "
+                               "one is published on {}",
+                               describe(reply.error()), group_current);
+                  });
+    ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
+    update_status();
+    return {};
+  }
+
+  void stop() override {
+    // Order: stop taking work, then the links, then the broker; the spool flushes last.
+    if (forwarder_)
+      forwarder_->stop();
+    if (cloud_)
+      cloud_->stop();
+    if (local_)
+      local_->stop();
+    if (broker_)
+      broker_->stop();
+    if (spool_)
+      if (auto err = spool_->flush())
+        log_->error("spool flush at stop: {}", describe(err));
+  }
+
+  void on_message(const Envelope& msg) override {
+    if (msg.topic() == group_current) {
+      apply_group(msg.payload());
+      return;
+    }
+    if (!msg.topic().starts_with(in_prefix))
+      return;
+    auto subject = std::string_view{msg.topic()}.substr(in_prefix.size());
+    if (subject.empty()) {
+      ++refused_source_;
+      if (!msg.reply_to().empty())
+        ctx_->reply_error(msg, make_error(errc::invalid_topic, "empty subject"));
+      return;
+    }
+    // Only functions (through function_runtime) and the shadow service enter here;
+    // device and cloud messages come from their own connections.
+    auto src = parse_endpoint(msg.source());
+    if (!src || (src->kind != endpoint_kind::function && src->kind != endpoint_kind::shadow)) {
+      ++refused_source_;
+      log_->warn("refused message on '{}' from '{}': sources on {}# must be "
+                 "function:<name> or shadow",
+                 subject, msg.source(), in_prefix);
+      if (!msg.reply_to().empty())
+        ctx_->reply_error(msg, make_error(errc::invalid_state,
+                                          "source '" + msg.source()
+                                            + "' may not publish through message_manager"));
+      return;
+    }
+    auto n = route(msg.source(), subject, msg.payload(), msg.qos());
+    if (!msg.reply_to().empty())
+      ctx_->reply(msg, fmt::format("{{\"targets\":{}}}", n), "application/json");
+  }
+
+private:
+  std::shared_ptr<const routes> table() const {
+    std::lock_guard guard{routes_mtx_};
+    return routes_;
+  }
+
+  void apply_group(const std::string& bytes) {
+    group::Group g;
+    if (!g.ParseFromString(bytes)) {
+      log_->error("malformed group definition on the bus ({} bytes): keeping the current table",
+                  bytes.size());
+      return;
+    }
+    auto next = std::make_shared<const routes>(g);
+    if (auto err = broker_->write_acl(next->acl_text())) {
+      log_->error("group '{}' v{}: cannot write the broker's table: {}; keeping the "
+                  "current one",
+                  g.name(), g.version(), describe(err));
+      return;
+    }
+    {
+      std::lock_guard guard{routes_mtx_};
+      routes_ = next;
+    }
+    local_->set_subscriptions(next->local_filters(), 1);
+    if (cloud_)
+      cloud_->set_subscriptions(next->cloud_filters(), 1);
+    log_->info("group '{}' v{}: {} subscriptions, {} devices{}", next->group_name(),
+               next->group_version(), next->size(), next->devices(),
+               next->skipped() ? fmt::format(", {} skipped", next->skipped()) : "");
+    update_status();
+  }
+
+  // Called on a Paho thread for every message Grove's client gets from the broker.
+  void from_device(inbound_message&& m) {
+    // The broker plugin stamps grove-source with the publisher's username. Grove's own
+    // injections are not echoed (no_local), and anything not from a thing is ignored.
+    if (m.source.empty() || m.source == "grove" || m.source.find(':') != std::string::npos)
+      return;
+    ++from_devices_;
+    route("device:" + m.source, m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos));
+  }
+
+  // Called on a Paho thread for every message from the cloud.
+  void from_cloud(inbound_message&& m) {
+    ++from_cloud_;
+    route("cloud", m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos));
+  }
+
+  // Delivers one message to every target the table names for it; returns how many
+  // kinds of target took it. Thread-safe.
+  size_t route(const std::string& source, std::string_view topic, std::string payload,
+               uint32_t qos) {
+    auto t = table()->match(source, topic);
+    if (t.empty()) {
+      ++unroutable_;
+      return 0;
+    }
+    size_t n = 0;
+    qos = std::min<uint32_t>(qos, 1);
+    auto to_bus = [&](std::string bus_topic) {
+      Envelope e;
+      e.set_topic(std::move(bus_topic));
+      e.set_source(source);
+      e.set_payload(payload);
+      e.set_qos(qos);
+      if (auto r = ctx_->publish(std::move(e)); r && r->delivered > 0)
+        return true;
+      ++undeliverable_;
+      return false;
+    };
+    for (const auto& f : t.functions)
+      if (to_bus(std::string{out_function_prefix} + f + "/" + std::string{topic})) {
+        ++to_functions_;
+        ++n;
+      }
+    if (t.shadow && to_bus(std::string{out_shadow_prefix} + std::string{topic})) {
+      ++to_shadow_;
+      ++n;
+    }
+    if (t.devices) {
+      if (auto err = local_->publish(std::string{topic}, payload, static_cast<int>(qos),
+                                     source)) {
+        ++undeliverable_;
+      } else {
+        ++to_devices_;
+        ++n;
+      }
+    }
+    if (t.cloud) {
+      // Cloud-bound messages are QoS 1 through the spool (Greengrass' spooler).
+      if (auto seq = spool_->push(std::string{topic}, std::move(payload), 1)) {
+        ++to_cloud_;
+        ++n;
+        if (forwarder_)
+          forwarder_->notify();
+      } else {
+        ++spool_refused_;
+      }
+    }
+    return n;
+  }
+
+  void update_status() {
+    if (broker_) {
+      auto st = broker_->status();
+      ctx_->set_status("broker", fmt::format("{} pid {} on {}:{} ({}), restarts {}{}",
+                                             st.running ? "running" : "down", st.pid,
+                                             broker_opts_.bind_address, broker_opts_.port,
+                                             dev_mode_ ? "DEVELOPMENT MODE: plain TCP"
+                                                       : "mutual TLS",
+                                             st.restarts,
+                                             st.last_exit.empty() ? ""
+                                                                  : ", last exit: "
+                                                                      + st.last_exit));
+      if (auto stats = read_broker_stats(broker_->stats_file())) {
+        std::string per;
+        for (const auto& [thing, count] : stats->denied_publish)
+          per += (per.empty() ? "" : " ") + thing + "=" + std::to_string(count);
+        ctx_->set_status("denied_publish", per.empty() ? "none" : per);
+        ctx_->set_status("denied_other",
+                         fmt::format("unknown clients {}, deliveries {}, refused logins {}",
+                                     stats->denied_publish_unknown, stats->denied_delivery,
+                                     stats->refused_connect));
+        ctx_->set_status("broker_table",
+                         fmt::format("loads {}, errors {}{}", stats->acl_reloads,
+                                     stats->acl_errors,
+                                     stats->last_acl_error.empty()
+                                       ? ""
+                                       : ", last error: " + stats->last_acl_error));
+      }
+    }
+    auto t = table();
+    ctx_->set_status("group", t->group_version() == 0
+                                ? std::string{"none yet"}
+                                : fmt::format("'{}' v{}: {} subscriptions, {} devices",
+                                              t->group_name(), t->group_version(), t->size(),
+                                              t->devices()));
+    ctx_->set_status("routed",
+                     fmt::format("from devices {}, from cloud {}; to functions {}, shadow "
+                                 "{}, devices {}, cloud {}; unroutable {}, undeliverable "
+                                 "{}, refused sources {}",
+                                 from_devices_.load(), from_cloud_.load(), to_functions_.load(),
+                                 to_shadow_.load(), to_devices_.load(), to_cloud_.load(),
+                                 unroutable_.load(), undeliverable_.load(),
+                                 refused_source_.load()));
+    if (local_) {
+      auto ls = local_->status();
+      ctx_->set_status("local_link", std::string{to_string(ls.state)}
+                                       + (ls.last_error.empty() ? "" : ": " + ls.last_error));
+    }
+    if (cloud_) {
+      auto cs = cloud_->status();
+      std::string line = fmt::format("{} {}:{}", to_string(cs.state), cloud_opts_.host,
+                                     cloud_opts_.port);
+      if (cs.state == link_state::waiting)
+        line += fmt::format(", next attempt in {:.1f} s", cs.next_retry_in.count() / 1000.0);
+      line += fmt::format(", connects {}, failures {}, disconnects {}", cs.connects,
+                          cs.failures, cs.disconnects);
+      if (forwarder_) {
+        auto fs = forwarder_->stats();
+        line += fmt::format(", delivered {}, in flight {}, resent {}", fs.delivered,
+                            fs.in_flight, fs.redelivered);
+      }
+      if (!cs.last_error.empty() && cs.state != link_state::connected)
+        line += ", last error: " + cs.last_error;
+      ctx_->set_status("cloud", line);
+    } else {
+      ctx_->set_status("cloud", "disabled");
+    }
+    auto ss = spool_->stats();
+    ctx_->set_status("spool",
+                     fmt::format("{}: {} messages, {} of {}, in flight {}, dropped_oldest {}, "
+                                 "rejected {}, refused {}, redelivered_after_restart {}, committed_seq {}",
+                                 storage_name_, ss.count, format_bytes(ss.bytes),
+                                 format_bytes(ctx_->config()["spool"]["max_size_bytes"]
+                                                .as<uint64_t>()),
+                                 ss.in_flight, ss.dropped_oldest, ss.rejected,
+                                 spool_refused_.load(), ss.redelivered_after_restart,
+                                 ss.committed_seq));
+  }
+
+  grove::context* ctx_ = nullptr;
+  spdlog::logger* log_ = nullptr;
+  bool dev_mode_ = false;
+  bool cloud_enabled_ = false;
+  std::string storage_name_;
+  broker_options broker_opts_;
+  link_options local_opts_;
+  link_options cloud_opts_;
+  std::unique_ptr<spool> spool_;
+  std::unique_ptr<broker_process> broker_;
+  std::unique_ptr<mqtt_link> local_;
+  std::unique_ptr<mqtt_link> cloud_;
+  std::unique_ptr<cloud_forwarder> forwarder_;
+  mutable std::mutex routes_mtx_;
+  std::shared_ptr<const routes> routes_ = std::make_shared<const routes>();
+  std::atomic<uint64_t> from_devices_{0};
+  std::atomic<uint64_t> from_cloud_{0};
+  std::atomic<uint64_t> to_functions_{0};
+  std::atomic<uint64_t> to_shadow_{0};
+  std::atomic<uint64_t> to_devices_{0};
+  std::atomic<uint64_t> to_cloud_{0};
+  std::atomic<uint64_t> unroutable_{0};
+  std::atomic<uint64_t> undeliverable_{0};
+  std::atomic<uint64_t> refused_source_{0};
+  std::atomic<uint64_t> spool_refused_{0};
+};
+
+} // namespace
+} // namespace grove::mm
+
+GROVE_PLUGIN(grove::mm::message_manager, "message_manager", "1.0.0", grove::mm::schema)

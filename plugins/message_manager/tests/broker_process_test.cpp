@@ -1,0 +1,424 @@
+#define BOOST_TEST_MODULE broker_process_test
+#include <boost/test/unit_test.hpp>
+
+// Tests of broker_process with a real Mosquitto 2.0 and Grove's broker plugin, real clients
+// (mosquitto_pub / mosquitto_sub) and a real PKI made by tools/grove-certs. Results are
+// polled with a deadline, never awaited with a fixed sleep.
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "broker_process.hpp"
+#include "grove/errors.hpp"
+
+#ifndef GROVE_SOURCE_DIR
+#  error "GROVE_SOURCE_DIR must name the repository root (set in CMakeLists.txt)"
+#endif
+#ifndef GROVE_BROKER_PLUGIN
+#  error "GROVE_BROKER_PLUGIN must name grove_broker_plugin.so (set in CMakeLists.txt)"
+#endif
+
+using namespace grove::mm;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under $TMPDIR, removed at the end.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    auto templ = (fs::temp_directory_path() / "broker_process_test.XXXXXX").string();
+    if (mkdtemp(templ.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed");
+    path = templ;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Polls `pred` every 50 ms for at most `timeout`.
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (pred())
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(50ms);
+  }
+}
+
+std::string read_all(const fs::path& file) {
+  std::ifstream in{file};
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// Starts `args` with stdout and stderr going to `out`.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& out) {
+  std::vector<char*> argv;
+  for (const auto& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  auto pid = ::fork();
+  if (pid == 0) {
+    auto fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Runs `args` to completion (killed after 10 s); returns the exit code (-1 if killed).
+int run(const std::vector<std::string>& args, const fs::path& out) {
+  auto pid = spawn(args, out);
+  int st = 0;
+  if (!wait_until([&] { return ::waitpid(pid, &st, WNOHANG) == pid; })) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &st, 0);
+    return -1;
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// True once `pid` is gone or a zombie (a reparented zombie may wait for a slow reaper).
+bool process_gone(int pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  if (!in)
+    return true;
+  std::string line;
+  std::getline(in, line);
+  auto paren = line.rfind(')');
+  return paren == std::string::npos || line.size() < paren + 3 || line[paren + 2] == 'Z';
+}
+
+// A background process killed at the end of the scope.
+struct background {
+  pid_t pid;
+  ~background() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+const char* acl_ab = "thing A\nthing B\npub A t/ab\ndeliver A B t/ab\n";
+
+// A broker in a fresh state dir plus client helpers; TLS is set up by make_pki().
+struct fixture {
+  temp_dir dir;
+  uint16_t port = free_port();
+  broker_options opts;
+  std::mutex log_mtx;
+  std::vector<std::string> log_lines;
+  std::vector<std::string> tls_client; // client TLS args; empty in dev mode
+  int counter = 0;
+
+  fixture() {
+    opts.state_dir = dir.path / "state";
+    opts.plugin_path = GROVE_BROKER_PLUGIN;
+    opts.bind_address = "127.0.0.1";
+    opts.port = port;
+    opts.dev_mode = true;
+    opts.log = [this](int, std::string line) {
+      std::lock_guard<std::mutex> lk{log_mtx};
+      log_lines.push_back(std::move(line));
+    };
+  }
+
+  bool logged(const std::string& text) {
+    std::lock_guard<std::mutex> lk{log_mtx};
+    for (const auto& l : log_lines)
+      if (l.find(text) != std::string::npos)
+        return true;
+    return false;
+  }
+
+  void make_pki() {
+    auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
+    auto pki = (dir.path / "pki").string();
+    auto out = dir.path / "certs.out";
+    BOOST_REQUIRE_EQUAL(run({tool, "init", pki, "--days", "2"}, out), 0);
+    BOOST_REQUIRE_EQUAL(run({tool, "server", pki, "--host", "localhost", "--days", "2"}, out), 0);
+    BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "A", "--days", "2"}, out), 0);
+    BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "B", "--days", "2"}, out), 0);
+    opts.dev_mode = false;
+    opts.ca_file = pki + "/ca.crt";
+    opts.cert_file = pki + "/server.crt";
+    opts.key_file = pki + "/server.key";
+  }
+
+  std::vector<std::string> client(const std::string& tool, const std::string& thing) {
+    std::vector<std::string> args{tool, "-h", "127.0.0.1", "-p", std::to_string(port),
+                                  "-i", tool + "-" + thing + "-" + std::to_string(++counter)};
+    if (opts.dev_mode) {
+      args.insert(args.end(), {"-u", thing});
+    } else {
+      auto pki = (dir.path / "pki").string();
+      args.insert(args.end(), {"--cafile", pki + "/ca.crt", "--cert",
+                               pki + "/devices/" + thing + ".crt", "--key",
+                               pki + "/devices/" + thing + ".key"});
+    }
+    return args;
+  }
+
+  int pub(const std::string& thing, const std::string& topic, const std::string& payload) {
+    auto args = client("mosquitto_pub", thing);
+    args.insert(args.end(), {"-t", topic, "-m", payload});
+    return run(args, dir.path / "pub.out");
+  }
+
+  background sub(const std::string& thing, const std::string& filter, const fs::path& out) {
+    auto args = client("mosquitto_sub", thing);
+    // -W: a sub left behind by an aborted test ends by itself.
+    args.insert(args.end(), {"-t", filter, "-v", "-W", "120"});
+    return background{spawn(args, out)};
+  }
+
+  // Republishes until `payload` shows up in `out` (the SUBSCRIBE may still be in flight).
+  bool deliver_until(const std::string& from, const std::string& topic,
+                     const std::string& payload, const fs::path& out) {
+    return wait_until([&] {
+      pub(from, topic, payload);
+      return wait_until([&] { return read_all(out).find(payload) != std::string::npos; },
+                        300ms);
+    });
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto st = bp.status();
+  BOOST_CHECK(st.running);
+  BOOST_CHECK_GT(st.pid, 0);
+  BOOST_CHECK_EQUAL(st.restarts, 0u);
+  BOOST_CHECK(!st.started_at.empty());
+  auto conf = read_all(opts.state_dir / "mosquitto.conf");
+  for (auto line : {"per_listener_settings false", "allow_anonymous false", "persistence false",
+                    "plugin_opt_insecure_username_auth true", "message_size_limit 131072"})
+    BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  BOOST_CHECK(conf.find("pid_file") == std::string::npos);
+  BOOST_CHECK(fs::exists(bp.stats_file()));
+  auto out = dir.path / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_CHECK(deliver_until("A", "t/ab", "hello-b", out));
+  BOOST_CHECK(logged("mosquitto started"));
+  BOOST_CHECK(fs::exists(opts.state_dir / "broker.log"));
+}
+
+BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate, fixture) {
+  make_pki();
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto out = dir.path / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_CHECK(deliver_until("A", "t/ab", "tls-hello", out));
+  auto pki = (dir.path / "pki").string();
+  auto rc = run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "--cafile",
+                 pki + "/ca.crt", "-i", "nocert", "-t", "t/ab", "-m", "nocert"},
+                dir.path / "nocert.out");
+  BOOST_CHECK_NE(rc, 0);
+  BOOST_CHECK(wait_until([&] { return logged("peer did not return a certificate"); }));
+  BOOST_CHECK(read_all(out).find("nocert") == std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {
+  opts.restart_initial = 200ms;
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto old_pid = bp.status().pid;
+  BOOST_REQUIRE_EQUAL(::kill(old_pid, SIGKILL), 0);
+  BOOST_CHECK(wait_until([&] {
+    auto st = bp.status();
+    return st.running && st.pid != old_pid && st.restarts == 1;
+  }));
+  BOOST_CHECK_EQUAL(bp.status().last_exit, "killed by signal 9");
+  BOOST_CHECK(logged("mosquitto killed by signal 9; restarting in 200 ms"));
+  BOOST_CHECK(process_gone(old_pid));
+  // The new broker serves clients again (it may still be opening its listener).
+  BOOST_CHECK(wait_until([&] { return pub("A", "t/ab", "probe") == 0; }));
+  auto out = dir.path / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_CHECK(deliver_until("A", "t/ab", "after-restart", out));
+}
+
+BOOST_FIXTURE_TEST_CASE(write_acl_applies_live_and_stats_count_denials, fixture) {
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto pid = bp.status().pid;
+  auto out = dir.path / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_REQUIRE(deliver_until("A", "t/ab", "barrier", out));
+  // t/cd is not allowed yet: the publish is denied and counted for A.
+  BOOST_CHECK_EQUAL(pub("A", "t/cd", "denied-1"), 0);
+  BOOST_CHECK(wait_until([&] {
+    auto stats = read_broker_stats(bp.stats_file());
+    return stats && stats->denied_publish["A"] >= 1;
+  }));
+  auto stats = read_broker_stats(bp.stats_file());
+  BOOST_REQUIRE_MESSAGE(stats, (stats ? std::string{} : grove::describe(stats.error())));
+  BOOST_CHECK_EQUAL(stats->acl_reloads, 1u);
+  BOOST_CHECK_EQUAL(stats->acl_errors, 0u);
+  BOOST_CHECK_EQUAL(stats->denied_publish.count("B"), 0u);
+  // Allow it; the plugin re-reads the file within about a second.
+  BOOST_REQUIRE(!bp.write_acl(std::string{acl_ab} + "pub A t/cd\ndeliver A B t/cd\n"));
+  BOOST_CHECK(deliver_until("A", "t/cd", "allowed-now", out));
+  BOOST_CHECK(read_all(out).find("denied-1") == std::string::npos);
+  BOOST_CHECK_EQUAL(bp.status().pid, pid);
+  BOOST_CHECK_EQUAL(bp.status().restarts, 0u);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->acl_reloads == 2;
+  }));
+  // No temporary files are left next to the ACL.
+  for (const auto& e : fs::directory_iterator{opts.state_dir})
+    BOOST_CHECK_MESSAGE(e.path().filename().string().find(".XXX") == std::string::npos
+                          && e.path().filename().string()[0] != '.',
+                        "left over: " << e.path());
+}
+
+BOOST_AUTO_TEST_CASE(read_broker_stats_rejects_malformed_files) {
+  temp_dir dir;
+  auto file = dir.path / "stats.json";
+  BOOST_CHECK(!read_broker_stats(file)); // missing
+  std::ofstream{file} << "not json";
+  BOOST_CHECK(!read_broker_stats(file));
+  std::ofstream{file} << R"({"denied_publish":{"S":3},"denied_delivery":-1})";
+  BOOST_CHECK(!read_broker_stats(file));
+  std::ofstream{file} << R"({"denied_publish":{"S":3},"denied_publish_unknown":1,)"
+                         R"("denied_delivery":12,"refused_connect":4,"acl_reloads":2,)"
+                         R"("acl_errors":1,"last_acl_error":"line 3: bad"})";
+  auto s = read_broker_stats(file);
+  BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->denied_publish["S"], 3u);
+  BOOST_CHECK_EQUAL(s->denied_publish_unknown, 1u);
+  BOOST_CHECK_EQUAL(s->denied_delivery, 12u);
+  BOOST_CHECK_EQUAL(s->refused_connect, 4u);
+  BOOST_CHECK_EQUAL(s->acl_reloads, 2u);
+  BOOST_CHECK_EQUAL(s->acl_errors, 1u);
+  BOOST_CHECK_EQUAL(s->last_acl_error, "line 3: bad");
+}
+
+BOOST_FIXTURE_TEST_CASE(port_in_use_is_an_error_naming_the_cause, fixture) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  BOOST_REQUIRE_EQUAL(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  BOOST_REQUIRE_EQUAL(::listen(fd, 4), 0);
+  broker_process bp{opts};
+  auto err = bp.start();
+  ::close(fd);
+  BOOST_REQUIRE(err);
+  auto text = grove::describe(err);
+  BOOST_TEST_MESSAGE("port in use: " << text);
+  BOOST_CHECK(text.find("Address already in use") != std::string::npos);
+  BOOST_CHECK(!bp.status().running);
+}
+
+BOOST_FIXTURE_TEST_CASE(bad_certificate_path_is_an_error, fixture) {
+  make_pki();
+  opts.cert_file = (dir.path / "pki" / "missing.crt").string();
+  broker_process bp{opts};
+  auto err = bp.start();
+  BOOST_REQUIRE(err);
+  auto text = grove::describe(err);
+  BOOST_TEST_MESSAGE("bad cert: " << text);
+  BOOST_CHECK(text.find("missing.crt") != std::string::npos);
+  BOOST_CHECK(!bp.status().running);
+}
+
+BOOST_FIXTURE_TEST_CASE(stop_leaves_no_process_behind, fixture) {
+  broker_process bp{opts};
+  auto err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto pid = bp.status().pid;
+  BOOST_REQUIRE_GT(pid, 0);
+  bp.stop();
+  // stop() reaped the child: the pid is gone, not even a zombie.
+  BOOST_CHECK(!fs::exists("/proc/" + std::to_string(pid)));
+  BOOST_CHECK(!bp.status().running);
+  BOOST_CHECK_EQUAL(bp.status().pid, 0);
+  BOOST_CHECK_EQUAL(bp.status().restarts, 0u);
+  bp.stop(); // idempotent
+  BOOST_CHECK(logged("mosquitto exited with 0"));
+  // And it can be started again.
+  err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK_NE(bp.status().pid, 0);
+}
+
+BOOST_FIXTURE_TEST_CASE(broker_dies_with_its_parent_on_sigkill, fixture) {
+  int fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
+  // Boost.Test runs no threads of its own and earlier brokers were stopped: forking
+  // here leaves the child with a single thread, so it may start its own broker.
+  auto parent = ::fork();
+  BOOST_REQUIRE_GE(parent, 0);
+  if (parent == 0) {
+    ::close(fds[0]);
+    broker_options child_opts = opts;
+    child_opts.log = nullptr;
+    broker_process bp{child_opts};
+    int pid = bp.start() ? -1 : bp.status().pid;
+    [[maybe_unused]] auto n = ::write(fds[1], &pid, sizeof(pid));
+    for (;;)
+      ::pause();
+  }
+  ::close(fds[1]);
+  int mosq_pid = 0;
+  auto n = ::read(fds[0], &mosq_pid, sizeof(mosq_pid));
+  ::close(fds[0]);
+  BOOST_REQUIRE_EQUAL(n, static_cast<ssize_t>(sizeof(mosq_pid)));
+  BOOST_REQUIRE_GT(mosq_pid, 0);
+  BOOST_CHECK(!process_gone(mosq_pid));
+  ::kill(parent, SIGKILL);
+  ::waitpid(parent, nullptr, 0);
+  BOOST_CHECK(wait_until([&] { return process_gone(mosq_pid); }));
+  if (!process_gone(mosq_pid))
+    ::kill(mosq_pid, SIGKILL); // do not leave it behind when the check failed
+}

@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# End-to-end test of the message_manager plugin with real processes: groved runs the
+# plugin, which starts and supervises a real Mosquitto (mutual TLS, Grove's broker plugin);
+# a second Mosquitto with TLS stands in for the cloud; devices are mosquitto_pub/sub with
+# certificates from tools/grove-certs; grovectl stands in for functions and the shadow
+# service on the bus.
+# Usage: message_manager_test.sh GROVED GROVECTL GROVE_CERTS
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+# shellcheck source=../broker/tests/broker_test_lib.sh
+source "$HERE/../broker/tests/broker_test_lib.sh"
+broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+
+GROVED_PID=""
+CLOUD_PID=""
+cleanup_all() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
+  broker_test_cleanup
+}
+trap cleanup_all EXIT
+
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED == 0 ]]
+  exit $?
+}
+
+abort() {  # abort WHY: print context and stop
+  fail "$1"
+  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
+  echo "--- cloud output"; tail -n 20 "$WORK/cloud.out" 2>/dev/null
+  finish
+}
+
+# ---- PKIs: the group's (devices, broker, Grove's client) and the cloud's ------------------
+PKI=$WORK/pki
+CLOUD_PKI=$WORK/cloud-pki
+FOREIGN=$WORK/foreign
+if ! {
+  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
+  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
+  for t in A B C grove; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done &&
+  "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
+  "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
+  "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
+  "$CERTS_TOOL" device "$CLOUD_PKI" watcher --days 2 &&
+  "$CERTS_TOOL" init "$FOREIGN" --cn "Foreign CA" --days 2 &&
+  "$CERTS_TOOL" device "$FOREIGN" A --days 2
+} >"$WORK/certs.out" 2>&1; then
+  cat "$WORK/certs.out"
+  abort "making the certificates"
+fi
+
+PORT=$(free_port)
+CLOUD_PORT=$(free_port)
+while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+
+# Devices identify with their certificate (CN = thing name).
+client_args() {
+  echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
+}
+cloud_args() {
+  echo "-h 127.0.0.1 -p $CLOUD_PORT --cafile $CLOUD_PKI/ca.crt --cert $CLOUD_PKI/devices/watcher.crt --key $CLOUD_PKI/devices/watcher.key"
+}
+
+# ---- the "cloud": Mosquitto with mutual TLS, persistent sessions ------------------------------
+mkdir -p "$WORK/cloud"
+cat >"$WORK/cloud/mosquitto.conf" <<EOF
+user $(id -un)
+per_listener_settings false
+allow_anonymous false
+persistence true
+persistence_location $WORK/cloud/
+max_queued_messages 50000
+listener $CLOUD_PORT 127.0.0.1
+cafile $CLOUD_PKI/ca.crt
+certfile $CLOUD_PKI/server.crt
+keyfile $CLOUD_PKI/server.key
+require_certificate true
+use_identity_as_username true
+EOF
+start_cloud() {
+  "$MOSQUITTO" -c "$WORK/cloud/mosquitto.conf" >>"$WORK/cloud.out" 2>&1 &
+  CLOUD_PID=$!
+  for _ in $(seq 1 50); do
+    # shellcheck disable=SC2046
+    timeout 5 mosquitto_pub $(cloud_args) -i probe -t probe -m x 2>/dev/null && return 0
+    sleep 0.1
+  done
+  abort "cloud broker did not start"
+}
+stop_cloud() {  # SIGTERM: Mosquitto saves its sessions
+  kill "$CLOUD_PID" 2>/dev/null
+  wait "$CLOUD_PID" 2>/dev/null
+  CLOUD_PID=""
+}
+# The watcher keeps a persistent QoS 1 session on the cloud, so messages that reach the
+# cloud while it is not connected wait for it.
+start_watcher() {  # start_watcher OUTFILE [count]
+  local count=()
+  [[ -n "${2:-}" ]] && count=(-C "$2")
+  # shellcheck disable=SC2046
+  timeout 300 mosquitto_sub $(cloud_args) -i watcher -c -q 1 -t 'telemetry/#' -t 'f/#' \
+    -F '%t %p' "${count[@]}" >>"$1" 2>&1 &
+  WATCHER_PID=$!
+  SUB_PIDS+=($!)
+}
+start_cloud
+
+# ---- group and image profile -----------------------------------------------------------------
+GROUP=$WORK/group.yaml
+write_group() {  # write_group [extra subscription lines]
+  cat >"$GROUP.tmp" <<EOF
+name: e2e
+devices: [{thing: A}, {thing: B}, {thing: C}]
+functions: [{name: F}]
+subscriptions:
+  - {id: a-b, source: "device:A", subject: "a/to/b", target: "device:B"}
+  - {id: a-f, source: "device:A", subject: "a/to/f/#", target: "function:F"}
+  - {id: f-b, source: "function:F", subject: "f/to/b", target: "device:B"}
+  - {id: a-cloud, source: "device:A", subject: "telemetry/#", target: cloud}
+  - {id: cloud-c, source: cloud, subject: "cmd/c", target: "device:C"}
+  - {id: cloud-f, source: cloud, subject: "cmd/f", target: "function:F"}
+  - {id: shadow-b, source: shadow, subject: "\$aws/things/B/shadow/update/accepted", target: "device:B"}
+  - {id: b-shadow, source: "device:B", subject: "\$aws/things/B/shadow/update", target: shadow}
+  - {id: f-cloud, source: "function:F", subject: "f/to/cloud", target: cloud}
+${1:-}
+EOF
+  mv "$GROUP.tmp" "$GROUP"
+}
+write_group
+
+cat >"$WORK/profile.yaml" <<EOF
+kernel:
+  log_level: info
+  group: $GROUP
+plugins:
+  - name: message_manager
+    config:
+      broker:
+        bind: 127.0.0.1
+        port: $PORT
+        ca_file: $PKI/ca.crt
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        client_cert_file: $PKI/devices/grove.crt
+        client_key_file: $PKI/devices/grove.key
+      cloud:
+        enabled: true
+        host: 127.0.0.1
+        port: $CLOUD_PORT
+        thing_name: core
+        ca_file: $CLOUD_PKI/ca.crt
+        cert_file: $CLOUD_PKI/devices/core.crt
+        key_file: $CLOUD_PKI/devices/core.key
+        retry_initial_ms: 100
+        mqtt_max_connection_retry_interval: 1
+      spool:
+        storage: file
+        max_size_bytes: 10000000
+EOF
+
+export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+status() { "$GROVECTL" status 2>&1; }
+# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
+status_has() {
+  for _ in $(seq 1 "${2:-100}"); do
+    status | grep -qF -- "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+start_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+  status_has "group" 100 || abort "groved did not come up"
+  status_has "group: 'e2e'" 100 || abort "the plugin did not take the group"
+  status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
+}
+start_groved
+pass "groved started the managed broker and took the group"
+
+broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
+export GROVECTL
+export -f broker_pid status
+FIRST_BROKER_PID=$(broker_pid)
+check "the managed broker runs as a child of groved" \
+  bash -c '[[ -n "$1" && $(ps -o ppid= -p "$1" | tr -d " ") == "$2" ]]' _ "$FIRST_BROKER_PID" "$GROVED_PID"
+check "the broker's configuration is generated in the plugin's state directory" \
+  grep -q "require_certificate true" "$WORK/var/plugins/message_manager/broker/mosquitto.conf"
+
+# ---- device to device -----------------------------------------------------------------------
+start_sub B '#' "$WORK/b.out"
+start_sub C '#' "$WORK/c.out"
+check "device A -> device B over mutual TLS (subscription a-b)" deliver_until A a/to/b hello-b "$WORK/b.out"
+check "... with the broker-stamped source A" grep -q "a/to/b hello-b grove-source:A" "$WORK/b.out"
+check "... and not to device C" bash -c '! grep -q hello-b "$1"' _ "$WORK/c.out"
+pub A a/other denied-1 >/dev/null 2>&1
+pub A a/other denied-2 >/dev/null 2>&1
+check "a publish no subscription allows is denied and counted per device in grovectl status" \
+  status_has "denied_publish: A=2" 30
+check "... and reaches nobody" bash -c '! grep -q denied- "$1" "$2"' _ "$WORK/b.out" "$WORK/c.out"
+pub A f/to/b spoof -D publish user-property grove-source function:F >/dev/null 2>&1
+pub A a/to/b spoofed-src -D publish user-property grove-source function:F >/dev/null 2>&1
+wait_for "$WORK/b.out" spoofed-src
+check "a device cannot claim another source: grove-source is re-stamped" \
+  grep -q "spoofed-src grove-source:A" "$WORK/b.out"
+check "... nor publish where only a function may" bash -c '! grep -q " spoof " "$1"' _ "$WORK/b.out"
+
+# Clients without a group certificate.
+if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" --cafile "$PKI/ca.crt" -t a/to/b -m x >"$WORK/nocert.out" 2>&1; then
+  fail "a client without a certificate is refused"
+else
+  pass "a client without a certificate is refused"
+fi
+if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" --cafile "$PKI/ca.crt" \
+  --cert "$FOREIGN/devices/A.crt" --key "$FOREIGN/devices/A.key" -t a/to/b -m foreign >/dev/null 2>&1 &&
+  wait_for "$WORK/b.out" foreign 10; then
+  fail "a certificate from a foreign CA is refused"
+else
+  pass "a certificate from a foreign CA is refused"
+fi
+
+# ---- functions and the shadow service over the bus -------------------------------------------
+# bus_has SOURCE TOPIC: polls until grovectl printed a message with both.
+bus_has() {
+  for _ in $(seq 1 50); do
+    grep -F "\"source\":\"$1\"" "$WORK/bus.out" | grep -qF "\"topic\":\"$2\"" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+timeout 120 "$GROVECTL" sub --json '$grove/mm/out/#' >"$WORK/bus.out" 2>&1 &
+SUB_PIDS+=($!)
+sleep 0.3 # the grovectl subscription is made before its first message; nothing to poll
+pub A a/to/f/x to-function >/dev/null
+check "device A -> function F arrives on the bus with topic and source" \
+  bus_has device:A '$grove/mm/out/function/F/a/to/f/x'
+"$GROVECTL" pub '$grove/mm/in/f/to/b' from-function --source function:F >/dev/null
+check "function F -> device B" wait_for "$WORK/b.out" "f/to/b from-function"
+check "... stamped with source function:F" grep -q "from-function grove-source:function:F" "$WORK/b.out"
+check "... and not to C" bash -c '! grep -q from-function "$1"' _ "$WORK/c.out"
+"$GROVECTL" pub '$grove/mm/in/f/to/b' not-a-function --source device:A >/dev/null
+"$GROVECTL" pub '$grove/mm/in/f/to/b' from-nobody >/dev/null
+check "a bus message claiming a device source (or none) is refused and counted" \
+  status_has "refused sources 2" 30
+"$GROVECTL" pub '$grove/mm/in/f/to/b' wrong-function --source function:G >/dev/null
+check "a function with no subscription reaches no one" status_has "unroutable 1" 30
+check "... B got none of those" bash -c '! grep -qE "not-a-function|from-nobody|wrong-function" "$1"' _ "$WORK/b.out"
+pub B '$aws/things/B/shadow/update' '{"state":{"reported":{"on":true}}}' >/dev/null
+check "device B -> shadow service on the bus" \
+  wait_for "$WORK/bus.out" '"topic":"$grove/mm/out/shadow/$aws/things/B/shadow/update"'
+start_sub B '$aws/things/B/shadow/#' "$WORK/b-shadow.out"
+sleep 0.3
+"$GROVECTL" pub '$aws/things/B/shadow/update/accepted' nope >/dev/null # not through mm
+"$GROVECTL" pub '$grove/mm/in/$aws/things/B/shadow/update/accepted' '{"version":1}' --source shadow >/dev/null
+check "shadow service -> device B" wait_for "$WORK/b-shadow.out" '{"version":1}'
+
+# ---- cloud -----------------------------------------------------------------------------------
+status_has "cloud: connected" 100 || abort "the cloud link did not connect"
+pass "the cloud link connected over mutual TLS with client id core"
+: >"$WORK/watcher.out"
+start_watcher "$WORK/watcher.out"
+sleep 0.5 # the watcher's SUBSCRIBE; its session is persistent from here on
+pub A telemetry/1 t-1 -q 1 >/dev/null
+check "device A -> cloud" wait_for "$WORK/watcher.out" "telemetry/1 t-1"
+"$GROVECTL" pub '$grove/mm/in/f/to/cloud' f-cloud --source function:F >/dev/null
+check "function F -> cloud" wait_for "$WORK/watcher.out" "f/to/cloud f-cloud"
+# shellcheck disable=SC2046
+deliver_cloud() {  # deliver_cloud TOPIC PAYLOAD FILE: cloud-side publish until it arrives
+  for _ in $(seq 1 30); do
+    timeout 5 mosquitto_pub $(cloud_args) -i cloudpub -t "$1" -m "$2" >/dev/null 2>&1
+    wait_for "$3" "$2" 3 && return 0
+  done
+  return 1
+}
+check "cloud -> device C" deliver_cloud cmd/c from-cloud "$WORK/c.out"
+check "... not to B" bash -c '! grep -q from-cloud "$1"' _ "$WORK/b.out"
+check "cloud -> function F" deliver_cloud cmd/f cloud-to-f "$WORK/bus.out"
+check "... with source cloud" bus_has cloud '$grove/mm/out/function/F/cmd/f'
+
+# ---- live table change -----------------------------------------------------------------------
+write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
+check "a changed group file is applied live" status_has "10 subscriptions" 100
+check "the new route A -> C works" deliver_until A a/to/c new-route "$WORK/c.out"
+check "... without restarting the broker" bash -c '[[ "$(broker_pid)" == "$1" ]]' _ "$FIRST_BROKER_PID"
+check "... and B's connection was kept (still receives)" deliver_until A a/to/b after-change "$WORK/b.out"
+printf 'name: e2e\nsubscriptions: [ {id: x, source: "device:Z", subject: a, target: cloud} ]\n' >"$GROUP.tmp"
+mv "$GROUP.tmp" "$GROUP"
+sleep 2 # the kernel polls the file every second; nothing observable changes on purpose
+check "a malformed group file is refused and the table stays" \
+  bash -c 'grovectl=$1; "$grovectl" status | grep -qF "10 subscriptions"' _ "$GROVECTL"
+check "... routes still work" deliver_until A a/to/c still-works "$WORK/c.out"
+"$GROVECTL" pub '$grove/group/current' 'not a protobuf' >/dev/null
+check "garbage on \$grove/group/current is refused, the table stays" \
+  bash -c 'sleep 0.3; "$1" status | grep -qF "10 subscriptions"' _ "$GROVECTL"
+write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
+
+# ---- broker supervision ----------------------------------------------------------------------
+kill -9 "$FIRST_BROKER_PID"
+check "a killed broker is restarted and counted" status_has "restarts 1" 100
+status_has "local_link: connected" 100
+start_sub B '#' "$WORK/b2.out"
+check "... devices reconnect and routes work again" deliver_until A a/to/b after-restart "$WORK/b2.out"
+
+# ---- cloud down -> spool -> cloud up ---------------------------------------------------------
+kill "$WATCHER_PID" 2>/dev/null
+stop_cloud
+status_has "cloud: waiting" 100 || abort "the cloud link did not notice the cloud went away"
+pass "the cloud link goes to back-off when the cloud is down"
+for i in $(seq 1 50); do echo "down-$i"; done | timeout 20 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 \
+  $(client_args A) -i bulk -t telemetry/down -q 1 -l
+check "messages for the cloud wait in the spool" status_has "file: 50 messages" 100
+start_cloud
+check "the cloud link reconnects with back-off" status_has "cloud: connected" 100
+check "... and the spool drains" status_has "file: 0 messages" 100
+: >"$WORK/watcher2.out"
+start_watcher "$WORK/watcher2.out"
+wait_for "$WORK/watcher2.out" "down-50" 100
+check "every spooled message reached the cloud once, in order" \
+  bash -c '[[ "$(grep "^telemetry/down " "$1" | cut -d" " -f2 | tr "\n" " ")" == "$2" ]]' _ \
+  "$WORK/watcher2.out" "$(for i in $(seq 1 50); do printf 'down-%s ' "$i"; done)"
+
+# ---- kill -9 of groved with 10,000 messages spooled ------------------------------------------
+kill "$WATCHER_PID" 2>/dev/null
+stop_cloud
+status_has "cloud: waiting" 100 || abort "the cloud link did not notice the cloud went away (2)"
+committed_before=$(status | sed -n 's/.*committed_seq \([0-9]*\).*/\1/p')
+seq 1 10000 | timeout 120 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) \
+  -i bulk -t telemetry/k -q 1 -l
+check "10,000 messages accepted into the spool" \
+  status_has "committed_seq $((committed_before + 10000))" 300
+BROKER_BEFORE_KILL=$(broker_pid)
+kill -9 "$GROVED_PID"
+wait "$GROVED_PID" 2>/dev/null
+GROVED_PID=""
+for _ in $(seq 1 50); do kill -0 "$BROKER_BEFORE_KILL" 2>/dev/null || break; sleep 0.1; done
+check "the managed broker dies with groved (kill -9)" bash -c '! kill -0 "$1" 2>/dev/null' _ "$BROKER_BEFORE_KILL"
+start_cloud
+: >"$WORK/watcher3.out"
+start_watcher "$WORK/watcher3.out"
+start_groved
+check "after restart the spool reports the messages it kept" \
+  grep -q "spool: 10000 cloud-bound messages from before the restart" "$WORK/groved.out"
+wait_for "$WORK/watcher3.out" "telemetry/k 10000" 600
+got=$(grep -c "^telemetry/k " "$WORK/watcher3.out")
+check "all 10,000 delivered to the cloud after the restart (got $got)" \
+  bash -c '[[ "$(grep "^telemetry/k " "$1" | cut -d" " -f2 | awk "!seen[\$0]++" | tr "\n" " ")" == "$(seq 1 10000 | tr "\n" " ")" ]]' _ "$WORK/watcher3.out"
+
+finish

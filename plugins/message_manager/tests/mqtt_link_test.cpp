@@ -1,0 +1,665 @@
+#define BOOST_TEST_MODULE mqtt_link_test
+#include <boost/test/unit_test.hpp>
+
+// Tests of mqtt_link and cloud_forwarder against real Mosquitto brokers with a real PKI
+// made by tools/grove-certs (found through GROVE_SOURCE_DIR, set in CMake).
+//
+// What reached the "cloud" is read from the broker's own debug log ("Received PUBLISH
+// from <client> (..., 'topic', ...)"), which Mosquitto writes before it sends the PUBACK.
+// A subscriber would not do for the kill -9 case: the broker may PUBACK a message and die
+// before it forwarded it to the subscriber.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cloud_forwarder.hpp"
+#include "grove/errors.hpp"
+#include "mqtt_link.hpp"
+#include "spool.hpp"
+
+#ifndef GROVE_SOURCE_DIR
+#  error "GROVE_SOURCE_DIR must name the repository root (set in CMakeLists.txt)"
+#endif
+
+namespace grove::mm {
+// Lets BOOST_CHECK_EQUAL print states.
+std::ostream& operator<<(std::ostream& os, link_state s) {
+  return os << to_string(s);
+}
+} // namespace grove::mm
+
+using namespace grove::mm;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under $TMPDIR, removed at the end.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    auto templ = (fs::temp_directory_path() / "mqtt_link_test.XXXXXX").string();
+    if (mkdtemp(templ.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed");
+    path = templ;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Polls `f` every 10 ms until it is true or `limit` passed; returns its last value.
+template <class F>
+bool wait_for(F f, std::chrono::milliseconds limit = 10s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (f())
+      return true;
+    if (std::chrono::steady_clock::now() > deadline)
+      return f();
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    throw std::runtime_error("cannot bind a loopback port");
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool port_open(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string mosquitto_path() {
+  if (const char* env = std::getenv("MOSQUITTO"))
+    return env;
+  for (const char* p : {"/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"})
+    if (access(p, X_OK) == 0)
+      return p;
+  return "mosquitto";
+}
+
+void run(const std::string& cmd) {
+  auto rc = std::system((cmd + " >/dev/null").c_str());
+  if (rc != 0)
+    throw std::runtime_error("command failed: " + cmd);
+}
+
+// One PKI for the whole run: CA, server cert for localhost/127.0.0.1, two device certs;
+// and a second, unrelated CA.
+struct pki {
+  temp_dir dir;
+  fs::path ca, server_crt, server_key, other_ca;
+  pki() {
+    auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
+    auto d = dir.path.string();
+    run(tool + " init " + d + "/pki");
+    run(tool + " server " + d + "/pki --host localhost --ip 127.0.0.1");
+    run(tool + " device " + d + "/pki core-thing");
+    run(tool + " device " + d + "/pki observer");
+    run(tool + " init " + d + "/other --cn Other");
+    ca = dir.path / "pki/ca.crt";
+    server_crt = dir.path / "pki/server.crt";
+    server_key = dir.path / "pki/server.key";
+    other_ca = dir.path / "other/ca.crt";
+  }
+  std::string cert(const std::string& thing) const {
+    return (dir.path / "pki/devices" / (thing + ".crt")).string();
+  }
+  std::string key(const std::string& thing) const {
+    return (dir.path / "pki/devices" / (thing + ".key")).string();
+  }
+};
+
+pki& the_pki() {
+  static pki instance;
+  return instance;
+}
+
+// A real Mosquitto "cloud": TLS with required client certificates, identity as user name,
+// debug log to a file per start.
+struct broker {
+  temp_dir dir;
+  uint16_t port = free_port();
+  pid_t pid = -1;
+  int starts = 0;
+
+  fs::path log_file(int n) const {
+    return dir.path / ("broker-" + std::to_string(n) + ".log");
+  }
+
+  void start() {
+    ++starts;
+    auto& p = the_pki();
+    auto conf = dir.path / "mosquitto.conf";
+    {
+      std::ofstream out(conf);
+      if (getuid() == 0)
+        out << "user root\n"; // else it drops to 'mosquitto' and cannot read the keys
+      out << "persistence false\n"
+          << "allow_anonymous false\n"
+          << "max_queued_messages 1000000\n"
+          << "log_type all\n"
+          << "log_dest file " << log_file(starts).string() << "\n"
+          << "listener " << port << " 127.0.0.1\n"
+          << "cafile " << p.ca.string() << "\n"
+          << "certfile " << p.server_crt.string() << "\n"
+          << "keyfile " << p.server_key.string() << "\n"
+          << "require_certificate true\n"
+          << "use_identity_as_username true\n";
+    }
+    auto out = (dir.path / "stderr.txt").string();
+    auto exe = mosquitto_path();
+    pid = fork();
+    if (pid == 0) {
+      freopen(out.c_str(), "a", stdout);
+      freopen(out.c_str(), "a", stderr);
+      execl(exe.c_str(), exe.c_str(), "-c", conf.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    BOOST_REQUIRE(pid > 0);
+    BOOST_REQUIRE_MESSAGE(wait_for([this] {
+                            int st;
+                            if (waitpid(pid, &st, WNOHANG) == pid)
+                              throw std::runtime_error("mosquitto exited at start");
+                            return port_open(port);
+                          }),
+                          "mosquitto does not listen on " << port);
+  }
+
+  void kill(int sig) {
+    if (pid <= 0)
+      return;
+    ::kill(pid, sig);
+    int st;
+    waitpid(pid, &st, 0);
+    pid = -1;
+  }
+
+  ~broker() {
+    kill(SIGKILL);
+  }
+
+  // Topic suffixes of PUBLISH packets `client` sent, over every start, in arrival order.
+  std::vector<long> received_from(const std::string& client) const {
+    std::vector<long> result;
+    std::regex re("Received PUBLISH from " + client + R"( \(d\d, q\d, r\d, m\d+, '[^']*/(\d+)')");
+    for (int n = 1; n <= starts; ++n) {
+      std::ifstream in(log_file(n));
+      std::string line;
+      std::smatch m;
+      while (std::getline(in, line))
+        if (std::regex_search(line, m, re))
+          result.push_back(std::stol(m[1].str()));
+    }
+    return result;
+  }
+};
+
+link_options tls_options(uint16_t port, const std::string& thing, const std::string& name) {
+  auto& p = the_pki();
+  link_options opts;
+  opts.name = name;
+  opts.host = "localhost";
+  opts.port = port;
+  opts.client_id = thing;
+  opts.ca_file = p.ca.string();
+  opts.cert_file = p.cert(thing);
+  opts.key_file = p.key(thing);
+  opts.retry_initial = 50ms;
+  opts.retry_max = 400ms;
+  opts.keep_alive = 10s;
+  if (std::getenv("MQTT_LINK_TEST_LOG"))
+    opts.log = [](int level, std::string msg) {
+      std::fprintf(stderr, "[%d] %s\n", level, msg.c_str());
+    };
+  return opts;
+}
+
+// Collects what a link receives.
+struct inbox {
+  std::mutex mtx;
+  std::vector<inbound_message> msgs;
+  void attach(mqtt_link& link) {
+    link.on_message([this](inbound_message&& m) {
+      std::lock_guard guard{mtx};
+      msgs.push_back(std::move(m));
+    });
+  }
+  size_t size() {
+    std::lock_guard guard{mtx};
+    return msgs.size();
+  }
+  inbound_message at(size_t i) {
+    std::lock_guard guard{mtx};
+    return msgs.at(i);
+  }
+};
+
+std::string describe(const caf::error& err) {
+  return grove::describe(err);
+}
+
+// Publishes until it succeeds (the link may just be reconnecting) and waits for done.
+void publish_acked(mqtt_link& link, const std::string& topic, const std::string& payload,
+                   std::string_view source = {}) {
+  auto done = std::make_shared<std::atomic<int>>(0);
+  caf::error err;
+  BOOST_REQUIRE(wait_for([&] {
+    err = link.publish(topic, payload, 1, source,
+                       [done](bool ok) { done->store(ok ? 1 : 2); });
+    return !err;
+  }));
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return done->load() != 0; }), "no PUBACK");
+  BOOST_REQUIRE_EQUAL(done->load(), 1);
+}
+
+std::string topic_of(const char* prefix, long i) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s/%07ld", prefix, i);
+  return buf;
+}
+
+// Checks that `seen` holds 0..n-1 in order of first arrival; returns the duplicates.
+size_t check_first_arrival_order(const std::vector<long>& seen, long n) {
+  long next = 0;
+  size_t dups = 0;
+  for (auto x : seen) {
+    if (x == next)
+      ++next;
+    else if (x < next)
+      ++dups;
+    else
+      BOOST_FAIL("gap: got " << x << " while expecting " << next);
+  }
+  BOOST_CHECK_EQUAL(next, n);
+  return dups;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(backoff_delay_math) {
+  auto init = 1000ms;
+  auto max = 60000ms;
+  // Lower and upper bound of the jitter window.
+  BOOST_CHECK_EQUAL(backoff_delay(1, init, max, 0.0).count(), 500);
+  BOOST_CHECK_EQUAL(backoff_delay(1, init, max, 1.0).count(), 1000);
+  BOOST_CHECK_EQUAL(backoff_delay(1, init, max, 0.5).count(), 750);
+  // Growth: doubles per failure.
+  BOOST_CHECK_EQUAL(backoff_delay(2, init, max, 1.0).count(), 2000);
+  BOOST_CHECK_EQUAL(backoff_delay(3, init, max, 1.0).count(), 4000);
+  BOOST_CHECK_EQUAL(backoff_delay(6, init, max, 0.0).count(), 16000);
+  // Cap: 2^6 s > 60 s; jitter still applies below the cap, never above it.
+  BOOST_CHECK_EQUAL(backoff_delay(7, init, max, 1.0).count(), 60000);
+  BOOST_CHECK_EQUAL(backoff_delay(7, init, max, 0.0).count(), 30000);
+  BOOST_CHECK_EQUAL(backoff_delay(1000000, init, max, 1.0).count(), 60000);
+  // Out-of-range inputs stay within bounds.
+  BOOST_CHECK_EQUAL(backoff_delay(0, init, max, 1.0).count(), 1000);
+  BOOST_CHECK_EQUAL(backoff_delay(1, init, max, 7.0).count(), 1000);
+  BOOST_CHECK_EQUAL(backoff_delay(1, init, max, -3.0).count(), 500);
+  BOOST_CHECK_EQUAL(backoff_delay(1, 90000ms, max, 1.0).count(), 60000);
+  for (int n = 1; n < 80; ++n)
+    for (double j : {0.0, 0.3, 0.99, 1.0}) {
+      auto d = backoff_delay(n, init, max, j);
+      BOOST_CHECK(d <= max);
+      auto uncapped = std::chrono::milliseconds{init.count() << std::min(n - 1, 20)};
+      BOOST_CHECK(d >= std::min(max, uncapped) / 2);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(start_validates_options) {
+  auto& p = the_pki();
+  auto opts = tls_options(1, "core-thing", "cloud");
+  opts.ca_file = (p.dir.path / "missing.crt").string();
+  mqtt_link bad_ca{opts};
+  auto err = bad_ca.start();
+  BOOST_REQUIRE(err);
+  BOOST_CHECK_EQUAL(err.code(), static_cast<uint8_t>(grove::errc::invalid_config));
+  BOOST_TEST_MESSAGE(describe(err));
+  BOOST_CHECK(describe(err).find("missing.crt") != std::string::npos);
+  opts = tls_options(1, "core-thing", "cloud");
+  opts.key_file.clear();
+  mqtt_link no_key{opts};
+  BOOST_CHECK(no_key.start());
+  opts = tls_options(1, "core-thing", "cloud");
+  opts.mqtt_version = 3;
+  mqtt_link bad_version{opts};
+  BOOST_CHECK(bad_version.start());
+  // A link that never started: publishing is an error, not a crash.
+  mqtt_link idle{tls_options(1, "core-thing", "cloud")};
+  BOOST_CHECK(idle.publish("a/b", "x", 1));
+  BOOST_CHECK_EQUAL(idle.status().state, link_state::stopped);
+}
+
+BOOST_AUTO_TEST_CASE(mutual_tls_round_trip_with_grove_source) {
+  broker cloud;
+  cloud.start();
+  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
+  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
+  inbox in;
+  in.attach(sub);
+  std::atomic<int> connected_calls{0};
+  std::atomic<int> second_listener{0};
+  sub.on_connected([&] { ++connected_calls; });
+  sub.on_connected([&] { ++second_listener; }); // several listeners, all called
+  sub.set_subscriptions({"rt/#", "other/+"}, 1);
+  BOOST_REQUIRE(!sub.start());
+  BOOST_REQUIRE(!pub.start());
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return sub.connected() && pub.connected(); }),
+                        "not connected: " << sub.status().last_error << " / "
+                                          << pub.status().last_error);
+  BOOST_CHECK(wait_for([&] { return connected_calls == 1 && second_listener == 1; }));
+  BOOST_CHECK(sub.status().subscribed == (std::vector<std::string>{"other/+", "rt/#"}));
+  // no_local: our own publish must not come back. The broker handles it before the
+  // peer's message below, so if it came back it would arrive first.
+  publish_acked(sub, "rt/own", "mine");
+  publish_acked(pub, "rt/a", "hello", "plugin-x");
+  publish_acked(pub, "rt/b", "plain");
+  BOOST_REQUIRE(wait_for([&] { return in.size() >= 2; }));
+  auto first = in.at(0);
+  BOOST_CHECK_EQUAL(first.topic, "rt/a");
+  BOOST_CHECK_EQUAL(first.payload, "hello");
+  BOOST_CHECK_EQUAL(first.qos, 1);
+  BOOST_CHECK_EQUAL(first.source, "plugin-x");
+  auto second = in.at(1);
+  BOOST_CHECK_EQUAL(second.topic, "rt/b");
+  BOOST_CHECK_EQUAL(second.source, "");
+  auto st = sub.status();
+  BOOST_CHECK_EQUAL(st.state, link_state::connected);
+  BOOST_CHECK_EQUAL(st.connects, 1u);
+  BOOST_CHECK_EQUAL(st.received, 2u);
+  BOOST_CHECK_EQUAL(st.acked, 1u);
+  sub.stop();
+  sub.stop(); // idempotent
+  BOOST_CHECK_EQUAL(sub.status().state, link_state::stopped);
+  BOOST_CHECK(sub.publish("rt/x", "late", 1));
+}
+
+BOOST_AUTO_TEST_CASE(mqtt_311_round_trip) {
+  broker cloud;
+  cloud.start();
+  auto opts = tls_options(cloud.port, "core-thing", "cloud");
+  opts.mqtt_version = 4;
+  mqtt_link sub{opts};
+  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
+  inbox in;
+  in.attach(sub);
+  sub.set_subscriptions({"v4/#"}, 1);
+  BOOST_REQUIRE(!sub.start());
+  BOOST_REQUIRE(!pub.start());
+  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  publish_acked(pub, "v4/x", "three-one-one", "ignored-by-3.1.1");
+  BOOST_REQUIRE(wait_for([&] { return in.size() == 1; }));
+  BOOST_CHECK_EQUAL(in.at(0).payload, "three-one-one");
+  BOOST_CHECK_EQUAL(in.at(0).source, ""); // no user properties in 3.1.1
+}
+
+BOOST_AUTO_TEST_CASE(tls_refusal_is_reported_and_retried) {
+  broker cloud;
+  cloud.start();
+  auto opts = tls_options(cloud.port, "core-thing", "cloud");
+  opts.ca_file = the_pki().other_ca.string(); // the server's chain does not verify
+  mqtt_link link{opts};
+  std::atomic<int> connected_calls{0};
+  link.on_connected([&] { ++connected_calls; });
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 3; }));
+  auto st = link.status();
+  BOOST_TEST_MESSAGE("last_error: " << st.last_error);
+  BOOST_CHECK(st.state == link_state::waiting || st.state == link_state::connecting);
+  BOOST_CHECK(st.last_error.find("connect to ssl://localhost:") != std::string::npos);
+  BOOST_CHECK(st.last_error.find("certificate verify failed") != std::string::npos);
+  BOOST_CHECK_EQUAL(st.connects, 0u);
+  BOOST_CHECK_EQUAL(connected_calls.load(), 0);
+  BOOST_CHECK(wait_for([&] { return link.status().state == link_state::waiting; }));
+  // Not connected: publishing is an error right away.
+  auto err = link.publish("a/b", "x", 1);
+  BOOST_REQUIRE(err);
+  BOOST_CHECK_EQUAL(err.code(), static_cast<uint8_t>(grove::errc::invalid_state));
+  link.stop();
+  BOOST_CHECK_EQUAL(link.status().state, link_state::stopped);
+}
+
+BOOST_AUTO_TEST_CASE(client_without_certificate_is_refused) {
+  broker cloud;
+  cloud.start();
+  auto opts = tls_options(cloud.port, "core-thing", "cloud");
+  opts.cert_file.clear();
+  opts.key_file.clear();
+  mqtt_link link{opts};
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 2; }));
+  BOOST_TEST_MESSAGE("last_error: " << link.status().last_error);
+  BOOST_CHECK(!link.status().last_error.empty());
+  BOOST_CHECK(!link.connected());
+}
+
+BOOST_AUTO_TEST_CASE(set_subscriptions_live) {
+  broker cloud;
+  cloud.start();
+  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
+  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
+  inbox in;
+  in.attach(sub);
+  sub.set_subscriptions({"a/#"}, 1);
+  BOOST_REQUIRE(!sub.start());
+  BOOST_REQUIRE(!pub.start());
+  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  publish_acked(sub, "a/own", "mine"); // no_local with a single filter too
+  publish_acked(pub, "a/1", "one");
+  BOOST_REQUIRE(wait_for([&] { return in.size() == 1; }));
+  BOOST_CHECK_EQUAL(in.at(0).topic, "a/1");
+  sub.set_subscriptions({"b/#", "c/+"}, 1);
+  BOOST_REQUIRE(wait_for([&] {
+    return sub.status().subscribed == std::vector<std::string>{"b/#", "c/+"};
+  }));
+  // a/2 is handled by the broker before b/1: had "a/#" stayed, it would arrive first.
+  publish_acked(pub, "a/2", "two");
+  publish_acked(pub, "b/1", "three");
+  publish_acked(pub, "c/x", "four");
+  BOOST_REQUIRE(wait_for([&] { return in.size() >= 3; }));
+  BOOST_CHECK_EQUAL(in.at(1).topic, "b/1");
+  BOOST_CHECK_EQUAL(in.at(2).topic, "c/x");
+  // The subscriptions are re-made after a reconnect (the broker restarts without state).
+  cloud.kill(SIGKILL);
+  BOOST_REQUIRE(wait_for([&] { return !sub.connected(); }));
+  cloud.start();
+  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  BOOST_CHECK(sub.status().subscribed == (std::vector<std::string>{"b/#", "c/+"}));
+  BOOST_CHECK_EQUAL(sub.status().disconnects, 1u);
+  publish_acked(pub, "b/2", "five");
+  BOOST_REQUIRE(wait_for([&] { return in.size() >= 4; }));
+  BOOST_CHECK_EQUAL(in.at(3).topic, "b/2");
+}
+
+BOOST_AUTO_TEST_CASE(publish_done_false_when_connection_lost) {
+  broker cloud;
+  cloud.start();
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  std::atomic<int> disconnected_calls{0};
+  std::string why;
+  std::mutex why_mtx;
+  link.on_disconnected([&](const std::string& w) {
+    std::lock_guard guard{why_mtx};
+    why = w;
+    ++disconnected_calls;
+  });
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  // Stop the broker (SIGSTOP) so PUBACKs cannot come, then kill it.
+  ::kill(cloud.pid, SIGSTOP);
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  for (int i = 0; i < 5; ++i)
+    BOOST_REQUIRE(!link.publish("x/" + std::to_string(i), "p", 1, {},
+                                [&](bool r) { ++(r ? ok : failed); }));
+  cloud.kill(SIGKILL);
+  BOOST_REQUIRE(wait_for([&] { return disconnected_calls == 1; }));
+  BOOST_CHECK_EQUAL(failed.load(), 5);
+  BOOST_CHECK_EQUAL(ok.load(), 0);
+  {
+    std::lock_guard guard{why_mtx};
+    BOOST_TEST_MESSAGE("disconnected: " << why);
+    BOOST_CHECK(!why.empty());
+  }
+  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 2; }));
+  BOOST_CHECK(link.publish("x/y", "p", 1));
+}
+
+BOOST_AUTO_TEST_CASE(spool_drains_in_order_after_cloud_comes_up) {
+  constexpr long n = 3000;
+  temp_dir dir;
+  broker cloud; // port reserved, not started: the cloud is down
+  spool_options sopts;
+  sopts.storage = spool_storage::file;
+  sopts.file = dir.path / "state" / "spool.db";
+  sopts.max_size_bytes = 64u << 20;
+  sopts.when_full = spool_when_full::reject_new;
+  auto sp = spool::open(sopts);
+  BOOST_REQUIRE(sp);
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  std::atomic<int> plugin_connected{0};
+  link.on_connected([&] { ++plugin_connected; }); // the plugin's own listener stays
+  cloud_forwarder fwd{link, **sp, 100};
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(!fwd.start());
+  std::string payload(100, 'p');
+  for (long i = 0; i < n; ++i) {
+    BOOST_REQUIRE((*sp)->push(topic_of("drain", i), payload));
+    fwd.notify();
+  }
+  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 2; }));
+  BOOST_CHECK(link.status().state != link_state::connected);
+  BOOST_CHECK_EQUAL((*sp)->stats().count, static_cast<uint64_t>(n));
+  BOOST_CHECK_EQUAL(fwd.stats().delivered, 0u);
+  cloud.start();
+  BOOST_REQUIRE_MESSAGE(wait_for([&] {
+                          if (std::getenv("MQTT_LINK_TEST_LOG")) { auto s = link.status(); std::fprintf(stderr, "status %s connects %d failures %d\n", std::string(to_string(s.state)).c_str(), (int)s.connects, (int)s.failures); }
+                          return (*sp)->stats().count == 0; }, 30s),
+                        "left in spool: " << (*sp)->stats().count << ", in flight "
+                          << (*sp)->stats().in_flight << ", link "
+                          << to_string(link.status().state) << " published "
+                          << link.status().published << " acked " << link.status().acked
+                          << ", forwarder errors " << fwd.stats().publish_errors << ", last error " << link.status().last_error << " failures " << link.status().failures << " connects " << link.status().connects << " plugin_connected " << plugin_connected.load());
+  BOOST_CHECK_EQUAL(fwd.stats().delivered, static_cast<uint64_t>(n));
+  BOOST_CHECK_EQUAL(plugin_connected.load(), 1);
+  std::vector<long> seen;
+  BOOST_REQUIRE(wait_for([&] {
+    seen = cloud.received_from("core-thing");
+    return seen.size() >= static_cast<size_t>(n);
+  }));
+  auto dups = check_first_arrival_order(seen, n);
+  BOOST_CHECK_EQUAL(dups, 0u); // the connection never dropped
+  BOOST_CHECK_EQUAL(seen.size(), static_cast<size_t>(n));
+  fwd.stop();
+  link.stop();
+}
+
+BOOST_AUTO_TEST_CASE(cloud_killed_mid_drain_loses_nothing) {
+  constexpr long n = 20000;
+  temp_dir dir;
+  broker cloud;
+  spool_options sopts;
+  sopts.storage = spool_storage::file;
+  sopts.file = dir.path / "spool.db";
+  sopts.max_size_bytes = 64u << 20;
+  sopts.when_full = spool_when_full::reject_new;
+  auto sp = spool::open(sopts);
+  BOOST_REQUIRE(sp);
+  std::string payload(100, 'k');
+  for (long i = 0; i < n; ++i)
+    BOOST_REQUIRE((*sp)->push(topic_of("kill", i), payload));
+  BOOST_REQUIRE(!(*sp)->flush());
+  cloud.start();
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  cloud_forwarder fwd{link, **sp, 100};
+  BOOST_REQUIRE(!fwd.start()); // before the link: it must catch the first connect
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return fwd.stats().delivered >= 2000; }));
+  cloud.kill(SIGKILL);
+  auto at_kill = fwd.stats().delivered;
+  BOOST_TEST_MESSAGE("killed the cloud after " << at_kill << " acked");
+  BOOST_REQUIRE(wait_for([&] { return !link.connected(); }));
+  cloud.start(); // same port
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return (*sp)->stats().count == 0; }, 60s),
+                        "left in spool: " << (*sp)->stats().count);
+  auto st = fwd.stats();
+  BOOST_CHECK_EQUAL(st.delivered, static_cast<uint64_t>(n));
+  BOOST_CHECK_EQUAL(st.in_flight, 0u);
+  BOOST_CHECK_EQUAL(link.status().disconnects, 1u);
+  std::vector<long> seen;
+  BOOST_REQUIRE(wait_for([&] {
+    seen = cloud.received_from("core-thing");
+    long distinct_upper = seen.empty() ? 0 : *std::max_element(seen.begin(), seen.end());
+    return distinct_upper >= n - 1;
+  }));
+  auto dups = check_first_arrival_order(seen, n);
+  BOOST_TEST_MESSAGE("duplicates at the cloud: " << dups << ", redelivered: "
+                                                 << st.redelivered);
+  // Only messages in flight when the connection died can come twice.
+  BOOST_CHECK_LE(dups, 100u);
+  BOOST_CHECK_LE(dups, st.redelivered);
+  fwd.stop();
+  link.stop();
+}
+
+BOOST_AUTO_TEST_CASE(stop_with_messages_in_flight_returns_them_to_the_spool) {
+  broker cloud;
+  cloud.start();
+  auto sp = spool::open(spool_options{});
+  BOOST_REQUIRE(sp);
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  ::kill(cloud.pid, SIGSTOP); // no PUBACK can come
+  cloud_forwarder fwd{link, **sp, 10};
+  BOOST_REQUIRE(!fwd.start()); // the link is already connected
+  for (long i = 0; i < 50; ++i)
+    BOOST_REQUIRE((*sp)->push(topic_of("held", i), "x"));
+  fwd.notify();
+  BOOST_REQUIRE(wait_for([&] { return (*sp)->stats().in_flight == 10; }));
+  BOOST_CHECK_EQUAL(fwd.stats().in_flight, 10u);
+  fwd.stop();
+  BOOST_CHECK_EQUAL((*sp)->stats().in_flight, 0u);
+  BOOST_CHECK_EQUAL((*sp)->stats().count, 50u);
+  auto first = (*sp)->peek(1);
+  BOOST_REQUIRE_EQUAL(first.size(), 1u);
+  BOOST_CHECK_EQUAL(first[0].topic, topic_of("held", 0));
+  cloud.kill(SIGKILL);
+  link.stop();
+}
