@@ -1,0 +1,310 @@
+// device -> function through Grove: MQTT devices (libmosquitto clients) publish to the
+// managed Mosquitto of a message_manager running in an in-process kernel; a bus
+// subscriber on $grove/mm/out/function/F/# stands in for the function. Peer, in the same
+// run: the same publishers through a bare Mosquitto (no plugin) to one MQTT subscriber.
+// Prints one JSON line: messages/s end to end and latency percentiles for both.
+//   device_function_bench [--messages N] [--pubs P] [--payload B]
+
+#include <algorithm>
+#include <cmath>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <mosquitto.h>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "grove/errors.hpp"
+#include "grove/kernel/config.hpp"
+#include "grove/kernel/kernel.hpp"
+
+extern char** environ;
+
+using namespace std::chrono;
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t now_ns() {
+  return duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Collects arrivals: count and the latency from the timestamp at the payload's start.
+struct sink {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<double> lat_us;
+  int64_t last_ns = 0;
+
+  void arrived(const void* data, size_t len) {
+    int64_t sent = 0;
+    if (len >= sizeof sent)
+      std::memcpy(&sent, data, sizeof sent);
+    auto t = now_ns();
+    std::lock_guard guard{mtx};
+    lat_us.push_back((t - sent) / 1000.0);
+    last_ns = t;
+    cv.notify_all();
+  }
+
+  size_t size() {
+    std::lock_guard guard{mtx};
+    return lat_us.size();
+  }
+
+  bool wait_for(size_t n, seconds idle) {
+    std::unique_lock lock{mtx};
+    while (lat_us.size() < n)
+      if (cv.wait_for(lock, idle) == std::cv_status::timeout)
+        return false;
+    return true;
+  }
+};
+
+mosquitto* connect_client(const std::string& id, const std::string& user, uint16_t port) {
+  auto* m = mosquitto_new(id.c_str(), true, nullptr);
+  mosquitto_username_pw_set(m, user.c_str(), nullptr);
+  for (int i = 0; i < 100; ++i) {
+    if (mosquitto_connect(m, "127.0.0.1", port, 30) == MOSQ_ERR_SUCCESS) {
+      mosquitto_loop_start(m);
+      return m;
+    }
+    std::this_thread::sleep_for(milliseconds{50});
+  }
+  std::cerr << "cannot connect to 127.0.0.1:" << port << '\n';
+  std::exit(1);
+}
+
+// Publishes `n` messages from each of `pubs` clients at QoS 0 (local delivery in
+// Greengrass v1 is QoS 0); returns when all are handed to the socket.
+// `rate` > 0 paces each publisher to rate/pubs messages per second.
+void publish_all(const std::vector<mosquitto*>& pubs, int n, size_t payload, int rate = 0) {
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < pubs.size(); ++i)
+    threads.emplace_back([&, i] {
+      std::string buf(std::max(payload, sizeof(int64_t)), 'x');
+      auto topic = "bench/" + std::to_string(i);
+      auto begin = steady_clock::now();
+      auto gap = rate > 0 ? nanoseconds{1'000'000'000LL * static_cast<int64_t>(pubs.size()) / rate}
+                          : nanoseconds{0};
+      for (int k = 0; k < n; ++k) {
+        if (rate > 0)
+          std::this_thread::sleep_until(begin + gap * k);
+        auto t = now_ns();
+        std::memcpy(buf.data(), &t, sizeof t);
+        while (mosquitto_publish(pubs[i], nullptr, topic.c_str(), static_cast<int>(buf.size()),
+                                 buf.data(), 0, false)
+               == MOSQ_ERR_NOMEM)
+          std::this_thread::sleep_for(microseconds{50});
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+}
+
+double pct(std::vector<double> xs, double p) {
+  if (xs.empty())
+    return 0;
+  std::sort(xs.begin(), xs.end());
+  return xs[static_cast<size_t>(p * static_cast<double>(xs.size() - 1))];
+}
+
+nlohmann::json report(sink& s, size_t expected, int64_t start_ns) {
+  std::lock_guard guard{s.mtx};
+  double secs = (s.last_ns - start_ns) / 1e9;
+  return {{"received", s.lat_us.size()},
+          {"expected", expected},
+          {"msgs_per_s", secs > 0 ? static_cast<int64_t>(s.lat_us.size() / secs) : 0},
+          {"p50_us", static_cast<int64_t>(pct(s.lat_us, 0.5))},
+          {"p99_us", static_cast<int64_t>(pct(s.lat_us, 0.99))}};
+}
+
+void reset(sink& s) {
+  std::lock_guard guard{s.mtx};
+  s.lat_us.clear();
+}
+
+// Two phases on the same clients: as fast as the publishers can go (throughput), then
+// paced at `rate` msgs/s in all (latency below saturation).
+nlohmann::json measure(sink& s, const std::vector<mosquitto*>& pubs, int n, size_t payload,
+                       int rate) {
+  size_t expected = static_cast<size_t>(n) * pubs.size();
+  reset(s);
+  auto start = now_ns();
+  publish_all(pubs, n, payload);
+  s.wait_for(expected, seconds{3});
+  auto fast = report(s, expected, start);
+  reset(s);
+  start = now_ns();
+  publish_all(pubs, n, payload, rate);
+  s.wait_for(expected, seconds{3});
+  auto paced = report(s, expected, start);
+  return {{"unpaced", fast}, {"paced", paced}, {"paced_rate", rate}};
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int messages = 20000;
+  int npubs = 4;
+  size_t payload = 64;
+  int rate = 10000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--messages")
+      messages = std::atoi(argv[i + 1]);
+    else if (a == "--pubs")
+      npubs = std::atoi(argv[i + 1]);
+    else if (a == "--rate")
+      rate = std::atoi(argv[i + 1]);
+    else if (a == "--payload")
+      payload = static_cast<size_t>(std::atoi(argv[i + 1]));
+  }
+  mosquitto_lib_init();
+  auto dir = fs::temp_directory_path() / ("grove-dfbench-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+
+  // --- Grove: in-process kernel with message_manager in development mode.
+  auto port = free_port();
+  {
+    std::ofstream g{dir / "group.yaml"};
+    g << "name: bench\ndevices:\n";
+    for (int i = 0; i < npubs; ++i)
+      g << "  - thing: dev-" << i << "\n";
+    g << "functions: [{name: F}]\nsubscriptions:\n";
+    for (int i = 0; i < npubs; ++i)
+      g << "  - {id: s" << i << ", source: \"device:dev-" << i << "\", subject: \"bench/" << i
+        << "\", target: \"function:F\"}\n";
+    std::ofstream p{dir / "profile.yaml"};
+    p << "kernel:\n  log_level: warn\n  group: " << (dir / "group.yaml").string()
+      << "\n  bus: {queue_capacity: 1000000}\nplugins:\n  - name: message_manager\n"
+      << "    config:\n      development_mode: true\n      broker: {bind: 127.0.0.1, port: "
+      << port << "}\n";
+  }
+  grove::profile_overrides ov;
+  ov.write_dir = dir / "var";
+  ov.default_plugin_dir = GROVE_PLUGIN_DIR;
+  auto prof = grove::load_profile(dir / "profile.yaml", ov);
+  if (!prof) {
+    std::cerr << grove::describe(prof.error()) << '\n';
+    return 1;
+  }
+  nlohmann::json grove_result;
+  {
+    grove::kernel_options kopts;
+    kopts.control_socket = false;
+    kopts.log_to_stderr = false;
+    grove::kernel k{std::move(*prof), kopts};
+    if (auto err = k.start()) {
+      std::cerr << grove::describe(err) << '\n';
+      return 1;
+    }
+    sink s;
+    auto sub = k.subscribe("$grove/mm/out/function/F/#", [&](const grove::Envelope& e) {
+      s.arrived(e.payload().data(), e.payload().size());
+    });
+    if (!sub) {
+      std::cerr << grove::describe(sub.error()) << '\n';
+      return 1;
+    }
+    std::vector<mosquitto*> pubs;
+    for (int i = 0; i < npubs; ++i)
+      pubs.push_back(connect_client("dev-" + std::to_string(i), "dev-" + std::to_string(i), port));
+    // Warm up until the route is live (the group arrives just after start).
+    for (int tries = 0; tries < 200; ++tries) {
+      publish_all(pubs, 1, payload);
+      if (s.size() > 0)
+        break;
+      std::this_thread::sleep_for(milliseconds{50});
+    }
+    {
+      std::lock_guard guard{s.mtx};
+      s.lat_us.clear();
+    }
+    grove_result = measure(s, pubs, messages, payload, rate);
+    for (auto* m : pubs) {
+      mosquitto_disconnect(m);
+      mosquitto_loop_stop(m, false);
+      mosquitto_destroy(m);
+    }
+  }
+
+  // --- Peer: bare Mosquitto, one MQTT subscriber.
+  auto bare_port = free_port();
+  {
+    std::ofstream c{dir / "bare.conf"};
+    c << "listener " << bare_port << " 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n";
+  }
+  pid_t broker = 0;
+  std::string exe = "/usr/sbin/mosquitto";
+  std::string conf = (dir / "bare.conf").string();
+  char* args[] = {exe.data(), const_cast<char*>("-c"), conf.data(), nullptr};
+  posix_spawn_file_actions_t quiet;
+  posix_spawn_file_actions_init(&quiet);
+  posix_spawn_file_actions_addopen(&quiet, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn(&broker, exe.c_str(), &quiet, nullptr, args, environ);
+  posix_spawn_file_actions_destroy(&quiet);
+  sink peer;
+  auto* subc = connect_client("peer-sub", "peer-sub", bare_port);
+  mosquitto_user_data_set(subc, &peer);
+  mosquitto_message_callback_set(subc, [](mosquitto*, void* ud, const mosquitto_message* m) {
+    static_cast<sink*>(ud)->arrived(m->payload, static_cast<size_t>(m->payloadlen));
+  });
+  mosquitto_subscribe(subc, nullptr, "bench/#", 0);
+  std::vector<mosquitto*> pubs;
+  for (int i = 0; i < npubs; ++i)
+    pubs.push_back(connect_client("p-" + std::to_string(i), "p", bare_port));
+  for (int tries = 0; tries < 200 && peer.size() == 0; ++tries) {
+    publish_all(pubs, 1, payload);
+    std::this_thread::sleep_for(milliseconds{50});
+  }
+  {
+    std::lock_guard guard{peer.mtx};
+    peer.lat_us.clear();
+  }
+  auto bare_result = measure(peer, pubs, messages, payload, rate);
+  kill(broker, SIGTERM);
+  waitpid(broker, nullptr, 0);
+  fs::remove_all(dir);
+
+  auto g = grove_result["unpaced"]["msgs_per_s"].get<int64_t>();
+  auto b = bare_result["unpaced"]["msgs_per_s"].get<int64_t>();
+  double ratio = b > 0 ? static_cast<double>(g) / static_cast<double>(b) : 0;
+  nlohmann::json out = {{"bench", "device_to_function"},
+                        {"publishers", npubs},
+                        {"messages_per_publisher", messages},
+                        {"payload_bytes", payload},
+                        {"grove_device_to_bus_function", grove_result},
+                        {"peer_bare_mosquitto_device_to_device", bare_result},
+                        {"ratio_unpaced_msgs_per_s", std::round(ratio * 100) / 100}};
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
