@@ -135,26 +135,6 @@ std::set<std::string> listening_inodes(uint16_t port) {
   return result;
 }
 
-// True if a TCP connection to host:port succeeds.
-bool tcp_accepts(const std::string& host, uint16_t port) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0)
-    return false;
-  bool ok = false;
-  for (auto* ai = res; ai != nullptr && !ok; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0)
-      continue;
-    ok = ::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
-    ::close(fd);
-  }
-  freeaddrinfo(res);
-  return ok;
-}
-
 int level_of(const std::string& line) {
   if (line.find("Error") != std::string::npos || line.find("error:") != std::string::npos)
     return broker_log_error;
@@ -245,7 +225,6 @@ caf::error broker_process::write_config() {
       << "log_timestamp true\n"
       << "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
       << "max_packet_size " << max_packet << "\n"
-      << "message_size_limit " << opts_.max_payload_bytes << "\n"
       << "listener " << opts_.port << " " << opts_.bind_address << "\n";
   if (!opts_.dev_mode) {
     out << "cafile " << opts_.ca_file << "\n"
@@ -485,14 +464,9 @@ bool broker_process::child_listening(int pid) const {
       break;
     }
   }
-  if (!owned)
-    return false;
-  auto host = opts_.bind_address;
-  if (host.empty() || host == "0.0.0.0")
-    host = "127.0.0.1";
-  else if (host == "::")
-    host = "::1";
-  return tcp_accepts(host, opts_.port);
+  // A listening socket queues connections from now on. No probe connection: with TLS it
+  // would log a failed handshake on every start.
+  return owned;
 }
 
 // The error lines of mosquitto's last output first (the cause), then the last few lines.
@@ -539,7 +513,20 @@ caf::error broker_process::start() {
       last_exit_.clear();
       tail_.clear();
     }
-    supervisor_ = std::thread{[this] { supervise(); }};
+    supervisor_ = std::thread{[this] {
+      try {
+        supervise();
+      } catch (const std::exception& e) {
+        // Out of memory or threads: give up supervising. A live child dies with this thread
+        // (PR_SET_PDEATHSIG follows the forking thread).
+        std::lock_guard<std::mutex> lk{mtx_};
+        if (!spawn_error_)
+          spawn_error_ = make_error(errc::system_error, std::string{"broker: supervisor: "}
+                                                          + e.what());
+        supervisor_done_ = true;
+        cv_.notify_all();
+      }
+    }};
     auto deadline = std::chrono::steady_clock::now() + start_timeout;
     auto code = errc::init_failed;
     std::string what;

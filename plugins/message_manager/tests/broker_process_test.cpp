@@ -232,7 +232,7 @@ BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
   BOOST_CHECK(!st.started_at.empty());
   auto conf = read_all(opts.state_dir / "mosquitto.conf");
   for (auto line : {"per_listener_settings false", "allow_anonymous false", "persistence false",
-                    "plugin_opt_insecure_username_auth true", "message_size_limit 131072"})
+                    "plugin_opt_insecure_username_auth true", "max_packet_size 196608"})
     BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
   BOOST_CHECK(conf.find("pid_file") == std::string::npos);
   BOOST_CHECK(fs::exists(bp.stats_file()));

@@ -135,7 +135,9 @@ EOF
 }
 write_group
 
-cat >"$WORK/profile.yaml" <<EOF
+# write_profile [STORAGE MAX_SIZE_BYTES WHEN_FULL]
+write_profile() {
+  cat >"$WORK/profile.yaml" <<EOF
 kernel:
   log_level: info
   group: $GROUP
@@ -161,9 +163,12 @@ plugins:
         retry_initial_ms: 100
         mqtt_max_connection_retry_interval: 1
       spool:
-        storage: file
-        max_size_bytes: 10000000
+        storage: ${1:-file}
+        max_size_bytes: ${2:-10000000}
+        when_full: ${3:-drop_oldest}
 EOF
+}
+write_profile
 
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
 status() { "$GROVECTL" status 2>&1; }
@@ -351,5 +356,35 @@ wait_for "$WORK/watcher3.out" "telemetry/k 10000" 600
 got=$(grep -c "^telemetry/k " "$WORK/watcher3.out")
 check "all 10,000 delivered to the cloud after the restart (got $got)" \
   bash -c '[[ "$(grep "^telemetry/k " "$1" | cut -d" " -f2 | awk "!seen[\$0]++" | tr "\n" " ")" == "$(seq 1 10000 | tr "\n" " ")" ]]' _ "$WORK/watcher3.out"
+
+# ---- spool full, both policies (cloud down, memory spool of the minimum size) ----------------
+kill "$WATCHER_PID" 2>/dev/null
+stop_cloud
+kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+# 1078 accounted bytes each (topic 14 + payload 1000 + 64), so 243 fit in 262144.
+fill() {  # fill: 400 messages 0001..0400 of 1000 bytes on telemetry/full
+  # shellcheck disable=SC2046
+  for i in $(seq 1 400); do printf '%04d%0996d\n' "$i" 0; done |
+    timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i bulk \
+      -t telemetry/full -q 1 -l
+}
+write_profile memory 262144 reject_new
+start_groved
+fill
+check "reject_new: a full spool keeps the first 243 and refuses 157 (counted)" \
+  status_has "memory: 243 messages, 255.8 KB of 256.0 KB, in flight 0, dropped_oldest 0, rejected 157" 100
+kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+write_profile memory 262144 drop_oldest
+start_groved
+fill
+check "drop_oldest: a full spool drops the 157 oldest (counted)" \
+  status_has "memory: 243 messages, 255.8 KB of 256.0 KB, in flight 0, dropped_oldest 157, rejected 0" 100
+start_cloud
+: >"$WORK/watcher4.out"
+start_watcher "$WORK/watcher4.out"
+wait_for "$WORK/watcher4.out" "telemetry/full 0400" 300
+check "... and the cloud gets the newest 243 (0158..0400) in order" \
+  bash -c '[[ "$(grep "^telemetry/full " "$1" | cut -c16-19 | tr "\n" " ")" == "$2" ]]' _ \
+  "$WORK/watcher4.out" "$(seq -f %04g 158 400 | tr '\n' ' ')"
 
 finish
