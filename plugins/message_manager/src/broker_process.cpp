@@ -225,6 +225,9 @@ caf::error broker_process::write_config() {
       << "log_timestamp true\n"
       << "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
       << "max_packet_size " << max_packet << "\n"
+      // Mosquitto's default of 20 unacknowledged QoS 1 messages per client stalls Paho
+      // (Grove's own client) for up to a second when it bursts past it.
+      << "max_inflight_messages 100\n"
       << "listener " << opts_.port << " " << opts_.bind_address << "\n";
   if (!opts_.dev_mode) {
     out << "cafile " << opts_.ca_file << "\n"

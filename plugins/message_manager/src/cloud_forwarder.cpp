@@ -10,15 +10,17 @@ namespace grove::mm {
 // link's Paho thread; they only touch the spool while `stop` is false.
 struct cloud_forwarder::core {
   core(mqtt_link& l, spool& s, size_t max)
-    : link(l), sp(s), max_inflight(std::max<size_t>(max, 1)),
-      refill(std::max<size_t>(max / 4, 1)) {
+    : link(l), sp(s), max_inflight(std::max<size_t>(max, 1)) {
+    window = max_inflight;
   }
 
   mqtt_link& link;
   spool& sp;
   const size_t max_inflight;
-  // Refill in chunks: waking the worker for every single PUBACK costs more than it gains.
-  const size_t refill;
+  // Messages in flight at most. The worker refills after every PUBACK rather than in
+  // chunks: when the server's Receive Maximum is lower than the window, Paho queues the
+  // excess and only sends it when a new request wakes its send thread (or after ~1 s).
+  size_t window;
 
   // Held by whoever hands out or puts back spool messages (worker, link_up, link_down),
   // so a nack_all() never races with a peek() whose messages are not yet published.
@@ -98,7 +100,7 @@ struct cloud_forwarder::core {
       ++publish_errors;
       stuck = true;
     }
-    if (in_flight + refill <= max_inflight || in_flight == 0)
+    if (more || in_flight == 0)
       cv.notify_all();
   }
 
@@ -109,7 +111,7 @@ struct cloud_forwarder::core {
         return stop
                || (up
                    && ((stuck && in_flight == 0)
-                       || (!stuck && more && in_flight + refill <= max_inflight)));
+                       || (!stuck && more && in_flight < window)));
       });
       if (stop)
         return;
@@ -148,10 +150,12 @@ struct cloud_forwarder::core {
     size_t room;
     {
       std::lock_guard guard{mtx};
-      if (stop || !up || stuck || in_flight >= max_inflight)
+      if (stop || !up || stuck)
+        return;
+      if (in_flight >= window)
         return;
       my_epoch = epoch;
-      room = max_inflight - in_flight;
+      room = window - in_flight;
       more = false; // notify() during the peek sets it again
     }
     auto batch = sp.peek(room);

@@ -158,7 +158,7 @@ public:
     local_opts_.keep_alive = std::chrono::seconds{30};
     local_opts_.retry_initial = std::chrono::milliseconds{100};
     local_opts_.retry_max = std::chrono::milliseconds{2000};
-    local_opts_.max_inflight = 1000;
+    local_opts_.max_inflight = 100; // the broker's max_inflight_messages
     local_opts_.log = [log = log_](int level, std::string line) {
       link_log(log, level, "local link: " + line);
     };

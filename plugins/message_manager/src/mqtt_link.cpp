@@ -109,8 +109,9 @@ mqtt_link::~mqtt_link() {
       cli_->disable_callbacks();
     } catch (...) {
     }
-    cli_.reset();
   }
+  cli_.reset();
+  retired_.clear();
 }
 
 void mqtt_link::log(int level, const std::string& msg) const {
@@ -194,18 +195,28 @@ caf::error mqtt_link::start() {
     return make_error(errc::invalid_state,
                       "mqtt link '" + opts_.name + "' was already started");
   uri_ = (opts_.tls ? "ssl://" : "tcp://") + opts_.host + ":" + std::to_string(opts_.port);
+  if (auto err = make_client())
+    return err;
+  started_ = true;
+  state_ = link_state::connecting;
+  runner_ = std::thread([this] { run(); });
+  return {};
+}
+
+caf::error mqtt_link::make_client() {
+  std::shared_ptr<mqtt::async_client> cli;
   try {
     mqtt::create_options create{opts_.mqtt_version == 5 ? MQTTVERSION_5
                                                         : MQTTVERSION_3_1_1};
-    cli_ = std::make_unique<mqtt::async_client>(uri_, opts_.client_id, create, nullptr);
-    cli_->set_connection_lost_handler([this](const std::string& cause) {
+    cli = std::make_shared<mqtt::async_client>(uri_, opts_.client_id, create, nullptr);
+    cli->set_connection_lost_handler([this](const std::string& cause) {
       connection_lost(cause.empty() ? "connection lost" : "connection lost: " + cause);
     });
-    cli_->set_disconnected_handler([this](const mqtt::properties&, mqtt::ReasonCode rc) {
+    cli->set_disconnected_handler([this](const mqtt::properties&, mqtt::ReasonCode rc) {
       connection_lost("server sent DISCONNECT (reason code " + std::to_string(int(rc))
                       + ")");
     });
-    cli_->set_message_callback([this](mqtt::const_message_ptr msg) {
+    cli->set_message_callback([this](mqtt::const_message_ptr msg) {
       std::shared_lock gate{gate_};
       if (closed_ || !on_message_ || !msg)
         return;
@@ -236,12 +247,10 @@ caf::error mqtt_link::start() {
       }
     });
   } catch (const std::exception& e) {
-    cli_.reset();
-    return bad(std::string{"cannot create the client: "} + e.what());
+    return make_error(errc::invalid_config, "mqtt link '" + opts_.name
+                                              + "': cannot create the client: " + e.what());
   }
-  started_ = true;
-  state_ = link_state::connecting;
-  runner_ = std::thread([this] { run(); });
+  cli_ = std::move(cli);
   return {};
 }
 
@@ -475,8 +484,13 @@ void mqtt_link::run() {
       delay = backoff_delay(1, opts_.retry_initial, opts_.retry_max, jitter(rng));
       retry_at_ = std::chrono::steady_clock::now() + delay;
       auto why = lost_why_;
+      auto old = cli_;
       lk.unlock();
       log(2, why);
+      try {
+        old->disable_callbacks();
+      } catch (...) {
+      }
       fail_pending();
       call_listeners([this, &why] {
         std::vector<std::function<void(const std::string&)>> fs;
@@ -489,6 +503,13 @@ void mqtt_link::run() {
           f(why);
       });
       lk.lock();
+      retired_.push_back(old);
+      if (retired_.size() > 4)
+        retired_.erase(retired_.begin());
+      if (auto err = make_client()) {
+        last_error_ = grove::describe(err);
+        break;
+      }
     } else {
       ++failures_;
       ++failures_in_row;
@@ -554,6 +575,7 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
   if (qos < 0 || qos > 2)
     return make_error(errc::invalid_config, "qos must be 0, 1 or 2");
   uint64_t id;
+  std::shared_ptr<mqtt::async_client> cli;
   {
     std::lock_guard guard{mtx_};
     if (state_ != link_state::connected || lost_ || stop_)
@@ -562,6 +584,7 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
     id = next_publish_id_++;
     pending_.emplace(id, pending_publish{std::move(done)});
     ++published_;
+    cli = cli_;
   }
   try {
     auto msg = mqtt::make_message(std::move(topic), std::move(payload), qos, false);
@@ -571,7 +594,7 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
                                std::string{source}));
       msg->set_properties(std::move(props));
     }
-    cli_->publish(std::move(msg), reinterpret_cast<void*>(static_cast<uintptr_t>(id)),
+    cli->publish(std::move(msg), reinterpret_cast<void*>(static_cast<uintptr_t>(id)),
                   *listener_);
     return {};
   } catch (const mqtt::exception& e) {

@@ -63,6 +63,9 @@ struct link_options {
   /// Back-off cap (Greengrass mqttMaxConnectionRetryInterval).
   std::chrono::milliseconds retry_max{60000};
   /// QoS 1 publishes awaiting PUBACK; more are queued inside Paho until slots free up.
+  /// An MQTT 5 server's Receive Maximum lowers it (Mosquitto's max_inflight_messages,
+  /// default 20). Paho C 1.3 looks at its queue again only when a new request comes or
+  /// after about a second, so keep steady traffic within the server's limit.
   int max_inflight = 100;
   /// How long one connect attempt may take before it counts as failed.
   std::chrono::milliseconds connect_timeout{10000};
@@ -187,6 +190,7 @@ private:
   };
   class publish_listener;
 
+  caf::error make_client();
   void run();
   bool connect_once();
   void apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all);
@@ -199,7 +203,13 @@ private:
 
   link_options opts_;
   std::string uri_;
-  std::unique_ptr<mqtt::async_client> cli_;
+  // The Paho client of the current connection. Replaced after every lost connection:
+  // Paho would otherwise send publishes still queued from the old connection on the new
+  // one, ahead of their re-sends. Swapped under mtx_; publish() holds its own reference.
+  std::shared_ptr<mqtt::async_client> cli_;
+  // Replaced clients stay alive (callbacks disabled) so that a Paho callback still
+  // running on one never touches freed memory; the oldest are dropped.
+  std::vector<std::shared_ptr<mqtt::async_client>> retired_;
   std::unique_ptr<publish_listener> listener_;
 
   // Guards everything below except the gate and the listener lists.
