@@ -228,6 +228,10 @@ caf::error broker_process::write_config() {
       // Mosquitto's default of 20 unacknowledged QoS 1 messages per client stalls Paho
       // (Grove's own client) for up to a second when it bursts past it.
       << "max_inflight_messages 100\n"
+      // Mosquitto drops QoS 1 messages for a client with more than max_queued_messages
+      // waiting (default 1000). Grove's own client takes every message bound for a
+      // function, the shadow or the cloud: a burst of devices must queue, not vanish.
+      << "max_queued_messages 100000\n"
       << "listener " << opts_.port << " " << opts_.bind_address << "\n";
   if (!opts_.dev_mode) {
     out << "cafile " << opts_.ca_file << "\n"
