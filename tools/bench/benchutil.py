@@ -1,11 +1,13 @@
-"""Helpers shared by the Python benchmarks: reading a child's output with a deadline
-and stopping it cleanly."""
+"""Helpers shared by the Python benchmarks: reading a child's output with a deadline,
+stopping it cleanly, the default image's PKI and polling groved's status."""
 
 import os
 import select
 import signal
 import subprocess
 import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class line_reader:
@@ -41,3 +43,90 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def ensure_default_pki(write_dir):
+    """Makes the local group PKI the default image's message_manager needs
+    (<write_dir>/plugins/message_manager/pki), as tools/run does; nothing if it exists."""
+    pki = os.path.join(write_dir, "plugins", "message_manager", "pki")
+    res = subprocess.run([os.path.join(REPO, "tools", "grove-certs"), "ensure-default", pki],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, timeout=60)
+    if res.returncode != 0:
+        raise RuntimeError("grove-certs ensure-default %s failed (%d): %s"
+                           % (pki, res.returncode, res.stderr.decode(errors="replace").strip()))
+    return pki
+
+
+def children(pid):
+    """Pids of the direct children of `pid` (all its threads'), [] once it is gone."""
+    kids = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass  # the thread ended meanwhile
+    return sorted(set(kids))
+
+
+def process_name(pid):
+    """/proc/PID/comm, or None once the process is gone."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def wait_gone(pids, timeout_s=10.0):
+    """Waits until none of `pids` is alive any more (a stopped groved takes its broker
+    down; the next start needs its port). Raises if one outlives the deadline."""
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while True:
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    state = f.read().rsplit(")", 1)[-1].split()[0]
+            except OSError:
+                break  # gone
+            if state == "Z":
+                break  # exited, only not reaped yet
+            if time.monotonic() > deadline:
+                raise RuntimeError("process %d still running %.0f s after groved stopped"
+                                   % (pid, timeout_s))
+            time.sleep(0.02)
+
+
+def grove_status(grovectl, socket_path):
+    """`grovectl status` of the groved behind `socket_path` as text; "" if it cannot answer."""
+    env = dict(os.environ, GROVE_CONTROL_SOCKET=socket_path)
+    try:
+        res = subprocess.run([grovectl, "--timeout", "5", "status"], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=10)
+    except subprocess.TimeoutExpired:
+        return ""
+    return res.stdout.decode(errors="replace") if res.returncode == 0 else ""
+
+
+def wait_status(proc, grovectl, socket_path, needles, timeout_s=20.0):
+    """Polls `grovectl status` until every string in `needles` appears in it; returns the
+    status text. Raises if groved exits or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("groved exited (%s) while waiting for its status" % proc.returncode)
+        text = grove_status(grovectl, socket_path)
+        if all(n in text for n in needles):
+            return text
+        if time.monotonic() > deadline:
+            missing = [n for n in needles if n not in text]
+            raise RuntimeError("groved status lacks %s after %.0f s; last status:\n%s"
+                               % (missing, timeout_s, text.strip()))
+        time.sleep(0.1)

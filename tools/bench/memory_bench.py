@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Idle memory of groved on an image, as PSS from /proc/PID/smaps_rollup, next to an idle
-Mosquitto broker (the peer: a small C daemon every Grove device runs anyway). Prints one
-JSON object on stdout. Not a test: it reports figures and never fails on them.
+Mosquitto broker (the peer: a small C daemon every Grove device runs anyway). The default
+image runs message_manager, whose managed Mosquitto is a child of groved: its PSS is
+reported too, and groved + broker together. Prints one JSON object on stdout. Not a test:
+it reports figures and never fails on them.
 
 Usage: memory_bench.py [--build DIR] [--config FILE] [--idle SECONDS] [--mosquitto PATH]
 """
@@ -14,10 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import line_reader, stop  # noqa: E402
+from benchutil import (children, ensure_default_pki, line_reader, process_name,  # noqa: E402
+                       stop, wait_status)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET_PSS_KB = 8192
@@ -43,17 +47,45 @@ def free_port():
 
 
 def wait_ready(proc, timeout_s=10.0):
-    """Reads groved's stderr until the 'ready:' line."""
+    """Reads groved's stderr until the 'ready:' line, then keeps draining it in a thread
+    (groved logs on, e.g. its broker's lines; a full pipe would block it)."""
     deadline = time.monotonic() + timeout_s
     reader = line_reader(proc.stderr)
+    seen = []
     while True:
         line = reader.readline(deadline)
         if line is None:
-            raise RuntimeError("groved: no 'ready:' line within %.0f s" % timeout_s)
+            raise RuntimeError("groved: no 'ready:' line within %.0f s: %s"
+                               % (timeout_s, "".join(seen[-5:])))
         if not line:
-            raise RuntimeError("groved exited (%s) before 'ready:'" % proc.wait())
-        if b"ready:" in line:
-            return line.decode(errors="replace").strip()
+            raise RuntimeError("groved exited (%s) before 'ready:': %s"
+                               % (proc.wait(), "".join(seen[-5:])))
+        text = line.decode(errors="replace")
+        seen.append(text)
+        if "ready:" in text:
+            threading.Thread(target=drain, args=(proc.stderr.fileno(),), daemon=True).start()
+            return text.strip()
+
+
+def drain(fd):
+    """Reads and discards until EOF."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+
+
+def broker_child(pid, timeout_s=10.0):
+    """The pid of groved's managed Mosquitto (a direct child named mosquitto)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        kids = [k for k in children(pid) if process_name(k) == "mosquitto"]
+        if kids:
+            return kids[0]
+        if time.monotonic() > deadline:
+            raise RuntimeError("groved has no mosquitto child after %.0f s" % timeout_s)
+        time.sleep(0.05)
 
 
 def wait_listening(proc, port, timeout_s=10.0):
@@ -78,15 +110,23 @@ def main():
     ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
     args = ap.parse_args()
     groved = os.path.join(args.build, "bin", "groved")
+    grovectl = os.path.join(args.build, "bin", "grovectl")
     tmp = tempfile.mkdtemp(prefix="grove-memory-")
+    write_dir = os.path.join(tmp, "var")
     out = {"benchmark": "idle_memory", "config": args.config}
     gproc = mproc = None
     try:
+        ensure_default_pki(write_dir)
+        # cwd = the repository, as tools/run does: the image names its group relative to it.
         gproc = subprocess.Popen(
-            [groved, "--config", args.config, "--write-dir", os.path.join(tmp, "var")],
+            [groved, "--config", args.config, "--write-dir", write_dir], cwd=REPO,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             bufsize=0)
         out["ready_line"] = wait_ready(gproc)
+        # The broker is up and Grove's own client connected: the idle state of a device.
+        wait_status(gproc, grovectl, os.path.join(write_dir, "run", "control.sock"),
+                    ["message_manager.local_link: connected"])
+        bpid = broker_child(gproc.pid)
         port = free_port()
         conf = os.path.join(tmp, "mosquitto.conf")
         with open(conf, "w") as f:
@@ -97,16 +137,22 @@ def main():
         wait_listening(mproc, port)
         time.sleep(args.idle)
         g = smaps_rollup(gproc.pid)
+        b = smaps_rollup(bpid)
         m = smaps_rollup(mproc.pid)
         out.update({
             "groved_pss_kb": g["Pss"],
             "groved_rss_kb": g["Rss"],
             "groved_private_kb": g["Private_Clean"] + g["Private_Dirty"],
             "groved_smaps_rollup_kb": g,
+            "broker_pss_kb": b["Pss"],
+            "broker_private_kb": b["Private_Clean"] + b["Private_Dirty"],
+            "groved_plus_broker_pss_kb": g["Pss"] + b["Pss"],
             "mosquitto_pss_kb": m["Pss"],
             "mosquitto_rss_kb": m["Rss"],
             "mosquitto_private_kb": m["Private_Clean"] + m["Private_Dirty"],
             "ratio_to_mosquitto": round(g["Pss"] / m["Pss"], 2) if m["Pss"] else None,
+            "plus_broker_ratio_to_mosquitto":
+                round((g["Pss"] + b["Pss"]) / m["Pss"], 2) if m["Pss"] else None,
             "target_pss_kb": TARGET_PSS_KB,
             "meets_target": g["Pss"] <= TARGET_PSS_KB,
         })

@@ -26,5 +26,19 @@ fi
 if [ -x "$build/bin/isolation_bench" ]; then
   "$build/bin/isolation_bench" 500000 3 || rc=1
 fi
+# The message_manager benchmarks (mqtt_load and device_function_bench need libmosquitto-dev;
+# cloud_drain_bench is built only when the message_manager's MQTT link is).
+if [ -x "$build/bin/mqtt_load" ]; then
+  python3 "$here/device_bench.py" --build "$build" || rc=1
+fi
+if [ -x "$build/bin/device_function_bench" ]; then
+  "$build/bin/device_function_bench" || rc=1
+fi
+if [ -x "$build/bin/spool_bench" ]; then
+  "$build/bin/spool_bench" || rc=1
+fi
+if [ -x "$build/bin/cloud_drain_bench" ]; then
+  "$build/bin/cloud_drain_bench" || rc=1
+fi
 # Non-zero only when a benchmark could not run; missing a target is not a failure.
 exit $rc

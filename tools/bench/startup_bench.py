@@ -6,6 +6,11 @@ and never fails on them.
 Peer: the time to exec and exit `groved --help` (dynamic loading and static
 initialisation of the same binary, no kernel), the floor no start-up can beat.
 
+The default image runs message_manager in TLS mode: every start gets a fresh write dir
+with the default PKI (tools/grove-certs ensure-default, made before the clock starts) and
+runs with cwd = the repository, as tools/run does. Its managed Mosquitto listens on 8883;
+each stop waits until that broker is gone, so the next start finds the port free.
+
 Usage: startup_bench.py [--build DIR] [--config FILE] [--runs R] [--warmup W]
 """
 
@@ -21,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import line_reader, stop  # noqa: E402
+from benchutil import children, ensure_default_pki, line_reader, stop, wait_gone  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY = re.compile(r"ready: (\d+) of (\d+) plugins running \(([\d.]+) ms\)")
@@ -40,9 +45,10 @@ def one_start(groved, config, timeout_s=10.0):
     write_dir = tempfile.mkdtemp(prefix="grove-startup-")
     proc = None
     try:
+        ensure_default_pki(write_dir)
         t0 = time.perf_counter_ns()
         proc = subprocess.Popen([groved, "--config", config, "--write-dir", write_dir],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, bufsize=0)
         # The deadline keeps a groved that never gets ready from hanging the bench.
         deadline = time.monotonic() + timeout_s
@@ -67,8 +73,10 @@ def one_start(groved, config, timeout_s=10.0):
                         int(m.group(2)))
     finally:
         if proc is not None:
+            kids = children(proc.pid)  # the managed broker, to be gone before the next start
             stop(proc)
             proc.stderr.close()
+            wait_gone(kids)
         shutil.rmtree(write_dir, ignore_errors=True)
 
 
