@@ -156,11 +156,14 @@ void reset(sink& s) {
 nlohmann::json measure(sink& s, const std::vector<mosquitto*>& pubs, int n, size_t payload,
                        int rate) {
   size_t expected = static_cast<size_t>(n) * pubs.size();
+  // Let warm-up stragglers arrive before counting.
+  std::this_thread::sleep_for(milliseconds{300});
   reset(s);
   auto start = now_ns();
   publish_all(pubs, n, payload);
   s.wait_for(expected, seconds{3});
   auto fast = report(s, expected, start);
+  std::this_thread::sleep_for(milliseconds{300});
   reset(s);
   start = now_ns();
   publish_all(pubs, n, payload, rate);

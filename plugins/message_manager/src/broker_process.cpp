@@ -409,14 +409,21 @@ void broker_process::supervise() {
     std::string exit_text;
     if (pid > 0) {
       emit(broker_log_info, "mosquitto started (pid " + std::to_string(pid) + ")");
-      std::thread reader{[this, fd] { read_log(fd); }};
+      std::thread reader;
+      try {
+        reader = std::thread{[this, fd] { read_log(fd); }};
+      } catch (...) {
+        // No thread to spare: read here until the child closes the pipe (it exited).
+        read_log(fd);
+      }
       // Wait without reaping: while the zombie exists its pid cannot be reused, so
       // stop() may still signal pid_ safely.
       siginfo_t info{};
       while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0
              && errno == EINTR) {
       }
-      reader.join(); // all output is in tail_ before anyone sees the exit
+      if (reader.joinable())
+        reader.join(); // all output is in tail_ before anyone sees the exit
       int st = 0;
       while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
       }

@@ -189,7 +189,9 @@ public:
       cloud_opts_.ca_file = file_of(c, "ca_file", dir);
       cloud_opts_.cert_file = file_of(c, "cert_file", dir);
       cloud_opts_.key_file = file_of(c, "key_file", dir);
-      cloud_opts_.mqtt_version = 4;
+      // MQTT 5 (AWS IoT Core speaks it): subscription identifiers let the link deliver a
+      // message once even where the cloud subscriptions overlap.
+      cloud_opts_.mqtt_version = 5;
       cloud_opts_.keep_alive = std::chrono::seconds{c["keep_alive_seconds"].as<int>()};
       cloud_opts_.retry_initial = std::chrono::milliseconds{c["retry_initial_ms"].as<int>()};
       cloud_opts_.retry_max
@@ -198,6 +200,10 @@ public:
       cloud_opts_.log = [log = log_](int level, std::string line) {
         link_log(log, level, "cloud link: " + line);
       };
+      if (cloud_opts_.retry_initial > cloud_opts_.retry_max)
+        return make_error(errc::invalid_config,
+                          "cloud.retry_initial_ms is above "
+                          "cloud.mqtt_max_connection_retry_interval");
       if (cloud_opts_.host.empty())
         return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
       if (cloud_opts_.client_id.empty())
@@ -285,11 +291,13 @@ public:
   }
 
   void stop() override {
-    // Order: stop taking work, then the links, then the broker; the spool flushes last.
-    if (forwarder_)
-      forwarder_->stop();
+    // Order: the cloud link first (its disconnect grace period still delivers PUBACKs
+    // to the forwarder, so acknowledged messages are not sent again), then the
+    // forwarder, Grove's client, the broker; the spool flushes last.
     if (cloud_)
       cloud_->stop();
+    if (forwarder_)
+      forwarder_->stop();
     if (local_)
       local_->stop();
     if (broker_)
@@ -343,6 +351,12 @@ private:
     if (!g.ParseFromString(bytes)) {
       log_->error("malformed group definition on the bus ({} bytes): keeping the current table",
                   bytes.size());
+      return;
+    }
+    if (auto current = table(); current->group_version() > g.version()) {
+      // A late $grove/group/get reply after a newer $grove/group/current.
+      log_->info("ignoring group '{}' v{}: v{} is in force", g.name(), g.version(),
+                 current->group_version());
       return;
     }
     auto next = std::make_shared<const routes>(g);

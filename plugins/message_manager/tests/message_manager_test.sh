@@ -122,6 +122,7 @@ functions: [{name: F}]
 subscriptions:
   - {id: a-b, source: "device:A", subject: "a/to/b", target: "device:B"}
   - {id: a-f, source: "device:A", subject: "a/to/f/#", target: "function:F"}
+  - {id: a-f-overlap, source: "device:A", subject: "a/to/+/x", target: "function:F"}
   - {id: f-b, source: "function:F", subject: "f/to/b", target: "device:B"}
   - {id: a-cloud, source: "device:A", subject: "telemetry/#", target: cloud}
   - {id: cloud-c, source: cloud, subject: "cmd/c", target: "device:C"}
@@ -246,6 +247,10 @@ sleep 0.3 # the grovectl subscription is made before its first message; nothing 
 pub A a/to/f/x to-function >/dev/null
 check "device A -> function F arrives on the bus with topic and source" \
   bus_has device:A '$grove/mm/out/function/F/a/to/f/x'
+pub A a/to/f/marker marker >/dev/null
+bus_has device:A '$grove/mm/out/function/F/a/to/f/marker'
+check "... once, though two subscriptions (a/to/f/#, a/to/+/x) match" \
+  bash -c '[[ $(grep -cF "\"topic\":\"\$grove/mm/out/function/F/a/to/f/x\"" "$1") == 1 ]]' _ "$WORK/bus.out"
 "$GROVECTL" pub '$grove/mm/in/f/to/b' from-function --source function:F >/dev/null
 check "function F -> device B" wait_for "$WORK/b.out" "f/to/b from-function"
 check "... stamped with source function:F" grep -q "from-function grove-source:function:F" "$WORK/b.out"
@@ -291,7 +296,7 @@ check "... with source cloud" bus_has cloud '$grove/mm/out/function/F/cmd/f'
 
 # ---- live table change -----------------------------------------------------------------------
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
-check "a changed group file is applied live" status_has "10 subscriptions" 100
+check "a changed group file is applied live" status_has "11 subscriptions" 100
 check "the new route A -> C works" deliver_until A a/to/c new-route "$WORK/c.out"
 check "... without restarting the broker" bash -c '[[ "$(broker_pid)" == "$1" ]]' _ "$FIRST_BROKER_PID"
 check "... and B's connection was kept (still receives)" deliver_until A a/to/b after-change "$WORK/b.out"
@@ -299,11 +304,11 @@ printf 'name: e2e\nsubscriptions: [ {id: x, source: "device:Z", subject: a, targ
 mv "$GROUP.tmp" "$GROUP"
 sleep 2 # the kernel polls the file every second; nothing observable changes on purpose
 check "a malformed group file is refused and the table stays" \
-  bash -c 'grovectl=$1; "$grovectl" status | grep -qF "10 subscriptions"' _ "$GROVECTL"
+  bash -c 'grovectl=$1; "$grovectl" status | grep -qF "11 subscriptions"' _ "$GROVECTL"
 check "... routes still work" deliver_until A a/to/c still-works "$WORK/c.out"
 "$GROVECTL" pub '$grove/group/current' 'not a protobuf' >/dev/null
 check "garbage on \$grove/group/current is refused, the table stays" \
-  bash -c 'sleep 0.3; "$1" status | grep -qF "10 subscriptions"' _ "$GROVECTL"
+  bash -c 'sleep 0.3; "$1" status | grep -qF "11 subscriptions"' _ "$GROVECTL"
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
 
 # ---- broker supervision ----------------------------------------------------------------------
