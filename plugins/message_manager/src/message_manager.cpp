@@ -92,15 +92,20 @@ std::string format_bytes(uint64_t n) {
   return fmt::format("{} B", n);
 }
 
-// Where groved's install keeps the broker plugin: <prefix>/lib/grove/broker/, next to
-// <prefix>/bin/groved; in the build tree the same layout holds.
+// Where the broker plugin lives next to groved: <prefix>/<libdir>/grove/broker/ when
+// installed, <build>/lib/grove/broker/ in the build tree.
 std::filesystem::path default_broker_plugin() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec)
     return {};
-  return exe.parent_path().parent_path() / "lib" / "grove" / "broker"
-         / "grove_broker_plugin.so";
+  auto prefix = exe.parent_path().parent_path();
+  for (auto dir : {prefix / GROVE_BROKER_RELDIR, prefix / "lib" / "grove" / "broker"}) {
+    auto file = dir / "grove_broker_plugin.so";
+    if (std::filesystem::is_regular_file(file, ec))
+      return file;
+  }
+  return prefix / GROVE_BROKER_RELDIR / "grove_broker_plugin.so";
 }
 
 // mqtt_link levels: 0 debug, 1 info, 2 warning, 3 error.
