@@ -171,6 +171,21 @@ EOF
 }
 write_profile
 
+# ---- bad configuration is refused with the field at fault ------------------------------------
+write_profile file 1000
+"$GROVED" --check --config "$WORK/profile.yaml" >"$WORK/check.out" 2>&1
+check "a spool below 262144 bytes is refused with file:line and the field (groved --check)" \
+  bash -c '[[ $1 == 2 ]] && grep -q "profile.yaml:[0-9]*:[0-9]*: .*spool.max_size_bytes" "$2"' _ "$?" "$WORK/check.out"
+write_profile
+sed 's|client_key_file: .*|client_key_file: ""|' "$WORK/profile.yaml" >"$WORK/nokey.yaml"
+timeout 20 "$GROVED" --config "$WORK/nokey.yaml" --write-dir "$WORK/var-nokey" >"$WORK/nokey.out" 2>&1 &
+NOKEY_PID=$!
+wait_for "$WORK/nokey.out" "ready:" 100
+kill "$NOKEY_PID" 2>/dev/null; wait "$NOKEY_PID" 2>/dev/null
+check "a missing TLS file outside development mode: the plugin is refused, groved keeps running" \
+  bash -c 'grep -q "broker.client_key_file is required outside development_mode" "$1" &&
+           grep -q "ready: 0 of 1 plugins running" "$1"' _ "$WORK/nokey.out"
+
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
 status() { "$GROVECTL" status 2>&1; }
 # status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
