@@ -1,6 +1,7 @@
 #include "cloud_forwarder.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "grove/errors.hpp"
 
@@ -38,6 +39,9 @@ struct cloud_forwarder::core {
   uint64_t delivered = 0;
   uint64_t redelivered = 0;
   uint64_t publish_errors = 0;
+  uint64_t dropped_invalid = 0;
+  // Broker refusals on a live connection per message (seq), until it is acked or dropped.
+  std::map<uint64_t, int> refusals;
 
   void link_up() {
     std::lock_guard pump{pump_mtx};
@@ -92,13 +96,24 @@ struct cloud_forwarder::core {
     // is false when an earlier copy was acked already, so nothing is counted twice.
     if (ok && sp.ack(seq))
       ++delivered;
+    if (ok)
+      refusals.erase(seq);
     if (msg_epoch != epoch)
       return;
     --in_flight;
     if (!ok && link_ok) {
-      // Refused by the broker on a live connection: resend after the others completed.
+      // Refused by the broker on a live connection: resend after the others completed,
+      // but not forever.
       ++publish_errors;
-      stuck = true;
+      if (refusals.size() > 4096)
+        refusals.clear(); // stale entries of messages drop_oldest removed
+      if (++refusals[seq] >= cloud_forwarder::max_refusals) {
+        refusals.erase(seq);
+        if (sp.ack(seq))
+          ++dropped_invalid;
+      } else {
+        stuck = true;
+      }
     }
     if (more || in_flight == 0)
       cv.notify_all();
@@ -144,6 +159,10 @@ struct cloud_forwarder::core {
     redelivered += n;
   }
 
+  static bool is_permanent(const caf::error& err) {
+    return err == errc::invalid_topic || err == errc::too_large;
+  }
+
   void pump_once(const std::shared_ptr<core>& self) {
     std::lock_guard pump{pump_mtx};
     uint64_t my_epoch;
@@ -174,9 +193,22 @@ struct cloud_forwarder::core {
                                 if (auto c = weak.lock())
                                   c->completed(seq, my_epoch, ok);
                               });
+      if (err && is_permanent(err)) {
+        // Would fail the same way forever and block everything behind it: drop it.
+        std::lock_guard guard{mtx};
+        ++publish_errors;
+        if (sp.ack(seq))
+          ++dropped_invalid;
+        refusals.erase(seq);
+        if (my_epoch == epoch) {
+          --in_flight;
+          cv.notify_all();
+        }
+        continue;
+      }
       if (err) {
-        // The rest stays in flight in the spool: link_down (if the link is going away)
-        // or retry_stuck puts it back.
+        // Transient: the rest stays in flight in the spool; link_down (if the link is
+        // going away) or retry_stuck puts it back.
         std::lock_guard guard{mtx};
         if (my_epoch == epoch) {
           in_flight -= batch.size() - i;
@@ -255,6 +287,7 @@ forwarder_stats cloud_forwarder::stats() const {
   st.in_flight = core_->in_flight;
   st.redelivered = core_->redelivered;
   st.publish_errors = core_->publish_errors;
+  st.dropped_invalid = core_->dropped_invalid;
   return st;
 }
 

@@ -7,7 +7,10 @@
 // the in-flight messages back in front (order preserved) and pumping pauses until the
 // link is connected again. A message leaves the spool only when the cloud acknowledged it,
 // so the cloud sees every message at least once, in spool order; duplicates are limited to
-// the messages in flight when a connection was lost.
+// the messages in flight when a connection was lost. Exceptions, so that one bad message
+// cannot block the spool: a message the link refuses for good (invalid_topic, too_large)
+// or the broker refuses max_refusals times on a live connection is removed unsent and
+// counted in dropped_invalid; other errors (not connected, queue full) are retried.
 //
 // Wiring: start() adds its own connected/disconnected listeners to the link (mqtt_link
 // supports several), so the plugin keeps its handlers; stop() removes them. The plugin
@@ -37,11 +40,17 @@ struct forwarder_stats {
   uint64_t redelivered = 0;
   /// Publishes the link refused or the broker failed while connected.
   uint64_t publish_errors = 0;
+  /// Messages removed from the spool undelivered: refused by the link for good (invalid
+  /// topic, too large) or refused by the broker on a live connection max_refusals times.
+  uint64_t dropped_invalid = 0;
 };
 
 /// Moves spooled messages to the cloud over an mqtt_link (QoS 1, in order).
 class cloud_forwarder {
 public:
+  /// Broker refusals on a live connection after which a message is dropped.
+  static constexpr int max_refusals = 3;
+
   /// Creates a stopped forwarder; `link` and `sp` must outlive it.
   cloud_forwarder(mqtt_link& link, spool& sp, size_t max_inflight = 100);
 

@@ -499,8 +499,12 @@ private:
                                  refused_source_.load()));
     if (local_) {
       auto ls = local_->status();
-      ctx_->set_status("local_link", std::string{to_string(ls.state)}
-                                       + (ls.last_error.empty() ? "" : ": " + ls.last_error));
+      ctx_->set_status("local_link",
+                       fmt::format("{}, overlapping copies dropped {}{}", to_string(ls.state),
+                                   ls.duplicates_dropped,
+                                   ls.last_error.empty() || ls.state == link_state::connected
+                                     ? ""
+                                     : ", last error: " + ls.last_error));
     }
     if (cloud_) {
       auto cs = cloud_->status();
@@ -508,12 +512,13 @@ private:
                                      cloud_opts_.port);
       if (cs.state == link_state::waiting)
         line += fmt::format(", next attempt in {:.1f} s", cs.next_retry_in.count() / 1000.0);
-      line += fmt::format(", connects {}, failures {}, disconnects {}", cs.connects,
-                          cs.failures, cs.disconnects);
+      line += fmt::format(", connects {}, failures {}, disconnects {}, overlapping copies "
+                          "dropped {}",
+                          cs.connects, cs.failures, cs.disconnects, cs.duplicates_dropped);
       if (forwarder_) {
         auto fs = forwarder_->stats();
-        line += fmt::format(", delivered {}, in flight {}, resent {}", fs.delivered,
-                            fs.in_flight, fs.redelivered);
+        line += fmt::format(", delivered {}, in flight {}, resent {}, dropped invalid {}",
+                            fs.delivered, fs.in_flight, fs.redelivered, fs.dropped_invalid);
       }
       if (!cs.last_error.empty() && cs.state != link_state::connected)
         line += ", last error: " + cs.last_error;

@@ -11,6 +11,7 @@
 #include <mqtt/async_client.h>
 
 #include "grove/errors.hpp"
+#include "grove/topic.hpp"
 
 namespace grove::mm {
 
@@ -20,6 +21,20 @@ using namespace std::chrono_literals;
 
 // How often blocking waits on Paho tokens look at stop()/connection loss.
 constexpr auto poll_step = 50ms;
+
+// Paho refuses a publish once this many are queued (default 100: in-flight + 100 would be
+// a silent, low ceiling). QoS 1 also runs out of packet ids at 65535 before that.
+constexpr int max_buffered_messages = 100000;
+
+// MQTT's Remaining Length limit; room kept for the fixed parts and properties.
+constexpr size_t max_packet_bytes = 268435455;
+constexpr size_t packet_overhead = 1024;
+
+// Largest MQTT 5 subscription identifier (a variable byte integer).
+constexpr uint32_t max_sub_id = 268435455;
+
+// Filters of unsubscribed identifiers kept for inbound_message::filter.
+constexpr size_t max_gone_ids = 64;
 
 bool readable_file(const std::string& path) {
   std::error_code ec;
@@ -55,7 +70,13 @@ public:
   }
 
   void on_failure(const mqtt::token& tok) override {
-    link_->publish_finished(id_of(tok), false);
+    // A PUBACK reason code of 0x80 or more is the broker's refusal; anything else
+    // (MQTT 3.1.1 has no such codes) means Paho closed the session under the publish.
+    auto rc = tok.get_reason_code();
+    if (rc != mqtt::MQTTPP_V3_CODE && static_cast<int>(rc) >= 0x80)
+      link_->publish_finished(id_of(tok), false);
+    else
+      link_->publish_interrupted(id_of(tok));
   }
 
 private:
@@ -190,33 +211,51 @@ caf::error mqtt_link::start() {
              || !opts_.key_file.empty()) {
     return bad("ca_file/cert_file/key_file given but tls is false");
   }
-  std::lock_guard guard{mtx_};
-  if (started_ || stop_)
+  auto already = [this] {
     return make_error(errc::invalid_state,
                       "mqtt link '" + opts_.name + "' was already started");
-  uri_ = (opts_.tls ? "ssl://" : "tcp://") + opts_.host + ":" + std::to_string(opts_.port);
-  if (auto err = make_client())
-    return err;
+  };
+  {
+    std::lock_guard guard{mtx_};
+    if (started_ || stop_)
+      return already();
+    uri_ = (opts_.tls ? "ssl://" : "tcp://") + opts_.host + ":" + std::to_string(opts_.port);
+  }
+  // Made without mtx_, like every Paho call (see cli_); destroyed after the guard below
+  // if another start() won the race.
+  auto cli = make_client(1);
+  if (!cli)
+    return std::move(cli.error());
+  std::lock_guard guard{mtx_};
+  if (started_ || stop_)
+    return already();
+  cli_ = std::move(*cli);
+  generation_ = 1;
   started_ = true;
   state_ = link_state::connecting;
   runner_ = std::thread([this] { run(); });
   return {};
 }
 
-caf::error mqtt_link::make_client() {
+caf::expected<std::shared_ptr<mqtt::async_client>>
+mqtt_link::make_client(uint64_t gen) {
   std::shared_ptr<mqtt::async_client> cli;
   try {
     mqtt::create_options create{opts_.mqtt_version == 5 ? MQTTVERSION_5
                                                         : MQTTVERSION_3_1_1};
+    create.set_max_buffered_messages(max_buffered_messages);
     cli = std::make_shared<mqtt::async_client>(uri_, opts_.client_id, create, nullptr);
-    cli->set_connection_lost_handler([this](const std::string& cause) {
-      connection_lost(cause.empty() ? "connection lost" : "connection lost: " + cause);
+    // Every handler carries its client's generation: a late call from a replaced client
+    // must not touch the current connection.
+    cli->set_connection_lost_handler([this, gen](const std::string& cause) {
+      connection_lost(gen, cause.empty() ? "connection lost" : "connection lost: " + cause);
     });
-    cli->set_disconnected_handler([this](const mqtt::properties&, mqtt::ReasonCode rc) {
-      connection_lost("server sent DISCONNECT (reason code " + std::to_string(int(rc))
-                      + ")");
-    });
-    cli->set_message_callback([this](mqtt::const_message_ptr msg) {
+    cli->set_disconnected_handler(
+      [this, gen](const mqtt::properties&, mqtt::ReasonCode rc) {
+        connection_lost(gen, "server sent DISCONNECT (reason code "
+                               + std::to_string(int(rc)) + ")");
+      });
+    cli->set_message_callback([this, gen](mqtt::const_message_ptr msg) {
       std::shared_lock gate{gate_};
       if (closed_ || !on_message_ || !msg)
         return;
@@ -236,8 +275,23 @@ caf::error mqtt_link::make_client() {
         } catch (...) {
         }
       }
+      std::vector<uint32_t> ids;
+      auto n_ids = props.count(mqtt::property::SUBSCRIPTION_IDENTIFIER);
+      for (size_t i = 0; i < n_ids; ++i) {
+        try {
+          ids.push_back(
+            mqtt::get<uint32_t>(props, mqtt::property::SUBSCRIPTION_IDENTIFIER, i));
+        } catch (...) {
+        }
+      }
       {
         std::lock_guard guard{mtx_};
+        if (gen != generation_)
+          return;
+        if (!pick_copy(in.topic, ids, in.filter)) {
+          ++duplicates_dropped_;
+          return;
+        }
         ++received_;
       }
       try {
@@ -250,22 +304,51 @@ caf::error mqtt_link::make_client() {
     return make_error(errc::invalid_config, "mqtt link '" + opts_.name
                                               + "': cannot create the client: " + e.what());
   }
-  cli_ = std::move(cli);
-  return {};
+  return cli;
 }
 
-void mqtt_link::connection_lost(std::string why) {
+bool mqtt_link::pick_copy(const std::string& topic, const std::vector<uint32_t>& ids,
+                          std::string& filter) {
+  if (ids.empty())
+    return true; // MQTT 3.1.1, or the server gives no identifiers: one copy per filter
+  // The copy to deliver is the one of the matching filter with the smallest identifier.
+  // Identifiers grow and are subscribed in ascending order, so that filter was
+  // subscribed first and its copy always comes.
+  const std::string* best_filter = nullptr;
+  uint32_t best = 0;
+  for (const auto& [f, id] : sub_ids_)
+    if ((best_filter == nullptr || id < best) && grove::topic_matches(f, topic)) {
+      best_filter = &f;
+      best = id;
+    }
+  if (best_filter == nullptr) {
+    // Only filters just unsubscribed match: this copy is the only one left.
+    for (auto id : ids)
+      if (auto i = gone_ids_.find(id); i != gone_ids_.end()) {
+        filter = i->second;
+        break;
+      }
+    return true;
+  }
+  if (std::find(ids.begin(), ids.end(), best) == ids.end())
+    return false;
+  filter = *best_filter;
+  return true;
+}
+
+void mqtt_link::connection_lost(uint64_t gen, std::string why) {
   {
     std::lock_guard guard{mtx_};
-    if (lost_)
+    if (gen != generation_ || (lost_ && !lost_provisional_))
       return;
     lost_ = true;
+    lost_provisional_ = false;
     lost_why_ = std::move(why);
   }
   cv_.notify_all();
 }
 
-bool mqtt_link::connect_once() {
+bool mqtt_link::connect_once(const std::shared_ptr<mqtt::async_client>& cli) {
   mqtt::connect_options_builder b;
   if (opts_.mqtt_version == 5)
     b.mqtt_version(MQTTVERSION_5).clean_start(true);
@@ -308,10 +391,23 @@ bool mqtt_link::connect_once() {
     tls_error_.clear();
   }
   try {
-    auto tok = cli_->connect(b.finalize());
+    auto tok = cli->connect(b.finalize());
     for (;;) {
-      if (tok->wait_for(poll_step))
+      if (tok->wait_for(poll_step)) {
+        // A server without subscription identifiers would drop us for sending one.
+        bool ids = false;
+        if (opts_.mqtt_version == 5) {
+          ids = true;
+          auto props = tok->get_connect_response().get_properties();
+          if (props.contains(mqtt::property::SUBSCRIPTION_IDENTIFIERS_AVAILABLE))
+            ids = mqtt::get<uint8_t>(props,
+                                     mqtt::property::SUBSCRIPTION_IDENTIFIERS_AVAILABLE)
+                  != 0;
+        }
+        std::lock_guard guard{mtx_};
+        sub_ids_available_ = ids;
         return true;
+      }
       std::lock_guard guard{mtx_};
       if (stop_)
         return false; // stop() disconnects, which cancels the attempt
@@ -328,12 +424,24 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
   subs_dirty_ = false;
   std::vector<std::string> wanted = wanted_filters_;
   int qos = wanted_qos_;
+  bool use_ids = opts_.mqtt_version == 5 && sub_ids_available_;
+  auto forget_id = [this](std::map<std::string, uint32_t>::iterator i) {
+    gone_ids_[i->second] = i->first;
+    while (gone_ids_.size() > max_gone_ids)
+      gone_ids_.erase(gone_ids_.begin());
+    return sub_ids_.erase(i);
+  };
   std::vector<std::string> to_sub;
   std::vector<std::string> to_unsub;
   if (all || qos != active_qos_) {
     // A clean session starts without subscriptions; a QoS change re-subscribes all.
-    if (all)
+    if (all) {
       active_filters_.clear();
+      for (auto i = sub_ids_.begin(); i != sub_ids_.end();)
+        i = std::binary_search(wanted.begin(), wanted.end(), i->first) && use_ids
+              ? std::next(i)
+              : forget_id(i);
+    }
     to_sub = wanted;
   } else {
     std::set_difference(wanted.begin(), wanted.end(), active_filters_.begin(),
@@ -345,52 +453,125 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
     active_qos_ = qos;
     return;
   }
-  lk.unlock();
-  // Waits for a token; false on failure, stop or connection loss.
-  auto await = [this](const mqtt::token_ptr& tok) {
-    for (;;) {
-      if (tok->wait_for(poll_step))
-        return true;
-      std::lock_guard guard{mtx_};
-      if (stop_ || lost_)
-        return false;
+  // Identifiers are set before the SUBSCRIBE goes out (a copy may come before the
+  // SUBACK): kept for a filter that has one, new (thus the largest) otherwise. Sent in
+  // ascending order, so a filter with a smaller identifier is always subscribed first.
+  std::vector<std::pair<uint32_t, std::string>> subs;
+  for (auto& f : to_sub) {
+    uint32_t id = 0;
+    if (use_ids) {
+      auto [i, inserted] = sub_ids_.try_emplace(f, next_sub_id_);
+      if (inserted && next_sub_id_ < max_sub_id)
+        ++next_sub_id_;
+      id = i->second;
     }
-  };
+    subs.emplace_back(id, f);
+  }
+  std::stable_sort(subs.begin(), subs.end(),
+                   [](const auto& x, const auto& y) { return x.first < y.first; });
+  // An unsubscribed filter loses its identifier before the UNSUBSCRIBE goes out: a copy
+  // still under way for it is then dropped if another filter matches (whose copy comes
+  // too) and delivered if none does.
+  std::map<std::string, uint32_t> unsub_ids;
+  for (auto& f : to_unsub)
+    if (auto i = sub_ids_.find(f); i != sub_ids_.end()) {
+      unsub_ids.emplace(f, i->second);
+      forget_id(i);
+    }
   std::vector<std::string> removed;
   std::vector<std::string> added;
-  try {
+  {
+    auto cli = cli_; // only the runner replaces it
+    lk.unlock();
+    // Waits for a token: true when it completed, false on stop or connection loss.
+    // Throws when the server refused the request.
+    auto await = [this](const mqtt::token_ptr& tok) {
+      for (;;) {
+        if (tok->wait_for(poll_step))
+          return true;
+        std::lock_guard guard{mtx_};
+        if (stop_ || lost_)
+          return false;
+      }
+    };
+    // Each filter on its own: a refusal must not lose track of the others.
+    auto attempt = [this](const char* what, const std::string& f, auto&& step) {
+      try {
+        step();
+      } catch (const mqtt::exception& e) {
+        log(2, std::string{what} + " '" + f + "' failed: " + describe_exception(e));
+      } catch (const std::exception& e) {
+        log(2, std::string{what} + " '" + f + "' failed: " + e.what());
+      }
+    };
     // One request per filter, all sent before waiting: Paho C++ 1.2 mishandles the
     // per-filter options of its many-filter subscribe (no_local lost for one filter,
     // a crash for several).
-    std::vector<mqtt::token_ptr> unsub_toks;
-    for (auto& f : to_unsub)
-      unsub_toks.push_back(cli_->unsubscribe(f));
+    std::vector<mqtt::token_ptr> unsub_toks(to_unsub.size());
     for (size_t i = 0; i < to_unsub.size(); ++i)
-      if (await(unsub_toks[i]))
+      attempt("unsubscribe from", to_unsub[i],
+              [&] { unsub_toks[i] = cli->unsubscribe(to_unsub[i]); });
+    for (size_t i = 0; i < to_unsub.size(); ++i) {
+      if (!unsub_toks[i])
+        continue;
+      attempt("unsubscribe from", to_unsub[i], [&] {
+        if (!await(unsub_toks[i]))
+          return;
+        auto codes = unsub_toks[i]->get_unsubscribe_response().get_reason_codes();
+        if (!codes.empty() && static_cast<int>(codes[0]) >= 0x80) {
+          log(2, "unsubscribe from '" + to_unsub[i] + "' refused (reason code "
+                   + std::to_string(static_cast<int>(codes[0])) + ")");
+          return;
+        }
         removed.push_back(to_unsub[i]);
-    std::vector<mqtt::token_ptr> sub_toks;
+      });
+    }
     auto sub_opts = opts_.mqtt_version == 5 ? mqtt::subscribe_options{true} // no_local
                                             : mqtt::subscribe_options{};
-    for (auto& f : to_sub)
-      sub_toks.push_back(cli_->subscribe(f, qos, sub_opts));
-    for (size_t i = 0; i < to_sub.size(); ++i) {
-      if (!await(sub_toks[i]))
+    std::vector<mqtt::token_ptr> sub_toks(subs.size());
+    for (size_t i = 0; i < subs.size(); ++i)
+      attempt("subscribe to", subs[i].second, [&] {
+        mqtt::properties props;
+        if (subs[i].first != 0)
+          props.add(mqtt::property(mqtt::property::SUBSCRIPTION_IDENTIFIER,
+                                   static_cast<int32_t>(subs[i].first)));
+        sub_toks[i] = cli->subscribe(subs[i].second, qos, sub_opts, props);
+      });
+    for (size_t i = 0; i < subs.size(); ++i) {
+      if (!sub_toks[i])
         continue;
-      // 0x80 and above: refused (MQTT 3.1.1 "failure" and MQTT 5 reason codes).
-      auto codes = sub_toks[i]->get_subscribe_response().get_reason_codes();
-      if (!codes.empty() && static_cast<int>(codes[0]) >= 0x80) {
-        log(2, "subscribe to '" + to_sub[i] + "' refused (reason code "
-                 + std::to_string(static_cast<int>(codes[0])) + ")");
-        continue;
-      }
-      added.push_back(to_sub[i]);
+      attempt("subscribe to", subs[i].second, [&] {
+        if (!await(sub_toks[i]))
+          return;
+        // 0x80 and above: refused (MQTT 3.1.1 "failure" and MQTT 5 reason codes).
+        auto codes = sub_toks[i]->get_subscribe_response().get_reason_codes();
+        if (!codes.empty() && static_cast<int>(codes[0]) >= 0x80) {
+          log(2, "subscribe to '" + subs[i].second + "' refused (reason code "
+                   + std::to_string(static_cast<int>(codes[0])) + ")");
+          return;
+        }
+        added.push_back(subs[i].second);
+      });
     }
-  } catch (const mqtt::exception& e) {
-    log(2, "subscription update failed: " + describe_exception(e));
-  } catch (const std::exception& e) {
-    log(2, std::string{"subscription update failed: "} + e.what());
   }
   lk.lock();
+  std::sort(added.begin(), added.end());
+  // A filter whose SUBSCRIBE failed is not subscribed (unless it was before, for a QoS
+  // change): its identifier goes, else it would hide the copies of the other filters.
+  for (auto& [id, f] : subs) {
+    if (std::binary_search(added.begin(), added.end(), f)
+        || std::binary_search(active_filters_.begin(), active_filters_.end(), f))
+      continue;
+    if (auto i = sub_ids_.find(f); i != sub_ids_.end() && i->second == id)
+      sub_ids_.erase(i);
+  }
+  // A filter whose UNSUBSCRIBE failed stays subscribed, with its identifier.
+  std::sort(removed.begin(), removed.end());
+  for (auto& [f, id] : unsub_ids)
+    if (!std::binary_search(removed.begin(), removed.end(), f)) {
+      sub_ids_[f] = id;
+      gone_ids_.erase(id);
+    }
   std::vector<std::string> next;
   std::set_difference(active_filters_.begin(), active_filters_.end(), removed.begin(),
                       removed.end(), std::back_inserter(next));
@@ -413,6 +594,23 @@ void mqtt_link::fail_pending() {
   for (auto& [id, p] : failed)
     if (p.done)
       p.done(false);
+}
+
+void mqtt_link::publish_interrupted(uint64_t id) {
+  // Paho fails the publishes of a closed session before it reports the loss. done(false)
+  // must come after the link counts as lost (the forwarder tells a refusal from a loss
+  // by connected()), so the entry stays for fail_pending, and the link is marked lost
+  // now: Paho's own report follows and replaces the reason.
+  {
+    std::lock_guard guard{mtx_};
+    auto i = pending_.find(id);
+    if (i == pending_.end() || i->second.generation != generation_ || lost_)
+      return;
+    lost_ = true;
+    lost_provisional_ = true;
+    lost_why_ = "connection lost (a publish was interrupted)";
+  }
+  cv_.notify_all();
 }
 
 void mqtt_link::publish_finished(uint64_t id, bool ok) {
@@ -440,9 +638,14 @@ void mqtt_link::run() {
   while (!stop_) {
     state_ = link_state::connecting;
     lost_ = false;
-    lk.unlock();
-    log(0, "connecting to " + uri_);
-    bool ok = connect_once();
+    lost_provisional_ = false;
+    bool ok;
+    {
+      auto cli = cli_; // released before mtx_ is taken again
+      lk.unlock();
+      log(0, "connecting to " + uri_);
+      ok = connect_once(cli);
+    }
     lk.lock();
     if (stop_)
       break;
@@ -485,6 +688,7 @@ void mqtt_link::run() {
       retry_at_ = std::chrono::steady_clock::now() + delay;
       auto why = lost_why_;
       auto old = cli_;
+      auto gen = generation_ + 1;
       lk.unlock();
       log(2, why);
       try {
@@ -502,14 +706,23 @@ void mqtt_link::run() {
         for (auto& f : fs)
           f(why);
       });
-      lk.lock();
-      retired_.push_back(old);
-      if (retired_.size() > 4)
+      // Paho clients are made and destroyed without mtx_: destroying one fails the
+      // publishes still queued in it on this thread, under Paho's global mutex, and
+      // those completions take mtx_.
+      auto next = make_client(gen);
+      retired_.push_back(std::move(old));
+      if (retired_.size() > 4) {
+        auto victim = std::move(retired_.front());
         retired_.erase(retired_.begin());
-      if (auto err = make_client()) {
-        last_error_ = grove::describe(err);
+        victim.reset();
+      }
+      lk.lock();
+      if (!next) {
+        last_error_ = grove::describe(next.error());
         break;
       }
+      cli_ = std::move(*next);
+      generation_ = gen;
     } else {
       ++failures_;
       ++failures_in_row;
@@ -538,24 +751,30 @@ void mqtt_link::stop() {
   cv_.notify_all();
   if (runner_.joinable())
     runner_.join();
+  // The runner is gone: cli_ is ours. Paho is called without mtx_ (see cli_).
   // Cancels a connect in progress too; gives in-flight PUBACKs a moment to arrive.
-  try {
-    auto tok = cli_->disconnect(1000);
-    tok->wait_for(std::chrono::seconds{3});
-  } catch (...) {
+  if (cli_) {
+    try {
+      auto tok = cli_->disconnect(1000);
+      tok->wait_for(std::chrono::seconds{3});
+    } catch (...) {
+    }
   }
   fail_pending();
   {
     std::unique_lock gate{gate_}; // waits for callbacks in progress
     closed_ = true;
   }
-  try {
-    cli_->disable_callbacks();
-  } catch (...) {
+  if (cli_) {
+    try {
+      cli_->disable_callbacks();
+    } catch (...) {
+    }
   }
   std::lock_guard guard{mtx_};
   state_ = link_state::stopped;
   active_filters_.clear();
+  sub_ids_.clear();
 }
 
 void mqtt_link::set_subscriptions(std::vector<std::string> filters, int qos) {
@@ -574,6 +793,13 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
                               std::string_view source, std::function<void(bool)> done) {
   if (qos < 0 || qos > 2)
     return make_error(errc::invalid_config, "qos must be 0, 1 or 2");
+  if (auto err = grove::validate_topic(topic))
+    return make_error(errc::invalid_topic, "mqtt link '" + opts_.name
+                                             + "': cannot publish: " + grove::describe(err));
+  if (payload.size() > max_packet_bytes - packet_overhead - topic.size())
+    return make_error(errc::too_large, "mqtt link '" + opts_.name + "': payload of "
+                                         + std::to_string(payload.size())
+                                         + " bytes exceeds MQTT's packet limit");
   uint64_t id;
   std::shared_ptr<mqtt::async_client> cli;
   {
@@ -582,7 +808,7 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
       return make_error(errc::invalid_state,
                         "mqtt link '" + opts_.name + "' is not connected");
     id = next_publish_id_++;
-    pending_.emplace(id, pending_publish{std::move(done)});
+    pending_.emplace(id, pending_publish{std::move(done), generation_});
     ++published_;
     cli = cli_;
   }
@@ -598,18 +824,34 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
                   *listener_);
     return {};
   } catch (const mqtt::exception& e) {
-    auto code = e.get_return_code() == MQTTASYNC_BAD_UTF8_STRING
-                    || e.get_return_code() == MQTTASYNC_BAD_STRUCTURE
-                  ? errc::invalid_topic
-                  : errc::system_error;
+    auto code = errc::system_error;
+    switch (e.get_return_code()) {
+      case MQTTASYNC_BAD_UTF8_STRING:
+      case MQTTASYNC_BAD_STRUCTURE:
+        code = errc::invalid_topic;
+        break;
+      case MQTTASYNC_MAX_BUFFERED_MESSAGES:
+      case MQTTASYNC_NO_MORE_MSGIDS:
+        code = errc::queue_full;
+        break;
+      case MQTTASYNC_DISCONNECTED:
+        code = errc::invalid_state;
+        break;
+      default:
+        break;
+    }
     std::lock_guard guard{mtx_};
-    pending_.erase(id);
+    // Gone already: a connection loss in between ran done(false); a second report
+    // (an error) would count the message twice.
+    if (pending_.erase(id) == 0)
+      return {};
     --published_;
     return make_error(code, "mqtt link '" + opts_.name
                               + "': publish failed: " + describe_exception(e));
   } catch (const std::exception& e) {
     std::lock_guard guard{mtx_};
-    pending_.erase(id);
+    if (pending_.erase(id) == 0)
+      return {};
     --published_;
     return make_error(errc::system_error,
                       "mqtt link '" + opts_.name + "': publish failed: " + e.what());
@@ -626,6 +868,7 @@ link_status mqtt_link::status() const {
   st.published = published_;
   st.acked = acked_;
   st.received = received_;
+  st.duplicates_dropped = duplicates_dropped_;
   st.last_error = last_error_;
   if (state_ == link_state::waiting) {
     auto left = retry_at_ - std::chrono::steady_clock::now();

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 
 namespace mqtt {
 class async_client;
@@ -84,6 +85,9 @@ struct inbound_message {
   int qos = 0;
   /// Value of the MQTT 5 user property "grove-source"; empty if none.
   std::string source;
+  /// MQTT 5: the subscription filter of the delivered copy (the matching filter with the
+  /// smallest subscription identifier); empty with MQTT 3.1.1 or if unknown.
+  std::string filter;
 };
 
 /// State of a link.
@@ -112,8 +116,10 @@ struct link_status {
   uint64_t published = 0;
   /// Publishes completed (PUBACK for QoS 1, written for QoS 0).
   uint64_t acked = 0;
-  /// Messages received.
+  /// Messages received (delivered to on_message).
   uint64_t received = 0;
+  /// MQTT 5: extra copies of a message that matched several of our filters, dropped.
+  uint64_t duplicates_dropped = 0;
   /// Why the last attempt failed or the last connection was lost.
   std::string last_error;
   /// Time left before the next attempt (zero unless waiting).
@@ -161,14 +167,20 @@ public:
   void stop();
 
   /// Sets the subscriptions. Applied live when connected (new filters subscribed, gone ones
-  /// unsubscribed) and all re-made on every reconnect. MQTT 5 subscribes with no_local.
+  /// unsubscribed) and all re-made on every reconnect; a refused filter is logged and tried
+  /// again at the next reconnect or call. MQTT 5 subscribes with no_local and gives every
+  /// filter a subscription identifier, kept while it stays subscribed: a message that
+  /// matches several filters is delivered once (see inbound_message::filter).
   void set_subscriptions(std::vector<std::string> filters, int qos);
 
-  /// Publishes a message. Errors: invalid_state when not connected, invalid_topic or
-  /// system_error when Paho refuses it. A non-empty `source` becomes the MQTT 5 user property
-  /// grove-source. `done(true)` runs on PUBACK (QoS 1) or once written (QoS 0), `done(false)`
-  /// if the connection is lost first or the broker refuses it; `done` never runs when an
-  /// error is returned. Thread-safe.
+  /// Publishes a message. Errors: invalid_state when not connected; invalid_topic for a
+  /// malformed topic (also one Paho refuses, e.g. not UTF-8); too_large for a payload
+  /// above MQTT's limit; queue_full when Paho's queue is full; system_error for other Paho
+  /// refusals. invalid_topic and too_large are permanent, the others transient. A
+  /// non-empty `source` becomes the MQTT 5 user property grove-source. `done(true)` runs
+  /// on PUBACK (QoS 1) or once written (QoS 0), `done(false)` if the connection is lost
+  /// first or the broker refuses it; `done` never runs when an error is returned.
+  /// Thread-safe.
   caf::error publish(std::string topic, std::string payload, int qos,
                      std::string_view source = {},
                      std::function<void(bool ok)> done = {});
@@ -187,16 +199,21 @@ public:
 private:
   struct pending_publish {
     std::function<void(bool)> done;
+    uint64_t generation = 0; // of the client it was handed to
   };
   class publish_listener;
 
-  caf::error make_client();
+  caf::expected<std::shared_ptr<mqtt::async_client>> make_client(uint64_t generation);
   void run();
-  bool connect_once();
+  bool connect_once(const std::shared_ptr<mqtt::async_client>& cli);
   void apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all);
-  void connection_lost(std::string why);
+  void connection_lost(uint64_t generation, std::string why);
+  // Decides whether a received copy is the one to deliver; requires mtx_.
+  bool pick_copy(const std::string& topic, const std::vector<uint32_t>& ids,
+                 std::string& filter);
   void fail_pending();
   void publish_finished(uint64_t id, bool ok);
+  void publish_interrupted(uint64_t id);
   void log(int level, const std::string& msg) const;
   template <class F>
   void call_listeners(const F& call);
@@ -205,19 +222,25 @@ private:
   std::string uri_;
   // The Paho client of the current connection. Replaced after every lost connection:
   // Paho would otherwise send publishes still queued from the old connection on the new
-  // one, ahead of their re-sends. Swapped under mtx_; publish() holds its own reference.
+  // one, ahead of their re-sends. Swapped under mtx_ (only by the runner, which may read
+  // it without the lock); publish() holds its own reference. Paho is never called, and a
+  // client never created or destroyed, under mtx_: Paho runs completions under its own
+  // global mutex (also from inside MQTTAsync_destroy) and they take mtx_.
   std::shared_ptr<mqtt::async_client> cli_;
   // Replaced clients stay alive (callbacks disabled) so that a Paho callback still
-  // running on one never touches freed memory; the oldest are dropped.
+  // running on one never touches freed memory; the oldest are dropped. Runner only.
   std::vector<std::shared_ptr<mqtt::async_client>> retired_;
   std::unique_ptr<publish_listener> listener_;
 
   // Guards everything below except the gate and the listener lists.
   mutable std::mutex mtx_;
   std::condition_variable cv_;
+  // Generation of cli_; handlers of older clients carry an older one and are ignored.
+  uint64_t generation_ = 0;
   bool started_ = false;
   bool stop_ = false;
   bool lost_ = false;          // Paho reported the connection gone
+  bool lost_provisional_ = false; // lost_ set by publish_interrupted, reason to follow
   std::string lost_why_;
   bool subs_dirty_ = false;    // set_subscriptions() changed the wanted set
   link_state state_ = link_state::stopped;
@@ -228,12 +251,19 @@ private:
   uint64_t published_ = 0;
   uint64_t acked_ = 0;
   uint64_t received_ = 0;
+  uint64_t duplicates_dropped_ = 0;
   std::string last_error_;
   std::string tls_error_;      // from Paho's SSL error callback, for last_error
   std::vector<std::string> wanted_filters_;
   int wanted_qos_ = 1;
   std::vector<std::string> active_filters_;
   int active_qos_ = -1;
+  // MQTT 5 subscription identifiers of the filters that are (or are being) subscribed.
+  std::map<std::string, uint32_t> sub_ids_;
+  uint32_t next_sub_id_ = 1;
+  bool sub_ids_available_ = false; // MQTT 5 and the server supports them
+  // Filters of recently unsubscribed identifiers, for inbound_message::filter.
+  std::map<uint32_t, std::string> gone_ids_;
   uint64_t next_publish_id_ = 1;
   std::map<uint64_t, pending_publish> pending_;
   std::thread runner_;

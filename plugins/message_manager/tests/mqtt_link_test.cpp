@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -158,6 +159,7 @@ struct broker {
   uint16_t port = free_port();
   pid_t pid = -1;
   int starts = 0;
+  std::string extra_conf; // more mosquitto.conf lines
 
   fs::path log_file(int n) const {
     return dir.path / ("broker-" + std::to_string(n) + ".log");
@@ -181,7 +183,8 @@ struct broker {
           << "certfile " << p.server_crt.string() << "\n"
           << "keyfile " << p.server_key.string() << "\n"
           << "require_certificate true\n"
-          << "use_identity_as_username true\n";
+          << "use_identity_as_username true\n"
+          << extra_conf;
     }
     auto out = (dir.path / "stderr.txt").string();
     auto exe = mosquitto_path();
@@ -215,10 +218,12 @@ struct broker {
     kill(SIGKILL);
   }
 
-  // Topic suffixes of PUBLISH packets `client` sent, over every start, in arrival order.
-  std::vector<long> received_from(const std::string& client, int only = 0) const {
+  // Topic suffixes of PUBLISH packets `client` sent, over every start, in arrival order
+  // ("Denied": those the broker refused).
+  std::vector<long> received_from(const std::string& client, int only = 0,
+                                  const std::string& verb = "Received") const {
     std::vector<long> result;
-    std::regex re("Received PUBLISH from " + client + R"( \(d\d, q\d, r\d, m\d+, '[^']*/(\d+)')");
+    std::regex re(verb + " PUBLISH from " + client + R"( \(d\d, q\d, r\d, m\d+, '[^']*/(\d+)')");
     for (int n = 1; n <= starts; ++n) {
       if (only != 0 && n != only)
         continue;
@@ -270,6 +275,33 @@ struct inbox {
   inbound_message at(size_t i) {
     std::lock_guard guard{mtx};
     return msgs.at(i);
+  }
+};
+
+// Aborts the test run if it is still alive after `limit`: a deadlocked link would
+// otherwise hang the test in its destructor instead of failing it. Declare it first.
+struct watchdog {
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread thread;
+  watchdog(std::chrono::seconds limit, std::string what) {
+    thread = std::thread([this, limit, what] {
+      std::unique_lock lk{mtx};
+      if (!cv.wait_for(lk, limit, [this] { return done; })) {
+        std::fprintf(stderr, "watchdog: %s still running after %llds, aborting\n",
+                     what.c_str(), static_cast<long long>(limit.count()));
+        std::abort();
+      }
+    });
+  }
+  ~watchdog() {
+    {
+      std::lock_guard guard{mtx};
+      done = true;
+    }
+    cv.notify_all();
+    thread.join();
   }
 };
 
@@ -401,6 +433,7 @@ BOOST_AUTO_TEST_CASE(mutual_tls_round_trip_with_grove_source) {
   auto second = in.at(1);
   BOOST_CHECK_EQUAL(second.topic, "rt/b");
   BOOST_CHECK_EQUAL(second.source, "");
+  BOOST_CHECK_EQUAL(second.filter, "rt/#");
   auto st = sub.status();
   BOOST_CHECK_EQUAL(st.state, link_state::connected);
   BOOST_CHECK_EQUAL(st.connects, 1u);
@@ -429,6 +462,7 @@ BOOST_AUTO_TEST_CASE(mqtt_311_round_trip) {
   BOOST_REQUIRE(wait_for([&] { return in.size() == 1; }));
   BOOST_CHECK_EQUAL(in.at(0).payload, "three-one-one");
   BOOST_CHECK_EQUAL(in.at(0).source, ""); // no user properties in 3.1.1
+  BOOST_CHECK_EQUAL(in.at(0).filter, "");  // nor subscription identifiers
 }
 
 BOOST_AUTO_TEST_CASE(tls_refusal_is_reported_and_retried) {
@@ -672,5 +706,161 @@ BOOST_AUTO_TEST_CASE(stop_with_messages_in_flight_returns_them_to_the_spool) {
   BOOST_REQUIRE_EQUAL(first.size(), 1u);
   BOOST_CHECK_EQUAL(first[0].topic, topic_of("held", 0));
   cloud.kill(SIGKILL);
+  link.stop();
+}
+
+BOOST_AUTO_TEST_CASE(overlapping_filters_deliver_each_message_once) {
+  broker cloud;
+  cloud.start();
+  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
+  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
+  inbox in;
+  in.attach(sub);
+  // Identifiers are given in the sorted order of the first set: "s/#" 1, "s/+/t" 2.
+  sub.set_subscriptions({"s/#", "s/+/t"}, 1);
+  BOOST_REQUIRE(!sub.start());
+  BOOST_REQUIRE(!pub.start());
+  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  BOOST_REQUIRE(sub.status().subscribed == (std::vector<std::string>{"s/#", "s/+/t"}));
+  publish_acked(pub, "s/x/t", "both");
+  // The broker sends every copy of "s/x/t" before the marker, which only "s/#" matches.
+  publish_acked(pub, "s/marker", "1");
+  BOOST_REQUIRE(wait_for([&] { return in.size() >= 2 && in.at(in.size() - 1).topic == "s/marker"; }));
+  BOOST_CHECK(!wait_for([&] { return in.size() > 2; }, 300ms));
+  BOOST_REQUIRE_EQUAL(in.size(), 2u);
+  BOOST_CHECK_EQUAL(in.at(0).topic, "s/x/t");
+  BOOST_CHECK_EQUAL(in.at(0).payload, "both");
+  BOOST_CHECK_EQUAL(in.at(0).filter, "s/#");
+  BOOST_CHECK_EQUAL(in.at(1).filter, "s/#");
+  BOOST_CHECK_EQUAL(sub.status().duplicates_dropped, 1u);
+  BOOST_CHECK_EQUAL(sub.status().received, 2u);
+  // "s/+/t" keeps its identifier (2), "s/x/#" gets 3: now "s/+/t" delivers.
+  sub.set_subscriptions({"s/+/t", "s/x/#"}, 1);
+  BOOST_REQUIRE(wait_for([&] {
+    return sub.status().subscribed == std::vector<std::string>{"s/+/t", "s/x/#"};
+  }));
+  publish_acked(pub, "s/x/t", "again");
+  publish_acked(pub, "s/x/marker", "2");
+  BOOST_REQUIRE(wait_for([&] { return in.size() >= 4 && in.at(in.size() - 1).topic == "s/x/marker"; }));
+  BOOST_CHECK(!wait_for([&] { return in.size() > 4; }, 300ms));
+  BOOST_REQUIRE_EQUAL(in.size(), 4u);
+  BOOST_CHECK_EQUAL(in.at(2).payload, "again");
+  BOOST_CHECK_EQUAL(in.at(2).filter, "s/+/t");
+  BOOST_CHECK_EQUAL(in.at(3).filter, "s/x/#");
+  BOOST_CHECK_EQUAL(sub.status().duplicates_dropped, 2u);
+}
+
+BOOST_AUTO_TEST_CASE(publish_refuses_bad_topics_with_clear_errors) {
+  broker cloud;
+  cloud.start();
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  auto code = [](const caf::error& err) { return err ? static_cast<int>(err.code()) : 0; };
+  auto invalid_topic = static_cast<int>(grove::errc::invalid_topic);
+  BOOST_CHECK_EQUAL(code(link.publish("a/+/b", "x", 1)), invalid_topic);
+  BOOST_CHECK_EQUAL(code(link.publish("", "x", 1)), invalid_topic);
+  BOOST_CHECK_EQUAL(code(link.publish("bad/\xff\xfe", "x", 1)), invalid_topic); // Paho: UTF-8
+  BOOST_CHECK_EQUAL(link.status().published, 0u);
+  publish_acked(link, "good/1", "x"); // the link is still fine
+}
+
+BOOST_AUTO_TEST_CASE(invalid_topic_in_spool_is_dropped_and_the_rest_delivered) {
+  broker cloud;
+  cloud.start();
+  auto sp = spool::open(spool_options{});
+  BOOST_REQUIRE(sp);
+  BOOST_REQUIRE((*sp)->push(topic_of("inv", 0), "x"));
+  BOOST_REQUIRE((*sp)->push("inv/\xff\xfe/0000099", "not UTF-8: Paho refuses it"));
+  for (long i = 1; i < 10; ++i)
+    BOOST_REQUIRE((*sp)->push(topic_of("inv", i), "x"));
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  cloud_forwarder fwd{link, **sp, 4};
+  BOOST_REQUIRE(!fwd.start());
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return (*sp)->stats().count == 0; }),
+                        "left in spool: " << (*sp)->stats().count);
+  auto st = fwd.stats();
+  BOOST_CHECK_EQUAL(st.delivered, 10u);
+  BOOST_CHECK_EQUAL(st.dropped_invalid, 1u);
+  BOOST_CHECK_EQUAL(st.in_flight, 0u);
+  fwd.stop();
+  link.stop();
+  cloud.kill(SIGTERM);
+  auto seen = cloud.received_from("core-thing");
+  BOOST_CHECK_EQUAL(check_first_arrival_order(seen, 10), 0u);
+  BOOST_CHECK_EQUAL(seen.size(), 10u);
+}
+
+BOOST_AUTO_TEST_CASE(message_the_broker_keeps_refusing_is_dropped_after_three_attempts) {
+  temp_dir dir;
+  auto acl = dir.path / "acl";
+  {
+    // core-thing may publish only below "ok/": the rest gets PUBACK "not authorized".
+    std::ofstream out(acl);
+    out << "user core-thing\ntopic write ok/#\n";
+  }
+  broker cloud;
+  cloud.extra_conf = "acl_file " + acl.string() + "\n";
+  cloud.start();
+  auto sp = spool::open(spool_options{});
+  BOOST_REQUIRE(sp);
+  BOOST_REQUIRE((*sp)->push(topic_of("ok", 0), "x"));
+  BOOST_REQUIRE((*sp)->push("denied/0000099", "refused"));
+  for (long i = 1; i < 5; ++i)
+    BOOST_REQUIRE((*sp)->push(topic_of("ok", i), "x"));
+  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
+  cloud_forwarder fwd{link, **sp, 4};
+  BOOST_REQUIRE(!fwd.start());
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return (*sp)->stats().count == 0; }, 20s),
+                        "left in spool: " << (*sp)->stats().count);
+  auto st = fwd.stats();
+  BOOST_CHECK_EQUAL(st.delivered, 5u);
+  BOOST_CHECK_EQUAL(st.dropped_invalid, 1u);
+  BOOST_CHECK_EQUAL(st.publish_errors, 3u);
+  BOOST_CHECK_EQUAL(link.status().disconnects, 0u);
+  fwd.stop();
+  link.stop();
+  cloud.kill(SIGTERM);
+  BOOST_CHECK(cloud.received_from("core-thing", 0, "Denied") == std::vector<long>(3, 99L));
+  auto seen = cloud.received_from("core-thing");
+  BOOST_CHECK_EQUAL(check_first_arrival_order(seen, 5), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(retired_client_with_queued_publishes_is_destroyed_without_deadlock) {
+  watchdog dog{90s, "retired_client_with_queued_publishes_is_destroyed_without_deadlock"};
+  broker cloud;
+  cloud.start();
+  auto opts = tls_options(cloud.port, "core-thing", "cloud");
+  opts.max_inflight = 2; // the rest waits in Paho's queue
+  mqtt_link link{opts};
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  ::kill(cloud.pid, SIGSTOP); // no PUBACK can come
+  constexpr int n = 50;
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  for (int i = 0; i < n; ++i)
+    BOOST_REQUIRE(!link.publish(topic_of("q", i), "p", 1, {},
+                                [&](bool r) { ++(r ? ok : failed); }));
+  cloud.kill(SIGKILL);
+  BOOST_REQUIRE(wait_for([&] { return failed == n; })); // fail_pending at the loss
+  BOOST_CHECK_EQUAL(link.status().disconnects, 1u);
+  cloud.start();
+  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  // A second client with the same id takes the session over, and the link takes it back:
+  // each round retires one of the link's Paho clients; the fifth retirement destroys
+  // the first client, with its queued publishes.
+  mqtt_link intruder{tls_options(cloud.port, "core-thing", "intruder")};
+  BOOST_REQUIRE(!intruder.start());
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return link.status().disconnects >= 8; }, 60s),
+                        "disconnects: " << link.status().disconnects);
+  intruder.stop();
+  BOOST_REQUIRE_MESSAGE(wait_for([&] { return link.connected(); }),
+                        "the link does not reconnect: " << link.status().last_error);
+  publish_acked(link, "q/after", "p");
+  BOOST_CHECK_EQUAL(failed.load(), n); // each done ran once
+  BOOST_CHECK_EQUAL(ok.load(), 0);
   link.stop();
 }
