@@ -14,6 +14,7 @@
 #include <caf/expected.hpp>
 
 #include "grove/errors.hpp"
+#include "../support/test_support.hpp"
 
 // Let Boost.Test print CAF errors and Grove error codes in failed assertions.
 namespace caf {
@@ -35,39 +36,6 @@ template <class T>
 std::string error_text(const caf::expected<T>& x) {
   return x ? std::string{} : grove::describe(x.error());
 }
-
-/// A fresh directory under $TMPDIR, removed when the object dies.
-class temp_dir {
-public:
-  temp_dir() {
-    auto base = std::filesystem::temp_directory_path() / "grove-test-XXXXXX";
-    std::string tmpl = base.string();
-    if (mkdtemp(tmpl.data()) == nullptr)
-      throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-
-  const std::filesystem::path& path() const {
-    return path_;
-  }
-
-  /// Writes `text` to `name` inside the directory and returns its path.
-  std::filesystem::path write(const std::string& name, const std::string& text) const {
-    auto p = path_ / name;
-    std::filesystem::create_directories(p.parent_path());
-    std::ofstream out{p};
-    out << text;
-    return p;
-  }
-
-private:
-  std::filesystem::path path_;
-};
 
 /// Where the test plugins are built.
 inline std::filesystem::path test_plugin_dir() {

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test_support.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/kernel.hpp"
@@ -38,22 +39,12 @@ extern char** environ;
 using namespace std::chrono;
 namespace fs = std::filesystem;
 
+using grove::test::free_port;
+
 namespace {
 
 int64_t now_ns() {
   return duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
-}
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // Collects arrivals: count and the latency from the timestamp at the payload's start.

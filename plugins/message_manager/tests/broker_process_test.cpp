@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.hpp"
 #include "broker_process.hpp"
 #include "grove/errors.hpp"
 
@@ -37,34 +38,10 @@ using namespace grove::mm;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
+using grove::test::temp_dir;
+using grove::test::free_port;
+
 namespace {
-
-// A fresh directory under $TMPDIR, removed at the end.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    auto templ = (fs::temp_directory_path() / "broker_process_test.XXXXXX").string();
-    if (mkdtemp(templ.data()) == nullptr)
-      throw std::runtime_error("mkdtemp failed");
-    path = templ;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // Polls `pred` every 50 ms for at most `timeout`.
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s) {
@@ -147,7 +124,7 @@ struct fixture {
   int counter = 0;
 
   fixture() {
-    opts.state_dir = dir.path / "state";
+    opts.state_dir = dir.path() / "state";
     opts.plugin_path = GROVE_BROKER_PLUGIN;
     opts.bind_address = "127.0.0.1";
     opts.port = port;
@@ -168,8 +145,8 @@ struct fixture {
 
   void make_pki() {
     auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
-    auto pki = (dir.path / "pki").string();
-    auto out = dir.path / "certs.out";
+    auto pki = (dir.path() / "pki").string();
+    auto out = dir.path() / "certs.out";
     BOOST_REQUIRE_EQUAL(run({tool, "init", pki, "--days", "2"}, out), 0);
     BOOST_REQUIRE_EQUAL(run({tool, "server", pki, "--host", "localhost", "--days", "2"}, out), 0);
     BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "A", "--days", "2"}, out), 0);
@@ -186,7 +163,7 @@ struct fixture {
     if (opts.dev_mode) {
       args.insert(args.end(), {"-u", thing});
     } else {
-      auto pki = (dir.path / "pki").string();
+      auto pki = (dir.path() / "pki").string();
       args.insert(args.end(), {"--cafile", pki + "/ca.crt", "--cert",
                                pki + "/devices/" + thing + ".crt", "--key",
                                pki + "/devices/" + thing + ".key"});
@@ -197,7 +174,7 @@ struct fixture {
   int pub(const std::string& thing, const std::string& topic, const std::string& payload) {
     auto args = client("mosquitto_pub", thing);
     args.insert(args.end(), {"-t", topic, "-m", payload});
-    return run(args, dir.path / "pub.out");
+    return run(args, dir.path() / "pub.out");
   }
 
   background sub(const std::string& thing, const std::string& filter, const fs::path& out) {
@@ -236,7 +213,7 @@ BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
     BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
   BOOST_CHECK(conf.find("pid_file") == std::string::npos);
   BOOST_CHECK(fs::exists(bp.stats_file()));
-  auto out = dir.path / "B.out";
+  auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "hello-b", out));
   BOOST_CHECK(logged("mosquitto started"));
@@ -249,13 +226,13 @@ BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate
   BOOST_REQUIRE(!bp.write_acl(acl_ab));
   auto err = bp.start();
   BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
-  auto out = dir.path / "B.out";
+  auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "tls-hello", out));
-  auto pki = (dir.path / "pki").string();
+  auto pki = (dir.path() / "pki").string();
   auto rc = run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "--cafile",
                  pki + "/ca.crt", "-i", "nocert", "-t", "t/ab", "-m", "nocert"},
-                dir.path / "nocert.out");
+                dir.path() / "nocert.out");
   BOOST_CHECK_NE(rc, 0);
   BOOST_CHECK(wait_until([&] { return logged("peer did not return a certificate"); }));
   BOOST_CHECK(read_all(out).find("nocert") == std::string::npos);
@@ -278,7 +255,7 @@ BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {
   BOOST_CHECK(process_gone(old_pid));
   // The new broker serves clients again (it may still be opening its listener).
   BOOST_CHECK(wait_until([&] { return pub("A", "t/ab", "probe") == 0; }));
-  auto out = dir.path / "B.out";
+  auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "after-restart", out));
 }
@@ -289,7 +266,7 @@ BOOST_FIXTURE_TEST_CASE(write_acl_applies_live_and_stats_count_denials, fixture)
   auto err = bp.start();
   BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
   auto pid = bp.status().pid;
-  auto out = dir.path / "B.out";
+  auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_REQUIRE(deliver_until("A", "t/ab", "barrier", out));
   // t/cd is not allowed yet: the publish is denied and counted for A.
@@ -322,7 +299,7 @@ BOOST_FIXTURE_TEST_CASE(write_acl_applies_live_and_stats_count_denials, fixture)
 
 BOOST_AUTO_TEST_CASE(read_broker_stats_rejects_malformed_files) {
   temp_dir dir;
-  auto file = dir.path / "stats.json";
+  auto file = dir.path() / "stats.json";
   BOOST_CHECK(!read_broker_stats(file)); // missing
   std::ofstream{file} << "not json";
   BOOST_CHECK(!read_broker_stats(file));
@@ -362,7 +339,7 @@ BOOST_FIXTURE_TEST_CASE(port_in_use_is_an_error_naming_the_cause, fixture) {
 
 BOOST_FIXTURE_TEST_CASE(bad_certificate_path_is_an_error, fixture) {
   make_pki();
-  opts.cert_file = (dir.path / "pki" / "missing.crt").string();
+  opts.cert_file = (dir.path() / "pki" / "missing.crt").string();
   broker_process bp{opts};
   auto err = bp.start();
   BOOST_REQUIRE(err);

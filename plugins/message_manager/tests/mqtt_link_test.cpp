@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.hpp"
 #include "cloud_forwarder.hpp"
 #include "grove/errors.hpp"
 #include "mqtt_link.hpp"
@@ -51,69 +52,13 @@ using namespace grove::mm;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
+using grove::test::temp_dir;
+using grove::test::free_port;
+using grove::test::port_open;
+using grove::test::mosquitto_path;
+using grove::test::wait_until;
+
 namespace {
-
-// A fresh directory under $TMPDIR, removed at the end.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    auto templ = (fs::temp_directory_path() / "mqtt_link_test.XXXXXX").string();
-    if (mkdtemp(templ.data()) == nullptr)
-      throw std::runtime_error("mkdtemp failed");
-    path = templ;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-// Polls `f` every 10 ms until it is true or `limit` passed; returns its last value.
-template <class F>
-bool wait_for(F f, std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (f())
-      return true;
-    if (std::chrono::steady_clock::now() > deadline)
-      return f();
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    throw std::runtime_error("cannot bind a loopback port");
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool port_open(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::string mosquitto_path() {
-  if (const char* env = std::getenv("MOSQUITTO"))
-    return env;
-  for (const char* p : {"/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"})
-    if (access(p, X_OK) == 0)
-      return p;
-  return "mosquitto";
-}
 
 void run(const std::string& cmd) {
   auto rc = std::system((cmd + " >/dev/null").c_str());
@@ -128,22 +73,22 @@ struct pki {
   fs::path ca, server_crt, server_key, other_ca;
   pki() {
     auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
-    auto d = dir.path.string();
+    auto d = dir.path().string();
     run(tool + " init " + d + "/pki");
     run(tool + " server " + d + "/pki --host localhost --ip 127.0.0.1");
     run(tool + " device " + d + "/pki core-thing");
     run(tool + " device " + d + "/pki observer");
     run(tool + " init " + d + "/other --cn Other");
-    ca = dir.path / "pki/ca.crt";
-    server_crt = dir.path / "pki/server.crt";
-    server_key = dir.path / "pki/server.key";
-    other_ca = dir.path / "other/ca.crt";
+    ca = dir.path() / "pki/ca.crt";
+    server_crt = dir.path() / "pki/server.crt";
+    server_key = dir.path() / "pki/server.key";
+    other_ca = dir.path() / "other/ca.crt";
   }
   std::string cert(const std::string& thing) const {
-    return (dir.path / "pki/devices" / (thing + ".crt")).string();
+    return (dir.path() / "pki/devices" / (thing + ".crt")).string();
   }
   std::string key(const std::string& thing) const {
-    return (dir.path / "pki/devices" / (thing + ".key")).string();
+    return (dir.path() / "pki/devices" / (thing + ".key")).string();
   }
 };
 
@@ -162,13 +107,13 @@ struct broker {
   std::string extra_conf; // more mosquitto.conf lines
 
   fs::path log_file(int n) const {
-    return dir.path / ("broker-" + std::to_string(n) + ".log");
+    return dir.path() / ("broker-" + std::to_string(n) + ".log");
   }
 
   void start() {
     ++starts;
     auto& p = the_pki();
-    auto conf = dir.path / "mosquitto.conf";
+    auto conf = dir.path() / "mosquitto.conf";
     {
       std::ofstream out(conf);
       if (getuid() == 0)
@@ -186,7 +131,7 @@ struct broker {
           << "use_identity_as_username true\n"
           << extra_conf;
     }
-    auto out = (dir.path / "stderr.txt").string();
+    auto out = (dir.path() / "stderr.txt").string();
     auto exe = mosquitto_path();
     pid = fork();
     if (pid == 0) {
@@ -196,7 +141,7 @@ struct broker {
       _exit(127);
     }
     BOOST_REQUIRE(pid > 0);
-    BOOST_REQUIRE_MESSAGE(wait_for([this] {
+    BOOST_REQUIRE_MESSAGE(wait_until([this] {
                             int st;
                             if (waitpid(pid, &st, WNOHANG) == pid)
                               throw std::runtime_error("mosquitto exited at start");
@@ -314,12 +259,12 @@ void publish_acked(mqtt_link& link, const std::string& topic, const std::string&
                    std::string_view source = {}) {
   auto done = std::make_shared<std::atomic<int>>(0);
   caf::error err;
-  BOOST_REQUIRE(wait_for([&] {
+  BOOST_REQUIRE(wait_until([&] {
     err = link.publish(topic, payload, 1, source,
                        [done](bool ok) { done->store(ok ? 1 : 2); });
     return !err;
   }));
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return done->load() != 0; }), "no PUBACK");
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return done->load() != 0; }), "no PUBACK");
   BOOST_REQUIRE_EQUAL(done->load(), 1);
 }
 
@@ -379,7 +324,7 @@ BOOST_AUTO_TEST_CASE(backoff_delay_math) {
 BOOST_AUTO_TEST_CASE(start_validates_options) {
   auto& p = the_pki();
   auto opts = tls_options(1, "core-thing", "cloud");
-  opts.ca_file = (p.dir.path / "missing.crt").string();
+  opts.ca_file = (p.dir.path() / "missing.crt").string();
   mqtt_link bad_ca{opts};
   auto err = bad_ca.start();
   BOOST_REQUIRE(err);
@@ -414,17 +359,17 @@ BOOST_AUTO_TEST_CASE(mutual_tls_round_trip_with_grove_source) {
   sub.set_subscriptions({"rt/#", "other/+"}, 1);
   BOOST_REQUIRE(!sub.start());
   BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return sub.connected() && pub.connected(); }),
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return sub.connected() && pub.connected(); }),
                         "not connected: " << sub.status().last_error << " / "
                                           << pub.status().last_error);
-  BOOST_CHECK(wait_for([&] { return connected_calls == 1 && second_listener == 1; }));
+  BOOST_CHECK(wait_until([&] { return connected_calls == 1 && second_listener == 1; }));
   BOOST_CHECK(sub.status().subscribed == (std::vector<std::string>{"other/+", "rt/#"}));
   // no_local: our own publish must not come back. The broker handles it before the
   // peer's message below, so if it came back it would arrive first.
   publish_acked(sub, "rt/own", "mine");
   publish_acked(pub, "rt/a", "hello", "plugin-x");
   publish_acked(pub, "rt/b", "plain");
-  BOOST_REQUIRE(wait_for([&] { return in.size() >= 2; }));
+  BOOST_REQUIRE(wait_until([&] { return in.size() >= 2; }));
   auto first = in.at(0);
   BOOST_CHECK_EQUAL(first.topic, "rt/a");
   BOOST_CHECK_EQUAL(first.payload, "hello");
@@ -457,9 +402,9 @@ BOOST_AUTO_TEST_CASE(mqtt_311_round_trip) {
   sub.set_subscriptions({"v4/#"}, 1);
   BOOST_REQUIRE(!sub.start());
   BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
   publish_acked(pub, "v4/x", "three-one-one", "ignored-by-3.1.1");
-  BOOST_REQUIRE(wait_for([&] { return in.size() == 1; }));
+  BOOST_REQUIRE(wait_until([&] { return in.size() == 1; }));
   BOOST_CHECK_EQUAL(in.at(0).payload, "three-one-one");
   BOOST_CHECK_EQUAL(in.at(0).source, ""); // no user properties in 3.1.1
   BOOST_CHECK_EQUAL(in.at(0).filter, "");  // nor subscription identifiers
@@ -474,7 +419,7 @@ BOOST_AUTO_TEST_CASE(tls_refusal_is_reported_and_retried) {
   std::atomic<int> connected_calls{0};
   link.on_connected([&] { ++connected_calls; });
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 3; }));
+  BOOST_REQUIRE(wait_until([&] { return link.status().failures >= 3; }));
   auto st = link.status();
   BOOST_TEST_MESSAGE("last_error: " << st.last_error);
   BOOST_CHECK(st.state == link_state::waiting || st.state == link_state::connecting);
@@ -482,7 +427,7 @@ BOOST_AUTO_TEST_CASE(tls_refusal_is_reported_and_retried) {
   BOOST_CHECK(st.last_error.find("certificate verify failed") != std::string::npos);
   BOOST_CHECK_EQUAL(st.connects, 0u);
   BOOST_CHECK_EQUAL(connected_calls.load(), 0);
-  BOOST_CHECK(wait_for([&] { return link.status().state == link_state::waiting; }));
+  BOOST_CHECK(wait_until([&] { return link.status().state == link_state::waiting; }));
   // Not connected: publishing is an error right away.
   auto err = link.publish("a/b", "x", 1);
   BOOST_REQUIRE(err);
@@ -499,7 +444,7 @@ BOOST_AUTO_TEST_CASE(client_without_certificate_is_refused) {
   opts.key_file.clear();
   mqtt_link link{opts};
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 2; }));
+  BOOST_REQUIRE(wait_until([&] { return link.status().failures >= 2; }));
   BOOST_TEST_MESSAGE("last_error: " << link.status().last_error);
   BOOST_CHECK(!link.status().last_error.empty());
   BOOST_CHECK(!link.connected());
@@ -515,31 +460,31 @@ BOOST_AUTO_TEST_CASE(set_subscriptions_live) {
   sub.set_subscriptions({"a/#"}, 1);
   BOOST_REQUIRE(!sub.start());
   BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
   publish_acked(sub, "a/own", "mine"); // no_local with a single filter too
   publish_acked(pub, "a/1", "one");
-  BOOST_REQUIRE(wait_for([&] { return in.size() == 1; }));
+  BOOST_REQUIRE(wait_until([&] { return in.size() == 1; }));
   BOOST_CHECK_EQUAL(in.at(0).topic, "a/1");
   sub.set_subscriptions({"b/#", "c/+"}, 1);
-  BOOST_REQUIRE(wait_for([&] {
+  BOOST_REQUIRE(wait_until([&] {
     return sub.status().subscribed == std::vector<std::string>{"b/#", "c/+"};
   }));
   // a/2 is handled by the broker before b/1: had "a/#" stayed, it would arrive first.
   publish_acked(pub, "a/2", "two");
   publish_acked(pub, "b/1", "three");
   publish_acked(pub, "c/x", "four");
-  BOOST_REQUIRE(wait_for([&] { return in.size() >= 3; }));
+  BOOST_REQUIRE(wait_until([&] { return in.size() >= 3; }));
   BOOST_CHECK_EQUAL(in.at(1).topic, "b/1");
   BOOST_CHECK_EQUAL(in.at(2).topic, "c/x");
   // The subscriptions are re-made after a reconnect (the broker restarts without state).
   cloud.kill(SIGKILL);
-  BOOST_REQUIRE(wait_for([&] { return !sub.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return !sub.connected(); }));
   cloud.start();
-  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
   BOOST_CHECK(sub.status().subscribed == (std::vector<std::string>{"b/#", "c/+"}));
   BOOST_CHECK_EQUAL(sub.status().disconnects, 1u);
   publish_acked(pub, "b/2", "five");
-  BOOST_REQUIRE(wait_for([&] { return in.size() >= 4; }));
+  BOOST_REQUIRE(wait_until([&] { return in.size() >= 4; }));
   BOOST_CHECK_EQUAL(in.at(3).topic, "b/2");
 }
 
@@ -556,7 +501,7 @@ BOOST_AUTO_TEST_CASE(publish_done_false_when_connection_lost) {
     ++disconnected_calls;
   });
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return link.connected(); }));
   // Stop the broker (SIGSTOP) so PUBACKs cannot come, then kill it.
   ::kill(cloud.pid, SIGSTOP);
   std::atomic<int> ok{0};
@@ -565,7 +510,7 @@ BOOST_AUTO_TEST_CASE(publish_done_false_when_connection_lost) {
     BOOST_REQUIRE(!link.publish("x/" + std::to_string(i), "p", 1, {},
                                 [&](bool r) { ++(r ? ok : failed); }));
   cloud.kill(SIGKILL);
-  BOOST_REQUIRE(wait_for([&] { return disconnected_calls == 1; }));
+  BOOST_REQUIRE(wait_until([&] { return disconnected_calls == 1; }));
   BOOST_CHECK_EQUAL(failed.load(), 5);
   BOOST_CHECK_EQUAL(ok.load(), 0);
   {
@@ -573,7 +518,7 @@ BOOST_AUTO_TEST_CASE(publish_done_false_when_connection_lost) {
     BOOST_TEST_MESSAGE("disconnected: " << why);
     BOOST_CHECK(!why.empty());
   }
-  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 2; }));
+  BOOST_REQUIRE(wait_until([&] { return link.status().failures >= 2; }));
   BOOST_CHECK(link.publish("x/y", "p", 1));
 }
 
@@ -583,7 +528,7 @@ BOOST_AUTO_TEST_CASE(spool_drains_in_order_after_cloud_comes_up) {
   broker cloud; // port reserved, not started: the cloud is down
   spool_options sopts;
   sopts.storage = spool_storage::file;
-  sopts.file = dir.path / "state" / "spool.db";
+  sopts.file = dir.path() / "state" / "spool.db";
   sopts.max_size_bytes = 64u << 20;
   sopts.when_full = spool_when_full::reject_new;
   auto sp = spool::open(sopts);
@@ -599,12 +544,12 @@ BOOST_AUTO_TEST_CASE(spool_drains_in_order_after_cloud_comes_up) {
     BOOST_REQUIRE((*sp)->push(topic_of("drain", i), payload));
     fwd.notify();
   }
-  BOOST_REQUIRE(wait_for([&] { return link.status().failures >= 2; }));
+  BOOST_REQUIRE(wait_until([&] { return link.status().failures >= 2; }));
   BOOST_CHECK(link.status().state != link_state::connected);
   BOOST_CHECK_EQUAL((*sp)->stats().count, static_cast<uint64_t>(n));
   BOOST_CHECK_EQUAL(fwd.stats().delivered, 0u);
   cloud.start();
-  auto drained = wait_for([&] { return (*sp)->stats().count == 0; }, 30s);
+  auto drained = wait_until([&] { return (*sp)->stats().count == 0; }, 30s);
   BOOST_REQUIRE_MESSAGE(drained, "left in spool: " << (*sp)->stats().count << ", link "
                                                    << link.status().last_error);
   BOOST_CHECK_EQUAL(fwd.stats().delivered, static_cast<uint64_t>(n));
@@ -626,7 +571,7 @@ BOOST_AUTO_TEST_CASE(cloud_killed_mid_drain_loses_nothing) {
   broker cloud;
   spool_options sopts;
   sopts.storage = spool_storage::file;
-  sopts.file = dir.path / "spool.db";
+  sopts.file = dir.path() / "spool.db";
   sopts.max_size_bytes = 64u << 20;
   sopts.when_full = spool_when_full::reject_new;
   auto sp = spool::open(sopts);
@@ -644,22 +589,22 @@ BOOST_AUTO_TEST_CASE(cloud_killed_mid_drain_loses_nothing) {
   seen_by_observer.attach(observer);
   observer.set_subscriptions({"kill/#"}, 0);
   BOOST_REQUIRE(!observer.start());
-  BOOST_REQUIRE(wait_for([&] { return observer.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return observer.connected(); }));
   mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
   cloud_forwarder fwd{link, **sp, 100};
   BOOST_REQUIRE(!fwd.start()); // before the link: it must catch the first connect
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return fwd.stats().delivered >= 2000; }));
+  BOOST_REQUIRE(wait_until([&] { return fwd.stats().delivered >= 2000; }));
   cloud.kill(SIGKILL);
   auto at_kill = fwd.stats().delivered;
   BOOST_TEST_MESSAGE("killed the cloud after " << at_kill << " acked");
-  BOOST_REQUIRE(wait_for([&] { return !link.connected() && !observer.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return !link.connected() && !observer.connected(); }));
   std::vector<long> seen;
   for (size_t i = 0, k = seen_by_observer.size(); i < k; ++i)
     seen.push_back(std::stol(seen_by_observer.at(i).topic.substr(5)));
   observer.stop();
   cloud.start(); // same port
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return (*sp)->stats().count == 0; }, 60s),
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return (*sp)->stats().count == 0; }, 60s),
                         "left in spool: " << (*sp)->stats().count);
   auto st = fwd.stats();
   BOOST_CHECK_EQUAL(st.delivered, static_cast<uint64_t>(n));
@@ -690,14 +635,14 @@ BOOST_AUTO_TEST_CASE(stop_with_messages_in_flight_returns_them_to_the_spool) {
   BOOST_REQUIRE(sp);
   mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return link.connected(); }));
   ::kill(cloud.pid, SIGSTOP); // no PUBACK can come
   cloud_forwarder fwd{link, **sp, 10};
   BOOST_REQUIRE(!fwd.start()); // the link is already connected
   for (long i = 0; i < 50; ++i)
     BOOST_REQUIRE((*sp)->push(topic_of("held", i), "x"));
   fwd.notify();
-  BOOST_REQUIRE(wait_for([&] { return (*sp)->stats().in_flight == 10; }));
+  BOOST_REQUIRE(wait_until([&] { return (*sp)->stats().in_flight == 10; }));
   BOOST_CHECK_EQUAL(fwd.stats().in_flight, 10u);
   fwd.stop();
   BOOST_CHECK_EQUAL((*sp)->stats().in_flight, 0u);
@@ -720,13 +665,13 @@ BOOST_AUTO_TEST_CASE(overlapping_filters_deliver_each_message_once) {
   sub.set_subscriptions({"s/#", "s/+/t"}, 1);
   BOOST_REQUIRE(!sub.start());
   BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE(wait_for([&] { return sub.connected() && pub.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
   BOOST_REQUIRE(sub.status().subscribed == (std::vector<std::string>{"s/#", "s/+/t"}));
   publish_acked(pub, "s/x/t", "both");
   // The broker sends every copy of "s/x/t" before the marker, which only "s/#" matches.
   publish_acked(pub, "s/marker", "1");
-  BOOST_REQUIRE(wait_for([&] { return in.size() >= 2 && in.at(in.size() - 1).topic == "s/marker"; }));
-  BOOST_CHECK(!wait_for([&] { return in.size() > 2; }, 300ms));
+  BOOST_REQUIRE(wait_until([&] { return in.size() >= 2 && in.at(in.size() - 1).topic == "s/marker"; }));
+  BOOST_CHECK(!wait_until([&] { return in.size() > 2; }, 300ms));
   BOOST_REQUIRE_EQUAL(in.size(), 2u);
   BOOST_CHECK_EQUAL(in.at(0).topic, "s/x/t");
   BOOST_CHECK_EQUAL(in.at(0).payload, "both");
@@ -736,13 +681,13 @@ BOOST_AUTO_TEST_CASE(overlapping_filters_deliver_each_message_once) {
   BOOST_CHECK_EQUAL(sub.status().received, 2u);
   // "s/+/t" keeps its identifier (2), "s/x/#" gets 3: now "s/+/t" delivers.
   sub.set_subscriptions({"s/+/t", "s/x/#"}, 1);
-  BOOST_REQUIRE(wait_for([&] {
+  BOOST_REQUIRE(wait_until([&] {
     return sub.status().subscribed == std::vector<std::string>{"s/+/t", "s/x/#"};
   }));
   publish_acked(pub, "s/x/t", "again");
   publish_acked(pub, "s/x/marker", "2");
-  BOOST_REQUIRE(wait_for([&] { return in.size() >= 4 && in.at(in.size() - 1).topic == "s/x/marker"; }));
-  BOOST_CHECK(!wait_for([&] { return in.size() > 4; }, 300ms));
+  BOOST_REQUIRE(wait_until([&] { return in.size() >= 4 && in.at(in.size() - 1).topic == "s/x/marker"; }));
+  BOOST_CHECK(!wait_until([&] { return in.size() > 4; }, 300ms));
   BOOST_REQUIRE_EQUAL(in.size(), 4u);
   BOOST_CHECK_EQUAL(in.at(2).payload, "again");
   BOOST_CHECK_EQUAL(in.at(2).filter, "s/+/t");
@@ -755,7 +700,7 @@ BOOST_AUTO_TEST_CASE(publish_refuses_bad_topics_with_clear_errors) {
   cloud.start();
   mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return link.connected(); }));
   auto code = [](const caf::error& err) { return err ? static_cast<int>(err.code()) : 0; };
   auto invalid_topic = static_cast<int>(grove::errc::invalid_topic);
   BOOST_CHECK_EQUAL(code(link.publish("a/+/b", "x", 1)), invalid_topic);
@@ -778,7 +723,7 @@ BOOST_AUTO_TEST_CASE(invalid_topic_in_spool_is_dropped_and_the_rest_delivered) {
   cloud_forwarder fwd{link, **sp, 4};
   BOOST_REQUIRE(!fwd.start());
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return (*sp)->stats().count == 0; }),
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return (*sp)->stats().count == 0; }),
                         "left in spool: " << (*sp)->stats().count);
   auto st = fwd.stats();
   BOOST_CHECK_EQUAL(st.delivered, 10u);
@@ -794,7 +739,7 @@ BOOST_AUTO_TEST_CASE(invalid_topic_in_spool_is_dropped_and_the_rest_delivered) {
 
 BOOST_AUTO_TEST_CASE(message_the_broker_keeps_refusing_is_dropped_after_three_attempts) {
   temp_dir dir;
-  auto acl = dir.path / "acl";
+  auto acl = dir.path() / "acl";
   {
     // core-thing may publish only below "ok/": the rest gets PUBACK "not authorized".
     std::ofstream out(acl);
@@ -813,7 +758,7 @@ BOOST_AUTO_TEST_CASE(message_the_broker_keeps_refusing_is_dropped_after_three_at
   cloud_forwarder fwd{link, **sp, 4};
   BOOST_REQUIRE(!fwd.start());
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return (*sp)->stats().count == 0; }, 20s),
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return (*sp)->stats().count == 0; }, 20s),
                         "left in spool: " << (*sp)->stats().count);
   auto st = fwd.stats();
   BOOST_CHECK_EQUAL(st.delivered, 5u);
@@ -836,7 +781,7 @@ BOOST_AUTO_TEST_CASE(retired_client_with_queued_publishes_is_destroyed_without_d
   opts.max_inflight = 2; // the rest waits in Paho's queue
   mqtt_link link{opts};
   BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return link.connected(); }));
   ::kill(cloud.pid, SIGSTOP); // no PUBACK can come
   constexpr int n = 50;
   std::atomic<int> ok{0};
@@ -845,19 +790,19 @@ BOOST_AUTO_TEST_CASE(retired_client_with_queued_publishes_is_destroyed_without_d
     BOOST_REQUIRE(!link.publish(topic_of("q", i), "p", 1, {},
                                 [&](bool r) { ++(r ? ok : failed); }));
   cloud.kill(SIGKILL);
-  BOOST_REQUIRE(wait_for([&] { return failed == n; })); // fail_pending at the loss
+  BOOST_REQUIRE(wait_until([&] { return failed == n; })); // fail_pending at the loss
   BOOST_CHECK_EQUAL(link.status().disconnects, 1u);
   cloud.start();
-  BOOST_REQUIRE(wait_for([&] { return link.connected(); }));
+  BOOST_REQUIRE(wait_until([&] { return link.connected(); }));
   // A second client with the same id takes the session over, and the link takes it back:
   // each round retires one of the link's Paho clients; the fifth retirement destroys
   // the first client, with its queued publishes.
   mqtt_link intruder{tls_options(cloud.port, "core-thing", "intruder")};
   BOOST_REQUIRE(!intruder.start());
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return link.status().disconnects >= 8; }, 60s),
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return link.status().disconnects >= 8; }, 60s),
                         "disconnects: " << link.status().disconnects);
   intruder.stop();
-  BOOST_REQUIRE_MESSAGE(wait_for([&] { return link.connected(); }),
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return link.connected(); }),
                         "the link does not reconnect: " << link.status().last_error);
   publish_acked(link, "q/after", "p");
   BOOST_CHECK_EQUAL(failed.load(), n); // each done ran once

@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "test_support.hpp"
 #include "grove/errors.hpp"
 #include "spool.hpp"
 
@@ -27,22 +28,9 @@ std::ostream& operator<<(std::ostream& os, errc x) {
 using namespace grove::mm;
 namespace fs = std::filesystem;
 
-namespace {
+using grove::test::temp_dir;
 
-// A fresh directory under $TMPDIR, removed at the end of the test.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    auto templ = (fs::temp_directory_path() / "spool_test.XXXXXX").string();
-    if (mkdtemp(templ.data()) == nullptr)
-      throw std::runtime_error("mkdtemp failed");
-    path = templ;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+namespace {
 
 grove::errc code_of(const caf::error& err) {
   return static_cast<grove::errc>(err.code());
@@ -66,7 +54,7 @@ void for_each_storage(const std::function<void(spool_options)>& check) {
     temp_dir dir;
     spool_options opts;
     opts.storage = spool_storage::file;
-    opts.file = dir.path / "state" / "spool.db";
+    opts.file = dir.path() / "state" / "spool.db";
     BOOST_TEST_CONTEXT("file") {
       check(opts);
     }
@@ -238,7 +226,7 @@ BOOST_AUTO_TEST_CASE(commit_notifications) {
   temp_dir dir;
   spool_options opts;
   opts.storage = spool_storage::file;
-  opts.file = dir.path / "spool.db";
+  opts.file = dir.path() / "spool.db";
   std::atomic<uint64_t> last{0};
   opts.on_commit = [&](uint64_t seq) { last = seq; };
   auto sp = open_ok(opts);
@@ -304,7 +292,7 @@ BOOST_AUTO_TEST_CASE(file_survives_reopen) {
   temp_dir dir;
   spool_options opts;
   opts.storage = spool_storage::file;
-  opts.file = dir.path / "spool.db";
+  opts.file = dir.path() / "spool.db";
   {
     auto sp = open_ok(opts);
     for (uint64_t i = 1; i <= 50; ++i)
@@ -352,7 +340,7 @@ BOOST_AUTO_TEST_CASE(second_open_of_same_file_refused) {
   temp_dir dir;
   spool_options opts;
   opts.storage = spool_storage::file;
-  opts.file = dir.path / "spool.db";
+  opts.file = dir.path() / "spool.db";
   auto first = open_ok(opts);
   // A forked child stands in for a second groved (SQLite locks are per process).
   int fds[2];
@@ -379,7 +367,7 @@ BOOST_AUTO_TEST_CASE(crash_kill9_loses_nothing_flushed) {
   temp_dir dir;
   spool_options opts;
   opts.storage = spool_storage::file;
-  opts.file = dir.path / "spool.db";
+  opts.file = dir.path() / "spool.db";
   opts.max_size_bytes = 64ull << 20;
   opts.when_full = spool_when_full::reject_new; // no drops: the file must be a prefix
   constexpr uint64_t first_batch = 10'000;
@@ -464,7 +452,7 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
     BOOST_TEST(text.find(file.string()) != std::string::npos);
   };
   {
-    auto file = dir.path / "random.db";
+    auto file = dir.path() / "random.db";
     std::mt19937 rng{42};
     std::ofstream out{file, std::ios::binary};
     for (int i = 0; i < 8192; ++i)
@@ -473,13 +461,13 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
     check(file, grove::errc::malformed);
   }
   {
-    auto file = dir.path / "text.db";
+    auto file = dir.path() / "text.db";
     std::ofstream{file} << "this is not a database\n";
     check(file, grove::errc::malformed);
   }
   {
     // A valid spool whose pages were overwritten in the middle.
-    auto file = dir.path / "torn.db";
+    auto file = dir.path() / "torn.db";
     spool_options opts;
     opts.storage = spool_storage::file;
     opts.file = file;
@@ -498,7 +486,7 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
   }
   {
     // A healthy SQLite database that is not a spool.
-    auto file = dir.path / "other.db";
+    auto file = dir.path() / "other.db";
     sqlite3* db = nullptr;
     BOOST_REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
     BOOST_REQUIRE(sqlite3_exec(db, "CREATE TABLE t(x)", nullptr, nullptr, nullptr)
@@ -508,7 +496,7 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
   }
   {
     // A directory where the file should be.
-    auto file = dir.path / "adir";
+    auto file = dir.path() / "adir";
     fs::create_directories(file);
     spool_options opts;
     opts.storage = spool_storage::file;
