@@ -11,6 +11,11 @@
 #include <mosquitto_plugin.h>
 #include <mqtt_protocol.h>
 
+#include <openssl/asn1.h>
+#include <openssl/crypto.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+
 #include <sys/stat.h>
 
 #include <chrono>
@@ -474,24 +479,71 @@ bool restamp(mosquitto_property** props, const std::string& source) {
 // ---------------------------------------------------------------------------------------------
 // Callbacks.
 
+// The CN of a verified client certificate, as UTF-8; nullopt when the certificate has no CN,
+// more than one (ambiguous) or one with an embedded NUL.
+std::optional<std::string> certificate_cn(X509* cert) {
+  X509_NAME* name = X509_get_subject_name(cert);
+  if (!name) return std::nullopt;
+  int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (i < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, i) >= 0) return std::nullopt;
+  X509_NAME_ENTRY* entry = X509_NAME_get_entry(name, i);
+  ASN1_STRING* data = entry ? X509_NAME_ENTRY_get_data(entry) : nullptr;
+  if (!data) return std::nullopt;
+  unsigned char* utf8 = nullptr;
+  int len = ASN1_STRING_to_UTF8(&utf8, data);
+  if (len < 0 || !utf8) return std::nullopt;
+  std::string cn(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(len));
+  OPENSSL_free(utf8);
+  if (cn.empty() || cn.find('\0') != std::string::npos) return std::nullopt;
+  return cn;
+}
+
+int refuse_connect(State& s, const std::string& why) {
+  ++s.refused_connect;
+  s.stats_dirty = true;
+  log(MOSQ_LOG_NOTICE, "refused connect of " + why);
+  write_stats(s, false);
+  return MOSQ_ERR_AUTH;
+}
+
+// A client that presented a certificate (verified by the listener: require_certificate true)
+// is identified by its CN alone. Refused here, at CONNECT, unless the CN is a thing of the
+// table or grove; a username the client sent must equal the CN. The CN becomes the
+// client's username, which every later check reads.
+int certificate_auth(State& s, mosquitto_evt_basic_auth& ev, X509* cert) {
+  auto cn = certificate_cn(cert);
+  if (!cn) return refuse_connect(s, "a client whose certificate has no single, valid CN");
+  // mosquitto_set_username frees the string ev.username points to: copy it first.
+  std::optional<std::string> sent;
+  if (ev.username) sent = ev.username;
+  if (*cn != kGroveUser && !s.table.things.count(*cn))
+    return refuse_connect(s, "certificate CN '" + *cn + "': not a thing of the group");
+  if (sent && *sent != *cn)
+    return refuse_connect(s, "certificate CN '" + *cn + "': username '" + *sent +
+                                 "' differs from the CN");
+  if (mosquitto_set_username(ev.client, cn->c_str()) != MOSQ_ERR_SUCCESS)
+    return refuse_connect(s, "certificate CN '" + *cn + "': cannot set the username");
+  return MOSQ_ERR_SUCCESS;
+}
+
 int on_basic_auth(int, void* event_data, void* userdata) noexcept {
   try {
     auto& s = *static_cast<State*>(userdata);
     auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
     maybe_reload(s);
-    // Only reached for listeners that do not take the identity from the TLS certificate.
-    // The real deployment identifies clients by certificate CN; username/password login is
-    // accepted only in the explicit test mode.
+    // Mosquitto 2.0.11 calls this for every CONNECT on a listener without
+    // use_identity_as_username, whether or not the client sent a username.
+    if (auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client))) {
+      std::unique_ptr<X509, decltype(&X509_free)> owned{cert, &X509_free};  // caller frees
+      return certificate_auth(s, *ev, cert);
+    }
+    // No certificate: a username/password login, accepted only in the explicit test mode.
     if (s.insecure_username_auth && ev->username &&
         (std::strcmp(ev->username, kGroveUser) == 0 || s.table.things.count(ev->username))) {
       return MOSQ_ERR_SUCCESS;
     }
-    ++s.refused_connect;
-    s.stats_dirty = true;
-    log(MOSQ_LOG_NOTICE, std::string("refused connect of client with username '") +
-                             (ev->username ? ev->username : "") + "'");
-    write_stats(s, false);
-    return MOSQ_ERR_AUTH;
+    return refuse_connect(s, std::string("client with username '") +
+                                 (ev->username ? ev->username : "") + "'");
   } catch (...) {
     return MOSQ_ERR_AUTH;
   }
@@ -509,8 +561,8 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
     int rc = MOSQ_ERR_ACL_DENIED;
 
     if (!is_grove && !is_thing) {
-      // Not a member of the group (e.g. a TLS client whose CN is no thing): deny everything
-      // and disconnect it at the next tick.
+      // Not a member of the group: refused at CONNECT, so this is a thing removed from the
+      // table while connected. Deny everything and disconnect it at the next tick.
       if (ev->access == MOSQ_ACL_WRITE) {
         ++s.denied_publish_unknown;
         s.stats_dirty = true;

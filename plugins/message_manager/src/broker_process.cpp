@@ -238,7 +238,9 @@ caf::error broker_process::write_config() {
         << "certfile " << opts_.cert_file << "\n"
         << "keyfile " << opts_.key_file << "\n"
         << "require_certificate true\n"
-        << "use_identity_as_username true\n";
+        // Not `true`: Mosquitto 2.0.11 would then skip the plugin's BASIC_AUTH. The plugin
+        // takes the certificate CN as the identity and refuses a non-member at CONNECT.
+        << "use_identity_as_username false\n";
   }
   out << "plugin " << fs::absolute(opts_.plugin_path, ec).string() << "\n"
       << "plugin_opt_acl_file " << (state / "broker.acl").string() << "\n"

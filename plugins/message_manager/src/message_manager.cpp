@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -183,43 +184,12 @@ public:
       local_opts_.key_file = file_of(b, "client_key_file", dir);
     }
 
-    auto c = cfg["cloud"];
-    cloud_enabled_ = c["enabled"].as<bool>();
-    if (cloud_enabled_) {
-      cloud_opts_.name = "cloud";
-      cloud_opts_.host = str(c, "host");
-      cloud_opts_.port = static_cast<uint16_t>(c["port"].as<int>());
-      cloud_opts_.client_id = str(c, "thing_name");
-      cloud_opts_.tls = c["tls"].as<bool>();
-      cloud_opts_.ca_file = file_of(c, "ca_file", dir);
-      cloud_opts_.cert_file = file_of(c, "cert_file", dir);
-      cloud_opts_.key_file = file_of(c, "key_file", dir);
-      // MQTT 5 (AWS IoT Core speaks it): subscription identifiers let the link deliver a
-      // message once even where the cloud subscriptions overlap.
-      cloud_opts_.mqtt_version = 5;
-      cloud_opts_.keep_alive = std::chrono::seconds{c["keep_alive_seconds"].as<int>()};
-      cloud_opts_.retry_initial = std::chrono::milliseconds{c["retry_initial_ms"].as<int>()};
-      cloud_opts_.retry_max
-        = std::chrono::seconds{c["mqtt_max_connection_retry_interval"].as<int64_t>()};
-      cloud_opts_.max_inflight = c["max_inflight"].as<int>();
-      cloud_opts_.log = [log = log_](int level, std::string line) {
-        link_log(log, level, "cloud link: " + line);
-      };
-      if (cloud_opts_.retry_initial > cloud_opts_.retry_max)
-        return make_error(errc::invalid_config,
-                          "cloud.retry_initial_ms is above "
-                          "cloud.mqtt_max_connection_retry_interval");
-      if (cloud_opts_.host.empty())
-        return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
-      if (cloud_opts_.client_id.empty())
-        return make_error(errc::invalid_config,
-                          "cloud.thing_name is required when cloud.enabled");
-      if (!cloud_opts_.tls && !dev_mode_)
-        return make_error(errc::invalid_config,
-                          "cloud.tls: false is only allowed in development_mode");
-      if (cloud_opts_.tls && cloud_opts_.ca_file.empty())
-        return make_error(errc::invalid_config, "cloud.ca_file is required with TLS");
-    }
+    auto cloud = cloud_settings(cfg);
+    if (!cloud)
+      return cloud.error();
+    cloud_enabled_ = cloud->has_value();
+    if (cloud_enabled_)
+      cloud_opts_ = std::move(**cloud);
 
     auto s = cfg["spool"];
     spool_options so;
@@ -264,13 +234,7 @@ public:
       return err;
 
     if (cloud_enabled_) {
-      cloud_ = std::make_unique<mqtt_link>(cloud_opts_);
-      forwarder_ = std::make_unique<cloud_forwarder>(*cloud_, *spool_,
-                                                     static_cast<size_t>(cloud_opts_.max_inflight));
-      cloud_->on_message([this](inbound_message&& m) { from_cloud(std::move(m)); });
-      if (auto err = forwarder_->start())
-        return err;
-      if (auto err = cloud_->start())
+      if (auto err = start_cloud())
         return err;
     } else {
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
@@ -296,13 +260,8 @@ public:
   }
 
   void stop() override {
-    // Order: the cloud link first (its disconnect grace period still delivers PUBACKs
-    // to the forwarder, so acknowledged messages are not sent again), then the
-    // forwarder, Grove's client, the broker; the spool flushes last.
-    if (cloud_)
-      cloud_->stop();
-    if (forwarder_)
-      forwarder_->stop();
+    // Order: the cloud, then Grove's client, the broker; the spool flushes last.
+    stop_cloud();
     if (local_)
       local_->stop();
     if (broker_)
@@ -345,7 +304,110 @@ public:
       ctx_->reply(msg, fmt::format("{{\"targets\":{}}}", n), "application/json");
   }
 
+  /// Applies a change of the cloud settings live (devices stay connected). Changes of
+  /// the broker, spool or development mode answer `unsupported`, and the kernel then
+  /// reloads the plugin, which restarts the broker.
+  caf::error reconfigure(const YAML::Node& config) override {
+    const auto& old = ctx_->config();
+    for (auto key : {"development_mode", "broker", "spool"})
+      if (YAML::Dump(old[key]) != YAML::Dump(config[key]))
+        return make_error(errc::unsupported,
+                          std::string{key} + " changed: the broker must restart");
+    auto cloud = cloud_settings(config);
+    if (!cloud)
+      return cloud.error();
+    stop_cloud();
+    cloud_enabled_ = cloud->has_value();
+    if (!cloud_enabled_) {
+      log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
+      update_status();
+      return {};
+    }
+    cloud_opts_ = std::move(**cloud);
+    if (auto err = start_cloud())
+      return err;
+    log_->info("cloud settings applied live: {}:{}", cloud_opts_.host, cloud_opts_.port);
+    update_status();
+    return {};
+  }
+
 private:
+  // The cloud link's settings; nullopt when the cloud is disabled. Errors name the key.
+  caf::expected<std::optional<link_options>> cloud_settings(const YAML::Node& cfg) const {
+    auto c = cfg["cloud"];
+    if (!c["enabled"].as<bool>())
+      return std::optional<link_options>{};
+    const auto& dir = ctx_->state_dir();
+    link_options opts;
+    opts.name = "cloud";
+    opts.host = str(c, "host");
+    opts.port = static_cast<uint16_t>(c["port"].as<int>());
+    opts.client_id = str(c, "thing_name");
+    opts.tls = c["tls"].as<bool>();
+    opts.ca_file = file_of(c, "ca_file", dir);
+    opts.cert_file = file_of(c, "cert_file", dir);
+    opts.key_file = file_of(c, "key_file", dir);
+    // MQTT 5 (AWS IoT Core speaks it): subscription identifiers let the link deliver a
+    // message once even where the cloud subscriptions overlap.
+    opts.mqtt_version = 5;
+    opts.keep_alive = std::chrono::seconds{c["keep_alive_seconds"].as<int>()};
+    opts.retry_initial = std::chrono::milliseconds{c["retry_initial_ms"].as<int>()};
+    opts.retry_max
+      = std::chrono::seconds{c["mqtt_max_connection_retry_interval"].as<int64_t>()};
+    opts.max_inflight = c["max_inflight"].as<int>();
+    opts.log = [log = log_](int level, std::string line) {
+      link_log(log, level, "cloud link: " + line);
+    };
+    if (opts.retry_initial > opts.retry_max)
+      return make_error(errc::invalid_config,
+                        "cloud.retry_initial_ms is above "
+                        "cloud.mqtt_max_connection_retry_interval");
+    if (opts.host.empty())
+      return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
+    if (opts.client_id.empty())
+      return make_error(errc::invalid_config,
+                        "cloud.thing_name is required when cloud.enabled");
+    if (!opts.tls && !dev_mode_)
+      return make_error(errc::invalid_config,
+                        "cloud.tls: false is only allowed in development_mode");
+    if (opts.tls && opts.ca_file.empty())
+      return make_error(errc::invalid_config, "cloud.ca_file is required with TLS");
+    return std::optional<link_options>{std::move(opts)};
+  }
+
+  // Starts the cloud link and the forwarder draining the spool into it.
+  caf::error start_cloud() {
+    auto link = std::make_unique<mqtt_link>(cloud_opts_);
+    auto fwd = std::make_unique<cloud_forwarder>(*link, *spool_,
+                                                 static_cast<size_t>(cloud_opts_.max_inflight));
+    link->on_message([this](inbound_message&& m) { from_cloud(std::move(m)); });
+    link->set_subscriptions(table()->cloud_filters(), 1);
+    if (auto err = fwd->start())
+      return err;
+    if (auto err = link->start())
+      return err;
+    cloud_ = std::move(link);
+    std::lock_guard guard{forwarder_mtx_};
+    forwarder_ = std::move(fwd);
+    return {};
+  }
+
+  // Stops the cloud link first (its disconnect grace period still delivers PUBACKs to
+  // the forwarder, so acknowledged messages are not sent again), then the forwarder.
+  void stop_cloud() {
+    if (cloud_)
+      cloud_->stop();
+    std::unique_ptr<cloud_forwarder> fwd;
+    {
+      std::lock_guard guard{forwarder_mtx_};
+      fwd = std::move(forwarder_);
+    }
+    if (fwd)
+      fwd->stop();
+    fwd.reset();
+    cloud_.reset();
+  }
+
   std::shared_ptr<const routes> table() const {
     std::lock_guard guard{routes_mtx_};
     return routes_;
@@ -445,6 +507,7 @@ private:
       if (auto seq = spool_->push(std::string{topic}, std::move(payload), 1)) {
         ++to_cloud_;
         ++n;
+        std::lock_guard guard{forwarder_mtx_};
         if (forwarder_)
           forwarder_->notify();
       } else {
@@ -550,6 +613,7 @@ private:
   std::unique_ptr<broker_process> broker_;
   std::unique_ptr<mqtt_link> local_;
   std::unique_ptr<mqtt_link> cloud_;
+  std::mutex forwarder_mtx_; // route() notifies it from Paho threads
   std::unique_ptr<cloud_forwarder> forwarder_;
   mutable std::mutex routes_mtx_;
   std::shared_ptr<const routes> routes_ = std::make_shared<const routes>();

@@ -151,6 +151,8 @@ struct fixture {
     BOOST_REQUIRE_EQUAL(run({tool, "server", pki, "--host", "localhost", "--days", "2"}, out), 0);
     BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "A", "--days", "2"}, out), 0);
     BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "B", "--days", "2"}, out), 0);
+    // A valid certificate of the group CA whose CN is no thing of the table.
+    BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "intruder", "--days", "2"}, out), 0);
     opts.dev_mode = false;
     opts.ca_file = pki + "/ca.crt";
     opts.cert_file = pki + "/server.crt";
@@ -236,6 +238,30 @@ BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate
   BOOST_CHECK_NE(rc, 0);
   BOOST_CHECK(wait_until([&] { return logged("peer did not return a certificate"); }));
   BOOST_CHECK(read_all(out).find("nocert") == std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(tls_mode_refuses_certificate_of_non_member_at_connect, fixture) {
+  make_pki();
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = bp.start();
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  // The plugin, not Mosquitto, takes the identity from the certificate.
+  auto conf = read_all(opts.state_dir / "mosquitto.conf");
+  for (auto line : {"require_certificate true", "use_identity_as_username false"})
+    BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  auto out = dir.path() / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_CHECK(deliver_until("A", "t/ab", "member-hello", out));
+  auto args = client("mosquitto_pub", "intruder");
+  args.insert(args.end(), {"-t", "t/ab", "-m", "intruder-hello"});
+  auto intruder_out = dir.path() / "intruder.out";
+  BOOST_CHECK_NE(run(args, intruder_out), 0);
+  auto text = read_all(intruder_out);
+  BOOST_CHECK_MESSAGE(text.find("not authorised") != std::string::npos, "intruder: " << text);
+  BOOST_CHECK(wait_until(
+    [&] { return logged("refused connect of certificate CN 'intruder'"); }));
+  BOOST_CHECK(read_all(out).find("intruder-hello") == std::string::npos);
 }
 
 BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {

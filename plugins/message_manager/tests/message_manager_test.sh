@@ -309,6 +309,18 @@ check "... not to B" bash -c '! grep -q from-cloud "$1"' _ "$WORK/b.out"
 check "cloud -> function F" deliver_cloud cmd/f cloud-to-f "$WORK/bus.out"
 check "... with source cloud" bus_has cloud '$grove/mm/out/function/F/cmd/f'
 
+# ---- live cloud settings change ---------------------------------------------------------------
+sed -i 's/mqtt_max_connection_retry_interval: 1$/mqtt_max_connection_retry_interval: 2/' "$WORK/profile.yaml"
+applied=0
+for _ in $(seq 1 100); do
+  "$GROVECTL" plugins | grep -q "configuration applied live" && { applied=1; break; }
+  sleep 0.1
+done
+check "a changed cloud setting in the profile is applied live (no reload)" test "$applied" = 1
+check "... the cloud link reconnects" status_has "cloud: connected" 100
+check "... without restarting the broker" bash -c '[[ "$(broker_pid)" == "$1" ]]' _ "$FIRST_BROKER_PID"
+check "... and the cloud route works" deliver_cloud cmd/c after-reconf "$WORK/c.out"
+
 # ---- live table change -----------------------------------------------------------------------
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
 check "a changed group file is applied live" status_has "11 subscriptions" 100

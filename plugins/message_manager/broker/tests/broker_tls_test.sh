@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutual-TLS test of grove_broker_plugin.so against a real Mosquitto 2.0 broker, with a group PKI
-# made by tools/grove-certs. The identity is the client certificate CN
-# (use_identity_as_username true); no username/password test mode.
+# made by tools/grove-certs. The identity is the client certificate CN, read by the plugin at
+# CONNECT (require_certificate true, use_identity_as_username false); no username/password
+# test mode.
 # Usage: broker_tls_test.sh /path/to/grove_broker_plugin.so /path/to/tools/grove-certs
 set -u
 
@@ -82,7 +83,7 @@ cafile $PKI/ca.crt
 certfile $PKI/server.crt
 keyfile $PKI/server.key
 require_certificate true
-use_identity_as_username true
+use_identity_as_username false
 plugin $PLUGIN
 plugin_opt_acl_file $ACL
 plugin_opt_stats_file $STATS
@@ -99,6 +100,7 @@ start_broker "$WORK/mosquitto.conf"
 pass "mosquitto starts with the TLS listener and the plugin; a group certificate connects"
 
 start_sub B '#' "$WORK/B.out"
+B_SUB_PID=${SUB_PIDS[-1]}
 start_sub grove '#' "$WORK/grove.out"
 start_sub intruder '#' "$WORK/intruder.out"
 INTRUDER_SUB_PID=${SUB_PIDS[-1]}
@@ -154,41 +156,66 @@ else
   pass "a client expecting another host name refuses the broker's certificate"
 fi
 
-# 5. intruder: valid group certificate, not in the table -> nothing delivered, publishes reach
-#    nobody, disconnected within about a second
-pub intruder t/ab "intr-1" >/dev/null 2>&1
-pub intruder t/ab "intr-2" -q 1 >/dev/null 2>&1
-pub A t/ab "ab-marker-5"
-if wait_for "$WORK/B.out" "ab-marker-5" && wait_for "$WORK/grove.out" "ab-marker-5" &&
-   ! grep -qF "intr-" "$WORK/B.out" && ! grep -qF "intr-" "$WORK/grove.out"; then
-  pass "the intruder's publishes reach nobody"
+# 5. intruder: valid group certificate, not in the table -> refused at CONNECT (CONNACK
+#    "not authorized"), counted as refused_connect; nothing reaches it or comes from it
+if pub intruder t/ab "intr-1" >"$WORK/intruder-pub.out" 2>&1; then
+  fail "the intruder (valid certificate, CN not a thing) is refused at CONNECT"
+elif grep -qiE "not authori[sz]ed|Connection Refused" "$WORK/intruder-pub.out"; then
+  pass "the intruder (valid certificate, CN not a thing) is refused at CONNECT"
 else
-  fail "the intruder's publishes reach nobody"
-fi
-if ! grep -qF "ab-" "$WORK/intruder.out" && ! grep -qF "ready" "$WORK/intruder.out"; then
-  pass "nothing is delivered to the intruder"
-else
-  fail "nothing is delivered to the intruder"
+  fail "the intruder is refused at CONNECT as not authorised ($(cat "$WORK/intruder-pub.out"))"
 fi
 gone=0
 for _ in $(seq 1 50); do
   if ! kill -0 "$INTRUDER_SUB_PID" 2>/dev/null; then gone=1; break; fi
   sleep 0.1
 done
-if [[ $gone == 1 ]]; then
-  pass "the intruder's connection is closed by the broker"
+if [[ $gone == 1 ]] && grep -qiE "not authori[sz]ed|Connection Refused" "$WORK/intruder.out"; then
+  pass "the intruder's subscriber is refused at CONNECT"
 else
-  fail "the intruder's connection is closed by the broker"
+  fail "the intruder's subscriber is refused at CONNECT"
 fi
+check "... by the plugin (logged with the certificate CN)" \
+  wait_for "$WORK/mosquitto.log" "refused connect of certificate CN 'intruder'"
 counted=0
 for _ in $(seq 1 30); do
-  if grep -qE '"denied_publish_unknown":[1-9]' "$STATS" 2>/dev/null; then counted=1; break; fi
+  if grep -qE '"refused_connect":[2-9]' "$STATS" 2>/dev/null; then counted=1; break; fi
   sleep 0.1
 done
 if [[ $counted == 1 ]]; then
-  pass "the intruder's publishes are counted (denied_publish_unknown)"
+  pass "the intruder's connections are counted (refused_connect)"
 else
-  fail "the intruder's publishes are counted (denied_publish_unknown) ($(cat "$STATS" 2>/dev/null))"
+  fail "the intruder's connections are counted (refused_connect) ($(cat "$STATS" 2>/dev/null))"
+fi
+pub A t/ab "ab-marker-5"
+if wait_for "$WORK/B.out" "ab-marker-5" && wait_for "$WORK/grove.out" "ab-marker-5" &&
+   ! grep -qF "intr-" "$WORK/B.out" && ! grep -qF "intr-" "$WORK/grove.out" &&
+   ! grep -qF "ab-" "$WORK/intruder.out"; then
+  pass "the intruder reaches nobody and receives nothing"
+else
+  fail "the intruder reaches nobody and receives nothing"
+fi
+check "... and never got far enough to publish (denied_publish_unknown 0)" \
+  grep -qF '"denied_publish_unknown":0' "$STATS"
+
+# 5b. a username is optional; if sent, it must equal the certificate CN
+if pub A t/ab "ab-user-ok" -u A >"$WORK/userok.out" 2>&1 && wait_for "$WORK/B.out" "ab-user-ok"; then
+  pass "A may send its CN as username"
+else
+  fail "A may send its CN as username"
+fi
+if pub A t/ab "ab-user-bad" -u B >"$WORK/userbad.out" 2>&1; then
+  fail "A sending another thing's name (B) as username is refused at CONNECT"
+else
+  pass "A sending another thing's name (B) as username is refused at CONNECT"
+fi
+check "... logged as a username that differs from the CN" \
+  wait_for "$WORK/mosquitto.log" "refused connect of certificate CN 'A': username 'B' differs"
+pub A t/ab "ab-marker-5b"
+if wait_for "$WORK/B.out" "ab-marker-5b" && ! grep -qF "ab-user-bad" "$WORK/B.out"; then
+  pass "... and its message is not delivered"
+else
+  fail "... and its message is not delivered"
 fi
 
 # 6. the legitimate subscriber is still connected and still served
@@ -198,13 +225,32 @@ else
   fail "B is still connected and served after the refusals"
 fi
 
+# 7. second line of defence: a thing removed from the table while connected is disconnected
+#    (on the broker tick) and refused at CONNECT when it comes back
+printf 'thing A\npub A t/#\n' >"$ACL.new"
+mv "$ACL.new" "$ACL"
+gone=0
+for _ in $(seq 1 50); do
+  if ! kill -0 "$B_SUB_PID" 2>/dev/null; then gone=1; break; fi
+  sleep 0.1
+done
+check "B, removed from the table while connected, is disconnected" test "$gone" = 1
+if pub B t/x "b-after-removal" >"$WORK/B-removed.out" 2>&1; then
+  fail "B, removed from the table, is refused at CONNECT"
+else
+  pass "B, removed from the table, is refused at CONNECT"
+fi
+check "... by the plugin (logged with the certificate CN)" \
+  wait_for "$WORK/mosquitto.log" "refused connect of certificate CN 'B'"
+check "grove still connects without a username" pub grove t/x "grove-final"
+
 if ! kill -0 "$BROKER_PID" 2>/dev/null; then
   fail "broker still running at the end"
   cat "$WORK/mosquitto.out"
 fi
 if [[ $FAILED -gt 0 ]]; then
   echo "---- mosquitto log (tail) ----"; tail -n 80 "$WORK/mosquitto.log" 2>/dev/null
-  for f in B grove intruder nocert foreign; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
+  for f in B grove intruder intruder-pub userok userbad B-removed nocert foreign; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
   echo "---- stats ----"; cat "$STATS" 2>/dev/null
 fi
 echo "$PASSED passed, $FAILED failed"
