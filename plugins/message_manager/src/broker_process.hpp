@@ -165,7 +165,8 @@ struct broker_stats {
   uint64_t denied_publish_unknown = 0;
   /// Deliveries no `deliver` rule allowed.
   uint64_t denied_delivery = 0;
-  /// Refused username/password logins.
+  /// Refused logins: certificates of clients outside the group, usernames that differ
+  /// from the certificate CN, and (test mode) unknown usernames.
   uint64_t refused_connect = 0;
   /// Successful loads of the ACL file.
   uint64_t acl_reloads = 0;

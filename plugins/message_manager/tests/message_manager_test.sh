@@ -44,7 +44,7 @@ FOREIGN=$WORK/foreign
 if ! {
   "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
   "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  for t in A B C grove; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done &&
+  for t in A B C grove intruder; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done &&
   "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
   "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
   "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
@@ -246,6 +246,14 @@ if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" --cafile "$PKI/ca.crt" \
 else
   pass "a certificate from a foreign CA is refused"
 fi
+
+if pub intruder a/to/b intruder-msg >"$WORK/intruder.out" 2>&1; then
+  fail "a group-CA certificate of a thing outside the group is refused at CONNECT"
+else
+  check "a group-CA certificate of a thing outside the group is refused at CONNECT" \
+    grep -qi "not authori" "$WORK/intruder.out"
+fi
+check "... and counted" status_has "refused logins 1" 30
 
 # ---- functions and the shadow service over the bus -------------------------------------------
 # bus_has SOURCE TOPIC: polls until grovectl printed a message with both.
