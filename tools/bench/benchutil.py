@@ -5,6 +5,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,3 +131,37 @@ def wait_status(proc, grovectl, socket_path, needles, timeout_s=20.0):
             raise RuntimeError("groved status lacks %s after %.0f s; last status:\n%s"
                                % (missing, timeout_s, text.strip()))
         time.sleep(0.1)
+
+
+def drain(fd):
+    """Reads and discards until EOF."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+
+
+def wait_ready(proc, timeout_s=10.0, keep_draining=True):
+    """Reads groved's stderr until its 'ready:' line. Returns (line, perf_counter_ns when
+    it was read). With keep_draining, a thread then discards the rest of stderr (groved
+    logs on, e.g. its broker's lines; a full pipe would block it)."""
+    deadline = time.monotonic() + timeout_s
+    reader = line_reader(proc.stderr)
+    seen = []
+    while True:
+        line = reader.readline(deadline)
+        if line is None:
+            raise RuntimeError("groved: no 'ready:' line within %.0f s: %s"
+                               % (timeout_s, "".join(seen[-5:])))
+        if not line:
+            raise RuntimeError("groved exited (%s) before 'ready:': %s"
+                               % (proc.wait(), "".join(seen[-5:])))
+        text = line.decode(errors="replace")
+        seen.append(text)
+        if "ready:" in text:
+            at = time.perf_counter_ns()
+            if keep_draining:
+                threading.Thread(target=drain, args=(proc.stderr.fileno(),),
+                                 daemon=True).start()
+            return text.strip(), at

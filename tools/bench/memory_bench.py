@@ -16,11 +16,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import (children, ensure_default_pki, line_reader, process_name,  # noqa: E402
+from benchutil import (children, ensure_default_pki, process_name, wait_ready,  # noqa: E402
                        stop, wait_status)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,36 +43,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_ready(proc, timeout_s=10.0):
-    """Reads groved's stderr until the 'ready:' line, then keeps draining it in a thread
-    (groved logs on, e.g. its broker's lines; a full pipe would block it)."""
-    deadline = time.monotonic() + timeout_s
-    reader = line_reader(proc.stderr)
-    seen = []
-    while True:
-        line = reader.readline(deadline)
-        if line is None:
-            raise RuntimeError("groved: no 'ready:' line within %.0f s: %s"
-                               % (timeout_s, "".join(seen[-5:])))
-        if not line:
-            raise RuntimeError("groved exited (%s) before 'ready:': %s"
-                               % (proc.wait(), "".join(seen[-5:])))
-        text = line.decode(errors="replace")
-        seen.append(text)
-        if "ready:" in text:
-            threading.Thread(target=drain, args=(proc.stderr.fileno(),), daemon=True).start()
-            return text.strip()
-
-
-def drain(fd):
-    """Reads and discards until EOF."""
-    try:
-        while os.read(fd, 65536):
-            pass
-    except OSError:
-        pass
 
 
 def broker_child(pid, timeout_s=10.0):
@@ -122,7 +91,7 @@ def main():
             [groved, "--config", args.config, "--write-dir", write_dir], cwd=REPO,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             bufsize=0)
-        out["ready_line"] = wait_ready(gproc)
+        out["ready_line"] = wait_ready(gproc)[0]
         # The broker is up and Grove's own client connected: the idle state of a device.
         wait_status(gproc, grovectl, os.path.join(write_dir, "run", "control.sock"),
                     ["message_manager.local_link: connected"])

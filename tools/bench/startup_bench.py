@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import children, ensure_default_pki, line_reader, stop, wait_gone  # noqa: E402
+from benchutil import children, ensure_default_pki, stop, wait_gone, wait_ready  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY = re.compile(r"ready: (\d+) of (\d+) plugins running \(([\d.]+) ms\)")
@@ -51,26 +51,11 @@ def one_start(groved, config, timeout_s=10.0):
                                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, bufsize=0)
         # The deadline keeps a groved that never gets ready from hanging the bench.
-        deadline = time.monotonic() + timeout_s
-        reader = line_reader(proc.stderr)
-        seen = []
-        while True:
-            line = reader.readline(deadline)
-            if line is None:
-                raise RuntimeError("no 'ready:' line within %.0f s: %s"
-                                   % (timeout_s, "".join(seen[-5:])))
-            if not line:
-                raise RuntimeError("groved exited (%s) before 'ready:': %s"
-                                   % (proc.wait(), "".join(seen[-5:])))
-            text = line.decode(errors="replace")
-            seen.append(text)
-            if "ready:" in text:
-                t1 = time.perf_counter_ns()
-                m = READY.search(text)
-                if not m:
-                    raise RuntimeError("unparsable ready line: " + text.strip())
-                return ((t1 - t0) / 1e6, float(m.group(3)), int(m.group(1)),
-                        int(m.group(2)))
+        text, t1 = wait_ready(proc, timeout_s, keep_draining=False)
+        m = READY.search(text)
+        if not m:
+            raise RuntimeError("unparsable ready line: " + text)
+        return ((t1 - t0) / 1e6, float(m.group(3)), int(m.group(1)), int(m.group(2)))
     finally:
         if proc is not None:
             kids = children(proc.pid)  # the managed broker, to be gone before the next start
