@@ -135,12 +135,12 @@ std::set<std::string> listening_inodes(uint16_t port) {
   return result;
 }
 
-int level_of(const std::string& line) {
+log_level level_of(const std::string& line) {
   if (line.find("Error") != std::string::npos || line.find("error:") != std::string::npos)
-    return broker_log_error;
+    return log_level::error;
   if (line.find("Warning") != std::string::npos)
-    return broker_log_warning;
-  return broker_log_info;
+    return log_level::warning;
+  return log_level::info;
 }
 
 } // namespace
@@ -269,7 +269,7 @@ caf::error broker_process::write_acl(const std::string& text) {
   }
 }
 
-void broker_process::emit(int level, const std::string& line) {
+void broker_process::emit(log_level level, const std::string& line) {
   std::lock_guard<std::mutex> lk{log_mtx_};
   try {
     auto file = opts_.state_dir / "broker.log";
@@ -410,7 +410,7 @@ void broker_process::supervise() {
     }
     std::string exit_text;
     if (pid > 0) {
-      emit(broker_log_info, "mosquitto started (pid " + std::to_string(pid) + ")");
+      emit(log_level::info, "mosquitto started (pid " + std::to_string(pid) + ")");
       std::thread reader;
       try {
         reader = std::thread{[this, fd] { read_log(fd); }};
@@ -439,7 +439,7 @@ void broker_process::supervise() {
       if (stopping_ || starting_) {
         supervisor_done_ = true;
         lk.unlock();
-        emit(stopping_ ? broker_log_info : broker_log_error, "mosquitto " + exit_text);
+        emit(stopping_ ? log_level::info : log_level::error, "mosquitto " + exit_text);
         return;
       }
     } else {
@@ -448,7 +448,7 @@ void broker_process::supervise() {
     }
     if (std::chrono::steady_clock::now() - spawned_at >= stable_uptime)
       delay = opts_.restart_initial;
-    emit(broker_log_warning, "mosquitto " + exit_text + "; restarting in "
+    emit(log_level::warning, "mosquitto " + exit_text + "; restarting in "
                                + std::to_string(delay.count()) + " ms");
     {
       std::unique_lock<std::mutex> lk{mtx_};

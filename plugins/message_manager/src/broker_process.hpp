@@ -29,17 +29,9 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
-namespace grove::mm {
+#include "log_sink.hpp"
 
-/// Log levels passed to broker_options::log (syslog numbering).
-enum broker_log_level : int {
-  /// Mosquitto errors, failed starts.
-  broker_log_error = 3,
-  /// Unexpected exits of mosquitto, warnings.
-  broker_log_warning = 4,
-  /// Everything else (mosquitto's notices and information, supervisor starts/stops).
-  broker_log_info = 6,
-};
+namespace grove::mm {
 
 /// How the managed broker is configured and supervised.
 struct broker_options {
@@ -68,9 +60,10 @@ struct broker_options {
   std::chrono::milliseconds restart_initial{200};
   /// Largest restart delay.
   std::chrono::milliseconds restart_max{30000};
-  /// Receives mosquitto's own log lines and supervisor events (level: broker_log_level).
+  /// Receives mosquitto's own log lines and supervisor events: errors and failed starts,
+  /// warnings and unexpected exits, everything else as info.
   /// Called from internal threads; must not call back into the broker_process.
-  std::function<void(int level, std::string line)> log;
+  log_sink log;
 };
 
 /// A snapshot of the supervised broker.
@@ -126,7 +119,7 @@ private:
   void supervise();
   caf::error spawn_child(int& read_fd, int& pid);
   void read_log(int fd);
-  void emit(int level, const std::string& line);
+  void emit(log_level level, const std::string& line);
   bool child_listening(int pid) const;
   std::string last_lines() const;
 

@@ -109,20 +109,13 @@ std::filesystem::path default_broker_plugin() {
   return prefix / GROVE_BROKER_RELDIR / "grove_broker_plugin.so";
 }
 
-// mqtt_link levels: 0 debug, 1 info, 2 warning, 3 error.
-void link_log(spdlog::logger* log, int level, const std::string& line) {
-  static constexpr spdlog::level::level_enum levels[]
-    = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn, spdlog::level::err};
-  log->log(levels[std::clamp(level, 0, 3)], "{}", line);
-}
-
-// broker_process levels: syslog numbering.
-void broker_log(spdlog::logger* log, int level, const std::string& line) {
-  auto lvl = level <= broker_log_error     ? spdlog::level::err
-             : level <= broker_log_warning ? spdlog::level::warn
-             : level <= broker_log_info    ? spdlog::level::info
-                                           : spdlog::level::debug;
-  log->log(lvl, "{}", line);
+// A log_sink that writes to the plugin's logger with a prefix naming the part.
+log_sink to_logger(spdlog::logger* log, std::string prefix) {
+  return [log, prefix = std::move(prefix)](log_level level, std::string line) {
+    static constexpr spdlog::level::level_enum levels[]
+      = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn, spdlog::level::err};
+    log->log(levels[static_cast<int>(level)], "{}{}", prefix, line);
+  };
 }
 
 class message_manager final : public grove::plugin {
@@ -146,9 +139,7 @@ public:
     broker_opts_.cert_file = file_of(b, "cert_file", dir);
     broker_opts_.key_file = file_of(b, "key_file", dir);
     broker_opts_.max_payload_bytes = b["max_payload_bytes"].as<size_t>();
-    broker_opts_.log = [log = log_](int level, std::string line) {
-      broker_log(log, level, "mosquitto: " + line);
-    };
+    broker_opts_.log = to_logger(log_, "mosquitto: ");
     std::error_code ec;
     if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
       return make_error(errc::invalid_config,
@@ -165,9 +156,7 @@ public:
     local_opts_.retry_initial = std::chrono::milliseconds{100};
     local_opts_.retry_max = std::chrono::milliseconds{2000};
     local_opts_.max_inflight = 100; // the broker's max_inflight_messages
-    local_opts_.log = [log = log_](int level, std::string line) {
-      link_log(log, level, "local link: " + line);
-    };
+    local_opts_.log = to_logger(log_, "local link: ");
     if (dev_mode_) {
       local_opts_.tls = false;
       local_opts_.username = "grove";
@@ -355,9 +344,7 @@ private:
     opts.retry_max
       = std::chrono::seconds{c["mqtt_max_connection_retry_interval"].as<int64_t>()};
     opts.max_inflight = c["max_inflight"].as<int>();
-    opts.log = [log = log_](int level, std::string line) {
-      link_log(log, level, "cloud link: " + line);
-    };
+    opts.log = to_logger(log_, "cloud link: ");
     if (opts.retry_initial > opts.retry_max)
       return make_error(errc::invalid_config,
                         "cloud.retry_initial_ms is above "

@@ -135,7 +135,7 @@ mqtt_link::~mqtt_link() {
   retired_.clear();
 }
 
-void mqtt_link::log(int level, const std::string& msg) const {
+void mqtt_link::log(log_level level, const std::string& msg) const {
   if (opts_.log)
     opts_.log(level, "mqtt link '" + opts_.name + "': " + msg);
 }
@@ -499,9 +499,9 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
       try {
         step();
       } catch (const mqtt::exception& e) {
-        log(2, std::string{what} + " '" + f + "' failed: " + describe_exception(e));
+        log(log_level::warning, std::string{what} + " '" + f + "' failed: " + describe_exception(e));
       } catch (const std::exception& e) {
-        log(2, std::string{what} + " '" + f + "' failed: " + e.what());
+        log(log_level::warning, std::string{what} + " '" + f + "' failed: " + e.what());
       }
     };
     // One request per filter, all sent before waiting: Paho C++ 1.2 mishandles the
@@ -519,7 +519,7 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
           return;
         auto codes = unsub_toks[i]->get_unsubscribe_response().get_reason_codes();
         if (!codes.empty() && static_cast<int>(codes[0]) >= 0x80) {
-          log(2, "unsubscribe from '" + to_unsub[i] + "' refused (reason code "
+          log(log_level::warning, "unsubscribe from '" + to_unsub[i] + "' refused (reason code "
                    + std::to_string(static_cast<int>(codes[0])) + ")");
           return;
         }
@@ -546,7 +546,7 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
         // 0x80 and above: refused (MQTT 3.1.1 "failure" and MQTT 5 reason codes).
         auto codes = sub_toks[i]->get_subscribe_response().get_reason_codes();
         if (!codes.empty() && static_cast<int>(codes[0]) >= 0x80) {
-          log(2, "subscribe to '" + subs[i].second + "' refused (reason code "
+          log(log_level::warning, "subscribe to '" + subs[i].second + "' refused (reason code "
                    + std::to_string(static_cast<int>(codes[0])) + ")");
           return;
         }
@@ -643,7 +643,7 @@ void mqtt_link::run() {
     {
       auto cli = cli_; // released before mtx_ is taken again
       lk.unlock();
-      log(0, "connecting to " + uri_);
+      log(log_level::debug, "connecting to " + uri_);
       ok = connect_once(cli);
     }
     lk.lock();
@@ -657,7 +657,7 @@ void mqtt_link::run() {
       if (!lost_ && !stop_) {
         state_ = link_state::connected;
         lk.unlock();
-        log(1, "connected to " + uri_);
+        log(log_level::info, "connected to " + uri_);
         call_listeners([this] {
           std::vector<std::function<void()>> fs;
           {
@@ -690,7 +690,7 @@ void mqtt_link::run() {
       auto old = cli_;
       auto gen = generation_ + 1;
       lk.unlock();
-      log(2, why);
+      log(log_level::warning, why);
       try {
         old->disable_callbacks();
       } catch (...) {
@@ -732,7 +732,7 @@ void mqtt_link::run() {
       retry_at_ = std::chrono::steady_clock::now() + delay;
       auto why = last_error_;
       lk.unlock();
-      log(failures_in_row == 1 ? 2 : 0,
+      log(failures_in_row == 1 ? log_level::warning : log_level::debug,
           why + "; retrying in " + std::to_string(delay.count()) + " ms");
       lk.lock();
     }

@@ -27,6 +27,8 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "log_sink.hpp"
+
 namespace mqtt {
 class async_client;
 } // namespace mqtt
@@ -70,9 +72,8 @@ struct link_options {
   int max_inflight = 100;
   /// How long one connect attempt may take before it counts as failed.
   std::chrono::milliseconds connect_timeout{10000};
-  /// Optional log sink (level: 0 debug, 1 info, 2 warning, 3 error); the link logs
-  /// nothing else. Called from the link's threads.
-  std::function<void(int level, std::string msg)> log;
+  /// Optional log sink; the link logs nothing else. Called from the link's threads.
+  log_sink log;
 };
 
 /// A message received on a subscription.
@@ -214,7 +215,7 @@ private:
   void fail_pending();
   void publish_finished(uint64_t id, bool ok);
   void publish_interrupted(uint64_t id);
-  void log(int level, const std::string& msg) const;
+  void log(log_level level, const std::string& msg) const;
   template <class F>
   void call_listeners(const F& call);
 

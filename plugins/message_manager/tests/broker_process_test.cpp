@@ -129,7 +129,7 @@ struct fixture {
     opts.bind_address = "127.0.0.1";
     opts.port = port;
     opts.dev_mode = true;
-    opts.log = [this](int, std::string line) {
+    opts.log = [this](log_level, std::string line) {
       std::lock_guard<std::mutex> lk{log_mtx};
       log_lines.push_back(std::move(line));
     };

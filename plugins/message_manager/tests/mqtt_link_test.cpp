@@ -197,8 +197,8 @@ link_options tls_options(uint16_t port, const std::string& thing, const std::str
   opts.retry_max = 400ms;
   opts.keep_alive = 10s;
   if (std::getenv("MQTT_LINK_TEST_LOG"))
-    opts.log = [](int level, std::string msg) {
-      std::fprintf(stderr, "[%d] %s\n", level, msg.c_str());
+    opts.log = [](log_level level, std::string msg) {
+      std::fprintf(stderr, "[%d] %s\n", static_cast<int>(level), msg.c_str());
     };
   return opts;
 }
