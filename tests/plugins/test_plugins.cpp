@@ -139,6 +139,40 @@ grove_plugin_entry_v1(void) {
                                       nullptr,
                                       nullptr,
                                       nullptr,
+                                      GROVE_PLUGIN_ABI_HASH,
+                                      GROVE_PLUGIN_ABI_MANIFEST,
+                                      GROVE_BUILD_INFO,
+                                      {}};
+  return &d;
+}
+#elif TEST_PLUGIN_KIND == 9 || TEST_PLUGIN_KIND == 10
+// Same ABI version, but built against other SDK headers (9: plugin.hpp differs) or
+// other library versions (10: yaml-cpp and the compiler differ).
+extern "C" __attribute__((visibility("default"))) const grove_plugin_descriptor*
+grove_plugin_entry_v1(void) {
+  static const std::string manifest = [] {
+    std::string m = GROVE_PLUGIN_ABI_MANIFEST;
+    auto at = m.find("plugin.hpp=");
+    if (TEST_PLUGIN_KIND == 9 && at != std::string::npos)
+      m.replace(at + 11, 12, "000000000000");
+    return m;
+  }();
+  static grove_plugin_descriptor d = {sizeof(grove_plugin_descriptor),
+                                      GROVE_PLUGIN_ABI_VERSION,
+                                      CAF_VERSION,
+                                      GOOGLE_PROTOBUF_VERSION,
+                                      TEST_PLUGIN_NAME,
+                                      "0.0.1",
+                                      nullptr,
+                                      [] { return static_cast<void*>(nullptr); },
+                                      [](void*) {},
+                                      TEST_PLUGIN_KIND == 9 ? "0123456789abcdef"
+                                                            : GROVE_PLUGIN_ABI_HASH,
+                                      manifest.c_str(),
+                                      TEST_PLUGIN_KIND == 9
+                                        ? GROVE_BUILD_INFO
+                                        : "clang 99, " GROVE_BUILD_STDLIB
+                                          ", yaml-cpp 0.6.3, fmt 9.1.0, spdlog 1.10.0",
                                       {}};
   return &d;
 }

@@ -58,6 +58,14 @@ caf::expected<plugin_library_ptr>
 open_plugin_library(const std::filesystem::path& path, std::string_view expected_name,
                     const std::filesystem::path& private_copy = {});
 
+/// Compares a descriptor's ABI hash and build information (compiler family and major
+/// version, C++ library release, yaml-cpp/fmt/spdlog versions) with the kernel's.
+/// Returns what differs, naming each header or library, or an empty string.
+std::string check_build(const grove_plugin_descriptor& desc);
+
+/// The kernel's own GROVE_BUILD_INFO ("gcc 12, libstdc++ 12, yaml-cpp 0.7.0, ...").
+const char* kernel_build_info() noexcept;
+
 /// Life-cycle states shown by `grovectl plugins`.
 enum class plugin_state : uint8_t {
   loaded,

@@ -19,6 +19,7 @@
 #include <google/protobuf/stubs/common.h>
 #include <yaml-cpp/yaml.h>
 
+#include "grove/abi.hpp"
 #include "grove/envelope.pb.h"
 #include "grove/errors.hpp"
 #include "grove/topic.hpp"
@@ -31,9 +32,38 @@ namespace caf {
 class actor_system;
 }
 
-/// Version of the C ABI below and of the C++ interfaces in this header. Bump on any
-/// change to grove_plugin_descriptor, grove::plugin or grove::context.
-#define GROVE_PLUGIN_ABI_VERSION 1u
+/// Version of the C ABI below and of the C++ interfaces in the SDK's public headers.
+/// The build derives GROVE_PLUGIN_ABI_HASH from those headers (grove/abi.hpp); the test
+/// sdk_abi_lock fails until a changed hash comes with a new version in
+/// sdk/plugin/abi.lock, so an interface change cannot ship without a bump.
+#define GROVE_PLUGIN_ABI_VERSION 2u
+
+#define GROVE_STRINGIFY_IMPL(x) #x
+#define GROVE_STRINGIFY(x) GROVE_STRINGIFY_IMPL(x)
+
+// What a plugin was compiled with, recorded in its descriptor and compared with the
+// kernel's by the loader: compiler family and major version, the C++ library's release,
+// and the libraries whose types cross the plugin boundary (GROVE_BUILD_LIBS, set by
+// grove_add_plugin from the versions CMake found).
+#if defined(__clang__)
+#  define GROVE_BUILD_COMPILER "clang " GROVE_STRINGIFY(__clang_major__)
+#elif defined(__GNUC__)
+#  define GROVE_BUILD_COMPILER "gcc " GROVE_STRINGIFY(__GNUC__)
+#else
+#  define GROVE_BUILD_COMPILER "compiler unknown"
+#endif
+#if defined(_GLIBCXX_RELEASE)
+#  define GROVE_BUILD_STDLIB "libstdc++ " GROVE_STRINGIFY(_GLIBCXX_RELEASE)
+#elif defined(_LIBCPP_VERSION)
+#  define GROVE_BUILD_STDLIB "libc++ " GROVE_STRINGIFY(_LIBCPP_VERSION)
+#else
+#  define GROVE_BUILD_STDLIB "stdlib unknown"
+#endif
+#ifndef GROVE_BUILD_LIBS
+#  define GROVE_BUILD_LIBS "libraries unknown"
+#endif
+/// "gcc 12, libstdc++ 12, yaml-cpp 0.7.0, fmt 9.1.0, spdlog 1.10.0"
+#define GROVE_BUILD_INFO GROVE_BUILD_COMPILER ", " GROVE_BUILD_STDLIB ", " GROVE_BUILD_LIBS
 
 extern "C" {
 
@@ -58,8 +88,14 @@ typedef struct grove_plugin_descriptor {
   void* (*create)(void);
   /// Destroys an instance made by create. Never throws.
   void (*destroy)(void*);
+  /// GROVE_PLUGIN_ABI_HASH as the plugin was compiled (hash of the SDK's headers).
+  const char* abi_hash;
+  /// GROVE_PLUGIN_ABI_MANIFEST: per-header hashes, so a refusal names what differs.
+  const char* abi_manifest;
+  /// GROVE_BUILD_INFO: compiler, C++ library and library versions, comma-separated.
+  const char* build_info;
   /// Reserved for future fields; zero.
-  void* reserved[8];
+  void* reserved[5];
 } grove_plugin_descriptor;
 
 /// Signature of the one entry symbol a plugin library exports.
@@ -216,6 +252,9 @@ public:
         } catch (...) {                                                         \
         }                                                                       \
       },                                                                        \
+      GROVE_PLUGIN_ABI_HASH,                                                    \
+      GROVE_PLUGIN_ABI_MANIFEST,                                                \
+      GROVE_BUILD_INFO,                                                         \
       {}};                                                                      \
     return &descriptor;                                                         \
   }
