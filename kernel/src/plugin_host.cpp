@@ -282,6 +282,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   setup.state_dir = state_dir;
   setup.log = plog;
   setup.restart = settings_.restart;
+  setup.clock = settings_.clock;
   setup.bus_ptr = &bus_;
   setup.status = status;
   setup.ep = ep_box;

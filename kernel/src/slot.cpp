@@ -5,6 +5,7 @@
 
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
+#include <caf/send.hpp>
 #include <caf/sec.hpp>
 #include <caf/skip.hpp>
 #include <spdlog/spdlog.h>
@@ -18,8 +19,9 @@ thread_local const void* current_slot = nullptr;
 
 } // namespace
 
-failure_tracker::decision failure_tracker::record(const restart_policy& policy) {
-  auto now = std::chrono::steady_clock::now();
+failure_tracker::decision
+failure_tracker::record(const restart_policy& policy,
+                        std::chrono::steady_clock::time_point now) {
   failures_.push_back(now);
   while (!failures_.empty() && now - failures_.front() > policy.window)
     failures_.pop_front();
@@ -142,6 +144,22 @@ public:
     return setup_.bus_ptr->publish(std::move(msg));
   }
 
+  // A delayed message to this slot, on the kernel's clock: CAF's (real time) unless a
+  // test installed a manual one. The manual clock holds only a weak handle, so a timer
+  // left waiting never keeps a stopped slot alive.
+  template <class... Ts>
+  void send_later(std::chrono::milliseconds delay, Ts... xs) {
+    if (!setup_.clock) {
+      delayed_send(this, delay, xs...);
+      return;
+    }
+    auto weak = caf::actor_cast<caf::weak_actor_ptr>(this);
+    setup_.clock->schedule(delay, [weak, xs...] {
+      if (auto strong = caf::actor_cast<caf::actor>(weak.lock()))
+        caf::anon_send(strong, xs...);
+    });
+  }
+
   timer_id add_timer(std::chrono::milliseconds delay, std::chrono::milliseconds period,
                      std::function<void()> f) {
     if (!on_actor_thread()) {
@@ -150,7 +168,7 @@ public:
     }
     auto id = next_timer_++;
     timers_.emplace(id, timer{std::move(f), period});
-    delayed_send(this, delay, timer_atom::value, id);
+    send_later(delay, timer_atom::value, id);
     return id;
   }
 
@@ -446,7 +464,7 @@ private:
       return;
     }
     if (period.count() > 0 && timers_.count(id))
-      delayed_send(this, period, timer_atom::value, id);
+      send_later(period, timer_atom::value, id);
     else
       timers_.erase(id);
   }
@@ -467,7 +485,8 @@ private:
   void on_failure(const std::string& reason) {
     setup_.log->error("failed: {}", reason);
     destroy_instance(reason);
-    auto d = failures_.record(setup_.restart);
+    auto d = setup_.clock ? failures_.record(setup_.restart, setup_.clock->now())
+                          : failures_.record(setup_.restart);
     if (d.broken) {
       setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
                            setup_.restart.window.count());
@@ -480,7 +499,7 @@ private:
     setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
                      d.delay.count(), d.count, setup_.restart.max_failures,
                      setup_.restart.window.count());
-    delayed_send(this, d.delay, restart_atom::value, generation_);
+    send_later(d.delay, restart_atom::value, generation_);
     become(restarting_);
   }
 

@@ -54,6 +54,8 @@ struct slot_setup {
   std::shared_ptr<spdlog::logger> log;
   /// Restart policy.
   restart_policy restart;
+  /// Time for timers and back-off; null = CAF's clock (real time).
+  std::shared_ptr<kernel_clock> clock;
   /// The bus.
   bus* bus_ptr = nullptr;
   /// Status shared with the host.
@@ -83,8 +85,10 @@ public:
     size_t count = 0;
   };
 
-  /// Records a failure now and decides.
-  decision record(const restart_policy& policy);
+  /// Records a failure at `now` and decides.
+  decision record(const restart_policy& policy,
+                  std::chrono::steady_clock::time_point now
+                  = std::chrono::steady_clock::now());
 
   /// Forgets past failures (after an operator replaced the build).
   void clear() noexcept {

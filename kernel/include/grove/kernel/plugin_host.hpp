@@ -16,6 +16,7 @@
 
 #include "grove/control.pb.h"
 #include "grove/kernel/bus.hpp"
+#include "grove/kernel/clock.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/plugin.hpp"
 
@@ -109,6 +110,8 @@ struct host_settings {
   std::shared_ptr<spdlog::sinks::sink> sink;
   /// The groved binary that hosts `isolation: process` plugins; empty = unsupported.
   std::filesystem::path plugin_host_exe;
+  /// Time for in-process plugins' timers and restart back-off; null = real time.
+  std::shared_ptr<kernel_clock> clock;
 };
 
 /// Loads, supervises and unloads plugins. Each plugin lives in a kernel-owned slot
