@@ -238,16 +238,6 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
   return YAML::Clone(value);
 }
 
-caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin) {
-  try {
-    return YAML::Load(std::string{text});
-  } catch (const YAML::Exception& e) {
-    return make_error(errc::invalid_config,
-                      std::string{origin} + ":" + std::to_string(e.mark.line + 1) + ":"
-                        + std::to_string(e.mark.column + 1) + ": " + e.msg);
-  }
-}
-
 // The kernel's own profile schema, checked with the same validator as plugin schemas.
 constexpr std::string_view profile_schema_text = R"(
 kernel:
@@ -330,6 +320,96 @@ caf::error config_error(std::string_view file, const YAML::Node& node,
   return make_error(errc::invalid_config,
                     where(file, node) + ": " + std::string{field.empty() ? "(top)" : field}
                       + ": " + what);
+}
+
+caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin) {
+  try {
+    return YAML::Load(std::string{text});
+  } catch (const YAML::Exception& e) {
+    return make_error(errc::invalid_config,
+                      std::string{origin} + ":" + std::to_string(e.mark.line + 1) + ":"
+                        + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+}
+
+namespace {
+
+// A value in backticks, flow style ("" for an empty string).
+std::string code(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  std::string text = out.c_str();
+  return "`" + (text.empty() ? std::string{"\"\""} : text) + "`";
+}
+
+// Markdown cells must not contain a bare '|' or a line break.
+std::string cell(std::string text) {
+  std::string result;
+  for (char c : text) {
+    if (c == '|')
+      result += "\\|";
+    else if (c == '\n')
+      result += ' ';
+    else
+      result += c;
+  }
+  return result;
+}
+
+std::string bounds_of(const YAML::Node& spec) {
+  auto mn = spec["min"];
+  auto mx = spec["max"];
+  if (mn && mx)
+    return mn.Scalar() + "–" + mx.Scalar();
+  if (mn)
+    return "≥ " + mn.Scalar();
+  if (mx)
+    return "≤ " + mx.Scalar();
+  if (auto choices = spec["enum"]) {
+    std::string all;
+    for (auto c : choices)
+      all += (all.empty() ? "" : ", ") + ("`" + c.Scalar() + "`");
+    return all;
+  }
+  return {};
+}
+
+void table_rows(const YAML::Node& keys, const std::string& prefix, std::string& out) {
+  if (!keys.IsDefined() || !keys.IsMap())
+    return;
+  for (auto kv : keys) {
+    auto name = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+    auto spec = kv.second;
+    auto type = spec["type"].Scalar();
+    auto items = spec["items"];
+    std::string shown = type;
+    if (type == "list" && items)
+      shown = "list of " + items["type"].Scalar();
+    else if (type == "map" && spec["open"] && spec["open"].as<bool>(false))
+      shown = "map (open)";
+    std::string def = "–";
+    if (spec["required"] && spec["required"].as<bool>(false))
+      def = "required";
+    else if (auto d = spec["default"])
+      def = code(d);
+    auto range = bounds_of(type == "list" && items ? items : spec);
+    auto doc = spec["doc"] ? spec["doc"].Scalar() : std::string{};
+    out += "| `" + name + "` | " + shown + " | " + cell(def) + " | " + cell(range) + " | "
+           + cell(doc) + " |\n";
+    if (type == "map")
+      table_rows(spec["keys"], name, out);
+    else if (type == "list" && items && items["type"].Scalar() == "map")
+      table_rows(items["keys"], name + "[]", out);
+  }
+}
+
+} // namespace
+
+std::string config_table(const config_schema& schema) {
+  std::string out = "| key | type | default | range | meaning |\n"
+                    "| --- | --- | --- | --- | --- |\n";
+  table_rows(schema.node(), "", out);
+  return out;
 }
 
 std::string to_yaml(const YAML::Node& node) {
