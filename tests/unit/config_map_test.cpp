@@ -249,3 +249,40 @@ BOOST_AUTO_TEST_CASE(heartbeat_exports_its_map_and_its_readme_matches) {
              "--describe-config heartbeat` between the config-table markers:\n"
                << table);
 }
+
+BOOST_AUTO_TEST_CASE(typed_plugin_gets_its_struct_and_live_changes) {
+  auto lib = (test::test_plugin_dir() / "libtyped.so").string();
+  // A failed cross-field check is init's error: the load fails naming the key.
+  grove::testing::harness refused{lib, "{prefix: bad}"};
+  auto err = refused.start();
+  BOOST_REQUIRE(err);
+  BOOST_TEST(contains(describe(err), "prefix: 'bad' is refused on purpose"), describe(err));
+
+  grove::testing::harness h{lib, "{prefix: 'a-'}"};
+  auto out = h.subscribe("test/typed/out");
+  BOOST_REQUIRE(!h.start());
+  h.publish("test/typed/in", "x");
+  BOOST_REQUIRE(out->wait_for(1));
+  BOOST_TEST(out->messages()[0].payload() == "a-x");
+
+  // A live change reaches reconfigure(const Config&), and config() follows it.
+  plugin_spec spec;
+  spec.name = "typed";
+  spec.file = "image.yaml";
+  spec.config = make_yaml(YAML::Load("{prefix: 'b-'}"));
+  auto r = h.kernel().host().reconfigure(spec);
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(contains(*r, "applied live"), *r);
+  h.publish("test/typed/in", "y");
+  BOOST_REQUIRE(out->wait_for(2));
+  BOOST_TEST(out->messages()[1].payload() == "b-y");
+
+  // A change its check refuses leaves the configuration in force as it was.
+  spec.config = make_yaml(YAML::Load("{prefix: bad}"));
+  r = h.kernel().host().reconfigure(spec);
+  auto text = r ? *r : describe(r.error());
+  BOOST_TEST(contains(text, "prefix: 'bad' is refused on purpose"), text);
+  h.publish("test/typed/in", "z");
+  BOOST_REQUIRE(out->wait_for(3));
+  BOOST_TEST(out->messages()[2].payload() == "b-z");
+}
