@@ -58,7 +58,47 @@ YAML::Node spec_of(const config_field& f) {
   return spec;
 }
 
+// Why `x` cannot be the default of `spec`, or "".
+std::string bad_default(const config_field& spec, const YAML::Node& x) {
+  if (spec.type == "int" || spec.type == "float") {
+    double v = 0;
+    if (!scalar_as(x, v))
+      return "default is not a number";
+    if ((spec.min && v < *spec.min) || (spec.max && v > *spec.max))
+      return "default " + x.Scalar() + " is outside its range";
+  } else if (!spec.choices.empty()) {
+    for (const auto& c : spec.choices)
+      if (x.IsScalar() && c == x.Scalar())
+        return {};
+    return "default is not one of its allowed values";
+  }
+  return {};
+}
+
 } // namespace
+
+std::string add_field(std::vector<config_field>& fields, config_field f,
+                      bool enum_without_names) {
+  // The kernel does not check defaults, so a wrong one would reach the plugin.
+  std::string what;
+  if (enum_without_names)
+    what = "an enum key needs names<E>{...}";
+  for (const auto& other : fields)
+    if (what.empty() && other.name == f.name)
+      what = "declared twice";
+  if (what.empty() && f.default_value) {
+    if (f.items) {
+      for (const auto& x : *f.default_value)
+        if (what.empty())
+          what = bad_default(*f.items, x);
+    } else {
+      what = bad_default(f, *f.default_value);
+    }
+  }
+  auto defect = what.empty() ? std::string{} : f.name + ": " + what;
+  fields.push_back(std::move(f));
+  return defect;
+}
 
 std::string schema_text(const std::vector<config_field>& fields, const std::string& defect) {
   YAML::Emitter out;

@@ -124,6 +124,11 @@ struct parse_env {
   std::filesystem::path base;
 };
 
+/// Appends `f` to `fields`; returns a defect of the declaration (a default outside its
+/// range or allowed values, a key declared twice, `enum_without_names`) or "".
+std::string add_field(std::vector<config_field>& fields, config_field f,
+                      bool enum_without_names);
+
 /// Renders fields as schema YAML text; a defect in the declaration makes the text an
 /// invalid schema naming it, so the kernel refuses the library with that message.
 std::string schema_text(const std::vector<config_field>& fields, const std::string& defect);
@@ -317,18 +322,28 @@ public:
   /// directory), std::chrono durations (an int in the duration's unit), enums (with
   /// `names<E>`), std::vector of those, std::optional of those (absent key = nullopt).
   template <class M, class D, class... Attrs>
-  config_map&& key(std::string name, M T::*member, D&& def, Attrs&&... attrs) && {
-    add_key(std::move(name), member, std::forward<D>(def),
-            std::forward<Attrs>(attrs)...);
+  config_map&& key(std::string name, M T::*member, D def, Attrs... attrs) && {
+    // By value: string literals decay, so keys of one member type share one
+    // instantiation of add_key whatever their doc's length.
+    using V = typename detail::unwrap_optional<M>::type;
+    static_assert(std::is_constructible_v<V, D>,
+                  "config_map: the default does not convert to the member's type");
+    using E = typename enum_of<Attrs...>::type;
+    attrs_of<E> a;
+    (apply_attr(a, std::move(attrs)), ...);
+    add_key<M, E>(std::move(name), member, std::optional<V>{V(std::move(def))}, std::move(a));
     return std::move(*this);
   }
 
   /// A key without a default: `required`, or `std::optional` (absent = nullopt), or
   /// absent = the member keeps its initializer (say so in the doc).
   template <class M, class... Attrs>
-  config_map&& key_no_default(std::string name, M T::*member, Attrs&&... attrs) && {
-    add_key(std::move(name), member, detail::no_default_t{},
-            std::forward<Attrs>(attrs)...);
+  config_map&& key_no_default(std::string name, M T::*member, Attrs... attrs) && {
+    using V = typename detail::unwrap_optional<M>::type;
+    using E = typename enum_of<Attrs...>::type;
+    attrs_of<E> a;
+    (apply_attr(a, std::move(attrs)), ...);
+    add_key<M, E>(std::move(name), member, std::optional<V>{}, std::move(a));
     return std::move(*this);
   }
 
@@ -360,7 +375,7 @@ public:
   /// A list whose elements are maps read with `item`; absent = empty (or required).
   template <class S, class... Attrs>
   config_map&& list(std::string name, std::vector<S> T::*member, config_map<S> item,
-                    Attrs&&... attrs) && {
+                    Attrs... attrs) && {
     detail::config_field f;
     f.name = name;
     f.type = "list";
@@ -370,7 +385,7 @@ public:
     it->keys = item.fields();
     f.items = it;
     bool req = false;
-    (apply_list_attr(f, req, std::forward<Attrs>(attrs)), ...);
+    (apply_list_attr(f, req, std::move(attrs)), ...);
     f.required = req;
     if (!req)
       f.default_value = std::make_shared<const YAML::Node>(YAML::NodeType::Sequence);
@@ -473,9 +488,8 @@ private:
     std::string doc;
   };
 
-  template <class E, class A>
-  static void apply_attr(attrs_of<E>& a, A&& x) {
-    using X = std::decay_t<A>;
+  template <class E, class X>
+  static void apply_attr(attrs_of<E>& a, X x) {
     if constexpr (std::is_same_v<X, range>)
       a.bounds = x;
     else if constexpr (std::is_same_v<X, one_of>)
@@ -484,18 +498,17 @@ private:
       a.required = true;
     else if constexpr (std::is_same_v<X, names<E>>)
       a.enum_names = x.values;
-    else if constexpr (std::is_convertible_v<A, std::string_view>)
+    else if constexpr (std::is_convertible_v<X, std::string_view>)
       a.doc = std::string{std::string_view{x}};
     else
       static_assert(std::is_same_v<X, void>, "config_map: unknown key attribute");
   }
 
-  template <class A>
-  static void apply_list_attr(detail::config_field& f, bool& req, A&& x) {
-    using X = std::decay_t<A>;
+  template <class X>
+  static void apply_list_attr(detail::config_field& f, bool& req, X x) {
     if constexpr (std::is_same_v<X, required_t>)
       req = true;
-    else if constexpr (std::is_convertible_v<A, std::string_view>)
+    else if constexpr (std::is_convertible_v<X, std::string_view>)
       f.doc = std::string{std::string_view{x}};
     else
       static_assert(std::is_same_v<X, void>, "config_map: list takes required and a doc");
@@ -517,22 +530,34 @@ private:
     using type = E;
   };
 
-  template <class M, class D, class... Attrs>
-  void add_key(std::string name, M T::*member, D&& def,
-               Attrs&&... attrs) {
-    using E = typename enum_of<std::decay_t<Attrs>...>::type;
+  template <class V>
+  struct elem_of {
+    using type = V;
+  };
+
+  template <class V, class A>
+  struct elem_of<std::vector<V, A>> {
+    using type = V;
+  };
+
+  // One instantiation per member type and enum: the type-dependent part of a key.
+  template <class M, class E>
+  void add_key(std::string name, M T::*member,
+               std::optional<typename detail::unwrap_optional<M>::type> def,
+               attrs_of<E> a) {
     using V = typename detail::unwrap_optional<M>::type;
-    attrs_of<E> a;
-    (apply_attr(a, std::forward<Attrs>(attrs)), ...);
+    using Elem = typename elem_of<V>::type;
     detail::config_field f;
     f.name = name;
-    f.doc = a.doc;
+    f.doc = std::move(a.doc);
     f.required = a.required;
     if (a.bounds) {
       f.min = a.bounds->min;
       f.max = a.bounds->max;
     }
-    using Elem = typename elem_of<V>::type;
+    auto choices = std::move(a.choices);
+    for (auto& [n, e] : a.enum_names)
+      choices.push_back(n);
     if constexpr (detail::is_vector<V>::value) {
       f.type = "list";
       auto it = std::make_shared<detail::config_field>();
@@ -542,37 +567,21 @@ private:
       it->max = f.max;
       f.min.reset();
       f.max.reset();
-      it->choices = a.choices;
-      for (auto& [n, e] : a.enum_names)
-        it->choices.push_back(n);
+      it->choices = std::move(choices);
       f.items = it;
     } else {
       f.type = detail::scalar_type<V>();
-      f.choices = a.choices;
-      for (auto& [n, e] : a.enum_names)
-        f.choices.push_back(n);
+      f.choices = std::move(choices);
     }
-    if constexpr (std::is_enum_v<Elem>)
-      if (a.enum_names.empty())
-        note_defect(name, "an enum key needs names<E>{...}");
-    if constexpr (!std::is_same_v<std::decay_t<D>, detail::no_default_t>) {
-      if constexpr (std::is_constructible_v<V, D&&>) {
-        V value(std::forward<D>(def));
-        auto node = detail::to_node(value, &a.enum_names);
-        check_default(name, f, node);
-        f.default_value = std::make_shared<const YAML::Node>(node);
-      } else {
-        static_assert(std::is_constructible_v<V, D&&>,
-                      "config_map: the default does not convert to the member's type");
-      }
-    }
-    for (const auto& other : fields_)
-      if (other.name == name)
-        note_defect(name, "declared twice");
-    auto dflt = f.default_value;
-    bool req = f.required;
-    fields_.push_back(std::move(f));
-    readers_.push_back([name, member, dflt, req, ns = std::move(a.enum_names)](
+    if (def)
+      f.default_value = std::make_shared<const YAML::Node>(detail::to_node(*def, &a.enum_names));
+    auto defect = detail::add_field(fields_, std::move(f),
+                                    std::is_enum_v<Elem> && a.enum_names.empty());
+    if (defect_.empty())
+      defect_ = std::move(defect);
+    const auto& added = fields_.back();
+    readers_.push_back([name, member, dflt = added.default_value, req = added.required,
+                        ns = std::move(a.enum_names)](
                          const YAML::Node& parent, T& out, std::string_view path,
                          const detail::parse_env& env) -> caf::error {
       auto p = detail::join_path(path, name);
@@ -601,48 +610,6 @@ private:
       out.*member = std::move(value);
       return {};
     });
-  }
-
-  template <class V>
-  struct elem_of {
-    using type = V;
-  };
-
-  template <class V, class A>
-  struct elem_of<std::vector<V, A>> {
-    using type = V;
-  };
-
-  // A default must itself pass the key's range and names: the kernel does not check
-  // defaults, so a wrong one would reach the plugin.
-  void check_default(const std::string& name, const detail::config_field& f,
-                     const YAML::Node& node) {
-    auto check_one = [&](const detail::config_field& spec, const YAML::Node& x) {
-      if (spec.type == "int" || spec.type == "float") {
-        double v = 0;
-        if (!detail::scalar_as(x, v))
-          return note_defect(name, "default is not a number");
-        if ((spec.min && v < *spec.min) || (spec.max && v > *spec.max))
-          note_defect(name, "default " + x.Scalar() + " is outside its range");
-      } else if (!spec.choices.empty()) {
-        bool found = false;
-        for (auto& c : spec.choices)
-          found = found || (x.IsScalar() && c == x.Scalar());
-        if (!found)
-          note_defect(name, "default is not one of its allowed values");
-      }
-    };
-    if (f.items) {
-      for (const auto& x : node)
-        check_one(*f.items, x);
-    } else {
-      check_one(f, node);
-    }
-  }
-
-  void note_defect(const std::string& name, const std::string& what) {
-    if (defect_.empty())
-      defect_ = name + ": " + what;
   }
 
   std::vector<detail::config_field> fields_;
