@@ -211,6 +211,19 @@ BOOST_AUTO_TEST_CASE(declaration_defects_make_the_schema_refused) {
       return config_map<bad>{}.key("n", &bad::n, 1, "one").key("n", &bad::n, 2, "two");
     }
   };
+  struct outer {
+    bad inner;
+    static config_map<outer> section_twice() {
+      return config_map<outer>{}
+        .section("inner", &outer::inner, config_map<bad>{}, "one")
+        .section("inner", &outer::inner, config_map<bad>{}, "two");
+    }
+    static config_map<outer> defect_inside() {
+      return config_map<outer>{}.section("inner", &outer::inner, bad::out_of_range(), "x");
+    }
+  };
+  BOOST_TEST(outer::section_twice().defect() == "inner: declared twice");
+  BOOST_TEST(outer::defect_inside().defect() == "inner.n: default 0 is outside its range");
   for (auto m : {bad::out_of_range(), bad::not_a_choice(), bad::twice()}) {
     BOOST_TEST(!m.defect().empty());
     auto schema = config_schema::parse(m.schema(), "bad (config schema)");

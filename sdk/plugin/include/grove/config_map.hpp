@@ -356,9 +356,9 @@ public:
     f.type = "map";
     f.doc = std::move(doc);
     f.keys = sub.fields();
-    if (defect_.empty() && !sub.defect().empty())
-      defect_ = name + "." + sub.defect();
-    fields_.push_back(std::move(f));
+    note_defect(detail::add_field(fields_, std::move(f), false));
+    if (!sub.defect().empty())
+      note_defect(name + "." + sub.defect());
     readers_.push_back([name, member, sub = std::move(sub)](
                          const YAML::Node& parent, T& out, std::string_view path,
                          const detail::parse_env& env) -> caf::error {
@@ -389,9 +389,9 @@ public:
     f.required = req;
     if (!req)
       f.default_value = std::make_shared<const YAML::Node>(YAML::NodeType::Sequence);
-    if (defect_.empty() && !item.defect().empty())
-      defect_ = name + "[]." + item.defect();
-    fields_.push_back(std::move(f));
+    note_defect(detail::add_field(fields_, std::move(f), false));
+    if (!item.defect().empty())
+      note_defect(name + "[]." + item.defect());
     readers_.push_back([name, member, item = std::move(item)](
                          const YAML::Node& parent, T& out, std::string_view path,
                          const detail::parse_env& env) -> caf::error {
@@ -575,10 +575,8 @@ private:
     }
     if (def)
       f.default_value = std::make_shared<const YAML::Node>(detail::to_node(*def, &a.enum_names));
-    auto defect = detail::add_field(fields_, std::move(f),
-                                    std::is_enum_v<Elem> && a.enum_names.empty());
-    if (defect_.empty())
-      defect_ = std::move(defect);
+    note_defect(detail::add_field(fields_, std::move(f),
+                                  std::is_enum_v<Elem> && a.enum_names.empty()));
     const auto& added = fields_.back();
     readers_.push_back([name, member, dflt = added.default_value, req = added.required,
                         ns = std::move(a.enum_names)](
@@ -610,6 +608,12 @@ private:
       out.*member = std::move(value);
       return {};
     });
+  }
+
+  // Keeps the first defect: the one a reader fixes first.
+  void note_defect(std::string defect) {
+    if (defect_.empty())
+      defect_ = std::move(defect);
   }
 
   std::vector<detail::config_field> fields_;
