@@ -147,7 +147,7 @@ grove_plugin_entry_v1(void) {
 extern "C" __attribute__((visibility("default"))) int grove_plugin_entry_v0(void) {
   return 0;
 }
-#elif TEST_PLUGIN_KIND == 9
+#elif TEST_PLUGIN_KIND == 11
 #include "grove/config_map.hpp"
 
 namespace {
