@@ -14,8 +14,9 @@
 
 #include "broker_process.hpp"
 #include "cloud_forwarder.hpp"
+#include "config.hpp"
 #include "grove/group.pb.h"
-#include "grove/plugin.hpp"
+#include "grove/config_map.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
 #include "spool.hpp"
@@ -23,67 +24,12 @@
 namespace grove::mm {
 namespace {
 
-constexpr const char* schema = R"schema(
-development_mode: {type: bool, default: false, doc: "plain-TCP device listener, username login, no certificates; never in production"}
-broker:
-  type: map
-  doc: "the managed Mosquitto broker devices connect to"
-  keys:
-    bind: {type: string, default: "0.0.0.0", doc: "listener address"}
-    port: {type: int, default: 8883, min: 1, max: 65535, doc: "listener port"}
-    mosquitto: {type: string, default: /usr/sbin/mosquitto, doc: "broker executable"}
-    plugin: {type: string, default: "", doc: "grove_broker_plugin.so; empty = next to groved (../lib/grove/broker/)"}
-    ca_file: {type: string, default: "", doc: "group CA: device certificates must chain to it"}
-    cert_file: {type: string, default: "", doc: "the broker's server certificate"}
-    key_file: {type: string, default: "", doc: "the broker's server key"}
-    client_cert_file: {type: string, default: "", doc: "certificate with CN grove for Grove's own client"}
-    client_key_file: {type: string, default: "", doc: "key of client_cert_file"}
-    max_payload_bytes: {type: int, default: 131072, min: 1024, max: 268435455, doc: "larger publishes are refused by the broker"}
-cloud:
-  type: map
-  doc: "the connection to the cloud MQTT endpoint"
-  keys:
-    enabled: {type: bool, default: false}
-    host: {type: string, default: ""}
-    port: {type: int, default: 8883, min: 1, max: 65535}
-    thing_name: {type: string, default: "", doc: "the core's thing name, used as client id"}
-    tls: {type: bool, default: true, doc: "false only in development_mode"}
-    ca_file: {type: string, default: ""}
-    cert_file: {type: string, default: ""}
-    key_file: {type: string, default: ""}
-    keep_alive_seconds: {type: int, default: 60, min: 5, max: 1200}
-    mqtt_max_connection_retry_interval: {type: int, default: 60, min: 1, max: 86400, doc: "seconds; cap of the reconnect back-off"}
-    retry_initial_ms: {type: int, default: 1000, min: 10, max: 600000, doc: "first reconnect delay"}
-    max_inflight: {type: int, default: 100, min: 1, max: 65535, doc: "QoS 1 messages awaiting PUBACK"}
-spool:
-  type: map
-  doc: "cloud-bound messages wait here until the cloud acknowledged them"
-  keys:
-    storage: {type: string, default: memory, enum: [memory, file]}
-    max_size_bytes: {type: int, default: 2621440, min: 262144, max: 1099511627776}
-    when_full: {type: string, default: drop_oldest, enum: [drop_oldest, reject_new]}
-)schema";
-
 // Bus topics: into the table from functions and the shadow service, and out of it.
 constexpr std::string_view in_prefix = "$grove/mm/in/";
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
 constexpr std::string_view group_get = "$grove/group/get";
-
-std::string str(const YAML::Node& node, const char* key) {
-  return node[key].as<std::string>();
-}
-
-// A file named in the configuration: relative paths are relative to the plugin's state
-// directory, so an image profile can name files that live with the device's state.
-std::string file_of(const YAML::Node& node, const char* key,
-                    const std::filesystem::path& state_dir) {
-  auto text = node[key].as<std::string>();
-  if (text.empty() || std::filesystem::path{text}.is_absolute())
-    return text;
-  return (state_dir / text).string();
-}
 
 std::string format_bytes(uint64_t n) {
   if (n >= 1024 * 1024)
@@ -118,27 +64,23 @@ log_sink to_logger(spdlog::logger* log, std::string prefix) {
   };
 }
 
-class message_manager final : public grove::plugin {
+class message_manager final : public grove::typed_plugin<plugin_config> {
 public:
-  caf::error init(grove::context& ctx) override {
+  caf::error init(grove::context& ctx, const plugin_config& cfg) override {
     ctx_ = &ctx;
     log_ = &ctx.log();
-    const auto& cfg = ctx.config();
-    dev_mode_ = cfg["development_mode"].as<bool>();
-    auto b = cfg["broker"];
+    dev_mode_ = cfg.development_mode;
+    const auto& b = cfg.broker;
     broker_opts_.state_dir = ctx.state_dir() / "broker";
-    broker_opts_.mosquitto_exe = str(b, "mosquitto");
-    broker_opts_.plugin_path = file_of(b, "plugin", ctx.state_dir());
-    if (broker_opts_.plugin_path.empty())
-      broker_opts_.plugin_path = default_broker_plugin();
-    broker_opts_.bind_address = str(b, "bind");
-    broker_opts_.port = static_cast<uint16_t>(b["port"].as<int>());
+    broker_opts_.mosquitto_exe = b.mosquitto;
+    broker_opts_.plugin_path = b.plugin.empty() ? default_broker_plugin() : b.plugin;
+    broker_opts_.bind_address = b.bind;
+    broker_opts_.port = b.port;
     broker_opts_.dev_mode = dev_mode_;
-    const auto& dir = ctx.state_dir();
-    broker_opts_.ca_file = file_of(b, "ca_file", dir);
-    broker_opts_.cert_file = file_of(b, "cert_file", dir);
-    broker_opts_.key_file = file_of(b, "key_file", dir);
-    broker_opts_.max_payload_bytes = b["max_payload_bytes"].as<size_t>();
+    broker_opts_.ca_file = b.ca_file.string();
+    broker_opts_.cert_file = b.cert_file.string();
+    broker_opts_.key_file = b.key_file.string();
+    broker_opts_.max_payload_bytes = b.max_payload_bytes;
     broker_opts_.log = to_logger(log_, "mosquitto: ");
     std::error_code ec;
     if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
@@ -161,33 +103,22 @@ public:
       local_opts_.tls = false;
       local_opts_.username = "grove";
     } else {
-      for (auto key : {"ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"})
-        if (str(b, key).empty())
-          return make_error(errc::invalid_config,
-                            std::string{"broker."} + key
-                              + " is required outside development_mode (make the files with "
-                                "tools/grove-certs: init, server, device PKI grove)");
+      // plugin_config::map() made sure the TLS files are named.
       local_opts_.tls = true;
       local_opts_.ca_file = broker_opts_.ca_file;
-      local_opts_.cert_file = file_of(b, "client_cert_file", dir);
-      local_opts_.key_file = file_of(b, "client_key_file", dir);
+      local_opts_.cert_file = b.client_cert_file.string();
+      local_opts_.key_file = b.client_key_file.string();
     }
 
-    auto cloud = cloud_settings(cfg);
-    if (!cloud)
-      return cloud.error();
-    cloud_enabled_ = cloud->has_value();
+    cloud_enabled_ = cfg.cloud.enabled;
     if (cloud_enabled_)
-      cloud_opts_ = std::move(**cloud);
+      cloud_opts_ = cloud_link_options(cfg.cloud);
 
-    auto s = cfg["spool"];
     spool_options so;
-    so.storage = str(s, "storage") == "file" ? spool_storage::file : spool_storage::memory;
+    so.storage = cfg.spool.storage;
     so.file = ctx.state_dir() / "spool.db";
-    so.max_size_bytes = s["max_size_bytes"].as<uint64_t>();
-    so.when_full = str(s, "when_full") == "reject_new" ? spool_when_full::reject_new
-                                                       : spool_when_full::drop_oldest;
-    storage_name_ = str(s, "storage");
+    so.max_size_bytes = cfg.spool.max_size_bytes;
+    so.when_full = cfg.spool.when_full;
     auto sp = spool::open(std::move(so));
     if (!sp)
       return sp.error();
@@ -296,23 +227,22 @@ public:
   /// Applies a change of the cloud settings live (devices stay connected). Changes of
   /// the broker, spool or development mode answer `unsupported`, and the kernel then
   /// reloads the plugin, which restarts the broker.
-  caf::error reconfigure(const YAML::Node& config) override {
-    const auto& old = ctx_->config();
-    for (auto key : {"development_mode", "broker", "spool"})
-      if (YAML::Dump(old[key]) != YAML::Dump(config[key]))
-        return make_error(errc::unsupported,
-                          std::string{key} + " changed: the broker must restart");
-    auto cloud = cloud_settings(config);
-    if (!cloud)
-      return cloud.error();
+  caf::error reconfigure(const plugin_config& next) override {
+    const auto& old = config();
+    if (old.development_mode != next.development_mode)
+      return make_error(errc::unsupported, "development_mode changed: the broker must restart");
+    if (old.broker != next.broker)
+      return make_error(errc::unsupported, "broker changed: the broker must restart");
+    if (old.spool != next.spool)
+      return make_error(errc::unsupported, "spool changed: the broker must restart");
     stop_cloud();
-    cloud_enabled_ = cloud->has_value();
+    cloud_enabled_ = next.cloud.enabled;
     if (!cloud_enabled_) {
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
       update_status();
       return {};
     }
-    cloud_opts_ = std::move(**cloud);
+    cloud_opts_ = cloud_link_options(next.cloud);
     if (auto err = start_cloud())
       return err;
     log_->info("cloud settings applied live: {}:{}", cloud_opts_.host, cloud_opts_.port);
@@ -321,45 +251,26 @@ public:
   }
 
 private:
-  // The cloud link's settings; nullopt when the cloud is disabled. Errors name the key.
-  caf::expected<std::optional<link_options>> cloud_settings(const YAML::Node& cfg) const {
-    auto c = cfg["cloud"];
-    if (!c["enabled"].as<bool>())
-      return std::optional<link_options>{};
-    const auto& dir = ctx_->state_dir();
+  // The cloud link's settings (plugin_config::map() checked them).
+  link_options cloud_link_options(const cloud_config& c) const {
     link_options opts;
     opts.name = "cloud";
-    opts.host = str(c, "host");
-    opts.port = static_cast<uint16_t>(c["port"].as<int>());
-    opts.client_id = str(c, "thing_name");
-    opts.tls = c["tls"].as<bool>();
-    opts.ca_file = file_of(c, "ca_file", dir);
-    opts.cert_file = file_of(c, "cert_file", dir);
-    opts.key_file = file_of(c, "key_file", dir);
+    opts.host = c.host;
+    opts.port = c.port;
+    opts.client_id = c.thing_name;
+    opts.tls = c.tls;
+    opts.ca_file = c.ca_file.string();
+    opts.cert_file = c.cert_file.string();
+    opts.key_file = c.key_file.string();
     // MQTT 5 (AWS IoT Core speaks it): subscription identifiers let the link deliver a
     // message once even where the cloud subscriptions overlap.
     opts.mqtt_version = 5;
-    opts.keep_alive = std::chrono::seconds{c["keep_alive_seconds"].as<int>()};
-    opts.retry_initial = std::chrono::milliseconds{c["retry_initial_ms"].as<int>()};
-    opts.retry_max
-      = std::chrono::seconds{c["mqtt_max_connection_retry_interval"].as<int64_t>()};
-    opts.max_inflight = c["max_inflight"].as<int>();
+    opts.keep_alive = c.keep_alive;
+    opts.retry_initial = c.retry_initial;
+    opts.retry_max = c.retry_max;
+    opts.max_inflight = c.max_inflight;
     opts.log = to_logger(log_, "cloud link: ");
-    if (opts.retry_initial > opts.retry_max)
-      return make_error(errc::invalid_config,
-                        "cloud.retry_initial_ms is above "
-                        "cloud.mqtt_max_connection_retry_interval");
-    if (opts.host.empty())
-      return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
-    if (opts.client_id.empty())
-      return make_error(errc::invalid_config,
-                        "cloud.thing_name is required when cloud.enabled");
-    if (!opts.tls && !dev_mode_)
-      return make_error(errc::invalid_config,
-                        "cloud.tls: false is only allowed in development_mode");
-    if (opts.tls && opts.ca_file.empty())
-      return make_error(errc::invalid_config, "cloud.ca_file is required with TLS");
-    return std::optional<link_options>{std::move(opts)};
+    return opts;
   }
 
   // Starts the cloud link and the forwarder draining the spool into it.
@@ -580,9 +491,9 @@ private:
     ctx_->set_status("spool",
                      fmt::format("{}: {} messages, {} of {}, in flight {}, dropped_oldest {}, "
                                  "rejected {}, refused {}, redelivered_after_restart {}, committed_seq {}",
-                                 storage_name_, ss.count, format_bytes(ss.bytes),
-                                 format_bytes(ctx_->config()["spool"]["max_size_bytes"]
-                                                .as<uint64_t>()),
+                                 to_string(config().spool.storage), ss.count,
+                                 format_bytes(ss.bytes),
+                                 format_bytes(config().spool.max_size_bytes),
                                  ss.in_flight, ss.dropped_oldest, ss.rejected,
                                  spool_refused_.load(), ss.redelivered_after_restart,
                                  ss.committed_seq));
@@ -592,7 +503,6 @@ private:
   spdlog::logger* log_ = nullptr;
   bool dev_mode_ = false;
   bool cloud_enabled_ = false;
-  std::string storage_name_;
   broker_options broker_opts_;
   link_options local_opts_;
   link_options cloud_opts_;
@@ -619,4 +529,4 @@ private:
 } // namespace
 } // namespace grove::mm
 
-GROVE_PLUGIN(grove::mm::message_manager, "message_manager", "1.0.0", grove::mm::schema)
+GROVE_TYPED_PLUGIN(grove::mm::message_manager, "message_manager", "1.0.0")

@@ -127,6 +127,14 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
 caf::error config_error(std::string_view file, const YAML::Node& node,
                         std::string_view field, const std::string& what);
 
+/// Parses YAML text; a syntax error reads "<origin>:<line>:<col>: <what>".
+caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin);
+
+/// The schema as a Markdown table: one row per key (nested keys as `a.b`, list
+/// elements as `a[].b`) with type, default, range or allowed values, and doc. What
+/// `groved --describe-config` prints and plugin READMEs embed.
+std::string config_table(const config_schema& schema);
+
 /// The node as YAML text; empty for a null or undefined node.
 std::string to_yaml(const YAML::Node& node);
 
