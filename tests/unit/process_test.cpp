@@ -10,11 +10,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "grove/kernel/kernel.hpp"
 #include "grove/process.hpp"
+#include "../support/process_support.hpp"
 #include "test_util.hpp"
 
 // grove::process with real children (/bin/sh, cat, ls): exit codes and signal names,
@@ -26,57 +26,21 @@
 using namespace grove;
 using namespace std::chrono_literals;
 
-namespace {
-
 // groved blocks its stop signals (for sigwait) and ignores SIGPIPE before any thread
 // starts; the suite does the same so every thread, the supervisor's included, has them.
-struct groved_like_signals {
-  groved_like_signals() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+struct groved_signals : test::groved_like_signals {
+  groved_signals() {
     std::signal(SIGPIPE, SIG_IGN);
   }
 };
 
-} // namespace
-
-BOOST_TEST_GLOBAL_FIXTURE(groved_like_signals);
+BOOST_TEST_GLOBAL_FIXTURE(groved_signals);
 
 namespace {
 
-/// A sink that keeps every formatted line.
-class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
-public:
-  std::vector<std::string> lines() {
-    std::lock_guard guard{mutex_};
-    return lines_;
-  }
-
-  bool has(const std::string& needle) {
-    for (auto& l : lines())
-      if (l.find(needle) != std::string::npos)
-        return true;
-    return false;
-  }
-
-protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    lines_.emplace_back(msg.payload.data(), msg.payload.size());
-  }
-  void flush_() override {
-  }
-
-private:
-  std::vector<std::string> lines_;
-};
-
 /// An owner whose "actor" is a queue the test drains: events arrive in order.
 struct recorder {
-  std::shared_ptr<capture_sink> sink = std::make_shared<capture_sink>();
+  std::shared_ptr<test::capture_sink> sink = std::make_shared<test::capture_sink>();
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", sink);
   std::mutex mtx;
   std::vector<process_exit> exits;
