@@ -213,7 +213,6 @@ public:
     auto on_failed = [this](std::string why) {
       ctx_->fail(make_error(errc::plugin_failed, "broker: " + why));
     };
-    ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
     if (auto kept = ctx_->adopt_process("broker")) {
       // A hot reload: the broker the last instance ran keeps its devices connected, if
       // it runs with the configuration this one would write.
@@ -283,6 +282,7 @@ public:
     // After a hand-over the table of the last instance is in force until the reply.
     if (!kept_group_.empty())
       apply_group(std::exchange(kept_group_, std::string{}));
+    ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
     update_status();
     return {};
   }
