@@ -4,8 +4,9 @@
 
 namespace grove {
 
-failure_tracker::decision failure_tracker::record(const restart_policy& policy) {
-  auto now = std::chrono::steady_clock::now();
+failure_tracker::decision
+failure_tracker::record(const restart_policy& policy,
+                        std::chrono::steady_clock::time_point now) {
   failures_.push_back(now);
   while (!failures_.empty() && now - failures_.front() > policy.window)
     failures_.pop_front();

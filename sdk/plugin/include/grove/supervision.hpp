@@ -38,8 +38,10 @@ public:
     size_t count = 0;
   };
 
-  /// Records a failure now and decides.
-  decision record(const restart_policy& policy);
+  /// Records a failure at `now` (the kernel's clock, manual in tests) and decides.
+  decision record(const restart_policy& policy,
+                  std::chrono::steady_clock::time_point now
+                  = std::chrono::steady_clock::now());
 
   /// Forgets past failures (after an operator replaced the build).
   void clear() noexcept {
