@@ -1,6 +1,7 @@
 #include "slot.hpp"
 
 #include <deque>
+#include <map>
 #include <unordered_map>
 
 #include <caf/event_based_actor.hpp>
@@ -10,6 +11,8 @@
 #include <caf/skip.hpp>
 #include <spdlog/spdlog.h>
 
+#include "blocking_pool.hpp"
+
 namespace grove {
 
 namespace {
@@ -18,25 +21,6 @@ namespace {
 thread_local const void* current_slot = nullptr;
 
 } // namespace
-
-failure_tracker::decision
-failure_tracker::record(const restart_policy& policy,
-                        std::chrono::steady_clock::time_point now) {
-  failures_.push_back(now);
-  while (!failures_.empty() && now - failures_.front() > policy.window)
-    failures_.pop_front();
-  decision d;
-  d.count = failures_.size();
-  if (d.count >= policy.max_failures) {
-    d.broken = true;
-    return d;
-  }
-  d.delay = policy.backoff_initial;
-  for (size_t i = 1; i < d.count && d.delay < policy.backoff_max; ++i)
-    d.delay *= 2;
-  d.delay = std::min(d.delay, policy.backoff_max);
-  return d;
-}
 
 std::string now_iso8601() {
   auto now = std::chrono::system_clock::now();
@@ -78,6 +62,12 @@ public:
   void cancel(timer_id id) override;
   void fail(caf::error reason) override;
   void set_status(std::string_view key, std::string value) override;
+  void post(std::function<void()> fn) override;
+  void keep_process(std::string name, process p) override;
+  std::optional<process> adopt_process(std::string_view name) override;
+
+protected:
+  void run_blocking_impl(std::function<void()> work, std::function<void()> then) override;
 
 private:
   slot_actor* owner_;
@@ -253,6 +243,62 @@ public:
     setup_.status->details[setup_.name + "." + std::string{key}] = std::move(value);
   }
 
+  // Any thread: runs `fn` on this actor if the current instance is still there then.
+  void post_call(std::function<void()> fn) {
+    std::lock_guard guard{post_mtx_};
+    caf::anon_send(caf::actor_cast<caf::actor>(this), post_atom::value, post_gen_,
+                   posted_call{post_lib_, std::move(fn)});
+  }
+
+  // Any thread: `work` on the blocking pool, then `then` posted like post_call. The
+  // task holds the actor and the library, not the context: it may outlive both.
+  void submit_blocking(std::function<void()> work, std::function<void()> then) {
+    struct task {
+      plugin_library_ptr lib;
+      caf::actor self;
+      uint64_t gen = 0;
+      std::function<void()> work;
+      std::function<void()> then;
+    };
+    auto t = std::make_shared<task>();
+    {
+      std::lock_guard guard{post_mtx_};
+      t->lib = post_lib_;
+      t->gen = post_gen_;
+    }
+    t->self = caf::actor_cast<caf::actor>(this);
+    t->work = std::move(work);
+    t->then = std::move(then);
+    detail::blocking_pool::instance().submit([t]() mutable {
+      t->work();
+      t->work = nullptr;
+      caf::anon_send(t->self, post_atom::value, t->gen,
+                     posted_call{t->lib, std::move(t->then)});
+    });
+  }
+
+  void keep(std::string name, process p) {
+    if (!on_actor_thread()) {
+      setup_.log->error("keep_process must be called from the plugin's own callbacks; "
+                        "stopping '{}'",
+                        name);
+      return;
+    }
+    p.unbind();
+    kept_[std::move(name)] = std::move(p);
+  }
+
+  std::optional<process> adopt(std::string_view name) {
+    if (!on_actor_thread())
+      return std::nullopt;
+    auto i = kept_.find(name);
+    if (i == kept_.end())
+      return std::nullopt;
+    auto p = std::move(i->second);
+    kept_.erase(i);
+    return p;
+  }
+
 protected:
   caf::behavior make_behavior() override {
     set_default_handler(caf::skip);
@@ -281,6 +327,7 @@ protected:
           on_failure("plugin reported failure: " + reason);
       },
       [this](restart_atom, uint64_t) {},
+      [this](post_atom, uint64_t gen, posted_call& call) { on_posted(gen, call); },
       [this](reload_atom, reload_request& req) { return on_reload(req); },
       [this](reconf_atom, reconfig_request& req) { return on_reconfigure(req.config); },
       [this](stop_atom) { return on_stop(); },
@@ -306,6 +353,7 @@ protected:
       },
       [this](fail_atom, uint64_t, std::string&) {},
       [this](timer_atom, uint64_t) {},
+      [](post_atom, uint64_t, posted_call&) {},
       [this](reload_atom, reload_request& req) { return replace_dead(req); },
       [this](reconf_atom, reconfig_request&) { return refuse_while("restarting"); },
       [this](stop_atom) { return on_stop(); },
@@ -331,6 +379,7 @@ protected:
     // Plugin code must be gone before the library may close; the endpoint holds our
     // handle, so dropping it here breaks the actor <-> endpoint cycle.
     inst_.reset();
+    kept_.clear();
     timers_.clear();
     pending_.clear();
     promises_.clear();
@@ -375,6 +424,11 @@ private:
   std::string create_and_start(const std::string* snapshot = nullptr) {
     ++generation_;
     {
+      std::lock_guard guard{post_mtx_};
+      post_gen_ = generation_;
+      post_lib_ = setup_.lib;
+    }
+    {
       std::lock_guard guard{filters_mtx_};
       wanted_filters_.clear();
     }
@@ -418,6 +472,10 @@ private:
     for (auto& f : previous_filters)
       if (std::find(wanted.begin(), wanted.end(), f) == wanted.end())
         setup_.bus_ptr->unsubscribe(ep(), f);
+    // Children an earlier instance kept and this one did not adopt.
+    for (auto& [name, p] : kept_)
+      setup_.log->info("stopping process '{}': the new instance did not adopt it", name);
+    kept_.clear();
     return {};
   }
 
@@ -447,6 +505,14 @@ private:
     // Credit goes back after handling, so capacity bounds in-hand work too.
     if (!mid.is_request())
       ep()->consumed();
+    if (!err.empty())
+      on_failure(err);
+  }
+
+  void on_posted(uint64_t gen, posted_call& call) {
+    if (gen != generation_ || !inst_ || !call.fn)
+      return;
+    auto err = guarded("posted function", [&] { call.fn(); });
     if (!err.empty())
       on_failure(err);
   }
@@ -485,6 +551,7 @@ private:
   void on_failure(const std::string& reason) {
     setup_.log->error("failed: {}", reason);
     destroy_instance(reason);
+    kept_.clear();
     auto d = setup_.clock ? failures_.record(setup_.restart, setup_.clock->now())
                           : failures_.record(setup_.restart);
     if (d.broken) {
@@ -618,6 +685,7 @@ private:
 
   bool on_stop() {
     destroy_instance("unloaded");
+    kept_.clear();
     setup_.bus_ptr->unsubscribe_all(ep());
     set_state(plugin_state::stopped);
     quit();
@@ -638,6 +706,12 @@ private:
   uint64_t next_request_ = 1;
   std::unordered_map<uint64_t, caf::response_promise> promises_;
   failure_tracker failures_;
+  // Guards what post_call and submit_blocking read from other threads.
+  std::mutex post_mtx_;
+  uint64_t post_gen_ = 0;
+  plugin_library_ptr post_lib_;
+  // Processes kept for the next instance (context::keep_process).
+  std::map<std::string, process, std::less<>> kept_;
   caf::behavior running_;
   caf::behavior restarting_;
   caf::behavior broken_;
@@ -733,6 +807,23 @@ void slot_context::fail(caf::error reason) {
 
 void slot_context::set_status(std::string_view key, std::string value) {
   owner_->set_detail(key, std::move(value));
+}
+
+void slot_context::post(std::function<void()> fn) {
+  owner_->post_call(std::move(fn));
+}
+
+void slot_context::run_blocking_impl(std::function<void()> work,
+                                     std::function<void()> then) {
+  owner_->submit_blocking(std::move(work), std::move(then));
+}
+
+void slot_context::keep_process(std::string name, process p) {
+  owner_->keep(std::move(name), std::move(p));
+}
+
+std::optional<process> slot_context::adopt_process(std::string_view name) {
+  return owner_->adopt(name);
 }
 
 } // namespace

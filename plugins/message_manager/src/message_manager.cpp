@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -81,7 +82,6 @@ public:
     broker_opts_.cert_file = b.cert_file.string();
     broker_opts_.key_file = b.key_file.string();
     broker_opts_.max_payload_bytes = b.max_payload_bytes;
-    broker_opts_.log = to_logger(log_, "mosquitto: ");
     std::error_code ec;
     if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
       return make_error(errc::invalid_config,
@@ -140,14 +140,50 @@ public:
       log_->warn("**************************************************************");
     }
     broker_ = std::make_unique<broker_process>(broker_opts_);
+    auto owner = process::owner_of(*ctx_);
+    auto on_failed = [this](std::string why) {
+      ctx_->fail(make_error(errc::plugin_failed, "broker: " + why));
+    };
+    if (auto kept = ctx_->adopt_process("broker")) {
+      // A hot reload: the broker the last instance ran keeps its devices connected, if
+      // it runs with the configuration this one would write.
+      auto text = broker_->config_text();
+      if (text && *text == kept_config_ && kept->running()) {
+        if (auto err = broker_->adopt(std::move(*kept), owner, on_failed))
+          return err;
+        log_->info("took over the running broker (pid {}): devices stay connected",
+                   broker_->status().pid);
+        return start_links();
+      }
+      // Dropping `kept` stops it; the new broker waits until the port is free.
+      log_->info("the broker's configuration changed: replacing it");
+    }
     // Until the group arrives nothing may connect; a table left by an earlier run could
     // be stale.
     std::filesystem::create_directories(broker_opts_.state_dir);
     if (auto err = broker_->write_acl(routes{}.acl_text()))
       return err;
-    if (auto err = broker_->start())
+    if (auto err = broker_->begin_start(owner, on_failed))
       return err;
+    // Mosquitto comes up while the actor goes on: poll, never wait on a CAF worker.
+    starting_timer_ = ctx_->every(std::chrono::milliseconds{20}, [this] {
+      auto ready = broker_->poll_start();
+      if (ready && !*ready)
+        return;
+      ctx_->cancel(starting_timer_);
+      if (!ready) {
+        ctx_->fail(ready.error());
+        return;
+      }
+      if (auto err = start_links())
+        ctx_->fail(err);
+    });
+    update_status();
+    return {};
+  }
 
+  // The rest of start, once the broker listens: Grove's client, the cloud, the bus.
+  caf::error start_links() {
     local_ = std::make_unique<mqtt_link>(local_opts_);
     local_->on_message([this](inbound_message&& m) { from_device(std::move(m)); });
     if (auto err = local_->start())
@@ -174,6 +210,9 @@ public:
                                "one is published on {}",
                                describe(reply.error()), group_current);
                   });
+    // After a hand-over the table of the last instance is in force until the reply.
+    if (!kept_group_.empty())
+      apply_group(std::exchange(kept_group_, std::string{}));
     ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
     update_status();
     return {};
@@ -189,6 +228,35 @@ public:
     if (spool_)
       if (auto err = spool_->flush())
         log_->error("spool flush at stop: {}", describe(err));
+  }
+
+  // A hot reload hands the running broker to the next instance (context::keep_process),
+  // with the configuration it runs and the group in force: devices stay connected.
+  caf::expected<std::string> snapshot() override {
+    if (!broker_ || !broker_->status().running)
+      return std::string{};
+    auto text = broker_->config_text();
+    if (!text)
+      return std::string{};
+    ctx_->keep_process("broker", broker_->release());
+    return std::to_string(text->size()) + "\n" + *text + group_bytes_;
+  }
+
+  caf::error restore(std::string_view snap) override {
+    auto nl = snap.find('\n');
+    if (snap.empty() || nl == std::string_view::npos)
+      return {};
+    size_t n = 0;
+    try {
+      n = std::stoul(std::string{snap.substr(0, nl)});
+    } catch (...) {
+      return make_error(errc::malformed, "snapshot: bad header");
+    }
+    if (nl + 1 + n > snap.size())
+      return make_error(errc::malformed, "snapshot: truncated");
+    kept_config_ = std::string{snap.substr(nl + 1, n)};
+    kept_group_ = std::string{snap.substr(nl + 1 + n)};
+    return {};
   }
 
   void on_message(const Envelope& msg) override {
@@ -335,6 +403,7 @@ private:
       std::lock_guard guard{routes_mtx_};
       routes_ = next;
     }
+    group_bytes_ = bytes;
     local_->set_subscriptions(next->local_filters(), 1);
     if (cloud_)
       cloud_->set_subscriptions(next->cloud_filters(), 1);
@@ -508,6 +577,12 @@ private:
   link_options cloud_opts_;
   std::unique_ptr<spool> spool_;
   std::unique_ptr<broker_process> broker_;
+  grove::timer_id starting_timer_ = 0;
+  // From a hand-over (restore): the kept broker's configuration and the group in force.
+  std::string kept_config_;
+  std::string kept_group_;
+  // The group in force, handed to the next instance.
+  std::string group_bytes_;
   std::unique_ptr<mqtt_link> local_;
   std::unique_ptr<mqtt_link> cloud_;
   std::mutex forwarder_mtx_; // route() notifies it from Paho threads

@@ -14,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "grove/kernel/bus.hpp"
+#include "grove/supervision.hpp"
 
 namespace grove {
 
@@ -51,18 +52,6 @@ public:
 
 private:
   yaml_ptr node_;
-};
-
-/// Restart policy of supervised plugins.
-struct restart_policy {
-  /// Failures within `window` after which a plugin is marked broken.
-  uint32_t max_failures = 5;
-  /// Window over which failures are counted.
-  std::chrono::seconds window{60};
-  /// First back-off delay; doubles per failure in the window.
-  std::chrono::milliseconds backoff_initial{100};
-  /// Largest back-off delay.
-  std::chrono::milliseconds backoff_max{10000};
 };
 
 /// One plugin entry of an image profile.

@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <caf/config.hpp>
 #include <caf/error.hpp>
@@ -22,6 +24,7 @@
 #include "grove/abi.hpp"
 #include "grove/envelope.pb.h"
 #include "grove/errors.hpp"
+#include "grove/process.hpp"
 #include "grove/topic.hpp"
 
 namespace spdlog {
@@ -190,7 +193,75 @@ public:
 
   /// Adds or replaces a key/value line shown by `grovectl status` for this plugin.
   virtual void set_status(std::string_view key, std::string value) = 0;
+
+  // --- process ---
+
+  /// Runs `fn` on this plugin's actor, after what is queued there already. Thread-safe:
+  /// for the plugin's own threads and for callbacks of libraries. Dropped, never run,
+  /// when the instance that posted it has stopped, failed or been reloaded meanwhile.
+  /// An exception escaping `fn` is a failure of the plugin.
+  virtual void post(std::function<void()> fn) = 0;
+
+  /// Runs `work` on the SDK's bounded pool of blocking threads (never on a CAF worker),
+  /// then `then` on this plugin's actor with the outcome: `then(caf::expected<R>)` for
+  /// a `work` returning R, `then(caf::error)` (empty on success) for a void one. An
+  /// exception thrown by `work` arrives as a plugin_failed error. Both must be
+  /// copyable. `then` is dropped when the instance is gone by the time `work` ends.
+  template <class Work, class Then>
+  void run_blocking(Work work, Then then);
+
+  /// Hands child process `p` to the next instance of this plugin across a hot reload
+  /// (call it in snapshot(), or in stop()). The child runs on, unowned, its output still
+  /// logged; whatever the next instance has not adopted when its start() returns is
+  /// stopped. Outside a reload (unload, failure) kept processes are stopped too.
+  virtual void keep_process(std::string name, process p) = 0;
+
+  /// Takes back the process an earlier instance kept as `name` (in restore() or
+  /// start()); nullopt when there is none. Call process::bind to get its events.
+  virtual std::optional<process> adopt_process(std::string_view name) = 0;
+
+protected:
+  /// Implements run_blocking: `work` on the pool, then `then` on the actor (dropped
+  /// when the instance is gone).
+  virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
+    = 0;
 };
+
+template <class Work, class Then>
+void context::run_blocking(Work work, Then then) {
+  using result_type = std::invoke_result_t<Work&>;
+  auto failed = [](const char* what) {
+    return make_error(errc::plugin_failed, std::string{"blocking work threw: "} + what);
+  };
+  if constexpr (std::is_void_v<result_type>) {
+    auto out = std::make_shared<caf::error>();
+    run_blocking_impl(
+      [w = std::move(work), out, failed]() mutable {
+        try {
+          w();
+        } catch (const std::exception& e) {
+          *out = failed(e.what());
+        } catch (...) {
+          *out = failed("a non-standard exception");
+        }
+      },
+      [t = std::move(then), out]() mutable { t(std::move(*out)); });
+  } else {
+    using outcome = caf::expected<result_type>;
+    auto out = std::make_shared<std::optional<outcome>>();
+    run_blocking_impl(
+      [w = std::move(work), out, failed]() mutable {
+        try {
+          out->emplace(w());
+        } catch (const std::exception& e) {
+          out->emplace(failed(e.what()));
+        } catch (...) {
+          out->emplace(failed("a non-standard exception"));
+        }
+      },
+      [t = std::move(then), out]() mutable { t(std::move(**out)); });
+  }
+}
 
 /// The interface a plugin implements. The kernel calls init, then start; on_message
 /// for each message; stop before destroying the instance. An exception escaping any of
