@@ -82,7 +82,7 @@ struct fixture {
 BOOST_FIXTURE_TEST_SUITE(isolation, fixture)
 
 BOOST_AUTO_TEST_CASE(isolated_plugin_routes_like_an_in_process_one) {
-  load("echo", "{prefix: 'iso:'}", true);
+  load("echo", "{prefix: 'iso:', serve: test/echo/in}", true);
   BOOST_TEST(info("echo").isolation() == "process");
   test::collector out{*k, "test/echo/out"};
   for (int i = 0; i < 100; ++i)
@@ -98,6 +98,8 @@ BOOST_AUTO_TEST_CASE(isolated_plugin_routes_like_an_in_process_one) {
   BOOST_TEST(r->payload() == "iso:ping");
   r = k->request("test/echo/in", "fail", std::chrono::seconds{10});
   BOOST_REQUIRE(!r);
+  // Code and category cross the process boundary as fields.
+  BOOST_TEST(r.error() == errc::invalid_state);
   BOOST_TEST(contains(describe(r.error()), "asked to fail"), describe(r.error()));
 }
 

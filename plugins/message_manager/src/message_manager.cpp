@@ -15,6 +15,7 @@
 #include "broker_process.hpp"
 #include "cloud_forwarder.hpp"
 #include "grove/group.pb.h"
+#include "grove/kernel/group_client.hpp"
 #include "grove/plugin.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
@@ -69,7 +70,6 @@ constexpr std::string_view in_prefix = "$grove/mm/in/";
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
-constexpr std::string_view group_get = "$grove/group/get";
 
 std::string str(const YAML::Node& node, const char* key) {
   return node[key].as<std::string>();
@@ -229,20 +229,25 @@ public:
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
     }
 
+    // mm-3: plain publishes arrive through the subscription, requests through the
+    // claim (subscribers never get requests).
     if (auto err = ctx_->subscribe(std::string{in_prefix} + "#"))
+      return err;
+    if (auto err = ctx_->serve(std::string{in_prefix} + "#",
+                               [this](const Envelope& msg) { on_message(msg); }))
       return err;
     if (auto err = ctx_->subscribe(group_current))
       return err;
-    ctx_->request(group_get, {}, std::chrono::seconds{5},
-                  [this](caf::expected<Envelope> reply) {
-                    if (reply) {
-                      apply_group(reply->payload());
-                      return;
-                    }
-                    log_->warn("no group definition ({}): no device may connect until "
-                               "one is published on {}",
-                               describe(reply.error()), group_current);
-                  });
+    group_client::get(*ctx_, std::chrono::seconds{5},
+                      [this](caf::expected<group::Group> g) {
+                        if (g) {
+                          apply_group(std::move(*g));
+                          return;
+                        }
+                        log_->warn("no group definition ({}): no device may connect "
+                                   "until one is published on {}",
+                                   describe(g.error()), group_current);
+                      });
     ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
     update_status();
     return {};
@@ -407,6 +412,10 @@ private:
                   bytes.size());
       return;
     }
+    apply_group(std::move(g));
+  }
+
+  void apply_group(group::Group g) {
     if (auto current = table(); current->group_version() > g.version()) {
       // A late $grove/group/get reply after a newer $grove/group/current.
       log_->info("ignoring group '{}' v{}: v{} is in force", g.name(), g.version(),

@@ -144,6 +144,7 @@ kernel:
   group: $GROUP
 plugins:
   - name: message_manager
+    may_claim: ["device:*", "cloud", "function:*", "shadow"]
     config:
       broker:
         bind: 127.0.0.1

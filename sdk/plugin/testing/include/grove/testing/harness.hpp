@@ -65,6 +65,8 @@ struct harness_options {
   std::string log_level = "warn";
   /// Queue settings of the plugin under test.
   queue_settings queue;
+  /// Sources the plugin may set besides its name (the profile's may_claim).
+  std::vector<std::string> may_claim;
 };
 
 /// One plugin in one real kernel.
@@ -89,7 +91,8 @@ public:
   /// Collects messages matching `filter` from now on.
   std::shared_ptr<inbox> subscribe(const std::string& filter);
 
-  /// Sends a request to the plugin (or whoever serves `topic`) and waits for the reply.
+  /// Sends a request to whoever serves `topic` (see context::serve) and waits for the
+  /// reply or the error.
   caf::expected<Envelope> request(const std::string& topic, std::string payload,
                                   std::chrono::milliseconds timeout
                                   = std::chrono::seconds{5});
