@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <caf/event_based_actor.hpp>
+#include <caf/message_handler.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/sec.hpp>
 #include <caf/skip.hpp>
@@ -73,7 +74,18 @@ protected:
       },
       [this](stop_atom) { return on_stop(); },
     };
-    starting_ = caf::behavior{
+    // What a child asks of the kernel's table while it starts and while it runs.
+    caf::message_handler child_services{
+      [this](cserve_atom, uint64_t gen, bool add, std::string& filter) {
+        on_serve(gen, add, filter);
+      },
+      [this](cwatch_atom, uint64_t gen, uint64_t id, std::string& topic, uint64_t ms) {
+        on_watch(gen, id, topic, ms);
+      },
+      [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
+      [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
+    };
+    starting_ = caf::message_handler{
       [this](started_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
         if (gen != gen_)
           return;
@@ -143,17 +155,9 @@ protected:
         become(running_);
       },
       [this](down_atom, uint64_t gen) { on_down(gen); },
-      [this](cserve_atom, uint64_t gen, bool add, std::string& filter) {
-        on_serve(gen, add, filter);
-      },
-      [this](cwatch_atom, uint64_t gen, uint64_t id, std::string& topic, uint64_t ms) {
-        on_watch(gen, id, topic, ms);
-      },
-      [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
-      [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
       [this](stop_atom) { return on_stop(); },
-    };
-    running_ = caf::behavior{
+    }.or_else(child_services);
+    running_ = caf::message_handler{
       [this](Envelope& msg) { forward(msg); },
       [this](handled_atom, uint64_t gen, uint64_t n) {
         if (gen != gen_)
@@ -177,14 +181,6 @@ protected:
           i->second.deliver(reply_error_of(msg, error));
         calls_.erase(i);
       },
-      [this](cserve_atom, uint64_t gen, bool add, std::string& filter) {
-        on_serve(gen, add, filter);
-      },
-      [this](cwatch_atom, uint64_t gen, uint64_t id, std::string& topic, uint64_t ms) {
-        on_watch(gen, id, topic, ms);
-      },
-      [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
-      [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
       [this](swapped_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
         if (gen != gen_ || !swap_rp_)
           return;
@@ -216,7 +212,7 @@ protected:
       [this](down_atom, uint64_t gen) { on_down(gen); },
       [this](restart_atom, uint64_t) {},
       [this](stop_atom) { return on_stop(); },
-    };
+    }.or_else(child_services);
     waiting_ = caf::behavior{
       [this](restart_atom, uint64_t gen) {
         if (gen != gen_)

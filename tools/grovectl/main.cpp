@@ -30,6 +30,7 @@
 #include "grove/control.pb.h"
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
+#include "grove/message_manager/client.hpp"
 
 #ifndef GROVE_VERSION
 #  define GROVE_VERSION "unknown"
@@ -458,10 +459,51 @@ grove::Envelope make_message(const std::string& topic, const std::string& payloa
   return msg;
 }
 
+/// Sends `req` (a Call) and returns the reply or the error groved reported.
+caf::expected<grove::Envelope> call_daemon(connection& conn,
+                                           const grove::control::Request& req, int& rc) {
+  grove::control::Response res;
+  if ((rc = conn.send(req)) != exit_ok || (rc = conn.receive(res)) != exit_ok)
+    return grove::make_error(grove::errc::system_error, "no reply");
+  if (!res.ok()) {
+    auto err = grove::error_of(res.reply());
+    return err ? err : grove::make_error(grove::errc::plugin_failed, res.error());
+  }
+  return res.reply();
+}
+
+/// `pub` on message_manager's `$grove/mm/in/<subject>`: sent as its typed mm-3 request,
+/// so the outcome is where the message went (targets), a refusal or no route.
+int run_pub_mm(connection& conn, const options& opts, grove::Envelope msg) {
+  auto topic = msg.topic();
+  int rc = exit_ok;
+  auto send = [&](grove::Envelope e) {
+    grove::control::Request req;
+    *req.mutable_call()->mutable_msg() = std::move(e);
+    if (opts.timeout > 1)
+      req.mutable_call()->set_timeout_ms((opts.timeout - 1) * 1000);
+    return call_daemon(conn, req, rc);
+  };
+  auto routed = grove::message_manager::publish(send, std::move(msg));
+  if (rc != exit_ok)
+    return rc;
+  if (!routed)
+    return fail(exit_daemon_error, grove::describe(routed.error()));
+  if (opts.json)
+    print_json({{"ok", routed->targets() > 0}, {"topic", topic}, {"targets", routed->targets()}});
+  else if (routed->targets() > 0)
+    std::printf("published to %s: routed to %u targets\n", topic.c_str(), routed->targets());
+  if (routed->targets() == 0)
+    return fail(exit_daemon_error, "no route: no subscription of the group takes " + topic);
+  return exit_ok;
+}
+
 /// `pub`: publishes one message and prints what the bus did with it.
 int run_pub(connection& conn, const options& opts, const std::string& topic,
             const std::string& payload, std::string content_type,
             const std::string& source) {
+  if (topic.starts_with(grove::message_manager::in_prefix))
+    return run_pub_mm(conn, opts, make_message(topic, payload, std::move(content_type), source));
   grove::control::Request req;
   *req.mutable_publish() = make_message(topic, payload, std::move(content_type), source);
   grove::control::Response res;

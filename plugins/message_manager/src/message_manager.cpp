@@ -16,6 +16,7 @@
 #include "cloud_forwarder.hpp"
 #include "grove/group.pb.h"
 #include "grove/kernel/group_client.hpp"
+#include "grove/message_manager/client.hpp"
 #include "grove/plugin.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
@@ -66,7 +67,7 @@ spool:
 )schema";
 
 // Bus topics: into the table from functions and the shadow service, and out of it.
-constexpr std::string_view in_prefix = "$grove/mm/in/";
+using grove::message_manager::in_prefix;
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
@@ -288,14 +289,18 @@ public:
                  "function:<name> or shadow",
                  subject, msg.source(), in_prefix);
       if (!msg.reply_to().empty())
-        ctx_->reply_error(msg, make_error(errc::invalid_state,
+        ctx_->reply_error(msg, make_error(errc::not_authorized,
                                           "source '" + msg.source()
                                             + "' may not publish through message_manager"));
       return;
     }
     auto n = route(msg.source(), subject, msg.payload(), msg.qos());
-    if (!msg.reply_to().empty())
-      ctx_->reply(msg, fmt::format("{{\"targets\":{}}}", n), "application/json");
+    if (!msg.reply_to().empty()) {
+      mm::Routed routed;
+      routed.set_targets(static_cast<uint32_t>(n));
+      ctx_->reply(msg, routed.SerializeAsString(),
+                  grove::message_manager::routed_rpc::response_type());
+    }
   }
 
   /// Applies a change of the cloud settings live (devices stay connected). Changes of
