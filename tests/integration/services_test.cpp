@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE services_test
 #include <boost/test/unit_test.hpp>
 
-#include "../unit/test_util.hpp"
+#include "kernel_fixture.hpp"
 #include "grove/rpc.hpp"
 
 // Services (serve / rpc / readiness) and who may speak as whom (may_claim), for both
@@ -18,59 +18,19 @@ bool contains(const std::string& haystack, const std::string& needle) {
 }
 
 /// One kernel; plugins load in process or isolated as the case asks.
-struct env {
-  test::temp_dir dir;
-  std::unique_ptr<kernel> k;
+struct env : test::kernel_fixture {
   bool isolated;
 
   explicit env(bool iso) : isolated(iso) {
-    auto p = test::make_profile(dir.path());
-    p.restart.backoff_initial = std::chrono::milliseconds{1};
-    p.restart.backoff_max = std::chrono::milliseconds{20};
-    p.restart.max_failures = 4;
-    kernel_options opts{false, false};
-    opts.plugin_host_exe = GROVED_PATH;
-    k = std::make_unique<kernel>(std::move(p), opts);
-    BOOST_REQUIRE(!k->start());
   }
 
   caf::error load(const std::string& name, const std::string& config,
                   std::vector<std::string> may_claim = {}) {
-    plugin_spec s;
-    s.name = name;
-    s.config = make_yaml(YAML::Load(config));
-    s.file = "test.yaml";
-    s.queue.overflow = overflow_policy::block;
-    s.isolation = isolated ? "process" : "in_process";
-    s.may_claim = std::move(may_claim);
-    return k->host().load(s);
-  }
-
-  control::PluginInfo info(const std::string& name) {
-    auto all = k->plugins();
-    for (auto& p : all.plugins())
-      if (p.name() == name)
-        return p;
-    BOOST_FAIL("no plugin " << name);
-    return {};
+    return try_load(name, config, isolated, std::move(may_claim));
   }
 
   caf::expected<Envelope> request(const std::string& topic, const std::string& payload) {
     return k->request(topic, payload, std::chrono::seconds{10});
-  }
-
-  // Waits (bounded) until `pred` holds, pacing itself by bus round trips, not sleeps.
-  template <class Pred>
-  bool wait_until(Pred pred) {
-    test::collector tick{*k, "tick"};
-    for (size_t i = 0; i < 20000; ++i) {
-      if (pred())
-        return true;
-      test::pub(*k, "tick", "x");
-      if (!tick.wait_for(i + 1))
-        return false;
-    }
-    return pred();
   }
 };
 
@@ -93,6 +53,7 @@ using echo_rpc = rpc<Envelope, Envelope>;
 BOOST_AUTO_TEST_CASE(a_second_claim_is_a_load_error_naming_both_plugins) {
   both_kinds([](env& e) {
     BOOST_REQUIRE(!e.load("echo", "{serve: 'svc/+/get'}"));
+    BOOST_TEST(e.info("echo").isolation() == (e.isolated ? "process" : "in_process"));
     auto err = e.load("echo_b", "{listen: b/in, serve: 'svc/a/#'}");
     BOOST_REQUIRE(err);
     auto text = describe(err);
