@@ -232,13 +232,135 @@ caf::expected<publish_result> bus::publish(Envelope msg) {
   return result;
 }
 
+caf::error bus::serve(const endpoint_ptr& ep, std::string_view filter) {
+  if (auto err = validate_filter(filter))
+    return err;
+  std::vector<std::function<void()>> woken;
+  {
+    std::lock_guard guard{serve_mtx_};
+    for (auto& c : claims_) {
+      if (c.ep == ep && c.filter == filter)
+        return {};
+      if (c.ep != ep && filters_overlap(c.filter, filter))
+        return make_error(errc::already_served,
+                          "'" + ep->name() + "' cannot serve '" + std::string{filter}
+                            + "': '" + c.ep->name() + "' serves '" + c.filter + "'");
+    }
+    claims_.push_back(claim{std::string{filter}, ep});
+    std::erase_if(waiters_, [&](waiter& w) {
+      if (!topic_matches(filter, w.topic))
+        return false;
+      woken.push_back(std::move(w.fn));
+      return true;
+    });
+  }
+  if (uplink_)
+    uplink_->serve_changed(true, std::string{filter});
+  for (auto& fn : woken)
+    fn();
+  return {};
+}
+
+caf::error bus::unserve(const endpoint_ptr& ep, std::string_view filter) {
+  {
+    std::lock_guard guard{serve_mtx_};
+    auto n = std::erase_if(claims_, [&](const claim& c) {
+      return c.ep == ep && c.filter == filter;
+    });
+    if (n == 0)
+      return make_error(errc::invalid_state, "not serving '" + std::string{filter} + "'");
+  }
+  if (uplink_)
+    uplink_->serve_changed(false, std::string{filter});
+  return {};
+}
+
+void bus::unserve_all(const endpoint_ptr& ep) {
+  std::vector<std::string> gone;
+  {
+    std::lock_guard guard{serve_mtx_};
+    std::erase_if(claims_, [&](const claim& c) {
+      if (c.ep != ep)
+        return false;
+      gone.push_back(c.filter);
+      return true;
+    });
+  }
+  if (uplink_)
+    for (auto& f : gone)
+      uplink_->serve_changed(false, f);
+}
+
+std::vector<std::string> bus::served_by(const endpoint_ptr& ep) const {
+  std::vector<std::string> result;
+  std::lock_guard guard{serve_mtx_};
+  for (auto& c : claims_)
+    if (c.ep == ep)
+      result.push_back(c.filter);
+  return result;
+}
+
+std::vector<serve_claim> bus::claims() const {
+  std::vector<serve_claim> result;
+  std::lock_guard guard{serve_mtx_};
+  for (auto& c : claims_)
+    result.push_back(serve_claim{c.filter, c.ep->name()});
+  return result;
+}
+
 endpoint_ptr bus::route_request(std::string_view topic) const {
   if (uplink_)
     return uplink_->request_endpoint();
-  for (auto& e : snapshot()->all)
-    if (topic_matches(e.filter, topic))
-      return e.ep;
+  // Claims never overlap, so at most one matches.
+  std::lock_guard guard{serve_mtx_};
+  for (auto& c : claims_)
+    if (topic_matches(c.filter, topic))
+      return c.ep;
   return nullptr;
+}
+
+uint64_t bus::watch_served(std::string_view topic, std::function<void()> f,
+                           std::chrono::milliseconds timeout) {
+  uint64_t id = 0;
+  {
+    std::lock_guard guard{serve_mtx_};
+    bool served = false;
+    if (!uplink_)
+      for (auto& c : claims_)
+        served = served || topic_matches(c.filter, topic);
+    if (!served) {
+      id = next_waiter_++;
+      waiters_.push_back(waiter{id, std::string{topic}, std::move(f)});
+    }
+  }
+  if (id == 0) {
+    f(); // outside the lock: the callback may use the bus
+    return 0;
+  }
+  // In a plugin-host child only the kernel knows every claim.
+  if (uplink_)
+    uplink_->watch_served(id, std::string{topic}, timeout);
+  return id;
+}
+
+void bus::cancel_watch(uint64_t id) {
+  std::lock_guard guard{serve_mtx_};
+  std::erase_if(waiters_, [&](const waiter& w) { return w.id == id; });
+}
+
+void bus::fire_watch(uint64_t id) {
+  std::function<void()> fn;
+  {
+    std::lock_guard guard{serve_mtx_};
+    for (auto i = waiters_.begin(); i != waiters_.end(); ++i)
+      if (i->id == id) {
+        fn = std::move(i->fn);
+        waiters_.erase(i);
+        break;
+      }
+  }
+  if (fn)
+    fn();
 }
 
 std::vector<endpoint_ptr> bus::endpoints() const {

@@ -262,6 +262,7 @@ plugins:
       overflow: {type: string, enum: [drop, block]}
       block_timeout_ms: {type: int, min: 0, max: 3600000}
       isolation: {type: string, default: in_process, enum: [in_process, process]}
+      may_claim: {type: list, default: [], items: {type: string}, doc: "envelope sources the plugin may set: names, or prefixes ending in '*'"}
 )";
 
 std::filesystem::path absolute_from(const std::filesystem::path& base,
@@ -513,6 +514,17 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
       spec.queue.block_timeout = std::chrono::milliseconds{
         p["block_timeout_ms"].as<int64_t>()};
     spec.isolation = p["isolation"].Scalar();
+    auto claims = p["may_claim"];
+    for (size_t k = 0; k < claims.size(); ++k) {
+      auto grant = claims[k].Scalar();
+      auto star = grant.find('*');
+      if (grant.empty() || (star != std::string::npos && star + 1 != grant.size()))
+        return config_error(fname, raw["may_claim"][k],
+                            "plugins[" + std::to_string(i) + "].may_claim["
+                              + std::to_string(k) + "]",
+                            "a source name, or a prefix ending in '*' (e.g. device:*)");
+      spec.may_claim.push_back(std::move(grant));
+    }
     result.plugins.push_back(std::move(spec));
   }
   return result;

@@ -8,6 +8,7 @@
 // after its thread was joined, so shutdown() from stop() never hits a reused fd.
 
 #include "grove/kernel/control.hpp"
+#include "grove/rpc.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -36,6 +37,10 @@
 namespace grove {
 
 control_backend::~control_backend() = default;
+
+caf::expected<Envelope> control_backend::request(Envelope, std::chrono::milliseconds) {
+  return make_error(errc::unsupported, "this backend sends no requests");
+}
 
 namespace {
 
@@ -535,9 +540,32 @@ bool control_server::impl::handle(client& c, const control::Request& req) {
           res = error_response(result.error());
         } else {
           log_->debug("control: published on {} for {}", topic, c.peer);
-          // grovectl prints this line; keep the wording stable.
+          // The counts are fields (grovectl reads them); the note is for people.
           res = ok_response("delivered " + std::to_string(result->delivered)
                             + ", dropped " + std::to_string(result->dropped));
+          auto* out = res.mutable_published();
+          out->set_topic(topic);
+          out->set_delivered(result->delivered);
+          out->set_dropped(result->dropped);
+        }
+        break;
+      }
+      case Request::kCall: {
+        auto msg = req.call().msg();
+        if (msg.source().empty())
+          msg.set_source("grovectl");
+        auto timeout = std::chrono::milliseconds{
+          req.call().timeout_ms() > 0 ? req.call().timeout_ms() : 10'000};
+        auto topic = msg.topic();
+        auto reply = backend_.request(std::move(msg), timeout);
+        if (!reply) {
+          log_->debug("control: request on {} failed: {}", topic, describe(reply.error()));
+          res = error_response(reply.error());
+          // The error's code and category as fields, for --json.
+          set_error(*res.mutable_reply(), reply.error());
+        } else {
+          res = ok_response({});
+          *res.mutable_reply() = std::move(*reply);
         }
         break;
       }

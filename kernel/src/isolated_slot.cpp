@@ -13,13 +13,16 @@
 #include <unistd.h>
 
 #include <caf/event_based_actor.hpp>
+#include <caf/message_handler.hpp>
 #include <caf/response_promise.hpp>
+#include <caf/sec.hpp>
 #include <caf/skip.hpp>
 #include <spdlog/spdlog.h>
 
 #include "frame_channel.hpp"
 #include "grove/plugin_host.pb.h"
 #include "grove/process.hpp"
+#include "grove/rpc.hpp"
 
 namespace grove {
 
@@ -35,6 +38,16 @@ using exited_atom = caf::atom_constant<caf::atom("exited")>;
 
 // How long a stopping plugin host may take to stop its plugin before SIGKILL.
 constexpr std::chrono::milliseconds stop_grace{3000};
+
+using cserve_atom = caf::atom_constant<caf::atom("cserve")>;
+using cwatch_atom = caf::atom_constant<caf::atom("cwatch")>;
+
+// The error a Reply frame carries: structured in msg, else the text alone.
+caf::error reply_error_of(const Envelope& msg, const std::string& error) {
+  if (auto err = error_of(msg))
+    return err;
+  return make_error(errc::plugin_failed, error);
+}
 
 class isolated_slot : public caf::event_based_actor {
 public:
@@ -63,10 +76,32 @@ protected:
       },
       [this](stop_atom) { return on_stop(); },
     };
-    starting_ = caf::behavior{
+    // What a child asks of the kernel's table while it starts and while it runs.
+    caf::message_handler child_services{
+      [this](cserve_atom, uint64_t gen, bool add, std::string& filter) {
+        on_serve(gen, add, filter);
+      },
+      [this](cwatch_atom, uint64_t gen, uint64_t id, std::string& topic, uint64_t ms) {
+        on_watch(gen, id, topic, ms);
+      },
+      [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
+      [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
+    };
+    starting_ = caf::message_handler{
       [this](started_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
         if (gen != gen_)
           return;
+        if (ok && !claim_error_.empty()) {
+          // A claim the kernel refused fails the start like an in-process load. A
+          // first load's child goes with the host's stop; any other goes now, and its
+          // late messages (gen) are ignored.
+          ok = false;
+          text = claim_error_;
+          if (!init_rp_) {
+            kill_child();
+            ++gen_;
+          }
+        }
         if (!ok && revive_rp_) {
           revive_rp_->deliver(false, "plugin host: " + text + "; plugin stays down");
           revive_rp_.reset();
@@ -88,6 +123,10 @@ protected:
         }
         if (!version.empty())
           version_ = version;
+        // Give up claims an earlier child held that this one did not make again.
+        for (auto& f : setup_.bus_ptr->served_by(ep()))
+          if (std::find(claimed_.begin(), claimed_.end(), f) == claimed_.end())
+            setup_.bus_ptr->unserve(ep(), f);
         // Whatever was sent but not handled before a crash goes to the new child.
         next_seq_ = 1;
         for (auto& [seq, msg] : unacked_) {
@@ -122,8 +161,8 @@ protected:
       [this](down_atom, uint64_t gen) { on_down(gen); },
       [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); },
       [this](stop_atom) { return on_stop(); },
-    };
-    running_ = caf::behavior{
+    }.or_else(child_services);
+    running_ = caf::message_handler{
       [this](Envelope& msg) { forward(msg); },
       [this](handled_atom, uint64_t gen, uint64_t n) {
         if (gen != gen_)
@@ -144,7 +183,7 @@ protected:
         if (error.empty())
           i->second.deliver(std::move(msg));
         else
-          i->second.deliver(make_error(errc::plugin_failed, error));
+          i->second.deliver(reply_error_of(msg, error));
         calls_.erase(i);
       },
       [this](swapped_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
@@ -179,7 +218,7 @@ protected:
       [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); },
       [this](restart_atom, uint64_t) {},
       [this](stop_atom) { return on_stop(); },
-    };
+    }.or_else(child_services);
     waiting_ = caf::behavior{
       [this](restart_atom, uint64_t gen) {
         if (gen != gen_)
@@ -234,6 +273,7 @@ protected:
 
   void on_exit() override {
     retire_child();
+    drop_watches();
     unmap_page();
     if (setup_.ep)
       setup_.ep->reset();
@@ -294,28 +334,89 @@ private:
 
   // A request the plugin made: route it on the kernel's bus.
   void child_request(uint64_t id, Envelope& msg, uint64_t timeout_ms) {
-    auto answer = [ch = channel_, id](Envelope* env, const std::string& error) {
+    auto answer = [ch = channel_, id](Envelope* env, const caf::error& error) {
       host::ToChild out;
       auto* r = out.mutable_reply();
       r->set_id(id);
       if (env != nullptr)
         *r->mutable_msg() = std::move(*env);
-      r->set_error(error);
+      if (error) {
+        set_error(*r->mutable_msg(), error);
+        r->set_error(describe(error));
+      }
       ch->send(out);
     };
-    auto target = setup_.bus_ptr->route_request(msg.topic());
-    if (!target) {
-      answer(nullptr, "no_route: no subscriber for '" + msg.topic() + "'");
+    // The child is held to the same source rule as an in-process plugin.
+    if (auto err = authorize_source(msg, setup_)) {
+      answer(nullptr, err);
       return;
     }
-    msg.set_source(setup_.name);
+    auto target = setup_.bus_ptr->route_request(msg.topic());
+    if (!target) {
+      answer(nullptr, make_error(errc::no_route, "nobody serves '" + msg.topic() + "'"));
+      return;
+    }
     msg.set_id(setup_.bus_ptr->next_id());
     // The plugin's own request timeout runs in the child; the kernel only bounds
     // requests the child abandoned (it died, or never answers).
     auto timeout = std::chrono::milliseconds{timeout_ms > 0 ? timeout_ms : 3'600'000};
     request(target->handle(), timeout, bus::wrap(std::move(msg)))
-      .then([answer](Envelope& env) { answer(&env, ""); },
-            [answer](caf::error& err) { answer(nullptr, describe(err)); });
+      .then([answer](Envelope& env) { answer(&env, caf::error{}); },
+            [answer](caf::error& err) {
+              if (err == caf::sec::request_timeout)
+                err = make_error(errc::timeout, "request timed out");
+              answer(nullptr, err);
+            });
+  }
+
+  // A serve claim (or its end) the child made; the kernel's table decides.
+  void on_serve(uint64_t gen, bool add, const std::string& filter) {
+    if (gen != gen_)
+      return;
+    if (!add) {
+      std::erase(claimed_, filter);
+      setup_.bus_ptr->unserve(ep(), filter);
+      return;
+    }
+    if (auto err = setup_.bus_ptr->serve(ep(), filter)) {
+      setup_.log->error("{}", describe(err));
+      if (claim_error_.empty())
+        claim_error_ = describe(err);
+      return;
+    }
+    claimed_.push_back(filter);
+  }
+
+  // The child waits for `topic` to be served.
+  void on_watch(uint64_t gen, uint64_t id, const std::string& topic, uint64_t ms) {
+    if (gen != gen_)
+      return;
+    auto bus_id = setup_.bus_ptr->watch_served(
+      topic, [self = caf::actor_cast<caf::actor>(this), gen, id] {
+        caf::anon_send(self, served_atom::value, gen, id);
+      });
+    watches_[id] = bus_id;
+    delayed_send(this, std::chrono::milliseconds{ms}, unserved_atom::value, gen, id);
+  }
+
+  void on_served(uint64_t gen, uint64_t id, bool served) {
+    auto i = watches_.find(id);
+    if (gen != gen_ || i == watches_.end())
+      return;
+    if (served && channel_) {
+      host::ToChild out;
+      out.set_served(id);
+      channel_->send(out);
+    } else if (!served) {
+      setup_.bus_ptr->cancel_watch(i->second); // the child times out by itself
+    }
+    watches_.erase(i);
+  }
+
+  void drop_watches() {
+    for (auto& [id, bus_id] : watches_)
+      setup_.bus_ptr->cancel_watch(bus_id);
+    watches_.clear();
   }
 
   // Starts `groved --plugin-host NAME --fd 3` and sends it what to load.
@@ -370,10 +471,14 @@ private:
     }
     proc_ = std::move(*started);
     channel_ = std::make_shared<frame_channel>(sv[0]);
+    claimed_.clear();
+    claim_error_.clear();
+    drop_watches();
     reader_ = std::thread{[ch = channel_, gen, self = caf::actor_cast<caf::actor>(this),
                            b = setup_.bus_ptr, ep = ep(), name = setup_.name,
-                           status = setup_.status, log = setup_.log] {
-      read_loop(*ch, gen, self, *b, ep, name, *status, *log);
+                           grants = setup_.may_claim, status = setup_.status,
+                           log = setup_.log] {
+      read_loop(*ch, gen, self, *b, ep, name, grants, *status, *log);
     }};
     host::ToChild out;
     auto* s = out.mutable_start();
@@ -389,7 +494,8 @@ private:
 
   // Runs on the reader thread: only thread-safe things (bus, status, messages to self).
   static void read_loop(frame_channel& ch, uint64_t gen, caf::actor self, bus& b,
-                        endpoint_ptr ep, const std::string& name, slot_status& status,
+                        endpoint_ptr ep, const std::string& name,
+                        const std::vector<std::string>& grants, slot_status& status,
                         spdlog::logger& log) {
     for (;;) {
       host::ToKernel in;
@@ -414,9 +520,9 @@ private:
           break;
         case host::ToKernel::kPublish: {
           auto* msg = in.mutable_publish();
-          // Same rule as in-process plugins (slot.cpp).
-          if (msg->source().empty())
-            msg->set_source(name);
+          // Same rule as in-process plugins (slot.cpp), enforced here in the parent.
+          if (authorize_source(*msg, name, grants, status, log))
+            break;
           msg->clear_id();
           if (auto r = b.publish(std::move(*msg)); !r)
             log.warn("publish refused: {}", describe(r.error()));
@@ -442,6 +548,16 @@ private:
           caf::anon_send(self, swapped_atom::value, gen, r.ok(), r.text(), r.version());
           break;
         }
+        case host::ToKernel::kServe:
+          caf::anon_send(self, cserve_atom::value, gen, true, in.serve());
+          break;
+        case host::ToKernel::kUnserve:
+          caf::anon_send(self, cserve_atom::value, gen, false, in.unserve());
+          break;
+        case host::ToKernel::kWatch:
+          caf::anon_send(self, cwatch_atom::value, gen, in.watch().id(), in.watch().topic(),
+                         in.watch().timeout_ms());
+          break;
         case host::ToKernel::kStatus: {
           std::lock_guard guard{status.mtx};
           status.details[name + "." + in.status().key()] = in.status().value();
@@ -500,6 +616,7 @@ private:
   void child_gone() {
     auto how = *exit_how_;
     retire_child();
+    drop_watches();
     for (auto& [id, rp] : calls_)
       rp.deliver(make_error(errc::plugin_failed, setup_.name + " process " + how));
     calls_.clear();
@@ -579,6 +696,7 @@ private:
   void finish_stop() {
     retire_child();
     setup_.bus_ptr->unsubscribe_all(ep());
+    setup_.bus_ptr->unserve_all(ep());
     set_state(plugin_state::stopped);
     if (stop_rp_) {
       stop_rp_->deliver(true);
@@ -606,6 +724,11 @@ private:
   uint64_t next_call_ = 1;
   std::deque<std::pair<uint64_t, Envelope>> unacked_;
   std::unordered_map<uint64_t, caf::response_promise> calls_;
+  // Claims the current child made, and the first one the kernel refused.
+  std::vector<std::string> claimed_;
+  std::string claim_error_;
+  // The child's when_served waits: its id -> the bus's.
+  std::unordered_map<uint64_t, uint64_t> watches_;
   std::optional<caf::response_promise> init_rp_;
   std::optional<caf::response_promise> swap_rp_;
   std::optional<caf::response_promise> revive_rp_;

@@ -12,6 +12,8 @@
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "grove/kernel/group_client.hpp"
+
 namespace grove {
 
 const char* const kernel_version = "0.1.0";
@@ -76,7 +78,8 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
-/// Answers `$grove/group/get` with the group in force (a serialized grove.group.Group).
+/// Serves `$grove/group/get`: a grove.group.GetRequest answered with the group in
+/// force (group_client.hpp).
 class group_service : public caf::event_based_actor {
 public:
   group_service(caf::actor_config& cfg, const kernel* k, std::shared_ptr<endpoint_ptr> ep)
@@ -91,13 +94,16 @@ protected:
           (*ep_)->consumed();
           return Envelope{};
         }
+        using svc = service<group::GetRequest, group::Group>;
+        if (auto req = svc::decode(msg); !req)
+          return std::move(req.error());
         auto g = k_->group();
         if (!g)
           return make_error(errc::invalid_state, "this image has no group definition");
         Envelope reply;
         reply.set_topic(msg.reply_to());
         reply.set_source("kernel");
-        reply.set_content_type("application/x-protobuf; grove.group.Group");
+        reply.set_content_type(group_client::get_rpc::response_type());
         reply.set_payload(g->SerializeAsString());
         return reply;
       },
@@ -192,7 +198,8 @@ caf::error kernel::start() {
     group_service_ = sys_->spawn<group_service>(this, box);
     group_ep_ = std::make_shared<endpoint>("kernel:group", group_service_, profile_.queue);
     *box = group_ep_;
-    bus_.subscribe(group_ep_, "$grove/group/get");
+    if (auto err = bus_.serve(group_ep_, group_client::get_topic))
+      return err;
   }
   // The control socket comes first so an operator can look at a half-started device.
   if (options_.control_socket) {
@@ -255,7 +262,7 @@ void kernel::stop() {
     control_->stop();
   host_->stop_all();
   if (group_ep_) {
-    bus_.unsubscribe_all(group_ep_);
+    bus_.unserve_all(group_ep_);
     caf::anon_send_exit(group_service_, caf::exit_reason::user_shutdown);
     group_ep_.reset();
   }
@@ -265,15 +272,20 @@ void kernel::stop() {
 
 caf::expected<Envelope> kernel::request(std::string_view topic, std::string payload,
                                         std::chrono::milliseconds timeout) {
-  if (auto err = validate_topic(topic))
-    return err;
-  auto target = bus_.route_request(topic);
-  if (!target)
-    return make_error(errc::no_route, "no subscriber for '" + std::string{topic} + "'");
   Envelope env;
   env.set_topic(std::string{topic});
   env.set_payload(std::move(payload));
-  env.set_source("kernel");
+  return request(std::move(env), timeout);
+}
+
+caf::expected<Envelope> kernel::request(Envelope env, std::chrono::milliseconds timeout) {
+  if (auto err = validate_topic(env.topic()))
+    return err;
+  auto target = bus_.route_request(env.topic());
+  if (!target)
+    return make_error(errc::no_route, "nobody serves '" + env.topic() + "'");
+  if (env.source().empty())
+    env.set_source("kernel");
   env.set_id(bus_.next_id());
   env.set_reply_to("kernel/" + std::to_string(env.id()));
   caf::scoped_actor self{*sys_};
@@ -286,9 +298,30 @@ caf::expected<Envelope> kernel::request(std::string_view topic, std::string payl
                else
                  result = std::move(err);
              });
-  if (result && !result->error().empty())
-    return make_error(errc::plugin_failed, result->error());
-  return result;
+  return checked_reply(std::move(result));
+}
+
+caf::error kernel::wait_served(std::string_view topic, std::chrono::milliseconds timeout) {
+  if (auto err = validate_topic(topic))
+    return err;
+  struct state {
+    std::mutex mtx;
+    std::condition_variable cv;
+    bool served = false;
+  };
+  auto st = std::make_shared<state>();
+  auto id = bus_.watch_served(topic, [st] {
+    std::lock_guard guard{st->mtx};
+    st->served = true;
+    st->cv.notify_all();
+  });
+  std::unique_lock guard{st->mtx};
+  if (st->cv.wait_for(guard, timeout, [&] { return st->served; }))
+    return {};
+  guard.unlock();
+  bus_.cancel_watch(id);
+  return make_error(errc::timeout, "nobody served '" + std::string{topic} + "' within "
+                                     + std::to_string(timeout.count()) + " ms");
 }
 
 std::shared_ptr<const group::Group> kernel::group() const {
@@ -313,7 +346,7 @@ caf::error kernel::reload_group() {
   Envelope msg;
   msg.set_topic("$grove/group/current");
   msg.set_source("kernel");
-  msg.set_content_type("application/x-protobuf; grove.group.Group");
+  msg.set_content_type(group_client::get_rpc::response_type());
   msg.set_payload(g->SerializeAsString());
   bus_.publish(std::move(msg));
   return {};

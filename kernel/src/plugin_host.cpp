@@ -286,6 +286,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   setup.bus_ptr = &bus_;
   setup.status = status;
   setup.ep = ep_box;
+  setup.may_claim = spec.may_claim;
   caf::actor slot;
   if (spec.isolation == "process") {
     isolation_setup iso;
@@ -468,6 +469,9 @@ std::vector<control::PluginInfo> plugin_host::list() const {
     info.set_dropped(p.ep->dropped());
     info.set_overflow(to_string(p.ep->settings().overflow));
     info.set_isolation(p.isolation);
+    info.set_refused_sources(p.status->refused_sources.load(std::memory_order_relaxed));
+    for (auto& f : bus_.served_by(p.ep))
+      info.add_serves(f);
     result.push_back(std::move(info));
   }
   return result;

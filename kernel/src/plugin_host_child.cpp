@@ -15,6 +15,7 @@
 #include "frame_channel.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/plugin_host.pb.h"
+#include "grove/rpc.hpp"
 #include "slot.hpp"
 
 namespace grove {
@@ -49,26 +50,33 @@ protected:
         auto i = open_.find(id);
         if (i == open_.end())
           return;
-        if (error.empty())
+        if (error.empty()) {
           i->second.deliver(std::move(msg));
-        else
+        } else if (auto err = error_of(msg)) {
+          i->second.deliver(std::move(err));
+        } else {
           i->second.deliver(make_error(errc::plugin_failed, error));
+        }
         open_.erase(i);
       },
       // A request from the kernel for the plugin.
       [this](call_atom, uint64_t id, Envelope& msg, uint64_t timeout_ms, caf::actor& slot) {
-        auto reply = [this, id](Envelope* env, const std::string& error) {
+        auto reply = [this, id](Envelope* env, const caf::error& error) {
           host::ToKernel out;
           auto* r = out.mutable_reply();
           r->set_id(id);
           if (env != nullptr)
             *r->mutable_msg() = std::move(*env);
-          r->set_error(error);
+          if (error) {
+            // Code and category travel as fields; the text is for old readers.
+            set_error(*r->mutable_msg(), error);
+            r->set_error(describe(error));
+          }
           ch_->send(out);
         };
         request(slot, std::chrono::milliseconds{timeout_ms}, bus::wrap(std::move(msg)))
-          .then([reply](Envelope& env) { reply(&env, ""); },
-                [reply](caf::error& err) { reply(nullptr, describe(err)); });
+          .then([reply](Envelope& env) { reply(&env, caf::error{}); },
+                [reply](caf::error& err) { reply(nullptr, err); });
       },
     };
   }
@@ -103,6 +111,25 @@ public:
 
   endpoint_ptr request_endpoint() override {
     return ep_;
+  }
+
+  void serve_changed(bool added, const std::string& filter) override {
+    host::ToKernel out;
+    if (added)
+      out.set_serve(filter);
+    else
+      out.set_unserve(filter);
+    ch_.send(out);
+  }
+
+  void watch_served(uint64_t id, const std::string& topic,
+                    std::chrono::milliseconds timeout) override {
+    host::ToKernel out;
+    auto* w = out.mutable_watch();
+    w->set_id(id);
+    w->set_topic(topic);
+    w->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
+    ch_.send(out);
   }
 
 private:
@@ -198,6 +225,9 @@ int run_plugin_host(const std::string& name, int fd) {
   spec.queue.capacity = start.queue_capacity() > 0 ? start.queue_capacity() : 10000;
   spec.queue.overflow = overflow_policy::block;
   spec.queue.block_timeout = std::chrono::hours{24};
+  // Any source passes here: the kernel enforces may_claim in the parent, the one
+  // place a child's claims are counted (and a child cannot be trusted to check).
+  spec.may_claim = {"*"};
   if (auto err = k->host().load(spec)) {
     result(false, describe(err));
     return 1;
@@ -250,6 +280,8 @@ int run_plugin_host(const std::string& name, int fd) {
       if (all.plugins_size() > 0)
         res->set_version(all.plugins(0).version());
       ch.send(out);
+    } else if (in.kind_case() == host::ToChild::kServed) {
+      k->bus().fire_watch(in.served());
     } else if (in.has_stop()) {
       break;
     }

@@ -4,6 +4,8 @@
 #include <map>
 #include <unordered_map>
 
+#include "grove/rpc.hpp"
+
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/send.hpp>
@@ -21,6 +23,43 @@ namespace {
 thread_local const void* current_slot = nullptr;
 
 } // namespace
+
+namespace {
+
+bool granted(const std::vector<std::string>& grants, std::string_view source) {
+  for (auto& g : grants) {
+    if (!g.empty() && g.back() == '*') {
+      if (source.starts_with(std::string_view{g}.substr(0, g.size() - 1)))
+        return true;
+    } else if (g == source) {
+      return true;
+    }
+  }
+  return false;
+}
+
+} // namespace
+
+caf::error authorize_source(Envelope& msg, const std::string& name,
+                            const std::vector<std::string>& may_claim,
+                            slot_status& status, spdlog::logger& log) {
+  if (msg.source().empty()) {
+    msg.set_source(name);
+    return {};
+  }
+  if (msg.source() == name || granted(may_claim, msg.source()))
+    return {};
+  auto n = status.refused_sources.fetch_add(1, std::memory_order_relaxed) + 1;
+  // Logged, but a plugin stuck in a loop must not flood the log: the first ten, then
+  // every thousandth.
+  if (n <= 10 || n % 1000 == 0)
+    log.warn("refused a message on '{}' claiming source '{}': not granted by may_claim "
+             "(refused so far: {})",
+             msg.topic(), msg.source(), n);
+  return make_error(errc::not_authorized,
+                    "'" + name + "' may not send as '" + msg.source()
+                      + "' (grant it with may_claim in the image profile)");
+}
 
 std::string now_iso8601() {
   auto now = std::chrono::system_clock::now();
@@ -68,6 +107,11 @@ public:
 
 protected:
   void run_blocking_impl(std::function<void()> work, std::function<void()> then) override;
+  caf::error serve(std::string_view filter, request_handler handler) override;
+  caf::error unserve(std::string_view filter) override;
+  void when_served(std::string_view topic, std::chrono::milliseconds timeout,
+                   std::function<void(caf::error)> f) override;
+  void call(Envelope msg, std::chrono::milliseconds timeout, response_handler f) override;
 
 private:
   slot_actor* owner_;
@@ -127,10 +171,9 @@ public:
 
   caf::expected<publish_result> publish(Envelope msg) {
     // A plugin that fronts other endpoints (message_manager for devices, the cloud and
-    // functions) publishes on their behalf; otherwise the source is the plugin itself.
-    // Plugins are trusted code inside groved, so this hands out no new power.
-    if (msg.source().empty())
-      msg.set_source(setup_.name);
+    // functions) publishes on their behalf, within what its profile entry grants.
+    if (auto err = authorize_source(msg, setup_))
+      return err;
     return setup_.bus_ptr->publish(std::move(msg));
   }
 
@@ -150,6 +193,75 @@ public:
     });
   }
 
+  // A serve claim of the current instance (actor thread: init, start, callbacks).
+  caf::error add_claim(std::string_view filter, request_handler handler) {
+    if (!on_actor_thread())
+      return make_error(errc::invalid_state,
+                        "serve must be called from the plugin's own callbacks");
+    if (!handler)
+      return make_error(errc::invalid_state, "serve needs a handler");
+    if (auto err = setup_.bus_ptr->serve(ep(), filter)) {
+      // Made while loading, it fails the load even if the plugin ignores the result.
+      if (starting_ && claim_error_.empty())
+        claim_error_ = describe(err);
+      return err;
+    }
+    for (auto& [f, h] : handlers_)
+      if (f == filter) {
+        h = std::move(handler);
+        return {};
+      }
+    handlers_.emplace_back(std::string{filter}, std::move(handler));
+    return {};
+  }
+
+  caf::error remove_claim(std::string_view filter) {
+    if (!on_actor_thread())
+      return make_error(errc::invalid_state,
+                        "unserve must be called from the plugin's own callbacks");
+    std::erase_if(handlers_, [&](const auto& x) { return x.first == filter; });
+    return setup_.bus_ptr->unserve(ep(), filter);
+  }
+
+  void add_watch(std::string_view topic, std::chrono::milliseconds timeout,
+                 std::function<void(caf::error)> f) {
+    if (!on_actor_thread()) {
+      f(make_error(errc::invalid_state,
+                   "when_served must be called from the plugin's own callbacks"));
+      return;
+    }
+    auto id = next_watch_++;
+    watches_.emplace(id, watch{std::move(f), 0});
+    auto bus_id = setup_.bus_ptr->watch_served(
+      topic,
+      [self = caf::actor_cast<caf::actor>(this), gen = generation_, id] {
+        caf::anon_send(self, served_atom::value, gen, id);
+      },
+      timeout);
+    if (auto i = watches_.find(id); i != watches_.end())
+      i->second.bus_id = bus_id;
+    delayed_send(this, timeout, unserved_atom::value, generation_, id);
+  }
+
+  // Either the claim came (served) or the time ran out; the first one wins.
+  void finish_watch(uint64_t gen, uint64_t id, bool served) {
+    if (gen != generation_)
+      return;
+    auto i = watches_.find(id);
+    if (i == watches_.end())
+      return;
+    auto w = std::move(i->second);
+    watches_.erase(i);
+    caf::error result;
+    if (!served) {
+      setup_.bus_ptr->cancel_watch(w.bus_id);
+      result = make_error(errc::timeout, "no plugin started serving in time");
+    }
+    auto err = guarded("when_served handler", [&] { w.fn(std::move(result)); });
+    if (!err.empty())
+      on_failure(err);
+  }
+
   timer_id add_timer(std::chrono::milliseconds delay, std::chrono::milliseconds period,
                      std::function<void()> f) {
     if (!on_actor_thread()) {
@@ -167,8 +279,8 @@ public:
       timers_.erase(id);
   }
 
-  void start_request(std::string_view topic, std::string payload,
-                     std::chrono::milliseconds timeout, response_handler f) {
+  void start_request(Envelope env, std::chrono::milliseconds timeout,
+                     response_handler f) {
     if (!on_actor_thread()) {
       f(make_error(errc::invalid_state,
                    "requests must be made from the plugin's own callbacks"));
@@ -176,18 +288,21 @@ public:
     }
     auto id = next_request_++;
     pending_.emplace(id, std::move(f));
-    auto target = setup_.bus_ptr->route_request(topic);
-    if (!target) {
-      // Answer asynchronously so the handler never runs inside request().
-      send(this, resp_atom::value, id,
-           describe(make_error(errc::no_route,
-                               "no subscriber for '" + std::string{topic} + "'")));
+    // Answer asynchronously so the handler never runs inside request().
+    auto fail_later = [&](caf::error err) { send(this, resp_atom::value, id, std::move(err)); };
+    if (auto err = validate_topic(env.topic())) {
+      fail_later(std::move(err));
       return;
     }
-    Envelope env;
-    env.set_topic(std::string{topic});
-    env.set_payload(std::move(payload));
-    env.set_source(setup_.name);
+    if (auto err = authorize_source(env, setup_)) {
+      fail_later(std::move(err));
+      return;
+    }
+    auto target = setup_.bus_ptr->route_request(env.topic());
+    if (!target) {
+      fail_later(make_error(errc::no_route, "nobody serves '" + env.topic() + "'"));
+      return;
+    }
     env.set_id(setup_.bus_ptr->next_id());
     env.set_reply_to(setup_.name + "/" + std::to_string(id));
     env.set_timestamp_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -215,7 +330,7 @@ public:
       if (result)
         send(this, reply_atom::value, req.id(), std::move(*result));
       else
-        send(this, reply_atom::value, req.id(), describe(result.error()));
+        send(this, reply_atom::value, req.id(), std::move(result.error()));
       return;
     }
     answer_here(req.id(), std::move(result));
@@ -313,15 +428,17 @@ protected:
       },
       [this](Envelope& msg) { on_envelope(msg); },
       [this](timer_atom, uint64_t id) { on_timer(id); },
-      [this](resp_atom, uint64_t id, std::string& err) {
-        finish_request(id, make_error(errc::no_route, err));
+      [this](resp_atom, uint64_t id, caf::error& err) {
+        finish_request(id, std::move(err));
       },
       [this](reply_atom, uint64_t id, Envelope& reply) {
         answer_here(id, std::move(reply));
       },
-      [this](reply_atom, uint64_t id, std::string& err) {
-        answer_here(id, make_error(errc::plugin_failed, err));
+      [this](reply_atom, uint64_t id, caf::error& err) {
+        answer_here(id, std::move(err));
       },
+      [this](served_atom, uint64_t gen, uint64_t id) { finish_watch(gen, id, true); },
+      [this](unserved_atom, uint64_t gen, uint64_t id) { finish_watch(gen, id, false); },
       [this](fail_atom, uint64_t gen, std::string& reason) {
         if (gen == generation_ && inst_)
           on_failure("plugin reported failure: " + reason);
@@ -383,6 +500,8 @@ protected:
     timers_.clear();
     pending_.clear();
     promises_.clear();
+    handlers_.clear();
+    drop_watches();
     if (setup_.ep)
       setup_.ep->reset();
     setup_.ep.reset();
@@ -433,12 +552,15 @@ private:
       wanted_filters_.clear();
     }
     auto previous_filters = setup_.bus_ptr->filters_of(ep());
+    auto previous_claims = setup_.bus_ptr->served_by(ep());
+    claim_error_.clear();
     auto inst = std::make_unique<instance>();
     inst->lib = setup_.lib;
     inst->ptr = static_cast<plugin*>(setup_.lib->descriptor->create());
     if (inst->ptr == nullptr)
       return "the plugin's factory failed";
     inst_ = std::move(inst);
+    starting_ = true;
     caf::error result;
     auto err = guarded("init", [&] { result = inst_->ptr->init(ctx_); });
     if (err.empty() && result)
@@ -459,10 +581,18 @@ private:
       if (err.empty() && result)
         err = "start failed: " + describe(result);
     }
+    starting_ = false;
+    if (err.empty() && !claim_error_.empty())
+      err = claim_error_;
     if (!err.empty()) {
       destroy_instance("init or start failed");
       return err;
     }
+    // Give up claims an earlier instance held that this one did not make again.
+    for (auto& f : previous_claims)
+      if (std::none_of(handlers_.begin(), handlers_.end(),
+                       [&](const auto& h) { return h.first == f; }))
+        setup_.bus_ptr->unserve(ep(), f);
     // Drop subscriptions an earlier instance held that this one did not ask for.
     std::vector<std::string> wanted;
     {
@@ -489,6 +619,9 @@ private:
       setup_.log->warn("{}", err);
     timers_.clear();
     pending_.clear();
+    // Handlers and waiters are plugin code: gone before the library may close.
+    handlers_.clear();
+    drop_watches();
     for (auto& [id, rp] : promises_)
       rp.deliver(make_error(errc::plugin_failed, setup_.name + " stopped: " + why));
     promises_.clear();
@@ -497,9 +630,25 @@ private:
 
   void on_envelope(Envelope& msg) {
     auto mid = current_mailbox_element()->mid;
-    if (mid.is_request())
-      promises_.emplace(msg.id(), make_response_promise());
     std::string err;
+    if (mid.is_request()) {
+      // Requests go to the handler of the claim they matched, never to on_message.
+      auto i = std::find_if(handlers_.begin(), handlers_.end(), [&](const auto& h) {
+        return topic_matches(h.first, msg.topic());
+      });
+      if (i == handlers_.end()) {
+        make_response_promise().deliver(make_error(
+          errc::no_route, "'" + setup_.name + "' no longer serves '" + msg.topic() + "'"));
+        return;
+      }
+      promises_.emplace(msg.id(), make_response_promise());
+      // Copy: the handler may unserve its own claim.
+      auto handler = i->second;
+      err = guarded("request handler", [&] { handler(msg); });
+      if (!err.empty())
+        on_failure(err);
+      return;
+    }
     if (inst_)
       err = guarded("on_message", [&] { inst_->ptr->on_message(msg); });
     // Credit goes back after handling, so capacity bounds in-hand work too.
@@ -541,8 +690,7 @@ private:
       return;
     auto fn = std::move(i->second);
     pending_.erase(i);
-    if (result && !result->error().empty())
-      result = make_error(errc::plugin_failed, result->error());
+    result = checked_reply(std::move(result));
     auto err = guarded("response handler", [&] { fn(std::move(result)); });
     if (!err.empty())
       on_failure(err);
@@ -687,14 +835,33 @@ private:
     destroy_instance("unloaded");
     kept_.clear();
     setup_.bus_ptr->unsubscribe_all(ep());
+    setup_.bus_ptr->unserve_all(ep());
     set_state(plugin_state::stopped);
     quit();
     return true;
   }
 
+  struct watch {
+    std::function<void(caf::error)> fn;
+    uint64_t bus_id;
+  };
+
+  void drop_watches() {
+    for (auto& [id, w] : watches_)
+      setup_.bus_ptr->cancel_watch(w.bus_id);
+    watches_.clear();
+  }
+
   slot_setup setup_;
   slot_context ctx_;
   std::unique_ptr<instance> inst_;
+  // Claims of the current instance with their handlers, in claim order.
+  std::vector<std::pair<std::string, request_handler>> handlers_;
+  // Set while init/restore/start run: a failed claim then fails the load.
+  bool starting_ = false;
+  std::string claim_error_;
+  std::unordered_map<uint64_t, watch> watches_;
+  uint64_t next_watch_ = 1;
   uint64_t generation_ = 0;
   // Whether the last create_and_start took over a snapshot.
   bool restored_ = false;
@@ -768,7 +935,31 @@ caf::expected<publish_result> slot_context::publish(Envelope msg) {
 
 void slot_context::request(std::string_view topic, std::string payload,
                            std::chrono::milliseconds timeout, response_handler f) {
-  owner_->start_request(topic, std::move(payload), timeout, std::move(f));
+  Envelope env;
+  env.set_topic(std::string{topic});
+  env.set_payload(std::move(payload));
+  owner_->start_request(std::move(env), timeout, std::move(f));
+}
+
+void slot_context::call(Envelope msg, std::chrono::milliseconds timeout,
+                        response_handler f) {
+  msg.clear_id();
+  msg.clear_reply_to();
+  msg.clear_timestamp_ns();
+  owner_->start_request(std::move(msg), timeout, std::move(f));
+}
+
+caf::error slot_context::serve(std::string_view filter, request_handler handler) {
+  return owner_->add_claim(filter, std::move(handler));
+}
+
+caf::error slot_context::unserve(std::string_view filter) {
+  return owner_->remove_claim(filter);
+}
+
+void slot_context::when_served(std::string_view topic, std::chrono::milliseconds timeout,
+                               std::function<void(caf::error)> f) {
+  owner_->add_watch(topic, timeout, std::move(f));
 }
 
 void slot_context::reply(const Envelope& request, std::string payload,

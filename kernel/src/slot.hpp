@@ -39,6 +39,8 @@ struct posted_call {
   /// The function.
   std::function<void()> fn;
 };
+using served_atom = caf::atom_constant<caf::atom("served")>;
+using unserved_atom = caf::atom_constant<caf::atom("unserved")>;
 
 /// What a hot reload swaps in: a library (the same build or a new one) and a
 /// configuration already validated against that library's schema.
@@ -72,7 +74,22 @@ struct slot_setup {
   std::shared_ptr<slot_status> status;
   /// The slot's endpoint; set by the host after spawning, before `init`.
   std::shared_ptr<endpoint_ptr> ep;
+  /// Sources the plugin may set besides its name (plugin_spec::may_claim).
+  std::vector<std::string> may_claim;
 };
+
+/// Applies the source rule to an envelope a plugin sends (publish or request): an
+/// empty source becomes the plugin's name; another one must be granted by
+/// `setup.may_claim`, else the claim is counted in the status, logged and refused
+/// with errc::not_authorized. Thread-safe.
+caf::error authorize_source(Envelope& msg, const std::string& name,
+                            const std::vector<std::string>& may_claim,
+                            slot_status& status, spdlog::logger& log);
+
+/// authorize_source for the plugin of `setup`.
+inline caf::error authorize_source(Envelope& msg, const slot_setup& setup) {
+  return authorize_source(msg, setup.name, setup.may_claim, *setup.status, *setup.log);
+}
 
 /// A configuration-only change (wrapped: CAF would take a bare YAML::Node for a list).
 struct reconfig_request {

@@ -123,6 +123,33 @@ BOOST_AUTO_TEST_CASE(load_unload_and_errors) {
   BOOST_TEST(contains(r.output, "wildcard"), r.output);
 }
 
+BOOST_AUTO_TEST_CASE(call_and_pub_report_fields) {
+  // heartbeat serves hb/ping: grovectl call prints the reply.
+  auto r = ctl({"call", "hb/ping", "x"});
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(contains(r.output, "pong "), r.output);
+  r = ctl({"--json", "call", "hb/ping", "x"});
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  auto j = nlohmann::json::parse(r.output);
+  BOOST_TEST(j.at("source") == "heartbeat");
+  // Nobody serves it (echo only subscribes): no_route, exit 1, code as a field.
+  r = ctl({"call", "test/echo/in", "x"});
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(contains(r.output, "no_route"), r.output);
+  r = ctl({"--json", "call", "test/echo/in", "x"});
+  BOOST_TEST(r.code == 1);
+  j = nlohmann::json::parse(r.output.substr(0, r.output.find('\n')));
+  BOOST_TEST(j.at("ok") == false);
+  BOOST_TEST(j.at("error_category") == "grove");
+  BOOST_TEST(j.at("error_code").get<int>() == static_cast<int>(errc::no_route));
+  // pub --json: the counts are numbers.
+  r = ctl({"--json", "pub", "test/echo/in", "x"});
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  j = nlohmann::json::parse(r.output);
+  BOOST_TEST(j.at("delivered").get<int>() == 1);
+  BOOST_TEST(j.at("dropped").get<int>() == 0);
+}
+
 BOOST_AUTO_TEST_CASE(reload_from_the_cli) {
   auto r = ctl({"reload", "echo"});
   BOOST_TEST(r.code == 0, r.output);

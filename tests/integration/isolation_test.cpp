@@ -15,6 +15,7 @@
 
 #include "../support/process_support.hpp"
 #include "../unit/test_util.hpp"
+#include "kernel_fixture.hpp"
 #include "process_util.hpp"
 
 // Plugins in `isolation: process`: the kernel runs in this test process and starts
@@ -71,71 +72,14 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-struct fixture {
-  test::temp_dir dir;
-  std::unique_ptr<kernel> k;
-
-  fixture() {
-    auto p = test::make_profile(dir.path());
-    p.restart.backoff_initial = std::chrono::milliseconds{1};
-    p.restart.backoff_max = std::chrono::milliseconds{20};
-    p.restart.max_failures = 4;
-    kernel_options opts{false, false};
-    opts.plugin_host_exe = GROVED_PATH;
-    k = std::make_unique<kernel>(std::move(p), opts);
-    BOOST_REQUIRE(!k->start());
-  }
-
-  void load(const std::string& name, const std::string& config, bool isolated) {
-    plugin_spec s;
-    s.name = name;
-    s.config = make_yaml(YAML::Load(config));
-    s.file = "test.yaml";
-    s.queue.overflow = overflow_policy::block;
-    s.queue.capacity = 1000;
-    s.isolation = isolated ? "process" : "in_process";
-    auto err = k->host().load(s);
-    BOOST_REQUIRE_MESSAGE(!err, describe(err));
-  }
-
-  control::PluginInfo info(const std::string& name) {
-    auto all = k->plugins();
-    for (auto& p : all.plugins())
-      if (p.name() == name)
-        return p;
-    BOOST_FAIL("no plugin " << name);
-    return {};
-  }
-
-  // Waits (bounded) until `pred` holds, pacing itself by bus round trips, not sleeps.
-  template <class Pred>
-  bool wait_until(Pred pred) {
-    test::collector tick{*k, "tick"};
-    for (size_t i = 0; i < 20000; ++i) {
-      if (pred())
-        return true;
-      test::pub(*k, "tick", "x");
-      if (!tick.wait_for(i + 1))
-        return false;
-    }
-    return pred();
-  }
-
-  // Waits (bounded) until `name` has restarted `n` times and runs again.
-  bool wait_restarts(const std::string& name, uint32_t n) {
-    return wait_until([&] {
-      auto i = info(name);
-      return i.restarts() >= n && i.state() == "running";
-    });
-  }
-};
+using fixture = test::kernel_fixture;
 
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(isolation, fixture)
 
 BOOST_AUTO_TEST_CASE(isolated_plugin_routes_like_an_in_process_one) {
-  load("echo", "{prefix: 'iso:'}", true);
+  load("echo", "{prefix: 'iso:', serve: test/echo/in}", true);
   BOOST_TEST(info("echo").isolation() == "process");
   test::collector out{*k, "test/echo/out"};
   for (int i = 0; i < 100; ++i)
@@ -151,6 +95,8 @@ BOOST_AUTO_TEST_CASE(isolated_plugin_routes_like_an_in_process_one) {
   BOOST_TEST(r->payload() == "iso:ping");
   r = k->request("test/echo/in", "fail", std::chrono::seconds{10});
   BOOST_REQUIRE(!r);
+  // Code and category cross the process boundary as fields.
+  BOOST_TEST(r.error() == errc::invalid_state);
   BOOST_TEST(contains(describe(r.error()), "asked to fail"), describe(r.error()));
 }
 

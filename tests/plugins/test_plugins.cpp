@@ -8,6 +8,7 @@
 #include <string>
 
 #include "grove/plugin.hpp"
+#include "grove/rpc.hpp"
 
 namespace {
 
@@ -20,6 +21,12 @@ slow_us: {type: int, default: 0, min: 0, doc: "busy time per message"}
 stamp: {type: bool, default: false, doc: "answer '<variant>|<payload>|<count>'"}
 segv_on: {type: string, default: "", doc: "payload that makes the plugin segfault"}
 abort_on: {type: string, default: "", doc: "payload that makes the plugin call abort"}
+serve: {type: string, default: "", doc: "filter whose requests it answers like echoes"}
+typed_serve: {type: string, default: "", doc: "filter served as rpc<Envelope, Envelope>"}
+await: {type: string, default: "", doc: "at start, wait for this topic to be served"}
+await_ms: {type: int, default: 5000, min: 1}
+claim_as: {type: string, default: "", doc: "source set on echoes, for may_claim tests"}
+call_as: {type: string, default: "", doc: "payload 'call:<topic>' requests <topic> as this source"}
 )";
 
 #ifndef TEST_PLUGIN_VARIANT
@@ -39,12 +46,52 @@ public:
     stamp_ = cfg["stamp"].as<bool>();
     segv_on_ = cfg["segv_on"].as<std::string>();
     abort_on_ = cfg["abort_on"].as<std::string>();
+    claim_as_ = cfg["claim_as"].as<std::string>();
+    call_as_ = cfg["call_as"].as<std::string>();
+    if (auto filter = cfg["serve"].as<std::string>(); !filter.empty())
+      if (auto err = ctx.serve(filter, [this](const grove::Envelope& msg) { answer(msg); }))
+        return err;
+    if (auto filter = cfg["typed_serve"].as<std::string>(); !filter.empty()) {
+      using svc = grove::service<grove::Envelope, grove::Envelope>;
+      auto err = svc::serve(ctx, filter,
+                            [this](const grove::Envelope& req,
+                                   const grove::Envelope&) -> caf::expected<grove::Envelope> {
+                              if (req.payload() == "fail")
+                                return grove::make_error(grove::errc::invalid_state,
+                                                         "asked to fail");
+                              grove::Envelope resp;
+                              resp.set_payload(prefix_ + req.payload());
+                              return resp;
+                            });
+      if (err)
+        return err;
+    }
 #if TEST_PLUGIN_KIND == 2
     throw std::runtime_error("init exploded on purpose");
 #elif TEST_PLUGIN_KIND == 3
     return grove::make_error(grove::errc::init_failed, "init refused on purpose");
 #endif
     return ctx.subscribe(cfg["listen"].as<std::string>());
+  }
+
+  caf::error start() override {
+    auto topic = ctx_->config()["await"].as<std::string>();
+    if (topic.empty())
+      return {};
+    auto ms = std::chrono::milliseconds{ctx_->config()["await_ms"].as<int64_t>()};
+    ctx_->when_served(topic, ms, [this, topic](caf::error err) {
+      ctx_->publish(answer_, err ? "not served: " + grove::describe(err) : "served " + topic);
+    });
+    return {};
+  }
+
+  // Answers a request the way the echo answers a publish.
+  void answer(const grove::Envelope& msg) {
+    ++seen_;
+    if (msg.payload() == "fail")
+      ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_state, "asked to fail"));
+    else if (msg.payload() != "ignore")
+      ctx_->reply(msg, prefix_ + msg.payload());
   }
 
   void on_message(const grove::Envelope& msg) override {
@@ -60,11 +107,26 @@ public:
         ; // busy: a slow consumer
     }
     ++seen_;
-    if (!msg.reply_to().empty()) {
-      if (msg.payload() == "fail")
-        ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_state, "asked to fail"));
-      else if (msg.payload() != "ignore")
-        ctx_->reply(msg, prefix_ + msg.payload());
+    if (msg.payload().starts_with("call:")) {
+      // Requests the topic after "call:" as call_as, and echoes the outcome.
+      grove::Envelope req;
+      req.set_topic(msg.payload().substr(5));
+      req.set_source(call_as_);
+      req.set_payload("from " + call_as_);
+      ctx_->call(std::move(req), std::chrono::seconds{10},
+                 [this](caf::expected<grove::Envelope> r) {
+                   ctx_->publish(answer_, r ? "reply: " + r->payload()
+                                            : "error: " + grove::describe(r.error()));
+                 });
+      return;
+    }
+    if (!claim_as_.empty()) {
+      grove::Envelope out;
+      out.set_topic(answer_);
+      out.set_source(claim_as_);
+      out.set_payload(prefix_ + msg.payload());
+      if (auto r = ctx_->publish(std::move(out)); !r)
+        ctx_->publish(answer_, "refused: " + grove::describe(r.error()));
       return;
     }
     if (stamp_)
@@ -105,6 +167,8 @@ private:
   bool stamp_ = false;
   std::string segv_on_;
   std::string abort_on_;
+  std::string claim_as_;
+  std::string call_as_;
   uint64_t seen_ = 0;
 };
 

@@ -504,6 +504,11 @@ BOOST_AUTO_TEST_CASE(publish) {
   auto res = call(fd, req);
   BOOST_REQUIRE_MESSAGE(res.ok(), res.error());
   BOOST_CHECK_EQUAL(res.message(), "delivered 2, dropped 1");
+  // The outcome as fields: grovectl reads these, never the note.
+  BOOST_REQUIRE(res.has_published());
+  BOOST_CHECK_EQUAL(res.published().topic(), "sensors/temp");
+  BOOST_CHECK_EQUAL(res.published().delivered(), 2u);
+  BOOST_CHECK_EQUAL(res.published().dropped(), 1u);
   {
     std::lock_guard<std::mutex> guard{backend.mtx_};
     BOOST_REQUIRE_EQUAL(backend.published_.size(), 1u);
@@ -755,6 +760,11 @@ BOOST_AUTO_TEST_CASE(pub_load_and_errors) {
     BOOST_CHECK_EQUAL(backend.published_[0].payload(), "{\"t\":21}");
     BOOST_CHECK_EQUAL(backend.published_[0].content_type(), "application/json");
   }
+  // --json: the counts as numbers, taken from the reply's fields.
+  r = grovectl({"--socket", path.string(), "--json", "pub", "sensors/temp", "x"});
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  BOOST_CHECK_EQUAL(r.out,
+                    "{\"ok\":true,\"topic\":\"sensors/temp\",\"delivered\":2,\"dropped\":1}\n");
   r = grovectl({"--socket", path.string(), "load", "missing"});
   BOOST_CHECK_EQUAL(r.exit_code, 1);
   BOOST_CHECK_EQUAL(r.err, "grovectl: load_failed: cannot open libmissing.so\n");

@@ -5,6 +5,7 @@
 
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/kernel.hpp"
+#include "grove/kernel/group_client.hpp"
 #include "test_util.hpp"
 
 using namespace grove;
@@ -126,11 +127,24 @@ BOOST_AUTO_TEST_CASE(kernel_serves_and_publishes_the_group) {
   p.group_file = gfile;
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
-  auto r = k.request("$grove/group/get", "", std::chrono::seconds{10});
-  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
-  group::Group g;
-  BOOST_REQUIRE(g.ParseFromString(r->payload()));
+  // Through the typed client, as message_manager asks for it.
+  auto send = [&](Envelope req) { return k.request(std::move(req), std::chrono::seconds{10}); };
+  auto got = group_client::get(send);
+  BOOST_REQUIRE_MESSAGE(got, test::error_text(got));
+  auto g = *got;
   BOOST_TEST(g.name() == "home");
+  // A request of another type is refused as malformed, never misread.
+  Envelope wrong;
+  wrong.set_topic(std::string{group_client::get_topic});
+  wrong.set_content_type("text/plain");
+  wrong.set_payload("give me the group");
+  auto r = k.request(std::move(wrong), std::chrono::seconds{10});
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(r.error() == errc::malformed);
+  // The group service is a serve claim: no plugin can take the topic over.
+  auto claims = k.bus().claims();
+  BOOST_REQUIRE(claims.size() == 1u);
+  BOOST_TEST(claims[0].filter == "$grove/group/get");
   BOOST_TEST(g.version() == 1u);
   BOOST_TEST(contains(k.status().details().at("kernel.group"), "4 subscriptions"));
   // A valid change is published to subscribers; an invalid one changes nothing.

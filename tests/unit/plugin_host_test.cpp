@@ -198,13 +198,15 @@ BOOST_AUTO_TEST_CASE(broken_after_repeated_failures) {
 }
 
 BOOST_AUTO_TEST_CASE(requests_reply_fail_and_time_out) {
-  BOOST_REQUIRE(!k->host().load(spec("echo", "{prefix: 're:'}")));
+  BOOST_REQUIRE(!k->host().load(spec("echo", "{prefix: 're:', serve: test/echo/in}")));
   auto r = k->request("test/echo/in", "ping", std::chrono::seconds{10});
   BOOST_REQUIRE(r);
   BOOST_TEST(r->payload() == "re:ping");
   BOOST_TEST(r->source() == "echo");
   r = k->request("test/echo/in", "fail", std::chrono::seconds{10});
   BOOST_REQUIRE(!r);
+  // The responder's own error, code intact (not flattened to plugin_failed).
+  BOOST_TEST(r.error() == errc::invalid_state);
   BOOST_TEST(contains(describe(r.error()), "asked to fail"), describe(r.error()));
   r = k->request("test/echo/in", "ignore", std::chrono::milliseconds{50});
   BOOST_REQUIRE(!r);

@@ -80,3 +80,29 @@ BOOST_AUTO_TEST_CASE(topic_validation) {
   auto err = grove::validate_topic("a/#");
   BOOST_TEST(grove::describe(err).find("wildcard") != std::string::npos);
 }
+
+// Serve claims are exclusive when some topic matches both filters.
+BOOST_AUTO_TEST_CASE(filter_overlap) {
+  using grove::filters_overlap;
+  BOOST_TEST(filters_overlap("a/b", "a/b"));
+  BOOST_TEST(!filters_overlap("a/b", "a/c"));
+  BOOST_TEST(filters_overlap("a/+", "a/b"));
+  BOOST_TEST(filters_overlap("a/+/c", "a/b/+"));
+  BOOST_TEST(!filters_overlap("a/+/c", "a/b/d"));
+  BOOST_TEST(filters_overlap("a/#", "a")); // "a" matches both
+  BOOST_TEST(filters_overlap("a", "a/#"));
+  BOOST_TEST(!filters_overlap("a", "a/b"));
+  BOOST_TEST(!filters_overlap("a/b", "a"));
+  BOOST_TEST(!filters_overlap("a/+", "a"));
+  BOOST_TEST(filters_overlap("#", "x/y/z"));
+  BOOST_TEST(filters_overlap("svc/+/get", "svc/a/#"));
+  BOOST_TEST(!filters_overlap("svc/+/get", "svc/a"));
+  // Wildcards at the first level never match $-topics.
+  BOOST_TEST(!filters_overlap("#", "$grove/group/get"));
+  BOOST_TEST(!filters_overlap("+/group/get", "$grove/group/get"));
+  BOOST_TEST(filters_overlap("$grove/#", "$grove/group/get"));
+  BOOST_TEST(filters_overlap("#", "+/x"));
+  // Agrees with topic_matches on a shared topic.
+  BOOST_TEST(grove::topic_matches("a/+/c", "a/b/c"));
+  BOOST_TEST(grove::topic_matches("a/b/+", "a/b/c"));
+}

@@ -122,6 +122,7 @@ def grove_profile(args, group_file, port):
             "  group: %s\n"
             "plugins:\n"
             "  - name: message_manager\n"
+            "    may_claim: [\"device:*\", \"cloud\", \"function:*\", \"shadow\"]\n"
             "    config:\n"
             "      development_mode: true\n"
             "      broker:\n"

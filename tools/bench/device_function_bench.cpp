@@ -199,6 +199,7 @@ int main(int argc, char** argv) {
     std::ofstream p{dir / "profile.yaml"};
     p << "kernel:\n  log_level: warn\n  group: " << (dir / "group.yaml").string()
       << "\n  bus: {queue_capacity: 1000000}\nplugins:\n  - name: message_manager\n"
+      << "    may_claim: [\"device:*\", \"cloud\", \"function:*\", \"shadow\"]\n"
       << "    config:\n      development_mode: true\n      broker: {bind: 127.0.0.1, port: "
       << port << "}\n";
   }

@@ -30,6 +30,7 @@
 #include "grove/control.pb.h"
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
+#include "grove/message_manager/client.hpp"
 
 #ifndef GROVE_VERSION
 #  define GROVE_VERSION "unknown"
@@ -443,37 +444,120 @@ int run_plugins(connection& conn, const options& opts) {
   return exit_ok;
 }
 
+/// The envelope `pub` and `call` send; content type by default application/json when
+/// the payload parses as JSON, else UTF-8 text; an empty source is stamped "grovectl".
+grove::Envelope make_message(const std::string& topic, const std::string& payload,
+                             std::string content_type, const std::string& source) {
+  if (content_type.empty())
+    content_type = json::accept(payload) ? "application/json"
+                                         : "text/plain; charset=utf-8";
+  grove::Envelope msg;
+  msg.set_topic(topic);
+  msg.set_payload(payload);
+  msg.set_content_type(std::move(content_type));
+  msg.set_source(source);
+  return msg;
+}
+
+/// Sends `req` (a Call) and returns the reply or the error groved reported.
+caf::expected<grove::Envelope> call_daemon(connection& conn,
+                                           const grove::control::Request& req, int& rc) {
+  grove::control::Response res;
+  if ((rc = conn.send(req)) != exit_ok || (rc = conn.receive(res)) != exit_ok)
+    return grove::make_error(grove::errc::system_error, "no reply");
+  if (!res.ok()) {
+    auto err = grove::error_of(res.reply());
+    return err ? err : grove::make_error(grove::errc::plugin_failed, res.error());
+  }
+  return res.reply();
+}
+
+/// `pub` on message_manager's `$grove/mm/in/<subject>`: sent as its typed mm-3 request,
+/// so the outcome is where the message went (targets), a refusal or no route.
+int run_pub_mm(connection& conn, const options& opts, grove::Envelope msg) {
+  auto topic = msg.topic();
+  int rc = exit_ok;
+  auto send = [&](grove::Envelope e) {
+    grove::control::Request req;
+    *req.mutable_call()->mutable_msg() = std::move(e);
+    if (opts.timeout > 1)
+      req.mutable_call()->set_timeout_ms((opts.timeout - 1) * 1000);
+    return call_daemon(conn, req, rc);
+  };
+  auto routed = grove::message_manager::publish(send, std::move(msg));
+  if (rc != exit_ok)
+    return rc;
+  if (!routed)
+    return fail(exit_daemon_error, grove::describe(routed.error()));
+  if (opts.json)
+    print_json({{"ok", routed->targets() > 0}, {"topic", topic}, {"targets", routed->targets()}});
+  else if (routed->targets() > 0)
+    std::printf("published to %s: routed to %u targets\n", topic.c_str(), routed->targets());
+  if (routed->targets() == 0)
+    return fail(exit_daemon_error, "no route: no subscription of the group takes " + topic);
+  return exit_ok;
+}
+
 /// `pub`: publishes one message and prints what the bus did with it.
 int run_pub(connection& conn, const options& opts, const std::string& topic,
             const std::string& payload, std::string content_type,
             const std::string& source) {
-  if (content_type.empty())
-    content_type = json::accept(payload) ? "application/json"
-                                         : "text/plain; charset=utf-8";
+  if (topic.starts_with(grove::message_manager::in_prefix))
+    return run_pub_mm(conn, opts, make_message(topic, payload, std::move(content_type), source));
   grove::control::Request req;
-  auto* msg = req.mutable_publish();
-  msg->set_topic(topic);
-  msg->set_payload(payload);
-  msg->set_content_type(content_type);
-  msg->set_source(source); // empty: groved stamps "grovectl"
+  *req.mutable_publish() = make_message(topic, payload, std::move(content_type), source);
   grove::control::Response res;
   if (auto rc = conn.call(req, res))
     return rc;
-  if (opts.json) {
-    json obj = {{"ok", true}, {"topic", topic}, {"message", res.message()}};
-    // The daemon words it "delivered N, dropped M".
-    unsigned long long delivered = 0;
-    unsigned long long dropped = 0;
-    if (std::sscanf(res.message().c_str(), "delivered %llu, dropped %llu", &delivered,
-                    &dropped)
-        == 2) {
-      obj["delivered"] = delivered;
-      obj["dropped"] = dropped;
-    }
-    print_json(obj);
-  } else {
-    std::printf("published to %s: %s\n", topic.c_str(), res.message().c_str());
+  if (!res.has_published())
+    return fail(exit_daemon_error, "bad reply from groved: no publish outcome");
+  const auto& out = res.published();
+  if (opts.json)
+    print_json({{"ok", true},
+                {"topic", topic},
+                {"delivered", out.delivered()},
+                {"dropped", out.dropped()}});
+  else
+    std::printf("published to %s: delivered %u, dropped %u\n", topic.c_str(),
+                out.delivered(), out.dropped());
+  return exit_ok;
+}
+
+/// `call`: sends a request to whoever serves TOPIC and prints the reply's payload.
+int run_call(connection& conn, const options& opts, const std::string& topic,
+             const std::string& payload, std::string content_type,
+             const std::string& source) {
+  grove::control::Request req;
+  *req.mutable_call()->mutable_msg() = make_message(topic, payload, std::move(content_type),
+                                                    source);
+  // Leave groved a second to answer after the bus gave up.
+  if (opts.timeout > 1)
+    req.mutable_call()->set_timeout_ms((opts.timeout - 1) * 1000);
+  grove::control::Response res;
+  if (auto rc = conn.send(req))
+    return rc;
+  if (auto rc = conn.receive(res))
+    return rc;
+  const auto& reply = res.reply();
+  if (!res.ok()) {
+    if (opts.json)
+      print_json({{"ok", false},
+                  {"topic", topic},
+                  {"error", res.error()},
+                  {"error_code", reply.error_code()},
+                  {"error_category", reply.error_category()}});
+    return fail(exit_daemon_error, res.error().empty() ? "request failed" : res.error());
   }
+  if (opts.json) {
+    auto obj = to_json(reply);
+    obj["ok"] = true;
+    print_json(obj);
+    return exit_ok;
+  }
+  auto line = valid_utf8(reply.payload()) ? reply.payload()
+                                          : "base64:" + base64(reply.payload());
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stdout);
   return exit_ok;
 }
 
@@ -578,6 +662,16 @@ int run(int argc, char** argv) {
   pub->add_option("--source", source,
                   "Publish on behalf of an endpoint, e.g. function:brain (default: grovectl)");
 
+  auto* call = app.add_subcommand(
+    "call", "Send a request to the plugin serving TOPIC; prints the reply's payload "
+            "(binary as base64:...), exit 1 with the error otherwise");
+  call->add_option("TOPIC", topic, "Topic name")->required();
+  call->add_option("PAYLOAD", payload, "Payload (UTF-8 text)")->required();
+  call->add_option("--content-type", content_type,
+                   "Content type (default: as for pub)");
+  call->add_option("--source", source,
+                   "Ask on behalf of an endpoint, e.g. function:brain (default: grovectl)");
+
   std::string filter;
   uint64_t count = 0;
   auto* sub = app.add_subcommand(
@@ -632,6 +726,8 @@ int run(int argc, char** argv) {
     return run_pub(conn, opts, topic, payload, content_type, source);
   if (sub->parsed())
     return run_sub(conn, opts, filter, count);
+  if (call->parsed())
+    return run_call(conn, opts, topic, payload, content_type, source);
   return fail(exit_usage, "no command given");
 }
 

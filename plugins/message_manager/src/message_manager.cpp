@@ -18,6 +18,8 @@
 #include "config.hpp"
 #include "grove/group.pb.h"
 #include "grove/config_map.hpp"
+#include "grove/kernel/group_client.hpp"
+#include "grove/message_manager/client.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
 #include "spool.hpp"
@@ -26,11 +28,10 @@ namespace grove::mm {
 namespace {
 
 // Bus topics: into the table from functions and the shadow service, and out of it.
-constexpr std::string_view in_prefix = "$grove/mm/in/";
+using grove::message_manager::in_prefix;
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
-constexpr std::string_view group_get = "$grove/group/get";
 
 std::string format_bytes(uint64_t n) {
   if (n >= 1024 * 1024)
@@ -196,20 +197,25 @@ public:
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
     }
 
+    // mm-3: plain publishes arrive through the subscription, requests through the
+    // claim (subscribers never get requests).
     if (auto err = ctx_->subscribe(std::string{in_prefix} + "#"))
+      return err;
+    if (auto err = ctx_->serve(std::string{in_prefix} + "#",
+                               [this](const Envelope& msg) { on_message(msg); }))
       return err;
     if (auto err = ctx_->subscribe(group_current))
       return err;
-    ctx_->request(group_get, {}, std::chrono::seconds{5},
-                  [this](caf::expected<Envelope> reply) {
-                    if (reply) {
-                      apply_group(reply->payload());
-                      return;
-                    }
-                    log_->warn("no group definition ({}): no device may connect until "
-                               "one is published on {}",
-                               describe(reply.error()), group_current);
-                  });
+    group_client::get(*ctx_, std::chrono::seconds{5},
+                      [this](caf::expected<group::Group> g) {
+                        if (g) {
+                          apply_group(std::move(*g));
+                          return;
+                        }
+                        log_->warn("no group definition ({}): no device may connect "
+                                   "until one is published on {}",
+                                   describe(g.error()), group_current);
+                      });
     // After a hand-over the table of the last instance is in force until the reply.
     if (!kept_group_.empty())
       apply_group(std::exchange(kept_group_, std::string{}));
@@ -282,14 +288,18 @@ public:
                  "function:<name> or shadow",
                  subject, msg.source(), in_prefix);
       if (!msg.reply_to().empty())
-        ctx_->reply_error(msg, make_error(errc::invalid_state,
+        ctx_->reply_error(msg, make_error(errc::not_authorized,
                                           "source '" + msg.source()
                                             + "' may not publish through message_manager"));
       return;
     }
     auto n = route(msg.source(), subject, msg.payload(), msg.qos());
-    if (!msg.reply_to().empty())
-      ctx_->reply(msg, fmt::format("{{\"targets\":{}}}", n), "application/json");
+    if (!msg.reply_to().empty()) {
+      mm::Routed routed;
+      routed.set_targets(static_cast<uint32_t>(n));
+      ctx_->reply(msg, routed.SerializeAsString(),
+                  grove::message_manager::routed_rpc::response_type());
+    }
   }
 
   /// Applies a change of the cloud settings live (devices stay connected). Changes of
@@ -386,6 +396,10 @@ private:
                   bytes.size());
       return;
     }
+    apply_group(std::move(g));
+  }
+
+  void apply_group(group::Group g) {
     if (auto current = table(); current->group_version() > g.version()) {
       // A late $grove/group/get reply after a newer $grove/group/current.
       log_->info("ignoring group '{}' v{}: v{} is in force", g.name(), g.version(),

@@ -144,6 +144,7 @@ kernel:
   group: $GROUP
 plugins:
   - name: message_manager
+    may_claim: ["device:*", "cloud", "function:*", "shadow"]
     config:
       broker:
         bind: 127.0.0.1
@@ -274,15 +275,21 @@ pub A a/to/f/marker marker >/dev/null
 bus_has device:A '$grove/mm/out/function/F/a/to/f/marker'
 check "... once, though two subscriptions (a/to/f/#, a/to/+/x) match" \
   bash -c '[[ $(grep -cF "\"topic\":\"\$grove/mm/out/function/F/a/to/f/x\"" "$1") == 1 ]]' _ "$WORK/bus.out"
-"$GROVECTL" pub '$grove/mm/in/f/to/b' from-function --source function:F >/dev/null
+"$GROVECTL" pub '$grove/mm/in/f/to/b' from-function --source function:F >"$WORK/pub-f.out" 2>&1
 check "function F -> device B" wait_for "$WORK/b.out" "f/to/b from-function"
+check "... grovectl pub says where mm-3 routed it (typed reply)" \
+  grep -q "routed to 1 targets" "$WORK/pub-f.out"
 check "... stamped with source function:F" grep -q "from-function grove-source:function:F" "$WORK/b.out"
 check "... and not to C" bash -c '! grep -q from-function "$1"' _ "$WORK/c.out"
-"$GROVECTL" pub '$grove/mm/in/f/to/b' not-a-function --source device:A >/dev/null
+"$GROVECTL" pub '$grove/mm/in/f/to/b' not-a-function --source device:A >"$WORK/pub-a.out" 2>&1
+check "... a refused source makes grovectl pub exit 1 with not_authorized" \
+  bash -c '[[ $1 == 1 ]] && grep -q not_authorized "$2"' _ "$?" "$WORK/pub-a.out"
 "$GROVECTL" pub '$grove/mm/in/f/to/b' from-nobody >/dev/null
 check "a bus message claiming a device source (or none) is refused and counted" \
   status_has "refused sources 2" 30
-"$GROVECTL" pub '$grove/mm/in/f/to/b' wrong-function --source function:G >/dev/null
+"$GROVECTL" pub '$grove/mm/in/f/to/b' wrong-function --source function:G >"$WORK/pub-g.out" 2>&1
+check "... no route makes grovectl pub exit 1" \
+  bash -c '[[ $1 == 1 ]] && grep -q "no route" "$2"' _ "$?" "$WORK/pub-g.out"
 check "a function with no subscription reaches no one" status_has "unroutable 1" 30
 check "... B got none of those" bash -c '! grep -qE "not-a-function|from-nobody|wrong-function" "$1"' _ "$WORK/b.out"
 pub B '$aws/things/B/shadow/update' '{"state":{"reported":{"on":true}}}' >/dev/null

@@ -36,7 +36,10 @@ public:
     ctx_ = &ctx;
     topic_ = cfg.topic;
     interval_ = cfg.interval;
-    return ctx.subscribe(topic_ + "/ping");
+    // Requests on <topic>/ping are ours alone (a second heartbeat would fail to load).
+    return ctx.serve(topic_ + "/ping", [this](const grove::Envelope& msg) {
+      ctx_->reply(msg, "pong " + std::to_string(count_), "text/plain");
+    });
   }
 
   caf::error start() override {
@@ -49,9 +52,8 @@ public:
     return {};
   }
 
-  void on_message(const grove::Envelope& msg) override {
-    if (!msg.reply_to().empty())
-      ctx_->reply(msg, "pong " + std::to_string(count_), "text/plain");
+  void on_message(const grove::Envelope&) override {
+    // Subscribes to nothing: requests go to the serve handler above.
   }
 
   caf::expected<std::string> snapshot() override {

@@ -27,6 +27,8 @@ const char* to_string(errc x) noexcept {
     case errc::unsupported: return "unsupported";
     case errc::system_error: return "system_error";
     case errc::invalid_state: return "invalid_state";
+    case errc::not_authorized: return "not_authorized";
+    case errc::already_served: return "already_served";
   }
   return "unknown";
 }
@@ -36,15 +38,19 @@ caf::error make_error(errc code, std::string msg) {
                     caf::make_message(std::move(msg))};
 }
 
+std::string message_of(const caf::error& err) {
+  auto& context = err.context();
+  if (context.size() == 1 && context.match_element<std::string>(0))
+    return context.get_as<std::string>(0);
+  if (!context.empty())
+    return caf::to_string(context);
+  return {};
+}
+
 std::string describe(const caf::error& err) {
   if (!err)
     return {};
-  std::string ctx;
-  auto& context = err.context();
-  if (context.size() == 1 && context.match_element<std::string>(0))
-    ctx = context.get_as<std::string>(0);
-  else if (!context.empty())
-    ctx = caf::to_string(context);
+  auto ctx = message_of(err);
   std::string code;
   if (err.category() == caf::atom("grove"))
     code = to_string(static_cast<errc>(err.code()));

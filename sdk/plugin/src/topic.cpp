@@ -94,4 +94,49 @@ bool topic_matches(std::string_view filter, std::string_view topic) noexcept {
   }
 }
 
+namespace {
+
+// Splits off the next level of `s` at `pos`; `done` tells whether it was the last.
+std::string_view next_level(std::string_view s, size_t& pos, bool& done) noexcept {
+  auto end = s.find('/', pos);
+  if (end == std::string_view::npos)
+    end = s.size();
+  auto level = s.substr(pos, end - pos);
+  done = end == s.size();
+  pos = end + 1;
+  return level;
+}
+
+} // namespace
+
+bool filters_overlap(std::string_view a, std::string_view b) noexcept {
+  // A filter starting with a wildcard matches no $-topic, and a filter starting with
+  // '$' matches only $-topics.
+  auto wild_first = [](std::string_view f) {
+    return !f.empty() && (f.front() == '+' || f.front() == '#');
+  };
+  auto dollar_first = [](std::string_view f) { return !f.empty() && f.front() == '$'; };
+  if ((wild_first(a) && dollar_first(b)) || (wild_first(b) && dollar_first(a)))
+    return false;
+  size_t pa = 0;
+  size_t pb = 0;
+  for (;;) {
+    bool a_done = false;
+    bool b_done = false;
+    auto la = next_level(a, pa, a_done);
+    auto lb = next_level(b, pb, b_done);
+    if (la == "#" || lb == "#")
+      return true;
+    if (la != "+" && lb != "+" && la != lb)
+      return false;
+    if (a_done && b_done)
+      return true;
+    if (a_done || b_done) {
+      // "x" and "x/#" share the topic "x"; "x" and "x/y" share none.
+      auto rest = a_done ? b.substr(pb) : a.substr(pa);
+      return rest == "#";
+    }
+  }
+}
+
 } // namespace grove

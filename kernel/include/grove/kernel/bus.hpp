@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -142,6 +143,23 @@ public:
 
   /// Where the plugin's requests go.
   virtual endpoint_ptr request_endpoint() = 0;
+
+  /// The plugin's serve claims changed (the kernel checks them against others').
+  virtual void serve_changed(bool added, const std::string& filter) = 0;
+
+  /// The plugin waits for `topic` to be served; the kernel answers by calling
+  /// bus::fire_watch(id) on the child's bus. `timeout` bounds the kernel's side.
+  virtual void watch_served(uint64_t id, const std::string& topic,
+                            std::chrono::milliseconds timeout)
+    = 0;
+};
+
+/// One serve claim, for listings.
+struct serve_claim {
+  /// The claimed topic or filter.
+  std::string filter;
+  /// Who serves it (the endpoint's name).
+  std::string owner;
 };
 
 /// Bus-wide counters for `grovectl status`.
@@ -182,8 +200,41 @@ public:
   /// matching endpoint. Thread-safe.
   caf::expected<publish_result> publish(Envelope msg);
 
-  /// Returns the first endpoint subscribed to a filter matching `topic`, for requests.
+  /// Claims requests on `filter` for `ep` (sdk/plugin/README.md, "Services"). Fails
+  /// with errc::already_served naming both owners when another endpoint's claim
+  /// overlaps it (some topic matches both). Idempotent for the same endpoint and
+  /// filter, so a restarted plugin claiming again changes nothing. Wakes waiters of
+  /// watch_served whose topic the filter matches.
+  caf::error serve(const endpoint_ptr& ep, std::string_view filter);
+
+  /// Gives up a claim of `ep`.
+  caf::error unserve(const endpoint_ptr& ep, std::string_view filter);
+
+  /// Gives up every claim of `ep`.
+  void unserve_all(const endpoint_ptr& ep);
+
+  /// Filters `ep` serves, in claim order.
+  std::vector<std::string> served_by(const endpoint_ptr& ep) const;
+
+  /// Every claim, in claim order.
+  std::vector<serve_claim> claims() const;
+
+  /// Returns the endpoint serving `topic` (plain subscriptions never get requests),
+  /// or null. In a plugin-host child: the uplink's endpoint.
   endpoint_ptr route_request(std::string_view topic) const;
+
+  /// Calls `f` once `topic` is served: right away (returning 0) when it is, else from
+  /// the thread of the serve() that claims it. Returns an id for cancel_watch.
+  uint64_t watch_served(std::string_view topic, std::function<void()> f,
+                        std::chrono::milliseconds timeout = std::chrono::hours{1});
+
+  /// Forgets a waiter. A callback already running on another thread may still finish,
+  /// so callbacks should only post a message.
+  void cancel_watch(uint64_t id);
+
+  /// Calls and forgets waiter `id` (a plugin-host child's, when the kernel reports
+  /// its topic served).
+  void fire_watch(uint64_t id);
 
   /// Wraps an envelope in the message type the bus delivers. The wrapper's code lives
   /// in the kernel library, never in a plugin, so a plugin can be unloaded while its
@@ -242,7 +293,23 @@ private:
     table_.swap(t);
   }
 
+  struct claim {
+    std::string filter;
+    endpoint_ptr ep;
+  };
+
+  struct waiter {
+    uint64_t id;
+    std::string topic;
+    std::function<void()> fn;
+  };
+
   bus_uplink* uplink_ = nullptr;
+  // Claims and waiters: requests are rarer than publishes, a mutex is enough.
+  mutable std::mutex serve_mtx_;
+  std::vector<claim> claims_;
+  std::vector<waiter> waiters_;
+  uint64_t next_waiter_ = 1;
   mutable std::mutex write_mtx_;
   mutable std::mutex table_mtx_;
   table_ptr table_;

@@ -70,6 +70,10 @@ struct plugin_spec {
   queue_settings queue;
   /// "in_process" or "process".
   std::string isolation = "in_process";
+  /// Envelope sources the plugin may set besides its own name: exact names
+  /// ("cloud") or prefixes ending in '*' ("device:*"). Enforced by the kernel for both
+  /// slot kinds (sdk/plugin/README.md, "Who may speak as whom").
+  std::vector<std::string> may_claim;
 };
 
 /// A validated image profile.

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -51,6 +53,9 @@ public:
   virtual caf::expected<std::shared_ptr<void>>
   subscribe(const std::string& filter, std::function<void(const Envelope&)> sink)
     = 0;
+  /// Sends a request to the plugin serving `msg.topic()` and waits up to `timeout` for
+  /// the reply (or the responder's error). Default: unsupported.
+  virtual caf::expected<Envelope> request(Envelope msg, std::chrono::milliseconds timeout);
 };
 
 /// Reads and writes control-socket frames: 4-byte big-endian length, then bytes.

@@ -101,9 +101,17 @@ public:
   /// on `$grove/group/current`, an invalid one is refused and changes nothing.
   caf::error reload_group();
 
-  /// Sends a request to the first subscriber of `topic` and waits for the reply.
+  /// Sends a request to the plugin serving `topic` and waits for the reply (or the
+  /// responder's error, code and category intact; no_route; timeout).
   caf::expected<Envelope> request(std::string_view topic, std::string payload,
                                   std::chrono::milliseconds timeout);
+
+  /// Sends a prepared request (topic, payload, content type; an empty source becomes
+  /// "kernel") and waits like request(); the transport of typed clients in tests.
+  caf::expected<Envelope> request(Envelope msg, std::chrono::milliseconds timeout) override;
+
+  /// Waits until some plugin serves `topic`; errc::timeout after `timeout`.
+  caf::error wait_served(std::string_view topic, std::chrono::milliseconds timeout);
 
   // -- control_backend ----------------------------------------------------------
 

@@ -91,6 +91,8 @@ struct slot_status {
   std::string last_reload;
   std::string log_level;
   uint32_t restarts = 0;
+  /// Envelopes refused because they claimed a source the plugin may not set.
+  std::atomic<uint64_t> refused_sources{0};
   std::map<std::string, std::string> details;
   /// Schema of the build that runs now (config changes are checked against it).
   config_schema schema;

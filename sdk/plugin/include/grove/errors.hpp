@@ -45,6 +45,10 @@ enum class errc : uint8_t {
   system_error,
   /// The operation is not allowed in the current state.
   invalid_state,
+  /// A plugin set an envelope source its profile entry does not grant (may_claim).
+  not_authorized,
+  /// A request topic is already served by another plugin (serve claims are exclusive).
+  already_served,
 };
 
 /// Returns the name of an error code, e.g. "invalid_config".
@@ -52,6 +56,9 @@ const char* to_string(errc x) noexcept;
 
 /// Builds a Grove error carrying a human-readable message.
 caf::error make_error(errc code, std::string msg);
+
+/// The message an error carries (its context as text), without code or category.
+std::string message_of(const caf::error& err);
 
 /// Renders any CAF error as one line: "<code>: <message>" for Grove errors,
 /// CAF's own rendering otherwise. Empty for a default-constructed error.

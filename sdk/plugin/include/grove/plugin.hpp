@@ -123,6 +123,10 @@ using timer_id = uint64_t;
 /// Called with the reply to a request, or the error (timeout, no_route, ...).
 using response_handler = std::function<void(caf::expected<Envelope>)>;
 
+/// Called on the plugin's actor with a request for a topic the plugin serves; answer
+/// it (now or later) with context::reply or context::reply_error.
+using request_handler = std::function<void(const Envelope&)>;
+
 /// What the kernel offers a plugin. Valid from init() until stop() returns.
 class context {
 public:
@@ -158,17 +162,20 @@ public:
     = 0;
 
   /// Publishes a prepared envelope (topic, payload, content type, qos are used; id and
-  /// timestamp are set by the bus; an empty source becomes the plugin's name, a set one
-  /// is kept, e.g. "device:<thing>" for a message the plugin forwards). Thread-safe.
+  /// timestamp are set by the bus; an empty source becomes the plugin's name; a set
+  /// one, e.g. "device:<thing>" for a message the plugin forwards, must be granted by
+  /// the plugin's `may_claim` in the image profile, else the publish fails with
+  /// errc::not_authorized and is counted). Thread-safe.
   virtual caf::expected<publish_result> publish(Envelope msg) = 0;
 
-  /// Sends a request to the first subscriber of `topic` and calls `f` on this plugin's
-  /// actor with the reply or an error (no_route, timeout, the responder's error).
+  /// Sends a request to the plugin serving `topic` (see serve) and calls `f` on this
+  /// plugin's actor with the reply or an error (no_route, timeout, the responder's
+  /// error with its code and category).
   virtual void request(std::string_view topic, std::string payload,
                        std::chrono::milliseconds timeout, response_handler f)
     = 0;
 
-  /// Answers a request received in on_message() (one whose reply_to is set).
+  /// Answers a request handed to a request_handler (see serve).
   virtual void reply(const Envelope& request, std::string payload,
                      std::string_view content_type = {})
     = 0;
@@ -193,6 +200,31 @@ public:
 
   /// Adds or replaces a key/value line shown by `grovectl status` for this plugin.
   virtual void set_status(std::string_view key, std::string value) = 0;
+
+  // --- services ---
+
+  /// Claims requests on `filter` (a topic or an MQTT filter) exclusively: each request
+  /// whose topic matches goes to `handler`, on this plugin's actor; subscribers never
+  /// see requests. A claim overlapping another plugin's (some topic matches both)
+  /// fails with errc::already_served naming both plugins, and fails the plugin's load
+  /// when made during init or start. Claims survive restarts and reloads of the
+  /// plugin while the new instance claims them again. Call from the plugin's actor.
+  virtual caf::error serve(std::string_view filter, request_handler handler) = 0;
+
+  /// Gives up a claim made by serve().
+  virtual caf::error unserve(std::string_view filter) = 0;
+
+  /// Calls `f` on this plugin's actor once a plugin serves `topic` (right away when
+  /// one does), with an empty error, or with errc::timeout after `timeout`.
+  virtual void when_served(std::string_view topic, std::chrono::milliseconds timeout,
+                           std::function<void(caf::error)> f)
+    = 0;
+
+  /// Sends a prepared request (topic, payload, content type; an empty source becomes
+  /// the plugin's name, a set one must be granted by the profile's may_claim) and calls
+  /// `f` like request(). grove::rpc uses this.
+  virtual void call(Envelope msg, std::chrono::milliseconds timeout, response_handler f)
+    = 0;
 
   // --- process ---
 
@@ -279,7 +311,8 @@ public:
   /// Stops work: join threads, stop helper actors. Called before destruction.
   virtual void stop();
 
-  /// Handles one message (a publish matching a subscription, or a request).
+  /// Handles one message published on a topic matching a subscription (requests go
+  /// to the handlers given to context::serve).
   virtual void on_message(const Envelope& msg) = 0;
 
   /// Hands over state before a hot reload. Default: unsupported (new instance starts

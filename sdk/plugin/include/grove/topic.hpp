@@ -23,4 +23,8 @@ bool topic_matches(std::string_view filter, std::string_view topic) noexcept;
 /// Returns whether a filter contains `+` or `#`.
 bool has_wildcard(std::string_view filter) noexcept;
 
+/// Returns whether some topic matches both filters (used to keep serve claims
+/// exclusive). Both are assumed valid.
+bool filters_overlap(std::string_view a, std::string_view b) noexcept;
+
 } // namespace grove

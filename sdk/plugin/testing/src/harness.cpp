@@ -88,6 +88,7 @@ caf::error harness::start() {
   spec.name = name_;
   spec.file = "<harness config>";
   spec.queue = options_.queue;
+  spec.may_claim = options_.may_claim;
   try {
     spec.config = make_yaml(YAML::Load(config_));
   } catch (const YAML::Exception& e) {

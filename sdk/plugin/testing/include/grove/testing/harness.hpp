@@ -69,6 +69,8 @@ struct harness_options {
   /// Run the plugin's timers and restart back-off on a manual clock that only
   /// harness::advance() moves, so a test of timers needs no sleeping.
   bool manual_time = false;
+  /// Sources the plugin may set besides its name (the profile's may_claim).
+  std::vector<std::string> may_claim;
 };
 
 /// One plugin in one real kernel.
@@ -93,7 +95,8 @@ public:
   /// Collects messages matching `filter` from now on.
   std::shared_ptr<inbox> subscribe(const std::string& filter);
 
-  /// Sends a request to the plugin (or whoever serves `topic`) and waits for the reply.
+  /// Sends a request to whoever serves `topic` (see context::serve) and waits for the
+  /// reply or the error.
   caf::expected<Envelope> request(const std::string& topic, std::string payload,
                                   std::chrono::milliseconds timeout
                                   = std::chrono::seconds{5});
