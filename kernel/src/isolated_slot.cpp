@@ -98,8 +98,7 @@ protected:
           ok = false;
           text = claim_error_;
           if (!init_rp_) {
-            kill_child();
-            ++gen_;
+            retire_child(); // moves gen_ on
           }
         }
         if (!ok && revive_rp_) {
