@@ -20,6 +20,9 @@ import struct
 import sys
 from collections import Counter
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import task_files  # noqa: E402
+
 # Per-mapping smaps has no Pss_Anon/Pss_File: "Anonymous" (the copied-on-write pages of a
 # private file mapping: relocations, .data) splits a library into file and anonymous. Such
 # pages are private to the process here (groved and its broker exec, they do not fork).
@@ -86,20 +89,13 @@ def thread_stacks(pid):
     """{tid: (name, stack pointer or None)} for every thread of `pid`. The stack pointer is
     the second-to-last field of /proc/PID/task/TID/syscall (None while running)."""
     result = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return result
-    for tid in tids:
+    for tid, (comm, syscall) in task_files(pid, "comm", "syscall"):
+        fields = syscall.split()
         try:
-            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-                name = f.read().strip()
-            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
-                fields = f.read().split()
             sp = int(fields[-2], 16) if len(fields) >= 3 else None
-        except (OSError, ValueError):
-            continue  # the thread ended meanwhile, or no permission
-        result[int(tid)] = (name, sp)
+        except ValueError:
+            sp = None
+        result[tid] = (comm.strip(), sp)
     return result
 
 
