@@ -29,6 +29,12 @@ from benchutil import task_files  # noqa: E402
 FIELDS = ("Rss", "Pss", "Anonymous", "Private_Clean", "Private_Dirty")
 
 
+# The C and C++ runtimes: on a device every other C/C++ process maps them too, so a share
+# of them is all a process really costs. Reported apart ("system_libraries_pss_kb").
+SYSTEM_LIBRARIES = {"libc.so", "libm.so", "libstdc++.so", "libgcc_s.so", "ld-linux-x86-64.so",
+                    "libpthread.so", "libdl.so", "librt.so"}
+
+
 def read_smaps(pid):
     """The mappings of `pid`: dicts with start, end, perms, path ("" if anonymous) and the
     kB fields above."""
@@ -171,6 +177,8 @@ def breakdown(pid, maps=None, field="Pss"):
         # Clean file pages (code, read-only data) can be dropped and read back by the
         # kernel under memory pressure; the anonymous rest stays until freed (or swapped).
         "file_backed_pss_kb": file_kb,
+        "system_libraries_pss_kb": sum(v["pss_kb"] for k, v in libs.items()
+                                       if k in SYSTEM_LIBRARIES),
         "anonymous_pss_kb": sum(cats.values()) - file_kb,
         "categories_pss_kb": cats,
         "libraries": [dict(name=k, **v) for k, v in top],
