@@ -31,5 +31,7 @@ if(NOT TARGET grove_allocator)
     # no-as-needed: nothing calls jemalloc by name, it replaces malloc by linking.
     target_link_libraries(grove_allocator INTERFACE
       "-Wl,--push-state,--no-as-needed" ${JEMALLOC_LIBRARY} "-Wl,--pop-state")
+    # Its options, one definition for groved and the benchmarks.
+    target_sources(grove_allocator INTERFACE ${CMAKE_CURRENT_LIST_DIR}/grove_malloc_conf.c)
   endif()
 endif()

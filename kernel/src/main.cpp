@@ -15,13 +15,6 @@
 #include "grove/kernel/plugin_host.hpp"
 #include "plugin_host_child.hpp"
 
-// Read by jemalloc at start-up (groved links it, see cmake/GroveDeps.cmake; other
-// allocators ignore the symbol): two arenas suit a small device and save ~350 KB of
-// idle memory against jemalloc's default of four per core.
-extern "C" {
-__attribute__((visibility("default"))) const char* malloc_conf = "narenas:2";
-}
-
 namespace {
 
 // Plugins sit at <prefix>/<libdir>/grove/plugins beside <prefix>/bin/groved: libdir as

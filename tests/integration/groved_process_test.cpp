@@ -286,10 +286,12 @@ BOOST_AUTO_TEST_CASE(what_isolation_buys) {
     BOOST_REQUIRE_MESSAGE(d.wait_for_output("ready: 1 of 1 plugins running"), d.output());
     auto r = test::run({GROVECTL_PATH, "--socket", sock.string(), "pub", "test/echo/in",
                         "segv"});
-    BOOST_TEST(r.code == 0, r.output);
     if (isolation == "in_process") {
+      // The crash on a worker races the publish reply, so grovectl may see groved close
+      // the connection first: the exit status is what counts here.
       BOOST_TEST(d.wait() == 128 + SIGSEGV, d.output());
     } else {
+      BOOST_TEST(r.code == 0, r.output);
       BOOST_REQUIRE_MESSAGE(d.wait_for_output("killed by signal 11"), d.output());
       BOOST_REQUIRE_MESSAGE(d.wait_for_output("restarted: running in process"), d.output());
       r = test::run({GROVECTL_PATH, "--socket", sock.string(), "plugins", "--json"});

@@ -59,19 +59,29 @@ def ensure_default_pki(write_dir):
     return pki
 
 
+def task_files(pid, *names):
+    """(tid, [text of /proc/PID/task/TID/<name> for each name]) for every thread of `pid`;
+    a thread that ends meanwhile (or hides a file) is left out; nothing once `pid` is gone."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return
+    for tid in tids:
+        texts = []
+        try:
+            for name in names:
+                with open("/proc/%d/task/%s/%s" % (pid, tid, name)) as f:
+                    texts.append(f.read())
+        except OSError:
+            continue
+        yield int(tid), texts
+
+
 def children(pid):
     """Pids of the direct children of `pid` (all its threads'), [] once it is gone."""
     kids = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return kids
-    for tid in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                kids.extend(int(x) for x in f.read().split())
-        except OSError:
-            pass  # the thread ended meanwhile
+    for _, (text,) in task_files(pid, "children"):
+        kids.extend(int(x) for x in text.split())
     return sorted(set(kids))
 
 

@@ -5,7 +5,11 @@ image runs message_manager, whose managed Mosquitto is a child of groved: its PS
 reported too, and groved + broker together. Prints one JSON object on stdout. Not a test:
 it reports figures and never fails on them.
 
-Usage: memory_bench.py [--build DIR] [--config FILE] [--idle SECONDS] [--mosquitto PATH]
+With --breakdown it adds where the memory goes (smaps_breakdown.py): per library, per
+thread stack, the allocator's anonymous memory, for groved and its broker.
+
+Usage: memory_bench.py [--build DIR] [--image kernel|default | --config FILE]
+                       [--idle SECONDS] [--mosquitto PATH] [--breakdown]
 """
 
 import argparse
@@ -21,9 +25,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchutil import (children, ensure_default_pki, process_name, wait_ready,  # noqa: E402
                        stop, wait_status)
+from smaps_breakdown import breakdowns  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Issue 8: groved alone on the kernel-only image, groved + its broker on the default one.
 TARGET_PSS_KB = 8192
+TARGET_WITH_BROKER_PSS_KB = 16384
+IMAGES = {"kernel": "configs/images/kernel.yaml", "default": "configs/images/default.yaml"}
 FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Shared_Clean", "Shared_Dirty",
           "Private_Clean", "Private_Dirty", "Swap")
 
@@ -74,28 +82,38 @@ def wait_listening(proc, port, timeout_s=10.0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
-    ap.add_argument("--config", default=os.path.join(REPO, "configs/images/default.yaml"))
+    ap.add_argument("--image", choices=sorted(IMAGES), default="default",
+                    help="kernel: groved + heartbeat; default: + message_manager and broker")
+    ap.add_argument("--config", help="another image profile (overrides --image)")
     ap.add_argument("--idle", type=float, default=1.0, help="seconds idle before reading")
     ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="add per-library / per-thread / allocator figures")
     args = ap.parse_args()
+    config = args.config or os.path.join(REPO, IMAGES[args.image])
     groved = os.path.join(args.build, "bin", "groved")
     grovectl = os.path.join(args.build, "bin", "grovectl")
     tmp = tempfile.mkdtemp(prefix="grove-memory-")
     write_dir = os.path.join(tmp, "var")
-    out = {"benchmark": "idle_memory", "config": args.config}
+    out = {"benchmark": "idle_memory", "config": config}
     gproc = mproc = None
     try:
-        ensure_default_pki(write_dir)
+        with open(config) as f:
+            with_broker = "message_manager" in f.read()
+        if with_broker:
+            ensure_default_pki(write_dir)
         # cwd = the repository, as tools/run does: the image names its group relative to it.
         gproc = subprocess.Popen(
-            [groved, "--config", args.config, "--write-dir", write_dir], cwd=REPO,
+            [groved, "--config", config, "--write-dir", write_dir], cwd=REPO,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             bufsize=0)
         out["ready_line"] = wait_ready(gproc)[0]
-        # The broker is up and Grove's own client connected: the idle state of a device.
-        wait_status(gproc, grovectl, os.path.join(write_dir, "run", "control.sock"),
-                    ["message_manager.local_link: connected"])
-        bpid = broker_child(gproc.pid)
+        bpid = None
+        if with_broker:
+            # The broker is up and Grove's own client connected: the idle state of a device.
+            wait_status(gproc, grovectl, os.path.join(write_dir, "run", "control.sock"),
+                        ["message_manager.local_link: connected"])
+            bpid = broker_child(gproc.pid)
         port = free_port()
         conf = os.path.join(tmp, "mosquitto.conf")
         with open(conf, "w") as f:
@@ -106,25 +124,59 @@ def main():
         wait_listening(mproc, port)
         time.sleep(args.idle)
         g = smaps_rollup(gproc.pid)
-        b = smaps_rollup(bpid)
         m = smaps_rollup(mproc.pid)
         out.update({
             "groved_pss_kb": g["Pss"],
             "groved_rss_kb": g["Rss"],
             "groved_private_kb": g["Private_Clean"] + g["Private_Dirty"],
             "groved_smaps_rollup_kb": g,
-            "broker_pss_kb": b["Pss"],
-            "broker_private_kb": b["Private_Clean"] + b["Private_Dirty"],
-            "groved_plus_broker_pss_kb": g["Pss"] + b["Pss"],
             "mosquitto_pss_kb": m["Pss"],
             "mosquitto_rss_kb": m["Rss"],
             "mosquitto_private_kb": m["Private_Clean"] + m["Private_Dirty"],
             "ratio_to_mosquitto": round(g["Pss"] / m["Pss"], 2) if m["Pss"] else None,
-            "plus_broker_ratio_to_mosquitto":
-                round((g["Pss"] + b["Pss"]) / m["Pss"], 2) if m["Pss"] else None,
-            "target_pss_kb": TARGET_PSS_KB,
-            "meets_target": g["Pss"] <= TARGET_PSS_KB,
         })
+        # "alone": as if only groved and its broker ran (needs root; see smaps_breakdown).
+        pids = [gproc.pid] + ([bpid] if bpid is not None else [])
+        bd = breakdowns(pids)
+        alone = {pid: bd[pid]["alone"]["pss_kb"] for pid in pids if "alone" in bd[pid]}
+        if alone:
+            out["groved_alone_kb"] = alone[gproc.pid]
+            # What is left when the C/C++ runtimes count as shared with the rest of a device.
+            out["groved_alone_without_system_libraries_kb"] = \
+                alone[gproc.pid] - bd[gproc.pid]["alone"]["system_libraries_pss_kb"]
+            peer = breakdowns([mproc.pid])[mproc.pid]  # the peer alone, on its own
+            if "alone" in peer:
+                out["mosquitto_alone_kb"] = peer["alone"]["pss_kb"]
+                out["alone_ratio_to_mosquitto"] = round(
+                    alone[gproc.pid] / peer["alone"]["pss_kb"], 2)
+        if bpid is None:
+            out.update({"target_pss_kb": TARGET_PSS_KB, "meets_target": g["Pss"] <= TARGET_PSS_KB})
+            if alone:
+                out["meets_target_alone"] = alone[gproc.pid] <= TARGET_PSS_KB
+        else:
+            b = smaps_rollup(bpid)
+            out.update({
+                "broker_pss_kb": b["Pss"],
+                "broker_private_kb": b["Private_Clean"] + b["Private_Dirty"],
+                "groved_plus_broker_pss_kb": g["Pss"] + b["Pss"],
+                "plus_broker_ratio_to_mosquitto":
+                    round((g["Pss"] + b["Pss"]) / m["Pss"], 2) if m["Pss"] else None,
+            })
+            if alone:
+                out["broker_alone_kb"] = alone[bpid]
+                out["groved_plus_broker_alone_kb"] = alone[gproc.pid] + alone[bpid]
+                out["groved_plus_broker_alone_without_system_libraries_kb"] = \
+                    out["groved_plus_broker_alone_kb"] - sum(
+                        bd[p]["alone"]["system_libraries_pss_kb"] for p in pids)
+                out["meets_target_alone"] = \
+                    out["groved_plus_broker_alone_kb"] <= TARGET_WITH_BROKER_PSS_KB
+            out.update({"target_pss_kb": TARGET_WITH_BROKER_PSS_KB,
+                        "meets_target":
+                            out["groved_plus_broker_pss_kb"] <= TARGET_WITH_BROKER_PSS_KB})
+        for pid, key in zip(pids, ("groved", "broker")):
+            out[key + "_threads"] = bd[pid]["threads"]
+            if args.breakdown:
+                out[key + "_breakdown"] = bd[pid]
     except Exception as e:  # report, do not crash: the JSON line is the interface
         out["error"] = str(e)
     finally:

@@ -19,7 +19,8 @@ rc=0
 # shellcheck disable=SC2086 # BUS_BENCH_ARGS is a list of flags on purpose
 "$build/bin/bus_bench" ${BUS_BENCH_ARGS:-} || rc=1
 python3 "$here/startup_bench.py" --build "$build" || rc=1
-python3 "$here/memory_bench.py" --build "$build" || rc=1
+python3 "$here/memory_bench.py" --build "$build" --image kernel || rc=1
+python3 "$here/memory_bench.py" --build "$build" --image default || rc=1
 if [ -x "$build/bin/reload_bench" ]; then
   "$build/bin/reload_bench" 20 || rc=1
 fi
