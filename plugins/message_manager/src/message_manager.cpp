@@ -417,7 +417,7 @@ private:
       std::lock_guard guard{routes_mtx_};
       routes_ = next;
     }
-    group_bytes_ = bytes;
+    group_bytes_ = g.SerializeAsString(); // handed to the next instance on reload
     local_->set_subscriptions(next->local_filters(), 1);
     if (cloud_)
       cloud_->set_subscriptions(next->cloud_filters(), 1);
