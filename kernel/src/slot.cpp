@@ -76,6 +76,15 @@ public:
   void cancel(timer_id id) override;
   void fail(caf::error reason) override;
   void set_status(std::string_view key, std::string value) override;
+  caf::expected<grove::counter> counter(std::string_view name,
+                                        std::string_view help) override;
+  caf::expected<grove::gauge> gauge(std::string_view name, std::string_view help) override;
+  caf::expected<grove::counter_family> counter_family(std::string_view name,
+                                                      std::string_view help,
+                                                      std::string_view label) override;
+  caf::expected<grove::gauge_family> gauge_family(std::string_view name,
+                                                  std::string_view help,
+                                                  std::string_view label) override;
 
 private:
   slot_actor* owner_;
@@ -714,6 +723,40 @@ void slot_context::fail(caf::error reason) {
 
 void slot_context::set_status(std::string_view key, std::string value) {
   owner_->set_detail(key, std::move(value));
+}
+
+caf::expected<grove::counter> slot_context::counter(std::string_view name,
+                                                    std::string_view help) {
+  return owner_->setup().status->metrics->counter(name, help);
+}
+
+caf::expected<grove::gauge> slot_context::gauge(std::string_view name,
+                                                std::string_view help) {
+  return owner_->setup().status->metrics->gauge(name, help);
+}
+
+caf::expected<grove::counter_family>
+slot_context::counter_family(std::string_view name, std::string_view help,
+                             std::string_view label) {
+  if (label.empty())
+    return make_error(errc::invalid_config, "a counter family needs a label name");
+  auto f = owner_->setup().status->metrics->declare(name, metric_kind::counter, help,
+                                                    label);
+  if (!f)
+    return f.error();
+  return grove::counter_family{*f};
+}
+
+caf::expected<grove::gauge_family>
+slot_context::gauge_family(std::string_view name, std::string_view help,
+                           std::string_view label) {
+  if (label.empty())
+    return make_error(errc::invalid_config, "a gauge family needs a label name");
+  auto f = owner_->setup().status->metrics->declare(name, metric_kind::gauge, help,
+                                                    label);
+  if (!f)
+    return f.error();
+  return grove::gauge_family{*f};
 }
 
 } // namespace

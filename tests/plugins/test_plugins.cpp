@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "grove/plugin.hpp"
 
@@ -39,6 +41,17 @@ public:
     stamp_ = cfg["stamp"].as<bool>();
     segv_on_ = cfg["segv_on"].as<std::string>();
     abort_on_ = cfg["abort_on"].as<std::string>();
+    // What the metrics tests read; the values live in the kernel, not in this instance.
+    auto seen = ctx.counter("messages.seen", "Messages handled.");
+    auto size = ctx.gauge("last.payload_bytes", "Size of the last payload.");
+    auto by_payload = ctx.counter_family("payloads", "Messages per payload.", "payload");
+    auto burst = ctx.counter("burst", "Increments from the 'burst' threads.");
+    if (!seen || !size || !by_payload || !burst)
+      return grove::make_error(grove::errc::init_failed, "metrics declaration failed");
+    seen_counter_ = *seen;
+    size_gauge_ = *size;
+    by_payload_ = *by_payload;
+    burst_ = *burst;
 #if TEST_PLUGIN_KIND == 2
     throw std::runtime_error("init exploded on purpose");
 #elif TEST_PLUGIN_KIND == 3
@@ -60,6 +73,20 @@ public:
         ; // busy: a slow consumer
     }
     ++seen_;
+    seen_counter_.inc();
+    size_gauge_.set(static_cast<int64_t>(msg.payload().size()));
+    by_payload_.with(msg.payload()).inc();
+    if (msg.payload() == "burst") {
+      // burst_threads x burst_per_thread increments from threads of our own.
+      std::vector<std::thread> threads;
+      for (int t = 0; t < burst_threads; ++t)
+        threads.emplace_back([c = burst_]() mutable {
+          for (int i = 0; i < burst_per_thread; ++i)
+            c.inc();
+        });
+      for (auto& t : threads)
+        t.join();
+    }
     if (!msg.reply_to().empty()) {
       if (msg.payload() == "fail")
         ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_state, "asked to fail"));
@@ -106,6 +133,15 @@ private:
   std::string segv_on_;
   std::string abort_on_;
   uint64_t seen_ = 0;
+  grove::counter seen_counter_;
+  grove::gauge size_gauge_;
+  grove::counter_family by_payload_;
+  grove::counter burst_;
+
+public:
+  /// Threads and increments per thread of a "burst" message.
+  static constexpr int burst_threads = 4;
+  static constexpr int burst_per_thread = 250000;
 };
 
 } // namespace

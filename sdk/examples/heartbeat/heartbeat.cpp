@@ -23,6 +23,11 @@ public:
     if (auto err = grove::validate_topic(topic_))
       return err;
     interval_ = std::chrono::milliseconds{ctx.config()["interval_ms"].as<int64_t>()};
+    // Numbers are metrics (grovectl and Prometheus show them); status lines are text.
+    auto beats = ctx.counter("beats", "Beats published.");
+    if (!beats)
+      return beats.error();
+    beats_ = *beats;
     return ctx.subscribe(topic_ + "/ping");
   }
 
@@ -30,8 +35,9 @@ public:
     ctx_->every(interval_, [this] {
       ++count_;
       ctx_->publish(topic_, std::to_string(count_), "text/plain");
-      ctx_->set_status("beats", std::to_string(count_));
+      beats_.inc();
     });
+    ctx_->set_status("beating", std::to_string(interval_.count()) + " ms on " + topic_);
     ctx_->log().info("beating every {} ms on {}", interval_.count(), topic_);
     return {};
   }
@@ -55,6 +61,7 @@ private:
   std::string topic_;
   std::chrono::milliseconds interval_{1000};
   uint64_t count_ = 0;
+  grove::counter beats_;
 };
 
 } // namespace

@@ -1,0 +1,152 @@
+#pragma once
+
+// Counters and gauges. A plugin declares each once through its context
+// (context::counter, context::gauge, ...) and updates it from any thread. The values
+// live in the kernel, in the plugin's slot, so they survive restarts and hot reloads of
+// the plugin (Prometheus counters must never go back); a handle is one pointer to a
+// cache line, and an update is one relaxed atomic add: no lock, no allocation.
+
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+
+namespace grove {
+
+/// Storage of one series. One cache line each, so threads updating different series
+/// never contend for a line.
+struct alignas(64) metric_cell {
+  /// A counter's count, or a gauge's value in two's complement.
+  std::atomic<uint64_t> bits{0};
+};
+
+/// A count that only goes up (messages routed, errors seen). Cheap to copy. Valid
+/// while the plugin instance that declared it runs; a default-constructed counter
+/// counts nothing.
+class counter {
+public:
+  /// A counter that counts nothing.
+  counter() noexcept = default;
+
+  /// A counter over `cell` (made by the kernel).
+  explicit counter(metric_cell* cell) noexcept : cell_(cell) {
+  }
+
+  /// Adds `n`. Thread-safe, lock-free, never allocates.
+  void add(uint64_t n) noexcept {
+    if (cell_ != nullptr)
+      cell_->bits.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  /// Adds one.
+  void inc() noexcept {
+    add(1);
+  }
+
+  /// The count now (across restarts and reloads of the plugin).
+  uint64_t value() const noexcept {
+    return cell_ != nullptr ? cell_->bits.load(std::memory_order_relaxed) : 0;
+  }
+
+  /// Whether this counter was declared.
+  explicit operator bool() const noexcept {
+    return cell_ != nullptr;
+  }
+
+private:
+  metric_cell* cell_ = nullptr;
+};
+
+/// A value that goes up and down (queue length, connected devices). Integer-valued.
+/// Same rules as counter.
+class gauge {
+public:
+  /// A gauge that records nothing.
+  gauge() noexcept = default;
+
+  /// A gauge over `cell` (made by the kernel).
+  explicit gauge(metric_cell* cell) noexcept : cell_(cell) {
+  }
+
+  /// Sets the value. Thread-safe, lock-free, never allocates.
+  void set(int64_t v) noexcept {
+    if (cell_ != nullptr)
+      cell_->bits.store(static_cast<uint64_t>(v), std::memory_order_relaxed);
+  }
+
+  /// Adds `n` (negative to subtract).
+  void add(int64_t n) noexcept {
+    if (cell_ != nullptr)
+      cell_->bits.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  }
+
+  /// The value now.
+  int64_t value() const noexcept {
+    return cell_ != nullptr
+             ? static_cast<int64_t>(cell_->bits.load(std::memory_order_relaxed))
+             : 0;
+  }
+
+  /// Whether this gauge was declared.
+  explicit operator bool() const noexcept {
+    return cell_ != nullptr;
+  }
+
+private:
+  metric_cell* cell_ = nullptr;
+};
+
+/// The kernel's side of a labelled family; plugins use counter_family/gauge_family.
+class metric_series_source {
+public:
+  /// The series for `label_value`, made on first use. Past the family's cap
+  /// (metric_series_cap) every new value shares the series "_other". Thread-safe; takes
+  /// a lock and may allocate, so keep the handle on hot paths.
+  virtual metric_cell* series(std::string_view label_value) = 0;
+
+protected:
+  ~metric_series_source() = default;
+};
+
+/// Most series one labelled family holds, "_other" included: labels come from devices
+/// and users, and memory must stay bounded whatever they send.
+constexpr size_t metric_series_cap = 1000;
+
+/// Counters that share a name and differ by one label (denied publishes per device).
+class counter_family {
+public:
+  /// A family that counts nothing.
+  counter_family() noexcept = default;
+
+  /// A family over `src` (made by the kernel).
+  explicit counter_family(metric_series_source* src) noexcept : src_(src) {
+  }
+
+  /// The counter for label value `v` (see metric_series_source::series).
+  grove::counter with(std::string_view v) const {
+    return grove::counter{src_ != nullptr ? src_->series(v) : nullptr};
+  }
+
+private:
+  metric_series_source* src_ = nullptr;
+};
+
+/// Gauges that share a name and differ by one label.
+class gauge_family {
+public:
+  /// A family that records nothing.
+  gauge_family() noexcept = default;
+
+  /// A family over `src` (made by the kernel).
+  explicit gauge_family(metric_series_source* src) noexcept : src_(src) {
+  }
+
+  /// The gauge for label value `v` (see metric_series_source::series).
+  grove::gauge with(std::string_view v) const {
+    return grove::gauge{src_ != nullptr ? src_->series(v) : nullptr};
+  }
+
+private:
+  metric_series_source* src_ = nullptr;
+};
+
+} // namespace grove
