@@ -86,66 +86,13 @@ struct fixture {
 
 // -- HTTP over a real socket ------------------------------------------------------
 
-int connect_to(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    throw std::runtime_error("cannot connect to the metrics endpoint");
-  return fd;
-}
-
-void send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    auto n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n <= 0)
-      return; // the server may close early (431); the answer tells
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
-// Reads until the server closes (bounded: 20 s).
-std::string read_to_eof(int fd) {
-  std::string out;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{20};
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0)
-      continue;
-    char buf[65536];
-    auto n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0)
-      break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-struct http_reply {
-  int status = 0;
-  std::string head;
-  std::string body;
-};
-
-http_reply parse_reply(const std::string& raw) {
-  http_reply r;
-  auto end = raw.find("\r\n\r\n");
-  if (raw.rfind("HTTP/1.1 ", 0) != 0 || end == std::string::npos)
-    return r;
-  r.status = std::stoi(raw.substr(9, 3));
-  r.head = raw.substr(0, end);
-  r.body = raw.substr(end + 4);
-  return r;
-}
+using test::connect_loopback;
+using test::http_reply;
+using test::read_to_eof;
+using test::send_all;
 
 http_reply http(uint16_t port, const std::string& request) {
-  int fd = connect_to(port);
-  send_all(fd, request);
-  auto raw = read_to_eof(fd);
-  ::close(fd);
-  return parse_reply(raw);
+  return test::http_exchange(port, request);
 }
 
 http_reply get_metrics(uint16_t port) {
@@ -390,7 +337,7 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_refused_and_scrapes_go_on) {
 BOOST_AUTO_TEST_CASE(slow_and_surplus_clients_do_not_block_scrapes) {
   auto port = k->metrics_port();
   // A client that never finishes its request: scrapes still work while it hangs...
-  int slow = connect_to(port);
+  int slow = connect_loopback(port);
   send_all(slow, "GET /metr");
   BOOST_TEST(get_metrics(port).status == 200);
   // ...and the server drops it (read timeout); EOF without an answer.
@@ -399,7 +346,7 @@ BOOST_AUTO_TEST_CASE(slow_and_surplus_clients_do_not_block_scrapes) {
   // Idle connections up to the cap; one more is told to come back later.
   std::vector<int> idle;
   for (size_t i = 0; i < metrics_server_limits{}.max_connections; ++i)
-    idle.push_back(connect_to(port));
+    idle.push_back(connect_loopback(port));
   BOOST_TEST(get_metrics(port).status == 503);
   for (int fd : idle)
     ::close(fd);
