@@ -42,6 +42,18 @@ public:
     add(1);
   }
 
+  /// Adds one (so a std::atomic<uint64_t> counter member ports unchanged).
+  counter& operator++() noexcept {
+    add(1);
+    return *this;
+  }
+
+  /// Adds `n`.
+  counter& operator+=(uint64_t n) noexcept {
+    add(n);
+    return *this;
+  }
+
   /// The count now (across restarts and reloads of the plugin).
   uint64_t value() const noexcept {
     return cell_ != nullptr ? cell_->bits.load(std::memory_order_relaxed) : 0;
@@ -93,6 +105,36 @@ public:
 
 private:
   metric_cell* cell_ = nullptr;
+};
+
+/// Feeds a counter from a running total kept elsewhere (a library's statistics, a
+/// child's stats file): growth of the total is added; a smaller total means the source
+/// started over from zero, and all of it is added. Not thread-safe: observe from one
+/// thread (the plugin's actor, e.g. a status timer).
+class counter_feed {
+public:
+  /// A feed into nothing.
+  counter_feed() noexcept = default;
+
+  /// Feeds `c`. With `from_zero` (a source that starts with this plugin instance) the
+  /// first total counts in full; without it (a source that predates the instance, e.g.
+  /// a child handed over across a reload) the first total is only the baseline.
+  explicit counter_feed(grove::counter c, bool from_zero = true) noexcept
+    : c_(c), primed_(from_zero) {
+  }
+
+  /// Takes the source's total now.
+  void observe(uint64_t total) noexcept {
+    if (primed_)
+      c_.add(total >= last_ ? total - last_ : total);
+    primed_ = true;
+    last_ = total;
+  }
+
+private:
+  grove::counter c_;
+  uint64_t last_ = 0;
+  bool primed_ = true;
 };
 
 /// The kernel's side of a labelled family; plugins use counter_family/gauge_family.
