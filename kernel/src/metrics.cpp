@@ -224,26 +224,14 @@ void append_name(std::string& out, std::string_view x) {
     out += (std::isalnum(static_cast<unsigned char>(c)) || c == '_') ? c : '_';
 }
 
-/// HELP text escapes backslash and newline.
-void append_help(std::string& out, std::string_view x) {
+/// Escapes backslash and newline (HELP text), and the double quote too in label values.
+void append_escaped(std::string& out, std::string_view x, bool label_value) {
   for (char c : x) {
     if (c == '\\')
       out += "\\\\";
     else if (c == '\n')
       out += "\\n";
-    else
-      out += c;
-  }
-}
-
-/// Label values also escape the double quote.
-void append_label_value(std::string& out, std::string_view x) {
-  for (char c : x) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '\n')
-      out += "\\n";
-    else if (c == '"')
+    else if (c == '"' && label_value)
       out += "\\\"";
     else
       out += c;
@@ -270,7 +258,7 @@ public:
     out_ += "# HELP ";
     out_ += name;
     out_ += ' ';
-    append_help(out_, help);
+    append_escaped(out_, help, false);
     out_ += "\n# TYPE ";
     out_ += name;
     out_ += ' ';
@@ -288,7 +276,7 @@ public:
       out_ += '{';
       append_name(out_, label);
       out_ += "=\"";
-      append_label_value(out_, value);
+      append_escaped(out_, value, true);
       out_ += "\"}";
     }
     out_ += ' ';

@@ -735,28 +735,31 @@ caf::expected<grove::gauge> slot_context::gauge(std::string_view name,
   return owner_->setup().status->metrics->gauge(name, help);
 }
 
+// Both kinds of family are declared alike.
+template <class Family>
+caf::expected<Family> declare_family(metric_registry& reg, metric_kind kind,
+                                     std::string_view name, std::string_view help,
+                                     std::string_view label) {
+  if (label.empty())
+    return make_error(errc::invalid_config, "a family needs a label name");
+  auto f = reg.declare(name, kind, help, label);
+  if (!f)
+    return f.error();
+  return Family{*f};
+}
+
 caf::expected<grove::counter_family>
 slot_context::counter_family(std::string_view name, std::string_view help,
                              std::string_view label) {
-  if (label.empty())
-    return make_error(errc::invalid_config, "a counter family needs a label name");
-  auto f = owner_->setup().status->metrics->declare(name, metric_kind::counter, help,
-                                                    label);
-  if (!f)
-    return f.error();
-  return grove::counter_family{*f};
+  return declare_family<grove::counter_family>(*owner_->setup().status->metrics,
+                                               metric_kind::counter, name, help, label);
 }
 
 caf::expected<grove::gauge_family>
 slot_context::gauge_family(std::string_view name, std::string_view help,
                            std::string_view label) {
-  if (label.empty())
-    return make_error(errc::invalid_config, "a gauge family needs a label name");
-  auto f = owner_->setup().status->metrics->declare(name, metric_kind::gauge, help,
-                                                    label);
-  if (!f)
-    return f.error();
-  return grove::gauge_family{*f};
+  return declare_family<grove::gauge_family>(*owner_->setup().status->metrics,
+                                             metric_kind::gauge, name, help, label);
 }
 
 } // namespace

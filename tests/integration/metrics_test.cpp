@@ -76,6 +76,24 @@ struct fixture {
                             std::chrono::seconds{20});
   }
 
+  // Counts through a crash (`crash` makes the plugin fail before counting it) and a
+  // hot reload: the values go on from where they were.
+  void values_survive(const std::string& config, const std::string& crash, bool isolated) {
+    load(config, isolated);
+    for (int i = 0; i < 3; ++i)
+      test::pub(*k, "test/echo/in", "a");
+    BOOST_REQUIRE(wait_value("messages.seen", 3)); // isolated: shipped to the kernel
+    test::pub(*k, "test/echo/in", crash);
+    BOOST_REQUIRE(wait_restarts(1));
+    test::pub(*k, "test/echo/in", "a");
+    BOOST_TEST(wait_value("messages.seen", 4));
+    auto r = k->reload("echo", "");
+    BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+    test::pub(*k, "test/echo/in", "a");
+    BOOST_TEST(wait_value("messages.seen", 5));
+    BOOST_TEST(wait_value("payloads", 5, "a"));
+  }
+
   bool wait_restarts(uint32_t n) {
     return test::wait_until([&] {
       auto i = info();
@@ -252,35 +270,11 @@ BOOST_AUTO_TEST_CASE(counters_from_several_threads_sum_exactly_isolated) {
 }
 
 BOOST_AUTO_TEST_CASE(values_survive_restart_and_reload_in_process) {
-  load("{crash_on: boom}", false);
-  for (int i = 0; i < 3; ++i)
-    test::pub(*k, "test/echo/in", "a");
-  BOOST_REQUIRE(wait_value("messages.seen", 3));
-  test::pub(*k, "test/echo/in", "boom"); // throws before counting
-  BOOST_REQUIRE(wait_restarts(1));
-  test::pub(*k, "test/echo/in", "a");
-  BOOST_TEST(wait_value("messages.seen", 4));
-  auto r = k->reload("echo", "");
-  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
-  test::pub(*k, "test/echo/in", "a");
-  BOOST_TEST(wait_value("messages.seen", 5));
-  BOOST_TEST(wait_value("payloads", 5, "a"));
+  values_survive("{crash_on: boom}", "boom", false); // throws before counting
 }
 
 BOOST_AUTO_TEST_CASE(values_survive_a_crash_of_the_child_and_a_reload_isolated) {
-  load("{segv_on: die}", true);
-  for (int i = 0; i < 3; ++i)
-    test::pub(*k, "test/echo/in", "a");
-  BOOST_REQUIRE(wait_value("messages.seen", 3)); // shipped to the kernel
-  test::pub(*k, "test/echo/in", "die");
-  BOOST_REQUIRE(wait_restarts(1));
-  test::pub(*k, "test/echo/in", "a");
-  BOOST_TEST(wait_value("messages.seen", 4));
-  auto r = k->reload("echo", "");
-  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
-  test::pub(*k, "test/echo/in", "a");
-  BOOST_TEST(wait_value("messages.seen", 5));
-  BOOST_TEST(wait_value("payloads", 5, "a"));
+  values_survive("{segv_on: die}", "die", true);
 }
 
 // -- the endpoint -----------------------------------------------------------------

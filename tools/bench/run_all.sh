@@ -23,6 +23,9 @@ python3 "$here/memory_bench.py" --build "$build" || rc=1
 if [ -x "$build/bin/reload_bench" ]; then
   "$build/bin/reload_bench" 20 || rc=1
 fi
+if [ -x "$build/bin/metrics_bench" ]; then
+  "$build/bin/metrics_bench" || rc=1
+fi
 if [ -x "$build/bin/isolation_bench" ]; then
   "$build/bin/isolation_bench" 500000 3 || rc=1
 fi

@@ -501,106 +501,103 @@ private:
 
   // Numbers are counters and gauges (grovectl and Prometheus show them as numbers);
   // status lines carry only text: states, addresses, last errors.
-  caf::error declare_metrics() {
-    struct spec {
-      grove::counter* c;
-      const char* name;
-      const char* help;
-    };
-    for (auto& [c, name, help] : {
-           spec{&from_devices_, "routed.from_devices", "Messages received from devices."},
-           spec{&from_cloud_, "routed.from_cloud", "Messages received from the cloud."},
-           spec{&to_functions_, "routed.to_functions", "Messages routed to functions."},
-           spec{&to_shadow_, "routed.to_shadow", "Messages routed to the shadow service."},
-           spec{&to_devices_, "routed.to_devices", "Messages routed to devices."},
-           spec{&to_cloud_, "routed.to_cloud", "Messages spooled for the cloud."},
-           spec{&unroutable_, "routed.unroutable", "Messages no subscription matched."},
-           spec{&undeliverable_, "routed.undeliverable",
-                "Messages a matching target could not take."},
-           spec{&refused_source_, "routed.refused_sources",
-                "Messages refused for a source the sender may not claim."},
-           spec{&spool_refused_, "spool.refused", "Cloud-bound messages the spool refused."},
-         }) {
-      auto x = ctx_->counter(name, help);
+  template <class T>
+  struct metric_spec {
+    T* target;
+    const char* name;
+    const char* help;
+  };
+
+  // Declares each metric with `declare` (the context's counter or gauge) into its target.
+  template <class T, class Declare>
+  static caf::error declare_each(std::initializer_list<metric_spec<T>> specs,
+                                 Declare declare) {
+    for (auto& s : specs) {
+      auto x = declare(s.name, s.help);
       if (!x)
         return x.error();
-      *c = *x;
+      *s.target = T{*x};
     }
-    struct feed_spec {
-      grove::counter_feed* f;
-      const char* name;
-      const char* help;
-    };
+    return {};
+  }
+
+  // Numbers are counters and gauges (grovectl and Prometheus show them as numbers);
+  // status lines carry only text: states, addresses, last errors.
+  caf::error declare_metrics() {
+    auto counter = [this](const char* n, const char* h) { return ctx_->counter(n, h); };
+    auto gauge = [this](const char* n, const char* h) { return ctx_->gauge(n, h); };
+    if (auto err = declare_each<grove::counter>({
+           {&from_devices_, "routed.from_devices", "Messages received from devices."},
+           {&from_cloud_, "routed.from_cloud", "Messages received from the cloud."},
+           {&to_functions_, "routed.to_functions", "Messages routed to functions."},
+           {&to_shadow_, "routed.to_shadow", "Messages routed to the shadow service."},
+           {&to_devices_, "routed.to_devices", "Messages routed to devices."},
+           {&to_cloud_, "routed.to_cloud", "Messages spooled for the cloud."},
+           {&unroutable_, "routed.unroutable", "Messages no subscription matched."},
+           {&undeliverable_, "routed.undeliverable",
+             "Messages a matching target could not take."},
+           {&refused_source_, "routed.refused_sources",
+             "Messages refused for a source the sender may not claim."},
+           {&spool_refused_, "spool.refused", "Cloud-bound messages the spool refused."},
+         }, counter))
+      return err;
     // The sources of these totals (broker, links, forwarder, spool) start with this
     // instance, so their first totals count in full. A broker handed over across a
     // reload would need from_zero = false for the broker ones.
-    for (auto& [f, name, help] : {
-           feed_spec{&m_.broker_restarts, "broker.restarts", "Restarts of the managed broker."},
-           feed_spec{&m_.denied_unknown, "broker.denied_publish_unknown",
-                     "Publishes denied to clients that are not group devices."},
-           feed_spec{&m_.denied_delivery, "broker.denied_deliveries",
-                     "Deliveries the broker refused by the subscription table."},
-           feed_spec{&m_.refused_connect, "broker.refused_connects",
-                     "Connections refused at CONNECT."},
-           feed_spec{&m_.acl_reloads, "broker.acl_reloads", "Subscription table loads."},
-           feed_spec{&m_.acl_errors, "broker.acl_errors", "Subscription table load errors."},
-           feed_spec{&m_.local_duplicates, "local_link.duplicates_dropped",
-                     "Overlapping copies dropped on the local link."},
-           feed_spec{&m_.cloud_connects, "cloud.connects", "Connections to the cloud."},
-           feed_spec{&m_.cloud_failures, "cloud.failures", "Failed connection attempts."},
-           feed_spec{&m_.cloud_disconnects, "cloud.disconnects", "Lost cloud connections."},
-           feed_spec{&m_.cloud_duplicates, "cloud.duplicates_dropped",
-                     "Overlapping copies dropped on the cloud link."},
-           feed_spec{&m_.cloud_delivered, "cloud.delivered",
-                     "Spooled messages the cloud acknowledged."},
-           feed_spec{&m_.cloud_redelivered, "cloud.redelivered",
-                     "Spooled messages sent again after a lost link or failed publish."},
-           feed_spec{&m_.cloud_dropped_invalid, "cloud.dropped_invalid",
-                     "Spooled messages dropped undelivered (invalid or refused for good)."},
-           feed_spec{&m_.spool_dropped_oldest, "spool.dropped_oldest",
-                     "Messages dropped from a full spool (drop_oldest)."},
-           feed_spec{&m_.spool_rejected, "spool.rejected",
-                     "Messages refused by a full spool (reject_new)."},
-         }) {
-      auto x = ctx_->counter(name, help);
-      if (!x)
-        return x.error();
-      *f = grove::counter_feed{*x};
-    }
-    struct gauge_spec {
-      grove::gauge* g;
-      const char* name;
-      const char* help;
-    };
-    for (auto& [g, name, help] : {
-           gauge_spec{&m_.broker_running, "broker.running", "1 if the managed broker runs."},
-           gauge_spec{&m_.group_version, "group.version", "Version of the group in force."},
-           gauge_spec{&m_.group_subscriptions, "group.subscriptions",
-                      "Subscriptions of the group in force."},
-           gauge_spec{&m_.group_devices, "group.devices", "Devices of the group in force."},
-           gauge_spec{&m_.local_connected, "local_link.connected",
-                      "1 if Grove's client is connected to the broker."},
-           gauge_spec{&m_.cloud_connected, "cloud.connected",
-                      "1 if the cloud link is connected."},
-           gauge_spec{&m_.cloud_next_retry_ms, "cloud.next_retry_ms",
-                      "Milliseconds to the next connection attempt (0 when connected)."},
-           gauge_spec{&m_.cloud_in_flight, "cloud.in_flight",
-                      "Messages published to the cloud awaiting PUBACK."},
-           gauge_spec{&m_.spool_messages, "spool.messages", "Messages in the spool."},
-           gauge_spec{&m_.spool_bytes, "spool.bytes", "Accounted bytes in the spool."},
-           gauge_spec{&m_.spool_max_bytes, "spool.max_bytes", "Capacity of the spool."},
-           gauge_spec{&m_.spool_in_flight, "spool.in_flight",
-                      "Spooled messages handed to the cloud link, not yet acknowledged."},
-           gauge_spec{&m_.spool_committed_seq, "spool.committed_seq",
-                      "Highest sequence number durably committed."},
-           gauge_spec{&m_.spool_recovered, "spool.redelivered_after_restart",
-                      "Messages the spool found from before the last start."},
-         }) {
-      auto x = ctx_->gauge(name, help);
-      if (!x)
-        return x.error();
-      *g = *x;
-    }
+    if (auto err = declare_each<grove::counter_feed>({
+           {&m_.broker_restarts, "broker.restarts", "Restarts of the managed broker."},
+           {&m_.denied_unknown, "broker.denied_publish_unknown",
+             "Publishes denied to clients that are not group devices."},
+           {&m_.denied_delivery, "broker.denied_deliveries",
+             "Deliveries the broker refused by the subscription table."},
+           {&m_.refused_connect, "broker.refused_connects",
+             "Connections refused at CONNECT."},
+           {&m_.acl_reloads, "broker.acl_reloads", "Subscription table loads."},
+           {&m_.acl_errors, "broker.acl_errors", "Subscription table load errors."},
+           {&m_.local_duplicates, "local_link.duplicates_dropped",
+             "Overlapping copies dropped on the local link."},
+           {&m_.cloud_connects, "cloud.connects", "Connections to the cloud."},
+           {&m_.cloud_failures, "cloud.failures", "Failed connection attempts."},
+           {&m_.cloud_disconnects, "cloud.disconnects", "Lost cloud connections."},
+           {&m_.cloud_duplicates, "cloud.duplicates_dropped",
+             "Overlapping copies dropped on the cloud link."},
+           {&m_.cloud_delivered, "cloud.delivered",
+             "Spooled messages the cloud acknowledged."},
+           {&m_.cloud_redelivered, "cloud.redelivered",
+             "Spooled messages sent again after a lost link or failed publish."},
+           {&m_.cloud_dropped_invalid, "cloud.dropped_invalid",
+             "Spooled messages dropped undelivered (invalid or refused for good)."},
+           {&m_.spool_dropped_oldest, "spool.dropped_oldest",
+             "Messages dropped from a full spool (drop_oldest)."},
+           {&m_.spool_rejected, "spool.rejected",
+             "Messages refused by a full spool (reject_new)."},
+         }, counter))
+      return err;
+    if (auto err = declare_each<grove::gauge>({
+           {&m_.broker_running, "broker.running", "1 if the managed broker runs."},
+           {&m_.group_version, "group.version", "Version of the group in force."},
+           {&m_.group_subscriptions, "group.subscriptions",
+             "Subscriptions of the group in force."},
+           {&m_.group_devices, "group.devices", "Devices of the group in force."},
+           {&m_.local_connected, "local_link.connected",
+             "1 if Grove's client is connected to the broker."},
+           {&m_.cloud_connected, "cloud.connected",
+             "1 if the cloud link is connected."},
+           {&m_.cloud_next_retry_ms, "cloud.next_retry_ms",
+             "Milliseconds to the next connection attempt (0 when connected)."},
+           {&m_.cloud_in_flight, "cloud.in_flight",
+             "Messages published to the cloud awaiting PUBACK."},
+           {&m_.spool_messages, "spool.messages", "Messages in the spool."},
+           {&m_.spool_bytes, "spool.bytes", "Accounted bytes in the spool."},
+           {&m_.spool_max_bytes, "spool.max_bytes", "Capacity of the spool."},
+           {&m_.spool_in_flight, "spool.in_flight",
+             "Spooled messages handed to the cloud link, not yet acknowledged."},
+           {&m_.spool_committed_seq, "spool.committed_seq",
+             "Highest sequence number durably committed."},
+           {&m_.spool_recovered, "spool.redelivered_after_restart",
+             "Messages the spool found from before the last start."},
+         }, gauge))
+      return err;
     auto denied = ctx_->counter_family("broker.denied_publish",
                                        "Publishes the subscription table denied, per device.",
                                        "device");

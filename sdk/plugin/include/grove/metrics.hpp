@@ -153,42 +153,31 @@ protected:
 /// and users, and memory must stay bounded whatever they send.
 constexpr size_t metric_series_cap = 1000;
 
-/// Counters that share a name and differ by one label (denied publishes per device).
-class counter_family {
-public:
-  /// A family that counts nothing.
-  counter_family() noexcept = default;
-
-  /// A family over `src` (made by the kernel).
-  explicit counter_family(metric_series_source* src) noexcept : src_(src) {
-  }
-
-  /// The counter for label value `v` (see metric_series_source::series).
-  grove::counter with(std::string_view v) const {
-    return grove::counter{src_ != nullptr ? src_->series(v) : nullptr};
-  }
-
-private:
-  metric_series_source* src_ = nullptr;
-};
-
-/// Gauges that share a name and differ by one label.
-class gauge_family {
+/// Counters or gauges (`Handle`) that share a name and differ by one label, e.g.
+/// denied publishes per device. Cheap to copy.
+template <class Handle>
+class metric_family {
 public:
   /// A family that records nothing.
-  gauge_family() noexcept = default;
+  metric_family() noexcept = default;
 
   /// A family over `src` (made by the kernel).
-  explicit gauge_family(metric_series_source* src) noexcept : src_(src) {
+  explicit metric_family(metric_series_source* src) noexcept : src_(src) {
   }
 
-  /// The gauge for label value `v` (see metric_series_source::series).
-  grove::gauge with(std::string_view v) const {
-    return grove::gauge{src_ != nullptr ? src_->series(v) : nullptr};
+  /// The series for label value `v` (see metric_series_source::series).
+  Handle with(std::string_view v) const {
+    return Handle{src_ != nullptr ? src_->series(v) : nullptr};
   }
 
 private:
   metric_series_source* src_ = nullptr;
 };
+
+/// Counters that differ by one label.
+using counter_family = metric_family<counter>;
+
+/// Gauges that differ by one label.
+using gauge_family = metric_family<gauge>;
 
 } // namespace grove
