@@ -6,6 +6,11 @@ find_package(yaml-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
 
+# Library versions a plugin records in its descriptor and the loader compares with the
+# kernel's (grove/plugin.hpp). In-tree and out-of-tree builds (this file is installed
+# with the SDK) each record the versions they really compiled against.
+set(GROVE_BUILD_LIBS "yaml-cpp ${yaml-cpp_VERSION}, fmt ${fmt_VERSION}, spdlog ${spdlog_VERSION}")
+
 if(NOT TARGET grove_caf)
   find_path(CAF_INCLUDE_DIR caf/config.hpp REQUIRED)
   find_library(CAF_CORE_LIBRARY NAMES caf_core REQUIRED)

@@ -20,6 +20,7 @@ function(grove_add_plugin name)
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
   target_compile_features(${name} PRIVATE cxx_std_20)
+  target_compile_definitions(${name} PRIVATE "GROVE_BUILD_LIBS=\"${GROVE_BUILD_LIBS}\"")
   if(arg_OUTPUT_DIR)
     set_target_properties(${name} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "${arg_OUTPUT_DIR}")
   elseif(DEFINED GROVE_PLUGIN_OUTPUT_DIR)

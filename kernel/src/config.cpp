@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "grove/config_map.hpp"
 #include "grove/errors.hpp"
 
 namespace grove {
@@ -25,11 +26,7 @@ std::string where(std::string_view file, const YAML::Node& node) {
   return result;
 }
 
-std::string join(std::string_view path, std::string_view key) {
-  if (path.empty())
-    return std::string{key};
-  return std::string{path} + "." + std::string{key};
-}
+using detail::join_path;
 
 
 std::string show(const YAML::Node& node) {
@@ -42,18 +39,7 @@ std::string show(const YAML::Node& node) {
   return "nothing";
 }
 
-template <class T>
-bool convert(const YAML::Node& node, T& out) {
-  if (!node.IsScalar())
-    return false;
-  // yaml-cpp reports conversion failure by exception; keep it inside this function.
-  try {
-    out = node.as<T>();
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
+using detail::scalar_as;
 
 // -- schema self-check --------------------------------------------------------
 
@@ -66,7 +52,7 @@ caf::error check_keys(const YAML::Node& keys, std::string_view origin,
     return config_error(origin, keys, path, "schema 'keys' must be a map");
   for (auto kv : keys) {
     auto key = kv.first.Scalar();
-    if (auto err = check_spec(kv.second, origin, join(path, key)))
+    if (auto err = check_spec(kv.second, origin, join_path(path, key)))
       return err;
   }
   return {};
@@ -101,7 +87,7 @@ caf::error check_spec(const YAML::Node& spec, std::string_view origin,
     if (auto err = check_keys(keys, origin, path))
       return err;
   if (auto items = spec["items"])
-    if (auto err = check_spec(items, origin, join(path, "[]")))
+    if (auto err = check_spec(items, origin, join_path(path, "[]")))
       return err;
   return {};
 }
@@ -124,7 +110,7 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
         return config_error(file, kv.first, path, "keys must be plain strings");
       auto key = kv.first.Scalar();
       if (!seen.insert(key).second)
-        return config_error(file, kv.first, join(path, key), "duplicate key");
+        return config_error(file, kv.first, join_path(path, key), "duplicate key");
       // A default-constructed YAML::Node counts as defined (null), so test explicitly.
       bool known = keys.IsDefined() && keys.IsMap() && keys[key].IsDefined();
       if (!known) {
@@ -136,11 +122,11 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
         if (keys.IsDefined() && keys.IsMap())
           for (auto k : keys)
             known += (known.empty() ? "" : ", ") + k.first.Scalar();
-        return config_error(file, kv.first, join(path, key),
+        return config_error(file, kv.first, join_path(path, key),
                     "unknown key" + (known.empty() ? std::string{" (no keys allowed)"}
                                                    : " (allowed: " + known + ")"));
       }
-      auto checked = check(kv.second, keys[key], file, join(path, key));
+      auto checked = check(kv.second, keys[key], file, join_path(path, key));
       if (!checked)
         return checked.error();
       result[key] = *checked;
@@ -153,7 +139,7 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
         continue;
       auto spec = k.second;
       if (spec["required"] && spec["required"].as<bool>(false))
-        return config_error(file, value ? value : YAML::Node{}, join(path, key),
+        return config_error(file, value ? value : YAML::Node{}, join_path(path, key),
                     "required key is missing");
       if (auto def = spec["default"]) {
         result[key] = YAML::Clone(def);
@@ -161,7 +147,7 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
         // Nested maps get their own defaults even when absent.
         auto nested = check_map(YAML::Node{}, spec["keys"],
                                 spec["open"] && spec["open"].as<bool>(false), file,
-                                join(path, key));
+                                join_path(path, key));
         if (!nested)
           return nested.error();
         if (nested->size() > 0)
@@ -202,7 +188,7 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
     return config_error(file, value, path, "expected " + type + ", got " + show(value));
   if (type == "int") {
     long long x = 0;
-    if (!convert(value, x))
+    if (!scalar_as(value, x))
       return config_error(file, value, path, "expected an integer, got " + show(value));
     if (auto mn = spec["min"]; mn && x < mn.as<long long>())
       return config_error(file, value, path,
@@ -212,7 +198,7 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
                   "must be at most " + mx.Scalar() + ", got " + value.Scalar());
   } else if (type == "float") {
     double x = 0;
-    if (!convert(value, x))
+    if (!scalar_as(value, x))
       return config_error(file, value, path, "expected a number, got " + show(value));
     if (auto mn = spec["min"]; mn && x < mn.as<double>())
       return config_error(file, value, path,
@@ -222,7 +208,7 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
                   "must be at most " + mx.Scalar() + ", got " + value.Scalar());
   } else if (type == "bool") {
     bool x = false;
-    if (!convert(value, x))
+    if (!scalar_as(value, x))
       return config_error(file, value, path, "expected true or false, got " + show(value));
   } else if (type == "string") {
     if (auto choices = spec["enum"]) {
@@ -238,16 +224,6 @@ caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
     }
   }
   return YAML::Clone(value);
-}
-
-caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin) {
-  try {
-    return YAML::Load(std::string{text});
-  } catch (const YAML::Exception& e) {
-    return make_error(errc::invalid_config,
-                      std::string{origin} + ":" + std::to_string(e.mark.line + 1) + ":"
-                        + std::to_string(e.mark.column + 1) + ": " + e.msg);
-  }
 }
 
 // The kernel's own profile schema, checked with the same validator as plugin schemas.
@@ -339,6 +315,96 @@ caf::error config_error(std::string_view file, const YAML::Node& node,
   return make_error(errc::invalid_config,
                     where(file, node) + ": " + std::string{field.empty() ? "(top)" : field}
                       + ": " + what);
+}
+
+caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin) {
+  try {
+    return YAML::Load(std::string{text});
+  } catch (const YAML::Exception& e) {
+    return make_error(errc::invalid_config,
+                      std::string{origin} + ":" + std::to_string(e.mark.line + 1) + ":"
+                        + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+}
+
+namespace {
+
+// A value in backticks, flow style ("" for an empty string).
+std::string code(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  std::string text = out.c_str();
+  return "`" + (text.empty() ? std::string{"\"\""} : text) + "`";
+}
+
+// Markdown cells must not contain a bare '|' or a line break.
+std::string cell(std::string text) {
+  std::string result;
+  for (char c : text) {
+    if (c == '|')
+      result += "\\|";
+    else if (c == '\n')
+      result += ' ';
+    else
+      result += c;
+  }
+  return result;
+}
+
+std::string bounds_of(const YAML::Node& spec) {
+  auto mn = spec["min"];
+  auto mx = spec["max"];
+  if (mn && mx)
+    return mn.Scalar() + "–" + mx.Scalar();
+  if (mn)
+    return "≥ " + mn.Scalar();
+  if (mx)
+    return "≤ " + mx.Scalar();
+  if (auto choices = spec["enum"]) {
+    std::string all;
+    for (auto c : choices)
+      all += (all.empty() ? "" : ", ") + ("`" + c.Scalar() + "`");
+    return all;
+  }
+  return {};
+}
+
+void table_rows(const YAML::Node& keys, const std::string& prefix, std::string& out) {
+  if (!keys.IsDefined() || !keys.IsMap())
+    return;
+  for (auto kv : keys) {
+    auto name = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+    auto spec = kv.second;
+    auto type = spec["type"].Scalar();
+    auto items = spec["items"];
+    std::string shown = type;
+    if (type == "list" && items)
+      shown = "list of " + items["type"].Scalar();
+    else if (type == "map" && spec["open"] && spec["open"].as<bool>(false))
+      shown = "map (open)";
+    std::string def = "–";
+    if (spec["required"] && spec["required"].as<bool>(false))
+      def = "required";
+    else if (auto d = spec["default"])
+      def = code(d);
+    auto range = bounds_of(type == "list" && items ? items : spec);
+    auto doc = spec["doc"] ? spec["doc"].Scalar() : std::string{};
+    out += "| `" + name + "` | " + shown + " | " + cell(def) + " | " + cell(range) + " | "
+           + cell(doc) + " |\n";
+    if (type == "map")
+      table_rows(spec["keys"], name, out);
+    else if (type == "list" && items && items["type"].Scalar() == "map")
+      table_rows(items["keys"], name + "[]", out);
+  }
+}
+
+} // namespace
+
+std::string config_table(const config_schema& schema) {
+  std::string out = "| key | type | default | range | meaning |\n"
+                    "| --- | --- | --- | --- | --- |\n";
+  table_rows(schema.node(), "", out);
+  return out;
 }
 
 std::string to_yaml(const YAML::Node& node) {

@@ -8,10 +8,8 @@
 #include <unordered_map>
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <caf/event_based_actor.hpp>
@@ -21,8 +19,7 @@
 
 #include "frame_channel.hpp"
 #include "grove/plugin_host.pb.h"
-
-extern char** environ;
+#include "grove/process.hpp"
 
 namespace grove {
 
@@ -34,6 +31,10 @@ using down_atom = caf::atom_constant<caf::atom("down")>;
 using ccall_atom = caf::atom_constant<caf::atom("ccall")>;
 using creply_atom = caf::atom_constant<caf::atom("creply")>;
 using swapped_atom = caf::atom_constant<caf::atom("swapped")>;
+using exited_atom = caf::atom_constant<caf::atom("exited")>;
+
+// How long a stopping plugin host may take to stop its plugin before SIGKILL.
+constexpr std::chrono::milliseconds stop_grace{3000};
 
 class isolated_slot : public caf::event_based_actor {
 public:
@@ -69,7 +70,7 @@ protected:
         if (!ok && revive_rp_) {
           revive_rp_->deliver(false, "plugin host: " + text + "; plugin stays down");
           revive_rp_.reset();
-          kill_child();
+          retire_child();
           become(broken_);
           return;
         }
@@ -78,6 +79,8 @@ protected:
             init_rp_->deliver("plugin host: " + text);
             init_rp_.reset();
             set_state(plugin_state::stopped, text);
+            retire_child();
+            become(initial_);
             return;
           }
           on_failure("restart failed: " + text);
@@ -117,6 +120,7 @@ protected:
         become(running_);
       },
       [this](down_atom, uint64_t gen) { on_down(gen); },
+      [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); },
       [this](stop_atom) { return on_stop(); },
     };
     running_ = caf::behavior{
@@ -172,6 +176,7 @@ protected:
         return start_swap(out);
       },
       [this](down_atom, uint64_t gen) { on_down(gen); },
+      [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); },
       [this](restart_atom, uint64_t) {},
       [this](stop_atom) { return on_stop(); },
     };
@@ -186,7 +191,20 @@ protected:
         become(starting_);
       },
       [this](down_atom, uint64_t) {},
+      [this](exited_atom, uint64_t, std::string&) {},
       [this](stop_atom) { return on_stop(); },
+    };
+    // Waits for the child to stop its plugin and exit (SIGKILL after the grace).
+    stopping_ = caf::behavior{
+      [this](exited_atom, uint64_t gen, std::string&) {
+        if (gen == gen_)
+          finish_stop();
+      },
+      [this](down_atom, uint64_t) {},
+      [this](stop_atom) -> caf::result<bool> {
+        // A second stop waits for the first.
+        return true;
+      },
     };
     broken_ = caf::behavior{
       [this](Envelope&) {
@@ -215,7 +233,7 @@ protected:
   }
 
   void on_exit() override {
-    kill_child();
+    retire_child();
     unmap_page();
     if (setup_.ep)
       setup_.ep->reset();
@@ -322,28 +340,36 @@ private:
     }
     unmap_page();
     handled_page_ = static_cast<std::atomic<uint64_t>*>(page);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-    posix_spawn_file_actions_adddup2(&fa, mfd, 4);
-    std::vector<std::string> args{iso_.exe.string(), "--plugin-host", setup_.name,
-                                  "--fd", "3"};
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    auto rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
+    auto gen = ++gen_;
+    exit_how_.reset();
+    down_ = false;
+    process_options opts;
+    opts.argv = {iso_.exe.string(), "--plugin-host", setup_.name, "--fd", "3"};
+    opts.pass_fds = {{sv[1], 3}, {mfd, 4}};
+    // The child logs to groved's stderr itself, in the same format.
+    opts.capture_output = false;
+    opts.log_prefix = "plugin host process: ";
+    opts.parent_death_signal = SIGTERM;
+    opts.stop_grace = stop_grace;
+    // Restarts are the slot's: it replays what the dead child had not handled.
+    opts.restart = false;
+    process_owner owner;
+    // The callback only sends a message, so it may run on the supervisor thread.
+    owner.post = [](std::function<void()> f) { f(); };
+    owner.log = setup_.log;
+    process_callbacks cb;
+    cb.on_exit = [self = caf::actor_cast<caf::actor>(this), gen](const process_exit& ex) {
+      caf::anon_send(self, exited_atom::value, gen, ex.describe());
+    };
+    auto started = process::start(std::move(owner), std::move(opts), std::move(cb));
     ::close(sv[1]);
     ::close(mfd);
-    if (rc != 0) {
+    if (!started) {
       ::close(sv[0]);
-      return "cannot start " + iso_.exe.string() + ": " + strerror(rc);
+      return "cannot start " + iso_.exe.string() + ": " + describe(started.error());
     }
-    pid_ = pid;
+    proc_ = std::move(*started);
     channel_ = std::make_shared<frame_channel>(sv[0]);
-    auto gen = ++gen_;
     reader_ = std::thread{[ch = channel_, gen, self = caf::actor_cast<caf::actor>(this),
                            b = setup_.bus_ptr, ep = ep(), name = setup_.name,
                            status = setup_.status, log = setup_.log] {
@@ -358,7 +384,6 @@ private:
     s->set_log_level(iso_.log_level);
     s->set_queue_capacity(iso_.queue_capacity);
     channel_->send(out);
-    setup_.log->info("plugin host process {} started", pid_);
     return {};
   }
 
@@ -435,49 +460,53 @@ private:
     }
   }
 
-  // Waits for the child to exit (killing it if it lingers); returns how it ended.
-  std::string reap_child() {
-    std::string how = "exited";
-    if (pid_ > 0) {
-      int status = 0;
-      for (int i = 0; i < 200; ++i) {
-        if (waitpid(pid_, &status, WNOHANG) == pid_)
-          break;
-        if (i == 100)
-          ::kill(pid_, SIGKILL);
-        std::this_thread::sleep_for(std::chrono::milliseconds{10});
-      }
-      if (WIFSIGNALED(status))
-        how = "killed by signal " + std::to_string(WTERMSIG(status)) + " ("
-              + strsignal(WTERMSIG(status)) + ")";
-      else if (WIFEXITED(status))
-        how = "exited with code " + std::to_string(WEXITSTATUS(status));
-      pid_ = -1;
+  // Ends the current child now (SIGKILL), closes the channel and joins the reader;
+  // messages of its generation that are still on their way are ignored.
+  void retire_child() {
+    if (proc_) {
+      proc_.unbind();
+      proc_.stop(SIGKILL, std::chrono::milliseconds{0});
+      proc_ = process{};
     }
     if (channel_)
       channel_->shutdown();
     if (reader_.joinable())
       reader_.join();
     channel_.reset();
-    return how;
+    exit_how_.reset();
+    down_ = false;
+    ++gen_;
   }
-
   void unmap_page() {
     if (handled_page_ != nullptr)
       munmap(handled_page_, 4096);
     handled_page_ = nullptr;
   }
 
-  void kill_child() {
-    if (pid_ > 0)
-      ::kill(pid_, SIGKILL);
-    reap_child();
-  }
-
+  // The channel ended (EOF or bad data): the child is dead or broken. Handled once
+  // both the channel and the child's exit report are in, so every frame the child sent
+  // before dying has arrived.
   void on_down(uint64_t gen) {
     if (gen != gen_)
       return;
-    auto how = reap_child();
+    down_ = true;
+    if (exit_how_)
+      child_gone();
+    else if (proc_)
+      proc_.stop(SIGKILL, std::chrono::milliseconds{0});
+  }
+
+  void on_exited(uint64_t gen, const std::string& how) {
+    if (gen != gen_)
+      return;
+    exit_how_ = how;
+    if (down_)
+      child_gone();
+  }
+
+  void child_gone() {
+    auto how = *exit_how_;
+    retire_child();
     for (auto& [id, rp] : calls_)
       rp.deliver(make_error(errc::plugin_failed, setup_.name + " process " + how));
     calls_.clear();
@@ -516,11 +545,12 @@ private:
 
   void on_failure(const std::string& reason) {
     setup_.log->error("failed: {}", reason);
+    retire_child();
     auto d = failures_.record(setup_.restart);
     if (d.broken) {
       setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
                            setup_.restart.window.count());
-      kill_child();
+      retire_child();
       set_state(plugin_state::broken, reason);
       setup_.bus_ptr->unsubscribe_all(ep());
       for (size_t i = 0; i < unacked_.size(); ++i)
@@ -537,26 +567,31 @@ private:
     become(waiting_);
   }
 
-  bool on_stop() {
-    if (channel_ && pid_ > 0) {
+  // Asks the child to stop its plugin; answered once it exited (SIGKILL after the
+  // grace period), without holding a CAF worker meanwhile.
+  caf::result<bool> on_stop() {
+    if (channel_ && proc_.running()) {
       host::ToChild out;
       out.set_stop(true);
       channel_->send(out);
-      // Give it a moment to stop its plugin cleanly, then make sure.
-      for (int i = 0; i < 300 && pid_ > 0; ++i) {
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
-          pid_ = -1;
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds{10});
-      }
+      stop_rp_ = make_response_promise();
+      proc_.stop(0, stop_grace);
+      become(stopping_);
+      return caf::delegated<bool>{};
     }
-    kill_child();
+    finish_stop();
+    return true;
+  }
+
+  void finish_stop() {
+    retire_child();
     setup_.bus_ptr->unsubscribe_all(ep());
     set_state(plugin_state::stopped);
+    if (stop_rp_) {
+      stop_rp_->deliver(true);
+      stop_rp_.reset();
+    }
     quit();
-    return true;
   }
 
   slot_setup setup_;
@@ -565,7 +600,11 @@ private:
   std::string version_;
   std::string pending_library_;
   std::shared_ptr<const YAML::Node> pending_config_;
-  pid_t pid_ = -1;
+  process proc_;
+  // How the current child ended, once its exit was reported.
+  std::optional<std::string> exit_how_;
+  // The current child's channel ended.
+  bool down_ = false;
   std::atomic<uint64_t>* handled_page_ = nullptr;
   std::shared_ptr<frame_channel> channel_;
   std::thread reader_;
@@ -577,11 +616,13 @@ private:
   std::optional<caf::response_promise> init_rp_;
   std::optional<caf::response_promise> swap_rp_;
   std::optional<caf::response_promise> revive_rp_;
+  std::optional<caf::response_promise> stop_rp_;
   failure_tracker failures_;
   caf::behavior initial_;
   caf::behavior starting_;
   caf::behavior running_;
   caf::behavior waiting_;
+  caf::behavior stopping_;
   caf::behavior broken_;
 };
 

@@ -161,6 +161,7 @@ kernel::kernel(image_profile profile, kernel_options options)
   hs.log_level = profile_.log_level;
   hs.sink = sink;
   hs.plugin_host_exe = options_.plugin_host_exe;
+  hs.clock = options_.clock;
   host_ = std::make_unique<plugin_host>(*sys_, bus_, std::move(hs), log_);
 }
 

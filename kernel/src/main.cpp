@@ -10,7 +10,9 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "grove/kernel/config.hpp"
 #include "grove/kernel/kernel.hpp"
+#include "grove/kernel/plugin_host.hpp"
 #include "plugin_host_child.hpp"
 
 // Read by jemalloc at start-up (groved links it, see cmake/GroveDeps.cmake; other
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
   std::string write_dir;
   std::string plugin_dir;
   bool check_only = false;
+  std::string describe_name;
   std::string host_name;
   int host_fd = -1;
   auto config_opt = app.add_option("-c,--config", config_file, "image profile (YAML)");
@@ -56,6 +59,10 @@ int main(int argc, char** argv) {
   app.add_option("-p,--plugin-dir", plugin_dir, "where lib<name>.so plugins are");
   app.add_flag("--check", check_only,
                "validate the profile and every plugin's configuration, then exit");
+  auto describe_opt = app.add_option(
+    "--describe-config", describe_name,
+    "print the configuration keys of plugin NAME as a Markdown table, then exit");
+  describe_opt->excludes(host_opt);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -68,6 +75,19 @@ int main(int argc, char** argv) {
   }
   if (!host_name.empty())
     return grove::run_plugin_host(host_name, host_fd);
+  if (!describe_name.empty()) {
+    // The table comes from the schema the library exports, so it reads the same for
+    // typed (config_map) and hand-written schemas.
+    auto dir = plugin_dir.empty() ? default_plugin_dir() : std::filesystem::path{plugin_dir};
+    auto lib = grove::open_plugin_library(dir / ("lib" + describe_name + ".so"),
+                                          describe_name);
+    if (!lib) {
+      std::cerr << "groved: " << grove::describe(lib.error()) << '\n';
+      return 2;
+    }
+    std::cout << grove::config_table((*lib)->schema);
+    return 0;
+  }
   if (config_file.empty()) {
     std::cerr << "groved: --config is required (see --help)\n";
     return 2;

@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <map>
+
 #include <caf/scoped_actor.hpp>
 #include <google/protobuf/stubs/common.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +19,92 @@ namespace grove {
 plugin_library::~plugin_library() {
   if (handle != nullptr)
     dlclose(handle);
+}
+
+namespace {
+
+// Splits "k1=v1;k2=v2;" (the ABI manifest) or "a 1, b 2" (build info) into pairs.
+std::map<std::string, std::string> split_pairs(std::string_view text, char sep,
+                                               char kv) {
+  std::map<std::string, std::string> out;
+  while (!text.empty()) {
+    auto end = text.find(sep);
+    auto item = text.substr(0, end);
+    while (!item.empty() && item.front() == ' ')
+      item.remove_prefix(1);
+    if (auto at = item.find(kv); at != std::string_view::npos)
+      out.emplace(std::string{item.substr(0, at)}, std::string{item.substr(at + 1)});
+    else if (!item.empty())
+      out.emplace(std::string{item}, std::string{});
+    if (end == std::string_view::npos)
+      break;
+    text.remove_prefix(end + 1);
+  }
+  return out;
+}
+
+// Lists the keys whose values differ between what the plugin and the kernel report,
+// as "key plugin-value (kernel: kernel-value)".
+std::string differences(const std::map<std::string, std::string>& plugin,
+                        const std::map<std::string, std::string>& kernel) {
+  std::string out;
+  auto add = [&](const std::string& key, const std::string& theirs,
+                 const std::string& ours) {
+    if (!out.empty())
+      out += ", ";
+    out += key + " " + (theirs.empty() ? "absent" : theirs)
+           + " (kernel: " + (ours.empty() ? "absent" : ours) + ")";
+  };
+  for (auto& [key, ours] : kernel) {
+    auto i = plugin.find(key);
+    auto theirs = i == plugin.end() ? std::string{} : i->second;
+    if (theirs != ours)
+      add(key, theirs, ours);
+  }
+  for (auto& [key, theirs] : plugin)
+    if (!kernel.contains(key))
+      add(key, theirs, {});
+  return out;
+}
+
+} // namespace
+
+const char* kernel_build_info() noexcept {
+  return GROVE_BUILD_INFO;
+}
+
+std::string check_build(const grove_plugin_descriptor& desc) {
+  if (desc.abi_hash == nullptr || desc.abi_manifest == nullptr
+      || desc.build_info == nullptr)
+    return "descriptor has no ABI hash or build information (built with an older SDK "
+           "or without GROVE_PLUGIN)";
+  if (std::string_view{desc.abi_hash} != GROVE_PLUGIN_ABI_HASH) {
+    auto diff = differences(split_pairs(desc.abi_manifest, ';', '='),
+                            split_pairs(GROVE_PLUGIN_ABI_MANIFEST, ';', '='));
+    return std::string{"built against other SDK headers (ABI hash "} + desc.abi_hash
+           + ", kernel " + GROVE_PLUGIN_ABI_HASH + "); differing: "
+           + (diff.empty() ? "unknown" : diff);
+  }
+  // "yaml-cpp 0.7.0": the last word is the version, the rest names the component; the
+  // compiler's family ("gcc"/"clang") is part of what must match, so it is the value.
+  auto parse = [](std::string_view info) {
+    std::map<std::string, std::string> out;
+    for (auto& [item, _] : split_pairs(info, ',', '\0')) {
+      auto sp = item.rfind(' ');
+      auto key = sp == std::string::npos ? item : item.substr(0, sp);
+      auto value = sp == std::string::npos ? std::string{} : item.substr(sp + 1);
+      if (key == "gcc" || key == "clang") {
+        value = key + " " + value;
+        key = "compiler";
+      }
+      out[key] = value;
+    }
+    return out;
+  };
+  if (auto diff = differences(parse(desc.build_info), parse(GROVE_BUILD_INFO));
+      !diff.empty())
+    return "built with other libraries: " + diff;
+  return {};
 }
 
 caf::expected<plugin_library_ptr>
@@ -71,6 +159,8 @@ open_plugin_library(const std::filesystem::path& path, std::string_view expected
                       path.string() + ": built for plugin ABI "
                         + std::to_string(desc->abi_version) + ", kernel speaks "
                         + std::to_string(GROVE_PLUGIN_ABI_VERSION));
+  if (auto err = check_build(*desc); !err.empty())
+    return make_error(errc::abi_mismatch, path.string() + ": " + err);
   if (desc->caf_version != CAF_VERSION)
     return make_error(errc::abi_mismatch,
                       path.string() + ": built against CAF "
@@ -192,6 +282,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   setup.state_dir = state_dir;
   setup.log = plog;
   setup.restart = settings_.restart;
+  setup.clock = settings_.clock;
   setup.bus_ptr = &bus_;
   setup.status = status;
   setup.ep = ep_box;

@@ -1,13 +1,17 @@
 #include "slot.hpp"
 
 #include <deque>
+#include <map>
 #include <unordered_map>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
+#include <caf/send.hpp>
 #include <caf/sec.hpp>
 #include <caf/skip.hpp>
 #include <spdlog/spdlog.h>
+
+#include "blocking_pool.hpp"
 
 namespace grove {
 
@@ -17,24 +21,6 @@ namespace {
 thread_local const void* current_slot = nullptr;
 
 } // namespace
-
-failure_tracker::decision failure_tracker::record(const restart_policy& policy) {
-  auto now = std::chrono::steady_clock::now();
-  failures_.push_back(now);
-  while (!failures_.empty() && now - failures_.front() > policy.window)
-    failures_.pop_front();
-  decision d;
-  d.count = failures_.size();
-  if (d.count >= policy.max_failures) {
-    d.broken = true;
-    return d;
-  }
-  d.delay = policy.backoff_initial;
-  for (size_t i = 1; i < d.count && d.delay < policy.backoff_max; ++i)
-    d.delay *= 2;
-  d.delay = std::min(d.delay, policy.backoff_max);
-  return d;
-}
 
 std::string now_iso8601() {
   auto now = std::chrono::system_clock::now();
@@ -85,6 +71,12 @@ public:
   caf::expected<grove::gauge_family> gauge_family(std::string_view name,
                                                   std::string_view help,
                                                   std::string_view label) override;
+  void post(std::function<void()> fn) override;
+  void keep_process(std::string name, process p) override;
+  std::optional<process> adopt_process(std::string_view name) override;
+
+protected:
+  void run_blocking_impl(std::function<void()> work, std::function<void()> then) override;
 
 private:
   slot_actor* owner_;
@@ -151,6 +143,22 @@ public:
     return setup_.bus_ptr->publish(std::move(msg));
   }
 
+  // A delayed message to this slot, on the kernel's clock: CAF's (real time) unless a
+  // test installed a manual one. The manual clock holds only a weak handle, so a timer
+  // left waiting never keeps a stopped slot alive.
+  template <class... Ts>
+  void send_later(std::chrono::milliseconds delay, Ts... xs) {
+    if (!setup_.clock) {
+      delayed_send(this, delay, xs...);
+      return;
+    }
+    auto weak = caf::actor_cast<caf::weak_actor_ptr>(this);
+    setup_.clock->schedule(delay, [weak, xs...] {
+      if (auto strong = caf::actor_cast<caf::actor>(weak.lock()))
+        caf::anon_send(strong, xs...);
+    });
+  }
+
   timer_id add_timer(std::chrono::milliseconds delay, std::chrono::milliseconds period,
                      std::function<void()> f) {
     if (!on_actor_thread()) {
@@ -159,7 +167,7 @@ public:
     }
     auto id = next_timer_++;
     timers_.emplace(id, timer{std::move(f), period});
-    delayed_send(this, delay, timer_atom::value, id);
+    send_later(delay, timer_atom::value, id);
     return id;
   }
 
@@ -244,6 +252,62 @@ public:
     setup_.status->details[setup_.name + "." + std::string{key}] = std::move(value);
   }
 
+  // Any thread: runs `fn` on this actor if the current instance is still there then.
+  void post_call(std::function<void()> fn) {
+    std::lock_guard guard{post_mtx_};
+    caf::anon_send(caf::actor_cast<caf::actor>(this), post_atom::value, post_gen_,
+                   posted_call{post_lib_, std::move(fn)});
+  }
+
+  // Any thread: `work` on the blocking pool, then `then` posted like post_call. The
+  // task holds the actor and the library, not the context: it may outlive both.
+  void submit_blocking(std::function<void()> work, std::function<void()> then) {
+    struct task {
+      plugin_library_ptr lib;
+      caf::actor self;
+      uint64_t gen = 0;
+      std::function<void()> work;
+      std::function<void()> then;
+    };
+    auto t = std::make_shared<task>();
+    {
+      std::lock_guard guard{post_mtx_};
+      t->lib = post_lib_;
+      t->gen = post_gen_;
+    }
+    t->self = caf::actor_cast<caf::actor>(this);
+    t->work = std::move(work);
+    t->then = std::move(then);
+    detail::blocking_pool::instance().submit([t]() mutable {
+      t->work();
+      t->work = nullptr;
+      caf::anon_send(t->self, post_atom::value, t->gen,
+                     posted_call{t->lib, std::move(t->then)});
+    });
+  }
+
+  void keep(std::string name, process p) {
+    if (!on_actor_thread()) {
+      setup_.log->error("keep_process must be called from the plugin's own callbacks; "
+                        "stopping '{}'",
+                        name);
+      return;
+    }
+    p.unbind();
+    kept_[std::move(name)] = std::move(p);
+  }
+
+  std::optional<process> adopt(std::string_view name) {
+    if (!on_actor_thread())
+      return std::nullopt;
+    auto i = kept_.find(name);
+    if (i == kept_.end())
+      return std::nullopt;
+    auto p = std::move(i->second);
+    kept_.erase(i);
+    return p;
+  }
+
 protected:
   caf::behavior make_behavior() override {
     set_default_handler(caf::skip);
@@ -272,6 +336,7 @@ protected:
           on_failure("plugin reported failure: " + reason);
       },
       [this](restart_atom, uint64_t) {},
+      [this](post_atom, uint64_t gen, posted_call& call) { on_posted(gen, call); },
       [this](reload_atom, reload_request& req) { return on_reload(req); },
       [this](reconf_atom, reconfig_request& req) { return on_reconfigure(req.config); },
       [this](stop_atom) { return on_stop(); },
@@ -297,6 +362,7 @@ protected:
       },
       [this](fail_atom, uint64_t, std::string&) {},
       [this](timer_atom, uint64_t) {},
+      [](post_atom, uint64_t, posted_call&) {},
       [this](reload_atom, reload_request& req) { return replace_dead(req); },
       [this](reconf_atom, reconfig_request&) { return refuse_while("restarting"); },
       [this](stop_atom) { return on_stop(); },
@@ -322,6 +388,7 @@ protected:
     // Plugin code must be gone before the library may close; the endpoint holds our
     // handle, so dropping it here breaks the actor <-> endpoint cycle.
     inst_.reset();
+    kept_.clear();
     timers_.clear();
     pending_.clear();
     promises_.clear();
@@ -366,6 +433,11 @@ private:
   std::string create_and_start(const std::string* snapshot = nullptr) {
     ++generation_;
     {
+      std::lock_guard guard{post_mtx_};
+      post_gen_ = generation_;
+      post_lib_ = setup_.lib;
+    }
+    {
       std::lock_guard guard{filters_mtx_};
       wanted_filters_.clear();
     }
@@ -409,6 +481,10 @@ private:
     for (auto& f : previous_filters)
       if (std::find(wanted.begin(), wanted.end(), f) == wanted.end())
         setup_.bus_ptr->unsubscribe(ep(), f);
+    // Children an earlier instance kept and this one did not adopt.
+    for (auto& [name, p] : kept_)
+      setup_.log->info("stopping process '{}': the new instance did not adopt it", name);
+    kept_.clear();
     return {};
   }
 
@@ -442,6 +518,14 @@ private:
       on_failure(err);
   }
 
+  void on_posted(uint64_t gen, posted_call& call) {
+    if (gen != generation_ || !inst_ || !call.fn)
+      return;
+    auto err = guarded("posted function", [&] { call.fn(); });
+    if (!err.empty())
+      on_failure(err);
+  }
+
   void on_timer(uint64_t id) {
     auto i = timers_.find(id);
     if (i == timers_.end() || !inst_)
@@ -455,7 +539,7 @@ private:
       return;
     }
     if (period.count() > 0 && timers_.count(id))
-      delayed_send(this, period, timer_atom::value, id);
+      send_later(period, timer_atom::value, id);
     else
       timers_.erase(id);
   }
@@ -476,7 +560,9 @@ private:
   void on_failure(const std::string& reason) {
     setup_.log->error("failed: {}", reason);
     destroy_instance(reason);
-    auto d = failures_.record(setup_.restart);
+    kept_.clear();
+    auto d = setup_.clock ? failures_.record(setup_.restart, setup_.clock->now())
+                          : failures_.record(setup_.restart);
     if (d.broken) {
       setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
                            setup_.restart.window.count());
@@ -489,7 +575,7 @@ private:
     setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
                      d.delay.count(), d.count, setup_.restart.max_failures,
                      setup_.restart.window.count());
-    delayed_send(this, d.delay, restart_atom::value, generation_);
+    send_later(d.delay, restart_atom::value, generation_);
     become(restarting_);
   }
 
@@ -608,6 +694,7 @@ private:
 
   bool on_stop() {
     destroy_instance("unloaded");
+    kept_.clear();
     setup_.bus_ptr->unsubscribe_all(ep());
     set_state(plugin_state::stopped);
     quit();
@@ -628,6 +715,12 @@ private:
   uint64_t next_request_ = 1;
   std::unordered_map<uint64_t, caf::response_promise> promises_;
   failure_tracker failures_;
+  // Guards what post_call and submit_blocking read from other threads.
+  std::mutex post_mtx_;
+  uint64_t post_gen_ = 0;
+  plugin_library_ptr post_lib_;
+  // Processes kept for the next instance (context::keep_process).
+  std::map<std::string, process, std::less<>> kept_;
   caf::behavior running_;
   caf::behavior restarting_;
   caf::behavior broken_;
@@ -760,6 +853,21 @@ slot_context::gauge_family(std::string_view name, std::string_view help,
                            std::string_view label) {
   return declare_family<grove::gauge_family>(*owner_->setup().status->metrics,
                                              metric_kind::gauge, name, help, label);
+void slot_context::post(std::function<void()> fn) {
+  owner_->post_call(std::move(fn));
+}
+
+void slot_context::run_blocking_impl(std::function<void()> work,
+                                     std::function<void()> then) {
+  owner_->submit_blocking(std::move(work), std::move(then));
+}
+
+void slot_context::keep_process(std::string name, process p) {
+  owner_->keep(std::move(name), std::move(p));
+}
+
+std::optional<process> slot_context::adopt_process(std::string_view name) {
+  return owner_->adopt(name);
 }
 
 } // namespace

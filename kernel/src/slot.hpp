@@ -1,7 +1,7 @@
 #pragma once
 
 #include <chrono>
-#include <deque>
+#include <functional>
 #include <memory>
 
 #include <caf/actor.hpp>
@@ -29,6 +29,16 @@ using reply_atom = caf::atom_constant<caf::atom("reply")>;
 using resp_atom = caf::atom_constant<caf::atom("resp")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 using reconf_atom = caf::atom_constant<caf::atom("reconf")>;
+using post_atom = caf::atom_constant<caf::atom("post")>;
+
+/// A function posted to a slot (context::post, run_blocking). Holds the plugin library
+/// open until the function, plugin code, is gone (members die in reverse order).
+struct posted_call {
+  /// The library the function's code lives in.
+  plugin_library_ptr lib;
+  /// The function.
+  std::function<void()> fn;
+};
 
 /// What a hot reload swaps in: a library (the same build or a new one) and a
 /// configuration already validated against that library's schema.
@@ -54,6 +64,8 @@ struct slot_setup {
   std::shared_ptr<spdlog::logger> log;
   /// Restart policy.
   restart_policy restart;
+  /// Time for timers and back-off; null = CAF's clock (real time).
+  std::shared_ptr<kernel_clock> clock;
   /// The bus.
   bus* bus_ptr = nullptr;
   /// Status shared with the host.
@@ -66,33 +78,6 @@ struct slot_setup {
 struct reconfig_request {
   /// Validated configuration.
   YAML::Node config;
-};
-
-/// The supervision policy both kinds of slot apply: failures are counted over a
-/// sliding window; too many mark the plugin broken, otherwise it restarts after an
-/// exponential back-off.
-class failure_tracker {
-public:
-  /// What to do after a failure.
-  struct decision {
-    /// True: stop for good.
-    bool broken = false;
-    /// Back-off before the restart (when not broken).
-    std::chrono::milliseconds delay{0};
-    /// Failures inside the window, this one included.
-    size_t count = 0;
-  };
-
-  /// Records a failure now and decides.
-  decision record(const restart_policy& policy);
-
-  /// Forgets past failures (after an operator replaced the build).
-  void clear() noexcept {
-    failures_.clear();
-  }
-
-private:
-  std::deque<std::chrono::steady_clock::time_point> failures_;
 };
 
 /// The current UTC time as "YYYY-MM-DDTHH:MM:SSZ".
@@ -109,3 +94,4 @@ caf::actor spawn_slot(caf::actor_system& sys, slot_setup setup);
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::reload_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::reconfig_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::posted_call)

@@ -265,6 +265,19 @@ BOOST_AUTO_TEST_CASE(check_mode_validates_plugin_configs) {
   BOOST_TEST(contains(r.output, "slow_us: expected an integer"), r.output);
 }
 
+BOOST_AUTO_TEST_CASE(describe_config_prints_the_table_of_a_plugin) {
+  auto r = test::run({GROVED_PATH, "--describe-config", "echo", "--plugin-dir",
+                      test::test_plugin_dir().string()});
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(contains(r.output, "| key | type | default | range | meaning |"), r.output);
+  BOOST_TEST(contains(r.output, "| `slow_us` | int | `0` | ≥ 0 | busy time per message |"),
+             r.output);
+  r = test::run({GROVED_PATH, "--describe-config", "no_such_plugin", "--plugin-dir",
+                 test::test_plugin_dir().string()});
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(contains(r.output, "no such file"), r.output);
+}
+
 BOOST_AUTO_TEST_CASE(what_isolation_buys) {
   // The same segfaulting plugin, twice: in process it takes groved down with it;
   // isolated, groved logs the crash, restarts the plugin and keeps serving.

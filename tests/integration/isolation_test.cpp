@@ -1,9 +1,19 @@
 #define BOOST_TEST_MODULE isolation_test
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <thread>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "../support/process_support.hpp"
 #include "../unit/test_util.hpp"
 #include "process_util.hpp"
 
@@ -12,7 +22,50 @@
 
 using namespace grove;
 
+// Like groved, whose kernel threads block its stop signals.
+using groved_like_signals = test::groved_like_signals;
+BOOST_TEST_GLOBAL_FIXTURE(groved_like_signals);
+
 namespace {
+
+// The plugin-host child of this process that runs `name`; 0 if none.
+pid_t host_child(const std::string& name) {
+  for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
+    auto pid_text = e.path().filename().string();
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream stat{e.path() / "stat"};
+    std::string line;
+    if (!std::getline(stat, line))
+      continue;
+    auto paren = line.rfind(')');
+    std::istringstream rest{line.substr(paren + 2)};
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != ::getpid())
+      continue;
+    std::ifstream cmd{e.path() / "cmdline"};
+    std::string args{std::istreambuf_iterator<char>{cmd}, {}};
+    std::replace(args.begin(), args.end(), '\0', ' ');
+    if (args.find("--plugin-host " + name + " ") != std::string::npos)
+      return static_cast<pid_t>(std::stol(pid_text));
+  }
+  return 0;
+}
+
+// A field of /proc/<pid>/status, e.g. "SigBlk".
+std::string status_field(pid_t pid, const std::string& key) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) {
+      auto v = line.substr(key.size() + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      return v;
+    }
+  return {};
+}
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
@@ -213,6 +266,38 @@ BOOST_AUTO_TEST_CASE(status_lines_and_metrics_cross_the_boundary) {
   BOOST_TEST(counted >= 3);
   // The counter reaches the Prometheus text as a number too.
   BOOST_TEST(hk.scrape().find("\ngrove_heartbeat_beats_total ") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(the_child_starts_with_no_blocked_signals) {
+  // This process blocks SIGINT/SIGTERM/SIGHUP like groved; a child inheriting that mask
+  // would never act on its parent-death SIGTERM and outlive a crashed groved.
+  load("echo", "{}", true);
+  auto pid = host_child("echo");
+  BOOST_REQUIRE(pid > 0);
+  BOOST_TEST(status_field(pid, "SigBlk") == "0000000000000000");
+}
+
+BOOST_AUTO_TEST_CASE(the_child_inherits_no_descriptor_but_its_channel) {
+  // Opened without O_CLOEXEC, as a careless library (or an old TLS socket) would be.
+  auto marker = dir.write("leak-marker", "x");
+  int leaked = ::open(marker.c_str(), O_RDONLY);
+  BOOST_REQUIRE(leaked >= 0);
+  load("echo", "{}", true);
+  auto pid = host_child("echo");
+  BOOST_REQUIRE(pid > 0);
+  std::vector<std::string> targets;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator{
+         "/proc/" + std::to_string(pid) + "/fd", ec})
+    targets.push_back(std::filesystem::read_symlink(e.path(), ec).string());
+  ::close(leaked);
+  BOOST_REQUIRE(!targets.empty());
+  for (auto& t : targets)
+    BOOST_TEST(t != marker.string());
+  // The channel is there: the plugin answers through it.
+  test::collector out{*k, "test/echo/out"};
+  test::pub(*k, "test/echo/in", "through the channel");
+  BOOST_TEST(out.wait_for(1));
 }
 
 BOOST_AUTO_TEST_CASE(unload_stops_the_child) {

@@ -175,6 +175,40 @@ grove_plugin_entry_v1(void) {
                                       nullptr,
                                       nullptr,
                                       nullptr,
+                                      GROVE_PLUGIN_ABI_HASH,
+                                      GROVE_PLUGIN_ABI_MANIFEST,
+                                      GROVE_BUILD_INFO,
+                                      {}};
+  return &d;
+}
+#elif TEST_PLUGIN_KIND == 9 || TEST_PLUGIN_KIND == 10
+// Same ABI version, but built against other SDK headers (9: plugin.hpp differs) or
+// other library versions (10: yaml-cpp and the compiler differ).
+extern "C" __attribute__((visibility("default"))) const grove_plugin_descriptor*
+grove_plugin_entry_v1(void) {
+  static const std::string manifest = [] {
+    std::string m = GROVE_PLUGIN_ABI_MANIFEST;
+    auto at = m.find("plugin.hpp=");
+    if (TEST_PLUGIN_KIND == 9 && at != std::string::npos)
+      m.replace(at + 11, 12, "000000000000");
+    return m;
+  }();
+  static grove_plugin_descriptor d = {sizeof(grove_plugin_descriptor),
+                                      GROVE_PLUGIN_ABI_VERSION,
+                                      CAF_VERSION,
+                                      GOOGLE_PROTOBUF_VERSION,
+                                      TEST_PLUGIN_NAME,
+                                      "0.0.1",
+                                      nullptr,
+                                      [] { return static_cast<void*>(nullptr); },
+                                      [](void*) {},
+                                      TEST_PLUGIN_KIND == 9 ? "0123456789abcdef"
+                                                            : GROVE_PLUGIN_ABI_HASH,
+                                      manifest.c_str(),
+                                      TEST_PLUGIN_KIND == 9
+                                        ? GROVE_BUILD_INFO
+                                        : "clang 99, " GROVE_BUILD_STDLIB
+                                          ", yaml-cpp 0.6.3, fmt 9.1.0, spdlog 1.10.0",
                                       {}};
   return &d;
 }
@@ -183,6 +217,54 @@ grove_plugin_entry_v1(void) {
 extern "C" __attribute__((visibility("default"))) int grove_plugin_entry_v0(void) {
   return 0;
 }
+#elif TEST_PLUGIN_KIND == 11
+#include "grove/config_map.hpp"
+
+namespace {
+
+// A typed plugin: its configuration is a struct declared once with a config_map.
+struct typed_config {
+  std::string prefix;
+  std::string listen;
+
+  static grove::config_map<typed_config> map() {
+    return grove::config_map<typed_config>{}
+      .key("prefix", &typed_config::prefix, "t-", "prepended to echoed payloads")
+      .key("listen", &typed_config::listen, "test/typed/in", "echoed to test/typed/out")
+      .validate([](const typed_config& cfg) -> caf::error {
+        if (cfg.prefix == "bad")
+          return grove::make_error(grove::errc::invalid_config,
+                                   "prefix: 'bad' is refused on purpose");
+        return {};
+      });
+  }
+};
+
+/// Echoes with the prefix of the configuration in force; the prefix changes live.
+class typed_echo : public grove::typed_plugin<typed_config> {
+public:
+  caf::error init(grove::context& ctx, const typed_config& cfg) override {
+    ctx_ = &ctx;
+    return ctx.subscribe(cfg.listen);
+  }
+
+  caf::error reconfigure(const typed_config& cfg) override {
+    if (cfg.listen != config().listen) // config() is still the old one here
+      return grove::make_error(grove::errc::unsupported, "listen changed");
+    return {};
+  }
+
+  void on_message(const grove::Envelope& msg) override {
+    ctx_->publish("test/typed/out", config().prefix + msg.payload(), "text/plain");
+  }
+
+private:
+  grove::context* ctx_ = nullptr;
+};
+
+} // namespace
+
+GROVE_TYPED_PLUGIN(typed_echo, TEST_PLUGIN_NAME, TEST_PLUGIN_VERSION)
 #else
 GROVE_PLUGIN(echo, TEST_PLUGIN_NAME, TEST_PLUGIN_VERSION, echo_schema)
 #endif

@@ -1,7 +1,7 @@
 #pragma once
 
 // Helpers shared by every test suite and the benchmarks that start real processes: a
-// scratch directory, loopback ports, and bounded polling.
+// scratch directory, loopback ports, bounded polling, and the generated README tables.
 
 #include <chrono>
 #include <cstdint>
@@ -175,6 +175,25 @@ bool wait_until(F f, std::chrono::milliseconds limit = std::chrono::seconds{10})
       return f();
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   }
+}
+
+/// The lines of a README between `<!-- config-table:begin -->` and
+/// `<!-- config-table:end -->` (the generated configuration table), or "<no markers>".
+inline std::string readme_config_table(const std::string& file) {
+  std::ifstream in{file};
+  std::string line;
+  std::string table;
+  bool inside = false;
+  bool found = false;
+  while (std::getline(in, line)) {
+    if (line.find("<!-- config-table:end -->") != std::string::npos)
+      return table;
+    if (inside)
+      table += line + "\n";
+    if (line.find("<!-- config-table:begin -->") != std::string::npos)
+      inside = found = true;
+  }
+  return found ? table : std::string{"<no markers>"};
 }
 
 } // namespace grove::test

@@ -78,7 +78,10 @@ BOOST_AUTO_TEST_CASE(missing_file) {
 BOOST_AUTO_TEST_CASE(wrong_abi_and_caf_and_missing_symbol) {
   auto err = k->host().load(spec("wrong_abi"));
   BOOST_TEST(err == errc::abi_mismatch);
-  BOOST_TEST(contains(error_text(err), "plugin ABI 2, kernel speaks 1"), error_text(err));
+  BOOST_TEST(contains(error_text(err),
+                      "plugin ABI " + std::to_string(GROVE_PLUGIN_ABI_VERSION + 1)
+                        + ", kernel speaks " + std::to_string(GROVE_PLUGIN_ABI_VERSION)),
+             error_text(err));
   err = k->host().load(spec("wrong_caf"));
   BOOST_TEST(err == errc::abi_mismatch);
   BOOST_TEST(contains(error_text(err), "CAF"), error_text(err));
@@ -88,6 +91,29 @@ BOOST_AUTO_TEST_CASE(wrong_abi_and_caf_and_missing_symbol) {
   // The kernel still works.
   BOOST_REQUIRE(!k->host().load(spec("echo")));
   BOOST_TEST(k->plugins().plugins_size() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(other_headers_or_libraries_are_refused_naming_what_differs) {
+  // Same ABI version number, but the SDK header hash says plugin.hpp differs.
+  auto err = k->host().load(spec("wrong_headers"));
+  BOOST_TEST(err == errc::abi_mismatch);
+  auto text = error_text(err);
+  BOOST_TEST(contains(text, "other SDK headers"), text);
+  BOOST_TEST(contains(text, "plugin.hpp 000000000000 (kernel: "), text);
+  BOOST_TEST(!contains(text, "errors.hpp"), text); // only what differs is named
+  // Same headers, other compiler and yaml-cpp.
+  err = k->host().load(spec("wrong_libs"));
+  BOOST_TEST(err == errc::abi_mismatch);
+  text = error_text(err);
+  BOOST_TEST(contains(text, "compiler clang 99 (kernel: "), text);
+  BOOST_TEST(contains(text, "yaml-cpp 0.6.3 (kernel: "), text);
+  BOOST_TEST(!contains(text, "fmt"), text);
+  BOOST_TEST(k->plugins().plugins_size() == 0);
+  // The kernel's own build information names real versions, not placeholders.
+  std::string info = kernel_build_info();
+  BOOST_TEST(!contains(info, "unknown"), info);
+  BOOST_TEST(contains(info, "yaml-cpp "), info);
+  BOOST_REQUIRE(!k->host().load(spec("echo")));
 }
 
 BOOST_AUTO_TEST_CASE(init_throws_or_fails) {

@@ -1,16 +1,8 @@
 #include "broker_process.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <pwd.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -28,8 +19,6 @@
 
 #include "grove/errors.hpp"
 
-extern char** environ;
-
 namespace grove::mm {
 
 namespace fs = std::filesystem;
@@ -38,30 +27,11 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr size_t max_tail_lines = 20;
-constexpr auto start_timeout = 5s;
-constexpr auto stop_timeout = 3s;
-constexpr auto stable_uptime = 60s;
+constexpr auto stop_grace = 3s;
 constexpr uintmax_t max_log_bytes = 1 << 20;
 
 std::string errno_text(const char* what) {
   return std::string{what} + ": " + std::strerror(errno);
-}
-
-std::string now_iso8601() {
-  auto t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::string describe_exit(int st) {
-  if (WIFEXITED(st))
-    return "exited with " + std::to_string(WEXITSTATUS(st));
-  if (WIFSIGNALED(st))
-    return "killed by signal " + std::to_string(WTERMSIG(st));
-  return "ended with status " + std::to_string(st);
 }
 
 // Writes `text` to a temporary file next to `path`, then renames it over `path`, so that a
@@ -135,14 +105,6 @@ std::set<std::string> listening_inodes(uint16_t port) {
   return result;
 }
 
-log_level level_of(const std::string& line) {
-  if (line.find("Error") != std::string::npos || line.find("error:") != std::string::npos)
-    return log_level::error;
-  if (line.find("Warning") != std::string::npos)
-    return log_level::warning;
-  return log_level::info;
-}
-
 } // namespace
 
 broker_process::broker_process(broker_options opts) : opts_(std::move(opts)) {
@@ -161,15 +123,8 @@ fs::path broker_process::stats_file() const {
   return opts_.state_dir / "broker-stats.json";
 }
 
-broker_status broker_process::status() const {
-  std::lock_guard<std::mutex> lk{mtx_};
-  broker_status st;
-  st.running = running_;
-  st.pid = running_ ? pid_ : 0;
-  st.restarts = restarts_;
-  st.last_exit = last_exit_;
-  st.started_at = running_ ? started_at_ : std::string{};
-  return st;
+process_status broker_process::status() const {
+  return proc_.status();
 }
 
 caf::error broker_process::check_options() const {
@@ -198,14 +153,8 @@ caf::error broker_process::check_options() const {
   return {};
 }
 
-caf::error broker_process::write_config() {
+caf::expected<std::string> broker_process::config_text() const {
   std::error_code ec;
-  fs::create_directories(opts_.state_dir, ec);
-  if (ec)
-    return make_error(errc::system_error,
-                      "broker: cannot create " + opts_.state_dir.string() + ": " + ec.message());
-  // Mosquitto runs as the current user (see `user` below): owner access is what it needs.
-  fs::permissions(opts_.state_dir, fs::perms::owner_all, fs::perm_options::add, ec);
   auto state = fs::absolute(opts_.state_dir, ec);
   if (ec)
     state = opts_.state_dir;
@@ -247,13 +196,147 @@ caf::error broker_process::write_config() {
       << "plugin_opt_stats_file " << (state / "broker-stats.json").string() << "\n";
   if (opts_.dev_mode)
     out << "plugin_opt_insecure_username_auth true\n";
-  conf_path_ = (state / "mosquitto.conf").string();
-  if (auto err = write_file_atomic(conf_path_, out.str(), 0600))
-    return err;
-  if (!fs::exists(acl_file(), ec))
-    if (auto err = write_file_atomic(acl_file(), "# no things yet\n", 0600))
+  return out.str();
+}
+
+caf::error broker_process::begin_start(process_owner owner,
+                                       std::function<void(std::string)> on_failed) {
+  try {
+    if (phase_ != phase::idle || proc_)
+      return make_error(errc::invalid_state, "broker: already started");
+    if (auto err = check_options())
       return err;
+    auto text = config_text();
+    if (!text)
+      return text.error();
+    std::error_code ec;
+    fs::create_directories(opts_.state_dir, ec);
+    if (ec)
+      return make_error(errc::system_error, "broker: cannot create "
+                                              + opts_.state_dir.string() + ": " + ec.message());
+    // Mosquitto runs as the current user: owner access is what it needs.
+    fs::permissions(opts_.state_dir, fs::perms::owner_all, fs::perm_options::add, ec);
+    conf_path_ = (fs::absolute(opts_.state_dir, ec) / "mosquitto.conf").string();
+    if (auto err = write_file_atomic(conf_path_, *text, 0600))
+      return err;
+    if (!fs::exists(acl_file(), ec))
+      if (auto err = write_file_atomic(acl_file(), "# no things yet\n", 0600))
+        return err;
+    owner_ = std::move(owner);
+    on_failed_ = std::move(on_failed);
+    {
+      std::lock_guard<std::mutex> lk{mtx_};
+      tail_.clear();
+      start_exit_.clear();
+    }
+    phase_ = phase::waiting_for_port;
+    deadline_ = std::chrono::steady_clock::now() + opts_.port_wait;
+    return {};
+  } catch (const std::exception& e) {
+    return make_error(errc::system_error, std::string{"broker: start: "} + e.what());
+  }
+}
+
+process_callbacks broker_process::callbacks() {
+  process_callbacks cb;
+  cb.on_output = [this](output_stream, const std::string& line) { on_output(line); };
+  cb.on_exit = [this](const process_exit& ex) {
+    if (phase_ == phase::starting) {
+      std::lock_guard<std::mutex> lk{mtx_};
+      start_exit_ = ex.describe();
+    } else if (ex.gave_up && on_failed_) {
+      on_failed_("mosquitto " + ex.describe() + " and failed too often: not restarted");
+    }
+  };
+  return cb;
+}
+
+caf::error broker_process::launch() {
+  process_options po;
+  po.argv = {opts_.mosquitto_exe, "-c", conf_path_};
+  po.log_prefix = "mosquitto: ";
+  po.stop_grace = stop_grace;
+  // Not while starting: an exit then is a start failure, reported with its cause.
+  po.restart = false;
+  po.policy = opts_.restart;
+  auto p = process::start(owner_, std::move(po), callbacks());
+  if (!p)
+    return p.error();
+  proc_ = std::move(*p);
   return {};
+}
+
+caf::expected<bool> broker_process::poll_start() {
+  auto now = std::chrono::steady_clock::now();
+  switch (phase_) {
+    case phase::idle:
+      return make_error(errc::invalid_state, "broker: not started");
+    case phase::running:
+      return true;
+    case phase::waiting_for_port:
+      // An earlier broker may still hold the port while it stops.
+      if (!listening_inodes(opts_.port).empty() && now < deadline_)
+        return false;
+      if (auto err = launch()) {
+        phase_ = phase::idle;
+        return err;
+      }
+      phase_ = phase::starting;
+      deadline_ = now + opts_.start_timeout;
+      return false;
+    case phase::starting:
+      break;
+  }
+  std::string exit_text;
+  {
+    std::lock_guard<std::mutex> lk{mtx_};
+    exit_text = start_exit_;
+  }
+  auto fail = [this](errc code, const std::string& what) {
+    phase_ = phase::idle;
+    proc_.stop(SIGKILL, std::chrono::milliseconds{0});
+    proc_ = process{};
+    return make_error(code, what + ": " + last_lines());
+  };
+  if (!exit_text.empty())
+    return fail(errc::init_failed, "broker: mosquitto " + exit_text + " while starting");
+  if (auto pid = proc_.pid(); pid > 0 && child_listening(pid)) {
+    phase_ = phase::running;
+    proc_.set_restart(true);
+    return true;
+  }
+  if (now >= deadline_)
+    return fail(errc::timeout, "broker: mosquitto does not accept connections on port "
+                                 + std::to_string(opts_.port) + " after "
+                                 + std::to_string(opts_.start_timeout.count()) + " ms");
+  return false;
+}
+
+caf::error broker_process::adopt(process p, process_owner owner,
+                                 std::function<void(std::string)> on_failed) {
+  if (!p.running())
+    return make_error(errc::invalid_state, "broker: the kept broker is not running");
+  owner_ = std::move(owner);
+  on_failed_ = std::move(on_failed);
+  proc_ = std::move(p);
+  proc_.bind(owner_, callbacks());
+  proc_.set_restart(true);
+  phase_ = phase::running;
+  return {};
+}
+
+process broker_process::release() {
+  phase_ = phase::idle;
+  proc_.unbind();
+  return std::move(proc_);
+}
+
+void broker_process::stop() {
+  phase_ = phase::idle;
+  if (proc_) {
+    proc_.stop();
+    proc_ = process{};
+  }
 }
 
 caf::error broker_process::write_acl(const std::string& text) {
@@ -269,8 +352,13 @@ caf::error broker_process::write_acl(const std::string& text) {
   }
 }
 
-void broker_process::emit(log_level level, const std::string& line) {
-  std::lock_guard<std::mutex> lk{log_mtx_};
+void broker_process::on_output(const std::string& line) {
+  {
+    std::lock_guard<std::mutex> lk{mtx_};
+    tail_.push_back(line);
+    while (tail_.size() > max_tail_lines)
+      tail_.pop_front();
+  }
   try {
     auto file = opts_.state_dir / "broker.log";
     std::error_code ec;
@@ -278,188 +366,8 @@ void broker_process::emit(log_level level, const std::string& line) {
       fs::rename(file, opts_.state_dir / "broker.log.1", ec);
     std::ofstream out{file, std::ios::app};
     out << line << '\n';
-    if (opts_.log)
-      opts_.log(level, line);
   } catch (...) {
-    // A failing log sink must not take the supervisor down.
-  }
-}
-
-void broker_process::read_log(int fd) {
-  std::string buf;
-  char chunk[4096];
-  auto flush_line = [this](std::string line) {
-    if (!line.empty() && line.back() == '\r')
-      line.pop_back();
-    {
-      std::lock_guard<std::mutex> lk{mtx_};
-      tail_.push_back(line);
-      while (tail_.size() > max_tail_lines)
-        tail_.pop_front();
-    }
-    emit(level_of(line), line);
-  };
-  for (;;) {
-    auto n = ::read(fd, chunk, sizeof(chunk));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    buf.append(chunk, static_cast<size_t>(n));
-    size_t pos;
-    while ((pos = buf.find('\n')) != std::string::npos) {
-      flush_line(buf.substr(0, pos));
-      buf.erase(0, pos + 1);
-    }
-  }
-  if (!buf.empty())
-    flush_line(buf);
-  ::close(fd);
-}
-
-// Forks and execs mosquitto; called on the supervisor thread with mtx_ held.
-caf::error broker_process::spawn_child(int& read_fd, int& pid) {
-  // Everything the child needs is prepared before fork: after fork only async-signal-safe
-  // calls are allowed (other threads may hold malloc's locks).
-  std::string exe = opts_.mosquitto_exe;
-  std::string flag = "-c";
-  std::vector<char*> argv{exe.data(), flag.data(), conf_path_.data(), nullptr};
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    return make_error(errc::system_error, errno_text("broker: pipe2"));
-  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devnull < 0) {
-    auto err = make_error(errc::system_error, errno_text("broker: open /dev/null"));
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return err;
-  }
-  rlimit nofile{};
-  unsigned max_fd = 65536;
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
-    max_fd = static_cast<unsigned>(std::min<rlim_t>(nofile.rlim_cur, 1u << 20));
-  auto parent = ::getpid();
-  auto child = ::fork();
-  if (child < 0) {
-    auto err = make_error(errc::system_error, errno_text("broker: fork"));
-    ::close(fds[0]);
-    ::close(fds[1]);
-    ::close(devnull);
-    return err;
-  }
-  if (child == 0) {
-    // Die with the parent, and close the race where it died before prctl.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(127);
-    // Own process group: a terminal's Ctrl-C goes to groved, which stops the broker.
-    ::setpgid(0, 0);
-    ::dup2(devnull, 0);
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    // Nothing else of the parent leaks into the broker.
-    if (::syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
-      for (unsigned i = 3; i < max_fd; ++i)
-        ::close(static_cast<int>(i));
-    sigset_t all;
-    sigemptyset(&all);
-    ::sigprocmask(SIG_SETMASK, &all, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig)
-      ::sigaction(sig, &dfl, nullptr);
-    ::execve(argv[0], argv.data(), environ);
-    static constexpr char msg[] = "Error: cannot execute mosquitto\n";
-    [[maybe_unused]] auto n = ::write(2, msg, sizeof(msg) - 1);
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  ::close(devnull);
-  read_fd = fds[0];
-  pid = child;
-  return {};
-}
-
-void broker_process::supervise() {
-  auto delay = opts_.restart_initial;
-  for (;;) {
-    int fd = -1;
-    int pid = 0;
-    auto spawned_at = std::chrono::steady_clock::now();
-    {
-      std::unique_lock<std::mutex> lk{mtx_};
-      if (stopping_) {
-        supervisor_done_ = true;
-        cv_.notify_all();
-        return;
-      }
-      if (auto err = spawn_child(fd, pid)) {
-        if (starting_) {
-          spawn_error_ = err;
-          supervisor_done_ = true;
-          cv_.notify_all();
-          return;
-        }
-        last_exit_ = describe(err);
-      } else {
-        pid_ = pid;
-        running_ = true;
-        started_at_ = now_iso8601();
-        cv_.notify_all();
-      }
-    }
-    std::string exit_text;
-    if (pid > 0) {
-      emit(log_level::info, "mosquitto started (pid " + std::to_string(pid) + ")");
-      std::thread reader;
-      try {
-        reader = std::thread{[this, fd] { read_log(fd); }};
-      } catch (...) {
-        // No thread to spare: read here until the child closes the pipe (it exited).
-        read_log(fd);
-      }
-      // Wait without reaping: while the zombie exists its pid cannot be reused, so
-      // stop() may still signal pid_ safely.
-      siginfo_t info{};
-      while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0
-             && errno == EINTR) {
-      }
-      if (reader.joinable())
-        reader.join(); // all output is in tail_ before anyone sees the exit
-      int st = 0;
-      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-      }
-      exit_text = describe_exit(st);
-      std::unique_lock<std::mutex> lk{mtx_};
-      pid_ = 0;
-      running_ = false;
-      last_exit_ = exit_text;
-      exited_ = true;
-      cv_.notify_all();
-      if (stopping_ || starting_) {
-        supervisor_done_ = true;
-        lk.unlock();
-        emit(stopping_ ? log_level::info : log_level::error, "mosquitto " + exit_text);
-        return;
-      }
-    } else {
-      std::lock_guard<std::mutex> lk{mtx_};
-      exit_text = "could not be started: " + last_exit_;
-    }
-    if (std::chrono::steady_clock::now() - spawned_at >= stable_uptime)
-      delay = opts_.restart_initial;
-    emit(log_level::warning, "mosquitto " + exit_text + "; restarting in "
-                               + std::to_string(delay.count()) + " ms");
-    {
-      std::unique_lock<std::mutex> lk{mtx_};
-      if (cv_.wait_for(lk, delay, [this] { return stopping_; })) {
-        supervisor_done_ = true;
-        cv_.notify_all();
-        return;
-      }
-      ++restarts_;
-    }
-    delay = std::min(delay * 2, opts_.restart_max);
+    // broker.log is a convenience; the plugin's log has every line too.
   }
 }
 
@@ -502,116 +410,6 @@ std::string broker_process::last_lines() const {
     return "(mosquitto wrote nothing)";
   return errors.empty() ? "last log lines: " + context
                         : errors + " (last log lines: " + context + ")";
-}
-
-caf::error broker_process::start() {
-  try {
-    std::lock_guard<std::mutex> control{control_mtx_};
-    {
-      std::lock_guard<std::mutex> lk{mtx_};
-      if (!supervisor_done_)
-        return make_error(errc::invalid_state, "broker: already started");
-    }
-    if (supervisor_.joinable())
-      supervisor_.join();
-    if (auto err = check_options())
-      return err;
-    if (auto err = write_config())
-      return err;
-    {
-      std::lock_guard<std::mutex> lk{mtx_};
-      stopping_ = false;
-      starting_ = true;
-      supervisor_done_ = false;
-      exited_ = false;
-      spawn_error_ = caf::error{};
-      restarts_ = 0;
-      last_exit_.clear();
-      tail_.clear();
-    }
-    supervisor_ = std::thread{[this] {
-      try {
-        supervise();
-      } catch (const std::exception& e) {
-        // Out of memory or threads: give up supervising. A live child dies with this thread
-        // (PR_SET_PDEATHSIG follows the forking thread).
-        std::lock_guard<std::mutex> lk{mtx_};
-        if (!spawn_error_)
-          spawn_error_ = make_error(errc::system_error, std::string{"broker: supervisor: "}
-                                                          + e.what());
-        supervisor_done_ = true;
-        cv_.notify_all();
-      }
-    }};
-    auto deadline = std::chrono::steady_clock::now() + start_timeout;
-    auto code = errc::init_failed;
-    std::string what;
-    for (;;) {
-      int pid = 0;
-      {
-        std::unique_lock<std::mutex> lk{mtx_};
-        if (spawn_error_) {
-          code = errc::system_error;
-          what = describe(spawn_error_);
-          break;
-        }
-        if (exited_) {
-          what = "broker: mosquitto " + last_exit_ + " while starting";
-          break;
-        }
-        pid = running_ ? pid_ : 0;
-      }
-      if (pid > 0 && child_listening(pid)) {
-        std::lock_guard<std::mutex> lk{mtx_};
-        if (running_ && pid_ == pid) {
-          starting_ = false;
-          return {};
-        }
-        continue; // it died meanwhile: report that
-      }
-      if (std::chrono::steady_clock::now() >= deadline) {
-        code = errc::timeout;
-        what = "broker: mosquitto does not accept connections on port "
-               + std::to_string(opts_.port) + " after 5 s";
-        break;
-      }
-      std::unique_lock<std::mutex> lk{mtx_};
-      cv_.wait_for(lk, 20ms, [this] { return exited_ || static_cast<bool>(spawn_error_); });
-    }
-    {
-      std::unique_lock<std::mutex> lk{mtx_};
-      stopping_ = true;
-      if (running_ && pid_ > 0)
-        ::kill(pid_, SIGKILL);
-      cv_.notify_all();
-    }
-    supervisor_.join();
-    return make_error(code, what + ": " + last_lines());
-  } catch (const std::exception& e) {
-    return make_error(errc::system_error, std::string{"broker: start: "} + e.what());
-  }
-}
-
-void broker_process::stop() {
-  try {
-    std::lock_guard<std::mutex> control{control_mtx_};
-    {
-      std::unique_lock<std::mutex> lk{mtx_};
-      stopping_ = true;
-      cv_.notify_all();
-      if (running_ && pid_ > 0) {
-        ::kill(pid_, SIGTERM);
-        if (!cv_.wait_for(lk, stop_timeout, [this] { return !running_; }) && running_
-            && pid_ > 0) {
-          ::kill(pid_, SIGKILL);
-        }
-      }
-    }
-    if (supervisor_.joinable())
-      supervisor_.join();
-  } catch (...) {
-    // stop() runs in the destructor: nothing may escape.
-  }
 }
 
 caf::expected<broker_stats> read_broker_stats(const fs::path& file) {

@@ -1,21 +1,19 @@
 #pragma once
 
 // The managed Mosquitto broker of the message_manager: one real `mosquitto` (2.0) child
-// process with Grove's broker plugin (grove_broker_plugin.so, see broker/README.md),
-// configured, started, watched and restarted by a supervisor thread.
+// with Grove's broker plugin (grove_broker_plugin.so, see broker/README.md). The child is
+// a grove::process (sdk/plugin/README.md, "Child processes"): forked by the SDK's
+// supervisor thread, dies with groved (even on kill -9), its output in the plugin's log
+// ("mosquitto: ...") and in state_dir/broker.log, restarted with the kernel's back-off
+// policy once it has started. What stays here is what is Mosquitto's: the generated
+// mosquitto.conf, the ACL file, the stats file, and the readiness check.
 //
-// - Every fork happens on the supervisor thread, which lives until stop(): the child gets
-//   PR_SET_PDEATHSIG(SIGKILL), which fires when the *thread* that forked it ends.
-// - The child dies with its parent, even on kill -9 of the parent (PDEATHSIG, plus a
-//   getppid() check against the pid captured before fork to close the race).
-// - Mosquitto logs to stderr; its stdout/stderr go through a pipe to broker_options::log
-//   and to state_dir/broker.log (rotated to broker.log.1 above 1 MiB).
-// - An unexpected exit is logged and followed by a restart with capped exponential back-off
-//   (restart_initial, doubling up to restart_max; back to restart_initial once a child ran
-//   for 60 s).
+// Start-up never blocks: begin_start() writes the configuration, then the owner calls
+// poll_start() on its actor (a timer) until it answers ready or an error. Threading: all
+// members are called on the owner's actor (one thread at a time).
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -23,13 +21,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
-#include <thread>
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
-#include "log_sink.hpp"
+#include "grove/process.hpp"
 
 namespace grove::mm {
 
@@ -56,28 +54,13 @@ struct broker_options {
   /// Largest accepted payload (message_size_limit; max_packet_size gets 64 KiB more for
   /// the topic and properties).
   size_t max_payload_bytes = 131072;
-  /// First restart delay after an unexpected exit.
-  std::chrono::milliseconds restart_initial{200};
-  /// Largest restart delay.
-  std::chrono::milliseconds restart_max{30000};
-  /// Receives mosquitto's own log lines and supervisor events: errors and failed starts,
-  /// warnings and unexpected exits, everything else as info.
-  /// Called from internal threads; must not call back into the broker_process.
-  log_sink log;
-};
-
-/// A snapshot of the supervised broker.
-struct broker_status {
-  /// A mosquitto child is alive.
-  bool running = false;
-  /// Its process id, 0 if none.
-  int pid = 0;
-  /// Restarts after unexpected exits since start().
-  uint64_t restarts = 0;
-  /// How the last child ended, e.g. "exited with 1", "killed by signal 9"; empty if none.
-  std::string last_exit;
-  /// When the current child was started (UTC, ISO 8601); empty if none.
-  std::string started_at;
+  /// Restarts after unexpected exits (the kernel's policy by default).
+  restart_policy restart;
+  /// How long begin_start() waits for the port to be free (an earlier broker may still
+  /// be stopping) before it starts Mosquitto anyway.
+  std::chrono::milliseconds port_wait{3000};
+  /// How long Mosquitto may take to listen.
+  std::chrono::milliseconds start_timeout{5000};
 };
 
 /// Runs and supervises one Mosquitto broker with Grove's broker plugin.
@@ -86,22 +69,40 @@ public:
   /// Takes the options; starts nothing.
   explicit broker_process(broker_options opts);
 
-  /// Calls stop().
+  /// Stops the broker unless it was released.
   ~broker_process();
 
   broker_process(const broker_process&) = delete;
   broker_process& operator=(const broker_process&) = delete;
 
-  /// Writes mosquitto.conf (and an empty ACL file if none exists) into state_dir, starts
-  /// mosquitto and waits (at most 5 s) until it accepts TCP connections on the port. On
-  /// failure, returns an error quoting mosquitto's last log lines; nothing is left running.
-  caf::error start();
+  /// The mosquitto.conf these options make (what begin_start() writes).
+  caf::expected<std::string> config_text() const;
 
-  /// SIGTERM, wait at most 3 s, then SIGKILL; no restart afterwards. Idempotent.
+  /// Checks the options and writes mosquitto.conf (and an empty ACL file if none
+  /// exists); Mosquitto starts on a later poll_start(), once the port is free. Events go
+  /// to `owner`; `on_failed` is called there when the broker failed too often after it
+  /// had started (the supervisor gave up).
+  caf::error begin_start(process_owner owner, std::function<void(std::string)> on_failed);
+
+  /// Advances start-up: true once Mosquitto listens, false while it is on its way, an
+  /// error (quoting Mosquitto's last log lines) when it exited or timed out; nothing is
+  /// left running then.
+  caf::expected<bool> poll_start();
+
+  /// Takes over a broker an earlier instance kept (context::keep_process), started with
+  /// the same configuration: it is ready at once.
+  caf::error adopt(process p, process_owner owner,
+                   std::function<void(std::string)> on_failed);
+
+  /// Hands the running broker out (for context::keep_process); this object then has
+  /// none. Empty when there is none.
+  process release();
+
+  /// SIGTERM, SIGKILL after 3 s, no restart afterwards; asynchronous. Idempotent.
   void stop();
 
-  /// The current state; thread-safe.
-  broker_status status() const;
+  /// The current state of the broker's process (empty when there is none).
+  process_status status() const;
 
   /// state_dir/broker.acl, the table read by the broker plugin.
   std::filesystem::path acl_file() const;
@@ -114,40 +115,28 @@ public:
   caf::error write_acl(const std::string& text);
 
 private:
+  enum class phase { idle, waiting_for_port, starting, running };
+
   caf::error check_options() const;
-  caf::error write_config();
-  void supervise();
-  caf::error spawn_child(int& read_fd, int& pid);
-  void read_log(int fd);
-  void emit(log_level level, const std::string& line);
+  process_callbacks callbacks();
+  void on_output(const std::string& line);
   bool child_listening(int pid) const;
   std::string last_lines() const;
+  caf::error launch();
 
   broker_options opts_;
   std::string conf_path_;
+  process_owner owner_;
+  std::function<void(std::string)> on_failed_;
+  process proc_;
+  // Atomic: the exit callback reads it (on the supervisor thread in broker_process_test).
+  std::atomic<phase> phase_ = phase::idle;
+  std::chrono::steady_clock::time_point deadline_;
   mutable std::mutex mtx_;
-  std::condition_variable cv_;
-  /// Serialises start() and stop().
-  std::mutex control_mtx_;
-  std::thread supervisor_;
-  int pid_ = 0;
-  bool running_ = false;
-  bool stopping_ = false;
-  /// True until start() saw the first child ready: no restart while starting.
-  bool starting_ = false;
-  /// Set by the supervisor when it gave up (start failed) or was asked to stop.
-  bool supervisor_done_ = true;
-  /// Set when fork/exec setup failed while starting.
-  caf::error spawn_error_;
-  /// A child has exited since start() began.
-  bool exited_ = false;
-  uint64_t restarts_ = 0;
-  std::string last_exit_;
-  std::string started_at_;
+  /// How the child ended while starting; empty while it lives.
+  std::string start_exit_;
   /// The last lines of mosquitto's output, quoted in errors.
   std::deque<std::string> tail_;
-  /// Serialises writes to broker.log and calls of opts_.log.
-  std::mutex log_mtx_;
 };
 
 /// The broker plugin's stats file (format in broker/README.md), parsed.

@@ -10,13 +10,15 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
 #include "broker_process.hpp"
 #include "cloud_forwarder.hpp"
+#include "config.hpp"
 #include "grove/group.pb.h"
-#include "grove/plugin.hpp"
+#include "grove/config_map.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
 #include "spool.hpp"
@@ -24,67 +26,12 @@
 namespace grove::mm {
 namespace {
 
-constexpr const char* schema = R"schema(
-development_mode: {type: bool, default: false, doc: "plain-TCP device listener, username login, no certificates; never in production"}
-broker:
-  type: map
-  doc: "the managed Mosquitto broker devices connect to"
-  keys:
-    bind: {type: string, default: "0.0.0.0", doc: "listener address"}
-    port: {type: int, default: 8883, min: 1, max: 65535, doc: "listener port"}
-    mosquitto: {type: string, default: /usr/sbin/mosquitto, doc: "broker executable"}
-    plugin: {type: string, default: "", doc: "grove_broker_plugin.so; empty = next to groved (../lib/grove/broker/)"}
-    ca_file: {type: string, default: "", doc: "group CA: device certificates must chain to it"}
-    cert_file: {type: string, default: "", doc: "the broker's server certificate"}
-    key_file: {type: string, default: "", doc: "the broker's server key"}
-    client_cert_file: {type: string, default: "", doc: "certificate with CN grove for Grove's own client"}
-    client_key_file: {type: string, default: "", doc: "key of client_cert_file"}
-    max_payload_bytes: {type: int, default: 131072, min: 1024, max: 268435455, doc: "larger publishes are refused by the broker"}
-cloud:
-  type: map
-  doc: "the connection to the cloud MQTT endpoint"
-  keys:
-    enabled: {type: bool, default: false}
-    host: {type: string, default: ""}
-    port: {type: int, default: 8883, min: 1, max: 65535}
-    thing_name: {type: string, default: "", doc: "the core's thing name, used as client id"}
-    tls: {type: bool, default: true, doc: "false only in development_mode"}
-    ca_file: {type: string, default: ""}
-    cert_file: {type: string, default: ""}
-    key_file: {type: string, default: ""}
-    keep_alive_seconds: {type: int, default: 60, min: 5, max: 1200}
-    mqtt_max_connection_retry_interval: {type: int, default: 60, min: 1, max: 86400, doc: "seconds; cap of the reconnect back-off"}
-    retry_initial_ms: {type: int, default: 1000, min: 10, max: 600000, doc: "first reconnect delay"}
-    max_inflight: {type: int, default: 100, min: 1, max: 65535, doc: "QoS 1 messages awaiting PUBACK"}
-spool:
-  type: map
-  doc: "cloud-bound messages wait here until the cloud acknowledged them"
-  keys:
-    storage: {type: string, default: memory, enum: [memory, file]}
-    max_size_bytes: {type: int, default: 2621440, min: 262144, max: 1099511627776}
-    when_full: {type: string, default: drop_oldest, enum: [drop_oldest, reject_new]}
-)schema";
-
 // Bus topics: into the table from functions and the shadow service, and out of it.
 constexpr std::string_view in_prefix = "$grove/mm/in/";
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
 constexpr std::string_view group_get = "$grove/group/get";
-
-std::string str(const YAML::Node& node, const char* key) {
-  return node[key].as<std::string>();
-}
-
-// A file named in the configuration: relative paths are relative to the plugin's state
-// directory, so an image profile can name files that live with the device's state.
-std::string file_of(const YAML::Node& node, const char* key,
-                    const std::filesystem::path& state_dir) {
-  auto text = node[key].as<std::string>();
-  if (text.empty() || std::filesystem::path{text}.is_absolute())
-    return text;
-  return (state_dir / text).string();
-}
 
 // Where the broker plugin lives next to groved: <prefix>/<libdir>/grove/broker/ when
 // installed, <build>/lib/grove/broker/ in the build tree.
@@ -111,30 +58,25 @@ log_sink to_logger(spdlog::logger* log, std::string prefix) {
   };
 }
 
-class message_manager final : public grove::plugin {
+class message_manager final : public grove::typed_plugin<plugin_config> {
 public:
-  caf::error init(grove::context& ctx) override {
+  caf::error init(grove::context& ctx, const plugin_config& cfg) override {
     ctx_ = &ctx;
     log_ = &ctx.log();
     if (auto err = declare_metrics())
       return err;
-    const auto& cfg = ctx.config();
-    dev_mode_ = cfg["development_mode"].as<bool>();
-    auto b = cfg["broker"];
+    dev_mode_ = cfg.development_mode;
+    const auto& b = cfg.broker;
     broker_opts_.state_dir = ctx.state_dir() / "broker";
-    broker_opts_.mosquitto_exe = str(b, "mosquitto");
-    broker_opts_.plugin_path = file_of(b, "plugin", ctx.state_dir());
-    if (broker_opts_.plugin_path.empty())
-      broker_opts_.plugin_path = default_broker_plugin();
-    broker_opts_.bind_address = str(b, "bind");
-    broker_opts_.port = static_cast<uint16_t>(b["port"].as<int>());
+    broker_opts_.mosquitto_exe = b.mosquitto;
+    broker_opts_.plugin_path = b.plugin.empty() ? default_broker_plugin() : b.plugin;
+    broker_opts_.bind_address = b.bind;
+    broker_opts_.port = b.port;
     broker_opts_.dev_mode = dev_mode_;
-    const auto& dir = ctx.state_dir();
-    broker_opts_.ca_file = file_of(b, "ca_file", dir);
-    broker_opts_.cert_file = file_of(b, "cert_file", dir);
-    broker_opts_.key_file = file_of(b, "key_file", dir);
-    broker_opts_.max_payload_bytes = b["max_payload_bytes"].as<size_t>();
-    broker_opts_.log = to_logger(log_, "mosquitto: ");
+    broker_opts_.ca_file = b.ca_file.string();
+    broker_opts_.cert_file = b.cert_file.string();
+    broker_opts_.key_file = b.key_file.string();
+    broker_opts_.max_payload_bytes = b.max_payload_bytes;
     std::error_code ec;
     if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
       return make_error(errc::invalid_config,
@@ -156,33 +98,22 @@ public:
       local_opts_.tls = false;
       local_opts_.username = "grove";
     } else {
-      for (auto key : {"ca_file", "cert_file", "key_file", "client_cert_file", "client_key_file"})
-        if (str(b, key).empty())
-          return make_error(errc::invalid_config,
-                            std::string{"broker."} + key
-                              + " is required outside development_mode (make the files with "
-                                "tools/grove-certs: init, server, device PKI grove)");
+      // plugin_config::map() made sure the TLS files are named.
       local_opts_.tls = true;
       local_opts_.ca_file = broker_opts_.ca_file;
-      local_opts_.cert_file = file_of(b, "client_cert_file", dir);
-      local_opts_.key_file = file_of(b, "client_key_file", dir);
+      local_opts_.cert_file = b.client_cert_file.string();
+      local_opts_.key_file = b.client_key_file.string();
     }
 
-    auto cloud = cloud_settings(cfg);
-    if (!cloud)
-      return cloud.error();
-    cloud_enabled_ = cloud->has_value();
+    cloud_enabled_ = cfg.cloud.enabled;
     if (cloud_enabled_)
-      cloud_opts_ = std::move(**cloud);
+      cloud_opts_ = cloud_link_options(cfg.cloud);
 
-    auto s = cfg["spool"];
     spool_options so;
-    so.storage = str(s, "storage") == "file" ? spool_storage::file : spool_storage::memory;
+    so.storage = cfg.spool.storage;
     so.file = ctx.state_dir() / "spool.db";
-    so.max_size_bytes = s["max_size_bytes"].as<uint64_t>();
-    so.when_full = str(s, "when_full") == "reject_new" ? spool_when_full::reject_new
-                                                       : spool_when_full::drop_oldest;
-    storage_name_ = str(s, "storage");
+    so.max_size_bytes = cfg.spool.max_size_bytes;
+    so.when_full = cfg.spool.when_full;
     auto sp = spool::open(std::move(so));
     if (!sp)
       return sp.error();
@@ -204,14 +135,50 @@ public:
       log_->warn("**************************************************************");
     }
     broker_ = std::make_unique<broker_process>(broker_opts_);
+    auto owner = process::owner_of(*ctx_);
+    auto on_failed = [this](std::string why) {
+      ctx_->fail(make_error(errc::plugin_failed, "broker: " + why));
+    };
+    if (auto kept = ctx_->adopt_process("broker")) {
+      // A hot reload: the broker the last instance ran keeps its devices connected, if
+      // it runs with the configuration this one would write.
+      auto text = broker_->config_text();
+      if (text && *text == kept_config_ && kept->running()) {
+        if (auto err = broker_->adopt(std::move(*kept), owner, on_failed))
+          return err;
+        log_->info("took over the running broker (pid {}): devices stay connected",
+                   broker_->status().pid);
+        return start_links();
+      }
+      // Dropping `kept` stops it; the new broker waits until the port is free.
+      log_->info("the broker's configuration changed: replacing it");
+    }
     // Until the group arrives nothing may connect; a table left by an earlier run could
     // be stale.
     std::filesystem::create_directories(broker_opts_.state_dir);
     if (auto err = broker_->write_acl(routes{}.acl_text()))
       return err;
-    if (auto err = broker_->start())
+    if (auto err = broker_->begin_start(owner, on_failed))
       return err;
+    // Mosquitto comes up while the actor goes on: poll, never wait on a CAF worker.
+    starting_timer_ = ctx_->every(std::chrono::milliseconds{20}, [this] {
+      auto ready = broker_->poll_start();
+      if (ready && !*ready)
+        return;
+      ctx_->cancel(starting_timer_);
+      if (!ready) {
+        ctx_->fail(ready.error());
+        return;
+      }
+      if (auto err = start_links())
+        ctx_->fail(err);
+    });
+    update_status();
+    return {};
+  }
 
+  // The rest of start, once the broker listens: Grove's client, the cloud, the bus.
+  caf::error start_links() {
     local_ = std::make_unique<mqtt_link>(local_opts_);
     local_->on_message([this](inbound_message&& m) { from_device(std::move(m)); });
     if (auto err = local_->start())
@@ -238,6 +205,9 @@ public:
                                "one is published on {}",
                                describe(reply.error()), group_current);
                   });
+    // After a hand-over the table of the last instance is in force until the reply.
+    if (!kept_group_.empty())
+      apply_group(std::exchange(kept_group_, std::string{}));
     ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
     update_status();
     return {};
@@ -253,6 +223,35 @@ public:
     if (spool_)
       if (auto err = spool_->flush())
         log_->error("spool flush at stop: {}", describe(err));
+  }
+
+  // A hot reload hands the running broker to the next instance (context::keep_process),
+  // with the configuration it runs and the group in force: devices stay connected.
+  caf::expected<std::string> snapshot() override {
+    if (!broker_ || !broker_->status().running)
+      return std::string{};
+    auto text = broker_->config_text();
+    if (!text)
+      return std::string{};
+    ctx_->keep_process("broker", broker_->release());
+    return std::to_string(text->size()) + "\n" + *text + group_bytes_;
+  }
+
+  caf::error restore(std::string_view snap) override {
+    auto nl = snap.find('\n');
+    if (snap.empty() || nl == std::string_view::npos)
+      return {};
+    size_t n = 0;
+    try {
+      n = std::stoul(std::string{snap.substr(0, nl)});
+    } catch (...) {
+      return make_error(errc::malformed, "snapshot: bad header");
+    }
+    if (nl + 1 + n > snap.size())
+      return make_error(errc::malformed, "snapshot: truncated");
+    kept_config_ = std::string{snap.substr(nl + 1, n)};
+    kept_group_ = std::string{snap.substr(nl + 1 + n)};
+    return {};
   }
 
   void on_message(const Envelope& msg) override {
@@ -291,23 +290,22 @@ public:
   /// Applies a change of the cloud settings live (devices stay connected). Changes of
   /// the broker, spool or development mode answer `unsupported`, and the kernel then
   /// reloads the plugin, which restarts the broker.
-  caf::error reconfigure(const YAML::Node& config) override {
-    const auto& old = ctx_->config();
-    for (auto key : {"development_mode", "broker", "spool"})
-      if (YAML::Dump(old[key]) != YAML::Dump(config[key]))
-        return make_error(errc::unsupported,
-                          std::string{key} + " changed: the broker must restart");
-    auto cloud = cloud_settings(config);
-    if (!cloud)
-      return cloud.error();
+  caf::error reconfigure(const plugin_config& next) override {
+    const auto& old = config();
+    if (old.development_mode != next.development_mode)
+      return make_error(errc::unsupported, "development_mode changed: the broker must restart");
+    if (old.broker != next.broker)
+      return make_error(errc::unsupported, "broker changed: the broker must restart");
+    if (old.spool != next.spool)
+      return make_error(errc::unsupported, "spool changed: the broker must restart");
     stop_cloud();
-    cloud_enabled_ = cloud->has_value();
+    cloud_enabled_ = next.cloud.enabled;
     if (!cloud_enabled_) {
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
       update_status();
       return {};
     }
-    cloud_opts_ = std::move(**cloud);
+    cloud_opts_ = cloud_link_options(next.cloud);
     if (auto err = start_cloud())
       return err;
     log_->info("cloud settings applied live: {}:{}", cloud_opts_.host, cloud_opts_.port);
@@ -316,45 +314,26 @@ public:
   }
 
 private:
-  // The cloud link's settings; nullopt when the cloud is disabled. Errors name the key.
-  caf::expected<std::optional<link_options>> cloud_settings(const YAML::Node& cfg) const {
-    auto c = cfg["cloud"];
-    if (!c["enabled"].as<bool>())
-      return std::optional<link_options>{};
-    const auto& dir = ctx_->state_dir();
+  // The cloud link's settings (plugin_config::map() checked them).
+  link_options cloud_link_options(const cloud_config& c) const {
     link_options opts;
     opts.name = "cloud";
-    opts.host = str(c, "host");
-    opts.port = static_cast<uint16_t>(c["port"].as<int>());
-    opts.client_id = str(c, "thing_name");
-    opts.tls = c["tls"].as<bool>();
-    opts.ca_file = file_of(c, "ca_file", dir);
-    opts.cert_file = file_of(c, "cert_file", dir);
-    opts.key_file = file_of(c, "key_file", dir);
+    opts.host = c.host;
+    opts.port = c.port;
+    opts.client_id = c.thing_name;
+    opts.tls = c.tls;
+    opts.ca_file = c.ca_file.string();
+    opts.cert_file = c.cert_file.string();
+    opts.key_file = c.key_file.string();
     // MQTT 5 (AWS IoT Core speaks it): subscription identifiers let the link deliver a
     // message once even where the cloud subscriptions overlap.
     opts.mqtt_version = 5;
-    opts.keep_alive = std::chrono::seconds{c["keep_alive_seconds"].as<int>()};
-    opts.retry_initial = std::chrono::milliseconds{c["retry_initial_ms"].as<int>()};
-    opts.retry_max
-      = std::chrono::seconds{c["mqtt_max_connection_retry_interval"].as<int64_t>()};
-    opts.max_inflight = c["max_inflight"].as<int>();
+    opts.keep_alive = c.keep_alive;
+    opts.retry_initial = c.retry_initial;
+    opts.retry_max = c.retry_max;
+    opts.max_inflight = c.max_inflight;
     opts.log = to_logger(log_, "cloud link: ");
-    if (opts.retry_initial > opts.retry_max)
-      return make_error(errc::invalid_config,
-                        "cloud.retry_initial_ms is above "
-                        "cloud.mqtt_max_connection_retry_interval");
-    if (opts.host.empty())
-      return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
-    if (opts.client_id.empty())
-      return make_error(errc::invalid_config,
-                        "cloud.thing_name is required when cloud.enabled");
-    if (!opts.tls && !dev_mode_)
-      return make_error(errc::invalid_config,
-                        "cloud.tls: false is only allowed in development_mode");
-    if (opts.tls && opts.ca_file.empty())
-      return make_error(errc::invalid_config, "cloud.ca_file is required with TLS");
-    return std::optional<link_options>{std::move(opts)};
+    return opts;
   }
 
   // Starts the cloud link and the forwarder draining the spool into it.
@@ -419,6 +398,7 @@ private:
       std::lock_guard guard{routes_mtx_};
       routes_ = next;
     }
+    group_bytes_ = bytes;
     local_->set_subscriptions(next->local_filters(), 1);
     if (cloud_)
       cloud_->set_subscriptions(next->cloud_filters(), 1);
@@ -684,25 +664,30 @@ private:
     auto ss = spool_->stats();
     m_.spool_messages.set(static_cast<int64_t>(ss.count));
     m_.spool_bytes.set(static_cast<int64_t>(ss.bytes));
-    m_.spool_max_bytes.set(ctx_->config()["spool"]["max_size_bytes"].as<int64_t>());
+    m_.spool_max_bytes.set(static_cast<int64_t>(config().spool.max_size_bytes));
     m_.spool_in_flight.set(static_cast<int64_t>(ss.in_flight));
     m_.spool_committed_seq.set(static_cast<int64_t>(ss.committed_seq));
     m_.spool_recovered.set(static_cast<int64_t>(ss.redelivered_after_restart));
     m_.spool_dropped_oldest.observe(ss.dropped_oldest);
     m_.spool_rejected.observe(ss.rejected);
-    ctx_->set_status("spool", storage_name_);
+    ctx_->set_status("spool", to_string(config().spool.storage));
   }
 
   grove::context* ctx_ = nullptr;
   spdlog::logger* log_ = nullptr;
   bool dev_mode_ = false;
   bool cloud_enabled_ = false;
-  std::string storage_name_;
   broker_options broker_opts_;
   link_options local_opts_;
   link_options cloud_opts_;
   std::unique_ptr<spool> spool_;
   std::unique_ptr<broker_process> broker_;
+  grove::timer_id starting_timer_ = 0;
+  // From a hand-over (restore): the kept broker's configuration and the group in force.
+  std::string kept_config_;
+  std::string kept_group_;
+  // The group in force, handed to the next instance.
+  std::string group_bytes_;
   std::unique_ptr<mqtt_link> local_;
   std::unique_ptr<mqtt_link> cloud_;
   std::mutex forwarder_mtx_; // route() notifies it from Paho threads
@@ -760,4 +745,4 @@ private:
 } // namespace
 } // namespace grove::mm
 
-GROVE_PLUGIN(grove::mm::message_manager, "message_manager", "1.0.0", grove::mm::schema)
+GROVE_TYPED_PLUGIN(grove::mm::message_manager, "message_manager", "1.0.0")

@@ -362,6 +362,38 @@ check "garbage on \$grove/group/current is refused, the table stays" \
   bash -c 'sleep 0.3; [[ "$(metric group.subscriptions)" == 11 ]]'
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
 
+# ---- hot reload hands the broker over: devices stay connected, nothing lost at QoS 1 --------
+RELOAD_BROKER_PID=$(broker_pid)
+# shellcheck disable=SC2046
+timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args B) -i sub-B-reload -q 1 \
+  -t a/to/b -F '%t %p' >"$WORK/reload-b.out" 2>&1 &
+RELOAD_SUB_PID=$!
+SUB_PIDS+=("$RELOAD_SUB_PID")
+check "a QoS 1 subscriber is in place before the reload" deliver_until A a/to/b reload-barrier "$WORK/reload-b.out"
+# One connection of device A publishes 400 QoS 1 messages across the reload.
+# shellcheck disable=SC2046
+(for i in $(seq 1 400); do echo "rl-$i"; sleep 0.005; done |
+  timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i pub-A-reload \
+    -q 1 -t a/to/b -l) >"$WORK/reload-pub.out" 2>&1 &
+RELOAD_PUB_PID=$!
+wait_for "$WORK/reload-b.out" "rl-20" 100
+"$GROVECTL" reload message_manager >"$WORK/reload.out" 2>&1
+RELOAD_RC=$?
+check "grovectl reload message_manager succeeds ($(cat "$WORK/reload.out"))" test "$RELOAD_RC" = 0
+wait "$RELOAD_PUB_PID"
+RELOAD_PUB_RC=$?
+check "... the publishing device's one connection stayed up through the reload" test "$RELOAD_PUB_RC" = 0
+check "... the broker was handed over, not restarted (same pid)" \
+  bash -c '[[ "$(broker_pid)" == "$1" ]]' _ "$RELOAD_BROKER_PID"
+check "... the new instance says it took the broker over" \
+  grep -q "took over the running broker (pid $RELOAD_BROKER_PID)" "$WORK/groved.out"
+wait_for "$WORK/reload-b.out" "rl-400" 100
+check "... the subscriber's connection stayed up (still running)" kill -0 "$RELOAD_SUB_PID"
+check "... and all 400 QoS 1 messages arrived, none lost" \
+  bash -c '[[ "$(grep -o "rl-[0-9]*" "$1" | sort -u | wc -l)" == 400 ]]' _ "$WORK/reload-b.out"
+check "... Grove's client is back after the reload" status_has "local_link: connected" 100
+check "... and the table of the last instance is in force" deliver_until A a/to/c after-reload "$WORK/c.out"
+
 # ---- broker supervision ----------------------------------------------------------------------
 kill -9 "$FIRST_BROKER_PID"
 check "a killed broker is restarted and counted" metric_is broker.restarts 1 100

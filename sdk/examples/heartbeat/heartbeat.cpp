@@ -6,23 +6,36 @@
 
 #include <spdlog/spdlog.h>
 
-#include "grove/plugin.hpp"
+#include "grove/config_map.hpp"
 
 namespace {
 
-constexpr const char* schema = R"(
-interval_ms: {type: int, default: 1000, min: 1, max: 86400000, doc: "beat period"}
-topic: {type: string, default: "grove/heartbeat", doc: "topic beats go to"}
-)";
+// The configuration, declared once: the schema, the defaults, the README table.
+struct heartbeat_config {
+  std::chrono::milliseconds interval{};
+  std::string topic;
 
-class heartbeat : public grove::plugin {
+  static grove::config_map<heartbeat_config> map() {
+    return grove::config_map<heartbeat_config>{}
+      .key("interval_ms", &heartbeat_config::interval, 1000, grove::range{1, 86400000},
+           "beat period")
+      .key("topic", &heartbeat_config::topic, "grove/heartbeat",
+           "topic beats go to; a topic name, not a filter (no `+`/`#`)")
+      .validate([](const heartbeat_config& cfg) -> caf::error {
+        if (auto err = grove::validate_topic(cfg.topic))
+          return grove::make_error(grove::errc::invalid_config,
+                                   "topic: " + grove::describe(err));
+        return {};
+      });
+  }
+};
+
+class heartbeat : public grove::typed_plugin<heartbeat_config> {
 public:
-  caf::error init(grove::context& ctx) override {
+  caf::error init(grove::context& ctx, const heartbeat_config& cfg) override {
     ctx_ = &ctx;
-    topic_ = ctx.config()["topic"].as<std::string>();
-    if (auto err = grove::validate_topic(topic_))
-      return err;
-    interval_ = std::chrono::milliseconds{ctx.config()["interval_ms"].as<int64_t>()};
+    topic_ = cfg.topic;
+    interval_ = cfg.interval;
     // Numbers are metrics (grovectl and Prometheus show them); status lines are text.
     auto beats = ctx.counter("beats", "Beats published.");
     if (!beats)
@@ -66,4 +79,4 @@ private:
 
 } // namespace
 
-GROVE_PLUGIN(heartbeat, "heartbeat", "1.0.0", schema)
+GROVE_TYPED_PLUGIN(heartbeat, "heartbeat", "1.0.0")

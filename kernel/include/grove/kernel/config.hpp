@@ -14,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "grove/kernel/bus.hpp"
+#include "grove/supervision.hpp"
 
 namespace grove {
 
@@ -51,18 +52,6 @@ public:
 
 private:
   yaml_ptr node_;
-};
-
-/// Restart policy of supervised plugins.
-struct restart_policy {
-  /// Failures within `window` after which a plugin is marked broken.
-  uint32_t max_failures = 5;
-  /// Window over which failures are counted.
-  std::chrono::seconds window{60};
-  /// First back-off delay; doubles per failure in the window.
-  std::chrono::milliseconds backoff_initial{100};
-  /// Largest back-off delay.
-  std::chrono::milliseconds backoff_max{10000};
 };
 
 /// The Prometheus endpoint (`kernel.metrics`). Off unless the profile sets a port.
@@ -138,6 +127,14 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
 /// position taken from `node` (omitted when the node has none).
 caf::error config_error(std::string_view file, const YAML::Node& node,
                         std::string_view field, const std::string& what);
+
+/// Parses YAML text; a syntax error reads "<origin>:<line>:<col>: <what>".
+caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view origin);
+
+/// The schema as a Markdown table: one row per key (nested keys as `a.b`, list
+/// elements as `a[].b`) with type, default, range or allowed values, and doc. What
+/// `groved --describe-config` prints and plugin READMEs embed.
+std::string config_table(const config_schema& schema);
 
 /// The node as YAML text; empty for a null or undefined node.
 std::string to_yaml(const YAML::Node& node);

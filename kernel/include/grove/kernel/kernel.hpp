@@ -44,6 +44,9 @@ struct kernel_options {
   std::filesystem::path plugin_host_exe;
   /// Name of the kernel's logger (a plugin-host child logs as "host:<plugin>").
   std::string logger_name = "groved";
+  /// Time for in-process plugins' timers and restart back-off; null = real time (the
+  /// SDK test harness passes a manual_clock).
+  std::shared_ptr<kernel_clock> clock;
 };
 
 /// One running Grove kernel: actor system, bus, plugin host and control socket.

@@ -16,6 +16,7 @@
 
 #include "grove/control.pb.h"
 #include "grove/kernel/bus.hpp"
+#include "grove/kernel/clock.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/metrics.hpp"
 #include "grove/plugin.hpp"
@@ -58,6 +59,14 @@ using plugin_library_ptr = std::shared_ptr<plugin_library>;
 caf::expected<plugin_library_ptr>
 open_plugin_library(const std::filesystem::path& path, std::string_view expected_name,
                     const std::filesystem::path& private_copy = {});
+
+/// Compares a descriptor's ABI hash and build information (compiler family and major
+/// version, C++ library release, yaml-cpp/fmt/spdlog versions) with the kernel's.
+/// Returns what differs, naming each header or library, or an empty string.
+std::string check_build(const grove_plugin_descriptor& desc);
+
+/// The kernel's own GROVE_BUILD_INFO ("gcc 12, libstdc++ 12, yaml-cpp 0.7.0, ...").
+const char* kernel_build_info() noexcept;
 
 /// Life-cycle states shown by `grovectl plugins`.
 enum class plugin_state : uint8_t {
@@ -105,6 +114,8 @@ struct host_settings {
   std::shared_ptr<spdlog::sinks::sink> sink;
   /// The groved binary that hosts `isolation: process` plugins; empty = unsupported.
   std::filesystem::path plugin_host_exe;
+  /// Time for in-process plugins' timers and restart back-off; null = real time.
+  std::shared_ptr<kernel_clock> clock;
 };
 
 /// Loads, supervises and unloads plugins. Each plugin lives in a kernel-owned slot

@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <caf/config.hpp>
 #include <caf/error.hpp>
@@ -19,9 +21,11 @@
 #include <google/protobuf/stubs/common.h>
 #include <yaml-cpp/yaml.h>
 
+#include "grove/abi.hpp"
 #include "grove/envelope.pb.h"
 #include "grove/errors.hpp"
 #include "grove/metrics.hpp"
+#include "grove/process.hpp"
 #include "grove/topic.hpp"
 
 namespace spdlog {
@@ -32,9 +36,38 @@ namespace caf {
 class actor_system;
 }
 
-/// Version of the C ABI below and of the C++ interfaces in this header. Bump on any
-/// change to grove_plugin_descriptor, grove::plugin or grove::context.
-#define GROVE_PLUGIN_ABI_VERSION 1u
+/// Version of the C ABI below and of the C++ interfaces in the SDK's public headers.
+/// The build derives GROVE_PLUGIN_ABI_HASH from those headers (grove/abi.hpp); the test
+/// sdk_abi_lock fails until a changed hash comes with a new version in
+/// sdk/plugin/abi.lock, so an interface change cannot ship without a bump.
+#define GROVE_PLUGIN_ABI_VERSION 2u
+
+#define GROVE_STRINGIFY_IMPL(x) #x
+#define GROVE_STRINGIFY(x) GROVE_STRINGIFY_IMPL(x)
+
+// What a plugin was compiled with, recorded in its descriptor and compared with the
+// kernel's by the loader: compiler family and major version, the C++ library's release,
+// and the libraries whose types cross the plugin boundary (GROVE_BUILD_LIBS, set by
+// grove_add_plugin from the versions CMake found).
+#if defined(__clang__)
+#  define GROVE_BUILD_COMPILER "clang " GROVE_STRINGIFY(__clang_major__)
+#elif defined(__GNUC__)
+#  define GROVE_BUILD_COMPILER "gcc " GROVE_STRINGIFY(__GNUC__)
+#else
+#  define GROVE_BUILD_COMPILER "compiler unknown"
+#endif
+#if defined(_GLIBCXX_RELEASE)
+#  define GROVE_BUILD_STDLIB "libstdc++ " GROVE_STRINGIFY(_GLIBCXX_RELEASE)
+#elif defined(_LIBCPP_VERSION)
+#  define GROVE_BUILD_STDLIB "libc++ " GROVE_STRINGIFY(_LIBCPP_VERSION)
+#else
+#  define GROVE_BUILD_STDLIB "stdlib unknown"
+#endif
+#ifndef GROVE_BUILD_LIBS
+#  define GROVE_BUILD_LIBS "libraries unknown"
+#endif
+/// "gcc 12, libstdc++ 12, yaml-cpp 0.7.0, fmt 9.1.0, spdlog 1.10.0"
+#define GROVE_BUILD_INFO GROVE_BUILD_COMPILER ", " GROVE_BUILD_STDLIB ", " GROVE_BUILD_LIBS
 
 extern "C" {
 
@@ -59,8 +92,14 @@ typedef struct grove_plugin_descriptor {
   void* (*create)(void);
   /// Destroys an instance made by create. Never throws.
   void (*destroy)(void*);
+  /// GROVE_PLUGIN_ABI_HASH as the plugin was compiled (hash of the SDK's headers).
+  const char* abi_hash;
+  /// GROVE_PLUGIN_ABI_MANIFEST: per-header hashes, so a refusal names what differs.
+  const char* abi_manifest;
+  /// GROVE_BUILD_INFO: compiler, C++ library and library versions, comma-separated.
+  const char* build_info;
   /// Reserved for future fields; zero.
-  void* reserved[8];
+  void* reserved[5];
 } grove_plugin_descriptor;
 
 /// Signature of the one entry symbol a plugin library exports.
@@ -156,6 +195,38 @@ public:
   /// Adds or replaces a key/value line shown by `grovectl status` for this plugin.
   virtual void set_status(std::string_view key, std::string value) = 0;
 
+  // --- process ---
+
+  /// Runs `fn` on this plugin's actor, after what is queued there already. Thread-safe:
+  /// for the plugin's own threads and for callbacks of libraries. Dropped, never run,
+  /// when the instance that posted it has stopped, failed or been reloaded meanwhile.
+  /// An exception escaping `fn` is a failure of the plugin.
+  virtual void post(std::function<void()> fn) = 0;
+
+  /// Runs `work` on the SDK's bounded pool of blocking threads (never on a CAF worker),
+  /// then `then` on this plugin's actor with the outcome: `then(caf::expected<R>)` for
+  /// a `work` returning R, `then(caf::error)` (empty on success) for a void one. An
+  /// exception thrown by `work` arrives as a plugin_failed error. Both must be
+  /// copyable. `then` is dropped when the instance is gone by the time `work` ends.
+  template <class Work, class Then>
+  void run_blocking(Work work, Then then);
+
+  /// Hands child process `p` to the next instance of this plugin across a hot reload
+  /// (call it in snapshot(), or in stop()). The child runs on, unowned, its output still
+  /// logged; whatever the next instance has not adopted when its start() returns is
+  /// stopped. Outside a reload (unload, failure) kept processes are stopped too.
+  virtual void keep_process(std::string name, process p) = 0;
+
+  /// Takes back the process an earlier instance kept as `name` (in restore() or
+  /// start()); nullopt when there is none. Call process::bind to get its events.
+  virtual std::optional<process> adopt_process(std::string_view name) = 0;
+
+protected:
+  /// Implements run_blocking: `work` on the pool, then `then` on the actor (dropped
+  /// when the instance is gone).
+  virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
+
+public:
   // --- metrics ---
 
   /// Declares counter `name` (dot-separated segments of [a-z0-9_], e.g.
@@ -180,6 +251,42 @@ public:
   gauge_family(std::string_view name, std::string_view help, std::string_view label)
     = 0;
 };
+
+template <class Work, class Then>
+void context::run_blocking(Work work, Then then) {
+  using result_type = std::invoke_result_t<Work&>;
+  auto failed = [](const char* what) {
+    return make_error(errc::plugin_failed, std::string{"blocking work threw: "} + what);
+  };
+  if constexpr (std::is_void_v<result_type>) {
+    auto out = std::make_shared<caf::error>();
+    run_blocking_impl(
+      [w = std::move(work), out, failed]() mutable {
+        try {
+          w();
+        } catch (const std::exception& e) {
+          *out = failed(e.what());
+        } catch (...) {
+          *out = failed("a non-standard exception");
+        }
+      },
+      [t = std::move(then), out]() mutable { t(std::move(*out)); });
+  } else {
+    using outcome = caf::expected<result_type>;
+    auto out = std::make_shared<std::optional<outcome>>();
+    run_blocking_impl(
+      [w = std::move(work), out, failed]() mutable {
+        try {
+          out->emplace(w());
+        } catch (const std::exception& e) {
+          out->emplace(failed(e.what()));
+        } catch (...) {
+          out->emplace(failed("a non-standard exception"));
+        }
+      },
+      [t = std::move(then), out]() mutable { t(std::move(**out)); });
+  }
+}
 
 /// The interface a plugin implements. The kernel calls init, then start; on_message
 /// for each message; stop before destroying the instance. An exception escaping any of
@@ -241,6 +348,9 @@ public:
         } catch (...) {                                                         \
         }                                                                       \
       },                                                                        \
+      GROVE_PLUGIN_ABI_HASH,                                                    \
+      GROVE_PLUGIN_ABI_MANIFEST,                                                \
+      GROVE_BUILD_INFO,                                                         \
       {}};                                                                      \
     return &descriptor;                                                         \
   }

@@ -59,7 +59,18 @@ harness::harness(std::filesystem::path library, std::string config_yaml,
   p.control_socket = options_.write_dir / "run" / "control.sock";
   p.log_level = options_.log_level;
   p.queue = options_.queue;
-  kernel_ = std::make_unique<grove::kernel>(std::move(p), kernel_options{false, true});
+  kernel_options ko;
+  ko.control_socket = false;
+  ko.log_to_stderr = true;
+  if (options_.manual_time) {
+    clock_ = std::make_shared<manual_clock>();
+    ko.clock = clock_;
+  }
+  kernel_ = std::make_unique<grove::kernel>(std::move(p), std::move(ko));
+}
+
+size_t harness::advance(std::chrono::milliseconds d) {
+  return clock_ ? clock_->advance(d) : 0;
 }
 
 harness::~harness() {

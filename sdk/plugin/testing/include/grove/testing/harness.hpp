@@ -22,6 +22,7 @@
 #include "grove/control.pb.h"
 #include "grove/envelope.pb.h"
 #include "grove/kernel/bus.hpp"
+#include "grove/kernel/clock.hpp"
 #include "grove/plugin.hpp"
 
 namespace grove {
@@ -65,6 +66,9 @@ struct harness_options {
   std::string log_level = "warn";
   /// Queue settings of the plugin under test.
   queue_settings queue;
+  /// Run the plugin's timers and restart back-off on a manual clock that only
+  /// harness::advance() moves, so a test of timers needs no sleeping.
+  bool manual_time = false;
 };
 
 /// One plugin in one real kernel.
@@ -105,6 +109,16 @@ public:
   /// The plugin's state directory.
   std::filesystem::path state_dir() const;
 
+  /// With `manual_time`: moves the plugin's clock forward by `d`, firing the timers
+  /// (and restarts) that fall due, in order. Returns how many fired. Each fires by a
+  /// message to the plugin's slot, so wait for their effect (an inbox) as usual.
+  size_t advance(std::chrono::milliseconds d);
+
+  /// The manual clock, or null without `manual_time`.
+  const std::shared_ptr<manual_clock>& clock() const noexcept {
+    return clock_;
+  }
+
   /// The kernel, for anything else.
   grove::kernel& kernel() noexcept {
     return *kernel_;
@@ -116,6 +130,7 @@ private:
   std::string config_;
   harness_options options_;
   std::filesystem::path temp_dir_;
+  std::shared_ptr<manual_clock> clock_;
   std::unique_ptr<grove::kernel> kernel_;
 };
 

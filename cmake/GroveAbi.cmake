@@ -1,0 +1,38 @@
+# The plugin ABI identity, derived from the SDK's public headers at build time.
+#
+# grove_abi_generate(<target>...) makes <build>/generated/include/grove/abi.hpp (included by
+# grove/plugin.hpp) and adds it to <target>'s include path. The hash covers every public
+# SDK header and envelope.proto; a ctest test (sdk_abi_lock) checks it against
+# sdk/plugin/abi.lock, so a change to grove::plugin or grove::context cannot land without
+# a GROVE_PLUGIN_ABI_VERSION bump.
+set(GROVE_ABI_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/grove_abi_hash.cmake)
+
+function(grove_abi_generate target)
+  file(GLOB headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/*.hpp)
+  set(inputs ${headers} ${PROJECT_SOURCE_DIR}/proto/envelope.proto)
+  set(out_dir ${CMAKE_BINARY_DIR}/generated/include)
+  set(out ${out_dir}/grove/abi.hpp)
+  # At configure time too, so the file exists before the first build step.
+  execute_process(COMMAND ${CMAKE_COMMAND} "-DOUT=${out}" "-DINPUTS=${inputs}"
+                          "-DVERSION_HEADER=${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/plugin.hpp"
+                          -P ${GROVE_ABI_SCRIPT})
+  # The script rewrites the header only when the hash changes, so touching a header
+  # without changing the interface rebuilds nothing.
+  if(TARGET grove_abi_header)
+    add_dependencies(${target} grove_abi_header)
+    target_include_directories(${target} PUBLIC $<BUILD_INTERFACE:${out_dir}>)
+    return()
+  endif()
+  add_custom_target(grove_abi_header
+    COMMAND ${CMAKE_COMMAND} "-DOUT=${out}" "-DINPUTS=${inputs}"
+            "-DVERSION_HEADER=${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/plugin.hpp"
+            -P ${GROVE_ABI_SCRIPT}
+    BYPRODUCTS ${out}
+    COMMENT "Plugin ABI hash"
+    VERBATIM)
+  add_dependencies(${target} grove_abi_header)
+  target_include_directories(${target} PUBLIC $<BUILD_INTERFACE:${out_dir}>)
+  install(FILES ${out} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/grove)
+  set(GROVE_ABI_INPUTS "${inputs}" PARENT_SCOPE)
+endfunction()
+

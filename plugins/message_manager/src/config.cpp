@@ -1,0 +1,125 @@
+#include "config.hpp"
+
+namespace grove::mm {
+
+config_map<broker_config> broker_config::map() {
+  using c = broker_config;
+  return config_map<c>{}
+    .key("bind", &c::bind, "0.0.0.0", "listener address")
+    .key("port", &c::port, 8883, range{1, 65535}, "listener port")
+    .key("mosquitto", &c::mosquitto, "/usr/sbin/mosquitto", "broker executable")
+    .key("plugin", &c::plugin, "",
+         "Grove's broker plugin `grove_broker_plugin.so`; empty = the one in "
+         "`grove/broker/` of the library directory beside groved's `bin/` (installed or "
+         "build tree)")
+    .key("ca_file", &c::ca_file, "",
+         "the group CA: device certificates must chain to it (required outside "
+         "development mode)")
+    .key("cert_file", &c::cert_file, "", "the broker's server certificate")
+    .key("key_file", &c::key_file, "", "the broker's server key")
+    .key("client_cert_file", &c::client_cert_file, "",
+         "certificate with CN `grove` (from the group CA) for Grove's own client")
+    .key("client_key_file", &c::client_key_file, "", "key of `client_cert_file`")
+    .key("max_payload_bytes", &c::max_payload_bytes, 131072, range{1024, 268435455},
+         "larger publishes are refused by the broker");
+}
+
+config_map<cloud_config> cloud_config::map() {
+  using c = cloud_config;
+  return config_map<c>{}
+    .key("enabled", &c::enabled, false,
+         "connect to the cloud; without it cloud-bound messages stay in the spool")
+    .key("host", &c::host, "", "the cloud MQTT endpoint (required when enabled)")
+    .key("port", &c::port, 8883, range{1, 65535}, "port of the endpoint")
+    .key("thing_name", &c::thing_name, "",
+         "the core's thing name: the MQTT client id (required when enabled)")
+    .key("tls", &c::tls, true, "`false` only in development mode")
+    .key("ca_file", &c::ca_file, "", "CA to verify the endpoint (required with TLS)")
+    .key("cert_file", &c::cert_file, "", "the core's client certificate")
+    .key("key_file", &c::key_file, "", "the core's client key")
+    .key("keep_alive_seconds", &c::keep_alive, 60, range{5, 1200}, "MQTT keep-alive, seconds")
+    .key("mqtt_max_connection_retry_interval", &c::retry_max, 60, range{1, 86400},
+         "seconds; cap of the reconnect back-off (Greengrass' "
+         "`mqttMaxConnectionRetryInterval`)")
+    .key("retry_initial_ms", &c::retry_initial, 1000, range{10, 600000},
+         "first reconnect delay; doubles per failure up to the cap, times a jitter factor "
+         "in [0.5, 1]")
+    .key("max_inflight", &c::max_inflight, 100, range{1, 65535},
+         "QoS 1 messages awaiting PUBACK");
+}
+
+config_map<spool_config> spool_config::map() {
+  using c = spool_config;
+  return config_map<c>{}
+    .key("storage", &c::storage, spool_storage::memory,
+         names<spool_storage>{{"memory", spool_storage::memory},
+                              {"file", spool_storage::file}},
+         "`memory` (lost on restart) or `file` (SQLite WAL in the state directory, "
+         "survives `kill -9`)")
+    .key("max_size_bytes", &c::max_size_bytes, 2621440, range{262144, 1099511627776},
+         "capacity; below 262144 the profile is refused (Greengrass refuses to start)")
+    .key("when_full", &c::when_full, spool_when_full::drop_oldest,
+         names<spool_when_full>{{"drop_oldest", spool_when_full::drop_oldest},
+                                {"reject_new", spool_when_full::reject_new}},
+         "what a full spool does with a new message");
+}
+
+namespace {
+
+// The rules the schema language cannot say; the messages name the key at fault.
+caf::error check(const plugin_config& cfg) {
+  const auto& b = cfg.broker;
+  if (!cfg.development_mode) {
+    std::pair<const char*, const std::filesystem::path*> tls_files[] = {
+      {"ca_file", &b.ca_file},
+      {"cert_file", &b.cert_file},
+      {"key_file", &b.key_file},
+      {"client_cert_file", &b.client_cert_file},
+      {"client_key_file", &b.client_key_file}};
+    for (auto [key, file] : tls_files)
+      if (file->empty())
+        return make_error(errc::invalid_config,
+                          std::string{"broker."} + key
+                            + " is required outside development_mode (make the files with "
+                              "tools/grove-certs: init, server, device PKI grove)");
+  }
+  const auto& c = cfg.cloud;
+  if (!c.enabled)
+    return {};
+  if (c.retry_initial > c.retry_max)
+    return make_error(errc::invalid_config,
+                      "cloud.retry_initial_ms is above "
+                      "cloud.mqtt_max_connection_retry_interval");
+  if (c.host.empty())
+    return make_error(errc::invalid_config, "cloud.host is required when cloud.enabled");
+  if (c.thing_name.empty())
+    return make_error(errc::invalid_config, "cloud.thing_name is required when cloud.enabled");
+  if (!c.tls && !cfg.development_mode)
+    return make_error(errc::invalid_config,
+                      "cloud.tls: false is only allowed in development_mode");
+  if (c.tls && c.ca_file.empty())
+    return make_error(errc::invalid_config, "cloud.ca_file is required with TLS");
+  return {};
+}
+
+} // namespace
+
+config_map<plugin_config> plugin_config::map() {
+  return config_map<plugin_config>{}
+    .key("development_mode", &plugin_config::development_mode, false,
+         "plain-TCP device listener, username = thing name, no certificates; logged loudly "
+         "at start and shown in `grovectl status`. Never in production.")
+    .section("broker", &plugin_config::broker, broker_config::map(),
+             "the managed Mosquitto broker devices connect to")
+    .section("cloud", &plugin_config::cloud, cloud_config::map(),
+             "the connection to the cloud MQTT endpoint")
+    .section("spool", &plugin_config::spool, spool_config::map(),
+             "cloud-bound messages wait here until the cloud acknowledged them")
+    .validate(check);
+}
+
+const char* to_string(spool_storage x) noexcept {
+  return x == spool_storage::file ? "file" : "memory";
+}
+
+} // namespace grove::mm

@@ -1,0 +1,135 @@
+// message_manager's configuration map: defaults, file:line errors from the kernel's
+// validator, the cross-field rules with today's messages, paths under the state
+// directory, and that README.md's table is the generated one.
+
+#define BOOST_TEST_MODULE mm_config_test
+#include <boost/test/unit_test.hpp>
+
+#include "config.hpp"
+#include "test_support.hpp"
+
+using namespace grove;
+using namespace grove::mm;
+
+namespace {
+
+// A complete TLS broker section, so the cross-field rules pass.
+constexpr const char* tls_broker = R"(broker:
+  ca_file: pki/ca.crt
+  cert_file: pki/server.crt
+  key_file: pki/server.key
+  client_cert_file: pki/grove.crt
+  client_key_file: pki/grove.key
+)";
+
+std::string error_of(const std::string& yaml) {
+  auto cfg = plugin_config::map().load(yaml, "image.yaml", "/state");
+  BOOST_REQUIRE(!cfg);
+  return describe(cfg.error());
+}
+
+template <class T>
+std::string error_text(const caf::expected<T>& x) {
+  return x ? std::string{} : describe(x.error());
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(map_is_sound) {
+  BOOST_TEST(plugin_config::map().defect() == "");
+}
+
+BOOST_AUTO_TEST_CASE(defaults_fill_every_section) {
+  auto cfg = plugin_config::map().load("development_mode: true", "image.yaml", "/state");
+  BOOST_REQUIRE_MESSAGE(cfg, error_text(cfg));
+  BOOST_TEST(cfg->development_mode);
+  BOOST_TEST(cfg->broker.bind == "0.0.0.0");
+  BOOST_TEST(cfg->broker.port == 8883);
+  BOOST_TEST(cfg->broker.mosquitto == "/usr/sbin/mosquitto");
+  BOOST_TEST(cfg->broker.plugin.empty());
+  BOOST_TEST(cfg->broker.max_payload_bytes == 131072u);
+  BOOST_TEST(!cfg->cloud.enabled);
+  BOOST_TEST(cfg->cloud.tls);
+  BOOST_TEST(cfg->cloud.keep_alive.count() == 60);
+  BOOST_TEST(cfg->cloud.retry_max.count() == 60);
+  BOOST_TEST(cfg->cloud.retry_initial.count() == 1000);
+  BOOST_TEST(cfg->cloud.max_inflight == 100);
+  BOOST_TEST((cfg->spool.storage == spool_storage::memory));
+  BOOST_TEST(cfg->spool.max_size_bytes == 2621440u);
+  BOOST_TEST((cfg->spool.when_full == spool_when_full::drop_oldest));
+}
+
+BOOST_AUTO_TEST_CASE(values_enums_and_paths) {
+  auto cfg = plugin_config::map().load(std::string{tls_broker} + R"(  port: 1883
+  plugin: /opt/grove/broker.so
+cloud: {enabled: true, host: h, thing_name: core-1, ca_file: /etc/ca.pem, retry_initial_ms: 250}
+spool: {storage: file, when_full: reject_new, max_size_bytes: 1099511627776}
+)",
+                                       "image.yaml", "/state");
+  BOOST_REQUIRE_MESSAGE(cfg, error_text(cfg));
+  BOOST_TEST(cfg->broker.port == 1883);
+  BOOST_TEST(cfg->broker.ca_file == "/state/pki/ca.crt"); // relative: under the state dir
+  BOOST_TEST(cfg->broker.plugin == "/opt/grove/broker.so"); // absolute stays
+  BOOST_TEST(cfg->cloud.ca_file == "/etc/ca.pem");
+  BOOST_TEST(cfg->cloud.cert_file.empty()); // empty stays empty
+  BOOST_TEST(cfg->cloud.retry_initial.count() == 250);
+  BOOST_TEST((cfg->spool.storage == spool_storage::file));
+  BOOST_TEST((cfg->spool.when_full == spool_when_full::reject_new));
+  BOOST_TEST(cfg->spool.max_size_bytes == 1099511627776u);
+}
+
+BOOST_AUTO_TEST_CASE(schema_errors_keep_file_line_and_field) {
+  auto err = error_of("development_mode: true\nspool:\n  max_size_bytes: 1000\n");
+  BOOST_TEST(contains(err, "image.yaml:3:19: spool.max_size_bytes: must be at least 262144"),
+             err);
+  err = error_of("development_mode: true\nspool: {when_full: drop_newest}\n");
+  BOOST_TEST(contains(err, "image.yaml:2:20: spool.when_full: must be one of drop_oldest, "
+                           "reject_new, got 'drop_newest'"),
+             err);
+  err = error_of("development_mode: true\nbroker: {prot: 1}\n");
+  BOOST_TEST(contains(err, "image.yaml:2:10: broker.prot: unknown key (allowed: bind, port,"),
+             err);
+  err = error_of("development_mode: yes please\n");
+  BOOST_TEST(contains(err, "development_mode: expected true or false"), err);
+}
+
+BOOST_AUTO_TEST_CASE(cross_field_rules_keep_their_messages) {
+  BOOST_TEST(contains(error_of("{}"), "broker.ca_file is required outside development_mode"));
+  auto no_key = std::string{tls_broker};
+  no_key.replace(no_key.find("pki/grove.key"), 13, "''");
+  BOOST_TEST(contains(error_of(no_key),
+                      "broker.client_key_file is required outside development_mode"));
+  auto cloud = [](const std::string& c) {
+    return std::string{tls_broker} + "cloud: {enabled: true, " + c + "}\n";
+  };
+  BOOST_TEST(contains(error_of(cloud("thing_name: t, ca_file: ca")),
+                      "cloud.host is required when cloud.enabled"));
+  BOOST_TEST(contains(error_of(cloud("host: h, ca_file: ca")),
+                      "cloud.thing_name is required when cloud.enabled"));
+  BOOST_TEST(contains(error_of(cloud("host: h, thing_name: t")),
+                      "cloud.ca_file is required with TLS"));
+  BOOST_TEST(contains(error_of(cloud("host: h, thing_name: t, tls: false")),
+                      "cloud.tls: false is only allowed in development_mode"));
+  BOOST_TEST(contains(error_of(cloud("host: h, thing_name: t, ca_file: ca, retry_initial_ms: "
+                                     "5000, mqtt_max_connection_retry_interval: 2")),
+                      "cloud.retry_initial_ms is above cloud.mqtt_max_connection_retry_interval"));
+  // A disabled cloud is not checked, and development mode allows plain TCP to it.
+  BOOST_TEST(bool(plugin_config::map().load(std::string{tls_broker}
+                                            + "cloud: {enabled: false, host: h}\n")));
+  BOOST_TEST(bool(plugin_config::map().load(
+    "development_mode: true\ncloud: {enabled: true, host: h, thing_name: t, tls: false}\n")));
+}
+
+BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
+  auto generated = plugin_config::map().markdown();
+  BOOST_TEST(contains(generated, "| `spool.max_size_bytes` | int | `2621440` | 262144–"),
+             generated);
+  BOOST_TEST(test::readme_config_table(MM_README) == generated,
+             "README.md's table is stale; replace the lines between the config-table "
+             "markers with `groved --describe-config message_manager`:\n"
+               << generated);
+}

@@ -1,0 +1,886 @@
+#include "grove/process.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "grove/errors.hpp"
+#include "grove/plugin.hpp"
+
+extern char** environ;
+
+namespace grove {
+
+namespace detail {
+
+/// One supervised child: options, owner and state. `mtx` guards everything a handle
+/// reads or writes; the descriptors and timers belong to the supervisor thread.
+struct process_record {
+  std::mutex mtx;
+  process_options opts;
+  std::string program;
+  process_callbacks cb;
+  process_owner owner;
+  // Output keeps going to the last owner's log while nobody owns the child.
+  std::shared_ptr<spdlog::logger> log;
+  std::string prefix;
+  pid_t pid = 0;
+  bool running = false;
+  bool stop_requested = false;
+  uint64_t restarts = 0;
+  std::string last_exit;
+  std::string started_at;
+  bool gave_up = false;
+  // -- supervisor thread only -------------------------------------------------------
+  int pidfd = -1;
+  int out_fd = -1;
+  int err_fd = -1;
+  std::string out_buf;
+  std::string err_buf;
+  std::optional<std::chrono::steady_clock::time_point> kill_at;
+  std::optional<std::chrono::steady_clock::time_point> restart_at;
+  failure_tracker failures;
+};
+
+} // namespace detail
+
+namespace {
+
+using detail::process_record;
+using record_ptr = std::shared_ptr<process_record>;
+using clock_type = std::chrono::steady_clock;
+
+constexpr size_t max_line_bytes = 16 * 1024;
+
+std::string iso_now() {
+  auto t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string signal_name(int sig) {
+  if (const char* abbrev = sigabbrev_np(sig); abbrev != nullptr)
+    return std::string{"SIG"} + abbrev;
+  return "signal " + std::to_string(sig);
+}
+
+spdlog::level::level_enum to_spdlog(output_level lvl) {
+  switch (lvl) {
+    case output_level::debug:
+      return spdlog::level::debug;
+    case output_level::info:
+      return spdlog::level::info;
+    case output_level::warn:
+      return spdlog::level::warn;
+    case output_level::error:
+      return spdlog::level::err;
+    default:
+      return spdlog::level::off;
+  }
+}
+
+// The program to exec: argv[0] itself when it names a path, else the first executable
+// of that name in PATH (resolved here: after fork only async-signal-safe calls run).
+caf::expected<std::string> resolve_program(const std::string& name,
+                                           const std::optional<std::vector<std::string>>& env) {
+  if (name.empty())
+    return make_error(errc::invalid_config, "process: argv is empty");
+  if (name.find('/') != std::string::npos)
+    return name;
+  std::string path;
+  if (env) {
+    for (const auto& kv : *env)
+      if (kv.rfind("PATH=", 0) == 0)
+        path = kv.substr(5);
+  } else if (const char* p = std::getenv("PATH")) {
+    path = p;
+  }
+  if (path.empty())
+    path = "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  for (;;) {
+    auto end = path.find(':', start);
+    auto dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    auto candidate = (dir.empty() ? std::string{"."} : dir) + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0)
+      return candidate;
+    if (end == std::string::npos)
+      break;
+    start = end + 1;
+  }
+  return make_error(errc::invalid_config, "process: '" + name + "' not found in PATH");
+}
+
+void close_fd(int& fd) {
+  if (fd >= 0)
+    ::close(fd);
+  fd = -1;
+}
+
+/// The one thread that forks, watches and reaps every grove::process child of groved.
+class supervisor {
+public:
+  static supervisor& instance() {
+    static supervisor s;
+    return s;
+  }
+
+  ~supervisor() {
+    {
+      std::lock_guard guard{mtx_};
+      quit_ = true;
+    }
+    wake();
+    if (thread_.joinable())
+      thread_.join();
+    ::close(wake_fd_);
+  }
+
+  /// Runs `f` on the supervisor thread and returns its result.
+  template <class F>
+  auto call(F f) -> decltype(f()) {
+    if (std::this_thread::get_id() == thread_.get_id())
+      return f();
+    std::packaged_task<decltype(f())()> task{std::move(f)};
+    auto result = task.get_future();
+    post([&task] { task(); });
+    return result.get();
+  }
+
+  /// Runs `f` on the supervisor thread, soon.
+  void post(std::function<void()> f) {
+    {
+      std::lock_guard guard{mtx_};
+      queue_.push_back(std::move(f));
+    }
+    wake();
+  }
+
+  /// Forks and execs `r`'s program (supervisor thread); registers it on success.
+  caf::error spawn(const record_ptr& r);
+
+  /// Marks `r` stopped for good and signals it (supervisor thread).
+  void stop(const record_ptr& r, int sig, std::chrono::milliseconds grace);
+
+private:
+  supervisor() {
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    thread_ = std::thread{[this] { loop(); }};
+  }
+
+  void wake() {
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof(one));
+  }
+
+  void loop();
+  void read_output(process_record& r, output_stream which, bool drain);
+  void emit_line(process_record& r, output_stream which, std::string line);
+  void on_exited(const record_ptr& r);
+  void schedule_restart(process_record& r, process_exit& ex);
+  void forget(const record_ptr& r);
+
+  std::mutex mtx_;
+  std::deque<std::function<void()>> queue_;
+  bool quit_ = false;
+  int wake_fd_ = -1;
+  std::vector<record_ptr> children_;
+  std::thread thread_;
+};
+
+// Everything the child needs is prepared before fork: after fork only
+// async-signal-safe calls are allowed (other threads may hold malloc's locks).
+caf::error supervisor::spawn(const record_ptr& rp) {
+  auto& r = *rp;
+  const auto& o = r.opts;
+  std::vector<std::string> args = o.argv;
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  std::vector<char*> envp;
+  if (o.env) {
+    env_strings = *o.env;
+    for (auto& e : env_strings)
+      envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
+  char* const* child_env = o.env ? envp.data() : environ;
+  std::string program = r.program;
+  std::string cwd = o.cwd.string();
+  process_callbacks cb;
+  {
+    std::lock_guard guard{r.mtx};
+    cb.pre_exec = r.cb.pre_exec;
+  }
+  // Sources are moved above every target number first, so one dup2 never overwrites a
+  // descriptor another still needs.
+  int base = 3;
+  for (auto& [from, to] : o.pass_fds) {
+    if (to < 3)
+      return make_error(errc::invalid_config, "process: pass_fds targets must be >= 3");
+    base = std::max(base, to + 1);
+  }
+  std::vector<int> opened; // closed in the parent after fork
+  auto cleanup = [&] {
+    for (int fd : opened)
+      ::close(fd);
+  };
+  auto sys_error = [&](const char* what) {
+    auto err = make_error(errc::system_error,
+                          std::string{"process: "} + what + ": " + std::strerror(errno));
+    cleanup();
+    return err;
+  };
+  auto high = [&](int fd) {
+    int h = ::fcntl(fd, F_DUPFD_CLOEXEC, base);
+    if (h >= 0)
+      opened.push_back(h);
+    return h;
+  };
+  int status_pipe[2];
+  if (::pipe2(status_pipe, O_CLOEXEC) != 0)
+    return sys_error("pipe2");
+  opened.push_back(status_pipe[0]);
+  opened.push_back(status_pipe[1]);
+  int status_w = high(status_pipe[1]);
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0)
+    return sys_error("open /dev/null");
+  opened.push_back(devnull);
+  int stdin_fd = high(devnull);
+  int out[2] = {-1, -1};
+  int err[2] = {-1, -1};
+  int out_w = -1;
+  int err_w = -1;
+  if (o.capture_output) {
+    if (::pipe2(out, O_CLOEXEC) != 0)
+      return sys_error("pipe2");
+    opened.push_back(out[1]);
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      ::close(out[0]);
+      return sys_error("pipe2");
+    }
+    opened.push_back(err[1]);
+    out_w = high(out[1]);
+    err_w = high(err[1]);
+  }
+  std::vector<int> sources;
+  std::vector<int> targets;
+  for (auto& [from, to] : o.pass_fds) {
+    sources.push_back(high(from));
+    targets.push_back(to);
+  }
+  bool bad = status_w < 0 || stdin_fd < 0 || (o.capture_output && (out_w < 0 || err_w < 0))
+             || std::find(sources.begin(), sources.end(), -1) != sources.end();
+  if (bad) {
+    close_fd(out[0]);
+    close_fd(err[0]);
+    return sys_error("fcntl(F_DUPFD)");
+  }
+  // Descriptors that survive the close-everything sweep in the child, sorted.
+  std::vector<int> keep = targets;
+  keep.push_back(status_w);
+  std::sort(keep.begin(), keep.end());
+  rlimit nofile{};
+  unsigned max_fd = 65536;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+    max_fd = static_cast<unsigned>(std::min<rlim_t>(nofile.rlim_cur, 1u << 20));
+  int pdeathsig = o.parent_death_signal;
+  auto gid = o.gid;
+  auto uid = o.uid;
+  bool capture = o.capture_output;
+  auto parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    close_fd(out[0]);
+    close_fd(err[0]);
+    return sys_error("fork");
+  }
+  if (pid == 0) {
+    // Child: report [stage, errno] on the status pipe and exit on any failure.
+    auto fail = [&](int stage, int code) {
+      int msg[2] = {stage, code};
+      [[maybe_unused]] auto n = ::write(status_w, msg, sizeof(msg));
+      ::_exit(127);
+    };
+    // Own process group: a terminal's Ctrl-C reaches groved only, which stops children.
+    ::setpgid(0, 0);
+    // groved blocks its stop signals for sigwait and ignores SIGPIPE: the child starts
+    // from the defaults, or the parent-death SIGTERM would never act.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig)
+      ::sigaction(sig, &dfl, nullptr);
+    if (::dup2(stdin_fd, 0) < 0)
+      fail(0, errno);
+    if (capture && (::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0))
+      fail(0, errno);
+    for (size_t i = 0; i < sources.size(); ++i)
+      if (::dup2(sources[i], targets[i]) < 0)
+        fail(0, errno);
+    // Nothing else of groved leaks into the child.
+    unsigned lo = 3;
+    for (int k : keep) {
+      auto uk = static_cast<unsigned>(k);
+      if (uk > lo && ::syscall(SYS_close_range, lo, uk - 1, 0u) != 0)
+        for (unsigned fd = lo; fd < uk; ++fd)
+          ::close(static_cast<int>(fd));
+      lo = std::max(lo, uk + 1);
+    }
+    if (::syscall(SYS_close_range, lo, ~0u, 0u) != 0)
+      for (unsigned fd = lo; fd < max_fd; ++fd)
+        ::close(static_cast<int>(fd));
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0)
+      fail(1, errno);
+    if (cb.pre_exec)
+      if (int rc = cb.pre_exec(); rc != 0)
+        fail(2, rc);
+    if (gid && (::setgroups(1, &*gid) != 0 || ::setgid(*gid) != 0))
+      fail(3, errno);
+    if (uid && ::setuid(*uid) != 0)
+      fail(4, errno);
+    // After the credential change, which clears it. The getppid() check closes the race
+    // where groved died before prctl.
+    if (pdeathsig != 0) {
+      ::prctl(PR_SET_PDEATHSIG, pdeathsig);
+      if (::getppid() != parent)
+        ::_exit(127);
+    }
+    ::execve(program.c_str(), argv.data(), child_env);
+    fail(5, errno);
+  }
+  // Parent.
+  ::close(status_pipe[1]);
+  std::erase(opened, status_pipe[1]);
+  ::close(status_w);
+  std::erase(opened, status_w);
+  int msg[2] = {0, 0};
+  ssize_t got = 0;
+  for (;;) {
+    got = ::read(status_pipe[0], msg, sizeof(msg));
+    if (got < 0 && errno == EINTR)
+      continue;
+    break;
+  }
+  cleanup();
+  if (got > 0) {
+    // The child failed before exec and exits 127: reap it now.
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    close_fd(out[0]);
+    close_fd(err[0]);
+    static constexpr const char* stages[]
+      = {"set up descriptors", "chdir", "pre-exec hook", "setgid", "setuid", "execute"};
+    auto stage = msg[0] >= 0 && msg[0] < 6 ? stages[msg[0]] : "start";
+    return make_error(errc::system_error, "process: " + args[0] + ": cannot " + stage
+                                            + ": " + std::strerror(msg[1]));
+  }
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    auto e = errno;
+    ::kill(pid, SIGKILL);
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    close_fd(out[0]);
+    close_fd(err[0]);
+    return make_error(errc::system_error,
+                      std::string{"process: pidfd_open: "} + std::strerror(e));
+  }
+  for (int fd : {out[0], err[0]})
+    if (fd >= 0)
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  r.pidfd = pidfd;
+  r.out_fd = out[0];
+  r.err_fd = err[0];
+  r.out_buf.clear();
+  r.err_buf.clear();
+  r.kill_at.reset();
+  r.restart_at.reset();
+  {
+    std::lock_guard guard{r.mtx};
+    r.pid = pid;
+    r.running = true;
+    r.started_at = iso_now();
+    if (r.opts.log_prefix.empty()) {
+      auto slash = args[0].rfind('/');
+      r.prefix = (slash == std::string::npos ? args[0] : args[0].substr(slash + 1)) + "["
+                 + std::to_string(pid) + "]: ";
+    } else {
+      r.prefix = r.opts.log_prefix;
+    }
+    if (r.log) {
+      try {
+        r.log->info("{}started (pid {})", r.prefix, pid);
+      } catch (...) {
+      }
+    }
+    if (r.owner.post && r.cb.on_start)
+      r.owner.post([f = r.cb.on_start, pid] { f(pid); });
+  }
+  if (std::find(children_.begin(), children_.end(), rp) == children_.end())
+    children_.push_back(rp);
+  return {};
+}
+
+void supervisor::emit_line(process_record& r, output_stream which, std::string line) {
+  if (!line.empty() && line.back() == '\r')
+    line.pop_back();
+  std::lock_guard guard{r.mtx};
+  auto lvl = to_spdlog(which == output_stream::out ? r.opts.stdout_level
+                                                   : r.opts.stderr_level);
+  if (r.log && lvl != spdlog::level::off) {
+    try {
+      r.log->log(lvl, "{}{}", r.prefix, line);
+    } catch (...) {
+      // A failing sink must not take the supervisor down.
+    }
+  }
+  if (r.owner.post && r.cb.on_output)
+    r.owner.post([f = r.cb.on_output, which, l = std::move(line)] { f(which, l); });
+}
+
+// Reads what `which` has (all of it when `drain`), emitting complete lines.
+void supervisor::read_output(process_record& r, output_stream which, bool drain) {
+  int& fd = which == output_stream::out ? r.out_fd : r.err_fd;
+  auto& buf = which == output_stream::out ? r.out_buf : r.err_buf;
+  char chunk[4096];
+  for (;;) {
+    if (fd < 0)
+      return;
+    auto n = ::read(fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n > 0) {
+      buf.append(chunk, static_cast<size_t>(n));
+      size_t pos;
+      while ((pos = buf.find('\n')) != std::string::npos) {
+        emit_line(r, which, buf.substr(0, pos));
+        buf.erase(0, pos + 1);
+      }
+      if (buf.size() > max_line_bytes) {
+        emit_line(r, which, std::move(buf));
+        buf.clear();
+      }
+      if (drain)
+        continue;
+      return;
+    }
+    if (n == 0 || (n < 0 && errno != EAGAIN)) {
+      // End of output (or a broken pipe): flush a last line without newline.
+      if (!buf.empty())
+        emit_line(r, which, std::move(buf));
+      buf.clear();
+      close_fd(fd);
+    }
+    return;
+  }
+}
+
+void supervisor::schedule_restart(process_record& r, process_exit& ex) {
+  auto d = r.failures.record(r.opts.policy);
+  if (d.broken) {
+    r.gave_up = true;
+    ex.gave_up = true;
+    return;
+  }
+  ex.restarting = true;
+  ex.restart_in = d.delay;
+  r.restart_at = clock_type::now() + d.delay;
+}
+
+void supervisor::on_exited(const record_ptr& rp) {
+  auto& r = *rp;
+  read_output(r, output_stream::out, true);
+  read_output(r, output_stream::err, true);
+  // Output of a grandchild that still holds the pipes is cut here.
+  for (auto which : {output_stream::out, output_stream::err}) {
+    auto& buf = which == output_stream::out ? r.out_buf : r.err_buf;
+    if (!buf.empty())
+      emit_line(r, which, std::move(buf));
+    buf.clear();
+  }
+  close_fd(r.out_fd);
+  close_fd(r.err_fd);
+  process_exit ex;
+  bool done = false;
+  {
+    std::lock_guard guard{r.mtx};
+    int st = 0;
+    pid_t got;
+    while ((got = ::waitpid(r.pid, &st, WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (got == 0)
+      return; // not ended after all; poll again
+    close_fd(r.pidfd);
+    ex.pid = r.pid;
+    if (WIFSIGNALED(st)) {
+      ex.signal = WTERMSIG(st);
+      ex.signal_name = signal_name(ex.signal);
+    } else if (WIFEXITED(st)) {
+      ex.code = WEXITSTATUS(st);
+    }
+    r.running = false;
+    r.pid = 0;
+    r.started_at.clear();
+    r.kill_at.reset();
+    r.last_exit = ex.describe();
+    if (r.stop_requested) {
+      ex.requested = true;
+      done = true;
+    } else if (r.opts.restart && r.owner.post) {
+      schedule_restart(r, ex);
+      done = ex.gave_up;
+    } else {
+      done = true;
+    }
+    if (r.log) {
+      try {
+        if (ex.requested)
+          r.log->info("{}{}", r.prefix, ex.describe());
+        else if (ex.restarting)
+          r.log->warn("{}{}; restarting in {} ms", r.prefix, ex.describe(),
+                      ex.restart_in.count());
+        else if (ex.gave_up)
+          r.log->error("{}{}; failed {} times within {} s: not restarted again", r.prefix,
+                       ex.describe(), r.opts.policy.max_failures,
+                       r.opts.policy.window.count());
+        else
+          r.log->warn("{}{}", r.prefix, ex.describe());
+      } catch (...) {
+      }
+    }
+    if (r.owner.post && r.cb.on_exit)
+      r.owner.post([f = r.cb.on_exit, ex] { f(ex); });
+  }
+  if (done)
+    forget(rp);
+}
+
+void supervisor::forget(const record_ptr& r) {
+  std::erase(children_, r);
+}
+
+void supervisor::stop(const record_ptr& rp, int sig, std::chrono::milliseconds grace) {
+  auto& r = *rp;
+  std::lock_guard guard{r.mtx};
+  r.stop_requested = true;
+  r.restart_at.reset();
+  if (!r.running) {
+    std::erase(children_, rp);
+    return;
+  }
+  if (sig != 0 && ::kill(-r.pid, sig) != 0)
+    ::kill(r.pid, sig);
+  auto at = clock_type::now() + grace;
+  if (!r.kill_at || at < *r.kill_at)
+    r.kill_at = at;
+}
+
+void supervisor::loop() {
+  std::vector<pollfd> fds;
+  struct watch {
+    record_ptr rec;
+    int kind; // 0 exit, 1 stdout, 2 stderr
+  };
+  std::vector<watch> watches;
+  for (;;) {
+    std::deque<std::function<void()>> work;
+    {
+      std::lock_guard guard{mtx_};
+      if (quit_)
+        return;
+      work.swap(queue_);
+    }
+    for (auto& f : work) {
+      try {
+        f();
+      } catch (...) {
+        // A command's own error travels in its future; nothing may stop this thread.
+      }
+    }
+    // Timers: SIGKILL after the grace period, restarts after their back-off.
+    auto now = clock_type::now();
+    std::optional<clock_type::time_point> next;
+    auto children = children_; // spawn/forget may change the list
+    for (auto& rp : children) {
+      auto& r = *rp;
+      if (r.kill_at && *r.kill_at <= now) {
+        std::lock_guard guard{r.mtx};
+        if (r.running && ::kill(-r.pid, SIGKILL) != 0)
+          ::kill(r.pid, SIGKILL);
+        r.kill_at.reset();
+      }
+      if (r.restart_at && *r.restart_at <= now) {
+        r.restart_at.reset();
+        bool go;
+        {
+          std::lock_guard guard{r.mtx};
+          go = !r.stop_requested && r.owner.post != nullptr;
+        }
+        if (!go) {
+          forget(rp);
+          continue;
+        }
+        if (auto err = spawn(rp)) {
+          process_exit ex;
+          ex.code = 127;
+          std::lock_guard guard{r.mtx};
+          r.last_exit = describe(err);
+          schedule_restart(r, ex);
+          if (r.log)
+            r.log->error("{}restart failed: {}{}", r.prefix, describe(err),
+                         ex.gave_up ? "; not restarted again" : "");
+          if (r.owner.post && r.cb.on_exit)
+            r.owner.post([f = r.cb.on_exit, ex] { f(ex); });
+          if (ex.gave_up)
+            std::erase(children_, rp);
+        } else {
+          std::lock_guard guard{r.mtx};
+          ++r.restarts;
+        }
+      }
+      for (auto& t : {r.kill_at, r.restart_at})
+        if (t && (!next || *t < *next))
+          next = *t;
+    }
+    fds.clear();
+    watches.clear();
+    fds.push_back({wake_fd_, POLLIN, 0});
+    watches.push_back({nullptr, -1});
+    for (auto& rp : children_) {
+      if (rp->pidfd >= 0) {
+        fds.push_back({rp->pidfd, POLLIN, 0});
+        watches.push_back({rp, 0});
+      }
+      if (rp->out_fd >= 0) {
+        fds.push_back({rp->out_fd, POLLIN, 0});
+        watches.push_back({rp, 1});
+      }
+      if (rp->err_fd >= 0) {
+        fds.push_back({rp->err_fd, POLLIN, 0});
+        watches.push_back({rp, 2});
+      }
+    }
+    int timeout = -1;
+    if (next) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - clock_type::now());
+      timeout = static_cast<int>(std::max<int64_t>(0, ms.count()));
+    }
+    int n = ::poll(fds.data(), fds.size(), timeout);
+    if (n <= 0)
+      continue;
+    if (fds[0].revents != 0) {
+      uint64_t v;
+      [[maybe_unused]] auto got = ::read(wake_fd_, &v, sizeof(v));
+    }
+    // Output first, so every line a child wrote is out before its exit is reported.
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (fds[i].revents == 0)
+          continue;
+        auto& w = watches[i];
+        if (pass == 0 && w.kind != 0)
+          read_output(*w.rec, w.kind == 1 ? output_stream::out : output_stream::err, false);
+        else if (pass == 1 && w.kind == 0 && w.rec->pidfd >= 0)
+          on_exited(w.rec);
+      }
+    }
+  }
+}
+
+} // namespace
+
+// -- process_exit -----------------------------------------------------------------
+
+std::string process_exit::describe() const {
+  if (signal != 0)
+    return "killed by signal " + std::to_string(signal) + " (" + signal_name + ")";
+  return "exited with code " + std::to_string(code);
+}
+
+// -- process ----------------------------------------------------------------------
+
+process::process() noexcept = default;
+
+process::process(process&& other) noexcept = default;
+
+process& process::operator=(process&& other) noexcept {
+  if (this != &other) {
+    if (rec_) {
+      unbind();
+      stop();
+    }
+    rec_ = std::move(other.rec_);
+  }
+  return *this;
+}
+
+process::~process() {
+  if (rec_) {
+    unbind();
+    stop();
+  }
+}
+
+process_owner process::owner_of(context& ctx) {
+  auto* c = &ctx;
+  process_owner owner;
+  // The handle unbinds (under the record's lock) before the instance goes, so `c`
+  // outlives every call made through it.
+  owner.post = [c](std::function<void()> f) { c->post(std::move(f)); };
+  try {
+    owner.log = ctx.log().clone(ctx.log().name());
+  } catch (...) {
+    owner.log = nullptr;
+  }
+  return owner;
+}
+
+caf::expected<process> process::start(context& ctx, process_options opts,
+                                      process_callbacks cb) {
+  return start(owner_of(ctx), std::move(opts), std::move(cb));
+}
+
+caf::expected<process> process::start(process_owner owner, process_options opts,
+                                      process_callbacks cb) {
+  try {
+    auto program = resolve_program(opts.argv.empty() ? std::string{} : opts.argv[0],
+                                   opts.env);
+    if (!program)
+      return program.error();
+    auto rec = std::make_shared<process_record>();
+    rec->program = std::move(*program);
+    rec->opts = std::move(opts);
+    rec->cb = std::move(cb);
+    rec->log = owner.log;
+    rec->owner = std::move(owner);
+    auto& sup = supervisor::instance();
+    if (auto err = sup.call([&] { return sup.spawn(rec); })) {
+      // Plugin code must not stay behind in a record nobody supervises.
+      std::lock_guard guard{rec->mtx};
+      rec->cb = {};
+      rec->owner = {};
+      return err;
+    }
+    process result;
+    result.rec_ = std::move(rec);
+    return result;
+  } catch (const std::exception& e) {
+    return make_error(errc::system_error, std::string{"process: "} + e.what());
+  }
+}
+
+pid_t process::pid() const {
+  if (!rec_)
+    return 0;
+  std::lock_guard guard{rec_->mtx};
+  return rec_->running ? rec_->pid : 0;
+}
+
+bool process::running() const {
+  return pid() != 0;
+}
+
+process_status process::status() const {
+  process_status st;
+  if (!rec_)
+    return st;
+  std::lock_guard guard{rec_->mtx};
+  st.running = rec_->running;
+  st.pid = rec_->running ? rec_->pid : 0;
+  st.restarts = rec_->restarts;
+  st.last_exit = rec_->last_exit;
+  st.started_at = rec_->started_at;
+  st.gave_up = rec_->gave_up;
+  return st;
+}
+
+caf::error process::signal(int sig) const {
+  if (!rec_)
+    return make_error(errc::invalid_state, "process: empty handle");
+  // The reap happens under this lock, so a running pid is never a recycled one.
+  std::lock_guard guard{rec_->mtx};
+  if (!rec_->running)
+    return make_error(errc::invalid_state, "process: no child is running");
+  if (::kill(rec_->pid, sig) != 0)
+    return make_error(errc::system_error, std::string{"process: kill: "} + std::strerror(errno));
+  return {};
+}
+
+void process::stop(int sig, std::optional<std::chrono::milliseconds> grace) {
+  if (!rec_)
+    return;
+  try {
+    auto g = grace ? *grace : rec_->opts.stop_grace;
+    auto& sup = supervisor::instance();
+    sup.post([&sup, rec = rec_, sig, g] { sup.stop(rec, sig, g); });
+  } catch (...) {
+    // Out of memory: the child dies with groved (parent-death signal).
+  }
+}
+
+void process::set_restart(bool on) {
+  if (!rec_)
+    return;
+  std::lock_guard guard{rec_->mtx};
+  rec_->opts.restart = on;
+}
+
+void process::bind(context& ctx, process_callbacks cb) {
+  bind(owner_of(ctx), std::move(cb));
+}
+
+void process::bind(process_owner owner, process_callbacks cb) {
+  if (!rec_)
+    return;
+  std::lock_guard guard{rec_->mtx};
+  rec_->cb = std::move(cb);
+  if (owner.log)
+    rec_->log = owner.log;
+  rec_->owner = std::move(owner);
+}
+
+void process::unbind() {
+  if (!rec_)
+    return;
+  process_callbacks old_cb;
+  process_owner old_owner;
+  {
+    std::lock_guard guard{rec_->mtx};
+    old_cb = std::move(rec_->cb);
+    old_owner = std::move(rec_->owner);
+    rec_->cb = {};
+    rec_->owner = {};
+  }
+  // Destroyed here, outside the lock, while the owner's code is still loaded.
+}
+
+} // namespace grove

@@ -1,0 +1,522 @@
+#define BOOST_TEST_MODULE process_test
+#include <boost/test/unit_test.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "grove/kernel/kernel.hpp"
+#include "grove/process.hpp"
+#include "../support/process_support.hpp"
+#include "test_util.hpp"
+
+// grove::process with real children (/bin/sh, cat, ls): exit codes and signal names,
+// output in the log, SIGTERM then SIGKILL, restart with back-off then giving up,
+// parent death, the reset signal state and descriptors; and through a plugin
+// (tests/plugins/process_plugin.cpp): events on the plugin's actor, context::post,
+// run_blocking, and a child handed to the next instance across a hot reload.
+
+using namespace grove;
+using namespace std::chrono_literals;
+
+// groved blocks its stop signals (for sigwait) and ignores SIGPIPE before any thread
+// starts; the suite does the same so every thread, the supervisor's included, has them.
+struct groved_signals : test::groved_like_signals {
+  groved_signals() {
+    std::signal(SIGPIPE, SIG_IGN);
+  }
+};
+
+BOOST_TEST_GLOBAL_FIXTURE(groved_signals);
+
+namespace {
+
+/// An owner whose "actor" is a queue the test drains: events arrive in order.
+struct recorder {
+  std::shared_ptr<test::capture_sink> sink = std::make_shared<test::capture_sink>();
+  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", sink);
+  std::mutex mtx;
+  std::vector<process_exit> exits;
+  std::vector<std::pair<output_stream, std::string>> output;
+  std::vector<pid_t> starts;
+
+  recorder() {
+    log->set_level(spdlog::level::debug);
+  }
+
+  process_owner owner() {
+    process_owner o;
+    o.post = [](std::function<void()> f) { f(); };
+    o.log = log;
+    return o;
+  }
+
+  process_callbacks callbacks() {
+    process_callbacks cb;
+    cb.on_exit = [this](const process_exit& ex) {
+      std::lock_guard guard{mtx};
+      exits.push_back(ex);
+    };
+    cb.on_output = [this](output_stream s, const std::string& line) {
+      std::lock_guard guard{mtx};
+      output.emplace_back(s, line);
+    };
+    cb.on_start = [this](pid_t pid) {
+      std::lock_guard guard{mtx};
+      starts.push_back(pid);
+    };
+    return cb;
+  }
+
+  size_t exit_count() {
+    std::lock_guard guard{mtx};
+    return exits.size();
+  }
+
+  process_exit exit(size_t i) {
+    std::lock_guard guard{mtx};
+    return exits.at(i);
+  }
+
+  std::vector<std::string> lines(output_stream which) {
+    std::lock_guard guard{mtx};
+    std::vector<std::string> out;
+    for (auto& [s, l] : output)
+      if (s == which)
+        out.push_back(l);
+    return out;
+  }
+
+  bool has_line(const std::string& needle) {
+    std::lock_guard guard{mtx};
+    for (auto& [s, l] : output)
+      if (l.find(needle) != std::string::npos)
+        return true;
+    return false;
+  }
+};
+
+process_options sh(const std::string& script) {
+  process_options o;
+  o.argv = {"sh", "-c", script};
+  return o;
+}
+
+process start_ok(recorder& r, process_options o) {
+  auto p = process::start(r.owner(), std::move(o), r.callbacks());
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  return std::move(*p);
+}
+
+// A pid is gone when /proc has no entry or only a zombie nobody reaped yet.
+bool gone(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  if (!std::getline(in, line))
+    return true;
+  auto close = line.rfind(')');
+  return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(exit_code_is_reported) {
+  recorder r;
+  auto p = start_ok(r, sh("exit 3"));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  auto ex = r.exit(0);
+  BOOST_TEST(ex.code == 3);
+  BOOST_TEST(ex.signal == 0);
+  BOOST_TEST(!ex.requested);
+  BOOST_TEST(!ex.restarting);
+  BOOST_TEST(ex.describe() == "exited with code 3");
+  BOOST_TEST(p.status().last_exit == "exited with code 3");
+  BOOST_TEST(!p.running());
+}
+
+BOOST_AUTO_TEST_CASE(signal_name_is_reported) {
+  recorder r;
+  // SIGUSR1's default action ends the process: the disposition was reset to default.
+  auto p = start_ok(r, sh("kill -USR1 $$; sleep 5"));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  auto ex = r.exit(0);
+  BOOST_TEST(ex.signal == SIGUSR1);
+  BOOST_TEST(ex.signal_name == "SIGUSR1");
+  BOOST_TEST(ex.code == -1);
+  BOOST_TEST(ex.describe() == "killed by signal 10 (SIGUSR1)");
+}
+
+BOOST_AUTO_TEST_CASE(output_lines_reach_the_log_with_their_prefix) {
+  recorder r;
+  auto o = sh("echo first line; echo to stderr >&2; printf 'no newline'");
+  o.log_prefix = "kid: ";
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.sink->has("kid: first line"));
+  BOOST_TEST(r.sink->has("kid: to stderr"));
+  BOOST_TEST(r.sink->has("kid: no newline"));
+  auto out = r.lines(output_stream::out);
+  auto err = r.lines(output_stream::err);
+  BOOST_TEST(out == (std::vector<std::string>{"first line", "no newline"}));
+  BOOST_TEST(err == (std::vector<std::string>{"to stderr"}));
+}
+
+BOOST_AUTO_TEST_CASE(stop_sends_sigterm) {
+  recorder r;
+  auto p = start_ok(r, sh("echo ready; while :; do sleep 0.05; done"));
+  BOOST_REQUIRE(test::wait_until([&] { return r.has_line("ready"); }));
+  p.stop();
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).signal_name == "SIGTERM");
+  BOOST_TEST(r.exit(0).requested);
+}
+
+BOOST_AUTO_TEST_CASE(a_child_that_ignores_sigterm_gets_sigkill_after_the_grace) {
+  recorder r;
+  auto p = start_ok(r, sh("trap '' TERM; echo ready; while :; do sleep 0.05; done"));
+  BOOST_REQUIRE(test::wait_until([&] { return r.has_line("ready"); }));
+  p.stop(SIGTERM, 100ms);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).signal_name == "SIGKILL");
+  BOOST_TEST(r.exit(0).requested);
+  BOOST_TEST(!r.exit(0).restarting);
+}
+
+BOOST_AUTO_TEST_CASE(restarts_with_back_off_then_gives_up) {
+  recorder r;
+  auto o = sh("echo run; exit 1");
+  o.restart = true;
+  o.policy.max_failures = 3;
+  o.policy.window = std::chrono::seconds{600};
+  o.policy.backoff_initial = 10ms;
+  o.policy.backoff_max = 1000ms;
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 3; }));
+  BOOST_TEST(r.exit(0).restarting);
+  BOOST_TEST(r.exit(0).restart_in == 10ms);
+  BOOST_TEST(r.exit(1).restarting);
+  BOOST_TEST(r.exit(1).restart_in == 20ms); // doubled
+  BOOST_TEST(!r.exit(2).restarting);
+  BOOST_TEST(r.exit(2).gave_up);
+  auto st = p.status();
+  BOOST_TEST(st.restarts == 2u);
+  BOOST_TEST(st.gave_up);
+  BOOST_TEST(!st.running);
+  BOOST_TEST(r.lines(output_stream::out).size() == 3u);
+  std::lock_guard guard{r.mtx};
+  BOOST_TEST(r.starts.size() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stopped_child_is_not_restarted) {
+  recorder r;
+  auto o = sh("echo ready; exec sleep 100");
+  o.restart = true;
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.has_line("ready"); }));
+  p.stop();
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).requested);
+  BOOST_TEST(!r.exit(0).restarting);
+  BOOST_TEST(p.status().restarts == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(signal_mask_and_dispositions_are_reset) {
+  // This thread (and so the supervisor) blocks SIGINT/SIGTERM/SIGHUP and ignores
+  // SIGPIPE, like groved; the child must start clean or its parent-death SIGTERM
+  // would never act.
+  sigset_t cur;
+  pthread_sigmask(SIG_BLOCK, nullptr, &cur);
+  BOOST_REQUIRE(sigismember(&cur, SIGTERM));
+  recorder r;
+  process_options o;
+  o.argv = {"cat", "/proc/self/status"};
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.has_line("SigBlk:\t0000000000000000"));
+  BOOST_TEST(r.has_line("SigIgn:\t0000000000000000"));
+}
+
+BOOST_AUTO_TEST_CASE(only_passed_descriptors_are_inherited) {
+  // Without O_CLOEXEC, as a careless library would open them.
+  int leaked = ::open("/dev/null", O_RDONLY);
+  int pass[2];
+  BOOST_REQUIRE(::pipe(pass) == 0);
+  BOOST_REQUIRE(leaked >= 0);
+  recorder r;
+  process_options o;
+  o.argv = {"ls", "-1", "/proc/self/fd"};
+  o.pass_fds = {{pass[1], 5}};
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  auto lines = r.lines(output_stream::out);
+  std::set<std::string> fds(lines.begin(), lines.end());
+  // 0-2, the passed 5, and 3: ls's own handle on /proc/self/fd (the lowest free one,
+  // so nothing else sits at 3 either).
+  BOOST_TEST((fds == std::set<std::string>{"0", "1", "2", "3", "5"}));
+  ::close(leaked);
+  ::close(pass[0]);
+  ::close(pass[1]);
+}
+
+BOOST_AUTO_TEST_CASE(passed_descriptor_works_in_the_child) {
+  int fds[2];
+  BOOST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  recorder r;
+  auto o = sh("echo through-fd-3 >&3");
+  o.pass_fds = {{fds[1], 3}};
+  auto p = start_ok(r, std::move(o));
+  ::close(fds[1]);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  char buf[64] = {};
+  auto n = ::read(fds[0], buf, sizeof(buf) - 1);
+  ::close(fds[0]);
+  BOOST_TEST(std::string(buf, n > 0 ? n : 0) == "through-fd-3\n");
+}
+
+BOOST_AUTO_TEST_CASE(environment_and_working_directory) {
+  test::temp_dir dir;
+  recorder r;
+  auto o = sh("echo \"x=$GROVE_X home=${HOME:-unset}\"; pwd");
+  o.env = std::vector<std::string>{"GROVE_X=42", "PATH=/usr/bin:/bin"};
+  o.cwd = dir.path();
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  auto out = r.lines(output_stream::out);
+  BOOST_REQUIRE(out.size() == 2u);
+  BOOST_TEST(out[0] == "x=42 home=unset");
+  BOOST_TEST(std::filesystem::equivalent(out[1], dir.path()));
+}
+
+BOOST_AUTO_TEST_CASE(own_process_group) {
+  recorder r;
+  auto p = start_ok(r, sh("echo ready; exec sleep 100"));
+  BOOST_REQUIRE(test::wait_until([&] { return r.has_line("ready"); }));
+  BOOST_TEST(::getpgid(p.pid()) == p.pid());
+  BOOST_TEST(::getpgid(p.pid()) != ::getpgid(0));
+}
+
+BOOST_AUTO_TEST_CASE(pre_exec_hook_runs_in_the_child_and_can_refuse) {
+  recorder r;
+  auto cb = r.callbacks();
+  cb.pre_exec = [] {
+    static constexpr char msg[] = "from the hook\n";
+    return ::write(1, msg, sizeof(msg) - 1) > 0 ? 0 : EIO;
+  };
+  auto p = process::start(r.owner(), sh("echo after exec"), cb);
+  BOOST_REQUIRE(p);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.lines(output_stream::out)
+             == (std::vector<std::string>{"from the hook", "after exec"}));
+
+  auto refuse = r.callbacks();
+  refuse.pre_exec = [] { return EPERM; };
+  auto q = process::start(r.owner(), sh("echo never"), refuse);
+  BOOST_REQUIRE(!q);
+  BOOST_TEST(describe(q.error()).find("pre-exec hook") != std::string::npos,
+             describe(q.error()));
+}
+
+BOOST_AUTO_TEST_CASE(user_and_group_switch) {
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("not root: uid/gid switch not testable here");
+    BOOST_TEST(true);
+    return;
+  }
+  recorder r;
+  auto o = sh("id -u; id -g");
+  o.uid = 65534;
+  o.gid = 65534;
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"65534", "65534"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_program_is_an_error_at_start) {
+  recorder r;
+  process_options o;
+  o.argv = {"/nonexistent/grove-test-program"};
+  auto p = process::start(r.owner(), std::move(o));
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("cannot execute") != std::string::npos,
+             describe(p.error()));
+  process_options none;
+  none.argv = {"grove-no-such-program-in-path"};
+  BOOST_TEST(!process::start(r.owner(), std::move(none)));
+}
+
+BOOST_AUTO_TEST_CASE(a_dropped_handle_stops_its_child) {
+  recorder r;
+  pid_t pid = 0;
+  {
+    auto p = start_ok(r, sh("echo ready; exec sleep 100"));
+    BOOST_REQUIRE(test::wait_until([&] { return r.has_line("ready"); }));
+    pid = p.pid();
+  }
+  BOOST_REQUIRE(pid > 0);
+  BOOST_TEST(test::wait_until([&] { return gone(pid); }));
+  // The owner let go: no callback reports it.
+  BOOST_TEST(r.exit_count() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(child_dies_with_a_killed_parent) {
+  // A parent process (sh) runs the helper, whose own grove::process child is `sleep`;
+  // kill -9 of the helper must take the sleep with it (parent-death signal).
+  recorder r;
+  process_options o;
+  o.argv = {PROCESS_HELPER};
+  auto helper = start_ok(r, std::move(o));
+  std::string line;
+  BOOST_REQUIRE(test::wait_until([&] { return r.has_line("child "); }));
+  pid_t child = 0;
+  for (auto& l : r.lines(output_stream::out))
+    if (l.rfind("child ", 0) == 0)
+      child = std::stoi(l.substr(6));
+  BOOST_REQUIRE(child > 0);
+  BOOST_REQUIRE(!gone(child));
+  BOOST_REQUIRE(!helper.signal(SIGKILL));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).signal_name == "SIGKILL");
+  BOOST_TEST(test::wait_until([&] { return gone(child); }));
+}
+
+// -- through a plugin -------------------------------------------------------------
+
+namespace {
+
+struct plugin_fixture {
+  test::temp_dir dir;
+  std::unique_ptr<kernel> k;
+  std::unique_ptr<test::collector> out;
+
+  plugin_fixture() {
+    auto p = test::make_profile(dir.path());
+    p.file = dir.write("image.yaml", "kernel: {log_level: warn, worker_threads: 2}\n");
+    kernel_options opts;
+    opts.control_socket = false;
+    opts.log_to_stderr = false;
+    k = std::make_unique<kernel>(std::move(p), opts);
+    BOOST_REQUIRE(!k->start());
+    out = std::make_unique<test::collector>(*k, "test/proc/out");
+  }
+
+  void load(const std::string& config) {
+    plugin_spec s;
+    s.name = "spawner";
+    s.config = make_yaml(YAML::Load(config));
+    s.file = (dir.path() / "image.yaml").string();
+    auto err = k->host().load(s);
+    BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  }
+
+  // Reports so far, as "what|detail|on-actor".
+  std::vector<std::string> reports() {
+    std::vector<std::string> r;
+    for (auto& m : out->messages())
+      r.push_back(m.payload());
+    return r;
+  }
+
+  // The first report starting with `prefix` after the first `skip` of them.
+  std::string wait_report(const std::string& prefix, size_t skip = 0) {
+    std::string found;
+    test::wait_until([&] {
+      size_t seen = 0;
+      for (auto& r : reports())
+        if (r.rfind(prefix, 0) == 0 && seen++ == skip) {
+          found = r;
+          return true;
+        }
+      return false;
+    });
+    return found;
+  }
+};
+
+pid_t pid_in(const std::string& report) {
+  // "started|fresh 123|-"
+  auto a = report.find(' ');
+  auto b = report.rfind('|');
+  return static_cast<pid_t>(std::stol(report.substr(a + 1, b - a - 1)));
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(exit_and_output_arrive_on_the_plugins_actor, plugin_fixture) {
+  load("{command: 'echo hello from the child; exit 7', keep: false}");
+  BOOST_TEST(wait_report("stdout|") == "stdout|hello from the child|yes");
+  BOOST_TEST(wait_report("exit|") == "exit|exited with code 7|yes");
+}
+
+BOOST_FIXTURE_TEST_CASE(post_runs_on_the_actor, plugin_fixture) {
+  load("{}");
+  test::pub(*k, "test/proc/in", "post");
+  BOOST_TEST(wait_report("posted|") == "posted||yes");
+}
+
+BOOST_FIXTURE_TEST_CASE(run_blocking_works_off_the_actor_and_answers_on_it,
+                        plugin_fixture) {
+  load("{}");
+  test::pub(*k, "test/proc/in", "blocking");
+  BOOST_TEST(wait_report("blocking|") == "blocking|work off the actor|yes");
+  test::pub(*k, "test/proc/in", "blocking_throws");
+  auto r = wait_report("blocking|", 1);
+  BOOST_TEST(r.find("disk on fire") != std::string::npos, r);
+  BOOST_TEST(r.ends_with("|yes"));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_reload_hands_the_child_over, plugin_fixture) {
+  load("{command: 'exec sleep 100', keep: true}");
+  auto first = wait_report("started|");
+  BOOST_REQUIRE(first.rfind("started|fresh ", 0) == 0);
+  auto pid = pid_in(first);
+  auto res = k->host().reload("spawner");
+  BOOST_REQUIRE_MESSAGE(res, test::error_text(res));
+  auto second = wait_report("started|", 1);
+  BOOST_TEST(second == "started|adopted " + std::to_string(pid) + "|-");
+  BOOST_TEST(!gone(pid));
+  // The new instance owns it: its exit is reported there.
+  test::pub(*k, "test/proc/in", "stop");
+  BOOST_TEST(wait_report("exit|") == "exit|killed by signal 15 (SIGTERM) requested|yes");
+  BOOST_TEST(test::wait_until([&] { return gone(pid); }));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_dropped_child_is_stopped_at_reload, plugin_fixture) {
+  load("{command: 'exec sleep 100', keep: false}");
+  auto pid = pid_in(wait_report("started|"));
+  BOOST_REQUIRE(k->host().reload("spawner"));
+  auto second = wait_report("started|", 1);
+  BOOST_TEST(second.rfind("started|fresh ", 0) == 0);
+  BOOST_TEST(pid_in(second) != pid);
+  BOOST_TEST(test::wait_until([&] { return gone(pid); }));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_kept_child_nobody_adopts_is_stopped, plugin_fixture) {
+  load("{command: 'exec sleep 100', keep: true}");
+  auto pid = pid_in(wait_report("started|"));
+  // A new configuration the plugin cannot apply live: a reload with it, whose new
+  // instance does not adopt.
+  plugin_spec s;
+  s.name = "spawner";
+  s.config = make_yaml(YAML::Load("{command: 'exec sleep 100', keep: true, adopt: false}"));
+  s.file = (dir.path() / "image.yaml").string();
+  auto res = k->host().reconfigure(s);
+  BOOST_REQUIRE_MESSAGE(res, test::error_text(res));
+  auto second = wait_report("started|", 1);
+  BOOST_TEST(second.rfind("started|fresh ", 0) == 0);
+  BOOST_TEST(pid_in(second) != pid);
+  BOOST_TEST(test::wait_until([&] { return gone(pid); }));
+}
+
+BOOST_FIXTURE_TEST_CASE(unload_stops_the_child, plugin_fixture) {
+  load("{command: 'exec sleep 100'}");
+  auto pid = pid_in(wait_report("started|"));
+  BOOST_REQUIRE(!k->host().unload("spawner"));
+  BOOST_TEST(test::wait_until([&] { return gone(pid); }));
+}
