@@ -853,6 +853,8 @@ slot_context::gauge_family(std::string_view name, std::string_view help,
                            std::string_view label) {
   return declare_family<grove::gauge_family>(*owner_->setup().status->metrics,
                                              metric_kind::gauge, name, help, label);
+}
+
 void slot_context::post(std::function<void()> fn) {
   owner_->post_call(std::move(fn));
 }

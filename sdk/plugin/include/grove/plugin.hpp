@@ -225,6 +225,7 @@ protected:
   /// Implements run_blocking: `work` on the pool, then `then` on the actor (dropped
   /// when the instance is gone).
   virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
+    = 0;
 
 public:
   // --- metrics ---
