@@ -1,5 +1,7 @@
 #include "grove/kernel/config.hpp"
 
+#include <arpa/inet.h>
+
 #include <cstdlib>
 #include <set>
 
@@ -249,6 +251,13 @@ kernel:
         window_seconds: {type: int, default: 60, min: 1, max: 86400}
         backoff_initial_ms: {type: int, default: 100, min: 1, max: 3600000}
         backoff_max_ms: {type: int, default: 10000, min: 1, max: 3600000}
+    metrics:
+      type: map
+      doc: "Prometheus text endpoint (GET /metrics); off unless port is set"
+      keys:
+        bind: {type: string, default: 127.0.0.1,
+               doc: "numeric IPv4 or IPv6 address; reachable by every local user"}
+        port: {type: int, default: 0, min: 0, max: 65535, doc: "TCP port; 0 = off"}
 plugins:
   type: list
   default: []
@@ -480,6 +489,21 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
     = std::chrono::milliseconds{restart["backoff_initial_ms"].as<int64_t>()};
   result.restart.backoff_max
     = std::chrono::milliseconds{restart["backoff_max_ms"].as<int64_t>()};
+  auto metrics = kernel["metrics"];
+  result.metrics.port = metrics["port"].as<uint16_t>();
+  result.metrics.enabled = result.metrics.port != 0;
+  result.metrics.bind = metrics["bind"].Scalar();
+  {
+    // A numeric address only: a name would need DNS at start and could resolve to an
+    // outside interface.
+    in6_addr a6{};
+    in_addr a4{};
+    if (inet_pton(AF_INET, result.metrics.bind.c_str(), &a4) != 1
+        && inet_pton(AF_INET6, result.metrics.bind.c_str(), &a6) != 1)
+      return config_error(fname, doc["kernel"]["metrics"]["bind"], "kernel.metrics.bind",
+                          "'" + result.metrics.bind
+                            + "' is not a numeric IPv4 or IPv6 address");
+  }
   auto raw_plugins = doc["plugins"];
   auto plugins = cfg["plugins"];
   std::set<std::string> names;

@@ -562,6 +562,13 @@ private:
           status.details[name + "." + in.status().key()] = in.status().value();
           break;
         }
+        case host::ToKernel::kMetrics:
+          // The registry lives here, in the slot: a crash of the child loses at most
+          // the last ~100 ms of updates, never the totals.
+          for (auto& u : in.metrics().updates())
+            if (auto err = status.metrics->apply(u))
+              log.warn("metric from the plugin host refused: {}", describe(err));
+          break;
         default:
           break;
       }

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grove/kernel/group_client.hpp"
+#include "grove/kernel/metrics_server.hpp"
 
 namespace grove {
 
@@ -208,6 +209,15 @@ caf::error kernel::start() {
       return err;
     log_->info("control socket {}", profile_.control_socket.string());
   }
+  if (profile_.metrics.enabled) {
+    metrics_ = std::make_unique<metrics_server>(profile_.metrics.bind,
+                                                profile_.metrics.port,
+                                                [this] { return scrape(); }, log_);
+    if (auto err = metrics_->start())
+      return err;
+    log_->info("metrics endpoint http://{}:{}/metrics", profile_.metrics.bind,
+               metrics_->port());
+  }
   size_t ok = 0;
   for (auto& spec : profile_.plugins) {
     if (auto err = host_->load(spec))
@@ -260,6 +270,8 @@ void kernel::stop() {
   }
   if (control_)
     control_->stop();
+  if (metrics_)
+    metrics_->stop();
   host_->stop_all();
   if (group_ep_) {
     bus_.unserve_all(group_ep_);
@@ -379,6 +391,16 @@ control::Status kernel::status() {
         + std::to_string(g->functions_size()) + " functions, "
         + std::to_string(g->subscriptions_size()) + " subscriptions";
   return st;
+}
+
+std::string kernel::scrape() {
+  std::string out;
+  write_prometheus(status(), out);
+  return out;
+}
+
+uint16_t kernel::metrics_port() const noexcept {
+  return metrics_ ? metrics_->port() : 0;
 }
 
 control::Plugins kernel::plugins() {

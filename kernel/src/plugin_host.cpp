@@ -463,6 +463,7 @@ std::vector<control::PluginInfo> plugin_host::list() const {
       info.set_last_reload(p.status->last_reload);
       info.set_log_level(p.status->log_level);
     }
+    p.status->metrics->collect(*info.mutable_metrics());
     info.set_queue_depth(p.ep->depth());
     info.set_queue_capacity(p.ep->settings().capacity);
     info.set_delivered(p.ep->delivered());
@@ -475,6 +476,14 @@ std::vector<control::PluginInfo> plugin_host::list() const {
     result.push_back(std::move(info));
   }
   return result;
+}
+
+std::shared_ptr<metric_registry> plugin_host::metrics_of(const std::string& name) const {
+  std::lock_guard guard{mtx_};
+  for (auto& p : plugins_)
+    if (p.name == name)
+      return p.status->metrics;
+  return nullptr;
 }
 
 std::map<std::string, std::string> plugin_host::details() const {

@@ -150,6 +150,7 @@ int run_plugin_host(const std::string& name, int fd) {
   // Status lines (context::set_status) go up every ~100 ticks, changed ones only.
   std::atomic<kernel*> kp{nullptr};
   std::map<std::string, std::string> sent_status;
+  metric_uplink sent_metrics;
   int ticks = 0;
   frame_channel ch{fd, [&] {
                      auto* e = ep_raw.load();
@@ -163,6 +164,11 @@ int run_plugin_host(const std::string& name, int fd) {
                      }
                      if (++ticks % 100 != 0 || kp.load() == nullptr)
                        return;
+                     if (auto reg = kp.load()->host().metrics_of(name)) {
+                       host::ToKernel out;
+                       if (sent_metrics.diff(*reg, *out.mutable_metrics()))
+                         chp->send(out);
+                     }
                      auto prefix = name + ".";
                      for (auto& [key, value] : kp.load()->host().details()) {
                        auto& last = sent_status[key];

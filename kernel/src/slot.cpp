@@ -101,6 +101,15 @@ public:
   void cancel(timer_id id) override;
   void fail(caf::error reason) override;
   void set_status(std::string_view key, std::string value) override;
+  caf::expected<grove::counter> counter(std::string_view name,
+                                        std::string_view help) override;
+  caf::expected<grove::gauge> gauge(std::string_view name, std::string_view help) override;
+  caf::expected<grove::counter_family> counter_family(std::string_view name,
+                                                      std::string_view help,
+                                                      std::string_view label) override;
+  caf::expected<grove::gauge_family> gauge_family(std::string_view name,
+                                                  std::string_view help,
+                                                  std::string_view label) override;
   void post(std::function<void()> fn) override;
   void keep_process(std::string name, process p) override;
   std::optional<process> adopt_process(std::string_view name) override;
@@ -998,6 +1007,43 @@ void slot_context::fail(caf::error reason) {
 
 void slot_context::set_status(std::string_view key, std::string value) {
   owner_->set_detail(key, std::move(value));
+}
+
+caf::expected<grove::counter> slot_context::counter(std::string_view name,
+                                                    std::string_view help) {
+  return owner_->setup().status->metrics->counter(name, help);
+}
+
+caf::expected<grove::gauge> slot_context::gauge(std::string_view name,
+                                                std::string_view help) {
+  return owner_->setup().status->metrics->gauge(name, help);
+}
+
+// Both kinds of family are declared alike.
+template <class Family>
+caf::expected<Family> declare_family(metric_registry& reg, metric_kind kind,
+                                     std::string_view name, std::string_view help,
+                                     std::string_view label) {
+  if (label.empty())
+    return make_error(errc::invalid_config, "a family needs a label name");
+  auto f = reg.declare(name, kind, help, label);
+  if (!f)
+    return f.error();
+  return Family{*f};
+}
+
+caf::expected<grove::counter_family>
+slot_context::counter_family(std::string_view name, std::string_view help,
+                             std::string_view label) {
+  return declare_family<grove::counter_family>(*owner_->setup().status->metrics,
+                                               metric_kind::counter, name, help, label);
+}
+
+caf::expected<grove::gauge_family>
+slot_context::gauge_family(std::string_view name, std::string_view help,
+                           std::string_view label) {
+  return declare_family<grove::gauge_family>(*owner_->setup().status->metrics,
+                                             metric_kind::gauge, name, help, label);
 }
 
 void slot_context::post(std::function<void()> fn) {

@@ -203,6 +203,40 @@ BOOST_AUTO_TEST_CASE(crash_is_contained_and_restarted) {
   BOOST_TEST(plugin_json("heartbeat").at("state") == "running");
 }
 
+BOOST_AUTO_TEST_CASE(metrics_are_numbers_in_status_json_and_survive_a_crash) {
+  BOOST_TEST(!contains(groved->output(), "metrics endpoint")); // off by default
+  auto seen = [&] {
+    int64_t v = -1;
+    auto p = plugin_json("echo"); // keep it: at() refers into it
+    for (auto& m : p.at("metrics"))
+      if (m.at("name") == "messages.seen") {
+        BOOST_REQUIRE(m.at("value").is_number_integer());
+        v = m.at("value").get<int64_t>();
+      }
+    return v;
+  };
+  for (int i = 0; i < 3; ++i)
+    BOOST_REQUIRE_EQUAL(ctl({"pub", "test/echo/in", "m"}).code, 0);
+  BOOST_TEST(test::wait_until([&] { return seen() == 3; }, std::chrono::seconds{20}));
+  BOOST_REQUIRE_EQUAL(ctl({"pub", "test/echo/in", "boom"}).code, 0);
+  BOOST_REQUIRE(groved->wait_for_output("restarted"));
+  BOOST_REQUIRE_EQUAL(ctl({"pub", "test/echo/in", "m"}).code, 0);
+  BOOST_TEST(test::wait_until([&] { return seen() == 4; }, std::chrono::seconds{20}));
+  // heartbeat's beats: a counter in `status --json`, a line in `status`.
+  auto r = ctl({"status", "--json"});
+  auto j = nlohmann::json::parse(r.output);
+  for (auto& p : j.at("plugins"))
+    if (p.at("name") == "heartbeat")
+      for (auto& m : p.at("metrics"))
+        if (m.at("name") == "beats") {
+          BOOST_TEST(m.at("kind") == "counter");
+          BOOST_TEST(m.at("value").get<int64_t>() >= 0);
+        }
+  r = ctl({"status"});
+  BOOST_TEST(contains(r.output, "\nmetrics:\n"), r.output);
+  BOOST_TEST(contains(r.output, "  echo messages.seen"), r.output);
+}
+
 BOOST_AUTO_TEST_CASE(clean_stop_removes_socket_and_cli_reports_it) {
   BOOST_TEST(std::filesystem::exists(sock));
   BOOST_TEST(groved->stop(SIGINT) == 0, groved->output());
@@ -300,4 +334,34 @@ BOOST_AUTO_TEST_CASE(what_isolation_buys) {
       BOOST_TEST(d.stop(SIGTERM) == 0, d.output());
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(prometheus_endpoint_of_a_real_groved) {
+  test::temp_dir dir;
+  auto port = test::free_port();
+  auto profile = dir.write("image.yaml", "kernel:\n  metrics: {bind: 127.0.0.1, port: "
+                                           + std::to_string(port) + "}\nplugins:\n"
+                                           "  - name: heartbeat\n"
+                                           "    config: {interval_ms: 20, topic: hb}\n");
+  std::filesystem::create_directories(dir.path() / "plugins");
+  std::filesystem::copy(HEARTBEAT_PLUGIN, dir.path() / "plugins");
+  test::child groved{{GROVED_PATH, "--config", profile.string(), "--write-dir",
+                      (dir.path() / "var").string(), "--plugin-dir",
+                      (dir.path() / "plugins").string()}};
+  BOOST_REQUIRE_MESSAGE(groved.wait_for_output("ready: 1 of 1"), groved.output());
+  BOOST_TEST(contains(groved.output(), "metrics endpoint http://127.0.0.1:"));
+  // Beats are counted while we watch: the scraped value grows.
+  double first = -1;
+  bool grew = test::wait_until([&] {
+    auto r = test::http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n");
+    auto at = r.body.find("\ngrove_heartbeat_beats_total ");
+    if (r.status != 200 || at == std::string::npos)
+      return false;
+    auto v = std::stod(r.body.substr(r.body.find(' ', at + 1) + 1));
+    if (first < 0)
+      first = v;
+    return v > first;
+  }, std::chrono::seconds{20});
+  BOOST_TEST(grew);
+  BOOST_TEST(groved.stop(SIGTERM) == 0, groved.output());
 }

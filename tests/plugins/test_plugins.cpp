@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "grove/plugin.hpp"
 #include "grove/rpc.hpp"
@@ -66,6 +68,17 @@ public:
       if (err)
         return err;
     }
+    // What the metrics tests read; the values live in the kernel, not in this instance.
+    auto seen = ctx.counter("messages.seen", "Messages handled.");
+    auto size = ctx.gauge("last.payload_bytes", "Size of the last payload.");
+    auto by_payload = ctx.counter_family("payloads", "Messages per payload.", "payload");
+    auto burst = ctx.counter("burst", "Increments from the 'burst' threads.");
+    if (!seen || !size || !by_payload || !burst)
+      return grove::make_error(grove::errc::init_failed, "metrics declaration failed");
+    seen_counter_ = *seen;
+    size_gauge_ = *size;
+    by_payload_ = *by_payload;
+    burst_ = *burst;
 #if TEST_PLUGIN_KIND == 2
     throw std::runtime_error("init exploded on purpose");
 #elif TEST_PLUGIN_KIND == 3
@@ -107,6 +120,21 @@ public:
         ; // busy: a slow consumer
     }
     ++seen_;
+    seen_counter_.inc();
+    size_gauge_.set(static_cast<int64_t>(msg.payload().size()));
+    by_payload_.with(msg.payload()).inc();
+    if (msg.payload() == "burst") {
+      // burst_threads x burst_per_thread increments from threads of our own.
+      std::vector<std::thread> threads;
+      for (int t = 0; t < burst_threads; ++t)
+        threads.emplace_back([c = burst_]() mutable {
+          for (int i = 0; i < burst_per_thread; ++i)
+            c.inc();
+        });
+      for (auto& t : threads)
+        t.join();
+    }
+    if (!msg.reply_to().empty()) {
     if (msg.payload().starts_with("call:")) {
       // Requests the topic after "call:" as call_as, and echoes the outcome.
       grove::Envelope req;
@@ -170,6 +198,15 @@ private:
   std::string claim_as_;
   std::string call_as_;
   uint64_t seen_ = 0;
+  grove::counter seen_counter_;
+  grove::gauge size_gauge_;
+  grove::counter_family by_payload_;
+  grove::counter burst_;
+
+public:
+  /// Threads and increments per thread of a "burst" message.
+  static constexpr int burst_threads = 4;
+  static constexpr int burst_per_thread = 250000;
 };
 
 } // namespace

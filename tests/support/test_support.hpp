@@ -9,10 +9,12 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -84,6 +86,72 @@ inline bool port_open(uint16_t port) {
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
   return ok;
+}
+
+/// A TCP connection to the loopback port; throws if nobody listens.
+inline int connect_loopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (fd >= 0)
+      ::close(fd);
+    throw std::runtime_error("cannot connect to port " + std::to_string(port));
+  }
+  return fd;
+}
+
+/// Sends all of `data` (stops early if the peer closed).
+inline void send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    auto n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0)
+      return;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+/// Reads until the peer closes, at most `limit`.
+inline std::string read_to_eof(int fd,
+                               std::chrono::milliseconds limit = std::chrono::seconds{20}) {
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0)
+      continue;
+    char buf[65536];
+    auto n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0)
+      break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+/// An HTTP/1.1 answer (the server closes after it).
+struct http_reply {
+  int status = 0;
+  std::string head;
+  std::string body;
+};
+
+/// Sends `request` as is to the loopback port and reads the answer.
+inline http_reply http_exchange(uint16_t port, const std::string& request) {
+  int fd = connect_loopback(port);
+  send_all(fd, request);
+  auto raw = read_to_eof(fd);
+  ::close(fd);
+  http_reply r;
+  auto end = raw.find("\r\n\r\n");
+  if (raw.rfind("HTTP/1.1 ", 0) != 0 || end == std::string::npos)
+    return r;
+  r.status = std::stoi(raw.substr(9, 3));
+  r.head = raw.substr(0, end);
+  r.body = raw.substr(end + 4);
+  return r;
 }
 
 /// The Mosquitto broker executable: $MOSQUITTO, else the first of the usual places.

@@ -110,6 +110,26 @@ BOOST_AUTO_TEST_CASE(out_of_range_and_enum) {
   BOOST_TEST(contains(err, "plugins[0].overflow"), err);
 }
 
+BOOST_AUTO_TEST_CASE(metrics_endpoint_settings) {
+  auto p = load("kernel: {log_level: info}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(!p->metrics.enabled); // off by default
+  p = load("kernel:\n  metrics: {bind: \"::1\", port: 9464}\n");
+  BOOST_REQUIRE_MESSAGE(p, test::error_text(p));
+  BOOST_TEST(p->metrics.enabled);
+  BOOST_TEST(p->metrics.bind == "::1");
+  BOOST_TEST(p->metrics.port == 9464);
+  auto err = error_of("kernel:\n  log_level: info\n  metrics:\n    port: 70000\n");
+  BOOST_TEST(contains(err, "profile.yaml:4:"), err);
+  BOOST_TEST(contains(err, "kernel.metrics.port"), err);
+  err = error_of("kernel:\n  metrics:\n    bind: localhost\n    port: 9464\n");
+  BOOST_TEST(contains(err, "profile.yaml:3:"), err);
+  BOOST_TEST(contains(err, "kernel.metrics.bind"), err);
+  BOOST_TEST(contains(err, "numeric"), err);
+  err = error_of("kernel:\n  metrics: {port: 9464, path: /x}\n");
+  BOOST_TEST(contains(err, "kernel.metrics.path"), err);
+}
+
 BOOST_AUTO_TEST_CASE(missing_required) {
   auto err = error_of("plugins:\n  - config: {a: 1}\n");
   BOOST_TEST(contains(err, "plugins[0].name: required key is missing"), err);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,7 +73,7 @@ public:
     st.set_bus_unrouted(4);
     st.set_subscriptions(5);
     *st.mutable_plugins() = plugins().plugins();
-    (*st.mutable_details())["heartbeat.beats"] = "42";
+    (*st.mutable_details())["heartbeat.beating"] = "1000 ms on grove/heartbeat";
     (*st.mutable_details())["shadow.things"] = "7";
     return st;
   }
@@ -88,6 +89,20 @@ public:
     hb->set_queue_capacity(100);
     hb->set_dropped(9);
     hb->set_last_reload("2024-01-02T03:04:05Z ok");
+    auto* beats = hb->add_metrics();
+    beats->set_name("beats");
+    beats->set_kind("counter");
+    beats->set_help("Beats published.");
+    beats->set_value(42);
+    auto* denied = hb->add_metrics();
+    denied->set_name("denied");
+    denied->set_kind("counter");
+    (*denied->mutable_labels())["device"] = "A";
+    denied->set_value(2);
+    auto* backlog = hb->add_metrics();
+    backlog->set_name("backlog.change");
+    backlog->set_kind("gauge");
+    backlog->set_value(-3);
     auto* sh = list.add_plugins();
     sh->set_name("shadow");
     sh->set_version("0.2.0");
@@ -463,7 +478,9 @@ BOOST_AUTO_TEST_CASE(requests_and_error_propagation) {
   BOOST_REQUIRE(res.has_status());
   BOOST_CHECK_EQUAL(res.status().pid(), 4242u);
   BOOST_CHECK_EQUAL(res.status().plugins_size(), 2);
-  BOOST_CHECK_EQUAL(res.status().details().at("heartbeat.beats"), "42");
+  BOOST_CHECK_EQUAL(res.status().details().at("heartbeat.beating"),
+                    "1000 ms on grove/heartbeat");
+  BOOST_CHECK_EQUAL(res.status().plugins(0).metrics(0).value(), 42);
   Request req;
   req.mutable_plugins();
   res = call(fd, req);
@@ -724,7 +741,19 @@ BOOST_AUTO_TEST_CASE(status_json) {
     BOOST_CHECK_EQUAL(doc["pid"].get<int>(), 4242);
     BOOST_CHECK_EQUAL(doc["bus"]["published"].get<uint64_t>(), 11u);
     BOOST_CHECK_EQUAL(doc["bus"]["dropped"].get<uint64_t>(), 3u);
-    BOOST_CHECK_EQUAL(doc["details"]["heartbeat.beats"].get<std::string>(), "42");
+    BOOST_CHECK_EQUAL(doc["details"]["heartbeat.beating"].get<std::string>(),
+                      "1000 ms on grove/heartbeat");
+    // Metrics are JSON numbers, never text to parse.
+    auto& metrics = doc["plugins"][0]["metrics"];
+    BOOST_REQUIRE_EQUAL(metrics.size(), 3u);
+    BOOST_CHECK(metrics[0]["value"].is_number_integer());
+    BOOST_CHECK_EQUAL(metrics[0]["name"].get<std::string>(), "beats");
+    BOOST_CHECK_EQUAL(metrics[0]["kind"].get<std::string>(), "counter");
+    BOOST_CHECK_EQUAL(metrics[0]["value"].get<int64_t>(), 42);
+    BOOST_CHECK_EQUAL(metrics[1]["labels"]["device"].get<std::string>(), "A");
+    BOOST_CHECK_EQUAL(metrics[1]["value"].get<int64_t>(), 2);
+    BOOST_CHECK_EQUAL(metrics[2]["kind"].get<std::string>(), "gauge");
+    BOOST_CHECK_EQUAL(metrics[2]["value"].get<int64_t>(), -3);
     BOOST_REQUIRE_EQUAL(doc["plugins"].size(), 2u);
     BOOST_CHECK_EQUAL(doc["plugins"][0]["queue_depth"].get<uint64_t>(), 3u);
     BOOST_CHECK_EQUAL(doc["plugins"][0]["queue_capacity"].get<uint64_t>(), 100u);
@@ -739,7 +768,12 @@ BOOST_AUTO_TEST_CASE(status_text_and_plugins_table) {
   BOOST_CHECK(r.out.find("pid 4242, up 1h 2m 3s") != std::string::npos);
   BOOST_CHECK(r.out.find("11 published, 22 delivered, 3 dropped, 4 unrouted")
               != std::string::npos);
-  BOOST_CHECK(r.out.find("heartbeat.beats: 42") != std::string::npos);
+  BOOST_CHECK(r.out.find("heartbeat.beating: 1000 ms on grove/heartbeat")
+              != std::string::npos);
+  BOOST_CHECK(r.out.find("\nmetrics:\n") != std::string::npos);
+  BOOST_CHECK(std::regex_search(r.out, std::regex{"\n  heartbeat beats +42\n"}));
+  BOOST_CHECK(std::regex_search(r.out, std::regex{"\n  heartbeat denied\\{device=\"A\"\\} +2\n"}));
+  BOOST_CHECK(std::regex_search(r.out, std::regex{"\n  heartbeat backlog.change +-3\n"}));
   r = grovectl({"--socket", path.string(), "plugins"});
   BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   BOOST_TEST_MESSAGE(r.out);

@@ -27,6 +27,9 @@ fi
 if [ -x "$build/bin/rpc_bench" ]; then
   "$build/bin/rpc_bench" 20000 3 || rc=1
 fi
+if [ -x "$build/bin/metrics_bench" ]; then
+  "$build/bin/metrics_bench" || rc=1
+fi
 if [ -x "$build/bin/isolation_bench" ]; then
   "$build/bin/isolation_bench" 500000 3 || rc=1
 fi

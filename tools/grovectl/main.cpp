@@ -228,6 +228,31 @@ std::string base64(std::string_view in) {
   return out;
 }
 
+/// JSON rendering of a plugin's counters and gauges: values are numbers.
+json metrics_json(const grove::control::PluginInfo& p) {
+  auto arr = json::array();
+  for (const auto& m : p.metrics()) {
+    std::map<std::string, std::string> labels(m.labels().begin(), m.labels().end());
+    arr.push_back({{"name", m.name()},
+                   {"kind", m.kind()},
+                   {"value", m.value()},
+                   {"labels", labels},
+                   {"help", m.help()}});
+  }
+  return arr;
+}
+
+/// "name" or "name{label=\"value\"}".
+std::string series_name(const grove::control::Metric& m) {
+  std::string out = m.name();
+  std::map<std::string, std::string> labels(m.labels().begin(), m.labels().end());
+  for (const auto& [key, value] : labels)
+    out += (out.size() == m.name().size() ? "{" : ",") + key + "=\"" + value + "\"";
+  if (!labels.empty())
+    out += "}";
+  return out;
+}
+
 /// JSON rendering of one plugin (all fields).
 json to_json(const grove::control::PluginInfo& p) {
   return {{"name", p.name()},
@@ -243,7 +268,8 @@ json to_json(const grove::control::PluginInfo& p) {
           {"last_error", p.last_error()},
           {"library", p.library()},
           {"last_reload", p.last_reload()},
-          {"log_level", p.log_level()}};
+          {"log_level", p.log_level()},
+          {"metrics", metrics_json(p)}};
 }
 
 /// JSON array of plugins.
@@ -352,6 +378,18 @@ void print_status(const grove::control::Status& s) {
               static_cast<unsigned long long>(s.bus_unrouted()), s.subscriptions());
   std::printf("\n");
   print_plugin_table(s.plugins());
+  std::vector<std::pair<std::string, std::string>> rows;
+  size_t width = 0;
+  for (const auto& p : s.plugins())
+    for (const auto& m : p.metrics()) {
+      rows.emplace_back(p.name() + " " + series_name(m), std::to_string(m.value()));
+      width = std::max(width, rows.back().first.size());
+    }
+  if (!rows.empty()) {
+    std::printf("\nmetrics:\n");
+    for (const auto& [key, value] : rows)
+      std::printf("  %-*s  %s\n", static_cast<int>(width), key.c_str(), value.c_str());
+  }
   if (!s.details().empty()) {
     std::printf("\ndetails:\n");
     std::map<std::string, std::string> details(s.details().begin(), s.details().end());

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,14 +33,6 @@ using grove::message_manager::in_prefix;
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
-
-std::string format_bytes(uint64_t n) {
-  if (n >= 1024 * 1024)
-    return fmt::format("{:.1f} MB", n / (1024.0 * 1024.0));
-  if (n >= 1024)
-    return fmt::format("{:.1f} KB", n / 1024.0);
-  return fmt::format("{} B", n);
-}
 
 // Where the broker plugin lives next to groved: <prefix>/<libdir>/grove/broker/ when
 // installed, <build>/lib/grove/broker/ in the build tree.
@@ -71,6 +64,8 @@ public:
   caf::error init(grove::context& ctx, const plugin_config& cfg) override {
     ctx_ = &ctx;
     log_ = &ctx.log();
+    if (auto err = declare_metrics())
+      return err;
     dev_mode_ = cfg.development_mode;
     const auto& b = cfg.broker;
     broker_opts_.state_dir = ctx.state_dir() / "broker";
@@ -498,72 +493,182 @@ private:
     return n;
   }
 
+  // Numbers are counters and gauges (grovectl and Prometheus show them as numbers);
+  // status lines carry only text: states, addresses, last errors.
+  template <class T>
+  struct metric_spec {
+    T* target;
+    const char* name;
+    const char* help;
+  };
+
+  // Declares each metric with `declare` (the context's counter or gauge) into its target.
+  template <class T, class Declare>
+  static caf::error declare_each(std::initializer_list<metric_spec<T>> specs,
+                                 Declare declare) {
+    for (auto& s : specs) {
+      auto x = declare(s.name, s.help);
+      if (!x)
+        return x.error();
+      *s.target = T{*x};
+    }
+    return {};
+  }
+
+  // Numbers are counters and gauges (grovectl and Prometheus show them as numbers);
+  // status lines carry only text: states, addresses, last errors.
+  caf::error declare_metrics() {
+    auto counter = [this](const char* n, const char* h) { return ctx_->counter(n, h); };
+    auto gauge = [this](const char* n, const char* h) { return ctx_->gauge(n, h); };
+    if (auto err = declare_each<grove::counter>({
+           {&from_devices_, "routed.from_devices", "Messages received from devices."},
+           {&from_cloud_, "routed.from_cloud", "Messages received from the cloud."},
+           {&to_functions_, "routed.to_functions", "Messages routed to functions."},
+           {&to_shadow_, "routed.to_shadow", "Messages routed to the shadow service."},
+           {&to_devices_, "routed.to_devices", "Messages routed to devices."},
+           {&to_cloud_, "routed.to_cloud", "Messages spooled for the cloud."},
+           {&unroutable_, "routed.unroutable", "Messages no subscription matched."},
+           {&undeliverable_, "routed.undeliverable",
+             "Messages a matching target could not take."},
+           {&refused_source_, "routed.refused_sources",
+             "Messages refused for a source the sender may not claim."},
+           {&spool_refused_, "spool.refused", "Cloud-bound messages the spool refused."},
+         }, counter))
+      return err;
+    // The sources of these totals (broker, links, forwarder, spool) start with this
+    // instance, so their first totals count in full. A broker handed over across a
+    // reload would need from_zero = false for the broker ones.
+    if (auto err = declare_each<grove::counter_feed>({
+           {&m_.broker_restarts, "broker.restarts", "Restarts of the managed broker."},
+           {&m_.denied_unknown, "broker.denied_publish_unknown",
+             "Publishes denied to clients that are not group devices."},
+           {&m_.denied_delivery, "broker.denied_deliveries",
+             "Deliveries the broker refused by the subscription table."},
+           {&m_.refused_connect, "broker.refused_connects",
+             "Connections refused at CONNECT."},
+           {&m_.acl_reloads, "broker.acl_reloads", "Subscription table loads."},
+           {&m_.acl_errors, "broker.acl_errors", "Subscription table load errors."},
+           {&m_.local_duplicates, "local_link.duplicates_dropped",
+             "Overlapping copies dropped on the local link."},
+           {&m_.cloud_connects, "cloud.connects", "Connections to the cloud."},
+           {&m_.cloud_failures, "cloud.failures", "Failed connection attempts."},
+           {&m_.cloud_disconnects, "cloud.disconnects", "Lost cloud connections."},
+           {&m_.cloud_duplicates, "cloud.duplicates_dropped",
+             "Overlapping copies dropped on the cloud link."},
+           {&m_.cloud_delivered, "cloud.delivered",
+             "Spooled messages the cloud acknowledged."},
+           {&m_.cloud_redelivered, "cloud.redelivered",
+             "Spooled messages sent again after a lost link or failed publish."},
+           {&m_.cloud_dropped_invalid, "cloud.dropped_invalid",
+             "Spooled messages dropped undelivered (invalid or refused for good)."},
+           {&m_.spool_dropped_oldest, "spool.dropped_oldest",
+             "Messages dropped from a full spool (drop_oldest)."},
+           {&m_.spool_rejected, "spool.rejected",
+             "Messages refused by a full spool (reject_new)."},
+         }, counter))
+      return err;
+    if (auto err = declare_each<grove::gauge>({
+           {&m_.broker_running, "broker.running", "1 if the managed broker runs."},
+           {&m_.group_version, "group.version", "Version of the group in force."},
+           {&m_.group_subscriptions, "group.subscriptions",
+             "Subscriptions of the group in force."},
+           {&m_.group_devices, "group.devices", "Devices of the group in force."},
+           {&m_.local_connected, "local_link.connected",
+             "1 if Grove's client is connected to the broker."},
+           {&m_.cloud_connected, "cloud.connected",
+             "1 if the cloud link is connected."},
+           {&m_.cloud_next_retry_ms, "cloud.next_retry_ms",
+             "Milliseconds to the next connection attempt (0 when connected)."},
+           {&m_.cloud_in_flight, "cloud.in_flight",
+             "Messages published to the cloud awaiting PUBACK."},
+           {&m_.spool_messages, "spool.messages", "Messages in the spool."},
+           {&m_.spool_bytes, "spool.bytes", "Accounted bytes in the spool."},
+           {&m_.spool_max_bytes, "spool.max_bytes", "Capacity of the spool."},
+           {&m_.spool_in_flight, "spool.in_flight",
+             "Spooled messages handed to the cloud link, not yet acknowledged."},
+           {&m_.spool_committed_seq, "spool.committed_seq",
+             "Highest sequence number durably committed."},
+           {&m_.spool_recovered, "spool.redelivered_after_restart",
+             "Messages the spool found from before the last start."},
+         }, gauge))
+      return err;
+    auto denied = ctx_->counter_family("broker.denied_publish",
+                                       "Publishes the subscription table denied, per device.",
+                                       "device");
+    if (!denied)
+      return denied.error();
+    m_.denied_publish = *denied;
+    return {};
+  }
+
   void update_status() {
     if (broker_) {
       auto st = broker_->status();
-      ctx_->set_status("broker", fmt::format("{} pid {} on {}:{} ({}), restarts {}{}",
+      m_.broker_running.set(st.running ? 1 : 0);
+      m_.broker_restarts.observe(st.restarts);
+      ctx_->set_status("broker", fmt::format("{} pid {} on {}:{} ({}){}",
                                              st.running ? "running" : "down", st.pid,
                                              broker_opts_.bind_address, broker_opts_.port,
                                              dev_mode_ ? "DEVELOPMENT MODE: plain TCP"
                                                        : "mutual TLS",
-                                             st.restarts,
                                              st.last_exit.empty() ? ""
                                                                   : ", last exit: "
                                                                       + st.last_exit));
       if (auto stats = read_broker_stats(broker_->stats_file())) {
-        std::string per;
-        for (const auto& [thing, count] : stats->denied_publish)
-          per += (per.empty() ? "" : " ") + thing + "=" + std::to_string(count);
-        ctx_->set_status("denied_publish", per.empty() ? "none" : per);
-        ctx_->set_status("denied_other",
-                         fmt::format("unknown clients {}, deliveries {}, refused logins {}",
-                                     stats->denied_publish_unknown, stats->denied_delivery,
-                                     stats->refused_connect));
-        ctx_->set_status("broker_table",
-                         fmt::format("loads {}, errors {}{}", stats->acl_reloads,
-                                     stats->acl_errors,
-                                     stats->last_acl_error.empty()
-                                       ? ""
-                                       : ", last error: " + stats->last_acl_error));
+        for (const auto& [thing, count] : stats->denied_publish) {
+          auto i = m_.denied_per_device.find(thing);
+          if (i == m_.denied_per_device.end())
+            i = m_.denied_per_device
+                  .emplace(thing, grove::counter_feed{m_.denied_publish.with(thing)})
+                  .first;
+          i->second.observe(count);
+        }
+        m_.denied_unknown.observe(stats->denied_publish_unknown);
+        m_.denied_delivery.observe(stats->denied_delivery);
+        m_.refused_connect.observe(stats->refused_connect);
+        m_.acl_reloads.observe(stats->acl_reloads);
+        m_.acl_errors.observe(stats->acl_errors);
+        ctx_->set_status("broker_table", stats->last_acl_error.empty()
+                                           ? std::string{"ok"}
+                                           : "last error: " + stats->last_acl_error);
       }
     }
     auto t = table();
+    m_.group_version.set(static_cast<int64_t>(t->group_version()));
+    m_.group_subscriptions.set(static_cast<int64_t>(t->size()));
+    m_.group_devices.set(static_cast<int64_t>(t->devices()));
     ctx_->set_status("group", t->group_version() == 0
                                 ? std::string{"none yet"}
-                                : fmt::format("'{}' v{}: {} subscriptions, {} devices",
-                                              t->group_name(), t->group_version(), t->size(),
-                                              t->devices()));
-    ctx_->set_status("routed",
-                     fmt::format("from devices {}, from cloud {}; to functions {}, shadow "
-                                 "{}, devices {}, cloud {}; unroutable {}, undeliverable "
-                                 "{}, refused sources {}",
-                                 from_devices_.load(), from_cloud_.load(), to_functions_.load(),
-                                 to_shadow_.load(), to_devices_.load(), to_cloud_.load(),
-                                 unroutable_.load(), undeliverable_.load(),
-                                 refused_source_.load()));
+                                : fmt::format("'{}' v{}", t->group_name(),
+                                              t->group_version()));
     if (local_) {
       auto ls = local_->status();
+      m_.local_connected.set(ls.state == link_state::connected ? 1 : 0);
+      m_.local_duplicates.observe(ls.duplicates_dropped);
       ctx_->set_status("local_link",
-                       fmt::format("{}, overlapping copies dropped {}{}", to_string(ls.state),
-                                   ls.duplicates_dropped,
+                       fmt::format("{}{}", to_string(ls.state),
                                    ls.last_error.empty() || ls.state == link_state::connected
                                      ? ""
                                      : ", last error: " + ls.last_error));
     }
     if (cloud_) {
       auto cs = cloud_->status();
-      std::string line = fmt::format("{} {}:{}", to_string(cs.state), cloud_opts_.host,
-                                     cloud_opts_.port);
-      if (cs.state == link_state::waiting)
-        line += fmt::format(", next attempt in {:.1f} s", cs.next_retry_in.count() / 1000.0);
-      line += fmt::format(", connects {}, failures {}, disconnects {}, overlapping copies "
-                          "dropped {}",
-                          cs.connects, cs.failures, cs.disconnects, cs.duplicates_dropped);
+      m_.cloud_connected.set(cs.state == link_state::connected ? 1 : 0);
+      m_.cloud_next_retry_ms.set(cs.state == link_state::waiting ? cs.next_retry_in.count()
+                                                                 : 0);
+      m_.cloud_connects.observe(cs.connects);
+      m_.cloud_failures.observe(cs.failures);
+      m_.cloud_disconnects.observe(cs.disconnects);
+      m_.cloud_duplicates.observe(cs.duplicates_dropped);
       if (forwarder_) {
         auto fs = forwarder_->stats();
-        line += fmt::format(", delivered {}, in flight {}, resent {}, dropped invalid {}",
-                            fs.delivered, fs.in_flight, fs.redelivered, fs.dropped_invalid);
+        m_.cloud_delivered.observe(fs.delivered);
+        m_.cloud_in_flight.set(static_cast<int64_t>(fs.in_flight));
+        m_.cloud_redelivered.observe(fs.redelivered);
+        m_.cloud_dropped_invalid.observe(fs.dropped_invalid);
       }
+      std::string line = fmt::format("{} {}:{}", to_string(cs.state), cloud_opts_.host,
+                                     cloud_opts_.port);
       if (!cs.last_error.empty() && cs.state != link_state::connected)
         line += ", last error: " + cs.last_error;
       ctx_->set_status("cloud", line);
@@ -571,15 +676,15 @@ private:
       ctx_->set_status("cloud", "disabled");
     }
     auto ss = spool_->stats();
-    ctx_->set_status("spool",
-                     fmt::format("{}: {} messages, {} of {}, in flight {}, dropped_oldest {}, "
-                                 "rejected {}, refused {}, redelivered_after_restart {}, committed_seq {}",
-                                 to_string(config().spool.storage), ss.count,
-                                 format_bytes(ss.bytes),
-                                 format_bytes(config().spool.max_size_bytes),
-                                 ss.in_flight, ss.dropped_oldest, ss.rejected,
-                                 spool_refused_.load(), ss.redelivered_after_restart,
-                                 ss.committed_seq));
+    m_.spool_messages.set(static_cast<int64_t>(ss.count));
+    m_.spool_bytes.set(static_cast<int64_t>(ss.bytes));
+    m_.spool_max_bytes.set(static_cast<int64_t>(config().spool.max_size_bytes));
+    m_.spool_in_flight.set(static_cast<int64_t>(ss.in_flight));
+    m_.spool_committed_seq.set(static_cast<int64_t>(ss.committed_seq));
+    m_.spool_recovered.set(static_cast<int64_t>(ss.redelivered_after_restart));
+    m_.spool_dropped_oldest.observe(ss.dropped_oldest);
+    m_.spool_rejected.observe(ss.rejected);
+    ctx_->set_status("spool", to_string(config().spool.storage));
   }
 
   grove::context* ctx_ = nullptr;
@@ -603,16 +708,52 @@ private:
   std::unique_ptr<cloud_forwarder> forwarder_;
   mutable std::mutex routes_mtx_;
   std::shared_ptr<const routes> routes_ = std::make_shared<const routes>();
-  std::atomic<uint64_t> from_devices_{0};
-  std::atomic<uint64_t> from_cloud_{0};
-  std::atomic<uint64_t> to_functions_{0};
-  std::atomic<uint64_t> to_shadow_{0};
-  std::atomic<uint64_t> to_devices_{0};
-  std::atomic<uint64_t> to_cloud_{0};
-  std::atomic<uint64_t> unroutable_{0};
-  std::atomic<uint64_t> undeliverable_{0};
-  std::atomic<uint64_t> refused_source_{0};
-  std::atomic<uint64_t> spool_refused_{0};
+  // Counted from Paho threads too: a counter is one atomic add, kept by the kernel.
+  grove::counter from_devices_;
+  grove::counter from_cloud_;
+  grove::counter to_functions_;
+  grove::counter to_shadow_;
+  grove::counter to_devices_;
+  grove::counter to_cloud_;
+  grove::counter unroutable_;
+  grove::counter undeliverable_;
+  grove::counter refused_source_;
+  grove::counter spool_refused_;
+  // Everything else update_status() reports as numbers.
+  struct status_metrics {
+    grove::gauge broker_running;
+    grove::counter_feed broker_restarts;
+    grove::counter_family denied_publish;
+    std::map<std::string, grove::counter_feed> denied_per_device;
+    grove::counter_feed denied_unknown;
+    grove::counter_feed denied_delivery;
+    grove::counter_feed refused_connect;
+    grove::counter_feed acl_reloads;
+    grove::counter_feed acl_errors;
+    grove::gauge group_version;
+    grove::gauge group_subscriptions;
+    grove::gauge group_devices;
+    grove::gauge local_connected;
+    grove::counter_feed local_duplicates;
+    grove::gauge cloud_connected;
+    grove::gauge cloud_next_retry_ms;
+    grove::counter_feed cloud_connects;
+    grove::counter_feed cloud_failures;
+    grove::counter_feed cloud_disconnects;
+    grove::counter_feed cloud_duplicates;
+    grove::counter_feed cloud_delivered;
+    grove::gauge cloud_in_flight;
+    grove::counter_feed cloud_redelivered;
+    grove::counter_feed cloud_dropped_invalid;
+    grove::gauge spool_messages;
+    grove::gauge spool_bytes;
+    grove::gauge spool_max_bytes;
+    grove::gauge spool_in_flight;
+    grove::gauge spool_committed_seq;
+    grove::gauge spool_recovered;
+    grove::counter_feed spool_dropped_oldest;
+    grove::counter_feed spool_rejected;
+  } m_;
 };
 
 } // namespace

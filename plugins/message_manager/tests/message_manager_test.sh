@@ -197,6 +197,22 @@ status_has() {
   done
   return 1
 }
+# metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
+# `grovectl status --json` (numbers are never parsed out of status text).
+metric() {
+  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" --arg l "${2:-}" \
+    '.plugins[] | select(.name == "message_manager") | .metrics[]
+     | select(.name == $n and (([.labels[]] | first) // "") == $l) | .value'
+}
+# metric_is NAME VALUE [TRIES] [LABEL_VALUE]: polls until the metric has VALUE.
+metric_is() {
+  for _ in $(seq 1 "${3:-100}"); do
+    [[ "$(metric "$1" "${4:-}")" == "$2" ]] && return 0
+    sleep 0.1
+  done
+  echo "metric $1${4:+{$4\}} is '$(metric "$1" "${4:-}")', expected '$2'" >&2
+  return 1
+}
 start_groved() {
   "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
   GROVED_PID=$!
@@ -209,7 +225,7 @@ pass "groved started the managed broker and took the group"
 
 broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 export GROVECTL
-export -f broker_pid status
+export -f broker_pid status metric
 FIRST_BROKER_PID=$(broker_pid)
 check "the managed broker runs as a child of groved" \
   bash -c '[[ -n "$1" && $(ps -o ppid= -p "$1" | tr -d " ") == "$2" ]]' _ "$FIRST_BROKER_PID" "$GROVED_PID"
@@ -225,7 +241,7 @@ check "... and not to device C" bash -c '! grep -q hello-b "$1"' _ "$WORK/c.out"
 pub A a/other denied-1 >/dev/null 2>&1
 pub A a/other denied-2 >/dev/null 2>&1
 check "a publish no subscription allows is denied and counted per device in grovectl status" \
-  status_has "denied_publish: A=2" 30
+  metric_is broker.denied_publish 2 30 A
 check "... and reaches nobody" bash -c '! grep -q denied- "$1" "$2"' _ "$WORK/b.out" "$WORK/c.out"
 pub A f/to/b spoof -D publish user-property grove-source function:F >/dev/null 2>&1
 pub A a/to/b spoofed-src -D publish user-property grove-source function:F >/dev/null 2>&1
@@ -254,7 +270,7 @@ else
   check "a group-CA certificate of a thing outside the group is refused at CONNECT" \
     grep -qi "not authori" "$WORK/intruder.out"
 fi
-check "... and counted" status_has "refused logins 1" 30
+check "... and counted" metric_is broker.refused_connects 1 30
 
 # ---- functions and the shadow service over the bus -------------------------------------------
 # bus_has SOURCE TOPIC: polls until grovectl printed a message with both.
@@ -286,11 +302,11 @@ check "... a refused source makes grovectl pub exit 1 with not_authorized" \
   bash -c '[[ $1 == 1 ]] && grep -q not_authorized "$2"' _ "$?" "$WORK/pub-a.out"
 "$GROVECTL" pub '$grove/mm/in/f/to/b' from-nobody >/dev/null
 check "a bus message claiming a device source (or none) is refused and counted" \
-  status_has "refused sources 2" 30
+  metric_is routed.refused_sources 2 30
 "$GROVECTL" pub '$grove/mm/in/f/to/b' wrong-function --source function:G >"$WORK/pub-g.out" 2>&1
 check "... no route makes grovectl pub exit 1" \
   bash -c '[[ $1 == 1 ]] && grep -q "no route" "$2"' _ "$?" "$WORK/pub-g.out"
-check "a function with no subscription reaches no one" status_has "unroutable 1" 30
+check "a function with no subscription reaches no one" metric_is routed.unroutable 1 30
 check "... B got none of those" bash -c '! grep -qE "not-a-function|from-nobody|wrong-function" "$1"' _ "$WORK/b.out"
 pub B '$aws/things/B/shadow/update' '{"state":{"reported":{"on":true}}}' >/dev/null
 check "device B -> shadow service on the bus" \
@@ -338,7 +354,7 @@ check "... and the cloud route works" deliver_cloud cmd/c after-reconf "$WORK/c.
 
 # ---- live table change -----------------------------------------------------------------------
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
-check "a changed group file is applied live" status_has "11 subscriptions" 100
+check "a changed group file is applied live" metric_is group.subscriptions 11 100
 check "the new route A -> C works" deliver_until A a/to/c new-route "$WORK/c.out"
 check "... without restarting the broker" bash -c '[[ "$(broker_pid)" == "$1" ]]' _ "$FIRST_BROKER_PID"
 check "... and B's connection was kept (still receives)" deliver_until A a/to/b after-change "$WORK/b.out"
@@ -346,11 +362,11 @@ printf 'name: e2e\nsubscriptions: [ {id: x, source: "device:Z", subject: a, targ
 mv "$GROUP.tmp" "$GROUP"
 sleep 2 # the kernel polls the file every second; nothing observable changes on purpose
 check "a malformed group file is refused and the table stays" \
-  bash -c 'grovectl=$1; "$grovectl" status | grep -qF "11 subscriptions"' _ "$GROVECTL"
+  bash -c '[[ "$(metric group.subscriptions)" == 11 ]]'
 check "... routes still work" deliver_until A a/to/c still-works "$WORK/c.out"
 "$GROVECTL" pub '$grove/group/current' 'not a protobuf' >/dev/null
 check "garbage on \$grove/group/current is refused, the table stays" \
-  bash -c 'sleep 0.3; "$1" status | grep -qF "11 subscriptions"' _ "$GROVECTL"
+  bash -c 'sleep 0.3; [[ "$(metric group.subscriptions)" == 11 ]]'
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
 
 # ---- hot reload hands the broker over: devices stay connected, nothing lost at QoS 1 --------
@@ -387,7 +403,7 @@ check "... and the table of the last instance is in force" deliver_until A a/to/
 
 # ---- broker supervision ----------------------------------------------------------------------
 kill -9 "$FIRST_BROKER_PID"
-check "a killed broker is restarted and counted" status_has "restarts 1" 100
+check "a killed broker is restarted and counted" metric_is broker.restarts 1 100
 status_has "local_link: connected" 100
 start_sub B '#' "$WORK/b2.out"
 check "... devices reconnect and routes work again" deliver_until A a/to/b after-restart "$WORK/b2.out"
@@ -399,10 +415,10 @@ status_has "cloud: waiting" 100 || abort "the cloud link did not notice the clou
 pass "the cloud link goes to back-off when the cloud is down"
 for i in $(seq 1 50); do echo "down-$i"; done | timeout 20 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 \
   $(client_args A) -i bulk -t telemetry/down -q 1 -l
-check "messages for the cloud wait in the spool" status_has "file: 50 messages" 100
+check "messages for the cloud wait in the spool" metric_is spool.messages 50 100
 start_cloud
 check "the cloud link reconnects with back-off" status_has "cloud: connected" 100
-check "... and the spool drains" status_has "file: 0 messages" 100
+check "... and the spool drains" metric_is spool.messages 0 100
 : >"$WORK/watcher2.out"
 start_watcher "$WORK/watcher2.out"
 wait_for "$WORK/watcher2.out" "down-50" 100
@@ -414,11 +430,11 @@ check "every spooled message reached the cloud once, in order" \
 kill "$WATCHER_PID" 2>/dev/null
 stop_cloud
 status_has "cloud: waiting" 100 || abort "the cloud link did not notice the cloud went away (2)"
-committed_before=$(status | sed -n 's/.*committed_seq \([0-9]*\).*/\1/p')
+committed_before=$(metric spool.committed_seq)
 seq 1 10000 | timeout 120 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) \
   -i bulk -t telemetry/k -q 1 -l
 check "10,000 messages accepted into the spool" \
-  status_has "committed_seq $((committed_before + 10000))" 300
+  metric_is spool.committed_seq $((committed_before + 10000)) 300
 BROKER_BEFORE_KILL=$(broker_pid)
 kill -9 "$GROVED_PID"
 wait "$GROVED_PID" 2>/dev/null
@@ -441,6 +457,12 @@ kill "$WATCHER_PID" 2>/dev/null
 stop_cloud
 kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
 # 1078 accounted bytes each (topic 14 + payload 1000 + 64), so 243 fit in 262144.
+# spool_full_is DROPPED REJECTED: 243 messages of 1078 bytes in the 262144-byte memory spool.
+spool_full_is() {
+  metric_is spool.messages 243 100 && metric_is spool.bytes $((243 * 1078)) 10 &&
+    metric_is spool.max_bytes 262144 10 && metric_is spool.in_flight 0 10 &&
+    metric_is spool.dropped_oldest "$1" 10 && metric_is spool.rejected "$2" 10
+}
 fill() {  # fill: 400 messages 0001..0400 of 1000 bytes on telemetry/full
   # shellcheck disable=SC2046
   for i in $(seq 1 400); do printf '%04d%0996d\n' "$i" 0; done |
@@ -451,13 +473,13 @@ write_profile memory 262144 reject_new
 start_groved
 fill
 check "reject_new: a full spool keeps the first 243 and refuses 157 (counted)" \
-  status_has "memory: 243 messages, 255.8 KB of 256.0 KB, in flight 0, dropped_oldest 0, rejected 157" 100
+  spool_full_is 0 157
 kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
 write_profile memory 262144 drop_oldest
 start_groved
 fill
 check "drop_oldest: a full spool drops the 157 oldest (counted)" \
-  status_has "memory: 243 messages, 255.8 KB of 256.0 KB, in flight 0, dropped_oldest 157, rejected 0" 100
+  spool_full_is 157 0
 start_cloud
 : >"$WORK/watcher4.out"
 start_watcher "$WORK/watcher4.out"

@@ -36,6 +36,11 @@ public:
     ctx_ = &ctx;
     topic_ = cfg.topic;
     interval_ = cfg.interval;
+    // Numbers are metrics (grovectl and Prometheus show them); status lines are text.
+    auto beats = ctx.counter("beats", "Beats published.");
+    if (!beats)
+      return beats.error();
+    beats_ = *beats;
     // Requests on <topic>/ping are ours alone (a second heartbeat would fail to load).
     return ctx.serve(topic_ + "/ping", [this](const grove::Envelope& msg) {
       ctx_->reply(msg, "pong " + std::to_string(count_), "text/plain");
@@ -46,8 +51,9 @@ public:
     ctx_->every(interval_, [this] {
       ++count_;
       ctx_->publish(topic_, std::to_string(count_), "text/plain");
-      ctx_->set_status("beats", std::to_string(count_));
+      beats_.inc();
     });
+    ctx_->set_status("beating", std::to_string(interval_.count()) + " ms on " + topic_);
     ctx_->log().info("beating every {} ms on {}", interval_.count(), topic_);
     return {};
   }
@@ -70,6 +76,7 @@ private:
   std::string topic_;
   std::chrono::milliseconds interval_{1000};
   uint64_t count_ = 0;
+  grove::counter beats_;
 };
 
 } // namespace

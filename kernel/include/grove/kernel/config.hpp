@@ -54,6 +54,16 @@ private:
   yaml_ptr node_;
 };
 
+/// The Prometheus endpoint (`kernel.metrics`). Off unless the profile sets a port.
+struct metrics_settings {
+  /// Serve GET /metrics.
+  bool enabled = false;
+  /// Numeric IPv4 or IPv6 address to listen on.
+  std::string bind = "127.0.0.1";
+  /// TCP port; 0 picks a free one (tests).
+  uint16_t port = 0;
+};
+
 /// One plugin entry of an image profile.
 struct plugin_spec {
   /// Plugin name (library lib<name>.so).
@@ -96,6 +106,8 @@ struct image_profile {
   queue_settings queue;
   /// Restart policy for every plugin.
   restart_policy restart;
+  /// The Prometheus endpoint.
+  metrics_settings metrics;
   /// Plugins in start order.
   std::vector<plugin_spec> plugins;
 };

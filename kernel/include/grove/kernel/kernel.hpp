@@ -25,6 +25,8 @@ class logger;
 
 namespace grove {
 
+class metrics_server;
+
 /// Version of groved.
 extern const char* const kernel_version;
 
@@ -101,6 +103,13 @@ public:
   /// on `$grove/group/current`, an invalid one is refused and changes nothing.
   caf::error reload_group();
 
+  /// The kernel's and every plugin's numbers in Prometheus text format 0.0.4, as
+  /// `GET /metrics` serves them. Thread-safe.
+  std::string scrape();
+
+  /// Port of the metrics endpoint; 0 when it is off.
+  uint16_t metrics_port() const noexcept;
+
   /// Sends a request to the plugin serving `topic` and waits for the reply (or the
   /// responder's error, code and category intact; no_route; timeout).
   caf::expected<Envelope> request(std::string_view topic, std::string payload,
@@ -140,6 +149,7 @@ private:
   grove::bus bus_;
   std::unique_ptr<plugin_host> host_;
   std::unique_ptr<control_server> control_;
+  std::unique_ptr<metrics_server> metrics_;
   std::chrono::steady_clock::time_point started_;
   bool stopped_ = false;
   std::mutex apply_mtx_;

@@ -18,6 +18,7 @@
 #include "grove/kernel/bus.hpp"
 #include "grove/kernel/clock.hpp"
 #include "grove/kernel/config.hpp"
+#include "grove/kernel/metrics.hpp"
 #include "grove/plugin.hpp"
 
 namespace spdlog {
@@ -96,6 +97,9 @@ struct slot_status {
   std::map<std::string, std::string> details;
   /// Schema of the build that runs now (config changes are checked against it).
   config_schema schema;
+  /// The plugin's counters and gauges: owned here, not by the instance, so they
+  /// survive restarts and reloads. Has its own lock; set once at load.
+  std::shared_ptr<metric_registry> metrics = std::make_shared<metric_registry>();
 };
 
 /// Settings of the plugin host.
@@ -161,6 +165,9 @@ public:
 
   /// Status lines contributed by plugins via context::set_status.
   std::map<std::string, std::string> details() const;
+
+  /// The counters and gauges of `name`, or null.
+  std::shared_ptr<metric_registry> metrics_of(const std::string& name) const;
 
   /// The slot actor of `name` (for tests and the harness), or an invalid handle.
   caf::actor slot_of(const std::string& name) const;

@@ -24,6 +24,7 @@
 #include "grove/abi.hpp"
 #include "grove/envelope.pb.h"
 #include "grove/errors.hpp"
+#include "grove/metrics.hpp"
 #include "grove/process.hpp"
 #include "grove/topic.hpp"
 
@@ -256,6 +257,31 @@ protected:
   /// Implements run_blocking: `work` on the pool, then `then` on the actor (dropped
   /// when the instance is gone).
   virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
+    = 0;
+
+public:
+  // --- metrics ---
+
+  /// Declares counter `name` (dot-separated segments of [a-z0-9_], e.g.
+  /// "routed.to_cloud"), or returns the one declared before under that name. Its value
+  /// lives in the kernel and survives restarts and reloads. Errors: a bad name, or the
+  /// name declared as another kind. Thread-safe.
+  virtual caf::expected<grove::counter> counter(std::string_view name,
+                                                std::string_view help)
+    = 0;
+
+  /// Declares gauge `name`; same rules as counter().
+  virtual caf::expected<grove::gauge> gauge(std::string_view name, std::string_view help)
+    = 0;
+
+  /// Declares a family of counters told apart by label `label` ([a-z_][a-z0-9_]*).
+  virtual caf::expected<grove::counter_family>
+  counter_family(std::string_view name, std::string_view help, std::string_view label)
+    = 0;
+
+  /// Declares a family of gauges told apart by label `label`.
+  virtual caf::expected<grove::gauge_family>
+  gauge_family(std::string_view name, std::string_view help, std::string_view label)
     = 0;
 };
 
