@@ -1,11 +1,8 @@
 #define BOOST_TEST_MODULE store_test
 #include <boost/test/unit_test.hpp>
 
-#include <poll.h>
-#include <signal.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -27,6 +24,7 @@ std::ostream& operator<<(std::ostream& os, errc x) {
 
 using namespace grove;
 namespace fs = std::filesystem;
+using grove::test::reporting_child;
 using grove::test::temp_dir;
 
 namespace {
@@ -344,24 +342,13 @@ BOOST_AUTO_TEST_CASE(second_process_refused) {
   auto file = dir.path() / "kv.db";
   auto first = open_ok(file, options({v1()}));
   // A forked child stands in for a second process (SQLite locks are per process).
-  int fds[2];
-  BOOST_REQUIRE(pipe(fds) == 0);
-  auto pid = fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
+  reporting_child child{[&](int fd) {
     auto db = store::open(file, options({v1()}));
-    char code = !db && code_of(db.error()) == errc::invalid_state ? 'y' : 'n';
-    [[maybe_unused]] auto n = write(fds[1], &code, 1);
-    _exit(0);
-  }
-  close(fds[1]);
-  char code = 0;
-  BOOST_TEST(read(fds[0], &code, 1) == 1);
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  BOOST_TEST(code == 'y');
+    reporting_child::report(fd, !db && code_of(db.error()) == errc::invalid_state
+                                  ? "refused\n"
+                                  : "not refused\n");
+  }};
+  BOOST_TEST(child.read_line() == "refused");
 }
 
 namespace {
@@ -496,16 +483,11 @@ BOOST_AUTO_TEST_CASE(durable_across_kill9) {
   temp_dir dir;
   auto file = dir.path() / "crash.db";
   auto opts = options({{1, "CREATE TABLE t(n INTEGER PRIMARY KEY);", {}}});
-  int fds[2];
-  BOOST_REQUIRE(pipe(fds) == 0);
-  auto pid = fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    // Child: no Boost.Test here; reports each durable mark through the pipe, never returns.
-    close(fds[0]);
+  reporting_child child{[&](int fd) {
+    // Reports each durable mark, then keeps writing until killed.
     auto db = store::open(file, opts);
     if (!db)
-      _exit(1);
+      return;
     group_writer<int64_t> writer{
       **db, group_options{},
       [](store& s, std::vector<int64_t>& batch) -> caf::error {
@@ -514,40 +496,27 @@ BOOST_AUTO_TEST_CASE(durable_across_kill9) {
             return err;
         return {};
       },
-      [&](uint64_t committed, const caf::error& err) {
-        if (err)
-          return;
-        auto line = std::to_string(committed) + "\n";
-        [[maybe_unused]] auto n = write(fds[1], line.data(), line.size());
+      [fd](uint64_t committed, const caf::error& err) {
+        if (!err)
+          reporting_child::report(fd, std::to_string(committed) + "\n");
       }};
     for (int64_t i = 1;; ++i) {
       writer.submit(i, 8);
       writer.wait_for_room(8 * 1024); // keep the queue short, keep writing
     }
-  }
-  close(fds[1]);
-  // Read durable marks until well into the run, then kill -9 mid-stream.
-  uint64_t acknowledged = 0;
-  std::string buf;
-  pollfd pfd{fds[0], POLLIN, 0};
-  while (acknowledged < 20'000) {
-    if (poll(&pfd, 1, 60'000) <= 0)
-      break; // bounded: a hung child fails the test below
-    char chunk[512];
-    auto n = read(fds[0], chunk, sizeof(chunk));
-    if (n <= 0)
-      break;
-    buf.append(chunk, static_cast<size_t>(n));
-    size_t pos;
-    while ((pos = buf.find('\n')) != std::string::npos) {
-      acknowledged = std::max<uint64_t>(acknowledged, std::stoull(buf.substr(0, pos)));
-      buf.erase(0, pos + 1);
-    }
-  }
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  close(fds[0]);
+  }};
+  // The highest mark in the complete lines read so far.
+  auto acknowledged_in = [](const std::string& text) {
+    uint64_t best = 0;
+    size_t begin = 0;
+    for (size_t end; (end = text.find('\n', begin)) != std::string::npos; begin = end + 1)
+      best = std::max<uint64_t>(best, std::stoull(text.substr(begin, end - begin)));
+    return best;
+  };
+  // Kill -9 mid-stream, well into the run.
+  auto acknowledged = acknowledged_in(
+    child.read_until([&](const std::string& t) { return acknowledged_in(t) >= 20'000; }));
+  auto status = child.kill_and_wait();
   BOOST_TEST(WIFSIGNALED(status));
   BOOST_REQUIRE(acknowledged >= 20'000u);
   auto db = open_ok(file, opts);
