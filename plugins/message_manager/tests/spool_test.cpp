@@ -61,6 +61,16 @@ void for_each_storage(const std::function<void(spool_options)>& check) {
   }
 }
 
+// `file` storage in `dir` that never drops: 64 MB, reject_new.
+spool_options unbounded_file(const temp_dir& dir) {
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = dir.path() / "spool.db";
+  opts.max_size_bytes = 64ull << 20;
+  opts.when_full = spool_when_full::reject_new;
+  return opts;
+}
+
 std::string payload_of(uint64_t i) {
   return "message-" + std::to_string(i);
 }
@@ -354,11 +364,7 @@ BOOST_AUTO_TEST_CASE(second_open_of_same_file_refused) {
 
 BOOST_AUTO_TEST_CASE(crash_kill9_loses_nothing_flushed) {
   temp_dir dir;
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
-  opts.max_size_bytes = 64ull << 20;
-  opts.when_full = spool_when_full::reject_new; // no drops: the file must be a prefix
+  auto opts = unbounded_file(dir); // no drops: the file must be a prefix
   constexpr uint64_t first_batch = 10'000;
   constexpr size_t handed_out = 100;
   reporting_child child{[&](int fd) {
@@ -470,11 +476,7 @@ BOOST_AUTO_TEST_CASE(write_error_never_accepted_and_recovers) {
   // A file-size limit (RLIMIT_FSIZE) in a child process makes SQLite's writes fail the
   // way a full disk does; raising it again is the space coming back.
   temp_dir dir;
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
-  opts.max_size_bytes = 64ull << 20;
-  opts.when_full = spool_when_full::reject_new;
+  auto opts = unbounded_file(dir);
   const std::string payload(1000, 'p');
   reporting_child child{[&](int fd) {
     auto report = [fd](const std::string& line) { reporting_child::report(fd, line + "\n"); };
