@@ -438,7 +438,9 @@ void group_writer_base::stop() {
 
 uint64_t group_writer_base::queued_locked(uint64_t bytes) {
   ++submitted_;
-  queued_bytes_ += bytes;
+  // Written only under mtx_: no atomic read-modify-write needed.
+  queued_bytes_.store(queued_bytes_.load(std::memory_order_relaxed) + bytes,
+                      std::memory_order_relaxed);
   // Wake an idle writer on the first operation, a batching one when the batch is full.
   auto n = queued_count_locked();
   if (n == 1 || n == opts_.batch_max)
@@ -478,6 +480,9 @@ caf::error group_writer_base::failure() const {
 }
 
 void group_writer_base::wait_for_room(uint64_t limit) {
+  // Fast path without the lock: called once per submit by producers.
+  if (queued_bytes_.load(std::memory_order_relaxed) <= limit)
+    return;
   std::unique_lock guard{mtx_};
   room_cv_.wait(guard, [&] { return queued_bytes_ <= limit || failure_ || stop_; });
 }

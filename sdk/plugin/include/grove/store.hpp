@@ -16,6 +16,7 @@
 // Threads: a store and its statements belong to one thread at a time. While a
 // group_writer runs, only its apply function (on the writer thread) may use the store.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -397,7 +398,7 @@ private:
   std::condition_variable room_cv_;
   uint64_t submitted_ = 0;
   uint64_t committed_ = 0;
-  uint64_t queued_bytes_ = 0;
+  std::atomic<uint64_t> queued_bytes_{0}; // written under mtx_; read without it first
   size_t flush_waiters_ = 0;
   bool stop_ = false;
   caf::error failure_;
