@@ -9,6 +9,9 @@ set(GROVE_ABI_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/grove_abi_hash.cmake)
 
 function(grove_abi_generate target)
   file(GLOB headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/*.hpp)
+  # store.hpp is the interface of libgrove_store, which a plugin links itself (versioned
+  # by its SONAME); the kernel never sees its types, so it is not part of the plugin ABI.
+  list(FILTER headers EXCLUDE REGEX "/grove/store\\.hpp$")
   set(inputs ${headers} ${PROJECT_SOURCE_DIR}/proto/envelope.proto)
   set(out_dir ${CMAKE_BINARY_DIR}/generated/include)
   set(out ${out_dir}/grove/abi.hpp)

@@ -18,7 +18,10 @@ function(grove_add_plugin name)
     PREFIX "lib"
     OUTPUT_NAME "${name}"
     CXX_VISIBILITY_PRESET hidden
-    VISIBILITY_INLINES_HIDDEN ON)
+    VISIBILITY_INLINES_HIDDEN ON
+    # Installed in <libdir>/grove/plugins: finds SDK libraries such as libgrove_store
+    # that groved itself does not load.
+    INSTALL_RPATH "$ORIGIN/../..")
   target_compile_features(${name} PRIVATE cxx_std_20)
   target_compile_definitions(${name} PRIVATE "GROVE_BUILD_LIBS=\"${GROVE_BUILD_LIBS}\"")
   if(arg_OUTPUT_DIR)

@@ -15,7 +15,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace grove::test {
@@ -195,5 +197,85 @@ inline std::string readme_config_table(const std::string& file) {
   }
   return found ? table : std::string{"<no markers>"};
 }
+
+/// A forked child that reports to the test through a pipe (e.g. a writer to be killed
+/// with SIGKILL mid-way, or a second process opening a locked file). The child runs
+/// `body(fd)`, writing its report to `fd` (see report()), then _exit(0)s; it must not
+/// use Boost.Test. The destructor kills and reaps a child still running.
+class reporting_child {
+public:
+  /// Forks and runs `body(fd)` in the child.
+  template <class F>
+  explicit reporting_child(F body) {
+    int fds[2];
+    if (::pipe(fds) != 0)
+      throw std::runtime_error("pipe failed");
+    pid_ = ::fork();
+    if (pid_ < 0)
+      throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::close(fds[0]);
+      body(fds[1]);
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    fd_ = fds[0];
+  }
+
+  ~reporting_child() {
+    kill_and_wait();
+    ::close(fd_);
+  }
+
+  reporting_child(const reporting_child&) = delete;
+  reporting_child& operator=(const reporting_child&) = delete;
+
+  /// Reads until `done(everything read so far)` holds, the child closes the pipe, or
+  /// nothing arrives for `idle`; returns everything read so far.
+  template <class Pred>
+  const std::string& read_until(Pred done, std::chrono::milliseconds idle = std::chrono::seconds{60}) {
+    pollfd pfd{fd_, POLLIN, 0};
+    while (!done(text_)) {
+      if (::poll(&pfd, 1, static_cast<int>(idle.count())) <= 0)
+        break;
+      char buf[512];
+      auto n = ::read(fd_, buf, sizeof(buf));
+      if (n <= 0)
+        break;
+      text_.append(buf, static_cast<size_t>(n));
+    }
+    return text_;
+  }
+
+  /// The first line the child writes, without the newline (empty if none in time).
+  std::string read_line(std::chrono::milliseconds idle = std::chrono::seconds{60}) {
+    auto& text = read_until([](const std::string& t) { return t.find('\n') != std::string::npos; },
+                            idle);
+    auto end = text.find('\n');
+    return end == std::string::npos ? std::string{} : text.substr(0, end);
+  }
+
+  /// Sends SIGKILL unless the child was reaped already, reaps it, and returns its wait
+  /// status (WIFSIGNALED if it was still running).
+  int kill_and_wait() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL); // harmless if it exited: it stays ours until reaped
+      ::waitpid(pid_, &status_, 0);
+      pid_ = -1;
+    }
+    return status_;
+  }
+
+  /// Writes `text` to the test; for the child's `body`.
+  static void report(int fd, const std::string& text) {
+    [[maybe_unused]] auto n = ::write(fd, text.data(), text.size());
+  }
+
+private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  int status_ = 0;
+  std::string text_;
+};
 
 } // namespace grove::test

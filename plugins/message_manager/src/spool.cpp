@@ -1,9 +1,6 @@
 #include "spool.hpp"
 
-#include <sqlite3.h>
-
 #include <algorithm>
-#include <system_error>
 
 #include "grove/errors.hpp"
 
@@ -13,31 +10,16 @@ namespace {
 
 // 'GRVS' in PRAGMA application_id marks a database as a Grove spool.
 constexpr int32_t application_id = 0x47525653;
-constexpr int32_t schema_version = 1;
 
-constexpr const char* schema_sql
-  = "CREATE TABLE spool(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
-    " payload BLOB NOT NULL, qos INTEGER NOT NULL);"
-    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);";
-
-std::string quoted(const std::filesystem::path& path) {
-  return "spool file '" + path.string() + "'";
-}
-
-// Runs a statement that returns at most one value and yields it as text.
-bool query_text(sqlite3* db, const char* sql, std::string& out) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK)
-    return false;
-  auto rc = sqlite3_step(stmt);
-  if (rc == SQLITE_ROW) {
-    auto text = sqlite3_column_text(stmt, 0);
-    out = text ? reinterpret_cast<const char*>(text) : "";
-  } else {
-    out.clear();
-  }
-  sqlite3_finalize(stmt);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE;
+// The schema, version by version (PRAGMA user_version).
+std::vector<migration> schema() {
+  return {
+    {1,
+     "CREATE TABLE spool(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+     " payload BLOB NOT NULL, qos INTEGER NOT NULL);"
+     "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+     {}},
+  };
 }
 
 } // namespace
@@ -62,171 +44,95 @@ caf::expected<std::unique_ptr<spool>> spool::open(spool_options opts) {
   std::unique_ptr<spool> result{new spool(std::move(opts))};
   if (!result->durable_)
     return result;
-  if (auto err = result->open_db())
+  if (auto err = result->open_file())
     return err;
   if (auto err = result->load())
     return err;
-  result->writer_ = std::thread{[ptr = result.get()] { ptr->writer_loop(); }};
+  auto self = result.get();
+  group_options go;
+  go.batch_max = self->opts_.batch_max;
+  go.batch_delay = self->opts_.batch_delay;
+  self->writer_ = std::make_unique<group_writer<op>>(
+    *self->db_, go,
+    [self](store&, std::vector<op>& batch) { return self->write_batch(batch); },
+    [self](uint64_t, const caf::error& err) { self->on_durable(err); });
+  // A smaller max_size_bytes than last time: drop_oldest trims now; reject_new keeps
+  // everything and refuses pushes until acks made room.
+  if (self->opts_.when_full == spool_when_full::drop_oldest) {
+    std::lock_guard guard{self->mtx_};
+    while (self->bytes_ > self->opts_.max_size_bytes && !self->messages_.empty()) {
+      self->queue_erase_locked(self->messages_.begin()->first);
+      self->erase_locked(self->messages_.begin());
+      ++self->dropped_oldest_;
+    }
+  }
   return result;
 }
 
 spool::~spool() {
-  if (writer_.joinable()) {
-    {
-      std::lock_guard guard{mtx_};
-      stop_ = true;
-    }
-    writer_cv_.notify_all();
-    writer_.join();
-  }
-  for (auto stmt : {insert_, delete_, meta_})
-    sqlite3_finalize(stmt); // accepts nullptr
-  if (db_ != nullptr)
-    sqlite3_close(db_);
+  // Commits what is queued; the writer's callbacks still find the spool whole.
+  writer_.reset();
 }
 
-caf::error spool::db_error(std::string_view what) const {
-  auto code = db_ ? sqlite3_errcode(db_) : SQLITE_CANTOPEN;
-  auto text = quoted(opts_.file) + ": " + std::string{what} + ": "
-              + (db_ ? sqlite3_errmsg(db_) : "out of memory");
-  switch (code & 0xff) {
-    case SQLITE_NOTADB:
-    case SQLITE_CORRUPT:
-    case SQLITE_FORMAT:
-      return make_error(errc::malformed, std::move(text));
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return make_error(errc::invalid_state, text + " (in use by another process?)");
-    default:
-      return make_error(errc::system_error, std::move(text));
-  }
-}
-
-caf::error spool::open_db() {
-  std::error_code ec;
-  if (opts_.file.has_parent_path()) {
-    std::filesystem::create_directories(opts_.file.parent_path(), ec);
-    if (ec)
-      return make_error(errc::system_error, quoted(opts_.file)
-                                              + ": cannot create directory: "
-                                              + ec.message());
-  }
-  // NOMUTEX: the connection is used by open() and then only by the writer thread.
-  auto flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-  if (sqlite3_open_v2(opts_.file.c_str(), &db_, flags, nullptr) != SQLITE_OK)
-    return db_error("cannot open");
-  sqlite3_extended_result_codes(db_, 0);
-  // Exclusive locking: a second groved on the same spool fails at open instead of
-  // interleaving writes; it also lets WAL work without a shared-memory file.
-  if (sqlite3_exec(db_, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr)
-      != SQLITE_OK)
-    return db_error("cannot set locking mode");
-  // The first real read happens here: a garbage file fails with "not a database".
-  std::string mode;
-  if (!query_text(db_, "PRAGMA journal_mode=WAL", mode))
-    return db_error("cannot enable WAL");
-  if (mode != "wal")
-    return make_error(errc::system_error,
-                      quoted(opts_.file) + ": cannot enable WAL (journal mode is '"
-                        + mode + "')");
+caf::error spool::open_file() {
+  store_options so;
+  so.application_id = application_id;
+  so.kind = "spool";
+  so.migrations = schema();
   // FULL fsyncs the WAL on every commit (survives power loss); NORMAL does not, but a
   // committed WAL transaction is in the OS page cache and survives kill -9 all the same.
-  auto sync = opts_.fsync_each_batch ? "PRAGMA synchronous=FULL"
-                                     : "PRAGMA synchronous=NORMAL";
-  if (sqlite3_exec(db_, sync, nullptr, nullptr, nullptr) != SQLITE_OK)
-    return db_error("cannot set synchronous");
-  if (sqlite3_exec(db_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return db_error("cannot lock");
-  auto abort = [this](std::string_view what) {
-    auto err = db_error(what);
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  so.synchronous = opts_.fsync_each_batch ? sync_level::full : sync_level::normal;
+  auto db = store::open(opts_.file, std::move(so));
+  if (!db)
+    return std::move(db.error());
+  db_ = std::move(*db);
+  auto prepare = [this](const char* sql, statement*& stmt) -> caf::error {
+    auto result = db_->prepare(sql);
+    if (!result)
+      return std::move(result.error());
+    stmt = *result;
+    return {};
+  };
+  if (auto err = prepare("INSERT INTO spool(seq, topic, payload, qos) VALUES(?1, ?2, ?3, ?4)",
+                         insert_))
     return err;
-  };
-  std::string app_id;
-  std::string version;
-  std::string tables;
-  if (!query_text(db_, "PRAGMA application_id", app_id)
-      || !query_text(db_, "PRAGMA user_version", version)
-      || !query_text(db_, "SELECT count(*) FROM sqlite_master", tables))
-    return abort("cannot read header");
-  if (app_id == "0" && tables == "0") {
-    // A fresh file: create the schema.
-    auto sql = std::string{"PRAGMA application_id="} + std::to_string(application_id)
-               + "; PRAGMA user_version=" + std::to_string(schema_version) + ";"
-               + schema_sql;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
-      return abort("cannot create schema");
-  } else if (app_id != std::to_string(application_id)) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return make_error(errc::malformed,
-                      quoted(opts_.file) + ": a SQLite database, but not a Grove spool");
-  } else if (version != std::to_string(schema_version)) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return make_error(errc::unsupported, quoted(opts_.file) + ": spool schema version "
-                                           + version + ", this build reads "
-                                           + std::to_string(schema_version));
-  } else {
-    // An existing spool: a cheap structural check (the file is at most a few MB).
-    std::string check;
-    if (!query_text(db_, "PRAGMA quick_check", check))
-      return abort("integrity check failed");
-    if (check != "ok") {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return make_error(errc::malformed,
-                        quoted(opts_.file) + ": database is corrupt: " + check);
-    }
-  }
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return abort("cannot commit schema");
-  auto prepare = [this](const char* sql, sqlite3_stmt*& stmt) {
-    return sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr)
-           == SQLITE_OK;
-  };
-  if (!prepare("INSERT INTO spool(seq, topic, payload, qos) VALUES(?1, ?2, ?3, ?4)",
-               insert_)
-      || !prepare("DELETE FROM spool WHERE seq = ?1", delete_)
-      || !prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", meta_))
-    return db_error("cannot prepare statements");
-  return {};
+  if (auto err = prepare("DELETE FROM spool WHERE seq = ?1", delete_))
+    return err;
+  return prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", meta_);
 }
 
 caf::error spool::load() {
-  sqlite3_stmt* stmt = nullptr;
-  auto fail = [&](std::string_view what) {
-    auto err = db_error(what);
-    sqlite3_finalize(stmt);
-    return err;
-  };
   // Meta first: the sent high-water mark decides what counts as a possible duplicate.
-  if (sqlite3_prepare_v2(db_, "SELECT key, value FROM meta", -1, &stmt, nullptr)
-      != SQLITE_OK)
-    return fail("cannot read meta");
-  int rc;
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    std::string_view key{reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))};
-    auto value = static_cast<uint64_t>(sqlite3_column_int64(stmt, 1));
+  auto meta = db_->prepare("SELECT key, value FROM meta");
+  if (!meta)
+    return std::move(meta.error());
+  for (;;) {
+    auto row = (*meta)->step();
+    if (!row)
+      return std::move(row.error());
+    if (!*row)
+      break;
+    auto key = (*meta)->column_text(0);
+    auto value = static_cast<uint64_t>((*meta)->column_int64(1));
     if (key == "sent_hwm")
-      sent_hwm_ = persisted_hwm_ = value;
+      sent_hwm_ = value;
     else if (key == "next_seq")
       next_seq_ = std::max(next_seq_, value);
   }
-  if (rc != SQLITE_DONE)
-    return fail("cannot read meta");
-  sqlite3_finalize(stmt);
-  stmt = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT seq, topic, payload, qos FROM spool ORDER BY seq",
-                         -1, &stmt, nullptr)
-      != SQLITE_OK)
-    return fail("cannot read messages");
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    auto seq = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
-    auto topic = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
-    std::string payload;
-    if (auto size = sqlite3_column_bytes(stmt, 2); size > 0)
-      payload.assign(static_cast<const char*>(sqlite3_column_blob(stmt, 2)),
-                     static_cast<size_t>(size));
-    entry e{topic ? topic : "", std::move(payload),
-            static_cast<uint32_t>(sqlite3_column_int64(stmt, 3)), 0};
+  (*meta)->reset();
+  auto rows = db_->prepare("SELECT seq, topic, payload, qos FROM spool ORDER BY seq");
+  if (!rows)
+    return std::move(rows.error());
+  auto& stmt = **rows;
+  for (;;) {
+    auto row = stmt.step();
+    if (!row)
+      return std::move(row.error());
+    if (!*row)
+      break;
+    auto seq = static_cast<uint64_t>(stmt.column_int64(0));
+    entry e{std::string{stmt.column_text(1)}, std::string{stmt.column_blob(2)},
+            static_cast<uint32_t>(stmt.column_int64(3)), 0};
     e.size = e.topic.size() + e.payload.size() + message_overhead;
     bytes_ += e.size;
     if (seq <= sent_hwm_)
@@ -234,37 +140,16 @@ caf::error spool::load() {
     next_seq_ = std::max(next_seq_, seq + 1);
     messages_.emplace_hint(messages_.end(), seq, std::move(e));
   }
-  if (rc != SQLITE_DONE)
-    return fail("cannot read messages");
-  sqlite3_finalize(stmt);
+  stmt.reset();
   committed_seq_ = next_seq_ - 1;
-  // A smaller max_size_bytes than last time: drop_oldest trims now; reject_new keeps
-  // everything and refuses pushes until acks made room.
-  if (opts_.when_full == spool_when_full::drop_oldest) {
-    std::lock_guard guard{mtx_};
-    while (bytes_ > opts_.max_size_bytes && !messages_.empty()) {
-      queue_erase_locked(messages_.begin()->first);
-      erase_locked(messages_.begin());
-      ++dropped_oldest_;
-    }
-  }
   return {};
 }
 
 // -- producer side ------------------------------------------------------------
 
-void spool::wake_writer_locked() {
-  // Wake an idle writer on the first operation, a batching one when the batch is full.
-  if (ops_.size() == 1 || ops_.size() == opts_.batch_max)
-    writer_cv_.notify_one();
-}
-
 void spool::queue_erase_locked(uint64_t seq) {
-  if (!durable_)
-    return;
-  ops_.push_back(op{false, seq, {}, {}, 0});
-  ++queued_gen_;
-  wake_writer_locked();
+  if (writer_)
+    writer_->submit(op{op::erase, seq, {}, {}, 0});
 }
 
 void spool::erase_locked(std::map<uint64_t, entry>::iterator i) {
@@ -276,6 +161,10 @@ void spool::erase_locked(std::map<uint64_t, entry>::iterator i) {
 
 caf::expected<uint64_t> spool::push(std::string topic, std::string payload, uint32_t qos) {
   auto size = topic.size() + payload.size() + message_overhead;
+  // Back-pressure: bounds what waits for the writer to about one spool's worth. Waits
+  // outside the spool's lock: the writer's callback takes it.
+  if (writer_)
+    writer_->wait_for_room(opts_.max_size_bytes);
   std::unique_lock guard{mtx_};
   if (size > opts_.max_size_bytes) {
     ++rejected_;
@@ -283,12 +172,11 @@ caf::expected<uint64_t> spool::push(std::string topic, std::string payload, uint
                                          + " bytes exceeds the spool's max_size_bytes "
                                          + std::to_string(opts_.max_size_bytes));
   }
-  // Back-pressure: bounds what waits for the writer to about one spool's worth.
-  space_cv_.wait(guard, [this] {
-    return ops_bytes_ <= opts_.max_size_bytes || static_cast<bool>(writer_error_);
-  });
-  if (writer_error_)
+  if (writer_error_) {
+    // Not accepted: it could not be made durable now. The writer keeps retrying.
+    ++rejected_;
     return writer_error_;
+  }
   if (bytes_ + size > opts_.max_size_bytes) {
     if (opts_.when_full == spool_when_full::reject_new) {
       ++rejected_;
@@ -304,13 +192,8 @@ caf::expected<uint64_t> spool::push(std::string topic, std::string payload, uint
     }
   }
   auto seq = next_seq_++;
-  if (durable_) {
-    ops_.push_back(op{true, seq, topic, payload, qos});
-    ops_bytes_ += size;
-    ++queued_gen_;
-    last_insert_queued_ = seq;
-    wake_writer_locked();
-  }
+  if (writer_)
+    writer_->submit(op{op::insert, seq, topic, payload, qos}, size);
   messages_.emplace_hint(messages_.end(), seq,
                          entry{std::move(topic), std::move(payload), qos, size});
   bytes_ += size;
@@ -335,15 +218,9 @@ caf::expected<uint64_t> spool::push_durable(std::string topic, std::string paylo
 }
 
 caf::error spool::flush() {
-  if (!durable_)
+  if (!writer_)
     return {};
-  std::unique_lock guard{mtx_};
-  auto target = queued_gen_;
-  ++flush_waiters_;
-  writer_cv_.notify_one();
-  commit_cv_.wait(guard, [&] { return committed_gen_ >= target || writer_error_; });
-  --flush_waiters_;
-  return writer_error_;
+  return writer_->flush();
 }
 
 uint64_t spool::committed_seq() const {
@@ -366,12 +243,9 @@ std::vector<spooled> spool::peek(size_t max) {
   in_flight_ += result.size();
   if (result.back().seq > sent_hwm_) {
     sent_hwm_ = result.back().seq;
-    if (durable_) {
-      // Counts as an operation so flush() also covers it; the writer coalesces updates.
-      ++queued_gen_;
-      if (ops_.empty())
-        writer_cv_.notify_one();
-    }
+    // An operation of its own so flush() also covers it; a batch writes only the last.
+    if (writer_)
+      writer_->submit(op{op::sent_hwm, sent_hwm_, {}, {}, 0});
   }
   return result;
 }
@@ -397,104 +271,71 @@ size_t spool::nack_all() {
 
 spool_stats spool::stats() const {
   std::lock_guard guard{mtx_};
-  return spool_stats{messages_.size(), bytes_,      dropped_oldest_, rejected_,
-                     committed_seq_,   in_flight_, redelivered_};
+  spool_stats st;
+  st.count = messages_.size();
+  st.bytes = bytes_;
+  st.dropped_oldest = dropped_oldest_;
+  st.rejected = rejected_;
+  st.committed_seq = committed_seq_;
+  st.in_flight = in_flight_;
+  st.redelivered_after_restart = redelivered_;
+  st.commit_failures = commit_failures_;
+  st.failing = static_cast<bool>(writer_error_);
+  return st;
 }
 
-// -- writer -------------------------------------------------------------------
+// -- writer (runs on the group writer's thread) -------------------------------
 
-void spool::writer_loop() {
-  std::unique_lock guard{mtx_};
-  for (;;) {
-    writer_cv_.wait(guard, [this] { return stop_ || queued_gen_ != taken_gen_; });
-    if (queued_gen_ == taken_gen_)
-      return; // stop_ and nothing left
-    // Group commit: give producers batch_delay to fill the batch unless someone waits.
-    if (!stop_ && flush_waiters_ == 0 && ops_.size() < opts_.batch_max)
-      writer_cv_.wait_for(guard, opts_.batch_delay, [this] {
-        return stop_ || flush_waiters_ > 0 || ops_.size() >= opts_.batch_max;
-      });
-    std::vector<op> batch;
-    batch.swap(ops_);
-    auto gen = queued_gen_;
-    taken_gen_ = gen;
-    auto hwm = sent_hwm_;
-    auto write_hwm = hwm != persisted_hwm_;
-    auto next_seq = next_seq_;
-    auto last_insert = last_insert_queued_;
-    ops_bytes_ = 0;
-    space_cv_.notify_all();
-    guard.unlock();
-    auto err = commit(batch, write_hwm, hwm, next_seq);
-    batch.clear(); // free the copies outside the lock
-    guard.lock();
-    if (err) {
-      // Sticky: pushes and flushes report it from now on.
-      writer_error_ = std::move(err);
-      commit_cv_.notify_all();
-      space_cv_.notify_all();
-      return;
-    }
-    committed_gen_ = gen;
-    persisted_hwm_ = hwm;
-    auto advanced = last_insert > committed_seq_;
-    if (advanced)
-      committed_seq_ = last_insert;
-    commit_cv_.notify_all();
-    if (advanced && opts_.on_commit) {
-      auto cb = opts_.on_commit;
-      guard.unlock();
-      cb(last_insert);
-      guard.lock();
-    }
-  }
-}
-
-caf::error spool::commit(const std::vector<op>& batch, bool write_hwm, uint64_t hwm,
-                         uint64_t next_seq) {
-  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return db_error("cannot begin");
-  auto step = [](sqlite3_stmt* stmt) {
-    auto rc = sqlite3_step(stmt);
-    sqlite3_reset(stmt);
-    return rc == SQLITE_DONE;
-  };
-  auto fail = [this](std::string_view what) {
-    auto err = db_error(what);
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return err;
-  };
-  bool inserted = false;
+caf::error spool::write_batch(std::vector<op>& batch) {
+  // A failed batch comes back with more appended: recompute from scratch.
+  batch_last_insert_ = 0;
+  uint64_t hwm = 0;
   for (auto& x : batch) {
-    if (x.insert) {
-      inserted = true;
-      sqlite3_bind_int64(insert_, 1, static_cast<sqlite3_int64>(x.seq));
-      sqlite3_bind_text(insert_, 2, x.topic.data(), static_cast<int>(x.topic.size()),
-                        SQLITE_STATIC);
-      sqlite3_bind_blob(insert_, 3, x.payload.data(), static_cast<int>(x.payload.size()),
-                        SQLITE_STATIC);
-      sqlite3_bind_int64(insert_, 4, x.qos);
-      if (!step(insert_))
-        return fail("cannot insert");
-    } else {
-      sqlite3_bind_int64(delete_, 1, static_cast<sqlite3_int64>(x.seq));
-      if (!step(delete_))
-        return fail("cannot delete");
+    switch (x.kind) {
+      case op::insert:
+        if (auto err = insert_->run(x.seq, x.topic, blob{x.payload}, x.qos))
+          return err;
+        batch_last_insert_ = x.seq;
+        break;
+      case op::erase:
+        if (auto err = delete_->run(x.seq))
+          return err;
+        break;
+      case op::sent_hwm:
+        hwm = std::max(hwm, x.seq);
+        break;
     }
   }
-  auto set_meta = [&](const char* key, uint64_t value) {
-    sqlite3_bind_text(meta_, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(meta_, 2, static_cast<sqlite3_int64>(value));
-    return step(meta_);
-  };
   // next_seq keeps sequence numbers increasing across restarts even when empty.
-  if (inserted && !set_meta("next_seq", next_seq))
-    return fail("cannot update meta");
-  if (write_hwm && !set_meta("sent_hwm", hwm))
-    return fail("cannot update meta");
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return fail("cannot commit");
+  if (batch_last_insert_ != 0)
+    if (auto err = meta_->run("next_seq", batch_last_insert_ + 1))
+      return err;
+  if (hwm != 0)
+    if (auto err = meta_->run("sent_hwm", hwm))
+      return err;
   return {};
+}
+
+void spool::on_durable(const caf::error& err) {
+  uint64_t advanced = 0;
+  {
+    std::lock_guard guard{mtx_};
+    if (err) {
+      // Rolled back: committed_seq_ stays; pushes are refused until a retry succeeds.
+      writer_error_ = err;
+      ++commit_failures_;
+    } else {
+      writer_error_ = caf::error{};
+      if (batch_last_insert_ > committed_seq_)
+        advanced = committed_seq_ = batch_last_insert_;
+    }
+  }
+  if (err) {
+    if (opts_.on_error)
+      opts_.on_error(err);
+  } else if (advanced != 0 && opts_.on_commit) {
+    opts_.on_commit(advanced);
+  }
 }
 
 } // namespace grove::mm

@@ -16,9 +16,10 @@
 //   that were handed out (peek) before the crash but not acked; open() counts them in
 //   spool_stats::redelivered_after_restart (an upper bound: it also counts messages that
 //   were handed out and nacked).
+// - `file` storage is a grove::store (SQLite, WAL) written by a grove::group_writer: the
+//   spool keeps only the queue semantics; batching, commits and retries are the store's.
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -27,14 +28,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
-struct sqlite3;
-struct sqlite3_stmt;
+#include "grove/store.hpp"
 
 namespace grove::mm {
 
@@ -75,6 +74,9 @@ struct spool_options {
   /// Called with the new committed_seq() whenever it advances; runs on the writer thread
   /// (`file`) or the pushing thread (`memory`), without the spool's lock held.
   std::function<void(uint64_t)> on_commit;
+  /// `file`: called on the writer thread, without the spool's lock held, each time a
+  /// commit fails (disk full, I/O error); the writer retries with back-off.
+  std::function<void(const caf::error&)> on_error;
 };
 
 /// One message handed out by spool::peek().
@@ -97,7 +99,7 @@ struct spool_stats {
   uint64_t bytes = 0;
   /// Messages removed by drop_oldest to make room.
   uint64_t dropped_oldest = 0;
-  /// Pushes refused (queue_full under reject_new, or too_large).
+  /// Pushes refused (queue_full under reject_new, too_large, or the writer failing).
   uint64_t rejected = 0;
   /// Highest sequence number such that it and every older message are accepted.
   uint64_t committed_seq = 0;
@@ -106,6 +108,10 @@ struct spool_stats {
   /// Messages found at open() that had been handed out before the restart (possible
   /// duplicates at the cloud).
   uint64_t redelivered_after_restart = 0;
+  /// `file`: commits that failed (each retried); nothing of a failed commit is accepted.
+  uint64_t commit_failures = 0;
+  /// `file`: true while the last commit failed (pushes are refused until one succeeds).
+  bool failing = false;
 };
 
 /// A bounded, ordered, optionally durable message queue with explicit acknowledgement.
@@ -121,8 +127,9 @@ public:
 
   /// Opens a spool. For `file` storage it creates or reopens the database; every row
   /// found is pending again. Errors: invalid_config (bad options), malformed (the file
-  /// is not a healthy Grove spool database), invalid_state (the file is in use by another
-  /// process), system_error (I/O). Every error message names the file.
+  /// is not a healthy Grove spool database), unsupported (a newer spool schema),
+  /// invalid_state (the file is in use by another process), system_error (I/O). Every
+  /// error message names the file.
   static caf::expected<std::unique_ptr<spool>> open(spool_options opts);
 
   /// Commits what is queued, stops the writer and closes the database.
@@ -133,9 +140,9 @@ public:
 
   /// Queues a message and returns its sequence number. It is accepted (durable) once
   /// committed_seq() >= that number. Errors: too_large (the message alone exceeds
-  /// max_size_bytes), queue_full (reject_new and no room), or the writer's sticky error
-  /// if a commit failed. For `file` storage it blocks while more than max_size_bytes
-  /// of operations wait for the writer (back-pressure).
+  /// max_size_bytes), queue_full (reject_new and no room), or the writer's error while
+  /// its last commit failed (until a retry succeeds). For `file` storage it blocks while
+  /// more than max_size_bytes of operations wait for the writer (back-pressure).
   caf::expected<uint64_t> push(std::string topic, std::string payload, uint32_t qos = 1);
 
   /// Like push(), but returns only after the message is committed.
@@ -143,7 +150,8 @@ public:
                                        uint32_t qos = 1);
 
   /// Waits until every push, ack and drop made before the call is committed. Returns the
-  /// writer's error if a commit failed. A no-op for `memory` storage.
+  /// writer's error if a commit fails (at once while it is failing). A no-op for `memory`
+  /// storage.
   caf::error flush();
 
   /// Highest sequence number such that it and every older message are accepted.
@@ -173,8 +181,9 @@ private:
     uint64_t size;
   };
 
+  // One write for the group writer.
   struct op {
-    bool insert; // false: delete
+    enum kind_t : uint8_t { insert, erase, sent_hwm } kind;
     uint64_t seq;
     std::string topic;
     std::string payload;
@@ -183,23 +192,17 @@ private:
 
   explicit spool(spool_options opts);
 
-  caf::error open_db();
+  caf::error open_file();
   caf::error load();
-  void writer_loop();
-  caf::error commit(const std::vector<op>& batch, bool write_hwm, uint64_t hwm,
-                    uint64_t next_seq);
-  caf::error db_error(std::string_view what) const;
+  caf::error write_batch(std::vector<op>& batch);
+  void on_durable(const caf::error& err);
   void erase_locked(std::map<uint64_t, entry>::iterator i);
   void queue_erase_locked(uint64_t seq);
-  void wake_writer_locked();
 
   spool_options opts_;
   bool durable_ = false;
 
   mutable std::mutex mtx_;
-  std::condition_variable writer_cv_; // writer waits for work
-  std::condition_variable commit_cv_; // flush() waits for commits
-  std::condition_variable space_cv_;  // push() waits for the writer (back-pressure)
 
   // Messages in the spool by sequence number. Those with seq < cursor_ are in flight.
   std::map<uint64_t, entry> messages_;
@@ -211,27 +214,19 @@ private:
   uint64_t rejected_ = 0;
   uint64_t committed_seq_ = 0;
   uint64_t redelivered_ = 0;
+  uint64_t commit_failures_ = 0;
+  caf::error writer_error_; // the last commit's error while the writer is failing
 
   // Highest seq ever handed out; persisted so open() can count possible duplicates.
   uint64_t sent_hwm_ = 0;
-  uint64_t persisted_hwm_ = 0;
 
-  // Writer state (`file` only).
-  std::vector<op> ops_;
-  uint64_t ops_bytes_ = 0;
-  uint64_t queued_gen_ = 0;    // operations queued so far (incl. hwm updates)
-  uint64_t taken_gen_ = 0;     // operations taken by the writer
-  uint64_t committed_gen_ = 0; // operations committed
-  uint64_t last_insert_queued_ = 0;
-  size_t flush_waiters_ = 0;
-  bool stop_ = false;
-  caf::error writer_error_;
-  std::thread writer_;
-
-  sqlite3* db_ = nullptr;
-  sqlite3_stmt* insert_ = nullptr;
-  sqlite3_stmt* delete_ = nullptr;
-  sqlite3_stmt* meta_ = nullptr;
+  // `file` only. The statements and batch_last_insert_ belong to the writer thread.
+  std::unique_ptr<store> db_;
+  statement* insert_ = nullptr;
+  statement* delete_ = nullptr;
+  statement* meta_ = nullptr;
+  uint64_t batch_last_insert_ = 0;
+  std::unique_ptr<group_writer<op>> writer_; // last: stops before the rest goes
 };
 
 } // namespace grove::mm

@@ -1,17 +1,16 @@
 #define BOOST_TEST_MODULE spool_test
 #include <boost/test/unit_test.hpp>
 
-#include <poll.h>
 #include <sqlite3.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "test_support.hpp"
@@ -28,6 +27,7 @@ std::ostream& operator<<(std::ostream& os, errc x) {
 using namespace grove::mm;
 namespace fs = std::filesystem;
 
+using grove::test::reporting_child;
 using grove::test::temp_dir;
 
 namespace {
@@ -59,6 +59,16 @@ void for_each_storage(const std::function<void(spool_options)>& check) {
       check(opts);
     }
   }
+}
+
+// `file` storage in `dir` that never drops: 64 MB, reject_new.
+spool_options unbounded_file(const temp_dir& dir) {
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = dir.path() / "spool.db";
+  opts.max_size_bytes = 64ull << 20;
+  opts.when_full = spool_when_full::reject_new;
+  return opts;
 }
 
 std::string payload_of(uint64_t i) {
@@ -343,81 +353,36 @@ BOOST_AUTO_TEST_CASE(second_open_of_same_file_refused) {
   opts.file = dir.path() / "spool.db";
   auto first = open_ok(opts);
   // A forked child stands in for a second groved (SQLite locks are per process).
-  int fds[2];
-  BOOST_REQUIRE(pipe(fds) == 0);
-  auto pid = fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
+  reporting_child child{[&](int fd) {
     auto sp = spool::open(opts);
-    char code = !sp && code_of(sp.error()) == grove::errc::invalid_state ? 'y' : 'n';
-    [[maybe_unused]] auto n = write(fds[1], &code, 1);
-    _exit(0);
-  }
-  close(fds[1]);
-  char code = 0;
-  BOOST_TEST(read(fds[0], &code, 1) == 1);
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  BOOST_TEST(code == 'y');
+    reporting_child::report(fd, !sp && code_of(sp.error()) == grove::errc::invalid_state
+                                  ? "refused\n"
+                                  : "not refused\n");
+  }};
+  BOOST_TEST(child.read_line() == "refused");
 }
 
 BOOST_AUTO_TEST_CASE(crash_kill9_loses_nothing_flushed) {
   temp_dir dir;
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
-  opts.max_size_bytes = 64ull << 20;
-  opts.when_full = spool_when_full::reject_new; // no drops: the file must be a prefix
+  auto opts = unbounded_file(dir); // no drops: the file must be a prefix
   constexpr uint64_t first_batch = 10'000;
   constexpr size_t handed_out = 100;
-  int fds[2];
-  BOOST_REQUIRE(pipe(fds) == 0);
-  auto pid = fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    // Child: no Boost.Test here, report through the pipe and never return.
-    close(fds[0]);
-    auto report = [&](const std::string& line) {
-      [[maybe_unused]] auto n = write(fds[1], line.data(), line.size());
-    };
+  reporting_child child{[&](int fd) {
     auto sp = spool::open(opts);
-    if (!sp) {
-      report("error " + grove::describe(sp.error()) + "\n");
-      _exit(1);
-    }
+    if (!sp)
+      return reporting_child::report(fd, "error " + grove::describe(sp.error()) + "\n");
     for (uint64_t i = 1; i <= first_batch; ++i)
-      if (!(*sp)->push("dt/crash", payload_of(i))) {
-        report("error push\n");
-        _exit(1);
-      }
+      if (!(*sp)->push("dt/crash", payload_of(i)))
+        return reporting_child::report(fd, "error push\n");
     (*sp)->peek(handed_out);
-    if (auto err = (*sp)->flush()) {
-      report("error " + grove::describe(err) + "\n");
-      _exit(1);
-    }
-    report("flushed " + std::to_string((*sp)->committed_seq()) + "\n");
+    if (auto err = (*sp)->flush())
+      return reporting_child::report(fd, "error " + grove::describe(err) + "\n");
+    reporting_child::report(fd, "flushed " + std::to_string((*sp)->committed_seq()) + "\n");
     for (uint64_t i = first_batch + 1;; ++i)
       (void) (*sp)->push("dt/crash", payload_of(i));
-  }
-  close(fds[1]);
-  std::string line;
-  pollfd pfd{fds[0], POLLIN, 0};
-  while (line.find('\n') == std::string::npos) {
-    // Bounded wait: a hung child fails the test instead of hanging it.
-    if (poll(&pfd, 1, 60'000) <= 0)
-      break;
-    char buf[256];
-    auto n = read(fds[0], buf, sizeof(buf));
-    if (n <= 0)
-      break;
-    line.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  }};
+  auto line = child.read_line();
+  auto status = child.kill_and_wait();
   BOOST_TEST_MESSAGE("child said: " << line);
   BOOST_REQUIRE(line.rfind("flushed ", 0) == 0);
   auto flushed = std::stoull(line.substr(8));
@@ -505,4 +470,89 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
     BOOST_REQUIRE(!sp);
     BOOST_TEST(grove::describe(sp.error()).find(file.string()) != std::string::npos);
   }
+}
+
+BOOST_AUTO_TEST_CASE(write_error_never_accepted_and_recovers) {
+  // A file-size limit (RLIMIT_FSIZE) in a child process makes SQLite's writes fail the
+  // way a full disk does; raising it again is the space coming back.
+  temp_dir dir;
+  auto opts = unbounded_file(dir);
+  const std::string payload(1000, 'p');
+  reporting_child child{[&](int fd) {
+    auto report = [fd](const std::string& line) { reporting_child::report(fd, line + "\n"); };
+    signal(SIGXFSZ, SIG_IGN); // the write fails with EFBIG instead of killing us
+    std::atomic<int> errors{0};
+    opts.on_error = [&](const caf::error&) { ++errors; };
+    auto sp = spool::open(opts);
+    if (!sp)
+      return report("error open " + grove::describe(sp.error()));
+    auto& s = **sp;
+    for (int i = 0; i < 100; ++i)
+      if (!s.push("dt/full", payload))
+        return report("error first pushes");
+    if (auto err = s.flush())
+      return report("error first flush " + grove::describe(err));
+    rlimit lim{};
+    getrlimit(RLIMIT_FSIZE, &lim);
+    auto old = lim;
+    lim.rlim_cur = 256 * 1024;
+    setrlimit(RLIMIT_FSIZE, &lim);
+    uint64_t accepted = 100;
+    for (int i = 0; i < 2000; ++i)
+      if (s.push("dt/full", payload))
+        ++accepted;
+    auto err = s.flush();
+    if (!err)
+      return report("error no failure");
+    auto failed = s.stats();
+    bool refused = !s.push("dt/full", payload);
+    setrlimit(RLIMIT_FSIZE, &old);
+    bool recovered = grove::test::wait_until([&] { return !s.stats().failing; });
+    auto flushed = s.flush();
+    auto after = s.stats();
+    bool pushes_again = static_cast<bool>(s.push("dt/full", payload));
+    if (pushes_again)
+      ++accepted;
+    if (s.flush())
+      return report("error last flush");
+    // _exit follows: what the test reads back is what kill -9 would have left.
+    report("ok " + std::to_string(accepted) + " " + std::to_string(failed.committed_seq) + " "
+           + std::to_string(failed.failing) + " " + std::to_string(failed.commit_failures)
+           + " " + std::to_string(errors.load() > 0) + " " + std::to_string(refused) + " "
+           + std::to_string(recovered) + " " + std::to_string(!flushed) + " "
+           + std::to_string(after.committed_seq) + " " + std::to_string(pushes_again) + " "
+           + grove::describe(err));
+  }};
+  auto line = child.read_line();
+  child.kill_and_wait();
+  BOOST_TEST_MESSAGE("child said: " << line);
+  BOOST_REQUIRE(line.rfind("ok ", 0) == 0);
+  std::istringstream in{line.substr(3)};
+  uint64_t accepted = 0, committed_failing = 0, failures = 0, committed_after = 0;
+  int failing = 0, called = 0, refused = 0, recovered = 0, flushed = 0, pushes_again = 0;
+  std::string text;
+  in >> accepted >> committed_failing >> failing >> failures >> called >> refused >> recovered
+    >> flushed >> committed_after >> pushes_again;
+  std::getline(in, text);
+  BOOST_TEST(text.find("spool.db") != std::string::npos); // the error names the file
+  // While failing: not everything pushed is accepted, and it says so.
+  BOOST_TEST(committed_failing >= 100u);
+  BOOST_TEST(committed_failing < accepted);
+  BOOST_TEST(failing == 1);
+  BOOST_TEST(failures >= 1u);
+  BOOST_TEST(called == 1);
+  BOOST_TEST(refused == 1);
+  // After: the held messages commit without being pushed again, and pushes work.
+  BOOST_TEST(recovered == 1);
+  BOOST_TEST(flushed == 1);
+  BOOST_TEST(pushes_again == 1);
+  BOOST_TEST(committed_after + 1 == accepted);
+  // Every accepted message is in the file, in order, no gaps.
+  auto sp = open_ok(opts);
+  auto all = sp->peek(accepted + 1);
+  BOOST_TEST(all.size() == accepted);
+  bool ok = true;
+  for (uint64_t i = 0; i < all.size() && ok; ++i)
+    ok = all[i].seq == i + 1 && all[i].payload == payload;
+  BOOST_TEST(ok);
 }
