@@ -253,13 +253,6 @@ public:
   /// start()); nullopt when there is none. Call process::bind to get its events.
   virtual std::optional<process> adopt_process(std::string_view name) = 0;
 
-protected:
-  /// Implements run_blocking: `work` on the pool, then `then` on the actor (dropped
-  /// when the instance is gone).
-  virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
-    = 0;
-
-public:
   // --- metrics ---
 
   /// Declares counter `name` (dot-separated segments of [a-z0-9_], e.g.
@@ -282,6 +275,12 @@ public:
   /// Declares a family of gauges told apart by label `label`.
   virtual caf::expected<grove::gauge_family>
   gauge_family(std::string_view name, std::string_view help, std::string_view label)
+    = 0;
+
+protected:
+  /// Implements run_blocking: `work` on the pool, then `then` on the actor (dropped
+  /// when the instance is gone).
+  virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
     = 0;
 };
 
