@@ -249,7 +249,7 @@ public:
       timeout);
     if (auto i = watches_.find(id); i != watches_.end())
       i->second.bus_id = bus_id;
-    delayed_send(this, timeout, unserved_atom::value, generation_, id);
+    send_later(timeout, unserved_atom::value, generation_, id);
   }
 
   // Either the claim came (served) or the time ran out; the first one wins.

@@ -134,7 +134,6 @@ public:
       for (auto& t : threads)
         t.join();
     }
-    if (!msg.reply_to().empty()) {
     if (msg.payload().starts_with("call:")) {
       // Requests the topic after "call:" as call_as, and echoes the outcome.
       grove::Envelope req;

@@ -147,6 +147,12 @@ public:
       if (text && *text == kept_config_ && kept->running()) {
         if (auto err = broker_->adopt(std::move(*kept), owner, on_failed))
           return err;
+        // The last instance counted the broker's totals so far: take the next ones as
+        // baselines, or a reload would count them twice.
+        for (auto* feed : {&m_.broker_restarts, &m_.denied_unknown, &m_.denied_delivery,
+                           &m_.refused_connect, &m_.acl_reloads, &m_.acl_errors})
+          feed->rebase();
+        rebase_devices_ = true;
         log_->info("took over the running broker (pid {}): devices stay connected",
                    broker_->status().pid);
         return start_links();
@@ -493,8 +499,6 @@ private:
     return n;
   }
 
-  // Numbers are counters and gauges (grovectl and Prometheus show them as numbers);
-  // status lines carry only text: states, addresses, last errors.
   template <class T>
   struct metric_spec {
     T* target;
@@ -536,8 +540,8 @@ private:
          }, counter))
       return err;
     // The sources of these totals (broker, links, forwarder, spool) start with this
-    // instance, so their first totals count in full. A broker handed over across a
-    // reload would need from_zero = false for the broker ones.
+    // instance, so their first totals count in full; a broker handed over across a
+    // reload rebases its feeds in start().
     if (auto err = declare_each<grove::counter_feed>({
            {&m_.broker_restarts, "broker.restarts", "Restarts of the managed broker."},
            {&m_.denied_unknown, "broker.denied_publish_unknown",
@@ -619,10 +623,12 @@ private:
           auto i = m_.denied_per_device.find(thing);
           if (i == m_.denied_per_device.end())
             i = m_.denied_per_device
-                  .emplace(thing, grove::counter_feed{m_.denied_publish.with(thing)})
+                  .emplace(thing, grove::counter_feed{m_.denied_publish.with(thing),
+                                                      !rebase_devices_})
                   .first;
           i->second.observe(count);
         }
+        rebase_devices_ = false;
         m_.denied_unknown.observe(stats->denied_publish_unknown);
         m_.denied_delivery.observe(stats->denied_delivery);
         m_.refused_connect.observe(stats->refused_connect);
@@ -700,6 +706,8 @@ private:
   // From a hand-over (restore): the kept broker's configuration and the group in force.
   std::string kept_config_;
   std::string kept_group_;
+  // Set when a kept broker was adopted: its per-device totals seen first are baselines.
+  bool rebase_devices_ = false;
   // The group in force, handed to the next instance.
   std::string group_bytes_;
   std::unique_ptr<mqtt_link> local_;

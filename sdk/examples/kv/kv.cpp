@@ -56,10 +56,17 @@ public:
 
 private:
   caf::expected<GetReply> get(const GetRequest& req) {
+    auto reply = lookup(req.key());
+    if (reply)
+      gets_.inc();
+    return reply;
+  }
+
+  caf::expected<GetReply> lookup(const std::string& key) {
     auto stmt = db_->prepare("SELECT value, version FROM kv WHERE key = ?");
     if (!stmt)
       return std::move(stmt.error());
-    (*stmt)->bind_all(req.key());
+    (*stmt)->bind_all(key);
     GetReply reply;
     auto row = (*stmt)->step();
     if (row && *row) {
@@ -70,7 +77,6 @@ private:
     (*stmt)->reset();
     if (!row)
       return std::move(row.error());
-    gets_.inc();
     return reply;
   }
 
@@ -81,7 +87,7 @@ private:
                                req.key().empty() ? "empty key"
                                                  : "value over max_value_bytes");
     }
-    auto current = get(make_get(req.key()));
+    auto current = lookup(req.key());
     if (!current)
       return std::move(current.error());
     if (req.if_version() != 0 && req.if_version() != current->version()) {

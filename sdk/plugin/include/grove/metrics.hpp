@@ -123,6 +123,12 @@ public:
     : c_(c), primed_(from_zero) {
   }
 
+  /// Takes the next total as a baseline only: for a source handed over from an earlier
+  /// instance (a child kept across a reload) whose totals that instance counted.
+  void rebase() noexcept {
+    primed_ = false;
+  }
+
   /// Takes the source's total now.
   void observe(uint64_t total) noexcept {
     if (primed_)
