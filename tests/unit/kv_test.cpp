@@ -48,16 +48,16 @@ BOOST_AUTO_TEST_CASE(put_get_versions_and_errors_through_the_typed_client) {
   // A stale conditional put is refused with its code, not flattened to text.
   auto stale = put.call_with(through(h), kv::make_put("lamp", "on", 1));
   BOOST_REQUIRE(!stale);
-  BOOST_TEST(stale.error() == errc::invalid_state);
+  BOOST_TEST((stale.error() == errc::invalid_state));
   BOOST_TEST(describe(stale.error()).find("version 2") != std::string::npos,
              describe(stale.error()));
   auto big = put.call_with(through(h), kv::make_put("lamp", "123456789"));
   BOOST_REQUIRE(!big);
-  BOOST_TEST(big.error() == errc::invalid_config);
+  BOOST_TEST((big.error() == errc::invalid_config));
   // Bytes that are no GetRequest are malformed, and the plugin keeps running.
   auto bad = h.request(std::string{kv::get_topic}, std::string("\xff\xff\xff", 3));
   BOOST_REQUIRE(!bad);
-  BOOST_TEST(bad.error() == errc::malformed);
+  BOOST_TEST((bad.error() == errc::malformed));
   BOOST_TEST(h.info().state() == "running");
   BOOST_TEST(metric(h, "puts") == 2);
   BOOST_TEST(metric(h, "refused") == 2);
