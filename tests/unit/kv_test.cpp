@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE kv_test
 #include <boost/test/unit_test.hpp>
 
+#include "grove/kernel/config.hpp"
+#include "grove/kernel/plugin_host.hpp"
 #include "grove/kv/client.hpp"
 #include "grove/testing/harness.hpp"
 #include "test_support.hpp"
@@ -18,7 +20,8 @@ auto through(testing::harness& h) {
 }
 
 int64_t metric(testing::harness& h, const std::string& name) {
-  for (auto& m : h.info().metrics())
+  auto info = h.info(); // the loop must not run over a destroyed temporary
+  for (auto& m : info.metrics())
     if (m.name() == name)
       return m.value();
   return -1;
@@ -83,4 +86,14 @@ BOOST_AUTO_TEST_CASE(values_survive_a_restart_of_the_kernel) {
   BOOST_TEST(got->found());
   BOOST_TEST(got->value() == "1");
   BOOST_TEST(got->version() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
+  auto lib = open_plugin_library(KV_PLUGIN, "kv");
+  BOOST_REQUIRE(lib);
+  auto table = config_table((*lib)->schema);
+  BOOST_TEST(test::readme_config_table(KV_README) == table,
+             "sdk/examples/kv/README.md's table is stale; put `groved --describe-config kv` "
+             "between the config-table markers:\n"
+               << table);
 }
