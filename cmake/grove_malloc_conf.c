@@ -4,14 +4,11 @@
  *
  * - narenas:2       two arenas suit a small device; the default, four per core, holds
  *                   ~350 kB more idle memory.
- * - tcache_max:4096 and tcache_nslots_small_max:32, tcache_nslots_large:4: each thread
- *                   caches fewer freed blocks. groved has a dozen threads with
- *                   message_manager (CAF workers, Paho, spool, broker supervisor) and
- *                   an idle thread never gives its cache back; the defaults (32 kB,
- *                   200 and 20 slots) held ~500 kB of idle memory in the default image
- *                   (tools/bench/memory_bench.py --breakdown). Bus messages are small
- *                   and still come from the cache; bus_bench's ratio to CAF is unchanged
- *                   within its noise (tools/bench/README.md).
+ * - Thread caches stay at jemalloc's defaults. Smaller ones (tcache_max:4096,
+ *   tcache_nslots_small_max:32, tcache_nslots_large:4) held ~500 kB less idle memory in
+ *   the default image, but cost the bus 6.4% more instructions per message (callgrind of
+ *   bus_bench, 100,000 messages: 895 M against 841 M instructions) and the SDK issue
+ *   allows the bus no loss beyond 5%.
  */
 __attribute__((visibility("default"))) const char* malloc_conf
-  = "narenas:2,tcache_max:4096,tcache_nslots_small_max:32,tcache_nslots_large:4";
+  = "narenas:2";
