@@ -143,7 +143,7 @@ public:
     if (auto kept = ctx_->adopt_process("broker")) {
       // A hot reload: the broker the last instance ran keeps its devices connected, if
       // it runs with the configuration this one would write.
-      auto text = broker_->config_text();
+      auto text = broker_identity();
       if (text && *text == kept_config_ && kept->running()) {
         if (auto err = broker_->adopt(std::move(*kept), owner, on_failed))
           return err;
@@ -239,10 +239,19 @@ public:
 
   // A hot reload hands the running broker to the next instance (context::keep_process),
   // with the configuration it runs and the group in force: devices stay connected.
+  // What a kept broker must match to be taken over after a reload: the configuration
+  // file this instance would write and the executable it would run.
+  caf::expected<std::string> broker_identity() const {
+    auto text = broker_->config_text();
+    if (!text)
+      return text;
+    return *text + "\n# executable: " + broker_opts_.mosquitto_exe + "\n";
+  }
+
   caf::expected<std::string> snapshot() override {
     if (!broker_ || !broker_->status().running)
       return std::string{};
-    auto text = broker_->config_text();
+    auto text = broker_identity();
     if (!text)
       return std::string{};
     ctx_->keep_process("broker", broker_->release());
