@@ -115,6 +115,13 @@ public:
     so.file = ctx.state_dir() / "spool.db";
     so.max_size_bytes = cfg.spool.max_size_bytes;
     so.when_full = cfg.spool.when_full;
+    // Runs on the spool's writer thread, perhaps after stop(): it only records, and
+    // update_status() logs and shows it on the actor.
+    so.on_error = [errors = spool_errors_](const caf::error& err) {
+      std::lock_guard guard{errors->mtx};
+      errors->last = describe(err);
+      ++errors->count;
+    };
     auto sp = spool::open(std::move(so));
     if (!sp)
       return sp.error();
@@ -578,6 +585,8 @@ private:
              "Messages dropped from a full spool (drop_oldest)."},
            {&m_.spool_rejected, "spool.rejected",
              "Messages refused by a full spool (reject_new)."},
+           {&m_.spool_commit_failures, "spool.commit_failures",
+             "Spool commits that failed (disk full, I/O) and were retried."},
          }, counter))
       return err;
     if (auto err = declare_each<grove::gauge>({
@@ -603,6 +612,8 @@ private:
              "Highest sequence number durably committed."},
            {&m_.spool_recovered, "spool.redelivered_after_restart",
              "Messages the spool found from before the last start."},
+           {&m_.spool_failing, "spool.failing",
+             "1 while commits fail (disk full, I/O): pushes are refused, the writer retries."},
          }, gauge))
       return err;
     auto denied = ctx_->counter_family("broker.denied_publish",
@@ -699,7 +710,25 @@ private:
     m_.spool_recovered.set(static_cast<int64_t>(ss.redelivered_after_restart));
     m_.spool_dropped_oldest.observe(ss.dropped_oldest);
     m_.spool_rejected.observe(ss.rejected);
-    ctx_->set_status("spool", to_string(config().spool.storage));
+    m_.spool_failing.set(ss.failing ? 1 : 0);
+    m_.spool_commit_failures.observe(ss.commit_failures);
+    std::string last_error;
+    uint64_t errors = 0;
+    {
+      std::lock_guard guard{spool_errors_->mtx};
+      last_error = spool_errors_->last;
+      errors = spool_errors_->count;
+    }
+    if (errors != spool_errors_logged_) {
+      // Once per status round, not once per retry.
+      log_->error("spool: {} commit(s) failed since the last report, last: {}; cloud-bound "
+                  "messages are refused until a commit succeeds",
+                  errors - spool_errors_logged_, last_error);
+      spool_errors_logged_ = errors;
+    }
+    ctx_->set_status("spool", ss.failing ? std::string{to_string(config().spool.storage)}
+                                             + ", FAILING: " + last_error
+                                         : std::string{to_string(config().spool.storage)});
   }
 
   grove::context* ctx_ = nullptr;
@@ -770,7 +799,18 @@ private:
     grove::gauge spool_recovered;
     grove::counter_feed spool_dropped_oldest;
     grove::counter_feed spool_rejected;
+    grove::gauge spool_failing;
+    grove::counter_feed spool_commit_failures;
   } m_;
+
+  // Commit errors the spool's writer reported (see init).
+  struct spool_error_log {
+    std::mutex mtx;
+    std::string last;
+    uint64_t count = 0;
+  };
+  std::shared_ptr<spool_error_log> spool_errors_ = std::make_shared<spool_error_log>();
+  uint64_t spool_errors_logged_ = 0;
 };
 
 } // namespace
