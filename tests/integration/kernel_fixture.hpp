@@ -2,7 +2,7 @@
 
 // A kernel inside the test process that hosts plugins in process or in `isolation:
 // process` children (real `groved --plugin-host`, GROVED_PATH). Shared by the suites that
-// run plugins of both slot kinds (isolation_test, services_test). Include after
+// run plugins of both slot kinds (isolation_test, services_test, metrics_test). Include after
 // <boost/test/unit_test.hpp>.
 
 #include <memory>
@@ -17,11 +17,17 @@ struct kernel_fixture {
   temp_dir dir;
   std::unique_ptr<kernel> k;
 
-  kernel_fixture() {
+  kernel_fixture() : kernel_fixture([](image_profile&) {}) {
+  }
+
+  /// A kernel whose profile `tweak` adjusts first (metrics_test turns the endpoint on).
+  template <class Tweak>
+  explicit kernel_fixture(Tweak tweak) {
     auto p = make_profile(dir.path());
     p.restart.backoff_initial = std::chrono::milliseconds{1};
     p.restart.backoff_max = std::chrono::milliseconds{20};
     p.restart.max_failures = 4;
+    tweak(p);
     kernel_options opts{false, false};
     opts.plugin_host_exe = GROVED_PATH;
     k = std::make_unique<kernel>(std::move(p), opts);

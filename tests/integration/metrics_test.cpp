@@ -15,6 +15,7 @@
 #include "../unit/test_util.hpp"
 #include "grove/kernel/metrics.hpp"
 #include "grove/kernel/metrics_server.hpp"
+#include "kernel_fixture.hpp"
 #include "process_util.hpp"
 
 // Counters and gauges: the registry, both slot kinds, status, and the Prometheus
@@ -26,38 +27,21 @@ namespace {
 
 constexpr uint64_t burst_total = 4 * 250000; // echo's burst_threads x burst_per_thread
 
-struct fixture {
-  test::temp_dir dir;
-  std::unique_ptr<kernel> k;
-
-  fixture() {
-    auto p = test::make_profile(dir.path());
-    p.restart.backoff_initial = std::chrono::milliseconds{1};
-    p.restart.backoff_max = std::chrono::milliseconds{20};
-    p.metrics.enabled = true; // port 0: the kernel picks a free one
-    kernel_options opts;
-    opts.control_socket = false;
-    opts.log_to_stderr = false;
-    opts.plugin_host_exe = GROVED_PATH;
-    k = std::make_unique<kernel>(std::move(p), opts);
-    BOOST_REQUIRE(!k->start());
+struct fixture : test::kernel_fixture {
+  fixture()
+    : kernel_fixture([](image_profile& p) {
+        p.metrics.enabled = true; // port 0: the kernel picks a free one
+      }) {
     BOOST_REQUIRE(k->metrics_port() != 0);
   }
 
   void load(const std::string& config, bool isolated) {
-    plugin_spec s;
-    s.name = "echo";
-    s.config = make_yaml(YAML::Load(config));
-    s.file = "test.yaml";
-    s.isolation = isolated ? "process" : "in_process";
-    auto err = k->host().load(s);
-    BOOST_REQUIRE_MESSAGE(!err, describe(err));
+    kernel_fixture::load("echo", config, isolated);
   }
 
   control::PluginInfo info() {
-    auto all = k->plugins();
-    BOOST_REQUIRE_EQUAL(all.plugins_size(), 1);
-    return all.plugins(0);
+    BOOST_REQUIRE_EQUAL(k->plugins().plugins_size(), 1);
+    return kernel_fixture::info("echo");
   }
 
   // The value of echo's series `name` (with label value `label`); -1 if missing.
@@ -95,10 +79,7 @@ struct fixture {
   }
 
   bool wait_restarts(uint32_t n) {
-    return test::wait_until([&] {
-      auto i = info();
-      return i.restarts() >= n && i.state() == "running";
-    });
+    return kernel_fixture::wait_restarts("echo", n);
   }
 };
 
