@@ -694,24 +694,21 @@ private:
                                                                   : ", last exit: "
                                                                       + st.last_exit));
       if (auto stats = read_broker_stats(broker_->stats_file())) {
-        for (const auto& [thing, count] : stats->denied_publish) {
-          auto i = m_.denied_per_device.find(thing);
-          if (i == m_.denied_per_device.end())
-            i = m_.denied_per_device
-                  .emplace(thing, grove::counter_feed{m_.denied_publish.with(thing),
-                                                      !rebase_devices_})
-                  .first;
-          i->second.observe(count);
-        }
-        for (const auto& [thing, count] : stats->refused_oversize) {
-          auto i = m_.oversize_per_device.find(thing);
-          if (i == m_.oversize_per_device.end())
-            i = m_.oversize_per_device
-                  .emplace(thing, grove::counter_feed{m_.refused_oversize.with(thing),
-                                                      !rebase_devices_})
-                  .first;
-          i->second.observe(count);
-        }
+        // Per-device totals feed one counter of `family` per device.
+        auto observe_per_device = [this](const std::map<std::string, uint64_t>& totals,
+                                         grove::counter_family& family,
+                                         std::map<std::string, grove::counter_feed>& feeds) {
+          for (const auto& [thing, count] : totals) {
+            auto i = feeds.find(thing);
+            if (i == feeds.end())
+              i = feeds.emplace(thing, grove::counter_feed{family.with(thing), !rebase_devices_})
+                    .first;
+            i->second.observe(count);
+          }
+        };
+        observe_per_device(stats->denied_publish, m_.denied_publish, m_.denied_per_device);
+        observe_per_device(stats->refused_oversize, m_.refused_oversize,
+                           m_.oversize_per_device);
         rebase_devices_ = false;
         m_.deferred_connect.observe(stats->deferred_connect);
         m_.idle_closed.observe(stats->idle_closed);
