@@ -96,6 +96,10 @@ public:
   /// file that fails validation changes nothing. Returns one line per action.
   caf::expected<std::vector<std::string>> apply_profile_change();
 
+  /// Re-reads the profile (and group) file now and applies it as a change on disk
+  /// would be; what groved does on SIGHUP. Thread-safe with the file watcher.
+  void reread();
+
   /// The group definition in force (null when the image has none).
   std::shared_ptr<const group::Group> group() const;
 
@@ -141,6 +145,10 @@ public:
             queue_settings queue);
 
 private:
+  /// One pass of the file watcher (watch_mtx_ held); `force` applies the profile
+  /// even when its text did not change.
+  void check_files(bool force);
+
   image_profile profile_;
   kernel_options options_;
   std::shared_ptr<spdlog::logger> log_;
