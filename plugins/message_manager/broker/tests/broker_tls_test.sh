@@ -87,6 +87,7 @@ use_identity_as_username false
 plugin $PLUGIN
 plugin_opt_acl_file $ACL
 plugin_opt_stats_file $STATS
+plugin_opt_client_id_patterns <thing> <thing>-*
 log_dest file $WORK/mosquitto.log
 log_type all
 EOF
