@@ -226,6 +226,29 @@ else
   fail "B is still connected and served after the refusals"
 fi
 
+# 6b. the client id is bound to the certificate CN, tried with a real device library (MQTT.js,
+#     tests/devices): A with client id B is refused and B keeps its session and queued messages
+DEVICES=$(readlink -f "$(dirname "$(readlink -f "$0")")/../../../../tests/devices")
+if [[ -d $DEVICES/node_modules/mqtt ]] && command -v node >/dev/null 2>&1; then
+  timeout 60 node "$DEVICES/client_id_takeover.js" "$PORT" "$PKI" >"$WORK/takeover.out" 2>&1
+  while IFS= read -r line; do
+    case $line in
+      PASS:*) pass "MQTT.js: ${line#PASS: }" ;;
+      FAIL:*) fail "MQTT.js: ${line#FAIL: }" ;;
+    esac
+  done <"$WORK/takeover.out"
+  check "MQTT.js takeover script ran to the end" grep -q "queued while it was offline" "$WORK/takeover.out"
+else
+  fail "MQTT.js is installed in tests/devices (tools/deps runs npm ci there)"
+fi
+if pub A t/ab "grove-id" -i grove >"$WORK/grove-id.out" 2>&1; then
+  fail "A with client id 'grove' is refused (grove is reserved for the grove certificate)"
+else
+  pass "A with client id 'grove' is refused (grove is reserved for the grove certificate)"
+fi
+check "... logged as a client id that belongs to grove" \
+  wait_for "$WORK/mosquitto.log" "refused connect of certificate CN 'A': client id 'grove' is not allowed for 'A' (it belongs to 'grove')"
+
 # 7. second line of defence: a thing removed from the table while connected is disconnected
 #    (on the broker tick) and refused at CONNECT when it comes back
 printf 'thing A\npub A t/#\n' >"$ACL.new"
@@ -251,7 +274,7 @@ if ! kill -0 "$BROKER_PID" 2>/dev/null; then
 fi
 if [[ $FAILED -gt 0 ]]; then
   echo "---- mosquitto log (tail) ----"; tail -n 80 "$WORK/mosquitto.log" 2>/dev/null
-  for f in B grove intruder intruder-pub userok userbad B-removed nocert foreign; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
+  for f in B grove intruder intruder-pub userok userbad B-removed nocert foreign takeover grove-id; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
   echo "---- stats ----"; cat "$STATS" 2>/dev/null
 fi
 echo "$PASSED passed, $FAILED failed"
