@@ -166,6 +166,20 @@ struct fixture {
     return result;
   }
 
+  // Starts `bp` with the A -> B table; the test case stops if it does not start.
+  void start_ab(broker_process& bp) {
+    BOOST_REQUIRE(!bp.write_acl(acl_ab));
+    auto err = start(bp);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  }
+
+  // One failed check per line the written mosquitto.conf lacks.
+  void check_conf(std::initializer_list<const char*> lines) {
+    auto conf = read_all(opts.state_dir / "mosquitto.conf");
+    for (auto line : lines)
+      BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  }
+
   void make_pki() {
     auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
     auto pki = (dir.path() / "pki").string();
@@ -269,13 +283,9 @@ BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate
 BOOST_FIXTURE_TEST_CASE(tls_mode_refuses_certificate_of_non_member_at_connect, fixture) {
   make_pki();
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   // The plugin, not Mosquitto, takes the identity from the certificate.
-  auto conf = read_all(opts.state_dir / "mosquitto.conf");
-  for (auto line : {"require_certificate true", "use_identity_as_username false"})
-    BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  check_conf({"require_certificate true", "use_identity_as_username false"});
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "member-hello", out));
@@ -444,12 +454,8 @@ std::string handshake(fixture& f, const std::vector<std::string>& extra) {
 BOOST_FIXTURE_TEST_CASE(tls_listener_allows_only_ecdhe_aead_suites, fixture) {
   make_pki();
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
-  auto conf = read_all(opts.state_dir / "mosquitto.conf");
-  for (auto line : {"tls_version tlsv1.2\n", "ciphers ECDHE+AESGCM:ECDHE+CHACHA20\n"})
-    BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  start_ab(bp);
+  check_conf({"tls_version tlsv1.2\n", "ciphers ECDHE+AESGCM:ECDHE+CHACHA20\n"});
   // TLS 1.2 CBC with SHA-1 (what the security review found accepted): refused.
   for (auto cipher : {"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"}) {
     auto text = handshake(*this, {"-tls1_2", "-cipher", cipher});
@@ -469,9 +475,8 @@ BOOST_FIXTURE_TEST_CASE(tls_min_version_1_3_refuses_tls_1_2, fixture) {
   make_pki();
   opts.tls_min_version = "1.3";
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
+  check_conf({"tls_version tlsv1.3\n"});
   auto v12 = handshake(*this, {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"});
   BOOST_CHECK_MESSAGE(v12.find("Cipher is ECDHE") == std::string::npos, v12);
   auto v13 = handshake(*this, {"-tls1_3"});
@@ -490,10 +495,8 @@ BOOST_FIXTURE_TEST_CASE(revoked_certificate_is_refused_and_the_thing_keeps_its_n
   BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "A", "--days", "2"}, dir.path() / "A.out"), 0);
   opts.crl_file = pki + "/crl.pem";
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
-  BOOST_CHECK(read_all(opts.state_dir / "mosquitto.conf").find("crlfile ") != std::string::npos);
+  start_ab(bp);
+  check_conf({"crlfile "});
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   // A's new certificate (same thing name) is served ...
@@ -515,9 +518,7 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   }
   make_pki();
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   passwd* pw = ::getpwnam("grove-broker");
   BOOST_REQUIRE_MESSAGE(pw != nullptr, "the user grove-broker was not created");
   BOOST_CHECK_NE(pw->pw_uid, 0u);
@@ -533,8 +534,7 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   fields >> real >> effective;
   BOOST_CHECK_EQUAL(real, uid);
   BOOST_CHECK_EQUAL(effective, uid);
-  BOOST_CHECK(read_all(opts.state_dir / "mosquitto.conf").find("user grove-broker\n")
-              != std::string::npos);
+  check_conf({"user grove-broker\n"});
   // It owns its directory (and the copies of the TLS files in it), mode 0700 ...
   struct stat sd {};
   BOOST_REQUIRE_EQUAL(::stat(opts.state_dir.c_str(), &sd), 0);

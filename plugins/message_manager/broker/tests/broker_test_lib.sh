@@ -40,6 +40,10 @@ check() {  # check DESCRIPTION COMMAND...
   local what=$1; shift
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
+refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
+  local what=$1; shift
+  if "$@"; then fail "$what"; else pass "$what"; fi
+}
 
 # free_port: a loopback port nobody listens on right now.
 free_port() {
