@@ -593,6 +593,13 @@ std::string client_id_refusal(const State& s, const std::string& who, const char
 // to it by a `deliver` rule (from any source); otherwise the SUBACK says not authorized
 // instead of a grant that never receives anything.
 bool may_subscribe(const Table& table, const std::string& user, std::string_view filter) {
+  // A shared subscription ($share/<group>/<filter>, MQTT 5) is checked by its filter.
+  constexpr std::string_view share = "$share/";
+  if (filter.substr(0, share.size()) == share) {
+    auto slash = filter.find('/', share.size());
+    if (slash == std::string_view::npos) return false;
+    filter.remove_prefix(slash + 1);
+  }
   auto t = table.deliver.find(user);
   if (t == table.deliver.end()) return false;
   for (auto& [source, filters] : t->second)
