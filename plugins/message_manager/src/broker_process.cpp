@@ -91,9 +91,9 @@ std::string current_user_name() {
 }
 
 // --- broker user (identity and TLS) ---
-// As root, Mosquitto drops to `run_as_user` right after reading its configuration, before
-// it loads the plugin and the TLS files: that user owns state_dir (the ACL, the stats file,
-// copies of the TLS files) and nothing else of Grove's.
+// As root, Mosquitto runs as `run_as_user` from the start (setpriv, see launch()): that user
+// owns state_dir (the configuration, the ACL, the stats file, copies of the TLS files) and
+// nothing else of Grove's.
 
 bool drops_privileges(const broker_options& o) {
   return ::geteuid() == 0 && !o.run_as_user.empty();
@@ -369,10 +369,12 @@ caf::error broker_process::begin_start(process_owner owner,
     if (!fs::exists(acl_file(), ec))
       if (auto err = write_file_atomic(acl_file(), "# no things yet\n", 0600))
         return err;
+    run_as_.reset();
     if (drops_privileges(opts_)) {
       auto user = ensure_user(opts_.run_as_user);
       if (!user)
         return user.error();
+      run_as_ = *user;
       if (!opts_.dev_mode)
         if (auto err = copy_tls_files(opts_, fs::absolute(opts_.state_dir) / "tls", *user))
           return err;
@@ -411,6 +413,15 @@ process_callbacks broker_process::callbacks() {
 caf::error broker_process::launch() {
   process_options po;
   po.argv = {opts_.mosquitto_exe, "-c", conf_path_};
+  if (run_as_) {
+    // Started as the broker's user, not dropped by Mosquitto itself: a change of user
+    // clears the parent-death signal, and the broker must die with groved. setpriv
+    // (util-linux) changes the user first, then sets the signal again, then runs Mosquitto.
+    po.argv.insert(po.argv.begin(),
+                   {"/usr/bin/setpriv", "--reuid=" + std::to_string(run_as_->uid),
+                    "--regid=" + std::to_string(run_as_->gid), "--clear-groups",
+                    "--pdeathsig=KILL", "--"});
+  }
   po.log_prefix = "mosquitto: ";
   po.stop_grace = stop_grace;
   // Not while starting: an exit then is a start failure, reported with its cause.

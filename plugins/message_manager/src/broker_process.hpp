@@ -163,6 +163,8 @@ private:
   std::string start_exit_;
   /// The last lines of mosquitto's output, quoted in errors.
   std::deque<std::string> tail_;
+  /// The broker's own user when groved is root (run_as_user); empty otherwise.
+  std::optional<file_owner> run_as_;
 };
 
 /// The broker plugin's stats file (format in broker/README.md), parsed.
