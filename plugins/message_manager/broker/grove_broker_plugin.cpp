@@ -48,6 +48,9 @@ constexpr const char* kSourceProperty = "grove-source";
 constexpr const char* kGroveUser = "grove";
 constexpr const char* kAnyGrove = "*";  // deliver-rule key: any message injected by grove
 constexpr std::size_t kMaxTracked = 65536;  // messages whose source is remembered
+constexpr const char* kThingPattern = "<thing>";  // client id patterns start with it
+constexpr auto kDeniedLogInterval = std::chrono::seconds(10);  // per thing
+constexpr std::size_t kMaxPendingWills = 1024;
 
 using Clock = std::chrono::steady_clock;
 
@@ -93,6 +96,26 @@ bool topic_matches(std::string_view filter, std::string_view topic) {
     if (f[i] != "+" && f[i] != t[i]) return false;
   }
   return i == t.size();
+}
+
+// Can some topic match both filters? A topic starting with '$' is matched only by filters
+// whose first level is that same literal (the $-rule), so a wildcard first level never
+// overlaps a '$' one.
+bool filters_overlap(std::string_view a, std::string_view b) {
+  auto x = split_levels(a);
+  auto y = split_levels(b);
+  auto dollar = [](std::string_view l) { return !l.empty() && l.front() == '$'; };
+  for (std::size_t i = 0;; ++i) {
+    bool x_end = i >= x.size(), y_end = i >= y.size();
+    if (x_end && y_end) return true;
+    bool x_wild = !x_end && (x[i] == "#" || x[i] == "+");
+    bool y_wild = !y_end && (y[i] == "#" || y[i] == "+");
+    if (i == 0 && ((x_wild && !y_end && dollar(y[0])) || (y_wild && !x_end && dollar(x[0]))))
+      return false;
+    if ((!x_end && x[i] == "#") || (!y_end && y[i] == "#")) return true;
+    if (x_end || y_end) return false;
+    if (!x_wild && !y_wild && x[i] != y[i]) return false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,6 +298,42 @@ struct State {
   struct Idle { ino_t ino; Clock::time_point since; };
   std::unordered_map<int, Idle> idle;  // fd -> socket that has received nothing yet
   Clock::time_point last_idle_scan{};
+  // --- identity: client ids, subscriptions, denied publishes, wills ---
+  // The allowed client ids of a thing T: T followed by one of these suffixes (from the
+  // patterns "<thing>...", a trailing '*' matching any rest). Default: the name alone.
+  std::vector<std::string> client_id_suffixes{""};
+  struct DeniedLog {
+    Clock::time_point last{};
+    uint64_t suppressed = 0;
+  };
+  std::map<std::string, DeniedLog> denied_log;  // rate limit of the denied-publish log, per thing
+  uint64_t denied_subscribe = 0;
+  // The last allowed WRITE check. A client PUBLISH is followed at once by MOSQ_EVT_MESSAGE;
+  // a will (Mosquitto 2.0.11: context__send_will) is fanned out without it, so READ checks
+  // of this topic before the next MESSAGE are the will's.
+  struct PendingWrite {
+    bool active = false;
+    bool from_grove = false;
+    std::string user, topic;
+    uint32_t payloadlen = 0;
+    uint64_t payload_hash = 0;
+    const void* bound = nullptr;  // the stored topic of the will, once seen
+  } pending_write;
+  struct Will {  // a will to publish again, stamped, on the next tick
+    std::string source, topic;
+    std::vector<unsigned char> payload;
+    int qos = 0;
+  };
+  std::vector<Will> wills;
+  struct Injected {  // a will published by the plugin, fanned out at the next loop start
+    std::string source, topic;
+    uint32_t payloadlen = 0;
+    uint64_t payload_hash = 0;
+    const void* bound = nullptr;
+  };
+  std::deque<Injected> injected;
+  uint64_t wills_forwarded = 0;
+  uint64_t wills_dropped = 0;
 };
 
 State* g_state = nullptr;
@@ -393,6 +452,8 @@ void write_stats(State& s, bool force) {
   o << "},\"deferred_connect\":" << s.deferred_connect << ",\"idle_closed\":" << s.idle_closed
     << ",\"denied_publish_unknown\":" << s.denied_publish_unknown
     << ",\"denied_delivery\":" << s.denied_delivery << ",\"refused_connect\":" << s.refused_connect
+    << ",\"denied_subscribe\":" << s.denied_subscribe
+    << ",\"wills_forwarded\":" << s.wills_forwarded << ",\"wills_dropped\":" << s.wills_dropped
     << ",\"acl_reloads\":" << s.acl_reloads << ",\"acl_errors\":" << s.acl_errors
     << ",\"last_acl_error\":\"" << json_escape(s.last_acl_error) << "\"}\n";
   std::string tmp = s.stats_file + ".tmp";
@@ -522,6 +583,195 @@ bool restamp(mosquitto_property** props, const std::string& source) {
   mosquitto_property_free_all(props);
   *props = out;
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity: client ids bound to the certificate, SUBSCRIBE checks, the denied-publish log and
+// the will path.
+
+// Parses "plugin_opt_client_id_patterns": blank-separated patterns, each "<thing>" followed by
+// a literal suffix, optionally ending in '*' (any rest). Empty result on a bad pattern.
+std::vector<std::string> parse_client_id_patterns(std::string_view text) {
+  std::vector<std::string> out;
+  std::string_view rest = text;
+  for (auto tok = next_token(rest); !tok.empty(); tok = next_token(rest)) {
+    std::string_view pat = tok;
+    if (pat.substr(0, std::strlen(kThingPattern)) != kThingPattern) return {};
+    auto suffix = pat.substr(std::strlen(kThingPattern));
+    auto star = suffix.find('*');
+    if (star != std::string_view::npos && star + 1 != suffix.size()) return {};
+    if (suffix.find_first_of("+#/") != std::string_view::npos) return {};
+    out.emplace_back(suffix);
+  }
+  return out;
+}
+
+bool suffix_matches(const std::string& pattern, std::string_view rest) {
+  if (!pattern.empty() && pattern.back() == '*') {
+    std::string_view lit(pattern.data(), pattern.size() - 1);
+    return rest.substr(0, lit.size()) == lit;
+  }
+  return rest == pattern;
+}
+
+// The member (a thing or grove) that owns client id `id`: the longest member name N such that
+// `id` is N followed by an allowed suffix. Longest, so that with "<thing>-*" the id "B-x"
+// belongs to thing "B-x", not to thing "B".
+std::optional<std::string> client_id_owner(const State& s, std::string_view id) {
+  for (std::size_t n = id.size(); n > 0; --n) {
+    std::string name(id.substr(0, n));
+    if (name != kGroveUser && !s.table.things.count(name)) continue;
+    for (auto& suffix : s.client_id_suffixes)
+      if (suffix_matches(suffix, id.substr(n))) return name;
+  }
+  return std::nullopt;
+}
+
+// Why client id `id` is not allowed for member `who` (empty when it is).
+std::string client_id_refusal(const State& s, const std::string& who, const char* id) {
+  std::string cid = id ? id : "";
+  auto owner = client_id_owner(s, cid);
+  if (owner && *owner == who) return {};
+  return "client id '" + cid + "' is not allowed for '" + who + "'" +
+         (owner ? " (it belongs to '" + *owner + "')" : " (it must be the thing name)");
+}
+
+// May `user` subscribe to `filter`? Only if some topic the filter matches could be delivered
+// to it by a `deliver` rule (from any source); otherwise the SUBACK says not authorized
+// instead of a grant that never receives anything.
+bool may_subscribe(const Table& table, const std::string& user, std::string_view filter) {
+  // A shared subscription ($share/<group>/<filter>, MQTT 5) is checked by its filter.
+  constexpr std::string_view share = "$share/";
+  if (filter.substr(0, share.size()) == share) {
+    auto slash = filter.find('/', share.size());
+    if (slash == std::string_view::npos) return false;
+    filter.remove_prefix(slash + 1);
+  }
+  auto t = table.deliver.find(user);
+  if (t == table.deliver.end()) return false;
+  for (auto& [source, filters] : t->second)
+    for (auto& f : filters)
+      if (filters_overlap(f, filter)) return true;
+  return false;
+}
+
+// Logs a denied publish at info level, at most once per kDeniedLogInterval per thing (the
+// number left out is given with the next line).
+void log_denied_publish(State& s, const std::string& user, const char* topic) {
+  auto& d = s.denied_log[user];
+  auto now = Clock::now();
+  if (d.last != Clock::time_point{} && now - d.last < kDeniedLogInterval) {
+    ++d.suppressed;
+    return;
+  }
+  std::string more = d.suppressed ? " (" + std::to_string(d.suppressed) +
+                                        " more denied publishes of this thing not logged)"
+                                  : "";
+  d.last = now;
+  d.suppressed = 0;
+  log(MOSQ_LOG_INFO, "denied publish by '" + user + "' on '" + (topic ? topic : "") +
+                         "': no route from device:" + user +
+                         " has a subject matching this topic (missing: pub " + user + " " +
+                         (topic ? topic : "") + ")" + more);
+}
+
+uint64_t payload_hash(const void* payload, uint32_t len) {  // FNV-1a
+  uint64_t h = 1469598103934665603ull;
+  auto* p = static_cast<const unsigned char*>(payload);
+  for (uint32_t i = 0; p && i < len; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+// READ checks of a will. Mosquitto 2.0.11 fans a will out without MOSQ_EVT_MESSAGE, so it
+// carries whatever properties the device put on it (a forged grove-source too) and no
+// recorded source. Its own delivery is denied to everyone; a copy stamped with the real
+// source is published on the next tick and then follows the table like any publish.
+// Returns true when this READ check is one of the will's.
+bool is_will_delivery(State& s, const mosquitto_evt_acl_check& ev) {
+  auto& p = s.pending_write;
+  if (!p.active || !ev.topic) return false;
+  if (p.bound) {
+    if (p.bound == ev.topic) return true;
+    p.active = false;  // another stored message: the will's fan-out is over
+    return false;
+  }
+  if (p.topic != ev.topic || p.payloadlen != ev.payloadlen ||
+      p.payload_hash != payload_hash(ev.payload, ev.payloadlen))
+    return false;
+  p.bound = ev.topic;
+  if (p.from_grove || ev.topic[0] == '$' || s.wills.size() >= kMaxPendingWills) {
+    ++s.wills_dropped;
+    s.stats_dirty = true;
+    log(MOSQ_LOG_NOTICE, "dropped the will of '" + p.user + "' on '" + p.topic + "'");
+    return true;
+  }
+  auto* b = static_cast<const unsigned char*>(ev.payload);
+  s.wills.push_back(State::Will{p.user, p.topic, std::vector<unsigned char>(b, b + ev.payloadlen),
+                         ev.qos});
+  return true;
+}
+
+// Publishes the wills caught since the last tick, stamped with their device's name; they are
+// fanned out at the start of the next loop iteration (Mosquitto's queue_plugin_msgs), before
+// any other client traffic.
+void publish_wills(State& s) {
+  s.injected.clear();
+  s.pending_write.active = false;
+  auto wills = std::move(s.wills);
+  s.wills.clear();
+  for (auto& w : wills) {
+    mosquitto_property* props = nullptr;
+    void* payload = w.payload.empty() ? nullptr : mosquitto_malloc(w.payload.size());
+    if ((!w.payload.empty() && !payload) ||
+        mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, kSourceProperty,
+                                           w.source.c_str()) != MOSQ_ERR_SUCCESS) {
+      mosquitto_free(payload);
+      mosquitto_property_free_all(&props);
+      ++s.wills_dropped;
+      continue;
+    }
+    if (payload) std::memcpy(payload, w.payload.data(), w.payload.size());
+    auto len = static_cast<uint32_t>(w.payload.size());
+    // On success Mosquitto owns payload and props.
+    if (mosquitto_broker_publish(nullptr, w.topic.c_str(), static_cast<int>(len), payload, w.qos,
+                                 false, props) != MOSQ_ERR_SUCCESS) {
+      mosquitto_free(payload);
+      mosquitto_property_free_all(&props);
+      ++s.wills_dropped;
+      continue;
+    }
+    s.injected.push_back(State::Injected{w.source, w.topic, len, payload_hash(w.payload.data(), len),
+                                  nullptr});
+    ++s.wills_forwarded;
+  }
+  if (!wills.empty()) s.stats_dirty = true;
+}
+
+// The source of a READ check of a will published by publish_wills(), or nullopt. They are
+// fanned out in order, one after the other, before anything else happens; any other READ
+// check ends them.
+std::optional<std::string> injected_source(State& s, const mosquitto_evt_acl_check& ev) {
+  while (!s.injected.empty() && ev.topic) {
+    auto& f = s.injected.front();
+    if (f.bound == ev.topic) return f.source;
+    if (f.bound) {  // that one is done
+      s.injected.pop_front();
+      continue;
+    }
+    auto it = s.injected.begin();
+    for (; it != s.injected.end(); ++it)
+      if (!it->bound && it->topic == ev.topic && it->payloadlen == ev.payloadlen &&
+          it->payload_hash == payload_hash(ev.payload, ev.payloadlen))
+        break;
+    if (it == s.injected.end()) {
+      s.injected.clear();
+      return std::nullopt;
+    }
+    s.injected.erase(s.injected.begin(), it);  // those had no subscriber
+    s.injected.front().bound = ev.topic;
+    return s.injected.front().source;
+  }
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,6 +917,8 @@ int certificate_auth(State& s, mosquitto_evt_basic_auth& ev, X509* cert) {
   if (sent && *sent != *cn)
     return refuse_connect(s, "certificate CN '" + *cn + "': username '" + *sent +
                                  "' differs from the CN");
+  if (auto why = client_id_refusal(s, *cn, mosquitto_client_id(ev.client)); !why.empty())
+    return refuse_connect(s, "certificate CN '" + *cn + "': " + why);
   if (mosquitto_set_username(ev.client, cn->c_str()) != MOSQ_ERR_SUCCESS)
     return refuse_connect(s, "certificate CN '" + *cn + "': cannot set the username");
   return MOSQ_ERR_SUCCESS;
@@ -686,6 +938,9 @@ int on_basic_auth(int, void* event_data, void* userdata) noexcept {
     // No certificate: a username/password login, accepted only in the explicit test mode.
     if (s.insecure_username_auth && ev->username &&
         (std::strcmp(ev->username, kGroveUser) == 0 || s.table.things.count(ev->username))) {
+      std::string user = ev->username;
+      if (auto why = client_id_refusal(s, user, mosquitto_client_id(ev->client)); !why.empty())
+        return refuse_connect(s, "username '" + user + "': " + why);
       return MOSQ_ERR_SUCCESS;
     }
     if (s.insecure_username_auth && ev->username && s.table.not_ready)
@@ -720,8 +975,20 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
     } else {
       switch (ev->access) {
         case MOSQ_ACL_SUBSCRIBE:
+          // Delivery is filtered per message (READ); a filter that can match nothing the
+          // table delivers to this thing is refused in SUBACK (0x80 / 0x87).
+          if (is_grove || (ev->topic && may_subscribe(s.table, user, ev->topic))) {
+            rc = MOSQ_ERR_SUCCESS;
+          } else {
+            ++s.denied_subscribe;
+            s.stats_dirty = true;
+            log(MOSQ_LOG_INFO, "denied subscription of '" + user + "' to '" +
+                                   (ev->topic ? ev->topic : "") +
+                                   "': no route to device:" + user + " can match it");
+          }
+          break;
         case MOSQ_ACL_UNSUBSCRIBE:
-          rc = MOSQ_ERR_SUCCESS;  // delivery is filtered per message (READ)
+          rc = MOSQ_ERR_SUCCESS;
           break;
         case MOSQ_ACL_WRITE: {
           if (is_grove) {
@@ -735,17 +1002,42 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
             } else {
               ++s.denied_publish[user];
               s.stats_dirty = true;
+              log_denied_publish(s, user, ev->topic);
             }
           }
+          // Remembered until the MESSAGE event that follows a PUBLISH; without one, the
+          // READ checks that follow are a will's (is_will_delivery).
+          s.pending_write = {};
+          if (rc == MOSQ_ERR_SUCCESS && ev->topic) {
+            s.pending_write.active = true;
+            s.pending_write.from_grove = is_grove;
+            s.pending_write.user = user;
+            s.pending_write.topic = ev->topic;
+            s.pending_write.payloadlen = ev->payloadlen;
+            s.pending_write.payload_hash = payload_hash(ev->payload, ev->payloadlen);
+          }
+          s.injected.clear();
           break;
         }
         case MOSQ_ACL_READ: {
-          if (is_grove) {
+          // Messages that never passed MOSQ_EVT_MESSAGE (unstamped) first, so that their
+          // source is never looked up by a stored address a stamped message used before:
+          // a retained message (the plugin clears retain on every stamped one) and a will
+          // reach nobody; a will's stamped copy has its device as source.
+          if (ev->retain || is_will_delivery(s, *ev)) {
+            rc = MOSQ_ERR_ACL_DENIED;
+          } else if (auto will_source = injected_source(s, *ev)) {
+            Tracked src{*will_source, false, {}, nullptr, 0, 0};
+            if (is_grove || may_deliver(s.table, user, src, ev->topic)) rc = MOSQ_ERR_SUCCESS;
+          } else if (is_grove) {
             rc = MOSQ_ERR_SUCCESS;  // the internal client sees everything; source in property
             break;
+          } else if (ev->topic && std::strncmp(ev->topic, "$SYS/", 5) == 0) {
+            rc = MOSQ_ERR_ACL_DENIED;  // the broker's own messages: no thing is their source
+          } else {
+            const Tracked* source = source_of(s, ev->topic, ev->payload, ev->payloadlen);
+            if (source && may_deliver(s.table, user, *source, ev->topic)) rc = MOSQ_ERR_SUCCESS;
           }
-          const Tracked* source = source_of(s, ev->topic, ev->payload, ev->payloadlen);
-          if (source && may_deliver(s.table, user, *source, ev->topic)) rc = MOSQ_ERR_SUCCESS;
           if (rc != MOSQ_ERR_SUCCESS) {
             ++s.denied_delivery;
             s.stats_dirty = true;
@@ -771,6 +1063,8 @@ int on_message(int, void* event_data, void* userdata) noexcept {
     std::string user = u ? u : "";
     bool from_grove = user == kGroveUser;
     if (!from_grove && !s.table.things.count(user)) return MOSQ_ERR_ACL_DENIED;
+    s.pending_write.active = false;  // a PUBLISH, not a will
+    s.injected.clear();
     // The source is stamped by the broker; whatever a thing put there is dropped. Only grove
     // may name the origin of what it injects, and only as cloud, shadow or function:<name>.
     std::string source = from_grove ? grove_claimed_source(ev->properties) : user;
@@ -790,6 +1084,7 @@ int on_tick(int, void*, void* userdata) noexcept {
     auto& s = *static_cast<State*>(userdata);
     maybe_reload(s);
     reap_idle(s);
+    publish_wills(s);
     if (!s.pending_kick.empty()) {
       auto kick = std::move(s.pending_kick);
       s.pending_kick.clear();
@@ -847,6 +1142,13 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         else if (key == "max_topic_bytes") s->max_topic_bytes = n;
         else if (key == "connect_timeout_ms") s->connect_timeout = std::chrono::milliseconds(n);
         else s->listener_port = static_cast<int>(n);
+      } else if (key == "client_id_patterns") {
+        s->client_id_suffixes = parse_client_id_patterns(value);
+        if (s->client_id_suffixes.empty()) {
+          log(MOSQ_LOG_ERR, "plugin_opt_client_id_patterns: expected patterns like "
+                            "'<thing> <thing>-*', got '" + value + "'");
+          return MOSQ_ERR_INVAL;
+        }
       } else {
         log(MOSQ_LOG_WARNING, "ignoring unknown option plugin_opt_" + key);
       }

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,7 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
+#include <string_view>
 #include <sstream>
 #include <vector>
 
@@ -36,7 +40,8 @@ std::string errno_text(const char* what) {
 
 // Writes `text` to a temporary file next to `path`, then renames it over `path`, so that a
 // reader (the broker plugin) sees the old or the new content, never a partial one.
-caf::error write_file_atomic(const fs::path& path, const std::string& text, mode_t mode) {
+caf::error write_file_atomic(const fs::path& path, const std::string& text, mode_t mode,
+                             std::optional<file_owner> owner = std::nullopt) {
   auto templ = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
   int fd = mkstemp(templ.data());
   if (fd < 0)
@@ -59,6 +64,9 @@ caf::error write_file_atomic(const fs::path& path, const std::string& text, mode
   }
   if (::fchmod(fd, mode) != 0)
     return fail("fchmod");
+  // Before the rename: the broker (another user) must never see a file it cannot read.
+  if (owner && ::fchown(fd, owner->uid, owner->gid) != 0)
+    return fail("fchown");
   if (::fsync(fd) != 0)
     return fail("fsync");
   if (::close(fd) != 0) {
@@ -80,6 +88,99 @@ std::string current_user_name() {
   if (getpwuid_r(geteuid(), &pw, buf.data(), buf.size(), &res) == 0 && res != nullptr)
     return res->pw_name;
   return geteuid() == 0 ? "root" : "";
+}
+
+// --- broker user (identity and TLS) ---
+// As root, Mosquitto runs as `run_as_user` from the start (setpriv, see launch()): that user
+// owns state_dir (the configuration, the ACL, the stats file, copies of the TLS files) and
+// nothing else of Grove's.
+
+bool drops_privileges(const broker_options& o) {
+  return ::geteuid() == 0 && !o.run_as_user.empty();
+}
+
+std::optional<file_owner> lookup_user(const std::string& name) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* res = nullptr;
+  if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &res) == 0 && res != nullptr)
+    return file_owner{res->pw_uid, res->pw_gid};
+  return std::nullopt;
+}
+
+// The broker's user, created as a locked system user without home or shell if missing.
+caf::expected<file_owner> ensure_user(const std::string& name) {
+  if (auto u = lookup_user(name))
+    return *u;
+  const char* exe = "/usr/sbin/useradd";
+  std::vector<std::string> args{exe,           "--system",   "--user-group", "--no-create-home",
+                                "--home-dir",  "/nonexistent", "--shell",    "/usr/sbin/nologin",
+                                "--comment",   "Grove MQTT broker", name};
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  if (int rc = ::posix_spawn(&pid, exe, nullptr, nullptr, argv.data(), environ); rc != 0)
+    return make_error(errc::system_error, "broker: cannot run useradd to create the user '" + name
+                                            + "': " + std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (auto u = lookup_user(name))
+    return *u;
+  return make_error(errc::system_error, "broker: useradd could not create the user '" + name
+                                          + "' (status " + std::to_string(status) + ")");
+}
+
+// Gives state_dir (and what is in it) to the broker's user, and lets it reach the directory:
+// every ancestor gets search (not read) permission for others where it lacks it.
+caf::error hand_over_state_dir(const fs::path& dir, file_owner owner) {
+  std::error_code ec;
+  auto chown_one = [&](const fs::path& p) -> caf::error {
+    if (::lchown(p.c_str(), owner.uid, owner.gid) != 0)
+      return make_error(errc::system_error, errno_text(("broker: chown " + p.string()).c_str()));
+    return {};
+  };
+  if (auto err = chown_one(dir))
+    return err;
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  for (auto it = fs::recursive_directory_iterator{dir, ec}; !ec && it != fs::end(it);
+       it.increment(ec))
+    if (auto err = chown_one(it->path()))
+      return err;
+  if (ec)
+    return make_error(errc::system_error, "broker: " + dir.string() + ": " + ec.message());
+  for (auto p = fs::absolute(dir).parent_path(); !p.empty() && p != p.root_path();
+       p = p.parent_path()) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) == 0)
+      ::chmod(p.c_str(), (st.st_mode & 07777) | S_IXOTH);
+  }
+  return {};
+}
+
+// Copies the listener's TLS files into state_dir/tls, readable by the broker's user only.
+caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file_owner owner) {
+  std::error_code ec;
+  fs::create_directories(tls_dir, ec);
+  if (ec)
+    return make_error(errc::system_error, "broker: cannot create " + tls_dir.string());
+  std::pair<const std::string*, const char*> files[] = {
+    {&o.ca_file, "ca.crt"}, {&o.cert_file, "server.crt"}, {&o.key_file, "server.key"},
+    {&o.crl_file, "crl.pem"}};
+  for (auto [src, name] : files) {
+    if (src->empty())
+      continue;
+    std::ifstream in{*src, std::ios::binary};
+    if (!in)
+      return make_error(errc::invalid_config, "broker: cannot read '" + *src + "'");
+    std::stringstream buf;
+    buf << in.rdbuf();
+    if (auto err = write_file_atomic(tls_dir / name, buf.str(), 0600, owner))
+      return err;
+  }
+  return {};
 }
 
 // The inodes of the TCP sockets listening on `port` (IPv4 and IPv6).
@@ -105,7 +206,36 @@ std::set<std::string> listening_inodes(uint16_t port) {
   return result;
 }
 
+
 } // namespace
+
+caf::error check_identity_options(const broker_options& o) {
+  auto bad = [](const std::string& what) {
+    return make_error(errc::invalid_config, "broker: " + what);
+  };
+  if (o.client_id_patterns.empty())
+    return bad("client_id_patterns is empty (use [\"<thing>\"])");
+  for (const auto& p : o.client_id_patterns) {
+    auto rest = std::string_view{p};
+    if (rest.substr(0, 7) != "<thing>")
+      return bad("client id pattern '" + p + "' does not start with <thing>");
+    rest.remove_prefix(7);
+    auto star = rest.find('*');
+    if ((star != std::string_view::npos && star + 1 != rest.size())
+        || rest.find_first_of("+#/ \t\r\n") != std::string_view::npos)
+      return bad("client id pattern '" + p
+                 + "': after <thing>, literal characters (no '+', '#', '/', blanks) and at "
+                   "most one '*' at the end");
+  }
+  if (o.tls_min_version != "1.2" && o.tls_min_version != "1.3")
+    return bad("tls_min_version must be 1.2 or 1.3");
+  if (o.tls_ciphers.empty() || o.tls_ciphers.find_first_of(" \t\r\n") != std::string::npos)
+    return bad("tls_ciphers must be one OpenSSL cipher list without blanks");
+  if (o.crl_file.find_first_of("\r\n") != std::string::npos
+      || o.run_as_user.find_first_of(" \t\r\n") != std::string::npos)
+    return bad("option contains a line break or blank");
+  return {};
+}
 
 broker_process::broker_process(broker_options opts) : opts_(std::move(opts)) {
   conf_path_ = (opts_.state_dir / "mosquitto.conf").string();
@@ -150,6 +280,8 @@ caf::error broker_process::check_options() const {
                         opts_.ca_file, opts_.cert_file, opts_.key_file})
     if (bad_char(s))
       return make_error(errc::invalid_config, "broker: option contains a line break");
+  if (auto err = check_identity_options(opts_))
+    return err;
   return {};
 }
 
@@ -164,9 +296,10 @@ caf::expected<std::string> broker_process::config_text() const {
       << "per_listener_settings false\n"
       << "allow_anonymous false\n"
       << "persistence false\n";
-  // As root, Mosquitto 2.0 would drop privileges to `mosquitto`, which cannot read the
-  // state dir: keep the current user.
-  if (auto user = current_user_name(); !user.empty())
+  // As root: the dedicated run_as_user (see hand_over_state_dir). Otherwise keep the current
+  // user (Mosquitto 2.0 would drop to `mosquitto`, which cannot read the state dir).
+  bool drop = drops_privileges(opts_);
+  if (auto user = drop ? opts_.run_as_user : current_user_name(); !user.empty())
     out << "user " << user << "\n";
   out << "log_dest stderr\n"
       << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
@@ -192,10 +325,20 @@ caf::expected<std::string> broker_process::config_text() const {
       // subscriptions are granted at most QoS 1, a QoS 2 publish is refused.
       << "max_qos 1\n";
   if (!opts_.dev_mode) {
-    out << "cafile " << opts_.ca_file << "\n"
-        << "certfile " << opts_.cert_file << "\n"
-        << "keyfile " << opts_.key_file << "\n"
-        << "require_certificate true\n"
+    // The broker's user reads copies in state_dir/tls (copy_tls_files).
+    auto tls = [&](const std::string& file, const char* name) {
+      return drop ? (state / "tls" / name).string() : file;
+    };
+    out << "cafile " << tls(opts_.ca_file, "ca.crt") << "\n"
+        << "certfile " << tls(opts_.cert_file, "server.crt") << "\n"
+        << "keyfile " << tls(opts_.key_file, "server.key") << "\n";
+    // --- identity and TLS ---
+    // Only ECDHE key exchange with AEAD on TLS 1.2; TLS 1.3 suites are all AEAD.
+    out << "tls_version tlsv" << opts_.tls_min_version << "\n"
+        << "ciphers " << opts_.tls_ciphers << "\n";
+    if (!opts_.crl_file.empty())
+      out << "crlfile " << tls(opts_.crl_file, "crl.pem") << "\n";
+    out << "require_certificate true\n"
         // Not `true`: Mosquitto 2.0.11 would then skip the plugin's BASIC_AUTH. The plugin
         // takes the certificate CN as the identity and refuses a non-member at CONNECT.
         << "use_identity_as_username false\n";
@@ -209,6 +352,10 @@ caf::expected<std::string> broker_process::config_text() const {
       << "plugin_opt_listener_port " << opts_.port << "\n";
   if (opts_.dev_mode)
     out << "plugin_opt_insecure_username_auth true\n";
+  out << "plugin_opt_client_id_patterns";
+  for (const auto& p : opts_.client_id_patterns)
+    out << " " << p;
+  out << "\n";
   return out.str();
 }
 
@@ -235,6 +382,18 @@ caf::error broker_process::begin_start(process_owner owner,
     if (!fs::exists(acl_file(), ec))
       if (auto err = write_file_atomic(acl_file(), "# no things yet\n", 0600))
         return err;
+    run_as_.reset();
+    if (drops_privileges(opts_)) {
+      auto user = ensure_user(opts_.run_as_user);
+      if (!user)
+        return user.error();
+      run_as_ = *user;
+      if (!opts_.dev_mode)
+        if (auto err = copy_tls_files(opts_, fs::absolute(opts_.state_dir) / "tls", *user))
+          return err;
+      if (auto err = hand_over_state_dir(opts_.state_dir, *user))
+        return err;
+    }
     owner_ = std::move(owner);
     on_failed_ = std::move(on_failed);
     {
@@ -267,6 +426,15 @@ process_callbacks broker_process::callbacks() {
 caf::error broker_process::launch() {
   process_options po;
   po.argv = {opts_.mosquitto_exe, "-c", conf_path_};
+  if (run_as_) {
+    // Started as the broker's user, not dropped by Mosquitto itself: a change of user
+    // clears the parent-death signal, and the broker must die with groved. setpriv
+    // (util-linux) changes the user first, then sets the signal again, then runs Mosquitto.
+    po.argv.insert(po.argv.begin(),
+                   {"/usr/bin/setpriv", "--reuid=" + std::to_string(run_as_->uid),
+                    "--regid=" + std::to_string(run_as_->gid), "--clear-groups",
+                    "--pdeathsig=KILL", "--"});
+  }
   po.log_prefix = "mosquitto: ";
   po.stop_grace = stop_grace;
   // Not while starting: an exit then is a start failure, reported with its cause.
@@ -359,7 +527,10 @@ caf::error broker_process::write_acl(const std::string& text) {
     if (ec)
       return make_error(errc::system_error, "broker: cannot create " + opts_.state_dir.string()
                                               + ": " + ec.message());
-    return write_file_atomic(acl_file(), text, 0600);
+    std::optional<file_owner> owner;
+    if (drops_privileges(opts_))
+      owner = lookup_user(opts_.run_as_user); // none yet: begin_start hands the file over
+    return write_file_atomic(acl_file(), text, 0600, owner);
   } catch (const std::exception& e) {
     return make_error(errc::system_error, std::string{"broker: write_acl: "} + e.what());
   }

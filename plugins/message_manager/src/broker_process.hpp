@@ -22,7 +22,9 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sys/types.h>
 #include <string>
+#include <vector>
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
@@ -30,6 +32,14 @@
 #include "grove/process.hpp"
 
 namespace grove::mm {
+
+/// Owner given to a file the broker's user must read.
+struct file_owner {
+  /// User id.
+  uid_t uid;
+  /// Group id.
+  gid_t gid;
+};
 
 /// How the managed broker is configured and supervised.
 struct broker_options {
@@ -71,7 +81,23 @@ struct broker_options {
   std::chrono::milliseconds port_wait{3000};
   /// How long Mosquitto may take to listen.
   std::chrono::milliseconds start_timeout{5000};
+  // --- identity and TLS ---
+  /// Client ids a device may use (plugin_opt_client_id_patterns): "<thing>" and patterns
+  /// starting with it, a trailing '*' matching any rest.
+  std::vector<std::string> client_id_patterns{"<thing>"};
+  /// Lowest TLS version: "1.2" or "1.3".
+  std::string tls_min_version = "1.2";
+  /// TLS 1.2 cipher suites (OpenSSL list).
+  std::string tls_ciphers = "ECDHE+AESGCM:ECDHE+CHACHA20";
+  /// Revocation list checked at the TLS handshake (crlfile); empty = none.
+  std::string crl_file;
+  /// When groved runs as root, the user the broker drops to (created if missing; owns
+  /// state_dir and nothing else). Ignored when groved is not root.
+  std::string run_as_user = "grove-broker";
 };
+
+/// Checks the identity and TLS options (client id patterns, TLS version and ciphers).
+caf::error check_identity_options(const broker_options& o);
 
 /// Runs and supervises one Mosquitto broker with Grove's broker plugin.
 class broker_process {
@@ -147,6 +173,8 @@ private:
   std::string start_exit_;
   /// The last lines of mosquitto's output, quoted in errors.
   std::deque<std::string> tail_;
+  /// The broker's own user when groved is root (run_as_user); empty otherwise.
+  std::optional<file_owner> run_as_;
 };
 
 /// The broker plugin's stats file (format in broker/README.md), parsed.

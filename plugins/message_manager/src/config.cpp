@@ -35,7 +35,29 @@ config_map<broker_config> broker_config::map() {
          "(`max_connections`)")
     .key("connect_timeout_seconds", &c::connect_timeout, 10, range{1, 600},
          "a connection that sent nothing (no TLS handshake, no CONNECT) for this long is "
-         "closed by the broker plugin");
+         "closed by the broker plugin")
+    // --- identity and TLS ---
+    .key("client_id_patterns", &c::client_id_patterns, std::vector<std::string>{"<thing>"},
+         "client ids a device may use: `<thing>` (its certificate's CN) and patterns that "
+         "start with it, a trailing `*` matching any rest (e.g. `<thing>-*`); any other id "
+         "is refused at CONNECT (not authorized). `grove` and its patterns are reserved for "
+         "the `grove` certificate")
+    .key("tls_min_version", &c::tls_min_version, "1.2", one_of{"1.2", "1.3"},
+         "lowest TLS version the device listener accepts")
+    .key("tls_ciphers", &c::tls_ciphers, "ECDHE+AESGCM:ECDHE+CHACHA20",
+         "TLS 1.2 cipher suites (OpenSSL list); the default allows only ECDHE with AEAD. "
+         "TLS 1.3 suites are all AEAD")
+    .key("crl_file", &c::crl_file, "",
+         "revocation list of the group CA (`tools/grove-certs revoke`); a revoked "
+         "certificate fails the TLS handshake. Read when the broker starts")
+    .key("server_names", &c::server_names, std::vector<std::string>{},
+         "extra DNS names of the broker's certificate: read by `tools/grove-certs "
+         "ensure-default --config` when it makes the default PKI")
+    .key("server_ips", &c::server_ips, std::vector<std::string>{},
+         "IP addresses of the broker's certificate, as server_names (default 127.0.0.1)")
+    .key("run_as_user", &c::run_as_user, "grove-broker",
+         "when groved runs as root, the broker drops to this unprivileged user (a system "
+         "user created if missing) that owns only the broker's state directory");
 }
 
 config_map<cloud_config> cloud_config::map() {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "grove/config_map.hpp"
 #include "spool.hpp"
@@ -44,6 +45,21 @@ struct broker_config {
   uint32_t max_connections = 0;
   /// Connections silent for this long are closed.
   std::chrono::seconds connect_timeout{};
+  // --- identity and TLS ---
+  /// Client ids a device may use: "<thing>" and patterns starting with it ("<thing>-*").
+  std::vector<std::string> client_id_patterns;
+  /// Lowest TLS version of the listener: "1.2" or "1.3".
+  std::string tls_min_version;
+  /// TLS 1.2 cipher suites (OpenSSL list); TLS 1.3 suites are all AEAD.
+  std::string tls_ciphers;
+  /// Certificate revocation list (PEM) checked at the TLS handshake; empty = none.
+  std::filesystem::path crl_file;
+  /// Extra DNS names of the broker's certificate (tools/grove-certs ensure-default).
+  std::vector<std::string> server_names;
+  /// Extra IP addresses of the broker's certificate (tools/grove-certs ensure-default).
+  std::vector<std::string> server_ips;
+  /// The user the broker runs as when groved runs as root (created if missing).
+  std::string run_as_user;
 
   /// Equal settings need no broker restart.
   bool operator==(const broker_config&) const = default;

@@ -82,6 +82,13 @@ public:
     broker_opts_.max_queued_bytes = b.max_queued_bytes;
     broker_opts_.max_connections = b.max_connections;
     broker_opts_.connect_timeout = b.connect_timeout;
+    broker_opts_.client_id_patterns = b.client_id_patterns;
+    broker_opts_.tls_min_version = b.tls_min_version;
+    broker_opts_.tls_ciphers = b.tls_ciphers;
+    broker_opts_.crl_file = b.crl_file.string();
+    broker_opts_.run_as_user = b.run_as_user;
+    if (auto err = check_identity_options(broker_opts_))
+      return err;
     std::error_code ec;
     if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
       return make_error(errc::invalid_config,

@@ -6,6 +6,8 @@
 // polled with a deadline, never awaited with a fixed sleep.
 
 #include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -76,6 +78,8 @@ pid_t spawn(const std::vector<std::string>& args, const fs::path& out) {
   auto pid = ::fork();
   if (pid == 0) {
     auto fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    auto nul = ::open("/dev/null", O_RDONLY); // s_client ends after the handshake
+    ::dup2(nul, 0);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::execvp(argv[0], argv.data());
@@ -134,6 +138,8 @@ struct fixture {
     opts.bind_address = "127.0.0.1";
     opts.port = port;
     opts.dev_mode = true;
+    // Several clients per thing below: ids <thing>-<tool>-N.
+    opts.client_id_patterns = {"<thing>", "<thing>-*"};
   }
 
   bool logged(const std::string& text) {
@@ -162,10 +168,26 @@ struct fixture {
     return result;
   }
 
+  // Starts `bp` with the A -> B table; the test case stops if it does not start.
+  void start_ab(broker_process& bp) {
+    BOOST_REQUIRE(!bp.write_acl(acl_ab));
+    auto err = start(bp);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  }
+
+  // One failed check per line the written mosquitto.conf lacks.
+  void check_conf(std::initializer_list<const char*> lines) {
+    auto conf = read_all(opts.state_dir / "mosquitto.conf");
+    for (auto line : lines)
+      BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  }
+
   void make_pki() {
     auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
     auto pki = (dir.path() / "pki").string();
     auto out = dir.path() / "certs.out";
+    // The CA key goes outside the PKI directory: into this test's directory.
+    ::setenv("GROVE_CA_DIR", (dir.path() / "ca-keys").c_str(), 1);
     BOOST_REQUIRE_EQUAL(run({tool, "init", pki, "--days", "2"}, out), 0);
     BOOST_REQUIRE_EQUAL(run({tool, "server", pki, "--host", "localhost", "--days", "2"}, out), 0);
     BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "A", "--days", "2"}, out), 0);
@@ -180,7 +202,7 @@ struct fixture {
 
   std::vector<std::string> client(const std::string& tool, const std::string& thing) {
     std::vector<std::string> args{tool, "-h", "127.0.0.1", "-p", std::to_string(port),
-                                  "-i", tool + "-" + thing + "-" + std::to_string(++counter)};
+                                  "-i", thing + "-" + tool + "-" + std::to_string(++counter)};
     if (opts.dev_mode) {
       args.insert(args.end(), {"-u", thing});
     } else {
@@ -230,7 +252,8 @@ BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
   BOOST_CHECK(!st.started_at.empty());
   auto conf = read_all(opts.state_dir / "mosquitto.conf");
   for (auto line : {"per_listener_settings false", "allow_anonymous false", "persistence false",
-                    "plugin_opt_insecure_username_auth true", "max_packet_size 196608"})
+                    "plugin_opt_insecure_username_auth true", "max_packet_size 196608",
+                    "plugin_opt_client_id_patterns <thing> <thing>-*\n"})
     BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
   BOOST_CHECK(conf.find("pid_file") == std::string::npos);
   BOOST_CHECK(fs::exists(bp.stats_file()));
@@ -262,13 +285,9 @@ BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate
 BOOST_FIXTURE_TEST_CASE(tls_mode_refuses_certificate_of_non_member_at_connect, fixture) {
   make_pki();
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   // The plugin, not Mosquitto, takes the identity from the certificate.
-  auto conf = read_all(opts.state_dir / "mosquitto.conf");
-  for (auto line : {"require_certificate true", "use_identity_as_username false"})
-    BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  check_conf({"require_certificate true", "use_identity_as_username false"});
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "member-hello", out));
@@ -558,4 +577,125 @@ BOOST_FIXTURE_TEST_CASE(idle_connections_are_limited_and_closed_and_a_device_sti
   BOOST_CHECK(deliver_until("A", "t/ab", "after-the-flood", out));
   auto conf = read_all(opts.state_dir / "mosquitto.conf");
   BOOST_CHECK(conf.find("max_connections 8") != std::string::npos);
+}
+
+// --- identity and TLS ---
+
+// openssl s_client with A's certificate; returns its output (the negotiated protocol and
+// cipher when the handshake succeeded).
+std::string handshake(fixture& f, const std::vector<std::string>& extra) {
+  auto pki = (f.dir.path() / "pki").string();
+  std::vector<std::string> args{"openssl", "s_client", "-connect",
+                                "127.0.0.1:" + std::to_string(f.port), "-CAfile",
+                                pki + "/ca.crt", "-cert", pki + "/devices/A.crt", "-key",
+                                pki + "/devices/A.key"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto out = f.dir.path() / "s_client.out";
+  // s_client reads stdin: spawn() gives it /dev/null, so it ends after the handshake.
+  run(args, out);
+  return read_all(out);
+}
+
+BOOST_FIXTURE_TEST_CASE(tls_listener_allows_only_ecdhe_aead_suites, fixture) {
+  make_pki();
+  broker_process bp{opts};
+  start_ab(bp);
+  check_conf({"tls_version tlsv1.2\n", "ciphers ECDHE+AESGCM:ECDHE+CHACHA20\n"});
+  // TLS 1.2 CBC with SHA-1 (what the security review found accepted): refused.
+  for (auto cipher : {"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"}) {
+    auto text = handshake(*this, {"-tls1_2", "-cipher", cipher});
+    BOOST_CHECK_MESSAGE(text.find("Cipher is " + std::string{cipher}) == std::string::npos
+                          && text.find("handshake failure") != std::string::npos,
+                        cipher << " was not refused: " << text);
+  }
+  // ECDHE with AEAD on TLS 1.2, and TLS 1.3: accepted.
+  auto gcm = handshake(*this, {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"});
+  BOOST_CHECK_MESSAGE(gcm.find("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256") != std::string::npos,
+                      gcm);
+  auto v13 = handshake(*this, {"-tls1_3"});
+  BOOST_CHECK_MESSAGE(v13.find("New, TLSv1.3") != std::string::npos, v13);
+}
+
+BOOST_FIXTURE_TEST_CASE(tls_min_version_1_3_refuses_tls_1_2, fixture) {
+  make_pki();
+  opts.tls_min_version = "1.3";
+  broker_process bp{opts};
+  start_ab(bp);
+  check_conf({"tls_version tlsv1.3\n"});
+  auto v12 = handshake(*this, {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"});
+  BOOST_CHECK_MESSAGE(v12.find("Cipher is ECDHE") == std::string::npos, v12);
+  auto v13 = handshake(*this, {"-tls1_3"});
+  BOOST_CHECK_MESSAGE(v13.find("New, TLSv1.3") != std::string::npos, v13);
+}
+
+BOOST_FIXTURE_TEST_CASE(revoked_certificate_is_refused_and_the_thing_keeps_its_name, fixture) {
+  make_pki();
+  auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
+  auto pki = (dir.path() / "pki").string();
+  auto old_crt = dir.path() / "A-old.crt";
+  auto old_key = dir.path() / "A-old.key";
+  fs::copy_file(pki + "/devices/A.crt", old_crt);
+  fs::copy_file(pki + "/devices/A.key", old_key);
+  BOOST_REQUIRE_EQUAL(run({tool, "revoke", pki, "A"}, dir.path() / "revoke.out"), 0);
+  BOOST_REQUIRE_EQUAL(run({tool, "device", pki, "A", "--days", "2"}, dir.path() / "A.out"), 0);
+  opts.crl_file = pki + "/crl.pem";
+  broker_process bp{opts};
+  start_ab(bp);
+  check_conf({"crlfile "});
+  auto out = dir.path() / "B.out";
+  auto b = sub("B", "t/#", out);
+  // A's new certificate (same thing name) is served ...
+  BOOST_CHECK(deliver_until("A", "t/ab", "new-cert", out));
+  // ... its revoked one fails the handshake.
+  auto rc = run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "--cafile",
+                 pki + "/ca.crt", "--cert", old_crt.string(), "--key", old_key.string(), "-i",
+                 "A-revoked", "-t", "t/ab", "-m", "revoked"},
+                dir.path() / "revoked.out");
+  BOOST_CHECK_NE(rc, 0);
+  BOOST_CHECK(wait_until([&] { return logged("certificate verify failed"); }));
+  BOOST_CHECK(read_all(out).find("revoked") == std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("not root: Mosquitto keeps the current user; nothing to check");
+    return;
+  }
+  make_pki();
+  broker_process bp{opts};
+  start_ab(bp);
+  passwd* pw = ::getpwnam("grove-broker");
+  BOOST_REQUIRE_MESSAGE(pw != nullptr, "the user grove-broker was not created");
+  BOOST_CHECK_NE(pw->pw_uid, 0u);
+  auto uid = pw->pw_uid;
+  // The running broker's real and effective user.
+  std::ifstream st{"/proc/" + std::to_string(bp.status().pid) + "/status"};
+  std::string line, uids;
+  while (std::getline(st, line))
+    if (line.rfind("Uid:", 0) == 0)
+      uids = line;
+  std::istringstream fields{uids.substr(4)};
+  unsigned real = 0, effective = 0;
+  fields >> real >> effective;
+  BOOST_CHECK_EQUAL(real, uid);
+  BOOST_CHECK_EQUAL(effective, uid);
+  check_conf({"user grove-broker\n"});
+  // It owns its directory (and the copies of the TLS files in it), mode 0700 ...
+  struct stat sd {};
+  BOOST_REQUIRE_EQUAL(::stat(opts.state_dir.c_str(), &sd), 0);
+  BOOST_CHECK_EQUAL(sd.st_uid, uid);
+  BOOST_CHECK_EQUAL(sd.st_mode & 0777, 0700u);
+  struct stat sk {};
+  BOOST_REQUIRE_EQUAL(::stat((opts.state_dir / "tls" / "server.key").c_str(), &sk), 0);
+  BOOST_CHECK_EQUAL(sk.st_uid, uid);
+  // ... and not the PKI it was made from.
+  struct stat sp {};
+  BOOST_REQUIRE_EQUAL(::stat((dir.path() / "pki" / "server.key").c_str(), &sp), 0);
+  BOOST_CHECK_EQUAL(sp.st_uid, 0u);
+  // A table written after the start (by root) is still read by the broker's user.
+  auto out = dir.path() / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_CHECK(deliver_until("A", "t/ab", "as-grove-broker", out));
+  BOOST_REQUIRE(!bp.write_acl(std::string{acl_ab} + "pub A t/new\ndeliver A B t/new\n"));
+  BOOST_CHECK(deliver_until("A", "t/new", "new-rule", out));
 }

@@ -41,6 +41,7 @@ abort() {  # abort WHY: print context and stop
 PKI=$WORK/pki
 CLOUD_PKI=$WORK/cloud-pki
 FOREIGN=$WORK/foreign
+export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
 if ! {
   "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
   "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
@@ -154,6 +155,7 @@ plugins:
         key_file: $PKI/server.key
         client_cert_file: $PKI/devices/grove.crt
         client_key_file: $PKI/devices/grove.key
+        client_id_patterns: ["<thing>", "<thing>-*"]  # several clients per device below
       cloud:
         enabled: true
         host: 127.0.0.1
@@ -372,7 +374,7 @@ write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "devic
 # ---- hot reload hands the broker over: devices stay connected, nothing lost at QoS 1 --------
 RELOAD_BROKER_PID=$(broker_pid)
 # shellcheck disable=SC2046
-timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args B) -i sub-B-reload -q 1 \
+timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args B) -i B-reload -q 1 \
   -t a/to/b -F '%t %p' >"$WORK/reload-b.out" 2>&1 &
 RELOAD_SUB_PID=$!
 SUB_PIDS+=("$RELOAD_SUB_PID")
@@ -380,7 +382,7 @@ check "a QoS 1 subscriber is in place before the reload" deliver_until A a/to/b 
 # One connection of device A publishes 400 QoS 1 messages across the reload.
 # shellcheck disable=SC2046
 (for i in $(seq 1 400); do echo "rl-$i"; sleep 0.005; done |
-  timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i pub-A-reload \
+  timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-reload \
     -q 1 -t a/to/b -l) >"$WORK/reload-pub.out" 2>&1 &
 RELOAD_PUB_PID=$!
 wait_for "$WORK/reload-b.out" "rl-20" 100
@@ -414,7 +416,7 @@ stop_cloud
 status_has "cloud: waiting" 100 || abort "the cloud link did not notice the cloud went away"
 pass "the cloud link goes to back-off when the cloud is down"
 for i in $(seq 1 50); do echo "down-$i"; done | timeout 20 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 \
-  $(client_args A) -i bulk -t telemetry/down -q 1 -l
+  $(client_args A) -i A-bulk -t telemetry/down -q 1 -l
 check "messages for the cloud wait in the spool" metric_is spool.messages 50 100
 start_cloud
 check "the cloud link reconnects with back-off" status_has "cloud: connected" 100
@@ -432,7 +434,7 @@ stop_cloud
 status_has "cloud: waiting" 100 || abort "the cloud link did not notice the cloud went away (2)"
 committed_before=$(metric spool.committed_seq)
 seq 1 10000 | timeout 120 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) \
-  -i bulk -t telemetry/k -q 1 -l
+  -i A-bulk -t telemetry/k -q 1 -l
 check "10,000 messages accepted into the spool" \
   metric_is spool.committed_seq $((committed_before + 10000)) 300
 BROKER_BEFORE_KILL=$(broker_pid)
@@ -466,7 +468,7 @@ spool_full_is() {
 fill() {  # fill: 400 messages 0001..0400 of 1000 bytes on telemetry/full
   # shellcheck disable=SC2046
   for i in $(seq 1 400); do printf '%04d%0996d\n' "$i" 0; done |
-    timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i bulk \
+    timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-bulk \
       -t telemetry/full -q 1 -l
 }
 write_profile memory 262144 reject_new

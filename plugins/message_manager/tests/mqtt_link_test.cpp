@@ -74,6 +74,8 @@ struct pki {
   pki() {
     auto tool = std::string{GROVE_SOURCE_DIR} + "/tools/grove-certs";
     auto d = dir.path().string();
+    // The CA keys go outside the PKI directories: into this test's directory.
+    ::setenv("GROVE_CA_DIR", (d + "/ca-keys").c_str(), 1);
     run(tool + " init " + d + "/pki");
     run(tool + " server " + d + "/pki --host localhost --ip 127.0.0.1");
     run(tool + " device " + d + "/pki core-thing");

@@ -45,6 +45,7 @@ listener $PORT 127.0.0.1
 plugin $PLUGIN
 plugin_opt_acl_file $ACL
 plugin_opt_stats_file $STATS
+plugin_opt_client_id_patterns <thing> <thing>-*
 plugin_opt_insecure_username_auth true
 log_dest file $WORK/mosquitto.log
 log_type all
@@ -200,6 +201,112 @@ check "conflicting claims fall back to plain grove" \
   eval 'got C "t/src conflict-1 grove-source:grove" && none A conflict-1 && none B conflict-1'
 check "a thing's grove-source=cloud is replaced by its name and opens no @cloud route" \
   eval 'got grove "t/src thing-cloud grove-source:C" && none B thing-cloud && none A thing-cloud'
+
+# 5c. the client id is bound to the identity (here the username; the certificate CN with TLS):
+#     the thing's name or, as configured here, <thing>-*; `grove` and grove-* only for grove
+cid_pub() {  # cid_pub USER CLIENT-ID PROTOCOL: one publish with that client id
+  timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V "$3" -u "$1" -i "$2" -t t/ab -m "cid-$2" \
+    >"$WORK/cid.out" 2>&1
+}
+for v in 311 5; do
+  check "A may connect with client id A (MQTT $v)" cid_pub A A "$v"
+  check "A may connect with client id A-7 (<thing>-*, MQTT $v)" cid_pub A A-7 "$v"
+  for bad in B B-1 AB grove grove-sub foo; do
+    if cid_pub A "$bad" "$v"; then
+      fail "A with client id '$bad' is refused (MQTT $v)"
+    elif grep -qiE "not authori[sz]ed" "$WORK/cid.out"; then
+      pass "A with client id '$bad' is refused as not authorized (MQTT $v)"
+    else
+      fail "A with client id '$bad' is refused as not authorized (MQTT $v): $(cat "$WORK/cid.out")"
+    fi
+  done
+done
+check "... logged with the client id and its owner" \
+  wait_for "$WORK/mosquitto.log" "refused connect of username 'A': client id 'B' is not allowed for 'A' (it belongs to 'B')"
+pub C t/ab "cid-marker"
+if wait_for "$WORK/grove.out" "cid-marker" &&
+   ! grep -qF "Client grove-sub already connected" "$WORK/mosquitto.log"; then
+  pass "grove's own link (client id grove-sub) was not kicked by A's attempts"
+else
+  fail "grove's own link (client id grove-sub) was not kicked by A's attempts"
+fi
+
+# 5d. SUBACK refuses (0x80 with 3.1.1, 0x87 with MQTT 5) a filter that can match nothing the
+#     table delivers to the thing; a filter that overlaps a deliver rule is granted
+sub_once() {  # sub_once USER FILTER PROTOCOL: subscribe, exit once SUBACK is in
+  timeout 5 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V "$3" -u "$1" -i "$1-suback" -t "$2" -E \
+    >"$WORK/suback.out" 2>&1
+}
+for v in 311 5; do
+  for f in 'nothing/#' 'u/+/x' '$SYS/#' 't/ab' '$share/g/t/ab'; do
+    sub_once A "$f" "$v"
+    check "A's subscription to '$f' is refused in SUBACK (MQTT $v)" \
+      grep -q "All subscription requests were denied" "$WORK/suback.out"
+  done
+  for f in '#' 't/+' 't/ca' '+/src' '$share/g/t/ca'; do
+    if sub_once A "$f" "$v" && ! grep -q "denied" "$WORK/suback.out"; then
+      pass "A's subscription to '$f' is granted (overlaps a deliver rule; MQTT $v)"
+    else
+      fail "A's subscription to '$f' is granted (overlaps a deliver rule; MQTT $v): $(cat "$WORK/suback.out")"
+    fi
+  done
+done
+check "refused subscriptions are counted (denied_subscribe)" \
+  bash -c 'for _ in $(seq 1 30); do grep -qE "\"denied_subscribe\":([1-9][0-9])" "$1" && exit 0; sleep 0.1; done; exit 1' _ "$STATS"
+
+# 5e. a denied publish is logged at info level, naming the missing route, rate-limited (B has no denial before)
+printf 'z1\nz2\nz3\nz4\nz5\n' | timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 -u B \
+  -i B-deny -t z/q -l >/dev/null 2>&1
+check "a denied publish is logged with the missing route" \
+  wait_for "$WORK/mosquitto.log" "denied publish by 'B' on 'z/q': no route from device:B"
+logged=$(grep -c "denied publish by 'B' on 'z/q'" "$WORK/mosquitto.log")
+check "... rate-limited: 5 quick denials, $logged log lines" test "$logged" -ge 1 -a "$logged" -lt 5
+
+# 5f. wills. Mosquitto sends a will without the plugin's message event, so the plugin stamps a
+#     copy: it reaches grove and devices as its real device, and only where the table allows.
+#     C: pub t/#, deliver C B t/x (not t/ab: B gets t/ab only from A).
+will_client() {  # will_client ID TOPIC PAYLOAD [extra args]: C with a will, connected
+  local id=$1 topic=$2 payload=$3
+  shift 3
+  mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 -u C -i "$id" -t t/src -q 1 \
+    --will-topic "$topic" --will-payload "$payload" --will-qos 1 \
+    -D will user-property grove-source A "$@" >"$WORK/$id.out" 2>&1 &
+  WILL_PID=$!
+  SUB_PIDS+=("$WILL_PID")
+  wait_for "$WORK/mosquitto.log" "as $id (" 50
+}
+# an allowed will, carrying a forged grove-source=A
+if will_client C-will1 t/x will-x-1 && kill -9 "$WILL_PID" &&
+   wait_for "$WORK/B.out" "t/x will-x-1" 50; then
+  pass "C's will on t/x reaches B (deliver C B t/x)"
+else
+  fail "C's will on t/x reaches B (deliver C B t/x)"
+fi
+check "... and grove, as C (grove-source:C), whatever the will claimed" \
+  wait_for "$WORK/grove.out" "t/x will-x-1 grove-source:C"
+check "... never as A (the forged grove-source)" \
+  bash -c '! grep -F "will-x-1" "$1" | grep -qF "grove-source:A"' _ "$WORK/grove.out"
+check "... B gets it stamped as C too" \
+  bash -c 'grep -F "will-x-1" "$1" | grep -qF "grove-source:C" && ! grep -F "will-x-1" "$1" | grep -qF "grove-source:A"' _ "$WORK/B.out"
+# wills to a target no rule allows (B gets t/ab only from A), with and without a will delay,
+# each right after A's messages on t/ab of the same length (freed stored messages to reuse)
+for i in 1 2 3 4 5 6; do
+  extra=()
+  if [[ $i -gt 3 ]]; then extra=(-x 30 -D will will-delay-interval 1); fi
+  will_client "C-wab$i" t/ab "willab-$i" "${extra[@]}" || fail "will client C-wab$i connects"
+  for j in 1 2 3; do pub A t/ab "abpad-$i" >/dev/null 2>&1; done
+  kill -9 "$WILL_PID"
+  wait_for "$WORK/grove.out" "t/ab willab-$i grove-source:C" 50 ||
+    fail "C's will $i on t/ab reaches grove as C"
+done
+pub A t/ab "ab-after-wills"
+if wait_for "$WORK/B.out" "ab-after-wills" && ! grep -qF "willab-" "$WORK/B.out"; then
+  pass "no will of C on t/ab reached B (no rule C -> B on t/ab), with or without a will delay"
+else
+  fail "no will of C on t/ab reached B (no rule C -> B on t/ab): $(grep -F willab- "$WORK/B.out" | tr '\n' ' ')"
+fi
+check "wills are counted (wills_forwarded)" \
+  bash -c 'for _ in $(seq 1 30); do grep -qE "\"wills_forwarded\":([7-9]|[1-9][0-9])" "$1" && exit 0; sleep 0.1; done; exit 1' _ "$STATS"
 
 # 6. unknown usernames and anonymous clients are refused at connect
 if pub Z t/ab "z-1" 2>/dev/null; then

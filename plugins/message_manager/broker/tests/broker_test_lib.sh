@@ -2,7 +2,8 @@
 # Shared by the broker plugin's test scripts (sourced, not run): work directory and
 # cleanup, PASS/FAIL counting, a real Mosquitto started and awaited, and MQTT clients.
 # A script defines client_args USER (how a client identifies itself: username or
-# certificate) before calling pub, start_sub or start_broker.
+# certificate) before calling pub, start_sub or start_broker. Client ids are USER-pub-N and
+# USER-sub: the broker needs plugin_opt_client_id_patterns <thing> <thing>-*.
 
 # broker_test_init TOOL...: checks the tools, makes $WORK, removes it (and every process
 # started here) on exit.
@@ -39,6 +40,10 @@ check() {  # check DESCRIPTION COMMAND...
   local what=$1; shift
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
+refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
+  local what=$1; shift
+  if "$@"; then fail "$what"; else pass "$what"; fi
+}
 
 # free_port: a loopback port nobody listens on right now.
 free_port() {
@@ -51,12 +56,12 @@ pub() {  # pub USER TOPIC PAYLOAD [extra args...]
   shift 3
   # shellcheck disable=SC2046  # client_args is a list of options on purpose
   timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$user") \
-    -i "pub-$user-$RANDOM" -t "$topic" -m "$payload" "$@"
+    -i "$user-pub-$RANDOM" -t "$topic" -m "$payload" "$@"
 }
 
 start_sub() {  # start_sub USER FILTER OUTFILE
   # shellcheck disable=SC2046
-  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$1") -i "sub-$1" \
+  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$1") -i "$1-sub" \
     -t "$2" -F '%t %p %P' >"$3" 2>&1 &
   SUB_PIDS+=($!)
 }

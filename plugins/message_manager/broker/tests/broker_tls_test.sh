@@ -17,6 +17,9 @@ broker_test_init openssl "$CERTS_TOOL"
 # ---- PKI -------------------------------------------------------------------------------------
 PKI=$WORK/pki
 FOREIGN=$WORK/foreign
+# The CA keys go here (BASE/<id of the PKI dir>), not into the PKI directories.
+export GROVE_CA_DIR=$WORK/ca
+CA_KEY=$GROVE_CA_DIR/$(realpath -m -- "$PKI" | sha256sum | cut -c1-16)/ca.key
 if ! {
   "$CERTS_TOOL" init "$PKI" --cn "Grove Test Group CA" --days 2 &&
   "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
@@ -45,8 +48,58 @@ else
 fi
 # shellcheck disable=SC2016  # the bash -c scripts take their arguments as $1
 check "keys are private (mode 600)" \
-  bash -c '[[ $(stat -c %a "$1/ca.key") == 600 && $(stat -c %a "$1/server.key") == 600 &&
-              $(stat -c %a "$1/devices/A.key") == 600 ]]' _ "$PKI"
+  bash -c '[[ $(stat -c %a "$2") == 600 && $(stat -c %a "$1/server.key") == 600 &&
+              $(stat -c %a "$1/devices/A.key") == 600 ]]' _ "$PKI" "$CA_KEY"
+check "the CA key is not in the PKI directory (it lives in GROVE_CA_DIR)" \
+  bash -c '[[ ! -e $1/ca.key && ! -e $1/ca.srl && -f $2 ]] && ! ls -a "$1" | grep -q "grove-certs\."' \
+  _ "$PKI" "$CA_KEY"
+check "init made an empty revocation list signed by the CA" \
+  bash -c 'openssl crl -in "$1/crl.pem" -CAfile "$1/ca.crt" -noout 2>&1 | grep -q "verify OK" &&
+           openssl crl -in "$1/crl.pem" -noout -text | grep -q "No Revoked Certificates"' _ "$PKI"
+# server certificates with several DNS names and addresses
+"$CERTS_TOOL" server "$WORK/pki2" --host a.example >/dev/null 2>&1 &&
+  fail "server needs a CA" || pass "server without a CA is refused"
+check "a server certificate may name several hosts and addresses (--host, --ip repeated)" \
+  bash -c '"$1" init "$2" --days 2 >/dev/null && "$1" server "$2" --host core.local --host core \
+             --ip 10.1.2.3 --ip ::1 --days 2 >/dev/null &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslserver -verify_hostname core "$2/server.crt" &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslserver -verify_ip 10.1.2.3 "$2/server.crt" &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslserver -verify_ip ::1 "$2/server.crt" &&
+           openssl x509 -in "$2/server.crt" -noout -subject | grep -qE "CN ?= ?core.local$"' \
+  _ "$CERTS_TOOL" "$WORK/pki3"
+# ensure-default takes extra names and addresses from the image profile
+cat >"$WORK/profile.yaml" <<'EOF'
+plugins:
+  - name: message_manager
+    config:
+      broker:
+        server_names: [gw.example, gw]
+        server_ips: [192.0.2.7]
+EOF
+check "ensure-default names the profile's broker.server_names and server_ips (and 127.0.0.1 only when none)" \
+  bash -c '"$1" ensure-default "$2" --config "$3" >/dev/null &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslserver -verify_hostname gw.example "$2/server.crt" &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslserver -verify_hostname gw "$2/server.crt" &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslserver -verify_ip 192.0.2.7 "$2/server.crt" &&
+           [[ -f $2/devices/grove.crt && -f $2/crl.pem && ! -e $2/ca.key ]]' \
+  _ "$CERTS_TOOL" "$WORK/pki4" "$WORK/profile.yaml"
+# a device key made on the device: grove-certs signs its request, the key never leaves it
+mkdir -p "$WORK/device-C"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/device-C/C.key" 2>/dev/null
+openssl req -new -key "$WORK/device-C/C.key" -subj /CN=C -out "$WORK/device-C/C.csr" 2>/dev/null
+check "sign: a device-made request for C is signed (clientAuth, CN=C), no key in the PKI" \
+  bash -c '"$1" sign "$2" "$3" --thing C --days 2 >/dev/null &&
+           openssl verify -CAfile "$2/ca.crt" -purpose sslclient "$2/devices/C.crt" >/dev/null &&
+           openssl x509 -in "$2/devices/C.crt" -noout -subject | grep -qE "CN ?= ?C$" &&
+           [[ ! -e $2/devices/C.key ]] &&
+           [[ $(openssl x509 -in "$2/devices/C.crt" -noout -pubkey) == $(openssl pkey -in "$4" -pubout) ]]' \
+  _ "$CERTS_TOOL" "$PKI" "$WORK/device-C/C.csr" "$WORK/device-C/C.key"
+cp "$WORK/device-C/C.key" "$PKI/devices/C.key"  # the device's own key, for the clients below
+openssl req -new -key "$WORK/device-C/C.key" -subj /CN=grove -out "$WORK/device-C/grove.csr" 2>/dev/null
+refused "sign refuses a request for CN grove (reserved)" \
+  "$CERTS_TOOL" sign "$PKI" "$WORK/device-C/grove.csr"
+refused "sign refuses a request whose CN is not the --thing named" \
+  "$CERTS_TOOL" sign "$PKI" "$WORK/device-C/C.csr" --thing B
 check "the server certificate verifies against the group CA for 127.0.0.1 (serverAuth)" \
   openssl verify -CAfile "$PKI/ca.crt" -purpose sslserver -verify_ip 127.0.0.1 "$PKI/server.crt"
 # shellcheck disable=SC2016
@@ -68,8 +121,10 @@ cat >"$ACL" <<'EOF'
 # test group (intruder holds a certificate of the group CA but is not listed)
 thing A
 thing B
+thing C
 pub A t/ab
 pub A t/#
+pub C t/c
 deliver A B t/ab
 EOF
 
@@ -84,9 +139,11 @@ certfile $PKI/server.crt
 keyfile $PKI/server.key
 require_certificate true
 use_identity_as_username false
+crlfile $PKI/crl.pem
 plugin $PLUGIN
 plugin_opt_acl_file $ACL
 plugin_opt_stats_file $STATS
+plugin_opt_client_id_patterns <thing> <thing>-*
 log_dest file $WORK/mosquitto.log
 log_type all
 EOF
@@ -225,9 +282,29 @@ else
   fail "B is still connected and served after the refusals"
 fi
 
+# 6b. the client id is bound to the certificate CN, tried with a real device library (MQTT.js,
+#     tests/devices): A with client id B is refused and B keeps its session and queued messages
+DEVICES=$(readlink -f "$(dirname "$(readlink -f "$0")")/../../../../tests/devices")
+if [[ -d $DEVICES/node_modules/mqtt ]] && command -v node >/dev/null 2>&1; then
+  timeout 60 node "$DEVICES/client_id_takeover.js" "$PORT" "$PKI" >"$WORK/takeover.out" 2>&1
+  while IFS= read -r line; do
+    case $line in
+      PASS:*) pass "MQTT.js: ${line#PASS: }" ;;
+      FAIL:*) fail "MQTT.js: ${line#FAIL: }" ;;
+    esac
+  done <"$WORK/takeover.out"
+  check "MQTT.js takeover script ran to the end" grep -q "queued while it was offline" "$WORK/takeover.out"
+else
+  fail "MQTT.js is installed in tests/devices (tools/deps runs npm ci there)"
+fi
+refused "A with client id 'grove' is refused (grove is reserved for the grove certificate)" \
+  pub A t/ab "grove-id" -i grove
+check "... logged as a client id that belongs to grove" \
+  wait_for "$WORK/mosquitto.log" "refused connect of certificate CN 'A': client id 'grove' is not allowed for 'A' (it belongs to 'grove')"
+
 # 7. second line of defence: a thing removed from the table while connected is disconnected
 #    (on the broker tick) and refused at CONNECT when it comes back
-printf 'thing A\npub A t/#\n' >"$ACL.new"
+printf 'thing A\nthing C\npub A t/#\npub C t/c\n' >"$ACL.new"
 mv "$ACL.new" "$ACL"
 gone=0
 for _ in $(seq 1 50); do
@@ -243,6 +320,40 @@ fi
 check "... by the plugin (logged with the certificate CN)" \
   wait_for "$WORK/mosquitto.log" "refused connect of certificate CN 'B'"
 check "grove still connects without a username" pub grove t/x "grove-final"
+check "C connects with the certificate signed from its own request" pub C t/c "c-signed"
+
+# 8. revocation: A's certificate is revoked (crl.pem, read by the broker at start); A is
+#    refused at the TLS handshake without renaming the thing, and a new certificate works
+cp "$PKI/devices/A.key" "$WORK/A-old.key"
+"$CERTS_TOOL" revoke "$PKI" A >"$WORK/revoke.out" 2>&1
+check "grove-certs revoke A rewrites the revocation list" \
+  bash -c 'openssl crl -in "$1/crl.pem" -noout -text | grep -q "Serial Number" &&
+           [[ ! -e $1/devices/A.crt ]] && ls "$1"/devices/revoked/A-*.crt >/dev/null' _ "$PKI"
+cp "$PKI"/devices/revoked/A-*.crt "$WORK/A-revoked.crt"
+restart_broker() {
+  kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null
+  start_broker "$WORK/mosquitto.conf"
+}
+restart_broker
+log_before=$(wc -l <"$WORK/mosquitto.log")
+if timeout 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 --cafile "$PKI/ca.crt" \
+     --cert "$WORK/A-revoked.crt" --key "$WORK/A-old.key" -i A -t t/ab -m revoked-1 \
+     >"$WORK/revoked.out" 2>&1; then
+  fail "A's revoked certificate is refused"
+else
+  pass "A's revoked certificate is refused"
+fi
+check "... at the TLS handshake (certificate verify failed, nothing reaches the plugin)" \
+  bash -c 'for _ in $(seq 1 30); do
+             tail -n +"$2" "$1" | grep -q "certificate verify failed" && break; sleep 0.1
+           done
+           tail -n +"$2" "$1" | grep -q "certificate verify failed" &&
+           ! tail -n +"$2" "$1" | grep -q "refused connect of certificate CN .A."' \
+  _ "$WORK/mosquitto.log" "$((log_before + 1))"
+check "C (not revoked) still connects" pub C t/c "c-after-revoke"
+"$CERTS_TOOL" device "$PKI" A --days 2 >/dev/null
+restart_broker
+check "A, with a new certificate (same thing name), connects again" pub A t/ab "a-new-cert"
 
 if ! kill -0 "$BROKER_PID" 2>/dev/null; then
   fail "broker still running at the end"
@@ -250,7 +361,7 @@ if ! kill -0 "$BROKER_PID" 2>/dev/null; then
 fi
 if [[ $FAILED -gt 0 ]]; then
   echo "---- mosquitto log (tail) ----"; tail -n 80 "$WORK/mosquitto.log" 2>/dev/null
-  for f in B grove intruder intruder-pub userok userbad B-removed nocert foreign; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
+  for f in B grove intruder intruder-pub userok userbad B-removed nocert foreign takeover revoke revoked; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
   echo "---- stats ----"; cat "$STATS" 2>/dev/null
 fi
 echo "$PASSED passed, $FAILED failed"
