@@ -17,6 +17,10 @@ constexpr int32_t application_id = 0x47525653;
 // system call, and pushes come by the ten thousand per second.
 constexpr auto disk_check_interval = std::chrono::milliseconds{20};
 
+// Smallest bound of what may wait for the writer (a reserve of 0 must not make every
+// push wait for its own commit).
+constexpr uint64_t min_pending_bytes = 256 * 1024;
+
 // The schema, version by version (PRAGMA user_version).
 std::vector<migration> schema() {
   return {
@@ -167,10 +171,12 @@ void spool::erase_locked(std::map<uint64_t, entry>::iterator i) {
 
 caf::expected<uint64_t> spool::push(std::string topic, std::string payload, uint32_t qos) {
   auto size = topic.size() + payload.size() + message_overhead;
-  // Back-pressure: bounds what waits for the writer to about one spool's worth. Waits
-  // outside the spool's lock: the writer's callback takes it.
+  // Back-pressure: bounds what waits for the writer to about one spool's worth, and to a
+  // quarter of the disk reserve: a commit's WAL grows by what it writes, so a batch must
+  // fit in the reserve. Waits outside the spool's lock: the writer's callback takes it.
   if (writer_)
-    writer_->wait_for_room(opts_.max_size_bytes);
+    writer_->wait_for_room(std::min(opts_.max_size_bytes,
+                                    std::max(opts_.disk_reserve_bytes / 4, min_pending_bytes)));
   std::unique_lock guard{mtx_};
   if (size > opts_.max_size_bytes) {
     ++rejected_;

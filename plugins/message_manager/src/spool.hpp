@@ -74,7 +74,8 @@ struct spool_options {
   /// stops growing) until the free space is above the reserve again, and `when_full`
   /// applies. The reserve
   /// absorbs what the accounting does not see: the WAL (SQLite checkpoints it at about
-  /// 4 MiB), the database's growth at a checkpoint, and the batch being committed.
+  /// 4 MiB), the database's growth at a checkpoint, and the batch being committed: push()
+  /// also waits while more than a quarter of it (at least 256 KiB) waits for the writer.
   uint64_t disk_reserve_bytes = default_disk_reserve_bytes;
   /// `file`: the writer commits as soon as this many operations are queued.
   size_t batch_max = 512;
