@@ -169,8 +169,10 @@ public:
 
   caf::expected<grove::publish_result> publish(Envelope msg) override {
     std::lock_guard<std::mutex> guard{mtx_};
+    // Nobody subscribes below nobody/: the bus delivers such a message to no one.
+    bool unheard = msg.topic().starts_with("nobody/");
     published_.push_back(std::move(msg));
-    return grove::publish_result{2, 1};
+    return unheard ? grove::publish_result{0, 0} : grove::publish_result{2, 1};
   }
 
   caf::expected<std::shared_ptr<void>>
@@ -1172,6 +1174,47 @@ BOOST_AUTO_TEST_CASE(plugin_names_are_checked_by_grovectl) {
   BOOST_CHECK_EQUAL(backend.get(backend.asked_).size(), 1u);
 }
 
+BOOST_AUTO_TEST_CASE(pub_not_delivered_qos_and_properties) {
+  // No subscriber took it: the counts, and exit 1 (not a success).
+  auto r = grovectl({"--socket", path.string(), "pub", "nobody/home", "x"});
+  BOOST_CHECK_EQUAL(r.exit_code, 1);
+  BOOST_CHECK_EQUAL(r.out, "published to nobody/home: delivered 0, dropped 0\n");
+  BOOST_CHECK_EQUAL(r.err, "grovectl: not delivered: no subscriber for nobody/home\n");
+  r = grovectl({"--socket", path.string(), "--json", "pub", "nobody/home", "x"});
+  BOOST_CHECK_EQUAL(r.exit_code, 1);
+  BOOST_CHECK_EQUAL(r.out,
+                    "{\"ok\":false,\"topic\":\"nobody/home\",\"delivered\":0,\"dropped\":0}\n");
+  // --qos and --user-property reach the envelope.
+  r = grovectl({"--socket", path.string(), "pub", "sensors/q", "x", "--qos", "1",
+                "--user-property", "unit=C", "--user-property", "site=a=b"});
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  {
+    std::lock_guard<std::mutex> guard{backend.mtx_};
+    BOOST_REQUIRE(!backend.published_.empty());
+    const auto& msg = backend.published_.back();
+    BOOST_CHECK_EQUAL(msg.topic(), "sensors/q");
+    BOOST_CHECK_EQUAL(msg.qos(), 1u);
+    BOOST_REQUIRE_EQUAL(msg.user_properties().size(), 2u);
+    BOOST_CHECK_EQUAL(msg.user_properties().at("unit"), "C");
+    BOOST_CHECK_EQUAL(msg.user_properties().at("site"), "a=b");
+  }
+  // Out of range or malformed: usage errors, nothing sent.
+  size_t sent = 0;
+  {
+    std::lock_guard<std::mutex> guard{backend.mtx_};
+    sent = backend.published_.size();
+  }
+  BOOST_CHECK_EQUAL(grovectl({"--socket", path.string(), "pub", "a", "x", "--qos", "2"})
+                      .exit_code,
+                    2);
+  BOOST_CHECK_EQUAL(grovectl({"--socket", path.string(), "pub", "a", "x",
+                              "--user-property", "novalue"})
+                      .exit_code,
+                    2);
+  std::lock_guard<std::mutex> guard{backend.mtx_};
+  BOOST_CHECK_EQUAL(backend.published_.size(), sent);
+}
+
 BOOST_AUTO_TEST_CASE(sub_json) {
   Envelope text;
   text.set_topic("sensors/a");
@@ -1180,6 +1223,8 @@ BOOST_AUTO_TEST_CASE(sub_json) {
   text.set_content_type("text/plain");
   text.set_id(7);
   text.set_timestamp_ns(123);
+  text.set_qos(1);
+  (*text.mutable_user_properties())["unit"] = "C";
   Envelope binary;
   binary.set_topic("sensors/b");
   binary.set_payload(std::string("\xff\x00\x01", 3));
@@ -1202,6 +1247,9 @@ BOOST_AUTO_TEST_CASE(sub_json) {
   BOOST_CHECK_EQUAL(first["payload"].get<std::string>(), "héllo");
   BOOST_CHECK_EQUAL(first["id"].get<uint64_t>(), 7u);
   BOOST_CHECK_EQUAL(first["timestamp_ns"].get<int64_t>(), 123);
+  BOOST_CHECK_EQUAL(first["qos"].get<int>(), 1);
+  BOOST_CHECK_EQUAL(first["user_properties"]["unit"].get<std::string>(), "C");
+  BOOST_CHECK(!second.contains("user_properties"));
   BOOST_CHECK(!second.contains("payload"));
   BOOST_CHECK_EQUAL(second["payload_base64"].get<std::string>(), "/wAB");
   // grovectl hung up after two messages: the subscription is released.

@@ -311,6 +311,14 @@ json to_json(const grove::Envelope& e) {
   else
     obj["payload_base64"] = base64(e.payload());
   obj["content_type"] = e.content_type();
+  if (!e.user_properties().empty()) {
+    // Sorted by name: a protobuf map has no order of its own.
+    std::map<std::string, std::string> props;
+    for (const auto& [name, value] : e.user_properties())
+      props[name] = value;
+    obj["user_properties"] = props;
+  }
+  obj["qos"] = e.qos();
   obj["id"] = e.id();
   obj["timestamp_ns"] = e.timestamp_ns();
   return obj;
@@ -483,10 +491,23 @@ int run_plugins(connection& conn, const options& opts) {
   return exit_ok;
 }
 
+/// What `pub` and `call` put into the envelope besides topic and payload.
+struct message_options {
+  /// --content-type; empty: guessed from the payload.
+  std::string content_type;
+  /// --source; empty: groved stamps "grovectl".
+  std::string source;
+  /// --qos (pub only).
+  uint32_t qos = 0;
+  /// --user-property NAME=VALUE, repeatable (pub only).
+  std::vector<std::string> user_properties;
+};
+
 /// The envelope `pub` and `call` send; content type by default application/json when
 /// the payload parses as JSON, else UTF-8 text; an empty source is stamped "grovectl".
 grove::Envelope make_message(const std::string& topic, const std::string& payload,
-                             std::string content_type, const std::string& source) {
+                             const message_options& mo) {
+  auto content_type = mo.content_type;
   if (content_type.empty())
     content_type = json::accept(payload) ? "application/json"
                                          : "text/plain; charset=utf-8";
@@ -494,7 +515,13 @@ grove::Envelope make_message(const std::string& topic, const std::string& payloa
   msg.set_topic(topic);
   msg.set_payload(payload);
   msg.set_content_type(std::move(content_type));
-  msg.set_source(source);
+  msg.set_source(mo.source);
+  msg.set_qos(mo.qos);
+  for (const auto& kv : mo.user_properties) {
+    // The option's validator made sure of the '='; the last value of a name wins.
+    auto eq = kv.find('=');
+    (*msg.mutable_user_properties())[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
   return msg;
 }
 
@@ -537,14 +564,14 @@ int run_pub_mm(connection& conn, const options& opts, grove::Envelope msg) {
   return exit_ok;
 }
 
-/// `pub`: publishes one message and prints what the bus did with it.
+/// `pub`: publishes one message and prints what the bus did with it; exit 1 when no
+/// subscriber took it.
 int run_pub(connection& conn, const options& opts, const std::string& topic,
-            const std::string& payload, std::string content_type,
-            const std::string& source) {
+            const std::string& payload, const message_options& mo) {
   if (topic.starts_with(grove::message_manager::in_prefix))
-    return run_pub_mm(conn, opts, make_message(topic, payload, std::move(content_type), source));
+    return run_pub_mm(conn, opts, make_message(topic, payload, mo));
   grove::control::Request req;
-  *req.mutable_publish() = make_message(topic, payload, std::move(content_type), source);
+  *req.mutable_publish() = make_message(topic, payload, mo);
   grove::control::Response res;
   if (auto rc = conn.call(req, res))
     return rc;
@@ -552,23 +579,25 @@ int run_pub(connection& conn, const options& opts, const std::string& topic,
     return fail(exit_daemon_error, "bad reply from groved: no publish outcome");
   const auto& out = res.published();
   if (opts.json)
-    print_json({{"ok", true},
+    print_json({{"ok", out.delivered() > 0},
                 {"topic", topic},
                 {"delivered", out.delivered()},
                 {"dropped", out.dropped()}});
   else
     std::printf("published to %s: delivered %u, dropped %u\n", topic.c_str(),
                 out.delivered(), out.dropped());
+  if (out.delivered() == 0)
+    return fail(exit_daemon_error,
+                out.dropped() > 0 ? "not delivered: every subscriber's queue was full"
+                                  : "not delivered: no subscriber for " + topic);
   return exit_ok;
 }
 
 /// `call`: sends a request to whoever serves TOPIC and prints the reply's payload.
 int run_call(connection& conn, const options& opts, const std::string& topic,
-             const std::string& payload, std::string content_type,
-             const std::string& source) {
+             const std::string& payload, const message_options& mo) {
   grove::control::Request req;
-  *req.mutable_call()->mutable_msg() = make_message(topic, payload, std::move(content_type),
-                                                    source);
+  *req.mutable_call()->mutable_msg() = make_message(topic, payload, mo);
   // Leave groved a second to answer after the bus gave up.
   if (opts.timeout > 1)
     req.mutable_call()->set_timeout_ms((opts.timeout - 1) * 1000);
@@ -689,26 +718,39 @@ int run(int argc, char** argv) {
 
   std::string topic;
   std::string payload;
-  std::string content_type;
+  message_options mo;
   auto* pub = app.add_subcommand(
-    "pub", "Publish one message; prints how many subscribers got it or dropped it");
+    "pub", "Publish one message; prints how many subscribers got it or dropped it "
+           "(on $grove/mm/in/<subject>: where message_manager routed it); exit 1 when "
+           "nothing was delivered");
   pub->add_option("TOPIC", topic, "Topic name")->required();
   pub->add_option("PAYLOAD", payload, "Payload (UTF-8 text)")->required();
-  pub->add_option("--content-type", content_type,
+  pub->add_option("--content-type", mo.content_type,
                   "Content type (default: application/json if PAYLOAD is JSON, "
                   "else text/plain; charset=utf-8)");
-  std::string source;
-  pub->add_option("--source", source,
+  pub->add_option("--source", mo.source,
                   "Publish on behalf of an endpoint, e.g. function:brain (default: grovectl)");
+  pub->add_option("--qos", mo.qos, "QoS of the message: 0 or 1 (Grove's local QoS)")
+    ->check(CLI::Range(0, 1));
+  pub->add_option("--user-property", mo.user_properties,
+                  "NAME=VALUE, repeatable: an MQTT 5 user property (kept on the way to "
+                  "devices through message_manager)")
+    ->check(CLI::Validator(
+      [](std::string& kv) {
+        auto eq = kv.find('=');
+        return eq == std::string::npos || eq == 0 ? std::string{"expected NAME=VALUE"}
+                                                  : std::string{};
+      },
+      "NAME=VALUE"));
 
   auto* call = app.add_subcommand(
     "call", "Send a request to the plugin serving TOPIC; prints the reply's payload "
             "(binary as base64:...), exit 1 with the error otherwise");
   call->add_option("TOPIC", topic, "Topic name")->required();
   call->add_option("PAYLOAD", payload, "Payload (UTF-8 text)")->required();
-  call->add_option("--content-type", content_type,
+  call->add_option("--content-type", mo.content_type,
                    "Content type (default: as for pub)");
-  call->add_option("--source", source,
+  call->add_option("--source", mo.source,
                    "Ask on behalf of an endpoint, e.g. function:brain (default: grovectl)");
 
   std::string filter;
@@ -769,11 +811,11 @@ int run(int argc, char** argv) {
     return run_simple(conn, opts, req);
   }
   if (pub->parsed())
-    return run_pub(conn, opts, topic, payload, content_type, source);
+    return run_pub(conn, opts, topic, payload, mo);
   if (sub->parsed())
     return run_sub(conn, opts, filter, count);
   if (call->parsed())
-    return run_call(conn, opts, topic, payload, content_type, source);
+    return run_call(conn, opts, topic, payload, mo);
   return fail(exit_usage, "no command given");
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "grove/errors.hpp"
 
@@ -412,6 +413,11 @@ caf::error broker_process::begin_start(process_owner owner,
 process_callbacks broker_process::callbacks() {
   process_callbacks cb;
   cb.on_output = [this](output_stream, const std::string& line) { on_output(line); };
+  cb.on_start = [this](pid_t) {
+    // The first start is poll_start()'s; later ones are the supervisor's restarts.
+    if (phase_ == phase::running && on_restarted_)
+      on_restarted_();
+  };
   cb.on_exit = [this](const process_exit& ex) {
     if (phase_ == phase::starting) {
       std::lock_guard<std::mutex> lk{mtx_};
@@ -436,6 +442,9 @@ caf::error broker_process::launch() {
                     "--pdeathsig=KILL", "--"});
   }
   po.log_prefix = "mosquitto: ";
+  // on_output() logs each line at its level (Mosquitto does not print its levels).
+  po.stdout_level = output_level::off;
+  po.stderr_level = output_level::off;
   po.stop_grace = stop_grace;
   // Not while starting: an exit then is a start failure, reported with its cause.
   po.restart = false;
@@ -536,7 +545,34 @@ caf::error broker_process::write_acl(const std::string& text) {
   }
 }
 
+void broker_process::on_restarted(std::function<void()> f) {
+  on_restarted_ = std::move(f);
+}
+
+bool broker_process::listening() const {
+  auto pid = proc_.pid();
+  return phase_ == phase::running && pid > 0 && child_listening(pid);
+}
+
+uint64_t broker_process::abrupt_disconnects() const {
+  return abrupt_disconnects_.load();
+}
+
 void broker_process::on_output(const std::string& line) {
+  // Mosquitto reports a device that went away without closing TLS (power or network
+  // lost, process killed) as an OpenSSL error; for an edge broker that is routine.
+  bool abrupt = line.find("OpenSSL Error") != std::string::npos
+                && line.find("unexpected eof") != std::string::npos;
+  if (abrupt)
+    ++abrupt_disconnects_;
+  if (owner_.log) {
+    try {
+      owner_.log->log(abrupt ? spdlog::level::debug : spdlog::level::info, "mosquitto: {}",
+                      line);
+    } catch (...) {
+      // A failing sink must not take the broker's supervision down.
+    }
+  }
   {
     std::lock_guard<std::mutex> lk{mtx_};
     tail_.push_back(line);

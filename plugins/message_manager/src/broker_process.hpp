@@ -150,6 +150,19 @@ public:
   /// The plugin re-reads it within about a second; connections are kept.
   caf::error write_acl(const std::string& text);
 
+  /// Sets what runs on the owner's actor when the supervisor has started the broker
+  /// again after an exit it did not ask for; the new broker may not listen yet
+  /// (listening()). Set it before begin_start() or adopt().
+  void on_restarted(std::function<void()> f);
+
+  /// True while the running broker accepts connections on its port.
+  bool listening() const;
+
+  /// Device connections that ended without a TLS close_notify (Mosquitto's OpenSSL
+  /// "unexpected eof" line: a device that lost power or its network, or was killed).
+  /// Normal device behaviour: logged at debug, counted here. Since this object started.
+  uint64_t abrupt_disconnects() const;
+
 private:
   enum class phase { idle, waiting_for_port, starting, running };
 
@@ -164,6 +177,8 @@ private:
   std::string conf_path_;
   process_owner owner_;
   std::function<void(std::string)> on_failed_;
+  std::function<void()> on_restarted_;
+  std::atomic<uint64_t> abrupt_disconnects_ = 0;
   process proc_;
   // Atomic: the exit callback reads it (on the supervisor thread in broker_process_test).
   std::atomic<phase> phase_ = phase::idle;

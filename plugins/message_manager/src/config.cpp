@@ -97,7 +97,11 @@ config_map<spool_config> spool_config::map() {
     .key("when_full", &c::when_full, spool_when_full::drop_oldest,
          names<spool_when_full>{{"drop_oldest", spool_when_full::drop_oldest},
                                 {"reject_new", spool_when_full::reject_new}},
-         "what a full spool does with a new message");
+         "what a full spool does with a new message")
+    .key("disk_reserve_bytes", &c::disk_reserve_bytes, default_disk_reserve_bytes,
+         range{0, 1099511627776},
+         "`file`: free space the spool leaves on its filesystem; with less, the spool is "
+         "full (`when_full` applies) whatever `max_size_bytes` says");
 }
 
 namespace {

@@ -110,6 +110,8 @@ struct spool_config {
   uint64_t max_size_bytes = 0;
   /// What a full spool does with a new message.
   spool_when_full when_full = spool_when_full::drop_oldest;
+  /// Free space a `file` spool leaves on its filesystem.
+  uint64_t disk_reserve_bytes = default_disk_reserve_bytes;
 
   /// Equal settings keep the spool.
   bool operator==(const spool_config&) const = default;

@@ -126,6 +126,7 @@ public:
     so.file = ctx.state_dir() / "spool.db";
     so.max_size_bytes = cfg.spool.max_size_bytes;
     so.when_full = cfg.spool.when_full;
+    so.disk_reserve_bytes = cfg.spool.disk_reserve_bytes;
     // Runs on the spool's writer thread, perhaps after stop(): it only records, and
     // update_status() logs and shows it on the actor.
     so.on_error = [errors = spool_errors_](const caf::error& err) {
@@ -165,6 +166,7 @@ public:
       apply_group(std::exchange(kept_group_, std::string{}));
     if (auto err = ctx_->subscribe(group_current))
       return err;
+    broker_->on_restarted([this] { reconnect_when_listening(); });
     if (auto kept = ctx_->adopt_process("broker")) {
       // A hot reload: the broker the last instance ran keeps its devices connected, if
       // it runs with the configuration this one would write.
@@ -280,6 +282,25 @@ public:
     return {};
   }
 
+  // After the supervisor restarted the broker: Grove's client reconnects the moment the
+  // new broker listens, not when a back-off grown while it was down runs out (devices
+  // would be back first, and their messages to functions, the shadow and the cloud lost
+  // meanwhile). Polls on the actor every 10 ms, at most the broker's start timeout.
+  void reconnect_when_listening() {
+    ctx_->cancel(listen_timer_);
+    auto deadline = std::chrono::steady_clock::now() + broker_opts_.start_timeout;
+    listen_timer_ = ctx_->every(std::chrono::milliseconds{10}, [this, deadline] {
+      bool ready = broker_ && broker_->listening();
+      if (!ready && std::chrono::steady_clock::now() < deadline)
+        return;
+      ctx_->cancel(listen_timer_);
+      if (ready && local_) {
+        log_->info("the restarted broker listens: Grove's client reconnects now");
+        local_->reconnect_now();
+      }
+    });
+  }
+
   void stop() override {
     stopped_ = true;
     // Order: the cloud, then Grove's client, the broker; the spool flushes last.
@@ -359,7 +380,11 @@ public:
                                             + "' may not publish through message_manager"));
       return;
     }
-    auto n = route(msg.source(), subject, msg.payload(), msg.qos());
+    message_meta meta;
+    meta.content_type = msg.content_type();
+    for (const auto& [name, value] : msg.user_properties())
+      meta.user_properties[name] = value;
+    auto n = route(msg.source(), subject, msg.payload(), msg.qos(), meta);
     if (!msg.reply_to().empty()) {
       mm::Routed routed;
       routed.set_targets(static_cast<uint32_t>(n));
@@ -501,19 +526,22 @@ private:
     if (m.source.empty() || m.source == "grove" || m.source.find(':') != std::string::npos)
       return;
     ++from_devices_;
-    route("device:" + m.source, m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos));
+    route("device:" + m.source, m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos),
+          m.meta);
   }
 
   // Called on a Paho thread for every message from the cloud.
   void from_cloud(inbound_message&& m) {
     ++from_cloud_;
-    route("cloud", m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos));
+    route("cloud", m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos), m.meta);
   }
 
   // Delivers one message to every target the table names for it; returns how many
-  // kinds of target took it. Thread-safe.
+  // kinds of target took it. The content type and user properties go with it to
+  // functions, the shadow and devices; the spool keeps neither (cloud-bound messages
+  // carry topic, payload and QoS). Thread-safe.
   size_t route(const std::string& source, std::string_view topic, std::string payload,
-               uint32_t qos) {
+               uint32_t qos, const message_meta& meta) {
     auto t = table()->match(source, topic);
     if (t.empty()) {
       ++unroutable_;
@@ -527,6 +555,9 @@ private:
       e.set_source(source);
       e.set_payload(payload);
       e.set_qos(qos);
+      e.set_content_type(meta.content_type);
+      for (const auto& [name, value] : meta.user_properties)
+        (*e.mutable_user_properties())[name] = value;
       if (auto r = ctx_->publish(std::move(e)); r && r->delivered > 0)
         return true;
       ++undeliverable_;
@@ -543,7 +574,7 @@ private:
     }
     if (t.devices) {
       if (auto err = local_->publish(std::string{topic}, payload, static_cast<int>(qos),
-                                     source)) {
+                                     source, {}, meta)) {
         ++undeliverable_;
       } else {
         ++to_devices_;
@@ -622,6 +653,8 @@ private:
              "Connections closed without CONNACK while there was no group (told to retry)."},
            {&m_.idle_closed, "broker.idle_connections_closed",
              "Connections closed for sending nothing within broker.connect_timeout_seconds."},
+           {&m_.abrupt_disconnects, "broker.abrupt_disconnects",
+             "Device connections that ended without a TLS close (power or network lost)."},
            {&m_.local_duplicates, "local_link.duplicates_dropped",
              "Overlapping copies dropped on the local link."},
            {&m_.cloud_connects, "cloud.connects", "Connections to the cloud."},
@@ -641,6 +674,8 @@ private:
              "Messages refused by a full spool (reject_new)."},
            {&m_.spool_commit_failures, "spool.commit_failures",
              "Spool commits that failed (disk full, I/O) and were retried."},
+           {&m_.spool_disk_full, "spool.disk_full",
+             "Pushes that found the disk's free space at the spool's reserve."},
          }, counter))
       return err;
     if (auto err = declare_each<grove::gauge>({
@@ -692,6 +727,7 @@ private:
       auto st = broker_->status();
       m_.broker_running.set(st.running ? 1 : 0);
       m_.broker_restarts.observe(st.restarts);
+      m_.abrupt_disconnects.observe(broker_->abrupt_disconnects());
       ctx_->set_status("broker", fmt::format("{} pid {} on {}:{} ({}){}",
                                              st.running ? "running" : "down", st.pid,
                                              broker_opts_.bind_address, broker_opts_.port,
@@ -782,6 +818,7 @@ private:
     m_.spool_rejected.observe(ss.rejected);
     m_.spool_failing.set(ss.failing ? 1 : 0);
     m_.spool_commit_failures.observe(ss.commit_failures);
+    m_.spool_disk_full.observe(ss.disk_full);
     std::string last_error;
     uint64_t errors = 0;
     {
@@ -813,6 +850,8 @@ private:
   grove::timer_id starting_timer_ = 0;
   // Set by stop(): a group reply that comes later starts no broker.
   bool stopped_ = false;
+  // reconnect_when_listening(): polls for a restarted broker to listen.
+  grove::timer_id listen_timer_ = 0;
   // From a hand-over (restore): the kept broker's configuration and the group in force.
   std::string kept_config_;
   std::string kept_group_;
@@ -852,6 +891,7 @@ private:
     std::map<std::string, grove::counter_feed> oversize_per_device;
     grove::counter_feed deferred_connect;
     grove::counter_feed idle_closed;
+    grove::counter_feed abrupt_disconnects;
     grove::gauge group_version;
     grove::gauge group_subscriptions;
     grove::gauge group_devices;
@@ -877,6 +917,7 @@ private:
     grove::counter_feed spool_rejected;
     grove::gauge spool_failing;
     grove::counter_feed spool_commit_failures;
+    grove::counter_feed spool_disk_full;
   } m_;
 
   // Commit errors the spool's writer reported (see init).

@@ -36,6 +36,9 @@ constexpr uint32_t max_sub_id = 268435455;
 // Filters of unsubscribed identifiers kept for inbound_message::filter.
 constexpr size_t max_gone_ids = 64;
 
+// The user property the broker plugin stamps with the publisher (broker/README.md).
+constexpr std::string_view source_property = "grove-source";
+
 bool readable_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
@@ -268,10 +271,19 @@ mqtt_link::make_client(uint64_t gen) {
       for (size_t i = 0; i < n; ++i) {
         try {
           auto kv = mqtt::get<mqtt::string_pair>(props, mqtt::property::USER_PROPERTY, i);
-          if (std::get<0>(kv) == "grove-source") {
-            in.source = std::get<1>(kv);
-            break;
+          if (std::get<0>(kv) == source_property) {
+            // The broker stamps exactly one, replacing any the publisher sent.
+            if (in.source.empty())
+              in.source = std::get<1>(kv);
+          } else {
+            in.meta.user_properties[std::get<0>(kv)] = std::get<1>(kv);
           }
+        } catch (...) {
+        }
+      }
+      if (props.contains(mqtt::property::CONTENT_TYPE)) {
+        try {
+          in.meta.content_type = mqtt::get<std::string>(props, mqtt::property::CONTENT_TYPE);
         } catch (...) {
         }
       }
@@ -652,6 +664,7 @@ void mqtt_link::run() {
     std::chrono::milliseconds delay;
     if (ok) {
       failures_in_row = 0;
+      reconnect_now_ = false; // meant for a connection that is not there any more
       ++connects_;
       apply_subscriptions(lk, true);
       if (!lost_ && !stop_) {
@@ -736,9 +749,33 @@ void mqtt_link::run() {
           why + "; retrying in " + std::to_string(delay.count()) + " ms");
       lk.lock();
     }
-    cv_.wait_until(lk, retry_at_, [this] { return stop_; });
+    cv_.wait_until(lk, retry_at_, [this] { return stop_ || reconnect_now_; });
+    if (reconnect_now_ && !stop_) {
+      reconnect_now_ = false;
+      // The server is back: a back-off grown while it was down must not delay us. The
+      // next failure starts the back-off again from its first step.
+      failures_in_row = 0;
+      auto cut = std::chrono::duration_cast<std::chrono::milliseconds>(
+        retry_at_ - std::chrono::steady_clock::now());
+      if (cut.count() > 0) {
+        lk.unlock();
+        log(log_level::debug, "the server is back: reconnecting now (" + std::to_string(cut.count())
+                                + " ms of back-off left)");
+        lk.lock();
+      }
+    }
   }
   state_ = link_state::stopped;
+}
+
+void mqtt_link::reconnect_now() {
+  {
+    std::lock_guard guard{mtx_};
+    if (!started_ || stop_ || (state_ == link_state::connected && !lost_))
+      return;
+    reconnect_now_ = true;
+  }
+  cv_.notify_all();
 }
 
 void mqtt_link::stop() {
@@ -790,7 +827,8 @@ void mqtt_link::set_subscriptions(std::vector<std::string> filters, int qos) {
 }
 
 caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
-                              std::string_view source, std::function<void(bool)> done) {
+                              std::string_view source, std::function<void(bool)> done,
+                              const message_meta& meta) {
   if (qos < 0 || qos > 2)
     return make_error(errc::invalid_config, "qos must be 0, 1 or 2");
   if (auto err = grove::validate_topic(topic))
@@ -814,10 +852,17 @@ caf::error mqtt_link::publish(std::string topic, std::string payload, int qos,
   }
   try {
     auto msg = mqtt::make_message(std::move(topic), std::move(payload), qos, false);
-    if (!source.empty() && opts_.mqtt_version == 5) {
+    if (opts_.mqtt_version == 5
+        && (!source.empty() || !meta.content_type.empty() || !meta.user_properties.empty())) {
       mqtt::properties props;
-      props.add(mqtt::property(mqtt::property::USER_PROPERTY, std::string{"grove-source"},
-                               std::string{source}));
+      if (!meta.content_type.empty())
+        props.add(mqtt::property(mqtt::property::CONTENT_TYPE, meta.content_type));
+      for (const auto& [name, value] : meta.user_properties)
+        if (name != source_property)
+          props.add(mqtt::property(mqtt::property::USER_PROPERTY, name, value));
+      if (!source.empty())
+        props.add(mqtt::property(mqtt::property::USER_PROPERTY, std::string{source_property},
+                                 std::string{source}));
       msg->set_properties(std::move(props));
     }
     cli->publish(std::move(msg), reinterpret_cast<void*>(static_cast<uintptr_t>(id)),

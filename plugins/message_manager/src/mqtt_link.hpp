@@ -76,6 +76,16 @@ struct link_options {
   log_sink log;
 };
 
+/// MQTT 5 properties a message carries between devices, the cloud and the bus (the
+/// envelope's content_type and user_properties). MQTT 3.1.1 has none.
+struct message_meta {
+  /// The Content Type property; empty if none.
+  std::string content_type;
+  /// User properties other than grove-source (the broker's stamp, see source); a name
+  /// given twice keeps its last value.
+  std::map<std::string, std::string> user_properties;
+};
+
 /// A message received on a subscription.
 struct inbound_message {
   /// Topic the message was published to.
@@ -86,6 +96,8 @@ struct inbound_message {
   int qos = 0;
   /// Value of the MQTT 5 user property "grove-source"; empty if none.
   std::string source;
+  /// Content type and the other user properties.
+  message_meta meta;
   /// MQTT 5: the subscription filter of the delivered copy (the matching filter with the
   /// smallest subscription identifier); empty with MQTT 3.1.1 or if unknown.
   std::string filter;
@@ -166,6 +178,10 @@ public:
 
   /// Disconnects and joins the threads; idempotent. No callback runs after it returns.
   void stop();
+  /// The server is known to be back (the managed broker listens again): ends a back-off
+  /// wait at once, or makes the next one end at once if an attempt is under way. No
+  /// effect while connected. Thread-safe.
+  void reconnect_now();
 
   /// Sets the subscriptions. Applied live when connected (new filters subscribed, gone ones
   /// unsubscribed) and all re-made on every reconnect; a refused filter is logged and tried
@@ -181,10 +197,12 @@ public:
   /// non-empty `source` becomes the MQTT 5 user property grove-source. `done(true)` runs
   /// on PUBACK (QoS 1) or once written (QoS 0), `done(false)` if the connection is lost
   /// first or the broker refuses it; `done` never runs when an error is returned.
-  /// Thread-safe.
+  /// MQTT 5: `meta` becomes the Content Type and user properties (a grove-source among
+  /// them is left out: `source` is the only one). Thread-safe.
   caf::error publish(std::string topic, std::string payload, int qos,
                      std::string_view source = {},
-                     std::function<void(bool ok)> done = {});
+                     std::function<void(bool ok)> done = {},
+                     const message_meta& meta = {});
 
   /// Returns a snapshot of the state and counters. Thread-safe.
   link_status status() const;
@@ -244,6 +262,7 @@ private:
   bool lost_provisional_ = false; // lost_ set by publish_interrupted, reason to follow
   std::string lost_why_;
   bool subs_dirty_ = false;    // set_subscriptions() changed the wanted set
+  bool reconnect_now_ = false; // reconnect_now(): skip the current back-off
   link_state state_ = link_state::stopped;
   std::chrono::steady_clock::time_point retry_at_;
   uint64_t connects_ = 0;

@@ -1,5 +1,7 @@
 #include "spool.hpp"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 
 #include "grove/errors.hpp"
@@ -10,6 +12,14 @@ namespace {
 
 // 'GRVS' in PRAGMA application_id marks a database as a Grove spool.
 constexpr int32_t application_id = 0x47525653;
+
+// How old a free-space measurement may get before push() takes a new one: statvfs is a
+// system call, and pushes come by the ten thousand per second.
+constexpr auto disk_check_interval = std::chrono::milliseconds{20};
+
+// Smallest bound of what may wait for the writer (a reserve of 0 must not make every
+// push wait for its own commit).
+constexpr uint64_t min_pending_bytes = 256 * 1024;
 
 // The schema, version by version (PRAGMA user_version).
 std::vector<migration> schema() {
@@ -161,10 +171,12 @@ void spool::erase_locked(std::map<uint64_t, entry>::iterator i) {
 
 caf::expected<uint64_t> spool::push(std::string topic, std::string payload, uint32_t qos) {
   auto size = topic.size() + payload.size() + message_overhead;
-  // Back-pressure: bounds what waits for the writer to about one spool's worth. Waits
-  // outside the spool's lock: the writer's callback takes it.
+  // Back-pressure: bounds what waits for the writer to about one spool's worth, and to a
+  // quarter of the disk reserve: a commit's WAL grows by what it writes, so a batch must
+  // fit in the reserve. Waits outside the spool's lock: the writer's callback takes it.
   if (writer_)
-    writer_->wait_for_room(opts_.max_size_bytes);
+    writer_->wait_for_room(std::min(opts_.max_size_bytes,
+                                    std::max(opts_.disk_reserve_bytes / 4, min_pending_bytes)));
   std::unique_lock guard{mtx_};
   if (size > opts_.max_size_bytes) {
     ++rejected_;
@@ -177,23 +189,51 @@ caf::expected<uint64_t> spool::push(std::string topic, std::string payload, uint
     ++rejected_;
     return writer_error_;
   }
-  if (bytes_ + size > opts_.max_size_bytes) {
-    if (opts_.when_full == spool_when_full::reject_new) {
-      ++rejected_;
-      return make_error(errc::queue_full, "spool is full ("
-                                            + std::to_string(bytes_) + " of "
-                                            + std::to_string(opts_.max_size_bytes)
-                                            + " bytes)");
+  // The disk is a limit too: once its free space is at the reserve, the spool may hold
+  // no more than it held then (SQLite reuses the pages of acked and dropped rows), until
+  // a measurement finds room again.
+  uint64_t capacity = opts_.max_size_bytes;
+  bool disk_bound = false;
+  if (disk_short_locked(size)) {
+    if (!disk_cap_)
+      disk_cap_ = bytes_;
+    if (*disk_cap_ < capacity) {
+      capacity = *disk_cap_;
+      disk_bound = true;
     }
-    while (bytes_ + size > opts_.max_size_bytes && !messages_.empty()) {
+  } else {
+    disk_cap_.reset();
+  }
+  if (bytes_ + size > capacity) {
+    auto full = [&] {
+      ++rejected_;
+      if (!disk_bound)
+        return make_error(errc::queue_full, "spool is full (" + std::to_string(bytes_) + " of "
+                                              + std::to_string(opts_.max_size_bytes)
+                                              + " bytes)");
+      return make_error(errc::queue_full,
+                        "spool is full: " + std::to_string(disk_free_) + " bytes free on the "
+                          + "filesystem of " + opts_.file.string() + ", "
+                          + std::to_string(opts_.disk_reserve_bytes) + " kept in reserve");
+    };
+    if (disk_bound)
+      ++disk_full_;
+    if (opts_.when_full == spool_when_full::reject_new || size > capacity)
+      return full();
+    while (bytes_ + size > capacity && !messages_.empty()) {
       queue_erase_locked(messages_.begin()->first);
       erase_locked(messages_.begin());
       ++dropped_oldest_;
     }
   }
   auto seq = next_seq_++;
-  if (writer_)
+  // Until the next measurement, what is pushed counts as used (rows freed by drops are
+  // reused, but the WAL grows meanwhile: the estimate stays on the safe side).
+  disk_free_ -= std::min(disk_free_, size);
+  if (writer_) {
+    uncommitted_bytes_ += size;
     writer_->submit(op{op::insert, seq, topic, payload, qos}, size);
+  }
   messages_.emplace_hint(messages_.end(), seq,
                          entry{std::move(topic), std::move(payload), qos, size});
   bytes_ += size;
@@ -250,6 +290,23 @@ std::vector<spooled> spool::peek(size_t max) {
   return result;
 }
 
+bool spool::disk_short_locked(uint64_t size) {
+  if (!durable_)
+    return false;
+  auto now = std::chrono::steady_clock::now();
+  if (now - disk_checked_ >= disk_check_interval) {
+    struct statvfs vfs {};
+    auto dir = opts_.file.parent_path();
+    if (::statvfs(dir.empty() ? "." : dir.c_str(), &vfs) != 0)
+      return false; // cannot tell: max_size_bytes and the commits' errors still hold
+    // What waits for the writer is not on the disk yet, but will be.
+    auto measured = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    disk_free_ = measured - std::min(measured, uncommitted_bytes_);
+    disk_checked_ = now;
+  }
+  return disk_free_ < opts_.disk_reserve_bytes + size;
+}
+
 bool spool::ack(uint64_t seq) {
   std::lock_guard guard{mtx_};
   auto i = messages_.find(seq);
@@ -281,6 +338,7 @@ spool_stats spool::stats() const {
   st.redelivered_after_restart = redelivered_;
   st.commit_failures = commit_failures_;
   st.failing = static_cast<bool>(writer_error_);
+  st.disk_full = disk_full_;
   return st;
 }
 
@@ -289,6 +347,7 @@ spool_stats spool::stats() const {
 caf::error spool::write_batch(std::vector<op>& batch) {
   // A failed batch comes back with more appended: recompute from scratch.
   batch_last_insert_ = 0;
+  batch_insert_bytes_ = 0;
   uint64_t hwm = 0;
   for (auto& x : batch) {
     switch (x.kind) {
@@ -296,6 +355,7 @@ caf::error spool::write_batch(std::vector<op>& batch) {
         if (auto err = insert_->run(x.seq, x.topic, blob{x.payload}, x.qos))
           return err;
         batch_last_insert_ = x.seq;
+        batch_insert_bytes_ += x.topic.size() + x.payload.size() + message_overhead;
         break;
       case op::erase:
         if (auto err = delete_->run(x.seq))
@@ -326,6 +386,7 @@ void spool::on_durable(const caf::error& err) {
       ++commit_failures_;
     } else {
       writer_error_ = caf::error{};
+      uncommitted_bytes_ -= std::min(uncommitted_bytes_, batch_insert_bytes_);
       if (batch_last_insert_ > committed_seq_)
         advanced = committed_seq_ = batch_last_insert_;
     }

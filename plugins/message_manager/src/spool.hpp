@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,9 @@ enum class spool_when_full {
   reject_new,
 };
 
+/// Free space a `file` spool leaves on its filesystem by default (spool_options).
+inline constexpr uint64_t default_disk_reserve_bytes = 16 * 1024 * 1024;
+
 /// Settings of a spool; validated by spool::open().
 struct spool_options {
   /// Storage kind.
@@ -63,6 +67,16 @@ struct spool_options {
   uint64_t max_size_bytes = 2'621'440;
   /// Policy when full.
   spool_when_full when_full = spool_when_full::drop_oldest;
+  /// `file`: space the spool leaves free on its filesystem. The spool is also full when
+  /// a message would bring the free space (statvfs, for unprivileged users) below this
+  /// reserve, whatever max_size_bytes says: it then holds at most what it held when the
+  /// reserve was reached (the pages of acked or dropped rows are reused, so the file
+  /// stops growing) until the free space is above the reserve again, and `when_full`
+  /// applies. The reserve
+  /// absorbs what the accounting does not see: the WAL (SQLite checkpoints it at about
+  /// 4 MiB), the database's growth at a checkpoint, and the batch being committed: push()
+  /// also waits while more than a quarter of it (at least 256 KiB) waits for the writer.
+  uint64_t disk_reserve_bytes = default_disk_reserve_bytes;
   /// `file`: the writer commits as soon as this many operations are queued.
   size_t batch_max = 512;
   /// `file`: otherwise it commits at most this long after the first queued operation.
@@ -112,6 +126,9 @@ struct spool_stats {
   uint64_t commit_failures = 0;
   /// `file`: true while the last commit failed (pushes are refused until one succeeds).
   bool failing = false;
+  /// `file`: pushes that found the filesystem's free space at the reserve (each dropped
+  /// old messages or was refused, as `when_full` says; also in those counters).
+  uint64_t disk_full = 0;
 };
 
 /// A bounded, ordered, optionally durable message queue with explicit acknowledgement.
@@ -140,7 +157,8 @@ public:
 
   /// Queues a message and returns its sequence number. It is accepted (durable) once
   /// committed_seq() >= that number. Errors: too_large (the message alone exceeds
-  /// max_size_bytes), queue_full (reject_new and no room), or the writer's error while
+  /// max_size_bytes), queue_full (reject_new and no room: max_size_bytes reached, or
+  /// the filesystem's free space at disk_reserve_bytes), or the writer's error while
   /// its last commit failed (until a retry succeeds). For `file` storage it blocks while
   /// more than max_size_bytes of operations wait for the writer (back-pressure).
   caf::expected<uint64_t> push(std::string topic, std::string payload, uint32_t qos = 1);
@@ -198,6 +216,7 @@ private:
   void on_durable(const caf::error& err);
   void erase_locked(std::map<uint64_t, entry>::iterator i);
   void queue_erase_locked(uint64_t seq);
+  bool disk_short_locked(uint64_t size);
 
   spool_options opts_;
   bool durable_ = false;
@@ -215,7 +234,18 @@ private:
   uint64_t committed_seq_ = 0;
   uint64_t redelivered_ = 0;
   uint64_t commit_failures_ = 0;
+  uint64_t disk_full_ = 0;
   caf::error writer_error_; // the last commit's error while the writer is failing
+
+  // `file`: the filesystem's free bytes as last measured, minus what was pushed and not
+  // committed then and what was pushed since; measured again at most every
+  // disk_check_interval.
+  uint64_t disk_free_ = 0;
+  // `file`: accounted bytes of inserts pushed and not yet committed.
+  uint64_t uncommitted_bytes_ = 0;
+  std::chrono::steady_clock::time_point disk_checked_;
+  // While the free space is at the reserve: what the spool held when it got there.
+  std::optional<uint64_t> disk_cap_;
 
   // Highest seq ever handed out; persisted so open() can count possible duplicates.
   uint64_t sent_hwm_ = 0;
@@ -226,6 +256,7 @@ private:
   statement* delete_ = nullptr;
   statement* meta_ = nullptr;
   uint64_t batch_last_insert_ = 0;
+  uint64_t batch_insert_bytes_ = 0;
   std::unique_ptr<group_writer<op>> writer_; // last: stops before the rest goes
 };
 

@@ -16,11 +16,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -122,6 +124,40 @@ struct background {
 
 const char* acl_ab = "thing A\nthing B\npub A t/ab\ndeliver A B t/ab\n";
 
+// Keeps every logged line with its level.
+class level_sink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+  // True if a line at `level` contains `needle`.
+  bool has(spdlog::level::level_enum level, const std::string& needle) {
+    return find([&](auto lvl) { return lvl == level; }, needle);
+  }
+
+  // True if a line at `level` or above contains `needle`.
+  bool has_from(spdlog::level::level_enum level, const std::string& needle) {
+    return find([&](auto lvl) { return lvl >= level; }, needle);
+  }
+
+protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    lines_.emplace_back(msg.level, std::string(msg.payload.data(), msg.payload.size()));
+  }
+
+  void flush_() override {
+  }
+
+private:
+  template <class Pred>
+  bool find(Pred pred, const std::string& needle) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    for (const auto& [lvl, text] : lines_)
+      if (pred(lvl) && text.find(needle) != std::string::npos)
+        return true;
+    return false;
+  }
+
+  std::vector<std::pair<spdlog::level::level_enum, std::string>> lines_;
+};
+
 // A broker in a fresh state dir plus client helpers; TLS is set up by make_pki().
 struct fixture {
   temp_dir dir;
@@ -129,6 +165,8 @@ struct fixture {
   broker_options opts;
   // What the broker's process logs (the plugin's logger in message_manager).
   std::shared_ptr<grove::test::capture_sink> sink = std::make_shared<grove::test::capture_sink>();
+  // The same lines with their levels.
+  std::shared_ptr<level_sink> levels = std::make_shared<level_sink>();
   std::vector<std::string> tls_client; // client TLS args; empty in dev mode
   int counter = 0;
 
@@ -151,7 +189,9 @@ struct fixture {
   caf::error start(broker_process& bp) {
     grove::process_owner owner;
     owner.post = [](std::function<void()> f) { f(); };
-    owner.log = std::make_shared<spdlog::logger>("message_manager", sink);
+    owner.log = std::make_shared<spdlog::logger>(
+      "message_manager", spdlog::sinks_init_list{sink, levels});
+    owner.log->set_level(spdlog::level::debug);
     if (auto err = bp.begin_start(owner, nullptr))
       return err;
     caf::error result;
@@ -180,6 +220,16 @@ struct fixture {
     auto conf = read_all(opts.state_dir / "mosquitto.conf");
     for (auto line : lines)
       BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
+  }
+
+  // make_pki(), the table acl_ab, start(): a running TLS broker, or the test stops.
+  std::unique_ptr<broker_process> start_tls() {
+    make_pki();
+    auto bp = std::make_unique<broker_process>(opts);
+    BOOST_REQUIRE(!bp->write_acl(acl_ab));
+    auto err = start(*bp);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    return bp;
   }
 
   void make_pki() {
@@ -265,11 +315,8 @@ BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
 }
 
 BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate, fixture) {
-  make_pki();
-  broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto started = start_tls();
+  auto& bp = *started;
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "tls-hello", out));
@@ -305,9 +352,14 @@ BOOST_FIXTURE_TEST_CASE(tls_mode_refuses_certificate_of_non_member_at_connect, f
 BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {
   opts.restart.backoff_initial = 200ms;
   broker_process bp{opts};
+  // Reported for the supervisor's restart only, not for the first start.
+  std::atomic<int> restarted{0};
+  bp.on_restarted([&] { ++restarted; });
   BOOST_REQUIRE(!bp.write_acl(acl_ab));
   auto err = start(bp);
   BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(bp.listening());
+  BOOST_CHECK_EQUAL(restarted.load(), 0);
   auto old_pid = bp.status().pid;
   BOOST_REQUIRE_EQUAL(::kill(old_pid, SIGKILL), 0);
   BOOST_CHECK(wait_until([&] {
@@ -317,6 +369,8 @@ BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {
   BOOST_CHECK_EQUAL(bp.status().last_exit, "killed by signal 9 (SIGKILL)");
   BOOST_CHECK(logged("mosquitto: killed by signal 9 (SIGKILL); restarting in 200 ms"));
   BOOST_CHECK(process_gone(old_pid));
+  BOOST_CHECK(wait_until([&] { return restarted.load() == 1; }));
+  BOOST_CHECK(wait_until([&] { return bp.listening(); }));
   // The new broker serves clients again (it may still be opening its listener).
   BOOST_CHECK(wait_until([&] { return pub("A", "t/ab", "probe") == 0; }));
   auto out = dir.path() / "B.out";
@@ -699,3 +753,23 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   BOOST_REQUIRE(!bp.write_acl(std::string{acl_ab} + "pub A t/new\ndeliver A B t/new\n"));
   BOOST_CHECK(deliver_until("A", "t/new", "new-rule", out));
 }
+
+BOOST_FIXTURE_TEST_CASE(abrupt_device_disconnect_is_counted_and_logged_at_debug, fixture) {
+  // A device killed with its TLS session open (no close_notify) makes Mosquitto print an
+  // OpenSSL "unexpected eof" error: routine for devices, so debug level and a count.
+  auto started = start_tls();
+  auto& bp = *started;
+  auto out = dir.path() / "B.out";
+  uint64_t before = 0;
+  {
+    auto b = sub("B", "t/#", out);
+    BOOST_REQUIRE(deliver_until("A", "t/ab", "before-kill", out));
+    before = bp.abrupt_disconnects();
+  } // SIGKILL: B's TLS session ends without a close
+  BOOST_CHECK(wait_until([&] { return bp.abrupt_disconnects() == before + 1; }));
+  BOOST_CHECK(wait_until([&] { return levels->has(spdlog::level::debug, "unexpected eof"); }));
+  BOOST_CHECK(!levels->has_from(spdlog::level::info, "unexpected eof"));
+  // Mosquitto's other lines stay at info.
+  BOOST_CHECK(levels->has(spdlog::level::info, "mosquitto: "));
+}
+

@@ -17,9 +17,11 @@ broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 
 GROVED_PID=""
 CLOUD_PID=""
+SMALL_FS=""
 cleanup_all() {
   [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
   [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
+  [[ -n "$SMALL_FS" ]] && umount -l "$SMALL_FS" 2>/dev/null
   broker_test_cleanup
 }
 trap cleanup_all EXIT
@@ -137,7 +139,7 @@ EOF
 }
 write_group
 
-# write_profile [STORAGE MAX_SIZE_BYTES WHEN_FULL]
+# write_profile [STORAGE MAX_SIZE_BYTES WHEN_FULL DISK_RESERVE_BYTES]
 write_profile() {
   cat >"$WORK/profile.yaml" <<EOF
 kernel:
@@ -170,6 +172,7 @@ plugins:
         storage: ${1:-file}
         max_size_bytes: ${2:-10000000}
         when_full: ${3:-drop_oldest}
+        disk_reserve_bytes: ${4:-16777216}
 EOF
 }
 write_profile
@@ -319,6 +322,47 @@ sleep 0.3
 "$GROVECTL" pub '$grove/mm/in/$aws/things/B/shadow/update/accepted' '{"version":1}' --source shadow >/dev/null
 check "shadow service -> device B" wait_for "$WORK/b-shadow.out" '{"version":1}'
 
+# ---- MQTT 5 content type and user properties, both ways ---------------------------------------
+pub A a/to/f/props with-props -D publish content-type application/json \
+  -D publish user-property unit C -D publish user-property site north >/dev/null
+check "device -> function: content type and user properties are in the envelope" \
+  wait_for "$WORK/bus.out" '"topic":"$grove/mm/out/function/F/a/to/f/props"'
+check "... content_type application/json, user_properties {site: north, unit: C}" \
+  bash -c 'grep -F "a/to/f/props" "$1" | jq -e "select(.content_type == \"application/json\"
+           and .user_properties == {\"site\":\"north\",\"unit\":\"C\"})" >/dev/null' _ "$WORK/bus.out"
+# shellcheck disable=SC2046
+timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args B) -i B-props \
+  -t f/to/b -F '%t %p ct=%C %P' >"$WORK/b-props.out" 2>&1 &
+SUB_PIDS+=($!)
+props_to_b() {
+  for _ in $(seq 1 30); do
+    "$GROVECTL" pub '$grove/mm/in/f/to/b' "$1" --source function:F \
+      --content-type text/x-grove --user-property unit=K >/dev/null 2>&1
+    wait_for "$WORK/b-props.out" "$1" 3 && return 0
+  done
+  return 1
+}
+check "function -> device: the content type and user properties reach the device" \
+  props_to_b props-to-b
+check "... as MQTT 5 Content Type and user property (source still stamped)" \
+  bash -c 'line=$(grep "props-to-b" "$1" | head -1);
+           [[ $line == *"ct=text/x-grove"* && $line == *"unit:K"* &&
+              $line == *"grove-source:function:F"* ]]' _ "$WORK/b-props.out"
+
+# ---- an abrupt device disconnect is routine: counted, not an error line -----------------------
+abrupt_before=$(metric broker.abrupt_disconnects)
+# shellcheck disable=SC2046
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args C) -i C-abrupt -t 'cmd/c' \
+  >/dev/null 2>&1 &
+ABRUPT_PID=$!
+wait_for "$WORK/var/plugins/message_manager/broker/broker.log" "as C-abrupt" 100
+kill -9 "$ABRUPT_PID"
+check "a device killed with its TLS session open is counted (broker.abrupt_disconnects)" \
+  bash -c 'for _ in $(seq 1 100); do (( $(metric broker.abrupt_disconnects) > $1 )) && exit 0;
+           sleep 0.1; done; exit 1' _ "$abrupt_before"
+check "... and its OpenSSL 'unexpected eof' is no info or error line in groved's log" \
+  bash -c '! grep -q "unexpected eof" "$1"' _ "$WORK/groved.out"
+
 # ---- cloud -----------------------------------------------------------------------------------
 status_has "cloud: connected" 100 || abort "the cloud link did not connect"
 pass "the cloud link connected over mutual TLS with client id core"
@@ -409,6 +453,13 @@ check "a killed broker is restarted and counted" metric_is broker.restarts 1 100
 status_has "local_link: connected" 100
 start_sub B '#' "$WORK/b2.out"
 check "... devices reconnect and routes work again" deliver_until A a/to/b after-restart "$WORK/b2.out"
+check "... Grove's client reconnects as soon as the restarted broker listens (no back-off wait)" \
+  grep -q "the restarted broker listens: Grove's client reconnects now" "$WORK/groved.out"
+check "... device -> function works again" \
+  bash -c 'for i in $(seq 1 30); do
+             timeout 5 mosquitto_pub -h 127.0.0.1 -p "$1" -V 5 $2 -i "pub-A-$i" -t a/to/f/x -m "resumed-$i" >/dev/null 2>&1
+             for _ in $(seq 1 3); do grep -q "resumed-" "$3" && exit 0; sleep 0.1; done
+           done; exit 1' _ "$PORT" "$(client_args A)" "$WORK/bus.out"
 
 # ---- cloud down -> spool -> cloud up ---------------------------------------------------------
 kill "$WATCHER_PID" 2>/dev/null
@@ -489,5 +540,44 @@ wait_for "$WORK/watcher4.out" "telemetry/full 0400" 300
 check "... and the cloud gets the newest 243 (0158..0400) in order" \
   bash -c '[[ "$(grep "^telemetry/full " "$1" | cut -c16-19 | tr "\n" " ")" == "$2" ]]' _ \
   "$WORK/watcher4.out" "$(seq -f %04g 158 400 | tr '\n' ' ')"
+
+# ---- a real full disk: the spool fails visibly and recovers -------------------------------------
+kill "$WATCHER_PID" 2>/dev/null
+stop_cloud
+kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+# The plugin's state directory (spool.db) on a 32 MiB tmpfs; no reserve, so the writes
+# themselves meet the full disk.
+SMALL_FS=$WORK/var/plugins/message_manager
+rm -rf "$SMALL_FS" && mkdir -p "$SMALL_FS"
+mount -t tmpfs -o size=32m tmpfs "$SMALL_FS" || abort "cannot mount a tmpfs (needs root)"
+write_profile file 10000000 drop_oldest 0
+start_groved
+# Leave 256 KiB: SQLite's WAL grows by whole pages per commit (messages 10 ms apart
+# commit one by one), far faster than the messages' accounted size, so the commits meet
+# the full disk.
+avail=$(( $(stat -f -c '%a * %S' "$SMALL_FS") ))
+dd if=/dev/zero of="$SMALL_FS/filler" bs=64K count=$(( (avail - 262144) / 65536 )) 2>/dev/null
+# shellcheck disable=SC2046
+(for i in $(seq 1 300); do echo "df-$i"; sleep 0.01; done) | timeout 60 mosquitto_pub \
+  -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i bulk -t telemetry/df -q 1 -l
+check "a full disk makes the spool fail visibly: spool.failing 1" metric_is spool.failing 1 100
+check "... the status line reads FAILING with the error" status_has "spool: file, FAILING: " 50
+check "... failed commits are counted" \
+  bash -c '(( $(metric spool.commit_failures) >= 1 ))'
+check "... and logged as an error" grep -q "spool: .* commit(s) failed since the last report" "$WORK/groved.out"
+committed_full=$(metric spool.committed_seq)
+rm -f "$SMALL_FS/filler"
+check "after space comes back the spool recovers (spool.failing 0)" metric_is spool.failing 0 150
+check "... and takes messages again" \
+  bash -c 'timeout 5 mosquitto_pub -h 127.0.0.1 -p "$1" -V 5 $2 -i A-bulk -t telemetry/df -q 1 -m df-after &&
+           for _ in $(seq 1 100); do (( $(metric spool.committed_seq) > $3 )) && exit 0; sleep 0.1; done;
+           exit 1' _ "$PORT" "$(client_args A)" "$committed_full"
+start_cloud
+: >"$WORK/watcher5.out"
+start_watcher "$WORK/watcher5.out"
+check "... and the cloud gets what was accepted, the last message included" \
+  wait_for "$WORK/watcher5.out" "telemetry/df df-after" 300
+kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+umount -l "$SMALL_FS" && SMALL_FS=""
 
 finish

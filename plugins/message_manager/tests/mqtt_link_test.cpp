@@ -270,6 +270,15 @@ void publish_acked(mqtt_link& link, const std::string& topic, const std::string&
   BOOST_REQUIRE_EQUAL(done->load(), 1);
 }
 
+// Starts a subscribing and a publishing link and waits until both are connected.
+void start_both(mqtt_link& sub, mqtt_link& pub) {
+  BOOST_REQUIRE(!sub.start());
+  BOOST_REQUIRE(!pub.start());
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return sub.connected() && pub.connected(); }),
+                        "not connected: " << sub.status().last_error << " / "
+                                          << pub.status().last_error);
+}
+
 std::string topic_of(const char* prefix, long i) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%s/%07ld", prefix, i);
@@ -386,6 +395,23 @@ BOOST_AUTO_TEST_CASE(mutual_tls_round_trip_with_grove_source) {
   BOOST_CHECK_EQUAL(st.connects, 1u);
   BOOST_CHECK_EQUAL(st.received, 2u);
   BOOST_CHECK_EQUAL(st.acked, 1u);
+  BOOST_CHECK_EQUAL(second.meta.content_type, "");
+  BOOST_CHECK(second.meta.user_properties.empty());
+  // MQTT 5 Content Type and user properties travel both ways; grove-source stays the
+  // source's alone (a user property of that name is left out).
+  message_meta meta;
+  meta.content_type = "application/json";
+  meta.user_properties = {{"unit", "C"}, {"site", "north"}, {"grove-source", "forged"}};
+  auto done = std::make_shared<std::atomic<int>>(0);
+  BOOST_REQUIRE(!pub.publish("rt/meta", "{\"t\":21}", 1, "plugin-x",
+                             [done](bool ok) { done->store(ok ? 1 : 2); }, meta));
+  BOOST_REQUIRE(wait_until([&] { return done->load() == 1 && in.size() >= 3; }));
+  auto third = in.at(2);
+  BOOST_CHECK_EQUAL(third.topic, "rt/meta");
+  BOOST_CHECK_EQUAL(third.source, "plugin-x");
+  BOOST_CHECK_EQUAL(third.meta.content_type, "application/json");
+  BOOST_CHECK((third.meta.user_properties
+               == std::map<std::string, std::string>{{"site", "north"}, {"unit", "C"}}));
   sub.stop();
   sub.stop(); // idempotent
   BOOST_CHECK_EQUAL(sub.status().state, link_state::stopped);
@@ -402,9 +428,7 @@ BOOST_AUTO_TEST_CASE(mqtt_311_round_trip) {
   inbox in;
   in.attach(sub);
   sub.set_subscriptions({"v4/#"}, 1);
-  BOOST_REQUIRE(!sub.start());
-  BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
+  start_both(sub, pub);
   publish_acked(pub, "v4/x", "three-one-one", "ignored-by-3.1.1");
   BOOST_REQUIRE(wait_until([&] { return in.size() == 1; }));
   BOOST_CHECK_EQUAL(in.at(0).payload, "three-one-one");
@@ -460,9 +484,7 @@ BOOST_AUTO_TEST_CASE(set_subscriptions_live) {
   inbox in;
   in.attach(sub);
   sub.set_subscriptions({"a/#"}, 1);
-  BOOST_REQUIRE(!sub.start());
-  BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
+  start_both(sub, pub);
   publish_acked(sub, "a/own", "mine"); // no_local with a single filter too
   publish_acked(pub, "a/1", "one");
   BOOST_REQUIRE(wait_until([&] { return in.size() == 1; }));
@@ -809,5 +831,29 @@ BOOST_AUTO_TEST_CASE(retired_client_with_queued_publishes_is_destroyed_without_d
   publish_acked(link, "q/after", "p");
   BOOST_CHECK_EQUAL(failed.load(), n); // each done ran once
   BOOST_CHECK_EQUAL(ok.load(), 0);
+  link.stop();
+}
+
+BOOST_AUTO_TEST_CASE(reconnect_now_ends_the_back_off) {
+  watchdog dog{120s, "reconnect_now_ends_the_back_off"};
+  broker local;
+  local.start();
+  auto opts = tls_options(local.port, "core-thing", "local");
+  // A back-off far longer than the test may wait: only reconnect_now() can bring the
+  // link back in time.
+  opts.retry_initial = 600s;
+  opts.retry_max = 600s;
+  mqtt_link link{opts};
+  BOOST_REQUIRE(!link.start());
+  BOOST_REQUIRE(wait_until([&] { return link.connected(); }));
+  link.reconnect_now(); // connected: no effect, and no skipped back-off kept for later
+  local.kill(SIGKILL);
+  BOOST_REQUIRE(wait_until([&] { return link.status().state == link_state::waiting; }));
+  BOOST_CHECK_GT(link.status().next_retry_in.count(), 60000);
+  local.start(); // the same port
+  link.reconnect_now();
+  BOOST_CHECK_MESSAGE(wait_until([&] { return link.connected(); }),
+                      "still " << link.status().state << ", " << link.status().last_error);
+  BOOST_CHECK_EQUAL(link.status().connects, 2u);
   link.stop();
 }

@@ -3,9 +3,13 @@
 
 #include <sqlite3.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -73,6 +77,39 @@ spool_options unbounded_file(const temp_dir& dir) {
 
 std::string payload_of(uint64_t i) {
   return "message-" + std::to_string(i);
+}
+
+// A real small filesystem: a tmpfs of `bytes` mounted at `where` (needs root, as CI and
+// the dev machines run the tests), unmounted at the end of the scope.
+struct small_filesystem {
+  fs::path where;
+  small_filesystem(fs::path dir, uint64_t bytes) : where(std::move(dir)) {
+    fs::create_directories(where);
+    auto opts = "size=" + std::to_string(bytes);
+    BOOST_REQUIRE_MESSAGE(::mount("tmpfs", where.c_str(), "tmpfs", 0, opts.c_str()) == 0,
+                          "mounting a tmpfs at " << where << " failed (needs root): "
+                                                 << std::strerror(errno));
+  }
+  ~small_filesystem() {
+    ::umount2(where.c_str(), MNT_DETACH);
+  }
+  uint64_t free_bytes() const {
+    struct statvfs vfs {};
+    BOOST_REQUIRE_EQUAL(::statvfs(where.c_str(), &vfs), 0);
+    return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  }
+};
+
+// A `file` spool on the 24 MiB `small` filesystem allowed 1 GiB, keeping 12 MiB free:
+// the disk is its limit.
+spool_options reserve_of_half(const small_filesystem& small, spool_when_full when_full) {
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = small.where / "spool.db";
+  opts.max_size_bytes = 1ull << 30;
+  opts.when_full = when_full;
+  opts.disk_reserve_bytes = 12u << 20;
+  return opts;
 }
 
 } // namespace
@@ -555,4 +592,80 @@ BOOST_AUTO_TEST_CASE(write_error_never_accepted_and_recovers) {
   for (uint64_t i = 0; i < all.size() && ok; ++i)
     ok = all[i].seq == i + 1 && all[i].payload == payload;
   BOOST_TEST(ok);
+}
+
+BOOST_AUTO_TEST_CASE(disk_reserve_makes_the_spool_full_before_the_disk_is) {
+  // A 24 MiB filesystem, a spool allowed 1 GiB, 12 MiB kept free: the disk is the limit,
+  // and reject_new refuses with queue_full before any commit fails.
+  temp_dir dir;
+  small_filesystem small{dir.path() / "small", 24u << 20};
+  auto opts = reserve_of_half(small, spool_when_full::reject_new);
+  auto sp = open_ok(opts);
+  const std::string payload(4000, 'd');
+  uint64_t accepted = 0;
+  caf::error refusal;
+  for (int i = 0; i < 20000 && !refusal; ++i) {
+    if (auto seq = sp->push("disk/full", payload))
+      ++accepted;
+    else
+      refusal = seq.error();
+  }
+  BOOST_REQUIRE_MESSAGE(refusal, "24 MiB took 20000 messages of 4 KB");
+  BOOST_TEST(code_of(refusal) == grove::errc::queue_full);
+  BOOST_TEST(grove::describe(refusal).find("kept in reserve") != std::string::npos);
+  BOOST_TEST(accepted > 0u);
+  auto err = sp->flush();
+  BOOST_TEST(!err, grove::describe(err));
+  auto st = sp->stats();
+  BOOST_TEST(!st.failing);
+  BOOST_TEST(st.commit_failures == 0u);
+  BOOST_TEST(st.disk_full == 1u);
+  BOOST_TEST(st.rejected == 1u);
+  BOOST_TEST(st.committed_seq == accepted);
+  BOOST_TEST(small.free_bytes() > 0u);
+  // Acked rows make room inside the file: pushes are taken again though the disk's free
+  // space did not grow.
+  for (auto& m : sp->peek(10))
+    BOOST_TEST(sp->ack(m.seq));
+  BOOST_TEST(static_cast<bool>(sp->push("disk/full", payload)));
+  err = sp->flush();
+  BOOST_TEST(!err, grove::describe(err));
+  BOOST_TEST(!sp->stats().failing);
+}
+
+BOOST_AUTO_TEST_CASE(disk_reserve_with_drop_oldest_keeps_the_newest) {
+  // drop_oldest on a disk at its reserve: every new message replaces old ones, nothing
+  // fails, and the newest are in the file after a reopen.
+  temp_dir dir;
+  small_filesystem small{dir.path() / "small", 24u << 20};
+  auto opts = reserve_of_half(small, spool_when_full::drop_oldest);
+  const std::string payload(4000, 'o');
+  const uint64_t total = 9000; // 36 MB: more than the whole filesystem
+  {
+    auto sp = open_ok(opts);
+    for (uint64_t i = 1; i <= total; ++i) {
+      auto seq = sp->push("disk/drop", payload_of(i) + payload);
+      if (!seq)
+        BOOST_FAIL("push " << i << ": " << grove::describe(seq.error()));
+    }
+    auto err = sp->flush();
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    auto st = sp->stats();
+    BOOST_TEST(!st.failing);
+    BOOST_TEST(st.commit_failures == 0u);
+    BOOST_TEST(st.disk_full > 0u);
+    BOOST_TEST(st.dropped_oldest > 0u);
+    BOOST_TEST(st.count + st.dropped_oldest == total);
+    BOOST_TEST(st.committed_seq == total);
+  }
+  auto sp = open_ok(opts);
+  auto all = sp->peek(total);
+  BOOST_REQUIRE(!all.empty());
+  BOOST_TEST(all.size() < total);
+  BOOST_TEST(all.back().seq == total);
+  BOOST_TEST(all.back().payload == payload_of(total) + payload);
+  bool contiguous = true;
+  for (size_t i = 1; i < all.size() && contiguous; ++i)
+    contiguous = all[i].seq == all[i - 1].seq + 1;
+  BOOST_TEST(contiguous);
 }
