@@ -559,7 +559,7 @@ avail=$(( $(stat -f -c '%a * %S' "$SMALL_FS") ))
 dd if=/dev/zero of="$SMALL_FS/filler" bs=64K count=$(( (avail - 262144) / 65536 )) 2>/dev/null
 # shellcheck disable=SC2046
 (for i in $(seq 1 300); do echo "df-$i"; sleep 0.01; done) | timeout 60 mosquitto_pub \
-  -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i bulk -t telemetry/df -q 1 -l
+  -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-bulk -t telemetry/df -q 1 -l
 check "a full disk makes the spool fail visibly: spool.failing 1" metric_is spool.failing 1 100
 check "... the status line reads FAILING with the error" status_has "spool: file, FAILING: " 50
 check "... failed commits are counted" \
