@@ -14,6 +14,7 @@
 
 #include "grove/kernel/group_client.hpp"
 #include "grove/kernel/metrics_server.hpp"
+#include "tsan_annotations.hpp"
 
 namespace grove {
 
@@ -53,6 +54,8 @@ protected:
   caf::behavior make_behavior() override {
     return {
       [this](const Envelope& msg) {
+        // Pairs with endpoint::push: the publisher's thread wrote this message.
+        GROVE_TSAN_ACQUIRE(ep_->get());
         {
           std::lock_guard guard{state_->mtx};
           if (!state_->closed) {
@@ -318,6 +321,8 @@ caf::expected<Envelope> kernel::request(Envelope env, std::chrono::milliseconds 
                else
                  result = std::move(err);
              });
+  // Pairs with the isolated slot's reader thread, which may have written the reply.
+  GROVE_TSAN_ACQUIRE(target.get());
   return checked_reply(std::move(result));
 }
 
