@@ -9,6 +9,8 @@
 #include <caf/mailbox_element.hpp>
 #include <caf/message_id.hpp>
 
+#include "tsan_annotations.hpp"
+
 namespace grove {
 
 caf::expected<overflow_policy> parse_overflow_policy(std::string_view str) {
@@ -65,6 +67,7 @@ bool endpoint::acquire() {
 
 void endpoint::push(caf::mailbox_element_ptr elem) {
   auto* dest = caf::actor_cast<caf::abstract_actor*>(handle_);
+  GROVE_TSAN_RELEASE(this); // acquired by the receiving sink (kernel.cpp)
   dest->enqueue(std::move(elem), nullptr);
   delivered_.fetch_add(1, std::memory_order_relaxed);
 }

@@ -239,6 +239,10 @@ kernel:
     log_level: {type: string, default: info,
                 enum: [trace, debug, info, warn, error, critical, off]}
     worker_threads: {type: int, default: 0, min: 0, max: 256}
+    init_timeout_ms: {type: int, default: 10000, min: 1, max: 3600000,
+                      doc: "a plugin's init and start must finish within this, else its load fails"}
+    stop_timeout_ms: {type: int, default: 10000, min: 1, max: 3600000,
+                      doc: "unload and shutdown wait this long for a plugin's stop, then give it up"}
     bus:
       type: map
       keys:
@@ -478,6 +482,8 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
     result.group_file = absolute_from(cwd, kernel["group"].Scalar());
   result.log_level = kernel["log_level"].Scalar();
   result.worker_threads = kernel["worker_threads"].as<uint32_t>();
+  result.init_timeout = std::chrono::milliseconds{kernel["init_timeout_ms"].as<int64_t>()};
+  result.stop_timeout = std::chrono::milliseconds{kernel["stop_timeout_ms"].as<int64_t>()};
   auto bus = kernel["bus"];
   result.queue.capacity = bus["queue_capacity"].as<uint32_t>();
   result.queue.overflow = *parse_overflow_policy(bus["overflow"].Scalar());

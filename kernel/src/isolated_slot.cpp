@@ -1,4 +1,5 @@
 #include "isolated_slot.hpp"
+#include "tsan_annotations.hpp"
 
 #include <csignal>
 #include <cstring>
@@ -498,7 +499,10 @@ private:
                         spdlog::logger& log) {
     for (;;) {
       host::ToKernel in;
-      if (auto err = ch.receive(in)) {
+      auto err = ch.receive(in);
+      // What this thread parsed reaches requesters through CAF (kernel::request).
+      GROVE_TSAN_RELEASE(ep.get());
+      if (err) {
         if (err != errc::system_error)
           log.error("plugin host sent bad data: {}", describe(err));
         caf::anon_send(self, down_atom::value, gen);

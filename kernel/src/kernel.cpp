@@ -14,6 +14,7 @@
 
 #include "grove/kernel/group_client.hpp"
 #include "grove/kernel/metrics_server.hpp"
+#include "tsan_annotations.hpp"
 
 namespace grove {
 
@@ -53,6 +54,8 @@ protected:
   caf::behavior make_behavior() override {
     return {
       [this](const Envelope& msg) {
+        // Pairs with endpoint::push: the publisher's thread wrote this message.
+        GROVE_TSAN_ACQUIRE(ep_->get());
         {
           std::lock_guard guard{state_->mtx};
           if (!state_->closed) {
@@ -167,6 +170,8 @@ kernel::kernel(image_profile profile, kernel_options options)
   hs.sink = sink;
   hs.plugin_host_exe = options_.plugin_host_exe;
   hs.clock = options_.clock;
+  hs.init_timeout = profile_.init_timeout;
+  hs.stop_timeout = profile_.stop_timeout;
   host_ = std::make_unique<plugin_host>(*sys_, bus_, std::move(hs), log_);
 }
 
@@ -175,6 +180,9 @@ kernel::~kernel() {
 }
 
 caf::error kernel::start() {
+  // Profile changes (the watcher, other callers of apply_profile_change) wait until
+  // start is done, so it reads the profile without the lock.
+  std::lock_guard apply_guard{apply_mtx_};
   started_ = std::chrono::steady_clock::now();
   // The baseline for profile watching: taken before anything loads, so an edit made
   // while plugins start is still seen as a change.
@@ -249,19 +257,22 @@ caf::error kernel::start() {
 }
 
 void kernel::check_files(bool force) {
-  if (!profile_.group_file.empty()) {
-    auto gtext = read_file(profile_.group_file);
+  auto [file, group_file] = with_profile([](const image_profile& p) {
+    return std::pair{p.file, p.group_file};
+  });
+  if (!group_file.empty()) {
+    auto gtext = read_file(group_file);
     if (!gtext.empty() && gtext != group_text_) {
       group_text_ = gtext;
-      log_->info("group {} changed on disk", profile_.group_file.string());
+      log_->info("group {} changed on disk", group_file.string());
       reload_group();
     }
   }
-  auto text = read_file(profile_.file);
+  auto text = read_file(file);
   if (text.empty() || (text == profile_text_ && !force))
     return;
   if (text != profile_text_)
-    log_->info("profile {} changed on disk", profile_.file.string());
+    log_->info("profile {} changed on disk", file.string());
   profile_text_ = text;
   apply_profile_change();
 }
@@ -270,7 +281,9 @@ void kernel::reread() {
   // The watcher holds this lock while it checks: one pass at a time, and the text
   // it compares against stays in step with what was applied.
   std::lock_guard guard{watch_mtx_};
-  log_->info("re-reading profile {}", profile_.file.string());
+  log_->info("re-reading profile {}", with_profile([](const image_profile& p) {
+               return p.file.string();
+             }));
   check_files(true);
 }
 
@@ -328,6 +341,8 @@ caf::expected<Envelope> kernel::request(Envelope env, std::chrono::milliseconds 
                else
                  result = std::move(err);
              });
+  // Pairs with the isolated slot's reader thread, which may have written the reply.
+  GROVE_TSAN_ACQUIRE(target.get());
   return checked_reply(std::move(result));
 }
 
@@ -360,7 +375,8 @@ std::shared_ptr<const group::Group> kernel::group() const {
 }
 
 caf::error kernel::reload_group() {
-  auto next = load_group(profile_.group_file);
+  auto next = load_group(
+    with_profile([](const image_profile& p) { return p.group_file; }));
   if (!next) {
     log_->error("group refused, the group in force is kept: {}", describe(next.error()));
     return next.error();
@@ -388,10 +404,12 @@ control::Status kernel::status() {
   st.set_pid(static_cast<uint32_t>(getpid()));
   st.set_uptime_seconds(
     std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
-  st.set_config_file(profile_.file.string());
-  st.set_write_dir(profile_.write_dir.string());
-  st.set_plugin_dir(profile_.plugin_dir.string());
-  st.set_control_socket(profile_.control_socket.string());
+  with_profile([&](const image_profile& p) {
+    st.set_config_file(p.file.string());
+    st.set_write_dir(p.write_dir.string());
+    st.set_plugin_dir(p.plugin_dir.string());
+    st.set_control_socket(p.control_socket.string());
+  });
   auto bs = bus_.stats();
   st.set_bus_published(bs.published);
   st.set_bus_delivered(bs.delivered);
@@ -417,6 +435,11 @@ std::string kernel::scrape() {
   return out;
 }
 
+image_profile kernel::profile() const {
+  std::lock_guard guard{profile_mtx_};
+  return profile_;
+}
+
 uint16_t kernel::metrics_port() const noexcept {
   return metrics_ ? metrics_->port() : 0;
 }
@@ -429,12 +452,16 @@ control::Plugins kernel::plugins() {
 }
 
 caf::error kernel::load(const std::string& name) {
-  for (auto& spec : profile_.plugins)
-    if (spec.name == name)
-      return host_->load(spec);
-  plugin_spec spec;
-  spec.name = name;
-  spec.queue = profile_.queue;
+  // A copy: the watcher may replace the profile while this plugin starts.
+  auto spec = with_profile([&](const image_profile& p) {
+    for (auto& s : p.plugins)
+      if (s.name == name)
+        return s;
+    plugin_spec s;
+    s.name = name;
+    s.queue = p.queue;
+    return s;
+  });
   return host_->load(spec);
 }
 
@@ -493,7 +520,10 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
   }
   for (auto& a : actions)
     log_->info("profile change: {}", a);
-  profile_ = std::move(*next);
+  {
+    std::lock_guard profile_guard{profile_mtx_};
+    profile_ = std::move(*next);
+  }
   return actions;
 }
 
@@ -505,7 +535,8 @@ caf::expected<publish_result> kernel::publish(Envelope msg) {
 
 caf::expected<std::shared_ptr<void>>
 kernel::subscribe(const std::string& filter, std::function<void(const Envelope&)> sink) {
-  return subscribe(filter, std::move(sink), profile_.queue);
+  return subscribe(filter, std::move(sink),
+                   with_profile([](const image_profile& p) { return p.queue; }));
 }
 
 caf::expected<std::shared_ptr<void>>

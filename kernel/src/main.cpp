@@ -150,5 +150,12 @@ int main(int argc, char** argv) {
   }
   k.log()->info("signal {} received, stopping", sig);
   k.stop();
+  if (auto n = k.host().abandoned(); n > 0) {
+    // A plugin stuck in init or stop holds a CAF worker: the actor system would wait
+    // for it forever on destruction.
+    k.log()->error("{} plugin(s) stuck past their timeout; exiting without them", n);
+    k.log()->flush();
+    std::_Exit(1);
+  }
   return 0;
 }

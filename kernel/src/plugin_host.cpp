@@ -6,6 +6,7 @@
 #include <map>
 
 #include <caf/scoped_actor.hpp>
+#include <caf/sec.hpp>
 #include <google/protobuf/stubs/common.h>
 #include <spdlog/spdlog.h>
 
@@ -228,13 +229,6 @@ caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
     return make_error(errc::invalid_config, "plugin '" + spec.name
                                               + "': unknown isolation '"
                                               + spec.isolation + "'");
-  {
-    std::lock_guard guard{mtx_};
-    for (auto& p : plugins_)
-      if (p.name == spec.name)
-        return make_error(errc::duplicate_plugin,
-                          "a plugin named '" + spec.name + "' is already loaded");
-  }
   auto path = settings_.plugin_dir / ("lib" + spec.name + ".so");
   auto lib = open_plugin_library(path, spec.name);
   if (!lib)
@@ -249,12 +243,61 @@ caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
   return lib;
 }
 
+caf::error plugin_host::check_free(const std::string& name) const {
+  for (auto& p : plugins_)
+    if (p.name == name)
+      return make_error(errc::duplicate_plugin,
+                        "a plugin named '" + name + "' is already loaded");
+  if (std::find(starting_.begin(), starting_.end(), name) != starting_.end())
+    return make_error(errc::duplicate_plugin,
+                      "a plugin named '" + name + "' is being loaded");
+  return {};
+}
+
+size_t plugin_host::abandoned() const noexcept {
+  return abandoned_->load();
+}
+
+void plugin_host::abandon(const caf::actor& slot) {
+  ++*abandoned_;
+  // Stops the slot once the handler it is stuck in returns (a stop already queued
+  // makes this one a no-op), and counts it as finished when it is gone.
+  caf::anon_send(slot, stop_atom::value);
+  // Runs at once when the slot is gone already.
+  slot->attach_functor([count = abandoned_] { --*count; });
+}
+
 caf::error plugin_host::check(const plugin_spec& spec) {
+  {
+    std::lock_guard guard{mtx_};
+    if (auto err = check_free(spec.name))
+      return err;
+  }
   auto lib = open(spec, nullptr);
   return lib ? caf::error{} : lib.error();
 }
 
 caf::error plugin_host::load(const plugin_spec& spec) {
+  // Check and claim the name in one critical section: two loads of one name must not
+  // both pass the check while the first is still in init.
+  {
+    std::lock_guard guard{mtx_};
+    if (auto err = check_free(spec.name))
+      return err;
+    starting_.push_back(spec.name);
+  }
+  // Every return below gives the claim back, except the one that makes it a plugin.
+  struct name_claim {
+    plugin_host* host;
+    const std::string* name;
+    ~name_claim() {
+      if (name == nullptr)
+        return;
+      std::lock_guard guard{host->mtx_};
+      auto& v = host->starting_;
+      v.erase(std::find(v.begin(), v.end(), *name));
+    }
+  } claim{this, &spec.name};
   YAML::Node cfg;
   auto lib = open(spec, &cfg);
   if (!lib)
@@ -302,15 +345,36 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   lib->reset(); // the slot holds the library now
   caf::scoped_actor self{sys_};
   std::string result;
-  self->request(slot, caf::infinite, init_atom::value)
+  bool timed_out = false;
+  self->request(slot, settings_.init_timeout, init_atom::value)
     .receive([&](std::string& err) { result = std::move(err); },
-             [&](caf::error& err) { result = describe(err); });
+             [&](caf::error& err) {
+               timed_out = err == caf::sec::request_timeout;
+               result = describe(err);
+             });
+  if (timed_out) {
+    // The plugin's init (or start) is stuck: stop waiting, fail the load, and let the
+    // slot stop whenever the plugin returns. Only a thread stays behind.
+    abandon(slot);
+    auto what = "init did not finish within "
+                + std::to_string(settings_.init_timeout.count())
+                + " ms (kernel.init_timeout_ms); the plugin was given up";
+    log_->error("plugin {}: {}", spec.name, what);
+    return make_error(errc::timeout, "plugin '" + spec.name + "': " + what);
+  }
   if (!result.empty()) {
-    self->request(slot, caf::infinite, stop_atom::value)
-      .receive([](bool) {}, [](caf::error&) {});
+    self->request(slot, settings_.stop_timeout, stop_atom::value)
+      .receive([](bool) {},
+               [&](caf::error& err) {
+                 if (err == caf::sec::request_timeout)
+                   abandon(slot);
+               });
     return make_error(errc::init_failed, "plugin '" + spec.name + "': " + result);
   }
   std::lock_guard guard{mtx_};
+  // Still ours: the name was claimed above, so nobody else can have inserted it.
+  starting_.erase(std::find(starting_.begin(), starting_.end(), spec.name));
+  claim.name = nullptr;
   plugins_.push_back(loaded{spec.name, spec, slot, ep, status, spec.isolation});
   log_->info("plugin {} {} started from {}", spec.name, status->version,
              status->library);
@@ -329,8 +393,22 @@ caf::error plugin_host::unload(const std::string& name) {
     plugins_.erase(i);
   }
   caf::scoped_actor self{sys_};
-  self->request(entry.slot, caf::infinite, stop_atom::value)
-    .receive([](bool) {}, [](caf::error&) {});
+  caf::error result;
+  self->request(entry.slot, settings_.stop_timeout, stop_atom::value)
+    .receive([](bool) {},
+             [&](caf::error& err) {
+               if (err != caf::sec::request_timeout)
+                 return;
+               abandon(entry.slot);
+               result = make_error(errc::timeout,
+                                   "plugin '" + name + "' did not stop within "
+                                     + std::to_string(settings_.stop_timeout.count())
+                                     + " ms (kernel.stop_timeout_ms); it was given up");
+             });
+  if (result) {
+    log_->error("{}", describe(result));
+    return result;
+  }
   log_->info("plugin {} unloaded", name);
   return {};
 }
@@ -354,7 +432,9 @@ caf::expected<std::string> plugin_host::swap(const std::string& name, caf::messa
     return make_error(errc::unknown_plugin, "no plugin named '" + name + "' is loaded");
   caf::scoped_actor self{sys_};
   caf::expected<std::string> result{std::string{}};
-  self->request(slot, caf::infinite, std::move(msg))
+  // A swap stops the old instance and inits the new one.
+  auto timeout = settings_.init_timeout + settings_.stop_timeout;
+  self->request(slot, timeout, std::move(msg))
     .receive(
       [&](bool ok, std::string& what) {
         if (ok)
@@ -362,7 +442,15 @@ caf::expected<std::string> plugin_host::swap(const std::string& name, caf::messa
         else
           result = make_error(errc::init_failed, std::move(what));
       },
-      [&](caf::error& err) { result = std::move(err); });
+      [&](caf::error& err) {
+        if (err == caf::sec::request_timeout)
+          result = make_error(errc::timeout,
+                              "plugin '" + name + "' did not finish the swap within "
+                                + std::to_string(timeout.count())
+                                + " ms; it stays loaded and may be hung");
+        else
+          result = std::move(err);
+      });
   return result;
 }
 

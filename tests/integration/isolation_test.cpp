@@ -233,4 +233,20 @@ BOOST_AUTO_TEST_CASE(unload_stops_the_child) {
   BOOST_TEST(test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output.empty());
 }
 
+BOOST_AUTO_TEST_CASE(a_hung_isolated_init_times_out_and_its_child_goes) {
+  test::kernel_fixture f{
+    [](image_profile& p) { p.init_timeout = std::chrono::milliseconds{500}; }};
+  // The gate is never opened: the child's init blocks for good.
+  auto gate = f.dir.path() / "gate";
+  auto err = f.try_load("echo", "{init_gate: '" + gate.string() + "'}", true);
+  BOOST_TEST(err == errc::timeout);
+  BOOST_TEST(contains(describe(err), "init did not finish within 500 ms"), describe(err));
+  BOOST_TEST(f.k->plugins().plugins_size() == 0);
+  // Unlike an in-process plugin, a child can be made to go: stopped, killed after the
+  // grace period, and then nothing of it is left.
+  BOOST_TEST(test::wait_until([&] { return f.k->host().abandoned() == 0; },
+                              std::chrono::seconds{30}));
+  BOOST_TEST(host_child("echo") == 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

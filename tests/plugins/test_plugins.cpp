@@ -4,6 +4,8 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -29,7 +31,19 @@ await: {type: string, default: "", doc: "at start, wait for this topic to be ser
 await_ms: {type: int, default: 5000, min: 1}
 claim_as: {type: string, default: "", doc: "source set on echoes, for may_claim tests"}
 call_as: {type: string, default: "", doc: "payload 'call:<topic>' requests <topic> as this source"}
+init_gate: {type: string, default: "", doc: "init appends a line to <gate>.waiting, then blocks until the file <gate> exists"}
+stop_gate: {type: string, default: "", doc: "stop appends a line to <gate>.waiting, then blocks until the file <gate> exists"}
 )";
+
+/// A plugin stuck in init or stop, for the host's timeouts: says it is waiting, then
+/// blocks until the test opens the gate (bounded, so a failed test cannot leave a
+/// thread behind for ever).
+void wait_at_gate(const std::string& gate) {
+  std::ofstream{gate + ".waiting", std::ios::app} << "waiting\n";
+  auto until = std::chrono::steady_clock::now() + std::chrono::minutes{2};
+  while (!std::filesystem::exists(gate) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+}
 
 #ifndef TEST_PLUGIN_VARIANT
 #  define TEST_PLUGIN_VARIANT "v1"
@@ -41,6 +55,8 @@ public:
   caf::error init(grove::context& ctx) override {
     ctx_ = &ctx;
     auto& cfg = ctx.config();
+    if (auto gate = cfg["init_gate"].as<std::string>(); !gate.empty())
+      wait_at_gate(gate);
     prefix_ = cfg["prefix"].as<std::string>();
     answer_ = cfg["answer"].as<std::string>();
     crash_on_ = cfg["crash_on"].as<std::string>();
@@ -85,6 +101,11 @@ public:
     return grove::make_error(grove::errc::init_failed, "init refused on purpose");
 #endif
     return ctx.subscribe(cfg["listen"].as<std::string>());
+  }
+
+  void stop() override {
+    if (auto gate = ctx_->config()["stop_gate"].as<std::string>(); !gate.empty())
+      wait_at_gate(gate);
   }
 
   caf::error start() override {

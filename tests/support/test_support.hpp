@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -166,10 +167,22 @@ inline std::string mosquitto_path() {
   return "mosquitto";
 }
 
-/// Polls `f` every 10 ms until it is true or `limit` passed; returns its last value.
+/// `limit` times GROVE_TEST_TIMEOUT_SCALE (default 1): the sanitizer builds set it, as
+/// instrumented code runs several times slower. Only bounds of waits are scaled.
+inline std::chrono::milliseconds scaled(std::chrono::milliseconds limit) {
+  static const long factor = [] {
+    auto env = std::getenv("GROVE_TEST_TIMEOUT_SCALE");
+    long f = env != nullptr ? std::atol(env) : 1;
+    return f > 0 ? f : 1L;
+  }();
+  return limit * factor;
+}
+
+/// Polls `f` every 10 ms until it is true or `limit` (scaled()) passed; returns its
+/// last value.
 template <class F>
 bool wait_until(F f, std::chrono::milliseconds limit = std::chrono::seconds{10}) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
+  auto deadline = std::chrono::steady_clock::now() + scaled(limit);
   for (;;) {
     if (f())
       return true;

@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE plugin_host_test
 #include <boost/test/unit_test.hpp>
 
+#include <future>
+
 #include "grove/errors.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "test_util.hpp"
@@ -14,10 +16,18 @@ struct fixture {
   std::unique_ptr<kernel> k;
 
   fixture() {
+    restart_with({});
+  }
+
+  /// Replaces the kernel by one whose profile `tweak` adjusts (timeouts).
+  void restart_with(std::function<void(image_profile&)> tweak) {
+    k.reset();
     auto p = test::make_profile(dir.path());
     p.restart.backoff_initial = std::chrono::milliseconds{1};
     p.restart.backoff_max = std::chrono::milliseconds{5};
     p.restart.max_failures = 3;
+    if (tweak)
+      tweak(p);
     k = std::make_unique<kernel>(std::move(p), kernel_options{false, false});
     BOOST_REQUIRE(!k->start());
   }
@@ -49,6 +59,30 @@ struct fixture {
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
+
+/// The file a test plugin waits for in init or stop (its `init_gate`/`stop_gate`);
+/// opened at the latest when this goes out of scope, so no plugin thread outlives
+/// a failed test. Declare it after the futures whose loads it releases.
+struct gate {
+  std::filesystem::path path;
+
+  ~gate() {
+    open();
+  }
+
+  void open() const {
+    std::ofstream{path} << "open\n";
+  }
+
+  /// How many times a plugin started waiting at it.
+  size_t waiters() const {
+    std::ifstream in{path.string() + ".waiting"};
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);)
+      ++n;
+    return n;
+  }
+};
 
 } // namespace
 
@@ -132,6 +166,78 @@ BOOST_AUTO_TEST_CASE(duplicate_name) {
   BOOST_REQUIRE(!k->host().load(spec("echo")));
   auto err = k->host().load(spec("echo"));
   BOOST_TEST(err == errc::duplicate_plugin);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_loads_of_one_name_start_one_plugin) {
+  auto at = dir.path() / "init-gate";
+  auto s = spec("echo", "{init_gate: '" + at.string() + "'}");
+  auto first = std::async(std::launch::async, [&] { return k->host().load(s); });
+  auto second = std::future<caf::error>{};
+  gate g{at};
+  BOOST_REQUIRE(test::wait_until([&] { return g.waiters() == 1; }));
+  // The first load is inside init now. A second load of the name must be refused at
+  // once; were the check and the insert apart, it would pass and wait in init too.
+  second = std::async(std::launch::async, [&] { return k->host().load(s); });
+  BOOST_REQUIRE(test::wait_until([&] {
+    return second.wait_for(std::chrono::seconds{0}) == std::future_status::ready
+           || g.waiters() > 1;
+  }));
+  BOOST_TEST(g.waiters() == 1u);
+  g.open();
+  auto e1 = first.get();
+  auto e2 = second.get();
+  BOOST_TEST(!e1);
+  BOOST_TEST(e2 == errc::duplicate_plugin);
+  BOOST_TEST(contains(error_text(e2), "is being loaded"), error_text(e2));
+  BOOST_TEST(k->host().names() == std::vector<std::string>{"echo"});
+}
+
+BOOST_AUTO_TEST_CASE(hung_init_times_out_while_the_kernel_answers) {
+  restart_with([](image_profile& p) { p.init_timeout = std::chrono::milliseconds{300}; });
+  auto at = dir.path() / "init-gate";
+  auto load = std::async(std::launch::async, [&] {
+    return k->host().load(spec("echo", "{init_gate: '" + at.string() + "'}"));
+  });
+  gate g{at};
+  BOOST_REQUIRE(test::wait_until([&] { return g.waiters() == 1; }));
+  // What the control socket serves answers while init hangs.
+  auto st = k->status();
+  BOOST_TEST(st.pid() == static_cast<uint32_t>(getpid()));
+  BOOST_TEST(st.plugins_size() == 0);
+  BOOST_REQUIRE_MESSAGE(test::wait_until([&] {
+    return load.wait_for(std::chrono::seconds{0}) == std::future_status::ready;
+  }), "load still waits for init after 10 s");
+  auto err = load.get();
+  BOOST_TEST(err == errc::timeout);
+  BOOST_TEST(contains(error_text(err), "init did not finish within 300 ms"), error_text(err));
+  BOOST_TEST(k->plugins().plugins_size() == 0);
+  BOOST_TEST(k->host().abandoned() == 1u);
+  // Another plugin loads while the stuck one holds its thread.
+  BOOST_TEST(!k->host().load(spec("echo_b")));
+  // Once init returns, the given-up slot stops and leaves nothing on the bus.
+  g.open();
+  BOOST_TEST(test::wait_until([&] { return k->host().abandoned() == 0; }));
+  BOOST_TEST(test::pub(*k, "test/echo/in", "x").delivered == 1u); // echo_b only
+  BOOST_TEST(k->host().names() == std::vector<std::string>{"echo_b"});
+}
+
+BOOST_AUTO_TEST_CASE(hung_stop_does_not_hang_unload) {
+  restart_with([](image_profile& p) { p.stop_timeout = std::chrono::milliseconds{300}; });
+  auto at = dir.path() / "stop-gate";
+  BOOST_REQUIRE(!k->host().load(spec("echo", "{stop_gate: '" + at.string() + "'}")));
+  auto unload = std::async(std::launch::async, [&] { return k->unload("echo"); });
+  gate g{at};
+  BOOST_REQUIRE_MESSAGE(test::wait_until([&] {
+    return unload.wait_for(std::chrono::seconds{0}) == std::future_status::ready;
+  }), "unload still waits for stop after 10 s");
+  auto err = unload.get();
+  BOOST_TEST(err == errc::timeout);
+  BOOST_TEST(contains(error_text(err), "did not stop within 300 ms"), error_text(err));
+  BOOST_TEST(g.waiters() == 1u);
+  BOOST_TEST(k->plugins().plugins_size() == 0);
+  BOOST_TEST(k->host().abandoned() == 1u);
+  g.open();
+  BOOST_TEST(test::wait_until([&] { return k->host().abandoned() == 0; }));
 }
 
 BOOST_AUTO_TEST_CASE(config_checked_against_plugin_schema) {

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE reload_test
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -233,6 +234,56 @@ BOOST_AUTO_TEST_CASE(profile_change_reconfigures_live_or_by_reload) {
   BOOST_TEST(m.count == 3u);
   // The old subscription is gone with the old configuration.
   BOOST_TEST(test::pub(*k, "test/echo/in", "d").delivered == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(load_and_status_race_the_profile_watcher) {
+  // Its own kernel, watching its profile: the watcher replaces the profile while the
+  // control socket's calls (load, status) read it. Under ThreadSanitizer (build type
+  // tsan) an unguarded profile is a reported race; elsewhere it may crash.
+  test::temp_dir d;
+  auto file = d.write("image.yaml", kernel_yaml + "plugins: []\n");
+  auto p = test::make_profile(d.path());
+  p.file = file;
+  kernel_options opts{false, false};
+  opts.watch_profile = true;
+  opts.watch_interval = std::chrono::milliseconds{1};
+  kernel w{std::move(p), opts};
+  BOOST_REQUIRE(!w.start());
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> calls{0};
+  std::atomic<uint64_t> wrong{0};
+  std::thread reader{[&] {
+    while (!done.load()) {
+      if (w.load("nosuch") != errc::load_failed)
+        ++wrong;
+      if (w.status().config_file() != file.string())
+        ++wrong;
+      if (w.profile().plugins.size() > 1)
+        ++wrong;
+      ++calls;
+    }
+  }};
+  auto listed = [&] {
+    auto names = w.host().names();
+    return std::find(names.begin(), names.end(), "echo_b") != names.end();
+  };
+  bool applied = true;
+  for (int i = 0; i < 10 && applied; ++i) {
+    // Written aside and renamed in, as deploy tools do, so the watcher never reads
+    // half a file.
+    auto with = i % 2 == 0;
+    auto next = d.write("next.yaml", kernel_yaml
+                                       + (with ? "plugins:\n  - name: echo_b\n    config: "
+                                                 "{prefix: '" + std::to_string(i) + "'}\n"
+                                               : std::string{"plugins: []\n"}));
+    std::filesystem::rename(next, file);
+    applied = test::wait_until([&] { return listed() == with; });
+  }
+  done = true;
+  reader.join();
+  BOOST_TEST(applied);
+  BOOST_TEST(calls.load() > 0u);
+  BOOST_TEST(wrong.load() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(invalid_profile_change_changes_nothing) {

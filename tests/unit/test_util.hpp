@@ -70,9 +70,10 @@ public:
   collector(kernel& k, const std::string& filter) : box_(testing::collect(k, filter)) {
   }
 
-  /// Waits until at least `n` messages arrived (or 20 s passed). True if they did.
+  /// Waits until at least `n` messages arrived (or 20 s, scaled(), passed). True if
+  /// they did.
   bool wait_for(size_t n) {
-    return box_->wait_for(n);
+    return box_->wait_for(n, scaled(std::chrono::seconds{20}));
   }
 
   std::vector<Envelope> messages() const {

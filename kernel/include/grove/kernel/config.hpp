@@ -102,6 +102,10 @@ struct image_profile {
   std::string log_level = "info";
   /// CAF worker threads (0 = one per core, at least 2).
   uint32_t worker_threads = 0;
+  /// How long a plugin's init and start may take (kernel.init_timeout_ms).
+  std::chrono::milliseconds init_timeout{10000};
+  /// How long unload and shutdown wait for a plugin's stop (kernel.stop_timeout_ms).
+  std::chrono::milliseconds stop_timeout{10000};
   /// Default bus queue settings.
   queue_settings queue;
   /// Restart policy for every plugin.

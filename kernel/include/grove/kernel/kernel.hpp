@@ -86,10 +86,8 @@ public:
     return log_;
   }
 
-  /// The profile in force.
-  const image_profile& profile() const noexcept {
-    return profile_;
-  }
+  /// A copy of the profile in force (the watcher may replace it at any time).
+  image_profile profile() const;
 
   /// Re-reads the profile file and applies what changed: new plugins are loaded,
   /// removed ones unloaded, changed plugin configs applied (live or by a reload). A
@@ -149,7 +147,17 @@ private:
   /// even when its text did not change.
   void check_files(bool force);
 
+  /// Calls `f` with the profile in force, under the lock that its replacement takes.
+  template <class F>
+  auto with_profile(F&& f) const {
+    std::lock_guard guard{profile_mtx_};
+    return f(profile_);
+  }
+
+  /// Replaced only under apply_mtx_ and profile_mtx_: holders of apply_mtx_ (start,
+  /// apply_profile_change) read it directly, everyone else through with_profile().
   image_profile profile_;
+  mutable std::mutex profile_mtx_;
   kernel_options options_;
   std::shared_ptr<spdlog::logger> log_;
   caf::actor_system_config cfg_;

@@ -118,6 +118,12 @@ struct host_settings {
   std::filesystem::path plugin_host_exe;
   /// Time for in-process plugins' timers and restart back-off; null = real time.
   std::shared_ptr<kernel_clock> clock;
+  /// How long a plugin's init and start may take before its load fails.
+  std::chrono::milliseconds init_timeout{10000};
+  /// How long a plugin's stop (and a reload's or reconfiguration's swap, which also
+  /// inits the new instance: init_timeout + stop_timeout) may take before the host
+  /// gives up waiting for it.
+  std::chrono::milliseconds stop_timeout{10000};
 };
 
 /// Loads, supervises and unloads plugins. Each plugin lives in a kernel-owned slot
@@ -131,14 +137,24 @@ public:
   ~plugin_host();
 
   /// Opens the library, validates the config against the plugin's schema, spawns its
-  /// slot, and runs init and start. On any error nothing stays loaded.
+  /// slot, and runs init and start. On any error nothing stays loaded. The name is
+  /// taken from the first check on, so of concurrent loads of one name only one can
+  /// start; an init that outlasts `init_timeout` fails the load (errc::timeout) and
+  /// its slot is abandoned (see abandoned()).
   caf::error load(const plugin_spec& spec);
 
   /// Checks what load() would check (library, ABI, schema, config) without starting.
   caf::error check(const plugin_spec& spec);
 
-  /// Stops and unloads a plugin.
+  /// Stops and unloads a plugin. A stop that outlasts `stop_timeout` is not waited
+  /// for: the plugin is gone from the host, its slot abandoned, and errc::timeout
+  /// returned.
   caf::error unload(const std::string& name);
+
+  /// Slots whose init or stop timed out and that have not finished since: their
+  /// plugin code still holds a thread (in process) and the actor system cannot shut
+  /// down before it returns.
+  size_t abandoned() const noexcept;
 
   /// Hot-reloads `name` from `path` (empty: the library it runs now, re-read from
   /// disk) with its current configuration. On success returns what happened; on
@@ -190,7 +206,16 @@ private:
 
   caf::expected<std::string> swap(const std::string& name, caf::message msg);
 
+  /// Fails with duplicate_plugin when `name` is loaded or being loaded; mtx_ held.
+  caf::error check_free(const std::string& name) const;
+
+  /// Gives up on a slot that does not answer: it stops once its handler returns, and
+  /// counts as abandoned until then.
+  void abandon(const caf::actor& slot);
+
   std::atomic<uint64_t> copies_{0};
+  std::shared_ptr<std::atomic<size_t>> abandoned_
+    = std::make_shared<std::atomic<size_t>>(0);
 
   caf::actor_system& sys_;
   bus& bus_;
@@ -198,6 +223,8 @@ private:
   std::shared_ptr<spdlog::logger> log_;
   mutable std::mutex mtx_;
   std::vector<loaded> plugins_;
+  /// Names whose load is under way (checked and inserted with plugins_, under mtx_).
+  std::vector<std::string> starting_;
 };
 
 } // namespace grove
