@@ -181,6 +181,12 @@ caf::expected<group::Group> load_group(const std::filesystem::path& path) {
     auto subject = s["subject"].as<std::string>();
     if (auto err = validate_filter(subject))
       return config_error(file, raw["subject"], base + "subject", describe(err));
+    // MQTT says topics should hold no control characters; the broker's table is a
+    // line-based file, where a line break in a subject would start a rule of its own.
+    for (unsigned char c : subject)
+      if (c < 0x20 || c == 0x7f)
+        return config_error(file, raw["subject"], base + "subject",
+                            "a subject must not contain control characters");
     auto* out = g.add_subscriptions();
     out->set_id(id);
     out->set_source(s["source"].as<std::string>());

@@ -60,6 +60,24 @@ std::string plain(const char* status, std::string_view extra = {}) {
 
 } // namespace
 
+metrics_request parse_metrics_request(std::string_view in) noexcept {
+  if (in.find("\r\n\r\n") == std::string_view::npos)
+    return metrics_request::too_large;
+  auto line = in.substr(0, in.find("\r\n"));
+  auto sp1 = line.find(' ');
+  auto sp2 = line.find(' ', sp1 == line.npos ? 0 : sp1 + 1);
+  if (sp1 == line.npos || sp2 == line.npos || !line.substr(sp2 + 1).starts_with("HTTP/1."))
+    return metrics_request::bad_request;
+  auto method = line.substr(0, sp1);
+  auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  target = target.substr(0, target.find('?'));
+  if (method != "GET" && method != "HEAD")
+    return metrics_request::bad_method;
+  if (target != "/metrics")
+    return metrics_request::not_found;
+  return method == "HEAD" ? metrics_request::head : metrics_request::get;
+}
+
 struct metrics_server::impl {
   std::string bind;
   uint16_t port = 0;
@@ -142,28 +160,23 @@ struct metrics_server::impl {
   // Decides the answer once the request head is complete (or too large).
   void answer(connection& c) {
     c.answering = true;
-    auto end = c.in.find("\r\n\r\n");
-    if (end == std::string::npos) {
-      c.out = plain("431 Request Header Fields Too Large");
-      return;
-    }
-    auto line = std::string_view{c.in}.substr(0, c.in.find("\r\n"));
-    auto sp1 = line.find(' ');
-    auto sp2 = line.find(' ', sp1 == line.npos ? 0 : sp1 + 1);
-    if (sp1 == line.npos || sp2 == line.npos || !line.substr(sp2 + 1).starts_with("HTTP/1.")) {
-      c.out = plain("400 Bad Request");
-      return;
-    }
-    auto method = line.substr(0, sp1);
-    auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    target = target.substr(0, target.find('?'));
-    if (method != "GET" && method != "HEAD") {
-      c.out = plain("405 Method Not Allowed", "Allow: GET, HEAD\r\n");
-      return;
-    }
-    if (target != "/metrics") {
-      c.out = plain("404 Not Found");
-      return;
+    auto kind = parse_metrics_request(c.in);
+    switch (kind) {
+      case metrics_request::too_large:
+        c.out = plain("431 Request Header Fields Too Large");
+        return;
+      case metrics_request::bad_request:
+        c.out = plain("400 Bad Request");
+        return;
+      case metrics_request::bad_method:
+        c.out = plain("405 Method Not Allowed", "Allow: GET, HEAD\r\n");
+        return;
+      case metrics_request::not_found:
+        c.out = plain("404 Not Found");
+        return;
+      case metrics_request::get:
+      case metrics_request::head:
+        break;
     }
     std::string body;
     try {
@@ -174,7 +187,7 @@ struct metrics_server::impl {
       return;
     }
     c.out = http_response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body);
-    if (method == "HEAD")
+    if (kind == metrics_request::head)
       c.out.resize(c.out.size() - body.size());
   }
 

@@ -100,6 +100,11 @@ BOOST_AUTO_TEST_CASE(bad_subjects_ids_and_names) {
   BOOST_TEST(contains(err, "name: required key is missing"), err);
   err = error_of("g.yaml", "name: [\n");
   BOOST_TEST(contains(err, "g.yaml:"), err);
+  // The broker's table is line-based: a line break in a subject would be a rule of its
+  // own (found by tests/fuzz, target mm_group).
+  err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: cloud, subject: \"t\\nthing x\", target: shadow}\n");
+  BOOST_TEST(contains(err, "g.yaml:3:"), err);
+  BOOST_TEST(contains(err, "subscriptions[0].subject: a subject must not contain control characters"), err);
 }
 
 BOOST_AUTO_TEST_CASE(greengrass_limits) {

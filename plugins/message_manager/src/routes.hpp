@@ -54,7 +54,8 @@ public:
   routes() = default;
 
   /// Compiles a group. The group was validated by the kernel; subscriptions with an
-  /// endpoint this code does not understand are skipped and counted in skipped().
+  /// endpoint this code does not understand are skipped and counted in skipped(), and
+  /// so are devices whose names are not valid endpoint names.
   explicit routes(const group::Group& g);
 
   /// Targets of a message from `source` (an endpoint string) on `topic`.
@@ -82,7 +83,8 @@ public:
   /// Number of devices in the group.
   size_t devices() const noexcept { return things_.size(); }
 
-  /// Subscriptions skipped because an endpoint was not understood.
+  /// Subscriptions skipped because an endpoint was not understood or the subject cannot
+  /// be written on one line of the broker's ACL file (a line break, a leading blank).
   size_t skipped() const noexcept { return skipped_; }
 
 private:

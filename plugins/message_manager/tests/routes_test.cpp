@@ -141,3 +141,25 @@ BOOST_AUTO_TEST_CASE(empty_table_routes_nothing) {
   BOOST_TEST(bad.skipped() == 1u);
   BOOST_TEST(bad.size() == 9u);
 }
+
+// Found by tests/fuzz (target mm_group): names and subjects with line breaks wrote rules
+// of their own into the broker's line-based ACL file.
+BOOST_AUTO_TEST_CASE(acl_lines_cannot_be_injected) {
+  auto g = make_group();
+  g.set_name("home\nthing intruder");
+  g.add_devices()->set_thing("x\ndeliver * lamp #");
+  auto* s = g.add_subscriptions();
+  s->set_id("evil");
+  s->set_source("device:switch");
+  s->set_subject("home/x\ndeliver * lamp #");
+  s->set_target("function:brain");
+  g.mutable_subscriptions(0)->set_subject(" home/switch/+");
+  routes r{g};
+  BOOST_TEST(r.skipped() == 2u);
+  auto acl = r.acl_text();
+  BOOST_TEST(acl.find("\nthing intruder") == std::string::npos, acl);
+  BOOST_TEST(acl.find("deliver * lamp") == std::string::npos, acl);
+  BOOST_TEST(acl.find("pub switch  home") == std::string::npos, acl);
+  BOOST_TEST(has_line(acl, "thing lamp"), acl);
+  BOOST_TEST(std::count(acl.begin(), acl.end(), '\n') == 13, acl);
+}

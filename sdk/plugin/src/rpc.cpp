@@ -1,5 +1,8 @@
 #include "grove/rpc.hpp"
 
+#include <cstdint>
+#include <string>
+
 #include <caf/atom.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message.hpp>
@@ -27,6 +30,13 @@ caf::error error_of(const Envelope& msg) {
       return {};
     return make_error(errc::plugin_failed, msg.error());
   }
+  // CAF's codes are 1-255 (0 is "no error"): a wider one from a peer must not wrap
+  // around to a success.
+  if (msg.error_code() > UINT8_MAX)
+    return make_error(errc::plugin_failed,
+                      msg.error().empty()
+                        ? "error code " + std::to_string(msg.error_code())
+                        : msg.error());
   auto category = msg.error_category().empty() ? caf::atom("grove")
                                                : caf::atom_from_string(msg.error_category());
   auto code = static_cast<uint8_t>(msg.error_code());

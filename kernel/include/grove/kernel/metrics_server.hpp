@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <caf/error.hpp>
 
@@ -24,6 +25,27 @@ struct metrics_server_limits {
   /// Connections served at once; one more is answered 503 and closed.
   size_t max_connections = 8;
 };
+
+/// What the metrics endpoint answers one HTTP request with.
+enum class metrics_request {
+  /// `GET /metrics` (a query string is ignored): the scrape.
+  get,
+  /// `HEAD /metrics`: the scrape's headers only.
+  head,
+  /// No blank line ends the head within the size limit: 431.
+  too_large,
+  /// The request line is not `<method> <target> HTTP/1.x`: 400.
+  bad_request,
+  /// Any method but GET and HEAD: 405.
+  bad_method,
+  /// Any target but /metrics: 404.
+  not_found,
+};
+
+/// Classifies the bytes a client sent (request line and headers, complete when they
+/// hold "\r\n\r\n"). Pure: the server's only parser of outside input, fuzzed by
+/// tests/fuzz/targets/metrics_request.cpp.
+metrics_request parse_metrics_request(std::string_view in) noexcept;
 
 /// Serves the Prometheus text format on HTTP/1.1 `GET /metrics`: one thread, poll()
 /// over non-blocking sockets, every connection closed after one answer.

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets (tests/fuzz/corpus/<target>/).
+
+Run from anywhere: python3 tests/fuzz/make_seeds.py. Protobuf messages are encoded by
+hand (no python3-protobuf needed); field numbers are those of proto/*.proto. Text seeds
+come from the repository's own examples. Re-running rewrites the seeds it owns and
+leaves other files (inputs added by hand or by a fuzzing run) alone.
+"""
+import pathlib
+
+root = pathlib.Path(__file__).resolve().parents[2]
+corpus = root / "tests" / "fuzz" / "corpus"
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def ld(num, payload):  # length-delimited field
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def vi(num, value):  # varint field
+    return varint(num << 3) + varint(value)
+
+
+def frame(msg):
+    return len(msg).to_bytes(4, "big") + msg
+
+
+def envelope(topic, payload=b"", **kw):
+    m = ld(1, topic) + ld(3, payload)
+    if "source" in kw:
+        m += ld(2, kw["source"])
+    if "error" in kw:
+        m += ld(9, kw["error"])
+    if "error_code" in kw:
+        m += vi(10, kw["error_code"])
+    if "category" in kw:
+        m += ld(11, kw["category"])
+    return m
+
+
+def write(target, name, data):
+    d = corpus / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+# control.Request / control.Response frames.
+write("control_frame", "status", frame(ld(1, b"")))
+write("control_frame", "publish", frame(ld(5, envelope("home/lamp/set", b"on"))))
+write("control_frame", "subscribe", frame(ld(6, ld(1, "home/#"))))
+write("control_frame", "call", frame(ld(8, ld(1, envelope("kv/get", b"k")) + vi(2, 1000))))
+write("control_frame", "two_frames", frame(ld(2, b"")) + frame(ld(3, ld(1, "heartbeat"))))
+write("control_frame", "reply_error",
+      frame(vi(1, 1) + ld(8, envelope("kv/get", error="no such key", error_code=4,
+                                      category="grove"))))
+write("control_frame", "truncated", frame(ld(5, envelope("a/b")))[:-2])
+
+# plugin_host.ToKernel frames from a child.
+update = ld(1, "routed.to_cloud") + ld(2, "counter") + ld(3, "messages routed") + vi(6, 3)
+labelled = (ld(1, "queue.depth") + ld(2, "gauge") + ld(3, "depth") + ld(4, "queue")
+            + ld(5, "cloud") + vi(7, 12))
+write("host_frame", "metrics", frame(ld(13, ld(1, update) + ld(1, labelled))))
+write("host_frame", "subscribe_publish",
+      frame(ld(2, "home/+/state")) + frame(ld(4, envelope("home/lamp/state", b"1"))))
+write("host_frame", "serve_watch",
+      frame(ld(10, "kv/#")) + frame(ld(12, vi(1, 7) + ld(2, "kv/get") + vi(3, 500))))
+write("host_frame", "status", frame(ld(9, ld(1, "links") + ld(2, "up"))))
+
+# Topic, filter, filter.
+for i, (a, b, t) in enumerate([("home/+/state", "home/#", "home/lamp/state"),
+                               ("+/x", "$SYS/#", "$SYS/x"),
+                               ("#", "a/b/c", "a/b/c"),
+                               ("a/+/#", "a/b", "a"),
+                               ("", "/", "//")]):
+    write("topic", f"seed{i}", f"{a}\n{b}\n{t}")
+
+# HTTP requests to the metrics endpoint.
+for name, req in {"get": "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+                  "head": "HEAD /metrics?x=1 HTTP/1.0\r\n\r\n",
+                  "post": "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                  "other": "GET / HTTP/1.1\r\n\r\n",
+                  "partial": "GET /metrics HTTP/1.1\r\nHost"}.items():
+    write("metrics_request", name, req)
+
+# Files an operator writes.
+write("group", "home.yaml", (root / "configs" / "groups" / "home.yaml").read_text())
+write("group", "small.json",
+      '{"name": "j", "devices": [{"thing": "a"}], "subscriptions": [{"id": "x", '
+      '"source": "device:a", "subject": "t/#", "target": "cloud"}]}')
+for p in sorted((root / "configs" / "images").glob("*.yaml")):
+    write("profile", p.name, p.read_text())
+write("mm_config", "development", "development_mode: true\n")
+write("mm_config", "tls",
+      "broker:\n  port: 8883\n  ca_file: pki/ca.crt\n  cert_file: pki/server.crt\n"
+      "  key_file: pki/server.key\n  client_cert_file: pki/devices/grove.crt\n"
+      "  client_key_file: pki/devices/grove.key\ncloud:\n  enabled: true\n"
+      "  host: example.com\n  thing_name: core-1\n  ca_file: /etc/grove/ca.pem\n"
+      "  cert_file: /etc/grove/core-1.crt\n  key_file: /etc/grove/core-1.key\n"
+      "spool: {storage: file, max_size_bytes: 10485760}\n")
+
+# group.Group as message_manager gets it on the bus.
+def sub(i, src, subject, dst):
+    return ld(5, ld(1, i) + ld(2, src) + ld(3, subject) + ld(4, dst))
+
+group = (ld(1, "home") + vi(2, 3) + ld(3, ld(1, "lamp")) + ld(3, ld(1, "switch") + vi(2, 1))
+         + ld(4, ld(1, "brain")) + sub("s1", "device:switch", "home/switch/+", "function:brain")
+         + sub("s2", "function:brain", "home/lamp/set", "device:lamp")
+         + sub("s3", "device:lamp", "home/lamp/#", "cloud")
+         + sub("s4", "device:switch", "home/switch/#", "device:lamp")
+         + sub("s5", "shadow", "$aws/things/lamp/shadow/#", "device:lamp"))
+write("mm_group", "home", group)
+
+# The broker plugin's ACL file: the one its end-to-end test loads, and a refused one.
+test = (root / "plugins" / "message_manager" / "broker" / "tests"
+        / "broker_plugin_test.sh").read_text()
+write("broker_acl", "plugin_test",
+      test.split("cat >\"$ACL\" <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n")
+write("broker_acl", "refused", "thing A\r\npub B t/#\ndeliver @device:A A x\n")
