@@ -7,6 +7,7 @@
 // long-running daemon never accumulates dead threads. A client socket is closed only
 // after its thread was joined, so shutdown() from stop() never hits a reused fd.
 
+#include "grove/kernel/bus.hpp"
 #include "grove/kernel/control.hpp"
 #include "grove/rpc.hpp"
 
@@ -554,6 +555,12 @@ bool control_server::impl::handle(client& c, const control::Request& req) {
         auto msg = req.call().msg();
         if (msg.source().empty())
           msg.set_source("grovectl");
+        if (msg.source() == kernel_source) {
+          // What the kernel sends is what its consumers trust (README, "Who owns what").
+          res = error_response(make_error(errc::not_authorized,
+                                          "grovectl may not send as 'kernel'"));
+          break;
+        }
         auto timeout = std::chrono::milliseconds{
           req.call().timeout_ms() > 0 ? req.call().timeout_ms() : 10'000};
         auto topic = msg.topic();

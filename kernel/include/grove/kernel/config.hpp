@@ -104,6 +104,8 @@ struct image_profile {
   uint32_t worker_threads = 0;
   /// Default bus queue settings.
   queue_settings queue;
+  /// Largest payload the bus carries (`kernel.bus.max_payload_bytes`).
+  uint64_t max_payload_bytes = default_max_payload_bytes;
   /// Restart policy for every plugin.
   restart_policy restart;
   /// The Prometheus endpoint.
