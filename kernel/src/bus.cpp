@@ -204,13 +204,17 @@ caf::error bus::owner_error(const Envelope& msg, std::string_view publisher) {
 caf::expected<publish_result> bus::publish(Envelope msg, std::string_view publisher) {
   if (auto err = validate_topic(msg.topic()))
     return err;
-  if (auto err = check_payload(msg))
-    return err;
-  // Only `$grove/` topics have owners: everything else pays one prefix compare. In a
-  // plugin-host child the kernel, which knows every owner, checks on arrival.
-  if (!uplink_ && msg.topic().starts_with(owned_namespace)) [[unlikely]]
+  // Both checks cost the hot path a compare each, no caf::error temporaries.
+  if (msg.payload().size() > max_payload_) [[unlikely]]
+    return payload_error(msg);
+  // Only `$grove/` topics have owners: others stop at the first character (validated
+  // topics are not empty). In a plugin-host child the kernel, which knows every owner,
+  // checks on arrival.
+  if (msg.topic()[0] == '$' && !uplink_ && msg.topic().starts_with(owned_namespace))
+    [[unlikely]] {
     if (auto err = owner_error(msg, publisher))
       return err;
+  }
   if (msg.id() == 0)
     msg.set_id(next_id());
   if (msg.timestamp_ns() == 0)

@@ -550,6 +550,11 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
                             "plugins[" + std::to_string(i) + "].may_claim["
                               + std::to_string(k) + "]",
                             "a source name, or a prefix ending in '*' (e.g. device:*)");
+      if (grant == kernel_source)
+        return config_error(fname, raw["may_claim"][k],
+                            "plugins[" + std::to_string(i) + "].may_claim["
+                              + std::to_string(k) + "]",
+                            "'kernel' is the kernel's own source; no plugin may claim it");
       spec.may_claim.push_back(std::move(grant));
     }
     result.plugins.push_back(std::move(spec));

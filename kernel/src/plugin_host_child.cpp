@@ -246,7 +246,7 @@ int run_plugin_host(const std::string& name, int fd) {
   spec.queue.block_timeout = std::chrono::hours{24};
   // Any source passes here: the kernel enforces may_claim in the parent, the one
   // place a child's claims are counted (and a child cannot be trusted to check).
-  spec.may_claim = {"*"};
+  spec.may_claim = {"*", std::string{kernel_source}};
   if (auto err = k->host().load(spec)) {
     result(false, describe(err));
     return 1;

@@ -1,5 +1,6 @@
 #include "slot.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <unordered_map>
@@ -47,9 +48,13 @@ caf::error authorize_source(Envelope& msg, const std::string& name,
     msg.set_source(name);
     return {};
   }
-  // "kernel" is what consumers of the kernel's events trust: no grant reaches it.
+  // "kernel" is what consumers of the kernel's events trust: no wildcard reaches it,
+  // and profiles refuse the exact grant (only a plugin-host child's plugin has it, as
+  // groved checks again what the child sends).
   if (msg.source() == name
-      || (msg.source() != kernel_source && granted(may_claim, msg.source())))
+      || (msg.source() == kernel_source
+            ? std::find(may_claim.begin(), may_claim.end(), kernel_source) != may_claim.end()
+            : granted(may_claim, msg.source())))
     return {};
   auto n = status.refused_sources.fetch_add(1, std::memory_order_relaxed) + 1;
   // Logged, but a plugin stuck in a loop must not flood the log: the first ten, then
