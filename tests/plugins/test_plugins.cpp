@@ -29,6 +29,7 @@ await: {type: string, default: "", doc: "at start, wait for this topic to be ser
 await_ms: {type: int, default: 5000, min: 1}
 claim_as: {type: string, default: "", doc: "source set on echoes, for may_claim tests"}
 call_as: {type: string, default: "", doc: "payload 'call:<topic>' requests <topic> as this source"}
+own: {type: string, default: "", doc: "filter under $grove/ whose events it owns, by own_events"}
 )";
 
 #ifndef TEST_PLUGIN_VARIANT
@@ -50,6 +51,9 @@ public:
     abort_on_ = cfg["abort_on"].as<std::string>();
     claim_as_ = cfg["claim_as"].as<std::string>();
     call_as_ = cfg["call_as"].as<std::string>();
+    if (auto filter = cfg["own"].as<std::string>(); !filter.empty())
+      if (auto err = ctx.own_events(filter))
+        return err;
     if (auto filter = cfg["serve"].as<std::string>(); !filter.empty())
       if (auto err = ctx.serve(filter, [this](const grove::Envelope& msg) { answer(msg); }))
         return err;
