@@ -271,6 +271,9 @@ BOOST_AUTO_TEST_CASE(only_the_owner_publishes_on_its_event_topics) {
 BOOST_AUTO_TEST_CASE(ownership_is_exclusive_and_the_kernel_owns_its_topics) {
   both_kinds([](env& e) {
     BOOST_REQUIRE(!e.load("echo", "{listen: a/in, own: '$grove/t/out/#'}"));
+    BOOST_TEST(e.k->bus().owner_of("$grove/t/out/x/y") == "echo");
+    BOOST_TEST(e.k->bus().owner_of("$grove/group/current") == "kernel");
+    BOOST_TEST(e.k->bus().owner_of("$grove/mm/in/x").empty());
     auto err = e.load("echo_b", "{listen: b/in, own: '$grove/t/out/x'}");
     BOOST_REQUIRE(err);
     BOOST_TEST(contains(describe(err), "'echo_b' cannot own '$grove/t/out/x': 'echo' owns "
@@ -307,7 +310,9 @@ BOOST_AUTO_TEST_CASE(ownership_is_exclusive_and_the_kernel_owns_its_topics) {
     BOOST_REQUIRE(e.wait_until([&] { return e.info("echo_c").refused_sources() == 1u; }));
     // Unloading the owner ends its ownership.
     BOOST_REQUIRE(!e.k->unload("echo"));
+    BOOST_TEST(e.k->bus().owner_of("$grove/t/out/x/y").empty());
     BOOST_REQUIRE(!e.load("echo_b", "{listen: b/in, own: '$grove/t/out/x'}"));
+    BOOST_TEST(e.k->bus().owner_of("$grove/t/out/x") == "echo_b");
     // Nothing ever reached the group's subscribers.
     test::pub(*e.k, "k/in", "marker");
     BOOST_REQUIRE(e.wait_until([&] { return e.info("echo_c").refused_sources() == 2u; }));
