@@ -174,9 +174,50 @@ std::vector<std::string> bus::filters_of(const endpoint_ptr& ep) const {
   return result;
 }
 
-caf::expected<publish_result> bus::publish(Envelope msg) {
+caf::error bus::payload_error(const Envelope& msg) {
+  refused_too_large_.fetch_add(1, std::memory_order_relaxed);
+  return make_error(errc::too_large,
+                    "payload of " + std::to_string(msg.payload().size()) + " bytes on '"
+                      + msg.topic() + "' is over the bus limit of "
+                      + std::to_string(max_payload_)
+                      + " bytes (kernel.bus.max_payload_bytes)");
+}
+
+caf::error bus::owner_error(const Envelope& msg, std::string_view publisher) {
+  std::string owner;
+  {
+    std::lock_guard guard{owner_mtx_};
+    // Owned filters never overlap, so at most one matches.
+    for (auto& o : owners_)
+      if (topic_matches(o.filter, msg.topic())) {
+        if (o.owner == publisher)
+          return {};
+        owner = o.owner;
+        break;
+      }
+  }
+  if (owner.empty())
+    return {};
+  refused_not_owner_.fetch_add(1, std::memory_order_relaxed);
+  return make_error(errc::not_authorized, "'" + std::string{publisher}
+                                            + "' may not publish on '" + msg.topic()
+                                            + "': its events belong to '" + owner + "'");
+}
+
+caf::expected<publish_result> bus::publish(Envelope msg, std::string_view publisher) {
   if (auto err = validate_topic(msg.topic()))
     return err;
+  // Both checks cost the hot path a compare each, no caf::error temporaries.
+  if (msg.payload().size() > max_payload_) [[unlikely]]
+    return payload_error(msg);
+  // Only `$grove/` topics have owners: others stop at the first character (validated
+  // topics are not empty). In a plugin-host child the kernel, which knows every owner,
+  // checks on arrival.
+  if (msg.topic()[0] == '$' && !uplink_ && msg.topic().starts_with(owned_namespace))
+    [[unlikely]] {
+    if (auto err = owner_error(msg, publisher))
+      return err;
+  }
   if (msg.id() == 0)
     msg.set_id(next_id());
   if (msg.timestamp_ns() == 0)
@@ -233,6 +274,68 @@ caf::expected<publish_result> bus::publish(Envelope msg) {
   if (result.dropped > 0)
     dropped_.fetch_add(result.dropped, std::memory_order_relaxed);
   return result;
+}
+
+caf::error bus::own(std::string_view owner, std::string_view filter) {
+  if (auto err = validate_filter(filter))
+    return err;
+  if (!filter.starts_with(owned_namespace))
+    return make_error(errc::invalid_topic, "'" + std::string{owner} + "' cannot own '"
+                                             + std::string{filter}
+                                             + "': only topics under $grove/ have owners");
+  if (uplink_) {
+    // In a plugin-host child the kernel, which knows every owner, decides.
+    uplink_->own_changed(true, std::string{filter});
+    return {};
+  }
+  std::lock_guard guard{owner_mtx_};
+  for (auto& o : owners_) {
+    if (o.owner == owner && o.filter == filter)
+      return {};
+    if (o.owner != owner && filters_overlap(o.filter, filter))
+      return make_error(errc::already_served,
+                        "'" + std::string{owner} + "' cannot own '" + std::string{filter}
+                          + "': '" + o.owner + "' owns '" + o.filter + "'");
+  }
+  owners_.push_back(serve_claim{std::string{filter}, std::string{owner}});
+  return {};
+}
+
+caf::error bus::disown(std::string_view owner, std::string_view filter) {
+  if (uplink_) {
+    uplink_->own_changed(false, std::string{filter});
+    return {};
+  }
+  std::lock_guard guard{owner_mtx_};
+  auto n = std::erase_if(owners_, [&](const serve_claim& o) {
+    return o.owner == owner && o.filter == filter;
+  });
+  if (n == 0)
+    return make_error(errc::invalid_state, "'" + std::string{owner} + "' does not own '"
+                                             + std::string{filter} + "'");
+  return {};
+}
+
+void bus::disown_all(std::string_view owner) {
+  std::lock_guard guard{owner_mtx_};
+  std::erase_if(owners_, [&](const serve_claim& o) { return o.owner == owner; });
+}
+
+std::vector<std::string> bus::owned_by(std::string_view owner) const {
+  std::vector<std::string> result;
+  std::lock_guard guard{owner_mtx_};
+  for (auto& o : owners_)
+    if (o.owner == owner)
+      result.push_back(o.filter);
+  return result;
+}
+
+std::string bus::owner_of(std::string_view topic) const {
+  std::lock_guard guard{owner_mtx_};
+  for (auto& o : owners_)
+    if (topic_matches(o.filter, topic))
+      return o.owner;
+  return {};
 }
 
 caf::error bus::serve(const endpoint_ptr& ep, std::string_view filter) {
@@ -382,6 +485,8 @@ bus_stats bus::stats() const {
   s.delivered = delivered_.load();
   s.dropped = dropped_.load();
   s.subscriptions = static_cast<uint32_t>(t->all.size());
+  s.refused_not_owner = refused_not_owner_.load();
+  s.refused_too_large = refused_too_large_.load();
   return s;
 }
 

@@ -249,6 +249,8 @@ kernel:
         queue_capacity: {type: int, default: 10000, min: 1, max: 100000000}
         overflow: {type: string, default: drop, enum: [drop, block]}
         block_timeout_ms: {type: int, default: 1000, min: 0, max: 3600000}
+        max_payload_bytes: {type: int, default: 15728640, min: 1024, max: 66060288,
+                            doc: "largest payload of a publish, request or reply; below the plugin-host frame cap of 64 MiB"}
     restart:
       type: map
       keys:
@@ -489,6 +491,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
   result.queue.overflow = *parse_overflow_policy(bus["overflow"].Scalar());
   result.queue.block_timeout = std::chrono::milliseconds{
     bus["block_timeout_ms"].as<int64_t>()};
+  result.max_payload_bytes = bus["max_payload_bytes"].as<uint64_t>();
   auto restart = kernel["restart"];
   result.restart.max_failures = restart["max_failures"].as<uint32_t>();
   result.restart.window = std::chrono::seconds{restart["window_seconds"].as<int64_t>()};
@@ -550,6 +553,11 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
                             "plugins[" + std::to_string(i) + "].may_claim["
                               + std::to_string(k) + "]",
                             "a source name, or a prefix ending in '*' (e.g. device:*)");
+      if (grant == kernel_source)
+        return config_error(fname, raw["may_claim"][k],
+                            "plugins[" + std::to_string(i) + "].may_claim["
+                              + std::to_string(k) + "]",
+                            "'kernel' is the kernel's own source; no plugin may claim it");
       spec.may_claim.push_back(std::move(grant));
     }
     result.plugins.push_back(std::move(spec));

@@ -13,6 +13,7 @@
 // reply or subscribed message nobody takes for send_timeout (SO_SNDTIMEO) ends the
 // connection; a subscription holds at most its byte and message bounds.
 
+#include "grove/kernel/bus.hpp"
 #include "grove/kernel/control.hpp"
 #include "grove/rpc.hpp"
 
@@ -692,6 +693,12 @@ bool control_server::impl::handle(client& c, const control::Request& req) {
         auto msg = req.call().msg();
         if (msg.source().empty())
           msg.set_source("grovectl");
+        if (msg.source() == kernel_source) {
+          // What the kernel sends is what its consumers trust (README, "Who owns what").
+          res = error_response(make_error(errc::not_authorized,
+                                          "grovectl may not send as 'kernel'"));
+          break;
+        }
         auto timeout = std::chrono::milliseconds{
           req.call().timeout_ms() > 0 ? req.call().timeout_ms() : 10'000};
         auto topic = msg.topic();

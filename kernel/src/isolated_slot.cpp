@@ -42,6 +42,7 @@ constexpr std::chrono::milliseconds stop_grace{3000};
 
 using cserve_atom = caf::atom_constant<caf::atom("cserve")>;
 using cwatch_atom = caf::atom_constant<caf::atom("cwatch")>;
+using cown_atom = caf::atom_constant<caf::atom("cown")>;
 
 // The error a Reply frame carries: structured in msg, else the text alone.
 caf::error reply_error_of(const Envelope& msg, const std::string& error) {
@@ -84,6 +85,9 @@ protected:
       },
       [this](cwatch_atom, uint64_t gen, uint64_t id, std::string& topic, uint64_t ms) {
         on_watch(gen, id, topic, ms);
+      },
+      [this](cown_atom, uint64_t gen, bool add, std::string& filter) {
+        on_own(gen, add, filter);
       },
       [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
       [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
@@ -180,6 +184,15 @@ protected:
         auto i = calls_.find(id);
         if (gen != gen_ || i == calls_.end())
           return;
+        // The child is trusted with neither the reply's source nor its size.
+        msg.set_source(setup_.name);
+        if (error.empty())
+          if (auto err = setup_.bus_ptr->check_payload(msg)) {
+            setup_.log->warn("reply refused: {}", describe(err));
+            i->second.deliver(std::move(err));
+            calls_.erase(i);
+            return;
+          }
         if (error.empty())
           i->second.deliver(std::move(msg));
         else
@@ -351,6 +364,10 @@ private:
       answer(nullptr, err);
       return;
     }
+    if (auto err = setup_.bus_ptr->check_payload(msg)) {
+      answer(nullptr, err);
+      return;
+    }
     auto target = setup_.bus_ptr->route_request(msg.topic());
     if (!target) {
       answer(nullptr, make_error(errc::no_route, "nobody serves '" + msg.topic() + "'"));
@@ -385,6 +402,21 @@ private:
       return;
     }
     claimed_.push_back(filter);
+  }
+
+  // An event topic the child's plugin owns (or gives up); the kernel's table decides.
+  void on_own(uint64_t gen, bool add, const std::string& filter) {
+    if (gen != gen_)
+      return;
+    if (!add) {
+      setup_.bus_ptr->disown(setup_.name, filter);
+      return;
+    }
+    if (auto err = setup_.bus_ptr->own(setup_.name, filter)) {
+      setup_.log->error("{}", describe(err));
+      if (claim_error_.empty())
+        claim_error_ = describe(err);
+    }
   }
 
   // The child waits for `topic` to be served.
@@ -488,6 +520,7 @@ private:
     s->set_state_dir(setup_.state_dir.string());
     s->set_log_level(iso_.log_level);
     s->set_queue_capacity(iso_.queue_capacity);
+    s->set_max_payload_bytes(setup_.bus_ptr->max_payload());
     channel_->send(out);
     return {};
   }
@@ -527,8 +560,7 @@ private:
           if (authorize_source(*msg, name, grants, status, log))
             break;
           msg->clear_id();
-          if (auto r = b.publish(std::move(*msg)); !r)
-            log.warn("publish refused: {}", describe(r.error()));
+          publish_as(b, std::move(*msg), name, log);
           break;
         }
         case host::ToKernel::kCall: {
@@ -556,6 +588,12 @@ private:
           break;
         case host::ToKernel::kUnserve:
           caf::anon_send(self, cserve_atom::value, gen, false, in.unserve());
+          break;
+        case host::ToKernel::kOwn:
+          caf::anon_send(self, cown_atom::value, gen, true, in.own());
+          break;
+        case host::ToKernel::kDisown:
+          caf::anon_send(self, cown_atom::value, gen, false, in.disown());
           break;
         case host::ToKernel::kWatch:
           caf::anon_send(self, cwatch_atom::value, gen, in.watch().id(), in.watch().topic(),
@@ -707,6 +745,7 @@ private:
     retire_child();
     setup_.bus_ptr->unsubscribe_all(ep());
     setup_.bus_ptr->unserve_all(ep());
+    setup_.bus_ptr->disown_all(setup_.name);
     set_state(plugin_state::stopped);
     if (stop_rp_) {
       stop_rp_->deliver(true);

@@ -173,6 +173,10 @@ kernel::kernel(image_profile profile, kernel_options options)
   hs.init_timeout = profile_.init_timeout;
   hs.stop_timeout = profile_.stop_timeout;
   host_ = std::make_unique<plugin_host>(*sys_, bus_, std::move(hs), log_);
+  bus_.set_max_payload(profile_.max_payload_bytes);
+  // The kernel's events are its own from the start: no plugin loads before this.
+  for (auto f : kernel_event_filters)
+    bus_.own(kernel_source, f);
 }
 
 kernel::~kernel() {
@@ -328,7 +332,9 @@ caf::expected<Envelope> kernel::request(Envelope env, std::chrono::milliseconds 
   if (!target)
     return make_error(errc::no_route, "nobody serves '" + env.topic() + "'");
   if (env.source().empty())
-    env.set_source("kernel");
+    env.set_source(std::string{kernel_source});
+  if (auto err = bus_.check_payload(env))
+    return err;
   env.set_id(bus_.next_id());
   env.set_reply_to("kernel/" + std::to_string(env.id()));
   caf::scoped_actor self{*sys_};
@@ -391,10 +397,12 @@ caf::error kernel::reload_group() {
              g->version(), g->devices_size(), g->functions_size(), g->subscriptions_size());
   Envelope msg;
   msg.set_topic("$grove/group/current");
-  msg.set_source("kernel");
+  msg.set_source(std::string{kernel_source});
   msg.set_content_type(group_client::get_rpc::response_type());
   msg.set_payload(g->SerializeAsString());
-  bus_.publish(std::move(msg));
+  if (auto r = bus_.publish(std::move(msg), kernel_source); !r)
+    log_->error("group {} version {} not published: {}", g->name(), g->version(),
+                describe(r.error()));
   return {};
 }
 
@@ -416,6 +424,8 @@ control::Status kernel::status() {
   st.set_bus_dropped(bs.dropped);
   st.set_bus_unrouted(bs.unrouted);
   st.set_subscriptions(bs.subscriptions);
+  st.set_bus_refused_not_owner(bs.refused_not_owner);
+  st.set_bus_refused_too_large(bs.refused_too_large);
   for (auto& p : host_->list())
     *st.add_plugins() = std::move(p);
   for (auto& [k, v] : host_->details())
@@ -530,7 +540,9 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
 caf::expected<publish_result> kernel::publish(Envelope msg) {
   if (msg.source().empty())
     msg.set_source("grovectl");
-  return bus_.publish(std::move(msg));
+  else if (msg.source() == kernel_source) [[unlikely]]
+    return make_error(errc::not_authorized, "grovectl may not send as 'kernel'");
+  return bus_.publish(std::move(msg), "grovectl");
 }
 
 caf::expected<std::shared_ptr<void>>

@@ -322,6 +322,12 @@ void write_prometheus(const control::Status& st, std::string& out) {
               st.bus_dropped());
   bus_counter("grove_bus_unrouted_total", "Messages published with no subscriber.",
               st.bus_unrouted());
+  bus_counter("grove_bus_refused_not_owner_total",
+              "Publishes refused: the topic's events belong to another owner.",
+              st.bus_refused_not_owner());
+  bus_counter("grove_bus_refused_too_large_total",
+              "Publishes, requests and replies refused: payload over the bus limit.",
+              st.bus_refused_too_large());
   name = "grove_bus_subscriptions";
   ex.family(name, "gauge", "Subscriptions on the bus.");
   ex.sample(name, {}, {}, st.subscriptions());

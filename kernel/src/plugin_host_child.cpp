@@ -122,6 +122,15 @@ public:
     ch_.send(out);
   }
 
+  void own_changed(bool added, const std::string& filter) override {
+    host::ToKernel out;
+    if (added)
+      out.set_own(filter);
+    else
+      out.set_disown(filter);
+    ch_.send(out);
+  }
+
   void watch_served(uint64_t id, const std::string& topic,
                     std::chrono::milliseconds timeout) override {
     host::ToKernel out;
@@ -202,6 +211,10 @@ int run_plugin_host(const std::string& name, int fd) {
   // The child's own kernel says little: the plugin's logger carries what matters.
   p.log_level = "warn";
   p.worker_threads = 2;
+  // The same limit as the kernel's bus, so the plugin hears of an oversized publish or
+  // reply at once instead of only in groved's log.
+  if (start.max_payload_bytes() > 0)
+    p.max_payload_bytes = start.max_payload_bytes();
   kernel_options opts;
   opts.control_socket = false;
   opts.logger_name = "host:" + name;
@@ -233,7 +246,7 @@ int run_plugin_host(const std::string& name, int fd) {
   spec.queue.block_timeout = std::chrono::hours{24};
   // Any source passes here: the kernel enforces may_claim in the parent, the one
   // place a child's claims are counted (and a child cannot be trusted to check).
-  spec.may_claim = {"*"};
+  spec.may_claim = {"*", std::string{kernel_source}};
   if (auto err = k->host().load(spec)) {
     result(false, describe(err));
     return 1;

@@ -1,5 +1,6 @@
 #include "slot.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <unordered_map>
@@ -47,7 +48,13 @@ caf::error authorize_source(Envelope& msg, const std::string& name,
     msg.set_source(name);
     return {};
   }
-  if (msg.source() == name || granted(may_claim, msg.source()))
+  // "kernel" is what consumers of the kernel's events trust: no wildcard reaches it,
+  // and profiles refuse the exact grant (only a plugin-host child's plugin has it, as
+  // groved checks again what the child sends).
+  if (msg.source() == name
+      || (msg.source() == kernel_source
+            ? std::find(may_claim.begin(), may_claim.end(), kernel_source) != may_claim.end()
+            : granted(may_claim, msg.source())))
     return {};
   auto n = status.refused_sources.fetch_add(1, std::memory_order_relaxed) + 1;
   // Logged, but a plugin stuck in a loop must not flood the log: the first ten, then
@@ -59,6 +66,20 @@ caf::error authorize_source(Envelope& msg, const std::string& name,
   return make_error(errc::not_authorized,
                     "'" + name + "' may not send as '" + msg.source()
                       + "' (grant it with may_claim in the image profile)");
+}
+
+caf::expected<publish_result> publish_as(bus& b, Envelope msg, const std::string& name,
+                                         spdlog::logger& log) {
+  auto result = b.publish(std::move(msg), name);
+  if (!result && result.error() != errc::invalid_topic) {
+    // Like refused sources: logged, but a plugin stuck in a loop must not flood the log.
+    auto st = b.stats();
+    auto n = st.refused_not_owner + st.refused_too_large;
+    if (n <= 10 || n % 1000 == 0)
+      log.warn("publish refused: {} (refused on the bus so far: {})",
+               describe(result.error()), n);
+  }
+  return result;
 }
 
 std::string now_iso8601() {
@@ -122,6 +143,9 @@ protected:
                    std::function<void(caf::error)> f) override;
   void call(Envelope msg, std::chrono::milliseconds timeout, response_handler f) override;
 
+public:
+  caf::error own_events(std::string_view filter) override;
+
 private:
   slot_actor* owner_;
 };
@@ -183,7 +207,23 @@ public:
     // functions) publishes on their behalf, within what its profile entry grants.
     if (auto err = authorize_source(msg, setup_))
       return err;
-    return setup_.bus_ptr->publish(std::move(msg));
+    return publish_as(*setup_.bus_ptr, std::move(msg), setup_.name, *setup_.log);
+  }
+
+  // Event topics of the current instance (actor thread: init, start, callbacks).
+  caf::error add_owned(std::string_view filter) {
+    if (!on_actor_thread())
+      return make_error(errc::invalid_state,
+                        "own_events must be called from the plugin's own callbacks");
+    if (auto err = setup_.bus_ptr->own(setup_.name, filter)) {
+      // Made while loading, it fails the load even if the plugin ignores the result.
+      if (starting_ && claim_error_.empty())
+        claim_error_ = describe(err);
+      return err;
+    }
+    if (std::find(owned_.begin(), owned_.end(), filter) == owned_.end())
+      owned_.emplace_back(filter);
+    return {};
   }
 
   // A delayed message to this slot, on the kernel's clock: CAF's (real time) unless a
@@ -307,6 +347,10 @@ public:
       fail_later(std::move(err));
       return;
     }
+    if (auto err = setup_.bus_ptr->check_payload(env)) {
+      fail_later(std::move(err));
+      return;
+    }
     auto target = setup_.bus_ptr->route_request(env.topic());
     if (!target) {
       fail_later(make_error(errc::no_route, "nobody serves '" + env.topic() + "'"));
@@ -334,6 +378,13 @@ public:
   }
 
   void answer(const Envelope& req, caf::expected<Envelope> result) {
+    // An oversized reply becomes the requester's error: it must not reach an isolated
+    // requester's child, and the server hears of it in its log.
+    if (result)
+      if (auto err = setup_.bus_ptr->check_payload(*result)) {
+        setup_.log->warn("reply refused: {}", describe(err));
+        result = std::move(err);
+      }
     if (!on_actor_thread()) {
       // Promises belong to the actor; hop over to it.
       if (result)
@@ -562,6 +613,8 @@ private:
     }
     auto previous_filters = setup_.bus_ptr->filters_of(ep());
     auto previous_claims = setup_.bus_ptr->served_by(ep());
+    auto previous_owned = setup_.bus_ptr->owned_by(setup_.name);
+    owned_.clear();
     claim_error_.clear();
     auto inst = std::make_unique<instance>();
     inst->lib = setup_.lib;
@@ -602,6 +655,9 @@ private:
       if (std::none_of(handlers_.begin(), handlers_.end(),
                        [&](const auto& h) { return h.first == f; }))
         setup_.bus_ptr->unserve(ep(), f);
+    for (auto& f : previous_owned)
+      if (std::find(owned_.begin(), owned_.end(), f) == owned_.end())
+        setup_.bus_ptr->disown(setup_.name, f);
     // Drop subscriptions an earlier instance held that this one did not ask for.
     std::vector<std::string> wanted;
     {
@@ -845,6 +901,7 @@ private:
     kept_.clear();
     setup_.bus_ptr->unsubscribe_all(ep());
     setup_.bus_ptr->unserve_all(ep());
+    setup_.bus_ptr->disown_all(setup_.name);
     set_state(plugin_state::stopped);
     quit();
     return true;
@@ -866,6 +923,8 @@ private:
   std::unique_ptr<instance> inst_;
   // Claims of the current instance with their handlers, in claim order.
   std::vector<std::pair<std::string, request_handler>> handlers_;
+  // Event topics the current instance owns (own_events), in claim order.
+  std::vector<std::string> owned_;
   // Set while init/restore/start run: a failed claim then fails the load.
   bool starting_ = false;
   std::string claim_error_;
@@ -964,6 +1023,10 @@ caf::error slot_context::serve(std::string_view filter, request_handler handler)
 
 caf::error slot_context::unserve(std::string_view filter) {
   return owner_->remove_claim(filter);
+}
+
+caf::error slot_context::own_events(std::string_view filter) {
+  return owner_->add_owned(filter);
 }
 
 void slot_context::when_served(std::string_view topic, std::chrono::milliseconds timeout,

@@ -86,6 +86,11 @@ caf::error authorize_source(Envelope& msg, const std::string& name,
                             const std::vector<std::string>& may_claim,
                             slot_status& status, spdlog::logger& log);
 
+/// Publishes `msg` for plugin `name` (bus::publish), logging a refusal (ownership,
+/// payload limit) the first ten times and every thousandth after. Thread-safe.
+caf::expected<publish_result> publish_as(bus& b, Envelope msg, const std::string& name,
+                                         spdlog::logger& log);
+
 /// authorize_source for the plugin of `setup`.
 inline caf::error authorize_source(Envelope& msg, const slot_setup& setup) {
   return authorize_source(msg, setup.name, setup.may_claim, *setup.status, *setup.log);

@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "kernel_fixture.hpp"
+#include "grove/group.pb.h"
 #include "grove/rpc.hpp"
 
 // Services (serve / rpc / readiness) and who may speak as whom (may_claim), for both
@@ -216,5 +217,157 @@ BOOST_AUTO_TEST_CASE(sources_are_authorized_by_the_kernel) {
       BOOST_TEST((m.source() == "echo_b" || m.source() == "test"), m.source());
     BOOST_TEST(e.info("echo").refused_sources() == 0u);
     BOOST_TEST(e.info("echo_c").refused_sources() == 0u);
+  });
+}
+
+// [owners-1] Events on an owned topic come from its owner alone: another plugin's
+// publish there and grovectl's are refused and counted (status and metrics), the
+// owner's own are delivered, and unowned `$grove/` topics stay open.
+BOOST_AUTO_TEST_CASE(only_the_owner_publishes_on_its_event_topics) {
+  both_kinds([](env& e) {
+    test::collector out{*e.k, "$grove/t/out/#"};
+    test::collector open{*e.k, "$grove/t/open"};
+    BOOST_REQUIRE(!e.load("echo", "{listen: o/in, answer: '$grove/t/out/a', "
+                                  "own: '$grove/t/out/#'}"));
+    BOOST_REQUIRE(!e.load("echo_b", "{listen: b/in, answer: '$grove/t/out/b'}"));
+    BOOST_REQUIRE(!e.load("echo_c", "{listen: c/in, answer: '$grove/t/open'}"));
+    test::pub(*e.k, "b/in", "forged by a plugin");
+    BOOST_REQUIRE(
+      e.wait_until([&] { return e.k->status().bus_refused_not_owner() == 1u; }));
+    // grovectl (the control server's path) is refused with the owner named.
+    Envelope g;
+    g.set_topic("$grove/t/out/c");
+    g.set_payload("forged by grovectl");
+    auto r = e.k->publish(g);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(r.error() == errc::not_authorized);
+    BOOST_TEST(contains(describe(r.error()), "belong to 'echo'"), describe(r.error()));
+    BOOST_TEST(e.k->status().bus_refused_not_owner() == 2u);
+    BOOST_TEST(contains(e.k->scrape(), "grove_bus_refused_not_owner_total 2"));
+    // The owner's own events arrive, and nothing else did.
+    test::pub(*e.k, "o/in", "real");
+    test::pub(*e.k, "b/in", "forged again");
+    test::pub(*e.k, "o/in", "real 2");
+    BOOST_REQUIRE(out.wait_for(2));
+    BOOST_REQUIRE(e.wait_until([&] { return e.k->status().bus_refused_not_owner() == 3u; }));
+    auto got = out.messages();
+    BOOST_REQUIRE(got.size() == 2u);
+    BOOST_TEST(got[0].payload() == "real");
+    BOOST_TEST(got[1].payload() == "real 2");
+    for (auto& m : got)
+      BOOST_TEST(m.source() == "echo");
+    // A `$grove/` topic nobody owns is open to every plugin.
+    test::pub(*e.k, "c/in", "open");
+    BOOST_REQUIRE(open.wait_for(1));
+    BOOST_TEST(open.messages()[0].source() == "echo_c");
+    BOOST_TEST(e.info("echo_b").state() == "running");
+  });
+}
+
+// [owners-2] Ownership is exclusive: an overlapping claim fails the load naming both,
+// `$grove/group/#` is the kernel's, nothing outside `$grove/` is owned, and unloading
+// the owner frees its topics. Neither grovectl nor a plugin granted every source may
+// send as the kernel, and grovectl cannot forge a group.
+BOOST_AUTO_TEST_CASE(ownership_is_exclusive_and_the_kernel_owns_its_topics) {
+  both_kinds([](env& e) {
+    BOOST_REQUIRE(!e.load("echo", "{listen: a/in, own: '$grove/t/out/#'}"));
+    BOOST_TEST(e.k->bus().owner_of("$grove/t/out/x/y") == "echo");
+    BOOST_TEST(e.k->bus().owner_of("$grove/group/current") == "kernel");
+    BOOST_TEST(e.k->bus().owner_of("$grove/mm/in/x").empty());
+    auto err = e.load("echo_b", "{listen: b/in, own: '$grove/t/out/x'}");
+    BOOST_REQUIRE(err);
+    BOOST_TEST(contains(describe(err), "'echo_b' cannot own '$grove/t/out/x': 'echo' owns "
+                                       "'$grove/t/out/#'"),
+               describe(err));
+    err = e.load("echo_b", "{listen: b/in, own: '$grove/group/current'}");
+    BOOST_REQUIRE(err);
+    BOOST_TEST(contains(describe(err), "'kernel' owns '$grove/group/#'"), describe(err));
+    err = e.load("echo_b", "{listen: b/in, own: 'plain/#'}");
+    BOOST_REQUIRE(err);
+    BOOST_TEST(contains(describe(err), "only topics under $grove/ have owners"),
+               describe(err));
+    // A forged group with the highest version, as grovectl pub would send it.
+    test::collector current{*e.k, "$grove/group/current"};
+    group::Group forged;
+    forged.set_name("forged");
+    forged.set_version(UINT64_MAX);
+    Envelope g;
+    g.set_topic("$grove/group/current");
+    g.set_payload(forged.SerializeAsString());
+    auto r = e.k->publish(g);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(contains(describe(r.error()), "belong to 'kernel'"), describe(r.error()));
+    g.set_source("kernel");
+    g.set_topic("t/x");
+    r = e.k->publish(g);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(r.error() == errc::not_authorized);
+    // A plugin granted every source still cannot claim the kernel's.
+    test::collector out{*e.k, "k/out"};
+    BOOST_REQUIRE(
+      !e.load("echo_c", "{listen: k/in, answer: k/out, claim_as: kernel}", {"*"}));
+    test::pub(*e.k, "k/in", "as kernel");
+    BOOST_REQUIRE(e.wait_until([&] { return e.info("echo_c").refused_sources() == 1u; }));
+    // Unloading the owner ends its ownership.
+    BOOST_REQUIRE(!e.k->unload("echo"));
+    BOOST_TEST(e.k->bus().owner_of("$grove/t/out/x/y").empty());
+    BOOST_REQUIRE(!e.load("echo_b", "{listen: b/in, own: '$grove/t/out/x'}"));
+    BOOST_TEST(e.k->bus().owner_of("$grove/t/out/x") == "echo_b");
+    // Nothing ever reached the group's subscribers.
+    test::pub(*e.k, "k/in", "marker");
+    BOOST_REQUIRE(e.wait_until([&] { return e.info("echo_c").refused_sources() == 2u; }));
+    BOOST_TEST(current.messages().empty());
+  });
+}
+
+// [payload-1] One payload limit (kernel.bus.max_payload_bytes, 15 MiB by default): a
+// publish, a request and a reply over it are refused with too_large and counted, the
+// (isolated) plugin never sees them and stays healthy, and a payload at the limit is
+// delivered.
+BOOST_AUTO_TEST_CASE(payloads_over_the_bus_limit_are_refused_at_publish) {
+  both_kinds([](env& e) {
+    const auto limit = e.k->bus().max_payload();
+    BOOST_TEST(limit == default_max_payload_bytes);
+    test::collector out{*e.k, "big/out"};
+    BOOST_REQUIRE(!e.load("echo", "{listen: big/in, answer: big/out, serve: big/svc}"));
+    BOOST_REQUIRE(!e.load("echo_b", "{listen: b/in, prefix: p, serve: big/plus}"));
+    Envelope m;
+    m.set_topic("big/in");
+    m.set_payload(std::string(limit + 1, 'x'));
+    auto r = e.k->publish(m);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(r.error() == errc::too_large);
+    BOOST_TEST(contains(describe(r.error()), "kernel.bus.max_payload_bytes"));
+    auto q = e.request("big/svc", std::string(limit + 1, 'x'));
+    BOOST_REQUIRE(!q);
+    BOOST_TEST(q.error() == errc::too_large);
+    BOOST_TEST(e.k->status().bus_refused_too_large() == 2u);
+    // At the limit: delivered to the plugin and echoed back whole.
+    test::pub(*e.k, "big/in", std::string(limit, 'y'));
+    BOOST_REQUIRE(out.wait_for(1));
+    BOOST_TEST(out.messages()[0].payload().size() == limit);
+    auto ok = e.request("big/svc", std::string(limit, 'z'));
+    BOOST_REQUIRE_MESSAGE(ok, (ok ? std::string{} : describe(ok.error())));
+    BOOST_TEST(ok->payload().size() == limit);
+    // The reply of echo_b is one byte over ("p" + payload): the requester's error.
+    auto over = e.request("big/plus", std::string(limit, 'w'));
+    BOOST_REQUIRE(!over);
+    BOOST_TEST(over.error() == errc::too_large, describe(over.error()));
+    for (auto* name : {"echo", "echo_b"}) {
+      BOOST_TEST(e.info(name).state() == "running");
+      BOOST_TEST(e.info(name).restarts() == 0u);
+    }
+    // An oversized publish of the plugin itself (its echo of a message at the limit,
+    // one byte longer) is refused too and never delivered.
+    BOOST_REQUIRE(!e.k->unload("echo"));
+    BOOST_REQUIRE(!e.load("echo", "{listen: big/in, answer: big/out, prefix: p}"));
+    test::pub(*e.k, "big/in", std::string(limit, 'v'));
+    test::pub(*e.k, "big/in", "small");
+    BOOST_REQUIRE(out.wait_for(2));
+    auto got = out.messages();
+    BOOST_REQUIRE(got.size() == 2u);
+    BOOST_TEST(got[1].payload() == "psmall");
+    BOOST_TEST(e.info("echo").state() == "running");
+    BOOST_TEST(e.info("echo").restarts() == 0u);
   });
 }

@@ -33,6 +33,7 @@ claim_as: {type: string, default: "", doc: "source set on echoes, for may_claim 
 call_as: {type: string, default: "", doc: "payload 'call:<topic>' requests <topic> as this source"}
 init_gate: {type: string, default: "", doc: "init appends a line to <gate>.waiting, then blocks until the file <gate> exists"}
 stop_gate: {type: string, default: "", doc: "stop appends a line to <gate>.waiting, then blocks until the file <gate> exists"}
+own: {type: string, default: "", doc: "filter under $grove/ whose events it owns, by own_events"}
 )";
 
 /// A plugin stuck in init or stop, for the host's timeouts: says it is waiting, then
@@ -66,6 +67,9 @@ public:
     abort_on_ = cfg["abort_on"].as<std::string>();
     claim_as_ = cfg["claim_as"].as<std::string>();
     call_as_ = cfg["call_as"].as<std::string>();
+    if (auto filter = cfg["own"].as<std::string>(); !filter.empty())
+      if (auto err = ctx.own_events(filter))
+        return err;
     if (auto filter = cfg["serve"].as<std::string>(); !filter.empty())
       if (auto err = ctx.serve(filter, [this](const grove::Envelope& msg) { answer(msg); }))
         return err;

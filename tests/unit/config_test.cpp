@@ -55,6 +55,8 @@ plugins:
   BOOST_TEST(p->queue.capacity == 42u);
   BOOST_TEST(to_string(p->queue.overflow) == std::string{"block"});
   BOOST_TEST(p->restart.max_failures == 5u);
+  BOOST_TEST(p->max_payload_bytes == default_max_payload_bytes);
+  BOOST_TEST(default_max_payload_bytes == 15u * 1024 * 1024);
   BOOST_REQUIRE_EQUAL(p->plugins.size(), 2u);
   BOOST_TEST(p->plugins[0].name == "echo");
   BOOST_TEST(p->plugins[0].log_level == "debug");
@@ -106,6 +108,18 @@ BOOST_AUTO_TEST_CASE(out_of_range_and_enum) {
   BOOST_TEST(contains(err, "must be at least 1"), err);
   err = error_of("kernel:\n  log_level: loud\n");
   BOOST_TEST(contains(err, "kernel.log_level: must be one of"), err);
+  // [payload-1] The payload limit stays below the plugin-host frame cap (64 MiB).
+  err = error_of("kernel:\n  bus: {max_payload_bytes: 67108864}\n");
+  BOOST_TEST(contains(err, "kernel.bus.max_payload_bytes: must be at most 66060288"), err);
+  err = error_of("kernel:\n  bus: {max_payload_bytes: 100}\n");
+  BOOST_TEST(contains(err, "kernel.bus.max_payload_bytes"), err);
+  // [claims-4] The kernel's source is nobody's grant.
+  err = error_of("plugins:\n  - name: a\n    may_claim: [kernel]\n");
+  BOOST_TEST(contains(err, "plugins[0].may_claim[0]: 'kernel' is the kernel's own source"),
+             err);
+  auto p = load("kernel:\n  bus: {max_payload_bytes: 2048}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->max_payload_bytes == 2048u);
   err = error_of("plugins:\n  - name: a\n    overflow: explode\n");
   BOOST_TEST(contains(err, "plugins[0].overflow"), err);
 }

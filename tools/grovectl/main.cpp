@@ -298,6 +298,8 @@ json to_json(const grove::control::Status& s) {
             {"delivered", s.bus_delivered()},
             {"dropped", s.bus_dropped()},
             {"unrouted", s.bus_unrouted()},
+            {"refused_not_owner", s.bus_refused_not_owner()},
+            {"refused_too_large", s.bus_refused_too_large()},
             {"subscriptions", s.subscriptions()}}},
           {"plugins", to_json_array(s.plugins())},
           {"details", details}};
@@ -385,6 +387,10 @@ void print_status(const grove::control::Status& s) {
               static_cast<unsigned long long>(s.bus_delivered()),
               static_cast<unsigned long long>(s.bus_dropped()),
               static_cast<unsigned long long>(s.bus_unrouted()), s.subscriptions());
+  if (s.bus_refused_not_owner() + s.bus_refused_too_large() > 0)
+    std::printf("bus refused: %llu not the topic's owner, %llu over the payload limit\n",
+                static_cast<unsigned long long>(s.bus_refused_not_owner()),
+                static_cast<unsigned long long>(s.bus_refused_too_large()));
   std::printf("\n");
   print_plugin_table(s.plugins());
   std::vector<std::pair<std::string, std::string>> rows;

@@ -30,6 +30,7 @@ namespace {
 
 // Bus topics: into the table from functions and the shadow service, and out of it.
 using grove::message_manager::in_prefix;
+using grove::message_manager::out_prefix;
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
@@ -65,6 +66,9 @@ public:
     ctx_ = &ctx;
     log_ = &ctx.log();
     if (auto err = declare_metrics())
+      return err;
+    // mm-1, mm-2: what arrives on $grove/mm/out/ came through the table, from us alone.
+    if (auto err = ctx.own_events(std::string{out_prefix} + "#"))
       return err;
     dev_mode_ = cfg.development_mode;
     const auto& b = cfg.broker;
@@ -354,6 +358,14 @@ public:
 
   void on_message(const Envelope& msg) override {
     if (msg.topic() == group_current) {
+      // mm-4: a group only from the kernel (the bus refuses anyone else's publish there;
+      // this keeps a forged one out should that rule ever be bypassed).
+      if (msg.source() != group_client::source) {
+        ++refused_source_;
+        log_->warn("ignoring a group published by '{}': only the kernel's is accepted",
+                   msg.source());
+        return;
+      }
       apply_group(msg.payload());
       return;
     }

@@ -410,10 +410,26 @@ sleep 2 # the kernel polls the file every second; nothing observable changes on 
 check "a malformed group file is refused and the table stays" \
   bash -c '[[ "$(metric group.subscriptions)" == 11 ]]'
 check "... routes still work" deliver_until A a/to/c still-works "$WORK/c.out"
-"$GROVECTL" pub '$grove/group/current' 'not a protobuf' >/dev/null
+"$GROVECTL" pub '$grove/group/current' 'not a protobuf' >/dev/null 2>&1
 check "garbage on \$grove/group/current is refused, the table stays" \
   bash -c 'sleep 0.3; [[ "$(metric group.subscriptions)" == 11 ]]'
 write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
+# Only the kernel publishes groups: a forged one with the highest version (name "forged",
+# version 2^64-1, no subscriptions; no NUL byte, so it fits an argument) would pin the
+# table and make every later edit look stale.
+FORGED=$(printf '\x0a\x06forged\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01')
+"$GROVECTL" pub '$grove/group/current' "$FORGED" >"$WORK/forged.out" 2>&1
+FORGED_RC=$?
+check "grovectl pub of a forged group is refused ($(head -c 200 "$WORK/forged.out"))" \
+  bash -c '[[ $1 != 0 ]] && grep -qF "belong to '"'"'kernel'"'"'" "$2"' _ "$FORGED_RC" "$WORK/forged.out"
+check "... counted in groved's status" \
+  bash -c '[[ "$("$1" status --json | jq -r .bus.refused_not_owner)" -ge 2 ]]' _ "$GROVECTL"
+check "... the table stays" bash -c 'sleep 0.3; [[ "$(metric group.subscriptions)" == 11 ]]'
+write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}
+  - {id: c-a, source: "device:C", subject: "c/to/a", target: "device:A"}'
+check "... and the next real edit is applied" metric_is group.subscriptions 12 100
+write_group '  - {id: a-c, source: "device:A", subject: "a/to/c", target: "device:C"}'
+check "... as is the one after it" metric_is group.subscriptions 11 100
 
 # ---- hot reload hands the broker over: devices stay connected, nothing lost at QoS 1 --------
 RELOAD_BROKER_PID=$(broker_pid)

@@ -147,6 +147,9 @@ public:
   /// The plugin's serve claims changed (the kernel checks them against others').
   virtual void serve_changed(bool added, const std::string& filter) = 0;
 
+  /// The plugin's owned event topics changed (the kernel checks them against others').
+  virtual void own_changed(bool added, const std::string& filter) = 0;
+
   /// The plugin waits for `topic` to be served; the kernel answers by calling
   /// bus::fire_watch(id) on the child's bus. `timeout` bounds the kernel's side.
   virtual void watch_served(uint64_t id, const std::string& topic,
@@ -169,7 +172,31 @@ struct bus_stats {
   uint64_t dropped = 0;
   uint64_t unrouted = 0;
   uint32_t subscriptions = 0;
+  /// Publishes refused: the topic's events belong to another owner.
+  uint64_t refused_not_owner = 0;
+  /// Publishes, requests and replies refused: payload over the limit.
+  uint64_t refused_too_large = 0;
 };
+
+/// Default of `kernel.bus.max_payload_bytes` (15 MiB): below the plugin-host frame cap
+/// (64 MiB), so nothing the bus accepts can break the channel to an isolated plugin,
+/// and with room for the envelope in a control-socket frame (16 MiB), so `grovectl
+/// sub` can show whatever the bus carried.
+inline constexpr uint64_t default_max_payload_bytes = 15u << 20;
+
+/// Largest `kernel.bus.max_payload_bytes` allowed: the frame cap less 1 MiB for the
+/// envelope's other fields.
+inline constexpr uint64_t max_max_payload_bytes = 63u << 20;
+
+/// Where the kernel's own events go (`$grove/group/current`, ...): owned by "kernel".
+inline constexpr std::string_view kernel_event_filters[] = {"$grove/group/#",
+                                                            "$grove/kernel/#"};
+
+/// The source of what the kernel itself sends; no plugin and no grovectl may set it.
+inline constexpr std::string_view kernel_source = "kernel";
+
+/// The namespace whose event topics have owners.
+inline constexpr std::string_view owned_namespace = "$grove/";
 
 /// Topic-based publish/subscribe and request routing between plugins. Publishing is
 /// lock-free on the hot path: the sender reads an immutable snapshot of the table and
@@ -196,9 +223,48 @@ public:
   /// Filters `ep` is subscribed to, in subscription order.
   std::vector<std::string> filters_of(const endpoint_ptr& ep) const;
 
-  /// Publishes `msg` (topic validated; id and timestamp filled in when zero) to every
-  /// matching endpoint. Thread-safe.
-  caf::expected<publish_result> publish(Envelope msg);
+  /// Publishes `msg` for `publisher` (a plugin's name, "kernel" or "grovectl"; topic
+  /// validated; id and timestamp filled in when zero) to every matching endpoint.
+  /// Refused, counted, with errc::too_large for a payload over max_payload() and with
+  /// errc::not_authorized on a topic whose events another publisher owns (see own()).
+  /// Thread-safe.
+  caf::expected<publish_result> publish(Envelope msg, std::string_view publisher);
+
+  /// The payload limit rule alone, for requests and replies: errc::too_large (counted)
+  /// when `msg`'s payload is larger than max_payload().
+  caf::error check_payload(const Envelope& msg) {
+    if (msg.payload().size() <= max_payload_) [[likely]]
+      return {};
+    return payload_error(msg);
+  }
+
+  /// Sets the payload limit (`kernel.bus.max_payload_bytes`). Set before plugins load.
+  void set_max_payload(uint64_t n) noexcept {
+    max_payload_ = n;
+  }
+
+  /// The payload limit in bytes.
+  uint64_t max_payload() const noexcept {
+    return max_payload_;
+  }
+
+  /// Makes `owner` the only publisher of events on topics matching `filter`, which
+  /// must lie under `$grove/` (sdk/plugin/README.md, "Who owns what"). Fails with
+  /// errc::already_served naming both owners when another owner's filter overlaps it,
+  /// errc::invalid_topic outside `$grove/`. Idempotent for the same owner and filter.
+  caf::error own(std::string_view owner, std::string_view filter);
+
+  /// Gives up one ownership of `owner`.
+  caf::error disown(std::string_view owner, std::string_view filter);
+
+  /// Gives up every ownership of `owner`.
+  void disown_all(std::string_view owner);
+
+  /// Filters `owner` owns, in claim order.
+  std::vector<std::string> owned_by(std::string_view owner) const;
+
+  /// Who owns events on `topic`; empty when nobody does.
+  std::string owner_of(std::string_view topic) const;
 
   /// Claims requests on `filter` for `ep` (sdk/plugin/README.md, "Services"). Fails
   /// with errc::already_served naming both owners when another endpoint's claim
@@ -280,6 +346,10 @@ private:
 
   void rebuild(std::vector<entry> all);
 
+  // The slow halves of the publish checks (counted, with the error's text).
+  caf::error payload_error(const Envelope& msg);
+  caf::error owner_error(const Envelope& msg, std::string_view publisher);
+
   // Returns the current table. A mutex-guarded copy rather than
   // std::atomic<std::shared_ptr>: libstdc++ 12's lock-bit implementation of the latter
   // was seen corrupting the table under load.
@@ -305,6 +375,10 @@ private:
   };
 
   bus_uplink* uplink_ = nullptr;
+  uint64_t max_payload_ = default_max_payload_bytes;
+  // Event owners: changed at plugin start and stop, read only for `$grove/` publishes.
+  mutable std::mutex owner_mtx_;
+  std::vector<serve_claim> owners_;
   // Claims and waiters: requests are rarer than publishes, a mutex is enough.
   mutable std::mutex serve_mtx_;
   std::vector<claim> claims_;
@@ -318,6 +392,8 @@ private:
   std::atomic<uint64_t> unrouted_{0};
   std::atomic<uint64_t> delivered_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> refused_not_owner_{0};
+  std::atomic<uint64_t> refused_too_large_{0};
 };
 
 } // namespace grove

@@ -108,6 +108,8 @@ struct image_profile {
   std::chrono::milliseconds stop_timeout{10000};
   /// Default bus queue settings.
   queue_settings queue;
+  /// Largest payload the bus carries (`kernel.bus.max_payload_bytes`).
+  uint64_t max_payload_bytes = default_max_payload_bytes;
   /// Restart policy for every plugin.
   restart_policy restart;
   /// The Prometheus endpoint.

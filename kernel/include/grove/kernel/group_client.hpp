@@ -19,18 +19,35 @@ inline constexpr std::string_view get_topic = "$grove/group/get";
 /// The typed call.
 using get_rpc = rpc<group::GetRequest, group::Group>;
 
+/// The one source a group is accepted from, on `$grove/group/get` replies and
+/// `$grove/group/current` events alike.
+inline constexpr std::string_view source = "kernel";
+
+/// `reply` when the kernel sent it, else errc::not_authorized (a plugin serving
+/// `$grove/group/get` in an image without a group must not hand out one).
+inline caf::expected<Envelope> from_kernel(caf::expected<Envelope> reply) {
+  if (reply && reply->source() != source)
+    return make_error(errc::not_authorized, "ignored a group from '" + reply->source()
+                                              + "': only the kernel's is accepted");
+  return reply;
+}
+
 /// Asks for the group from a plugin; `f` runs on the plugin's actor.
 inline void get(context& ctx, std::chrono::milliseconds timeout,
                 std::function<void(caf::expected<group::Group>)> f) {
-  get_rpc{std::string{get_topic}}(ctx, group::GetRequest{}, timeout, std::move(f));
+  get_rpc rpc{std::string{get_topic}};
+  ctx.call(rpc.encode(group::GetRequest{}), timeout,
+           [f = std::move(f)](caf::expected<Envelope> reply) {
+             f(get_rpc::decode(from_kernel(std::move(reply))));
+           });
 }
 
 /// Asks for the group through a blocking transport `send(Envelope) ->
 /// caf::expected<Envelope>` (e.g. a lambda over grove::kernel::request in tests).
 template <class Send>
 caf::expected<group::Group> get(Send&& send) {
-  return get_rpc{std::string{get_topic}}.call_with(std::forward<Send>(send),
-                                                   group::GetRequest{});
+  get_rpc rpc{std::string{get_topic}};
+  return get_rpc::decode(from_kernel(send(rpc.encode(group::GetRequest{}))));
 }
 
 } // namespace grove::group_client

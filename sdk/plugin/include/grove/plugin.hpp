@@ -282,6 +282,19 @@ protected:
   /// when the instance is gone).
   virtual void run_blocking_impl(std::function<void()> work, std::function<void()> then)
     = 0;
+
+  // --- h9-owner ---
+public:
+  /// Makes this plugin the only publisher of events on topics matching `filter`, which
+  /// must lie under `$grove/` (e.g. "$grove/mm/out/#"): a publish there by anyone else
+  /// (another plugin, grovectl) is refused with errc::not_authorized and counted.
+  /// Requests to topics a plugin serves are not events and stay open. Fails with
+  /// errc::already_served naming both owners when another owner's filter overlaps
+  /// (the kernel owns `$grove/group/#` and `$grove/kernel/#`), errc::invalid_topic
+  /// outside `$grove/`; a failure during init or start fails the plugin's load.
+  /// Ownership lasts across restarts and reloads while the new instance declares it
+  /// again, and ends when the plugin is unloaded. Call from the plugin's actor.
+  virtual caf::error own_events(std::string_view filter) = 0;
 };
 
 template <class Work, class Then>

@@ -18,6 +18,10 @@ namespace grove::message_manager {
 /// Requests on this prefix + the MQTT topic are message_manager's (mm-3).
 inline constexpr std::string_view in_prefix = "$grove/mm/in/";
 
+/// Where message_manager publishes messages for functions and the shadow service
+/// (mm-1, mm-2); only message_manager may publish there (it owns the events).
+inline constexpr std::string_view out_prefix = "$grove/mm/out/";
+
 /// The reply's decoding (the request carries the message itself, not a Protobuf).
 using routed_rpc = rpc<Envelope, mm::Routed>;
 
