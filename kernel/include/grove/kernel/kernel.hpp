@@ -25,6 +25,7 @@ class logger;
 
 namespace grove {
 
+class file_watch;
 class metrics_server;
 
 /// Version of groved.
@@ -163,6 +164,9 @@ private:
   std::mutex watch_mtx_;
   std::condition_variable watch_cv_;
   bool watch_stop_ = false;
+  // The group file's own watcher (kernel.cpp, start()).
+  std::unique_ptr<file_watch> group_watch_;
+  std::thread group_watcher_;
 };
 
 } // namespace grove
