@@ -160,6 +160,35 @@ BOOST_AUTO_TEST_CASE(kernel_serves_and_publishes_the_group) {
   BOOST_TEST(k.group()->name() == "home2");
 }
 
+// Issue 9: an edit reaches the bus when the file is written, not at the next poll. The
+// poll is an hour here, so only the file watch can apply these edits: one renamed over
+// the file (as editors do), one written in place.
+BOOST_AUTO_TEST_CASE(a_group_edit_is_applied_without_waiting_for_the_poll) {
+  auto gfile = dir.write("g.yaml", good);
+  auto p = test::make_profile(dir.path());
+  p.group_file = gfile;
+  kernel_options opts{false, false};
+  opts.watch_profile = true;
+  opts.watch_interval = std::chrono::hours{1};
+  kernel k{std::move(p), opts};
+  test::collector current{k, "$grove/group/current"};
+  BOOST_REQUIRE(!k.start());
+  BOOST_REQUIRE(current.wait_for(1)); // version 1, at start
+  dir.write("other.yaml", "name: not-the-group\n"); // another file of the directory
+  dir.write("g.yaml.new", "name: renamed\n");
+  std::filesystem::rename(dir.path() / "g.yaml.new", gfile);
+  BOOST_REQUIRE(current.wait_for(2));
+  group::Group g;
+  BOOST_REQUIRE(g.ParseFromString(current.messages()[1].payload()));
+  BOOST_TEST(g.name() == "renamed");
+  BOOST_TEST(g.version() == 2u);
+  dir.write("g.yaml", "name: in-place\n");
+  BOOST_REQUIRE(current.wait_for(3));
+  BOOST_REQUIRE(g.ParseFromString(current.messages()[2].payload()));
+  BOOST_TEST(g.name() == "in-place");
+  BOOST_TEST(k.group()->name() == "in-place");
+}
+
 BOOST_AUTO_TEST_CASE(kernel_refuses_to_start_on_a_bad_group) {
   auto p = test::make_profile(dir.path());
   p.group_file = dir.write("g.yaml", "name: g\ndevices: 5\n");
