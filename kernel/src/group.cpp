@@ -5,7 +5,6 @@
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <set>
 #include <span>
 #include <unordered_set>
 
@@ -262,7 +261,7 @@ public:
       level_ = level::top;
     } else if (level_ == level::list) {
       level_ = level::item;
-      item_seen_.clear();
+      item_seen_ = 0;
       add_item();
     } else {
       return fail();
@@ -279,15 +278,13 @@ public:
     if (level_ == level::item) {
       // Every key of a subscription is required; of the others, the first (thing,
       // name, id).
-      auto keys = item_keys();
-      size_t required = section_ == "subscriptions" ? keys.size() : 1;
-      for (size_t i = 0; i < required; ++i)
-        if (!item_seen_.count(std::string{keys[i]}))
-          return fail();
+      unsigned required = section_ == "subscriptions" ? (1u << item_keys().size()) - 1 : 1u;
+      if ((item_seen_ & required) != required)
+        return fail();
       level_ = level::list;
       return;
     }
-    if (level_ == level::top && top_seen_.count("name")) {
+    if (level_ == level::top && (top_seen_ & 1u)) { // name
       level_ = level::done;
       return;
     }
@@ -333,9 +330,11 @@ private:
     auto keys = level_ == level::top ? std::span<const std::string_view>{top_keys}
                                      : item_keys();
     auto& seen = level_ == level::top ? top_seen_ : item_seen_;
-    if (std::find(keys.begin(), keys.end(), key) == keys.end()
-        || !seen.insert(key).second)
+    auto at = std::find(keys.begin(), keys.end(), key);
+    unsigned bit = 1u << (at - keys.begin());
+    if (at == keys.end() || (seen & bit))
       return fail();
+    seen |= bit;
     key_ = key;
     want_key_ = false;
   }
@@ -447,8 +446,8 @@ private:
   bool want_key_ = true;
   std::string key_;
   std::string section_;
-  std::set<std::string, std::less<>> top_seen_;
-  std::set<std::string, std::less<>> item_seen_;
+  unsigned top_seen_ = 0;  // bit i: top_keys[i] was seen
+  unsigned item_seen_ = 0; // bit i: item_keys()[i] was seen in this item
   std::vector<frame> config_;
 };
 
