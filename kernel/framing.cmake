@@ -4,10 +4,12 @@
 #   kernel/src/framing.cpp     grove::framing::{write_frame, read_frame}
 #   sdk/plugin/src/errors.cpp  grove::to_string(errc), make_error, describe
 #   sdk/plugin/src/rpc.cpp     set_error, error_of: errors as envelope fields (typed calls)
+#   kernel/src/plugin_name.cpp validate_plugin_name: the one rule for plugin names
 # Paths are relative to this file, so it works whichever project includes it.
 get_filename_component(grove_framing_root ${CMAKE_CURRENT_LIST_DIR}/.. ABSOLUTE)
 add_library(grove_framing STATIC
   ${grove_framing_root}/kernel/src/framing.cpp
+  ${grove_framing_root}/kernel/src/plugin_name.cpp
   ${grove_framing_root}/sdk/plugin/src/errors.cpp
   ${grove_framing_root}/sdk/plugin/src/rpc.cpp)
 target_include_directories(grove_framing PUBLIC

@@ -7,6 +7,7 @@
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
+#include "grove/kernel/plugin_name.hpp"
 
 namespace grove {
 
@@ -513,11 +514,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
     plugin_spec spec;
     spec.name = p["name"].Scalar();
     auto field = "plugins[" + std::to_string(i) + "].name";
-    bool valid_name = !spec.name.empty() && spec.name.size() <= 64;
-    for (char c : spec.name)
-      valid_name = valid_name && (std::isalnum(static_cast<unsigned char>(c)) || c == '_'
-                                  || c == '-');
-    if (!valid_name)
+    if (validate_plugin_name(spec.name))
       return config_error(fname, raw["name"], field,
                   "plugin names are 1-64 characters of [A-Za-z0-9_-]");
     if (!names.insert(spec.name).second)

@@ -6,10 +6,17 @@
 // client thread signals the reap eventfd so the acceptor joins it right away; a
 // long-running daemon never accumulates dead threads. A client socket is closed only
 // after its thread was joined, so shutdown() from stop() never hits a reused fd.
+//
+// Limits (control_limits): a connection waits for a request at most idle_timeout (and
+// a half-sent frame stalls at most that long: SO_RCVTIMEO); at max_clients the
+// acceptor evicts the connection waiting longest (shutdown, its thread leaves); a
+// reply or subscribed message nobody takes for send_timeout (SO_SNDTIMEO) ends the
+// connection; a subscription holds at most its byte and message bounds.
 
 #include "grove/kernel/control.hpp"
 #include "grove/rpc.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -24,6 +31,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -32,6 +40,7 @@
 #include <spdlog/sinks/null_sink.h>
 
 #include "grove/errors.hpp"
+#include "grove/kernel/plugin_name.hpp"
 #include "grove/topic.hpp"
 
 namespace grove {
@@ -43,12 +52,6 @@ caf::expected<Envelope> control_backend::request(Envelope, std::chrono::millisec
 }
 
 namespace {
-
-/// Most connections served at once; more are answered with an error and closed.
-constexpr size_t max_clients = 64;
-
-/// Messages buffered per subscribed connection before new ones are dropped.
-constexpr size_t subscription_capacity = 10000;
 
 std::string errno_text(const char* what, int code = errno) {
   return std::string{what} + ": " + std::strerror(code);
@@ -105,10 +108,25 @@ bool someone_listens(const sockaddr_un& addr) {
   return alive;
 }
 
-/// Bounded hand-over from bus threads to one subscribed connection.
+int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(ms);
+  return timeval{static_cast<time_t>(secs.count()),
+                 static_cast<suseconds_t>((ms - secs).count() * 1000)};
+}
+
+/// Bounded hand-over from bus threads to one subscribed connection. The bound covers
+/// what the connection holds in all: queued messages and the ones taken but not yet
+/// written (released()), counted in messages and in bytes.
 class subscription_queue {
 public:
-  explicit subscription_queue(size_t capacity) : capacity_(capacity) {
+  subscription_queue(size_t max_messages, size_t max_bytes)
+    : max_messages_(max_messages), max_bytes_(max_bytes) {
     event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (event_fd_ < 0)
       throw std::system_error(errno, std::generic_category(), "eventfd");
@@ -124,12 +142,19 @@ public:
   /// Called from a kernel thread: never blocks for long, never throws.
   void push(const Envelope& msg) noexcept {
     try {
+      auto size = msg.ByteSizeLong();
       std::lock_guard<std::mutex> guard{mtx_};
-      if (items_.size() >= capacity_) {
+      // Nothing held: one message passes whatever its size, or a subscriber to large
+      // messages would never get any.
+      bool full = held_messages_ > 0
+                  && (held_messages_ >= max_messages_ || held_bytes_ + size > max_bytes_);
+      if (full) {
         ++dropped_;
         return;
       }
       items_.push_back(msg);
+      ++held_messages_;
+      held_bytes_ += size;
     } catch (...) {
       // Out of memory while copying: count it as a drop rather than fail the bus.
       std::lock_guard<std::mutex> guard{mtx_};
@@ -139,7 +164,16 @@ public:
     signal_eventfd(event_fd_);
   }
 
-  /// Takes everything queued so far and the number dropped since the last call.
+  /// Gives back the room of one taken message once it is written (or abandoned).
+  void release(size_t bytes) noexcept {
+    std::lock_guard<std::mutex> guard{mtx_};
+    held_bytes_ -= std::min(bytes, held_bytes_);
+    if (held_messages_ > 0)
+      --held_messages_;
+  }
+
+  /// Takes everything queued so far and the number dropped since the last call; each
+  /// message taken stays counted until release().
   std::deque<Envelope> take(uint64_t& dropped) {
     drain_eventfd(event_fd_);
     std::lock_guard<std::mutex> guard{mtx_};
@@ -153,10 +187,13 @@ public:
   }
 
 private:
-  size_t capacity_;
+  size_t max_messages_;
+  size_t max_bytes_;
   int event_fd_ = -1;
   std::mutex mtx_;
   std::deque<Envelope> items_;
+  size_t held_messages_ = 0;
+  size_t held_bytes_ = 0;
   uint64_t dropped_ = 0;
 };
 
@@ -187,15 +224,22 @@ control::Response ok_response(std::string note) {
 struct control_server::impl {
   /// One accepted connection.
   struct client {
+    /// What the connection does; only a waiting one may be evicted, and the switch
+    /// between the two is a compare-and-swap, so a request is never cut off. A
+    /// leaving connection (evicted, or its thread ending) no longer takes a slot.
+    enum state_t : int { waiting, busy, leaving };
     int fd = -1;
     std::string peer;
     std::thread thread;
     std::atomic<bool> done{false};
+    std::atomic<int> state{waiting};
+    /// When the connection last began waiting for a request (steady clock, ns).
+    std::atomic<int64_t> idle_since{0};
   };
 
   impl(control_backend& backend, std::filesystem::path path,
-       std::shared_ptr<spdlog::logger> log)
-    : backend_(backend), path_(std::move(path)), log_(std::move(log)) {
+       std::shared_ptr<spdlog::logger> log, control_limits limits)
+    : backend_(backend), path_(std::move(path)), log_(std::move(log)), limits_(limits) {
     if (!log_)
       log_ = std::make_shared<spdlog::logger>(
         "control", std::make_shared<spdlog::sinks::null_sink_mt>());
@@ -210,10 +254,13 @@ struct control_server::impl {
   bool handle(client& c, const control::Request& req);
   bool stream(client& c, const std::string& filter);
   bool send(client& c, const control::Response& res);
+  bool wait_for_request(client& c);
+  bool make_room(const std::string& peer);
 
   control_backend& backend_;
   std::filesystem::path path_;
   std::shared_ptr<spdlog::logger> log_;
+  control_limits limits_;
 
   /// Serializes start() and stop().
   std::mutex state_mtx_;
@@ -389,20 +436,33 @@ void control_server::impl::accept_one() {
   }
   ucred cred{};
   socklen_t len = sizeof(cred);
-  std::string peer = "unknown peer";
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-    peer = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
-    if (cred.uid != ::geteuid() && cred.uid != 0) {
-      log_->warn("control: refused connection from {} (not our user)", peer);
-      ::close(fd);
-      return;
-    }
+  // Who connects is the only check there is: a peer whose credentials cannot be read
+  // is refused, never let in as "unknown".
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0
+      || len != sizeof(cred)) {
+    log_->warn("control: refused connection: {}",
+               errno_text("cannot read peer credentials"));
+    ::close(fd);
+    return;
   }
+  std::string peer = "pid " + std::to_string(cred.pid) + " uid "
+                     + std::to_string(cred.uid);
+  if (cred.uid != ::geteuid() && cred.uid != 0) {
+    log_->warn("control: refused connection from {} (not our user)", peer);
+    ::close(fd);
+    return;
+  }
+  // A request that stalls half-way ends like an idle connection; a reply nobody reads
+  // (a `sub` that stopped reading) ends the connection after send_timeout.
+  auto rcv = to_timeval(limits_.idle_timeout);
+  auto snd = to_timeval(limits_.send_timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
   reap(false);
   std::lock_guard<std::mutex> lock{clients_mtx_};
-  if (clients_.size() >= max_clients) {
-    log_->warn("control: refused connection from {}: {} connections open", peer,
-               clients_.size());
+  if (!make_room(peer)) {
+    log_->warn("control: refused connection from {}: {} connections busy", peer,
+               limits_.max_clients);
     // Best effort: the socket buffer takes this small frame without blocking.
     framing::write_frame(fd, error_response("too many control connections"));
     ::close(fd);
@@ -411,6 +471,7 @@ void control_server::impl::accept_one() {
   auto c = std::make_unique<client>();
   c->fd = fd;
   c->peer = std::move(peer);
+  c->idle_since.store(now_ns());
   auto* ptr = c.get();
   clients_.push_back(std::move(c));
   try {
@@ -420,6 +481,31 @@ void control_server::impl::accept_one() {
     ::close(fd);
     clients_.pop_back();
   }
+}
+
+bool control_server::impl::make_room(const std::string& peer) {
+  // Called with clients_mtx_ held. Leaving connections are on their way out (an
+  // evicted one's thread sees the shutdown at once) and no longer count.
+  size_t open = 0;
+  client* idlest = nullptr;
+  for (auto& c : clients_) {
+    auto st = c->state.load();
+    if (st == client::leaving)
+      continue;
+    ++open;
+    if (st == client::waiting
+        && (idlest == nullptr || c->idle_since.load() < idlest->idle_since.load()))
+      idlest = c.get();
+  }
+  if (open < limits_.max_clients)
+    return true;
+  int expected = client::waiting;
+  if (idlest == nullptr || !idlest->state.compare_exchange_strong(expected, client::leaving))
+    return false;
+  log_->info("control: closed the idle connection of {} to make room for {}",
+             idlest->peer, peer);
+  ::shutdown(idlest->fd, SHUT_RDWR);
+  return true;
 }
 
 void control_server::impl::reap(bool all) {
@@ -451,16 +537,49 @@ bool control_server::impl::send(client& c, const control::Response& res) {
   return true;
 }
 
+bool control_server::impl::wait_for_request(client& c) {
+  // Polls rather than blocks in read(): the idle timeout ends the wait, and stop() or
+  // make_room() (shutdown) ends it at once.
+  auto until = std::chrono::steady_clock::now() + limits_.idle_timeout;
+  pollfd fds[2] = {{c.fd, POLLIN | POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}};
+  for (;;) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(
+      until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      log_->info("control: closed the connection of {}: idle for {} ms", c.peer,
+                 limits_.idle_timeout.count());
+      return false;
+    }
+    fds[0].revents = fds[1].revents = 0;
+    auto rc = ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 60'000)));
+    if (rc < 0 && errno != EINTR)
+      return false;
+    if (rc <= 0)
+      continue;
+    if (fds[1].revents != 0)
+      return false;
+    // Data, hang-up or error: read_frame() tells which. Claim the connection first so
+    // make_room() leaves it alone while the request is served.
+    int expected = client::waiting;
+    return c.state.compare_exchange_strong(expected, client::busy);
+  }
+}
+
 void control_server::impl::serve(client& c) {
   try {
     log_->debug("control: connection from {}", c.peer);
     for (;;) {
+      if (!wait_for_request(c))
+        break;
       control::Request req;
-      if (auto err = framing::read_frame(c.fd, req)) {
+      if (auto err = framing::read_frame(c.fd, req, limits_.max_request_size)) {
         if (has_code(err, errc::malformed) || has_code(err, errc::too_large)) {
           // The stream cannot be resynchronized: say why, then hang up.
           log_->warn("control: bad frame from {}: {}", c.peer, describe(err));
           send(c, error_response(err));
+        } else if (has_code(err, errc::timeout)) {
+          log_->info("control: closed the connection of {}: request stalled for {} ms",
+                     c.peer, limits_.idle_timeout.count());
         } else {
           log_->debug("control: {} disconnected: {}", c.peer, describe(err));
         }
@@ -468,12 +587,17 @@ void control_server::impl::serve(client& c) {
       }
       if (!handle(c, req))
         break;
+      c.idle_since.store(now_ns());
+      int expected = client::busy;
+      if (!c.state.compare_exchange_strong(expected, client::waiting))
+        break;
     }
   } catch (const std::exception& ex) {
     log_->error("control: connection from {} failed: {}", c.peer, ex.what());
   } catch (...) {
     log_->error("control: connection from {} failed", c.peer);
   }
+  c.state.store(client::leaving);
   c.done.store(true);
   signal_eventfd(reap_fd_);
 }
@@ -482,6 +606,20 @@ bool control_server::impl::handle(client& c, const control::Request& req) {
   using control::Request;
   control::Response res;
   try {
+    // A name becomes a file name and a log line: this is the check that counts
+    // (grovectl's is a courtesy), the same rule as the profile's.
+    const std::string* name = nullptr;
+    if (req.has_load())
+      name = &req.load().name();
+    else if (req.has_unload())
+      name = &req.unload().name();
+    else if (req.has_reload())
+      name = &req.reload().name();
+    if (name != nullptr)
+      if (auto err = validate_plugin_name(*name)) {
+        log_->warn("control: refused a request from {}: {}", c.peer, describe(err));
+        return send(c, error_response(err));
+      }
     switch (req.kind_case()) {
       case Request::kStatus:
         log_->debug("control: status from {}", c.peer);
@@ -592,7 +730,8 @@ bool control_server::impl::stream(client& c, const std::string& filter) {
     log_->debug("control: bad filter from {}: {}", c.peer, describe(err));
     return send(c, error_response(err));
   }
-  auto queue = std::make_shared<subscription_queue>(subscription_capacity);
+  auto queue = std::make_shared<subscription_queue>(limits_.subscriber_queue_messages,
+                                                    limits_.subscriber_queue_bytes);
   // The sink holds the queue, so a late call from the bus after unsubscribe is safe.
   auto handle = backend_.subscribe(filter,
                                    [queue](const Envelope& msg) { queue->push(msg); });
@@ -608,7 +747,19 @@ bool control_server::impl::stream(client& c, const std::string& filter) {
   }
   uint64_t sent = 0;
   uint64_t dropped_total = 0;
-  const char* reason = "client hung up";
+  std::string reason = "client hung up";
+  // A write that fails with errc::timeout means the client took nothing for
+  // send_timeout: it stopped reading, and holding its messages helps nobody.
+  auto write = [&](const control::Response& res) {
+    auto err = framing::write_frame(c.fd, res);
+    if (!err)
+      return true;
+    reason = has_code(err, errc::timeout)
+               ? "blocked: read nothing for " + std::to_string(limits_.send_timeout.count())
+                   + " ms"
+               : "write failed: " + describe(err);
+    return false;
+  };
   pollfd fds[3] = {{c.fd, POLLIN | POLLRDHUP, 0}, {queue->fd(), POLLIN, 0},
                    {stop_fd_, POLLIN, 0}};
   for (bool running = true; running;) {
@@ -639,29 +790,33 @@ bool control_server::impl::stream(client& c, const std::string& filter) {
       uint64_t dropped = 0;
       auto items = queue->take(dropped);
       for (auto& msg : items) {
-        control::Response res;
-        res.set_ok(true);
-        *res.mutable_message_out() = std::move(msg);
-        if (!send(c, res)) {
-          reason = "write failed";
-          running = false;
-          break;
+        auto size = msg.ByteSizeLong();
+        if (running) {
+          control::Response res;
+          res.set_ok(true);
+          *res.mutable_message_out() = std::move(msg);
+          running = write(res);
         }
-        ++sent;
+        // Not written in full: dropped like the ones the queue refused.
+        ++(running ? sent : dropped_total);
+        // Released whether written or not: the queue's bound covers what is in hand.
+        queue->release(size);
       }
+      dropped_total += dropped;
       if (running && dropped > 0) {
-        dropped_total += dropped;
         log_->warn("control: subscription {} of {} dropped {} messages (queue full)",
                    filter, c.peer, dropped);
-        if (!send(c, ok_response("dropped " + std::to_string(dropped)
-                                 + " messages: subscriber queue full"))) {
-          reason = "write failed";
-          running = false;
-        }
+        running = write(ok_response("dropped " + std::to_string(dropped)
+                                    + " messages: subscriber queue full"));
       }
     }
   }
+  // The slot is free from here on: the connection ends whatever happens below.
+  c.state.store(client::leaving);
   handle->reset(); // unsubscribes
+  uint64_t late = 0;
+  auto unsent = queue->take(late);
+  dropped_total += late + unsent.size();
   log_->info("control: subscription {} of {} ended ({}): {} sent, {} dropped", filter,
              c.peer, reason, sent, dropped_total);
   return false;
@@ -669,8 +824,9 @@ bool control_server::impl::stream(client& c, const std::string& filter) {
 
 control_server::control_server(control_backend& backend,
                                std::filesystem::path socket_path,
-                               std::shared_ptr<spdlog::logger> log)
-  : impl_(std::make_unique<impl>(backend, std::move(socket_path), std::move(log))) {
+                               std::shared_ptr<spdlog::logger> log, control_limits limits)
+  : impl_(std::make_unique<impl>(backend, std::move(socket_path), std::move(log),
+                                 limits)) {
   // nop
 }
 

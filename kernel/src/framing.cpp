@@ -1,6 +1,7 @@
 // Control-socket framing: a 4-byte big-endian length, then one serialized message.
 // Kept free of kernel dependencies so grovectl can link it alone (target grove_framing).
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -86,7 +87,7 @@ caf::error write_frame(int fd, const google::protobuf::MessageLite& msg) {
   return write_all(fd, buf.data(), buf.size());
 }
 
-caf::error read_frame(int fd, google::protobuf::MessageLite& msg) {
+caf::error read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_size) {
   unsigned char hdr[4];
   size_t got = 0;
   if (auto err = read_all(fd, reinterpret_cast<char*>(hdr), sizeof(hdr), got))
@@ -97,16 +98,24 @@ caf::error read_frame(int fd, google::protobuf::MessageLite& msg) {
     return make_error(errc::malformed, "truncated frame header");
   auto size = (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16)
               | (uint32_t{hdr[2]} << 8) | uint32_t{hdr[3]};
-  if (size > max_frame_size)
+  if (size > max_size)
     return make_error(errc::too_large, "frame of " + std::to_string(size)
                                          + " bytes exceeds the limit of "
-                                         + std::to_string(max_frame_size));
-  std::string body(size, '\0');
-  if (auto err = read_all(fd, body.data(), size, got))
-    return err;
-  if (got < size)
-    return make_error(errc::malformed, "truncated frame (got " + std::to_string(got)
-                                         + " of " + std::to_string(size) + " bytes)");
+                                         + std::to_string(max_size));
+  // The buffer grows with the bytes that arrive, never to the announced size up front:
+  // a peer that announces a large frame and sends nothing costs one chunk, not 16 MiB.
+  std::string body;
+  size_t total = 0;
+  while (total < size) {
+    auto chunk = std::min<size_t>(size - total, read_chunk_size);
+    body.resize(total + chunk);
+    if (auto err = read_all(fd, body.data() + total, chunk, got))
+      return err;
+    total += got;
+    if (got < chunk)
+      return make_error(errc::malformed, "truncated frame (got " + std::to_string(total)
+                                           + " of " + std::to_string(size) + " bytes)");
+  }
   if (!msg.ParseFromArray(body.data(), static_cast<int>(size)))
     return make_error(errc::malformed, "cannot parse " + msg.GetTypeName());
   return {};

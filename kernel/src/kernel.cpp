@@ -182,7 +182,13 @@ caf::error kernel::start() {
   if (options_.watch_profile)
     profile_text_ = read_file(profile_.file);
   std::error_code ec;
+  // A write dir made here is private (0700) whatever the umask: it holds the spool,
+  // stores and sockets. One that exists keeps the mode its owner gave it.
+  bool fresh = !std::filesystem::exists(profile_.write_dir, ec);
   std::filesystem::create_directories(profile_.write_dir / "plugins", ec);
+  if (!ec && fresh)
+    std::filesystem::permissions(profile_.write_dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
   if (ec)
     return make_error(errc::system_error, "cannot create write directory "
                                             + profile_.write_dir.string() + ": "
@@ -237,12 +243,8 @@ caf::error kernel::start() {
     group_watch_ = std::make_unique<file_watch>(profile_.group_file);
     group_watcher_ = std::thread{[this] {
       while (group_watch_->wait(options_.watch_interval)) {
-        auto gtext = read_file(profile_.group_file);
-        if (gtext.empty() || gtext == group_text_)
-          continue;
-        group_text_ = std::move(gtext);
-        log_->info("group {} changed on disk", profile_.group_file.string());
-        reload_group();
+        std::lock_guard guard{watch_mtx_}; // one check at a time, with the poll and SIGHUP
+        check_group_file();
       }
     }};
   }
@@ -252,17 +254,41 @@ caf::error kernel::start() {
     watcher_ = std::thread{[this] {
       std::unique_lock guard{watch_mtx_};
       while (!watch_cv_.wait_for(guard, options_.watch_interval,
-                                 [this] { return watch_stop_; })) {
-        auto text = read_file(profile_.file);
-        if (text.empty() || text == profile_text_)
-          continue;
-        profile_text_ = text;
-        log_->info("profile {} changed on disk", profile_.file.string());
-        apply_profile_change();
-      }
+                                 [this] { return watch_stop_; }))
+        check_files(false);
     }};
   }
   return {};
+}
+
+void kernel::check_group_file() {
+  if (profile_.group_file.empty())
+    return;
+  auto gtext = read_file(profile_.group_file);
+  if (gtext.empty() || gtext == group_text_)
+    return;
+  group_text_ = std::move(gtext);
+  log_->info("group {} changed on disk", profile_.group_file.string());
+  reload_group();
+}
+
+void kernel::check_files(bool force) {
+  check_group_file();
+  auto text = read_file(profile_.file);
+  if (text.empty() || (text == profile_text_ && !force))
+    return;
+  if (text != profile_text_)
+    log_->info("profile {} changed on disk", profile_.file.string());
+  profile_text_ = text;
+  apply_profile_change();
+}
+
+void kernel::reread() {
+  // The watcher holds this lock while it checks: one pass at a time, and the text
+  // it compares against stays in step with what was applied.
+  std::lock_guard guard{watch_mtx_};
+  log_->info("re-reading profile {}", profile_.file.string());
+  check_files(true);
 }
 
 void kernel::stop() {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -85,6 +86,9 @@ int main(int argc, char** argv) {
     std::cerr << "groved: --config is required (see --help)\n";
     return 2;
   }
+  // Everything groved and its children create (spool, stores, WAL, the broker's log,
+  // sockets) is for its own user only.
+  ::umask(077);
 
   grove::profile_overrides ov;
   if (!write_dir.empty())
@@ -100,7 +104,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Block the stop signals before CAF starts its threads so only sigwait sees them.
+  // Block the stop signals (and SIGHUP, which re-reads the profile) before CAF starts
+  // its threads so only sigwait sees them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
@@ -135,7 +140,14 @@ int main(int argc, char** argv) {
     return err == grove::errc::invalid_config ? 2 : 1;
   }
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (;;) {
+    if (sigwait(&stop_signals, &sig) != 0)
+      continue;
+    if (sig != SIGHUP)
+      break;
+    // The daemon convention: SIGHUP means "re-read your configuration".
+    k.reread();
+  }
   k.log()->info("signal {} received, stopping", sig);
   k.stop();
   return 0;

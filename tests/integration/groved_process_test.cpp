@@ -1,6 +1,14 @@
 #define BOOST_TEST_MODULE groved_process_test
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <sstream>
+
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 
 #include "../unit/test_util.hpp"
@@ -16,21 +24,39 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+/// The running_daemon profile: echo (answering with `prefix`) and heartbeat.
+std::string profile_text(const std::string& prefix) {
+  return "kernel:\n  log_level: info\n"
+         "  restart: {backoff_initial_ms: 1, backoff_max_ms: 10}\n"
+         "plugins:\n  - name: echo\n    config: {prefix: \"" + prefix
+         + "\", crash_on: boom}\n  - name: heartbeat\n    config: {interval_ms: 20, topic: hb}\n";
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet: it runs no code).
+bool gone(pid_t pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  if (!std::getline(stat, line))
+    return true;
+  return line.substr(line.rfind(')') + 2, 1) == "Z";
+}
+
+/// Targets of /proc/<pid>/fd/* ("socket:[123]", "/dev/null", paths).
+std::set<std::string> fd_targets(pid_t pid) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator{"/proc/" + std::to_string(pid) + "/fd", ec})
+    out.insert(std::filesystem::read_symlink(e.path(), ec).string());
+  return out;
+}
+
 struct daemon_fixture {
   test::temp_dir dir;
   std::filesystem::path sock = dir.path() / "var/run/control.sock";
   std::unique_ptr<test::child> groved;
 
   daemon_fixture() {
-    auto profile = dir.write("image.yaml", R"(kernel:
-  log_level: info
-  restart: {backoff_initial_ms: 1, backoff_max_ms: 10}
-plugins:
-  - name: echo
-    config: {prefix: ">", crash_on: boom}
-  - name: heartbeat
-    config: {interval_ms: 20, topic: hb}
-)");
+    auto profile = dir.write("image.yaml", profile_text(">"));
     // heartbeat lives in the main plugin dir, echo in the test one: give both.
     std::filesystem::create_directories(dir.path() / "plugins");
     std::filesystem::copy(test::test_plugin_dir() / "libecho.so", dir.path() / "plugins");
@@ -168,15 +194,7 @@ BOOST_AUTO_TEST_CASE(reload_from_the_cli) {
 
 BOOST_AUTO_TEST_CASE(profile_edit_on_disk_is_applied) {
   // groved polls its profile; a changed plugin config is applied without a restart.
-  dir.write("image.yaml", R"(kernel:
-  log_level: info
-  restart: {backoff_initial_ms: 1, backoff_max_ms: 10}
-plugins:
-  - name: echo
-    config: {prefix: "<", crash_on: boom}
-  - name: heartbeat
-    config: {interval_ms: 20, topic: hb}
-)");
+  dir.write("image.yaml", profile_text("<"));
   BOOST_REQUIRE_MESSAGE(groved->wait_for_output("reconfigured echo"), groved->output());
   test::child sub{{GROVECTL_PATH, "--socket", sock.string(), "sub", "test/echo/out",
                    "--count", "1"}};
@@ -189,6 +207,18 @@ plugins:
   // A broken edit is refused and the running configuration stays.
   dir.write("image.yaml", "plugins:\n  - name: echo\n    config: {prefix: [}\n");
   BOOST_REQUIRE_MESSAGE(groved->wait_for_output("profile change refused"), groved->output());
+  BOOST_TEST(plugin_json("echo").at("state") == "running");
+}
+
+BOOST_AUTO_TEST_CASE(sighup_rereads_the_profile_and_keeps_running) {
+  // The edit and the signal together: whichever sees it first applies it, and
+  // SIGHUP must never stop groved.
+  dir.write("image.yaml", profile_text("<"));
+  BOOST_REQUIRE_EQUAL(::kill(groved->pid(), SIGHUP), 0);
+  BOOST_REQUIRE_MESSAGE(groved->wait_for_output("re-reading profile"), groved->output());
+  BOOST_REQUIRE_MESSAGE(groved->wait_for_output("reconfigured echo"), groved->output());
+  BOOST_TEST(!contains(groved->output(), "received, stopping"), groved->output());
+  BOOST_TEST(ctl({"status"}).code == 0);
   BOOST_TEST(plugin_json("echo").at("state") == "running");
 }
 
@@ -364,4 +394,85 @@ BOOST_AUTO_TEST_CASE(prometheus_endpoint_of_a_real_groved) {
   }, std::chrono::seconds{20});
   BOOST_TEST(grew);
   BOOST_TEST(groved.stop(SIGTERM) == 0, groved.output());
+}
+
+BOOST_AUTO_TEST_CASE(a_hung_isolated_child_dies_with_a_killed_groved) {
+  // kill -9 leaves groved no chance to clean up: the plugin-host child must still go
+  // (its parent-death SIGTERM acts, nothing blocks it), and it holds none of groved's
+  // descriptors but its channel.
+  test::temp_dir dir;
+  auto sock = dir.path() / "c.sock";
+  auto profile = dir.write("image.yaml", "kernel:\n  control_socket: " + sock.string()
+                                           + "\nplugins:\n  - name: echo\n"
+                                             "    isolation: process\n"
+                                             "    config: {slow_us: 600000000}\n");
+  test::child d{{GROVED_PATH, "--config", profile.string(), "--write-dir",
+                 (dir.path() / "var").string(), "--plugin-dir",
+                 test::test_plugin_dir().string()}};
+  BOOST_REQUIRE_MESSAGE(d.wait_for_output("ready: 1 of 1 plugins running"), d.output());
+  auto kids = test::children_of(d.pid(), "--plugin-host echo");
+  BOOST_REQUIRE_EQUAL(kids.size(), 1u);
+  auto kid = kids[0];
+  // Descriptors: no socket or file of groved's (the control socket above all) is
+  // open in the child; its channel is the other end of a socket pair, so another
+  // inode. (Pipes are its stdio; eventfds all read "anon_inode:[eventfd]".)
+  auto mine = fd_targets(d.pid());
+  auto theirs = fd_targets(kid);
+  BOOST_REQUIRE(!theirs.empty());
+  size_t sockets = 0;
+  for (auto& t : theirs) {
+    if (t.starts_with("socket:"))
+      ++sockets;
+    if (t.starts_with("socket:") || (t.starts_with("/") && !t.starts_with("/dev/")))
+      BOOST_TEST(!mine.contains(t), t << " is open in both groved and its child");
+  }
+  BOOST_TEST(sockets == 1u); // the channel, nothing else
+  // Hang it: the echo busies itself for 600 s on this message.
+  auto r = test::run({GROVECTL_PATH, "--socket", sock.string(), "pub", "test/echo/in", "x"});
+  BOOST_REQUIRE_MESSAGE(r.code == 0, r.output);
+  BOOST_REQUIRE_EQUAL(::kill(d.pid(), SIGKILL), 0);
+  BOOST_TEST(d.wait() == 128 + SIGKILL);
+  bool died = test::wait_until([&] { return gone(kid); }, std::chrono::seconds{20});
+  if (!died)
+    ::kill(kid, SIGKILL); // leave nothing behind, then fail
+  BOOST_TEST(died, "plugin host " << kid << " outlived groved");
+}
+
+BOOST_AUTO_TEST_CASE(write_dir_and_everything_in_it_are_private) {
+  // The runner's umask (typically 022) must not decide: groved sets 077 and makes its
+  // write dir 0700. kv keeps a real SQLite store (database, WAL) in its state dir.
+  namespace fs = std::filesystem;
+#ifdef KV_PLUGIN
+  const std::string plugin = "kv";
+  const fs::path lib = KV_PLUGIN;
+#else
+  const std::string plugin = "heartbeat";
+  const fs::path lib = HEARTBEAT_PLUGIN;
+#endif
+  test::temp_dir dir;
+  auto var = dir.path() / "var";
+  auto profile = dir.write("image.yaml", "plugins:\n  - name: " + plugin + "\n");
+  test::child d{{GROVED_PATH, "--config", profile.string(), "--write-dir", var.string(),
+                 "--plugin-dir", lib.parent_path().string()}};
+  BOOST_REQUIRE_MESSAGE(d.wait_for_output("ready: 1 of 1 plugins running"), d.output());
+  struct stat st;
+  BOOST_REQUIRE(::stat(var.c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0700u);
+  std::vector<std::string> names;
+  for (auto& e : fs::recursive_directory_iterator{var}) {
+    BOOST_REQUIRE(::lstat(e.path().c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 077) == 0u,
+               e.path().string() << " has mode " << std::oct << (st.st_mode & 0777));
+    names.push_back(fs::relative(e.path(), var).string());
+  }
+  auto has = [&](const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
+  BOOST_TEST(has("run/control.sock"));
+  BOOST_TEST(has("plugins/" + plugin));
+#ifdef KV_PLUGIN
+  BOOST_TEST(has("plugins/kv/kv.db"));
+  BOOST_TEST(has("plugins/kv/kv.db-wal"));
+#endif
+  BOOST_TEST(d.stop(SIGTERM) == 0, d.output());
 }

@@ -31,28 +31,8 @@ namespace {
 
 // The plugin-host child of this process that runs `name`; 0 if none.
 pid_t host_child(const std::string& name) {
-  for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
-    auto pid_text = e.path().filename().string();
-    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    std::ifstream stat{e.path() / "stat"};
-    std::string line;
-    if (!std::getline(stat, line))
-      continue;
-    auto paren = line.rfind(')');
-    std::istringstream rest{line.substr(paren + 2)};
-    std::string state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    if (ppid != ::getpid())
-      continue;
-    std::ifstream cmd{e.path() / "cmdline"};
-    std::string args{std::istreambuf_iterator<char>{cmd}, {}};
-    std::replace(args.begin(), args.end(), '\0', ' ');
-    if (args.find("--plugin-host " + name + " ") != std::string::npos)
-      return static_cast<pid_t>(std::stol(pid_text));
-  }
-  return 0;
+  auto found = test::children_of(::getpid(), "--plugin-host " + name + " ");
+  return found.empty() ? 0 : found.front();
 }
 
 // A field of /proc/<pid>/status, e.g. "SigBlk".

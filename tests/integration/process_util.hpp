@@ -3,8 +3,13 @@
 // Runs real processes for integration tests: spawn with captured output, wait with a
 // bound, and run a command to completion.
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -111,6 +116,30 @@ private:
   int out_fd_ = -1;
   std::string output_;
 };
+
+/// Children of `parent` whose command line contains `needle`.
+inline std::vector<pid_t> children_of(pid_t parent, const std::string& needle) {
+  std::vector<pid_t> found;
+  for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
+    auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream stat{e.path() / "stat"};
+    std::string line;
+    if (!std::getline(stat, line))
+      continue;
+    std::istringstream rest{line.substr(line.rfind(')') + 2)};
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    std::ifstream cmd{e.path() / "cmdline"};
+    std::string args{std::istreambuf_iterator<char>{cmd}, {}};
+    std::replace(args.begin(), args.end(), '\0', ' ');
+    if (ppid == parent && args.find(needle) != std::string::npos)
+      found.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return found;
+}
 
 /// Result of a finished command.
 struct run_result {

@@ -6,6 +6,7 @@
 #include <boost/test/included/unit_test.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -37,6 +39,7 @@
 #include "grove/control.pb.h"
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
+#include "grove/kernel/plugin_name.hpp"
 
 #ifndef GROVECTL_PATH
 #  error "GROVECTL_PATH must name the grovectl binary"
@@ -49,6 +52,28 @@ using namespace std::chrono_literals;
 using grove::Envelope;
 using grove::control::Request;
 using grove::control::Response;
+
+namespace {
+
+/// Makes SO_PEERCRED unreadable while set (see getsockopt below).
+std::atomic<bool> fail_peercred{false};
+
+} // namespace
+
+// The kernel cannot be made to fail SO_PEERCRED on a real Unix socket, so this test
+// binary interposes getsockopt (the executable's definition wins over libc's for calls
+// from libgrove_core) and fails that one option on request; every other call goes to
+// libc unchanged.
+extern "C" int getsockopt(int fd, int level, int name, void* __restrict value,
+                          socklen_t* __restrict len) noexcept {
+  using fn = int (*)(int, int, int, void*, socklen_t*);
+  static auto real = reinterpret_cast<fn>(::dlsym(RTLD_NEXT, "getsockopt"));
+  if (level == SOL_SOCKET && name == SO_PEERCRED && fail_peercred.load()) {
+    errno = ENOPROTOOPT;
+    return -1;
+  }
+  return real(fd, level, name, value, len);
+}
 
 namespace {
 
@@ -113,12 +138,20 @@ public:
   }
 
   caf::error load(const std::string& name) override {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      asked_.push_back("load " + name);
+    }
     if (name == "missing")
       return grove::make_error(grove::errc::load_failed, "cannot open libmissing.so");
     return {};
   }
 
   caf::error unload(const std::string& name) override {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      asked_.push_back("unload " + name);
+    }
     if (name != "heartbeat")
       return grove::make_error(grove::errc::unknown_plugin, "no plugin named " + name);
     return {};
@@ -129,6 +162,7 @@ public:
     if (name != "heartbeat")
       return grove::make_error(grove::errc::unknown_plugin, "no plugin named " + name);
     std::lock_guard<std::mutex> guard{mtx_};
+    asked_.push_back("reload " + name);
     last_reload_path_ = path;
     return "reloaded heartbeat 1.0.0 -> 1.1.0";
   }
@@ -189,6 +223,8 @@ public:
   std::vector<std::string> filters_;
   std::vector<Envelope> published_;
   std::string last_reload_path_;
+  /// Every load, unload and reload the server passed on, as "<verb> <name>".
+  std::vector<std::string> asked_;
   int subscribes_ = 0;
   int unsubscribes_ = 0;
 };
@@ -256,6 +292,24 @@ size_t vm_size_kb() {
   return 0;
 }
 
+/// A field of /proc/self/status in KiB (VmRSS, VmHWM).
+size_t status_kb(const std::string& key) {
+  std::ifstream in{"/proc/self/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0)
+      return std::stoul(line.substr(key.size() + 1));
+  return 0;
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0); false where /proc forbids it.
+bool reset_peak_rss() {
+  std::ofstream out{"/proc/self/clear_refs"};
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
 /// Stack size of a new std::thread.
 size_t default_stack_kb() {
   pthread_attr_t attr;
@@ -269,13 +323,13 @@ size_t default_stack_kb() {
 
 /// A control_server on a fresh temp dir, with the fake backend.
 struct server_fixture {
-  server_fixture()
+  explicit server_fixture(grove::control_limits limits = {})
     : dir(make_temp_dir()),
       path(dir / "run" / "control.sock"),
       sink(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256)),
       log(std::make_shared<spdlog::logger>("control", sink)) {
     log->set_level(spdlog::level::debug);
-    server = std::make_unique<grove::control_server>(backend, path, log);
+    server = std::make_unique<grove::control_server>(backend, path, log, limits);
     auto err = server->start();
     BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
   }
@@ -452,8 +506,39 @@ BOOST_AUTO_TEST_CASE(oversized_frames_rejected) {
   BOOST_CHECK(is(grove::framing::read_frame(sv[1], out), grove::errc::too_large));
   // The limit itself is fine (the length check, not the parse, is what is tested).
   BOOST_CHECK_EQUAL(grove::framing::max_frame_size, 16u << 20);
+  // A caller's own limit is enforced the same way.
+  const unsigned char two_mib[] = {0x00, 0x20, 0x00, 0x00};
+  BOOST_REQUIRE(::write(sv[0], two_mib, sizeof(two_mib)) == sizeof(two_mib));
+  BOOST_CHECK(is(grove::framing::read_frame(sv[1], out, 1u << 20), grove::errc::too_large));
   ::close(sv[0]);
   ::close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(memory_follows_the_bytes_received_not_the_announced_length) {
+  // Announcing the largest frame and sending a few bytes must not cost the announced
+  // 16 MiB: the reader grows its buffer as bytes arrive.
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  const unsigned char header[] = {0x01, 0x00, 0x00, 0x00}; // exactly 16 MiB
+  BOOST_REQUIRE(::write(sv[0], header, sizeof(header)) == sizeof(header));
+  std::string some(1000, 'x');
+  BOOST_REQUIRE(::write(sv[0], some.data(), some.size()) == 1000);
+  ::close(sv[0]); // then the peer vanishes
+  if (!reset_peak_rss()) {
+    BOOST_TEST_MESSAGE("cannot reset VmHWM here; peak not measured");
+    ::close(sv[1]);
+    return;
+  }
+  auto before = status_kb("VmRSS");
+  Envelope out;
+  auto err = grove::framing::read_frame(sv[1], out);
+  auto peak = status_kb("VmHWM");
+  ::close(sv[1]);
+  BOOST_CHECK_MESSAGE(is(err, grove::errc::malformed), grove::describe(err));
+  BOOST_TEST_MESSAGE("peak RSS growth " << (peak - before) << " KiB");
+  // The announced 16 MiB would show as 16384 KiB: well under a quarter of it is what
+  // one chunk and the allocator's slack cost.
+  BOOST_CHECK_LT(peak - before, (grove::framing::max_frame_size / 1024) / 4);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -622,6 +707,73 @@ BOOST_AUTO_TEST_CASE(oversized_request_rejected) {
   ::close(fd);
 }
 
+BOOST_AUTO_TEST_CASE(request_frames_have_their_own_cap) {
+  // 2 MiB is a valid reply size but no control request needs it: refused on the
+  // announced length alone, before groved holds any of it.
+  BOOST_CHECK_EQUAL(grove::control_limits{}.max_request_size, 1u << 20);
+  int fd = connect_to(path);
+  const unsigned char header[] = {0x00, 0x20, 0x00, 0x00};
+  BOOST_REQUIRE(::write(fd, header, sizeof(header)) == sizeof(header));
+  ::shutdown(fd, SHUT_WR);
+  Response res;
+  auto err = grove::framing::read_frame(fd, res);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK_MESSAGE(res.error().rfind("too_large:", 0) == 0, res.error());
+  BOOST_CHECK(sees_eof(fd));
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(plugin_names_are_checked_by_the_server) {
+  // What the profile refuses, the control socket refuses: a name reaches file names
+  // (lib<name>.so, plugins/<name>/) and log lines.
+  int fd = connect_to(path);
+  const std::vector<std::string> bad = {"../../tmp/evil", "a/b", "x\nINFO control: forged",
+                                        std::string("nul\0byte", 8), "", "tab\there",
+                                        "\x1b[31mred", std::string(65, 'a'), "dot.so"};
+  for (auto& name : bad) {
+    for (int verb = 0; verb < 3; ++verb) {
+      Request req;
+      if (verb == 0)
+        req.mutable_load()->set_name(name);
+      else if (verb == 1)
+        req.mutable_unload()->set_name(name);
+      else
+        req.mutable_reload()->set_name(name);
+      auto res = call(fd, req);
+      BOOST_CHECK(!res.ok());
+      BOOST_CHECK_MESSAGE(res.error().rfind("invalid_config: invalid plugin name", 0) == 0,
+                          res.error());
+      BOOST_CHECK(res.error().find('\n') == std::string::npos);
+    }
+  }
+  // Nothing reached the backend, and the refusals logged no raw control character.
+  BOOST_CHECK(backend.get(backend.asked_).empty());
+  for (auto& line : sink->last_formatted())
+    BOOST_CHECK_MESSAGE(line.find("forged") == std::string::npos
+                          || line.find("\\x0a") != std::string::npos,
+                        line);
+  // The longest valid name still passes.
+  Request ok;
+  ok.mutable_load()->set_name(std::string(64, 'a'));
+  BOOST_CHECK(call(fd, ok).ok());
+  BOOST_CHECK_EQUAL(backend.get(backend.asked_).size(), 1u);
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(unreadable_peer_credentials_are_refused) {
+  fail_peercred = true;
+  int fd = connect_to(path);
+  // Closed without a word: no request of this peer is ever read.
+  BOOST_CHECK(sees_eof(fd));
+  fail_peercred = false;
+  ::close(fd);
+  BOOST_CHECK(logged("cannot read peer credentials"));
+  fd = connect_to(path);
+  BOOST_CHECK(call(fd, status_request()).ok());
+  ::close(fd);
+}
+
 BOOST_AUTO_TEST_CASE(second_server_on_live_path_refused) {
   fake_backend other;
   grove::control_server second{other, path, log};
@@ -683,6 +835,188 @@ BOOST_AUTO_TEST_CASE(finished_connections_are_reaped) {
   BOOST_TEST_MESSAGE("address space growth " << growth << " KiB, stack "
                                              << default_stack_kb() << " KiB");
   BOOST_CHECK_LT(growth, default_stack_kb() * connections / 4);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// -- control_server limits -------------------------------------------------------
+
+namespace {
+
+/// Short timeouts and small bounds, so a test reaches them at once.
+grove::control_limits tight_limits() {
+  grove::control_limits limits;
+  limits.max_clients = 4;
+  limits.idle_timeout = 1000ms;
+  limits.subscriber_queue_bytes = 1u << 20;
+  limits.send_timeout = 300ms;
+  return limits;
+}
+
+struct tight_fixture : server_fixture {
+  tight_fixture() : server_fixture(tight_limits()) {
+  }
+};
+
+/// The default idle timeout with room for only four connections.
+struct four_clients_fixture : server_fixture {
+  static grove::control_limits limits() {
+    grove::control_limits l;
+    l.max_clients = 4;
+    return l;
+  }
+  four_clients_fixture() : server_fixture(limits()) {
+  }
+};
+
+Request subscribe_request(const std::string& filter) {
+  Request req;
+  req.mutable_subscribe()->set_filter(filter);
+  return req;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(server_limits, tight_fixture)
+
+BOOST_AUTO_TEST_CASE(idle_connections_time_out) {
+  int idle = connect_to(path);
+  BOOST_CHECK(sees_eof(idle)); // bounded by connect_to's 20 s receive timeout
+  ::close(idle);
+  // Half a frame, then nothing: the same.
+  int stalled = connect_to(path);
+  const unsigned char partial[] = {0, 0, 0, 100, 1, 2};
+  BOOST_REQUIRE(::write(stalled, partial, sizeof(partial)) == sizeof(partial));
+  BOOST_CHECK(sees_eof(stalled));
+  ::close(stalled);
+  BOOST_CHECK(logged("idle for 1000 ms"));
+  BOOST_CHECK(logged("request stalled"));
+}
+
+BOOST_AUTO_TEST_CASE(a_subscriber_that_stops_reading_is_bounded_then_closed) {
+  // 20 MB for a subscriber that reads nothing: the server holds at most its byte
+  // bound (plus what the socket buffers take), drops the rest, and hangs up once the
+  // subscriber has taken nothing for send_timeout.
+  int fd = connect_to(path);
+  BOOST_REQUIRE(call(fd, subscribe_request("big/#")).ok());
+  BOOST_REQUIRE(backend.wait([&] { return backend.subscribes_ == 1; }));
+  constexpr int count = 200;
+  Envelope msg;
+  msg.set_topic("big/x");
+  msg.set_payload(std::string(100 * 1024, 'p'));
+  for (int i = 0; i < count; ++i)
+    backend.deliver(msg);
+  BOOST_REQUIRE_MESSAGE(backend.wait([&] { return backend.unsubscribes_ == 1; }),
+                        "the blocked subscriber was never closed");
+  BOOST_CHECK(logged("blocked: read nothing for 300 ms"));
+  // What reached the socket before the close: everything readable, then EOF (the
+  // last frame may be cut short by the close).
+  int received = 0;
+  size_t bytes = 0;
+  for (;;) {
+    Response out;
+    if (grove::framing::read_frame(fd, out))
+      break;
+    if (out.has_message_out()) {
+      ++received;
+      bytes += out.message_out().ByteSizeLong();
+    }
+  }
+  ::close(fd);
+  int sndbuf = 0;
+  int rcvbuf = 0;
+  socklen_t len = sizeof(int);
+  int probe = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ::getsockopt(probe, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len);
+  len = sizeof(int);
+  ::getsockopt(probe, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len);
+  ::close(probe);
+  auto bound = tight_limits().subscriber_queue_bytes + static_cast<size_t>(sndbuf)
+               + static_cast<size_t>(rcvbuf) + msg.ByteSizeLong();
+  BOOST_TEST_MESSAGE(received << " of " << count << " messages (" << bytes
+                              << " bytes) reached the subscriber; bound " << bound);
+  BOOST_CHECK_LT(received, count);
+  BOOST_CHECK_LE(bytes, bound);
+  // Every message is accounted for: sent in full, or dropped and counted.
+  std::smatch m;
+  bool found = false;
+  for (auto& line : sink->last_formatted())
+    if (std::regex_search(line, m, std::regex{"ended \\(blocked.*: (\\d+) sent, (\\d+) dropped"})) {
+      found = true;
+      auto sent = std::stoi(m[1]);
+      auto dropped = std::stoi(m[2]);
+      BOOST_CHECK_EQUAL(sent + dropped, count);
+      BOOST_CHECK_GT(dropped, 0);
+      BOOST_CHECK_EQUAL(sent, received); // a frame cut short by the close counts as dropped
+    }
+  BOOST_CHECK_MESSAGE(found, "no 'ended (blocked...' line in the log");
+}
+
+BOOST_AUTO_TEST_CASE(a_subscriber_that_reads_gets_everything) {
+  // The bound is on what is held, not on throughput: a reading subscriber loses
+  // nothing even when the total far exceeds the bound.
+  int fd = connect_to(path);
+  BOOST_REQUIRE(call(fd, subscribe_request("big/#")).ok());
+  BOOST_REQUIRE(backend.wait([&] { return backend.subscribes_ == 1; }));
+  constexpr int count = 40; // 4 MB through a 1 MiB bound
+  Envelope msg;
+  msg.set_topic("big/x");
+  msg.set_payload(std::string(100 * 1024, 'p'));
+  int received = 0;
+  for (int i = 0; i < count; ++i) {
+    backend.deliver(msg);
+    Response out;
+    auto err = grove::framing::read_frame(fd, out);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    BOOST_REQUIRE(out.has_message_out());
+    ++received;
+  }
+  BOOST_CHECK_EQUAL(received, count);
+  BOOST_CHECK_EQUAL(backend.get(backend.unsubscribes_), 0);
+  ::close(fd);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_FIXTURE_TEST_SUITE(server_connection_limit, four_clients_fixture)
+
+BOOST_AUTO_TEST_CASE(idle_connections_never_lock_out_grovectl) {
+  std::vector<int> idle;
+  for (int i = 0; i < 4; ++i)
+    idle.push_back(connect_to(path));
+  // All four slots hold idle connections (30 s timeout): grovectl still gets in, in
+  // place of the one idle longest.
+  auto r = grovectl({"--socket", path.string(), "status", "--json"});
+  BOOST_CHECK_MESSAGE(r.exit_code == 0, r.err);
+  BOOST_CHECK(sees_eof(idle[0]));
+  BOOST_CHECK(logged("to make room for"));
+  for (int fd : idle)
+    ::close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(busy_connections_make_the_limit_real) {
+  std::vector<int> subs;
+  for (int i = 0; i < 4; ++i) {
+    subs.push_back(connect_to(path));
+    BOOST_REQUIRE(call(subs.back(), subscribe_request("s/" + std::to_string(i))).ok());
+  }
+  // Four subscriptions in progress: nothing to evict, so the fifth is refused.
+  int fifth = connect_to(path);
+  Response res;
+  auto err = grove::framing::read_frame(fifth, res);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(!res.ok());
+  BOOST_CHECK_EQUAL(res.error(), "too many control connections");
+  BOOST_CHECK(sees_eof(fifth));
+  ::close(fifth);
+  // One subscription ends: its slot is free again.
+  ::close(subs.back());
+  subs.pop_back();
+  BOOST_REQUIRE(backend.wait([&] { return backend.unsubscribes_ == 1; }));
+  auto r = grovectl({"--socket", path.string(), "plugins"});
+  BOOST_CHECK_MESSAGE(r.exit_code == 0, r.err);
+  for (int fd : subs)
+    ::close(fd);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -818,6 +1152,24 @@ BOOST_AUTO_TEST_CASE(pub_load_and_errors) {
   r = grovectl({"status", "--help"});
   BOOST_CHECK_EQUAL(r.exit_code, 0);
   BOOST_CHECK(!r.out.empty());
+}
+
+BOOST_AUTO_TEST_CASE(plugin_names_are_checked_by_grovectl) {
+  for (auto verb : {"load", "unload", "reload"}) {
+    auto r = grovectl({"--socket", path.string(), verb, "../../tmp/evil"});
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_EQUAL(r.err, "grovectl: invalid_config: invalid plugin name "
+                             "\"../../tmp/evil\": plugin names are 1-64 characters of "
+                             "[A-Za-z0-9_-]\n");
+    r = grovectl({"--socket", path.string(), verb, "x\nforged"});
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK(r.err.find("\"x\\x0aforged\"") != std::string::npos);
+  }
+  // A usage error: the daemon was never asked.
+  BOOST_CHECK(backend.get(backend.asked_).empty());
+  auto r = grovectl({"--socket", path.string(), "load", "good-name_2"});
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  BOOST_CHECK_EQUAL(backend.get(backend.asked_).size(), 1u);
 }
 
 BOOST_AUTO_TEST_CASE(sub_json) {

@@ -30,6 +30,7 @@
 #include "grove/control.pb.h"
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
+#include "grove/kernel/plugin_name.hpp"
 #include "grove/message_manager/client.hpp"
 
 #ifndef GROVE_VERSION
@@ -729,6 +730,13 @@ int run(int argc, char** argv) {
     auto rc = app.exit(e);
     return rc == 0 ? exit_ok : exit_usage;
   }
+
+  // The server checks names too (and is the check that counts); refusing here gives
+  // a usage error without a daemon.
+  for (auto* cmd : {load, unload, reload})
+    if (cmd->parsed())
+      if (auto err = grove::validate_plugin_name(name))
+        return fail(exit_usage, grove::describe(err));
 
   auto path = socket_path(opts.socket);
   connection conn;

@@ -16,12 +16,20 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
+#include <dirent.h>
+#include <linux/tcp.h>  // struct tcp_info with tcpi_bytes_received (glibc's lacks it)
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <deque>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -97,6 +105,9 @@ struct Table {
   // and "@cloud", "@shadow", "@function:<name>" for grove-injected messages of that origin
   // (thing names cannot start with '@', so the keys never collide).
   std::map<std::string, std::map<std::string, std::vector<std::string>>> deliver;
+  // `not_ready`: the core has no group yet. A client that is no thing is then told to come
+  // back (connection closed without CONNACK) instead of refused for good.
+  bool not_ready = false;
 };
 
 bool valid_name(std::string_view n) {
@@ -167,6 +178,9 @@ std::optional<Table> parse_acl(const std::string& text, std::string& error) {
       if (name.front() == '@')
         return fail("thing name '" + std::string(name) + "' must not start with '@' (reserved)");
       t.things.emplace(name);
+    } else if (kw == "not_ready") {
+      if (!rest.empty()) return fail("trailing text after not_ready");
+      t.not_ready = true;
     } else if (kw == "pub") {
       auto thing = next_token(rest);
       if (!valid_name(thing)) return fail("bad thing name");
@@ -211,7 +225,7 @@ std::optional<Table> parse_acl(const std::string& text, std::string& error) {
 struct Tracked {  // the source of one stored message, keyed by its topic pointer
   std::string source;  // the stamped grove-source value: a thing, "grove" or grove's claim
   bool from_grove;     // published by the grove client
-  std::string topic;
+  std::size_t topic_hash;  // of the topic text: no copy of (possibly long) topics is kept
   const void* payload;
   uint32_t payloadlen;
   uint64_t seq;
@@ -227,6 +241,8 @@ struct State {
   bool have_mtime = false;
   struct timespec mtime {};
   off_t size = 0;
+  dev_t dev = 0;
+  ino_t ino = 0;
   Clock::time_point last_check{};
 
   // statistics
@@ -245,6 +261,20 @@ struct State {
   std::unordered_map<const void*, Tracked> tracked;
   std::deque<std::pair<const void*, uint64_t>> tracked_order;
   uint64_t seq = 0;
+
+  // --- limits and start-up (plugin_opt_max_payload_bytes, _max_topic_bytes,
+  // _connect_timeout_ms, _listener_port) ---
+  std::size_t max_payload_bytes = 0;  // 0: no limit
+  std::size_t max_topic_bytes = 0;    // 0: no limit
+  std::chrono::milliseconds connect_timeout{0};  // 0: idle connections are not closed
+  int listener_port = 0;
+  std::map<std::string, uint64_t> refused_oversize;  // per thing: payload or topic too long
+  uint64_t deferred_connect = 0;  // closed without CONNACK while not_ready
+  uint64_t idle_closed = 0;       // connections closed for sending nothing in time
+  Clock::time_point last_oversize_log{};
+  struct Idle { ino_t ino; Clock::time_point since; };
+  std::unordered_map<int, Idle> idle;  // fd -> socket that has received nothing yet
+  Clock::time_point last_idle_scan{};
 };
 
 State* g_state = nullptr;
@@ -275,6 +305,8 @@ bool load_acl(State& s, bool initial) {
   s.have_mtime = true;
   s.mtime = st.st_mtim;
   s.size = st.st_size;
+  s.dev = st.st_dev;
+  s.ino = st.st_ino;
   std::string text, error;
   if (!read_file(s.acl_file, text)) {
     s.last_acl_error = "cannot read " + s.acl_file;
@@ -304,17 +336,23 @@ bool load_acl(State& s, bool initial) {
   return true;
 }
 
-// Re-reads the ACL file when its mtime or size changed; checked at most once per second.
-void maybe_reload(State& s) {
-  auto now = Clock::now();
-  if (now - s.last_check < std::chrono::seconds(1)) return;
-  s.last_check = now;
+// Re-reads the ACL file when it is another file (inode: the writer renames a new one over
+// it) or its mtime or size changed. One stat(): cheap enough for every CONNECT.
+void reload_if_changed(State& s) {
+  s.last_check = Clock::now();
   struct stat st {};
   if (::stat(s.acl_file.c_str(), &st) != 0) return;  // keep the table while it is replaced
-  if (s.have_mtime && st.st_mtim.tv_sec == s.mtime.tv_sec &&
-      st.st_mtim.tv_nsec == s.mtime.tv_nsec && st.st_size == s.size)
+  if (s.have_mtime && st.st_dev == s.dev && st.st_ino == s.ino &&
+      st.st_mtim.tv_sec == s.mtime.tv_sec && st.st_mtim.tv_nsec == s.mtime.tv_nsec &&
+      st.st_size == s.size)
     return;
   load_acl(s, false);
+}
+
+// The same on the hot paths (ACL checks, ticks): at most every 100 ms.
+void maybe_reload(State& s) {
+  if (Clock::now() - s.last_check < std::chrono::milliseconds(100)) return;
+  reload_if_changed(s);
 }
 
 std::string json_escape(const std::string& in) {
@@ -346,7 +384,14 @@ void write_stats(State& s, bool force) {
     o << (first ? "" : ",") << '"' << json_escape(thing) << "\":" << n;
     first = false;
   }
-  o << "},\"denied_publish_unknown\":" << s.denied_publish_unknown
+  o << "},\"refused_oversize\":{";
+  first = true;
+  for (auto& [thing, n] : s.refused_oversize) {
+    o << (first ? "" : ",") << '"' << json_escape(thing) << "\":" << n;
+    first = false;
+  }
+  o << "},\"deferred_connect\":" << s.deferred_connect << ",\"idle_closed\":" << s.idle_closed
+    << ",\"denied_publish_unknown\":" << s.denied_publish_unknown
     << ",\"denied_delivery\":" << s.denied_delivery << ",\"refused_connect\":" << s.refused_connect
     << ",\"acl_reloads\":" << s.acl_reloads << ",\"acl_errors\":" << s.acl_errors
     << ",\"last_acl_error\":\"" << json_escape(s.last_acl_error) << "\"}\n";
@@ -363,7 +408,8 @@ void write_stats(State& s, bool force) {
 void track(State& s, const char* topic, const void* payload, uint32_t payloadlen,
            const std::string& source, bool from_grove) {
   uint64_t seq = ++s.seq;
-  s.tracked[topic] = Tracked{source, from_grove, topic, payload, payloadlen, seq};
+  s.tracked[topic] = Tracked{source, from_grove, std::hash<std::string_view>{}(topic), payload,
+                             payloadlen, seq};
   s.tracked_order.emplace_back(topic, seq);
   while (s.tracked_order.size() > kMaxTracked) {
     auto [key, sq] = s.tracked_order.front();
@@ -378,7 +424,9 @@ const Tracked* source_of(State& s, const char* topic, const void* payload, uint3
   auto it = s.tracked.find(topic);
   if (it == s.tracked.end()) return nullptr;
   const Tracked& t = it->second;
-  if (t.payload != payload || t.payloadlen != payloadlen || t.topic != topic) return nullptr;
+  if (t.payload != payload || t.payloadlen != payloadlen ||
+      t.topic_hash != std::hash<std::string_view>{}(topic))
+    return nullptr;
   return &t;
 }
 
@@ -506,6 +554,102 @@ int refuse_connect(State& s, const std::string& why) {
   return MOSQ_ERR_AUTH;
 }
 
+// --- start-up, limits and idle connections ---
+
+// While the table says not_ready (the core has no group yet), a client that is no thing is
+// told to come back: the connection is closed without a CONNACK. Mosquitto 2.0.11 lets a
+// BASIC_AUTH callback answer only "success" or "not authorized" (MOSQ_ERR_AUTH); any other
+// result closes the connection without a CONNACK (src/handle_connect.c), which device
+// libraries treat as a lost connection and retry, whereas they give up on a refused CONNACK.
+int defer_connect(State& s, const std::string& who) {
+  ++s.deferred_connect;
+  s.stats_dirty = true;
+  log(MOSQ_LOG_NOTICE, "closed the connection of " + who +
+                           " without CONNACK: no group yet, the client may retry");
+  write_stats(s, false);
+  return MOSQ_ERR_UNKNOWN;
+}
+
+// A thing's publish whose payload exceeds max_payload_bytes or whose topic exceeds
+// max_topic_bytes is denied and counted per thing. Mosquitto 2.0.11 answers an ACL denial
+// with PUBACK/PUBREC "Not authorized" (0x87) to MQTT 5 publishers; a plugin cannot choose
+// another reason code.
+bool over_limits(State& s, const std::string& thing, const char* topic, uint32_t payloadlen) {
+  std::size_t topic_len = topic ? std::strlen(topic) : 0;
+  bool too_large = s.max_payload_bytes && payloadlen > s.max_payload_bytes;
+  bool too_long = s.max_topic_bytes && topic_len > s.max_topic_bytes;
+  if (!too_large && !too_long) return false;
+  ++s.refused_oversize[thing];
+  s.stats_dirty = true;
+  auto now = Clock::now();
+  if (now - s.last_oversize_log >= std::chrono::seconds(1)) {  // a flood logs once a second
+    s.last_oversize_log = now;
+    log(MOSQ_LOG_NOTICE,
+        "refused a publish of '" + thing + "': " +
+            (too_large ? "payload of " + std::to_string(payloadlen) + " bytes above " +
+                             std::to_string(s.max_payload_bytes)
+                       : "topic of " + std::to_string(topic_len) + " bytes above " +
+                             std::to_string(s.max_topic_bytes)));
+  }
+  return true;
+}
+
+// The local port of a connected TCP socket, or 0.
+int local_port(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6)
+    return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  return 0;
+}
+
+// Closes accepted connections that have not sent a single byte (no TLS ClientHello, no
+// CONNECT) within connect_timeout. Mosquitto 2.0.11 has no such timeout: before CONNECT it
+// applies a fixed 60 s keep-alive (90 s in all). The plugin runs inside the broker, so it
+// looks at the broker's own sockets on the listener port and shuts idle ones down
+// (shutdown(), never close(): Mosquitto sees the end of the stream and frees the client).
+void reap_idle(State& s) {
+  if (s.connect_timeout.count() <= 0 || s.listener_port <= 0) return;
+  auto now = Clock::now();
+  if (now - s.last_idle_scan < std::chrono::milliseconds(250)) return;
+  s.last_idle_scan = now;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return;
+  std::unordered_map<int, State::Idle> seen;
+  while (dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    long v = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    int fd = static_cast<int>(v);
+    if (fd == ::dirfd(dir)) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    if (local_port(fd) != s.listener_port) continue;
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) continue;  // listener
+    tcp_info ti{};
+    socklen_t tlen = sizeof ti;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tlen) != 0 ||
+        tlen < offsetof(tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+      continue;
+    if (ti.tcpi_bytes_received > 0) continue;  // the client has spoken: Mosquitto's business
+    auto it = s.idle.find(fd);
+    auto since = it != s.idle.end() && it->second.ino == st.st_ino ? it->second.since : now;
+    if (now - since >= s.connect_timeout) {
+      ::shutdown(fd, SHUT_RDWR);
+      ++s.idle_closed;
+      s.stats_dirty = true;
+    } else {
+      seen.emplace(fd, State::Idle{st.st_ino, since});
+    }
+  }
+  ::closedir(dir);
+  s.idle = std::move(seen);
+}
+
 // A client that presented a certificate (verified by the listener: require_certificate true)
 // is identified by its CN alone. Refused here, at CONNECT, unless the CN is a thing of the
 // table or grove; a username the client sent must equal the CN. The CN becomes the
@@ -516,8 +660,10 @@ int certificate_auth(State& s, mosquitto_evt_basic_auth& ev, X509* cert) {
   // mosquitto_set_username frees the string ev.username points to: copy it first.
   std::optional<std::string> sent;
   if (ev.username) sent = ev.username;
-  if (*cn != kGroveUser && !s.table.things.count(*cn))
+  if (*cn != kGroveUser && !s.table.things.count(*cn)) {
+    if (s.table.not_ready) return defer_connect(s, "certificate CN '" + *cn + "'");
     return refuse_connect(s, "certificate CN '" + *cn + "': not a thing of the group");
+  }
   if (sent && *sent != *cn)
     return refuse_connect(s, "certificate CN '" + *cn + "': username '" + *sent +
                                  "' differs from the CN");
@@ -530,7 +676,7 @@ int on_basic_auth(int, void* event_data, void* userdata) noexcept {
   try {
     auto& s = *static_cast<State*>(userdata);
     auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
-    maybe_reload(s);
+    reload_if_changed(s);  // at once: a device just added to the group must get in
     // Mosquitto 2.0.11 calls this for every CONNECT on a listener without
     // use_identity_as_username, whether or not the client sent a username.
     if (auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client))) {
@@ -542,6 +688,8 @@ int on_basic_auth(int, void* event_data, void* userdata) noexcept {
         (std::strcmp(ev->username, kGroveUser) == 0 || s.table.things.count(ev->username))) {
       return MOSQ_ERR_SUCCESS;
     }
+    if (s.insecure_username_auth && ev->username && s.table.not_ready)
+      return defer_connect(s, std::string("username '") + ev->username + "'");
     return refuse_connect(s, std::string("client with username '") +
                                  (ev->username ? ev->username : "") + "'");
   } catch (...) {
@@ -578,6 +726,8 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
         case MOSQ_ACL_WRITE: {
           if (is_grove) {
             rc = MOSQ_ERR_SUCCESS;
+          } else if (over_limits(s, user, ev->topic, ev->payloadlen)) {
+            rc = MOSQ_ERR_ACL_DENIED;
           } else {
             auto it = s.table.pub.find(user);
             if (it != s.table.pub.end() && ev->topic && any_match(it->second, ev->topic)) {
@@ -639,6 +789,7 @@ int on_tick(int, void*, void* userdata) noexcept {
   try {
     auto& s = *static_cast<State*>(userdata);
     maybe_reload(s);
+    reap_idle(s);
     if (!s.pending_kick.empty()) {
       auto kick = std::move(s.pending_kick);
       s.pending_kick.clear();
@@ -684,6 +835,18 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         s->stats_file = value;
       } else if (key == "insecure_username_auth") {
         s->insecure_username_auth = value == "true";
+      } else if (key == "max_payload_bytes" || key == "max_topic_bytes" ||
+                 key == "connect_timeout_ms" || key == "listener_port") {
+        char* end = nullptr;
+        unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || n > (1ull << 31)) {
+          log(MOSQ_LOG_ERR, "plugin_opt_" + key + ": not a number: '" + value + "'");
+          return MOSQ_ERR_INVAL;
+        }
+        if (key == "max_payload_bytes") s->max_payload_bytes = n;
+        else if (key == "max_topic_bytes") s->max_topic_bytes = n;
+        else if (key == "connect_timeout_ms") s->connect_timeout = std::chrono::milliseconds(n);
+        else s->listener_port = static_cast<int>(n);
       } else {
         log(MOSQ_LOG_WARNING, "ignoring unknown option plugin_opt_" + key);
       }

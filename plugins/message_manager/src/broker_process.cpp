@@ -181,7 +181,16 @@ caf::expected<std::string> broker_process::config_text() const {
       // waiting (default 1000). Grove's own client takes every message bound for a
       // function, the shadow or the cloud: a burst of devices must queue, not vanish.
       << "max_queued_messages 100000\n"
-      << "listener " << opts_.port << " " << opts_.bind_address << "\n";
+      // ... within a byte budget per client, so slow subscribers cannot take the memory.
+      << "max_queued_bytes " << opts_.max_queued_bytes << "\n"
+      // Retained messages are not supported (Greengrass v1): MQTT 5 CONNACKs say so, and
+      // Mosquitto disconnects a client that publishes one anyway.
+      << "retain_available false\n"
+      << "listener " << opts_.port << " " << opts_.bind_address << "\n"
+      << "max_connections " << opts_.max_connections << "\n"
+      // Local delivery is QoS 0/1 (Greengrass v1): MQTT 5 CONNACKs say Maximum QoS 1,
+      // subscriptions are granted at most QoS 1, a QoS 2 publish is refused.
+      << "max_qos 1\n";
   if (!opts_.dev_mode) {
     out << "cafile " << opts_.ca_file << "\n"
         << "certfile " << opts_.cert_file << "\n"
@@ -193,7 +202,11 @@ caf::expected<std::string> broker_process::config_text() const {
   }
   out << "plugin " << fs::absolute(opts_.plugin_path, ec).string() << "\n"
       << "plugin_opt_acl_file " << (state / "broker.acl").string() << "\n"
-      << "plugin_opt_stats_file " << (state / "broker-stats.json").string() << "\n";
+      << "plugin_opt_stats_file " << (state / "broker-stats.json").string() << "\n"
+      << "plugin_opt_max_payload_bytes " << opts_.max_payload_bytes << "\n"
+      << "plugin_opt_max_topic_bytes " << opts_.max_topic_bytes << "\n"
+      << "plugin_opt_connect_timeout_ms " << opts_.connect_timeout.count() << "\n"
+      << "plugin_opt_listener_port " << opts_.port << "\n";
   if (opts_.dev_mode)
     out << "plugin_opt_insecure_username_auth true\n";
   return out.str();
@@ -436,17 +449,24 @@ caf::expected<broker_stats> read_broker_stats(const fs::path& file) {
         || !count("denied_delivery", result.denied_delivery)
         || !count("refused_connect", result.refused_connect)
         || !count("acl_reloads", result.acl_reloads)
-        || !count("acl_errors", result.acl_errors))
+        || !count("acl_errors", result.acl_errors)
+        || !count("deferred_connect", result.deferred_connect)
+        || !count("idle_closed", result.idle_closed))
       return make_error(errc::malformed, "broker stats: a counter in " + file.string()
                                            + " is not a non-negative integer");
-    if (auto it = j.find("denied_publish"); it != j.end()) {
+    for (auto [key, out] : {std::pair{"denied_publish", &result.denied_publish},
+                            std::pair{"refused_oversize", &result.refused_oversize}}) {
+      auto it = j.find(key);
+      if (it == j.end())
+        continue;
       if (!it->is_object())
-        return make_error(errc::malformed, "broker stats: denied_publish is not an object");
+        return make_error(errc::malformed,
+                          std::string{"broker stats: "} + key + " is not an object");
       for (const auto& [thing, n] : it->items()) {
         if (!n.is_number_unsigned())
-          return make_error(errc::malformed, "broker stats: denied_publish." + thing
+          return make_error(errc::malformed, std::string{"broker stats: "} + key + "." + thing
                                                + " is not a non-negative integer");
-        result.denied_publish[thing] = n.get<uint64_t>();
+        (*out)[thing] = n.get<uint64_t>();
       }
     }
     if (auto it = j.find("last_acl_error"); it != j.end() && it->is_string())

@@ -51,9 +51,19 @@ struct broker_options {
   std::string cert_file;
   /// Listener keyfile; required unless dev_mode.
   std::string key_file;
-  /// Largest accepted payload (message_size_limit; max_packet_size gets 64 KiB more for
-  /// the topic and properties).
+  /// Largest accepted payload, enforced exactly by the broker plugin; Mosquitto's
+  /// max_packet_size (the MQTT 5 CONNACK's Maximum Packet Size) is 64 KiB more, for the
+  /// topic and properties.
   size_t max_payload_bytes = 131072;
+  /// Longest topic a device may publish on (the broker plugin refuses longer ones).
+  size_t max_topic_bytes = 256;
+  /// Bytes Mosquitto queues per client (max_queued_bytes).
+  uint64_t max_queued_bytes = 64u << 20;
+  /// Connections the listener accepts at once (max_connections).
+  uint32_t max_connections = 1024;
+  /// A connection that has sent nothing (no TLS handshake, no CONNECT) for this long is
+  /// closed by the broker plugin.
+  std::chrono::milliseconds connect_timeout{10000};
   /// Restarts after unexpected exits (the kernel's policy by default).
   restart_policy restart;
   /// How long begin_start() waits for the port to be free (an earlier broker may still
@@ -156,6 +166,12 @@ struct broker_stats {
   uint64_t acl_errors = 0;
   /// The last load error, empty after a successful load.
   std::string last_acl_error;
+  /// Publishes refused per thing for a payload or topic above the limits.
+  std::map<std::string, uint64_t> refused_oversize;
+  /// Connections closed without CONNACK while the table had no group (not_ready).
+  uint64_t deferred_connect = 0;
+  /// Connections closed for sending nothing within the connect timeout.
+  uint64_t idle_closed = 0;
 };
 
 /// Reads and parses the broker plugin's stats file.

@@ -20,8 +20,22 @@ config_map<broker_config> broker_config::map() {
     .key("client_cert_file", &c::client_cert_file, "",
          "certificate with CN `grove` (from the group CA) for Grove's own client")
     .key("client_key_file", &c::client_key_file, "", "key of `client_cert_file`")
-    .key("max_payload_bytes", &c::max_payload_bytes, 131072, range{1024, 268435455},
-         "larger publishes are refused by the broker");
+    .key("max_payload_bytes", &c::max_payload_bytes, 131072, range{1024, 268369919},
+         "a device's publish with a larger payload is refused and counted "
+         "(`broker.refused_oversize`); Mosquitto's `max_packet_size` (the MQTT 5 "
+         "CONNACK's Maximum Packet Size) is this plus 65536 for topic and properties")
+    .key("max_topic_bytes", &c::max_topic_bytes, 256, range{16, 65535},
+         "a device's publish on a longer topic is refused and counted "
+         "(`broker.refused_oversize`); 256 as AWS IoT Core")
+    .key("max_queued_bytes", &c::max_queued_bytes, 67108864, range{65536, 17179869184},
+         "bytes of QoS 1 messages the broker queues per client (`max_queued_bytes`); "
+         "beyond it (or 100000 messages) new ones are dropped for that client")
+    .key("max_connections", &c::max_connections, 1024, range{2, 1000000},
+         "connections the broker's listener accepts at once, Grove's own client included "
+         "(`max_connections`)")
+    .key("connect_timeout_seconds", &c::connect_timeout, 10, range{1, 600},
+         "a connection that sent nothing (no TLS handshake, no CONNECT) for this long is "
+         "closed by the broker plugin");
 }
 
 config_map<cloud_config> cloud_config::map() {

@@ -36,6 +36,14 @@ struct broker_config {
   std::filesystem::path client_key_file;
   /// Larger publishes are refused by the broker.
   uint64_t max_payload_bytes = 0;
+  /// Publishes on longer topics are refused by the broker.
+  uint64_t max_topic_bytes = 0;
+  /// Bytes the broker queues per client.
+  uint64_t max_queued_bytes = 0;
+  /// Connections the broker accepts at once.
+  uint32_t max_connections = 0;
+  /// Connections silent for this long are closed.
+  std::chrono::seconds connect_timeout{};
 
   /// Equal settings need no broker restart.
   bool operator==(const broker_config&) const = default;

@@ -78,6 +78,10 @@ public:
     broker_opts_.cert_file = b.cert_file.string();
     broker_opts_.key_file = b.key_file.string();
     broker_opts_.max_payload_bytes = b.max_payload_bytes;
+    broker_opts_.max_topic_bytes = b.max_topic_bytes;
+    broker_opts_.max_queued_bytes = b.max_queued_bytes;
+    broker_opts_.max_connections = b.max_connections;
+    broker_opts_.connect_timeout = b.connect_timeout;
     std::error_code ec;
     if (!std::filesystem::is_regular_file(broker_opts_.plugin_path, ec))
       return make_error(errc::invalid_config,
@@ -147,6 +151,13 @@ public:
     auto on_failed = [this](std::string why) {
       ctx_->fail(make_error(errc::plugin_failed, "broker: " + why));
     };
+    std::filesystem::create_directories(broker_opts_.state_dir);
+    // After a hand-over the table of the last instance is in force until the group
+    // arrives; group changes from now on are applied as they come.
+    if (!kept_group_.empty())
+      apply_group(std::exchange(kept_group_, std::string{}));
+    if (auto err = ctx_->subscribe(group_current))
+      return err;
     if (auto kept = ctx_->adopt_process("broker")) {
       // A hot reload: the broker the last instance ran keeps its devices connected, if
       // it runs with the configuration this one would write.
@@ -157,22 +168,66 @@ public:
         // The last instance counted the broker's totals so far: take the next ones as
         // baselines, or a reload would count them twice.
         for (auto* feed : {&m_.broker_restarts, &m_.denied_unknown, &m_.denied_delivery,
-                           &m_.refused_connect, &m_.acl_reloads, &m_.acl_errors})
+                           &m_.refused_connect, &m_.acl_reloads, &m_.acl_errors,
+                           &m_.deferred_connect, &m_.idle_closed})
           feed->rebase();
         rebase_devices_ = true;
         log_->info("took over the running broker (pid {}): devices stay connected",
                    broker_->status().pid);
+        fetch_group([] {});
         return start_links();
       }
       // Dropping `kept` stops it; the new broker waits until the port is free.
       log_->info("the broker's configuration changed: replacing it");
     }
-    // Until the group arrives nothing may connect; a table left by an earlier run could
-    // be stale.
-    std::filesystem::create_directories(broker_opts_.state_dir);
-    if (auto err = broker_->write_acl(routes{}.acl_text()))
-      return err;
-    if (auto err = broker_->begin_start(owner, on_failed))
+    // The broker listens only once it holds the current table, so that no member device
+    // is refused because the core is starting (device libraries give up on a refused
+    // CONNACK): the group is fetched first. Should that fail, the table the last run left
+    // in the state directory (0600) is used; without one, devices are told to retry
+    // (not_ready) until a group arrives.
+    std::error_code ec;
+    if (table()->group_version() == 0 && !std::filesystem::exists(broker_->acl_file(), ec))
+      if (auto err = broker_->write_acl(routes{}.acl_text()))
+        return err;
+    fetch_group([this, owner, on_failed] {
+      if (stopped_)
+        return;
+      if (auto err = start_broker(owner, on_failed))
+        ctx_->fail(err);
+    });
+    update_status();
+    return {};
+  }
+
+  // Asks the kernel for the group in force, applies it, then runs `then` (also when
+  // there is none).
+  void fetch_group(std::function<void()> then) {
+    group_client::get(*ctx_, std::chrono::seconds{5},
+                      [this, then = std::move(then)](caf::expected<group::Group> g) {
+                        if (g) {
+                          apply_group(std::move(*g));
+                        } else if (table()->group_version() == 0) {
+                          // The image has no group: no table of an earlier run applies.
+                          // Another failure (a timeout) keeps the last run's table.
+                          if (g.error() == errc::no_route)
+                            if (auto err = broker_->write_acl(routes{}.acl_text()))
+                              log_->error("cannot write the broker's table: {}",
+                                          describe(err));
+                          log_->warn("no group definition ({}): {} until one is published "
+                                     "on {}",
+                                     describe(g.error()),
+                                     g.error() == errc::no_route
+                                       ? "devices are told to retry"
+                                       : "the table of the last run applies",
+                                     group_current);
+                        }
+                        then();
+                      });
+  }
+
+  // Starts Mosquitto (with the table in place) and the links once it listens.
+  caf::error start_broker(process_owner owner, std::function<void(std::string)> on_failed) {
+    if (auto err = broker_->begin_start(std::move(owner), std::move(on_failed)))
       return err;
     // Mosquitto comes up while the actor goes on: poll, never wait on a CAF worker.
     starting_timer_ = ctx_->every(std::chrono::milliseconds{20}, [this] {
@@ -195,6 +250,7 @@ public:
   caf::error start_links() {
     local_ = std::make_unique<mqtt_link>(local_opts_);
     local_->on_message([this](inbound_message&& m) { from_device(std::move(m)); });
+    local_->set_subscriptions(table()->local_filters(), 1); // the group came first
     if (auto err = local_->start())
       return err;
 
@@ -212,27 +268,13 @@ public:
     if (auto err = ctx_->serve(std::string{in_prefix} + "#",
                                [this](const Envelope& msg) { on_message(msg); }))
       return err;
-    if (auto err = ctx_->subscribe(group_current))
-      return err;
-    group_client::get(*ctx_, std::chrono::seconds{5},
-                      [this](caf::expected<group::Group> g) {
-                        if (g) {
-                          apply_group(std::move(*g));
-                          return;
-                        }
-                        log_->warn("no group definition ({}): no device may connect "
-                                   "until one is published on {}",
-                                   describe(g.error()), group_current);
-                      });
-    // After a hand-over the table of the last instance is in force until the reply.
-    if (!kept_group_.empty())
-      apply_group(std::exchange(kept_group_, std::string{}));
     ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
     update_status();
     return {};
   }
 
   void stop() override {
+    stopped_ = true;
     // Order: the cloud, then Grove's client, the broker; the spool flushes last.
     stop_cloud();
     if (local_)
@@ -435,7 +477,8 @@ private:
       routes_ = next;
     }
     group_bytes_ = g.SerializeAsString(); // handed to the next instance on reload
-    local_->set_subscriptions(next->local_filters(), 1);
+    if (local_) // not before the broker listens (start)
+      local_->set_subscriptions(next->local_filters(), 1);
     if (cloud_)
       cloud_->set_subscriptions(next->cloud_filters(), 1);
     log_->info("group '{}' v{}: {} subscriptions, {} devices{}", next->group_name(),
@@ -568,6 +611,10 @@ private:
              "Connections refused at CONNECT."},
            {&m_.acl_reloads, "broker.acl_reloads", "Subscription table loads."},
            {&m_.acl_errors, "broker.acl_errors", "Subscription table load errors."},
+           {&m_.deferred_connect, "broker.deferred_connects",
+             "Connections closed without CONNACK while there was no group (told to retry)."},
+           {&m_.idle_closed, "broker.idle_connections_closed",
+             "Connections closed for sending nothing within broker.connect_timeout_seconds."},
            {&m_.local_duplicates, "local_link.duplicates_dropped",
              "Overlapping copies dropped on the local link."},
            {&m_.cloud_connects, "cloud.connects", "Connections to the cloud."},
@@ -622,6 +669,14 @@ private:
     if (!denied)
       return denied.error();
     m_.denied_publish = *denied;
+    auto oversize = ctx_->counter_family(
+      "broker.refused_oversize",
+      "Publishes refused for a payload above broker.max_payload_bytes or a topic above "
+      "broker.max_topic_bytes, per device.",
+      "device");
+    if (!oversize)
+      return oversize.error();
+    m_.refused_oversize = *oversize;
     return {};
   }
 
@@ -639,16 +694,24 @@ private:
                                                                   : ", last exit: "
                                                                       + st.last_exit));
       if (auto stats = read_broker_stats(broker_->stats_file())) {
-        for (const auto& [thing, count] : stats->denied_publish) {
-          auto i = m_.denied_per_device.find(thing);
-          if (i == m_.denied_per_device.end())
-            i = m_.denied_per_device
-                  .emplace(thing, grove::counter_feed{m_.denied_publish.with(thing),
-                                                      !rebase_devices_})
-                  .first;
-          i->second.observe(count);
-        }
+        // Per-device totals feed one counter of `family` per device.
+        auto observe_per_device = [this](const std::map<std::string, uint64_t>& totals,
+                                         grove::counter_family& family,
+                                         std::map<std::string, grove::counter_feed>& feeds) {
+          for (const auto& [thing, count] : totals) {
+            auto i = feeds.find(thing);
+            if (i == feeds.end())
+              i = feeds.emplace(thing, grove::counter_feed{family.with(thing), !rebase_devices_})
+                    .first;
+            i->second.observe(count);
+          }
+        };
+        observe_per_device(stats->denied_publish, m_.denied_publish, m_.denied_per_device);
+        observe_per_device(stats->refused_oversize, m_.refused_oversize,
+                           m_.oversize_per_device);
         rebase_devices_ = false;
+        m_.deferred_connect.observe(stats->deferred_connect);
+        m_.idle_closed.observe(stats->idle_closed);
         m_.denied_unknown.observe(stats->denied_publish_unknown);
         m_.denied_delivery.observe(stats->denied_delivery);
         m_.refused_connect.observe(stats->refused_connect);
@@ -741,6 +804,8 @@ private:
   std::unique_ptr<spool> spool_;
   std::unique_ptr<broker_process> broker_;
   grove::timer_id starting_timer_ = 0;
+  // Set by stop(): a group reply that comes later starts no broker.
+  bool stopped_ = false;
   // From a hand-over (restore): the kept broker's configuration and the group in force.
   std::string kept_config_;
   std::string kept_group_;
@@ -776,6 +841,10 @@ private:
     grove::counter_feed refused_connect;
     grove::counter_feed acl_reloads;
     grove::counter_feed acl_errors;
+    grove::counter_family refused_oversize;
+    std::map<std::string, grove::counter_feed> oversize_per_device;
+    grove::counter_feed deferred_connect;
+    grove::counter_feed idle_closed;
     grove::gauge group_version;
     grove::gauge group_subscriptions;
     grove::gauge group_devices;

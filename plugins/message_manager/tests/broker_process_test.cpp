@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -414,3 +416,146 @@ BOOST_FIXTURE_TEST_CASE(stop_leaves_no_process_behind, fixture) {
 
 // That the broker dies with a kill -9ed groved is grove::process's parent-death signal:
 // process_test (child_dies_with_a_killed_parent) and message_manager_test.sh check it.
+
+// --- limits, start-up and idle connections (issue 10) ---
+
+BOOST_FIXTURE_TEST_CASE(payload_and_topic_limits_are_exact_and_counted_per_device, fixture) {
+  opts.max_payload_bytes = 2048;
+  opts.max_topic_bytes = 32;
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl("thing A\nthing B\npub A t/#\ndeliver A B t/#\n"));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto out = dir.path() / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_REQUIRE(deliver_until("A", "t/x", "barrier", out));
+  auto publish = [&](const std::string& topic, const std::string& payload) {
+    auto args = client("mosquitto_pub", "A");
+    args.insert(args.end(), {"-V", "5", "-q", "1", "-t", topic, "-m", payload});
+    return run(args, dir.path() / "pub.out");
+  };
+  // One byte over each limit: refused (MQTT 5 PUBACK "Not authorized", see the README).
+  publish("t/x", std::string(2049, 'o'));
+  auto long_topic = "t/" + std::string(31, 'l'); // 33 bytes
+  publish(long_topic, "long-topic");
+  // Exactly at each limit: delivered.
+  auto at_limit_topic = "t/" + std::string(30, 'k'); // 32 bytes
+  BOOST_CHECK(deliver_until("A", at_limit_topic, std::string(2048, 'y'), out));
+  auto text = read_all(out);
+  BOOST_CHECK(text.find(std::string(2049, 'o')) == std::string::npos);
+  BOOST_CHECK(text.find("long-topic") == std::string::npos);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->refused_oversize["A"] == 2;
+  }));
+  auto s = read_broker_stats(bp.stats_file());
+  BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->refused_oversize.count("B"), 0u);
+  BOOST_CHECK_EQUAL(s->denied_publish["A"], 0u); // not counted as a missing route
+  auto conf = read_all(opts.state_dir / "mosquitto.conf");
+  // The advertised Maximum Packet Size leaves room for the topic and properties.
+  BOOST_CHECK(conf.find("max_packet_size " + std::to_string(2048 + 65536)) != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(local_delivery_is_at_most_qos_1_and_retain_is_unavailable, fixture) {
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl("thing A\nthing B\npub A t/#\ndeliver A B t/#\n"));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto out = dir.path() / "B.out";
+  auto args = client("mosquitto_sub", "B");
+  args.insert(args.end(), {"-V", "5", "-q", "2", "-t", "t/#", "-F", "%q %p", "-W", "120"});
+  background b{spawn(args, out)};
+  BOOST_REQUIRE(deliver_until("A", "t/x", "barrier", out));
+  auto publish = [&](std::vector<std::string> extra) {
+    auto a = client("mosquitto_pub", "A");
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(a, dir.path() / "pub.out");
+  };
+  publish({"-V", "5", "-q", "2", "-t", "t/x", "-m", "sent-at-qos-2"});
+  publish({"-V", "311", "-q", "2", "-t", "t/x", "-m", "sent-at-qos-2-v311"});
+  BOOST_CHECK(wait_until([&] {
+    publish({"-V", "5", "-q", "1", "-t", "t/x", "-m", "qos-1-marker"});
+    return read_all(out).find("1 qos-1-marker") != std::string::npos;
+  }));
+  // Nothing reaches a device at QoS 2, though it subscribed at QoS 2.
+  auto text = read_all(out);
+  BOOST_TEST_MESSAGE("B got: " << text);
+  BOOST_CHECK(text.find("\n2 ") == std::string::npos && text.rfind("2 ", 0) != 0);
+  // Retain is unavailable: the MQTT 5 CONNACK says so (libmosquitto then clears the flag
+  // itself), and a 3.1.1 client that publishes a retained message anyway is disconnected
+  // without its message being delivered.
+  BOOST_CHECK_NE(publish({"-V", "311", "-q", "1", "-r", "-t", "t/x", "-m", "retained-311"}), 0);
+  BOOST_CHECK(wait_until([&] {
+    publish({"-V", "5", "-q", "1", "-t", "t/x", "-m", "retain-marker"});
+    return read_all(out).find("1 retain-marker") != std::string::npos;
+  }));
+  BOOST_CHECK(read_all(out).find("retained-311") == std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(not_ready_table_tells_clients_to_retry_and_a_new_table_applies_at_once,
+                        fixture) {
+  broker_process bp{opts};
+  // What message_manager writes before any group exists.
+  BOOST_REQUIRE(!bp.write_acl("# no group yet\nnot_ready\n"));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  // Told to come back: the connection is closed without a CONNACK "not authorized".
+  BOOST_CHECK_NE(pub("A", "t/ab", "early"), 0);
+  auto text = read_all(dir.path() / "pub.out");
+  BOOST_TEST_MESSAGE("while not ready: " << text);
+  BOOST_CHECK(text.find("not authori") == std::string::npos);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->deferred_connect >= 1 && s->refused_connect == 0;
+  }));
+  // The group arrives: the very next CONNECT sees it (no once-a-second re-read).
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  BOOST_CHECK_EQUAL(pub("A", "t/ab", "first-try"), 0);
+  // With a group, a client outside it is refused for good.
+  BOOST_CHECK_NE(pub("C", "t/ab", "outsider"), 0);
+  BOOST_CHECK(read_all(dir.path() / "pub.out").find("not authori") != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(idle_connections_are_limited_and_closed_and_a_device_still_gets_in,
+                        fixture) {
+  opts.max_connections = 8;
+  opts.connect_timeout = 1s;
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  // 40 TCP connections that never send a byte.
+  std::vector<int> fds;
+  for (int i = 0; i < 40; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::fcntl(fd, F_SETFL, O_NONBLOCK);
+    fds.push_back(fd);
+  }
+  // Each is closed by the broker: those above max_connections at once, the others when
+  // they stayed silent for connect_timeout.
+  auto closed = [](int fd) {
+    char c;
+    auto n = ::recv(fd, &c, 1, 0);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  };
+  BOOST_CHECK(wait_until(
+    [&] { return std::all_of(fds.begin(), fds.end(), closed); }, 20s));
+  for (int fd : fds)
+    ::close(fd);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->idle_closed >= 1;
+  }));
+  // A real device still gets in.
+  auto out = dir.path() / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_CHECK(deliver_until("A", "t/ab", "after-the-flood", out));
+  auto conf = read_all(opts.state_dir / "mosquitto.conf");
+  BOOST_CHECK(conf.find("max_connections 8") != std::string::npos);
+}

@@ -52,6 +52,10 @@ BOOST_AUTO_TEST_CASE(defaults_fill_every_section) {
   BOOST_TEST(cfg->broker.mosquitto == "/usr/sbin/mosquitto");
   BOOST_TEST(cfg->broker.plugin.empty());
   BOOST_TEST(cfg->broker.max_payload_bytes == 131072u);
+  BOOST_TEST(cfg->broker.max_topic_bytes == 256u);
+  BOOST_TEST(cfg->broker.max_queued_bytes == 67108864u);
+  BOOST_TEST(cfg->broker.max_connections == 1024u);
+  BOOST_TEST(cfg->broker.connect_timeout.count() == 10);
   BOOST_TEST(!cfg->cloud.enabled);
   BOOST_TEST(cfg->cloud.tls);
   BOOST_TEST(cfg->cloud.keep_alive.count() == 60);

@@ -132,6 +132,8 @@ BOOST_AUTO_TEST_CASE(empty_table_routes_nothing) {
   routes r;
   BOOST_TEST(r.match("device:lamp", "a").empty());
   BOOST_TEST(r.acl_text().find("thing") == std::string::npos);
+  // No group yet: the broker tells devices to retry instead of refusing them.
+  BOOST_TEST(r.acl_text().find("\nnot_ready\n") != std::string::npos);
   BOOST_TEST(r.local_filters().empty());
   auto g = make_group();
   g.mutable_subscriptions(0)->set_target("queue:x");

@@ -61,24 +61,59 @@ public:
 /// Reads and writes control-socket frames: 4-byte big-endian length, then bytes.
 namespace framing {
 
-/// Largest frame accepted (16 MiB).
+/// Largest frame accepted (16 MiB): replies, such as the status of a large group.
 constexpr uint32_t max_frame_size = 16u << 20;
+
+/// Largest request frame the control server accepts (1 MiB): a request carries at
+/// most one message for the bus, and 64 connections times this bounds what clients
+/// can make groved hold.
+constexpr uint32_t max_request_size = 1u << 20;
+
+/// Bytes read (and allocated) at a time while a frame arrives.
+constexpr size_t read_chunk_size = 64u << 10;
 
 /// Writes one frame holding `msg`. Retries on EINTR; MSG_NOSIGNAL.
 caf::error write_frame(int fd, const google::protobuf::MessageLite& msg);
 
 /// Reads one frame into `msg`. Returns errc::malformed for bad bytes, errc::too_large
-/// for an oversized frame, sec::end_of_stream... as errc::system_error "closed" on EOF.
-caf::error read_frame(int fd, google::protobuf::MessageLite& msg);
+/// for a frame announced larger than `max_size`, errc::system_error "connection
+/// closed" on EOF, errc::timeout when SO_RCVTIMEO expires. Memory grows with the
+/// bytes received (read_chunk_size at a time), not with the announced length.
+caf::error read_frame(int fd, google::protobuf::MessageLite& msg,
+                      uint32_t max_size = max_frame_size);
 
 } // namespace framing
+
+/// What control clients can make groved hold, and for how long (README: "Security").
+/// Only the socket's owner (or root) connects at all; these bound what a stuck or
+/// misbehaving client of that user costs.
+struct control_limits {
+  /// Connections served at once. At the limit, the connection that has waited longest
+  /// for a request is closed to make room, so an operator always gets in; when every
+  /// connection is busy (a request or a `sub` in progress) the new one is refused.
+  size_t max_clients = 64;
+  /// A connection that completes no request for this long is closed (a frame that
+  /// stalls half-way counts as no request).
+  std::chrono::milliseconds idle_timeout{30'000};
+  /// Largest request frame; larger ones are answered with errc::too_large and closed.
+  uint32_t max_request_size = framing::max_request_size;
+  /// Bytes a `sub` connection may hold (queued plus being written); messages beyond
+  /// are dropped, counted, and the subscriber told. One message larger than this
+  /// still passes when nothing else is held.
+  size_t subscriber_queue_bytes = 8u << 20;
+  /// Messages a `sub` connection may hold, whatever their size.
+  size_t subscriber_queue_messages = 10000;
+  /// A client that takes no byte of a reply (or subscribed message) for this long is
+  /// closed: a `sub` that stops reading is dropped instead of held forever.
+  std::chrono::milliseconds send_timeout{10'000};
+};
 
 /// Serves the control protocol (proto/control.proto) on a Unix stream socket.
 class control_server {
 public:
   /// Prepares a server for `backend` on `socket_path`.
   control_server(control_backend& backend, std::filesystem::path socket_path,
-                 std::shared_ptr<spdlog::logger> log);
+                 std::shared_ptr<spdlog::logger> log, control_limits limits = {});
 
   ~control_server();
 

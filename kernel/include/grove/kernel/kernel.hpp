@@ -97,6 +97,10 @@ public:
   /// file that fails validation changes nothing. Returns one line per action.
   caf::expected<std::vector<std::string>> apply_profile_change();
 
+  /// Re-reads the profile (and group) file now and applies it as a change on disk
+  /// would be; what groved does on SIGHUP. Thread-safe with the file watcher.
+  void reread();
+
   /// The group definition in force (null when the image has none).
   std::shared_ptr<const group::Group> group() const;
 
@@ -142,6 +146,13 @@ public:
             queue_settings queue);
 
 private:
+  /// One pass of the file watcher (watch_mtx_ held); `force` applies the profile
+  /// even when its text did not change.
+  void check_files(bool force);
+
+  /// Reloads the group if its file's text changed (watch_mtx_ held).
+  void check_group_file();
+
   image_profile profile_;
   kernel_options options_;
   std::shared_ptr<spdlog::logger> log_;

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Devices with a real device library and its defaults get back in after a reload of
+# message_manager and after a restart of groved (issue 10, "devices locked out after every
+# broker start"). groved runs message_manager with its managed Mosquitto (mutual TLS); the
+# devices are MQTT.js clients (tests/devices/fleet.js, default options: a refused CONNACK is
+# final for them, a lost connection is retried every second).
+# Usage: device_reconnect_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs devices-dir}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+DEVICES=$(readlink -f "${4:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+# shellcheck source=../broker/tests/broker_test_lib.sh
+source "$HERE/../broker/tests/broker_test_lib.sh"
+broker_test_init openssl node ss "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+if [[ ! -d "$DEVICES/node_modules/mqtt" ]]; then
+  echo "MQTT.js is not installed in $DEVICES (tools/deps runs npm ci there)"
+  exit 1
+fi
+
+GROVED_PID=""
+FLEET_PID=""
+cleanup_all() {
+  [[ -n "$FLEET_PID" ]] && kill "$FLEET_PID" 2>/dev/null
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  broker_test_cleanup
+}
+trap cleanup_all EXIT
+
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED == 0 ]]
+  exit $?
+}
+abort() {
+  fail "$1"
+  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
+  echo "--- fleet output"; tail -n 30 "$WORK/fleet.out" 2>/dev/null
+  finish
+}
+
+PUBLISHER=P
+SUBSCRIBERS=(S1 S2 S3)
+THINGS=("$PUBLISHER" "${SUBSCRIBERS[@]}")
+PKI=$WORK/pki
+if ! {
+  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
+  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
+  for t in "${THINGS[@]}" grove; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done
+} >"$WORK/certs.out" 2>&1; then
+  cat "$WORK/certs.out"
+  abort "making the certificates"
+fi
+PORT=$(free_port)
+
+cat >"$WORK/group.yaml" <<EOF
+name: fleet
+devices: [{thing: P}, {thing: S1}, {thing: S2}, {thing: S3}]
+subscriptions:
+  - {id: p-s1, source: "device:P", subject: "fleet/#", target: "device:S1"}
+  - {id: p-s2, source: "device:P", subject: "fleet/#", target: "device:S2"}
+  - {id: p-s3, source: "device:P", subject: "fleet/#", target: "device:S3"}
+EOF
+cat >"$WORK/profile.yaml" <<EOF
+kernel:
+  log_level: info
+  group: $WORK/group.yaml
+plugins:
+  - name: message_manager
+    may_claim: ["device:*", "cloud", "function:*", "shadow"]
+    config:
+      broker:
+        bind: 127.0.0.1
+        port: $PORT
+        ca_file: $PKI/ca.crt
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        client_cert_file: $PKI/devices/grove.crt
+        client_key_file: $PKI/devices/grove.key
+EOF
+
+export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+status() { "$GROVECTL" status 2>&1; }
+status_has() {  # status_has TEXT [tries]
+  for _ in $(seq 1 "${2:-100}"); do
+    status | grep -qF -- "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+now_ms() { date +%s%3N; }
+# The time the broker's port first listens, polled from the moment groved starts.
+LISTENING_AT=""
+start_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+  LISTENING_AT=""
+  for _ in $(seq 1 400); do
+    if [[ -n "$(ss -Hltn "sport = :$PORT" 2>/dev/null)" ]]; then
+      LISTENING_AT=$(now_ms)
+      break
+    fi
+    sleep 0.025
+  done
+  [[ -n "$LISTENING_AT" ]] || abort "the broker did not listen on $PORT"
+  status_has "local_link: connected" 200 || abort "Grove's client did not connect to the broker"
+}
+broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
+
+# count EVENT THING: how many times the fleet reported EVENT for THING.
+count() { grep -c " $1 $2\$" "$WORK/fleet.out" 2>/dev/null; }
+# received THING TAG: the distinct messages of TAG THING received.
+received() { grep " recv $1 $2-" "$WORK/fleet.out" 2>/dev/null | awk '{print $4}' | sort -u | wc -l; }
+# all_at_least EVENT N: polls (bounded) until every thing reported EVENT at least N times.
+all_at_least() {
+  local event=$1 n=$2 things=("${@:3}") ok t
+  for _ in $(seq 1 "${TRIES:-300}"); do
+    ok=1
+    for t in "${things[@]}"; do
+      (($(count "$event" "$t") >= n)) || { ok=0; break; }
+    done
+    ((ok)) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# all_received TAG N: polls until every subscriber has the N distinct messages of TAG.
+all_received() {
+  local t ok
+  for _ in $(seq 1 300); do
+    ok=1
+    for t in "${SUBSCRIBERS[@]}"; do
+      (($(received "$t" "$1") == $2)) || { ok=0; break; }
+    done
+    ((ok)) && return 0
+    sleep 0.1
+  done
+  for t in "${SUBSCRIBERS[@]}"; do echo "$t has $(received "$t" "$1") of $2 $1-messages" >&2; done
+  return 1
+}
+send() { echo "$*" >&7; }
+
+start_groved
+pass "groved started message_manager with its broker"
+
+mkfifo "$WORK/fleet.cmd"
+node "$DEVICES/fleet.js" "$PORT" "$PKI" "$PUBLISHER" "${SUBSCRIBERS[@]}" \
+  <"$WORK/fleet.cmd" >"$WORK/fleet.out" 2>&1 &
+FLEET_PID=$!
+exec 7>"$WORK/fleet.cmd"
+
+check "every device (MQTT.js defaults, mutual TLS) connects" all_at_least connect 1 "${THINGS[@]}"
+check "every subscriber subscribed" all_at_least subscribed 1 "${SUBSCRIBERS[@]}"
+send pub warm 10
+check "QoS 1 device -> device: every subscriber gets all 10" all_received warm 10
+
+# ---- reload: the broker is handed over, devices stay connected -------------------------------
+BROKER_BEFORE=$(broker_pid)
+send pub reload 150 # 1.5 s of publishing across the reload
+"$GROVECTL" reload message_manager >"$WORK/reload.out" 2>&1
+status_has "local_link: connected" 200 || abort "Grove's client did not come back after the reload"
+check "reload: the broker was kept (same pid)" test "$(broker_pid)" == "$BROKER_BEFORE"
+check "reload: every QoS 1 message published meanwhile reached every subscriber" \
+  all_received reload 150
+check "reload: no device lost its connection" \
+  bash -c '! grep -q " close " "$1"' _ "$WORK/fleet.out"
+
+# ---- restart of groved: every device is back, none refused ---------------------------------
+kill -TERM "$GROVED_PID"
+for _ in $(seq 1 200); do kill -0 "$GROVED_PID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$GROVED_PID" 2>/dev/null && abort "groved did not stop on SIGTERM"
+wait "$GROVED_PID" 2>/dev/null
+GROVED_PID=""
+TRIES=100 all_at_least close 1 "${THINGS[@]}" || abort "the devices did not notice the restart"
+start_groved
+TRIES=300 all_at_least connect 2 "${THINGS[@]}"
+back=$?
+check "restart: every device is back (MQTT.js defaults)" test "$back" == 0
+if ((back == 0)); then
+  last=$(grep " connect " "$WORK/fleet.out" | tail -n 1 | awk '{print $1}')
+  echo "INFO: all ${#THINGS[@]} devices back $((last - LISTENING_AT)) ms after the broker listened"
+fi
+check "restart: no device was refused at CONNECT" \
+  bash -c '! grep -q " error " "$1"' _ "$WORK/fleet.out"
+check "restart: every subscriber subscribed again" all_at_least suback 2 "${SUBSCRIBERS[@]}"
+send pub after 50
+check "restart: QoS 1 device -> device reaches every subscriber again" all_received after 50
+
+grep -q " error " "$WORK/fleet.out" && { echo "--- fleet errors"; grep " error " "$WORK/fleet.out"; }
+finish
