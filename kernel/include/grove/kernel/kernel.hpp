@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -167,6 +168,7 @@ private:
   std::mutex apply_mtx_;
   std::string profile_text_;
   std::string group_text_;
+  std::array<long long, 5> group_stamp_{}; // file_stamp() of group_text_'s read
   mutable std::mutex group_mtx_;
   std::shared_ptr<const group::Group> group_;
   caf::actor group_service_;
