@@ -1,8 +1,18 @@
 #include "grove/kernel/group.hpp"
 
-#include <set>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <span>
+#include <unordered_set>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
+#include <yaml.h>
+
+#include "grove/config_map.hpp"
 
 #include "grove/errors.hpp"
 #include "grove/kernel/config.hpp"
@@ -60,6 +70,551 @@ bool valid_name(std::string_view s) {
   return true;
 }
 
+
+/// Where check_group found a fault: `key` of `section[index]`, or the whole section
+/// when index is npos.
+struct group_fault {
+  std::string_view section;
+  size_t index = std::string_view::npos;
+  std::string_view key;
+  std::string what;
+};
+
+/// The checks the schema cannot express (limits, names, duplicates, references,
+/// subjects), run on the built group by both readers so they agree. The sets hold
+/// views into `g`: no string of a 10,000-subscription group is copied.
+std::optional<group_fault> check_group(const group::Group& g) {
+  constexpr auto npos = std::string_view::npos;
+  if (static_cast<size_t>(g.devices_size()) > max_group_devices)
+    return group_fault{"devices", npos, {},
+                       std::to_string(g.devices_size()) + " devices; a group holds at most "
+                         + std::to_string(max_group_devices)};
+  if (static_cast<size_t>(g.subscriptions_size()) > max_group_subscriptions)
+    return group_fault{"subscriptions", npos, {},
+                       std::to_string(g.subscriptions_size())
+                         + " subscriptions; a group holds at most "
+                         + std::to_string(max_group_subscriptions)};
+  std::unordered_set<std::string_view> things;
+  things.reserve(g.devices_size());
+  for (int i = 0; i < g.devices_size(); ++i) {
+    const auto& thing = g.devices(i).thing();
+    auto fault = [&](std::string what) {
+      return group_fault{"devices", static_cast<size_t>(i), "thing", std::move(what)};
+    };
+    if (!valid_name(thing) || thing.find(':') != std::string::npos)
+      return fault("thing names are 1-128 characters of [A-Za-z0-9_.-]");
+    if (thing == "grove")
+      return fault("thing name 'grove' is reserved for Grove's own broker client");
+    if (!things.insert(thing).second)
+      return fault("device '" + thing + "' is listed twice");
+  }
+  std::unordered_set<std::string_view> functions;
+  for (int i = 0; i < g.functions_size(); ++i) {
+    const auto& name = g.functions(i).name();
+    auto fault = [&](std::string what) {
+      return group_fault{"functions", static_cast<size_t>(i), "name", std::move(what)};
+    };
+    if (!valid_name(name) || name.find(':') != std::string::npos)
+      return fault("function names are 1-128 characters of [A-Za-z0-9_.-]");
+    if (!functions.insert(name).second)
+      return fault("function '" + name + "' is listed twice");
+  }
+  std::unordered_set<std::string_view> ids;
+  ids.reserve(g.subscriptions_size());
+  for (int i = 0; i < g.subscriptions_size(); ++i) {
+    const auto& s = g.subscriptions(i);
+    auto fault = [&](std::string_view key, std::string what) {
+      return group_fault{"subscriptions", static_cast<size_t>(i), key, std::move(what)};
+    };
+    if (s.id().empty() || !ids.insert(s.id()).second)
+      return fault("id", s.id().empty() ? "must not be empty"
+                                        : "id '" + s.id() + "' is used twice");
+    for (std::string_view key : {"source", "target"}) {
+      std::string_view ep = key == "source" ? s.source() : s.target();
+      if (auto err = validate_endpoint(ep))
+        return fault(key, describe(err));
+      auto colon = ep.find(':');
+      if (colon == npos)
+        continue;
+      auto kind = ep.substr(0, colon);
+      auto name = ep.substr(colon + 1);
+      if (kind == "device" && !things.count(name))
+        return fault(key, "device '" + std::string{name}
+                            + "' is not in this group's devices");
+      if (kind == "function" && !functions.count(name))
+        return fault(key, "function '" + std::string{name}
+                            + "' is not in this group's functions");
+    }
+    if (s.source() == s.target())
+      return fault("target", "source and target are the same");
+    if (auto err = validate_filter(s.subject()))
+      return fault("subject", describe(err));
+    // MQTT says topics should hold no control characters; the broker's table is a
+    // line-based file, where a line break in a subject would start a rule of its own.
+    for (unsigned char c : s.subject())
+      if (c < 0x20 || c == 0x7f)
+        return fault("subject", "a subject must not contain control characters");
+  }
+  std::unordered_set<std::string_view> resource_ids;
+  for (int i = 0; i < g.resources_size(); ++i) {
+    const auto& id = g.resources(i).id();
+    if (id.empty() || !resource_ids.insert(id).second)
+      return group_fault{"resources", static_cast<size_t>(i), "id",
+                         id.empty() ? "must not be empty" : "id '" + id + "' is used twice"};
+  }
+  return std::nullopt;
+}
+
+/// Builds a group straight from the parser's events, with no node tree: the tree of a
+/// group at the limits costs ~100 MB at its peak and most of the start-up time
+/// (yaml-cpp's nodes, then the schema's validated copy). It takes only the plain
+/// shape of a group; anything else (an unknown or repeated key, a missing one, a
+/// wrong type, a tag, an anchor or alias, a syntax error) makes it give up (`ok()`
+/// false) and load_group reads the file again through the tree and the schema, which
+/// name the fault with its line.
+class group_reader final : public YAML::EventHandler {
+public:
+  /// True when a whole group was read into `group`.
+  bool ok() const {
+    return ok_ && level_ == level::done;
+  }
+
+  /// The group read.
+  group::Group group;
+
+  void OnDocumentStart(const YAML::Mark&) override {
+  }
+
+  void OnDocumentEnd() override {
+  }
+
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    if (!config_.empty()) {
+      add(YAML::Node{YAML::NodeType::Null});
+      return;
+    }
+    // A null config is stored as "" (to_yaml); any other null is a fault.
+    if (anchor == 0 && at_value() && level_ == level::item && key_ == "config")
+      want_key_ = true;
+    else
+      fail();
+  }
+
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {
+    fail(); // the tree reader resolves aliases
+  }
+
+  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                const std::string& value) override {
+    if (anchor != 0)
+      return fail();
+    if (!config_.empty()) {
+      add(scalar(tag, value));
+      return;
+    }
+    if (tag != "?" && tag != "!")
+      return fail(); // "?" plain, "!" quoted; an explicit tag goes the long way
+    if (level_ != level::top && level_ != level::item)
+      return fail(); // a scalar where a map belongs
+    if (want_key_)
+      return take_key(value);
+    want_key_ = true;
+    if (level_ == level::top) {
+      if (key_ != "name")
+        return fail(); // a section must be a list
+      group.set_name(value);
+      return;
+    }
+    set_field(mark, tag, value);
+  }
+
+  void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value style) override {
+    if (anchor != 0)
+      return fail();
+    if (!config_.empty() || (at_value() && level_ == level::item && key_ == "config")) {
+      open(YAML::NodeType::Sequence, tag, style);
+      return;
+    }
+    if (!plain(tag) || !at_value() || level_ != level::top || key_ == "name")
+      return fail();
+    level_ = level::list;
+    section_ = key_;
+  }
+
+  void OnSequenceEnd() override {
+    if (!config_.empty()) {
+      return close();
+    }
+    if (level_ != level::list)
+      return fail();
+    level_ = level::top;
+    want_key_ = true;
+  }
+
+  void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value style) override {
+    if (anchor != 0)
+      return fail();
+    if (!config_.empty() || (at_value() && level_ == level::item && key_ == "config")) {
+      open(YAML::NodeType::Map, tag, style);
+      return;
+    }
+    if (!plain(tag))
+      return fail();
+    if (level_ == level::start) {
+      level_ = level::top;
+    } else if (level_ == level::list) {
+      level_ = level::item;
+      item_seen_ = 0;
+      add_item();
+    } else {
+      return fail();
+    }
+    want_key_ = true;
+  }
+
+  void OnMapEnd() override {
+    if (!config_.empty()) {
+      return close();
+    }
+    if (!want_key_)
+      return fail();
+    if (level_ == level::item) {
+      // Every key of a subscription is required; of the others, the first (thing,
+      // name, id).
+      unsigned required = section_ == "subscriptions" ? (1u << item_keys().size()) - 1 : 1u;
+      if ((item_seen_ & required) != required)
+        return fail();
+      level_ = level::list;
+      return;
+    }
+    if (level_ == level::top && (top_seen_ & 1u)) { // name
+      level_ = level::done;
+      return;
+    }
+    fail();
+  }
+
+private:
+  enum class level { start, top, list, item, done, failed };
+
+  static constexpr std::string_view top_keys[] = {"name", "devices", "functions",
+                                                  "subscriptions", "resources"};
+  static constexpr std::string_view device_keys[] = {"thing", "sync_shadow"};
+  static constexpr std::string_view function_keys[] = {"name", "config"};
+  static constexpr std::string_view subscription_keys[] = {"id", "source", "subject",
+                                                           "target"};
+  static constexpr std::string_view resource_keys[] = {"id", "config"};
+
+  std::span<const std::string_view> item_keys() const {
+    if (section_ == "devices")
+      return device_keys;
+    if (section_ == "functions")
+      return function_keys;
+    if (section_ == "subscriptions")
+      return subscription_keys;
+    return resource_keys;
+  }
+
+  static bool plain(const std::string& tag) {
+    return tag.empty() || tag == "?";
+  }
+
+  bool at_value() const {
+    return !want_key_;
+  }
+
+  void fail() {
+    ok_ = false;
+    level_ = level::failed; // nothing is accepted after this
+    config_.clear();
+  }
+
+  void take_key(const std::string& key) {
+    auto keys = level_ == level::top ? std::span<const std::string_view>{top_keys}
+                                     : item_keys();
+    auto& seen = level_ == level::top ? top_seen_ : item_seen_;
+    auto at = std::find(keys.begin(), keys.end(), key);
+    unsigned bit = 1u << (at - keys.begin());
+    if (at == keys.end() || (seen & bit))
+      return fail();
+    seen |= bit;
+    key_ = key;
+    want_key_ = false;
+  }
+
+  void add_item() {
+    if (section_ == "devices")
+      group.add_devices();
+    else if (section_ == "functions")
+      group.add_functions();
+    else if (section_ == "subscriptions")
+      group.add_subscriptions();
+    else
+      group.add_resources();
+  }
+
+  void set_field(const YAML::Mark& mark, const std::string& tag, const std::string& value) {
+    if (section_ == "devices") {
+      auto* d = group.mutable_devices(group.devices_size() - 1);
+      if (key_ == "thing")
+        return d->set_thing(value);
+      bool b = false;
+      if (value == "true" || value == "false")
+        b = value == "true";
+      else if (!detail::scalar_as(YAML::Node{value}, b))
+        return fail();
+      return d->set_sync_shadow(b);
+    }
+    if (section_ == "subscriptions") {
+      auto* s = group.mutable_subscriptions(group.subscriptions_size() - 1);
+      if (key_ == "id")
+        return s->set_id(value);
+      if (key_ == "source")
+        return s->set_source(value);
+      if (key_ == "subject")
+        return s->set_subject(value);
+      return s->set_target(value);
+    }
+    if (key_ != "config") {
+      if (section_ == "functions")
+        group.mutable_functions(group.functions_size() - 1)->set_name(value);
+      else
+        group.mutable_resources(group.resources_size() - 1)->set_id(value);
+      return;
+    }
+    // A scalar config.
+    set_config(scalar(tag, value));
+  }
+
+  /// A `config: any` subtree becomes a (small) node, tags and styles kept, and is
+  /// stored as to_yaml emits it: as the tree reader stores its copy of the subtree.
+  static YAML::Node scalar(const std::string& tag, const std::string& value) {
+    YAML::Node n{value};
+    n.SetTag(tag);
+    return n;
+  }
+
+  void open(YAML::NodeType::value type, const std::string& tag,
+            YAML::EmitterStyle::value style) {
+    YAML::Node n{type};
+    n.SetTag(tag);
+    n.SetStyle(style);
+    config_.push_back({n, {}, false});
+  }
+
+  void close() {
+    auto n = config_.back().node;
+    config_.pop_back();
+    add(n);
+  }
+
+  void add(const YAML::Node& n) {
+    if (config_.empty())
+      return set_config(n);
+    auto& top = config_.back();
+    if (top.node.IsSequence()) {
+      top.node.push_back(n);
+    } else if (!top.has_key) {
+      if (!n.IsScalar())
+        return fail(); // keys must be plain strings
+      top.key = n.Scalar();
+      top.has_key = true;
+    } else {
+      const YAML::Node& map = top.node;
+      if (map[top.key])
+        return fail(); // a repeated key: the tree reader keeps what YAML::Load keeps
+      top.node[top.key] = n;
+      top.has_key = false;
+    }
+  }
+
+  void set_config(const YAML::Node& n) {
+    auto text = to_yaml(n);
+    if (section_ == "functions")
+      group.mutable_functions(group.functions_size() - 1)->set_config_yaml(std::move(text));
+    else
+      group.mutable_resources(group.resources_size() - 1)->set_config_yaml(std::move(text));
+    want_key_ = true;
+  }
+
+  /// An open collection of a config subtree.
+  struct frame {
+    YAML::Node node;
+    std::string key;
+    bool has_key;
+  };
+
+  bool ok_ = true;
+  level level_ = level::start;
+  bool want_key_ = true;
+  std::string key_;
+  std::string section_;
+  unsigned top_seen_ = 0;  // bit i: top_keys[i] was seen
+  unsigned item_seen_ = 0; // bit i: item_keys()[i] was seen in this item
+  std::vector<frame> config_;
+};
+
+/// Feeds libyaml's events for the first document of `file` to `h` as yaml-cpp's
+/// parser would (tag "?" for a plain scalar, "!" for a quoted one, OnNull for the plain
+/// nulls yaml-cpp knows, an anchor as id 1). libyaml's scanner reads a group at the
+/// limits about four times as fast as yaml-cpp's. False on a syntax error or an
+/// unreadable file.
+bool parse_events(std::FILE* file, YAML::EventHandler& h) {
+  yaml_parser_t parser;
+  if (!yaml_parser_initialize(&parser))
+    return false;
+  yaml_parser_set_input_file(&parser, file);
+  auto mark = YAML::Mark::null_mark();
+  auto tag_of = [](const yaml_char_t* tag, bool implicit, const char* none) {
+    return tag && !implicit ? std::string{reinterpret_cast<const char*>(tag)}
+                            : std::string{none};
+  };
+  auto style_of = [](bool flow) {
+    return flow ? YAML::EmitterStyle::Flow : YAML::EmitterStyle::Block;
+  };
+  bool ok = false;
+  for (bool more = true; more;) {
+    yaml_event_t e;
+    if (!yaml_parser_parse(&parser, &e))
+      break;
+    switch (e.type) {
+      case YAML_DOCUMENT_START_EVENT:
+        h.OnDocumentStart(mark);
+        break;
+      case YAML_DOCUMENT_END_EVENT:
+        h.OnDocumentEnd();
+        ok = true;
+        more = false; // the first document, as YAML::LoadFile reads
+        break;
+      case YAML_STREAM_END_EVENT:
+        more = false;
+        break;
+      case YAML_ALIAS_EVENT:
+        h.OnAlias(mark, 1);
+        break;
+      case YAML_SCALAR_EVENT: {
+        auto& sc = e.data.scalar;
+        std::string value{reinterpret_cast<const char*>(sc.value), sc.length};
+        YAML::anchor_t anchor = sc.anchor ? 1 : 0;
+        bool plain = sc.style == YAML_PLAIN_SCALAR_STYLE;
+        if (plain && sc.plain_implicit
+            && (value.empty() || value == "~" || value == "null" || value == "Null"
+                || value == "NULL"))
+          h.OnNull(mark, anchor);
+        else if (plain ? sc.plain_implicit : sc.quoted_implicit)
+          h.OnScalar(mark, plain ? "?" : "!", anchor, value);
+        else
+          h.OnScalar(mark, tag_of(sc.tag, false, "?"), anchor, value);
+        break;
+      }
+      case YAML_SEQUENCE_START_EVENT: {
+        auto& sq = e.data.sequence_start;
+        h.OnSequenceStart(mark, tag_of(sq.tag, sq.implicit, "?"), sq.anchor ? 1 : 0,
+                          style_of(sq.style == YAML_FLOW_SEQUENCE_STYLE));
+        break;
+      }
+      case YAML_SEQUENCE_END_EVENT:
+        h.OnSequenceEnd();
+        break;
+      case YAML_MAPPING_START_EVENT: {
+        auto& mp = e.data.mapping_start;
+        h.OnMapStart(mark, tag_of(mp.tag, mp.implicit, "?"), mp.anchor ? 1 : 0,
+                     style_of(mp.style == YAML_FLOW_MAPPING_STYLE));
+        break;
+      }
+      case YAML_MAPPING_END_EVENT:
+        h.OnMapEnd();
+        break;
+      default:
+        break;
+    }
+    yaml_event_delete(&e);
+  }
+  yaml_parser_delete(&parser);
+  return ok;
+}
+
+/// The fast reader: a group, or nothing when the file needs the tree reader.
+std::optional<group::Group> read_group_events(const std::filesystem::path& path) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose};
+  if (!file)
+    return std::nullopt;
+  group_reader reader;
+  try {
+    if (!parse_events(file.get(), reader) || !reader.ok())
+      return std::nullopt;
+  } catch (const std::exception&) {
+    return std::nullopt; // yaml-cpp, building a config subtree
+  }
+  return std::move(reader.group);
+}
+
+/// The tree reader: the schema validates the document, then the group is built from
+/// the validated copy. Slow and memory-hungry on a big group, but it names every fault
+/// with its file, line and field; load_group uses it only for a group the fast reader
+/// did not take.
+caf::expected<group::Group> read_group_tree(const std::filesystem::path& path) {
+  auto file = path.string();
+  YAML::Node doc;
+  try {
+    doc = YAML::LoadFile(file);
+  } catch (const YAML::ParserException& e) {
+    return make_error(errc::invalid_config, file + ":" + std::to_string(e.mark.line + 1)
+                                              + ":" + std::to_string(e.mark.column + 1)
+                                              + ": " + e.msg);
+  } catch (const std::exception& e) {
+    return make_error(errc::invalid_config, file + ": " + e.what());
+  }
+  if (!doc.IsMap())
+    return config_error(file, doc, "", "a group must be a map");
+  auto schema = config_schema::parse(group_schema_text, "<group schema>");
+  if (!schema)
+    return schema.error();
+  auto checked = schema->validate(doc, file, "");
+  if (!checked)
+    return checked.error();
+  const YAML::Node& v = *checked;
+  group::Group g;
+  g.set_name(v["name"].as<std::string>());
+  for (auto d : v["devices"]) {
+    auto* out = g.add_devices();
+    out->set_thing(d["thing"].as<std::string>());
+    out->set_sync_shadow(d["sync_shadow"].as<bool>());
+  }
+  for (auto f : v["functions"]) {
+    auto* out = g.add_functions();
+    out->set_name(f["name"].as<std::string>());
+    out->set_config_yaml(to_yaml(f["config"]));
+  }
+  for (auto s : v["subscriptions"]) {
+    auto* out = g.add_subscriptions();
+    out->set_id(s["id"].as<std::string>());
+    out->set_source(s["source"].as<std::string>());
+    out->set_subject(s["subject"].as<std::string>());
+    out->set_target(s["target"].as<std::string>());
+  }
+  for (auto r : v["resources"]) {
+    auto* out = g.add_resources();
+    out->set_id(r["id"].as<std::string>());
+    out->set_config_yaml(to_yaml(r["config"]));
+  }
+  if (auto fault = check_group(g)) {
+    // Located in the document as written.
+    const YAML::Node& raw = doc;
+    auto section = raw[std::string{fault->section}];
+    if (fault->index == std::string_view::npos)
+      return config_error(file, section, fault->section, fault->what);
+    return config_error(file, section[fault->index][std::string{fault->key}],
+                        std::string{fault->section} + "[" + std::to_string(fault->index)
+                          + "]." + std::string{fault->key},
+                        fault->what);
+  }
+  return g;
+}
+
 } // namespace
 
 caf::error validate_endpoint(std::string_view ep) {
@@ -79,131 +634,16 @@ caf::error validate_endpoint(std::string_view ep) {
 }
 
 caf::expected<group::Group> load_group(const std::filesystem::path& path) {
-  auto file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
-    return make_error(errc::invalid_config, file + ": no such file");
-  YAML::Node doc;
-  try {
-    doc = YAML::LoadFile(file);
-  } catch (const YAML::ParserException& e) {
-    return make_error(errc::invalid_config, file + ":" + std::to_string(e.mark.line + 1)
-                                              + ":" + std::to_string(e.mark.column + 1)
-                                              + ": " + e.msg);
-  } catch (const std::exception& e) {
-    return make_error(errc::invalid_config, file + ": " + e.what());
-  }
-  if (!doc.IsMap())
-    return config_error(file, doc, "", "a group must be a map");
-  auto schema = config_schema::parse(group_schema_text, "<group schema>");
-  if (!schema)
-    return schema.error();
-  auto checked = schema->validate(doc, file, "");
-  if (!checked)
-    return checked.error();
-  group::Group g;
-  g.set_name((*checked)["name"].as<std::string>());
-  g.set_source_file(std::filesystem::absolute(path).string());
-  auto raw_devices = doc["devices"];
-  auto raw_functions = doc["functions"];
-  auto raw_subs = doc["subscriptions"];
-  auto raw_resources = doc["resources"];
-  if (raw_devices && raw_devices.size() > max_group_devices)
-    return config_error(file, raw_devices, "devices",
-                std::to_string(raw_devices.size()) + " devices; a group holds at most "
-                  + std::to_string(max_group_devices));
-  if (raw_subs && raw_subs.size() > max_group_subscriptions)
-    return config_error(file, raw_subs, "subscriptions",
-                std::to_string(raw_subs.size())
-                  + " subscriptions; a group holds at most "
-                  + std::to_string(max_group_subscriptions));
-  std::set<std::string> things;
-  auto devices = (*checked)["devices"];
-  for (size_t i = 0; i < devices.size(); ++i) {
-    auto thing = devices[i]["thing"].as<std::string>();
-    auto field = "devices[" + std::to_string(i) + "].thing";
-    if (!valid_name(thing) || thing.find(':') != std::string::npos)
-      return config_error(file, raw_devices[i]["thing"], field,
-                  "thing names are 1-128 characters of [A-Za-z0-9_.-]");
-    if (thing == "grove")
-      return config_error(file, raw_devices[i]["thing"], field,
-                  "thing name 'grove' is reserved for Grove's own broker client");
-    if (!things.insert(thing).second)
-      return config_error(file, raw_devices[i]["thing"], field, "device '" + thing
-                                                          + "' is listed twice");
-    auto* d = g.add_devices();
-    d->set_thing(thing);
-    d->set_sync_shadow(devices[i]["sync_shadow"].as<bool>());
-  }
-  std::set<std::string> functions;
-  auto fns = (*checked)["functions"];
-  for (size_t i = 0; i < fns.size(); ++i) {
-    auto name = fns[i]["name"].as<std::string>();
-    auto field = "functions[" + std::to_string(i) + "].name";
-    if (!valid_name(name) || name.find(':') != std::string::npos)
-      return config_error(file, raw_functions[i]["name"], field,
-                  "function names are 1-128 characters of [A-Za-z0-9_.-]");
-    if (!functions.insert(name).second)
-      return config_error(file, raw_functions[i]["name"], field,
-                  "function '" + name + "' is listed twice");
-    auto* f = g.add_functions();
-    f->set_name(name);
-    f->set_config_yaml(to_yaml(fns[i]["config"]));
-  }
-  std::set<std::string> ids;
-  auto subs = (*checked)["subscriptions"];
-  for (size_t i = 0; i < subs.size(); ++i) {
-    auto s = subs[i];
-    auto raw = raw_subs[i];
-    auto base = "subscriptions[" + std::to_string(i) + "].";
-    auto id = s["id"].as<std::string>();
-    if (id.empty() || !ids.insert(id).second)
-      return config_error(file, raw["id"], base + "id",
-                  id.empty() ? "must not be empty" : "id '" + id + "' is used twice");
-    for (auto key : {"source", "target"}) {
-      auto ep = s[key].as<std::string>();
-      if (auto err = validate_endpoint(ep))
-        return config_error(file, raw[key], base + key, describe(err));
-      auto colon = ep.find(':');
-      if (colon == std::string::npos)
-        continue;
-      auto kind = ep.substr(0, colon);
-      auto name = ep.substr(colon + 1);
-      if (kind == "device" && !things.count(name))
-        return config_error(file, raw[key], base + key,
-                    "device '" + name + "' is not in this group's devices");
-      if (kind == "function" && !functions.count(name))
-        return config_error(file, raw[key], base + key,
-                    "function '" + name + "' is not in this group's functions");
-    }
-    if (s["source"].as<std::string>() == s["target"].as<std::string>())
-      return config_error(file, raw["target"], base + "target", "source and target are the same");
-    auto subject = s["subject"].as<std::string>();
-    if (auto err = validate_filter(subject))
-      return config_error(file, raw["subject"], base + "subject", describe(err));
-    // MQTT says topics should hold no control characters; the broker's table is a
-    // line-based file, where a line break in a subject would start a rule of its own.
-    for (unsigned char c : subject)
-      if (c < 0x20 || c == 0x7f)
-        return config_error(file, raw["subject"], base + "subject",
-                            "a subject must not contain control characters");
-    auto* out = g.add_subscriptions();
-    out->set_id(id);
-    out->set_source(s["source"].as<std::string>());
-    out->set_subject(subject);
-    out->set_target(s["target"].as<std::string>());
-  }
-  std::set<std::string> resource_ids;
-  auto res = (*checked)["resources"];
-  for (size_t i = 0; i < res.size(); ++i) {
-    auto id = res[i]["id"].as<std::string>();
-    if (id.empty() || !resource_ids.insert(id).second)
-      return config_error(file, raw_resources[i]["id"], "resources[" + std::to_string(i) + "].id",
-                  id.empty() ? "must not be empty" : "id '" + id + "' is used twice");
-    auto* r = g.add_resources();
-    r->set_id(id);
-    r->set_config_yaml(to_yaml(res[i]["config"]));
-  }
+    return make_error(errc::invalid_config, path.string() + ": no such file");
+  auto fast = read_group_events(path);
+  // The tree reader names the fault (and, should the readers ever disagree, its
+  // verdict is the one the schema gives).
+  auto g = fast && !check_group(*fast) ? caf::expected<group::Group>{std::move(*fast)}
+                                       : read_group_tree(path);
+  if (g)
+    g->set_source_file(std::filesystem::absolute(path).string());
   return g;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -25,6 +26,7 @@ class logger;
 
 namespace grove {
 
+class file_watch;
 class metrics_server;
 
 /// Version of groved.
@@ -147,6 +149,9 @@ private:
   /// even when its text did not change.
   void check_files(bool force);
 
+  /// Reloads the group if its file's text changed (watch_mtx_ held).
+  void check_group_file();
+
   /// Calls `f` with the profile in force, under the lock that its replacement takes.
   template <class F>
   auto with_profile(F&& f) const {
@@ -171,6 +176,7 @@ private:
   std::mutex apply_mtx_;
   std::string profile_text_;
   std::string group_text_;
+  std::array<long long, 5> group_stamp_{}; // file_stamp() of group_text_'s read
   mutable std::mutex group_mtx_;
   std::shared_ptr<const group::Group> group_;
   caf::actor group_service_;
@@ -179,6 +185,9 @@ private:
   std::mutex watch_mtx_;
   std::condition_variable watch_cv_;
   bool watch_stop_ = false;
+  // The group file's own watcher (kernel.cpp, start()).
+  std::unique_ptr<file_watch> group_watch_;
+  std::thread group_watcher_;
 };
 
 } // namespace grove

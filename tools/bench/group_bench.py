@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""The cost of a group at Greengrass' limits (2,500 devices, 10,000 subscriptions, a
+~1.1 MB YAML file): groved's memory, its time to ready, and the latency of a
+one-subscription change reaching the broker's table. Prints one JSON object on stdout.
+Not a test: it reports figures and never fails on them (tests/integration/
+group_scale_test.cpp is the regression guard at a smaller scale).
+
+Peer: the same runs with an empty group (`name: empty`), interleaved in the same run;
+memory is reported as the difference, time as the ratio.
+
+1. Kernel + heartbeat (configs/images/kernel.yaml plus a `group:`), `--runs` starts of
+   each group, alternating: wall time from exec to the `ready:` line and to the first
+   answer of `grovectl status`, the kernel's own ready figure, and the CPU time groved
+   had used when it printed `ready:` (/proc/PID/stat; on a busy machine the wall times
+   mostly wait for a core, the CPU time is the work); after `--settle` seconds,
+   anonymous memory (smaps_rollup Pss_Anon; groved does not fork, so it equals
+   Anonymous) and Rss, and the peak resident memory (VmHWM: what a transient parse
+   costs even when the allocator gives it back).
+2. With message_manager (development_mode on a free port, so no PKI and no clash with
+   8883): `--changes` edits of one subscription's subject, each written to a temporary
+   file and renamed over the group file (as editors and deploy tools do); the latency is
+   from the rename to the moment `<write_dir>/plugins/message_manager/broker/broker.acl`
+   (the table the broker plugin enforces) holds the new subject, and to the broker
+   plugin's next "loaded ... broker.acl" log line (it enforcing the new table; it
+   re-reads the file on its own check), and the CPU time groved spent meanwhile. The
+   same with a 4-subscription group as the peer.
+
+Usage: group_bench.py [--build DIR] [--devices N] [--subscriptions N] [--runs R]
+                      [--settle S] [--changes C] [--keep-group FILE]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import (children, grove_status, line_reader, stop, wait_gone,  # noqa: E402
+                       wait_ready)
+from memory_bench import free_port, smaps_rollup  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+READY = re.compile(r"ready: (\d+) of (\d+) plugins running \(([\d.]+) ms\)")
+# Issue 9's targets at the limits.
+TARGET_ANON_ABOVE_EMPTY_KB = 15 * 1024
+TARGET_READY_MS = 150
+TARGET_CHANGE_MS = 100
+
+
+def group_text(devices, subscriptions, functions=10, subject_tag="t"):
+    """A valid group: `devices` things, `subscriptions` routes over them (device to
+    cloud, to a function, to another device, to the shadow service), some functions.
+    At 2,500/10,000 it is ~1.1 MB, the size issue 9 names."""
+    out = ["name: big", "devices:"]
+    for i in range(devices):
+        out.append("  - thing: sensor-%04d" % i)
+        if i % 10 == 0:
+            out.append("    sync_shadow: true")
+    out.append("functions:")
+    for i in range(functions):
+        out.append("  - name: fn-%02d\n    config: {pinned: true, timeoutInSeconds: 3}" % i)
+    out.append("subscriptions:")
+    for i in range(subscriptions):
+        d = i % devices if devices else 0
+        if not devices:
+            source, target = "cloud", "shadow"
+        else:
+            source = "device:sensor-%04d" % d
+            target = ["cloud", "function:fn-%02d" % (i % functions),
+                      "device:sensor-%04d" % ((d + 1) % devices), "shadow"][i % 4]
+        out.append('  - {id: s%05d, source: "%s", subject: "%s/r%02d/sensor-%04d/#", '
+                   'target: "%s"}' % (i, source, subject_tag if i == 0 else "t", i % 50, d,
+                                      target))
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path, text):
+    """Writes `text` to a temporary file beside `path` and renames it over `path`."""
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+def proc_status_kb(pid, field):
+    """A kB field of /proc/PID/status (VmHWM, VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def cpu_ms(pid):
+    """CPU time (user + system, all threads) `pid` has used so far, in ms (10 ms steps).
+    On a loaded machine the wall times wait for a core; this is the work itself."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def kernel_profile(path, group_file, extra_plugins=""):
+    with open(os.path.join(REPO, "configs/images/kernel.yaml")) as f:
+        text = f.read()
+    text = text.replace("kernel:\n", "kernel:\n  group: %s\n" % group_file, 1)
+    with open(path, "w") as f:
+        f.write(text + extra_plugins)
+
+
+def start(groved, profile, write_dir, keep_draining=True):
+    """Starts groved; returns (proc, wall ms to 'ready:', kernel's ms, t_exec)."""
+    t0 = time.perf_counter_ns()
+    proc = subprocess.Popen([groved, "--config", profile, "--write-dir", write_dir],
+                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, bufsize=0)
+    text, t1 = wait_ready(proc, timeout_s=30, keep_draining=keep_draining)
+    m = READY.search(text)
+    if not m or m.group(1) != m.group(2):
+        raise RuntimeError("groved not fully ready: " + text)
+    return proc, (t1 - t0) / 1e6, float(m.group(3)), t0
+
+
+def finish(proc):
+    if proc is None:
+        return
+    kids = children(proc.pid)
+    stop(proc)
+    proc.stderr.close()
+    wait_gone(kids)
+
+
+def one_kernel_run(groved, grovectl, profile, settle_s):
+    """One start of kernel + heartbeat: times and memory."""
+    write_dir = tempfile.mkdtemp(prefix="grove-groupbench-")
+    proc = None
+    try:
+        proc, wall, own, t0 = start(groved, profile, write_dir)
+        cpu = cpu_ms(proc.pid)
+        sock = os.path.join(write_dir, "run", "control.sock")
+        deadline = time.monotonic() + 30
+        while not grove_status(grovectl, sock):
+            if time.monotonic() > deadline:
+                raise RuntimeError("grovectl status never answered")
+            time.sleep(0.005)
+        status_ms = (time.perf_counter_ns() - t0) / 1e6
+        time.sleep(settle_s)
+        roll = smaps_rollup(proc.pid)
+        return {"ready_ms": wall, "kernel_ready_ms": own, "status_ms": status_ms,
+                "cpu_ms_at_ready": cpu,
+                "anon_kb": roll["Pss_Anon"], "rss_kb": roll["Rss"],
+                "peak_rss_kb": proc_status_kb(proc.pid, "VmHWM")}
+    finally:
+        finish(proc)
+        shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def wait_file_contains(path, needle, deadline):
+    """Polls `path` (every ~1 ms) until it holds `needle`; the time it did (perf ns)."""
+    while True:
+        try:
+            with open(path) as f:
+                if needle in f.read():
+                    return time.perf_counter_ns()
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s never held %r" % (path, needle))
+        time.sleep(0.001)
+
+
+def change_latencies(groved, tmp, devices, subscriptions, changes):
+    """Latencies (ms) of `changes` one-subscription edits reaching the broker's table."""
+    group_file = os.path.join(tmp, "mm-group-%d.yaml" % subscriptions)
+    write_atomic(group_file, group_text(devices, subscriptions))
+    port = free_port()
+    profile = os.path.join(tmp, "mm-%d.yaml" % subscriptions)
+    kernel_profile(profile, group_file, (
+        "  - name: message_manager\n"
+        "    may_claim: [\"device:*\", \"cloud\", \"function:*\", \"shadow\"]\n"
+        "    config:\n"
+        "      development_mode: true\n"
+        "      broker: {bind: 127.0.0.1, port: %d}\n" % port))
+    write_dir = os.path.join(tmp, "var-%d" % subscriptions)
+    acl = os.path.join(write_dir, "plugins", "message_manager", "broker", "broker.acl")
+    proc = None
+    try:
+        proc = start(groved, profile, write_dir, keep_draining=False)[0]
+        loads = []  # perf ns of each broker-plugin table load, from groved's stderr
+        threading.Thread(target=watch_loads, args=(proc, loads), daemon=True).start()
+        wait_file_contains(acl, "version 1;", time.monotonic() + 60)
+        to_table, to_broker, cpu = [], [], []
+        for i in range(changes):
+            tag = "changed%d" % i
+            text = group_text(devices, subscriptions, subject_tag=tag)
+            c0 = cpu_ms(proc.pid)
+            t0 = time.perf_counter_ns()
+            write_atomic(group_file, text)
+            t1 = wait_file_contains(acl, " %s/r00/" % tag, time.monotonic() + 30)
+            to_table.append((t1 - t0) / 1e6)
+            cpu.append(cpu_ms(proc.pid) - c0)
+            deadline = time.monotonic() + 30
+            while not any(t >= t1 for t in loads):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the broker plugin never loaded the new table")
+                time.sleep(0.001)
+            to_broker.append((min(t for t in loads if t >= t1) - t0) / 1e6)
+            # Spread the edits over the pollers' periods rather than in step with them.
+            time.sleep(0.337)
+        return to_table, to_broker, cpu
+    finally:
+        finish(proc)
+
+
+def watch_loads(proc, loads):
+    """Appends the time of every 'grove_broker_plugin: loaded' line groved logs (its
+    broker's output) to `loads`, until EOF."""
+    reader = line_reader(proc.stderr)
+    while True:
+        line = reader.readline(time.monotonic() + 3600)
+        if not line:
+            return
+        if b"grove_broker_plugin: loaded" in line:
+            loads.append(time.perf_counter_ns())
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--devices", type=int, default=2500)
+    ap.add_argument("--subscriptions", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds after ready before memory is read")
+    ap.add_argument("--changes", type=int, default=10)
+    ap.add_argument("--keep-group", help="also write the full-size group to this file")
+    args = ap.parse_args()
+    groved = os.path.join(args.build, "bin", "groved")
+    grovectl = os.path.join(args.build, "bin", "grovectl")
+    tmp = tempfile.mkdtemp(prefix="grove-groupbench-")
+    out = {"benchmark": "group_scale", "devices": args.devices,
+           "subscriptions": args.subscriptions, "runs": args.runs}
+    try:
+        full = group_text(args.devices, args.subscriptions)
+        if args.keep_group:
+            with open(args.keep_group, "w") as f:
+                f.write(full)
+        files = {"empty": ("name: empty\n"), "full": full}
+        profiles = {}
+        for name, text in files.items():
+            gfile = os.path.join(tmp, name + ".yaml")
+            write_atomic(gfile, text)
+            profiles[name] = os.path.join(tmp, "kernel-%s.yaml" % name)
+            kernel_profile(profiles[name], gfile)
+        out["group_file_bytes"] = len(full.encode())
+        runs = {"empty": [], "full": []}
+        one_kernel_run(groved, grovectl, profiles["full"], 0)  # warm-up: page cache
+        for _ in range(args.runs):
+            for name in ("empty", "full"):
+                runs[name].append(one_kernel_run(groved, grovectl, profiles[name],
+                                                 args.settle))
+        for name in ("empty", "full"):
+            out[name] = {k: round(median_of(runs[name], k), 2) for k in runs[name][0]}
+        e, f = out["empty"], out["full"]
+        out["anon_above_empty_kb"] = f["anon_kb"] - e["anon_kb"]
+        out["rss_above_empty_kb"] = f["rss_kb"] - e["rss_kb"]
+        out["peak_rss_above_empty_kb"] = f["peak_rss_kb"] - e["peak_rss_kb"]
+        out["ready_ratio_to_empty"] = round(f["ready_ms"] / e["ready_ms"], 2)
+        full_table, full_broker, full_cpu = change_latencies(
+            groved, tmp, args.devices, args.subscriptions, args.changes)
+        small_table, small_broker, small_cpu = change_latencies(groved, tmp, 2, 4,
+                                                                args.changes)
+        p50 = statistics.median
+        out["change_ms"] = {
+            "to_table_full_p50": round(p50(full_table), 2),
+            "to_table_full_max": round(max(full_table), 2),
+            "to_table_small_p50": round(p50(small_table), 2),
+            "to_table_ratio_p50": round(p50(full_table) / p50(small_table), 2),
+            "to_broker_full_p50": round(p50(full_broker), 2),
+            "to_broker_full_max": round(max(full_broker), 2),
+            "to_broker_small_p50": round(p50(small_broker), 2),
+            "groved_cpu_full_p50": round(p50(full_cpu), 2),
+            "groved_cpu_small_p50": round(p50(small_cpu), 2),
+        }
+        out["load_average"] = os.getloadavg()[0]
+        out["targets"] = {"anon_above_empty_kb": TARGET_ANON_ABOVE_EMPTY_KB,
+                          "ready_ms": TARGET_READY_MS, "change_ms": TARGET_CHANGE_MS}
+        out["meets_targets"] = (out["anon_above_empty_kb"] <= TARGET_ANON_ABOVE_EMPTY_KB
+                                and f["ready_ms"] <= TARGET_READY_MS
+                                and out["change_ms"]["to_broker_full_p50"]
+                                <= TARGET_CHANGE_MS)
+    except Exception as e:  # report, do not crash: the JSON line is the interface
+        out["error"] = str(e)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(out))
+    return 1 if "error" in out else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
