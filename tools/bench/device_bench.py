@@ -144,7 +144,7 @@ def try_login(port, username, timeout_s=2.0):
     The broker plugin only takes things of the table it has loaded, so this tells when the
     group has reached the broker."""
     body = (mqtt_string("MQTT") + bytes([4, 0x82]) + (30).to_bytes(2, "big")
-            + mqtt_string("device-bench-probe") + mqtt_string(username))
+            + mqtt_string(username) + mqtt_string(username))
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
             s.sendall(bytes([0x10, len(body)]) + body)  # body < 128 bytes: 1-byte length

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <functional>
@@ -49,6 +50,7 @@ namespace {
 constexpr const char* kSourceProperty = "grove-source";
 constexpr std::size_t kMaxTracked = 65536;  // messages whose source is remembered
 constexpr const char* kThingPattern = "<thing>";  // client id patterns start with it
+constexpr std::size_t kMaxMemberName = 128;  // longest thing name a group file allows
 constexpr auto kDeniedLogInterval = std::chrono::seconds(10);  // per thing
 constexpr std::size_t kMaxPendingWills = 1024;
 
@@ -433,8 +435,10 @@ bool suffix_matches(const std::string& pattern, std::string_view rest) {
 // The member (a thing or grove) that owns client id `id`: the longest member name N such that
 // `id` is N followed by an allowed suffix. Longest, so that with "<thing>-*" the id "B-x"
 // belongs to thing "B-x", not to thing "B".
+// Member names are at most kMaxMemberName characters (group files allow 128), so only
+// prefixes up to that length are tried: a long client id costs no more than a short one.
 std::optional<std::string> client_id_owner(const State& s, std::string_view id) {
-  for (std::size_t n = id.size(); n > 0; --n) {
+  for (std::size_t n = std::min(id.size(), kMaxMemberName); n > 0; --n) {
     std::string name(id.substr(0, n));
     if (name != kGroveUser && !s.table.things.count(name)) continue;
     for (auto& suffix : s.client_id_suffixes)

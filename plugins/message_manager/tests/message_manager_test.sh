@@ -473,7 +473,7 @@ check "... Grove's client reconnects as soon as the restarted broker listens (no
   grep -q "the restarted broker listens: Grove's client reconnects now" "$WORK/groved.out"
 check "... device -> function works again" \
   bash -c 'for i in $(seq 1 30); do
-             timeout 5 mosquitto_pub -h 127.0.0.1 -p "$1" -V 5 $2 -i "pub-A-$i" -t a/to/f/x -m "resumed-$i" >/dev/null 2>&1
+             timeout 5 mosquitto_pub -h 127.0.0.1 -p "$1" -V 5 $2 -i "A-pub-$i" -t a/to/f/x -m "resumed-$i" >/dev/null 2>&1
              for _ in $(seq 1 3); do grep -q "resumed-" "$3" && exit 0; sleep 0.1; done
            done; exit 1' _ "$PORT" "$(client_args A)" "$WORK/bus.out"
 
