@@ -8,6 +8,9 @@
 set(GROVE_ABI_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/grove_abi_hash.cmake)
 
 function(grove_abi_generate target)
+  # From the function's own folder: GROVE_ABI_SCRIPT is not set in directories that
+  # call this without include(GroveAbi) (tests/fuzz).
+  set(script ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/grove_abi_hash.cmake)
   file(GLOB headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/*.hpp)
   # store.hpp is the interface of libgrove_store, which a plugin links itself (versioned
   # by its SONAME); the kernel never sees its types, so it is not part of the plugin ABI.
@@ -18,7 +21,7 @@ function(grove_abi_generate target)
   # At configure time too, so the file exists before the first build step.
   execute_process(COMMAND ${CMAKE_COMMAND} "-DOUT=${out}" "-DINPUTS=${inputs}"
                           "-DVERSION_HEADER=${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/plugin.hpp"
-                          -P ${GROVE_ABI_SCRIPT})
+                          -P ${script})
   # The script rewrites the header only when the hash changes, so touching a header
   # without changing the interface rebuilds nothing.
   if(TARGET grove_abi_header)
@@ -29,7 +32,7 @@ function(grove_abi_generate target)
   add_custom_target(grove_abi_header
     COMMAND ${CMAKE_COMMAND} "-DOUT=${out}" "-DINPUTS=${inputs}"
             "-DVERSION_HEADER=${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/plugin.hpp"
-            -P ${GROVE_ABI_SCRIPT}
+            -P ${script}
     BYPRODUCTS ${out}
     COMMENT "Plugin ABI hash"
     VERBATIM)
