@@ -161,6 +161,27 @@ caf::error hand_over_state_dir(const fs::path& dir, file_owner owner) {
   return {};
 }
 
+// The broker plugin as Mosquitto loads it when it runs as run_as_user (config_text).
+constexpr const char* kPluginCopy = "grove_broker_plugin.so";
+
+// Copies the broker plugin into state_dir, by rename so that a broker still running (an
+// adopted one) keeps the file it mapped.
+caf::error copy_plugin(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  auto tmp = to;
+  tmp += ".new";
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (!ec)
+    fs::permissions(tmp, fs::perms::owner_read, fs::perm_options::replace, ec);
+  if (!ec)
+    fs::rename(tmp, to, ec);
+  if (ec)
+    return make_error(errc::system_error, "broker: cannot copy the broker plugin "
+                                            + from.string() + " to " + to.string() + ": "
+                                            + ec.message());
+  return {};
+}
+
 // Copies the listener's TLS files into state_dir/tls, readable by the broker's user only.
 caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file_owner owner) {
   std::error_code ec;
@@ -344,7 +365,11 @@ caf::expected<std::string> broker_process::config_text() const {
         // takes the certificate CN as the identity and refuses a non-member at CONNECT.
         << "use_identity_as_username false\n";
   }
-  out << "plugin " << fs::absolute(opts_.plugin_path, ec).string() << "\n"
+  // Dropped to run_as_user, Mosquitto loads a copy in its own directory: the build or
+  // install tree may be one that user cannot reach (e.g. under /root).
+  auto plugin = drops_privileges(opts_) ? (state / kPluginCopy).string()
+                                        : fs::absolute(opts_.plugin_path, ec).string();
+  out << "plugin " << plugin << "\n"
       << "plugin_opt_acl_file " << (state / "broker.acl").string() << "\n"
       << "plugin_opt_stats_file " << (state / "broker-stats.json").string() << "\n"
       << "plugin_opt_max_payload_bytes " << opts_.max_payload_bytes << "\n"
@@ -392,6 +417,8 @@ caf::error broker_process::begin_start(process_owner owner,
       if (!opts_.dev_mode)
         if (auto err = copy_tls_files(opts_, fs::absolute(opts_.state_dir) / "tls", *user))
           return err;
+      if (auto err = copy_plugin(opts_.plugin_path, fs::absolute(opts_.state_dir) / kPluginCopy))
+        return err;
       if (auto err = hand_over_state_dir(opts_.state_dir, *user))
         return err;
     }

@@ -716,8 +716,17 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
     return;
   }
   make_pki();
+  // The plugin where the broker's user cannot reach it (a build tree under /root, say):
+  // the broker loads its own copy.
+  auto hidden = dir.path() / "private";
+  fs::create_directories(hidden);
+  fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
+  fs::copy_file(GROVE_BROKER_PLUGIN, hidden / "grove_broker_plugin.so");
+  opts.plugin_path = hidden / "grove_broker_plugin.so";
   broker_process bp{opts};
   start_ab(bp);
+  check_conf({("plugin " + (fs::absolute(opts.state_dir) / "grove_broker_plugin.so").string()
+               + "\n").c_str()});
   passwd* pw = ::getpwnam("grove-broker");
   BOOST_REQUIRE_MESSAGE(pw != nullptr, "the user grove-broker was not created");
   BOOST_CHECK_NE(pw->pw_uid, 0u);
