@@ -114,10 +114,10 @@ BOOST_AUTO_TEST_CASE(abort_and_kill_are_crashes_too_then_broken) {
   BOOST_TEST(contains(info("echo").last_error(), "signal 6"), info("echo").last_error());
   // What the OOM killer does: SIGKILL from outside.
   auto before = info("echo").restarts();
-  std::string pids = test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output;
-  BOOST_REQUIRE(!pids.empty());
-  for (auto pid : std::vector<std::string>{pids.substr(0, pids.find('\n'))})
-    ::kill(std::stoi(pid), SIGKILL);
+  // This process's own child only: other suites run their echo children beside us.
+  auto child = host_child("echo");
+  BOOST_REQUIRE(child > 0);
+  ::kill(child, SIGKILL);
   BOOST_REQUIRE(wait_restarts("echo", before + 1));
   BOOST_TEST(contains(info("echo").last_error(), "signal 9"), info("echo").last_error());
   // Two more crashes reach max_failures (4): broken, and it stays down.
@@ -228,9 +228,10 @@ BOOST_AUTO_TEST_CASE(the_child_inherits_no_descriptor_but_its_channel) {
 
 BOOST_AUTO_TEST_CASE(unload_stops_the_child) {
   load("echo", "{}", true);
-  BOOST_TEST(!test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output.empty());
+  // Children of this process only: a suite run beside this one has echo children too.
+  BOOST_TEST(host_child("echo") > 0);
   BOOST_REQUIRE(!k->unload("echo"));
-  BOOST_TEST(test::run({"/usr/bin/pgrep", "-f", "plugin-host echo"}).output.empty());
+  BOOST_TEST(host_child("echo") == 0);
 }
 
 BOOST_AUTO_TEST_CASE(a_hung_isolated_init_times_out_and_its_child_goes) {
