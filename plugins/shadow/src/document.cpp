@@ -367,14 +367,7 @@ std::optional<shadow_topic> parse_topic(std::string_view topic) {
 }
 
 std::string document::serialize() const {
-  json j = json::object();
-  json state = json::object();
-  json meta = json::object();
-  put_sections(state, desired, reported);
-  put_sections(meta, meta_desired, meta_reported);
-  j["state"] = std::move(state);
-  j["metadata"] = std::move(meta);
-  j["version"] = version;
+  auto j = snapshot();
   j["timestamp"] = timestamp;
   return dump(j);
 }
