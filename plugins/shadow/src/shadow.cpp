@@ -394,14 +394,23 @@ private:
     handle(*t, msg.payload(), std::move(sink));
   }
 
-  void publish_answer(const shadow_topic& t, const answer& a) {
+  static std::string verb_topic(const shadow_topic& t) {
     static constexpr std::string_view verbs[] = {"/get", "/update", "/delete"};
-    auto base = t.prefix() + std::string{verbs[static_cast<int>(t.op)]};
-    publish(base + (a.code == 200 ? "/accepted" : "/rejected"), a.reply);
+    return t.prefix() + std::string{verbs[static_cast<int>(t.op)]};
+  }
+
+  void publish_answer(const shadow_topic& t, const answer& a) {
+    publish(verb_topic(t) + (a.code == 200 ? "/accepted" : "/rejected"), a.reply);
+    publish_events(t, a);
+  }
+
+  // update/delta and update/documents, whoever made the change (a device, or a plugin
+  // through the bus API): devices learn of it as they would from AWS.
+  void publish_events(const shadow_topic& t, const answer& a) {
     if (!a.delta.empty())
-      publish(base + "/delta", a.delta);
+      publish(verb_topic(t) + "/delta", a.delta);
     if (!a.documents.empty())
-      publish(base + "/documents", a.documents);
+      publish(verb_topic(t) + "/documents", a.documents);
   }
 
   void publish(std::string subject, std::string payload) {
@@ -471,11 +480,12 @@ private:
           return;
         }
         shadow_topic t{req->thing_name(), req->shadow_name(), op};
-        handle(t, req->payload(), [this, msg](const shadow_topic&, const answer& a) {
+        handle(t, req->payload(), [this, msg](const shadow_topic& t, const answer& a) {
           Reply reply;
           reply.set_code(static_cast<uint32_t>(a.code));
           reply.set_payload(a.reply);
           doc_service::reply(*ctx_, msg, std::move(reply));
+          publish_events(t, a);
         });
       });
     };
