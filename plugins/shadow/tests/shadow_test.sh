@@ -202,6 +202,11 @@ OUT=$("$GROVECTL" shadow get lamp --name cfg 2>&1)
 check "grovectl shadow get: no delta once reported matches" \
   bash -c 'jq_is "$1" ".state|has(\"delta\")" false' _ "$OUT"
 refused "grovectl shadow get of a missing shadow exits 1" "$GROVECTL" shadow get lamp --name nope
+refused "a wildcard-looking thing name through the bus API is refused" \
+  "$GROVECTL" shadow get 'lamp/#'
+refused "... and a shadow name with a '+'" "$GROVECTL" shadow get lamp --name 'a+b'
+OUT=$("$GROVECTL" shadow delete lamp --name cfg 2>&1)
+check "grovectl shadow delete: the deleted version (2)" bash -c 'jq_is "$1" .version 2' _ "$OUT"
 
 # ---- rejections of bad input --------------------------------------------------------------------
 R=$(ask "$S/update" '{"state":{"desired":5},"clientToken":"b1"}' b1 "$S/update/rejected")
@@ -282,5 +287,8 @@ check "after kill -9 and restart: the shadow has every accepted version" \
            [[ $v -ge ${2%,*} && $s -ge ${2#*,} ]] || { echo "have $v/$s, accepted $2" >&2; exit 1; }' _ "$OUT" "$LAST"
 check "... and the documents before it (classic lamp at version 4)" \
   bash -c 'jq_is "$("$2" shadow get lamp)" .version 4' _ "$OUT" "$GROVECTL"
+OUT=$("$GROVECTL" shadow update lamp --name cfg '{"state":{"reported":{"back":true}}}' 2>&1)
+check "... and the tombstone of a shadow deleted before it: versions continue (3)" \
+  bash -c 'jq_is "$1" .version 3' _ "$OUT"
 
 finish
