@@ -14,6 +14,9 @@ HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=../broker/tests/broker_test_lib.sh
 source "$HERE/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=mm_test_lib.sh
+source "$HERE/mm_test_lib.sh"
+ABORT_LOGS=("$WORK/cloud.out")
 
 GROVED_PID=""
 CLOUD_PID=""
@@ -25,19 +28,6 @@ cleanup_all() {
   broker_test_cleanup
 }
 trap cleanup_all EXIT
-
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-
-abort() {  # abort WHY: print context and stop
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  echo "--- cloud output"; tail -n 20 "$WORK/cloud.out" 2>/dev/null
-  finish
-}
 
 # ---- PKIs: the group's (devices, broker, Grove's client) and the cloud's ------------------
 PKI=$WORK/pki
@@ -67,41 +57,9 @@ while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
 client_args() {
   echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
 }
-cloud_args() {
-  echo "-h 127.0.0.1 -p $CLOUD_PORT --cafile $CLOUD_PKI/ca.crt --cert $CLOUD_PKI/devices/watcher.crt --key $CLOUD_PKI/devices/watcher.key"
-}
 
-# ---- the "cloud": Mosquitto with mutual TLS, persistent sessions ------------------------------
-mkdir -p "$WORK/cloud"
-cat >"$WORK/cloud/mosquitto.conf" <<EOF
-user $(id -un)
-per_listener_settings false
-allow_anonymous false
-persistence true
-persistence_location $WORK/cloud/
-max_queued_messages 50000
-listener $CLOUD_PORT 127.0.0.1
-cafile $CLOUD_PKI/ca.crt
-certfile $CLOUD_PKI/server.crt
-keyfile $CLOUD_PKI/server.key
-require_certificate true
-use_identity_as_username true
-EOF
-start_cloud() {
-  "$MOSQUITTO" -c "$WORK/cloud/mosquitto.conf" >>"$WORK/cloud.out" 2>&1 &
-  CLOUD_PID=$!
-  for _ in $(seq 1 50); do
-    # shellcheck disable=SC2046
-    timeout 5 mosquitto_pub $(cloud_args) -i probe -t probe -m x 2>/dev/null && return 0
-    sleep 0.1
-  done
-  abort "cloud broker did not start"
-}
-stop_cloud() {  # SIGTERM: Mosquitto saves its sessions
-  kill "$CLOUD_PID" 2>/dev/null
-  wait "$CLOUD_PID" 2>/dev/null
-  CLOUD_PID=""
-}
+# ---- the "cloud": Mosquitto with mutual TLS, persistent sessions (mm_test_lib.sh) -------------
+cloud_init
 # The watcher keeps a persistent QoS 1 session on the cloud, so messages that reach the
 # cloud while it is not connected wait for it.
 start_watcher() {  # start_watcher OUTFILE [count]
@@ -193,31 +151,6 @@ check "a missing TLS file outside development mode: the plugin is refused, grove
            grep -q "ready: 0 of 1 plugins running" "$1"' _ "$WORK/nokey.out"
 
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-status() { "$GROVECTL" status 2>&1; }
-# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
-status_has() {
-  for _ in $(seq 1 "${2:-100}"); do
-    status | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-# metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
-# `grovectl status --json` (numbers are never parsed out of status text).
-metric() {
-  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" --arg l "${2:-}" \
-    '.plugins[] | select(.name == "message_manager") | .metrics[]
-     | select(.name == $n and (([.labels[]] | first) // "") == $l) | .value'
-}
-# metric_is NAME VALUE [TRIES] [LABEL_VALUE]: polls until the metric has VALUE.
-metric_is() {
-  for _ in $(seq 1 "${3:-100}"); do
-    [[ "$(metric "$1" "${4:-}")" == "$2" ]] && return 0
-    sleep 0.1
-  done
-  echo "metric $1${4:+{$4\}} is '$(metric "$1" "${4:-}")', expected '$2'" >&2
-  return 1
-}
 start_groved() {
   "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
   GROVED_PID=$!
@@ -228,7 +161,6 @@ start_groved() {
 start_groved
 pass "groved started the managed broker and took the group"
 
-broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 export GROVECTL
 export -f broker_pid status metric
 FIRST_BROKER_PID=$(broker_pid)

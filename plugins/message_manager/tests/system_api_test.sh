@@ -18,6 +18,9 @@ HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=../broker/tests/broker_test_lib.sh
 source "$HERE/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=mm_test_lib.sh
+source "$HERE/mm_test_lib.sh"
+ABORT_LOGS=("$WORK/cloud.out")
 
 GROVED_PID=""
 CLOUD_PID=""
@@ -27,18 +30,6 @@ cleanup_all() {
   broker_test_cleanup
 }
 trap cleanup_all EXIT
-
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-abort() {  # abort WHY: print context and stop
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  echo "--- cloud output"; tail -n 20 "$WORK/cloud.out" 2>/dev/null
-  finish
-}
 
 # ---- PKIs: the group's (broker, Grove's client) and the cloud's --------------------------------
 PKI=$WORK/pki
@@ -59,42 +50,10 @@ fi
 PORT=$(free_port)
 CLOUD_PORT=$(free_port)
 while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
-cloud_args() {
-  echo "-h 127.0.0.1 -p $CLOUD_PORT --cafile $CLOUD_PKI/ca.crt --cert $CLOUD_PKI/devices/watcher.crt --key $CLOUD_PKI/devices/watcher.key"
-}
-
 # ---- the "cloud": Mosquitto with mutual TLS; persistent sessions for the watcher --------------
 # Grove's cloud link connects with a clean session: after a restart of this broker it has
 # no subscriptions unless message_manager makes them again.
-mkdir -p "$WORK/cloud"
-cat >"$WORK/cloud/mosquitto.conf" <<EOF
-user $(id -un)
-per_listener_settings false
-allow_anonymous false
-persistence true
-persistence_location $WORK/cloud/
-listener $CLOUD_PORT 127.0.0.1
-cafile $CLOUD_PKI/ca.crt
-certfile $CLOUD_PKI/server.crt
-keyfile $CLOUD_PKI/server.key
-require_certificate true
-use_identity_as_username true
-EOF
-start_cloud() {
-  "$MOSQUITTO" -c "$WORK/cloud/mosquitto.conf" >>"$WORK/cloud.out" 2>&1 &
-  CLOUD_PID=$!
-  for _ in $(seq 1 50); do
-    # shellcheck disable=SC2046
-    timeout 5 mosquitto_pub $(cloud_args) -i probe -t probe -m x 2>/dev/null && return 0
-    sleep 0.1
-  done
-  abort "cloud broker did not start"
-}
-stop_cloud() {  # SIGTERM: Mosquitto saves the watcher's session
-  kill "$CLOUD_PID" 2>/dev/null
-  wait "$CLOUD_PID" 2>/dev/null
-  CLOUD_PID=""
-}
+cloud_init
 # The watcher keeps a persistent QoS 1 session on `sys/#`: what reaches the cloud while it
 # is away waits for it. Lines are `topic qos payload`.
 start_watcher() {
@@ -155,26 +114,6 @@ plugins:
 EOF
 
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-status() { "$GROVECTL" status 2>&1; }
-status_has() {  # status_has TEXT [tries]
-  for _ in $(seq 1 "${2:-100}"); do
-    status | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-metric() {  # metric NAME: message_manager's counter or gauge
-  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" \
-    '.plugins[] | select(.name == "message_manager") | .metrics[] | select(.name == $n) | .value'
-}
-metric_is() {  # metric_is NAME VALUE [TRIES]
-  for _ in $(seq 1 "${3:-100}"); do
-    [[ "$(metric "$1")" == "$2" ]] && return 0
-    sleep 0.1
-  done
-  echo "metric $1 is '$(metric "$1")', expected '$2'" >&2
-  return 1
-}
 start_groved() {
   "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" --plugin-dir "$PLUGINS" \
     >>"$WORK/groved.out" 2>&1 &

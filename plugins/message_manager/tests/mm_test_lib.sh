@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# Shared by message_manager's end-to-end scripts (sourced after
+# ../broker/tests/broker_test_lib.sh and broker_test_init): the verdict, reading groved
+# through grovectl, and a TLS Mosquitto standing in for the cloud.
+# A script sets GROVECTL, and for abort() may list extra logs in ABORT_LOGS.
+
+ABORT_LOGS=()
+
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED == 0 ]]
+  exit $?
+}
+
+abort() {  # abort WHY: print context and stop
+  fail "$1"
+  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
+  local log
+  for log in "${ABORT_LOGS[@]}"; do
+    echo "--- ${log##*/}"; tail -n 30 "$log" 2>/dev/null
+  done
+  finish
+}
+
+status() { "$GROVECTL" status 2>&1; }
+# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
+status_has() {
+  for _ in $(seq 1 "${2:-100}"); do
+    status | grep -qF -- "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
+# `grovectl status --json` (numbers are never parsed out of status text).
+metric() {
+  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" --arg l "${2:-}" \
+    '.plugins[] | select(.name == "message_manager") | .metrics[]
+     | select(.name == $n and (([.labels[]] | first) // "") == $l) | .value'
+}
+# metric_is NAME VALUE [TRIES] [LABEL_VALUE]: polls until the metric has VALUE.
+metric_is() {
+  for _ in $(seq 1 "${3:-100}"); do
+    [[ "$(metric "$1" "${4:-}")" == "$2" ]] && return 0
+    sleep 0.1
+  done
+  echo "metric $1${4:+{$4\}} is '$(metric "$1" "${4:-}")', expected '$2'" >&2
+  return 1
+}
+broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
+
+# ---- the "cloud": Mosquitto with mutual TLS and persistent sessions -----------------------------
+# cloud_init: writes its configuration for $CLOUD_PORT and the PKI in $CLOUD_PKI (made by the
+# script: a server certificate and a device certificate `watcher`).
+cloud_init() {
+  CLOUD_PID=""
+  mkdir -p "$WORK/cloud"
+  cat >"$WORK/cloud/mosquitto.conf" <<EOF
+user $(id -un)
+per_listener_settings false
+allow_anonymous false
+persistence true
+persistence_location $WORK/cloud/
+max_queued_messages 50000
+listener $CLOUD_PORT 127.0.0.1
+cafile $CLOUD_PKI/ca.crt
+certfile $CLOUD_PKI/server.crt
+keyfile $CLOUD_PKI/server.key
+require_certificate true
+use_identity_as_username true
+EOF
+}
+# cloud_args: mosquitto_pub/sub options to reach the cloud as `watcher`.
+cloud_args() {
+  echo "-h 127.0.0.1 -p $CLOUD_PORT --cafile $CLOUD_PKI/ca.crt --cert $CLOUD_PKI/devices/watcher.crt --key $CLOUD_PKI/devices/watcher.key"
+}
+start_cloud() {
+  "$MOSQUITTO" -c "$WORK/cloud/mosquitto.conf" >>"$WORK/cloud.out" 2>&1 &
+  CLOUD_PID=$!
+  for _ in $(seq 1 50); do
+    # shellcheck disable=SC2046
+    timeout 5 mosquitto_pub $(cloud_args) -i probe -t probe -m x 2>/dev/null && return 0
+    sleep 0.1
+  done
+  abort "cloud broker did not start"
+}
+stop_cloud() {  # SIGTERM: Mosquitto saves its sessions
+  kill "$CLOUD_PID" 2>/dev/null
+  wait "$CLOUD_PID" 2>/dev/null
+  CLOUD_PID=""
+}
