@@ -10,7 +10,8 @@ documents"):
                                            metadata, version, timestamp) | get/rejected 404
   $aws/things/T/shadow[/name/S]/update  -> update/accepted (the request's state, its
                                            metadata, version, timestamp), update/documents
-                                           (previous, current), update/delta (when the
+                                           (previous, current; no previous for a new
+                                           shadow), update/delta (when the
                                            update had `desired` and desired != reported)
                                            | update/rejected 400 / 409
   $aws/things/T/shadow[/name/S]/delete  -> delete/accepted {version, timestamp}

@@ -20,6 +20,7 @@
 #include "grove/group.pb.h"
 #include "grove/config_map.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "grove/kernel/plugin_name.hpp"
 #include "grove/message_manager/client.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
@@ -647,24 +648,35 @@ private:
     ++system_refused_;
     // The first ten, then every thousandth: a caller in a loop cannot flood the log.
     if (auto n = ++system_refusals_logged_; n <= 10 || n % 1000 == 0)
-      log_->warn("refused {} from '{}': not in cloud.system_clients ({} refusals so far)",
-                 msg.topic(), msg.source(), n);
+      log_->warn("refused {} from {}: not in cloud.system_clients ({} refusals so far)",
+                 msg.topic(), quoted(msg.source()), n);
     return make_error(errc::not_authorized,
-                      "'" + msg.source() + "' is not in message_manager's cloud.system_clients");
+                      quoted(msg.source()) + " is not in message_manager's cloud.system_clients");
+  }
+
+  // What every system API request goes through first: a caller not listed is refused
+  // before its request is read, a request of another type is malformed. Either is
+  // answered here (nullopt).
+  template <class Req, class Resp>
+  std::optional<Req> system_request(const Envelope& msg) {
+    if (auto err = authorize_system_client(msg)) {
+      ctx_->reply_error(msg, std::move(err));
+      return std::nullopt;
+    }
+    auto req = grove::service<Req, Resp>::decode(msg);
+    if (!req) {
+      ++system_invalid_;
+      ctx_->reply_error(msg, std::move(req.error()));
+      return std::nullopt;
+    }
+    return std::move(*req);
   }
 
   // mm-6: into the spool at QoS 1; answered once committed (answer_committed).
   void on_cloud_publish(const Envelope& msg) {
-    if (auto err = authorize_system_client(msg)) {
-      ctx_->reply_error(msg, std::move(err));
+    auto req = system_request<mm::CloudPublish, mm::CloudPublished>(msg);
+    if (!req)
       return;
-    }
-    auto req = cloud_publish_service::decode(msg);
-    if (!req) {
-      ++system_invalid_;
-      ctx_->reply_error(msg, std::move(req.error()));
-      return;
-    }
     auto bad = check_cloud_topic(req->topic());
     if (!bad && req->payload().size() > sys::cloud_max_payload_bytes)
       bad = make_error(errc::too_large,
@@ -711,16 +723,9 @@ private:
 
   // mm-7 (add) and mm-8 (remove).
   void on_cloud_subscribe(const Envelope& msg, bool add) {
-    if (auto err = authorize_system_client(msg)) {
-      ctx_->reply_error(msg, std::move(err));
+    auto req = system_request<mm::CloudSubscribe, mm::CloudSubscriptions>(msg);
+    if (!req)
       return;
-    }
-    auto req = cloud_subscribe_service::decode(msg);
-    if (!req) {
-      ++system_invalid_;
-      ctx_->reply_error(msg, std::move(req.error()));
-      return;
-    }
     std::vector<std::string> filters{req->filters().begin(), req->filters().end()};
     auto now = add ? system_->add(msg.source(), filters)
                    : system_->remove(msg.source(), filters);

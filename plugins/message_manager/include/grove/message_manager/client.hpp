@@ -119,26 +119,31 @@ inline void cloud_publish(context& ctx, std::string topic, std::string payload,
   cloud_publish_rpc{std::string{cloud_publish_topic}}(ctx, req, timeout, std::move(f));
 }
 
+/// Sends `filters` to mm-7 or mm-8 (`topic`); see cloud_subscribe and cloud_unsubscribe.
+inline void cloud_filters_call(context& ctx, std::string_view topic,
+                               const std::vector<std::string>& filters,
+                               std::chrono::milliseconds timeout,
+                               std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
+  mm::CloudSubscribe req;
+  for (const auto& x : filters)
+    req.add_filters(x);
+  cloud_subscribe_rpc{std::string{topic}}(ctx, req, timeout, std::move(f));
+}
+
 /// Adds cloud filters to the plugin's (mm-7); `f` gets all of them afterwards, or the
 /// error: not_authorized, invalid_topic (a bad filter: nothing changes), too_large (more
 /// than cloud_max_filters). Subscribing again to a filter is a no-op.
 inline void cloud_subscribe(context& ctx, const std::vector<std::string>& filters,
                             std::chrono::milliseconds timeout,
                             std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
-  mm::CloudSubscribe req;
-  for (const auto& x : filters)
-    req.add_filters(x);
-  cloud_subscribe_rpc{std::string{cloud_subscribe_topic}}(ctx, req, timeout, std::move(f));
+  cloud_filters_call(ctx, cloud_subscribe_topic, filters, timeout, std::move(f));
 }
 
 /// Removes cloud filters from the plugin's (mm-8; none: all); `f` gets those left.
 inline void cloud_unsubscribe(context& ctx, const std::vector<std::string>& filters,
                               std::chrono::milliseconds timeout,
                               std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
-  mm::CloudSubscribe req;
-  for (const auto& x : filters)
-    req.add_filters(x);
-  cloud_subscribe_rpc{std::string{cloud_unsubscribe_topic}}(ctx, req, timeout, std::move(f));
+  cloud_filters_call(ctx, cloud_unsubscribe_topic, filters, timeout, std::move(f));
 }
 
 } // namespace grove::message_manager
