@@ -649,9 +649,10 @@ private:
     // The first ten, then every thousandth: a caller in a loop cannot flood the log.
     if (auto n = ++system_refusals_logged_; n <= 10 || n % 1000 == 0)
       log_->warn("refused {} from {}: not in cloud.system_clients ({} refusals so far)",
-                 msg.topic(), quoted(msg.source()), n);
-    return make_error(errc::not_authorized,
-                      quoted(msg.source()) + " is not in message_manager's cloud.system_clients");
+                 msg.topic(), grove::quoted(msg.source()), n);
+    return make_error(errc::not_authorized, grove::quoted(msg.source())
+                                              + " is not in message_manager's "
+                                                "cloud.system_clients");
   }
 
   // What every system API request goes through first: a caller not listed is refused
