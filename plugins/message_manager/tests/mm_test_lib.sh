@@ -47,6 +47,24 @@ metric_is() {
   echo "metric $1${4:+{$4\}} is '$(metric "$1" "${4:-}")', expected '$2'" >&2
   return 1
 }
+# mm_profile_entry: the image profile's message_manager entry up to its broker section
+# (mutual TLS with the group PKI in $PKI, listening on $PORT); a script's heredoc adds
+# more broker keys (8 spaces in) and the other sections after it.
+mm_profile_entry() {
+  cat <<EOF
+  - name: message_manager
+    may_claim: ["device:*", "cloud", "function:*", "shadow"]
+    config:
+      broker:
+        bind: 127.0.0.1
+        port: $PORT
+        ca_file: $PKI/ca.crt
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        client_cert_file: $PKI/devices/grove.crt
+        client_key_file: $PKI/devices/grove.key
+EOF
+}
 broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 
 # ---- the "cloud": Mosquitto with mutual TLS and persistent sessions -----------------------------
