@@ -106,16 +106,7 @@ kernel:
 plugins:
 $(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]  # several clients per device below
-      cloud:
-        enabled: true
-        host: 127.0.0.1
-        port: $CLOUD_PORT
-        thing_name: core
-        ca_file: $CLOUD_PKI/ca.crt
-        cert_file: $CLOUD_PKI/devices/core.crt
-        key_file: $CLOUD_PKI/devices/core.key
-        retry_initial_ms: 100
-        mqtt_max_connection_retry_interval: 1
+$(mm_profile_cloud)
       spool:
         storage: ${1:-file}
         max_size_bytes: ${2:-10000000}

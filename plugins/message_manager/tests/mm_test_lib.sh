@@ -65,11 +65,27 @@ mm_profile_entry() {
         client_key_file: $PKI/devices/grove.key
 EOF
 }
+# mm_profile_cloud: message_manager's cloud section for the cloud of cloud_init (thing
+# `core` of $CLOUD_PKI, quick reconnects); more cloud keys may follow (8 spaces in).
+mm_profile_cloud() {
+  cat <<EOF
+      cloud:
+        enabled: true
+        host: 127.0.0.1
+        port: $CLOUD_PORT
+        thing_name: core
+        ca_file: $CLOUD_PKI/ca.crt
+        cert_file: $CLOUD_PKI/devices/core.crt
+        key_file: $CLOUD_PKI/devices/core.key
+        retry_initial_ms: 100
+        mqtt_max_connection_retry_interval: 1
+EOF
+}
 broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 
 # ---- the "cloud": Mosquitto with mutual TLS and persistent sessions -----------------------------
 # cloud_init: writes its configuration for $CLOUD_PORT and the PKI in $CLOUD_PKI (made by the
-# script: a server certificate and a device certificate `watcher`).
+# script: a server certificate, device certificates `core` and `watcher`).
 cloud_init() {
   CLOUD_PID=""
   mkdir -p "$WORK/cloud"

@@ -87,16 +87,7 @@ kernel:
   group: $WORK/group.yaml
 plugins:
 $(mm_profile_entry)
-      cloud:
-        enabled: true
-        host: 127.0.0.1
-        port: $CLOUD_PORT
-        thing_name: core
-        ca_file: $CLOUD_PKI/ca.crt
-        cert_file: $CLOUD_PKI/devices/core.crt
-        key_file: $CLOUD_PKI/devices/core.key
-        retry_initial_ms: 100
-        mqtt_max_connection_retry_interval: 1
+$(mm_profile_cloud)
         system_clients: [cloud_client]
       spool: {storage: file, max_size_bytes: 10000000}
   - name: cloud_client
