@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include "grove/kernel/plugin_name.hpp"
+
 namespace grove::mm {
 
 config_map<broker_config> broker_config::map() {
@@ -81,7 +83,12 @@ config_map<cloud_config> cloud_config::map() {
          "first reconnect delay; doubles per failure up to the cap, times a jitter factor "
          "in [0.5, 1]")
     .key("max_inflight", &c::max_inflight, 100, range{1, 65535},
-         "QoS 1 messages awaiting PUBACK");
+         "QoS 1 messages awaiting PUBACK")
+    .key("system_clients", &c::system_clients, std::vector<std::string>{},
+         "plugins (by name, e.g. `shadow`) that may publish to the cloud through the "
+         "spool and subscribe to cloud topics (the system API, mm-6 to mm-9); any other "
+         "caller is refused with `not_authorized`. Applies with the cloud disabled too "
+         "(publishes wait in the spool)");
 }
 
 config_map<spool_config> spool_config::map() {
@@ -124,6 +131,9 @@ caf::error check(const plugin_config& cfg) {
                               "tools/grove-certs: init, server, device PKI grove)");
   }
   const auto& c = cfg.cloud;
+  for (const auto& name : c.system_clients)
+    if (auto err = validate_plugin_name(name))
+      return make_error(errc::invalid_config, "cloud.system_clients: " + describe(err));
   if (!c.enabled)
     return {};
   if (c.retry_initial > c.retry_max)

@@ -94,6 +94,8 @@ struct cloud_config {
   std::chrono::milliseconds retry_initial{};
   /// QoS 1 messages awaiting PUBACK.
   uint16_t max_inflight = 0;
+  /// Plugins that may use the system API (mm-6 to mm-9), e.g. shadow.
+  std::vector<std::string> system_clients;
 
   /// Compared to tell a live change from none.
   bool operator==(const cloud_config&) const = default;

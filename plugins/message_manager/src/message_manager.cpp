@@ -20,10 +20,12 @@
 #include "grove/group.pb.h"
 #include "grove/config_map.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "grove/kernel/plugin_name.hpp"
 #include "grove/message_manager/client.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
 #include "spool.hpp"
+#include "system_clients.hpp"
 
 namespace grove::mm {
 namespace {
@@ -34,6 +36,10 @@ using grove::message_manager::out_prefix;
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
 constexpr std::string_view group_current = "$grove/group/current";
+// The system API (mm-6 to mm-9).
+namespace sys = grove::message_manager;
+using cloud_publish_service = grove::service<mm::CloudPublish, mm::CloudPublished>;
+using cloud_subscribe_service = grove::service<mm::CloudSubscribe, mm::CloudSubscriptions>;
 
 // Where the broker plugin lives next to groved: <prefix>/<libdir>/grove/broker/ when
 // installed, <build>/lib/grove/broker/ in the build tree.
@@ -138,10 +144,24 @@ public:
       errors->last = describe(err);
       ++errors->count;
     };
+    // A CloudPublish is answered once its message is committed (mm-6).
+    so.on_commit = [hook = commit_hook_](uint64_t) { hook->committed(); };
+    {
+      std::lock_guard guard{commit_hook_->mtx};
+      commit_hook_->notify = [this] { ctx_->post([this] { answer_committed(); }); };
+    }
     auto sp = spool::open(std::move(so));
     if (!sp)
       return sp.error();
     spool_ = std::move(*sp);
+    auto clients = system_clients::open(ctx.state_dir() / "system.db",
+                                        cfg.cloud.system_clients);
+    if (!clients)
+      return clients.error();
+    system_ = std::move(*clients);
+    if (auto err = serve_system_api())
+      return err;
+    apply_cloud_filters(); // the gauge; the cloud link takes them when it starts
     if (auto n = spool_->stats().count; n > 0)
       log_->info("spool: {} cloud-bound messages from before the restart ({} possibly "
                  "delivered already)",
@@ -314,9 +334,21 @@ public:
       local_->stop();
     if (broker_)
       broker_->stop();
-    if (spool_)
+    {
+      std::lock_guard guard{commit_hook_->mtx};
+      commit_hook_->notify = nullptr;
+    }
+    if (spool_) {
       if (auto err = spool_->flush())
         log_->error("spool flush at stop: {}", describe(err));
+      answer_committed(); // the rest get plugin_failed from the kernel
+    }
+  }
+
+  ~message_manager() override {
+    // The spool's writer may still commit while the members go.
+    std::lock_guard guard{commit_hook_->mtx};
+    commit_hook_->notify = nullptr;
   }
 
   // A hot reload hands the running broker to the next instance (context::keep_process),
@@ -417,6 +449,23 @@ public:
       return make_error(errc::unsupported, "broker changed: the broker must restart");
     if (old.spool != next.spool)
       return make_error(errc::unsupported, "spool changed: the broker must restart");
+    if (old.cloud.system_clients != next.cloud.system_clients) {
+      auto dropped = system_->retain(next.cloud.system_clients);
+      if (!dropped)
+        return dropped.error();
+      for (const auto& client : *dropped)
+        log_->info("'{}' is no longer a system client: its cloud filters are gone", client);
+    }
+    auto link_settings = [](cloud_config c) {
+      c.system_clients.clear();
+      return c;
+    };
+    if (link_settings(old.cloud) == link_settings(next.cloud)) {
+      // Only the system clients changed: the link stays.
+      apply_cloud_filters();
+      update_status();
+      return {};
+    }
     stop_cloud();
     cloud_enabled_ = next.cloud.enabled;
     if (!cloud_enabled_) {
@@ -461,7 +510,7 @@ private:
     auto fwd = std::make_unique<cloud_forwarder>(*link, *spool_,
                                                  static_cast<size_t>(cloud_opts_.max_inflight));
     link->on_message([this](inbound_message&& m) { from_cloud(std::move(m)); });
-    link->set_subscriptions(table()->cloud_filters(), 1);
+    link->set_subscriptions(cloud_filters(), 1);
     if (auto err = fwd->start())
       return err;
     if (auto err = link->start())
@@ -524,8 +573,7 @@ private:
     group_bytes_ = g.SerializeAsString(); // handed to the next instance on reload
     if (local_) // not before the broker listens (start)
       local_->set_subscriptions(next->local_filters(), 1);
-    if (cloud_)
-      cloud_->set_subscriptions(next->cloud_filters(), 1);
+    apply_cloud_filters();
     log_->info("group '{}' v{}: {} subscriptions, {} devices{}", next->group_name(),
                next->group_version(), next->size(), next->devices(),
                next->skipped() ? fmt::format(", {} skipped", next->skipped()) : "");
@@ -543,10 +591,178 @@ private:
           m.meta);
   }
 
-  // Called on a Paho thread for every message from the cloud.
+  // Called on a Paho thread for every message from the cloud: to the system clients
+  // whose filters match (mm-9), and through the table.
   void from_cloud(inbound_message&& m) {
     ++from_cloud_;
-    route("cloud", m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos), m.meta);
+    auto qos = std::min<uint32_t>(static_cast<uint32_t>(m.qos), 1);
+    auto clients = system_->match(m.topic);
+    for (const auto& client : clients) {
+      auto bus_topic = std::string{sys::system_out_prefix} + client + "/" + m.topic;
+      if (to_bus(std::move(bus_topic), "cloud", m.payload, qos, m.meta))
+        ++system_delivered_;
+      else
+        ++undeliverable_;
+    }
+    if (!clients.empty() && table()->match("cloud", m.topic).empty())
+      return; // for system clients only: not unroutable
+    route("cloud", m.topic, std::move(m.payload), qos, m.meta);
+  }
+
+  // Publishes one message on the bus with its source and properties; false when no
+  // subscriber took it. Thread-safe.
+  bool to_bus(std::string bus_topic, const std::string& source, const std::string& payload,
+              uint32_t qos, const message_meta& meta) {
+    Envelope e;
+    e.set_topic(std::move(bus_topic));
+    e.set_source(source);
+    e.set_payload(payload);
+    e.set_qos(qos);
+    e.set_content_type(meta.content_type);
+    for (const auto& [name, value] : meta.user_properties)
+      (*e.mutable_user_properties())[name] = value;
+    auto r = ctx_->publish(std::move(e));
+    return r && r->delivered > 0;
+  }
+
+  // --- the system API (mm-6 to mm-9) ---
+
+  // Claims mm-6, mm-7 and mm-8 (in init: the spool and the filters are there).
+  caf::error serve_system_api() {
+    if (auto err = ctx_->serve(sys::cloud_publish_topic,
+                               [this](const Envelope& msg) { on_cloud_publish(msg); }))
+      return err;
+    if (auto err = ctx_->serve(sys::cloud_subscribe_topic,
+                               [this](const Envelope& msg) { on_cloud_subscribe(msg, true); }))
+      return err;
+    return ctx_->serve(sys::cloud_unsubscribe_topic,
+                       [this](const Envelope& msg) { on_cloud_subscribe(msg, false); });
+  }
+
+  // The caller is the request's source as the kernel verified it: the calling plugin's
+  // name, or a name its may_claim grants (sdk/plugin/README.md, "Who may speak as
+  // whom"). Only the plugins in cloud.system_clients pass.
+  caf::error authorize_system_client(const Envelope& msg) {
+    const auto& clients = config().cloud.system_clients;
+    if (std::find(clients.begin(), clients.end(), msg.source()) != clients.end())
+      return {};
+    ++system_refused_;
+    // The first ten, then every thousandth: a caller in a loop cannot flood the log.
+    if (auto n = ++system_refusals_logged_; n <= 10 || n % 1000 == 0)
+      log_->warn("refused {} from {}: not in cloud.system_clients ({} refusals so far)",
+                 msg.topic(), grove::quoted(msg.source()), n);
+    return make_error(errc::not_authorized, grove::quoted(msg.source())
+                                              + " is not in message_manager's "
+                                                "cloud.system_clients");
+  }
+
+  // What every system API request goes through first: a caller not listed is refused
+  // before its request is read, a request of another type is malformed. Either is
+  // answered here (nullopt).
+  template <class Req, class Resp>
+  std::optional<Req> system_request(const Envelope& msg) {
+    if (auto err = authorize_system_client(msg)) {
+      ctx_->reply_error(msg, std::move(err));
+      return std::nullopt;
+    }
+    auto req = grove::service<Req, Resp>::decode(msg);
+    if (!req) {
+      ++system_invalid_;
+      ctx_->reply_error(msg, std::move(req.error()));
+      return std::nullopt;
+    }
+    return std::move(*req);
+  }
+
+  // mm-6: into the spool at QoS 1; answered once committed (answer_committed).
+  void on_cloud_publish(const Envelope& msg) {
+    auto req = system_request<mm::CloudPublish, mm::CloudPublished>(msg);
+    if (!req)
+      return;
+    auto bad = check_cloud_topic(req->topic());
+    if (!bad && req->payload().size() > sys::cloud_max_payload_bytes)
+      bad = make_error(errc::too_large,
+                       "payload of " + std::to_string(req->payload().size())
+                         + " bytes, more than the cloud's "
+                         + std::to_string(sys::cloud_max_payload_bytes));
+    if (bad) {
+      ++system_invalid_;
+      ctx_->reply_error(msg, std::move(bad));
+      return;
+    }
+    auto seq = spool_->push(req->topic(), std::move(*req->mutable_payload()), 1);
+    if (!seq) {
+      ++spool_refused_;
+      ctx_->reply_error(msg, std::move(seq.error()));
+      return;
+    }
+    ++to_cloud_;
+    ++system_published_;
+    {
+      std::lock_guard guard{forwarder_mtx_};
+      if (forwarder_)
+        forwarder_->notify();
+    }
+    Envelope request = msg; // what reply() needs; the payload is in the spool
+    request.clear_payload();
+    pending_publishes_.emplace(*seq, std::move(request));
+    commit_hook_->waiting.fetch_add(1, std::memory_order_acq_rel);
+    if (*seq <= spool_->committed_seq())
+      answer_committed();
+  }
+
+  // Answers every CloudPublish whose message is committed. On the actor.
+  void answer_committed() {
+    auto done = spool_->committed_seq();
+    while (!pending_publishes_.empty() && pending_publishes_.begin()->first <= done) {
+      auto node = pending_publishes_.extract(pending_publishes_.begin());
+      commit_hook_->waiting.fetch_sub(1, std::memory_order_acq_rel);
+      mm::CloudPublished r;
+      r.set_seq(node.key());
+      cloud_publish_service::reply(*ctx_, node.mapped(), std::move(r));
+    }
+  }
+
+  // mm-7 (add) and mm-8 (remove).
+  void on_cloud_subscribe(const Envelope& msg, bool add) {
+    auto req = system_request<mm::CloudSubscribe, mm::CloudSubscriptions>(msg);
+    if (!req)
+      return;
+    std::vector<std::string> filters{req->filters().begin(), req->filters().end()};
+    auto now = add ? system_->add(msg.source(), filters)
+                   : system_->remove(msg.source(), filters);
+    if (!now) {
+      if (now.error() == errc::invalid_topic || now.error() == errc::too_large)
+        ++system_invalid_;
+      ctx_->reply_error(msg, std::move(now.error()));
+      return;
+    }
+    apply_cloud_filters();
+    mm::CloudSubscriptions r;
+    for (auto& f : *now)
+      r.add_filters(std::move(f));
+    cloud_subscribe_service::reply(*ctx_, msg, std::move(r));
+  }
+
+  // The cloud link's filters: the table's and the system clients', each once.
+  std::vector<std::string> cloud_filters() const {
+    auto all = table()->cloud_filters();
+    auto more = system_->filters();
+    all.insert(all.end(), more.begin(), more.end());
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    return all;
+  }
+
+  // Subscribes the cloud link to cloud_filters() (live when connected, again at every
+  // reconnect).
+  void apply_cloud_filters() {
+    if (cloud_)
+      cloud_->set_subscriptions(cloud_filters(), 1);
+    size_t n = 0;
+    for (const auto& [client, filters] : *system_->snapshot())
+      n += filters.size();
+    m_.system_filters.set(static_cast<int64_t>(n));
   }
 
   // Delivers one message to every target the table names for it; returns how many
@@ -562,26 +778,18 @@ private:
     }
     size_t n = 0;
     qos = std::min<uint32_t>(qos, 1);
-    auto to_bus = [&](std::string bus_topic) {
-      Envelope e;
-      e.set_topic(std::move(bus_topic));
-      e.set_source(source);
-      e.set_payload(payload);
-      e.set_qos(qos);
-      e.set_content_type(meta.content_type);
-      for (const auto& [name, value] : meta.user_properties)
-        (*e.mutable_user_properties())[name] = value;
-      if (auto r = ctx_->publish(std::move(e)); r && r->delivered > 0)
+    auto deliver = [&](std::string bus_topic) {
+      if (to_bus(std::move(bus_topic), source, payload, qos, meta))
         return true;
       ++undeliverable_;
       return false;
     };
     for (const auto& f : t.functions)
-      if (to_bus(std::string{out_function_prefix} + f + "/" + std::string{topic})) {
+      if (deliver(std::string{out_function_prefix} + f + "/" + std::string{topic})) {
         ++to_functions_;
         ++n;
       }
-    if (t.shadow && to_bus(std::string{out_shadow_prefix} + std::string{topic})) {
+    if (t.shadow && deliver(std::string{out_shadow_prefix} + std::string{topic})) {
       ++to_shadow_;
       ++n;
     }
@@ -647,6 +855,14 @@ private:
            {&refused_source_, "routed.refused_sources",
              "Messages refused for a source the sender may not claim."},
            {&spool_refused_, "spool.refused", "Cloud-bound messages the spool refused."},
+           {&system_published_, "system.published",
+             "Messages system clients published to the cloud (committed to the spool)."},
+           {&system_delivered_, "system.delivered",
+             "Cloud messages delivered to system clients on the bus."},
+           {&system_refused_, "system.refused",
+             "System API requests from callers not in cloud.system_clients."},
+           {&system_invalid_, "system.invalid",
+             "System API requests refused for bad input (topic, filter, size, encoding)."},
          }, counter))
       return err;
     // The sources of these totals (broker, links, forwarder, spool) start with this
@@ -722,6 +938,8 @@ private:
              "Messages the spool found from before the last start."},
            {&m_.spool_failing, "spool.failing",
              "1 while commits fail (disk full, I/O): pushes are refused, the writer retries."},
+           {&m_.system_filters, "system.filters",
+             "Cloud filters of the system clients, all together."},
          }, gauge))
       return err;
     auto denied = ctx_->counter_family("broker.denied_publish",
@@ -917,6 +1135,31 @@ private:
   grove::counter undeliverable_;
   grove::counter refused_source_;
   grove::counter spool_refused_;
+  // The system API (mm-6 to mm-9).
+  grove::counter system_published_;
+  grove::counter system_delivered_;
+  grove::counter system_refused_;
+  grove::counter system_invalid_;
+  uint64_t system_refusals_logged_ = 0;
+  // The system clients' cloud filters (system.db); match() runs on Paho threads.
+  std::unique_ptr<system_clients> system_;
+  // CloudPublish requests by spool sequence number, answered once it is committed.
+  std::map<uint64_t, Envelope> pending_publishes_;
+  // The spool's commits reach the actor through this (cleared in stop): a post only
+  // while some CloudPublish waits for its commit.
+  struct commit_hook {
+    std::mutex mtx;
+    std::function<void()> notify;
+    std::atomic<size_t> waiting{0};
+    void committed() {
+      if (waiting.load(std::memory_order_acquire) == 0)
+        return;
+      std::lock_guard guard{mtx};
+      if (notify)
+        notify();
+    }
+  };
+  std::shared_ptr<commit_hook> commit_hook_ = std::make_shared<commit_hook>();
   // Everything else update_status() reports as numbers.
   struct status_metrics {
     grove::gauge broker_running;
@@ -962,6 +1205,7 @@ private:
     grove::gauge spool_failing;
     grove::counter_feed spool_commit_failures;
     grove::counter_feed spool_disk_full;
+    grove::gauge system_filters;
   } m_;
 
   // Commit errors the spool's writer reported (see init).

@@ -128,6 +128,19 @@ BOOST_AUTO_TEST_CASE(cross_field_rules_keep_their_messages) {
     "development_mode: true\ncloud: {enabled: true, host: h, thing_name: t, tls: false}\n")));
 }
 
+BOOST_AUTO_TEST_CASE(system_clients_are_plugin_names) {
+  auto cfg = plugin_config::map().load(std::string{tls_broker});
+  BOOST_REQUIRE(cfg);
+  BOOST_TEST(cfg->cloud.system_clients.empty()); // nobody by default
+  cfg = plugin_config::map().load(std::string{tls_broker}
+                                  + "cloud: {system_clients: [shadow, my-sync_2]}\n");
+  BOOST_REQUIRE(cfg);
+  BOOST_TEST(cfg->cloud.system_clients == (std::vector<std::string>{"shadow", "my-sync_2"}));
+  // A name that could not be a plugin's (it would also break the mm-9 topic).
+  auto err = error_of(std::string{tls_broker} + "cloud: {system_clients: [shadow, \"a/#\"]}\n");
+  BOOST_TEST(contains(err, "cloud.system_clients: invalid_config"), err);
+}
+
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
   auto generated = plugin_config::map().markdown();
   BOOST_TEST(contains(generated, "| `spool.max_size_bytes` | int | `2621440` | 262144–"),

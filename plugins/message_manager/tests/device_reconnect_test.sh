@@ -56,17 +56,7 @@ kernel:
   log_level: info
   group: $WORK/group.yaml
 plugins:
-  - name: message_manager
-    may_claim: ["device:*", "cloud", "function:*", "shadow"]
-    config:
-      broker:
-        bind: 127.0.0.1
-        port: $PORT
-        ca_file: $PKI/ca.crt
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        client_cert_file: $PKI/devices/grove.crt
-        client_key_file: $PKI/devices/grove.key
+$(mm_profile_entry)
 EOF
 
 now_ms() { date +%s%3N; }

@@ -55,41 +55,9 @@ while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
 client_args() {
   echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
 }
-cloud_args() {
-  echo "-h 127.0.0.1 -p $CLOUD_PORT --cafile $CLOUD_PKI/ca.crt --cert $CLOUD_PKI/devices/watcher.crt --key $CLOUD_PKI/devices/watcher.key"
-}
 
-# ---- the "cloud": Mosquitto with mutual TLS, persistent sessions ------------------------------
-mkdir -p "$WORK/cloud"
-cat >"$WORK/cloud/mosquitto.conf" <<EOF
-user $(id -un)
-per_listener_settings false
-allow_anonymous false
-persistence true
-persistence_location $WORK/cloud/
-max_queued_messages 50000
-listener $CLOUD_PORT 127.0.0.1
-cafile $CLOUD_PKI/ca.crt
-certfile $CLOUD_PKI/server.crt
-keyfile $CLOUD_PKI/server.key
-require_certificate true
-use_identity_as_username true
-EOF
-start_cloud() {
-  "$MOSQUITTO" -c "$WORK/cloud/mosquitto.conf" >>"$WORK/cloud.out" 2>&1 &
-  CLOUD_PID=$!
-  for _ in $(seq 1 50); do
-    # shellcheck disable=SC2046
-    timeout 5 mosquitto_pub $(cloud_args) -i probe -t probe -m x 2>/dev/null && return 0
-    sleep 0.1
-  done
-  abort "cloud broker did not start"
-}
-stop_cloud() {  # SIGTERM: Mosquitto saves its sessions
-  kill "$CLOUD_PID" 2>/dev/null
-  wait "$CLOUD_PID" 2>/dev/null
-  CLOUD_PID=""
-}
+# ---- the "cloud": Mosquitto with mutual TLS, persistent sessions (mm_test_lib.sh) -------------
+cloud_init
 # The watcher keeps a persistent QoS 1 session on the cloud, so messages that reach the
 # cloud while it is not connected wait for it.
 start_watcher() {  # start_watcher OUTFILE [count]
@@ -134,28 +102,9 @@ kernel:
   log_level: info
   group: $GROUP
 plugins:
-  - name: message_manager
-    may_claim: ["device:*", "cloud", "function:*", "shadow"]
-    config:
-      broker:
-        bind: 127.0.0.1
-        port: $PORT
-        ca_file: $PKI/ca.crt
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        client_cert_file: $PKI/devices/grove.crt
-        client_key_file: $PKI/devices/grove.key
+$(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]  # several clients per device below
-      cloud:
-        enabled: true
-        host: 127.0.0.1
-        port: $CLOUD_PORT
-        thing_name: core
-        ca_file: $CLOUD_PKI/ca.crt
-        cert_file: $CLOUD_PKI/devices/core.crt
-        key_file: $CLOUD_PKI/devices/core.key
-        retry_initial_ms: 100
-        mqtt_max_connection_retry_interval: 1
+$(mm_profile_cloud)
       spool:
         storage: ${1:-file}
         max_size_bytes: ${2:-10000000}
@@ -180,22 +129,6 @@ check "a missing TLS file outside development mode: the plugin is refused, grove
   bash -c 'grep -q "broker.client_key_file is required outside development_mode" "$1" &&
            grep -q "ready: 0 of 1 plugins running" "$1"' _ "$WORK/nokey.out"
 
-# metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
-# `grovectl status --json` (numbers are never parsed out of status text).
-metric() {
-  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" --arg l "${2:-}" \
-    '.plugins[] | select(.name == "message_manager") | .metrics[]
-     | select(.name == $n and (([.labels[]] | first) // "") == $l) | .value'
-}
-# metric_is NAME VALUE [TRIES] [LABEL_VALUE]: polls until the metric has VALUE.
-metric_is() {
-  for _ in $(seq 1 "${3:-100}"); do
-    [[ "$(metric "$1" "${4:-}")" == "$2" ]] && return 0
-    sleep 0.1
-  done
-  echo "metric $1${4:+{$4\}} is '$(metric "$1" "${4:-}")', expected '$2'" >&2
-  return 1
-}
 start_groved() {
   "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
   GROVED_PID=$!

@@ -1,26 +1,24 @@
 # shellcheck shell=bash
 # Shared by message_manager's end-to-end scripts (sourced after
-# ../broker/tests/broker_test_lib.sh, which gives WORK, pass/fail/check and the MQTT
-# clients): the end of a run, the group PKI, and `grovectl status` polled. A script sets
-# GROVECTL and, for abort, may list more logs to show in ABORT_LOGS.
+# ../broker/tests/broker_test_lib.sh and broker_test_init): the verdict, reading groved
+# through grovectl, the group PKI, and a TLS Mosquitto standing in for the cloud.
+# A script sets GROVECTL, and for abort() may list extra logs in ABORT_LOGS.
 
 ABORT_LOGS=()
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
 
-# finish: prints the counts and exits, 0 when nothing failed.
 finish() {
   echo "$PASSED passed, $FAILED failed"
   [[ $FAILED == 0 ]]
   exit $?
 }
 
-# abort WHY: counts a failure, prints groved's output and the ABORT_LOGS, and stops.
-abort() {
+abort() {  # abort WHY: print context and stop
   fail "$1"
   echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
   local log
   for log in "${ABORT_LOGS[@]}"; do
-    echo "--- $(basename "$log")"; tail -n 30 "$log" 2>/dev/null
+    echo "--- ${log##*/}"; tail -n 30 "$log" 2>/dev/null
   done
   finish
 }
@@ -46,5 +44,95 @@ status_has() {
   done
   return 1
 }
-# broker_pid: the managed broker's pid, from `grovectl status`.
+# metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
+# `grovectl status --json` (numbers are never parsed out of status text).
+metric() {
+  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" --arg l "${2:-}" \
+    '.plugins[] | select(.name == "message_manager") | .metrics[]
+     | select(.name == $n and (([.labels[]] | first) // "") == $l) | .value'
+}
+# metric_is NAME VALUE [TRIES] [LABEL_VALUE]: polls until the metric has VALUE.
+metric_is() {
+  for _ in $(seq 1 "${3:-100}"); do
+    [[ "$(metric "$1" "${4:-}")" == "$2" ]] && return 0
+    sleep 0.1
+  done
+  echo "metric $1${4:+{$4\}} is '$(metric "$1" "${4:-}")', expected '$2'" >&2
+  return 1
+}
+# mm_profile_entry: the image profile's message_manager entry up to its broker section
+# (mutual TLS with the group PKI in $PKI, listening on $PORT); a script's heredoc adds
+# more broker keys (8 spaces in) and the other sections after it.
+mm_profile_entry() {
+  cat <<EOF
+  - name: message_manager
+    may_claim: ["device:*", "cloud", "function:*", "shadow"]
+    config:
+      broker:
+        bind: 127.0.0.1
+        port: $PORT
+        ca_file: $PKI/ca.crt
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        client_cert_file: $PKI/devices/grove.crt
+        client_key_file: $PKI/devices/grove.key
+EOF
+}
+# mm_profile_cloud: message_manager's cloud section for the cloud of cloud_init (thing
+# `core` of $CLOUD_PKI, quick reconnects); more cloud keys may follow (8 spaces in).
+mm_profile_cloud() {
+  cat <<EOF
+      cloud:
+        enabled: true
+        host: 127.0.0.1
+        port: $CLOUD_PORT
+        thing_name: core
+        ca_file: $CLOUD_PKI/ca.crt
+        cert_file: $CLOUD_PKI/devices/core.crt
+        key_file: $CLOUD_PKI/devices/core.key
+        retry_initial_ms: 100
+        mqtt_max_connection_retry_interval: 1
+EOF
+}
 broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
+
+# ---- the "cloud": Mosquitto with mutual TLS and persistent sessions -----------------------------
+# cloud_init: writes its configuration for $CLOUD_PORT and the PKI in $CLOUD_PKI (made by the
+# script: a server certificate, device certificates `core` and `watcher`).
+cloud_init() {
+  CLOUD_PID=""
+  mkdir -p "$WORK/cloud"
+  cat >"$WORK/cloud/mosquitto.conf" <<EOF
+user $(id -un)
+per_listener_settings false
+allow_anonymous false
+persistence true
+persistence_location $WORK/cloud/
+max_queued_messages 50000
+listener $CLOUD_PORT 127.0.0.1
+cafile $CLOUD_PKI/ca.crt
+certfile $CLOUD_PKI/server.crt
+keyfile $CLOUD_PKI/server.key
+require_certificate true
+use_identity_as_username true
+EOF
+}
+# cloud_args: mosquitto_pub/sub options to reach the cloud as `watcher`.
+cloud_args() {
+  echo "-h 127.0.0.1 -p $CLOUD_PORT --cafile $CLOUD_PKI/ca.crt --cert $CLOUD_PKI/devices/watcher.crt --key $CLOUD_PKI/devices/watcher.key"
+}
+start_cloud() {
+  "$MOSQUITTO" -c "$WORK/cloud/mosquitto.conf" >>"$WORK/cloud.out" 2>&1 &
+  CLOUD_PID=$!
+  for _ in $(seq 1 50); do
+    # shellcheck disable=SC2046
+    timeout 5 mosquitto_pub $(cloud_args) -i probe -t probe -m x 2>/dev/null && return 0
+    sleep 0.1
+  done
+  abort "cloud broker did not start"
+}
+stop_cloud() {  # SIGTERM: Mosquitto saves its sessions
+  kill "$CLOUD_PID" 2>/dev/null
+  wait "$CLOUD_PID" 2>/dev/null
+  CLOUD_PID=""
+}

@@ -1,14 +1,18 @@
 #pragma once
 
-// Typed client of message_manager's service mm-3 (plugins/message_manager/README.md):
-// publish a message through the subscription table on behalf of a function or the
-// shadow service and learn where it went. Usable from a plugin (asynchronous, through
-// its context), and from tools and tests (any blocking transport).
+// Typed client of message_manager's services (plugins/message_manager/README.md):
+// mm-3, publish a message through the subscription table on behalf of a function or the
+// shadow service and learn where it went; mm-6 to mm-9, the system API through which a
+// plugin listed in cloud.system_clients publishes to and subscribes on the cloud. Usable
+// from a plugin (asynchronous, through its context), and from tools and tests (any
+// blocking transport).
 
 #include <chrono>
 #include <functional>
 #include <string>
+#include <optional>
 #include <string_view>
+#include <vector>
 
 #include "grove/message_manager.pb.h"
 #include "grove/rpc.hpp"
@@ -52,6 +56,94 @@ inline void publish(context& ctx, Envelope msg, std::chrono::milliseconds timeou
 template <class Send>
 caf::expected<mm::Routed> publish(Send&& send, Envelope msg) {
   return routed_rpc::decode(send(std::move(msg)));
+}
+
+// --- the system API (mm-6 to mm-9) ---
+
+/// mm-6: publish to the cloud through the spool (QoS 1); answered once committed.
+inline constexpr std::string_view cloud_publish_topic = "$grove/mm/system/publish";
+
+/// mm-7: add cloud filters to the caller's.
+inline constexpr std::string_view cloud_subscribe_topic = "$grove/mm/system/subscribe";
+
+/// mm-8: remove cloud filters from the caller's (none: all of them).
+inline constexpr std::string_view cloud_unsubscribe_topic = "$grove/mm/system/unsubscribe";
+
+/// mm-9: cloud messages for system client `c` arrive on this prefix + `c/<cloud topic>`.
+inline constexpr std::string_view system_out_prefix = "$grove/mm/out/system/";
+
+/// Longest cloud topic or filter a system client may use, in bytes (AWS IoT Core's).
+inline constexpr size_t cloud_max_topic_bytes = 256;
+
+/// Largest payload a system client may publish, in bytes (AWS IoT Core's 128 KiB).
+inline constexpr size_t cloud_max_payload_bytes = 131072;
+
+/// Most cloud filters one system client holds at once.
+inline constexpr size_t cloud_max_filters = 50;
+
+/// Typed call of mm-6.
+using cloud_publish_rpc = rpc<mm::CloudPublish, mm::CloudPublished>;
+
+/// Typed call of mm-7 and mm-8.
+using cloud_subscribe_rpc = rpc<mm::CloudSubscribe, mm::CloudSubscriptions>;
+
+/// The bus filter on which system client `client` receives its cloud messages (mm-9);
+/// the client subscribes to it.
+inline std::string system_filter(std::string_view client) {
+  return std::string{system_out_prefix} + std::string{client} + "/#";
+}
+
+/// The cloud topic of an mm-9 message for `client`, or nullopt when `bus_topic` is not
+/// one.
+inline std::optional<std::string_view> cloud_topic_of(std::string_view bus_topic,
+                                                       std::string_view client) {
+  if (!bus_topic.starts_with(system_out_prefix))
+    return std::nullopt;
+  bus_topic.remove_prefix(system_out_prefix.size());
+  if (!bus_topic.starts_with(client) || bus_topic.size() <= client.size() + 1
+      || bus_topic[client.size()] != '/')
+    return std::nullopt;
+  return bus_topic.substr(client.size() + 1);
+}
+
+/// Publishes `payload` on cloud topic `topic` from a plugin (mm-6); `f` runs on the
+/// plugin's actor once the spool committed it, or with the error: not_authorized (the
+/// plugin is not in cloud.system_clients), invalid_topic, too_large, queue_full (a full
+/// spool with reject_new) or the spool's failure.
+inline void cloud_publish(context& ctx, std::string topic, std::string payload,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(caf::expected<mm::CloudPublished>)> f) {
+  mm::CloudPublish req;
+  req.set_topic(std::move(topic));
+  req.set_payload(std::move(payload));
+  cloud_publish_rpc{std::string{cloud_publish_topic}}(ctx, req, timeout, std::move(f));
+}
+
+/// Sends `filters` to mm-7 or mm-8 (`topic`); see cloud_subscribe and cloud_unsubscribe.
+inline void cloud_filters_call(context& ctx, std::string_view topic,
+                               const std::vector<std::string>& filters,
+                               std::chrono::milliseconds timeout,
+                               std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
+  mm::CloudSubscribe req;
+  for (const auto& x : filters)
+    req.add_filters(x);
+  cloud_subscribe_rpc{std::string{topic}}(ctx, req, timeout, std::move(f));
+}
+
+/// Adds cloud filters to the plugin's (mm-7); `f` gets all of them afterwards, or the
+/// error: not_authorized, invalid_topic (a bad filter: nothing changes), too_large (more
+/// than cloud_max_filters). Subscribing again to a filter is a no-op.
+inline void cloud_subscribe(context& ctx, const std::vector<std::string>& filters,
+                            std::chrono::milliseconds timeout,
+                            std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
+  cloud_filters_call(ctx, cloud_subscribe_topic, filters, timeout, std::move(f));
+}
+
+/// Removes cloud filters from the plugin's (mm-8; none: all); `f` gets those left.
+inline void cloud_unsubscribe(context& ctx, const std::vector<std::string>& filters,
+                              std::chrono::milliseconds timeout,
+                              std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
+  cloud_filters_call(ctx, cloud_unsubscribe_topic, filters, timeout, std::move(f));
 }
 
 } // namespace grove::message_manager
