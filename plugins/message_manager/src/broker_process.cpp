@@ -138,6 +138,9 @@ fs::path broker_home(const broker_options& o) {
 // Makes state_dir a symlink to broker_home(). A real directory there (an earlier version's,
 // or one made before the broker started) is replaced; the table in it is kept.
 caf::error link_state_dir(const broker_options& o) {
+  // Nothing is made for a user that does not exist.
+  if (auto user = require_user(o.run_as_user); !user)
+    return user.error();
   std::error_code ec;
   auto home = broker_home(o);
   auto fail = [&](const std::string& what) {
@@ -146,6 +149,7 @@ caf::error link_state_dir(const broker_options& o) {
   fs::create_directories(home, ec);
   if (ec)
     return fail("cannot create " + home.string());
+  fs::permissions(home, fs::perms::owner_all, fs::perm_options::replace, ec); // until handed over
   if (::chmod(o.run_as_home_base.c_str(), 0755) != 0)
     return make_error(errc::system_error, errno_text(("chmod " + o.run_as_home_base.string()).c_str()));
   auto st = fs::symlink_status(o.state_dir, ec);
