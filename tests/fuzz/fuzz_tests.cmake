@@ -2,6 +2,12 @@
 # configures and builds the clang tree <build>/fuzz with tools/fuzz (ccache when there
 # is one); then each fuzz_<name> replays regressions/<name>/ and fuzzes for
 # GROVE_FUZZ_SECONDS from corpus/<name>/. Names come from targets/<name>.cpp.
+# The fuzzers are built with ASan and UBSan in a clang tree of their own whatever this
+# tree's type, so the sanitizer trees leave them to the normal one rather than build and
+# run the same thing again.
+if(GROVE_SANITIZER)
+  return()
+endif()
 set(GROVE_FUZZ_SECONDS 20 CACHE STRING "Seconds each fuzz_<name> ctest test fuzzes")
 file(GLOB grove_fuzz_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/targets/*.cpp)
 set(grove_fuzz_env GROVE_FUZZ_BUILD_DIR=${CMAKE_BINARY_DIR}/fuzz)

@@ -16,6 +16,15 @@ using namespace grove;
 
 namespace {
 
+/// True in a sanitizer build (ASan or TSan, as groved then is): their shadow memory and
+/// allocators make a process' memory figures say nothing about Grove's own use.
+constexpr bool sanitized =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  true;
+#else
+  false;
+#endif
+
 constexpr int devices = 250;
 constexpr int subscriptions = 1000;
 constexpr int functions = 5;
@@ -128,8 +137,14 @@ BOOST_AUTO_TEST_CASE(a_big_group_costs_in_proportion_to_its_content) {
                                    << " -> " << big_anon << " kB; peak " << empty_peak
                                    << " -> " << big_peak << " kB");
   constexpr long bound_kb = 3 * 1024;
-  BOOST_TEST(big_anon - empty_anon <= bound_kb);
-  BOOST_TEST(big_peak - empty_peak <= bound_kb);
+  if constexpr (sanitized) {
+    // Shadow memory and the sanitizer's allocator (quarantine, no reuse) dwarf the
+    // group's cost: the figures are printed above, the bounds hold for normal builds.
+    BOOST_TEST_MESSAGE("sanitizer build: memory bounds skipped");
+  } else {
+    BOOST_TEST(big_anon - empty_anon <= bound_kb);
+    BOOST_TEST(big_peak - empty_peak <= bound_kb);
+  }
   BOOST_TEST(big->stop() == 0);
 }
 

@@ -31,7 +31,7 @@ struct env : test::kernel_fixture {
   }
 
   caf::expected<Envelope> request(const std::string& topic, const std::string& payload) {
-    return k->request(topic, payload, std::chrono::seconds{10});
+    return k->request(topic, payload, test::scaled(std::chrono::seconds{10}));
   }
 };
 
@@ -114,7 +114,7 @@ BOOST_AUTO_TEST_CASE(readiness_wait_fires_when_served_and_times_out_otherwise) {
     BOOST_REQUIRE(!e.load("echo_b", "{listen: b/in, serve: 'svc/+/get'}"));
     BOOST_REQUIRE(out.wait_for(1));
     BOOST_TEST(out.messages()[0].payload() == "served svc/late/get");
-    BOOST_TEST(!e.k->wait_served("svc/late/get", std::chrono::seconds{10}));
+    BOOST_TEST(!e.k->wait_served("svc/late/get", test::scaled(std::chrono::seconds{10})));
     BOOST_REQUIRE(!e.k->unload("echo"));
     BOOST_REQUIRE(!e.load("echo", "{await: 'svc/never', await_ms: 50}"));
     BOOST_REQUIRE(out.wait_for(2));
@@ -129,7 +129,9 @@ BOOST_AUTO_TEST_CASE(typed_rpc_round_trip_errors_and_malformed_payloads) {
   both_kinds([](env& e) {
     BOOST_REQUIRE(!e.load("echo", "{typed_serve: 'svc/typed', prefix: 't:'}"));
     echo_rpc call{"svc/typed"};
-    auto send = [&](Envelope req) { return e.k->request(std::move(req), std::chrono::seconds{10}); };
+    auto send = [&](Envelope req) {
+      return e.k->request(std::move(req), test::scaled(std::chrono::seconds{10}));
+    };
     Envelope req;
     req.set_payload("hello");
     auto resp = call.call_with(send, req);
@@ -146,7 +148,7 @@ BOOST_AUTO_TEST_CASE(typed_rpc_round_trip_errors_and_malformed_payloads) {
     wrong.set_topic("svc/typed");
     wrong.set_content_type("application/json");
     wrong.set_payload("{}");
-    auto r = e.k->request(wrong, std::chrono::seconds{10});
+    auto r = e.k->request(wrong, test::scaled(std::chrono::seconds{10}));
     BOOST_REQUIRE(!r);
     BOOST_TEST(r.error() == errc::malformed);
     BOOST_TEST(contains(describe(r.error()), "expected 'application/x-protobuf; "
@@ -154,7 +156,7 @@ BOOST_AUTO_TEST_CASE(typed_rpc_round_trip_errors_and_malformed_payloads) {
                describe(r.error()));
     wrong.set_content_type(echo_rpc::request_type());
     wrong.set_payload(std::string{"\xff\xff\xff\xff", 4});
-    r = e.k->request(wrong, std::chrono::seconds{10});
+    r = e.k->request(wrong, test::scaled(std::chrono::seconds{10}));
     BOOST_REQUIRE(!r);
     BOOST_TEST(r.error() == errc::malformed);
     // The server is still there.
