@@ -216,6 +216,8 @@ public:
       if (slash == std::string_view::npos)
         return;
       item.subject = std::string{rest.substr(slash + 1)};
+      if (item.source == "shadow" && shadow_reply(std::string{rest.substr(0, slash)}, item))
+        return; // the answer to a function's shadow call, not new work
       enqueue(std::string{rest.substr(0, slash)}, std::move(item));
       return;
     }
@@ -692,6 +694,8 @@ private:
         return publish(fn, *inst, f.publish());
       case gfn::Frame::kCall:
         return call(fn, *inst, f.call());
+      case gfn::Frame::kShadowCall:
+        return shadow_call(fn, *inst, f.shadow_call());
       case gfn::Frame::kLog: {
         static constexpr const char* levels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
         fn.log->write(levels[std::min<uint32_t>(f.log().level(), 3)], f.log().text());
@@ -821,6 +825,92 @@ private:
     auto timeout = c.timeout_ms() != 0 ? c.timeout_ms()
                                        : static_cast<uint64_t>(cfg_.call_timeout_ms);
     ctx_->call(std::move(e), std::chrono::milliseconds{timeout}, reply);
+  }
+
+  /// A function's shadow request: sent through the table with a clientToken; the reply
+  /// comes back as an mm-1 message from the shadow service (shadow_reply).
+  void shadow_call(function_state& fn, instance& inst, const gfn::ShadowCall& c) {
+    auto answer = [this, name = fn.name, id = inst.id, call_id = c.call_id()](
+                    std::string payload, std::string error) {
+      auto* inst = find(name, id);
+      if (inst == nullptr || inst->state == inst_state::ending)
+        return;
+      gfn::Frame f;
+      auto* out = f.mutable_call_reply();
+      out->set_call_id(call_id);
+      out->set_payload(std::move(payload));
+      out->set_error(std::move(error));
+      send(functions_.at(name), *inst, f);
+    };
+    nlohmann::json doc = nlohmann::json::object();
+    if (c.op() == "update") {
+      doc = nlohmann::json::parse(c.payload(), nullptr, false);
+      if (!doc.is_object())
+        return answer({}, "update_thing_shadow: the document is not a JSON object");
+    }
+    std::string token;
+    if (auto it = doc.find("clientToken"); it != doc.end() && it->is_string()
+                                           && !it->get<std::string>().empty())
+      token = it->get<std::string>();
+    else
+      doc["clientToken"] = token = random_hex(16);
+    // Keyed by function too: a reply reaches only the function it was routed to.
+    auto key = fn.name + '\n' + token;
+    if (pending_shadow_.count(key))
+      return answer({}, "a shadow call with clientToken '" + token + "' is in flight");
+    auto topic = "$aws/things/" + c.thing() + "/shadow/"
+                 + (c.shadow().empty() ? "" : "name/" + c.shadow() + "/") + c.op();
+    auto timeout = std::chrono::milliseconds{
+      c.timeout_ms() != 0 ? static_cast<int64_t>(c.timeout_ms()) : cfg_.call_timeout_ms};
+    auto timer = ctx_->after(timeout, [this, key, token] {
+      if (auto it = pending_shadow_.find(key); it != pending_shadow_.end()) {
+        auto done = std::move(it->second.answer);
+        pending_shadow_.erase(it);
+        done({}, "timeout: no accepted/rejected reply for clientToken '" + token + "'");
+      }
+    });
+    pending_shadow_[key] = pending_shadow{answer, timer, topic};
+    auto msg = grove::message_manager::make_publish(
+      topic, doc.dump(), grove::function_runtime::source_of(fn.name), 0, "application/json");
+    grove::message_manager::publish(
+      *ctx_, std::move(msg), timeout, [this, key, topic](caf::expected<grove::mm::Routed> r) {
+        if (r && r->targets() > 0)
+          return;
+        auto it = pending_shadow_.find(key);
+        if (it == pending_shadow_.end())
+          return;
+        auto done = std::move(it->second.answer);
+        ctx_->cancel(it->second.timer);
+        pending_shadow_.erase(it);
+        done({}, r ? "no subscription routes " + topic + " to the shadow service"
+                   : grove::describe(r.error()));
+      });
+  }
+
+  /// True when `item` (an mm-1 message from the shadow service) answers a pending shadow
+  /// call: it goes to the waiting instance instead of the queue.
+  bool shadow_reply(const std::string& function, const work_item& item) {
+    bool accepted = item.subject.ends_with("/accepted");
+    if (pending_shadow_.empty() || (!accepted && !item.subject.ends_with("/rejected")))
+      return false;
+    auto doc = nlohmann::json::parse(item.payload, nullptr, false);
+    if (!doc.is_object())
+      return false;
+    auto t = doc.find("clientToken");
+    if (t == doc.end() || !t->is_string())
+      return false;
+    auto it = pending_shadow_.find(function + '\n' + t->get<std::string>());
+    // The reply's topic must be the request's + /accepted or /rejected.
+    if (it == pending_shadow_.end() || !item.subject.starts_with(it->second.topic + "/"))
+      return false;
+    auto done = std::move(it->second.answer);
+    ctx_->cancel(it->second.timer);
+    pending_shadow_.erase(it);
+    if (accepted)
+      done(item.payload, {});
+    else
+      done({}, "rejected: " + item.payload);
+    return true;
   }
 
   void cancel_timers(instance& inst) {
@@ -973,6 +1063,13 @@ private:
   grove::restart_policy policy_;
   std::map<std::string, function_state> functions_;
   std::set<std::string> pubsub_;
+  /// Shadow calls in flight by clientToken.
+  struct pending_shadow {
+    std::function<void(std::string, std::string)> answer;
+    grove::timer_id timer = 0;
+    std::string topic;
+  };
+  std::map<std::string, pending_shadow> pending_shadow_;
   uint64_t seq_ = 0;
   uint64_t instance_ids_ = 0;
   grove::timer_id status_timer_ = 0;

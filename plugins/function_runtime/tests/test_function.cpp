@@ -81,6 +81,13 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
                                + std::to_string(*routed) + " targets");
     return "{\"targets\":" + std::to_string(*routed) + "}";
   }
+  if (mode == "shadow") {
+    // Reports the payload as lamp's shadow state; the accepted document is the reply.
+    auto doc = gf::update_thing_shadow("lamp", "{\"state\":{\"reported\":" + payload + "}}");
+    if (!doc)
+      throw std::runtime_error("update_thing_shadow: " + doc.error);
+    return *doc;
+  }
   if (mode == "invoke") {
     // payload: "<function>" as a JSON string; invokes it with {"from":"invoke"}.
     auto target = payload.substr(1, payload.size() - 2);

@@ -124,6 +124,57 @@ outcome<std::string> invoke(std::string_view name, std::string_view payload,
   return out;
 }
 
+namespace {
+
+outcome<std::string> shadow_call(std::string_view op, std::string_view thing,
+                                 std::string_view shadow, std::string_view document,
+                                 std::chrono::milliseconds timeout) {
+  outcome<std::string> out;
+  fn::Frame f;
+  auto* c = f.mutable_shadow_call();
+  auto id = ++chan().next_id;
+  c->set_call_id(id);
+  c->set_op(std::string{op});
+  c->set_thing(std::string{thing});
+  c->set_shadow(std::string{shadow});
+  c->set_payload(std::string{document});
+  c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
+  if (!send(f)) {
+    out.error = "not connected to the runtime";
+    return out;
+  }
+  auto err = await([&](const fn::Frame& r) {
+    if (r.body_case() != fn::Frame::kCallReply || r.call_reply().call_id() != id)
+      return false;
+    if (r.call_reply().error().empty())
+      out.value = r.call_reply().payload();
+    else
+      out.error = r.call_reply().error();
+    return true;
+  });
+  if (!err.empty())
+    out.error = err;
+  return out;
+}
+
+} // namespace
+
+outcome<std::string> get_thing_shadow(std::string_view thing, std::string_view shadow,
+                                      std::chrono::milliseconds timeout) {
+  return shadow_call("get", thing, shadow, {}, timeout);
+}
+
+outcome<std::string> update_thing_shadow(std::string_view thing, std::string_view document,
+                                         std::string_view shadow,
+                                         std::chrono::milliseconds timeout) {
+  return shadow_call("update", thing, shadow, document, timeout);
+}
+
+outcome<std::string> delete_thing_shadow(std::string_view thing, std::string_view shadow,
+                                         std::chrono::milliseconds timeout) {
+  return shadow_call("delete", thing, shadow, {}, timeout);
+}
+
 void log(level lvl, std::string_view text) {
   fn::Frame f;
   f.mutable_log()->set_level(static_cast<uint32_t>(lvl));

@@ -96,6 +96,24 @@ outcome<std::string> invoke(std::string_view name, std::string_view payload,
                             invocation_type type = invocation_type::request_response,
                             std::chrono::milliseconds timeout = {});
 
+/// The Device Shadow of `thing` (classic, or named `shadow`): the accepted document, or
+/// the error (`rejected: {"code":404,...}`, a timeout, no route to the shadow service).
+/// Sent through the group's table to `$aws/things/<thing>/shadow[/name/<shadow>]/get`
+/// with a clientToken; the table must route the shadow service's `.../get/accepted` and
+/// `.../get/rejected` back to this function.
+outcome<std::string> get_thing_shadow(std::string_view thing, std::string_view shadow = {},
+                                      std::chrono::milliseconds timeout = {});
+
+/// Updates the shadow with `document` (a JSON object: `{"state":{"reported":{...}}}`);
+/// the accepted document or the error, as get_thing_shadow.
+outcome<std::string> update_thing_shadow(std::string_view thing, std::string_view document,
+                                         std::string_view shadow = {},
+                                         std::chrono::milliseconds timeout = {});
+
+/// Deletes the shadow; the accepted reply or the error, as get_thing_shadow.
+outcome<std::string> delete_thing_shadow(std::string_view thing, std::string_view shadow = {},
+                                         std::chrono::milliseconds timeout = {});
+
 /// Writes a line to the function's log (<write_dir>/logs/functions/<name>.log).
 void log(level lvl, std::string_view text);
 
