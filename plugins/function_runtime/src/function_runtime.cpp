@@ -793,19 +793,10 @@ private:
   void call(function_state& fn, instance& inst, const gfn::Call& c) {
     auto reply = [this, name = fn.name, id = inst.id, call_id = c.call_id()](
                    caf::expected<grove::Envelope> r) {
-      auto* inst = find(name, id);
-      if (inst == nullptr || inst->state == inst_state::ending)
-        return;
-      gfn::Frame f;
-      auto* out = f.mutable_call_reply();
-      out->set_call_id(call_id);
-      if (r) {
-        out->set_payload(r->payload());
-        out->set_content_type(r->content_type());
-      } else {
-        out->set_error(grove::describe(r.error()));
-      }
-      send(functions_.at(name), *inst, f);
+      if (r)
+        send_call_reply(name, id, call_id, r->payload(), {}, r->content_type());
+      else
+        send_call_reply(name, id, call_id, {}, grove::describe(r.error()), {});
     };
     if (c.event()) {
       grove::Envelope e;
@@ -827,20 +818,27 @@ private:
     ctx_->call(std::move(e), std::chrono::milliseconds{timeout}, reply);
   }
 
+  /// Answers a worker's Call or ShadowCall `call_id`, if its instance still runs.
+  void send_call_reply(const std::string& name, uint64_t id, uint64_t call_id,
+                       std::string payload, std::string error, std::string content_type) {
+    auto* inst = find(name, id);
+    if (inst == nullptr || inst->state == inst_state::ending)
+      return;
+    gfn::Frame f;
+    auto* out = f.mutable_call_reply();
+    out->set_call_id(call_id);
+    out->set_payload(std::move(payload));
+    out->set_error(std::move(error));
+    out->set_content_type(std::move(content_type));
+    send(functions_.at(name), *inst, f);
+  }
+
   /// A function's shadow request: sent through the table with a clientToken; the reply
   /// comes back as an mm-1 message from the shadow service (shadow_reply).
   void shadow_call(function_state& fn, instance& inst, const gfn::ShadowCall& c) {
     auto answer = [this, name = fn.name, id = inst.id, call_id = c.call_id()](
                     std::string payload, std::string error) {
-      auto* inst = find(name, id);
-      if (inst == nullptr || inst->state == inst_state::ending)
-        return;
-      gfn::Frame f;
-      auto* out = f.mutable_call_reply();
-      out->set_call_id(call_id);
-      out->set_payload(std::move(payload));
-      out->set_error(std::move(error));
-      send(functions_.at(name), *inst, f);
+      send_call_reply(name, id, call_id, std::move(payload), std::move(error), {});
     };
     nlohmann::json doc = nlohmann::json::object();
     if (c.op() == "update") {

@@ -95,17 +95,11 @@ bool publish_nowait(std::string_view topic, std::string_view payload, uint32_t q
   return send(f);
 }
 
-outcome<std::string> invoke(std::string_view name, std::string_view payload,
-                            invocation_type type, std::chrono::milliseconds timeout) {
+namespace {
+
+/// Sends `f` (a Call or ShadowCall with call id `id`) and waits for its CallReply.
+outcome<std::string> call_runtime(const fn::Frame& f, uint64_t id) {
   outcome<std::string> out;
-  fn::Frame f;
-  auto* c = f.mutable_call();
-  auto id = ++chan().next_id;
-  c->set_call_id(id);
-  c->set_function(std::string{name});
-  c->set_payload(std::string{payload});
-  c->set_event(type == invocation_type::event);
-  c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
   if (!send(f)) {
     out.error = "not connected to the runtime";
     return out;
@@ -124,12 +118,9 @@ outcome<std::string> invoke(std::string_view name, std::string_view payload,
   return out;
 }
 
-namespace {
-
 outcome<std::string> shadow_call(std::string_view op, std::string_view thing,
                                  std::string_view shadow, std::string_view document,
                                  std::chrono::milliseconds timeout) {
-  outcome<std::string> out;
   fn::Frame f;
   auto* c = f.mutable_shadow_call();
   auto id = ++chan().next_id;
@@ -139,25 +130,23 @@ outcome<std::string> shadow_call(std::string_view op, std::string_view thing,
   c->set_shadow(std::string{shadow});
   c->set_payload(std::string{document});
   c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
-  if (!send(f)) {
-    out.error = "not connected to the runtime";
-    return out;
-  }
-  auto err = await([&](const fn::Frame& r) {
-    if (r.body_case() != fn::Frame::kCallReply || r.call_reply().call_id() != id)
-      return false;
-    if (r.call_reply().error().empty())
-      out.value = r.call_reply().payload();
-    else
-      out.error = r.call_reply().error();
-    return true;
-  });
-  if (!err.empty())
-    out.error = err;
-  return out;
+  return call_runtime(f, id);
 }
 
 } // namespace
+
+outcome<std::string> invoke(std::string_view name, std::string_view payload,
+                            invocation_type type, std::chrono::milliseconds timeout) {
+  fn::Frame f;
+  auto* c = f.mutable_call();
+  auto id = ++chan().next_id;
+  c->set_call_id(id);
+  c->set_function(std::string{name});
+  c->set_payload(std::string{payload});
+  c->set_event(type == invocation_type::event);
+  c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
+  return call_runtime(f, id);
+}
 
 outcome<std::string> get_thing_shadow(std::string_view thing, std::string_view shadow,
                                       std::chrono::milliseconds timeout) {
