@@ -65,7 +65,7 @@ public:
 protected:
   caf::behavior make_behavior() override {
     set_default_handler(caf::skip);
-    initial_ = caf::behavior{
+    initial_ = slot_protocol_handlers(
       [this](init_atom) -> caf::result<std::string> {
         init_rp_ = make_response_promise();
         if (auto err = spawn_child(); !err.empty()) {
@@ -76,8 +76,8 @@ protected:
         become(starting_);
         return caf::delegated<std::string>{};
       },
-      [this](stop_atom) { return on_stop(); },
-    };
+      slot_skip::envelope, slot_skip::reload, slot_skip::reconf,
+      [this](stop_atom) { return on_stop(); });
     // What a child asks of the kernel's table while it starts and while it runs.
     caf::message_handler child_services{
       [this](cserve_atom, uint64_t gen, bool add, std::string& filter) {
@@ -92,7 +92,10 @@ protected:
       [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
       [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
     };
-    starting_ = caf::message_handler{
+    starting_ = slot_protocol_handlers(slot_skip::init, slot_skip::envelope, slot_skip::reload,
+                                       slot_skip::reconf,
+                                       [this](stop_atom) { return on_stop(); })
+                  .or_else(
       [this](started_atom, uint64_t gen, bool ok, std::string& text, std::string& version) {
         if (gen != gen_)
           return;
@@ -163,11 +166,26 @@ protected:
         become(running_);
       },
       [this](down_atom, uint64_t gen) { on_down(gen); },
-      [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); },
-      [this](stop_atom) { return on_stop(); },
-    }.or_else(child_services);
-    running_ = caf::message_handler{
+      [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); })
+                  .or_else(child_services);
+    running_ = slot_protocol_handlers(
+      slot_skip::init,
       [this](Envelope& msg) { forward(msg); },
+      [this](reload_atom, reload_request& req) -> caf::result<bool, std::string> {
+        host::ToChild out;
+        pending_library_ = req.lib->path.string();
+        out.mutable_swap()->set_library(pending_library_);
+        return start_swap(out);
+      },
+      [this](reconf_atom, reconfig_request& req) -> caf::result<bool, std::string> {
+        host::ToChild out;
+        out.mutable_swap()->set_config_yaml(to_yaml(req.config));
+        // Kept only once the child accepts it, so a restart never uses a refused one.
+        pending_config_ = std::make_shared<const YAML::Node>(req.config);
+        return start_swap(out);
+      },
+      [this](stop_atom) { return on_stop(); })
+                 .or_else(
       [this](handled_atom, uint64_t gen, uint64_t n) {
         if (gen != gen_)
           return;
@@ -214,25 +232,14 @@ protected:
         swap_rp_->deliver(ok, text);
         swap_rp_.reset();
       },
-      [this](reload_atom, reload_request& req) -> caf::result<bool, std::string> {
-        host::ToChild out;
-        pending_library_ = req.lib->path.string();
-        out.mutable_swap()->set_library(pending_library_);
-        return start_swap(out);
-      },
-      [this](reconf_atom, reconfig_request& req) -> caf::result<bool, std::string> {
-        host::ToChild out;
-        out.mutable_swap()->set_config_yaml(to_yaml(req.config));
-        // Kept only once the child accepts it, so a restart never uses a refused one.
-        pending_config_ = std::make_shared<const YAML::Node>(req.config);
-        return start_swap(out);
-      },
       [this](down_atom, uint64_t gen) { on_down(gen); },
       [this](exited_atom, uint64_t gen, std::string& how) { on_exited(gen, how); },
-      [this](restart_atom, uint64_t) {},
-      [this](stop_atom) { return on_stop(); },
-    }.or_else(child_services);
-    waiting_ = caf::behavior{
+      [this](restart_atom, uint64_t) {})
+                 .or_else(child_services);
+    waiting_ = slot_protocol_handlers(slot_skip::init, slot_skip::envelope, slot_skip::reload,
+                                      slot_skip::reconf,
+                                      [this](stop_atom) { return on_stop(); })
+                 .or_else(
       [this](restart_atom, uint64_t gen) {
         if (gen != gen_)
           return;
@@ -243,22 +250,24 @@ protected:
         become(starting_);
       },
       [this](down_atom, uint64_t) {},
-      [this](exited_atom, uint64_t, std::string&) {},
-      [this](stop_atom) { return on_stop(); },
-    };
+      [this](exited_atom, uint64_t, std::string&) {});
     // Waits for the child to stop its plugin and exit (SIGKILL after the grace).
-    stopping_ = caf::behavior{
+    stopping_ = slot_protocol_handlers(slot_skip::init, slot_skip::envelope, slot_skip::reload,
+                                       slot_skip::reconf,
+                                       [](stop_atom) -> caf::result<bool> {
+                                         // A second stop waits for the first.
+                                         return true;
+                                       })
+                  .or_else(
       [this](exited_atom, uint64_t gen, std::string&) {
         if (gen == gen_)
           finish_stop();
       },
-      [this](down_atom, uint64_t) {},
-      [this](stop_atom) -> caf::result<bool> {
-        // A second stop waits for the first.
-        return true;
+      [this](down_atom, uint64_t) {});
+    broken_ = slot_protocol_handlers(
+      [this](init_atom) -> caf::result<std::string> {
+        return make_error(errc::plugin_broken, setup_.name + " is broken");
       },
-    };
-    broken_ = caf::behavior{
       [this](Envelope&) {
         if (current_mailbox_element()->mid.is_request())
           make_response_promise().deliver(
@@ -278,9 +287,12 @@ protected:
         become(starting_);
         return caf::delegated<bool, std::string>{};
       },
-      [this](stop_atom) { return on_stop(); },
-      [](caf::message&) {},
-    };
+      [this](reconf_atom, reconfig_request&) -> caf::result<bool, std::string> {
+        return caf::result<bool, std::string>{
+          false, setup_.name + " is broken; reload it with a build instead"};
+      },
+      [this](stop_atom) { return on_stop(); })
+                .or_else([](caf::message&) {});
     return initial_;
   }
 
@@ -793,9 +805,9 @@ private:
 
 } // namespace
 
-caf::actor spawn_isolated_slot(caf::actor_system& sys, slot_setup setup,
+slot_actor spawn_isolated_slot(caf::actor_system& sys, slot_setup setup,
                                isolation_setup iso) {
-  return sys.spawn<isolated_slot>(std::move(setup), std::move(iso));
+  return caf::actor_cast<slot_actor>(sys.spawn<isolated_slot>(std::move(setup), std::move(iso)));
 }
 
 } // namespace grove

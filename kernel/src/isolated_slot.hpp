@@ -18,12 +18,12 @@ struct isolation_setup {
 };
 
 /// Spawns a slot that runs its plugin in a child process and bridges its bus traffic
-/// over a socketpair. It speaks the same messages as spawn_slot()'s actor, so the
-/// host, the bus and the CLI treat both alike. A crash of the child (signal, abort,
+/// over a socketpair. It speaks the slot protocol (slot_actor) as spawn_slot()'s actor
+/// does, so the host, the bus and the CLI treat both alike. A crash of the child (signal, abort,
 /// OOM kill) is logged and the child restarted with back-off; messages for the plugin
 /// wait in the slot meanwhile, and those sent but not handled are sent again (except
 /// the one in hand at the crash, the likely cause, which is dropped and counted).
-caf::actor spawn_isolated_slot(caf::actor_system& sys, slot_setup setup,
+slot_actor spawn_isolated_slot(caf::actor_system& sys, slot_setup setup,
                                isolation_setup iso);
 
 } // namespace grove

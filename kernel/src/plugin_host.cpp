@@ -258,7 +258,7 @@ size_t plugin_host::abandoned() const noexcept {
   return abandoned_->load();
 }
 
-void plugin_host::abandon(const caf::actor& slot) {
+void plugin_host::abandon(const slot_actor& slot) {
   ++*abandoned_;
   // Stops the slot once the handler it is stuck in returns (a stop already queued
   // makes this one a no-op), and counts it as finished when it is gone.
@@ -330,7 +330,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   setup.status = status;
   setup.ep = ep_box;
   setup.may_claim = spec.may_claim;
-  caf::actor slot;
+  slot_actor slot;
   if (spec.isolation == "process") {
     isolation_setup iso;
     iso.exe = settings_.plugin_host_exe;
@@ -340,7 +340,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   } else {
     slot = spawn_slot(sys_, std::move(setup));
   }
-  auto ep = std::make_shared<endpoint>(spec.name, slot, spec.queue);
+  auto ep = std::make_shared<endpoint>(spec.name, caf::actor_cast<caf::actor>(slot), spec.queue);
   *ep_box = ep; // published to the slot by the send below
   lib->reset(); // the slot holds the library now
   caf::scoped_actor self{sys_};
@@ -426,15 +426,16 @@ void plugin_host::stop_all() {
   }
 }
 
-caf::expected<std::string> plugin_host::swap(const std::string& name, caf::message msg) {
-  caf::actor slot = slot_of(name);
+template <class Atom, class Request>
+caf::expected<std::string> plugin_host::swap(const std::string& name, Atom atom, Request req) {
+  auto slot = slot_of(name);
   if (!slot)
     return make_error(errc::unknown_plugin, "no plugin named '" + name + "' is loaded");
   caf::scoped_actor self{sys_};
   caf::expected<std::string> result{std::string{}};
   // A swap stops the old instance and inits the new one.
   auto timeout = settings_.init_timeout + settings_.stop_timeout;
-  self->request(slot, timeout, std::move(msg))
+  self->request(slot, timeout, atom, std::move(req))
     .receive(
       [&](bool ok, std::string& what) {
         if (ok)
@@ -483,8 +484,7 @@ caf::expected<std::string> plugin_host::reload(const std::string& name,
                                      "plugins." + name + ".config");
   if (!cfg)
     return cfg.error();
-  auto result = swap(name, caf::make_message(reload_atom::value,
-                                             reload_request{std::move(*lib), *cfg}));
+  auto result = swap(name, reload_atom::value, reload_request{std::move(*lib), *cfg});
   if (!result)
     log_->error("reload of {} failed: {}", name, describe(result.error()));
   return result;
@@ -509,7 +509,7 @@ caf::expected<std::string> plugin_host::reconfigure(const plugin_spec& spec) {
                                       "plugins." + spec.name + ".config");
   if (!checked)
     return checked.error();
-  auto result = swap(spec.name, caf::make_message(reconf_atom::value, reconfig_request{*checked}));
+  auto result = swap(spec.name, reconf_atom::value, reconfig_request{*checked});
   if (result) {
     std::lock_guard guard{mtx_};
     for (auto& p : plugins_)
@@ -592,7 +592,7 @@ endpoint_ptr plugin_host::endpoint_of(const std::string& name) const {
   return nullptr;
 }
 
-caf::actor plugin_host::slot_of(const std::string& name) const {
+slot_actor plugin_host::slot_of(const std::string& name) const {
   std::lock_guard guard{mtx_};
   for (auto& p : plugins_)
     if (p.name == name)

@@ -260,7 +260,7 @@ int run_plugin_host(const std::string& name, int fd) {
   ::close(4);
   ep_raw = ep.get();
   result(true, "running in process " + std::to_string(getpid()));
-  auto slot = k->host().slot_of(name);
+  auto slot = caf::actor_cast<caf::actor>(k->host().slot_of(name));
   int code = 0;
   for (;;) {
     host::ToChild in;

@@ -94,12 +94,12 @@ std::string now_iso8601() {
 
 namespace {
 
-class slot_actor;
+class in_process_slot;
 
 /// The context handed to one plugin instance.
 class slot_context final : public context {
 public:
-  slot_context(slot_actor* owner) : owner_(owner) {
+  slot_context(in_process_slot* owner) : owner_(owner) {
   }
 
   const std::string& name() const override;
@@ -147,7 +147,7 @@ public:
   caf::error own_events(std::string_view filter) override;
 
 private:
-  slot_actor* owner_;
+  in_process_slot* owner_;
 };
 
 /// One plugin instance: created from a library, destroyed through it, and holding the
@@ -161,9 +161,9 @@ struct instance {
   }
 };
 
-class slot_actor : public caf::event_based_actor {
+class in_process_slot : public caf::event_based_actor {
 public:
-  slot_actor(caf::actor_config& cfg, slot_setup setup)
+  in_process_slot(caf::actor_config& cfg, slot_setup setup)
     : caf::event_based_actor(cfg), setup_(std::move(setup)), ctx_(this) {
   }
 
@@ -477,7 +477,7 @@ public:
 protected:
   caf::behavior make_behavior() override {
     set_default_handler(caf::skip);
-    running_ = caf::behavior{
+    running_ = slot_protocol_handlers(
       [this](init_atom) -> std::string {
         auto err = create_and_start();
         if (err.empty())
@@ -487,6 +487,10 @@ protected:
         return err;
       },
       [this](Envelope& msg) { on_envelope(msg); },
+      [this](reload_atom, reload_request& req) { return on_reload(req); },
+      [this](reconf_atom, reconfig_request& req) { return on_reconfigure(req.config); },
+      [this](stop_atom) { return on_stop(); })
+      .or_else(
       [this](timer_atom, uint64_t id) { on_timer(id); },
       [this](resp_atom, uint64_t id, caf::error& err) {
         finish_request(id, std::move(err));
@@ -504,14 +508,15 @@ protected:
           on_failure("plugin reported failure: " + reason);
       },
       [this](restart_atom, uint64_t) {},
-      [this](post_atom, uint64_t gen, posted_call& call) { on_posted(gen, call); },
-      [this](reload_atom, reload_request& req) { return on_reload(req); },
-      [this](reconf_atom, reconfig_request& req) { return on_reconfigure(req.config); },
-      [this](stop_atom) { return on_stop(); },
-    };
+      [this](post_atom, uint64_t gen, posted_call& call) { on_posted(gen, call); });
     // While waiting to restart, bus messages stay in the mailbox (skipped) so none is
     // lost; the endpoint's credit bounds how many can pile up.
-    restarting_ = caf::behavior{
+    restarting_ = slot_protocol_handlers(
+      slot_skip::init, slot_skip::envelope,
+      [this](reload_atom, reload_request& req) { return replace_dead(req); },
+      [this](reconf_atom, reconfig_request&) { return refuse_while("restarting"); },
+      [this](stop_atom) { return on_stop(); })
+      .or_else(
       [this](restart_atom, uint64_t gen) {
         if (gen != generation_)
           return;
@@ -530,13 +535,12 @@ protected:
       },
       [this](fail_atom, uint64_t, std::string&) {},
       [this](timer_atom, uint64_t) {},
-      [](post_atom, uint64_t, posted_call&) {},
-      [this](reload_atom, reload_request& req) { return replace_dead(req); },
-      [this](reconf_atom, reconfig_request&) { return refuse_while("restarting"); },
-      [this](stop_atom) { return on_stop(); },
-    };
+      [](post_atom, uint64_t, posted_call&) {});
     // A broken plugin takes nothing: queued messages are discarded and counted.
-    broken_ = caf::behavior{
+    broken_ = slot_protocol_handlers(
+      [this](init_atom) -> caf::result<std::string> {
+        return make_error(errc::plugin_broken, setup_.name + " is broken");
+      },
       [this](Envelope&) {
         if (!current_mailbox_element()->mid.is_request())
           ep()->discard();
@@ -546,9 +550,8 @@ protected:
       },
       [this](reload_atom, reload_request& req) { return replace_dead(req); },
       [this](reconf_atom, reconfig_request&) { return refuse_while("broken"); },
-      [this](stop_atom) { return on_stop(); },
-      [](caf::message&) {},
-    };
+      [this](stop_atom) { return on_stop(); })
+      .or_else([](caf::message&) {});
     return running_;
   }
 
@@ -1128,8 +1131,9 @@ std::optional<process> slot_context::adopt_process(std::string_view name) {
 
 } // namespace
 
-caf::actor spawn_slot(caf::actor_system& sys, slot_setup setup) {
-  return sys.spawn<slot_actor>(std::move(setup));
+slot_actor spawn_slot(caf::actor_system& sys, slot_setup setup) {
+  // Each state's protocol handlers are checked against slot_actor (make_behavior).
+  return caf::actor_cast<slot_actor>(sys.spawn<in_process_slot>(std::move(setup)));
 }
 
 } // namespace grove

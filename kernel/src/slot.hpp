@@ -12,6 +12,7 @@
 #include "grove/kernel/bus.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/plugin_host.hpp"
+#include "grove/kernel/slot_protocol.hpp"
 
 namespace spdlog {
 class logger;
@@ -19,16 +20,12 @@ class logger;
 
 namespace grove {
 
-/// Messages a slot understands besides bus envelopes.
-using init_atom = caf::atom_constant<caf::atom("init")>;
-using stop_atom = caf::atom_constant<caf::atom("stop")>;
+/// A slot's own messages, besides the slot protocol (slot_protocol.hpp).
 using timer_atom = caf::atom_constant<caf::atom("timer")>;
 using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using reply_atom = caf::atom_constant<caf::atom("reply")>;
 using resp_atom = caf::atom_constant<caf::atom("resp")>;
-using reload_atom = caf::atom_constant<caf::atom("reload")>;
-using reconf_atom = caf::atom_constant<caf::atom("reconf")>;
 using post_atom = caf::atom_constant<caf::atom("post")>;
 
 /// A function posted to a slot (context::post, run_blocking). Holds the plugin library
@@ -41,15 +38,6 @@ struct posted_call {
 };
 using served_atom = caf::atom_constant<caf::atom("served")>;
 using unserved_atom = caf::atom_constant<caf::atom("unserved")>;
-
-/// What a hot reload swaps in: a library (the same build or a new one) and a
-/// configuration already validated against that library's schema.
-struct reload_request {
-  /// The library to instantiate; opened and checked by the host.
-  plugin_library_ptr lib;
-  /// Validated configuration for the new instance.
-  YAML::Node config;
-};
 
 /// Everything a slot needs; fixed for the slot's life except where noted.
 struct slot_setup {
@@ -96,24 +84,13 @@ inline caf::error authorize_source(Envelope& msg, const slot_setup& setup) {
   return authorize_source(msg, setup.name, setup.may_claim, *setup.status, *setup.log);
 }
 
-/// A configuration-only change (wrapped: CAF would take a bare YAML::Node for a list).
-struct reconfig_request {
-  /// Validated configuration.
-  YAML::Node config;
-};
-
 /// The current UTC time as "YYYY-MM-DDTHH:MM:SSZ".
 std::string now_iso8601();
 
-/// Spawns a slot actor. Send it `init_atom` (reply: std::string, empty on success) to
-/// create and start the plugin, `stop_atom` (reply: bool) to stop it for good,
-/// `(reload_atom, reload_request)` to swap in a new build (reply: bool ok, std::string
-/// what happened), `(reconf_atom, reconfig_request)` to apply a new configuration (same
-/// reply; falls back to a same-build reload when the plugin cannot reconfigure).
-caf::actor spawn_slot(caf::actor_system& sys, slot_setup setup);
+/// Spawns a slot that runs its plugin in this process; it speaks the slot protocol
+/// (slot_actor).
+slot_actor spawn_slot(caf::actor_system& sys, slot_setup setup);
 
 } // namespace grove
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::reload_request)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::reconfig_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(grove::posted_call)

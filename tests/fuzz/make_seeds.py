@@ -6,7 +6,10 @@ hand (no python3-protobuf needed); field numbers are those of proto/*.proto. Tex
 come from the repository's own examples. Re-running rewrites the seeds it owns and
 leaves other files (inputs added by hand or by a fuzzing run) alone.
 """
+import os
 import pathlib
+import sqlite3
+import tempfile
 
 root = pathlib.Path(__file__).resolve().parents[2]
 corpus = root / "tests" / "fuzz" / "corpus"
@@ -127,3 +130,35 @@ test = (root / "plugins" / "message_manager" / "broker" / "tests"
 write("broker_acl", "plugin_test",
       test.split("cat >\"$ACL\" <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n")
 write("broker_acl", "refused", "thing A\r\npub B t/#\ndeliver @device:A A x\n")
+
+
+# message_manager's spool database (plugins/message_manager/src/spool.cpp: application_id
+# 'GRVS', schema version 1), as a spool leaves it: a few messages, the sent high-water
+# mark, and rows a damaged or hand-edited file may hold.
+def spool_db(rows, meta, table="seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
+                                "payload BLOB NOT NULL, qos INTEGER NOT NULL"):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "spool.db")
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA page_size=512")  # small seeds
+        db.execute("PRAGMA application_id=%d" % 0x47525653)
+        db.execute("PRAGMA user_version=1")
+        db.execute("CREATE TABLE spool(%s)" % table)
+        db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.executemany("INSERT INTO spool VALUES(?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO meta VALUES(?, ?)", meta)
+        db.commit()
+        db.close()
+        return pathlib.Path(path).read_bytes()
+
+
+write("mm_spool", "empty", b"")
+write("mm_spool", "three", spool_db(
+    [(1, "telemetry/a", b"x" * 10, 1), (2, "telemetry/b", b"", 1), (5, "f/to/cloud", b"y", 0)],
+    [("sent_hwm", 2), ("next_seq", 6)]))
+write("mm_spool", "edges", spool_db(
+    [(-3, "t", b"neg", 1), (2**63 - 1, "t", b"max", 1), (7, "t", b"qos", 7)],
+    [("sent_hwm", -1), ("next_seq", 2**63 - 1)]))
+write("mm_spool", "loose_types", spool_db(
+    [(1, None, None, None), (2, b"\xff\xfe", "text payload", "1"), (3.5, 3, 4, 1.5)],
+    [("next_seq", "x")], table="seq, topic, payload, qos"))

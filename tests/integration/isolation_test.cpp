@@ -127,6 +127,16 @@ BOOST_AUTO_TEST_CASE(abort_and_kill_are_crashes_too_then_broken) {
   BOOST_REQUIRE(wait_until([&] { return info("echo").state() == "broken"; }));
   BOOST_TEST(info("echo").state() == "broken");
   BOOST_TEST(test::pub(*k, "test/echo/in", "x").delivered == 0u);
+  // A new configuration is refused with the reason, as for a broken in-process plugin
+  // (the slot protocol: every state answers it).
+  plugin_spec spec;
+  spec.name = "echo";
+  spec.config = make_yaml(YAML::Load("{abort_on: abort}"));
+  spec.file = "test.yaml";
+  spec.isolation = "process";
+  auto refused = k->host().reconfigure(spec);
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST(contains(test::error_text(refused), "echo is broken"), test::error_text(refused));
   // An operator's reload revives it; the answer comes once the new child runs.
   auto r = k->reload("echo", (test::test_plugin_dir() / "libecho.so").string());
   BOOST_REQUIRE_MESSAGE(r, test::error_text(r));

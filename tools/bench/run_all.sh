@@ -28,6 +28,9 @@ fi
 if [ -x "$build/bin/rpc_bench" ]; then
   "$build/bin/rpc_bench" 20000 3 || rc=1
 fi
+if [ -x "$build/bin/shadow_bench" ]; then
+  "$build/bin/shadow_bench" 20000 32 2000 || rc=1
+fi
 if [ -x "$build/bin/metrics_bench" ]; then
   "$build/bin/metrics_bench" || rc=1
 fi

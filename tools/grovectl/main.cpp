@@ -34,6 +34,7 @@
 #include "grove/kernel/plugin_name.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
+#include "grove/shadow/client.hpp"
 
 #ifndef GROVE_VERSION
 #  define GROVE_VERSION "unknown"
@@ -546,18 +547,24 @@ caf::expected<grove::Envelope> call_daemon(connection& conn,
   return res.reply();
 }
 
-/// `pub` on message_manager's `$grove/mm/in/<subject>`: sent as its typed mm-3 request,
-/// so the outcome is where the message went (targets), a refusal or no route.
-int run_pub_mm(connection& conn, const options& opts, grove::Envelope msg) {
-  auto topic = msg.topic();
-  int rc = exit_ok;
-  auto send = [&](grove::Envelope e) {
+/// A blocking transport for typed clients: each envelope goes to groved as a Call (the
+/// bus's timeout a second under ours); `rc` gets the exit code of a transport failure.
+auto call_sender(connection& conn, const options& opts, int& rc) {
+  return [&conn, &opts, &rc](grove::Envelope e) {
     grove::control::Request req;
     *req.mutable_call()->mutable_msg() = std::move(e);
     if (opts.timeout > 1)
       req.mutable_call()->set_timeout_ms((opts.timeout - 1) * 1000);
     return call_daemon(conn, req, rc);
   };
+}
+
+/// `pub` on message_manager's `$grove/mm/in/<subject>`: sent as its typed mm-3 request,
+/// so the outcome is where the message went (targets), a refusal or no route.
+int run_pub_mm(connection& conn, const options& opts, grove::Envelope msg) {
+  auto topic = msg.topic();
+  int rc = exit_ok;
+  auto send = call_sender(conn, opts, rc);
   auto routed = grove::message_manager::publish(send, std::move(msg));
   if (rc != exit_ok)
     return rc;
@@ -634,6 +641,60 @@ int run_call(connection& conn, const options& opts, const std::string& topic,
                                           : "base64:" + base64(reply.payload());
   line += '\n';
   std::fwrite(line.data(), 1, line.size(), stdout);
+  return exit_ok;
+}
+
+/// What `shadow` was asked.
+struct shadow_options {
+  /// get, update, delete or list.
+  std::string verb;
+  /// THING.
+  std::string thing;
+  /// --name: a named shadow; empty: the classic one.
+  std::string name;
+  /// The request document (update; optional for get and delete).
+  std::string document;
+  /// --page-size and --next-token (list).
+  uint32_t page_size = 0;
+  std::string next_token;
+};
+
+/// `shadow`: the shadow plugin's bus API (plugins/shadow/README.md). Prints the AWS JSON
+/// document a device would get on .../accepted, or the rejection (exit 1).
+int run_shadow(connection& conn, const options& opts, const shadow_options& so) {
+  namespace sh = grove::shadow;
+  int rc = exit_ok;
+  auto send = call_sender(conn, opts, rc);
+  if (so.verb == "list") {
+    auto page = sh::list_rpc{std::string{sh::list_topic}}.call_with(
+      send, sh::make_list(so.thing, so.page_size, so.next_token));
+    if (rc != exit_ok)
+      return rc;
+    if (!page)
+      return fail(exit_daemon_error, grove::describe(page.error()));
+    json out = json::object();
+    out["results"] = json::array();
+    for (const auto& n : page->results())
+      out["results"].push_back(n);
+    if (!page->next_token().empty())
+      out["nextToken"] = page->next_token();
+    out["timestamp"] = page->timestamp();
+    print_json(out);
+    return exit_ok;
+  }
+  auto topic = so.verb == "get" ? sh::get_topic
+               : so.verb == "update" ? sh::update_topic
+                                     : sh::delete_topic;
+  auto reply = sh::document_rpc{std::string{topic}}.call_with(
+    send, sh::make_request(so.thing, so.name, so.document));
+  if (rc != exit_ok)
+    return rc;
+  if (!reply)
+    return fail(exit_daemon_error, grove::describe(reply.error()));
+  auto line = reply->payload() + "\n";
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  if (reply->code() != 200)
+    return fail(exit_daemon_error, "rejected with code " + std::to_string(reply->code()));
   return exit_ok;
 }
 
@@ -888,6 +949,29 @@ int run(int argc, char** argv) {
   auto* logs = app.add_subcommand("logs", "Print a function's log");
   logs->add_option("NAME", name, "Function name")->required();
   logs->add_flag("-f,--follow", follow, "Keep printing what is appended, until Ctrl-C");
+  shadow_options so;
+  auto* shadow = app.add_subcommand(
+    "shadow", "Get, update, delete or list a thing's shadows (the shadow plugin's bus "
+              "API); prints the AWS JSON document, exit 1 when rejected");
+  shadow->require_subcommand(1);
+  for (auto [verb, help] : {std::pair{"get", "Print a shadow's document"},
+                            std::pair{"update", "Apply a partial update, e.g. "
+                                                "'{\"state\":{\"desired\":{\"on\":true}}}'"},
+                            std::pair{"delete", "Delete a shadow"},
+                            std::pair{"list", "List the named shadows of THING"}}) {
+    auto* v = shadow->add_subcommand(verb, help);
+    v->add_option("THING", so.thing, "Thing name")->required();
+    std::string_view vv{verb};
+    if (vv == "list") {
+      v->add_option("--page-size", so.page_size, "Names per page (default 25, at most 100)");
+      v->add_option("--next-token", so.next_token, "The previous page's nextToken");
+    } else {
+      v->add_option("--name", so.name, "Named shadow (default: the classic shadow)");
+      v->add_option("DOCUMENT", so.document, "Request document (JSON)")
+        ->required(vv == "update");
+    }
+    v->callback([&so, verb] { so.verb = verb; });
+  }
 
   for (auto* cmd : app.get_subcommands([](CLI::App*) { return true; }))
     cmd->footer("Global options (--socket, --json, --timeout) may also follow the "
@@ -949,6 +1033,8 @@ int run(int argc, char** argv) {
     return run_invoke(conn, opts, name, payload.empty() ? "{}" : payload, event);
   if (logs->parsed())
     return run_logs(conn, opts, name, follow);
+  if (shadow->parsed())
+    return run_shadow(conn, opts, so);
   return fail(exit_usage, "no command given");
 }
 

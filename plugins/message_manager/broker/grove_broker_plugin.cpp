@@ -85,6 +85,10 @@ struct State {
   dev_t dev = 0;
   ino_t ino = 0;
   Clock::time_point last_check{};
+  // How often ticks and ACL checks stat the file on their own (plugin_opt_check_interval_ms).
+  // The writer sends SIGHUP after each new table (MOSQ_EVT_RELOAD), so this only bounds the
+  // delay of a change whose signal was missed (e.g. one written while the broker started).
+  std::chrono::milliseconds check_interval{1000};
 
   // statistics
   std::map<std::string, uint64_t> denied_publish;  // per thing
@@ -92,6 +96,7 @@ struct State {
   uint64_t denied_delivery = 0;
   uint64_t refused_connect = 0;
   uint64_t acl_reloads = 0;
+  uint64_t acl_signal_reloads = 0;  // loads started by MOSQ_EVT_RELOAD (SIGHUP)
   uint64_t acl_errors = 0;
   std::string last_acl_error;
   bool stats_dirty = true;
@@ -129,12 +134,16 @@ struct State {
   // The last allowed WRITE check. A client PUBLISH is followed at once by MOSQ_EVT_MESSAGE;
   // a will (Mosquitto 2.0.11: context__send_will) is fanned out without it, so READ checks
   // of this topic before the next MESSAGE are the will's.
+  // Nothing is copied or hashed here (every publish passes): the will's topic and payload
+  // stay Mosquitto's, alive until its fan-out ends (context__send_will frees them after
+  // db__messages_easy_queue); `user` keeps its capacity from one publish to the next.
   struct PendingWrite {
     bool active = false;
     bool from_grove = false;
-    std::string user, topic;
+    std::string user;
+    const char* topic = nullptr;
+    const void* payload = nullptr;
     uint32_t payloadlen = 0;
-    uint64_t payload_hash = 0;
     const void* bound = nullptr;  // the stored topic of the will, once seen
   } pending_write;
   struct Will {  // a will to publish again, stamped, on the next tick
@@ -226,9 +235,9 @@ void reload_if_changed(State& s) {
   load_acl(s, false);
 }
 
-// The same on the hot paths (ACL checks, ticks): at most every 100 ms.
+// The same on the hot paths (ACL checks, ticks): at most every check_interval.
 void maybe_reload(State& s) {
-  if (Clock::now() - s.last_check < std::chrono::milliseconds(100)) return;
+  if (Clock::now() - s.last_check < s.check_interval) return;
   reload_if_changed(s);
 }
 
@@ -272,7 +281,8 @@ void write_stats(State& s, bool force) {
     << ",\"denied_delivery\":" << s.denied_delivery << ",\"refused_connect\":" << s.refused_connect
     << ",\"denied_subscribe\":" << s.denied_subscribe
     << ",\"wills_forwarded\":" << s.wills_forwarded << ",\"wills_dropped\":" << s.wills_dropped
-    << ",\"acl_reloads\":" << s.acl_reloads << ",\"acl_errors\":" << s.acl_errors
+    << ",\"acl_reloads\":" << s.acl_reloads << ",\"acl_signal_reloads\":" << s.acl_signal_reloads
+    << ",\"acl_errors\":" << s.acl_errors << ",\"pid\":" << ::getpid()
     << ",\"last_acl_error\":\"" << json_escape(s.last_acl_error) << "\"}\n";
   std::string tmp = s.stats_file + ".tmp";
   {
@@ -515,18 +525,21 @@ bool is_will_delivery(State& s, const mosquitto_evt_acl_check& ev) {
     p.active = false;  // another stored message: the will's fan-out is over
     return false;
   }
-  if (p.topic != ev.topic || p.payloadlen != ev.payloadlen ||
-      p.payload_hash != payload_hash(ev.payload, ev.payloadlen))
+  // The will's own payload against the stored copy being fanned out: compared only here,
+  // when READ checks follow a WRITE without MESSAGE (a will), never for a publish.
+  if (p.payloadlen != ev.payloadlen || std::strcmp(p.topic, ev.topic) != 0 ||
+      (ev.payloadlen && (!p.payload || !ev.payload ||
+                         std::memcmp(p.payload, ev.payload, ev.payloadlen) != 0)))
     return false;
   p.bound = ev.topic;
   if (p.from_grove || ev.topic[0] == '$' || s.wills.size() >= kMaxPendingWills) {
     ++s.wills_dropped;
     s.stats_dirty = true;
-    log(MOSQ_LOG_NOTICE, "dropped the will of '" + p.user + "' on '" + p.topic + "'");
+    log(MOSQ_LOG_NOTICE, "dropped the will of '" + p.user + "' on '" + ev.topic + "'");
     return true;
   }
   auto* b = static_cast<const unsigned char*>(ev.payload);
-  s.wills.push_back(State::Will{p.user, p.topic, std::vector<unsigned char>(b, b + ev.payloadlen),
+  s.wills.push_back(State::Will{p.user, ev.topic, std::vector<unsigned char>(b, b + ev.payloadlen),
                          ev.qos});
   return true;
 }
@@ -826,15 +839,18 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
             }
           }
           // Remembered until the MESSAGE event that follows a PUBLISH; without one, the
-          // READ checks that follow are a will's (is_will_delivery).
-          s.pending_write = {};
-          if (rc == MOSQ_ERR_SUCCESS && ev->topic) {
-            s.pending_write.active = true;
-            s.pending_write.from_grove = is_grove;
-            s.pending_write.user = user;
-            s.pending_write.topic = ev->topic;
-            s.pending_write.payloadlen = ev->payloadlen;
-            s.pending_write.payload_hash = payload_hash(ev->payload, ev->payloadlen);
+          // READ checks that follow are a will's (is_will_delivery). Pointers only: a
+          // $CONTROL/ publish is freed without MESSAGE, so it is not remembered.
+          auto& p = s.pending_write;
+          p.active = rc == MOSQ_ERR_SUCCESS && ev->topic &&
+                     std::strncmp(ev->topic, "$CONTROL/", 9) != 0;
+          p.bound = nullptr;
+          if (p.active) {
+            p.from_grove = is_grove;
+            p.user.assign(user);
+            p.topic = ev->topic;
+            p.payload = ev->payload;
+            p.payloadlen = ev->payloadlen;
           }
           s.injected.clear();
           break;
@@ -879,12 +895,12 @@ int on_message(int, void* event_data, void* userdata) noexcept {
   try {
     auto& s = *static_cast<State*>(userdata);
     auto* ev = static_cast<mosquitto_evt_message*>(event_data);
+    s.pending_write.active = false;  // a PUBLISH, not a will (and its pointers go stale)
+    s.injected.clear();
     const char* u = mosquitto_client_username(ev->client);
     std::string user = u ? u : "";
     bool from_grove = user == kGroveUser;
     if (!from_grove && !s.table.things.count(user)) return MOSQ_ERR_ACL_DENIED;
-    s.pending_write.active = false;  // a PUBLISH, not a will
-    s.injected.clear();
     // The source is stamped by the broker; whatever a thing put there is dropped. Only grove
     // may name the origin of what it injects, and only as cloud, shadow or function:<name>.
     std::string source = from_grove ? grove_claimed_source(ev->properties) : user;
@@ -897,6 +913,21 @@ int on_message(int, void* event_data, void* userdata) noexcept {
   } catch (...) {
     return MOSQ_ERR_ACL_DENIED;
   }
+}
+
+// SIGHUP to the broker (broker_process::write_acl after a new table): Mosquitto 2.0.11
+// re-reads mosquitto.conf, keeps every connection and raises MOSQ_EVT_RELOAD, and the table
+// is re-read at once instead of on the next periodic check.
+int on_reload(int, void*, void* userdata) noexcept {
+  try {
+    auto& s = *static_cast<State*>(userdata);
+    auto before = s.acl_reloads;
+    reload_if_changed(s);
+    if (s.acl_reloads != before) ++s.acl_signal_reloads;
+    write_stats(s, true);
+  } catch (...) {
+  }
+  return MOSQ_ERR_SUCCESS;
 }
 
 int on_tick(int, void*, void* userdata) noexcept {
@@ -951,7 +982,8 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
       } else if (key == "insecure_username_auth") {
         s->insecure_username_auth = value == "true";
       } else if (key == "max_payload_bytes" || key == "max_topic_bytes" ||
-                 key == "connect_timeout_ms" || key == "listener_port") {
+                 key == "connect_timeout_ms" || key == "listener_port" ||
+                 key == "check_interval_ms") {
         char* end = nullptr;
         unsigned long long n = std::strtoull(value.c_str(), &end, 10);
         if (value.empty() || *end != '\0' || n > (1ull << 31)) {
@@ -961,6 +993,7 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         if (key == "max_payload_bytes") s->max_payload_bytes = n;
         else if (key == "max_topic_bytes") s->max_topic_bytes = n;
         else if (key == "connect_timeout_ms") s->connect_timeout = std::chrono::milliseconds(n);
+        else if (key == "check_interval_ms") s->check_interval = std::chrono::milliseconds(n);
         else s->listener_port = static_cast<int>(n);
       } else if (key == "client_id_patterns") {
         s->client_id_suffixes = parse_client_id_patterns(value);
@@ -987,6 +1020,7 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         {MOSQ_EVT_ACL_CHECK, on_acl_check},
         {MOSQ_EVT_MESSAGE, on_message},
         {MOSQ_EVT_TICK, on_tick},
+        {MOSQ_EVT_RELOAD, on_reload},
     };
     for (auto& r : regs) {
       int rc = mosquitto_callback_register(identifier, r.ev, r.cb, nullptr, st);
@@ -1017,6 +1051,7 @@ GROVE_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*,
     mosquitto_callback_unregister(s->id, MOSQ_EVT_ACL_CHECK, on_acl_check, nullptr);
     mosquitto_callback_unregister(s->id, MOSQ_EVT_MESSAGE, on_message, nullptr);
     mosquitto_callback_unregister(s->id, MOSQ_EVT_TICK, on_tick, nullptr);
+    mosquitto_callback_unregister(s->id, MOSQ_EVT_RELOAD, on_reload, nullptr);
     write_stats(*s, true);
     if (g_state == s) g_state = nullptr;
     delete s;

@@ -2,13 +2,12 @@
 
 #include <fcntl.h>
 #include <pwd.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -93,8 +92,8 @@ std::string current_user_name() {
 
 // --- broker user (identity and TLS) ---
 // As root, Mosquitto runs as `run_as_user` from the start (setpriv, see launch()): that user
-// owns state_dir (the configuration, the ACL, the stats file, copies of the TLS files) and
-// nothing else of Grove's.
+// owns its home (broker_home: the configuration, the ACL, the stats file, copies of the TLS
+// files and of the plugin), which state_dir links to, and nothing else of Grove's.
 
 bool drops_privileges(const broker_options& o) {
   return ::geteuid() == 0 && !o.run_as_user.empty();
@@ -109,34 +108,67 @@ std::optional<file_owner> lookup_user(const std::string& name) {
   return std::nullopt;
 }
 
-// The broker's user, created as a locked system user without home or shell if missing.
-caf::expected<file_owner> ensure_user(const std::string& name) {
+// The broker's user. It is created at install (tools/deps), never here: a missing user is
+// an installation fault, refused with the command that makes it.
+caf::expected<file_owner> require_user(const std::string& name) {
   if (auto u = lookup_user(name))
     return *u;
-  const char* exe = "/usr/sbin/useradd";
-  std::vector<std::string> args{exe,           "--system",   "--user-group", "--no-create-home",
-                                "--home-dir",  "/nonexistent", "--shell",    "/usr/sbin/nologin",
-                                "--comment",   "Grove MQTT broker", name};
-  std::vector<char*> argv;
-  for (auto& a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (int rc = ::posix_spawn(&pid, exe, nullptr, nullptr, argv.data(), environ); rc != 0)
-    return make_error(errc::system_error, "broker: cannot run useradd to create the user '" + name
-                                            + "': " + std::strerror(rc));
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (auto u = lookup_user(name))
-    return *u;
-  return make_error(errc::system_error, "broker: useradd could not create the user '" + name
-                                          + "' (status " + std::to_string(status) + ")");
+  return make_error(errc::invalid_config,
+                    "broker: the user '" + name + "' the broker runs as (broker.run_as_user) "
+                    "does not exist; it is made at install (tools/deps runs: useradd --system "
+                    "--user-group --no-create-home --home-dir /nonexistent --shell "
+                    "/usr/sbin/nologin " + name + "); Grove creates no users at runtime");
 }
 
-// Gives state_dir (and what is in it) to the broker's user, and lets it reach the directory:
-// every ancestor gets search (not read) permission for others where it lacks it.
-caf::error hand_over_state_dir(const fs::path& dir, file_owner owner) {
+// Dropped to run_as_user, the broker's files live outside groved's write dir, which stays
+// 0700: in <run_as_home_base>/<hash of state_dir>, a directory of the broker's own under a
+// root-owned 0755 base. state_dir becomes a symlink to it, so groved (root) and whoever reads
+// state_dir find everything where it was; the broker is only ever given the real path.
+fs::path broker_home(const broker_options& o) {
+  std::error_code ec;
+  auto key = fs::absolute(o.state_dir, ec).lexically_normal().string();
+  uint64_t h = 1469598103934665603ull; // FNV-1a: the same name on every build
+  for (unsigned char c : key)
+    h = (h ^ c) * 1099511628211ull;
+  char name[20];
+  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(h));
+  return o.run_as_home_base / name;
+}
+
+// Makes state_dir a symlink to broker_home(). A real directory there (an earlier version's,
+// or one made before the broker started) is replaced; the table in it is kept.
+caf::error link_state_dir(const broker_options& o) {
+  std::error_code ec;
+  auto home = broker_home(o);
+  auto fail = [&](const std::string& what) {
+    return make_error(errc::system_error, "broker: " + what + ": " + ec.message());
+  };
+  fs::create_directories(home, ec);
+  if (ec)
+    return fail("cannot create " + home.string());
+  if (::chmod(o.run_as_home_base.c_str(), 0755) != 0)
+    return make_error(errc::system_error, errno_text(("chmod " + o.run_as_home_base.string()).c_str()));
+  auto st = fs::symlink_status(o.state_dir, ec);
+  if (fs::is_symlink(st)) {
+    if (fs::read_symlink(o.state_dir, ec) == home)
+      return {};
+    fs::remove(o.state_dir, ec);
+  } else if (fs::exists(st)) {
+    auto acl = o.state_dir / "broker.acl";
+    if (fs::exists(acl, ec) && !fs::exists(home / "broker.acl", ec))
+      fs::copy_file(acl, home / "broker.acl", ec);
+    fs::remove_all(o.state_dir, ec);
+  }
+  ec.clear();
+  fs::create_directories(o.state_dir.parent_path(), ec);
+  fs::create_symlink(home, o.state_dir, ec);
+  if (ec)
+    return fail("cannot link " + o.state_dir.string() + " to " + home.string());
+  return {};
+}
+
+// Gives the broker's home (and what is in it) to the broker's user.
+caf::error hand_over_home(const fs::path& dir, file_owner owner) {
   std::error_code ec;
   auto chown_one = [&](const fs::path& p) -> caf::error {
     if (::lchown(p.c_str(), owner.uid, owner.gid) != 0)
@@ -152,12 +184,6 @@ caf::error hand_over_state_dir(const fs::path& dir, file_owner owner) {
       return err;
   if (ec)
     return make_error(errc::system_error, "broker: " + dir.string() + ": " + ec.message());
-  for (auto p = fs::absolute(dir).parent_path(); !p.empty() && p != p.root_path();
-       p = p.parent_path()) {
-    struct stat st {};
-    if (::stat(p.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) == 0)
-      ::chmod(p.c_str(), (st.st_mode & 07777) | S_IXOTH);
-  }
   return {};
 }
 
@@ -228,6 +254,21 @@ std::set<std::string> listening_inodes(uint16_t port) {
   return result;
 }
 
+
+// True when process `pid` has a handler for SIGHUP (SigCgt in /proc/PID/status). Mosquitto
+// installs its handlers only after its listeners are open, and SIGHUP's default action
+// would end it; setpriv, before it execs Mosquitto, has none.
+bool catches_sighup(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("SigCgt:", 0) != 0)
+      continue;
+    auto mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+    return (mask >> (SIGHUP - 1)) & 1u;
+  }
+  return false;
+}
 
 } // namespace
 
@@ -309,7 +350,7 @@ caf::error broker_process::check_options() const {
 
 caf::expected<std::string> broker_process::config_text() const {
   std::error_code ec;
-  auto state = fs::absolute(opts_.state_dir, ec);
+  auto state = drops_privileges(opts_) ? broker_home(opts_) : fs::absolute(opts_.state_dir, ec);
   if (ec)
     state = opts_.state_dir;
   auto max_packet = opts_.max_payload_bytes + 65536; // room for the topic and properties
@@ -318,7 +359,7 @@ caf::expected<std::string> broker_process::config_text() const {
       << "per_listener_settings false\n"
       << "allow_anonymous false\n"
       << "persistence false\n";
-  // As root: the dedicated run_as_user (see hand_over_state_dir). Otherwise keep the current
+  // As root: the dedicated run_as_user (see broker_home). Otherwise keep the current
   // user (Mosquitto 2.0 would drop to `mosquitto`, which cannot read the state dir).
   bool drop = drops_privileges(opts_);
   if (auto user = drop ? opts_.run_as_user : current_user_name(); !user.empty())
@@ -375,7 +416,8 @@ caf::expected<std::string> broker_process::config_text() const {
       << "plugin_opt_max_payload_bytes " << opts_.max_payload_bytes << "\n"
       << "plugin_opt_max_topic_bytes " << opts_.max_topic_bytes << "\n"
       << "plugin_opt_connect_timeout_ms " << opts_.connect_timeout.count() << "\n"
-      << "plugin_opt_listener_port " << opts_.port << "\n";
+      << "plugin_opt_listener_port " << opts_.port << "\n"
+      << "plugin_opt_check_interval_ms " << opts_.table_check_interval.count() << "\n";
   if (opts_.dev_mode)
     out << "plugin_opt_insecure_username_auth true\n";
   out << "plugin_opt_client_id_patterns";
@@ -396,32 +438,40 @@ caf::error broker_process::begin_start(process_owner owner,
     if (!text)
       return text.error();
     std::error_code ec;
+    bool drop = drops_privileges(opts_);
+    if (drop)
+      if (auto err = link_state_dir(opts_))
+        return err;
     fs::create_directories(opts_.state_dir, ec);
     if (ec)
       return make_error(errc::system_error, "broker: cannot create "
                                               + opts_.state_dir.string() + ": " + ec.message());
     // Mosquitto runs as the current user: owner access is what it needs.
     fs::permissions(opts_.state_dir, fs::perms::owner_all, fs::perm_options::add, ec);
-    conf_path_ = (fs::absolute(opts_.state_dir, ec) / "mosquitto.conf").string();
+    // The real path: the broker's user cannot pass through the write dir.
+    auto dir = drop ? broker_home(opts_) : fs::absolute(opts_.state_dir, ec);
+    conf_path_ = (dir / "mosquitto.conf").string();
     if (auto err = write_file_atomic(conf_path_, *text, 0600))
       return err;
     if (!fs::exists(acl_file(), ec))
       if (auto err = write_file_atomic(acl_file(), "# no things yet\n", 0600))
         return err;
     run_as_.reset();
-    if (drops_privileges(opts_)) {
-      auto user = ensure_user(opts_.run_as_user);
+    if (drop) {
+      auto user = require_user(opts_.run_as_user);
       if (!user)
         return user.error();
       run_as_ = *user;
       if (!opts_.dev_mode)
-        if (auto err = copy_tls_files(opts_, fs::absolute(opts_.state_dir) / "tls", *user))
+        if (auto err = copy_tls_files(opts_, dir / "tls", *user))
           return err;
-      if (auto err = copy_plugin(opts_.plugin_path, fs::absolute(opts_.state_dir) / kPluginCopy))
+      if (auto err = copy_plugin(opts_.plugin_path, dir / kPluginCopy))
         return err;
-      if (auto err = hand_over_state_dir(opts_.state_dir, *user))
+      if (auto err = hand_over_home(dir, *user))
         return err;
     }
+    // The counters of an earlier broker run: counted by whoever ran it.
+    fs::remove(stats_file(), ec);
     owner_ = std::move(owner);
     on_failed_ = std::move(on_failed);
     {
@@ -559,6 +609,9 @@ void broker_process::stop() {
 caf::error broker_process::write_acl(const std::string& text) {
   try {
     std::error_code ec;
+    if (drops_privileges(opts_))
+      if (auto err = link_state_dir(opts_))
+        return err;
     fs::create_directories(opts_.state_dir, ec);
     if (ec)
       return make_error(errc::system_error, "broker: cannot create " + opts_.state_dir.string()
@@ -566,7 +619,13 @@ caf::error broker_process::write_acl(const std::string& text) {
     std::optional<file_owner> owner;
     if (drops_privileges(opts_))
       owner = lookup_user(opts_.run_as_user); // none yet: begin_start hands the file over
-    return write_file_atomic(acl_file(), text, 0600, owner);
+    if (auto err = write_file_atomic(acl_file(), text, 0600, owner))
+      return err;
+    // Applied now rather than on the plugin's next periodic check.
+    if (auto pid = proc_.pid(); phase_ == phase::running && pid > 0 && catches_sighup(pid)
+                                && !proc_.signal(SIGHUP))
+      ++table_signals_;
+    return {};
   } catch (const std::exception& e) {
     return make_error(errc::system_error, std::string{"broker: write_acl: "} + e.what());
   }
@@ -579,6 +638,10 @@ void broker_process::on_restarted(std::function<void()> f) {
 bool broker_process::listening() const {
   auto pid = proc_.pid();
   return phase_ == phase::running && pid > 0 && child_listening(pid);
+}
+
+uint64_t broker_process::table_signals() const {
+  return table_signals_;
 }
 
 uint64_t broker_process::abrupt_disconnects() const {
@@ -685,7 +748,11 @@ caf::expected<broker_stats> read_broker_stats(const fs::path& file) {
         || !count("acl_reloads", result.acl_reloads)
         || !count("acl_errors", result.acl_errors)
         || !count("deferred_connect", result.deferred_connect)
-        || !count("idle_closed", result.idle_closed))
+        || !count("idle_closed", result.idle_closed)
+        || !count("acl_signal_reloads", result.acl_signal_reloads)
+        || !count("denied_subscribe", result.denied_subscribe)
+        || !count("wills_forwarded", result.wills_forwarded)
+        || !count("wills_dropped", result.wills_dropped))
       return make_error(errc::malformed, "broker stats: a counter in " + file.string()
                                            + " is not a non-negative integer");
     for (auto [key, out] : {std::pair{"denied_publish", &result.denied_publish},
@@ -702,6 +769,11 @@ caf::expected<broker_stats> read_broker_stats(const fs::path& file) {
                                                + " is not a non-negative integer");
         (*out)[thing] = n.get<uint64_t>();
       }
+    }
+    if (auto it = j.find("pid"); it != j.end()) {
+      if (!it->is_number_integer())
+        return make_error(errc::malformed, "broker stats: pid is not an integer");
+      result.pid = it->get<int64_t>();
     }
     if (auto it = j.find("last_acl_error"); it != j.end() && it->is_string())
       result.last_acl_error = it->get<std::string>();

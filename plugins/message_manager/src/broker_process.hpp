@@ -43,7 +43,8 @@ struct file_owner {
 
 /// How the managed broker is configured and supervised.
 struct broker_options {
-  /// Directory for mosquitto.conf, broker.acl, broker-stats.json and broker.log (created).
+  /// Directory for mosquitto.conf, broker.acl, broker-stats.json and broker.log (created;
+  /// a symlink to the broker's own directory when it drops to run_as_user).
   std::filesystem::path state_dir;
   /// The Mosquitto 2.0 executable.
   std::string mosquitto_exe = "/usr/sbin/mosquitto";
@@ -81,6 +82,10 @@ struct broker_options {
   std::chrono::milliseconds port_wait{3000};
   /// How long Mosquitto may take to listen.
   std::chrono::milliseconds start_timeout{5000};
+  /// How often the broker plugin stats the ACL file on its own (plugin_opt_check_interval_ms).
+  /// write_acl() signals the broker (SIGHUP), which applies a new table at once; this
+  /// only bounds the delay of a table written while no broker could take the signal.
+  std::chrono::milliseconds table_check_interval{1000};
   // --- identity and TLS ---
   /// Client ids a device may use (plugin_opt_client_id_patterns): "<thing>" and patterns
   /// starting with it, a trailing '*' matching any rest.
@@ -91,9 +96,13 @@ struct broker_options {
   std::string tls_ciphers = "ECDHE+AESGCM:ECDHE+CHACHA20";
   /// Revocation list checked at the TLS handshake (crlfile); empty = none.
   std::string crl_file;
-  /// When groved runs as root, the user the broker drops to (created if missing; owns
-  /// state_dir and nothing else). Ignored when groved is not root.
+  /// When groved runs as root, the user the broker drops to (made at install by
+  /// tools/deps; a missing user is refused). Ignored when groved is not root.
   std::string run_as_user = "grove-broker";
+  /// When groved runs as root, where the broker's own directories are made (root, 0755):
+  /// <base>/<hash of state_dir>, owned by run_as_user, 0700; state_dir links to it, so
+  /// groved's write dir stays closed (0700) to the broker.
+  std::filesystem::path run_as_home_base = "/var/lib/grove-broker";
 };
 
 /// Checks the identity and TLS options (client id patterns, TLS version and ciphers).
@@ -146,9 +155,15 @@ public:
   /// state_dir/broker-stats.json, the counters written by the broker plugin.
   std::filesystem::path stats_file() const;
 
-  /// Replaces the ACL file atomically (temporary file in the same directory + rename).
-  /// The plugin re-reads it within about a second; connections are kept.
+  /// Replaces the ACL file atomically (temporary file in the same directory + rename) and
+  /// sends the running broker SIGHUP: Mosquitto 2.0 keeps its connections and raises
+  /// MOSQ_EVT_RELOAD, on which the plugin re-reads the table. A broker not yet catching
+  /// SIGHUP (still starting) is not signalled; it reads the file at start or on its
+  /// periodic check (table_check_interval).
   caf::error write_acl(const std::string& text);
+
+  /// SIGHUPs sent by write_acl() since this object started.
+  uint64_t table_signals() const;
 
   /// Sets what runs on the owner's actor when the supervisor has started the broker
   /// again after an exit it did not ask for; the new broker may not listen yet
@@ -179,6 +194,7 @@ private:
   std::function<void(std::string)> on_failed_;
   std::function<void()> on_restarted_;
   std::atomic<uint64_t> abrupt_disconnects_ = 0;
+  uint64_t table_signals_ = 0;
   process proc_;
   // Atomic: the exit callback reads it (on the supervisor thread in broker_process_test).
   std::atomic<phase> phase_ = phase::idle;
@@ -205,6 +221,8 @@ struct broker_stats {
   uint64_t refused_connect = 0;
   /// Successful loads of the ACL file.
   uint64_t acl_reloads = 0;
+  /// Loads of the ACL file started by SIGHUP (write_acl), a subset of acl_reloads.
+  uint64_t acl_signal_reloads = 0;
   /// Failed loads of the ACL file.
   uint64_t acl_errors = 0;
   /// The last load error, empty after a successful load.
@@ -215,6 +233,15 @@ struct broker_stats {
   uint64_t deferred_connect = 0;
   /// Connections closed for sending nothing within the connect timeout.
   uint64_t idle_closed = 0;
+  /// SUBSCRIBE filters refused (no `deliver` rule could ever match them).
+  uint64_t denied_subscribe = 0;
+  /// Device wills published again, stamped with their device as source.
+  uint64_t wills_forwarded = 0;
+  /// Wills dropped (grove's own, on a `$` topic, or too many at once).
+  uint64_t wills_dropped = 0;
+  /// The process id of the broker that wrote the file; 0 from a plugin that does not say.
+  /// A file whose pid is not the running broker's is an earlier run's (stale).
+  int64_t pid = 0;
 };
 
 /// Reads and parses the broker plugin's stats file.

@@ -182,7 +182,8 @@ public:
         // baselines, or a reload would count them twice.
         for (auto* feed : {&m_.broker_restarts, &m_.denied_unknown, &m_.denied_delivery,
                            &m_.refused_connect, &m_.acl_reloads, &m_.acl_errors,
-                           &m_.deferred_connect, &m_.idle_closed})
+                           &m_.deferred_connect, &m_.idle_closed, &m_.denied_subscribe,
+                           &m_.wills_forwarded, &m_.wills_dropped})
           feed->rebase();
         rebase_devices_ = true;
         log_->info("took over the running broker (pid {}): devices stay connected",
@@ -665,6 +666,12 @@ private:
              "Connections closed without CONNACK while there was no group (told to retry)."},
            {&m_.idle_closed, "broker.idle_connections_closed",
              "Connections closed for sending nothing within broker.connect_timeout_seconds."},
+           {&m_.denied_subscribe, "broker.denied_subscribes",
+             "SUBSCRIBE filters refused: no subscription of the group delivers to them."},
+           {&m_.wills_forwarded, "broker.wills_forwarded",
+             "Device wills published, with their device as source."},
+           {&m_.wills_dropped, "broker.wills_dropped",
+             "Wills dropped (Grove's own, on a $ topic, or too many at once)."},
            {&m_.abrupt_disconnects, "broker.abrupt_disconnects",
              "Device connections that ended without a TLS close (power or network lost)."},
            {&m_.local_duplicates, "local_link.duplicates_dropped",
@@ -734,6 +741,17 @@ private:
     return {};
   }
 
+  // The totals of the broker's stats file start again at zero with each broker process.
+  void restart_broker_feeds() {
+    for (auto* feed : {&m_.denied_unknown, &m_.denied_delivery, &m_.refused_connect,
+                       &m_.acl_reloads, &m_.acl_errors, &m_.deferred_connect, &m_.idle_closed,
+                       &m_.denied_subscribe, &m_.wills_forwarded, &m_.wills_dropped})
+      feed->observe(0);
+    for (auto* feeds : {&m_.denied_per_device, &m_.oversize_per_device})
+      for (auto& [thing, feed] : *feeds)
+        feed.observe(0);
+  }
+
   void update_status() {
     if (broker_) {
       auto st = broker_->status();
@@ -748,7 +766,13 @@ private:
                                              st.last_exit.empty() ? ""
                                                                   : ", last exit: "
                                                                       + st.last_exit));
-      if (auto stats = read_broker_stats(broker_->stats_file())) {
+      // Only the running broker's file counts: one an earlier run left behind (groved
+      // restarted, or the broker restarted and has not written yet) was counted then.
+      auto stats = read_broker_stats(broker_->stats_file());
+      if (stats && st.pid > 0 && stats->pid == st.pid) {
+        if (stats_pid_ != 0 && stats_pid_ != stats->pid)
+          restart_broker_feeds(); // a new broker counts from zero
+        stats_pid_ = stats->pid;
         // Per-device totals feed one counter of `family` per device.
         auto observe_per_device = [this](const std::map<std::string, uint64_t>& totals,
                                          grove::counter_family& family,
@@ -772,6 +796,9 @@ private:
         m_.refused_connect.observe(stats->refused_connect);
         m_.acl_reloads.observe(stats->acl_reloads);
         m_.acl_errors.observe(stats->acl_errors);
+        m_.denied_subscribe.observe(stats->denied_subscribe);
+        m_.wills_forwarded.observe(stats->wills_forwarded);
+        m_.wills_dropped.observe(stats->wills_dropped);
         ctx_->set_status("broker_table", stats->last_acl_error.empty()
                                            ? std::string{"ok"}
                                            : "last error: " + stats->last_acl_error);
@@ -869,6 +896,8 @@ private:
   std::string kept_group_;
   // Set when a kept broker was adopted: its per-device totals seen first are baselines.
   bool rebase_devices_ = false;
+  // The broker process whose stats file was last counted (0: none yet).
+  int64_t stats_pid_ = 0;
   // The group in force, handed to the next instance.
   std::string group_bytes_;
   std::unique_ptr<mqtt_link> local_;
@@ -903,6 +932,9 @@ private:
     std::map<std::string, grove::counter_feed> oversize_per_device;
     grove::counter_feed deferred_connect;
     grove::counter_feed idle_closed;
+    grove::counter_feed denied_subscribe;
+    grove::counter_feed wills_forwarded;
+    grove::counter_feed wills_dropped;
     grove::counter_feed abrupt_disconnects;
     grove::gauge group_version;
     grove::gauge group_subscriptions;

@@ -3,6 +3,7 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "grove/errors.hpp"
 
@@ -112,6 +113,13 @@ caf::error spool::open_file() {
 }
 
 caf::error spool::load() {
+  // The file may be damaged or edited by hand (tests/fuzz/targets/mm_spool.cpp): what the
+  // spool never writes is refused, so that sequence numbers stay increasing and in the
+  // range SQLite's INTEGER keeps (a push after the last one must fit too).
+  constexpr int64_t max_seq = std::numeric_limits<int64_t>::max() - 1;
+  auto bad = [this](const std::string& what) {
+    return make_error(errc::malformed, "spool file '" + opts_.file.string() + "': " + what);
+  };
   // Meta first: the sent high-water mark decides what counts as a possible duplicate.
   auto meta = db_->prepare("SELECT key, value FROM meta");
   if (!meta)
@@ -123,7 +131,10 @@ caf::error spool::load() {
     if (!*row)
       break;
     auto key = (*meta)->column_text(0);
-    auto value = static_cast<uint64_t>((*meta)->column_int64(1));
+    auto raw = (*meta)->column_int64(1);
+    if ((key == "sent_hwm" || key == "next_seq") && (raw < 0 || raw > max_seq))
+      return bad(std::string{key} + " " + std::to_string(raw) + " is out of range");
+    auto value = static_cast<uint64_t>(raw);
     if (key == "sent_hwm")
       sent_hwm_ = value;
     else if (key == "next_seq")
@@ -140,9 +151,18 @@ caf::error spool::load() {
       return std::move(row.error());
     if (!*row)
       break;
-    auto seq = static_cast<uint64_t>(stmt.column_int64(0));
+    auto raw_seq = stmt.column_int64(0);
+    auto raw_qos = stmt.column_int64(3);
+    if (raw_seq < 1 || raw_seq > max_seq
+        || (!messages_.empty() && static_cast<uint64_t>(raw_seq) <= messages_.rbegin()->first))
+      return bad("message " + std::to_string(raw_seq)
+                 + ": sequence number out of range or not increasing");
+    if (stmt.column_is_null(1) || stmt.column_is_null(2) || raw_qos < 0 || raw_qos > 2)
+      return bad("message " + std::to_string(raw_seq) + ": no topic or payload, or QoS "
+                 + std::to_string(raw_qos));
+    auto seq = static_cast<uint64_t>(raw_seq);
     entry e{std::string{stmt.column_text(1)}, std::string{stmt.column_blob(2)},
-            static_cast<uint32_t>(stmt.column_int64(3)), 0};
+            static_cast<uint32_t>(raw_qos), 0};
     e.size = e.topic.size() + e.payload.size() + message_overhead;
     bytes_ += e.size;
     if (seq <= sent_hwm_)

@@ -415,6 +415,68 @@ BOOST_FIXTURE_TEST_CASE(write_acl_applies_live_and_stats_count_denials, fixture)
                         "left over: " << e.path());
 }
 
+// Issue 9: a group change reaches the broker when it is written, not on the plugin's next
+// periodic check. The check runs once an hour here and no client connects (a CONNECT also
+// checks the file), so only write_acl's SIGHUP can explain the new table; the subscriber
+// connected before the change keeps its connection and gets what the new table allows.
+BOOST_FIXTURE_TEST_CASE(write_acl_signals_the_broker_and_keeps_its_connections, fixture) {
+  opts.table_check_interval = std::chrono::hours{1};
+  broker_process bp{opts};
+  start_ab(bp);
+  check_conf({"plugin_opt_check_interval_ms 3600000"});
+  auto pid = bp.status().pid;
+  auto out = dir.path() / "B.out";
+  auto b = sub("B", "t/#", out);
+  BOOST_REQUIRE(deliver_until("A", "t/ab", "barrier", out));
+  BOOST_REQUIRE(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->pid == pid && s->acl_reloads == 1;
+  }));
+  BOOST_REQUIRE(!bp.write_acl(std::string{acl_ab} + "pub A t/cd\ndeliver A B t/cd\n"));
+  BOOST_CHECK_EQUAL(bp.table_signals(), 1u);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->acl_reloads == 2 && s->acl_signal_reloads == 1;
+  }));
+  BOOST_CHECK(deliver_until("A", "t/cd", "allowed-by-signal", out));
+  BOOST_CHECK_EQUAL(bp.status().pid, pid);
+  // B connected once: Mosquitto's reload on SIGHUP closed no connection.
+  auto log = read_all(opts.state_dir / "broker.log");
+  size_t connects = 0;
+  for (auto at = log.find(" as B-mosquitto_sub-"); at != std::string::npos;
+       at = log.find(" as B-mosquitto_sub-", at + 1))
+    ++connects;
+  BOOST_CHECK_EQUAL(connects, 1u);
+  BOOST_CHECK(log.find("Reloading config.") != std::string::npos);
+}
+
+// The stats file names the broker process that wrote it; one an earlier run left behind
+// is removed before a new broker starts (message_manager counts only the running
+// broker's file, see read_broker_stats).
+BOOST_FIXTURE_TEST_CASE(stats_file_names_its_broker_and_a_stale_one_is_removed, fixture) {
+  fs::create_directories(opts.state_dir);
+  std::ofstream{opts.state_dir / "broker-stats.json"} << R"({"denied_delivery":100000})";
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  grove::process_owner owner;
+  owner.post = [](std::function<void()> f) { f(); };
+  owner.log = std::make_shared<spdlog::logger>("message_manager", sink);
+  BOOST_REQUIRE(!bp.begin_start(owner, nullptr));
+  BOOST_CHECK(!fs::exists(bp.stats_file())); // Mosquitto starts on the next poll_start()
+  BOOST_REQUIRE(wait_until([&] {
+    auto r = bp.poll_start();
+    return !r || *r;
+  }, 20s));
+  BOOST_REQUIRE(bp.status().running);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->pid == bp.status().pid;
+  }));
+  auto s = read_broker_stats(bp.stats_file());
+  BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->denied_delivery, 0u);
+}
+
 BOOST_AUTO_TEST_CASE(read_broker_stats_rejects_malformed_files) {
   temp_dir dir;
   auto file = dir.path() / "stats.json";
@@ -425,9 +487,16 @@ BOOST_AUTO_TEST_CASE(read_broker_stats_rejects_malformed_files) {
   BOOST_CHECK(!read_broker_stats(file));
   std::ofstream{file} << R"({"denied_publish":{"S":3},"denied_publish_unknown":1,)"
                          R"("denied_delivery":12,"refused_connect":4,"acl_reloads":2,)"
-                         R"("acl_errors":1,"last_acl_error":"line 3: bad"})";
+                         R"("acl_errors":1,"last_acl_error":"line 3: bad","pid":4242,)"
+                         R"("denied_subscribe":5,"wills_forwarded":6,"wills_dropped":7,)"
+                         R"("acl_signal_reloads":1})";
   auto s = read_broker_stats(file);
   BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->pid, 4242);
+  BOOST_CHECK_EQUAL(s->denied_subscribe, 5u);
+  BOOST_CHECK_EQUAL(s->wills_forwarded, 6u);
+  BOOST_CHECK_EQUAL(s->wills_dropped, 7u);
+  BOOST_CHECK_EQUAL(s->acl_signal_reloads, 1u);
   BOOST_CHECK_EQUAL(s->denied_publish["S"], 3u);
   BOOST_CHECK_EQUAL(s->denied_publish_unknown, 1u);
   BOOST_CHECK_EQUAL(s->denied_delivery, 12u);
@@ -723,12 +792,26 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
   fs::copy_file(GROVE_BROKER_PLUGIN, hidden / "grove_broker_plugin.so");
   opts.plugin_path = hidden / "grove_broker_plugin.so";
+  // The state dir inside a write dir of groved's, 0700 (as groved makes it).
+  auto write_dir = dir.path() / "write";
+  fs::create_directories(write_dir);
+  fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+  opts.state_dir = write_dir / "plugins" / "message_manager" / "broker";
   broker_process bp{opts};
   start_ab(bp);
-  check_conf({("plugin " + (fs::absolute(opts.state_dir) / "grove_broker_plugin.so").string()
-               + "\n").c_str()});
+  // The broker's files are in a directory of its own outside the write dir, which stays
+  // closed to it (no search permission for others).
+  BOOST_REQUIRE(fs::is_symlink(opts.state_dir));
+  auto home = fs::canonical(opts.state_dir);
+  BOOST_CHECK(home.string().rfind(write_dir.string(), 0) != 0);
+  BOOST_CHECK_EQUAL(home.parent_path(), opts.run_as_home_base);
+  struct stat sw {};
+  BOOST_REQUIRE_EQUAL(::stat(write_dir.c_str(), &sw), 0);
+  BOOST_CHECK_EQUAL(sw.st_mode & 0777, 0700u);
+  check_conf({("plugin " + (home / "grove_broker_plugin.so").string() + "\n").c_str(),
+              ("plugin_opt_acl_file " + (home / "broker.acl").string() + "\n").c_str()});
   passwd* pw = ::getpwnam("grove-broker");
-  BOOST_REQUIRE_MESSAGE(pw != nullptr, "the user grove-broker was not created");
+  BOOST_REQUIRE_MESSAGE(pw != nullptr, "the user grove-broker is missing (tools/deps makes it)");
   BOOST_CHECK_NE(pw->pw_uid, 0u);
   auto uid = pw->pw_uid;
   // The running broker's real and effective user.
@@ -761,6 +844,27 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   BOOST_CHECK(deliver_until("A", "t/ab", "as-grove-broker", out));
   BOOST_REQUIRE(!bp.write_acl(std::string{acl_ab} + "pub A t/new\ndeliver A B t/new\n"));
   BOOST_CHECK(deliver_until("A", "t/new", "new-rule", out));
+}
+
+// The broker's user is made at install (tools/deps); at runtime a missing one is refused
+// with the way to make it, and no user is created.
+BOOST_FIXTURE_TEST_CASE(missing_broker_user_is_refused_not_created, fixture) {
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("not root: the broker keeps the current user; nothing to check");
+    return;
+  }
+  opts.run_as_user = "grove-no-such-user";
+  BOOST_REQUIRE(::getpwnam(opts.run_as_user.c_str()) == nullptr);
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = start(bp);
+  BOOST_REQUIRE(err);
+  BOOST_CHECK_EQUAL(err.code(), static_cast<uint8_t>(grove::errc::invalid_config));
+  BOOST_CHECK_MESSAGE(grove::describe(err).find("'grove-no-such-user'") != std::string::npos
+                        && grove::describe(err).find("tools/deps") != std::string::npos,
+                      grove::describe(err));
+  BOOST_CHECK(::getpwnam(opts.run_as_user.c_str()) == nullptr);
+  BOOST_CHECK(!bp.status().running);
 }
 
 BOOST_FIXTURE_TEST_CASE(abrupt_device_disconnect_is_counted_and_logged_at_debug, fixture) {

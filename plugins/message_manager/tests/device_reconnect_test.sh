@@ -15,6 +15,9 @@ HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=../broker/tests/broker_test_lib.sh
 source "$HERE/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl node ss "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=mm_test_lib.sh
+source "$HERE/mm_test_lib.sh"
+ABORT_LOGS=("$WORK/fleet.out")
 if [[ ! -d "$DEVICES/node_modules/mqtt" ]]; then
   echo "MQTT.js is not installed in $DEVICES (tools/deps runs npm ci there)"
   exit 1
@@ -29,27 +32,12 @@ cleanup_all() {
 }
 trap cleanup_all EXIT
 
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-abort() {
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  echo "--- fleet output"; tail -n 30 "$WORK/fleet.out" 2>/dev/null
-  finish
-}
 
 PUBLISHER=P
 SUBSCRIBERS=(S1 S2 S3)
 THINGS=("$PUBLISHER" "${SUBSCRIBERS[@]}")
 PKI=$WORK/pki
-if ! {
-  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
-  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  for t in "${THINGS[@]}" grove; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done
-} >"$WORK/certs.out" 2>&1; then
+if ! make_group_pki "$CERTS_TOOL" "$PKI" "${THINGS[@]}" grove >"$WORK/certs.out" 2>&1; then
   cat "$WORK/certs.out"
   abort "making the certificates"
 fi
@@ -81,15 +69,6 @@ plugins:
         client_key_file: $PKI/devices/grove.key
 EOF
 
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-status() { "$GROVECTL" status 2>&1; }
-status_has() {  # status_has TEXT [tries]
-  for _ in $(seq 1 "${2:-100}"); do
-    status | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 now_ms() { date +%s%3N; }
 # The time the broker's port first listens, polled from the moment groved starts.
 LISTENING_AT=""
@@ -107,7 +86,6 @@ start_groved() {
   [[ -n "$LISTENING_AT" ]] || abort "the broker did not listen on $PORT"
   status_has "local_link: connected" 200 || abort "Grove's client did not connect to the broker"
 }
-broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 
 # count EVENT THING: how many times the fleet reported EVENT for THING.
 count() { grep -c " $1 $2\$" "$WORK/fleet.out" 2>/dev/null; }

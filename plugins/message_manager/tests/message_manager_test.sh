@@ -14,6 +14,9 @@ HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=../broker/tests/broker_test_lib.sh
 source "$HERE/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=mm_test_lib.sh
+source "$HERE/mm_test_lib.sh"
+ABORT_LOGS=("$WORK/cloud.out")
 
 GROVED_PID=""
 CLOUD_PID=""
@@ -26,28 +29,13 @@ cleanup_all() {
 }
 trap cleanup_all EXIT
 
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-
-abort() {  # abort WHY: print context and stop
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  echo "--- cloud output"; tail -n 20 "$WORK/cloud.out" 2>/dev/null
-  finish
-}
-
 # ---- PKIs: the group's (devices, broker, Grove's client) and the cloud's ------------------
 PKI=$WORK/pki
 CLOUD_PKI=$WORK/cloud-pki
 FOREIGN=$WORK/foreign
 export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
 if ! {
-  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
-  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  for t in A B C grove intruder; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done &&
+  make_group_pki "$CERTS_TOOL" "$PKI" A B C grove intruder &&
   "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
   "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
   "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
@@ -192,16 +180,6 @@ check "a missing TLS file outside development mode: the plugin is refused, grove
   bash -c 'grep -q "broker.client_key_file is required outside development_mode" "$1" &&
            grep -q "ready: 0 of 1 plugins running" "$1"' _ "$WORK/nokey.out"
 
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-status() { "$GROVECTL" status 2>&1; }
-# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
-status_has() {
-  for _ in $(seq 1 "${2:-100}"); do
-    status | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 # metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
 # `grovectl status --json` (numbers are never parsed out of status text).
 metric() {
@@ -225,10 +203,14 @@ start_groved() {
   status_has "group: 'e2e'" 100 || abort "the plugin did not take the group"
   status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
 }
+# A stats file an earlier broker run left in the state directory (its totals were counted
+# by the groved that ran it): it must not be counted again.
+mkdir -p "$WORK/var/plugins/message_manager/broker"
+echo '{"denied_delivery":100000,"denied_subscribe":100000,"wills_forwarded":100000}' \
+  >"$WORK/var/plugins/message_manager/broker/broker-stats.json"
 start_groved
 pass "groved started the managed broker and took the group"
 
-broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 export GROVECTL
 export -f broker_pid status metric
 FIRST_BROKER_PID=$(broker_pid)
@@ -248,6 +230,31 @@ pub A a/other denied-2 >/dev/null 2>&1
 check "a publish no subscription allows is denied and counted per device in grovectl status" \
   metric_is broker.denied_publish 2 30 A
 check "... and reaches nobody" bash -c '! grep -q denied- "$1" "$2"' _ "$WORK/b.out" "$WORK/c.out"
+check "the stats file of an earlier broker run is not counted again" \
+  bash -c '(( $(metric broker.denied_deliveries) < 100000 ))'
+# A is the target of no subscription: whatever it subscribes to is refused in SUBACK.
+# shellcheck disable=SC2046
+timeout 5 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-nosub \
+  -t 'a/gets/nothing' -C 1 -W 2 >/dev/null 2>&1
+check "a refused subscription is counted in grovectl status" \
+  metric_is broker.denied_subscribes 1 30
+# A connected device with a will that loses its connection: the will follows route a-b.
+BROKER_LOG=$WORK/var/plugins/message_manager/broker/broker.log
+mkfifo "$WORK/will.fifo"  # mosquitto_pub -l keeps its connection while its stdin is open
+# shellcheck disable=SC2046
+mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-will -l -t a/to/b \
+  --will-topic a/to/b --will-payload will-of-a --will-qos 1 <"$WORK/will.fifo" >/dev/null 2>&1 &
+WILL_PID=$!
+SUB_PIDS+=("$WILL_PID")
+exec 8>"$WORK/will.fifo"
+if wait_for "$BROKER_LOG" " as A-will " 100; then
+  kill -9 "$WILL_PID" 2>/dev/null
+  check "a device's will reaches its route's target" wait_for "$WORK/b.out" "a/to/b will-of-a" 100
+  check "... and is counted in grovectl status" metric_is broker.wills_forwarded 1 30
+else
+  fail "the device with a will connected"
+fi
+exec 8>&-
 pub A f/to/b spoof -D publish user-property grove-source function:F >/dev/null 2>&1
 pub A a/to/b spoofed-src -D publish user-property grove-source function:F >/dev/null 2>&1
 wait_for "$WORK/b.out" spoofed-src

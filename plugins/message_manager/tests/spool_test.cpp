@@ -509,6 +509,40 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
   }
 }
 
+// Rows a spool never writes (a damaged or hand-edited file; tests/fuzz/targets/mm_spool.cpp
+// fuzzes this) are refused as malformed, naming the file: sequence numbers must stay
+// increasing and within SQLite's INTEGER, or the next push would reuse or wrap one.
+BOOST_AUTO_TEST_CASE(edited_rows_are_a_clear_error) {
+  temp_dir dir;
+  int n = 0;
+  auto edited = [&](const char* sql) {
+    auto file = dir.path() / ("edited-" + std::to_string(++n) + ".db");
+    spool_options opts;
+    opts.storage = spool_storage::file;
+    opts.file = file;
+    {
+      auto sp = open_ok(opts);
+      BOOST_REQUIRE(sp->push("t", "a"));
+      BOOST_REQUIRE(!sp->flush());
+    }
+    sqlite3* db = nullptr;
+    BOOST_REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+    BOOST_REQUIRE_MESSAGE(sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK,
+                          sqlite3_errmsg(db));
+    sqlite3_close(db);
+    auto sp = spool::open(opts);
+    BOOST_REQUIRE_MESSAGE(!sp, sql);
+    BOOST_TEST_MESSAGE(grove::describe(sp.error()));
+    BOOST_TEST(code_of(sp.error()) == grove::errc::malformed);
+    BOOST_TEST(grove::describe(sp.error()).find(file.string()) != std::string::npos);
+  };
+  edited("INSERT INTO spool VALUES(-3, 't', x'00', 1)");
+  edited("INSERT INTO spool VALUES(9223372036854775807, 't', x'00', 1)");
+  edited("INSERT INTO spool VALUES(7, 't', x'00', 7)");
+  edited("INSERT OR REPLACE INTO meta VALUES('next_seq', -1)");
+  edited("INSERT OR REPLACE INTO meta VALUES('sent_hwm', 9223372036854775807)");
+}
+
 BOOST_AUTO_TEST_CASE(write_error_never_accepted_and_recovers) {
   // A file-size limit (RLIMIT_FSIZE) in a child process makes SQLite's writes fail the
   // way a full disk does; raising it again is the space coming back.

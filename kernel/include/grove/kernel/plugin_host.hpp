@@ -19,6 +19,7 @@
 #include "grove/kernel/clock.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/metrics.hpp"
+#include "grove/kernel/slot_protocol.hpp"
 #include "grove/plugin.hpp"
 
 namespace spdlog {
@@ -186,7 +187,7 @@ public:
   std::shared_ptr<metric_registry> metrics_of(const std::string& name) const;
 
   /// The slot actor of `name` (for tests and the harness), or an invalid handle.
-  caf::actor slot_of(const std::string& name) const;
+  slot_actor slot_of(const std::string& name) const;
 
   /// The bus endpoint of `name`, or null.
   endpoint_ptr endpoint_of(const std::string& name) const;
@@ -195,7 +196,7 @@ private:
   struct loaded {
     std::string name;
     plugin_spec spec;
-    caf::actor slot;
+    slot_actor slot;
     endpoint_ptr ep;
     std::shared_ptr<slot_status> status;
     std::string isolation;
@@ -204,14 +205,17 @@ private:
   caf::expected<plugin_library_ptr> open(const plugin_spec& spec,
                                          YAML::Node* validated);
 
-  caf::expected<std::string> swap(const std::string& name, caf::message msg);
+  /// Sends `(atom, req)` (a reload or a reconfiguration) to the slot of `name` and
+  /// waits for its answer.
+  template <class Atom, class Request>
+  caf::expected<std::string> swap(const std::string& name, Atom atom, Request req);
 
   /// Fails with duplicate_plugin when `name` is loaded or being loaded; mtx_ held.
   caf::error check_free(const std::string& name) const;
 
   /// Gives up on a slot that does not answer: it stops once its handler returns, and
   /// counts as abandoned until then.
-  void abandon(const caf::actor& slot);
+  void abandon(const slot_actor& slot);
 
   std::atomic<uint64_t> copies_{0};
   std::shared_ptr<std::atomic<size_t>> abandoned_
