@@ -82,8 +82,8 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     return "{\"targets\":" + std::to_string(*routed) + "}";
   }
   if (mode == "shadow") {
-    // Reports the payload as lamp's shadow state; the accepted document is the reply.
-    auto doc = gf::update_thing_shadow("lamp", "{\"state\":{\"reported\":" + payload + "}}");
+    // Sends the payload as an update of lamp's shadow; the accepted document is the reply.
+    auto doc = gf::update_thing_shadow("lamp", payload);
     if (!doc)
       throw std::runtime_error("update_thing_shadow: " + doc.error);
     return *doc;
