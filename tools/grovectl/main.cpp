@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
 #include "grove/kernel/plugin_name.hpp"
+#include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/shadow/client.hpp"
 
@@ -750,6 +752,111 @@ int run_sub(connection& conn, const options& opts, const std::string& filter,
   return exit_ok;
 }
 
+/// Sends `msg` as a request through groved (the `call` path): the transport of the
+/// typed clients (grove::function_runtime).
+caf::expected<grove::Envelope> request_through(connection& conn, const options& opts,
+                                               grove::Envelope msg) {
+  grove::control::Request req;
+  *req.mutable_call()->mutable_msg() = std::move(msg);
+  if (opts.timeout > 1)
+    req.mutable_call()->set_timeout_ms((opts.timeout - 1) * 1000);
+  int rc = exit_ok;
+  return call_daemon(conn, req, rc);
+}
+
+/// `functions`: each function of function_runtime with its instances and counters.
+int run_functions(connection& conn, const options& opts) {
+  auto list = grove::function_runtime::list(
+    [&](grove::Envelope e) { return request_through(conn, opts, std::move(e)); });
+  if (!list)
+    return fail(exit_daemon_error, grove::describe(list.error()));
+  if (opts.json) {
+    for (const auto& f : list->functions())
+      print_json({{"name", f.name()}, {"valid", f.valid()}, {"pinned", f.pinned()},
+                  {"instances", f.instances()}, {"busy", f.busy()}, {"queued", f.queued()},
+                  {"max_instances", f.max_instances()}, {"max_queue", f.max_queue()},
+                  {"invocations", f.invocations()}, {"errors", f.errors()},
+                  {"timeouts", f.timeouts()}, {"refused", f.refused()},
+                  {"memory_hwm_kb", f.memory_hwm_kb()}, {"last_error", f.last_error()},
+                  {"log_file", f.log_file()}});
+    return exit_ok;
+  }
+  std::printf("%-20s %-9s %9s %9s %11s %7s %8s %7s %9s  %s\n", "NAME", "KIND", "INSTANCES",
+              "QUEUED", "INVOCATIONS", "ERRORS", "TIMEOUTS", "REFUSED", "MEM_HWM", "LAST ERROR");
+  for (const auto& f : list->functions()) {
+    auto inst = std::to_string(f.instances()) + "/" + std::to_string(f.max_instances());
+    auto queue = std::to_string(f.queued()) + "/" + std::to_string(f.max_queue());
+    auto mem = std::to_string(f.memory_hwm_kb()) + "kB";
+    std::printf("%-20s %-9s %9s %9s %11llu %7llu %8llu %7llu %9s  %s\n", f.name().c_str(),
+                !f.valid() ? "invalid" : f.pinned() ? "pinned" : "on-demand", inst.c_str(),
+                queue.c_str(), static_cast<unsigned long long>(f.invocations()),
+                static_cast<unsigned long long>(f.errors()),
+                static_cast<unsigned long long>(f.timeouts()),
+                static_cast<unsigned long long>(f.refused()), mem.c_str(),
+                f.last_error().c_str());
+  }
+  return exit_ok;
+}
+
+/// `invoke`: runs a function with a payload; prints its reply, exit 1 with the error.
+int run_invoke(connection& conn, const options& opts, const std::string& name,
+               const std::string& payload, bool event) {
+  if (event) {
+    message_options mo;
+    return run_pub(conn, opts, std::string{grove::function_runtime::event_prefix} + name,
+                   payload, mo);
+  }
+  auto reply = request_through(conn, opts, grove::function_runtime::make_invoke(name, payload));
+  if (!reply)
+    return fail(exit_daemon_error, grove::describe(reply.error()));
+  auto line = valid_utf8(reply->payload()) ? reply->payload()
+                                           : "base64:" + base64(reply->payload());
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  return exit_ok;
+}
+
+/// `logs`: prints a function's log (the path comes from function_runtime); with
+/// `follow`, goes on printing what is appended until Ctrl-C.
+int run_logs(connection& conn, const options& opts, const std::string& name, bool follow) {
+  auto list = grove::function_runtime::list(
+    [&](grove::Envelope e) { return request_through(conn, opts, std::move(e)); });
+  if (!list)
+    return fail(exit_daemon_error, grove::describe(list.error()));
+  std::string path;
+  for (const auto& f : list->functions())
+    if (f.name() == name)
+      path = f.log_file();
+  if (path.empty())
+    return fail(exit_daemon_error, "no function '" + name + "'");
+  if (follow && !install_interrupt_handler())
+    return fail(exit_daemon_error, "cannot handle signals");
+  off_t offset = 0;
+  for (;;) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      struct stat st{};
+      if (::fstat(fd, &st) == 0 && st.st_size < offset)
+        offset = 0; // rotated: the new file starts over
+      char buf[65536];
+      ssize_t n;
+      while ((n = ::pread(fd, buf, sizeof buf, offset)) > 0) {
+        std::fwrite(buf, 1, static_cast<size_t>(n), stdout);
+        offset += n;
+      }
+      ::close(fd);
+      std::fflush(stdout);
+    } else if (!follow) {
+      return fail(exit_daemon_error, "cannot read " + path + ": " + std::strerror(errno));
+    }
+    if (!follow)
+      return exit_ok;
+    pollfd p{interrupt_pipe[0], POLLIN, 0};
+    if (::poll(&p, 1, 250) > 0)
+      return exit_ok; // Ctrl-C
+  }
+}
+
 /// Parses the command line and runs one command; returns the exit code.
 int run(int argc, char** argv) {
   CLI::App app{"grovectl: operate a running groved over its control socket.\n"
@@ -829,6 +936,19 @@ int run(int argc, char** argv) {
     ->required();
   sub->add_option("--count,-n", count, "Exit after this many messages");
 
+  auto* functions = app.add_subcommand(
+    "functions", "List function_runtime's functions: kind, instances, queue, invocations, "
+                 "errors, timeouts, refused work, memory high-water mark, last error");
+  bool event = false;
+  auto* invoke = app.add_subcommand(
+    "invoke", "Invoke function NAME; prints its reply, exit 1 with the error");
+  invoke->add_option("NAME", name, "Function name")->required();
+  invoke->add_option("--payload", payload, "Payload (default: {})");
+  invoke->add_flag("--event", event, "Queue it as an event: no reply awaited");
+  bool follow = false;
+  auto* logs = app.add_subcommand("logs", "Print a function's log");
+  logs->add_option("NAME", name, "Function name")->required();
+  logs->add_flag("-f,--follow", follow, "Keep printing what is appended, until Ctrl-C");
   shadow_options so;
   auto* shadow = app.add_subcommand(
     "shadow", "Get, update, delete or list a thing's shadows (the shadow plugin's bus "
@@ -875,7 +995,7 @@ int run(int argc, char** argv) {
   connection conn;
   if (auto rc = conn.open(path))
     return rc;
-  if (!sub->parsed() && opts.timeout > 0)
+  if (!sub->parsed() && !(logs->parsed() && follow) && opts.timeout > 0)
     conn.set_timeout(opts.timeout);
 
   if (status->parsed())
@@ -907,6 +1027,12 @@ int run(int argc, char** argv) {
     return run_sub(conn, opts, filter, count);
   if (call->parsed())
     return run_call(conn, opts, topic, payload, mo);
+  if (functions->parsed())
+    return run_functions(conn, opts);
+  if (invoke->parsed())
+    return run_invoke(conn, opts, name, payload.empty() ? "{}" : payload, event);
+  if (logs->parsed())
+    return run_logs(conn, opts, name, follow);
   if (shadow->parsed())
     return run_shadow(conn, opts, so);
   return fail(exit_usage, "no command given");

@@ -71,6 +71,8 @@ struct harness_options {
   bool manual_time = false;
   /// Sources the plugin may set besides its name (the profile's may_claim).
   std::vector<std::string> may_claim;
+  /// A group definition file the kernel serves (`kernel.group`); empty: none.
+  std::filesystem::path group_file;
 };
 
 /// One plugin in one real kernel.

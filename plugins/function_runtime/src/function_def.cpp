@@ -1,0 +1,219 @@
+#include "function_def.hpp"
+
+#include "code_archive.hpp"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "grove/errors.hpp"
+#include "grove/topic.hpp"
+
+namespace grove::fn {
+
+namespace {
+
+config_map<event_source> event_source_map() {
+  return config_map<event_source>{}
+    .key_no_default("topic", &event_source::topic, required,
+                    "PUB_SUB: a local topic (no wildcards); IOT_CORE: a cloud topic filter")
+    .key("type", &event_source::type, "PUB_SUB", one_of{"PUB_SUB", "IOT_CORE"},
+         "where the messages come from");
+}
+
+config_map<volume> volume_map() {
+  return config_map<volume>{}
+    .key_no_default("sourcePath", &volume::source_path, required, "path on the device")
+    .key_no_default("destinationPath", &volume::destination_path, required,
+                    "path inside the sandbox")
+    .key("permission", &volume::permission, "ro", one_of{"ro", "rw"}, "access")
+    .key("addGroupOwner", &volume::add_group_owner, false,
+         "add the source's group owner to the function's groups");
+}
+
+config_map<device> device_map() {
+  return config_map<device>{}
+    .key_no_default("path", &device::path, required, "device node under /dev")
+    .key("permission", &device::permission, "ro", one_of{"ro", "rw"}, "access")
+    .key("addGroupOwner", &device::add_group_owner, false,
+         "add the device's group owner to the function's groups");
+}
+
+config_map<container_params> container_map() {
+  return config_map<container_params>{}
+    .key("memorySizeInKB", &container_params::memory_size_kb, 16384,
+         range::at_least(2048), "memory limit (the sandbox, issue 13)")
+    .key("mountROSysfs", &container_params::mount_ro_sysfs, false,
+         "mount /sys read-only in the sandbox")
+    .list("volumes", &container_params::volumes, volume_map())
+    .list("devices", &container_params::devices, device_map());
+}
+
+config_map<process_params> process_map() {
+  return config_map<process_params>{}
+    .key("isolationMode", &process_params::isolation_mode, "GreengrassContainer",
+         one_of{"GreengrassContainer", "NoContainer"},
+         "GreengrassContainer is not enforced until the sandbox (issue 13) lands")
+    .section("containerParams", &process_params::container, container_map(),
+             "limits and resources of the sandbox");
+}
+
+config_map<user_params> user_map() {
+  return config_map<user_params>{}
+    .key_no_default("uid", &user_params::uid, range{0, 4294967294},
+                    "user id; absent: the runtime's default_user")
+    .key_no_default("gid", &user_params::gid, range{0, 4294967294},
+                    "group id; absent: the user's primary group");
+}
+
+} // namespace
+
+config_map<function_def> function_def::map() {
+  return config_map<function_def>{}
+    .key("runtime", &function_def::runtime, "executable", one_of{"executable", "python3"},
+         "what the code is (python3: not yet)")
+    .key_no_default("handler", &function_def::handler, required,
+                    "executable: the program, relative to codeUri")
+    .key("codeUri", &function_def::code_uri, "",
+         "directory of the code, or a .zip/.tar.gz of it; relative to the group file's "
+         "directory")
+    .key("codeSha256", &function_def::code_sha256, "",
+         "SHA-256 (hex) of an archive codeUri; required for one")
+    .section("runAs", &function_def::run_as, user_map(), "user and group of the instances")
+    .key("pinned", &function_def::pinned, true,
+         "one long-lived instance (true) or instances on demand (false)")
+    .key("maxQueueSize", &function_def::max_queue_size, 1000, range{0, 1000000},
+         "work items waiting; beyond, new work is refused and counted")
+    .key("maxInstancesCount", &function_def::max_instances_count, 100, range{1, 1000},
+         "on-demand instances at once")
+    .key("maxIdleTimeInSeconds", &function_def::max_idle_time_s, 60, range{1, 86400},
+         "an idle on-demand instance exits after this")
+    .key("timeoutInSeconds", &function_def::timeout_s, 3, range{1, 86400},
+         "an item running longer ends its instance (SIGTERM, then SIGKILL)")
+    .key("statusTimeoutInSeconds", &function_def::status_timeout_s, 60, range{1, 86400},
+         "an instance that has not said hello within this is ended")
+    .key("inputPayloadEncodingType", &function_def::input_encoding, "json",
+         one_of{"json", "binary"}, "json: a payload that is not JSON is refused")
+    .key("execArgs", &function_def::exec_args, std::vector<std::string>{},
+         "arguments after the program")
+    .list("eventSources", &function_def::event_sources, event_source_map())
+    .section("linuxProcessParams", &function_def::process, process_map(),
+             "isolation and its limits")
+    .validate([](const function_def& d) -> caf::error {
+      if (d.runtime == "python3")
+        return make_error(errc::invalid_config,
+                          "runtime: python3 is not supported yet (the Python SDK comes "
+                          "next); use executable");
+      if (d.handler.empty())
+        return make_error(errc::invalid_config, "handler: empty");
+      for (size_t i = 0; i < d.event_sources.size(); ++i) {
+        const auto& s = d.event_sources[i];
+        auto where = "eventSources[" + std::to_string(i) + "].topic: ";
+        if (s.type == "PUB_SUB" && validate_topic(s.topic))
+          return make_error(errc::invalid_config,
+                            where + "a PUB_SUB source is one local topic, without wildcards");
+        if (s.type == "IOT_CORE" && validate_filter(s.topic))
+          return make_error(errc::invalid_config, where + "not a valid MQTT filter");
+      }
+      return {};
+    });
+}
+
+caf::expected<function_def> parse_function(std::string_view yaml, std::string_view origin,
+                                            const std::filesystem::path& base) {
+  static const auto map = function_def::map();
+  // environmentVariables is an open map of names to strings, which the config map has
+  // no key kind for: validate it as `any`, then read it here with the same error form.
+  auto fields = map.fields();
+  detail::config_field env;
+  env.name = "environmentVariables";
+  env.type = "any";
+  env.doc = "NAME: VALUE pairs for the instances' environment";
+  fields.push_back(env);
+  auto node = detail::validate(fields, yaml, origin);
+  if (!node)
+    return node.error();
+  auto def = map.parse(*node);
+  if (!def)
+    return make_error(errc::invalid_config,
+                      std::string{origin} + ": " + describe(def.error()));
+  auto vars = detail::child(*node, "environmentVariables");
+  if (!detail::absent(vars)) {
+    if (!vars.IsMap())
+      return make_error(errc::invalid_config,
+                        std::string{origin} + ": environmentVariables: expected a map");
+    for (auto kv : vars) {
+      auto name = kv.first.Scalar();
+      if (name.empty() || name.find('=') != std::string::npos
+          || name.find('\0') != std::string::npos || !kv.second.IsScalar())
+        return make_error(errc::invalid_config,
+                          std::string{origin} + ": environmentVariables." + name
+                            + ": a name without '=' and a scalar value");
+      def->environment.emplace_back(name, kv.second.Scalar());
+    }
+  }
+  if (!def->code_uri.empty()) {
+    std::filesystem::path uri{def->code_uri};
+    if (uri.is_relative())
+      uri = base / uri;
+    def->code_uri = uri.lexically_normal().string();
+    if (is_code_archive(def->code_uri) && def->code_sha256.size() != 64)
+      return make_error(errc::invalid_config,
+                        std::string{origin} + ": codeSha256: an archive codeUri needs its "
+                                              "SHA-256 (64 hex digits)");
+  }
+  return def;
+}
+
+config_map<runtime_config> runtime_config::map() {
+  return config_map<runtime_config>{}
+    .key("default_user", &runtime_config::default_user, "grove-fn",
+         "user functions run as when their runAs has no uid (tools/deps creates it)")
+    .key("max_frame_bytes", &runtime_config::max_frame_bytes, 4 << 20,
+         range{4096, 15 << 20}, "largest IPC frame; a larger one ends the instance")
+    .key("log_max_bytes", &runtime_config::log_max_bytes, 1 << 20, range{4096, 1 << 30},
+         "a function's log is rotated past this size")
+    .key("log_files", &runtime_config::log_files, 3, range{1, 100},
+         "rotated logs kept per function (<name>.log.1 ... .N)")
+    .key("max_pending_frames", &runtime_config::max_pending_frames, 1024,
+         range{16, 1000000},
+         "frames and publishes in flight per instance; beyond, the instance is ended")
+    .key("stop_grace_ms", &runtime_config::stop_grace_ms, 1000, range{0, 60000},
+         "between SIGTERM and SIGKILL when an instance is ended")
+    .key("call_timeout_ms", &runtime_config::call_timeout_ms, 10000, range{1, 3600000},
+         "a function's invoke of another function, when it gives no timeout");
+}
+
+caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
+                                                    const std::string& default_user) {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (def.run_as.uid) {
+    uid = static_cast<uid_t>(*def.run_as.uid);
+    if (def.run_as.gid) {
+      gid = static_cast<gid_t>(*def.run_as.gid);
+    } else {
+      auto* pw = ::getpwuid(uid);
+      gid = pw != nullptr ? pw->pw_gid : static_cast<gid_t>(uid);
+    }
+  } else {
+    errno = 0;
+    auto* pw = ::getpwnam(default_user.c_str());
+    if (pw == nullptr)
+      return make_error(errc::invalid_config,
+                        "runAs: the default user '" + default_user
+                          + "' does not exist (tools/deps creates it: useradd --system "
+                          + default_user + "); or give runAs.uid");
+    uid = pw->pw_uid;
+    gid = def.run_as.gid ? static_cast<gid_t>(*def.run_as.gid) : pw->pw_gid;
+  }
+  if (::geteuid() != 0 && (uid != ::geteuid() || gid != ::getegid()))
+    return make_error(errc::not_authorized,
+                      "runAs: switching to uid " + std::to_string(uid) + " gid "
+                        + std::to_string(gid) + " needs groved to run as root");
+  return std::make_pair(uid, gid);
+}
+
+} // namespace grove::fn

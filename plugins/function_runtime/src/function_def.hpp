@@ -1,0 +1,176 @@
+#pragma once
+
+// A function's definition as the group gives it (functions[].config), validated with
+// the SDK's config map: the parameters of shared/REFERENCE.md ("Functions", v2 names)
+// plus what the code is (runtime, handler, codeUri, runAs). And the runtime plugin's own
+// configuration.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "grove/config_map.hpp"
+
+namespace grove::fn {
+
+/// eventSources[]: a topic the function takes messages from.
+struct event_source {
+  /// PUB_SUB: a local bus topic (no wildcards); IOT_CORE: a cloud topic filter.
+  std::string topic;
+  /// PUB_SUB or IOT_CORE.
+  std::string type;
+
+  /// Field-by-field equality.
+  bool operator==(const event_source&) const = default;
+};
+
+/// containerParams.volumes[] (kept for the sandbox, issue 13).
+struct volume {
+  /// Path on the device.
+  std::string source_path;
+  /// Path inside the sandbox.
+  std::string destination_path;
+  /// ro or rw.
+  std::string permission;
+  /// Add the source's group owner to the function's groups.
+  bool add_group_owner = false;
+
+  /// Field-by-field equality.
+  bool operator==(const volume&) const = default;
+};
+
+/// containerParams.devices[] (kept for the sandbox, issue 13).
+struct device {
+  /// Device node under /dev.
+  std::string path;
+  /// ro or rw.
+  std::string permission;
+  /// Add the device's group owner to the function's groups.
+  bool add_group_owner = false;
+
+  /// Field-by-field equality.
+  bool operator==(const device&) const = default;
+};
+
+/// containerParams (kept for the sandbox, issue 13).
+struct container_params {
+  /// Memory limit of the container.
+  int64_t memory_size_kb = 16384;
+  /// Mount /sys read-only in the container.
+  bool mount_ro_sysfs = false;
+  /// Volumes.
+  std::vector<volume> volumes;
+  /// Devices.
+  std::vector<device> devices;
+
+  /// Field-by-field equality.
+  bool operator==(const container_params&) const = default;
+};
+
+/// linuxProcessParams.
+struct process_params {
+  /// GreengrassContainer or NoContainer.
+  std::string isolation_mode;
+  /// containerParams.
+  container_params container;
+
+  /// Field-by-field equality.
+  bool operator==(const process_params&) const = default;
+};
+
+/// runAs: the user and group the instances run as.
+struct user_params {
+  /// User id; absent: the runtime's default user.
+  std::optional<int64_t> uid;
+  /// Group id; absent: the user's primary group.
+  std::optional<int64_t> gid;
+
+  /// Field-by-field equality.
+  bool operator==(const user_params&) const = default;
+};
+
+/// One function's definition.
+struct function_def {
+  /// executable (python3: later).
+  std::string runtime;
+  /// The program (executable), relative to codeUri.
+  std::string handler;
+  /// A directory holding the code, or a .zip/.tar.gz of it; relative to the group
+  /// file's directory.
+  std::string code_uri;
+  /// SHA-256 (hex) of an archive codeUri; required for one.
+  std::string code_sha256;
+  /// runAs.
+  user_params run_as;
+  /// One long-lived instance (true) or instances on demand.
+  bool pinned = true;
+  /// Work items waiting beyond this are refused.
+  int64_t max_queue_size = 1000;
+  /// Instances at once (on-demand).
+  int64_t max_instances_count = 100;
+  /// An idle on-demand instance exits after this.
+  int64_t max_idle_time_s = 60;
+  /// An item running longer ends its instance.
+  int64_t timeout_s = 3;
+  /// An instance that has not said hello within this is ended.
+  int64_t status_timeout_s = 60;
+  /// json or binary.
+  std::string input_encoding;
+  /// Extra arguments after the program.
+  std::vector<std::string> exec_args;
+  /// NAME=VALUE pairs added to the instances' environment.
+  std::vector<std::pair<std::string, std::string>> environment;
+  /// eventSources.
+  std::vector<event_source> event_sources;
+  /// linuxProcessParams.
+  process_params process;
+
+  /// The config map of everything but environmentVariables (an open map, read apart).
+  static config_map<function_def> map();
+
+  /// Field-by-field equality (a group change that leaves a function alone keeps it
+  /// running).
+  bool operator==(const function_def&) const = default;
+};
+
+/// Validates and reads one function's config (YAML text from the group). Errors read
+/// `<origin>:<line>:<col>: <key>: <what>`. Relative codeUri resolves against `base`.
+caf::expected<function_def> parse_function(std::string_view yaml, std::string_view origin,
+                                           const std::filesystem::path& base);
+
+/// The runtime plugin's own configuration (the image profile's entry).
+struct runtime_config {
+  /// User functions run as when their runAs has no uid.
+  std::string default_user;
+  /// Largest IPC frame either side may send.
+  int64_t max_frame_bytes = 0;
+  /// A function's log file is rotated past this size.
+  int64_t log_max_bytes = 0;
+  /// Rotated log files kept (<name>.log.1 ... .N).
+  int64_t log_files = 0;
+  /// Frames a worker may have waiting for the runtime, and publishes in flight: beyond,
+  /// the instance is ended as a flood.
+  int64_t max_pending_frames = 0;
+  /// Between SIGTERM and SIGKILL when an instance is ended.
+  int64_t stop_grace_ms = 0;
+  /// Timeout of a function's invoke of another function when it names none.
+  int64_t call_timeout_ms = 0;
+
+  /// The config map.
+  static config_map<runtime_config> map();
+};
+
+/// The uid and gid an instance of `def` runs as: runAs, else `default_user` (which must
+/// exist). Errors: a missing user, a runAs that needs root when groved is not root.
+caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
+                                                    const std::string& default_user);
+
+} // namespace grove::fn

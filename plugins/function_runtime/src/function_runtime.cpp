@@ -1,0 +1,1080 @@
+// function_runtime: the design card's "lambda runtime". Runs the group's user functions
+// (functions[].config) as worker processes on grove::process, one work item per instance
+// at a time, fed from message_manager (mm-1), PUB_SUB event sources and direct
+// invocation, and talks to each instance over its own socketpair with length-prefixed
+// grove.fn.Frame messages (function.proto, the kernel's framing). See README.md.
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "code_archive.hpp"
+#include "function_def.hpp"
+#include "function_log.hpp"
+#include "ipc.hpp"
+#include "grove/config_map.hpp"
+#include "grove/function_runtime/client.hpp"
+#include "grove/kernel/control.hpp"
+#include "grove/kernel/group_client.hpp"
+#include "grove/message_manager/client.hpp"
+#include "grove/supervision.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using grove::errc;
+using grove::make_error;
+namespace fs = std::filesystem;
+namespace gfn = grove::fn;
+
+/// Where message_manager hands messages to functions (mm-1).
+constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
+
+/// The group's change events, from the kernel.
+constexpr std::string_view group_current = "$grove/group/current";
+
+/// One work item: a message for a function, and the request to answer, if any.
+struct work_item {
+  uint64_t seq = 0;
+  std::optional<grove::Envelope> request;
+  std::string payload;
+  std::string subject;
+  std::string source;
+  std::string content_type;
+};
+
+enum class inst_state { starting, idle, busy, ending };
+
+/// One worker process and its end of the socketpair.
+struct instance {
+  uint64_t id = 0;
+  std::string token;
+  int fd = -1;
+  grove::process proc;
+  std::thread reader;
+  // Frames read but not yet handled on the actor, and their bytes (the reader's bound).
+  std::shared_ptr<std::atomic<int64_t>> pending = std::make_shared<std::atomic<int64_t>>(0);
+  std::shared_ptr<std::atomic<int64_t>> pending_bytes
+    = std::make_shared<std::atomic<int64_t>>(0);
+  inst_state state = inst_state::starting;
+  std::optional<work_item> item;
+  grove::timer_id hello_timer = 0;
+  grove::timer_id deadline_timer = 0;
+  uint64_t idle_gen = 0;
+  int64_t publishes_in_flight = 0;
+  bool retire = false;     // its definition changed: end it once idle, start anew
+  bool saw_hello = false;
+  bool orderly = false;    // the runtime ended it with no fault (idle, retired)
+  bool faulted = false;    // the runtime ended it for a fault, already counted
+  pid_t pid = 0;
+};
+
+/// One function: its definition and instances, queue and counters.
+struct function_state {
+  std::string name;
+  std::optional<gfn::function_def> def;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::filesystem::path code_dir; // codeUri, or where its archive was unpacked
+  std::string def_error;
+  std::deque<work_item> queue;
+  std::map<uint64_t, std::unique_ptr<instance>> instances;
+  grove::failure_tracker failures;
+  grove::timer_id backoff_timer = 0;
+  bool gave_up = false;
+  bool removed = false;
+  uint64_t invocations = 0, errors = 0, timeouts = 0, refused = 0;
+  uint64_t memory_hwm_kb = 0;
+  std::string last_error;
+  std::unique_ptr<gfn::function_log> log;
+};
+
+/// Random hex for tokens and invocation ids.
+std::string random_hex(size_t bytes) {
+  static thread_local std::mt19937_64 gen{std::random_device{}()};
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes * 2);
+  for (size_t i = 0; i < bytes; i += 8) {
+    auto x = gen();
+    for (size_t j = 0; j < 8 && i + j < bytes; ++j, x >>= 8) {
+      out += digits[(x >> 4) & 0xf];
+      out += digits[x & 0xf];
+    }
+  }
+  return out;
+}
+
+/// VmHWM of `pid` in kB, 0 when unknown.
+uint64_t memory_hwm_kb(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with("VmHWM:"))
+      return std::strtoull(line.c_str() + 6, nullptr, 10);
+  return 0;
+}
+
+class function_runtime : public grove::typed_plugin<gfn::runtime_config> {
+public:
+  caf::error init(grove::context& ctx, const gfn::runtime_config& cfg) override {
+    ctx_ = &ctx;
+    cfg_ = cfg;
+    // state_dir is <write_dir>/plugins/<name>/: the logs go to <write_dir>/logs/.
+    auto state = ctx.state_dir();
+    if (!state.has_filename())
+      state = state.parent_path();
+    logs_dir_ = state.parent_path().parent_path() / "logs" / "functions";
+    std::error_code ec;
+    fs::create_directories(logs_dir_, ec);
+    if (ec)
+      return make_error(errc::init_failed,
+                        "cannot create " + logs_dir_.string() + ": " + ec.message());
+    auto inv = ctx.counter_family("invocations", "Work items a function answered.", "function");
+    auto err = ctx.counter_family("errors", "Work items that ended in an error.", "function");
+    auto tmo = ctx.counter_family("timeouts", "Work items that ran past timeoutInSeconds.",
+                                  "function");
+    auto ref = ctx.counter_family("refused", "Work refused: queue full, not JSON, invalid.",
+                                  "function");
+    auto ins = ctx.gauge_family("instances", "Running instances.", "function");
+    auto que = ctx.gauge_family("queued", "Work items waiting.", "function");
+    if (!inv || !err || !tmo || !ref || !ins || !que)
+      return make_error(errc::init_failed, "function_runtime: cannot declare metrics");
+    invocations_ = *inv, errors_ = *err, timeouts_ = *tmo, refused_ = *ref;
+    instances_gauge_ = *ins, queued_gauge_ = *que;
+    std::string invoke_filter{grove::function_runtime::invoke_prefix};
+    invoke_filter += '+';
+    if (auto e = ctx.serve(invoke_filter, [this](const grove::Envelope& req) { invoked(req); }))
+      return e;
+    using list_service = grove::service<gfn::ListRequest, gfn::FunctionList>;
+    if (auto e = list_service::serve(ctx, grove::function_runtime::list_topic,
+                                     [this](auto&, auto&) { return list(); }))
+      return e;
+    std::string event_filter{grove::function_runtime::event_prefix};
+    event_filter += '+';
+    for (std::string filter : {event_filter, std::string{mm_function_prefix} + "#",
+                               std::string{group_current}})
+      if (auto e = ctx.subscribe(filter))
+        return e;
+    return {};
+  }
+
+  caf::error start() override {
+    grove::group_client::get(*ctx_, 10s, [this](caf::expected<grove::group::Group> g) {
+      if (g)
+        apply(*g);
+      else if (g.error() == errc::no_route)
+        ctx_->log().info("no group in this image: no functions");
+      else
+        ctx_->log().warn("cannot get the group: {}", grove::describe(g.error()));
+    });
+    status_timer_ = ctx_->every(1s, [this] { refresh_status(); });
+    refresh_status();
+    return {};
+  }
+
+  void stop() override {
+    for (auto& [name, fn] : functions_)
+      for (auto& [id, inst] : fn.instances)
+        close_channel(*inst);
+    functions_.clear();
+  }
+
+  void on_message(const grove::Envelope& msg) override {
+    const auto& topic = msg.topic();
+    if (topic == group_current) {
+      if (msg.source() != grove::group_client::source)
+        return;
+      grove::group::Group g;
+      if (g.ParseFromString(msg.payload()))
+        apply(g);
+      return;
+    }
+    work_item item;
+    item.payload = msg.payload();
+    item.source = msg.source();
+    item.content_type = msg.content_type();
+    if (topic.starts_with(mm_function_prefix)) {
+      // mm-1: $grove/mm/out/function/<name>/<subject>
+      auto rest = std::string_view{topic}.substr(mm_function_prefix.size());
+      auto slash = rest.find('/');
+      if (slash == std::string_view::npos)
+        return;
+      item.subject = std::string{rest.substr(slash + 1)};
+      if (item.source == "shadow" && shadow_reply(std::string{rest.substr(0, slash)}, item))
+        return; // the answer to a function's shadow call, not new work
+      enqueue(std::string{rest.substr(0, slash)}, std::move(item));
+      return;
+    }
+    if (topic.starts_with(grove::function_runtime::event_prefix)) {
+      enqueue(topic.substr(grove::function_runtime::event_prefix.size()), std::move(item));
+      return;
+    }
+    // PUB_SUB event sources.
+    item.subject = topic;
+    for (auto& [name, fn] : functions_)
+      if (fn.def && !fn.removed)
+        for (const auto& s : fn.def->event_sources)
+          if (s.type == "PUB_SUB" && s.topic == topic) {
+            enqueue(name, item);
+            break;
+          }
+  }
+
+private:
+  // -- definitions ---------------------------------------------------------------
+
+  void apply(const grove::group::Group& g) {
+    auto base = fs::path{g.source_file()}.parent_path();
+    std::set<std::string> seen;
+    for (const auto& f : g.functions()) {
+      seen.insert(f.name());
+      auto& fn = state_of(f.name());
+      fn.removed = false;
+      auto origin = g.source_file() + ": functions[" + f.name() + "].config";
+      auto def = gfn::parse_function(f.config_yaml(), origin, base);
+      std::optional<std::pair<uid_t, gid_t>> user;
+      fs::path code_dir;
+      if (def) {
+        auto u = gfn::resolve_user(*def, cfg_.default_user);
+        if (u)
+          user = *u;
+        else
+          def = caf::expected<gfn::function_def>{std::move(u.error())};
+      }
+      if (def && gfn::is_code_archive(def->code_uri)) {
+        // Once per digest (kept across restarts); small archives are the norm on devices.
+        auto dir = gfn::unpack_code(def->code_uri, def->code_sha256, ctx_->state_dir() / "code");
+        if (dir)
+          code_dir = *dir;
+        else
+          def = caf::expected<gfn::function_def>{std::move(dir.error())};
+      } else if (def) {
+        code_dir = def->code_uri;
+      }
+      if (!def) {
+        fn.def_error = grove::describe(def.error());
+        fn.last_error = fn.def_error;
+        ctx_->log().error("function '{}': {}{}", f.name(), fn.def_error,
+                          fn.def ? " (keeps its previous definition)" : "");
+        fn.log->write("ERROR", "definition refused: " + fn.def_error);
+        continue;
+      }
+      fn.def_error.clear();
+      if (fn.def && *fn.def == *def && fn.uid == user->first && fn.gid == user->second)
+        continue;
+      if (def->process.isolation_mode == "GreengrassContainer")
+        ctx_->log().warn("function '{}': isolationMode GreengrassContainer is not enforced "
+                         "yet (the sandbox is issue 13): it runs as NoContainer",
+                         f.name());
+      for (const auto& s : def->event_sources)
+        if (s.type == "IOT_CORE")
+          ctx_->log().warn("function '{}': IOT_CORE source '{}' takes effect through a "
+                           "group subscription cloud -> function:{} (message_manager "
+                           "routes cloud messages; it has no API to add routes)",
+                           f.name(), s.topic, f.name());
+      bool had = fn.def.has_value();
+      fn.def = std::move(*def);
+      fn.uid = user->first;
+      fn.gid = user->second;
+      fn.code_dir = code_dir;
+      fn.gave_up = false;
+      fn.failures.clear();
+      if (had)
+        retire_all(fn);
+      fn.log->write("INFO", had ? "definition changed" : "defined");
+      dispatch(fn);
+    }
+    for (auto& [name, fn] : functions_) {
+      if (seen.count(name) || fn.removed)
+        continue;
+      fn.removed = true;
+      fn.def.reset();
+      fail_queue(fn, make_error(errc::no_route, "function '" + name + "' was removed"));
+      for (auto& [id, inst] : fn.instances)
+        end_instance(fn, *inst, "function removed from the group", false);
+    }
+    erase_removed();
+    update_pubsub();
+    refresh_status();
+  }
+
+  function_state& state_of(const std::string& name) {
+    auto [it, added] = functions_.try_emplace(name);
+    if (added) {
+      it->second.name = name;
+      it->second.log = std::make_unique<gfn::function_log>(
+        logs_dir_ / (name + ".log"), static_cast<uint64_t>(cfg_.log_max_bytes),
+        static_cast<uint32_t>(cfg_.log_files));
+    }
+    return it->second;
+  }
+
+  void erase_removed() {
+    for (auto it = functions_.begin(); it != functions_.end();)
+      if (it->second.removed && it->second.instances.empty()) {
+        if (it->second.backoff_timer != 0)
+          ctx_->cancel(it->second.backoff_timer);
+        it = functions_.erase(it);
+      } else {
+        ++it;
+      }
+  }
+
+  /// Subscribes to the PUB_SUB sources in force, and only to them.
+  void update_pubsub() {
+    std::set<std::string> want;
+    for (auto& [name, fn] : functions_)
+      if (fn.def)
+        for (const auto& s : fn.def->event_sources)
+          if (s.type == "PUB_SUB")
+            want.insert(s.topic);
+    for (const auto& t : pubsub_)
+      if (!want.count(t))
+        static_cast<void>(ctx_->unsubscribe(t));
+    for (const auto& t : want)
+      if (!pubsub_.count(t))
+        if (auto err = ctx_->subscribe(t))
+          ctx_->log().error("cannot subscribe to event source {}: {}", t,
+                            grove::describe(err));
+    pubsub_ = std::move(want);
+  }
+
+  /// A changed definition: idle instances end now, busy ones after their item.
+  void retire_all(function_state& fn) {
+    for (auto& [id, inst] : fn.instances) {
+      inst->retire = true;
+      if (inst->state == inst_state::idle || inst->state == inst_state::starting)
+        end_instance(fn, *inst, "", false);
+    }
+  }
+
+  // -- work ------------------------------------------------------------------------
+
+  void invoked(const grove::Envelope& req) {
+    work_item item;
+    item.request = req;
+    item.payload = req.payload();
+    item.source = req.source();
+    item.content_type = req.content_type();
+    enqueue(req.topic().substr(grove::function_runtime::invoke_prefix.size()),
+            std::move(item));
+  }
+
+  void answer_error(function_state* fn, work_item& item, caf::error err) {
+    if (item.request)
+      ctx_->reply_error(*item.request, err);
+    else if (fn != nullptr)
+      fn->log->write("ERROR", "event not handled: " + grove::describe(err));
+  }
+
+  /// Queues `item` for function `name`, or refuses it (and answers a request).
+  void enqueue(const std::string& name, work_item item) {
+    auto it = functions_.find(name);
+    if (it == functions_.end() || !it->second.def || it->second.removed) {
+      auto why = it == functions_.end() || it->second.removed
+                   ? "no function '" + name + "' in the group"
+                   : "function '" + name + "' has no valid definition: "
+                       + it->second.def_error;
+      if (it != functions_.end())
+        refuse(it->second);
+      answer_error(nullptr, item, make_error(errc::no_route, why));
+      return;
+    }
+    auto& fn = it->second;
+    if (fn.def->input_encoding == "json" && !nlohmann::json::accept(item.payload)) {
+      refuse(fn);
+      answer_error(&fn, item,
+                   make_error(errc::malformed,
+                              "function '" + name
+                                + "' takes JSON (inputPayloadEncodingType: json) and the "
+                                  "payload is not JSON"));
+      return;
+    }
+    if (fn.gave_up) {
+      refuse(fn);
+      answer_error(&fn, item, make_error(errc::plugin_broken,
+                                         "function '" + name + "' does not start: "
+                                           + fn.last_error));
+      return;
+    }
+    if (fn.queue.size() >= static_cast<size_t>(fn.def->max_queue_size)) {
+      refuse(fn);
+      answer_error(&fn, item,
+                   make_error(errc::queue_full,
+                              "function '" + name + "': queue full (maxQueueSize "
+                                + std::to_string(fn.def->max_queue_size) + ")"));
+      return;
+    }
+    item.seq = ++seq_;
+    fn.queue.push_back(std::move(item));
+    dispatch(fn);
+  }
+
+  void refuse(function_state& fn) {
+    ++fn.refused;
+    refused_.with(fn.name).inc();
+  }
+
+  void fail_queue(function_state& fn, const caf::error& err) {
+    while (!fn.queue.empty()) {
+      auto item = std::move(fn.queue.front());
+      fn.queue.pop_front();
+      answer_error(&fn, item, err);
+    }
+  }
+
+  /// Hands queued work to idle instances and starts instances as the definition allows.
+  void dispatch(function_state& fn) {
+    if (!fn.def || fn.removed)
+      return;
+    for (auto& [id, inst] : fn.instances) {
+      if (fn.queue.empty())
+        break;
+      if (inst->state == inst_state::idle && !inst->retire) {
+        auto item = std::move(fn.queue.front());
+        fn.queue.pop_front();
+        hand(fn, *inst, std::move(item));
+      }
+    }
+    if (fn.gave_up || fn.backoff_timer != 0)
+      return;
+    if (fn.def->pinned) {
+      bool live = false;
+      for (auto& [id, inst] : fn.instances)
+        live = live || !inst->retire;
+      if (!live)
+        start_instance(fn);
+      return;
+    }
+    size_t starting = 0;
+    for (auto& [id, inst] : fn.instances)
+      starting += inst->state == inst_state::starting ? 1 : 0;
+    while (fn.instances.size() < static_cast<size_t>(fn.def->max_instances_count)
+           && starting < fn.queue.size()) {
+      if (!start_instance(fn))
+        break;
+      ++starting;
+    }
+  }
+
+  /// Starts one instance; false when it could not (the reason is the last error).
+  bool start_instance(function_state& fn) {
+    const auto& def = *fn.def;
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      note_start_failure(fn, std::string{"socketpair: "} + std::strerror(errno));
+      return false;
+    }
+    // A worker that stops reading must not hold the runtime's actor: bounded sends.
+    timeval tv{2, 0};
+    ::setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    auto inst = std::make_unique<instance>();
+    inst->id = ++instance_ids_;
+    inst->token = random_hex(32);
+    inst->fd = sv[0];
+    grove::process_options opts;
+    auto program = fn.code_dir.empty() ? fs::path{def.handler} : fn.code_dir / def.handler;
+    opts.argv.push_back(program.string());
+    for (const auto& a : def.exec_args)
+      opts.argv.push_back(a);
+    std::vector<std::string> env{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
+    for (const auto& [k, v] : def.environment)
+      if (!k.starts_with("GROVE_FUNCTION_"))
+        env.push_back(k + "=" + v);
+    env.push_back("GROVE_FUNCTION_NAME=" + fn.name);
+    env.push_back("GROVE_FUNCTION_FD=3");
+    env.push_back("GROVE_FUNCTION_TOKEN=" + inst->token);
+    env.push_back("GROVE_FUNCTION_MAX_FRAME=" + std::to_string(cfg_.max_frame_bytes));
+    opts.env = std::move(env);
+    opts.cwd = fn.code_dir.empty() ? ctx_->state_dir() : fn.code_dir;
+    if (fn.uid != ::geteuid() || fn.gid != ::getegid()) {
+      opts.uid = fn.uid;
+      opts.gid = fn.gid;
+    }
+    opts.pass_fds.emplace_back(sv[1], 3);
+    opts.stdout_level = grove::output_level::debug;
+    opts.stderr_level = grove::output_level::debug;
+    opts.log_prefix = "function " + fn.name + ": ";
+    opts.stop_grace = std::chrono::milliseconds{cfg_.stop_grace_ms};
+    grove::process_callbacks cb;
+    // cb.pre_exec is where the sandbox (issue 13) enters the child's namespaces,
+    // cgroup and seccomp filter, before the uid/gid switch.
+    auto name = fn.name;
+    auto id = inst->id;
+    cb.on_exit = [this, name, id](const grove::process_exit& e) { exited(name, id, e); };
+    cb.on_output = [this, name](grove::output_stream s, const std::string& line) {
+      if (auto it = functions_.find(name); it != functions_.end())
+        it->second.log->write(s == grove::output_stream::err ? "STDERR" : "STDOUT", line);
+    };
+    auto p = grove::process::start(*ctx_, std::move(opts), std::move(cb));
+    ::close(sv[1]);
+    if (!p) {
+      ::close(sv[0]);
+      note_start_failure(fn, "cannot start " + program.string() + ": "
+                               + grove::describe(p.error()));
+      return false;
+    }
+    inst->proc = std::move(*p);
+    inst->pid = inst->proc.pid();
+    inst->hello_timer = ctx_->after(std::chrono::seconds{def.status_timeout_s}, [this, name, id] {
+      if (auto* inst = find(name, id); inst && inst->state == inst_state::starting) {
+        inst->hello_timer = 0;
+        end_instance(functions_.at(name), *inst,
+                     "no hello within statusTimeoutInSeconds", false);
+      }
+    });
+    auto max = static_cast<uint32_t>(cfg_.max_frame_bytes);
+    inst->reader = std::thread{[this, name, id, fd = inst->fd, max, pending = inst->pending,
+                                bytes = inst->pending_bytes, limit = cfg_.max_pending_frames] {
+      read_loop(name, id, fd, max, pending, bytes, limit);
+    }};
+    fn.instances.emplace(id, std::move(inst));
+    instances_gauge_.with(fn.name).set(static_cast<int64_t>(fn.instances.size()));
+    return true;
+  }
+
+  /// A start that failed before the instance said hello: back off, give up when the
+  /// kernel's restart policy says so (then queued work is answered with the error).
+  void note_start_failure(function_state& fn, std::string why) {
+    fn.last_error = why;
+    fn.log->write("ERROR", why);
+    ctx_->log().error("function '{}': {}", fn.name, why);
+    schedule_retry(fn);
+  }
+
+  void schedule_retry(function_state& fn) {
+    if (fn.backoff_timer != 0 || !fn.def)
+      return;
+    auto d = fn.failures.record(policy_);
+    if (d.broken) {
+      fn.gave_up = true;
+      fn.last_error = "gave up after " + std::to_string(d.count)
+                      + " failed starts: " + fn.last_error;
+      fn.log->write("ERROR", fn.last_error);
+      fail_queue(fn, make_error(errc::plugin_broken,
+                                "function '" + fn.name + "': " + fn.last_error));
+      return;
+    }
+    auto name = fn.name;
+    fn.backoff_timer = ctx_->after(d.delay, [this, name] {
+      if (auto it = functions_.find(name); it != functions_.end()) {
+        it->second.backoff_timer = 0;
+        dispatch(it->second);
+      }
+    });
+  }
+
+  void hand(function_state& fn, instance& inst, work_item item) {
+    gfn::Frame f;
+    auto* inv = f.mutable_invoke();
+    inv->set_id(item.seq);
+    inv->set_payload(item.payload);
+    inv->set_subject(item.subject);
+    inv->set_source(item.source);
+    inv->set_content_type(item.content_type);
+    inv->set_invocation_id(random_hex(8) + "-" + std::to_string(item.seq));
+    inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
+    inv->set_event(!item.request.has_value());
+    inst.item = std::move(item);
+    inst.state = inst_state::busy;
+    ++inst.idle_gen;
+    auto name = fn.name;
+    auto id = inst.id;
+    auto seq = inst.item->seq;
+    inst.deadline_timer = ctx_->after(std::chrono::seconds{fn.def->timeout_s},
+                                      [this, name, id, seq] {
+      auto* inst = find(name, id);
+      if (inst && inst->state == inst_state::busy && inst->item && inst->item->seq == seq) {
+        inst->deadline_timer = 0;
+        end_instance(functions_.at(name), *inst, "", true);
+      }
+    });
+    send(fn, inst, f);
+  }
+
+  void send(function_state& fn, instance& inst, const gfn::Frame& f) {
+    if (auto err = grove::framing::write_frame(inst.fd, f))
+      end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
+  }
+
+  // -- instances -------------------------------------------------------------------
+
+  instance* find(const std::string& name, uint64_t id) {
+    auto it = functions_.find(name);
+    if (it == functions_.end())
+      return nullptr;
+    auto jt = it->second.instances.find(id);
+    return jt == it->second.instances.end() ? nullptr : jt->second.get();
+  }
+
+  /// Runs on the instance's reader thread: frames go to the actor, at most `limit`
+  /// and 4 * max_frame_bytes waiting; a bad frame, EOF or a flood ends the loop.
+  void read_loop(std::string name, uint64_t id, int fd, uint32_t max,
+                 std::shared_ptr<std::atomic<int64_t>> pending,
+                 std::shared_ptr<std::atomic<int64_t>> bytes, int64_t limit) {
+    const int64_t byte_limit = 4 * static_cast<int64_t>(max);
+    for (;;) {
+      auto frame = std::make_shared<gfn::Frame>();
+      if (auto err = grove::framing::read_frame(fd, *frame, max)) {
+        ctx_->post([this, name, id, err] { channel_failed(name, id, err); });
+        return;
+      }
+      auto size = static_cast<int64_t>(frame->ByteSizeLong());
+      if (pending->fetch_add(1) + 1 > limit || bytes->fetch_add(size) + size > byte_limit) {
+        ctx_->post([this, name, id, limit, byte_limit] {
+          channel_failed(name, id,
+                         make_error(errc::queue_full,
+                                    "flood: more than " + std::to_string(limit)
+                                      + " frames or " + std::to_string(byte_limit)
+                                      + " bytes waiting"));
+        });
+        return;
+      }
+      ctx_->post([this, name, id, frame, pending, bytes, size] {
+        pending->fetch_sub(1);
+        bytes->fetch_sub(size);
+        on_frame(name, id, *frame);
+      });
+    }
+  }
+
+  void channel_failed(const std::string& name, uint64_t id, const caf::error& err) {
+    auto* inst = find(name, id);
+    if (inst == nullptr || inst->state == inst_state::ending)
+      return;
+    auto& fn = functions_.at(name);
+    if (err == errc::system_error) {
+      // EOF: the worker closed its socket or died; its exit answers the item.
+      inst->state = inst_state::ending;
+      cancel_timers(*inst);
+      inst->proc.stop(SIGTERM, std::chrono::milliseconds{cfg_.stop_grace_ms});
+      return;
+    }
+    end_instance(fn, *inst, "bad IPC frame: " + grove::describe(err), false);
+  }
+
+  void on_frame(const std::string& name, uint64_t id, const gfn::Frame& f) {
+    auto* inst = find(name, id);
+    if (inst == nullptr || inst->state == inst_state::ending)
+      return;
+    auto& fn = functions_.at(name);
+    if (auto err = gfn::check_worker_frame(f, inst->saw_hello, inst->token))
+      return end_instance(fn, *inst, grove::message_of(err), false);
+    if (!inst->saw_hello) {
+      inst->saw_hello = true;
+      if (inst->hello_timer != 0)
+        ctx_->cancel(inst->hello_timer);
+      inst->hello_timer = 0;
+      inst->state = inst_state::idle;
+      if (inst->retire)
+        return end_instance(fn, *inst, "", false);
+      arm_idle(fn, *inst);
+      return dispatch(fn);
+    }
+    switch (f.body_case()) {
+      case gfn::Frame::kResult:
+        return result(fn, *inst, f.result());
+      case gfn::Frame::kPublish:
+        return publish(fn, *inst, f.publish());
+      case gfn::Frame::kCall:
+        return call(fn, *inst, f.call());
+      case gfn::Frame::kShadowCall:
+        return shadow_call(fn, *inst, f.shadow_call());
+      case gfn::Frame::kLog: {
+        static constexpr const char* levels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+        fn.log->write(levels[std::min<uint32_t>(f.log().level(), 3)], f.log().text());
+        return;
+      }
+      default:
+        return; // check_worker_frame let nothing else through
+    }
+  }
+
+  void result(function_state& fn, instance& inst, const gfn::Result& r) {
+    if (inst.state != inst_state::busy || !inst.item || inst.item->seq != r.id())
+      return end_instance(fn, inst, "a result for no item in hand", false);
+    if (inst.deadline_timer != 0)
+      ctx_->cancel(inst.deadline_timer);
+    inst.deadline_timer = 0;
+    auto item = std::move(*inst.item);
+    inst.item.reset();
+    if (!r.error().empty()) {
+      note_error(fn, "handler failed: " + r.error());
+      answer_error(&fn, item, make_error(errc::plugin_failed,
+                                         "function '" + fn.name + "': " + r.error()));
+    } else {
+      ++fn.invocations;
+      invocations_.with(fn.name).inc();
+      if (item.request)
+        ctx_->reply(*item.request, r.payload(), r.content_type());
+    }
+    fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst.pid));
+    inst.state = inst_state::idle;
+    if (inst.retire)
+      return end_instance(fn, inst, "", false);
+    arm_idle(fn, inst);
+    dispatch(fn);
+  }
+
+  void note_error(function_state& fn, std::string why) {
+    ++fn.errors;
+    errors_.with(fn.name).inc();
+    fn.log->write("ERROR", why);
+    fn.last_error = std::move(why);
+  }
+
+  void arm_idle(function_state& fn, instance& inst) {
+    if (fn.def->pinned)
+      return;
+    auto name = fn.name;
+    auto id = inst.id;
+    auto gen = ++inst.idle_gen;
+    ctx_->after(std::chrono::seconds{fn.def->max_idle_time_s}, [this, name, id, gen] {
+      auto* inst = find(name, id);
+      if (inst && inst->state == inst_state::idle && inst->idle_gen == gen)
+        end_instance(functions_.at(name), *inst, "", false);
+    });
+  }
+
+  void publish(function_state& fn, instance& inst, const gfn::Publish& p) {
+    if (inst.publishes_in_flight >= cfg_.max_pending_frames)
+      return end_instance(fn, inst,
+                          "flood: more than " + std::to_string(cfg_.max_pending_frames)
+                            + " publishes in flight",
+                          false);
+    auto ack = [this, name = fn.name, id = inst.id, ack_id = p.ack_id()](
+                 uint32_t targets, const caf::error& err) {
+      auto* inst = find(name, id);
+      if (inst == nullptr)
+        return;
+      --inst->publishes_in_flight;
+      if (ack_id == 0 || inst->state == inst_state::ending)
+        return;
+      gfn::Frame f;
+      auto* a = f.mutable_publish_ack();
+      a->set_ack_id(ack_id);
+      a->set_targets(targets);
+      if (err)
+        a->set_error(grove::describe(err));
+      send(functions_.at(name), *inst, f);
+    };
+    ++inst.publishes_in_flight;
+    if (auto err = grove::validate_topic(p.topic()))
+      return ack(0, err);
+    auto msg = grove::message_manager::make_publish(
+      p.topic(), p.payload(), grove::function_runtime::source_of(fn.name), p.qos(),
+      p.content_type());
+    grove::message_manager::publish(*ctx_, std::move(msg),
+                                    std::chrono::milliseconds{cfg_.call_timeout_ms},
+                                    [ack](caf::expected<grove::mm::Routed> r) {
+                                      if (r)
+                                        ack(r->targets(), {});
+                                      else
+                                        ack(0, r.error());
+                                    });
+  }
+
+  void call(function_state& fn, instance& inst, const gfn::Call& c) {
+    auto reply = [this, name = fn.name, id = inst.id, call_id = c.call_id()](
+                   caf::expected<grove::Envelope> r) {
+      if (r)
+        send_call_reply(name, id, call_id, r->payload(), {}, r->content_type());
+      else
+        send_call_reply(name, id, call_id, {}, grove::describe(r.error()), {});
+    };
+    if (c.event()) {
+      grove::Envelope e;
+      e.set_topic(std::string{grove::function_runtime::event_prefix} + c.function());
+      e.set_payload(c.payload());
+      e.set_content_type(c.content_type());
+      e.set_source(grove::function_runtime::source_of(fn.name));
+      auto r = ctx_->publish(std::move(e));
+      if (!r)
+        return reply(r.error());
+      if (r->delivered == 0)
+        return reply(make_error(errc::no_route, "event for '" + c.function() + "' not delivered"));
+      return reply(grove::Envelope{});
+    }
+    auto e = grove::function_runtime::make_invoke(c.function(), c.payload(), c.content_type());
+    e.set_source(grove::function_runtime::source_of(fn.name));
+    auto timeout = c.timeout_ms() != 0 ? c.timeout_ms()
+                                       : static_cast<uint64_t>(cfg_.call_timeout_ms);
+    ctx_->call(std::move(e), std::chrono::milliseconds{timeout}, reply);
+  }
+
+  /// Answers a worker's Call or ShadowCall `call_id`, if its instance still runs.
+  void send_call_reply(const std::string& name, uint64_t id, uint64_t call_id,
+                       std::string payload, std::string error, std::string content_type) {
+    auto* inst = find(name, id);
+    if (inst == nullptr || inst->state == inst_state::ending)
+      return;
+    gfn::Frame f;
+    auto* out = f.mutable_call_reply();
+    out->set_call_id(call_id);
+    out->set_payload(std::move(payload));
+    out->set_error(std::move(error));
+    out->set_content_type(std::move(content_type));
+    send(functions_.at(name), *inst, f);
+  }
+
+  /// A function's shadow request: sent through the table with a clientToken; the reply
+  /// comes back as an mm-1 message from the shadow service (shadow_reply).
+  void shadow_call(function_state& fn, instance& inst, const gfn::ShadowCall& c) {
+    auto answer = [this, name = fn.name, id = inst.id, call_id = c.call_id()](
+                    std::string payload, std::string error) {
+      send_call_reply(name, id, call_id, std::move(payload), std::move(error), {});
+    };
+    nlohmann::json doc = nlohmann::json::object();
+    if (c.op() == "update") {
+      doc = nlohmann::json::parse(c.payload(), nullptr, false);
+      if (!doc.is_object())
+        return answer({}, "update_thing_shadow: the document is not a JSON object");
+    }
+    std::string token;
+    if (auto it = doc.find("clientToken"); it != doc.end() && it->is_string()
+                                           && !it->get<std::string>().empty())
+      token = it->get<std::string>();
+    else
+      doc["clientToken"] = token = random_hex(16);
+    // Keyed by function too: a reply reaches only the function it was routed to.
+    auto key = fn.name + '\n' + token;
+    if (pending_shadow_.count(key))
+      return answer({}, "a shadow call with clientToken '" + token + "' is in flight");
+    auto topic = "$aws/things/" + c.thing() + "/shadow/"
+                 + (c.shadow().empty() ? "" : "name/" + c.shadow() + "/") + c.op();
+    auto timeout = std::chrono::milliseconds{
+      c.timeout_ms() != 0 ? static_cast<int64_t>(c.timeout_ms()) : cfg_.call_timeout_ms};
+    auto timer = ctx_->after(timeout, [this, key, token] {
+      if (auto it = pending_shadow_.find(key); it != pending_shadow_.end()) {
+        auto done = std::move(it->second.answer);
+        pending_shadow_.erase(it);
+        done({}, "timeout: no accepted/rejected reply for clientToken '" + token + "'");
+      }
+    });
+    pending_shadow_[key] = pending_shadow{answer, timer, topic};
+    auto msg = grove::message_manager::make_publish(
+      topic, doc.dump(), grove::function_runtime::source_of(fn.name), 0, "application/json");
+    grove::message_manager::publish(
+      *ctx_, std::move(msg), timeout, [this, key, topic](caf::expected<grove::mm::Routed> r) {
+        if (r && r->targets() > 0)
+          return;
+        auto it = pending_shadow_.find(key);
+        if (it == pending_shadow_.end())
+          return;
+        auto done = std::move(it->second.answer);
+        ctx_->cancel(it->second.timer);
+        pending_shadow_.erase(it);
+        done({}, r ? "no subscription routes " + topic + " to the shadow service"
+                   : grove::describe(r.error()));
+      });
+  }
+
+  /// True when `item` (an mm-1 message from the shadow service) answers a pending shadow
+  /// call: it goes to the waiting instance instead of the queue.
+  bool shadow_reply(const std::string& function, const work_item& item) {
+    bool accepted = item.subject.ends_with("/accepted");
+    if (pending_shadow_.empty() || (!accepted && !item.subject.ends_with("/rejected")))
+      return false;
+    auto doc = nlohmann::json::parse(item.payload, nullptr, false);
+    if (!doc.is_object())
+      return false;
+    auto t = doc.find("clientToken");
+    if (t == doc.end() || !t->is_string())
+      return false;
+    auto it = pending_shadow_.find(function + '\n' + t->get<std::string>());
+    // The reply's topic must be the request's + /accepted or /rejected.
+    if (it == pending_shadow_.end() || !item.subject.starts_with(it->second.topic + "/"))
+      return false;
+    auto done = std::move(it->second.answer);
+    ctx_->cancel(it->second.timer);
+    pending_shadow_.erase(it);
+    if (accepted)
+      done(item.payload, {});
+    else
+      done({}, "rejected: " + item.payload);
+    return true;
+  }
+
+  void cancel_timers(instance& inst) {
+    for (auto* t : {&inst.hello_timer, &inst.deadline_timer})
+      if (*t != 0) {
+        ctx_->cancel(*t);
+        *t = 0;
+      }
+  }
+
+  /// Ends an instance: its item (if any) is answered now (a timeout, or `why`), the
+  /// process gets SIGTERM then SIGKILL, and its exit removes it. An empty `why` with no
+  /// timeout is an orderly end (idle exit, retirement).
+  void end_instance(function_state& fn, instance& inst, const std::string& why, bool timeout) {
+    if (inst.state == inst_state::ending)
+      return;
+    inst.state = inst_state::ending;
+    cancel_timers(inst);
+    inst.orderly = why.empty() && !timeout;
+    inst.faulted = !inst.orderly;
+    if (timeout) {
+      ++fn.timeouts;
+      timeouts_.with(fn.name).inc();
+      auto msg = "timed out after " + std::to_string(fn.def ? fn.def->timeout_s : 0)
+                 + " s (timeoutInSeconds)";
+      fn.last_error = msg;
+      fn.log->write("ERROR", msg);
+      if (inst.item) {
+        answer_error(&fn, *inst.item,
+                     make_error(errc::timeout, "function '" + fn.name + "' " + msg));
+        inst.item.reset();
+      }
+    } else if (!why.empty()) {
+      note_error(fn, "instance ended: " + why);
+      ctx_->log().warn("function '{}': instance {} ended: {}", fn.name, inst.pid, why);
+      if (inst.item) {
+        answer_error(&fn, *inst.item,
+                     make_error(errc::plugin_failed,
+                                "function '" + fn.name + "': instance ended: " + why));
+        inst.item.reset();
+      }
+    }
+    inst.proc.stop(SIGTERM, std::chrono::milliseconds{cfg_.stop_grace_ms});
+  }
+
+  /// Stops the reader thread and closes the runtime's end of the socketpair.
+  void close_channel(instance& inst) {
+    if (inst.fd >= 0)
+      ::shutdown(inst.fd, SHUT_RDWR);
+    if (inst.reader.joinable())
+      inst.reader.join();
+    if (inst.fd >= 0)
+      ::close(inst.fd);
+    inst.fd = -1;
+  }
+
+  void exited(const std::string& name, uint64_t id, const grove::process_exit& e) {
+    auto it = functions_.find(name);
+    if (it == functions_.end())
+      return;
+    auto& fn = it->second;
+    auto jt = fn.instances.find(id);
+    if (jt == fn.instances.end())
+      return;
+    auto& inst = *jt->second;
+    bool orderly = inst.orderly;
+    cancel_timers(inst);
+    if (inst.item) {
+      note_error(fn, "instance " + e.describe());
+      answer_error(&fn, *inst.item,
+                   make_error(errc::plugin_failed,
+                              "function '" + name + "': instance " + e.describe()));
+      inst.item.reset();
+    } else if (!orderly && !inst.faulted) {
+      note_error(fn, "instance " + e.describe());
+    }
+    bool retire = inst.retire;
+    bool said_hello = inst.saw_hello;
+    fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst.pid));
+    close_channel(inst);
+    fn.instances.erase(jt);
+    instances_gauge_.with(name).set(static_cast<int64_t>(fn.instances.size()));
+    if (fn.removed) {
+      erase_removed();
+      return;
+    }
+    // A pinned instance that died, or any that never came up: back off before the next.
+    bool failed = !said_hello || (fn.def && fn.def->pinned && !retire && !orderly);
+    if (failed && fn.def) {
+      if (!said_hello && fn.last_error.empty())
+        fn.last_error = "instance " + e.describe() + " before its hello";
+      schedule_retry(fn);
+    }
+    dispatch(fn);
+  }
+
+  // -- operators -------------------------------------------------------------------
+
+  caf::expected<gfn::FunctionList> list() {
+    gfn::FunctionList out;
+    for (auto& [name, fn] : functions_) {
+      if (fn.removed)
+        continue;
+      auto* i = out.add_functions();
+      i->set_name(name);
+      i->set_valid(fn.def.has_value());
+      uint32_t busy = 0;
+      for (auto& [id, inst] : fn.instances) {
+        busy += inst->state == inst_state::busy ? 1 : 0;
+        fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst->pid));
+      }
+      if (fn.def) {
+        i->set_pinned(fn.def->pinned);
+        i->set_max_instances(fn.def->pinned ? 1 : static_cast<uint32_t>(fn.def->max_instances_count));
+        i->set_max_queue(static_cast<uint32_t>(fn.def->max_queue_size));
+      }
+      i->set_instances(static_cast<uint32_t>(fn.instances.size()));
+      i->set_busy(busy);
+      i->set_queued(static_cast<uint32_t>(fn.queue.size()));
+      i->set_invocations(fn.invocations);
+      i->set_errors(fn.errors);
+      i->set_timeouts(fn.timeouts);
+      i->set_refused(fn.refused);
+      i->set_last_error(fn.def_error.empty() ? fn.last_error : fn.def_error);
+      i->set_memory_hwm_kb(fn.memory_hwm_kb);
+      i->set_log_file(fn.log->path().string());
+    }
+    return out;
+  }
+
+  void refresh_status() {
+    size_t defined = 0, invalid = 0, instances = 0, queued = 0;
+    for (auto& [name, fn] : functions_) {
+      if (fn.removed)
+        continue;
+      ++(fn.def ? defined : invalid);
+      instances += fn.instances.size();
+      queued += fn.queue.size();
+      queued_gauge_.with(name).set(static_cast<int64_t>(fn.queue.size()));
+    }
+    ctx_->set_status("functions", std::to_string(defined) + " defined, "
+                                    + std::to_string(invalid) + " invalid");
+    ctx_->set_status("instances", std::to_string(instances) + " running, "
+                                    + std::to_string(queued) + " queued");
+  }
+
+  grove::context* ctx_ = nullptr;
+  gfn::runtime_config cfg_;
+  fs::path logs_dir_;
+  grove::restart_policy policy_;
+  std::map<std::string, function_state> functions_;
+  std::set<std::string> pubsub_;
+  /// Shadow calls in flight by clientToken.
+  struct pending_shadow {
+    std::function<void(std::string, std::string)> answer;
+    grove::timer_id timer = 0;
+    std::string topic;
+  };
+  std::map<std::string, pending_shadow> pending_shadow_;
+  uint64_t seq_ = 0;
+  uint64_t instance_ids_ = 0;
+  grove::timer_id status_timer_ = 0;
+  grove::counter_family invocations_, errors_, timeouts_, refused_;
+  grove::gauge_family instances_gauge_, queued_gauge_;
+};
+
+} // namespace
+
+GROVE_TYPED_PLUGIN(function_runtime, "function_runtime", "1.0.0")

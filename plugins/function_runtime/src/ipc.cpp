@@ -1,0 +1,61 @@
+#include "ipc.hpp"
+
+#include <cctype>
+
+#include "grove/errors.hpp"
+#include "grove/topic.hpp"
+
+namespace grove::fn {
+
+bool same_token(const std::string& a, const std::string& b) noexcept {
+  if (a.size() != b.size())
+    return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+bool valid_shadow_name(const std::string& name, size_t max) noexcept {
+  if (name.empty() || name.size() > max)
+    return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
+caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token) {
+  if (!said_hello) {
+    if (f.body_case() != Frame::kHello || token.empty() || !same_token(f.hello().token(), token))
+      return make_error(errc::not_authorized,
+                        "the first frame was not a hello with its token");
+    return {};
+  }
+  switch (f.body_case()) {
+    case Frame::kResult:
+    case Frame::kLog:
+      return {};
+    case Frame::kPublish:
+      // A bad topic is the publish's own error (answered), not the instance's.
+      return {};
+    case Frame::kCall:
+      if (f.call().function().empty() || f.call().function().find('/') != std::string::npos
+          || f.call().function().find_first_of("+#") != std::string::npos)
+        return make_error(errc::malformed, "a call without a valid function name");
+      return {};
+    case Frame::kShadowCall: {
+      const auto& c = f.shadow_call();
+      if (!valid_shadow_name(c.thing(), 128) || (!c.shadow().empty() && !valid_shadow_name(c.shadow(), 64))
+          || (c.op() != "get" && c.op() != "update" && c.op() != "delete"))
+        return make_error(errc::malformed, "a shadow call without a valid thing, shadow name or op");
+      return {};
+    }
+    default:
+      return make_error(errc::malformed, "a frame a worker may not send (case "
+                                           + std::to_string(static_cast<int>(f.body_case()))
+                                           + ")");
+  }
+}
+
+} // namespace grove::fn

@@ -1,0 +1,29 @@
+#pragma once
+
+// What function_runtime accepts from a worker on its socket (README.md, "IPC"): frames
+// arrive through the kernel's framing (grove::framing::read_frame, bounded by
+// max_frame_bytes); this decides whether a decoded frame may be acted on. Apart from the
+// plugin so the fuzz target (tests/fuzz/targets/function_frame.cpp) runs the same check.
+
+#include <string>
+
+#include <caf/error.hpp>
+
+#include "grove/function.pb.h"
+
+namespace grove::fn {
+
+/// Why `f` ends the instance that sent it, or an empty error when the runtime may act on
+/// it: before the hello only a Hello carrying `token`; after it Result, Publish (with a
+/// valid topic), Call (with a function name), ShadowCall (valid thing, shadow name, op)
+/// and Log, never a second Hello nor a frame
+/// only the runtime sends.
+caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token);
+
+/// A thing name (up to 128) or shadow name (up to 64) of `[a-zA-Z0-9:_-]`.
+bool valid_shadow_name(const std::string& name, size_t max) noexcept;
+
+/// Token comparison whose time does not depend on where the strings differ.
+bool same_token(const std::string& a, const std::string& b) noexcept;
+
+} // namespace grove::fn

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# End to end with real processes: groved runs message_manager (its managed Mosquitto with
+# mutual TLS), shadow and function_runtime; device A's message is routed by the group's table to
+# function F (a real worker process on the C++ function SDK), which publishes through the
+# table to device B. grovectl's functions, invoke (request and event) and logs commands.
+# Usage: function_e2e_test.sh GROVED GROVECTL GROVE_CERTS TEST_FUNCTION
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs test-function}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+FUNCTION=$(readlink -f "${4:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
+source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
+broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$FUNCTION"
+
+GROVED_PID=""
+cleanup_all() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  broker_test_cleanup
+}
+trap cleanup_all EXIT
+
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED == 0 ]]
+  exit $?
+}
+abort() {
+  fail "$1"
+  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
+  finish
+}
+
+PKI=$WORK/pki
+export GROVE_CA_DIR=$WORK/ca
+if ! {
+  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
+  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
+  for t in A B grove; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done
+} >"$WORK/certs.out" 2>&1; then
+  cat "$WORK/certs.out"
+  abort "making the certificates"
+fi
+PORT=$(free_port)
+client_args() {
+  echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
+}
+
+cat >"$WORK/group.yaml" <<YAML
+name: e2e
+devices: [{thing: A}, {thing: B}, {thing: lamp}]
+functions:
+  - name: S
+    config:
+      handler: $FUNCTION
+      execArgs: [shadow]
+      timeoutInSeconds: 10
+      runAs: {uid: 0, gid: 0}
+      linuxProcessParams: {isolationMode: NoContainer}
+  - name: F
+    config:
+      handler: $FUNCTION
+      execArgs: [relay]
+      environmentVariables: {RELAY_TOPIC: f/to/b}
+      runAs: {uid: 0, gid: 0}
+      linuxProcessParams: {isolationMode: NoContainer}
+subscriptions:
+  - {id: a-f, source: "device:A", subject: "a/to/f", target: "function:F"}
+  - {id: f-b, source: "function:F", subject: "f/to/b", target: "device:B"}
+  - {id: s-shadow, source: "function:S", subject: "\$aws/things/lamp/shadow/#", target: shadow}
+  - {id: shadow-s-ok, source: shadow, subject: "\$aws/things/lamp/shadow/+/accepted", target: "function:S"}
+  - {id: shadow-s-no, source: shadow, subject: "\$aws/things/lamp/shadow/+/rejected", target: "function:S"}
+YAML
+cat >"$WORK/profile.yaml" <<YAML
+kernel:
+  log_level: info
+  group: $WORK/group.yaml
+plugins:
+  - name: message_manager
+    may_claim: ["device:*", "cloud", "function:*", "shadow"]
+    config:
+      broker:
+        bind: 127.0.0.1
+        port: $PORT
+        ca_file: $PKI/ca.crt
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        client_cert_file: $PKI/devices/grove.crt
+        client_key_file: $PKI/devices/grove.key
+        client_id_patterns: ["<thing>", "<thing>-*"]
+      spool: {storage: memory}
+  - name: shadow
+  - name: function_runtime
+    may_claim: ["function:*"]
+    config: {}
+YAML
+
+export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+GROVED_PID=$!
+up=0
+for _ in $(seq 1 200); do
+  if "$GROVECTL" status 2>/dev/null | grep -qF "local_link: connected" &&
+     "$GROVECTL" functions 2>/dev/null | grep -q "^F .*pinned *1/1"; then
+    up=1; break
+  fi
+  sleep 0.1
+done
+[[ $up == 1 ]] || abort "groved, the broker link or the pinned function did not come up"
+pass "groved runs message_manager and function_runtime; F's pinned instance is up"
+# What reaches the shadow service (mm-2), from now on: the shadow checks below read it.
+"$GROVECTL" sub '$grove/mm/out/shadow/#' >"$WORK/shadow_req.out" 2>&1 &
+SUB_PIDS+=($!)
+
+start_sub B "f/to/b" "$WORK/b.out"
+check "device A -> function F -> device B over the broker with mutual TLS" \
+  deliver_until A "a/to/f" '{"n":1}' "$WORK/b.out"
+check "the function's log names the device and subject it came from" \
+  bash -c '"$1" logs F | grep -q "relayed from device:A on .a/to/f. to 1 targets"' _ "$GROVECTL"
+
+out=$("$GROVECTL" invoke F --payload '{"n":2}' 2>&1)
+check "grovectl invoke prints the reply" test "$out" == '{"targets":1}'
+check "... and the function's publish reached device B" wait_for "$WORK/b.out" '{"n":2}'
+check "grovectl invoke --event queues it without a reply" \
+  bash -c '"$1" invoke F --event --payload "{\"n\":3}" >/dev/null' _ "$GROVECTL"
+check "... and device B gets what the event published" wait_for "$WORK/b.out" '{"n":3}'
+refused "grovectl invoke of an unknown function exits non-zero" "$GROVECTL" invoke nobody
+err=$("$GROVECTL" invoke F --payload 'not json' 2>&1)
+check "a JSON function refuses a payload that is not JSON, with the reason" \
+  bash -c '[[ $1 == *"not JSON"* ]]' _ "$err"
+check "grovectl functions counts the invocations" \
+  bash -c '"$1" functions --json | jq -s -e "map(select(.name == \"F\")) | .[0].invocations >= 3" >/dev/null' _ "$GROVECTL"
+check "grovectl status shows the runtime" \
+  bash -c '"$1" status | grep -q "functions: 2 defined, 0 invalid"' _ "$GROVECTL"
+
+# ---- shadow verbs: function S -> the table -> the shadow plugin -> the table -> S ----
+out=$("$GROVECTL" invoke S --payload '{"state":{"reported":{"on":true}}}' 2>&1)
+check "update_thing_shadow goes through the table with a clientToken" \
+  wait_for "$WORK/shadow_req.out" 'shadow/update {"clientToken":"'
+check "... and the shadow plugin's accepted reply with that token answers the call" \
+  bash -c '[[ $1 == *"\"reported\":{\"on\":true}"* && $1 == *"\"version\":1"* ]]' _ "$out"
+out=$("$GROVECTL" invoke S --payload '{"state":{"reported":{"on":false}},"version":99}' 2>&1)
+check "a rejected update (version conflict, 409) is the call's error, and the function's" \
+  bash -c '[[ $1 == *"update_thing_shadow: rejected: "*"409"* ]]' _ "$out"
+finish

@@ -1,0 +1,368 @@
+// function_runtime in a real kernel (the SDK harness) with a real group file, running
+// real worker processes (tests/test_function.cpp, built on the C++ function SDK): life
+// cycles, limits, timeouts, faults, encodings, inputs and definitions.
+#define BOOST_TEST_MODULE function_runtime
+#include <boost/test/unit_test.hpp>
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <future>
+#include <set>
+#include <sstream>
+
+#include "grove/function_runtime/client.hpp"
+#include "grove/kernel/kernel.hpp"
+#include "grove/testing/harness.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using grove::errc;
+namespace fr = grove::function_runtime;
+namespace test = grove::test;
+
+namespace {
+
+/// The error of a failed `x`, "" for a value (BOOST_REQUIRE_MESSAGE builds its message
+/// even when the check holds).
+template <class T>
+std::string why(const caf::expected<T>& x) {
+  return x ? std::string{} : grove::describe(x.error());
+}
+
+/// A function entry of the group running the test function in `mode`.
+std::string fn(const std::string& name, const std::string& mode, const std::string& extra = "") {
+  return "  - name: " + name + "\n    config: {handler: " + FN_TEST_FUNCTION
+         + ", execArgs: [" + mode + "], runAs: {uid: 0, gid: 0}, "
+           "linuxProcessParams: {isolationMode: NoContainer}"
+         + (extra.empty() ? "" : ", " + extra) + "}\n";
+}
+
+std::string group(const std::string& functions) {
+  return "name: test\nfunctions:\n" + functions;
+}
+
+/// The runtime in a kernel with the group `functions`.
+struct runtime {
+  test::temp_dir dir;
+  fs::path group_file;
+  std::unique_ptr<grove::testing::harness> h;
+
+  explicit runtime(const std::string& functions, const std::string& config = "{}") {
+    group_file = dir.write("group.yaml", group(functions));
+    grove::testing::harness_options o;
+    o.write_dir = dir.path() / "var";
+    o.may_claim = {"function:*"};
+    o.group_file = group_file;
+    o.log_level = "off";
+    h = std::make_unique<grove::testing::harness>(FN_PLUGIN, config, o);
+    auto err = h->start();
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  }
+
+  caf::expected<grove::Envelope> invoke(const std::string& name, std::string payload,
+                                        std::chrono::milliseconds timeout = 20s) {
+    return h->kernel().request(fr::make_invoke(name, std::move(payload)), test::scaled(timeout));
+  }
+
+  std::string ok(const std::string& name, std::string payload) {
+    auto r = invoke(name, std::move(payload));
+    BOOST_REQUIRE_MESSAGE(r, name << ": " << why(r));
+    return r->payload();
+  }
+
+  grove::fn::FunctionInfo info(const std::string& name) {
+    auto l = fr::list([this](grove::Envelope e) { return h->kernel().request(std::move(e), 10s); });
+    BOOST_REQUIRE_MESSAGE(l, why(l));
+    for (const auto& f : l->functions())
+      if (f.name() == name)
+        return f;
+    BOOST_FAIL("no function " << name << " in the list");
+    return {};
+  }
+
+  /// Waits until the runtime has read the group (the list is no longer empty).
+  void wait_defined(const std::string& name) {
+    BOOST_REQUIRE(test::wait_until([&] {
+      auto l = fr::list([this](grove::Envelope e) { return h->kernel().request(std::move(e), 10s); });
+      if (!l)
+        return false;
+      for (const auto& f : l->functions())
+        if (f.name() == name)
+          return true;
+      return false;
+    }));
+  }
+
+  void rewrite(const std::string& functions) {
+    dir.write("group.yaml", group(functions));
+    auto err = h->kernel().reload_group();
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  }
+
+  std::string log_of(const std::string& name) {
+    std::ifstream in{dir.path() / "var" / "logs" / "functions" / (name + ".log")};
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+};
+
+bool is(const caf::expected<grove::Envelope>& r, errc code) {
+  return !r && r.error() == code;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(pinned_instance_serves_and_is_restarted_when_it_dies) {
+  runtime rt{fn("p", "pid")};
+  rt.wait_defined("p");
+  auto pid1 = rt.ok("p", "{}");
+  BOOST_TEST(rt.ok("p", "{}") == pid1); // the same long-lived instance
+  BOOST_TEST(rt.info("p").pinned());
+  BOOST_TEST(rt.info("p").invocations() == 2u);
+  BOOST_REQUIRE(::kill(std::stoi(pid1), SIGKILL) == 0);
+  std::string pid2;
+  BOOST_TEST(test::wait_until([&] {
+    auto r = rt.invoke("p", "{}");
+    pid2 = r ? r->payload() : "";
+    return r && pid2 != pid1;
+  }));
+  BOOST_TEST(rt.info("p").instances() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(on_demand_instance_starts_with_work_and_exits_when_idle) {
+  runtime rt{fn("d", "echo", "pinned: false, maxIdleTimeInSeconds: 1")};
+  rt.wait_defined("d");
+  BOOST_TEST(rt.info("d").instances() == 0u); // nothing runs before work arrives
+  BOOST_TEST(rt.ok("d", "{\"a\":1}") == "{\"a\":1}");
+  BOOST_TEST(rt.info("d").instances() == 1u);
+  BOOST_TEST(test::wait_until([&] { return rt.info("d").instances() == 0u; }));
+}
+
+BOOST_AUTO_TEST_CASE(max_instances_and_queue_limit) {
+  runtime rt{fn("w", "wait_file", "pinned: false, maxInstancesCount: 2, maxQueueSize: 1")};
+  rt.wait_defined("w");
+  auto release = rt.dir.path() / "release";
+  auto payload = "\"" + release.string() + "\"";
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  // One at a time: an item waiting for its instance to start counts against the queue.
+  auto call = [&] {
+    calls.push_back(std::async(std::launch::async, [&] { return rt.invoke("w", payload, 60s); }));
+  };
+  call();
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("w").busy() == 1u; }));
+  call();
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("w").busy() == 2u; }));
+  call();
+  BOOST_REQUIRE(test::wait_until([&] {
+    auto i = rt.info("w");
+    return i.busy() == 2u && i.queued() == 1u;
+  }));
+  BOOST_TEST(rt.info("w").instances() == 2u); // never more than maxInstancesCount
+  auto refused = rt.invoke("w", payload);
+  BOOST_TEST(is(refused, errc::queue_full));
+  BOOST_TEST(rt.info("w").refused() == 1u);
+  std::ofstream{release} << "go";
+  std::set<std::string> pids;
+  for (auto& c : calls) {
+    auto r = c.get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    pids.insert(r->payload());
+  }
+  BOOST_TEST(pids.size() == 2u); // the queued item ran on one of the two instances
+}
+
+BOOST_AUTO_TEST_CASE(an_item_past_its_timeout_ends_the_instance) {
+  runtime rt{fn("h", "hang", "timeoutInSeconds: 1") + fn("e", "echo")};
+  rt.wait_defined("h");
+  auto r = rt.invoke("h", "{}");
+  BOOST_TEST(is(r, errc::timeout));
+  BOOST_TEST(rt.info("h").timeouts() == 1u);
+  // The hung instance is replaced; the other function never noticed.
+  BOOST_TEST(test::wait_until([&] { return rt.info("h").instances() == 1u; }));
+  BOOST_TEST(rt.ok("e", "[1]") == "[1]");
+}
+
+BOOST_AUTO_TEST_CASE(faults_of_a_function_stay_with_its_item_and_instance) {
+  runtime rt{fn("crash", "crash") + fn("throw", "throw") + fn("exit", "exit")
+               + fn("garbage", "garbage") + fn("flood", "flood") + fn("e", "echo"),
+             "{max_pending_frames: 64}"};
+  rt.wait_defined("e");
+  auto thrown = rt.invoke("throw", "{}");
+  BOOST_REQUIRE(!thrown);
+  BOOST_TEST(grove::describe(thrown.error()).find("handler refused: {}") != std::string::npos);
+  BOOST_TEST(rt.info("throw").errors() == 1u);
+  auto crashed = rt.invoke("crash", "{}");
+  BOOST_REQUIRE(!crashed);
+  BOOST_TEST(grove::describe(crashed.error()).find("SIGSEGV") != std::string::npos);
+  auto exited = rt.invoke("exit", "{}");
+  BOOST_REQUIRE(!exited);
+  BOOST_TEST(grove::describe(exited.error()).find("exited with code 3") != std::string::npos);
+  auto garbage = rt.invoke("garbage", "{}");
+  BOOST_REQUIRE(!garbage);
+  BOOST_TEST(grove::describe(garbage.error()).find("bad IPC frame") != std::string::npos);
+  auto flood = rt.invoke("flood", "{}");
+  BOOST_REQUIRE(!flood);
+  BOOST_TEST(grove::describe(flood.error()).find("flood") != std::string::npos);
+  BOOST_TEST(rt.ok("e", "{\"still\":\"here\"}") == "{\"still\":\"here\"}");
+  // Each faulty pinned function gets a fresh instance.
+  BOOST_TEST(test::wait_until([&] { return rt.info("crash").instances() == 1u; }));
+  BOOST_TEST(test::wait_until([&] { return rt.info("garbage").instances() == 1u; }));
+}
+
+BOOST_AUTO_TEST_CASE(a_function_that_cannot_start_is_a_clear_error) {
+  runtime rt{fn("nohello", "nohello") + fn("badtoken", "badtoken")
+             + "  - name: missing\n    config: {handler: /nonexistent/fn, runAs: {uid: 0}}\n"};
+  rt.wait_defined("missing");
+  auto r = rt.invoke("missing", "{}", 60s);
+  BOOST_TEST(is(r, errc::plugin_broken));
+  BOOST_TEST(rt.info("missing").last_error().find("/nonexistent/fn") != std::string::npos);
+  BOOST_TEST(test::wait_until([&] {
+    return rt.info("nohello").last_error().find("gave up") != std::string::npos;
+  }, 60s));
+  BOOST_TEST(test::wait_until([&] {
+    return rt.info("badtoken").last_error().find("gave up") != std::string::npos;
+  }, 60s));
+}
+
+BOOST_AUTO_TEST_CASE(json_functions_refuse_other_payloads_binary_ones_take_any) {
+  runtime rt{fn("j", "echo") + fn("b", "echo", "inputPayloadEncodingType: binary")};
+  rt.wait_defined("b");
+  auto r = rt.invoke("j", "not json");
+  BOOST_REQUIRE(is(r, errc::malformed));
+  BOOST_TEST(grove::describe(r.error()).find("not JSON") != std::string::npos);
+  std::string bytes{"\x00\xff\x01", 3};
+  BOOST_TEST(rt.ok("b", bytes) == bytes);
+}
+
+BOOST_AUTO_TEST_CASE(routed_messages_event_sources_and_events_reach_the_handler) {
+  runtime rt{fn("c", "context", "eventSources: [{topic: local/in, type: PUB_SUB}]")};
+  rt.wait_defined("c");
+  // Direct invocation: the reply is the context.
+  auto direct = rt.ok("c", "{}");
+  BOOST_TEST(direct.find("\"function\":\"c\"") != std::string::npos);
+  BOOST_TEST(direct.find("\"event\":false") != std::string::npos);
+  // mm-1 (published here by the test; message_manager does in an image).
+  BOOST_REQUIRE(rt.h->publish("$grove/mm/out/function/c/home/switch/1", "{}"));
+  BOOST_TEST(test::wait_until([&] {
+    return rt.log_of("c").find("\"subject\":\"home/switch/1\",\"source\":\"test\"")
+           != std::string::npos;
+  }));
+  BOOST_REQUIRE(rt.h->publish("local/in", "{}"));
+  BOOST_TEST(test::wait_until([&] {
+    return rt.log_of("c").find("\"subject\":\"local/in\"") != std::string::npos;
+  }));
+  BOOST_REQUIRE(rt.h->publish("$grove/functions/event/c", "{}"));
+  BOOST_TEST(test::wait_until([&] { return rt.info("c").invocations() == 4u; }));
+  BOOST_TEST(rt.log_of("c").find("\"subject\":\"\",\"source\":\"test\"") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_function_invokes_another_and_publishes_as_itself) {
+  runtime rt{fn("caller", "invoke") + fn("callee", "context") + fn("pub", "publish")};
+  rt.wait_defined("pub");
+  auto reply = rt.ok("caller", "\"callee\"");
+  BOOST_TEST(reply.find("\"source\":\"function:caller\"") != std::string::npos);
+  // No message_manager in this kernel: the publish reaches mm-3's topic and nobody
+  // serves it, which the function sees as the verb's error.
+  auto r = rt.invoke("pub", "{}");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(grove::describe(r.error()).find("no_route") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(an_invalid_change_keeps_the_previous_definition) {
+  runtime rt{fn("e", "echo")};
+  rt.wait_defined("e");
+  BOOST_TEST(rt.ok("e", "1") == "1");
+  rt.rewrite(fn("e", "echo", "maxQueueSize: lots")
+             + "  - name: nohandler\n    config: {pinned: true}\n");
+  BOOST_TEST(test::wait_until([&] { return !rt.info("e").last_error().empty(); }));
+  auto e = rt.info("e");
+  BOOST_TEST(e.valid());
+  BOOST_TEST(e.last_error().find("maxQueueSize") != std::string::npos);
+  BOOST_TEST(e.last_error().find("group.yaml") != std::string::npos);
+  BOOST_TEST(rt.ok("e", "2") == "2");
+  auto n = rt.info("nohandler");
+  BOOST_TEST(!n.valid());
+  BOOST_TEST(n.last_error().find("handler") != std::string::npos);
+  BOOST_TEST(is(rt.invoke("nohandler", "{}"), errc::no_route));
+}
+
+BOOST_AUTO_TEST_CASE(function_logs_rotate_at_their_cap) {
+  runtime rt{fn("l", "log"), "{log_max_bytes: 4096, log_files: 2}"};
+  rt.wait_defined("l");
+  BOOST_TEST(rt.ok("l", "{}") == "logged");
+  auto base = rt.dir.path() / "var" / "logs" / "functions";
+  BOOST_TEST(fs::exists(base / "l.log.1"));
+  BOOST_TEST(fs::exists(base / "l.log.2"));
+  BOOST_TEST(!fs::exists(base / "l.log.3"));
+  BOOST_TEST(fs::file_size(base / "l.log.1") < 4096u + 512u);
+}
+
+BOOST_AUTO_TEST_CASE(functions_run_as_the_default_user) {
+  runtime missing{"  - name: u\n    config: {handler: /bin/true}\n",
+                  "{default_user: grove-no-such-user}"};
+  missing.wait_defined("u");
+  BOOST_TEST(missing.info("u").last_error().find("grove-no-such-user' does not exist")
+             != std::string::npos);
+  auto* pw = ::getpwnam("grove-fn");
+  if (::geteuid() != 0 || pw == nullptr) {
+    BOOST_TEST_MESSAGE("not root or no user grove-fn (tools/deps makes it): skipped");
+    return;
+  }
+  // The build tree may be unreachable for grove-fn: run a copy from a reachable place.
+  test::temp_dir code;
+  ::chmod(code.path().c_str(), 0755);
+  fs::copy_file(FN_TEST_FUNCTION, code.path() / "fn");
+  runtime rt{"  - name: u\n    config: {handler: fn, codeUri: " + code.path().string()
+             + ", execArgs: [uid], linuxProcessParams: {isolationMode: NoContainer}}\n"};
+  rt.wait_defined("u");
+  BOOST_TEST(rt.ok("u", "{}") == std::to_string(pw->pw_uid));
+}
+
+namespace {
+
+/// Runs `cmd` with /bin/sh and returns its first output line.
+std::string shell(const std::string& cmd) {
+  std::string out;
+  if (auto* p = ::popen(cmd.c_str(), "r")) {
+    char buf[256];
+    if (std::fgets(buf, sizeof buf, p) != nullptr)
+      out = buf;
+    ::pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' '))
+    out.pop_back();
+  return out;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(code_from_an_archive_is_checked_and_unpacked) {
+  test::temp_dir src;
+  fs::create_directories(src.path() / "pkg" / "bin");
+  fs::copy_file(FN_TEST_FUNCTION, src.path() / "pkg" / "bin" / "fn");
+  auto tgz = src.path() / "code.tar.gz";
+  auto zip = src.path() / "code.zip";
+  BOOST_REQUIRE(std::system(("tar -C " + (src.path() / "pkg").string() + " -czf "
+                             + tgz.string() + " bin").c_str()) == 0);
+  auto sha = shell("sha256sum " + tgz.string() + " | cut -d' ' -f1");
+  BOOST_REQUIRE_EQUAL(sha.size(), 64u);
+  std::string wrong(64, '0');
+  auto entry = [&](const std::string& name, const fs::path& uri, const std::string& digest) {
+    return "  - name: " + name + "\n    config: {handler: bin/fn, codeUri: " + uri.string()
+           + ", codeSha256: \"" + digest + "\", execArgs: [echo], runAs: {uid: 0, gid: 0}}\n";
+  };
+  runtime rt{entry("good", tgz, sha) + entry("tampered", tgz, wrong)};
+  rt.wait_defined("tampered");
+  BOOST_TEST(rt.ok("good", "[7]") == "[7]");
+  auto t = rt.info("tampered");
+  BOOST_TEST(!t.valid());
+  BOOST_TEST(t.last_error().find("SHA-256 is " + sha) != std::string::npos);
+  // Unpacked once, under the runtime's state directory, named by the digest.
+  BOOST_TEST(fs::exists(rt.h->state_dir() / "code" / sha / "bin" / "fn"));
+}

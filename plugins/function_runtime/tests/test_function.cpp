@@ -1,0 +1,116 @@
+// The function the runtime tests run: its first execArg picks what the handler does, so
+// one binary plays every well- and badly-behaved function of the tests.
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "grove/function/function.hpp"
+
+namespace gf = grove::function;
+
+namespace {
+
+std::string mode;
+
+std::string handle(const std::string& payload, const gf::context& ctx) {
+  if (mode == "echo")
+    return payload;
+  if (mode == "uid")
+    return std::to_string(::getuid());
+  if (mode == "context") {
+    auto json = "{\"function\":\"" + ctx.function_name + "\",\"subject\":\"" + ctx.subject
+                + "\",\"source\":\"" + ctx.source + "\",\"invocation\":\""
+                + ctx.invocation_id + "\",\"event\":" + (ctx.event ? "true" : "false")
+                + ",\"remaining_ms\":" + std::to_string(ctx.remaining_time().count()) + "}";
+    gf::log(gf::level::info, json);
+    return json;
+  }
+  if (mode == "pid")
+    return std::to_string(::getpid());
+  if (mode == "throw")
+    throw std::runtime_error("handler refused: " + payload);
+  if (mode == "crash")
+    std::raise(SIGSEGV);
+  if (mode == "exit")
+    std::_Exit(3);
+  if (mode == "hang")
+    for (;;)
+      ::pause();
+  if (mode == "garbage") {
+    // Not a frame: a length far beyond max_frame_bytes, then bytes.
+    static const char junk[] = "\xff\xff\xff\xffgarbage";
+    [[maybe_unused]] auto n = ::write(3, junk, sizeof junk - 1);
+    for (;;)
+      ::pause();
+  }
+  if (mode == "flood") {
+    for (int i = 0; i < 1000000; ++i)
+      if (!gf::publish_nowait("flood/topic", "x"))
+        break;
+    for (;;)
+      ::pause();
+  }
+  if (mode == "wait_file") {
+    // Holds the item until the test creates the file named by the payload (a JSON
+    // string): lets a test keep instances busy as long as it needs, without timing.
+    auto path = payload.substr(1, payload.size() - 2);
+    while (!std::filesystem::exists(path))
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    return std::to_string(::getpid());
+  }
+  if (mode == "publish") {
+    auto routed = gf::publish("fn/out", payload);
+    if (!routed)
+      throw std::runtime_error("publish: " + routed.error);
+    return std::to_string(*routed);
+  }
+  if (mode == "relay") {
+    // Publishes the payload on $RELAY_TOPIC (environmentVariables) and on
+    // "<subject>/seen" when it came routed: device -> function -> device.
+    const char* topic = std::getenv("RELAY_TOPIC");
+    auto routed = gf::publish(topic != nullptr ? topic : "relay", payload, 1);
+    if (!routed)
+      throw std::runtime_error("publish: " + routed.error);
+    gf::log(gf::level::info, "relayed from " + ctx.source + " on '" + ctx.subject + "' to "
+                               + std::to_string(*routed) + " targets");
+    return "{\"targets\":" + std::to_string(*routed) + "}";
+  }
+  if (mode == "shadow") {
+    // Sends the payload as an update of lamp's shadow; the accepted document is the reply.
+    auto doc = gf::update_thing_shadow("lamp", payload);
+    if (!doc)
+      throw std::runtime_error("update_thing_shadow: " + doc.error);
+    return *doc;
+  }
+  if (mode == "invoke") {
+    // payload: "<function>" as a JSON string; invokes it with {"from":"invoke"}.
+    auto target = payload.substr(1, payload.size() - 2);
+    auto reply = gf::invoke(target, "{\"from\":\"invoke\"}");
+    if (!reply)
+      throw std::runtime_error("invoke: " + reply.error);
+    return *reply;
+  }
+  if (mode == "log") {
+    for (int i = 0; i < 100; ++i)
+      gf::log(gf::level::info, "line " + std::to_string(i) + " " + std::string(200, 'x'));
+    return "logged";
+  }
+  throw std::runtime_error("unknown mode " + mode);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  mode = argc > 1 ? argv[1] : "echo";
+  if (mode == "nohello")
+    return 4; // exits before saying hello: a function that cannot start
+  if (mode == "badtoken")
+    ::setenv("GROVE_FUNCTION_TOKEN", "not-the-token", 1);
+  return gf::run(handle, argc, argv);
+}

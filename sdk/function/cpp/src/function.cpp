@@ -1,0 +1,223 @@
+#include "grove/function/function.hpp"
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+
+#include "grove/errors.hpp"
+#include "grove/function.pb.h"
+#include "grove/kernel/control.hpp"
+
+namespace grove::function {
+
+namespace {
+
+/// The instance's channel to the runtime; one per process, used from the handler's
+/// thread only.
+struct channel {
+  int fd = -1;
+  uint32_t max_frame = 4u << 20;
+  std::string name;
+  uint64_t next_id = 0;
+};
+
+channel& chan() {
+  static channel c;
+  return c;
+}
+
+bool send(const fn::Frame& f) {
+  return chan().fd >= 0 && !framing::write_frame(chan().fd, f);
+}
+
+/// Reads frames until `take` accepts one (a reply the verb waits for).
+template <class Take>
+std::string await(Take take) {
+  for (;;) {
+    fn::Frame f;
+    if (auto err = framing::read_frame(chan().fd, f, chan().max_frame))
+      return "the runtime's socket: " + describe(err);
+    if (take(f))
+      return {};
+  }
+}
+
+std::string env_or(const char* name, const char* def) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : def;
+}
+
+} // namespace
+
+std::chrono::milliseconds context::remaining_time() const {
+  auto left = deadline - std::chrono::steady_clock::now();
+  return std::max(std::chrono::milliseconds{0},
+                  std::chrono::duration_cast<std::chrono::milliseconds>(left));
+}
+
+outcome<uint32_t> publish(std::string_view topic, std::string_view payload, uint32_t qos,
+                          std::string_view content_type) {
+  outcome<uint32_t> out;
+  fn::Frame f;
+  auto* p = f.mutable_publish();
+  p->set_topic(std::string{topic});
+  p->set_payload(std::string{payload});
+  p->set_qos(qos);
+  p->set_content_type(std::string{content_type});
+  auto id = ++chan().next_id;
+  p->set_ack_id(id);
+  if (!send(f)) {
+    out.error = "not connected to the runtime";
+    return out;
+  }
+  auto err = await([&](const fn::Frame& r) {
+    if (r.body_case() != fn::Frame::kPublishAck || r.publish_ack().ack_id() != id)
+      return false;
+    if (r.publish_ack().error().empty())
+      out.value = r.publish_ack().targets();
+    else
+      out.error = r.publish_ack().error();
+    return true;
+  });
+  if (!err.empty())
+    out.error = err;
+  return out;
+}
+
+bool publish_nowait(std::string_view topic, std::string_view payload, uint32_t qos) {
+  fn::Frame f;
+  auto* p = f.mutable_publish();
+  p->set_topic(std::string{topic});
+  p->set_payload(std::string{payload});
+  p->set_qos(qos);
+  return send(f);
+}
+
+namespace {
+
+/// Sends `f` (a Call or ShadowCall with call id `id`) and waits for its CallReply.
+outcome<std::string> call_runtime(const fn::Frame& f, uint64_t id) {
+  outcome<std::string> out;
+  if (!send(f)) {
+    out.error = "not connected to the runtime";
+    return out;
+  }
+  auto err = await([&](const fn::Frame& r) {
+    if (r.body_case() != fn::Frame::kCallReply || r.call_reply().call_id() != id)
+      return false;
+    if (r.call_reply().error().empty())
+      out.value = r.call_reply().payload();
+    else
+      out.error = r.call_reply().error();
+    return true;
+  });
+  if (!err.empty())
+    out.error = err;
+  return out;
+}
+
+outcome<std::string> shadow_call(std::string_view op, std::string_view thing,
+                                 std::string_view shadow, std::string_view document,
+                                 std::chrono::milliseconds timeout) {
+  fn::Frame f;
+  auto* c = f.mutable_shadow_call();
+  auto id = ++chan().next_id;
+  c->set_call_id(id);
+  c->set_op(std::string{op});
+  c->set_thing(std::string{thing});
+  c->set_shadow(std::string{shadow});
+  c->set_payload(std::string{document});
+  c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
+  return call_runtime(f, id);
+}
+
+} // namespace
+
+outcome<std::string> invoke(std::string_view name, std::string_view payload,
+                            invocation_type type, std::chrono::milliseconds timeout) {
+  fn::Frame f;
+  auto* c = f.mutable_call();
+  auto id = ++chan().next_id;
+  c->set_call_id(id);
+  c->set_function(std::string{name});
+  c->set_payload(std::string{payload});
+  c->set_event(type == invocation_type::event);
+  c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
+  return call_runtime(f, id);
+}
+
+outcome<std::string> get_thing_shadow(std::string_view thing, std::string_view shadow,
+                                      std::chrono::milliseconds timeout) {
+  return shadow_call("get", thing, shadow, {}, timeout);
+}
+
+outcome<std::string> update_thing_shadow(std::string_view thing, std::string_view document,
+                                         std::string_view shadow,
+                                         std::chrono::milliseconds timeout) {
+  return shadow_call("update", thing, shadow, document, timeout);
+}
+
+outcome<std::string> delete_thing_shadow(std::string_view thing, std::string_view shadow,
+                                         std::chrono::milliseconds timeout) {
+  return shadow_call("delete", thing, shadow, {}, timeout);
+}
+
+void log(level lvl, std::string_view text) {
+  fn::Frame f;
+  f.mutable_log()->set_level(static_cast<uint32_t>(lvl));
+  f.mutable_log()->set_text(std::string{text});
+  if (!send(f))
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(text.size()), text.data());
+}
+
+int run(handler h, int, char**) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto& c = chan();
+  c.fd = std::atoi(env_or("GROVE_FUNCTION_FD", "-1").c_str());
+  c.max_frame = static_cast<uint32_t>(
+    std::strtoul(env_or("GROVE_FUNCTION_MAX_FRAME", "4194304").c_str(), nullptr, 10));
+  c.name = env_or("GROVE_FUNCTION_NAME", "");
+  if (c.fd < 0) {
+    std::fprintf(stderr, "grove function: GROVE_FUNCTION_FD is not set; function_runtime "
+                         "starts this program\n");
+    return 2;
+  }
+  fn::Frame hello;
+  hello.mutable_hello()->set_token(env_or("GROVE_FUNCTION_TOKEN", ""));
+  hello.mutable_hello()->set_protocol(1);
+  if (!send(hello))
+    return 1;
+  for (;;) {
+    fn::Frame f;
+    if (auto err = framing::read_frame(c.fd, f, c.max_frame))
+      return err == errc::system_error ? 0 : 1; // closed: the runtime ended us
+    if (f.body_case() != fn::Frame::kInvoke)
+      continue; // a late reply of a verb that gave up
+    const auto& inv = f.invoke();
+    context ctx;
+    ctx.function_name = c.name;
+    ctx.subject = inv.subject();
+    ctx.source = inv.source();
+    ctx.invocation_id = inv.invocation_id();
+    ctx.content_type = inv.content_type();
+    ctx.event = inv.event();
+    ctx.deadline = std::chrono::steady_clock::now()
+                   + std::chrono::milliseconds{inv.remaining_ms()};
+    fn::Frame out;
+    auto* r = out.mutable_result();
+    r->set_id(inv.id());
+    try {
+      r->set_payload(h(inv.payload(), ctx));
+    } catch (const std::exception& e) {
+      r->set_error(e.what()[0] != '\0' ? e.what() : "exception");
+    } catch (...) {
+      r->set_error("a non-standard exception");
+    }
+    if (!send(out))
+      return 1;
+  }
+}
+
+} // namespace grove::function
