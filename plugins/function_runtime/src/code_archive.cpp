@@ -65,6 +65,10 @@ caf::expected<fs::path> unpack_code(const fs::path& file, const std::string& sha
   fs::create_directories(dest, ec);
   if (ec)
     return make_error(errc::system_error, "cannot create " + dest.string() + ": " + ec.message());
+  // groved's umask (077) would leave it 0700 root: the function's user must search the
+  // directory its instance starts in (the 0700 directories above it stay closed).
+  fs::permissions(dest, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                          | fs::perms::others_read | fs::perms::others_exec, ec);
   std::unique_ptr<struct archive, decltype(&archive_read_free)> in{archive_read_new(),
                                                              &archive_read_free};
   std::unique_ptr<struct archive, decltype(&archive_write_free)> out{archive_write_disk_new(),
@@ -96,6 +100,9 @@ caf::expected<fs::path> unpack_code(const fs::path& file, const std::string& sha
     if (name.empty() || name.front() == '/' || fs::path{name}.lexically_normal().string().starts_with(".."))
       return failed(in.get(), "entry '" + name + "' would land outside the code directory");
     archive_entry_set_pathname(entry, (dest / name).c_str());
+    // groved unpacks as root, so a 04755 entry would come out setuid root: a function
+    // running as grove-fn could exec it. Keep only rwx bits, and none for others to write.
+    archive_entry_set_perm(entry, archive_entry_perm(entry) & 0755);
     if (const char* hl = archive_entry_hardlink(entry))
       archive_entry_set_hardlink(entry, (dest / hl).c_str());
     if (archive_write_header(out.get(), entry) != ARCHIVE_OK)

@@ -171,6 +171,10 @@ config_map<runtime_config> runtime_config::map() {
   return config_map<runtime_config>{}
     .key("default_user", &runtime_config::default_user, "grove-fn",
          "user functions run as when their runAs has no uid (tools/deps creates it)")
+    .key("allow_run_as_root", &runtime_config::allow_run_as_root, false,
+         "let a function run as root (runAs uid or gid 0); otherwise such a function is "
+         "refused. The image decides this, not the group (Greengrass' "
+         "allowFunctionsToRunAsRoot)")
     .key("max_frame_bytes", &runtime_config::max_frame_bytes, 4 << 20,
          range{4096, 15 << 20}, "largest IPC frame; a larger one ends the instance")
     .key("log_max_bytes", &runtime_config::log_max_bytes, 1 << 20, range{4096, 1 << 30},
@@ -187,7 +191,8 @@ config_map<runtime_config> runtime_config::map() {
 }
 
 caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
-                                                    const std::string& default_user) {
+                                                    const std::string& default_user,
+                                                    bool allow_root) {
   uid_t uid = 0;
   gid_t gid = 0;
   if (def.run_as.uid) {
@@ -209,6 +214,11 @@ caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
     uid = pw->pw_uid;
     gid = def.run_as.gid ? static_cast<gid_t>(*def.run_as.gid) : pw->pw_gid;
   }
+  if ((uid == 0 || gid == 0) && !allow_root)
+    return make_error(errc::not_authorized,
+                      "runAs: uid " + std::to_string(uid) + " gid " + std::to_string(gid)
+                        + " is root, which the image does not allow (function_runtime's "
+                          "allow_run_as_root: true in the image profile)");
   if (::geteuid() != 0 && (uid != ::geteuid() || gid != ::getegid()))
     return make_error(errc::not_authorized,
                       "runAs: switching to uid " + std::to_string(uid) + " gid "

@@ -150,6 +150,9 @@ caf::expected<function_def> parse_function(std::string_view yaml, std::string_vi
 struct runtime_config {
   /// User functions run as when their runAs has no uid.
   std::string default_user;
+  /// Whether a function may run as root (runAs uid or gid 0): the device's decision, not
+  /// the group's (Greengrass' allowFunctionsToRunAsRoot).
+  bool allow_run_as_root = false;
   /// Largest IPC frame either side may send.
   int64_t max_frame_bytes = 0;
   /// A function's log file is rotated past this size.
@@ -171,6 +174,7 @@ struct runtime_config {
 /// The uid and gid an instance of `def` runs as: runAs, else `default_user` (which must
 /// exist). Errors: a missing user, a runAs that needs root when groved is not root.
 caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
-                                                    const std::string& default_user);
+                                                    const std::string& default_user,
+                                                    bool allow_root);
 
 } // namespace grove::fn

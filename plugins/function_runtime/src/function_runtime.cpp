@@ -5,6 +5,7 @@
 // grove.fn.Frame messages (function.proto, the kernel's framing). See README.md.
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -16,7 +17,6 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <random>
 #include <set>
 #include <thread>
 
@@ -104,18 +104,24 @@ struct function_state {
   std::unique_ptr<gfn::function_log> log;
 };
 
-/// Random hex for tokens and invocation ids.
+/// Random hex for tokens and invocation ids, from the kernel's CSPRNG: a function must not
+/// predict another instance's token from the ids it sees.
 std::string random_hex(size_t bytes) {
-  static thread_local std::mt19937_64 gen{std::random_device{}()};
   static constexpr char digits[] = "0123456789abcdef";
+  std::vector<unsigned char> raw(bytes);
+  size_t got = 0;
+  while (got < bytes) {
+    auto n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n > 0)
+      got += static_cast<size_t>(n);
+    else if (errno != EINTR)
+      std::abort(); // no randomness (a kernel without getrandom): never run on weak tokens
+  }
   std::string out;
   out.reserve(bytes * 2);
-  for (size_t i = 0; i < bytes; i += 8) {
-    auto x = gen();
-    for (size_t j = 0; j < 8 && i + j < bytes; ++j, x >>= 8) {
-      out += digits[(x >> 4) & 0xf];
-      out += digits[x & 0xf];
-    }
+  for (auto b : raw) {
+    out += digits[b >> 4];
+    out += digits[b & 0xf];
   }
   return out;
 }
@@ -251,7 +257,7 @@ private:
       std::optional<std::pair<uid_t, gid_t>> user;
       fs::path code_dir;
       if (def) {
-        auto u = gfn::resolve_user(*def, cfg_.default_user);
+        auto u = gfn::resolve_user(*def, cfg_.default_user, cfg_.allow_run_as_root);
         if (u)
           user = *u;
         else
@@ -489,7 +495,12 @@ private:
     inst->token = random_hex(32);
     inst->fd = sv[0];
     grove::process_options opts;
-    auto program = fn.code_dir.empty() ? fs::path{def.handler} : fn.code_dir / def.handler;
+    // Relative to the code directory, which the child enters before it drops to runAs: the
+    // directories above it (groved's 0700 write dir, a home directory) need not be
+    // searchable by the function's user.
+    auto program = fn.code_dir.empty() || fs::path{def.handler}.is_absolute()
+                     ? fs::path{def.handler}
+                     : fs::path{"."} / def.handler;
     opts.argv.push_back(program.string());
     for (const auto& a : def.exec_args)
       opts.argv.push_back(a);

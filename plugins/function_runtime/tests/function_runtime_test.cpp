@@ -52,7 +52,10 @@ struct runtime {
   fs::path group_file;
   std::unique_ptr<grove::testing::harness> h;
 
-  explicit runtime(const std::string& functions, const std::string& config = "{}") {
+  // The test function runs as root (its binary is in the build tree), which the image
+  // must allow.
+  explicit runtime(const std::string& functions,
+                   const std::string& config = "{allow_run_as_root: true}") {
     group_file = dir.write("group.yaml", group(functions));
     grove::testing::harness_options o;
     o.write_dir = dir.path() / "var";
@@ -191,7 +194,7 @@ BOOST_AUTO_TEST_CASE(an_item_past_its_timeout_ends_the_instance) {
 BOOST_AUTO_TEST_CASE(faults_of_a_function_stay_with_its_item_and_instance) {
   runtime rt{fn("crash", "crash") + fn("throw", "throw") + fn("exit", "exit")
                + fn("garbage", "garbage") + fn("flood", "flood") + fn("e", "echo"),
-             "{max_pending_frames: 64}"};
+             "{allow_run_as_root: true, max_pending_frames: 64}"};
   rt.wait_defined("e");
   auto thrown = rt.invoke("throw", "{}");
   BOOST_REQUIRE(!thrown);
@@ -293,7 +296,7 @@ BOOST_AUTO_TEST_CASE(an_invalid_change_keeps_the_previous_definition) {
 }
 
 BOOST_AUTO_TEST_CASE(function_logs_rotate_at_their_cap) {
-  runtime rt{fn("l", "log"), "{log_max_bytes: 4096, log_files: 2}"};
+  runtime rt{fn("l", "log"), "{allow_run_as_root: true, log_max_bytes: 4096, log_files: 2}"};
   rt.wait_defined("l");
   BOOST_TEST(rt.ok("l", "{}") == "logged");
   auto base = rt.dir.path() / "var" / "logs" / "functions";
@@ -346,6 +349,10 @@ BOOST_AUTO_TEST_CASE(code_from_an_archive_is_checked_and_unpacked) {
   test::temp_dir src;
   fs::create_directories(src.path() / "pkg" / "bin");
   fs::copy_file(FN_TEST_FUNCTION, src.path() / "pkg" / "bin" / "fn");
+  // Marked setuid in the archive: groved unpacks as root, so this must not survive.
+  fs::permissions(src.path() / "pkg" / "bin" / "fn",
+                  fs::perms::set_uid | fs::perms::owner_all | fs::perms::group_read
+                    | fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
   auto tgz = src.path() / "code.tar.gz";
   auto zip = src.path() / "code.zip";
   BOOST_REQUIRE(std::system(("tar -C " + (src.path() / "pkg").string() + " -czf "
@@ -364,5 +371,27 @@ BOOST_AUTO_TEST_CASE(code_from_an_archive_is_checked_and_unpacked) {
   BOOST_TEST(!t.valid());
   BOOST_TEST(t.last_error().find("SHA-256 is " + sha) != std::string::npos);
   // Unpacked once, under the runtime's state directory, named by the digest.
-  BOOST_TEST(fs::exists(rt.h->state_dir() / "code" / sha / "bin" / "fn"));
+  auto unpacked = rt.h->state_dir() / "code" / sha / "bin" / "fn";
+  BOOST_TEST(fs::exists(unpacked));
+  BOOST_TEST(((fs::status(unpacked).permissions() & fs::perms::set_uid) == fs::perms::none));
+  // The default user runs it although the code sits under groved's 0700 write dir: the
+  // handler is executed relative to the code directory the child entered as root.
+  auto* pw = ::getpwnam("grove-fn");
+  if (::geteuid() != 0 || pw == nullptr) {
+    BOOST_TEST_MESSAGE("not root or no user grove-fn (tools/deps makes it): skipped");
+    return;
+  }
+  runtime as_user{"  - name: u\n    config: {handler: bin/fn, codeUri: " + tgz.string()
+                  + ", codeSha256: \"" + sha + "\", execArgs: [uid], "
+                  "linuxProcessParams: {isolationMode: NoContainer}}\n"};
+  as_user.wait_defined("u");
+  BOOST_TEST(as_user.ok("u", "{}") == std::to_string(pw->pw_uid));
+}
+
+BOOST_AUTO_TEST_CASE(root_needs_the_images_consent) {
+  runtime rt{fn("r", "echo"), "{}"};
+  rt.wait_defined("r");
+  BOOST_TEST(rt.info("r").last_error().find("allow_run_as_root") != std::string::npos,
+             rt.info("r").last_error());
+  BOOST_TEST(!rt.invoke("r", "[1]"));
 }
