@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "function_def.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/testing/harness.hpp"
@@ -394,4 +395,12 @@ BOOST_AUTO_TEST_CASE(root_needs_the_images_consent) {
   BOOST_TEST(rt.info("r").last_error().find("allow_run_as_root") != std::string::npos,
              rt.info("r").last_error());
   BOOST_TEST(!rt.invoke("r", "[1]"));
+}
+
+BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
+  auto generated = grove::fn::runtime_config::map().markdown();
+  BOOST_TEST(grove::test::readme_config_table(FN_README) == generated,
+             "README.md's table is stale; replace the lines between the config-table "
+             "markers with `groved --describe-config function_runtime`:\n"
+               << generated);
 }

@@ -59,7 +59,8 @@ config_map<broker_config> broker_config::map() {
          "IP addresses of the broker's certificate, as server_names (default 127.0.0.1)")
     .key("run_as_user", &c::run_as_user, "grove-broker",
          "when groved runs as root, the broker drops to this unprivileged user (a system "
-         "user created if missing) that owns only the broker's state directory");
+         "user that tools/deps creates; groved refuses when it is missing) that owns only "
+         "the broker's state directory");
 }
 
 config_map<cloud_config> cloud_config::map() {

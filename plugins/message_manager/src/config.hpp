@@ -58,7 +58,7 @@ struct broker_config {
   std::vector<std::string> server_names;
   /// Extra IP addresses of the broker's certificate (tools/grove-certs ensure-default).
   std::vector<std::string> server_ips;
-  /// The user the broker runs as when groved runs as root (created if missing).
+  /// The user the broker runs as when groved runs as root (tools/deps creates it).
   std::string run_as_user;
 
   /// Equal settings need no broker restart.

@@ -449,36 +449,44 @@ public:
       return make_error(errc::unsupported, "broker changed: the broker must restart");
     if (old.spool != next.spool)
       return make_error(errc::unsupported, "spool changed: the broker must restart");
-    if (old.cloud.system_clients != next.cloud.system_clients) {
+    // Filters of clients no longer listed are deleted only once nothing else can fail:
+    // on an error the kernel keeps the old configuration, whose clients keep theirs.
+    auto prune_clients = [&]() -> caf::error {
+      if (old.cloud.system_clients == next.cloud.system_clients)
+        return {};
       auto dropped = system_->retain(next.cloud.system_clients);
       if (!dropped)
         return dropped.error();
       for (const auto& client : *dropped)
         log_->info("'{}' is no longer a system client: its cloud filters are gone", client);
-    }
+      apply_cloud_filters();
+      return {};
+    };
     auto link_settings = [](cloud_config c) {
       c.system_clients.clear();
       return c;
     };
     if (link_settings(old.cloud) == link_settings(next.cloud)) {
       // Only the system clients changed: the link stays.
-      apply_cloud_filters();
+      auto err = prune_clients();
       update_status();
-      return {};
+      return err;
     }
     stop_cloud();
     cloud_enabled_ = next.cloud.enabled;
     if (!cloud_enabled_) {
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
+      auto err = prune_clients();
       update_status();
-      return {};
+      return err;
     }
     cloud_opts_ = cloud_link_options(next.cloud);
     if (auto err = start_cloud())
       return err;
     log_->info("cloud settings applied live: {}:{}", cloud_opts_.host, cloud_opts_.port);
+    auto err = prune_clients();
     update_status();
-    return {};
+    return err;
   }
 
 private:
