@@ -14,6 +14,8 @@ HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
 source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
 broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$FUNCTION"
+# shellcheck source=../../message_manager/tests/mm_test_lib.sh
+source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 
 GROVED_PID=""
 cleanup_all() {
@@ -22,31 +24,13 @@ cleanup_all() {
 }
 trap cleanup_all EXIT
 
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-abort() {
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  finish
-}
-
 PKI=$WORK/pki
 export GROVE_CA_DIR=$WORK/ca
-if ! {
-  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
-  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  for t in A B grove; do "$CERTS_TOOL" device "$PKI" "$t" --days 2 || exit 1; done
-} >"$WORK/certs.out" 2>&1; then
+if ! make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1; then
   cat "$WORK/certs.out"
   abort "making the certificates"
 fi
 PORT=$(free_port)
-client_args() {
-  echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
-}
 
 cat >"$WORK/group.yaml" <<YAML
 name: e2e
@@ -78,17 +62,7 @@ kernel:
   log_level: info
   group: $WORK/group.yaml
 plugins:
-  - name: message_manager
-    may_claim: ["device:*", "cloud", "function:*", "shadow"]
-    config:
-      broker:
-        bind: 127.0.0.1
-        port: $PORT
-        ca_file: $PKI/ca.crt
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        client_cert_file: $PKI/devices/grove.crt
-        client_key_file: $PKI/devices/grove.key
+$(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]
       spool: {storage: memory}
   - name: shadow
@@ -97,7 +71,6 @@ plugins:
     config: {allow_run_as_root: true}  # the test functions run as root from the build tree
 YAML
 
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
 "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
 GROVED_PID=$!
 up=0

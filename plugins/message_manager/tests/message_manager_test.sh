@@ -52,9 +52,6 @@ CLOUD_PORT=$(free_port)
 while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
 
 # Devices identify with their certificate (CN = thing name).
-client_args() {
-  echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
-}
 
 # ---- the "cloud": Mosquitto with mutual TLS, persistent sessions (mm_test_lib.sh) -------------
 cloud_init

@@ -35,6 +35,10 @@ make_group_pki() {
   done
 }
 
+# client_args THING: mosquitto_pub/sub's TLS options for device THING of the group PKI $PKI.
+client_args() {
+  echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
+}
 status() { "$GROVECTL" status 2>&1; }
 # status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
 status_has() {
