@@ -518,6 +518,10 @@ private:
     auto fwd = std::make_unique<cloud_forwarder>(*link, *spool_,
                                                  static_cast<size_t>(cloud_opts_.max_inflight));
     link->on_message([this](inbound_message&& m) { from_cloud(std::move(m)); });
+    // mm-10: system clients learn when the cloud can hear them again (the listeners go
+    // with the link).
+    link->on_connected([this] { link_event(true); });
+    link->on_disconnected([this](const std::string&) { link_event(false); });
     link->set_subscriptions(cloud_filters(), 1);
     if (auto err = fwd->start())
       return err;
@@ -633,7 +637,19 @@ private:
     return r && r->delivered > 0;
   }
 
-  // --- the system API (mm-6 to mm-9) ---
+  // --- the system API (mm-6 to mm-10) ---
+
+  // mm-10, on the cloud link's thread (publishing is thread-safe). Nobody listening is
+  // not a failure: only system clients that sync care.
+  void link_event(bool up) {
+    mm::CloudLink ev;
+    ev.set_connected(up);
+    ev.set_connects(up ? ++link_connects_ : link_connects_.load());
+    Envelope e;
+    e.set_topic(std::string{sys::cloud_link_topic});
+    e.set_payload(ev.SerializeAsString());
+    (void) ctx_->publish(std::move(e));
+  }
 
   // Claims mm-6, mm-7 and mm-8 (in init: the spool and the filters are there).
   caf::error serve_system_api() {
@@ -1135,6 +1151,7 @@ private:
   // Counted from Paho threads too: a counter is one atomic add, kept by the kernel.
   grove::counter from_devices_;
   grove::counter from_cloud_;
+  std::atomic<uint64_t> link_connects_{0}; // mm-10's count
   grove::counter to_functions_;
   grove::counter to_shadow_;
   grove::counter to_devices_;

@@ -72,6 +72,10 @@ inline constexpr std::string_view cloud_unsubscribe_topic = "$grove/mm/system/un
 /// mm-9: cloud messages for system client `c` arrive on this prefix + `c/<cloud topic>`.
 inline constexpr std::string_view system_out_prefix = "$grove/mm/out/system/";
 
+/// mm-10: a `grove.mm.CloudLink` each time the cloud link comes up (its subscriptions
+/// made) or goes down.
+inline constexpr std::string_view cloud_link_topic = "$grove/mm/out/link";
+
 /// Longest cloud topic or filter a system client may use, in bytes (AWS IoT Core's).
 inline constexpr size_t cloud_max_topic_bytes = 256;
 
