@@ -427,13 +427,25 @@ outcome<request> parse_request(std::string_view payload, verb op, size_t max_pay
   }
 }
 
-std::optional<std::string> client_token_of(std::string_view payload) {
+std::optional<json> parse_object(std::string_view text) {
   try {
-    if (!valid_utf8(payload) || raw_depth(payload, max_raw_depth) > max_raw_depth)
+    if (!valid_utf8(text) || raw_depth(text, max_raw_depth) > max_raw_depth)
       return std::nullopt;
-    auto doc = json::parse(payload, nullptr, false);
+    auto doc = json::parse(text, nullptr, false);
     if (doc.is_discarded() || !doc.is_object())
       return std::nullopt;
+    return doc;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+std::optional<std::string> client_token_of(std::string_view payload) {
+  try {
+    auto parsed = parse_object(payload);
+    if (!parsed)
+      return std::nullopt;
+    auto& doc = *parsed;
     auto it = doc.find("clientToken");
     if (it == doc.end() || !it->is_string()
         || it->get_ref<const std::string&>().size() > max_client_token)

@@ -162,6 +162,10 @@ struct request {
 /// accept an empty payload.
 outcome<request> parse_request(std::string_view payload, verb op, size_t max_payload_bytes);
 
+/// Untrusted JSON text as an object: nullopt when it is not UTF-8, nests over 64 levels,
+/// does not parse or is not an object.
+std::optional<json> parse_object(std::string_view text);
+
 /// The clientToken of a payload, if it has a valid one: rejections echo it even when
 /// the request is refused.
 std::optional<std::string> client_token_of(std::string_view payload);

@@ -3,10 +3,16 @@
 // answers through mm-3 as source `shadow`); other plugins use the bus API (sh-1..sh-4).
 // Documents live in SQLite (grove::store, WAL): an update is answered only once its
 // group commit is durable, and only a bounded cache of documents stays in memory.
+// Cloud sync (README "Cloud sync") goes through message_manager's system API (mm-6 to
+// mm-10): the base both sides agreed on is kept in the same database, and each sync is a
+// three-way merge per leaf (sync_merge.cpp).
 
 #include <chrono>
 #include <deque>
 #include <list>
+#include <map>
+#include <random>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -14,6 +20,7 @@
 
 #include "config.hpp"
 #include "document.hpp"
+#include "sync_merge.hpp"
 #include "grove/config_map.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/message_manager/client.hpp"
@@ -24,19 +31,36 @@ namespace {
 
 using namespace grove::shadow;
 
+namespace mmc = grove::message_manager;
+
 constexpr std::string_view group_current = "$grove/group/current";
 constexpr std::string_view requests_filter = "$grove/mm/out/shadow/#";
 constexpr std::string_view requests_prefix = "$grove/mm/out/shadow/";
 
 // One row change for the writer: a document, a tombstone (no document), or, with an
-// empty thing, the purge of tombstones older than `deleted_at`.
+// empty thing, the purge of tombstones older than `deleted_at`; with `sync`, a shadow's
+// sync row (`doc` the base, `version` the local version at the base).
 struct write_op {
   std::string thing;
   std::string name;
   std::optional<std::string> doc;
   uint64_t version = 0;
   int64_t deleted_at = 0;
+  bool sync = false;
+  uint64_t cloud_version = 0;
+  std::optional<std::string> pending;
 };
+
+// Who made a change: a cloud change applied locally is not sent back to the cloud.
+enum class origin { local, cloud };
+
+// Every sync request's clientToken starts so: the cloud's events of our own updates
+// are told from other writers' (also those of an earlier run).
+constexpr std::string_view sync_token_prefix = "grove-sync:";
+
+// An answer of the cloud that does not come within this (lost while the link changed)
+// is given up and the shadow synchronized again.
+constexpr auto sync_answer_timeout = std::chrono::seconds{15};
 
 // What one request produces, sent together once everything before it is durable.
 struct answer {
@@ -87,6 +111,14 @@ public:
     opts.migrations = {{1, "CREATE TABLE shadows (thing TEXT NOT NULL, name TEXT NOT NULL,"
                            " doc TEXT, version INTEGER NOT NULL, deleted_at INTEGER,"
                            " PRIMARY KEY (thing, name)) WITHOUT ROWID",
+                        {}},
+                       // Cloud sync: per synced shadow the state both sides agreed on
+                       // (NULL: none), each side's version then, and the state an
+                       // update not yet answered asked the cloud to take.
+                       {2, "CREATE TABLE sync (thing TEXT NOT NULL, name TEXT NOT NULL,"
+                           " base TEXT, cloud_version INTEGER NOT NULL,"
+                           " local_version INTEGER NOT NULL, pending TEXT,"
+                           " PRIMARY KEY (thing, name)) WITHOUT ROWID",
                         {}}};
     // Not exclusive: the writer's connection and the reader's share the file (WAL).
     opts.exclusive = false;
@@ -111,6 +143,7 @@ public:
     purge_tombstones();
     if (auto err = serve_api())
       return err;
+    init_sync();
     return {};
   }
 
@@ -121,7 +154,7 @@ public:
       return err;
     load_group();
     ctx_->every(std::chrono::hours{1}, [this] { purge_tombstones(); });
-    return {};
+    return start_sync();
   }
 
   void stop() override {
@@ -143,8 +176,17 @@ public:
         set_group(g);
       return;
     }
-    if (msg.topic().rfind(requests_prefix, 0) == 0)
+    if (msg.topic().rfind(requests_prefix, 0) == 0) {
       on_device_request(msg);
+      return;
+    }
+    if (auto cloud_topic = mmc::cloud_topic_of(msg.topic(), ctx_->name())) {
+      if (msg.source() == "cloud")
+        on_cloud(*cloud_topic, msg.payload());
+      return;
+    }
+    if (msg.topic() == mmc::cloud_link_topic)
+      on_link(msg);
   }
 
 private:
@@ -153,7 +195,9 @@ private:
   static caf::error write(grove::store& db, std::vector<write_op>& ops) {
     for (const auto& op : ops) {
       caf::error err;
-      if (op.thing.empty())
+      if (op.sync)
+        err = write_sync_row(db, op);
+      else if (op.thing.empty())
         err = db.run("DELETE FROM shadows WHERE doc IS NULL AND deleted_at < ?",
                      op.deleted_at);
       else if (op.doc)
@@ -167,6 +211,24 @@ private:
       if (err)
         return err;
     }
+    return {};
+  }
+
+  static caf::error write_sync_row(grove::store& db, const write_op& op) {
+    auto stmt = db.prepare("INSERT OR REPLACE INTO sync (thing, name, base, cloud_version,"
+                           " local_version, pending) VALUES (?, ?, ?, ?, ?, ?)");
+    if (!stmt)
+      return std::move(stmt.error());
+    auto& st = **stmt;
+    st.bind_all(op.thing, op.name, nullptr, op.cloud_version, op.version, nullptr);
+    if (op.doc)
+      st.bind(3, *op.doc);
+    if (op.pending)
+      st.bind(6, *op.pending);
+    auto done = st.step();
+    st.reset();
+    if (!done)
+      return std::move(done.error());
     return {};
   }
 
@@ -263,10 +325,11 @@ private:
   // --- requests ---
 
   // Runs one request and queues its answer behind every write before it.
-  void handle(const shadow_topic& t, std::string_view payload, answer_sink sink) {
+  void handle(const shadow_topic& t, std::string_view payload, answer_sink sink,
+              origin from = origin::local) {
     auto now = now_seconds();
     auto& count = inflight_[t.thing];
-    if (count >= cfg_.max_inflight_per_thing) {
+    if (count >= cfg_.max_inflight_per_thing && from == origin::local) {
       // Answered at once: it changes nothing, and waiting would only add to the load.
       rejected_.inc();
       sink(t, refusal({429, std::string{msg::too_many_requests}},
@@ -275,6 +338,7 @@ private:
     }
     ++count;
     answer out;
+    bool changed = false;
     uint64_t ticket = writer_->submitted();
     auto* e = lookup(t);
     auto req = parse_request(payload, t.op,
@@ -301,6 +365,7 @@ private:
             e->doc.reset();
             ticket = e->ticket = submit(t, *e);
             deletes_.inc();
+            changed = true;
           } else {
             out = refusal(no_shadow(t), r.client_token, now);
           }
@@ -320,6 +385,7 @@ private:
           e->tomb.reset();
           ticket = e->ticket = submit(t, *e);
           updates_.inc();
+          changed = true;
           break;
         }
       }
@@ -327,6 +393,8 @@ private:
     if (out.code != 200)
       rejected_.inc();
     trim_cache(); // `e` is not used below: it may go now
+    if (changed && from == origin::local)
+      local_changed(t);
     if (ticket <= committed_) {
       if (--count == 0)
         inflight_.erase(t.thing);
@@ -414,8 +482,7 @@ private:
   }
 
   void publish(std::string subject, std::string payload) {
-    namespace mm = grove::message_manager;
-    mm::publish(*ctx_, mm::make_publish(subject, std::move(payload), "shadow", 0,
+    mmc::publish(*ctx_, mmc::make_publish(subject, std::move(payload), "shadow", 0,
                                         "application/json"),
                 std::chrono::seconds{5}, [this, subject](caf::expected<grove::mm::Routed> r) {
                   if (!r) {
@@ -450,6 +517,11 @@ private:
     for (const auto& d : g.devices())
       devices_.insert(d.thing());
     ctx_->set_status("devices", std::to_string(devices_.size()));
+    std::set<std::string> sync_devices;
+    for (const auto& d : g.devices())
+      if (d.sync_shadow() && valid_thing_name(d.thing()))
+        sync_devices.insert(d.thing());
+    set_sync_devices(sync_devices);
     group_arrived();
   }
 
@@ -538,6 +610,513 @@ private:
     return reply;
   }
 
+  // --- cloud sync (README "Cloud sync"; mm-6 to mm-10) ---
+
+  // A shadow kept in sync with its cloud twin.
+  struct synced {
+    shadow_topic topic;          // `op` unused
+    bool configured = false;     // from `synchronize` (else from the group's sync_shadow)
+    std::optional<json> base;    // the state both sides last agreed on
+    uint64_t cloud_version = 0;  // the cloud's version at `base`; 0: unknown
+    uint64_t local_version = 0;  // ours at `base`
+    bool busy = false;           // a request to the cloud waits for its answer
+    verb asked = verb::get;      // ... which
+    std::string token;           // ... its clientToken
+    std::optional<json> sent;    // what the last update not yet answered asked the cloud
+                                 // to take (kept over lost answers: see plan_sync)
+    uint64_t sent_local_version = 0;
+    std::chrono::steady_clock::time_point sent_at;
+    bool dirty = false;          // changed locally since the last push
+    bool resync = true;          // the cloud's document is to be read and merged
+    bool queued = false;         // waits in sync_queue_
+  };
+
+  bool periodic() const {
+    return cfg_.strategy.type == sync_strategy::periodic;
+  }
+
+  sync_direction direction() const {
+    return cfg_.synchronize.direction;
+  }
+
+  // The configured shadows, their bases read back from the database.
+  void init_sync() {
+    token_prefix_ = std::string{sync_token_prefix} + std::to_string(std::random_device{}())
+                    + ":";
+    tokens_ = static_cast<double>(cfg_.rate_limits.max_outbound);
+    refilled_ = std::chrono::steady_clock::now();
+    const auto& core = cfg_.synchronize.core_thing;
+    auto add_thing = [this](const std::string& thing, bool classic,
+                            const std::vector<std::string>& named) {
+      if (classic)
+        add_synced(thing, "", true);
+      for (const auto& n : named)
+        add_synced(thing, n, true);
+    };
+    if (!core.thing_name.empty())
+      add_thing(core.thing_name, core.classic, core.named_shadows);
+    for (const auto& t : cfg_.synchronize.shadow_documents)
+      add_thing(t.thing_name, t.classic, t.named_shadows);
+  }
+
+  synced& add_synced(const std::string& thing, const std::string& name, bool configured) {
+    auto key = key_of(thing, name);
+    auto [it, added] = synced_.try_emplace(key);
+    auto& s = it->second;
+    s.configured = s.configured || configured;
+    if (!added)
+      return s;
+    s.topic = shadow_topic{thing, name, verb::update};
+    auto stmt = reader_->prepare(
+      "SELECT base, cloud_version, local_version, pending FROM sync"
+      " WHERE thing = ? AND name = ?");
+    if (!stmt) {
+      ctx_->log().error("shadow: sync: {}", grove::describe(stmt.error()));
+      return s;
+    }
+    (*stmt)->bind_all(thing, name);
+    if (auto row = (*stmt)->step(); row && *row) {
+      if (!(*stmt)->column_is_null(0))
+        s.base = parse_object((*stmt)->column_text(0));
+      s.cloud_version = static_cast<uint64_t>((*stmt)->column_int64(1));
+      s.local_version = static_cast<uint64_t>((*stmt)->column_int64(2));
+      if (!(*stmt)->column_is_null(3))
+        s.sent = parse_object((*stmt)->column_text(3));
+    }
+    (*stmt)->reset();
+    return s;
+  }
+
+  caf::error start_sync() {
+    if (auto err = declare_sync_metrics())
+      return err;
+    if (auto err = ctx_->subscribe(mmc::system_filter(ctx_->name())))
+      return err;
+    if (auto err = ctx_->subscribe(mmc::cloud_link_topic))
+      return err;
+    ctx_->every(std::chrono::seconds{5}, [this] { sync_tick(); });
+    if (periodic())
+      ctx_->every(cfg_.strategy.delay, [this] {
+        for (auto& [key, s] : synced_)
+          if (s.dirty || s.resync)
+            enqueue(key);
+      });
+    refresh_cloud_filters();
+    return {};
+  }
+
+  // The group's devices with sync_shadow: true have their classic shadow synced.
+  void set_sync_devices(const std::set<std::string>& things) {
+    for (auto it = synced_.begin(); it != synced_.end();) {
+      auto& s = it->second;
+      if (!s.configured && s.topic.name.empty() && !things.contains(s.topic.thing))
+        it = synced_.erase(it);
+      else
+        ++it;
+    }
+    for (const auto& t : things)
+      add_synced(t, "", false);
+    if (ctx_ && started_sync_)
+      refresh_cloud_filters();
+  }
+
+  // One cloud filter per synced thing (AWS allows 50 per connection: beyond, one for
+  // every thing, the rest ignored when it comes).
+  void refresh_cloud_filters() {
+    started_sync_ = true;
+    std::set<std::string> things;
+    for (const auto& [key, s] : synced_)
+      things.insert(s.topic.thing);
+    std::set<std::string> wanted;
+    if (things.size() > mmc::cloud_max_filters)
+      wanted.insert("$aws/things/+/shadow/#");
+    else
+      for (const auto& t : things)
+        wanted.insert("$aws/things/" + t + "/shadow/#");
+    sync_status();
+    if (wanted == cloud_filters_ && (subscribed_ || wanted.empty()))
+      return;
+    std::vector<std::string> gone;
+    for (const auto& f : cloud_filters_)
+      if (!wanted.contains(f))
+        gone.push_back(f);
+    if (!gone.empty())
+      mmc::cloud_unsubscribe(*ctx_, gone, std::chrono::seconds{10},
+                             [](caf::expected<grove::mm::CloudSubscriptions>) {});
+    cloud_filters_ = wanted;
+    if (wanted.empty())
+      return;
+    subscribed_ = false;
+    mmc::cloud_subscribe(
+      *ctx_, {wanted.begin(), wanted.end()}, std::chrono::seconds{10},
+      [this, wanted](caf::expected<grove::mm::CloudSubscriptions> r) {
+        if (wanted != cloud_filters_)
+          return; // a newer set is on its way
+        if (!r) {
+          if (!std::exchange(subscribe_failed_, true))
+            ctx_->log().error("shadow: cannot subscribe to the cloud (is shadow in "
+                              "message_manager's cloud.system_clients?): {}; retrying",
+                              grove::describe(r.error()));
+          sync_status();
+          ctx_->after(std::chrono::seconds{5}, [this] {
+            if (!subscribed_) {
+              cloud_filters_.clear();
+              refresh_cloud_filters();
+            }
+          });
+          return;
+        }
+        subscribe_failed_ = false;
+        subscribed_ = true;
+        sync_status();
+        // In force: read every cloud document (and merge) now.
+        for (auto& [key, s] : synced_) {
+          s.resync = true;
+          enqueue(key);
+        }
+      });
+  }
+
+  void sync_status() {
+    if (synced_.empty()) {
+      ctx_->set_status("sync", "off");
+      return;
+    }
+    ctx_->set_status("sync", fmt::format("{} shadows, {}, cloud link {}", synced_.size(),
+                                         subscribed_         ? "subscribed"
+                                         : subscribe_failed_ ? "NOT SUBSCRIBED"
+                                                             : "subscribing",
+                                         link_up_ ? "up" : "down"));
+  }
+
+  // mm-10: the cloud link came back; what changed in the cloud meanwhile is read again
+  // (answers to requests made before are not waited for: they come, or not).
+  void on_link(const grove::Envelope& msg) {
+    grove::mm::CloudLink ev;
+    if (!ev.ParseFromString(msg.payload()))
+      return;
+    link_up_ = ev.connected();
+    sync_status();
+    if (!link_up_)
+      return;
+    for (auto& [key, s] : synced_) {
+      s.busy = false;
+      s.resync = true;
+      enqueue(key);
+    }
+  }
+
+  void sync_tick() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [key, s] : synced_) {
+      if (s.busy && link_up_ && now - s.sent_at > sync_answer_timeout) {
+        s.busy = false;
+        s.resync = true;
+        enqueue(key);
+      }
+    }
+    pump();
+  }
+
+  void local_changed(const shadow_topic& t) {
+    auto it = synced_.find(key_of(t.thing, t.name));
+    if (it == synced_.end())
+      return;
+    it->second.dirty = true;
+    if (!periodic())
+      enqueue(it->first);
+  }
+
+  void enqueue(const std::string& key) {
+    auto it = synced_.find(key);
+    if (it == synced_.end())
+      return;
+    if (!std::exchange(it->second.queued, true))
+      sync_queue_.push_back(key);
+    pump();
+  }
+
+  // The rate limit: a token bucket of maxOutboundSyncUpdatesPerSecond (one second's
+  // worth of burst). A shadow waits in the queue once, whatever changed meanwhile: what
+  // goes out is its state when its turn comes.
+  void pump() {
+    if (!subscribed_)
+      return; // subscribing resynchronizes everything once in force
+    auto rate = static_cast<double>(cfg_.rate_limits.max_outbound);
+    auto now = std::chrono::steady_clock::now();
+    tokens_ = std::min(rate, tokens_ + std::chrono::duration<double>(now - refilled_).count()
+                                         * rate);
+    refilled_ = now;
+    while (!sync_queue_.empty() && tokens_ >= 1) {
+      auto key = std::move(sync_queue_.front());
+      sync_queue_.pop_front();
+      auto it = synced_.find(key);
+      if (it == synced_.end())
+        continue;
+      it->second.queued = false;
+      if (!it->second.busy)
+        run(it->second); // a busy one runs again when its answer comes
+    }
+    if (!sync_queue_.empty() && !pump_scheduled_) {
+      pump_scheduled_ = true;
+      auto wait = std::chrono::duration<double>((1 - tokens_) / rate);
+      ctx_->after(std::max(std::chrono::milliseconds{1},
+                           std::chrono::duration_cast<std::chrono::milliseconds>(wait)),
+                  [this] {
+                    pump_scheduled_ = false;
+                    pump();
+                  });
+    }
+  }
+
+  // The local side of a synced shadow: false when the database cannot be read.
+  bool local_side(const shadow_topic& t, std::optional<sync_side>& out) {
+    auto* e = lookup(shadow_topic{t.thing, t.name, verb::get});
+    if (!e)
+      return false;
+    out.reset();
+    if (e->doc)
+      out = side_of(*e->doc);
+    return true;
+  }
+
+  void run(synced& s) {
+    if (s.resync || !s.base || s.cloud_version == 0) {
+      json req = json::object();
+      send_cloud(s, verb::get, req);
+      return;
+    }
+    if (!s.dirty)
+      return;
+    s.dirty = false;
+    if (direction() == sync_direction::cloud_to_device)
+      return;
+    std::optional<sync_side> local;
+    if (!local_side(s.topic, local))
+      return retry_later(s);
+    if (!local) {
+      s.sent.reset();
+      send_cloud(s, verb::del, json::object());
+      return;
+    }
+    auto patch = state_diff(*s.base, local->state);
+    if (patch.is_null())
+      return;
+    json req = json::object();
+    req["state"] = std::move(patch);
+    req["version"] = s.cloud_version;
+    s.sent = local->state;
+    s.sent_local_version = local->version;
+    save_base(s); // the pending state first: after a kill it tells our update from others'
+    send_cloud(s, verb::update, req);
+  }
+
+  void send_cloud(synced& s, verb op, json req) {
+    static constexpr std::string_view verbs[] = {"/get", "/update", "/delete"};
+    s.token = token_prefix_ + std::to_string(++token_seq_);
+    req["clientToken"] = s.token;
+    s.busy = true;
+    s.asked = op;
+    s.sent_at = std::chrono::steady_clock::now();
+    tokens_ -= 1; // answers to the cloud spend the rate too
+    sync_sent_.inc();
+    auto topic = s.topic.prefix() + std::string{verbs[static_cast<int>(op)]};
+    auto key = key_of(s.topic.thing, s.topic.name);
+    mmc::cloud_publish(*ctx_, topic, req.dump(), std::chrono::seconds{10},
+                       [this, key, token = s.token](caf::expected<grove::mm::CloudPublished> r) {
+                         if (r)
+                           return;
+                         ctx_->log().warn("shadow: sync of '{}' not sent: {}", key,
+                                          grove::describe(r.error()));
+                         auto it = synced_.find(key);
+                         if (it != synced_.end() && it->second.busy
+                             && it->second.token == token) {
+                           it->second.busy = false;
+                           retry_later(it->second);
+                         }
+                       });
+  }
+
+  void retry_later(synced& s) {
+    sync_failures_.inc();
+    s.resync = true;
+    ctx_->after(std::chrono::seconds{5},
+                [this, key = key_of(s.topic.thing, s.topic.name)] { enqueue(key); });
+  }
+
+  // A message from the cloud on mm-9.
+  void on_cloud(std::string_view topic, std::string_view payload) {
+    auto r = parse_cloud_reply(topic);
+    if (!r)
+      return;
+    auto it = synced_.find(key_of(r->topic.thing, r->topic.name));
+    if (it == synced_.end())
+      return;
+    auto& s = it->second;
+    auto doc = parse_object(payload);
+    if (!doc) {
+      sync_invalid_.inc();
+      return;
+    }
+    std::string token;
+    if (auto t = doc->find("clientToken"); t != doc->end() && t->is_string())
+      token = t->get<std::string>();
+    if (r->kind == "accepted" || r->kind == "rejected") {
+      if (s.busy && token == s.token && r->topic.op == s.asked) {
+        s.busy = false;
+        on_answer(s, r->topic.op, r->kind == "accepted", *doc);
+        if (s.resync || (s.dirty && !periodic()))
+          enqueue(it->first);
+        return;
+      }
+    }
+    if (token.starts_with(sync_token_prefix) || direction() == sync_direction::device_to_cloud)
+      return; // our own change's events, a late answer; or cloud changes are not taken
+    std::optional<sync_side> cloud;
+    if (r->kind == "documents") {
+      auto current = doc->find("current");
+      if (current != doc->end())
+        cloud = cloud_side_of(*current);
+      if (!cloud) {
+        sync_invalid_.inc();
+        return;
+      }
+      if (cloud->version <= s.cloud_version)
+        return; // no newer than what we agreed on
+    } else if (!(r->topic.op == verb::del && r->kind == "accepted")) {
+      return; // deltas (documents has it all), others' answers
+    }
+    if (s.busy || periodic()) {
+      s.resync = true; // read again once free (periodic: at the next period)
+      if (!periodic())
+        enqueue(it->first);
+      return;
+    }
+    reconcile(s, cloud);
+  }
+
+  void on_answer(synced& s, verb op, bool accepted, const json& doc) {
+    auto code = doc.contains("code") && doc["code"].is_number_integer() ? doc["code"].get<int>()
+                                                                        : 0;
+    switch (op) {
+      case verb::get:
+        if (accepted) {
+          auto cloud = cloud_side_of(doc);
+          if (!cloud) {
+            sync_invalid_.inc();
+            return retry_later(s);
+          }
+          reconcile(s, cloud);
+        } else if (code == 404) {
+          reconcile(s, std::nullopt);
+        } else {
+          retry_later(s);
+        }
+        return;
+      case verb::update:
+        if (accepted && doc.contains("version") && doc["version"].is_number_unsigned()) {
+          s.cloud_version = doc["version"].get<uint64_t>();
+          s.base = std::exchange(s.sent, std::nullopt);
+          s.local_version = s.sent_local_version;
+          save_base(s);
+        } else if (code == 409) {
+          sync_conflicts_.inc(); // the cloud changed meanwhile: read it and merge
+          s.sent.reset();        // not taken
+          s.resync = true;
+        } else {
+          s.sent.reset();
+          ctx_->log().warn("shadow: the cloud refused the sync of '{}': {}",
+                           key_of(s.topic.thing, s.topic.name), doc.dump());
+          retry_later(s);
+        }
+        return;
+      case verb::del:
+        if (accepted || code == 404) {
+          s.base.reset();
+          s.cloud_version = 0;
+          save_base(s);
+        } else {
+          retry_later(s);
+        }
+        return;
+    }
+  }
+
+  // The three-way merge (sync_merge.cpp) and what it asks of both sides.
+  void reconcile(synced& s, const std::optional<sync_side>& cloud) {
+    std::optional<sync_side> local;
+    if (!local_side(s.topic, local))
+      return retry_later(s);
+    auto plan = plan_sync(s.base, local, cloud, direction(), s.sent);
+    s.resync = false;
+    s.dirty = false;
+    auto sink = [this](const shadow_topic& t, const answer& a) { publish_answer(t, a); };
+    if (plan.delete_local) {
+      handle(shadow_topic{s.topic.thing, s.topic.name, verb::del}, "", sink, origin::cloud);
+      sync_applied_.inc();
+    } else if (!plan.local_patch.is_null()) {
+      json req = json::object();
+      req["state"] = plan.local_patch;
+      handle(shadow_topic{s.topic.thing, s.topic.name, verb::update}, req.dump(), sink,
+             origin::cloud);
+      sync_applied_.inc();
+    }
+    if (!local_side(s.topic, local))
+      return retry_later(s);
+    s.sent_local_version = local ? local->version : 0;
+    s.cloud_version = cloud ? cloud->version : 0;
+    if (plan.delete_cloud) {
+      s.sent.reset();
+      send_cloud(s, verb::del, json::object());
+    } else if (!plan.cloud_patch.is_null()) {
+      json req = json::object();
+      req["state"] = plan.cloud_patch;
+      if (cloud)
+        req["version"] = cloud->version; // refused 409 if the cloud moved meanwhile
+      s.sent = plan.merged;
+      save_base(s);
+      send_cloud(s, verb::update, std::move(req));
+    } else {
+      s.sent.reset();
+      s.base = plan.exists ? std::optional<json>{plan.merged} : std::nullopt;
+      s.local_version = s.sent_local_version;
+      save_base(s);
+    }
+  }
+
+  void save_base(const synced& s) {
+    write_op op;
+    op.sync = true;
+    op.thing = s.topic.thing;
+    op.name = s.topic.name;
+    if (s.base)
+      op.doc = s.base->dump();
+    if (s.sent)
+      op.pending = s.sent->dump();
+    op.version = s.local_version;
+    op.cloud_version = s.cloud_version;
+    writer_->submit(std::move(op));
+  }
+
+  caf::error declare_sync_metrics() {
+    auto c = [this](const char* name, const char* help, grove::counter& out) -> bool {
+      auto x = ctx_->counter(name, help);
+      if (x)
+        out = *x;
+      return static_cast<bool>(x);
+    };
+    if (!c("sync.sent", "Requests sent to the cloud shadow service (get, update, delete).",
+           sync_sent_)
+        || !c("sync.applied", "Cloud changes applied to local shadows.", sync_applied_)
+        || !c("sync.conflicts", "Cloud updates refused 409 (then read and merged).",
+              sync_conflicts_)
+        || !c("sync.failures", "Syncs that failed and were retried.", sync_failures_)
+        || !c("sync.invalid", "Cloud messages that were not valid shadow documents.",
+              sync_invalid_))
+      return grove::make_error(grove::errc::init_failed, "shadow: cannot declare metrics");
+    return {};
+  }
+
   caf::error declare_metrics() {
     auto c = [this](const char* name, const char* help, grove::counter& out) -> bool {
       auto x = ctx_->counter(name, help);
@@ -582,6 +1161,20 @@ private:
   grove::counter updates_, gets_, deletes_, rejected_, refused_, ignored_, publish_failures_,
     write_failures_;
   grove::gauge cached_;
+  // cloud sync
+  std::map<std::string, synced> synced_; // by key_of(thing, name)
+  std::deque<std::string> sync_queue_;
+  double tokens_ = 0;
+  std::chrono::steady_clock::time_point refilled_;
+  bool pump_scheduled_ = false;
+  bool link_up_ = true; // until mm-10 says otherwise
+  bool started_sync_ = false;
+  bool subscribed_ = false;
+  bool subscribe_failed_ = false;
+  std::set<std::string> cloud_filters_;
+  std::string token_prefix_;
+  uint64_t token_seq_ = 0;
+  grove::counter sync_sent_, sync_applied_, sync_conflicts_, sync_failures_, sync_invalid_;
 };
 
 } // namespace

@@ -31,6 +31,51 @@ BOOST_AUTO_TEST_CASE(document_size_within_shadow_managers_range) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(no_configuration_syncs_nothing) {
+  auto cfg = shadow_config::map().load("{}", "image.yaml");
+  BOOST_REQUIRE(cfg);
+  BOOST_CHECK(cfg->synchronize.core_thing.thing_name.empty());
+  BOOST_CHECK(cfg->synchronize.shadow_documents.empty());
+  BOOST_CHECK(cfg->synchronize.direction == grove::shadow::sync_direction::between);
+  BOOST_CHECK(cfg->strategy.type == grove::shadow::sync_strategy::real_time);
+  BOOST_CHECK_EQUAL(cfg->rate_limits.max_outbound, 100); // shadow manager's default
+}
+
+BOOST_AUTO_TEST_CASE(cloud_sync_keys_as_shadow_manager_names_them) {
+  auto cfg = shadow_config::map().load(R"(
+synchronize:
+  coreThing: {thingName: core, classic: false, namedShadows: [config]}
+  shadowDocuments: [{thingName: lamp, namedShadows: [a, b]}, {thingName: fan}]
+  direction: deviceToCloud
+strategy: {type: periodic, delay: 60}
+rateLimits: {maxOutboundSyncUpdatesPerSecond: 5})",
+                                       "image.yaml");
+  BOOST_REQUIRE_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
+  const auto& sync = cfg->synchronize;
+  BOOST_CHECK_EQUAL(sync.core_thing.thing_name, "core");
+  BOOST_CHECK(!sync.core_thing.classic);
+  BOOST_REQUIRE_EQUAL(sync.core_thing.named_shadows.size(), 1u);
+  BOOST_REQUIRE_EQUAL(sync.shadow_documents.size(), 2u);
+  BOOST_CHECK_EQUAL(sync.shadow_documents[0].thing_name, "lamp");
+  BOOST_CHECK(sync.shadow_documents[0].classic); // default
+  BOOST_CHECK_EQUAL(sync.shadow_documents[0].named_shadows.size(), 2u);
+  BOOST_CHECK(sync.direction == grove::shadow::sync_direction::device_to_cloud);
+  BOOST_CHECK(cfg->strategy.type == grove::shadow::sync_strategy::periodic);
+  BOOST_CHECK_EQUAL(cfg->strategy.delay.count(), 60);
+  BOOST_CHECK_EQUAL(cfg->rate_limits.max_outbound, 5);
+  for (auto bad : {"synchronize: {shadowDocuments: [{classic: true}]}",
+                   "synchronize: {shadowDocuments: [{thingName: 'a/b'}]}",
+                   "synchronize: {shadowDocuments: [{thingName: a, namedShadows: ['#']}]}",
+                   "synchronize: {coreThing: {thingName: 'x+y'}}",
+                   "synchronize: {direction: sideways}", "strategy: {type: sometimes}",
+                   "strategy: {delay: 0}", "rateLimits: {maxOutboundSyncUpdatesPerSecond: 0}"}) {
+    auto r = shadow_config::map().load(bad, "image.yaml");
+    BOOST_CHECK_MESSAGE(!r, bad);
+    if (!r)
+      BOOST_TEST_MESSAGE(grove::describe(r.error()));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
   auto generated = shadow_config::map().markdown();
   BOOST_TEST(grove::test::readme_config_table(SHADOW_README) == generated,

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# End-to-end test of the shadow plugin's cloud sync (README "Cloud sync") with real
+# processes: groved runs message_manager (its managed Mosquitto, mutual TLS; the cloud
+# link to a TLS Mosquitto standing in for AWS IoT, `system_clients: [shadow]`) and shadow;
+# tests/support/fake_aws_shadow.py answers the AWS shadow topics on that cloud broker and
+# lets the test read, seed and change the cloud's documents. A device (mosquitto_sub with
+# its certificate) hears its shadow's events; grovectl changes shadows locally.
+# Checks: a local update reaches the cloud (classic, named, and a group device's
+# sync_shadow), a cloud update reaches the device (delta) without coming back, edits made
+# on both sides while the cloud link is down are merged per leaf once it is back (and a
+# cloud-only change comes down on reconnect), kill -9 of groved during a stream of syncs
+# converges after the restart; then deviceToCloud ignores cloud edits, and the outbound
+# rate limit coalesces a burst yet delivers the final state.
+# Usage: sync_test.sh GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+FAKE=$(readlink -f "${4:?}")
+PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's, which has python3-paho-mqtt
+HERE=$(dirname "$(readlink -f "$0")")
+# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
+source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
+broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$PYTHON"
+# shellcheck source=../../message_manager/tests/mm_test_lib.sh
+source "$HERE/../../message_manager/tests/mm_test_lib.sh"
+"$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
+  || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
+ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")
+
+GROVED_PID=""
+CLOUD_PID=""
+FAKE_PID=""
+cleanup_all() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  [[ -n "$FAKE_PID" ]] && kill "$FAKE_PID" 2>/dev/null
+  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
+  broker_test_cleanup
+}
+trap cleanup_all EXIT
+
+# ---- PKIs: the group's and the cloud's ------------------------------------------------------------
+PKI=$WORK/pki
+CLOUD_PKI=$WORK/cloud-pki
+export GROVE_CA_DIR=$WORK/ca
+if ! {
+  make_group_pki "$CERTS_TOOL" "$PKI" lamp grove &&
+  "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
+  "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
+  "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
+  "$CERTS_TOOL" device "$CLOUD_PKI" watcher --days 2 &&
+  "$CERTS_TOOL" device "$CLOUD_PKI" shadow-service --days 2
+} >"$WORK/certs.out" 2>&1; then
+  cat "$WORK/certs.out"
+  abort "making the certificates"
+fi
+PORT=$(free_port)
+CLOUD_PORT=$(free_port)
+while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+
+# ---- the cloud: a TLS Mosquitto and the fake AWS shadow service on it ----------------------------
+cloud_init
+start_cloud
+start_fake() {
+  rm -f "$WORK/ready"
+  "$PYTHON" "$FAKE" --port "$CLOUD_PORT" --cafile "$CLOUD_PKI/ca.crt" \
+    --cert "$CLOUD_PKI/devices/shadow-service.crt" \
+    --key "$CLOUD_PKI/devices/shadow-service.key" --control-port "${CONTROL:-0}" \
+    --ready-file "$WORK/ready" >>"$WORK/fake.out" 2>&1 &
+  FAKE_PID=$!
+  for _ in $(seq 1 300); do [[ -s "$WORK/ready" ]] && break; sleep 0.1; done
+  [[ -s "$WORK/ready" ]] || abort "the fake shadow service did not connect"
+  CONTROL=$(cat "$WORK/ready")
+}
+start_fake
+FAKE_URL=http://127.0.0.1:$CONTROL
+# ctl METHOD PATH [BODY]: the fake's control interface; prints the answer, fails on an
+# HTTP error.
+ctl() {
+  "$PYTHON" - "$FAKE_URL" "$@" <<'PY'
+import sys, urllib.request
+url, method, path = sys.argv[1:4]
+body = sys.argv[4].encode() if len(sys.argv) > 4 else None
+try:
+    with urllib.request.urlopen(urllib.request.Request(url + path, data=body, method=method),
+                                timeout=10) as r:
+        sys.stdout.write(r.read().decode())
+except Exception as e:
+    sys.exit(1)
+PY
+}
+# cloud_doc THING [NAME]: the cloud's document (empty when there is none).
+cloud_doc() { ctl GET "/shadow/$1${2:+/$2}" 2>/dev/null; }
+# cloud_update THING[/NAME] JSON: an update made by a cloud application.
+cloud_update() { ctl POST "/update/$1" "$2" >/dev/null; }
+# cloud_put THING[/NAME] JSON: seeds the cloud's document as given (no MQTT message).
+cloud_put() { ctl PUT "/shadow/$1" "$2" >/dev/null; }
+cloud_connected() {
+  for _ in $(seq 1 200); do
+    [[ $(ctl GET /health | jq -r .connected 2>/dev/null) == true ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# local_doc THING [NAME]: the local document through the bus API.
+local_doc() { "$GROVECTL" shadow get "$1" ${2:+--name "$2"} 2>/dev/null; }
+local_update() { "$GROVECTL" shadow update "$1" ${3:+--name "$3"} "$2" >/dev/null 2>&1; }
+# eventually DESCRIPTION COMMAND...: polls COMMAND (bounded, 60 s) until it succeeds.
+eventually() {
+  local what=$1; shift
+  for _ in $(seq 1 600); do
+    if "$@" 2>/dev/null; then pass "$what"; return 0; fi
+    sleep 0.1
+  done
+  fail "$what"
+  "$@"  # once more, with its complaint
+  return 1
+}
+# doc_is JSON FILTER VALUE: the jq FILTER of JSON is VALUE (compact).
+doc_is() {
+  local got
+  got=$(jq -cS "$2" <<<"$1" 2>/dev/null)
+  [[ "$got" == "$3" ]] || { echo "jq '$2' is '$got', expected '$3'" >&2; return 1; }
+}
+cloud_is() { doc_is "$(cloud_doc "$1" "${4:-}")" "$2" "$3"; }
+local_is() { doc_is "$(local_doc "$1" "${4:-}")" "$2" "$3"; }
+# shadow_metric NAME: the shadow plugin's counter NAME.
+shadow_metric() {
+  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" \
+    '.plugins[] | select(.name == "shadow") | .metrics[] | select(.name == $n) | .value'
+}
+
+export FAKE_URL GROVECTL PYTHON
+export -f ctl cloud_doc local_doc doc_is shadow_metric
+
+# ---- groved: message_manager with the cloud, shadow syncing lamp (classic + cfg) and fan --------
+cat >"$WORK/group.yaml" <<'EOF'
+name: shadow-sync
+devices: [{thing: lamp}, {thing: fan, sync_shadow: true}]
+subscriptions:
+  - {id: shadow-lamp, source: shadow, subject: "$aws/things/lamp/shadow/#", target: "device:lamp"}
+EOF
+# write_profile SHADOW_CONFIG_LINES: the image profile with this shadow configuration.
+write_profile() {
+  cat >"$WORK/profile.yaml" <<EOF
+kernel:
+  log_level: info
+  group: $WORK/group.yaml
+plugins:
+$(mm_profile_entry)
+        client_id_patterns: ["<thing>", "<thing>-*"]
+$(mm_profile_cloud)
+        system_clients: [shadow]
+      spool: {storage: file, max_size_bytes: 10000000}
+  - name: shadow
+    config:
+$1
+EOF
+}
+write_profile "      synchronize:
+        shadowDocuments: [{thingName: lamp, classic: true, namedShadows: [cfg]}]"
+start_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+  status_has "cloud: connected" 200 || abort "message_manager did not connect to the cloud"
+  status_has "sync: 3 shadows, subscribed" 200 || abort "the shadow plugin did not subscribe"
+}
+start_groved
+pass "groved runs message_manager (cloud, system_clients: [shadow]) and shadow syncing 3 shadows"
+
+start_sub lamp '$aws/things/lamp/shadow/#' "$WORK/lamp.out"
+for i in $(seq 1 100); do  # lamp's subscription is in place once an answer shows up
+  local_update lamp '{"state":{"reported":{"probe":'"$i"'}}}'
+  grep -q 'update/documents' "$WORK/lamp.out" && break
+  sleep 0.1
+done
+grep -q 'update/documents' "$WORK/lamp.out" || abort "lamp hears no shadow events"
+
+# ---- local -> cloud ---------------------------------------------------------------------------------
+local_update lamp '{"state":{"desired":{"color":"red","level":1,"old":1}}}'
+eventually "a local update reaches the cloud (classic shadow)" \
+  cloud_is lamp .state.desired '{"color":"red","level":1,"old":1}'
+local_update lamp '{"state":{"reported":{"mode":"auto"}}}' cfg
+eventually "... and a named shadow's" cloud_is lamp .state.reported '{"mode":"auto"}' cfg
+local_update fan '{"state":{"reported":{"rpm":900}}}'
+eventually "... and that of a group device with sync_shadow: true" \
+  cloud_is fan .state.reported '{"rpm":900}'
+local_update lamp '{"state":{"desired":{"level":null}}}'
+eventually "a local null delete reaches the cloud" \
+  cloud_is lamp .state.desired '{"color":"red","old":1}'
+
+# ---- cloud -> device -----------------------------------------------------------------------------
+SENT=$(shadow_metric sync.sent)
+APPLIED=$(shadow_metric sync.applied)
+cloud_update lamp '{"state":{"desired":{"level":7}}}'
+eventually "a cloud update reaches the device as update/delta" \
+  grep -q '^\$aws/things/lamp/shadow/update/delta {.*"level":7' "$WORK/lamp.out"
+eventually "... and the local shadow" local_is lamp .state.desired.level 7
+eventually "... counted (sync.applied)" bash -c '[[ $(shadow_metric sync.applied) -gt $1 ]]' _ "$APPLIED"
+check "... and nothing went back to the cloud for it (sync.sent $SENT -> $(shadow_metric sync.sent))" \
+  bash -c '[[ $(shadow_metric sync.sent) == "$1" ]]' _ "$SENT"
+
+# ---- offline edits on both sides, merged per leaf -------------------------------------------------
+# Base: desired {color: red, level: 7, old: 1}. While the cloud link is down the cloud
+# changes mode (its own), deletes old, sets level 9 later than the device and color
+# green earlier than the device; the device sets color blue, level 1 and spot.
+eventually "both sides agree before going offline" \
+  bash -c 'doc_is "$(cloud_doc lamp)" .state.desired "$(jq -cS .state.desired <<<"$(local_doc lamp)")"'
+stop_cloud  # the fake stays: its documents are "the cloud"; it reconnects by itself
+status_has "cloud link down" 200 || abort "the shadow plugin did not hear the cloud link go (mm-10)"
+pass "the cloud link is down and the shadow plugin knows it (mm-10)"
+local_update lamp '{"state":{"desired":{"color":"blue","level":1,"spot":true}}}'
+NOW=$(date +%s)
+SEED=$(cloud_doc lamp | jq -c --argjson now "$NOW" '
+  .state.desired = {color: "green", level: 9, mode: "eco"}
+  | .metadata.desired = {color: {timestamp: ($now - 1000)}, level: {timestamp: ($now + 1000)},
+                         mode: {timestamp: $now}}
+  | .version += 1 | del(.timestamp)')
+cloud_put lamp "$SEED" || abort "seeding the cloud's lamp"
+SEED=$(cloud_doc lamp cfg | jq -c '.state.reported.mode = "manual" | .version += 5 | del(.timestamp)')
+cloud_put lamp/cfg "$SEED" || abort "seeding the cloud's lamp/cfg"
+start_cloud
+cloud_connected || abort "the fake did not reconnect"
+MERGED='{"color":"blue","level":9,"mode":"eco","spot":true}'
+eventually "offline edits on both sides merged per leaf in the cloud ($MERGED)" \
+  cloud_is lamp .state.desired "$MERGED"
+eventually "... and on the device (one side only: that side; both: the newer; a delete counts)" \
+  local_is lamp .state.desired "$MERGED"
+eventually "a cloud-only change made while the link was down comes down on reconnect (mm-10)" \
+  local_is lamp .state.reported.mode '"manual"' cfg
+
+# ---- kill -9 of groved mid-sync -------------------------------------------------------------------
+LAST=0
+for i in $(seq 1 40); do
+  if local_update lamp "{\"state\":{\"reported\":{\"seq\":$i}}}"; then LAST=$i; fi
+  if [[ $i == 20 ]]; then
+    kill -9 "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+  fi
+done
+check "20 local updates accepted before the kill ($LAST)" bash -c '[[ $1 == 20 ]]' _ "$LAST"
+start_groved
+eventually "after kill -9 and restart the cloud converges to the device (seq 20)" \
+  cloud_is lamp .state.reported.seq 20
+check "... and the device kept its last accepted update" local_is lamp .state.reported.seq 20
+
+# ---- deviceToCloud ignores cloud edits; the rate limit coalesces ---------------------------------
+kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+write_profile "      synchronize:
+        shadowDocuments: [{thingName: lamp, classic: true, namedShadows: [cfg]}]
+        direction: deviceToCloud
+      rateLimits: {maxOutboundSyncUpdatesPerSecond: 1}"
+start_groved
+# Once "before" is in the cloud, the plugin's start-up read of lamp is done (a shadow
+# waits for its answer before it sends again): the cloud edit below comes after it.
+local_update lamp '{"state":{"desired":{"before":1}}}'
+eventually "(the restarted plugin syncs again)" cloud_is lamp .state.desired.before 1
+cloud_update lamp '{"state":{"desired":{"cloudonly":1}}}'
+local_update lamp '{"state":{"desired":{"after":1}}}'
+eventually "deviceToCloud: a local update still reaches the cloud" cloud_is lamp .state.desired.after 1
+check "... while the cloud's edit made before it never reached the device" \
+  local_is lamp .state.desired.cloudonly null
+check "... nor did it go away in the cloud" cloud_is lamp .state.desired.cloudonly 1
+check "... our update, sent with the version we knew, was refused 409 and merged (sync.conflicts)" \
+  bash -c '[[ $(shadow_metric sync.conflicts) -gt 0 ]]'
+
+V0=$(cloud_doc lamp | jq .version)
+T0=$(date +%s)
+N=20
+for i in $(seq 1 $N); do local_update lamp "{\"state\":{\"reported\":{\"burst\":$i}}}"; done
+eventually "a burst of $N local updates: the final state reaches the cloud" \
+  cloud_is lamp .state.reported.burst $N
+T1=$(date +%s)
+V1=$(cloud_doc lamp | jq .version)
+# At 1 message/s (a bucket of one) at most one per second since the burst began, plus
+# the one the bucket held: a bound that loosens on a slow machine, never tightens.
+check "... in at most the rate's worth of cloud updates ($((V1 - V0)) for $N in $((T1 - T0 + 1)) s)" \
+  bash -c '(( $1 < $3 && $1 <= $2 + 1 ))' _ "$((V1 - V0))" "$((T1 - T0 + 1))" "$N"
+
+finish
