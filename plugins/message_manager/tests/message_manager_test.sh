@@ -36,10 +36,7 @@ FOREIGN=$WORK/foreign
 export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
 if ! {
   make_group_pki "$CERTS_TOOL" "$PKI" A B C grove intruder &&
-  "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
-  "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" watcher --days 2 &&
+  make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" &&
   "$CERTS_TOOL" init "$FOREIGN" --cn "Foreign CA" --days 2 &&
   "$CERTS_TOOL" device "$FOREIGN" A --days 2
 } >"$WORK/certs.out" 2>&1; then

@@ -26,9 +26,24 @@ abort() {  # abort WHY: print context and stop
 # make_group_pki TOOL DIR THING...: the group's CA (its key under $GROVE_CA_DIR), the
 # broker's server certificate (localhost, 127.0.0.1) and one device certificate per THING.
 make_group_pki() {
-  local tool=$1 dir=$2 thing
+  local tool=$1 dir=$2
   shift 2
-  "$tool" init "$dir" --cn "Group CA" --days 2 &&
+  make_pki "$tool" "$dir" "Group CA" "$@"
+}
+# make_cloud_pki TOOL DIR [THING...]: the test cloud's CA (cloud_init), its server
+# certificate, `core` (Grove's cloud link, mm_profile_cloud), `watcher` (cloud_args) and
+# one device certificate per THING.
+make_cloud_pki() {
+  local tool=$1 dir=$2
+  shift 2
+  make_pki "$tool" "$dir" "Cloud CA" core watcher "$@"
+}
+# make_pki TOOL DIR CN THING...: a CA named CN, a server certificate (localhost,
+# 127.0.0.1) and one device certificate per THING.
+make_pki() {
+  local tool=$1 dir=$2 cn=$3 thing
+  shift 3
+  "$tool" init "$dir" --cn "$cn" --days 2 &&
     "$tool" server "$dir" --host localhost --ip 127.0.0.1 --days 2 || return 1
   for thing in "$@"; do
     "$tool" device "$dir" "$thing" --days 2 || return 1

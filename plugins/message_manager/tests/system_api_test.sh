@@ -36,13 +36,8 @@ PKI=$WORK/pki
 CLOUD_PKI=$WORK/cloud-pki
 export GROVE_CA_DIR=$WORK/ca
 if ! {
-  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
-  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  "$CERTS_TOOL" device "$PKI" grove --days 2 &&
-  "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
-  "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" watcher --days 2
+  make_group_pki "$CERTS_TOOL" "$PKI" grove &&
+  make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI"
 } >"$WORK/certs.out" 2>&1; then
   cat "$WORK/certs.out"
   abort "making the certificates"

@@ -46,11 +46,7 @@ CLOUD_PKI=$WORK/cloud-pki
 export GROVE_CA_DIR=$WORK/ca
 if ! {
   make_group_pki "$CERTS_TOOL" "$PKI" lamp grove &&
-  "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
-  "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" watcher --days 2 &&
-  "$CERTS_TOOL" device "$CLOUD_PKI" shadow-service --days 2
+  make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" shadow-service
 } >"$WORK/certs.out" 2>&1; then
   cat "$WORK/certs.out"
   abort "making the certificates"
