@@ -173,6 +173,19 @@ def start_grove(args, work):
     profile = os.path.join(work, "grove.yaml")
     with open(profile, "w") as f:
         f.write(grove_profile(args, group_file, port))
+    users = ["%s-pub-%d" % (USER_PREFIX, args.pubs - 1),
+             "%s-sub-%d-%d" % (USER_PREFIX, args.pubs - 1, args.subs_per_pub - 1)]
+    return launch_groved(args, work, profile, port,
+                         ["message_manager.group: '%s' v" % GROUP_NAME,
+                          "message_manager.local_link: connected",
+                          "message_manager.broker: running"], users)
+
+
+def launch_groved(args, work, profile, port, needles, users):
+    """Starts args.groved with `profile`; returns (a broker) once `grovectl status` shows
+    every string of `needles`, its broker listens on `port` and takes the logins of
+    `users` (the broker plugin knows them). On failure: groved stopped, its log's tail on
+    stderr, the error raised."""
     write_dir = os.path.join(work, "grove-var")
     log = os.path.join(work, "grove.log")
     with open(log, "wb") as out:
@@ -183,12 +196,8 @@ def start_grove(args, work):
     b = broker("grove", proc, port, log)
     try:
         wait_status(proc, args.grovectl, os.path.join(write_dir, "run", "control.sock"),
-                    ["message_manager.group: '%s' v" % GROUP_NAME,
-                     "message_manager.local_link: connected",
-                     "message_manager.broker: running"])
+                    needles)
         wait_listening(proc, port, "groved's broker")
-        users = ["%s-pub-%d" % (USER_PREFIX, args.pubs - 1),
-                 "%s-sub-%d-%d" % (USER_PREFIX, args.pubs - 1, args.subs_per_pub - 1)]
         deadline = time.monotonic() + 10.0
         while not all(try_login(port, u) for u in users):
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -45,6 +45,9 @@ fi
 if [ -x "$build/bin/mqtt_load" ]; then
   python3 "$here/device_bench.py" --build "$build" || rc=1
 fi
+if [ -f "$build/lib/grove/plugins/libshadow.so" ]; then
+  /usr/bin/python3 "$here/shadow_rtt_bench.py" --build "$build" || rc=1
+fi
 if [ -x "$build/bin/device_function_bench" ]; then
   "$build/bin/device_function_bench" || rc=1
 fi
