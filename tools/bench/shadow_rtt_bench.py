@@ -34,7 +34,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchutil import stop  # noqa: E402
-from device_bench import common_conf, free_port, launch, launch_groved  # noqa: E402
+from device_bench import (common_conf, free_port, grove_profile, launch,  # noqa: E402
+                          launch_groved)
 
 import paho.mqtt.client as mqtt  # Debian's python3-paho-mqtt  # noqa: E402
 
@@ -54,15 +55,8 @@ def start_grove(args, work):
                 ' target: "device:%s"}\n' % (THING, THING, THING, THING, THING))
     profile = os.path.join(work, "grove.yaml")
     with open(profile, "w") as f:
-        f.write("kernel:\n  log_level: warn\n  group: %s\nplugins:\n"
-                "  - name: message_manager\n"
-                '    may_claim: ["device:*", "cloud", "function:*", "shadow"]\n'
-                "    config:\n      development_mode: true\n"
-                "      broker: {bind: 127.0.0.1, port: %d, mosquitto: %s, plugin: %s}\n"
-                "  - name: shadow\n"
-                "    config: {max_inflight_per_thing: 100000}\n"
-                % (json.dumps(group), port, json.dumps(args.mosquitto),
-                   json.dumps(args.plugin)))
+        f.write(grove_profile(args, group, port)
+                + "  - name: shadow\n    config: {max_inflight_per_thing: 100000}\n")
     return launch_groved(args, work, profile, port,
                          ["message_manager.group: 'shadow-rtt' v",
                           "message_manager.local_link: connected", "shadow.devices: 1"],

@@ -688,8 +688,6 @@ private:
   }
 
   caf::error start_sync() {
-    if (auto err = declare_sync_metrics())
-      return err;
     if (auto err = ctx_->subscribe(mmc::system_filter(ctx_->name())))
       return err;
     if (auto err = ctx_->subscribe(mmc::cloud_link_topic))
@@ -1098,25 +1096,6 @@ private:
     writer_->submit(std::move(op));
   }
 
-  caf::error declare_sync_metrics() {
-    auto c = [this](const char* name, const char* help, grove::counter& out) -> bool {
-      auto x = ctx_->counter(name, help);
-      if (x)
-        out = *x;
-      return static_cast<bool>(x);
-    };
-    if (!c("sync.sent", "Requests sent to the cloud shadow service (get, update, delete).",
-           sync_sent_)
-        || !c("sync.applied", "Cloud changes applied to local shadows.", sync_applied_)
-        || !c("sync.conflicts", "Cloud updates refused 409 (then read and merged).",
-              sync_conflicts_)
-        || !c("sync.failures", "Syncs that failed and were retried.", sync_failures_)
-        || !c("sync.invalid", "Cloud messages that were not valid shadow documents.",
-              sync_invalid_))
-      return grove::make_error(grove::errc::init_failed, "shadow: cannot declare metrics");
-    return {};
-  }
-
   caf::error declare_metrics() {
     auto c = [this](const char* name, const char* help, grove::counter& out) -> bool {
       auto x = ctx_->counter(name, help);
@@ -1136,6 +1115,14 @@ private:
         || !c("publish_failures", "Answers message_manager did not take.", publish_failures_)
         || !c("write_failures", "Group commits that failed and were retried.",
               write_failures_)
+        || !c("sync.sent", "Requests sent to the cloud shadow service (get, update, delete).",
+              sync_sent_)
+        || !c("sync.applied", "Cloud changes applied to local shadows.", sync_applied_)
+        || !c("sync.conflicts", "Cloud updates refused 409 (then read and merged).",
+              sync_conflicts_)
+        || !c("sync.failures", "Syncs that failed and were retried.", sync_failures_)
+        || !c("sync.invalid", "Cloud messages that were not valid shadow documents.",
+              sync_invalid_)
         || !cached)
       return grove::make_error(grove::errc::init_failed, "shadow: cannot declare metrics");
     cached_ = *cached;
