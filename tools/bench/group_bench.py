@@ -29,7 +29,7 @@ memory is reported as the difference, time as the ratio.
    figures they carry: `watch` (rename to the kernel's "changed on disk": inotify, the
    read and compare), `kernel_parse` (to "group ... version N", whose `read in` figure
    is `kernel_parse_own`), `read_to_applied` (to message_manager's "group 'x' vN" line:
-   the bus, `mm_compile`, `mm_table_write` with its signal), `broker` (to the plugin's
+   `bus`, `mm_compile`, `mm_table_write` with its signal), `broker` (to the plugin's
    "loaded", whose own read and parse is `broker_own`).
 3. `cpu_stages`: build/bin/group_stages_bench on the full group, the CPU of each stage
    in one process against libyaml's bare scan of the file.
