@@ -34,11 +34,9 @@ trap cleanup_all EXIT
 # ---- PKIs: the group's (broker, Grove's client) and the cloud's --------------------------------
 PKI=$WORK/pki
 CLOUD_PKI=$WORK/cloud-pki
-export GROVE_CA_DIR=$WORK/ca
+export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
 if ! {
-  "$CERTS_TOOL" init "$PKI" --cn "Group CA" --days 2 &&
-  "$CERTS_TOOL" server "$PKI" --host localhost --ip 127.0.0.1 --days 2 &&
-  "$CERTS_TOOL" device "$PKI" grove --days 2 &&
+  make_group_pki "$CERTS_TOOL" "$PKI" grove &&
   "$CERTS_TOOL" init "$CLOUD_PKI" --cn "Cloud CA" --days 2 &&
   "$CERTS_TOOL" server "$CLOUD_PKI" --host localhost --ip 127.0.0.1 --days 2 &&
   "$CERTS_TOOL" device "$CLOUD_PKI" core --days 2 &&
