@@ -72,20 +72,21 @@ def publish(event, context):
 
 def relay(event, context):
     """Device -> function -> device: the event on $RELAY_TOPIC."""
-    iot.publish(topic=os.environ["RELAY_TOPIC"], payload=json.dumps(event),
+    iot.publish(topic=os.environ["RELAY_TOPIC"], payload=json.dumps(event, separators=(",", ":")),
                 queueFullPolicy="AllOrException")
     log.info("relayed from %s on '%s'", context.source, context.subject)
     return {"relayed": event}
 
 
 def shadow(event, context):
-    """event {"op": get|update|delete, "doc": {...}}: the verb on lamp's shadow; the
-    accepted document is the reply, a rejection (ShadowError) the item's error."""
-    op = event["op"]
+    """event {"op": get|update|delete, "thing": ..., "doc": {...}}: the verb on the
+    thing's shadow; the accepted document is the reply, a rejection (ShadowError) the
+    item's error."""
+    op, thing = event["op"], event.get("thing", "lamp")
     if op == "update":
-        r = iot.update_thing_shadow(thingName="lamp", payload=json.dumps(event["doc"]))
+        r = iot.update_thing_shadow(thingName=thing, payload=json.dumps(event["doc"]))
     elif op == "get":
-        r = iot.get_thing_shadow(thingName="lamp")
+        r = iot.get_thing_shadow(thingName=thing)
     else:
-        r = iot.delete_thing_shadow(thingName="lamp")
+        r = iot.delete_thing_shadow(thingName=thing)
     return json.loads(r["payload"])

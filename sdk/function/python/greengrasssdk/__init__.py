@@ -2,8 +2,6 @@
 ``greengrasssdk.client('lambda')``, as a Greengrass v1 Lambda function calls them,
 implemented on the grove_function verbs (sdk/function/python/README.md)."""
 
-import json
-
 import grove_function as _gf
 
 __all__ = ["client", "IoTDataPlane", "Lambda", "ShadowError", "InvocationException"]
@@ -95,6 +93,7 @@ class Lambda:
             reply = _gf.invoke(_function_name(FunctionName), Payload,
                                event=InvocationType == "Event")
         except _gf.Error as e:
+            import json
             error = json.dumps({"errorMessage": str(e)}).encode("utf-8")
             return {"Payload": StreamingBody(error), "FunctionError": "Unhandled"}
         return {"Payload": StreamingBody(reply), "FunctionError": ""}

@@ -11,7 +11,6 @@ Greengrass' client shape. See sdk/function/python/README.md.
 The verbs share the instance's one socket: call them from the handler's thread.
 """
 
-import json
 import os
 import struct
 import sys
@@ -151,6 +150,7 @@ def _bytes(value):
         return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
+    import json  # here: a function that never sends JSON does not pay for its import
     return json.dumps(value).encode("utf-8")
 
 

@@ -15,8 +15,6 @@ directory. It imports the handler, says hello to the runtime and calls
   and the traceback goes to the function's log.
 """
 
-import importlib
-import json
 import os
 import sys
 
@@ -59,7 +57,8 @@ def _import_handler(spec):
     module_name, _, function_name = spec.rpartition(".")
     if not module_name or not function_name:
         raise ValueError("handler '%s' is not module.function" % spec)
-    handler = getattr(importlib.import_module(module_name), function_name)
+    __import__(module_name)
+    handler = getattr(sys.modules[module_name], function_name)
     if not callable(handler):
         raise TypeError("handler '%s' is not callable" % spec)
     return handler
@@ -94,8 +93,7 @@ def main(argv):
     chan.send(hello)
     binary = os.environ.get("GROVE_FUNCTION_ENCODING", "json") == "binary"
     name = chan.name
-    dumps = json.dumps
-    loads = json.loads
+    json = None  # imported with the first JSON to read or write: binary functions skip it
     while True:
         frame = chan.read()
         if frame is None:
@@ -109,12 +107,19 @@ def main(argv):
         result = out.result
         result.id = inv.id
         try:
-            event = inv.payload if binary else loads(inv.payload)
+            if binary:
+                event = inv.payload
+            else:
+                if json is None:
+                    import json
+                event = json.loads(inv.payload)
             reply = handler(event, ctx)
             if isinstance(reply, (bytes, bytearray, memoryview)):
                 result.payload = bytes(reply)
             else:
-                result.payload = dumps(reply).encode("utf-8")
+                if json is None:
+                    import json
+                result.payload = json.dumps(reply).encode("utf-8")
                 result.content_type = "application/json"
         except Exception as e:
             gf.log(gf.ERROR, _traceback())
