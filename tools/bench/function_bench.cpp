@@ -188,37 +188,29 @@ int main(int argc, char** argv) {
       auto r = k.request(grove::function_runtime::make_invoke(name, payload), timeout);
       return r && r->payload() == payload;
     };
-    // Cold starts, interleaved with bare spawns so drift hits both alike.
-    std::vector<double> cold_us, bare_us;
-    uint64_t cold_failed = 0;
-    for (int i = 0; i < cold; ++i) {
-      auto t0 = clock_type::now();
-      cold_failed += invoke("c" + std::to_string(i)) ? 0 : 1;
-      cold_us.push_back(us_since(t0));
-      auto b = bare_spawns({FN_TEST_FUNCTION}, 1);
-      bare_us.insert(bare_us.end(), b.begin(), b.end());
-    }
-    // The same for Python: the runner's first reply against the interpreter doing nothing.
-    std::vector<double> py_cold_us, py_bare_us;
-    uint64_t py_cold_failed = 0;
-    for (int i = 0; i < cold; ++i) {
-      auto t0 = clock_type::now();
-      py_cold_failed += invoke("pc" + std::to_string(i)) ? 0 : 1;
-      py_cold_us.push_back(us_since(t0));
-      auto b = bare_spawns({"/usr/bin/python3", "-c", "pass"}, 1);
-      py_bare_us.insert(py_bare_us.end(), b.begin(), b.end());
-    }
-    out["cold_start"] = {{"runs", cold},
-                         {"failed", cold_failed},
-                         {"on_demand_first_invoke_p50_us", round2(pct(cold_us, 0.5))},
-                         {"bare_spawn_p50_us", round2(pct(bare_us, 0.5))},
-                         {"overhead_p50_us", round2(pct(cold_us, 0.5) - pct(bare_us, 0.5))}};
-    out["python_cold_start"] = {
-      {"runs", cold},
-      {"failed", py_cold_failed},
-      {"on_demand_first_invoke_p50_us", round2(pct(py_cold_us, 0.5))},
-      {"bare_python3_c_pass_p50_us", round2(pct(py_bare_us, 0.5))},
-      {"overhead_p50_us", round2(pct(py_cold_us, 0.5) - pct(py_bare_us, 0.5))}};
+    // Cold starts of functions <prefix>0.., each followed by a bare spawn of `bare` so
+    // drift hits both alike.
+    auto cold_starts = [&](const std::string& prefix, const std::vector<std::string>& bare,
+                           const std::string& bare_key) {
+      std::vector<double> cold_us, bare_us;
+      uint64_t failed = 0;
+      for (int i = 0; i < cold; ++i) {
+        auto t0 = clock_type::now();
+        failed += invoke(prefix + std::to_string(i)) ? 0 : 1;
+        cold_us.push_back(us_since(t0));
+        auto b = bare_spawns(bare, 1);
+        bare_us.insert(bare_us.end(), b.begin(), b.end());
+      }
+      return json{{"runs", cold},
+                  {"failed", failed},
+                  {"on_demand_first_invoke_p50_us", round2(pct(cold_us, 0.5))},
+                  {bare_key, round2(pct(bare_us, 0.5))},
+                  {"overhead_p50_us", round2(pct(cold_us, 0.5) - pct(bare_us, 0.5))}};
+    };
+    out["cold_start"] = cold_starts("c", {FN_TEST_FUNCTION}, "bare_spawn_p50_us");
+    // Python: the runner's first reply against the interpreter doing nothing.
+    out["python_cold_start"] =
+      cold_starts("pc", {"/usr/bin/python3", "-c", "pass"}, "bare_python3_c_pass_p50_us");
     // Warm-up, then the pinned instance against the bus's own request/response.
     for (int i = 0; i < 1000; ++i) {
       invoke("p");

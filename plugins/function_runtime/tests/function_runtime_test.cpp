@@ -110,6 +110,16 @@ struct runtime {
     BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
   }
 
+  /// Kills pinned function `name`'s instance `pid` (its handler answers with its pid)
+  /// and waits until a new instance answers.
+  bool replaced_after_kill(const std::string& name, const std::string& pid) {
+    BOOST_REQUIRE(::kill(std::stoi(pid), SIGKILL) == 0);
+    return test::wait_until([&] {
+      auto r = invoke(name, "{}");
+      return r && r->payload() != pid;
+    });
+  }
+
   std::string log_of(const std::string& name) {
     std::ifstream in{dir.path() / "var" / "logs" / "functions" / (name + ".log")};
     std::stringstream ss;
@@ -131,13 +141,7 @@ BOOST_AUTO_TEST_CASE(pinned_instance_serves_and_is_restarted_when_it_dies) {
   BOOST_TEST(rt.ok("p", "{}") == pid1); // the same long-lived instance
   BOOST_TEST(rt.info("p").pinned());
   BOOST_TEST(rt.info("p").invocations() == 2u);
-  BOOST_REQUIRE(::kill(std::stoi(pid1), SIGKILL) == 0);
-  std::string pid2;
-  BOOST_TEST(test::wait_until([&] {
-    auto r = rt.invoke("p", "{}");
-    pid2 = r ? r->payload() : "";
-    return r && pid2 != pid1;
-  }));
+  BOOST_TEST(rt.replaced_after_kill("p", pid1));
   BOOST_TEST(rt.info("p").instances() == 1u);
 }
 
@@ -440,11 +444,7 @@ BOOST_AUTO_TEST_CASE(python_pinned_instance_serves_survives_exceptions_and_is_re
   BOOST_TEST(rt.ok("p", "{}") == pid1); // the exception cost the item, not the instance
   BOOST_TEST(rt.info("p").errors() == 1u);
   BOOST_TEST(rt.info("p").invocations() == 3u);
-  BOOST_REQUIRE(::kill(std::stoi(pid1), SIGKILL) == 0);
-  BOOST_TEST(test::wait_until([&] {
-    auto r = rt.invoke("p", "{}");
-    return r && r->payload() != pid1;
-  }));
+  BOOST_TEST(rt.replaced_after_kill("p", pid1));
 }
 
 BOOST_AUTO_TEST_CASE(python_on_demand_instance_gets_the_context_and_exits_when_idle) {
