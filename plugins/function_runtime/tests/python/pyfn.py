@@ -26,6 +26,11 @@ def pid(event, context):
     return os.getpid()
 
 
+def uid(event, context):
+    """The user the instance runs as."""
+    return os.getuid()
+
+
 def context(event, context):
     """The context as the handler sees it, and the event's Python type."""
     return {
