@@ -239,6 +239,8 @@ kernel:
     log_level: {type: string, default: info,
                 enum: [trace, debug, info, warn, error, critical, off]}
     worker_threads: {type: int, default: 0, min: 0, max: 256}
+    release_code_pages: {type: bool, default: true,
+                         doc: "2 s after start and after each plugin load, mark start-up code cold and let the OS reclaim it, MADV_PAGEOUT"}
     init_timeout_ms: {type: int, default: 10000, min: 1, max: 3600000,
                       doc: "a plugin's init and start must finish within this, else its load fails"}
     stop_timeout_ms: {type: int, default: 10000, min: 1, max: 3600000,
@@ -484,6 +486,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
     result.group_file = absolute_from(cwd, kernel["group"].Scalar());
   result.log_level = kernel["log_level"].Scalar();
   result.worker_threads = kernel["worker_threads"].as<uint32_t>();
+  result.release_code_pages = kernel["release_code_pages"].as<bool>();
   result.init_timeout = std::chrono::milliseconds{kernel["init_timeout_ms"].as<int64_t>()};
   result.stop_timeout = std::chrono::milliseconds{kernel["stop_timeout_ms"].as<int64_t>()};
   auto bus = kernel["bus"];

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grove/kernel/group_client.hpp"
+#include "code_pages.hpp"
 #include "file_watch.hpp"
 #include "grove/kernel/metrics_server.hpp"
 #include "tsan_annotations.hpp"
@@ -306,11 +307,37 @@ caf::error kernel::start() {
     watcher_ = std::thread{[this] {
       std::unique_lock guard{watch_mtx_};
       while (!watch_cv_.wait_for(guard, options_.watch_interval,
-                                 [this] { return watch_stop_; }))
+                                 [this] { return watch_stop_; })) {
         check_files(false);
+        release_code_pages_if_due();
+      }
     }};
+    schedule_code_trim();
   }
   return {};
+}
+
+void kernel::schedule_code_trim() {
+  // Two seconds: long enough that a burst of loads or a plugin's first seconds of
+  // start-up work are over, short enough that an operator sees the idle figure soon.
+  if (!with_profile([](const image_profile& p) { return p.release_code_pages; }))
+    return;
+  auto due = std::chrono::steady_clock::now() + std::chrono::seconds{2};
+  code_trim_due_.store(due.time_since_epoch().count(), std::memory_order_relaxed);
+}
+
+void kernel::release_code_pages_if_due() {
+  auto due = code_trim_due_.load(std::memory_order_relaxed);
+  if (due == 0 || std::chrono::steady_clock::now().time_since_epoch().count() < due)
+    return;
+  if (!code_trim_due_.compare_exchange_strong(due, 0, std::memory_order_relaxed))
+    return; // rescheduled meanwhile: wait for the later time
+  auto before = resident_file_kb();
+  auto released = release_code_pages();
+  log_->info("released start-up code pages: {} read-only file mappings ({:.1f} MB) marked "
+             "cold, resident file pages {:.1f} -> {:.1f} MB",
+             released.mappings, released.bytes / 1048576.0, before / 1024.0,
+             resident_file_kb() / 1024.0);
 }
 
 void kernel::check_group_file() {
@@ -445,8 +472,12 @@ std::shared_ptr<const group::Group> kernel::group() const {
 }
 
 caf::error kernel::reload_group() {
+  auto t0 = std::chrono::steady_clock::now();
   auto next = load_group(
     with_profile([](const image_profile& p) { return p.group_file; }));
+  // Logged with the group: the cost of a change at the limits, stage by stage (the
+  // change path's bench reads it; issue 9).
+  std::chrono::duration<double, std::milli> parse_ms = std::chrono::steady_clock::now() - t0;
   if (!next) {
     log_->error("group refused, the group in force is kept: {}", describe(next.error()));
     release_free_pages(); // a refused group went through the YAML tree
@@ -458,8 +489,10 @@ caf::error kernel::reload_group() {
     next->set_version(group_ ? group_->version() + 1 : 1);
     g = group_ = std::make_shared<const group::Group>(std::move(*next));
   }
-  log_->info("group {} version {}: {} devices, {} functions, {} subscriptions", g->name(),
-             g->version(), g->devices_size(), g->functions_size(), g->subscriptions_size());
+  log_->info("group {} version {}: {} devices, {} functions, {} subscriptions (read in "
+             "{:.1f} ms)",
+             g->name(), g->version(), g->devices_size(), g->functions_size(),
+             g->subscriptions_size(), parse_ms.count());
   Envelope msg;
   msg.set_topic("$grove/group/current");
   msg.set_source(std::string{kernel_source});
@@ -538,7 +571,9 @@ caf::error kernel::load(const std::string& name) {
     s.queue = p.queue;
     return s;
   });
-  return host_->load(spec);
+  auto result = host_->load(spec);
+  schedule_code_trim(); // the new plugin's start-up code
+  return result;
 }
 
 caf::error kernel::unload(const std::string& name) {
@@ -547,7 +582,9 @@ caf::error kernel::unload(const std::string& name) {
 
 caf::expected<std::string> kernel::reload(const std::string& name,
                                           const std::string& path) {
-  return host_->reload(name, path);
+  auto result = host_->reload(name, path);
+  schedule_code_trim();
+  return result;
 }
 
 caf::expected<std::vector<std::string>> kernel::apply_profile_change() {

@@ -130,6 +130,8 @@ test = (root / "plugins" / "message_manager" / "broker" / "tests"
 write("broker_acl", "plugin_test",
       test.split("cat >\"$ACL\" <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n")
 write("broker_acl", "refused", "thing A\r\npub B t/#\ndeliver @device:A A x\n")
+# As message_manager writes it: complete with `end` (a statement after it is refused).
+write("broker_acl", "complete", "# generated\nthing A\npub A t/#\nend\n\n# after\n")
 
 
 # message_manager's spool database (plugins/message_manager/src/spool.cpp: application_id

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE group_scale_test
 #include <boost/test/unit_test.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -81,6 +82,13 @@ std::string read_text(const std::filesystem::path& p) {
   return out.str();
 }
 
+/// A counter of the broker plugin's stats file ("name":N), -1 while it has none.
+long broker_stat(const std::filesystem::path& stats_file, const std::string& name) {
+  auto text = read_text(stats_file);
+  auto at = text.find("\"" + name + "\":");
+  return at == std::string::npos ? -1 : std::atol(text.c_str() + at + name.size() + 3);
+}
+
 /// Replaces `path` by rename, as editors and deploy tools do.
 void write_atomic(const std::filesystem::path& path, const std::string& text) {
   auto tmp = path;
@@ -149,7 +157,8 @@ BOOST_AUTO_TEST_CASE(a_big_group_costs_in_proportion_to_its_content) {
 }
 
 // Through the real path: every device and subscription reaches the table the broker
-// enforces, and a one-subscription edit replaces it (version 2) while groved runs.
+// enforces, and a one-subscription edit replaces it (version 2) while groved runs: the
+// regression guard of group_bench.py's change latency (no timing asserted).
 BOOST_AUTO_TEST_CASE(a_big_group_reaches_the_broker_and_an_edit_follows) {
   auto port = test::free_port();
   auto groved = start("mm", group_text(),
@@ -174,6 +183,10 @@ BOOST_AUTO_TEST_CASE(a_big_group_reaches_the_broker_and_an_edit_follows) {
   BOOST_TEST(acl.find("deliver sensor-2 sensor-3 t/s2/#\n") != std::string::npos);
   BOOST_TEST(acl.find("pub sensor-249 t/s999/#\n") != std::string::npos);
 
+  // The broker runs with the first table before the edit.
+  auto stats_file = acl_file.parent_path() / "broker-stats.json";
+  BOOST_REQUIRE(test::wait_until([&] { return broker_stat(stats_file, "acl_reloads") >= 1; }));
+  auto loads_before = broker_stat(stats_file, "acl_reloads");
   write_atomic(dir.path() / "mm-group.yaml", group_text("edited"));
   BOOST_REQUIRE_MESSAGE(groved->wait_for_output("group 'big' v2: 1000 subscriptions, 250 "
                                                 "devices"),
@@ -183,6 +196,16 @@ BOOST_AUTO_TEST_CASE(a_big_group_reaches_the_broker_and_an_edit_follows) {
   BOOST_TEST(acl.find("pub sensor-0 edited/s0/#\n") != std::string::npos);
   BOOST_TEST(acl.find("pub sensor-0 t/s0/#\n") == std::string::npos);
   BOOST_TEST(count_lines(acl, "pub sensor-") == size_t{subscriptions});
+  // Written with no fsync, so complete only with its `end` line (the broker refuses a
+  // table without it).
+  BOOST_TEST(acl.ends_with("\nend\n"));
+  // The change path's stages are logged with their figures (group_bench reads them).
+  BOOST_TEST(groved->output().find("subscriptions (read in ") != std::string::npos);
+  BOOST_TEST(groved->output().find("devices (bus ") != std::string::npos);
+  // The broker enforces the edit: its plugin loaded one more table, and refused none.
+  BOOST_TEST(
+    test::wait_until([&] { return broker_stat(stats_file, "acl_reloads") > loads_before; }));
+  BOOST_TEST(broker_stat(stats_file, "acl_errors") == 0);
   BOOST_TEST(groved->stop() == 0);
 }
 

@@ -222,6 +222,32 @@ BOOST_AUTO_TEST_CASE(sighup_rereads_the_profile_and_keeps_running) {
   BOOST_TEST(plugin_json("echo").at("state") == "running");
 }
 
+/// RssFile of /proc/<pid>/status in kB (0 when unreadable).
+size_t rss_file_kb(pid_t pid) {
+  std::ifstream status{"/proc/" + std::to_string(pid) + "/status"};
+  std::string key;
+  size_t kb = 0;
+  while (status >> key)
+    if (key == "RssFile:" && (status >> kb))
+      return kb;
+  return 0;
+}
+
+BOOST_AUTO_TEST_CASE(idle_groved_lets_the_os_reclaim_its_start_up_code) {
+  // kernel.release_code_pages defaults to true: about 2 s after ready, groved marks its
+  // read-only file mappings cold and the OS reclaims what only groved maps. Read from
+  // outside, the resident file pages must fall while echo and heartbeat keep running.
+  auto before = rss_file_kb(groved->pid());
+  BOOST_REQUIRE_GT(before, 0u);
+  BOOST_REQUIRE_MESSAGE(groved->wait_for_output("released start-up code pages"),
+                        groved->output());
+  auto after = rss_file_kb(groved->pid());
+  BOOST_TEST(after < before, "RssFile " << before << " kB -> " << after << " kB");
+  // And it still works: the bus and the plugins run on pages faulted back in.
+  BOOST_TEST(ctl({"status"}).code == 0);
+  BOOST_TEST(plugin_json("heartbeat").at("state") == "running");
+}
+
 BOOST_AUTO_TEST_CASE(crash_is_contained_and_restarted) {
   auto r = ctl({"pub", "test/echo/in", "boom"});
   BOOST_TEST(r.code == 0);

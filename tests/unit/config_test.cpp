@@ -55,6 +55,7 @@ plugins:
   BOOST_TEST(p->queue.capacity == 42u);
   BOOST_TEST(to_string(p->queue.overflow) == std::string{"block"});
   BOOST_TEST(p->restart.max_failures == 5u);
+  BOOST_TEST(p->release_code_pages);
   BOOST_TEST(p->max_payload_bytes == default_max_payload_bytes);
   BOOST_TEST(default_max_payload_bytes == 15u * 1024 * 1024);
   BOOST_REQUIRE_EQUAL(p->plugins.size(), 2u);
@@ -76,6 +77,14 @@ BOOST_AUTO_TEST_CASE(overrides_win) {
   BOOST_REQUIRE(p);
   BOOST_TEST(p->write_dir == dir.path() / "w");
   BOOST_TEST(p->plugin_dir == dir.path() / "pd");
+}
+
+BOOST_AUTO_TEST_CASE(release_code_pages_can_be_turned_off) {
+  auto p = load("kernel: {release_code_pages: false}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(!p->release_code_pages);
+  auto err = error_of("kernel: {release_code_pages: sometimes}\n");
+  BOOST_TEST(contains(err, "kernel.release_code_pages"), err);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_key_names_file_line_field) {

@@ -6,6 +6,9 @@
 //   runtime -> socketpair -> handler -> back), p50/p99 and calls/s, and calls/s with
 //   several requesters at once, against the bus's own request/response to an in-process
 //   plugin (the test plugin "echo") measured the same way.
+// - The same two for a runtime: python3 function (the Python function SDK's runner with
+//   tests/python/noop.py): cold start against a bare `python3 -c pass`, pinned
+//   invocations against the same bus peer.
 // Prints one JSON object.
 
 #include <spawn.h>
@@ -49,19 +52,22 @@ double round2(double x) {
   return static_cast<double>(static_cast<int64_t>(x * 100 + 0.5)) / 100;
 }
 
-/// posix_spawn + waitpid of `prog`, output to /dev/null; microseconds per run.
-std::vector<double> bare_spawns(const std::string& prog, int runs) {
+/// posix_spawn + waitpid of `args` (the program first), output to /dev/null;
+/// microseconds per run.
+std::vector<double> bare_spawns(std::vector<std::string> args, int runs) {
   std::vector<double> out;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  std::string p = prog;
-  char* argv[] = {p.data(), nullptr};
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
   for (int i = 0; i < runs; ++i) {
     auto t0 = clock_type::now();
     pid_t pid = 0;
-    if (posix_spawn(&pid, p.c_str(), &fa, nullptr, argv, environ) != 0)
+    if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0)
       break;
     int st = 0;
     waitpid(pid, &st, 0);
@@ -124,11 +130,17 @@ int main(int argc, char** argv) {
   std::string common = std::string{"handler: "} + FN_TEST_FUNCTION
                        + ", execArgs: [echo], inputPayloadEncodingType: binary, " + user
                        + ", linuxProcessParams: {isolationMode: NoContainer}";
+  std::string python = std::string{"runtime: python3, handler: noop.handler, codeUri: "}
+                       + FN_PYTHON_CODE + ", inputPayloadEncodingType: binary, " + user
+                       + ", linuxProcessParams: {isolationMode: NoContainer}";
   {
     std::ofstream g{dir / "group.yaml"};
     g << "name: bench\nfunctions:\n  - name: p\n    config: {" << common << "}\n";
-    for (int i = 0; i < cold; ++i)
+    g << "  - name: py\n    config: {" << python << "}\n";
+    for (int i = 0; i < cold; ++i) {
       g << "  - name: c" << i << "\n    config: {" << common << ", pinned: false}\n";
+      g << "  - name: pc" << i << "\n    config: {" << python << ", pinned: false}\n";
+    }
   }
   grove::image_profile profile;
   profile.file = dir / "profile.yaml";
@@ -150,7 +162,8 @@ int main(int argc, char** argv) {
     grove::plugin_spec rt;
     rt.name = "function_runtime";
     rt.may_claim = {"function:*"};
-    rt.config = grove::make_yaml(YAML::Load("{}"));
+    // Run as whoever runs the bench, root included.
+    rt.config = grove::make_yaml(YAML::Load("{allow_run_as_root: true}"));
     if (auto err = k.host().load(rt))
       return fail(grove::describe(err));
     grove::plugin_spec echo;
@@ -164,7 +177,7 @@ int main(int argc, char** argv) {
     auto deadline = clock_type::now() + std::chrono::seconds{30};
     for (;;) {
       auto l = grove::function_runtime::list(send);
-      if (l && l->functions_size() == cold + 1)
+      if (l && l->functions_size() == 2 * (cold + 1))
         break;
       if (clock_type::now() > deadline)
         return fail("the runtime did not define the functions");
@@ -175,24 +188,33 @@ int main(int argc, char** argv) {
       auto r = k.request(grove::function_runtime::make_invoke(name, payload), timeout);
       return r && r->payload() == payload;
     };
-    // Cold starts, interleaved with bare spawns so drift hits both alike.
-    std::vector<double> cold_us, bare_us;
-    uint64_t cold_failed = 0;
-    for (int i = 0; i < cold; ++i) {
-      auto t0 = clock_type::now();
-      cold_failed += invoke("c" + std::to_string(i)) ? 0 : 1;
-      cold_us.push_back(us_since(t0));
-      auto b = bare_spawns(FN_TEST_FUNCTION, 1);
-      bare_us.insert(bare_us.end(), b.begin(), b.end());
-    }
-    out["cold_start"] = {{"runs", cold},
-                         {"failed", cold_failed},
-                         {"on_demand_first_invoke_p50_us", round2(pct(cold_us, 0.5))},
-                         {"bare_spawn_p50_us", round2(pct(bare_us, 0.5))},
-                         {"overhead_p50_us", round2(pct(cold_us, 0.5) - pct(bare_us, 0.5))}};
+    // Cold starts of functions <prefix>0.., each followed by a bare spawn of `bare` so
+    // drift hits both alike.
+    auto cold_starts = [&](const std::string& prefix, const std::vector<std::string>& bare,
+                           const std::string& bare_key) {
+      std::vector<double> cold_us, bare_us;
+      uint64_t failed = 0;
+      for (int i = 0; i < cold; ++i) {
+        auto t0 = clock_type::now();
+        failed += invoke(prefix + std::to_string(i)) ? 0 : 1;
+        cold_us.push_back(us_since(t0));
+        auto b = bare_spawns(bare, 1);
+        bare_us.insert(bare_us.end(), b.begin(), b.end());
+      }
+      return json{{"runs", cold},
+                  {"failed", failed},
+                  {"on_demand_first_invoke_p50_us", round2(pct(cold_us, 0.5))},
+                  {bare_key, round2(pct(bare_us, 0.5))},
+                  {"overhead_p50_us", round2(pct(cold_us, 0.5) - pct(bare_us, 0.5))}};
+    };
+    out["cold_start"] = cold_starts("c", {FN_TEST_FUNCTION}, "bare_spawn_p50_us");
+    // Python: the runner's first reply against the interpreter doing nothing.
+    out["python_cold_start"] =
+      cold_starts("pc", {"/usr/bin/python3", "-c", "pass"}, "bare_python3_c_pass_p50_us");
     // Warm-up, then the pinned instance against the bus's own request/response.
     for (int i = 0; i < 1000; ++i) {
       invoke("p");
+      invoke("py");
       (void) k.request("bench/raw", payload, timeout);
     }
     auto fn_seq = sequential(n, [&] { return invoke("p"); });
@@ -216,6 +238,13 @@ int main(int argc, char** argv) {
     out["bus_concurrent_calls_per_s"] = bus_par;
     out["concurrent_requesters"] = threads;
     out["ratio_concurrent_calls_per_s"] = round2(fn_par / bus_par);
+    auto py_seq = sequential(n, [&] { return invoke("py"); });
+    auto py_par = concurrent(n, threads, [&] { return invoke("py"); });
+    out["python_pinned_sequential"] = py_seq;
+    out["python_ratio_sequential_calls_per_s"] =
+      round2(py_seq["calls_per_s"].get<double>() / bus_seq["calls_per_s"].get<double>());
+    out["python_pinned_concurrent_calls_per_s"] = py_par;
+    out["python_ratio_concurrent_calls_per_s"] = round2(py_par / bus_par);
     out["note"] = "blocking round trips from the kernel; the pinned instance handles one "
                   "item at a time, so concurrency only pipelines the queue";
     k.stop();

@@ -24,7 +24,15 @@ memory is reported as the difference, time as the ratio.
    plugin's next "loaded ... broker.acl" log line (it enforcing the new table: it
    re-reads the file when message_manager's SIGHUP reaches it), p50/p99, and the CPU
    time groved spent meanwhile. The
-   same with a 4-subscription group as the peer.
+   same with a 4-subscription group as the peer. Each change is also split into its
+   stages (`change_stages_p50_ms`), from the log lines of the path as they arrive and the
+   figures they carry: `watch` (rename to the kernel's "changed on disk": inotify, the
+   read and compare), `kernel_parse` (to "group ... version N", whose `read in` figure
+   is `kernel_parse_own`), `read_to_applied` (to message_manager's "group 'x' vN" line:
+   `bus`, `mm_compile`, `mm_table_write` with its signal), `broker` (to the plugin's
+   "loaded", whose own read and parse is `broker_own`).
+3. `cpu_stages`: build/bin/group_stages_bench on the full group, the CPU of each stage
+   in one process against libyaml's bare scan of the file.
 
 Usage: group_bench.py [--build DIR] [--devices N] [--subscriptions N] [--runs R]
                       [--settle S] [--changes C] [--keep-group FILE]
@@ -53,6 +61,8 @@ READY = re.compile(r"ready: (\d+) of (\d+) plugins running \(([\d.]+) ms\)")
 TARGET_ANON_ABOVE_EMPTY_KB = 15 * 1024
 TARGET_READY_MS = 150
 TARGET_CHANGE_MS = 100
+# How long one change may take before the bench gives up (a profiler's run sets more).
+CHANGE_TIMEOUT_S = 30
 
 
 def group_text(devices, subscriptions, functions=10, subject_tag="t"):
@@ -83,11 +93,14 @@ def group_text(devices, subscriptions, functions=10, subject_tag="t"):
 
 
 def write_atomic(path, text):
-    """Writes `text` to a temporary file beside `path` and renames it over `path`."""
+    """Writes `text` to a temporary file beside `path` and renames it over `path`; returns
+    the time of the rename (perf ns), where a change's latency starts."""
     tmp = path + ".new"
     with open(tmp, "w") as f:
         f.write(text)
+    t = time.perf_counter_ns()
     os.rename(tmp, path)
+    return t
 
 
 def proc_status_kb(pid, field):
@@ -163,12 +176,19 @@ def one_kernel_run(groved, grovectl, profile, settle_s):
 
 
 def wait_file_contains(path, needle, deadline):
-    """Polls `path` (every ~1 ms) until it holds `needle`; the time it did (perf ns)."""
+    """Polls `path` (every ~1 ms) until it holds `needle`; the time it did (perf ns). Reads
+    it only when it was replaced or changed: reading the 1 MB table every millisecond took
+    most of a core from groved on the 2-core machine."""
+    seen = None
     while True:
         try:
-            with open(path) as f:
-                if needle in f.read():
-                    return time.perf_counter_ns()
+            st = os.stat(path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp != seen:
+                seen = stamp
+                with open(path) as f:
+                    if needle in f.read():
+                        return time.perf_counter_ns()
         except OSError:
             pass
         if time.monotonic() > deadline:
@@ -193,45 +213,100 @@ def change_latencies(groved, tmp, devices, subscriptions, changes):
     proc = None
     try:
         proc = start(groved, profile, write_dir, keep_draining=False)[0]
-        loads = []  # perf ns of each broker-plugin table load, from groved's stderr
-        threading.Thread(target=watch_loads, args=(proc, loads), daemon=True).start()
+        events = []  # (perf ns, stage, figures) of the change path's log lines
+        threading.Thread(target=watch_log, args=(proc, events), daemon=True).start()
         wait_file_contains(acl, "version 1;", time.monotonic() + 60)
-        to_table, to_broker, cpu = [], [], []
+        deadline = time.monotonic() + 60  # and the broker enforcing it
+        while not any(e[1] == "loaded" for e in events):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the broker plugin never loaded its first table")
+            time.sleep(0.01)
+        to_table, to_broker, cpu, stages = [], [], [], []
         for i in range(changes):
             tag = "changed%d" % i
             text = group_text(devices, subscriptions, subject_tag=tag)
             c0 = cpu_ms(proc.pid)
-            loaded_before = len(loads)
-            t0 = time.perf_counter_ns()
-            write_atomic(group_file, text)
-            t1 = wait_file_contains(acl, " %s/r00/" % tag, time.monotonic() + 30)
+            seen_before = len(events)
+            t0 = write_atomic(group_file, text)
+            t1 = wait_file_contains(acl, " %s/r00/" % tag, time.monotonic() + CHANGE_TIMEOUT_S)
             to_table.append((t1 - t0) / 1e6)
             cpu.append(cpu_ms(proc.pid) - c0)
-            # The first load after this edit: the broker may load the table (on the
-            # writer's SIGHUP) before this poll of the 1 MB file has seen it.
-            deadline = time.monotonic() + 30
-            while len(loads) <= loaded_before:
+            # The broker's first load after the kernel read this edit: it may load the
+            # table (on the writer's SIGHUP) before this poll of the file has seen it.
+            deadline = time.monotonic() + CHANGE_TIMEOUT_S
+            while not stage_breakdown(t0, events[seen_before:]):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the broker plugin never loaded the new table")
                 time.sleep(0.001)
-            to_broker.append((loads[loaded_before] - t0) / 1e6)
+            change = stage_breakdown(t0, events[seen_before:])
+            to_broker.append(change["total"])
+            stages.append(change)
             # Spread the edits over the pollers' periods rather than in step with them.
             time.sleep(0.337)
-        return to_table, to_broker, cpu
+        return to_table, to_broker, cpu, stages
     finally:
         finish(proc)
 
 
-def watch_loads(proc, loads):
-    """Appends the time of every 'grove_broker_plugin: loaded' line groved logs (its
-    broker's output) to `loads`, until EOF."""
+# The change path's log lines, in order, and the figures each carries (ms): the kernel
+# saw the file change (inotify, read, compare); it read the group (parse, checks);
+# message_manager wrote the broker's table (the bus, the compile, the write with its
+# signal to the broker); the broker plugin loaded the table (read and parse).
+LOG_STAGES = [
+    ("changed", re.compile(rb"group \S+ changed on disk")),
+    ("read", re.compile(rb"group \S+ version \d+: [^(]*(?:\(read in ([\d.]+) ms\))?")),
+    ("applied", re.compile(rb"group '[^']*' v\d+: [^(]*(?:\(bus ([\d.]+) ms, compiled in "
+                           rb"([\d.]+) ms, table written in ([\d.]+) ms\))?")),
+    ("loaded", re.compile(rb"grove_broker_plugin: loaded \S+ \(\d+ things\)(?: in ([\d.]+) ms)?")),
+]
+
+
+def watch_log(proc, events):
+    """Appends (perf ns on arrival, stage, figures) for each change-path line groved logs
+    (the broker's output included), until EOF."""
     reader = line_reader(proc.stderr)
     while True:
         line = reader.readline(time.monotonic() + 3600)
         if not line:
             return
-        if b"grove_broker_plugin: loaded" in line:
-            loads.append(time.perf_counter_ns())
+        for stage, pattern in LOG_STAGES:
+            m = pattern.search(line)
+            if m:
+                events.append((time.perf_counter_ns(), stage,
+                               [float(g) for g in m.groups() if g is not None]))
+                break
+
+
+def stage_breakdown(t0, events):
+    """One change's stages (ms) from the rename at `t0` and the log lines after it: the
+    gaps between the lines' arrivals, and inside them the figures the lines carry."""
+    first = {}
+    for t, stage, figures in events:
+        if stage != "loaded" or "read" in first:  # a load of this edit's table
+            first.setdefault(stage, (t, figures))
+    if "loaded" not in first or "applied" not in first:
+        return None  # not yet
+    out = {"total": (first["loaded"][0] - t0) / 1e6}
+    if "changed" not in first:
+        return out  # a line missing: the total only
+
+    def ms(a, b):
+        return (first[a][0] - (first[b][0] if b else t0)) / 1e6
+
+    def figure(stage, i):  # None from a build whose lines carry no figures
+        figures = first[stage][1]
+        return figures[i] if len(figures) > i else None
+
+    out["watch"] = ms("changed", None)
+    out["kernel_parse"] = ms("read", "changed")
+    out["kernel_parse_own"] = figure("read", 0)
+    out["read_to_applied"] = ms("applied", "read")
+    out["bus"] = figure("applied", 0)
+    out["mm_compile"] = figure("applied", 1)
+    out["mm_table_write"] = figure("applied", 2)
+    out["broker"] = ms("loaded", "applied")
+    out["broker_own"] = figure("loaded", 0)
+    return out
 
 
 def p99(values):
@@ -239,6 +314,13 @@ def p99(values):
     if len(values) < 2:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def stage_medians(changes):
+    """The median of each stage over the changes that report it."""
+    keys = [k for k in changes[0] if k != "total"] if changes else []
+    return {k: round(statistics.median(c[k] for c in changes if c.get(k) is not None), 2)
+            for k in keys if any(c.get(k) is not None for c in changes)}
 
 
 def median_of(runs, key):
@@ -274,6 +356,13 @@ def main():
             profiles[name] = os.path.join(tmp, "kernel-%s.yaml" % name)
             kernel_profile(profiles[name], gfile)
         out["group_file_bytes"] = len(full.encode())
+        # The CPU of the change path's stages, one by one in one process (not waiting
+        # for a core as the wall times above do); its peer is libyaml's bare scan.
+        stages_bin = os.path.join(args.build, "bin", "group_stages_bench")
+        if os.path.exists(stages_bin):
+            res = subprocess.run([stages_bin, os.path.join(tmp, "full.yaml"), "5"],
+                                 stdout=subprocess.PIPE, timeout=300)
+            out["cpu_stages"] = json.loads(res.stdout)
         runs = {"empty": [], "full": []}
         one_kernel_run(groved, grovectl, profiles["full"], 0)  # warm-up: page cache
         for _ in range(args.runs):
@@ -287,11 +376,13 @@ def main():
         out["rss_above_empty_kb"] = f["rss_kb"] - e["rss_kb"]
         out["peak_rss_above_empty_kb"] = f["peak_rss_kb"] - e["peak_rss_kb"]
         out["ready_ratio_to_empty"] = round(f["ready_ms"] / e["ready_ms"], 2)
-        full_table, full_broker, full_cpu = change_latencies(
+        full_table, full_broker, full_cpu, full_stages = change_latencies(
             groved, tmp, args.devices, args.subscriptions, args.changes)
-        small_table, small_broker, small_cpu = change_latencies(groved, tmp, 2, 4,
-                                                                args.changes)
+        small_table, small_broker, small_cpu, small_stages = change_latencies(
+            groved, tmp, 2, 4, args.changes)
         p50 = statistics.median
+        out["change_stages_p50_ms"] = {"full": stage_medians(full_stages),
+                                       "small": stage_medians(small_stages)}
         out["change_ms"] = {
             "to_table_full_p50": round(p50(full_table), 2),
             "to_table_full_max": round(max(full_table), 2),

@@ -1,6 +1,7 @@
 #include "function_def.hpp"
 
 #include "code_archive.hpp"
+#include "python_runtime.hpp"
 
 #include <pwd.h>
 #include <unistd.h>
@@ -73,9 +74,10 @@ config_map<user_params> user_map() {
 config_map<function_def> function_def::map() {
   return config_map<function_def>{}
     .key("runtime", &function_def::runtime, "executable", one_of{"executable", "python3"},
-         "what the code is (python3: not yet)")
+         "what the code is: a program, or Python run by the Python function SDK")
     .key_no_default("handler", &function_def::handler, required,
-                    "executable: the program, relative to codeUri")
+                    "executable: the program, relative to codeUri; python3: "
+                    "module.function, the module under codeUri")
     .key("codeUri", &function_def::code_uri, "",
          "directory of the code, or a .zip/.tar.gz of it; relative to the group file's "
          "directory")
@@ -102,12 +104,12 @@ config_map<function_def> function_def::map() {
     .section("linuxProcessParams", &function_def::process, process_map(),
              "isolation and its limits")
     .validate([](const function_def& d) -> caf::error {
-      if (d.runtime == "python3")
-        return make_error(errc::invalid_config,
-                          "runtime: python3 is not supported yet (the Python SDK comes "
-                          "next); use executable");
       if (d.handler.empty())
         return make_error(errc::invalid_config, "handler: empty");
+      if (d.runtime == "python3" && !valid_python_handler(d.handler))
+        return make_error(errc::invalid_config,
+                          "handler: '" + d.handler + "' is not module.function (Python "
+                          "identifiers joined by dots)");
       for (size_t i = 0; i < d.event_sources.size(); ++i) {
         const auto& s = d.event_sources[i];
         auto where = "eventSources[" + std::to_string(i) + "].topic: ";
@@ -187,7 +189,12 @@ config_map<runtime_config> runtime_config::map() {
     .key("stop_grace_ms", &runtime_config::stop_grace_ms, 1000, range{0, 60000},
          "between SIGTERM and SIGKILL when an instance is ended")
     .key("call_timeout_ms", &runtime_config::call_timeout_ms, 10000, range{1, 3600000},
-         "a function's invoke of another function, when it gives no timeout");
+         "a function's invoke of another function, when it gives no timeout")
+    .key("python", &runtime_config::python, "/usr/bin/python3",
+         "the interpreter of runtime: python3 functions (Debian's, with python3-protobuf)")
+    .key("python_sdk_dir", &runtime_config::python_sdk_dir, "",
+         "the Python function SDK (grove_function, greengrasssdk); empty: the build "
+         "tree's when it exists, else <libdir>/grove/python");
 }
 
 caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,

@@ -99,9 +99,9 @@ struct user_params {
 
 /// One function's definition.
 struct function_def {
-  /// executable (python3: later).
+  /// executable or python3.
   std::string runtime;
-  /// The program (executable), relative to codeUri.
+  /// executable: the program, relative to codeUri; python3: module.function.
   std::string handler;
   /// A directory holding the code, or a .zip/.tar.gz of it; relative to the group
   /// file's directory.
@@ -166,6 +166,10 @@ struct runtime_config {
   int64_t stop_grace_ms = 0;
   /// Timeout of a function's invoke of another function when it names none.
   int64_t call_timeout_ms = 0;
+  /// The interpreter of python3 functions.
+  std::string python;
+  /// The Python function SDK's directory; empty: the one built or installed with Grove.
+  std::string python_sdk_dir;
 
   /// The config map.
   static config_map<runtime_config> map();

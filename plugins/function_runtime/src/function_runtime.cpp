@@ -27,6 +27,7 @@
 #include "function_def.hpp"
 #include "function_log.hpp"
 #include "ipc.hpp"
+#include "python_runtime.hpp"
 #include "grove/config_map.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control.hpp"
@@ -501,9 +502,14 @@ private:
     auto program = fn.code_dir.empty() || fs::path{def.handler}.is_absolute()
                      ? fs::path{def.handler}
                      : fs::path{"."} / def.handler;
-    opts.argv.push_back(program.string());
-    for (const auto& a : def.exec_args)
-      opts.argv.push_back(a);
+    if (def.runtime == "python3") {
+      opts.argv = gfn::python_argv(def, cfg_);
+      program = opts.argv[0];
+    } else {
+      opts.argv.push_back(program.string());
+      for (const auto& a : def.exec_args)
+        opts.argv.push_back(a);
+    }
     std::vector<std::string> env{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
     for (const auto& [k, v] : def.environment)
       if (!k.starts_with("GROVE_FUNCTION_"))
@@ -512,6 +518,8 @@ private:
     env.push_back("GROVE_FUNCTION_FD=3");
     env.push_back("GROVE_FUNCTION_TOKEN=" + inst->token);
     env.push_back("GROVE_FUNCTION_MAX_FRAME=" + std::to_string(cfg_.max_frame_bytes));
+    if (def.runtime == "python3")
+      gfn::add_python_env(def, cfg_, env);
     opts.env = std::move(env);
     opts.cwd = fn.code_dir.empty() ? ctx_->state_dir() : fn.code_dir;
     if (fn.uid != ::geteuid() || fn.gid != ::getegid()) {
@@ -688,6 +696,14 @@ private:
     if (auto err = gfn::check_worker_frame(f, inst->saw_hello, inst->token))
       return end_instance(fn, *inst, grove::message_of(err), false);
     if (!inst->saw_hello) {
+      if (!f.hello().error().empty()) {
+        // The worker cannot serve (a Python handler that does not import): a failed
+        // start with its reason; the instance's exit schedules the retry.
+        fn.last_error = f.hello().error();
+        fn.log->write("ERROR", fn.last_error);
+        ctx_->log().error("function '{}': {}", fn.name, fn.last_error);
+        return end_instance(fn, *inst, "", false);
+      }
       inst->saw_hello = true;
       if (inst->hello_timer != 0)
         ctx_->cancel(inst->hello_timer);

@@ -2,14 +2,18 @@
 # End to end with real processes: groved runs message_manager (its managed Mosquitto with
 # mutual TLS), shadow and function_runtime; device A's message is routed by the group's table to
 # function F (a real worker process on the C++ function SDK), which publishes through the
-# table to device B. grovectl's functions, invoke (request and event) and logs commands.
-# Usage: function_e2e_test.sh GROVED GROVECTL GROVE_CERTS TEST_FUNCTION
+# table to device B, and the same with PF, a Python function (runtime: python3,
+# tests/python/pyfn.py on the Python function SDK's greengrasssdk). grovectl's functions,
+# invoke (request and event) and logs commands; the shadow verbs from C++ (S) and Python
+# (PS) against the shadow plugin.
+# Usage: function_e2e_test.sh GROVED GROVECTL GROVE_CERTS TEST_FUNCTION PYTHON_CODE_DIR
 set -u
 
 GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs test-function}")
 GROVECTL=$(readlink -f "${2:?}")
 CERTS_TOOL=$(readlink -f "${3:?}")
 FUNCTION=$(readlink -f "${4:?}")
+PYCODE=$(readlink -f "${5:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
 source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
@@ -34,7 +38,7 @@ PORT=$(free_port)
 
 cat >"$WORK/group.yaml" <<YAML
 name: e2e
-devices: [{thing: A}, {thing: B}, {thing: lamp}]
+devices: [{thing: A}, {thing: B}, {thing: lamp}, {thing: plamp}]
 functions:
   - name: S
     config:
@@ -50,12 +54,33 @@ functions:
       environmentVariables: {RELAY_TOPIC: f/to/b}
       runAs: {uid: 0, gid: 0}
       linuxProcessParams: {isolationMode: NoContainer}
+  - name: PF
+    config:
+      runtime: python3
+      handler: pyfn.relay
+      codeUri: $PYCODE
+      environmentVariables: {RELAY_TOPIC: p/to/b}
+      runAs: {uid: 0, gid: 0}
+      linuxProcessParams: {isolationMode: NoContainer}
+  - name: PS
+    config:
+      runtime: python3
+      handler: pyfn.shadow
+      codeUri: $PYCODE
+      timeoutInSeconds: 10
+      runAs: {uid: 0, gid: 0}
+      linuxProcessParams: {isolationMode: NoContainer}
 subscriptions:
   - {id: a-f, source: "device:A", subject: "a/to/f", target: "function:F"}
   - {id: f-b, source: "function:F", subject: "f/to/b", target: "device:B"}
   - {id: s-shadow, source: "function:S", subject: "\$aws/things/lamp/shadow/#", target: shadow}
   - {id: shadow-s-ok, source: shadow, subject: "\$aws/things/lamp/shadow/+/accepted", target: "function:S"}
   - {id: shadow-s-no, source: shadow, subject: "\$aws/things/lamp/shadow/+/rejected", target: "function:S"}
+  - {id: a-pf, source: "device:A", subject: "a/to/p", target: "function:PF"}
+  - {id: pf-b, source: "function:PF", subject: "p/to/b", target: "device:B"}
+  - {id: ps-shadow, source: "function:PS", subject: "\$aws/things/plamp/shadow/#", target: shadow}
+  - {id: shadow-ps-ok, source: shadow, subject: "\$aws/things/plamp/shadow/+/accepted", target: "function:PS"}
+  - {id: shadow-ps-no, source: shadow, subject: "\$aws/things/plamp/shadow/+/rejected", target: "function:PS"}
 YAML
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
@@ -76,13 +101,14 @@ GROVED_PID=$!
 up=0
 for _ in $(seq 1 200); do
   if "$GROVECTL" status 2>/dev/null | grep -qF "local_link: connected" &&
-     "$GROVECTL" functions 2>/dev/null | grep -q "^F .*pinned *1/1"; then
+     "$GROVECTL" functions 2>/dev/null | grep -q "^F .*pinned *1/1" &&
+     "$GROVECTL" functions 2>/dev/null | grep -q "^PF .*pinned *1/1"; then
     up=1; break
   fi
   sleep 0.1
 done
-[[ $up == 1 ]] || abort "groved, the broker link or the pinned function did not come up"
-pass "groved runs message_manager and function_runtime; F's pinned instance is up"
+[[ $up == 1 ]] || abort "groved, the broker link or the pinned functions did not come up"
+pass "groved runs message_manager and function_runtime; F's and PF's pinned instances are up"
 # What reaches the shadow service (mm-2), from now on: the shadow checks below read it.
 "$GROVECTL" sub '$grove/mm/out/shadow/#' >"$WORK/shadow_req.out" 2>&1 &
 SUB_PIDS+=($!)
@@ -106,7 +132,7 @@ check "a JSON function refuses a payload that is not JSON, with the reason" \
 check "grovectl functions counts the invocations" \
   bash -c '"$1" functions --json | jq -s -e "map(select(.name == \"F\")) | .[0].invocations >= 3" >/dev/null' _ "$GROVECTL"
 check "grovectl status shows the runtime" \
-  bash -c '"$1" status | grep -q "functions: 2 defined, 0 invalid"' _ "$GROVECTL"
+  bash -c '"$1" status | grep -q "functions: 4 defined, 0 invalid"' _ "$GROVECTL"
 
 # ---- shadow verbs: function S -> the table -> the shadow plugin -> the table -> S ----
 out=$("$GROVECTL" invoke S --payload '{"state":{"reported":{"on":true}}}' 2>&1)
@@ -117,4 +143,29 @@ check "... and the shadow plugin's accepted reply with that token answers the ca
 out=$("$GROVECTL" invoke S --payload '{"state":{"reported":{"on":false}},"version":99}' 2>&1)
 check "a rejected update (version conflict, 409) is the call's error, and the function's" \
   bash -c '[[ $1 == *"update_thing_shadow: rejected: "*"409"* ]]' _ "$out"
+
+# ---- the same from Python: device A -> PF (greengrasssdk) -> device B; shadow verbs ----
+start_sub B "p/to/b" "$WORK/pb.out"
+check "device A -> Python function PF -> device B over the broker with mutual TLS" \
+  deliver_until A "a/to/p" '{"n":1}' "$WORK/pb.out"
+check "PF's logging lines land in its log, naming the device and subject" \
+  bash -c '"$1" logs PF | grep -q "pyfn: relayed from device:A on .a/to/p."' _ "$GROVECTL"
+out=$("$GROVECTL" invoke PF --payload '{"n":2}' 2>&1)
+check "grovectl invoke prints the Python handler's return value, JSON-encoded" \
+  test "$out" == '{"relayed": {"n": 2}}'
+check "... and its publish reached device B" wait_for "$WORK/pb.out" '{"n":2}'
+out=$("$GROVECTL" invoke PS --payload '{"op":"update","thing":"plamp","doc":{"state":{"reported":{"on":true}}}}' 2>&1)
+check "Python update_thing_shadow: the shadow plugin's accepted document is the reply" \
+  bash -c '[[ $1 == *"\"reported\": {\"on\": true}"* && $1 == *"\"version\": 1"* ]]' _ "$out"
+out=$("$GROVECTL" invoke PS --payload '{"op":"get","thing":"plamp"}' 2>&1)
+check "Python get_thing_shadow returns the document" \
+  bash -c '[[ $1 == *"\"reported\": {\"on\": true}"* ]]' _ "$out"
+out=$("$GROVECTL" invoke PS --payload '{"op":"update","thing":"plamp","doc":{"state":{"reported":{"on":false}},"version":99}}' 2>&1)
+check "a rejected Python update (409) raises ShadowError, the item's error" \
+  bash -c '[[ $1 == *"ShadowError: rejected: "*"409"* ]]' _ "$out"
+out=$("$GROVECTL" invoke PS --payload '{"op":"delete","thing":"plamp"}' 2>&1)
+check "Python delete_thing_shadow is accepted" bash -c '[[ $1 != *Error* ]]' _ "$out"
+out=$("$GROVECTL" invoke PS --payload '{"op":"get","thing":"plamp"}' 2>&1)
+check "... after which get_thing_shadow is rejected with 404" \
+  bash -c '[[ $1 == *"ShadowError: rejected: "*"404"* ]]' _ "$out"
 finish

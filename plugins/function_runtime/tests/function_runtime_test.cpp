@@ -14,6 +14,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "function_def.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/kernel.hpp"
@@ -108,6 +110,16 @@ struct runtime {
     BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
   }
 
+  /// Kills pinned function `name`'s instance `pid` (its handler answers with its pid)
+  /// and waits until a new instance answers.
+  bool replaced_after_kill(const std::string& name, const std::string& pid) {
+    BOOST_REQUIRE(::kill(std::stoi(pid), SIGKILL) == 0);
+    return test::wait_until([&] {
+      auto r = invoke(name, "{}");
+      return r && r->payload() != pid;
+    });
+  }
+
   std::string log_of(const std::string& name) {
     std::ifstream in{dir.path() / "var" / "logs" / "functions" / (name + ".log")};
     std::stringstream ss;
@@ -129,13 +141,7 @@ BOOST_AUTO_TEST_CASE(pinned_instance_serves_and_is_restarted_when_it_dies) {
   BOOST_TEST(rt.ok("p", "{}") == pid1); // the same long-lived instance
   BOOST_TEST(rt.info("p").pinned());
   BOOST_TEST(rt.info("p").invocations() == 2u);
-  BOOST_REQUIRE(::kill(std::stoi(pid1), SIGKILL) == 0);
-  std::string pid2;
-  BOOST_TEST(test::wait_until([&] {
-    auto r = rt.invoke("p", "{}");
-    pid2 = r ? r->payload() : "";
-    return r && pid2 != pid1;
-  }));
+  BOOST_TEST(rt.replaced_after_kill("p", pid1));
   BOOST_TEST(rt.info("p").instances() == 1u);
 }
 
@@ -326,6 +332,12 @@ BOOST_AUTO_TEST_CASE(functions_run_as_the_default_user) {
              + ", execArgs: [uid], linuxProcessParams: {isolationMode: NoContainer}}\n"};
   rt.wait_defined("u");
   BOOST_TEST(rt.ok("u", "{}") == std::to_string(pw->pw_uid));
+  // A Python function too (the build tree's SDK is open to grove-fn).
+  fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyfn.py", code.path() / "pyfn.py");
+  runtime py_rt{"  - name: u\n    config: {runtime: python3, handler: pyfn.uid, codeUri: "
+                + code.path().string() + ", linuxProcessParams: {isolationMode: NoContainer}}\n"};
+  py_rt.wait_defined("u");
+  BOOST_TEST(py_rt.ok("u", "{}") == std::to_string(pw->pw_uid));
 }
 
 namespace {
@@ -403,4 +415,128 @@ BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
              "README.md's table is stale; replace the lines between the config-table "
              "markers with `groved --describe-config function_runtime`:\n"
                << generated);
+}
+
+// -- runtime: python3 (sdk/function/python, tests/python/pyfn.py) -------------------
+
+namespace {
+
+/// A python3 function entry running `handler` from tests/python.
+std::string py(const std::string& name, const std::string& handler,
+               const std::string& extra = "") {
+  return "  - name: " + name + "\n    config: {runtime: python3, handler: " + handler
+         + ", codeUri: " + FN_PYTHON_CODE + ", runAs: {uid: 0, gid: 0}, "
+           "linuxProcessParams: {isolationMode: NoContainer}"
+         + (extra.empty() ? "" : ", " + extra) + "}\n";
+}
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(python_pinned_instance_serves_survives_exceptions_and_is_restarted) {
+  runtime rt{py("p", "pyfn.pid")};
+  rt.wait_defined("p");
+  auto pid1 = rt.ok("p", "{}");
+  BOOST_TEST(rt.ok("p", "{}") == pid1); // the same long-lived instance
+  auto raised = rt.invoke("p", R"({"raise":"boom"})");
+  BOOST_REQUIRE(!raised);
+  BOOST_TEST(has(grove::describe(raised.error()), "ValueError: asked to raise: boom"),
+             grove::describe(raised.error()));
+  BOOST_TEST(has(rt.log_of("p"), "Traceback (most recent call last)"));
+  BOOST_TEST(has(rt.log_of("p"), "ValueError: asked to raise: boom"));
+  BOOST_TEST(rt.ok("p", "{}") == pid1); // the exception cost the item, not the instance
+  BOOST_TEST(rt.info("p").errors() == 1u);
+  BOOST_TEST(rt.info("p").invocations() == 3u);
+  BOOST_TEST(rt.replaced_after_kill("p", pid1));
+}
+
+BOOST_AUTO_TEST_CASE(python_on_demand_instance_gets_the_context_and_exits_when_idle) {
+  runtime rt{py("d", "pyfn.context", "pinned: false, maxIdleTimeInSeconds: 1")};
+  rt.wait_defined("d");
+  BOOST_TEST(rt.info("d").instances() == 0u);
+  auto reply = nlohmann::json::parse(rt.ok("d", R"({"a":1})"));
+  BOOST_TEST(reply["function"] == "d");
+  BOOST_TEST(reply["type"] == "dict");
+  BOOST_TEST(reply["event"] == false);
+  BOOST_TEST(reply["subject"] == "");
+  BOOST_TEST(!reply["invocation"].get<std::string>().empty());
+  BOOST_TEST(reply["request_id"] == reply["invocation"]);
+  BOOST_TEST(reply["remaining_ms"].get<int64_t>() > 0);
+  BOOST_TEST(reply["remaining_ms"].get<int64_t>() <= 3000); // timeoutInSeconds' default
+  BOOST_TEST(rt.info("d").instances() == 1u);
+  // Routed (mm-1): the subject reaches context.subject and client_context.custom.
+  BOOST_REQUIRE(rt.h->publish("$grove/mm/out/function/d/home/switch/1", "{}"));
+  BOOST_TEST(test::wait_until([&] { return rt.info("d").invocations() == 2u; }));
+  BOOST_TEST(test::wait_until([&] { return rt.info("d").instances() == 0u; }));
+}
+
+BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {
+  runtime rt{py("j", "pyfn.context") + py("b", "pyfn.echo", "inputPayloadEncodingType: binary")
+             + py("bt", "pyfn.context", "inputPayloadEncodingType: binary")
+             + py("t", "pyfn.text") + py("e", "pyfn.echo")};
+  rt.wait_defined("e");
+  auto r = rt.invoke("j", "not json");
+  BOOST_REQUIRE(is(r, errc::malformed));
+  BOOST_TEST(nlohmann::json::parse(rt.ok("j", "[1,2]"))["type"] == "list");
+  BOOST_TEST(nlohmann::json::parse(rt.ok("bt", "[1,2]"))["type"] == "bytes");
+  std::string bytes{"\x00\xff\x01", 3};
+  BOOST_TEST(rt.ok("b", bytes) == bytes); // bytes back as they are
+  BOOST_TEST(rt.ok("t", "{}") == "\"plain text\""); // anything else JSON-encoded
+  BOOST_TEST(nlohmann::json::parse(rt.ok("e", R"({"k":[1,"x"]})"))
+             == nlohmann::json::parse(R"({"k":[1,"x"]})"));
+}
+
+BOOST_AUTO_TEST_CASE(python_item_past_its_timeout_ends_the_instance) {
+  runtime rt{py("h", "pyfn.hang", "timeoutInSeconds: 1") + py("e", "pyfn.echo")};
+  rt.wait_defined("e");
+  BOOST_TEST(is(rt.invoke("h", "{}"), errc::timeout));
+  BOOST_TEST(rt.info("h").timeouts() == 1u);
+  BOOST_TEST(test::wait_until([&] { return rt.info("h").instances() == 1u; }));
+  BOOST_TEST(rt.ok("e", "[1]") == "[1]");
+}
+
+BOOST_AUTO_TEST_CASE(python_handler_that_does_not_import_is_a_clear_error) {
+  runtime rt{py("nomod", "no_such_module.handler") + py("nofn", "pyfn.no_such_function")
+             + py("bad", "nodots") + py("e", "pyfn.echo")};
+  rt.wait_defined("e");
+  BOOST_TEST(test::wait_until([&] {
+    return has(rt.info("nomod").last_error(),
+               "handler 'no_such_module.handler' does not import: ModuleNotFoundError: "
+               "No module named 'no_such_module'");
+  }));
+  BOOST_TEST(test::wait_until([&] {
+    return has(rt.info("nofn").last_error(), "does not import: AttributeError");
+  }));
+  BOOST_TEST(has(rt.log_of("nomod"), "Traceback (most recent call last)"));
+  BOOST_TEST(has(rt.log_of("nomod"), "No module named 'no_such_module'"));
+  auto bad = rt.info("bad");
+  BOOST_TEST(!bad.valid());
+  BOOST_TEST(has(bad.last_error(), "is not module.function"), bad.last_error());
+  // For that function only: the others serve.
+  BOOST_TEST(rt.ok("e", "[2]") == "[2]");
+  BOOST_TEST(rt.info("e").errors() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(python_exec_args_environment_and_sdk_verbs) {
+  runtime rt{py("i", "pyfn.interpreter", "execArgs: [-O], environmentVariables: {GREETING: hi}")
+             + py("caller", "pyfn.call") + fn("callee", "context") + py("pub", "pyfn.publish")};
+  rt.wait_defined("pub");
+  auto i = nlohmann::json::parse(rt.ok("i", "{}"));
+  BOOST_TEST(i["optimize"] == 1); // execArgs are the interpreter's
+  BOOST_TEST(i["greeting"] == "hi");
+  // greengrasssdk's lambda client invokes the C++ function, which sees the caller.
+  auto called = nlohmann::json::parse(rt.ok("caller", R"({"function":"callee"})"));
+  BOOST_TEST(called["error"] == "");
+  BOOST_TEST(has(called["payload"].get<std::string>(), "\"source\":\"function:caller\""));
+  auto missing = nlohmann::json::parse(rt.ok("caller", R"({"function":"nobody"})"));
+  BOOST_TEST(missing["error"] == "Unhandled");
+  BOOST_TEST(has(missing["payload"].get<std::string>(), "no function 'nobody'"),
+             missing["payload"].get<std::string>());
+  // No message_manager in this kernel: AllOrException raises the publish's error.
+  auto r = rt.invoke("pub", "{}");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(has(grove::describe(r.error()), "no_route"), grove::describe(r.error()));
 }

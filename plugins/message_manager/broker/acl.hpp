@@ -95,6 +95,10 @@ struct Table {
   // `not_ready`: the core has no group yet. A client that is no thing is then told to come
   // back (connection closed without CONNACK) instead of refused for good.
   bool not_ready = false;
+  // `end`: the file's writer finished it. message_manager writes its tables without an
+  // fsync (see the README), so with plugin_opt_require_end a file without it is refused as
+  // torn (cut short by a crash).
+  bool complete = false;
 };
 
 inline bool valid_name(std::string_view n) {
@@ -157,7 +161,11 @@ inline std::optional<Table> parse_acl(const std::string& text, std::string& erro
     auto first = rest.find_first_not_of(" \t");
     if (first == std::string_view::npos || rest[first] == '#') continue;
     auto kw = next_token(rest);
-    if (kw == "thing") {
+    if (t.complete) return fail("'" + std::string(kw) + "' after end");
+    if (kw == "end") {
+      if (!rest.empty()) return fail("trailing text after end");
+      t.complete = true;
+    } else if (kw == "thing") {
       auto name = next_token(rest);
       if (!valid_name(name)) return fail("bad thing name");
       if (!rest.empty()) return fail("trailing text after thing name");

@@ -1,7 +1,10 @@
 #include "routes.hpp"
 
 #include <algorithm>
-#include <set>
+#include <initializer_list>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
 
 #include "grove/errors.hpp"
 #include "grove/topic.hpp"
@@ -48,15 +51,26 @@ std::string one_line(std::string text) {
   return text;
 }
 
-// The broker plugin's name for a non-device source in `deliver @<source> ...` lines.
-std::string acl_source(const std::string& source) {
-  return "@" + source;
-}
+// Hash sets of views into the group: a group at the limits compiles 10,000 subscriptions
+// on the path of every change, and ordered sets of string copies were most of it.
+using seen_set = std::unordered_set<std::string_view>;
 
-void add_unique(std::vector<std::string>& out, std::set<std::string>& seen,
-                const std::string& filter) {
+void add_unique(std::vector<std::string>& out, seen_set& seen, const std::string& filter) {
   if (seen.insert(filter).second)
     out.push_back(filter);
+}
+
+struct pair_hash {
+  size_t operator()(const std::pair<std::string_view, std::string_view>& p) const noexcept {
+    auto h = std::hash<std::string_view>{};
+    return h(p.first) * 31 + h(p.second);
+  }
+};
+
+// Appends `parts` to `out` with no temporary strings.
+void append(std::string& out, std::initializer_list<std::string_view> parts) {
+  for (auto p : parts)
+    out.append(p);
 }
 
 } // namespace
@@ -65,9 +79,10 @@ routes::routes(const group::Group& g)
   : group_name_(g.name()), group_version_(g.version()) {
   std::string pubs;
   std::string delivers;
-  std::set<std::string> pub_seen;
-  std::set<std::string> local_seen;
-  std::set<std::string> cloud_seen;
+  // (thing, filter) pairs already allowed, viewing the group's strings.
+  std::unordered_set<std::pair<std::string_view, std::string_view>, pair_hash> pub_seen;
+  seen_set local_seen;
+  seen_set cloud_seen;
   for (const auto& d : g.devices())
     if (parse_endpoint("device:" + d.thing()))
       things_.push_back(d.thing());
@@ -83,10 +98,11 @@ routes::routes(const group::Group& g)
     if (src->kind == endpoint_kind::device) {
       // The broker lets the device publish here; Grove's client picks up what is for
       // functions, the shadow service or the cloud.
-      if (pub_seen.insert(src->name + " " + filter).second)
-        pubs += "pub " + src->name + " " + filter + "\n";
+      auto thing = std::string_view{s.source()}.substr(std::string_view{"device:"}.size());
+      if (pub_seen.emplace(thing, filter).second)
+        append(pubs, {"pub ", thing, " ", filter, "\n"});
       if (dst->kind == endpoint_kind::device) {
-        delivers += "deliver " + src->name + " " + dst->name + " " + filter + "\n";
+        append(delivers, {"deliver ", thing, " ", dst->name, " ", filter, "\n"});
         continue;
       }
       add_unique(local_filters_, local_seen, filter);
@@ -96,7 +112,7 @@ routes::routes(const group::Group& g)
     if (dst->kind == endpoint_kind::device) {
       // Grove injects the message once, stamped with its source; the broker fans it
       // out to exactly the devices these lines allow.
-      delivers += "deliver " + acl_source(s.source()) + " " + dst->name + " " + filter + "\n";
+      append(delivers, {"deliver @", s.source(), " ", dst->name, " ", filter, "\n"});
       device_filters_by_source_[s.source()].push_back(filter);
       continue;
     }

@@ -34,7 +34,7 @@ trap cleanup_all EXIT
 # ---- PKIs: the group's (broker, Grove's client) and the cloud's --------------------------------
 PKI=$WORK/pki
 CLOUD_PKI=$WORK/cloud-pki
-export GROVE_CA_DIR=$WORK/ca
+export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
 if ! {
   make_group_pki "$CERTS_TOOL" "$PKI" grove &&
   make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI"

@@ -102,6 +102,8 @@ struct image_profile {
   std::string log_level = "info";
   /// CAF worker threads (0 = one per core, at least 2).
   uint32_t worker_threads = 0;
+  /// Let the OS reclaim start-up code once groved is idle (kernel.release_code_pages).
+  bool release_code_pages = true;
   /// How long a plugin's init and start may take (kernel.init_timeout_ms).
   std::chrono::milliseconds init_timeout{10000};
   /// How long unload and shutdown wait for a plugin's stop (kernel.stop_timeout_ms).

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -188,6 +189,10 @@ private:
   // The group file's own watcher (kernel.cpp, start()).
   std::unique_ptr<file_watch> group_watch_;
   std::thread group_watcher_;
+  // When the watcher releases code pages next (steady_clock ticks; 0 = nothing due).
+  std::atomic<int64_t> code_trim_due_{0};
+  void schedule_code_trim();
+  void release_code_pages_if_due();
 };
 
 } // namespace grove

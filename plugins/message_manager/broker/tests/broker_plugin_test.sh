@@ -353,11 +353,13 @@ else
 fi
 
 # 8b. '@' tokens are validated: a thing named @x, an empty or bad @function: name, an unknown
-# @source each reject the whole table (counted, reported by line); the old table stays.
+# @source each reject the whole table (counted, reported by line), and so does a statement
+# after `end`; the old table stays.
 errors_before=$(grep -oE '"acl_errors":[0-9]+' "$STATS" | cut -d: -f2)
 n=0
 for bad in "thing @x|thing name '@x' must not start with '@'" "deliver @function: B t/src|bad source '@function:'" \
-           "deliver @function:a/b B t/src|bad source" "deliver @foo B t/src|bad source '@foo'"; do
+           "deliver @function:a/b B t/src|bad source" "deliver @foo B t/src|bad source '@foo'" \
+           $'end\npub B t/src|\'pub\' after end'; do
   why=${bad#*|}
   bad=${bad%%|*}
   n=$((n + 1))

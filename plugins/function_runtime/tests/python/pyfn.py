@@ -1,0 +1,97 @@
+"""The Python functions the runtime tests run (runtime: python3, codeUri: this directory):
+each handler is one well- or badly-behaved function, named by `handler: pyfn.<name>`."""
+
+import json
+import logging
+import os
+import sys
+import time
+
+import greengrasssdk
+
+iot = greengrasssdk.client("iot-data")
+lam = greengrasssdk.client("lambda")
+log = logging.getLogger("pyfn")
+
+
+def echo(event, context):
+    """The event back: JSON re-encoded, bytes as they are (binary encoding)."""
+    return event
+
+
+def pid(event, context):
+    """The instance's pid; raises when the event says so (the instance goes on)."""
+    if isinstance(event, dict) and event.get("raise"):
+        raise ValueError("asked to raise: %s" % event["raise"])
+    return os.getpid()
+
+
+def uid(event, context):
+    """The user the instance runs as."""
+    return os.getuid()
+
+
+def context(event, context):
+    """The context as the handler sees it, and the event's Python type."""
+    return {
+        "function": context.function_name,
+        "subject": context.subject,
+        "source": context.source,
+        "invocation": context.invocation_id,
+        "request_id": context.aws_request_id,
+        "custom_subject": context.client_context.custom["subject"],
+        "event": context.event,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "type": type(event).__name__,
+    }
+
+
+def text(event, context):
+    """A str return value: the reply is its JSON encoding."""
+    return "plain text"
+
+
+def hang(event, context):
+    """Never returns: timeoutInSeconds ends the instance."""
+    while True:
+        time.sleep(1)
+
+
+def interpreter(event, context):
+    """What execArgs and environmentVariables did to the interpreter."""
+    return {"optimize": sys.flags.optimize, "greeting": os.environ.get("GREETING")}
+
+
+def call(event, context):
+    """Invokes event["function"] through greengrasssdk's lambda client."""
+    r = lam.invoke(FunctionName=event["function"], InvocationType="RequestResponse",
+                   Payload=json.dumps({"from": "python"}))
+    return {"payload": r["Payload"].read().decode(), "error": r["FunctionError"]}
+
+
+def publish(event, context):
+    """Publishes the event on fn/out, waiting for the runtime's answer."""
+    iot.publish(topic="fn/out", payload=json.dumps(event), queueFullPolicy="AllOrException")
+    return "published"
+
+
+def relay(event, context):
+    """Device -> function -> device: the event on $RELAY_TOPIC."""
+    iot.publish(topic=os.environ["RELAY_TOPIC"], payload=json.dumps(event, separators=(",", ":")),
+                queueFullPolicy="AllOrException")
+    log.info("relayed from %s on '%s'", context.source, context.subject)
+    return {"relayed": event}
+
+
+def shadow(event, context):
+    """event {"op": get|update|delete, "thing": ..., "doc": {...}}: the verb on the
+    thing's shadow; the accepted document is the reply, a rejection (ShadowError) the
+    item's error."""
+    op, thing = event["op"], event.get("thing", "lamp")
+    if op == "update":
+        r = iot.update_thing_shadow(thingName=thing, payload=json.dumps(event["doc"]))
+    elif op == "get":
+        r = iot.get_thing_shadow(thingName=thing)
+    else:
+        r = iot.delete_thing_shadow(thingName=thing)
+    return json.loads(r["payload"])

@@ -1,0 +1,256 @@
+"""Grove's Python function SDK: what a user function (a Greengrass "Lambda" on the
+device) calls when function_runtime runs it with ``runtime: python3``.
+
+The runner (``python3 -m grove_function.runner module.function``) imports the handler
+and calls ``handler(event, context)`` per work item; the verbs below talk to the runtime
+over the instance's socket (plugins/function_runtime/README.md, "IPC"): length-prefixed
+``grove.fn.Frame`` messages, the classes protoc generated from function.proto
+(``function_pb2``, built beside this package). ``greengrasssdk`` wraps these verbs in
+Greengrass' client shape. See sdk/function/python/README.md.
+
+The verbs share the instance's one socket: call them from the handler's thread.
+"""
+
+import os
+import struct
+import sys
+import time
+
+from . import function_pb2 as _pb
+
+__all__ = [
+    "Error", "Context", "DEBUG", "INFO", "WARN", "ERROR", "publish", "publish_nowait",
+    "invoke", "get_thing_shadow", "update_thing_shadow", "delete_thing_shadow", "log",
+]
+
+# Log levels of log(), as function.proto's Log.level.
+DEBUG, INFO, WARN, ERROR = 0, 1, 2, 3
+
+_LENGTH = struct.Struct(">I")
+
+
+class Error(Exception):
+    """A verb failed: the runtime's or the target's error text is the message."""
+
+
+class _ClientContext:
+    """Greengrass' ``context.client_context``: ``custom['subject']`` is the topic."""
+
+    def __init__(self, subject):
+        self.custom = {"subject": subject}
+        self.client = None
+        self.env = None
+
+
+class Context:
+    """What the handler learns about the work item it is given."""
+
+    __slots__ = ("function_name", "subject", "source", "invocation_id", "content_type",
+                 "event", "_deadline", "client_context")
+
+    def __init__(self, function_name, subject, source, invocation_id, content_type, event,
+                 remaining_ms):
+        #: The function's name.
+        self.function_name = function_name
+        #: The MQTT topic the message came on; "" for a direct invocation.
+        self.subject = subject
+        #: Who sent it: device:<thing>, cloud, shadow, function:<name>, grovectl, ...
+        self.source = source
+        #: Unique per work item.
+        self.invocation_id = invocation_id
+        #: The payload's content type as sent.
+        self.content_type = content_type
+        #: True when nobody waits for the return value (an event, a routed message).
+        self.event = event
+        self._deadline = time.monotonic() + remaining_ms / 1000.0
+        #: Greengrass' shape: client_context.custom["subject"].
+        self.client_context = _ClientContext(subject)
+
+    @property
+    def aws_request_id(self):
+        """Greengrass' name for invocation_id."""
+        return self.invocation_id
+
+    def get_remaining_time_in_millis(self):
+        """Milliseconds left before the runtime ends the instance (timeoutInSeconds)."""
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class _Channel:
+    """The instance's socket to the runtime (descriptor GROVE_FUNCTION_FD): frames are a
+    4-byte big-endian length, then the serialized Frame (the kernel's framing)."""
+
+    def __init__(self, fd, max_frame, name):
+        self.fd = fd
+        self.max_frame = max_frame
+        self.name = name
+        self.next_id = 0
+        self._buf = bytearray()
+
+    def send(self, frame):
+        data = frame.SerializeToString()
+        out = memoryview(_LENGTH.pack(len(data)) + data)
+        while out:
+            out = out[os.write(self.fd, out):]
+
+    def read(self):
+        """The next Frame, or None once the runtime closed the socket."""
+        buf = self._buf
+        while True:
+            if len(buf) >= 4:
+                (n,) = _LENGTH.unpack_from(buf)
+                if n > self.max_frame:
+                    raise Error("the runtime sent a frame of %d bytes (max %d)"
+                                % (n, self.max_frame))
+                if len(buf) >= 4 + n:
+                    frame = _pb.Frame()
+                    frame.ParseFromString(bytes(buf[4:4 + n]))
+                    del buf[:4 + n]
+                    return frame
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            buf += chunk
+
+    def await_reply(self, kind, id_field, wanted):
+        """Reads frames until the reply `kind` whose `id_field` is `wanted` (an Invoke
+        cannot come while the handler runs; a late reply of a verb that gave up is
+        skipped)."""
+        while True:
+            frame = self.read()
+            if frame is None:
+                raise Error("the runtime closed the socket")
+            if frame.WhichOneof("body") == kind:
+                reply = getattr(frame, kind)
+                if getattr(reply, id_field) == wanted:
+                    return reply
+
+    def take_id(self):
+        self.next_id += 1
+        return self.next_id
+
+
+_channel = None
+
+
+def _chan():
+    global _channel
+    if _channel is None:
+        fd = int(os.environ.get("GROVE_FUNCTION_FD", "-1"))
+        if fd < 0:
+            raise Error("GROVE_FUNCTION_FD is not set: function_runtime starts this program")
+        _channel = _Channel(fd, int(os.environ.get("GROVE_FUNCTION_MAX_FRAME", "4194304")),
+                            os.environ.get("GROVE_FUNCTION_NAME", ""))
+    return _channel
+
+
+def _bytes(value):
+    """A payload as bytes: bytes-like as is, str as UTF-8, anything else as JSON."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    import json  # here: a function that never sends JSON does not pay for its import
+    return json.dumps(value).encode("utf-8")
+
+
+def publish(topic, payload, qos=0, content_type=""):
+    """Publishes `payload` (bytes, str, or a value sent as JSON) on MQTT topic `topic`
+    through the group's subscription table (message_manager mm-3) as function:<name>.
+    Returns how many kinds of target took it (0: no subscription routes it); raises
+    Error when the runtime or message_manager refuses it."""
+    c = _chan()
+    frame = _pb.Frame()
+    p = frame.publish
+    p.topic = topic
+    p.payload = _bytes(payload)
+    p.qos = qos
+    p.content_type = content_type
+    p.ack_id = c.take_id()
+    c.send(frame)
+    ack = c.await_reply("publish_ack", "ack_id", p.ack_id)
+    if ack.error:
+        raise Error(ack.error)
+    return ack.targets
+
+
+def publish_nowait(topic, payload, qos=0):
+    """Like publish() without waiting for where it went; the runtime ends an instance
+    with more than max_pending_frames publishes in flight."""
+    frame = _pb.Frame()
+    p = frame.publish
+    p.topic = topic
+    p.payload = _bytes(payload)
+    p.qos = qos
+    _chan().send(frame)
+
+
+def _call(frame, call_id):
+    c = _chan()
+    c.send(frame)
+    reply = c.await_reply("call_reply", "call_id", call_id)
+    if reply.error:
+        raise Error(reply.error)
+    return reply.payload
+
+
+def invoke(name, payload, event=False, timeout_ms=0, content_type=""):
+    """Invokes function `name` with `payload`: its reply as bytes, or b"" once an event
+    (event=True) was queued. Raises Error with the target's error (it raised, timed out,
+    does not exist...). timeout_ms 0: the runtime's call_timeout_ms."""
+    c = _chan()
+    frame = _pb.Frame()
+    call = frame.call
+    call.call_id = c.take_id()
+    call.function = name
+    call.payload = _bytes(payload)
+    call.event = event
+    call.content_type = content_type
+    call.timeout_ms = timeout_ms
+    return _call(frame, call.call_id)
+
+
+def _shadow(op, thing, shadow, document, timeout_ms):
+    c = _chan()
+    frame = _pb.Frame()
+    s = frame.shadow_call
+    s.call_id = c.take_id()
+    s.op = op
+    s.thing = thing
+    s.shadow = shadow or ""
+    if document is not None:
+        s.payload = _bytes(document)
+    s.timeout_ms = timeout_ms
+    return _call(frame, s.call_id)
+
+
+def get_thing_shadow(thing, shadow="", timeout_ms=0):
+    """The Device Shadow of `thing` (classic, or named `shadow`): the accepted document
+    (bytes, JSON). Raises Error: "rejected: {...404...}", a timeout, or no route to the
+    shadow service. The group's table must route the request to the shadow service and
+    its .../accepted and .../rejected back to this function."""
+    return _shadow("get", thing, shadow, None, timeout_ms)
+
+
+def update_thing_shadow(thing, document, shadow="", timeout_ms=0):
+    """Updates the shadow with `document` (a JSON object: a dict, or its text); the
+    accepted document, or Error as get_thing_shadow."""
+    return _shadow("update", thing, shadow, document, timeout_ms)
+
+
+def delete_thing_shadow(thing, shadow="", timeout_ms=0):
+    """Deletes the shadow; the accepted reply, or Error as get_thing_shadow."""
+    return _shadow("delete", thing, shadow, None, timeout_ms)
+
+
+def log(level, text):
+    """Writes a line to the function's log (<write_dir>/logs/functions/<name>.log)."""
+    try:
+        c = _chan()
+    except Error:  # not under the runtime (a unit test of the handler): stderr
+        sys.stderr.write(text + "\n")
+        return
+    frame = _pb.Frame()
+    frame.log.level = level
+    frame.log.text = text
+    c.send(frame)
