@@ -298,6 +298,12 @@ protected:
 
   void on_exit() override {
     retire_child();
+    // A promise nobody delivered (an init the host gave up on) holds a strong
+    // reference to this actor: kept, it would never be freed (LSan, isolation_test).
+    init_rp_.reset();
+    swap_rp_.reset();
+    revive_rp_.reset();
+    stop_rp_.reset();
     drop_watches();
     unmap_page();
     if (setup_.ep)

@@ -93,7 +93,22 @@ for name, req in {"get": "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
                   "head": "HEAD /metrics?x=1 HTTP/1.0\r\n\r\n",
                   "post": "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
                   "other": "GET / HTTP/1.1\r\n\r\n",
-                  "partial": "GET /metrics HTTP/1.1\r\nHost"}.items():
+                  "partial": "GET /metrics HTTP/1.1\r\nHost",
+                  # Bad methods: another verb, lower case, none at all.
+                  "delete": "DELETE /metrics HTTP/1.1\r\n\r\n",
+                  "lowercase": "get /metrics HTTP/1.1\r\n\r\n",
+                  "no_target": "GET\r\n\r\n",
+                  "http2": "GET /metrics HTTP/2\r\n\r\n",
+                  # Line ends that are not CRLF, or a head that never ends.
+                  "bare_lf": "GET /metrics HTTP/1.1\nHost: x\n\n",
+                  "no_blank_line": "GET /metrics HTTP/1.1\r\nHost: x\r\n",
+                  # NULs in the request line and in a header.
+                  "nul_target": "GET /metrics\0 HTTP/1.1\r\n\r\n",
+                  "nul_header": "GET /metrics HTTP/1.1\r\nHost: \0\0x\r\n\r\n",
+                  # Lines around the server's 8 KiB request limit.
+                  "long_line": "GET /metrics?" + "a" * 8100 + " HTTP/1.1\r\n\r\n",
+                  "long_header": "GET /metrics HTTP/1.1\r\nX: " + "b" * 8200 + "\r\n\r\n",
+                  "pipelined": "GET /metrics HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\n\r\n"}.items():
     write("metrics_request", name, req)
 
 # Files an operator writes.

@@ -9,6 +9,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using grove::metrics_request;
   auto in = grove::fuzz::bytes(data, size);
   auto kind = grove::parse_metrics_request(in);
+  // 431 exactly when no blank line ends the head (the server calls this only then, or
+  // once its size limit is passed).
+  grove::fuzz::require((kind == metrics_request::too_large)
+                         == (in.find("\r\n\r\n") == std::string_view::npos),
+                       "431 for a complete head, or an answer to an incomplete one");
   if (kind == metrics_request::get || kind == metrics_request::head) {
     auto line = in.substr(0, in.find("\r\n"));
     auto method = kind == metrics_request::get ? std::string_view{"GET /metrics"}
