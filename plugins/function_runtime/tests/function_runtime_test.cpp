@@ -461,8 +461,8 @@ std::vector<fs::path> instance_cgroups(bool* base_left = nullptr) {
   if (base_left != nullptr)
     *base_left = false;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator{"/sys/fs/cgroup",
-                                                  fs::directory_options::skip_permission_denied, ec};
+  auto skip = fs::directory_options::skip_permission_denied;
+  for (auto it = fs::recursive_directory_iterator{"/sys/fs/cgroup", skip, ec};
        it != fs::recursive_directory_iterator{}; it.increment(ec)) {
     if (ec || it.depth() > 6 || !it->is_directory(ec))
       continue;
