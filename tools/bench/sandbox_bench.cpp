@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_stats.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "sandbox.hpp"
@@ -31,23 +32,11 @@
 namespace {
 
 using json = nlohmann::json;
-using clock_type = std::chrono::steady_clock;
+using grove::bench::clock_type;
+using grove::bench::pct;
+using grove::bench::round2;
+using grove::bench::us_since;
 namespace fs = std::filesystem;
-
-double us_since(clock_type::time_point t0) {
-  return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
-}
-
-double pct(std::vector<double> v, double p) {
-  if (v.empty())
-    return 0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
-}
-
-double round2(double x) {
-  return static_cast<double>(static_cast<int64_t>(x * 100 + 0.5)) / 100;
-}
 
 /// Starts `opts` and waits for the child's exit; microseconds, or -1 on failure.
 double run_to_exit(grove::process_options opts) {
@@ -166,7 +155,7 @@ int main(int argc, char** argv) {
         auto is = (*sb)->prepare("bare", id, def, dir / "code");
         if (!is)
           return -1.0;
-        o.argv[0] = is->program;
+        o.argv[0] = grove::fn::sandbox::inside(o.argv[0], dir / "code");
         o.sandbox = std::move(is->spec);
         cg = std::move(is->cgroup);
       }

@@ -539,7 +539,10 @@ private:
         note_start_failure(fn, grove::describe(sb.error()));
         return false;
       }
-      opts.argv[0] = sb->program;
+      // Paths into the code directory as the sandbox sees them (it is at /lambda).
+      for (size_t i = 0; i < opts.argv.size(); ++i)
+        if (i == 0 || fs::path{opts.argv[i]}.is_absolute())
+          opts.argv[i] = gfn::sandbox::inside(opts.argv[i], fn.code_dir);
       opts.uid = fn.uid;
       opts.gid = fn.gid;
       opts.sandbox = std::move(sb->spec);

@@ -358,21 +358,12 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
     s.mounts.push_back(std::move(m));
   }
   // The function's code, read-only at /lambda (as in Greengrass), its working directory.
-  out.program = def.handler;
   if (!code_dir.empty()) {
     sandbox_mount m;
     m.source = code_dir;
     m.target = "/lambda";
     s.mounts.push_back(std::move(m));
     s.cwd = "/lambda";
-    fs::path h{def.handler};
-    if (!h.is_absolute()) {
-      out.program = (fs::path{"/lambda"} / h).lexically_normal().string();
-    } else {
-      auto rel = h.lexically_normal().lexically_relative(code_dir.lexically_normal());
-      if (!rel.empty() && !rel.string().starts_with(".."))
-        out.program = (fs::path{"/lambda"} / rel).string();
-    }
   }
   sandbox_mount tmp;
   tmp.type = kind::tmpfs;
@@ -412,6 +403,20 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
   // local_resources plugin).
   out.cgroup = std::move(cg);
   return out;
+}
+
+std::string sandbox::inside(const std::string& path, const fs::path& code_dir) {
+  if (code_dir.empty())
+    return path;
+  fs::path p{path};
+  if (!p.is_absolute()) // a bare name is looked up in PATH
+    return path.find('/') == std::string::npos
+             ? path
+             : (fs::path{"/lambda"} / p).lexically_normal().string();
+  auto rel = p.lexically_normal().lexically_relative(code_dir.lexically_normal());
+  if (rel.empty() || rel.string().starts_with(".."))
+    return path;
+  return (fs::path{"/lambda"} / rel).lexically_normal().string();
 }
 
 std::string sandbox::explain(const process_exit& e, const instance_cgroup* cg,

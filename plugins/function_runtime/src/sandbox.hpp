@@ -47,8 +47,6 @@ struct instance_sandbox {
   process_sandbox spec;
   /// Its cgroup.
   std::unique_ptr<instance_cgroup> cgroup;
-  /// The program inside the sandbox (the code is at /lambda).
-  std::string program;
 };
 
 /// The runtime's sandbox: the host's support (probed once) and the compiled profile.
@@ -70,6 +68,12 @@ public:
   caf::expected<instance_sandbox> prepare(const std::string& fn, uint64_t id,
                                           const function_def& def,
                                           const std::filesystem::path& code_dir) const;
+
+  /// `path` (a program or argument) as the sandbox sees it: the code directory is at
+  /// /lambda, the instance's working directory, so a relative path ("./x") is taken from
+  /// there and an absolute one inside `code_dir` moves there; anything else (a bare
+  /// name for PATH, a system path) stays as it is.
+  static std::string inside(const std::string& path, const std::filesystem::path& code_dir);
 
   /// How a sandboxed instance ended, for its item and log: "out of memory (...)",
   /// "killed: the sandbox denied system call ptrace", else the exit as it is.
