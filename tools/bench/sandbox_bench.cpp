@@ -79,15 +79,15 @@ int main(int argc, char** argv) {
   fs::copy_file(FN_PLUGIN, dir / "plugins" / "libfunction_runtime.so");
   fs::copy_file(FN_TEST_FUNCTION, dir / "code" / "fn");
   std::string common = "handler: fn, codeUri: " + (dir / "code").string()
-                       + ", execArgs: [echo], inputPayloadEncodingType: binary, pinned: false";
+                       + ", execArgs: [echo], inputPayloadEncodingType: binary";
   {
     std::ofstream g{dir / "group.yaml"};
     g << "name: bench\nfunctions:\n";
     g << "  - name: pinned\n    config: {" << common << ", pinned: true}\n";
     for (int i = 0; i < cold; ++i) {
-      g << "  - name: c" << i << "\n    config: {" << common << "}\n";
+      g << "  - name: c" << i << "\n    config: {" << common << ", pinned: false}\n";
       g << "  - name: n" << i << "\n    config: {" << common
-        << ", linuxProcessParams: {isolationMode: NoContainer}}\n";
+        << ", pinned: false, linuxProcessParams: {isolationMode: NoContainer}}\n";
     }
   }
   grove::image_profile profile;
@@ -190,7 +190,8 @@ int main(int argc, char** argv) {
     out["ratio_bare_sandbox_to_bare_fork"] = round2(b50 / f50);
     out["sandbox"] = (*sb)->describe();
     // Idle memory of the pinned sandboxed instance (its PID 1 is the worker).
-    invoke("pinned");
+    if (!invoke("pinned"))
+      out["pinned_error"] = invoke_error;
     uint64_t rss = 0;
     if (auto l = grove::function_runtime::list(send))
       for (const auto& f : l->functions())
