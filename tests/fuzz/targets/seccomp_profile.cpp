@@ -18,6 +18,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& d : p->deny)
       grove::fuzz::require(a != d, "a call both allowed and denied was accepted");
   auto prog = grove::fn::compile_seccomp(*p);
-  grove::fuzz::require(prog.has_value() && !prog->empty(), "a valid profile did not compile");
+  grove::fuzz::require(prog && !prog->empty(), "a valid profile did not compile");
   return 0;
 }
