@@ -8,7 +8,11 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <linux/seccomp.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstddef>
 
 #include <spdlog/spdlog.h>
 
@@ -336,6 +340,124 @@ BOOST_AUTO_TEST_CASE(user_and_group_switch) {
   auto p = start_ok(r, std::move(o));
   BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
   BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"65534", "65534"}));
+}
+
+// -- process_options::sandbox ------------------------------------------------------
+
+namespace {
+
+/// A sandbox with the host's system read-only, a private /tmp and its own /proc.
+process_options sandboxed(const std::string& script, const std::filesystem::path& root_base) {
+  auto o = sh(script);
+  o.uid = 65534;
+  o.gid = 65534;
+  process_sandbox sb;
+  sb.root_base = root_base;
+  sb.hostname = "boxed";
+  for (const char* d : {"usr", "bin", "lib", "lib64", "etc"}) {
+    sandbox_mount m;
+    m.source = std::string{"/"} + d;
+    m.target = std::string{"/"} + d;
+    m.optional = true;
+    sb.mounts.push_back(m);
+  }
+  sandbox_mount tmp;
+  tmp.type = sandbox_mount::kind::tmpfs;
+  tmp.target = "/tmp";
+  tmp.read_only = false;
+  tmp.data = "size=64k,mode=1777";
+  sb.mounts.push_back(tmp);
+  sandbox_mount proc;
+  proc.type = sandbox_mount::kind::proc;
+  proc.target = "/proc";
+  sb.mounts.push_back(proc);
+  sandbox_mount null;
+  null.source = "/dev/null";
+  null.target = "/dev/null";
+  null.read_only = false;
+  sb.mounts.push_back(null);
+  o.sandbox = std::move(sb);
+  return o;
+}
+
+// The sandbox tests need root (the id maps); they say so and check nothing else.
+bool sandbox_skipped() {
+  if (::geteuid() == 0)
+    return false;
+  BOOST_TEST_MESSAGE("skipped: process sandboxes need root");
+  return true;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_its_namespaces_root_and_ids,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  test::temp_dir dir;
+  recorder r;
+  auto o = sandboxed("echo pid=$$; cat /proc/sys/kernel/hostname; id -u; id -g; ls /; "
+                     "touch /escape 2>/dev/null || echo root-ro; "
+                     "touch /usr/escape 2>/dev/null || echo usr-ro; "
+                     "echo x > /tmp/x && cat /tmp/x; grep -c . /proc/self/status >/dev/null "
+                     "&& echo proc; grep CapEff /proc/self/status; "
+                     "grep NoNewPrivs /proc/self/status",
+                     dir.path());
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).code == 0);
+  auto out = r.lines(output_stream::out);
+  std::string all;
+  for (auto& l : out)
+    all += l + "|";
+  BOOST_TEST(all.find("pid=1|boxed|65534|65534|") == 0, all);
+  // Only what was mounted: no home, no root's files, no write directory.
+  BOOST_TEST(all.find("|home|") == std::string::npos, all);
+  BOOST_TEST(all.find("|root|") == std::string::npos, all);
+  BOOST_TEST(all.find("|tmp|") != std::string::npos, all);
+  BOOST_TEST(all.find("|root-ro|usr-ro|x|proc|") != std::string::npos, all);
+  BOOST_TEST(all.find("CapEff:\t0000000000000000|NoNewPrivs:\t1|") != std::string::npos, all);
+}
+
+BOOST_AUTO_TEST_CASE(a_call_the_sandbox_filter_denies_is_reported,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  test::temp_dir dir;
+  recorder r;
+  auto o = sandboxed("echo before; mkdir /tmp/d; echo after", dir.path());
+  // mkdir and mkdirat go to the supervisor; everything else passes.
+  o.sandbox->seccomp = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mkdir, 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mkdirat, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  auto ex = r.exit(0);
+  BOOST_TEST((ex.denied_syscall == __NR_mkdir || ex.denied_syscall == __NR_mkdirat),
+             ex.denied_syscall);
+  BOOST_TEST(ex.signal == SIGKILL);
+  BOOST_TEST(ex.describe()
+             == "killed: the sandbox denied system call " + std::to_string(ex.denied_syscall));
+  BOOST_TEST(r.lines(output_stream::out) == std::vector<std::string>{"before"});
+}
+
+BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  test::temp_dir dir;
+  recorder r;
+  auto o = sandboxed("true", dir.path());
+  o.uid.reset();
+  auto p = process::start(r.owner(), o, r.callbacks());
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("a sandbox needs uid and gid") != std::string::npos);
+  // A tmpfs with options the kernel refuses: the error names the step.
+  o = sandboxed("true", dir.path());
+  o.sandbox->mounts[5].data = "size=nonsense";
+  p = process::start(r.owner(), o, r.callbacks());
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("cannot enter its sandbox (mount tmpfs on /tmp)")
+               != std::string::npos,
+             describe(p.error()));
 }
 
 BOOST_AUTO_TEST_CASE(a_missing_program_is_an_error_at_start) {

@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_stats.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/kernel.hpp"
 
@@ -33,24 +34,11 @@ extern char** environ;
 namespace {
 
 using json = nlohmann::json;
-using clock_type = std::chrono::steady_clock;
+using grove::bench::clock_type;
+using grove::bench::pct;
+using grove::bench::round2;
+using grove::bench::us_since;
 namespace fs = std::filesystem;
-
-double us_since(clock_type::time_point t0) {
-  return std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
-}
-
-double pct(std::vector<double> v, double p) {
-  if (v.empty())
-    return 0;
-  std::sort(v.begin(), v.end());
-  auto i = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
-  return v[i];
-}
-
-double round2(double x) {
-  return static_cast<double>(static_cast<int64_t>(x * 100 + 0.5)) / 100;
-}
 
 /// posix_spawn + waitpid of `args` (the program first), output to /dev/null;
 /// microseconds per run.

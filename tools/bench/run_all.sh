@@ -57,5 +57,9 @@ fi
 if [ -x "$build/bin/cloud_drain_bench" ]; then
   "$build/bin/cloud_drain_bench" || rc=1
 fi
+# function_runtime's GreengrassContainer sandbox: needs root (id maps, cgroups).
+if [ -x "$build/bin/sandbox_bench" ] && [ "$(id -u)" = 0 ]; then
+  "$build/bin/sandbox_bench" || rc=1
+fi
 # Non-zero only when a benchmark could not run; missing a target is not a failure.
 exit $rc

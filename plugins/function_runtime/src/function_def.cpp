@@ -45,7 +45,7 @@ config_map<device> device_map() {
 config_map<container_params> container_map() {
   return config_map<container_params>{}
     .key("memorySizeInKB", &container_params::memory_size_kb, 16384,
-         range::at_least(2048), "memory limit (the sandbox, issue 13)")
+         range::at_least(2048), "memory limit of the sandbox (its cgroup)")
     .key("mountROSysfs", &container_params::mount_ro_sysfs, false,
          "mount /sys read-only in the sandbox")
     .list("volumes", &container_params::volumes, volume_map())
@@ -56,7 +56,7 @@ config_map<process_params> process_map() {
   return config_map<process_params>{}
     .key("isolationMode", &process_params::isolation_mode, "GreengrassContainer",
          one_of{"GreengrassContainer", "NoContainer"},
-         "GreengrassContainer is not enforced until the sandbox (issue 13) lands")
+         "GreengrassContainer: the sandbox (README, Sandbox); NoContainer: a plain process")
     .section("containerParams", &process_params::container, container_map(),
              "limits and resources of the sandbox");
 }
@@ -194,7 +194,23 @@ config_map<runtime_config> runtime_config::map() {
          "the interpreter of runtime: python3 functions (Debian's, with python3-protobuf)")
     .key("python_sdk_dir", &runtime_config::python_sdk_dir, "",
          "the Python function SDK (grove_function, greengrasssdk); empty: the build "
-         "tree's when it exists, else <libdir>/grove/python");
+         "tree's when it exists, else <libdir>/grove/python")
+    .key("seccomp_profile", &runtime_config::seccomp_profile, "",
+         "GreengrassContainer: the seccomp profile file (README, Sandbox); empty: the "
+         "plugin's seccomp/default.txt")
+    .key("sandbox_pids_max", &runtime_config::sandbox_pids_max, 128, range{8, 1000000},
+         "GreengrassContainer: tasks (processes and threads) an instance may have")
+    .key("sandbox_cpu_weight", &runtime_config::sandbox_cpu_weight, 0, range{0, 10000},
+         "GreengrassContainer: CPU weight of an instance (cgroup v2 units, 100 is the "
+         "default share); 0: unset")
+    .key("sandbox_tmp_kb", &runtime_config::sandbox_tmp_kb, 16384, range{64, 1 << 30},
+         "GreengrassContainer: size cap of an instance's private /tmp (KiB)")
+    .key("sandbox_rootfs", &runtime_config::sandbox_rootfs, "",
+         "GreengrassContainer: a directory whose usr, lib*, bin, sbin and etc are the "
+         "sandbox's (read-only); empty: the host's")
+    .key("cgroup_parent", &runtime_config::cgroup_parent, "",
+         "GreengrassContainer: the cgroup (path inside each hierarchy) instance cgroups "
+         "are made under; empty: groved's own");
 }
 
 caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,

@@ -170,6 +170,20 @@ struct runtime_config {
   std::string python;
   /// The Python function SDK's directory; empty: the one built or installed with Grove.
   std::string python_sdk_dir;
+  // --- sandbox (GreengrassContainer, src/sandbox.hpp) ---
+  /// The seccomp profile file; empty: the plugin's seccomp/default.txt (built in).
+  std::string seccomp_profile;
+  /// Tasks (processes and threads) an instance may have (its cgroup's pids limit).
+  int64_t sandbox_pids_max = 0;
+  /// The instances' CPU weight (cgroup v2 units, 1-10000, 100 is the default); 0: unset.
+  int64_t sandbox_cpu_weight = 0;
+  /// Size cap of an instance's private /tmp, in KiB.
+  int64_t sandbox_tmp_kb = 0;
+  /// A directory whose usr, lib*, bin, sbin and etc make the sandbox's system; empty: the host's.
+  std::string sandbox_rootfs;
+  /// The cgroup instance cgroups are made under (a path inside each hierarchy); empty:
+  /// groved's own.
+  std::string cgroup_parent;
 
   /// The config map.
   static config_map<runtime_config> map();

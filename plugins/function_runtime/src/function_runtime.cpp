@@ -28,6 +28,7 @@
 #include "function_log.hpp"
 #include "ipc.hpp"
 #include "python_runtime.hpp"
+#include "sandbox.hpp"
 #include "grove/config_map.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control.hpp"
@@ -66,6 +67,8 @@ struct instance {
   uint64_t id = 0;
   std::string token;
   int fd = -1;
+  // GreengrassContainer: the instance's cgroup, removed after the process (declared first).
+  std::unique_ptr<gfn::instance_cgroup> cgroup;
   grove::process proc;
   std::thread reader;
   // Frames read but not yet handled on the actor, and their bytes (the reader's bound).
@@ -285,10 +288,17 @@ private:
       fn.def_error.clear();
       if (fn.def && *fn.def == *def && fn.uid == user->first && fn.gid == user->second)
         continue;
-      if (def->process.isolation_mode == "GreengrassContainer")
-        ctx_->log().warn("function '{}': isolationMode GreengrassContainer is not enforced "
-                         "yet (the sandbox is issue 13): it runs as NoContainer",
-                         f.name());
+      if (def->process.isolation_mode == "GreengrassContainer") {
+        // Never a silent fallback: without the kernel's features the function is refused.
+        if (auto* sb = open_sandbox(); sb == nullptr) {
+          fn.def_error = origin + ": " + sandbox_error_;
+          fn.last_error = fn.def_error;
+          ctx_->log().error("function '{}': {}{}", f.name(), fn.def_error,
+                            fn.def ? " (keeps its previous definition)" : "");
+          fn.log->write("ERROR", "definition refused: " + fn.def_error);
+          continue;
+        }
+      }
       for (const auto& s : def->event_sources)
         if (s.type == "IOT_CORE")
           ctx_->log().warn("function '{}': IOT_CORE source '{}' takes effect through a "
@@ -518,13 +528,37 @@ private:
     env.push_back("GROVE_FUNCTION_FD=3");
     env.push_back("GROVE_FUNCTION_TOKEN=" + inst->token);
     env.push_back("GROVE_FUNCTION_MAX_FRAME=" + std::to_string(cfg_.max_frame_bytes));
+    bool sandboxed = def.process.isolation_mode == "GreengrassContainer";
     if (def.runtime == "python3")
-      gfn::add_python_env(def, cfg_, env);
+      gfn::add_python_env(def,
+                          sandboxed ? std::string{gfn::sandbox_python_dir}
+                                    : gfn::python_sdk_dir(cfg_),
+                          env);
     opts.env = std::move(env);
     opts.cwd = fn.code_dir.empty() ? ctx_->state_dir() : fn.code_dir;
     if (fn.uid != ::geteuid() || fn.gid != ::getegid()) {
       opts.uid = fn.uid;
       opts.gid = fn.gid;
+    }
+    if (sandboxed) {
+      // The one hook of the sandbox (sandbox.hpp): its cgroup now, the rest in the child.
+      auto sb = sandbox_ ? sandbox_->prepare(fn.name, inst->id, def, fn.code_dir)
+                         : caf::expected<gfn::instance_sandbox>{
+                           make_error(errc::unsupported, sandbox_error_)};
+      if (!sb) {
+        ::close(sv[0]);
+        ::close(sv[1]);
+        note_start_failure(fn, grove::describe(sb.error()));
+        return false;
+      }
+      // Paths into the code directory as the sandbox sees them (it is at /lambda).
+      for (size_t i = 0; i < opts.argv.size(); ++i)
+        if (i == 0 || fs::path{opts.argv[i]}.is_absolute())
+          opts.argv[i] = gfn::sandbox::inside(opts.argv[i], fn.code_dir);
+      opts.uid = fn.uid;
+      opts.gid = fn.gid;
+      opts.sandbox = std::move(sb->spec);
+      inst->cgroup = std::move(sb->cgroup);
     }
     opts.pass_fds.emplace_back(sv[1], 3);
     opts.stdout_level = grove::output_level::debug;
@@ -1003,14 +1037,17 @@ private:
     auto& inst = *jt->second;
     bool orderly = inst.orderly;
     cancel_timers(inst);
+    // A sandboxed instance's end names its cause: the OOM killer, a denied call.
+    auto how = inst.cgroup ? gfn::sandbox::explain(e, inst.cgroup.get(),
+                                                   fn.def ? &*fn.def : nullptr)
+                           : e.describe();
     if (inst.item) {
-      note_error(fn, "instance " + e.describe());
+      note_error(fn, "instance " + how);
       answer_error(&fn, *inst.item,
-                   make_error(errc::plugin_failed,
-                              "function '" + name + "': instance " + e.describe()));
+                   make_error(errc::plugin_failed, "function '" + name + "': instance " + how));
       inst.item.reset();
-    } else if (!orderly && !inst.faulted) {
-      note_error(fn, "instance " + e.describe());
+    } else if (!orderly && (!inst.faulted || how != e.describe())) {
+      note_error(fn, "instance " + how);
     }
     bool retire = inst.retire;
     bool said_hello = inst.saw_hello;
@@ -1026,7 +1063,7 @@ private:
     bool failed = !said_hello || (fn.def && fn.def->pinned && !retire && !orderly);
     if (failed && fn.def) {
       if (!said_hello && fn.last_error.empty())
-        fn.last_error = "instance " + e.describe() + " before its hello";
+        fn.last_error = "instance " + how + " before its hello";
       schedule_retry(fn);
     }
     dispatch(fn);
@@ -1082,7 +1119,28 @@ private:
                                     + std::to_string(queued) + " queued");
   }
 
+  /// The sandbox, opened (probed) at the first GreengrassContainer function; null when
+  /// the kernel lacks a feature (sandbox_error_ names it). Its state shows in status.
+  gfn::sandbox* open_sandbox() {
+    if (!sandbox_probed_) {
+      sandbox_probed_ = true;
+      auto sb = gfn::sandbox::open(cfg_, ctx_->state_dir());
+      if (sb) {
+        sandbox_ = std::move(*sb);
+        ctx_->set_status("sandbox", sandbox_->describe());
+        ctx_->log().info("sandbox: {}", sandbox_->describe());
+      } else {
+        sandbox_error_ = grove::describe(sb.error());
+        ctx_->set_status("sandbox", "unavailable: " + sandbox_error_);
+      }
+    }
+    return sandbox_.get();
+  }
+
   grove::context* ctx_ = nullptr;
+  std::unique_ptr<gfn::sandbox> sandbox_;
+  std::string sandbox_error_;
+  bool sandbox_probed_ = false;
   gfn::runtime_config cfg_;
   fs::path logs_dir_;
   grove::restart_policy policy_;

@@ -54,9 +54,9 @@ std::vector<std::string> python_argv(const function_def& def, const runtime_conf
   return argv;
 }
 
-void add_python_env(const function_def& def, const runtime_config& cfg,
+void add_python_env(const function_def& def, const std::string& sdk_dir,
                     std::vector<std::string>& env) {
-  auto path = "PYTHONPATH=" + python_sdk_dir(cfg);
+  auto path = "PYTHONPATH=" + sdk_dir;
   bool merged = false;
   for (auto& kv : env)
     if (kv.starts_with("PYTHONPATH=")) {

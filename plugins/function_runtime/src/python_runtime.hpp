@@ -27,11 +27,15 @@ std::string python_sdk_dir(const runtime_config& cfg);
 /// The instance's argv: `<python> <execArgs...> -m grove_function.runner <handler>`.
 std::vector<std::string> python_argv(const function_def& def, const runtime_config& cfg);
 
+/// Where a sandboxed (GreengrassContainer) instance sees the Python SDK: sandbox::prepare
+/// mounts python_sdk_dir() there, read-only.
+inline constexpr std::string_view sandbox_python_dir = "/grove/python";
+
 /// Adds what the runner needs to the instance's environment `env` (NAME=VALUE): the SDK
-/// in front of PYTHONPATH (the function's own PYTHONPATH after it), unbuffered output
+/// directory `sdk_dir` (as the instance sees it) in front of PYTHONPATH (the function's own PYTHONPATH after it), unbuffered output
 /// (print() lines reach the function's log as they are written) and the payload
 /// encoding (GROVE_FUNCTION_ENCODING: json or binary).
-void add_python_env(const function_def& def, const runtime_config& cfg,
+void add_python_env(const function_def& def, const std::string& sdk_dir,
                     std::vector<std::string>& env);
 
 } // namespace grove::fn

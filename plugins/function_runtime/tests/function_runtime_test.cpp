@@ -5,11 +5,15 @@
 #include <boost/test/unit_test.hpp>
 
 #include <pwd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <set>
 #include <sstream>
@@ -539,4 +543,249 @@ BOOST_AUTO_TEST_CASE(python_exec_args_environment_and_sdk_verbs) {
   auto r = rt.invoke("pub", "{}");
   BOOST_REQUIRE(!r);
   BOOST_TEST(has(grove::describe(r.error()), "no_route"), grove::describe(r.error()));
+}
+
+// -- GreengrassContainer: the sandbox (README.md, "Sandbox") -------------------------
+
+namespace {
+
+/// The sandbox needs root (it maps the function's user into a user namespace and makes
+/// cgroups): the tests say so and skip without it.
+boost::test_tools::assertion_result as_root(boost::unit_test::test_unit_id) {
+  boost::test_tools::assertion_result r{::geteuid() == 0};
+  r.message() << "skipped: the sandbox tests need root (user namespaces, cgroups)";
+  return r;
+}
+
+/// A sandboxed function running tests/escape_function.cpp from a code directory of its
+/// own (codeUri: the sandbox shows it read-only at /lambda), as the default user.
+std::string escape_fn(const test::temp_dir& dir, const std::string& name,
+                      const std::string& extra = "") {
+  auto code = dir.path() / ("code-" + name);
+  fs::create_directories(code);
+  fs::copy_file(FN_ESCAPE_FUNCTION, code / "escape", fs::copy_options::overwrite_existing);
+  fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                          | fs::perms::others_read | fs::perms::others_exec);
+  return "  - name: " + name + "\n    config: {handler: escape, codeUri: " + code.string()
+         + ", pinned: false, timeoutInSeconds: 20, inputPayloadEncodingType: binary"
+         + (extra.empty() ? "" : ", " + extra) + "}\n";
+}
+
+/// A runtime whose group is written after the scratch directory exists (the code
+/// directories live in it).
+struct sandboxed {
+  test::temp_dir code_dir;
+  std::unique_ptr<runtime> rt;
+
+  sandboxed(const std::function<std::string(const test::temp_dir&)>& functions,
+            const std::string& config = "{sandbox_pids_max: 32}") {
+    rt = std::make_unique<runtime>(functions(code_dir), config);
+  }
+
+  /// The answer of attempt `payload`; the error's text when the instance was ended.
+  std::string attempt(const std::string& name, const std::string& payload) {
+    auto r = rt->invoke(name, payload, 60s);
+    return r ? r->payload() : "ERROR: " + why(r);
+  }
+};
+
+/// The instance cgroups of this process's runtime (grove-<pid>/<function>.<id>) in every
+/// hierarchy, and whether any grove-<pid> directory is left.
+std::vector<fs::path> instance_cgroups(bool* base_left = nullptr) {
+  std::vector<fs::path> out;
+  auto base = "grove-" + std::to_string(::getpid());
+  if (base_left != nullptr)
+    *base_left = false;
+  std::error_code ec;
+  auto skip = fs::directory_options::skip_permission_denied;
+  for (auto it = fs::recursive_directory_iterator{"/sys/fs/cgroup", skip, ec};
+       it != fs::recursive_directory_iterator{}; it.increment(ec)) {
+    if (ec || it.depth() > 6 || !it->is_directory(ec))
+      continue;
+    if (it->path().filename() == base && base_left != nullptr)
+      *base_left = true;
+    if (it->path().parent_path().filename() == base)
+      out.push_back(it->path());
+  }
+  return out;
+}
+
+uid_t default_uid() {
+  auto* pw = ::getpwnam("grove-fn");
+  BOOST_REQUIRE_MESSAGE(pw != nullptr, "no user grove-fn: run tools/deps");
+  return pw->pw_uid;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_in_its_own_namespaces,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
+  sb.rt->wait_defined("box");
+  auto who = sb.attempt("box", "whoami");
+  BOOST_TEST(who == "uid=" + std::to_string(default_uid()) + " gid="
+                      + std::to_string(::getpwnam("grove-fn")->pw_gid) + " pid=1 host=box");
+  // No capabilities, none to regain, no new privileges, a seccomp filter.
+  auto st = sb.attempt("box", "status");
+  BOOST_TEST(st.find("CapEff:\t0000000000000000") != std::string::npos, st);
+  BOOST_TEST(st.find("CapPrm:\t0000000000000000") != std::string::npos, st);
+  BOOST_TEST(st.find("CapBnd:\t0000000000000000") != std::string::npos, st);
+  BOOST_TEST(st.find("NoNewPrivs:\t1") != std::string::npos, st);
+  BOOST_TEST(st.find("Seccomp:\t2") != std::string::npos, st);
+  // The status says which cgroup version and profile are in force.
+  auto details = sb.rt->h->kernel().status().details();
+  auto it = details.find("function_runtime.sandbox");
+  BOOST_REQUIRE(it != details.end());
+  BOOST_TEST(it->second.find("cgroup v") == 0, it->second);
+  BOOST_TEST(it->second.find("seccomp seccomp/default.txt") != std::string::npos, it->second);
+}
+
+BOOST_AUTO_TEST_CASE(the_root_view_hides_groved_and_other_functions,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box") + escape_fn(d, "other"); }};
+  sb.rt->wait_defined("box");
+  auto var = sb.rt->dir.path() / "var";
+  // A listening socket in groved's run directory stands for the control socket.
+  fs::create_directories(var / "run");
+  auto sock_path = var / "run" / "control.sock";
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock_path.c_str(), sizeof a.sun_path - 1);
+  BOOST_REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  BOOST_REQUIRE(::listen(s, 4) == 0);
+  ::chmod(sock_path.c_str(), 0777); // only the sandbox may stop the function
+  std::vector<std::string> hidden{var.string(), (var / "plugins").string(), "/sys", "/root",
+                                  "/home", (sb.code_dir.path() / "code-other").string()};
+  for (const auto& p : hidden) {
+    auto r = sb.attempt("box", "list " + p);
+    BOOST_TEST(r.find("denied: open " + p + ": No such file or directory") == 0, p << ": " << r);
+  }
+  auto r = sb.attempt("box", "connect " + sock_path.string());
+  BOOST_TEST(r.find("denied: connect") == 0, r);
+  ::close(s);
+  // The system and the code are read-only; /tmp is private and writable.
+  BOOST_TEST(sb.attempt("box", "write /etc/escape").find("denied") == 0);
+  BOOST_TEST(sb.attempt("box", "write /usr/escape").find("denied") == 0);
+  BOOST_TEST(sb.attempt("box", "write /lambda/escape").find("denied") == 0);
+  BOOST_TEST(sb.attempt("box", "write /escape").find("denied") == 0);
+  BOOST_TEST(sb.attempt("box", "write /tmp/mine") == "REACHED: wrote /tmp/mine");
+  BOOST_TEST(!fs::exists("/tmp/mine"));
+  BOOST_TEST(sb.attempt("box", "read /dev/urandom").find("REACHED") == 0);
+  BOOST_TEST(sb.attempt("box", "setuid").find("denied: setuid(0)") == 0);
+}
+
+BOOST_AUTO_TEST_CASE(sysfs_is_there_read_only_only_when_asked,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) {
+    return escape_fn(d, "sys", "linuxProcessParams: {containerParams: {mountROSysfs: true}}");
+  }};
+  sb.rt->wait_defined("sys");
+  BOOST_TEST(sb.attempt("sys", "list /sys/kernel").find("REACHED") == 0);
+  auto w = sb.attempt("sys", "write /sys/kernel/uevent_helper");
+  BOOST_TEST(w.find("denied") == 0, w);
+}
+
+BOOST_AUTO_TEST_CASE(denied_system_calls_end_the_instance_and_are_named,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
+  sb.rt->wait_defined("box");
+  auto m = sb.attempt("box", "mount");
+  BOOST_TEST(m.find("denied system call mount (seccomp)") != std::string::npos, m);
+  auto p = sb.attempt("box", "ptrace " + std::to_string(::getpid()));
+  BOOST_TEST(p.find("denied system call ptrace (seccomp)") != std::string::npos, p);
+  BOOST_TEST(sb.rt->info("box").last_error().find("ptrace") != std::string::npos);
+  // groved is fine and the function gets new instances.
+  BOOST_TEST(sb.attempt("box", "whoami").find("pid=1") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_fork_bomb_stops_at_the_pids_limit,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "bomb"); }};
+  sb.rt->wait_defined("bomb");
+  auto r = sb.attempt("bomb", "fork_bomb");
+  BOOST_TEST(r.find("stopped after") == 0, r);
+  BOOST_TEST(r.find("Resource temporarily unavailable") != std::string::npos, r);
+  auto forks = std::stoi(r.substr(std::string{"stopped after "}.size()));
+  BOOST_TEST(forks < 32); // sandbox_pids_max counts the worker's threads too
+  BOOST_TEST(sb.attempt("bomb", "whoami").find("pid=1") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) {
+    return escape_fn(d, "hog", "linuxProcessParams: {containerParams: {memorySizeInKB: 32768}}");
+  }};
+  sb.rt->wait_defined("hog");
+  auto r = sb.attempt("hog", "memory_hog");
+  BOOST_TEST(r.find("out of memory (memorySizeInKB 32768)") != std::string::npos, r);
+  BOOST_TEST(sb.attempt("hog", "whoami").find("pid=1") != std::string::npos);
+  // The killed instance's cgroup went with it: only the new instance's is left (one
+  // directory per hierarchy), and the runtime's own goes with the runtime.
+  auto left = instance_cgroups();
+  BOOST_TEST(!left.empty());
+  for (const auto& d : left)
+    BOOST_TEST(d.filename() == left.front().filename(), d);
+  sb.rt.reset();
+  bool base_left = true;
+  BOOST_TEST(instance_cgroups(&base_left).empty());
+  BOOST_TEST(!base_left);
+}
+
+BOOST_AUTO_TEST_CASE(python3_runs_under_the_default_profile,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "py"); }};
+  sb.rt->wait_defined("py");
+  auto r = sb.attempt("py", "python import json, os, threading, subprocess, tempfile; "
+                            "t = threading.Thread(target=print, args=('thread',)); t.start(); "
+                            "t.join(); f = tempfile.NamedTemporaryFile(); "
+                            "print(json.dumps({'pid': os.getpid(), 'uid': os.getuid()}))");
+  BOOST_TEST(r.find("exit 0: thread\n{\"pid\": ") == 0, r);
+  BOOST_TEST(r.find("\"uid\": " + std::to_string(default_uid()) + "}") != std::string::npos, r);
+}
+
+BOOST_AUTO_TEST_CASE(a_python_function_runs_in_the_sandbox,
+                     *boost::unit_test::precondition(as_root)) {
+  // runtime: python3 under GreengrassContainer: the interpreter from the read-only
+  // system, the SDK mounted where PYTHONPATH points (/grove/python), the handler's
+  // module from /lambda, as the default user and PID 1 of its namespace.
+  sandboxed sb{[](auto& d) {
+    auto code = d.path() / "code-py";
+    fs::create_directories(code);
+    fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyfn.py", code / "pyfn.py");
+    fs::permissions(code, fs::perms::owner_all | fs::perms::group_read
+                            | fs::perms::group_exec | fs::perms::others_read
+                            | fs::perms::others_exec);
+    auto entry = [&](const std::string& name, const std::string& handler) {
+      return "  - name: " + name + "\n    config: {runtime: python3, handler: " + handler
+             + ", codeUri: " + code.string() + "}\n";
+    };
+    return entry("py", "pyfn.echo") + entry("pypid", "pyfn.pid") + entry("pyuid", "pyfn.uid");
+  }};
+  sb.rt->wait_defined("pyuid");
+  BOOST_TEST(sb.attempt("py", R"({"k":[1,"x"]})") == R"({"k": [1, "x"]})");
+  BOOST_TEST(sb.attempt("pypid", "{}") == "1");
+  BOOST_TEST(sb.attempt("pyuid", "{}") == std::to_string(default_uid()));
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_kernel_feature_refuses_the_function_by_name,
+                     *boost::unit_test::precondition(as_root)) {
+  // No cgroup to make: the function is refused, never run without isolation.
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box") + escape_fn(d, "plain",
+                  "linuxProcessParams: {isolationMode: NoContainer}"); },
+               "{cgroup_parent: /grove-no-such-cgroup/below}"};
+  sb.rt->wait_defined("box");
+  auto info = sb.rt->info("box");
+  BOOST_TEST(!info.valid());
+  BOOST_TEST(info.last_error().find("GreengrassContainer needs a writable cgroup with the "
+                                    "memory and pids controllers")
+               != std::string::npos,
+             info.last_error());
+  BOOST_TEST(is(sb.rt->invoke("box", "whoami"), errc::no_route));
+  auto details = sb.rt->h->kernel().status().details();
+  BOOST_TEST(details["function_runtime.sandbox"].find("unavailable: ") == 0);
+  // NoContainer is unchanged: the default user, groved's namespaces.
+  auto plain = sb.attempt("plain", "whoami");
+  BOOST_TEST(plain.find("uid=" + std::to_string(default_uid())) == 0, plain);
+  BOOST_TEST(plain.find(" pid=1 ") == std::string::npos, plain);
 }

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/seccomp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -23,6 +25,7 @@
 
 #include "grove/errors.hpp"
 #include "grove/plugin.hpp"
+#include "process_sandbox.hpp"
 
 extern char** environ;
 
@@ -52,6 +55,9 @@ struct process_record {
   int pidfd = -1;
   int out_fd = -1;
   int err_fd = -1;
+  // A sandbox's seccomp listener, and the call it reported.
+  int notify_fd = -1;
+  int denied_syscall = -1;
   std::string out_buf;
   std::string err_buf;
   std::optional<std::chrono::steady_clock::time_point> kill_at;
@@ -197,6 +203,7 @@ private:
   void read_output(process_record& r, output_stream which, bool drain);
   void emit_line(process_record& r, output_stream which, std::string line);
   void on_exited(const record_ptr& r);
+  void on_denied(process_record& r, short revents);
   void schedule_restart(process_record& r, process_exit& ex);
   void forget(const record_ptr& r);
 
@@ -286,6 +293,32 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     out_w = high(out[1]);
     err_w = high(err[1]);
   }
+  // A sandbox is resolved here, and its go-ahead pipe made: the child only reads the plan.
+  std::unique_ptr<detail::sandbox_plan> plan;
+  if (o.sandbox) {
+    if (!o.uid || !o.gid) {
+      close_fd(out[0]);
+      close_fd(err[0]);
+      cleanup();
+      return make_error(errc::invalid_config, "process: a sandbox needs uid and gid");
+    }
+    plan = std::make_unique<detail::sandbox_plan>();
+    if (auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan)) {
+      close_fd(out[0]);
+      close_fd(err[0]);
+      cleanup();
+      return e;
+    }
+    int sync[2];
+    if (::pipe2(sync, O_CLOEXEC) != 0) {
+      close_fd(out[0]);
+      close_fd(err[0]);
+      return sys_error("pipe2");
+    }
+    opened.push_back(sync[0]);
+    plan->sync_r = high(sync[0]);
+    plan->sync_w = sync[1];
+  }
   std::vector<int> sources;
   std::vector<int> targets;
   for (auto& [from, to] : o.pass_fds) {
@@ -293,15 +326,20 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     targets.push_back(to);
   }
   bool bad = status_w < 0 || stdin_fd < 0 || (o.capture_output && (out_w < 0 || err_w < 0))
+             || (plan && plan->sync_r < 0)
              || std::find(sources.begin(), sources.end(), -1) != sources.end();
   if (bad) {
     close_fd(out[0]);
     close_fd(err[0]);
+    if (plan)
+      ::close(plan->sync_w);
     return sys_error("fcntl(F_DUPFD)");
   }
   // Descriptors that survive the close-everything sweep in the child, sorted.
   std::vector<int> keep = targets;
   keep.push_back(status_w);
+  if (plan)
+    keep.push_back(plan->sync_r);
   std::sort(keep.begin(), keep.end());
   rlimit nofile{};
   unsigned max_fd = 65536;
@@ -313,11 +351,18 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   bool capture = o.capture_output;
   auto parent = ::getpid();
 
-  pid_t pid = ::fork();
+  const detail::sandbox_plan* sb = plan.get();
+  // A sandboxed child is cloned into its namespaces (PID 1 of its own); like fork, the
+  // child runs on a copy of this stack.
+  pid_t pid = sb ? static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                                nullptr, nullptr, nullptr, nullptr))
+                 : ::fork();
   if (pid < 0) {
     close_fd(out[0]);
     close_fd(err[0]);
-    return sys_error("fork");
+    if (sb)
+      ::close(sb->sync_w);
+    return sys_error(sb ? "clone (new user, PID, mount, IPC and UTS namespaces)" : "fork");
   }
   if (pid == 0) {
     // Child: report [stage, errno] on the status pipe and exit on any failure.
@@ -356,22 +401,39 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     if (::syscall(SYS_close_range, lo, ~0u, 0u) != 0)
       for (unsigned fd = lo; fd < max_fd; ++fd)
         ::close(static_cast<int>(fd));
-    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0)
+    if (sb) {
+      int step = -1;
+      if (int rc = detail::sandbox_enter(*sb, step); rc != 0)
+        fail(step < 0 ? 6 : 1000 + step, rc);
+    } else if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
       fail(1, errno);
+    }
     if (cb.pre_exec)
       if (int rc = cb.pre_exec(); rc != 0)
         fail(2, rc);
-    if (gid && (::setgroups(1, &*gid) != 0 || ::setgid(*gid) != 0))
+    // Raw system calls: glibc's wrappers would signal groved's other threads (setxid),
+    // which a cloned child still believes it has.
+    if (gid && (::syscall(SYS_setgroups, 1, &*gid) != 0
+                || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0))
       fail(3, errno);
-    if (uid && ::setuid(*uid) != 0)
+    if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0)
       fail(4, errno);
     // After the credential change, which clears it. The getppid() check closes the race
-    // where groved died before prctl.
+    // where groved died before prctl; a sandboxed child sees no parent (getppid() is 0
+    // outside its PID namespace) and asks the status pipe instead: groved's end is gone.
     if (pdeathsig != 0) {
       ::prctl(PR_SET_PDEATHSIG, pdeathsig);
-      if (::getppid() != parent)
+      if (sb) {
+        pollfd pf{status_w, 0, 0};
+        if (::poll(&pf, 1, 0) > 0 && (pf.revents & POLLERR) != 0)
+          ::_exit(127);
+      } else if (::getppid() != parent) {
         ::_exit(127);
+      }
     }
+    if (sb)
+      if (int rc = detail::sandbox_lock(*sb, status_w); rc != 0)
+        fail(7, rc);
     ::execve(program.c_str(), argv.data(), child_env);
     fail(5, errno);
   }
@@ -380,14 +442,60 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   std::erase(opened, status_pipe[1]);
   ::close(status_w);
   std::erase(opened, status_w);
+  int early_pidfd = -1;
+  int listener = -1;
+  // A sandboxed child waits for its id maps and cgroups, then hands over its listener.
+  auto refuse = [&](caf::error e) {
+    ::kill(pid, SIGKILL);
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    ::close(sb->sync_w);
+    close_fd(early_pidfd);
+    close_fd(listener);
+    close_fd(out[0]);
+    close_fd(err[0]);
+    cleanup();
+    return e;
+  };
+  if (sb) {
+    early_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (early_pidfd < 0)
+      return refuse(make_error(errc::system_error, std::string{"process: pidfd_open: "}
+                                                     + std::strerror(errno)));
+    if (auto e = detail::sandbox_release(*sb, pid))
+      return refuse(std::move(e));
+  }
   int msg[2] = {0, 0};
   ssize_t got = 0;
   for (;;) {
+    if (sb) {
+      // A filter that denies the hand-over's own calls would leave both sides waiting.
+      pollfd pf{status_pipe[0], POLLIN, 0};
+      int ready = ::poll(&pf, 1, 10000);
+      if (ready < 0 && errno == EINTR)
+        continue;
+      if (ready == 0)
+        return refuse(make_error(errc::system_error,
+                                 "process: the sandboxed child did not reach exec within 10 s"
+                                 " (does its seccomp filter allow read, write, close and"
+                                 " execve?)"));
+    }
     got = ::read(status_pipe[0], msg, sizeof(msg));
     if (got < 0 && errno == EINTR)
       continue;
+    if (sb && got == sizeof(msg) && msg[0] == detail::sandbox_listener_stage && listener < 0) {
+      listener = static_cast<int>(::syscall(SYS_pidfd_getfd, early_pidfd, msg[1], 0));
+      char taken = 1;
+      if (listener < 0 || ::write(sb->sync_w, &taken, 1) != 1)
+        return refuse(make_error(errc::system_error, std::string{"process: seccomp listener: "}
+                                                       + std::strerror(errno)));
+      continue;
+    }
     break;
   }
+  if (sb)
+    ::close(sb->sync_w);
   cleanup();
   if (got > 0) {
     // The child failed before exec and exits 127: reap it now.
@@ -396,13 +504,18 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     }
     close_fd(out[0]);
     close_fd(err[0]);
+    close_fd(early_pidfd);
+    close_fd(listener);
     static constexpr const char* stages[]
-      = {"set up descriptors", "chdir", "pre-exec hook", "setgid", "setuid", "execute"};
-    auto stage = msg[0] >= 0 && msg[0] < 6 ? stages[msg[0]] : "start";
+      = {"set up descriptors", "chdir", "pre-exec hook", "setgid", "setuid", "execute",
+         "enter its sandbox", "lock its sandbox"};
+    std::string stage = msg[0] >= 0 && msg[0] < 8 ? stages[msg[0]] : "start";
+    if (sb && msg[0] >= 1000)
+      stage = "enter its sandbox (" + detail::describe_step(*sb, msg[0] - 1000) + ")";
     return make_error(errc::system_error, "process: " + args[0] + ": cannot " + stage
                                             + ": " + std::strerror(msg[1]));
   }
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  int pidfd = early_pidfd >= 0 ? early_pidfd : static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {
     auto e = errno;
     ::kill(pid, SIGKILL);
@@ -418,6 +531,9 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     if (fd >= 0)
       ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   r.pidfd = pidfd;
+  close_fd(r.notify_fd);
+  r.notify_fd = listener;
+  r.denied_syscall = -1;
   r.out_fd = out[0];
   r.err_fd = err[0];
   r.out_buf.clear();
@@ -531,6 +647,9 @@ void supervisor::on_exited(const record_ptr& rp) {
   close_fd(r.err_fd);
   process_exit ex;
   bool done = false;
+  close_fd(r.notify_fd);
+  ex.denied_syscall = r.denied_syscall;
+  r.denied_syscall = -1;
   {
     std::lock_guard guard{r.mtx};
     int st = 0;
@@ -584,6 +703,25 @@ void supervisor::on_exited(const record_ptr& rp) {
     forget(rp);
 }
 
+// The sandbox's filter stopped a call it denies: note which and end the whole sandbox
+// (SIGKILL to its PID 1 takes every process of the namespace).
+void supervisor::on_denied(process_record& r, short revents) {
+  if (r.notify_fd < 0)
+    return;
+  seccomp_notif n{};
+  // Only with POLLIN: RECV blocks when nothing is pending (POLLHUP: no filter user left).
+  if ((revents & POLLIN) != 0 && ::ioctl(r.notify_fd, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0) {
+    std::lock_guard guard{r.mtx};
+    if (r.denied_syscall < 0)
+      r.denied_syscall = n.data.nr;
+    if (r.running)
+      ::kill(r.pid, SIGKILL);
+  } else if ((revents & POLLIN) != 0 && errno == EINTR) {
+    return;
+  }
+  close_fd(r.notify_fd);
+}
+
 void supervisor::forget(const record_ptr& r) {
   std::erase(children_, r);
 }
@@ -608,7 +746,7 @@ void supervisor::loop() {
   std::vector<pollfd> fds;
   struct watch {
     record_ptr rec;
-    int kind; // 0 exit, 1 stdout, 2 stderr
+    int kind; // 0 exit, 1 stdout, 2 stderr, 3 seccomp listener
   };
   std::vector<watch> watches;
   for (;;) {
@@ -688,6 +826,10 @@ void supervisor::loop() {
         fds.push_back({rp->err_fd, POLLIN, 0});
         watches.push_back({rp, 2});
       }
+      if (rp->notify_fd >= 0) {
+        fds.push_back({rp->notify_fd, POLLIN, 0});
+        watches.push_back({rp, 3});
+      }
     }
     int timeout = -1;
     if (next) {
@@ -707,7 +849,9 @@ void supervisor::loop() {
         if (fds[i].revents == 0)
           continue;
         auto& w = watches[i];
-        if (pass == 0 && w.kind != 0)
+        if (pass == 0 && w.kind == 3)
+          on_denied(*w.rec, fds[i].revents);
+        else if (pass == 0 && w.kind != 0)
           read_output(*w.rec, w.kind == 1 ? output_stream::out : output_stream::err, false);
         else if (pass == 1 && w.kind == 0 && w.rec->pidfd >= 0)
           on_exited(w.rec);
@@ -721,6 +865,8 @@ void supervisor::loop() {
 // -- process_exit -----------------------------------------------------------------
 
 std::string process_exit::describe() const {
+  if (denied_syscall >= 0)
+    return "killed: the sandbox denied system call " + std::to_string(denied_syscall);
   if (signal != 0)
     return "killed by signal " + std::to_string(signal) + " (" + signal_name + ")";
   return "exited with code " + std::to_string(code);

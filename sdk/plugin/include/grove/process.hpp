@@ -7,6 +7,7 @@
 // grace period), restarts it with the kernel's back-off policy and reports exits and
 // output on the owner's actor. See sdk/plugin/README.md, "Child processes".
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -56,6 +57,9 @@ struct process_exit {
   std::chrono::milliseconds restart_in{0};
   /// Too many failures within the policy's window: no more restarts.
   bool gave_up = false;
+  /// The system call number the sandbox's seccomp filter denied (the child was killed for
+  /// it, see process_sandbox::seccomp); -1 when none.
+  int denied_syscall = -1;
 
   /// "exited with code 3" or "killed by signal 9 (SIGKILL)".
   std::string describe() const;
@@ -81,6 +85,63 @@ enum class output_level : uint8_t {
   error,
   /// not logged
   off,
+};
+
+/// One mount a sandboxed child makes in its new root, in order (process_sandbox::mounts).
+struct sandbox_mount {
+  /// What is mounted.
+  enum class kind : uint8_t {
+    /// `source` (a host directory or file, recursively) at `target`; a source that is a
+    /// symbolic link is recreated as the same link instead.
+    bind,
+    /// A new tmpfs at `target`, options `data` (e.g. "size=16384k,mode=1777").
+    tmpfs,
+    /// The /proc of the child's PID namespace at `target`.
+    proc,
+    /// A symbolic link at `target` pointing to `source`.
+    symlink,
+  };
+  /// What is mounted.
+  kind type = kind::bind;
+  /// bind: the host path; symlink: the link's text.
+  std::filesystem::path source;
+  /// Absolute path inside the new root ("/usr", "/dev/null").
+  std::filesystem::path target;
+  /// bind and tmpfs: read-only (recursively, keeping the source's nosuid/nodev/noexec).
+  bool read_only = true;
+  /// tmpfs: mount options.
+  std::string data;
+  /// bind: a missing source is skipped instead of refusing the start (e.g. /lib32).
+  bool optional = false;
+};
+
+/// Isolation to start a child in (process_options::sandbox). The child gets new user, PID,
+/// mount, IPC and UTS namespaces (it is PID 1 of its own; the network is shared), a root
+/// built from `mounts` on a tmpfs and then read-only (pivot_root: nothing else of the host
+/// is reachable), the cgroups in `cgroup_procs` before it runs, an empty capability
+/// bounding set, no capabilities, PR_SET_NO_NEW_PRIVS and the seccomp filter. The
+/// options' `uid` and `gid` are required: they are the only ids mapped into the user
+/// namespace (1:1). groved must be root. PID 1 of a namespace ignores signals it has no
+/// handler for, so a stop's SIGTERM reaches only a child that handles it (SIGKILL after
+/// the grace always works).
+struct process_sandbox {
+  /// An existing host directory the new root's tmpfs is mounted on (inside the child's
+  /// own mount namespace: the host sees nothing there).
+  std::filesystem::path root_base;
+  /// The root's content, made in order (parents of a target are created as needed).
+  std::vector<sandbox_mount> mounts;
+  /// Working directory inside the new root.
+  std::filesystem::path cwd = "/";
+  /// The child's host name (its own UTS namespace).
+  std::string hostname = "sandbox";
+  /// Files the child's pid is written to before it runs (cgroup.procs of each cgroup).
+  std::vector<std::filesystem::path> cgroup_procs;
+  /// A classic BPF seccomp program (e.g. libseccomp's seccomp_export_bpf); empty: none.
+  /// Loaded last before exec. A call it answers SECCOMP_RET_USER_NOTIF kills the child
+  /// (SIGKILL, as PID 1 ignores a SIGSYS it does not handle) and is reported in
+  /// process_exit::denied_syscall. It must allow read, write, close and execve: the
+  /// child hands the filter's listener to the supervisor with them.
+  std::vector<sock_filter> seccomp;
 };
 
 /// What to run and how to supervise it. Plain data: it stays with the supervisor
@@ -116,6 +177,9 @@ struct process_options {
   bool restart = false;
   /// Back-off and give-up rule of restarts (the kernel's, see supervision.hpp).
   restart_policy policy;
+  /// Starts the child isolated (namespaces, new root, cgroups, seccomp); nullopt: none.
+  /// `cwd` is then ignored for the sandbox's own.
+  std::optional<process_sandbox> sandbox;
 };
 
 /// Code the supervisor runs for a child; every member is optional. Plugin code: it is

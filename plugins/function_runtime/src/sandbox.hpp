@@ -1,0 +1,96 @@
+#pragma once
+
+// The GreengrassContainer policy: what a sandboxed instance sees (mounts), its limits
+// (a cgroup per instance, v2 or v1) and its seccomp profile. grove::process runs it
+// (process_options::sandbox); this file decides it. See README.md, "Sandbox".
+
+#include <linux/filter.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "function_def.hpp"
+#include "seccomp_profile.hpp"
+#include "grove/process.hpp"
+
+namespace grove::fn {
+
+/// One instance's cgroup (one directory per v1 hierarchy, or one v2 directory), removed
+/// when this goes.
+class instance_cgroup {
+public:
+  /// Removes the directories (the instance has ended: its namespace's processes too).
+  ~instance_cgroup();
+
+  /// The cgroup.procs files the instance is attached through.
+  std::vector<std::filesystem::path> procs() const;
+
+  /// The kernel's OOM killer acted in this cgroup (memory.events / memory.oom_control).
+  bool oom_killed() const;
+
+  /// The directories, memory's first.
+  std::vector<std::filesystem::path> dirs;
+  /// 1 or 2.
+  int version = 1;
+};
+
+/// The started instance's part of the sandbox.
+struct instance_sandbox {
+  /// For process_options::sandbox.
+  process_sandbox spec;
+  /// Its cgroup.
+  std::unique_ptr<instance_cgroup> cgroup;
+};
+
+/// The runtime's sandbox: the host's support (probed once) and the compiled profile.
+class sandbox {
+public:
+  /// Checks the kernel (user, PID, mount, IPC and UTS namespaces; a writable cgroup with
+  /// memory and pids, v2 preferred) and loads the profile. The error names what is
+  /// missing: GreengrassContainer functions are refused with it, never run unisolated.
+  static caf::expected<std::unique_ptr<sandbox>> open(const runtime_config& cfg,
+                                                      const std::filesystem::path& state_dir);
+
+  /// Removes the runtime's cgroup directory.
+  ~sandbox();
+
+  /// "cgroup v1 (memory, pids, cpu); seccomp default.txt: 250 calls allowed".
+  std::string describe() const;
+
+  /// Makes instance `id` of `fn`'s cgroup and its process_sandbox.
+  caf::expected<instance_sandbox> prepare(const std::string& fn, uint64_t id,
+                                          const function_def& def,
+                                          const std::filesystem::path& code_dir) const;
+
+  /// `path` (a program or argument) as the sandbox sees it: the code directory is at
+  /// /lambda, the instance's working directory, so a relative path ("./x") is taken from
+  /// there and an absolute one inside `code_dir` moves there; anything else (a bare
+  /// name for PATH, a system path) stays as it is.
+  static std::string inside(const std::string& path, const std::filesystem::path& code_dir);
+
+  /// How a sandboxed instance ended, for its item and log: "out of memory (...)",
+  /// "killed: the sandbox denied system call ptrace", else the exit as it is.
+  static std::string explain(const process_exit& e, const instance_cgroup* cg,
+                             const function_def* def);
+
+private:
+  sandbox() = default;
+
+  runtime_config cfg_;
+  std::filesystem::path root_base_;
+  int cgroup_version_ = 1;
+  // controller ("memory", "pids", "cpu"; "" for v2) -> the runtime's cgroup directory
+  std::map<std::string, std::filesystem::path> bases_;
+  std::vector<sock_filter> filter_;
+  std::string profile_name_;
+  size_t allowed_ = 0;
+};
+
+} // namespace grove::fn

@@ -1,0 +1,290 @@
+#include "process_sandbox.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/seccomp.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <set>
+
+#include "grove/errors.hpp"
+
+namespace grove::detail {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+caf::error plan_error(const std::string& what) {
+  return make_error(errc::invalid_config, "process sandbox: " + what);
+}
+
+// Writes `text` to a /proc or cgroup file in one write (both want exactly that).
+caf::error write_file(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return make_error(errc::system_error, "process sandbox: open " + path + ": "
+                                            + std::strerror(errno));
+  auto n = ::write(fd, text.data(), text.size());
+  auto e = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(text.size()))
+    return make_error(errc::system_error, "process sandbox: write " + path + ": "
+                                            + std::strerror(n < 0 ? e : EIO));
+  return {};
+}
+
+} // namespace
+
+caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& p) {
+  if (sb.root_base.empty() || !sb.root_base.is_absolute())
+    return plan_error("root_base must be an absolute directory");
+  std::error_code ec;
+  if (!fs::is_directory(sb.root_base, ec))
+    return plan_error("root_base " + sb.root_base.string() + " is not a directory");
+  p.uid = uid;
+  p.gid = gid;
+  p.hostname = sb.hostname;
+  p.filter = sb.seccomp;
+  for (const auto& c : sb.cgroup_procs)
+    p.cgroup_procs.push_back(c.string());
+  // A tmpfs belongs to the function's user (root is not mapped inside).
+  const auto owner = "uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid);
+  // The skeleton: every mount point and link of the root, made here on the host by groved
+  // (the child could not: an inode made by host root, who is not mapped in its user
+  // namespace, would have no owner). One directory per layout, reused.
+  struct entry {
+    char kind; // 'd' directory, 'f' file, 'l' link
+    std::string path;
+    std::string link;
+  };
+  std::vector<entry> layout;
+  std::set<std::string> seen;
+  auto add = [&](char kind, const fs::path& rel, std::string link = {}) {
+    if (seen.insert(rel.string()).second)
+      layout.push_back({kind, rel.string(), std::move(link)});
+  };
+  std::vector<std::string> late_read_only;
+  using op = sandbox_step::op;
+  auto step = [&](op what, const std::string& target, const char* source = nullptr,
+                  bool recursive = true) {
+    p.steps.push_back({what, source, p.keep(target), recursive});
+  };
+  for (const auto& m : sb.mounts) {
+    auto target = m.target.lexically_normal();
+    if (!target.is_absolute() || target == "/" || target.string().find("..") != std::string::npos)
+      return plan_error("mount target '" + m.target.string() + "' must be absolute, below /");
+    auto rel = target.relative_path();
+    fs::path at;
+    for (auto it = rel.begin(); it != rel.end() && std::next(it) != rel.end(); ++it)
+      add('d', at /= *it);
+    auto full = rel.string();
+    switch (m.type) {
+      case sandbox_mount::kind::bind: {
+        struct stat st {};
+        if (::lstat(m.source.c_str(), &st) != 0) {
+          if (m.optional && errno == ENOENT)
+            break;
+          return plan_error("mount source " + m.source.string() + ": " + std::strerror(errno));
+        }
+        if (S_ISLNK(st.st_mode)) {
+          auto to = fs::read_symlink(m.source, ec);
+          if (ec)
+            return plan_error("readlink " + m.source.string() + ": " + ec.message());
+          add('l', rel, to.string());
+          break;
+        }
+        add(S_ISDIR(st.st_mode) ? 'd' : 'f', rel);
+        step(op::bind, full, p.keep(m.source.string()));
+        if (m.read_only)
+          step(op::read_only, full);
+        break;
+      }
+      case sandbox_mount::kind::tmpfs:
+        add('d', rel);
+        step(op::tmpfs, full, p.keep(m.data.empty() ? owner : m.data + "," + owner));
+        // Read-only once what is mounted inside it is there.
+        if (m.read_only)
+          late_read_only.push_back(full);
+        break;
+      case sandbox_mount::kind::proc:
+        add('d', rel);
+        step(op::proc, full);
+        break;
+      case sandbox_mount::kind::symlink:
+        add('l', rel, m.source.string());
+        break;
+    }
+  }
+  for (const auto& t : late_read_only)
+    step(op::read_only, t, nullptr, false);
+  // The root itself last: nothing in it can be written from inside.
+  step(op::read_only, ".", nullptr, false);
+  auto cwd = sb.cwd.empty() ? fs::path{"/"} : sb.cwd;
+  if (!cwd.is_absolute())
+    return plan_error("cwd '" + cwd.string() + "' must be absolute");
+  p.cwd = p.keep(cwd.string());
+  // Named by a hash of the layout; made once (".ok" beside it says it is complete).
+  std::string text;
+  for (const auto& e : layout)
+    text += std::string{e.kind} + e.path + '\0' + e.link + '\n';
+  char name[32];
+  std::snprintf(name, sizeof name, "root-%016zx", std::hash<std::string>{}(text));
+  auto skel = sb.root_base.lexically_normal() / name;
+  p.root = p.keep(skel.string());
+  auto done = fs::path{skel.string() + ".ok"};
+  if (fs::exists(done, ec))
+    return {};
+  fs::remove_all(skel, ec);
+  if (::mkdir(skel.c_str(), 0755) != 0)
+    return plan_error("mkdir " + skel.string() + ": " + std::strerror(errno));
+  for (const auto& e : layout) {
+    auto path = skel / e.path;
+    int rc = 0;
+    if (e.kind == 'd') {
+      rc = ::mkdir(path.c_str(), 0755);
+    } else if (e.kind == 'f') {
+      int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+      rc = fd < 0 ? -1 : ::close(fd);
+    } else {
+      rc = ::symlink(e.link.c_str(), path.c_str());
+    }
+    if (rc != 0)
+      return plan_error("cannot make " + path.string() + ": " + std::strerror(errno));
+  }
+  int fd = ::open(done.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return plan_error("cannot make " + done.string() + ": " + std::strerror(errno));
+  ::close(fd);
+  return {};
+}
+
+std::string describe_step(const sandbox_plan& p, int step) {
+  if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
+    return "its root, pivot_root or host name";
+  static constexpr const char* names[]
+    = {"bind", "mount tmpfs on", "mount proc on", "make read-only"};
+  const auto& s = p.steps[static_cast<size_t>(step)];
+  return std::string{names[static_cast<int>(s.what)]} + " /"
+         + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
+}
+
+int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
+  step = -1;
+  char go = 0;
+  ssize_t n;
+  while ((n = ::read(p.sync_r, &go, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 1)
+    return ECANCELED; // the parent refused (it reports why) or died
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return errno;
+  // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
+  if (::mount(p.root, p.root, nullptr, MS_BIND, nullptr) != 0 || ::chdir(p.root) != 0)
+    return errno;
+  using op = sandbox_step::op;
+  for (const auto& s : p.steps) {
+    ++step;
+    int rc = 0;
+    switch (s.what) {
+      case op::bind:
+        rc = ::mount(s.source, s.target, nullptr, MS_BIND | MS_REC, nullptr);
+        break;
+      case op::tmpfs:
+        rc = ::mount("tmpfs", s.target, "tmpfs", MS_NOSUID | MS_NODEV, s.source);
+        break;
+      case op::proc:
+        rc = ::mount("proc", s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+        break;
+      case op::read_only: {
+        // mount_setattr keeps the locked flags (nosuid, nodev, ...) a remount would have
+        // to repeat, and reaches every submount.
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_RDONLY;
+        rc = static_cast<int>(::syscall(SYS_mount_setattr, AT_FDCWD, s.target,
+                                        s.recursive ? AT_RECURSIVE : 0, &attr, sizeof attr));
+        break;
+      }
+    }
+    if (rc != 0)
+      return errno;
+  }
+  step = -1;
+  // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
+  // nothing of the host but what was bound in.
+  if (::syscall(SYS_pivot_root, ".", ".") != 0 || ::umount2(".", MNT_DETACH) != 0
+      || ::chdir("/") != 0)
+    return errno;
+  if (!p.hostname.empty() && ::sethostname(p.hostname.data(), p.hostname.size()) != 0)
+    return errno;
+  if (::chdir(p.cwd) != 0)
+    return errno;
+  for (int cap = 0; cap < 64; ++cap)
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+      return errno;
+  return 0;
+}
+
+int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
+  // Nothing left: permitted, effective, inheritable and ambient (the bounding set is
+  // empty since sandbox_enter, so exec grants nothing either).
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (::syscall(SYS_capset, &hdr, data) != 0)
+    return errno;
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+    return errno;
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return errno;
+  if (!p.filter.empty()) {
+    sock_fprog prog{static_cast<unsigned short>(p.filter.size()),
+                    const_cast<sock_filter*>(p.filter.data())};
+    int listener = static_cast<int>(::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                              SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
+    if (listener < 0)
+      return errno;
+    // The parent takes the listener (pidfd_getfd) while this waits: it must never reach
+    // the worker, which could answer its own denied calls.
+    int msg[2] = {sandbox_listener_stage, listener};
+    if (::write(status_w, msg, sizeof msg) != static_cast<ssize_t>(sizeof msg))
+      return errno;
+    char taken = 0;
+    ssize_t n;
+    while ((n = ::read(p.sync_r, &taken, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1)
+      return ECANCELED;
+    ::close(listener);
+  }
+  ::close(p.sync_r);
+  return 0;
+}
+
+caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {
+  auto proc = "/proc/" + std::to_string(pid) + "/";
+  if (auto err = write_file(proc + "uid_map",
+                            std::to_string(p.uid) + " " + std::to_string(p.uid) + " 1\n"))
+    return err;
+  if (auto err = write_file(proc + "gid_map",
+                            std::to_string(p.gid) + " " + std::to_string(p.gid) + " 1\n"))
+    return err;
+  for (const auto& c : p.cgroup_procs)
+    if (auto err = write_file(c, std::to_string(pid) + "\n"))
+      return err;
+  char go = 1;
+  if (::write(p.sync_w, &go, 1) != 1)
+    return make_error(errc::system_error, std::string{"process sandbox: go-ahead: "}
+                                            + std::strerror(errno));
+  return {};
+}
+
+} // namespace grove::detail

@@ -1,0 +1,97 @@
+#pragma once
+
+// The sandbox of one grove::process child (process_options::sandbox), in two halves: a
+// plan built in the parent (every path, flag and string resolved, so the child allocates
+// nothing), and the steps the child runs between clone and exec from it. Private to
+// process.cpp.
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+
+#include "grove/process.hpp"
+
+namespace grove::detail {
+
+/// The namespaces a sandboxed child is cloned into (the network stays shared).
+constexpr unsigned long sandbox_clone_flags = 0x10000000UL /* CLONE_NEWUSER */
+                                              | 0x20000000UL /* CLONE_NEWPID */
+                                              | 0x00020000UL /* CLONE_NEWNS */
+                                              | 0x08000000UL /* CLONE_NEWIPC */
+                                              | 0x04000000UL /* CLONE_NEWUTS */;
+
+/// The status-pipe stage the child reports its seccomp listener's descriptor with.
+constexpr int sandbox_listener_stage = 100;
+
+/// One step of the child's root: only C strings and numbers.
+struct sandbox_step {
+  /// What the step does.
+  enum class op : uint8_t { bind, tmpfs, proc, read_only };
+  /// What the step does.
+  op what = op::bind;
+  /// bind: the host path; tmpfs: options.
+  const char* source = nullptr;
+  /// The path relative to the root (the child works from there).
+  const char* target = nullptr;
+  /// read_only: recursive.
+  bool recursive = true;
+};
+
+/// A sandbox resolved for one spawn. Lives in the parent across the fork; the child
+/// reads it only.
+struct sandbox_plan {
+  /// Storage of every C string below (a deque: pointers stay put).
+  std::deque<std::string> strings;
+  /// The root's steps, in order.
+  std::vector<sandbox_step> steps;
+  /// The root's skeleton on the host (its mount points and links, made by the parent).
+  const char* root = nullptr;
+  /// Working directory inside the new root.
+  const char* cwd = "/";
+  /// Host name.
+  std::string hostname;
+  /// cgroup.procs files (the parent writes the child's pid).
+  std::vector<std::string> cgroup_procs;
+  /// The seccomp program.
+  std::vector<sock_filter> filter;
+  /// The ids mapped 1:1.
+  uid_t uid = 0;
+  gid_t gid = 0;
+  /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
+  int sync_r = -1;
+  int sync_w = -1;
+
+  /// Keeps `s` and returns its C string.
+  const char* keep(std::string s) {
+    strings.push_back(std::move(s));
+    return strings.back().c_str();
+  }
+};
+
+/// Resolves `sb` for a child running as `uid`/`gid` and makes the root's skeleton under
+/// `root_base` (parent; may allocate).
+caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& out);
+
+/// Child, first half (after the descriptor sweep): waits for the parent's go-ahead, binds
+/// the skeleton and mounts on it, pivots into it, sets the host name and working directory and empties the
+/// capability bounding set. Async-signal-safe; returns 0 or an errno value, with the
+/// failed step's index in `step` (-1: none of the plan's steps).
+int sandbox_enter(const sandbox_plan& p, int& step) noexcept;
+
+/// "bind /usr", "pivot_root": what `step` of sandbox_enter did (parent, for errors).
+std::string describe_step(const sandbox_plan& p, int step);
+
+/// Child, second half (after the uid/gid switch, just before exec): drops every
+/// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, handing its listener to the
+/// parent through `status_w` and waiting for the parent to take it. Async-signal-safe.
+int sandbox_lock(const sandbox_plan& p, int status_w) noexcept;
+
+/// Parent, after clone: writes the id maps and the cgroups, then lets the child go.
+caf::error sandbox_release(const sandbox_plan& p, pid_t pid);
+
+} // namespace grove::detail
