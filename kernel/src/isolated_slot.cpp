@@ -63,6 +63,16 @@ public:
   }
 
 protected:
+#if GROVE_TSAN
+  // As in in_process_slot: what a sender wrote into a message, which this actor copies
+  // into a frame, happens before this through the slot's endpoint.
+  caf::invoke_message_result consume(caf::mailbox_element& x) override {
+    if (setup_.ep && *setup_.ep)
+      GROVE_TSAN_ACQUIRE(setup_.ep->get());
+    return caf::event_based_actor::consume(x);
+  }
+#endif
+
   caf::behavior make_behavior() override {
     set_default_handler(caf::skip);
     initial_ = slot_protocol_handlers(

@@ -430,6 +430,8 @@ caf::expected<Envelope> kernel::request(Envelope env, std::chrono::milliseconds 
   env.set_reply_to("kernel/" + std::to_string(env.id()));
   caf::scoped_actor self{*sys_};
   caf::expected<Envelope> result{caf::error{}};
+  // What this thread wrote into the request, for the slot (its consume acquires).
+  GROVE_TSAN_RELEASE(target.get());
   self->request(target->handle(), timeout, bus::wrap(std::move(env)))
     .receive([&](Envelope& reply) { result = std::move(reply); },
              [&](caf::error& err) {

@@ -4,6 +4,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <map>
 #include <unordered_map>
@@ -17,6 +18,7 @@
 #include "grove/plugin_host.pb.h"
 #include "grove/rpc.hpp"
 #include "slot.hpp"
+#include "tsan_annotations.hpp"
 
 namespace grove {
 
@@ -28,8 +30,8 @@ using call_atom = caf::atom_constant<caf::atom("call")>;
 /// by Replies), and the kernel's Calls in (as requests to the plugin's slot).
 class bridge_actor : public caf::event_based_actor {
 public:
-  bridge_actor(caf::actor_config& cfg, frame_channel* ch)
-    : caf::event_based_actor(cfg), ch_(ch) {
+  bridge_actor(caf::actor_config& cfg, frame_channel* ch, std::atomic<endpoint*>* ep)
+    : caf::event_based_actor(cfg), ch_(ch), ep_(ep) {
   }
 
 protected:
@@ -75,7 +77,16 @@ protected:
           ch_->send(out);
         };
         request(slot, std::chrono::milliseconds{timeout_ms}, bus::wrap(std::move(msg)))
-          .then([reply](Envelope& env) { reply(&env, caf::error{}); },
+          .then(
+            [this, reply](Envelope& env) {
+#if GROVE_TSAN
+              // The plugin's slot wrote the reply and released its endpoint
+              // (in_process_slot::answer_here); the frame copies all of it.
+              if (auto* e = ep_->load())
+                GROVE_TSAN_ACQUIRE(e);
+#endif
+              reply(&env, caf::error{});
+            },
                 [reply](caf::error& err) { reply(nullptr, err); });
       },
     };
@@ -83,6 +94,8 @@ protected:
 
 private:
   frame_channel* ch_;
+  // The plugin's endpoint once it is loaded: the slot's happens-before edge under TSan.
+  std::atomic<endpoint*>* ep_;
   uint64_t next_ = 1;
   std::unordered_map<uint64_t, caf::response_promise> open_;
 };
@@ -219,7 +232,7 @@ int run_plugin_host(const std::string& name, int fd) {
   opts.control_socket = false;
   opts.logger_name = "host:" + name;
   k = std::make_unique<kernel>(std::move(p), opts);
-  auto bridge = k->system().spawn<bridge_actor>(&ch);
+  auto bridge = k->system().spawn<bridge_actor>(&ch, &ep_raw);
   uplink up{ch, bridge};
   k->bus().set_uplink(&up);
   auto result = [&](bool ok, const std::string& text) {
@@ -270,6 +283,8 @@ int run_plugin_host(const std::string& name, int fd) {
       code = 1;
       break;
     }
+    // What this thread parsed reaches the plugin's slot through CAF (its consume acquires).
+    GROVE_TSAN_RELEASE(ep.get());
     if (in.has_deliver()) {
       auto* msg = in.mutable_deliver()->mutable_msg();
       ep->offer(std::move(*msg));

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "blocking_pool.hpp"
+#include "tsan_annotations.hpp"
 
 namespace grove {
 
@@ -386,7 +387,11 @@ public:
         result = std::move(err);
       }
     if (!on_actor_thread()) {
-      // Promises belong to the actor; hop over to it.
+      // Promises belong to the actor; hop over to it (the reply was written here).
+#if GROVE_TSAN
+      if (ep())
+        GROVE_TSAN_RELEASE(ep().get());
+#endif
       if (result)
         send(this, reply_atom::value, req.id(), std::move(*result));
       else
@@ -402,6 +407,11 @@ public:
       setup_.log->warn("reply to unknown or already answered request {}", id);
       return;
     }
+#if GROVE_TSAN
+    // Acquired by the requester (kernel::request, an isolated plugin's bridge).
+    if (ep())
+      GROVE_TSAN_RELEASE(ep().get());
+#endif
     if (result)
       i->second.deliver(std::move(*result));
     else
@@ -475,6 +485,18 @@ public:
   }
 
 protected:
+#if GROVE_TSAN
+  // What a sender wrote into a message (a 15 MiB payload, say) happens before this,
+  // through the slot's endpoint: endpoint::push, kernel::request and an isolated
+  // plugin's host loop release it after writing. Acquired before CAF matches the
+  // message (see sink_actor in kernel.cpp for why not later).
+  caf::invoke_message_result consume(caf::mailbox_element& x) override {
+    if (setup_.ep && *setup_.ep)
+      GROVE_TSAN_ACQUIRE(setup_.ep->get());
+    return caf::event_based_actor::consume(x);
+  }
+#endif
+
   caf::behavior make_behavior() override {
     set_default_handler(caf::skip);
     running_ = slot_protocol_handlers(

@@ -10,7 +10,11 @@
 //               one every 10 ms (MQTT.js keeps them while offline), and prints
 //               "acked TAG N" once all were acknowledged (or "nacked TAG <error>").
 // Events on stdout, one per line, prefixed by milliseconds since the epoch:
-//   connect T | close T | subscribed T | error T <message> | recv T <payload>
+//   connect T | close T | subscribed T | recv T <payload>
+//   refused T <reason code> <message>   the broker refused the CONNECT (a CONNACK with a
+//                                       reason code): MQTT.js gives up on the device
+//   error T <message>                   anything else, e.g. "connect ECONNREFUSED ..."
+//                                       while no broker listens (retried every second)
 'use strict';
 
 const fs = require('fs');
@@ -38,7 +42,12 @@ function device(thing, protocolVersion) {
   });
   client.on('connect', () => event('connect', thing));
   client.on('close', () => event('close', thing));
-  client.on('error', (err) => event('error', thing, String(err.message).replace(/\s+/g, ' ')));
+  client.on('error', (err) => {
+    const text = String(err.message).replace(/\s+/g, ' ');
+    // MQTT.js gives a CONNACK refusal its reason code, a number; socket errors a string.
+    if (typeof err.code === 'number') event('refused', thing, err.code, text);
+    else event('error', thing, text);
+  });
   return client;
 }
 

@@ -653,8 +653,9 @@ int refuse_connect(State& s, const std::string& why) {
 // While the table says not_ready (the core has no group yet), a client that is no thing is
 // told to come back: the connection is closed without a CONNACK. Mosquitto 2.0.11 lets a
 // BASIC_AUTH callback answer only "success" or "not authorized" (MOSQ_ERR_AUTH); any other
-// result closes the connection without a CONNACK (src/handle_connect.c), which device
-// libraries treat as a lost connection and retry, whereas they give up on a refused CONNACK.
+// result closes the connection without a CONNACK (src/handle_connect.c, 887-909), which device
+// libraries treat as a lost connection and retry, whereas they give up on a refused CONNACK:
+// MQTT.js 5 with its defaults gives up after "server unavailable" (code 3 / 0x88) too.
 int defer_connect(State& s, const std::string& who) {
   ++s.deferred_connect;
   s.stats_dirty = true;

@@ -17,6 +17,8 @@
 #include <set>
 #include <string_view>
 #include <sstream>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -159,8 +161,22 @@ fs::path broker_home(const broker_options& o) {
   return o.run_as_home_base / name;
 }
 
+// What of the broker's directory outlives a broker run: the table (the next start falls
+// back on it when the group cannot be fetched) and the log. The rest (the configuration,
+// the copies of the TLS files and of the plugin, the counters) is made again by each start.
+constexpr const char* kept_files[] = {"broker.acl", "broker.log", "broker.log.1"};
+
+// Copies the kept files of `from` into `to` (replacing them there).
+void copy_kept_files(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  for (auto name : kept_files)
+    if (fs::is_regular_file(from / name, ec))
+      fs::copy_file(from / name, to / name, fs::copy_options::overwrite_existing, ec);
+}
+
 // Makes state_dir a symlink to broker_home(). A real directory there (an earlier version's,
-// or one made before the broker started) is replaced; the table in it is kept.
+// one made before the broker started, or the one retire_home() left) is replaced; its kept
+// files win over those of a home an earlier run left behind.
 caf::error link_state_dir(const broker_options& o) {
   // Nothing is made for a user that does not exist.
   if (auto user = require_user(o.run_as_user); !user)
@@ -182,9 +198,7 @@ caf::error link_state_dir(const broker_options& o) {
       return {};
     fs::remove(o.state_dir, ec);
   } else if (fs::exists(st)) {
-    auto acl = o.state_dir / "broker.acl";
-    if (fs::exists(acl, ec) && !fs::exists(home / "broker.acl", ec))
-      fs::copy_file(acl, home / "broker.acl", ec);
+    copy_kept_files(o.state_dir, home);
     fs::remove_all(o.state_dir, ec);
   }
   ec.clear();
@@ -193,6 +207,48 @@ caf::error link_state_dir(const broker_options& o) {
   if (ec)
     return fail("cannot link " + o.state_dir.string() + " to " + home.string());
   return {};
+}
+
+// A start replaces what an earlier run left in the broker's home (a groved killed before
+// its broker stopped leaves a server key copy, a CRL, a plugin copy, temporary files):
+// everything but the kept files goes, and the start makes the rest again.
+caf::error clear_home(const fs::path& home) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (auto it = fs::directory_iterator{home, ec}; !ec && it != fs::end(it); it.increment(ec)) {
+    auto name = it->path().filename().string();
+    if (std::ranges::find(kept_files, name) == std::end(kept_files))
+      stale.push_back(it->path());
+  }
+  for (const auto& p : stale)
+    if (!ec)
+      fs::remove_all(p, ec);
+  if (ec)
+    return make_error(errc::system_error,
+                      "broker: cannot clear " + home.string() + ": " + ec.message());
+  return {};
+}
+
+// When a broker run as run_as_user ends (and is not handed over): its home, with the copy
+// of the server key, goes; the kept files move back into state_dir, a real directory of
+// groved's again (0700, root's), where link_state_dir() finds them at the next start.
+void retire_home(const broker_options& o) {
+  std::error_code ec;
+  auto home = broker_home(o);
+  if (!fs::exists(home, ec))
+    return;
+  if (fs::is_symlink(fs::symlink_status(o.state_dir, ec))) {
+    fs::remove(o.state_dir, ec);
+    fs::create_directory(o.state_dir, ec);
+    fs::permissions(o.state_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+    if (fs::is_directory(fs::symlink_status(o.state_dir, ec))) {
+      copy_kept_files(home, o.state_dir);
+      for (auto name : kept_files) // copies: groved's own now
+        fs::permissions(o.state_dir / name, fs::perms::owner_read | fs::perms::owner_write,
+                        fs::perm_options::replace, ec);
+    }
+  }
+  fs::remove_all(home, ec);
 }
 
 // Gives the broker's home (and what is in it) to the broker's user.
@@ -468,9 +524,13 @@ caf::error broker_process::begin_start(process_owner owner,
       return text.error();
     std::error_code ec;
     bool drop = drops_privileges(opts_);
-    if (drop)
+    if (drop) {
       if (auto err = link_state_dir(opts_))
         return err;
+      owns_home_ = true;
+      if (auto err = clear_home(broker_home(opts_)))
+        return err;
+    }
     fs::create_directories(opts_.state_dir, ec);
     if (ec)
       return make_error(errc::system_error, "broker: cannot create "
@@ -615,6 +675,7 @@ caf::error broker_process::adopt(process p, process_owner owner,
   owner_ = std::move(owner);
   on_failed_ = std::move(on_failed);
   proc_ = std::move(p);
+  owns_home_ = drops_privileges(opts_);
   proc_.bind(owner_, callbacks());
   proc_.set_restart(true);
   phase_ = phase::running;
@@ -623,6 +684,7 @@ caf::error broker_process::adopt(process p, process_owner owner,
 
 process broker_process::release() {
   phase_ = phase::idle;
+  owns_home_ = false; // the next instance runs the broker from it
   proc_.unbind();
   return std::move(proc_);
 }
@@ -631,8 +693,15 @@ void broker_process::stop() {
   phase_ = phase::idle;
   if (proc_) {
     proc_.stop();
+    // The home goes only once Mosquitto is gone (it writes its counters there as it
+    // ends): bounded by the SIGKILL after stop_grace.
+    auto deadline = std::chrono::steady_clock::now() + stop_grace + 2s;
+    while (owns_home_ && proc_.running() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(5ms);
     proc_ = process{};
   }
+  if (std::exchange(owns_home_, false))
+    retire_home(opts_);
 }
 
 caf::error broker_process::write_acl(const std::string& text) {

@@ -143,7 +143,9 @@ public:
   /// none. Empty when there is none.
   process release();
 
-  /// SIGTERM, SIGKILL after 3 s, no restart afterwards; asynchronous. Idempotent.
+  /// SIGTERM, SIGKILL after 3 s, no restart afterwards; asynchronous. Idempotent. A
+  /// broker run as run_as_user (not released) is awaited, then its home goes: the table
+  /// and the log move back into state_dir, the copies of the TLS files are deleted.
   void stop();
 
   /// The current state of the broker's process (empty when there is none).
@@ -206,6 +208,9 @@ private:
   std::deque<std::string> tail_;
   /// The broker's own user when groved is root (run_as_user); empty otherwise.
   std::optional<file_owner> run_as_;
+  /// A start or adopt() as root made this object the user of the broker's home, which
+  /// stop() removes (release() hands it over with the broker).
+  bool owns_home_ = false;
 };
 
 /// The broker plugin's stats file (format in broker/README.md), parsed.

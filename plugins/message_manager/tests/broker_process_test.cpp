@@ -184,15 +184,20 @@ struct fixture {
     return sink->has(text);
   }
 
+  // The test thread as the broker's actor, logging into `sink` and `levels`.
+  grove::process_owner owner() {
+    grove::process_owner o;
+    o.post = [](std::function<void()> f) { f(); };
+    o.log = std::make_shared<spdlog::logger>("message_manager",
+                                             spdlog::sinks_init_list{sink, levels});
+    o.log->set_level(spdlog::level::debug);
+    return o;
+  }
+
   // The plugin's way of starting a broker, with the test thread as its actor: begin,
   // then poll until ready or an error. Events run on the supervisor thread here.
   caf::error start(broker_process& bp) {
-    grove::process_owner owner;
-    owner.post = [](std::function<void()> f) { f(); };
-    owner.log = std::make_shared<spdlog::logger>(
-      "message_manager", spdlog::sinks_init_list{sink, levels});
-    owner.log->set_level(spdlog::level::debug);
-    if (auto err = bp.begin_start(owner, nullptr))
+    if (auto err = bp.begin_start(owner(), nullptr))
       return err;
     caf::error result;
     bool done = wait_until(
@@ -893,6 +898,75 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   BOOST_CHECK(deliver_until("A", "t/ab", "as-grove-broker", out));
   BOOST_REQUIRE(!bp.write_acl(std::string{acl_ab} + "pub A t/new\ndeliver A B t/new\n"));
   BOOST_CHECK(deliver_until("A", "t/new", "new-rule", out));
+}
+
+// A root run's broker home holds a copy of the server key: it goes when the broker stops,
+// unless the broker is handed over (a reload), and the table moves back into state_dir for
+// the next start. A start replaces what a run that never stopped (groved killed) left.
+BOOST_FIXTURE_TEST_CASE(broker_home_goes_at_stop_unless_handed_over, fixture) {
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("not root: the broker has no home of its own; nothing to check");
+    return;
+  }
+  make_pki();
+  auto write_dir = dir.path() / "write";
+  fs::create_directories(write_dir);
+  fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+  opts.state_dir = write_dir / "broker";
+  auto first = std::make_unique<broker_process>(opts);
+  start_ab(*first);
+  BOOST_REQUIRE(fs::is_symlink(opts.state_dir));
+  auto home = fs::canonical(opts.state_dir);
+  BOOST_REQUIRE(fs::exists(home / "tls" / "server.key"));
+
+  // Handed over: the broker keeps running from its home.
+  auto kept = first->release();
+  first->stop();
+  first.reset();
+  BOOST_CHECK(fs::exists(home / "tls" / "server.key"));
+  BOOST_CHECK(fs::is_symlink(opts.state_dir));
+
+  // The instance that took it over stops it: the home goes, the table stays.
+  broker_process second{opts};
+  BOOST_REQUIRE(!second.adopt(std::move(kept), owner(), nullptr));
+  second.stop();
+  BOOST_CHECK_MESSAGE(!fs::exists(home), home << " is left behind");
+  BOOST_REQUIRE(fs::is_directory(fs::symlink_status(opts.state_dir)));
+  BOOST_CHECK_EQUAL(read_all(opts.state_dir / "broker.acl"), acl_ab);
+  BOOST_CHECK(!fs::exists(opts.state_dir / "tls"));
+  struct stat sd {};
+  BOOST_REQUIRE_EQUAL(::stat(opts.state_dir.c_str(), &sd), 0);
+  BOOST_CHECK_EQUAL(sd.st_uid, 0u);
+  BOOST_CHECK_EQUAL(sd.st_mode & 0777, 0700u);
+
+  // The next start runs on that table; then groved "dies": the broker is let go without a
+  // stop (released and killed), its home stays with stale files planted in it.
+  broker_process third{opts};
+  auto err = start(third);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK_EQUAL(fs::canonical(opts.state_dir), home);
+  BOOST_CHECK_EQUAL(pub("A", "t/ab", "on-the-kept-table"), 0);  // A is still a thing
+  {
+    auto orphan = third.release();
+    orphan.stop(SIGKILL, std::chrono::milliseconds{0});
+    BOOST_REQUIRE(wait_until([&] { return !orphan.running(); }));
+  }
+  BOOST_REQUIRE(fs::exists(home / "tls" / "server.key"));
+  std::ofstream{home / "tls" / "crl.pem"} << "stale";
+  std::ofstream{home / ".broker.acl.stale"} << "stale";
+
+  // A start replaces them and keeps the table; its stop removes the home again.
+  broker_process fourth{opts};
+  err = start(fourth);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK(!fs::exists(home / "tls" / "crl.pem"));
+  BOOST_CHECK(!fs::exists(home / ".broker.acl.stale"));
+  BOOST_CHECK(fs::exists(home / "tls" / "server.key"));
+  BOOST_CHECK_EQUAL(read_all(home / "broker.acl"), acl_ab);
+  BOOST_CHECK_EQUAL(pub("A", "t/ab", "after-the-replaced-home"), 0);
+  fourth.stop();
+  BOOST_CHECK_MESSAGE(!fs::exists(home), home << " is left behind");
+  BOOST_CHECK_EQUAL(read_all(opts.state_dir / "broker.acl"), acl_ab);
 }
 
 // The broker's user is made at install (tools/deps); at runtime a missing one is refused
