@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -521,6 +522,11 @@ private:
         opts.argv.push_back(a);
     }
     std::vector<std::string> env{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
+    // A sanitizer build's options reach its function programs too (README, Sanitizers):
+    // without them an instrumented worker reports a crash its own way, not as a signal.
+    for (const char* var : {"TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"})
+      if (const char* v = std::getenv(var))
+        env.push_back(std::string{var} + "=" + v);
     for (const auto& [k, v] : def.environment)
       if (!k.starts_with("GROVE_FUNCTION_"))
         env.push_back(k + "=" + v);
