@@ -932,7 +932,7 @@ BOOST_FIXTURE_TEST_CASE(broker_home_goes_at_stop_unless_handed_over, fixture) {
   second.stop();
   BOOST_CHECK_MESSAGE(!fs::exists(home), home << " is left behind");
   BOOST_REQUIRE(fs::is_directory(fs::symlink_status(opts.state_dir)));
-  BOOST_CHECK_EQUAL(read_all(opts.state_dir / "broker.acl"), acl_ab);
+  BOOST_CHECK_EQUAL(read_all(opts.state_dir / "broker.acl"), std::string{acl_ab} + "end\n");
   BOOST_CHECK(!fs::exists(opts.state_dir / "tls"));
   struct stat sd {};
   BOOST_REQUIRE_EQUAL(::stat(opts.state_dir.c_str(), &sd), 0);
@@ -962,11 +962,11 @@ BOOST_FIXTURE_TEST_CASE(broker_home_goes_at_stop_unless_handed_over, fixture) {
   BOOST_CHECK(!fs::exists(home / "tls" / "crl.pem"));
   BOOST_CHECK(!fs::exists(home / ".broker.acl.stale"));
   BOOST_CHECK(fs::exists(home / "tls" / "server.key"));
-  BOOST_CHECK_EQUAL(read_all(home / "broker.acl"), acl_ab);
+  BOOST_CHECK_EQUAL(read_all(home / "broker.acl"), std::string{acl_ab} + "end\n");
   BOOST_CHECK_EQUAL(pub("A", "t/ab", "after-the-replaced-home"), 0);
   fourth.stop();
   BOOST_CHECK_MESSAGE(!fs::exists(home), home << " is left behind");
-  BOOST_CHECK_EQUAL(read_all(opts.state_dir / "broker.acl"), acl_ab);
+  BOOST_CHECK_EQUAL(read_all(opts.state_dir / "broker.acl"), std::string{acl_ab} + "end\n");
 }
 
 // The broker's user is made at install (tools/deps); at runtime a missing one is refused
