@@ -72,6 +72,24 @@ json stamp_of(int64_t now) {
   return json{{"timestamp", now}};
 }
 
+// The metadata of a stored value, as AWS keeps it: a scalar gets the stamp, an array one
+// entry per element, an object inside an array one per key (an empty one stays empty).
+json stamp_tree(const json& value, const json& stamp) {
+  if (value.is_array()) {
+    json out = json::array();
+    for (const auto& element : value)
+      out.push_back(stamp_tree(element, stamp));
+    return out;
+  }
+  if (value.is_object()) {
+    json out = json::object();
+    for (const auto& [key, child] : value.items())
+      out[key] = stamp_tree(child, stamp);
+    return out;
+  }
+  return stamp;
+}
+
 // Merges the update `patch` (an object) into `target` and its metadata `meta`: null
 // deletes a key, an object merges key by key, anything else replaces the value and
 // stamps it; an object left empty disappears with its metadata.
@@ -98,7 +116,7 @@ void merge(json& target, json& meta, const json& patch, const json& stamp) {
       }
     } else {
       target[key] = value;
-      meta[key] = stamp;
+      meta[key] = stamp_tree(value, stamp);
     }
   }
 }
@@ -106,6 +124,8 @@ void merge(json& target, json& meta, const json& patch, const json& stamp) {
 // The metadata an update/accepted carries: the request's shape, stamped at the leaves
 // (deleted keys too).
 json request_metadata(const json& patch, const json& stamp) {
+  if (patch.is_array())
+    return stamp_tree(patch, stamp);
   if (!patch.is_object() || patch.empty())
     return stamp;
   json out = json::object();

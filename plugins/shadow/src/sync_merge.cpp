@@ -46,7 +46,8 @@ const json* child(const json* parent, const std::string& key) {
 
 // The newest {"timestamp": T} in a metadata subtree; `fallback` when there is none.
 int64_t newest(const json* meta, int64_t fallback) {
-  if (!meta || !meta->is_object())
+  // An array's metadata is one entry per element (AWS's shape): its newest counts.
+  if (!meta || !(meta->is_object() || meta->is_array()))
     return fallback;
   if (auto it = meta->find("timestamp"); it != meta->end() && it->is_number_integer())
     return it->get<int64_t>();

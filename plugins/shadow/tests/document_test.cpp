@@ -182,6 +182,31 @@ BOOST_AUTO_TEST_CASE(merge_delta_documents_and_get) {
   BOOST_CHECK(!quiet.contains("clientToken"));
 }
 
+BOOST_AUTO_TEST_CASE(arrays_get_one_metadata_entry_per_element) {
+  // As AWS (and Greengrass' shadow manager) keep it: an array's metadata is an array with
+  // one entry per element, an object element gets one per key, an empty array none.
+  auto a = update(std::nullopt,
+                  R"({"state":{"desired":{"colors":["red",{"hue":1,"on":true}],"none":[]}}})",
+                  100);
+  auto meta = parsed(a.accepted)["metadata"]["desired"];
+  BOOST_REQUIRE(meta["colors"].is_array());
+  BOOST_REQUIRE_EQUAL(meta["colors"].size(), 2u);
+  BOOST_CHECK_EQUAL(meta["colors"][0]["timestamp"], 100);
+  BOOST_CHECK_EQUAL(meta["colors"][1]["hue"]["timestamp"], 100);
+  BOOST_CHECK_EQUAL(meta["colors"][1]["on"]["timestamp"], 100);
+  BOOST_CHECK_EQUAL(meta["none"], json::array());
+  // The stored document keeps the same shape, and the delta carries it for the array.
+  BOOST_CHECK_EQUAL(a.current.meta_desired["colors"], meta["colors"]);
+  BOOST_CHECK_EQUAL(parsed(a.delta)["metadata"]["colors"][1]["hue"]["timestamp"], 100);
+  // An update replaces the whole array: a shorter one leaves no stale entries behind,
+  // and a scalar replacing an array gets a scalar's metadata again.
+  auto b = update(a.current, R"({"state":{"desired":{"colors":["blue"],"none":5}}})", 200);
+  auto got = parsed(get_accepted(b.current, std::nullopt, 300));
+  BOOST_REQUIRE_EQUAL(got["metadata"]["desired"]["colors"].size(), 1u);
+  BOOST_CHECK_EQUAL(got["metadata"]["desired"]["colors"][0]["timestamp"], 200);
+  BOOST_CHECK_EQUAL(got["metadata"]["desired"]["none"]["timestamp"], 200);
+}
+
 BOOST_AUTO_TEST_CASE(nulls_delete_keys_empty_parents_and_sections) {
   auto a = update(std::nullopt,
                   R"({"state":{"desired":{"a":{"b":{"c":1}},"x":1},"reported":{"r":1}}})", 1);
@@ -201,8 +226,12 @@ BOOST_AUTO_TEST_CASE(nulls_delete_keys_empty_parents_and_sections) {
   auto d = update(c.current, R"({"state":{"reported":{"r":{"deep":true}}}})", 5);
   BOOST_CHECK_EQUAL(d.current.meta_reported["r"]["deep"]["timestamp"], 5);
   auto e = update(d.current, R"({"state":{"reported":{"r":[1,2]}}})", 6);
-  BOOST_CHECK_EQUAL(e.current.meta_reported["r"]["timestamp"], 6);
+  BOOST_CHECK_EQUAL(e.current.meta_reported["r"],
+                    json::parse(R"([{"timestamp":6},{"timestamp":6}])"));
   BOOST_CHECK_EQUAL(e.current.reported["r"], json::parse("[1,2]"));
+  auto f = update(e.current, R"({"state":{"reported":{"r":{"back":1}}}})", 7);
+  BOOST_CHECK_EQUAL(f.current.meta_reported["r"]["back"]["timestamp"], 7);
+  BOOST_CHECK_EQUAL(f.current.meta_reported["r"].size(), 1u);
 }
 
 BOOST_AUTO_TEST_CASE(version_check_and_size_limit) {

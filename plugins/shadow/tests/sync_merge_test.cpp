@@ -195,6 +195,25 @@ BOOST_AUTO_TEST_CASE(arrays_are_leaves) {
   BOOST_CHECK_EQUAL(p.cloud_patch.dump(), R"({"desired":{"list":[1,2,3]}})");
 }
 
+BOOST_AUTO_TEST_CASE(an_array_changed_on_both_sides_takes_its_newest_element_stamp) {
+  // AWS's metadata for an array has one entry per element: the array's time is its
+  // newest element's, on either side.
+  auto base = j(R"({"desired":{"list":[1]}})");
+  auto local = side(R"({"desired":{"list":[1,2]}})", 0,
+                    R"({"desired":{"list":[{"timestamp":10},{"timestamp":40}]}})");
+  auto cloud = side(R"({"desired":{"list":[3]}})", 0,
+                    R"({"desired":{"list":[{"timestamp":30}]}})");
+  auto p = plan_sync(base, local, cloud, sync_direction::between);
+  BOOST_CHECK_EQUAL(p.cloud_patch.dump(), R"({"desired":{"list":[1,2]}})");
+  BOOST_CHECK(p.local_patch.is_null());
+  // The cloud's element is newer than every local one: the cloud wins.
+  auto older = side(R"({"desired":{"list":[1,2]}})", 0,
+                    R"({"desired":{"list":[{"timestamp":10},{"timestamp":20}]}})");
+  auto q = plan_sync(base, older, cloud, sync_direction::between);
+  BOOST_CHECK_EQUAL(q.local_patch.dump(), R"({"desired":{"list":[3]}})");
+  BOOST_CHECK(q.cloud_patch.is_null());
+}
+
 BOOST_AUTO_TEST_CASE(a_whole_shadow_deleted_on_one_side) {
   auto base = j(R"({"desired":{"a":1}})");
   // Deleted locally, cloud untouched since: deleted in the cloud too.
