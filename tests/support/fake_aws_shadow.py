@@ -21,7 +21,8 @@ Rules kept: a null leaf deletes it (and a null `desired`/`reported` the whole se
 objects merge, arrays and scalars replace; every update (and a delete) bumps the version;
 an update carrying `version` other than the current one is rejected 409 "Version
 conflict"; a deleted shadow keeps its version, so the next one goes on from it; each leaf
-of desired/reported has metadata {"timestamp": <epoch seconds>} of its last change;
+of desired/reported has metadata {"timestamp": <epoch seconds>} of its last change (an
+array one per element);
 `clientToken` is echoed. Errors are {"code", "message", "timestamp"[, "clientToken"]}.
 Left out: the 8 KB size limit, persistent sessions, rate limits.
 
@@ -88,15 +89,17 @@ def merge(target, patch, meta, ts):
                 meta.pop(key, None)
         else:
             target[key] = copy.deepcopy(value)
-            meta[key] = {"timestamp": ts}
+            meta[key] = stamp(value, ts)
 
 
-def stamp(patch, ts):
-    """The metadata of an update request: the same shape, each leaf stamped."""
-    out = {}
-    for key, value in patch.items():
-        out[key] = stamp(value, ts) if isinstance(value, dict) else {"timestamp": ts}
-    return out
+def stamp(value, ts):
+    """The metadata of a value: the same shape, each leaf stamped (an array one entry
+    per element, as AWS keeps it)."""
+    if isinstance(value, dict):
+        return {key: stamp(child, ts) for key, child in value.items()}
+    if isinstance(value, list):
+        return [stamp(element, ts) for element in value]
+    return {"timestamp": ts}
 
 
 def delta(desired, reported):
