@@ -450,6 +450,16 @@ BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
   auto p = process::start(r.owner(), o, r.callbacks());
   BOOST_REQUIRE(!p);
   BOOST_TEST(describe(p.error()).find("a sandbox needs uid and gid") != std::string::npos);
+  // Root inside would be host root (the ids are mapped 1:1): refused, uid or gid.
+  for (auto [uid, gid] : {std::pair{0u, 65534u}, std::pair{65534u, 0u}}) {
+    o = sandboxed("true", dir.path());
+    o.uid = uid;
+    o.gid = gid;
+    p = process::start(r.owner(), o, r.callbacks());
+    BOOST_REQUIRE(!p);
+    BOOST_TEST(describe(p.error()).find("never runs as uid or gid 0") != std::string::npos,
+               describe(p.error()));
+  }
   // A tmpfs with options the kernel refuses: the error names the step.
   o = sandboxed("true", dir.path());
   o.sandbox->mounts[5].data = "size=nonsense";

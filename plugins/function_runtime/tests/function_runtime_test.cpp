@@ -414,6 +414,27 @@ BOOST_AUTO_TEST_CASE(root_needs_the_images_consent) {
   BOOST_TEST(!rt.invoke("r", "[1]"));
 }
 
+BOOST_AUTO_TEST_CASE(root_runs_only_without_a_container) {
+  // As in Greengrass: even with the image's consent, runAs root needs NoContainer; a
+  // GreengrassContainer worker is never host root (uid or gid).
+  runtime rt{"  - name: r\n    config: {handler: " + std::string{FN_TEST_FUNCTION}
+               + ", execArgs: [uid], runAs: {uid: 0, gid: 0}}\n"
+             + "  - name: g\n    config: {handler: " + std::string{FN_TEST_FUNCTION}
+             + ", execArgs: [uid], runAs: {uid: 65534, gid: 0}}\n"
+             + fn("plain", "uid")};
+  rt.wait_defined("plain");
+  for (const auto* name : {"r", "g"}) {
+    auto info = rt.info(name);
+    BOOST_TEST(!info.valid(), name);
+    BOOST_TEST(info.last_error().find("runs only with linuxProcessParams.isolationMode "
+                                      "NoContainer")
+                 != std::string::npos,
+               info.last_error());
+    BOOST_TEST(is(rt.invoke(name, "{}"), errc::no_route), name);
+  }
+  BOOST_TEST(rt.ok("plain", "{}") == "0");
+}
+
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
   auto generated = grove::fn::runtime_config::map().markdown();
   BOOST_TEST(grove::test::readme_config_table(FN_README) == generated,

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -301,6 +302,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       close_fd(err[0]);
       cleanup();
       return make_error(errc::invalid_config, "process: a sandbox needs uid and gid");
+    }
+    // The ids are mapped 1:1: 0 inside would be host root's files and group outside.
+    if (*o.uid == 0 || *o.gid == 0) {
+      close_fd(out[0]);
+      close_fd(err[0]);
+      cleanup();
+      return make_error(errc::not_authorized,
+                        "process: a sandbox never runs as uid or gid 0 (host root)");
     }
     plan = std::make_unique<detail::sandbox_plan>();
     if (auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan)) {
@@ -726,6 +735,30 @@ void supervisor::forget(const record_ptr& r) {
   std::erase(children_, r);
 }
 
+namespace {
+
+// Whether `pid` has a handler for `sig` (SigCgt of /proc/<pid>/status); unknown: true.
+bool catches(pid_t pid, int sig) {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return true;
+  char buf[4096];
+  auto n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0)
+    return true;
+  buf[n] = '\0';
+  const char* at = std::strstr(buf, "SigCgt:");
+  if (at == nullptr)
+    return true;
+  auto mask = std::strtoull(at + 7, nullptr, 16);
+  return sig < 1 || sig > 64 || ((mask >> (sig - 1)) & 1u) != 0;
+}
+
+} // namespace
+
 void supervisor::stop(const record_ptr& rp, int sig, std::chrono::milliseconds grace) {
   auto& r = *rp;
   std::lock_guard guard{r.mtx};
@@ -735,6 +768,10 @@ void supervisor::stop(const record_ptr& rp, int sig, std::chrono::milliseconds g
     std::erase(children_, rp);
     return;
   }
+  // A sandboxed child is PID 1 of its namespace: a signal it does not catch does nothing
+  // (not even the default action), so waiting out the grace would only delay the kill.
+  if (sig != 0 && sig != SIGKILL && r.opts.sandbox && !catches(r.pid, sig))
+    sig = SIGKILL;
   if (sig != 0 && ::kill(-r.pid, sig) != 0)
     ::kill(r.pid, sig);
   auto at = clock_type::now() + grace;

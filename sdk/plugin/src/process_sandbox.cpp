@@ -119,6 +119,19 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
       case sandbox_mount::kind::proc:
         add('d', rel);
         step(op::proc, full);
+        // What container runtimes hide (the OCI defaults' masked paths): kernel memory,
+        // keys, timers and scheduler state of the whole host.
+        for (const char* hide : {"kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+                              "sched_debug", "kpagecount", "kpageflags", "kpagecgroup",
+                              "acpi", "asound", "scsi"})
+          step(op::mask, (rel / hide).string());
+        if (m.read_only) {
+          step(op::read_only, full);
+        } else {
+          // Writable /proc: still not the kernel's knobs (bubblewrap's covered paths).
+          for (const char* c : {"sys", "sysrq-trigger", "irq", "bus", "fs"})
+            step(op::cover, (rel / c).string());
+        }
         break;
       case sandbox_mount::kind::symlink:
         add('l', rel, m.source.string());
@@ -172,7 +185,7 @@ std::string describe_step(const sandbox_plan& p, int step) {
   if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
     return "its root, pivot_root or host name";
   static constexpr const char* names[]
-    = {"bind", "mount tmpfs on", "mount proc on", "make read-only"};
+    = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover"};
   const auto& s = p.steps[static_cast<size_t>(step)];
   return std::string{names[static_cast<int>(s.what)]} + " /"
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
@@ -205,6 +218,31 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       case op::proc:
         rc = ::mount("proc", s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
         break;
+      case op::mask: {
+        struct stat st {};
+        if (::stat(s.target, &st) != 0) {
+          if (errno == ENOENT)
+            continue;
+          return errno;
+        }
+        rc = S_ISDIR(st.st_mode)
+               ? ::mount("tmpfs", s.target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         "size=4k,mode=555")
+               : ::mount("/dev/null", s.target, nullptr, MS_BIND, nullptr);
+        break;
+      }
+      case op::cover: {
+        if (::mount(s.target, s.target, nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+          if (errno == ENOENT)
+            continue;
+          return errno;
+        }
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_RDONLY;
+        rc = static_cast<int>(
+          ::syscall(SYS_mount_setattr, AT_FDCWD, s.target, AT_RECURSIVE, &attr, sizeof attr));
+        break;
+      }
       case op::read_only: {
         // mount_setattr keeps the locked flags (nosuid, nodev, ...) a remount would have
         // to repeat, and reaches every submount.

@@ -31,7 +31,9 @@ constexpr int sandbox_listener_stage = 100;
 /// One step of the child's root: only C strings and numbers.
 struct sandbox_step {
   /// What the step does.
-  enum class op : uint8_t { bind, tmpfs, proc, read_only };
+  /// mask: hides a path of a new /proc (/dev/null on a file, an empty read-only tmpfs on
+  /// a directory); cover: binds a path onto itself read-only. Both skip a missing path.
+  enum class op : uint8_t { bind, tmpfs, proc, read_only, mask, cover };
   /// What the step does.
   op what = op::bind;
   /// bind: the host path; tmpfs: options.
