@@ -312,7 +312,17 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                         "process: a sandbox never runs as uid or gid 0 (host root)");
     }
     plan = std::make_unique<detail::sandbox_plan>();
-    if (auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan)) {
+    auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan);
+    // The child's cgroup descriptors go above the targets, closed here after the fork.
+    for (int& fd : plan->attach_fds) {
+      int h = e ? -1 : high(fd);
+      ::close(fd);
+      fd = h;
+      if (h < 0 && !e)
+        e = make_error(errc::system_error, std::string{"process: fcntl(F_DUPFD): "}
+                                             + std::strerror(errno));
+    }
+    if (e) {
       close_fd(out[0]);
       close_fd(err[0]);
       cleanup();
@@ -347,8 +357,10 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   // Descriptors that survive the close-everything sweep in the child, sorted.
   std::vector<int> keep = targets;
   keep.push_back(status_w);
-  if (plan)
+  if (plan) {
     keep.push_back(plan->sync_r);
+    keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
+  }
   std::sort(keep.begin(), keep.end());
   rlimit nofile{};
   unsigned max_fd = 65536;
@@ -411,6 +423,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       for (unsigned fd = lo; fd < max_fd; ++fd)
         ::close(static_cast<int>(fd));
     if (sb) {
+      if (int rc = detail::sandbox_attach(*sb); rc != 0)
+        fail(8, rc);
       int step = -1;
       if (int rc = detail::sandbox_enter(*sb, step); rc != 0)
         fail(step < 0 ? 6 : 1000 + step, rc);
@@ -517,8 +531,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     close_fd(listener);
     static constexpr const char* stages[]
       = {"set up descriptors", "chdir", "pre-exec hook", "setgid", "setuid", "execute",
-         "enter its sandbox", "lock its sandbox"};
-    std::string stage = msg[0] >= 0 && msg[0] < 8 ? stages[msg[0]] : "start";
+         "enter its sandbox", "lock its sandbox", "join its cgroups"};
+    std::string stage = msg[0] >= 0 && msg[0] < 9 ? stages[msg[0]] : "start";
     if (sb && msg[0] >= 1000)
       stage = "enter its sandbox (" + detail::describe_step(*sb, msg[0] - 1000) + ")";
     return make_error(errc::system_error, "process: " + args[0] + ": cannot " + stage

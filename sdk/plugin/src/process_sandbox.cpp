@@ -55,8 +55,17 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   p.gid = gid;
   p.hostname = sb.hostname;
   p.filter = sb.seccomp;
-  for (const auto& c : sb.cgroup_procs)
-    p.cgroup_procs.push_back(c.string());
+  for (const auto& c : sb.cgroup_procs) {
+    // v1 (a `tasks` file beside it): the child joins by itself, see attach_fds.
+    auto tasks = c.parent_path() / "tasks";
+    int fd = c.filename() == "cgroup.procs" && ::access(tasks.c_str(), W_OK) == 0
+               ? ::open(tasks.c_str(), O_WRONLY | O_CLOEXEC)
+               : -1;
+    if (fd >= 0)
+      p.attach_fds.push_back(fd);
+    else
+      p.cgroup_procs.push_back(c.string());
+  }
   // A tmpfs belongs to the function's user (root is not mapped inside).
   const auto owner = "uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid);
   // The skeleton: every mount point and link of the root, made here on the host by groved
@@ -189,6 +198,15 @@ std::string describe_step(const sandbox_plan& p, int step) {
   const auto& s = p.steps[static_cast<size_t>(step)];
   return std::string{names[static_cast<int>(s.what)]} + " /"
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
+}
+
+int sandbox_attach(const sandbox_plan& p) noexcept {
+  for (int fd : p.attach_fds) {
+    if (::write(fd, "0", 1) != 1)
+      return errno;
+    ::close(fd); // the worker must not move itself anywhere
+  }
+  return 0;
 }
 
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept {

@@ -57,8 +57,13 @@ struct sandbox_plan {
   const char* cwd = "/";
   /// Host name.
   std::string hostname;
-  /// cgroup.procs files (the parent writes the child's pid).
+  /// cgroup.procs files the parent writes the child's pid to (v2).
   std::vector<std::string> cgroup_procs;
+  /// v1: the `tasks` files beside the given cgroup.procs, opened by the parent; the child
+  /// writes "0" (itself) to each first thing. A task moving itself skips the kernel's
+  /// thread-group lock, whose write side waits for an RCU grace period (milliseconds) when
+  /// the parent moves another process. Permission is checked against the opener (root).
+  std::vector<int> attach_fds;
   /// The seccomp program.
   std::vector<sock_filter> filter;
   /// The ids mapped 1:1.
@@ -92,6 +97,10 @@ std::string describe_step(const sandbox_plan& p, int step);
 /// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, handing its listener to the
 /// parent through `status_w` and waiting for the parent to take it. Async-signal-safe.
 int sandbox_lock(const sandbox_plan& p, int status_w) noexcept;
+
+/// Child, first thing after the descriptor sweep: joins the cgroups of `attach_fds` and
+/// closes them. Async-signal-safe; 0 or an errno value.
+int sandbox_attach(const sandbox_plan& p) noexcept;
 
 /// Parent, after clone: writes the id maps and the cgroups, then lets the child go.
 caf::error sandbox_release(const sandbox_plan& p, pid_t pid);
