@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -313,6 +315,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     }
     plan = std::make_unique<detail::sandbox_plan>();
     auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan);
+    if (plan->cgroup_dir_fd >= 0)
+      opened.push_back(plan->cgroup_dir_fd); // the child's copy goes with the sweep
     // The child's cgroup descriptors go above the targets, closed here after the fork.
     for (int& fd : plan->attach_fds) {
       int h = e ? -1 : high(fd);
@@ -327,6 +331,11 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       close_fd(err[0]);
       cleanup();
       return e;
+    }
+    if (const char* t = std::getenv("GROVE_SANDBOX_TIMING"); t != nullptr && *t != '\0') {
+      void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+      if (page != MAP_FAILED)
+        plan->marks = static_cast<uint64_t*>(page);
     }
     int sync[2];
     if (::pipe2(sync, O_CLOEXEC) != 0) {
@@ -373,11 +382,30 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   auto parent = ::getpid();
 
   const detail::sandbox_plan* sb = plan.get();
+  if (sb)
+    detail::sandbox_mark(*sb, detail::mark_clone);
   // A sandboxed child is cloned into its namespaces (PID 1 of its own); like fork, the
   // child runs on a copy of this stack.
-  pid_t pid = sb ? static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
-                                                nullptr, nullptr, nullptr, nullptr))
-                 : ::fork();
+  pid_t pid = -1;
+  if (sb && sb->cgroup_dir_fd >= 0) {
+    // v2: into its cgroup at birth (the parent's cgroup.procs write would wait for the
+    // kernel's thread-group lock). An old kernel without clone3 gets that write instead.
+    clone_args ca{};
+    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
+    ca.exit_signal = SIGCHLD;
+    ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
+    pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
+    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
+      plan->cgroup_procs.push_back(plan->cgroup_dir_procs);
+      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                         nullptr, nullptr, nullptr, nullptr));
+    }
+  } else if (sb) {
+    pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                       nullptr, nullptr, nullptr, nullptr));
+  } else {
+    pid = ::fork();
+  }
   if (pid < 0) {
     close_fd(out[0]);
     close_fd(err[0]);
@@ -423,6 +451,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       for (unsigned fd = lo; fd < max_fd; ++fd)
         ::close(static_cast<int>(fd));
     if (sb) {
+      detail::sandbox_mark(*sb, detail::mark_child);
       if (int rc = detail::sandbox_attach(*sb); rc != 0)
         fail(8, rc);
       int step = -1;
@@ -469,6 +498,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   int listener = -1;
   // A sandboxed child waits for its id maps and cgroups, then hands over its listener.
   auto refuse = [&](caf::error e) {
+    detail::sandbox_report_marks(*plan);
     ::kill(pid, SIGKILL);
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
@@ -517,8 +547,11 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     }
     break;
   }
-  if (sb)
+  if (sb) {
     ::close(sb->sync_w);
+    detail::sandbox_mark(*sb, detail::mark_exec);
+    detail::sandbox_report_marks(*plan);
+  }
   cleanup();
   if (got > 0) {
     // The child failed before exec and exits 127: reap it now.

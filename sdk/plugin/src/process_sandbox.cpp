@@ -4,15 +4,18 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <set>
 
@@ -61,10 +64,22 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
     int fd = c.filename() == "cgroup.procs" && ::access(tasks.c_str(), W_OK) == 0
                ? ::open(tasks.c_str(), O_WRONLY | O_CLOEXEC)
                : -1;
-    if (fd >= 0)
+    if (fd >= 0) {
       p.attach_fds.push_back(fd);
-    else
-      p.cgroup_procs.push_back(c.string());
+      continue;
+    }
+    // v2: born in it (one hierarchy, so one directory at most).
+    struct statfs fs_info {};
+    if (p.cgroup_dir_fd < 0 && c.filename() == "cgroup.procs"
+        && ::statfs(c.parent_path().c_str(), &fs_info) == 0
+        && fs_info.f_type == 0x63677270 /* CGROUP2_SUPER_MAGIC */) {
+      p.cgroup_dir_fd = ::open(c.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (p.cgroup_dir_fd >= 0) {
+        p.cgroup_dir_procs = c.string();
+        continue;
+      }
+    }
+    p.cgroup_procs.push_back(c.string());
   }
   // A tmpfs belongs to the function's user (root is not mapped inside).
   const auto owner = "uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid);
@@ -200,12 +215,44 @@ std::string describe_step(const sandbox_plan& p, int step) {
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
 }
 
+void sandbox_mark(const sandbox_plan& p, sandbox_mark_id id) noexcept {
+  if (p.marks == nullptr)
+    return;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  p.marks[id] = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void sandbox_report_marks(sandbox_plan& p) {
+  if (p.marks == nullptr)
+    return;
+  static constexpr const char* names[]
+    = {"clone",   "child",  "attached", "released", "go",  "mounted",
+       "pivoted", "entered", "ids",     "locked",   "exec"};
+  std::string line = "{";
+  for (int i = 1; i < mark_count; ++i)
+    if (p.marks[i] != 0 && p.marks[0] != 0)
+      line += std::string{line.size() > 1 ? "," : ""} + "\"" + names[i] + "_us\":"
+              + std::to_string(static_cast<double>(p.marks[i] - p.marks[0]) / 1000.0);
+  line += "}\n";
+  if (const char* file = std::getenv("GROVE_SANDBOX_TIMING"); file != nullptr && *file != '\0') {
+    int fd = ::open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      [[maybe_unused]] auto n = ::write(fd, line.data(), line.size());
+      ::close(fd);
+    }
+  }
+  ::munmap(p.marks, 4096);
+  p.marks = nullptr;
+}
+
 int sandbox_attach(const sandbox_plan& p) noexcept {
   for (int fd : p.attach_fds) {
     if (::write(fd, "0", 1) != 1)
       return errno;
     ::close(fd); // the worker must not move itself anywhere
   }
+  sandbox_mark(p, mark_attached);
   return 0;
 }
 
@@ -217,6 +264,7 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   }
   if (n != 1)
     return ECANCELED; // the parent refused (it reports why) or died
+  sandbox_mark(p, mark_go);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return errno;
   // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
@@ -275,11 +323,13 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       return errno;
   }
   step = -1;
+  sandbox_mark(p, mark_mounted);
   // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
   // nothing of the host but what was bound in.
   if (::syscall(SYS_pivot_root, ".", ".") != 0 || ::umount2(".", MNT_DETACH) != 0
       || ::chdir("/") != 0)
     return errno;
+  sandbox_mark(p, mark_pivoted);
   if (!p.hostname.empty() && ::sethostname(p.hostname.data(), p.hostname.size()) != 0)
     return errno;
   if (::chdir(p.cwd) != 0)
@@ -287,10 +337,12 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   for (int cap = 0; cap < 64; ++cap)
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
       return errno;
+  sandbox_mark(p, mark_entered);
   return 0;
 }
 
 int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
+  sandbox_mark(p, mark_ids);
   // Nothing left: permitted, effective, inheritable and ambient (the bounding set is
   // empty since sandbox_enter, so exec grants nothing either).
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -322,6 +374,7 @@ int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
     ::close(listener);
   }
   ::close(p.sync_r);
+  sandbox_mark(p, mark_locked);
   return 0;
 }
 
@@ -336,6 +389,7 @@ caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {
   for (const auto& c : p.cgroup_procs)
     if (auto err = write_file(c, std::to_string(pid) + "\n"))
       return err;
+  sandbox_mark(p, mark_released);
   char go = 1;
   if (::write(p.sync_w, &go, 1) != 1)
     return make_error(errc::system_error, std::string{"process sandbox: go-ahead: "}

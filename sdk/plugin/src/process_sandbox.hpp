@@ -64,11 +64,20 @@ struct sandbox_plan {
   /// thread-group lock, whose write side waits for an RCU grace period (milliseconds) when
   /// the parent moves another process. Permission is checked against the opener (root).
   std::vector<int> attach_fds;
+  /// v2: the cgroup directory of the first cgroup.procs on a cgroup2 file system; the
+  /// child is cloned into it (clone3's CLONE_INTO_CGROUP: no migration at all). -1: none.
+  int cgroup_dir_fd = -1;
+  /// Its cgroup.procs, written by the parent instead when clone3 is refused (old kernel).
+  std::string cgroup_dir_procs;
   /// The seccomp program.
   std::vector<sock_filter> filter;
   /// The ids mapped 1:1.
   uid_t uid = 0;
   gid_t gid = 0;
+  /// GROVE_SANDBOX_TIMING=<file> (tools/bench): a page shared with the child where each
+  /// side notes when it reached each step (CLOCK_MONOTONIC ns, see sandbox_mark); the
+  /// parent appends them to the file as one JSON line per start. Null: off.
+  uint64_t* marks = nullptr;
   /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
   int sync_r = -1;
   int sync_w = -1;
@@ -97,6 +106,19 @@ std::string describe_step(const sandbox_plan& p, int step);
 /// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, handing its listener to the
 /// parent through `status_w` and waiting for the parent to take it. Async-signal-safe.
 int sandbox_lock(const sandbox_plan& p, int status_w) noexcept;
+
+/// The steps sandbox_plan::marks records, in order.
+enum sandbox_mark_id : int {
+  mark_clone, mark_child, mark_attached, mark_released, mark_go, mark_mounted, mark_pivoted,
+  mark_entered, mark_ids, mark_locked, mark_exec, mark_count
+};
+
+/// Notes now as step `id` (async-signal-safe; nothing when timing is off).
+void sandbox_mark(const sandbox_plan& p, sandbox_mark_id id) noexcept;
+
+/// Parent, after the child's exec: appends the marks to GROVE_SANDBOX_TIMING's file and
+/// unmaps them.
+void sandbox_report_marks(sandbox_plan& p);
 
 /// Child, first thing after the descriptor sweep: joins the cgroups of `attach_fds` and
 /// closes them. Async-signal-safe; 0 or an errno value.
