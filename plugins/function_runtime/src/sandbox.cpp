@@ -375,8 +375,11 @@ std::string sandbox::describe() const {
   std::string ctrls;
   for (const auto& [c, base] : bases_)
     ctrls += (ctrls.empty() ? "" : ", ") + (c.empty() ? std::string{"memory, pids"} : c);
+  std::string notes;
+  for (const auto& w : warnings_)
+    notes += "; " + w;
   return "cgroup v" + std::to_string(cgroup_version_) + " (" + ctrls + "); seccomp "
-         + profile_name_ + ": " + std::to_string(allowed_) + " calls allowed";
+         + profile_name_ + ": " + std::to_string(allowed_) + " calls allowed" + notes;
 }
 
 caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t id,

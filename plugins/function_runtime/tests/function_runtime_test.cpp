@@ -960,3 +960,31 @@ BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
     }
   }
 }
+
+BOOST_AUTO_TEST_CASE(a_cpu_weight_that_cannot_be_set_degrades_with_a_warning,
+                     *boost::unit_test::precondition(as_root)) {
+  // A parent cgroup with memory and pids but no cpu directory: the weight is a
+  // preference, so the function runs with its limits and the status says what is missing.
+  auto name = "grove-cpu-test-" + std::to_string(::getpid());
+  std::vector<fs::path> made;
+  for (const char* c : {"memory", "pids"}) {
+    auto d = fs::path{"/sys/fs/cgroup"} / c / name;
+    std::error_code ec;
+    fs::create_directory(d, ec);
+    BOOST_REQUIRE_MESSAGE(!ec, d << ": " << ec.message());
+    made.push_back(d);
+  }
+  BOOST_REQUIRE(!fs::exists(fs::path{"/sys/fs/cgroup/cpu"} / name));
+  {
+    sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+                 "{sandbox_pids_max: 32, sandbox_cpu_weight: 50, cgroup_parent: /" + name + "}"};
+    sb.rt->wait_defined("box");
+    BOOST_TEST(sb.attempt("box", "whoami").find(" pid=1 ") != std::string::npos);
+    auto details = sb.rt->h->kernel().status().details();
+    auto status = details["function_runtime.sandbox"];
+    BOOST_TEST(status.find("cgroup v1 (memory, pids)") == 0, status);
+    BOOST_TEST(status.find("sandbox_cpu_weight is not applied") != std::string::npos, status);
+  }
+  for (const auto& d : made)
+    BOOST_TEST(::rmdir(d.c_str()) == 0, d);
+}
