@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -346,6 +347,18 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     opened.push_back(sync[0]);
     plan->sync_r = high(sync[0]);
     plan->sync_w = sync[1];
+    if (!plan->filter.empty()) {
+      int sp[2];
+      if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        ::close(plan->sync_w);
+        close_fd(out[0]);
+        close_fd(err[0]);
+        return sys_error("socketpair");
+      }
+      opened.push_back(sp[1]);
+      plan->handover_w = high(sp[1]);
+      plan->handover_r = sp[0];
+    }
   }
   std::vector<int> sources;
   std::vector<int> targets;
@@ -355,12 +368,15 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   }
   bool bad = status_w < 0 || stdin_fd < 0 || (o.capture_output && (out_w < 0 || err_w < 0))
              || (plan && plan->sync_r < 0)
+             || (plan && !plan->filter.empty() && plan->handover_w < 0)
              || std::find(sources.begin(), sources.end(), -1) != sources.end();
   if (bad) {
     close_fd(out[0]);
     close_fd(err[0]);
-    if (plan)
+    if (plan) {
       ::close(plan->sync_w);
+      close_fd(plan->handover_r);
+    }
     return sys_error("fcntl(F_DUPFD)");
   }
   // Descriptors that survive the close-everything sweep in the child, sorted.
@@ -368,6 +384,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   keep.push_back(status_w);
   if (plan) {
     keep.push_back(plan->sync_r);
+    if (plan->handover_w >= 0)
+      keep.push_back(plan->handover_w);
     keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
   }
   std::sort(keep.begin(), keep.end());
@@ -409,8 +427,10 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   if (pid < 0) {
     close_fd(out[0]);
     close_fd(err[0]);
-    if (sb)
+    if (sb) {
       ::close(sb->sync_w);
+      close_fd(plan->handover_r);
+    }
     return sys_error(sb ? "clone (new user, PID, mount, IPC and UTS namespaces)" : "fork");
   }
   if (pid == 0) {
@@ -484,7 +504,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       }
     }
     if (sb)
-      if (int rc = detail::sandbox_lock(*sb, status_w); rc != 0)
+      if (int rc = detail::sandbox_lock(*sb); rc != 0)
         fail(7, rc);
     ::execve(program.c_str(), argv.data(), child_env);
     fail(5, errno);
@@ -504,6 +524,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     ::close(sb->sync_w);
+    close_fd(plan->handover_r);
     close_fd(early_pidfd);
     close_fd(listener);
     close_fd(out[0]);
@@ -531,24 +552,25 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (ready == 0)
         return refuse(make_error(errc::system_error,
                                  "process: the sandboxed child did not reach exec within 10 s"
-                                 " (does its seccomp filter allow read, write, close and"
-                                 " execve?)"));
+                                 " (does its seccomp filter allow read, write, close,"
+                                 " sendmsg and execve?)"));
     }
     got = ::read(status_pipe[0], msg, sizeof(msg));
     if (got < 0 && errno == EINTR)
       continue;
-    if (sb && got == sizeof(msg) && msg[0] == detail::sandbox_listener_stage && listener < 0) {
-      listener = static_cast<int>(::syscall(SYS_pidfd_getfd, early_pidfd, msg[1], 0));
-      char taken = 1;
-      if (listener < 0 || ::write(sb->sync_w, &taken, 1) != 1)
-        return refuse(make_error(errc::system_error, std::string{"process: seccomp listener: "}
-                                                       + std::strerror(errno)));
-      continue;
-    }
     break;
+  }
+  if (sb && got == 0 && sb->handover_r >= 0) {
+    // Exec'd: the listener is queued in the socket since before the exec.
+    listener = detail::sandbox_take_listener(*sb);
+    if (listener < 0)
+      return refuse(make_error(errc::system_error,
+                               "process: the sandboxed child exec'd without handing over its "
+                               "seccomp listener"));
   }
   if (sb) {
     ::close(sb->sync_w);
+    close_fd(plan->handover_r);
     detail::sandbox_mark(*sb, detail::mark_exec);
     detail::sandbox_report_marks(*plan);
   }

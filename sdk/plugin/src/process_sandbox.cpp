@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -341,7 +342,7 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   return 0;
 }
 
-int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
+int sandbox_lock(const sandbox_plan& p) noexcept {
   sandbox_mark(p, mark_ids);
   // Nothing left: permitted, effective, inheritable and ambient (the bounding set is
   // empty since sandbox_enter, so exec grants nothing either).
@@ -353,6 +354,7 @@ int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
     return errno;
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
     return errno;
+  ::close(p.sync_r);
   if (!p.filter.empty()) {
     sock_fprog prog{static_cast<unsigned short>(p.filter.size()),
                     const_cast<sock_filter*>(p.filter.data())};
@@ -360,22 +362,49 @@ int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
                                               SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
     if (listener < 0)
       return errno;
-    // The parent takes the listener (pidfd_getfd) while this waits: it must never reach
-    // the worker, which could answer its own denied calls.
-    int msg[2] = {sandbox_listener_stage, listener};
-    if (::write(status_w, msg, sizeof msg) != static_cast<ssize_t>(sizeof msg))
+    // To the parent, queued in the socket: no round trip, and the worker never holds it
+    // (it could answer its own denied calls).
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &listener, sizeof(int));
+    if (::sendmsg(p.handover_w, &msg, MSG_NOSIGNAL) != 1)
       return errno;
-    char taken = 0;
-    ssize_t n;
-    while ((n = ::read(p.sync_r, &taken, 1)) < 0 && errno == EINTR) {
-    }
-    if (n != 1)
-      return ECANCELED;
     ::close(listener);
+    ::close(p.handover_w);
   }
-  ::close(p.sync_r);
   sandbox_mark(p, mark_locked);
   return 0;
+}
+
+int sandbox_take_listener(const sandbox_plan& p) {
+  if (p.handover_r < 0)
+    return -1;
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  if (::recvmsg(p.handover_r, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+    return -1;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+    return -1;
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+  return fd;
 }
 
 caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {

@@ -25,8 +25,6 @@ constexpr unsigned long sandbox_clone_flags = 0x10000000UL /* CLONE_NEWUSER */
                                               | 0x08000000UL /* CLONE_NEWIPC */
                                               | 0x04000000UL /* CLONE_NEWUTS */;
 
-/// The status-pipe stage the child reports its seccomp listener's descriptor with.
-constexpr int sandbox_listener_stage = 100;
 
 /// One step of the child's root: only C strings and numbers.
 struct sandbox_step {
@@ -78,6 +76,11 @@ struct sandbox_plan {
   /// side notes when it reached each step (CLOCK_MONOTONIC ns, see sandbox_mark); the
   /// parent appends them to the file as one JSON line per start. Null: off.
   uint64_t* marks = nullptr;
+  /// With a filter: a datagram socketpair the child sends the filter's listener over
+  /// (SCM_RIGHTS) and goes straight on to exec; the parent receives it after the exec.
+  /// The child's end (a high descriptor) and the parent's.
+  int handover_w = -1;
+  int handover_r = -1;
   /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
   int sync_r = -1;
   int sync_w = -1;
@@ -103,9 +106,12 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept;
 std::string describe_step(const sandbox_plan& p, int step);
 
 /// Child, second half (after the uid/gid switch, just before exec): drops every
-/// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, handing its listener to the
-/// parent through `status_w` and waiting for the parent to take it. Async-signal-safe.
-int sandbox_lock(const sandbox_plan& p, int status_w) noexcept;
+/// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, sending its listener to the
+/// parent over `handover_w` and closing it (the worker never holds it). Async-signal-safe.
+int sandbox_lock(const sandbox_plan& p) noexcept;
+
+/// Parent, after the child's exec: the listener the child sent; -1 when none came.
+int sandbox_take_listener(const sandbox_plan& p);
 
 /// The steps sandbox_plan::marks records, in order.
 enum sandbox_mark_id : int {

@@ -142,8 +142,8 @@ struct process_sandbox {
   /// A classic BPF seccomp program (e.g. libseccomp's seccomp_export_bpf); empty: none.
   /// Loaded last before exec. A call it answers SECCOMP_RET_USER_NOTIF kills the child
   /// (SIGKILL, as PID 1 ignores a SIGSYS it does not handle) and is reported in
-  /// process_exit::denied_syscall. It must allow read, write, close and execve: the
-  /// child hands the filter's listener to the supervisor with them.
+  /// process_exit::denied_syscall. It must allow read, write, close, sendmsg and
+  /// execve: the child hands the filter's listener to the supervisor with them.
   std::vector<sock_filter> seccomp;
 };
 
