@@ -891,13 +891,25 @@ BOOST_AUTO_TEST_CASE(a_hanging_sandboxed_instance_is_stopped_without_waiting_out
                      *boost::unit_test::precondition(as_root)) {
   // PID 1 of its namespace ignores a SIGTERM it does not catch: the stop must not wait
   // for the grace (a minute here) to end it, at an item's timeout or at unload.
-  sandboxed sb{[](auto& d) { return escape_fn(d, "hang", "timeoutInSeconds: 1"); },
+  sandboxed sb{[](auto& d) {
+                 auto code = d.path() / "code-pyhang";
+                 fs::create_directories(code);
+                 fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyfn.py", code / "pyfn.py");
+                 fs::permissions(code, fs::perms::owner_all | fs::perms::group_read
+                                         | fs::perms::group_exec | fs::perms::others_read
+                                         | fs::perms::others_exec);
+                 return escape_fn(d, "hang", "timeoutInSeconds: 1")
+                        + "  - name: pyhang\n    config: {runtime: python3, handler: pyfn.hang, "
+                          "codeUri: " + code.string() + ", pinned: false, timeoutInSeconds: 1}\n";
+               },
                "{sandbox_pids_max: 32, stop_grace_ms: 60000}"};
-  sb.rt->wait_defined("hang");
-  auto r = sb.attempt("hang", "hang");
-  BOOST_TEST(r.find("ERROR: timeout") == 0, r);
-  BOOST_TEST(test::wait_until([&] { return sb.rt->info("hang").instances() == 0; }),
-             "the timed-out instance is still there");
+  sb.rt->wait_defined("pyhang");
+  for (const char* name : {"hang", "pyhang"}) {
+    auto r = sb.attempt(name, std::string_view{name} == "hang" ? "hang" : "{}");
+    BOOST_TEST(r.find("ERROR: timeout") == 0, name << ": " << r);
+    BOOST_TEST(test::wait_until([&] { return sb.rt->info(name).instances() == 0; }),
+               name << ": the timed-out instance is still there");
+  }
   // At unload: a second one hangs in its handler while the runtime goes.
   auto pending = std::async(std::launch::async, [&] { return sb.rt->invoke("hang", "hang"); });
   std::vector<fs::path> cgroups;
