@@ -417,6 +417,66 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_its_namespaces_root_and_ids,
   BOOST_TEST(all.find("CapEff:\t0000000000000000|NoNewPrivs:\t1|") != std::string::npos, all);
 }
 
+namespace fs = std::filesystem;
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_child_starts_in_its_v1_and_v2_cgroups,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // v1 (a `tasks` file): the child joins by itself; v2: clone3 puts it there at birth.
+  // Whichever hierarchies this machine has writable (a v2 one without controllers will
+  // do: membership is what is checked).
+  std::vector<std::pair<std::string, fs::path>> made; // /proc/self/cgroup line, directory
+  std::ifstream mi{"/proc/self/mountinfo"};
+  std::string line;
+  auto tag = "grove-process-test-" + std::to_string(::getpid());
+  while (std::getline(mi, line)) {
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos)
+      continue;
+    std::istringstream l{line.substr(0, dash)}, r{line.substr(dash + 3)};
+    std::string f, point, type, src, opts;
+    for (int i = 0; i < 5; ++i)
+      l >> f;
+    point = f;
+    r >> type >> src >> opts;
+    std::string key;
+    if (type == "cgroup2")
+      key = "0::";
+    else if (type == "cgroup" && (opts.find(",pids") != std::string::npos))
+      key = ":pids:";
+    else
+      continue;
+    // Below this process's own cgroup there.
+    std::ifstream cg{"/proc/self/cgroup"};
+    std::string c, own;
+    while (std::getline(cg, c))
+      if (auto at = c.find(key); at != std::string::npos && (key != "0::" || at == 0))
+        own = c.substr(at + key.size());
+    auto dir = fs::path{point} / fs::path{own}.relative_path() / tag;
+    std::error_code ec;
+    if (!fs::create_directory(dir, ec) || ec)
+      continue;
+    made.emplace_back(key + (fs::path{own} / tag).string(), dir);
+  }
+  BOOST_REQUIRE_MESSAGE(!made.empty(), "no writable cgroup hierarchy");
+  for (auto& [key, d] : made)
+    BOOST_TEST_MESSAGE("checking " << key);
+  test::temp_dir dir;
+  recorder r;
+  auto o = sandboxed("cat /proc/self/cgroup", dir.path());
+  for (auto& [key, d] : made)
+    o.sandbox->cgroup_procs.push_back(d / "cgroup.procs");
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).code == 0);
+  std::string all;
+  for (auto& l : r.lines(output_stream::out))
+    all += l + "|";
+  for (auto& [key, d] : made) {
+    BOOST_TEST(all.find(key + "|") != std::string::npos, key << " not in " << all);
+    ::rmdir(d.c_str());
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_call_the_sandbox_filter_denies_is_reported,
                      *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
   test::temp_dir dir;
@@ -450,6 +510,16 @@ BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
   auto p = process::start(r.owner(), o, r.callbacks());
   BOOST_REQUIRE(!p);
   BOOST_TEST(describe(p.error()).find("a sandbox needs uid and gid") != std::string::npos);
+  // Root inside would be host root (the ids are mapped 1:1): refused, uid or gid.
+  for (auto [uid, gid] : {std::pair{0u, 65534u}, std::pair{65534u, 0u}}) {
+    o = sandboxed("true", dir.path());
+    o.uid = uid;
+    o.gid = gid;
+    p = process::start(r.owner(), o, r.callbacks());
+    BOOST_REQUIRE(!p);
+    BOOST_TEST(describe(p.error()).find("never runs as uid or gid 0") != std::string::npos,
+               describe(p.error()));
+  }
   // A tmpfs with options the kernel refuses: the error names the step.
   o = sandboxed("true", dir.path());
   o.sandbox->mounts[5].data = "size=nonsense";

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -73,6 +74,10 @@ int main(int argc, char** argv) {
   if (::geteuid() != 0)
     return fail("needs root (user namespaces with id maps, cgroups)");
   auto dir = fs::temp_directory_path() / ("grove-sandbox-bench-" + std::to_string(getpid()));
+  // grove::process notes when each sandboxed start reached each step (one JSON line per
+  // start): the breakdown below.
+  auto timing = fs::temp_directory_path() / ("grove-sandbox-timing-" + std::to_string(getpid()));
+  ::setenv("GROVE_SANDBOX_TIMING", timing.c_str(), 1);
   fs::create_directories(dir / "plugins");
   fs::create_directories(dir / "code");
   fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
@@ -200,7 +205,43 @@ int main(int argc, char** argv) {
     out["pinned_idle_vmhwm_kb"] = rss;
     k.stop();
   }
+  // The breakdown: p50 over every sandboxed start of the time between consecutive steps.
+  {
+    static constexpr const char* steps[]
+      = {"child", "attached", "released", "go", "mounted", "pivoted", "entered", "ids",
+         "locked", "exec"};
+    static constexpr const char* what[]
+      = {"clone_namespaces", "cgroup_join", "id_maps_and_v2_cgroup", "go_ahead", "mounts",
+         "pivot_root_and_umount", "hostname_chdir_capabilities", "credentials",
+         "seccomp_load_and_handover", "exec_reported"};
+    std::map<std::string, std::vector<double>> deltas;
+    std::ifstream in{timing};
+    std::string line;
+    size_t starts = 0;
+    while (std::getline(in, line)) {
+      auto j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.contains("exec_us"))
+        continue;
+      ++starts;
+      double prev = 0;
+      for (size_t i = 0; i < std::size(steps); ++i) {
+        auto key = std::string{steps[i]} + "_us";
+        if (!j.contains(key))
+          continue;
+        double at = j[key].get<double>();
+        deltas[what[i]].push_back(at - prev);
+        prev = at;
+      }
+      deltas["total_clone_to_exec"].push_back(prev);
+    }
+    json b;
+    b["starts"] = starts;
+    for (auto& [k, v] : deltas)
+      b[k + "_p50_us"] = round2(pct(v, 0.5));
+    out["breakdown"] = b;
+  }
   std::error_code ec;
+  fs::remove(timing, ec);
   fs::remove_all(dir, ec);
   std::cout << out.dump() << std::endl;
   return 0;

@@ -237,6 +237,14 @@ caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
     uid = pw->pw_uid;
     gid = def.run_as.gid ? static_cast<gid_t>(*def.run_as.gid) : pw->pw_gid;
   }
+  // As in Greengrass (runAs root needs NoContainer): the sandbox maps runAs 1:1, so uid
+  // or gid 0 inside would be host root's files and group outside.
+  if ((uid == 0 || gid == 0) && def.process.isolation_mode == "GreengrassContainer")
+    return make_error(errc::not_authorized,
+                      "runAs: uid " + std::to_string(uid) + " gid " + std::to_string(gid)
+                        + " is root, which runs only with linuxProcessParams.isolationMode "
+                          "NoContainer (and the image's allow_run_as_root): a "
+                          "GreengrassContainer worker is never host root");
   if ((uid == 0 || gid == 0) && !allow_root)
     return make_error(errc::not_authorized,
                       "runAs: uid " + std::to_string(uid) + " gid " + std::to_string(gid)

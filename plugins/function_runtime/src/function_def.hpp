@@ -190,7 +190,8 @@ struct runtime_config {
 };
 
 /// The uid and gid an instance of `def` runs as: runAs, else `default_user` (which must
-/// exist). Errors: a missing user, a runAs that needs root when groved is not root.
+/// exist). Errors: a missing user, a runAs that needs root when groved is not root, root
+/// in a GreengrassContainer or without the image's consent.
 caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,
                                                     const std::string& default_user,
                                                     bool allow_root);

@@ -565,6 +565,8 @@ private:
       opts.gid = fn.gid;
       opts.sandbox = std::move(sb->spec);
       inst->cgroup = std::move(sb->cgroup);
+      if (!sb->warning.empty())
+        ctx_->log().warn("function '{}': {}", fn.name, sb->warning);
     }
     opts.pass_fds.emplace_back(sv[1], 3);
     opts.stdout_level = grove::output_level::debug;
@@ -1135,6 +1137,10 @@ private:
         sandbox_ = std::move(*sb);
         ctx_->set_status("sandbox", sandbox_->describe());
         ctx_->log().info("sandbox: {}", sandbox_->describe());
+        for (const auto& w : sandbox_->warnings())
+          ctx_->log().warn("sandbox: {}", w);
+        for (const auto& d : sandbox_->stale_removed())
+          ctx_->log().info("sandbox: removed {}, left by a groved that is gone", d);
       } else {
         sandbox_error_ = grove::describe(sb.error());
         ctx_->set_status("sandbox", "unavailable: " + sandbox_error_);

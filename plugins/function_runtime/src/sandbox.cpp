@@ -2,6 +2,7 @@
 
 #include "python_runtime.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -38,13 +39,21 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
+// One write, as cgroup files want: 0 or the errno value.
+int write_raw(const fs::path& p, const std::string& text) {
+  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return errno;
+  auto n = ::write(fd, text.data(), text.size());
+  int e = n < 0 ? errno : EIO;
+  ::close(fd);
+  return n == static_cast<ssize_t>(text.size()) ? 0 : e;
+}
+
 caf::error write_text(const fs::path& p, const std::string& text) {
-  std::ofstream out{p};
-  out << text;
-  out.flush();
-  if (!out)
+  if (int e = write_raw(p, text); e != 0)
     return make_error(errc::system_error, "cannot write " + p.string() + ": "
-                                            + std::strerror(errno));
+                                            + std::strerror(e));
   return {};
 }
 
@@ -116,6 +125,54 @@ caf::error make_dir(const fs::path& p) {
 
 fs::path under(const std::string& mount_point, const std::string& path) {
   return fs::path{mount_point} / fs::path{path}.relative_path();
+}
+
+/// Removes the `grove-<pid>` cgroups under `parent` whose groved is gone (killed before
+/// it could remove them): their instance directories, then theirs. A directory still
+/// holding processes stays (rmdir refuses it; nothing here kills). Returns what went.
+std::vector<std::string> remove_stale(const fs::path& parent) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator{parent, ec}) {
+    auto name = e.path().filename().string();
+    if (!name.starts_with("grove-") || name.size() == 6
+        || name.find_first_not_of("0123456789", 6) != std::string::npos)
+      continue;
+    auto pid = std::stol(name.substr(6));
+    if (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+      continue;
+    std::error_code ec2;
+    for (const auto& leaf : fs::directory_iterator{e.path(), ec2})
+      if (leaf.is_directory(ec2))
+        ::rmdir(leaf.path().c_str());
+    if (::rmdir(e.path().c_str()) == 0)
+      out.push_back(e.path().string());
+  }
+  return out;
+}
+
+/// v2: enables `enable` ("+memory +pids") for `parent`'s children. The kernel refuses it
+/// (EBUSY) while `parent` holds processes itself, as groved's own non-root cgroup does:
+/// then every process of `parent` moves to its leaf `groved` first (a delegated
+/// sub-tree's usual layout).
+caf::error enable_v2(const fs::path& parent, const std::string& enable, bool is_own) {
+  int rc = write_raw(parent / "cgroup.subtree_control", enable);
+  if (rc != EBUSY || !is_own)
+    return rc == 0 ? caf::error{}
+                   : make_error(errc::system_error, "cannot write " + parent.string()
+                                                      + "/cgroup.subtree_control: "
+                                                      + std::strerror(rc));
+  auto leaf = parent / "groved";
+  if (auto err = make_dir(leaf))
+    return err;
+  std::istringstream procs{read_text(parent / "cgroup.procs")};
+  pid_t pid;
+  while (procs >> pid)
+    if (int e = write_raw(leaf / "cgroup.procs", std::to_string(pid)); e != 0 && e != ESRCH)
+      return make_error(errc::system_error,
+                        "cannot move the processes of groved's cgroup to " + leaf.string()
+                          + " (enabling its controllers needs it empty): " + std::strerror(e));
+  return write_text(parent / "cgroup.subtree_control", enable);
 }
 
 } // namespace
@@ -197,7 +254,11 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
       v2_why = "groved is in no v2 cgroup";
       break;
     }
-    auto parent = under(m.point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent);
+    // groved moved itself to the leaf `groved` before (enable_v2): its parent is the one.
+    auto own_dir = fs::path{*own};
+    if (cfg.cgroup_parent.empty() && own_dir.filename() == "groved")
+      own_dir = own_dir.parent_path();
+    auto parent = under(m.point, cfg.cgroup_parent.empty() ? own_dir.string() : cfg.cgroup_parent);
     auto ctrls = split(read_text(parent / "cgroup.controllers"), ' ');
     for (auto& c : ctrls)
       if (!c.empty() && c.back() == '\n')
@@ -209,10 +270,15 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
       v2_why = parent.string() + " has no memory and pids controllers";
       break;
     }
-    std::string enable = cfg.sandbox_cpu_weight > 0 && has("cpu") ? "+memory +pids +cpu"
-                                                                  : "+memory +pids";
+    bool cpu = cfg.sandbox_cpu_weight > 0 && has("cpu");
+    if (cfg.sandbox_cpu_weight > 0 && !cpu)
+      sb->warnings_.push_back("sandbox_cpu_weight is not applied: " + parent.string()
+                              + " has no cpu controller (memory and pids limits are)");
+    std::string enable = cpu ? "+memory +pids +cpu" : "+memory +pids";
     auto base = parent / tag;
-    caf::error e = write_text(parent / "cgroup.subtree_control", enable);
+    for (auto& gone : remove_stale(parent))
+      sb->stale_.push_back(std::move(gone));
+    caf::error e = enable_v2(parent, enable, cfg.cgroup_parent.empty());
     if (!e)
       e = make_dir(base);
     if (!e)
@@ -224,6 +290,7 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
     }
     sb->cgroup_version_ = 2;
     sb->bases_[""] = base;
+    sb->cpu_ = cpu;
     break;
   }
   if (sb->bases_.empty()) {
@@ -239,15 +306,28 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
           at = &m;
       auto own = own_cgroup(c);
       if (at == nullptr || !own) {
+        if (c == "cpu") { // a weight is a preference; the limits are not
+          sb->warnings_.push_back("sandbox_cpu_weight is not applied: no v1 cpu hierarchy "
+                                  "(memory and pids limits are)");
+          break;
+        }
         v1_why = "no v1 " + c + " hierarchy";
         break;
       }
-      auto base = under(at->point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent) / tag;
+      auto parent = under(at->point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent);
+      for (auto& gone : remove_stale(parent))
+        sb->stale_.push_back(std::move(gone));
+      auto base = parent / tag;
       if (auto e = make_dir(base)) {
+        if (c == "cpu") {
+          sb->warnings_.push_back("sandbox_cpu_weight is not applied: " + grove::describe(e));
+          break;
+        }
         v1_why = grove::describe(e);
         break;
       }
       sb->bases_[c] = base;
+      sb->cpu_ = sb->cpu_ || c == "cpu";
     }
     if (!v1_why.empty()) {
       sb.reset(); // removes what was made
@@ -295,8 +375,11 @@ std::string sandbox::describe() const {
   std::string ctrls;
   for (const auto& [c, base] : bases_)
     ctrls += (ctrls.empty() ? "" : ", ") + (c.empty() ? std::string{"memory, pids"} : c);
+  std::string notes;
+  for (const auto& w : warnings_)
+    notes += "; " + w;
   return "cgroup v" + std::to_string(cgroup_version_) + " (" + ctrls + "); seccomp "
-         + profile_name_ + ": " + std::to_string(allowed_) + " calls allowed";
+         + profile_name_ + ": " + std::to_string(allowed_) + " calls allowed" + notes;
 }
 
 caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t id,
@@ -330,16 +413,20 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
     } else if (c == "pids") {
       e = write_text(dir / "pids.max", pids);
     } else if (c == "cpu") {
-      e = write_text(dir / "cpu.shares",
-                     std::to_string(std::max<int64_t>(2, cfg_.sandbox_cpu_weight * 1024 / 100)));
+      if (write_text(dir / "cpu.shares",
+                     std::to_string(std::max<int64_t>(2, cfg_.sandbox_cpu_weight * 1024 / 100))))
+        out.warning = "sandbox_cpu_weight is not applied: cannot write " + dir.string()
+                      + "/cpu.shares";
     } else {
       e = write_text(dir / "memory.max", mem);
       if (!e)
         (void) write_text(dir / "memory.swap.max", "0");
       if (!e)
         e = write_text(dir / "pids.max", pids);
-      if (!e && cfg_.sandbox_cpu_weight > 0)
-        e = write_text(dir / "cpu.weight", std::to_string(cfg_.sandbox_cpu_weight));
+      if (!e && cfg_.sandbox_cpu_weight > 0 && cpu_
+          && write_text(dir / "cpu.weight", std::to_string(cfg_.sandbox_cpu_weight)))
+        out.warning = "sandbox_cpu_weight is not applied: cannot write " + dir.string()
+                      + "/cpu.weight";
     }
     if (e)
       return fail(std::move(e));

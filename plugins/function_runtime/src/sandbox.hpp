@@ -47,6 +47,8 @@ struct instance_sandbox {
   process_sandbox spec;
   /// Its cgroup.
   std::unique_ptr<instance_cgroup> cgroup;
+  /// What could not be applied but does not refuse the start (a CPU weight); "" none.
+  std::string warning;
 };
 
 /// The runtime's sandbox: the host's support (probed once) and the compiled profile.
@@ -63,6 +65,12 @@ public:
 
   /// "cgroup v1 (memory, pids, cpu); seccomp default.txt: 250 calls allowed".
   std::string describe() const;
+
+  /// What open() could not apply (a CPU weight), for the log.
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
+  /// The cgroups of earlier runtimes whose groved is gone, removed by open().
+  const std::vector<std::string>& stale_removed() const { return stale_; }
 
   /// Makes instance `id` of `fn`'s cgroup and its process_sandbox.
   caf::expected<instance_sandbox> prepare(const std::string& fn, uint64_t id,
@@ -88,6 +96,9 @@ private:
   int cgroup_version_ = 1;
   // controller ("memory", "pids", "cpu"; "" for v2) -> the runtime's cgroup directory
   std::map<std::string, std::filesystem::path> bases_;
+  bool cpu_ = false; // the CPU weight can be set
+  std::vector<std::string> warnings_;
+  std::vector<std::string> stale_;
   std::vector<sock_filter> filter_;
   std::string profile_name_;
   size_t allowed_ = 0;

@@ -20,9 +20,10 @@ namespace {
 constexpr scmp_datum_t clone_namespace_flags = 0x7E020000;
 
 /// Calls a worker cannot do without: grove::process hands the filter's listener over
-/// with read, write and close, then execs; exit ends a failed start.
-constexpr const char* essential_calls[] = {"read", "write", "close", "execve", "exit",
-                                           "exit_group"};
+/// with sendmsg and close, then execs; read and write report a failed start, which exit
+/// ends.
+constexpr const char* essential_calls[] = {"read", "write", "close", "sendmsg", "execve",
+                                           "exit", "exit_group"};
 
 } // namespace
 

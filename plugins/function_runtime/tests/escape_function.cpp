@@ -168,6 +168,24 @@ std::string attempt(const std::string& payload, const gf::context&) {
       return denied("setuid(0)");
     return "REACHED: uid 0";
   }
+  if (what == "mounts") {
+    // The mount table lines whose mount point starts with `arg`: "<point> <options>".
+    std::ifstream in{"/proc/self/mountinfo"};
+    std::string line, out;
+    while (std::getline(in, line)) {
+      std::istringstream f{line};
+      std::string id, parent, dev, root, point, opts;
+      f >> id >> parent >> dev >> root >> point >> opts;
+      if (point.starts_with(arg))
+        out += point + " " + opts + "\n";
+    }
+    return out;
+  }
+  if (what == "hang") {
+    // Never answers; catches nothing (PID 1 of its namespace: SIGTERM does not end it).
+    for (;;)
+      ::pause();
+  }
   if (what == "fork_bomb")
     return fork_bomb();
   if (what == "memory_hog")

@@ -231,7 +231,8 @@ BOOST_AUTO_TEST_CASE(faults_of_a_function_stay_with_its_item_and_instance) {
 
 BOOST_AUTO_TEST_CASE(a_function_that_cannot_start_is_a_clear_error) {
   runtime rt{fn("nohello", "nohello") + fn("badtoken", "badtoken")
-             + "  - name: missing\n    config: {handler: /nonexistent/fn, runAs: {uid: 0}}\n"};
+             + "  - name: missing\n    config: {handler: /nonexistent/fn, runAs: {uid: 0}, "
+               "linuxProcessParams: {isolationMode: NoContainer}}\n"};
   rt.wait_defined("missing");
   auto r = rt.invoke("missing", "{}", 60s);
   BOOST_TEST(is(r, errc::plugin_broken));
@@ -380,7 +381,8 @@ BOOST_AUTO_TEST_CASE(code_from_an_archive_is_checked_and_unpacked) {
   std::string wrong(64, '0');
   auto entry = [&](const std::string& name, const fs::path& uri, const std::string& digest) {
     return "  - name: " + name + "\n    config: {handler: bin/fn, codeUri: " + uri.string()
-           + ", codeSha256: \"" + digest + "\", execArgs: [echo], runAs: {uid: 0, gid: 0}}\n";
+           + ", codeSha256: \"" + digest + "\", execArgs: [echo], runAs: {uid: 0, gid: 0}, "
+           "linuxProcessParams: {isolationMode: NoContainer}}\n";
   };
   runtime rt{entry("good", tgz, sha) + entry("tampered", tgz, wrong)};
   rt.wait_defined("tampered");
@@ -412,6 +414,27 @@ BOOST_AUTO_TEST_CASE(root_needs_the_images_consent) {
   BOOST_TEST(rt.info("r").last_error().find("allow_run_as_root") != std::string::npos,
              rt.info("r").last_error());
   BOOST_TEST(!rt.invoke("r", "[1]"));
+}
+
+BOOST_AUTO_TEST_CASE(root_runs_only_without_a_container) {
+  // As in Greengrass: even with the image's consent, runAs root needs NoContainer; a
+  // GreengrassContainer worker is never host root (uid or gid).
+  runtime rt{"  - name: r\n    config: {handler: " + std::string{FN_TEST_FUNCTION}
+               + ", execArgs: [uid], runAs: {uid: 0, gid: 0}}\n"
+             + "  - name: g\n    config: {handler: " + std::string{FN_TEST_FUNCTION}
+             + ", execArgs: [uid], runAs: {uid: 65534, gid: 0}}\n"
+             + fn("plain", "uid")};
+  rt.wait_defined("plain");
+  for (const auto* name : {"r", "g"}) {
+    auto info = rt.info(name);
+    BOOST_TEST(!info.valid(), name);
+    BOOST_TEST(info.last_error().find("runs only with linuxProcessParams.isolationMode "
+                                      "NoContainer")
+                 != std::string::npos,
+               info.last_error());
+    BOOST_TEST(is(rt.invoke(name, "{}"), errc::no_route), name);
+  }
+  BOOST_TEST(rt.ok("plain", "{}") == "0");
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
@@ -568,7 +591,8 @@ std::string escape_fn(const test::temp_dir& dir, const std::string& name,
   fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
                           | fs::perms::others_read | fs::perms::others_exec);
   return "  - name: " + name + "\n    config: {handler: escape, codeUri: " + code.string()
-         + ", pinned: false, timeoutInSeconds: 20, inputPayloadEncodingType: binary"
+         + ", pinned: false, inputPayloadEncodingType: binary"
+         + (extra.find("timeoutInSeconds") == std::string::npos ? ", timeoutInSeconds: 20" : "")
          + (extra.empty() ? "" : ", " + extra) + "}\n";
 }
 
@@ -789,4 +813,190 @@ BOOST_AUTO_TEST_CASE(a_missing_kernel_feature_refuses_the_function_by_name,
   auto plain = sb.attempt("plain", "whoami");
   BOOST_TEST(plain.find("uid=" + std::to_string(default_uid())) == 0, plain);
   BOOST_TEST(plain.find(" pid=1 ") == std::string::npos, plain);
+}
+
+BOOST_AUTO_TEST_CASE(proc_is_read_only_and_hides_the_hosts_kernel_state,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
+  sb.rt->wait_defined("box");
+  auto m = sb.attempt("box", "mounts /proc");
+  auto proc_line = m.substr(0, m.find('\n'));
+  BOOST_TEST(proc_line.find("/proc ro,nosuid,nodev,noexec") == 0, m);
+  for (const char* p : {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"})
+    if (fs::exists(p)) // as the kernel has them
+      BOOST_TEST(m.find(std::string{p} + " ") != std::string::npos, p << " is not masked: " << m);
+  // Its own /proc files too: read-only (comm is writable by its owner elsewhere).
+  auto w = sb.attempt("box", "write /proc/self/comm");
+  BOOST_TEST(w.find("Read-only file system") != std::string::npos, w);
+  w = sb.attempt("box", "write /proc/sysrq-trigger");
+  BOOST_TEST(w.find("denied") == 0, w);
+  // Readable by anyone on the host; nothing of it inside.
+  BOOST_TEST(sb.attempt("box", "read /proc/timer_list") == "REACHED: read 0 bytes of /proc/timer_list");
+  BOOST_TEST(sb.attempt("box", "read /proc/self/status").find("REACHED") == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
+                     *boost::unit_test::precondition(as_root)) {
+  // tests/python/pyescape.py, the Python twin of escape_function.cpp, next to a C++
+  // function whose code it must not see.
+  sandboxed sb{[](auto& d) {
+    auto code = d.path() / "code-pyescape";
+    fs::create_directories(code);
+    fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyescape.py", code / "pyescape.py");
+    fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                            | fs::perms::others_read | fs::perms::others_exec);
+    return "  - name: pybox\n    config: {runtime: python3, handler: pyescape.attempt, "
+           "codeUri: " + code.string() + ", pinned: false, inputPayloadEncodingType: binary}\n"
+           + escape_fn(d, "other");
+  }};
+  sb.rt->wait_defined("pybox");
+  auto var = sb.rt->dir.path() / "var";
+  fs::create_directories(var / "run");
+  auto sock_path = var / "run" / "control.sock";
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock_path.c_str(), sizeof a.sun_path - 1);
+  BOOST_REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  BOOST_REQUIRE(::listen(s, 4) == 0);
+  ::chmod(sock_path.c_str(), 0777);
+  auto who = sb.attempt("pybox", "whoami");
+  BOOST_TEST(who.find("uid=" + std::to_string(default_uid())) == 0, who);
+  BOOST_TEST(who.find(" pid=1 host=pybox") != std::string::npos, who);
+  for (const auto& p : std::vector<std::string>{var.string(), "/sys", "/root", "/home",
+                                               (sb.code_dir.path() / "code-other").string()}) {
+    auto r = sb.attempt("pybox", "list " + p);
+    BOOST_TEST(r == "denied: open " + p + ": No such file or directory", p << ": " << r);
+  }
+  auto c = sb.attempt("pybox", "connect " + sock_path.string());
+  BOOST_TEST(c.find("denied: connect") == 0, c);
+  ::close(s);
+  for (const char* p : {"/etc/escape", "/usr/escape", "/lambda/escape", "/escape",
+                        "/proc/self/comm"})
+    BOOST_TEST(sb.attempt("pybox", std::string{"write "} + p).find("denied") == 0, p);
+  BOOST_TEST(sb.attempt("pybox", "write /tmp/mine") == "REACHED: wrote /tmp/mine");
+  BOOST_TEST(sb.attempt("pybox", "read /proc/timer_list")
+             == "REACHED: read 0 bytes of /proc/timer_list");
+  auto u = sb.attempt("pybox", "setuid");
+  BOOST_TEST(u.find("denied: setuid(0)") == 0, u); // EINVAL: 0 is not mapped at all
+  // The filter's calls end the instance and are named; groved and the function go on.
+  auto m = sb.attempt("pybox", "mount");
+  BOOST_TEST(m.find("denied system call mount (seccomp)") != std::string::npos, m);
+  auto p = sb.attempt("pybox", "ptrace " + std::to_string(::getpid()));
+  BOOST_TEST(p.find("denied system call ptrace (seccomp)") != std::string::npos, p);
+  BOOST_TEST(sb.attempt("pybox", "whoami").find(" pid=1 ") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_hanging_sandboxed_instance_is_stopped_without_waiting_out_the_grace,
+                     *boost::unit_test::precondition(as_root)) {
+  // PID 1 of its namespace ignores a SIGTERM it does not catch: the stop must not wait
+  // for the grace (a minute here) to end it, at an item's timeout or at unload.
+  sandboxed sb{[](auto& d) {
+                 auto code = d.path() / "code-pyhang";
+                 fs::create_directories(code);
+                 fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyfn.py", code / "pyfn.py");
+                 fs::permissions(code, fs::perms::owner_all | fs::perms::group_read
+                                         | fs::perms::group_exec | fs::perms::others_read
+                                         | fs::perms::others_exec);
+                 return escape_fn(d, "hang", "timeoutInSeconds: 1")
+                        + "  - name: pyhang\n    config: {runtime: python3, handler: pyfn.hang, "
+                          "codeUri: " + code.string() + ", pinned: false, timeoutInSeconds: 1}\n";
+               },
+               "{sandbox_pids_max: 32, stop_grace_ms: 60000}"};
+  sb.rt->wait_defined("pyhang");
+  for (const char* name : {"hang", "pyhang"}) {
+    auto r = sb.attempt(name, std::string_view{name} == "hang" ? "hang" : "{}");
+    BOOST_TEST(r.find("ERROR: timeout") == 0, name << ": " << r);
+    BOOST_TEST(test::wait_until([&] { return sb.rt->info(name).instances() == 0; }),
+               name << ": the timed-out instance is still there");
+  }
+  // At unload: a second one hangs in its handler while the runtime goes.
+  auto pending = std::async(std::launch::async, [&] { return sb.rt->invoke("hang", "hang"); });
+  std::vector<fs::path> cgroups;
+  BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return !(cgroups = instance_cgroups()).empty(); }),
+                        (pending.wait_for(0s) == std::future_status::ready
+                           ? why(pending.get()) : std::string{"no instance cgroup"})
+                          << " instances " << sb.rt->info("hang").instances() << " queued "
+                          << sb.rt->info("hang").queued() << " " << sb.rt->info("hang").last_error());
+  std::vector<pid_t> pids;
+  BOOST_REQUIRE(test::wait_until([&] {
+    std::ifstream in{cgroups.front() / "cgroup.procs"};
+    pid_t pid;
+    while (in >> pid)
+      pids.push_back(pid);
+    return !pids.empty();
+  }));
+  sb.rt.reset();
+  pending.wait();
+  for (auto pid : pids)
+    BOOST_TEST((::kill(pid, 0) != 0 && errno == ESRCH), "pid " << pid << " outlived the runtime");
+}
+
+BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
+                     *boost::unit_test::precondition(as_root)) {
+  // A groved killed with running instances leaves grove-<pid>/<function>.<id>: the next
+  // runtime removes those whose pid is gone, and keeps a live one's.
+  pid_t dead = ::fork();
+  if (dead == 0)
+    ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  std::vector<fs::path> made;
+  std::ifstream self{"/proc/self/cgroup"};
+  std::string line;
+  while (std::getline(self, line)) {
+    for (const char* c : {":memory:", ":pids:"}) {
+      auto at = line.find(c);
+      if (at == std::string::npos)
+        continue;
+      auto parent = fs::path{"/sys/fs/cgroup"} / std::string{c + 1, std::strlen(c) - 2}
+               / fs::path{line.substr(at + std::strlen(c))}.relative_path();
+      for (auto pid : {static_cast<int>(dead), 1}) {
+        auto d = parent / ("grove-" + std::to_string(pid)) / "fn.1";
+        std::error_code ec;
+        fs::create_directories(d, ec);
+        BOOST_REQUIRE_MESSAGE(!ec, d << ": " << ec.message());
+        made.push_back(d);
+      }
+    }
+  }
+  BOOST_REQUIRE(made.size() == 4);
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
+  sb.rt->wait_defined("box");
+  BOOST_TEST(sb.attempt("box", "whoami").find(" pid=1 ") != std::string::npos);
+  for (const auto& d : made) {
+    bool live = d.parent_path().filename() == "grove-1";
+    BOOST_TEST(fs::exists(d.parent_path()) == live, d);
+    if (live) {
+      ::rmdir(d.c_str());
+      ::rmdir(d.parent_path().c_str());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_cpu_weight_that_cannot_be_set_degrades_with_a_warning,
+                     *boost::unit_test::precondition(as_root)) {
+  // A parent cgroup with memory and pids but no cpu directory: the weight is a
+  // preference, so the function runs with its limits and the status says what is missing.
+  auto name = "grove-cpu-test-" + std::to_string(::getpid());
+  std::vector<fs::path> made;
+  for (const char* c : {"memory", "pids"}) {
+    auto d = fs::path{"/sys/fs/cgroup"} / c / name;
+    std::error_code ec;
+    fs::create_directory(d, ec);
+    BOOST_REQUIRE_MESSAGE(!ec, d << ": " << ec.message());
+    made.push_back(d);
+  }
+  BOOST_REQUIRE(!fs::exists(fs::path{"/sys/fs/cgroup/cpu"} / name));
+  {
+    sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+                 "{sandbox_pids_max: 32, sandbox_cpu_weight: 50, cgroup_parent: /" + name + "}"};
+    sb.rt->wait_defined("box");
+    BOOST_TEST(sb.attempt("box", "whoami").find(" pid=1 ") != std::string::npos);
+    auto details = sb.rt->h->kernel().status().details();
+    auto status = details["function_runtime.sandbox"];
+    BOOST_TEST(status.find("cgroup v1 (memory, pids)") == 0, status);
+    BOOST_TEST(status.find("sandbox_cpu_weight is not applied") != std::string::npos, status);
+  }
+  for (const auto& d : made)
+    BOOST_TEST(::rmdir(d.c_str()) == 0, d);
 }

@@ -2,18 +2,22 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -302,12 +306,37 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       cleanup();
       return make_error(errc::invalid_config, "process: a sandbox needs uid and gid");
     }
+    // The ids are mapped 1:1: 0 inside would be host root's files and group outside.
+    if (*o.uid == 0 || *o.gid == 0) {
+      close_fd(out[0]);
+      close_fd(err[0]);
+      cleanup();
+      return make_error(errc::not_authorized,
+                        "process: a sandbox never runs as uid or gid 0 (host root)");
+    }
     plan = std::make_unique<detail::sandbox_plan>();
-    if (auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan)) {
+    auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan);
+    if (plan->cgroup_dir_fd >= 0)
+      opened.push_back(plan->cgroup_dir_fd); // the child's copy goes with the sweep
+    // The child's cgroup descriptors go above the targets, closed here after the fork.
+    for (int& fd : plan->attach_fds) {
+      int h = e ? -1 : high(fd);
+      ::close(fd);
+      fd = h;
+      if (h < 0 && !e)
+        e = make_error(errc::system_error, std::string{"process: fcntl(F_DUPFD): "}
+                                             + std::strerror(errno));
+    }
+    if (e) {
       close_fd(out[0]);
       close_fd(err[0]);
       cleanup();
       return e;
+    }
+    if (const char* t = std::getenv("GROVE_SANDBOX_TIMING"); t != nullptr && *t != '\0') {
+      void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+      if (page != MAP_FAILED)
+        plan->marks = static_cast<uint64_t*>(page);
     }
     int sync[2];
     if (::pipe2(sync, O_CLOEXEC) != 0) {
@@ -318,6 +347,18 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     opened.push_back(sync[0]);
     plan->sync_r = high(sync[0]);
     plan->sync_w = sync[1];
+    if (!plan->filter.empty()) {
+      int sp[2];
+      if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        ::close(plan->sync_w);
+        close_fd(out[0]);
+        close_fd(err[0]);
+        return sys_error("socketpair");
+      }
+      opened.push_back(sp[1]);
+      plan->handover_w = high(sp[1]);
+      plan->handover_r = sp[0];
+    }
   }
   std::vector<int> sources;
   std::vector<int> targets;
@@ -327,19 +368,26 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   }
   bool bad = status_w < 0 || stdin_fd < 0 || (o.capture_output && (out_w < 0 || err_w < 0))
              || (plan && plan->sync_r < 0)
+             || (plan && !plan->filter.empty() && plan->handover_w < 0)
              || std::find(sources.begin(), sources.end(), -1) != sources.end();
   if (bad) {
     close_fd(out[0]);
     close_fd(err[0]);
-    if (plan)
+    if (plan) {
       ::close(plan->sync_w);
+      close_fd(plan->handover_r);
+    }
     return sys_error("fcntl(F_DUPFD)");
   }
   // Descriptors that survive the close-everything sweep in the child, sorted.
   std::vector<int> keep = targets;
   keep.push_back(status_w);
-  if (plan)
+  if (plan) {
     keep.push_back(plan->sync_r);
+    if (plan->handover_w >= 0)
+      keep.push_back(plan->handover_w);
+    keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
+  }
   std::sort(keep.begin(), keep.end());
   rlimit nofile{};
   unsigned max_fd = 65536;
@@ -352,16 +400,37 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   auto parent = ::getpid();
 
   const detail::sandbox_plan* sb = plan.get();
+  if (sb)
+    detail::sandbox_mark(*sb, detail::mark_clone);
   // A sandboxed child is cloned into its namespaces (PID 1 of its own); like fork, the
   // child runs on a copy of this stack.
-  pid_t pid = sb ? static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
-                                                nullptr, nullptr, nullptr, nullptr))
-                 : ::fork();
+  pid_t pid = -1;
+  if (sb && sb->cgroup_dir_fd >= 0) {
+    // v2: into its cgroup at birth (the parent's cgroup.procs write would wait for the
+    // kernel's thread-group lock). An old kernel without clone3 gets that write instead.
+    clone_args ca{};
+    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
+    ca.exit_signal = SIGCHLD;
+    ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
+    pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
+    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
+      plan->cgroup_procs.push_back(plan->cgroup_dir_procs);
+      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                         nullptr, nullptr, nullptr, nullptr));
+    }
+  } else if (sb) {
+    pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                       nullptr, nullptr, nullptr, nullptr));
+  } else {
+    pid = ::fork();
+  }
   if (pid < 0) {
     close_fd(out[0]);
     close_fd(err[0]);
-    if (sb)
+    if (sb) {
       ::close(sb->sync_w);
+      close_fd(plan->handover_r);
+    }
     return sys_error(sb ? "clone (new user, PID, mount, IPC and UTS namespaces)" : "fork");
   }
   if (pid == 0) {
@@ -402,6 +471,9 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       for (unsigned fd = lo; fd < max_fd; ++fd)
         ::close(static_cast<int>(fd));
     if (sb) {
+      detail::sandbox_mark(*sb, detail::mark_child);
+      if (int rc = detail::sandbox_attach(*sb); rc != 0)
+        fail(8, rc);
       int step = -1;
       if (int rc = detail::sandbox_enter(*sb, step); rc != 0)
         fail(step < 0 ? 6 : 1000 + step, rc);
@@ -432,7 +504,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       }
     }
     if (sb)
-      if (int rc = detail::sandbox_lock(*sb, status_w); rc != 0)
+      if (int rc = detail::sandbox_lock(*sb); rc != 0)
         fail(7, rc);
     ::execve(program.c_str(), argv.data(), child_env);
     fail(5, errno);
@@ -446,11 +518,13 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   int listener = -1;
   // A sandboxed child waits for its id maps and cgroups, then hands over its listener.
   auto refuse = [&](caf::error e) {
+    detail::sandbox_report_marks(*plan);
     ::kill(pid, SIGKILL);
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     ::close(sb->sync_w);
+    close_fd(plan->handover_r);
     close_fd(early_pidfd);
     close_fd(listener);
     close_fd(out[0]);
@@ -478,24 +552,28 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (ready == 0)
         return refuse(make_error(errc::system_error,
                                  "process: the sandboxed child did not reach exec within 10 s"
-                                 " (does its seccomp filter allow read, write, close and"
-                                 " execve?)"));
+                                 " (does its seccomp filter allow read, write, close,"
+                                 " sendmsg and execve?)"));
     }
     got = ::read(status_pipe[0], msg, sizeof(msg));
     if (got < 0 && errno == EINTR)
       continue;
-    if (sb && got == sizeof(msg) && msg[0] == detail::sandbox_listener_stage && listener < 0) {
-      listener = static_cast<int>(::syscall(SYS_pidfd_getfd, early_pidfd, msg[1], 0));
-      char taken = 1;
-      if (listener < 0 || ::write(sb->sync_w, &taken, 1) != 1)
-        return refuse(make_error(errc::system_error, std::string{"process: seccomp listener: "}
-                                                       + std::strerror(errno)));
-      continue;
-    }
     break;
   }
-  if (sb)
+  if (sb && got == 0 && sb->handover_r >= 0) {
+    // Exec'd: the listener is queued in the socket since before the exec.
+    listener = detail::sandbox_take_listener(*sb);
+    if (listener < 0)
+      return refuse(make_error(errc::system_error,
+                               "process: the sandboxed child exec'd without handing over its "
+                               "seccomp listener"));
+  }
+  if (sb) {
     ::close(sb->sync_w);
+    close_fd(plan->handover_r);
+    detail::sandbox_mark(*sb, detail::mark_exec);
+    detail::sandbox_report_marks(*plan);
+  }
   cleanup();
   if (got > 0) {
     // The child failed before exec and exits 127: reap it now.
@@ -508,8 +586,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     close_fd(listener);
     static constexpr const char* stages[]
       = {"set up descriptors", "chdir", "pre-exec hook", "setgid", "setuid", "execute",
-         "enter its sandbox", "lock its sandbox"};
-    std::string stage = msg[0] >= 0 && msg[0] < 8 ? stages[msg[0]] : "start";
+         "enter its sandbox", "lock its sandbox", "join its cgroups"};
+    std::string stage = msg[0] >= 0 && msg[0] < 9 ? stages[msg[0]] : "start";
     if (sb && msg[0] >= 1000)
       stage = "enter its sandbox (" + detail::describe_step(*sb, msg[0] - 1000) + ")";
     return make_error(errc::system_error, "process: " + args[0] + ": cannot " + stage
@@ -726,6 +804,30 @@ void supervisor::forget(const record_ptr& r) {
   std::erase(children_, r);
 }
 
+namespace {
+
+// Whether `pid` has a handler for `sig` (SigCgt of /proc/<pid>/status); unknown: true.
+bool catches(pid_t pid, int sig) {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return true;
+  char buf[4096];
+  auto n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0)
+    return true;
+  buf[n] = '\0';
+  const char* at = std::strstr(buf, "SigCgt:");
+  if (at == nullptr)
+    return true;
+  auto mask = std::strtoull(at + 7, nullptr, 16);
+  return sig < 1 || sig > 64 || ((mask >> (sig - 1)) & 1u) != 0;
+}
+
+} // namespace
+
 void supervisor::stop(const record_ptr& rp, int sig, std::chrono::milliseconds grace) {
   auto& r = *rp;
   std::lock_guard guard{r.mtx};
@@ -735,6 +837,10 @@ void supervisor::stop(const record_ptr& rp, int sig, std::chrono::milliseconds g
     std::erase(children_, rp);
     return;
   }
+  // A sandboxed child is PID 1 of its namespace: a signal it does not catch does nothing
+  // (not even the default action), so waiting out the grace would only delay the kill.
+  if (sig != 0 && sig != SIGKILL && r.opts.sandbox && !catches(r.pid, sig))
+    sig = SIGKILL;
   if (sig != 0 && ::kill(-r.pid, sig) != 0)
     ::kill(r.pid, sig);
   auto at = clock_type::now() + grace;

@@ -4,15 +4,19 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <set>
 
@@ -55,8 +59,29 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   p.gid = gid;
   p.hostname = sb.hostname;
   p.filter = sb.seccomp;
-  for (const auto& c : sb.cgroup_procs)
+  for (const auto& c : sb.cgroup_procs) {
+    // v1 (a `tasks` file beside it): the child joins by itself, see attach_fds.
+    auto tasks = c.parent_path() / "tasks";
+    int fd = c.filename() == "cgroup.procs" && ::access(tasks.c_str(), W_OK) == 0
+               ? ::open(tasks.c_str(), O_WRONLY | O_CLOEXEC)
+               : -1;
+    if (fd >= 0) {
+      p.attach_fds.push_back(fd);
+      continue;
+    }
+    // v2: born in it (one hierarchy, so one directory at most).
+    struct statfs fs_info {};
+    if (p.cgroup_dir_fd < 0 && c.filename() == "cgroup.procs"
+        && ::statfs(c.parent_path().c_str(), &fs_info) == 0
+        && fs_info.f_type == 0x63677270 /* CGROUP2_SUPER_MAGIC */) {
+      p.cgroup_dir_fd = ::open(c.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (p.cgroup_dir_fd >= 0) {
+        p.cgroup_dir_procs = c.string();
+        continue;
+      }
+    }
     p.cgroup_procs.push_back(c.string());
+  }
   // A tmpfs belongs to the function's user (root is not mapped inside).
   const auto owner = "uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid);
   // The skeleton: every mount point and link of the root, made here on the host by groved
@@ -119,6 +144,19 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
       case sandbox_mount::kind::proc:
         add('d', rel);
         step(op::proc, full);
+        // What container runtimes hide (the OCI defaults' masked paths): kernel memory,
+        // keys, timers and scheduler state of the whole host.
+        for (const char* hide : {"kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+                              "sched_debug", "kpagecount", "kpageflags", "kpagecgroup",
+                              "acpi", "asound", "scsi"})
+          step(op::mask, (rel / hide).string());
+        if (m.read_only) {
+          step(op::read_only, full);
+        } else {
+          // Writable /proc: still not the kernel's knobs (bubblewrap's covered paths).
+          for (const char* c : {"sys", "sysrq-trigger", "irq", "bus", "fs"})
+            step(op::cover, (rel / c).string());
+        }
         break;
       case sandbox_mount::kind::symlink:
         add('l', rel, m.source.string());
@@ -172,10 +210,51 @@ std::string describe_step(const sandbox_plan& p, int step) {
   if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
     return "its root, pivot_root or host name";
   static constexpr const char* names[]
-    = {"bind", "mount tmpfs on", "mount proc on", "make read-only"};
+    = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover"};
   const auto& s = p.steps[static_cast<size_t>(step)];
   return std::string{names[static_cast<int>(s.what)]} + " /"
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
+}
+
+void sandbox_mark(const sandbox_plan& p, sandbox_mark_id id) noexcept {
+  if (p.marks == nullptr)
+    return;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  p.marks[id] = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void sandbox_report_marks(sandbox_plan& p) {
+  if (p.marks == nullptr)
+    return;
+  static constexpr const char* names[]
+    = {"clone",   "child",  "attached", "released", "go",  "mounted",
+       "pivoted", "entered", "ids",     "locked",   "exec"};
+  std::string line = "{";
+  for (int i = 1; i < mark_count; ++i)
+    if (p.marks[i] != 0 && p.marks[0] != 0)
+      line += std::string{line.size() > 1 ? "," : ""} + "\"" + names[i] + "_us\":"
+              + std::to_string(static_cast<double>(p.marks[i] - p.marks[0]) / 1000.0);
+  line += "}\n";
+  if (const char* file = std::getenv("GROVE_SANDBOX_TIMING"); file != nullptr && *file != '\0') {
+    int fd = ::open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      [[maybe_unused]] auto n = ::write(fd, line.data(), line.size());
+      ::close(fd);
+    }
+  }
+  ::munmap(p.marks, 4096);
+  p.marks = nullptr;
+}
+
+int sandbox_attach(const sandbox_plan& p) noexcept {
+  for (int fd : p.attach_fds) {
+    if (::write(fd, "0", 1) != 1)
+      return errno;
+    ::close(fd); // the worker must not move itself anywhere
+  }
+  sandbox_mark(p, mark_attached);
+  return 0;
 }
 
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
@@ -186,6 +265,7 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   }
   if (n != 1)
     return ECANCELED; // the parent refused (it reports why) or died
+  sandbox_mark(p, mark_go);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return errno;
   // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
@@ -205,6 +285,31 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       case op::proc:
         rc = ::mount("proc", s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
         break;
+      case op::mask: {
+        struct stat st {};
+        if (::stat(s.target, &st) != 0) {
+          if (errno == ENOENT)
+            continue;
+          return errno;
+        }
+        rc = S_ISDIR(st.st_mode)
+               ? ::mount("tmpfs", s.target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         "size=4k,mode=555")
+               : ::mount("/dev/null", s.target, nullptr, MS_BIND, nullptr);
+        break;
+      }
+      case op::cover: {
+        if (::mount(s.target, s.target, nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+          if (errno == ENOENT)
+            continue;
+          return errno;
+        }
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_RDONLY;
+        rc = static_cast<int>(
+          ::syscall(SYS_mount_setattr, AT_FDCWD, s.target, AT_RECURSIVE, &attr, sizeof attr));
+        break;
+      }
       case op::read_only: {
         // mount_setattr keeps the locked flags (nosuid, nodev, ...) a remount would have
         // to repeat, and reaches every submount.
@@ -219,11 +324,13 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       return errno;
   }
   step = -1;
+  sandbox_mark(p, mark_mounted);
   // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
   // nothing of the host but what was bound in.
   if (::syscall(SYS_pivot_root, ".", ".") != 0 || ::umount2(".", MNT_DETACH) != 0
       || ::chdir("/") != 0)
     return errno;
+  sandbox_mark(p, mark_pivoted);
   if (!p.hostname.empty() && ::sethostname(p.hostname.data(), p.hostname.size()) != 0)
     return errno;
   if (::chdir(p.cwd) != 0)
@@ -231,10 +338,12 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   for (int cap = 0; cap < 64; ++cap)
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
       return errno;
+  sandbox_mark(p, mark_entered);
   return 0;
 }
 
-int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
+int sandbox_lock(const sandbox_plan& p) noexcept {
+  sandbox_mark(p, mark_ids);
   // Nothing left: permitted, effective, inheritable and ambient (the bounding set is
   // empty since sandbox_enter, so exec grants nothing either).
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -245,6 +354,7 @@ int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
     return errno;
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
     return errno;
+  ::close(p.sync_r);
   if (!p.filter.empty()) {
     sock_fprog prog{static_cast<unsigned short>(p.filter.size()),
                     const_cast<sock_filter*>(p.filter.data())};
@@ -252,21 +362,49 @@ int sandbox_lock(const sandbox_plan& p, int status_w) noexcept {
                                               SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
     if (listener < 0)
       return errno;
-    // The parent takes the listener (pidfd_getfd) while this waits: it must never reach
-    // the worker, which could answer its own denied calls.
-    int msg[2] = {sandbox_listener_stage, listener};
-    if (::write(status_w, msg, sizeof msg) != static_cast<ssize_t>(sizeof msg))
+    // To the parent, queued in the socket: no round trip, and the worker never holds it
+    // (it could answer its own denied calls).
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &listener, sizeof(int));
+    if (::sendmsg(p.handover_w, &msg, MSG_NOSIGNAL) != 1)
       return errno;
-    char taken = 0;
-    ssize_t n;
-    while ((n = ::read(p.sync_r, &taken, 1)) < 0 && errno == EINTR) {
-    }
-    if (n != 1)
-      return ECANCELED;
     ::close(listener);
+    ::close(p.handover_w);
   }
-  ::close(p.sync_r);
+  sandbox_mark(p, mark_locked);
   return 0;
+}
+
+int sandbox_take_listener(const sandbox_plan& p) {
+  if (p.handover_r < 0)
+    return -1;
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  if (::recvmsg(p.handover_r, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+    return -1;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+    return -1;
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+  return fd;
 }
 
 caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {
@@ -280,6 +418,7 @@ caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {
   for (const auto& c : p.cgroup_procs)
     if (auto err = write_file(c, std::to_string(pid) + "\n"))
       return err;
+  sandbox_mark(p, mark_released);
   char go = 1;
   if (::write(p.sync_w, &go, 1) != 1)
     return make_error(errc::system_error, std::string{"process sandbox: go-ahead: "}

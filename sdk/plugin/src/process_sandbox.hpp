@@ -25,13 +25,13 @@ constexpr unsigned long sandbox_clone_flags = 0x10000000UL /* CLONE_NEWUSER */
                                               | 0x08000000UL /* CLONE_NEWIPC */
                                               | 0x04000000UL /* CLONE_NEWUTS */;
 
-/// The status-pipe stage the child reports its seccomp listener's descriptor with.
-constexpr int sandbox_listener_stage = 100;
 
 /// One step of the child's root: only C strings and numbers.
 struct sandbox_step {
   /// What the step does.
-  enum class op : uint8_t { bind, tmpfs, proc, read_only };
+  /// mask: hides a path of a new /proc (/dev/null on a file, an empty read-only tmpfs on
+  /// a directory); cover: binds a path onto itself read-only. Both skip a missing path.
+  enum class op : uint8_t { bind, tmpfs, proc, read_only, mask, cover };
   /// What the step does.
   op what = op::bind;
   /// bind: the host path; tmpfs: options.
@@ -55,13 +55,32 @@ struct sandbox_plan {
   const char* cwd = "/";
   /// Host name.
   std::string hostname;
-  /// cgroup.procs files (the parent writes the child's pid).
+  /// cgroup.procs files the parent writes the child's pid to (v2).
   std::vector<std::string> cgroup_procs;
+  /// v1: the `tasks` files beside the given cgroup.procs, opened by the parent; the child
+  /// writes "0" (itself) to each first thing. A task moving itself skips the kernel's
+  /// thread-group lock, whose write side waits for an RCU grace period (milliseconds) when
+  /// the parent moves another process. Permission is checked against the opener (root).
+  std::vector<int> attach_fds;
+  /// v2: the cgroup directory of the first cgroup.procs on a cgroup2 file system; the
+  /// child is cloned into it (clone3's CLONE_INTO_CGROUP: no migration at all). -1: none.
+  int cgroup_dir_fd = -1;
+  /// Its cgroup.procs, written by the parent instead when clone3 is refused (old kernel).
+  std::string cgroup_dir_procs;
   /// The seccomp program.
   std::vector<sock_filter> filter;
   /// The ids mapped 1:1.
   uid_t uid = 0;
   gid_t gid = 0;
+  /// GROVE_SANDBOX_TIMING=<file> (tools/bench): a page shared with the child where each
+  /// side notes when it reached each step (CLOCK_MONOTONIC ns, see sandbox_mark); the
+  /// parent appends them to the file as one JSON line per start. Null: off.
+  uint64_t* marks = nullptr;
+  /// With a filter: a datagram socketpair the child sends the filter's listener over
+  /// (SCM_RIGHTS) and goes straight on to exec; the parent receives it after the exec.
+  /// The child's end (a high descriptor) and the parent's.
+  int handover_w = -1;
+  int handover_r = -1;
   /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
   int sync_r = -1;
   int sync_w = -1;
@@ -87,9 +106,29 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept;
 std::string describe_step(const sandbox_plan& p, int step);
 
 /// Child, second half (after the uid/gid switch, just before exec): drops every
-/// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, handing its listener to the
-/// parent through `status_w` and waiting for the parent to take it. Async-signal-safe.
-int sandbox_lock(const sandbox_plan& p, int status_w) noexcept;
+/// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, sending its listener to the
+/// parent over `handover_w` and closing it (the worker never holds it). Async-signal-safe.
+int sandbox_lock(const sandbox_plan& p) noexcept;
+
+/// Parent, after the child's exec: the listener the child sent; -1 when none came.
+int sandbox_take_listener(const sandbox_plan& p);
+
+/// The steps sandbox_plan::marks records, in order.
+enum sandbox_mark_id : int {
+  mark_clone, mark_child, mark_attached, mark_released, mark_go, mark_mounted, mark_pivoted,
+  mark_entered, mark_ids, mark_locked, mark_exec, mark_count
+};
+
+/// Notes now as step `id` (async-signal-safe; nothing when timing is off).
+void sandbox_mark(const sandbox_plan& p, sandbox_mark_id id) noexcept;
+
+/// Parent, after the child's exec: appends the marks to GROVE_SANDBOX_TIMING's file and
+/// unmaps them.
+void sandbox_report_marks(sandbox_plan& p);
+
+/// Child, first thing after the descriptor sweep: joins the cgroups of `attach_fds` and
+/// closes them. Async-signal-safe; 0 or an errno value.
+int sandbox_attach(const sandbox_plan& p) noexcept;
 
 /// Parent, after clone: writes the id maps and the cgroups, then lets the child go.
 caf::error sandbox_release(const sandbox_plan& p, pid_t pid);

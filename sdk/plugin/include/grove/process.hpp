@@ -107,7 +107,10 @@ struct sandbox_mount {
   std::filesystem::path source;
   /// Absolute path inside the new root ("/usr", "/dev/null").
   std::filesystem::path target;
-  /// bind and tmpfs: read-only (recursively, keeping the source's nosuid/nodev/noexec).
+  /// bind, tmpfs and proc: read-only (recursively, keeping the source's
+  /// nosuid/nodev/noexec). A proc mount always hides the host's kernel state the OCI
+  /// defaults mask (kcore, keys, timer_list, ...); a writable one still covers sys,
+  /// sysrq-trigger, irq, bus and fs read-only.
   bool read_only = true;
   /// tmpfs: mount options.
   std::string data;
@@ -121,9 +124,9 @@ struct sandbox_mount {
 /// is reachable), the cgroups in `cgroup_procs` before it runs, an empty capability
 /// bounding set, no capabilities, PR_SET_NO_NEW_PRIVS and the seccomp filter. The
 /// options' `uid` and `gid` are required: they are the only ids mapped into the user
-/// namespace (1:1). groved must be root. PID 1 of a namespace ignores signals it has no
-/// handler for, so a stop's SIGTERM reaches only a child that handles it (SIGKILL after
-/// the grace always works).
+/// namespace (1:1); neither may be 0 (it would be host root). groved must be root. PID 1
+/// of a namespace ignores signals it has no handler for, so a stop whose signal the child
+/// does not catch sends SIGKILL at once (one that catches it gets the grace).
 struct process_sandbox {
   /// An existing host directory the new root's tmpfs is mounted on (inside the child's
   /// own mount namespace: the host sees nothing there).
@@ -139,8 +142,8 @@ struct process_sandbox {
   /// A classic BPF seccomp program (e.g. libseccomp's seccomp_export_bpf); empty: none.
   /// Loaded last before exec. A call it answers SECCOMP_RET_USER_NOTIF kills the child
   /// (SIGKILL, as PID 1 ignores a SIGSYS it does not handle) and is reported in
-  /// process_exit::denied_syscall. It must allow read, write, close and execve: the
-  /// child hands the filter's listener to the supervisor with them.
+  /// process_exit::denied_syscall. It must allow read, write, close, sendmsg and
+  /// execve: the child hands the filter's listener to the supervisor with them.
   std::vector<sock_filter> seccomp;
 };
 
