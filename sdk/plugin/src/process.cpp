@@ -309,6 +309,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       cleanup();
       return e;
     }
+    plan->groups = o.groups;
     int sync[2];
     if (::pipe2(sync, O_CLOEXEC) != 0) {
       close_fd(out[0]);
@@ -348,6 +349,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   int pdeathsig = o.parent_death_signal;
   auto gid = o.gid;
   auto uid = o.uid;
+  // setgroups' list, made here: the child allocates nothing.
+  std::vector<gid_t> groups;
+  if (gid) {
+    groups.push_back(*gid);
+    for (auto g : o.groups)
+      if (g != *gid)
+        groups.push_back(g);
+  }
   bool capture = o.capture_output;
   auto parent = ::getpid();
 
@@ -413,7 +422,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
         fail(2, rc);
     // Raw system calls: glibc's wrappers would signal groved's other threads (setxid),
     // which a cloned child still believes it has.
-    if (gid && (::syscall(SYS_setgroups, 1, &*gid) != 0
+    if (gid && (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0
                 || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0))
       fail(3, errno);
     if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0)

@@ -62,6 +62,8 @@ struct sandbox_plan {
   /// The ids mapped 1:1.
   uid_t uid = 0;
   gid_t gid = 0;
+  /// Supplementary groups, mapped 1:1 besides `gid` (process_options::groups).
+  std::vector<gid_t> groups;
   /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
   int sync_r = -1;
   int sync_w = -1;
