@@ -306,15 +306,13 @@ private:
       if (!def) {
         fn.def_error = grove::describe(def.error());
         fn.last_error = fn.def_error;
-        // A function whose resources were revoked must not keep them: it stops.
-        bool revoked = fn.def && !fn.def->resource_access_policies.empty();
         ctx_->log().error("function '{}': {}{}", f.name(), fn.def_error,
-                          revoked  ? " (stopped: it used local resources)"
-                          : fn.def ? " (keeps its previous definition)"
-                                   : "");
+                          fn.def ? " (keeps its previous definition)" : "");
         fn.log->write("ERROR", "definition refused: " + fn.def_error);
-        if (revoked)
-          withdraw(fn, fn.def_error);
+        // The previous definition's resources are asked for again: one the group no
+        // longer gives (removed, refused) stops the function rather than stay with it.
+        if (fn.def)
+          resolve_mounts(fn, g.version());
         continue;
       }
       fn.def_error.clear();

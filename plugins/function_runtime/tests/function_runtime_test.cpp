@@ -1005,14 +1005,15 @@ BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
   BOOST_REQUIRE(test::wait_until(
     [&] { return starts(sb.attempt("box", "list /data"), "denied"); }));
   BOOST_TEST(starts(sb.attempt("box", "read /tmp/mark"), "denied"));
-  // The resource is removed while a function still names it: the function stops (it
-  // does not keep the resource), with the reason.
+  // The resource is removed while a function still names it: its new definition is
+  // refused, and the previous one is not kept with the resource: the function stops,
+  // with the reason.
   sb.rt->rewrite(escape_fn(sb.code_dir, "box", policy) + "resources:\n" + volume("v", b, "/data"));
   BOOST_REQUIRE(test::wait_until(
     [&] { return starts(sb.attempt("box", "read /data/from-b"), "REACHED"); }));
   sb.rt->rewrite(escape_fn(sb.code_dir, "box", policy));
   BOOST_REQUIRE(test::wait_until([&] { return !sb.rt->info("box").valid(); }));
   auto r = sb.attempt("box", "read /data/from-b");
-  BOOST_TEST(r.find("no resource 'v' in the group") != std::string::npos, r);
+  BOOST_TEST(r.find("resource 'v', which the group does not have") != std::string::npos, r);
   BOOST_TEST(test::wait_until([&] { return sb.rt->info("box").instances() == 0u; }));
 }
