@@ -927,9 +927,12 @@ BOOST_AUTO_TEST_CASE(local_devices_are_granted_r_or_rw_and_no_other,
 BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
                      *boost::unit_test::precondition(as_root)) {
   test::temp_dir data;
+  BOOST_REQUIRE(::chown(data.path().c_str(), 0, 0) == 0);
   sandboxed sb{[&](auto& d) {
     return escape_fn(d, "ghost", "resourceAccessPolicies: [{resourceId: nope}]")
-           + escape_fn(d, "plain") + "resources:\n" + volume("there", data.path(), "/data");
+           + escape_fn(d, "wheel", "resourceAccessPolicies: [{resourceId: rooted}]")
+           + escape_fn(d, "plain") + "resources:\n" + volume("there", data.path(), "/data")
+           + volume("rooted", data.path(), "/data", "{autoAddGroupOwner: true}");
   }};
   load_local_resources(sb);
   sb.rt->wait_defined("plain");
@@ -938,6 +941,12 @@ BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
                != std::string::npos,
              g);
   BOOST_TEST(!sb.rt->info("ghost").valid());
+  // A resource whose group owner is root's group does not give it to a function unless
+  // the image lets functions be root.
+  auto w = sb.attempt("wheel", "whoami");
+  BOOST_TEST(w.find("resource 'rooted': its group owner is root's group (gid 0)")
+               != std::string::npos,
+             w);
   // The others run.
   BOOST_TEST(sb.attempt("plain", "whoami").find("pid=1") != std::string::npos);
   // A policy on a NoContainer function is refused: only a sandbox gets resources.
