@@ -446,11 +446,11 @@ private:
         mounts.push_back(std::move(x));
         if (m.add_group())
           groups.insert(static_cast<gid_t>(m.group_id()));
-        if (m.add_group() && m.group_id() == 0 && !cfg_.allow_run_as_root) {
-          // The root group is root's privilege: the image decides, as for runAs.
+        if (m.add_group() && m.group_id() == 0) {
+          // A sandbox never holds host root's ids (README, "Sandbox").
           fn.def_error = "function '" + name + "': resource '" + m.resource_id()
-                         + "': its group owner is root's group (gid 0), which the image "
-                           "does not allow (function_runtime's allow_run_as_root)";
+                         + "': its group owner is root's group (gid 0), which a sandboxed "
+                           "function never gets (give the resource another group)";
           fn.last_error = fn.def_error;
           ctx_->log().error("{}", fn.def_error);
           fn.log->write("ERROR", "definition refused: " + fn.def_error);
