@@ -884,6 +884,10 @@ BOOST_AUTO_TEST_CASE(local_volumes_are_mounted_read_only_or_read_write_with_thei
   auto groups = st.substr(st.find("Groups:"));
   groups = groups.substr(0, groups.find('\n')) + " ";
   BOOST_TEST(groups.find(" " + std::to_string(owner) + " ") != std::string::npos, st);
+  // local_resources' status counts what it holds.
+  auto details = sb.rt->h->kernel().status().details();
+  auto held = details["local_resources.resources"];
+  BOOST_TEST(held.find("2 volumes, 0 devices, 0 refused (group version ") == 0, held);
   // Nothing else of the data directory is visible.
   auto l = sb.attempt("box", "list " + data.path().string());
   BOOST_TEST(starts(l, "denied: open"), l);
@@ -931,8 +935,10 @@ BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
   sandboxed sb{[&](auto& d) {
     return escape_fn(d, "ghost", "resourceAccessPolicies: [{resourceId: nope}]")
            + escape_fn(d, "wheel", "resourceAccessPolicies: [{resourceId: rooted}]")
+           + escape_fn(d, "stateful", "resourceAccessPolicies: [{resourceId: state}]")
            + escape_fn(d, "plain") + "resources:\n" + volume("there", data.path(), "/data")
-           + volume("rooted", data.path(), "/data", "{autoAddGroupOwner: true}");
+           + volume("rooted", data.path(), "/data", "{autoAddGroupOwner: true}")
+           + volume("state", "/var/lib", "/state");
   }};
   load_local_resources(sb);
   sb.rt->wait_defined("plain");
@@ -941,6 +947,18 @@ BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
                != std::string::npos,
              g);
   BOOST_TEST(!sb.rt->info("ghost").valid());
+  // A refused resource is counted, and refuses the functions that name it, by its error.
+  std::string held;
+  BOOST_TEST(test::wait_until([&] {
+    auto all = sb.rt->h->kernel().status().details();
+    held = all["local_resources.resources"];
+    return held.find("2 volumes, 0 devices, 1 refused") == 0;
+  }),
+             held);
+  auto st = sb.attempt("stateful", "whoami");
+  BOOST_TEST(st.find("resource 'state' is refused: ") != std::string::npos, st);
+  BOOST_TEST(st.find("localVolumeResourceData.sourcePath: '/var/lib' is under /var") != std::string::npos,
+             st);
   // A resource whose group owner is root's group does not give it to a function unless
   // the image lets functions be root.
   auto w = sb.attempt("wheel", "whoami");
