@@ -179,3 +179,22 @@ write("mm_spool", "edges", spool_db(
 write("mm_spool", "loose_types", spool_db(
     [(1, None, None, None), (2, b"\xff\xfe", "text payload", "1"), (3.5, 3, 4, 1.5)],
     [("next_seq", "x")], table="seq, topic, payload, qos"))
+
+# local_resources' resources[].config (plugins/local_resources/src/resource_def.cpp): each
+# kind, another plugin's kind, and the refusals (a volume under /var, both kinds, a '..'
+# source, a destination in the sandbox's own mounts, an unknown key).
+write("local_resource", "volume.yaml",
+      "localVolumeResourceData:\n  sourcePath: /srv/data\n  destinationPath: /data\n"
+      "  groupOwnerSetting: {autoAddGroupOwner: true}\n")
+write("local_resource", "device.yaml",
+      "localDeviceResourceData: {sourcePath: /dev/ttyUSB0, groupOwnerSetting: "
+      "{groupOwner: dialout}}\n")
+write("local_resource", "other.yaml",
+      "s3MachineLearningModelResourceData: {s3Uri: \"s3://b/m.tar.gz\", destinationPath: /model}\n")
+write("local_resource", "var.yaml",
+      "localVolumeResourceData: {sourcePath: /var/lib, destinationPath: /x}\n")
+write("local_resource", "both.yaml",
+      "localVolumeResourceData: {sourcePath: /a, destinationPath: /b}\n"
+      "localDeviceResourceData: {sourcePath: /dev/x}\n")
+write("local_resource", "bad.yaml",
+      "localVolumeResourceData: {sourcePath: /srv/../var, destinationPath: /lambda/x, colour: red}\n")

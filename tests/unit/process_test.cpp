@@ -520,6 +520,13 @@ BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
     BOOST_TEST(describe(p.error()).find("never runs as uid or gid 0") != std::string::npos,
                describe(p.error()));
   }
+  // Nor with root's group among the supplementary ones.
+  o = sandboxed("true", dir.path());
+  o.groups = {4242, 0};
+  p = process::start(r.owner(), o, r.callbacks());
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("nor with group 0") != std::string::npos,
+             describe(p.error()));
   // A tmpfs with options the kernel refuses: the error names the step.
   o = sandboxed("true", dir.path());
   o.sandbox->mounts[5].data = "size=nonsense";

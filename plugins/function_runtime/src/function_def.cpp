@@ -61,6 +61,14 @@ config_map<process_params> process_map() {
              "limits and resources of the sandbox");
 }
 
+config_map<access_policy> policy_map() {
+  return config_map<access_policy>{}
+    .key_no_default("resourceId", &access_policy::resource_id, required,
+                    "the id of a local volume or device of the group (local_resources)")
+    .key("permission", &access_policy::permission, "ro", one_of{"ro", "rw"},
+         "read-only or read-write");
+}
+
 config_map<user_params> user_map() {
   return config_map<user_params>{}
     .key_no_default("uid", &user_params::uid, range{0, 4294967294},
@@ -103,6 +111,7 @@ config_map<function_def> function_def::map() {
     .list("eventSources", &function_def::event_sources, event_source_map())
     .section("linuxProcessParams", &function_def::process, process_map(),
              "isolation and its limits")
+    .list("resourceAccessPolicies", &function_def::resource_access_policies, policy_map())
     .validate([](const function_def& d) -> caf::error {
       if (d.handler.empty())
         return make_error(errc::invalid_config, "handler: empty");
@@ -110,6 +119,20 @@ config_map<function_def> function_def::map() {
         return make_error(errc::invalid_config,
                           "handler: '" + d.handler + "' is not module.function (Python "
                           "identifiers joined by dots)");
+      if (!d.resource_access_policies.empty()
+          && d.process.isolation_mode != "GreengrassContainer")
+        return make_error(errc::invalid_config,
+                          "resourceAccessPolicies: local resources reach a function only in "
+                          "its sandbox (isolationMode GreengrassContainer); a NoContainer "
+                          "function uses the device's paths directly");
+      for (size_t i = 0; i < d.resource_access_policies.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+          if (d.resource_access_policies[i].resource_id
+              == d.resource_access_policies[j].resource_id)
+            return make_error(errc::invalid_config,
+                              "resourceAccessPolicies[" + std::to_string(i)
+                                + "].resourceId: '" + d.resource_access_policies[i].resource_id
+                                + "' is named twice");
       for (size_t i = 0; i < d.event_sources.size(); ++i) {
         const auto& s = d.event_sources[i];
         auto where = "eventSources[" + std::to_string(i) + "].topic: ";

@@ -75,6 +75,18 @@ struct container_params {
   bool operator==(const container_params&) const = default;
 };
 
+/// resourceAccessPolicies[]: a local resource of the group (local_resources) the
+/// function may use, and how.
+struct access_policy {
+  /// The resource's id in the group.
+  std::string resource_id;
+  /// ro or rw.
+  std::string permission;
+
+  /// Field-by-field equality.
+  bool operator==(const access_policy&) const = default;
+};
+
 /// linuxProcessParams.
 struct process_params {
   /// GreengrassContainer or NoContainer.
@@ -132,6 +144,8 @@ struct function_def {
   std::vector<event_source> event_sources;
   /// linuxProcessParams.
   process_params process;
+  /// resourceAccessPolicies (GreengrassContainer only).
+  std::vector<access_policy> resource_access_policies;
 
   /// The config map of everything but environmentVariables (an open map, read apart).
   static config_map<function_def> map();

@@ -34,6 +34,7 @@
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "grove/local_resources/client.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/supervision.hpp"
 
@@ -50,6 +51,10 @@ constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
 
 /// The group's change events, from the kernel.
 constexpr std::string_view group_current = "$grove/group/current";
+
+/// How long a function with local resources waits for local_resources to serve lr-1
+/// (it may load after this plugin) before it is refused for want of it.
+constexpr std::chrono::milliseconds local_resources_wait{5000};
 
 /// One work item: a message for a function, and the request to answer, if any.
 struct work_item {
@@ -97,6 +102,11 @@ struct function_state {
   gid_t gid = 0;
   std::filesystem::path code_dir; // codeUri, or where its archive was unpacked
   std::string def_error;
+  // Local resources (lr-1): what its policies resolve to in the group version in force,
+  // and the groups they add; while an answer is awaited no instance starts.
+  std::vector<gfn::resource_mount> mounts;
+  std::vector<gid_t> groups;
+  uint64_t mounts_request = 0; // the request awaited; 0: none
   std::deque<work_item> queue;
   std::map<uint64_t, std::unique_ptr<instance>> instances;
   grove::failure_tracker failures;
@@ -253,6 +263,9 @@ private:
   void apply(const grove::group::Group& g) {
     auto base = fs::path{g.source_file()}.parent_path();
     std::set<std::string> seen;
+    std::set<std::string> resource_ids;
+    for (const auto& r : g.resources())
+      resource_ids.insert(r.id());
     for (const auto& f : g.functions()) {
       seen.insert(f.name());
       auto& fn = state_of(f.name());
@@ -267,6 +280,18 @@ private:
           user = *u;
         else
           def = caf::expected<gfn::function_def>{std::move(u.error())};
+      }
+      if (def) {
+        // A policy must name a resource of this group: a removed resource is revoked.
+        const auto& policies = def->resource_access_policies;
+        for (size_t i = 0; i < policies.size(); ++i)
+          if (!resource_ids.count(policies[i].resource_id)) {
+            def = caf::expected<gfn::function_def>{make_error(
+              errc::invalid_config,
+              origin + ": resourceAccessPolicies[" + std::to_string(i) + "].resourceId: no "
+                "resource '" + policies[i].resource_id + "' in the group")};
+            break;
+          }
       }
       if (def && gfn::is_code_archive(def->code_uri)) {
         // Once per digest (kept across restarts); small archives are the norm on devices.
@@ -284,11 +309,18 @@ private:
         ctx_->log().error("function '{}': {}{}", f.name(), fn.def_error,
                           fn.def ? " (keeps its previous definition)" : "");
         fn.log->write("ERROR", "definition refused: " + fn.def_error);
+        // The previous definition's resources are asked for again: one the group no
+        // longer gives (removed, refused) stops the function rather than stay with it.
+        if (fn.def)
+          resolve_mounts(fn, g.version());
         continue;
       }
       fn.def_error.clear();
-      if (fn.def && *fn.def == *def && fn.uid == user->first && fn.gid == user->second)
+      if (fn.def && *fn.def == *def && fn.uid == user->first && fn.gid == user->second) {
+        // The resources themselves may have changed: asked again for this version.
+        resolve_mounts(fn, g.version());
         continue;
+      }
       if (def->process.isolation_mode == "GreengrassContainer") {
         // Never a silent fallback: without the kernel's features the function is refused.
         if (auto* sb = open_sandbox(); sb == nullptr) {
@@ -316,6 +348,7 @@ private:
       if (had)
         retire_all(fn);
       fn.log->write("INFO", had ? "definition changed" : "defined");
+      resolve_mounts(fn, g.version());
       dispatch(fn);
     }
     for (auto& [name, fn] : functions_) {
@@ -330,6 +363,125 @@ private:
     erase_removed();
     update_pubsub();
     refresh_status();
+  }
+
+  /// Asks local_resources (lr-1) for `fn`'s mounts as of group `version`; instances
+  /// wait for the answer. A changed answer restarts the running instances (a revoked or
+  /// changed resource); an error stops the function (its resources are not available).
+  void resolve_mounts(function_state& fn, uint64_t version) {
+    const auto& policies = fn.def->resource_access_policies;
+    if (policies.empty()) {
+      fn.mounts_request = 0;
+      if (!fn.mounts.empty() || !fn.groups.empty()) {
+        fn.mounts.clear();
+        fn.groups.clear();
+        retire_all(fn);
+      }
+      return;
+    }
+    auto req = grove::local_resources::make_request(fn.name, version);
+    for (const auto& p : policies)
+      grove::local_resources::add_policy(req, p.resource_id, p.permission);
+    auto seq = ++mounts_requests_;
+    fn.mounts_request = seq;
+    auto name = fn.name;
+    // local_resources may load after this plugin: it gets a moment to come.
+    auto topic = grove::local_resources::mounts_topic;
+    ctx_->when_served(topic, local_resources_wait, [this, name, seq, req](caf::error err) {
+      if (current(name, seq) == nullptr)
+        return;
+      if (err) {
+        mounts_answer(name, seq, make_error(errc::no_route, "nobody serves lr-1"));
+        return;
+      }
+      grove::local_resources::mounts_rpc rpc{std::string{grove::local_resources::mounts_topic}};
+      rpc(*ctx_, req, 10s,
+          [this, name, seq](caf::expected<grove::local_resources::MountsReply> r) {
+            mounts_answer(name, seq, std::move(r));
+          });
+    });
+  }
+
+  /// The function awaiting lr-1 request `seq`; null when it no longer does.
+  function_state* current(const std::string& name, uint64_t seq) {
+    auto it = functions_.find(name);
+    if (it == functions_.end() || it->second.mounts_request != seq || !it->second.def)
+      return nullptr; // a newer request, or the function is gone
+    return &it->second;
+  }
+
+  void mounts_answer(const std::string& name, uint64_t seq,
+                     caf::expected<grove::local_resources::MountsReply> r) {
+    {
+      auto* found = current(name, seq);
+      if (found == nullptr)
+        return;
+      auto& fn = *found;
+      fn.mounts_request = 0;
+      if (!r) {
+        const auto& first = fn.def->resource_access_policies.front().resource_id;
+        auto why = r.error() == errc::no_route
+                     ? "resourceAccessPolicies names resource '" + first
+                         + "', and this image has no local_resources plugin to provide it"
+                     : grove::describe(r.error());
+        fn.def_error = "function '" + name + "': " + why;
+        fn.last_error = fn.def_error;
+        ctx_->log().error("{}", fn.def_error);
+        fn.log->write("ERROR", "definition refused: " + fn.def_error);
+        withdraw(fn, fn.def_error);
+        return;
+      }
+      std::vector<gfn::resource_mount> mounts;
+      std::set<gid_t> groups;
+      for (const auto& m : r->mounts()) {
+        gfn::resource_mount x;
+        x.id = m.resource_id();
+        x.device = m.kind() == grove::local_resources::Mount::DEVICE;
+        x.source = m.source_path();
+        x.destination = m.destination_path();
+        x.read_only = m.read_only();
+        x.device_type = m.device_type() == "b" ? 'b' : 'c';
+        x.major = m.major();
+        x.minor = m.minor();
+        mounts.push_back(std::move(x));
+        if (m.add_group())
+          groups.insert(static_cast<gid_t>(m.group_id()));
+        if (m.add_group() && m.group_id() == 0) {
+          // A sandbox never holds host root's ids (README, "Sandbox").
+          fn.def_error = "function '" + name + "': resource '" + m.resource_id()
+                         + "': its group owner is root's group (gid 0), which a sandboxed "
+                           "function never gets (give the resource another group)";
+          fn.last_error = fn.def_error;
+          ctx_->log().error("{}", fn.def_error);
+          fn.log->write("ERROR", "definition refused: " + fn.def_error);
+          withdraw(fn, fn.def_error);
+          return;
+        }
+      }
+      std::vector<gid_t> gids{groups.begin(), groups.end()};
+      if (mounts != fn.mounts || gids != fn.groups) {
+        bool had = !fn.mounts.empty() || !fn.groups.empty();
+        fn.mounts = std::move(mounts);
+        fn.groups = std::move(gids);
+        if (had) {
+          fn.log->write("INFO", "local resources changed: instances restart");
+          retire_all(fn);
+        }
+      }
+      dispatch(fn);
+    }
+  }
+
+  /// Stops `fn` for good until a valid definition comes: its definition goes, its
+  /// queue is answered with `why` and its instances end.
+  void withdraw(function_state& fn, const std::string& why) {
+    fn.def.reset();
+    fn.mounts.clear();
+    fn.groups.clear();
+    fn.mounts_request = 0;
+    fail_queue(fn, make_error(errc::invalid_config, why));
+    for (auto& [id, inst] : fn.instances)
+      end_instance(fn, *inst, "its local resources were withdrawn", false);
   }
 
   function_state& state_of(const std::string& name) {
@@ -461,6 +613,8 @@ private:
   void dispatch(function_state& fn) {
     if (!fn.def || fn.removed)
       return;
+    if (fn.mounts_request != 0)
+      return; // its local resources are being asked for
     for (auto& [id, inst] : fn.instances) {
       if (fn.queue.empty())
         break;
@@ -548,7 +702,7 @@ private:
     }
     if (sandboxed) {
       // The one hook of the sandbox (sandbox.hpp): its cgroup now, the rest in the child.
-      auto sb = sandbox_ ? sandbox_->prepare(fn.name, inst->id, def, fn.code_dir)
+      auto sb = sandbox_ ? sandbox_->prepare(fn.name, inst->id, def, fn.code_dir, fn.mounts)
                          : caf::expected<gfn::instance_sandbox>{
                            make_error(errc::unsupported, sandbox_error_)};
       if (!sb) {
@@ -563,6 +717,7 @@ private:
           opts.argv[i] = gfn::sandbox::inside(opts.argv[i], fn.code_dir);
       opts.uid = fn.uid;
       opts.gid = fn.gid;
+      opts.groups = fn.groups; // groupOwnerSetting of its local resources
       opts.sandbox = std::move(sb->spec);
       inst->cgroup = std::move(sb->cgroup);
       if (!sb->warning.empty())
@@ -1167,6 +1322,7 @@ private:
   std::map<std::string, pending_shadow> pending_shadow_;
   uint64_t seq_ = 0;
   uint64_t instance_ids_ = 0;
+  uint64_t mounts_requests_ = 0;
   grove::timer_id status_timer_ = 0;
   grove::counter_family invocations_, errors_, timeouts_, refused_;
   grove::gauge_family instances_gauge_, queued_gauge_;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -175,6 +176,28 @@ caf::error enable_v2(const fs::path& parent, const std::string& enable, bool is_
   return write_text(parent / "cgroup.subtree_control", enable);
 }
 
+/// A v1 devices cgroup's rules: nothing but the minimal /dev (null, zero, random,
+/// urandom: rw) and the granted devices (r, or rw).
+caf::error allow_devices(const fs::path& dir, const std::vector<resource_mount>& resources) {
+  if (auto e = write_text(dir / "devices.deny", "a"))
+    return e;
+  auto allow = [&](char type, unsigned maj, unsigned min, const char* access) {
+    return write_text(dir / "devices.allow", std::string{type} + " " + std::to_string(maj)
+                                               + ":" + std::to_string(min) + " " + access);
+  };
+  for (const char* d : {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"}) {
+    struct stat st {};
+    if (::stat(d, &st) == 0 && S_ISCHR(st.st_mode))
+      if (auto e = allow('c', major(st.st_rdev), minor(st.st_rdev), "rw"))
+        return e;
+  }
+  for (const auto& r : resources)
+    if (r.device)
+      if (auto e = allow(r.device_type, r.major, r.minor, r.read_only ? "r" : "rw"))
+        return e;
+  return {};
+}
+
 } // namespace
 
 // -- cgroups -----------------------------------------------------------------------
@@ -335,6 +358,21 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
                      + "; v1: " + v1_why + ")");
     }
   }
+  // 2b. The devices controller (v1), for local device resources: optional, as a v2
+  // cgroup's device filter is an eBPF program this runtime does not load (README,
+  // "Local resources").
+  for (const auto& m : all) {
+    if (m.type != "cgroup"
+        || std::find(m.options.begin(), m.options.end(), "devices") == m.options.end())
+      continue;
+    auto own = own_cgroup("devices");
+    if (!own)
+      break;
+    auto base = under(m.point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent) / tag;
+    if (!make_dir(base))
+      sb->bases_["devices"] = base;
+    break;
+  }
   // 3. The profile.
   std::string text;
   if (cfg.seccomp_profile.empty()) {
@@ -384,7 +422,9 @@ std::string sandbox::describe() const {
 
 caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t id,
                                                  const function_def& def,
-                                                 const fs::path& code_dir) const {
+                                                 const fs::path& code_dir,
+                                                 const std::vector<resource_mount>& resources)
+  const {
   instance_sandbox out;
   // The cgroup, limits first: the child is attached before it runs anything.
   auto cg = std::make_unique<instance_cgroup>();
@@ -395,8 +435,14 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
   auto fail = [&](caf::error e) {
     return make_error(errc::system_error, "sandbox cgroup: " + grove::describe(e));
   };
+  for (const auto& r : resources)
+    if (r.device && r.read_only && !has_devices_cgroup())
+      return make_error(errc::unsupported,
+                        "resource '" + r.id + "': a device granted ro needs the devices "
+                        "cgroup (v1), which this host does not give the runtime (a "
+                        "read-only mount does not stop writes to a device)");
   for (const auto& c : {std::string{"memory"}, std::string{"pids"}, std::string{"cpu"},
-                        std::string{""}}) {
+                        std::string{""}, std::string{"devices"}}) {
     auto it = bases_.find(c);
     if (it == bases_.end())
       continue;
@@ -412,6 +458,8 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
         (void) write_text(dir / "memory.memsw.limit_in_bytes", mem);
     } else if (c == "pids") {
       e = write_text(dir / "pids.max", pids);
+    } else if (c == "devices") {
+      e = allow_devices(dir, resources);
     } else if (c == "cpu") {
       if (write_text(dir / "cpu.shares",
                      std::to_string(std::max<int64_t>(2, cfg_.sandbox_cpu_weight * 1024 / 100))))
@@ -496,8 +544,17 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
     m.target = "/sys";
     s.mounts.push_back(std::move(m));
   }
-  // Volumes and devices of local_resources join s.mounts here (not yet: issue 13's
-  // local_resources plugin).
+  // Volumes and devices of local_resources (lr-1), last: over the skeleton, each its
+  // own mount, so a rw one stays writable when the root becomes read-only. A ro volume
+  // is a read-only bind (writes fail with EROFS); a device's access is the devices
+  // cgroup's rule above.
+  for (const auto& r : resources) {
+    sandbox_mount m;
+    m.source = r.source;
+    m.target = r.destination;
+    m.read_only = r.read_only;
+    s.mounts.push_back(std::move(m));
+  }
   out.cgroup = std::move(cg);
   return out;
 }

@@ -41,6 +41,29 @@ public:
   int version = 1;
 };
 
+/// A local resource (local_resources, lr-1) made visible in an instance's sandbox.
+struct resource_mount {
+  /// The resource's id (for errors).
+  std::string id;
+  /// A device node (else a volume).
+  bool device = false;
+  /// On the device (canonical).
+  std::string source;
+  /// Inside the sandbox (a device: its path under /dev).
+  std::string destination;
+  /// Permission ro: a volume is mounted read-only (EROFS), a device allowed "r" only.
+  bool read_only = true;
+  /// Device: 'c' or 'b', and its numbers (the devices cgroup's rule).
+  char device_type = 'c';
+  /// Device: major number.
+  uint32_t major = 0;
+  /// Device: minor number.
+  uint32_t minor = 0;
+
+  /// Field-by-field equality (a change restarts the function's instances).
+  bool operator==(const resource_mount&) const = default;
+};
+
 /// The started instance's part of the sandbox.
 struct instance_sandbox {
   /// For process_options::sandbox.
@@ -75,7 +98,15 @@ public:
   /// Makes instance `id` of `fn`'s cgroup and its process_sandbox.
   caf::expected<instance_sandbox> prepare(const std::string& fn, uint64_t id,
                                           const function_def& def,
-                                          const std::filesystem::path& code_dir) const;
+                                          const std::filesystem::path& code_dir,
+                                          const std::vector<resource_mount>& resources
+                                          = {}) const;
+
+  /// Whether instances get a devices cgroup (v1's devices controller): a device granted
+  /// ro needs it (a read-only mount does not stop writes to a device node).
+  bool has_devices_cgroup() const {
+    return bases_.count("devices") > 0;
+  }
 
   /// `path` (a program or argument) as the sandbox sees it: the code directory is at
   /// /lambda, the instance's working directory, so a relative path ("./x") is taken from

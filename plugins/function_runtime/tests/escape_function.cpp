@@ -67,7 +67,8 @@ std::string status() {
   std::ifstream in{"/proc/self/status"};
   std::string line, out;
   while (std::getline(in, line))
-    for (const char* key : {"CapEff:", "CapPrm:", "CapBnd:", "CapAmb:", "NoNewPrivs:", "Seccomp:"})
+    for (const char* key : {"CapEff:", "CapPrm:", "CapBnd:", "CapAmb:", "NoNewPrivs:", "Seccomp:",
+                            "Groups:"})
       if (line.starts_with(key))
         out += line + "\n";
   return out;

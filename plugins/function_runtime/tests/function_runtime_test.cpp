@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "function_def.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/kernel.hpp"
+#include "grove/kernel/plugin_host.hpp"
 #include "grove/testing/harness.hpp"
 #include "test_support.hpp"
 
@@ -587,7 +589,8 @@ std::string escape_fn(const test::temp_dir& dir, const std::string& name,
                       const std::string& extra = "") {
   auto code = dir.path() / ("code-" + name);
   fs::create_directories(code);
-  fs::copy_file(FN_ESCAPE_FUNCTION, code / "escape", fs::copy_options::overwrite_existing);
+  // Kept when there (a group rewritten while an instance runs it).
+  fs::copy_file(FN_ESCAPE_FUNCTION, code / "escape", fs::copy_options::skip_existing);
   fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
                           | fs::perms::others_read | fs::perms::others_exec);
   return "  - name: " + name + "\n    config: {handler: escape, codeUri: " + code.string()
@@ -999,4 +1002,255 @@ BOOST_AUTO_TEST_CASE(a_cpu_weight_that_cannot_be_set_degrades_with_a_warning,
   }
   for (const auto& d : made)
     BOOST_TEST(::rmdir(d.c_str()) == 0, d);
+}
+
+// -- local resources (local_resources plugin, lr-1) ------------------------------------
+
+namespace {
+
+/// Loads local_resources into `sb`'s kernel (after function_runtime: lr-1 is awaited).
+void load_local_resources(sandboxed& sb) {
+  grove::plugin_spec spec;
+  spec.name = "local_resources";
+  spec.file = "<test>";
+  auto err = sb.rt->h->kernel().host().load(spec);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+}
+
+/// Device nodes made for a test under /dev (a device resource must be there), removed
+/// at the end.
+struct test_devices {
+  std::vector<std::string> paths;
+
+  /// A character device with `maj`:`min` (e.g. /dev/null's 1:3), mode 0666.
+  std::string make(const std::string& name, unsigned maj, unsigned min) {
+    auto path = "/dev/grove-test-" + std::to_string(::getpid()) + "-" + name;
+    ::unlink(path.c_str());
+    BOOST_REQUIRE_MESSAGE(::mknod(path.c_str(), S_IFCHR | 0666, ::makedev(maj, min)) == 0,
+                          "mknod " << path << ": " << std::strerror(errno));
+    ::chmod(path.c_str(), 0666); // past the umask
+    paths.push_back(path);
+    return path;
+  }
+
+  ~test_devices() {
+    for (const auto& p : paths)
+      ::unlink(p.c_str());
+  }
+};
+
+std::string volume(const std::string& id, const fs::path& src, const std::string& dst,
+                   const std::string& owner = "") {
+  return "  - id: " + id + "\n    config: {localVolumeResourceData: {sourcePath: "
+         + src.string() + ", destinationPath: " + dst
+         + (owner.empty() ? "" : ", groupOwnerSetting: " + owner) + "}}\n";
+}
+
+std::string device(const std::string& id, const std::string& path) {
+  return "  - id: " + id + "\n    config: {localDeviceResourceData: {sourcePath: " + path
+         + "}}\n";
+}
+
+bool starts(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(local_volumes_are_mounted_read_only_or_read_write_with_their_group,
+                     *boost::unit_test::precondition(as_root)) {
+  test::temp_dir data;
+  auto ro = data.path() / "ro";
+  auto rw = data.path() / "rw";
+  fs::create_directories(ro);
+  fs::create_directories(rw);
+  { std::ofstream{ro / "hello"} << "hello"; }
+  ::chmod(ro.c_str(), 0755);
+  ::chmod((ro / "hello").c_str(), 0644);
+  // Writable by its group only: the function writes there through groupOwnerSetting.
+  const gid_t owner = 4242;
+  BOOST_REQUIRE(::chown(rw.c_str(), 0, owner) == 0);
+  ::chmod(rw.c_str(), 0770);
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: in, permission: ro}, "
+                               "{resourceId: out, permission: rw}]")
+           + "resources:\n" + volume("in", ro, "/data/in")
+           + volume("out", rw, "/data/out", "{autoAddGroupOwner: true}");
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  auto r = sb.attempt("box", "read /data/in/hello");
+  BOOST_TEST(r == "REACHED: read 5 bytes of /data/in/hello", r);
+  // ro is really read-only: the write fails with EROFS, and is reported as such.
+  auto w = sb.attempt("box", "write /data/in/new");
+  BOOST_TEST(w == "denied: open /data/in/new for writing: Read-only file system", w);
+  BOOST_TEST(!fs::exists(ro / "new"));
+  // rw: the write reaches the device's directory.
+  w = sb.attempt("box", "write /data/out/new");
+  BOOST_TEST(w == "REACHED: wrote /data/out/new", w);
+  BOOST_TEST(fs::exists(rw / "new"));
+  // The owner group is among the worker's supplementary groups.
+  auto st = sb.attempt("box", "status");
+  auto groups = st.substr(st.find("Groups:"));
+  groups = groups.substr(0, groups.find('\n')) + " ";
+  BOOST_TEST(groups.find(" " + std::to_string(owner) + " ") != std::string::npos, st);
+  // local_resources' status counts what it holds.
+  auto details = sb.rt->h->kernel().status().details();
+  auto held = details["local_resources.resources"];
+  BOOST_TEST(held.find("2 volumes, 0 devices, 0 refused (group version ") == 0, held);
+  // Nothing else of the data directory is visible.
+  auto l = sb.attempt("box", "list " + data.path().string());
+  BOOST_TEST(starts(l, "denied: open"), l);
+}
+
+BOOST_AUTO_TEST_CASE(local_devices_are_granted_r_or_rw_and_no_other,
+                     *boost::unit_test::precondition(as_root)) {
+  test_devices devs;
+  auto rw_dev = devs.make("rw", 1, 3);    // /dev/null's numbers
+  auto ro_dev = devs.make("ro", 1, 7);    // /dev/full's (null and zero are rw for all)
+  auto other = devs.make("other", 1, 3);  // not granted
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: sink, permission: rw}, "
+                               "{resourceId: zeros, permission: ro}]")
+           + "resources:\n" + device("sink", rw_dev) + device("zeros", ro_dev)
+           + device("spare", other);
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  auto details = sb.rt->h->kernel().status().details();
+  bool v1_devices = details["function_runtime.sandbox"].find("devices") != std::string::npos;
+  BOOST_TEST_MESSAGE("sandbox: " << details["function_runtime.sandbox"]);
+  BOOST_TEST(sb.attempt("box", "write " + rw_dev) == "REACHED: wrote " + rw_dev);
+  BOOST_TEST(sb.attempt("box", "read " + rw_dev) == "REACHED: read 0 bytes of " + rw_dev);
+  BOOST_TEST(sb.attempt("box", "read " + ro_dev) == "REACHED: read 256 bytes of " + ro_dev);
+  // r only: the devices cgroup refuses the open for writing (a read-only mount would not:
+  // writes to a device node ignore it).
+  auto w = sb.attempt("box", "write " + ro_dev);
+  BOOST_TEST(w == "denied: open " + ro_dev + " for writing: Operation not permitted", w);
+  BOOST_TEST(v1_devices);
+  // A device the function was not granted is not there.
+  auto o = sb.attempt("box", "read " + other);
+  BOOST_TEST(o == "denied: open " + other + ": No such file or directory", o);
+  // Nor is any other device of the host.
+  for (const char* p : {"/dev/tty", "/dev/mem", "/dev/vda", "/dev/kmsg"}) {
+    auto x = sb.attempt("box", std::string{"read "} + p);
+    BOOST_TEST(starts(x, std::string{"denied: open "} + p), x);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
+                     *boost::unit_test::precondition(as_root)) {
+  test::temp_dir data;
+  BOOST_REQUIRE(::chown(data.path().c_str(), 0, 0) == 0);
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "ghost", "resourceAccessPolicies: [{resourceId: nope}]")
+           + escape_fn(d, "wheel", "resourceAccessPolicies: [{resourceId: rooted}]")
+           + escape_fn(d, "stateful", "resourceAccessPolicies: [{resourceId: state}]")
+           + escape_fn(d, "plain") + "resources:\n" + volume("there", data.path(), "/data")
+           + volume("rooted", data.path(), "/data", "{autoAddGroupOwner: true}")
+           + volume("state", "/var/lib", "/state");
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("plain");
+  auto g = sb.attempt("ghost", "whoami");
+  BOOST_TEST(g.find("resourceAccessPolicies[0].resourceId: no resource 'nope' in the group")
+               != std::string::npos,
+             g);
+  BOOST_TEST(!sb.rt->info("ghost").valid());
+  // A refused resource is counted, and refuses the functions that name it, by its error.
+  std::string held;
+  BOOST_TEST(test::wait_until([&] {
+    auto all = sb.rt->h->kernel().status().details();
+    held = all["local_resources.resources"];
+    return held.find("2 volumes, 0 devices, 1 refused") == 0;
+  }),
+             held);
+  auto st = sb.attempt("stateful", "whoami");
+  BOOST_TEST(st.find("resource 'state' is refused: ") != std::string::npos, st);
+  BOOST_TEST(st.find("localVolumeResourceData.sourcePath: '/var/lib' is under /var") != std::string::npos,
+             st);
+  // A resource whose group owner is root's group does not give it to a function unless
+  // the image lets functions be root.
+  auto w = sb.attempt("wheel", "whoami");
+  BOOST_TEST(w.find("resource 'rooted': its group owner is root's group (gid 0)")
+               != std::string::npos,
+             w);
+  // The others run.
+  BOOST_TEST(sb.attempt("plain", "whoami").find("pid=1") != std::string::npos);
+  // A policy on a NoContainer function is refused: only a sandbox gets resources.
+  sb.rt->rewrite(escape_fn(sb.code_dir, "open",
+                           "resourceAccessPolicies: [{resourceId: there}], linuxProcessParams: "
+                           "{isolationMode: NoContainer}")
+                 + "resources:\n" + volume("there", data.path(), "/data"));
+  BOOST_REQUIRE(test::wait_until([&] { return !sb.rt->info("open").last_error().empty(); }));
+  BOOST_TEST(sb.rt->info("open").last_error().find("isolationMode GreengrassContainer")
+               != std::string::npos,
+             sb.rt->info("open").last_error());
+}
+
+BOOST_AUTO_TEST_CASE(without_local_resources_functions_with_resources_are_refused,
+                     *boost::unit_test::precondition(as_root)) {
+  test::temp_dir data;
+  // An image without the plugin: the function that needs it is refused with a clear
+  // error naming the resource; a function without resources runs.
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "needs", "resourceAccessPolicies: [{resourceId: there}]")
+           + escape_fn(d, "plain") + "resources:\n" + volume("there", data.path(), "/data");
+  }};
+  sb.rt->wait_defined("plain");
+  BOOST_TEST(sb.attempt("plain", "whoami").find("pid=1") != std::string::npos);
+  BOOST_REQUIRE(test::wait_until([&] { return !sb.rt->info("needs").last_error().empty(); },
+                                 test::scaled(20s)));
+  auto e = sb.rt->info("needs").last_error();
+  BOOST_TEST(e.find("resource 'there'") != std::string::npos, e);
+  BOOST_TEST(e.find("no local_resources plugin") != std::string::npos, e);
+  auto r = sb.attempt("needs", "whoami");
+  BOOST_TEST(starts(r, "ERROR: "), r);
+}
+
+BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
+                     *boost::unit_test::precondition(as_root)) {
+  test::temp_dir data;
+  auto a = data.path() / "a";
+  auto b = data.path() / "b";
+  fs::create_directories(a);
+  fs::create_directories(b);
+  { std::ofstream{a / "from-a"} << "a"; }
+  { std::ofstream{b / "from-b"} << "b"; }
+  for (const auto& p : {a, b, a / "from-a", b / "from-b"})
+    ::chmod(p.c_str(), fs::is_directory(p) ? 0755 : 0644);
+  const std::string policy = "resourceAccessPolicies: [{resourceId: v}]";
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", policy) + "resources:\n" + volume("v", a, "/data");
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  BOOST_TEST(starts(sb.attempt("box", "read /data/from-a"), "REACHED"));
+  // The instance leaves a mark in its private /tmp: a new instance has none.
+  BOOST_TEST(sb.attempt("box", "write /tmp/mark") == "REACHED: wrote /tmp/mark");
+  BOOST_TEST(starts(sb.attempt("box", "read /tmp/mark"), "REACHED"));
+  // The resource changes (another source): the running instance is replaced and the new
+  // one sees the new source. The function's own definition did not change.
+  sb.rt->rewrite(escape_fn(sb.code_dir, "box", policy) + "resources:\n" + volume("v", b, "/data"));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return starts(sb.attempt("box", "read /data/from-b"), "REACHED"); }));
+  BOOST_TEST(starts(sb.attempt("box", "read /tmp/mark"), "denied"));
+  BOOST_TEST(starts(sb.attempt("box", "read /data/from-a"), "denied"));
+  // The policy is withdrawn: new instances have no /data.
+  BOOST_TEST(sb.attempt("box", "write /tmp/mark") == "REACHED: wrote /tmp/mark");
+  sb.rt->rewrite(escape_fn(sb.code_dir, "box") + "resources:\n" + volume("v", b, "/data"));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return starts(sb.attempt("box", "list /data"), "denied"); }));
+  BOOST_TEST(starts(sb.attempt("box", "read /tmp/mark"), "denied"));
+  // The resource is removed while a function still names it: its new definition is
+  // refused, and the previous one is not kept with the resource: the function stops,
+  // with the reason.
+  sb.rt->rewrite(escape_fn(sb.code_dir, "box", policy) + "resources:\n" + volume("v", b, "/data"));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return starts(sb.attempt("box", "read /data/from-b"), "REACHED"); }));
+  sb.rt->rewrite(escape_fn(sb.code_dir, "box", policy));
+  BOOST_REQUIRE(test::wait_until([&] { return !sb.rt->info("box").valid(); }));
+  auto r = sb.attempt("box", "read /data/from-b");
+  BOOST_TEST(r.find("resource 'v', which the group does not have") != std::string::npos, r);
+  BOOST_TEST(test::wait_until([&] { return sb.rt->info("box").instances() == 0u; }));
 }

@@ -307,12 +307,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       return make_error(errc::invalid_config, "process: a sandbox needs uid and gid");
     }
     // The ids are mapped 1:1: 0 inside would be host root's files and group outside.
-    if (*o.uid == 0 || *o.gid == 0) {
+    if (*o.uid == 0 || *o.gid == 0
+        || std::find(o.groups.begin(), o.groups.end(), gid_t{0}) != o.groups.end()) {
       close_fd(out[0]);
       close_fd(err[0]);
       cleanup();
       return make_error(errc::not_authorized,
-                        "process: a sandbox never runs as uid or gid 0 (host root)");
+                        "process: a sandbox never runs as uid or gid 0 (host root), nor "
+                        "with group 0 among its supplementary groups");
     }
     plan = std::make_unique<detail::sandbox_plan>();
     auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan);
@@ -338,6 +340,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (page != MAP_FAILED)
         plan->marks = static_cast<uint64_t*>(page);
     }
+    plan->groups = o.groups;
     int sync[2];
     if (::pipe2(sync, O_CLOEXEC) != 0) {
       close_fd(out[0]);
@@ -396,6 +399,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   int pdeathsig = o.parent_death_signal;
   auto gid = o.gid;
   auto uid = o.uid;
+  // setgroups' list, made here: the child allocates nothing.
+  std::vector<gid_t> groups;
+  if (gid) {
+    groups.push_back(*gid);
+    for (auto g : o.groups)
+      if (g != *gid)
+        groups.push_back(g);
+  }
   bool capture = o.capture_output;
   auto parent = ::getpid();
 
@@ -485,7 +496,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
         fail(2, rc);
     // Raw system calls: glibc's wrappers would signal groved's other threads (setxid),
     // which a cloned child still believes it has.
-    if (gid && (::syscall(SYS_setgroups, 1, &*gid) != 0
+    if (gid && (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0
                 || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0))
       fail(3, errno);
     if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0)

@@ -412,8 +412,13 @@ caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {
   if (auto err = write_file(proc + "uid_map",
                             std::to_string(p.uid) + " " + std::to_string(p.uid) + " 1\n"))
     return err;
-  if (auto err = write_file(proc + "gid_map",
-                            std::to_string(p.gid) + " " + std::to_string(p.gid) + " 1\n"))
+  // The primary group and every supplementary one, one line each (in one write).
+  std::set<gid_t> gids{p.groups.begin(), p.groups.end()};
+  gids.insert(p.gid);
+  std::string gid_map;
+  for (auto g : gids)
+    gid_map += std::to_string(g) + " " + std::to_string(g) + " 1\n";
+  if (auto err = write_file(proc + "gid_map", gid_map))
     return err;
   for (const auto& c : p.cgroup_procs)
     if (auto err = write_file(c, std::to_string(pid) + "\n"))

@@ -81,6 +81,8 @@ struct sandbox_plan {
   /// The child's end (a high descriptor) and the parent's.
   int handover_w = -1;
   int handover_r = -1;
+  /// Supplementary groups, mapped 1:1 besides `gid` (process_options::groups).
+  std::vector<gid_t> groups;
   /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
   int sync_r = -1;
   int sync_w = -1;

@@ -160,6 +160,9 @@ struct process_options {
   std::optional<gid_t> gid;
   /// User to switch to before exec (after the group); nullopt: keep.
   std::optional<uid_t> uid;
+  /// Supplementary groups besides `gid` (set with it; ignored without it). In a sandbox
+  /// they are mapped 1:1 into its user namespace too (e.g. a local resource's group).
+  std::vector<gid_t> groups;
   /// Sent to the child when groved dies (PR_SET_PDEATHSIG); 0: none.
   int parent_death_signal = SIGKILL;
   /// Descriptors the child gets: {descriptor here, number in the child (>= 3)}. Every
