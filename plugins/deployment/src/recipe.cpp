@@ -1,6 +1,8 @@
 #include "recipe.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <map>
 
 #include <yaml-cpp/yaml.h>
@@ -38,11 +40,17 @@ json scalar(const YAML::Node& n) {
     return true;
   if (s == "false" || s == "False" || s == "FALSE")
     return false;
-  bool integer = !s.empty() && s.size() < 19;
-  for (size_t i = 0; i < s.size() && integer; ++i)
-    integer = (s[i] >= '0' && s[i] <= '9') || (i == 0 && (s[i] == '-' || s[i] == '+') && s.size() > 1);
-  if (integer)
-    return std::stoll(s);
+  // Integers as JSON keeps them: int64, else uint64, else (too large) a double below.
+  {
+    const char* b = s.data() + (s[0] == '+' ? 1 : 0);
+    const char* e = s.data() + s.size();
+    int64_t i64 = 0;
+    if (auto [p, ec] = std::from_chars(b, e, i64); ec == std::errc{} && p == e)
+      return i64;
+    uint64_t u64 = 0;
+    if (auto [p, ec] = std::from_chars(b, e, u64); ec == std::errc{} && p == e)
+      return u64;
+  }
   // A float only when the whole text is one (so 1.0.0 stays a string).
   char* end = nullptr;
   errno = 0;
@@ -344,6 +352,12 @@ struct checker {
     }
     if (auto it = doc.find("Lifecycle"); it != doc.end())
       lifecycle(*it, "/Lifecycle");
+    // YAML passes bytes through as they are; JSON text (and the store) needs UTF-8.
+    try {
+      (void) doc.dump();
+    } catch (const json::exception&) {
+      error("", "the recipe is not valid UTF-8");
+    }
     if (!errors.empty())
       return std::nullopt;
     r.doc = std::move(doc);
