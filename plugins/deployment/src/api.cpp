@@ -95,6 +95,21 @@ bool max_results(const http_request& req, size_t& out, http_response& err) {
   return true;
 }
 
+// A TagMap: 1..128-character keys, values up to 256; at most 50 (AWS's per-resource
+// tag limit). An empty string when good, else what is wrong.
+std::string tag_map_problem(const json& tags) {
+  if (!tags.is_object())
+    return "tags must be a map of strings";
+  if (tags.size() > 50)
+    return "a resource has at most 50 tags";
+  for (auto it = tags.begin(); it != tags.end(); ++it)
+    if (it.key().empty() || it.key().size() > 128 || !it->is_string()
+        || it->get_ref<const std::string&>().size() > 256)
+      return "tag '" + it.key().substr(0, 128)
+             + "': keys are 1 to 128 characters, values strings of at most 256";
+  return {};
+}
+
 } // namespace
 
 api::api(api_settings settings, component_store& store)
@@ -133,6 +148,14 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
       else if (m == "DELETE" && segs.size() == 4)
         op = "DeleteComponent";
     }
+  } else if (segs.size() == 2 && segs[0] == "tags") {
+    arn = segs[1];
+    if (m == "GET")
+      op = "ListTagsForResource";
+    else if (m == "POST")
+      op = "TagResource";
+    else if (m == "DELETE")
+      op = "UntagResource";
   }
   auto who = verify_sigv4(
     req, scope_,
@@ -155,6 +178,16 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     return aws_error(403, "AccessDeniedException",
                      "User: arn:aws:iam::" + settings_.account_id + ":user/" + key_id
                        + " is not authorized to perform: greengrass:" + op);
+  if (throttled(key_id, now)) {
+    auto r = aws_error(429, "ThrottlingException",
+                       "Rate exceeded: access key " + key_id + " may make "
+                         + std::to_string(static_cast<int64_t>(
+                           settings_.keys.at(key_id).requests_per_second))
+                         + " requests per second",
+                       {{"serviceCode", "greengrass"}});
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
   if (req.body.size() > settings_.max_body_bytes)
     return aws_error(413, "RequestEntityTooLargeException",
                      "the request body is larger than " + std::to_string(settings_.max_body_bytes)
@@ -171,7 +204,29 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     return get_component(arn, req);
   if (op == "ListComponentVersions")
     return list_component_versions(arn, req);
-  return delete_component(arn);
+  if (op == "DeleteComponent")
+    return delete_component(arn);
+  return tags(op, arn, req);
+}
+
+bool api::throttled(const std::string& key_id, std::chrono::system_clock::time_point now) {
+  double rate = settings_.keys.at(key_id).requests_per_second;
+  if (rate <= 0)
+    return false;
+  std::lock_guard guard{buckets_mtx_};
+  auto& b = buckets_[key_id];
+  if (!b.started) {
+    b.tokens = rate;
+    b.last = now;
+    b.started = true;
+  } else if (now > b.last) {
+    b.tokens = std::min(rate, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
+    b.last = now;
+  }
+  if (b.tokens < 1)
+    return true;
+  b.tokens -= 1;
+  return false;
 }
 
 namespace {
@@ -232,14 +287,8 @@ http_response api::create_component_version(const http_request& req, int64_t now
   json tags = json::object();
   if (has("tags")) {
     tags = body["tags"];
-    bool good = tags.is_object() && tags.size() <= 50;
-    for (auto it = tags.begin(); good && it != tags.end(); ++it)
-      good = !it.key().empty() && it.key().size() <= 128 && it->is_string()
-             && it->get_ref<const std::string&>().size() <= 256;
-    if (!good)
-      return validation("tags must be at most 50 key (1-128 characters) to value (at most 256 "
-                        "characters) strings",
-                        json::array({{{"name", "tags"}, {"message", "invalid tag map"}}}));
+    if (auto problem = tag_map_problem(tags); !problem.empty())
+      return validation(problem, json::array({{{"name", "tags"}, {"message", problem}}}));
   }
   // What the request asks, without the token: a retry has the same hash.
   json asked = body;
@@ -476,6 +525,82 @@ http_response api::delete_component(const std::string& arn) {
   http_response r;
   r.status = 204;
   return r;
+}
+
+} // namespace grove::deployment
+
+namespace grove::deployment {
+
+http_response api::tags(const std::string& op, const std::string& arn, const http_request& req) {
+  // Part 1 tags component versions (what CreateComponentVersion tags); other Greengrass
+  // resources (deployments, core devices) come with part 2.
+  auto a = parse_arn(arn, true);
+  if (!a) {
+    if (arn.rfind("arn:", 0) == 0 && arn.find(":greengrass:") != std::string::npos)
+      return not_found("Resource " + arn.substr(0, 512) + " not found", arn.substr(0, 512),
+                       "Resource");
+    return validation("'" + arn.substr(0, 512) + "' is not a Greengrass ARN",
+                      json::array({{{"name", "resourceArn"}, {"message", "a Greengrass ARN"}}}));
+  }
+  if (a->region != settings_.region || a->account != settings_.account_id)
+    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+  if (op == "ListTagsForResource") {
+    auto v = store_.get(a->name, a->version);
+    if (!v)
+      return internal(v.error());
+    if (!*v)
+      return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    return ok(200, {{"tags", json::parse((*v)->tags)}});
+  }
+  std::function<std::optional<std::string>(const std::string&)> change;
+  std::string problem;
+  if (op == "TagResource") {
+    auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
+                            nullptr, false);
+    if (body.is_discarded() || !body.is_object())
+      return aws_error(400, "SerializationException", "the request body is not a JSON object");
+    auto add = body.value("tags", json::object());
+    if (add.empty())
+      return validation("tags must hold at least one tag",
+                        json::array({{{"name", "tags"}, {"message", "at least one tag"}}}));
+    if (auto p = tag_map_problem(add); !p.empty())
+      return validation(p, json::array({{{"name", "tags"}, {"message", p}}}));
+    change = [add, &problem](const std::string& old) -> std::optional<std::string> {
+      auto merged = json::parse(old);
+      for (auto it = add.begin(); it != add.end(); ++it)
+        merged[it.key()] = *it;
+      problem = tag_map_problem(merged);
+      if (!problem.empty())
+        return std::nullopt;
+      return merged.dump();
+    };
+  } else {
+    std::vector<std::string> keys;
+    for (auto& [k, v] : parse_query(req.raw_query()))
+      if (k == "tagKeys")
+        keys.push_back(v);
+    if (keys.empty())
+      return validation("tagKeys must name at least one tag key",
+                        json::array({{{"name", "tagKeys"}, {"message", "at least one key"}}}));
+    change = [keys](const std::string& old) -> std::optional<std::string> {
+      auto tags = json::parse(old);
+      for (const auto& k : keys)
+        tags.erase(k);
+      return tags.dump();
+    };
+  }
+  auto r = store_.modify_tags(a->name, a->version, change);
+  if (!r)
+    return internal(r.error());
+  switch (*r) {
+    case tag_result::not_found:
+      return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    case tag_result::refused:
+      return validation(problem, json::array({{{"name", "tags"}, {"message", problem}}}));
+    case tag_result::changed:
+      break;
+  }
+  return ok(200, json::object());
 }
 
 } // namespace grove::deployment

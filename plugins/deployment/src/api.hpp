@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -21,6 +22,9 @@ struct access_key {
   std::string secret;
   /// Operation names it may call; `*` for all.
   std::set<std::string> operations;
+  /// Requests per second it may make (a token bucket holding one second's worth); 0: no
+  /// limit.
+  double requests_per_second = 0;
 };
 
 /// What the API needs to know.
@@ -59,10 +63,20 @@ private:
   http_response list_components(const http_request& req);
   http_response list_component_versions(const std::string& arn, const http_request& req);
   http_response delete_component(const std::string& arn);
+  http_response tags(const std::string& op, const std::string& arn, const http_request& req);
+  bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
+
+  struct bucket {
+    double tokens = 0;
+    std::chrono::system_clock::time_point last;
+    bool started = false;
+  };
 
   api_settings settings_;
   sigv4_scope scope_;
   component_store& store_;
+  std::mutex buckets_mtx_;
+  std::map<std::string, bucket> buckets_; // by access key id
 };
 
 /// An AWS error response: status, `x-amzn-ErrorType`, and a body with `message` plus

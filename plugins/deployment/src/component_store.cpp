@@ -221,6 +221,40 @@ caf::expected<std::vector<std::string>> component_store::names(const std::string
   return out;
 }
 
+caf::expected<tag_result> component_store::modify_tags(
+  const std::string& name, const std::string& version,
+  const std::function<std::optional<std::string>(const std::string&)>& change) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  auto stmt = db_->prepare("SELECT tags FROM component_versions WHERE name = ? AND version = ?");
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind_all(name, version);
+  auto row = s.step();
+  if (!row) {
+    s.reset();
+    return std::move(row.error());
+  }
+  if (!*row) {
+    s.reset();
+    return tag_result::not_found;
+  }
+  std::string old{s.column_text(0)};
+  s.reset();
+  auto next = change(old);
+  if (!next)
+    return tag_result::refused;
+  if (auto err = db_->run("UPDATE component_versions SET tags = ? WHERE name = ? AND version = ?",
+                          *next, name, version))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return tag_result::changed;
+}
+
 caf::expected<bool> component_store::erase(const std::string& name, const std::string& version) {
   std::lock_guard guard{mtx_};
   if (auto err = db_->run("DELETE FROM component_versions WHERE name = ? AND version = ?", name,

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,6 +72,16 @@ enum class put_result {
   token_taken,
 };
 
+/// Outcome of modify_tags().
+enum class tag_result {
+  /// The new tags are stored.
+  changed,
+  /// No such version.
+  not_found,
+  /// The change function refused.
+  refused,
+};
+
 /// The store (see the file comment).
 class component_store {
 public:
@@ -95,6 +106,12 @@ public:
 
   /// Names after `after` (sorted), at most `limit`.
   caf::expected<std::vector<std::string>> names(const std::string& after, size_t limit);
+
+  /// Replaces the tags (JSON object text) of a version with `change(old)` in one
+  /// transaction; `change` returning nullopt refuses (nothing is written).
+  caf::expected<tag_result>
+  modify_tags(const std::string& name, const std::string& version,
+              const std::function<std::optional<std::string>(const std::string&)>& change);
 
   /// Deletes a version; false when there was none.
   caf::expected<bool> erase(const std::string& name, const std::string& version);

@@ -58,6 +58,8 @@ struct credential_config {
   std::string secret_access_key;
   /// Operations it may call.
   std::vector<std::string> operations;
+  /// Its rate limit.
+  int64_t requests_per_second = 0;
 
   /// The keys.
   static grove::config_map<credential_config> map() {
@@ -67,7 +69,11 @@ struct credential_config {
       .key_no_default("secret_access_key", &credential_config::secret_access_key,
                       grove::required, "its secret (at least 16 characters)")
       .key("operations", &credential_config::operations, std::vector<std::string>{"*"},
-           "operation names it may call (CreateComponentVersion, ...), or `*` for all");
+           "operation names it may call (CreateComponentVersion, ...), or `*` for all")
+      .key("requests_per_second", &credential_config::requests_per_second, 100,
+           grove::range{0, 1000000},
+           "requests per second this key may make (a bucket of one second's worth); more "
+           "are answered 429 ThrottlingException; 0: no limit");
   }
 };
 
@@ -139,7 +145,10 @@ struct deployment_config {
                                         "GetComponent",
                                         "ListComponents",
                                         "ListComponentVersions",
-                                        "DeleteComponent"};
+                                        "DeleteComponent",
+                                        "TagResource",
+                                        "UntagResource",
+                                        "ListTagsForResource"};
           for (const auto& op : k.operations)
             if (std::find(std::begin(known), std::end(known), op) == std::end(known))
               return bad(where + ".operations: unknown operation '" + op + "'");

@@ -45,7 +45,8 @@ public:
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     for (const auto& k : cfg.credentials)
       s.keys[k.access_key_id] =
-        access_key{k.secret_access_key, {k.operations.begin(), k.operations.end()}};
+        access_key{k.secret_access_key, {k.operations.begin(), k.operations.end()},
+                   static_cast<double>(k.requests_per_second)};
     api_ = std::make_unique<api>(std::move(s), *store_);
     if (auto c = ctx.counter("deployment_api_requests", "Greengrass v2 API requests answered"))
       requests_ = *c;

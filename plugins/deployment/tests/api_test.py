@@ -171,6 +171,22 @@ check("unsigned request -> 403 MissingAuthenticationTokenException in AWS's shap
       resp.status == 403 and resp.getheader("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
       and "message" in body, (resp.status, resp.getheaders(), body))
 
+# ---- tags and the rate limit ---------------------------------------------------------
+gg.tag_resource(resourceArn=arn("py.Json", "2.1.0"), tags={"site": "berlin"})
+gg.untag_resource(resourceArn=arn("py.Json", "2.1.0"), tagKeys=["team"])
+t = gg.list_tags_for_resource(resourceArn=arn("py.Json", "2.1.0"))["tags"]
+check("TagResource, UntagResource, ListTagsForResource", t == {"site": "berlin"}, t)
+slow = client(key=os.environ["SLOW_KEY_ID"])
+codes = []
+for _ in range(20):  # 20 calls at 1 request/s: at most 1 + (their duration) pass
+    e = error_of(slow.list_components)
+    codes.append(e[0] if e else "ok")
+    if e:
+        retry = e[2].get("retry-after")
+        break
+check("a key limited to 1 request/s -> ThrottlingException 429 with Retry-After",
+      codes[0] == "ok" and codes[-1] == "ThrottlingException" and retry == "1", codes)
+
 # ---- delete --------------------------------------------------------------------------
 gg.delete_component(arn=arn("py.Many", "1.0.0"))
 e = error_of(gg.get_component, arn=arn("py.Many", "1.0.0"))

@@ -47,6 +47,7 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 PORT=$(free_port)
 KEY=AKIAGROVETEST00001
 RO_KEY=AKIAGROVEREADONLY1
+SLOW_KEY=AKIAGROVESLOWKEY01
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
@@ -58,6 +59,7 @@ plugins:
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
         - {access_key_id: $RO_KEY, secret_access_key: $SECRET, operations: [GetComponent]}
+        - {access_key_id: $SLOW_KEY, secret_access_key: $SECRET, requests_per_second: 1}
 YAML
 
 start_groved() {
@@ -144,8 +146,8 @@ check "... and describe-component then -> ResourceNotFoundException" \
   grep -q "ResourceNotFoundException" "$WORK/gone.out"
 
 # boto3: the rest (JSON recipes, tags, pagination, idempotency, every error type, the
-# skewed clock, an unsigned request).
-READONLY_KEY_ID=$RO_KEY "$PY" "$HERE/api_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK" >"$WORK/py.out" 2>&1
+# skewed clock, an unsigned request, the tag operations, the rate limit).
+READONLY_KEY_ID=$RO_KEY SLOW_KEY_ID=$SLOW_KEY "$PY" "$HERE/api_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK" >"$WORK/py.out" 2>&1
 PY_RC=$?
 cat "$WORK/py.out"
 PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))

@@ -272,6 +272,7 @@ struct fixture {
     api_settings settings;
     settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
     settings.keys["AKIAGROVEREADONLY1"] = access_key{"secret-secret-secret", {"GetComponent"}};
+    settings.keys["AKIAGROVESLOWKEY01"] = access_key{"secret-secret-secret", {"*"}, 2};
     service = std::make_unique<api>(settings, *store);
   }
 
@@ -394,4 +395,48 @@ BOOST_FIXTURE_TEST_CASE(api_client_token_idempotency_and_refusals, fixture) {
   BOOST_CHECK_EQUAL(badarn.status, 400);
   auto junk = call("POST", "/greengrass/v2/createComponentVersion", "{nope");
   BOOST_CHECK_EQUAL(junk.status, 400);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_tags_of_a_component_version, fixture) {
+  BOOST_REQUIRE_EQUAL(create(recipe_of("tag.me", "1.0.0")).status, 201);
+  auto path = "/tags/" + enc("arn:aws:greengrass:us-east-1:123456789012:components:tag.me:versions:1.0.0");
+  BOOST_CHECK_EQUAL(call("POST", path, R"({"tags": {"a": "1", "b": "2"}})").status, 200);
+  BOOST_CHECK_EQUAL(call("POST", path, R"({"tags": {"b": "3"}})").status, 200);
+  auto list = call("GET", path);
+  BOOST_REQUIRE_EQUAL(list.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(list.body)["tags"].dump(), R"({"a":"1","b":"3"})");
+  BOOST_CHECK_EQUAL(call("DELETE", path + "?tagKeys=a&tagKeys=zz").status, 200);
+  BOOST_CHECK_EQUAL(json::parse(call("GET", path).body)["tags"].dump(), R"({"b":"3"})");
+  // 51 tags in all is one too many: refused, nothing written.
+  json many = json::object();
+  for (int i = 0; i < 50; ++i)
+    many[std::string{"k"}.append(std::to_string(i))] = "v"; // (g++ 12 -Wrestrict misfires on "k" + s)
+  auto over = call("POST", path, json{{"tags", many}}.dump());
+  BOOST_CHECK_EQUAL(over.status, 400);
+  BOOST_CHECK_EQUAL(type_of(over), "ValidationException");
+  BOOST_CHECK_EQUAL(json::parse(call("GET", path).body)["tags"].size(), 1u);
+  BOOST_CHECK_EQUAL(call("DELETE", path).status, 400); // no tagKeys
+  auto missing = call("GET", "/tags/" + enc("arn:aws:greengrass:us-east-1:123456789012:components:no:versions:1.0.0"));
+  BOOST_CHECK_EQUAL(missing.status, 404);
+  BOOST_CHECK_EQUAL(type_of(missing), "ResourceNotFoundException");
+  BOOST_CHECK_EQUAL(call("GET", "/tags/" + enc("arn:aws:greengrass:us-east-1:123456789012:deployments:x")).status, 404);
+  BOOST_CHECK_EQUAL(call("GET", "/tags/nonsense").status, 400);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_throttles_each_key_to_its_rate, fixture) {
+  // 2 requests a second: a bucket of two, refilled at two a second (the fixture's clock).
+  auto list = [&](const char* key) { return call("GET", "/greengrass/v2/components", "", key); };
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
+  auto third = list("AKIAGROVESLOWKEY01");
+  BOOST_CHECK_EQUAL(third.status, 429);
+  BOOST_CHECK_EQUAL(type_of(third), "ThrottlingException");
+  bool retry_after = false;
+  for (auto& [k, v] : third.headers)
+    retry_after = retry_after || (k == "Retry-After" && v == "1");
+  BOOST_CHECK(retry_after);
+  BOOST_CHECK_EQUAL(list("AKIAGROVETEST00001").status, 200); // other keys are not held back
+  now += 500ms;
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 429);
 }
