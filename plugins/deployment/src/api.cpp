@@ -137,6 +137,8 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
       op = "CreateComponentVersion";
     else if (m == "GET" && segs.size() == 3 && segs[2] == "components")
       op = "ListComponents";
+    else if (m == "POST" && segs.size() == 3 && segs[2] == "resolveComponentCandidates")
+      op = "ResolveComponentCandidates";
     else if (segs.size() >= 4 && segs[2] == "components") {
       arn = segs[3];
       if (m == "GET" && segs.size() == 5 && segs[4] == "metadata")
@@ -206,6 +208,8 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     return list_component_versions(arn, req);
   if (op == "DeleteComponent")
     return delete_component(arn);
+  if (op == "ResolveComponentCandidates")
+    return resolve_component_candidates(req);
   return tags(op, arn, req);
 }
 
@@ -601,6 +605,127 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
       break;
   }
   return ok(200, json::object());
+}
+
+} // namespace grove::deployment
+
+namespace grove::deployment {
+
+namespace {
+
+// Whether a recipe runs on a platform: a recipe without manifests runs anywhere; else one
+// manifest must match, i.e. each of its Platform attributes is `*` or equals the
+// device's (a manifest without Platform matches every device). Greengrass' `/regex/`
+// values are not supported yet and match nothing.
+bool runs_on(const json& recipe, const json& attributes) {
+  auto manifests = recipe.find("Manifests");
+  if (manifests == recipe.end() || !manifests->is_array() || manifests->empty())
+    return true;
+  for (const auto& m : *manifests) {
+    auto platform = m.find("Platform");
+    if (platform == m.end() || !platform->is_object())
+      return true;
+    bool all = true;
+    for (auto it = platform->begin(); all && it != platform->end(); ++it) {
+      if (!it->is_string())
+        all = false;
+      else if (*it != "*")
+        all = attributes.contains(it.key()) && attributes[it.key()] == *it;
+    }
+    if (all)
+      return true;
+  }
+  return false;
+}
+
+} // namespace
+
+http_response api::resolve_component_candidates(const http_request& req) {
+  auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
+                          nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return aws_error(400, "SerializationException", "the request body is not a JSON object");
+  json attributes = json::object();
+  if (auto p = body.find("platform"); p != body.end() && p->is_object()) {
+    attributes = p->value("attributes", json::object());
+    if (!attributes.is_object())
+      return validation("platform.attributes must be a map",
+                        json::array({{{"name", "platform.attributes"}, {"message", "a map"}}}));
+  }
+  auto candidates = body.value("componentCandidates", json::array());
+  if (!candidates.is_array() || candidates.empty() || candidates.size() > 1000)
+    return validation("componentCandidates must list 1 to 1000 candidates",
+                      json::array({{{"name", "componentCandidates"}, {"message", "1 to 1000"}}}));
+  json out = {{"resolvedComponentVersions", json::array()}};
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const auto& c = candidates[i];
+    auto field = "componentCandidates/" + std::to_string(i);
+    if (!c.is_object() || !c.contains("componentName") || !c["componentName"].is_string())
+      return validation(field + ": componentName is required",
+                        json::array({{{"name", field + "/componentName"}, {"message", "required"}}}));
+    auto name = c["componentName"].get<std::string>();
+    // requirer -> range, each parsed once.
+    std::vector<std::pair<std::string, semver_range>> reqs;
+    std::string described;
+    auto vr = c.value("versionRequirements", json::object());
+    if (!vr.is_object())
+      return validation(field + ": versionRequirements must be a map",
+                        json::array({{{"name", field + "/versionRequirements"}, {"message", "a map"}}}));
+    for (auto it = vr.begin(); it != vr.end(); ++it) {
+      std::string why;
+      auto r = it->is_string() ? parse_range(it->get_ref<const std::string&>(), &why) : std::nullopt;
+      if (!r)
+        return validation(field + ": '" + it.key() + "' asks for '"
+                             + (it->is_string() ? it->get<std::string>() : it->dump())
+                             + "', not a version range: " + why,
+                           json::array({{{"name", field + "/versionRequirements/" + it.key()},
+                                         {"message", "not a version range: " + why}}}));
+      reqs.emplace_back(it.key(), std::move(*r));
+      described += (described.empty() ? "" : ", ") + it.key() + " requires '" + it->get<std::string>() + "'";
+    }
+    auto versions = store_.versions(name);
+    if (!versions)
+      return internal(versions.error());
+    if (versions->empty())
+      return not_found("Component " + name + " not found", component_arn(name), "Component");
+    const component_version* pick = nullptr;
+    bool any_on_platform = false;
+    for (const auto& v : *versions) { // newest first
+      if (v.vendor_guidance == "DELETED")
+        continue;
+      auto recipe = json::parse(v.recipe);
+      if (!runs_on(recipe, attributes))
+        continue;
+      any_on_platform = true;
+      auto sv = parse_semver(v.version);
+      if (sv && std::all_of(reqs.begin(), reqs.end(),
+                            [&](const auto& r) { return r.second.satisfies(*sv); })) {
+        pick = &v;
+        break;
+      }
+    }
+    if (!pick) {
+      if (!any_on_platform)
+        return not_found("No version of " + name + " runs on platform " + attributes.dump(),
+                         component_arn(name), "Component");
+      std::string have;
+      for (size_t k = 0; k < versions->size() && k < 10; ++k)
+        have += (k ? ", " : "") + (*versions)[k].version;
+      return aws_error(409, "ConflictException",
+                       "No version of " + name + " satisfies every requirement: " + described
+                         + " (versions: " + have + (versions->size() > 10 ? ", ..." : "") + ")",
+                       {{"resourceId", component_arn(name)}, {"resourceType", "Component"}});
+    }
+    json item = {{"arn", version_arn(pick->name, pick->version)},
+                 {"componentName", pick->name},
+                 {"componentVersion", pick->version},
+                 {"recipe", base64_encode(recipe_json(json::parse(pick->recipe)))},
+                 {"vendorGuidance", pick->vendor_guidance}};
+    if (!pick->vendor_guidance_message.empty())
+      item["message"] = pick->vendor_guidance_message;
+    out["resolvedComponentVersions"].push_back(std::move(item));
+  }
+  return ok(200, out);
 }
 
 } // namespace grove::deployment

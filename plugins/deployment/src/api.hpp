@@ -63,6 +63,7 @@ private:
   http_response list_components(const http_request& req);
   http_response list_component_versions(const std::string& arn, const http_request& req);
   http_response delete_component(const std::string& arn);
+  http_response resolve_component_candidates(const http_request& req);
   http_response tags(const std::string& op, const std::string& arn, const http_request& req);
   bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
 

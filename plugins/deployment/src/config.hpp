@@ -148,7 +148,8 @@ struct deployment_config {
                                         "DeleteComponent",
                                         "TagResource",
                                         "UntagResource",
-                                        "ListTagsForResource"};
+                                        "ListTagsForResource",
+                                        "ResolveComponentCandidates"};
           for (const auto& op : k.operations)
             if (std::find(std::begin(known), std::end(known), op) == std::end(known))
               return bad(where + ".operations: unknown operation '" + op + "'");

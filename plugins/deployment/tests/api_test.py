@@ -171,6 +171,21 @@ check("unsigned request -> 403 MissingAuthenticationTokenException in AWS's shap
       resp.status == 403 and resp.getheader("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
       and "message" in body, (resp.status, resp.getheaders(), body))
 
+# ---- resolution -----------------------------------------------------------------------
+res = gg.resolve_component_candidates(
+    platform={"name": "linux", "attributes": {"os": "linux"}},
+    componentCandidates=[{"componentName": "py.Many", "componentVersion": "1.0.0",
+                          "versionRequirements": {"py.App": "^1.0.0", "py.Other": "<1.10.0"}}])
+rv = res["resolvedComponentVersions"]
+check("ResolveComponentCandidates: the newest version meeting every requirement",
+      len(rv) == 1 and rv[0]["componentVersion"] == "1.2.0" and b"py.Many" in rv[0]["recipe"], rv)
+e = error_of(gg.resolve_component_candidates, platform={"attributes": {"os": "linux"}},
+             componentCandidates=[{"componentName": "py.Many",
+                                   "versionRequirements": {"py.App": ">=2.0.0", "py.Other": "<1.0.0"}}])
+check("... conflicting requirements -> ConflictException naming both requirers",
+      e is not None and e[0] == "ConflictException" and "py.App requires '>=2.0.0'" in e[3]["Error"]["Message"]
+      and "py.Other requires '<1.0.0'" in e[3]["Error"]["Message"], e)
+
 # ---- tags and the rate limit ---------------------------------------------------------
 gg.tag_resource(resourceArn=arn("py.Json", "2.1.0"), tags={"site": "berlin"})
 gg.untag_resource(resourceArn=arn("py.Json", "2.1.0"), tagKeys=["team"])

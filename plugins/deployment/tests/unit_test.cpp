@@ -440,3 +440,40 @@ BOOST_FIXTURE_TEST_CASE(api_throttles_each_key_to_its_rate, fixture) {
   BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
   BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 429);
 }
+
+BOOST_FIXTURE_TEST_CASE(api_resolves_the_newest_version_meeting_every_requirement, fixture) {
+  auto on = [](const char* os) {
+    return std::string{"Manifests:\n  - Platform: {os: "} + os + ", architecture: '*'}\n";
+  };
+  for (auto v : {"1.0.0", "1.5.0", "2.0.0", "2.1.0"})
+    BOOST_REQUIRE_EQUAL(create(recipe_of("dep.A", v) + on("linux")).status, 201);
+  BOOST_REQUIRE_EQUAL(create(recipe_of("dep.A", "3.0.0") + on("windows")).status, 201);
+  auto resolve = [&](json candidates) {
+    json body = {{"platform", {{"name", "linux"}, {"attributes", {{"os", "linux"}, {"architecture", "amd64"}}}}},
+                 {"componentCandidates", candidates}};
+    return call("POST", "/greengrass/v2/resolveComponentCandidates", body.dump());
+  };
+  // Newest for linux (3.0.0 is windows only) meeting both requirers.
+  auto r = resolve(json::array({{{"componentName", "dep.A"}, {"componentVersion", "1.0.0"},
+                                 {"versionRequirements", {{"main", ">=1.0.0"}, {"B", "<2.1.0"}}}}}));
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  auto got = json::parse(r.body)["resolvedComponentVersions"][0];
+  BOOST_CHECK_EQUAL(got["componentVersion"], "2.0.0");
+  std::string recipe;
+  BOOST_REQUIRE(base64_decode(got["recipe"].get<std::string>(), recipe));
+  BOOST_CHECK_EQUAL(json::parse(recipe)["ComponentVersion"], "2.0.0");
+  // A conflict names the component, each requirement and who asked.
+  auto c = resolve(json::array({{{"componentName", "dep.A"},
+                                 {"versionRequirements", {{"main", ">2.0.0"}, {"B", "<2.0.0"}}}}}));
+  BOOST_CHECK_EQUAL(c.status, 409);
+  BOOST_CHECK_EQUAL(type_of(c), "ConflictException");
+  auto msg = json::parse(c.body)["message"].get<std::string>();
+  for (auto part : {"dep.A", "main requires '>2.0.0'", "B requires '<2.0.0'"})
+    BOOST_CHECK_MESSAGE(msg.find(part) != std::string::npos, msg << " lacks " << part);
+  BOOST_CHECK_EQUAL(resolve(json::array({{{"componentName", "dep.Nope"}}})).status, 404);
+  BOOST_CHECK_EQUAL(resolve(json::array({{{"componentName", "dep.A"},
+                                          {"versionRequirements", {{"main", ">=abc"}}}}})).status, 400);
+  json mac = {{"platform", {{"attributes", {{"os", "darwin"}}}}},
+              {"componentCandidates", json::array({{{"componentName", "dep.A"}}})}};
+  BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/resolveComponentCandidates", mac.dump()).status, 404);
+}
