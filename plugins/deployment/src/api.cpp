@@ -1,6 +1,7 @@
 #include "api.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 namespace grove::deployment {
 
