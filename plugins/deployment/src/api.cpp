@@ -730,3 +730,63 @@ http_response api::resolve_component_candidates(const http_request& req) {
 }
 
 } // namespace grove::deployment
+
+namespace grove::deployment {
+
+http_response api::operator_call(const std::string& operation, const std::string& arn,
+                                 const std::string& format, const std::string& guidance,
+                                 const std::string& message) {
+  http_request req;
+  if (!format.empty())
+    req.target = "/?recipeOutputFormat=" + uri_encode(format, false);
+  if (operation == "ListComponents") {
+    req.target = "/?maxResults=100";
+    return list_components(req);
+  }
+  if (operation == "ListComponentVersions") {
+    req.target = "/?maxResults=100";
+    return list_component_versions(arn, req);
+  }
+  if (operation == "DescribeComponent")
+    return describe_component(arn);
+  if (operation == "GetComponent") {
+    // The recipe itself, not its base64 inside JSON: what an operator wants printed.
+    auto r = get_component(arn, req);
+    std::string text;
+    if (r.status == 200 && base64_decode(json::parse(r.body)["recipe"].get<std::string>(), text))
+      r.body = std::move(text);
+    return r;
+  }
+  if (operation == "DeleteComponent")
+    return delete_component(arn);
+  if (operation == "SetVendorGuidance")
+    return set_vendor_guidance(arn, guidance, message);
+  return validation("unknown operation '" + operation.substr(0, 64) + "'",
+                    json::array({{{"name", "operation"}, {"message", "unknown"}}}));
+}
+
+http_response api::set_vendor_guidance(const std::string& arn, const std::string& guidance,
+                                       const std::string& message) {
+  if (guidance != "ACTIVE" && guidance != "DISCONTINUED" && guidance != "DELETED")
+    return validation("vendorGuidance must be ACTIVE, DISCONTINUED or DELETED",
+                      json::array({{{"name", "vendorGuidance"}, {"message", "ACTIVE | DISCONTINUED | DELETED"}}}));
+  if (message.size() > 2048)
+    return validation("vendorGuidanceMessage is longer than 2048 characters",
+                      json::array({{{"name", "vendorGuidanceMessage"}, {"message", "at most 2048"}}}));
+  auto a = parse_arn(arn, true);
+  if (!a)
+    return validation("'" + arn.substr(0, 512) + "' is not a component version ARN",
+                      json::array({{{"name", "arn"}, {"message", "a component version ARN"}}}));
+  bool found = false;
+  if (a->region == settings_.region && a->account == settings_.account_id) {
+    auto set = store_.set_guidance(a->name, a->version, guidance, message);
+    if (!set)
+      return internal(set.error());
+    found = *set;
+  }
+  if (!found)
+    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+  return describe_component(arn);
+}
+
+} // namespace grove::deployment

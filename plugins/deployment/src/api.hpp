@@ -50,6 +50,13 @@ public:
   /// Answers one request received at `now`.
   http_response handle(const http_request& req, std::chrono::system_clock::time_point now);
 
+  /// Runs `operation` for an operator tool (the bus API, no SigV4): ListComponents,
+  /// ListComponentVersions, DescribeComponent, GetComponent, DeleteComponent, or
+  /// SetVendorGuidance (`guidance`, `message`).
+  http_response operator_call(const std::string& operation, const std::string& arn,
+                              const std::string& format, const std::string& guidance,
+                              const std::string& message);
+
   /// The component version ARN of `name` at `version`.
   std::string version_arn(const std::string& name, const std::string& version) const;
 
@@ -63,6 +70,8 @@ private:
   http_response list_components(const http_request& req);
   http_response list_component_versions(const std::string& arn, const http_request& req);
   http_response delete_component(const std::string& arn);
+  http_response set_vendor_guidance(const std::string& arn, const std::string& guidance,
+                                    const std::string& message);
   http_response resolve_component_candidates(const http_request& req);
   http_response tags(const std::string& op, const std::string& arn, const http_request& req);
   bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);

@@ -255,6 +255,18 @@ caf::expected<tag_result> component_store::modify_tags(
   return tag_result::changed;
 }
 
+caf::expected<bool> component_store::set_guidance(const std::string& name,
+                                                  const std::string& version,
+                                                  const std::string& guidance,
+                                                  const std::string& message) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE component_versions SET vendor_guidance = ?, "
+                          "vendor_guidance_message = ? WHERE name = ? AND version = ?",
+                          guidance, message, name, version))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
 caf::expected<bool> component_store::erase(const std::string& name, const std::string& version) {
   std::lock_guard guard{mtx_};
   if (auto err = db_->run("DELETE FROM component_versions WHERE name = ? AND version = ?", name,

@@ -113,6 +113,10 @@ public:
   modify_tags(const std::string& name, const std::string& version,
               const std::function<std::optional<std::string>(const std::string&)>& change);
 
+  /// Sets a version's vendorGuidance and its message; false when there is no such version.
+  caf::expected<bool> set_guidance(const std::string& name, const std::string& version,
+                                   const std::string& guidance, const std::string& message);
+
   /// Deletes a version; false when there was none.
   caf::expected<bool> erase(const std::string& name, const std::string& version);
 

@@ -15,11 +15,14 @@
 #include "api.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
+#include "grove/deployment/client.hpp"
 #include "grove/plugin.hpp"
 
 namespace grove::deployment {
 
 namespace {
+
+using components_rpc_service = grove::service<ApiCall, ApiAnswer>;
 
 class deployment_plugin : public grove::typed_plugin<deployment_config> {
 public:
@@ -38,7 +41,7 @@ public:
     auto db = component_store::open(cfg.file);
     if (!db)
       return std::move(db.error());
-    store_ = std::move(*db);
+    store_ = std::shared_ptr<component_store>{std::move(*db)};
     api_settings s;
     s.region = cfg.region;
     s.account_id = cfg.account_id;
@@ -47,7 +50,7 @@ public:
       s.keys[k.access_key_id] =
         access_key{k.secret_access_key, {k.operations.begin(), k.operations.end()},
                    static_cast<double>(k.requests_per_second)};
-    api_ = std::make_unique<api>(std::move(s), *store_);
+    api_ = std::make_shared<api>(std::move(s), *store_);
     if (auto c = ctx.counter("deployment_api_requests", "Greengrass v2 API requests answered"))
       requests_ = *c;
     if (auto c = ctx.counter("deployment_api_refused",
@@ -83,6 +86,31 @@ public:
       return grove::make_error(grove::errc::system_error,
                                "api: cannot listen on " + cfg.api.bind + ":"
                                  + std::to_string(cfg.api.port));
+    // dep-bus-1: the operator's calls; the store is SQLite, so each runs off the slot.
+    if (auto err = ctx.serve(components_topic, [this](const grove::Envelope& msg) {
+          auto call = components_rpc_service::decode(msg);
+          if (!call) {
+            ctx_->reply_error(msg, std::move(call.error()));
+            return;
+          }
+          ctx_->run_blocking(
+            // Shares the API and its store: a stop() meanwhile cannot free them under it.
+            [api = api_, db = store_, c = std::move(*call)] {
+              auto r = api->operator_call(c.operation(), c.arn(), c.recipe_output_format(),
+                                          c.vendor_guidance(), c.message());
+              ApiAnswer answer;
+              answer.set_status(r.status);
+              answer.set_body(r.body);
+              for (const auto& [k, v] : r.headers)
+                if (k == "x-amzn-ErrorType")
+                  answer.set_error_type(v);
+              return answer;
+            },
+            [this, msg](caf::expected<ApiAnswer> answer) {
+              components_rpc_service::reply(*ctx_, msg, std::move(answer));
+            });
+        }))
+      return err;
     ctx.set_status("api", std::string{cfg.api.development_plain_http ? "http" : "https"}
                             + "://" + cfg.api.bind + ":" + std::to_string(cfg.api.port));
     return {};
@@ -146,8 +174,8 @@ private:
   }
 
   grove::context* ctx_ = nullptr;
-  std::unique_ptr<component_store> store_;
-  std::unique_ptr<api> api_;
+  std::shared_ptr<component_store> store_; // shared with operator calls in flight
+  std::shared_ptr<api> api_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   grove::counter requests_;

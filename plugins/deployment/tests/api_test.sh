@@ -129,6 +129,29 @@ check "aws list-component-versions --page-size 1 follows nextToken through 4 ver
 OUT=$(gg list-components 2>&1)
 check "aws list-components -> latestVersion 2.0.0" \
   test "$(jq -r '.components[0].latestVersion.componentVersion' <<<"$OUT" 2>/dev/null)" == 2.0.0
+# grovectl components: the same store over the bus (no SigV4: the control socket's owner).
+CARN=${ARN%:versions:*}
+check "grovectl components list -> latestVersion 2.0.0" \
+  test "$("$GROVECTL" components list 2>&1 | jq -r '.components[0].latestVersion.componentVersion')" == 2.0.0
+check "grovectl components recipe --format JSON -> the recipe itself" \
+  test "$("$GROVECTL" components recipe "$ARN" --format JSON 2>&1 | jq -r .ComponentName)" == com.example.HelloWorld
+check "grovectl components versions -> 4, newest first" \
+  test "$("$GROVECTL" components versions "$CARN" 2>&1 | jq -r '[.componentVersions[].componentVersion] | join(",")')" == "2.0.0,1.2.0,1.1.0,1.0.0"
+OUT=$("$GROVECTL" components guidance "$CARN:versions:2.0.0" DELETED --message "broken, use 1.2.0" 2>&1)
+check "grovectl components guidance DELETED -> describe shows it with its message" \
+  test "$(jq -r '.status.vendorGuidance + "/" + .status.vendorGuidanceMessage' <<<"$OUT" 2>/dev/null)" == "DELETED/broken, use 1.2.0"
+"$GROVECTL" components guidance "$CARN:versions:1.2.0" DISCONTINUED --message "last of 1.x" >/dev/null 2>&1
+OUT=$(gg resolve-component-candidates --platform '{"name":"linux","attributes":{"os":"linux"}}' \
+  --component-candidates '[{"componentName":"com.example.HelloWorld","componentVersion":"1.0.0","versionRequirements":{"me":">=1.0.0"}}]' 2>&1)
+check "aws resolve-component-candidates skips the DELETED 2.0.0, returns DISCONTINUED 1.2.0 with its guidance" \
+  test "$(jq -r '.resolvedComponentVersions[0] | .componentVersion + "/" + .vendorGuidance + "/" + .message' <<<"$OUT" 2>/dev/null)" == "1.2.0/DISCONTINUED/last of 1.x"
+"$GROVECTL" components describe not-an-arn >"$WORK/ctl.out" 2>&1
+check "grovectl components describe of a non-ARN -> exit 1, ValidationException" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ValidationException" "$1"' "$?" "$WORK/ctl.out"
+"$GROVECTL" components guidance "$ARN" SOMETIMES >"$WORK/ctl.out" 2>&1
+check "grovectl components guidance with a bad state -> exit 1" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ACTIVE, DISCONTINUED or DELETED" "$1"' "$?" "$WORK/ctl.out"
+
 printf 'RecipeFormatVersion: 2020-01-25\nComponentName: x\nComponentVersion: one\n' >"$WORK/bad.yaml"
 gg create-component-version --inline-recipe "fileb://$WORK/bad.yaml" >"$WORK/bad.out" 2>&1
 check "a malformed recipe -> ValidationException naming /ComponentVersion and its line" \
