@@ -6,6 +6,7 @@ hand (no python3-protobuf needed); field numbers are those of proto/*.proto. Tex
 come from the repository's own examples. Re-running rewrites the seeds it owns and
 leaves other files (inputs added by hand or by a fuzzing run) alone.
 """
+import base64
 import os
 import pathlib
 import sqlite3
@@ -223,3 +224,22 @@ write("deployment_request", "arn_path",
       "components%3Aa.b%3Aversions%3A1.0.0?recipeOutputFormat=YAML&a=%zz&b\n"
       "host: h\nuser-agent:   spaced   out  \nx-amz-content-sha256: abc\n"
       "authorization: AWS4-HMAC-SHA256 Credential=A/B/C\n\n")
+# deployment_api: "METHOD TARGET" then the body; the fuzzer signs it.
+hello = base64.b64encode(b"RecipeFormatVersion: '2020-01-25'\nComponentName: a.b\n"
+                         b"ComponentVersion: '1.0.0'\nManifests:\n  - Platform: {os: linux}\n").decode()
+write("deployment_api", "create", "POST /greengrass/v2/createComponentVersion\n"
+      '{"inlineRecipe": "%s", "clientToken": "t-1", "tags": {"k": "v"}}' % hello)
+write("deployment_api", "describe", "GET /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
+      "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0/metadata\n")
+write("deployment_api", "list", "GET /greengrass/v2/components?maxResults=1&nextToken=YS5i\n")
+write("deployment_api", "versions", "GET /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
+      "us-east-1%3A123456789012%3Acomponents%3Aa.b/versions?maxResults=100\n")
+write("deployment_api", "resolve", "POST /greengrass/v2/resolveComponentCandidates\n"
+      '{"platform": {"attributes": {"os": "linux"}}, "componentCandidates": '
+      '[{"componentName": "a.b", "versionRequirements": {"x": "^1.0.0 || >=3"}}]}')
+write("deployment_api", "tag", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
+      'components%3Aa.b%3Aversions%3A1.0.0\n{"tags": {"a": "b"}}')
+write("deployment_api", "untag", "DELETE /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
+      "components%3Aa.b%3Aversions%3A1.0.0?tagKeys=a&tagKeys=%FF\n")
+write("deployment_api", "delete", "DELETE /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
+      "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0\n")

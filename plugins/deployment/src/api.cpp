@@ -13,7 +13,9 @@ http_response aws_error(int status, const std::string& type, const std::string& 
   r.status = status;
   r.headers.emplace_back("x-amzn-ErrorType", type);
   extra["message"] = message;
-  r.body = extra.dump();
+  // Messages quote the request (paths, ARNs, keys cut at a length): bytes that are not
+  // UTF-8 become U+FFFD rather than make the JSON writer throw.
+  r.body = extra.dump(-1, ' ', false, json::error_handler_t::replace);
   return r;
 }
 
@@ -39,7 +41,7 @@ http_response internal(const caf::error& err) {
 http_response ok(int status, const json& body) {
   http_response r;
   r.status = status;
-  r.body = body.dump();
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   return r;
 }
 
