@@ -205,11 +205,9 @@ struct checker {
       if (u.find('\0') != std::string::npos || u.find('\\') != std::string::npos)
         error(ptr + "/Uri", "Uri holds a NUL or a backslash");
     }
-    if (auto d = string_at(a, ptr, "Digest", false)) {
-      std::string raw;
+    if (auto d = string_at(a, ptr, "Digest", false))
       if (d->get_ref<const std::string&>().empty())
         error(ptr + "/Digest", "Digest is empty");
-    }
     if (auto alg = string_at(a, ptr, "Algorithm", false)) {
       auto s = alg->get<std::string>();
       if (s != "SHA-256" && s != "SHA-384" && s != "SHA-512")

@@ -69,8 +69,8 @@ std::variant<std::string, auth_error> verify_sigv4(const http_request& req,
                                                    const secret_lookup& secret_of,
                                                    std::chrono::system_clock::time_point now);
 
-/// Signs `req` (adds host is the caller's; adds x-amz-date and Authorization): what a
-/// client does, for tests, benchmarks and the fuzzer's round trip.
+/// Signs `req` as a client does (every header it has, so `host` must be there; adds
+/// x-amz-date and Authorization): for tests, benchmarks and the fuzzers.
 void sign_sigv4(http_request& req, const sigv4_scope& scope, std::string_view key_id,
                 std::string_view secret, std::chrono::system_clock::time_point now);
 

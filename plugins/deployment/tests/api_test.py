@@ -202,6 +202,32 @@ for _ in range(20):  # 20 calls at 1 request/s: at most 1 + (their duration) pas
 check("a key limited to 1 request/s -> ThrottlingException 429 with Retry-After",
       codes[0] == "ok" and codes[-1] == "ThrottlingException" and retry == "1", codes)
 
+# ---- raw signed requests: bodies the SDKs never send ----------------------------------
+import botocore.awsrequest  # noqa: E402
+import botocore.credentials  # noqa: E402
+
+signer = botocore.auth.SigV4Auth(botocore.credentials.Credentials(
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]), "greengrass", REGION)
+
+
+def signed(method, path, body):
+    req = botocore.awsrequest.AWSRequest(method=method, url=ENDPOINT + path, data=body,
+                                         headers={"Content-Type": "application/json"})
+    signer.add_auth(req)
+    c = http.client.HTTPSConnection(host, int(port), context=ctx)
+    c.request(method, path, body=body, headers=dict(req.headers.items()))
+    r = c.getresponse()
+    return r.status, r.getheader("x-amzn-ErrorType"), r.read()
+
+
+st, et, _ = signed("POST", "/greengrass/v2/createComponentVersion", b"{not json")
+check("a signed body that is not JSON -> 400 SerializationException", st == 400 and et == "SerializationException", (st, et))
+st, et, _ = signed("POST", "/greengrass/v2/createComponentVersion",
+                   json.dumps({"inlineRecipe": "x" * 70000}).encode())
+check("a body over api.max_body_bytes (65536) -> 413", st == 413, (st, et))
+st, et, _ = signed("GET", "/greengrass/v2/deployments", b"")
+check("a route of part 2 -> 404 UnknownOperationException", st == 404 and et == "UnknownOperationException", (st, et))
+
 # ---- delete --------------------------------------------------------------------------
 gg.delete_component(arn=arn("py.Many", "1.0.0"))
 e = error_of(gg.get_component, arn=arn("py.Many", "1.0.0"))

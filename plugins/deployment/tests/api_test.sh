@@ -55,7 +55,8 @@ kernel:
 plugins:
   - name: deployment
     config:
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
+      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key,
+            max_body_bytes: 65536}
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
         - {access_key_id: $RO_KEY, secret_access_key: $SECRET, operations: [GetComponent]}
