@@ -6,6 +6,7 @@ hand (no python3-protobuf needed); field numbers are those of proto/*.proto. Tex
 come from the repository's own examples. Re-running rewrites the seeds it owns and
 leaves other files (inputs added by hand or by a fuzzing run) alone.
 """
+import base64
 import os
 import pathlib
 import sqlite3
@@ -198,3 +199,65 @@ write("local_resource", "both.yaml",
       "localDeviceResourceData: {sourcePath: /dev/x}\n")
 write("local_resource", "bad.yaml",
       "localVolumeResourceData: {sourcePath: /srv/../var, destinationPath: /lambda/x, colour: red}\n")
+# The deployment plugin's recipes (YAML and JSON, with the first line read as a version
+# and a range too) and its API requests as SigV4 sees them.
+write("deployment_recipe", "hello_yaml", """RecipeFormatVersion: '2020-01-25'
+ComponentName: com.example.HelloWorld
+ComponentVersion: '1.0.0'
+ComponentDescription: My first component
+ComponentPublisher: Amazon
+ComponentConfiguration:
+  DefaultConfiguration: {Message: world, n: 18446744073709551615, f: 1.5, ok: true, none: ~}
+ComponentDependencies:
+  aws.greengrass.Nucleus: {VersionRequirement: '>=2.0.0 <3.0.0 || ^4.1', DependencyType: SOFT}
+Manifests:
+  - Platform: {os: linux, architecture: '*'}
+    Lifecycle:
+      run: python3 -u {artifacts:path}/hello_world.py "{configuration:/Message}"
+    Artifacts:
+      - Uri: s3://bucket/hello_world.py
+        Digest: 'abc='
+        Algorithm: SHA-256
+        Unarchive: ZIP
+        Permission: {Read: ALL, Execute: OWNER}
+""")
+write("deployment_recipe", "json", '{"RecipeFormatVersion": "2020-01-25", "ComponentName": "a.b", '
+      '"ComponentVersion": "2.0.0-rc.1+build.5", "Manifests": [{"Platform": {"os": "*"}, '
+      '"Lifecycle": {"install": {"script": "true", "timeout": 10}}, "Selections": ["x"]}], '
+      '"ComponentConfiguration": {"DefaultConfiguration": {"yes": "no", "on": "01", "k": [1, -2, 0.5]}}}')
+write("deployment_recipe", "range_first", "~1.2.3-beta.2 || 1.x - 2 || <=0.0.1\nComponentName: x\n")
+write("deployment_recipe", "bad", "RecipeFormatVersion: 2020-01-25\nComponentName: .x\n"
+      "ComponentVersion: 01.0\nColor: red\nComponentDependencies: {x: {DependencyType: MID}}\n"
+      "Manifests:\n  - Artifacts:\n      - Uri: s3://b/..\n")
+write("deployment_recipe", "deep", "[" * 70 + "]" * 70)
+write("deployment_request", "unsigned", "GET /greengrass/v2/components?maxResults=2\nhost: 127.0.0.1:8443\n\n")
+write("deployment_request", "signed_post",
+      "POST /greengrass/v2/createComponentVersion\nhost: 127.0.0.1:8443\n"
+      "content-type: application/json\nx-amz-date: 20251202T120000Z\n"
+      "authorization: AWS4-HMAC-SHA256 Credential=AKIAGROVEFUZZ00001/20251202/us-east-1/"
+      "greengrass/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="
+      + "0" * 64 + "\n\n{\"inlineRecipe\": \"e30=\"}")
+write("deployment_request", "arn_path",
+      "GET /greengrass/v2/components/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
+      "components%3Aa.b%3Aversions%3A1.0.0?recipeOutputFormat=YAML&a=%zz&b\n"
+      "host: h\nuser-agent:   spaced   out  \nx-amz-content-sha256: abc\n"
+      "authorization: AWS4-HMAC-SHA256 Credential=A/B/C\n\n")
+# deployment_api: "METHOD TARGET" then the body; the fuzzer signs it.
+hello = base64.b64encode(b"RecipeFormatVersion: '2020-01-25'\nComponentName: a.b\n"
+                         b"ComponentVersion: '1.0.0'\nManifests:\n  - Platform: {os: linux}\n").decode()
+write("deployment_api", "create", "POST /greengrass/v2/createComponentVersion\n"
+      '{"inlineRecipe": "%s", "clientToken": "t-1", "tags": {"k": "v"}}' % hello)
+write("deployment_api", "describe", "GET /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
+      "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0/metadata\n")
+write("deployment_api", "list", "GET /greengrass/v2/components?maxResults=1&nextToken=YS5i\n")
+write("deployment_api", "versions", "GET /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
+      "us-east-1%3A123456789012%3Acomponents%3Aa.b/versions?maxResults=100\n")
+write("deployment_api", "resolve", "POST /greengrass/v2/resolveComponentCandidates\n"
+      '{"platform": {"attributes": {"os": "linux"}}, "componentCandidates": '
+      '[{"componentName": "a.b", "versionRequirements": {"x": "^1.0.0 || >=3"}}]}')
+write("deployment_api", "tag", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
+      'components%3Aa.b%3Aversions%3A1.0.0\n{"tags": {"a": "b"}}')
+write("deployment_api", "untag", "DELETE /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
+      "components%3Aa.b%3Aversions%3A1.0.0?tagKeys=a&tagKeys=%FF\n")
+write("deployment_api", "delete", "DELETE /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
+      "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0\n")

@@ -48,6 +48,9 @@ fi
 if [ -f "$build/lib/grove/plugins/libshadow.so" ]; then
   /usr/bin/python3 "$here/shadow_rtt_bench.py" --build "$build" || rc=1
 fi
+if [ -f "$build/lib/grove/plugins/libdeployment.so" ]; then
+  /usr/bin/python3 "$here/deployment_api_bench.py" --build "$build" || rc=1
+fi
 if [ -x "$build/bin/device_function_bench" ]; then
   "$build/bin/device_function_bench" || rc=1
 fi

@@ -34,6 +34,7 @@
 #include "grove/kernel/plugin_name.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
+#include "grove/deployment/client.hpp"
 #include "grove/shadow/client.hpp"
 
 #ifndef GROVE_VERSION
@@ -698,6 +699,59 @@ int run_shadow(connection& conn, const options& opts, const shadow_options& so) 
   return exit_ok;
 }
 
+/// What `components` was asked.
+struct components_options {
+  /// list, versions, describe, recipe, delete or guidance.
+  std::string verb;
+  /// The component (versions) or component version ARN.
+  std::string arn;
+  /// recipe: --format JSON or YAML.
+  std::string format;
+  /// guidance: ACTIVE, DISCONTINUED or DELETED, and --message.
+  std::string guidance;
+  std::string message;
+};
+
+/// `components`: the deployment plugin's bus API (plugins/deployment/README.md). Prints
+/// the AWS JSON the Greengrass v2 API answers (the recipe itself for `recipe`), or the
+/// error (exit 1).
+int run_components(connection& conn, const options& opts, const components_options& co) {
+  namespace dp = grove::deployment;
+  static const std::pair<const char*, const char*> operations[] = {
+    {"list", "ListComponents"},        {"versions", "ListComponentVersions"},
+    {"describe", "DescribeComponent"}, {"recipe", "GetComponent"},
+    {"delete", "DeleteComponent"},     {"guidance", "SetVendorGuidance"}};
+  std::string operation;
+  for (auto [verb, op] : operations)
+    if (co.verb == verb)
+      operation = op;
+  auto call = dp::make_call(operation, co.arn);
+  call.set_recipe_output_format(co.format);
+  call.set_vendor_guidance(co.guidance);
+  call.set_message(co.message);
+  int rc = exit_ok;
+  auto send = call_sender(conn, opts, rc);
+  auto answer = dp::components_rpc{std::string{dp::components_topic}}.call_with(send, call);
+  if (rc != exit_ok)
+    return rc;
+  if (!answer)
+    return fail(exit_daemon_error, grove::describe(answer.error()));
+  if (answer->status() >= 400) {
+    auto body = json::parse(answer->body(), nullptr, false);
+    auto text = body.is_object() && body.contains("message") && body["message"].is_string()
+                  ? body["message"].get<std::string>()
+                  : answer->body();
+    return fail(exit_daemon_error, answer->error_type() + ": " + text);
+  }
+  if (answer->status() == 204)
+    return exit_ok;
+  auto line = answer->body();
+  if (line.empty() || line.back() != '\n')
+    line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  return exit_ok;
+}
+
 /// `sub`: streams matching messages until Ctrl-C, `count` messages or hang-up.
 int run_sub(connection& conn, const options& opts, const std::string& filter,
             uint64_t count) {
@@ -973,6 +1027,33 @@ int run(int argc, char** argv) {
     v->callback([&so, verb] { so.verb = verb; });
   }
 
+  components_options co;
+  auto* components = app.add_subcommand(
+    "components", "List, describe, print, delete the components of the deployment plugin's "
+                  "store, or set a version's vendor guidance; prints the Greengrass v2 API's "
+                  "JSON, exit 1 on an error");
+  components->require_subcommand(1);
+  for (auto [verb, help] :
+       {std::pair{"list", "List components with their newest version"},
+        std::pair{"versions", "List the versions of component ARN, newest first"},
+        std::pair{"describe", "Describe component version ARN"},
+        std::pair{"recipe", "Print the recipe of component version ARN"},
+        std::pair{"delete", "Delete component version ARN"},
+        std::pair{"guidance", "Set the vendorGuidance of component version ARN: ACTIVE, "
+                              "DISCONTINUED or DELETED (never resolved)"}}) {
+    auto* v = components->add_subcommand(verb, help);
+    std::string_view vv{verb};
+    if (vv != "list")
+      v->add_option("ARN", co.arn, "Component (versions) or component version ARN")->required();
+    if (vv == "recipe")
+      v->add_option("--format", co.format, "JSON or YAML (default YAML)");
+    if (vv == "guidance") {
+      v->add_option("STATE", co.guidance, "ACTIVE, DISCONTINUED or DELETED")->required();
+      v->add_option("--message", co.message, "vendorGuidanceMessage");
+    }
+    v->callback([&co, verb] { co.verb = verb; });
+  }
+
   for (auto* cmd : app.get_subcommands([](CLI::App*) { return true; }))
     cmd->footer("Global options (--socket, --json, --timeout) may also follow the "
                 "subcommand.");
@@ -1035,6 +1116,8 @@ int run(int argc, char** argv) {
     return run_logs(conn, opts, name, follow);
   if (shadow->parsed())
     return run_shadow(conn, opts, so);
+  if (components->parsed())
+    return run_components(conn, opts, co);
   return fail(exit_usage, "no command given");
 }
 

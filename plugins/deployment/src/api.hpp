@@ -1,0 +1,97 @@
+#pragma once
+
+// The Greengrass v2 REST-JSON API over the component store: routes as botocore's model
+// (greengrassv2 2020-11-30) names them, SigV4 and the per-key allow-list first, errors in
+// AWS's shape (x-amzn-ErrorType header, {"message": ...} body, modelled extra fields).
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "component_store.hpp"
+#include "http.hpp"
+#include "sigv4.hpp"
+
+namespace grove::deployment {
+
+/// One access key of the configuration.
+struct access_key {
+  /// The secret.
+  std::string secret;
+  /// Operation names it may call; `*` for all.
+  std::set<std::string> operations;
+  /// Requests per second it may make (a token bucket holding one second's worth); 0: no
+  /// limit.
+  double requests_per_second = 0;
+};
+
+/// What the API needs to know.
+struct api_settings {
+  /// Region (ARNs, SigV4 scope).
+  std::string region = "us-east-1";
+  /// Account id (ARNs).
+  std::string account_id = "123456789012";
+  /// Access key id → key.
+  std::map<std::string, access_key> keys;
+  /// Largest request body accepted.
+  size_t max_body_bytes = 2 * 1024 * 1024;
+  /// How long a clientToken's first answer is kept.
+  std::chrono::seconds token_ttl{8 * 3600};
+};
+
+/// The API (see the file comment). Thread-safe as long as the store is.
+class api {
+public:
+  /// Serves `settings` over `store`.
+  api(api_settings settings, component_store& store);
+
+  /// Answers one request received at `now`.
+  http_response handle(const http_request& req, std::chrono::system_clock::time_point now);
+
+  /// Runs `operation` for an operator tool (the bus API, no SigV4): ListComponents,
+  /// ListComponentVersions, DescribeComponent, GetComponent, DeleteComponent, or
+  /// SetVendorGuidance (`guidance`, `message`).
+  http_response operator_call(const std::string& operation, const std::string& arn,
+                              const std::string& format, const std::string& guidance,
+                              const std::string& message);
+
+  /// The component version ARN of `name` at `version`.
+  std::string version_arn(const std::string& name, const std::string& version) const;
+
+  /// The component ARN of `name`.
+  std::string component_arn(const std::string& name) const;
+
+private:
+  http_response create_component_version(const http_request& req, int64_t now_ms);
+  http_response describe_component(const std::string& arn);
+  http_response get_component(const std::string& arn, const http_request& req);
+  http_response list_components(const http_request& req);
+  http_response list_component_versions(const std::string& arn, const http_request& req);
+  http_response delete_component(const std::string& arn);
+  http_response set_vendor_guidance(const std::string& arn, const std::string& guidance,
+                                    const std::string& message);
+  http_response resolve_component_candidates(const http_request& req);
+  http_response tags(const std::string& op, const std::string& arn, const http_request& req);
+  bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
+
+  struct bucket {
+    double tokens = 0;
+    std::chrono::system_clock::time_point last;
+    bool started = false;
+  };
+
+  api_settings settings_;
+  sigv4_scope scope_;
+  component_store& store_;
+  std::mutex buckets_mtx_;
+  std::map<std::string, bucket> buckets_; // by access key id
+};
+
+/// An AWS error response: status, `x-amzn-ErrorType`, and a body with `message` plus
+/// `extra` fields.
+http_response aws_error(int status, const std::string& type, const std::string& message,
+                        nlohmann::json extra = nlohmann::json::object());
+
+} // namespace grove::deployment

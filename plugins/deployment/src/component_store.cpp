@@ -1,0 +1,278 @@
+#include "component_store.hpp"
+
+#include <algorithm>
+
+#include <sqlite3.h>
+
+#include "grove/errors.hpp"
+#include "semver.hpp"
+
+namespace grove::deployment {
+
+namespace {
+
+constexpr const char* columns =
+  "name, version, created_ms, description, publisher, recipe, platforms, state, message, "
+  "vendor_guidance, vendor_guidance_message, tags";
+
+} // namespace
+
+caf::expected<std::unique_ptr<component_store>>
+component_store::open(const std::filesystem::path& file) {
+  grove::store_options opts;
+  opts.application_id = 0x47524450; // "GRDP"
+  opts.kind = "component store";
+  opts.synchronous = grove::sync_level::full;
+  opts.migrations.push_back({1,
+                             "CREATE TABLE component_versions("
+                             " name TEXT NOT NULL, version TEXT NOT NULL,"
+                             " created_ms INTEGER NOT NULL, description TEXT NOT NULL,"
+                             " publisher TEXT NOT NULL, recipe TEXT NOT NULL,"
+                             " platforms TEXT NOT NULL, state TEXT NOT NULL,"
+                             " message TEXT NOT NULL, vendor_guidance TEXT NOT NULL,"
+                             " vendor_guidance_message TEXT NOT NULL, tags TEXT NOT NULL,"
+                             " PRIMARY KEY(name, version)) WITHOUT ROWID;"
+                             "CREATE TABLE client_tokens("
+                             " token TEXT PRIMARY KEY, request_hash TEXT NOT NULL,"
+                             " status INTEGER NOT NULL, response TEXT NOT NULL,"
+                             " expires_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                             {}});
+  auto db = grove::store::open(file, std::move(opts));
+  if (!db)
+    return std::move(db.error());
+  return std::unique_ptr<component_store>{new component_store(std::move(*db))};
+}
+
+caf::expected<std::optional<token_record>> component_store::token(const std::string& token,
+                                                                  int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("DELETE FROM client_tokens WHERE expires_ms <= ?", now_ms))
+    return err;
+  auto stmt = db_->prepare("SELECT request_hash, status, response FROM client_tokens "
+                           "WHERE token = ?");
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind(1, token);
+  auto row = s.step();
+  if (!row) {
+    s.reset();
+    return std::move(row.error());
+  }
+  std::optional<token_record> out;
+  if (*row)
+    out = token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
+                       std::string{s.column_text(2)}};
+  s.reset();
+  return out;
+}
+
+caf::expected<put_result> component_store::put(const component_version& v,
+                                               const std::string& token,
+                                               const token_record& first_answer,
+                                               int64_t expires_ms, token_record& existing) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  if (!token.empty()) {
+    auto stmt = db_->prepare("SELECT request_hash, status, response FROM client_tokens "
+                             "WHERE token = ? AND expires_ms > ?");
+    if (!stmt)
+      return std::move(stmt.error());
+    auto& s = **stmt;
+    s.bind(1, token);
+    s.bind(2, v.created_ms);
+    auto row = s.step();
+    if (!row) {
+      s.reset();
+      return std::move(row.error());
+    }
+    if (*row) {
+      existing = token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
+                              std::string{s.column_text(2)}};
+      s.reset();
+      return put_result::token_taken;
+    }
+    s.reset();
+  }
+  {
+    auto stmt = db_->prepare("SELECT 1 FROM component_versions WHERE name = ? AND version = ?");
+    if (!stmt)
+      return std::move(stmt.error());
+    auto& s = **stmt;
+    s.bind_all(v.name, v.version);
+    auto row = s.step();
+    s.reset();
+    if (!row)
+      return std::move(row.error());
+    if (*row)
+      return put_result::exists;
+  }
+  if (auto err = db_->run(std::string{"INSERT INTO component_versions("} + columns
+                            + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                          v.name, v.version, v.created_ms, v.description, v.publisher, v.recipe,
+                          v.platforms, v.state, v.message, v.vendor_guidance,
+                          v.vendor_guidance_message, v.tags))
+    return err;
+  if (!token.empty())
+    if (auto err = db_->run("INSERT OR REPLACE INTO client_tokens VALUES (?,?,?,?,?)", token,
+                            first_answer.request_hash, first_answer.status,
+                            first_answer.response, expires_ms))
+      return err;
+  if (auto err = tx->commit())
+    return err;
+  return put_result::stored;
+}
+
+caf::expected<std::vector<component_version>>
+component_store::query(const std::string& sql, const std::string& a, const std::string& b) {
+  auto stmt = db_->prepare(sql);
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind(1, a);
+  if (!b.empty())
+    s.bind(2, b);
+  std::vector<component_version> out;
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      s.reset();
+      return std::move(row.error());
+    }
+    if (!*row)
+      break;
+    component_version v;
+    auto text = [&](int i) { return std::string{s.column_text(i)}; };
+    v.name = text(0);
+    v.version = text(1);
+    v.created_ms = s.column_int64(2);
+    v.description = text(3);
+    v.publisher = text(4);
+    v.recipe = text(5);
+    v.platforms = text(6);
+    v.state = text(7);
+    v.message = text(8);
+    v.vendor_guidance = text(9);
+    v.vendor_guidance_message = text(10);
+    v.tags = text(11);
+    out.push_back(std::move(v));
+  }
+  s.reset();
+  return out;
+}
+
+caf::expected<std::optional<component_version>>
+component_store::get(const std::string& name, const std::string& version) {
+  std::lock_guard guard{mtx_};
+  auto rows = query(std::string{"SELECT "} + columns
+                      + " FROM component_versions WHERE name = ? AND version = ?",
+                    name, version);
+  if (!rows)
+    return std::move(rows.error());
+  if (rows->empty())
+    return std::optional<component_version>{};
+  return std::optional<component_version>{std::move(rows->front())};
+}
+
+caf::expected<std::vector<component_version>>
+component_store::versions(const std::string& name) {
+  std::lock_guard guard{mtx_};
+  auto rows = query(std::string{"SELECT "} + columns + " FROM component_versions WHERE name = ?",
+                    name, {});
+  if (!rows)
+    return rows;
+  // Newest first by semver precedence (stored versions always parse).
+  std::vector<std::pair<semver, component_version>> keyed;
+  for (auto& v : *rows)
+    keyed.emplace_back(parse_semver(v.version).value_or(semver{}), std::move(v));
+  std::stable_sort(keyed.begin(), keyed.end(), [](const auto& x, const auto& y) {
+    return compare(x.first, y.first) > 0;
+  });
+  std::vector<component_version> out;
+  for (auto& [k, v] : keyed)
+    out.push_back(std::move(v));
+  return out;
+}
+
+caf::expected<std::vector<std::string>> component_store::names(const std::string& after,
+                                                               size_t limit) {
+  std::lock_guard guard{mtx_};
+  auto stmt = db_->prepare("SELECT DISTINCT name FROM component_versions WHERE name > ? "
+                           "ORDER BY name LIMIT ?");
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind(1, after);
+  s.bind(2, static_cast<int64_t>(limit));
+  std::vector<std::string> out;
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      s.reset();
+      return std::move(row.error());
+    }
+    if (!*row)
+      break;
+    out.emplace_back(s.column_text(0));
+  }
+  s.reset();
+  return out;
+}
+
+caf::expected<tag_result> component_store::modify_tags(
+  const std::string& name, const std::string& version,
+  const std::function<std::optional<std::string>(const std::string&)>& change) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  auto stmt = db_->prepare("SELECT tags FROM component_versions WHERE name = ? AND version = ?");
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind_all(name, version);
+  auto row = s.step();
+  if (!row) {
+    s.reset();
+    return std::move(row.error());
+  }
+  if (!*row) {
+    s.reset();
+    return tag_result::not_found;
+  }
+  std::string old{s.column_text(0)};
+  s.reset();
+  auto next = change(old);
+  if (!next)
+    return tag_result::refused;
+  if (auto err = db_->run("UPDATE component_versions SET tags = ? WHERE name = ? AND version = ?",
+                          *next, name, version))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return tag_result::changed;
+}
+
+caf::expected<bool> component_store::set_guidance(const std::string& name,
+                                                  const std::string& version,
+                                                  const std::string& guidance,
+                                                  const std::string& message) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE component_versions SET vendor_guidance = ?, "
+                          "vendor_guidance_message = ? WHERE name = ? AND version = ?",
+                          guidance, message, name, version))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
+caf::expected<bool> component_store::erase(const std::string& name, const std::string& version) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("DELETE FROM component_versions WHERE name = ? AND version = ?", name,
+                          version))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
+} // namespace grove::deployment

@@ -1,0 +1,136 @@
+#pragma once
+
+// The component store: every component version's recipe and status in SQLite (through
+// grove::store, WAL, synchronous=FULL, so a version CreateComponentVersion answered for
+// survives kill -9), plus clientToken records with their expiry. Thread-safe: the HTTP
+// server's threads share one store behind a mutex.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+
+#include "grove/store.hpp"
+#include "recipe.hpp"
+
+namespace grove::deployment {
+
+/// One stored component version.
+struct component_version {
+  /// ComponentName.
+  std::string name;
+  /// ComponentVersion (text as in the recipe).
+  std::string version;
+  /// Creation time, ms since the epoch.
+  int64_t created_ms = 0;
+  /// ComponentDescription.
+  std::string description;
+  /// ComponentPublisher.
+  std::string publisher;
+  /// The recipe (JSON text).
+  std::string recipe;
+  /// DescribeComponent's platforms (JSON text).
+  std::string platforms;
+  /// componentState.
+  std::string state;
+  /// status.message.
+  std::string message;
+  /// status.vendorGuidance.
+  std::string vendor_guidance = "ACTIVE";
+  /// status.vendorGuidanceMessage.
+  std::string vendor_guidance_message;
+  /// Tags (JSON object text).
+  std::string tags = "{}";
+};
+
+/// A first answer kept for a clientToken.
+struct token_record {
+  /// SHA-256 (hex) of what the request asked, to tell a retry from a reuse.
+  std::string request_hash;
+  /// HTTP status of the first answer.
+  int status = 0;
+  /// Its body.
+  std::string response;
+};
+
+/// Outcome of put(): stored, or what was there.
+enum class put_result {
+  /// The version is stored (with its token).
+  stored,
+  /// That name and version exist already.
+  exists,
+  /// The token is taken (retry: see the record).
+  token_taken,
+};
+
+/// Outcome of modify_tags().
+enum class tag_result {
+  /// The new tags are stored.
+  changed,
+  /// No such version.
+  not_found,
+  /// The change function refused.
+  refused,
+};
+
+/// The store (see the file comment).
+class component_store {
+public:
+  /// Opens or creates `file`.
+  static caf::expected<std::unique_ptr<component_store>> open(const std::filesystem::path& file);
+
+  /// The live record of `token`, if any (expired ones are deleted on the way).
+  caf::expected<std::optional<token_record>> token(const std::string& token, int64_t now_ms);
+
+  /// Stores `v` and, when `token` is not empty, its answer (one transaction). `answer`
+  /// gets the token's existing record when that is the outcome.
+  caf::expected<put_result> put(const component_version& v, const std::string& token,
+                                const token_record& first_answer, int64_t expires_ms,
+                                token_record& existing);
+
+  /// One version.
+  caf::expected<std::optional<component_version>> get(const std::string& name,
+                                                      const std::string& version);
+
+  /// Every version of a component, newest (semver) first.
+  caf::expected<std::vector<component_version>> versions(const std::string& name);
+
+  /// Names after `after` (sorted), at most `limit`.
+  caf::expected<std::vector<std::string>> names(const std::string& after, size_t limit);
+
+  /// Replaces the tags (JSON object text) of a version with `change(old)` in one
+  /// transaction; `change` returning nullopt refuses (nothing is written).
+  caf::expected<tag_result>
+  modify_tags(const std::string& name, const std::string& version,
+              const std::function<std::optional<std::string>(const std::string&)>& change);
+
+  /// Sets a version's vendorGuidance and its message; false when there is no such version.
+  caf::expected<bool> set_guidance(const std::string& name, const std::string& version,
+                                   const std::string& guidance, const std::string& message);
+
+  /// Deletes a version; false when there was none.
+  caf::expected<bool> erase(const std::string& name, const std::string& version);
+
+private:
+  explicit component_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {
+    // Nothing.
+  }
+
+  caf::expected<std::vector<component_version>> query(const std::string& sql,
+                                                      const std::string& a,
+                                                      const std::string& b);
+
+  std::mutex mtx_;
+  std::unique_ptr<grove::store> db_;
+};
+
+} // namespace grove::deployment

@@ -1,0 +1,162 @@
+#pragma once
+
+// The deployment plugin's configuration (grove::config_map): the keys an operator writes
+// under `config:` in the image profile; README.md's table is generated from it.
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "grove/config_map.hpp"
+#include "grove/errors.hpp"
+
+namespace grove::deployment {
+
+/// `api:`, the HTTPS endpoint of the Greengrass v2 API.
+struct api_config {
+  /// Listen address.
+  std::string bind;
+  /// Listen port.
+  uint16_t port = 0;
+  /// Server certificate (PEM).
+  std::filesystem::path cert_file;
+  /// Its key (PEM).
+  std::filesystem::path key_file;
+  /// Plain HTTP, no TLS (development only).
+  bool development_plain_http = false;
+  /// Largest request body.
+  int64_t max_body_bytes = 0;
+  /// Server threads.
+  int64_t threads = 0;
+
+  /// The keys.
+  static grove::config_map<api_config> map() {
+    return grove::config_map<api_config>{}
+      .key("bind", &api_config::bind, "127.0.0.1", "listen address")
+      .key("port", &api_config::port, 8443, grove::range{1, 65535}, "listen port")
+      .key("cert_file", &api_config::cert_file, "",
+           "server certificate, PEM (e.g. the group PKI's `server.crt` from "
+           "tools/grove-certs); required unless development_plain_http")
+      .key("key_file", &api_config::key_file, "", "key of `cert_file`, PEM")
+      .key("development_plain_http", &api_config::development_plain_http, false,
+           "serve plain HTTP without TLS (signatures are still checked); logged loudly at "
+           "start. Never in production.")
+      .key("max_body_bytes", &api_config::max_body_bytes, 2097152, grove::range{4096, 67108864},
+           "a larger request body is refused (413) before it is read in full")
+      .key("threads", &api_config::threads, 2, grove::range{1, 64},
+           "server threads (they never run on CAF's workers)");
+  }
+};
+
+/// One access key (`credentials:` entry).
+struct credential_config {
+  /// The access key id the client signs with.
+  std::string access_key_id;
+  /// Its secret.
+  std::string secret_access_key;
+  /// Operations it may call.
+  std::vector<std::string> operations;
+  /// Its rate limit.
+  int64_t requests_per_second = 0;
+
+  /// The keys.
+  static grove::config_map<credential_config> map() {
+    return grove::config_map<credential_config>{}
+      .key_no_default("access_key_id", &credential_config::access_key_id, grove::required,
+                      "the access key id (16 to 128 of [A-Z0-9])")
+      .key_no_default("secret_access_key", &credential_config::secret_access_key,
+                      grove::required, "its secret (at least 16 characters)")
+      .key("operations", &credential_config::operations, std::vector<std::string>{"*"},
+           "operation names it may call (CreateComponentVersion, ...), or `*` for all")
+      .key("requests_per_second", &credential_config::requests_per_second, 100,
+           grove::range{0, 1000000},
+           "requests per second this key may make (a bucket of one second's worth); more "
+           "are answered 429 ThrottlingException; 0: no limit");
+  }
+};
+
+/// The plugin's configuration.
+struct deployment_config {
+  /// Region in ARNs and the SigV4 scope.
+  std::string region;
+  /// Account id in ARNs.
+  std::string account_id;
+  /// This core's thing name.
+  std::string thing_name;
+  /// The HTTPS API.
+  api_config api;
+  /// SigV4 keys.
+  std::vector<credential_config> credentials;
+  /// The component store's database file.
+  std::filesystem::path file;
+
+  /// The keys, their defaults, ranges and meanings.
+  static grove::config_map<deployment_config> map() {
+    return grove::config_map<deployment_config>{}
+      .key("region", &deployment_config::region, "us-east-1",
+           "region in ARNs and in the SigV4 credential scope clients sign for")
+      .key("account_id", &deployment_config::account_id, "123456789012",
+           "12-digit account id in ARNs")
+      .key("thing_name", &deployment_config::thing_name, "",
+           "this core's thing name (deployment targets name it, part 2)")
+      .section("api", &deployment_config::api, api_config::map(),
+               "the Greengrass v2 API endpoint (HTTPS)")
+      .list("credentials", &deployment_config::credentials, credential_config::map(),
+            "SigV4 access keys; at least one is required")
+      .key("file", &deployment_config::file, "components.db",
+           "the component store (SQLite); a relative path is under the plugin's state "
+           "directory")
+      .validate([](const deployment_config& c) -> caf::error {
+        auto bad = [](std::string what) {
+          return grove::make_error(grove::errc::invalid_config, std::move(what));
+        };
+        auto lower_alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-'; };
+        if (c.region.empty() || c.region.size() > 32
+            || !std::all_of(c.region.begin(), c.region.end(), lower_alnum))
+          return bad("region: '" + c.region + "' is not a region name ([a-z0-9-])");
+        if (c.account_id.size() != 12
+            || !std::all_of(c.account_id.begin(), c.account_id.end(),
+                            [](char ch) { return ch >= '0' && ch <= '9'; }))
+          return bad("account_id: '" + c.account_id + "' is not 12 digits");
+        if (!c.api.development_plain_http && (c.api.cert_file.empty() || c.api.key_file.empty()))
+          return bad("api.cert_file and api.key_file are required unless "
+                     "api.development_plain_http (make them with tools/grove-certs server)");
+        if (c.credentials.empty())
+          return bad("credentials: at least one access key is required (clients sign every "
+                     "request with SigV4)");
+        for (size_t i = 0; i < c.credentials.size(); ++i) {
+          const auto& k = c.credentials[i];
+          auto where = "credentials[" + std::to_string(i) + "]";
+          if (k.access_key_id.size() < 16 || k.access_key_id.size() > 128
+              || !std::all_of(k.access_key_id.begin(), k.access_key_id.end(), [](char ch) {
+                   return (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+                 }))
+            return bad(where + ".access_key_id: 16 to 128 of [A-Z0-9]");
+          if (k.secret_access_key.size() < 16)
+            return bad(where + ".secret_access_key: at least 16 characters");
+          for (size_t j = 0; j < i; ++j)
+            if (c.credentials[j].access_key_id == k.access_key_id)
+              return bad(where + ".access_key_id: '" + k.access_key_id + "' appears twice");
+          static const char* known[] = {"*",
+                                        "CreateComponentVersion",
+                                        "DescribeComponent",
+                                        "GetComponent",
+                                        "ListComponents",
+                                        "ListComponentVersions",
+                                        "DeleteComponent",
+                                        "TagResource",
+                                        "UntagResource",
+                                        "ListTagsForResource",
+                                        "ResolveComponentCandidates"};
+          for (const auto& op : k.operations)
+            if (std::find(std::begin(known), std::end(known), op) == std::end(known))
+              return bad(where + ".operations: unknown operation '" + op + "'");
+        }
+        return {};
+      });
+  }
+};
+
+} // namespace grove::deployment

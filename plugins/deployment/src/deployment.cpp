@@ -1,0 +1,190 @@
+// The deployment plugin, part 1 (README.md): the component store and Greengrass v2's
+// component API over HTTPS with SigV4, for the AWS CLI and SDKs pointed at the core.
+//
+// The HTTP server (cpp-httplib) runs on its own threads, never on CAF's workers: a slow
+// client or a large recipe holds one of the server's threads, not the kernel.
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include "api.hpp"
+#include "component_store.hpp"
+#include "config.hpp"
+#include "grove/deployment/client.hpp"
+#include "grove/plugin.hpp"
+
+namespace grove::deployment {
+
+namespace {
+
+using components_rpc_service = grove::service<ApiCall, ApiAnswer>;
+
+class deployment_plugin : public grove::typed_plugin<deployment_config> {
+public:
+  caf::error init(grove::context& ctx, const deployment_config& cfg) override {
+    ctx_ = &ctx;
+    auto bad = [](std::string what) {
+      return grove::make_error(grove::errc::invalid_config, std::move(what));
+    };
+    if (!cfg.api.development_plain_http)
+      for (auto [key, file] : {std::pair{"api.cert_file", &cfg.api.cert_file},
+                               std::pair{"api.key_file", &cfg.api.key_file}}) {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(*file, ec))
+          return bad(std::string{key} + ": '" + file->string() + "': no such file");
+      }
+    auto db = component_store::open(cfg.file);
+    if (!db)
+      return std::move(db.error());
+    store_ = std::shared_ptr<component_store>{std::move(*db)};
+    api_settings s;
+    s.region = cfg.region;
+    s.account_id = cfg.account_id;
+    s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
+    for (const auto& k : cfg.credentials)
+      s.keys[k.access_key_id] =
+        access_key{k.secret_access_key, {k.operations.begin(), k.operations.end()},
+                   static_cast<double>(k.requests_per_second)};
+    api_ = std::make_shared<api>(std::move(s), *store_);
+    if (auto c = ctx.counter("deployment_api_requests", "Greengrass v2 API requests answered"))
+      requests_ = *c;
+    if (auto c = ctx.counter("deployment_api_refused",
+                             "Greengrass v2 API requests answered with an error status"))
+      refused_ = *c;
+    if (cfg.api.development_plain_http) {
+      ctx.log().warn("deployment: api.development_plain_http is ON: the Greengrass v2 API on "
+                     "{}:{} is PLAIN HTTP, credentials' signatures and recipes cross the "
+                     "network unencrypted. Never in production.",
+                     cfg.api.bind, cfg.api.port);
+      server_ = std::make_unique<httplib::Server>();
+    } else {
+      auto tls = std::make_unique<httplib::SSLServer>(cfg.api.cert_file.c_str(),
+                                                      cfg.api.key_file.c_str());
+      if (!tls->is_valid())
+        return bad("api.cert_file/api.key_file: '" + cfg.api.cert_file.string() + "' and '"
+                   + cfg.api.key_file.string()
+                   + "' are not a PEM certificate and its private key");
+      server_ = std::move(tls);
+    }
+    // Headers and body leave as separate TLS records: without TCP_NODELAY, Nagle holds
+    // the second until the client's delayed ACK (~40 ms per request).
+    server_->set_tcp_nodelay(true);
+    auto threads = static_cast<size_t>(cfg.api.threads);
+    server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // httplib answers a larger body 413 itself; the API's own check sits just below.
+    server_->set_payload_max_length(static_cast<size_t>(cfg.api.max_body_bytes) + 1);
+    // Every route goes to the API, which answers unknown ones in AWS's shape. (httplib's
+    // pre-routing handler runs before the body is read, so catch-all routes it is.)
+    auto all = [this](const httplib::Request& in, httplib::Response& out) { serve(in, out); };
+    server_->Get(".*", all).Post(".*", all).Put(".*", all).Patch(".*", all).Delete(".*", all);
+    if (!server_->bind_to_port(cfg.api.bind, cfg.api.port))
+      return grove::make_error(grove::errc::system_error,
+                               "api: cannot listen on " + cfg.api.bind + ":"
+                                 + std::to_string(cfg.api.port));
+    // dep-bus-1: the operator's calls; the store is SQLite, so each runs off the slot.
+    if (auto err = ctx.serve(components_topic, [this](const grove::Envelope& msg) {
+          auto call = components_rpc_service::decode(msg);
+          if (!call) {
+            ctx_->reply_error(msg, std::move(call.error()));
+            return;
+          }
+          ctx_->run_blocking(
+            // Shares the API and its store: a stop() meanwhile cannot free them under it.
+            [api = api_, db = store_, c = std::move(*call)] {
+              auto r = api->operator_call(c.operation(), c.arn(), c.recipe_output_format(),
+                                          c.vendor_guidance(), c.message());
+              ApiAnswer answer;
+              answer.set_status(r.status);
+              answer.set_body(r.body);
+              for (const auto& [k, v] : r.headers)
+                if (k == "x-amzn-ErrorType")
+                  answer.set_error_type(v);
+              return answer;
+            },
+            [this, msg](caf::expected<ApiAnswer> answer) {
+              components_rpc_service::reply(*ctx_, msg, std::move(answer));
+            });
+        }))
+      return err;
+    ctx.set_status("api", std::string{cfg.api.development_plain_http ? "http" : "https"}
+                            + "://" + cfg.api.bind + ":" + std::to_string(cfg.api.port));
+    return {};
+  }
+
+  caf::error start() override {
+    thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
+    ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
+                     config().api.port);
+    return {};
+  }
+
+  void stop() override {
+    if (server_)
+      server_->stop();
+    if (thread_.joinable())
+      thread_.join();
+    server_.reset();
+    api_.reset();
+    store_.reset();
+  }
+
+  void on_message(const grove::Envelope&) override {
+    // The API is HTTP; nothing arrives on the bus yet.
+  }
+
+private:
+  void serve(const httplib::Request& in, httplib::Response& out) {
+    http_request req;
+    req.method = in.method;
+    req.target = in.target;
+    for (const auto& [k, v] : in.headers) {
+      std::string name = k;
+      for (auto& ch : name)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      req.headers.emplace_back(std::move(name), v);
+    }
+    req.body = in.body;
+    http_response res;
+    try {
+      res = api_->handle(req, std::chrono::system_clock::now());
+    } catch (const std::exception& e) {
+      res = aws_error(500, "InternalServerException", std::string{"internal error: "} + e.what());
+    }
+    requests_.inc();
+    if (res.status >= 400)
+      refused_.inc();
+    out.status = res.status;
+    for (auto& [k, v] : res.headers)
+      out.set_header(k, v);
+    out.set_header("x-amzn-RequestId", request_id());
+    if (res.status != 204)
+      out.set_content(res.body, res.content_type.c_str());
+  }
+
+  std::string request_id() {
+    auto n = next_id_.fetch_add(1);
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "grove-%016llx", static_cast<unsigned long long>(n));
+    return buf;
+  }
+
+  grove::context* ctx_ = nullptr;
+  std::shared_ptr<component_store> store_; // shared with operator calls in flight
+  std::shared_ptr<api> api_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  grove::counter requests_;
+  grove::counter refused_;
+  std::atomic<uint64_t> next_id_{1};
+};
+
+} // namespace
+
+} // namespace grove::deployment
+
+GROVE_TYPED_PLUGIN(grove::deployment::deployment_plugin, "deployment", "0.1.0")

@@ -1,0 +1,74 @@
+#pragma once
+
+// The HTTP request and response the API works on, apart from the server library, so the
+// signature check and the routes are pure functions that tests and fuzzers call directly.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace grove::deployment {
+
+/// A request as received: the raw target (path and query still percent-encoded, as
+/// SigV4 signs them), header names lower-cased.
+struct http_request {
+  /// GET, POST, DELETE, ...
+  std::string method;
+  /// The request target: raw path, then `?` and the raw query if any.
+  std::string target;
+  /// Headers in arrival order; names lower-case.
+  std::vector<std::pair<std::string, std::string>> headers;
+  /// The body.
+  std::string body;
+
+  /// The first value of header `name` (lower-case), or "".
+  std::string_view header(std::string_view name) const;
+
+  /// The raw path (before `?`).
+  std::string_view raw_path() const;
+
+  /// The raw query (after `?`), or "".
+  std::string_view raw_query() const;
+};
+
+/// A response to send.
+struct http_response {
+  /// Status code.
+  int status = 200;
+  /// Headers to add.
+  std::vector<std::pair<std::string, std::string>> headers;
+  /// The body (JSON).
+  std::string body;
+  /// Its content type.
+  std::string content_type = "application/json";
+};
+
+/// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters stay, every other
+/// byte is `%XX` (upper-case); `/` stays when `keep_slash`.
+std::string uri_encode(std::string_view in, bool keep_slash);
+
+/// Percent-decoding; a `%` not followed by two hex digits is kept as it is. `+` stays
+/// `+` (AWS clients encode a space as `%20`).
+std::string uri_decode(std::string_view in);
+
+/// The query's `key=value` pairs, decoded, in order.
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view raw_query);
+
+/// Lower-case hex of `bytes`.
+std::string hex(std::string_view bytes);
+
+/// SHA-256 of `data` (raw bytes).
+std::string sha256(std::string_view data);
+
+/// HMAC-SHA256 of `data` with `key` (raw bytes).
+std::string hmac_sha256(std::string_view key, std::string_view data);
+
+/// Base64 (standard alphabet, padded).
+std::string base64_encode(std::string_view data);
+
+/// Base64 decoding; false on a malformed input.
+bool base64_decode(std::string_view in, std::string& out);
+
+} // namespace grove::deployment

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""boto3 (Debian's python3-boto3) against a running groved with the deployment plugin.
+
+Usage: api_test.py ENDPOINT CA_BUNDLE WORKDIR
+Environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the full key, READONLY_KEY_ID
+(a key allowed GetComponent only; same secret). Prints PASS/FAIL lines; exits 1 on any
+failure.
+"""
+import datetime
+import http.client
+import json
+import os
+import ssl
+import sys
+import unittest.mock
+
+import boto3
+import botocore.auth
+import botocore.config
+import botocore.exceptions
+
+ENDPOINT, CA, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
+ACCOUNT, REGION = "123456789012", "us-east-1"
+failed = 0
+
+
+def check(what, ok, detail=""):
+    global failed
+    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"))
+    if not ok:
+        failed += 1
+
+
+def client(key=None, secret=None):
+    return boto3.client(
+        "greengrassv2", endpoint_url=ENDPOINT, verify=CA, region_name=REGION,
+        aws_access_key_id=key or os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
+        # No retries: each refusal is seen as the server sent it.
+        config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
+
+
+def error_of(fn, **kw):
+    """(code, status, headers, body) of the ClientError fn(**kw) raises; None if none."""
+    try:
+        fn(**kw)
+    except botocore.exceptions.ClientError as e:
+        meta = e.response["ResponseMetadata"]
+        return e.response["Error"]["Code"], meta["HTTPStatusCode"], meta["HTTPHeaders"], e.response
+    return None
+
+
+def recipe(name, version, extra=""):
+    return (f"RecipeFormatVersion: '2020-01-25'\nComponentName: {name}\n"
+            f"ComponentVersion: '{version}'\n{extra}").encode()
+
+
+def arn(name, version=None):
+    a = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:{name}"
+    return a + (f":versions:{version}" if version else "")
+
+
+gg = client()
+
+# ---- success paths -------------------------------------------------------------------
+r = gg.create_component_version(
+    inlineRecipe=json.dumps({
+        "RecipeFormatVersion": "2020-01-25", "ComponentName": "py.Json",
+        "ComponentVersion": "2.1.0", "ComponentPublisher": "boto3",
+        "ComponentDependencies": {"py.Base": {"VersionRequirement": "^1.0.0",
+                                              "DependencyType": "HARD"}},
+        "Manifests": [{"Platform": {"os": "linux", "architecture": "amd64"},
+                       "Lifecycle": {"run": "echo {configuration:/x}"}}]}).encode(),
+    tags={"team": "edge"})
+check("CreateComponentVersion with a JSON recipe and tags -> ARN, DEPLOYABLE",
+      r["arn"] == arn("py.Json", "2.1.0") and r["status"]["componentState"] == "DEPLOYABLE"
+      and r["ResponseMetadata"]["HTTPStatusCode"] == 201, r)
+d = gg.describe_component(arn=arn("py.Json", "2.1.0"))
+check("DescribeComponent: publisher, platform attributes, tags, a datetime",
+      d["publisher"] == "boto3" and d["platforms"][0]["attributes"]["architecture"] == "amd64"
+      and d["tags"] == {"team": "edge"} and isinstance(d["creationTimestamp"], datetime.datetime), d)
+g = gg.get_component(arn=arn("py.Json", "2.1.0"), recipeOutputFormat="JSON")
+doc = json.loads(g["recipe"])
+check("GetComponent JSON: the recipe back, the dependency intact",
+      g["recipeOutputFormat"] == "JSON"
+      and doc["ComponentDependencies"]["py.Base"]["VersionRequirement"] == "^1.0.0", g)
+import yaml  # python3-yaml (tools/deps)
+y = yaml.safe_load(gg.get_component(arn=arn("py.Json", "2.1.0"), recipeOutputFormat="YAML")["recipe"])
+check("GetComponent YAML: PyYAML reads the same document (strings stay strings)", y == doc, y)
+
+for v in ["1.0.0", "1.2.0", "1.10.0", "0.1.0", "2.0.0-beta.1"]:
+    gg.create_component_version(inlineRecipe=recipe("py.Many", v))
+pages = list(gg.get_paginator("list_component_versions").paginate(
+    arn=arn("py.Many"), PaginationConfig={"PageSize": 2}))
+versions = [x["componentVersion"] for p in pages for x in p["componentVersions"]]
+check("ListComponentVersions pages of 2 via nextToken, newest first",
+      len(pages) == 3 and versions == ["2.0.0-beta.1", "1.10.0", "1.2.0", "1.0.0", "0.1.0"],
+      (len(pages), versions))
+names = [c["componentName"] for p in gg.get_paginator("list_components").paginate(
+    PaginationConfig={"PageSize": 1}) for c in p["components"]]
+check("ListComponents pages of 1 list every component once", sorted(names) == names
+      and {"py.Json", "py.Many"} <= set(names) and len(set(names)) == len(names), names)
+
+# ---- idempotency ---------------------------------------------------------------------
+a = gg.create_component_version(inlineRecipe=recipe("py.Idem", "1.0.0"), clientToken="tok-1")
+b = gg.create_component_version(inlineRecipe=recipe("py.Idem", "1.0.0"), clientToken="tok-1")
+check("same clientToken, same body -> the first answer again",
+      a["arn"] == b["arn"] and a["creationTimestamp"] == b["creationTimestamp"], (a, b))
+e = error_of(gg.create_component_version, inlineRecipe=recipe("py.Idem", "1.0.1"), clientToken="tok-1")
+check("same clientToken, another body -> ConflictException 409",
+      e is not None and e[0] == "ConflictException" and e[1] == 409, e)
+e = error_of(gg.create_component_version, inlineRecipe=recipe("py.Idem", "1.0.0"))
+check("an existing version -> ConflictException 409 with resourceId",
+      e is not None and e[0] == "ConflictException" and e[1] == 409
+      and e[3].get("resourceId") == arn("py.Idem", "1.0.0"), e)
+
+# ---- bad input -----------------------------------------------------------------------
+e = error_of(gg.create_component_version,
+             inlineRecipe=recipe("py.Bad", "1.0", "Manifests:\n  - Artifacts:\n      - Uri: s3://b/..\n"))
+fields = {f["name"] for f in e[3].get("fields", [])} if e else set()
+check("malformed recipe -> ValidationException 400 naming each field",
+      e is not None and e[0] == "ValidationException" and e[1] == 400
+      and {"inlineRecipe/ComponentVersion", "inlineRecipe/Manifests/0/Artifacts/0/Uri"} <= fields, e)
+e = error_of(gg.create_component_version, inlineRecipe=b"\x00\x01not a recipe")
+check("not YAML/JSON -> ValidationException", e is not None and e[0] == "ValidationException", e)
+e = error_of(gg.describe_component, arn=arn("py.Nope", "1.0.0"))
+check("unknown version -> ResourceNotFoundException 404",
+      e is not None and e[0] == "ResourceNotFoundException" and e[1] == 404, e)
+check("... x-amzn-errortype header carries the type",
+      e is not None and e[2].get("x-amzn-errortype", "").startswith("ResourceNotFoundException"), e)
+
+# ---- authentication and authorization ------------------------------------------------
+e = error_of(client(secret="not-the-secret-at-all").list_components)
+check("bad signature -> InvalidSignatureException 403",
+      e is not None and e[0] == "InvalidSignatureException" and e[1] == 403, e)
+e = error_of(client(key="AKIAUNKNOWN0000000").list_components)
+check("unknown key -> UnrecognizedClientException 403",
+      e is not None and e[0] == "UnrecognizedClientException" and e[1] == 403, e)
+
+
+REAL_DATETIME = datetime.datetime
+
+
+class Skewed(datetime.datetime):
+    """The signer's clock, six minutes behind (botocore and its CRT signer both read
+    datetime.datetime.utcnow)."""
+
+    @classmethod
+    def utcnow(cls):
+        return REAL_DATETIME.utcnow() - datetime.timedelta(minutes=6)
+
+
+with unittest.mock.patch.object(botocore.auth.datetime, "datetime", Skewed):
+    e = error_of(client().list_components)
+check("clock 6 min behind -> InvalidSignatureException 'Signature expired'",
+      e is not None and e[0] == "InvalidSignatureException" and e[1] == 403
+      and "Signature expired" in e[3]["Error"]["Message"], e)
+ro = client(key=os.environ["READONLY_KEY_ID"])
+e = error_of(ro.create_component_version, inlineRecipe=recipe("py.Ro", "1.0.0"))
+check("a key without CreateComponentVersion -> AccessDeniedException 403",
+      e is not None and e[0] == "AccessDeniedException" and e[1] == 403, e)
+check("... which may GetComponent", ro.get_component(arn=arn("py.Json", "2.1.0"))["recipe"] != b"")
+
+ctx = ssl.create_default_context(cafile=CA)
+host, port = ENDPOINT.split("//")[1].split(":")
+conn = http.client.HTTPSConnection(host, int(port), context=ctx)
+conn.request("GET", "/greengrass/v2/components")
+resp = conn.getresponse()
+body = json.loads(resp.read())
+check("unsigned request -> 403 MissingAuthenticationTokenException in AWS's shape",
+      resp.status == 403 and resp.getheader("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
+      and "message" in body, (resp.status, resp.getheaders(), body))
+
+# ---- resolution -----------------------------------------------------------------------
+res = gg.resolve_component_candidates(
+    platform={"name": "linux", "attributes": {"os": "linux"}},
+    componentCandidates=[{"componentName": "py.Many", "componentVersion": "1.0.0",
+                          "versionRequirements": {"py.App": "^1.0.0", "py.Other": "<1.10.0"}}])
+rv = res["resolvedComponentVersions"]
+check("ResolveComponentCandidates: the newest version meeting every requirement",
+      len(rv) == 1 and rv[0]["componentVersion"] == "1.2.0" and b"py.Many" in rv[0]["recipe"], rv)
+e = error_of(gg.resolve_component_candidates, platform={"attributes": {"os": "linux"}},
+             componentCandidates=[{"componentName": "py.Many",
+                                   "versionRequirements": {"py.App": ">=2.0.0", "py.Other": "<1.0.0"}}])
+check("... conflicting requirements -> ConflictException naming both requirers",
+      e is not None and e[0] == "ConflictException" and "py.App requires '>=2.0.0'" in e[3]["Error"]["Message"]
+      and "py.Other requires '<1.0.0'" in e[3]["Error"]["Message"], e)
+
+# ---- tags and the rate limit ---------------------------------------------------------
+gg.tag_resource(resourceArn=arn("py.Json", "2.1.0"), tags={"site": "berlin"})
+gg.untag_resource(resourceArn=arn("py.Json", "2.1.0"), tagKeys=["team"])
+t = gg.list_tags_for_resource(resourceArn=arn("py.Json", "2.1.0"))["tags"]
+check("TagResource, UntagResource, ListTagsForResource", t == {"site": "berlin"}, t)
+slow = client(key=os.environ["SLOW_KEY_ID"])
+codes = []
+for _ in range(20):  # 20 calls at 1 request/s: at most 1 + (their duration) pass
+    e = error_of(slow.list_components)
+    codes.append(e[0] if e else "ok")
+    if e:
+        retry = e[2].get("retry-after")
+        break
+check("a key limited to 1 request/s -> ThrottlingException 429 with Retry-After",
+      codes[0] == "ok" and codes[-1] == "ThrottlingException" and retry == "1", codes)
+
+# ---- raw signed requests: bodies the SDKs never send ----------------------------------
+import botocore.awsrequest  # noqa: E402
+import botocore.credentials  # noqa: E402
+
+signer = botocore.auth.SigV4Auth(botocore.credentials.Credentials(
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]), "greengrass", REGION)
+
+
+def signed(method, path, body):
+    req = botocore.awsrequest.AWSRequest(method=method, url=ENDPOINT + path, data=body,
+                                         headers={"Content-Type": "application/json"})
+    signer.add_auth(req)
+    c = http.client.HTTPSConnection(host, int(port), context=ctx)
+    c.request(method, path, body=body, headers=dict(req.headers.items()))
+    r = c.getresponse()
+    return r.status, r.getheader("x-amzn-ErrorType"), r.read()
+
+
+st, et, _ = signed("POST", "/greengrass/v2/createComponentVersion", b"{not json")
+check("a signed body that is not JSON -> 400 SerializationException", st == 400 and et == "SerializationException", (st, et))
+st, et, _ = signed("POST", "/greengrass/v2/createComponentVersion",
+                   json.dumps({"inlineRecipe": "x" * 70000}).encode())
+check("a body over api.max_body_bytes (65536) -> 413", st == 413, (st, et))
+st, et, _ = signed("GET", "/greengrass/v2/deployments", b"")
+check("a route of part 2 -> 404 UnknownOperationException", st == 404 and et == "UnknownOperationException", (st, et))
+
+# ---- delete --------------------------------------------------------------------------
+gg.delete_component(arn=arn("py.Many", "1.0.0"))
+e = error_of(gg.get_component, arn=arn("py.Many", "1.0.0"))
+check("DeleteComponent -> the version is gone (404)", e is not None and e[1] == 404, e)
+e = error_of(gg.delete_component, arn=arn("py.Many", "1.0.0"))
+check("DeleteComponent again -> ResourceNotFoundException", e is not None and e[0] == "ResourceNotFoundException", e)
+
+sys.exit(1 if failed else 0)

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# End-to-end test of the deployment plugin's Greengrass v2 API with the real clients:
+# groved runs the plugin over TLS (a group PKI from tools/grove-certs); Debian's AWS CLI
+# (/usr/bin/aws) and boto3 (/usr/bin/python3, api_test.py) sign with the configured keys.
+# Covers every operation of part 1, pagination, idempotency, each error type, and kill -9
+# of groved right after a version was created.
+# Usage: api_test.sh GROVED GROVECTL GROVE_CERTS
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+# Debian's clients, whatever else is first on PATH (tools/deps installs them).
+AWS=/usr/bin/aws
+PY=/usr/bin/python3
+for tool in "$AWS" "$PY" openssl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool (tools/deps installs it)"; exit 1; }
+done
+WORK=$(mktemp -d /tmp/grove-deployment-test.XXXXXX)
+export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+export GROVE_CA_DIR=$WORK/ca
+PASSED=0
+FAILED=0
+GROVED_PID=""
+cleanup() {
+  if [[ -n "$GROVED_PID" ]]; then
+    kill -9 "$GROVED_PID" 2>/dev/null
+    wait "$GROVED_PID" 2>/dev/null
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+finish() { echo "$PASSED passed, $FAILED failed"; [[ $FAILED == 0 ]]; exit $?; }
+abort() { fail "$1"; echo "--- groved output"; tail -n 40 "$WORK/groved.out"; finish; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+"$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
+  "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
+  { cat "$WORK/certs.out"; abort "making the certificates"; }
+PORT=$(free_port)
+KEY=AKIAGROVETEST00001
+RO_KEY=AKIAGROVEREADONLY1
+SLOW_KEY=AKIAGROVESLOWKEY01
+SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+cat >"$WORK/profile.yaml" <<YAML
+kernel:
+  log_level: info
+plugins:
+  - name: deployment
+    config:
+      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key,
+            max_body_bytes: 65536}
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+        - {access_key_id: $RO_KEY, secret_access_key: $SECRET, operations: [GetComponent]}
+        - {access_key_id: $SLOW_KEY, secret_access_key: $SECRET, requests_per_second: 1}
+YAML
+
+start_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+  for _ in $(seq 1 100); do
+    "$GROVECTL" status 2>/dev/null | grep -qF "deployment.api: https://127.0.0.1:$PORT" &&
+      "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+start_groved || abort "groved did not start the deployment plugin"
+pass "groved serves the Greengrass v2 API over TLS on 127.0.0.1:$PORT"
+
+export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
+export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+EP=(--endpoint-url "https://127.0.0.1:$PORT")
+gg() { "$AWS" greengrassv2 "$@" "${EP[@]}" --output json; }
+ARN=arn:aws:greengrass:us-east-1:123456789012:components:com.example.HelloWorld:versions:1.0.0
+
+cat >"$WORK/hello.yaml" <<'YAML'
+---
+RecipeFormatVersion: '2020-01-25'
+ComponentName: com.example.HelloWorld
+ComponentVersion: '1.0.0'
+ComponentDescription: My first AWS IoT Greengrass component.
+ComponentPublisher: Amazon
+ComponentConfiguration:
+  DefaultConfiguration:
+    Message: world
+Manifests:
+  - Platform:
+      os: linux
+    Lifecycle:
+      run: |
+        python3 -u {artifacts:path}/hello_world.py "{configuration:/Message}"
+    Artifacts:
+      - Uri: s3://DOC-EXAMPLE-BUCKET/artifacts/com.example.HelloWorld/1.0.0/hello_world.py
+YAML
+OUT=$(gg create-component-version --inline-recipe "fileb://$WORK/hello.yaml" 2>&1)
+check "aws create-component-version (YAML recipe) -> the version ARN, DEPLOYABLE" \
+  test "$(jq -r '.arn + " " + .status.componentState' <<<"$OUT" 2>/dev/null)" == "$ARN DEPLOYABLE"
+[[ $FAILED == 0 ]] || echo "$OUT"
+
+# groved dies at once; the version was committed before the CLI got its answer.
+{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+start_groved || abort "groved did not come back after kill -9"
+OUT=$(gg describe-component --arn "$ARN" 2>&1)
+check "after kill -9 and a restart, describe-component finds it (publisher, platform)" \
+  test "$(jq -r '.publisher + " " + .platforms[0].name' <<<"$OUT" 2>/dev/null)" == "Amazon linux"
+OUT=$(gg get-component --arn "$ARN" --recipe-output-format JSON 2>&1)
+check "aws get-component --recipe-output-format JSON -> the recipe (base64), same message" \
+  test "$(jq -r .recipe <<<"$OUT" | base64 -d 2>/dev/null | jq -r .ComponentConfiguration.DefaultConfiguration.Message)" == world
+gg create-component-version --inline-recipe "fileb://$WORK/hello.yaml" >"$WORK/dup.out" 2>&1
+check "the same version again -> ConflictException (exit 254)" \
+  grep -q "ConflictException" "$WORK/dup.out"
+for v in 1.1.0 1.2.0 2.0.0; do
+  sed "s/^ComponentVersion: .*/ComponentVersion: '$v'/" "$WORK/hello.yaml" >"$WORK/v.yaml"
+  gg create-component-version --inline-recipe "fileb://$WORK/v.yaml" >/dev/null 2>&1 ||
+    fail "create $v"
+done
+OUT=$(gg list-component-versions --arn "${ARN%:versions:*}" --page-size 1 2>&1)
+check "aws list-component-versions --page-size 1 follows nextToken through 4 versions" \
+  test "$(jq -r '[.componentVersions[].componentVersion] | join(",")' <<<"$OUT" 2>/dev/null)" == "2.0.0,1.2.0,1.1.0,1.0.0"
+OUT=$(gg list-components 2>&1)
+check "aws list-components -> latestVersion 2.0.0" \
+  test "$(jq -r '.components[0].latestVersion.componentVersion' <<<"$OUT" 2>/dev/null)" == 2.0.0
+# grovectl components: the same store over the bus (no SigV4: the control socket's owner).
+CARN=${ARN%:versions:*}
+check "grovectl components list -> latestVersion 2.0.0" \
+  test "$("$GROVECTL" components list 2>&1 | jq -r '.components[0].latestVersion.componentVersion')" == 2.0.0
+check "grovectl components recipe --format JSON -> the recipe itself" \
+  test "$("$GROVECTL" components recipe "$ARN" --format JSON 2>&1 | jq -r .ComponentName)" == com.example.HelloWorld
+check "grovectl components versions -> 4, newest first" \
+  test "$("$GROVECTL" components versions "$CARN" 2>&1 | jq -r '[.componentVersions[].componentVersion] | join(",")')" == "2.0.0,1.2.0,1.1.0,1.0.0"
+OUT=$("$GROVECTL" components guidance "$CARN:versions:2.0.0" DELETED --message "broken, use 1.2.0" 2>&1)
+check "grovectl components guidance DELETED -> describe shows it with its message" \
+  test "$(jq -r '.status.vendorGuidance + "/" + .status.vendorGuidanceMessage' <<<"$OUT" 2>/dev/null)" == "DELETED/broken, use 1.2.0"
+"$GROVECTL" components guidance "$CARN:versions:1.2.0" DISCONTINUED --message "last of 1.x" >/dev/null 2>&1
+OUT=$(gg resolve-component-candidates --platform '{"name":"linux","attributes":{"os":"linux"}}' \
+  --component-candidates '[{"componentName":"com.example.HelloWorld","componentVersion":"1.0.0","versionRequirements":{"me":">=1.0.0"}}]' 2>&1)
+check "aws resolve-component-candidates skips the DELETED 2.0.0, returns DISCONTINUED 1.2.0 with its guidance" \
+  test "$(jq -r '.resolvedComponentVersions[0] | .componentVersion + "/" + .vendorGuidance + "/" + .message' <<<"$OUT" 2>/dev/null)" == "1.2.0/DISCONTINUED/last of 1.x"
+"$GROVECTL" components describe not-an-arn >"$WORK/ctl.out" 2>&1
+check "grovectl components describe of a non-ARN -> exit 1, ValidationException" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ValidationException" "$1"' "$?" "$WORK/ctl.out"
+"$GROVECTL" components guidance "$ARN" SOMETIMES >"$WORK/ctl.out" 2>&1
+check "grovectl components guidance with a bad state -> exit 1" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ACTIVE, DISCONTINUED or DELETED" "$1"' "$?" "$WORK/ctl.out"
+
+printf 'RecipeFormatVersion: 2020-01-25\nComponentName: x\nComponentVersion: one\n' >"$WORK/bad.yaml"
+gg create-component-version --inline-recipe "fileb://$WORK/bad.yaml" >"$WORK/bad.out" 2>&1
+check "a malformed recipe -> ValidationException naming /ComponentVersion and its line" \
+  grep -q "ValidationException.*/ComponentVersion: line 3" "$WORK/bad.out"
+AWS_SECRET_ACCESS_KEY=not-the-secret gg list-components >"$WORK/sig.out" 2>&1
+check "a wrong secret -> InvalidSignatureException" grep -q "InvalidSignatureException" "$WORK/sig.out"
+AWS_ACCESS_KEY_ID=AKIANOBODY00000000 gg list-components >"$WORK/key.out" 2>&1
+check "an unknown key -> UnrecognizedClientException" grep -q "UnrecognizedClientException" "$WORK/key.out"
+AWS_ACCESS_KEY_ID=$RO_KEY gg delete-component --arn "$ARN" >"$WORK/ro.out" 2>&1
+check "a key allowed GetComponent only may not delete -> AccessDeniedException" \
+  grep -q "AccessDeniedException" "$WORK/ro.out"
+check "aws delete-component -> exit 0" gg delete-component --arn "$ARN"
+gg describe-component --arn "$ARN" >"$WORK/gone.out" 2>&1
+check "... and describe-component then -> ResourceNotFoundException" \
+  grep -q "ResourceNotFoundException" "$WORK/gone.out"
+
+# boto3: the rest (JSON recipes, tags, pagination, idempotency, every error type, the
+# skewed clock, an unsigned request, the tag operations, the rate limit).
+READONLY_KEY_ID=$RO_KEY SLOW_KEY_ID=$SLOW_KEY "$PY" "$HERE/api_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK" >"$WORK/py.out" 2>&1
+PY_RC=$?
+cat "$WORK/py.out"
+PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
+FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
+[[ $PY_RC == 0 ]] || fail "api_test.py exited $PY_RC"
+
+check "groved is still running, the plugin too" \
+  bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running"' "$GROVECTL"
+finish

@@ -1,0 +1,71 @@
+// The deployment plugin's configuration (plugins/deployment/src/config.hpp): what is
+// refused at load, and README.md's table being the generated one.
+
+#define BOOST_TEST_MODULE deployment_config
+#include <boost/test/unit_test.hpp>
+
+#include "config.hpp"
+#include "test_support.hpp"
+
+using grove::deployment::deployment_config;
+
+namespace {
+
+const char* good = R"(
+api: {cert_file: /etc/grove/server.crt, key_file: /etc/grove/server.key}
+credentials:
+  - {access_key_id: AKIAGROVETEST00001, secret_access_key: secret-secret-secret}
+)";
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(defaults_and_a_minimal_configuration) {
+  auto cfg = deployment_config::map().load(good, "image.yaml", "/var/lib/grove/plugins/deployment");
+  BOOST_REQUIRE_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
+  BOOST_CHECK_EQUAL(cfg->region, "us-east-1");
+  BOOST_CHECK_EQUAL(cfg->account_id, "123456789012");
+  BOOST_CHECK_EQUAL(cfg->api.port, 8443);
+  BOOST_CHECK_EQUAL(cfg->api.bind, "127.0.0.1");
+  BOOST_CHECK(!cfg->api.development_plain_http);
+  BOOST_CHECK_EQUAL(cfg->file.string(), "/var/lib/grove/plugins/deployment/components.db");
+  BOOST_REQUIRE_EQUAL(cfg->credentials.size(), 1u);
+  BOOST_CHECK(cfg->credentials[0].operations == std::vector<std::string>{"*"});
+}
+
+BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
+  const std::string creds =
+    "credentials: [{access_key_id: AKIAGROVETEST00001, secret_access_key: secret-secret-secret}]\n";
+  const std::string tls = "api: {cert_file: a.crt, key_file: a.key}\n";
+  std::pair<std::string, std::string> rows[] = {
+    {creds, "api.cert_file"},                                          // no certificate
+    {tls, "credentials"},                                              // no keys
+    {tls + "credentials: [{access_key_id: short, secret_access_key: secret-secret-secret}]",
+     "access_key_id"},
+    {tls + "credentials: [{access_key_id: AKIAGROVETEST00001, secret_access_key: s}]",
+     "secret_access_key"},
+    {tls + "credentials: [{access_key_id: AKIAGROVETEST00001, secret_access_key: "
+           "secret-secret-secret, operations: [DeleteEverything]}]",
+     "DeleteEverything"},
+    {tls + creds + "account_id: '12345'", "account_id"},
+    {tls + creds + "region: 'US EAST'", "region"},
+    {creds + "api: {cert_file: a.crt, key_file: a.key, port: 0}", "port"},
+    {tls + creds + "nope: 1", "nope"},
+  };
+  for (const auto& [text, names] : rows) {
+    auto cfg = deployment_config::map().load(text, "image.yaml");
+    BOOST_CHECK_MESSAGE(!cfg, text);
+    if (!cfg)
+      BOOST_CHECK_MESSAGE(grove::describe(cfg.error()).find(names) != std::string::npos,
+                          grove::describe(cfg.error()) << " should name " << names);
+  }
+  auto dev = deployment_config::map().load(creds + "api: {development_plain_http: true}", "image.yaml");
+  BOOST_CHECK_MESSAGE(dev, (dev ? std::string{} : grove::describe(dev.error())));
+}
+
+BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
+  auto generated = deployment_config::map().markdown();
+  BOOST_TEST(grove::test::readme_config_table(DEPLOYMENT_README) == generated,
+             "README.md's table is stale; replace the lines between the config-table "
+             "markers with `groved --describe-config deployment`:\n"
+               << generated);
+}

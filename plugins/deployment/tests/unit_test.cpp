@@ -1,0 +1,479 @@
+// The deployment plugin's pure parts (plugins/deployment/src): SigV4 against the AWS
+// test suite's get-vanilla vector and its own signer, npm-style semver ranges, recipe
+// checks, and the API's routes over a real SQLite store without a server.
+
+#define BOOST_TEST_MODULE deployment_unit
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "api.hpp"
+#include "recipe.hpp"
+#include "semver.hpp"
+#include "sigv4.hpp"
+
+using namespace grove::deployment;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::chrono::system_clock::time_point at(const char* amz) {
+  return *parse_amz_date(amz);
+}
+
+std::string verdict(const std::variant<std::string, auth_error>& v) {
+  if (auto* e = std::get_if<auth_error>(&v))
+    return e->type;
+  return "ok:" + std::get<std::string>(v);
+}
+
+} // namespace
+
+// ---- SigV4 -----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(sigv4_aws_test_suite_get_vanilla) {
+  // aws-sig-v4-test-suite/get-vanilla: the canonical request and signature AWS publishes.
+  http_request req{"GET", "/", {{"host", "example.amazonaws.com"}, {"x-amz-date", "20150830T123600Z"}}, ""};
+  auto canonical = canonical_request(req, "host;x-amz-date", hex(sha256("")));
+  BOOST_CHECK_EQUAL(canonical, "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
+                               "host;x-amz-date\n"
+                               "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  req.headers.emplace_back(
+    "authorization",
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+    "SignedHeaders=host;x-amz-date, "
+    "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
+  sigv4_scope scope{"us-east-1", "service"};
+  auto secret = [](std::string_view id) -> std::optional<std::string> {
+    if (id == "AKIDEXAMPLE")
+      return std::string{"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"};
+    return std::nullopt;
+  };
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(req, scope, secret, at("20150830T123900Z"))),
+                    "ok:AKIDEXAMPLE");
+  // Six minutes later the same request is expired; six minutes early it is not yet current.
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(req, scope, secret, at("20150830T124200Z"))),
+                    "InvalidSignatureException");
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(req, scope, secret, at("20150830T123000Z"))),
+                    "InvalidSignatureException");
+  // Another region in the scope.
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(req, sigv4_scope{"eu-west-1", "service"}, secret,
+                                         at("20150830T123600Z"))),
+                    "InvalidSignatureException");
+}
+
+BOOST_AUTO_TEST_CASE(sigv4_round_trip_and_every_refusal) {
+  sigv4_scope scope{"us-east-1", "greengrass"};
+  auto secret = [](std::string_view id) -> std::optional<std::string> {
+    if (id == "AKIAGROVETEST00001")
+      return std::string{"secret-secret-secret"};
+    return std::nullopt;
+  };
+  auto now = at("20261202T120000Z");
+  auto make = [&] {
+    http_request r{"GET",
+                   "/greengrass/v2/components/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012"
+                   "%3Acomponents%3Aa.b/versions?maxResults=2&nextToken=MS4wLjA%3D",
+                   {{"host", "127.0.0.1:8443"}, {"user-agent", "test  with   spaces "}},
+                   ""};
+    return r;
+  };
+  auto good = make();
+  sign_sigv4(good, scope, "AKIAGROVETEST00001", "secret-secret-secret", now);
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(good, scope, secret, now + 4min)), "ok:AKIAGROVETEST00001");
+  auto wrong_secret = make();
+  sign_sigv4(wrong_secret, scope, "AKIAGROVETEST00001", "another-secret-here", now);
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(wrong_secret, scope, secret, now)), "InvalidSignatureException");
+  auto unknown = make();
+  sign_sigv4(unknown, scope, "AKIAUNKNOWNKEY0001", "secret-secret-secret", now);
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(unknown, scope, secret, now)), "UnrecognizedClientException");
+  auto tampered = good;
+  tampered.target += "0";
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(tampered, scope, secret, now)), "InvalidSignatureException");
+  auto body = good;
+  body.body = "x";
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(body, scope, secret, now)), "InvalidSignatureException");
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(make(), scope, secret, now)),
+                    "MissingAuthenticationTokenException");
+  auto garbled = make();
+  garbled.headers.emplace_back("authorization", "AWS4-HMAC-SHA256 Credential=x");
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(garbled, scope, secret, now)), "IncompleteSignatureException");
+  BOOST_CHECK_EQUAL(verdict(verify_sigv4(good, scope, secret, now + 6min)), "InvalidSignatureException");
+}
+
+// ---- semver ----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(semver_versions_are_strict_and_ordered) {
+  for (auto bad : {"1.2", "01.2.3", "1.2.3-", "1.2.3-01", "v1.2.3", "1.2.3.4", "", "1..3",
+                   "1.2.3-a..b", "99999999999999999.0.0"})
+    BOOST_CHECK_MESSAGE(!parse_semver(bad), bad);
+  std::vector<const char*> order = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
+                                    "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11",
+                                    "1.0.0-rc.1", "1.0.0", "1.0.1", "1.10.0", "2.0.0"};
+  for (size_t i = 0; i + 1 < order.size(); ++i)
+    BOOST_CHECK_MESSAGE(compare(*parse_semver(order[i]), *parse_semver(order[i + 1])) < 0,
+                        order[i] << " < " << order[i + 1]);
+  BOOST_CHECK_EQUAL(compare(*parse_semver("1.0.0+a"), *parse_semver("1.0.0+b")), 0);
+}
+
+BOOST_AUTO_TEST_CASE(semver_ranges_as_npm_decides) {
+  // (range, version, npm's semver.satisfies) from npm semver's range tests.
+  struct row {
+    const char* range;
+    const char* version;
+    bool expected;
+  };
+  row rows[] = {
+    {">=1.0.0 <2.0.0", "1.5.0", true},  {">=1.0.0 <2.0.0", "2.0.0", false},
+    {"^1.2", "1.9.9", true},            {"^1.2", "2.0.0", false},
+    {"^1.2.3", "1.2.2", false},         {"^0.2.3", "0.2.9", true},
+    {"^0.2.3", "0.3.0", false},         {"^0.0.3", "0.0.4", false},
+    {"^0.0.3", "0.0.3", true},          {"~1.2.3", "1.2.9", true},
+    {"~1.2.3", "1.3.0", false},         {"~1", "1.9.0", true},
+    {"1.x", "1.0.0", true},             {"1.x", "2.0.0", false},
+    {"1.2.x", "1.2.7", true},           {"*", "3.4.5", true},
+    {"", "0.0.1", true},                {"1.2 - 2.3", "2.3.9", true},
+    {"1.2 - 2.3", "2.4.0", false},      {"1.2.3 - 2.3.4", "2.3.4", true},
+    {"1.2.3 - 2.3.4", "2.3.5", false},  {"<1.0.0 || >=3", "3.1.0", true},
+    {"<1.0.0 || >=3", "2.0.0", false},  {">1.2", "1.2.9", false},
+    {">1.2", "1.3.0", true},            {"<=1.2", "1.2.9", true},
+    {"<=1.2", "1.3.0", false},          {"<1.2", "1.1.9", true},
+    {"= 1.2.3", "1.2.3", true},         {">= 1.2.3", "1.2.4", true},
+    {"^1.2.3", "1.2.4-beta", false},    {">=1.2.4-alpha", "1.2.4-beta", true},
+    {">=1.2.4-alpha", "1.2.5-beta", false}, {"1.2.3", "1.2.3", true},
+    {"1.2.3", "1.2.4", false},          {"~1.2.3-beta.2", "1.2.3-beta.4", true},
+  };
+  for (const auto& r : rows) {
+    std::string why;
+    auto range = parse_range(r.range, &why);
+    BOOST_REQUIRE_MESSAGE(range, r.range << ": " << why);
+    BOOST_CHECK_MESSAGE(range->satisfies(*parse_semver(r.version)) == r.expected,
+                        "'" << r.range << "' on " << r.version << " should be " << r.expected);
+  }
+  for (auto bad : {">=abc", "^", "1.2.3 -", "1.x.3", "<>1.0.0", "01.2", "1.2.3.4"}) {
+    std::string why;
+    BOOST_CHECK_MESSAGE(!parse_range(bad, &why), bad);
+    BOOST_CHECK(!why.empty());
+  }
+}
+
+// ---- recipes ---------------------------------------------------------------------------
+
+namespace {
+
+const char* hello_yaml = R"(---
+RecipeFormatVersion: '2020-01-25'
+ComponentName: com.example.HelloWorld
+ComponentVersion: '1.0.0'
+ComponentDescription: My first component
+ComponentPublisher: Amazon
+ComponentConfiguration:
+  DefaultConfiguration:
+    Message: world
+ComponentDependencies:
+  aws.greengrass.Nucleus: {VersionRequirement: '>=2.0.0 <3.0.0', DependencyType: SOFT}
+Manifests:
+  - Platform:
+      os: linux
+    Lifecycle:
+      run: python3 -u {artifacts:path}/hello_world.py "{configuration:/Message}"
+    Artifacts:
+      - Uri: s3://bucket/hello_world.py
+        Digest: abc=
+        Algorithm: SHA-256
+)";
+
+std::string errors_text(const std::vector<recipe_error>& es) {
+  std::string s;
+  for (auto& e : es)
+    s += e.field + ": " + e.message + "\n";
+  return s;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(recipe_yaml_and_json_parse_and_round_trip) {
+  std::vector<recipe_error> errors;
+  auto r = parse_recipe(hello_yaml, errors);
+  BOOST_REQUIRE_MESSAGE(r, errors_text(errors));
+  BOOST_CHECK_EQUAL(r->name, "com.example.HelloWorld");
+  BOOST_CHECK_EQUAL(r->version.str(), "1.0.0");
+  BOOST_CHECK_EQUAL(r->publisher, "Amazon");
+  BOOST_CHECK_EQUAL(r->platforms.dump(), R"([{"attributes":{"os":"linux"},"name":"linux"}])");
+  // JSON out, JSON in: the same document; YAML out, YAML in: the same document.
+  auto again = parse_recipe(recipe_json(r->doc), errors);
+  BOOST_REQUIRE_MESSAGE(again, errors_text(errors));
+  BOOST_CHECK(again->doc == r->doc);
+  auto yaml = recipe_yaml(r->doc);
+  auto back = parse_recipe(yaml, errors);
+  BOOST_REQUIRE_MESSAGE(back, errors_text(errors) << yaml);
+  BOOST_CHECK(back->doc == r->doc);
+  BOOST_CHECK(back->doc["ComponentVersion"].is_string()); // quoted, not a float
+}
+
+BOOST_AUTO_TEST_CASE(recipe_errors_name_the_field_and_line) {
+  struct row {
+    std::string text;
+    std::string field;
+    std::string says;
+  };
+  std::string base = "RecipeFormatVersion: '2020-01-25'\nComponentName: a.b\n";
+  row rows[] = {
+    {"RecipeFormatVersion: '2020-01-25'\nComponentVersion: 1.0.0\n", "/ComponentName", "required"},
+    {base + "ComponentVersion: 1.0\n", "/ComponentVersion", "line 3"},
+    {base + "ComponentVersion: 1.0.0\nColor: red\n", "/Color", "unknown field"},
+    {base + "ComponentVersion: 1.0.0\nComponentDependencies: {x: {DependencyType: MEDIUM}}\n",
+     "/ComponentDependencies/x/DependencyType", "HARD or SOFT"},
+    {base + "ComponentVersion: 1.0.0\nComponentDependencies: {x: {VersionRequirement: '>=abc'}}\n",
+     "/ComponentDependencies/x/VersionRequirement", "not a version range"},
+    {base + "ComponentVersion: 1.0.0\nManifests:\n  - Artifacts:\n      - Uri: s3://b/..\n",
+     "/Manifests/0/Artifacts/0/Uri", "file name"},
+    {base + "ComponentVersion: 1.0.0\nManifests:\n  - Artifacts:\n      - Uri: ftp://x/y\n",
+     "/Manifests/0/Artifacts/0/Uri", "line 6"},
+    {"{\"RecipeFormatVersion\": \"2020-01-25\", \"ComponentName\": \"a:b\", "
+     "\"ComponentVersion\": \"1.0.0\"}",
+     "/ComponentName", "A-Za-z0-9"},
+    {"{\"RecipeFormatVersion\": ", "/", "not valid JSON"},
+    {"a: [b\n", "/", "not valid YAML"},
+    {"just text", "/", "a map"},
+    {std::string(100, '[') + std::string(100, ']'), "/", "deeper"},
+    {base + "ComponentVersion: 1.0.0\nComponentName: c\n", "/ComponentName", "duplicate"},
+  };
+  for (const auto& r : rows) {
+    std::vector<recipe_error> errors;
+    BOOST_CHECK_MESSAGE(!parse_recipe(r.text, errors), r.text);
+    auto text = errors_text(errors);
+    BOOST_CHECK_MESSAGE(text.find(r.field + ": ") != std::string::npos
+                          && text.find(r.says) != std::string::npos,
+                        "for\n" << r.text << "\nexpected " << r.field << " / " << r.says
+                                << ", got\n" << text);
+  }
+}
+
+// ---- the API over a real store -------------------------------------------------------
+
+namespace {
+
+struct fixture {
+  std::filesystem::path dir;
+  std::unique_ptr<component_store> store;
+  std::unique_ptr<api> service;
+  std::chrono::system_clock::time_point now = *parse_amz_date("20261202T120000Z");
+
+  fixture() {
+    dir = std::filesystem::temp_directory_path()
+          / ("deployment_unit_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    auto s = component_store::open(dir / "components.db");
+    BOOST_REQUIRE(s);
+    store = std::move(*s);
+    api_settings settings;
+    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    settings.keys["AKIAGROVEREADONLY1"] = access_key{"secret-secret-secret", {"GetComponent"}};
+    settings.keys["AKIAGROVESLOWKEY01"] = access_key{"secret-secret-secret", {"*"}, 2};
+    service = std::make_unique<api>(settings, *store);
+  }
+
+  ~fixture() {
+    service.reset();
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  http_response call(std::string method, std::string target, std::string body = "",
+                     std::string key = "AKIAGROVETEST00001") {
+    http_request r{std::move(method), std::move(target), {{"host", "localhost"}}, std::move(body)};
+    sign_sigv4(r, sigv4_scope{"us-east-1"}, key, "secret-secret-secret", now);
+    return service->handle(r, now);
+  }
+
+  http_response create(const std::string& recipe, const std::string& token = "") {
+    json body = {{"inlineRecipe", base64_encode(recipe)}};
+    if (!token.empty())
+      body["clientToken"] = token;
+    return call("POST", "/greengrass/v2/createComponentVersion", body.dump());
+  }
+};
+
+std::string recipe_of(const std::string& name, const std::string& version) {
+  return "RecipeFormatVersion: '2020-01-25'\nComponentName: " + name
+         + "\nComponentVersion: '" + version + "'\n";
+}
+
+std::string type_of(const http_response& r) {
+  for (auto& [k, v] : r.headers)
+    if (k == "x-amzn-ErrorType")
+      return v;
+  return "";
+}
+
+std::string enc(const std::string& arn) {
+  return uri_encode(arn, false);
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(api_create_describe_get_list_delete, fixture) {
+  auto r = create(hello_yaml);
+  BOOST_REQUIRE_EQUAL(r.status, 201);
+  auto arn = json::parse(r.body)["arn"].get<std::string>();
+  BOOST_CHECK_EQUAL(arn, "arn:aws:greengrass:us-east-1:123456789012:components:"
+                         "com.example.HelloWorld:versions:1.0.0");
+  auto again = create(hello_yaml);
+  BOOST_CHECK_EQUAL(again.status, 409);
+  BOOST_CHECK_EQUAL(type_of(again), "ConflictException");
+  auto d = call("GET", "/greengrass/v2/components/" + enc(arn) + "/metadata");
+  BOOST_REQUIRE_EQUAL(d.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(d.body)["publisher"], "Amazon");
+  auto g = call("GET", "/greengrass/v2/components/" + enc(arn) + "?recipeOutputFormat=JSON");
+  BOOST_REQUIRE_EQUAL(g.status, 200);
+  std::string recipe;
+  BOOST_REQUIRE(base64_decode(json::parse(g.body)["recipe"].get<std::string>(), recipe));
+  BOOST_CHECK_EQUAL(json::parse(recipe)["ComponentName"], "com.example.HelloWorld");
+  for (auto v : {"1.0.0", "1.10.0", "1.2.0", "2.0.0-rc.1", "0.9.0"})
+    BOOST_REQUIRE_EQUAL(create(recipe_of("b.c", v)).status, 201);
+  // Versions newest first, two a page.
+  std::vector<std::string> seen;
+  std::string next;
+  auto base = "/greengrass/v2/components/"
+              + enc("arn:aws:greengrass:us-east-1:123456789012:components:b.c") + "/versions";
+  do {
+    auto page = call("GET", base + "?maxResults=2" + (next.empty() ? "" : "&nextToken=" + enc(next)));
+    BOOST_REQUIRE_EQUAL(page.status, 200);
+    auto j = json::parse(page.body);
+    BOOST_CHECK_LE(j["componentVersions"].size(), 2u);
+    for (auto& v : j["componentVersions"])
+      seen.push_back(v["componentVersion"]);
+    next = j.value("nextToken", "");
+  } while (!next.empty());
+  BOOST_CHECK_EQUAL(seen.size(), 5u);
+  if (seen.size() == 5) {
+    BOOST_CHECK_EQUAL(seen[0], "2.0.0-rc.1");
+    BOOST_CHECK_EQUAL(seen[1], "1.10.0");
+    BOOST_CHECK_EQUAL(seen[4], "0.9.0");
+  }
+  auto list = json::parse(call("GET", "/greengrass/v2/components?maxResults=1").body);
+  BOOST_CHECK_EQUAL(list["components"].size(), 1u);
+  BOOST_CHECK_EQUAL(list["components"][0]["componentName"], "b.c");
+  BOOST_CHECK_EQUAL(list["components"][0]["latestVersion"]["componentVersion"], "2.0.0-rc.1");
+  auto list2 = json::parse(
+    call("GET", "/greengrass/v2/components?maxResults=1&nextToken="
+                  + enc(list["nextToken"].get<std::string>())).body);
+  BOOST_CHECK_EQUAL(list2["components"][0]["componentName"], "com.example.HelloWorld");
+  BOOST_CHECK(!list2.contains("nextToken"));
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/components/" + enc(arn)).status, 204);
+  auto gone = call("DELETE", "/greengrass/v2/components/" + enc(arn));
+  BOOST_CHECK_EQUAL(gone.status, 404);
+  BOOST_CHECK_EQUAL(type_of(gone), "ResourceNotFoundException");
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/components/" + enc(arn) + "/metadata").status, 404);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_client_token_idempotency_and_refusals, fixture) {
+  auto first = create(recipe_of("t.x", "1.0.0"), "token-1");
+  BOOST_REQUIRE_EQUAL(first.status, 201);
+  auto retry = create(recipe_of("t.x", "1.0.0"), "token-1");
+  BOOST_CHECK_EQUAL(retry.status, 201);
+  BOOST_CHECK_EQUAL(retry.body, first.body);
+  auto reuse = create(recipe_of("t.x", "1.0.1"), "token-1");
+  BOOST_CHECK_EQUAL(reuse.status, 409);
+  BOOST_CHECK_EQUAL(type_of(reuse), "ConflictException");
+  // Eight hours on, the token is free again (and the version exists: a conflict).
+  now += std::chrono::hours{8} + 1s;
+  BOOST_CHECK_EQUAL(create(recipe_of("t.x", "1.0.1"), "token-1").status, 201);
+  auto bad = create("RecipeFormatVersion: '2020-01-25'\nComponentName: x\nComponentVersion: 1\n");
+  BOOST_CHECK_EQUAL(bad.status, 400);
+  BOOST_CHECK_EQUAL(type_of(bad), "ValidationException");
+  BOOST_CHECK_EQUAL(json::parse(bad.body)["fields"][0]["name"], "inlineRecipe/ComponentVersion");
+  auto denied = call("POST", "/greengrass/v2/createComponentVersion", "{}", "AKIAGROVEREADONLY1");
+  BOOST_CHECK_EQUAL(denied.status, 403);
+  BOOST_CHECK_EQUAL(type_of(denied), "AccessDeniedException");
+  auto unknown = call("GET", "/greengrass/v2/nothing");
+  BOOST_CHECK_EQUAL(unknown.status, 404);
+  auto badarn = call("GET", "/greengrass/v2/components/not-an-arn/metadata");
+  BOOST_CHECK_EQUAL(badarn.status, 400);
+  auto junk = call("POST", "/greengrass/v2/createComponentVersion", "{nope");
+  BOOST_CHECK_EQUAL(junk.status, 400);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_tags_of_a_component_version, fixture) {
+  BOOST_REQUIRE_EQUAL(create(recipe_of("tag.me", "1.0.0")).status, 201);
+  auto path = "/tags/" + enc("arn:aws:greengrass:us-east-1:123456789012:components:tag.me:versions:1.0.0");
+  BOOST_CHECK_EQUAL(call("POST", path, R"({"tags": {"a": "1", "b": "2"}})").status, 200);
+  BOOST_CHECK_EQUAL(call("POST", path, R"({"tags": {"b": "3"}})").status, 200);
+  auto list = call("GET", path);
+  BOOST_REQUIRE_EQUAL(list.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(list.body)["tags"].dump(), R"({"a":"1","b":"3"})");
+  BOOST_CHECK_EQUAL(call("DELETE", path + "?tagKeys=a&tagKeys=zz").status, 200);
+  BOOST_CHECK_EQUAL(json::parse(call("GET", path).body)["tags"].dump(), R"({"b":"3"})");
+  // 51 tags in all is one too many: refused, nothing written.
+  json many = json::object();
+  for (int i = 0; i < 50; ++i)
+    many[std::string{"k"}.append(std::to_string(i))] = "v"; // (g++ 12 -Wrestrict misfires on "k" + s)
+  auto over = call("POST", path, json{{"tags", many}}.dump());
+  BOOST_CHECK_EQUAL(over.status, 400);
+  BOOST_CHECK_EQUAL(type_of(over), "ValidationException");
+  BOOST_CHECK_EQUAL(json::parse(call("GET", path).body)["tags"].size(), 1u);
+  BOOST_CHECK_EQUAL(call("DELETE", path).status, 400); // no tagKeys
+  auto missing = call("GET", "/tags/" + enc("arn:aws:greengrass:us-east-1:123456789012:components:no:versions:1.0.0"));
+  BOOST_CHECK_EQUAL(missing.status, 404);
+  BOOST_CHECK_EQUAL(type_of(missing), "ResourceNotFoundException");
+  BOOST_CHECK_EQUAL(call("GET", "/tags/" + enc("arn:aws:greengrass:us-east-1:123456789012:deployments:x")).status, 404);
+  BOOST_CHECK_EQUAL(call("GET", "/tags/nonsense").status, 400);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_throttles_each_key_to_its_rate, fixture) {
+  // 2 requests a second: a bucket of two, refilled at two a second (the fixture's clock).
+  auto list = [&](const char* key) { return call("GET", "/greengrass/v2/components", "", key); };
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
+  auto third = list("AKIAGROVESLOWKEY01");
+  BOOST_CHECK_EQUAL(third.status, 429);
+  BOOST_CHECK_EQUAL(type_of(third), "ThrottlingException");
+  bool retry_after = false;
+  for (auto& [k, v] : third.headers)
+    retry_after = retry_after || (k == "Retry-After" && v == "1");
+  BOOST_CHECK(retry_after);
+  BOOST_CHECK_EQUAL(list("AKIAGROVETEST00001").status, 200); // other keys are not held back
+  now += 500ms;
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 200);
+  BOOST_CHECK_EQUAL(list("AKIAGROVESLOWKEY01").status, 429);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_resolves_the_newest_version_meeting_every_requirement, fixture) {
+  auto on = [](const char* os) {
+    return std::string{"Manifests:\n  - Platform: {os: "} + os + ", architecture: '*'}\n";
+  };
+  for (auto v : {"1.0.0", "1.5.0", "2.0.0", "2.1.0"})
+    BOOST_REQUIRE_EQUAL(create(recipe_of("dep.A", v) + on("linux")).status, 201);
+  BOOST_REQUIRE_EQUAL(create(recipe_of("dep.A", "3.0.0") + on("windows")).status, 201);
+  auto resolve = [&](json candidates) {
+    json body = {{"platform", {{"name", "linux"}, {"attributes", {{"os", "linux"}, {"architecture", "amd64"}}}}},
+                 {"componentCandidates", candidates}};
+    return call("POST", "/greengrass/v2/resolveComponentCandidates", body.dump());
+  };
+  // Newest for linux (3.0.0 is windows only) meeting both requirers.
+  auto r = resolve(json::array({{{"componentName", "dep.A"}, {"componentVersion", "1.0.0"},
+                                 {"versionRequirements", {{"main", ">=1.0.0"}, {"B", "<2.1.0"}}}}}));
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  auto got = json::parse(r.body)["resolvedComponentVersions"][0];
+  BOOST_CHECK_EQUAL(got["componentVersion"], "2.0.0");
+  std::string recipe;
+  BOOST_REQUIRE(base64_decode(got["recipe"].get<std::string>(), recipe));
+  BOOST_CHECK_EQUAL(json::parse(recipe)["ComponentVersion"], "2.0.0");
+  // A conflict names the component, each requirement and who asked.
+  auto c = resolve(json::array({{{"componentName", "dep.A"},
+                                 {"versionRequirements", {{"main", ">2.0.0"}, {"B", "<2.0.0"}}}}}));
+  BOOST_CHECK_EQUAL(c.status, 409);
+  BOOST_CHECK_EQUAL(type_of(c), "ConflictException");
+  auto msg = json::parse(c.body)["message"].get<std::string>();
+  for (auto part : {"dep.A", "main requires '>2.0.0'", "B requires '<2.0.0'"})
+    BOOST_CHECK_MESSAGE(msg.find(part) != std::string::npos, msg << " lacks " << part);
+  BOOST_CHECK_EQUAL(resolve(json::array({{{"componentName", "dep.Nope"}}})).status, 404);
+  BOOST_CHECK_EQUAL(resolve(json::array({{{"componentName", "dep.A"},
+                                          {"versionRequirements", {{"main", ">=abc"}}}}})).status, 400);
+  json mac = {{"platform", {{"attributes", {{"os", "darwin"}}}}},
+              {"componentCandidates", json::array({{{"componentName", "dep.A"}}})}};
+  BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/resolveComponentCandidates", mac.dump()).status, 404);
+}

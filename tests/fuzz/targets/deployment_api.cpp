@@ -1,0 +1,84 @@
+// The deployment plugin's routes (plugins/deployment/src/api.cpp) over a real SQLite
+// store (component_store.cpp): the input is a request (an "METHOD TARGET" line, then the
+// body), signed with a configured key as a client would, so every route, query and body
+// parser is reached past the signature check. Every answer has a status the API
+// documents, an error type with each error status, and a JSON body (or none for 204).
+// The store persists across inputs (one file per fuzzer process), so later inputs meet
+// what earlier ones created.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "api.hpp"
+#include "sigv4.hpp"
+
+using namespace grove::deployment;
+
+namespace {
+
+struct world {
+  std::filesystem::path dir;
+  std::unique_ptr<component_store> store;
+  std::unique_ptr<api> service;
+
+  world() {
+    dir = std::filesystem::temp_directory_path()
+          / ("grove-fuzz-deployment-api-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    auto s = component_store::open(dir / "components.db");
+    if (!s)
+      std::abort();
+    store = std::move(*s);
+    api_settings settings;
+    settings.keys["AKIAGROVEFUZZ00001"] = access_key{"fuzz-secret-fuzz-secret", {"*"}, 0};
+    service = std::make_unique<api>(settings, *store);
+  }
+
+  ~world() {
+    service.reset();
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static world w;
+  std::string_view all{reinterpret_cast<const char*>(data), size};
+  auto eol = all.find('\n');
+  auto first = all.substr(0, eol);
+  auto sp = first.find(' ');
+  http_request req;
+  req.method = std::string{first.substr(0, sp)};
+  req.target = sp == std::string_view::npos ? "/" : std::string{first.substr(sp + 1)};
+  req.body = eol == std::string_view::npos ? std::string{} : std::string{all.substr(eol + 1)};
+  req.headers.emplace_back("host", "127.0.0.1:8443");
+  const auto now = std::chrono::system_clock::time_point{std::chrono::seconds{1764676800}};
+  sign_sigv4(req, sigv4_scope{"us-east-1"}, "AKIAGROVEFUZZ00001", "fuzz-secret-fuzz-secret", now);
+  auto r = w.service->handle(req, now);
+  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 413, 429, 500};
+  if (std::find(std::begin(documented), std::end(documented), r.status) == std::end(documented))
+    std::abort();
+  if (r.status == 403 || r.status == 500)
+    std::abort(); // a signed request with the all-operations key; the store never fails here
+  bool typed = false;
+  for (const auto& [k, v] : r.headers)
+    typed = typed || (k == "x-amzn-ErrorType" && !v.empty());
+  if ((r.status >= 400) != typed)
+    std::abort();
+  if (r.status == 204)
+    return 0;
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || (r.status >= 400 && !body.contains("message")))
+    std::abort();
+  return 0;
+}
