@@ -9,6 +9,11 @@
 #include <set>
 
 #include <mqtt/async_client.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "grove/errors.hpp"
 #include "grove/topic.hpp"
@@ -45,6 +50,70 @@ bool readable_file(const std::string& path) {
     return false;
   std::ifstream in(path, std::ios::binary);
   return in.good();
+}
+
+// Why a TLS connect failed, from a handshake of our own with the same trust store and
+// client certificate (OpenSSL's reason, e.g. "certificate verify failed"); empty when it
+// succeeds or the server cannot be reached. Paho's per-connect SSL error callback would
+// give the same text, but Paho C++ 1.2 hands Paho C a context pointer into the copy of
+// the connect options that dies when connect() returns (a use after scope that
+// AddressSanitizer reports), so it is not used.
+std::string tls_failure(const link_options& o) {
+  std::string out;
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr)
+    return out;
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  if (!o.ca_file.empty())
+    SSL_CTX_load_verify_locations(ctx, o.ca_file.c_str(), nullptr);
+  else
+    SSL_CTX_set_default_verify_paths(ctx);
+  if (!o.cert_file.empty()) {
+    SSL_CTX_use_certificate_chain_file(ctx, o.cert_file.c_str());
+    SSL_CTX_use_PrivateKey_file(ctx, o.key_file.c_str(), SSL_FILETYPE_PEM);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  auto port = std::to_string(o.port);
+  if (::getaddrinfo(o.host.c_str(), port.c_str(), &hints, &res) == 0) {
+    for (auto* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
+      int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0)
+        continue;
+      // Bounded like the attempt itself: a silent server cannot hold the link's thread.
+      auto ms = std::max<long>(1000, static_cast<long>(o.connect_timeout.count()));
+      timeval tv{ms / 1000, (ms % 1000) * 1000};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        if (SSL* ssl = SSL_new(ctx)) {
+          SSL_set_fd(ssl, fd);
+          SSL_set_tlsext_host_name(ssl, o.host.c_str());
+          ERR_clear_error();
+          if (SSL_connect(ssl) != 1) {
+            if (auto code = ERR_peek_last_error(); code != 0) {
+              char buf[256];
+              ERR_error_string_n(code, buf, sizeof buf);
+              out = buf;
+            }
+            if (auto v = SSL_get_verify_result(ssl); v != X509_V_OK)
+              out += std::string{out.empty() ? "" : ": "} + X509_verify_cert_error_string(v);
+            if (out.empty())
+              out = "handshake failed";
+          }
+          SSL_free(ssl);
+        }
+      }
+      ::close(fd);
+      if (!out.empty())
+        break;
+    }
+    ::freeaddrinfo(res);
+  }
+  ERR_clear_error();
+  SSL_CTX_free(ctx);
+  return out;
 }
 
 std::string describe_exception(const mqtt::exception& e) {
@@ -382,26 +451,16 @@ bool mqtt_link::connect_once(const std::shared_ptr<mqtt::async_client>& cli) {
       ssl.trust_store(opts_.ca_file);
     if (!opts_.cert_file.empty())
       ssl.key_store(opts_.cert_file).private_key(opts_.key_file);
-    ssl.error_handler([this](const std::string& msg) {
-      std::lock_guard guard{mtx_};
-      if (tls_error_.empty()) {
-        tls_error_ = msg;
-        while (!tls_error_.empty() && std::isspace(static_cast<unsigned char>(tls_error_.back())))
-          tls_error_.pop_back();
-      }
-    });
     b.ssl(ssl.finalize());
   }
   auto fail = [this](const std::string& why) {
+    // Paho says only "TCP/TLS connect failure": ask the server ourselves why.
+    auto tls = opts_.tls ? tls_failure(opts_) : std::string{};
     std::lock_guard guard{mtx_};
     last_error_ = "connect to " + uri_ + " failed: " + why;
-    if (!tls_error_.empty())
-      last_error_ += " (TLS: " + tls_error_ + ")";
+    if (!tls.empty())
+      last_error_ += " (TLS: " + tls + ")";
   };
-  {
-    std::lock_guard guard{mtx_};
-    tls_error_.clear();
-  }
   try {
     auto tok = cli->connect(b.finalize());
     for (;;) {

@@ -273,7 +273,6 @@ private:
   uint64_t received_ = 0;
   uint64_t duplicates_dropped_ = 0;
   std::string last_error_;
-  std::string tls_error_;      // from Paho's SSL error callback, for last_error
   std::vector<std::string> wanted_filters_;
   int wanted_qos_ = 1;
   std::vector<std::string> active_filters_;
