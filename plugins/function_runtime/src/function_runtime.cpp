@@ -119,6 +119,24 @@ struct function_state {
   std::unique_ptr<gfn::function_log> log;
 };
 
+/// Sanitizer options `opts` without their `suppressions=` entries. A sandboxed function
+/// program cannot see the suppression files (outside its root view), and a sanitizer that
+/// cannot read one stops the program before main (TSan: exit 66).
+std::string without_suppressions(std::string_view opts) {
+  std::string out;
+  while (!opts.empty()) {
+    auto end = opts.find(':');
+    auto item = opts.substr(0, end);
+    opts = end == std::string_view::npos ? std::string_view{} : opts.substr(end + 1);
+    if (item.empty() || item.starts_with("suppressions="))
+      continue;
+    if (!out.empty())
+      out += ':';
+    out += item;
+  }
+  return out;
+}
+
 /// Random hex for tokens and invocation ids, from the kernel's CSPRNG: a function must not
 /// predict another instance's token from the ids it sees.
 std::string random_hex(size_t bytes) {
@@ -675,12 +693,13 @@ private:
       for (const auto& a : def.exec_args)
         opts.argv.push_back(a);
     }
+    bool sandboxed = def.process.isolation_mode == "GreengrassContainer";
     std::vector<std::string> env{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
     // A sanitizer build's options reach its function programs too (README, Sanitizers):
     // without them an instrumented worker reports a crash its own way, not as a signal.
     for (const char* var : {"TSAN_OPTIONS", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"})
       if (const char* v = std::getenv(var))
-        env.push_back(std::string{var} + "=" + v);
+        env.push_back(std::string{var} + "=" + (sandboxed ? without_suppressions(v) : v));
     for (const auto& [k, v] : def.environment)
       if (!k.starts_with("GROVE_FUNCTION_"))
         env.push_back(k + "=" + v);
@@ -688,7 +707,6 @@ private:
     env.push_back("GROVE_FUNCTION_FD=3");
     env.push_back("GROVE_FUNCTION_TOKEN=" + inst->token);
     env.push_back("GROVE_FUNCTION_MAX_FRAME=" + std::to_string(cfg_.max_frame_bytes));
-    bool sandboxed = def.process.isolation_mode == "GreengrassContainer";
     if (def.runtime == "python3")
       gfn::add_python_env(def,
                           sandboxed ? std::string{gfn::sandbox_python_dir}
