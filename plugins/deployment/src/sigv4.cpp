@@ -63,8 +63,13 @@ std::optional<std::chrono::system_clock::time_point> parse_amz_date(std::string_
       v = v * 10 + (s[i] - '0');
     return v;
   };
+  // system_clock counts nanoseconds in 64 bits (years 1678 to 2262): a year outside
+  // that would overflow the conversion, and no real request is dated there.
+  auto year = num(0, 4);
+  if (year < 1970 || year > 2200)
+    return std::nullopt;
   std::tm tm{};
-  tm.tm_year = num(0, 4) - 1900;
+  tm.tm_year = year - 1900;
   tm.tm_mon = num(4, 2) - 1;
   tm.tm_mday = num(6, 2);
   tm.tm_hour = num(9, 2);

@@ -64,6 +64,15 @@ BOOST_AUTO_TEST_CASE(sigv4_aws_test_suite_get_vanilla) {
                     "InvalidSignatureException");
 }
 
+BOOST_AUTO_TEST_CASE(amz_dates_outside_the_clocks_range_are_refused) {
+  // Found by fuzz_deployment_request: year 1020 overflowed the nanosecond clock.
+  BOOST_TEST(!parse_amz_date("10200803T120000Z"));
+  BOOST_TEST(!parse_amz_date("99991231T235959Z"));
+  BOOST_TEST(!parse_amz_date("19691231T235959Z"));
+  BOOST_TEST(parse_amz_date("19700101T000000Z").has_value());
+  BOOST_TEST(parse_amz_date("22001231T235959Z").has_value());
+}
+
 BOOST_AUTO_TEST_CASE(sigv4_round_trip_and_every_refusal) {
   sigv4_scope scope{"us-east-1", "greengrass"};
   auto secret = [](std::string_view id) -> std::optional<std::string> {
