@@ -260,6 +260,18 @@ std::optional<parsed_arn> parse_arn(const std::string& arn, bool with_version) {
   return parsed_arn{parts[3], parts[4], parts[6], with_version ? parts[8] : ""};
 }
 
+// The answer to a malformed component version ARN.
+http_response bad_version_arn(const std::string& arn) {
+  return validation("'" + arn.substr(0, 512) + "' is not a component version ARN",
+                    json::array({{{"name", "arn"}, {"message", "a component version ARN"}}}));
+}
+
+// The answer to a component version this core does not hold (none of that name and
+// version, or an ARN of another region or account).
+http_response version_not_found(const std::string& arn) {
+  return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+}
+
 } // namespace
 
 http_response api::create_component_version(const http_request& req, int64_t now_ms) {
@@ -375,8 +387,7 @@ http_response api::create_component_version(const http_request& req, int64_t now
 http_response api::describe_component(const std::string& arn) {
   auto a = parse_arn(arn, true);
   if (!a)
-    return validation("'" + arn.substr(0, 512) + "' is not a component version ARN",
-                      json::array({{{"name", "arn"}, {"message", "a component version ARN"}}}));
+    return bad_version_arn(arn);
   std::optional<component_version> v;
   if (a->region == settings_.region && a->account == settings_.account_id) {
     auto got = store_.get(a->name, a->version);
@@ -385,7 +396,7 @@ http_response api::describe_component(const std::string& arn) {
     v = std::move(*got);
   }
   if (!v)
-    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    return version_not_found(arn);
   return ok(200, {{"arn", arn},
                   {"componentName", v->name},
                   {"componentVersion", v->version},
@@ -406,8 +417,7 @@ http_response api::get_component(const std::string& arn, const http_request& req
                       json::array({{{"name", "recipeOutputFormat"}, {"message", "JSON | YAML"}}}));
   auto a = parse_arn(arn, true);
   if (!a)
-    return validation("'" + arn.substr(0, 512) + "' is not a component version ARN",
-                      json::array({{{"name", "arn"}, {"message", "a component version ARN"}}}));
+    return bad_version_arn(arn);
   std::optional<component_version> v;
   if (a->region == settings_.region && a->account == settings_.account_id) {
     auto got = store_.get(a->name, a->version);
@@ -416,7 +426,7 @@ http_response api::get_component(const std::string& arn, const http_request& req
     v = std::move(*got);
   }
   if (!v)
-    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    return version_not_found(arn);
   auto doc = json::parse(v->recipe);
   auto text = format == "JSON" ? recipe_json(doc) : recipe_yaml(doc);
   return ok(200, {{"recipeOutputFormat", format},
@@ -518,8 +528,7 @@ http_response api::list_component_versions(const std::string& arn, const http_re
 http_response api::delete_component(const std::string& arn) {
   auto a = parse_arn(arn, true);
   if (!a)
-    return validation("'" + arn.substr(0, 512) + "' is not a component version ARN",
-                      json::array({{{"name", "arn"}, {"message", "a component version ARN"}}}));
+    return bad_version_arn(arn);
   bool gone = false;
   if (a->region == settings_.region && a->account == settings_.account_id) {
     auto erased = store_.erase(a->name, a->version);
@@ -528,7 +537,7 @@ http_response api::delete_component(const std::string& arn) {
     gone = *erased;
   }
   if (!gone)
-    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    return version_not_found(arn);
   http_response r;
   r.status = 204;
   return r;
@@ -550,13 +559,13 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
                       json::array({{{"name", "resourceArn"}, {"message", "a Greengrass ARN"}}}));
   }
   if (a->region != settings_.region || a->account != settings_.account_id)
-    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    return version_not_found(arn);
   if (op == "ListTagsForResource") {
     auto v = store_.get(a->name, a->version);
     if (!v)
       return internal(v.error());
     if (!*v)
-      return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+      return version_not_found(arn);
     return ok(200, {{"tags", json::parse((*v)->tags)}});
   }
   std::function<std::optional<std::string>(const std::string&)> change;
@@ -601,7 +610,7 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
     return internal(r.error());
   switch (*r) {
     case tag_result::not_found:
-      return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+      return version_not_found(arn);
     case tag_result::refused:
       return validation(problem, json::array({{{"name", "tags"}, {"message", problem}}}));
     case tag_result::changed:
@@ -777,8 +786,7 @@ http_response api::set_vendor_guidance(const std::string& arn, const std::string
                       json::array({{{"name", "vendorGuidanceMessage"}, {"message", "at most 2048"}}}));
   auto a = parse_arn(arn, true);
   if (!a)
-    return validation("'" + arn.substr(0, 512) + "' is not a component version ARN",
-                      json::array({{{"name", "arn"}, {"message", "a component version ARN"}}}));
+    return bad_version_arn(arn);
   bool found = false;
   if (a->region == settings_.region && a->account == settings_.account_id) {
     auto set = store_.set_guidance(a->name, a->version, guidance, message);
@@ -787,7 +795,7 @@ http_response api::set_vendor_guidance(const std::string& arn, const std::string
     found = *set;
   }
   if (!found)
-    return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
+    return version_not_found(arn);
   return describe_component(arn);
 }
 
