@@ -1144,6 +1144,35 @@ BOOST_AUTO_TEST_CASE(local_devices_are_granted_r_or_rw_and_no_other,
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_cgroup_v2_device_program_grants_devices_as_v1_does,
+                     *boost::unit_test::precondition(as_root)) {
+  // sandbox_device_filter: bpf: no v1 devices controller, a BPF_PROG_TYPE_CGROUP_DEVICE
+  // program on the instance's cgroup v2 (on this hybrid host, the unified hierarchy's).
+  test_devices devs;
+  auto rw_dev = devs.make("bpf-rw", 1, 3);
+  auto ro_dev = devs.make("bpf-ro", 1, 7);
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: sink, permission: rw}, "
+                               "{resourceId: full, permission: ro}]")
+           + "resources:\n" + device("sink", rw_dev) + device("full", ro_dev);
+  },
+               "{sandbox_pids_max: 32, sandbox_device_filter: bpf}"};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  auto details = sb.rt->h->kernel().status().details();
+  auto status = details["function_runtime.sandbox"];
+  BOOST_TEST(status.find("devices (bpf)") != std::string::npos, status);
+  BOOST_TEST(status.find("devices,") == std::string::npos, status); // not v1's
+  BOOST_TEST(sb.attempt("box", "write " + rw_dev) == "REACHED: wrote " + rw_dev);
+  BOOST_TEST(sb.attempt("box", "read " + ro_dev) == "REACHED: read 256 bytes of " + ro_dev);
+  // r only: the program refuses the open for writing.
+  auto w = sb.attempt("box", "write " + ro_dev);
+  BOOST_TEST(w == "denied: open " + ro_dev + " for writing: Operation not permitted", w);
+  // The minimal /dev still works.
+  BOOST_TEST(sb.attempt("box", "read /dev/urandom").find("REACHED: read") == 0);
+  BOOST_TEST(sb.attempt("box", "write /dev/null") == "REACHED: wrote /dev/null");
+}
+
 BOOST_AUTO_TEST_CASE(container_params_volumes_and_devices_are_the_functions_own_resources,
                      *boost::unit_test::precondition(as_root)) {
   // v2's per-function form (containerParams.volumes[] / devices[]), with no resource of
