@@ -550,14 +550,20 @@ private:
       }
   }
 
-  /// Subscribes to the PUB_SUB sources in force, and only to them.
-  void update_pubsub() {
-    std::set<std::string> want;
-    for (auto& [name, fn] : functions_)
+  /// The topics (PUB_SUB) or cloud filters (IOT_CORE) of the defined functions' sources.
+  std::set<std::string> source_topics(std::string_view type) const {
+    std::set<std::string> out;
+    for (const auto& [name, fn] : functions_)
       if (fn.def)
         for (const auto& s : fn.def->event_sources)
-          if (s.type == "PUB_SUB")
-            want.insert(s.topic);
+          if (s.type == type)
+            out.insert(s.topic);
+    return out;
+  }
+
+  /// Subscribes to the PUB_SUB sources in force, and only to them.
+  void update_pubsub() {
+    auto want = source_topics("PUB_SUB");
     for (const auto& t : pubsub_)
       if (!want.count(t))
         static_cast<void>(ctx_->unsubscribe(t));
@@ -574,12 +580,7 @@ private:
   /// (mm-7, mm-8), so this plugin must be in its cloud.system_clients. The messages come
   /// on mm-9 (on_message).
   void update_cloud_sources() {
-    std::set<std::string> want;
-    for (auto& [name, fn] : functions_)
-      if (fn.def)
-        for (const auto& s : fn.def->event_sources)
-          if (s.type == "IOT_CORE")
-            want.insert(s.topic);
+    auto want = source_topics("IOT_CORE");
     if (!cloud_) {
       if (want.empty())
         return;
