@@ -200,6 +200,12 @@ kernel::kernel(image_profile profile, kernel_options options)
   if (workers == 0)
     workers = std::max(2u, std::thread::hardware_concurrency());
   cfg_.set("scheduler.max-threads", workers);
+  // After a job a worker polls its queue (100 times at once, then these ~50 us apart)
+  // before it sleeps on its condition variable, which a new job notifies. CAF's 500
+  // keep an idle groved waking ~1,000 times a second (its plugins' timers give the
+  // workers a job every second); an idle device wants few.
+  cfg_.set("work-stealing.moderate-poll-attempts",
+           static_cast<size_t>(profile_.idle_poll_attempts));
   sys_ = std::make_unique<caf::actor_system>(cfg_);
   host_settings hs;
   hs.plugin_dir = profile_.plugin_dir;

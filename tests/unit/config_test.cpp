@@ -79,6 +79,17 @@ BOOST_AUTO_TEST_CASE(overrides_win) {
   BOOST_TEST(p->plugin_dir == dir.path() / "pd");
 }
 
+BOOST_AUTO_TEST_CASE(idle_poll_attempts_are_caf_s_unless_set) {
+  auto p = load("kernel: {}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->idle_poll_attempts == 500u);
+  p = load("kernel: {idle_poll_attempts: 20}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->idle_poll_attempts == 20u);
+  auto err = error_of("kernel: {idle_poll_attempts: -1}\n");
+  BOOST_TEST(contains(err, "kernel.idle_poll_attempts"), err);
+}
+
 BOOST_AUTO_TEST_CASE(release_code_pages_can_be_turned_off) {
   auto p = load("kernel: {release_code_pages: false}\n");
   BOOST_REQUIRE(p);

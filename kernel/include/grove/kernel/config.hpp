@@ -102,6 +102,9 @@ struct image_profile {
   std::string log_level = "info";
   /// CAF worker threads (0 = one per core, at least 2).
   uint32_t worker_threads = 0;
+  /// Polls a CAF worker makes, ~50 us apart, after its last job before it sleeps until
+  /// woken (kernel.idle_poll_attempts; CAF's work-stealing.moderate-poll-attempts).
+  uint32_t idle_poll_attempts = 500;
   /// Let the OS reclaim start-up code once groved is idle (kernel.release_code_pages).
   bool release_code_pages = true;
   /// How long a plugin's init and start may take (kernel.init_timeout_ms).
