@@ -12,6 +12,26 @@ namespace grove::ml {
 
 namespace {
 
+/// OpenCV's message on one line: its multi-line "> " continuation folded in.
+std::string tidy(const std::string& msg) {
+  std::string out;
+  for (char ch : msg) {
+    if (ch == '\n') {
+      if (!out.empty() && out.back() != ' ')
+        out += ' ';
+    } else if (!(ch == '>' && (out.empty() || out.back() == ' '))) {
+      out += ch;
+    }
+  }
+  while (!out.empty() && out.back() == ' ')
+    out.pop_back();
+  std::string squeezed;
+  for (char ch : out)
+    if (!(ch == ' ' && !squeezed.empty() && squeezed.back() == ' '))
+      squeezed += ch;
+  return squeezed;
+}
+
 class opencv_session final : public session {
 public:
   opencv_session(cv::dnn::Net net, std::vector<std::string> outputs)
@@ -47,7 +67,7 @@ public:
       }
       return result;
     } catch (const cv::Exception& e) {
-      return make_error(errc::plugin_failed, "backend (OpenCV DNN): " + e.msg);
+      return make_error(errc::plugin_failed, "backend (OpenCV DNN): " + tidy(e.msg));
     } catch (const std::exception& e) {
       return make_error(errc::plugin_failed, std::string{"backend (OpenCV DNN): "} + e.what());
     }
@@ -86,7 +106,7 @@ public:
         names = net.getUnconnectedOutLayersNames();
       return std::unique_ptr<session>{new opencv_session(std::move(net), std::move(names))};
     } catch (const cv::Exception& e) {
-      return make_error(errc::invalid_config, "OpenCV DNN cannot load the model: " + e.msg);
+      return make_error(errc::invalid_config, "OpenCV DNN cannot load the model: " + tidy(e.msg));
     } catch (const std::exception& e) {
       return make_error(errc::invalid_config,
                         std::string{"OpenCV DNN cannot load the model: "} + e.what());
