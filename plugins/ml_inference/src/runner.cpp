@@ -57,6 +57,7 @@ bool runner::submit(Envelope request) {
     if (retired_ || queue_.size() >= opts_.queue_capacity)
       return false;
     queue_.push_back(job{std::move(request), std::chrono::steady_clock::now()});
+    ++outstanding_;
   }
   cv_.notify_one();
   return true;
@@ -126,11 +127,15 @@ void runner::work(session& s) {
       queue_.pop_front();
       if (batchable_) {
         // Requests that arrive within max_batch_delay of the first join its batch (the
-        // items of a request count, so a batch never exceeds max_batch_size items).
+        // items of a request count, so a batch never exceeds max_batch_size items). It
+        // waits only while other requests are in flight (sent to this model, not yet
+        // answered, e.g. running on another worker): a lone client's request, or one
+        // whose peers are all in the batch already, runs at once instead of idling.
         auto until = taken.front().arrived + opts_.max_batch_delay;
         while (static_cast<int64_t>(taken.size()) < opts_.max_batch_size) {
           if (queue_.empty()) {
-            if (retired_ || !cv_.wait_until(lk, until, [&] { return !queue_.empty() || retired_; }))
+            if (retired_ || outstanding_ <= taken.size()
+                || !cv_.wait_until(lk, until, [&] { return !queue_.empty() || retired_; }))
               break;
             if (queue_.empty())
               break;
@@ -250,6 +255,10 @@ void runner::finish(ready& r, caf::expected<InferResponse> result) {
       latencies_us_.push_back(static_cast<uint32_t>(us));
     else
       latencies_us_[latency_next_++ % latency_window] = static_cast<uint32_t>(us);
+  }
+  {
+    std::lock_guard<std::mutex> g{mtx_};
+    --outstanding_;
   }
   metrics_.requests.inc();
   if (!result)

@@ -115,6 +115,8 @@ private:
   mutable std::mutex mtx_;
   std::condition_variable cv_;
   std::deque<job> queue_;
+  /// Requests queued or being run (submitted, not yet answered).
+  size_t outstanding_ = 0;
   bool retired_ = false;
   std::vector<std::thread> workers_;
   std::mutex join_mtx_;

@@ -212,6 +212,24 @@ write("mlp.onnx", model([helper.make_node("Gemm", ["x", "Wa", "Ba"], ["h"], tran
                         [vi("x", ["N", 32])], [vi("y", ["N", 10])],
                         {"Wa": Wa, "Ba": Ba, "Wb": Wb, "Bb": Bb}, "mlp"))
 
+# The benchmark's larger CNN (tools/bench/ml_bench.cpp): 3x96x96, three Conv+Relu+MaxPool
+# stages (16, 32, 64 channels), GlobalAveragePool, Gemm, Softmax; ~25 M multiply-adds.
+C1, C2, C3, G = f32(16, 3, 3, 3) * 0.3, f32(32, 16, 3, 3) * 0.1, f32(64, 32, 3, 3) * 0.1, f32(10, 64)
+write("cnn96.onnx", model([
+    helper.make_node("Conv", ["x", "C1"], ["a1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["a1"], ["b1"]),
+    helper.make_node("MaxPool", ["b1"], ["c1"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("Conv", ["c1", "C2"], ["a2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["a2"], ["b2"]),
+    helper.make_node("MaxPool", ["b2"], ["c2"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("Conv", ["c2", "C3"], ["a3"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["a3"], ["b3"]),
+    helper.make_node("GlobalAveragePool", ["b3"], ["g"]),
+    helper.make_node("Flatten", ["g"], ["f"], axis=1),
+    helper.make_node("Gemm", ["f", "G"], ["l"], transB=1),
+    helper.make_node("Softmax", ["l"], ["y"], axis=1)],
+    [vi("x", ["N", 3, 96, 96])], [vi("y", ["N", 10])], {"C1": C1, "C2": C2, "C3": C3, "G": G}, "cnn96"))
+
 # Models that must fail: not ONNX, an operator OpenCV 4.6 lacks (Hardmax), and one that
 # loads but throws at inference (a fixed Reshape after a Conv of any spatial size).
 bad = {}
