@@ -82,11 +82,13 @@ public:
   }
 
   void stop() override {
+    // Within stop_timeout_ms: what runs finishes, what waits in a queue is left to the
+    // kernel, which answers it plugin_failed.
     for (auto& [id, e] : models_)
       if (e.current)
-        e.current->retire();
+        e.current->abandon();
     for (auto& r : retiring_)
-      r->retire();
+      r->abandon();
     for (auto& [id, e] : models_)
       if (e.current)
         e.current->join();

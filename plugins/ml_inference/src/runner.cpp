@@ -71,6 +71,16 @@ void runner::retire() {
   cv_.notify_all();
 }
 
+void runner::abandon() {
+  {
+    std::lock_guard<std::mutex> g{mtx_};
+    retired_ = true;
+    outstanding_ -= queue_.size();
+    queue_.clear();
+  }
+  cv_.notify_all();
+}
+
 void runner::join() {
   std::lock_guard<std::mutex> g{join_mtx_};
   for (auto& w : workers_)

@@ -67,6 +67,10 @@ public:
   /// Takes nothing new; the workers finish the queue and end.
   void retire();
 
+  /// Takes nothing new and drops what is queued (the kernel answers those requests
+  /// plugin_failed when the plugin stops); the workers finish what they run and end.
+  void abandon();
+
   /// Waits for the workers to end (after retire). Idempotent, any thread.
   void join();
 
