@@ -5,7 +5,7 @@ their expected outputs with numpy, computed independently of any inference engin
 Usage: make_models.py OUTDIR. Writes OUTDIR/<case>.onnx (or .tar.gz), OUTDIR/cat.png and
 OUTDIR/index.json: per case the model file, its sha256, the manifest, inputs and
 expected outputs (lists of floats)."""
-import hashlib, io, json, os, struct, sys, tarfile, zlib
+import hashlib, io, json, os, struct, sys, tarfile, zipfile, zlib
 
 import numpy as np
 import onnx
@@ -196,12 +196,18 @@ with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         ti.size = len(data)
         tar.addfile(ti, io.BytesIO(data))
 path, digest = write("cnn.tar.gz", buf.getvalue())
+# The same package as a .zip (libarchive reads both), model and manifest under "./".
+zbuf = io.BytesIO()
+with zipfile.ZipFile(zbuf, "w") as z:
+    z.writestr("./model.onnx", cnn)
+    z.writestr("./manifest.yaml", manifest)
+zip_path, zip_digest = write("cnn.zip", zbuf.getvalue())
 xs = f32(2, 3, 32, 32)
 cases.append(dict(id="cnn", path=path, sha256=digest, archive=True,
                   inputs=[dict(name="x", shape=[2, 3, 32, 32], data=xs.ravel().tolist())],
                   outputs=[dict(name="prob", shape=[2, 10], data=cnn_ref(xs).astype(np.float32).ravel().tolist())],
                   image=png_path, image_output=cnn_ref(img_x).astype(np.float32).ravel().tolist(),
-                  labels=labels))
+                  labels=labels, zip=dict(path=zip_path, sha256=zip_digest)))
 # The same network as a bare .onnx (the benchmark's CNN) and a small MLP.
 write("cnn.onnx", cnn)
 Wa, Ba, Wb, Bb = f32(64, 32) * 0.2, f32(64), f32(10, 64) * 0.2, f32(10)

@@ -103,7 +103,15 @@ std::string full_group(const std::string& extra_config = "") {
   for (auto& [id, b] : idx["bad"].items())
     g += resource(id, b["path"], b["sha256"],
                   id == "throws" ? "[{name: x, shape: [1, 1, -1, -1]}]" : "[{name: x, shape: [1, 4]}]");
-  // A model whose digest does not match, and a volume (another plugin's) left alone.
+  // The CNN as a .zip, a missing file, a model whose digest does not match, and a volume
+  // (another plugin's) left alone.
+  const auto* cnn = &idx["cases"][0];
+  for (const auto& c : idx["cases"])
+    if (c["id"] == "cnn")
+      cnn = &c;
+  g += resource("cnn_zip", (*cnn)["zip"]["path"], (*cnn)["zip"]["sha256"], "");
+  g += resource("missing", (models().dir / "nosuch.onnx").string(), std::string(64, 'c'),
+                "[{name: x, shape: [1, 4]}]");
   g += resource("wrong_digest", idx["bad"]["not_onnx"]["path"], std::string(64, 'a'),
                 "[{name: x, shape: [1, 4]}]");
   g += "  - id: data\n    config:\n      localVolumeResourceData: {sourcePath: /srv, "
@@ -234,6 +242,7 @@ BOOST_AUTO_TEST_CASE(bad_models_are_reported_and_the_others_serve) {
   check_failed("not_onnx", "Failed to parse onnx model");
   check_failed("unsupported", "Hardmax");
   check_failed("wrong_digest", "sha256 is");
+  check_failed("missing", "nosuch.onnx: cannot open: No such file or directory");
   BOOST_CHECK(find(*r, "data") == nullptr); // a volume: not ours
   auto* cnn = find(*r, "cnn");
   BOOST_REQUIRE(cnn);
@@ -253,7 +262,17 @@ BOOST_AUTO_TEST_CASE(bad_models_are_reported_and_the_others_serve) {
   auto details = f.h->kernel().status().details();
   auto line = details.find("ml_inference.models");
   BOOST_REQUIRE(line != details.end());
-  BOOST_CHECK_MESSAGE(line->second.find("8 serving, 3 failed") != std::string::npos, line->second);
+  BOOST_CHECK_MESSAGE(line->second.find("9 serving, 4 failed") != std::string::npos, line->second);
+}
+
+BOOST_AUTO_TEST_CASE(a_zip_package_serves_like_the_tar_gz) {
+  fixture f;
+  const auto& c = models().get("cnn");
+  auto r = infer(*f.h, "cnn_zip", request_of(c["inputs"]));
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : error_text(r.error())));
+  check_close(gml::floats(r->outputs(0)), c["outputs"][0]["data"].get<std::vector<float>>(),
+              "cnn.zip");
+  BOOST_CHECK_EQUAL(r->top_size(), 6); // top_k 3 of its manifest, for each of two items
 }
 
 BOOST_AUTO_TEST_CASE(bad_requests_get_clear_errors_and_the_service_runs_on) {
