@@ -230,6 +230,17 @@ int main(int argc, char** argv) {
                     {"overhead_pct_p50", round2((b50 / d50 - 1) * 100)},
                     {"overhead_us_p50", round2(b50 - d50)}};
   }
+  // The plugin's own p50 (queued at the model to answered): the rest of the bus figure is
+  // the request's way in and the reply's way out.
+  {
+    auto r = gml::models_rpc{std::string{gml::models_topic}}.call_with(
+      [&](grove::Envelope e) { return h.request(e.topic(), e.payload()); },
+      grove::ml::ModelsRequest{});
+    if (r)
+      for (const auto& m : r->models())
+        if (batch1.contains(m.id()))
+          batch1[m.id()]["plugin_queue_to_reply_p50_us"] = m.p50_us();
+  }
   out["batch1"] = batch1;
 
   // Dynamic batching: N clients, each one request at a time, for `seconds`.
