@@ -24,6 +24,8 @@ struct ml_config {
   int64_t max_model_bytes = 256 << 20;
   /// Largest input tensor, in elements.
   int64_t max_input_elements = 16 << 20;
+  /// Largest image a request may decode to, in pixels.
+  int64_t max_image_pixels = 4096 * 4096;
 
   /// The keys.
   static config_map<ml_config> map() {
@@ -41,7 +43,10 @@ struct ml_config {
       .key("max_model_bytes", &c::max_model_bytes, 256 << 20, range{1024, int64_t{1} << 32},
            "largest model package (file and unpacked contents)")
       .key("max_input_elements", &c::max_input_elements, 16 << 20, range{1, int64_t{1} << 30},
-           "largest input tensor of a request, in elements");
+           "largest input tensor of a request, in elements")
+      .key("max_image_pixels", &c::max_image_pixels, 4096 * 4096, range{1, int64_t{1} << 30},
+           "largest image a request may send, by its header's width x height (a few KB "
+           "of PNG can claim gigabytes); checked before decoding");
   }
 };
 

@@ -155,6 +155,7 @@ private:
         o.max_batch_delay = std::chrono::microseconds{
           d->max_batch_delay_us >= 0 ? d->max_batch_delay_us : cfg.max_batch_delay_us};
         o.max_input_elements = static_cast<uint64_t>(cfg.max_input_elements);
+        o.max_image_pixels = static_cast<uint64_t>(cfg.max_image_pixels);
         return ml::runner::make(id, std::move(*pkg), *be, o);
       },
       [this, id, gen](caf::expected<caf::expected<std::shared_ptr<ml::runner>>> outer) {

@@ -4,14 +4,28 @@
 #include <opencv2/imgproc.hpp>
 
 #include "grove/errors.hpp"
+#include "request.hpp"
 
 namespace grove::ml {
 
-caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& m) {
+caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& m,
+                                      uint64_t max_pixels) {
   const auto& p = m.preprocessing;
   if (p.width == 0)
     return make_error(errc::malformed,
                       "an image request: the model has no preprocessing (send tensors)");
+  // What the header claims is what the decoder would allocate: checked first.
+  auto size = image_size(encoded);
+  if (!size)
+    return make_error(errc::malformed,
+                      "image: " + std::to_string(encoded.size())
+                        + " bytes that are not a PNG, JPEG or BMP with a readable size");
+  if (size->first == 0 || size->second == 0
+      || size->first > max_pixels / size->second)
+    return make_error(errc::malformed,
+                      "image: " + std::to_string(size->first) + "x" + std::to_string(size->second)
+                        + " pixels, more than max_image_pixels ("
+                        + std::to_string(max_pixels) + ")");
   const auto& in = m.inputs.front();
   bool nchw = p.layout == "nchw";
   auto channels = static_cast<int>(nchw ? in.shape[1] : in.shape[3]);

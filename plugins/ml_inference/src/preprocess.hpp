@@ -13,7 +13,9 @@
 
 namespace grove::ml {
 
-/// The first input of `m` made from `encoded`; errors say why the image is refused.
-caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& m);
+/// The first input of `m` made from `encoded` (PNG, JPEG or BMP, at most `max_pixels` by
+/// its header, checked before anything is decoded); errors say why it is refused.
+caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& m,
+                                      uint64_t max_pixels);
 
 } // namespace grove::ml

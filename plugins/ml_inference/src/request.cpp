@@ -127,6 +127,55 @@ caf::expected<decoded> decode_tensors(const InferRequest& req,
   return out;
 }
 
+std::optional<std::pair<uint64_t, uint64_t>> image_size(std::string_view b) {
+  auto byte = [&](size_t i) { return static_cast<uint64_t>(static_cast<unsigned char>(b[i])); };
+  auto be16 = [&](size_t i) { return byte(i) << 8 | byte(i + 1); };
+  auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
+  auto le32 = [&](size_t i) {
+    return static_cast<int32_t>(static_cast<uint32_t>(byte(i) | byte(i + 1) << 8
+                                                      | byte(i + 2) << 16 | byte(i + 3) << 24));
+  };
+  // PNG: the signature, then IHDR's width and height.
+  if (b.size() >= 24 && b.substr(0, 8) == std::string_view{"\x89PNG\r\n\x1a\n", 8}
+      && b.substr(12, 4) == "IHDR")
+    return std::pair{be32(16), be32(20)};
+  // BMP: BITMAPINFOHEADER's width and height (negative: top-down).
+  if (b.size() >= 26 && b.substr(0, 2) == "BM") {
+    int64_t w = le32(18), h = le32(22);
+    return std::pair{static_cast<uint64_t>(w < 0 ? -w : w), static_cast<uint64_t>(h < 0 ? -h : h)};
+  }
+  // JPEG: the first start-of-frame segment (SOF0-15 but DHT, JPG, DAC) before the scan.
+  if (b.size() >= 4 && byte(0) == 0xFF && byte(1) == 0xD8) {
+    size_t i = 2;
+    while (i + 4 <= b.size()) {
+      if (byte(i) != 0xFF)
+        return std::nullopt;
+      auto marker = byte(i + 1);
+      if (marker == 0xFF) { // fill byte
+        ++i;
+        continue;
+      }
+      if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { // no length
+        i += 2;
+        continue;
+      }
+      if (marker == 0xDA || marker == 0xD9)
+        return std::nullopt; // the scan or the end before any frame header
+      auto len = be16(i + 2);
+      if (len < 2)
+        return std::nullopt;
+      if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8
+          && marker != 0xCC) {
+        if (i + 9 > b.size())
+          return std::nullopt;
+        return std::pair{be16(i + 7), be16(i + 5)};
+      }
+      i += 2 + len;
+    }
+  }
+  return std::nullopt;
+}
+
 void top_labels(const tensor& scores, int64_t batch, uint32_t k,
                 const std::vector<std::string>& labels, InferResponse& out) {
   if (batch < 1 || scores.data.empty() || scores.data.size() % static_cast<size_t>(batch) != 0)

@@ -5,7 +5,10 @@
 // that name the tensor and what was expected; and the top-k labels of a reply.
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -36,6 +39,10 @@ bool batchable(const std::vector<input_def>& inputs);
 
 /// "[1, 3, 32, 32]".
 std::string shape_text(const std::vector<int64_t>& shape);
+
+/// The width and height a PNG, JPEG or BMP header claims; nullopt for anything else or a
+/// header too short to say.
+std::optional<std::pair<uint64_t, uint64_t>> image_size(std::string_view encoded);
 
 /// Appends the top `k` scores of each of the `batch` rows of `scores` (its elements split
 /// evenly into rows) to `out`, with `labels` by index.

@@ -96,7 +96,7 @@ bool runner::prepare(job& j, ready& out) {
   if (!req) {
     err = std::move(req.error());
   } else if (!req->image().empty()) {
-    auto t = image_to_tensor(req->image(), pkg_.man);
+    auto t = image_to_tensor(req->image(), pkg_.man, opts_.max_image_pixels);
     if (!t) {
       err = std::move(t.error());
     } else if (pkg_.man.inputs.size() != 1) {

@@ -37,6 +37,8 @@ struct runner_options {
   std::chrono::microseconds max_batch_delay{0};
   /// Elements per input at most.
   uint64_t max_input_elements = 16u << 20;
+  /// Pixels per image at most (by its header, before decoding).
+  uint64_t max_image_pixels = 4096u * 4096u;
 };
 
 /// Counters shared with the plugin's metrics.

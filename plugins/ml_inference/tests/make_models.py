@@ -183,6 +183,8 @@ def png(a):
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 png_path, _ = write("cat.png", png(img))
+# 5000x5000 black pixels in ~75 KB of PNG: over max_image_pixels (16.7 M) by default.
+big_png, _ = write("big.png", png(np.zeros((5000, 5000, 3), dtype=np.uint8)))
 img_x = ((img.astype(np.float64) - 127.5) / 127.5).transpose(2, 0, 1)[None]
 
 manifest = ("inputs:\n  - {name: x, dtype: float32, shape: [-1, 3, 32, 32]}\n"
@@ -250,4 +252,4 @@ bad["throws"] = write("throws.onnx", model(
     {"W": Wt, "shape": np.array([1, 32], dtype=np.int64)}, "throws"))
 
 with open(os.path.join(OUT, "index.json"), "w") as f:
-    json.dump(dict(cases=cases, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)
+    json.dump(dict(big_png=big_png, cases=cases, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)

@@ -318,8 +318,15 @@ BOOST_AUTO_TEST_CASE(bad_requests_get_clear_errors_and_the_service_runs_on) {
   {
     ml::InferRequest req;
     req.set_image("GIF89a not really an image");
+    expect("cnn", req, "bytes that are not a PNG, JPEG or BMP with a readable size");
+    // A PNG header with its data cut short.
+    auto png = slurp(models().get("cnn")["image"].get<std::string>());
+    req.set_image(png.substr(0, 60));
     expect("cnn", req, "bytes that OpenCV cannot decode");
     expect("conv_relu", req, "the model has no preprocessing");
+    // 25 M pixels claimed by 75 KB: refused by its header, nothing decoded.
+    req.set_image(slurp(models().index["big_png"].get<std::string>()));
+    expect("cnn", req, "image: 5000x5000 pixels, more than max_image_pixels (16777216)");
   }
   {
     ml::InferRequest req;
@@ -512,6 +519,33 @@ BOOST_AUTO_TEST_CASE(resource_parser_names_the_fault) {
                         grove::describe(r.error()));
     BOOST_CHECK(grove::describe(r.error()).find("g.yaml: resources[a].config") != std::string::npos);
   }
+}
+
+BOOST_AUTO_TEST_CASE(image_headers_give_their_size) {
+  // JPEG: SOI, an APP0 segment, then SOF0 with height 480 and width 640.
+  std::string jpeg{"\xFF\xD8\xFF\xE0\x00\x04\x00\x00\xFF\xC0\x00\x11\x08\x01\xE0\x02\x80", 17};
+  auto j = ml::image_size(jpeg);
+  BOOST_REQUIRE(j);
+  BOOST_CHECK_EQUAL(j->first, 640u);
+  BOOST_CHECK_EQUAL(j->second, 480u);
+  // The scan before any frame header, and a segment running past the end.
+  BOOST_CHECK(!ml::image_size(std::string{"\xFF\xD8\xFF\xDA\x00\x04", 6}));
+  BOOST_CHECK(!ml::image_size(std::string{"\xFF\xD8\xFF\xC0\x00\x11\x08", 7}));
+  // BMP, top-down (negative height).
+  std::string bmp(26, '\0');
+  bmp[0] = 'B';
+  bmp[1] = 'M';
+  bmp[18] = 100;
+  bmp[22] = static_cast<char>(0x9C); // -100
+  bmp[23] = bmp[24] = bmp[25] = static_cast<char>(0xFF);
+  auto b = ml::image_size(bmp);
+  BOOST_REQUIRE(b);
+  BOOST_CHECK_EQUAL(b->first, 100u);
+  BOOST_CHECK_EQUAL(b->second, 100u);
+  auto p = ml::image_size(slurp(models().get("cnn")["image"].get<std::string>()));
+  BOOST_REQUIRE(p);
+  BOOST_CHECK_EQUAL(p->first, 32u);
+  BOOST_CHECK(!ml::image_size("GIF89a"));
 }
 
 BOOST_AUTO_TEST_CASE(readme_tables_are_the_generated_ones) {

@@ -3,7 +3,8 @@
 // (fixed shape, a batch dimension, uint8, two inputs); the rest is the request. An
 // accepted request has exactly the model's inputs, each with product(shape) finite
 // elements within the element limit, and one batch size; nothing allocates more than the
-// limit whatever the shape claims.
+// limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
+// BMP header reader that bounds what an image request may decode to).
 
 #include <cmath>
 
@@ -28,6 +29,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr uint64_t limit = 1 << 16;
   if (size == 0)
     return 0;
+  // The image header reader sees the same bytes (an image request's are anyone's).
+  if (auto sz = grove::ml::image_size(grove::fuzz::bytes(data, size)))
+    grove::fuzz::require(size >= 24 || sz->first <= 0xFFFF, "a size read past the header");
   const auto& spec = specs[data[0] % specs.size()];
   grove::ml::InferRequest req;
   if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1)))
