@@ -46,8 +46,11 @@ def group(version=None):
 gfile = os.path.join(work, "group.yaml")
 open(gfile, "w").write(group())
 profile = os.path.join(work, "profile.yaml")
-open(profile, "w").write("kernel:\n  log_level: info\n  group: %s\nplugins:\n  - name: ml_inference\n"
-                         "    config: {threads: 2, max_batch_size: 8, max_batch_delay_us: 1000}\n" % gfile)
+# ml_e2e_test_isolated runs the same with the plugin in a child process of its own.
+isolation = "    isolation: process\n" if os.environ.get("ML_E2E_ISOLATION") == "process" else ""
+open(profile, "w").write("kernel:\n  log_level: info\n  group: %s\nplugins:\n  - name: ml_inference\n%s"
+                         "    config: {threads: 2, max_batch_size: 8, max_batch_delay_us: 1000}\n"
+                         % (gfile, isolation))
 sock = os.path.join(work, "var", "run", "control.sock")
 log = open(os.path.join(work, "groved.out"), "w")
 groved = subprocess.Popen([GROVED, "--config", profile, "--write-dir", os.path.join(work, "var"),
