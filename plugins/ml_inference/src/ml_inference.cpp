@@ -125,8 +125,10 @@ private:
     }
     for (auto& [id, text] : wanted) {
       auto& e = models_[id];
-      if (e.config_yaml == text)
-        continue; // unchanged (loaded, loading or failed with this text)
+      // Unchanged and loaded (or loading): kept. A failed one is tried again at every
+      // group change, since what failed may be on disk now (a file copied in later).
+      if (e.config_yaml == text && (e.loading || e.error.empty()))
+        continue;
       e.config_yaml = text;
       load(id, text, g.source_file() + ": resources[" + id + "].config");
     }

@@ -490,6 +490,40 @@ BOOST_AUTO_TEST_CASE(a_new_version_is_swapped_in_without_losing_a_request) {
   BOOST_CHECK(!infer(*f.h, "gemm_sigmoid", req));
 }
 
+BOOST_AUTO_TEST_CASE(a_failed_model_is_tried_again_at_the_next_group_change) {
+  const auto& c = models().get("gemm_sigmoid");
+  auto late = models().dir / "late" / "model.onnx";
+  fs::create_directories(late.parent_path());
+  auto group = models().dir / "late" / "group.yaml";
+  auto write_group = [&](const std::string& name) {
+    std::ofstream{group} << "name: " << name << "\nresources:\n"
+                         << resource("late", late.string(), c["sha256"],
+                                     inputs_yaml(c["manifest"]["inputs"]));
+  };
+  write_group("late");
+  grove::testing::harness_options o;
+  o.group_file = group;
+  o.log_level = "off";
+  grove::testing::harness h{ML_PLUGIN, "{}", o};
+  BOOST_REQUIRE(!h.start());
+  wait_loaded(h);
+  auto r = list(h);
+  BOOST_REQUIRE(r && find(*r, "late"));
+  BOOST_CHECK(find(*r, "late")->state() == ml::ModelInfo::FAILED);
+  // The file arrives; the resource's text is the same, the group changes elsewhere.
+  fs::copy_file(c["path"].get<std::string>(), late);
+  write_group("late-2");
+  BOOST_REQUIRE(!h.kernel().reload_group());
+  BOOST_REQUIRE(grove::test::wait_until([&] {
+    auto l = list(h);
+    return l && find(*l, "late") && find(*l, "late")->state() == ml::ModelInfo::SERVING;
+  }, 30s));
+  auto out = infer(h, "late", request_of(c["inputs"]));
+  BOOST_REQUIRE(out);
+  check_close(gml::floats(out->outputs(0)), c["outputs"][0]["data"].get<std::vector<float>>(),
+              "late");
+}
+
 BOOST_AUTO_TEST_CASE(resource_parser_names_the_fault) {
   auto ok = ml::parse_model_resource(
     "localMachineLearningModelResourceData: {path: /m/a.onnx, sha256: " + std::string(64, 'A')
