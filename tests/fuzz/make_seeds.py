@@ -199,6 +199,32 @@ write("local_resource", "both.yaml",
       "localDeviceResourceData: {sourcePath: /dev/x}\n")
 write("local_resource", "bad.yaml",
       "localVolumeResourceData: {sourcePath: /srv/../var, destinationPath: /lambda/x, colour: red}\n")
+# ml_inference's InferRequest (plugins/ml_inference/ml.proto; the first byte picks the
+# model in targets/ml_request.cpp: 0 fixed [1,3,8,8], 1 [-1,16], 2 uint8 [-1,4,-1], 3 two
+# inputs) and its model resources.
+def tensor(name, dtype, shape, data):
+    return ld(1, name) + vi(2, dtype) + b"".join(vi(3, d) for d in shape) + ld(4, data)
+f32 = lambda n: b"\x00\x00\x80\x3f" * n  # 1.0f
+write("ml_request", "fixed", b"\x00" + ld(1, tensor("x", 1, [1, 3, 8, 8], f32(192))))
+write("ml_request", "batch", b"\x01" + ld(1, tensor("x", 1, [2, 16], f32(32))) + vi(3, 5))
+write("ml_request", "uint8", b"\x02" + ld(1, tensor("x", 2, [1, 4, 2], bytes(range(8)))))
+write("ml_request", "two", b"\x03" + ld(1, tensor("a", 1, [1, 2, 3], f32(6)))
+      + ld(1, tensor("b", 1, [1, 4, 3], f32(12))))
+write("ml_request", "huge_claim", b"\x01" + ld(1, tensor("x", 1, [1 << 29, 16], f32(1))))
+write("ml_request", "nan", b"\x01" + ld(1, tensor("x", 1, [1, 16], b"\x00\x00\xc0\x7f" * 16)))
+write("ml_request", "image", b"\x00" + ld(2, b"\x89PNG\r\n\x1a\n"))
+write("ml_resource", "onnx.yaml",
+      "localMachineLearningModelResourceData:\n  path: /opt/models/a.onnx\n  sha256: "
+      + "ab" * 32 + "\n  version: v1\n  maxBatchSize: 8\n  manifest:\n    inputs: "
+      "[{name: x, dtype: float32, shape: [-1, 3, 32, 32]}]\n    preprocessing: {width: 32, "
+      "height: 32, mean: [127.5], scale: 0.0078, channel_order: bgr, layout: nchw}\n"
+      "    labels: [a, b]\n    top_k: 1\n")
+write("ml_resource", "archive.yaml",
+      "localMachineLearningModelResourceData: {path: /m/c.tar.gz, sha256: " + "0" * 64 + "}\n")
+write("ml_resource", "bad.yaml",
+      "localMachineLearningModelResourceData: {path: rel, sha256: x, manifest: {inputs: "
+      "[{name: x, shape: [0]}, {name: x, shape: []}]}}\n")
+
 # The deployment plugin's recipes (YAML and JSON, with the first line read as a version
 # and a range too) and its API requests as SigV4 sees them.
 write("deployment_recipe", "hello_yaml", """RecipeFormatVersion: '2020-01-25'

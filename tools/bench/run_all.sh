@@ -64,5 +64,9 @@ fi
 if [ -x "$build/bin/sandbox_bench" ] && [ "$(id -u)" = 0 ]; then
   "$build/bin/sandbox_bench" || rc=1
 fi
+# ml_inference against OpenCV DNN called directly (needs python3-onnx for its models).
+if [ -x "$build/bin/ml_bench" ]; then
+  "$build/bin/ml_bench" 1000 3 || rc=1
+fi
 # Non-zero only when a benchmark could not run; missing a target is not a failure.
 exit $rc

@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +36,7 @@
 #include "grove/kernel/plugin_name.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
+#include "grove/ml_inference/client.hpp"
 #include "grove/deployment/client.hpp"
 #include "grove/shadow/client.hpp"
 
@@ -699,6 +702,159 @@ int run_shadow(connection& conn, const options& opts, const shadow_options& so) 
   return exit_ok;
 }
 
+/// What `ml` was asked.
+struct ml_options {
+  /// models or infer.
+  std::string verb;
+  /// infer: MODEL, --input FILE, --top-k N.
+  std::string model;
+  std::string input;
+  uint32_t top_k = 0;
+};
+
+const char* ml_dtype(int t) {
+  return t == grove::ml::UINT8 ? "uint8" : t == grove::ml::FLOAT32 ? "float32" : "unspecified";
+}
+
+/// The ml-1 request of an --input file: a .json file's tensors, or the bytes of an image.
+std::optional<grove::ml::InferRequest> ml_request_of(const std::string& file,
+                                                     std::string& why) {
+  std::ifstream in{file, std::ios::binary};
+  if (!in) {
+    why = file + ": cannot open: " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string bytes{std::istreambuf_iterator<char>{in}, {}};
+  grove::ml::InferRequest req;
+  if (!file.ends_with(".json")) {
+    req.set_image(std::move(bytes));
+    return req;
+  }
+  auto doc = json::parse(bytes, nullptr, false);
+  if (!doc.is_object() || !doc.contains("inputs") || !doc["inputs"].is_array()) {
+    why = file + ": expected {\"inputs\": [{\"name\", \"dtype\", \"shape\", \"data\"}...]}";
+    return std::nullopt;
+  }
+  for (const auto& t : doc["inputs"]) {
+    if (!t.is_object() || !t.value("name", json{}).is_string() || !t.value("shape", json{}).is_array()
+        || !t.value("data", json{}).is_array()) {
+      why = file + ": every input needs a name, a shape and data";
+      return std::nullopt;
+    }
+    auto* out = req.add_inputs();
+    out->set_name(t["name"].get<std::string>());
+    auto dtype = t.value("dtype", std::string{"float32"});
+    out->set_dtype(dtype == "uint8" ? grove::ml::UINT8 : grove::ml::FLOAT32);
+    for (const auto& d : t["shape"]) {
+      if (!d.is_number_integer()) {
+        why = file + ": input '" + out->name() + "': shape: integers";
+        return std::nullopt;
+      }
+      out->add_shape(d.get<int64_t>());
+    }
+    std::string data;
+    for (const auto& v : t["data"]) {
+      if (!v.is_number()) {
+        why = file + ": input '" + out->name() + "': data: numbers";
+        return std::nullopt;
+      }
+      if (dtype == "uint8") {
+        data.push_back(static_cast<char>(v.get<int>()));
+      } else {
+        float f = v.get<float>();
+        data.append(reinterpret_cast<const char*>(&f), sizeof f);
+      }
+    }
+    out->set_data(std::move(data));
+  }
+  return req;
+}
+
+/// `ml`: the ml_inference plugin's bus API (plugins/ml_inference/README.md).
+int run_ml(connection& conn, const options& opts, const ml_options& mo) {
+  namespace gml = grove::ml_inference;
+  int rc = exit_ok;
+  auto send = call_sender(conn, opts, rc);
+  if (mo.verb == "models") {
+    auto r = gml::models_rpc{std::string{gml::models_topic}}.call_with(send,
+                                                                        grove::ml::ModelsRequest{});
+    if (rc != exit_ok)
+      return rc;
+    if (!r)
+      return fail(exit_daemon_error, grove::describe(r.error()));
+    static const char* states[] = {"loading", "serving", "failed"};
+    json all = json::array();
+    for (const auto& m : r->models()) {
+      json inputs = json::array();
+      for (const auto& in : m.inputs())
+        inputs.push_back({{"name", in.name()}, {"dtype", ml_dtype(in.dtype())},
+                          {"shape", std::vector<int64_t>(in.shape().begin(), in.shape().end())}});
+      json batches = json::object();
+      for (const auto& [size, n] : m.batches())
+        batches[std::to_string(size)] = n;
+      all.push_back({{"id", m.id()}, {"state", states[m.state() % 3]}, {"version", m.version()},
+                     {"sha256", m.sha256()}, {"error", m.error()}, {"backend", m.backend()},
+                     {"inputs", inputs},
+                     {"outputs", std::vector<std::string>(m.outputs().begin(), m.outputs().end())},
+                     {"requests", m.requests()}, {"errors", m.errors()},
+                     {"throttled", m.throttled()}, {"p50_us", m.p50_us()}, {"p99_us", m.p99_us()},
+                     {"batches", batches}, {"threads", m.threads()},
+                     {"queue_capacity", m.queue_capacity()}, {"model_bytes", m.model_bytes()}});
+    }
+    if (opts.json) {
+      print_json(all);
+      return exit_ok;
+    }
+    for (const auto& m : all) {
+      std::string ins, outs, batches;
+      for (const auto& in : m["inputs"])
+        ins += (ins.empty() ? "" : ", ") + in["name"].get<std::string>() + " "
+               + in["dtype"].get<std::string>() + " " + in["shape"].dump();
+      for (const auto& o : m["outputs"])
+        outs += (outs.empty() ? "" : ", ") + o.get<std::string>();
+      for (const auto& [size, n] : m["batches"].items())
+        batches += (batches.empty() ? "" : " ") + size + "=" + std::to_string(n.get<uint64_t>());
+      std::printf("%s  %s  %s\n", m["id"].get<std::string>().c_str(),
+                  m["state"].get<std::string>().c_str(), m["version"].get<std::string>().c_str());
+      if (!m["error"].get<std::string>().empty())
+        std::printf("  error: %s\n", m["error"].get<std::string>().c_str());
+      if (m["state"] == "serving") {
+        std::printf("  inputs: %s\n  outputs: %s\n", ins.c_str(), outs.c_str());
+        std::printf("  requests %llu  errors %llu  throttled %llu  p50 %llu us  p99 %llu us  "
+                    "batch size=calls %s\n",
+                    static_cast<unsigned long long>(m["requests"].get<uint64_t>()),
+                    static_cast<unsigned long long>(m["errors"].get<uint64_t>()),
+                    static_cast<unsigned long long>(m["throttled"].get<uint64_t>()),
+                    static_cast<unsigned long long>(m["p50_us"].get<uint64_t>()),
+                    static_cast<unsigned long long>(m["p99_us"].get<uint64_t>()),
+                    batches.empty() ? "-" : batches.c_str());
+      }
+    }
+    return exit_ok;
+  }
+  std::string why;
+  auto req = ml_request_of(mo.input, why);
+  if (!req)
+    return fail(exit_usage, why);
+  req->set_top_k(mo.top_k);
+  auto r = gml::infer_rpc{gml::infer_topic(mo.model)}.call_with(send, *req);
+  if (rc != exit_ok)
+    return rc;
+  if (!r)
+    return fail(exit_daemon_error, grove::describe(r.error()));
+  json outputs = json::array();
+  for (const auto& t : r->outputs())
+    outputs.push_back({{"name", t.name()}, {"dtype", ml_dtype(t.dtype())},
+                       {"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())},
+                       {"data", gml::floats(t)}});
+  json top = json::array();
+  for (const auto& l : r->top())
+    top.push_back({{"index", l.index()}, {"label", l.label()}, {"score", l.score()}});
+  print_json({{"model", r->model()}, {"version", r->version()}, {"batch_size", r->batch_size()},
+              {"outputs", outputs}, {"top", top}});
+  return exit_ok;
+}
+
 /// What `components` was asked.
 struct components_options {
   /// list, versions, describe, recipe, delete or guidance.
@@ -1054,6 +1210,23 @@ int run(int argc, char** argv) {
     v->callback([&co, verb] { co.verb = verb; });
   }
 
+  ml_options mlo;
+  auto* mlcmd = app.add_subcommand(
+    "ml", "The ml_inference plugin's models and inference (prints JSON for infer; exit 1 "
+          "with the error)");
+  mlcmd->require_subcommand(1);
+  auto* ml_models = mlcmd->add_subcommand(
+    "models", "List the group's models: state, version, inputs, outputs, requests, "
+              "errors, throttled, p50/p99 latency, batch sizes");
+  ml_models->callback([&mlo] { mlo.verb = "models"; });
+  auto* ml_infer = mlcmd->add_subcommand(
+    "infer", "Run MODEL on --input FILE: a .json file {\"inputs\": [{\"name\", \"dtype\", "
+             "\"shape\", \"data\"}]} or an encoded image (PNG, JPEG...)");
+  ml_infer->add_option("MODEL", mlo.model, "The model's resource id")->required();
+  ml_infer->add_option("--input", mlo.input, "The input file")->required();
+  ml_infer->add_option("--top-k", mlo.top_k, "Labels to return (default: the model's top_k)");
+  ml_infer->callback([&mlo] { mlo.verb = "infer"; });
+
   for (auto* cmd : app.get_subcommands([](CLI::App*) { return true; }))
     cmd->footer("Global options (--socket, --json, --timeout) may also follow the "
                 "subcommand.");
@@ -1118,6 +1291,8 @@ int run(int argc, char** argv) {
     return run_shadow(conn, opts, so);
   if (components->parsed())
     return run_components(conn, opts, co);
+  if (mlcmd->parsed())
+    return run_ml(conn, opts, mlo);
   return fail(exit_usage, "no command given");
 }
 

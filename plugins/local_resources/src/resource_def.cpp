@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 /// unread, so one group holds every kind.
 constexpr const char* other_kinds[]
   = {"s3MachineLearningModelResourceData", "sageMakerMachineLearningModelResourceData",
-     "secretsManagerSecretResourceData"};
+     "secretsManagerSecretResourceData", "localMachineLearningModelResourceData"};
 
 /// What the sandbox makes itself (function_runtime's README, "Sandbox"): a volume is
 /// not mounted over or inside them.

@@ -64,6 +64,11 @@ BOOST_AUTO_TEST_CASE(a_volume_and_a_device_are_read) {
   auto ml = lr::parse_resource("s3MachineLearningModelResourceData: {s3Uri: x}", "o");
   BOOST_REQUIRE_MESSAGE(ml, err(ml));
   BOOST_TEST((ml->kind == lr::resource_kind::other));
+  // ml_inference's own kind, too.
+  auto local_ml = lr::parse_resource(
+    "localMachineLearningModelResourceData: {path: /m.onnx, sha256: x}", "o");
+  BOOST_REQUIRE_MESSAGE(local_ml, err(local_ml));
+  BOOST_TEST((local_ml->kind == lr::resource_kind::other));
 }
 
 BOOST_AUTO_TEST_CASE(refusals_name_the_file_line_and_key) {

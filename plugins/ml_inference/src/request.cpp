@@ -1,0 +1,201 @@
+#include "request.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "grove/errors.hpp"
+
+namespace grove::ml {
+
+namespace {
+
+const char* dtype_name(DataType t) {
+  switch (t) {
+    case FLOAT32:
+      return "float32";
+    case UINT8:
+      return "uint8";
+    default:
+      return "unspecified";
+  }
+}
+
+caf::error bad_input(const std::string& name, const std::string& what) {
+  return make_error(errc::malformed, "input '" + name + "': " + what);
+}
+
+} // namespace
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+bool batchable(const std::vector<input_def>& inputs) {
+  return !inputs.empty() && std::all_of(inputs.begin(), inputs.end(), [](const input_def& in) {
+    return !in.shape.empty() && in.shape[0] == -1;
+  });
+}
+
+caf::expected<decoded> decode_tensors(const InferRequest& req,
+                                      const std::vector<input_def>& inputs,
+                                      uint64_t max_elements) {
+  if (!req.image().empty())
+    return make_error(errc::malformed, "an image request: the model has no preprocessing");
+  decoded out;
+  out.inputs.reserve(inputs.size());
+  bool batch_dim = batchable(inputs);
+  std::vector<bool> used(static_cast<size_t>(req.inputs_size()), false);
+  for (const auto& spec : inputs) {
+    const Tensor* t = nullptr;
+    for (int i = 0; i < req.inputs_size(); ++i)
+      if (req.inputs(i).name() == spec.name) {
+        if (t != nullptr)
+          return bad_input(spec.name, "given twice");
+        t = &req.inputs(i);
+        used[static_cast<size_t>(i)] = true;
+      }
+    if (t == nullptr)
+      return make_error(errc::malformed, "input '" + spec.name + "' is missing (expected "
+                                           + spec.dtype + " " + shape_text(spec.shape) + ")");
+    std::vector<int64_t> shape(t->shape().begin(), t->shape().end());
+    auto want = spec.dtype == "uint8" ? UINT8 : FLOAT32;
+    if (t->dtype() != want)
+      return bad_input(spec.name, std::string{"dtype "} + dtype_name(t->dtype()) + ", expected "
+                                    + spec.dtype);
+    if (shape.size() != spec.shape.size())
+      return bad_input(spec.name, "shape " + shape_text(shape) + " has "
+                                    + std::to_string(shape.size()) + " dimensions, expected "
+                                    + shape_text(spec.shape));
+    // Counted with an overflow check before anything is allocated: a claim of 2 GB
+    // elements costs nothing.
+    uint64_t elements = 1;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (shape[d] < 1 || (spec.shape[d] != -1 && shape[d] != spec.shape[d]))
+        return bad_input(spec.name, "shape " + shape_text(shape) + ", expected "
+                                      + shape_text(spec.shape) + " (-1: any size)");
+      if (static_cast<uint64_t>(shape[d]) > max_elements
+          || elements > max_elements / static_cast<uint64_t>(shape[d]))
+        return bad_input(spec.name, "shape " + shape_text(shape) + " has more than "
+                                      + std::to_string(max_elements)
+                                      + " elements (max_input_elements)");
+      elements *= static_cast<uint64_t>(shape[d]);
+    }
+    uint64_t esize = want == UINT8 ? 1 : 4;
+    if (t->data().size() != elements * esize)
+      return bad_input(spec.name, std::to_string(t->data().size()) + " bytes of data, expected "
+                                    + std::to_string(elements * esize) + " (" + spec.dtype + " "
+                                    + shape_text(shape) + ")");
+    if (batch_dim) {
+      if (&spec == &inputs.front())
+        out.batch = shape[0];
+      else if (shape[0] != out.batch)
+        return bad_input(spec.name, "batch dimension " + std::to_string(shape[0]) + ", but '"
+                                      + inputs.front().name + "' has "
+                                      + std::to_string(out.batch));
+    }
+    tensor x;
+    x.name = spec.name;
+    x.shape = std::move(shape);
+    x.data.resize(elements);
+    const auto* raw = reinterpret_cast<const unsigned char*>(t->data().data());
+    if (want == UINT8) {
+      for (uint64_t i = 0; i < elements; ++i)
+        x.data[i] = static_cast<float>(raw[i]);
+    } else {
+      std::memcpy(x.data.data(), raw, elements * 4);
+      for (uint64_t i = 0; i < elements; ++i)
+        if (!std::isfinite(x.data[i]))
+          return bad_input(spec.name, "element " + std::to_string(i) + " is "
+                                        + (std::isnan(x.data[i]) ? "NaN" : "infinite"));
+    }
+    out.inputs.push_back(std::move(x));
+  }
+  for (int i = 0; i < req.inputs_size(); ++i)
+    if (!used[static_cast<size_t>(i)]) {
+      std::string names;
+      for (const auto& spec : inputs)
+        names += (names.empty() ? "" : ", ") + spec.name;
+      return make_error(errc::malformed, "input '" + req.inputs(i).name()
+                                           + "' is not an input of the model (inputs: "
+                                           + names + ")");
+    }
+  return out;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> image_size(std::string_view b) {
+  auto byte = [&](size_t i) { return static_cast<uint64_t>(static_cast<unsigned char>(b[i])); };
+  auto be16 = [&](size_t i) { return byte(i) << 8 | byte(i + 1); };
+  auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
+  auto le32 = [&](size_t i) {
+    return static_cast<int32_t>(static_cast<uint32_t>(byte(i) | byte(i + 1) << 8
+                                                      | byte(i + 2) << 16 | byte(i + 3) << 24));
+  };
+  // PNG: the signature, then IHDR's width and height.
+  if (b.size() >= 24 && b.substr(0, 8) == std::string_view{"\x89PNG\r\n\x1a\n", 8}
+      && b.substr(12, 4) == "IHDR")
+    return std::pair{be32(16), be32(20)};
+  // BMP: BITMAPINFOHEADER's width and height (negative: top-down).
+  if (b.size() >= 26 && b.substr(0, 2) == "BM") {
+    int64_t w = le32(18), h = le32(22);
+    return std::pair{static_cast<uint64_t>(w < 0 ? -w : w), static_cast<uint64_t>(h < 0 ? -h : h)};
+  }
+  // JPEG: the first start-of-frame segment (SOF0-15 but DHT, JPG, DAC) before the scan.
+  if (b.size() >= 4 && byte(0) == 0xFF && byte(1) == 0xD8) {
+    size_t i = 2;
+    while (i + 4 <= b.size()) {
+      if (byte(i) != 0xFF)
+        return std::nullopt;
+      auto marker = byte(i + 1);
+      if (marker == 0xFF) { // fill byte
+        ++i;
+        continue;
+      }
+      if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { // no length
+        i += 2;
+        continue;
+      }
+      if (marker == 0xDA || marker == 0xD9)
+        return std::nullopt; // the scan or the end before any frame header
+      auto len = be16(i + 2);
+      if (len < 2)
+        return std::nullopt;
+      if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8
+          && marker != 0xCC) {
+        if (i + 9 > b.size())
+          return std::nullopt;
+        return std::pair{be16(i + 7), be16(i + 5)};
+      }
+      i += 2 + len;
+    }
+  }
+  return std::nullopt;
+}
+
+void top_labels(const tensor& scores, int64_t batch, uint32_t k,
+                const std::vector<std::string>& labels, InferResponse& out) {
+  if (batch < 1 || scores.data.empty() || scores.data.size() % static_cast<size_t>(batch) != 0)
+    return;
+  auto row = scores.data.size() / static_cast<size_t>(batch);
+  std::vector<uint32_t> idx(row);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* s = scores.data.data() + static_cast<size_t>(b) * row;
+    std::iota(idx.begin(), idx.end(), 0u);
+    auto n = std::min<size_t>(k, row);
+    std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end(),
+                      [s](uint32_t a, uint32_t c) { return s[a] > s[c] || (s[a] == s[c] && a < c); });
+    for (size_t i = 0; i < n; ++i) {
+      auto* l = out.add_top();
+      l->set_index(idx[i]);
+      l->set_score(s[idx[i]]);
+      if (idx[i] < labels.size())
+        l->set_label(labels[idx[i]]);
+    }
+  }
+}
+
+} // namespace grove::ml

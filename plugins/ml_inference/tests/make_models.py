@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""Builds the test models of ml_inference_test with onnx.helper (Debian's python3-onnx) and
+their expected outputs with numpy, computed independently of any inference engine.
+
+Usage: make_models.py OUTDIR. Writes OUTDIR/<case>.onnx (or .tar.gz), OUTDIR/cat.png and
+OUTDIR/index.json: per case the model file, its sha256, the manifest, inputs and
+expected outputs (lists of floats)."""
+import hashlib, io, json, os, struct, sys, tarfile, zipfile, zlib
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = sys.argv[1]
+os.makedirs(OUT, exist_ok=True)
+rng = np.random.default_rng(17)
+cases = []
+
+
+def model(nodes, inputs, outputs, inits, name):
+    g = helper.make_graph(nodes, name, inputs, outputs,
+                          [numpy_helper.from_array(v.astype(np.float32) if v.dtype == np.float64 else v, k)
+                           for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    m.ir_version = 7
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def f32(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def write(name, data):
+    path = os.path.join(OUT, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def case(cid, onnx_bytes, manifest_inputs, feeds, expected, **extra):
+    path, digest = write(cid + ".onnx", onnx_bytes)
+    cases.append(dict(id=cid, path=path, sha256=digest,
+                      manifest=dict(inputs=manifest_inputs),
+                      inputs=[dict(name=k, shape=list(v.shape), data=v.ravel().tolist()) for k, v in feeds],
+                      outputs=[dict(name=k, shape=list(v.shape), data=v.astype(np.float32).ravel().tolist())
+                               for k, v in expected], **extra))
+
+
+# numpy references ------------------------------------------------------------------------
+def conv2d(x, w, b, pad, stride=1):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    y = np.zeros((n, o, oh, ow), dtype=np.float64)
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].astype(np.float64)
+            y[:, :, i, j] = np.tensordot(patch, w.astype(np.float64), axes=([1, 2, 3], [1, 2, 3]))
+    return y + b.reshape(1, -1, 1, 1)
+
+
+def pool(x, k, s, fn):
+    n, c, h, w = x.shape
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            y[:, :, i, j] = fn(x[:, :, i * s:i * s + k, j * s:j * s + k], axis=(2, 3))
+    return y
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def bn(x, s, b, m, v, eps=1e-5):
+    r = lambda a: a.reshape(1, -1, 1, 1)
+    return (x - r(m)) / np.sqrt(r(v) + eps) * r(s) + r(b)
+
+
+# operator cases --------------------------------------------------------------------------
+# Conv + Relu
+W, B = f32(4, 3, 3, 3), f32(4)
+x = f32(1, 3, 8, 8)
+case("conv_relu",
+     model([helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"])],
+           [vi("x", [1, 3, 8, 8])], [vi("y", [1, 4, 8, 8])], {"W": W, "B": B}, "conv_relu"),
+     [dict(name="x", shape=[1, 3, 8, 8])], [("x", x)], [("y", np.maximum(conv2d(x, W, B, 1), 0))])
+
+# Gemm + Sigmoid, a batch dimension
+W, B = f32(8, 16), f32(8)
+x = f32(3, 16)
+case("gemm_sigmoid",
+     model([helper.make_node("Gemm", ["x", "W", "B"], ["g"], transB=1),
+            helper.make_node("Sigmoid", ["g"], ["y"])],
+           [vi("x", ["N", 16])], [vi("y", ["N", 8])], {"W": W, "B": B}, "gemm_sigmoid"),
+     [dict(name="x", shape=[-1, 16])], [("x", x)], [("y", sigmoid(x.astype(np.float64) @ W.T + B))])
+
+# MatMul + Add + Mul + Softmax
+W, B, S = f32(10, 5), f32(1, 5), np.float32(0.5) * np.ones((1, 5), np.float32)
+x = f32(1, 10)
+case("matmul_softmax",
+     model([helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "B"], ["a"]),
+            helper.make_node("Mul", ["a", "S"], ["s"]), helper.make_node("Softmax", ["s"], ["y"], axis=1)],
+           [vi("x", [1, 10])], [vi("y", [1, 5])], {"W": W, "B": B, "S": S}, "matmul_softmax"),
+     [dict(name="x", shape=[1, 10])], [("x", x)], [("y", softmax((x.astype(np.float64) @ W + B) * S))])
+
+# MaxPool + AveragePool
+x = f32(1, 2, 8, 8)
+case("pooling",
+     model([helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+           [vi("x", [1, 2, 8, 8])], [vi("y", [1, 2, 2, 2])], {}, "pooling"),
+     [dict(name="x", shape=[1, 2, 8, 8])], [("x", x)],
+     [("y", pool(pool(x, 2, 2, np.max), 2, 2, np.mean))])
+
+# BatchNormalization
+s, b, m, v = f32(3), f32(3), f32(3), np.abs(f32(3)) + 0.5
+x = f32(1, 3, 4, 4)
+case("batchnorm",
+     model([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-5)],
+           [vi("x", [1, 3, 4, 4])], [vi("y", [1, 3, 4, 4])], {"s": s, "b": b, "m": m, "v": v}, "batchnorm"),
+     [dict(name="x", shape=[1, 3, 4, 4])], [("x", x)], [("y", bn(x.astype(np.float64), s, b, m, v))])
+
+# Concat of two inputs + Reshape
+shape = np.array([1, 18], dtype=np.int64)
+x1, x2 = f32(1, 2, 3), f32(1, 4, 3)
+case("concat_reshape",
+     model([helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+            helper.make_node("Reshape", ["c", "shape"], ["y"])],
+           [vi("a", [1, 2, 3]), vi("b", [1, 4, 3])], [vi("y", [1, 18])], {"shape": shape}, "concat_reshape"),
+     [dict(name="a", shape=[1, 2, 3]), dict(name="b", shape=[1, 4, 3])], [("a", x1), ("b", x2)],
+     [("y", np.concatenate([x1, x2], axis=1).reshape(1, 18))])
+
+# A small CNN classifier: Conv-BN-Relu-MaxPool-Conv-Relu-GlobalAveragePool-Flatten-Gemm-
+# Softmax on 3x32x32 images, 10 classes, as an archive with manifest.yaml (preprocessing:
+# RGB, (x - 127.5) / 127.5, NCHW). Its expected output for cat.png is computed here.
+W1, B1 = f32(8, 3, 3, 3) * 0.3, f32(8) * 0.1
+s1, b1, m1, v1 = f32(8), f32(8), f32(8) * 0.1, np.abs(f32(8)) + 0.5
+W2, B2 = f32(16, 8, 3, 3) * 0.2, f32(16) * 0.1
+W3, B3 = f32(10, 16), f32(10)
+labels = ["cat", "dog", "bird", "fish", "frog", "horse", "ship", "truck", "plane", "car"]
+cnn = model([
+    helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("BatchNormalization", ["c1", "s1", "b1", "m1", "v1"], ["n1"]),
+    helper.make_node("Relu", ["n1"], ["r1"]),
+    helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("Conv", ["p1", "W2", "B2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["c2"], ["r2"]),
+    helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+    helper.make_node("Flatten", ["g"], ["f"], axis=1),
+    helper.make_node("Gemm", ["f", "W3", "B3"], ["l"], transB=1),
+    helper.make_node("Softmax", ["l"], ["prob"], axis=1)],
+    [vi("x", ["N", 3, 32, 32])], [vi("prob", ["N", 10])],
+    {"W1": W1, "B1": B1, "s1": s1, "b1": b1, "m1": m1, "v1": v1, "W2": W2, "B2": B2, "W3": W3, "B3": B3}, "cnn")
+
+
+def cnn_ref(x):
+    x = x.astype(np.float64)
+    r1 = np.maximum(bn(conv2d(x, W1, B1, 1), s1, b1, m1, v1), 0)
+    r2 = np.maximum(conv2d(pool(r1, 2, 2, np.max), W2, B2, 1), 0)
+    return softmax(r2.mean(axis=(2, 3)) @ W3.T.astype(np.float64) + B3)
+
+
+# The image: 32x32 RGB, a PNG written with zlib (no imaging library needed).
+img = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+def png(a):
+    h, w, _ = a.shape
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+png_path, _ = write("cat.png", png(img))
+# 5000x5000 black pixels in ~75 KB of PNG: over max_image_pixels (16.7 M) by default.
+big_png, _ = write("big.png", png(np.zeros((5000, 5000, 3), dtype=np.uint8)))
+img_x = ((img.astype(np.float64) - 127.5) / 127.5).transpose(2, 0, 1)[None]
+
+manifest = ("inputs:\n  - {name: x, dtype: float32, shape: [-1, 3, 32, 32]}\n"
+            "preprocessing: {width: 32, height: 32, mean: [127.5, 127.5, 127.5], scale: 0.00784313725490196,"
+            " channel_order: rgb, layout: nchw}\n"
+            "labels: [" + ", ".join(labels) + "]\ntop_k: 3\n")
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    for name, data in (("model.onnx", cnn), ("manifest.yaml", manifest.encode())):
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        tar.addfile(ti, io.BytesIO(data))
+path, digest = write("cnn.tar.gz", buf.getvalue())
+# The same package as a .zip (libarchive reads both), model and manifest under "./".
+zbuf = io.BytesIO()
+with zipfile.ZipFile(zbuf, "w") as z:
+    z.writestr("./model.onnx", cnn)
+    z.writestr("./manifest.yaml", manifest)
+zip_path, zip_digest = write("cnn.zip", zbuf.getvalue())
+xs = f32(2, 3, 32, 32)
+cases.append(dict(id="cnn", path=path, sha256=digest, archive=True,
+                  inputs=[dict(name="x", shape=[2, 3, 32, 32], data=xs.ravel().tolist())],
+                  outputs=[dict(name="prob", shape=[2, 10], data=cnn_ref(xs).astype(np.float32).ravel().tolist())],
+                  image=png_path, image_output=cnn_ref(img_x).astype(np.float32).ravel().tolist(),
+                  labels=labels, zip=dict(path=zip_path, sha256=zip_digest)))
+# The same network as a bare .onnx (the benchmark's CNN) and a small MLP.
+write("cnn.onnx", cnn)
+Wa, Ba, Wb, Bb = f32(64, 32) * 0.2, f32(64), f32(10, 64) * 0.2, f32(10)
+write("mlp.onnx", model([helper.make_node("Gemm", ["x", "Wa", "Ba"], ["h"], transB=1),
+                         helper.make_node("Relu", ["h"], ["r"]),
+                         helper.make_node("Gemm", ["r", "Wb", "Bb"], ["l"], transB=1),
+                         helper.make_node("Softmax", ["l"], ["y"], axis=1)],
+                        [vi("x", ["N", 32])], [vi("y", ["N", 10])],
+                        {"Wa": Wa, "Ba": Ba, "Wb": Wb, "Bb": Bb}, "mlp"))
+
+# The benchmark's larger CNN (tools/bench/ml_bench.cpp): 3x96x96, three Conv+Relu+MaxPool
+# stages (16, 32, 64 channels), GlobalAveragePool, Gemm, Softmax; ~25 M multiply-adds.
+C1, C2, C3, G = f32(16, 3, 3, 3) * 0.3, f32(32, 16, 3, 3) * 0.1, f32(64, 32, 3, 3) * 0.1, f32(10, 64)
+write("cnn96.onnx", model([
+    helper.make_node("Conv", ["x", "C1"], ["a1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["a1"], ["b1"]),
+    helper.make_node("MaxPool", ["b1"], ["c1"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("Conv", ["c1", "C2"], ["a2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["a2"], ["b2"]),
+    helper.make_node("MaxPool", ["b2"], ["c2"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("Conv", ["c2", "C3"], ["a3"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["a3"], ["b3"]),
+    helper.make_node("GlobalAveragePool", ["b3"], ["g"]),
+    helper.make_node("Flatten", ["g"], ["f"], axis=1),
+    helper.make_node("Gemm", ["f", "G"], ["l"], transB=1),
+    helper.make_node("Softmax", ["l"], ["y"], axis=1)],
+    [vi("x", ["N", 3, 96, 96])], [vi("y", ["N", 10])], {"C1": C1, "C2": C2, "C3": C3, "G": G}, "cnn96"))
+
+# Models that must fail: not ONNX, an operator OpenCV 4.6 lacks (Hardmax), and one that
+# loads but throws at inference (a fixed Reshape after a Conv of any spatial size).
+bad = {}
+bad["not_onnx"] = write("not_onnx.onnx", b"this is not an ONNX model\n" * 10)
+bad["unsupported"] = write("unsupported.onnx", model(
+    [helper.make_node("Hardmax", ["x"], ["y"])], [vi("x", [1, 4])], [vi("y", [1, 4])], {}, "hardmax"))
+Wt = f32(2, 1, 3, 3)
+bad["throws"] = write("throws.onnx", model(
+    [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+     helper.make_node("Reshape", ["c", "shape"], ["y"])],
+    [vi("x", [1, 1, "H", "W"])], [vi("y", [1, 32])],
+    {"W": Wt, "shape": np.array([1, 32], dtype=np.int64)}, "throws"))
+
+with open(os.path.join(OUT, "index.json"), "w") as f:
+    json.dump(dict(big_png=big_png, cases=cases, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)

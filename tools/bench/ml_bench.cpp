@@ -1,0 +1,290 @@
+// ml_bench: inference through the bus (ml_inference in a real in-process kernel, the typed
+// client's request, reply decoded) against OpenCV DNN called directly in the same process,
+// same model, same input, for a small MLP and a small CNN (the models of
+// plugins/ml_inference/tests/make_models.py). Reports batch-1 latency and the overhead
+// ratio, the throughput gain of dynamic batching at concurrency 1, 8 and 32 (the same CNN
+// served twice: maxBatchSize 1 and 32), and the resident memory per loaded model. Prints
+// one JSON object. Not a test: it reports figures and never fails on them.
+//
+// Usage: ml_bench [REQUESTS] [SECONDS_PER_CONCURRENCY]
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/dnn.hpp>
+
+#include "bench_stats.hpp"
+#include "grove/kernel/kernel.hpp"
+#include "grove/ml_inference/client.hpp"
+#include "grove/testing/harness.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace gml = grove::ml_inference;
+using json = nlohmann::ordered_json;
+using grove::bench::clock_type;
+using grove::bench::pct;
+using grove::bench::round2;
+using grove::bench::us_since;
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in{p, std::ios::binary};
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string sha256_of(const fs::path& p) {
+  auto cmd = "sha256sum " + p.string();
+  std::string out(64, '\0');
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (f == nullptr || std::fread(out.data(), 1, 64, f) != 64)
+    out.clear();
+  if (f != nullptr)
+    ::pclose(f);
+  return out;
+}
+
+/// Resident set size in KiB.
+long rss_kib() {
+  std::ifstream in{"/proc/self/statm"};
+  long pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+}
+
+std::string resource(const std::string& id, const fs::path& file, const std::string& input,
+                     const std::string& extra = "") {
+  return "  - id: " + id + "\n    config:\n      localMachineLearningModelResourceData:\n"
+         "        path: " + file.string() + "\n        sha256: " + sha256_of(file) + "\n"
+         "        manifest: {inputs: [" + input + "]}\n" + extra;
+}
+
+struct model_case {
+  std::string id;
+  fs::path file;
+  std::vector<int64_t> shape;
+  std::string input_yaml;
+};
+
+caf::expected<grove::ml::InferResponse> infer(grove::testing::harness& h, const std::string& id,
+                                              const grove::ml::InferRequest& req) {
+  return gml::infer_rpc{gml::infer_topic(id)}.call_with(
+    [&](grove::Envelope e) { return h.request(e.topic(), e.payload(), std::chrono::seconds{30}); },
+    req);
+}
+
+json latency(const std::vector<double>& us) {
+  return {{"p50_us", round2(pct(us, 0.5))}, {"p99_us", round2(pct(us, 0.99))}};
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int requests = argc > 1 ? std::atoi(argv[1]) : 500;
+  double seconds = argc > 2 ? std::atof(argv[2]) : 3.0;
+  cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+  auto dir = fs::temp_directory_path() / ("ml_bench." + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto cmd = std::string{"/usr/bin/python3 "} + ML_MAKE_MODELS + " " + dir.string()
+             + " >/dev/null";
+  if (std::system(cmd.c_str()) != 0) {
+    std::cerr << "ml_bench: " << cmd << " failed (python3-onnx, python3-numpy)\n";
+    return 1;
+  }
+  std::vector<model_case> cases{
+    {"mlp", dir / "mlp.onnx", {1, 32}, "{name: x, shape: [-1, 32]}"},
+    {"cnn", dir / "cnn.onnx", {1, 3, 32, 32}, "{name: x, shape: [-1, 3, 32, 32]}"},
+    {"cnn96", dir / "cnn96.onnx", {1, 3, 96, 96}, "{name: x, shape: [-1, 3, 96, 96]}"}};
+  auto group_file = dir / "group.yaml";
+  std::string group = "name: bench\nresources:\n";
+  for (auto& c : cases)
+    group += resource(c.id, c.file, c.input_yaml, "        maxBatchSize: 1\n");
+  group += resource("cnn_batched", dir / "cnn.onnx", cases[1].input_yaml,
+                    "        maxBatchSize: 32\n        maxBatchDelayUs: 1000\n");
+  group += resource("cnn96_batched", dir / "cnn96.onnx", cases[2].input_yaml,
+                    "        maxBatchSize: 32\n        maxBatchDelayUs: 1000\n");
+  std::ofstream{group_file} << group;
+
+  long rss_before = rss_kib();
+  grove::testing::harness_options o;
+  o.group_file = group_file;
+  o.log_level = "off";
+  grove::testing::harness h{ML_PLUGIN, "{threads: 1, queue_capacity: 1000}", o};
+  if (auto e = h.start()) {
+    std::cerr << "ml_bench: " << grove::describe(e) << "\n";
+    return 1;
+  }
+  json memory;
+  auto wait_serving = [&](size_t n) {
+    for (int i = 0; i < 6000; ++i) {
+      auto r = gml::models_rpc{std::string{gml::models_topic}}.call_with(
+        [&](grove::Envelope e) { return h.request(e.topic(), e.payload()); },
+        grove::ml::ModelsRequest{});
+      size_t serving = 0;
+      if (r)
+        for (const auto& m : r->models())
+          serving += m.state() == grove::ml::ModelInfo::SERVING ? 1 : 0;
+      if (serving >= n)
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+    return false;
+  };
+  if (!wait_serving(5)) {
+    std::cerr << "ml_bench: the models did not load\n";
+    return 1;
+  }
+  // Memory: 8 more copies of the 96x96 CNN (one worker each) loaded by a group change,
+  // each run once (OpenCV allocates a network's buffers at its first forward).
+  long rss_loaded = rss_kib(); // before any request: no buffers of runs yet
+  std::string more = group;
+  for (int i = 0; i < 8; ++i)
+    more += resource("cnn96_copy" + std::to_string(i), dir / "cnn96.onnx", cases[2].input_yaml,
+                     "        maxBatchSize: 1\n");
+  std::ofstream{group_file} << more;
+  if (h.kernel().reload_group() || !wait_serving(13)) {
+    std::cerr << "ml_bench: the copies did not load\n";
+    return 1;
+  }
+  {
+    grove::ml::InferRequest req;
+    gml::add_input(req, "x", {1, 3, 96, 96}, std::vector<float>(3 * 96 * 96, 0.5f));
+    (void) infer(h, "cnn96", req); // the reference copy's buffers are counted before
+  }
+  long rss_loaded_run = rss_kib();
+  for (int i = 0; i < 8; ++i) {
+    grove::ml::InferRequest req;
+    gml::add_input(req, "x", {1, 3, 96, 96}, std::vector<float>(3 * 96 * 96, 0.5f));
+    (void) infer(h, "cnn96_copy" + std::to_string(i), req);
+  }
+  long rss_more = rss_kib();
+  memory = {{"rss_kib_before_kernel", rss_before},
+                   {"rss_kib_kernel_and_5_models", rss_loaded},
+                   {"rss_kib_per_cnn96_model_loaded_and_run", (rss_more - rss_loaded_run) / 8},
+                   {"cnn96_file_bytes", fs::file_size(dir / "cnn96.onnx")},
+                   {"cnn_file_bytes", fs::file_size(dir / "cnn.onnx")},
+                   {"mlp_file_bytes", fs::file_size(dir / "mlp.onnx")}};
+  json out;
+  out["bench"] = "ml_bench";
+  out["requests"] = requests;
+  out["backend"] = std::string{"opencv-dnn "} + CV_VERSION;
+
+  // Batch 1: direct OpenCV DNN vs the bus, alternating blocks so drift hits both.
+  json batch1 = json::object();
+  for (auto& c : cases) {
+    std::vector<int64_t> shape = c.shape;
+    size_t n = 1;
+    for (auto d : shape)
+      n *= static_cast<size_t>(d);
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i)
+      x[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
+    auto bytes = slurp(c.file);
+    auto net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
+    std::vector<int> dims(shape.begin(), shape.end());
+    grove::ml::InferRequest req;
+    gml::add_input(req, "x", shape, x);
+    std::vector<double> direct, bus;
+    for (int i = 0; i < 20; ++i) { // warm-up
+      cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F, x.data());
+      net.setInput(blob, "x");
+      net.forward();
+      (void) infer(h, c.id, req);
+    }
+    for (int block = 0; block < 10; ++block) {
+      for (int i = 0; i < requests / 10; ++i) {
+        auto t0 = clock_type::now();
+        cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F, x.data());
+        net.setInput(blob, "x");
+        cv::Mat y = net.forward();
+        direct.push_back(us_since(t0));
+      }
+      for (int i = 0; i < requests / 10; ++i) {
+        auto t0 = clock_type::now();
+        auto r = infer(h, c.id, req);
+        if (!r) {
+          std::cerr << "ml_bench: " << grove::describe(r.error()) << "\n";
+          return 1;
+        }
+        bus.push_back(us_since(t0));
+      }
+    }
+    double d50 = pct(direct, 0.5), b50 = pct(bus, 0.5);
+    batch1[c.id] = {{"direct", latency(direct)},
+                    {"bus", latency(bus)},
+                    {"bus_over_direct_p50", round2(b50 / d50)},
+                    {"overhead_pct_p50", round2((b50 / d50 - 1) * 100)},
+                    {"overhead_us_p50", round2(b50 - d50)}};
+  }
+  // The plugin's own p50 (queued at the model to answered): the rest of the bus figure is
+  // the request's way in and the reply's way out.
+  {
+    auto r = gml::models_rpc{std::string{gml::models_topic}}.call_with(
+      [&](grove::Envelope e) { return h.request(e.topic(), e.payload()); },
+      grove::ml::ModelsRequest{});
+    if (r)
+      for (const auto& m : r->models())
+        if (batch1.contains(m.id()))
+          batch1[m.id()]["plugin_queue_to_reply_p50_us"] = m.p50_us();
+  }
+  out["batch1"] = batch1;
+
+  // Dynamic batching: N clients, each one request at a time, for `seconds`.
+  json batching = json::object();
+  for (int conc : {1, 8, 32}) {
+    json row;
+    for (const char* id : {"cnn", "cnn_batched", "cnn96", "cnn96_batched"}) {
+      std::string sid = id;
+      std::vector<int64_t> shape{1, 3, sid.starts_with("cnn96") ? 96 : 32,
+                                 sid.starts_with("cnn96") ? 96 : 32};
+      grove::ml::InferRequest req;
+      gml::add_input(req, "x", shape, std::vector<float>(static_cast<size_t>(3 * shape[2] * shape[3]), 0.5f));
+      std::atomic<bool> stop{false};
+      std::atomic<uint64_t> done{0}, failed{0};
+      std::vector<std::thread> ts;
+      auto t0 = clock_type::now();
+      for (int t = 0; t < conc; ++t)
+        ts.emplace_back([&] {
+          while (!stop) {
+            if (infer(h, id, req))
+              ++done;
+            else
+              ++failed;
+          }
+        });
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+      stop = true;
+      for (auto& t : ts)
+        t.join();
+      double secs = us_since(t0) / 1e6;
+      row[id] = {{"requests_per_s", round2(static_cast<double>(done) / secs)},
+                 {"failed", failed.load()}};
+    }
+    for (const char* id : {"cnn", "cnn96"})
+      row[std::string{id} + "_gain"]
+        = round2(row[std::string{id} + "_batched"]["requests_per_s"].get<double>()
+                 / row[id]["requests_per_s"].get<double>());
+    batching["concurrency_" + std::to_string(conc)] = row;
+  }
+  out["batching"] = batching;
+  out["memory"] = memory;
+
+  std::cout << out.dump() << std::endl;
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return 0;
+}
