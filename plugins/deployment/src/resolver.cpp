@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <set>
 #include <unordered_map>
 
 namespace grove::deployment {
@@ -79,7 +78,7 @@ public:
       for (const auto& r : reqs)
         n->reqs.push_back(constraint{&r.requirer, nullptr, nullptr, &r.range, &r.range_text});
     }
-    std::set<size_t> conflict;
+    conflict_set conflict;
     if (!solve(0, conflict)) {
       if (!failure_) // cannot happen: every way to fail records why
         fail(resolve_failure::conflict, "", "no resolution");
@@ -92,6 +91,16 @@ public:
 private:
   // A requirement on a node: from a root (requirer set) or from a picked version.
   struct node;
+
+  // Depth of a pick → whether its version itself failed (see solve()).
+  using conflict_set = std::map<size_t, bool>;
+
+  static bool same_dependencies(const available_version& a, const available_version& b) {
+    return std::equal(a.dependencies.begin(), a.dependencies.end(), b.dependencies.begin(),
+                      b.dependencies.end(), [](const dependency& x, const dependency& y) {
+                        return x.name == y.name && x.range_text == y.range_text;
+                      });
+  }
 
   struct constraint {
     const std::string* requirer;       // root requirer, or the depending component's name
@@ -130,7 +139,7 @@ private:
         e.component = name;
         e.message = "the component store failed: " + caf::to_string(got.error());
         e.cause = std::move(got.error());
-        failure_ = std::move(e);
+        failure_ = std::move(e); // replaces a dead end met before
         aborted_ = true;
         return nullptr;
       }
@@ -203,11 +212,17 @@ private:
   }
 
   // Picks the node at `depth` and, recursively, those after it. On failure `conflict`
-  // holds the depths whose picks caused it (conflict-directed backjumping: a level not in
-  // its child's conflict set cannot fix the child by picking another version, so it
-  // returns at once instead of trying them all; with plain backtracking one component
-  // no version fits would make the search try every combination before it).
-  bool solve(size_t depth, std::set<size_t>& conflict) {
+  // holds the depths whose picks caused it, each marked true when the picked version
+  // itself failed a requirement (false: only the ranges that pick put on its
+  // dependencies took part). Two prunings follow from it:
+  // - conflict-directed backjumping: a level not in its child's conflict set cannot fix
+  //   the child by picking another version, so it returns at once instead of trying them
+  //   all (plain backtracking would try every combination above one component no
+  //   version fits);
+  // - a version whose subtree failed through its dependency ranges alone makes the next
+  //   versions with the same dependencies fail alike: they are skipped (a component's
+  //   patch releases usually share their dependencies).
+  bool solve(size_t depth, conflict_set& conflict) {
     conflict.clear();
     if (depth == order_.size())
       return true;
@@ -217,16 +232,20 @@ private:
     auto add_sources = [&](const node& m, const node* except) {
       for (const auto& c : m.reqs)
         if (c.src && c.src != except)
-          conflict.insert(c.src->depth);
+          conflict.try_emplace(c.src->depth, false);
     };
     add_sources(n, nullptr);
     bool tried = false;
+    const available_version* failed_alike = nullptr; // failed through its ranges alone
     for (size_t i = 0; i < n.versions->size(); ++i) {
       const auto& v = (*n.versions)[i];
       if (!usable(v) || !meets(n, v))
         continue;
       tried = true;
+      if (failed_alike && same_dependencies(*failed_alike, v))
+        continue;
       if (++steps_ > max_steps_) {
+        failure_.reset(); // a dead end met before is not why the search stops
         fail(resolve_failure::too_complex, *n.name,
              "resolution gave up after trying " + std::to_string(max_steps_)
                + " versions (at " + *n.name + ")");
@@ -249,7 +268,7 @@ private:
                                    : has_candidate(*d);
         if (!fits) {
           if (d->picked >= 0)
-            conflict.insert(d->depth);
+            conflict[d->depth] = true; // d's picked version is what fails
           else
             add_sources(*d, &n);
           fail_at(*d);
@@ -258,18 +277,23 @@ private:
         }
       }
       bool jump = false;
-      if (ok) {
-        std::set<size_t> below;
+      if (!ok) {
+        failed_alike = &v; // the check ahead looked at v's ranges only
+      } else {
+        conflict_set below;
         if (solve(depth + 1, below))
           return true;
         if (aborted_)
           return false;
-        if (!below.count(depth)) {
+        auto self = below.find(depth);
+        if (self == below.end()) {
           conflict = std::move(below);
           jump = true;
         } else {
-          below.erase(depth);
-          conflict.insert(below.begin(), below.end());
+          failed_alike = self->second ? nullptr : &v;
+          below.erase(self);
+          for (const auto& [k, version_at_fault] : below)
+            conflict[k] = conflict[k] || version_at_fault;
         }
       }
       for (auto it = touched.rbegin(); it != touched.rend(); ++it)
