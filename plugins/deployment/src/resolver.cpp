@@ -110,7 +110,24 @@ private:
     const std::string* range_text;
   };
 
+  // One pick of a nogood: `who` at `version` (or, not `exact`, any version with the
+  // same dependencies).
+  struct nogood_entry {
+    const node* who;
+    const available_version* version;
+    bool exact;
+  };
+
+  struct learned {
+    const available_version* version;
+    bool exact;
+    std::vector<nogood_entry> when;
+  };
+
+  static constexpr size_t max_nogoods_per_node = 64;
+
   struct node {
+    std::vector<learned> nogoods;
     const std::vector<available_version>* versions = nullptr;
     std::vector<constraint> reqs;
     int picked = -1;
@@ -229,12 +246,16 @@ private:
     node& n = *order_[depth];
     n.depth = depth;
     // Picks whose requirements bound `m` (or made it needed at all).
-    auto add_sources = [&](const node& m, const node* except) {
+    auto add_sources = [](conflict_set& to, const node& m, const node* except) {
       for (const auto& c : m.reqs)
         if (c.src && c.src != except)
-          conflict.try_emplace(c.src->depth, false);
+          to.try_emplace(c.src->depth, false);
     };
-    add_sources(n, nullptr);
+    auto merge = [](conflict_set& to, const conflict_set& from) {
+      for (const auto& [k, at_fault] : from)
+        to[k] = to[k] || at_fault;
+    };
+    add_sources(conflict, n, nullptr);
     bool tried = false;
     const available_version* failed_alike = nullptr; // failed through its ranges alone
     for (size_t i = 0; i < n.versions->size(); ++i) {
@@ -244,6 +265,11 @@ private:
       tried = true;
       if (failed_alike && same_dependencies(*failed_alike, v))
         continue;
+      conflict_set local; // why this version fails
+      if (learned_against(n, v, local)) {
+        merge(conflict, local);
+        continue;
+      }
       if (++steps_ > max_steps_) {
         failure_.reset(); // a dead end met before is not why the search stops
         fail(resolve_failure::too_complex, *n.name,
@@ -268,9 +294,9 @@ private:
                                    : has_candidate(*d);
         if (!fits) {
           if (d->picked >= 0)
-            conflict[d->depth] = true; // d's picked version is what fails
+            local[d->depth] = true; // d's picked version is what fails
           else
-            add_sources(*d, &n);
+            add_sources(local, *d, &n);
           fail_at(*d);
           ok = false;
           break;
@@ -279,6 +305,7 @@ private:
       bool jump = false;
       if (!ok) {
         failed_alike = &v; // the check ahead looked at v's ranges only
+        learn(n, v, false, local);
       } else {
         conflict_set below;
         if (solve(depth + 1, below))
@@ -290,12 +317,15 @@ private:
           conflict = std::move(below);
           jump = true;
         } else {
-          failed_alike = self->second ? nullptr : &v;
+          bool exact = self->second;
+          failed_alike = exact ? nullptr : &v;
           below.erase(self);
-          for (const auto& [k, version_at_fault] : below)
-            conflict[k] = conflict[k] || version_at_fault;
+          local = std::move(below);
+          learn(n, v, exact, local);
         }
       }
+      if (!jump)
+        merge(conflict, local);
       for (auto it = touched.rbegin(); it != touched.rend(); ++it)
         (*it)->reqs.pop_back();
       for (size_t k = order_mark; k < order_.size(); ++k)
@@ -307,6 +337,41 @@ private:
     }
     if (!tried)
       fail_at(n);
+    return false;
+  }
+
+  // Remembers that `v` of `n` (any version with its dependencies unless `exact`) fails
+  // while the picks at the depths of `why` stand: a nogood, valid for the whole search,
+  // so a later branch that makes the same picks skips `v` at once instead of exploring
+  // its subtree again (backjumping alone forgets it when it undoes the picks).
+  void learn(node& n, const available_version& v, bool exact, const conflict_set& why) {
+    learned l{&v, exact, {}};
+    for (const auto& [k, at_fault] : why) {
+      const node* who = order_[k];
+      l.when.push_back(nogood_entry{who, &(*who->versions)[who->picked], at_fault});
+    }
+    if (n.nogoods.size() >= max_nogoods_per_node)
+      n.nogoods.erase(n.nogoods.begin()); // the oldest; forgetting one is always sound
+    n.nogoods.push_back(std::move(l));
+  }
+
+  // Whether a nogood rules `v` of `n` out under the current picks; `why` gets its picks.
+  bool learned_against(const node& n, const available_version& v, conflict_set& why) const {
+    auto alike = [](const available_version* a, const available_version& b, bool exact) {
+      return exact ? a == &b : same_dependencies(*a, b);
+    };
+    for (const auto& l : n.nogoods) {
+      if (!alike(l.version, v, l.exact))
+        continue;
+      bool holds = std::all_of(l.when.begin(), l.when.end(), [&](const nogood_entry& e) {
+        return e.who->picked >= 0 && alike(e.version, (*e.who->versions)[e.who->picked], e.exact);
+      });
+      if (holds) {
+        for (const auto& e : l.when)
+          why[e.who->depth] = why[e.who->depth] || e.exact;
+        return true;
+      }
+    }
     return false;
   }
 
