@@ -1,5 +1,6 @@
 #include "api.hpp"
 
+#include "lambda.hpp"
 #include "resolver.hpp"
 
 #include <algorithm>
@@ -286,12 +287,9 @@ http_response api::create_component_version(const http_request& req, int64_t now
     return validation("give inlineRecipe or lambdaFunction, not both",
                       json::array({{{"name", "lambdaFunction"},
                                     {"message", "exactly one of inlineRecipe, lambdaFunction"}}}));
-  if (has("lambdaFunction"))
-    return validation("lambdaFunction is not supported by this Grove version yet; give an "
-                      "inlineRecipe",
-                      json::array({{{"name", "lambdaFunction"}, {"message", "not supported yet"}}}));
-  if (!has("inlineRecipe") || !body["inlineRecipe"].is_string())
-    return validation("inlineRecipe is required (a base64 blob)",
+  const bool lambda = has("lambdaFunction");
+  if (!lambda && (!has("inlineRecipe") || !body["inlineRecipe"].is_string()))
+    return validation("inlineRecipe (a base64 blob) or lambdaFunction is required",
                       json::array({{{"name", "inlineRecipe"}, {"message", "required"}}}));
   std::string token;
   if (has("clientToken")) {
@@ -328,16 +326,39 @@ http_response api::create_component_version(const http_request& req, int64_t now
     }
   }
   std::string recipe_text;
-  if (!base64_decode(body["inlineRecipe"].get_ref<const std::string&>(), recipe_text))
+  json platforms = nullptr; // a lambdaFunction's componentPlatforms, with their names
+  const char* source = lambda ? "lambdaFunction" : "inlineRecipe";
+  if (lambda) {
+    // The function package becomes a recipe, stored and served like an inline one.
+    std::vector<recipe_error> errors;
+    auto converted = convert_lambda(
+      body["lambdaFunction"],
+      lambda_settings{settings_.lambda_packages_dir, settings_.region, settings_.account_id},
+      errors);
+    if (!converted) {
+      json fields = json::array();
+      std::string message = "lambdaFunction cannot be converted:";
+      for (auto& e : errors) {
+        fields.push_back({{"name", e.field}, {"message", e.message}});
+        if (fields.size() <= 5)
+          message += " " + e.field + ": " + e.message + ";";
+      }
+      message.pop_back();
+      return validation(message, std::move(fields));
+    }
+    recipe_text = std::move(converted->recipe);
+    platforms = std::move(converted->platforms);
+  } else if (!base64_decode(body["inlineRecipe"].get_ref<const std::string&>(), recipe_text)) {
     return validation("inlineRecipe is not valid base64",
                       json::array({{{"name", "inlineRecipe"}, {"message", "not base64"}}}));
+  }
   std::vector<recipe_error> errors;
   auto r = parse_recipe(recipe_text, errors);
   if (!r) {
     json fields = json::array();
     std::string message = "the recipe is invalid:";
     for (auto& e : errors) {
-      fields.push_back({{"name", "inlineRecipe" + e.field}, {"message", e.message}});
+      fields.push_back({{"name", source + e.field}, {"message", e.message}});
       if (fields.size() <= 5)
         message += " " + e.field + ": " + e.message + ";";
     }
@@ -351,7 +372,7 @@ http_response api::create_component_version(const http_request& req, int64_t now
   v.description = r->description;
   v.publisher = r->publisher;
   v.recipe = r->doc.dump();
-  v.platforms = r->platforms.dump();
+  v.platforms = platforms.is_null() ? r->platforms.dump() : platforms.dump();
   // Part 1 stores the recipe; artifacts are fetched and checked when a deployment needs
   // them (part 2), so a stored version is deployable at once.
   v.state = "DEPLOYABLE";
