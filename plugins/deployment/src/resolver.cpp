@@ -95,11 +95,11 @@ private:
   // Depth of a pick → whether its version itself failed (see solve()).
   using conflict_set = std::map<size_t, bool>;
 
-  static bool same_dependencies(const available_version& a, const available_version& b) {
-    return std::equal(a.dependencies.begin(), a.dependencies.end(), b.dependencies.begin(),
-                      b.dependencies.end(), [](const dependency& x, const dependency& y) {
-                        return x.name == y.name && x.range_text == y.range_text;
-                      });
+  // Whether two versions of `n` have the same dependencies (names and ranges).
+  static bool same_dependencies(const node& n, const available_version* a,
+                                const available_version* b) {
+    return n.signature[static_cast<size_t>(a - n.versions->data())]
+           == n.signature[static_cast<size_t>(b - n.versions->data())];
   }
 
   struct constraint {
@@ -129,6 +129,12 @@ private:
   struct node {
     std::vector<learned> nogoods;
     const std::vector<available_version>* versions = nullptr;
+    // Per version, computed once: not DELETED and runs on the platform; the id of its
+    // dependency list (equal ids: equal lists).
+    std::vector<char> usable;
+    std::vector<uint32_t> signature;
+    // Per version, the nodes of its dependencies, looked up the first time it is picked.
+    std::vector<std::vector<node*>> dependency_nodes;
     std::vector<constraint> reqs;
     int picked = -1;
     size_t depth = 0;
@@ -161,16 +167,31 @@ private:
         return nullptr;
       }
       n.versions = *got ? *got : &none();
+      n.dependency_nodes.resize(n.versions->size());
+      for (const auto& v : *n.versions) {
+        n.usable.push_back(!v.deleted && runs_on(v, platform_));
+        std::string key;
+        for (const auto& d : v.dependencies)
+          key.append(d.name).append(1, '\0').append(d.range_text).append(1, '\0');
+        n.signature.push_back(
+          signatures_.try_emplace(std::move(key), static_cast<uint32_t>(signatures_.size()))
+            .first->second);
+      }
     }
-    if (!n.in_order) {
-      n.in_order = true;
-      order_.push_back(&n);
-    }
-    return &n;
+    return enlist(&n);
   }
 
-  bool usable(const available_version& v) const {
-    return !v.deleted && runs_on(v, platform_);
+  // Appends `n` to the order when it is not in it.
+  node* enlist(node* n) {
+    if (!n->in_order) {
+      n->in_order = true;
+      order_.push_back(n);
+    }
+    return n;
+  }
+
+  static bool usable(const node& n, const available_version& v) {
+    return n.usable[static_cast<size_t>(&v - n.versions->data())] != 0;
   }
 
   static bool meets(const node& n, const available_version& v) {
@@ -180,7 +201,7 @@ private:
 
   bool has_candidate(const node& n) const {
     return std::any_of(n.versions->begin(), n.versions->end(),
-                       [&](const available_version& v) { return usable(v) && meets(n, v); });
+                       [&](const available_version& v) { return usable(n, v) && meets(n, v); });
   }
 
   std::string requirer_of(const constraint& c) const {
@@ -203,7 +224,7 @@ private:
       fail(resolve_failure::not_found, name,
            "Component " + name + " not found" + (described.empty() ? "" : " (" + described + ")"));
     } else if (std::none_of(n.versions->begin(), n.versions->end(),
-                            [&](const available_version& v) { return usable(v); })) {
+                            [&](const available_version& v) { return usable(n, v); })) {
       fail(resolve_failure::no_platform, name,
            "No version of " + name + " that is not DELETED runs on platform "
              + json(platform_).dump(-1, ' ', false, json::error_handler_t::replace));
@@ -260,10 +281,10 @@ private:
     const available_version* failed_alike = nullptr; // failed through its ranges alone
     for (size_t i = 0; i < n.versions->size(); ++i) {
       const auto& v = (*n.versions)[i];
-      if (!usable(v) || !meets(n, v))
+      if (!usable(n, v) || !meets(n, v))
         continue;
       tried = true;
-      if (failed_alike && same_dependencies(*failed_alike, v))
+      if (failed_alike && same_dependencies(n, failed_alike, &v))
         continue;
       conflict_set local; // why this version fails
       if (learned_against(n, v, local)) {
@@ -282,10 +303,14 @@ private:
       auto order_mark = order_.size();
       std::vector<node*> touched;
       bool ok = true;
-      for (const auto& dep : v.dependencies) {
-        node* d = discover(dep.name);
+      auto& dep_nodes = n.dependency_nodes[i];
+      for (size_t k = 0; k < v.dependencies.size(); ++k) {
+        const auto& dep = v.dependencies[k];
+        node* d = k < dep_nodes.size() ? enlist(dep_nodes[k]) : discover(dep.name);
         if (!d)
           return false; // the catalog failed: no point searching on
+        if (k == dep_nodes.size())
+          dep_nodes.push_back(d);
         d->reqs.push_back(constraint{n.name, &v, &n, &dep.range, &dep.range_text});
         touched.push_back(d);
         // Check ahead: a dependency already picked must still fit, one not picked yet
@@ -357,14 +382,14 @@ private:
 
   // Whether a nogood rules `v` of `n` out under the current picks; `why` gets its picks.
   bool learned_against(const node& n, const available_version& v, conflict_set& why) const {
-    auto alike = [](const available_version* a, const available_version& b, bool exact) {
-      return exact ? a == &b : same_dependencies(*a, b);
-    };
+    auto alike = [](const node& m, const available_version* a, const available_version* b,
+                    bool exact) { return exact ? a == b : same_dependencies(m, a, b); };
     for (const auto& l : n.nogoods) {
-      if (!alike(l.version, v, l.exact))
+      if (!alike(n, l.version, &v, l.exact))
         continue;
       bool holds = std::all_of(l.when.begin(), l.when.end(), [&](const nogood_entry& e) {
-        return e.who->picked >= 0 && alike(e.version, (*e.who->versions)[e.who->picked], e.exact);
+        return e.who->picked >= 0
+               && alike(*e.who, e.version, &(*e.who->versions)[e.who->picked], e.exact);
       });
       if (holds) {
         for (const auto& e : l.when)
@@ -417,6 +442,7 @@ private:
   size_t steps_ = 0;
   bool aborted_ = false;
   std::unordered_map<std::string, node> nodes_; // element addresses are stable
+  std::unordered_map<std::string, uint32_t> signatures_; // dependency list → its id
   std::vector<node*> order_;
   std::optional<resolve_error> failure_;
 };
