@@ -388,7 +388,11 @@ private:
   /// changed resource); an error stops the function (its resources are not available).
   void resolve_mounts(function_state& fn, uint64_t version) {
     const auto& policies = fn.def->resource_access_policies;
-    if (policies.empty()) {
+    // v2's per-function volumes and devices: a sandbox's only (NoContainer sees the host).
+    const auto& container = fn.def->process.container;
+    bool own = fn.def->process.isolation_mode == "GreengrassContainer"
+               && (!container.volumes.empty() || !container.devices.empty());
+    if (policies.empty() && !own) {
       fn.mounts_request = 0;
       if (!fn.mounts.empty() || !fn.groups.empty()) {
         fn.mounts.clear();
@@ -400,6 +404,17 @@ private:
     auto req = grove::local_resources::make_request(fn.name, version);
     for (const auto& p : policies)
       grove::local_resources::add_policy(req, p.resource_id, p.permission);
+    if (own) {
+      for (size_t i = 0; i < container.volumes.size(); ++i) {
+        const auto& v = container.volumes[i];
+        grove::local_resources::add_volume(req, i, v.source_path, v.destination_path,
+                                           v.permission, v.add_group_owner);
+      }
+      for (size_t i = 0; i < container.devices.size(); ++i) {
+        const auto& d = container.devices[i];
+        grove::local_resources::add_device(req, i, d.path, d.permission, d.add_group_owner);
+      }
+    }
     auto seq = ++mounts_requests_;
     fn.mounts_request = seq;
     auto name = fn.name;
@@ -437,10 +452,14 @@ private:
       auto& fn = *found;
       fn.mounts_request = 0;
       if (!r) {
-        const auto& first = fn.def->resource_access_policies.front().resource_id;
+        const auto& policies = fn.def->resource_access_policies;
+        auto wants = policies.empty()
+                       ? std::string{"linuxProcessParams.containerParams names volumes or "
+                                     "devices"}
+                       : "resourceAccessPolicies names resource '" + policies.front().resource_id
+                           + "'";
         auto why = r.error() == errc::no_route
-                     ? "resourceAccessPolicies names resource '" + first
-                         + "', and this image has no local_resources plugin to provide it"
+                     ? wants + ", and this image has no local_resources plugin to provide it"
                      : grove::describe(r.error());
         fn.def_error = "function '" + name + "': " + why;
         fn.last_error = fn.def_error;
