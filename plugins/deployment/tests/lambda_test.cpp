@@ -100,7 +100,7 @@ std::string type_of(const http_response& r) {
 std::string fields_of(const http_response& r) {
   std::string out;
   for (auto& f : json::parse(r.body).value("fields", json::array()))
-    out += (out.empty() ? "" : " ") + f["name"].get<std::string>();
+    out.append(out.empty() ? "" : " ").append(f["name"].get<std::string>());
   return out;
 }
 

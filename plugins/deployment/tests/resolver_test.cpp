@@ -82,6 +82,11 @@ const resolve_error& error_of(const std::variant<resolution, resolve_error>& r) 
 
 const platform_attributes linux_amd64{{"os", "linux"}, {"architecture", "amd64"}};
 
+// `prefix` and `i` as one name (g++ 12's -Wrestrict misfires on "K" + std::to_string(i)).
+std::string named(const char* prefix, int i) {
+  return std::string{prefix}.append(std::to_string(i));
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(a_diamond_resolves_to_one_version_meeting_both_sides) {
@@ -150,7 +155,7 @@ BOOST_AUTO_TEST_CASE(a_failure_no_earlier_pick_causes_ends_the_search_at_once) {
   catalog c;
   auto want = roots({});
   for (int i = 0; i < 12; ++i) {
-    auto name = "R" + std::to_string(10 + i);
+    auto name = named("R", 10 + i);
     for (int v = 0; v < 20; ++v)
       c.add(name, "1." + std::to_string(v) + ".0");
     want[name];
@@ -245,7 +250,7 @@ BOOST_AUTO_TEST_CASE(a_missing_root_a_failing_catalog_and_the_step_budget) {
   // A long chain with a budget smaller than it: the search stops and says so.
   catalog chain;
   for (int i = 0; i < 50; ++i)
-    chain.add("N" + std::to_string(i), "1.0.0", {{"N" + std::to_string(i + 1), "*"}});
+    chain.add(named("N", i), "1.0.0", {{named("N", i + 1), "*"}});
   chain.add("N50", "1.0.0");
   BOOST_CHECK(error_of(resolve(linux_amd64, roots({{"N0", "", ""}}), chain.lookup(), 20)).kind
               == resolve_failure::too_complex);
@@ -292,14 +297,14 @@ BOOST_AUTO_TEST_CASE(random_graphs_resolve_exactly_when_a_brute_force_finds_an_a
         std::vector<std::pair<std::string, std::string>> deps;
         for (int d = k + 1; d < n; ++d)
           if (rng() % 3 == 0)
-            deps.emplace_back("K" + std::to_string(d), ranges[rng() % 8]);
-        c.add("K" + std::to_string(k), ver, deps).deleted = rng() % 10 == 0;
+            deps.emplace_back(named("K", d), ranges[rng() % 8]);
+        c.add(named("K", k), ver, deps).deleted = rng() % 10 == 0;
       }
     auto want = roots({{"K0", "main", ranges[rng() % 8]}, {"K1", "main", ranges[rng() % 8]}});
     // Brute force: each component absent or at one of its versions.
     std::vector<const std::vector<available_version>*> lists;
     for (int k = 0; k < n; ++k)
-      lists.push_back(&c.components["K" + std::to_string(k)]);
+      lists.push_back(&c.components[named("K", k)]);
     std::vector<int> pick(n, -1);
     bool exists = false;
     std::function<void(int)> walk = [&](int k) {
