@@ -40,6 +40,9 @@ fi
 if [ -x "$build/bin/process_bench" ]; then
   "$build/bin/process_bench" 300 || rc=1
 fi
+if [ -x "$build/bin/resolver_bench" ]; then
+  "$build/bin/resolver_bench" 500 20 15 || rc=1
+fi
 # The message_manager benchmarks (mqtt_load and device_function_bench need libmosquitto-dev;
 # cloud_drain_bench is built only when the message_manager's MQTT link is).
 if [ -x "$build/bin/mqtt_load" ]; then

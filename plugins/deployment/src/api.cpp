@@ -1,5 +1,8 @@
 #include "api.hpp"
 
+#include "lambda.hpp"
+#include "resolver.hpp"
+
 #include <algorithm>
 #include <cctype>
 
@@ -284,12 +287,9 @@ http_response api::create_component_version(const http_request& req, int64_t now
     return validation("give inlineRecipe or lambdaFunction, not both",
                       json::array({{{"name", "lambdaFunction"},
                                     {"message", "exactly one of inlineRecipe, lambdaFunction"}}}));
-  if (has("lambdaFunction"))
-    return validation("lambdaFunction is not supported by this Grove version yet; give an "
-                      "inlineRecipe",
-                      json::array({{{"name", "lambdaFunction"}, {"message", "not supported yet"}}}));
-  if (!has("inlineRecipe") || !body["inlineRecipe"].is_string())
-    return validation("inlineRecipe is required (a base64 blob)",
+  const bool lambda = has("lambdaFunction");
+  if (!lambda && (!has("inlineRecipe") || !body["inlineRecipe"].is_string()))
+    return validation("inlineRecipe (a base64 blob) or lambdaFunction is required",
                       json::array({{{"name", "inlineRecipe"}, {"message", "required"}}}));
   std::string token;
   if (has("clientToken")) {
@@ -326,16 +326,39 @@ http_response api::create_component_version(const http_request& req, int64_t now
     }
   }
   std::string recipe_text;
-  if (!base64_decode(body["inlineRecipe"].get_ref<const std::string&>(), recipe_text))
+  json platforms = nullptr; // a lambdaFunction's componentPlatforms, with their names
+  const char* source = lambda ? "lambdaFunction" : "inlineRecipe";
+  if (lambda) {
+    // The function package becomes a recipe, stored and served like an inline one.
+    std::vector<recipe_error> errors;
+    auto converted = convert_lambda(
+      body["lambdaFunction"],
+      lambda_settings{settings_.lambda_packages_dir, settings_.region, settings_.account_id},
+      errors);
+    if (!converted) {
+      json fields = json::array();
+      std::string message = "lambdaFunction cannot be converted:";
+      for (auto& e : errors) {
+        fields.push_back({{"name", e.field}, {"message", e.message}});
+        if (fields.size() <= 5)
+          message += " " + e.field + ": " + e.message + ";";
+      }
+      message.pop_back();
+      return validation(message, std::move(fields));
+    }
+    recipe_text = std::move(converted->recipe);
+    platforms = std::move(converted->platforms);
+  } else if (!base64_decode(body["inlineRecipe"].get_ref<const std::string&>(), recipe_text)) {
     return validation("inlineRecipe is not valid base64",
                       json::array({{{"name", "inlineRecipe"}, {"message", "not base64"}}}));
+  }
   std::vector<recipe_error> errors;
   auto r = parse_recipe(recipe_text, errors);
   if (!r) {
     json fields = json::array();
     std::string message = "the recipe is invalid:";
     for (auto& e : errors) {
-      fields.push_back({{"name", "inlineRecipe" + e.field}, {"message", e.message}});
+      fields.push_back({{"name", source + e.field}, {"message", e.message}});
       if (fields.size() <= 5)
         message += " " + e.field + ": " + e.message + ";";
     }
@@ -349,7 +372,7 @@ http_response api::create_component_version(const http_request& req, int64_t now
   v.description = r->description;
   v.publisher = r->publisher;
   v.recipe = r->doc.dump();
-  v.platforms = r->platforms.dump();
+  v.platforms = platforms.is_null() ? r->platforms.dump() : platforms.dump();
   // Part 1 stores the recipe; artifacts are fetched and checked when a deployment needs
   // them (part 2), so a stored version is deployable at once.
   v.state = "DEPLOYABLE";
@@ -623,35 +646,6 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
 
 namespace grove::deployment {
 
-namespace {
-
-// Whether a recipe runs on a platform: a recipe without manifests runs anywhere; else one
-// manifest must match, i.e. each of its Platform attributes is `*` or equals the
-// device's (a manifest without Platform matches every device). Greengrass' `/regex/`
-// values are not supported yet and match nothing.
-bool runs_on(const json& recipe, const json& attributes) {
-  auto manifests = recipe.find("Manifests");
-  if (manifests == recipe.end() || !manifests->is_array() || manifests->empty())
-    return true;
-  for (const auto& m : *manifests) {
-    auto platform = m.find("Platform");
-    if (platform == m.end() || !platform->is_object())
-      return true;
-    bool all = true;
-    for (auto it = platform->begin(); all && it != platform->end(); ++it) {
-      if (!it->is_string())
-        all = false;
-      else if (*it != "*")
-        all = attributes.contains(it.key()) && attributes[it.key()] == *it;
-    }
-    if (all)
-      return true;
-  }
-  return false;
-}
-
-} // namespace
-
 http_response api::resolve_component_candidates(const http_request& req) {
   auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
                           nullptr, false);
@@ -668,7 +662,9 @@ http_response api::resolve_component_candidates(const http_request& req) {
   if (!candidates.is_array() || candidates.empty() || candidates.size() > 1000)
     return validation("componentCandidates must list 1 to 1000 candidates",
                       json::array({{{"name", "componentCandidates"}, {"message", "1 to 1000"}}}));
-  json out = {{"resolvedComponentVersions", json::array()}};
+  // The roots: each candidate with its requirements (requirer -> range), parsed once.
+  std::map<std::string, std::vector<requirement>> roots;
+  std::vector<std::string> asked; // the candidates' order, for the answer
   for (size_t i = 0; i < candidates.size(); ++i) {
     const auto& c = candidates[i];
     auto field = "componentCandidates/" + std::to_string(i);
@@ -676,13 +672,13 @@ http_response api::resolve_component_candidates(const http_request& req) {
       return validation(field + ": componentName is required",
                         json::array({{{"name", field + "/componentName"}, {"message", "required"}}}));
     auto name = c["componentName"].get<std::string>();
-    // requirer -> range, each parsed once.
-    std::vector<std::pair<std::string, semver_range>> reqs;
-    std::string described;
     auto vr = c.value("versionRequirements", json::object());
     if (!vr.is_object())
       return validation(field + ": versionRequirements must be a map",
                         json::array({{{"name", field + "/versionRequirements"}, {"message", "a map"}}}));
+    auto [root, fresh] = roots.try_emplace(name);
+    if (fresh)
+      asked.push_back(name);
     for (auto it = vr.begin(); it != vr.end(); ++it) {
       std::string why;
       auto r = it->is_string() ? parse_range(it->get_ref<const std::string&>(), &why) : std::nullopt;
@@ -692,49 +688,64 @@ http_response api::resolve_component_candidates(const http_request& req) {
                              + "', not a version range: " + why,
                            json::array({{{"name", field + "/versionRequirements/" + it.key()},
                                          {"message", "not a version range: " + why}}}));
-      reqs.emplace_back(it.key(), std::move(*r));
-      described += (described.empty() ? "" : ", ") + it.key() + " requires '" + it->get<std::string>() + "'";
+      root->second.push_back(requirement{it.key(), it->get<std::string>(), std::move(*r)});
     }
-    auto versions = store_.versions(name);
-    if (!versions)
-      return internal(versions.error());
-    if (versions->empty())
-      return not_found("Component " + name + " not found", component_arn(name), "Component");
-    const component_version* pick = nullptr;
-    bool any_on_platform = false;
-    for (const auto& v : *versions) { // newest first
-      if (v.vendor_guidance == "DELETED")
-        continue;
-      auto recipe = json::parse(v.recipe);
-      if (!runs_on(recipe, attributes))
-        continue;
-      any_on_platform = true;
-      auto sv = parse_semver(v.version);
-      if (sv && std::all_of(reqs.begin(), reqs.end(),
-                            [&](const auto& r) { return r.second.satisfies(*sv); })) {
-        pick = &v;
-        break;
-      }
+  }
+  platform_attributes platform;
+  for (auto it = attributes.begin(); it != attributes.end(); ++it)
+    platform[it.key()] = it->is_string() ? it->get<std::string>() : it->dump();
+  // The catalog: each component's stored versions, read once when the search first
+  // reaches it (the lists must not move while it runs: std::map nodes do not).
+  std::map<std::string, std::pair<std::vector<component_version>, std::vector<available_version>>> seen;
+  catalog_lookup catalog = [&](const std::string& name)
+    -> caf::expected<const std::vector<available_version>*> {
+    auto [it, fresh] = seen.try_emplace(name);
+    if (fresh) {
+      auto vs = store_.versions(name); // newest first
+      if (!vs)
+        return std::move(vs.error());
+      it->second.first = std::move(*vs);
+      for (const auto& v : it->second.first)
+        it->second.second.push_back(describe_version(json::parse(v.recipe, nullptr, false),
+                                                     v.version, v.vendor_guidance == "DELETED"));
     }
-    if (!pick) {
-      if (!any_on_platform)
-        return not_found("No version of " + name + " runs on platform " + attributes.dump(),
-                         component_arn(name), "Component");
-      std::string have;
-      for (size_t k = 0; k < versions->size() && k < 10; ++k)
-        have += (k ? ", " : "") + (*versions)[k].version;
-      return aws_error(409, "ConflictException",
-                       "No version of " + name + " satisfies every requirement: " + described
-                         + " (versions: " + have + (versions->size() > 10 ? ", ..." : "") + ")",
-                       {{"resourceId", component_arn(name)}, {"resourceType", "Component"}});
+    return &it->second.second;
+  };
+  auto got = resolve(platform, roots, catalog);
+  if (auto* e = std::get_if<resolve_error>(&got)) {
+    switch (e->kind) {
+      case resolve_failure::catalog:
+        return internal(e->cause);
+      case resolve_failure::not_found:
+      case resolve_failure::no_platform:
+        return not_found(e->message, component_arn(e->component), "Component");
+      default:
+        return aws_error(409, "ConflictException", e->message,
+                         {{"resourceId", component_arn(e->component)}, {"resourceType", "Component"}});
     }
-    json item = {{"arn", version_arn(pick->name, pick->version)},
-                 {"componentName", pick->name},
-                 {"componentVersion", pick->version},
-                 {"recipe", base64_encode(recipe_json(json::parse(pick->recipe)))},
-                 {"vendorGuidance", pick->vendor_guidance}};
-    if (!pick->vendor_guidance_message.empty())
-      item["message"] = pick->vendor_guidance_message;
+  }
+  auto& picks = std::get<resolution>(got);
+  // The candidates in the order asked, then the dependencies they brought (dependencies
+  // first), each once.
+  std::vector<const resolved_component*> listed;
+  for (const auto& name : asked)
+    for (const auto& p : picks)
+      if (p.name == name)
+        listed.push_back(&p);
+  for (const auto& p : picks)
+    if (!p.root)
+      listed.push_back(&p);
+  json out = {{"resolvedComponentVersions", json::array()}};
+  for (const auto* p : listed) {
+    const auto& all = seen.at(p->name);
+    const auto& pick = all.first[static_cast<size_t>(p->version - all.second.data())];
+    json item = {{"arn", version_arn(pick.name, pick.version)},
+                 {"componentName", pick.name},
+                 {"componentVersion", pick.version},
+                 {"recipe", base64_encode(recipe_json(json::parse(pick.recipe)))},
+                 {"vendorGuidance", pick.vendor_guidance}};
+    if (!pick.vendor_guidance_message.empty())
+      item["message"] = pick.vendor_guidance_message;
     out["resolvedComponentVersions"].push_back(std::move(item));
   }
   return ok(200, out);

@@ -5,6 +5,7 @@
 // AWS's shape (x-amzn-ErrorType header, {"message": ...} body, modelled extra fields).
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -37,6 +38,8 @@ struct api_settings {
   std::map<std::string, access_key> keys;
   /// Largest request body accepted.
   size_t max_body_bytes = 2 * 1024 * 1024;
+  /// Where lambdaFunction's packages are (lambda.hpp).
+  std::filesystem::path lambda_packages_dir;
   /// How long a clientToken's first answer is kept.
   std::chrono::seconds token_ttl{8 * 3600};
 };

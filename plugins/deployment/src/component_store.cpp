@@ -15,6 +15,35 @@ constexpr const char* columns =
   "name, version, created_ms, description, publisher, recipe, platforms, state, message, "
   "vendor_guidance, vendor_guidance_message, tags";
 
+// Runs `sql` with `args` bound and calls `on_row(statement&)` for each row until it
+// returns false; the statement is reset on every way out (a cached statement left mid-
+// step would hold its read snapshot). The one stepping loop of this file.
+template <class F, class... Ts>
+caf::error each_row(grove::store& db, std::string_view sql, F&& on_row, const Ts&... args) {
+  auto stmt = db.prepare(sql);
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind_all(args...);
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      s.reset();
+      return std::move(row.error());
+    }
+    if (!*row || !on_row(s))
+      break;
+  }
+  s.reset();
+  return {};
+}
+
+// A token's record from the current row (request_hash, status, response).
+token_record token_row(const grove::statement& s) {
+  return token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
+                      std::string{s.column_text(2)}};
+}
+
 } // namespace
 
 caf::expected<std::unique_ptr<component_store>>
@@ -48,22 +77,15 @@ caf::expected<std::optional<token_record>> component_store::token(const std::str
   std::lock_guard guard{mtx_};
   if (auto err = db_->run("DELETE FROM client_tokens WHERE expires_ms <= ?", now_ms))
     return err;
-  auto stmt = db_->prepare("SELECT request_hash, status, response FROM client_tokens "
-                           "WHERE token = ?");
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind(1, token);
-  auto row = s.step();
-  if (!row) {
-    s.reset();
-    return std::move(row.error());
-  }
   std::optional<token_record> out;
-  if (*row)
-    out = token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
-                       std::string{s.column_text(2)}};
-  s.reset();
+  if (auto err = each_row(
+        *db_, "SELECT request_hash, status, response FROM client_tokens WHERE token = ?",
+        [&](const grove::statement& s) {
+          out = token_row(s);
+          return false;
+        },
+        token))
+    return err;
   return out;
 }
 
@@ -76,39 +98,32 @@ caf::expected<put_result> component_store::put(const component_version& v,
   if (!tx)
     return std::move(tx.error());
   if (!token.empty()) {
-    auto stmt = db_->prepare("SELECT request_hash, status, response FROM client_tokens "
-                             "WHERE token = ? AND expires_ms > ?");
-    if (!stmt)
-      return std::move(stmt.error());
-    auto& s = **stmt;
-    s.bind(1, token);
-    s.bind(2, v.created_ms);
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (*row) {
-      existing = token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
-                              std::string{s.column_text(2)}};
-      s.reset();
+    bool taken = false;
+    if (auto err = each_row(
+          *db_,
+          "SELECT request_hash, status, response FROM client_tokens "
+          "WHERE token = ? AND expires_ms > ?",
+          [&](const grove::statement& s) {
+            existing = token_row(s);
+            taken = true;
+            return false;
+          },
+          token, v.created_ms))
+      return err;
+    if (taken)
       return put_result::token_taken;
-    }
-    s.reset();
   }
-  {
-    auto stmt = db_->prepare("SELECT 1 FROM component_versions WHERE name = ? AND version = ?");
-    if (!stmt)
-      return std::move(stmt.error());
-    auto& s = **stmt;
-    s.bind_all(v.name, v.version);
-    auto row = s.step();
-    s.reset();
-    if (!row)
-      return std::move(row.error());
-    if (*row)
-      return put_result::exists;
-  }
+  bool exists = false;
+  if (auto err = each_row(
+        *db_, "SELECT 1 FROM component_versions WHERE name = ? AND version = ?",
+        [&](const grove::statement&) {
+          exists = true;
+          return false;
+        },
+        v.name, v.version))
+    return err;
+  if (exists)
+    return put_result::exists;
   if (auto err = db_->run(std::string{"INSERT INTO component_versions("} + columns
                             + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                           v.name, v.version, v.created_ms, v.description, v.publisher, v.recipe,
@@ -125,68 +140,60 @@ caf::expected<put_result> component_store::put(const component_version& v,
   return put_result::stored;
 }
 
-caf::expected<std::vector<component_version>>
-component_store::query(const std::string& sql, const std::string& a, const std::string& b) {
-  auto stmt = db_->prepare(sql);
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind(1, a);
-  if (!b.empty())
-    s.bind(2, b);
-  std::vector<component_version> out;
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (!*row)
-      break;
-    component_version v;
-    auto text = [&](int i) { return std::string{s.column_text(i)}; };
-    v.name = text(0);
-    v.version = text(1);
-    v.created_ms = s.column_int64(2);
-    v.description = text(3);
-    v.publisher = text(4);
-    v.recipe = text(5);
-    v.platforms = text(6);
-    v.state = text(7);
-    v.message = text(8);
-    v.vendor_guidance = text(9);
-    v.vendor_guidance_message = text(10);
-    v.tags = text(11);
-    out.push_back(std::move(v));
-  }
-  s.reset();
-  return out;
+namespace {
+
+// A version from the current row of a `SELECT <columns>`.
+component_version version_row(const grove::statement& s) {
+  component_version v;
+  auto text = [&](int i) { return std::string{s.column_text(i)}; };
+  v.name = text(0);
+  v.version = text(1);
+  v.created_ms = s.column_int64(2);
+  v.description = text(3);
+  v.publisher = text(4);
+  v.recipe = text(5);
+  v.platforms = text(6);
+  v.state = text(7);
+  v.message = text(8);
+  v.vendor_guidance = text(9);
+  v.vendor_guidance_message = text(10);
+  v.tags = text(11);
+  return v;
 }
+
+} // namespace
 
 caf::expected<std::optional<component_version>>
 component_store::get(const std::string& name, const std::string& version) {
   std::lock_guard guard{mtx_};
-  auto rows = query(std::string{"SELECT "} + columns
-                      + " FROM component_versions WHERE name = ? AND version = ?",
-                    name, version);
-  if (!rows)
-    return std::move(rows.error());
-  if (rows->empty())
-    return std::optional<component_version>{};
-  return std::optional<component_version>{std::move(rows->front())};
+  std::optional<component_version> out;
+  if (auto err = each_row(
+        *db_,
+        std::string{"SELECT "} + columns + " FROM component_versions WHERE name = ? AND version = ?",
+        [&](const grove::statement& s) {
+          out = version_row(s);
+          return false;
+        },
+        name, version))
+    return err;
+  return out;
 }
 
 caf::expected<std::vector<component_version>>
 component_store::versions(const std::string& name) {
   std::lock_guard guard{mtx_};
-  auto rows = query(std::string{"SELECT "} + columns + " FROM component_versions WHERE name = ?",
-                    name, {});
-  if (!rows)
-    return rows;
   // Newest first by semver precedence (stored versions always parse).
   std::vector<std::pair<semver, component_version>> keyed;
-  for (auto& v : *rows)
-    keyed.emplace_back(parse_semver(v.version).value_or(semver{}), std::move(v));
+  if (auto err = each_row(
+        *db_, std::string{"SELECT "} + columns + " FROM component_versions WHERE name = ?",
+        [&](const grove::statement& s) {
+          auto v = version_row(s);
+          auto key = parse_semver(v.version).value_or(semver{});
+          keyed.emplace_back(std::move(key), std::move(v));
+          return true;
+        },
+        name))
+    return err;
   std::stable_sort(keyed.begin(), keyed.end(), [](const auto& x, const auto& y) {
     return compare(x.first, y.first) > 0;
   });
@@ -199,25 +206,16 @@ component_store::versions(const std::string& name) {
 caf::expected<std::vector<std::string>> component_store::names(const std::string& after,
                                                                size_t limit) {
   std::lock_guard guard{mtx_};
-  auto stmt = db_->prepare("SELECT DISTINCT name FROM component_versions WHERE name > ? "
-                           "ORDER BY name LIMIT ?");
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind(1, after);
-  s.bind(2, static_cast<int64_t>(limit));
   std::vector<std::string> out;
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (!*row)
-      break;
-    out.emplace_back(s.column_text(0));
-  }
-  s.reset();
+  if (auto err = each_row(
+        *db_,
+        "SELECT DISTINCT name FROM component_versions WHERE name > ? ORDER BY name LIMIT ?",
+        [&](const grove::statement& s) {
+          out.emplace_back(s.column_text(0));
+          return true;
+        },
+        after, static_cast<int64_t>(limit)))
+    return err;
   return out;
 }
 
@@ -228,23 +226,18 @@ caf::expected<tag_result> component_store::modify_tags(
   auto tx = db_->begin(grove::begin_mode::immediate);
   if (!tx)
     return std::move(tx.error());
-  auto stmt = db_->prepare("SELECT tags FROM component_versions WHERE name = ? AND version = ?");
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(name, version);
-  auto row = s.step();
-  if (!row) {
-    s.reset();
-    return std::move(row.error());
-  }
-  if (!*row) {
-    s.reset();
+  std::optional<std::string> old;
+  if (auto err = each_row(
+        *db_, "SELECT tags FROM component_versions WHERE name = ? AND version = ?",
+        [&](const grove::statement& s) {
+          old.emplace(s.column_text(0));
+          return false;
+        },
+        name, version))
+    return err;
+  if (!old)
     return tag_result::not_found;
-  }
-  std::string old{s.column_text(0)};
-  s.reset();
-  auto next = change(old);
+  auto next = change(*old);
   if (!next)
     return tag_result::refused;
   if (auto err = db_->run("UPDATE component_versions SET tags = ? WHERE name = ? AND version = ?",

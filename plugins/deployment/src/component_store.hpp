@@ -125,10 +125,6 @@ private:
     // Nothing.
   }
 
-  caf::expected<std::vector<component_version>> query(const std::string& sql,
-                                                      const std::string& a,
-                                                      const std::string& b);
-
   std::mutex mtx_;
   std::unique_ptr<grove::store> db_;
 };

@@ -89,6 +89,8 @@ struct deployment_config {
   api_config api;
   /// SigV4 keys.
   std::vector<credential_config> credentials;
+  /// lambdaFunction's function packages.
+  std::filesystem::path lambda_packages_dir;
   /// The component store's database file.
   std::filesystem::path file;
 
@@ -105,6 +107,10 @@ struct deployment_config {
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
             "SigV4 access keys; at least one is required")
+      .key("lambda_packages_dir", &deployment_config::lambda_packages_dir, "lambda_packages",
+           "where CreateComponentVersion's lambdaFunction finds function packages: "
+           "`DIR/NAME/VERSION/` with `configuration.json` and `code.zip` or `code/` (README, "
+           "lambdaFunction); a relative path is under the plugin's state directory")
       .key("file", &deployment_config::file, "components.db",
            "the component store (SQLite); a relative path is under the plugin's state "
            "directory")

@@ -46,6 +46,7 @@ public:
     s.region = cfg.region;
     s.account_id = cfg.account_id;
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
+    s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
       s.keys[k.access_key_id] =
         access_key{k.secret_access_key, {k.operations.begin(), k.operations.end()},

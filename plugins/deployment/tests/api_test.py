@@ -186,6 +186,112 @@ check("... conflicting requirements -> ConflictException naming both requirers",
       e is not None and e[0] == "ConflictException" and "py.App requires '>=2.0.0'" in e[3]["Error"]["Message"]
       and "py.Other requires '<1.0.0'" in e[3]["Error"]["Message"], e)
 
+# ---- whole-graph resolution -------------------------------------------------------------
+# app 2.0.0 needs lib ^2, which log rules out (lib <2): app falls back to 1.0.0 and lib is
+# the newest 1.x; the answer lists the candidates, then the dependencies they brought.
+for name, version, deps in [
+        ("py.G.app", "2.0.0", {"py.G.lib": ("^2.0.0", "HARD")}),
+        ("py.G.app", "1.0.0", {"py.G.lib": ("^1.0.0", "HARD")}),
+        ("py.G.log", "1.0.0", {"py.G.lib": ("<2.0.0", "SOFT")}),
+        ("py.G.lib", "1.0.0", {}), ("py.G.lib", "1.5.0", {}), ("py.G.lib", "2.0.0", {}),
+        ("py.G.orphan", "1.0.0", {"py.G.ghost": ("*", "HARD")}),
+        ("py.G.cyc1", "1.0.0", {"py.G.cyc2": ("*", "HARD")}),
+        ("py.G.cyc2", "1.0.0", {"py.G.cyc1": ("^1", "SOFT")})]:
+    gg.create_component_version(inlineRecipe=json.dumps({
+        "RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": version,
+        "ComponentDependencies": {d: {"VersionRequirement": r, "DependencyType": t}
+                                  for d, (r, t) in deps.items()}}).encode())
+res = gg.resolve_component_candidates(
+    platform={"name": "linux", "attributes": {"os": "linux"}},
+    componentCandidates=[{"componentName": "py.G.app", "componentVersion": "2.0.0"},
+                         {"componentName": "py.G.log", "componentVersion": "1.0.0"}])
+got = [(c["componentName"], c["componentVersion"]) for c in res["resolvedComponentVersions"]]
+check("ResolveComponentCandidates walks ComponentDependencies and backtracks app 2.0.0",
+      got == [("py.G.app", "1.0.0"), ("py.G.log", "1.0.0"), ("py.G.lib", "1.5.0")], got)
+e = error_of(gg.resolve_component_candidates, platform={"attributes": {"os": "linux"}},
+             componentCandidates=[{"componentName": "py.G.log"},
+                                  {"componentName": "py.G.lib", "versionRequirements": {"ops": ">=2.0.0"}}])
+msg = e[3]["Error"]["Message"] if e else ""
+check("... a requirement clashing with a dependency's -> ConflictException naming both and who asked",
+      e is not None and e[0] == "ConflictException" and "ops requires '>=2.0.0'" in msg
+      and "py.G.log@1.0.0 requires '<2.0.0'" in msg, e)
+e = error_of(gg.resolve_component_candidates, platform={"attributes": {"os": "linux"}},
+             componentCandidates=[{"componentName": "py.G.orphan"}])
+check("... a dependency not stored -> ResourceNotFoundException naming it",
+      e is not None and e[0] == "ResourceNotFoundException" and "py.G.ghost" in e[3]["Error"]["Message"], e)
+e = error_of(gg.resolve_component_candidates, platform={"attributes": {"os": "linux"}},
+             componentCandidates=[{"componentName": "py.G.cyc1"}])
+check("... a dependency cycle -> ConflictException with the cycle",
+      e is not None and e[0] == "ConflictException"
+      and "py.G.cyc1@1.0.0 -> py.G.cyc2@1.0.0 -> py.G.cyc1@1.0.0" in e[3]["Error"]["Message"], e)
+
+# ---- lambdaFunction ---------------------------------------------------------------------
+# A function package as lambda_packages_dir lays it out: the Lambda configuration and the
+# deployment package (a real zip).
+import hashlib  # noqa: E402
+import zipfile  # noqa: E402
+
+pkg = os.path.join(WORK, "lambda_packages", "thermo", "7")
+os.makedirs(pkg)
+with open(os.path.join(pkg, "configuration.json"), "w") as f:
+    json.dump({"FunctionName": "thermo", "Runtime": "python3.9", "Handler": "thermo.handler",
+               "Description": "Reads the thermometer"}, f)
+with zipfile.ZipFile(os.path.join(pkg, "code.zip"), "w") as z:
+    z.writestr("thermo.py", "def handler(event, context):\n    return event\n")
+with open(os.path.join(pkg, "code.zip"), "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+LARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:thermo:7"
+params = {
+    "eventSources": [{"topic": "sensors/temp", "type": "PUB_SUB"}, {"topic": "cmd/#", "type": "IOT_CORE"}],
+    "maxQueueSize": 10, "maxInstancesCount": 2, "maxIdleTimeInSeconds": 30, "timeoutInSeconds": 5,
+    "statusTimeoutInSeconds": 20, "pinned": False, "inputPayloadEncodingType": "binary",
+    "execArgs": ["-O"], "environmentVariables": {"UNIT": "celsius"},
+    "linuxProcessParams": {"isolationMode": "GreengrassContainer", "containerParams": {
+        "memorySizeInKB": 65536, "mountROSysfs": True,
+        "volumes": [{"sourcePath": "/srv/t", "destinationPath": "/t", "permission": "ro", "addGroupOwner": False}],
+        "devices": [{"path": "/dev/i2c-1", "permission": "rw", "addGroupOwner": True}]}}}
+r = gg.create_component_version(lambdaFunction={
+    "lambdaArn": LARN,
+    "componentPlatforms": [{"name": "Linux x86", "attributes": {"os": "linux", "architecture": "amd64"}}],
+    "componentDependencies": {"py.G.lib": {"versionRequirement": "^1.0.0", "dependencyType": "SOFT"}},
+    "componentLambdaParameters": params})
+check("CreateComponentVersion(lambdaFunction) -> thermo 7.0.0 (name and N.0.0 from the ARN)",
+      r["componentName"] == "thermo" and r["componentVersion"] == "7.0.0"
+      and r["status"]["componentState"] == "DEPLOYABLE", r)
+doc = json.loads(gg.get_component(arn=arn("thermo", "7.0.0"), recipeOutputFormat="JSON")["recipe"])
+want = dict(params, runtime="python3", handler="thermo.handler",
+            codeUri=os.path.join(pkg, "code.zip"), codeSha256=digest)
+check("GetComponent: the converted recipe runs it under function_runtime with every parameter",
+      doc["ComponentType"] == "aws.greengrass.lambda" and doc["ComponentSource"] == LARN
+      and doc["ComponentDescription"] == "Reads the thermometer"
+      and doc["Manifests"] == [{"Platform": {"os": "linux", "architecture": "amd64"}}]
+      and doc["ComponentDependencies"] == {"py.G.lib": {"VersionRequirement": "^1.0.0", "DependencyType": "SOFT"}}
+      and doc["ComponentConfiguration"]["DefaultConfiguration"] == want, doc)
+d = gg.describe_component(arn=arn("thermo", "7.0.0"))
+check("DescribeComponent: the platform's given name",
+      [p["name"] for p in d["platforms"]] == ["Linux x86"], d["platforms"])
+res = gg.resolve_component_candidates(
+    platform={"attributes": {"os": "linux", "architecture": "amd64"}},
+    componentCandidates=[{"componentName": "thermo"}])
+check("... and it resolves with its dependency like any component",
+      [(c["componentName"], c["componentVersion"]) for c in res["resolvedComponentVersions"]]
+      == [("thermo", "7.0.0"), ("py.G.lib", "1.5.0")], res["resolvedComponentVersions"])
+for what, larn, says in [
+        ("$LATEST", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:thermo:$LATEST", "$LATEST"),
+        ("a version with no package", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:thermo:8",
+         "no function package thermo version 8"),
+        ("an alias", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:thermo:prod", "not a version number")]:
+    e = error_of(gg.create_component_version, lambdaFunction={"lambdaArn": larn})
+    fields = e[3].get("fields", []) if e else []
+    check(f"lambdaFunction naming {what} -> ValidationException on lambdaFunction/lambdaArn",
+          e is not None and e[0] == "ValidationException" and e[1] == 400
+          and [f["name"] for f in fields] == ["lambdaFunction/lambdaArn"] and says in fields[0]["message"], e)
+e = error_of(gg.create_component_version, lambdaFunction={
+    "lambdaArn": LARN, "componentVersion": "7.1.0", "componentLambdaParameters": {"maxQueueSize": -1}})
+check("... a parameter out of function_runtime's range -> ValidationException naming it",
+      e is not None and e[0] == "ValidationException"
+      and [f["name"] for f in e[3].get("fields", [])] == ["lambdaFunction/componentLambdaParameters/maxQueueSize"], e)
+
 # ---- tags and the rate limit ---------------------------------------------------------
 gg.tag_resource(resourceArn=arn("py.Json", "2.1.0"), tags={"site": "berlin"})
 gg.untag_resource(resourceArn=arn("py.Json", "2.1.0"), tagKeys=["team"])

@@ -57,6 +57,7 @@ plugins:
     config:
       api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key,
             max_body_bytes: 65536}
+      lambda_packages_dir: $WORK/lambda_packages   # api_test.py puts the packages there
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
         - {access_key_id: $RO_KEY, secret_access_key: $SECRET, operations: [GetComponent]}
@@ -168,6 +169,25 @@ check "aws delete-component -> exit 0" gg delete-component --arn "$ARN"
 gg describe-component --arn "$ARN" >"$WORK/gone.out" 2>&1
 check "... and describe-component then -> ResourceNotFoundException" \
   grep -q "ResourceNotFoundException" "$WORK/gone.out"
+
+# lambdaFunction from the CLI: a package of a program (code/ directory) in lambda_packages_dir.
+mkdir -p "$WORK/lambda_packages/cli-fn/2/code"
+echo '{"FunctionName": "cli-fn", "Runtime": "provided.al2", "Handler": "bootstrap"}' \
+  >"$WORK/lambda_packages/cli-fn/2/configuration.json"
+OUT=$(gg create-component-version \
+  --lambda-function "lambdaArn=arn:aws:lambda:us-east-1:123456789012:function:cli-fn:2" 2>&1)
+check "aws create-component-version --lambda-function -> cli-fn 2.0.0" \
+  test "$(jq -r '.componentName + " " + .componentVersion' <<<"$OUT" 2>/dev/null)" == "cli-fn 2.0.0"
+OUT=$(gg get-component --arn arn:aws:greengrass:us-east-1:123456789012:components:cli-fn:versions:2.0.0 \
+  --recipe-output-format JSON 2>&1)
+check "aws get-component -> the converted recipe: function_runtime's definition of the program" \
+  test "$(jq -r '.recipe | @base64d | fromjson | .ComponentConfiguration.DefaultConfiguration
+                 | .runtime + " " + .handler + " " + .codeUri' <<<"$OUT" 2>/dev/null)" \
+       == "executable bootstrap $WORK/lambda_packages/cli-fn/2/code"
+gg create-component-version \
+  --lambda-function 'lambdaArn=arn:aws:lambda:us-east-1:123456789012:function:cli-fn:$LATEST' >"$WORK/latest.out" 2>&1
+check "aws create-component-version --lambda-function ...:\$LATEST -> ValidationException" \
+  grep -q 'ValidationException.*\$LATEST' "$WORK/latest.out"
 
 # boto3: the rest (JSON recipes, tags, pagination, idempotency, every error type, the
 # skewed clock, an unsigned request, the tag operations, the rate limit).

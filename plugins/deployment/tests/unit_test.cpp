@@ -486,3 +486,46 @@ BOOST_FIXTURE_TEST_CASE(api_resolves_the_newest_version_meeting_every_requiremen
               {"componentCandidates", json::array({{{"componentName", "dep.A"}}})}};
   BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/resolveComponentCandidates", mac.dump()).status, 404);
 }
+
+BOOST_FIXTURE_TEST_CASE(api_resolves_the_whole_dependency_graph, fixture) {
+  // app 2.0.0 needs lib ^2 which log rules out (lib <2): app falls back to 1.0.0; the
+  // answer lists the candidates, then the dependencies they brought.
+  auto dep = [](const char* name, const char* range, const char* type = "HARD") {
+    return std::string{"ComponentDependencies:\n  "} + name + ":\n    VersionRequirement: '"
+           + range + "'\n    DependencyType: " + type + "\n";
+  };
+  BOOST_REQUIRE_EQUAL(create(recipe_of("g.app", "2.0.0") + dep("g.lib", "^2.0.0")).status, 201);
+  BOOST_REQUIRE_EQUAL(create(recipe_of("g.app", "1.0.0") + dep("g.lib", "^1.0.0")).status, 201);
+  BOOST_REQUIRE_EQUAL(create(recipe_of("g.log", "1.0.0") + dep("g.lib", "<2.0.0", "SOFT")).status, 201);
+  for (auto v : {"1.0.0", "1.4.0", "2.0.0"})
+    BOOST_REQUIRE_EQUAL(create(recipe_of("g.lib", v)).status, 201);
+  auto resolve = [&](json candidates) {
+    json body = {{"platform", {{"attributes", {{"os", "linux"}}}}}, {"componentCandidates", candidates}};
+    return call("POST", "/greengrass/v2/resolveComponentCandidates", body.dump());
+  };
+  auto r = resolve(json::array({{{"componentName", "g.app"}}, {{"componentName", "g.log"}}}));
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  std::string got;
+  auto answer = json::parse(r.body);
+  for (auto& v : answer["resolvedComponentVersions"])
+    got += v["componentName"].get<std::string>() + "@" + v["componentVersion"].get<std::string>() + " ";
+  BOOST_CHECK_MESSAGE(got == "g.app@1.0.0 g.log@1.0.0 g.lib@1.4.0 ", r.body);
+  // lib 1.4.0 DELETED: 1.0.0 is the one left.
+  BOOST_CHECK_EQUAL(service->operator_call("SetVendorGuidance", service->version_arn("g.lib", "1.4.0"),
+                                           "", "DELETED", "bad").status, 200);
+  r = resolve(json::array({{{"componentName", "g.log"}}}));
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(r.body)["resolvedComponentVersions"][1]["componentVersion"], "1.0.0");
+  // A requirement no version meets, through a dependency: 409 naming both sides.
+  auto c = resolve(json::array({{{"componentName", "g.log"}},
+                                {{"componentName", "g.lib"}, {"versionRequirements", {{"ops", ">=2.0.0"}}}}}));
+  BOOST_CHECK_EQUAL(c.status, 409);
+  auto msg = json::parse(c.body)["message"].get<std::string>();
+  for (auto part : {"g.lib", "ops requires '>=2.0.0'", "g.log@1.0.0 requires '<2.0.0'"})
+    BOOST_CHECK_MESSAGE(msg.find(part) != std::string::npos, msg << " lacks " << part);
+  // A dependency that is not stored: 404 naming it and who asked.
+  BOOST_REQUIRE_EQUAL(create(recipe_of("g.orphan", "1.0.0") + dep("g.ghost", "*")).status, 201);
+  auto m = resolve(json::array({{{"componentName", "g.orphan"}}}));
+  BOOST_CHECK_EQUAL(m.status, 404);
+  BOOST_CHECK_EQUAL(json::parse(m.body)["message"], "Component g.ghost not found (g.orphan@1.0.0 requires '*')");
+}

@@ -4,12 +4,14 @@
 // parser is reached past the signature check. Every answer has a status the API
 // documents, an error type with each error status, and a JSON body (or none for 204).
 // The store persists across inputs (one file per fuzzer process), so later inputs meet
-// what earlier ones created.
+// what earlier ones created. A function package is there for lambdaFunction, and the
+// corpus stores recipes with dependencies for whole-graph resolution.
 
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +41,12 @@ struct world {
     store = std::move(*s);
     api_settings settings;
     settings.keys["AKIAGROVEFUZZ00001"] = access_key{"fuzz-secret-fuzz-secret", {"*"}, 0};
+    // One function package, so lambdaFunction's conversion runs to the end
+    // (arn:aws:lambda:us-east-1:123456789012:function:fz:1).
+    settings.lambda_packages_dir = dir / "lambda";
+    std::filesystem::create_directories(dir / "lambda/fz/1/code");
+    std::ofstream{dir / "lambda/fz/1/configuration.json"}
+      << R"({"Runtime": "python3.9", "Handler": "fz.handler"})";
     service = std::make_unique<api>(settings, *store);
   }
 
