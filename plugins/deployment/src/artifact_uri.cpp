@@ -113,6 +113,10 @@ artifact_source resolve_artifact_uri(std::string_view uri, const artifact_uri_se
   }
   if (uri.starts_with("file://")) {
     auto path = uri_decode(uri.substr(7));
+    if (has_control(path)) {
+      why = "the path holds a space or a control character";
+      return out;
+    }
     if (path.empty() || path.front() != '/') {
       why = "a file URI is file:///absolute/path";
       return out;
@@ -131,7 +135,7 @@ artifact_source resolve_artifact_uri(std::string_view uri, const artifact_uri_se
     auto dir = std::filesystem::weakly_canonical(s.file_dir, ec);
     auto file = std::filesystem::weakly_canonical(std::filesystem::path{path}, ec);
     auto rel = file.lexically_relative(dir);
-    if (ec || rel.empty() || rel.native().starts_with("..") || rel.is_absolute()) {
+    if (ec || rel.empty() || rel == "." || rel.native().starts_with("..") || rel.is_absolute()) {
       why = "'" + path.substr(0, 256) + "' is not under artifacts_file_dir ("
             + s.file_dir.string() + ")";
       return out;
@@ -152,7 +156,8 @@ std::string url_signature(std::string_view key, std::string_view sha, std::strin
   what += sha;
   what += "/";
   what += name;
-  what += "\n" + std::to_string(expires);
+  what += '\n';
+  what += std::to_string(expires);
   return hex(hmac_sha256(key, what));
 }
 

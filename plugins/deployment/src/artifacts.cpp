@@ -50,8 +50,9 @@ void sync_dir(const fs::path& dir) {
 // address) and the recipe's algorithm when it is another.
 class sink {
 public:
-  sink(fs::path path, const std::string& algorithm, uint64_t max)
-    : path_(std::move(path)), max_(max) {
+  sink(fs::path path, const std::string& algorithm, uint64_t max,
+       std::shared_ptr<std::atomic<bool>> cancel)
+    : path_(std::move(path)), max_(max), cancel_(std::move(cancel)) {
     sha256_.reset(EVP_MD_CTX_new());
     EVP_DigestInit_ex(sha256_.get(), EVP_sha256(), nullptr);
     const EVP_MD* md = algorithm == "SHA-384"   ? EVP_sha384()
@@ -79,6 +80,10 @@ public:
 
   // False when the file is too large or cannot be written (why() says).
   bool write(const char* data, size_t n) {
+    if (cancel_ && cancel_->load()) {
+      why_ = "cancelled: the plugin is stopping";
+      return false;
+    }
     if (size_ + n > max_) {
       why_ = "larger than artifacts_max_bytes (" + std::to_string(max_) + ")";
       return false;
@@ -142,6 +147,7 @@ private:
   };
   fs::path path_;
   uint64_t max_;
+  std::shared_ptr<std::atomic<bool>> cancel_;
   uint64_t size_ = 0;
   int fd_ = -1;
   bool kept_ = false;
@@ -258,7 +264,7 @@ caf::expected<std::string> artifact_store::fetch(const artifact_ref& a, const fe
   if (!why.empty())
     return bad(why);
   auto tmp = root_ / "tmp" / (random_hex(12) + ".part");
-  sink out{tmp, a.algorithm, s.max_bytes};
+  sink out{tmp, a.algorithm, s.max_bytes, s.cancel};
   if (!out.ok())
     return sys_error("cannot create " + tmp.string());
   why = src.url.empty() ? copy_file(src.file, out) : download(src.url, s, out);
@@ -450,6 +456,9 @@ caf::error settle_version(component_store& store, artifact_store& artifacts,
       }
     stored[a.uri] = *sha;
   }
+  // Stopped midway: what failed may only have been cut short, so nothing is settled.
+  if (s.cancel && s.cancel->load())
+    return {};
   std::string state = errors.empty() ? "DEPLOYABLE" : "FAILED";
   std::string message = "NONE";
   if (!errors.empty())

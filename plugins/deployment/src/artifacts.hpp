@@ -12,6 +12,7 @@
 // kill -9 at any point leaves no half version DEPLOYABLE, and the next start fetches the
 // REQUESTED/INITIATED ones again (tmp/ is emptied at open).
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -36,6 +37,9 @@ struct fetch_settings {
   uint64_t max_bytes = 1ull << 30;
   /// Connect and read timeout of one download.
   std::chrono::seconds timeout{30};
+  /// Set when the plugin stops: a fetch in flight gives up at its next bytes and leaves
+  /// its version unsettled (the next start fetches it again). Null: never.
+  std::shared_ptr<std::atomic<bool>> cancel;
 };
 
 /// The content-addressed artifact directory (see the file comment). Thread-safe: every

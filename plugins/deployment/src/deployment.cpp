@@ -62,6 +62,7 @@ public:
     fetch_.ca_file = cfg.artifacts_ca_file;
     fetch_.max_bytes = static_cast<uint64_t>(cfg.artifacts_max_bytes);
     fetch_.timeout = std::chrono::seconds{cfg.artifacts_fetch_timeout};
+    fetch_.cancel = std::make_shared<std::atomic<bool>>(false);
     api_settings s;
     s.artifact_files = cfg.artifacts_dir / "sha256";
     s.url_key = std::move(*url_key);
@@ -161,6 +162,9 @@ public:
   }
 
   void stop() override {
+    // Fetches in flight give up (they hold the store, which a reloaded instance opens).
+    if (fetch_.cancel)
+      fetch_.cancel->store(true);
     if (server_)
       server_->stop();
     if (thread_.joinable())
