@@ -51,7 +51,7 @@ void sync_dir(const fs::path& dir) {
 class sink {
 public:
   sink(fs::path path, const std::string& algorithm, uint64_t max,
-       std::shared_ptr<std::atomic<bool>> cancel)
+       std::shared_ptr<fetch_canceller> cancel)
     : path_(std::move(path)), max_(max), cancel_(std::move(cancel)) {
     sha256_.reset(EVP_MD_CTX_new());
     EVP_DigestInit_ex(sha256_.get(), EVP_sha256(), nullptr);
@@ -80,7 +80,7 @@ public:
 
   // False when the file is too large or cannot be written (why() says).
   bool write(const char* data, size_t n) {
-    if (cancel_ && cancel_->load()) {
+    if (cancel_ && cancel_->cancelled()) {
       why_ = "cancelled: the plugin is stopping";
       return false;
     }
@@ -147,7 +147,7 @@ private:
   };
   fs::path path_;
   uint64_t max_;
-  std::shared_ptr<std::atomic<bool>> cancel_;
+  std::shared_ptr<fetch_canceller> cancel_;
   uint64_t size_ = 0;
   int fd_ = -1;
   bool kept_ = false;
@@ -171,6 +171,17 @@ std::string download(const std::string& url, const fetch_settings& s, sink& out)
   cli.enable_server_certificate_verification(true);
   if (!s.ca_file.empty())
     cli.set_ca_cert_path(s.ca_file.c_str());
+  // A stop cuts the download (its socket shut), even one waiting for bytes.
+  if (s.cancel && !s.cancel->add(&cli, [&cli] { cli.stop(); }))
+    return "cancelled: the plugin is stopping";
+  struct unregister {
+    const fetch_settings& s;
+    const void* id;
+    ~unregister() {
+      if (s.cancel)
+        s.cancel->remove(id);
+    }
+  } registered{s, &cli};
   int status = 0;
   auto res = cli.Get(
     path, httplib::Headers{},
@@ -457,7 +468,7 @@ caf::error settle_version(component_store& store, artifact_store& artifacts,
     stored[a.uri] = *sha;
   }
   // Stopped midway: what failed may only have been cut short, so nothing is settled.
-  if (s.cancel && s.cancel->load())
+  if (s.cancel && s.cancel->cancelled())
     return {};
   std::string state = errors.empty() ? "DEPLOYABLE" : "FAILED";
   std::string message = "NONE";

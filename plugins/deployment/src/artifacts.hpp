@@ -16,7 +16,10 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <caf/error.hpp>
@@ -26,6 +29,45 @@
 #include "component_store.hpp"
 
 namespace grove::deployment {
+
+/// Ends the fetches in flight when the plugin stops: downloads are cut at once (their
+/// sockets shut), copies at their next block, and no version is settled by them (the
+/// next start fetches it again). Thread-safe.
+class fetch_canceller {
+public:
+  /// Whether cancel() was called.
+  bool cancelled() const {
+    return cancelled_.load();
+  }
+
+  /// Cancels every fetch, those to come too.
+  void cancel() {
+    std::lock_guard guard{mtx_};
+    cancelled_ = true;
+    for (auto& [id, stop] : active_)
+      stop();
+  }
+
+  /// Registers how to cut download `id`; false (nothing registered) when cancelled.
+  bool add(const void* id, std::function<void()> stop) {
+    std::lock_guard guard{mtx_};
+    if (cancelled_)
+      return false;
+    active_[id] = std::move(stop);
+    return true;
+  }
+
+  /// Unregisters download `id`.
+  void remove(const void* id) {
+    std::lock_guard guard{mtx_};
+    active_.erase(id);
+  }
+
+private:
+  std::atomic<bool> cancelled_{false};
+  std::mutex mtx_;
+  std::map<const void*, std::function<void()>> active_;
+};
 
 /// How artifacts are fetched.
 struct fetch_settings {
@@ -37,9 +79,8 @@ struct fetch_settings {
   uint64_t max_bytes = 1ull << 30;
   /// Connect and read timeout of one download.
   std::chrono::seconds timeout{30};
-  /// Set when the plugin stops: a fetch in flight gives up at its next bytes and leaves
-  /// its version unsettled (the next start fetches it again). Null: never.
-  std::shared_ptr<std::atomic<bool>> cancel;
+  /// Cancels fetches when the plugin stops; null: never.
+  std::shared_ptr<fetch_canceller> cancel;
 };
 
 /// The content-addressed artifact directory (see the file comment). Thread-safe: every

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <filesystem>
 #include <memory>
@@ -62,7 +64,7 @@ public:
     fetch_.ca_file = cfg.artifacts_ca_file;
     fetch_.max_bytes = static_cast<uint64_t>(cfg.artifacts_max_bytes);
     fetch_.timeout = std::chrono::seconds{cfg.artifacts_fetch_timeout};
-    fetch_.cancel = std::make_shared<std::atomic<bool>>(false);
+    fetch_.cancel = std::make_shared<fetch_canceller>();
     api_settings s;
     s.artifact_files = cfg.artifacts_dir / "sha256";
     s.url_key = std::move(*url_key);
@@ -162,9 +164,17 @@ public:
   }
 
   void stop() override {
-    // Fetches in flight give up (they hold the store, which a reloaded instance opens).
+    // Fetches in flight give up, and are waited for: they hold the store, which the next
+    // instance (a reload) opens, exclusively.
     if (fetch_.cancel)
-      fetch_.cancel->store(true);
+      fetch_.cancel->cancel();
+    {
+      auto& t = *fetches_;
+      std::unique_lock lock{t.mtx};
+      if (!t.cv.wait_for(lock, std::chrono::seconds{10}, [&t] { return t.running == 0; }))
+        ctx_->log().warn("deployment: {} artifact fetches did not end within 10 s of stop",
+                         t.running);
+    }
     if (server_)
       server_->stop();
     if (thread_.joinable())
@@ -185,13 +195,27 @@ private:
     if (!fetching_.insert(key).second)
       return;
     ctx_->log().info("deployment: fetching the artifacts of {} {}", name, version);
+    {
+      std::lock_guard guard{fetches_->mtx};
+      ++fetches_->running;
+    }
     ctx_->run_blocking(
-      [db = store_, arts = artifacts_, s = fetch_, name, version] {
+      [t = fetches_, db = store_, arts = artifacts_, s = fetch_, name, version]() mutable {
         auto err = settle_version(*db, *arts, s, name, version);
-        if (err)
-          return "error: " + grove::describe(err);
-        auto v = db->get(name, version);
-        return (v && *v) ? (*v)->state + " (" + (*v)->message + ")" : std::string{"gone"};
+        std::string outcome;
+        if (err) {
+          outcome = "error: " + grove::describe(err);
+        } else {
+          auto v = db->get(name, version);
+          outcome = (v && *v) ? (*v)->state + " (" + (*v)->message + ")" : std::string{"gone"};
+        }
+        // The store is let go before stop() hears this fetch is over.
+        db.reset();
+        arts.reset();
+        std::lock_guard guard{t->mtx};
+        if (--t->running == 0)
+          t->cv.notify_all();
+        return outcome;
       },
       [this, key](caf::expected<std::string> outcome) {
         fetching_.erase(key);
@@ -264,6 +288,14 @@ private:
   std::shared_ptr<artifact_store> artifacts_; // shared with fetches in flight
   fetch_settings fetch_;
   std::set<std::string> fetching_; // name:version, on the actor
+  // Fetches running on the pool, which stop() waits for (shared: a fetch that outlives
+  // the wait still counts down safely).
+  struct fetch_count {
+    std::mutex mtx;
+    std::condition_variable cv;
+    size_t running = 0;
+  };
+  std::shared_ptr<fetch_count> fetches_ = std::make_shared<fetch_count>();
   std::shared_ptr<component_store> store_; // shared with operator calls in flight
   std::shared_ptr<api> api_;
   std::unique_ptr<httplib::Server> server_;

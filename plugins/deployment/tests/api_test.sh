@@ -252,6 +252,23 @@ check "... the restart fetches it again: DEPLOYABLE" wait_state "$SLOW_ARN" DEPL
 check "... and sha256/<hex> holds exactly the served bytes, tmp/ is empty" \
   bash -c 'cmp -s "$0" "$1" && [[ -z $(ls -A "$2") ]]' "$ART/sha256/$SHA" "$WORK/srv/s3/bucket/slow-blob.bin" "$ART/tmp"
 
+# A hot reload in the middle of a download: the old instance's fetch is cut (socket shut)
+# and waited for, so the new one opens the store (exclusively) and fetches it again. The
+# download would take 15 s, longer than stop() waits (10 s): uncut, the reload fails.
+head -c 3000 /dev/urandom >"$WORK/srv/s3/bucket/slow-reload.bin"
+sed -e 's/com.example.Slow/com.example.SlowReload/' -e 's/slow-blob.bin/slow-reload.bin/' \
+  -e "s|Digest: \".*\"|Digest: \"$(openssl dgst -sha256 -binary "$WORK/srv/s3/bucket/slow-reload.bin" | base64)\"|" \
+  "$WORK/slow.yaml" >"$WORK/slow2.yaml"
+RELOAD_ARN=${SLOW_ARN/com.example.Slow:/com.example.SlowReload:}
+gg create-component-version --inline-recipe "fileb://$WORK/slow2.yaml" >/dev/null 2>&1
+for _ in $(seq 1 50); do compgen -G "$ART/tmp/*.part" >/dev/null && break; sleep 0.1; done
+"$GROVECTL" reload deployment >"$WORK/reload.out" 2>&1
+check "grovectl reload deployment mid-download -> exit 0 (the store was let go)" test $? == 0
+[[ $FAILED == 0 ]] || cat "$WORK/reload.out"
+check "... the new instance fetches it again: DEPLOYABLE" wait_state "$RELOAD_ARN" DEPLOYABLE 300
+check "... and the cut fetch settled nothing (no FAILED logged for it), no wait timed out" \
+  bash -c '! grep -q "SlowReload:1.0.0: FAILED\|did not end within" "$0"' "$WORK/groved.out"
+
 check "groved is still running, the plugin too" \
   bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running"' "$GROVECTL"
 finish

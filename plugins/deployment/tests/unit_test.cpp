@@ -658,7 +658,7 @@ BOOST_AUTO_TEST_CASE(connectivity_info_is_checked_field_by_field) {
   BOOST_CHECK_EQUAL(fields(R"([1])"), "ConnectivityInfo/0;");
   json many = json::array();
   for (int i = 0; i < 101; ++i)
-    many.push_back({{"HostAddress", "h" + std::to_string(i)}, {"PortNumber", 1}});
+    many.push_back({{"HostAddress", std::string{"h"}.append(std::to_string(i))}, {"PortNumber", 1}});
   BOOST_CHECK_EQUAL(fields(many.dump().c_str()), "ConnectivityInfo;");
   BOOST_CHECK(valid_thing_name("core-1:a_b"));
   BOOST_CHECK(!valid_thing_name("") && !valid_thing_name("a b") && !valid_thing_name("a/b")
