@@ -30,3 +30,33 @@ function(grove_add_plugin name)
     set_target_properties(${name} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "${GROVE_PLUGIN_OUTPUT_DIR}")
   endif()
 endfunction()
+
+# grove_add_plugin_proto(<prefix> <file.proto>)
+#
+# A plugin's bus API: protoc generates <file>.pb.{h,cc} into gen/grove/ of the current
+# binary directory, built as the static library <prefix>_proto (position independent, so
+# plugins link it); <prefix>_client is the interface target of the plugin's typed client
+# (its include/ folder, if it has one) with the messages, for other plugins, grovectl and
+# tests. Code includes the messages as <grove/<file>.pb.h>.
+function(grove_add_plugin_proto prefix proto)
+  get_filename_component(stem ${proto} NAME_WE)
+  get_filename_component(proto_path ${proto} ABSOLUTE)
+  get_filename_component(proto_dir ${proto_path} DIRECTORY)
+  set(gen ${CMAKE_CURRENT_BINARY_DIR}/gen/grove)
+  file(MAKE_DIRECTORY ${gen})
+  add_custom_command(
+    OUTPUT ${gen}/${stem}.pb.cc ${gen}/${stem}.pb.h
+    COMMAND protobuf::protoc --cpp_out=${gen} -I${proto_dir} ${proto_path}
+    DEPENDS ${proto_path}
+    COMMENT "protoc ${stem}.proto")
+  add_library(${prefix}_proto STATIC ${gen}/${stem}.pb.cc)
+  target_include_directories(${prefix}_proto PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_BINARY_DIR}/gen>)
+  target_link_libraries(${prefix}_proto PUBLIC protobuf::libprotobuf-lite)
+  target_compile_options(${prefix}_proto PRIVATE -Wno-unused-parameter)
+  set_target_properties(${prefix}_proto PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  add_library(${prefix}_client INTERFACE)
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/include)
+    target_include_directories(${prefix}_client INTERFACE ${CMAKE_CURRENT_SOURCE_DIR}/include)
+  endif()
+  target_link_libraries(${prefix}_client INTERFACE ${prefix}_proto)
+endfunction()

@@ -233,7 +233,12 @@ config_map<runtime_config> runtime_config::map() {
          "sandbox's (read-only); empty: the host's")
     .key("cgroup_parent", &runtime_config::cgroup_parent, "",
          "GreengrassContainer: the cgroup (path inside each hierarchy) instance cgroups "
-         "are made under; empty: groved's own");
+         "are made under; empty: groved's own")
+    .key("sandbox_device_filter", &runtime_config::sandbox_device_filter, "auto",
+         one_of{"auto", "cgroup_v1", "bpf"},
+         "GreengrassContainer: what limits an instance's devices to the minimal /dev and "
+         "its granted ones: cgroup_v1 (the v1 devices controller), bpf (a cgroup v2 device "
+         "program), auto (v1's controller when there, else bpf)");
 }
 
 caf::expected<std::pair<uid_t, gid_t>> resolve_user(const function_def& def,

@@ -198,6 +198,8 @@ struct runtime_config {
   /// The cgroup instance cgroups are made under (a path inside each hierarchy); empty:
   /// groved's own.
   std::string cgroup_parent;
+  /// How instances' device access is enforced: auto, cgroup_v1 or bpf.
+  std::string sandbox_device_filter;
 
   /// The config map.
   static config_map<runtime_config> map();

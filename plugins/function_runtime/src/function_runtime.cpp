@@ -37,6 +37,7 @@
 #include "grove/local_resources/client.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/supervision.hpp"
+#include "grove/topic.hpp"
 
 namespace {
 
@@ -264,6 +265,18 @@ public:
       enqueue(topic.substr(grove::function_runtime::event_prefix.size()), std::move(item));
       return;
     }
+    if (auto cloud = grove::message_manager::cloud_topic_of(topic, ctx_->name())) {
+      // IOT_CORE sources: once for each function with a matching filter.
+      item.subject = std::string{*cloud};
+      for (auto& [name, fn] : functions_)
+        if (fn.def && !fn.removed)
+          for (const auto& s : fn.def->event_sources)
+            if (s.type == "IOT_CORE" && grove::topic_matches(s.topic, *cloud)) {
+              enqueue(name, item);
+              break;
+            }
+      return;
+    }
     // PUB_SUB event sources.
     item.subject = topic;
     for (auto& [name, fn] : functions_)
@@ -350,12 +363,6 @@ private:
           continue;
         }
       }
-      for (const auto& s : def->event_sources)
-        if (s.type == "IOT_CORE")
-          ctx_->log().warn("function '{}': IOT_CORE source '{}' takes effect through a "
-                           "group subscription cloud -> function:{} (message_manager "
-                           "routes cloud messages; it has no API to add routes)",
-                           f.name(), s.topic, f.name());
       bool had = fn.def.has_value();
       fn.def = std::move(*def);
       fn.uid = user->first;
@@ -388,7 +395,11 @@ private:
   /// changed resource); an error stops the function (its resources are not available).
   void resolve_mounts(function_state& fn, uint64_t version) {
     const auto& policies = fn.def->resource_access_policies;
-    if (policies.empty()) {
+    // v2's per-function volumes and devices: a sandbox's only (NoContainer sees the host).
+    const auto& container = fn.def->process.container;
+    bool own = fn.def->process.isolation_mode == "GreengrassContainer"
+               && (!container.volumes.empty() || !container.devices.empty());
+    if (policies.empty() && !own) {
       fn.mounts_request = 0;
       if (!fn.mounts.empty() || !fn.groups.empty()) {
         fn.mounts.clear();
@@ -400,6 +411,17 @@ private:
     auto req = grove::local_resources::make_request(fn.name, version);
     for (const auto& p : policies)
       grove::local_resources::add_policy(req, p.resource_id, p.permission);
+    if (own) {
+      for (size_t i = 0; i < container.volumes.size(); ++i) {
+        const auto& v = container.volumes[i];
+        grove::local_resources::add_volume(req, i, v.source_path, v.destination_path,
+                                           v.permission, v.add_group_owner);
+      }
+      for (size_t i = 0; i < container.devices.size(); ++i) {
+        const auto& d = container.devices[i];
+        grove::local_resources::add_device(req, i, d.path, d.permission, d.add_group_owner);
+      }
+    }
     auto seq = ++mounts_requests_;
     fn.mounts_request = seq;
     auto name = fn.name;
@@ -437,10 +459,14 @@ private:
       auto& fn = *found;
       fn.mounts_request = 0;
       if (!r) {
-        const auto& first = fn.def->resource_access_policies.front().resource_id;
+        const auto& policies = fn.def->resource_access_policies;
+        auto wants = policies.empty()
+                       ? std::string{"linuxProcessParams.containerParams names volumes or "
+                                     "devices"}
+                       : "resourceAccessPolicies names resource '" + policies.front().resource_id
+                           + "'";
         auto why = r.error() == errc::no_route
-                     ? "resourceAccessPolicies names resource '" + first
-                         + "', and this image has no local_resources plugin to provide it"
+                     ? wants + ", and this image has no local_resources plugin to provide it"
                      : grove::describe(r.error());
         fn.def_error = "function '" + name + "': " + why;
         fn.last_error = fn.def_error;
@@ -524,14 +550,20 @@ private:
       }
   }
 
-  /// Subscribes to the PUB_SUB sources in force, and only to them.
-  void update_pubsub() {
-    std::set<std::string> want;
-    for (auto& [name, fn] : functions_)
+  /// The topics (PUB_SUB) or cloud filters (IOT_CORE) of the defined functions' sources.
+  std::set<std::string> source_topics(std::string_view type) const {
+    std::set<std::string> out;
+    for (const auto& [name, fn] : functions_)
       if (fn.def)
         for (const auto& s : fn.def->event_sources)
-          if (s.type == "PUB_SUB")
-            want.insert(s.topic);
+          if (s.type == type)
+            out.insert(s.topic);
+    return out;
+  }
+
+  /// Subscribes to the PUB_SUB sources in force, and only to them.
+  void update_pubsub() {
+    auto want = source_topics("PUB_SUB");
     for (const auto& t : pubsub_)
       if (!want.count(t))
         static_cast<void>(ctx_->unsubscribe(t));
@@ -541,6 +573,46 @@ private:
           ctx_->log().error("cannot subscribe to event source {}: {}", t,
                             grove::describe(err));
     pubsub_ = std::move(want);
+    update_cloud_sources();
+  }
+
+  /// IOT_CORE event sources: their cloud filters, through message_manager's system API
+  /// (mm-7, mm-8), so this plugin must be in its cloud.system_clients. The messages come
+  /// on mm-9 (on_message).
+  void update_cloud_sources() {
+    auto want = source_topics("IOT_CORE");
+    if (!cloud_) {
+      if (want.empty())
+        return;
+      if (auto err = ctx_->subscribe(grove::message_manager::system_filter(ctx_->name())))
+        ctx_->log().error("cannot subscribe to the cloud's messages: {}", grove::describe(err));
+      cloud_.emplace(*ctx_, [this](auto st, const caf::error& err) {
+        if (st == grove::message_manager::cloud_filters::state::refused)
+          ctx_->log().error("IOT_CORE event sources: message_manager refuses the cloud "
+                            "filters (is {} in its cloud.system_clients?): {}; retrying",
+                            ctx_->name(), grove::describe(err));
+        else
+          ctx_->log().info("IOT_CORE event sources: {} cloud filters in force",
+                           cloud_->wanted().size());
+        cloud_status();
+      });
+    }
+    cloud_->set(std::move(want));
+    cloud_status();
+  }
+
+  void cloud_status() {
+    using st = grove::message_manager::cloud_filters::state;
+    auto state = cloud_->current();
+    if (state == st::none) {
+      ctx_->set_status("cloud_sources", "none");
+      return;
+    }
+    ctx_->set_status("cloud_sources",
+                     std::to_string(cloud_->wanted().size()) + " filters, "
+                       + (state == st::subscribed ? "subscribed"
+                          : state == st::refused  ? "NOT SUBSCRIBED (cloud.system_clients?)"
+                                                  : "subscribing"));
   }
 
   /// A changed definition: idle instances end now, busy ones after their item.
@@ -1331,6 +1403,7 @@ private:
   grove::restart_policy policy_;
   std::map<std::string, function_state> functions_;
   std::set<std::string> pubsub_;
+  std::optional<grove::message_manager::cloud_filters> cloud_; // IOT_CORE sources
   /// Shadow calls in flight by clientToken.
   struct pending_shadow {
     std::function<void(std::string, std::string)> answer;

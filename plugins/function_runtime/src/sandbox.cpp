@@ -1,5 +1,6 @@
 #include "sandbox.hpp"
 
+#include "device_filter.hpp"
 #include "python_runtime.hpp"
 
 #include <fcntl.h>
@@ -176,25 +177,31 @@ caf::error enable_v2(const fs::path& parent, const std::string& enable, bool is_
   return write_text(parent / "cgroup.subtree_control", enable);
 }
 
-/// A v1 devices cgroup's rules: nothing but the minimal /dev (null, zero, random,
-/// urandom: rw) and the granted devices (r, or rw).
-caf::error allow_devices(const fs::path& dir, const std::vector<resource_mount>& resources) {
-  if (auto e = write_text(dir / "devices.deny", "a"))
-    return e;
-  auto allow = [&](char type, unsigned maj, unsigned min, const char* access) {
-    return write_text(dir / "devices.allow", std::string{type} + " " + std::to_string(maj)
-                                               + ":" + std::to_string(min) + " " + access);
-  };
+/// The devices an instance may open: the minimal /dev (null, zero, random, urandom: rw)
+/// and the granted devices (r, or rw).
+std::vector<device_rule> device_rules(const std::vector<resource_mount>& resources) {
+  std::vector<device_rule> out;
   for (const char* d : {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"}) {
     struct stat st {};
     if (::stat(d, &st) == 0 && S_ISCHR(st.st_mode))
-      if (auto e = allow('c', major(st.st_rdev), minor(st.st_rdev), "rw"))
-        return e;
+      out.push_back({'c', major(st.st_rdev), minor(st.st_rdev), true});
   }
   for (const auto& r : resources)
     if (r.device)
-      if (auto e = allow(r.device_type, r.major, r.minor, r.read_only ? "r" : "rw"))
-        return e;
+      out.push_back({r.device_type, r.major, r.minor, !r.read_only});
+  return out;
+}
+
+/// A v1 devices cgroup's rules: nothing but device_rules().
+caf::error allow_devices(const fs::path& dir, const std::vector<resource_mount>& resources) {
+  if (auto e = write_text(dir / "devices.deny", "a"))
+    return e;
+  for (const auto& r : device_rules(resources))
+    if (auto e = write_text(dir / "devices.allow", std::string{r.type} + " "
+                                                     + std::to_string(r.major) + ":"
+                                                     + std::to_string(r.minor)
+                                                     + (r.write ? " rw" : " r")))
+      return e;
   return {};
 }
 
@@ -360,10 +367,14 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
                      + "; v1: " + v1_why + ")");
     }
   }
-  // 2b. The devices controller (v1), for local device resources: optional, as a v2
-  // cgroup's device filter is an eBPF program this runtime does not load (README,
-  // "Local resources").
+  // 2b. What limits devices (README, "Local resources"): v1's devices controller, or a
+  // device program on a cgroup v2 (the main hierarchy's instance cgroup, or on a hybrid
+  // host one of the unified hierarchy's). Optional under auto: without either, only a
+  // device granted ro is refused.
+  const auto& filter = cfg.sandbox_device_filter;
   for (const auto& m : all) {
+    if (filter == "bpf")
+      break;
     if (m.type != "cgroup"
         || std::find(m.options.begin(), m.options.end(), "devices") == m.options.end())
       continue;
@@ -374,6 +385,45 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
     if (!make_dir(base))
       sb->bases_["devices"] = base;
     break;
+  }
+  if (filter == "bpf" || (filter == "auto" && !sb->has_devices_cgroup())) {
+    std::string why;
+    if (!device_filter_supported(&why)) {
+      if (filter == "bpf") {
+        sb.reset();
+        return missing("cgroup v2 device programs (sandbox_device_filter: bpf): " + why);
+      }
+    } else if (sb->cgroup_version_ == 2) {
+      sb->device_bpf_ = true; // on the instance's own cgroup
+    } else {
+      // Hybrid: the unified hierarchy, beside v1's controllers.
+      std::string bpf_why = "no cgroup2 mount";
+      for (const auto& m : all) {
+        if (m.type != "cgroup2")
+          continue;
+        auto own = own_cgroup("");
+        if (!own) {
+          bpf_why = "groved is in no v2 cgroup";
+          break;
+        }
+        auto parent = under(m.point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent);
+        for (auto& gone : remove_stale(parent))
+          sb->stale_.push_back(std::move(gone));
+        auto base = parent / tag;
+        if (auto e = make_dir(base)) {
+          bpf_why = grove::describe(e);
+          break;
+        }
+        sb->bases_["bpf"] = base;
+        sb->device_bpf_ = true;
+        break;
+      }
+      if (!sb->device_bpf_ && filter == "bpf") {
+        sb.reset();
+        return missing("a cgroup v2 for the device program (sandbox_device_filter: bpf): "
+                       + bpf_why);
+      }
+    }
   }
   // 3. The profile.
   std::string text;
@@ -414,7 +464,10 @@ sandbox::~sandbox() {
 std::string sandbox::describe() const {
   std::string ctrls;
   for (const auto& [c, base] : bases_)
-    ctrls += (ctrls.empty() ? "" : ", ") + (c.empty() ? std::string{"memory, pids"} : c);
+    if (c != "bpf")
+      ctrls += (ctrls.empty() ? "" : ", ") + (c.empty() ? std::string{"memory, pids"} : c);
+  if (device_bpf_)
+    ctrls += ", devices (bpf)";
   std::string notes;
   for (const auto& w : warnings_)
     notes += "; " + w;
@@ -441,10 +494,10 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
     if (r.device && r.read_only && !has_devices_cgroup())
       return make_error(errc::unsupported,
                         "resource '" + r.id + "': a device granted ro needs the devices "
-                        "cgroup (v1), which this host does not give the runtime (a "
-                        "read-only mount does not stop writes to a device)");
+                        "cgroup (v1) or a cgroup v2 device program, which this host does not "
+                        "give the runtime (a read-only mount does not stop writes to a device)");
   for (const auto& c : {std::string{"memory"}, std::string{"pids"}, std::string{"cpu"},
-                        std::string{""}, std::string{"devices"}}) {
+                        std::string{""}, std::string{"devices"}, std::string{"bpf"}}) {
     auto it = bases_.find(c);
     if (it == bases_.end())
       continue;
@@ -462,6 +515,8 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
       e = write_text(dir / "pids.max", pids);
     } else if (c == "devices") {
       e = allow_devices(dir, resources);
+    } else if (c == "bpf") {
+      e = device_programs_->attach(dir, device_rules(resources));
     } else if (c == "cpu") {
       if (write_text(dir / "cpu.shares",
                      std::to_string(std::max<int64_t>(2, cfg_.sandbox_cpu_weight * 1024 / 100))))
@@ -473,6 +528,8 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
         (void) write_text(dir / "memory.swap.max", "0");
       if (!e)
         e = write_text(dir / "pids.max", pids);
+      if (!e && device_bpf_)
+        e = device_programs_->attach(dir, device_rules(resources));
       if (!e && cfg_.sandbox_cpu_weight > 0 && cpu_
           && write_text(dir / "cpu.weight", std::to_string(cfg_.sandbox_cpu_weight)))
         out.warning = "sandbox_cpu_weight is not applied: cannot write " + dir.string()

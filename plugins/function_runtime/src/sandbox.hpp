@@ -16,6 +16,7 @@
 
 #include <caf/expected.hpp>
 
+#include "device_filter.hpp"
 #include "function_def.hpp"
 #include "seccomp_profile.hpp"
 #include "grove/process.hpp"
@@ -102,10 +103,11 @@ public:
                                           const std::vector<resource_mount>& resources
                                           = {}) const;
 
-  /// Whether instances get a devices cgroup (v1's devices controller): a device granted
-  /// ro needs it (a read-only mount does not stop writes to a device node).
+  /// Whether instances' devices are limited (v1's devices controller, or a cgroup v2
+  /// device program): a device granted ro needs it (a read-only mount does not stop
+  /// writes to a device node).
   bool has_devices_cgroup() const {
-    return bases_.count("devices") > 0;
+    return bases_.count("devices") > 0 || device_bpf_;
   }
 
   /// `path` (a program or argument) as the sandbox sees it: the code directory is at
@@ -125,9 +127,12 @@ private:
   runtime_config cfg_;
   std::filesystem::path root_base_;
   int cgroup_version_ = 1;
-  // controller ("memory", "pids", "cpu"; "" for v2) -> the runtime's cgroup directory
+  // controller ("memory", "pids", "cpu", "devices"; "" for v2; "bpf": the unified
+  // hierarchy's, for the device program on a hybrid host) -> the runtime's cgroup directory
   std::map<std::string, std::filesystem::path> bases_;
   bool cpu_ = false; // the CPU weight can be set
+  bool device_bpf_ = false; // instances get a device program (device_filter.hpp)
+  std::unique_ptr<device_programs> device_programs_ = std::make_unique<device_programs>();
   std::vector<std::string> warnings_;
   std::vector<std::string> stale_;
   std::vector<sock_filter> filter_;

@@ -5,7 +5,8 @@
 # table to device B, and the same with PF, a Python function (runtime: python3,
 # tests/python/pyfn.py on the Python function SDK's greengrasssdk). grovectl's functions,
 # invoke (request and event) and logs commands; the shadow verbs from C++ (S) and Python
-# (PS) against the shadow plugin.
+# (PS) against the shadow plugin; function CF's IOT_CORE event source from a TLS Mosquitto
+# standing in for the cloud, through message_manager's system API.
 # Usage: function_e2e_test.sh GROVED GROVECTL GROVE_CERTS TEST_FUNCTION PYTHON_CODE_DIR
 set -u
 
@@ -24,17 +25,26 @@ source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 GROVED_PID=""
 cleanup_all() {
   [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  [[ -n "${CLOUD_PID:-}" ]] && kill "$CLOUD_PID" 2>/dev/null
   broker_test_cleanup
 }
 trap cleanup_all EXIT
 
 PKI=$WORK/pki
+CLOUD_PKI=$WORK/cloud-pki
 export GROVE_CA_DIR=$WORK/ca
-if ! make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1; then
+if ! { make_group_pki "$CERTS_TOOL" "$PKI" A B grove &&
+       make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI"; } >"$WORK/certs.out" 2>&1; then
   cat "$WORK/certs.out"
   abort "making the certificates"
 fi
 PORT=$(free_port)
+CLOUD_PORT=$(free_port)
+while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+# A TLS Mosquitto stands in for AWS IoT Core: function CF's IOT_CORE event source.
+ABORT_LOGS=("$WORK/cloud.out")
+cloud_init
+start_cloud
 
 cat >"$WORK/group.yaml" <<YAML
 name: e2e
@@ -62,6 +72,14 @@ functions:
       environmentVariables: {RELAY_TOPIC: p/to/b}
       runAs: {uid: 0, gid: 0}
       linuxProcessParams: {isolationMode: NoContainer}
+  - name: CF
+    config:
+      handler: $FUNCTION
+      execArgs: [relay]
+      environmentVariables: {RELAY_TOPIC: c/to/b}
+      eventSources: [{topic: "cmd/+/go", type: IOT_CORE}]
+      runAs: {uid: 0, gid: 0}
+      linuxProcessParams: {isolationMode: NoContainer}
   - name: PS
     config:
       runtime: python3
@@ -78,6 +96,7 @@ subscriptions:
   - {id: shadow-s-no, source: shadow, subject: "\$aws/things/lamp/shadow/+/rejected", target: "function:S"}
   - {id: a-pf, source: "device:A", subject: "a/to/p", target: "function:PF"}
   - {id: pf-b, source: "function:PF", subject: "p/to/b", target: "device:B"}
+  - {id: cf-b, source: "function:CF", subject: "c/to/b", target: "device:B"}
   - {id: ps-shadow, source: "function:PS", subject: "\$aws/things/plamp/shadow/#", target: shadow}
   - {id: shadow-ps-ok, source: shadow, subject: "\$aws/things/plamp/shadow/+/accepted", target: "function:PS"}
   - {id: shadow-ps-no, source: shadow, subject: "\$aws/things/plamp/shadow/+/rejected", target: "function:PS"}
@@ -90,6 +109,8 @@ plugins:
 $(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]
       spool: {storage: memory}
+$(mm_profile_cloud)
+        system_clients: [function_runtime]
   - name: shadow
   - name: function_runtime
     may_claim: ["function:*"]
@@ -132,7 +153,28 @@ check "a JSON function refuses a payload that is not JSON, with the reason" \
 check "grovectl functions counts the invocations" \
   bash -c '"$1" functions --json | jq -s -e "map(select(.name == \"F\")) | .[0].invocations >= 3" >/dev/null' _ "$GROVECTL"
 check "grovectl status shows the runtime" \
-  bash -c '"$1" status | grep -q "functions: 4 defined, 0 invalid"' _ "$GROVECTL"
+  bash -c '"$1" status | grep -q "functions: 5 defined, 0 invalid"' _ "$GROVECTL"
+
+# ---- IOT_CORE event source: the cloud -> message_manager's system API (mm-9) -> CF ----
+check "CF's IOT_CORE filter is in force through message_manager's system API" \
+  status_has "cloud_sources: 1 filters, subscribed" 150
+start_sub B "c/to/b" "$WORK/cb.out"
+# Published by the cloud until the link has made the subscription (a reconnect remakes it).
+cloud_delivered=0
+for i in $(seq 1 50); do
+  # shellcheck disable=SC2046
+  mosquitto_pub $(cloud_args) -i cloudpub -q 1 -t "cmd/lamp/go" -m "{\"go\":$i}" 2>/dev/null
+  if grep -q '"go"' "$WORK/cb.out" 2>/dev/null; then cloud_delivered=1; break; fi
+  sleep 0.2
+done
+check "a cloud message matching CF's filter runs CF (which publishes to device B)" \
+  test "$cloud_delivered" == 1
+check "... and CF's log names the cloud and the cloud topic" \
+  bash -c '"$1" logs CF | grep -q "relayed from cloud on .cmd/lamp/go."' _ "$GROVECTL"
+# shellcheck disable=SC2046
+mosquitto_pub $(cloud_args) -i cloudpub -q 1 -t "cmd/lamp/stop" -m '{"stop":1}'
+sleep 1
+check "a cloud topic outside the filter does not" bash -c '! grep -q stop "$1"' _ "$WORK/cb.out"
 
 # ---- shadow verbs: function S -> the table -> the shadow plugin -> the table -> S ----
 out=$("$GROVECTL" invoke S --payload '{"state":{"reported":{"on":true}}}' 2>&1)

@@ -1144,6 +1144,93 @@ BOOST_AUTO_TEST_CASE(local_devices_are_granted_r_or_rw_and_no_other,
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_cgroup_v2_device_program_grants_devices_as_v1_does,
+                     *boost::unit_test::precondition(as_root)) {
+  // sandbox_device_filter: bpf: no v1 devices controller, a BPF_PROG_TYPE_CGROUP_DEVICE
+  // program on the instance's cgroup v2 (on this hybrid host, the unified hierarchy's).
+  test_devices devs;
+  auto rw_dev = devs.make("bpf-rw", 1, 3);
+  auto ro_dev = devs.make("bpf-ro", 1, 7);
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: sink, permission: rw}, "
+                               "{resourceId: full, permission: ro}]")
+           + "resources:\n" + device("sink", rw_dev) + device("full", ro_dev);
+  },
+               "{sandbox_pids_max: 32, sandbox_device_filter: bpf}"};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  auto details = sb.rt->h->kernel().status().details();
+  auto status = details["function_runtime.sandbox"];
+  BOOST_TEST(status.find("devices (bpf)") != std::string::npos, status);
+  BOOST_TEST(status.find("devices,") == std::string::npos, status); // not v1's
+  BOOST_TEST(sb.attempt("box", "write " + rw_dev) == "REACHED: wrote " + rw_dev);
+  BOOST_TEST(sb.attempt("box", "read " + ro_dev) == "REACHED: read 256 bytes of " + ro_dev);
+  // r only: the program refuses the open for writing.
+  auto w = sb.attempt("box", "write " + ro_dev);
+  BOOST_TEST(w == "denied: open " + ro_dev + " for writing: Operation not permitted", w);
+  // The minimal /dev still works.
+  BOOST_TEST(sb.attempt("box", "read /dev/urandom").find("REACHED: read") == 0);
+  BOOST_TEST(sb.attempt("box", "write /dev/null") == "REACHED: wrote /dev/null");
+}
+
+BOOST_AUTO_TEST_CASE(container_params_volumes_and_devices_are_the_functions_own_resources,
+                     *boost::unit_test::precondition(as_root)) {
+  // v2's per-function form (containerParams.volumes[] / devices[]), with no resource of
+  // the group: checked and mounted as local_resources checks and mounts the group's.
+  test::temp_dir data;
+  auto ro = data.path() / "ro";
+  auto rw = data.path() / "rw";
+  fs::create_directories(ro);
+  fs::create_directories(rw);
+  { std::ofstream{ro / "hello"} << "hello"; }
+  ::chmod(ro.c_str(), 0755);
+  ::chmod((ro / "hello").c_str(), 0644);
+  const gid_t owner = 4343;
+  BOOST_REQUIRE(::chown(rw.c_str(), 0, owner) == 0);
+  ::chmod(rw.c_str(), 0770);
+  test_devices devs;
+  auto rw_dev = devs.make("own-rw", 1, 3);
+  auto other = devs.make("own-other", 1, 3);
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box",
+                     "linuxProcessParams: {containerParams: {volumes: [{sourcePath: "
+                       + ro.string() + ", destinationPath: /data/in}, {sourcePath: "
+                       + rw.string() + ", destinationPath: /data/out, permission: rw, "
+                       "addGroupOwner: true}], devices: [{path: " + rw_dev
+                       + ", permission: rw}]}}")
+           + escape_fn(d, "sysfs", "linuxProcessParams: {containerParams: {volumes: "
+                                   "[{sourcePath: /sys/kernel, destinationPath: /k}]}}")
+           + escape_fn(d, "host", "linuxProcessParams: {isolationMode: NoContainer, "
+                                  "containerParams: {volumes: [{sourcePath: /sys/kernel, "
+                                  "destinationPath: /k}]}}");
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  auto r = sb.attempt("box", "read /data/in/hello");
+  BOOST_TEST(r == "REACHED: read 5 bytes of /data/in/hello", r);
+  auto w = sb.attempt("box", "write /data/in/new");
+  BOOST_TEST(w == "denied: open /data/in/new for writing: Read-only file system", w);
+  BOOST_TEST(!fs::exists(ro / "new"));
+  w = sb.attempt("box", "write /data/out/new");
+  BOOST_TEST(w == "REACHED: wrote /data/out/new", w);
+  BOOST_TEST(fs::exists(rw / "new"));
+  auto st = sb.attempt("box", "status");
+  auto groups = st.substr(st.find("Groups:"));
+  groups = groups.substr(0, groups.find('\n')) + " ";
+  BOOST_TEST(groups.find(" " + std::to_string(owner) + " ") != std::string::npos, st);
+  BOOST_TEST(sb.attempt("box", "write " + rw_dev) == "REACHED: wrote " + rw_dev);
+  auto o = sb.attempt("box", "read " + other);
+  BOOST_TEST(o == "denied: open " + other + ": No such file or directory", o);
+  // A volume Greengrass refuses is refused by its place in the config, and only that
+  // function is.
+  auto k = sb.attempt("sysfs", "whoami");
+  BOOST_TEST(k.find("containerParams.volumes[0]: sourcePath: ") != std::string::npos, k);
+  BOOST_TEST(k.find("/sys") != std::string::npos, k);
+  // NoContainer sees the host: its containerParams' volumes do not apply (nor refuse it).
+  auto h = sb.attempt("host", "whoami");
+  BOOST_TEST(h.find("uid=") == 0, h);
+}
+
 BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
                      *boost::unit_test::precondition(as_root)) {
   test::temp_dir data;

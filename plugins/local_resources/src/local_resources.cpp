@@ -148,6 +148,19 @@ private:
                                                   + grove::describe(m.error()));
       *out.add_mounts() = std::move(*m);
     }
+    // The function's own volumes and devices: checked as the group's are.
+    for (const auto& r : req.inline_resources()) {
+      auto def = lr::inline_resource(r.device(), r.source_path(), r.destination_path(),
+                                     r.add_group_owner(), r.id());
+      if (!def)
+        return make_error(errc::invalid_config, "function '" + req.function() + "': "
+                                                  + grove::describe(def.error()));
+      auto m = lr::resolve(r.id(), *def, r.permission());
+      if (!m)
+        return make_error(errc::invalid_config, "function '" + req.function() + "': "
+                                                  + grove::describe(m.error()));
+      *out.add_mounts() = std::move(*m);
+    }
     return out;
   }
 

@@ -91,6 +91,61 @@ std::string volume_source_defect(const std::string& p) {
   return {};
 }
 
+// Without trailing slashes ("/" stays).
+std::string trimmed(std::string p) {
+  while (p.size() > 1 && p.back() == '/')
+    p.pop_back();
+  return p;
+}
+
+// The checks of a volume's paths (parse_resource and inline_resource): errors name
+// `key` (prefixed) at `origin`.
+caf::expected<resource_def> volume_def(const std::string& source, const std::string& destination,
+                                       const group_owner_setting& owner,
+                                       std::string_view origin, const std::string& key) {
+  if (auto d = path_defect(source); !d.empty())
+    return key_error(origin, key + "sourcePath", d);
+  if (auto d = volume_source_defect(source); !d.empty())
+    return key_error(origin, key + "sourcePath", d);
+  if (auto d = path_defect(destination); !d.empty())
+    return key_error(origin, key + "destinationPath", d);
+  auto dest = fs::path{destination}.lexically_normal().string();
+  if (dest == "/")
+    return key_error(origin, key + "destinationPath", "'/' is the sandbox's root");
+  for (const char* root : sandbox_roots)
+    if (is_under(dest, root))
+      return key_error(origin, key + "destinationPath",
+                       "'" + destination + "' is under " + root
+                         + ", which the sandbox makes itself");
+  if (auto d = owner_defect(owner); !d.empty())
+    return key_error(origin, key + "groupOwnerSetting", d);
+  resource_def out;
+  out.kind = resource_kind::volume;
+  out.source_path = trimmed(fs::path{source}.lexically_normal().string());
+  out.destination_path = trimmed(dest);
+  out.owner = owner;
+  return out;
+}
+
+// The checks of a device's path.
+caf::expected<resource_def> device_def(const std::string& source,
+                                       const group_owner_setting& owner,
+                                       std::string_view origin, const std::string& key) {
+  if (auto d = path_defect(source); !d.empty())
+    return key_error(origin, key + "sourcePath", d);
+  auto src = trimmed(fs::path{source}.lexically_normal().string());
+  if (!is_under(src, "/dev") || src == "/dev")
+    return key_error(origin, key + "sourcePath", "'" + source + "' is not a device under /dev");
+  if (auto d = owner_defect(owner); !d.empty())
+    return key_error(origin, key + "groupOwnerSetting", d);
+  resource_def out;
+  out.kind = resource_kind::device;
+  out.source_path = src;
+  out.destination_path = src;
+  out.owner = owner;
+  return out;
+}
+
 } // namespace
 
 bool is_under(std::string_view path, std::string_view root) {
@@ -175,52 +230,21 @@ caf::expected<resource_def> parse_resource(std::string_view yaml, std::string_vi
   auto cfg = map.parse(*full);
   if (!cfg)
     return make_error(errc::invalid_config, std::string{origin} + ": " + describe(cfg.error()));
-  if (has_volume) {
-    const auto& v = cfg->volume;
-    const std::string key = "localVolumeResourceData.";
-    if (auto d = path_defect(v.source_path); !d.empty())
-      return key_error(origin, key + "sourcePath", d);
-    if (auto d = volume_source_defect(v.source_path); !d.empty())
-      return key_error(origin, key + "sourcePath", d);
-    if (auto d = path_defect(v.destination_path); !d.empty())
-      return key_error(origin, key + "destinationPath", d);
-    auto dest = fs::path{v.destination_path}.lexically_normal().string();
-    if (dest == "/")
-      return key_error(origin, key + "destinationPath", "'/' is the sandbox's root");
-    for (const char* root : sandbox_roots)
-      if (is_under(dest, root))
-        return key_error(origin, key + "destinationPath",
-                         "'" + v.destination_path + "' is under " + root
-                           + ", which the sandbox makes itself");
-    if (auto d = owner_defect(v.owner); !d.empty())
-      return key_error(origin, key + "groupOwnerSetting", d);
-    out.kind = resource_kind::volume;
-    out.source_path = fs::path{v.source_path}.lexically_normal().string();
-    out.destination_path = dest;
-    out.owner = v.owner;
-  } else {
-    const auto& v = cfg->device;
-    const std::string key = "localDeviceResourceData.";
-    if (auto d = path_defect(v.source_path); !d.empty())
-      return key_error(origin, key + "sourcePath", d);
-    auto src = fs::path{v.source_path}.lexically_normal().string();
-    while (src.size() > 1 && src.back() == '/')
-      src.pop_back();
-    if (!is_under(src, "/dev") || src == "/dev")
-      return key_error(origin, key + "sourcePath",
-                       "'" + v.source_path + "' is not a device under /dev");
-    if (auto d = owner_defect(v.owner); !d.empty())
-      return key_error(origin, key + "groupOwnerSetting", d);
-    out.kind = resource_kind::device;
-    out.source_path = src;
-    out.destination_path = src;
-    out.owner = v.owner;
-  }
-  while (out.destination_path.size() > 1 && out.destination_path.back() == '/')
-    out.destination_path.pop_back();
-  while (out.source_path.size() > 1 && out.source_path.back() == '/')
-    out.source_path.pop_back();
-  return out;
+  if (has_volume)
+    return volume_def(cfg->volume.source_path, cfg->volume.destination_path,
+                      cfg->volume.owner, origin, "localVolumeResourceData.");
+  return device_def(cfg->device.source_path, cfg->device.owner, origin,
+                    "localDeviceResourceData.");
+}
+
+caf::expected<resource_def> inline_resource(bool device, const std::string& source_path,
+                                            const std::string& destination_path,
+                                            bool add_group_owner, std::string_view origin) {
+  group_owner_setting owner;
+  owner.auto_add_group_owner = add_group_owner;
+  if (device)
+    return device_def(source_path, owner, origin, "");
+  return volume_def(source_path, destination_path, owner, origin, "");
 }
 
 caf::expected<local_resources::Mount> resolve(const std::string& id, const resource_def& def,

@@ -77,6 +77,13 @@ struct resource_config {
 /// `<origin>:<line>:<col>: <key>: <what>` or `<origin>: <key>: <what>`.
 caf::expected<resource_def> parse_resource(std::string_view yaml, std::string_view origin);
 
+/// A volume (`device` false) or device the function's own config names (v2's
+/// containerParams.volumes[] / devices[]), checked as the group's resources are: errors
+/// read `<origin>: <key>: <what>`.
+caf::expected<resource_def> inline_resource(bool device, const std::string& source_path,
+                                            const std::string& destination_path,
+                                            bool add_group_owner, std::string_view origin);
+
 /// `path` is `root` or below it (by whole components).
 bool is_under(std::string_view path, std::string_view root);
 

@@ -123,6 +123,29 @@ BOOST_AUTO_TEST_CASE(paths_greengrass_refuses_are_refused) {
     BOOST_TEST(contains(dev(src), "localDeviceResourceData.sourcePath"), src);
 }
 
+BOOST_AUTO_TEST_CASE(a_functions_own_volumes_and_devices_get_the_same_checks) {
+  // containerParams.volumes[] / devices[] (function_runtime sends them on lr-1).
+  auto vol = [](const std::string& src, const std::string& dst) {
+    return err(lr::inline_resource(false, src, dst, false, "containerParams.volumes[1]"));
+  };
+  BOOST_TEST(vol("/srv/data/", "/data/") == "(accepted)");
+  auto ok = lr::inline_resource(false, "/srv/data/", "/data/", true, "v");
+  BOOST_REQUIRE(ok);
+  BOOST_TEST(ok->source_path == "/srv/data");
+  BOOST_TEST(ok->destination_path == "/data");
+  BOOST_TEST(ok->owner.auto_add_group_owner);
+  for (const char* src : {"/sys/kernel", "/dev/sda", "/var/lib", "/", "rel"})
+    BOOST_TEST(contains(vol(src, "/data"), "containerParams.volumes[1]: sourcePath: "), src);
+  for (const char* dst : {"/", "/proc/x", "/lambda", "/tmp/x"})
+    BOOST_TEST(contains(vol("/srv", dst), "containerParams.volumes[1]: destinationPath: "), dst);
+  auto dev = [](const std::string& path) {
+    return err(lr::inline_resource(true, path, path, false, "containerParams.devices[0]"));
+  };
+  BOOST_TEST(dev("/dev/ttyS0") == "(accepted)");
+  for (const char* path : {"/dev", "/tmp/x", "/dev/../etc/passwd"})
+    BOOST_TEST(contains(dev(path), "containerParams.devices[0]: sourcePath: "), path);
+}
+
 BOOST_AUTO_TEST_CASE(resolving_checks_what_is_on_the_device) {
   grove::test::temp_dir dir;
   auto data = dir.path() / "data";

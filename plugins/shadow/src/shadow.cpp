@@ -731,48 +731,27 @@ private:
     else
       for (const auto& t : things)
         wanted.insert("$aws/things/" + t + "/shadow/#");
-    sync_status();
-    if (wanted == cloud_filters_ && (subscribed_ || wanted.empty()))
-      return;
-    std::vector<std::string> gone;
-    for (const auto& f : cloud_filters_)
-      if (!wanted.contains(f))
-        gone.push_back(f);
-    if (!gone.empty())
-      mmc::cloud_unsubscribe(*ctx_, gone, std::chrono::seconds{10},
-                             [](caf::expected<grove::mm::CloudSubscriptions>) {});
-    cloud_filters_ = wanted;
-    if (wanted.empty())
-      return;
-    subscribed_ = false;
-    mmc::cloud_subscribe(
-      *ctx_, {wanted.begin(), wanted.end()}, std::chrono::seconds{10},
-      [this, wanted](caf::expected<grove::mm::CloudSubscriptions> r) {
-        if (wanted != cloud_filters_)
-          return; // a newer set is on its way
-        if (!r) {
-          if (!std::exchange(subscribe_failed_, true))
-            ctx_->log().error("shadow: cannot subscribe to the cloud (is shadow in "
-                              "message_manager's cloud.system_clients?): {}; retrying",
-                              grove::describe(r.error()));
-          sync_status();
-          ctx_->after(std::chrono::seconds{5}, [this] {
-            if (!subscribed_) {
-              cloud_filters_.clear();
-              refresh_cloud_filters();
-            }
-          });
-          return;
-        }
-        subscribe_failed_ = false;
-        subscribed_ = true;
+    if (!cloud_)
+      cloud_.emplace(*ctx_, [this](mmc::cloud_filters::state st, const caf::error& err) {
+        if (st == mmc::cloud_filters::state::refused)
+          ctx_->log().error("shadow: cannot subscribe to the cloud (is shadow in "
+                            "message_manager's cloud.system_clients?): {}; retrying",
+                            grove::describe(err));
         sync_status();
+        if (st != mmc::cloud_filters::state::subscribed)
+          return;
         // In force: read every cloud document (and merge) now.
         for (auto& [key, s] : synced_) {
           s.resync = true;
           enqueue(key);
         }
       });
+    cloud_->set(std::move(wanted));
+    sync_status();
+  }
+
+  bool subscribed() const {
+    return cloud_ && cloud_->current() == mmc::cloud_filters::state::subscribed;
   }
 
   void sync_status() {
@@ -780,10 +759,13 @@ private:
       ctx_->set_status("sync", "off");
       return;
     }
+    auto st = cloud_ ? cloud_->current() : mmc::cloud_filters::state::none;
     ctx_->set_status("sync", fmt::format("{} shadows, {}, cloud link {}", synced_.size(),
-                                         subscribed_         ? "subscribed"
-                                         : subscribe_failed_ ? "NOT SUBSCRIBED"
-                                                             : "subscribing",
+                                         st == mmc::cloud_filters::state::subscribed
+                                           ? "subscribed"
+                                         : st == mmc::cloud_filters::state::refused
+                                           ? "NOT SUBSCRIBED"
+                                           : "subscribing",
                                          link_up_ ? "up" : "down"));
   }
 
@@ -838,7 +820,7 @@ private:
   // worth of burst). A shadow waits in the queue once, whatever changed meanwhile: what
   // goes out is its state when its turn comes.
   void pump() {
-    if (!subscribed_)
+    if (!subscribed())
       return; // subscribing resynchronizes everything once in force
     auto rate = static_cast<double>(cfg_.rate_limits.max_outbound);
     auto now = std::chrono::steady_clock::now();
@@ -1156,9 +1138,7 @@ private:
   bool pump_scheduled_ = false;
   bool link_up_ = true; // until mm-10 says otherwise
   bool started_sync_ = false;
-  bool subscribed_ = false;
-  bool subscribe_failed_ = false;
-  std::set<std::string> cloud_filters_;
+  std::optional<mmc::cloud_filters> cloud_; // made with the sync (it needs the context)
   std::string token_prefix_;
   uint64_t token_seq_ = 0;
   grove::counter sync_sent_, sync_applied_, sync_conflicts_, sync_failures_, sync_invalid_;

@@ -35,4 +35,28 @@ inline void add_policy(MountsRequest& req, std::string_view resource_id,
   p->set_permission(std::string{permission});
 }
 
+/// Adds one of the function's own volumes (containerParams.volumes[`index`]) to `req`.
+inline void add_volume(MountsRequest& req, size_t index, std::string_view source,
+                       std::string_view destination, std::string_view permission,
+                       bool add_group_owner) {
+  auto* r = req.add_inline_resources();
+  r->set_id("containerParams.volumes[" + std::to_string(index) + "]");
+  r->set_source_path(std::string{source});
+  r->set_destination_path(std::string{destination});
+  r->set_permission(std::string{permission});
+  r->set_add_group_owner(add_group_owner);
+}
+
+/// Adds one of the function's own devices (containerParams.devices[`index`]) to `req`.
+inline void add_device(MountsRequest& req, size_t index, std::string_view path,
+                       std::string_view permission, bool add_group_owner) {
+  auto* r = req.add_inline_resources();
+  r->set_id("containerParams.devices[" + std::to_string(index) + "]");
+  r->set_device(true);
+  r->set_source_path(std::string{path});
+  r->set_destination_path(std::string{path});
+  r->set_permission(std::string{permission});
+  r->set_add_group_owner(add_group_owner);
+}
+
 } // namespace grove::local_resources

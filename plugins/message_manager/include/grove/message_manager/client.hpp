@@ -11,8 +11,11 @@
 #include <functional>
 #include <string>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <vector>
+
+#include "grove/plugin.hpp"
 
 #include "grove/message_manager.pb.h"
 #include "grove/rpc.hpp"
@@ -149,5 +152,92 @@ inline void cloud_unsubscribe(context& ctx, const std::vector<std::string>& filt
                               std::function<void(caf::expected<mm::CloudSubscriptions>)> f) {
   cloud_filters_call(ctx, cloud_unsubscribe_topic, filters, timeout, std::move(f));
 }
+
+/// The cloud filters a system client keeps in force (mm-7, mm-8), for a plugin: set()
+/// sends what changed; a refusal (message_manager not loaded yet, the plugin missing
+/// from cloud.system_clients) is retried every `retry` until it holds. Owned by the
+/// plugin and used on its actor only (its callbacks run there).
+class cloud_filters {
+public:
+  /// Where the filters stand.
+  enum class state {
+    /// None wanted.
+    none,
+    /// Sent, no answer yet.
+    subscribing,
+    /// In force: the cloud's messages for them come on mm-9.
+    subscribed,
+    /// Refused; retrying.
+    refused,
+  };
+
+  /// `changed` runs when an answer changes the state: subscribed (in force: read again
+  /// what the cloud holds) or refused, with message_manager's error.
+  cloud_filters(context& ctx, std::function<void(state, const caf::error&)> changed,
+                std::chrono::milliseconds retry = std::chrono::seconds{5})
+    : ctx_(ctx), changed_(std::move(changed)), retry_(retry) {
+  }
+
+  /// Makes `wanted` the client's filters: the ones no longer wanted are dropped, the
+  /// set is subscribed (again, when it was refused).
+  void set(std::set<std::string> wanted) {
+    if (wanted == filters_ && state_ != state::refused)
+      return;
+    std::vector<std::string> gone;
+    for (const auto& f : filters_)
+      if (!wanted.contains(f))
+        gone.push_back(f);
+    if (!gone.empty())
+      cloud_unsubscribe(ctx_, gone, std::chrono::seconds{10},
+                        [](caf::expected<mm::CloudSubscriptions>) {});
+    filters_ = std::move(wanted);
+    ++generation_; // answers to an older set are not this one's
+    if (filters_.empty()) {
+      state_ = state::none;
+      reported_ = state::none;
+      return;
+    }
+    send();
+  }
+
+  /// The state.
+  state current() const {
+    return state_;
+  }
+
+  /// The filters wanted.
+  const std::set<std::string>& wanted() const {
+    return filters_;
+  }
+
+private:
+  void send() {
+    state_ = state::subscribing;
+    auto gen = generation_;
+    cloud_subscribe(ctx_, {filters_.begin(), filters_.end()}, std::chrono::seconds{10},
+                    [this, gen](caf::expected<mm::CloudSubscriptions> r) {
+                      if (gen != generation_)
+                        return;
+                      state_ = r ? state::subscribed : state::refused;
+                      if (state_ != reported_) {
+                        reported_ = state_;
+                        changed_(state_, r ? caf::error{} : r.error());
+                      }
+                      if (!r)
+                        ctx_.after(retry_, [this, gen] {
+                          if (gen == generation_ && state_ == state::refused)
+                            send();
+                        });
+                    });
+  }
+
+  context& ctx_;
+  std::function<void(state, const caf::error&)> changed_;
+  std::chrono::milliseconds retry_;
+  std::set<std::string> filters_;
+  state state_ = state::none;
+  state reported_ = state::none;
+  uint64_t generation_ = 0;
+};
 
 } // namespace grove::message_manager
