@@ -1,5 +1,7 @@
 #include "api.hpp"
 
+#include "artifact_uri.hpp"
+#include "connectivity.hpp"
 #include "lambda.hpp"
 #include "resolver.hpp"
 
@@ -156,6 +158,16 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
       else if (m == "DELETE" && segs.size() == 4)
         op = "DeleteComponent";
     }
+    // GetComponentVersionArtifact: artifacts/{artifactName+}, the rest of the raw path.
+    if (m == "GET" && segs.size() >= 6 && segs[2] == "components" && segs[4] == "artifacts")
+      op = "GetComponentVersionArtifact";
+  } else if (segs.size() == 4 && segs[0] == "greengrass" && segs[1] == "things"
+             && segs[3] == "connectivityInfo") {
+    arn = segs[2];
+    if (m == "GET")
+      op = "GetConnectivityInfo";
+    else if (m == "PUT")
+      op = "UpdateConnectivityInfo";
   } else if (segs.size() == 2 && segs[0] == "tags") {
     arn = segs[1];
     if (m == "GET")
@@ -165,6 +177,10 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     else if (m == "DELETE")
       op = "UntagResource";
   }
+  // A pre-signed artifact URL carries its own signature (a device fetches it unsigned).
+  if (m == "GET" && req.raw_path().starts_with(presigned_prefix))
+    return presigned_artifact(
+      req, std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
   auto who = verify_sigv4(
     req, scope_,
     [this](std::string_view id) -> std::optional<std::string> {
@@ -216,6 +232,15 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     return delete_component(arn);
   if (op == "ResolveComponentCandidates")
     return resolve_component_candidates(req);
+  if (op == "GetComponentVersionArtifact") {
+    auto raw = req.raw_path();
+    auto at = raw.find("/artifacts/", std::string_view{"/greengrass/v2/components/"}.size());
+    return get_component_version_artifact(arn, uri_decode(raw.substr(at + 11)), req, now_ms);
+  }
+  if (op == "GetConnectivityInfo")
+    return get_connectivity_info(arn);
+  if (op == "UpdateConnectivityInfo")
+    return update_connectivity_info(arn, req, now_ms);
   return tags(op, arn, req);
 }
 
@@ -373,9 +398,10 @@ http_response api::create_component_version(const http_request& req, int64_t now
   v.publisher = r->publisher;
   v.recipe = r->doc.dump();
   v.platforms = platforms.is_null() ? r->platforms.dump() : platforms.dump();
-  // Part 1 stores the recipe; artifacts are fetched and checked when a deployment needs
-  // them (part 2), so a stored version is deployable at once.
-  v.state = "DEPLOYABLE";
+  // A version with artifacts to fetch is REQUESTED; the fetch (off this thread) makes
+  // it INITIATED, then DEPLOYABLE or FAILED. Without any it is deployable at once.
+  bool fetches = !fetchable_artifacts(r->doc).empty();
+  v.state = fetches ? "REQUESTED" : "DEPLOYABLE";
   v.message = "NONE";
   v.tags = tags.dump();
   auto arn = version_arn(v.name, v.version);
@@ -391,6 +417,8 @@ http_response api::create_component_version(const http_request& req, int64_t now
     return internal(put.error());
   switch (*put) {
     case put_result::stored:
+      if (fetches && settings_.on_requested)
+        settings_.on_requested(v.name, v.version);
       return ok(201, answer);
     case put_result::exists:
       return aws_error(409, "ConflictException",
@@ -420,13 +448,16 @@ http_response api::describe_component(const std::string& arn) {
   }
   if (!v)
     return version_not_found(arn);
+  auto status = status_of(*v);
+  if (auto art = store_.artifacts_of(v->name, v->version); art && *art)
+    status["errors"] = json::parse((*art)->errors, nullptr, false);
   return ok(200, {{"arn", arn},
                   {"componentName", v->name},
                   {"componentVersion", v->version},
                   {"creationTimestamp", epoch_seconds(v->created_ms)},
                   {"publisher", v->publisher},
                   {"description", v->description},
-                  {"status", status_of(*v)},
+                  {"status", status},
                   {"platforms", json::parse(v->platforms)},
                   {"tags", json::parse(v->tags)}});
 }
@@ -697,6 +728,7 @@ http_response api::resolve_component_candidates(const http_request& req) {
   // The catalog: each component's stored versions, read once when the search first
   // reaches it (the lists must not move while it runs: std::map nodes do not).
   std::map<std::string, std::pair<std::vector<component_version>, std::vector<available_version>>> seen;
+  std::set<std::string> undeployable; // stored, but no version's artifacts are all in yet
   catalog_lookup catalog = [&](const std::string& name)
     -> caf::expected<const std::vector<available_version>*> {
     auto [it, fresh] = seen.try_emplace(name);
@@ -704,7 +736,12 @@ http_response api::resolve_component_candidates(const http_request& req) {
       auto vs = store_.versions(name); // newest first
       if (!vs)
         return std::move(vs.error());
-      it->second.first = std::move(*vs);
+      // Only versions whose artifacts are all in (DEPLOYABLE) can be picked.
+      for (auto& v : *vs)
+        if (v.state == "DEPLOYABLE")
+          it->second.first.push_back(std::move(v));
+      if (it->second.first.empty() && !vs->empty())
+        undeployable.insert(name);
       for (const auto& v : it->second.first)
         it->second.second.push_back(describe_version(json::parse(v.recipe, nullptr, false),
                                                      v.version, v.vendor_guidance == "DELETED"));
@@ -717,6 +754,13 @@ http_response api::resolve_component_candidates(const http_request& req) {
       case resolve_failure::catalog:
         return internal(e->cause);
       case resolve_failure::not_found:
+        if (undeployable.contains(e->component))
+          return aws_error(409, "ConflictException",
+                           "No version of " + e->component + " is DEPLOYABLE yet (its "
+                             "artifacts are not all fetched and checked)",
+                           {{"resourceId", component_arn(e->component)},
+                            {"resourceType", "Component"}});
+        return not_found(e->message, component_arn(e->component), "Component");
       case resolve_failure::no_platform:
         return not_found(e->message, component_arn(e->component), "Component");
       default:
@@ -808,6 +852,188 @@ http_response api::set_vendor_guidance(const std::string& arn, const std::string
   if (!found)
     return version_not_found(arn);
   return describe_component(arn);
+}
+
+} // namespace grove::deployment
+
+namespace grove::deployment {
+
+namespace {
+
+// The names a recipe's artifact Uri answers to in GetComponentVersionArtifact: the Uri
+// itself, the part after the scheme (AWS's documented form: `greengrass:SomeArtifact.zip`
+// → `SomeArtifact.zip`; `s3://b/k` → `//b/k`), that without `//`, and its file name.
+bool artifact_named(const std::string& uri, const std::string& name) {
+  if (uri == name)
+    return true;
+  auto colon = uri.find(':');
+  if (colon == std::string::npos)
+    return false;
+  auto ssp = uri.substr(colon + 1);
+  if (ssp == name)
+    return true;
+  if (ssp.starts_with("//") && ssp.substr(2) == name)
+    return true;
+  return uri.substr(uri.rfind('/') + 1) == name;
+}
+
+// An artifact name that tries to leave its place: a `.` or `..` segment, a backslash, a
+// NUL or another control character.
+bool traverses(const std::string& name) {
+  if (std::any_of(name.begin(), name.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == '\\'; }))
+    return true;
+  std::string_view rest{name};
+  while (!rest.empty()) {
+    auto slash = rest.find('/');
+    auto seg = rest.substr(0, slash);
+    if (seg == "." || seg == "..")
+      return true;
+    rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+  }
+  return false;
+}
+
+} // namespace
+
+http_response api::get_component_version_artifact(const std::string& arn,
+                                                   const std::string& artifact_name,
+                                                   const http_request& req, int64_t now_ms) {
+  // x-amz-iot-endpoint-type (fips | standard) is accepted and has no meaning here: the
+  // URL is this server's own.
+  auto a = parse_arn(arn, true);
+  if (!a)
+    return bad_version_arn(arn);
+  if (artifact_name.empty() || artifact_name.size() > 1024 || traverses(artifact_name))
+    return validation("artifactName '" + artifact_name.substr(0, 256)
+                        + "' is not an artifact name (a '.' or '..' segment, a backslash or "
+                          "a control character)",
+                      json::array({{{"name", "artifactName"}, {"message", "no path traversal"}}}));
+  std::optional<component_version> v;
+  if (a->region == settings_.region && a->account == settings_.account_id) {
+    auto got = store_.get(a->name, a->version);
+    if (!got)
+      return internal(got.error());
+    v = std::move(*got);
+  }
+  if (!v)
+    return version_not_found(arn);
+  // The recipe's artifact of that name (the first manifest's wins).
+  std::string uri;
+  auto recipe = json::parse(v->recipe);
+  if (auto ms = recipe.find("Manifests"); ms != recipe.end() && ms->is_array())
+    for (const auto& m : *ms)
+      if (auto arts = m.find("Artifacts"); uri.empty() && arts != m.end() && arts->is_array())
+        for (const auto& art : *arts)
+          if (art.contains("Uri") && art["Uri"].is_string()
+              && artifact_named(art["Uri"].get<std::string>(), artifact_name)) {
+            uri = art["Uri"].get<std::string>();
+            break;
+          }
+  auto missing = [&](const std::string& why) {
+    return not_found("Artifact " + artifact_name.substr(0, 256) + " of " + arn + " " + why, arn,
+                     "Artifact");
+  };
+  if (uri.empty())
+    return missing("not found: the recipe has no artifact of that name");
+  auto status = store_.artifacts_of(a->name, a->version);
+  if (!status)
+    return internal(status.error());
+  auto stored = json::parse(*status ? (*status)->artifacts : "{}", nullptr, false);
+  if (!stored.is_object() || !stored.contains(uri)) {
+    if (v->state == "FAILED")
+      return missing("could not be stored (componentState FAILED): "
+                     + json::parse((*status)->errors, nullptr, false).value(uri, std::string{"-"}));
+    if (v->state == "REQUESTED" || v->state == "INITIATED")
+      return missing("is not fetched yet (componentState " + v->state + ")");
+    return missing("is not kept by Grove (only s3://, https:// and file:// artifacts are)");
+  }
+  if (settings_.url_key.empty())
+    return aws_error(500, "InternalServerException", "pre-signed URLs are not configured");
+  auto host = std::string{req.header("host")};
+  if (host.empty())
+    host = "localhost";
+  auto expires = now_ms / 1000 + settings_.url_ttl.count();
+  auto file_name = uri.substr(uri.rfind('/') + 1);
+  auto url = settings_.url_scheme + "://" + host
+             + presign_artifact(settings_.url_key, stored[uri].get<std::string>(), file_name,
+                                expires);
+  return ok(200, {{"preSignedUrl", url}});
+}
+
+http_response api::presigned_artifact(const http_request& req, int64_t now_ms) {
+  // The refusals S3 gives a pre-signed URL: 403 AccessDenied.
+  std::string sha;
+  auto outcome = settings_.url_key.empty()
+                   ? presign_check::forged
+                   : check_presigned(settings_.url_key, req.raw_path(), req.raw_query(),
+                                     now_ms / 1000, sha);
+  switch (outcome) {
+    case presign_check::malformed:
+      return aws_error(403, "AccessDeniedException",
+                       "not a pre-signed artifact URL (/grove/artifacts/<sha256>/<name>"
+                       "?X-Grove-Expires=..&X-Grove-Signature=..)");
+    case presign_check::forged:
+      return aws_error(403, "AccessDeniedException",
+                       "The request signature we calculated does not match the signature "
+                       "you provided.");
+    case presign_check::expired:
+      return aws_error(403, "AccessDeniedException", "Request has expired");
+    case presign_check::valid:
+      break;
+  }
+  http_response r;
+  r.file = settings_.artifact_files / sha;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(r.file, ec))
+    return not_found("the artifact is no longer stored", sha, "Artifact");
+  r.content_type = "application/octet-stream";
+  return r;
+}
+
+http_response api::get_connectivity_info(const std::string& thing) {
+  if (!valid_thing_name(thing))
+    return validation("thingName must be 1 to 128 of [a-zA-Z0-9:_-]",
+                      json::array({{{"name", "thingName"}, {"message", "1 to 128 of [a-zA-Z0-9:_-]"}}}));
+  auto rec = store_.connectivity(thing);
+  if (!rec)
+    return internal(rec.error());
+  json out = {{"ConnectivityInfo", *rec ? (*rec)->info : json::array()}};
+  if (!*rec)
+    out["Message"] = "No connectivity information has been set for " + thing;
+  return ok(200, out);
+}
+
+http_response api::update_connectivity_info(const std::string& thing, const http_request& req,
+                                            int64_t now_ms) {
+  if (!valid_thing_name(thing))
+    return validation("thingName must be 1 to 128 of [a-zA-Z0-9:_-]",
+                      json::array({{{"name", "thingName"}, {"message", "1 to 128 of [a-zA-Z0-9:_-]"}}}));
+  auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
+                          nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return aws_error(400, "SerializationException", "the request body is not a JSON object");
+  if (!body.contains("ConnectivityInfo"))
+    return validation("ConnectivityInfo is required",
+                      json::array({{{"name", "ConnectivityInfo"}, {"message", "required"}}}));
+  std::vector<connectivity_problem> problems;
+  auto info = check_connectivity_info(body["ConnectivityInfo"], problems);
+  if (!info) {
+    json fields = json::array();
+    std::string message = "ConnectivityInfo is invalid:";
+    for (const auto& p : problems) {
+      fields.push_back({{"name", p.field}, {"message", p.message}});
+      if (fields.size() <= 5)
+        message += " " + p.field + ": " + p.message + ";";
+    }
+    message.pop_back();
+    return validation(message, std::move(fields));
+  }
+  auto version = store_.set_connectivity(thing, *info, now_ms);
+  if (!version)
+    return internal(version.error());
+  return ok(200, {{"Version", std::to_string(*version)},
+                  {"Message", "Connectivity information of " + thing + " updated"}});
 }
 
 } // namespace grove::deployment

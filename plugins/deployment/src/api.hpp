@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -42,6 +43,17 @@ struct api_settings {
   std::filesystem::path lambda_packages_dir;
   /// How long a clientToken's first answer is kept.
   std::chrono::seconds token_ttl{8 * 3600};
+  /// Where stored artifacts are, by SHA-256 (hex): the artifact store's `sha256/`.
+  std::filesystem::path artifact_files;
+  /// The key that signs pre-signed artifact URLs; "" refuses GetComponentVersionArtifact.
+  std::string url_key;
+  /// How long a pre-signed artifact URL is valid.
+  std::chrono::seconds url_ttl{3600};
+  /// Scheme of pre-signed URLs (the API's own: https, or http in development).
+  std::string url_scheme = "https";
+  /// Called (on the server's thread) for a version stored REQUESTED: its artifacts are
+  /// to be fetched. Unset: it stays REQUESTED (unit tests settle it themselves).
+  std::function<void(const std::string& name, const std::string& version)> on_requested;
 };
 
 /// The API (see the file comment). Thread-safe as long as the store is.
@@ -77,6 +89,13 @@ private:
                                     const std::string& message);
   http_response resolve_component_candidates(const http_request& req);
   http_response tags(const std::string& op, const std::string& arn, const http_request& req);
+  http_response get_component_version_artifact(const std::string& arn,
+                                               const std::string& artifact_name,
+                                               const http_request& req, int64_t now_ms);
+  http_response presigned_artifact(const http_request& req, int64_t now_ms);
+  http_response get_connectivity_info(const std::string& thing);
+  http_response update_connectivity_info(const std::string& thing, const http_request& req,
+                                         int64_t now_ms);
   bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
 
   struct bucket {

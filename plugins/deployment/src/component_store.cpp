@@ -66,6 +66,14 @@ component_store::open(const std::filesystem::path& file) {
                              " status INTEGER NOT NULL, response TEXT NOT NULL,"
                              " expires_ms INTEGER NOT NULL) WITHOUT ROWID;",
                              {}});
+  // Artifacts (fetched before a version is DEPLOYABLE) and core devices' connectivity.
+  opts.migrations.push_back({2,
+                             std::string{"ALTER TABLE component_versions"
+                                         " ADD COLUMN errors TEXT NOT NULL DEFAULT '{}';"
+                                         "ALTER TABLE component_versions"
+                                         " ADD COLUMN artifacts TEXT NOT NULL DEFAULT '{}';"}
+                               + connectivity_schema_sql,
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -266,6 +274,86 @@ caf::expected<bool> component_store::erase(const std::string& name, const std::s
                           version))
     return err;
   return sqlite3_changes(db_->native_handle()) > 0;
+}
+
+caf::expected<std::optional<artifact_status>>
+component_store::artifacts_of(const std::string& name, const std::string& version) {
+  std::lock_guard guard{mtx_};
+  auto stmt = db_->prepare("SELECT errors, artifacts FROM component_versions "
+                           "WHERE name = ? AND version = ?");
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  s.bind_all(name, version);
+  auto row = s.step();
+  if (!row) {
+    s.reset();
+    return std::move(row.error());
+  }
+  std::optional<artifact_status> out;
+  if (*row)
+    out = artifact_status{std::string{s.column_text(0)}, std::string{s.column_text(1)}};
+  s.reset();
+  return out;
+}
+
+caf::expected<bool> component_store::advance(const std::string& name,
+                                             const std::string& version,
+                                             const std::string& from, const std::string& to) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE component_versions SET state = ? "
+                          "WHERE name = ? AND version = ? AND state = ?",
+                          to, name, version, from))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
+caf::expected<bool> component_store::settle(const std::string& name, const std::string& version,
+                                            const std::string& state,
+                                            const std::string& message,
+                                            const artifact_status& status) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE component_versions SET state = ?, message = ?, errors = ?, "
+                          "artifacts = ? WHERE name = ? AND version = ? "
+                          "AND state IN ('REQUESTED', 'INITIATED')",
+                          state, message, status.errors, status.artifacts, name, version))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
+caf::expected<std::vector<std::pair<std::string, std::string>>> component_store::unsettled() {
+  std::lock_guard guard{mtx_};
+  auto stmt = db_->prepare("SELECT name, version FROM component_versions "
+                           "WHERE state IN ('REQUESTED', 'INITIATED') ORDER BY created_ms");
+  if (!stmt)
+    return std::move(stmt.error());
+  auto& s = **stmt;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      s.reset();
+      return std::move(row.error());
+    }
+    if (!*row)
+      break;
+    out.emplace_back(std::string{s.column_text(0)}, std::string{s.column_text(1)});
+  }
+  s.reset();
+  return out;
+}
+
+caf::expected<std::optional<connectivity_record>>
+component_store::connectivity(const std::string& thing) {
+  std::lock_guard guard{mtx_};
+  return connectivity_get(*db_, thing);
+}
+
+caf::expected<int64_t> component_store::set_connectivity(const std::string& thing,
+                                                         const nlohmann::json& info,
+                                                         int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  return connectivity_put(*db_, thing, info, now_ms);
 }
 
 } // namespace grove::deployment

@@ -19,6 +19,7 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
+#include "connectivity.hpp"
 #include "grove/store.hpp"
 #include "recipe.hpp"
 
@@ -82,6 +83,14 @@ enum class tag_result {
   refused,
 };
 
+/// What became of a version's artifacts (schema 2).
+struct artifact_status {
+  /// status.errors: Uri → what went wrong (JSON object text).
+  std::string errors = "{}";
+  /// Uri → SHA-256 (hex) of the stored artifact (JSON object text).
+  std::string artifacts = "{}";
+};
+
 /// The store (see the file comment).
 class component_store {
 public:
@@ -119,6 +128,32 @@ public:
 
   /// Deletes a version; false when there was none.
   caf::expected<bool> erase(const std::string& name, const std::string& version);
+
+  /// The artifact status of a version; nullopt when there is no such version.
+  caf::expected<std::optional<artifact_status>> artifacts_of(const std::string& name,
+                                                             const std::string& version);
+
+  /// Moves a version from state `from` to `to` (REQUESTED → INITIATED); false when it is
+  /// not (or no longer) in `from`.
+  caf::expected<bool> advance(const std::string& name, const std::string& version,
+                              const std::string& from, const std::string& to);
+
+  /// Ends a fetch: a REQUESTED or INITIATED version becomes `state` (DEPLOYABLE or
+  /// FAILED) with its message, errors and artifacts, in one transaction; false when the
+  /// version is gone or settled already.
+  caf::expected<bool> settle(const std::string& name, const std::string& version,
+                             const std::string& state, const std::string& message,
+                             const artifact_status& status);
+
+  /// Versions still REQUESTED or INITIATED (a fetch to do or resume), as (name, version).
+  caf::expected<std::vector<std::pair<std::string, std::string>>> unsettled();
+
+  /// The connectivity information of `thing` (connectivity.hpp).
+  caf::expected<std::optional<connectivity_record>> connectivity(const std::string& thing);
+
+  /// Replaces the connectivity information of `thing`; its new version.
+  caf::expected<int64_t> set_connectivity(const std::string& thing, const nlohmann::json& info,
+                                          int64_t now_ms);
 
 private:
   explicit component_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {

@@ -93,6 +93,20 @@ struct deployment_config {
   std::filesystem::path lambda_packages_dir;
   /// The component store's database file.
   std::filesystem::path file;
+  /// What s3:// artifact URIs map to.
+  std::string artifacts_base_url;
+  /// Where file:// artifacts may be read from.
+  std::filesystem::path artifacts_file_dir;
+  /// CA bundle for https artifact servers.
+  std::filesystem::path artifacts_ca_file;
+  /// The content-addressed artifact directory.
+  std::filesystem::path artifacts_dir;
+  /// Largest artifact.
+  int64_t artifacts_max_bytes = 0;
+  /// Timeout of one artifact download (seconds).
+  int64_t artifacts_fetch_timeout = 0;
+  /// Lifetime of a pre-signed artifact URL (seconds).
+  int64_t artifacts_url_seconds = 0;
 
   /// The keys, their defaults, ranges and meanings.
   static grove::config_map<deployment_config> map() {
@@ -114,6 +128,27 @@ struct deployment_config {
       .key("file", &deployment_config::file, "components.db",
            "the component store (SQLite); a relative path is under the plugin's state "
            "directory")
+      .key("artifacts_base_url", &deployment_config::artifacts_base_url, "",
+           "what `s3://bucket/key` artifact URIs are fetched from: `<url>/bucket/key` "
+           "(https://, or http:// for a local mirror); empty: s3 artifacts fail")
+      .key("artifacts_file_dir", &deployment_config::artifacts_file_dir, "",
+           "the directory `file://` artifacts may be read from (symbolic links resolved); "
+           "empty: file artifacts fail (an API caller could read any file otherwise)")
+      .key("artifacts_ca_file", &deployment_config::artifacts_ca_file, "",
+           "CA bundle (PEM) that https artifact servers are verified with; empty: the "
+           "system's")
+      .key("artifacts_dir", &deployment_config::artifacts_dir, "artifacts",
+           "the content-addressed artifact store (`sha256/<hex>`); relative: under the "
+           "plugin's state directory")
+      .key("artifacts_max_bytes", &deployment_config::artifacts_max_bytes, 1073741824,
+           grove::range{1, 68719476736},
+           "a larger artifact (or ZIP artifact's unpacked entries) fails its version")
+      .key("artifacts_fetch_timeout", &deployment_config::artifacts_fetch_timeout, 30,
+           grove::range{1, 3600},
+           "seconds an artifact download may wait to connect or for the next bytes")
+      .key("artifacts_url_seconds", &deployment_config::artifacts_url_seconds, 3600,
+           grove::range{1, 604800},
+           "how long a GetComponentVersionArtifact URL is valid (seconds)")
       .validate([](const deployment_config& c) -> caf::error {
         auto bad = [](std::string what) {
           return grove::make_error(grove::errc::invalid_config, std::move(what));
@@ -129,6 +164,10 @@ struct deployment_config {
         if (!c.api.development_plain_http && (c.api.cert_file.empty() || c.api.key_file.empty()))
           return bad("api.cert_file and api.key_file are required unless "
                      "api.development_plain_http (make them with tools/grove-certs server)");
+        if (!c.artifacts_base_url.empty() && !c.artifacts_base_url.starts_with("https://")
+            && !c.artifacts_base_url.starts_with("http://"))
+          return bad("artifacts_base_url: '" + c.artifacts_base_url
+                     + "' is not an https:// (or http://) URL");
         if (c.credentials.empty())
           return bad("credentials: at least one access key is required (clients sign every "
                      "request with SigV4)");
@@ -155,7 +194,10 @@ struct deployment_config {
                                         "TagResource",
                                         "UntagResource",
                                         "ListTagsForResource",
-                                        "ResolveComponentCandidates"};
+                                        "ResolveComponentCandidates",
+                                        "GetComponentVersionArtifact",
+                                        "GetConnectivityInfo",
+                                        "UpdateConnectivityInfo"};
           for (const auto& op : k.operations)
             if (std::find(std::begin(known), std::end(known), op) == std::end(known))
               return bad(where + ".operations: unknown operation '" + op + "'");

@@ -4,7 +4,16 @@
 // The HTTP server (cpp-httplib) runs on its own threads, never on CAF's workers: a slow
 // client or a large recipe holds one of the server's threads, not the kernel.
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <set>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -13,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "api.hpp"
+#include "artifacts.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
 #include "grove/deployment/client.hpp"
@@ -42,7 +52,29 @@ public:
     if (!db)
       return std::move(db.error());
     store_ = std::shared_ptr<component_store>{std::move(*db)};
+    auto arts = artifact_store::open(cfg.artifacts_dir);
+    if (!arts)
+      return std::move(arts.error());
+    artifacts_ = std::shared_ptr<artifact_store>{std::move(*arts)};
+    auto url_key = artifacts_->url_key();
+    if (!url_key)
+      return std::move(url_key.error());
+    fetch_.uris.base_url = cfg.artifacts_base_url;
+    fetch_.uris.file_dir = cfg.artifacts_file_dir;
+    fetch_.ca_file = cfg.artifacts_ca_file;
+    fetch_.max_bytes = static_cast<uint64_t>(cfg.artifacts_max_bytes);
+    fetch_.timeout = std::chrono::seconds{cfg.artifacts_fetch_timeout};
+    fetch_.cancel = std::make_shared<fetch_canceller>();
     api_settings s;
+    s.artifact_files = cfg.artifacts_dir / "sha256";
+    s.url_key = std::move(*url_key);
+    s.url_ttl = std::chrono::seconds{cfg.artifacts_url_seconds};
+    s.url_scheme = cfg.api.development_plain_http ? "http" : "https";
+    // From a server thread (stopped before this instance goes): the fetch is scheduled
+    // on the actor (post() drops it once the instance is gone) and runs on the pool.
+    s.on_requested = [this](const std::string& name, const std::string& version) {
+      ctx_->post([this, name, version] { fetch(name, version); });
+    };
     s.region = cfg.region;
     s.account_id = cfg.account_id;
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
@@ -118,6 +150,14 @@ public:
   }
 
   caf::error start() override {
+    // Versions a crash or stop left REQUESTED or INITIATED: fetched again.
+    if (auto pending = store_->unsettled(); pending) {
+      for (const auto& [name, version] : *pending)
+        fetch(name, version);
+    } else {
+      ctx_->log().error("deployment: cannot list unsettled versions: {}",
+                        grove::describe(pending.error()));
+    }
     thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
     ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
                      config().api.port);
@@ -125,6 +165,17 @@ public:
   }
 
   void stop() override {
+    // Fetches in flight give up, and are waited for: they hold the store, which the next
+    // instance (a reload) opens, exclusively.
+    if (fetch_.cancel)
+      fetch_.cancel->cancel();
+    {
+      auto& t = *fetches_;
+      std::unique_lock lock{t.mtx};
+      if (!t.cv.wait_for(lock, std::chrono::seconds{10}, [&t] { return t.running == 0; }))
+        ctx_->log().warn("deployment: {} artifact fetches did not end within 10 s of stop",
+                         t.running);
+    }
     if (server_)
       server_->stop();
     if (thread_.joinable())
@@ -139,6 +190,43 @@ public:
   }
 
 private:
+  // On the actor: fetches a version's artifacts on the blocking pool, once at a time.
+  void fetch(const std::string& name, const std::string& version) {
+    auto key = name + ":" + version;
+    if (!fetching_.insert(key).second)
+      return;
+    ctx_->log().info("deployment: fetching the artifacts of {} {}", name, version);
+    {
+      std::lock_guard guard{fetches_->mtx};
+      ++fetches_->running;
+    }
+    ctx_->run_blocking(
+      [t = fetches_, db = store_, arts = artifacts_, s = fetch_, name, version]() mutable {
+        auto err = settle_version(*db, *arts, s, name, version);
+        std::string outcome;
+        if (err) {
+          outcome = "error: " + grove::describe(err);
+        } else {
+          auto v = db->get(name, version);
+          outcome = (v && *v) ? (*v)->state + " (" + (*v)->message + ")" : std::string{"gone"};
+        }
+        // The store is let go before stop() hears this fetch is over.
+        db.reset();
+        arts.reset();
+        std::lock_guard guard{t->mtx};
+        if (--t->running == 0)
+          t->cv.notify_all();
+        return outcome;
+      },
+      [this, key](caf::expected<std::string> outcome) {
+        fetching_.erase(key);
+        if (outcome)
+          ctx_->log().info("deployment: {}: {}", key, *outcome);
+        else
+          ctx_->log().error("deployment: {}: {}", key, grove::describe(outcome.error()));
+      });
+  }
+
   void serve(const httplib::Request& in, httplib::Response& out) {
     http_request req;
     req.method = in.method;
@@ -163,6 +251,29 @@ private:
     for (auto& [k, v] : res.headers)
       out.set_header(k, v);
     out.set_header("x-amzn-RequestId", request_id());
+    if (!res.file.empty()) {
+      // An artifact: streamed from its file, never whole in memory.
+      int fd = ::open(res.file.c_str(), O_RDONLY | O_CLOEXEC);
+      struct stat st{};
+      if (fd < 0 || ::fstat(fd, &st) != 0) {
+        if (fd >= 0)
+          ::close(fd);
+        out.status = 500;
+        out.set_content("{\"message\":\"cannot read the artifact\"}", "application/json");
+        return;
+      }
+      out.set_content_provider(
+        static_cast<size_t>(st.st_size), res.content_type,
+        [fd](size_t offset, size_t length, httplib::DataSink& sink) {
+          char buf[65536];
+          auto n = ::pread(fd, buf, std::min(length, sizeof buf), static_cast<off_t>(offset));
+          if (n <= 0)
+            return false;
+          return sink.write(buf, static_cast<size_t>(n));
+        },
+        [fd](bool) { ::close(fd); });
+      return;
+    }
     if (res.status != 204)
       out.set_content(res.body, res.content_type.c_str());
   }
@@ -175,6 +286,17 @@ private:
   }
 
   grove::context* ctx_ = nullptr;
+  std::shared_ptr<artifact_store> artifacts_; // shared with fetches in flight
+  fetch_settings fetch_;
+  std::set<std::string> fetching_; // name:version, on the actor
+  // Fetches running on the pool, which stop() waits for (shared: a fetch that outlives
+  // the wait still counts down safely).
+  struct fetch_count {
+    std::mutex mtx;
+    std::condition_variable cv;
+    size_t running = 0;
+  };
+  std::shared_ptr<fetch_count> fetches_ = std::make_shared<fetch_count>();
   std::shared_ptr<component_store> store_; // shared with operator calls in flight
   std::shared_ptr<api> api_;
   std::unique_ptr<httplib::Server> server_;

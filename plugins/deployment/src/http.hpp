@@ -4,6 +4,7 @@
 // signature check and the routes are pure functions that tests and fuzzers call directly.
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +44,8 @@ struct http_response {
   std::string body;
   /// Its content type.
   std::string content_type = "application/json";
+  /// When set, the body is this file's content, streamed by the server (an artifact).
+  std::filesystem::path file;
 };
 
 /// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters stay, every other

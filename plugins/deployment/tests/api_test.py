@@ -334,6 +334,195 @@ check("a body over api.max_body_bytes (65536) -> 413", st == 413, (st, et))
 st, et, _ = signed("GET", "/greengrass/v2/deployments", b"")
 check("a route of part 2 -> 404 UnknownOperationException", st == 404 and et == "UnknownOperationException", (st, et))
 
+# ---- artifacts: fetched, checked, stored, served pre-signed ---------------------------
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+import io  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+import zipfile  # noqa: E402
+
+ART_URL, SRV, LOCAL, ARTS = (os.environ[k] for k in ("ARTIFACT_URL", "SRV", "LOCAL", "ARTIFACTS"))
+os.makedirs(f"{SRV}/https", exist_ok=True)
+
+
+def b64sha(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def with_artifacts(name, artifacts):
+    return gg.create_component_version(inlineRecipe=json.dumps({
+        "RecipeFormatVersion": "2020-01-25", "ComponentName": name, "ComponentVersion": "1.0.0",
+        "Manifests": [{"Lifecycle": {"run": "true"}, "Artifacts": artifacts}]}).encode())
+
+
+def settled(name, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        d = gg.describe_component(arn=arn(name, "1.0.0"))
+        if d["status"]["componentState"] in ("DEPLOYABLE", "FAILED") or time.time() > deadline:
+            return d
+        time.sleep(0.1)
+
+
+def fetch(url):
+    """(status, body) of a plain GET, as a device without AWS credentials does it."""
+    try:
+        with urllib.request.urlopen(url, context=ctx) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+payload = os.urandom(3000) + b"grove"
+with open(f"{SRV}/https/tool.bin", "wb") as f:
+    f.write(payload)
+uri_https = f"{ART_URL}/https/tool.bin"
+r = with_artifacts("py.Art", [{"Uri": uri_https, "Digest": b64sha(payload), "Algorithm": "SHA-256",
+                               "Permission": {"Read": "ALL", "Execute": "OWNER"}}])
+check("CreateComponentVersion with an https artifact -> REQUESTED", r["status"]["componentState"] == "REQUESTED", r)
+d = settled("py.Art")
+check("... fetched and its SHA-256 digest checked -> DEPLOYABLE, no errors",
+      d["status"]["componentState"] == "DEPLOYABLE" and d["status"]["errors"] == {}, d["status"])
+sha = hashlib.sha256(payload).hexdigest()
+stored = f"{ARTS}/sha256/{sha}"
+check("... stored content-addressed (sha256/<hex>), read-only",
+      os.path.isfile(stored) and open(stored, "rb").read() == payload
+      and (os.stat(stored).st_mode & 0o777) == 0o444, stored)
+url = gg.get_component_version_artifact(arn=arn("py.Art", "1.0.0"), artifactName="tool.bin")["preSignedUrl"]
+check("GetComponentVersionArtifact -> a pre-signed URL on the API's own server",
+      url.startswith(ENDPOINT + "/grove/artifacts/" + sha + "/tool.bin?X-Grove-Expires="), url)
+st, body = fetch(url)
+check("the pre-signed URL fetched with urllib (no SigV4) -> the artifact's bytes", st == 200 and body == payload, st)
+url2 = gg.get_component_version_artifact(arn=arn("py.Art", "1.0.0"),
+                                         artifactName=uri_https.split(":", 1)[1].lstrip("/"))["preSignedUrl"]
+check("GetComponentVersionArtifact by the Uri after its scheme (AWS's artifact name) -> the same artifact",
+      fetch(url2) == (200, payload), url2)
+forged = url[:-1] + ("0" if url[-1] != "0" else "1")
+st, body = fetch(forged)
+check("a forged pre-signed URL (signature changed) -> 403", st == 403 and b"signature" in body, (st, body))
+st, body = fetch(url.replace(f"/{sha}/", f"/{hashlib.sha256(b'x').hexdigest()}/"))
+check("a pre-signed URL pointed at another artifact -> 403", st == 403, (st, body))
+key = open(f"{ARTS}/url.key", "rb").read()
+
+
+def signed_url(expires):
+    path = f"/grove/artifacts/{sha}/tool.bin"
+    sig = hmac.new(key, f"GET\n{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{ENDPOINT}{path}?X-Grove-Expires={expires}&X-Grove-Signature={sig}"
+
+
+st_ok, _ = fetch(signed_url(int(time.time()) + 60))
+st, body = fetch(signed_url(int(time.time()) - 10))
+check("an expired pre-signed URL (signed with the core's key) -> 403 Request has expired; "
+      "the same signed for the future -> 200", st == 403 and b"expired" in body and st_ok == 200, (st, body, st_ok))
+e = error_of(gg.get_component_version_artifact, arn=arn("py.Art", "1.0.0"), artifactName="nope.bin")
+check("GetComponentVersionArtifact of a name the recipe lacks -> ResourceNotFoundException",
+      e is not None and e[0] == "ResourceNotFoundException", e)
+# Percent-encoded: botocore removes literal dot segments before it signs a path.
+st, et, _ = signed("GET", "/greengrass/v2/components/" + arn("py.Art", "1.0.0")
+                   + "/artifacts/a/%2E%2E/tool.bin", b"")
+check("GetComponentVersionArtifact with '..' (%2E%2E) in artifactName -> 400 ValidationException",
+      st == 400 and et == "ValidationException", (st, et))
+
+local = b"from a local file\n"
+with open(f"{LOCAL}/conf.txt", "wb") as f:
+    f.write(local)
+with_artifacts("py.File", [{"Uri": f"file://{LOCAL}/conf.txt"}])
+d = settled("py.File")
+url = gg.get_component_version_artifact(arn=arn("py.File", "1.0.0"), artifactName="conf.txt")["preSignedUrl"]
+check("a file:// artifact under artifacts_file_dir -> DEPLOYABLE, served by its URL",
+      d["status"]["componentState"] == "DEPLOYABLE" and fetch(url) == (200, local), d["status"])
+with_artifacts("py.FileOut", [{"Uri": "file:///etc/hostname"}])
+d = settled("py.FileOut")
+check("a file:// artifact outside artifacts_file_dir -> FAILED, errors naming the Uri",
+      d["status"]["componentState"] == "FAILED"
+      and "not under artifacts_file_dir" in d["status"]["errors"].get("file:///etc/hostname", ""), d["status"])
+e = error_of(gg.get_component_version_artifact, arn=arn("py.FileOut", "1.0.0"), artifactName="hostname")
+check("... and GetComponentVersionArtifact of it -> ResourceNotFoundException saying why",
+      e is not None and e[0] == "ResourceNotFoundException" and "FAILED" in e[3]["Error"]["Message"], e)
+
+with_artifacts("py.BadDigest", [{"Uri": uri_https, "Digest": b64sha(b"other bytes"), "Algorithm": "SHA-256"}])
+d = settled("py.BadDigest")
+check("a wrong digest -> FAILED, status.errors[Uri] says digest mismatch, status.message too",
+      d["status"]["componentState"] == "FAILED"
+      and "digest mismatch" in d["status"]["errors"].get(uri_https, "")
+      and "digest mismatch" in d["status"].get("message", ""), d["status"])
+e = error_of(gg.resolve_component_candidates, platform={"attributes": {"os": "linux"}},
+             componentCandidates=[{"componentName": "py.BadDigest", "componentVersion": "1.0.0",
+                                   "versionRequirements": {"me": "*"}}])
+check("... and ResolveComponentCandidates never returns the FAILED version", e is not None and e[1] in (404, 409), e)
+with_artifacts("py.Missing", [{"Uri": f"{ART_URL}/https/none.bin"}])
+d = settled("py.Missing")
+check("an https artifact the server does not have -> FAILED with the HTTP status",
+      d["status"]["componentState"] == "FAILED"
+      and "404" in d["status"]["errors"].get(f"{ART_URL}/https/none.bin", ""), d["status"])
+with_artifacts("py.NoBase", [{"Uri": "s3://no-such-bucket/x.bin"}, {"Uri": uri_https}])
+d = settled("py.NoBase")
+check("one artifact of two missing -> FAILED, errors name only that one",
+      d["status"]["componentState"] == "FAILED" and list(d["status"]["errors"]) == ["s3://no-such-bucket/x.bin"],
+      d["status"])
+
+
+def make_zip(entries):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in entries:
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+good = make_zip([("bin/run.sh", b"#!/bin/sh\necho hi\n"), ("README", b"readme")])
+with open(f"{SRV}/https/good.zip", "wb") as f:
+    f.write(good)
+with_artifacts("py.Zip", [{"Uri": f"{ART_URL}/https/good.zip", "Unarchive": "ZIP",
+                           "Digest": b64sha(good), "Algorithm": "SHA-256"}])
+d = settled("py.Zip")
+unpacked = f"{ARTS}/unarchived/{hashlib.sha256(good).hexdigest()}/bin/run.sh"
+check("a ZIP artifact (Unarchive: ZIP) -> DEPLOYABLE, its entries unpacked under unarchived/<hex>/",
+      d["status"]["componentState"] == "DEPLOYABLE" and os.path.isfile(unpacked)
+      and open(unpacked, "rb").read() == b"#!/bin/sh\necho hi\n", d["status"])
+slip = make_zip([("ok.txt", b"fine"), ("../../../../grove-zip-slip.txt", b"evil")])
+with open(f"{SRV}/https/slip.zip", "wb") as f:
+    f.write(slip)
+with_artifacts("py.Slip", [{"Uri": f"{ART_URL}/https/slip.zip", "Unarchive": "ZIP"}])
+d = settled("py.Slip")
+check("a ZIP with a zip-slip entry (../../..) -> FAILED, refused whole, nothing written outside",
+      d["status"]["componentState"] == "FAILED"
+      and "zip-slip" in d["status"]["errors"].get(f"{ART_URL}/https/slip.zip", "")
+      and not os.path.exists(f"{ARTS}/unarchived/{hashlib.sha256(slip).hexdigest()}")
+      and not any(os.path.exists(os.path.join(p, "grove-zip-slip.txt"))
+                  for p in (ARTS, f"{ARTS}/unarchived", f"{ARTS}/tmp", os.path.dirname(ARTS), "/tmp")),
+      d["status"])
+
+# ---- connectivity info (no /v2 in the route) ------------------------------------------
+r = gg.update_connectivity_info(thingName="core-1", connectivityInfo=[
+    {"id": "lan", "hostAddress": "10.0.0.5", "portNumber": 8883, "metadata": "site A"}])
+r2 = gg.update_connectivity_info(thingName="core-1", connectivityInfo=[
+    {"id": "lan", "hostAddress": "10.0.0.6", "portNumber": 8883},
+    {"id": "wan", "hostAddress": "core-1.example.com", "portNumber": 443, "metadata": "alpn"}])
+check("UpdateConnectivityInfo twice -> version 1 then 2", (r["version"], r2["version"]) == ("1", "2"), (r, r2))
+g = gg.get_connectivity_info(thingName="core-1")
+check("GetConnectivityInfo -> the last list, as sent",
+      [(c["id"], c["hostAddress"], c["portNumber"], c["metadata"]) for c in g["connectivityInfo"]]
+      == [("lan", "10.0.0.6", 8883, ""), ("wan", "core-1.example.com", 443, "alpn")], g)
+g = gg.get_connectivity_info(thingName="never-set")
+check("GetConnectivityInfo of a thing never set -> an empty list", g["connectivityInfo"] == [], g)
+st, et, body = signed("PUT", "/greengrass/things/core-1/connectivityInfo",
+                      json.dumps({"ConnectivityInfo": [{"HostAddress": "h", "PortNumber": 70000},
+                                                       {"PortNumber": 1}]}).encode())
+names = [f["name"] for f in json.loads(body).get("fields", [])] if body else []
+check("UpdateConnectivityInfo with port 70000 and no HostAddress -> 400 ValidationException naming both",
+      st == 400 and et == "ValidationException"
+      and names == ["ConnectivityInfo/0/PortNumber", "ConnectivityInfo/1/HostAddress"], (st, et, body))
+check("... and nothing changed (still version 2's list)",
+      len(gg.get_connectivity_info(thingName="core-1")["connectivityInfo"]) == 2)
+st, et, _ = signed("PUT", "/greengrass/things/bad%20name/connectivityInfo",
+                   json.dumps({"ConnectivityInfo": []}).encode())
+check("a thing name with a space -> 400 ValidationException", st == 400 and et == "ValidationException", (st, et))
+
 # ---- delete --------------------------------------------------------------------------
 gg.delete_component(arn=arn("py.Many", "1.0.0"))
 e = error_of(gg.get_component, arn=arn("py.Many", "1.0.0"))

@@ -23,7 +23,9 @@ export GROVE_CA_DIR=$WORK/ca
 PASSED=0
 FAILED=0
 GROVED_PID=""
+ARTIFACT_SERVER_PID=""
 cleanup() {
+  [[ -n "$ARTIFACT_SERVER_PID" ]] && kill "$ARTIFACT_SERVER_PID" 2>/dev/null
   if [[ -n "$GROVED_PID" ]]; then
     kill -9 "$GROVED_PID" 2>/dev/null
     wait "$GROVED_PID" 2>/dev/null
@@ -44,6 +46,15 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 "$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
   "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
   { cat "$WORK/certs.out"; abort "making the certificates"; }
+# The artifact server (https, the same PKI): what s3:// URIs map to, and https ones.
+mkdir -p "$WORK/srv/s3/DOC-EXAMPLE-BUCKET/artifacts/com.example.HelloWorld/1.0.0" "$WORK/local"
+echo 'print("hello world")' >"$WORK/srv/s3/DOC-EXAMPLE-BUCKET/artifacts/com.example.HelloWorld/1.0.0/hello_world.py"
+"$PY" "$HERE/artifact_server.py" "$WORK/srv" "$WORK/pki/server.crt" "$WORK/pki/server.key" \
+  "$WORK/artifact.port" 2>"$WORK/artifact_server.out" &
+ARTIFACT_SERVER_PID=$!
+for _ in $(seq 1 50); do [[ -s "$WORK/artifact.port" ]] && break; sleep 0.1; done
+[[ -s "$WORK/artifact.port" ]] || abort "the artifact server did not start"
+APORT=$(cat "$WORK/artifact.port")
 PORT=$(free_port)
 KEY=AKIAGROVETEST00001
 RO_KEY=AKIAGROVEREADONLY1
@@ -58,6 +69,9 @@ plugins:
       api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key,
             max_body_bytes: 65536}
       lambda_packages_dir: $WORK/lambda_packages   # api_test.py puts the packages there
+      artifacts_base_url: https://127.0.0.1:$APORT/s3
+      artifacts_file_dir: $WORK/local
+      artifacts_ca_file: $WORK/pki/ca.crt
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
         - {access_key_id: $RO_KEY, secret_access_key: $SECRET, operations: [GetComponent]}
@@ -83,6 +97,15 @@ export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
 EP=(--endpoint-url "https://127.0.0.1:$PORT")
 gg() { "$AWS" greengrassv2 "$@" "${EP[@]}" --output json; }
 ARN=arn:aws:greengrass:us-east-1:123456789012:components:com.example.HelloWorld:versions:1.0.0
+# wait_state ARN STATE [TENTHS]: until describe-component shows componentState STATE
+# (10 s by default).
+wait_state() {
+  for _ in $(seq 1 "${3:-100}"); do
+    [[ $(gg describe-component --arn "$1" 2>/dev/null | jq -r .status.componentState) == "$2" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
 
 cat >"$WORK/hello.yaml" <<'YAML'
 ---
@@ -104,13 +127,15 @@ Manifests:
       - Uri: s3://DOC-EXAMPLE-BUCKET/artifacts/com.example.HelloWorld/1.0.0/hello_world.py
 YAML
 OUT=$(gg create-component-version --inline-recipe "fileb://$WORK/hello.yaml" 2>&1)
-check "aws create-component-version (YAML recipe) -> the version ARN, DEPLOYABLE" \
-  test "$(jq -r '.arn + " " + .status.componentState' <<<"$OUT" 2>/dev/null)" == "$ARN DEPLOYABLE"
+check "aws create-component-version (YAML recipe, an s3 artifact) -> the version ARN, REQUESTED" \
+  test "$(jq -r '.arn + " " + .status.componentState' <<<"$OUT" 2>/dev/null)" == "$ARN REQUESTED"
 [[ $FAILED == 0 ]] || echo "$OUT"
 
 # groved dies at once; the version was committed before the CLI got its answer.
 { kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
 start_groved || abort "groved did not come back after kill -9"
+check "after kill -9 and a restart, its s3 artifact is fetched (artifacts_base_url): DEPLOYABLE" \
+  wait_state "$ARN" DEPLOYABLE
 OUT=$(gg describe-component --arn "$ARN" 2>&1)
 check "after kill -9 and a restart, describe-component finds it (publisher, platform)" \
   test "$(jq -r '.publisher + " " + .platforms[0].name' <<<"$OUT" 2>/dev/null)" == "Amazon linux"
@@ -124,6 +149,9 @@ for v in 1.1.0 1.2.0 2.0.0; do
   sed "s/^ComponentVersion: .*/ComponentVersion: '$v'/" "$WORK/hello.yaml" >"$WORK/v.yaml"
   gg create-component-version --inline-recipe "fileb://$WORK/v.yaml" >/dev/null 2>&1 ||
     fail "create $v"
+done
+for v in 1.1.0 1.2.0 2.0.0; do
+  wait_state "${ARN%:*}:$v" DEPLOYABLE || fail "$v did not become DEPLOYABLE"
 done
 OUT=$(gg list-component-versions --arn "${ARN%:versions:*}" --page-size 1 2>&1)
 check "aws list-component-versions --page-size 1 follows nextToken through 4 versions" \
@@ -191,12 +219,75 @@ check "aws create-component-version --lambda-function ...:\$LATEST -> Validation
 
 # boto3: the rest (JSON recipes, tags, pagination, idempotency, every error type, the
 # skewed clock, an unsigned request, the tag operations, the rate limit).
+ARTIFACT_URL=https://127.0.0.1:$APORT SRV=$WORK/srv LOCAL=$WORK/local \
+ARTIFACTS=$WORK/var/plugins/deployment/artifacts \
 READONLY_KEY_ID=$RO_KEY SLOW_KEY_ID=$SLOW_KEY "$PY" "$HERE/api_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK" >"$WORK/py.out" 2>&1
 PY_RC=$?
 cat "$WORK/py.out"
 PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
 FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
 [[ $PY_RC == 0 ]] || fail "api_test.py exited $PY_RC"
+
+# Connectivity info with the AWS CLI (no /v2 in its route); boto3 did its own above.
+OUT=$(gg update-connectivity-info --thing-name cli-core --connectivity-info \
+  hostAddress=192.168.1.10,portNumber=8883,id=lan hostAddress=core.example.com,portNumber=443,metadata=alpn 2>&1)
+check "aws update-connectivity-info -> version 1" test "$(jq -r .version <<<"$OUT" 2>/dev/null)" == 1
+OUT=$(gg get-connectivity-info --thing-name cli-core 2>&1)
+check "aws get-connectivity-info -> both endpoints, Id defaulting to the host" \
+  test "$(jq -r '[.connectivityInfo[] | .id + "@" + .hostAddress + ":" + (.portNumber|tostring) + "/" + .metadata] | join(",")' <<<"$OUT" 2>/dev/null)" \
+  == "lan@192.168.1.10:8883/,core.example.com@core.example.com:443/alpn"
+[[ $FAILED == 0 ]] || echo "$OUT"
+
+# kill -9 in the middle of a download (the server sends 100 bytes each half second): the
+# version is never DEPLOYABLE half fetched, no partial file is ever under sha256/, and
+# the next start fetches it again from the beginning.
+ART=$WORK/var/plugins/deployment/artifacts
+mkdir -p "$WORK/srv/s3/bucket"
+head -c 1500 /dev/urandom >"$WORK/srv/s3/bucket/slow-blob.bin"
+SHA=$(sha256sum "$WORK/srv/s3/bucket/slow-blob.bin" | cut -d' ' -f1)
+DIGEST=$(openssl dgst -sha256 -binary "$WORK/srv/s3/bucket/slow-blob.bin" | base64)
+cat >"$WORK/slow.yaml" <<YAML
+RecipeFormatVersion: '2020-01-25'
+ComponentName: com.example.Slow
+ComponentVersion: '1.0.0'
+Manifests:
+  - Artifacts:
+      - {Uri: s3://bucket/slow-blob.bin, Digest: "$DIGEST", Algorithm: SHA-256}
+YAML
+SLOW_ARN=arn:aws:greengrass:us-east-1:123456789012:components:com.example.Slow:versions:1.0.0
+gg create-component-version --inline-recipe "fileb://$WORK/slow.yaml" >/dev/null 2>&1
+for _ in $(seq 1 50); do compgen -G "$ART/tmp/*.part" >/dev/null && break; sleep 0.1; done
+PART=$(compgen -G "$ART/tmp/*.part" | head -1)
+sleep 1
+check "mid-download: a .part file in tmp/ holds some bytes, nothing under sha256/ yet" \
+  bash -c '[[ -n "$0" && -s "$0" && ! -e "$1" ]]' "$PART" "$ART/sha256/$SHA"
+check "mid-download: describe-component says INITIATED" \
+  test "$(gg describe-component --arn "$SLOW_ARN" | jq -r .status.componentState)" == INITIATED
+{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+start_groved || abort "groved did not come back after kill -9 mid-download"
+STATE=$(gg describe-component --arn "$SLOW_ARN" | jq -r .status.componentState)
+check "after the restart: the half download is gone, the version not DEPLOYABLE ($STATE)" \
+  bash -c '[[ ! -e "$0" && ( $1 == INITIATED || $1 == REQUESTED ) ]]' "$PART" "$STATE"
+check "... the restart fetches it again: DEPLOYABLE" wait_state "$SLOW_ARN" DEPLOYABLE 300
+check "... and sha256/<hex> holds exactly the served bytes, tmp/ is empty" \
+  bash -c 'cmp -s "$0" "$1" && [[ -z $(ls -A "$2") ]]' "$ART/sha256/$SHA" "$WORK/srv/s3/bucket/slow-blob.bin" "$ART/tmp"
+
+# A hot reload in the middle of a download: the old instance's fetch is cut (socket shut)
+# and waited for, so the new one opens the store (exclusively) and fetches it again. The
+# download would take 15 s, longer than stop() waits (10 s): uncut, the reload fails.
+head -c 3000 /dev/urandom >"$WORK/srv/s3/bucket/slow-reload.bin"
+sed -e 's/com.example.Slow/com.example.SlowReload/' -e 's/slow-blob.bin/slow-reload.bin/' \
+  -e "s|Digest: \".*\"|Digest: \"$(openssl dgst -sha256 -binary "$WORK/srv/s3/bucket/slow-reload.bin" | base64)\"|" \
+  "$WORK/slow.yaml" >"$WORK/slow2.yaml"
+RELOAD_ARN=${SLOW_ARN/com.example.Slow:/com.example.SlowReload:}
+gg create-component-version --inline-recipe "fileb://$WORK/slow2.yaml" >/dev/null 2>&1
+for _ in $(seq 1 50); do compgen -G "$ART/tmp/*.part" >/dev/null && break; sleep 0.1; done
+"$GROVECTL" reload deployment >"$WORK/reload.out" 2>&1
+check "grovectl reload deployment mid-download -> exit 0 (the store was let go)" test $? == 0
+[[ $FAILED == 0 ]] || cat "$WORK/reload.out"
+check "... the new instance fetches it again: DEPLOYABLE" wait_state "$RELOAD_ARN" DEPLOYABLE 300
+check "... and the cut fetch settled nothing (no FAILED logged for it), no wait timed out" \
+  bash -c '! grep -q "SlowReload:1.0.0: FAILED\|did not end within" "$0"' "$WORK/groved.out"
 
 check "groved is still running, the plugin too" \
   bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running"' "$GROVECTL"

@@ -30,6 +30,10 @@ BOOST_AUTO_TEST_CASE(defaults_and_a_minimal_configuration) {
   BOOST_CHECK_EQUAL(cfg->file.string(), "/var/lib/grove/plugins/deployment/components.db");
   BOOST_REQUIRE_EQUAL(cfg->credentials.size(), 1u);
   BOOST_CHECK(cfg->credentials[0].operations == std::vector<std::string>{"*"});
+  // Artifacts: under the state directory; s3:// and file:// unmapped until configured.
+  BOOST_CHECK_EQUAL(cfg->artifacts_dir.string(), "/var/lib/grove/plugins/deployment/artifacts");
+  BOOST_CHECK(cfg->artifacts_base_url.empty() && cfg->artifacts_file_dir.empty());
+  BOOST_CHECK_EQUAL(cfg->artifacts_url_seconds, 3600);
 }
 
 BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
@@ -50,6 +54,9 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
     {tls + creds + "region: 'US EAST'", "region"},
     {creds + "api: {cert_file: a.crt, key_file: a.key, port: 0}", "port"},
     {tls + creds + "nope: 1", "nope"},
+    {tls + creds + "artifacts_base_url: s3://bucket", "artifacts_base_url"},
+    {tls + creds + "artifacts_max_bytes: 0", "artifacts_max_bytes"},
+    {tls + creds + "artifacts_url_seconds: 604801", "artifacts_url_seconds"},
   };
   for (const auto& [text, names] : rows) {
     auto cfg = deployment_config::map().load(text, "image.yaml");

@@ -529,3 +529,420 @@ BOOST_FIXTURE_TEST_CASE(api_resolves_the_whole_dependency_graph, fixture) {
   BOOST_CHECK_EQUAL(m.status, 404);
   BOOST_CHECK_EQUAL(json::parse(m.body)["message"], "Component g.ghost not found (g.orphan@1.0.0 requires '*')");
 }
+
+// ---- artifacts, pre-signed URLs, connectivity (issue 14, part 1's rest) ----------------
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fstream>
+
+#include "artifact_uri.hpp"
+#include "artifacts.hpp"
+#include "connectivity.hpp"
+
+namespace {
+
+std::string read_all(const std::filesystem::path& p) {
+  std::ifstream in{p, std::ios::binary};
+  return {std::istreambuf_iterator<char>{in}, {}};
+}
+
+void write_all(const std::filesystem::path& p, const std::string& data) {
+  std::ofstream{p, std::ios::binary} << data;
+}
+
+// A ZIP of (name, content) entries; a content starting "->" makes a symbolic link.
+void make_zip(const std::filesystem::path& file,
+              const std::vector<std::pair<std::string, std::string>>& entries) {
+  auto* a = archive_write_new();
+  archive_write_set_format_zip(a);
+  archive_write_open_filename(a, file.c_str());
+  for (const auto& [name, data] : entries) {
+    auto* e = archive_entry_new();
+    archive_entry_set_pathname(e, name.c_str());
+    if (data.starts_with("->")) {
+      archive_entry_set_filetype(e, AE_IFLNK);
+      archive_entry_set_symlink(e, data.substr(2).c_str());
+      archive_entry_set_perm(e, 0777);
+      archive_write_header(a, e);
+    } else {
+      archive_entry_set_filetype(e, AE_IFREG);
+      archive_entry_set_perm(e, 0644);
+      archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
+      archive_write_header(a, e);
+      archive_write_data(a, data.data(), data.size());
+    }
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+}
+
+std::string b64_sha256(const std::string& data) {
+  return base64_encode(sha256(data));
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(artifact_uris_map_to_their_source_or_are_refused) {
+  auto dir = std::filesystem::temp_directory_path() / ("deployment_uri_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "in");
+  write_all(dir / "in/a.bin", "a");
+  write_all(dir / "secret", "s");
+  std::filesystem::create_symlink(dir / "secret", dir / "in/link");
+  artifact_uri_settings s{"https://mirror.example/base/", dir / "in"};
+  std::string why;
+  auto src = resolve_artifact_uri("s3://bucket/dir/key.zip", s, why);
+  BOOST_CHECK_EQUAL(why, "");
+  BOOST_CHECK_EQUAL(src.url, "https://mirror.example/base/bucket/dir/key.zip");
+  src = resolve_artifact_uri("https://h.example:8443/p/x.py", s, why);
+  BOOST_CHECK(why.empty() && src.url == "https://h.example:8443/p/x.py");
+  src = resolve_artifact_uri("file://" + (dir / "in/a.bin").string(), s, why);
+  BOOST_CHECK(why.empty() && src.file == std::filesystem::canonical(dir / "in/a.bin"));
+  // Each refusal says why.
+  for (auto [uri, reason] : std::vector<std::pair<std::string, std::string>>{
+         {"s3://bucket", "s3://bucket/key"},
+         {"s3://bucket/", "s3://bucket/key"},
+         {"s3:///key", "s3://bucket/key"},
+         {"s3://bucket/a/../../etc/passwd", "'..' segment"},
+         {"s3://bucket/a/%2e%2e/x", "'..' segment"},
+         {"s3://bucket/a b", "space"},
+         {"https://user@h.example/x", "no user info"},
+         {"https://h.example/a/../x", "'..' segment"},
+         {"file://relative/x", "file:///absolute"},
+         {"file://" + (dir / "secret").string(), "not under artifacts_file_dir"},
+         {"file://" + (dir / "in/link").string(), "not under artifacts_file_dir"},
+         {"file://" + (dir / "in/../secret").string(), "'..' segment"},
+         {"greengrass:x.zip", "only s3://"},
+       }) {
+    resolve_artifact_uri(uri, s, why);
+    BOOST_CHECK_MESSAGE(why.find(reason) != std::string::npos, uri << ": '" << why << "'");
+  }
+  resolve_artifact_uri("s3://b/k", artifact_uri_settings{}, why);
+  BOOST_CHECK(why.find("artifacts_base_url") != std::string::npos);
+  resolve_artifact_uri("file://" + (dir / "in/a.bin").string(), artifact_uri_settings{}, why);
+  BOOST_CHECK(why.find("artifacts_file_dir") != std::string::npos);
+  // Which artifacts of a recipe are fetched: s3, https, file; each Uri once.
+  auto recipe = json::parse(R"({"Manifests": [
+    {"Artifacts": [{"Uri": "s3://b/k.zip", "Unarchive": "ZIP", "Digest": "x", "Algorithm": "SHA-256"},
+                   {"Uri": "greengrass:Lambda.zip"}, {"Uri": "docker:img"}]},
+    {"Artifacts": [{"Uri": "s3://b/k.zip"}, {"Uri": "file:///x/y"}]}]})");
+  auto arts = fetchable_artifacts(recipe);
+  BOOST_REQUIRE_EQUAL(arts.size(), 2u);
+  BOOST_CHECK(arts[0].uri == "s3://b/k.zip" && arts[0].unzip && arts[0].digest == "x");
+  BOOST_CHECK_EQUAL(arts[1].uri, "file:///x/y");
+  std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(presigned_urls_verify_and_refuse_forged_expired_malformed) {
+  std::string key(32, 'k');
+  std::string sha(64, 'a');
+  auto url = presign_artifact(key, sha, "hello world.py", 1000);
+  BOOST_CHECK_EQUAL(url.substr(0, url.find('?')), "/grove/artifacts/" + sha + "/hello%20world.py");
+  auto path = url.substr(0, url.find('?'));
+  auto query = url.substr(url.find('?') + 1);
+  std::string got;
+  BOOST_CHECK(check_presigned(key, path, query, 999, got) == presign_check::valid);
+  BOOST_CHECK_EQUAL(got, sha);
+  BOOST_CHECK(check_presigned(key, path, query, 1000, got) == presign_check::expired);
+  BOOST_CHECK(check_presigned(std::string(32, 'x'), path, query, 999, got) == presign_check::forged);
+  // Another expiry, artifact or name: the signature no longer fits.
+  auto later = query;
+  later.replace(later.find("1000"), 4, "9999");
+  BOOST_CHECK(check_presigned(key, path, later, 999, got) == presign_check::forged);
+  auto other = path;
+  other.replace(other.find(sha), 64, std::string(64, 'b'));
+  BOOST_CHECK(check_presigned(key, other, query, 999, got) == presign_check::forged);
+  BOOST_CHECK(check_presigned(key, path + "x", query, 999, got) == presign_check::forged);
+  for (auto [p, q] : std::vector<std::pair<std::string, std::string>>{
+         {path, ""},
+         {path, "X-Grove-Expires=1000"},
+         {path, query + "&X-Grove-Expires=1000"},
+         {path, "X-Grove-Expires=-1&X-Grove-Signature=00"},
+         {"/grove/artifacts/" + sha, query},
+         {"/grove/artifacts/" + std::string(63, 'a') + "/x", query},
+         {"/grove/artifacts/" + std::string(64, 'A') + "/x", query},
+         {"/grove/artifacts/" + sha + "/a%2Fb", query},
+         {"/grove/artifacts/" + sha + "/", query},
+         {"/elsewhere", query},
+       })
+    BOOST_CHECK_MESSAGE(check_presigned(key, p, q, 999, got) == presign_check::malformed, p << "?" << q);
+}
+
+BOOST_AUTO_TEST_CASE(connectivity_info_is_checked_field_by_field) {
+  std::vector<connectivity_problem> problems;
+  auto ok = check_connectivity_info(
+    json::parse(R"([{"HostAddress": "10.0.0.1", "PortNumber": 8883},
+                    {"Id": "wan", "HostAddress": "core.example.com", "PortNumber": 1, "Metadata": "m"}])"),
+    problems);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK_EQUAL(ok->dump(), R"([{"HostAddress":"10.0.0.1","Id":"10.0.0.1","Metadata":"","PortNumber":8883},)"
+                                R"({"HostAddress":"core.example.com","Id":"wan","Metadata":"m","PortNumber":1}])");
+  auto fields = [](const char* text) {
+    std::vector<connectivity_problem> ps;
+    BOOST_CHECK(!check_connectivity_info(json::parse(text), ps));
+    std::string out;
+    for (auto& p : ps)
+      out += p.field + ";";
+    return out;
+  };
+  BOOST_CHECK_EQUAL(fields(R"([{"HostAddress": "h", "PortNumber": 0}])"), "ConnectivityInfo/0/PortNumber;");
+  BOOST_CHECK_EQUAL(fields(R"([{"HostAddress": "h", "PortNumber": 65536}])"), "ConnectivityInfo/0/PortNumber;");
+  BOOST_CHECK_EQUAL(fields(R"([{"HostAddress": "h", "PortNumber": "8883"}])"), "ConnectivityInfo/0/PortNumber;");
+  BOOST_CHECK_EQUAL(fields(R"([{"PortNumber": 1}, {"HostAddress": "a b", "PortNumber": 1}])"),
+                    "ConnectivityInfo/0/HostAddress;ConnectivityInfo/1/HostAddress;");
+  BOOST_CHECK_EQUAL(fields(R"([{"HostAddress": "h", "PortNumber": 1, "Port": 2}])"), "ConnectivityInfo/0/Port;");
+  BOOST_CHECK_EQUAL(fields(R"([{"Id": "x", "HostAddress": "h", "PortNumber": 1},
+                               {"Id": "x", "HostAddress": "g", "PortNumber": 2}])"), "ConnectivityInfo/1/Id;");
+  BOOST_CHECK_EQUAL(fields(R"([{"Id": "", "HostAddress": "h", "PortNumber": 1, "Metadata": 5}])"),
+                    "ConnectivityInfo/0/Id;ConnectivityInfo/0/Metadata;");
+  BOOST_CHECK_EQUAL(fields(R"({"HostAddress": "h"})"), "ConnectivityInfo;");
+  BOOST_CHECK_EQUAL(fields(R"([1])"), "ConnectivityInfo/0;");
+  json many = json::array();
+  for (int i = 0; i < 101; ++i)
+    many.push_back({{"HostAddress", std::string{"h"}.append(std::to_string(i))}, {"PortNumber", 1}});
+  BOOST_CHECK_EQUAL(fields(many.dump().c_str()), "ConnectivityInfo;");
+  BOOST_CHECK(valid_thing_name("core-1:a_b"));
+  BOOST_CHECK(!valid_thing_name("") && !valid_thing_name("a b") && !valid_thing_name("a/b")
+              && !valid_thing_name(std::string(129, 'a')));
+}
+
+BOOST_AUTO_TEST_CASE(a_schema_1_store_migrates_keeping_its_versions) {
+  auto dir = std::filesystem::temp_directory_path() / ("deployment_mig_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    // The file as part 1's first release wrote it.
+    grove::store_options opts;
+    opts.application_id = 0x47524450;
+    opts.migrations.push_back({1,
+                               "CREATE TABLE component_versions("
+                               " name TEXT NOT NULL, version TEXT NOT NULL,"
+                               " created_ms INTEGER NOT NULL, description TEXT NOT NULL,"
+                               " publisher TEXT NOT NULL, recipe TEXT NOT NULL,"
+                               " platforms TEXT NOT NULL, state TEXT NOT NULL,"
+                               " message TEXT NOT NULL, vendor_guidance TEXT NOT NULL,"
+                               " vendor_guidance_message TEXT NOT NULL, tags TEXT NOT NULL,"
+                               " PRIMARY KEY(name, version)) WITHOUT ROWID;"
+                               "CREATE TABLE client_tokens("
+                               " token TEXT PRIMARY KEY, request_hash TEXT NOT NULL,"
+                               " status INTEGER NOT NULL, response TEXT NOT NULL,"
+                               " expires_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                               {}});
+    auto db = grove::store::open(dir / "c.db", std::move(opts));
+    BOOST_REQUIRE(db);
+    BOOST_REQUIRE(!(*db)->run("INSERT INTO component_versions VALUES "
+                              "('old', '1.0.0', 1, '', '', '{}', '[]', 'DEPLOYABLE', 'NONE', "
+                              "'ACTIVE', '', '{}')"));
+  }
+  auto s = component_store::open(dir / "c.db");
+  BOOST_REQUIRE(s);
+  auto v = (*s)->get("old", "1.0.0");
+  BOOST_REQUIRE(v && *v);
+  BOOST_CHECK_EQUAL((*v)->state, "DEPLOYABLE");
+  auto st = (*s)->artifacts_of("old", "1.0.0");
+  BOOST_REQUIRE(st && *st);
+  BOOST_CHECK(((*st)->errors == "{}") && ((*st)->artifacts == "{}"));
+  BOOST_CHECK(*(*s)->set_connectivity("core", json::array(), 5) == 1);
+  s->reset();
+  std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+// The fixture's API with artifacts: file:// ones under `local`, the store under `arts`.
+struct artifact_fixture : fixture {
+  std::filesystem::path local;
+  std::unique_ptr<artifact_store> arts;
+  fetch_settings fetch;
+  std::vector<std::string> requested;
+
+  artifact_fixture() {
+    local = dir / "local";
+    std::filesystem::create_directories(local);
+    auto a = artifact_store::open(dir / "artifacts");
+    BOOST_REQUIRE(a);
+    arts = std::move(*a);
+    fetch.uris.file_dir = local;
+    api_settings settings;
+    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    settings.artifact_files = dir / "artifacts" / "sha256";
+    settings.url_key = *arts->url_key();
+    settings.url_ttl = 60s;
+    settings.on_requested = [this](const std::string& n, const std::string& v) {
+      requested.push_back(n + "@" + v);
+    };
+    service = std::make_unique<api>(settings, *store);
+  }
+
+  std::string with_artifacts(const std::string& name, const json& artifacts) {
+    return json{{"RecipeFormatVersion", "2020-01-25"},
+                {"ComponentName", name},
+                {"ComponentVersion", "1.0.0"},
+                {"Manifests", json::array({{{"Artifacts", artifacts}}})}}
+      .dump();
+  }
+
+  json describe(const std::string& name) {
+    auto r = call("GET", "/greengrass/v2/components/"
+                           + enc("arn:aws:greengrass:us-east-1:123456789012:components:" + name
+                                 + ":versions:1.0.0")
+                           + "/metadata");
+    return json::parse(r.body);
+  }
+
+  http_response artifact(const std::string& name, const std::string& artifact_name) {
+    return call("GET", "/greengrass/v2/components/"
+                         + enc("arn:aws:greengrass:us-east-1:123456789012:components:" + name
+                               + ":versions:1.0.0")
+                         + "/artifacts/" + artifact_name);
+  }
+
+  http_response unsigned_get(const std::string& target, std::chrono::seconds later = 0s) {
+    return service->handle(http_request{"GET", target, {{"host", "localhost"}}, ""}, now + later);
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(api_artifacts_fetched_checked_and_served_presigned, artifact_fixture) {
+  std::string data = "print('hello')\n";
+  write_all(local / "hello.py", data);
+  auto uri = "file://" + (local / "hello.py").string();
+  auto r = create(with_artifacts("a.Good", json::array({{{"Uri", uri},
+                                                         {"Digest", b64_sha256(data)},
+                                                         {"Algorithm", "SHA-256"}}})));
+  BOOST_REQUIRE_EQUAL(r.status, 201);
+  BOOST_CHECK_EQUAL(json::parse(r.body)["status"]["componentState"], "REQUESTED");
+  BOOST_CHECK(requested == std::vector<std::string>{"a.Good@1.0.0"});
+  // Not fetched yet: not resolvable, no URL.
+  auto res = call("POST", "/greengrass/v2/resolveComponentCandidates",
+                  R"({"componentCandidates": [{"componentName": "a.Good", "versionRequirements": {}}]})");
+  BOOST_CHECK_EQUAL(res.status, 409);
+  auto u = artifact("a.Good", "hello.py");
+  BOOST_CHECK_EQUAL(u.status, 404);
+  BOOST_CHECK(u.body.find("not fetched yet (componentState REQUESTED)") != std::string::npos);
+  BOOST_REQUIRE(!settle_version(*store, *arts, fetch, "a.Good", "1.0.0"));
+  auto d = describe("a.Good");
+  BOOST_CHECK_EQUAL(d["status"]["componentState"], "DEPLOYABLE");
+  BOOST_CHECK_EQUAL(d["status"]["errors"].dump(), "{}");
+  BOOST_CHECK_EQUAL(read_all(arts->path_of(hex(sha256(data)))), data);
+  res = call("POST", "/greengrass/v2/resolveComponentCandidates",
+             R"({"componentCandidates": [{"componentName": "a.Good", "versionRequirements": {}}]})");
+  BOOST_CHECK_EQUAL(res.status, 200);
+  // Settled once: a second settle leaves it alone.
+  BOOST_CHECK(!settle_version(*store, *arts, fetch, "a.Good", "1.0.0"));
+  // The URL: this server, unsigned GET, until it expires.
+  u = artifact("a.Good", "hello.py");
+  BOOST_REQUIRE_EQUAL(u.status, 200);
+  auto url = json::parse(u.body)["preSignedUrl"].get<std::string>();
+  BOOST_REQUIRE(url.starts_with("https://localhost/grove/artifacts/"));
+  auto target = url.substr(std::string{"https://localhost"}.size());
+  auto got = unsigned_get(target);
+  BOOST_CHECK_EQUAL(got.status, 200);
+  BOOST_CHECK_EQUAL(got.file, arts->path_of(hex(sha256(data))));
+  BOOST_CHECK_EQUAL(got.content_type, "application/octet-stream");
+  got = unsigned_get(target, 61s);
+  BOOST_CHECK(got.status == 403 && got.body.find("expired") != std::string::npos);
+  got = unsigned_get(target.substr(0, target.size() - 2) + "00");
+  BOOST_CHECK(got.status == 403 && type_of(got) == "AccessDeniedException" && got.file.empty());
+  // Artifact names: AWS's (after the scheme), traversal refused, unknown ones 404.
+  BOOST_CHECK_EQUAL(artifact("a.Good", uri.substr(7)).status, 200);
+  BOOST_CHECK_EQUAL(artifact("a.Good", "a/%2E%2E/hello.py").status, 400);
+  BOOST_CHECK_EQUAL(artifact("a.Good", "..").status, 400);
+  BOOST_CHECK_EQUAL(artifact("a.Good", "other.py").status, 404);
+}
+
+BOOST_FIXTURE_TEST_CASE(api_artifacts_that_fail_fail_their_version, artifact_fixture) {
+  write_all(local / "x.bin", "x");
+  auto uri = "file://" + (local / "x.bin").string();
+  auto missing = "file://" + (local / "missing.bin").string();
+  BOOST_REQUIRE_EQUAL(create(with_artifacts("a.Bad", json::array({
+                        {{"Uri", uri}, {"Digest", b64_sha256("y")}, {"Algorithm", "SHA-256"}},
+                        {{"Uri", missing}},
+                        {{"Uri", "s3://bucket/k.bin"}},
+                        {{"Uri", uri + "2"}, {"Digest", "not base64!"}, {"Algorithm", "SHA-256"}},
+                      })))
+                        .status,
+                      201);
+  BOOST_REQUIRE(!settle_version(*store, *arts, fetch, "a.Bad", "1.0.0"));
+  auto d = describe("a.Bad");
+  BOOST_CHECK_EQUAL(d["status"]["componentState"], "FAILED");
+  auto errors = d["status"]["errors"];
+  BOOST_CHECK(errors[uri].get<std::string>().find("digest mismatch") != std::string::npos);
+  BOOST_CHECK(errors[missing].get<std::string>().find("cannot read") != std::string::npos);
+  BOOST_CHECK(errors["s3://bucket/k.bin"].get<std::string>().find("artifacts_base_url") != std::string::npos);
+  BOOST_CHECK(errors[uri + "2"].get<std::string>().find("not base64") != std::string::npos);
+  BOOST_CHECK(d["status"]["message"].get<std::string>().starts_with("4 of 4 artifacts"));
+  // Nothing half written is left behind.
+  BOOST_CHECK(std::filesystem::is_empty(dir / "artifacts" / "tmp"));
+  BOOST_CHECK(std::filesystem::is_empty(dir / "artifacts" / "sha256"));
+  auto u = artifact("a.Bad", "x.bin");
+  BOOST_CHECK(u.status == 404 && u.body.find("componentState FAILED") != std::string::npos);
+  // A size cap.
+  write_all(local / "big.bin", std::string(100, 'b'));
+  BOOST_REQUIRE_EQUAL(create(with_artifacts("a.Big", json::array({{{"Uri", "file://" + (local / "big.bin").string()}}}))).status, 201);
+  fetch.max_bytes = 99;
+  BOOST_REQUIRE(!settle_version(*store, *arts, fetch, "a.Big", "1.0.0"));
+  BOOST_CHECK(describe("a.Big")["status"]["message"].get<std::string>().find("artifacts_max_bytes") != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(zip_artifacts_unpack_and_zip_slip_is_refused, artifact_fixture) {
+  make_zip(local / "good.zip", {{"bin/run.sh", "#!/bin/sh\n"}, {"README", "r"}});
+  make_zip(local / "slip.zip", {{"ok.txt", "fine"}, {"../../escaped.txt", "evil"}});
+  make_zip(local / "abs.zip", {{"/tmp/deployment-unit-abs.txt", "evil"}});
+  make_zip(local / "link.zip", {{"l", "->/etc"}, {"l/passwd", "evil"}});
+  write_all(local / "notzip.zip", "this is no zip");
+  for (auto name : {"good", "slip", "abs", "link", "notzip"}) {
+    auto uri = "file://" + (local / (std::string{name} + ".zip")).string();
+    BOOST_REQUIRE_EQUAL(create(with_artifacts(std::string{"z."} + name,
+                                              json::array({{{"Uri", uri}, {"Unarchive", "ZIP"}}})))
+                          .status,
+                        201);
+    BOOST_REQUIRE(!settle_version(*store, *arts, fetch, std::string{"z."} + name, "1.0.0"));
+  }
+  BOOST_CHECK_EQUAL(describe("z.good")["status"]["componentState"], "DEPLOYABLE");
+  auto sha = hex(sha256(read_all(local / "good.zip")));
+  BOOST_CHECK_EQUAL(read_all(arts->unarchived_of(sha) / "bin/run.sh"), "#!/bin/sh\n");
+  auto why = [&](const char* name) {
+    auto d = describe(std::string{"z."} + name);
+    BOOST_CHECK_EQUAL(d["status"]["componentState"], "FAILED");
+    return d["status"]["errors"].begin()->get<std::string>();
+  };
+  BOOST_CHECK(why("slip").find("zip-slip") != std::string::npos);
+  BOOST_CHECK(why("abs").find("zip-slip") != std::string::npos);
+  BOOST_CHECK(why("link").find("link") != std::string::npos);
+  BOOST_CHECK(why("notzip").find("ZIP") != std::string::npos);
+  BOOST_CHECK(!std::filesystem::exists(dir / "escaped.txt"));
+  BOOST_CHECK(!std::filesystem::exists(dir / "artifacts" / "escaped.txt"));
+  BOOST_CHECK(!std::filesystem::exists("/tmp/deployment-unit-abs.txt"));
+  BOOST_CHECK(!std::filesystem::exists(arts->unarchived_of(hex(sha256(read_all(local / "slip.zip"))))));
+  BOOST_CHECK(std::filesystem::is_empty(dir / "artifacts" / "tmp"));
+}
+
+BOOST_FIXTURE_TEST_CASE(api_connectivity_info_round_trip, artifact_fixture) {
+  auto r = call("GET", "/greengrass/things/core-1/connectivityInfo");
+  BOOST_CHECK_EQUAL(r.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(r.body)["ConnectivityInfo"].dump(), "[]");
+  r = call("PUT", "/greengrass/things/core-1/connectivityInfo",
+           R"({"ConnectivityInfo": [{"Id": "a", "HostAddress": "10.1.1.1", "PortNumber": 8883}]})");
+  BOOST_CHECK_EQUAL(r.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(r.body)["Version"], "1");
+  r = call("PUT", "/greengrass/things/core-1/connectivityInfo",
+           R"({"ConnectivityInfo": [{"Id": "b", "HostAddress": "h", "PortNumber": 443}]})");
+  BOOST_CHECK_EQUAL(json::parse(r.body)["Version"], "2");
+  r = call("PUT", "/greengrass/things/core-1/connectivityInfo",
+           R"({"ConnectivityInfo": [{"Id": "b", "HostAddress": "h", "PortNumber": 0}]})");
+  BOOST_CHECK(r.status == 400 && type_of(r) == "ValidationException");
+  BOOST_CHECK_EQUAL(json::parse(r.body)["fields"][0]["name"], "ConnectivityInfo/0/PortNumber");
+  r = call("PUT", "/greengrass/things/core-1/connectivityInfo", "{}");
+  BOOST_CHECK(r.status == 400 && type_of(r) == "ValidationException");
+  r = call("PUT", "/greengrass/things/core-1/connectivityInfo", "[");
+  BOOST_CHECK(r.status == 400 && type_of(r) == "SerializationException");
+  r = call("GET", "/greengrass/things/core-1/connectivityInfo");
+  BOOST_CHECK_EQUAL(json::parse(r.body)["ConnectivityInfo"][0]["Id"], "b");
+  r = call("DELETE", "/greengrass/things/core-1/connectivityInfo");
+  BOOST_CHECK_EQUAL(r.status, 404);
+  r = call("GET", "/greengrass/things/a%20b/connectivityInfo");
+  BOOST_CHECK_EQUAL(r.status, 400);
+}

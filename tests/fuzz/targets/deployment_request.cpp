@@ -3,7 +3,10 @@
 // lines, a blank line, the body). SigV4 verification of it never fails open: an
 // unsigned or garbled request is refused with one of AWS's four types. Signing it with a
 // known key and verifying must pass, and must fail once the body changes. Percent and
-// base64 coding round-trip.
+// base64 coding round-trip. The target is also a pre-signed artifact URL (artifact_uri.cpp):
+// it never passes unsigned, and one the core signs always does; the first line after the
+// method, as an artifact Uri, maps to a URL without dot segments or a file inside the
+// configured directory, or is refused with a reason.
 
 #include <chrono>
 #include <cstdint>
@@ -11,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "artifact_uri.hpp"
 #include "http.hpp"
 #include "sigv4.hpp"
 
@@ -104,5 +108,47 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void) parse_query(req.raw_query());
   std::string why;
   (void) parse_authorization(req.header("authorization"), why);
+  // Pre-signed artifact URLs.
+  const std::string url_key(32, 'k');
+  std::string sha;
+  auto pc = check_presigned(url_key, req.raw_path(), req.raw_query(), 1764676800, sha);
+  if (pc == presign_check::valid && (sha.size() != 64 || !req.raw_path().starts_with(presigned_prefix)))
+    std::abort();
+  std::string name = bytes.substr(0, 64);
+  if (!name.empty() && name.find('/') == std::string::npos) {
+    auto h = hex(sha256(bytes));
+    auto url = presign_artifact(url_key, h, name, 1764676800 + 60);
+    auto q = url.find('?');
+    std::string got;
+    if (check_presigned(url_key, std::string_view{url}.substr(0, q), std::string_view{url}.substr(q + 1),
+                        1764676800, got)
+          != presign_check::valid
+        || got != h)
+      std::abort();
+    if (check_presigned(url_key, std::string_view{url}.substr(0, q), std::string_view{url}.substr(q + 1),
+                        1764676800 + 60, got)
+        != presign_check::expired)
+      std::abort();
+  }
+  // Artifact URIs: the target as a Uri.
+  artifact_uri_settings us{"https://mirror.example/base", "/srv/artifacts"};
+  auto src = resolve_artifact_uri(req.target, us, why);
+  if (why.empty()) {
+    if (src.url.empty() == src.file.empty())
+      std::abort();
+    // The path after the host: no dot segment, encoded or not.
+    auto after_host = src.url.find('/', std::min(src.url.size(), size_t{8}));
+    auto path = after_host == std::string::npos
+                  ? std::string{}
+                  : uri_decode(src.url.substr(after_host, src.url.find('?') - after_host)) + "/";
+    if (!src.url.empty()
+        && (!src.url.starts_with("https://") || path.find("/../") != std::string::npos
+            || path.find("/./") != std::string::npos))
+      std::abort();
+    if (!src.file.empty() && !src.file.string().starts_with("/srv/artifacts/"))
+      std::abort();
+  } else if (!src.url.empty() || !src.file.empty()) {
+    std::abort();
+  }
   return 0;
 }

@@ -1,0 +1,487 @@
+#include "artifacts.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <httplib.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "grove/errors.hpp"
+#include "http.hpp"
+
+namespace grove::deployment {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+caf::error sys_error(const std::string& what) {
+  return grove::make_error(grove::errc::system_error, what + ": " + std::strerror(errno));
+}
+
+caf::error bad(std::string what) {
+  return grove::make_error(grove::errc::malformed, std::move(what));
+}
+
+std::string random_hex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes));
+  return hex(raw);
+}
+
+// fsync of a directory, so a rename into it is durable.
+void sync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// A file being written in tmp/: the bytes go to the file and through SHA-256 (the
+// address) and the recipe's algorithm when it is another.
+class sink {
+public:
+  sink(fs::path path, const std::string& algorithm, uint64_t max,
+       std::shared_ptr<fetch_canceller> cancel)
+    : path_(std::move(path)), max_(max), cancel_(std::move(cancel)) {
+    sha256_.reset(EVP_MD_CTX_new());
+    EVP_DigestInit_ex(sha256_.get(), EVP_sha256(), nullptr);
+    const EVP_MD* md = algorithm == "SHA-384"   ? EVP_sha384()
+                       : algorithm == "SHA-512" ? EVP_sha512()
+                                                : nullptr;
+    if (md != nullptr) {
+      other_.reset(EVP_MD_CTX_new());
+      EVP_DigestInit_ex(other_.get(), md, nullptr);
+    }
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  }
+
+  ~sink() {
+    if (fd_ >= 0)
+      ::close(fd_);
+    if (!kept_) {
+      std::error_code ec;
+      fs::remove(path_, ec);
+    }
+  }
+
+  bool ok() const {
+    return fd_ >= 0;
+  }
+
+  // False when the file is too large or cannot be written (why() says).
+  bool write(const char* data, size_t n) {
+    if (cancel_ && cancel_->cancelled()) {
+      why_ = "cancelled: the plugin is stopping";
+      return false;
+    }
+    if (size_ + n > max_) {
+      why_ = "larger than artifacts_max_bytes (" + std::to_string(max_) + ")";
+      return false;
+    }
+    size_ += n;
+    EVP_DigestUpdate(sha256_.get(), data, n);
+    if (other_)
+      EVP_DigestUpdate(other_.get(), data, n);
+    while (n > 0) {
+      auto w = ::write(fd_, data, n);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        why_ = std::string{"cannot write "} + path_.string() + ": " + std::strerror(errno);
+        return false;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  }
+
+  // fsync and close; the digests (raw SHA-256, raw recipe algorithm's or SHA-256's).
+  bool finish(std::string& sha256, std::string& other) {
+    if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+      fd_ = -1;
+      why_ = std::string{"cannot sync "} + path_.string() + ": " + std::strerror(errno);
+      return false;
+    }
+    fd_ = -1;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_DigestFinal_ex(sha256_.get(), md, &len);
+    sha256.assign(reinterpret_cast<char*>(md), len);
+    if (other_) {
+      EVP_DigestFinal_ex(other_.get(), md, &len);
+      other.assign(reinterpret_cast<char*>(md), len);
+    } else {
+      other = sha256;
+    }
+    return true;
+  }
+
+  void keep() {
+    kept_ = true;
+  }
+
+  const std::string& why() const {
+    return why_;
+  }
+
+  uint64_t size() const {
+    return size_;
+  }
+
+private:
+  struct md_free {
+    void operator()(EVP_MD_CTX* c) const {
+      EVP_MD_CTX_free(c);
+    }
+  };
+  fs::path path_;
+  uint64_t max_;
+  std::shared_ptr<fetch_canceller> cancel_;
+  uint64_t size_ = 0;
+  int fd_ = -1;
+  bool kept_ = false;
+  std::string why_;
+  std::unique_ptr<EVP_MD_CTX, md_free> sha256_;
+  std::unique_ptr<EVP_MD_CTX, md_free> other_;
+};
+
+// GETs `url` into `out`; "" on success, else why not.
+std::string download(const std::string& url, const fetch_settings& s, sink& out) {
+  auto scheme_end = url.find("://");
+  auto path_start = url.find('/', scheme_end + 3);
+  auto origin = url.substr(0, path_start);
+  auto path = path_start == std::string::npos ? std::string{"/"} : url.substr(path_start);
+  httplib::Client cli{origin};
+  if (!cli.is_valid())
+    return "cannot make a client for " + origin;
+  cli.set_connection_timeout(s.timeout);
+  cli.set_read_timeout(s.timeout);
+  cli.set_follow_location(true);
+  cli.enable_server_certificate_verification(true);
+  if (!s.ca_file.empty())
+    cli.set_ca_cert_path(s.ca_file.c_str());
+  // A stop cuts the download (its socket shut), even one waiting for bytes.
+  if (s.cancel && !s.cancel->add(&cli, [&cli] { cli.stop(); }))
+    return "cancelled: the plugin is stopping";
+  struct unregister {
+    const fetch_settings& s;
+    const void* id;
+    ~unregister() {
+      if (s.cancel)
+        s.cancel->remove(id);
+    }
+  } registered{s, &cli};
+  int status = 0;
+  auto res = cli.Get(
+    path, httplib::Headers{},
+    [&](const httplib::Response& r) {
+      status = r.status;
+      return r.status == 200;
+    },
+    [&](const char* data, size_t n) { return out.write(data, n); });
+  if (status != 0 && status != 200)
+    return "GET " + url.substr(0, 512) + ": HTTP status " + std::to_string(status);
+  if (!out.why().empty())
+    return out.why();
+  if (!res)
+    return "GET " + url.substr(0, 512) + ": " + httplib::to_string(res.error());
+  return {};
+}
+
+// Copies local file `from` into `out`; "" on success, else why not.
+std::string copy_file(const fs::path& from, sink& out) {
+  int fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return "cannot read " + from.string() + ": " + std::strerror(errno);
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return from.string() + " is not a regular file";
+  }
+  char buf[65536];
+  std::string why;
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      why = "cannot read " + from.string() + ": " + std::strerror(errno);
+      break;
+    }
+    if (n == 0)
+      break;
+    if (!out.write(buf, static_cast<size_t>(n))) {
+      why = out.why();
+      break;
+    }
+  }
+  ::close(fd);
+  return why;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<artifact_store>> artifact_store::open(const fs::path& root) {
+  std::error_code ec;
+  for (const char* sub : {"sha256", "unarchived", "tmp"}) {
+    fs::create_directories(root / sub, ec);
+    if (ec)
+      return grove::make_error(grove::errc::system_error,
+                               "cannot create " + (root / sub).string() + ": " + ec.message());
+  }
+  // What a crash left half written: never referenced, so simply gone.
+  for (const auto& e : fs::directory_iterator(root / "tmp", ec))
+    fs::remove_all(e.path(), ec);
+  return std::unique_ptr<artifact_store>{new artifact_store(root)};
+}
+
+fs::path artifact_store::path_of(const std::string& sha256_hex) const {
+  return root_ / "sha256" / sha256_hex;
+}
+
+fs::path artifact_store::unarchived_of(const std::string& sha256_hex) const {
+  return root_ / "unarchived" / sha256_hex;
+}
+
+caf::expected<std::string> artifact_store::fetch(const artifact_ref& a, const fetch_settings& s) {
+  std::string want;
+  if (!a.digest.empty() && !base64_decode(a.digest, want))
+    return bad("Digest '" + a.digest.substr(0, 128) + "' is not base64");
+  if (!a.digest.empty()) {
+    size_t bytes = a.algorithm == "SHA-512" ? 64 : a.algorithm == "SHA-384" ? 48 : 32;
+    if (want.size() != bytes)
+      return bad("Digest '" + a.digest.substr(0, 128) + "' is not a " + a.algorithm + " digest ("
+                 + std::to_string(bytes) + " bytes in base64)");
+  }
+  // Fetched before (another version, or before a crash) with the same SHA-256: done.
+  if (!a.digest.empty() && (a.algorithm.empty() || a.algorithm == "SHA-256")) {
+    std::error_code ec;
+    if (fs::is_regular_file(path_of(hex(want)), ec))
+      return hex(want);
+  }
+  std::string why;
+  auto src = resolve_artifact_uri(a.uri, s.uris, why);
+  if (!why.empty())
+    return bad(why);
+  auto tmp = root_ / "tmp" / (random_hex(12) + ".part");
+  sink out{tmp, a.algorithm, s.max_bytes, s.cancel};
+  if (!out.ok())
+    return sys_error("cannot create " + tmp.string());
+  why = src.url.empty() ? copy_file(src.file, out) : download(src.url, s, out);
+  if (!why.empty())
+    return bad(why);
+  std::string sha, other;
+  if (!out.finish(sha, other))
+    return bad(out.why());
+  if (!a.digest.empty() && other != want)
+    return bad("digest mismatch: the recipe's " + a.algorithm + " is " + a.digest + ", the "
+               + std::to_string(out.size()) + " bytes fetched have " + base64_encode(other));
+  auto dest = path_of(hex(sha));
+  ::chmod(tmp.c_str(), 0444);
+  if (::rename(tmp.c_str(), dest.c_str()) != 0)
+    return sys_error("cannot rename " + tmp.string() + " to " + dest.string());
+  out.keep();
+  sync_dir(dest.parent_path());
+  return hex(sha);
+}
+
+caf::error artifact_store::unzip(const std::string& sha256_hex, uint64_t max_bytes) {
+  auto dest = unarchived_of(sha256_hex);
+  std::error_code ec;
+  if (fs::is_directory(dest, ec))
+    return {};
+  auto work = root_ / "tmp" / (random_hex(12) + ".dir");
+  fs::create_directories(work, ec);
+  if (ec)
+    return grove::make_error(grove::errc::system_error,
+                             "cannot create " + work.string() + ": " + ec.message());
+  struct cleanup {
+    fs::path p;
+    bool keep = false;
+    ~cleanup() {
+      std::error_code e;
+      if (!keep)
+        fs::remove_all(p, e);
+    }
+  } guard{work};
+  std::unique_ptr<struct archive, decltype(&archive_read_free)> in{archive_read_new(),
+                                                                   &archive_read_free};
+  std::unique_ptr<struct archive, decltype(&archive_write_free)> out{archive_write_disk_new(),
+                                                                     &archive_write_free};
+  archive_read_support_format_zip(in.get());
+  // Names are checked below before `work` is prefixed; libarchive's guards stay on too.
+  archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM
+                                              | ARCHIVE_EXTRACT_SECURE_NODOTDOT
+                                              | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+  auto failed = [](struct archive* a, const std::string& what) {
+    const char* msg = archive_error_string(a);
+    return bad("ZIP: " + what + (msg != nullptr ? std::string{": "} + msg : ""));
+  };
+  if (archive_read_open_filename(in.get(), path_of(sha256_hex).c_str(), 65536) != ARCHIVE_OK)
+    return failed(in.get(), "cannot open");
+  std::vector<fs::path> files;
+  uint64_t total = 0;
+  for (;;) {
+    archive_entry* entry = nullptr;
+    auto r = archive_read_next_header(in.get(), &entry);
+    if (r == ARCHIVE_EOF)
+      break;
+    if (r != ARCHIVE_OK)
+      return failed(in.get(), "not a readable ZIP archive");
+    const char* raw = archive_entry_pathname(entry);
+    std::string name = raw != nullptr ? raw : "";
+    // Zip-slip: every segment must be a plain name, the path relative.
+    bool slips = name.empty() || name.front() == '/' || name.find('\\') != std::string::npos;
+    for (const auto& seg : fs::path{name})
+      if (seg == "..")
+        slips = true;
+    if (slips)
+      return bad("ZIP: entry '" + name.substr(0, 256)
+                 + "' would land outside the artifact's directory (zip-slip); refused");
+    auto type = archive_entry_filetype(entry);
+    if (type != AE_IFREG && type != AE_IFDIR)
+      return bad("ZIP: entry '" + name.substr(0, 256) + "' is a link or device; refused");
+    if (archive_entry_hardlink(entry) != nullptr)
+      return bad("ZIP: entry '" + name.substr(0, 256) + "' is a hard link; refused");
+    auto target = work / name;
+    archive_entry_set_pathname(entry, target.c_str());
+    // Extracted as root: only rwx bits, none for others to write (no setuid).
+    archive_entry_set_perm(entry, (archive_entry_perm(entry) & 0755) | (type == AE_IFDIR ? 0700 : 0400));
+    if (archive_write_header(out.get(), entry) != ARCHIVE_OK)
+      return failed(out.get(), "cannot unpack '" + name.substr(0, 256) + "'");
+    const void* buf = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    for (;;) {
+      auto rr = archive_read_data_block(in.get(), &buf, &size, &offset);
+      if (rr == ARCHIVE_EOF)
+        break;
+      if (rr != ARCHIVE_OK)
+        return failed(in.get(), "cannot read '" + name.substr(0, 256) + "'");
+      total += size;
+      if (total > max_bytes)
+        return bad("ZIP: the entries unpack to more than artifacts_max_bytes ("
+                   + std::to_string(max_bytes) + ")");
+      if (archive_write_data_block(out.get(), buf, size, offset) != ARCHIVE_OK)
+        return failed(out.get(), "cannot write '" + name.substr(0, 256) + "'");
+    }
+    if (archive_write_finish_entry(out.get()) != ARCHIVE_OK)
+      return failed(out.get(), "cannot finish '" + name.substr(0, 256) + "'");
+    if (type == AE_IFREG)
+      files.push_back(target);
+  }
+  if (archive_write_close(out.get()) != ARCHIVE_OK)
+    return failed(out.get(), "cannot finish writing");
+  // Durable before it is visible under its address.
+  for (const auto& f : files) {
+    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  }
+  for (const auto& e : fs::recursive_directory_iterator(work, ec))
+    if (e.is_directory(ec))
+      sync_dir(e.path());
+  sync_dir(work);
+  if (::rename(work.c_str(), dest.c_str()) != 0) {
+    if (fs::is_directory(dest, ec))
+      return {}; // unpacked meanwhile by another fetch of the same archive
+    return sys_error("cannot rename " + work.string() + " to " + dest.string());
+  }
+  guard.keep = true;
+  sync_dir(dest.parent_path());
+  return {};
+}
+
+caf::expected<std::string> artifact_store::url_key() {
+  auto file = root_ / "url.key";
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      char buf[64];
+      auto n = ::read(fd, buf, sizeof buf);
+      ::close(fd);
+      if (n == 32)
+        return std::string{buf, 32};
+      return bad(file.string() + ": not a 32-byte key (delete it to make a new one; "
+                                 "URLs given before then stop working)");
+    }
+    // Made once: written aside, synced, linked in (a racing maker's file wins).
+    std::string key(32, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), 32) != 1)
+      return grove::make_error(grove::errc::system_error, "RAND_bytes failed");
+    auto tmp = root_ / "tmp" / (random_hex(8) + ".key");
+    int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0)
+      return sys_error("cannot create " + tmp.string());
+    bool written = ::write(out, key.data(), 32) == 32 && ::fsync(out) == 0;
+    ::close(out);
+    if (!written || (::link(tmp.c_str(), file.c_str()) != 0 && errno != EEXIST)) {
+      auto err = sys_error("cannot write " + file.string());
+      ::unlink(tmp.c_str());
+      return err;
+    }
+    ::unlink(tmp.c_str());
+    sync_dir(root_);
+  }
+  return bad(file.string() + ": cannot be read");
+}
+
+caf::error settle_version(component_store& store, artifact_store& artifacts,
+                          const fetch_settings& s, const std::string& name,
+                          const std::string& version) {
+  auto v = store.get(name, version);
+  if (!v)
+    return std::move(v.error());
+  if (!*v || ((*v)->state != "REQUESTED" && (*v)->state != "INITIATED"))
+    return {};
+  if (auto moved = store.advance(name, version, "REQUESTED", "INITIATED"); !moved)
+    return std::move(moved.error());
+  auto recipe = json::parse((*v)->recipe, nullptr, false);
+  json errors = json::object();
+  json stored = json::object();
+  size_t total = 0;
+  for (const auto& a : fetchable_artifacts(recipe)) {
+    ++total;
+    auto sha = artifacts.fetch(a, s);
+    if (!sha) {
+      errors[a.uri] = grove::message_of(sha.error());
+      continue;
+    }
+    if (a.unzip)
+      if (auto err = artifacts.unzip(*sha, s.max_bytes)) {
+        errors[a.uri] = grove::message_of(err);
+        continue;
+      }
+    stored[a.uri] = *sha;
+  }
+  // Stopped midway: what failed may only have been cut short, so nothing is settled.
+  if (s.cancel && s.cancel->cancelled())
+    return {};
+  std::string state = errors.empty() ? "DEPLOYABLE" : "FAILED";
+  std::string message = "NONE";
+  if (!errors.empty())
+    message = std::to_string(errors.size()) + " of " + std::to_string(total)
+              + " artifacts could not be stored: " + errors.begin().key() + ": "
+              + errors.begin()->get<std::string>();
+  auto done = store.settle(name, version, state, message,
+                           artifact_status{errors.dump(-1, ' ', false, json::error_handler_t::replace),
+                                           stored.dump()});
+  if (!done)
+    return std::move(done.error());
+  return {};
+}
+
+} // namespace grove::deployment

@@ -1,0 +1,126 @@
+#pragma once
+
+// Fetching a component version's artifacts into a content-addressed directory, and
+// settling its state: REQUESTED → INITIATED → DEPLOYABLE when every artifact is in and
+// matches its digest, FAILED (with `errors` per Uri) otherwise. Blocking: the plugin
+// runs it on the SDK's blocking pool, never on its actor or the HTTP server's threads.
+//
+// Layout under the root (`<state_dir>/artifacts`): `sha256/<hex>` the artifacts
+// (read-only files), `unarchived/<hex>/` a ZIP's entries, `tmp/` downloads in flight.
+// A file reaches `sha256/` only whole: written to `tmp/`, fsync'd, renamed, the
+// directory fsync'd; the version is marked DEPLOYABLE in SQLite only after that, so a
+// kill -9 at any point leaves no half version DEPLOYABLE, and the next start fetches the
+// REQUESTED/INITIATED ones again (tmp/ is emptied at open).
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "artifact_uri.hpp"
+#include "component_store.hpp"
+
+namespace grove::deployment {
+
+/// Ends the fetches in flight when the plugin stops: downloads are cut at once (their
+/// sockets shut), copies at their next block, and no version is settled by them (the
+/// next start fetches it again). Thread-safe.
+class fetch_canceller {
+public:
+  /// Whether cancel() was called.
+  bool cancelled() const {
+    return cancelled_.load();
+  }
+
+  /// Cancels every fetch, those to come too.
+  void cancel() {
+    std::lock_guard guard{mtx_};
+    cancelled_ = true;
+    for (auto& [id, stop] : active_)
+      stop();
+  }
+
+  /// Registers how to cut download `id`; false (nothing registered) when cancelled.
+  bool add(const void* id, std::function<void()> stop) {
+    std::lock_guard guard{mtx_};
+    if (cancelled_)
+      return false;
+    active_[id] = std::move(stop);
+    return true;
+  }
+
+  /// Unregisters download `id`.
+  void remove(const void* id) {
+    std::lock_guard guard{mtx_};
+    active_.erase(id);
+  }
+
+private:
+  std::atomic<bool> cancelled_{false};
+  std::mutex mtx_;
+  std::map<const void*, std::function<void()>> active_;
+};
+
+/// How artifacts are fetched.
+struct fetch_settings {
+  /// s3:// and file:// mapping.
+  artifact_uri_settings uris;
+  /// CA bundle to verify https servers with; "" for the system's.
+  std::filesystem::path ca_file;
+  /// Largest artifact.
+  uint64_t max_bytes = 1ull << 30;
+  /// Connect and read timeout of one download.
+  std::chrono::seconds timeout{30};
+  /// Cancels fetches when the plugin stops; null: never.
+  std::shared_ptr<fetch_canceller> cancel;
+};
+
+/// The content-addressed artifact directory (see the file comment). Thread-safe: every
+/// file appears by an atomic rename.
+class artifact_store {
+public:
+  /// Opens (creating) `root` and empties its tmp/.
+  static caf::expected<std::unique_ptr<artifact_store>> open(const std::filesystem::path& root);
+
+  /// Where artifact `sha256_hex` is (whether or not it is there).
+  std::filesystem::path path_of(const std::string& sha256_hex) const;
+
+  /// Where the entries of ZIP artifact `sha256_hex` are unpacked.
+  std::filesystem::path unarchived_of(const std::string& sha256_hex) const;
+
+  /// Fetches `a` (download or copy), checks its digest when it has one, and stores it;
+  /// its SHA-256 (hex). The error says what went wrong, for status.errors.
+  caf::expected<std::string> fetch(const artifact_ref& a, const fetch_settings& s);
+
+  /// Unpacks stored ZIP `sha256_hex` into unarchived_of() (once; again after a crash
+  /// midway). An entry that would land outside it (absolute, `..`, a link), or entries
+  /// larger than `max_bytes` in all, refuse the whole archive.
+  caf::error unzip(const std::string& sha256_hex, uint64_t max_bytes);
+
+  /// The key that signs pre-signed URLs: `<root>/url.key` (32 random bytes, mode
+  /// 0600), made on first use.
+  caf::expected<std::string> url_key();
+
+private:
+  explicit artifact_store(std::filesystem::path root) : root_(std::move(root)) {
+    // Nothing.
+  }
+
+  std::filesystem::path root_;
+};
+
+/// Fetches every artifact of version `name`/`version` and settles its state (see the
+/// file comment). A version that is gone or settled meanwhile is left alone.
+caf::error settle_version(component_store& store, artifact_store& artifacts,
+                          const fetch_settings& s, const std::string& name,
+                          const std::string& version);
+
+} // namespace grove::deployment
