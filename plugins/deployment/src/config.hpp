@@ -11,6 +11,7 @@
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
+#include "v1_operations.hpp"
 
 namespace grove::deployment {
 
@@ -89,6 +90,10 @@ struct deployment_config {
   api_config api;
   /// SigV4 keys.
   std::vector<credential_config> credentials;
+  /// The Greengrass v1 group store's database file.
+  std::filesystem::path groups_file;
+  /// Where a v1 function's code is (`<dir>/<function name>`).
+  std::filesystem::path lambda_packages_dir;
   /// The component store's database file.
   std::filesystem::path file;
 
@@ -105,6 +110,12 @@ struct deployment_config {
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
             "SigV4 access keys; at least one is required")
+      .key("groups_file", &deployment_config::groups_file, "groups.db",
+           "the Greengrass v1 group store (SQLite: definitions, groups, deployments); a "
+           "relative path is under the plugin's state directory")
+      .key("lambda_packages_dir", &deployment_config::lambda_packages_dir, "",
+           "where a v1 function's code is: a deployed function runs from "
+           "`<lambda_packages_dir>/<function name>` (its codeUri); empty: no codeUri is set")
       .key("file", &deployment_config::file, "components.db",
            "the component store (SQLite); a relative path is under the plugin's state "
            "directory")
@@ -151,7 +162,8 @@ struct deployment_config {
                                         "ListTagsForResource",
                                         "ResolveComponentCandidates"};
           for (const auto& op : k.operations)
-            if (std::find(std::begin(known), std::end(known), op) == std::end(known))
+            if (std::find(std::begin(known), std::end(known), op) == std::end(known)
+                && !is_v1_operation(op))
               return bad(where + ".operations: unknown operation '" + op + "'");
         }
         return {};

@@ -305,4 +305,16 @@ v1_store::deployments(const std::string& group_id, int64_t before_seq, size_t li
                          group_id, "", before_seq, static_cast<int64_t>(limit));
 }
 
+caf::expected<int64_t> v1_store::fail_unfinished(const std::string& message, int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  auto details = "[{\"DetailedErrorCode\":\"GG-INTERRUPTED\",\"DetailedErrorMessage\":\""
+                 + message + "\"}]";
+  if (auto err = db_->run("UPDATE v1_deployments SET status = 'Failure', error_message = ?, "
+                          "error_details = ?, updated_ms = ? "
+                          "WHERE status IN ('Building', 'InProgress')",
+                          message, details, now_ms))
+    return err;
+  return static_cast<int64_t>(sqlite3_changes(db_->native_handle()));
+}
+
 } // namespace grove::deployment

@@ -137,6 +137,10 @@ public:
                                             const std::string& error_message,
                                             const std::string& error_details, int64_t now_ms);
 
+  /// Marks every Building or InProgress deployment Failure with `message` (they were cut
+  /// short by a stop); how many.
+  caf::expected<int64_t> fail_unfinished(const std::string& message, int64_t now_ms);
+
   /// One deployment.
   caf::expected<std::optional<v1_deployment>> deployment(const std::string& group_id,
                                                          const std::string& id);
