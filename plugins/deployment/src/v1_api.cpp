@@ -1024,8 +1024,8 @@ http_response v1_api::list_resources(const std::string& kind, const http_request
   json items = json::array();
   for (const auto& r : *rows) {
     auto j = resource_json(r, false);
-    if (kind != "groups") // DefinitionInformation carries Tags; GroupInformation does not
-      j["Tags"] = json::parse(r.tags);
+    if (kind != "groups") // DefinitionInformation's Tags (on the wire `tags`); not a group's
+      j["tags"] = json::parse(r.tags);
     items.push_back(std::move(j));
   }
   json out = {{kind == "groups" ? "Groups" : "Definitions", std::move(items)}};
@@ -1056,11 +1056,14 @@ http_response v1_api::update_resource(const std::string& kind, const std::string
 
 http_response v1_api::delete_resource(const std::string& kind, const std::string& id) {
   if (kind == "groups") {
-    // AWS refuses to delete a deployed group: reset its deployments first.
-    auto last = store_.deployments(id, INT64_MAX, 1);
+    // AWS refuses to delete a deployed group: reset its deployments first. Deployed: the
+    // newest successful deployment is not a reset.
+    auto last = store_.deployments(id, INT64_MAX, 100);
     if (!last)
       return internal(last.error());
-    if (!last->empty() && last->front().status == "Success" && !last->front().version.empty())
+    auto success = std::find_if(last->begin(), last->end(),
+                                [](const v1_deployment& d) { return d.status == "Success"; });
+    if (success != last->end() && !success->version.empty())
       return bad_request("Group " + id + " is deployed; reset its deployments "
                            "(ResetDeployments) before deleting it",
                          "GroupDeployed");

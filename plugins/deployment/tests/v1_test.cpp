@@ -224,7 +224,7 @@ BOOST_FIXTURE_TEST_CASE(every_kind_has_the_same_life_cycle, fixture) {
       auto list = ok("GET", base)["Definitions"];
       BOOST_REQUIRE_EQUAL(list.size(), 1u);
       BOOST_TEST(list[0]["Id"] == id);
-      BOOST_TEST(list[0]["Tags"] == json::object());
+      BOOST_TEST(list[0]["tags"] == json::object());
       // Deleted: gone, and its versions with it.
       BOOST_TEST(ok("DELETE", base + "/" + id) == json::object());
       auto gone = call("GET", base + "/" + id);
@@ -361,7 +361,7 @@ BOOST_FIXTURE_TEST_CASE(groups_and_group_versions, fixture) {
   BOOST_TEST(ok("GET", "/greengrass/groups/" + id + "/versions")["Versions"].size() == 2u);
   auto list = ok("GET", "/greengrass/groups")["Groups"];
   BOOST_REQUIRE_EQUAL(list.size(), 1u);
-  BOOST_TEST(!list[0].contains("Tags"));
+  BOOST_TEST(!list[0].contains("tags"));
   BOOST_TEST(ok("PUT", "/greengrass/groups/" + id, {{"Name", "house"}}) == json::object());
   // Name is required.
   BOOST_TEST(message_of(call("POST", "/greengrass/groups", json::object())) == "Name: is required");
