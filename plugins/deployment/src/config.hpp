@@ -105,7 +105,8 @@ struct deployment_config {
       .key("account_id", &deployment_config::account_id, "123456789012",
            "12-digit account id in ARNs")
       .key("thing_name", &deployment_config::thing_name, "",
-           "this core's thing name (deployment targets name it, part 2)")
+           "this core's thing name (deployment targets name it, part 2); a Greengrass v1 "
+           "group whose core definition names another thing is not deployed here")
       .section("api", &deployment_config::api, api_config::map(),
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
