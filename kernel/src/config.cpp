@@ -283,6 +283,7 @@ plugins:
       block_timeout_ms: {type: int, min: 0, max: 3600000}
       isolation: {type: string, default: in_process, enum: [in_process, process]}
       may_claim: {type: list, default: [], items: {type: string}, doc: "envelope sources the plugin may set: names, or prefixes ending in '*'"}
+      may_set_group: {type: bool, default: false, doc: "the plugin may replace the group on $grove/group/set"}
 )";
 
 std::filesystem::path absolute_from(const std::filesystem::path& base,
@@ -550,6 +551,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
       spec.queue.block_timeout = std::chrono::milliseconds{
         p["block_timeout_ms"].as<int64_t>()};
     spec.isolation = p["isolation"].Scalar();
+    spec.may_set_group = p["may_set_group"].as<bool>();
     auto claims = p["may_claim"];
     for (size_t k = 0; k < claims.size(); ++k) {
       auto grant = claims[k].Scalar();

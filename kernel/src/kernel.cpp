@@ -1,10 +1,13 @@
 #include "grove/kernel/kernel.hpp"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -122,10 +125,12 @@ private:
 };
 
 /// Serves `$grove/group/get`: a grove.group.GetRequest answered with the group in
-/// force (group_client.hpp).
+/// force, and `$grove/group/set`: a grove.group.SetRequest whose document replaces it
+/// (group_client.hpp). Spawned detached: a set validates and writes a file, which must
+/// not hold one of CAF's workers.
 class group_service : public caf::event_based_actor {
 public:
-  group_service(caf::actor_config& cfg, const kernel* k, std::shared_ptr<endpoint_ptr> ep)
+  group_service(caf::actor_config& cfg, kernel* k, std::shared_ptr<endpoint_ptr> ep)
     : caf::event_based_actor(cfg), k_(k), ep_(std::move(ep)) {
   }
 
@@ -137,10 +142,22 @@ protected:
           (*ep_)->consumed();
           return Envelope{};
         }
-        using svc = service<group::GetRequest, group::Group>;
-        if (auto req = svc::decode(msg); !req)
-          return std::move(req.error());
-        auto g = k_->group();
+        std::shared_ptr<const group::Group> g;
+        if (msg.topic() == group_client::set_topic) {
+          using set_svc = service<group::SetRequest, group::Group>;
+          auto req = set_svc::decode(msg);
+          if (!req)
+            return std::move(req.error());
+          auto set = k_->set_group(msg.source(), req->document());
+          if (!set)
+            return std::move(set.error());
+          g = std::move(*set);
+        } else {
+          using svc = service<group::GetRequest, group::Group>;
+          if (auto req = svc::decode(msg); !req)
+            return std::move(req.error());
+          g = k_->group();
+        }
         if (!g)
           return make_error(errc::invalid_state, "this image has no group definition");
         Envelope reply;
@@ -158,7 +175,7 @@ protected:
   }
 
 private:
-  const kernel* k_;
+  kernel* k_;
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
@@ -261,10 +278,12 @@ caf::error kernel::start() {
       return err;
     // Without a group the request finds no route, which says just that.
     auto box = std::make_shared<endpoint_ptr>();
-    group_service_ = sys_->spawn<group_service>(this, box);
+    group_service_ = sys_->spawn<group_service, caf::detached>(this, box);
     group_ep_ = std::make_shared<endpoint>("kernel:group", group_service_, profile_.queue);
     *box = group_ep_;
     if (auto err = bus_.serve(group_ep_, group_client::get_topic))
+      return err;
+    if (auto err = bus_.serve(group_ep_, group_client::set_topic))
       return err;
   }
   // The control socket comes first so an operator can look at a half-started device.
@@ -477,6 +496,83 @@ caf::error kernel::wait_served(std::string_view topic, std::chrono::milliseconds
 std::shared_ptr<const group::Group> kernel::group() const {
   std::lock_guard guard{group_mtx_};
   return group_;
+}
+
+caf::expected<std::shared_ptr<const group::Group>>
+kernel::set_group(std::string_view caller, const std::string& document) {
+  // Who may: the profile says, per plugin (may_set_group).
+  auto allowed = with_profile([&](const image_profile& p) {
+    for (const auto& spec : p.plugins)
+      if (spec.name == caller)
+        return spec.may_set_group;
+    return false;
+  });
+  if (!allowed)
+    return make_error(errc::not_authorized,
+                      "'" + std::string{caller}
+                        + "' may not replace the group: its profile entry has no "
+                          "may_set_group: true");
+  // One change at a time, with the file watcher and SIGHUP.
+  std::lock_guard guard{watch_mtx_};
+  auto file = with_profile([](const image_profile& p) { return p.group_file; });
+  if (file.empty())
+    return make_error(errc::invalid_state, "this image has no group file (kernel.group)");
+  // Validated as the file would be, from a temporary file beside it: a refused group
+  // never reaches the group file.
+  auto tmp = file;
+  tmp += ".set.tmp";
+  auto fail = [&](std::string what) {
+    ::unlink(tmp.c_str());
+    return make_error(errc::system_error, file.string() + ": " + what + ": "
+                                            + std::strerror(errno));
+  };
+  {
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+      return fail("cannot write " + tmp.string());
+    size_t done = 0;
+    while (done < document.size()) {
+      auto n = ::write(fd, document.data() + done, document.size() - done);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        ::close(fd);
+        return fail("cannot write " + tmp.string());
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::fsync(fd) != 0) {
+      ::close(fd);
+      return fail("cannot fsync " + tmp.string());
+    }
+    ::close(fd);
+  }
+  auto checked = load_group(tmp);
+  if (!checked) {
+    ::unlink(tmp.c_str());
+    // The reader names the temporary file; the caller knows it as the group it sent.
+    auto what = describe(checked.error());
+    for (auto at = what.find(tmp.string()); at != std::string::npos;
+         at = what.find(tmp.string()))
+      what.replace(at, tmp.string().size(), "group");
+    log_->error("group from {} refused, the group in force is kept: {}", caller, what);
+    release_free_pages();
+    return make_error(errc::invalid_config, what);
+  }
+  if (::rename(tmp.c_str(), file.c_str()) != 0)
+    return fail("cannot rename " + tmp.string() + " to it");
+  // The rename itself durable: fsync the directory.
+  if (int dir = ::open(file.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  // What the watcher compares against: the file is what we just wrote.
+  group_stamp_ = file_stamp(file);
+  group_text_ = document;
+  log_->info("group replaced by {} ({} bytes)", caller, document.size());
+  if (auto err = reload_group())
+    return err;
+  return group();
 }
 
 caf::error kernel::reload_group() {

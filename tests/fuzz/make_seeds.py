@@ -287,3 +287,43 @@ write("deployment_api", "untag", "DELETE /tags/arn%3Aaws%3Agreengrass%3Aus-east-
       "components%3Aa.b%3Aversions%3A1.0.0?tagKeys=a&tagKeys=%FF\n")
 write("deployment_api", "delete", "DELETE /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
       "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0\n")
+
+# deployment_v1_api: "METHOD TARGET", an optional "x-amzn-client-token: T" line, the body.
+t = "arn:aws:iot:us-east-1:123456789012:thing/"
+lam = "arn:aws:lambda:us-east-1:123456789012:function:"
+dv = lambda i, n: {"Id": i, "ThingArn": t + n, "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/ab"}
+import json as _json
+write("deployment_v1_api", "core", "POST /greengrass/definition/cores\nx-amzn-client-token: tok-1\n"
+      + _json.dumps({"Name": "c", "InitialVersion": {"Cores": [dv("c", "core-1")]}, "tags": {"a": "b"}}))
+write("deployment_v1_api", "devices", "POST /greengrass/definition/devices\n"
+      + _json.dumps({"InitialVersion": {"Devices": [dv("a", "A"), dv("b", "B")]}}))
+write("deployment_v1_api", "functions", "POST /greengrass/definition/functions\n"
+      + _json.dumps({"InitialVersion": {"DefaultConfig": {"Execution": {"IsolationMode": "NoContainer"}},
+                     "Functions": [{"Id": "f", "FunctionArn": lam + "f:1", "FunctionConfiguration": {
+                         "Executable": "f", "Timeout": 3, "MemorySize": 1024, "EncodingType": "binary",
+                         "ExecArgs": "-a  b", "Environment": {"Variables": {"X": "1"}, "AccessSysfs": True,
+                         "ResourceAccessPolicies": [{"ResourceId": "r", "Permission": "rw"}],
+                         "Execution": {"RunAs": {"Uid": 1, "Gid": 2}}}}}]}}))
+write("deployment_v1_api", "subscriptions", "POST /greengrass/definition/subscriptions\n"
+      + _json.dumps({"InitialVersion": {"Subscriptions": [
+          {"Id": "s", "Source": t + "A", "Subject": "a/+/#", "Target": lam + "f:1"},
+          {"Id": "t", "Source": "cloud", "Subject": "x", "Target": "GGShadowService"}]}}))
+write("deployment_v1_api", "resources", "POST /greengrass/definition/resources\n"
+      + _json.dumps({"InitialVersion": {"Resources": [{"Id": "r", "Name": "r", "ResourceDataContainer": {
+          "LocalVolumeResourceData": {"SourcePath": "/srv", "DestinationPath": "/d",
+                                      "GroupOwnerSetting": {"AutoAddGroupOwner": True}}}}]}}))
+write("deployment_v1_api", "loggers", "POST /greengrass/definition/loggers\n"
+      + _json.dumps({"InitialVersion": {"Loggers": [{"Id": "l", "Component": "Lambda", "Level": "WARN",
+                                                      "Type": "FileSystem", "Space": 10}]}}))
+write("deployment_v1_api", "group", "POST /greengrass/groups\n"
+      + _json.dumps({"Name": "g", "InitialVersion": {
+          "CoreDefinitionVersionArn": "arn:aws:greengrass:us-east-1:123456789012:/greengrass/definition/cores/x/versions/y"}}))
+write("deployment_v1_api", "list", "GET /greengrass/groups?MaxResults=1&NextToken=MQ%3D%3D\n")
+write("deployment_v1_api", "versions", "GET /greengrass/definition/devices/x/versions?MaxResults=2\n")
+write("deployment_v1_api", "deploy", "POST /greengrass/groups/x/deployments\n"
+      + _json.dumps({"DeploymentType": "NewDeployment", "GroupVersionId": "y"}))
+write("deployment_v1_api", "reset", "POST /greengrass/groups/x/deployments/%24reset\n{\"Force\": true}")
+write("deployment_v1_api", "status", "GET /greengrass/groups/x/deployments/y/status\n")
+write("deployment_v1_api", "tag", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
+      "%2Fgreengrass%2Fgroups%2Fx\n{\"tags\": {\"k\": \"v\"}}")
+write("deployment_v1_api", "rename", "PUT /greengrass/definition/loggers/x\n{\"Name\": \"n\"}")

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE group_test
 #include <boost/test/unit_test.hpp>
 
+#include <fstream>
 #include <sstream>
 
 #include "grove/kernel/group.hpp"
@@ -189,10 +190,11 @@ BOOST_AUTO_TEST_CASE(kernel_serves_and_publishes_the_group) {
   auto r = k.request(std::move(wrong), std::chrono::seconds{10});
   BOOST_REQUIRE(!r);
   BOOST_TEST(r.error() == errc::malformed);
-  // The group service is a serve claim: no plugin can take the topic over.
+  // The group service is a serve claim: no plugin can take the topics over.
   auto claims = k.bus().claims();
-  BOOST_REQUIRE(claims.size() == 1u);
+  BOOST_REQUIRE(claims.size() == 2u);
   BOOST_TEST(claims[0].filter == "$grove/group/get");
+  BOOST_TEST(claims[1].filter == "$grove/group/set");
   BOOST_TEST(g.version() == 1u);
   BOOST_TEST(contains(k.status().details().at("kernel.group"), "4 subscriptions"));
   // A valid change is published to subscribers; an invalid one changes nothing.
@@ -206,6 +208,80 @@ BOOST_AUTO_TEST_CASE(kernel_serves_and_publishes_the_group) {
   dir.write("g.yaml", "name: home3\nsubscriptions: [{id: x}]\n");
   BOOST_TEST(k.reload_group() == errc::invalid_config);
   BOOST_TEST(k.group()->name() == "home2");
+}
+
+std::string slurp(const std::filesystem::path& file) {
+  std::ifstream in{file, std::ios::binary};
+  return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+}
+
+// Issue 16: `$grove/group/set` replaces the group as an edit of the file would, for a
+// plugin the profile allows: validated first (a refusal is the error, the file and the
+// group in force stay), then written over the group file and applied.
+BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
+  auto gfile = dir.write("g.yaml", good);
+  auto p = test::make_profile(dir.path());
+  p.group_file = gfile;
+  // Profile entries only (no such libraries: their loads fail, the grants stand).
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_set_group = true;
+  plugin_spec other;
+  other.name = "other";
+  p.plugins = {deployer, other};
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  test::collector current{k, "$grove/group/current"};
+  auto before = slurp(gfile);
+  // Refused: not allowed, or not a valid group. Nothing changes.
+  auto r = k.set_group("other", "name: x\n");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(r.error() == errc::not_authorized);
+  BOOST_TEST(contains(test::error_text(r), "'other' may not replace the group"), test::error_text(r));
+  r = k.set_group("deployer", "name: x\nsubscriptions:\n  - {id: s, source: \"device:ghost\", "
+                              "subject: a, target: cloud}\n");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(r.error() == errc::invalid_config);
+  BOOST_TEST(contains(test::error_text(r), "device 'ghost' is not in this group's devices"),
+             test::error_text(r));
+  BOOST_TEST(!contains(test::error_text(r), ".set.tmp"), test::error_text(r));
+  std::ostringstream big;
+  big << "name: big\nsubscriptions:\n";
+  for (size_t i = 0; i <= max_group_subscriptions; ++i)
+    big << "  - {id: s" << i << ", source: cloud, subject: t/" << i << ", target: shadow}\n";
+  r = k.set_group("deployer", big.str());
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(contains(test::error_text(r), "10001 subscriptions; a group holds at most 10000"));
+  BOOST_TEST(slurp(gfile) == before);
+  BOOST_TEST(k.group()->name() == "home");
+  BOOST_TEST(!std::filesystem::exists(gfile.string() + ".set.tmp"));
+  // Through the bus, a request's source is who asks: the kernel itself is no plugin.
+  group::SetRequest req;
+  req.set_document("name: x\n");
+  auto send = [&](Envelope e) { return k.request(std::move(e), std::chrono::seconds{10}); };
+  auto via_bus = group_client::set_rpc::decode(
+    send(group_client::set_rpc{std::string{group_client::set_topic}}.encode(req)));
+  BOOST_REQUIRE(!via_bus);
+  BOOST_TEST(via_bus.error() == errc::not_authorized);
+  // Accepted: the file is the document, the group in force is it, and it is published.
+  std::string doc = R"({"name": "deployed", "devices": [{"thing": "lamp"}]})";
+  r = k.set_group("deployer", doc);
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST((*r)->name() == "deployed");
+  BOOST_TEST((*r)->version() == 2u);
+  BOOST_TEST(slurp(gfile) == doc);
+  BOOST_TEST(k.group()->devices_size() == 1);
+  BOOST_REQUIRE(current.wait_for(1));
+  group::Group g;
+  BOOST_REQUIRE(g.ParseFromString(current.messages()[0].payload()));
+  BOOST_TEST(g.name() == "deployed");
+  // A new kernel on the same files loads the deployed group.
+  k.stop();
+  auto p2 = test::make_profile(dir.path());
+  p2.group_file = gfile;
+  kernel k2{std::move(p2), kernel_options{false, false}};
+  BOOST_REQUIRE(!k2.start());
+  BOOST_TEST(k2.group()->name() == "deployed");
 }
 
 // Issue 9: an edit reaches the bus when the file is written, not at the next poll. The

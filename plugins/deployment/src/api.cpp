@@ -4,6 +4,7 @@
 #include "connectivity.hpp"
 #include "lambda.hpp"
 #include "resolver.hpp"
+#include "v1_api.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -181,6 +182,13 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
   if (m == "GET" && req.raw_path().starts_with(presigned_prefix))
     return presigned_artifact(
       req, std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
+  // Greengrass v1's group API (v1_api.hpp): its own routes, and /tags/ of its ARNs.
+  bool v1_route = false;
+  if (op.empty() && v1_) {
+    op = v1_api::operation(m, segs);
+    v1_route = !op.empty();
+  }
+  bool v1_tags = v1_ && segs.size() == 2 && segs[0] == "tags" && v1_api::is_v1_arn(arn);
   auto who = verify_sigv4(
     req, scope_,
     [this](std::string_view id) -> std::optional<std::string> {
@@ -218,6 +226,10 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
                        + " bytes");
   auto now_ms =
     std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  if (v1_route)
+    return v1_->handle(op, segs, req, now_ms);
+  if (v1_tags)
+    return v1_->tags(op, arn, req);
   if (op == "CreateComponentVersion")
     return create_component_version(req, now_ms);
   if (op == "ListComponents")

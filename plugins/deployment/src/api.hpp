@@ -18,6 +18,8 @@
 
 namespace grove::deployment {
 
+class v1_api;
+
 /// One access key of the configuration.
 struct access_key {
   /// The secret.
@@ -72,6 +74,11 @@ public:
                               const std::string& format, const std::string& guidance,
                               const std::string& message);
 
+  /// Serves Greengrass v1's group routes with `v1` too (nullptr: none). Set before serving.
+  void set_v1(v1_api* v1) {
+    v1_ = v1;
+  }
+
   /// The component version ARN of `name` at `version`.
   std::string version_arn(const std::string& name, const std::string& version) const;
 
@@ -109,6 +116,7 @@ private:
   component_store& store_;
   std::mutex buckets_mtx_;
   std::map<std::string, bucket> buckets_; // by access key id
+  v1_api* v1_ = nullptr;                    // Greengrass v1's group API (v1_api.hpp)
 };
 
 /// An AWS error response: status, `x-amzn-ErrorType`, and a body with `message` plus

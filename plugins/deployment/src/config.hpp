@@ -11,6 +11,7 @@
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
+#include "v1_operations.hpp"
 
 namespace grove::deployment {
 
@@ -89,7 +90,9 @@ struct deployment_config {
   api_config api;
   /// SigV4 keys.
   std::vector<credential_config> credentials;
-  /// lambdaFunction's function packages.
+  /// The Greengrass v1 group store's database file.
+  std::filesystem::path groups_file;
+  /// Function packages: lambdaFunction's, and v1 deployments' functions.
   std::filesystem::path lambda_packages_dir;
   /// The component store's database file.
   std::filesystem::path file;
@@ -116,15 +119,20 @@ struct deployment_config {
       .key("account_id", &deployment_config::account_id, "123456789012",
            "12-digit account id in ARNs")
       .key("thing_name", &deployment_config::thing_name, "",
-           "this core's thing name (deployment targets name it, part 2)")
+           "this core's thing name (deployment targets name it, part 2); a Greengrass v1 "
+           "group whose core definition names another thing is not deployed here")
       .section("api", &deployment_config::api, api_config::map(),
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
             "SigV4 access keys; at least one is required")
+      .key("groups_file", &deployment_config::groups_file, "groups.db",
+           "the Greengrass v1 group store (SQLite: definitions, groups, deployments); a "
+           "relative path is under the plugin's state directory")
       .key("lambda_packages_dir", &deployment_config::lambda_packages_dir, "lambda_packages",
-           "where CreateComponentVersion's lambdaFunction finds function packages: "
-           "`DIR/NAME/VERSION/` with `configuration.json` and `code.zip` or `code/` (README, "
-           "lambdaFunction); a relative path is under the plugin's state directory")
+           "function packages, `DIR/NAME/VERSION/` with `configuration.json` and `code.zip` or "
+           "`code/` (README, lambdaFunction): CreateComponentVersion's lambdaFunction, and the "
+           "code of a v1 deployment's functions; a relative path is under the plugin's state "
+           "directory")
       .key("file", &deployment_config::file, "components.db",
            "the component store (SQLite); a relative path is under the plugin's state "
            "directory")
@@ -199,7 +207,8 @@ struct deployment_config {
                                         "GetConnectivityInfo",
                                         "UpdateConnectivityInfo"};
           for (const auto& op : k.operations)
-            if (std::find(std::begin(known), std::end(known), op) == std::end(known))
+            if (std::find(std::begin(known), std::end(known), op) == std::end(known)
+                && !is_v1_operation(op))
               return bad(where + ".operations: unknown operation '" + op + "'");
         }
         return {};

@@ -26,7 +26,11 @@
 #include "component_store.hpp"
 #include "config.hpp"
 #include "grove/deployment/client.hpp"
+#include "grove/errors.hpp"
+#include "grove/kernel/group_client.hpp"
 #include "grove/plugin.hpp"
+#include "v1_api.hpp"
+#include "v1_store.hpp"
 
 namespace grove::deployment {
 
@@ -83,7 +87,46 @@ public:
       s.keys[k.access_key_id] =
         access_key{k.secret_access_key, {k.operations.begin(), k.operations.end()},
                    static_cast<double>(k.requests_per_second)};
+    auto groups = v1_store::open(cfg.groups_file);
+    if (!groups)
+      return std::move(groups.error());
+    groups_ = std::shared_ptr<v1_store>{std::move(*groups)};
+    // Deployments a stop or a crash cut short never got the kernel's answer.
+    if (auto n = groups_->fail_unfinished("interrupted: groved or the deployment plugin "
+                                          "stopped before the kernel answered",
+                                          now_ms()))
+      ctx.log().warn("deployment: {} Greengrass v1 deployment(s) left unfinished by the last "
+                     "run marked Failure",
+                     *n);
+    v1_settings vs;
+    vs.thing_name = cfg.thing_name;
+    vs.lambda_packages_dir = cfg.lambda_packages_dir.string();
+    v1_ = std::make_shared<v1_api>(s, std::move(vs), *groups_);
     api_ = std::make_shared<api>(std::move(s), *store_);
+    api_->set_v1(v1_.get());
+    // A v1 deployment replaces the kernel's group through `$grove/group/set` (the same
+    // checks and file as an edit of the group file); the kernel's answer settles it.
+    v1_->set_applier([this, v1 = v1_, db = groups_](v1_apply_job job) {
+      v1->in_progress(job.group_id, job.deployment_id, now_ms());
+      ctx_->post([this, v1, db, job = std::move(job)]() mutable {
+        auto doc = std::move(job.group);
+        grove::group_client::set(
+          *ctx_, std::move(doc), std::chrono::seconds{60},
+          [this, v1, db, job](caf::expected<grove::group::Group> g) {
+            std::string error = g ? std::string{} : grove::describe(g.error());
+            if (g)
+              ctx_->log().info("deployment: v1 deployment {} of group {} applied (group "
+                               "version {})",
+                               job.deployment_id, job.group_id, g->version());
+            else
+              ctx_->log().error("deployment: v1 deployment {} of group {} refused: {}",
+                                job.deployment_id, job.group_id, error);
+            ctx_->run_blocking(
+              [v1, db, job, error] { v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
+              [](caf::error) {});
+          });
+      });
+    });
     if (auto c = ctx.counter("deployment_api_requests", "Greengrass v2 API requests answered"))
       requests_ = *c;
     if (auto c = ctx.counter("deployment_api_refused",
@@ -181,8 +224,12 @@ public:
     if (thread_.joinable())
       thread_.join();
     server_.reset();
+    if (v1_)
+      v1_->set_applier({});
     api_.reset();
+    v1_.reset();
     store_.reset();
+    groups_.reset();
   }
 
   void on_message(const grove::Envelope&) override {
@@ -278,6 +325,12 @@ private:
       out.set_content(res.body, res.content_type.c_str());
   }
 
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+  }
+
   std::string request_id() {
     auto n = next_id_.fetch_add(1);
     char buf[40];
@@ -299,6 +352,8 @@ private:
   std::shared_ptr<fetch_count> fetches_ = std::make_shared<fetch_count>();
   std::shared_ptr<component_store> store_; // shared with operator calls in flight
   std::shared_ptr<api> api_;
+  std::shared_ptr<v1_store> groups_; // Greengrass v1's groups (shared like store_)
+  std::shared_ptr<v1_api> v1_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   grove::counter requests_;

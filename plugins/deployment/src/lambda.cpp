@@ -50,6 +50,12 @@ public:
     // Nothing.
   }
 
+  /// The package `fn` version `ver` into `function` (see read_lambda_package).
+  void read_package(const std::string& fn, const std::string& ver, json& function) {
+    std::string description;
+    package(fn, ver, function, description);
+  }
+
   std::optional<lambda_recipe> run(const json& src) {
     if (!src.is_object()) {
       error("", "lambdaFunction must be an object");
@@ -504,6 +510,20 @@ std::optional<lambda_recipe> convert_lambda(const json& source, const lambda_set
                                             std::vector<recipe_error>& errors) {
   converter c{settings, errors};
   return c.run(source);
+}
+
+std::vector<std::string> read_lambda_package(const std::filesystem::path& packages_dir,
+                                             const std::string& name,
+                                             const std::string& version,
+                                             nlohmann::json& function) {
+  lambda_settings settings;
+  settings.packages_dir = packages_dir;
+  std::vector<recipe_error> errors;
+  converter{settings, errors}.read_package(name, version, function);
+  std::vector<std::string> out;
+  for (auto& e : errors)
+    out.push_back(std::move(e.message));
+  return out;
 }
 
 } // namespace grove::deployment

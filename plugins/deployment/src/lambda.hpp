@@ -51,4 +51,12 @@ std::optional<lambda_recipe> convert_lambda(const nlohmann::json& source,
                                             const lambda_settings& settings,
                                             std::vector<recipe_error>& errors);
 
+/// Reads function package `name` version `version` of `packages_dir` (the layout above,
+/// shared by lambdaFunction and v1 deployments' functions) into `function`: `runtime`,
+/// `handler`, `codeUri` and, for a code.zip, `codeSha256`. Returns the problems found.
+std::vector<std::string> read_lambda_package(const std::filesystem::path& packages_dir,
+                                             const std::string& name,
+                                             const std::string& version,
+                                             nlohmann::json& function);
+
 } // namespace grove::deployment

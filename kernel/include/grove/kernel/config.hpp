@@ -84,6 +84,9 @@ struct plugin_spec {
   /// ("cloud") or prefixes ending in '*' ("device:*"). Enforced by the kernel for both
   /// slot kinds (sdk/plugin/README.md, "Who may speak as whom").
   std::vector<std::string> may_claim;
+  /// Whether the plugin may replace the group (`$grove/group/set`), as the deployment
+  /// plugin does for Greengrass v1 deployments.
+  bool may_set_group = false;
 };
 
 /// A validated image profile.

@@ -19,6 +19,12 @@ inline constexpr std::string_view get_topic = "$grove/group/get";
 /// The typed call.
 using get_rpc = rpc<group::GetRequest, group::Group>;
 
+/// The topic the kernel replaces the group on (plugins with `may_set_group`).
+inline constexpr std::string_view set_topic = "$grove/group/set";
+
+/// The typed call of set_topic: a group document in, the group then in force out.
+using set_rpc = rpc<group::SetRequest, group::Group>;
+
 /// The one source a group is accepted from, on `$grove/group/get` replies and
 /// `$grove/group/current` events alike.
 inline constexpr std::string_view source = "kernel";
@@ -40,6 +46,19 @@ inline void get(context& ctx, std::chrono::milliseconds timeout,
            [f = std::move(f)](caf::expected<Envelope> reply) {
              f(get_rpc::decode(from_kernel(std::move(reply))));
            });
+}
+
+/// Replaces the group with `document` (YAML or JSON, the group file's shape) from a
+/// plugin whose profile entry has `may_set_group`; `f` runs on the plugin's actor with the
+/// group then in force, or the kernel's reason for refusing it (nothing changed).
+inline void set(context& ctx, std::string document, std::chrono::milliseconds timeout,
+                std::function<void(caf::expected<group::Group>)> f) {
+  set_rpc rpc{std::string{set_topic}};
+  group::SetRequest req;
+  req.set_document(std::move(document));
+  ctx.call(rpc.encode(req), timeout, [f = std::move(f)](caf::expected<Envelope> reply) {
+    f(set_rpc::decode(from_kernel(std::move(reply))));
+  });
 }
 
 /// Asks for the group through a blocking transport `send(Envelope) ->

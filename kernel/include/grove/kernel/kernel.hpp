@@ -104,6 +104,14 @@ public:
   /// The group definition in force (null when the image has none).
   std::shared_ptr<const group::Group> group() const;
 
+  /// Replaces the group with `document` (YAML or JSON) as an edit of the group file
+  /// would: validated first (a refused one changes nothing, the error says why), then
+  /// written to the group file atomically (temporary file, fsync, rename) and applied.
+  /// `caller` is the plugin asking; it must have `may_set_group` in the profile.
+  /// Thread-safe with the file watcher.
+  caf::expected<std::shared_ptr<const group::Group>> set_group(std::string_view caller,
+                                                               const std::string& document);
+
   /// Re-reads the group file; a valid one replaces the group in force and is published
   /// on `$grove/group/current`, an invalid one is refused and changes nothing.
   caf::error reload_group();

@@ -1,0 +1,148 @@
+#pragma once
+
+// Greengrass v1's group management API (botocore's model greengrass 2017-06-07) on the
+// same server as the v2 API: definitions of cores, devices, functions, subscriptions,
+// resources and loggers with their immutable versions, groups and group versions,
+// deployments and tags. api.cpp checks SigV4, the allow-list and the rate limit, then
+// hands the v1 routes (`/greengrass/definition/...`, `/greengrass/groups/...`, and
+// `/tags/` of a v1 ARN) here. One generic handler serves the six definition kinds: a
+// table says each one's route, operation name, list field and checks.
+//
+// A deployment turns a group version into Grove's group document (to_grove_group) and
+// hands it to an applier (the plugin: the kernel's `$grove/group/set`), which reports
+// back through applied().
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "http.hpp"
+#include "v1_store.hpp"
+
+namespace grove::deployment {
+
+struct api_settings;
+
+/// What a deployment asks the applier to do.
+struct v1_apply_job {
+  /// The group's id.
+  std::string group_id;
+  /// The deployment's id.
+  std::string deployment_id;
+  /// Grove's group document (JSON, the kernel's group file shape).
+  std::string group;
+};
+
+/// Applies a deployment; must eventually call v1_api::applied() with its outcome.
+using v1_applier = std::function<void(v1_apply_job)>;
+
+/// A problem in a request body: the field (e.g. `Subscriptions[3].Source`) and what.
+struct v1_field_error {
+  /// Which field.
+  std::string field;
+  /// What is wrong with it.
+  std::string message;
+};
+
+/// Settings of the v1 API beyond the shared ones.
+struct v1_settings {
+  /// This core's thing name; when set, a group whose core definition names another thing
+  /// is not deployed here.
+  std::string thing_name;
+  /// Where a function's code is: `<lambda_packages_dir>/<function name>`.
+  std::string lambda_packages_dir;
+  /// The group's name in Grove's document when the group has none.
+  std::string default_group_name = "grove";
+};
+
+/// The v1 API (see the file comment). Thread-safe as long as the store is.
+class v1_api {
+public:
+  /// Serves over `store` with the shared `settings` (region, account, token lifetime).
+  v1_api(const api_settings& settings, v1_settings v1, v1_store& store);
+
+  /// Sets who applies deployments (without one, a deployment fails with that reason).
+  void set_applier(v1_applier applier);
+
+  /// The operation a request names ("" when the route is not a v1 one). `segs` are the
+  /// decoded path segments.
+  static std::string operation(const std::string& method, const std::vector<std::string>& segs);
+
+  /// Whether `arn` is a v1 resource ARN (for the shared `/tags/` routes).
+  static bool is_v1_arn(const std::string& arn);
+
+  /// Answers `op` (as operation() named it) at `now_ms`.
+  http_response handle(const std::string& op, const std::vector<std::string>& segs,
+                       const http_request& req, int64_t now_ms);
+
+  /// TagResource, UntagResource, ListTagsForResource of a v1 ARN.
+  http_response tags(const std::string& op, const std::string& arn, const http_request& req);
+
+  /// The applier's report: `error` empty on success; the deployment's status becomes
+  /// Success or Failure (ErrorMessage = `error`).
+  void applied(const std::string& group_id, const std::string& deployment_id,
+               const std::string& error, int64_t now_ms);
+
+  /// Marks a deployment InProgress (the applier has handed it to the kernel).
+  void in_progress(const std::string& group_id, const std::string& deployment_id, int64_t now_ms);
+
+  /// Checks a definition version of `kind` (`cores`, ...): the first problem, if any.
+  static std::optional<v1_field_error> check_definition(const std::string& kind,
+                                                        const nlohmann::json& def);
+
+  /// Grove's group document for a group version's definition versions (`defs`: kind →
+  /// Definition; missing kinds are empty), or the first problem (a subscription naming a
+  /// device or function the group does not hold, ...).
+  std::variant<nlohmann::json, v1_field_error>
+  to_grove_group(const std::string& name, const std::map<std::string, nlohmann::json>& defs) const;
+
+private:
+  http_response create_definition(const std::string& kind, const http_request& req,
+                                  int64_t now_ms);
+  http_response create_version(const std::string& kind, const std::string& id,
+                               const http_request& req, int64_t now_ms);
+  http_response get_resource(const std::string& kind, const std::string& id);
+  http_response list_resources(const std::string& kind, const http_request& req);
+  http_response update_resource(const std::string& kind, const std::string& id,
+                                const http_request& req, int64_t now_ms);
+  http_response delete_resource(const std::string& kind, const std::string& id);
+  http_response get_version(const std::string& kind, const std::string& id,
+                            const std::string& version);
+  http_response list_versions(const std::string& kind, const std::string& id,
+                              const http_request& req);
+  http_response create_deployment(const std::string& group_id, const http_request& req,
+                                  int64_t now_ms);
+  http_response reset_deployments(const std::string& group_id, const http_request& req,
+                                  int64_t now_ms);
+  http_response deployment_status(const std::string& group_id, const std::string& id);
+  http_response list_deployments(const std::string& group_id, const http_request& req);
+  http_response deploy(const v1_resource& group, const std::string& type,
+                       const std::string& version, int64_t now_ms);
+
+  // Checks a group version (its ARNs exist, the definitions fit together): the resolved
+  // definitions by kind, or the problem.
+  std::variant<std::map<std::string, nlohmann::json>, http_response>
+  resolve_group_version(const nlohmann::json& gv);
+
+  std::string resource_arn(const std::string& kind, const std::string& id) const;
+  std::string version_arn(const std::string& kind, const std::string& id,
+                          const std::string& version) const;
+  nlohmann::json resource_json(const v1_resource& r, bool with_tags) const;
+
+  std::string region_;
+  std::string account_;
+  int64_t token_ttl_ms_;
+  v1_settings v1_;
+  v1_store& store_;
+  std::mutex mtx_; // one change at a time (clientToken check, change, token record)
+  v1_applier applier_;
+};
+
+} // namespace grove::deployment

@@ -1,0 +1,610 @@
+// Greengrass v1's group API (src/v1_api.{hpp,cpp}) through the shared router (SigV4
+// first) over a real SQLite file: the six definition kinds from one table, their checks
+// with the field named, groups and group versions, tags, clientTokens, deployments with
+// their status, and the group document a deployment hands the kernel, loaded by the
+// kernel's own group reader.
+
+#define BOOST_TEST_MODULE deployment_v1
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <unistd.h>
+
+#include "api.hpp"
+#include "grove/errors.hpp"
+#include "grove/kernel/group.hpp"
+#include "sigv4.hpp"
+#include "v1_api.hpp"
+
+using namespace grove::deployment;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* region = "us-east-1";
+constexpr const char* account = "123456789012";
+
+struct fixture {
+  std::filesystem::path dir;
+  std::unique_ptr<component_store> components;
+  std::unique_ptr<v1_store> groups;
+  std::unique_ptr<api> service;
+  std::unique_ptr<v1_api> v1;
+  std::vector<v1_apply_job> jobs;
+  std::chrono::system_clock::time_point now = *parse_amz_date("20261202T120000Z");
+
+  explicit fixture(std::string thing_name = "") {
+    dir = std::filesystem::temp_directory_path() / ("deployment_v1_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    auto c = component_store::open(dir / "components.db");
+    BOOST_REQUIRE(c);
+    components = std::move(*c);
+    auto g = v1_store::open(dir / "groups.db");
+    BOOST_REQUIRE(g);
+    groups = std::move(*g);
+    api_settings settings;
+    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    settings.keys["AKIAGROVEREADONLY1"] = access_key{"secret-secret-secret", {"GetGroup"}};
+    service = std::make_unique<api>(settings, *components);
+    v1_settings vs;
+    vs.thing_name = std::move(thing_name);
+    // brain's package, version 1, in lambdaFunction's layout (a program in code/).
+    std::filesystem::create_directories(dir / "lambdas/brain/1/code");
+    std::ofstream{dir / "lambdas/brain/1/configuration.json"}
+      << R"({"FunctionName": "brain", "Runtime": "provided.al2", "Handler": "bootstrap"})";
+    vs.lambda_packages_dir = (dir / "lambdas").string();
+    v1 = std::make_unique<v1_api>(settings, vs, *groups);
+    v1->set_applier([this](v1_apply_job job) { jobs.push_back(std::move(job)); });
+    service->set_v1(v1.get());
+  }
+
+  ~fixture() {
+    service.reset();
+    v1.reset();
+    groups.reset();
+    components.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  http_response call(std::string method, std::string target, const json& body = nullptr,
+                     std::string token = "", std::string key = "AKIAGROVETEST00001") {
+    http_request r{std::move(method),
+                   std::move(target),
+                   {{"host", "localhost"}},
+                   body.is_null() ? std::string{} : body.dump()};
+    if (!token.empty())
+      r.headers.emplace_back("x-amzn-client-token", token);
+    sign_sigv4(r, sigv4_scope{region}, key, "secret-secret-secret", now);
+    return service->handle(r, now);
+  }
+
+  json ok(std::string method, std::string target, const json& body = nullptr) {
+    auto r = call(method, target, body);
+    BOOST_TEST_INFO(method << " " << target << ": " << r.body);
+    BOOST_REQUIRE_EQUAL(r.status, 200);
+    return json::parse(r.body);
+  }
+};
+
+std::string type_of(const http_response& r) {
+  for (auto& [k, v] : r.headers)
+    if (k == "x-amzn-ErrorType")
+      return v;
+  return "";
+}
+
+std::string message_of(const http_response& r) {
+  return json::parse(r.body).value("Message", "");
+}
+
+std::string thing(const std::string& name) {
+  return std::string{"arn:aws:iot:"} + region + ":" + account + ":thing/" + name;
+}
+
+std::string cert() {
+  return std::string{"arn:aws:iot:"} + region + ":" + account + ":cert/abc123";
+}
+
+std::string lambda(const std::string& name, const std::string& q = "1") {
+  return std::string{"arn:aws:lambda:"} + region + ":" + account + ":function:" + name + ":" + q;
+}
+
+json device(const std::string& id, const std::string& name) {
+  return {{"Id", id}, {"ThingArn", thing(name)}, {"CertificateArn", cert()}, {"SyncShadow", false}};
+}
+
+json sub(const std::string& id, const std::string& source, const std::string& subject,
+         const std::string& target) {
+  return {{"Id", id}, {"Source", source}, {"Subject", subject}, {"Target", target}};
+}
+
+// One good version of each kind.
+json good(const std::string& kind) {
+  if (kind == "cores")
+    return {{"Cores", json::array({device("core", "core-1")})}};
+  if (kind == "devices")
+    return {{"Devices", json::array({device("d1", "lamp"), device("d2", "switch")})}};
+  if (kind == "functions")
+    return {{"Functions",
+             json::array({{{"Id", "f1"},
+                           {"FunctionArn", lambda("brain")},
+                           {"FunctionConfiguration",
+                            {{"Executable", "brain"},
+                             {"Pinned", true},
+                             {"Timeout", 3},
+                             {"MemorySize", 16384},
+                             {"EncodingType", "json"},
+                             {"ExecArgs", "-v  --x"},
+                             {"Environment",
+                              {{"Variables", {{"A", "1"}}},
+                               {"AccessSysfs", false},
+                               {"ResourceAccessPolicies",
+                                json::array({{{"ResourceId", "data"}, {"Permission", "rw"}}})},
+                               {"Execution", {{"IsolationMode", "NoContainer"},
+                                              {"RunAs", {{"Uid", 1000}, {"Gid", 1000}}}}}}}}}}})}};
+  if (kind == "subscriptions")
+    return {{"Subscriptions",
+             json::array({sub("s1", thing("switch"), "home/switch/+", lambda("brain")),
+                          sub("s2", lambda("brain"), "home/lamp/set", thing("lamp")),
+                          sub("s3", thing("lamp"), "home/lamp/#", "cloud"),
+                          sub("s4", thing("lamp"), "$aws/things/lamp/shadow/#", "GGShadowService")})}};
+  if (kind == "resources")
+    return {{"Resources",
+             json::array({{{"Id", "data"},
+                           {"Name", "data"},
+                           {"ResourceDataContainer",
+                            {{"LocalVolumeResourceData",
+                              {{"SourcePath", "/srv/data"},
+                               {"DestinationPath", "/data"},
+                               {"GroupOwnerSetting", {{"AutoAddGroupOwner", true}}}}}}}}})}};
+  return {{"Loggers", json::array({{{"Id", "l1"},
+                                    {"Component", "GreengrassSystem"},
+                                    {"Level", "INFO"},
+                                    {"Type", "FileSystem"},
+                                    {"Space", 1024}}})}};
+}
+
+const std::vector<std::string> all_kinds = {"cores",     "devices",   "functions",
+                                            "subscriptions", "resources", "loggers"};
+
+// Creates one definition of each kind with its good version: kind → version ARN.
+std::map<std::string, std::string> definitions(fixture& f) {
+  std::map<std::string, std::string> out;
+  for (const auto& k : all_kinds)
+    out[k] = f.ok("POST", "/greengrass/definition/" + k,
+                  {{"Name", k + "-def"}, {"InitialVersion", good(k)}})["LatestVersionArn"];
+  return out;
+}
+
+json group_version(const std::map<std::string, std::string>& arns) {
+  return {{"CoreDefinitionVersionArn", arns.at("cores")},
+          {"DeviceDefinitionVersionArn", arns.at("devices")},
+          {"FunctionDefinitionVersionArn", arns.at("functions")},
+          {"SubscriptionDefinitionVersionArn", arns.at("subscriptions")},
+          {"ResourceDefinitionVersionArn", arns.at("resources")},
+          {"LoggerDefinitionVersionArn", arns.at("loggers")}};
+}
+
+const std::regex iso_re{R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"};
+const std::regex uuid_re{R"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})"};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(every_kind_has_the_same_life_cycle, fixture) {
+  for (const auto& k : all_kinds) {
+    BOOST_TEST_CONTEXT("kind " << k) {
+      auto base = "/greengrass/definition/" + k;
+      // Created without a version: no LatestVersion yet.
+      auto created = ok("POST", base, {{"Name", "first"}});
+      std::string id = created["Id"];
+      BOOST_TEST(std::regex_match(id, uuid_re));
+      BOOST_TEST(created["Arn"] == std::string{"arn:aws:greengrass:us-east-1:123456789012:/greengrass/definition/"} + k + "/" + id);
+      BOOST_TEST(std::regex_match(created["CreationTimestamp"].get<std::string>(), iso_re));
+      BOOST_TEST(created["CreationTimestamp"] == "2026-12-02T12:00:00.000Z");
+      BOOST_TEST(!created.contains("LatestVersion"));
+      // A version, then the definition points at it.
+      auto v = ok("POST", base + "/" + id + "/versions", good(k));
+      BOOST_TEST(v["Id"] == id);
+      BOOST_TEST(v["Arn"] == created["Arn"].get<std::string>() + "/versions/" + v["Version"].get<std::string>());
+      auto got = ok("GET", base + "/" + id);
+      BOOST_TEST(got["LatestVersion"] == v["Version"]);
+      BOOST_TEST(got["LatestVersionArn"] == v["Arn"]);
+      BOOST_TEST(got["Name"] == "first");
+      BOOST_TEST(got["tags"] == json::object());
+      auto gv = ok("GET", base + "/" + id + "/versions/" + v["Version"].get<std::string>());
+      BOOST_TEST(gv["Definition"] == good(k));
+      // Rename; a second version; both listed, oldest first.
+      BOOST_TEST(ok("PUT", base + "/" + id, {{"Name", "renamed"}}) == json::object());
+      BOOST_TEST(ok("GET", base + "/" + id)["Name"] == "renamed");
+      auto v2 = ok("POST", base + "/" + id + "/versions", good(k));
+      auto versions = ok("GET", base + "/" + id + "/versions")["Versions"];
+      BOOST_REQUIRE_EQUAL(versions.size(), 2u);
+      BOOST_TEST(versions[0]["Version"] == v["Version"]);
+      BOOST_TEST(versions[1]["Version"] == v2["Version"]);
+      BOOST_TEST(ok("GET", base + "/" + id)["LatestVersion"] == v2["Version"]);
+      // Listed with its Tags (DefinitionInformation).
+      auto list = ok("GET", base)["Definitions"];
+      BOOST_REQUIRE_EQUAL(list.size(), 1u);
+      BOOST_TEST(list[0]["Id"] == id);
+      BOOST_TEST(list[0]["tags"] == json::object());
+      // Deleted: gone, and its versions with it.
+      BOOST_TEST(ok("DELETE", base + "/" + id) == json::object());
+      auto gone = call("GET", base + "/" + id);
+      BOOST_TEST(gone.status == 404);
+      BOOST_TEST(type_of(gone) == "IdNotFoundException");
+      BOOST_TEST(call("GET", base + "/" + id + "/versions/" + v["Version"].get<std::string>()).status == 404);
+      BOOST_TEST(type_of(call("DELETE", base + "/" + id)) == "IdNotFoundException");
+      BOOST_TEST(type_of(call("PUT", base + "/" + id, {{"Name", "x"}})) == "IdNotFoundException");
+      BOOST_TEST(type_of(call("POST", base + "/" + id + "/versions", good(k))) == "IdNotFoundException");
+    }
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(unknown_version_and_update_without_name, fixture) {
+  auto id = ok("POST", "/greengrass/definition/devices", {{"InitialVersion", good("devices")}})["Id"].get<std::string>();
+  auto r = call("GET", "/greengrass/definition/devices/" + id + "/versions/nope");
+  BOOST_TEST(r.status == 404);
+  BOOST_TEST(type_of(r) == "VersionNotFoundException");
+  r = call("PUT", "/greengrass/definition/devices/" + id, json::object());
+  BOOST_TEST(r.status == 400);
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  r = call("POST", "/greengrass/definition/devices", "not an object");
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  http_request raw{"POST", "/greengrass/definition/devices", {{"host", "localhost"}}, "{oops"};
+  sign_sigv4(raw, sigv4_scope{region}, "AKIAGROVETEST00001", "secret-secret-secret", now);
+  r = service->handle(raw, now);
+  BOOST_TEST(r.status == 400);
+  BOOST_TEST(message_of(r) == "the request body is not a JSON object");
+}
+
+BOOST_FIXTURE_TEST_CASE(pagination_walks_every_definition_once, fixture) {
+  std::set<std::string> made;
+  for (int i = 0; i < 7; ++i)
+    made.insert(ok("POST", "/greengrass/definition/loggers", {{"Name", "l" + std::to_string(i)}})["Id"].get<std::string>());
+  std::set<std::string> seen;
+  std::string next;
+  int pages = 0;
+  do {
+    auto page = ok("GET", "/greengrass/definition/loggers?MaxResults=3"
+                            + (next.empty() ? "" : "&NextToken=" + uri_encode(next, false)));
+    for (auto& d : page["Definitions"])
+      BOOST_TEST(seen.insert(d["Id"].get<std::string>()).second);
+    next = page.value("NextToken", "");
+    ++pages;
+  } while (!next.empty());
+  BOOST_TEST(pages == 3);
+  BOOST_TEST(seen == made);
+  BOOST_TEST(type_of(call("GET", "/greengrass/definition/loggers?MaxResults=0")) == "BadRequestException");
+  BOOST_TEST(type_of(call("GET", "/greengrass/definition/loggers?MaxResults=101")) == "BadRequestException");
+  BOOST_TEST(type_of(call("GET", "/greengrass/definition/loggers?NextToken=%21%21")) == "BadRequestException");
+}
+
+BOOST_FIXTURE_TEST_CASE(checks_name_the_field, fixture) {
+  struct bad_case {
+    std::string kind;
+    json body;
+    std::string field;
+  };
+  auto devices = [](size_t n) {
+    json list = json::array();
+    for (size_t i = 0; i < n; ++i)
+      list.push_back(device("d" + std::to_string(i), "t" + std::to_string(i)));
+    return json{{"Devices", list}};
+  };
+  auto subs = [](size_t n) {
+    json list = json::array();
+    for (size_t i = 0; i < n; ++i)
+      list.push_back(sub("s" + std::to_string(i), "cloud", "a/b", thing("lamp")));
+    return json{{"Subscriptions", list}};
+  };
+  std::vector<bad_case> cases = {
+    {"cores", {{"Cores", json::array({device("a", "x"), device("b", "y")})}}, "Cores: 2 entries; at most 1"},
+    {"cores", {{"Cores", json::array({{{"Id", "a"}, {"ThingArn", thing("x")}}})}}, "Cores[0].CertificateArn: is required"},
+    {"devices", devices(grove::max_group_devices + 1), "Devices: 2501 entries; at most 2500"},
+    {"devices", {{"Devices", json::array({device("a", "x"), device("a", "y")})}}, "Devices[1].Id: id 'a' is used twice"},
+    {"devices", {{"Devices", json::array({device("a", "x"), device("b", "x")})}}, "Devices[1].ThingArn: thing 'x' is listed twice"},
+    {"devices", {{"Devices", json::array({device("a", "grove")})}}, "Devices[0].ThingArn: thing name 'grove' is reserved"},
+    {"devices", {{"Devices", json::array({{{"Id", "a"}, {"ThingArn", "lamp"}, {"CertificateArn", cert()}}})}}, "Devices[0].ThingArn: 'lamp' is not arn:aws:iot"},
+    {"devices", {{"Devices", json::array({{{"Id", "a"}, {"ThingArn", thing("l")}, {"CertificateArn", cert()}, {"Extra", 1}}})}}, "Devices[0].Extra: unknown field"},
+    {"devices", {{"Devices", json::array({{{"Id", "a"}, {"ThingArn", thing("l")}, {"CertificateArn", cert()}, {"SyncShadow", "yes"}}})}}, "Devices[0].SyncShadow: must be true or false"},
+    {"functions", {{"Functions", json::array({{{"Id", "f"}, {"FunctionArn", lambda("f", "$LATEST")}}})}}, "Functions[0].FunctionArn: '" + lambda("f", "$LATEST") + "' $LATEST cannot be deployed"},
+    {"functions", {{"Functions", json::array({{{"Id", "f"}, {"FunctionArn", lambda("f")}, {"FunctionConfiguration", {{"Timeout", 0}}}}})}}, "Functions[0].FunctionConfiguration.Timeout: must be an integer from 1 to 900"},
+    {"functions", {{"Functions", json::array({{{"Id", "f"}, {"FunctionArn", lambda("f")}, {"FunctionConfiguration", {{"EncodingType", "xml"}}}}})}}, "Functions[0].FunctionConfiguration.EncodingType: must be one of binary | json"},
+    {"functions", {{"Functions", json::array({{{"Id", "f"}, {"FunctionArn", lambda("f")}, {"FunctionConfiguration", {{"Environment", {{"Execution", {{"IsolationMode", "Docker"}}}}}}}}})}}, "Functions[0].FunctionConfiguration.Environment.Execution.IsolationMode: must be one of"},
+    {"subscriptions", subs(grove::max_group_subscriptions + 1), "Subscriptions: 10001 entries; at most 10000"},
+    {"subscriptions", {{"Subscriptions", json::array({sub("s", "device:lamp", "a", "cloud")})}}, "Subscriptions[0].Source: 'device:lamp' is not cloud, GGShadowService"},
+    {"subscriptions", {{"Subscriptions", json::array({sub("s", "cloud", "a/#/b", thing("x"))})}}, "Subscriptions[0].Subject: "},
+    {"subscriptions", {{"Subscriptions", json::array({sub("s", "cloud", "a", "cloud")})}}, "Subscriptions[0].Target: source and target are the same"},
+    {"subscriptions", {{"Subscriptions", json::array({{{"Id", "s"}, {"Source", "cloud"}, {"Subject", "a"}}})}}, "Subscriptions[0].Target: is required"},
+    {"resources", {{"Resources", json::array({{{"Id", "r"}, {"Name", "r"}, {"ResourceDataContainer", {{"LocalDeviceResourceData", {{"SourcePath", "/srv/x"}}}}}}})}}, "Resources[0].ResourceDataContainer.LocalDeviceResourceData.SourcePath: a device is under /dev/"},
+    {"resources", {{"Resources", json::array({{{"Id", "r"}, {"Name", "r"}, {"ResourceDataContainer", {{"SecretsManagerSecretResourceData", json::object()}}}}})}}, "Resources[0].ResourceDataContainer.SecretsManagerSecretResourceData: is not supported by Grove"},
+    {"loggers", {{"Loggers", json::array({{{"Id", "l"}, {"Component", "Lambda"}, {"Level", "INFO"}, {"Type", "AWSCloudWatch"}}})}}, "Loggers[0].Type: AWSCloudWatch: a Grove core logs on the device only"},
+    {"loggers", {{"Loggers", json::array({{{"Id", "l"}, {"Component", "Kernel"}, {"Level", "INFO"}, {"Type", "FileSystem"}}})}}, "Loggers[0].Component: must be one of GreengrassSystem | Lambda"},
+  };
+  for (const auto& c : cases) {
+    BOOST_TEST_CONTEXT(c.kind << ": " << c.field) {
+      auto id = ok("POST", "/greengrass/definition/" + c.kind, json::object())["Id"].get<std::string>();
+      auto r = call("POST", "/greengrass/definition/" + c.kind + "/" + id + "/versions", c.body);
+      BOOST_TEST(r.status == 400);
+      BOOST_TEST(type_of(r) == "BadRequestException");
+      BOOST_TEST(message_of(r).rfind(c.field, 0) == 0, message_of(r));
+      auto details = json::parse(r.body)["ErrorDetails"];
+      BOOST_TEST(details[0]["DetailedErrorCode"] == "InvalidField");
+      // Nothing stored: the definition has no version.
+      BOOST_TEST(!ok("GET", "/greengrass/definition/" + c.kind + "/" + id).contains("LatestVersion"));
+      // The same as an InitialVersion: refused with the path under it, nothing created.
+      auto before = ok("GET", "/greengrass/definition/" + c.kind)["Definitions"].size();
+      r = call("POST", "/greengrass/definition/" + c.kind, {{"InitialVersion", c.body}});
+      BOOST_TEST(message_of(r).rfind("InitialVersion." + c.field, 0) == 0, message_of(r));
+      BOOST_TEST(ok("GET", "/greengrass/definition/" + c.kind)["Definitions"].size() == before);
+    }
+  }
+  // At the limits exactly: accepted.
+  auto id = ok("POST", "/greengrass/definition/devices", json::object())["Id"].get<std::string>();
+  ok("POST", "/greengrass/definition/devices/" + id + "/versions", devices(grove::max_group_devices));
+  id = ok("POST", "/greengrass/definition/subscriptions", json::object())["Id"].get<std::string>();
+  ok("POST", "/greengrass/definition/subscriptions/" + id + "/versions", subs(grove::max_group_subscriptions));
+}
+
+BOOST_FIXTURE_TEST_CASE(groups_and_group_versions, fixture) {
+  auto arns = definitions(*this);
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "home"}, {"InitialVersion", group_version(arns)}, {"tags", {{"site", "a"}}}});
+  std::string id = g["Id"];
+  BOOST_TEST(g["Arn"] == "arn:aws:greengrass:us-east-1:123456789012:/greengrass/groups/" + id);
+  BOOST_TEST(g["LatestVersionArn"] == g["Arn"].get<std::string>() + "/versions/" + g["LatestVersion"].get<std::string>());
+  auto got = ok("GET", "/greengrass/groups/" + id);
+  BOOST_TEST(got["Name"] == "home");
+  BOOST_TEST(got["tags"] == json({{"site", "a"}}));
+  auto gv = ok("GET", "/greengrass/groups/" + id + "/versions/" + g["LatestVersion"].get<std::string>());
+  BOOST_TEST(gv["Definition"] == group_version(arns));
+  // A second version with fewer definitions.
+  auto v2 = ok("POST", "/greengrass/groups/" + id + "/versions", {{"CoreDefinitionVersionArn", arns["cores"]}});
+  BOOST_TEST(ok("GET", "/greengrass/groups/" + id)["LatestVersion"] == v2["Version"]);
+  BOOST_TEST(ok("GET", "/greengrass/groups/" + id + "/versions")["Versions"].size() == 2u);
+  auto list = ok("GET", "/greengrass/groups")["Groups"];
+  BOOST_REQUIRE_EQUAL(list.size(), 1u);
+  BOOST_TEST(!list[0].contains("tags"));
+  BOOST_TEST(ok("PUT", "/greengrass/groups/" + id, {{"Name", "house"}}) == json::object());
+  // Name is required.
+  BOOST_TEST(message_of(call("POST", "/greengrass/groups", json::object())) == "Name: is required");
+  // ARNs that are not there, of the wrong kind, or malformed.
+  auto r = call("POST", "/greengrass/groups/" + id + "/versions", {{"DeviceDefinitionVersionArn", arns["cores"]}});
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  BOOST_TEST(message_of(r).rfind("DeviceDefinitionVersionArn: '", 0) == 0, message_of(r));
+  auto missing = arns["devices"].substr(0, arns["devices"].rfind('/')) + "/00000000-0000-4000-8000-000000000000";
+  r = call("POST", "/greengrass/groups/" + id + "/versions", {{"DeviceDefinitionVersionArn", missing}});
+  BOOST_TEST(message_of(r) == "DeviceDefinitionVersionArn: device definition version " + missing + " does not exist");
+  r = call("POST", "/greengrass/groups/" + id + "/versions", {{"ConnectorDefinitionVersionArn", "x"}});
+  BOOST_TEST(message_of(r).find("connectors are not supported") != std::string::npos);
+  r = call("POST", "/greengrass/groups/nope/versions", {{"CoreDefinitionVersionArn", arns["cores"]}});
+  BOOST_TEST(r.status == 404);
+  BOOST_TEST(type_of(r) == "IdNotFoundException");
+  BOOST_TEST(type_of(call("GET", "/greengrass/groups/" + id + "/versions/nope")) == "VersionNotFoundException");
+}
+
+BOOST_FIXTURE_TEST_CASE(group_versions_must_fit_together, fixture) {
+  auto arns = definitions(*this);
+  auto id = ok("POST", "/greengrass/groups", {{"Name", "g"}})["Id"].get<std::string>();
+  // Subscriptions naming a device and a function the group does not hold.
+  auto gv = group_version(arns);
+  gv.erase("DeviceDefinitionVersionArn");
+  auto r = call("POST", "/greengrass/groups/" + id + "/versions", gv);
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  BOOST_TEST(message_of(r) == "SubscriptionDefinitionVersionArn: Subscriptions[0].Source: thing 'switch' is not a device of the group (its device definition version)");
+  gv = group_version(arns);
+  gv.erase("FunctionDefinitionVersionArn");
+  r = call("POST", "/greengrass/groups/" + id + "/versions", gv);
+  BOOST_TEST(message_of(r) == "SubscriptionDefinitionVersionArn: Subscriptions[0].Target: function 'brain' is not in the group's function definition version");
+  gv = group_version(arns);
+  gv.erase("ResourceDefinitionVersionArn");
+  r = call("POST", "/greengrass/groups/" + id + "/versions", gv);
+  BOOST_TEST(message_of(r).find("ResourceAccessPolicies[0].ResourceId: resource 'data' is not in the group's resources") != std::string::npos, message_of(r));
+  // The core's thing listed as a device too.
+  auto devs = ok("POST", "/greengrass/definition/devices", {{"InitialVersion", {{"Devices", json::array({device("c", "core-1")})}}}});
+  gv = {{"CoreDefinitionVersionArn", arns["cores"]}, {"DeviceDefinitionVersionArn", devs["LatestVersionArn"]}};
+  r = call("POST", "/greengrass/groups/" + id + "/versions", gv);
+  BOOST_TEST(message_of(r).find("thing 'core-1' is the group's core, not a device") != std::string::npos, message_of(r));
+  BOOST_TEST(!ok("GET", "/greengrass/groups/" + id).contains("LatestVersion"));
+}
+
+BOOST_FIXTURE_TEST_CASE(the_group_document_is_one_the_kernel_loads, fixture) {
+  auto arns = definitions(*this);
+  std::map<std::string, json> defs;
+  for (const auto& k : all_kinds)
+    defs[k] = good(k);
+  auto g = v1->to_grove_group("home", defs);
+  BOOST_REQUIRE(std::holds_alternative<json>(g));
+  auto doc = std::get<json>(g);
+  BOOST_TEST(doc["devices"] == json::parse(R"([{"thing":"lamp","sync_shadow":false},{"thing":"switch","sync_shadow":false}])"));
+  BOOST_TEST(doc["subscriptions"][0] == json::parse(R"({"id":"s1","source":"device:switch","subject":"home/switch/+","target":"function:brain"})"));
+  BOOST_TEST(doc["subscriptions"][2]["target"] == "cloud");
+  BOOST_TEST(doc["subscriptions"][3]["target"] == "shadow");
+  auto fn = doc["functions"][0];
+  BOOST_TEST(fn["name"] == "brain");
+  // The package gives the runtime and the code; Executable names the handler.
+  BOOST_TEST(fn["config"]["codeUri"] == (dir / "lambdas/brain/1/code").string());
+  fn["config"].erase("codeUri");
+  BOOST_TEST(fn["config"] == json::parse(R"({"runtime":"executable","handler":"brain",
+    "pinned":true,"timeoutInSeconds":3,
+    "inputPayloadEncodingType":"json","execArgs":["-v","--x"],"environmentVariables":{"A":"1"},
+    "linuxProcessParams":{"isolationMode":"NoContainer","containerParams":{"memorySizeInKB":16384,"mountROSysfs":false}},
+    "runAs":{"uid":1000,"gid":1000},"resourceAccessPolicies":[{"resourceId":"data","permission":"rw"}]})"));
+  BOOST_TEST(doc["resources"][0] == json::parse(R"({"id":"data","config":{"localVolumeResourceData":
+    {"sourcePath":"/srv/data","destinationPath":"/data","groupOwnerSetting":{"autoAddGroupOwner":true}}}})"));
+  // The kernel's own reader takes it.
+  auto file = dir / "group.json";
+  std::ofstream{file} << doc.dump(2);
+  auto loaded = grove::load_group(file);
+  if (!loaded)
+    BOOST_FAIL(grove::describe(loaded.error()));
+  BOOST_TEST(loaded->subscriptions_size() == 4);
+  BOOST_TEST(loaded->functions_size() == 1);
+  BOOST_TEST(loaded->devices_size() == 2);
+}
+
+BOOST_FIXTURE_TEST_CASE(tags_on_groups_and_definitions, fixture) {
+  auto d = ok("POST", "/greengrass/definition/cores", {{"Name", "c"}, {"tags", {{"a", "1"}}}});
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "g"}});
+  for (std::string arn : {d["Arn"].get<std::string>(), g["Arn"].get<std::string>()}) {
+    auto path = "/tags/" + uri_encode(arn, false);
+    auto r = call("POST", path, {{"tags", {{"b", "2"}, {"c", "3"}}}});
+    BOOST_TEST(r.status == 204);
+    r = call("DELETE", path + "?tagKeys=c");
+    BOOST_TEST(r.status == 204);
+    auto tags = ok("GET", path)["tags"];
+    BOOST_TEST(tags["b"] == "2");
+    BOOST_TEST(!tags.contains("c"));
+    json many = json::object();
+    for (int i = 0; i < 50; ++i)
+      many["k" + std::to_string(i)] = "v";
+    r = call("POST", path, {{"tags", many}});
+    BOOST_TEST(type_of(r) == "BadRequestException");
+    BOOST_TEST(message_of(r) == "tags: a resource has at most 50 tags");
+  }
+  BOOST_TEST(ok("GET", "/greengrass/definition/cores/" + d["Id"].get<std::string>())["tags"] == json({{"a", "1"}, {"b", "2"}}));
+  auto r = call("GET", "/tags/" + uri_encode("arn:aws:greengrass:us-east-1:123456789012:/greengrass/groups/nope", false));
+  BOOST_TEST(type_of(r) == "IdNotFoundException");
+  // Another region's ARN is not this core's.
+  r = call("GET", "/tags/" + uri_encode("arn:aws:greengrass:eu-west-1:123456789012:/greengrass/groups/" + g["Id"].get<std::string>(), false));
+  BOOST_TEST(type_of(r) == "IdNotFoundException");
+}
+
+BOOST_FIXTURE_TEST_CASE(client_tokens_repeat_the_first_answer, fixture) {
+  auto a = call("POST", "/greengrass/definition/cores", {{"Name", "c"}}, "token-1");
+  auto b = call("POST", "/greengrass/definition/cores", {{"Name", "c"}}, "token-1");
+  BOOST_TEST(a.status == 200);
+  BOOST_TEST(a.body == b.body);
+  BOOST_TEST(ok("GET", "/greengrass/definition/cores")["Definitions"].size() == 1u);
+  auto c = call("POST", "/greengrass/definition/cores", {{"Name", "other"}}, "token-1");
+  BOOST_TEST(c.status == 400);
+  BOOST_TEST(type_of(c) == "BadRequestException");
+  BOOST_TEST(json::parse(c.body)["ErrorDetails"][0]["DetailedErrorCode"] == "IdempotentParameterMismatch");
+  // Past the token's lifetime it is a new request.
+  now += std::chrono::hours{9};
+  auto d = call("POST", "/greengrass/definition/cores", {{"Name", "c"}}, "token-1");
+  BOOST_TEST(d.status == 200);
+  BOOST_TEST(d.body != a.body);
+}
+
+BOOST_FIXTURE_TEST_CASE(allow_list_and_signature_come_first, fixture) {
+  auto r = call("POST", "/greengrass/groups", {{"Name", "g"}}, "", "AKIAGROVEREADONLY1");
+  BOOST_TEST(r.status == 403);
+  BOOST_TEST(type_of(r) == "AccessDeniedException");
+  BOOST_TEST(json::parse(r.body)["message"].get<std::string>().find("greengrass:CreateGroup") != std::string::npos);
+  http_request unsigned_req{"GET", "/greengrass/groups", {{"host", "localhost"}}, ""};
+  BOOST_TEST(service->handle(unsigned_req, now).status == 403);
+  // A route v1 does not have.
+  r = call("PATCH", "/greengrass/groups");
+  BOOST_TEST(type_of(r) == "UnknownOperationException");
+}
+
+BOOST_FIXTURE_TEST_CASE(deployments_report_the_kernels_verdict, fixture) {
+  auto arns = definitions(*this);
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "home"}, {"InitialVersion", group_version(arns)}});
+  std::string id = g["Id"];
+  auto base = "/greengrass/groups/" + id + "/deployments";
+  // Not yet deployed: a plain reset is refused, and so is deleting nothing... (allowed).
+  auto r = call("POST", base + "/%24reset", json::object());
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  BOOST_TEST(message_of(r).find("has not been deployed") != std::string::npos);
+  // NewDeployment needs a version that exists.
+  r = call("POST", base, {{"DeploymentType", "NewDeployment"}});
+  BOOST_TEST(message_of(r).rfind("GroupVersionId:", 0) == 0);
+  r = call("POST", base, {{"DeploymentType", "NewDeployment"}, {"GroupVersionId", "nope"}});
+  BOOST_TEST(type_of(r) == "VersionNotFoundException");
+  r = call("POST", base, {{"DeploymentType", "Sideways"}});
+  BOOST_TEST(message_of(r).rfind("DeploymentType: must be one of", 0) == 0);
+  // A deployment: Building until the applier reports, then Success.
+  auto d = ok("POST", base, {{"DeploymentType", "NewDeployment"}, {"GroupVersionId", g["LatestVersion"]}});
+  std::string did = d["DeploymentId"];
+  BOOST_TEST(d["DeploymentArn"] == g["Arn"].get<std::string>() + "/deployments/" + did);
+  BOOST_REQUIRE_EQUAL(jobs.size(), 1u);
+  BOOST_TEST(jobs[0].group_id == id);
+  BOOST_TEST(jobs[0].deployment_id == did);
+  auto doc = json::parse(jobs[0].group);
+  BOOST_TEST(doc["name"] == "home");
+  BOOST_TEST(doc["subscriptions"].size() == 4u);
+  BOOST_TEST(ok("GET", base + "/" + did + "/status")["DeploymentStatus"] == "Building");
+  v1->in_progress(id, did, 1);
+  BOOST_TEST(ok("GET", base + "/" + did + "/status")["DeploymentStatus"] == "InProgress");
+  v1->applied(id, did, "", 2);
+  auto st = ok("GET", base + "/" + did + "/status");
+  BOOST_TEST(st["DeploymentStatus"] == "Success");
+  BOOST_TEST(st["DeploymentType"] == "NewDeployment");
+  BOOST_TEST(!st.contains("ErrorMessage"));
+  // A deployed group cannot be deleted.
+  r = call("DELETE", "/greengrass/groups/" + id);
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  BOOST_TEST(message_of(r).find("reset its deployments") != std::string::npos);
+  // The kernel refuses the next one: Failure with its reason.
+  auto d2 = ok("POST", base, {{"DeploymentType", "Redeployment"}, {"DeploymentId", did}});
+  BOOST_REQUIRE_EQUAL(jobs.size(), 2u);
+  BOOST_TEST(jobs[1].group == jobs[0].group);
+  v1->applied(id, d2["DeploymentId"], "group refused: subscriptions: 10001 subscriptions", 3);
+  st = ok("GET", base + "/" + d2["DeploymentId"].get<std::string>() + "/status");
+  BOOST_TEST(st["DeploymentStatus"] == "Failure");
+  BOOST_TEST(st["ErrorMessage"] == "group refused: subscriptions: 10001 subscriptions");
+  BOOST_TEST(st["ErrorDetails"][0]["DetailedErrorMessage"] == st["ErrorMessage"]);
+  // A Redeployment of something that is not a deployment of the group.
+  r = call("POST", base, {{"DeploymentType", "Redeployment"}, {"DeploymentId", "nope"}});
+  BOOST_TEST(message_of(r).rfind("DeploymentId: deployment 'nope'", 0) == 0);
+  // Listed newest first, with paging.
+  auto all = ok("GET", base)["Deployments"];
+  BOOST_REQUIRE_EQUAL(all.size(), 2u);
+  BOOST_TEST(all[0]["DeploymentId"] == d2["DeploymentId"]);
+  BOOST_TEST(all[1]["DeploymentId"] == did);
+  auto p1 = ok("GET", base + "?MaxResults=1");
+  BOOST_TEST(p1["Deployments"][0]["DeploymentId"] == d2["DeploymentId"]);
+  auto p2 = ok("GET", base + "?MaxResults=1&NextToken=" + uri_encode(p1["NextToken"].get<std::string>(), false));
+  BOOST_TEST(p2["Deployments"][0]["DeploymentId"] == did);
+  BOOST_TEST(!p2.contains("NextToken"));
+  // Reset: the devices stay, functions, subscriptions and resources go.
+  auto reset = ok("POST", base + "/%24reset", json::object());
+  BOOST_REQUIRE_EQUAL(jobs.size(), 3u);
+  doc = json::parse(jobs[2].group);
+  BOOST_TEST(doc["devices"].size() == 2u);
+  BOOST_TEST(doc["functions"].empty());
+  BOOST_TEST(doc["subscriptions"].empty());
+  BOOST_TEST(doc["resources"].empty());
+  v1->applied(id, reset["DeploymentId"], "", 4);
+  BOOST_TEST(ok("GET", base + "/" + reset["DeploymentId"].get<std::string>() + "/status")["DeploymentType"] == "ResetDeployment");
+  // Reset, the group can go.
+  BOOST_TEST(ok("DELETE", "/greengrass/groups/" + id) == json::object());
+  BOOST_TEST(type_of(call("GET", base)) == "IdNotFoundException");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_deployment_that_cannot_be_built_fails_at_once, fixture) {
+  auto arns = definitions(*this);
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "home"}, {"InitialVersion", group_version(arns)}});
+  // The function definition goes after the group version was made.
+  auto fid = arns["functions"].substr(0, arns["functions"].find("/versions/"));
+  fid = fid.substr(fid.rfind('/') + 1);
+  ok("DELETE", "/greengrass/definition/functions/" + fid);
+  auto base = "/greengrass/groups/" + g["Id"].get<std::string>() + "/deployments";
+  auto d = ok("POST", base, {{"DeploymentType", "NewDeployment"}, {"GroupVersionId", g["LatestVersion"]}});
+  BOOST_TEST(jobs.empty());
+  auto st = ok("GET", base + "/" + d["DeploymentId"].get<std::string>() + "/status");
+  BOOST_TEST(st["DeploymentStatus"] == "Failure");
+  BOOST_TEST(st["ErrorMessage"].get<std::string>().find("FunctionDefinitionVersionArn: function definition version") == 0, st.dump());
+  // ForceResetDeployment through CreateDeployment works on a never-deployed group.
+  auto f = ok("POST", base, {{"DeploymentType", "ForceResetDeployment"}});
+  BOOST_REQUIRE_EQUAL(jobs.size(), 1u);
+  BOOST_TEST(ok("GET", base + "/" + f["DeploymentId"].get<std::string>() + "/status")["DeploymentType"] == "ForceResetDeployment");
+}
+
+struct core_fixture : fixture {
+  core_fixture() : fixture("core-2") {
+  }
+};
+
+BOOST_FIXTURE_TEST_CASE(another_cores_group_is_not_deployed_here, core_fixture) {
+  auto arns = definitions(*this);
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "home"}, {"InitialVersion", group_version(arns)}});
+  auto base = "/greengrass/groups/" + g["Id"].get<std::string>() + "/deployments";
+  auto d = ok("POST", base, {{"DeploymentType", "NewDeployment"}, {"GroupVersionId", g["LatestVersion"]}});
+  BOOST_TEST(jobs.empty());
+  auto st = ok("GET", base + "/" + d["DeploymentId"].get<std::string>() + "/status");
+  BOOST_TEST(st["ErrorMessage"] == "the group's core is 'core-1'; this core is 'core-2'");
+}

@@ -1,0 +1,113 @@
+// Greengrass v1's group API (plugins/deployment/src/v1_api.cpp) through the shared router
+// over real SQLite files: the input is a request (an "METHOD TARGET" line, optionally a
+// "x-amzn-client-token: T" line, then the body), signed with a configured key as a client
+// would, so every v1 route, query, body and definition check is reached past the
+// signature. Deployments are applied at once, alternately accepted and refused, as the
+// kernel would answer. Every answer has a status the API documents, an error type with
+// each error status, and a JSON object body with a message (or none for 204). The stores
+// persist across inputs, so later inputs meet what earlier ones created.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "api.hpp"
+#include "sigv4.hpp"
+#include "v1_api.hpp"
+
+using namespace grove::deployment;
+
+namespace {
+
+struct world {
+  std::filesystem::path dir;
+  std::unique_ptr<component_store> components;
+  std::unique_ptr<v1_store> groups;
+  std::unique_ptr<api> service;
+  std::unique_ptr<v1_api> v1;
+  int applied = 0;
+
+  world() {
+    dir = std::filesystem::temp_directory_path()
+          / ("grove-fuzz-deployment-v1-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    auto c = component_store::open(dir / "components.db");
+    auto g = v1_store::open(dir / "groups.db");
+    if (!c || !g)
+      std::abort();
+    components = std::move(*c);
+    groups = std::move(*g);
+    api_settings settings;
+    settings.keys["AKIAGROVEFUZZ00001"] = access_key{"fuzz-secret-fuzz-secret", {"*"}, 0};
+    service = std::make_unique<api>(settings, *components);
+    v1 = std::make_unique<v1_api>(settings, v1_settings{}, *groups);
+    v1->set_applier([this](v1_apply_job job) {
+      // The document handed to the kernel is always a JSON object with a name.
+      auto doc = nlohmann::json::parse(job.group, nullptr, false);
+      if (doc.is_discarded() || !doc.is_object() || !doc.contains("name"))
+        std::abort();
+      v1->in_progress(job.group_id, job.deployment_id, 1);
+      v1->applied(job.group_id, job.deployment_id, ++applied % 2 ? "" : "refused", 2);
+    });
+    service->set_v1(v1.get());
+  }
+
+  ~world() {
+    service.reset();
+    v1.reset();
+    groups.reset();
+    components.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static world w;
+  std::string_view all{reinterpret_cast<const char*>(data), size};
+  auto line = [&all]() {
+    auto eol = all.find('\n');
+    auto first = all.substr(0, eol);
+    all = eol == std::string_view::npos ? std::string_view{} : all.substr(eol + 1);
+    return first;
+  };
+  auto first = line();
+  auto sp = first.find(' ');
+  http_request req;
+  req.method = std::string{first.substr(0, sp)};
+  req.target = sp == std::string_view::npos ? "/" : std::string{first.substr(sp + 1)};
+  req.headers.emplace_back("host", "127.0.0.1:8443");
+  constexpr std::string_view token_header = "x-amzn-client-token: ";
+  if (all.substr(0, token_header.size()) == token_header)
+    req.headers.emplace_back("x-amzn-client-token",
+                             std::string{line().substr(token_header.size())});
+  req.body = std::string{all};
+  const auto now = std::chrono::system_clock::time_point{std::chrono::seconds{1764676800}};
+  sign_sigv4(req, sigv4_scope{"us-east-1"}, "AKIAGROVEFUZZ00001", "fuzz-secret-fuzz-secret", now);
+  auto r = w.service->handle(req, now);
+  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 413, 429, 500};
+  if (std::find(std::begin(documented), std::end(documented), r.status) == std::end(documented))
+    std::abort();
+  if (r.status == 403 || r.status == 500)
+    std::abort(); // a signed request with the all-operations key; the store never fails here
+  bool typed = false;
+  for (const auto& [k, v] : r.headers)
+    typed = typed || (k == "x-amzn-ErrorType" && !v.empty());
+  if ((r.status >= 400) != typed)
+    std::abort();
+  if (r.status == 204)
+    return 0;
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()
+      || (r.status >= 400 && !body.contains("Message") && !body.contains("message")))
+    std::abort();
+  return 0;
+}
