@@ -104,8 +104,8 @@ bool max_results(const http_request& req, size_t& out, http_response& err) {
   return true;
 }
 
-// A TagMap: 1..128-character keys, values up to 256; at most 50 (AWS's per-resource
-// tag limit). An empty string when good, else what is wrong.
+} // namespace
+
 std::string tag_map_problem(const json& tags) {
   if (!tags.is_object())
     return "tags must be a map of strings";
@@ -119,7 +119,6 @@ std::string tag_map_problem(const json& tags) {
   return {};
 }
 
-} // namespace
 
 api::api(api_settings settings, component_store& store)
   : settings_(std::move(settings)), store_(store) {

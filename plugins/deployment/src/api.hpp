@@ -58,6 +58,10 @@ struct api_settings {
   std::function<void(const std::string& name, const std::string& version)> on_requested;
 };
 
+/// What is wrong with a TagMap (1..128-character keys, values up to 256, at most 50:
+/// AWS's per-resource limit), or "" when it is good. Both APIs' tags (v2 and v1).
+std::string tag_map_problem(const nlohmann::json& tags);
+
 /// The API (see the file comment). Thread-safe as long as the store is.
 class api {
 public:

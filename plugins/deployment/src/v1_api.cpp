@@ -167,20 +167,6 @@ std::optional<json> body_of(const http_request& req) {
   return body;
 }
 
-// Tags: 1..128-character keys, values up to 256; at most 50.
-std::string tag_problem(const json& tags) {
-  if (!tags.is_object())
-    return "tags must be a map of strings";
-  if (tags.size() > 50)
-    return "a resource has at most 50 tags";
-  for (auto it = tags.begin(); it != tags.end(); ++it)
-    if (it.key().empty() || it.key().size() > 128 || !it->is_string()
-        || it->get_ref<const std::string&>().size() > 256)
-      return "tag '" + it.key().substr(0, 128)
-             + "': keys are 1 to 128 characters, values strings of at most 256";
-  return {};
-}
-
 // ---- checks of a definition version ---------------------------------------------------
 
 using fault = std::optional<v1_field_error>;
@@ -926,7 +912,7 @@ http_response v1_api::create_definition(const std::string& kind, const http_requ
   r.name = body->value("Name", "");
   r.created_ms = r.updated_ms = now_ms;
   if (body->contains("tags")) {
-    if (auto p = tag_problem((*body)["tags"]); !p.empty())
+    if (auto p = tag_map_problem((*body)["tags"]); !p.empty())
       return bad_request("tags: " + p, "InvalidTags");
     r.tags = (*body)["tags"].dump();
   }
@@ -1586,11 +1572,11 @@ http_response v1_api::tags(const std::string& op, const std::string& arn, const 
     auto add = body->value("tags", json::object());
     if (!add.is_object() || add.empty())
       return bad_request("tags: give at least one tag", "InvalidTags");
-    if (auto p = tag_problem(add); !p.empty())
+    if (auto p = tag_map_problem(add); !p.empty())
       return bad_request("tags: " + p, "InvalidTags");
     for (auto it = add.begin(); it != add.end(); ++it)
       tags[it.key()] = *it;
-    if (auto p = tag_problem(tags); !p.empty())
+    if (auto p = tag_map_problem(tags); !p.empty())
       return bad_request("tags: " + p, "InvalidTags");
   } else {
     size_t n = 0;

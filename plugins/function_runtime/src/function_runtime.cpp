@@ -50,9 +50,6 @@ namespace gfn = grove::fn;
 /// Where message_manager hands messages to functions (mm-1).
 constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
 
-/// The group's change events, from the kernel.
-constexpr std::string_view group_current = "$grove/group/current";
-
 /// How long a function with local resources waits for local_resources to serve lr-1
 /// (it may load after this plugin) before it is refused for want of it.
 constexpr std::chrono::milliseconds local_resources_wait{5000};
@@ -208,7 +205,7 @@ public:
     std::string event_filter{grove::function_runtime::event_prefix};
     event_filter += '+';
     for (std::string filter : {event_filter, std::string{mm_function_prefix} + "#",
-                               std::string{group_current}})
+                               std::string{grove::group_client::current_topic}})
       if (auto e = ctx.subscribe(filter))
         return e;
     return {};
@@ -237,7 +234,7 @@ public:
 
   void on_message(const grove::Envelope& msg) override {
     const auto& topic = msg.topic();
-    if (topic == group_current) {
+    if (topic == grove::group_client::current_topic) {
       if (msg.source() != grove::group_client::source)
         return;
       grove::group::Group g;

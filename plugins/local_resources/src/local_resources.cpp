@@ -23,9 +23,6 @@ using grove::make_error;
 namespace lr = grove::lr;
 namespace glr = grove::local_resources;
 
-/// The group's change events, from the kernel.
-constexpr std::string_view group_current = "$grove/group/current";
-
 using mounts_service = grove::service<glr::MountsRequest, glr::MountsReply>;
 
 /// One resource of the group: its definition, or why it was refused.
@@ -40,7 +37,7 @@ public:
     ctx_ = &ctx;
     if (auto e = ctx.serve(glr::mounts_topic, [this](const grove::Envelope& req) { asked(req); }))
       return e;
-    return ctx.subscribe(group_current);
+    return ctx.subscribe(grove::group_client::current_topic);
   }
 
   caf::error start() override {
@@ -49,7 +46,8 @@ public:
   }
 
   void on_message(const grove::Envelope& msg) override {
-    if (msg.topic() != group_current || msg.source() != grove::group_client::source)
+    if (msg.topic() != grove::group_client::current_topic
+        || msg.source() != grove::group_client::source)
       return;
     grove::group::Group g;
     if (g.ParseFromString(msg.payload()))

@@ -35,7 +35,6 @@ using grove::message_manager::in_prefix;
 using grove::message_manager::out_prefix;
 constexpr std::string_view out_function_prefix = "$grove/mm/out/function/";
 constexpr std::string_view out_shadow_prefix = "$grove/mm/out/shadow/";
-constexpr std::string_view group_current = "$grove/group/current";
 // The system API (mm-6 to mm-9).
 namespace sys = grove::message_manager;
 using cloud_publish_service = grove::service<mm::CloudPublish, mm::CloudPublished>;
@@ -188,7 +187,7 @@ public:
     // arrives; group changes from now on are applied as they come.
     if (!kept_group_.empty())
       apply_group(std::exchange(kept_group_, std::string{}));
-    if (auto err = ctx_->subscribe(group_current))
+    if (auto err = ctx_->subscribe(grove::group_client::current_topic))
       return err;
     broker_->on_restarted([this] { reconnect_when_listening(); });
     if (auto kept = ctx_->adopt_process("broker")) {
@@ -253,7 +252,7 @@ public:
                                      g.error() == errc::no_route
                                        ? "devices are told to retry"
                                        : "the table of the last run applies",
-                                     group_current);
+                                     grove::group_client::current_topic);
                         }
                         then();
                       });
@@ -390,7 +389,7 @@ public:
   }
 
   void on_message(const Envelope& msg) override {
-    if (msg.topic() == group_current) {
+    if (msg.topic() == grove::group_client::current_topic) {
       // mm-4: a group only from the kernel (the bus refuses anyone else's publish there;
       // this keeps a forged one out should that rule ever be bypassed).
       if (msg.source() != group_client::source) {

@@ -27,9 +27,6 @@ using grove::make_error;
 namespace ml = grove::ml;
 namespace gml = grove::ml_inference;
 
-/// The group's change events, from the kernel.
-constexpr std::string_view group_current = "$grove/group/current";
-
 using models_service = grove::service<ml::ModelsRequest, ml::ModelsReply>;
 
 /// One model resource of the group.
@@ -68,7 +65,7 @@ public:
                                        [this](const ml::ModelsRequest&, const grove::Envelope&)
                                          -> caf::expected<ml::ModelsReply> { return models(); }))
       return e;
-    return ctx.subscribe(group_current);
+    return ctx.subscribe(grove::group_client::current_topic);
   }
 
   caf::error start() override {
@@ -97,7 +94,8 @@ public:
   }
 
   void on_message(const grove::Envelope& msg) override {
-    if (msg.topic() != group_current || msg.source() != grove::group_client::source)
+    if (msg.topic() != grove::group_client::current_topic
+        || msg.source() != grove::group_client::source)
       return;
     grove::group::Group g;
     if (g.ParseFromString(msg.payload()))

@@ -33,7 +33,6 @@ using namespace grove::shadow;
 
 namespace mmc = grove::message_manager;
 
-constexpr std::string_view group_current = "$grove/group/current";
 constexpr std::string_view requests_filter = "$grove/mm/out/shadow/#";
 constexpr std::string_view requests_prefix = "$grove/mm/out/shadow/";
 
@@ -148,7 +147,7 @@ public:
   }
 
   caf::error start() override {
-    if (auto err = ctx_->subscribe(group_current))
+    if (auto err = ctx_->subscribe(grove::group_client::current_topic))
       return err;
     if (auto err = ctx_->subscribe(requests_filter))
       return err;
@@ -168,7 +167,7 @@ public:
   }
 
   void on_message(const grove::Envelope& msg) override {
-    if (msg.topic() == group_current) {
+    if (msg.topic() == grove::group_client::current_topic) {
       if (msg.source() != grove::group_client::source)
         return;
       grove::group::Group g;

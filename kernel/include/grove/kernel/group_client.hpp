@@ -19,6 +19,9 @@ inline constexpr std::string_view get_topic = "$grove/group/get";
 /// The typed call.
 using get_rpc = rpc<group::GetRequest, group::Group>;
 
+/// Where the kernel publishes each new group (a grove.group.Group, source `kernel`).
+inline constexpr std::string_view current_topic = "$grove/group/current";
+
 /// The topic the kernel replaces the group on (plugins with `may_set_group`).
 inline constexpr std::string_view set_topic = "$grove/group/set";
 
