@@ -2,11 +2,33 @@
 
 #include <algorithm>
 #include <optional>
+#include <regex>
 #include <unordered_map>
 
 namespace grove::deployment {
 
 using nlohmann::json;
+
+namespace {
+
+// A recipe's Platform value against the device's: `*`, the same string, or `/regex/`
+// (Greengrass' form) matching the whole value. Patterns and values are short on real
+// devices; longer ones (past 256 bytes, where std::regex's recursion grows) and patterns
+// that do not compile match nothing.
+bool value_matches(const std::string& wanted, const std::string& have) {
+  if (wanted == "*" || wanted == have)
+    return true;
+  if (wanted.size() < 2 || wanted.front() != '/' || wanted.back() != '/'
+      || wanted.size() > 258 || have.size() > 256)
+    return false;
+  try {
+    return std::regex_match(have, std::regex{wanted.substr(1, wanted.size() - 2)});
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+} // namespace
 
 bool runs_on(const available_version& v, const platform_attributes& platform) {
   if (v.platforms.empty())
@@ -16,7 +38,7 @@ bool runs_on(const available_version& v, const platform_attributes& platform) {
       if (kv.second == "*")
         return true;
       auto it = platform.find(kv.first);
-      return it != platform.end() && it->second == kv.second;
+      return it != platform.end() && value_matches(kv.second, it->second);
     });
   });
 }

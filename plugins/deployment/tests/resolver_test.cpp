@@ -213,6 +213,26 @@ BOOST_AUTO_TEST_CASE(deleted_versions_are_never_picked) {
   BOOST_CHECK(error_of(r2).kind == resolve_failure::no_platform);
 }
 
+BOOST_AUTO_TEST_CASE(platform_values_may_be_regular_expressions) {
+  // Greengrass' `/regex/` form matches the device's whole value.
+  catalog c;
+  c.add("A", "2.0.0").platforms = {{{"os", "linux"}, {"architecture", "/aarch64|arm.*/"}}};
+  c.add("A", "1.0.0").platforms = {{{"os", "/lin.x/"}}};
+  c.add("A", "0.5.0").platforms = {{{"os", "/(/"}}}; // does not compile: matches nothing
+  auto pick = [&](platform_attributes p) {
+    return picks(resolve(std::move(p), roots({{"A", "main", "*"}}), c.lookup()));
+  };
+  BOOST_CHECK_EQUAL(pick({{"os", "linux"}, {"architecture", "armv7l"}}), "A@2.0.0");
+  BOOST_CHECK_EQUAL(pick({{"os", "linux"}, {"architecture", "aarch64"}}), "A@2.0.0");
+  BOOST_CHECK_EQUAL(pick({{"os", "linux"}, {"architecture", "amd64"}}), "A@1.0.0");
+  // Whole value only: "arm" inside "notarm64" is no match, nor "linux" in "linux2".
+  BOOST_CHECK_EQUAL(pick({{"os", "linux"}, {"architecture", "notarm64"}}), "A@1.0.0");
+  auto r = resolve({{"os", "linux2"}}, roots({{"A", "main", "*"}}), c.lookup());
+  BOOST_CHECK(error_of(r).kind == resolve_failure::no_platform);
+  // The literal "/(/" is no pattern, but still the same string.
+  BOOST_CHECK_EQUAL(pick({{"os", "/(/"}}), "A@0.5.0");
+}
+
 BOOST_AUTO_TEST_CASE(versions_for_other_platforms_are_skipped) {
   catalog c;
   c.add("A", "1.0.0").platforms = {{{"os", "linux"}, {"architecture", "*"}}};
