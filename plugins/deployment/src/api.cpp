@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <variant>
 
 namespace grove::deployment {
 
@@ -311,6 +312,23 @@ http_response version_not_found(const std::string& arn) {
   return not_found("Component version " + arn + " not found", arn, "ComponentVersion");
 }
 
+// The stored version `a` (parsed from `arn`) names, or the answer when there is none:
+// ResourceNotFoundException for an ARN of another region or account or a version not
+// stored, InternalServerException when the store fails.
+std::variant<component_version, http_response> stored_version(component_store& store,
+                                                               const api_settings& settings,
+                                                               const parsed_arn& a,
+                                                               const std::string& arn) {
+  if (a.region != settings.region || a.account != settings.account_id)
+    return version_not_found(arn);
+  auto got = store.get(a.name, a.version);
+  if (!got)
+    return internal(got.error());
+  if (!*got)
+    return version_not_found(arn);
+  return std::move(**got);
+}
+
 } // namespace
 
 http_response api::create_component_version(const http_request& req, int64_t now_ms) {
@@ -450,15 +468,10 @@ http_response api::describe_component(const std::string& arn) {
   auto a = parse_arn(arn, true);
   if (!a)
     return bad_version_arn(arn);
-  std::optional<component_version> v;
-  if (a->region == settings_.region && a->account == settings_.account_id) {
-    auto got = store_.get(a->name, a->version);
-    if (!got)
-      return internal(got.error());
-    v = std::move(*got);
-  }
-  if (!v)
-    return version_not_found(arn);
+  auto found = stored_version(store_, settings_, *a, arn);
+  if (auto* answer = std::get_if<http_response>(&found))
+    return std::move(*answer);
+  auto* v = &std::get<component_version>(found);
   auto status = status_of(*v);
   if (auto art = store_.artifacts_of(v->name, v->version); art && *art)
     status["errors"] = json::parse((*art)->errors, nullptr, false);
@@ -483,15 +496,10 @@ http_response api::get_component(const std::string& arn, const http_request& req
   auto a = parse_arn(arn, true);
   if (!a)
     return bad_version_arn(arn);
-  std::optional<component_version> v;
-  if (a->region == settings_.region && a->account == settings_.account_id) {
-    auto got = store_.get(a->name, a->version);
-    if (!got)
-      return internal(got.error());
-    v = std::move(*got);
-  }
-  if (!v)
-    return version_not_found(arn);
+  auto found = stored_version(store_, settings_, *a, arn);
+  if (auto* answer = std::get_if<http_response>(&found))
+    return std::move(*answer);
+  auto* v = &std::get<component_version>(found);
   auto doc = json::parse(v->recipe);
   auto text = format == "JSON" ? recipe_json(doc) : recipe_yaml(doc);
   return ok(200, {{"recipeOutputFormat", format},
@@ -626,12 +634,10 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
   if (a->region != settings_.region || a->account != settings_.account_id)
     return version_not_found(arn);
   if (op == "ListTagsForResource") {
-    auto v = store_.get(a->name, a->version);
-    if (!v)
-      return internal(v.error());
-    if (!*v)
-      return version_not_found(arn);
-    return ok(200, {{"tags", json::parse((*v)->tags)}});
+    auto found = stored_version(store_, settings_, *a, arn);
+    if (auto* answer = std::get_if<http_response>(&found))
+      return std::move(*answer);
+    return ok(200, {{"tags", json::parse(std::get<component_version>(found).tags)}});
   }
   std::function<std::optional<std::string>(const std::string&)> change;
   std::string problem;
@@ -920,15 +926,10 @@ http_response api::get_component_version_artifact(const std::string& arn,
                         + "' is not an artifact name (a '.' or '..' segment, a backslash or "
                           "a control character)",
                       json::array({{{"name", "artifactName"}, {"message", "no path traversal"}}}));
-  std::optional<component_version> v;
-  if (a->region == settings_.region && a->account == settings_.account_id) {
-    auto got = store_.get(a->name, a->version);
-    if (!got)
-      return internal(got.error());
-    v = std::move(*got);
-  }
-  if (!v)
-    return version_not_found(arn);
+  auto found = stored_version(store_, settings_, *a, arn);
+  if (auto* answer = std::get_if<http_response>(&found))
+    return std::move(*answer);
+  auto* v = &std::get<component_version>(found);
   // The recipe's artifact of that name (the first manifest's wins).
   std::string uri;
   auto recipe = json::parse(v->recipe);
