@@ -327,3 +327,9 @@ write("deployment_v1_api", "status", "GET /greengrass/groups/x/deployments/y/sta
 write("deployment_v1_api", "tag", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
       "%2Fgreengrass%2Fgroups%2Fx\n{\"tags\": {\"k\": \"v\"}}")
 write("deployment_v1_api", "rename", "PUT /greengrass/definition/loggers/x\n{\"Name\": \"n\"}")
+
+# console_request: a Cookie header line, then a body (plugins/console/src/auth.cpp).
+write("console_request", "login", 'grove_console=0123456789abcdef; theme=dark\n{"name":"alice","password":"secret"}')
+write("console_request", "publish", 'a=1;grove_console=x\n{"topic":"f/to/b","payload":"hi","source":"function:F","content_type":""}')
+write("console_request", "nested", '\n[[[[{"a":[1,2,{"b":null}]}]]]]')
+write("console_request", "binary", b"grove_console\n\x00\x01\xff\xfe\xc3\xa9")

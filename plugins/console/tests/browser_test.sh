@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# End-to-end test of the console plugin in a real browser: groved runs message_manager (its
+# managed Mosquitto, mutual TLS), shadow and console (HTTPS with a group PKI certificate);
+# Debian's chromium, driven by puppeteer-core (browser_test.js), logs in and operates it;
+# devices are mosquitto_pub/sub with certificates from tools/grove-certs. curl checks the
+# refusals a browser would not make (no session, no CSRF token, the login limit), and the
+# console unloaded or failing to load (its port taken) leaves groved and the routes running.
+# Usage: browser_test.sh GROVED GROVECTL GROVE_CERTS GROVE_CONSOLE_PASSWD [OUTPUT_DIR]
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs grove-console-passwd [out]}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+PASSWD_TOOL=$(readlink -f "${4:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+ROOT=$(readlink -f "$HERE/../../..")
+# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
+source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
+broker_test_init openssl curl node chromium "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=../../message_manager/tests/mm_test_lib.sh
+source "$HERE/../../message_manager/tests/mm_test_lib.sh"
+OUT=${5:-$WORK/out}
+mkdir -p "$OUT"
+if [[ ! -d "$ROOT/tests/devices/node_modules/puppeteer-core" ]]; then
+  echo "missing tests/devices/node_modules/puppeteer-core: run tools/deps (npm ci there)"
+  exit 1
+fi
+
+GROVED_PID=""
+HOLDER_PID=""
+cleanup_all() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  [[ -n "$HOLDER_PID" ]] && kill "$HOLDER_PID" 2>/dev/null
+  broker_test_cleanup
+}
+trap cleanup_all EXIT
+
+PKI=$WORK/pki
+export GROVE_CA_DIR=$WORK/ca
+if ! make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1; then
+  cat "$WORK/certs.out"
+  abort "making the certificates"
+fi
+PORT=$(free_port)
+CONSOLE_PORT=$(free_port)
+while [[ $CONSOLE_PORT == "$PORT" ]]; do CONSOLE_PORT=$(free_port); done
+PASSWORD="operator password $RANDOM$RANDOM"
+HASH=$(printf '%s\n' "$PASSWORD" | "$PASSWD_TOOL") || abort "grove-console-passwd failed"
+check "grove-console-passwd prints an argon2id hash" grep -q '^\$argon2id\$' <<<"$HASH"
+
+# A's messages for function F show on the bus ($grove/mm/out/function/F/...), where the
+# console watches them; F's messages (the console publishing as function:F) reach B.
+cat >"$WORK/group.yaml" <<'EOF'
+name: console-e2e
+devices: [{thing: A}, {thing: B}]
+functions: [{name: F}]
+subscriptions:
+  - {id: a-f, source: "device:A", subject: "a/to/f/#", target: "function:F"}
+  - {id: f-b, source: "function:F", subject: "f/to/b", target: "device:B"}
+EOF
+write_profile() {  # write_profile CONSOLE_PORT
+  cat >"$WORK/profile.yaml" <<EOF
+kernel:
+  log_level: info
+  group: $WORK/group.yaml
+plugins:
+$(mm_profile_entry)
+        client_id_patterns: ["<thing>", "<thing>-*"]
+  - name: shadow
+  - name: console
+    may_claim: ["function:*"]
+    may_control_plugins: true
+    config:
+      port: $1
+      cert_file: $PKI/server.crt
+      key_file: $PKI/server.key
+      login_max_failures: 5
+      operators:
+        - {name: alice, password_hash: '$HASH'}
+EOF
+}
+write_profile "$CONSOLE_PORT"
+
+"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+GROVED_PID=$!
+status_has "local_link: connected" 150 || abort "message_manager did not come up"
+status_has "console: https://127.0.0.1:$CONSOLE_PORT" 100 || abort "the console did not come up"
+URL=https://127.0.0.1:$CONSOLE_PORT
+CURL=(curl -sS --cacert "$PKI/ca.crt" -o "$WORK/body" -w '%{http_code}')
+
+# ---- the browser ------------------------------------------------------------------------------
+# chromium trusts the console's certificate by its public key (the group CA is not in its
+# NSS store): TLS is verified, against a pinned key.
+SPKI=$(openssl x509 -in "$PKI/server.crt" -pubkey -noout | openssl pkey -pubin -outform der |
+  openssl dgst -sha256 -binary | base64)
+B_OUT=$WORK/b.out
+start_sub B f/to/b "$B_OUT"
+sleep 0.5 # mosquitto_sub subscribes within this; the browser checks the file with a bound
+if CONSOLE_URL=$URL CONSOLE_PASSWORD=$PASSWORD CONSOLE_SPKI=$SPKI CONSOLE_OUT=$OUT \
+  MQTT_PORT=$PORT PKI=$PKI B_OUT=$B_OUT NODE_PATH=$ROOT/tests/devices/node_modules \
+  timeout 300 node "$HERE/browser_test.js" >"$WORK/browser.out" 2>&1; then
+  B_RC=0
+else
+  B_RC=$?
+fi
+cat "$WORK/browser.out"
+PASSED=$((PASSED + $(grep -c '^PASS:' "$WORK/browser.out")))
+FAILED=$((FAILED + $(grep -c '^FAIL:' "$WORK/browser.out")))
+check "the browser test ran to its end (exit $B_RC)" test "$B_RC" = 0
+
+# ---- what a browser would not send ------------------------------------------------------------
+check "no session: / redirects to the login page (303)" \
+  test "$("${CURL[@]}" "$URL/")" = 303
+check "no session: /api/status is 401" test "$("${CURL[@]}" "$URL/api/status")" = 401
+check "no session: a POST is 401" test "$("${CURL[@]}" -X POST -H 'Content-Type: application/json' \
+  -d '{"name":"shadow"}' "$URL/api/plugins/unload")" = 401
+login() {  # login PASSWORD: the status code; the cookie in $WORK/jar
+  "${CURL[@]}" -c "$WORK/jar" -H 'Content-Type: application/json' \
+    -d "$(jq -n --arg p "$1" '{name: "alice", password: $p}')" "$URL/api/login"
+}
+check "curl logs in" test "$(login "$PASSWORD")" = 200
+check "the session cookie is HttpOnly, Secure, SameSite=Strict" \
+  grep -q '^#HttpOnly_127.0.0.1.*TRUE.*grove_console' "$WORK/jar"
+CSRF=$(jq -r .csrf "$WORK/body")
+check "with a session and no CSRF token, a POST is refused 403" \
+  test "$("${CURL[@]}" -b "$WORK/jar" -X POST -H 'Content-Type: application/json' \
+    -d '{"name":"shadow"}' "$URL/api/plugins/unload")" = 403
+check "with a wrong CSRF token, a POST is refused 403" \
+  test "$("${CURL[@]}" -b "$WORK/jar" -X POST -H 'Content-Type: application/json' \
+    -H "X-CSRF-Token: ${CSRF/?/x}" -d '{"name":"shadow"}' "$URL/api/plugins/unload")" = 403
+check "shadow is still loaded after the refused unloads" \
+  bash -c "'$GROVECTL' plugins 2>&1 | grep -q '^shadow.*running'"
+check "a form post (not JSON) is refused 415" \
+  test "$("${CURL[@]}" -b "$WORK/jar" -X POST -H "X-CSRF-Token: $CSRF" -d 'name=shadow' \
+    "$URL/api/plugins/unload")" = 415
+check "a body that is not JSON is refused 400" \
+  test "$("${CURL[@]}" -b "$WORK/jar" -X POST -H "X-CSRF-Token: $CSRF" \
+    -H 'Content-Type: application/json' -d '{"name":' "$URL/api/publish")" = 400
+check "the actions are logged with the operator's name" \
+  grep -q "console: operator 'alice': reload shadow" "$WORK/groved.out"
+for i in 1 2 3 4 5; do login "wrong $i" >/dev/null; done
+check "past login_max_failures, even the right password is answered 429" \
+  test "$(login "$PASSWORD")" = 429
+check "refused logins are logged" grep -q "login as 'alice' from 127.0.0.1 refused" "$WORK/groved.out"
+
+# ---- the console gone or broken leaves groved running ------------------------------------------
+routes_work() {  # a device message still reaches B through the broker
+  local before
+  before=$(grep -c "from-A-$1" "$B_OUT")
+  "$GROVECTL" pub --source function:F "\$grove/mm/in/f/to/b" "from-A-$1" >/dev/null 2>&1
+  for _ in $(seq 1 50); do
+    [[ $(grep -c "from-A-$1" "$B_OUT") -gt $before ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "grovectl unload console" "$GROVECTL" unload console
+check "groved runs on after the console is unloaded" kill -0 "$GROVED_PID"
+check "routes still work after the console is unloaded" routes_work unloaded
+check "nothing listens on the console's port any more" \
+  bash -c "! curl -s --cacert '$PKI/ca.crt' -o /dev/null '$URL/login.html'"
+# Someone else takes the port: the load fails with the reason, groved runs on. (The
+# console's closed connections sit in TIME_WAIT for up to a minute, and httplib's
+# SO_REUSEPORT sockets keep a plain bind out meanwhile: the holder retries until it has it.)
+python3 -c "
+import socket, time, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+for _ in range(200):
+    try:
+        s.bind(('127.0.0.1', $CONSOLE_PORT)); break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit(1)
+s.listen()
+open('$WORK/held', 'w').close()
+time.sleep(300)" &
+HOLDER_PID=$!
+for _ in $(seq 1 220); do [[ -e $WORK/held ]] && break; sleep 0.5; done
+[[ -e $WORK/held ]] || abort "could not take the console's port for the test"
+"$GROVECTL" load console >"$WORK/load.out" 2>&1
+LOAD_RC=$?
+cat "$WORK/load.out"
+check "loading the console on a taken port fails" test "$LOAD_RC" != 0
+check "... saying why" grep -q "cannot listen on 127.0.0.1:$CONSOLE_PORT" "$WORK/load.out"
+check "groved runs on after the failed load" kill -0 "$GROVED_PID"
+check "routes still work after the failed load" routes_work failed
+kill "$HOLDER_PID" 2>/dev/null
+wait "$HOLDER_PID" 2>/dev/null
+HOLDER_PID=""
+check "the console loads again once the port is free" "$GROVECTL" load console
+check "and serves its login page" \
+  test "$("${CURL[@]}" "$URL/login.html")" = 200
+
+echo "screenshots: $OUT"
+ls "$OUT"
+finish

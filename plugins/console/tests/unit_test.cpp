@@ -1,0 +1,179 @@
+// The console's security parts (src/auth.cpp) and configuration (src/config.hpp): password
+// hashes, sessions and their CSRF tokens, the login limiter, the parsers of what a browser
+// sends, how payloads are shown, what the configuration refuses, and README.md's table
+// being the generated one.
+
+#define BOOST_TEST_MODULE console_unit
+#include <boost/test/unit_test.hpp>
+
+#include "auth.hpp"
+#include "config.hpp"
+#include "test_support.hpp"
+
+using namespace grove::console;
+using namespace std::chrono_literals;
+
+BOOST_AUTO_TEST_CASE(argon2id_hashes_verify_only_their_password) {
+  auto h = hash_password("correct horse");
+  BOOST_REQUIRE(h.starts_with("$argon2id$"));
+  BOOST_CHECK(verify_password(h, "correct horse"));
+  BOOST_CHECK(!verify_password(h, "correct horse "));
+  BOOST_CHECK(!verify_password(h, ""));
+  // Salted: the same password hashes differently each time.
+  BOOST_CHECK(hash_password("correct horse") != h);
+  BOOST_CHECK(!verify_password("not a hash", "correct horse"));
+  BOOST_CHECK(!verify_password("", ""));
+}
+
+BOOST_AUTO_TEST_CASE(sessions_expire_and_carry_their_own_csrf_token) {
+  session_table t;
+  auto now = clock::now();
+  auto a = t.create("alice", 60s, now);
+  auto b = t.create("bob", 60s, now);
+  BOOST_CHECK_EQUAL(a.size(), 64u);
+  BOOST_CHECK(a != b);
+  auto sa = t.find(a, now + 59s);
+  BOOST_REQUIRE(sa);
+  BOOST_CHECK_EQUAL(sa->name, "alice");
+  BOOST_CHECK_EQUAL(sa->csrf.size(), 64u);
+  BOOST_CHECK(sa->csrf != a); // the CSRF token is not the cookie
+  auto sb = t.find(b, now);
+  BOOST_REQUIRE(sb);
+  BOOST_CHECK(!same_token(sa->csrf, sb->csrf));
+  BOOST_CHECK(same_token(sa->csrf, sa->csrf));
+  BOOST_CHECK(!same_token("", ""));
+  BOOST_CHECK(!t.find(a, now + 60s)); // expired, and gone
+  BOOST_CHECK(!t.find(a, now));
+  BOOST_CHECK(!t.find("", now));
+  BOOST_CHECK(!t.find(a.substr(1), now));
+  t.erase(b);
+  BOOST_CHECK(!t.find(b, now));
+}
+
+BOOST_AUTO_TEST_CASE(sessions_are_bounded) {
+  session_table t;
+  auto now = clock::now();
+  auto first = t.create("o", 100s, now);
+  for (size_t i = 0; i < session_table::max_sessions + 10; ++i)
+    t.create("o", 200s, now);
+  BOOST_CHECK_EQUAL(t.size(), session_table::max_sessions);
+  BOOST_CHECK(!t.find(first, now)); // the one ending soonest went first
+}
+
+BOOST_AUTO_TEST_CASE(logins_lock_after_the_failures_allowed_until_the_window_passes) {
+  login_limiter l{3, 60s};
+  auto now = clock::now();
+  BOOST_CHECK_EQUAL(l.locked_for("name:x", now), 0);
+  l.failed("name:x", now);
+  l.failed("name:x", now + 1s);
+  BOOST_CHECK_EQUAL(l.locked_for("name:x", now + 2s), 0);
+  l.failed("name:x", now + 2s);
+  BOOST_CHECK_GT(l.locked_for("name:x", now + 3s), 0);
+  BOOST_CHECK_EQUAL(l.locked_for("name:y", now + 3s), 0); // per key
+  BOOST_CHECK_EQUAL(l.locked_for("name:x", now + 61s), 0); // the window passed
+  l.failed("name:z", now);
+  l.failed("name:z", now);
+  l.succeeded("name:z");
+  l.failed("name:z", now);
+  l.failed("name:z", now);
+  BOOST_CHECK_EQUAL(l.locked_for("name:z", now), 0);
+}
+
+BOOST_AUTO_TEST_CASE(cookie_header_parsing) {
+  BOOST_CHECK_EQUAL(cookie_value("grove_console=abc", "grove_console"), "abc");
+  BOOST_CHECK_EQUAL(cookie_value("a=1; grove_console=abc; b=2", "grove_console"), "abc");
+  BOOST_CHECK_EQUAL(cookie_value("a=1;grove_console=x;grove_console=y", "grove_console"), "x");
+  BOOST_CHECK_EQUAL(cookie_value("xgrove_console=abc", "grove_console"), "");
+  BOOST_CHECK_EQUAL(cookie_value("grove_console", "grove_console"), "");
+  BOOST_CHECK_EQUAL(cookie_value("", "grove_console"), "");
+  BOOST_CHECK_EQUAL(cookie_value(";;; =;grove_console=", "grove_console"), "");
+}
+
+BOOST_AUTO_TEST_CASE(json_bodies) {
+  std::string err;
+  auto ok = parse_object(R"({"name":"a","n":1})", err);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK_EQUAL(*string_field(*ok, "name"), "a");
+  BOOST_CHECK(!string_field(*ok, "n")); // present, not a string
+  BOOST_CHECK_EQUAL(*string_field(*ok, "absent", "dflt"), "dflt");
+  BOOST_CHECK(!parse_object("[1]", err));
+  BOOST_CHECK_EQUAL(err, "the body is not a JSON object");
+  BOOST_CHECK(!parse_object("{", err));
+  BOOST_CHECK_EQUAL(err, "the body is not JSON");
+  BOOST_CHECK(!parse_object(std::string(100, '[') + std::string(100, ']'), err));
+  BOOST_CHECK(err.find("deeper") != std::string::npos);
+  // Brackets inside strings do not count as depth.
+  BOOST_CHECK(parse_object(R"({"s":")" + std::string(100, '[') + R"("})", err));
+}
+
+BOOST_AUTO_TEST_CASE(payloads_shown_as_json_text_or_hex) {
+  auto j = describe_payload(R"({"a":1})", "application/json", 100);
+  BOOST_CHECK_EQUAL(j["kind"], "json");
+  BOOST_CHECK_EQUAL(j["text"], "{\n  \"a\": 1\n}");
+  auto t = describe_payload("héllo", "text/plain", 100);
+  BOOST_CHECK_EQUAL(t["kind"], "text");
+  BOOST_CHECK_EQUAL(t["text"], "héllo");
+  auto b = describe_payload(std::string{"\x00\x01\xff", 3}, "", 100);
+  BOOST_CHECK_EQUAL(b["kind"], "binary");
+  BOOST_CHECK_EQUAL(b["hex"], "00 01 ff");
+  auto cut = describe_payload("hé", "", 2); // cut inside the é: back to its start
+  BOOST_CHECK_EQUAL(cut["text"], "h");
+  BOOST_CHECK_EQUAL(cut["truncated"], true);
+  BOOST_CHECK(!printable_utf8("\xc0\x80"));       // overlong NUL
+  BOOST_CHECK(!printable_utf8("\xed\xa0\x80"));   // surrogate
+  BOOST_CHECK(!printable_utf8("\xe2\x82"));       // cut short
+  BOOST_CHECK(printable_utf8("\xf0\x9f\x8c\xb3")); // U+1F333
+}
+
+namespace {
+
+const std::string hash = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA";
+
+std::string good() {
+  return "cert_file: /etc/grove/server.crt\nkey_file: /etc/grove/server.key\n"
+         "operators: [{name: alice, password_hash: '" + hash + "'}]\n";
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(defaults_and_a_minimal_configuration) {
+  auto cfg = console_config::map().load(good(), "image.yaml", "/var/lib/grove/plugins/console");
+  BOOST_REQUIRE_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
+  BOOST_CHECK_EQUAL(cfg->bind, "127.0.0.1");
+  BOOST_CHECK_EQUAL(cfg->port, 8444);
+  BOOST_CHECK_EQUAL(cfg->session_seconds, 3600);
+  BOOST_REQUIRE_EQUAL(cfg->operators.size(), 1u);
+  BOOST_CHECK_EQUAL(cfg->operators[0].name, "alice");
+}
+
+BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
+  const std::string tls = "cert_file: a.crt\nkey_file: a.key\n";
+  const std::string op = "operators: [{name: alice, password_hash: '" + hash + "'}]\n";
+  std::pair<std::string, std::string> rows[] = {
+    {op, "cert_file"},
+    {tls, "operators"},
+    {tls + "operators: [{name: alice, password_hash: plain}]", "password_hash"},
+    {tls + "operators: [{name: 'a b', password_hash: '" + hash + "'}]", "name"},
+    {tls + "operators: [{name: a, password_hash: '" + hash + "'}, {name: a, password_hash: '"
+       + hash + "'}]",
+     "twice"},
+    {tls + op + "threads: 4\nmax_streams: 4", "max_streams"},
+    {tls + op + "session_seconds: 10", "session_seconds"},
+    {tls + op + "nope: 1", "nope"},
+  };
+  for (const auto& [doc, key] : rows) {
+    auto cfg = console_config::map().load(doc, "image.yaml", "/tmp");
+    BOOST_CHECK_MESSAGE(!cfg, "accepted: " << doc);
+    if (!cfg)
+      BOOST_CHECK_MESSAGE(grove::describe(cfg.error()).find(key) != std::string::npos,
+                          grove::describe(cfg.error()) << " does not name " << key);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
+  auto generated = console_config::map().markdown();
+  BOOST_TEST(grove::test::readme_config_table(CONSOLE_README) == generated,
+             "README.md's table is stale; replace the lines between the config-table "
+             "markers with `groved --describe-config console`:\n"
+               << generated);
+}

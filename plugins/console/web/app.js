@@ -1,0 +1,345 @@
+// The console's pages: plain ES module, no build step, nothing from a CDN. Data comes from
+// /api/ (JSON) and two server-sent event streams: /api/events (the daemon status each
+// interval) and /api/messages?filter= (bus messages). Every state-changing request carries
+// the session's CSRF token in X-CSRF-Token.
+
+let csrf = '';
+let lastStatus = null;
+const statusListeners = new Set();
+const history = {bus: [], plugins: new Map()}; // message rates for the sparklines
+const maxPoints = 60;
+let messageSource = null;
+
+// --- helpers -------------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'onclick' || k === 'onsubmit' || k === 'onchange') el.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+async function api(method, path, body) {
+  const opt = {method, headers: {}, credentials: 'same-origin'};
+  if (method !== 'GET') {
+    opt.headers['Content-Type'] = 'application/json';
+    opt.headers['X-CSRF-Token'] = csrf;
+    opt.body = JSON.stringify(body ?? {});
+  }
+  const r = await fetch(path, opt);
+  if (r.status === 401) {
+    location.href = '/login.html';
+    throw new Error('log in first');
+  }
+  const j = await r.json().catch(() => ({error: r.statusText}));
+  if (!r.ok) throw new Error(j.error || `${r.status} ${r.statusText}`);
+  return j;
+}
+
+function duration(s) {
+  s = Math.floor(s);
+  const d = Math.floor(s / 86400), hh = Math.floor(s % 86400 / 3600);
+  const m = Math.floor(s % 3600 / 60), ss = s % 60;
+  return (d ? `${d}d ` : '') + `${hh}h ${m}m ${ss}s`;
+}
+
+function sparkline(points, label) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${maxPoints} 20`);
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  const max = Math.max(1, ...points);
+  const line = document.createElementNS(ns, 'polyline');
+  line.setAttribute('points', points.map((v, i) => `${i + maxPoints - points.length},${19 - v / max * 18}`).join(' '));
+  svg.append(line);
+  const title = document.createElementNS(ns, 'title');
+  title.textContent = `${label}: last ${points.length} samples, max ${max.toFixed(1)}/s`;
+  svg.append(title);
+  return svg;
+}
+
+function push(arr, v) {
+  arr.push(v);
+  if (arr.length > maxPoints) arr.shift();
+}
+
+function section(title, ...children) {
+  return h('section', {class: 'card'}, h('h2', {}, title), ...children);
+}
+
+function table(headers, rows, attrs = {}) {
+  return h('table', attrs, h('thead', {}, h('tr', {}, headers.map((x) => h('th', {}, x)))),
+           h('tbody', {}, rows));
+}
+
+function plugin(name) {
+  return lastStatus?.plugins.find((p) => p.name === name);
+}
+
+// --- live status ---------------------------------------------------------------------------
+
+let prev = null;
+function onStatus(s) {
+  const t = performance.now() / 1000;
+  if (prev) {
+    const dt = Math.max(0.001, t - prev.t);
+    push(history.bus, (s.bus.published - prev.s.bus.published) / dt);
+    for (const p of s.plugins) {
+      const before = prev.s.plugins.find((q) => q.name === p.name);
+      if (!history.plugins.has(p.name)) history.plugins.set(p.name, []);
+      push(history.plugins.get(p.name), before ? Math.max(0, p.delivered - before.delivered) / dt : 0);
+    }
+  }
+  prev = {s, t};
+  lastStatus = s;
+  document.getElementById('live').textContent =
+    `live: groved ${s.version}, up ${duration(s.uptime_seconds)}, updated ${new Date().toLocaleTimeString()}`;
+  for (const f of statusListeners) f(s);
+}
+
+function connectStatus() {
+  const es = new EventSource('/api/events');
+  es.addEventListener('status', (ev) => onStatus(JSON.parse(ev.data)));
+  es.addEventListener('failure', (ev) => {
+    document.getElementById('live').textContent = `status: ${JSON.parse(ev.data).error}`;
+  });
+  es.onerror = () => {
+    document.getElementById('live').textContent = 'live status lost; reconnecting…';
+    // A 401 (session over) closes the stream: back to the login page.
+    fetch('/api/session', {credentials: 'same-origin'}).then((r) => {
+      if (r.status === 401) location.href = '/login.html';
+    });
+  };
+}
+
+// --- pages ---------------------------------------------------------------------------------
+
+const pages = {
+  overview(main) {
+    const info = h('dl', {id: 'overview-info'});
+    const group = h('dl', {id: 'overview-group'});
+    const bus = h('div', {id: 'overview-bus'});
+    const counters = h('div', {id: 'overview-plugins'});
+    // Which plugins' counters the operator opened, kept across the live updates.
+    const openDetails = new Set();
+    counters.addEventListener('toggle', (ev) => {
+      const name = ev.target.getAttribute('data-plugin');
+      if (ev.target.open) openDetails.add(name); else openDetails.delete(name);
+    }, true);
+    main.append(section('groved', info), section('Group', group), section('Bus', bus),
+                section('Plugins and their counters', counters));
+    api('GET', '/api/group').then((g) => {
+      group.replaceChildren(
+        h('dt', {}, 'name'), h('dd', {}, g.name || '(none)'), h('dt', {}, 'version'), h('dd', {}, g.version),
+        h('dt', {}, 'devices'), h('dd', {}, g.devices.length), h('dt', {}, 'functions'),
+        h('dd', {}, g.functions.length), h('dt', {}, 'subscriptions'), h('dd', {}, g.subscriptions.length));
+    }).catch((e) => group.replaceChildren(h('p', {class: 'error'}, e.message)));
+    return (s) => {
+      info.replaceChildren(
+        h('dt', {}, 'version'), h('dd', {id: 'groved-version'}, s.version),
+        h('dt', {}, 'uptime'), h('dd', {}, duration(s.uptime_seconds)),
+        h('dt', {}, 'image profile'), h('dd', {}, s.config_file || '(none)'),
+        h('dt', {}, 'pid'), h('dd', {}, s.pid));
+      bus.replaceChildren(
+        h('p', {}, `published ${s.bus.published}, delivered ${s.bus.delivered}, dropped ${s.bus.dropped}, ` +
+                   `unrouted ${s.bus.unrouted}, refused (too large) ${s.bus.refused_too_large}, ` +
+                   `subscriptions ${s.bus.subscriptions}`),
+        h('p', {}, 'messages published per second: ', sparkline(history.bus, 'bus published')));
+      counters.replaceChildren(...s.plugins.map((p) => h('details', {open: openDetails.has(p.name), 'data-plugin': p.name},
+        h('summary', {}, `${p.name} (${p.state}) `, sparkline(history.plugins.get(p.name) ?? [], `${p.name} delivered`)),
+        p.metrics.length ? table(['counter / gauge', 'labels', 'value'], p.metrics.map((m) => h('tr', {},
+          h('td', {}, m.name), h('td', {}, Object.entries(m.labels).map(([k, v]) => `${k}=${v}`).join(' ')),
+          h('td', {class: 'num'}, m.value)))) : h('p', {}, 'no counters'))));
+    };
+  },
+
+  plugins(main) {
+    const result = h('pre', {id: 'plugin-result', class: 'result'});
+    const rows = h('tbody', {id: 'plugin-rows'});
+    const loadName = h('input', {id: 'load-name', placeholder: 'name'});
+    const loadPath = h('input', {id: 'load-path', placeholder: 'library path (optional)'});
+    const loadConfig = h('textarea', {id: 'load-config', rows: 3, placeholder: 'config as YAML or JSON (optional)'});
+    const act = async (verb, body) => {
+      result.className = 'result';
+      result.textContent = `${verb} ${body.name}…`;
+      try {
+        const r = await api('POST', `/api/plugins/${verb}`, body);
+        result.textContent = r.message + (r.plugin?.last_reload ? `\nlast_reload: ${r.plugin.last_reload}` : '');
+      } catch (e) {
+        result.className = 'result error';
+        result.textContent = `grovectl: ${e.message}`;
+      }
+    };
+    main.append(section('Plugins',
+      h('table', {id: 'plugins-table'}, h('thead', {}, h('tr', {},
+        ['name', 'state', 'version', 'restarts', 'queue', 'delivered', 'last reload', 'last error', 'reload from .so', ''].map((x) => h('th', {}, x)))), rows),
+      result),
+    section('Load a plugin', h('form', {onsubmit: (ev) => {
+      ev.preventDefault();
+      act('load', {name: loadName.value, path: loadPath.value, config: loadConfig.value});
+    }}, loadName, loadPath, loadConfig, h('button', {id: 'load-submit', type: 'submit'}, 'Load'))));
+    const paths = new Map(); // keeps what the operator typed across live updates
+    return (s) => {
+      rows.replaceChildren(...s.plugins.map((p) => {
+        const path = h('input', {id: `reload-path-${p.name}`, placeholder: p.library, value: paths.get(p.name) ?? ''});
+        path.addEventListener('input', () => paths.set(p.name, path.value));
+        return h('tr', {id: `plugin-${p.name}`},
+          h('td', {}, p.name), h('td', {class: `state ${p.state}`}, p.state), h('td', {}, p.version),
+          h('td', {class: 'num'}, p.restarts), h('td', {class: 'num'}, `${p.queue_depth}/${p.queue_capacity}`),
+          h('td', {class: 'num'}, p.delivered),
+          h('td', {id: `last-reload-${p.name}`}, p.last_reload || '—'), h('td', {class: 'error'}, p.last_error),
+          h('td', {}, path),
+          h('td', {}, h('button', {id: `reload-${p.name}`, onclick: () => act('reload', {name: p.name, path: path.value})}, 'Reload'),
+            h('button', {id: `unload-${p.name}`, onclick: () => {
+              if (confirm(`Unload ${p.name}?`)) act('unload', {name: p.name});
+            }}, 'Unload')));
+      }));
+    };
+  },
+
+  messages(main) {
+    const filter = h('input', {id: 'sub-filter', value: '#', placeholder: 'MQTT filter, e.g. $grove/mm/out/#'});
+    const state = h('span', {id: 'sub-state'});
+    const list = h('ol', {id: 'messages', class: 'messages', reversed: true});
+    const stop = () => {
+      if (messageSource) messageSource.close();
+      messageSource = null;
+      state.textContent = 'not subscribed';
+    };
+    const subscribe = (ev) => {
+      ev.preventDefault();
+      stop();
+      list.replaceChildren();
+      messageSource = new EventSource(`/api/messages?filter=${encodeURIComponent(filter.value)}`);
+      messageSource.addEventListener('subscribed', (e) => { state.textContent = `watching ${JSON.parse(e.data).filter}`; });
+      messageSource.addEventListener('lost', (e) => list.prepend(h('li', {class: 'error'}, `${e.data} messages lost (the page fell behind)`)));
+      messageSource.addEventListener('message', (e) => {
+        const m = JSON.parse(e.data);
+        const p = m.payload;
+        const body = p.kind === 'binary' ? p.hex : p.text;
+        list.prepend(h('li', {class: `msg ${p.kind}`},
+          h('div', {class: 'meta'}, h('code', {class: 'topic'}, m.topic), ` from ${m.source || '?'} · ${m.content_type || 'no type'} · ${p.size} bytes · ${p.kind}${p.truncated ? ' (truncated)' : ''}`),
+          h('pre', {class: 'payload'}, body)));
+        while (list.children.length > 200) list.lastChild.remove();
+      });
+      messageSource.onerror = () => { state.textContent = 'stream closed (reconnecting)'; };
+    };
+    const topic = h('input', {id: 'pub-topic', placeholder: 'MQTT topic'});
+    const source = h('input', {id: 'pub-source', value: 'function:console'});
+    const ctype = h('select', {id: 'pub-type'}, h('option', {value: ''}, 'auto (JSON or text)'),
+                    h('option', {value: 'application/json'}, 'application/json'),
+                    h('option', {value: 'text/plain; charset=utf-8'}, 'text/plain'));
+    const payload = h('textarea', {id: 'pub-payload', rows: 4});
+    const outcome = h('pre', {id: 'pub-result', class: 'result'});
+    main.append(
+      section('Subscribe', h('form', {onsubmit: subscribe}, filter, h('button', {id: 'sub-submit', type: 'submit'}, 'Subscribe'),
+        h('button', {type: 'button', onclick: stop}, 'Stop')), state, list),
+      section('Publish through message_manager',
+        h('p', {class: 'hint'}, 'Routed by the group\'s subscriptions as a message from the source (the console\'s profile entry must may_claim it).'),
+        h('form', {onsubmit: async (ev) => {
+          ev.preventDefault();
+          outcome.className = 'result';
+          try {
+            const r = await api('POST', '/api/publish', {topic: topic.value, source: source.value, content_type: ctype.value, payload: payload.value});
+            outcome.textContent = r.outcome;
+            if (!r.ok) outcome.className = 'result error';
+          } catch (e) {
+            outcome.className = 'result error';
+            outcome.textContent = e.message;
+          }
+        }}, h('label', {}, 'topic ', topic), h('label', {}, 'source ', source), h('label', {}, 'content type ', ctype),
+          payload, h('button', {id: 'pub-submit', type: 'submit'}, 'Publish')), outcome));
+    state.textContent = 'not subscribed';
+    return null;
+  },
+
+  devices(main) {
+    const devices = h('ul', {id: 'devices'});
+    const thing = h('input', {id: 'shadow-thing', placeholder: 'thing name'});
+    const name = h('input', {id: 'shadow-name', placeholder: 'shadow name (empty: classic)'});
+    const doc = h('textarea', {id: 'shadow-doc', rows: 12});
+    const outcome = h('pre', {id: 'shadow-result', class: 'result'});
+    const show = (r) => {
+      outcome.className = r.code === 200 ? 'result' : 'result error';
+      outcome.textContent = r.code === 200 ? `version ${r.document.version ?? '?'}`
+        : `${r.code}${r.code === 409 ? ' version conflict' : ''}: ${r.document.message ?? JSON.stringify(r.document)}`;
+      if (r.code === 200) doc.value = JSON.stringify(r.document, null, 2);
+    };
+    const get = async () => {
+      try {
+        show(await api('GET', `/api/shadow?thing=${encodeURIComponent(thing.value)}&name=${encodeURIComponent(name.value)}`));
+      } catch (e) { outcome.className = 'result error'; outcome.textContent = e.message; }
+    };
+    main.append(section('Devices of the group', devices),
+      section('Shadow', h('form', {onsubmit: (ev) => { ev.preventDefault(); get(); }}, thing, name, h('button', {type: 'submit'}, 'Get')),
+        h('p', {class: 'hint'}, 'Edit as an update document ({"state": {"desired": …}, "version": N}); a stale version is refused 409.'),
+        doc, h('button', {type: 'button', onclick: async () => {
+          try {
+            show(await api('POST', '/api/shadow', {thing: thing.value, name: name.value, document: doc.value}));
+          } catch (e) { outcome.className = 'result error'; outcome.textContent = e.message; }
+        }}, 'Update'), outcome));
+    api('GET', '/api/group').then((g) => devices.replaceChildren(...(g.devices.length ? g.devices.map((d) => h('li', {}, h('button', {
+      type: 'button', class: 'link', onclick: () => { thing.value = d; get(); }}, d))) : [h('li', {}, 'no devices in the group')])))
+      .catch((e) => devices.replaceChildren(h('li', {class: 'error'}, e.message)));
+    return (s) => {
+      if (!plugin('shadow') && !outcome.textContent) outcome.textContent = 'shadows: the shadow plugin is not in this image';
+    };
+  },
+
+  functions(main) { return pluginPage(main, 'function_runtime', 'Functions'); },
+  deployments(main) { return pluginPage(main, 'deployment', 'Deployments'); },
+};
+
+// A page for a plugin that may not be in the image: says so, else shows what grovectl
+// status shows of it.
+function pluginPage(main, name, title) {
+  const body = h('div', {id: `page-${name}`});
+  main.append(section(title, body));
+  return (s) => {
+    const p = s.plugins.find((q) => q.name === name);
+    if (!p) {
+      body.replaceChildren(h('p', {class: 'absent'}, `${name} is not in this image.`));
+      return;
+    }
+    body.replaceChildren(h('p', {}, `${name} ${p.version}: ${p.state}, ${p.restarts} restarts, queue ${p.queue_depth}/${p.queue_capacity}`),
+      table(['counter / gauge', 'labels', 'value'], p.metrics.map((m) => h('tr', {}, h('td', {}, m.name),
+        h('td', {}, Object.entries(m.labels).map(([k, v]) => `${k}=${v}`).join(' ')), h('td', {class: 'num'}, m.value)))));
+  };
+}
+
+function show() {
+  const name = (location.hash.slice(1) || 'overview');
+  const page = pages[name] ?? pages.overview;
+  const main = document.getElementById('main');
+  main.replaceChildren();
+  statusListeners.clear();
+  if (messageSource && name !== 'messages') { messageSource.close(); messageSource = null; }
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.getAttribute('href') === `#${name}`);
+  const update = page(main);
+  if (update) {
+    statusListeners.add(update);
+    if (lastStatus) update(lastStatus);
+  }
+}
+
+async function boot() {
+  const s = await api('GET', '/api/session');
+  csrf = s.csrf;
+  document.getElementById('who').textContent = s.name;
+  document.getElementById('logout').addEventListener('click', async () => {
+    await api('POST', '/api/logout').catch(() => {});
+    location.href = '/login.html';
+  });
+  window.addEventListener('hashchange', show);
+  show();
+  connectStatus();
+}
+
+boot().catch((e) => { document.getElementById('main').textContent = e.message; });
