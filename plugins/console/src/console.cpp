@@ -412,8 +412,8 @@ private:
     srv.Post("/api/shadow", guarded([this](const auto& req, auto& res, const session& s) {
                shadow_call(req, res, &s, "update");
              }));
-    srv.Get("/api/events", guarded([this](const auto&, auto& res, const session& s) {
-              status_stream(res, s);
+    srv.Get("/api/events", guarded([this](const auto& req, auto& res, const session& s) {
+              status_stream(req, res, s);
             }));
     srv.Get("/api/messages", guarded([this](const auto& req, auto& res, const session& s) {
               message_stream(req, res, s);
@@ -623,21 +623,27 @@ private:
     return true;
   }
 
-  void status_stream(httplib::Response& res, const session& s) {
+  /// True while the stream of session cookie `token` may go on: the plugin runs and the
+  /// session lives (a logout or its expiry ends the operator's streams too).
+  bool stream_alive(const std::string& token) {
+    return !stopping_ && sessions_.find(token, clock::now()).has_value();
+  }
+
+  void status_stream(const httplib::Request& req, httplib::Response& res, const session&) {
     if (!open_stream(res))
       return;
-    auto token_expires = s.expires;
+    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",
-      [this, token_expires, next = clock::time_point{}](size_t, httplib::DataSink& sink) mutable {
+      [this, token, next = clock::time_point{}](size_t, httplib::DataSink& sink) mutable {
         // One status per interval; the wait is sliced so a stop ends it at once.
         while (clock::now() < next) {
-          if (stopping_ || clock::now() >= token_expires)
+          if (stopping_)
             return false;
           std::this_thread::sleep_for(std::min<clock::duration>(100ms, next - clock::now()));
         }
-        if (stopping_ || clock::now() >= token_expires)
+        if (!stream_alive(token))
           return false;
         next = clock::now() + status_interval_;
         auto st = status();
@@ -670,11 +676,11 @@ private:
       }
     }
     ctx_->log().info("console: operator '{}' watches '{}'", s.name, filter);
-    auto token_expires = s.expires;
+    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",
-      [this, st, token_expires, first = true](size_t, httplib::DataSink& sink) mutable {
+      [this, st, token, first = true](size_t, httplib::DataSink& sink) mutable {
         if (first) {
           first = false;
           std::string hello = "event: subscribed\ndata: " + json{{"filter", st->filter}}.dump()
@@ -689,7 +695,7 @@ private:
           out.swap(st->events);
           std::swap(lost, st->lost);
         }
-        if (stopping_ || clock::now() >= token_expires)
+        if (!stream_alive(token))
           return false;
         std::string chunk;
         for (auto& e : out)

@@ -184,8 +184,17 @@ async function main() {
     });
 
     await step('shadows: an update and a version conflict', async () => {
+      // A publish the group's table does not allow A: counted against A.
+      const denied = path.join(os.tmpdir(), `console-denied-${process.pid}`);
+      fs.writeFileSync(denied, 'not for anyone');
+      devicePublish('A', 'no/route/for/a', denied);
+      fs.rmSync(denied, {force: true});
       await page.goto(`${url}/#devices`);
       await page.waitForSelector('#shadow-thing');
+      await page.waitForFunction(() => document.querySelector('#device-A td:nth-child(3)')?.textContent === '1',
+                                 {timeout: 15000, polling: 200});
+      check('the devices page lists A and B with A\'s denied publish counted',
+            (await page.$$('#device-A')).length === 1 && (await page.$$('#device-B')).length === 1);
       await page.type('#shadow-thing', 'A');
       await page.$eval('#shadow-doc', (el) => { el.value = '{"state": {"desired": {"on": true}}}'; });
       await page.$$eval('button', (bs) => bs.find((b) => b.textContent === 'Update').click());

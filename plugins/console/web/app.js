@@ -261,7 +261,16 @@ const pages = {
   },
 
   devices(main) {
-    const devices = h('ul', {id: 'devices'});
+    const devices = h('tbody', {id: 'devices'});
+    let things = [];
+    // message_manager's per-device counter families (label "device"), as grovectl status.
+    const perDevice = (name, thing) => plugin('message_manager')?.metrics
+      .find((m) => m.name === name && m.labels.device === thing)?.value ?? 0;
+    const fill = () => devices.replaceChildren(...(things.length ? things.map((d) => h('tr', {id: `device-${d}`},
+      h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => { thing.value = d; get(); }}, d)),
+      h('td', {}, d), h('td', {class: 'num'}, perDevice('broker.denied_publish', d)),
+      h('td', {class: 'num'}, perDevice('broker.refused_oversize', d))))
+      : [h('tr', {}, h('td', {colspan: 4}, 'no devices in the group'))]));
     const thing = h('input', {id: 'shadow-thing', placeholder: 'thing name'});
     const name = h('input', {id: 'shadow-name', placeholder: 'shadow name (empty: classic)'});
     const doc = h('textarea', {id: 'shadow-doc', rows: 12});
@@ -277,7 +286,9 @@ const pages = {
         show(await api('GET', `/api/shadow?thing=${encodeURIComponent(thing.value)}&name=${encodeURIComponent(name.value)}`));
       } catch (e) { outcome.className = 'result error'; outcome.textContent = e.message; }
     };
-    main.append(section('Devices of the group', devices),
+    main.append(section('Devices of the group',
+        h('table', {}, h('thead', {}, h('tr', {}, ['thing', 'certificate CN', 'denied publishes', 'refused (too large)'].map((x) => h('th', {}, x)))), devices),
+        h('p', {class: 'hint'}, plugin('message_manager') ? 'Devices authenticate with their certificate; its CN is the thing name.' : 'message_manager is not in this image.')),
       section('Shadow', h('form', {onsubmit: (ev) => { ev.preventDefault(); get(); }}, thing, name, h('button', {type: 'submit'}, 'Get')),
         h('p', {class: 'hint'}, 'Edit as an update document ({"state": {"desired": …}, "version": N}); a stale version is refused 409.'),
         doc, h('button', {type: 'button', onclick: async () => {
@@ -285,10 +296,10 @@ const pages = {
             show(await api('POST', '/api/shadow', {thing: thing.value, name: name.value, document: doc.value}));
           } catch (e) { outcome.className = 'result error'; outcome.textContent = e.message; }
         }}, 'Update'), outcome));
-    api('GET', '/api/group').then((g) => devices.replaceChildren(...(g.devices.length ? g.devices.map((d) => h('li', {}, h('button', {
-      type: 'button', class: 'link', onclick: () => { thing.value = d; get(); }}, d))) : [h('li', {}, 'no devices in the group')])))
-      .catch((e) => devices.replaceChildren(h('li', {class: 'error'}, e.message)));
+    api('GET', '/api/group').then((g) => { things = g.devices; fill(); })
+      .catch((e) => devices.replaceChildren(h('tr', {}, h('td', {class: 'error', colspan: 4}, e.message))));
     return (s) => {
+      fill();
       if (!plugin('shadow') && !outcome.textContent) outcome.textContent = 'shadows: the shadow plugin is not in this image';
     };
   },
