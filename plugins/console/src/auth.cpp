@@ -228,6 +228,46 @@ size_t session_table::size() const {
   return sessions_.size();
 }
 
+std::string session_table::dump(clock::time_point now) const {
+  auto out = nlohmann::json::array();
+  std::lock_guard lock{mtx_};
+  for (const auto& [token, s] : sessions_)
+    if (s.expires > now)
+      out.push_back({{"token", token},
+                     {"name", s.name},
+                     {"csrf", s.csrf},
+                     {"ms_left", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   s.expires - now)
+                                   .count()}});
+  return out.dump();
+}
+
+bool session_table::load(std::string_view dumped, clock::time_point now) {
+  auto j = nlohmann::json::parse(dumped.begin(), dumped.end(), nullptr, false);
+  if (!j.is_array())
+    return false;
+  std::map<std::string, session, std::less<>> loaded;
+  for (const auto& e : j) {
+    if (!e.is_object() || !e.contains("token") || !e["token"].is_string()
+        || !e.contains("name") || !e["name"].is_string() || !e.contains("csrf")
+        || !e["csrf"].is_string() || !e.contains("ms_left")
+        || !e["ms_left"].is_number_integer())
+      return false;
+    auto token = e["token"].get<std::string>();
+    auto csrf = e["csrf"].get<std::string>();
+    if (token.size() != 64 || csrf.size() != 64)
+      return false;
+    loaded.emplace(std::move(token),
+                   session{e["name"].get<std::string>(), std::move(csrf),
+                           now + std::chrono::milliseconds{e["ms_left"].get<int64_t>()}});
+  }
+  std::lock_guard lock{mtx_};
+  for (auto& kv : loaded)
+    if (sessions_.size() < max_sessions)
+      sessions_.insert(std::move(kv));
+  return true;
+}
+
 login_limiter::login_limiter(int64_t max_failures, std::chrono::seconds window)
   : max_failures_(max_failures), window_(window) {
 }

@@ -82,6 +82,13 @@ public:
   /// Live sessions.
   size_t size() const;
 
+  /// The live sessions as JSON (token, name, csrf, milliseconds left), for the next
+  /// instance of a hot reload: operators stay logged in across it.
+  std::string dump(clock::time_point now) const;
+
+  /// Adds the sessions of a dump(); false (nothing added) when it does not parse.
+  bool load(std::string_view dumped, clock::time_point now);
+
 private:
   mutable std::mutex mtx_;
   std::map<std::string, session, std::less<>> sessions_;

@@ -204,6 +204,19 @@ public:
     server_.reset();
   }
 
+  // A hot reload keeps the operators logged in: the sessions go to the next instance
+  // in memory (the kernel hands the bytes over; they are never written to disk).
+  caf::expected<std::string> snapshot() override {
+    return sessions_.dump(clock::now());
+  }
+
+  caf::error restore(std::string_view bytes) override {
+    if (!sessions_.load(bytes, clock::now()))
+      ctx_->log().warn("console: the previous instance's sessions do not parse; operators "
+                       "log in again");
+    return {};
+  }
+
   void on_message(const grove::Envelope& msg) override {
     std::string event;
     std::lock_guard lock{streams_mtx_};
@@ -403,6 +416,10 @@ private:
     srv.Post("/api/plugins/load", guarded([this](const auto& req, auto& res, const session& s) {
                plugin_action(req, res, s, "load");
              }));
+    srv.Post("/api/plugins/configure",
+             guarded([this](const auto& req, auto& res, const session& s) {
+               plugin_action(req, res, s, "configure");
+             }));
     srv.Post("/api/publish", guarded([this](const auto& req, auto& res, const session& s) {
                publish(req, res, s);
              }));
@@ -501,6 +518,8 @@ private:
                                          c = *config](grove::context& ctx, auto done) {
         if (verb == "reload") {
           grove::control_client::reload(ctx, n, p, call_timeout, std::move(done));
+        } else if (verb == "configure") {
+          grove::control_client::configure(ctx, n, c, call_timeout, std::move(done));
         } else {
           control::PluginChange change;
           change.set_name(n);
@@ -511,7 +530,10 @@ private:
       });
       if (r)
         result = json{{"ok", true},
-                      {"message", (verb == "reload" ? "reloaded " : "loaded ") + *name},
+                      {"message", (verb == "reload"      ? "reloaded "
+                                   : verb == "configure" ? "configured "
+                                                         : "loaded ")
+                                    + *name},
                       {"plugin", to_json(*r)}};
       else
         result = std::move(r.error());

@@ -136,6 +136,19 @@ check "a form post (not JSON) is refused 415" \
 check "a body that is not JSON is refused 400" \
   test "$("${CURL[@]}" -b "$WORK/jar" -X POST -H "X-CSRF-Token: $CSRF" \
     -H 'Content-Type: application/json' -d '{"name":' "$URL/api/publish")" = 400
+post() {  # post PATH JSON: the status code with the session and its CSRF token
+  "${CURL[@]}" -b "$WORK/jar" -X POST -H 'Content-Type: application/json' \
+    -H "X-CSRF-Token: $CSRF" -d "$2" "$URL$1"
+}
+check "configure: a config the plugin's schema refuses is answered 400" \
+  test "$(post /api/plugins/configure '{"name":"shadow","config":"no_such_key: 1"}')" = 400
+check "... with the kernel's reason naming the key" grep -q no_such_key "$WORK/body"
+check "the console's own unload is refused (a plugin may not unload itself)" \
+  test "$(post /api/plugins/unload '{"name":"console"}')" != 200
+check "a hot reload of the console (grovectl)" "$GROVECTL" reload console
+check "the session survives the reload (snapshot/restore)" \
+  test "$("${CURL[@]}" -b "$WORK/jar" "$URL/api/session")" = 200
+check "... with its CSRF token" test "$(jq -r .csrf "$WORK/body")" = "$CSRF"
 check "the actions are logged with the operator's name" \
   grep -q "console: operator 'alice': reload shadow" "$WORK/groved.out"
 for i in 1 2 3 4 5; do login "wrong $i" >/dev/null; done

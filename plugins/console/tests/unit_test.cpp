@@ -50,6 +50,27 @@ BOOST_AUTO_TEST_CASE(sessions_expire_and_carry_their_own_csrf_token) {
   BOOST_CHECK(!t.find(b, now));
 }
 
+BOOST_AUTO_TEST_CASE(sessions_survive_a_dump_and_load_with_their_tokens_and_expiry) {
+  session_table a;
+  auto now = clock::now();
+  auto live = a.create("alice", 60s, now);
+  auto old = a.create("bob", 10s, now);
+  auto csrf = a.find(live, now)->csrf;
+  auto dumped = a.dump(now + 20s); // bob's is over by then
+  session_table b;
+  BOOST_REQUIRE(b.load(dumped, now + 20s));
+  auto s = b.find(live, now + 20s);
+  BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->name, "alice");
+  BOOST_CHECK_EQUAL(s->csrf, csrf);
+  BOOST_CHECK(!b.find(live, now + 61s)); // the same end as before
+  BOOST_CHECK(!b.find(old, now + 20s));
+  session_table c;
+  BOOST_CHECK(!c.load("{", now));
+  BOOST_CHECK(!c.load(R"([{"token":"short","name":"x","csrf":"y","ms_left":1}])", now));
+  BOOST_CHECK_EQUAL(c.size(), 0u);
+}
+
 BOOST_AUTO_TEST_CASE(sessions_are_bounded) {
   session_table t;
   auto now = clock::now();

@@ -181,10 +181,14 @@ const pages = {
       h('table', {id: 'plugins-table'}, h('thead', {}, h('tr', {},
         ['name', 'state', 'version', 'restarts', 'queue', 'delivered', 'last reload', 'last error', 'reload from .so', ''].map((x) => h('th', {}, x)))), rows),
       result),
-    section('Load a plugin', h('form', {onsubmit: (ev) => {
+    section('Load or configure a plugin', h('form', {onsubmit: (ev) => {
       ev.preventDefault();
       act('load', {name: loadName.value, path: loadPath.value, config: loadConfig.value});
-    }}, loadName, loadPath, loadConfig, h('button', {id: 'load-submit', type: 'submit'}, 'Load'))));
+    }}, loadName, loadPath, loadConfig, h('button', {id: 'load-submit', type: 'submit'}, 'Load'),
+      h('button', {id: 'configure-submit', type: 'button', onclick: () => {
+        act('configure', {name: loadName.value, config: loadConfig.value});
+      }}, 'Configure (live)')),
+      h('p', {class: 'hint'}, 'Configure gives a running plugin this config, checked against its schema; live only: a restart of groved goes back to the image profile.')));
     const paths = new Map(); // keeps what the operator typed across live updates
     return (s) => {
       rows.replaceChildren(...s.plugins.map((p) => {
