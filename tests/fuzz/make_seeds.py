@@ -333,3 +333,4 @@ write("console_request", "login", 'grove_console=0123456789abcdef; theme=dark\n{
 write("console_request", "publish", 'a=1;grove_console=x\n{"topic":"f/to/b","payload":"hi","source":"function:F","content_type":""}')
 write("console_request", "nested", '\n[[[[{"a":[1,2,{"b":null}]}]]]]')
 write("console_request", "binary", b"grove_console\n\x00\x01\xff\xfe\xc3\xa9")
+write("console_request", "snapshot", '\n[{"token":"' + "a" * 64 + '","name":"alice","csrf":"' + "b" * 64 + '","ms_left":1000}]')

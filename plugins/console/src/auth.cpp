@@ -289,9 +289,13 @@ int64_t login_limiter::locked_for(const std::string& key, clock::time_point now)
 
 void login_limiter::failed(const std::string& key, clock::time_point now) {
   std::lock_guard lock{mtx_};
-  // Bounded: addresses are the client's to choose.
-  if (entries_.size() > 65536)
+  // Bounded: addresses are the client's to choose. Past the bound, keys already counted
+  // go on counting and new ones are not added (never cleared: that would lift locks).
+  if (entries_.size() >= max_keys) {
     std::erase_if(entries_, [&](const auto& kv) { return kv.second.since + window_ <= now; });
+    if (entries_.size() >= max_keys && !entries_.contains(key))
+      return;
+  }
   auto& e = entries_[key];
   if (e.failures == 0 || e.since + window_ <= now) {
     e.failures = 0;

@@ -97,6 +97,9 @@ private:
 /// Failed logins per key (an operator name, a client address) within a window.
 class login_limiter {
 public:
+  /// Most keys counted at once.
+  static constexpr size_t max_keys = 65536;
+
   /// `max_failures` within `window` lock the key until the window passes.
   login_limiter(int64_t max_failures, std::chrono::seconds window);
 

@@ -476,7 +476,10 @@ private:
               && it != operators_.end();
     if (!ok) {
       limiter_->failed(addr_key, now);
-      limiter_->failed(name_key, now);
+      // Only real accounts are keyed by name: unknown names would grow the table at the
+      // client's will (the address still counts).
+      if (it != operators_.end())
+        limiter_->failed(name_key, now);
       login_failures_.inc();
       ctx_->log().warn("console: login as '{}' from {} refused: wrong name or password", *name,
                        req.remote_addr);

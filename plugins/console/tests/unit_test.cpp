@@ -100,6 +100,16 @@ BOOST_AUTO_TEST_CASE(logins_lock_after_the_failures_allowed_until_the_window_pas
   BOOST_CHECK_EQUAL(l.locked_for("name:z", now), 0);
 }
 
+BOOST_AUTO_TEST_CASE(the_limiter_is_bounded_without_lifting_locks) {
+  login_limiter l{1, 60s};
+  auto now = clock::now();
+  l.failed("addr:locked", now);
+  for (size_t i = 0; i < login_limiter::max_keys + 10; ++i)
+    l.failed("addr:" + std::to_string(i), now);
+  BOOST_CHECK_GT(l.locked_for("addr:locked", now), 0);
+  BOOST_CHECK_EQUAL(l.locked_for("addr:" + std::to_string(login_limiter::max_keys + 5), now), 0);
+}
+
 BOOST_AUTO_TEST_CASE(cookie_header_parsing) {
   BOOST_CHECK_EQUAL(cookie_value("grove_console=abc", "grove_console"), "abc");
   BOOST_CHECK_EQUAL(cookie_value("a=1; grove_console=abc; b=2", "grove_console"), "abc");

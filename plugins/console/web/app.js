@@ -189,22 +189,42 @@ const pages = {
         act('configure', {name: loadName.value, config: loadConfig.value});
       }}, 'Configure (live)')),
       h('p', {class: 'hint'}, 'Configure gives a running plugin this config, checked against its schema; live only: a restart of groved goes back to the image profile.')));
-    const paths = new Map(); // keeps what the operator typed across live updates
+    // Rows are made once per plugin and their cells updated in place, so a button or an
+    // input the operator is using is never replaced under the pointer.
+    const made = new Map();
+    const makeRow = (p) => {
+      const cells = {};
+      const cell = (k, cls) => (cells[k] = h('td', cls ? {class: cls} : {}));
+      const path = h('input', {id: `reload-path-${p.name}`});
+      const row = h('tr', {id: `plugin-${p.name}`}, h('td', {}, p.name), cell('state'), cell('version'),
+        cell('restarts', 'num'), cell('queue', 'num'), cell('delivered', 'num'),
+        h('td', {id: `last-reload-${p.name}`}, (cells.last_reload = document.createTextNode(''))),
+        cell('last_error', 'error'), h('td', {}, path),
+        h('td', {}, h('button', {id: `reload-${p.name}`, onclick: () => act('reload', {name: p.name, path: path.value})}, 'Reload'),
+          h('button', {id: `unload-${p.name}`, onclick: () => {
+            if (confirm(`Unload ${p.name}?`)) act('unload', {name: p.name});
+          }}, 'Unload')));
+      return {row, cells, path};
+    };
     return (s) => {
-      rows.replaceChildren(...s.plugins.map((p) => {
-        const path = h('input', {id: `reload-path-${p.name}`, placeholder: p.library, value: paths.get(p.name) ?? ''});
-        path.addEventListener('input', () => paths.set(p.name, path.value));
-        return h('tr', {id: `plugin-${p.name}`},
-          h('td', {}, p.name), h('td', {class: `state ${p.state}`}, p.state), h('td', {}, p.version),
-          h('td', {class: 'num'}, p.restarts), h('td', {class: 'num'}, `${p.queue_depth}/${p.queue_capacity}`),
-          h('td', {class: 'num'}, p.delivered),
-          h('td', {id: `last-reload-${p.name}`}, p.last_reload || '—'), h('td', {class: 'error'}, p.last_error),
-          h('td', {}, path),
-          h('td', {}, h('button', {id: `reload-${p.name}`, onclick: () => act('reload', {name: p.name, path: path.value})}, 'Reload'),
-            h('button', {id: `unload-${p.name}`, onclick: () => {
-              if (confirm(`Unload ${p.name}?`)) act('unload', {name: p.name});
-            }}, 'Unload')));
-      }));
+      const names = new Set(s.plugins.map((p) => p.name));
+      for (const [name, r] of made) if (!names.has(name)) { r.row.remove(); made.delete(name); }
+      s.plugins.forEach((p, i) => {
+        if (!made.has(p.name)) made.set(p.name, makeRow(p));
+        const r = made.get(p.name);
+        r.cells.state.textContent = p.state;
+        r.cells.state.className = `state ${p.state}`;
+        r.cells.version.textContent = p.version;
+        r.cells.restarts.textContent = p.restarts;
+        r.cells.queue.textContent = `${p.queue_depth}/${p.queue_capacity}`;
+        r.cells.delivered.textContent = p.delivered;
+        r.cells.last_reload.textContent = p.last_reload || '—';
+        r.cells.last_error.textContent = p.last_error;
+        r.path.placeholder = p.library;
+        // In the status' order; a row already in place is not moved (that would blur an
+        // input the operator is typing in).
+        if (rows.children[i] !== r.row) rows.insertBefore(r.row, rows.children[i] ?? null);
+      });
     };
   },
 
@@ -270,11 +290,23 @@ const pages = {
     // message_manager's per-device counter families (label "device"), as grovectl status.
     const perDevice = (name, thing) => plugin('message_manager')?.metrics
       .find((m) => m.name === name && m.labels.device === thing)?.value ?? 0;
-    const fill = () => devices.replaceChildren(...(things.length ? things.map((d) => h('tr', {id: `device-${d}`},
-      h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => { thing.value = d; get(); }}, d)),
-      h('td', {}, d), h('td', {class: 'num'}, perDevice('broker.denied_publish', d)),
-      h('td', {class: 'num'}, perDevice('broker.refused_oversize', d))))
-      : [h('tr', {}, h('td', {colspan: 4}, 'no devices in the group'))]));
+    // Rows made once (their buttons stay under the pointer); the counters updated in place.
+    const counts = new Map();
+    const fill = () => {
+      if (counts.size === 0) {
+        devices.replaceChildren(...(things.length ? things.map((d) => {
+          const denied = h('td', {class: 'num'}), oversize = h('td', {class: 'num'});
+          counts.set(d, {denied, oversize});
+          return h('tr', {id: `device-${d}`},
+            h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => { thing.value = d; get(); }}, d)),
+            h('td', {}, d), denied, oversize);
+        }) : [h('tr', {}, h('td', {colspan: 4}, 'no devices in the group'))]));
+      }
+      for (const [d, c] of counts) {
+        c.denied.textContent = perDevice('broker.denied_publish', d);
+        c.oversize.textContent = perDevice('broker.refused_oversize', d);
+      }
+    };
     const thing = h('input', {id: 'shadow-thing', placeholder: 'thing name'});
     const name = h('input', {id: 'shadow-name', placeholder: 'shadow name (empty: classic)'});
     const doc = h('textarea', {id: 'shadow-doc', rows: 12});

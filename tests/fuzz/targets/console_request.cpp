@@ -3,7 +3,8 @@
 // past the header and returns a substring of it; parse_object accepts only JSON objects
 // (nesting bounded before nlohmann's recursive parser sees it); string_field never throws
 // on any member; describe_payload shows any bytes as JSON, text or hex within its limit.
-// A session token found by a cookie is only ever one the table made.
+// A session token found by a cookie is only ever one the table made; the body as a
+// session snapshot loads whole or not at all.
 
 #include <chrono>
 #include <cstdint>
@@ -41,6 +42,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else if (error.empty()) {
     std::abort(); // a refusal always says why
   }
+
+  // The body as the previous instance's sessions (a hot reload's snapshot): loaded whole
+  // or not at all, and never more than the table's bound.
+  session_table restored;
+  if (!restored.load(body, now) && restored.size() != 0)
+    std::abort();
+  if (restored.size() > session_table::max_sessions)
+    std::abort();
 
   auto shown = describe_payload(body, header, 64);
   auto kind = shown["kind"].get<std::string>();
