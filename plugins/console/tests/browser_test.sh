@@ -28,7 +28,10 @@ fi
 
 GROVED_PID=""
 HOLDER_PID=""
+# shellcheck disable=SC2317  # invoked from the EXIT trap
 cleanup_all() {
+  # A browser the test left behind (node killed by its timeout): its profile is in $WORK.
+  pkill -9 -f -- "--user-data-dir=$WORK/" 2>/dev/null
   [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
   [[ -n "$HOLDER_PID" ]] && kill "$HOLDER_PID" 2>/dev/null
   broker_test_cleanup
@@ -46,6 +49,7 @@ CONSOLE_PORT=$(free_port)
 while [[ $CONSOLE_PORT == "$PORT" ]]; do CONSOLE_PORT=$(free_port); done
 PASSWORD="operator password $RANDOM$RANDOM"
 HASH=$(printf '%s\n' "$PASSWORD" | "$PASSWD_TOOL") || abort "grove-console-passwd failed"
+# shellcheck disable=SC2016  # a literal $ in the pattern
 check "grove-console-passwd prints an argon2id hash" grep -q '^\$argon2id\$' <<<"$HASH"
 
 # A's messages for function F show on the bus ($grove/mm/out/function/F/...), where the
@@ -97,7 +101,7 @@ B_OUT=$WORK/b.out
 start_sub B f/to/b "$B_OUT"
 sleep 0.5 # mosquitto_sub subscribes within this; the browser checks the file with a bound
 if CONSOLE_URL=$URL CONSOLE_PASSWORD=$PASSWORD CONSOLE_SPKI=$SPKI CONSOLE_OUT=$OUT \
-  MQTT_PORT=$PORT PKI=$PKI B_OUT=$B_OUT NODE_PATH=$ROOT/tests/devices/node_modules \
+  MQTT_PORT=$PORT PKI=$PKI B_OUT=$B_OUT NODE_PATH=$ROOT/tests/devices/node_modules TMPDIR=$WORK \
   timeout 300 node "$HERE/browser_test.js" >"$WORK/browser.out" 2>&1; then
   B_RC=0
 else
@@ -157,7 +161,8 @@ check "past login_max_failures, even the right password is answered 429" \
 check "refused logins are logged" grep -q "login as 'alice' from 127.0.0.1 refused" "$WORK/groved.out"
 
 # ---- the console gone or broken leaves groved running ------------------------------------------
-routes_work() {  # a device message still reaches B through the broker
+# shellcheck disable=SC2317  # called through check
+routes_work() {  # a message from function F (grovectl pub) still reaches device B
   local before
   before=$(grep -c "from-A-$1" "$B_OUT")
   "$GROVECTL" pub --source function:F "\$grove/mm/in/f/to/b" "from-A-$1" >/dev/null 2>&1
