@@ -284,6 +284,12 @@ plugins:
       isolation: {type: string, default: in_process, enum: [in_process, process]}
       may_claim: {type: list, default: [], items: {type: string}, doc: "envelope sources the plugin may set: names, or prefixes ending in '*'"}
       may_set_group: {type: bool, default: false, doc: "the plugin may replace the group on $grove/group/set"}
+image:
+  type: map
+  doc: "read by tools/grove-image only; groved ignores it"
+  keys:
+    components: {type: list, default: [], items: {type: string},
+                 doc: "Image Builder build component documents run against the image tree, relative to the profile"}
 )";
 
 std::filesystem::path absolute_from(const std::filesystem::path& base,
