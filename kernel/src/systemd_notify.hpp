@@ -42,9 +42,9 @@ public:
   void stopping();
 
   /// When the manager asked for a watchdog (WATCHDOG_USEC for this pid), starts a thread
-  /// that sends WATCHDOG=1 every half period, each time only after `sys` has run a
-  /// round trip through a kernel actor: a wedged scheduler stops the feed and systemd
-  /// restarts groved.
+  /// that sends WATCHDOG=1 every half period, each time only when the CAF workers of `sys`
+  /// have run the ping job sent one period before: a wedged scheduler stops the feed and
+  /// systemd restarts groved.
   void start_watchdog(caf::actor_system& sys);
 
   /// The feed period (half of WATCHDOG_USEC); zero when no watchdog was asked for.
