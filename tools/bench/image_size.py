@@ -3,8 +3,8 @@
 default.yaml and full.yaml (or --profiles) from the build tree into temporary trees and
 .tar.gz files; prints one JSON object on stdout. Not a test: it reports figures.
 
-Per profile: bytes per part (kernel, grovectl, runtime libraries, each plugin with its
-files, configuration, tools), the tree's total, the .tar.gz's size, and the Debian
+Per profile (ELF files stripped, grove-image's default): bytes per part (kernel, grovectl, runtime libraries, each plugin with its
+files, configuration, tools), the tree's total, the .tar.gz's size, the tree's size unstripped (--no-strip), and the Debian
 libraries the tree's ELF files load that are not in the tree (ldd: what the device's
 root file system must hold besides, e.g. OpenCV for ml_inference; shared by several
 images, so reported apart). Peer: the minimal image in the same run; each profile's
@@ -63,7 +63,9 @@ def main():
             tar = os.path.join(tmp, name + ".tar.gz")
             report = os.path.join(tmp, name + ".json")
             profile = os.path.join(REPO, "configs/images", name + ".yaml")
-            for out, extra in ((tree, ["--report", report]), (tar, [])):
+            unstripped = os.path.join(tmp, name + "-unstripped")
+            for out, extra in ((tree, ["--report", report]), (tar, []),
+                               (unstripped, ["--no-strip"])):
                 r = subprocess.run([sys.executable, os.path.join(REPO, "tools/grove-image"),
                                     "build", profile, "--out", out, "--build-dir",
                                     args.build_dir, *extra],
@@ -78,6 +80,9 @@ def main():
                 "parts_bytes": {p["part"]: p["bytes"] for p in rep["parts"]},
                 "tree_bytes": rep["total_bytes"],
                 "tar_gz_bytes": os.path.getsize(tar),
+                "unstripped_tree_bytes": sum(os.path.getsize(os.path.join(d, f))
+                                             for d, _, fs in os.walk(unstripped) for f in fs
+                                             if d != os.path.join(unstripped, "share/grove")),
                 "system_libraries": len(sys_libs),
                 "system_libraries_bytes": sum(sys_libs.values()),
             }
