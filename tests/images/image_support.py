@@ -15,11 +15,12 @@ def run(cmd, **kw):
 class Groved:
     """groved started from `groved` with `profile`, write dir `write_dir`, cwd `cwd`."""
 
-    def __init__(self, groved, profile, write_dir, cwd, env=None):
+    def __init__(self, groved, profile, write_dir, cwd, env=None, args=()):
         self.log_path = os.path.join(cwd, "groved.log")
         self.log = open(self.log_path, "w")
         self.socket = os.path.join(write_dir, "run", "control.sock")
-        self.proc = subprocess.Popen([groved, "--config", profile, "--write-dir", write_dir],
+        self.proc = subprocess.Popen([groved, "--config", profile, "--write-dir", write_dir,
+                                      *args],
                                      cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env)
 

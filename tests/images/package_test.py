@@ -196,6 +196,35 @@ class PackageTest(unittest.TestCase):
             sock.close()
         self.assertEqual(rc, 0, g.logs())
 
+    def test_dev_package_builds_a_plugin(self):
+        # grove-dev is the SDK: the heartbeat example builds out of tree against the
+        # unpacked packages alone (find_package(Grove)) and the packaged groved runs it.
+        work = os.path.join(self.tmp, "dev")
+        hb = os.path.join(work, "hb")
+        r = run(["cmake", "-S", os.path.join(SRC, "sdk/examples/heartbeat"), "-B", hb,
+                 "-DCMAKE_PREFIX_PATH=" + os.path.join(self.root, "usr"),
+                 "-DCMAKE_BUILD_TYPE=Release"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(os.path.join(self.root, "usr/lib/cmake/Grove"),
+                      open(os.path.join(hb, "CMakeCache.txt")).read())
+        r = run(["cmake", "--build", hb, "-j2"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        built = glob.glob(os.path.join(hb, "**/libheartbeat.so"), recursive=True)
+        self.assertEqual(len(built), 1)
+        profile = os.path.join(work, "p.yaml")
+        with open(profile, "w") as f:
+            yaml.safe_dump({"plugins": [{"name": "heartbeat"}]}, f)
+        bindir = os.path.join(self.root, "usr/bin")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GROVE_")}
+        g = Groved(os.path.join(bindir, "groved"), profile, os.path.join(work, "var"), work,
+                   env=env, args=["--plugin-dir", os.path.dirname(built[0])])
+        try:
+            status = g.wait_ready(os.path.join(bindir, "grovectl"))
+            self.assertEqual(running_plugins(status), {"heartbeat": "running"}, g.logs())
+            self.assertEqual(status["plugins"][0]["library"], built[0])
+        finally:
+            self.assertEqual(g.stop(), 0, g.logs())
+
     def test_without_notify_socket_no_libsystemd(self):
         # Outside systemd groved maps no libsystemd (it is dlopen()ed only under it).
         work = os.path.join(self.tmp, "plain")
