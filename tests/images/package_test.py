@@ -186,6 +186,17 @@ class PackageTest(unittest.TestCase):
                 if "libgrove_" in m or "/grove/plugins/" in m:
                     self.assertTrue(m.startswith(self.root), m)
             self.assertTrue(any("libsystemd.so" in m for m in mapped_files(g.proc.pid)))
+            # groved's children (the broker, functions) do not inherit NOTIFY_SOCKET.
+            children = []
+            for task in os.listdir(f"/proc/{g.proc.pid}/task"):
+                with open(f"/proc/{g.proc.pid}/task/{task}/children") as f:
+                    children += f.read().split()
+            self.assertTrue(children, "the broker runs as a child of groved")
+            for c in children:
+                with open(f"/proc/{c}/environ", "rb") as f:
+                    env_vars = f.read().split(b"\0")
+                self.assertFalse([v for v in env_vars if v.startswith(b"NOTIFY_SOCKET=")
+                                  or v.startswith(b"WATCHDOG_")], c)
             for _ in range(3):  # fed every 0.5 s; three in a row
                 receive_until(lambda m: m == "WATCHDOG=1", 30)
             self.assertIn("systemd watchdog: fed every 500 ms", g.logs())
@@ -205,8 +216,8 @@ class PackageTest(unittest.TestCase):
                  "-DCMAKE_PREFIX_PATH=" + os.path.join(self.root, "usr"),
                  "-DCMAKE_BUILD_TYPE=Release"])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn(os.path.join(self.root, "usr/lib/cmake/Grove"),
-                      open(os.path.join(hb, "CMakeCache.txt")).read())
+        with open(os.path.join(hb, "CMakeCache.txt")) as f:
+            self.assertIn(os.path.join(self.root, "usr/lib/cmake/Grove"), f.read())
         r = run(["cmake", "--build", hb, "-j2"])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         built = glob.glob(os.path.join(hb, "**/libheartbeat.so"), recursive=True)
