@@ -3,7 +3,7 @@
 #   grove      groved, grovectl, grove-certs, the default image's plugins (heartbeat,
 #              message_manager and its broker plugin, shadow, function_runtime and its
 #              Python SDK, local_resources), the runtime libraries, /etc/grove/profile.yaml
-#              (configs/images/default.yaml rewritten for /usr) and group.yaml, the systemd
+#              (configs/images/default.yaml rewritten for /usr) and group.yaml (empty), the systemd
 #              unit grove.service, a dedicated user made by postinst.
 #   grove-dev  the SDK headers, link names and the CMake package (find_package(Grove)).
 # Install rules without a COMPONENT are grove's; COMPONENT extra (kv, deployment,
@@ -22,7 +22,8 @@ add_custom_command(OUTPUT ${grove_pkg_profile}
 add_custom_target(grove_package_profile ALL DEPENDS ${grove_pkg_profile})
 
 install(FILES ${grove_pkg_profile} DESTINATION /etc/grove)
-install(FILES ${PROJECT_SOURCE_DIR}/configs/groups/home.yaml DESTINATION /etc/grove
+# The empty group: home.yaml's example function lives in the build tree.
+install(FILES ${PROJECT_SOURCE_DIR}/configs/groups/empty.yaml DESTINATION /etc/grove
         RENAME group.yaml)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/grove.service
         DESTINATION lib/systemd/system)

@@ -63,6 +63,8 @@ class ImageTest(unittest.TestCase):
         for p in prof["plugins"]:
             if p["name"] == "message_manager":
                 p["config"]["broker"]["port"] = free_port()  # 8883 may be taken here
+            if p["name"] == "deployment":
+                p["config"]["api"]["port"] = free_port()
         with open(prof_path, "w") as f:
             yaml.safe_dump(prof, f)
         work = os.path.join(self.tmp, "cwd-" + os.path.basename(tree))
@@ -144,6 +146,16 @@ class ImageTest(unittest.TestCase):
         self.check_report(tree, ["heartbeat", "message_manager", "function_runtime",
                                  "local_resources", "shadow"])
         self.run_tree(tree, expected)
+
+    def test_full_tree_runs_every_plugin(self):
+        tree, _ = self.build_tree("configs/images/full.yaml", "full")
+        built = sorted(f[3:-3] for f in os.listdir(os.path.join(BUILD, "lib/grove/plugins")))
+        with open(os.path.join(SRC, "configs/images/full.yaml")) as f:
+            listed = [p["name"] for p in yaml.safe_load(f)["plugins"]]
+        self.assertEqual(sorted(listed), built)  # "full" is every plugin the build makes
+        self.assertEqual(sorted(os.listdir(os.path.join(tree, "lib/grove/plugins"))),
+                         sorted(f"lib{n}.so" for n in listed))
+        self.run_tree(tree, listed)
 
     def test_plugin_not_built_is_named(self):
         prof = os.path.join(self.tmp, "p.yaml")

@@ -188,10 +188,16 @@ class PackageTest(unittest.TestCase):
             self.assertTrue(any("libsystemd.so" in m for m in mapped_files(g.proc.pid)))
             # groved's children (the broker, functions) do not inherit NOTIFY_SOCKET.
             children = []
-            for task in os.listdir(f"/proc/{g.proc.pid}/task"):
-                with open(f"/proc/{g.proc.pid}/task/{task}/children") as f:
-                    children += f.read().split()
-            self.assertTrue(children, "the broker runs as a child of groved")
+            deadline = time.monotonic() + 30
+            while not children and time.monotonic() < deadline:
+                for task in os.listdir(f"/proc/{g.proc.pid}/task"):
+                    try:
+                        with open(f"/proc/{g.proc.pid}/task/{task}/children") as f:
+                            children += f.read().split()
+                    except FileNotFoundError:  # the thread ended meanwhile
+                        pass
+                time.sleep(0.1)
+            self.assertTrue(children, "the broker runs as a child of groved\n" + g.logs())
             for c in children:
                 with open(f"/proc/{c}/environ", "rb") as f:
                     env_vars = f.read().split(b"\0")
