@@ -213,6 +213,60 @@ class PackageTest(unittest.TestCase):
             sock.close()
         self.assertEqual(rc, 0, g.logs())
 
+    def test_watchdog_feed_stops_while_the_workers_are_wedged(self):
+        # One CAF worker, held by a test plugin's init (it waits at a gate, given up after
+        # init_timeout_ms): the ping job cannot run, so after READY=1 at most the one feed
+        # sent before the first ping; once the gate opens the worker is free and the feed
+        # resumes.
+        work = os.path.join(self.tmp, "wedged")
+        os.makedirs(work)
+        gate = os.path.join(work, "gate")
+        profile = os.path.join(work, "p.yaml")
+        with open(profile, "w") as f:
+            yaml.safe_dump({"kernel": {"worker_threads": 1, "init_timeout_ms": 300},
+                            "plugins": [{"name": "echo", "config": {"init_gate": gate}}]}, f)
+        notify_path = os.path.join(work, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(notify_path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GROVE_")}
+        env.update(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="200000")  # fed every 100 ms
+        bindir = os.path.join(self.root, "usr/bin")
+        g = Groved(os.path.join(bindir, "groved"), profile, os.path.join(work, "var"), work,
+                   env=env, args=["--plugin-dir", os.path.join(BUILD, "test-plugins")])
+
+        def messages_for(seconds):
+            got, deadline = [], time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    got.append(sock.recv(4096).decode())
+                except socket.timeout:
+                    break
+            return got
+
+        try:
+            got = []
+            deadline = time.monotonic() + 60
+            while not any(m.startswith("READY=1") for m in got) and time.monotonic() < deadline:
+                got += messages_for(1)
+            self.assertTrue(any(m.startswith("READY=1\nSTATUS=0 of 1") for m in got),
+                            (got, g.logs()))
+            with open(gate + ".waiting") as f:
+                self.assertIn("waiting", f.read())  # the worker is held
+            got += messages_for(2)  # twenty periods
+            self.assertLessEqual(got.count("WATCHDOG=1"), 1, (got, g.logs()))
+            open(gate, "w").close()
+            after = []
+            deadline = time.monotonic() + 30
+            while after.count("WATCHDOG=1") < 2 and time.monotonic() < deadline:
+                after += messages_for(1)
+            self.assertGreaterEqual(after.count("WATCHDOG=1"), 2, (after, g.logs()))
+        finally:
+            open(gate, "w").close()
+            rc = g.stop()
+            sock.close()
+        self.assertEqual(rc, 0, g.logs())
+
     def test_dev_package_builds_a_plugin(self):
         # grove-dev is the SDK: the heartbeat example builds out of tree against the
         # unpacked packages alone (find_package(Grove)) and the packaged groved runs it.
