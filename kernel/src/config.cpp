@@ -285,6 +285,12 @@ plugins:
       may_claim: {type: list, default: [], items: {type: string}, doc: "envelope sources the plugin may set: names, or prefixes ending in '*'"}
       may_set_group: {type: bool, default: false, doc: "the plugin may replace the group on $grove/group/set"}
       may_control_plugins: {type: bool, default: false, doc: "the plugin may load, unload, reload and reconfigure other plugins on $grove/kernel/plugins/*"}
+image:
+  type: map
+  doc: "read by tools/grove-image only; groved ignores it"
+  keys:
+    components: {type: list, default: [], items: {type: string},
+                 doc: "Image Builder build component documents run against the image tree, relative to the profile"}
 )";
 
 std::filesystem::path absolute_from(const std::filesystem::path& base,
