@@ -65,6 +65,8 @@ class ImageTest(unittest.TestCase):
                 p["config"]["broker"]["port"] = free_port()  # 8883 may be taken here
             if p["name"] == "deployment":
                 p["config"]["api"]["port"] = free_port()
+            if p["name"] == "console":
+                p["config"]["port"] = free_port()
         with open(prof_path, "w") as f:
             yaml.safe_dump(prof, f)
         work = os.path.join(self.tmp, "cwd-" + os.path.basename(tree))
