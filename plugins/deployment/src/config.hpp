@@ -86,6 +86,8 @@ struct deployment_config {
   std::string account_id;
   /// This core's thing name.
   std::string thing_name;
+  /// The thing groups this core belongs to.
+  std::vector<std::string> thing_groups;
   /// The HTTPS API.
   api_config api;
   /// SigV4 keys.
@@ -121,6 +123,9 @@ struct deployment_config {
       .key("thing_name", &deployment_config::thing_name, "",
            "this core's thing name (deployment targets name it, part 2); a Greengrass v1 "
            "group whose core definition names another thing is not deployed here")
+      .key("thing_groups", &deployment_config::thing_groups, std::vector<std::string>{},
+           "thing groups this core belongs to: CreateDeployment may target "
+           "`arn:aws:iot:<region>:<account_id>:thinggroup/<name>` of each, besides the thing")
       .section("api", &deployment_config::api, api_config::map(),
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
@@ -205,7 +210,16 @@ struct deployment_config {
                                         "ResolveComponentCandidates",
                                         "GetComponentVersionArtifact",
                                         "GetConnectivityInfo",
-                                        "UpdateConnectivityInfo"};
+                                        "UpdateConnectivityInfo",
+                                        "CreateDeployment",
+                                        "GetDeployment",
+                                        "ListDeployments",
+                                        "CancelDeployment",
+                                        "DeleteDeployment",
+                                        "ListEffectiveDeployments",
+                                        "ListInstalledComponents",
+                                        "GetCoreDevice",
+                                        "ListCoreDevices"};
           for (const auto& op : k.operations)
             if (std::find(std::begin(known), std::end(known), op) == std::end(known)
                 && !is_v1_operation(op))

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,19 @@ namespace grove::deployment {
 namespace {
 
 using components_rpc_service = grove::service<ApiCall, ApiAnswer>;
+
+// This core's platform as Greengrass names it (recipes' Platform: os, architecture).
+std::map<std::string, std::string> this_platform() {
+  std::string arch;
+  utsname u{};
+  if (uname(&u) == 0)
+    arch = u.machine;
+  if (arch == "x86_64")
+    arch = "amd64";
+  else if (arch.starts_with("armv"))
+    arch = "arm";
+  return {{"os", "linux"}, {"architecture", arch}};
+}
 
 class deployment_plugin : public grove::typed_plugin<deployment_config> {
 public:
@@ -81,6 +95,10 @@ public:
     };
     s.region = cfg.region;
     s.account_id = cfg.account_id;
+    s.thing_name = cfg.thing_name;
+    s.thing_groups = cfg.thing_groups;
+    s.platform = this_platform();
+    s.core_version = GROVE_VERSION_STRING;
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
