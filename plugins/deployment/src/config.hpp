@@ -121,7 +121,8 @@ struct deployment_config {
       .key("account_id", &deployment_config::account_id, "123456789012",
            "12-digit account id in ARNs")
       .key("thing_name", &deployment_config::thing_name, "",
-           "this core's thing name (deployment targets name it, part 2); a Greengrass v1 "
+           "this core's thing name: CreateDeployment targets its ARN, and the core device "
+           "operations name it (empty: no deployment can target this core); a Greengrass v1 "
            "group whose core definition names another thing is not deployed here")
       .key("thing_groups", &deployment_config::thing_groups, std::vector<std::string>{},
            "thing groups this core belongs to: CreateDeployment may target "
