@@ -203,7 +203,7 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
         op = "DeleteComponent";
     }
     // Deployments and core devices (part 2).
-    else if (segs[2] == "deployments") {
+    else if (segs.size() >= 3 && segs[2] == "deployments") {
       if (segs.size() == 3 && m == "POST")
         op = "CreateDeployment";
       else if (segs.size() == 3 && m == "GET")
@@ -216,7 +216,7 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
         op = "CancelDeployment";
       if (segs.size() >= 4)
         arn = segs[3];
-    } else if (segs[2] == "coreDevices" && m == "GET") {
+    } else if (segs.size() >= 3 && segs[2] == "coreDevices" && m == "GET") {
       if (segs.size() == 3)
         op = "ListCoreDevices";
       else if (segs.size() == 4)
@@ -905,8 +905,32 @@ namespace grove::deployment {
 
 http_response api::operator_call(const std::string& operation, const std::string& arn,
                                  const std::string& format, const std::string& guidance,
-                                 const std::string& message) {
+                                 const std::string& message, const std::string& body) {
   http_request req;
+  auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+  if (operation == "CreateDeployment") {
+    auto doc = json::parse(body.empty() ? std::string{"{}"} : body, nullptr, false);
+    if (doc.is_object() && !doc.contains("targetArn") && !settings_.thing_name.empty())
+      doc["targetArn"] = thing_arn();
+    req.body = doc.is_discarded() ? body : doc.dump();
+    return create_deployment(req, wall_ms);
+  }
+  if (operation == "ListDeployments") {
+    req.target = "/?historyFilter=ALL&maxResults=100";
+    return list_deployments(req);
+  }
+  if (operation == "GetDeployment")
+    return get_deployment(arn);
+  if (operation == "CancelDeployment")
+    return cancel_deployment(arn, wall_ms);
+  if (operation == "DeleteDeployment")
+    return delete_deployment(arn);
+  if (operation == "ListInstalledComponents") {
+    req.target = "/?maxResults=100";
+    return list_installed_components(settings_.thing_name, req);
+  }
   if (!format.empty())
     req.target = "/?recipeOutputFormat=" + uri_encode(format, false);
   if (operation == "ListComponents") {

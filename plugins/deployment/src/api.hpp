@@ -89,10 +89,13 @@ public:
 
   /// Runs `operation` for an operator tool (the bus API, no SigV4): ListComponents,
   /// ListComponentVersions, DescribeComponent, GetComponent, DeleteComponent, or
-  /// SetVendorGuidance (`guidance`, `message`).
+  /// SetVendorGuidance (`guidance`, `message`); CreateDeployment (`body`, targetArn
+  /// defaulting to this core's thing), ListDeployments (ALL, the first 100),
+  /// GetDeployment, CancelDeployment, DeleteDeployment (`arn`: the id),
+  /// ListInstalledComponents (this core's).
   http_response operator_call(const std::string& operation, const std::string& arn,
                               const std::string& format, const std::string& guidance,
-                              const std::string& message);
+                              const std::string& message, const std::string& body = "");
 
   /// Serves Greengrass v1's group routes with `v1` too (nullptr: none). Set before serving.
   void set_v1(v1_api* v1) {

@@ -203,7 +203,7 @@ public:
             // Shares the API and its store: a stop() meanwhile cannot free them under it.
             [api = api_, db = store_, c = std::move(*call)] {
               auto r = api->operator_call(c.operation(), c.arn(), c.recipe_output_format(),
-                                          c.vendor_guidance(), c.message());
+                                          c.vendor_guidance(), c.message(), c.body());
               ApiAnswer answer;
               answer.set_status(r.status);
               answer.set_body(r.body);

@@ -260,6 +260,27 @@ check "aws greengrassv2 list-core-devices --thing-group-arn (site) -> core-1" \
 gg create-deployment --target-arn arn:aws:iot:us-east-1:123456789012:thing/other >"$WORK/other.out" 2>&1
 check "aws create-deployment for another thing -> ResourceNotFoundException" grep -q ResourceNotFoundException "$WORK/other.out"
 
+# grovectl over the bus (no SigV4): installed components with their last error, and the
+# deployments of this core.
+OUT=$("$GROVECTL" components installed 2>&1)
+check "grovectl components installed -> e2e.Crash BROKEN with its last exit" \
+  test "$(jq -r '.installedComponents[] | select(.componentName == "e2e.Crash") | .lifecycleState + "/" + .lifecycleStateDetails' <<<"$OUT" 2>/dev/null)" == "BROKEN/run exited with code 1"
+echo '{"components": {"e2e.Lib": {"componentVersion": "1.0.0"}}}' >"$WORK/dep.json"
+CTL_ID=$("$GROVECTL" deployments create --file "$WORK/dep.json" 2>&1 | jq -r .deploymentId)
+for _ in $(seq 1 100); do
+  [[ $("$GROVECTL" deployments get "$CTL_ID" 2>/dev/null | jq -r .deploymentStatus) == COMPLETED ]] && break
+  sleep 0.1
+done
+check "grovectl deployments create --file (targetArn defaulted to the core's thing) -> COMPLETED" \
+  test "$("$GROVECTL" deployments get "$CTL_ID" 2>&1 | jq -r '.deploymentStatus + " " + .targetArn')" == "COMPLETED $THING"
+check "... grovectl components installed: only e2e.Lib is left" \
+  test "$("$GROVECTL" components installed 2>&1 | jq -r '[.installedComponents[].componentName] | join(",")')" == e2e.Lib
+check "grovectl deployments list -> it first" \
+  test "$("$GROVECTL" deployments list 2>&1 | jq -r '.deployments[0].deploymentId')" == "$CTL_ID"
+"$GROVECTL" deployments cancel "$CTL_ID" >"$WORK/ctl.out" 2>&1
+check "grovectl deployments cancel of a COMPLETED one -> exit 1, ConflictException" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ConflictException" "$1"' "$?" "$WORK/ctl.out"
+
 # kill -9 of groved in the middle of a deployment (a 6 s install): at the next start the
 # journal's ACTIVE / IN_PROGRESS deployment is applied again and completes.
 cat >"$WORK/slowinstall.yaml" <<'YAML'

@@ -201,6 +201,14 @@ BOOST_FIXTURE_TEST_CASE(bad_requests_name_their_field, fixture) {
   }
   BOOST_CHECK_EQUAL(
     call("POST", "/greengrass/v2/deployments", "[1]").status, 400);
+  // Routes next to these that are no operation (the fuzzer's find: /greengrass/v2/ read
+  // a third segment that was not there).
+  for (auto path : {"/greengrass/v2/", "/greengrass/v2", "/greengrass/v2/deployments/a/b/c",
+                    "/greengrass/v2/coreDevices/core-1/other"}) {
+    auto r = call("GET", path);
+    BOOST_CHECK_EQUAL(r.status, 404);
+    BOOST_CHECK_EQUAL(type_of(r), "UnknownOperationException");
+  }
   // Nothing of these was journaled.
   auto list = call("GET", "/greengrass/v2/deployments?historyFilter=ALL");
   BOOST_CHECK_EQUAL(json::parse(list.body)["deployments"].size(), 0u);
@@ -401,4 +409,25 @@ BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {
   BOOST_CHECK_EQUAL(r("if [ -x x ]; then { echo {iot:thingName}; }; fi"),
                     "if [ -x x ]; then { echo core-1; }; fi");
   BOOST_CHECK_EQUAL(r("{{configuration:/greeting}}"), "{hi}");
+}
+
+BOOST_FIXTURE_TEST_CASE(operator_calls_for_grovectl, fixture) {
+  // CreateDeployment without a targetArn: this core's thing.
+  auto c = service->operator_call("CreateDeployment", "", "", "", "", R"({"deploymentName": "ctl"})");
+  BOOST_REQUIRE_EQUAL(c.status, 201);
+  auto id = json::parse(c.body)["deploymentId"].get<std::string>();
+  BOOST_CHECK_EQUAL(get(id)["targetArn"], thing);
+  BOOST_CHECK_EQUAL(service->operator_call("CreateDeployment", "", "", "", "", "not json").status,
+                    400);
+  auto l = service->operator_call("ListDeployments", "", "", "", "");
+  BOOST_REQUIRE_EQUAL(l.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(l.body)["deployments"][0]["deploymentId"], id);
+  BOOST_CHECK_EQUAL(service->operator_call("GetDeployment", id, "", "", "").status, 200);
+  BOOST_CHECK_EQUAL(service->operator_call("DeleteDeployment", id, "", "", "").status, 409);
+  BOOST_CHECK_EQUAL(service->operator_call("CancelDeployment", id, "", "", "").status, 200);
+  BOOST_CHECK_EQUAL(service->operator_call("DeleteDeployment", id, "", "", "").status, 204);
+  installed = json::array({{{"componentName", "a"}, {"lifecycleState", "BROKEN"}}});
+  auto i = service->operator_call("ListInstalledComponents", "", "", "", "");
+  BOOST_REQUIRE_EQUAL(i.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(i.body)["installedComponents"][0]["lifecycleState"], "BROKEN");
 }
