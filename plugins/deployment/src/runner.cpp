@@ -540,7 +540,18 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       }
       return;
     }
-    if (e.code != 0 && c.errors < 3) // a later crash: the life cycle runs again
+    if (e.code != 0 && c.errors < 3) { // a later crash: recover, then the run again
+      auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
+      if (recover.present && !recover.script.empty()) {
+        // Its own handle, kept until its timeout (dropping it stops the script).
+        auto r = spawn(c, recover.script, recover.setenv, {});
+        if (r)
+          ctx_.after(std::chrono::seconds{recover.timeout > 0 ? recover.timeout : 60},
+                     [keep = std::make_shared<grove::process>(std::move(*r))] {});
+        else
+          ctx_.log().warn("deployment: {}: recover could not start: {}", name,
+                          grove::describe(r.error()));
+      }
       ctx_.after(std::chrono::milliseconds{500 * c.errors}, [this, name, gen, alive = alive_] {
         if (!*alive)
           return;
@@ -551,6 +562,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
         dummy->index = 1; // not part of a deployment: nothing waits
         run_main(dummy, name);
       });
+    }
   };
   auto proc = spawn(c, chosen.script, chosen.setenv, std::move(cb));
   if (!proc) {

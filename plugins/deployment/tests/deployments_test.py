@@ -115,6 +115,7 @@ component("e2e.Crash", """Manifests:
   - Platform: {os: linux}
     Lifecycle:
       run: echo crashing; exit 1
+      recover: echo recovered >> {work:path}/recovered
 """)
 
 # ---- a deployment: processes really run, configuration merged --------------------------
@@ -202,6 +203,9 @@ check("a component whose run exits 1 three times -> BROKEN",
       state, installed().get("e2e.Crash"))
 check("... its three runs are in its log", read(f"{LOGS}/e2e.Crash.log").count("crashing") == 3,
       read(f"{LOGS}/e2e.Crash.log"))
+check("... recover ran after each of the first two errors, not after the third",
+      wait(lambda: read(f"{WORKDIR}/e2e.Crash/recovered") == "recovered\n" * 2, 5),
+      read(f"{WORKDIR}/e2e.Crash/recovered"))
 check("... GetCoreDevice -> UNHEALTHY",
       gg.get_core_device(coreDeviceThingName="core-1")["status"] == "UNHEALTHY")
 
