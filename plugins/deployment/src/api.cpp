@@ -1453,6 +1453,11 @@ http_response api::create_deployment(const http_request& req, int64_t now_ms) {
   json components = has("components") ? body["components"] : json::object();
   if (auto bad = check_components(components))
     return *bad;
+  // Null members are absent ones (as botocore never sends them): the journal keeps
+  // only what was set, so whoever reads it back finds objects where it expects them.
+  for (auto& c : components)
+    for (auto it = c.begin(); it != c.end();)
+      it = it->is_null() ? c.erase(it) : std::next(it);
   auto policies = deployment_policies(has("deploymentPolicies") ? body["deploymentPolicies"]
                                                                  : json{});
   if (auto* bad = std::get_if<http_response>(&policies))

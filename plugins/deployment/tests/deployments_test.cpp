@@ -146,6 +146,13 @@ BOOST_FIXTURE_TEST_CASE(create_get_and_the_defaults, fixture) {
   BOOST_CHECK_EQUAL(d["deploymentPolicies"]["configurationValidationPolicy"]["timeoutInSeconds"],
                     30);
   BOOST_CHECK_EQUAL(effective(id)["coreDeviceExecutionStatus"], "QUEUED");
+  // Null members are journaled as absent.
+  auto nulls = deploy_ok({{"targetArn", group},
+                          {"components",
+                           {{"a.one", {{"componentVersion", "1.0.0"},
+                                       {"runWith", nullptr},
+                                       {"configurationUpdate", nullptr}}}}}});
+  BOOST_CHECK_EQUAL(get(nulls)["components"]["a.one"], spec("1.0.0"));
   // Journaled: the store reopened has it.
   open();
   BOOST_CHECK_EQUAL(get(id)["deploymentName"], "first");
