@@ -105,6 +105,9 @@ public:
   /// The component version ARN of `name` at `version`.
   std::string version_arn(const std::string& name, const std::string& version) const;
 
+  /// True when `target_arn` is this core's thing or one of its thing groups.
+  bool targets_this_core(const std::string& target_arn) const;
+
   /// This core's thing ARN (`arn:aws:iot:<region>:<account>:thing/<name>`).
   std::string thing_arn() const;
 
@@ -142,7 +145,6 @@ private:
   http_response list_installed_components(const std::string& thing, const http_request& req);
   http_response get_core_device(const std::string& thing);
   http_response list_core_devices(const http_request& req);
-  bool targets_this_core(const std::string& target_arn) const;
   bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
 
   struct bucket {

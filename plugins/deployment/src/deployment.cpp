@@ -288,7 +288,7 @@ private:
         if (!all)
           return std::move(all.error());
         for (const auto& d : *all)
-          if ((d.status == "ACTIVE" || d.status == "COMPLETED")) {
+          if ((d.status == "ACTIVE" || d.status == "COMPLETED") && a->targets_this_core(d.target_arn)) {
             auto r = a->resolve_deployment(d);
             if (r.status != 200)
               return grove::make_error(grove::errc::invalid_state,
