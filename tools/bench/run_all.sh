@@ -54,6 +54,7 @@ if [ -f "$build/lib/grove/plugins/libshadow.so" ]; then
 fi
 if [ -f "$build/lib/grove/plugins/libdeployment.so" ]; then
   /usr/bin/python3 "$here/deployment_api_bench.py" --build "$build" || rc=1
+  /usr/bin/python3 "$here/deployment_apply_bench.py" --build "$build" || rc=1
 fi
 if [ -x "$build/bin/device_function_bench" ]; then
   "$build/bin/device_function_bench" || rc=1
