@@ -36,6 +36,15 @@ plugins:
       interval_ms: 200
       topic: grove/hb/$version
 YAML
+  if [[ "${3:-}" == ota ]]; then  # with the ota plugin, trusting k1
+    cp "$LIBDIR/grove/plugins/libota.so" "$dir/lib/grove/plugins/"
+    cat >>"$dir/etc/grove/profile.yaml" <<YAML
+  - name: ota
+    config:
+      install_root: $R
+      trusted_keys: ["$(cat "$T/k1.pub")"]
+YAML
+  fi
 }
 
 start_watchdog() {
@@ -279,4 +288,27 @@ expect_state healthy
 [[ "$(stat -c %i "$R/releases/1.8.0/bin/groved")" == "$(stat -c %i "$R/releases/1.7.0/bin/groved")" ]] \
   || fail "the plugins release does not share groved with 1.7.0"
 echo "ok: plugins-only bundle 1.8.0 healthy, other files shared"
+# --- through the plugin: grovectl ota apply (the bus service), refusals as exit 1
+make_tree "$T/t1.9.0" 1.9.0 ota
+"$OTA" bundle --tree "$T/t1.9.0" --version 1.9.0 --key "$T/k1.key" --out "$T/b1.9.0.tar" >/dev/null
+"$OTA" install "$T/b1.9.0.tar" --root "$R" --trust "$T/k1.pub" --restart-pid "$(groved_pid)" >/dev/null
+expect_running 1.9.0
+make_tree "$T/t2.0.0" 2.0.0 ota
+"$OTA" bundle --tree "$T/t2.0.0" --version 2.0.0 --key "$T/k1.key" --out "$T/b2.0.0.tar" >/dev/null
+repack "$T/b2.0.0.tar" "$T/badsig2.tar" 'data = data.replace(b"\"2.0.0\"", b"\"2.0.1\"") if name == "manifest.json" else data'
+if out=$(ctl ota apply "$T/badsig2.tar" 2>&1); then fail "grovectl ota apply took a bad signature: $out"; fi
+[[ "$out" == *"bad signature"* ]] || fail "grovectl ota apply: '$out'"
+if out=$(ctl ota apply "$T/b1.0.0.tar" 2>&1); then fail "grovectl ota apply took a downgrade: $out"; fi
+[[ "$out" == *"older than the installed 1.9.0"* ]] || fail "grovectl ota apply: '$out'"
+expect_current 1.9.0
+echo "ok: grovectl ota apply refuses: $out"
+out=$(ctl ota apply "$T/b2.0.0.tar") || fail "grovectl ota apply: $out"
+[[ "$out" == *"switched to 2.0.0 (previous 1.9.0, trial)"* ]] || fail "grovectl ota apply said '$out'"
+expect_running 2.0.0
+expect_current 2.0.0
+expect_state healthy
+st=$(ctl --json ota status)
+[[ "$(jq -r .phase <<<"$st")/$(jq -r .current_version <<<"$st")" == healthy/2.0.0 ]] \
+  || fail "grovectl ota status: $st"
+echo "ok: grovectl ota apply 2.0.0: $out; status $st"
 echo "PASS"
