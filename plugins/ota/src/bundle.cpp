@@ -42,6 +42,12 @@ bool init_sodium() {
   return ok;
 }
 
+// libarchive's message, which may be null (e.g. for an empty input).
+std::string archive_error(archive* a) {
+  const char* msg = archive_error_string(a);
+  return msg ? msg : "not a readable archive";
+}
+
 struct archive_closer {
   void operator()(archive* a) const { archive_read_free(a); }
 };
@@ -58,7 +64,7 @@ caf::expected<archive_ptr> open_archive(const source& src) {
              ? archive_read_open_memory(a.get(), src.memory.data(), src.memory.size())
              : archive_read_open_filename(a.get(), src.file.c_str(), 64 * 1024);
   if (rc != ARCHIVE_OK)
-    return bad(std::string{"cannot open: "} + archive_error_string(a.get()));
+    return bad(std::string{"cannot open: "} + archive_error(a.get()));
   return a;
 }
 
@@ -73,7 +79,7 @@ caf::expected<std::string> read_small(archive* a, archive_entry* e, size_t limit
   for (;;) {
     auto n = archive_read_data(a, buf, sizeof buf);
     if (n < 0)
-      return bad(std::string{what} + ": " + archive_error_string(a));
+      return bad(std::string{what} + ": " + archive_error(a));
     if (n == 0)
       break;
     out.append(buf, static_cast<size_t>(n));
@@ -307,7 +313,7 @@ caf::expected<header> read_header(const source& src) {
     int rc = archive_read_next_header(a->get(), &e);
     if (rc != ARCHIVE_OK)
       return bad(std::string{"expected "} + names[i] + " as entry " + std::to_string(i + 1)
-                 + (rc == ARCHIVE_EOF ? ": the bundle ends" : std::string{": "} + archive_error_string(a->get())));
+                 + (rc == ARCHIVE_EOF ? ": the bundle ends" : std::string{": "} + archive_error(a->get())));
     const char* name = archive_entry_pathname(e);
     if (!name || std::string_view{name} != names[i])
       return bad(std::string{"expected "} + names[i] + " as entry " + std::to_string(i + 1)
@@ -401,7 +407,7 @@ caf::error stage(const source& src, const manifest& m, const fs::path& dir) {
     if (rc == ARCHIVE_EOF)
       break;
     if (rc != ARCHIVE_OK)
-      return fail(bad(std::string{"reading: "} + archive_error_string(a->get())));
+      return fail(bad(std::string{"reading: "} + archive_error(a->get())));
     std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     if (++index <= 2)
       continue; // manifest.json, manifest.sig (read_header checked them)
@@ -439,7 +445,7 @@ caf::error stage(const source& src, const manifest& m, const fs::path& dir) {
     for (;;) {
       auto n = archive_read_data(a->get(), buf, sizeof buf);
       if (n < 0) {
-        err = bad("reading '" + name + "': " + archive_error_string(a->get()));
+        err = bad("reading '" + name + "': " + archive_error(a->get()));
         break;
       }
       if (n == 0)
