@@ -1,9 +1,15 @@
 // ota: the bus face of the A/B installer (README.md). $grove/ota/apply verifies and
 // stages a bundle off the plugin's actor (run_blocking), switches `current`, answers, and
-// then stops groved so grove-ota-watchdog starts the new release on trial.
+// then stops groved so grove-ota-watchdog starts the new release on trial. With a
+// thing_name it also takes AWS IoT Jobs through message_manager's cloud link (a system
+// client): the next execution is applied like an apply request, and its outcome (the
+// watchdog's journal after the restart) reported SUCCEEDED or FAILED with the reason.
 
 #include "bundle.hpp"
 #include "install.hpp"
+#include "jobs.hpp"
+
+#include "grove/message_manager/client.hpp"
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
@@ -20,6 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace ota = grove::ota;
+namespace mmc = grove::message_manager;
 
 struct ota_config {
   std::filesystem::path install_root;
@@ -27,6 +34,7 @@ struct ota_config {
   bool allow_downgrade = false;
   int64_t stage_margin_bytes = 0;
   std::string restart;
+  std::string thing_name;
 
   static grove::config_map<ota_config> map() {
     return grove::config_map<ota_config>{}
@@ -43,7 +51,11 @@ struct ota_config {
            "free disk kept beyond a bundle's unpacked size; less is refused before staging")
       .key("restart", &ota_config::restart, "exit", grove::one_of{"exit", "none"},
            "after a switch: exit (groved stops, the watchdog starts the new release) or "
-           "none (the next start runs it)");
+           "none (the next start runs it)")
+      .key("thing_name", &ota_config::thing_name, "",
+           "the core's AWS IoT thing: take AWS IoT Jobs on $aws/things/<thing_name>/jobs/ "
+           "through message_manager's cloud link (list ota in its cloud.system_clients); "
+           "empty: no jobs");
   }
 };
 
@@ -64,15 +76,67 @@ public:
     if (auto err = ctx.serve(ota::apply_topic, [this](const grove::Envelope& msg) { apply(msg); }))
       return err;
     using status_service = grove::service<ota::StatusRequest, ota::StatusReply>;
-    return status_service::serve(ctx, ota::status_topic,
-                                 [this](auto&, auto&) { return status(); });
+    if (auto err = status_service::serve(ctx, ota::status_topic,
+                                         [this](auto&, auto&) { return status(); }))
+      return err;
+    if (cfg_.thing_name.empty())
+      return {};
+    if (!ota::jobs::valid_thing_name(cfg_.thing_name))
+      return grove::make_error(grove::errc::invalid_config,
+                               "ota: thing_name '" + cfg_.thing_name + "' is not a thing name");
+    if (auto err = ctx.subscribe(mmc::system_filter(ctx.name())))
+      return err;
+    if (auto err = ctx.subscribe(mmc::cloud_link_topic))
+      return err;
+    return {};
   }
 
-  void on_message(const grove::Envelope&) override {
+  caf::error start() override {
+    if (cfg_.thing_name.empty())
+      return {};
+    cloud_.emplace(*ctx_, [this](mmc::cloud_filters::state st, const caf::error& err) {
+      if (st == mmc::cloud_filters::state::refused)
+        ctx_->log().error("ota: cannot subscribe to the jobs topics (is ota in "
+                          "message_manager's cloud.system_clients?): {}; retrying",
+                          grove::describe(err));
+      if (st == mmc::cloud_filters::state::subscribed)
+        ask_next();
+    });
+    auto f = ota::jobs::filters(cfg_.thing_name);
+    cloud_->set({f.begin(), f.end()});
+    return {};
+  }
+
+  void on_message(const grove::Envelope& msg) override {
+    if (msg.topic() == mmc::cloud_link_topic) {
+      grove::mm::CloudLink ev;
+      if (ev.ParseFromString(msg.payload()) && ev.connected() && cloud_
+          && cloud_->current() == mmc::cloud_filters::state::subscribed)
+        ask_next();
+      return;
+    }
+    auto topic = mmc::cloud_topic_of(msg.topic(), ctx_->name());
+    if (!topic)
+      return;
+    if (topic->ends_with("/update/rejected")) {
+      ctx_->log().warn("ota: the cloud rejected a job update: {}", msg.payload());
+      return;
+    }
+    if (*topic != ota::jobs::notify_next_topic(cfg_.thing_name)
+        && *topic != ota::jobs::get_topic(cfg_.thing_name, "$next") + "/accepted")
+      return;
+    auto ex = ota::jobs::parse_execution(msg.payload());
+    if (!ex) {
+      ctx_->log().warn("ota: {} ({})", grove::describe(ex.error()), *topic);
+      return;
+    }
+    if (*ex)
+      on_execution(**ex);
   }
 
 private:
   using apply_service = grove::service<ota::ApplyRequest, ota::ApplyReply>;
+  using done_fn = std::function<void(caf::expected<ota::state>)>;
 
   void apply(const grove::Envelope& msg) {
     auto req = apply_service::decode(msg);
@@ -80,45 +144,119 @@ private:
       ctx_->reply_error(msg, std::move(req.error()));
       return;
     }
+    install(req->bundle(), req->job_id(), req->allow_downgrade(),
+            [this, msg](caf::expected<ota::state> st) {
+              if (!st) {
+                ctx_->reply_error(msg, std::move(st.error()));
+                return;
+              }
+              ota::ApplyReply reply;
+              reply.set_version(st->version);
+              reply.set_release(st->target);
+              reply.set_previous(st->previous);
+              reply.set_phase(st->phase);
+              reply.set_restarting(cfg_.restart == "exit");
+              apply_service::reply(*ctx_, msg, std::move(reply));
+            });
+  }
+
+  // Verifies, stages and switches off the actor; `done` runs on it, and then (restart:
+  // exit) groved stops so the watchdog starts the new release.
+  void install(std::string bundle, std::string job, bool allow_downgrade, done_fn done) {
     if (busy_) {
-      ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_state,
-                                               "ota: an update is being applied"));
+      done(grove::make_error(grove::errc::invalid_state, "ota: an update is being applied"));
       return;
     }
     busy_ = true;
     ota::policy pol;
     pol.trusted_keys = cfg_.trusted_keys;
-    pol.allow_downgrade = cfg_.allow_downgrade || req->allow_downgrade();
+    pol.allow_downgrade = cfg_.allow_downgrade || allow_downgrade;
     pol.margin_bytes = static_cast<uint64_t>(cfg_.stage_margin_bytes);
     auto root = cfg_.install_root;
-    auto bundle = std::filesystem::path{req->bundle()};
-    auto job = req->job_id();
     ctx_->run_blocking(
       [root, bundle, pol, job] {
         return ota::install(root, ota::source{bundle, {}}, pol, job);
       },
-      [this, msg](caf::expected<caf::expected<ota::state>> outer) {
+      [this, done](caf::expected<caf::expected<ota::state>> outer) {
         auto st = outer ? std::move(*outer) : caf::expected<ota::state>{std::move(outer.error())};
         busy_ = false;
         if (!st) {
           refused_.inc();
           ctx_->log().warn("ota: refused: {}", grove::describe(st.error()));
-          ctx_->reply_error(msg, std::move(st.error()));
+          done(std::move(st));
           return;
         }
         applied_.inc();
-        ota::ApplyReply reply;
-        reply.set_version(st->version);
-        reply.set_release(st->target);
-        reply.set_previous(st->previous);
-        reply.set_phase(st->phase);
-        reply.set_restarting(cfg_.restart == "exit");
         ctx_->log().info("ota: switched to {} (previous {})", st->target, st->previous);
-        apply_service::reply(*ctx_, msg, std::move(reply));
+        done(std::move(st));
         if (cfg_.restart == "exit")
           // After the reply is out: groved's orderly stop, then the watchdog's restart.
           ctx_->after(300ms, [] { ::kill(::getpid(), SIGTERM); });
       });
+  }
+
+  // --- AWS IoT Jobs ---
+
+  void ask_next() {
+    publish(ota::jobs::get_topic(cfg_.thing_name, "$next"), ota::jobs::get_payload("ota-next"));
+  }
+
+  void publish(std::string topic, std::string payload) {
+    mmc::cloud_publish(*ctx_, std::move(topic), std::move(payload), 10s,
+                       [this](caf::expected<grove::mm::CloudPublished> r) {
+                         if (!r)
+                           ctx_->log().warn("ota: cannot publish to the cloud: {}",
+                                            grove::describe(r.error()));
+                       });
+  }
+
+  void report(const ota::jobs::execution& ex, std::string_view status,
+              std::map<std::string, std::string> details) {
+    ctx_->log().info("ota: job {} {}", ex.job_id, status);
+    publish(ota::jobs::update_topic(cfg_.thing_name, ex.job_id),
+            ota::jobs::update_payload(status, details, 0, "ota-" + ex.job_id));
+  }
+
+  void on_execution(const ota::jobs::execution& ex) {
+    auto st = ota::read_state(cfg_.install_root);
+    if (ex.status == "IN_PROGRESS" && st && st->job_id == ex.job_id) {
+      // Ours, from before the restart: its outcome is the watchdog's journal.
+      if (st->phase == "trial") {
+        if (!polling_) {
+          polling_ = true;
+          ctx_->after(1s, [this] {
+            polling_ = false;
+            ask_next();
+          });
+        }
+        return;
+      }
+      if (st->phase == "healthy" || st->phase == "idle")
+        report(ex, "SUCCEEDED", {{"version", st->version}, {"release", st->target}});
+      else
+        report(ex, "FAILED", {{"reason", st->reason.empty() ? st->phase : st->reason},
+                              {"version", st->version}});
+      return;
+    }
+    if (ex.status != "QUEUED" && ex.status != "IN_PROGRESS")
+      return;
+    if (busy_ || job_running_ == ex.job_id)
+      return;
+    auto bundle = ota::jobs::bundle_of(ex.document);
+    if (!bundle) {
+      report(ex, "FAILED", {{"reason", grove::describe(bundle.error())}});
+      return;
+    }
+    job_running_ = ex.job_id;
+    report(ex, "IN_PROGRESS", {{"step", "installing"}});
+    install(*bundle, ex.job_id, false, [this, ex](caf::expected<ota::state> st) {
+      job_running_.clear();
+      if (!st)
+        report(ex, "FAILED", {{"reason", grove::describe(st.error())}});
+      else if (st->phase != "trial") // a first install: nothing to wait for
+        report(ex, "SUCCEEDED", {{"version", st->version}});
+      // else: the new release reports once the watchdog decided
+    });
   }
 
   caf::expected<ota::StatusReply> status() {
@@ -141,6 +279,9 @@ private:
   grove::context* ctx_ = nullptr;
   ota_config cfg_;
   bool busy_ = false;
+  bool polling_ = false;
+  std::string job_running_;
+  std::optional<mmc::cloud_filters> cloud_;
   grove::counter applied_;
   grove::counter refused_;
 };
