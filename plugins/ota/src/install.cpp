@@ -89,6 +89,7 @@ caf::expected<state> read_state(const fs::path& root) {
   get("previous", st.previous);
   get("target", st.target);
   get("version", st.version);
+  get("kind", st.kind);
   get("reason", st.reason);
   get("job_id", st.job_id);
   if (auto it = doc.find("attempts"); it != doc.end() && it->is_number_integer())
@@ -98,7 +99,7 @@ caf::expected<state> read_state(const fs::path& root) {
 
 caf::error write_state(const fs::path& root, const state& st) {
   json doc = {{"phase", st.phase},   {"previous", st.previous}, {"target", st.target},
-              {"version", st.version}, {"reason", st.reason},   {"job_id", st.job_id},
+              {"version", st.version}, {"kind", st.kind}, {"reason", st.reason},   {"job_id", st.job_id},
               {"attempts", st.attempts}};
   return write_atomic(root / "ota-state.json", doc.dump(2) + "\n");
 }
@@ -211,6 +212,7 @@ caf::expected<state> install(const fs::path& root, const source& src, policy pol
   st.previous = current;
   st.target = release;
   st.version = m->version;
+  st.kind = m->kind;
   st.job_id = job_id;
   // Journal first: a crash between the two leaves a "trial" whose target is not current,
   // which the watchdog reads as "interrupted before the switch".

@@ -21,6 +21,7 @@ struct state {
   std::string previous; // release directory names under releases/
   std::string target;
   std::string version;
+  std::string kind; // the bundle's: "full" or "plugins"
   std::string reason;
   std::string job_id;
   int attempts = 0; // boots of `target` on trial
