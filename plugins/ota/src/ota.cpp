@@ -9,6 +9,7 @@
 #include "install.hpp"
 #include "jobs.hpp"
 
+#include "grove/kernel/control_client.hpp"
 #include "grove/message_manager/client.hpp"
 
 #include "grove/config_map.hpp"
@@ -19,6 +20,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
@@ -35,6 +38,7 @@ struct ota_config {
   int64_t stage_margin_bytes = 0;
   std::string restart;
   std::string thing_name;
+  std::string plugin_updates;
 
   static grove::config_map<ota_config> map() {
     return grove::config_map<ota_config>{}
@@ -52,6 +56,10 @@ struct ota_config {
       .key("restart", &ota_config::restart, "exit", grove::one_of{"exit", "none"},
            "after a switch: exit (groved stops, the watchdog starts the new release) or "
            "none (the next start runs it)")
+      .key("plugin_updates", &ota_config::plugin_updates, "reload",
+           grove::one_of{"reload", "restart"},
+           "a plugins-only bundle: reload (each plugin hot-reloaded from the new release "
+           "through the kernel, no restart; needs may_control_plugins: true) or restart")
       .key("thing_name", &ota_config::thing_name, "",
            "the core's AWS IoT thing: take AWS IoT Jobs on $aws/things/<thing_name>/jobs/ "
            "through message_manager's cloud link (list ota in its cloud.system_clients); "
@@ -155,7 +163,7 @@ private:
               reply.set_release(st->target);
               reply.set_previous(st->previous);
               reply.set_phase(st->phase);
-              reply.set_restarting(cfg_.restart == "exit");
+              reply.set_restarting(st->phase == "trial" && cfg_.restart == "exit");
               apply_service::reply(*ctx_, msg, std::move(reply));
             });
   }
@@ -188,10 +196,87 @@ private:
         }
         applied_.inc();
         ctx_->log().info("ota: switched to {} (previous {})", st->target, st->previous);
+        if (st->phase == "trial" && st->kind == "plugins" && cfg_.plugin_updates == "reload") {
+          auto names = plugins_of(*st);
+          if (!names.empty()) {
+            busy_ = true;
+            hot_reload(*st, std::move(names), 0, std::move(done));
+            return;
+          }
+        }
         done(std::move(st));
-        if (cfg_.restart == "exit")
-          // After the reply is out: groved's orderly stop, then the watchdog's restart.
-          ctx_->after(300ms, [] { ::kill(::getpid(), SIGTERM); });
+        restart();
+      });
+  }
+
+  void restart() {
+    if (cfg_.restart == "exit")
+      // After the reply is out: groved's orderly stop, then the watchdog's restart.
+      ctx_->after(300ms, [] { ::kill(::getpid(), SIGTERM); });
+  }
+
+  // The plugins a plugins release replaces (lib/grove/plugins/lib<name>.so), or none
+  // when it replaces this plugin itself (it cannot reload itself: a restart instead).
+  std::vector<std::string> plugins_of(const ota::state& st) {
+    std::ifstream in{cfg_.install_root / "releases" / st.target / "ota-manifest.json"};
+    std::stringstream buf;
+    buf << in.rdbuf();
+    auto m = ota::parse_manifest(buf.str());
+    std::vector<std::string> names;
+    if (!m)
+      return names;
+    for (auto& f : m->files) {
+      auto file = std::filesystem::path{f.path}.filename().string();
+      if (file.rfind("lib", 0) != 0 || !file.ends_with(".so"))
+        return {};
+      auto name = file.substr(3, file.size() - 6);
+      if (name == ctx_->name())
+        return {};
+      names.push_back(name);
+    }
+    return names;
+  }
+
+  std::string plugin_path(const std::string& release, const std::string& name) {
+    return (cfg_.install_root / "releases" / release / "lib/grove/plugins"
+            / ("lib" + name + ".so"))
+      .string();
+  }
+
+  // A plugins release without a restart: each plugin hot-reloaded from the new release
+  // (the kernel loses no message). A refusal switches back, reloads the ones already
+  // done from the previous release, and journals the rollback.
+  void hot_reload(ota::state st, std::vector<std::string> names, size_t i, done_fn done) {
+    if (i == names.size()) {
+      busy_ = false;
+      st.phase = "healthy";
+      st.reason.clear();
+      if (auto err = ota::write_state(cfg_.install_root, st))
+        ctx_->log().error("ota: {}", grove::describe(err));
+      ctx_->log().info("ota: {} hot-reloaded from {}", names.size(), st.target);
+      done(std::move(st));
+      return;
+    }
+    grove::control_client::reload(
+      *ctx_, names[i], plugin_path(st.target, names[i]), 60s,
+      [this, st, names, i, done](caf::expected<grove::control::PluginInfo> r) mutable {
+        if (r) {
+          hot_reload(std::move(st), std::move(names), i + 1, std::move(done));
+          return;
+        }
+        auto reason = "hot reload of " + names[i] + " failed: " + grove::describe(r.error());
+        ctx_->log().error("ota: {}; rolling back to {}", reason, st.previous);
+        st.reason = reason;
+        ota::write_state(cfg_.install_root, st);
+        if (auto err = ota::switch_to(cfg_.install_root, st.previous))
+          ctx_->log().error("ota: {}", grove::describe(err));
+        for (size_t j = 0; j < i; ++j)
+          grove::control_client::reload(*ctx_, names[j], plugin_path(st.previous, names[j]),
+                                        60s, [](caf::expected<grove::control::PluginInfo>) {});
+        st.phase = "rolled_back";
+        ota::write_state(cfg_.install_root, st);
+        busy_ = false;
+        done(grove::make_error(grove::errc::plugin_failed, "ota: " + reason + " (rolled back)"));
       });
   }
 
