@@ -38,7 +38,7 @@ function(grove_abi_generate target)
     VERBATIM)
   add_dependencies(${target} grove_abi_header)
   target_include_directories(${target} PUBLIC $<BUILD_INTERFACE:${out_dir}>)
-  install(FILES ${out} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/grove)
+  install(FILES ${out} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/grove COMPONENT dev)
   set(GROVE_ABI_INPUTS "${inputs}" PARENT_SCOPE)
 endfunction()
 

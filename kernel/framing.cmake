@@ -24,4 +24,4 @@ target_link_libraries(grove_framing PUBLIC grove_proto grove_caf)
 target_compile_features(grove_framing PUBLIC cxx_std_20)
 # Needed in the export set because grove_core (exported) links it.
 install(TARGETS grove_framing EXPORT GroveTargets
-        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)

@@ -284,6 +284,13 @@ plugins:
       isolation: {type: string, default: in_process, enum: [in_process, process]}
       may_claim: {type: list, default: [], items: {type: string}, doc: "envelope sources the plugin may set: names, or prefixes ending in '*'"}
       may_set_group: {type: bool, default: false, doc: "the plugin may replace the group on $grove/group/set"}
+      may_control_plugins: {type: bool, default: false, doc: "the plugin may load, unload, reload and reconfigure other plugins on $grove/kernel/plugins/*"}
+image:
+  type: map
+  doc: "read by tools/grove-image only; groved ignores it"
+  keys:
+    components: {type: list, default: [], items: {type: string},
+                 doc: "Image Builder build component documents run against the image tree, relative to the profile"}
 )";
 
 std::filesystem::path absolute_from(const std::filesystem::path& base,
@@ -552,6 +559,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
         p["block_timeout_ms"].as<int64_t>()};
     spec.isolation = p["isolation"].Scalar();
     spec.may_set_group = p["may_set_group"].as<bool>();
+    spec.may_control_plugins = p["may_control_plugins"].as<bool>();
     auto claims = p["may_claim"];
     for (size_t k = 0; k < claims.size(); ++k) {
       auto grant = claims[k].Scalar();

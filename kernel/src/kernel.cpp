@@ -18,6 +18,7 @@
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "code_pages.hpp"
 #include "file_watch.hpp"
@@ -179,6 +180,39 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
+/// Serves the kernel's control service to plugins (control_client.hpp). Detached, like
+/// group_service: a load or reload blocks until the plugin runs.
+class control_service : public caf::event_based_actor {
+public:
+  control_service(caf::actor_config& cfg, kernel* k, std::shared_ptr<endpoint_ptr> ep)
+    : caf::event_based_actor(cfg), k_(k), ep_(std::move(ep)) {
+  }
+
+protected:
+  caf::behavior make_behavior() override {
+    return {
+      [this](const Envelope& msg) -> caf::result<Envelope> {
+        if (!current_mailbox_element()->mid.is_request()) {
+          (*ep_)->consumed();
+          return Envelope{};
+        }
+        auto reply = k_->control_request(msg);
+        if (!reply)
+          return std::move(reply.error());
+        return std::move(*reply);
+      },
+    };
+  }
+
+  void on_exit() override {
+    ep_.reset();
+  }
+
+private:
+  kernel* k_;
+  std::shared_ptr<endpoint_ptr> ep_;
+};
+
 /// Unsubscribes, waits out a callback in progress and stops the sink actor when the
 /// last owner lets go; after that the callback never runs again. The callback itself
 /// stays alive until the sink actor is gone, so releasing from inside it is safe.
@@ -285,6 +319,19 @@ caf::error kernel::start() {
       return err;
     if (auto err = bus_.serve(group_ep_, group_client::set_topic))
       return err;
+  }
+  {
+    // Served before any plugin starts: a plugin's init may ask at once.
+    auto box = std::make_shared<endpoint_ptr>();
+    control_service_ = sys_->spawn<control_service, caf::detached>(this, box);
+    control_ep_ = std::make_shared<endpoint>("kernel:control", control_service_,
+                                             profile_.queue);
+    *box = control_ep_;
+    for (auto topic : {control_client::status_topic, control_client::load_topic,
+                       control_client::unload_topic, control_client::reload_topic,
+                       control_client::configure_topic})
+      if (auto err = bus_.serve(control_ep_, topic))
+        return err;
   }
   // The control socket comes first so an operator can look at a half-started device.
   if (options_.control_socket) {
@@ -428,6 +475,11 @@ void kernel::stop() {
     bus_.unserve_all(group_ep_);
     caf::anon_send_exit(group_service_, caf::exit_reason::user_shutdown);
     group_ep_.reset();
+  }
+  if (control_ep_) {
+    bus_.unserve_all(control_ep_);
+    caf::anon_send_exit(control_service_, caf::exit_reason::user_shutdown);
+    control_ep_.reset();
   }
   log_->info("stopped");
   log_->flush();
@@ -678,6 +730,129 @@ caf::error kernel::load(const std::string& name) {
   auto result = host_->load(spec);
   schedule_code_trim(); // the new plugin's start-up code
   return result;
+}
+
+caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
+  namespace cc = control_client;
+  const auto& caller = msg.source();
+  auto answer = [&](const google::protobuf::MessageLite& body, std::string type) {
+    Envelope reply;
+    reply.set_topic(msg.reply_to());
+    reply.set_source(std::string{kernel_source});
+    reply.set_content_type(std::move(type));
+    reply.set_payload(body.SerializeAsString());
+    return reply;
+  };
+  if (msg.topic() == cc::status_topic) {
+    if (auto req = service<control::Empty, control::Status>::decode(msg); !req)
+      return std::move(req.error());
+    return answer(status(), cc::status_rpc::response_type());
+  }
+  // The rest changes plugins: the profile says who may, as for the group.
+  auto allowed = with_profile([&](const image_profile& p) {
+    for (const auto& spec : p.plugins)
+      if (spec.name == caller)
+        return spec.may_control_plugins;
+    return false;
+  });
+  if (!allowed)
+    return make_error(errc::not_authorized,
+                      "'" + caller
+                        + "' may not control plugins: its profile entry has no "
+                          "may_control_plugins: true");
+  // A plugin waiting for its own stop would wait for itself.
+  auto other = [&](const std::string& name, const char* verb) -> caf::error {
+    if (name == caller)
+      return make_error(errc::invalid_state,
+                        "'" + caller + "' cannot " + verb + " itself; an operator or "
+                                                            "another plugin can");
+    return {};
+  };
+  auto parse_config = [&](const std::string& name,
+                          const std::string& doc) -> caf::expected<yaml_ptr> {
+    try {
+      return make_yaml(YAML::Load(doc)); // JSON is YAML
+    } catch (const std::exception& e) {
+      return make_error(errc::invalid_config,
+                        "config of '" + name + "' is not YAML or JSON: " + e.what());
+    }
+  };
+  auto info_of = [&](const std::string& name) -> caf::expected<Envelope> {
+    for (auto& p : host_->list())
+      if (p.name() == name)
+        return answer(p, cc::load_rpc::response_type());
+    return make_error(errc::unknown_plugin, "no plugin '" + name + "' is loaded");
+  };
+  if (msg.topic() == cc::load_topic || msg.topic() == cc::configure_topic) {
+    auto req = service<control::PluginChange, control::PluginInfo>::decode(msg);
+    if (!req)
+      return std::move(req.error());
+    bool load = msg.topic() == cc::load_topic;
+    if (auto err = other(req->name(), load ? "load" : "reconfigure"))
+      return err;
+    if (!req->path().empty())
+      return make_error(errc::unsupported, "a load names a plugin of the plugin directory; "
+                                           "use reload with a path to change its library");
+    std::optional<plugin_spec> spec;
+    if (load) {
+      spec = with_profile([&](const image_profile& p) {
+        for (auto& s : p.plugins)
+          if (s.name == req->name())
+            return s;
+        plugin_spec s;
+        s.name = req->name();
+        s.queue = p.queue;
+        return s;
+      });
+    } else if (spec = host_->spec_of(req->name()); !spec) {
+      return make_error(errc::unknown_plugin, "no plugin '" + req->name() + "' is loaded");
+    }
+    if (!req->config().empty() || !load) {
+      auto cfg = parse_config(req->name(), req->config());
+      if (!cfg)
+        return std::move(cfg.error());
+      spec->config = std::move(*cfg);
+      spec->file = "(config from " + caller + ")";
+      spec->line = 0;
+    }
+    std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
+    if (load) {
+      auto err = host_->load(*spec);
+      schedule_code_trim();
+      if (err)
+        return err;
+    } else if (auto r = host_->reconfigure(*spec); !r) {
+      return std::move(r.error());
+    }
+    log_->info("{} {} plugin {}", caller, load ? "loaded" : "reconfigured", req->name());
+    return info_of(req->name());
+  }
+  if (msg.topic() == cc::unload_topic) {
+    auto req = service<control::Name, control::Empty>::decode(msg);
+    if (!req)
+      return std::move(req.error());
+    if (auto err = other(req->name(), "unload"))
+      return err;
+    std::lock_guard guard{apply_mtx_};
+    if (auto err = host_->unload(req->name()))
+      return err;
+    log_->info("{} unloaded plugin {}", caller, req->name());
+    return answer(control::Empty{}, cc::unload_rpc::response_type());
+  }
+  if (msg.topic() == cc::reload_topic) {
+    auto req = service<control::Reload, control::PluginInfo>::decode(msg);
+    if (!req)
+      return std::move(req.error());
+    if (auto err = other(req->name(), "reload"))
+      return err;
+    std::lock_guard guard{apply_mtx_};
+    auto r = reload(req->name(), req->path());
+    if (!r)
+      return std::move(r.error());
+    log_->info("{} reloaded plugin {}: {}", caller, req->name(), *r);
+    return info_of(req->name());
+  }
+  return make_error(errc::no_route, "the kernel serves no '" + msg.topic() + "'");
 }
 
 caf::error kernel::unload(const std::string& name) {

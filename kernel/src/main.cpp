@@ -15,6 +15,7 @@
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
 #include "plugin_host_child.hpp"
+#include "systemd_notify.hpp"
 
 namespace {
 
@@ -139,6 +140,23 @@ int main(int argc, char** argv) {
     k.log()->critical("cannot start: {}", grove::describe(err));
     return err == grove::errc::invalid_config ? 2 : 1;
   }
+  // Under systemd (Type=notify): ready once start() has started every plugin of the
+  // profile (failed ones are logged and left out, as without systemd).
+  grove::systemd_notifier notifier;
+  if (!notifier.error().empty())
+    k.log()->warn("{}", notifier.error());
+  if (notifier.enabled()) {
+    size_t running = 0;
+    for (auto& p : k.host().list())
+      if (p.state() == "running")
+        ++running;
+    notifier.ready(std::to_string(running) + " of " + std::to_string(k.profile().plugins.size())
+                   + " plugins running");
+    notifier.start_watchdog(k.system());
+    if (notifier.watchdog_period().count() > 0)
+      k.log()->info("systemd watchdog: fed every {} ms",
+                    notifier.watchdog_period().count() / 1000);
+  }
   int sig = 0;
   for (;;) {
     if (sigwait(&stop_signals, &sig) != 0)
@@ -149,6 +167,7 @@ int main(int argc, char** argv) {
     k.reread();
   }
   k.log()->info("signal {} received, stopping", sig);
+  notifier.stopping();
   k.stop();
   if (auto n = k.host().abandoned(); n > 0) {
     // A plugin stuck in init or stop holds a CAF worker: the actor system would wait

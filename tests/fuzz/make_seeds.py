@@ -287,6 +287,24 @@ write("deployment_api", "untag", "DELETE /tags/arn%3Aaws%3Agreengrass%3Aus-east-
       "components%3Aa.b%3Aversions%3A1.0.0?tagKeys=a&tagKeys=%FF\n")
 write("deployment_api", "delete", "DELETE /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
       "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0\n")
+write("deployment_api", "create_deployment", "POST /greengrass/v2/deployments\n"
+      '{"targetArn": "arn:aws:iot:us-east-1:123456789012:thing/core-1", "deploymentName": "d",'
+      ' "clientToken": "t-2", "components": {"a.b": {"componentVersion": "1.0.0",'
+      ' "configurationUpdate": {"merge": "{\\"k\\": 1}", "reset": ["/x", ""]},'
+      ' "runWith": {"posixUser": "nobody:nogroup", "systemResourceLimits": {"memory": 1024, "cpus": 0.5}}}},'
+      ' "deploymentPolicies": {"failureHandlingPolicy": "DO_NOTHING", "componentUpdatePolicy":'
+      ' {"timeoutInSeconds": 5, "action": "SKIP_NOTIFY_COMPONENTS"},'
+      ' "configurationValidationPolicy": {"timeoutInSeconds": 3}}, "tags": {"k": "v"}}')
+write("deployment_api", "create_group_deployment", "POST /greengrass/v2/deployments\n"
+      '{"targetArn": "arn:aws:iot:us-east-1:123456789012:thinggroup/site",'
+      ' "components": {"a.b": {"componentVersion": "2.0.0"}}}')
+write("deployment_api", "list_deployments", "GET /greengrass/v2/deployments?historyFilter=ALL"
+      "&maxResults=1&targetArn=arn%3Aaws%3Aiot%3Aus-east-1%3A123456789012%3Athing%2Fcore-1\n")
+write("deployment_api", "effective", "GET /greengrass/v2/coreDevices/core-1/effectiveDeployments?maxResults=1&nextToken=MQ%3D%3D\n")
+write("deployment_api", "installed", "GET /greengrass/v2/coreDevices/core-1/installedComponents?topologyFilter=ROOT\n")
+write("deployment_api", "core_devices", "GET /greengrass/v2/coreDevices?status=HEALTHY&thingGroupArn="
+      "arn%3Aaws%3Aiot%3Aus-east-1%3A123456789012%3Athinggroup%2Fsite\n")
+write("deployment_api", "cancel", "POST /greengrass/v2/deployments/x/cancel\n")
 
 # deployment_v1_api: "METHOD TARGET", an optional "x-amzn-client-token: T" line, the body.
 t = "arn:aws:iot:us-east-1:123456789012:thing/"

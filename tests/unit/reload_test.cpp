@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "grove/errors.hpp"
+#include "grove/kernel/control_client.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "test_util.hpp"
 
@@ -325,6 +326,109 @@ BOOST_AUTO_TEST_CASE(reload_revives_a_broken_plugin) {
   BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
   BOOST_TEST(info().state() == "running");
   BOOST_TEST(roundtrip(out, "ok").variant == "v2");
+}
+
+// The kernel's control service (control_client.hpp): what grovectl does over the socket,
+// for plugins on the bus. Status for anyone; loads, reconfigurations, reloads and unloads
+// only for a plugin the profile grants may_control_plugins, and never on itself.
+BOOST_AUTO_TEST_CASE(plugins_control_other_plugins_through_the_kernel_service) {
+  test::temp_dir d;
+  auto p = test::make_profile(d.path());
+  // Profile entries only (no such libraries: their loads fail, the grants stand).
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_control_plugins = true;
+  plugin_spec other;
+  other.name = "other";
+  p.plugins = {deployer, other};
+  kernel kk{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!kk.start());
+  namespace cc = control_client;
+  auto ask = [&](std::string_view topic, const std::string& caller,
+                 const google::protobuf::MessageLite& body) {
+    Envelope env;
+    env.set_topic(std::string{topic});
+    env.set_source(caller);
+    env.set_payload(body.SerializeAsString());
+    return kk.request(std::move(env), std::chrono::seconds{30});
+  };
+  auto change = [](std::string name, std::string config) {
+    control::PluginChange c;
+    c.set_name(std::move(name));
+    c.set_config(std::move(config));
+    return c;
+  };
+  // Anyone reads the status; the reply comes from the kernel.
+  auto st = cc::status_rpc::decode(ask(cc::status_topic, "other", control::Empty{}));
+  BOOST_REQUIRE_MESSAGE(st, test::error_text(st));
+  BOOST_TEST(st->pid() == static_cast<uint32_t>(getpid()));
+  BOOST_TEST(st->plugins_size() == 0);
+  // Without the grant nothing changes.
+  auto info = cc::load_rpc::decode(ask(cc::load_topic, "other", change("relay", "{stamp: true}")));
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::not_authorized);
+  BOOST_TEST(contains(test::error_text(info), "'other' may not control plugins"),
+             test::error_text(info));
+  BOOST_TEST(kk.plugins().plugins_size() == 0);
+  // With it: a load with a config of the caller's, running at once.
+  info = cc::load_rpc::decode(ask(cc::load_topic, "deployer", change("relay", "{stamp: true}")));
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(info->name() == "relay");
+  BOOST_TEST(info->state() == "running");
+  test::collector out{kk, "test/echo/out"};
+  auto roundtrip = [&](const std::string& payload) {
+    auto before = out.size();
+    test::pub(kk, "test/echo/in", payload);
+    BOOST_REQUIRE(out.wait_for(before + 1));
+    return parse(out.messages()[before].payload());
+  };
+  BOOST_TEST(roundtrip("a").payload == "a");
+  // Reconfigured live; a config the schema refuses, or no YAML at all, changes nothing.
+  info = cc::configure_rpc::decode(
+    ask(cc::configure_topic, "deployer", change("relay", "{stamp: true, prefix: 'x-'}")));
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("b").payload == "x-b");
+  for (auto bad : {"{stamp: true, no_such_key: 1}", "{stamp: [", "[1, 2]"}) {
+    info = cc::configure_rpc::decode(ask(cc::configure_topic, "deployer", change("relay", bad)));
+    BOOST_REQUIRE(!info);
+    BOOST_TEST(info.error() == errc::invalid_config, bad << ": " << test::error_text(info));
+  }
+  auto m = roundtrip("c");
+  BOOST_TEST(m.payload == "x-c");
+  BOOST_TEST(m.count == 3u);
+  // A hot reload to another build keeps the state.
+  control::Reload rl;
+  rl.set_name("relay");
+  rl.set_path(build("relay_v2").string());
+  info = cc::reload_rpc::decode(ask(cc::reload_topic, "deployer", rl));
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(!info->last_reload().empty());
+  m = roundtrip("d");
+  BOOST_TEST(m.variant == "v2");
+  BOOST_TEST(m.count == 4u);
+  // Never on itself; not on a plugin that is not there; not from bytes that do not parse.
+  control::Name self;
+  self.set_name("deployer");
+  auto gone = cc::unload_rpc::decode(ask(cc::unload_topic, "deployer", self));
+  BOOST_REQUIRE(!gone);
+  BOOST_TEST(contains(test::error_text(gone), "cannot unload itself"), test::error_text(gone));
+  info = cc::configure_rpc::decode(ask(cc::configure_topic, "deployer", change("ghost", "{}")));
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::unknown_plugin);
+  Envelope junk;
+  junk.set_topic(std::string{cc::load_topic});
+  junk.set_source("deployer");
+  junk.set_payload("\xff\xff\xff");
+  auto bad = kk.request(std::move(junk), std::chrono::seconds{5});
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(bad.error() == errc::malformed);
+  // Unloaded: nothing serves its topic any more.
+  control::Name relay;
+  relay.set_name("relay");
+  gone = cc::unload_rpc::decode(ask(cc::unload_topic, "deployer", relay));
+  BOOST_REQUIRE_MESSAGE(gone, test::error_text(gone));
+  BOOST_TEST(kk.plugins().plugins_size() == 0);
+  BOOST_TEST(test::pub(kk, "test/echo/in", "e").delivered == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

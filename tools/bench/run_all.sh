@@ -25,6 +25,7 @@ python3 "$here/group_bench.py" --build "$build" || rc=1
 if [ -x "$build/bin/grove-ota" ]; then
   python3 "$here/ota_bench.py" --build "$build" || rc=1
 fi
+python3 "$here/image_size.py" --build-dir "$build" || rc=1
 if [ -x "$build/bin/reload_bench" ]; then
   "$build/bin/reload_bench" 20 || rc=1
 fi
@@ -56,6 +57,7 @@ if [ -f "$build/lib/grove/plugins/libshadow.so" ]; then
 fi
 if [ -f "$build/lib/grove/plugins/libdeployment.so" ]; then
   /usr/bin/python3 "$here/deployment_api_bench.py" --build "$build" || rc=1
+  /usr/bin/python3 "$here/deployment_apply_bench.py" --build "$build" || rc=1
 fi
 if [ -x "$build/bin/device_function_bench" ]; then
   "$build/bin/device_function_bench" || rc=1

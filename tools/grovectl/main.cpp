@@ -914,6 +914,8 @@ struct components_options {
   /// guidance: ACTIVE, DISCONTINUED or DELETED, and --message.
   std::string guidance;
   std::string message;
+  /// deployments create: the CreateDeployment JSON file.
+  std::string file;
 };
 
 /// `components`: the deployment plugin's bus API (plugins/deployment/README.md). Prints
@@ -924,7 +926,13 @@ int run_components(connection& conn, const options& opts, const components_optio
   static const std::pair<const char*, const char*> operations[] = {
     {"list", "ListComponents"},        {"versions", "ListComponentVersions"},
     {"describe", "DescribeComponent"}, {"recipe", "GetComponent"},
-    {"delete", "DeleteComponent"},     {"guidance", "SetVendorGuidance"}};
+    {"delete", "DeleteComponent"},     {"guidance", "SetVendorGuidance"},
+    {"installed", "ListInstalledComponents"},
+    {"deployments list", "ListDeployments"},
+    {"deployments get", "GetDeployment"},
+    {"deployments create", "CreateDeployment"},
+    {"deployments cancel", "CancelDeployment"},
+    {"deployments delete", "DeleteDeployment"}};
   std::string operation;
   for (auto [verb, op] : operations)
     if (co.verb == verb)
@@ -933,6 +941,12 @@ int run_components(connection& conn, const options& opts, const components_optio
   call.set_recipe_output_format(co.format);
   call.set_vendor_guidance(co.guidance);
   call.set_message(co.message);
+  if (!co.file.empty()) {
+    std::ifstream in{co.file};
+    if (!in)
+      return fail(exit_usage, "cannot read " + co.file);
+    call.set_body(std::string{std::istreambuf_iterator<char>{in}, {}});
+  }
   int rc = exit_ok;
   auto send = call_sender(conn, opts, rc);
   auto answer = dp::components_rpc{std::string{dp::components_topic}}.call_with(send, call);
@@ -1257,6 +1271,28 @@ int run(int argc, char** argv) {
     }
     v->callback([&co, verb] { co.verb = verb; });
   }
+  components->add_subcommand("installed", "List this core's installed components: version, "
+                                          "lifecycleState and the last error (lifecycleStateDetails)")
+    ->callback([&co] { co.verb = "installed"; });
+  auto* deployments = app.add_subcommand(
+    "deployments", "The deployment plugin's deployments of this core (Greengrass v2's JSON; "
+                   "exit 1 on an error)");
+  deployments->require_subcommand(1);
+  for (auto [verb, help] :
+       {std::pair{"list", "List every deployment, newest first"},
+        std::pair{"get", "Show deployment ID"},
+        std::pair{"create", "Create a deployment from --file (CreateDeployment's JSON; "
+                            "targetArn defaults to this core's thing)"},
+        std::pair{"cancel", "Cancel the ACTIVE deployment ID"},
+        std::pair{"delete", "Delete deployment ID (cancel an ACTIVE one first)"}}) {
+    auto* v = deployments->add_subcommand(verb, help);
+    std::string_view vv{verb};
+    if (vv == "get" || vv == "cancel" || vv == "delete")
+      v->add_option("ID", co.arn, "The deployment id")->required();
+    if (vv == "create")
+      v->add_option("--file", co.file, "CreateDeployment's JSON body")->required();
+    v->callback([&co, verb] { co.verb = std::string{"deployments "} + verb; });
+  }
 
   ml_options mlo;
   auto* mlcmd = app.add_subcommand(
@@ -1352,7 +1388,7 @@ int run(int argc, char** argv) {
     return run_logs(conn, opts, name, follow);
   if (shadow->parsed())
     return run_shadow(conn, opts, so);
-  if (components->parsed())
+  if (components->parsed() || deployments->parsed())
     return run_components(conn, opts, co);
   if (mlcmd->parsed())
     return run_ml(conn, opts, mlo);

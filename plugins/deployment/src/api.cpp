@@ -4,11 +4,14 @@
 #include "connectivity.hpp"
 #include "lambda.hpp"
 #include "resolver.hpp"
+#include "semver.hpp"
 #include "v1_api.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <variant>
+
+#include <openssl/rand.h>
 
 namespace grove::deployment {
 
@@ -105,6 +108,46 @@ bool max_results(const http_request& req, size_t& out, http_response& err) {
   return true;
 }
 
+// A random (version 4) UUID, as AWS's deployment ids.
+std::string new_uuid() {
+  unsigned char b[16];
+  if (RAND_bytes(b, sizeof b) != 1)
+    for (auto& c : b)
+      c = static_cast<unsigned char>(std::rand());
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+  auto h = hex(std::string_view{reinterpret_cast<const char*>(b), sizeof b});
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4)
+         + "-" + h.substr(20);
+}
+
+// Pagination over a list already in memory: the first index past `nextToken` (base64
+// of the last index given), or false with the answer.
+bool page_start(const http_request& req, size_t& start, http_response& err) {
+  start = 0;
+  auto next = query_value(req, "nextToken");
+  if (next.empty())
+    return true;
+  std::string text;
+  if (!base64_decode(next, text) || text.empty() || text.size() > 9
+      || !std::all_of(text.begin(), text.end(), ::isdigit)) {
+    err = validation("nextToken is not one this API gave",
+                     json::array({{{"name", "nextToken"}, {"message", "invalid"}}}));
+    return false;
+  }
+  start = static_cast<size_t>(std::stoul(text));
+  return true;
+}
+
+// One page of `items` from `start`, at most `limit`, into out[key] (+ nextToken).
+void page(json& out, const char* key, const json& items, size_t start, size_t limit) {
+  out[key] = json::array();
+  for (size_t i = start; i < items.size() && i < start + limit; ++i)
+    out[key].push_back(items[i]);
+  if (start + limit < items.size())
+    out["nextToken"] = base64_encode(std::to_string(start + limit));
+}
+
 } // namespace
 
 std::string tag_map_problem(const json& tags) {
@@ -158,6 +201,32 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
         op = "GetComponent";
       else if (m == "DELETE" && segs.size() == 4)
         op = "DeleteComponent";
+    }
+    // Deployments and core devices (part 2).
+    else if (segs.size() >= 3 && segs[2] == "deployments") {
+      if (segs.size() == 3 && m == "POST")
+        op = "CreateDeployment";
+      else if (segs.size() == 3 && m == "GET")
+        op = "ListDeployments";
+      else if (segs.size() == 4 && m == "GET")
+        op = "GetDeployment";
+      else if (segs.size() == 4 && m == "DELETE")
+        op = "DeleteDeployment";
+      else if (segs.size() == 5 && m == "POST" && segs[4] == "cancel")
+        op = "CancelDeployment";
+      if (segs.size() >= 4)
+        arn = segs[3];
+    } else if (segs.size() >= 3 && segs[2] == "coreDevices" && m == "GET") {
+      if (segs.size() == 3)
+        op = "ListCoreDevices";
+      else if (segs.size() == 4)
+        op = "GetCoreDevice";
+      else if (segs.size() == 5 && segs[4] == "effectiveDeployments")
+        op = "ListEffectiveDeployments";
+      else if (segs.size() == 5 && segs[4] == "installedComponents")
+        op = "ListInstalledComponents";
+      if (segs.size() >= 4)
+        arn = segs[3];
     }
     // GetComponentVersionArtifact: artifacts/{artifactName+}, the rest of the raw path.
     if (m == "GET" && segs.size() >= 6 && segs[2] == "components" && segs[4] == "artifacts")
@@ -249,6 +318,24 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     auto at = raw.find("/artifacts/", std::string_view{"/greengrass/v2/components/"}.size());
     return get_component_version_artifact(arn, uri_decode(raw.substr(at + 11)), req, now_ms);
   }
+  if (op == "CreateDeployment")
+    return create_deployment(req, now_ms);
+  if (op == "GetDeployment")
+    return get_deployment(arn);
+  if (op == "ListDeployments")
+    return list_deployments(req);
+  if (op == "CancelDeployment")
+    return cancel_deployment(arn, now_ms);
+  if (op == "DeleteDeployment")
+    return delete_deployment(arn);
+  if (op == "ListEffectiveDeployments")
+    return list_effective_deployments(arn, req);
+  if (op == "ListInstalledComponents")
+    return list_installed_components(arn, req);
+  if (op == "GetCoreDevice")
+    return get_core_device(arn);
+  if (op == "ListCoreDevices")
+    return list_core_devices(req);
   if (op == "GetConnectivityInfo")
     return get_connectivity_info(arn);
   if (op == "UpdateConnectivityInfo")
@@ -818,8 +905,32 @@ namespace grove::deployment {
 
 http_response api::operator_call(const std::string& operation, const std::string& arn,
                                  const std::string& format, const std::string& guidance,
-                                 const std::string& message) {
+                                 const std::string& message, const std::string& body) {
   http_request req;
+  auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+  if (operation == "CreateDeployment") {
+    auto doc = json::parse(body.empty() ? std::string{"{}"} : body, nullptr, false);
+    if (doc.is_object() && !doc.contains("targetArn") && !settings_.thing_name.empty())
+      doc["targetArn"] = thing_arn();
+    req.body = doc.is_discarded() ? body : doc.dump();
+    return create_deployment(req, wall_ms);
+  }
+  if (operation == "ListDeployments") {
+    req.target = "/?historyFilter=ALL&maxResults=100";
+    return list_deployments(req);
+  }
+  if (operation == "GetDeployment")
+    return get_deployment(arn);
+  if (operation == "CancelDeployment")
+    return cancel_deployment(arn, wall_ms);
+  if (operation == "DeleteDeployment")
+    return delete_deployment(arn);
+  if (operation == "ListInstalledComponents") {
+    req.target = "/?maxResults=100";
+    return list_installed_components(settings_.thing_name, req);
+  }
   if (!format.empty())
     req.target = "/?recipeOutputFormat=" + uri_encode(format, false);
   if (operation == "ListComponents") {
@@ -1046,6 +1157,599 @@ http_response api::update_connectivity_info(const std::string& thing, const http
     return internal(version.error());
   return ok(200, {{"Version", std::to_string(*version)},
                   {"Message", "Connectivity information of " + thing + " updated"}});
+}
+
+} // namespace grove::deployment
+
+// Deployments and core devices (issue 15): CreateDeployment journals the request in the
+// component store and resolves the set this core then keeps; the plugin applies it.
+namespace grove::deployment {
+
+namespace {
+
+// "arn:aws:iot:<region>:<account>:thing/<name>" or ".../thinggroup/<name>": (kind, name).
+std::optional<std::pair<std::string, std::string>>
+parse_target(const std::string& arn, const std::string& region, const std::string& account,
+             bool& elsewhere) {
+  elsewhere = false;
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto colon = arn.find(':', start);
+    if (colon == std::string::npos)
+      return std::nullopt;
+    parts.push_back(arn.substr(start, colon - start));
+    start = colon + 1;
+  }
+  auto rest = arn.substr(start);
+  auto slash = rest.find('/');
+  if (parts[0] != "arn" || parts[2] != "iot" || slash == std::string::npos)
+    return std::nullopt;
+  auto kind = rest.substr(0, slash);
+  auto name = rest.substr(slash + 1);
+  if ((kind != "thing" && kind != "thinggroup") || name.empty() || name.size() > 128
+      || !std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '-';
+         }))
+    return std::nullopt;
+  elsewhere = parts[3] != region || parts[4] != account;
+  return std::make_pair(kind, name);
+}
+
+bool valid_token(const std::string& t) {
+  return !t.empty() && t.size() <= 64 && std::all_of(t.begin(), t.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-';
+  });
+}
+
+http_response field_error(const std::string& field, const std::string& what) {
+  return validation(field + ": " + what, json::array({{{"name", field}, {"message", what}}}));
+}
+
+// Checks CreateDeployment's `components` (name → ComponentDeploymentSpecification):
+// nothing when good, else the ValidationException naming the field.
+std::optional<http_response> check_components(const json& components) {
+  if (!components.is_object())
+    return field_error("components", "a map of component name to specification");
+  for (auto it = components.begin(); it != components.end(); ++it) {
+    auto f = "components/" + it.key();
+    const auto& c = *it;
+    if (it.key().empty() || it.key().size() > 128)
+      return field_error(f, "component names are 1 to 128 characters");
+    if (!c.is_object())
+      return field_error(f, "a ComponentDeploymentSpecification object");
+    if (!c.contains("componentVersion") || !c["componentVersion"].is_string())
+      return field_error(f + "/componentVersion", "required");
+    if (!parse_semver(c["componentVersion"].get<std::string>()))
+      return field_error(f + "/componentVersion",
+                         "'" + c["componentVersion"].get<std::string>().substr(0, 64)
+                           + "' is not a semantic version");
+    for (auto k = c.begin(); k != c.end(); ++k)
+      if (k.key() != "componentVersion" && k.key() != "configurationUpdate"
+          && k.key() != "runWith")
+        return field_error(f + "/" + k.key(), "not a member of ComponentDeploymentSpecification");
+    if (auto u = c.find("configurationUpdate"); u != c.end() && !u->is_null()) {
+      if (!u->is_object())
+        return field_error(f + "/configurationUpdate", "an object with merge and reset");
+      if (auto m = u->find("merge"); m != u->end() && !m->is_null()) {
+        if (!m->is_string() || m->get_ref<const std::string&>().size() > 10240)
+          return field_error(f + "/configurationUpdate/merge",
+                             "a JSON document as a string of at most 10240 characters");
+        auto doc = json::parse(m->get_ref<const std::string&>(), nullptr, false);
+        if (doc.is_discarded() || !doc.is_object())
+          return field_error(f + "/configurationUpdate/merge", "not a JSON object");
+      }
+      if (auto r = u->find("reset"); r != u->end() && !r->is_null()) {
+        if (!r->is_array() || r->size() > 100)
+          return field_error(f + "/configurationUpdate/reset", "a list of at most 100 JSON pointers");
+        for (const auto& p : *r) {
+          bool good = p.is_string() && p.get_ref<const std::string&>().size() <= 256;
+          if (good) {
+            try {
+              json::json_pointer ptr{p.get<std::string>()};
+            } catch (const json::exception&) {
+              good = false;
+            }
+          }
+          if (!good)
+            return field_error(f + "/configurationUpdate/reset",
+                               "'" + (p.is_string() ? p.get<std::string>().substr(0, 64) : p.dump())
+                                 + "' is not a JSON pointer");
+        }
+      }
+    }
+    if (auto w = c.find("runWith"); w != c.end() && !w->is_null()) {
+      if (!w->is_object())
+        return field_error(f + "/runWith", "an object");
+      if (w->contains("windowsUser"))
+        return field_error(f + "/runWith/windowsUser", "this core runs Linux (posixUser)");
+      if (auto u = w->find("posixUser"); u != w->end()) {
+        if (!u->is_string() || u->get_ref<const std::string&>().empty()
+            || u->get_ref<const std::string&>().size() > 64
+            || std::count(u->get_ref<const std::string&>().begin(),
+                          u->get_ref<const std::string&>().end(), ':')
+                 > 1)
+          return field_error(f + "/runWith/posixUser", "user or user:group");
+      }
+      if (auto l = w->find("systemResourceLimits"); l != w->end()) {
+        if (!l->is_object())
+          return field_error(f + "/runWith/systemResourceLimits", "an object (memory, cpus)");
+        if (l->contains("memory") && (!(*l)["memory"].is_number_integer() || (*l)["memory"].get<int64_t>() < 0))
+          return field_error(f + "/runWith/systemResourceLimits/memory", "kilobytes, 0 or more");
+        if (l->contains("cpus") && (!(*l)["cpus"].is_number() || (*l)["cpus"].get<double>() < 0))
+          return field_error(f + "/runWith/systemResourceLimits/cpus", "a number, 0 or more");
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// deploymentPolicies with AWS's defaults filled in, or the answer.
+std::variant<json, http_response> deployment_policies(const json& given) {
+  json p = {{"failureHandlingPolicy", "ROLLBACK"},
+            {"componentUpdatePolicy", {{"timeoutInSeconds", 60}, {"action", "NOTIFY_COMPONENTS"}}},
+            {"configurationValidationPolicy", {{"timeoutInSeconds", 30}}}};
+  if (given.is_null())
+    return p;
+  if (!given.is_object())
+    return field_error("deploymentPolicies", "an object");
+  if (auto f = given.find("failureHandlingPolicy"); f != given.end()) {
+    if (!f->is_string() || (*f != "ROLLBACK" && *f != "DO_NOTHING"))
+      return field_error("deploymentPolicies/failureHandlingPolicy", "ROLLBACK | DO_NOTHING");
+    p["failureHandlingPolicy"] = *f;
+  }
+  auto seconds = [](const json& v) {
+    return v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= 86400;
+  };
+  if (auto c = given.find("componentUpdatePolicy"); c != given.end()) {
+    if (!c->is_object())
+      return field_error("deploymentPolicies/componentUpdatePolicy", "an object");
+    if (auto t = c->find("timeoutInSeconds"); t != c->end()) {
+      if (!seconds(*t))
+        return field_error("deploymentPolicies/componentUpdatePolicy/timeoutInSeconds",
+                           "1 to 86400");
+      p["componentUpdatePolicy"]["timeoutInSeconds"] = *t;
+    }
+    if (auto a = c->find("action"); a != c->end()) {
+      if (!a->is_string() || (*a != "NOTIFY_COMPONENTS" && *a != "SKIP_NOTIFY_COMPONENTS"))
+        return field_error("deploymentPolicies/componentUpdatePolicy/action",
+                           "NOTIFY_COMPONENTS | SKIP_NOTIFY_COMPONENTS");
+      p["componentUpdatePolicy"]["action"] = *a;
+    }
+  }
+  if (auto c = given.find("configurationValidationPolicy"); c != given.end()) {
+    if (!c->is_object())
+      return field_error("deploymentPolicies/configurationValidationPolicy", "an object");
+    if (auto t = c->find("timeoutInSeconds"); t != c->end()) {
+      if (!seconds(*t))
+        return field_error("deploymentPolicies/configurationValidationPolicy/timeoutInSeconds",
+                           "1 to 86400");
+      p["configurationValidationPolicy"]["timeoutInSeconds"] = *t;
+    }
+  }
+  return p;
+}
+
+// Deployments that can still change: their removal must wait for a cancel.
+bool active(const deployment_record& d) {
+  return d.status == "ACTIVE";
+}
+
+// The Deployment shape of ListDeployments.
+json deployment_summary(const deployment_record& d, bool latest) {
+  auto req = json::parse(d.request, nullptr, false);
+  json out = {{"targetArn", d.target_arn},
+              {"revisionId", std::to_string(d.revision)},
+              {"deploymentId", d.id},
+              {"deploymentName", d.name},
+              {"creationTimestamp", epoch_seconds(d.created_ms)},
+              {"deploymentStatus", d.status},
+              {"isLatestForTarget", latest}};
+  if (req.is_object() && req.contains("parentTargetArn"))
+    out["parentTargetArn"] = req["parentTargetArn"];
+  return out;
+}
+
+http_response deployment_not_found(const std::string& id) {
+  return not_found("Deployment " + id.substr(0, 128) + " not found", id.substr(0, 128),
+                   "Deployment");
+}
+
+// Whether `d` is the newest deployment of its target among `all` (newest first).
+bool latest_for_target(const deployment_record& d, const std::vector<deployment_record>& all) {
+  for (const auto& o : all)
+    if (o.target_arn == d.target_arn)
+      return o.id == d.id;
+  return false;
+}
+
+} // namespace
+
+std::string api::thing_arn() const {
+  return "arn:aws:iot:" + settings_.region + ":" + settings_.account_id + ":thing/"
+         + settings_.thing_name;
+}
+
+bool api::targets_this_core(const std::string& target_arn) const {
+  if (settings_.thing_name.empty())
+    return false;
+  if (target_arn == thing_arn())
+    return true;
+  for (const auto& g : settings_.thing_groups)
+    if (target_arn == "arn:aws:iot:" + settings_.region + ":" + settings_.account_id
+                        + ":thinggroup/" + g)
+      return true;
+  return false;
+}
+
+http_response api::resolve_deployment(const deployment_record& d) {
+  // The roots: `d`'s components, and those of the current deployment of every other
+  // target of this core (the thing and each of its groups), each requirement named by
+  // its target as Greengrass names a group's.
+  auto all = store_.deployments();
+  if (!all)
+    return internal(all.error());
+  std::map<std::string, const deployment_record*> current; // target → deployment
+  current[d.target_arn] = &d;
+  for (const auto& o : *all)
+    if (!current.contains(o.target_arn) && (o.status == "ACTIVE" || o.status == "COMPLETED")
+        && targets_this_core(o.target_arn))
+      current[o.target_arn] = &o;
+  std::map<std::string, json> ranges; // component → requirer → version
+  for (const auto& [target, dep] : current) {
+    auto req = json::parse(dep->request, nullptr, false);
+    if (!req.is_object() || !req.contains("components"))
+      continue;
+    auto requirer = target.substr(target.rfind(':') + 1);
+    for (auto it = req["components"].begin(); it != req["components"].end(); ++it)
+      ranges[it.key()][requirer] = (*it)["componentVersion"];
+  }
+  json body = {{"platform", {{"attributes", settings_.platform}}},
+               {"componentCandidates", json::array()}};
+  for (auto& [name, vr] : ranges)
+    body["componentCandidates"].push_back({{"componentName", name}, {"versionRequirements", vr}});
+  if (body["componentCandidates"].empty())
+    return ok(200, {{"resolvedComponentVersions", json::array()}});
+  http_request r;
+  r.method = "POST";
+  r.body = body.dump();
+  return resolve_component_candidates(r);
+}
+
+http_response api::create_deployment(const http_request& req, int64_t now_ms) {
+  auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
+                          nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return aws_error(400, "SerializationException", "the request body is not a JSON object");
+  auto has = [&](const char* k) { return body.contains(k) && !body[k].is_null(); };
+  if (!has("targetArn") || !body["targetArn"].is_string())
+    return field_error("targetArn", "required");
+  auto target = body["targetArn"].get<std::string>();
+  bool elsewhere = false;
+  auto parsed = parse_target(target, settings_.region, settings_.account_id, elsewhere);
+  if (!parsed)
+    return field_error("targetArn", "'" + target.substr(0, 256)
+                                      + "' is not a thing or thing group ARN");
+  if (elsewhere || !targets_this_core(target))
+    return not_found(settings_.thing_name.empty()
+                       ? "This core has no thing name (the deployment plugin's thing_name), so "
+                         "no deployment can target it"
+                       : "Target " + target.substr(0, 256) + " is not this core's thing ("
+                           + thing_arn() + ") or one of its thing groups (thing_groups)",
+                     target.substr(0, 256), parsed->first == "thing" ? "Thing" : "ThingGroup");
+  std::string token;
+  if (has("clientToken")) {
+    if (!body["clientToken"].is_string() || !valid_token(body["clientToken"].get<std::string>()))
+      return field_error("clientToken", "1 to 64 of [a-zA-Z0-9-]");
+    token = body["clientToken"].get<std::string>();
+  }
+  std::string name = parsed->second;
+  if (has("deploymentName")) {
+    if (!body["deploymentName"].is_string() || body["deploymentName"].get<std::string>().empty()
+        || body["deploymentName"].get<std::string>().size() > 256)
+      return field_error("deploymentName", "1 to 256 characters");
+    name = body["deploymentName"].get<std::string>();
+  }
+  json components = has("components") ? body["components"] : json::object();
+  if (auto bad = check_components(components))
+    return *bad;
+  // Null members are absent ones (as botocore never sends them): the journal keeps
+  // only what was set, so whoever reads it back finds objects where it expects them.
+  for (auto& c : components)
+    for (auto it = c.begin(); it != c.end();)
+      it = it->is_null() ? c.erase(it) : std::next(it);
+  auto policies = deployment_policies(has("deploymentPolicies") ? body["deploymentPolicies"]
+                                                                 : json{});
+  if (auto* bad = std::get_if<http_response>(&policies))
+    return *bad;
+  json tags = json::object();
+  if (has("tags")) {
+    tags = body["tags"];
+    if (auto problem = tag_map_problem(tags); !problem.empty())
+      return field_error("tags", problem);
+  }
+  json stored = {{"components", components},
+                 {"deploymentPolicies", std::get<json>(policies)},
+                 {"tags", tags}};
+  if (has("iotJobConfiguration")) {
+    if (!body["iotJobConfiguration"].is_object())
+      return field_error("iotJobConfiguration", "an object");
+    stored["iotJobConfiguration"] = body["iotJobConfiguration"];
+  }
+  if (has("parentTargetArn")) {
+    bool other = false;
+    auto p = body["parentTargetArn"].is_string()
+               ? parse_target(body["parentTargetArn"].get<std::string>(), settings_.region,
+                              settings_.account_id, other)
+               : std::nullopt;
+    if (!p || p->first != "thinggroup")
+      return field_error("parentTargetArn", "a thing group ARN");
+    stored["parentTargetArn"] = body["parentTargetArn"];
+  }
+  json asked = body;
+  asked.erase("clientToken");
+  auto request_hash = hex(sha256(asked.dump()));
+  if (!token.empty()) {
+    auto rec = store_.token(token, now_ms);
+    if (!rec)
+      return internal(rec.error());
+    if (*rec) {
+      if ((*rec)->request_hash != request_hash)
+        return aws_error(409, "ConflictException",
+                         "clientToken '" + token + "' was used for another request",
+                         {{"resourceId", token}, {"resourceType", "clientToken"}});
+      return ok((*rec)->status, json::parse((*rec)->response));
+    }
+  }
+  deployment_record d;
+  d.id = new_uuid();
+  d.target_arn = target;
+  d.name = name;
+  d.request = stored.dump();
+  d.created_ms = d.modified_ms = now_ms;
+  json answer = {{"deploymentId", d.id}};
+  token_record first{request_hash, 201, answer.dump()};
+  token_record existing;
+  auto put = store_.put_deployment(d, token, first, now_ms + settings_.token_ttl.count() * 1000,
+                                   existing);
+  if (!put)
+    return internal(put.error());
+  if (*put == put_result::token_taken) {
+    if (existing.request_hash != request_hash)
+      return aws_error(409, "ConflictException",
+                       "clientToken '" + token + "' was used for another request",
+                       {{"resourceId", token}, {"resourceType", "clientToken"}});
+    return ok(existing.status, json::parse(existing.response));
+  }
+  // The whole set this core keeps with it: a missing, DELETED or clashing version fails
+  // the deployment here, before anything on the core changes.
+  auto resolved = resolve_deployment(d);
+  if (resolved.status != 200) {
+    auto err = json::parse(resolved.body, nullptr, false);
+    auto reason = err.is_object() ? err.value("message", resolved.body) : resolved.body;
+    if (auto set = store_.set_deployment_state(d.id, {"ACTIVE"}, "FAILED", "FAILED",
+                                               "resolution: " + reason, now_ms);
+        !set)
+      return internal(set.error());
+  } else if (settings_.on_deployment) {
+    settings_.on_deployment(d.id, json::parse(resolved.body));
+  }
+  return ok(201, answer);
+}
+
+http_response api::get_deployment(const std::string& id) {
+  auto d = store_.deployment(id);
+  if (!d)
+    return internal(d.error());
+  if (!*d)
+    return deployment_not_found(id);
+  auto all = store_.deployments();
+  if (!all)
+    return internal(all.error());
+  auto out = deployment_summary(**d, latest_for_target(**d, *all));
+  auto req = json::parse((*d)->request, nullptr, false);
+  for (const char* k : {"components", "deploymentPolicies", "iotJobConfiguration", "tags"})
+    if (req.is_object() && req.contains(k))
+      out[k] = req[k];
+  return ok(200, out);
+}
+
+http_response api::list_deployments(const http_request& req) {
+  auto filter = query_value(req, "historyFilter");
+  if (filter.empty())
+    filter = "LATEST_ONLY"; // AWS's default
+  if (filter != "ALL" && filter != "LATEST_ONLY")
+    return field_error("historyFilter", "ALL | LATEST_ONLY");
+  auto target = query_value(req, "targetArn");
+  auto parent = query_value(req, "parentTargetArn");
+  size_t limit, start;
+  http_response err;
+  if (!max_results(req, limit, err) || !page_start(req, start, err))
+    return err;
+  auto all = store_.deployments();
+  if (!all)
+    return internal(all.error());
+  json items = json::array();
+  for (const auto& d : *all) {
+    bool latest = latest_for_target(d, *all);
+    if (filter == "LATEST_ONLY" && !latest)
+      continue;
+    if (!target.empty() && d.target_arn != target)
+      continue;
+    auto summary = deployment_summary(d, latest);
+    if (!parent.empty() && summary.value("parentTargetArn", "") != parent)
+      continue;
+    items.push_back(std::move(summary));
+  }
+  json out = json::object();
+  page(out, "deployments", items, start, limit);
+  return ok(200, out);
+}
+
+http_response api::cancel_deployment(const std::string& id, int64_t now_ms) {
+  auto d = store_.deployment(id);
+  if (!d)
+    return internal(d.error());
+  if (!*d)
+    return deployment_not_found(id);
+  auto set = store_.set_deployment_state(id, {"ACTIVE"}, "CANCELED", "CANCELED",
+                                         "canceled by CancelDeployment", now_ms);
+  if (!set)
+    return internal(set.error());
+  if (!*set)
+    return aws_error(409, "ConflictException",
+                     "Deployment " + id + " is " + (*d)->status + ", not ACTIVE: only an active "
+                       "deployment can be canceled",
+                     {{"resourceId", id}, {"resourceType", "Deployment"}});
+  return ok(200, {{"message", "SUCCESS"}});
+}
+
+http_response api::delete_deployment(const std::string& id) {
+  auto d = store_.deployment(id);
+  if (!d)
+    return internal(d.error());
+  if (!*d)
+    return deployment_not_found(id);
+  if (active(**d))
+    return aws_error(409, "ConflictException",
+                     "Deployment " + id + " is ACTIVE: cancel it (CancelDeployment) before "
+                       "deleting it",
+                     {{"resourceId", id}, {"resourceType", "Deployment"}});
+  auto gone = store_.erase_deployment(id);
+  if (!gone)
+    return internal(gone.error());
+  if (!*gone)
+    return deployment_not_found(id);
+  http_response r;
+  r.status = 204;
+  return r;
+}
+
+namespace {
+
+http_response core_not_found(const std::string& thing) {
+  return not_found("Core device " + thing.substr(0, 128) + " not found", thing.substr(0, 128),
+                   "CoreDevice");
+}
+
+} // namespace
+
+http_response api::list_effective_deployments(const std::string& thing, const http_request& req) {
+  if (settings_.thing_name.empty() || thing != settings_.thing_name)
+    return core_not_found(thing);
+  size_t limit, start;
+  http_response err;
+  if (!max_results(req, limit, err) || !page_start(req, start, err))
+    return err;
+  auto all = store_.deployments();
+  if (!all)
+    return internal(all.error());
+  json items = json::array();
+  for (const auto& d : *all) {
+    if (!targets_this_core(d.target_arn))
+      continue;
+    json e = {{"deploymentId", d.id},
+              {"deploymentName", d.name},
+              {"targetArn", d.target_arn},
+              {"coreDeviceExecutionStatus", d.execution},
+              {"creationTimestamp", epoch_seconds(d.created_ms)},
+              {"modifiedTimestamp", epoch_seconds(d.modified_ms)}};
+    if (!d.reason.empty()) {
+      e["reason"] = d.reason.substr(0, 1024);
+      if (d.execution == "FAILED")
+        e["statusDetails"] = {{"errorStack", json::array({"DEPLOYMENT_FAILURE"})},
+                              {"errorTypes", json::array({"DEPLOYMENT_ERROR"})}};
+    }
+    items.push_back(std::move(e));
+  }
+  json out = json::object();
+  page(out, "effectiveDeployments", items, start, limit);
+  return ok(200, out);
+}
+
+http_response api::list_installed_components(const std::string& thing, const http_request& req) {
+  if (settings_.thing_name.empty() || thing != settings_.thing_name)
+    return core_not_found(thing);
+  auto filter = query_value(req, "topologyFilter");
+  if (!filter.empty() && filter != "ALL" && filter != "ROOT")
+    return field_error("topologyFilter", "ALL | ROOT");
+  size_t limit, start;
+  http_response err;
+  if (!max_results(req, limit, err) || !page_start(req, start, err))
+    return err;
+  json items = json::array();
+  if (settings_.installed)
+    for (auto& c : settings_.installed())
+      if (filter != "ROOT" || c.value("isRoot", false))
+        items.push_back(std::move(c));
+  json out = json::object();
+  page(out, "installedComponents", items, start, limit);
+  return ok(200, out);
+}
+
+namespace {
+
+json core_device(const api_settings& s, int64_t now_ms, const std::string& status) {
+  return {{"coreDeviceThingName", s.thing_name},
+          {"status", status},
+          {"lastStatusUpdateTimestamp", epoch_seconds(now_ms)},
+          {"platform", s.platform.contains("os") ? s.platform.at("os") : "linux"},
+          {"architecture",
+           s.platform.contains("architecture") ? s.platform.at("architecture") : ""},
+          {"runtime", "grove"}};
+}
+
+// HEALTHY unless a component is ERRORED or BROKEN (Greengrass' rule).
+std::string core_status(const api_settings& s) {
+  if (s.installed)
+    for (const auto& c : s.installed()) {
+      auto st = c.value("lifecycleState", "");
+      if (st == "ERRORED" || st == "BROKEN")
+        return "UNHEALTHY";
+    }
+  return "HEALTHY";
+}
+
+int64_t now_ms_wall() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+http_response api::get_core_device(const std::string& thing) {
+  if (settings_.thing_name.empty() || thing != settings_.thing_name)
+    return core_not_found(thing);
+  auto out = core_device(settings_, now_ms_wall(), core_status(settings_));
+  out["coreVersion"] = settings_.core_version;
+  out["tags"] = json::object();
+  return ok(200, out);
+}
+
+http_response api::list_core_devices(const http_request& req) {
+  size_t limit, start;
+  http_response err;
+  if (!max_results(req, limit, err) || !page_start(req, start, err))
+    return err;
+  auto status = query_value(req, "status");
+  if (!status.empty() && status != "HEALTHY" && status != "UNHEALTHY")
+    return field_error("status", "HEALTHY | UNHEALTHY");
+  auto group = query_value(req, "thingGroupArn");
+  auto runtime = query_value(req, "runtime");
+  json items = json::array();
+  if (!settings_.thing_name.empty()) {
+    auto st = core_status(settings_);
+    bool in_group = group.empty();
+    for (const auto& g : settings_.thing_groups)
+      if (group == "arn:aws:iot:" + settings_.region + ":" + settings_.account_id + ":thinggroup/" + g)
+        in_group = true;
+    if (in_group && (status.empty() || status == st) && (runtime.empty() || runtime == "grove"))
+      items.push_back(core_device(settings_, now_ms_wall(), st));
+  }
+  json out = json::object();
+  page(out, "coreDevices", items, start, limit);
+  return ok(200, out);
 }
 
 } // namespace grove::deployment

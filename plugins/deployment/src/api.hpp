@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "component_store.hpp"
 #include "http.hpp"
@@ -56,6 +57,21 @@ struct api_settings {
   /// Called (on the server's thread) for a version stored REQUESTED: its artifacts are
   /// to be fetched. Unset: it stays REQUESTED (unit tests settle it themselves).
   std::function<void(const std::string& name, const std::string& version)> on_requested;
+  /// This core's thing name ("": no deployment can target it).
+  std::string thing_name;
+  /// The thing groups this core belongs to (deployment targets besides its thing).
+  std::vector<std::string> thing_groups;
+  /// This core's platform attributes for resolution (`os`, `architecture`).
+  std::map<std::string, std::string> platform;
+  /// GetCoreDevice's coreVersion.
+  std::string core_version;
+  /// Called (on the server's thread) for a new deployment whose graph resolved: it is to
+  /// be applied on this core. `resolved` is ResolveComponentCandidates' answer for the
+  /// whole set this core keeps. Unset: it stays QUEUED.
+  std::function<void(const std::string& id, const nlohmann::json& resolved)> on_deployment;
+  /// The installed components (ListInstalledComponents' `installedComponents` entries);
+  /// unset: none.
+  std::function<nlohmann::json()> installed;
 };
 
 /// What is wrong with a TagMap (1..128-character keys, values up to 256, at most 50:
@@ -73,10 +89,13 @@ public:
 
   /// Runs `operation` for an operator tool (the bus API, no SigV4): ListComponents,
   /// ListComponentVersions, DescribeComponent, GetComponent, DeleteComponent, or
-  /// SetVendorGuidance (`guidance`, `message`).
+  /// SetVendorGuidance (`guidance`, `message`); CreateDeployment (`body`, targetArn
+  /// defaulting to this core's thing), ListDeployments (ALL, the first 100),
+  /// GetDeployment, CancelDeployment, DeleteDeployment (`arn`: the id),
+  /// ListInstalledComponents (this core's).
   http_response operator_call(const std::string& operation, const std::string& arn,
                               const std::string& format, const std::string& guidance,
-                              const std::string& message);
+                              const std::string& message, const std::string& body = "");
 
   /// Serves Greengrass v1's group routes with `v1` too (nullptr: none). Set before serving.
   void set_v1(v1_api* v1) {
@@ -85,6 +104,16 @@ public:
 
   /// The component version ARN of `name` at `version`.
   std::string version_arn(const std::string& name, const std::string& version) const;
+
+  /// True when `target_arn` is this core's thing or one of its thing groups.
+  bool targets_this_core(const std::string& target_arn) const;
+
+  /// This core's thing ARN (`arn:aws:iot:<region>:<account>:thing/<name>`).
+  std::string thing_arn() const;
+
+  /// Resolves the set this core keeps with deployment `d` as its target's current one:
+  /// ResolveComponentCandidates' answer (200) or the error (its message is the reason).
+  http_response resolve_deployment(const deployment_record& d);
 
   /// The component ARN of `name`.
   std::string component_arn(const std::string& name) const;
@@ -107,6 +136,15 @@ private:
   http_response get_connectivity_info(const std::string& thing);
   http_response update_connectivity_info(const std::string& thing, const http_request& req,
                                          int64_t now_ms);
+  http_response create_deployment(const http_request& req, int64_t now_ms);
+  http_response get_deployment(const std::string& id);
+  http_response list_deployments(const http_request& req);
+  http_response cancel_deployment(const std::string& id, int64_t now_ms);
+  http_response delete_deployment(const std::string& id);
+  http_response list_effective_deployments(const std::string& thing, const http_request& req);
+  http_response list_installed_components(const std::string& thing, const http_request& req);
+  http_response get_core_device(const std::string& thing);
+  http_response list_core_devices(const http_request& req);
   bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
 
   struct bucket {

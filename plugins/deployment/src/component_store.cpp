@@ -74,6 +74,16 @@ component_store::open(const std::filesystem::path& file) {
                                          " ADD COLUMN artifacts TEXT NOT NULL DEFAULT '{}';"}
                                + connectivity_schema_sql,
                              {}});
+  // The deployment journal (issue 15): what CreateDeployment asked and its execution here.
+  opts.migrations.push_back({3,
+                             "CREATE TABLE deployments("
+                             " seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                             " target_arn TEXT NOT NULL, name TEXT NOT NULL,"
+                             " revision INTEGER NOT NULL, request TEXT NOT NULL,"
+                             " status TEXT NOT NULL, execution TEXT NOT NULL,"
+                             " reason TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+                             " modified_ms INTEGER NOT NULL);",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -354,6 +364,154 @@ caf::expected<int64_t> component_store::set_connectivity(const std::string& thin
                                                          int64_t now_ms) {
   std::lock_guard guard{mtx_};
   return connectivity_put(*db_, thing, info, now_ms);
+}
+
+namespace {
+
+constexpr const char* deployment_columns =
+  "seq, id, target_arn, name, revision, request, status, execution, reason, created_ms, "
+  "modified_ms";
+
+deployment_record deployment_row(const grove::statement& s) {
+  deployment_record d;
+  auto text = [&](int i) { return std::string{s.column_text(i)}; };
+  d.seq = s.column_int64(0);
+  d.id = text(1);
+  d.target_arn = text(2);
+  d.name = text(3);
+  d.revision = s.column_int64(4);
+  d.request = text(5);
+  d.status = text(6);
+  d.execution = text(7);
+  d.reason = text(8);
+  d.created_ms = s.column_int64(9);
+  d.modified_ms = s.column_int64(10);
+  return d;
+}
+
+} // namespace
+
+caf::expected<put_result> component_store::put_deployment(deployment_record& d,
+                                                          const std::string& token,
+                                                          const token_record& first_answer,
+                                                          int64_t expires_ms,
+                                                          token_record& existing) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  if (!token.empty()) {
+    bool taken = false;
+    if (auto err = each_row(
+          *db_,
+          "SELECT request_hash, status, response FROM client_tokens "
+          "WHERE token = ? AND expires_ms > ?",
+          [&](const grove::statement& s) {
+            existing = token_row(s);
+            taken = true;
+            return false;
+          },
+          token, d.created_ms))
+      return err;
+    if (taken)
+      return put_result::token_taken;
+  }
+  int64_t revision = 0;
+  if (auto err = each_row(
+        *db_, "SELECT COALESCE(MAX(revision), 0) FROM deployments WHERE target_arn = ?",
+        [&](const grove::statement& s) {
+          revision = s.column_int64(0);
+          return false;
+        },
+        d.target_arn))
+    return err;
+  d.revision = revision + 1;
+  if (auto err = db_->run("UPDATE deployments SET status = 'INACTIVE', modified_ms = ? "
+                          "WHERE target_arn = ? AND status <> 'CANCELED' AND status <> 'INACTIVE'",
+                          d.created_ms, d.target_arn))
+    return err;
+  if (auto err = db_->run("INSERT INTO deployments(id, target_arn, name, revision, request, "
+                          "status, execution, reason, created_ms, modified_ms) "
+                          "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          d.id, d.target_arn, d.name, d.revision, d.request, d.status,
+                          d.execution, d.reason, d.created_ms, d.modified_ms))
+    return err;
+  d.seq = sqlite3_last_insert_rowid(db_->native_handle());
+  if (!token.empty())
+    if (auto err = db_->run("INSERT OR REPLACE INTO client_tokens VALUES (?,?,?,?,?)", token,
+                            first_answer.request_hash, first_answer.status,
+                            first_answer.response, expires_ms))
+      return err;
+  if (auto err = tx->commit())
+    return err;
+  return put_result::stored;
+}
+
+caf::expected<std::optional<deployment_record>>
+component_store::deployment(const std::string& id) {
+  std::lock_guard guard{mtx_};
+  std::optional<deployment_record> out;
+  if (auto err = each_row(
+        *db_, std::string{"SELECT "} + deployment_columns + " FROM deployments WHERE id = ?",
+        [&](const grove::statement& s) {
+          out = deployment_row(s);
+          return false;
+        },
+        id))
+    return err;
+  return out;
+}
+
+caf::expected<std::vector<deployment_record>> component_store::deployments() {
+  std::lock_guard guard{mtx_};
+  std::vector<deployment_record> out;
+  if (auto err = each_row(
+        *db_, std::string{"SELECT "} + deployment_columns + " FROM deployments ORDER BY seq DESC",
+        [&](const grove::statement& s) {
+          out.push_back(deployment_row(s));
+          return true;
+        }))
+    return err;
+  return out;
+}
+
+caf::expected<bool> component_store::set_deployment_state(const std::string& id,
+                                                          const std::vector<std::string>& from,
+                                                          const std::string& status,
+                                                          const std::string& execution,
+                                                          const std::string& reason,
+                                                          int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  std::string current;
+  bool found = false;
+  if (auto err = each_row(
+        *db_, "SELECT status FROM deployments WHERE id = ?",
+        [&](const grove::statement& s) {
+          current = std::string{s.column_text(0)};
+          found = true;
+          return false;
+        },
+        id))
+    return err;
+  if (!found || (!from.empty() && std::find(from.begin(), from.end(), current) == from.end()))
+    return false;
+  if (auto err = db_->run("UPDATE deployments SET status = ?, execution = ?, reason = ?, "
+                          "modified_ms = ? WHERE id = ?",
+                          status, execution, reason, now_ms, id))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return true;
+}
+
+caf::expected<bool> component_store::erase_deployment(const std::string& id) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("DELETE FROM deployments WHERE id = ?", id))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
 }
 
 } // namespace grove::deployment

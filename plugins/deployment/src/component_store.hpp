@@ -91,6 +91,35 @@ struct artifact_status {
   std::string artifacts = "{}";
 };
 
+/// One deployment of this core's journal (schema 3): what CreateDeployment asked and
+/// where its execution on this core stands.
+struct deployment_record {
+  /// deploymentId (a UUID).
+  std::string id;
+  /// targetArn: this core's thing or a thing group it belongs to.
+  std::string target_arn;
+  /// deploymentName.
+  std::string name;
+  /// revisionId: 1, 2, ... per target.
+  int64_t revision = 0;
+  /// The request's components, deploymentPolicies, iotJobConfiguration, parentTargetArn
+  /// and tags (JSON object text), as GetDeployment gives them back.
+  std::string request = "{}";
+  /// deploymentStatus: ACTIVE, COMPLETED, CANCELED, FAILED or INACTIVE.
+  std::string status = "ACTIVE";
+  /// coreDeviceExecutionStatus on this core: QUEUED, IN_PROGRESS, SUCCEEDED, FAILED,
+  /// CANCELED, REJECTED.
+  std::string execution = "QUEUED";
+  /// Why it failed (or "").
+  std::string reason;
+  /// Creation and last change, ms since the epoch.
+  int64_t created_ms = 0;
+  /// Last change of status or execution.
+  int64_t modified_ms = 0;
+  /// Insertion order (newest highest).
+  int64_t seq = 0;
+};
+
 /// The store (see the file comment).
 class component_store {
 public:
@@ -154,6 +183,31 @@ public:
   /// Replaces the connectivity information of `thing`; its new version.
   caf::expected<int64_t> set_connectivity(const std::string& thing, const nlohmann::json& info,
                                           int64_t now_ms);
+
+  /// Stores a new deployment `d` (its seq and revision are assigned here and written
+  /// back) and, when `token` is not empty, its first answer, in one transaction; earlier
+  /// deployments of the same target that are not CANCELED become INACTIVE (a target has
+  /// one current deployment). token_taken fills `existing`.
+  caf::expected<put_result> put_deployment(deployment_record& d, const std::string& token,
+                                           const token_record& first_answer,
+                                           int64_t expires_ms, token_record& existing);
+
+  /// One deployment.
+  caf::expected<std::optional<deployment_record>> deployment(const std::string& id);
+
+  /// Every deployment, newest first.
+  caf::expected<std::vector<deployment_record>> deployments();
+
+  /// Sets a deployment's status, execution and reason (modified at `now_ms`); false when
+  /// there is no such deployment or its status is not one of `from` (empty: any).
+  caf::expected<bool> set_deployment_state(const std::string& id,
+                                           const std::vector<std::string>& from,
+                                           const std::string& status,
+                                           const std::string& execution,
+                                           const std::string& reason, int64_t now_ms);
+
+  /// Deletes a deployment; false when there was none.
+  caf::expected<bool> erase_deployment(const std::string& id);
 
 private:
   explicit component_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {

@@ -86,6 +86,8 @@ struct deployment_config {
   std::string account_id;
   /// This core's thing name.
   std::string thing_name;
+  /// The thing groups this core belongs to.
+  std::vector<std::string> thing_groups;
   /// The HTTPS API.
   api_config api;
   /// SigV4 keys.
@@ -119,8 +121,12 @@ struct deployment_config {
       .key("account_id", &deployment_config::account_id, "123456789012",
            "12-digit account id in ARNs")
       .key("thing_name", &deployment_config::thing_name, "",
-           "this core's thing name (deployment targets name it, part 2); a Greengrass v1 "
+           "this core's thing name: CreateDeployment targets its ARN, and the core device "
+           "operations name it (empty: no deployment can target this core); a Greengrass v1 "
            "group whose core definition names another thing is not deployed here")
+      .key("thing_groups", &deployment_config::thing_groups, std::vector<std::string>{},
+           "thing groups this core belongs to: CreateDeployment may target "
+           "`arn:aws:iot:<region>:<account_id>:thinggroup/<name>` of each, besides the thing")
       .section("api", &deployment_config::api, api_config::map(),
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
@@ -205,7 +211,16 @@ struct deployment_config {
                                         "ResolveComponentCandidates",
                                         "GetComponentVersionArtifact",
                                         "GetConnectivityInfo",
-                                        "UpdateConnectivityInfo"};
+                                        "UpdateConnectivityInfo",
+                                        "CreateDeployment",
+                                        "GetDeployment",
+                                        "ListDeployments",
+                                        "CancelDeployment",
+                                        "DeleteDeployment",
+                                        "ListEffectiveDeployments",
+                                        "ListInstalledComponents",
+                                        "GetCoreDevice",
+                                        "ListCoreDevices"};
           for (const auto& op : k.operations)
             if (std::find(std::begin(known), std::end(known), op) == std::end(known)
                 && !is_v1_operation(op))

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,8 @@
 #include "artifacts.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
+#include "render.hpp"
+#include "runner.hpp"
 #include "grove/deployment/client.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group_client.hpp"
@@ -37,6 +40,19 @@ namespace grove::deployment {
 namespace {
 
 using components_rpc_service = grove::service<ApiCall, ApiAnswer>;
+
+// This core's platform as Greengrass names it (recipes' Platform: os, architecture).
+std::map<std::string, std::string> this_platform() {
+  std::string arch;
+  utsname u{};
+  if (uname(&u) == 0)
+    arch = u.machine;
+  if (arch == "x86_64")
+    arch = "amd64";
+  else if (arch.starts_with("armv"))
+    arch = "arm";
+  return {{"os", "linux"}, {"architecture", arch}};
+}
 
 class deployment_plugin : public grove::typed_plugin<deployment_config> {
 public:
@@ -81,6 +97,20 @@ public:
     };
     s.region = cfg.region;
     s.account_id = cfg.account_id;
+    s.thing_name = cfg.thing_name;
+    s.thing_groups = cfg.thing_groups;
+    s.platform = this_platform();
+    s.core_version = GROVE_VERSION_STRING;
+    // A deployment whose set resolved is applied on the actor (the runner's), its
+    // preparation on the pool; ListInstalledComponents reads the runner's states.
+    s.on_deployment = [this](const std::string& id, const nlohmann::json& resolved) {
+      ctx_->post([this, id, resolved] { apply_deployment(id, resolved); });
+    };
+    s.installed = [this] {
+      std::lock_guard guard{runner_mtx_};
+      return runner_ ? runner_->installed() : nlohmann::json::array();
+    };
+    thing_name_ = cfg.thing_name;
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
@@ -173,7 +203,7 @@ public:
             // Shares the API and its store: a stop() meanwhile cannot free them under it.
             [api = api_, db = store_, c = std::move(*call)] {
               auto r = api->operator_call(c.operation(), c.arn(), c.recipe_output_format(),
-                                          c.vendor_guidance(), c.message());
+                                          c.vendor_guidance(), c.message(), c.body());
               ApiAnswer answer;
               answer.set_status(r.status);
               answer.set_body(r.body);
@@ -201,6 +231,13 @@ public:
       ctx_->log().error("deployment: cannot list unsettled versions: {}",
                         grove::describe(pending.error()));
     }
+    {
+      std::lock_guard guard{runner_mtx_};
+      auto write_dir = ctx_->state_dir().parent_path().parent_path();
+      runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
+                                         write_dir / "logs" / "components", thing_name_);
+    }
+    resume();
     thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
     ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
                      config().api.port);
@@ -224,6 +261,10 @@ public:
     if (thread_.joinable())
       thread_.join();
     server_.reset();
+    {
+      std::lock_guard guard{runner_mtx_};
+      runner_.reset(); // stops every component
+    }
     if (v1_)
       v1_->set_applier({});
     api_.reset();
@@ -237,6 +278,181 @@ public:
   }
 
 private:
+  // On the actor, at start: the current deployment of this core (the newest ACTIVE or
+  // COMPLETED one) is applied again: components come back after a restart, and one that
+  // a kill -9 cut short resumes (its journal row is still ACTIVE / IN_PROGRESS).
+  void resume() {
+    ctx_->run_blocking(
+      [db = store_, a = api_]() -> caf::expected<std::pair<std::string, nlohmann::json>> {
+        auto all = db->deployments();
+        if (!all)
+          return std::move(all.error());
+        for (const auto& d : *all)
+          if ((d.status == "ACTIVE" || d.status == "COMPLETED") && a->targets_this_core(d.target_arn)) {
+            auto r = a->resolve_deployment(d);
+            if (r.status != 200)
+              return grove::make_error(grove::errc::invalid_state,
+                                       "deployment " + d.id + " no longer resolves: " + r.body);
+            return std::make_pair(d.id, nlohmann::json::parse(r.body));
+          }
+        return std::make_pair(std::string{}, nlohmann::json{});
+      },
+      [this](caf::expected<caf::expected<std::pair<std::string, nlohmann::json>>> outer) {
+        auto got = outer ? std::move(*outer) : caf::expected<std::pair<std::string, nlohmann::json>>{outer.error()};
+        if (!got) {
+          ctx_->log().error("deployment: cannot resume: {}", grove::describe(got.error()));
+          return;
+        }
+        if (!got->first.empty()) {
+          ctx_->log().info("deployment: applying deployment {} again at start", got->first);
+          apply_deployment(got->first, got->second);
+        }
+      });
+  }
+
+  struct prepared {
+    std::vector<component_plan> plan;
+    bool rollback = true;
+    std::chrono::seconds timeout{60};
+  };
+
+  // On the pool: the plans of a resolved set (recipes, merged configurations, runWith,
+  // artifacts linked under the component's directory) and the deployment's policies.
+  static caf::expected<prepared> prepare(component_store& db, artifact_store& arts,
+                                         std::filesystem::path root, std::string id,
+                                         nlohmann::json resolved, int64_t now) {
+    using nlohmann::json;
+    auto d = db.deployment(id);
+    if (!d)
+      return std::move(d.error());
+    if (!*d)
+      return grove::make_error(grove::errc::invalid_state, "deployment " + id + " is gone");
+    auto req = json::parse((*d)->request, nullptr, false);
+    prepared out;
+    auto policies = req.value("deploymentPolicies", json::object());
+    out.rollback = policies.value("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK";
+    out.timeout = std::chrono::seconds{
+      policies.value("componentUpdatePolicy", json::object()).value("timeoutInSeconds", 60)};
+    // Every current deployment's component specifications (the newest target's win).
+    auto all = db.deployments();
+    if (!all)
+      return std::move(all.error());
+    std::map<std::string, json> specs;
+    for (auto it = all->rbegin(); it != all->rend(); ++it)
+      if (it->id == id || it->status == "ACTIVE" || it->status == "COMPLETED") {
+        auto r = json::parse(it->request, nullptr, false);
+        if (r.is_object() && r.contains("components"))
+          for (auto c = r["components"].begin(); c != r["components"].end(); ++c)
+            specs[c.key()] = *c;
+      }
+    db.set_deployment_state(id, {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", now);
+    std::vector<component_plan> plans;
+    for (const auto& v : resolved.value("resolvedComponentVersions", json::array())) {
+      component_plan p;
+      p.name = v["componentName"];
+      p.version = v["componentVersion"];
+      std::string text;
+      base64_decode(v["recipe"].get<std::string>(), text);
+      p.recipe = json::parse(text, nullptr, false);
+      auto spec = specs.find(p.name);
+      p.root = spec != specs.end();
+      json defaults = json::object();
+      if (auto cc = p.recipe.find("ComponentConfiguration"); cc != p.recipe.end() && cc->is_object())
+        defaults = cc->value("DefaultConfiguration", json::object());
+      p.configuration = merged_configuration(
+        defaults, nullptr, p.root ? spec->second.value("configurationUpdate", json{}) : json{});
+      if (p.root)
+        p.posix_user =
+          spec->second.value("runWith", json::object()).value("posixUser", std::string{});
+      // Artifacts: links named as the Uri's file, to the content-addressed store.
+      auto dir = root / "packages" / "artifacts" / p.name / p.version;
+      auto unz = root / "packages" / "artifacts-unarchived" / p.name / p.version;
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      std::filesystem::create_directories(unz, ec);
+      if (auto st = db.artifacts_of(p.name, p.version); st && *st) {
+        auto map = json::parse((*st)->artifacts, nullptr, false);
+        if (map.is_object())
+          for (auto a = map.begin(); a != map.end(); ++a) {
+            auto file = std::filesystem::path{a.key()}.filename();
+            std::filesystem::remove(dir / file, ec);
+            std::filesystem::create_symlink(arts.path_of(a->get<std::string>()), dir / file, ec);
+            if (std::filesystem::exists(arts.unarchived_of(a->get<std::string>()))) {
+              std::filesystem::remove(unz / file.stem(), ec);
+              std::filesystem::create_directory_symlink(arts.unarchived_of(a->get<std::string>()),
+                                                        unz / file.stem(), ec);
+            }
+          }
+      }
+      p.artifacts_path = dir.string();
+      p.decompressed_path = unz.string();
+      plans.push_back(std::move(p));
+    }
+    // Dependencies first (the resolver's answer lists the roots first).
+    std::vector<bool> placed(plans.size(), false);
+    while (out.plan.size() < plans.size()) {
+      bool moved = false;
+      for (size_t i = 0; i < plans.size(); ++i) {
+        if (placed[i])
+          continue;
+        bool ready = true;
+        auto deps = plans[i].recipe.value("ComponentDependencies", json::object());
+        for (size_t k = 0; k < plans.size(); ++k)
+          if (!placed[k] && k != i && deps.is_object() && deps.contains(plans[k].name))
+            ready = false;
+        if (ready) {
+          placed[i] = true;
+          out.plan.push_back(plans[i]);
+          moved = true;
+        }
+      }
+      if (!moved) // a cycle (the resolver refuses them): the rest as listed
+        for (size_t i = 0; i < plans.size(); ++i)
+          if (!placed[i]) {
+            placed[i] = true;
+            out.plan.push_back(plans[i]);
+          }
+    }
+    return out;
+  }
+
+  // On the actor: applies deployment `id` whose whole set resolved to `resolved`.
+  void apply_deployment(const std::string& id, const nlohmann::json& resolved) {
+    ctx_->run_blocking(
+      [db = store_, arts = artifacts_, root = ctx_->state_dir() / "components", id,
+       resolved]() { return prepare(*db, *arts, root, id, resolved, now_ms()); },
+      [this, id](caf::expected<caf::expected<prepared>> outer) {
+        auto p = outer ? std::move(*outer) : caf::expected<prepared>{outer.error()};
+        if (!p) {
+          ctx_->log().error("deployment: {} cannot be applied: {}", id, grove::describe(p.error()));
+          settle_deployment(id, false, "preparation: " + grove::describe(p.error()));
+          return;
+        }
+        ctx_->log().info("deployment: applying {} ({} components)", id, p->plan.size());
+        runner_->apply(std::move(p->plan), p->rollback, p->timeout,
+                       [this, id](apply_outcome o) {
+                         auto reason = o.reason;
+                         if (o.rolled_back)
+                           reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
+                         settle_deployment(id, o.ok, reason);
+                       });
+      });
+  }
+
+  // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
+  void settle_deployment(const std::string& id, bool ok, const std::string& reason) {
+    if (ok)
+      ctx_->log().info("deployment: {} applied", id);
+    else
+      ctx_->log().error("deployment: {} failed: {}", id, reason);
+    ctx_->run_blocking(
+      [db = store_, id, ok, reason] {
+        db->set_deployment_state(id, {"ACTIVE"}, ok ? "COMPLETED" : "FAILED",
+                                 ok ? "SUCCEEDED" : "FAILED", reason, now_ms());
+      },
+      [](caf::error) {});
+  }
+
   // On the actor: fetches a version's artifacts on the blocking pool, once at a time.
   void fetch(const std::string& name, const std::string& version) {
     auto key = name + ":" + version;
@@ -339,6 +555,9 @@ private:
   }
 
   grove::context* ctx_ = nullptr;
+  std::string thing_name_;
+  std::mutex runner_mtx_;          // the server's threads read installed()
+  std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::shared_ptr<artifact_store> artifacts_; // shared with fetches in flight
   fetch_settings fetch_;
   std::set<std::string> fetching_; // name:version, on the actor

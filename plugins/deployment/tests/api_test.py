@@ -331,8 +331,8 @@ check("a signed body that is not JSON -> 400 SerializationException", st == 400 
 st, et, _ = signed("POST", "/greengrass/v2/createComponentVersion",
                    json.dumps({"inlineRecipe": "x" * 70000}).encode())
 check("a body over api.max_body_bytes (65536) -> 413", st == 413, (st, et))
-st, et, _ = signed("GET", "/greengrass/v2/deployments", b"")
-check("a route of part 2 -> 404 UnknownOperationException", st == 404 and et == "UnknownOperationException", (st, et))
+st, et, _ = signed("GET", "/greengrass/v2/coreDevices/core-1/nothing", b"")
+check("a route of no operation -> 404 UnknownOperationException", st == 404 and et == "UnknownOperationException", (st, et))
 
 # ---- artifacts: fetched, checked, stored, served pre-signed ---------------------------
 import base64  # noqa: E402

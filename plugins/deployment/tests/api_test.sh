@@ -66,6 +66,8 @@ kernel:
 plugins:
   - name: deployment
     config:
+      thing_name: core-1
+      thing_groups: [site]
       api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key,
             max_body_bytes: 65536}
       lambda_packages_dir: $WORK/lambda_packages   # api_test.py puts the packages there
@@ -237,6 +239,86 @@ check "aws get-connectivity-info -> both endpoints, Id defaulting to the host" \
   test "$(jq -r '[.connectivityInfo[] | .id + "@" + .hostAddress + ":" + (.portNumber|tostring) + "/" + .metadata] | join(",")' <<<"$OUT" 2>/dev/null)" \
   == "lan@192.168.1.10:8883/,core.example.com@core.example.com:443/alpn"
 [[ $FAILED == 0 ]] || echo "$OUT"
+
+# Deployments applied on this core (issue 15) with boto3: real processes, logs,
+# configuration, rollback, BROKEN, delete (deployments_test.py).
+"$PY" "$HERE/deployments_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" >"$WORK/dpy.out" 2>&1
+PY_RC=$?
+cat "$WORK/dpy.out"
+PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/dpy.out")))
+FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/dpy.out")))
+[[ $PY_RC == 0 ]] || fail "deployments_test.py exited $PY_RC"
+
+# The AWS CLI reads them back.
+THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
+check "aws greengrassv2 get-core-device -> core-1, linux, coreVersion" \
+  test "$(gg get-core-device --core-device-thing-name core-1 | jq -r '.coreDeviceThingName + " " + .platform + " " + .coreVersion')" == "core-1 linux 0.1.0"
+check "aws greengrassv2 list-deployments (LATEST_ONLY) -> one, for the thing" \
+  test "$(gg list-deployments | jq -r '[.deployments[].targetArn] | join(",")')" == "$THING"
+check "aws greengrassv2 list-core-devices --thing-group-arn (site) -> core-1" \
+  test "$(gg list-core-devices --thing-group-arn arn:aws:iot:us-east-1:123456789012:thinggroup/site | jq -r '.coreDevices[0].coreDeviceThingName')" == core-1
+gg create-deployment --target-arn arn:aws:iot:us-east-1:123456789012:thing/other >"$WORK/other.out" 2>&1
+check "aws create-deployment for another thing -> ResourceNotFoundException" grep -q ResourceNotFoundException "$WORK/other.out"
+
+# grovectl over the bus (no SigV4): installed components with their last error, and the
+# deployments of this core.
+OUT=$("$GROVECTL" components installed 2>&1)
+check "grovectl components installed -> e2e.Crash BROKEN with its last exit" \
+  test "$(jq -r '.installedComponents[] | select(.componentName == "e2e.Crash") | .lifecycleState + "/" + .lifecycleStateDetails' <<<"$OUT" 2>/dev/null)" == "BROKEN/run exited with code 1"
+echo '{"components": {"e2e.Lib": {"componentVersion": "1.0.0"}}}' >"$WORK/dep.json"
+CTL_ID=$("$GROVECTL" deployments create --file "$WORK/dep.json" 2>&1 | jq -r .deploymentId)
+for _ in $(seq 1 100); do
+  [[ $("$GROVECTL" deployments get "$CTL_ID" 2>/dev/null | jq -r .deploymentStatus) == COMPLETED ]] && break
+  sleep 0.1
+done
+check "grovectl deployments create --file (targetArn defaulted to the core's thing) -> COMPLETED" \
+  test "$("$GROVECTL" deployments get "$CTL_ID" 2>&1 | jq -r '.deploymentStatus + " " + .targetArn')" == "COMPLETED $THING"
+check "... grovectl components installed: only e2e.Lib is left" \
+  test "$("$GROVECTL" components installed 2>&1 | jq -r '[.installedComponents[].componentName] | join(",")')" == e2e.Lib
+check "grovectl deployments list -> it first" \
+  test "$("$GROVECTL" deployments list 2>&1 | jq -r '.deployments[0].deploymentId')" == "$CTL_ID"
+"$GROVECTL" deployments cancel "$CTL_ID" >"$WORK/ctl.out" 2>&1
+check "grovectl deployments cancel of a COMPLETED one -> exit 1, ConflictException" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ConflictException" "$1"' "$?" "$WORK/ctl.out"
+
+# kill -9 of groved in the middle of a deployment (a 6 s install): at the next start the
+# journal's ACTIVE / IN_PROGRESS deployment is applied again and completes.
+cat >"$WORK/slowinstall.yaml" <<'YAML'
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.SlowInstall
+ComponentVersion: '1.0.0'
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: echo $$ > {work:path}/install.pid; echo start >> {work:path}/installs; sleep 6; echo done >> {work:path}/installs
+      run: echo $$ > {work:path}/pid; exec sleep 300
+YAML
+gg create-component-version --inline-recipe "fileb://$WORK/slowinstall.yaml" >/dev/null 2>&1
+DID=$(gg create-deployment --target-arn "$THING" --components '{"e2e.SlowInstall":{"componentVersion":"1.0.0"}}' | jq -r .deploymentId)
+SW=$WORK/var/plugins/deployment/components/work/e2e.SlowInstall
+for _ in $(seq 1 50); do [[ -s "$SW/installs" ]] && break; sleep 0.1; done
+EXEC=$(gg list-effective-deployments --core-device-thing-name core-1 | jq -r --arg d "$DID" '.effectiveDeployments[] | select(.deploymentId == $d) | .coreDeviceExecutionStatus')
+check "mid-install: the deployment is IN_PROGRESS ($EXEC), the install started" \
+  bash -c '[[ $0 == IN_PROGRESS && $(cat "$1") == start ]]' "$EXEC" "$SW/installs"
+{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+OLD_PGID=$(cat "$SW/install.pid")
+for _ in $(seq 1 20); do [[ -d /proc/$OLD_PGID ]] || break; sleep 0.1; done
+check "kill -9 of groved: the install's shell dies with it (parent-death signal)" \
+  test ! -d "/proc/$OLD_PGID"
+start_groved || abort "groved did not come back after kill -9 mid-deployment"
+# (A killed orphan may stay a zombie when PID 1 does not reap: only live ones count.)
+check "... what the shell started (its sleep) is killed at the next start" \
+  bash -c '[[ -z $(ps -eo pgid=,stat= | awk -v g="$0" '"'"'$1 == g && $2 !~ /^Z/'"'"') ]] && grep -q "killed process .* left by the last run" "$1"' "$OLD_PGID" "$WORK/groved.out"
+for _ in $(seq 1 200); do
+  [[ $(gg get-deployment --deployment-id "$DID" | jq -r .deploymentStatus) == COMPLETED ]] && break
+  sleep 0.1
+done
+check "after the restart the deployment is applied again: COMPLETED" \
+  test "$(gg get-deployment --deployment-id "$DID" | jq -r .deploymentStatus)" == COMPLETED
+check "... its install ran again to the end, the component RUNNING with a live pid" \
+  bash -c '[[ $(tail -1 "$0") == done ]] && [[ -d /proc/$(cat "$1") ]]' "$SW/installs" "$SW/pid"
+check "... ListInstalledComponents: e2e.SlowInstall RUNNING" \
+  test "$(gg list-installed-components --core-device-thing-name core-1 | jq -r '.installedComponents[] | select(.componentName == "e2e.SlowInstall") | .lifecycleState')" == RUNNING
 
 # kill -9 in the middle of a download (the server sends 100 bytes each half second): the
 # version is never DEPLOYABLE half fetched, no partial file is ever under sha256/, and

@@ -246,7 +246,19 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       envp.push_back(e.data());
     envp.push_back(nullptr);
   }
-  char* const* child_env = o.env ? envp.data() : environ;
+  if (!o.env) {
+    // groved's environment minus systemd's notify variables: they are groved's alone
+    // (Debian's Mosquitto calls sd_notify; a child must not report READY=1 or feed the
+    // watchdog in groved's name).
+    for (char** e = environ; *e != nullptr; ++e) {
+      std::string_view var{*e};
+      if (!var.starts_with("NOTIFY_SOCKET=") && !var.starts_with("WATCHDOG_USEC=")
+          && !var.starts_with("WATCHDOG_PID="))
+        envp.push_back(*e);
+    }
+    envp.push_back(nullptr);
+  }
+  char* const* child_env = envp.data();
   std::string program = r.program;
   std::string cwd = o.cwd.string();
   process_callbacks cb;

@@ -5,7 +5,9 @@
 // documents, an error type with each error status, and a JSON body (or none for 204).
 // The store persists across inputs (one file per fuzzer process), so later inputs meet
 // what earlier ones created. A function package is there for lambdaFunction, and the
-// corpus stores recipes with dependencies for whole-graph resolution.
+// corpus stores recipes with dependencies for whole-graph resolution. The core has a
+// thing and a group, so CreateDeployment bodies (issue 15) are checked, journaled and
+// resolved, and the deployment and core device routes read them back.
 
 #include <chrono>
 #include <cstdint>
@@ -48,6 +50,11 @@ struct world {
     std::filesystem::create_directories(dir / "lambda/fz/1/code");
     std::ofstream{dir / "lambda/fz/1/configuration.json"}
       << R"({"Runtime": "python3.9", "Handler": "fz.handler"})";
+    // A thing and a group, so CreateDeployment's bodies get past the target check
+    // (arn:aws:iot:us-east-1:123456789012:thing/core-1, .../thinggroup/site).
+    settings.thing_name = "core-1";
+    settings.thing_groups = {"site"};
+    settings.platform = {{"os", "linux"}, {"architecture", "amd64"}};
     settings.url_key = std::string(32, 'k');
     settings.artifact_files = dir / "sha256";
     service = std::make_unique<api>(settings, *store);

@@ -87,6 +87,10 @@ struct plugin_spec {
   /// Whether the plugin may replace the group (`$grove/group/set`), as the deployment
   /// plugin does for Greengrass v1 deployments.
   bool may_set_group = false;
+  /// Whether the plugin may load, unload, reload and reconfigure other plugins through
+  /// the kernel's control service (`$grove/kernel/plugins/*`, control_client.hpp), as
+  /// the deployment, ota and console plugins do.
+  bool may_control_plugins = false;
 };
 
 /// A validated image profile.

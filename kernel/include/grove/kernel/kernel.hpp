@@ -112,6 +112,13 @@ public:
   caf::expected<std::shared_ptr<const group::Group>> set_group(std::string_view caller,
                                                                const std::string& document);
 
+  /// Answers one request of the kernel's control service (control_client.hpp):
+  /// `$grove/kernel/status` for anyone, `$grove/kernel/plugins/{load,unload,reload,
+  /// configure}` for plugins whose profile entry has `may_control_plugins` (the request's
+  /// source is the caller), never on the caller itself. Blocks while a plugin loads or
+  /// reloads; thread-safe.
+  caf::expected<Envelope> control_request(const Envelope& msg);
+
   /// Re-reads the group file; a valid one replaces the group in force and is published
   /// on `$grove/group/current`, an invalid one is refused and changes nothing.
   caf::error reload_group();
@@ -190,6 +197,8 @@ private:
   std::shared_ptr<const group::Group> group_;
   caf::actor group_service_;
   endpoint_ptr group_ep_;
+  caf::actor control_service_;
+  endpoint_ptr control_ep_;
   std::thread watcher_;
   std::mutex watch_mtx_;
   std::condition_variable watch_cv_;

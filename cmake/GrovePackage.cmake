@@ -1,0 +1,66 @@
+# The Debian packages, made by `cpack` in the build tree (README.md, "Images and
+# packages"):
+#   grove      groved, grovectl, grove-certs, the default image's plugins (heartbeat,
+#              message_manager and its broker plugin, shadow, function_runtime and its
+#              Python SDK, local_resources), the runtime libraries, /etc/grove/profile.yaml
+#              (configs/images/default.yaml rewritten for /usr) and group.yaml (empty), the systemd
+#              unit grove.service, a dedicated user made by postinst.
+#   grove-dev  the SDK headers, link names and the CMake package (find_package(Grove)).
+# Install rules without a COMPONENT are grove's; COMPONENT extra (kv, deployment,
+# ml_inference) is in neither package: images that want them use tools/grove-image.
+
+set(grove_pkg_dir ${PROJECT_BINARY_DIR}/package)
+set(grove_pkg_profile ${grove_pkg_dir}/profile.yaml)
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+add_custom_command(OUTPUT ${grove_pkg_profile}
+  COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tools/grove-image profile
+          ${PROJECT_SOURCE_DIR}/configs/images/default.yaml --prefix /usr
+          --group /etc/grove/group.yaml --python-sdk-dir /usr/${CMAKE_INSTALL_LIBDIR}/grove/python
+          --out ${grove_pkg_profile}
+  DEPENDS ${PROJECT_SOURCE_DIR}/configs/images/default.yaml ${PROJECT_SOURCE_DIR}/tools/grove-image
+  COMMENT "package profile: configs/images/default.yaml for /usr")
+add_custom_target(grove_package_profile ALL DEPENDS ${grove_pkg_profile})
+
+install(FILES ${grove_pkg_profile} DESTINATION /etc/grove)
+# The empty group: home.yaml's example function lives in the build tree.
+install(FILES ${PROJECT_SOURCE_DIR}/configs/groups/empty.yaml DESTINATION /etc/grove
+        RENAME group.yaml)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/grove.service
+        DESTINATION lib/systemd/system)
+install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME grove)
+set(CPACK_PACKAGE_VENDOR "Grove")
+set(CPACK_PACKAGE_CONTACT "Grove developers <grove@localhost>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Grove edge runtime for IoT devices")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_PACKAGE_DIRECTORY ${PROJECT_BINARY_DIR}/packages)
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_STRIP_FILES ON) # symbols stay in the build tree
+set(CPACK_COMPONENTS_ALL grove dev)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_GROVE_PACKAGE_NAME grove)
+set(CPACK_DEBIAN_DEV_PACKAGE_NAME grove-dev)
+set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
+set(CPACK_COMPONENT_GROVE_DESCRIPTION
+    "Grove edge runtime: groved, grovectl and the default image's plugins")
+set(CPACK_COMPONENT_DEV_DESCRIPTION
+    "Grove plugin SDK: headers and the CMake package (find_package(Grove))")
+# dpkg-shlibdeps names the libraries the binaries link (CAF, Protobuf, yaml-cpp, ...);
+# the rest are programs and files groved runs or reads.
+set(CPACK_DEBIAN_GROVE_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
+    ${PROJECT_BINARY_DIR}/lib ${PROJECT_BINARY_DIR}/lib/grove/plugins)
+set(CPACK_DEBIAN_GROVE_PACKAGE_DEPENDS
+    "mosquitto, openssl, python3, python3-yaml, python3-protobuf, libsystemd0, passwd")
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
+    "grove (= ${PROJECT_VERSION}), libcaf-dev, libprotobuf-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, libsqlite3-dev, libjemalloc-dev")
+set(CPACK_DEBIAN_GROVE_PACKAGE_CONTROL_EXTRA
+    ${PROJECT_SOURCE_DIR}/packaging/debian/postinst
+    ${PROJECT_SOURCE_DIR}/packaging/debian/prerm
+    ${PROJECT_SOURCE_DIR}/packaging/debian/postrm
+    ${PROJECT_SOURCE_DIR}/packaging/debian/conffiles)
+set(CPACK_DEBIAN_GROVE_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+include(CPack)

@@ -1,0 +1,630 @@
+#include "runner.hpp"
+
+#include <grp.h>
+#include <signal.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <deque>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+extern char** environ;
+
+namespace grove::deployment {
+
+using nlohmann::json;
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+// A member of `obj` by name, case-insensitively (recipes write `Script` and `script`).
+const json* member(const json& obj, std::string_view key) {
+  if (!obj.is_object())
+    return nullptr;
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    const auto& k = it.key();
+    if (k.size() == key.size()
+        && std::equal(k.begin(), k.end(), key.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a))
+                    == std::tolower(static_cast<unsigned char>(b));
+           }))
+      return &*it;
+  }
+  return nullptr;
+}
+
+// The Lifecycle of the first manifest for Linux (or the recipe's own).
+json lifecycle_of(const json& recipe) {
+  if (const json* ms = member(recipe, "Manifests"); ms && ms->is_array())
+    for (const auto& m : *ms) {
+      const json* p = member(m, "Platform");
+      const json* os = p ? member(*p, "os") : nullptr;
+      if (os && os->is_string() && *os != "linux" && *os != "*" && *os != "/.*/")
+        continue;
+      if (const json* l = member(m, "Lifecycle"); l && l->is_object())
+        return *l;
+    }
+  if (const json* l = member(recipe, "Lifecycle"); l && l->is_object())
+    return *l;
+  return json::object();
+}
+
+// A life cycle step as {script, setenv, timeout, skipif, privileged}.
+struct step_def {
+  std::string script;
+  json setenv = json::object();
+  int timeout = 0; // seconds; 0: the deployment's
+  std::string skipif;
+  bool privileged = false;
+  bool present = false;
+};
+
+step_def step_of(const json& lifecycle, std::string_view name) {
+  step_def s;
+  const json* v = member(lifecycle, name);
+  if (!v)
+    return s;
+  s.present = true;
+  if (v->is_string()) {
+    s.script = v->get<std::string>();
+    return s;
+  }
+  if (const json* sc = member(*v, "Script"); sc && sc->is_string())
+    s.script = sc->get<std::string>();
+  if (const json* e = member(*v, "Setenv"); e && e->is_object())
+    s.setenv = *e;
+  if (const json* t = member(*v, "Timeout"); t && t->is_number_integer())
+    s.timeout = t->get<int>();
+  else if (t && t->is_string())
+    s.timeout = std::atoi(t->get<std::string>().c_str());
+  if (const json* k = member(*v, "Skipif"); k && k->is_string())
+    s.skipif = k->get<std::string>();
+  if (const json* p = member(*v, "RequiresPrivilege"); p)
+    s.privileged = p->is_boolean() ? p->get<bool>() : (p->is_string() && *p == "true");
+  return s;
+}
+
+// Greengrass' `skipif onpath <program>` / `skipif exists <file>`: true when it holds.
+bool skip(const std::string& rule) {
+  auto sp = rule.find(' ');
+  if (sp == std::string::npos)
+    return false;
+  auto what = rule.substr(0, sp);
+  auto arg = rule.substr(sp + 1);
+  while (!arg.empty() && arg.front() == ' ')
+    arg.erase(0, 1);
+  if (what == "exists")
+    return std::filesystem::exists(arg);
+  if (what == "onpath") {
+    const char* path = std::getenv("PATH");
+    std::string p = path ? path : "/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= p.size()) {
+      auto colon = p.find(':', start);
+      auto dir = p.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      if (!dir.empty() && ::access((std::filesystem::path{dir} / arg).c_str(), X_OK) == 0)
+        return true;
+      if (colon == std::string::npos)
+        break;
+      start = colon + 1;
+    }
+  }
+  return false;
+}
+
+} // namespace
+
+struct runner::component {
+  component_plan plan;
+  std::string state = "NEW";
+  std::string details;
+  int64_t changed_ms = 0;
+  int errors = 0;
+  uint64_t generation = 0; // a stop or start makes older callbacks stale
+  grove::process proc;
+  std::string installed_version;
+  std::string main; // "run", "startup" or ""
+  bool stopped = false; // by stop_component: to be started again (or removed)
+  std::filesystem::path log;
+};
+
+struct runner::job {
+  std::vector<component_plan> plan;
+  std::vector<component_plan> previous;
+  bool rollback = false;
+  bool is_rollback = false;
+  std::chrono::seconds timeout{60};
+  std::function<void(apply_outcome)> done;
+  size_t index = 0;
+  uint64_t wait = 0; // the step being waited for; a late callback of another is dropped
+};
+
+runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
+               std::string thing_name)
+  : ctx_(ctx), root_(std::move(root)), log_dir_(std::move(log_dir)),
+    thing_name_(std::move(thing_name)) {
+  std::error_code ec;
+  std::filesystem::create_directories(root_ / "work", ec);
+  std::filesystem::create_directories(log_dir_, ec);
+  // The parent-death signal reaches a script's shell, not what the shell started: after
+  // a kill -9 of groved those live on. Every child of this runner carries
+  // GROVE_COMPONENTS_ROOT=<root> in its environment; what is left of the last run goes.
+  auto marker = "GROVE_COMPONENTS_ROOT=" + root_.string();
+  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
+    auto pid_text = p.path().filename().string();
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream in{p.path() / "environ", std::ios::binary};
+    std::string var;
+    while (std::getline(in, var, '\0'))
+      if (var == marker) {
+        auto pid = static_cast<pid_t>(std::stol(pid_text));
+        if (pid != ::getpid() && ::kill(pid, SIGKILL) == 0)
+          ctx_.log().warn("deployment: killed process {}, left by the last run of a "
+                          "component", pid);
+        break;
+      }
+  }
+}
+
+runner::~runner() {
+  *alive_ = false;
+  std::lock_guard guard{mtx_};
+  components_.clear(); // each handle stops its child
+}
+
+json runner::installed() const {
+  std::lock_guard guard{mtx_};
+  json out = json::array();
+  for (const auto& [name, c] : components_) {
+    json e = {{"componentName", name},
+              {"componentVersion", c->plan.version},
+              {"lifecycleState", c->state},
+              {"isRoot", c->plan.root},
+              {"lastStatusChangeTimestamp", static_cast<double>(c->changed_ms) / 1000.0},
+              {"lastReportedTimestamp", static_cast<double>(now_ms()) / 1000.0},
+              {"lastInstallationSource", "LOCAL_DEPLOYMENT"}};
+    if (!c->details.empty())
+      e["lifecycleStateDetails"] = c->details.substr(0, 255);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+void runner::set_state(component& c, const std::string& state, const std::string& details) {
+  {
+    std::lock_guard guard{mtx_};
+    c.state = state;
+    c.details = details;
+    c.changed_ms = now_ms();
+  }
+  ctx_.log().info("deployment: {} {}: {}{}{}", c.plan.name, c.plan.version, state,
+                  details.empty() ? "" : ": ", details);
+}
+
+render_context runner::render_ctx() const {
+  render_context r;
+  r.thing_name = thing_name_;
+  for (const auto& [name, c] : components_)
+    r.components[name] = component_view{c->plan.artifacts_path, c->plan.decompressed_path,
+                                        (root_ / "work" / name).string(),
+                                        c->plan.configuration};
+  return r;
+}
+
+caf::expected<grove::process> runner::spawn(component& c, const std::string& script,
+                                            const json& step_env, grove::process_callbacks cb) {
+  auto rc = render_ctx();
+  const auto& name = c.plan.name;
+  grove::process_options o;
+  o.argv = {"/bin/sh", "-c", render(script, rc, name)};
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e)
+    env.emplace_back(*e);
+  auto add_env = [&](const json& vars) {
+    for (auto it = vars.begin(); it != vars.end(); ++it) {
+      auto value = it->is_string() ? it->get<std::string>() : it->dump();
+      env.push_back(it.key() + "=" + render(value, rc, name));
+    }
+  };
+  env.push_back("AWS_IOT_THING_NAME=" + thing_name_);
+  env.push_back("GROVE_COMPONENTS_ROOT=" + root_.string()); // see the constructor
+  env.push_back("GROVE_COMPONENT_NAME=" + name);
+  env.push_back("GROVE_COMPONENT_VERSION=" + c.plan.version);
+  auto lifecycle = lifecycle_of(c.plan.recipe);
+  if (const json* global = member(lifecycle, "setenv"); global && global->is_object())
+    add_env(*global);
+  add_env(step_env);
+  o.env = std::move(env);
+  auto work = root_ / "work" / name;
+  std::error_code ec;
+  std::filesystem::create_directories(work, ec);
+  o.cwd = work;
+  // runWith posixUser: only root can switch; a user that does not exist fails the step.
+  if (!c.plan.posix_user.empty() && ::geteuid() == 0) {
+    auto user = c.plan.posix_user.substr(0, c.plan.posix_user.find(':'));
+    auto group = c.plan.posix_user.find(':') == std::string::npos
+                   ? std::string{}
+                   : c.plan.posix_user.substr(c.plan.posix_user.find(':') + 1);
+    auto* pw = ::getpwnam(user.c_str());
+    if (!pw)
+      return grove::make_error(grove::errc::invalid_config,
+                               "runWith.posixUser: no user '" + user + "'");
+    o.uid = pw->pw_uid;
+    o.gid = pw->pw_gid;
+    if (!group.empty()) {
+      auto* gr = ::getgrnam(group.c_str());
+      if (!gr)
+        return grove::make_error(grove::errc::invalid_config,
+                                 "runWith.posixUser: no group '" + group + "'");
+      o.gid = gr->gr_gid;
+    }
+    std::filesystem::permissions(work, std::filesystem::perms::all, ec);
+    (void) ::chown(work.c_str(), *o.uid, *o.gid);
+  }
+  o.capture_output = true;
+  o.stdout_level = grove::output_level::debug;
+  o.stderr_level = grove::output_level::debug;
+  o.log_prefix = name + ": ";
+  o.stop_grace = std::chrono::milliseconds{3000};
+  // Output to the component's log, rotated at 10 MB (one old file kept).
+  auto log = c.log;
+  auto user_output = std::move(cb.on_output);
+  cb.on_output = [log, user_output](grove::output_stream s, const std::string& line) {
+    std::error_code e;
+    if (std::filesystem::file_size(log, e) > 10 * 1024 * 1024 && !e)
+      std::filesystem::rename(log, log.string() + ".1", e);
+    std::ofstream{log, std::ios::app} << (s == grove::output_stream::err ? "[stderr] " : "")
+                                      << line << '\n';
+    if (user_output)
+      user_output(s, line);
+  };
+  return grove::process::start(ctx_, std::move(o), std::move(cb));
+}
+
+void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
+                   std::function<void(apply_outcome)> done) {
+  auto j = std::make_shared<job>();
+  j->plan = std::move(plan);
+  j->rollback = rollback;
+  j->timeout = timeout;
+  j->done = std::move(done);
+  for (const auto& [name, c] : components_)
+    j->previous.push_back(c->plan);
+  // Dependencies first: the previous set in its own order (a map is by name; the plans
+  // were stored in order in `order`).
+  std::sort(j->previous.begin(), j->previous.end(), [this](const auto& a, const auto& b) {
+    return std::find(order_.begin(), order_.end(), a.name)
+           < std::find(order_.begin(), order_.end(), b.name);
+  });
+  if (busy_) {
+    pending_.push_back(j);
+    return;
+  }
+  busy_ = true;
+  begin(j);
+}
+
+void runner::begin(std::shared_ptr<job> j) {
+  order_.clear();
+  for (const auto& p : j->plan)
+    order_.push_back(p.name);
+  // Components leaving the set, or changing (version, configuration, user), stop first.
+  std::vector<std::string> gone;
+  for (const auto& [name, c] : components_) {
+    auto it = std::find_if(j->plan.begin(), j->plan.end(),
+                           [&](const component_plan& p) { return p.name == name; });
+    if (it == j->plan.end())
+      gone.push_back(name);
+    else if (it->version != c->plan.version || it->configuration != c->plan.configuration
+             || it->posix_user != c->plan.posix_user || c->state == "BROKEN"
+             || c->state == "ERRORED")
+      stop_component(name);
+  }
+  for (const auto& name : gone) {
+    stop_component(name);
+    std::lock_guard guard{mtx_};
+    components_.erase(name);
+  }
+  // A HARD dependency that restarts restarts its dependants (transitively); a SOFT one
+  // does not. A dependant stopped here is started again by step(), after the dependency.
+  for (bool more = true; more;) {
+    more = false;
+    for (const auto& p : j->plan) {
+      auto it = components_.find(p.name);
+      if (it == components_.end() || it->second->stopped)
+        continue;
+      const json* deps = member(p.recipe, "ComponentDependencies");
+      if (!deps || !deps->is_object())
+        continue;
+      for (auto d = deps->begin(); d != deps->end(); ++d) {
+        const json* type = member(*d, "DependencyType");
+        bool hard = !type || !type->is_string() || *type != "SOFT";
+        auto dep = components_.find(d.key());
+        bool restarting = dep == components_.end() || dep->second->stopped;
+        if (hard && restarting) {
+          ctx_.log().info("deployment: {} restarts with its HARD dependency {}", p.name, d.key());
+          stop_component(p.name);
+          more = true;
+          break;
+        }
+      }
+    }
+  }
+  step(j);
+}
+
+void runner::stop_component(const std::string& name) {
+  auto it = components_.find(name);
+  if (it == components_.end())
+    return;
+  auto& c = *it->second;
+  ++c.generation;
+  if (c.proc) {
+    set_state(c, "STOPPING");
+    auto shutdown = step_of(lifecycle_of(c.plan.recipe), "shutdown");
+    if (shutdown.present && !shutdown.script.empty()) {
+      // Fire and forget: its handle stops it after its grace when dropped.
+      auto s = spawn(c, shutdown.script, shutdown.setenv, {});
+      if (s)
+        ctx_.after(std::chrono::seconds{shutdown.timeout > 0 ? shutdown.timeout : 15},
+                   [keep = std::make_shared<grove::process>(std::move(*s))] {});
+    }
+    c.proc.stop();
+    c.proc = grove::process{};
+  }
+  c.stopped = true;
+  set_state(c, "FINISHED", "stopped");
+}
+
+void runner::step(std::shared_ptr<job> j) {
+  while (j->index < j->plan.size()) {
+    const auto& p = j->plan[j->index];
+    auto it = components_.find(p.name);
+    if (it != components_.end() && it->second->plan.version == p.version
+        && it->second->plan.configuration == p.configuration
+        && (it->second->state == "RUNNING" || it->second->state == "FINISHED")
+        && it->second->generation > 0 && !it->second->stopped) {
+      ++j->index; // unchanged and fine
+      continue;
+    }
+    start_component(j, p);
+    return;
+  }
+  finish(j, true, "");
+}
+
+void runner::start_component(std::shared_ptr<job> j, component_plan p) {
+  auto& slot = components_[p.name];
+  if (!slot) {
+    std::lock_guard guard{mtx_};
+    slot = std::make_unique<component>();
+  }
+  auto& c = *slot;
+  if (c.proc) {
+    c.proc.stop();
+    c.proc = grove::process{};
+  }
+  {
+    std::lock_guard guard{mtx_};
+    if (c.plan.version != p.version)
+      c.installed_version.clear();
+    c.plan = std::move(p);
+    c.errors = 0;
+    c.stopped = false;
+  }
+  auto gen = ++c.generation;
+  c.log = log_dir_ / (c.plan.name + ".log");
+  auto name = c.plan.name;
+  set_state(c, "NEW");
+  auto lifecycle = lifecycle_of(c.plan.recipe);
+  auto install = step_of(lifecycle, "install");
+  if (!install.present || install.script.empty() || c.installed_version == c.plan.version
+      || (!install.skipif.empty() && skip(install.skipif))) {
+    c.installed_version = c.plan.version;
+    set_state(c, "INSTALLED");
+    run_main(j, name);
+    return;
+  }
+  auto wait = ++j->wait;
+  grove::process_callbacks cb;
+  cb.on_exit = [this, j, name, gen, wait, alive = alive_](const grove::process_exit& e) {
+    if (!*alive || j->wait != wait)
+      return;
+    auto it = components_.find(name);
+    if (it == components_.end() || it->second->generation != gen)
+      return;
+    auto& c = *it->second;
+    c.proc = grove::process{};
+    ++j->wait;
+    if (e.code == 0) {
+      c.installed_version = c.plan.version;
+      set_state(c, "INSTALLED");
+      run_main(j, name);
+    } else {
+      set_state(c, "ERRORED", "install " + e.describe());
+      finish(j, false, name + " " + c.plan.version + ": install " + e.describe());
+    }
+  };
+  auto proc = spawn(c, install.script, install.setenv, std::move(cb));
+  if (!proc) {
+    set_state(c, "ERRORED", grove::describe(proc.error()));
+    finish(j, false, name + ": install could not start: " + grove::describe(proc.error()));
+    return;
+  }
+  c.proc = std::move(*proc);
+  auto limit = install.timeout > 0 ? std::chrono::seconds{install.timeout} : j->timeout;
+  ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
+    if (!*alive || j->wait != wait)
+      return;
+    ++j->wait;
+    auto it = components_.find(name);
+    if (it == components_.end() || it->second->generation != gen)
+      return;
+    auto& c = *it->second;
+    ++c.generation;
+    c.proc.stop(SIGKILL, std::chrono::milliseconds{0});
+    c.proc = grove::process{};
+    set_state(c, "ERRORED", "install timed out");
+    finish(j, false,
+           name + " " + c.plan.version + ": install did not end within "
+             + std::to_string(limit.count()) + " s");
+  });
+}
+
+void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
+  auto& c = *components_.at(name);
+  auto lifecycle = lifecycle_of(c.plan.recipe);
+  auto startup = step_of(lifecycle, "startup");
+  auto run = step_of(lifecycle, "run");
+  const auto& chosen = startup.present ? startup : run;
+  c.main = startup.present ? "startup" : run.present ? "run" : "";
+  if (c.main.empty() || chosen.script.empty()
+      || (!chosen.skipif.empty() && skip(chosen.skipif))) {
+    set_state(c, c.main.empty() ? "FINISHED" : "FINISHED", c.main.empty() ? "" : "skipped");
+    ++j->index;
+    step(j);
+    return;
+  }
+  auto gen = c.generation;
+  set_state(c, "STARTING");
+  auto wait = ++j->wait;
+  grove::process_callbacks cb;
+  bool is_startup = c.main == "startup";
+  if (!is_startup)
+    cb.on_start = [this, j, name, gen, wait, alive = alive_](pid_t) {
+      if (!*alive)
+        return;
+      auto it = components_.find(name);
+      if (it == components_.end() || it->second->generation != gen)
+        return;
+      set_state(*it->second, "RUNNING");
+      if (j->wait == wait) {
+        ++j->wait;
+        ++j->index;
+        step(j);
+      }
+    };
+  cb.on_exit = [this, j, name, gen, wait, is_startup, alive = alive_](const grove::process_exit& e) {
+    if (!*alive || e.requested)
+      return;
+    auto it = components_.find(name);
+    if (it == components_.end() || it->second->generation != gen)
+      return;
+    auto& c = *it->second;
+    c.proc = grove::process{};
+    if (e.code == 0) {
+      set_state(c, is_startup ? "RUNNING" : "FINISHED");
+    } else {
+      ++c.errors;
+      // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
+      set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", (is_startup ? "startup " : "run ") + e.describe());
+    }
+    if (j->wait == wait) { // the deployment waits for this start
+      ++j->wait;
+      if (e.code == 0) {
+        ++j->index;
+        step(j);
+      } else {
+        finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
+                           + e.describe());
+      }
+      return;
+    }
+    if (e.code != 0 && c.errors < 3) { // a later crash: recover, then the run again
+      auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
+      if (recover.present && !recover.script.empty()) {
+        // Its own handle, kept until its timeout (dropping it stops the script).
+        auto r = spawn(c, recover.script, recover.setenv, {});
+        if (r)
+          ctx_.after(std::chrono::seconds{recover.timeout > 0 ? recover.timeout : 60},
+                     [keep = std::make_shared<grove::process>(std::move(*r))] {});
+        else
+          ctx_.log().warn("deployment: {}: recover could not start: {}", name,
+                          grove::describe(r.error()));
+      }
+      ctx_.after(std::chrono::milliseconds{500 * c.errors}, [this, name, gen, alive = alive_] {
+        if (!*alive)
+          return;
+        auto it = components_.find(name);
+        if (it == components_.end() || it->second->generation != gen)
+          return;
+        auto dummy = std::make_shared<job>();
+        dummy->index = 1; // not part of a deployment: nothing waits
+        run_main(dummy, name);
+      });
+    }
+  };
+  auto proc = spawn(c, chosen.script, chosen.setenv, std::move(cb));
+  if (!proc) {
+    set_state(c, "ERRORED", grove::describe(proc.error()));
+    ++j->wait;
+    finish(j, false, name + ": " + c.main + " could not start: " + grove::describe(proc.error()));
+    return;
+  }
+  c.proc = std::move(*proc);
+  if (is_startup) {
+    auto limit = chosen.timeout > 0 ? std::chrono::seconds{chosen.timeout} : j->timeout;
+    ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
+      if (!*alive || j->wait != wait)
+        return;
+      ++j->wait;
+      auto it = components_.find(name);
+      if (it == components_.end() || it->second->generation != gen)
+        return;
+      auto& c = *it->second;
+      ++c.generation;
+      c.proc.stop(SIGKILL, std::chrono::milliseconds{0});
+      c.proc = grove::process{};
+      set_state(c, "ERRORED", "startup timed out");
+      finish(j, false, name + " " + c.plan.version + ": not RUNNING within "
+                         + std::to_string(limit.count()) + " s");
+    });
+  }
+}
+
+void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
+  if (j->index == 1 && !j->done) // a restart outside a deployment
+    return;
+  if (!ok && j->rollback && !j->is_rollback) {
+    // The set before goes back: components the failed one added or changed stop, the
+    // previous versions and configurations start again.
+    ctx_.log().warn("deployment: {}; rolling back to the previous set ({} components)", reason,
+                    j->previous.size());
+    auto back = std::make_shared<job>();
+    back->plan = j->previous;
+    back->is_rollback = true;
+    back->timeout = j->timeout;
+    back->done = [j, reason](apply_outcome o) {
+      o.ok = false;
+      o.rolled_back = true;
+      o.reason = reason + (o.reason.empty() ? "" : "; the rollback failed too: " + o.reason);
+      j->done(std::move(o));
+    };
+    // Components of the failed set that the previous one does not have are dropped.
+    begin(back);
+    return;
+  }
+  auto done = std::move(j->done);
+  j->done = nullptr;
+  busy_ = false;
+  if (done)
+    done(apply_outcome{ok, reason, false});
+  if (!busy_ && !pending_.empty()) {
+    auto next = pending_.front();
+    pending_.pop_front();
+    busy_ = true;
+    begin(next);
+  }
+}
+
+} // namespace grove::deployment

@@ -1,0 +1,107 @@
+#pragma once
+
+// Runs the generic components of this core's deployments (issue 15, step 3): each
+// component's life cycle (install once per version, then run or startup; shutdown on
+// stop; setenv, timeout, skipif) as children of the SDK's grove::process (process group,
+// parent-death signal), its output in `<write_dir>/logs/components/<name>.log`, its state
+// NEW → INSTALLED → STARTING → RUNNING → STOPPING → FINISHED / ERRORED / BROKEN (a third
+// error in a row is BROKEN). A set is applied in dependency order; a failure puts the
+// previous set back when the deployment's policy is ROLLBACK. Everything but installed()
+// runs on the plugin's actor.
+
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "grove/plugin.hpp"
+#include "grove/process.hpp"
+#include "render.hpp"
+
+namespace grove::deployment {
+
+/// One component of a set to apply.
+struct component_plan {
+  /// ComponentName.
+  std::string name;
+  /// ComponentVersion.
+  std::string version;
+  /// Named by a deployment (not only a dependency).
+  bool root = false;
+  /// The recipe (JSON).
+  nlohmann::json recipe;
+  /// Its merged configuration.
+  nlohmann::json configuration = nlohmann::json::object();
+  /// runWith.posixUser ("" : groved's user).
+  std::string posix_user;
+  /// Where its artifacts are (`{artifacts:path}`) and unpacked (`{artifacts:decompressedPath}`).
+  std::string artifacts_path, decompressed_path;
+};
+
+/// What became of an apply.
+struct apply_outcome {
+  /// Every component reached its state (RUNNING, or FINISHED for a run that ended 0).
+  bool ok = false;
+  /// Why not.
+  std::string reason;
+  /// The previous set was put back.
+  bool rolled_back = false;
+};
+
+/// The runner (see the file comment).
+class runner {
+public:
+  /// Runs components for `ctx`; work directories under `root` (`work/<name>`), logs
+  /// under `log_dir`.
+  runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
+         std::string thing_name);
+
+  /// Stops every component (shutdown scripts are not waited for).
+  ~runner();
+
+  /// Makes `plan` (dependencies first) the running set: components not in it are
+  /// stopped, changed ones (version or configuration) stopped and started again, new ones
+  /// installed and started. `timeout` bounds each install and startup. On a failure with
+  /// `rollback`, the set before is applied again. `done` gets the outcome.
+  void apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
+             std::function<void(apply_outcome)> done);
+
+  /// ListInstalledComponents' entries; thread-safe.
+  nlohmann::json installed() const;
+
+private:
+  struct component;
+  struct job;
+
+  void begin(std::shared_ptr<job> j);
+  void step(std::shared_ptr<job> j);
+  void finish(std::shared_ptr<job> j, bool ok, std::string reason);
+  void stop_component(const std::string& name);
+  void start_component(std::shared_ptr<job> j, component_plan p);
+  void run_main(std::shared_ptr<job> j, const std::string& name);
+  void set_state(component& c, const std::string& state, const std::string& details = "");
+  caf::expected<grove::process> spawn(component& c, const std::string& script,
+                                      const nlohmann::json& step_env,
+                                      grove::process_callbacks cb);
+  render_context render_ctx() const;
+
+  grove::context& ctx_;
+  std::filesystem::path root_;
+  std::filesystem::path log_dir_;
+  std::string thing_name_;
+  mutable std::mutex mtx_; // guards the states installed() reads
+  std::map<std::string, std::unique_ptr<component>> components_;
+  std::vector<std::string> order_;               // the applied set, dependencies first
+  std::deque<std::shared_ptr<job>> pending_;     // deployments waiting for this one
+  bool busy_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+} // namespace grove::deployment

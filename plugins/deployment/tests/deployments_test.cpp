@@ -1,0 +1,440 @@
+// Deployments and core devices through the API (issue 15) over a real SQLite store,
+// without a server: CreateDeployment's checks and journal, the whole set a core keeps
+// resolved at creation (a missing, DELETED or clashing version fails the deployment with
+// its reason), history and pagination, cancel and delete rules, and the core device
+// operations.
+
+#define BOOST_TEST_MODULE deployment_deployments
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "api.hpp"
+#include "render.hpp"
+#include "sigv4.hpp"
+
+using namespace grove::deployment;
+using nlohmann::json;
+
+namespace {
+
+const char* thing = "arn:aws:iot:us-east-1:123456789012:thing/core-1";
+const char* group = "arn:aws:iot:us-east-1:123456789012:thinggroup/site";
+
+struct fixture {
+  std::filesystem::path dir;
+  std::unique_ptr<component_store> store;
+  std::unique_ptr<api> service;
+  std::chrono::system_clock::time_point now = *parse_amz_date("20261202T120000Z");
+  std::vector<std::pair<std::string, json>> applied; // on_deployment's calls
+  json installed = json::array();
+
+  fixture() {
+    dir = std::filesystem::temp_directory_path()
+          / ("deployment_deployments_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    open();
+  }
+
+  void open() {
+    service.reset();
+    store.reset();
+    auto s = component_store::open(dir / "components.db");
+    BOOST_REQUIRE(s);
+    store = std::move(*s);
+    api_settings settings;
+    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    settings.thing_name = "core-1";
+    settings.thing_groups = {"site"};
+    settings.platform = {{"os", "linux"}, {"architecture", "amd64"}};
+    settings.core_version = "0.1.0";
+    settings.on_deployment = [this](const std::string& id, const json& resolved) {
+      applied.emplace_back(id, resolved);
+    };
+    settings.installed = [this] { return installed; };
+    service = std::make_unique<api>(settings, *store);
+  }
+
+  ~fixture() {
+    service.reset();
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  http_response call(std::string method, std::string target, std::string body = "") {
+    http_request r{std::move(method), std::move(target), {{"host", "localhost"}}, std::move(body)};
+    sign_sigv4(r, sigv4_scope{"us-east-1"}, "AKIAGROVETEST00001", "secret-secret-secret", now);
+    return service->handle(r, now);
+  }
+
+  void component(const std::string& name, const std::string& version,
+                 const std::string& deps = "") {
+    auto recipe = "RecipeFormatVersion: '2020-01-25'\nComponentName: " + name
+                  + "\nComponentVersion: '" + version + "'\n" + deps;
+    json body = {{"inlineRecipe", base64_encode(recipe)}};
+    BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/createComponentVersion", body.dump()).status,
+                        201);
+  }
+
+  http_response deploy(json body) {
+    return call("POST", "/greengrass/v2/deployments", body.dump());
+  }
+
+  std::string deploy_ok(json body) {
+    auto r = deploy(std::move(body));
+    BOOST_REQUIRE_EQUAL(r.status, 201);
+    return json::parse(r.body)["deploymentId"];
+  }
+
+  json get(const std::string& id) {
+    auto r = call("GET", "/greengrass/v2/deployments/" + id);
+    BOOST_REQUIRE_EQUAL(r.status, 200);
+    return json::parse(r.body);
+  }
+
+  json effective(const std::string& id) {
+    auto r = call("GET", "/greengrass/v2/coreDevices/core-1/effectiveDeployments");
+    BOOST_REQUIRE_EQUAL(r.status, 200);
+    auto list = json::parse(r.body); // kept: the loop must not run over a temporary
+    for (auto& e : list["effectiveDeployments"])
+      if (e["deploymentId"] == id)
+        return e;
+    BOOST_FAIL("deployment " + id + " not in ListEffectiveDeployments");
+    return {};
+  }
+};
+
+std::string type_of(const http_response& r) {
+  for (auto& [k, v] : r.headers)
+    if (k == "x-amzn-ErrorType")
+      return v;
+  return "";
+}
+
+json spec(const std::string& version) {
+  return {{"componentVersion", version}};
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(create_get_and_the_defaults, fixture) {
+  component("a.one", "1.0.0");
+  json cfg = {{"componentVersion", "1.0.0"},
+              {"configurationUpdate", {{"merge", R"({"k":"v"})"}, {"reset", {"/old", ""}}}},
+              {"runWith", {{"posixUser", "nobody:nogroup"}}}};
+  auto id = deploy_ok({{"targetArn", thing},
+                       {"deploymentName", "first"},
+                       {"components", {{"a.one", cfg}}},
+                       {"tags", {{"team", "x"}}}});
+  BOOST_REQUIRE_EQUAL(applied.size(), 1u);
+  BOOST_CHECK_EQUAL(applied[0].first, id);
+  BOOST_CHECK_EQUAL(applied[0].second["resolvedComponentVersions"][0]["componentName"], "a.one");
+  auto d = get(id);
+  BOOST_CHECK_EQUAL(d["targetArn"], thing);
+  BOOST_CHECK_EQUAL(d["deploymentName"], "first");
+  BOOST_CHECK_EQUAL(d["revisionId"], "1");
+  BOOST_CHECK_EQUAL(d["deploymentStatus"], "ACTIVE");
+  BOOST_CHECK_EQUAL(d["isLatestForTarget"], true);
+  BOOST_CHECK_EQUAL(d["components"]["a.one"], cfg);
+  BOOST_CHECK_EQUAL(d["tags"]["team"], "x");
+  // AWS's policy defaults filled in.
+  BOOST_CHECK_EQUAL(d["deploymentPolicies"]["failureHandlingPolicy"], "ROLLBACK");
+  BOOST_CHECK_EQUAL(d["deploymentPolicies"]["componentUpdatePolicy"]["timeoutInSeconds"], 60);
+  BOOST_CHECK_EQUAL(d["deploymentPolicies"]["componentUpdatePolicy"]["action"],
+                    "NOTIFY_COMPONENTS");
+  BOOST_CHECK_EQUAL(d["deploymentPolicies"]["configurationValidationPolicy"]["timeoutInSeconds"],
+                    30);
+  BOOST_CHECK_EQUAL(effective(id)["coreDeviceExecutionStatus"], "QUEUED");
+  // Null members are journaled as absent.
+  auto nulls = deploy_ok({{"targetArn", group},
+                          {"components",
+                           {{"a.one", {{"componentVersion", "1.0.0"},
+                                       {"runWith", nullptr},
+                                       {"configurationUpdate", nullptr}}}}}});
+  BOOST_CHECK_EQUAL(get(nulls)["components"]["a.one"], spec("1.0.0"));
+  // Journaled: the store reopened has it.
+  open();
+  BOOST_CHECK_EQUAL(get(id)["deploymentName"], "first");
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/deployments/nope").status, 404);
+}
+
+BOOST_FIXTURE_TEST_CASE(bad_requests_name_their_field, fixture) {
+  auto field = [&](json body) {
+    auto r = deploy(std::move(body));
+    BOOST_CHECK_EQUAL(r.status, 400);
+    auto j = json::parse(r.body);
+    return j.contains("fields") ? j["fields"][0]["name"].get<std::string>() : type_of(r);
+  };
+  BOOST_CHECK_EQUAL(field(json::object()), "targetArn");
+  BOOST_CHECK_EQUAL(field({{"targetArn", "core-1"}}), "targetArn");
+  BOOST_CHECK_EQUAL(field({{"targetArn", thing}, {"components", {{"a", json::object()}}}}),
+                    "components/a/componentVersion");
+  BOOST_CHECK_EQUAL(field({{"targetArn", thing}, {"components", {{"a", spec("1.x")}}}}),
+                    "components/a/componentVersion");
+  auto with = [](json extra) {
+    json c = spec("1.0.0");
+    c.update(extra);
+    return json{{"targetArn", thing}, {"components", {{"a", c}}}};
+  };
+  BOOST_CHECK_EQUAL(field(with({{"configurationUpdate", {{"merge", "[1]"}}}})),
+                    "components/a/configurationUpdate/merge");
+  BOOST_CHECK_EQUAL(field(with({{"configurationUpdate", {{"merge", "{"}}}})),
+                    "components/a/configurationUpdate/merge");
+  BOOST_CHECK_EQUAL(field(with({{"configurationUpdate", {{"reset", {"no-slash"}}}}})),
+                    "components/a/configurationUpdate/reset");
+  BOOST_CHECK_EQUAL(field(with({{"runWith", {{"windowsUser", "x"}}}})),
+                    "components/a/runWith/windowsUser");
+  BOOST_CHECK_EQUAL(field(with({{"runWith", {{"posixUser", "a:b:c"}}}})),
+                    "components/a/runWith/posixUser");
+  BOOST_CHECK_EQUAL(field(with({{"bogus", 1}})), "components/a/bogus");
+  BOOST_CHECK_EQUAL(field({{"targetArn", thing},
+                           {"deploymentPolicies", {{"failureHandlingPolicy", "MAYBE"}}}}),
+                    "deploymentPolicies/failureHandlingPolicy");
+  BOOST_CHECK_EQUAL(field({{"targetArn", thing},
+                           {"deploymentPolicies",
+                            {{"componentUpdatePolicy", {{"timeoutInSeconds", 0}}}}}}),
+                    "deploymentPolicies/componentUpdatePolicy/timeoutInSeconds");
+  BOOST_CHECK_EQUAL(field({{"targetArn", thing}, {"clientToken", "a b"}}), "clientToken");
+  BOOST_CHECK_EQUAL(field({{"targetArn", thing}, {"parentTargetArn", thing}}), "parentTargetArn");
+  // Another thing, group, region or account: not this core.
+  for (auto t : {"arn:aws:iot:us-east-1:123456789012:thing/other",
+                 "arn:aws:iot:us-east-1:123456789012:thinggroup/elsewhere",
+                 "arn:aws:iot:eu-west-1:123456789012:thing/core-1",
+                 "arn:aws:iot:us-east-1:999999999999:thing/core-1"}) {
+    auto r = deploy({{"targetArn", t}});
+    BOOST_CHECK_EQUAL(r.status, 404);
+    BOOST_CHECK_EQUAL(type_of(r), "ResourceNotFoundException");
+  }
+  BOOST_CHECK_EQUAL(
+    call("POST", "/greengrass/v2/deployments", "[1]").status, 400);
+  // Routes next to these that are no operation (the fuzzer's find: /greengrass/v2/ read
+  // a third segment that was not there).
+  for (auto path : {"/greengrass/v2/", "/greengrass/v2", "/greengrass/v2/deployments/a/b/c",
+                    "/greengrass/v2/coreDevices/core-1/other"}) {
+    auto r = call("GET", path);
+    BOOST_CHECK_EQUAL(r.status, 404);
+    BOOST_CHECK_EQUAL(type_of(r), "UnknownOperationException");
+  }
+  // Nothing of these was journaled.
+  auto list = call("GET", "/greengrass/v2/deployments?historyFilter=ALL");
+  BOOST_CHECK_EQUAL(json::parse(list.body)["deployments"].size(), 0u);
+  BOOST_CHECK(applied.empty());
+}
+
+BOOST_FIXTURE_TEST_CASE(client_token_retries_answer_the_first_deployment, fixture) {
+  json body = {{"targetArn", thing}, {"clientToken", "tok-1"}};
+  auto first = deploy_ok(body);
+  BOOST_CHECK_EQUAL(deploy_ok(body), first);
+  body["deploymentName"] = "other";
+  auto reuse = deploy(body);
+  BOOST_CHECK_EQUAL(reuse.status, 409);
+  BOOST_CHECK_EQUAL(type_of(reuse), "ConflictException");
+  BOOST_CHECK_EQUAL(applied.size(), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(history_supersedes_and_pages, fixture) {
+  component("a.one", "1.0.0");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}}));
+  auto group_id = deploy_ok({{"targetArn", group}});
+  // The older four of the thing are INACTIVE; revisions count per target.
+  BOOST_CHECK_EQUAL(get(ids[0])["deploymentStatus"], "INACTIVE");
+  BOOST_CHECK_EQUAL(get(ids[0])["isLatestForTarget"], false);
+  BOOST_CHECK_EQUAL(get(ids[4])["revisionId"], "5");
+  BOOST_CHECK_EQUAL(get(group_id)["revisionId"], "1");
+  auto list = [&](const std::string& query) {
+    std::vector<std::string> seen;
+    std::string next;
+    do {
+      auto r = call("GET", "/greengrass/v2/deployments?maxResults=2" + query
+                             + (next.empty() ? "" : "&nextToken=" + uri_encode(next, false)));
+      BOOST_REQUIRE_EQUAL(r.status, 200);
+      auto j = json::parse(r.body);
+      BOOST_CHECK_LE(j["deployments"].size(), 2u);
+      for (auto& d : j["deployments"])
+        seen.push_back(d["deploymentId"]);
+      next = j.value("nextToken", "");
+    } while (!next.empty());
+    return seen;
+  };
+  BOOST_CHECK_EQUAL(list("").size(), 2u); // LATEST_ONLY by default: one per target
+  auto all = list("&historyFilter=ALL");
+  BOOST_REQUIRE_EQUAL(all.size(), 6u);
+  BOOST_CHECK_EQUAL(all[0], group_id); // newest first
+  BOOST_CHECK_EQUAL(all[5], ids[0]);
+  BOOST_CHECK_EQUAL(list("&historyFilter=ALL&targetArn=" + uri_encode(group, false)).size(), 1u);
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/deployments?historyFilter=SOME").status, 400);
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/deployments?nextToken=%21").status, 400);
+}
+
+BOOST_FIXTURE_TEST_CASE(resolution_failures_fail_the_deployment_with_the_reason, fixture) {
+  // A component not stored.
+  auto missing = deploy_ok({{"targetArn", thing}, {"components", {{"no.such", spec("1.0.0")}}}});
+  BOOST_CHECK_EQUAL(get(missing)["deploymentStatus"], "FAILED");
+  auto e = effective(missing);
+  BOOST_CHECK_EQUAL(e["coreDeviceExecutionStatus"], "FAILED");
+  BOOST_CHECK_NE(e["reason"].get<std::string>().find("no.such"), std::string::npos);
+  // A DELETED version.
+  component("b.two", "1.0.0");
+  BOOST_REQUIRE_EQUAL(service
+                        ->operator_call("SetVendorGuidance", service->version_arn("b.two", "1.0.0"),
+                                        "", "DELETED", "recalled")
+                        .status,
+                      200);
+  auto deleted = deploy_ok({{"targetArn", thing}, {"components", {{"b.two", spec("1.0.0")}}}});
+  BOOST_CHECK_EQUAL(get(deleted)["deploymentStatus"], "FAILED");
+  BOOST_CHECK(applied.empty());
+  // The group keeps c@1.0.0; the thing asking for c@2.0.0 clashes, naming both.
+  component("c.three", "1.0.0");
+  component("c.three", "2.0.0");
+  auto g = deploy_ok({{"targetArn", group}, {"components", {{"c.three", spec("1.0.0")}}}});
+  BOOST_CHECK_EQUAL(get(g)["deploymentStatus"], "ACTIVE");
+  BOOST_REQUIRE_EQUAL(applied.size(), 1u);
+  auto clash = deploy_ok({{"targetArn", thing}, {"components", {{"c.three", spec("2.0.0")}}}});
+  auto reason = effective(clash)["reason"].get<std::string>();
+  BOOST_CHECK_EQUAL(get(clash)["deploymentStatus"], "FAILED");
+  BOOST_CHECK_NE(reason.find("thinggroup/site"), std::string::npos);
+  BOOST_CHECK_NE(reason.find("thing/core-1"), std::string::npos);
+  // A dependency the thing's component brings, with the group's kept too.
+  component("d.four", "1.0.0",
+            "ComponentDependencies:\n  c.three:\n    VersionRequirement: '>=1.0.0 <2.0.0'\n");
+  auto fine = deploy_ok({{"targetArn", thing}, {"components", {{"d.four", spec("1.0.0")}}}});
+  BOOST_CHECK_EQUAL(get(fine)["deploymentStatus"], "ACTIVE");
+  BOOST_REQUIRE_EQUAL(applied.size(), 2u);
+  std::set<std::string> names;
+  for (auto& v : applied[1].second["resolvedComponentVersions"])
+    names.insert(v["componentName"].get<std::string>() + "@" + v["componentVersion"].get<std::string>());
+  BOOST_CHECK((names == std::set<std::string>{"c.three@1.0.0", "d.four@1.0.0"}));
+}
+
+BOOST_FIXTURE_TEST_CASE(cancel_and_delete_rules, fixture) {
+  auto id = deploy_ok({{"targetArn", thing}});
+  auto del = call("DELETE", "/greengrass/v2/deployments/" + id);
+  BOOST_CHECK_EQUAL(del.status, 409);
+  BOOST_CHECK_EQUAL(type_of(del), "ConflictException");
+  auto cancel = call("POST", "/greengrass/v2/deployments/" + id + "/cancel");
+  BOOST_REQUIRE_EQUAL(cancel.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(cancel.body)["message"], "SUCCESS");
+  BOOST_CHECK_EQUAL(get(id)["deploymentStatus"], "CANCELED");
+  BOOST_CHECK_EQUAL(effective(id)["coreDeviceExecutionStatus"], "CANCELED");
+  BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/deployments/" + id + "/cancel").status, 409);
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 204);
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/deployments/" + id).status, 404);
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 404);
+  BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/deployments/" + id + "/cancel").status, 404);
+  // A superseded (INACTIVE) deployment can be deleted at once.
+  auto old = deploy_ok({{"targetArn", thing}});
+  deploy_ok({{"targetArn", thing}});
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + old).status, 204);
+}
+
+BOOST_FIXTURE_TEST_CASE(core_device_operations, fixture) {
+  auto r = call("GET", "/greengrass/v2/coreDevices/core-1");
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  auto j = json::parse(r.body);
+  BOOST_CHECK_EQUAL(j["coreDeviceThingName"], "core-1");
+  BOOST_CHECK_EQUAL(j["status"], "HEALTHY");
+  BOOST_CHECK_EQUAL(j["platform"], "linux");
+  BOOST_CHECK_EQUAL(j["architecture"], "amd64");
+  BOOST_CHECK_EQUAL(j["coreVersion"], "0.1.0");
+  for (auto path : {"/greengrass/v2/coreDevices/other",
+                    "/greengrass/v2/coreDevices/other/effectiveDeployments",
+                    "/greengrass/v2/coreDevices/other/installedComponents"}) {
+    auto nf = call("GET", path);
+    BOOST_CHECK_EQUAL(nf.status, 404);
+    BOOST_CHECK_EQUAL(type_of(nf), "ResourceNotFoundException");
+  }
+  auto count = [&](const std::string& query) {
+    auto l = call("GET", "/greengrass/v2/coreDevices" + query);
+    BOOST_REQUIRE_EQUAL(l.status, 200);
+    return json::parse(l.body)["coreDevices"].size();
+  };
+  BOOST_CHECK_EQUAL(count(""), 1u);
+  BOOST_CHECK_EQUAL(count("?thingGroupArn=" + uri_encode(group, false)), 1u);
+  BOOST_CHECK_EQUAL(count("?thingGroupArn=" + uri_encode(
+                            "arn:aws:iot:us-east-1:123456789012:thinggroup/x", false)),
+                    0u);
+  BOOST_CHECK_EQUAL(count("?status=UNHEALTHY"), 0u);
+  // Installed components as the applier reports them; a BROKEN one makes the core
+  // UNHEALTHY.
+  installed = json::array({{{"componentName", "a"}, {"componentVersion", "1.0.0"},
+                            {"lifecycleState", "RUNNING"}, {"isRoot", true}},
+                           {{"componentName", "b"}, {"componentVersion", "1.0.0"},
+                            {"lifecycleState", "BROKEN"}, {"isRoot", false}}});
+  auto ic = call("GET", "/greengrass/v2/coreDevices/core-1/installedComponents");
+  BOOST_REQUIRE_EQUAL(ic.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(ic.body)["installedComponents"].size(), 2u);
+  auto root = call("GET", "/greengrass/v2/coreDevices/core-1/installedComponents?topologyFilter=ROOT");
+  BOOST_CHECK_EQUAL(json::parse(root.body)["installedComponents"].size(), 1u);
+  BOOST_CHECK_EQUAL(count("?status=UNHEALTHY"), 1u);
+  BOOST_CHECK_EQUAL(
+    json::parse(call("GET", "/greengrass/v2/coreDevices/core-1").body)["status"], "UNHEALTHY");
+}
+
+BOOST_AUTO_TEST_CASE(configuration_defaults_reset_then_merge) {
+  json defaults = {{"a", 1}, {"b", {{"c", "x"}, {"d", {1, 2}}}}, {"e", "keep"}};
+  // First deployment: the defaults, then merge.
+  auto first = merged_configuration(defaults, nullptr,
+                                    {{"merge", R"({"a":2,"b":{"c":"y"},"new":true})"}});
+  BOOST_CHECK_EQUAL(first, json::parse(R"({"a":2,"b":{"c":"y","d":[1,2]},"e":"keep","new":true})"));
+  // Next: reset /a to its default and /new away (no default), merge replaces an array.
+  auto second = merged_configuration(defaults, first,
+                                     {{"reset", {"/a", "/new"}}, {"merge", R"({"b":{"d":[3]}})"}});
+  BOOST_CHECK_EQUAL(second, json::parse(R"({"a":1,"b":{"c":"y","d":[3]},"e":"keep"})"));
+  // "" resets all; reset runs before merge.
+  BOOST_CHECK_EQUAL(merged_configuration(defaults, second, {{"reset", {""}}, {"merge", R"({"e":"z"})"}}),
+                    json::parse(R"({"a":1,"b":{"c":"x","d":[1,2]},"e":"z"})"));
+  // No update keeps what was there; a bad pointer or merge text changes nothing.
+  BOOST_CHECK_EQUAL(merged_configuration(defaults, second, nullptr), second);
+  BOOST_CHECK_EQUAL(merged_configuration(defaults, second, {{"reset", {"bad"}}, {"merge", "[1]"}}),
+                    second);
+  BOOST_CHECK_EQUAL(merged_configuration(nullptr, nullptr, {{"merge", R"({"k":1})"}}),
+                    json::parse(R"({"k":1})"));
+}
+
+BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {
+  render_context ctx;
+  ctx.thing_name = "core-1";
+  ctx.components["me"] = {"/a/me/1.0.0", "/u/me/1.0.0", "/w/me",
+                          {{"greeting", "hi"}, {"n", 3}, {"obj", {{"x", true}}}}};
+  ctx.components["dep.Lib"] = {"/a/lib", "/u/lib", "/w/lib", {{"port", 8080}}};
+  auto r = [&](std::string_view t) { return render(t, ctx, "me"); };
+  BOOST_CHECK_EQUAL(r("python3 {artifacts:path}/run.py --dir {work:path}"),
+                    "python3 /a/me/1.0.0/run.py --dir /w/me");
+  BOOST_CHECK_EQUAL(r("{artifacts:decompressedPath}/app"), "/u/me/1.0.0/app");
+  BOOST_CHECK_EQUAL(r("echo {configuration:/greeting} {configuration:/n} {configuration:/obj}"),
+                    R"(echo hi 3 {"x":true})");
+  BOOST_CHECK_EQUAL(r("[{configuration:/missing}]"), "[]");
+  BOOST_CHECK_EQUAL(r("{iot:thingName}"), "core-1");
+  BOOST_CHECK_EQUAL(r("{dep.Lib:configuration:/port} {dep.Lib:artifacts:path} {dep.Lib:work:path}"),
+                    "8080 /a/lib /w/lib");
+  // Unknown variables, unknown components and shell braces stay as written.
+  BOOST_CHECK_EQUAL(r("{other:configuration:/x} {kernel:rootPath} ${HOME} {"),
+                    "{other:configuration:/x} {kernel:rootPath} ${HOME} {");
+  BOOST_CHECK_EQUAL(r("if [ -x x ]; then { echo {iot:thingName}; }; fi"),
+                    "if [ -x x ]; then { echo core-1; }; fi");
+  BOOST_CHECK_EQUAL(r("{{configuration:/greeting}}"), "{hi}");
+}
+
+BOOST_FIXTURE_TEST_CASE(operator_calls_for_grovectl, fixture) {
+  // CreateDeployment without a targetArn: this core's thing.
+  auto c = service->operator_call("CreateDeployment", "", "", "", "", R"({"deploymentName": "ctl"})");
+  BOOST_REQUIRE_EQUAL(c.status, 201);
+  auto id = json::parse(c.body)["deploymentId"].get<std::string>();
+  BOOST_CHECK_EQUAL(get(id)["targetArn"], thing);
+  BOOST_CHECK_EQUAL(service->operator_call("CreateDeployment", "", "", "", "", "not json").status,
+                    400);
+  auto l = service->operator_call("ListDeployments", "", "", "", "");
+  BOOST_REQUIRE_EQUAL(l.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(l.body)["deployments"][0]["deploymentId"], id);
+  BOOST_CHECK_EQUAL(service->operator_call("GetDeployment", id, "", "", "").status, 200);
+  BOOST_CHECK_EQUAL(service->operator_call("DeleteDeployment", id, "", "", "").status, 409);
+  BOOST_CHECK_EQUAL(service->operator_call("CancelDeployment", id, "", "", "").status, 200);
+  BOOST_CHECK_EQUAL(service->operator_call("DeleteDeployment", id, "", "", "").status, 204);
+  installed = json::array({{{"componentName", "a"}, {"lifecycleState", "BROKEN"}}});
+  auto i = service->operator_call("ListInstalledComponents", "", "", "", "");
+  BOOST_REQUIRE_EQUAL(i.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(i.body)["installedComponents"][0]["lifecycleState"], "BROKEN");
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""A deployment of 3 small generic components applied end to end on a real groved,
+against starting the same 3 processes by hand in the same run. Prints one JSON object
+on stdout. Not a test: it reports figures and never fails on them (issue 15, target
+<= 1 s; Greengrass v2 takes 17-254 s).
+
+(a) grove: boto3 CreateDeployment of a new version of 3 components (each `run` touches a
+           ready file in its {work:path}, then sleeps) until all 3 ready files exist and
+           GetDeployment says COMPLETED: the API, the journal, resolution, artifact
+           links, rendering, the old processes stopped and the new ones started.
+(b) peer:  the same 3 shell scripts started with subprocess.Popen until their 3 ready
+           files exist (the floor: fork, exec, a shell).
+
+Usage: /usr/bin/python3 deployment_apply_bench.py [--build DIR] [--rounds 20]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import botocore.config
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import stop, wait_status  # noqa: E402
+from device_bench import free_port  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KEY, SECRET, REGION = "AKIAGROVEBENCH0001", "bench-secret-bench-secret", "us-east-1"
+THING = "arn:aws:iot:us-east-1:123456789012:thing/bench-core"
+NAMES = ["bench.A", "bench.B", "bench.C"]
+SCRIPT = "rm -f {dir}/ready; echo started; touch {dir}/ready; exec sleep 600"
+
+
+def recipe(name, version):
+    return ("RecipeFormatVersion: '2020-01-25'\nComponentName: %s\nComponentVersion: '%s'\n"
+            "Manifests:\n  - Platform: {os: linux}\n    Lifecycle:\n      run: '%s'\n"
+            % (name, version, SCRIPT.format(dir="{work:path}")))
+
+
+def wait_files(paths, timeout=30):
+    end = time.monotonic() + timeout
+    while not all(os.path.exists(p) for p in paths):
+        if time.monotonic() > end:
+            raise RuntimeError("not ready: %s" % [p for p in paths if not os.path.exists(p)])
+        time.sleep(0.002)
+
+
+def stats(samples):
+    s = sorted(samples)
+    return {"p50_ms": round(statistics.median(s) * 1000, 1),
+            "p90_ms": round(s[int(len(s) * 0.9) - 1] * 1000, 1),
+            "max_ms": round(s[-1] * 1000, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--rounds", type=int, default=20)
+    args = ap.parse_args()
+    groved = os.path.join(args.build, "bin", "groved")
+    grovectl = os.path.join(args.build, "bin", "grovectl")
+    work = tempfile.mkdtemp(prefix="grove-apply-bench-")
+    proc = None
+    try:
+        pki = os.path.join(work, "pki")
+        env = dict(os.environ, GROVE_CA_DIR=os.path.join(work, "ca"))
+        certs = os.path.join(REPO, "tools", "grove-certs")
+        for cmd in (["init", pki, "--days", "2"],
+                    ["server", pki, "--host", "localhost", "--ip", "127.0.0.1", "--days", "2"]):
+            subprocess.run([certs] + cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        ca, crt, key = (os.path.join(pki, n) for n in ("ca.crt", "server.crt", "server.key"))
+        port = free_port()
+        profile = os.path.join(work, "grove.yaml")
+        with open(profile, "w") as f:
+            f.write("plugins:\n  - name: deployment\n    config:\n"
+                    "      thing_name: bench-core\n"
+                    "      api: {port: %d, cert_file: %s, key_file: %s}\n"
+                    "      credentials: [{access_key_id: %s, secret_access_key: %s,"
+                    " requests_per_second: 0}]\n" % (port, crt, key, KEY, SECRET))
+        write_dir = os.path.join(work, "var")
+        log = open(os.path.join(work, "groved.log"), "wb")
+        proc = subprocess.Popen([groved, "--config", profile, "--write-dir", write_dir],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_status(proc, grovectl, os.path.join(write_dir, "run", "control.sock"),
+                    ["deployment.api: https://127.0.0.1:%d" % port])
+        gg = boto3.client("greengrassv2", endpoint_url="https://127.0.0.1:%d" % port, verify=ca,
+                          region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+                          config=botocore.config.Config(retries={"max_attempts": 1}))
+        wdir = os.path.join(write_dir, "plugins", "deployment", "components", "work")
+        ready = [os.path.join(wdir, n, "ready") for n in NAMES]
+        grove = []
+        for r in range(args.rounds + 1):  # round 0 warms up (first start, caches)
+            version = "1.0.%d" % r
+            for n in NAMES:
+                gg.create_component_version(inlineRecipe=recipe(n, version).encode())
+            for p in ready:
+                if os.path.exists(p):
+                    os.remove(p)
+            t0 = time.monotonic()
+            d = gg.create_deployment(targetArn=THING, components={
+                n: {"componentVersion": version} for n in NAMES})
+            wait_files(ready)
+            while gg.get_deployment(deploymentId=d["deploymentId"])["deploymentStatus"] != "COMPLETED":
+                time.sleep(0.002)
+            if r:
+                grove.append(time.monotonic() - t0)
+        peer = []
+        hand = os.path.join(work, "hand")
+        for r in range(args.rounds + 1):
+            dirs = [os.path.join(hand, n) for n in NAMES]
+            for d in dirs:
+                os.makedirs(d, exist_ok=True)
+                if os.path.exists(os.path.join(d, "ready")):
+                    os.remove(os.path.join(d, "ready"))
+            t0 = time.monotonic()
+            kids = [subprocess.Popen(["/bin/sh", "-c", SCRIPT.format(dir=d)], cwd=d,
+                                     stdout=subprocess.DEVNULL) for d in dirs]
+            wait_files([os.path.join(d, "ready") for d in dirs])
+            if r:
+                peer.append(time.monotonic() - t0)
+            for k in kids:
+                k.kill()
+                k.wait()
+        g, p = stats(grove), stats(peer)
+        print(json.dumps({"bench": "deployment_apply", "components": len(NAMES),
+                          "rounds": args.rounds, "grove_deployment": g, "peer_by_hand": p,
+                          "ratio_p50_grove_over_peer": round(g["p50_ms"] / p["p50_ms"], 1),
+                          "target_ms": 1000}, indent=2))
+    finally:
+        stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
