@@ -22,6 +22,9 @@ python3 "$here/startup_bench.py" --build "$build" || rc=1
 python3 "$here/memory_bench.py" --build "$build" --image kernel || rc=1
 python3 "$here/memory_bench.py" --build "$build" --image default || rc=1
 python3 "$here/group_bench.py" --build "$build" || rc=1
+if [ -x "$build/bin/grove-ota" ]; then
+  python3 "$here/ota_bench.py" --build "$build" || rc=1
+fi
 python3 "$here/image_size.py" --build-dir "$build" || rc=1
 if [ -x "$build/bin/reload_bench" ]; then
   "$build/bin/reload_bench" 20 || rc=1

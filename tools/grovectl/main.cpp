@@ -37,6 +37,7 @@
 #include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/ml_inference/client.hpp"
+#include "grove/ota/client.hpp"
 #include "grove/deployment/client.hpp"
 #include "grove/shadow/client.hpp"
 
@@ -770,6 +771,53 @@ std::optional<grove::ml::InferRequest> ml_request_of(const std::string& file,
   return req;
 }
 
+/// `ota`: the ota plugin's bus API (plugins/ota/README.md): apply a bundle, the journal.
+int run_ota(connection& conn, const options& opts, const std::string& verb,
+            const std::string& bundle, bool allow_downgrade) {
+  namespace go = grove::ota;
+  int rc = exit_ok;
+  auto send = call_sender(conn, opts, rc);
+  if (verb == "apply") {
+    go::ApplyRequest req;
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(bundle, ec); // groved's working directory differs
+    req.set_bundle(ec ? bundle : abs.string());
+    req.set_allow_downgrade(allow_downgrade);
+    auto r = go::apply_rpc{std::string{go::apply_topic}}.call_with(send, req);
+    if (rc != exit_ok)
+      return rc;
+    if (!r)
+      return fail(exit_daemon_error, grove::describe(r.error()));
+    if (opts.json)
+      std::cout << json{{"version", r->version()}, {"release", r->release()},
+                        {"previous", r->previous()}, {"phase", r->phase()},
+                        {"restarting", r->restarting()}}.dump()
+                << "\n";
+    else
+      std::cout << "switched to " << r->release() << " (previous " << r->previous() << ", "
+                << r->phase() << ")" << (r->restarting() ? "; groved restarts into it" : "")
+                << "\n";
+    return exit_ok;
+  }
+  auto r = go::status_rpc{std::string{go::status_topic}}.call_with(send, go::StatusRequest{});
+  if (rc != exit_ok)
+    return rc;
+  if (!r)
+    return fail(exit_daemon_error, grove::describe(r.error()));
+  json j{{"phase", r->phase()},       {"current", r->current()},
+         {"current_version", r->current_version()}, {"previous", r->previous()},
+         {"target", r->target()},     {"version", r->version()},
+         {"reason", r->reason()},     {"job_id", r->job_id()},
+         {"attempts", r->attempts()}};
+  if (opts.json) {
+    std::cout << j.dump() << "\n";
+  } else {
+    for (auto& [k, v] : j.items())
+      std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+  }
+  return exit_ok;
+}
+
 /// `ml`: the ml_inference plugin's bus API (plugins/ml_inference/README.md).
 int run_ml(connection& conn, const options& opts, const ml_options& mo) {
   namespace gml = grove::ml_inference;
@@ -1263,6 +1311,21 @@ int run(int argc, char** argv) {
   ml_infer->add_option("--top-k", mlo.top_k, "Labels to return (default: the model's top_k)");
   ml_infer->callback([&mlo] { mlo.verb = "infer"; });
 
+  std::string ota_verb, ota_bundle;
+  bool ota_downgrade = false;
+  auto* otacmd = app.add_subcommand(
+    "ota", "The ota plugin: apply a signed update bundle (A/B, rolled back by the watchdog "
+           "when unhealthy), or show the update journal");
+  otacmd->require_subcommand(1);
+  auto* ota_apply = otacmd->add_subcommand(
+    "apply", "Verify, stage and switch to BUNDLE (a file groved can read); groved then "
+             "restarts into it. Exit 1 with the reason when refused");
+  ota_apply->add_option("BUNDLE", ota_bundle, "The bundle (grove-ota bundle)")->required();
+  ota_apply->add_flag("--allow-downgrade", ota_downgrade, "Accept an older version");
+  ota_apply->callback([&ota_verb] { ota_verb = "apply"; });
+  otacmd->add_subcommand("status", "The journal: phase, current, previous, reason")
+    ->callback([&ota_verb] { ota_verb = "status"; });
+
   for (auto* cmd : app.get_subcommands([](CLI::App*) { return true; }))
     cmd->footer("Global options (--socket, --json, --timeout) may also follow the "
                 "subcommand.");
@@ -1329,6 +1392,8 @@ int run(int argc, char** argv) {
     return run_components(conn, opts, co);
   if (mlcmd->parsed())
     return run_ml(conn, opts, mlo);
+  if (otacmd->parsed())
+    return run_ota(conn, opts, ota_verb, ota_bundle, ota_downgrade);
   return fail(exit_usage, "no command given");
 }
 

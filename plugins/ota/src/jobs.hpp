@@ -1,0 +1,59 @@
+#pragma once
+
+// The AWS IoT Jobs MQTT protocol as the ota plugin speaks it (README.md, "AWS IoT
+// Jobs"): topics, the execution in notify-next and get replies, the job document naming
+// the bundle, and update payloads. Pure: no I/O, so it is unit-tested and fuzzed alone.
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace grove::ota::jobs {
+
+/// A job execution as the cloud describes it.
+struct execution {
+  std::string job_id;
+  std::string status; // QUEUED, IN_PROGRESS, ...
+  int64_t version_number = 0;
+  std::string document; // the job document, as JSON text
+};
+
+/// True for a thing name AWS accepts: 1-128 of [a-zA-Z0-9:_-].
+bool valid_thing_name(std::string_view thing);
+/// True for a job id AWS accepts: 1-64 of [a-zA-Z0-9_-].
+bool valid_job_id(std::string_view id);
+
+/// $aws/things/<thing>/jobs/notify-next
+std::string notify_next_topic(std::string_view thing);
+/// $aws/things/<thing>/jobs/<job>/get (replies on /accepted, /rejected); job "$next"
+/// describes the next pending execution.
+std::string get_topic(std::string_view thing, std::string_view job);
+/// $aws/things/<thing>/jobs/<job>/update (replies on /accepted, /rejected).
+std::string update_topic(std::string_view thing, std::string_view job);
+/// The cloud filters the plugin holds: notify-next and the replies to get and update.
+std::vector<std::string> filters(std::string_view thing);
+
+/// Reads a notify-next message or a get/accepted reply: the execution it carries, or
+/// nullopt when it carries none (no pending job). Malformed JSON or fields: an error.
+caf::expected<std::optional<execution>> parse_execution(std::string_view payload);
+
+/// The bundle a job document names: {"operation": "grove-ota", "bundle": PATH} where PATH
+/// is an absolute path on the device or a file:// URL. Anything else is refused with a
+/// reason for the FAILED statusDetails.
+caf::expected<std::string> bundle_of(std::string_view document);
+
+/// An update request: status, statusDetails (values cut to AWS's 1024 bytes),
+/// expectedVersion when > 0, clientToken.
+std::string update_payload(std::string_view status,
+                           const std::map<std::string, std::string>& details,
+                           int64_t expected_version, std::string_view client_token);
+
+/// A get request with a clientToken.
+std::string get_payload(std::string_view client_token);
+
+} // namespace grove::ota::jobs

@@ -1,0 +1,85 @@
+#define BOOST_TEST_MODULE ota_jobs_test
+#include <boost/test/unit_test.hpp>
+
+#include "jobs.hpp"
+
+#include "grove/errors.hpp"
+
+#include <nlohmann/json.hpp>
+
+using namespace grove::ota::jobs;
+using json = nlohmann::json;
+
+namespace {
+
+template <class T>
+std::string why(const caf::expected<T>& x) {
+  return x ? std::string{"ok"} : grove::describe(x.error());
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(topics_follow_aws) {
+  BOOST_TEST(notify_next_topic("core") == "$aws/things/core/jobs/notify-next");
+  BOOST_TEST(get_topic("core", "$next") == "$aws/things/core/jobs/$next/get");
+  BOOST_TEST(update_topic("core", "job-1") == "$aws/things/core/jobs/job-1/update");
+  auto f = filters("core");
+  BOOST_TEST(f.size() == 5u);
+  BOOST_TEST((std::find(f.begin(), f.end(), "$aws/things/core/jobs/+/update/rejected") != f.end()));
+  BOOST_TEST(valid_thing_name("my:core_1-a"));
+  BOOST_TEST(!valid_thing_name("a/b"));
+  BOOST_TEST(!valid_thing_name(std::string(129, 'a')));
+  BOOST_TEST(!valid_job_id("a:b"));
+  BOOST_TEST(!valid_job_id("+"));
+}
+
+BOOST_AUTO_TEST_CASE(executions_are_read_from_notify_next_and_get) {
+  auto ex = parse_execution(R"({"timestamp":1,"execution":{"jobId":"ota-7","status":"QUEUED",
+    "versionNumber":2,"jobDocument":{"operation":"grove-ota","bundle":"/var/b.tar"}}})");
+  BOOST_REQUIRE_MESSAGE(ex, why(ex));
+  BOOST_REQUIRE(ex->has_value());
+  BOOST_TEST((*ex)->job_id == "ota-7");
+  BOOST_TEST((*ex)->status == "QUEUED");
+  BOOST_TEST((*ex)->version_number == 2);
+  auto b = bundle_of((*ex)->document);
+  BOOST_REQUIRE_MESSAGE(b, why(b));
+  BOOST_TEST(*b == "/var/b.tar");
+  // notify-next without an execution: nothing pending.
+  auto none = parse_execution(R"({"timestamp":1})");
+  BOOST_REQUIRE(none);
+  BOOST_TEST(!none->has_value());
+  for (auto bad : {"[]", "{\"execution\":1}", "{\"execution\":{\"status\":\"QUEUED\"}}",
+                   "{\"execution\":{\"jobId\":\"a/b\",\"status\":\"QUEUED\"}}",
+                   "{\"execution\":{\"jobId\":\"a\"}}",
+                   "{\"execution\":{\"jobId\":\"a\",\"status\":\"QUEUED\",\"versionNumber\":\"x\"}}"})
+    BOOST_TEST(!parse_execution(bad), bad);
+}
+
+BOOST_AUTO_TEST_CASE(job_documents_name_a_local_bundle) {
+  BOOST_TEST(*bundle_of(R"({"operation":"grove-ota","bundle":"file:///opt/b.tar"})") == "/opt/b.tar");
+  auto expect = [](const char* doc, const char* needle) {
+    auto b = bundle_of(doc);
+    BOOST_REQUIRE(!b);
+    BOOST_TEST(why(b).find(needle) != std::string::npos, why(b));
+  };
+  expect(R"({"operation":"other","bundle":"/b"})", "not 'grove-ota'");
+  expect(R"({"operation":"grove-ota"})", "names no 'bundle'");
+  expect(R"({"operation":"grove-ota","bundle":"https://x/b.tar"})", "file:// URL");
+  expect(R"({"operation":"grove-ota","bundle":"relative.tar"})", "absolute path");
+  expect(R"({"operation":"grove-ota","bundle":"/a/../etc/shadow"})", "absolute path");
+}
+
+BOOST_AUTO_TEST_CASE(update_payloads) {
+  auto p = json::parse(update_payload("FAILED", {{"reason", std::string(2000, 'x')}}, 3, "t1"));
+  BOOST_TEST(p["status"] == "FAILED");
+  BOOST_TEST(p["statusDetails"]["reason"].get<std::string>().size() == 1024u);
+  BOOST_TEST(p["expectedVersion"] == 3);
+  BOOST_TEST(p["clientToken"] == "t1");
+  auto q = json::parse(update_payload("IN_PROGRESS", {}, 0, ""));
+  BOOST_TEST(!q.contains("expectedVersion"));
+  BOOST_TEST(q["statusDetails"].is_object());
+  // A reason cut inside a UTF-8 sequence stays valid UTF-8 (the dump would throw).
+  auto r = json::parse(update_payload("FAILED", {{"reason", std::string(1023, 'x') + "é"}}, 0, ""));
+  BOOST_TEST(r["statusDetails"]["reason"].get<std::string>().size() == 1023u);
+  BOOST_TEST(json::parse(get_payload("tok"))["clientToken"] == "tok");
+}
