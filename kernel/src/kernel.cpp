@@ -125,14 +125,15 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
-/// Serves `$grove/group/get`: a grove.group.GetRequest answered with the group in
-/// force, and `$grove/group/set`: a grove.group.SetRequest whose document replaces it
-/// (group_client.hpp). Spawned detached: a set validates and writes a file, which must
-/// not hold one of CAF's workers.
-class group_service : public caf::event_based_actor {
+/// One of the kernel's own services on the bus: `answer` turns each request into its
+/// reply or error. Spawned detached: a group set writes a file and a plugin load waits
+/// for the plugin, which must not hold one of CAF's workers.
+class kernel_service : public caf::event_based_actor {
 public:
-  group_service(caf::actor_config& cfg, kernel* k, std::shared_ptr<endpoint_ptr> ep)
-    : caf::event_based_actor(cfg), k_(k), ep_(std::move(ep)) {
+  using answer_fn = std::function<caf::expected<Envelope>(const Envelope&)>;
+
+  kernel_service(caf::actor_config& cfg, answer_fn answer, std::shared_ptr<endpoint_ptr> ep)
+    : caf::event_based_actor(cfg), answer_(std::move(answer)), ep_(std::move(ep)) {
   }
 
 protected:
@@ -143,60 +144,7 @@ protected:
           (*ep_)->consumed();
           return Envelope{};
         }
-        std::shared_ptr<const group::Group> g;
-        if (msg.topic() == group_client::set_topic) {
-          using set_svc = service<group::SetRequest, group::Group>;
-          auto req = set_svc::decode(msg);
-          if (!req)
-            return std::move(req.error());
-          auto set = k_->set_group(msg.source(), req->document());
-          if (!set)
-            return std::move(set.error());
-          g = std::move(*set);
-        } else {
-          using svc = service<group::GetRequest, group::Group>;
-          if (auto req = svc::decode(msg); !req)
-            return std::move(req.error());
-          g = k_->group();
-        }
-        if (!g)
-          return make_error(errc::invalid_state, "this image has no group definition");
-        Envelope reply;
-        reply.set_topic(msg.reply_to());
-        reply.set_source("kernel");
-        reply.set_content_type(group_client::get_rpc::response_type());
-        reply.set_payload(g->SerializeAsString());
-        return reply;
-      },
-    };
-  }
-
-  void on_exit() override {
-    ep_.reset();
-  }
-
-private:
-  kernel* k_;
-  std::shared_ptr<endpoint_ptr> ep_;
-};
-
-/// Serves the kernel's control service to plugins (control_client.hpp). Detached, like
-/// group_service: a load or reload blocks until the plugin runs.
-class control_service : public caf::event_based_actor {
-public:
-  control_service(caf::actor_config& cfg, kernel* k, std::shared_ptr<endpoint_ptr> ep)
-    : caf::event_based_actor(cfg), k_(k), ep_(std::move(ep)) {
-  }
-
-protected:
-  caf::behavior make_behavior() override {
-    return {
-      [this](const Envelope& msg) -> caf::result<Envelope> {
-        if (!current_mailbox_element()->mid.is_request()) {
-          (*ep_)->consumed();
-          return Envelope{};
-        }
-        auto reply = k_->control_request(msg);
+        auto reply = answer_(msg);
         if (!reply)
           return std::move(reply.error());
         return std::move(*reply);
@@ -209,9 +157,39 @@ protected:
   }
 
 private:
-  kernel* k_;
+  answer_fn answer_;
   std::shared_ptr<endpoint_ptr> ep_;
 };
+
+/// `$grove/group/get`: a grove.group.GetRequest answered with the group in force, and
+/// `$grove/group/set`: a grove.group.SetRequest whose document replaces it
+/// (group_client.hpp).
+caf::expected<Envelope> group_answer(kernel& k, const Envelope& msg) {
+  std::shared_ptr<const group::Group> g;
+  if (msg.topic() == group_client::set_topic) {
+    using set_svc = service<group::SetRequest, group::Group>;
+    auto req = set_svc::decode(msg);
+    if (!req)
+      return std::move(req.error());
+    auto set = k.set_group(msg.source(), req->document());
+    if (!set)
+      return std::move(set.error());
+    g = std::move(*set);
+  } else {
+    using svc = service<group::GetRequest, group::Group>;
+    if (auto req = svc::decode(msg); !req)
+      return std::move(req.error());
+    g = k.group();
+  }
+  if (!g)
+    return make_error(errc::invalid_state, "this image has no group definition");
+  Envelope reply;
+  reply.set_topic(msg.reply_to());
+  reply.set_source("kernel");
+  reply.set_content_type(group_client::get_rpc::response_type());
+  reply.set_payload(g->SerializeAsString());
+  return reply;
+}
 
 /// Unsubscribes, waits out a callback in progress and stops the sink actor when the
 /// last owner lets go; after that the callback never runs again. The callback itself
@@ -311,27 +289,20 @@ caf::error kernel::start() {
     if (auto err = reload_group())
       return err;
     // Without a group the request finds no route, which says just that.
-    auto box = std::make_shared<endpoint_ptr>();
-    group_service_ = sys_->spawn<group_service, caf::detached>(this, box);
-    group_ep_ = std::make_shared<endpoint>("kernel:group", group_service_, profile_.queue);
-    *box = group_ep_;
-    if (auto err = bus_.serve(group_ep_, group_client::get_topic))
-      return err;
-    if (auto err = bus_.serve(group_ep_, group_client::set_topic))
+    if (auto err = serve_kernel_service(
+          "kernel:group", [this](const Envelope& msg) { return group_answer(*this, msg); },
+          {group_client::get_topic, group_client::set_topic}, group_service_, group_ep_))
       return err;
   }
-  {
+  if (options_.kernel_services) {
     // Served before any plugin starts: a plugin's init may ask at once.
-    auto box = std::make_shared<endpoint_ptr>();
-    control_service_ = sys_->spawn<control_service, caf::detached>(this, box);
-    control_ep_ = std::make_shared<endpoint>("kernel:control", control_service_,
-                                             profile_.queue);
-    *box = control_ep_;
-    for (auto topic : {control_client::status_topic, control_client::load_topic,
-                       control_client::unload_topic, control_client::reload_topic,
-                       control_client::configure_topic})
-      if (auto err = bus_.serve(control_ep_, topic))
-        return err;
+    if (auto err = serve_kernel_service(
+          "kernel:control", [this](const Envelope& msg) { return control_request(msg); },
+          {control_client::status_topic, control_client::load_topic,
+           control_client::unload_topic, control_client::reload_topic,
+           control_client::configure_topic},
+          control_service_, control_ep_))
+      return err;
   }
   // The control socket comes first so an operator can look at a half-started device.
   if (options_.control_socket) {
@@ -471,16 +442,13 @@ void kernel::stop() {
   if (metrics_)
     metrics_->stop();
   host_->stop_all();
-  if (group_ep_) {
-    bus_.unserve_all(group_ep_);
-    caf::anon_send_exit(group_service_, caf::exit_reason::user_shutdown);
-    group_ep_.reset();
-  }
-  if (control_ep_) {
-    bus_.unserve_all(control_ep_);
-    caf::anon_send_exit(control_service_, caf::exit_reason::user_shutdown);
-    control_ep_.reset();
-  }
+  for (auto [svc, ep] : {std::pair{&group_service_, &group_ep_},
+                         std::pair{&control_service_, &control_ep_}})
+    if (*ep) {
+      bus_.unserve_all(*ep);
+      caf::anon_send_exit(*svc, caf::exit_reason::user_shutdown);
+      ep->reset();
+    }
   log_->info("stopped");
   log_->flush();
 }
@@ -730,6 +698,19 @@ caf::error kernel::load(const std::string& name) {
   auto result = host_->load(spec);
   schedule_code_trim(); // the new plugin's start-up code
   return result;
+}
+
+caf::error kernel::serve_kernel_service(
+  std::string name, std::function<caf::expected<Envelope>(const Envelope&)> answer,
+  std::initializer_list<std::string_view> topics, caf::actor& svc, endpoint_ptr& ep) {
+  auto box = std::make_shared<endpoint_ptr>();
+  svc = sys_->spawn<kernel_service, caf::detached>(std::move(answer), box);
+  ep = std::make_shared<endpoint>(std::move(name), svc, profile_.queue);
+  *box = ep;
+  for (auto topic : topics)
+    if (auto err = bus_.serve(ep, topic))
+      return err;
+  return {};
 }
 
 caf::expected<Envelope> kernel::control_request(const Envelope& msg) {

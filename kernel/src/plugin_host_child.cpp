@@ -230,6 +230,7 @@ int run_plugin_host(const std::string& name, int fd) {
     p.max_payload_bytes = start.max_payload_bytes();
   kernel_options opts;
   opts.control_socket = false;
+  opts.kernel_services = false;
   opts.logger_name = "host:" + name;
   k = std::make_unique<kernel>(std::move(p), opts);
   auto bridge = k->system().spawn<bridge_actor>(&ch, &ep_raw);

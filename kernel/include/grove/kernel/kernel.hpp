@@ -8,8 +8,10 @@
 #include <thread>
 #include <vector>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -45,6 +47,9 @@ struct kernel_options {
   std::chrono::milliseconds watch_interval{1000};
   /// The groved binary for `isolation: process` plugins (empty: not available).
   std::filesystem::path plugin_host_exe;
+  /// Serve the kernel's own request topics ($grove/kernel/...). A plugin-host child
+  /// does not: its requests reach the parent's kernel, which serves them.
+  bool kernel_services = true;
   /// Name of the kernel's logger (a plugin-host child logs as "host:<plugin>").
   std::string logger_name = "groved";
   /// Time for in-process plugins' timers and restart back-off; null = real time (the
@@ -195,6 +200,12 @@ private:
   std::array<long long, 5> group_stamp_{}; // file_stamp() of group_text_'s read
   mutable std::mutex group_mtx_;
   std::shared_ptr<const group::Group> group_;
+  // Spawns one of the kernel's own services (kernel.cpp, kernel_service) as `svc`,
+  // behind endpoint `ep`, serving `topics`.
+  caf::error serve_kernel_service(std::string name,
+                                  std::function<caf::expected<Envelope>(const Envelope&)> answer,
+                                  std::initializer_list<std::string_view> topics,
+                                  caf::actor& svc, endpoint_ptr& ep);
   caf::actor group_service_;
   endpoint_ptr group_ep_;
   caf::actor control_service_;
