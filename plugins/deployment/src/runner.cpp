@@ -12,6 +12,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "grove/control.pb.h"
+#include "grove/kernel/control_client.hpp"
+
 extern char** environ;
 
 namespace grove::deployment {
@@ -121,6 +124,11 @@ bool skip(const std::string& rule) {
   return false;
 }
 
+// A path in the one spelling library paths are compared in.
+std::string same_path(const std::filesystem::path& p) {
+  return p.lexically_normal().string();
+}
+
 } // namespace
 
 struct runner::component {
@@ -146,6 +154,13 @@ struct runner::job {
   std::function<void(apply_outcome)> done;
   size_t index = 0;
   uint64_t wait = 0; // the step being waited for; a late callback of another is dropped
+  // Plugin components: what the kernel runs (read once per job, kept up to date by the
+  // job's own changes), its plugin directory, the plugins to unload first, and the
+  // kernel's answer to the last change.
+  std::map<std::string, control::PluginInfo> kernel;
+  std::string plugin_dir;
+  std::vector<std::string> unloads;
+  control::PluginInfo last;
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -174,6 +189,41 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
         break;
       }
   }
+  // A plugin component's state is the kernel's: a plugin that breaks or is unloaded by an
+  // operator after its deployment shows so in ListInstalledComponents.
+  ctx_.every(std::chrono::seconds{2}, [this, alive = alive_] {
+    if (*alive)
+      refresh_plugins();
+  });
+}
+
+std::string runner::plugin_of(const std::string& component) {
+  static constexpr std::string_view prefix = "grove.";
+  if (component.size() <= prefix.size() || component.compare(0, prefix.size(), prefix) != 0)
+    return {};
+  return component.substr(prefix.size());
+}
+
+std::string runner::plugin_library(const component_plan& p, const std::string& plugin_dir) {
+  auto plugin = plugin_of(p.name);
+  auto file = "lib" + plugin + ".so";
+  if (const json* ms = member(p.recipe, "Manifests"); ms && ms->is_array())
+    for (const auto& m : *ms) {
+      const json* pl = member(m, "Platform");
+      const json* os = pl ? member(*pl, "os") : nullptr;
+      if (os && os->is_string() && *os != "linux" && *os != "*" && *os != "/.*/")
+        continue;
+      if (const json* arts = member(m, "Artifacts"); arts && arts->is_array())
+        for (const auto& a : *arts)
+          if (const json* uri = member(a, "Uri"); uri && uri->is_string()) {
+            auto u = uri->get<std::string>();
+            if (u.size() > file.size() && u.compare(u.size() - file.size(), file.size(), file) == 0
+                && u[u.size() - file.size() - 1] == '/')
+              return same_path(std::filesystem::path{p.artifacts_path} / file);
+          }
+      break; // the first manifest for Linux is the one (as for the life cycle)
+    }
+  return same_path(std::filesystem::path{plugin_dir} / file);
 }
 
 runner::~runner() {
@@ -315,6 +365,18 @@ void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono:
 }
 
 void runner::begin(std::shared_ptr<job> j) {
+  // The deployment plugin is never a component of its own deployments: it cannot unload,
+  // reload or reconfigure itself (the kernel refuses it), so such a set is refused whole,
+  // before anything changes.
+  for (const auto& p : j->plan)
+    if (plugin_of(p.name) == ctx_.name()) {
+      j->rollback = false;
+      finish(j, false,
+             p.name + ": a deployment cannot load, unload, reload or reconfigure the "
+                      "deployment plugin itself (it would wait for its own stop); change it "
+                      "with the image profile, grovectl or an OTA update");
+      return;
+    }
   order_.clear();
   for (const auto& p : j->plan)
     order_.push_back(p.name);
@@ -323,6 +385,11 @@ void runner::begin(std::shared_ptr<job> j) {
   for (const auto& [name, c] : components_) {
     auto it = std::find_if(j->plan.begin(), j->plan.end(),
                            [&](const component_plan& p) { return p.name == name; });
+    if (!plugin_of(name).empty()) {
+      if (it == j->plan.end())
+        j->unloads.push_back(name); // by step(), through the kernel
+      continue;
+    }
     if (it == j->plan.end())
       gone.push_back(name);
     else if (it->version != c->plan.version || it->configuration != c->plan.configuration
@@ -360,7 +427,33 @@ void runner::begin(std::shared_ptr<job> j) {
       }
     }
   }
-  step(j);
+  bool plugins = !j->unloads.empty()
+                 || std::any_of(j->plan.begin(), j->plan.end(), [](const component_plan& p) {
+                      return !plugin_of(p.name).empty();
+                    });
+  if (!plugins) {
+    step(j);
+    return;
+  }
+  // Plugin components change what the kernel runs: what runs now decides load, reload or
+  // configure (after a restart of groved the profile's plugins run, not the deployment's).
+  auto wait = ++j->wait;
+  control_client::status(ctx_, j->timeout,
+                         [this, j, wait, alive = alive_](caf::expected<control::Status> st) {
+                           if (!*alive || j->wait != wait)
+                             return;
+                           ++j->wait;
+                           if (!st) {
+                             finish(j, false, "the kernel's status could not be read: "
+                                                + grove::describe(st.error()));
+                             return;
+                           }
+                           j->plugin_dir = st->plugin_dir();
+                           j->kernel.clear();
+                           for (const auto& info : st->plugins())
+                             j->kernel[info.name()] = info;
+                           step(j);
+                         });
 }
 
 void runner::stop_component(const std::string& name) {
@@ -368,6 +461,8 @@ void runner::stop_component(const std::string& name) {
   if (it == components_.end())
     return;
   auto& c = *it->second;
+  if (!plugin_of(name).empty())
+    return; // a plugin changes through the kernel (step), never stops for a dependency
   ++c.generation;
   if (c.proc) {
     set_state(c, "STOPPING");
@@ -387,8 +482,49 @@ void runner::stop_component(const std::string& name) {
 }
 
 void runner::step(std::shared_ptr<job> j) {
+  // Plugin components leaving the set go first: unloaded by the kernel.
+  while (!j->unloads.empty()) {
+    auto name = j->unloads.back();
+    j->unloads.pop_back();
+    auto plugin = plugin_of(name);
+    auto it = components_.find(name);
+    if (!j->kernel.count(plugin)) { // not running (a load that failed): nothing to unload
+      std::lock_guard guard{mtx_};
+      components_.erase(name);
+      continue;
+    }
+    if (it != components_.end())
+      set_state(*it->second, "STOPPING");
+    auto wait = ++j->wait;
+    control_client::unload(
+      ctx_, plugin, j->timeout,
+      [this, j, name, plugin, wait, alive = alive_](caf::expected<control::Empty> r) {
+        if (!*alive || j->wait != wait)
+          return;
+        ++j->wait;
+        if (!r && r.error() != grove::errc::unknown_plugin) {
+          if (auto it = components_.find(name); it != components_.end())
+            set_state(*it->second, "ERRORED", "unload: " + grove::describe(r.error()));
+          finish(j, false, name + ": the kernel did not unload plugin '" + plugin
+                             + "': " + grove::describe(r.error()));
+          return;
+        }
+        j->kernel.erase(plugin);
+        {
+          std::lock_guard guard{mtx_};
+          components_.erase(name);
+        }
+        ctx_.log().info("deployment: {} removed: plugin {} unloaded", name, plugin);
+        step(j);
+      });
+    return;
+  }
   while (j->index < j->plan.size()) {
     const auto& p = j->plan[j->index];
+    if (!plugin_of(p.name).empty()) {
+      apply_plugin(j, p);
+      return;
+    }
     auto it = components_.find(p.name);
     if (it != components_.end() && it->second->plan.version == p.version
         && it->second->plan.configuration == p.configuration
@@ -590,6 +726,149 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
                          + std::to_string(limit.count()) + " s");
     });
   }
+}
+
+void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
+  auto plugin = plugin_of(p.name);
+  auto library = plugin_library(p, j->plugin_dir);
+  auto running = j->kernel.find(plugin);
+  auto known_it = components_.find(p.name);
+  component* known = known_it == components_.end() ? nullptr : known_it->second.get();
+  // l: load (new to the kernel), r: hot reload (another version or library, or broken),
+  // c: configure (another configuration, or one this instance never gave: after a restart
+  // the plugin may run with the profile's).
+  std::string todo;
+  if (running == j->kernel.end()) {
+    todo = "l";
+    if (library != same_path(std::filesystem::path{j->plugin_dir} / ("lib" + plugin + ".so")))
+      todo += "r"; // the recipe's own build: loaded from the plugin directory, then swapped
+  } else {
+    if (same_path(running->second.library()) != library || (known && known->plan.version != p.version)
+        || running->second.state() == "broken")
+      todo += "r";
+    if (!known || known->plan.configuration != p.configuration)
+      todo += "c";
+  }
+  {
+    std::lock_guard guard{mtx_};
+    auto& slot = components_[p.name];
+    if (!slot)
+      slot = std::make_unique<component>();
+    slot->plan = p;
+    slot->stopped = false;
+  }
+  auto& c = *components_[p.name];
+  if (todo.empty()) {
+    j->last = running->second;
+    settle_plugin(j, p.name);
+    return;
+  }
+  set_state(c, "STARTING");
+  plugin_actions(j, p.name, todo);
+}
+
+void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo) {
+  if (todo.empty()) {
+    settle_plugin(j, name);
+    return;
+  }
+  auto& c = *components_.at(name);
+  auto plugin = plugin_of(name);
+  char what = todo.front();
+  todo.erase(0, 1);
+  auto wait = ++j->wait;
+  auto verb = what == 'l' ? "load" : what == 'r' ? "reload" : "configure";
+  auto then = [this, j, name, plugin, todo, wait, verb,
+               alive = alive_](caf::expected<control::PluginInfo> info) {
+    if (!*alive || j->wait != wait)
+      return;
+    ++j->wait;
+    auto it = components_.find(name);
+    if (it == components_.end())
+      return;
+    auto& c = *it->second;
+    if (!info) {
+      auto why = grove::describe(info.error());
+      set_state(c, "ERRORED", std::string{verb} + ": " + why);
+      finish(j, false, name + " " + c.plan.version + ": the kernel refused the " + verb
+                         + " of plugin '" + plugin + "': " + why);
+      return;
+    }
+    j->kernel[plugin] = *info;
+    j->last = std::move(*info);
+    plugin_actions(j, name, todo);
+  };
+  auto config = c.plan.configuration.is_object() ? c.plan.configuration.dump() : "{}";
+  if (what == 'l') {
+    control::PluginChange change;
+    change.set_name(plugin);
+    change.set_config(config);
+    ctx_.log().info("deployment: {} {}: loading plugin {}", name, c.plan.version, plugin);
+    control_client::load(ctx_, change, j->timeout, std::move(then));
+  } else if (what == 'r') {
+    auto library = plugin_library(c.plan, j->plugin_dir);
+    ctx_.log().info("deployment: {} {}: hot reload of plugin {} from {}", name,
+                    c.plan.version, plugin, library);
+    control_client::reload(ctx_, plugin, library, j->timeout, std::move(then));
+  } else {
+    ctx_.log().info("deployment: {} {}: configuring plugin {}", name, c.plan.version, plugin);
+    control_client::configure(ctx_, plugin, config, j->timeout, std::move(then));
+  }
+}
+
+void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
+  auto& c = *components_.at(name);
+  const auto& info = j->last;
+  if (info.state() == "running") {
+    if (c.state != "RUNNING")
+      set_state(c, "RUNNING");
+    ++c.generation;
+    ++j->index;
+    step(j);
+    return;
+  }
+  auto details = "the kernel reports plugin '" + plugin_of(name) + "' " + info.state()
+                 + (info.last_error().empty() ? "" : ": " + info.last_error());
+  set_state(c, info.state() == "broken" ? "BROKEN" : "ERRORED", details);
+  finish(j, false, name + " " + c.plan.version + ": " + details);
+}
+
+void runner::refresh_plugins() {
+  if (busy_)
+    return; // a deployment is changing them; it sets their states
+  bool any = std::any_of(components_.begin(), components_.end(),
+                         [](const auto& kv) { return !plugin_of(kv.first).empty(); });
+  if (!any)
+    return;
+  control_client::status(ctx_, std::chrono::seconds{10},
+                         [this, alive = alive_](caf::expected<control::Status> st) {
+                           if (!*alive || !st || busy_)
+                             return;
+                           std::map<std::string, const control::PluginInfo*> by_name;
+                           for (const auto& info : st->plugins())
+                             by_name[info.name()] = &info;
+                           for (auto& [name, c] : components_) {
+                             auto plugin = plugin_of(name);
+                             if (plugin.empty())
+                               continue;
+                             auto it = by_name.find(plugin);
+                             std::string state = "RUNNING", details;
+                             if (it == by_name.end()) {
+                               state = "ERRORED";
+                               details = "the kernel has no plugin '" + plugin
+                                         + "' loaded (unloaded outside a deployment?)";
+                             } else if (it->second->state() != "running") {
+                               state = it->second->state() == "broken" ? "BROKEN" : "ERRORED";
+                               details = "the kernel reports plugin '" + plugin + "' "
+                                         + it->second->state()
+                                         + (it->second->last_error().empty()
+                                              ? ""
+                                              : ": " + it->second->last_error());
+                             }
+                             if (state != c->state || (state != "RUNNING" && details != c->details))
+                               set_state(*c, state, details);
+                           }
+                         });
 }
 
 void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
