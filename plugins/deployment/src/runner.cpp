@@ -13,7 +13,9 @@
 #include <spdlog/spdlog.h>
 
 #include "grove/control.pb.h"
+#include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control_client.hpp"
+#include "grove/kernel/group_client.hpp"
 
 extern char** environ;
 
@@ -124,6 +126,58 @@ bool skip(const std::string& rule) {
   return false;
 }
 
+// A Lambda component: its recipe is lambdaFunction's conversion (lambda.cpp), its
+// configuration function_runtime's definition of the function.
+bool is_lambda(const json& recipe) {
+  const json* t = member(recipe, "ComponentType");
+  return t && t->is_string() && *t == "aws.greengrass.lambda";
+}
+
+// The group file's document for the group in force (the kernel's shape: name, devices,
+// functions and resources with their config as YAML, subscriptions).
+YAML::Node group_document(const group::Group& g) {
+  YAML::Node doc;
+  doc["name"] = g.name();
+  doc["devices"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& d : g.devices()) {
+    YAML::Node n;
+    n["thing"] = d.thing();
+    if (d.sync_shadow())
+      n["sync_shadow"] = true;
+    doc["devices"].push_back(n);
+  }
+  doc["functions"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& f : g.functions()) {
+    YAML::Node n;
+    n["name"] = f.name();
+    n["config"] = YAML::Load(f.config_yaml());
+    doc["functions"].push_back(n);
+  }
+  doc["subscriptions"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& s : g.subscriptions()) {
+    YAML::Node n;
+    n["id"] = s.id();
+    n["source"] = s.source();
+    n["subject"] = s.subject();
+    n["target"] = s.target();
+    doc["subscriptions"].push_back(n);
+  }
+  doc["resources"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& r : g.resources()) {
+    YAML::Node n;
+    n["id"] = r.id();
+    n["config"] = YAML::Load(r.config_yaml());
+    doc["resources"].push_back(n);
+  }
+  return doc;
+}
+
+std::string emit(const YAML::Node& doc) {
+  YAML::Emitter out;
+  out << doc;
+  return out.c_str();
+}
+
 // A path in the one spelling library paths are compared in.
 std::string same_path(const std::filesystem::path& p) {
   return p.lexically_normal().string();
@@ -161,6 +215,11 @@ struct runner::job {
   std::string plugin_dir;
   std::vector<std::string> unloads;
   control::PluginInfo last;
+  // Lambda components: the ones to take out of the group first, the group before this
+  // job's first change (what a rollback sets back), and that document for the rollback.
+  std::vector<std::string> lambda_gone;
+  std::string group_before;
+  std::string group_restore;
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -390,6 +449,11 @@ void runner::begin(std::shared_ptr<job> j) {
         j->unloads.push_back(name); // by step(), through the kernel
       continue;
     }
+    if (is_lambda(c->plan.recipe)) {
+      if (it == j->plan.end())
+        j->lambda_gone.push_back(name); // by step(), out of the kernel's group
+      continue;
+    }
     if (it == j->plan.end())
       gone.push_back(name);
     else if (it->version != c->plan.version || it->configuration != c->plan.configuration
@@ -461,8 +525,8 @@ void runner::stop_component(const std::string& name) {
   if (it == components_.end())
     return;
   auto& c = *it->second;
-  if (!plugin_of(name).empty())
-    return; // a plugin changes through the kernel (step), never stops for a dependency
+  if (!plugin_of(name).empty() || is_lambda(c.plan.recipe))
+    return; // plugins and functions change through the kernel (step), not as processes
   ++c.generation;
   if (c.proc) {
     set_state(c, "STOPPING");
@@ -482,6 +546,68 @@ void runner::stop_component(const std::string& name) {
 }
 
 void runner::step(std::shared_ptr<job> j) {
+  // A rollback sets the group back as it was before the failed deployment first.
+  if (!j->group_restore.empty()) {
+    auto doc = std::move(j->group_restore);
+    j->group_restore.clear();
+    auto wait = ++j->wait;
+    group_client::set(ctx_, doc, j->timeout,
+                      [this, j, wait, alive = alive_](caf::expected<group::Group> g) {
+                        if (!*alive || j->wait != wait)
+                          return;
+                        ++j->wait;
+                        if (!g)
+                          ctx_.log().error("deployment: the group before the deployment "
+                                           "could not be set back: {}",
+                                           grove::describe(g.error()));
+                        step(j);
+                      });
+    return;
+  }
+  // Lambda components leaving the set: their functions (and the subscriptions naming
+  // them, which the group could not keep) out of the group, in one change.
+  if (!j->lambda_gone.empty()) {
+    auto names = std::move(j->lambda_gone);
+    j->lambda_gone.clear();
+    for (const auto& n : names)
+      if (auto it = components_.find(n); it != components_.end())
+        set_state(*it->second, "STOPPING");
+    edit_group(
+      j,
+      [names](YAML::Node& doc) {
+        auto gone = [&](const std::string& endpoint) {
+          return std::any_of(names.begin(), names.end(),
+                             [&](const std::string& n) { return endpoint == "function:" + n; });
+        };
+        YAML::Node functions{YAML::NodeType::Sequence}, subscriptions{YAML::NodeType::Sequence};
+        for (const auto& f : doc["functions"])
+          if (std::find(names.begin(), names.end(), f["name"].as<std::string>()) == names.end())
+            functions.push_back(f);
+        for (const auto& s : doc["subscriptions"])
+          if (!gone(s["source"].as<std::string>()) && !gone(s["target"].as<std::string>()))
+            subscriptions.push_back(s);
+        doc["functions"] = functions;
+        doc["subscriptions"] = subscriptions;
+      },
+      [this, j, names](caf::error err) {
+        if (err) {
+          for (const auto& n : names)
+            if (auto it = components_.find(n); it != components_.end())
+              set_state(*it->second, "ERRORED", "removal: " + grove::describe(err));
+          finish(j, false, "the kernel refused the group without the functions of "
+                             + names.front() + (names.size() > 1 ? " and others" : "")
+                             + ": " + grove::describe(err));
+          return;
+        }
+        for (const auto& n : names) {
+          std::lock_guard guard{mtx_};
+          components_.erase(n);
+        }
+        ctx_.log().info("deployment: {} function(s) removed from the group", names.size());
+        step(j);
+      });
+    return;
+  }
   // Plugin components leaving the set go first: unloaded by the kernel.
   while (!j->unloads.empty()) {
     auto name = j->unloads.back();
@@ -523,6 +649,10 @@ void runner::step(std::shared_ptr<job> j) {
     const auto& p = j->plan[j->index];
     if (!plugin_of(p.name).empty()) {
       apply_plugin(j, p);
+      return;
+    }
+    if (is_lambda(p.recipe)) {
+      apply_lambda(j, p);
       return;
     }
     auto it = components_.find(p.name);
@@ -871,6 +1001,149 @@ void runner::refresh_plugins() {
                          });
 }
 
+void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
+                        std::function<void(caf::error)> then) {
+  auto wait = ++j->wait;
+  group_client::get(ctx_, j->timeout, [this, j, wait, edit, then, alive = alive_](
+                                         caf::expected<group::Group> g) {
+    if (!*alive || j->wait != wait)
+      return;
+    if (!g) {
+      ++j->wait;
+      then(std::move(g.error()));
+      return;
+    }
+    std::string doc;
+    try {
+      auto node = group_document(*g);
+      if (j->group_before.empty() && !j->is_rollback)
+        j->group_before = emit(node);
+      edit(node);
+      doc = emit(node);
+    } catch (const std::exception& e) { // a config the kernel gave that is no YAML
+      ++j->wait;
+      then(grove::make_error(grove::errc::invalid_config,
+                             std::string{"the group in force could not be edited: "} + e.what()));
+      return;
+    }
+    group_client::set(ctx_, std::move(doc), j->timeout,
+                      [this, j, wait, then, alive](caf::expected<group::Group> r) {
+                        if (!*alive || j->wait != wait)
+                          return;
+                        ++j->wait;
+                        then(r ? caf::error{} : std::move(r.error()));
+                      });
+  });
+}
+
+void runner::apply_lambda(std::shared_ptr<job> j, const component_plan& p) {
+  auto it = components_.find(p.name);
+  if (it != components_.end() && it->second->plan.version == p.version
+      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING") {
+    ++j->index; // its function is in the group as it should be
+    step(j);
+    return;
+  }
+  {
+    std::lock_guard guard{mtx_};
+    auto& slot = components_[p.name];
+    if (!slot)
+      slot = std::make_unique<component>();
+    slot->plan = p;
+    slot->stopped = false;
+  }
+  auto& c = *components_.at(p.name);
+  set_state(c, "STARTING");
+  auto name = p.name;
+  auto config = p.configuration.dump(); // JSON is YAML
+  edit_group(
+    j,
+    [name, config](YAML::Node& doc) {
+      YAML::Node fn;
+      fn["name"] = name;
+      fn["config"] = YAML::Load(config);
+      bool replaced = false;
+      for (auto f : doc["functions"])
+        if (f["name"].as<std::string>() == name) {
+          f["config"] = fn["config"];
+          replaced = true;
+        }
+      if (!replaced)
+        doc["functions"].push_back(fn);
+    },
+    [this, j, name](caf::error err) {
+      auto it = components_.find(name);
+      if (it == components_.end())
+        return;
+      if (err) {
+        set_state(*it->second, "ERRORED", "group: " + grove::describe(err));
+        finish(j, false, name + " " + it->second->plan.version
+                           + ": the kernel refused the group with its function: "
+                           + grove::describe(err));
+        return;
+      }
+      wait_function(j, name, std::chrono::steady_clock::now() + j->timeout);
+    });
+}
+
+void runner::wait_function(std::shared_ptr<job> j, std::string name,
+                           std::chrono::steady_clock::time_point deadline) {
+  // function_runtime takes the group from the kernel's event, queued to it before the
+  // kernel answered the set: a list asked now comes after it.
+  using list_rpc = function_runtime::list_rpc;
+  list_rpc rpc{std::string{function_runtime::list_topic}};
+  auto wait = ++j->wait;
+  ctx_.call(rpc.encode(fn::ListRequest{}), std::chrono::seconds{10},
+            [this, j, name, deadline, wait, alive = alive_](caf::expected<Envelope> reply) {
+              if (!*alive || j->wait != wait)
+                return;
+              ++j->wait;
+              auto it = components_.find(name);
+              if (it == components_.end())
+                return;
+              auto& c = *it->second;
+              auto list = list_rpc::decode(std::move(reply));
+              std::string why = list ? "function_runtime does not list it" : grove::describe(list.error());
+              if (list)
+                for (const auto& f : list->functions()) {
+                  if (f.name() != name)
+                    continue;
+                  // A refused definition: no definition at all, or the previous one kept
+                  // with the refusal (naming functions[<name>]) as its last error.
+                  bool refused = !f.valid()
+                                 || f.last_error().find("functions[" + name + "]")
+                                      != std::string::npos;
+                  if (!refused) {
+                    set_state(c, "RUNNING");
+                    ++c.generation;
+                    ++j->index;
+                    step(j);
+                    return;
+                  }
+                  set_state(c, "ERRORED", f.last_error());
+                  finish(j, false, name + " " + c.plan.version
+                                     + ": function_runtime refused its definition: "
+                                     + f.last_error());
+                  return;
+                }
+              bool no_runtime = !list && list.error() == grove::errc::no_route;
+              if (no_runtime)
+                why = "function_runtime is not running (nothing serves "
+                      + std::string{function_runtime::list_topic} + ")";
+              if (!no_runtime && std::chrono::steady_clock::now() < deadline) {
+                ctx_.after(std::chrono::milliseconds{100}, [this, j, name, deadline, alive] {
+                  if (*alive)
+                    wait_function(j, name, deadline);
+                });
+                return;
+              }
+              set_state(c, "ERRORED", why);
+              finish(j, false, name + " " + c.plan.version
+                                 + ": its function did not come up under function_runtime: "
+                                 + why);
+            });
+}
+
 void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
   if (j->index == 1 && !j->done) // a restart outside a deployment
     return;
@@ -882,6 +1155,7 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
+    back->group_restore = j->group_before; // the group as it was, then the functions
     back->timeout = j->timeout;
     back->done = [j, reason](apply_outcome o) {
       o.ok = false;

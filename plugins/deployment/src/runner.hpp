@@ -9,7 +9,9 @@
 // previous set back when the deployment's policy is ROLLBACK. A component named
 // `grove.<plugin>` is one of Grove's plugins instead: loaded, reconfigured, hot-reloaded and
 // unloaded through the kernel's control service (control_client.hpp), its state the
-// kernel's. Everything but installed() runs on the plugin's actor.
+// kernel's. A Lambda component (ComponentType aws.greengrass.lambda) is a function of the
+// kernel's group, run by function_runtime: added, replaced and removed through the
+// kernel's `$grove/group/set`. Everything but installed() runs on the plugin's actor.
 
 #include <chrono>
 #include <deque>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
@@ -100,6 +103,11 @@ private:
   void plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo);
   void settle_plugin(std::shared_ptr<job> j, const std::string& name);
   void refresh_plugins();
+  void apply_lambda(std::shared_ptr<job> j, const component_plan& p);
+  void wait_function(std::shared_ptr<job> j, std::string name,
+                     std::chrono::steady_clock::time_point deadline);
+  void edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
+                  std::function<void(caf::error)> then);
   void set_state(component& c, const std::string& state, const std::string& details = "");
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env,
