@@ -248,8 +248,9 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
         break;
       }
   }
-  // A plugin component's state is the kernel's: a plugin that breaks or is unloaded by an
-  // operator after its deployment shows so in ListInstalledComponents.
+  // A plugin component's state is the kernel's, a Lambda component's function_runtime's: a
+  // plugin that breaks or is unloaded by an operator after its deployment, a function taken
+  // out of the group, shows so in ListInstalledComponents.
   ctx_.every(std::chrono::seconds{2}, [this, alive = alive_] {
     if (*alive)
       refresh_plugins();
@@ -966,6 +967,35 @@ void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
 void runner::refresh_plugins() {
   if (busy_)
     return; // a deployment is changing them; it sets their states
+  bool lambdas = std::any_of(components_.begin(), components_.end(),
+                             [](const auto& kv) { return is_lambda(kv.second->plan.recipe); });
+  if (lambdas) {
+    // A Lambda component's state is function_runtime's: listed with a definition, or not
+    // (an edit of the group file or a v1 deployment may have taken its function out).
+    using list_rpc = function_runtime::list_rpc;
+    list_rpc rpc{std::string{function_runtime::list_topic}};
+    ctx_.call(rpc.encode(fn::ListRequest{}), std::chrono::seconds{10},
+              [this, alive = alive_](caf::expected<Envelope> reply) {
+                if (!*alive || busy_)
+                  return;
+                auto list = list_rpc::decode(std::move(reply));
+                for (auto& [name, c] : components_) {
+                  if (!is_lambda(c->plan.recipe))
+                    continue;
+                  std::string state = "ERRORED";
+                  std::string details = list ? "function_runtime does not list its function"
+                                             : grove::describe(list.error());
+                  if (list)
+                    for (const auto& f : list->functions())
+                      if (f.name() == name) {
+                        state = f.valid() ? "RUNNING" : "ERRORED";
+                        details = f.valid() ? "" : f.last_error();
+                      }
+                  if (state != c->state || (state != "RUNNING" && details != c->details))
+                    set_state(*c, state, details);
+                }
+              });
+  }
   bool any = std::any_of(components_.begin(), components_.end(),
                          [](const auto& kv) { return !plugin_of(kv.first).empty(); });
   if (!any)

@@ -195,6 +195,24 @@ check "... on r/to/b2" grep -qF 'r/to/b2 {"n":3}' "$WORK/b.out"
 check "... ListInstalledComponents: e2e.Relay RUNNING, no e2e.Bad" \
   bash -c '[[ $("$0" e2e.Relay) == RUNNING && -z $("$0" e2e.Bad) ]]' installed
 
+# ---- an edit of the group file takes the function out: the component's state says so ----
+cp "$GROUP" "$WORK/group.before-edit"
+"$PY" - "$GROUP" <<'EOF'
+import os, sys, yaml
+path = sys.argv[1]
+g = yaml.safe_load(open(path))
+g["functions"] = [f for f in g["functions"] if f["name"] != "e2e.Relay"]
+g["subscriptions"] = [s for s in g["subscriptions"] if s["id"] == "a-keep"]
+with open(path + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(path + ".tmp", path)
+EOF
+check "an operator takes e2e.Relay out of the group file: ListInstalledComponents ERRORED" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == ERRORED ]] && exit 0; sleep 0.1; done; exit 1'
+cp "$WORK/group.before-edit" "$GROUP.tmp" && mv "$GROUP.tmp" "$GROUP"
+check "... and back: RUNNING again" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1'
+
 # ---- removed: out of the group with the subscriptions naming it -------------------------
 OUT=$(deploy '{"e2e.Placeholder": {"componentVersion": "1.0.0"}}')
 check "a deployment without e2e.Relay -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED

@@ -204,6 +204,22 @@ else:
           and plugin("deployment").get("state") == "running"
           and plugin("heartbeat").get("state") == "running", d)
 
+    # ---- unloaded by an operator: the component's state says so; the next deployment of
+    # ---- the same set loads it again -----------------------------------------------------
+    subprocess.run([GROVECTL, "unload", "heartbeat"], capture_output=True)
+    state = wait(lambda: (lambda c: c.get("lifecycleState") == "ERRORED" and c)(
+        installed().get(HEARTBEAT, {})), 10)
+    check("grovectl unload heartbeat: ListInstalledComponents shows grove.heartbeat ERRORED "
+          "with the reason", state and "no plugin 'heartbeat' loaded" in
+          state.get("lifecycleStateDetails", ""), installed().get(HEARTBEAT))
+    d = deploy({HEARTBEAT: {"componentVersion": "2.0.0",
+                            "configurationUpdate": {"merge": '{"interval_ms": 300}'}}})
+    hb = plugin("heartbeat")
+    check("... the same set deployed again -> COMPLETED: loaded and swapped to 2.0.0's build, "
+          "RUNNING", d.get("deploymentStatus") == "COMPLETED" and hb.get("state") == "running"
+          and hb.get("library") == ARTIFACT_LIB
+          and installed().get(HEARTBEAT, {}).get("lifecycleState") == "RUNNING", (d, hb))
+
     # ---- removed: unloaded --------------------------------------------------------------
     d = deploy({"e2e.Placeholder": {"componentVersion": "1.0.0"}})
     check("a deployment without grove.heartbeat -> COMPLETED, heartbeat unloaded",
