@@ -180,6 +180,21 @@ check "... on r/to/b2" grep -qF 'r/to/b2 {"n":2}' "$WORK/b.out"
 check "... the operator's subscriptions and the group's function kept" \
   group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
 
+# ---- kill -9 of groved: the group file keeps the function, the deployment is applied again
+{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+GROVED_PID=$!
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after kill -9"
+status_has "local_link: connected" 100 || abort "Grove's client did not reconnect to the broker"
+check "after kill -9 and a restart: e2e.Relay RUNNING again (the deployment applied at start)" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1'
+check "... the group unchanged" \
+  group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
+start_sub B '#' "$WORK/b.out"
+check "... and A's message still reaches B through it, on r/to/b2" \
+  deliver_until A a/to/r '{"n":"after-restart"}' "$WORK/b.out"
+check "... on r/to/b2" grep -qF 'r/to/b2 {"n":"after-restart"}' "$WORK/b.out"
+
 # ---- a Lambda component function_runtime refuses: the previous group back ---------------
 OUT=$(deploy "{\"e2e.Relay\": {\"componentVersion\": \"1.0.0\",
   \"configurationUpdate\": {\"merge\": \"{\\\"runAs\\\": {\\\"uid\\\": 0, \\\"gid\\\": 0}, \\\"environmentVariables\\\": {\\\"RELAY_TOPIC\\\": \\\"r/to/b\\\"}}\"}},
