@@ -1,13 +1,16 @@
 #!/usr/bin/python3
-"""A deployment of 3 small generic components applied end to end on a real groved,
-against starting the same 3 processes by hand in the same run. Prints one JSON object
+"""A deployment of 3 small generic components and one plugin configuration change applied
+end to end on a real groved, against starting the same 3 processes by hand in the same
+run. Prints one JSON object
 on stdout. Not a test: it reports figures and never fails on them (issue 15, target
 <= 1 s; Greengrass v2 takes 17-254 s).
 
 (a) grove: boto3 CreateDeployment of a new version of 3 components (each `run` touches a
-           ready file in its {work:path}, then sleeps) until all 3 ready files exist and
+           ready file in its {work:path}, then sleeps) and a new configuration of the
+           plugin component grove.heartbeat (its topic) until all 3 ready files exist and
            GetDeployment says COMPLETED: the API, the journal, resolution, artifact
-           links, rendering, the old processes stopped and the new ones started.
+           links, rendering, the old processes stopped and the new ones started, the
+           kernel's status read and the plugin reconfigured through the kernel.
 (b) peer:  the same 3 shell scripts started with subprocess.Popen until their 3 ready
            files exist (the floor: fork, exec, a shell).
 
@@ -79,7 +82,8 @@ def main():
         port = free_port()
         profile = os.path.join(work, "grove.yaml")
         with open(profile, "w") as f:
-            f.write("plugins:\n  - name: deployment\n    config:\n"
+            f.write("plugins:\n  - name: deployment\n    may_control_plugins: true\n"
+                    "    config:\n"
                     "      thing_name: bench-core\n"
                     "      api: {port: %d, cert_file: %s, key_file: %s}\n"
                     "      credentials: [{access_key_id: %s, secret_access_key: %s,"
@@ -95,6 +99,12 @@ def main():
                           config=botocore.config.Config(retries={"max_attempts": 1}))
         wdir = os.path.join(write_dir, "plugins", "deployment", "components", "work")
         ready = [os.path.join(wdir, n, "ready") for n in NAMES]
+        # The plugin component: the SDK's heartbeat (built beside groved), a new topic each
+        # round (a configure through the kernel; the first round loads it).
+        gg.create_component_version(inlineRecipe=(
+            "RecipeFormatVersion: '2020-01-25'\nComponentName: grove.heartbeat\n"
+            "ComponentVersion: '1.0.0'\nComponentConfiguration:\n"
+            "  DefaultConfiguration: {interval_ms: 1000, topic: bench/beat}\n").encode())
         grove = []
         for r in range(args.rounds + 1):  # round 0 warms up (first start, caches)
             version = "1.0.%d" % r
@@ -104,13 +114,22 @@ def main():
                 if os.path.exists(p):
                     os.remove(p)
             t0 = time.monotonic()
-            d = gg.create_deployment(targetArn=THING, components={
-                n: {"componentVersion": version} for n in NAMES})
+            components = {n: {"componentVersion": version} for n in NAMES}
+            components["grove.heartbeat"] = {"componentVersion": "1.0.0", "configurationUpdate": {
+                "merge": json.dumps({"topic": "bench/r%d" % r})}}
+            d = gg.create_deployment(targetArn=THING, components=components)
             wait_files(ready)
             while gg.get_deployment(deploymentId=d["deploymentId"])["deploymentStatus"] != "COMPLETED":
                 time.sleep(0.002)
             if r:
                 grove.append(time.monotonic() - t0)
+        # The plugin runs with the last round's configuration (checked once, untimed).
+        st = json.loads(subprocess.run(
+            [grovectl, "--socket", os.path.join(write_dir, "run", "control.sock"), "status",
+             "--json"], capture_output=True, text=True, check=True).stdout)
+        beating = st.get("details", {}).get("heartbeat.beating", "")
+        if not beating.endswith("on bench/r%d" % args.rounds):
+            raise RuntimeError("heartbeat not reconfigured: %r" % beating)
         peer = []
         hand = os.path.join(work, "hand")
         for r in range(args.rounds + 1):
@@ -130,6 +149,7 @@ def main():
                 k.wait()
         g, p = stats(grove), stats(peer)
         print(json.dumps({"bench": "deployment_apply", "components": len(NAMES),
+                          "plugin_configuration_changes": 1,
                           "rounds": args.rounds, "grove_deployment": g, "peer_by_hand": p,
                           "ratio_p50_grove_over_peer": round(g["p50_ms"] / p["p50_ms"], 1),
                           "target_ms": 1000}, indent=2))

@@ -12,6 +12,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "grove/control.pb.h"
+#include "grove/function_runtime/client.hpp"
+#include "grove/kernel/control_client.hpp"
+#include "grove/kernel/group_client.hpp"
+
 extern char** environ;
 
 namespace grove::deployment {
@@ -121,6 +126,63 @@ bool skip(const std::string& rule) {
   return false;
 }
 
+// A Lambda component: its recipe is lambdaFunction's conversion (lambda.cpp), its
+// configuration function_runtime's definition of the function.
+bool is_lambda(const json& recipe) {
+  const json* t = member(recipe, "ComponentType");
+  return t && t->is_string() && *t == "aws.greengrass.lambda";
+}
+
+// The group file's document for the group in force (the kernel's shape: name, devices,
+// functions and resources with their config as YAML, subscriptions).
+YAML::Node group_document(const group::Group& g) {
+  YAML::Node doc;
+  doc["name"] = g.name();
+  doc["devices"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& d : g.devices()) {
+    YAML::Node n;
+    n["thing"] = d.thing();
+    if (d.sync_shadow())
+      n["sync_shadow"] = true;
+    doc["devices"].push_back(n);
+  }
+  doc["functions"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& f : g.functions()) {
+    YAML::Node n;
+    n["name"] = f.name();
+    n["config"] = YAML::Load(f.config_yaml());
+    doc["functions"].push_back(n);
+  }
+  doc["subscriptions"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& s : g.subscriptions()) {
+    YAML::Node n;
+    n["id"] = s.id();
+    n["source"] = s.source();
+    n["subject"] = s.subject();
+    n["target"] = s.target();
+    doc["subscriptions"].push_back(n);
+  }
+  doc["resources"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& r : g.resources()) {
+    YAML::Node n;
+    n["id"] = r.id();
+    n["config"] = YAML::Load(r.config_yaml());
+    doc["resources"].push_back(n);
+  }
+  return doc;
+}
+
+std::string emit(const YAML::Node& doc) {
+  YAML::Emitter out;
+  out << doc;
+  return out.c_str();
+}
+
+// A path in the one spelling library paths are compared in.
+std::string same_path(const std::filesystem::path& p) {
+  return p.lexically_normal().string();
+}
+
 } // namespace
 
 struct runner::component {
@@ -146,6 +208,18 @@ struct runner::job {
   std::function<void(apply_outcome)> done;
   size_t index = 0;
   uint64_t wait = 0; // the step being waited for; a late callback of another is dropped
+  // Plugin components: what the kernel runs (read once per job, kept up to date by the
+  // job's own changes), its plugin directory, the plugins to unload first, and the
+  // kernel's answer to the last change.
+  std::map<std::string, control::PluginInfo> kernel;
+  std::string plugin_dir;
+  std::vector<std::string> unloads;
+  control::PluginInfo last;
+  // Lambda components: the ones to take out of the group first, the group before this
+  // job's first change (what a rollback sets back), and that document for the rollback.
+  std::vector<std::string> lambda_gone;
+  std::string group_before;
+  std::string group_restore;
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -174,6 +248,42 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
         break;
       }
   }
+  // A plugin component's state is the kernel's, a Lambda component's function_runtime's: a
+  // plugin that breaks or is unloaded by an operator after its deployment, a function taken
+  // out of the group, shows so in ListInstalledComponents.
+  ctx_.every(std::chrono::seconds{2}, [this, alive = alive_] {
+    if (*alive)
+      refresh_plugins();
+  });
+}
+
+std::string runner::plugin_of(const std::string& component) {
+  static constexpr std::string_view prefix = "grove.";
+  if (component.size() <= prefix.size() || component.compare(0, prefix.size(), prefix) != 0)
+    return {};
+  return component.substr(prefix.size());
+}
+
+std::string runner::plugin_library(const component_plan& p, const std::string& plugin_dir) {
+  auto plugin = plugin_of(p.name);
+  auto file = "lib" + plugin + ".so";
+  if (const json* ms = member(p.recipe, "Manifests"); ms && ms->is_array())
+    for (const auto& m : *ms) {
+      const json* pl = member(m, "Platform");
+      const json* os = pl ? member(*pl, "os") : nullptr;
+      if (os && os->is_string() && *os != "linux" && *os != "*" && *os != "/.*/")
+        continue;
+      if (const json* arts = member(m, "Artifacts"); arts && arts->is_array())
+        for (const auto& a : *arts)
+          if (const json* uri = member(a, "Uri"); uri && uri->is_string()) {
+            auto u = uri->get<std::string>();
+            if (u.size() > file.size() && u.compare(u.size() - file.size(), file.size(), file) == 0
+                && u[u.size() - file.size() - 1] == '/')
+              return same_path(std::filesystem::path{p.artifacts_path} / file);
+          }
+      break; // the first manifest for Linux is the one (as for the life cycle)
+    }
+  return same_path(std::filesystem::path{plugin_dir} / file);
 }
 
 runner::~runner() {
@@ -315,6 +425,18 @@ void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono:
 }
 
 void runner::begin(std::shared_ptr<job> j) {
+  // The deployment plugin is never a component of its own deployments: it cannot unload,
+  // reload or reconfigure itself (the kernel refuses it), so such a set is refused whole,
+  // before anything changes.
+  for (const auto& p : j->plan)
+    if (plugin_of(p.name) == ctx_.name()) {
+      j->rollback = false;
+      finish(j, false,
+             p.name + ": a deployment cannot load, unload, reload or reconfigure the "
+                      "deployment plugin itself (it would wait for its own stop); change it "
+                      "with the image profile, grovectl or an OTA update");
+      return;
+    }
   order_.clear();
   for (const auto& p : j->plan)
     order_.push_back(p.name);
@@ -323,6 +445,16 @@ void runner::begin(std::shared_ptr<job> j) {
   for (const auto& [name, c] : components_) {
     auto it = std::find_if(j->plan.begin(), j->plan.end(),
                            [&](const component_plan& p) { return p.name == name; });
+    if (!plugin_of(name).empty()) {
+      if (it == j->plan.end())
+        j->unloads.push_back(name); // by step(), through the kernel
+      continue;
+    }
+    if (is_lambda(c->plan.recipe)) {
+      if (it == j->plan.end())
+        j->lambda_gone.push_back(name); // by step(), out of the kernel's group
+      continue;
+    }
     if (it == j->plan.end())
       gone.push_back(name);
     else if (it->version != c->plan.version || it->configuration != c->plan.configuration
@@ -360,7 +492,33 @@ void runner::begin(std::shared_ptr<job> j) {
       }
     }
   }
-  step(j);
+  bool plugins = !j->unloads.empty()
+                 || std::any_of(j->plan.begin(), j->plan.end(), [](const component_plan& p) {
+                      return !plugin_of(p.name).empty();
+                    });
+  if (!plugins) {
+    step(j);
+    return;
+  }
+  // Plugin components change what the kernel runs: what runs now decides load, reload or
+  // configure (after a restart of groved the profile's plugins run, not the deployment's).
+  auto wait = ++j->wait;
+  control_client::status(ctx_, j->timeout,
+                         [this, j, wait, alive = alive_](caf::expected<control::Status> st) {
+                           if (!*alive || j->wait != wait)
+                             return;
+                           ++j->wait;
+                           if (!st) {
+                             finish(j, false, "the kernel's status could not be read: "
+                                                + grove::describe(st.error()));
+                             return;
+                           }
+                           j->plugin_dir = st->plugin_dir();
+                           j->kernel.clear();
+                           for (const auto& info : st->plugins())
+                             j->kernel[info.name()] = info;
+                           step(j);
+                         });
 }
 
 void runner::stop_component(const std::string& name) {
@@ -368,6 +526,8 @@ void runner::stop_component(const std::string& name) {
   if (it == components_.end())
     return;
   auto& c = *it->second;
+  if (!plugin_of(name).empty() || is_lambda(c.plan.recipe))
+    return; // plugins and functions change through the kernel (step), not as processes
   ++c.generation;
   if (c.proc) {
     set_state(c, "STOPPING");
@@ -387,8 +547,115 @@ void runner::stop_component(const std::string& name) {
 }
 
 void runner::step(std::shared_ptr<job> j) {
+  // A rollback sets the group back as it was before the failed deployment first.
+  if (!j->group_restore.empty()) {
+    auto doc = std::move(j->group_restore);
+    j->group_restore.clear();
+    auto wait = ++j->wait;
+    group_client::set(ctx_, doc, j->timeout,
+                      [this, j, wait, alive = alive_](caf::expected<group::Group> g) {
+                        if (!*alive || j->wait != wait)
+                          return;
+                        ++j->wait;
+                        if (!g)
+                          ctx_.log().error("deployment: the group before the deployment "
+                                           "could not be set back: {}",
+                                           grove::describe(g.error()));
+                        step(j);
+                      });
+    return;
+  }
+  // Lambda components leaving the set: their functions (and the subscriptions naming
+  // them, which the group could not keep) out of the group, in one change.
+  if (!j->lambda_gone.empty()) {
+    auto names = std::move(j->lambda_gone);
+    j->lambda_gone.clear();
+    for (const auto& n : names)
+      if (auto it = components_.find(n); it != components_.end())
+        set_state(*it->second, "STOPPING");
+    edit_group(
+      j,
+      [names](YAML::Node& doc) {
+        auto gone = [&](const std::string& endpoint) {
+          return std::any_of(names.begin(), names.end(),
+                             [&](const std::string& n) { return endpoint == "function:" + n; });
+        };
+        YAML::Node functions{YAML::NodeType::Sequence}, subscriptions{YAML::NodeType::Sequence};
+        for (const auto& f : doc["functions"])
+          if (std::find(names.begin(), names.end(), f["name"].as<std::string>()) == names.end())
+            functions.push_back(f);
+        for (const auto& s : doc["subscriptions"])
+          if (!gone(s["source"].as<std::string>()) && !gone(s["target"].as<std::string>()))
+            subscriptions.push_back(s);
+        doc["functions"] = functions;
+        doc["subscriptions"] = subscriptions;
+      },
+      [this, j, names](caf::error err) {
+        if (err) {
+          for (const auto& n : names)
+            if (auto it = components_.find(n); it != components_.end())
+              set_state(*it->second, "ERRORED", "removal: " + grove::describe(err));
+          finish(j, false, "the kernel refused the group without the functions of "
+                             + names.front() + (names.size() > 1 ? " and others" : "")
+                             + ": " + grove::describe(err));
+          return;
+        }
+        for (const auto& n : names) {
+          std::lock_guard guard{mtx_};
+          components_.erase(n);
+        }
+        ctx_.log().info("deployment: {} function(s) removed from the group", names.size());
+        step(j);
+      });
+    return;
+  }
+  // Plugin components leaving the set go first: unloaded by the kernel.
+  while (!j->unloads.empty()) {
+    auto name = j->unloads.back();
+    j->unloads.pop_back();
+    auto plugin = plugin_of(name);
+    auto it = components_.find(name);
+    if (!j->kernel.count(plugin)) { // not running (a load that failed): nothing to unload
+      std::lock_guard guard{mtx_};
+      components_.erase(name);
+      continue;
+    }
+    if (it != components_.end())
+      set_state(*it->second, "STOPPING");
+    auto wait = ++j->wait;
+    control_client::unload(
+      ctx_, plugin, j->timeout,
+      [this, j, name, plugin, wait, alive = alive_](caf::expected<control::Empty> r) {
+        if (!*alive || j->wait != wait)
+          return;
+        ++j->wait;
+        if (!r && r.error() != grove::errc::unknown_plugin) {
+          if (auto it = components_.find(name); it != components_.end())
+            set_state(*it->second, "ERRORED", "unload: " + grove::describe(r.error()));
+          finish(j, false, name + ": the kernel did not unload plugin '" + plugin
+                             + "': " + grove::describe(r.error()));
+          return;
+        }
+        j->kernel.erase(plugin);
+        {
+          std::lock_guard guard{mtx_};
+          components_.erase(name);
+        }
+        ctx_.log().info("deployment: {} removed: plugin {} unloaded", name, plugin);
+        step(j);
+      });
+    return;
+  }
   while (j->index < j->plan.size()) {
     const auto& p = j->plan[j->index];
+    if (!plugin_of(p.name).empty()) {
+      apply_plugin(j, p);
+      return;
+    }
+    if (is_lambda(p.recipe)) {
+      apply_lambda(j, p);
+      return;
+    }
     auto it = components_.find(p.name);
     if (it != components_.end() && it->second->plan.version == p.version
         && it->second->plan.configuration == p.configuration
@@ -592,6 +859,321 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   }
 }
 
+void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
+  auto plugin = plugin_of(p.name);
+  auto library = plugin_library(p, j->plugin_dir);
+  auto running = j->kernel.find(plugin);
+  auto known_it = components_.find(p.name);
+  component* known = known_it == components_.end() ? nullptr : known_it->second.get();
+  // l: load (new to the kernel), r: hot reload (another version or library, or broken),
+  // c: configure (another configuration, or one this instance never gave: after a restart
+  // the plugin may run with the profile's).
+  std::string todo;
+  if (running == j->kernel.end()) {
+    todo = "l";
+    if (library != same_path(std::filesystem::path{j->plugin_dir} / ("lib" + plugin + ".so")))
+      todo += "r"; // the recipe's own build: loaded from the plugin directory, then swapped
+  } else {
+    if (same_path(running->second.library()) != library || (known && known->plan.version != p.version)
+        || running->second.state() == "broken")
+      todo += "r";
+    if (!known || known->plan.configuration != p.configuration)
+      todo += "c";
+  }
+  {
+    std::lock_guard guard{mtx_};
+    auto& slot = components_[p.name];
+    if (!slot)
+      slot = std::make_unique<component>();
+    slot->plan = p;
+    slot->stopped = false;
+  }
+  auto& c = *components_[p.name];
+  if (todo.empty()) {
+    j->last = running->second;
+    settle_plugin(j, p.name);
+    return;
+  }
+  set_state(c, "STARTING");
+  plugin_actions(j, p.name, todo);
+}
+
+void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo) {
+  if (todo.empty()) {
+    settle_plugin(j, name);
+    return;
+  }
+  auto& c = *components_.at(name);
+  auto plugin = plugin_of(name);
+  char what = todo.front();
+  todo.erase(0, 1);
+  auto wait = ++j->wait;
+  auto verb = what == 'l' ? "load" : what == 'r' ? "reload" : "configure";
+  auto then = [this, j, name, plugin, todo, wait, verb,
+               alive = alive_](caf::expected<control::PluginInfo> info) {
+    if (!*alive || j->wait != wait)
+      return;
+    ++j->wait;
+    auto it = components_.find(name);
+    if (it == components_.end())
+      return;
+    auto& c = *it->second;
+    if (!info) {
+      auto why = grove::describe(info.error());
+      set_state(c, "ERRORED", std::string{verb} + ": " + why);
+      finish(j, false, name + " " + c.plan.version + ": the kernel refused the " + verb
+                         + " of plugin '" + plugin + "': " + why);
+      return;
+    }
+    j->kernel[plugin] = *info;
+    j->last = std::move(*info);
+    plugin_actions(j, name, todo);
+  };
+  auto config = c.plan.configuration.is_object() ? c.plan.configuration.dump() : "{}";
+  if (what == 'l') {
+    control::PluginChange change;
+    change.set_name(plugin);
+    change.set_config(config);
+    ctx_.log().info("deployment: {} {}: loading plugin {}", name, c.plan.version, plugin);
+    control_client::load(ctx_, change, j->timeout, std::move(then));
+  } else if (what == 'r') {
+    auto library = plugin_library(c.plan, j->plugin_dir);
+    ctx_.log().info("deployment: {} {}: hot reload of plugin {} from {}", name,
+                    c.plan.version, plugin, library);
+    control_client::reload(ctx_, plugin, library, j->timeout, std::move(then));
+  } else {
+    ctx_.log().info("deployment: {} {}: configuring plugin {}", name, c.plan.version, plugin);
+    control_client::configure(ctx_, plugin, config, j->timeout, std::move(then));
+  }
+}
+
+void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
+  auto& c = *components_.at(name);
+  const auto& info = j->last;
+  if (info.state() == "running") {
+    if (c.state != "RUNNING")
+      set_state(c, "RUNNING");
+    ++c.generation;
+    ++j->index;
+    step(j);
+    return;
+  }
+  auto details = "the kernel reports plugin '" + plugin_of(name) + "' " + info.state()
+                 + (info.last_error().empty() ? "" : ": " + info.last_error());
+  set_state(c, info.state() == "broken" ? "BROKEN" : "ERRORED", details);
+  finish(j, false, name + " " + c.plan.version + ": " + details);
+}
+
+void runner::refresh_plugins() {
+  if (busy_)
+    return; // a deployment is changing them; it sets their states
+  bool lambdas = std::any_of(components_.begin(), components_.end(),
+                             [](const auto& kv) { return is_lambda(kv.second->plan.recipe); });
+  if (lambdas) {
+    // A Lambda component's state is function_runtime's: listed with a definition, or not
+    // (an edit of the group file or a v1 deployment may have taken its function out).
+    using list_rpc = function_runtime::list_rpc;
+    list_rpc rpc{std::string{function_runtime::list_topic}};
+    ctx_.call(rpc.encode(fn::ListRequest{}), std::chrono::seconds{10},
+              [this, alive = alive_](caf::expected<Envelope> reply) {
+                if (!*alive || busy_)
+                  return;
+                auto list = list_rpc::decode(std::move(reply));
+                for (auto& [name, c] : components_) {
+                  if (!is_lambda(c->plan.recipe))
+                    continue;
+                  std::string state = "ERRORED";
+                  std::string details = list ? "function_runtime does not list its function"
+                                             : grove::describe(list.error());
+                  if (list)
+                    for (const auto& f : list->functions())
+                      if (f.name() == name) {
+                        state = f.valid() ? "RUNNING" : "ERRORED";
+                        details = f.valid() ? "" : f.last_error();
+                      }
+                  if (state != c->state || (state != "RUNNING" && details != c->details))
+                    set_state(*c, state, details);
+                }
+              });
+  }
+  bool any = std::any_of(components_.begin(), components_.end(),
+                         [](const auto& kv) { return !plugin_of(kv.first).empty(); });
+  if (!any)
+    return;
+  control_client::status(ctx_, std::chrono::seconds{10},
+                         [this, alive = alive_](caf::expected<control::Status> st) {
+                           if (!*alive || !st || busy_)
+                             return;
+                           std::map<std::string, const control::PluginInfo*> by_name;
+                           for (const auto& info : st->plugins())
+                             by_name[info.name()] = &info;
+                           for (auto& [name, c] : components_) {
+                             auto plugin = plugin_of(name);
+                             if (plugin.empty())
+                               continue;
+                             auto it = by_name.find(plugin);
+                             std::string state = "RUNNING", details;
+                             if (it == by_name.end()) {
+                               state = "ERRORED";
+                               details = "the kernel has no plugin '" + plugin
+                                         + "' loaded (unloaded outside a deployment?)";
+                             } else if (it->second->state() != "running") {
+                               state = it->second->state() == "broken" ? "BROKEN" : "ERRORED";
+                               details = "the kernel reports plugin '" + plugin + "' "
+                                         + it->second->state()
+                                         + (it->second->last_error().empty()
+                                              ? ""
+                                              : ": " + it->second->last_error());
+                             }
+                             if (state != c->state || (state != "RUNNING" && details != c->details))
+                               set_state(*c, state, details);
+                           }
+                         });
+}
+
+void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
+                        std::function<void(caf::error)> then) {
+  auto wait = ++j->wait;
+  group_client::get(ctx_, j->timeout, [this, j, wait, edit, then, alive = alive_](
+                                         caf::expected<group::Group> g) {
+    if (!*alive || j->wait != wait)
+      return;
+    if (!g) {
+      ++j->wait;
+      then(std::move(g.error()));
+      return;
+    }
+    std::string doc;
+    try {
+      auto node = group_document(*g);
+      if (j->group_before.empty() && !j->is_rollback)
+        j->group_before = emit(node);
+      edit(node);
+      doc = emit(node);
+    } catch (const std::exception& e) { // a config the kernel gave that is no YAML
+      ++j->wait;
+      then(grove::make_error(grove::errc::invalid_config,
+                             std::string{"the group in force could not be edited: "} + e.what()));
+      return;
+    }
+    group_client::set(ctx_, std::move(doc), j->timeout,
+                      [this, j, wait, then, alive](caf::expected<group::Group> r) {
+                        if (!*alive || j->wait != wait)
+                          return;
+                        ++j->wait;
+                        then(r ? caf::error{} : std::move(r.error()));
+                      });
+  });
+}
+
+void runner::apply_lambda(std::shared_ptr<job> j, const component_plan& p) {
+  auto it = components_.find(p.name);
+  if (it != components_.end() && it->second->plan.version == p.version
+      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING") {
+    ++j->index; // its function is in the group as it should be
+    step(j);
+    return;
+  }
+  {
+    std::lock_guard guard{mtx_};
+    auto& slot = components_[p.name];
+    if (!slot)
+      slot = std::make_unique<component>();
+    slot->plan = p;
+    slot->stopped = false;
+  }
+  auto& c = *components_.at(p.name);
+  set_state(c, "STARTING");
+  auto name = p.name;
+  auto config = p.configuration.dump(); // JSON is YAML
+  edit_group(
+    j,
+    [name, config](YAML::Node& doc) {
+      YAML::Node fn;
+      fn["name"] = name;
+      fn["config"] = YAML::Load(config);
+      bool replaced = false;
+      for (auto f : doc["functions"])
+        if (f["name"].as<std::string>() == name) {
+          f["config"] = fn["config"];
+          replaced = true;
+        }
+      if (!replaced)
+        doc["functions"].push_back(fn);
+    },
+    [this, j, name](caf::error err) {
+      auto it = components_.find(name);
+      if (it == components_.end())
+        return;
+      if (err) {
+        set_state(*it->second, "ERRORED", "group: " + grove::describe(err));
+        finish(j, false, name + " " + it->second->plan.version
+                           + ": the kernel refused the group with its function: "
+                           + grove::describe(err));
+        return;
+      }
+      wait_function(j, name, std::chrono::steady_clock::now() + j->timeout);
+    });
+}
+
+void runner::wait_function(std::shared_ptr<job> j, std::string name,
+                           std::chrono::steady_clock::time_point deadline) {
+  // function_runtime takes the group from the kernel's event, queued to it before the
+  // kernel answered the set: a list asked now comes after it.
+  using list_rpc = function_runtime::list_rpc;
+  list_rpc rpc{std::string{function_runtime::list_topic}};
+  auto wait = ++j->wait;
+  ctx_.call(rpc.encode(fn::ListRequest{}), std::chrono::seconds{10},
+            [this, j, name, deadline, wait, alive = alive_](caf::expected<Envelope> reply) {
+              if (!*alive || j->wait != wait)
+                return;
+              ++j->wait;
+              auto it = components_.find(name);
+              if (it == components_.end())
+                return;
+              auto& c = *it->second;
+              auto list = list_rpc::decode(std::move(reply));
+              std::string why = list ? "function_runtime does not list it" : grove::describe(list.error());
+              if (list)
+                for (const auto& f : list->functions()) {
+                  if (f.name() != name)
+                    continue;
+                  // A refused definition: no definition at all, or the previous one kept
+                  // with the refusal (naming functions[<name>]) as its last error.
+                  bool refused = !f.valid()
+                                 || f.last_error().find("functions[" + name + "]")
+                                      != std::string::npos;
+                  if (!refused) {
+                    set_state(c, "RUNNING");
+                    ++c.generation;
+                    ++j->index;
+                    step(j);
+                    return;
+                  }
+                  set_state(c, "ERRORED", f.last_error());
+                  finish(j, false, name + " " + c.plan.version
+                                     + ": function_runtime refused its definition: "
+                                     + f.last_error());
+                  return;
+                }
+              bool no_runtime = !list && list.error() == grove::errc::no_route;
+              if (no_runtime)
+                why = "function_runtime is not running (nothing serves "
+                      + std::string{function_runtime::list_topic} + ")";
+              if (!no_runtime && std::chrono::steady_clock::now() < deadline) {
+                ctx_.after(std::chrono::milliseconds{100}, [this, j, name, deadline, alive] {
+                  if (*alive)
+                    wait_function(j, name, deadline);
+                });
+                return;
+              }
+              set_state(c, "ERRORED", why);
+              finish(j, false, name + " " + c.plan.version
+                                 + ": its function did not come up under function_runtime: "
+                                 + why);
+            });
+}
+
 void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
   if (j->index == 1 && !j->done) // a restart outside a deployment
     return;
@@ -603,6 +1185,7 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
+    back->group_restore = j->group_before; // the group as it was, then the functions
     back->timeout = j->timeout;
     back->done = [j, reason](apply_outcome o) {
       o.ok = false;

@@ -6,8 +6,12 @@
 // parent-death signal), its output in `<write_dir>/logs/components/<name>.log`, its state
 // NEW → INSTALLED → STARTING → RUNNING → STOPPING → FINISHED / ERRORED / BROKEN (a third
 // error in a row is BROKEN). A set is applied in dependency order; a failure puts the
-// previous set back when the deployment's policy is ROLLBACK. Everything but installed()
-// runs on the plugin's actor.
+// previous set back when the deployment's policy is ROLLBACK. A component named
+// `grove.<plugin>` is one of Grove's plugins instead: loaded, reconfigured, hot-reloaded and
+// unloaded through the kernel's control service (control_client.hpp), its state the
+// kernel's. A Lambda component (ComponentType aws.greengrass.lambda) is a function of the
+// kernel's group, run by function_runtime: added, replaced and removed through the
+// kernel's `$grove/group/set`. Everything but installed() runs on the plugin's actor.
 
 #include <chrono>
 #include <deque>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
@@ -76,6 +81,14 @@ public:
   /// ListInstalledComponents' entries; thread-safe.
   nlohmann::json installed() const;
 
+  /// The plugin a component stands for (`grove.heartbeat` → `heartbeat`), or "".
+  static std::string plugin_of(const std::string& component);
+
+  /// The library a plugin component runs: the recipe's artifact `lib<plugin>.so` (in the
+  /// component's `{artifacts:path}`) when its manifest carries one, else
+  /// `<plugin_dir>/lib<plugin>.so`.
+  static std::string plugin_library(const component_plan& p, const std::string& plugin_dir);
+
 private:
   struct component;
   struct job;
@@ -86,6 +99,15 @@ private:
   void stop_component(const std::string& name);
   void start_component(std::shared_ptr<job> j, component_plan p);
   void run_main(std::shared_ptr<job> j, const std::string& name);
+  void apply_plugin(std::shared_ptr<job> j, const component_plan& p);
+  void plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo);
+  void settle_plugin(std::shared_ptr<job> j, const std::string& name);
+  void refresh_plugins();
+  void apply_lambda(std::shared_ptr<job> j, const component_plan& p);
+  void wait_function(std::shared_ptr<job> j, std::string name,
+                     std::chrono::steady_clock::time_point deadline);
+  void edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
+                  std::function<void(caf::error)> then);
   void set_state(component& c, const std::string& state, const std::string& details = "");
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env,

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Lambda components under function_runtime (issue 15): groved runs message_manager (its
+# managed Mosquitto, mutual TLS), function_runtime and the deployment plugin (may_set_group);
+# the AWS CLI makes a Lambda component from a local function package (the Python relay of
+# function_runtime's tests) and deploys it. Device A's message is routed by the group's
+# subscription table to the component's function, which publishes through the table to
+# device B. A configuration change, a rollback (a second Lambda component whose definition
+# function_runtime refuses) and a removal follow; the group's own function and subscription
+# stay throughout.
+# Usage: lambda_components_test.sh GROVED GROVECTL GROVE_CERTS PYTHON_CODE_DIR
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs python-code-dir}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+PYCODE=$(readlink -f "${4:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+MM_TESTS=$HERE/../../message_manager/tests
+# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
+source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
+broker_test_init openssl jq /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=../../message_manager/tests/mm_test_lib.sh
+source "$MM_TESTS/mm_test_lib.sh"
+AWS=/usr/bin/aws
+PY=/usr/bin/python3
+
+GROVED_PID=""
+cleanup_all() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  broker_test_cleanup
+}
+trap cleanup_all EXIT
+
+PKI=$WORK/pki
+export GROVE_CA_DIR=$WORK/ca
+make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1 ||
+  { cat "$WORK/certs.out"; abort "making the certificates"; }
+PORT=$(free_port)
+API_PORT=$(free_port)
+while [[ $API_PORT == "$PORT" ]]; do API_PORT=$(free_port); done
+KEY=AKIAGROVETEST00001
+SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+
+# The function package a lambdaFunction names: <dir>/relay/1/ (README, "lambdaFunction").
+mkdir -p "$WORK/lambda/relay/1"
+cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
+echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
+  >"$WORK/lambda/relay/1/configuration.json"
+# The group's own function (echo) and subscription: no deployment's, never to be touched.
+GROUP=$WORK/group.yaml
+cat >"$GROUP" <<EOF
+name: e2e
+devices: [{thing: A}, {thing: B}]
+functions:
+  - name: keep
+    config:
+      runtime: python3
+      handler: pyfn.echo
+      codeUri: $PYCODE
+      runAs: {uid: 0, gid: 0}
+      linuxProcessParams: {isolationMode: NoContainer}
+subscriptions:
+  - {id: a-keep, source: "device:A", subject: "a/to/keep", target: "function:keep"}
+EOF
+cat >"$WORK/profile.yaml" <<EOF
+kernel:
+  log_level: info
+  group: $GROUP
+plugins:
+$(mm_profile_entry)
+        client_id_patterns: ["<thing>", "<thing>-*"]
+  - name: function_runtime
+    may_claim: ["function:*"]
+    config: {allow_run_as_root: true}  # the test functions run as root from the source tree
+  - name: deployment
+    may_set_group: true
+    config:
+      thing_name: core-1
+      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
+      lambda_packages_dir: $WORK/lambda
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+EOF
+"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+GROVED_PID=$!
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
+status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
+pass "groved runs message_manager, function_runtime and the deployment API"
+
+export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
+export AWS_CA_BUNDLE=$PKI/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
+THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
+LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1
+# deploy COMPONENTS_JSON: creates the deployment, waits until it ends, prints its status
+# and the core's reason.
+deploy() {
+  local id st
+  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
+  for _ in $(seq 1 300); do
+    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
+    [[ $st == COMPLETED || $st == FAILED ]] && break
+    sleep 0.1
+  done
+  echo "$st $(gg list-effective-deployments --core-device-thing-name core-1 |
+    jq -r --arg d "$id" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""')"
+}
+installed() {  # installed NAME: its lifecycleState
+  gg list-installed-components --core-device-thing-name core-1 |
+    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
+}
+export -f gg installed
+export AWS API_PORT
+# group_has PYTHON_EXPR: the group file (YAML) as `g` satisfies the expression.
+group_has() {
+  "$PY" -c 'import sys, yaml; g = yaml.safe_load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$GROUP" "$1"
+}
+FN_NAMES='[f["name"] for f in g.get("functions") or []]'
+SUB_IDS='[s["id"] for s in g.get("subscriptions") or []]'
+
+OUT=$(gg create-component-version --lambda-function "{\"lambdaArn\": \"$LAMBDA\",
+  \"componentName\": \"e2e.Relay\", \"componentVersion\": \"1.0.0\",
+  \"componentLambdaParameters\": {\"environmentVariables\": {\"RELAY_TOPIC\": \"r/to/b\"},
+    \"pinned\": true, \"linuxProcessParams\": {\"isolationMode\": \"NoContainer\"}}}" 2>&1)
+check "aws create-component-version --lambda-function -> e2e.Relay 1.0.0 DEPLOYABLE" \
+  test "$(jq -r .status.componentState <<<"$OUT" 2>/dev/null)" == DEPLOYABLE
+# Another Lambda component of the same package that needs e2e.Relay (so it comes after it
+# in a deployment) and whose deployment makes a definition function_runtime refuses.
+OUT=$(gg create-component-version --lambda-function "{\"lambdaArn\": \"$LAMBDA\",
+  \"componentName\": \"e2e.Bad\", \"componentVersion\": \"1.0.0\",
+  \"componentDependencies\": {\"e2e.Relay\": {\"versionRequirement\": \">=1.0.0\"}},
+  \"componentLambdaParameters\": {\"linuxProcessParams\": {\"isolationMode\": \"NoContainer\"}}}" 2>&1)
+check "... and e2e.Bad 1.0.0 (depending on e2e.Relay) DEPLOYABLE" \
+  test "$(jq -r .status.componentState <<<"$OUT" 2>/dev/null)" == DEPLOYABLE
+cat >"$WORK/placeholder.yaml" <<'EOF'
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Placeholder
+ComponentVersion: '1.0.0'
+EOF
+gg create-component-version --inline-recipe "fileb://$WORK/placeholder.yaml" >/dev/null 2>&1
+
+# ---- deployed: a function of the group, run by function_runtime -----------------------
+# runAs root: the package is in the test's private directory (as function_e2e_test's).
+OUT=$(deploy "{\"e2e.Relay\": {\"componentVersion\": \"1.0.0\",
+  \"configurationUpdate\": {\"merge\": \"{\\\"runAs\\\": {\\\"uid\\\": 0, \\\"gid\\\": 0}}\"}}}")
+check "a deployment of the Lambda component e2e.Relay -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... ListInstalledComponents: e2e.Relay RUNNING" test "$(installed e2e.Relay)" == RUNNING
+check "... grovectl functions: e2e.Relay is function_runtime's, pinned, its instance up" \
+  bash -c 'for _ in $(seq 1 100); do "$0" functions 2>&1 | grep -q "^e2e.Relay .*pinned *1/1" && exit 0; sleep 0.1; done; exit 1' "$GROVECTL"
+check "... the group file holds it beside the group's own function keep and its subscription" \
+  group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep']"
+
+# ---- the operator routes device A to it and it to device B (an edit of the group file) --
+"$PY" - "$GROUP" <<'EOF'
+import os, sys, yaml
+path = sys.argv[1]
+g = yaml.safe_load(open(path))
+g["subscriptions"] += [
+    {"id": "a-r", "source": "device:A", "subject": "a/to/r", "target": "function:e2e.Relay"},
+    {"id": "r-b", "source": "function:e2e.Relay", "subject": "r/to/b", "target": "device:B"},
+    {"id": "r-b2", "source": "function:e2e.Relay", "subject": "r/to/b2", "target": "device:B"}]
+with open(path + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(path + ".tmp", path)
+EOF
+check "the subscriptions to and from e2e.Relay are in force" status_has "4 subscriptions" 100
+start_sub B '#' "$WORK/b.out"
+check "device A -> a/to/r -> the Lambda component -> r/to/b -> device B" \
+  deliver_until A a/to/r '{"n":1}' "$WORK/b.out"
+check "... B got the relayed event on r/to/b" grep -qF 'r/to/b {"n":1}' "$WORK/b.out"
+
+# ---- its configuration changed: the function's definition replaced, routes kept ---------
+OUT=$(deploy "{\"e2e.Relay\": {\"componentVersion\": \"1.0.0\",
+  \"configurationUpdate\": {\"merge\": \"{\\\"runAs\\\": {\\\"uid\\\": 0, \\\"gid\\\": 0}, \\\"environmentVariables\\\": {\\\"RELAY_TOPIC\\\": \\\"r/to/b2\\\"}}\"}}}")
+check "a configurationUpdate (RELAY_TOPIC r/to/b2) -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... the function now relays on r/to/b2 (the new definition's instance)" \
+  deliver_until A a/to/r '{"n":2}' "$WORK/b.out"
+check "... on r/to/b2" grep -qF 'r/to/b2 {"n":2}' "$WORK/b.out"
+check "... the operator's subscriptions and the group's function kept" \
+  group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
+
+# ---- kill -9 of groved: the group file keeps the function, the deployment is applied again
+{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+GROVED_PID=$!
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after kill -9"
+status_has "local_link: connected" 100 || abort "Grove's client did not reconnect to the broker"
+check "after kill -9 and a restart: e2e.Relay RUNNING again (the deployment applied at start)" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1'
+check "... the group unchanged" \
+  group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
+start_sub B '#' "$WORK/b.out"
+check "... and A's message still reaches B through it, on r/to/b2" \
+  deliver_until A a/to/r '{"n":"after-restart"}' "$WORK/b.out"
+check "... on r/to/b2" grep -qF 'r/to/b2 {"n":"after-restart"}' "$WORK/b.out"
+
+# ---- a Lambda component function_runtime refuses: the previous group back ---------------
+OUT=$(deploy "{\"e2e.Relay\": {\"componentVersion\": \"1.0.0\",
+  \"configurationUpdate\": {\"merge\": \"{\\\"runAs\\\": {\\\"uid\\\": 0, \\\"gid\\\": 0}, \\\"environmentVariables\\\": {\\\"RELAY_TOPIC\\\": \\\"r/to/b\\\"}}\"}},
+  \"e2e.Bad\": {\"componentVersion\": \"1.0.0\",
+  \"configurationUpdate\": {\"merge\": \"{\\\"maxInstancesCount\\\": 0}\"}}}")
+check "a deployment with e2e.Bad (maxInstancesCount 0) -> FAILED, function_runtime's reason, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Bad* && $0 == *"function_runtime refused"* && $0 == *maxInstancesCount* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the group is the one before: no e2e.Bad, the same subscriptions" \
+  group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
+check "... e2e.Relay relays on r/to/b2 again (its change undone)" \
+  deliver_until A a/to/r '{"n":3}' "$WORK/b.out"
+check "... on r/to/b2" grep -qF 'r/to/b2 {"n":3}' "$WORK/b.out"
+check "... ListInstalledComponents: e2e.Relay RUNNING, no e2e.Bad" \
+  bash -c '[[ $("$0" e2e.Relay) == RUNNING && -z $("$0" e2e.Bad) ]]' installed
+
+# ---- an edit of the group file takes the function out: the component's state says so ----
+cp "$GROUP" "$WORK/group.before-edit"
+"$PY" - "$GROUP" <<'EOF'
+import os, sys, yaml
+path = sys.argv[1]
+g = yaml.safe_load(open(path))
+g["functions"] = [f for f in g["functions"] if f["name"] != "e2e.Relay"]
+g["subscriptions"] = [s for s in g["subscriptions"] if s["id"] == "a-keep"]
+with open(path + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(path + ".tmp", path)
+EOF
+check "an operator takes e2e.Relay out of the group file: ListInstalledComponents ERRORED" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == ERRORED ]] && exit 0; sleep 0.1; done; exit 1'
+cp "$WORK/group.before-edit" "$GROUP.tmp" && mv "$GROUP.tmp" "$GROUP"
+check "... and back: RUNNING again" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1'
+
+# ---- removed: out of the group with the subscriptions naming it -------------------------
+OUT=$(deploy '{"e2e.Placeholder": {"componentVersion": "1.0.0"}}')
+check "a deployment without e2e.Relay -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... its function and the subscriptions naming it are gone; keep and a-keep stay" \
+  group_has "$FN_NAMES == ['keep'] and $SUB_IDS == ['a-keep']"
+check "... function_runtime no longer runs it" \
+  bash -c 'for _ in $(seq 1 100); do "$0" functions 2>&1 | grep -q "^e2e.Relay " || exit 0; sleep 0.1; done; exit 1' "$GROVECTL"
+check "... the group's own function still answers" \
+  bash -c '"$0" invoke keep --payload "{\"k\": 1}" 2>&1 | grep -qF "\"k\""' "$GROVECTL"
+[[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|function\|group" "$WORK/groved.out" | tail -n 60; }
+finish
