@@ -231,11 +231,15 @@ async function main() {
     const load = async (name, config) => {
       await page.goto(`${url}/#plugins`);
       await page.waitForSelector('#load-name');
-      await page.type('#load-name', name);
+      // The form stays from the previous load (same page): its fields set, not typed into.
+      await page.$eval('#load-name', (el, n) => { el.value = n; }, name);
       await page.$eval('#load-config', (el, c) => { el.value = c; }, config);
       await page.click('#load-submit');
-      await waitText(page, '#plugin-result', `loaded ${name}`, 30000);
-      check(`${name} loaded from the plugins page`, true);
+      await page.waitForFunction((n) => /loaded |grovectl:/.test(document.querySelector('#plugin-result')?.textContent)
+                                 && document.querySelector('#plugin-result').textContent.includes(n),
+                                 {timeout: 30000, polling: 200}, name);
+      const r = await text(page, '#plugin-result');
+      check(`${name} loaded from the plugins page`, r.startsWith(`loaded ${name}`), r);
     };
     await step('function_runtime loaded from the plugins page', () => load('function_runtime', env('FR_CONFIG')));
     await step('deployment loaded from the plugins page', () => load('deployment', env('DEP_CONFIG')));
