@@ -193,7 +193,8 @@ public:
     });
     if (!tls->is_valid())
       return bad("cert_file/key_file: '" + cfg.cert_file.string() + "' and '"
-                 + cfg.key_file.string() + "' are not a PEM certificate and its private key");
+                 + cfg.key_file.string() + "' are not a PEM certificate and its private key"
+                 + (certificates_.enabled() ? " (or a client CA file does not load)" : ""));
     server_ = std::move(tls);
     server_->set_tcp_nodelay(true);
     auto threads = static_cast<size_t>(cfg.threads);

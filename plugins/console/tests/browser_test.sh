@@ -192,6 +192,9 @@ cat "$WORK/browser.out"
 PASSED=$((PASSED + $(grep -c '^PASS:' "$WORK/browser.out")))
 FAILED=$((FAILED + $(grep -c '^FAIL:' "$WORK/browser.out")))
 check "the browser test ran to its end (exit $B_RC)" test "$B_RC" = 0
+# grovectl has no device listing; its status shows the same gauge the devices page reads.
+check "grovectl status shows A's connected gauge (0: its mosquitto_pub has left)" \
+  bash -c "'$GROVECTL' status | grep -Eq 'message_manager broker.connected\{device=\"A\"\} +0\$'"
 
 # ---- what a browser would not send ------------------------------------------------------------
 check "no session: / redirects to the login page (303)" \
