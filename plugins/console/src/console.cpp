@@ -886,7 +886,7 @@ private:
     if (!open_stream(res))
       return;
     ctx_->log().info("console: operator '{}' follows the log of {}", s.name, name);
-    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
+    auto token = s.token;
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",
@@ -1037,10 +1037,10 @@ private:
     return !stopping_ && sessions_.find(token, clock::now()).has_value();
   }
 
-  void status_stream(const httplib::Request& req, httplib::Response& res, const session&) {
+  void status_stream(const httplib::Request&, httplib::Response& res, const session& s) {
     if (!open_stream(res))
       return;
-    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
+    auto token = s.token;
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",
@@ -1084,7 +1084,7 @@ private:
       }
     }
     ctx_->log().info("console: operator '{}' watches '{}'", s.name, filter);
-    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
+    auto token = s.token;
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",

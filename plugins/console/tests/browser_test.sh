@@ -282,6 +282,9 @@ check "POST /api/login/certificate without a certificate: 401" \
 check "bob has no password: a password login as bob is refused 401" \
   test "$("${CURL[@]}" -H 'Content-Type: application/json' \
     -d '{"name":"bob","password":"x"}' "$URL/api/login")" = 401
+check "a live stream opened with bob's certificate alone (no cookie) sends the status" \
+  bash -c "curl -sN --max-time 4 --cacert '$PKI/ca.crt' --cert '$OPS/bob.crt' --key '$OPS/bob.key' \
+    '$URL/api/events' | grep -q '^event: status'"
 check "certificate logins are logged" \
   grep -q "operator 'bob' logged in with a client certificate from 127.0.0.1" "$WORK/groved.out"
 

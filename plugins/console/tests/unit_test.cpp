@@ -38,6 +38,7 @@ BOOST_AUTO_TEST_CASE(sessions_expire_and_carry_their_own_csrf_token) {
   BOOST_CHECK_EQUAL(sa->name, "alice");
   BOOST_CHECK_EQUAL(sa->csrf.size(), 64u);
   BOOST_CHECK(sa->csrf != a); // the CSRF token is not the cookie
+  BOOST_CHECK_EQUAL(sa->token, a); // what a live stream checks the session by
   auto sb = t.find(b, now);
   BOOST_REQUIRE(sb);
   BOOST_CHECK(!same_token(sa->csrf, sb->csrf));
