@@ -214,7 +214,9 @@ std::optional<session> session_table::find(std::string_view token, clock::time_p
     sessions_.erase(it);
     return std::nullopt;
   }
-  return it->second;
+  auto s = it->second;
+  s.token = it->first;
+  return s;
 }
 
 void session_table::erase(std::string_view token) {

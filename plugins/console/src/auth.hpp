@@ -62,6 +62,9 @@ struct session {
   std::string csrf;
   /// When it ends.
   clock::time_point expires;
+  /// Its cookie token (filled by session_table::find): live streams check the session
+  /// by it, also one a client certificate started on the stream's own request.
+  std::string token;
 };
 
 /// The sessions, keyed by their cookie token; safe from any thread.

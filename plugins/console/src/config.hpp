@@ -18,17 +18,28 @@ namespace grove::console {
 struct operator_config {
   /// Login name, logged with every action.
   std::string name;
-  /// libsodium's argon2id string (`$argon2id$v=19$...`).
+  /// libsodium's argon2id string (`$argon2id$v=19$...`); empty: no password login.
   std::string password_hash;
+  /// A client certificate with this subject CN logs in as this operator.
+  std::string certificate_cn;
+  /// A client certificate issued by this CA (PEM) logs in as this operator.
+  std::filesystem::path certificate_ca_file;
 
   /// The keys.
   static grove::config_map<operator_config> map() {
     return grove::config_map<operator_config>{}
       .key_no_default("name", &operator_config::name, grove::required,
                       "login name (1 to 64 of [A-Za-z0-9._-]); every action is logged with it")
-      .key_no_default("password_hash", &operator_config::password_hash, grove::required,
-                      "argon2id hash of the password as libsodium's crypto_pwhash_str writes "
-                      "it (`$argon2id$v=19$m=...`); print one with `grove-console-passwd`");
+      .key("password_hash", &operator_config::password_hash, "",
+           "argon2id hash of the password as libsodium's crypto_pwhash_str writes it "
+           "(`$argon2id$v=19$m=...`); print one with `grove-console-passwd`. Empty: no "
+           "password login (then a certificate is required)")
+      .key("certificate_cn", &operator_config::certificate_cn, "",
+           "a client certificate whose subject CN is this logs in as this operator (it must "
+           "verify against `certificate_ca_file`, else the console's `client_ca_file`)")
+      .key("certificate_ca_file", &operator_config::certificate_ca_file, "",
+           "a client certificate issued by this CA (PEM, chain and dates verified) logs in as "
+           "this operator; with `certificate_cn`, both must hold");
   }
 };
 
@@ -44,6 +55,8 @@ struct console_config {
   std::filesystem::path key_file;
   /// Who may log in.
   std::vector<operator_config> operators;
+  /// The CA that vouches for operators' certificates named by CN alone.
+  std::filesystem::path client_ca_file;
   /// Lifetime of a session (seconds).
   int64_t session_seconds = 0;
   /// Failed logins allowed per name and per client address within `login_window_seconds`.
@@ -70,6 +83,10 @@ struct console_config {
       .key("key_file", &console_config::key_file, "", "key of `cert_file`, PEM; required")
       .list("operators", &console_config::operators, operator_config::map(),
             "operator accounts; at least one is required (no account, no access)")
+      .key("client_ca_file", &console_config::client_ca_file, "",
+           "CA (PEM) of operators' client certificates for accounts that name only "
+           "`certificate_cn`; with any certificate account the server asks browsers for a "
+           "certificate (optional: a password still logs in)")
       .key("session_seconds", &console_config::session_seconds, 3600, grove::range{60, 86400},
            "a session ends this long after login (the cookie's Max-Age too)")
       .key("login_max_failures", &console_config::login_max_failures, 5, grove::range{1, 1000},
@@ -80,7 +97,8 @@ struct console_config {
       .key("threads", &console_config::threads, 8, grove::range{2, 64},
            "server threads (never CAF's workers); each open live stream holds one")
       .key("max_streams", &console_config::max_streams, 4, grove::range{1, 62},
-           "live streams (status, messages) open at once; more are answered 503. Must be "
+           "live streams (status, messages, followed logs) open at once; more are answered "
+           "503. Must be "
            "below `threads`, so a thread is always left for the pages and actions")
       .key("status_interval_ms", &console_config::status_interval_ms, 1000,
            grove::range{200, 60000}, "how often the live status stream sends the status")
@@ -106,9 +124,17 @@ struct console_config {
           if (o.name.empty() || o.name.size() > 64
               || !std::all_of(o.name.begin(), o.name.end(), ok_char))
             return bad(where + ".name: '" + o.name + "' is not 1 to 64 of [A-Za-z0-9._-]");
-          if (!o.password_hash.starts_with("$argon2id$"))
+          if (o.password_hash.empty() && o.certificate_cn.empty()
+              && o.certificate_ca_file.empty())
+            return bad(where + ": neither password_hash nor certificate_cn / "
+                               "certificate_ca_file: this account could never log in");
+          if (!o.password_hash.empty() && !o.password_hash.starts_with("$argon2id$"))
             return bad(where + ".password_hash: not an argon2id hash ($argon2id$...); print "
                                "one with grove-console-passwd");
+          if (!o.certificate_cn.empty() && o.certificate_ca_file.empty()
+              && c.client_ca_file.empty())
+            return bad(where + ".certificate_cn: needs certificate_ca_file or the console's "
+                               "client_ca_file (which CA vouches for the CN)");
           for (size_t j = 0; j < i; ++j)
             if (c.operators[j].name == o.name)
               return bad(where + ".name: '" + o.name + "' appears twice");

@@ -9,10 +9,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,9 +27,12 @@
 
 #include "assets.hpp"
 #include "auth.hpp"
+#include "client_cert.hpp"
 #include "config.hpp"
 #include "grove/control.pb.h"
+#include "grove/deployment/client.hpp"
 #include "grove/errors.hpp"
+#include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/message_manager/client.hpp"
@@ -46,6 +51,8 @@ constexpr auto call_timeout = 10s;
 constexpr const char* session_cookie = "grove_console";
 constexpr size_t shown_payload_bytes = 16384;
 constexpr size_t stream_queue_cap = 1000;
+constexpr size_t log_tail_bytes = 65536;  // a function log's tail shown at first
+constexpr size_t log_chunk_bytes = 65536; // most of a log sent in one live event
 
 json to_json(const control::PluginInfo& p) {
   json metrics = json::array();
@@ -151,8 +158,15 @@ public:
       if (!std::filesystem::is_regular_file(*file, ec))
         return bad(std::string{key} + ": '" + file->string() + "': no such file");
     }
-    for (const auto& o : cfg.operators)
-      operators_[o.name] = o.password_hash;
+    std::vector<certificate_rule> rules;
+    for (const auto& o : cfg.operators) {
+      if (!o.password_hash.empty())
+        operators_[o.name] = o.password_hash;
+      rules.push_back({o.name, o.certificate_cn, o.certificate_ca_file.string()});
+    }
+    if (std::string error; !certificates_.load(std::move(rules), cfg.client_ca_file.string(),
+                                               error))
+      return bad(error);
     session_ttl_ = std::chrono::seconds{cfg.session_seconds};
     limiter_ = std::make_unique<login_limiter>(cfg.login_max_failures,
                                                std::chrono::seconds{cfg.login_window_seconds});
@@ -167,10 +181,20 @@ public:
     if (auto c = ctx.counter("console_forbidden",
                              "console requests refused: no session (401) or no CSRF token (403)"))
       forbidden_ = *c;
-    auto tls = std::make_unique<httplib::SSLServer>(cfg.cert_file.c_str(), cfg.key_file.c_str());
+    // The context is made here rather than by httplib's file constructor: a client
+    // certificate is asked for, never required (httplib's would require one).
+    auto tls = std::make_unique<httplib::SSLServer>([this, &cfg](SSL_CTX& ctx) {
+      SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION
+                                  | SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+      SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+      return SSL_CTX_use_certificate_chain_file(&ctx, cfg.cert_file.c_str()) == 1
+             && SSL_CTX_use_PrivateKey_file(&ctx, cfg.key_file.c_str(), SSL_FILETYPE_PEM) == 1
+             && SSL_CTX_check_private_key(&ctx) == 1 && certificates_.setup(ctx);
+    });
     if (!tls->is_valid())
       return bad("cert_file/key_file: '" + cfg.cert_file.string() + "' and '"
-                 + cfg.key_file.string() + "' are not a PEM certificate and its private key");
+                 + cfg.key_file.string() + "' are not a PEM certificate and its private key"
+                 + (certificates_.enabled() ? " (or a client CA file does not load)" : ""));
     server_ = std::move(tls);
     server_->set_tcp_nodelay(true);
     auto threads = static_cast<size_t>(cfg.threads);
@@ -250,7 +274,9 @@ private:
 
   static void send_json(httplib::Response& res, int status, const json& body) {
     res.status = status;
-    res.set_content(body.dump(), "application/json");
+    // Replaced, not thrown: a function's log or reply may hold any bytes.
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace),
+                    "application/json");
   }
 
   static void send_error(httplib::Response& res, int status, const std::string& message) {
@@ -280,12 +306,39 @@ private:
                           clock::now());
   }
 
+  /// Starts a session for `name`: the cookie on `res`; the session itself.
+  session start_session(const std::string& name, httplib::Response& res) {
+    auto now = clock::now();
+    auto token = sessions_.create(name, session_ttl_, now);
+    res.set_header("Set-Cookie", std::string{session_cookie} + "=" + token + "; Path=/; Max-Age="
+                                   + std::to_string(session_ttl_.count())
+                                   + "; HttpOnly; Secure; SameSite=Strict");
+    auto s = sessions_.find(token, now);
+    return s ? *s : session{name, {}, now};
+  }
+
+  /// The cookie's session, else one started for the operator whose client certificate
+  /// the TLS connection carries (a login without a password), else nullopt.
+  std::optional<session> session_or_certificate(const httplib::Request& req,
+                                                httplib::Response& res) {
+    if (auto s = session_of(req))
+      return s;
+    auto name = certificates_.match(req.ssl);
+    if (!name)
+      return std::nullopt;
+    ctx_->log().info("console: operator '{}' logged in with a client certificate from {}",
+                     *name, req.remote_addr);
+    return start_session(*name, res);
+  }
+
   /// Wraps an API route: a session required (401), and for a state-changing method the
   /// session's CSRF token in X-CSRF-Token and a JSON body (403 / 415).
   httplib::Server::Handler guarded(handler h) {
     return [this, h = std::move(h)](const httplib::Request& req, httplib::Response& res) {
       security_headers(res);
-      auto s = session_of(req);
+      // A certificate starts a session on a read; a change needs the session's CSRF
+      // token, which only a page of that session knows.
+      auto s = req.method == "GET" ? session_or_certificate(req, res) : session_of(req);
       if (!s) {
         forbidden_.inc();
         return send_error(res, 401, "log in first");
@@ -361,7 +414,7 @@ private:
     // a session. The app's shell redirects to the login page without one.
     srv.Get("/", [this](const httplib::Request& req, httplib::Response& res) {
       security_headers(res);
-      if (!session_of(req)) {
+      if (!session_or_certificate(req, res)) {
         res.status = 303;
         res.set_header("Location", "/login.html");
         return;
@@ -371,7 +424,7 @@ private:
     srv.Get(R"(/([a-z_]+\.(js|css|html|svg)))",
             [this](const httplib::Request& req, httplib::Response& res) {
               security_headers(res);
-              if (req.path == "/index.html" && !session_of(req)) {
+              if (req.path == "/index.html" && !session_or_certificate(req, res)) {
                 res.status = 303;
                 res.set_header("Location", "/login.html");
                 return;
@@ -381,6 +434,26 @@ private:
     srv.Post("/api/login", [this](const httplib::Request& req, httplib::Response& res) {
       security_headers(res);
       login(req, res);
+    });
+    // The login page's "log in with my certificate": a new session for the certificate's
+    // operator even when a cookie names another (a JSON body: no cross-site form).
+    srv.Post("/api/login/certificate", [this](const httplib::Request& req,
+                                              httplib::Response& res) {
+      security_headers(res);
+      if (!body_of(req, res))
+        return;
+      auto name = certificates_.match(req.ssl);
+      if (!name) {
+        login_failures_.inc();
+        ctx_->log().warn("console: certificate login from {} refused: no client certificate "
+                         "of an operator",
+                         req.remote_addr);
+        return send_error(res, 401, "no valid client certificate of an operator");
+      }
+      ctx_->log().info("console: operator '{}' logged in with a client certificate from {}",
+                       *name, req.remote_addr);
+      auto s = start_session(*name, res);
+      send_json(res, 200, json{{"name", s.name}, {"csrf", s.csrf}});
     });
     srv.Get("/api/session", guarded([this](const auto&, auto& res, const session& s) {
               send_json(res, 200, json{{"name", s.name}, {"csrf", s.csrf}});
@@ -429,6 +502,27 @@ private:
     srv.Post("/api/shadow", guarded([this](const auto& req, auto& res, const session& s) {
                shadow_call(req, res, &s, "update");
              }));
+    srv.Get("/api/functions", guarded([this](const auto&, auto& res, const session&) {
+              functions(res);
+            }));
+    srv.Post("/api/functions/invoke",
+             guarded([this](const auto& req, auto& res, const session& s) {
+               invoke(req, res, s);
+             }));
+    srv.Get("/api/functions/log", guarded([this](const auto& req, auto& res, const session&) {
+              log_tail(req, res);
+            }));
+    srv.Get("/api/functions/log/follow",
+            guarded([this](const auto& req, auto& res, const session& s) {
+              log_stream(req, res, s);
+            }));
+    srv.Get("/api/deployments", guarded([this](const auto&, auto& res, const session&) {
+              deployments(res);
+            }));
+    srv.Get("/api/deployments/detail",
+            guarded([this](const auto& req, auto& res, const session&) {
+              deployment_detail(req, res);
+            }));
     srv.Get("/api/events", guarded([this](const auto& req, auto& res, const session& s) {
               status_stream(req, res, s);
             }));
@@ -487,13 +581,9 @@ private:
     }
     limiter_->succeeded(name_key);
     limiter_->succeeded(addr_key);
-    auto token = sessions_.create(*name, session_ttl_, now);
-    auto s = sessions_.find(token, now);
+    auto s = start_session(*name, res);
     ctx_->log().info("console: operator '{}' logged in from {}", *name, req.remote_addr);
-    res.set_header("Set-Cookie", std::string{session_cookie} + "=" + token + "; Path=/; Max-Age="
-                                   + std::to_string(session_ttl_.count())
-                                   + "; HttpOnly; Secure; SameSite=Strict");
-    send_json(res, 200, json{{"name", *name}, {"csrf", s ? s->csrf : std::string{}}});
+    send_json(res, 200, json{{"name", *name}, {"csrf", s.csrf}});
   }
 
   void plugin_action(const httplib::Request& req, httplib::Response& res, const session& s,
@@ -636,6 +726,299 @@ private:
                              {"document", doc.is_discarded() ? json(r->payload()) : json(doc)}});
   }
 
+  // --- functions (function_runtime's fr-1, fr-3) -----------------------------------------
+
+  caf::expected<grove::fn::FunctionList> function_list() {
+    return ask<grove::fn::FunctionList>([](grove::context& ctx, auto done) {
+      grove::function_runtime::list(ctx, call_timeout, std::move(done));
+    });
+  }
+
+  /// The log file of function `name` (from fr-3: never a path the browser names), or
+  /// nullopt with the error sent.
+  std::optional<std::string> log_file_of(const std::string& name, httplib::Response& res) {
+    if (name.empty()) {
+      send_error(res, 400, "name is required");
+      return std::nullopt;
+    }
+    auto list = function_list();
+    if (!list) {
+      send_function_error(res, list.error());
+      return std::nullopt;
+    }
+    for (const auto& f : list->functions())
+      if (f.name() == name)
+        return f.log_file();
+    send_error(res, 404, "no function '" + name + "'");
+    return std::nullopt;
+  }
+
+  static void send_function_error(httplib::Response& res, const caf::error& err) {
+    if (err == grove::errc::no_route)
+      return send_error(res, 404, "functions: function_runtime is not in this image");
+    send_error(res, err);
+  }
+
+  void functions(httplib::Response& res) {
+    auto list = function_list();
+    if (!list)
+      return send_function_error(res, list.error());
+    json out = json::array();
+    for (const auto& f : list->functions())
+      out.push_back({{"name", f.name()},
+                     {"valid", f.valid()},
+                     {"pinned", f.pinned()},
+                     {"instances", f.instances()},
+                     {"busy", f.busy()},
+                     {"max_instances", f.max_instances()},
+                     {"queued", f.queued()},
+                     {"max_queue", f.max_queue()},
+                     {"invocations", f.invocations()},
+                     {"errors", f.errors()},
+                     {"timeouts", f.timeouts()},
+                     {"refused", f.refused()},
+                     {"memory_hwm_kb", f.memory_hwm_kb()},
+                     {"last_error", f.last_error()},
+                     {"log_file", f.log_file()}});
+    send_json(res, 200, json{{"functions", std::move(out)}});
+  }
+
+  void invoke(const httplib::Request& req, httplib::Response& res, const session& s) {
+    auto body = body_of(req, res);
+    if (!body)
+      return;
+    auto name = string_field(*body, "name");
+    auto payload = string_field(*body, "payload");
+    auto content_type = string_field(*body, "content_type");
+    if (!name || name->empty() || !payload || !content_type)
+      return send_error(res, 400, "name (a string) is required; payload and content_type "
+                                  "are strings");
+    actions_.inc();
+    // As grovectl invoke: a request on fr-1, answered with the handler's return value.
+    auto r = ask<grove::Envelope>([n = *name, p = *payload,
+                                   c = *content_type](grove::context& ctx, auto done) {
+      grove::function_runtime::invoke(ctx, n, p, c, call_timeout, std::move(done));
+    });
+    if (!r) {
+      ctx_->log().warn("console: operator '{}': invoke {} failed: {}", s.name, *name,
+                       grove::describe(r.error()));
+      if (r.error() == grove::errc::no_route)
+        return send_error(res, 404, grove::describe(r.error()));
+      return send_error(res, r.error());
+    }
+    ctx_->log().info("console: operator '{}': invoke {}: {} bytes back", s.name, *name,
+                     r->payload().size());
+    send_json(res, 200, json{{"ok", true},
+                             {"name", *name},
+                             {"reply", describe_payload(r->payload(), r->content_type(),
+                                                        shown_payload_bytes)}});
+  }
+
+  void log_tail(const httplib::Request& req, httplib::Response& res) {
+    auto file = log_file_of(req.get_param_value("name"), res);
+    if (!file)
+      return;
+    auto chunk = read_log(*file, std::nullopt, log_tail_bytes);
+    send_json(res, 200, json{{"file", *file},
+                             {"text", std::move(chunk.text)},
+                             {"offset", chunk.end},
+                             {"truncated", chunk.skipped}});
+  }
+
+  /// What read_log found.
+  struct log_chunk {
+    std::string text;
+    uint64_t end = 0;     // the offset after it: where the next read starts
+    bool skipped = false; // bytes before it were left out (older ones, or too many)
+    bool rotated = false; // the file is shorter than the offset: rotated
+  };
+
+  /// Up to `limit` bytes of `file`: its tail (from = nullopt, cut to whole lines) or from
+  /// `*from`. A missing file (nothing logged yet) reads as empty.
+  static log_chunk read_log(const std::string& file, std::optional<uint64_t> from,
+                            size_t limit) {
+    log_chunk out;
+    std::ifstream in{file, std::ios::binary};
+    if (!in)
+      return out;
+    in.seekg(0, std::ios::end);
+    auto size = static_cast<uint64_t>(std::max<std::streamoff>(0, in.tellg()));
+    uint64_t start = 0;
+    if (!from) {
+      start = size > limit ? size - limit : 0;
+    } else if (*from > size) {
+      out.rotated = true; // the new file starts over
+    } else {
+      start = *from;
+    }
+    auto n = std::min<uint64_t>(size - start, limit);
+    out.text.resize(n);
+    in.seekg(static_cast<std::streamoff>(start));
+    in.read(out.text.data(), static_cast<std::streamsize>(n));
+    out.text.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+    out.end = start + out.text.size();
+    if (!from && start > 0) {
+      out.skipped = true;
+      if (auto nl = out.text.find('\n'); nl != std::string::npos)
+        out.text.erase(0, nl + 1);
+    }
+    return out;
+  }
+
+  /// Follows a function's log: `log` events with what is appended (from `offset`, the
+  /// tail's end), `rotated` when the file starts over.
+  void log_stream(const httplib::Request& req, httplib::Response& res, const session& s) {
+    auto name = req.get_param_value("name");
+    auto file = log_file_of(name, res);
+    if (!file)
+      return;
+    std::optional<uint64_t> from;
+    if (auto o = req.get_param_value("offset"); !o.empty()) {
+      char* end = nullptr;
+      errno = 0;
+      auto v = std::strtoull(o.c_str(), &end, 10);
+      if (end == o.c_str() || *end != '\0' || errno != 0)
+        return send_error(res, 400, "offset: not a non-negative integer");
+      from = v;
+    }
+    if (!from)
+      from = read_log(*file, std::nullopt, 0).end; // only what comes from now on
+    if (!open_stream(res))
+      return;
+    ctx_->log().info("console: operator '{}' follows the log of {}", s.name, name);
+    auto token = s.token;
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, token, file = *file, name, offset = *from,
+       first = true](size_t, httplib::DataSink& sink) mutable {
+        if (first) {
+          first = false;
+          auto hello = "event: following\ndata: "
+                       + json{{"name", name}, {"offset", offset}}.dump() + "\n\n";
+          return sink.write(hello.data(), hello.size());
+        }
+        // Polled: a log is appended by another process; 250 ms is grovectl logs -f's pace.
+        for (int i = 0; i < 4; ++i) {
+          if (stopping_)
+            return false;
+          auto chunk = read_log(file, offset, log_chunk_bytes);
+          std::string event;
+          if (chunk.rotated) {
+            event = "event: rotated\ndata: {}\n\n";
+            offset = 0;
+          } else if (!chunk.text.empty()) {
+            offset = chunk.end;
+            event = "event: log\ndata: "
+                    + json{{"text", std::move(chunk.text)}, {"offset", offset}}.dump(
+                      -1, ' ', false, json::error_handler_t::replace)
+                    + "\n\n";
+          }
+          if (!event.empty()) {
+            if (!stream_alive(token))
+              return false;
+            return sink.write(event.data(), event.size());
+          }
+          std::this_thread::sleep_for(250ms);
+        }
+        if (!stream_alive(token))
+          return false;
+        std::string keep = ": keep-alive\n\n"; // finds a closed connection within a second
+        return sink.write(keep.data(), keep.size());
+      },
+      [this](bool) { open_streams_.fetch_sub(1); });
+  }
+
+  // --- deployments (the deployment plugin's dep-bus-1, as grovectl deployments) ----------
+
+  /// One operation of the deployment plugin's bus API, its AWS JSON body parsed; an API
+  /// error (status >= 400) or a bus error as the console's error answer.
+  caf::expected<json> deployment_call(const std::string& operation, const std::string& arn,
+                                      int& status) {
+    auto r = ask<grove::deployment::ApiAnswer>([operation, arn](grove::context& ctx,
+                                                                auto done) {
+      grove::deployment::components_rpc rpc{std::string{grove::deployment::components_topic}};
+      rpc(ctx, grove::deployment::make_call(operation, arn), call_timeout, std::move(done));
+    });
+    if (!r) {
+      status = r.error() == grove::errc::no_route ? 404 : 0;
+      if (status == 404)
+        return grove::make_error(grove::errc::no_route,
+                                 "deployments: the deployment plugin is not in this image");
+      return std::move(r.error());
+    }
+    auto body = json::parse(r->body(), nullptr, false);
+    if (r->status() >= 400) {
+      status = r->status();
+      auto text = body.is_object() && body.contains("message") && body["message"].is_string()
+                    ? body["message"].get<std::string>()
+                    : r->body();
+      return grove::make_error(grove::errc::malformed, r->error_type() + ": " + text);
+    }
+    if (body.is_discarded())
+      return json::object();
+    return body;
+  }
+
+  /// Sends the error of a deployment_call.
+  static void send_deployment_error(httplib::Response& res, const caf::error& err, int status) {
+    if (status != 0)
+      return send_error(res, status, grove::describe(err));
+    send_error(res, err);
+  }
+
+  void deployments(httplib::Response& res) {
+    int status = 0;
+    auto list = deployment_call("ListDeployments", "", status);
+    if (!list)
+      return send_deployment_error(res, list.error(), status);
+    auto installed = deployment_call("ListInstalledComponents", "", status);
+    if (!installed)
+      return send_deployment_error(res, installed.error(), status);
+    send_json(res, 200,
+              json{{"deployments", list->value("deployments", json::array())},
+                   {"installed", installed->value("installedComponents", json::array())}});
+  }
+
+  void deployment_detail(const httplib::Request& req, httplib::Response& res) {
+    auto id = req.get_param_value("id");
+    if (id.empty())
+      return send_error(res, 400, "id is required");
+    int status = 0;
+    auto d = deployment_call("GetDeployment", id, status);
+    if (!d)
+      return send_deployment_error(res, d.error(), status);
+    auto effective = deployment_call("ListEffectiveDeployments", "", status);
+    if (!effective)
+      return send_deployment_error(res, effective.error(), status);
+    auto installed = deployment_call("ListInstalledComponents", "", status);
+    if (!installed)
+      return send_deployment_error(res, installed.error(), status);
+    // This core's execution of it: status and the failure's reason (its last error).
+    json execution = nullptr;
+    for (const auto& e : effective->value("effectiveDeployments", json::array()))
+      if (e.value("deploymentId", "") == id)
+        execution = e;
+    // Each component it names, with what the core runs of it now.
+    json components = json::array();
+    auto requested = d->value("components", json::object());
+    auto all = installed->value("installedComponents", json::array());
+    if (requested.is_object())
+      for (const auto& [name, spec] : requested.items()) {
+        json c = {{"componentName", name},
+                  {"requestedVersion",
+                   spec.is_object() ? spec.value("componentVersion", "") : ""},
+                  {"installed", nullptr}};
+        for (const auto& i : all)
+          if (i.value("componentName", "") == name)
+            c["installed"] = i;
+        components.push_back(std::move(c));
+      }
+    send_json(res, 200, json{{"deployment", std::move(*d)},
+                             {"execution", std::move(execution)},
+                             {"components", std::move(components)}});
+  }
+
   // --- live streams (server-sent events) -------------------------------------------------
 
   /// Counts an open stream; false (and 503 sent) past max_streams.
@@ -654,10 +1037,10 @@ private:
     return !stopping_ && sessions_.find(token, clock::now()).has_value();
   }
 
-  void status_stream(const httplib::Request& req, httplib::Response& res, const session&) {
+  void status_stream(const httplib::Request&, httplib::Response& res, const session& s) {
     if (!open_stream(res))
       return;
-    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
+    auto token = s.token;
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",
@@ -701,7 +1084,7 @@ private:
       }
     }
     ctx_->log().info("console: operator '{}' watches '{}'", s.name, filter);
-    auto token = cookie_value(req.get_header_value("Cookie"), session_cookie);
+    auto token = s.token;
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
       "text/event-stream",
@@ -744,7 +1127,8 @@ private:
   }
 
   grove::context* ctx_ = nullptr;
-  std::map<std::string, std::string> operators_; // name -> argon2id hash
+  std::map<std::string, std::string> operators_; // name -> argon2id hash (password accounts)
+  certificate_matcher certificates_;              // certificate accounts
   std::chrono::seconds session_ttl_{3600};
   session_table sessions_;
   std::unique_ptr<login_limiter> limiter_;

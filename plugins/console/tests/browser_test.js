@@ -1,10 +1,15 @@
 // The console in Debian's chromium (puppeteer-core), as an operator uses it: refused and
 // accepted logins, the plugins of the running groved and a hot reload, a device's message
 // watched live, a publish reaching a device, a shadow edited with a version conflict, a
-// page for a plugin not in the image, a POST without the CSRF token refused, and logout.
+// page for a plugin not in the image, then function_runtime and deployment loaded from the
+// plugins page: a function invoked with its log followed live, a deployment's detail with
+// its component's state and a failed one's last error; a POST without the CSRF token
+// refused, and logout.
 // Prints PASS:/FAIL: lines (browser_test.sh counts them); screenshots go to CONSOLE_OUT.
 // Environment: CONSOLE_URL, CONSOLE_PASSWORD, CONSOLE_SPKI (the server key's pin),
-// CONSOLE_OUT, MQTT_PORT, PKI (the group PKI), B_OUT (device B's mosquitto_sub output).
+// CONSOLE_OUT, MQTT_PORT, PKI (the group PKI), B_OUT (device B's mosquitto_sub output),
+// FR_CONFIG / DEP_CONFIG (what the plugins page loads), DEPLOY_SCRIPT (makes two
+// deployments once deployment runs; prints {"good", "bad"} ids).
 
 'use strict';
 const fs = require('fs');
@@ -191,10 +196,15 @@ async function main() {
       fs.rmSync(denied, {force: true});
       await page.goto(`${url}/#devices`);
       await page.waitForSelector('#shadow-thing');
-      await page.waitForFunction(() => document.querySelector('#device-A td:nth-child(3)')?.textContent === '1',
+      await page.waitForFunction(() => document.querySelector('#device-A td:nth-child(4)')?.textContent === '1',
                                  {timeout: 15000, polling: 200});
       check('the devices page lists A and B with A\'s denied publish counted',
             (await page.$$('#device-A')).length === 1 && (await page.$$('#device-B')).length === 1);
+      // B's mosquitto_sub is connected for the whole test; A's mosquitto_pub has left.
+      await page.waitForFunction(() => document.querySelector('#device-B td.connected')?.textContent === 'yes' &&
+                                 document.querySelector('#device-A td.connected')?.textContent === 'no',
+                                 {timeout: 15000, polling: 200});
+      check('the devices page shows B connected and A not', true);
       await page.type('#shadow-thing', 'A');
       await page.$eval('#shadow-doc', (el) => { el.value = '{"state": {"desired": {"on": true}}}'; });
       await page.$$eval('button', (bs) => bs.find((b) => b.textContent === 'Update').click());
@@ -215,6 +225,75 @@ async function main() {
       await page.goto(`${url}/#deployments`);
       await waitText(page, '#page-deployment', 'not in this image');
       check('the deployments page says deployment is not in this image', true);
+    });
+
+    // Both plugins loaded from the plugins page (name and config), as an operator would.
+    const load = async (name, config) => {
+      await page.goto(`${url}/#plugins`);
+      await page.waitForSelector('#load-name');
+      // The form stays from the previous load (same page): its fields set, not typed into.
+      await page.$eval('#load-name', (el, n) => { el.value = n; }, name);
+      await page.$eval('#load-config', (el, c) => { el.value = c; }, config);
+      await page.click('#load-submit');
+      await page.waitForFunction((n) => /loaded |grovectl:/.test(document.querySelector('#plugin-result')?.textContent)
+                                 && document.querySelector('#plugin-result').textContent.includes(n),
+                                 {timeout: 30000, polling: 200}, name);
+      const r = await text(page, '#plugin-result');
+      check(`${name} loaded from the plugins page`, r.startsWith(`loaded ${name}`), r);
+    };
+    await step('function_runtime loaded from the plugins page', () => load('function_runtime', env('FR_CONFIG')));
+    await step('deployment loaded from the plugins page', () => load('deployment', env('DEP_CONFIG')));
+
+    await step('the functions page: a function, an invoke and its log', async () => {
+      await page.goto(`${url}/#functions`);
+      await page.waitForSelector('#function-echo', {timeout: 20000});
+      // The pinned Python instance up: one instance.
+      await page.waitForFunction(() => document.querySelector('#function-echo td:nth-child(3)')?.textContent.startsWith('1/'),
+                                 {timeout: 30000, polling: 200});
+      check('the functions page lists echo (pinned, its instance running)',
+            (await text(page, '#function-echo td:nth-child(2)')) === 'pinned');
+      await page.select('#fn-name', 'echo');
+      await page.$eval('#fn-payload', (el) => { el.value = '{"n": 42}'; });
+      await page.click('#fn-invoke');
+      await waitText(page, '#fn-result', 'answered', 30000);
+      const r = await text(page, '#fn-result');
+      check('an invoke shows the function\'s reply', r.includes('"by": "console_fn"') && r.includes('"n": 42'), r);
+      await page.waitForFunction(() => document.querySelector('#function-echo td:nth-child(5)')?.textContent === '1',
+                                 {timeout: 15000, polling: 200});
+      check('... and its invocation is counted', true);
+      await page.click('#function-echo button');
+      await waitText(page, '#fn-log', 'console_fn got {"n": 42}');
+      check('the log tail shows what the invoke printed', true);
+      await page.click('#fn-follow');
+      await waitText(page, '#fn-follow-state', 'following live');
+      await page.$eval('#fn-payload', (el) => { el.value = '{"n": 43}'; });
+      await page.click('#fn-invoke');
+      await waitText(page, '#fn-log', 'console_fn got {"n": 43}', 20000);
+      check('following the log shows the next invoke\'s line live', true);
+      await shot('functions');
+    });
+
+    await step('the deployments page: list, detail, installed components', async () => {
+      const ids = JSON.parse(execFileSync('bash', [env('DEPLOY_SCRIPT')], {timeout: 60000}).toString());
+      await page.goto(`${url}/#deployments`);
+      await page.waitForSelector(`#deployment-${ids.bad}`, {timeout: 20000});
+      check('the deployments page lists both deployments', (await page.$$(`#deployment-${ids.good}`)).length === 1);
+      await page.click(`#deployment-${ids.good} button`);
+      await page.waitForSelector('[id="detail-component-console.Hello"]', {timeout: 15000});
+      await waitText(page, '#detail-execution', 'SUCCEEDED');
+      const st = await page.$eval('[id="detail-component-console.Hello"] td:nth-child(4)', (el) => el.textContent);
+      check('the detail shows console.Hello with its state on the core', ['FINISHED', 'RUNNING'].includes(st), st);
+      await page.waitForSelector('[id="installed-console.Hello"]');
+      check('console.Hello is listed as installed', true);
+      await shot('deployments');
+      await page.click(`#deployment-${ids.bad} button`);
+      await waitText(page, '#detail-status', 'FAILED');
+      await waitText(page, '#detail-reason', 'resolution');
+      check('a failed deployment\'s detail shows its last error', (await text(page, '#detail-reason')).length > 0,
+            await text(page, '#detail-reason'));
+      const missing = await page.$eval('[id="detail-component-console.Missing"] td:nth-child(3)', (el) => el.textContent);
+      check('... and its component not installed', missing === 'not installed', missing);
+      await shot('deployment-failed');
     });
 
     await step('a POST without the CSRF token is refused', async () => {

@@ -7,6 +7,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "auth.hpp"
+#include "client_cert.hpp"
 #include "config.hpp"
 #include "test_support.hpp"
 
@@ -37,6 +38,7 @@ BOOST_AUTO_TEST_CASE(sessions_expire_and_carry_their_own_csrf_token) {
   BOOST_CHECK_EQUAL(sa->name, "alice");
   BOOST_CHECK_EQUAL(sa->csrf.size(), 64u);
   BOOST_CHECK(sa->csrf != a); // the CSRF token is not the cookie
+  BOOST_CHECK_EQUAL(sa->token, a); // what a live stream checks the session by
   auto sb = t.find(b, now);
   BOOST_REQUIRE(sb);
   BOOST_CHECK(!same_token(sa->csrf, sb->csrf));
@@ -177,6 +179,27 @@ BOOST_AUTO_TEST_CASE(defaults_and_a_minimal_configuration) {
   BOOST_CHECK_EQUAL(cfg->operators[0].name, "alice");
 }
 
+BOOST_AUTO_TEST_CASE(certificate_accounts) {
+  // A certificate account needs no password; a CN alone is vouched for by client_ca_file.
+  auto cfg = console_config::map().load(
+    "cert_file: a.crt\nkey_file: a.key\nclient_ca_file: ops-ca.crt\n"
+    "operators: [{name: bob, certificate_cn: bob}, {name: carol, certificate_ca_file: c.crt}]",
+    "image.yaml", "/var/lib/grove/plugins/console");
+  BOOST_REQUIRE_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
+  BOOST_CHECK_EQUAL(cfg->operators[0].password_hash, "");
+  BOOST_CHECK_EQUAL(cfg->operators[0].certificate_cn, "bob");
+  BOOST_CHECK_EQUAL(cfg->client_ca_file, "/var/lib/grove/plugins/console/ops-ca.crt");
+  BOOST_CHECK_EQUAL(cfg->operators[1].certificate_ca_file,
+                    "/var/lib/grove/plugins/console/c.crt");
+  // A CA file that holds no certificate is named.
+  certificate_matcher m;
+  std::string error;
+  BOOST_CHECK(!m.load({{"bob", "bob", "/nonexistent/ca.crt"}}, "", error));
+  BOOST_CHECK_MESSAGE(error.find("certificate_ca_file") != std::string::npos, error);
+  BOOST_CHECK(m.load({{"alice", "", ""}}, "", error)); // a password account only
+  BOOST_CHECK(!m.enabled());
+}
+
 BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
   const std::string tls = "cert_file: a.crt\nkey_file: a.key\n";
   const std::string op = "operators: [{name: alice, password_hash: '" + hash + "'}]\n";
@@ -191,6 +214,8 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
     {tls + op + "threads: 4\nmax_streams: 4", "max_streams"},
     {tls + op + "session_seconds: 10", "session_seconds"},
     {tls + op + "nope: 1", "nope"},
+    {tls + "operators: [{name: bob}]", "could never log in"},
+    {tls + "operators: [{name: bob, certificate_cn: bob}]", "client_ca_file"},
   };
   for (const auto& [doc, key] : rows) {
     auto cfg = console_config::map().load(doc, "image.yaml", "/tmp");

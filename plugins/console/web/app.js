@@ -9,6 +9,7 @@ const statusListeners = new Set();
 const history = {bus: [], plugins: new Map()}; // message rates for the sparklines
 const maxPoints = 60;
 let messageSource = null;
+let logSource = null; // a function's log followed live
 
 // --- helpers -------------------------------------------------------------------------------
 
@@ -295,14 +296,19 @@ const pages = {
     const fill = () => {
       if (counts.size === 0) {
         devices.replaceChildren(...(things.length ? things.map((d) => {
+          const connected = h('td', {class: 'connected'});
           const denied = h('td', {class: 'num'}), oversize = h('td', {class: 'num'});
-          counts.set(d, {denied, oversize});
+          counts.set(d, {connected, denied, oversize});
           return h('tr', {id: `device-${d}`},
             h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => { thing.value = d; get(); }}, d)),
-            h('td', {}, d), denied, oversize);
-        }) : [h('tr', {}, h('td', {colspan: 4}, 'no devices in the group'))]));
+            h('td', {}, d), connected, denied, oversize);
+        }) : [h('tr', {}, h('td', {colspan: 5}, 'no devices in the group'))]));
       }
       for (const [d, c] of counts) {
+        // broker.connected: the device's live connections (several client ids may share a thing).
+        const n = perDevice('broker.connected', d);
+        c.connected.textContent = n > 0 ? (n > 1 ? `yes (${n} connections)` : 'yes') : 'no';
+        c.connected.className = `connected ${n > 0 ? 'yes' : 'no'}`;
         c.denied.textContent = perDevice('broker.denied_publish', d);
         c.oversize.textContent = perDevice('broker.refused_oversize', d);
       }
@@ -323,7 +329,7 @@ const pages = {
       } catch (e) { outcome.className = 'result error'; outcome.textContent = e.message; }
     };
     main.append(section('Devices of the group',
-        h('table', {}, h('thead', {}, h('tr', {}, ['thing', 'certificate CN', 'denied publishes', 'refused (too large)'].map((x) => h('th', {}, x)))), devices),
+        h('table', {}, h('thead', {}, h('tr', {}, ['thing', 'certificate CN', 'connected', 'denied publishes', 'refused (too large)'].map((x) => h('th', {}, x)))), devices),
         h('p', {class: 'hint'}, plugin('message_manager') ? 'Devices authenticate with their certificate; its CN is the thing name.' : 'message_manager is not in this image.')),
       section('Shadow', h('form', {onsubmit: (ev) => { ev.preventDefault(); get(); }}, thing, name, h('button', {type: 'submit'}, 'Get')),
         h('p', {class: 'hint'}, 'Edit as an update document ({"state": {"desired": …}, "version": N}); a stale version is refused 409.'),
@@ -333,33 +339,183 @@ const pages = {
           } catch (e) { outcome.className = 'result error'; outcome.textContent = e.message; }
         }}, 'Update'), outcome));
     api('GET', '/api/group').then((g) => { things = g.devices; fill(); })
-      .catch((e) => devices.replaceChildren(h('tr', {}, h('td', {class: 'error', colspan: 4}, e.message))));
+      .catch((e) => devices.replaceChildren(h('tr', {}, h('td', {class: 'error', colspan: 5}, e.message))));
     return (s) => {
       fill();
       if (!plugin('shadow') && !outcome.textContent) outcome.textContent = 'shadows: the shadow plugin is not in this image';
     };
   },
 
-  functions(main) { return pluginPage(main, 'function_runtime', 'Functions'); },
-  deployments(main) { return pluginPage(main, 'deployment', 'Deployments'); },
-};
+  functions(main) {
+    const body = h('div', {id: 'page-function_runtime'});
+    const rows = h('tbody', {id: 'functions'});
+    const fname = h('select', {id: 'fn-name'});
+    const payload = h('textarea', {id: 'fn-payload', rows: 4, placeholder: 'payload (JSON for a json function)'});
+    const result = h('pre', {id: 'fn-result', class: 'result'});
+    const logTitle = h('span', {id: 'fn-log-title'}, 'no function chosen');
+    const log = h('pre', {id: 'fn-log', class: 'log'});
+    const follow = h('input', {id: 'fn-follow', type: 'checkbox'});
+    const followState = h('span', {id: 'fn-follow-state', class: 'hint'});
+    let chosen = '';
+    let offset = 0;
+    const stopFollow = () => {
+      if (logSource) logSource.close();
+      logSource = null;
+      followState.textContent = '';
+    };
+    const startFollow = () => {
+      stopFollow();
+      if (!follow.checked || !chosen) return;
+      logSource = new EventSource(`/api/functions/log/follow?name=${encodeURIComponent(chosen)}&offset=${offset}`);
+      logSource.addEventListener('following', () => { followState.textContent = 'following live'; });
+      logSource.addEventListener('log', (e) => {
+        const m = JSON.parse(e.data);
+        offset = m.offset;
+        log.append(m.text);
+        while (log.textContent.length > 262144) log.firstChild.remove();
+        log.scrollTop = log.scrollHeight;
+      });
+      logSource.addEventListener('rotated', () => log.append('\n--- log rotated ---\n'));
+      logSource.onerror = () => { followState.textContent = 'stream closed (reconnecting)'; };
+    };
+    const showLog = async (name) => {
+      chosen = name;
+      logTitle.textContent = `log of ${name}`;
+      stopFollow();
+      try {
+        const r = await api('GET', `/api/functions/log?name=${encodeURIComponent(name)}`);
+        offset = r.offset;
+        log.replaceChildren((r.truncated ? '… (older lines: grovectl logs)\n' : '') + r.text);
+        log.scrollTop = log.scrollHeight;
+        startFollow();
+      } catch (e) { log.replaceChildren(h('span', {class: 'error'}, e.message)); }
+    };
+    follow.addEventListener('change', startFollow);
+    main.append(section('Functions', body,
+      h('table', {id: 'functions-table'}, h('thead', {}, h('tr', {}, ['name', 'kind', 'instances (busy)', 'queued', 'invocations',
+        'errors', 'timeouts', 'refused', 'memory (peak)', 'last error'].map((x) => h('th', {}, x)))), rows)),
+    section('Invoke', h('form', {onsubmit: async (ev) => {
+      ev.preventDefault();
+      result.className = 'result';
+      result.textContent = `invoking ${fname.value}…`;
+      try {
+        const r = await api('POST', '/api/functions/invoke', {name: fname.value, payload: payload.value, content_type: ''});
+        result.textContent = `${r.name} answered (${r.reply.size} bytes, ${r.reply.kind}):\n` +
+          (r.reply.kind === 'binary' ? r.reply.hex : r.reply.text);
+      } catch (e) {
+        result.className = 'result error';
+        result.textContent = `grovectl: ${e.message}`;
+      }
+    }}, h('label', {}, 'function ', fname), payload, h('button', {id: 'fn-invoke', type: 'submit'}, 'Invoke')), result),
+    section('Log', h('p', {}, logTitle, ' ', h('label', {}, follow, ' follow'), ' ', followState), log));
+    let busy = false;
+    let last = 0;
+    const made = new Map();
+    const refresh = async () => {
+      if (busy || Date.now() - last < 2000) return;
+      busy = true;
+      try {
+        const r = await api('GET', '/api/functions');
+        body.replaceChildren(h('p', {class: 'hint'}, `${r.functions.length} functions (as grovectl functions); click one for its log`));
+        const names = new Set(r.functions.map((f) => f.name));
+        for (const [n, row] of made) if (!names.has(n)) { row.tr.remove(); made.delete(n); }
+        for (const f of r.functions) {
+          if (!made.has(f.name)) {
+            const cells = Array.from({length: 9}, (_, i) => h('td', i >= 3 && i <= 7 ? {class: 'num'} : {}));
+            const tr = h('tr', {id: `function-${f.name}`},
+              h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => showLog(f.name)}, f.name)), ...cells);
+            rows.append(tr);
+            made.set(f.name, {tr, cells});
+            fname.append(h('option', {value: f.name}, f.name));
+          }
+          const c = made.get(f.name).cells;
+          c[0].textContent = !f.valid ? 'invalid' : f.pinned ? 'pinned' : 'on-demand';
+          c[1].textContent = `${f.instances}/${f.max_instances} (${f.busy})`;
+          c[2].textContent = `${f.queued}/${f.max_queue}`;
+          c[3].textContent = f.invocations;
+          c[4].textContent = f.errors;
+          c[5].textContent = f.timeouts;
+          c[6].textContent = f.refused;
+          c[7].textContent = `${f.memory_hwm_kb} kB`;
+          c[8].textContent = f.last_error;
+          c[8].className = 'error';
+        }
+        if (!r.functions.length) rows.replaceChildren(h('tr', {}, h('td', {colspan: 10}, 'no functions in the group')));
+      } catch (e) {
+        body.replaceChildren(h('p', {class: e.message.includes('not in this image') ? 'absent' : 'error'},
+          e.message.includes('not in this image') ? 'function_runtime is not in this image.' : e.message));
+      } finally {
+        busy = false;
+        last = Date.now();
+      }
+    };
+    refresh();
+    return () => refresh();
+  },
 
-// A page for a plugin that may not be in the image: says so, else shows what grovectl
-// status shows of it.
-function pluginPage(main, name, title) {
-  const body = h('div', {id: `page-${name}`});
-  main.append(section(title, body));
-  return (s) => {
-    const p = s.plugins.find((q) => q.name === name);
-    if (!p) {
-      body.replaceChildren(h('p', {class: 'absent'}, `${name} is not in this image.`));
-      return;
-    }
-    body.replaceChildren(h('p', {}, `${name} ${p.version}: ${p.state}, ${p.restarts} restarts, queue ${p.queue_depth}/${p.queue_capacity}`),
-      table(['counter / gauge', 'labels', 'value'], p.metrics.map((m) => h('tr', {}, h('td', {}, m.name),
-        h('td', {}, Object.entries(m.labels).map(([k, v]) => `${k}=${v}`).join(' ')), h('td', {class: 'num'}, m.value)))));
-  };
-}
+  deployments(main) {
+    const body = h('div', {id: 'page-deployment'});
+    const rows = h('tbody', {id: 'deployments'});
+    const installed = h('tbody', {id: 'installed'});
+    const detail = h('div', {id: 'deployment-detail'}, h('p', {class: 'hint'}, 'click a deployment for its detail'));
+    let chosen = '';
+    const stateCell = (st) => h('td', {class: `state ${(st || '').toLowerCase()}`}, st || '—');
+    const showDetail = async (id) => {
+      chosen = id;
+      try {
+        const r = await api('GET', `/api/deployments/detail?id=${encodeURIComponent(id)}`);
+        const d = r.deployment, x = r.execution;
+        detail.replaceChildren(
+          h('dl', {}, h('dt', {}, 'deployment'), h('dd', {id: 'detail-id'}, `${d.deploymentName || ''} ${d.deploymentId}`),
+            h('dt', {}, 'target'), h('dd', {}, d.targetArn), h('dt', {}, 'revision'), h('dd', {}, d.revisionId),
+            h('dt', {}, 'status'), h('dd', {id: 'detail-status'}, d.deploymentStatus),
+            h('dt', {}, 'on this core'), h('dd', {id: 'detail-execution'}, x ? x.coreDeviceExecutionStatus : '—'),
+            h('dt', {}, 'last error'), h('dd', {id: 'detail-reason', class: 'error'}, x?.reason || '—'),
+            h('dt', {}, 'failure policy'), h('dd', {}, d.deploymentPolicies?.failureHandlingPolicy ?? '—')),
+          h('h3', {}, 'Components (their state on this core now)'),
+          table(['component', 'requested', 'installed', 'state', 'last error / details'], r.components.map((c) =>
+            h('tr', {id: `detail-component-${c.componentName}`}, h('td', {}, c.componentName), h('td', {}, c.requestedVersion),
+              h('td', {}, c.installed?.componentVersion ?? 'not installed'), stateCell(c.installed?.lifecycleState),
+              h('td', {}, c.installed?.lifecycleStateDetails ?? '')))));
+      } catch (e) { detail.replaceChildren(h('p', {class: 'error'}, e.message)); }
+    };
+    main.append(section('Deployments', body,
+      h('table', {id: 'deployments-table'}, h('thead', {}, h('tr', {}, ['deployment', 'name', 'target', 'revision', 'status', 'created'].map((x) => h('th', {}, x)))), rows)),
+    section('Deployment detail', detail),
+    section('Installed components', h('table', {id: 'installed-table'}, h('thead', {}, h('tr', {},
+      ['component', 'version', 'state', 'last error / details', 'root', 'updated'].map((x) => h('th', {}, x)))), installed)));
+    let busy = false;
+    let last = 0;
+    const when = (t) => (t ? new Date(t * 1000).toLocaleString() : '');
+    const refresh = async () => {
+      if (busy || Date.now() - last < 2000) return;
+      busy = true;
+      try {
+        const r = await api('GET', '/api/deployments');
+        body.replaceChildren(h('p', {class: 'hint'}, `${r.deployments.length} deployments, newest first (as grovectl deployments list)`));
+        rows.replaceChildren(...(r.deployments.length ? r.deployments.map((d) => h('tr', {id: `deployment-${d.deploymentId}`},
+          h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => showDetail(d.deploymentId)}, d.deploymentId)),
+          h('td', {}, d.deploymentName || ''), h('td', {}, d.targetArn), h('td', {class: 'num'}, d.revisionId),
+          stateCell(d.deploymentStatus), h('td', {}, when(d.creationTimestamp))))
+          : [h('tr', {}, h('td', {colspan: 6}, 'no deployments'))]));
+        installed.replaceChildren(...(r.installed.length ? r.installed.map((c) => h('tr', {id: `installed-${c.componentName}`},
+          h('td', {}, c.componentName), h('td', {}, c.componentVersion), stateCell(c.lifecycleState),
+          h('td', {}, c.lifecycleStateDetails ?? ''), h('td', {}, c.isRoot ? 'yes' : 'no'),
+          h('td', {}, when(c.lastStatusChangeTimestamp))))
+          : [h('tr', {}, h('td', {colspan: 6}, 'no components installed'))]));
+        if (chosen) showDetail(chosen);
+      } catch (e) {
+        body.replaceChildren(h('p', {class: e.message.includes('not in this image') ? 'absent' : 'error'},
+          e.message.includes('not in this image') ? 'deployment is not in this image.' : e.message));
+      } finally {
+        busy = false;
+        last = Date.now();
+      }
+    };
+    refresh();
+    return () => refresh();
+  },
+};
 
 function show() {
   const name = (location.hash.slice(1) || 'overview');
@@ -368,6 +524,7 @@ function show() {
   main.replaceChildren();
   statusListeners.clear();
   if (messageSource && name !== 'messages') { messageSource.close(); messageSource = null; }
+  if (logSource) { logSource.close(); logSource = null; }
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.getAttribute('href') === `#${name}`);
   const update = page(main);
   if (update) {

@@ -1,17 +1,14 @@
 // The login page: POST /api/login as JSON (the server refuses other content types, so a
-// form on another site cannot log a browser in), then on to the console.
+// form on another site cannot log a browser in), then on to the console. An operator
+// whose browser holds a client certificate of an account logs in with it instead
+// (POST /api/login/certificate).
 const form = document.getElementById('login-form');
 const error = document.getElementById('login-error');
 
-form.addEventListener('submit', async (ev) => {
-  ev.preventDefault();
+async function login(path, body) {
   error.textContent = '';
-  const body = {
-    name: document.getElementById('login-name').value,
-    password: document.getElementById('login-password').value,
-  };
   try {
-    const r = await fetch('/api/login', {
+    const r = await fetch(path, {
       method: 'POST',
       headers: {'Content-Type': 'application/json'},
       body: JSON.stringify(body),
@@ -26,4 +23,13 @@ form.addEventListener('submit', async (ev) => {
   } catch (e) {
     error.textContent = `cannot reach the console: ${e.message}`;
   }
+}
+
+form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  login('/api/login', {
+    name: document.getElementById('login-name').value,
+    password: document.getElementById('login-password').value,
+  });
 });
+document.getElementById('login-certificate').addEventListener('click', () => login('/api/login/certificate', {}));

@@ -931,6 +931,10 @@ http_response api::operator_call(const std::string& operation, const std::string
     req.target = "/?maxResults=100";
     return list_installed_components(settings_.thing_name, req);
   }
+  if (operation == "ListEffectiveDeployments") {
+    req.target = "/?maxResults=100";
+    return list_effective_deployments(settings_.thing_name, req);
+  }
   if (!format.empty())
     req.target = "/?recipeOutputFormat=" + uri_encode(format, false);
   if (operation == "ListComponents") {

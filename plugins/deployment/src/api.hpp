@@ -92,7 +92,7 @@ public:
   /// SetVendorGuidance (`guidance`, `message`); CreateDeployment (`body`, targetArn
   /// defaulting to this core's thing), ListDeployments (ALL, the first 100),
   /// GetDeployment, CancelDeployment, DeleteDeployment (`arn`: the id),
-  /// ListInstalledComponents (this core's).
+  /// ListInstalledComponents, ListEffectiveDeployments (this core's).
   http_response operator_call(const std::string& operation, const std::string& arn,
                               const std::string& format, const std::string& guidance,
                               const std::string& message, const std::string& body = "");

@@ -163,6 +163,12 @@ struct State {
   std::deque<Injected> injected;
   uint64_t wills_forwarded = 0;
   uint64_t wills_dropped = 0;
+  // --- presence: the things' authenticated connections (MOSQ_EVT_BASIC_AUTH accepted
+  // them; MOSQ_EVT_DISCONNECT, which Mosquitto raises for every client it lets go, ends
+  // them), keyed by the client: a thing may hold several (client ids "<thing>-*").
+  std::unordered_map<const void*, std::string> online;
+  // Things seen online since the broker started, so a disconnect writes 0, not nothing.
+  std::set<std::string> seen_online;
 };
 
 State* g_state = nullptr;
@@ -286,6 +292,17 @@ void write_stats(State& s, bool force) {
   for (auto& [thing, n] : s.refused_oversize) {
     o << (first ? "" : ",") << '"' << json_escape(thing) << "\":" << n;
     first = false;
+  }
+  o << "},\"connected\":{";
+  first = true;
+  {
+    std::map<std::string, uint64_t> connected;
+    for (auto& thing : s.seen_online) connected[thing] = 0;
+    for (auto& [client, thing] : s.online) ++connected[thing];
+    for (auto& [thing, n] : connected) {
+      o << (first ? "" : ",") << '"' << json_escape(thing) << "\":" << n;
+      first = false;
+    }
   }
   o << "},\"deferred_connect\":" << s.deferred_connect << ",\"idle_closed\":" << s.idle_closed
     << ",\"denied_publish_unknown\":" << s.denied_publish_unknown
@@ -769,32 +786,62 @@ int certificate_auth(State& s, mosquitto_evt_basic_auth& ev, X509* cert) {
   return MOSQ_ERR_SUCCESS;
 }
 
+int authenticate(State& s, mosquitto_evt_basic_auth* ev);
+
+// A thing's accepted connection counts as online until its MOSQ_EVT_DISCONNECT.
 int on_basic_auth(int, void* event_data, void* userdata) noexcept {
   try {
     auto& s = *static_cast<State*>(userdata);
     auto* ev = static_cast<mosquitto_evt_basic_auth*>(event_data);
-    reload_if_changed(s);  // at once: a device just added to the group must get in
-    // Mosquitto 2.0.11 calls this for every CONNECT on a listener without
-    // use_identity_as_username, whether or not the client sent a username.
-    if (auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client))) {
-      std::unique_ptr<X509, decltype(&X509_free)> owned{cert, &X509_free};  // caller frees
-      return certificate_auth(s, *ev, cert);
+    int rc = authenticate(s, ev);
+    if (rc == MOSQ_ERR_SUCCESS) {
+      const char* user = mosquitto_client_username(ev->client);
+      if (user && std::strcmp(user, kGroveUser) != 0) {
+        s.online[ev->client] = user;
+        s.seen_online.insert(user);
+        s.stats_dirty = true;
+      }
     }
-    // No certificate: a username/password login, accepted only in the explicit test mode.
-    if (s.insecure_username_auth && ev->username &&
-        (std::strcmp(ev->username, kGroveUser) == 0 || s.table.things.count(ev->username))) {
-      std::string user = ev->username;
-      if (auto why = client_id_refusal(s, user, mosquitto_client_id(ev->client)); !why.empty())
-        return refuse_connect(s, "username '" + user + "': " + why);
-      return MOSQ_ERR_SUCCESS;
-    }
-    if (s.insecure_username_auth && ev->username && s.table.not_ready)
-      return defer_connect(s, std::string("username '") + ev->username + "'");
-    return refuse_connect(s, std::string("client with username '") +
-                                 (ev->username ? ev->username : "") + "'");
+    return rc;
   } catch (...) {
     return MOSQ_ERR_AUTH;
   }
+}
+
+int on_disconnect(int, void* event_data, void* userdata) noexcept {
+  try {
+    auto& s = *static_cast<State*>(userdata);
+    auto* ev = static_cast<mosquitto_evt_disconnect*>(event_data);
+    if (s.online.erase(ev->client) > 0) {
+      s.stats_dirty = true;
+      write_stats(s, false);
+    }
+  } catch (...) {
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+// Decides a CONNECT (see certificate_auth; the username test mode).
+int authenticate(State& s, mosquitto_evt_basic_auth* ev) {
+  reload_if_changed(s);  // at once: a device just added to the group must get in
+  // Mosquitto 2.0.11 calls this for every CONNECT on a listener without
+  // use_identity_as_username, whether or not the client sent a username.
+  if (auto* cert = static_cast<X509*>(mosquitto_client_certificate(ev->client))) {
+    std::unique_ptr<X509, decltype(&X509_free)> owned{cert, &X509_free};  // caller frees
+    return certificate_auth(s, *ev, cert);
+  }
+  // No certificate: a username/password login, accepted only in the explicit test mode.
+  if (s.insecure_username_auth && ev->username &&
+      (std::strcmp(ev->username, kGroveUser) == 0 || s.table.things.count(ev->username))) {
+    std::string user = ev->username;
+    if (auto why = client_id_refusal(s, user, mosquitto_client_id(ev->client)); !why.empty())
+      return refuse_connect(s, "username '" + user + "': " + why);
+    return MOSQ_ERR_SUCCESS;
+  }
+  if (s.insecure_username_auth && ev->username && s.table.not_ready)
+    return defer_connect(s, std::string("username '") + ev->username + "'");
+  return refuse_connect(s, std::string("client with username '") +
+                               (ev->username ? ev->username : "") + "'");
 }
 
 int on_acl_check(int, void* event_data, void* userdata) noexcept {
@@ -1035,6 +1082,7 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         {MOSQ_EVT_MESSAGE, on_message},
         {MOSQ_EVT_TICK, on_tick},
         {MOSQ_EVT_RELOAD, on_reload},
+        {MOSQ_EVT_DISCONNECT, on_disconnect},
     };
     for (auto& r : regs) {
       int rc = mosquitto_callback_register(identifier, r.ev, r.cb, nullptr, st);
@@ -1066,6 +1114,7 @@ GROVE_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*,
     mosquitto_callback_unregister(s->id, MOSQ_EVT_MESSAGE, on_message, nullptr);
     mosquitto_callback_unregister(s->id, MOSQ_EVT_TICK, on_tick, nullptr);
     mosquitto_callback_unregister(s->id, MOSQ_EVT_RELOAD, on_reload, nullptr);
+    mosquitto_callback_unregister(s->id, MOSQ_EVT_DISCONNECT, on_disconnect, nullptr);
     write_stats(*s, true);
     if (g_state == s) g_state = nullptr;
     delete s;

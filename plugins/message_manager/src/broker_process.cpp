@@ -854,7 +854,8 @@ caf::expected<broker_stats> read_broker_stats(const fs::path& file) {
       return make_error(errc::malformed, "broker stats: a counter in " + file.string()
                                            + " is not a non-negative integer");
     for (auto [key, out] : {std::pair{"denied_publish", &result.denied_publish},
-                            std::pair{"refused_oversize", &result.refused_oversize}}) {
+                            std::pair{"refused_oversize", &result.refused_oversize},
+                            std::pair{"connected", &result.connected}}) {
       auto it = j.find(key);
       if (it == j.end())
         continue;

@@ -234,6 +234,8 @@ struct broker_stats {
   std::string last_acl_error;
   /// Publishes refused per thing for a payload or topic above the limits.
   std::map<std::string, uint64_t> refused_oversize;
+  /// Live connections per thing (0 for one seen since the broker started, now gone).
+  std::map<std::string, uint64_t> connected;
   /// Connections closed without CONNACK while the table had no group (not_ready).
   uint64_t deferred_connect = 0;
   /// Connections closed for sending nothing within the connect timeout.

@@ -997,6 +997,14 @@ private:
     if (!oversize)
       return oversize.error();
     m_.refused_oversize = *oversize;
+    auto connected = ctx_->gauge_family(
+      "broker.connected",
+      "Live MQTT connections of each device (0: disconnected), from the broker plugin's "
+      "connects and disconnects.",
+      "device");
+    if (!connected)
+      return connected.error();
+    m_.connected = *connected;
     return {};
   }
 
@@ -1009,12 +1017,28 @@ private:
     for (auto* feeds : {&m_.denied_per_device, &m_.oversize_per_device})
       for (auto& [thing, feed] : *feeds)
         feed.observe(0);
+    set_connected({});
+  }
+
+  /// The per-device connected gauges: `now`'s counts, 0 for every other device seen.
+  void set_connected(const std::map<std::string, uint64_t>& now) {
+    for (auto& [thing, g] : m_.connected_per_device)
+      if (!now.contains(thing))
+        g.set(0);
+    for (const auto& [thing, n] : now) {
+      auto i = m_.connected_per_device.find(thing);
+      if (i == m_.connected_per_device.end())
+        i = m_.connected_per_device.emplace(thing, m_.connected.with(thing)).first;
+      i->second.set(static_cast<int64_t>(n));
+    }
   }
 
   void update_status() {
     if (broker_) {
       auto st = broker_->status();
       m_.broker_running.set(st.running ? 1 : 0);
+      if (!st.running)
+        set_connected({}); // nobody is connected to a broker that is down
       m_.broker_restarts.observe(st.restarts);
       m_.abrupt_disconnects.observe(broker_->abrupt_disconnects());
       ctx_->set_status("broker", fmt::format("{} pid {} on {}:{} ({}){}",
@@ -1047,6 +1071,7 @@ private:
         observe_per_device(stats->denied_publish, m_.denied_publish, m_.denied_per_device);
         observe_per_device(stats->refused_oversize, m_.refused_oversize,
                            m_.oversize_per_device);
+        set_connected(stats->connected);
         rebase_devices_ = false;
         m_.deferred_connect.observe(stats->deferred_connect);
         m_.idle_closed.observe(stats->idle_closed);
@@ -1215,6 +1240,8 @@ private:
     grove::counter_feed acl_errors;
     grove::counter_family refused_oversize;
     std::map<std::string, grove::counter_feed> oversize_per_device;
+    grove::gauge_family connected;
+    std::map<std::string, grove::gauge> connected_per_device;
     grove::counter_feed deferred_connect;
     grove::counter_feed idle_closed;
     grove::counter_feed denied_subscribe;

@@ -613,6 +613,43 @@ BOOST_FIXTURE_TEST_CASE(stop_leaves_no_process_behind, fixture) {
 // That the broker dies with a kill -9ed groved is grove::process's parent-death signal:
 // process_test (child_dies_with_a_killed_parent) and message_manager_test.sh check it.
 
+// --- presence (issue 19: the console shows whether a device is connected) ---
+
+BOOST_FIXTURE_TEST_CASE(connected_devices_are_counted_until_they_disconnect, fixture) {
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl(acl_ab));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  auto connected = [&](const std::string& thing) -> int64_t {
+    auto s = read_broker_stats(bp.stats_file());
+    if (!s)
+      return -1;
+    auto i = s->connected.find(thing);
+    return i == s->connected.end() ? -2 : static_cast<int64_t>(i->second);
+  };
+  auto out = dir.path() / "B.out";
+  {
+    auto b = sub("B", "t/#", out);
+    first_table_loaded(bp, out); // A's mosquitto_pub came and went meanwhile
+    BOOST_CHECK(wait_until([&] { return connected("B") == 1; }));
+    BOOST_CHECK(wait_until([&] { return connected("A") == 0; })); // seen, gone
+    // Killed: Mosquitto lets the lost connection go, and B counts as disconnected.
+  }
+  BOOST_CHECK(wait_until([&] { return connected("B") == 0; }));
+  // A refused client is never counted.
+  auto args = client("mosquitto_pub", "A");
+  args.insert(args.end(), {"-i", "not-a-client-id-of-A", "-t", "t/ab", "-m", "x"});
+  run(args, dir.path() / "refused.out");
+  BOOST_CHECK(wait_until([&] {
+    auto st = read_broker_stats(bp.stats_file());
+    return st && st->refused_connect >= 1;
+  }));
+  auto s = read_broker_stats(bp.stats_file());
+  BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->connected.size(), 2u); // A and B only, both 0
+  BOOST_CHECK_EQUAL(s->connected["A"], 0u);
+}
+
 // --- limits, start-up and idle connections (issue 10) ---
 
 BOOST_FIXTURE_TEST_CASE(payload_and_topic_limits_are_exact_and_counted_per_device, fixture) {

@@ -2,7 +2,7 @@
 
 // Typed client of function_runtime (plugins/function_runtime/README.md, "Topics"):
 // invoke a function (request/response, or as an event) and list the functions with
-// their counters. Usable from a plugin (asynchronous, through its context) and from
+// their counters (the console's Functions page and grovectl use it). Usable from a plugin (asynchronous, through its context) and from
 // tools and tests (any blocking transport `send(Envelope) -> caf::expected<Envelope>`).
 
 #include <chrono>
@@ -43,6 +43,23 @@ inline Envelope make_invoke(std::string_view function, std::string payload,
 
 /// The typed call of the list service.
 using list_rpc = rpc<fn::ListRequest, fn::FunctionList>;
+
+/// Lists the functions from a plugin; `f` runs on the plugin's actor.
+inline void list(context& ctx, std::chrono::milliseconds timeout,
+                 std::function<void(caf::expected<fn::FunctionList>)> f) {
+  list_rpc{std::string{list_topic}}(ctx, fn::ListRequest{}, timeout, std::move(f));
+}
+
+/// Invokes `function` from a plugin (as its own source); `f` runs on the plugin's actor
+/// with the reply (its payload is the handler's return value) or the error (fr-1).
+inline void invoke(context& ctx, std::string_view function, std::string payload,
+                   std::string_view content_type, std::chrono::milliseconds timeout,
+                   std::function<void(caf::expected<Envelope>)> f) {
+  ctx.call(make_invoke(function, std::move(payload), content_type), timeout,
+           [f = std::move(f)](caf::expected<Envelope> reply) {
+             f(checked_reply(std::move(reply)));
+           });
+}
 
 /// Lists the functions through a blocking transport.
 template <class Send>
