@@ -19,7 +19,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <deque>
 #include <fstream>
 #include <sstream>
 
@@ -126,12 +128,27 @@ public:
     auto topic = mmc::cloud_topic_of(msg.topic(), ctx_->name());
     if (!topic)
       return;
-    if (topic->ends_with("/update/rejected")) {
-      ctx_->log().warn("ota: the cloud rejected a job update: {}", msg.payload());
+    const auto& thing = cfg_.thing_name;
+    if (auto job = ota::jobs::job_of(*topic, thing, "/update/accepted"); !job.empty()) {
+      on_update_answer(job, msg.payload(), false);
       return;
     }
-    if (*topic != ota::jobs::notify_next_topic(cfg_.thing_name)
-        && *topic != ota::jobs::get_topic(cfg_.thing_name, "$next") + "/accepted")
+    if (auto job = ota::jobs::job_of(*topic, thing, "/update/rejected"); !job.empty()) {
+      on_update_answer(job, msg.payload(), true);
+      return;
+    }
+    if (auto job = ota::jobs::job_of(*topic, thing, "/get/accepted"); !job.empty() && job != "$next") {
+      on_reread(job, msg.payload());
+      return;
+    }
+    if (auto job = ota::jobs::job_of(*topic, thing, "/get/rejected"); !job.empty()) {
+      ctx_->log().warn("ota: the cloud refused to describe job {}: {}", job, msg.payload());
+      if (job != "$next")
+        drop(job, "it cannot be read back");
+      return;
+    }
+    if (*topic != ota::jobs::notify_next_topic(thing)
+        && *topic != ota::jobs::get_topic(thing, "$next") + "/accepted")
       return;
     auto ex = ota::jobs::parse_execution(msg.payload());
     if (!ex) {
@@ -295,17 +312,137 @@ private:
                        });
   }
 
+  // Updates of one execution go out one at a time, each with expectedVersion: the
+  // version of the last answer (the execution as read, then each update/accepted's
+  // executionState). A VersionMismatch re-reads the execution (<job>/get) and sends the
+  // same update again with the version read; a terminal execution drops what is queued.
+  struct pending_update {
+    std::string status;
+    std::map<std::string, std::string> details;
+  };
+
+  struct job_track {
+    int64_t version = 0;
+    std::deque<pending_update> queue;
+    bool in_flight = false;
+    uint64_t seq = 0;   // of the update in flight, for its answer timeout
+    int mismatches = 0; // in a row, for the head of the queue
+  };
+
   void report(const ota::jobs::execution& ex, std::string_view status,
               std::map<std::string, std::string> details) {
+    // notify-next and a get reply can both bring the same execution: one terminal
+    // report per job (a second would be rejected: the execution is already terminal).
+    if (ota::jobs::terminal(status)) {
+      if (std::find(finished_.begin(), finished_.end(), ex.job_id) != finished_.end())
+        return;
+      finished_.push_back(ex.job_id);
+      if (finished_.size() > 64)
+        finished_.pop_front();
+    }
     ctx_->log().info("ota: job {} {}", ex.job_id, status);
-    publish(ota::jobs::update_topic(cfg_.thing_name, ex.job_id),
-            ota::jobs::update_payload(status, details, 0, "ota-" + ex.job_id));
+    auto& t = tracks_[ex.job_id];
+    t.version = std::max(t.version, ex.version_number);
+    t.queue.push_back({std::string{status}, std::move(details)});
+    send_next(ex.job_id);
+  }
+
+  void send_next(const std::string& job) {
+    auto it = tracks_.find(job);
+    if (it == tracks_.end())
+      return;
+    auto& t = it->second;
+    if (t.in_flight)
+      return;
+    if (t.queue.empty()) {
+      tracks_.erase(it);
+      return;
+    }
+    t.in_flight = true;
+    auto seq = ++t.seq;
+    auto& head = t.queue.front();
+    publish(ota::jobs::update_topic(cfg_.thing_name, job),
+            ota::jobs::update_payload(head.status, head.details, t.version, "ota-" + job));
+    // No answer (lost with the link): read the execution again, then resend.
+    ctx_->after(30s, [this, job, seq] {
+      auto i = tracks_.find(job);
+      if (i != tracks_.end() && i->second.in_flight && i->second.seq == seq)
+        reread(job);
+    });
+  }
+
+  void reread(const std::string& job) {
+    publish(ota::jobs::get_topic(cfg_.thing_name, job), ota::jobs::get_payload("ota-reread-" + job));
+  }
+
+  void drop(const std::string& job, std::string_view why) {
+    auto it = tracks_.find(job);
+    if (it == tracks_.end())
+      return;
+    if (!it->second.queue.empty())
+      ctx_->log().warn("ota: job {}: {} update(s) not sent: {}", job, it->second.queue.size(), why);
+    tracks_.erase(it);
+  }
+
+  void on_update_answer(const std::string& job, const std::string& payload, bool rejected) {
+    auto a = ota::jobs::parse_update_answer(payload, rejected);
+    if (!a) {
+      ctx_->log().warn("ota: job {}: {}", job, grove::describe(a.error()));
+      return;
+    }
+    auto it = tracks_.find(job);
+    if (it == tracks_.end() || !it->second.in_flight)
+      return; // not ours, or answered already
+    auto& t = it->second;
+    if (!rejected) {
+      // includeJobExecutionState: the new version; without it, AWS's increment.
+      t.version = a->version > 0 ? a->version : t.version + 1;
+      t.queue.pop_front();
+      t.in_flight = false;
+      t.mismatches = 0;
+      send_next(job);
+      return;
+    }
+    if (a->code == "VersionMismatch") {
+      ctx_->log().info("ota: job {}: version {} is not the cloud's{}; reading it again", job,
+                       t.version, a->version > 0 ? " (" + std::to_string(a->version) + ")" : "");
+      if (++t.mismatches > 5) {
+        drop(job, "the version keeps changing");
+        return;
+      }
+      reread(job); // in_flight stays: the head is resent once the execution is read
+      return;
+    }
+    ctx_->log().warn("ota: the cloud rejected job {}'s {} update: {} {}", job,
+                     t.queue.front().status, a->code, a->message);
+    t.queue.pop_front();
+    t.in_flight = false;
+    send_next(job);
+  }
+
+  void on_reread(const std::string& job, const std::string& payload) {
+    auto ex = ota::jobs::parse_execution(payload);
+    auto it = tracks_.find(job);
+    if (it == tracks_.end())
+      return;
+    if (!ex || !*ex || (*ex)->job_id != job) {
+      drop(job, ex ? "the cloud has no such execution" : grove::describe(ex.error()));
+      return;
+    }
+    if (ota::jobs::terminal((*ex)->status)) {
+      drop(job, "the execution is already " + (*ex)->status);
+      return;
+    }
+    it->second.version = (*ex)->version_number;
+    it->second.in_flight = false;
+    send_next(job);
   }
 
   void on_execution(const ota::jobs::execution& ex) {
     auto st = ota::read_state(cfg_.install_root);
-    if (ex.status == "IN_PROGRESS" && st && st->job_id == ex.job_id) {
-      // Ours, from before the restart: its outcome is the watchdog's journal.
+    if ((ex.status == "IN_PROGRESS" || ex.status == "QUEUED") && st && st->job_id == ex.job_id) {
+      // Ours, from before the restart (still QUEUED when its IN_PROGRESS was not
+      // accepted before groved stopped): its outcome is the watchdog's journal.
       if (st->phase == "trial") {
         if (!polling_) {
           polling_ = true;
@@ -366,6 +503,8 @@ private:
   bool busy_ = false;
   bool polling_ = false;
   std::string job_running_;
+  std::map<std::string, job_track> tracks_;
+  std::deque<std::string> finished_; // jobs reported terminal (the last 64)
   std::optional<mmc::cloud_filters> cloud_;
   grove::counter applied_;
   grove::counter refused_;

@@ -6,7 +6,10 @@
 # signature and one named by an https URL (both FAILED with the reason, nothing
 # changes), a good update (IN_PROGRESS, restart, SUCCEEDED once the watchdog journals it
 # healthy) and a release whose groved exits at start (IN_PROGRESS, rollback, FAILED with
-# the watchdog's reason, reported by the previous release).
+# the watchdog's reason, reported by the previous release). The fake checks
+# expectedVersion as AWS does: every update carries one, and job-good's version is
+# raised by "another client" before its first update, which is rejected
+# (VersionMismatch); the plugin reads the execution again and goes on.
 # Usage: jobs_test.sh GROVE_OTA WATCHDOG GROVED GROVECTL GROVE_CERTS FAKE_AWS_JOBS_PY
 set -u
 OTA=$(readlink -f "$1") WATCHDOG=$(readlink -f "$2") GROVED=$(readlink -f "$3")
@@ -19,7 +22,7 @@ source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$PYTHON"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$HERE/../../message_manager/tests/mm_test_lib.sh"
-ABORT_LOGS=("$WORK/watchdog.log" "$WORK/fake.out" "$WORK/jobs.log")
+ABORT_LOGS=("$WORK/watchdog.log" "$WORK/fake.out" "$WORK/jobs.log" "$WORK/rejected.log")
 "$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
   || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
 
@@ -97,7 +100,7 @@ PY
 cat >"$WORK/jobs.json" <<EOF
 [{"jobId": "job-badsig", "document": {"operation": "grove-ota", "bundle": "$WORK/badsig.tar"}},
  {"jobId": "job-https", "document": {"operation": "grove-ota", "bundle": "https://example.com/b.tar"}},
- {"jobId": "job-good", "document": {"operation": "grove-ota", "bundle": "file://$WORK/b1.1.0.tar"}},
+ {"jobId": "job-good", "bumps": 1, "document": {"operation": "grove-ota", "bundle": "file://$WORK/b1.1.0.tar"}},
  {"jobId": "job-crash", "document": {"operation": "grove-ota", "bundle": "$WORK/b1.2.0.tar"}}]
 EOF
 
@@ -118,7 +121,8 @@ until_true 300 running 1.0.0 || abort "1.0.0 did not start"
 
 "$PYTHON" "$FAKE" --port "$CLOUD_PORT" --cafile "$CLOUD_PKI/ca.crt" \
   --cert "$CLOUD_PKI/devices/jobs-service.crt" --key "$CLOUD_PKI/devices/jobs-service.key" \
-  --thing core --jobs "$WORK/jobs.json" --log "$WORK/jobs.log" --ready-file "$WORK/ready" \
+  --thing core --jobs "$WORK/jobs.json" --log "$WORK/jobs.log" --rejected-log "$WORK/rejected.log" \
+  --ready-file "$WORK/ready" \
   >>"$WORK/fake.out" 2>&1 &
 FAKE_PID=$!
 
@@ -137,6 +141,12 @@ check "job-good IN_PROGRESS then SUCCEEDED: $(final job-good)" \
   bash -c "[[ '$(statuses job-good)' == 'IN_PROGRESS SUCCEEDED ' && '$(final job-good | jq -r .statusDetails.version)' == 1.1.0 ]]"
 check "job-crash IN_PROGRESS then FAILED: $(reason job-crash)" \
   bash -c "[[ '$(statuses job-crash)' == 'IN_PROGRESS FAILED ' && '$(reason job-crash)' == *'exited with code 3'* ]]"
+check "every accepted update carried expectedVersion" \
+  bash -c "[[ \$(jq -s 'length > 0 and all(.expectedVersion | type == \"number\")' '$WORK/jobs.log') == true ]]"
+check "job-good's stale version was rejected (VersionMismatch) and then accepted" \
+  bash -c "[[ \$(jq -s 'map(select(.jobId == \"job-good\" and .code == \"VersionMismatch\")) | length' '$WORK/rejected.log') == 1 ]]"
+check "no update rejected for another reason: $(jq -c "select(.code != \"VersionMismatch\")" "$WORK/rejected.log" 2>/dev/null | head -3)" \
+  bash -c "[[ \$(jq -s 'map(select(.code != \"VersionMismatch\")) | length' '$WORK/rejected.log') == 0 ]]"
 check "the refused bundle left no release" bash -c "[[ ! -e '$R/releases/1.1.5' && ! -e '$R/releases/1.1.5.staging' ]]"
 until_true 100 running 1.1.0
 check "1.1.0 runs after the rollback" running 1.1.0
