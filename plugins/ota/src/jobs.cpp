@@ -150,12 +150,27 @@ caf::expected<std::string> bundle_of(std::string_view document) {
   if (b == doc.end() || !b->is_string())
     return bad("the job document names no 'bundle'");
   std::string path = b->get<std::string>();
+  if (path.rfind("https://", 0) == 0) {
+    // Downloaded (TLS verified against bundle_ca_file); the signature still decides.
+    auto host_end = path.find_first_of("/?#", 8);
+    auto host = path.substr(8, host_end == std::string::npos ? std::string::npos : host_end - 8);
+    if (path.size() > 2048)
+      return bad("the bundle URL is longer than 2048 characters");
+    if (host.empty() || host.find('@') != std::string::npos)
+      return bad("the bundle URL names no host (or has user info)");
+    if (std::any_of(path.begin(), path.end(), [](char c) {
+          return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '\\';
+        }))
+      return bad("the bundle URL has a space, a control character or a backslash");
+    return path;
+  }
   if (path.rfind("file://", 0) == 0)
     path = path.substr(7);
   else if (path.find("://") != std::string::npos)
     return make_error(errc::unsupported,
-                      "ota jobs: only a path or a file:// URL can name the bundle, not '"
-                        + path.substr(0, path.find("://") + 3) + "…'");
+                      "ota jobs: only a path, a file:// or an https:// URL can name the bundle, "
+                      "not '"
+                        + path.substr(0, std::min<size_t>(path.find("://") + 3, 64)) + "…'");
   if (path.empty() || path.front() != '/' || !safe_relative_path(path.substr(1)))
     return bad("the bundle must be an absolute path without '.' or '..' segments");
   return path;

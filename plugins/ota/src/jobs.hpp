@@ -66,8 +66,10 @@ bool terminal(std::string_view status);
 caf::expected<std::optional<execution>> parse_execution(std::string_view payload);
 
 /// The bundle a job document names: {"operation": "grove-ota", "bundle": PATH} where PATH
-/// is an absolute path on the device or a file:// URL. Anything else is refused with a
-/// reason for the FAILED statusDetails.
+/// is an absolute path on the device, a file:// URL (the path is returned) or an
+/// https:// URL (returned as it is, to download). Anything else (http://, a URL without
+/// a host or with user info, spaces or control characters) is refused with a reason for
+/// the FAILED statusDetails.
 caf::expected<std::string> bundle_of(std::string_view document);
 
 /// An update request: status, statusDetails (values cut to AWS's 1024 bytes),

@@ -14,13 +14,17 @@
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
+#include "grove/http_fetch.hpp"
 #include "grove/ota/client.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <sstream>
@@ -33,6 +37,47 @@ using namespace std::chrono_literals;
 namespace ota = grove::ota;
 namespace mmc = grove::message_manager;
 
+// Downloads an https:// bundle into `dir`/<job>.tar (the install root's file system, so
+// staging from it is a local copy); the file, or why not. Blocking: run_blocking only.
+caf::expected<std::filesystem::path> download_bundle(const std::string& url,
+                                                     const std::filesystem::path& dir,
+                                                     const std::string& job,
+                                                     const grove::http::fetch_options& o) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return grove::make_error(grove::errc::system_error,
+                             "ota: cannot create " + dir.string() + ": " + ec.message());
+  auto file = dir / (job + ".tar");
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return grove::make_error(grove::errc::system_error,
+                             "ota: cannot create " + file.string() + ": " + std::strerror(errno));
+  std::string write_error;
+  auto why = grove::http::get(url, o, [&](const char* data, size_t n) {
+    while (n > 0) {
+      auto w = ::write(fd, data, n);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        write_error = "cannot write " + file.string() + ": " + std::strerror(errno);
+        return false;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  });
+  ::close(fd);
+  if (!write_error.empty())
+    why = write_error;
+  if (!why.empty()) {
+    std::filesystem::remove(file, ec);
+    return grove::make_error(grove::errc::unsupported, "ota: download of the bundle: " + why);
+  }
+  return file;
+}
+
 struct ota_config {
   std::filesystem::path install_root;
   std::vector<std::string> trusted_keys;
@@ -41,6 +86,9 @@ struct ota_config {
   std::string restart;
   std::string thing_name;
   std::string plugin_updates;
+  std::filesystem::path bundle_ca_file;
+  int64_t bundle_max_bytes = 0;
+  int64_t download_timeout_seconds = 0;
 
   static grove::config_map<ota_config> map() {
     return grove::config_map<ota_config>{}
@@ -65,7 +113,16 @@ struct ota_config {
       .key("thing_name", &ota_config::thing_name, "",
            "the core's AWS IoT thing: take AWS IoT Jobs on $aws/things/<thing_name>/jobs/ "
            "through message_manager's cloud link (list ota in its cloud.system_clients); "
-           "empty: no jobs");
+           "empty: no jobs")
+      .key("bundle_ca_file", &ota_config::bundle_ca_file, std::filesystem::path{},
+           "CA bundle (PEM) an https:// bundle URL's server certificate must chain to; "
+           "empty: the system's CAs")
+      .key("bundle_max_bytes", &ota_config::bundle_max_bytes, int64_t{512} << 20,
+           grove::range{1, int64_t{1} << 40},
+           "largest bundle downloaded from an https:// URL; a larger one is refused "
+           "(before its body when the server sends Content-Length)")
+      .key("download_timeout_seconds", &ota_config::download_timeout_seconds, 60,
+           grove::range{1, 3600}, "connect and read timeout of a bundle download");
   }
 };
 
@@ -83,6 +140,7 @@ public:
     if (!applied || !refused)
       return grove::make_error(grove::errc::init_failed, "ota: cannot declare counters");
     applied_ = *applied, refused_ = *refused;
+    cancel_ = std::make_shared<grove::http::fetch_canceller>();
     if (auto err = ctx.serve(ota::apply_topic, [this](const grove::Envelope& msg) { apply(msg); }))
       return err;
     using status_service = grove::service<ota::StatusRequest, ota::StatusReply>;
@@ -102,6 +160,9 @@ public:
   }
 
   caf::error start() override {
+    // What a stop or a kill left of a download: never installed from, so gone.
+    std::error_code ec;
+    std::filesystem::remove_all(cfg_.install_root / "downloads", ec);
     if (cfg_.thing_name.empty())
       return {};
     cloud_.emplace(*ctx_, [this](mmc::cloud_filters::state st, const caf::error& err) {
@@ -115,6 +176,10 @@ public:
     auto f = ota::jobs::filters(cfg_.thing_name);
     cloud_->set({f.begin(), f.end()});
     return {};
+  }
+
+  void stop() override {
+    cancel_->cancel(); // a download in flight is cut, not waited for
   }
 
   void on_message(const grove::Envelope& msg) override {
@@ -470,8 +535,51 @@ private:
       return;
     }
     job_running_ = ex.job_id;
+    if (bundle->starts_with("https://")) {
+      report(ex, "IN_PROGRESS", {{"step", "downloading"}});
+      download_then_install(ex, *bundle);
+      return;
+    }
     report(ex, "IN_PROGRESS", {{"step", "installing"}});
-    install(*bundle, ex.job_id, false, [this, ex](caf::expected<ota::state> st) {
+    install_job(ex, *bundle, false);
+  }
+
+  // An https:// bundle: downloaded off the actor (TLS verified against bundle_ca_file,
+  // at most bundle_max_bytes), then installed like a local one and removed; whether it
+  // is installed is still decided by its signature.
+  void download_then_install(const ota::jobs::execution& ex, const std::string& url) {
+    busy_ = true; // no apply while the download runs
+    grove::http::fetch_options o;
+    o.ca_file = cfg_.bundle_ca_file;
+    o.max_bytes = static_cast<uint64_t>(cfg_.bundle_max_bytes);
+    o.max_bytes_name = "bundle_max_bytes";
+    o.timeout = std::chrono::seconds(cfg_.download_timeout_seconds);
+    o.cancel = cancel_;
+    auto dir = cfg_.install_root / "downloads";
+    ctx_->log().info("ota: job {}: downloading {}", ex.job_id, url);
+    ctx_->run_blocking(
+      [url, dir, job = ex.job_id, o] { return download_bundle(url, dir, job, o); },
+      [this, ex](caf::expected<caf::expected<std::filesystem::path>> outer) {
+        auto file = outer ? std::move(*outer)
+                          : caf::expected<std::filesystem::path>{std::move(outer.error())};
+        busy_ = false;
+        if (!file) {
+          job_running_.clear();
+          refused_.inc();
+          ctx_->log().warn("ota: job {}: {}", ex.job_id, grove::describe(file.error()));
+          report(ex, "FAILED", {{"reason", grove::describe(file.error())}});
+          return;
+        }
+        install_job(ex, file->string(), true);
+      });
+  }
+
+  void install_job(const ota::jobs::execution& ex, const std::string& bundle, bool downloaded) {
+    install(bundle, ex.job_id, false, [this, ex, bundle, downloaded](caf::expected<ota::state> st) {
+      if (downloaded) {
+        std::error_code ec;
+        std::filesystem::remove(bundle, ec); // staged (or refused): no longer needed
+      }
       job_running_.clear();
       if (!st)
         report(ex, "FAILED", {{"reason", grove::describe(st.error())}});
@@ -505,6 +613,7 @@ private:
   std::string job_running_;
   std::map<std::string, job_track> tracks_;
   std::deque<std::string> finished_; // jobs reported terminal (the last 64)
+  std::shared_ptr<grove::http::fetch_canceller> cancel_;
   std::optional<mmc::cloud_filters> cloud_;
   grove::counter applied_;
   grove::counter refused_;

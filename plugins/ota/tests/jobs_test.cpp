@@ -65,7 +65,7 @@ BOOST_AUTO_TEST_CASE(executions_are_read_from_notify_next_and_get) {
     BOOST_TEST(!parse_execution(bad), bad);
 }
 
-BOOST_AUTO_TEST_CASE(job_documents_name_a_local_bundle) {
+BOOST_AUTO_TEST_CASE(job_documents_name_a_bundle) {
   BOOST_TEST(*bundle_of(R"({"operation":"grove-ota","bundle":"file:///opt/b.tar"})") == "/opt/b.tar");
   auto expect = [](const char* doc, const char* needle) {
     auto b = bundle_of(doc);
@@ -74,7 +74,15 @@ BOOST_AUTO_TEST_CASE(job_documents_name_a_local_bundle) {
   };
   expect(R"({"operation":"other","bundle":"/b"})", "not 'grove-ota'");
   expect(R"({"operation":"grove-ota"})", "names no 'bundle'");
-  expect(R"({"operation":"grove-ota","bundle":"https://x/b.tar"})", "file:// URL");
+  // https:// is downloaded: returned as it is.
+  BOOST_TEST(*bundle_of(R"({"operation":"grove-ota","bundle":"https://h.example:8443/b.tar?x=1"})")
+             == "https://h.example:8443/b.tar?x=1");
+  expect(R"({"operation":"grove-ota","bundle":"http://x/b.tar"})", "https:// URL");
+  expect(R"({"operation":"grove-ota","bundle":"ftp://x/b.tar"})", "https:// URL");
+  expect(R"({"operation":"grove-ota","bundle":"https:///b.tar"})", "no host");
+  expect(R"({"operation":"grove-ota","bundle":"https://u:p@x/b.tar"})", "user info");
+  expect(R"({"operation":"grove-ota","bundle":"https://x/a b.tar"})", "space");
+  expect(R"({"operation":"grove-ota","bundle":"https://x/a\nb.tar"})", "control character");
   expect(R"({"operation":"grove-ota","bundle":"relative.tar"})", "absolute path");
   expect(R"({"operation":"grove-ota","bundle":"/a/../etc/shadow"})", "absolute path");
 }
