@@ -2,9 +2,10 @@
 # ota_jobs_test: AWS IoT Jobs end to end with real processes. grove-ota-watchdog runs a
 # release tree (groved, message_manager with its Mosquitto and the cloud link, ota,
 # heartbeat) installed by grove-ota; a TLS Mosquitto stands in for AWS IoT with
-# fake_aws_jobs.py on it, holding six job executions in order: a bundle with a bad
+# fake_aws_jobs.py on it, holding seven job executions in order: a bundle with a bad
 # signature, one named by an http:// URL, one on an HTTPS server whose certificate is
-# not from bundle_ca_file's CA and one larger than bundle_max_bytes (all FAILED with the
+# not from bundle_ca_file's CA and two larger than bundle_max_bytes (with and without
+# Content-Length; all FAILED with the
 # reason, nothing changes), a good update downloaded from an HTTPS server of the test CA
 # (tests/../deployment/tests/artifact_server.py; IN_PROGRESS, restart, SUCCEEDED once
 # the watchdog journals it healthy) and a release whose groved exits at start
@@ -76,8 +77,8 @@ make_tree() {  # make_tree DIR VERSION [crash]
     printf '        system_clients: [ota]\n'
     printf '  - name: ota\n    config:\n      install_root: %s\n      trusted_keys: ["%s"]\n      thing_name: core\n' \
       "$R" "$(cat "$WORK/k.pub")"
-    # https:// bundles: the group CA's server only; 100 MiB at most.
-    printf '      bundle_ca_file: %s\n      bundle_max_bytes: 104857600\n' "$PKI/ca.crt"
+    # https:// bundles: the group CA's server only; 16 MiB at most.
+    printf '      bundle_ca_file: %s\n      bundle_max_bytes: 16777216\n' "$PKI/ca.crt"
   } >"$dir/etc/grove/profile.yaml"
 }
 bundle() {  # bundle VERSION [crash]
@@ -106,10 +107,12 @@ out.close()
 PY
 # HTTPS servers of bundles: one with the group CA's server certificate (trusted by
 # bundle_ca_file), one with the cloud CA's (not trusted); big.tar is one byte over
-# bundle_max_bytes (sparse).
+# bundle_max_bytes (sparse; refused on its Content-Length), big-nolength.tar the same
+# sent without Content-Length (refused while it streams).
 mkdir -p "$WORK/srv"
 cp "$WORK/b1.1.0.tar" "$WORK/srv/"
-truncate -s 104857601 "$WORK/srv/big.tar"
+truncate -s 16777217 "$WORK/srv/big.tar"
+truncate -s 16777217 "$WORK/srv/big-nolength.tar"
 https_server() {  # https_server PKI_DIR NAME: serves $WORK/srv, port in $WORK/NAME.port
   "$PYTHON" "$HERE/../../deployment/tests/artifact_server.py" "$WORK/srv" "$1/server.crt" \
     "$1/server.key" "$WORK/$2.port" 2>>"$WORK/https.out" &
@@ -126,6 +129,7 @@ cat >"$WORK/jobs.json" <<EOF
  {"jobId": "job-http", "document": {"operation": "grove-ota", "bundle": "http://127.0.0.1:1/b.tar"}},
  {"jobId": "job-wrongca", "document": {"operation": "grove-ota", "bundle": "$WRONG_URL/b1.1.0.tar"}},
  {"jobId": "job-big", "document": {"operation": "grove-ota", "bundle": "$GOOD_URL/big.tar"}},
+ {"jobId": "job-big-stream", "document": {"operation": "grove-ota", "bundle": "$GOOD_URL/big-nolength.tar"}},
  {"jobId": "job-good", "bumps": 1, "document": {"operation": "grove-ota", "bundle": "$GOOD_URL/b1.1.0.tar"}},
  {"jobId": "job-crash", "document": {"operation": "grove-ota", "bundle": "$WORK/b1.2.0.tar"}}]
 EOF
@@ -153,7 +157,7 @@ until_true 300 running 1.0.0 || abort "1.0.0 did not start"
 FAKE_PID=$!
 
 terminal_count() { grep -cE '"status": "(SUCCEEDED|FAILED|REJECTED)"' "$WORK/jobs.log" 2>/dev/null; }
-all_done() { [[ "$(terminal_count)" -ge 6 ]]; }
+all_done() { [[ "$(terminal_count)" -ge 7 ]]; }
 until_true 1200 all_done || abort "the jobs did not all end"
 
 final() { grep "\"jobId\": \"$1\"" "$WORK/jobs.log" | tail -1; }
@@ -166,7 +170,9 @@ check "job-http FAILED: $(reason job-http)" \
 check "job-wrongca IN_PROGRESS then FAILED: $(reason job-wrongca)" \
   bash -c "[[ '$(statuses job-wrongca)' == 'IN_PROGRESS FAILED ' && '$(reason job-wrongca)' == *'not from the configured CA'* ]]"
 check "job-big IN_PROGRESS then FAILED: $(reason job-big)" \
-  bash -c "[[ '$(statuses job-big)' == 'IN_PROGRESS FAILED ' && '$(reason job-big)' == *'larger than bundle_max_bytes'* ]]"
+  bash -c "[[ '$(statuses job-big)' == 'IN_PROGRESS FAILED ' && '$(reason job-big)' == *'larger than bundle_max_bytes'*'announced 16777217 bytes' ]]"
+check "job-big-stream IN_PROGRESS then FAILED: $(reason job-big-stream)" \
+  bash -c "[[ '$(statuses job-big-stream)' == 'IN_PROGRESS FAILED ' && '$(reason job-big-stream)' == *'larger than bundle_max_bytes (16777216 bytes)' ]]"
 check "job-good was downloaded over HTTPS (IN_PROGRESS step downloading)" \
   bash -c "[[ \$(grep '\"jobId\": \"job-good\"' '$WORK/jobs.log' | head -1 | jq -r .statusDetails.step) == downloading ]]"
 check "no download is left behind" bash -c "[[ -z \$(ls -A '$R/downloads' 2>/dev/null) ]]"

@@ -38,6 +38,7 @@ std::string get(const std::string& url, const fetch_options& opts, const body_si
   };
   int status = 0;
   bool over = false;
+  uint64_t announced = 0;
   bool stopped = false;
   uint64_t size = 0;
   auto res = cli.Get(
@@ -53,6 +54,7 @@ std::string get(const std::string& url, const fetch_options& opts, const body_si
           && std::from_chars(len.data(), len.data() + len.size(), n).ec == std::errc{}
           && n > opts.max_bytes) {
         over = true;
+        announced = n;
         return false;
       }
       return true;
@@ -72,7 +74,9 @@ std::string get(const std::string& url, const fetch_options& opts, const body_si
       return true;
     });
   if (over)
-    return too_large();
+    return announced > 0 ? too_large() + ": the server announced " + std::to_string(announced)
+                             + " bytes"
+                         : too_large();
   if (stopped)
     return "stopped";
   if (opts.cancel && opts.cancel->cancelled())

@@ -77,8 +77,8 @@ using body_sink = std::function<bool(const char* data, size_t size)>;
 
 /// GETs `url` (http:// or https://) into `sink`. "" when the whole body (status 200) was
 /// delivered, else why not: an HTTP status, a TLS or connection failure (a server
-/// certificate not from the CA: `SSL server verification failed`), `larger than
-/// <max_bytes_name> (N bytes)`, `cancelled: the plugin is stopping`, or `stopped` when
+/// certificate not from the CA: `SSLServerVerification`), `larger than <max_bytes_name>
+/// (N bytes)` (with `: the server announced M bytes` when Content-Length said so), `cancelled: the plugin is stopping`, or `stopped` when
 /// the sink returned false (it knows why). URLs in messages are cut to 512 characters.
 std::string get(const std::string& url, const fetch_options& opts, const body_sink& sink);
 
