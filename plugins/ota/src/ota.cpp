@@ -179,7 +179,8 @@ public:
   }
 
   void stop() override {
-    cancel_->cancel(); // a download in flight is cut, not waited for
+    if (cancel_)
+      cancel_->cancel(); // a download in flight is cut, not waited for
   }
 
   void on_message(const grove::Envelope& msg) override {
