@@ -6,7 +6,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <httplib.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -156,47 +155,18 @@ private:
   std::unique_ptr<EVP_MD_CTX, md_free> other_;
 };
 
-// GETs `url` into `out`; "" on success, else why not.
+// GETs `url` into `out` with the SDK's downloader; "" on success, else why not.
 std::string download(const std::string& url, const fetch_settings& s, sink& out) {
-  auto scheme_end = url.find("://");
-  auto path_start = url.find('/', scheme_end + 3);
-  auto origin = url.substr(0, path_start);
-  auto path = path_start == std::string::npos ? std::string{"/"} : url.substr(path_start);
-  httplib::Client cli{origin};
-  if (!cli.is_valid())
-    return "cannot make a client for " + origin;
-  cli.set_connection_timeout(s.timeout);
-  cli.set_read_timeout(s.timeout);
-  cli.set_follow_location(true);
-  cli.enable_server_certificate_verification(true);
-  if (!s.ca_file.empty())
-    cli.set_ca_cert_path(s.ca_file.c_str());
-  // A stop cuts the download (its socket shut), even one waiting for bytes.
-  if (s.cancel && !s.cancel->add(&cli, [&cli] { cli.stop(); }))
-    return "cancelled: the plugin is stopping";
-  struct unregister {
-    const fetch_settings& s;
-    const void* id;
-    ~unregister() {
-      if (s.cancel)
-        s.cancel->remove(id);
-    }
-  } registered{s, &cli};
-  int status = 0;
-  auto res = cli.Get(
-    path, httplib::Headers{},
-    [&](const httplib::Response& r) {
-      status = r.status;
-      return r.status == 200;
-    },
-    [&](const char* data, size_t n) { return out.write(data, n); });
-  if (status != 0 && status != 200)
-    return "GET " + url.substr(0, 512) + ": HTTP status " + std::to_string(status);
+  grove::http::fetch_options o;
+  o.ca_file = s.ca_file;
+  o.max_bytes = s.max_bytes;
+  o.max_bytes_name = "artifacts_max_bytes";
+  o.timeout = s.timeout;
+  o.cancel = s.cancel;
+  auto why = grove::http::get(url, o, [&out](const char* data, size_t n) { return out.write(data, n); });
   if (!out.why().empty())
     return out.why();
-  if (!res)
-    return "GET " + url.substr(0, 512) + ": " + httplib::to_string(res.error());
-  return {};
+  return why;
 }
 
 // Copies local file `from` into `out`; "" on success, else why not.

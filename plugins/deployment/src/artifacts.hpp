@@ -25,49 +25,17 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "grove/http_fetch.hpp"
+
 #include "artifact_uri.hpp"
 #include "component_store.hpp"
 
 namespace grove::deployment {
 
-/// Ends the fetches in flight when the plugin stops: downloads are cut at once (their
-/// sockets shut), copies at their next block, and no version is settled by them (the
-/// next start fetches it again). Thread-safe.
-class fetch_canceller {
-public:
-  /// Whether cancel() was called.
-  bool cancelled() const {
-    return cancelled_.load();
-  }
-
-  /// Cancels every fetch, those to come too.
-  void cancel() {
-    std::lock_guard guard{mtx_};
-    cancelled_ = true;
-    for (auto& [id, stop] : active_)
-      stop();
-  }
-
-  /// Registers how to cut download `id`; false (nothing registered) when cancelled.
-  bool add(const void* id, std::function<void()> stop) {
-    std::lock_guard guard{mtx_};
-    if (cancelled_)
-      return false;
-    active_[id] = std::move(stop);
-    return true;
-  }
-
-  /// Unregisters download `id`.
-  void remove(const void* id) {
-    std::lock_guard guard{mtx_};
-    active_.erase(id);
-  }
-
-private:
-  std::atomic<bool> cancelled_{false};
-  std::mutex mtx_;
-  std::map<const void*, std::function<void()>> active_;
-};
+/// Ends the fetches in flight when the plugin stops (the SDK's, grove/http_fetch.hpp):
+/// downloads are cut at once (their sockets shut), copies at their next block, and no
+/// version is settled by them (the next start fetches it again).
+using fetch_canceller = grove::http::fetch_canceller;
 
 /// How artifacts are fetched.
 struct fetch_settings {

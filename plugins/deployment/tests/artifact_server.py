@@ -4,7 +4,9 @@
 Usage: artifact_server.py DIR CERT KEY PORT_FILE
 Serves DIR over TLS (the group PKI's server certificate) on a free port of 127.0.0.1,
 which it writes to PORT_FILE once listening. A file whose name contains "slow" is sent
-100 bytes every half second, so a test can kill groved in the middle of a download.
+100 bytes every half second, so a test can kill groved in the middle of a download. A
+file whose name contains "nolength" is sent without Content-Length (the body ends when
+the connection closes), so a client's size limit must hold while the body streams.
 """
 import functools
 import http.server
@@ -16,6 +18,11 @@ ROOT, CERT, KEY, PORT_FILE = sys.argv[1:5]
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
+    def send_header(self, keyword, value):
+        if keyword.lower() == "content-length" and "nolength" in self.path:
+            return  # HTTP/1.0: the connection closes after the body
+        super().send_header(keyword, value)
+
     def copyfile(self, source, outputfile):
         if "slow" not in self.path:
             return super().copyfile(source, outputfile)

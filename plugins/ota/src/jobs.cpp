@@ -63,9 +63,52 @@ std::string update_topic(std::string_view thing, std::string_view job) {
 }
 
 std::vector<std::string> filters(std::string_view thing) {
-  return {notify_next_topic(thing), get_topic(thing, "$next") + "/accepted",
-          get_topic(thing, "$next") + "/rejected", base(thing) + "+/update/accepted",
-          base(thing) + "+/update/rejected"};
+  return {notify_next_topic(thing), base(thing) + "+/get/accepted", base(thing) + "+/get/rejected",
+          base(thing) + "+/update/accepted", base(thing) + "+/update/rejected"};
+}
+
+std::string job_of(std::string_view topic, std::string_view thing, std::string_view suffix) {
+  auto prefix = base(thing);
+  if (!topic.starts_with(prefix) || !topic.ends_with(suffix)
+      || topic.size() <= prefix.size() + suffix.size())
+    return {};
+  // `suffix` starts with '/'; a job id has none.
+  auto job = topic.substr(prefix.size(), topic.size() - prefix.size() - suffix.size());
+  if (job != "$next" && !valid_job_id(job))
+    return {};
+  return std::string{job};
+}
+
+caf::expected<update_answer> parse_update_answer(std::string_view payload, bool rejected) {
+  json doc = json::parse(payload.begin(), payload.end(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object())
+    return bad("the update answer is not a JSON object");
+  update_answer a;
+  if (rejected) {
+    auto code = doc.find("code");
+    if (code == doc.end() || !code->is_string())
+      return bad("the update rejection has no 'code'");
+    a.code = code->get<std::string>();
+    if (auto m = doc.find("message"); m != doc.end() && m->is_string())
+      a.message = m->get<std::string>();
+  }
+  if (auto st = doc.find("executionState"); st != doc.end() && !st->is_null()) {
+    if (!st->is_object())
+      return bad("'executionState' is not an object");
+    if (auto v = st->find("versionNumber"); v != st->end()) {
+      if (!v->is_number_integer() || v->get<int64_t>() < 0)
+        return bad("'executionState.versionNumber' is not a version");
+      a.version = v->get<int64_t>();
+    }
+    if (auto s = st->find("status"); s != st->end() && s->is_string())
+      a.state_status = s->get<std::string>();
+  }
+  return a;
+}
+
+bool terminal(std::string_view status) {
+  return status == "SUCCEEDED" || status == "FAILED" || status == "REJECTED"
+         || status == "CANCELED" || status == "TIMED_OUT" || status == "REMOVED";
 }
 
 caf::expected<std::optional<execution>> parse_execution(std::string_view payload) {
@@ -107,12 +150,27 @@ caf::expected<std::string> bundle_of(std::string_view document) {
   if (b == doc.end() || !b->is_string())
     return bad("the job document names no 'bundle'");
   std::string path = b->get<std::string>();
+  if (path.rfind("https://", 0) == 0) {
+    // Downloaded (TLS verified against bundle_ca_file); the signature still decides.
+    auto host_end = path.find_first_of("/?#", 8);
+    auto host = path.substr(8, host_end == std::string::npos ? std::string::npos : host_end - 8);
+    if (path.size() > 2048)
+      return bad("the bundle URL is longer than 2048 characters");
+    if (host.empty() || host.find('@') != std::string::npos)
+      return bad("the bundle URL names no host (or has user info)");
+    if (std::any_of(path.begin(), path.end(), [](char c) {
+          return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '\\';
+        }))
+      return bad("the bundle URL has a space, a control character or a backslash");
+    return path;
+  }
   if (path.rfind("file://", 0) == 0)
     path = path.substr(7);
   else if (path.find("://") != std::string::npos)
     return make_error(errc::unsupported,
-                      "ota jobs: only a path or a file:// URL can name the bundle, not '"
-                        + path.substr(0, path.find("://") + 3) + "…'");
+                      "ota jobs: only a path, a file:// or an https:// URL can name the bundle, "
+                      "not '"
+                        + path.substr(0, std::min<size_t>(path.find("://") + 3, 64)) + "…'");
   if (path.empty() || path.front() != '/' || !safe_relative_path(path.substr(1)))
     return bad("the bundle must be an absolute path without '.' or '..' segments");
   return path;
@@ -128,6 +186,7 @@ std::string update_payload(std::string_view status,
   doc["statusDetails"] = sd;
   if (expected_version > 0)
     doc["expectedVersion"] = expected_version;
+  doc["includeJobExecutionState"] = true;
   if (!client_token.empty())
     doc["clientToken"] = cut(std::string{client_token}, 64);
   return doc.dump(-1, ' ', false, json::error_handler_t::replace);

@@ -14,12 +14,18 @@
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
+#include "grove/http_fetch.hpp"
 #include "grove/ota/client.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <deque>
 #include <fstream>
 #include <sstream>
 
@@ -31,6 +37,47 @@ using namespace std::chrono_literals;
 namespace ota = grove::ota;
 namespace mmc = grove::message_manager;
 
+// Downloads an https:// bundle into `dir`/<job>.tar (the install root's file system, so
+// staging from it is a local copy); the file, or why not. Blocking: run_blocking only.
+caf::expected<std::filesystem::path> download_bundle(const std::string& url,
+                                                     const std::filesystem::path& dir,
+                                                     const std::string& job,
+                                                     const grove::http::fetch_options& o) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return grove::make_error(grove::errc::system_error,
+                             "ota: cannot create " + dir.string() + ": " + ec.message());
+  auto file = dir / (job + ".tar");
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return grove::make_error(grove::errc::system_error,
+                             "ota: cannot create " + file.string() + ": " + std::strerror(errno));
+  std::string write_error;
+  auto why = grove::http::get(url, o, [&](const char* data, size_t n) {
+    while (n > 0) {
+      auto w = ::write(fd, data, n);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        write_error = "cannot write " + file.string() + ": " + std::strerror(errno);
+        return false;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  });
+  ::close(fd);
+  if (!write_error.empty())
+    why = write_error;
+  if (!why.empty()) {
+    std::filesystem::remove(file, ec);
+    return grove::make_error(grove::errc::unsupported, "ota: download of the bundle: " + why);
+  }
+  return file;
+}
+
 struct ota_config {
   std::filesystem::path install_root;
   std::vector<std::string> trusted_keys;
@@ -39,6 +86,9 @@ struct ota_config {
   std::string restart;
   std::string thing_name;
   std::string plugin_updates;
+  std::filesystem::path bundle_ca_file;
+  int64_t bundle_max_bytes = 0;
+  int64_t download_timeout_seconds = 0;
 
   static grove::config_map<ota_config> map() {
     return grove::config_map<ota_config>{}
@@ -63,7 +113,16 @@ struct ota_config {
       .key("thing_name", &ota_config::thing_name, "",
            "the core's AWS IoT thing: take AWS IoT Jobs on $aws/things/<thing_name>/jobs/ "
            "through message_manager's cloud link (list ota in its cloud.system_clients); "
-           "empty: no jobs");
+           "empty: no jobs")
+      .key("bundle_ca_file", &ota_config::bundle_ca_file, std::filesystem::path{},
+           "CA bundle (PEM) an https:// bundle URL's server certificate must chain to; "
+           "empty: the system's CAs")
+      .key("bundle_max_bytes", &ota_config::bundle_max_bytes, int64_t{512} << 20,
+           grove::range{1, int64_t{1} << 40},
+           "largest bundle downloaded from an https:// URL; a larger one is refused "
+           "(before its body when the server sends Content-Length)")
+      .key("download_timeout_seconds", &ota_config::download_timeout_seconds, 60,
+           grove::range{1, 3600}, "connect and read timeout of a bundle download");
   }
 };
 
@@ -81,6 +140,7 @@ public:
     if (!applied || !refused)
       return grove::make_error(grove::errc::init_failed, "ota: cannot declare counters");
     applied_ = *applied, refused_ = *refused;
+    cancel_ = std::make_shared<grove::http::fetch_canceller>();
     if (auto err = ctx.serve(ota::apply_topic, [this](const grove::Envelope& msg) { apply(msg); }))
       return err;
     using status_service = grove::service<ota::StatusRequest, ota::StatusReply>;
@@ -100,6 +160,9 @@ public:
   }
 
   caf::error start() override {
+    // What a stop or a kill left of a download: never installed from, so gone.
+    std::error_code ec;
+    std::filesystem::remove_all(cfg_.install_root / "downloads", ec);
     if (cfg_.thing_name.empty())
       return {};
     cloud_.emplace(*ctx_, [this](mmc::cloud_filters::state st, const caf::error& err) {
@@ -115,6 +178,11 @@ public:
     return {};
   }
 
+  void stop() override {
+    if (cancel_)
+      cancel_->cancel(); // a download in flight is cut, not waited for
+  }
+
   void on_message(const grove::Envelope& msg) override {
     if (msg.topic() == mmc::cloud_link_topic) {
       grove::mm::CloudLink ev;
@@ -126,12 +194,27 @@ public:
     auto topic = mmc::cloud_topic_of(msg.topic(), ctx_->name());
     if (!topic)
       return;
-    if (topic->ends_with("/update/rejected")) {
-      ctx_->log().warn("ota: the cloud rejected a job update: {}", msg.payload());
+    const auto& thing = cfg_.thing_name;
+    if (auto job = ota::jobs::job_of(*topic, thing, "/update/accepted"); !job.empty()) {
+      on_update_answer(job, msg.payload(), false);
       return;
     }
-    if (*topic != ota::jobs::notify_next_topic(cfg_.thing_name)
-        && *topic != ota::jobs::get_topic(cfg_.thing_name, "$next") + "/accepted")
+    if (auto job = ota::jobs::job_of(*topic, thing, "/update/rejected"); !job.empty()) {
+      on_update_answer(job, msg.payload(), true);
+      return;
+    }
+    if (auto job = ota::jobs::job_of(*topic, thing, "/get/accepted"); !job.empty() && job != "$next") {
+      on_reread(job, msg.payload());
+      return;
+    }
+    if (auto job = ota::jobs::job_of(*topic, thing, "/get/rejected"); !job.empty()) {
+      ctx_->log().warn("ota: the cloud refused to describe job {}: {}", job, msg.payload());
+      if (job != "$next")
+        drop(job, "it cannot be read back");
+      return;
+    }
+    if (*topic != ota::jobs::notify_next_topic(thing)
+        && *topic != ota::jobs::get_topic(thing, "$next") + "/accepted")
       return;
     auto ex = ota::jobs::parse_execution(msg.payload());
     if (!ex) {
@@ -295,17 +378,137 @@ private:
                        });
   }
 
+  // Updates of one execution go out one at a time, each with expectedVersion: the
+  // version of the last answer (the execution as read, then each update/accepted's
+  // executionState). A VersionMismatch re-reads the execution (<job>/get) and sends the
+  // same update again with the version read; a terminal execution drops what is queued.
+  struct pending_update {
+    std::string status;
+    std::map<std::string, std::string> details;
+  };
+
+  struct job_track {
+    int64_t version = 0;
+    std::deque<pending_update> queue;
+    bool in_flight = false;
+    uint64_t seq = 0;   // of the update in flight, for its answer timeout
+    int mismatches = 0; // in a row, for the head of the queue
+  };
+
   void report(const ota::jobs::execution& ex, std::string_view status,
               std::map<std::string, std::string> details) {
+    // notify-next and a get reply can both bring the same execution: one terminal
+    // report per job (a second would be rejected: the execution is already terminal).
+    if (ota::jobs::terminal(status)) {
+      if (std::find(finished_.begin(), finished_.end(), ex.job_id) != finished_.end())
+        return;
+      finished_.push_back(ex.job_id);
+      if (finished_.size() > 64)
+        finished_.pop_front();
+    }
     ctx_->log().info("ota: job {} {}", ex.job_id, status);
-    publish(ota::jobs::update_topic(cfg_.thing_name, ex.job_id),
-            ota::jobs::update_payload(status, details, 0, "ota-" + ex.job_id));
+    auto& t = tracks_[ex.job_id];
+    t.version = std::max(t.version, ex.version_number);
+    t.queue.push_back({std::string{status}, std::move(details)});
+    send_next(ex.job_id);
+  }
+
+  void send_next(const std::string& job) {
+    auto it = tracks_.find(job);
+    if (it == tracks_.end())
+      return;
+    auto& t = it->second;
+    if (t.in_flight)
+      return;
+    if (t.queue.empty()) {
+      tracks_.erase(it);
+      return;
+    }
+    t.in_flight = true;
+    auto seq = ++t.seq;
+    auto& head = t.queue.front();
+    publish(ota::jobs::update_topic(cfg_.thing_name, job),
+            ota::jobs::update_payload(head.status, head.details, t.version, "ota-" + job));
+    // No answer (lost with the link): read the execution again, then resend.
+    ctx_->after(30s, [this, job, seq] {
+      auto i = tracks_.find(job);
+      if (i != tracks_.end() && i->second.in_flight && i->second.seq == seq)
+        reread(job);
+    });
+  }
+
+  void reread(const std::string& job) {
+    publish(ota::jobs::get_topic(cfg_.thing_name, job), ota::jobs::get_payload("ota-reread-" + job));
+  }
+
+  void drop(const std::string& job, std::string_view why) {
+    auto it = tracks_.find(job);
+    if (it == tracks_.end())
+      return;
+    if (!it->second.queue.empty())
+      ctx_->log().warn("ota: job {}: {} update(s) not sent: {}", job, it->second.queue.size(), why);
+    tracks_.erase(it);
+  }
+
+  void on_update_answer(const std::string& job, const std::string& payload, bool rejected) {
+    auto a = ota::jobs::parse_update_answer(payload, rejected);
+    if (!a) {
+      ctx_->log().warn("ota: job {}: {}", job, grove::describe(a.error()));
+      return;
+    }
+    auto it = tracks_.find(job);
+    if (it == tracks_.end() || !it->second.in_flight)
+      return; // not ours, or answered already
+    auto& t = it->second;
+    if (!rejected) {
+      // includeJobExecutionState: the new version; without it, AWS's increment.
+      t.version = a->version > 0 ? a->version : t.version + 1;
+      t.queue.pop_front();
+      t.in_flight = false;
+      t.mismatches = 0;
+      send_next(job);
+      return;
+    }
+    if (a->code == "VersionMismatch") {
+      ctx_->log().info("ota: job {}: version {} is not the cloud's{}; reading it again", job,
+                       t.version, a->version > 0 ? " (" + std::to_string(a->version) + ")" : "");
+      if (++t.mismatches > 5) {
+        drop(job, "the version keeps changing");
+        return;
+      }
+      reread(job); // in_flight stays: the head is resent once the execution is read
+      return;
+    }
+    ctx_->log().warn("ota: the cloud rejected job {}'s {} update: {} {}", job,
+                     t.queue.front().status, a->code, a->message);
+    t.queue.pop_front();
+    t.in_flight = false;
+    send_next(job);
+  }
+
+  void on_reread(const std::string& job, const std::string& payload) {
+    auto ex = ota::jobs::parse_execution(payload);
+    auto it = tracks_.find(job);
+    if (it == tracks_.end())
+      return;
+    if (!ex || !*ex || (*ex)->job_id != job) {
+      drop(job, ex ? "the cloud has no such execution" : grove::describe(ex.error()));
+      return;
+    }
+    if (ota::jobs::terminal((*ex)->status)) {
+      drop(job, "the execution is already " + (*ex)->status);
+      return;
+    }
+    it->second.version = (*ex)->version_number;
+    it->second.in_flight = false;
+    send_next(job);
   }
 
   void on_execution(const ota::jobs::execution& ex) {
     auto st = ota::read_state(cfg_.install_root);
-    if (ex.status == "IN_PROGRESS" && st && st->job_id == ex.job_id) {
-      // Ours, from before the restart: its outcome is the watchdog's journal.
+    if ((ex.status == "IN_PROGRESS" || ex.status == "QUEUED") && st && st->job_id == ex.job_id) {
+      // Ours, from before the restart (still QUEUED when its IN_PROGRESS was not
+      // accepted before groved stopped): its outcome is the watchdog's journal.
       if (st->phase == "trial") {
         if (!polling_) {
           polling_ = true;
@@ -333,8 +536,51 @@ private:
       return;
     }
     job_running_ = ex.job_id;
+    if (bundle->starts_with("https://")) {
+      report(ex, "IN_PROGRESS", {{"step", "downloading"}});
+      download_then_install(ex, *bundle);
+      return;
+    }
     report(ex, "IN_PROGRESS", {{"step", "installing"}});
-    install(*bundle, ex.job_id, false, [this, ex](caf::expected<ota::state> st) {
+    install_job(ex, *bundle, false);
+  }
+
+  // An https:// bundle: downloaded off the actor (TLS verified against bundle_ca_file,
+  // at most bundle_max_bytes), then installed like a local one and removed; whether it
+  // is installed is still decided by its signature.
+  void download_then_install(const ota::jobs::execution& ex, const std::string& url) {
+    busy_ = true; // no apply while the download runs
+    grove::http::fetch_options o;
+    o.ca_file = cfg_.bundle_ca_file;
+    o.max_bytes = static_cast<uint64_t>(cfg_.bundle_max_bytes);
+    o.max_bytes_name = "bundle_max_bytes";
+    o.timeout = std::chrono::seconds(cfg_.download_timeout_seconds);
+    o.cancel = cancel_;
+    auto dir = cfg_.install_root / "downloads";
+    ctx_->log().info("ota: job {}: downloading {}", ex.job_id, url);
+    ctx_->run_blocking(
+      [url, dir, job = ex.job_id, o] { return download_bundle(url, dir, job, o); },
+      [this, ex](caf::expected<caf::expected<std::filesystem::path>> outer) {
+        auto file = outer ? std::move(*outer)
+                          : caf::expected<std::filesystem::path>{std::move(outer.error())};
+        busy_ = false;
+        if (!file) {
+          job_running_.clear();
+          refused_.inc();
+          ctx_->log().warn("ota: job {}: {}", ex.job_id, grove::describe(file.error()));
+          report(ex, "FAILED", {{"reason", grove::describe(file.error())}});
+          return;
+        }
+        install_job(ex, file->string(), true);
+      });
+  }
+
+  void install_job(const ota::jobs::execution& ex, const std::string& bundle, bool downloaded) {
+    install(bundle, ex.job_id, false, [this, ex, bundle, downloaded](caf::expected<ota::state> st) {
+      if (downloaded) {
+        std::error_code ec;
+        std::filesystem::remove(bundle, ec); // staged (or refused): no longer needed
+      }
       job_running_.clear();
       if (!st)
         report(ex, "FAILED", {{"reason", grove::describe(st.error())}});
@@ -366,6 +612,9 @@ private:
   bool busy_ = false;
   bool polling_ = false;
   std::string job_running_;
+  std::map<std::string, job_track> tracks_;
+  std::deque<std::string> finished_; // jobs reported terminal (the last 64)
+  std::shared_ptr<grove::http::fetch_canceller> cancel_;
   std::optional<mmc::cloud_filters> cloud_;
   grove::counter applied_;
   grove::counter refused_;

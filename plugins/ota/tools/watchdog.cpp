@@ -4,11 +4,14 @@
 // --health-seconds within --start-seconds more; if groved exits, crashes or hangs
 // first, `current` goes back to the previous release, the journal says why, and the
 // previous groved starts. Outside a trial it only supervises: groved's exit ends it
-// (systemd restarts the unit), except an exit that an update asked for.
+// (systemd restarts the unit), except an exit that an update asked for. Under systemd
+// (packaging/grove-ota.service, Type=notify) it relays groved's READY=1 and WATCHDOG=1
+// (notify_relay.hpp).
 //   grove-ota-watchdog --root R --socket S [--health-seconds N] [--start-seconds N]
 //                      [--max-attempts N] -- GROVED-ARGS...
 
 #include "install.hpp"
+#include "notify_relay.hpp"
 
 #include "grove/errors.hpp"
 
@@ -33,9 +36,11 @@ namespace {
 
 volatile sig_atomic_t stop_signal = 0;
 pid_t child = 0;
+notify_relay relay;
 
 void on_signal(int sig) {
-  stop_signal = sig;
+  if (sig != SIGHUP) // SIGHUP (systemctl reload) only re-reads groved's profile
+    stop_signal = sig;
   if (child > 0)
     ::kill(child, sig);
 }
@@ -57,18 +62,27 @@ struct options {
 // `current` does not change what runs); it dies with the watchdog.
 pid_t launch(const options& o, const std::string& release) {
   auto bin = o.root / "releases" / release / "bin" / "groved";
+  // Everything the child needs is made before fork(): the relay's thread may hold locks.
+  std::vector<char*> argv{const_cast<char*>(bin.c_str())};
+  for (auto& a : o.args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  auto env = relay.child_env();
+  std::vector<char*> envp;
+  for (auto& e : env)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    std::vector<char*> argv{const_cast<char*>(bin.c_str())};
-    for (auto& a : o.args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(bin.c_str(), argv.data());
+    ::execve(bin.c_str(), argv.data(), envp.data());
     std::fprintf(stderr, "grove-ota-watchdog: exec %s: %s\n", bin.c_str(), std::strerror(errno));
     ::_exit(127);
   }
   log("started " + bin.string() + " (pid " + std::to_string(pid) + ")");
+  // Fed by the watchdog until this groved is ready: a restart is not a hang.
+  relay.set_child(pid, std::chrono::seconds(o.start_seconds));
+  relay.status("starting release " + release);
   return pid;
 }
 
@@ -142,6 +156,7 @@ void roll_back(const options& o, state st, const std::string& reason) {
   st.phase = "rolled_back";
   st.reason = reason;
   journal(o, st);
+  relay.status("rolled back " + st.target + " to " + st.previous + ": " + reason);
 }
 
 // Brings the journal in line with `current` after a start (maybe after a kill -9).
@@ -181,6 +196,9 @@ bool trial(const options& o, state st, pid_t& pid) {
   pid = launch(o, st.target);
   child = pid;
   auto deadline = clock_type::now() + std::chrono::seconds(o.start_seconds + o.health_seconds);
+  // The watchdog feeds systemd through the whole trial: it has its own deadline.
+  relay.feed_until(deadline + std::chrono::seconds(5));
+  relay.status("release " + st.target + " on trial");
   bool healthy = false;
   clock_type::time_point healthy_since;
   int restarts = -1;
@@ -202,6 +220,8 @@ bool trial(const options& o, state st, pid_t& pid) {
         st.reason.clear();
         journal(o, st);
         log(st.target + " is healthy");
+        relay.feed_until(clock_type::now()); // from now on only groved's own feed
+        relay.status("release " + st.target + " is healthy");
         return true;
       }
     } else {
@@ -253,12 +273,16 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_signal;
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGHUP, &sa, nullptr);
+  if (auto why = relay.start(); !why.empty())
+    log(why + "; groved's notifications are not relayed");
   for (;;) {
     auto st = recover(o);
     pid_t pid = 0;
     if (st.phase == "trial")
       trial(o, st, pid);
     if (stop_signal) {
+      relay.stopping();
       if (pid > 0)
         stop_child(pid);
       return 0;
@@ -274,15 +298,23 @@ int main(int argc, char** argv) {
     child = pid;
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      if (stop_signal)
+        relay.stopping();
     }
     child = 0;
     log("groved " + describe_status(status));
-    if (stop_signal)
+    if (stop_signal) {
+      relay.stopping();
       return 0;
+    }
     // An update switched `current` and stopped groved to restart into it.
     auto after = read_state(o.root);
-    if (after && after->phase == "trial" && after->attempts == 0)
+    if (after && after->phase == "trial" && after->attempts == 0) {
+      // Fed until the trial's own feed begins.
+      relay.feed_until(clock_type::now() + std::chrono::seconds(o.start_seconds));
+      relay.status("restarting into release " + after->target);
       continue;
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
   }
 }
