@@ -954,9 +954,10 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
         auto again = std::make_shared<job>();
         again->background = true;
         again->plan.push_back(it->second->plan);
-        for (const auto& d : hard_dependants(name))
-          if (auto dep = components_.find(d); dep != components_.end() && dep->second->stopped)
-            again->plan.push_back(dep->second->plan);
+        if (!busy_) // else the deployment begun meanwhile starts them, in its order
+          for (const auto& d : hard_dependants(name))
+            if (auto dep = components_.find(d); dep != components_.end() && dep->second->stopped)
+              again->plan.push_back(dep->second->plan);
         run_main(again, name);
       });
     }

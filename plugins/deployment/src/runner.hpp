@@ -11,7 +11,11 @@
 // unloaded through the kernel's control service (control_client.hpp), its state the
 // kernel's. A Lambda component (ComponentType aws.greengrass.lambda) is a function of the
 // kernel's group, run by function_runtime: added, replaced and removed through the
-// kernel's `$grove/group/set`. Everything but installed() runs on the plugin's actor.
+// kernel's `$grove/group/set`. At run time a generic component that errors or goes BROKEN
+// stops its HARD dependants (started again once it runs again), a run an apply started
+// that goes BROKEN within its timeout fails that apply late, and configuration builds on
+// what each component has (cumulative). Everything but installed() and snapshot() runs on
+// the plugin's actor.
 
 #include <chrono>
 #include <deque>
