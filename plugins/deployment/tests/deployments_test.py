@@ -202,6 +202,17 @@ check("Lib killed: Lib runs again (new pid) and Service, HARD on it, restarts wi
 check("... Soft, SOFT on Lib, keeps its process", pid_of("e2e.Soft") == soft_pid and alive(soft_pid),
       (soft_pid, pid_of("e2e.Soft")))
 check("... all three RUNNING again", ic and set(ic) == {"e2e.Service", "e2e.Lib", "e2e.Soft"}, ic)
+# Two more crashes: Lib's third error makes it BROKEN; Service (HARD) stops with it, Soft runs on.
+for _ in range(2):
+    lib_pid = pid_of("e2e.Lib")
+    os.kill(lib_pid, signal.SIGKILL)
+    wait(lambda: installed().get("e2e.Lib", {}).get("lifecycleState") == "BROKEN"
+         or (pid_of("e2e.Lib") != lib_pid and alive(pid_of("e2e.Lib"))))
+ic = wait(lambda: (lambda i: i.get("e2e.Service", {}).get("lifecycleState") == "FINISHED" and i)(installed()))
+check("Lib BROKEN (3 errors): Service, HARD on it, stopped with the reason; Soft keeps running",
+      ic and ic["e2e.Lib"]["lifecycleState"] == "BROKEN"
+      and ic["e2e.Service"].get("lifecycleStateDetails") == "stopped: its HARD dependency e2e.Lib is BROKEN"
+      and not alive(new_svc) and pid_of("e2e.Soft") == soft_pid and alive(soft_pid), ic)
 
 # ---- a failing install is rolled back -------------------------------------------------
 d3 = gg.create_deployment(targetArn=THING, components={
