@@ -84,6 +84,14 @@ component_store::open(const std::filesystem::path& file) {
                              " reason TEXT NOT NULL, created_ms INTEGER NOT NULL,"
                              " modified_ms INTEGER NOT NULL);",
                              {}});
+  // The installed components (issue 15): their states and effective configurations
+  // survive a restart, and configuration builds on them (cumulative, as in Greengrass).
+  opts.migrations.push_back({4,
+                             "CREATE TABLE installed("
+                             " name TEXT PRIMARY KEY, version TEXT NOT NULL,"
+                             " state TEXT NOT NULL, details TEXT NOT NULL,"
+                             " changed_ms INTEGER NOT NULL, plan TEXT NOT NULL) WITHOUT ROWID;",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -512,6 +520,37 @@ caf::expected<bool> component_store::erase_deployment(const std::string& id) {
   if (auto err = db_->run("DELETE FROM deployments WHERE id = ?", id))
     return err;
   return sqlite3_changes(db_->native_handle()) > 0;
+}
+
+caf::error component_store::put_installed(const std::vector<installed_row>& rows) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  if (auto err = db_->run("DELETE FROM installed"))
+    return err;
+  for (const auto& r : rows)
+    if (auto err = db_->run("INSERT INTO installed(name, version, state, details, changed_ms, "
+                            "plan) VALUES(?, ?, ?, ?, ?, ?)",
+                            r.name, r.version, r.state, r.details, r.changed_ms, r.plan))
+      return err;
+  return tx->commit();
+}
+
+caf::expected<std::vector<installed_row>> component_store::installed() {
+  std::lock_guard guard{mtx_};
+  std::vector<installed_row> out;
+  if (auto err = each_row(
+        *db_,
+        "SELECT name, version, state, details, changed_ms, plan FROM installed ORDER BY name",
+        [&](const grove::statement& s) {
+          out.push_back(installed_row{std::string{s.column_text(0)}, std::string{s.column_text(1)},
+                                      std::string{s.column_text(2)}, std::string{s.column_text(3)},
+                                      s.column_int64(4), std::string{s.column_text(5)}});
+          return true;
+        }))
+    return err;
+  return out;
 }
 
 } // namespace grove::deployment

@@ -120,6 +120,16 @@ struct deployment_record {
   int64_t seq = 0;
 };
 
+/// A component installed on this core, as the runner last had it.
+struct installed_row {
+  /// ComponentName, ComponentVersion, lifecycle state and its details.
+  std::string name, version, state, details;
+  /// Last state change, ms since the epoch.
+  int64_t changed_ms = 0;
+  /// The rest of its plan (recipe, effective configuration, root, user, paths) as JSON.
+  std::string plan;
+};
+
 /// The store (see the file comment).
 class component_store {
 public:
@@ -208,6 +218,13 @@ public:
 
   /// Deletes a deployment; false when there was none.
   caf::expected<bool> erase_deployment(const std::string& id);
+
+  /// Replaces the installed components (the runner's set, ListInstalledComponents) with
+  /// `rows`, in one transaction.
+  caf::error put_installed(const std::vector<installed_row>& rows);
+
+  /// The installed components, by name.
+  caf::expected<std::vector<installed_row>> installed();
 
 private:
   explicit component_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {

@@ -236,6 +236,18 @@ public:
       auto write_dir = ctx_->state_dir().parent_path().parent_path();
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_);
+      // The components the journal kept: listed with their last states at once, their
+      // effective configurations what the next deployment builds on.
+      if (auto rows = store_->installed(); rows) {
+        std::vector<installed_record> records;
+        for (const auto& r : *rows)
+          records.push_back(record_of(r));
+        runner_->restore(std::move(records));
+      } else {
+        ctx_->log().error("deployment: cannot read the installed components: {}",
+                          grove::describe(rows.error()));
+      }
+      runner_->on_change([this] { journal_installed(); });
     }
     resume();
     thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
@@ -261,6 +273,7 @@ public:
     if (thread_.joinable())
       thread_.join();
     server_.reset();
+    *alive_ = false;
     {
       std::lock_guard guard{runner_mtx_};
       runner_.reset(); // stops every component
@@ -310,6 +323,67 @@ private:
       });
   }
 
+  // The journal's row of a runner's component, and back.
+  static installed_row row_of(const installed_record& r) {
+    nlohmann::json plan = {{"root", r.plan.root},
+                           {"recipe", r.plan.recipe},
+                           {"configuration", r.plan.configuration},
+                           {"posixUser", r.plan.posix_user},
+                           {"artifactsPath", r.plan.artifacts_path},
+                           {"decompressedPath", r.plan.decompressed_path}};
+    return installed_row{r.plan.name, r.plan.version, r.state, r.details, r.changed_ms,
+                         plan.dump()};
+  }
+
+  static installed_record record_of(const installed_row& r) {
+    installed_record out;
+    auto plan = nlohmann::json::parse(r.plan, nullptr, false);
+    if (!plan.is_object())
+      plan = nlohmann::json::object();
+    out.plan.name = r.name;
+    out.plan.version = r.version;
+    out.plan.root = plan.value("root", false);
+    out.plan.recipe = plan.value("recipe", nlohmann::json::object());
+    out.plan.configuration = plan.value("configuration", nlohmann::json::object());
+    out.plan.posix_user = plan.value("posixUser", std::string{});
+    out.plan.artifacts_path = plan.value("artifactsPath", std::string{});
+    out.plan.decompressed_path = plan.value("decompressedPath", std::string{});
+    out.state = r.state;
+    out.details = r.details;
+    out.changed_ms = r.changed_ms;
+    return out;
+  }
+
+  // On the actor, when the runner's set or a state changes: the set written to the
+  // journal on the pool, one write at a time (changes meanwhile make one more write).
+  void journal_installed() {
+    auto& j = *journal_;
+    j.dirty = true;
+    if (j.busy || !runner_)
+      return;
+    j.busy = true;
+    j.dirty = false;
+    std::vector<installed_row> rows;
+    for (const auto& r : runner_->snapshot())
+      rows.push_back(row_of(r));
+    ctx_->run_blocking(
+      [db = store_, rows = std::move(rows)] {
+        auto err = db->put_installed(rows);
+        return err ? grove::describe(err) : std::string{};
+      },
+      [this, st = journal_, alive = alive_](caf::expected<std::string> r) {
+        st->busy = false;
+        auto why = r ? std::move(*r) : grove::describe(r.error());
+        if (!*alive)
+          return;
+        if (!why.empty())
+          ctx_->log().error("deployment: the installed components could not be journaled: {}",
+                            why);
+        if (st->dirty)
+          journal_installed();
+      });
+  }
+
   struct prepared {
     std::vector<component_plan> plan;
     bool rollback = true;
@@ -338,12 +412,16 @@ private:
     if (!all)
       return std::move(all.error());
     std::map<std::string, json> specs;
+    std::set<std::string> own; // the components this deployment names
     for (auto it = all->rbegin(); it != all->rend(); ++it)
       if (it->id == id || it->status == "ACTIVE" || it->status == "COMPLETED") {
         auto r = json::parse(it->request, nullptr, false);
         if (r.is_object() && r.contains("components"))
-          for (auto c = r["components"].begin(); c != r["components"].end(); ++c)
+          for (auto c = r["components"].begin(); c != r["components"].end(); ++c) {
             specs[c.key()] = *c;
+            if (it->id == id)
+              own.insert(c.key());
+          }
       }
     db.set_deployment_state(id, {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", now);
     std::vector<component_plan> plans;
@@ -359,8 +437,14 @@ private:
       json defaults = json::object();
       if (auto cc = p.recipe.find("ComponentConfiguration"); cc != p.recipe.end() && cc->is_object())
         defaults = cc->value("DefaultConfiguration", json::object());
-      p.configuration = merged_configuration(
-        defaults, nullptr, p.root ? spec->second.value("configurationUpdate", json{}) : json{});
+      // Cumulative (the runner computes it on what the component has on this core):
+      // this deployment's update for its own components; another target's for one new
+      // here; none for a dependency.
+      p.cumulative = true;
+      p.defaults = defaults;
+      p.update = p.root ? spec->second.value("configurationUpdate", json{}) : json{};
+      p.update_if_new = p.root && !own.count(p.name);
+      p.configuration = merged_configuration(defaults, nullptr, p.update);
       if (p.root)
         p.posix_user =
           spec->second.value("runWith", json::object()).value("posixUser", std::string{});
@@ -429,25 +513,34 @@ private:
           return;
         }
         ctx_->log().info("deployment: applying {} ({} components)", id, p->plan.size());
-        runner_->apply(std::move(p->plan), p->rollback, p->timeout,
+        auto outcome = [this, id](apply_outcome o) {
+          auto reason = o.reason;
+          if (o.rolled_back)
+            reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
+          settle_deployment(id, o.ok, reason);
+        };
+        // A run that goes BROKEN within the timeout fails the deployment late (it may be
+        // COMPLETED by then: every component had started).
+        runner_->apply(std::move(p->plan), p->rollback, p->timeout, outcome,
                        [this, id](apply_outcome o) {
                          auto reason = o.reason;
                          if (o.rolled_back)
                            reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
-                         settle_deployment(id, o.ok, reason);
+                         settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"});
                        });
       });
   }
 
   // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
-  void settle_deployment(const std::string& id, bool ok, const std::string& reason) {
+  void settle_deployment(const std::string& id, bool ok, const std::string& reason,
+                         std::vector<std::string> from = {"ACTIVE"}) {
     if (ok)
       ctx_->log().info("deployment: {} applied", id);
     else
       ctx_->log().error("deployment: {} failed: {}", id, reason);
     ctx_->run_blocking(
-      [db = store_, id, ok, reason] {
-        db->set_deployment_state(id, {"ACTIVE"}, ok ? "COMPLETED" : "FAILED",
+      [db = store_, id, ok, reason, from] {
+        db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
                                  ok ? "SUCCEEDED" : "FAILED", reason, now_ms());
       },
       [](caf::error) {});
@@ -575,6 +668,12 @@ private:
   std::shared_ptr<v1_api> v1_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true); // false once stopped
+  struct journal_state {
+    bool busy = false;  // a write of the installed set in flight
+    bool dirty = false; // changed since it was taken
+  };
+  std::shared_ptr<journal_state> journal_ = std::make_shared<journal_state>();
   grove::counter requests_;
   grove::counter refused_;
   std::atomic<uint64_t> next_id_{1};

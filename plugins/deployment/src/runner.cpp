@@ -196,6 +196,7 @@ struct runner::component {
   std::string installed_version;
   std::string main; // "run", "startup" or ""
   bool stopped = false; // by stop_component: to be started again (or removed)
+  bool restored = false; // read back from the journal: nothing of it runs yet
   std::filesystem::path log;
 };
 
@@ -204,8 +205,12 @@ struct runner::job {
   std::vector<component_plan> previous;
   bool rollback = false;
   bool is_rollback = false;
+  bool background = false; // a restart outside a deployment: nothing waits, nothing fails
   std::chrono::seconds timeout{60};
   std::function<void(apply_outcome)> done;
+  std::function<void(apply_outcome)> late;
+  // The runs this job started (name → generation, start), watched after it (see apply).
+  std::map<std::string, std::pair<uint64_t, std::chrono::steady_clock::time_point>> runs;
   size_t index = 0;
   uint64_t wait = 0; // the step being waited for; a late callback of another is dropped
   // Plugin components: what the kernel runs (read once per job, kept up to date by the
@@ -319,6 +324,71 @@ void runner::set_state(component& c, const std::string& state, const std::string
   }
   ctx_.log().info("deployment: {} {}: {}{}{}", c.plan.name, c.plan.version, state,
                   details.empty() ? "" : ": ", details);
+  changed();
+}
+
+void runner::changed() {
+  if (on_change_)
+    on_change_();
+}
+
+void runner::restore(std::vector<installed_record> rows) {
+  std::lock_guard guard{mtx_};
+  for (auto& r : rows) {
+    auto c = std::make_unique<component>();
+    c->plan = std::move(r.plan);
+    c->state = std::move(r.state);
+    c->details = std::move(r.details);
+    c->changed_ms = r.changed_ms;
+    c->restored = true;
+    c->log = log_dir_ / (c->plan.name + ".log");
+    order_.push_back(c->plan.name);
+    components_[c->plan.name] = std::move(c);
+  }
+}
+
+std::vector<installed_record> runner::snapshot() const {
+  std::vector<installed_record> out;
+  std::lock_guard guard{mtx_};
+  for (const auto& [name, c] : components_)
+    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms});
+  return out;
+}
+
+std::vector<std::string> runner::hard_dependants(const std::string& name) const {
+  // Generic components only (plugins and functions do not restart through a HARD
+  // dependency); order_ lists dependencies first, so one pass reaches every level.
+  std::vector<std::string> reached{name}, out;
+  for (const auto& n : order_) {
+    auto it = components_.find(n);
+    if (it == components_.end() || n == name || !plugin_of(n).empty()
+        || is_lambda(it->second->plan.recipe))
+      continue;
+    const json* deps = member(it->second->plan.recipe, "ComponentDependencies");
+    if (!deps || !deps->is_object())
+      continue;
+    for (auto d = deps->begin(); d != deps->end(); ++d) {
+      const json* type = member(*d, "DependencyType");
+      bool hard = !type || !type->is_string() || *type != "SOFT";
+      if (hard && std::find(reached.begin(), reached.end(), d.key()) != reached.end()) {
+        reached.push_back(n);
+        out.push_back(n);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+void runner::stop_dependants(const std::string& name, const std::string& why) {
+  for (const auto& d : hard_dependants(name)) {
+    auto it = components_.find(d);
+    if (it == components_.end() || it->second->stopped)
+      continue;
+    ctx_.log().info("deployment: {} stops: its HARD dependency {} {}", d, name, why);
+    stop_component(d);
+    set_state(*it->second, "FINISHED", "stopped: its HARD dependency " + name + " " + why);
+  }
 }
 
 render_context runner::render_ctx() const {
@@ -402,20 +472,14 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
 }
 
 void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
-                   std::function<void(apply_outcome)> done) {
+                   std::function<void(apply_outcome)> done,
+                   std::function<void(apply_outcome)> late) {
   auto j = std::make_shared<job>();
   j->plan = std::move(plan);
   j->rollback = rollback;
   j->timeout = timeout;
   j->done = std::move(done);
-  for (const auto& [name, c] : components_)
-    j->previous.push_back(c->plan);
-  // Dependencies first: the previous set in its own order (a map is by name; the plans
-  // were stored in order in `order`).
-  std::sort(j->previous.begin(), j->previous.end(), [this](const auto& a, const auto& b) {
-    return std::find(order_.begin(), order_.end(), a.name)
-           < std::find(order_.begin(), order_.end(), b.name);
-  });
+  j->late = std::move(late);
   if (busy_) {
     pending_.push_back(j);
     return;
@@ -437,6 +501,33 @@ void runner::begin(std::shared_ptr<job> j) {
                       "with the image profile, grovectl or an OTA update");
       return;
     }
+  // A new set: the last one's runs are no longer its to fail.
+  watch_.reset();
+  // The set before (what a rollback puts back), dependencies first.
+  j->previous.clear();
+  for (const auto& name : order_)
+    if (auto it = components_.find(name); it != components_.end())
+      j->previous.push_back(it->second->plan);
+  for (const auto& [name, c] : components_)
+    if (std::find(order_.begin(), order_.end(), name) == order_.end())
+      j->previous.push_back(c->plan);
+  // Configuration is cumulative: a deployment's reset and merge apply on top of what the
+  // component has on this core (the last deployment's result, kept across a version
+  // change), the recipe's defaults only for a component new here. Computed now, not when
+  // the deployment was prepared, so a deployment queued behind another builds on its
+  // result. A rollback's plan was computed already.
+  for (auto& p : j->plan) {
+    if (!p.cumulative)
+      continue;
+    auto it = components_.find(p.name);
+    bool known = it != components_.end();
+    json none;
+    const json& update = !p.update_if_new || !known ? p.update : none;
+    p.configuration = merged_configuration(p.defaults, known ? it->second->plan.configuration
+                                                             : json{},
+                                           update);
+    p.cumulative = false;
+  }
   order_.clear();
   for (const auto& p : j->plan)
     order_.push_back(p.name);
@@ -688,6 +779,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     c.plan = std::move(p);
     c.errors = 0;
     c.stopped = false;
+    c.restored = false;
   }
   auto gen = ++c.generation;
   c.log = log_dir_ / (c.plan.name + ".log");
@@ -767,6 +859,8 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   auto wait = ++j->wait;
   grove::process_callbacks cb;
   bool is_startup = c.main == "startup";
+  if (!is_startup && !j->background && !j->is_rollback && !j->runs.count(name))
+    j->runs[name] = {gen, std::chrono::steady_clock::now()};
   if (!is_startup)
     cb.on_start = [this, j, name, gen, wait, alive = alive_](pid_t) {
       if (!*alive)
@@ -796,14 +890,39 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
       set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", (is_startup ? "startup " : "run ") + e.describe());
     }
-    if (j->wait == wait) { // the deployment waits for this start
+    if (j->wait == wait) { // the job waits for this start
       ++j->wait;
       if (e.code == 0) {
         ++j->index;
         step(j);
-      } else {
+        return;
+      }
+      if (!j->background) {
         finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
                            + e.describe());
+        return;
+      }
+    }
+    if (e.code != 0 && c.errors >= 3) {
+      // BROKEN: what needs it (HARD) stops too, until a deployment brings it back (not
+      // while one applies: it is starting them in order, and waits for them). A run the
+      // last deployment started, BROKEN within its timeout, fails that deployment.
+      if (!busy_)
+        stop_dependants(name, "is BROKEN");
+      if (watch_) {
+        auto r = watch_->runs.find(name);
+        if (r != watch_->runs.end() && r->second.first == gen
+            && std::chrono::steady_clock::now() < r->second.second + watch_->j->timeout
+            && !busy_) {
+          auto w = std::move(watch_->j);
+          watch_.reset();
+          w->done = std::move(w->late);
+          w->index = w->plan.size();
+          busy_ = true;
+          auto why = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
+                     + std::to_string(w->timeout.count()) + " s of its start: " + e.describe();
+          finish(w, false, std::move(why)); // a rollback may remove `c`: nothing after
+        }
       }
       return;
     }
@@ -819,15 +938,27 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
           ctx_.log().warn("deployment: {}: recover could not start: {}", name,
                           grove::describe(r.error()));
       }
+      // Its HARD dependants (transitively) stop now and start again once it runs again
+      // (Greengrass: a HARD dependant restarts when its dependency changes state); not
+      // while a deployment applies (it starts them in order and waits for them).
+      if (!busy_)
+        stop_dependants(name, "errored");
       ctx_.after(std::chrono::milliseconds{500 * c.errors}, [this, name, gen, alive = alive_] {
         if (!*alive)
           return;
         auto it = components_.find(name);
         if (it == components_.end() || it->second->generation != gen)
           return;
-        auto dummy = std::make_shared<job>();
-        dummy->index = 1; // not part of a deployment: nothing waits
-        run_main(dummy, name);
+        // Not part of a deployment: nothing waits, nothing fails; once it runs, the
+        // dependants stopped above start again, in order.
+        auto again = std::make_shared<job>();
+        again->background = true;
+        again->plan.push_back(it->second->plan);
+        if (!busy_) // else the deployment begun meanwhile starts them, in its order
+          for (const auto& d : hard_dependants(name))
+            if (auto dep = components_.find(d); dep != components_.end() && dep->second->stopped)
+              again->plan.push_back(dep->second->plan);
+        run_main(again, name);
       });
     }
   };
@@ -864,7 +995,9 @@ void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
   auto library = plugin_library(p, j->plugin_dir);
   auto running = j->kernel.find(plugin);
   auto known_it = components_.find(p.name);
-  component* known = known_it == components_.end() ? nullptr : known_it->second.get();
+  component* known = known_it == components_.end() || known_it->second->restored
+                       ? nullptr
+                       : known_it->second.get();
   // l: load (new to the kernel), r: hot reload (another version or library, or broken),
   // c: configure (another configuration, or one this instance never gave: after a restart
   // the plugin may run with the profile's).
@@ -887,6 +1020,7 @@ void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
       slot = std::make_unique<component>();
     slot->plan = p;
     slot->stopped = false;
+    slot->restored = false;
   }
   auto& c = *components_[p.name];
   if (todo.empty()) {
@@ -1069,7 +1203,8 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
 void runner::apply_lambda(std::shared_ptr<job> j, const component_plan& p) {
   auto it = components_.find(p.name);
   if (it != components_.end() && it->second->plan.version == p.version
-      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING") {
+      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
+      && !it->second->restored) {
     ++j->index; // its function is in the group as it should be
     step(j);
     return;
@@ -1081,6 +1216,7 @@ void runner::apply_lambda(std::shared_ptr<job> j, const component_plan& p) {
       slot = std::make_unique<component>();
     slot->plan = p;
     slot->stopped = false;
+    slot->restored = false;
   }
   auto& c = *components_.at(p.name);
   set_state(c, "STARTING");
@@ -1175,8 +1311,21 @@ void runner::wait_function(std::shared_ptr<job> j, std::string name,
 }
 
 void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
-  if (j->index == 1 && !j->done) // a restart outside a deployment
+  if (j->background) // a restart outside a deployment
     return;
+  // A run this job started that is BROKEN already (before the last step ended) fails it
+  // now; the others are watched until their timeout (see apply).
+  for (const auto& [name, run] : j->runs) {
+    auto it = components_.find(name);
+    if (ok && !j->is_rollback && it != components_.end() && it->second->generation == run.first
+        && it->second->state == "BROKEN") {
+      ok = false;
+      reason = name + " " + it->second->plan.version + ": run went BROKEN (3 errors) while "
+               "the deployment applied: " + it->second->details;
+    }
+  }
+  if (ok && !j->is_rollback && j->late && !j->runs.empty())
+    watch_ = watch{j, j->runs};
   if (!ok && j->rollback && !j->is_rollback) {
     // The set before goes back: components the failed one added or changed stop, the
     // previous versions and configurations start again.
@@ -1200,6 +1349,7 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
   auto done = std::move(j->done);
   j->done = nullptr;
   busy_ = false;
+  changed(); // components the job removed
   if (done)
     done(apply_outcome{ok, reason, false});
   if (!busy_ && !pending_.empty()) {

@@ -11,7 +11,11 @@
 // unloaded through the kernel's control service (control_client.hpp), its state the
 // kernel's. A Lambda component (ComponentType aws.greengrass.lambda) is a function of the
 // kernel's group, run by function_runtime: added, replaced and removed through the
-// kernel's `$grove/group/set`. Everything but installed() runs on the plugin's actor.
+// kernel's `$grove/group/set`. At run time a generic component that errors or goes BROKEN
+// stops its HARD dependants (started again once it runs again), a run an apply started
+// that goes BROKEN within its timeout fails that apply late, and configuration builds on
+// what each component has (cumulative). Everything but installed() and snapshot() runs on
+// the plugin's actor.
 
 #include <chrono>
 #include <deque>
@@ -20,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +53,28 @@ struct component_plan {
   std::string posix_user;
   /// Where its artifacts are (`{artifacts:path}`) and unpacked (`{artifacts:decompressedPath}`).
   std::string artifacts_path, decompressed_path;
+  /// Cumulative configuration (Greengrass' rule): when set, `configuration` is computed
+  /// when the set is applied, as `update` (`configurationUpdate`) on top of the
+  /// configuration the component has on this core (`defaults` when it has none). With
+  /// `update_if_new`, `update` applies only to a component not installed yet (one another
+  /// target's deployment named; only a deployment's own components take its update).
+  bool cumulative = false;
+  /// The recipe's DefaultConfiguration (cumulative only).
+  nlohmann::json defaults = nlohmann::json::object();
+  /// The configurationUpdate to apply (cumulative only; null: none).
+  nlohmann::json update;
+  /// See `cumulative`.
+  bool update_if_new = false;
+};
+
+/// A component as kept in the journal (ListInstalledComponents after a restart).
+struct installed_record {
+  /// Its plan (configuration: the effective one).
+  component_plan plan;
+  /// Its last state and details.
+  std::string state, details;
+  /// Last state change, ms since the epoch.
+  int64_t changed_ms = 0;
 };
 
 /// What became of an apply.
@@ -75,8 +102,24 @@ public:
   /// stopped, changed ones (version or configuration) stopped and started again, new ones
   /// installed and started. `timeout` bounds each install and startup. On a failure with
   /// `rollback`, the set before is applied again. `done` gets the outcome.
+  /// `late` gets a failure found after `done` said ok: a `run` the apply started that goes
+  /// BROKEN within `timeout` of its start, before another apply begins (the set before is
+  /// then put back when `rollback`).
   void apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
-             std::function<void(apply_outcome)> done);
+             std::function<void(apply_outcome)> done,
+             std::function<void(apply_outcome)> late = {});
+
+  /// Takes the components the journal kept (at start, before the first apply): listed with
+  /// their last states until the current deployment, applied again, runs them.
+  void restore(std::vector<installed_record> rows);
+
+  /// Every component with its effective configuration and state, for the journal.
+  std::vector<installed_record> snapshot() const;
+
+  /// Called (on the actor) when a component's state, plan or the set changes.
+  void on_change(std::function<void()> f) {
+    on_change_ = std::move(f);
+  }
 
   /// ListInstalledComponents' entries; thread-safe.
   nlohmann::json installed() const;
@@ -113,6 +156,9 @@ private:
                                       const nlohmann::json& step_env,
                                       grove::process_callbacks cb);
   render_context render_ctx() const;
+  std::vector<std::string> hard_dependants(const std::string& name) const;
+  void stop_dependants(const std::string& name, const std::string& why);
+  void changed();
 
   grove::context& ctx_;
   std::filesystem::path root_;
@@ -123,6 +169,14 @@ private:
   std::vector<std::string> order_;               // the applied set, dependencies first
   std::deque<std::shared_ptr<job>> pending_;     // deployments waiting for this one
   bool busy_ = false;
+  // The last apply that ended ok, with the runs it started (name → generation, start):
+  // one that goes BROKEN within its timeout fails it late (see apply).
+  struct watch {
+    std::shared_ptr<job> j;
+    std::map<std::string, std::pair<uint64_t, std::chrono::steady_clock::time_point>> runs;
+  };
+  std::optional<watch> watch_;
+  std::function<void()> on_change_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

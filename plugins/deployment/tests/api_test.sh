@@ -320,6 +320,44 @@ check "... its install ran again to the end, the component RUNNING with a live p
 check "... ListInstalledComponents: e2e.SlowInstall RUNNING" \
   test "$(gg list-installed-components --core-device-thing-name core-1 | jq -r '.installedComponents[] | select(.componentName == "e2e.SlowInstall") | .lifecycleState')" == RUNNING
 
+# The installed components and their effective configurations are journaled (SQLite):
+# two deployments merging different keys, then kill -9; the restart reads the set back and
+# the current deployment, applied again, builds on the journaled configuration (from the
+# defaults it would lose the first merge).
+deploy_done() {
+  local id
+  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
+  for _ in $(seq 1 100); do
+    [[ $(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus) == COMPLETED ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+SVC_LOG=$WORK/var/logs/components/e2e.Service.log
+SVC_PID_FILE=$WORK/var/plugins/deployment/components/work/e2e.Service/pid
+deploy_done '{"e2e.Service":{"componentVersion":"1.0.0","configurationUpdate":{"merge":"{\"Other\":\"o4\"}"}}}'
+check "aws create-deployment merging {Other: o4} into e2e.Service -> COMPLETED" test $? == 0
+deploy_done '{"e2e.Service":{"componentVersion":"1.0.0","configurationUpdate":{"merge":"{\"Message\":\"m4\"}"}}}'
+check "... then merging {Message: m4} -> COMPLETED" test $? == 0
+for _ in $(seq 1 50); do [[ $(tail -1 "$SVC_LOG") == msg=m4* ]] && break; sleep 0.1; done
+check "... the component sees both merges (msg=m4 env=m4 other=o4)" \
+  bash -c '[[ $(tail -1 "$0") == "msg=m4 env=m4 other=o4 "* ]]' "$SVC_LOG"
+OLD_SVC=$(cat "$SVC_PID_FILE")
+{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+start_groved || abort "groved did not come back after kill -9 (journaled components)"
+check "after kill -9 and a restart ListInstalledComponents reads the set back: e2e.Service 1.0.0 (root), e2e.Lib" \
+  test "$(gg list-installed-components --core-device-thing-name core-1 | jq -r '[.installedComponents[] | .componentName + "@" + .componentVersion + (if .isRoot then "(root)" else "" end)] | sort | join(",")')" == "e2e.Lib@1.0.0,e2e.Service@1.0.0(root)"
+for _ in $(seq 1 100); do
+  NEW_SVC=$(cat "$SVC_PID_FILE" 2>/dev/null)
+  [[ -n $NEW_SVC && $NEW_SVC != "$OLD_SVC" && $(tail -1 "$SVC_LOG") == msg=* ]] && break
+  sleep 0.1
+done
+check "... e2e.Service runs again (new pid) with the journaled configuration: msg=m4 env=m4 other=o4" \
+  bash -c '[[ $1 != "$2" && -d /proc/$1 && $(tail -1 "$0") == "msg=m4 env=m4 other=o4 "* ]]' "$SVC_LOG" "$NEW_SVC" "$OLD_SVC"
+[[ $FAILED == 0 ]] || tail -3 "$SVC_LOG"
+check "... and RUNNING" \
+  test "$(gg list-installed-components --core-device-thing-name core-1 | jq -r '.installedComponents[] | select(.componentName == "e2e.Service") | .lifecycleState')" == RUNNING
+
 # kill -9 in the middle of a download (the server sends 100 bytes each half second): the
 # version is never DEPLOYABLE half fetched, no partial file is ever under sha256/, and
 # the next start fetches it again from the beginning.

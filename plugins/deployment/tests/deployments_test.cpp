@@ -373,6 +373,32 @@ BOOST_FIXTURE_TEST_CASE(core_device_operations, fixture) {
     json::parse(call("GET", "/greengrass/v2/coreDevices/core-1").body)["status"], "UNHEALTHY");
 }
 
+BOOST_FIXTURE_TEST_CASE(installed_components_are_journaled_across_a_reopen, fixture) {
+  // The runner's set as the plugin writes it (schema 4): replaced whole, read back by name
+  // after the store is reopened (a restart of groved), its plan text byte for byte.
+  auto plan = json{{"root", true}, {"configuration", {{"Message", "m3"}, {"Other", "o2"}}}}.dump();
+  BOOST_REQUIRE(!store->put_installed({{"e2e.Service", "1.0.0", "RUNNING", "", 1000, plan},
+                                       {"e2e.Crash", "1.0.0", "BROKEN", "run exited with code 1",
+                                        2000, "{}"}}));
+  BOOST_REQUIRE(!store->put_installed({{"e2e.Service", "1.1.0", "RUNNING", "", 3000, plan},
+                                       {"e2e.Lib", "1.0.0", "ERRORED", "run exited with code 2",
+                                        4000, "{}"}}));
+  open();
+  auto rows = store->installed();
+  BOOST_REQUIRE(rows);
+  BOOST_REQUIRE_EQUAL(rows->size(), 2u); // e2e.Crash went with the second write
+  BOOST_CHECK_EQUAL((*rows)[0].name, "e2e.Lib");
+  BOOST_CHECK_EQUAL((*rows)[0].state, "ERRORED");
+  BOOST_CHECK_EQUAL((*rows)[0].details, "run exited with code 2");
+  BOOST_CHECK_EQUAL((*rows)[0].changed_ms, 4000);
+  BOOST_CHECK_EQUAL((*rows)[1].name, "e2e.Service");
+  BOOST_CHECK_EQUAL((*rows)[1].version, "1.1.0");
+  BOOST_CHECK_EQUAL((*rows)[1].plan, plan);
+  // An empty set empties the table.
+  BOOST_REQUIRE(!store->put_installed({}));
+  BOOST_CHECK(store->installed()->empty());
+}
+
 BOOST_AUTO_TEST_CASE(configuration_defaults_reset_then_merge) {
   json defaults = {{"a", 1}, {"b", {{"c", "x"}, {"d", {1, 2}}}}, {"e", "keep"}};
   // First deployment: the defaults, then merge.
