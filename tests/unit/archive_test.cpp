@@ -4,6 +4,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -20,11 +21,24 @@
 // the entries no honest tool makes: `..`, absolute, devices, links out) and by Python's
 // zipfile and tarfile (the good ones, as a user's tools make them).
 
+namespace grove {
+// Lets BOOST_TEST print error codes.
+std::ostream& operator<<(std::ostream& os, errc x) {
+  return os << to_string(x);
+}
+} // namespace grove
+
 using namespace grove;
 namespace fs = std::filesystem;
 using grove::test::temp_dir;
 
 namespace {
+
+// The error of a result expected to succeed, for the failure message ("" if none).
+template <class T>
+std::string why(const caf::expected<T>& r) {
+  return r ? std::string{} : describe(r.error());
+}
 
 errc code_of(const caf::error& err) {
   return static_cast<errc>(err.code());
@@ -33,13 +47,35 @@ errc code_of(const caf::error& err) {
 /// One entry for make(): a file (data), a directory (type AE_IFDIR), a symbolic link
 /// (link = target), a hard link (hardlink = target) or a device/FIFO (type).
 struct entry {
+  entry(std::string n, std::string d, unsigned t = AE_IFREG, std::string l = {},
+        std::string h = {})
+    : name(std::move(n)), data(std::move(d)), type(t), link(std::move(l)),
+      hardlink(std::move(h)) {
+    // Nothing.
+  }
   std::string name;
   std::string data;
-  unsigned type = AE_IFREG;
+  unsigned type;
   std::string link;
   std::string hardlink;
   unsigned perm = 0644;
 };
+
+archive::options with_links(archive::link_policy p) {
+  archive::options o;
+  o.links = p;
+  return o;
+}
+
+archive::options with_limits(uint64_t entries, uint64_t total, uint64_t per_entry) {
+  archive::options o;
+  o.limits.max_entries = entries;
+  o.limits.max_total_bytes = total;
+  o.limits.max_entry_bytes = per_entry;
+  return o;
+}
+
+constexpr uint64_t big_limit = 1ull << 40;
 
 enum class kind { zip, tar_gz };
 
@@ -132,8 +168,10 @@ BOOST_AUTO_TEST_CASE(a_python_tar_gz_and_zip_unpack) {
   for (auto name : {"good.tar.gz", "good.zip"}) {
     BOOST_TEST_CONTEXT(name) {
       auto dest = t.path() / (std::string{name} + ".d");
-      auto r = archive::extract(t.path() / name, dest, {.sync = true});
-      BOOST_REQUIRE_MESSAGE(r, describe(r.error()));
+      archive::options synced;
+      synced.sync = true;
+      auto r = archive::extract(t.path() / name, dest, synced);
+      BOOST_REQUIRE_MESSAGE(r, why(r));
       BOOST_TEST(read_all(dest / "bin/run") == "#!/bin/sh\necho hi\n");
       std::string model;
       for (int i = 0; i < 1000; ++i)
@@ -147,7 +185,7 @@ BOOST_AUTO_TEST_CASE(a_python_tar_gz_and_zip_unpack) {
                   != fs::perms::none));
       // The same bytes in memory: the files only, names normalised.
       auto files = archive::read_files(read_all(t.path() / name));
-      BOOST_REQUIRE_MESSAGE(files, describe(files.error()));
+      BOOST_REQUIRE_MESSAGE(files, why(files));
       BOOST_REQUIRE_EQUAL(files->size(), 2u);
       BOOST_TEST((*files)[0].name == "bin/run");
       BOOST_TEST((*files)[1].name == "data/model.onnx");
@@ -155,8 +193,9 @@ BOOST_AUTO_TEST_CASE(a_python_tar_gz_and_zip_unpack) {
     }
   }
   // A ZIP-only reader refuses the tar.gz and says what it wanted.
-  auto r = archive::extract(t.path() / "good.tar.gz", t.path() / "zip-only",
-                            {.tar = false});
+  archive::options zip_only;
+  zip_only.tar = false;
+  auto r = archive::extract(t.path() / "good.tar.gz", t.path() / "zip-only", zip_only);
   BOOST_REQUIRE(!r);
   BOOST_TEST(message_of(r.error()).find("ZIP") != std::string::npos);
   BOOST_TEST(!fs::exists(t.path() / "zip-only"));
@@ -177,7 +216,8 @@ BOOST_AUTO_TEST_CASE(zip_slip_and_absolute_entries_are_refused_and_nothing_is_le
     BOOST_TEST(!fs::exists(abs_target));
     auto bs = make(t.path() / "bs", k, {{"..\\..\\win.txt", "evil"}});
     msg = refused(bs, t.path() / "in" / "bs");
-    BOOST_TEST(msg.find("backslash") != std::string::npos, msg);
+    // libarchive's ZIP reader turns a Windows name's backslashes into '/' itself.
+    BOOST_TEST(msg.find("zip-slip") != std::string::npos, msg);
     // The same refusals in memory.
     auto m = archive::read_files(read_all(slip));
     BOOST_REQUIRE(!m);
@@ -194,12 +234,12 @@ BOOST_AUTO_TEST_CASE(links_are_refused_or_kept_inside) {
     auto msg = refused(out, t.path() / "in" / "out");
     BOOST_TEST(msg.find("entry 'l': a symbolic link") != std::string::npos, msg);
     BOOST_TEST(msg.find("links are refused") != std::string::npos, msg);
-    msg = refused(out, t.path() / "in" / "out", {.links = archive::link_policy::inside});
+    msg = refused(out, t.path() / "in" / "out", with_links(archive::link_policy::inside));
     BOOST_TEST(msg.find("leaves the directory") != std::string::npos, msg);
     BOOST_TEST(!fs::exists(t.path() / "escaped.txt"));
     for (auto target : {"..", "../x", "a/../../x", "sub/../.."}) {
       auto f = make(t.path() / "rel", k, {{"top", "", AE_IFLNK, target}});
-      msg = refused(f, t.path() / "in" / "rel", {.links = archive::link_policy::inside});
+      msg = refused(f, t.path() / "in" / "rel", with_links(archive::link_policy::inside));
       BOOST_TEST(msg.find("leaves the directory") != std::string::npos, target << ": " << msg);
     }
     // Inside: a relative link at depth one going up once, and a hard link; both refused
@@ -212,8 +252,8 @@ BOOST_AUTO_TEST_CASE(links_are_refused_or_kept_inside) {
     msg = refused(in, t.path() / "in" / "links");
     BOOST_TEST(msg.find("links are refused") != std::string::npos, msg);
     auto dest = t.path() / "in" / "links";
-    auto r = archive::extract(in, dest, {.links = archive::link_policy::inside});
-    BOOST_REQUIRE_MESSAGE(r, describe(r.error()));
+    auto r = archive::extract(in, dest, with_links(archive::link_policy::inside));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
     BOOST_TEST(fs::is_symlink(dest / "lib/libx.so"));
     BOOST_TEST(read_all(dest / "bin/x") == "elf");
     if (k == kind::tar_gz) // ZIP has no hard links
@@ -222,7 +262,7 @@ BOOST_AUTO_TEST_CASE(links_are_refused_or_kept_inside) {
     // A hard link to a path outside.
     if (k == kind::tar_gz) {
       auto hl = make(t.path() / "hl", k, {{"h", "", AE_IFREG, "", "../../etc/passwd"}});
-      msg = refused(hl, t.path() / "in" / "hl", {.links = archive::link_policy::inside});
+      msg = refused(hl, t.path() / "in" / "hl", with_links(archive::link_policy::inside));
       BOOST_TEST(msg.find("a hard link") != std::string::npos, msg);
     }
   }
@@ -231,7 +271,7 @@ BOOST_AUTO_TEST_CASE(links_are_refused_or_kept_inside) {
 BOOST_AUTO_TEST_CASE(devices_and_fifos_are_refused) {
   temp_dir t;
   auto dev = make(t.path() / "dev.tar.gz", kind::tar_gz, {{"ok", "x"}, {"null", "", AE_IFCHR}});
-  auto msg = refused(dev, t.path() / "dev", {.links = archive::link_policy::inside});
+  auto msg = refused(dev, t.path() / "dev", with_links(archive::link_policy::inside));
   BOOST_TEST(msg.find("entry 'null': a character device") != std::string::npos, msg);
   auto fifo = make(t.path() / "fifo.tar.gz", kind::tar_gz, {{"p", "", AE_IFIFO}});
   msg = refused(fifo, t.path() / "fifo");
@@ -248,27 +288,26 @@ BOOST_AUTO_TEST_CASE(limits_are_kept) {
   for (auto k : {kind::zip, kind::tar_gz}) {
     auto f = make(t.path() / "big", k, {{"a", big}, {"b", big}});
     BOOST_TEST(fs::file_size(f) < 10000u);
-    auto r = archive::extract(f, t.path() / "total", {.limits = {.max_total_bytes = 150000}});
+    auto r = archive::extract(f, t.path() / "total", with_limits(big_limit, 150000, big_limit));
     BOOST_REQUIRE(!r);
     BOOST_TEST(code_of(r.error()) == errc::too_large);
     BOOST_TEST(message_of(r.error()).find("max_total_bytes") != std::string::npos);
     BOOST_TEST(!fs::exists(t.path() / "total"));
-    r = archive::extract(f, t.path() / "entry", {.limits = {.max_entry_bytes = 99999}});
+    r = archive::extract(f, t.path() / "entry", with_limits(big_limit, big_limit, 99999));
     BOOST_REQUIRE(!r);
     BOOST_TEST(code_of(r.error()) == errc::too_large);
     BOOST_TEST(message_of(r.error()).find("entry 'a'") != std::string::npos,
                message_of(r.error()));
-    r = archive::extract(f, t.path() / "count", {.limits = {.max_entries = 1}});
+    r = archive::extract(f, t.path() / "count", with_limits(1, big_limit, big_limit));
     BOOST_REQUIRE(!r);
     BOOST_TEST(message_of(r.error()).find("max_entries") != std::string::npos);
-    auto m = archive::read_files(read_all(f), {.limits = {.max_total_bytes = 150000}});
+    auto m = archive::read_files(read_all(f), with_limits(big_limit, 150000, big_limit));
     BOOST_REQUIRE(!m);
     BOOST_TEST(code_of(m.error()) == errc::too_large);
     // Exactly at the limits: accepted.
     r = archive::extract(f, t.path() / "fits",
-                         {.limits = {.max_entries = 2, .max_total_bytes = 200000,
-                                     .max_entry_bytes = 100000}});
-    BOOST_REQUIRE_MESSAGE(r, describe(r.error()));
+                         with_limits(2, 200000, 100000));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
     BOOST_TEST(r->bytes == 200000u);
     fs::remove_all(t.path() / "fits");
   }

@@ -29,7 +29,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static grove::test::temp_dir out;
   auto bytes = grove::fuzz::bytes(data, size);
   grove::archive::options opts;
-  opts.limits = {.max_entries = 64, .max_total_bytes = 1 << 20, .max_entry_bytes = 1 << 19};
+  opts.limits.max_entries = 64;
+  opts.limits.max_total_bytes = 1 << 20;
+  opts.limits.max_entry_bytes = 1 << 19;
   // In memory, links refused.
   if (auto files = grove::archive::read_files(bytes, opts)) {
     uint64_t total = 0;
