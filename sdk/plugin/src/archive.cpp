@@ -120,7 +120,8 @@ std::string link_defect(const std::string& path, std::string_view target) {
 
 // One entry, checked.
 struct checked {
-  bool skip = false;
+  bool end = false;  // no more entries
+  bool skip = false; // the directory itself
   std::string path;     // safe, normalised
   std::string hardlink; // safe, normalised; empty if none
   int type = 0;
@@ -206,6 +207,21 @@ std::string formats(const options& opts) {
   return opts.zip && opts.tar ? "ZIP, tar or tar.gz" : opts.zip ? "ZIP" : "tar or tar.gz";
 }
 
+// The next entry (`e`), checked; `end` after the last.
+caf::expected<checked> next(struct ::archive* in, const options& opts, uint64_t index,
+                            archive_entry*& e) {
+  auto r = archive_read_next_header(in, &e);
+  if (r == ARCHIVE_EOF) {
+    checked c;
+    c.end = true;
+    return c;
+  }
+  if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+    return make_error(errc::malformed,
+                      "not a readable " + formats(opts) + " archive: " + libarchive_text(in));
+  return check(e, opts, index);
+}
+
 // Counts `n` more bytes of entry `name`; the error when a limit is passed.
 caf::error count(const options& opts, std::string_view name, uint64_t n, uint64_t& entry,
                  uint64_t& total) {
@@ -285,15 +301,11 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
   std::vector<fs::path> files;
   for (;; ++index) {
     archive_entry* e = nullptr;
-    auto r = archive_read_next_header(in->get(), &e);
-    if (r == ARCHIVE_EOF)
-      break;
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
-      return make_error(errc::malformed, "not a readable " + formats(opts) + " archive: "
-                                           + libarchive_text(in->get()));
-    auto c = check(e, opts, index);
+    auto c = next(in->get(), opts, index, e);
     if (!c)
       return std::move(c.error());
+    if (c->end)
+      break;
     if (c->skip)
       continue;
     std::string name = archive_entry_pathname(e);
@@ -362,15 +374,11 @@ caf::expected<std::vector<file>> read_files(std::string_view bytes, const option
   uint64_t total = 0;
   for (uint64_t index = 0;; ++index) {
     archive_entry* e = nullptr;
-    auto r = archive_read_next_header(in->get(), &e);
-    if (r == ARCHIVE_EOF)
-      break;
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
-      return make_error(errc::malformed, "not a readable " + formats(opts) + " archive: "
-                                           + libarchive_text(in->get()));
-    auto c = check(e, opts, index);
+    auto c = next(in->get(), opts, index, e);
     if (!c)
       return std::move(c.error());
+    if (c->end)
+      break;
     if (c->skip || c->type != AE_IFREG || !c->hardlink.empty())
       continue;
     std::string name = archive_entry_pathname(e);
