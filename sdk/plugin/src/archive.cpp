@@ -6,6 +6,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <functional>
 #include <memory>
@@ -42,6 +43,19 @@ std::string libarchive_text(struct ::archive* a) {
   return msg != nullptr ? msg : "unknown libarchive error";
 }
 
+// The segments of a '/'-separated path, without empty and "." ones.
+std::vector<std::string_view> segments(std::string_view p) {
+  std::vector<std::string_view> out;
+  for (size_t pos = 0; pos <= p.size();) {
+    auto end = std::min(p.find('/', pos), p.size());
+    auto seg = p.substr(pos, end - pos);
+    pos = end + 1;
+    if (!seg.empty() && seg != ".")
+      out.push_back(seg);
+  }
+  return out;
+}
+
 // Why `name` is not a safe relative path ("" if it is); `out` gets it normalised.
 std::string path_defect(std::string_view name, std::string& out) {
   out.clear();
@@ -55,15 +69,7 @@ std::string path_defect(std::string_view name, std::string& out) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
       return "a control character in the name";
   }
-  size_t pos = 0;
-  while (pos <= name.size()) {
-    auto end = name.find('/', pos);
-    if (end == std::string_view::npos)
-      end = name.size();
-    auto seg = name.substr(pos, end - pos);
-    pos = end + 1;
-    if (seg.empty() || seg == ".")
-      continue;
+  for (auto seg : segments(name)) {
     if (seg == "..")
       return "a '..' segment: it would land outside the directory (zip-slip)";
     if (!out.empty())
@@ -99,15 +105,7 @@ std::string link_defect(const std::string& path, std::string_view target) {
     depth += c == '/' ? 1 : 0;
   size_t ups = 0;
   bool down = false;
-  size_t pos = 0;
-  while (pos <= target.size()) {
-    auto end = target.find('/', pos);
-    if (end == std::string_view::npos)
-      end = target.size();
-    auto seg = target.substr(pos, end - pos);
-    pos = end + 1;
-    if (seg.empty() || seg == ".")
-      continue;
+  for (auto seg : segments(target)) {
     if (seg != "..") {
       down = true;
       continue;
