@@ -352,3 +352,56 @@ write("console_request", "publish", 'a=1;grove_console=x\n{"topic":"f/to/b","pay
 write("console_request", "nested", '\n[[[[{"a":[1,2,{"b":null}]}]]]]')
 write("console_request", "binary", b"grove_console\n\x00\x01\xff\xfe\xc3\xa9")
 write("console_request", "snapshot", '\n[{"token":"' + "a" * 64 + '","name":"alice","csrf":"' + "b" * 64 + '","ms_left":1000}]')
+
+# archive: the SDK's archive reader (sdk/plugin/src/archive.cpp), ZIP and tar(.gz) as a
+# user's tools make them, and one of each kind of entry it refuses.
+import io as _io
+import tarfile as _tarfile
+import zipfile as _zipfile
+
+
+def _zip(entries):
+    buf = _io.BytesIO()
+    with _zipfile.ZipFile(buf, "w", _zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries:
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar(entries, mode="w:gz"):
+    buf = _io.BytesIO()
+    with _tarfile.open(fileobj=buf, mode=mode, format=_tarfile.PAX_FORMAT) as t:
+        for e in entries:
+            ti = _tarfile.TarInfo(e["name"])
+            ti.mode = e.get("mode", 0o644)
+            ti.mtime = 1700000000
+            ti.type = e.get("type", _tarfile.REGTYPE)
+            ti.linkname = e.get("link", "")
+            data = e.get("data", b"")
+            ti.size = len(data) if ti.type == _tarfile.REGTYPE else 0
+            t.addfile(ti, _io.BytesIO(data) if ti.size else None)
+    return buf.getvalue()
+
+
+write("archive", "good_zip", _zip([("bin/run", b"#!/bin/sh\necho hi\n"),
+                                    ("data/model.onnx", b"\x00\x01onnx" * 50)]))
+write("archive", "good_tar_gz", _tar([
+    {"name": "./", "type": _tarfile.DIRTYPE, "mode": 0o755},
+    {"name": "./lib", "type": _tarfile.DIRTYPE, "mode": 0o755},
+    {"name": "./lib/libx.so.1", "data": b"\x7fELF", "mode": 0o4755},
+    {"name": "./lib/libx.so", "type": _tarfile.SYMTYPE, "link": "libx.so.1"},
+    {"name": "./bin/x", "type": _tarfile.SYMTYPE, "link": "../lib/libx.so.1"},
+    {"name": "./lib/copy", "type": _tarfile.LNKTYPE, "link": "lib/libx.so.1"}]))
+write("archive", "plain_tar", _tar([{"name": "manifest.yaml", "data": b"model: m.onnx\n"},
+                                    {"name": "m.onnx", "data": b"onnx"}], mode="w"))
+write("archive", "zip_slip", _zip([("ok.txt", b"fine"), ("../../escaped.txt", b"evil")]))
+write("archive", "absolute", _tar([{"name": "/tmp/grove-fuzz-abs", "data": b"evil"}]))
+write("archive", "link_out", _tar([{"name": "l", "type": _tarfile.SYMTYPE, "link": "/etc"},
+                                   {"name": "l/passwd", "data": b"evil"}]))
+write("archive", "link_up", _tar([{"name": "a/l", "type": _tarfile.SYMTYPE, "link": "../../x"}]))
+write("archive", "hardlink_out", _tar([{"name": "h", "type": _tarfile.LNKTYPE,
+                                        "link": "../etc/passwd"}]))
+write("archive", "device", _tar([{"name": "null", "type": _tarfile.CHRTYPE}]))
+write("archive", "fifo", _tar([{"name": "p", "type": _tarfile.FIFOTYPE}]))
+write("archive", "bomb_zip", _zip([("zeros", b"\x00" * (2 << 20))]))
+write("archive", "many_entries", _tar([{"name": "f%d" % i, "data": b"x"} for i in range(80)]))

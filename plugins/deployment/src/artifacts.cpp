@@ -4,14 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "grove/archive.hpp"
 #include "grove/errors.hpp"
 #include "http.hpp"
 
@@ -271,106 +270,26 @@ caf::error artifact_store::unzip(const std::string& sha256_hex, uint64_t max_byt
   std::error_code ec;
   if (fs::is_directory(dest, ec))
     return {};
+  // Unpacked (all or nothing, durable) aside, then published under its address.
   auto work = root_ / "tmp" / (random_hex(12) + ".dir");
-  fs::create_directories(work, ec);
-  if (ec)
-    return grove::make_error(grove::errc::system_error,
-                             "cannot create " + work.string() + ": " + ec.message());
-  struct cleanup {
-    fs::path p;
-    bool keep = false;
-    ~cleanup() {
-      std::error_code e;
-      if (!keep)
-        fs::remove_all(p, e);
-    }
-  } guard{work};
-  std::unique_ptr<struct archive, decltype(&archive_read_free)> in{archive_read_new(),
-                                                                   &archive_read_free};
-  std::unique_ptr<struct archive, decltype(&archive_write_free)> out{archive_write_disk_new(),
-                                                                     &archive_write_free};
-  archive_read_support_format_zip(in.get());
-  // Names are checked below before `work` is prefixed; libarchive's guards stay on too.
-  archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM
-                                              | ARCHIVE_EXTRACT_SECURE_NODOTDOT
-                                              | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
-  auto failed = [](struct archive* a, const std::string& what) {
-    const char* msg = archive_error_string(a);
-    return bad("ZIP: " + what + (msg != nullptr ? std::string{": "} + msg : ""));
-  };
-  if (archive_read_open_filename(in.get(), path_of(sha256_hex).c_str(), 65536) != ARCHIVE_OK)
-    return failed(in.get(), "cannot open");
-  std::vector<fs::path> files;
-  uint64_t total = 0;
-  for (;;) {
-    archive_entry* entry = nullptr;
-    auto r = archive_read_next_header(in.get(), &entry);
-    if (r == ARCHIVE_EOF)
-      break;
-    if (r != ARCHIVE_OK)
-      return failed(in.get(), "not a readable ZIP archive");
-    const char* raw = archive_entry_pathname(entry);
-    std::string name = raw != nullptr ? raw : "";
-    // Zip-slip: every segment must be a plain name, the path relative.
-    bool slips = name.empty() || name.front() == '/' || name.find('\\') != std::string::npos;
-    for (const auto& seg : fs::path{name})
-      if (seg == "..")
-        slips = true;
-    if (slips)
-      return bad("ZIP: entry '" + name.substr(0, 256)
-                 + "' would land outside the artifact's directory (zip-slip); refused");
-    auto type = archive_entry_filetype(entry);
-    if (type != AE_IFREG && type != AE_IFDIR)
-      return bad("ZIP: entry '" + name.substr(0, 256) + "' is a link or device; refused");
-    if (archive_entry_hardlink(entry) != nullptr)
-      return bad("ZIP: entry '" + name.substr(0, 256) + "' is a hard link; refused");
-    auto target = work / name;
-    archive_entry_set_pathname(entry, target.c_str());
-    // Extracted as root: only rwx bits, none for others to write (no setuid).
-    archive_entry_set_perm(entry, (archive_entry_perm(entry) & 0755) | (type == AE_IFDIR ? 0700 : 0400));
-    if (archive_write_header(out.get(), entry) != ARCHIVE_OK)
-      return failed(out.get(), "cannot unpack '" + name.substr(0, 256) + "'");
-    const void* buf = nullptr;
-    size_t size = 0;
-    la_int64_t offset = 0;
-    for (;;) {
-      auto rr = archive_read_data_block(in.get(), &buf, &size, &offset);
-      if (rr == ARCHIVE_EOF)
-        break;
-      if (rr != ARCHIVE_OK)
-        return failed(in.get(), "cannot read '" + name.substr(0, 256) + "'");
-      total += size;
-      if (total > max_bytes)
-        return bad("ZIP: the entries unpack to more than artifacts_max_bytes ("
-                   + std::to_string(max_bytes) + ")");
-      if (archive_write_data_block(out.get(), buf, size, offset) != ARCHIVE_OK)
-        return failed(out.get(), "cannot write '" + name.substr(0, 256) + "'");
-    }
-    if (archive_write_finish_entry(out.get()) != ARCHIVE_OK)
-      return failed(out.get(), "cannot finish '" + name.substr(0, 256) + "'");
-    if (type == AE_IFREG)
-      files.push_back(target);
+  grove::archive::options opts;
+  opts.tar = false;
+  opts.limits.max_total_bytes = max_bytes;
+  opts.limits.max_entry_bytes = max_bytes;
+  opts.sync = true;
+  if (auto done = grove::archive::extract(path_of(sha256_hex), work, opts); !done) {
+    auto msg = "ZIP: " + grove::message_of(done.error());
+    if (static_cast<grove::errc>(done.error().code()) == grove::errc::too_large)
+      msg += " (artifacts_max_bytes)";
+    return grove::make_error(static_cast<grove::errc>(done.error().code()), std::move(msg));
   }
-  if (archive_write_close(out.get()) != ARCHIVE_OK)
-    return failed(out.get(), "cannot finish writing");
-  // Durable before it is visible under its address.
-  for (const auto& f : files) {
-    int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
-  }
-  for (const auto& e : fs::recursive_directory_iterator(work, ec))
-    if (e.is_directory(ec))
-      sync_dir(e.path());
-  sync_dir(work);
   if (::rename(work.c_str(), dest.c_str()) != 0) {
+    auto err = sys_error("cannot rename " + work.string() + " to " + dest.string());
+    fs::remove_all(work, ec);
     if (fs::is_directory(dest, ec))
       return {}; // unpacked meanwhile by another fetch of the same archive
-    return sys_error("cannot rename " + work.string() + " to " + dest.string());
+    return err;
   }
-  guard.keep = true;
   sync_dir(dest.parent_path());
   return {};
 }

@@ -69,8 +69,8 @@ public:
   caf::expected<std::string> fetch(const artifact_ref& a, const fetch_settings& s);
 
   /// Unpacks stored ZIP `sha256_hex` into unarchived_of() (once; again after a crash
-  /// midway). An entry that would land outside it (absolute, `..`, a link), or entries
-  /// larger than `max_bytes` in all, refuse the whole archive.
+  /// midway) with grove::archive: an entry that would land outside it (absolute, `..`),
+  /// a link, a device, or entries larger than `max_bytes` in all refuse the whole archive.
   caf::error unzip(const std::string& sha256_hex, uint64_t max_bytes);
 
   /// The key that signs pre-signed URLs: `<root>/url.key` (32 random bytes, mode

@@ -2,7 +2,7 @@
 
 // A function's code shipped as an archive (codeUri ending in .zip or .tar.gz): checked
 // against its SHA-256 (codeSha256), then unpacked once into the runtime's state
-// directory with libarchive, refusing entries that would land outside it.
+// directory with the SDK's grove::archive, refusing entries that would land outside it.
 
 #include <filesystem>
 #include <string>
@@ -19,7 +19,8 @@ caf::expected<std::string> sha256_file(const std::filesystem::path& path);
 
 /// Checks `archive` against `sha256` (hex) and unpacks it into `root/<sha256>/`, or
 /// reuses that directory when an earlier unpack completed; returns it. Errors: a digest
-/// mismatch, an unreadable archive, an entry with an absolute path or `..`, a link out.
+/// mismatch, an unreadable archive, an entry with an absolute path or `..`, a link out,
+/// a device or FIFO, more than grove::archive's default limits.
 caf::expected<std::filesystem::path> unpack_code(const std::filesystem::path& archive,
                                                  const std::string& sha256,
                                                  const std::filesystem::path& root);

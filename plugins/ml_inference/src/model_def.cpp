@@ -1,7 +1,5 @@
 #include "model_def.hpp"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <openssl/evp.h>
 
 #include <cerrno>
@@ -12,6 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "grove/archive.hpp"
 #include "grove/errors.hpp"
 
 namespace grove::ml {
@@ -184,53 +183,6 @@ std::string sha256_hex(std::string_view bytes) {
   return out;
 }
 
-namespace {
-
-/// The files of an archive in memory, each at most `max_bytes`.
-caf::expected<std::vector<std::pair<std::string, std::string>>>
-unpack(const std::string& bytes, const std::string& path, uint64_t max_bytes) {
-  std::unique_ptr<struct archive, decltype(&archive_read_free)> in{archive_read_new(),
-                                                                   &archive_read_free};
-  archive_read_support_format_zip(in.get());
-  archive_read_support_format_tar(in.get());
-  archive_read_support_filter_gzip(in.get());
-  if (archive_read_open_memory(in.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
-    return make_error(errc::invalid_config,
-                      path + ": not a readable archive: " + archive_error_string(in.get()));
-  std::vector<std::pair<std::string, std::string>> files;
-  uint64_t total = 0;
-  archive_entry* e = nullptr;
-  int rc = 0;
-  while ((rc = archive_read_next_header(in.get(), &e)) == ARCHIVE_OK) {
-    if (archive_entry_filetype(e) != AE_IFREG)
-      continue;
-    std::string name = archive_entry_pathname(e);
-    while (name.rfind("./", 0) == 0)
-      name.erase(0, 2);
-    std::string data;
-    char buf[65536];
-    la_ssize_t n = 0;
-    while ((n = archive_read_data(in.get(), buf, sizeof buf)) > 0) {
-      total += static_cast<uint64_t>(n);
-      if (total > max_bytes)
-        return make_error(errc::invalid_config, path + ": unpacks to more than "
-                                                  + std::to_string(max_bytes)
-                                                  + " bytes (max_model_bytes)");
-      data.append(buf, static_cast<size_t>(n));
-    }
-    if (n < 0)
-      return make_error(errc::invalid_config,
-                        path + ": " + name + ": " + archive_error_string(in.get()));
-    files.emplace_back(std::move(name), std::move(data));
-  }
-  if (rc != ARCHIVE_EOF)
-    return make_error(errc::invalid_config,
-                      path + ": not a readable archive: " + archive_error_string(in.get()));
-  return files;
-}
-
-} // namespace
-
 caf::expected<package> load_package(const model_data& d, uint64_t max_bytes) {
   std::ifstream f{d.path, std::ios::binary};
   if (!f)
@@ -262,13 +214,22 @@ caf::expected<package> load_package(const model_data& d, uint64_t max_bytes) {
     p.man = d.manifest_inline;
     return p;
   }
-  auto files = unpack(bytes, d.path, max_bytes);
-  if (!files)
-    return files.error();
+  // The SDK's reader: names checked and normalised ("./model.onnx" is "model.onnx"),
+  // links, devices and more than max_model_bytes unpacked refused.
+  archive::options opts;
+  opts.limits.max_total_bytes = max_bytes;
+  opts.limits.max_entry_bytes = max_bytes;
+  auto files = archive::read_files(bytes, opts);
+  if (!files) {
+    auto code = static_cast<errc>(files.error().code());
+    return make_error(errc::invalid_config,
+                      d.path + ": " + message_of(files.error())
+                        + (code == errc::too_large ? " (max_model_bytes)" : ""));
+  }
   const std::string* man_text = nullptr;
-  for (const auto& [name, data] : *files)
-    if (name == "manifest.yaml")
-      man_text = &data;
+  for (const auto& f : *files)
+    if (f.name == "manifest.yaml")
+      man_text = &f.data;
   if (man_text != nullptr && !d.manifest_inline.inputs.empty())
     return make_error(errc::invalid_config, d.path + ": has a manifest.yaml and the resource "
                                                      "a manifest: give one of them");
@@ -285,9 +246,9 @@ caf::expected<package> load_package(const model_data& d, uint64_t max_bytes) {
       return make_error(errc::invalid_config, d.path + ":manifest.yaml: " + def);
     p.man = std::move(*m);
   }
-  for (auto& [name, data] : *files)
-    if (name == p.man.model)
-      p.onnx = std::move(data);
+  for (auto& f : *files)
+    if (f.name == p.man.model)
+      p.onnx = std::move(f.data);
   if (p.onnx.empty())
     return make_error(errc::invalid_config,
                       d.path + ": no '" + p.man.model + "' in the archive (manifest: model)");
