@@ -397,11 +397,11 @@ private:
 
   void report(const ota::jobs::execution& ex, std::string_view status,
               std::map<std::string, std::string> details) {
-    // notify-next and a get reply can both bring the same execution: one terminal
-    // report per job (a second would be rejected: the execution is already terminal).
+    // notify-next and a get reply can both bring the same execution, the second one late:
+    // nothing after a job's terminal report (AWS would reject it: already terminal).
+    if (std::find(finished_.begin(), finished_.end(), ex.job_id) != finished_.end())
+      return;
     if (ota::jobs::terminal(status)) {
-      if (std::find(finished_.begin(), finished_.end(), ex.job_id) != finished_.end())
-        return;
       finished_.push_back(ex.job_id);
       if (finished_.size() > 64)
         finished_.pop_front();
@@ -529,6 +529,9 @@ private:
     if (ex.status != "QUEUED" && ex.status != "IN_PROGRESS")
       return;
     if (busy_ || job_running_ == ex.job_id)
+      return;
+    // A late notify or get answer can still show a job this plugin already finished.
+    if (std::find(finished_.begin(), finished_.end(), ex.job_id) != finished_.end())
       return;
     auto bundle = ota::jobs::bundle_of(ex.document);
     if (!bundle) {
