@@ -15,18 +15,11 @@
 
 #include "grove/archive.hpp"
 #include "grove/errors.hpp"
-#include "test_support.hpp"
+#include "test_util.hpp"
 
 // grove::archive (libgrove_archive) against archives written by libarchive itself (for
 // the entries no honest tool makes: `..`, absolute, devices, links out) and by Python's
 // zipfile and tarfile (the good ones, as a user's tools make them).
-
-namespace grove {
-// Lets BOOST_TEST print error codes.
-std::ostream& operator<<(std::ostream& os, errc x) {
-  return os << to_string(x);
-}
-} // namespace grove
 
 using namespace grove;
 namespace fs = std::filesystem;

@@ -13,14 +13,7 @@
 
 #include "grove/errors.hpp"
 #include "grove/store.hpp"
-#include "test_support.hpp"
-
-namespace grove {
-// Lets BOOST_TEST print error codes.
-std::ostream& operator<<(std::ostream& os, errc x) {
-  return os << to_string(x);
-}
-} // namespace grove
+#include "test_util.hpp"
 
 using namespace grove;
 namespace fs = std::filesystem;
