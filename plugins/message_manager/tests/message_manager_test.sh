@@ -250,7 +250,7 @@ check "... B got none of those" bash -c '! grep -qE "not-a-function|from-nobody|
 pub B '$aws/things/B/shadow/update' '{"state":{"reported":{"on":true}}}' >/dev/null
 check "device B -> shadow service on the bus" \
   wait_for "$WORK/bus.out" '"topic":"$grove/mm/out/shadow/$aws/things/B/shadow/update"'
-start_sub B '$aws/things/B/shadow/#' "$WORK/b-shadow.out"
+start_sub B '$aws/things/B/shadow/#' "$WORK/b-shadow.out" B-sub-shadow  # b.out's runs too
 sleep 0.3
 "$GROVECTL" pub '$aws/things/B/shadow/update/accepted' nope >/dev/null # not through mm
 "$GROVECTL" pub '$grove/mm/in/$aws/things/B/shadow/update/accepted' '{"version":1}' --source shadow >/dev/null

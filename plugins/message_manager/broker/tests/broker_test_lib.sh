@@ -3,7 +3,8 @@
 # cleanup, PASS/FAIL counting, a real Mosquitto started and awaited, and MQTT clients.
 # A script defines client_args USER (how a client identifies itself: username or
 # certificate) before calling pub, start_sub or start_broker. Client ids are USER-pub-N and
-# USER-sub: the broker needs plugin_opt_client_id_patterns <thing> <thing>-*.
+# USER-sub (or start_sub's own): the broker needs plugin_opt_client_id_patterns <thing>
+# <thing>-*.
 
 # broker_test_init TOOL...: checks the tools, makes $WORK, removes it (and every process
 # started here) on exit.
@@ -59,10 +60,15 @@ pub() {  # pub USER TOPIC PAYLOAD [extra args...]
     -i "$user-pub-$RANDOM" -t "$topic" -m "$payload" "$@"
 }
 
-start_sub() {  # start_sub USER FILTER OUTFILE
+# start_sub USER FILTER OUTFILE [CLIENT-ID]: a subscriber of USER in the background, client
+# id USER-sub unless given. Two subscribers running at once need different client ids: the
+# broker lets the second take the first's session over, the two mosquitto_subs then kick each
+# other off about every second (each reconnects), and a QoS 0 message published while one is
+# off never reaches it.
+start_sub() {
   # shellcheck disable=SC2046
-  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$1") -i "$1-sub" \
-    -t "$2" -F '%t %p %P' >"$3" 2>&1 &
+  timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$1") \
+    -i "${4:-$1-sub}" -t "$2" -F '%t %p %P' >"$3" 2>&1 &
   SUB_PIDS+=($!)
 }
 
