@@ -14,8 +14,11 @@
 // kernel's `$grove/group/set`. At run time a generic component that errors or goes BROKEN
 // stops its HARD dependants (started again once it runs again), a run an apply started
 // that goes BROKEN within its timeout fails that apply late, and configuration builds on
-// what each component has (cumulative). Everything but installed() and snapshot() runs on
-// the plugin's actor.
+// what each component has (cumulative). A generic component's systemResourceLimits put its
+// processes in a cgroup of its own (component_cgroups.hpp). After a restart of groved the
+// journaled set comes back through the current deployment applied again, or, when the last
+// deployment FAILED or was CANCELED, as it was (restart()). Everything but installed() and
+// snapshot() runs on the plugin's actor.
 
 #include <chrono>
 #include <deque>
@@ -32,8 +35,8 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
-#include "grove/plugin.hpp"
 #include "component_cgroups.hpp"
+#include "grove/plugin.hpp"
 #include "grove/process.hpp"
 #include "render.hpp"
 

@@ -3,7 +3,8 @@
 
 Usage: runtime_test.py first|rolled-back|partial ENDPOINT CA_BUNDLE WRITE_DIR
 `first` deploys e2e.Lim (runWith.systemResourceLimits: its process's cgroup carries the
-memory limit and CPU quota) and e2e.Other (no limits, no component cgroup), then a ROLLBACK
+memory limit and CPU quota) and e2e.Other (no runWith: the plugin's
+default_system_resource_limits, cpus 1.5, no memory limit), then a ROLLBACK
 deployment adding e2e.Hog, which allocates past its memory limit: killed in its own cgroup,
 recovered, BROKEN after three runs with "out of memory" in the reason, the deployment
 FAILED and rolled back while the others keep their processes. runtime_test.sh then kills
@@ -160,7 +161,10 @@ Manifests:
     check("... both RUNNING", running("e2e.Lim") and running("e2e.Other"))
     check_limits("deployed")
     path, limit = cgroup_file(pid_of("e2e.Other"), "memory", "memory.limit_in_bytes")
-    check("... e2e.Other (no limits) is in no component cgroup", "grove-components-" not in path, path)
+    cpath, quota = cgroup_file(pid_of("e2e.Other"), "cpu", "cpu.cfs_quota_us")
+    check("... e2e.Other (no runWith) has the plugin's default: its own cgroup, CPU quota 1.5 "
+          "cores (150000 us), no memory limit", path.endswith("/e2e.Other") and quota == "150000"
+          and limit.isdigit() and int(limit) > 1 << 40, f"{path}: {limit}; {cpath}: {quota}")
     lim, other = pid_of("e2e.Lim"), pid_of("e2e.Other")
 
     st, why = deploy({"e2e.Lim": LIM, "e2e.Other": ONE,
@@ -223,10 +227,13 @@ elif PHASE == "partial":
     check("... e2e.Other not running again", lines("e2e.Other", "runs") == 2
           and not alive(pid_of("e2e.Other")))
     st, why = deploy({"e2e.Lim": ONE, "e2e.New": ONE})
-    check("the next deployment (e2e.Lim without limits) -> COMPLETED, e2e.BadInstall removed",
+    check("the next deployment (e2e.Lim without runWith) -> COMPLETED, e2e.BadInstall removed",
           st == "COMPLETED" and "e2e.BadInstall" not in installed(), f"{st} {why}")
     path, limit = cgroup_file(pid_of("e2e.Lim"), "memory", "memory.limit_in_bytes")
-    check("... e2e.Lim restarted outside any component cgroup", running("e2e.Lim")
-          and "grove-components-" not in path, path)
+    _, quota = cgroup_file(pid_of("e2e.Lim"), "cpu", "cpu.cfs_quota_us")
+    check("... e2e.Lim restarted (its fourth run) with the default: no memory limit, CPU quota "
+          "150000 us", running("e2e.Lim") and lines("e2e.Lim", "runs") == 4
+          and limit.isdigit() and int(limit) > 1 << 40 and quota == "150000",
+          f"{lines('e2e.Lim', 'runs')} runs; {path}: {limit}, {quota}")
 
 sys.exit(1 if failed else 0)

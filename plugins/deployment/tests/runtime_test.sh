@@ -51,6 +51,7 @@ plugins:
     config:
       thing_name: core-1
       api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
+      default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 YAML
