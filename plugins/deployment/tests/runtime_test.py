@@ -238,4 +238,31 @@ elif PHASE == "partial":
           and limit.isdigit() and int(limit) > 1 << 40 and quota == "150000",
           f"{lines('e2e.Lim', 'runs')} runs; {path}: {limit}, {quota}")
 
+    # A deployment canceled while it applies (a 2 s install): the runner goes on, and what
+    # it left is what runs after the next kill -9 (`canceled`).
+    recipe = """RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Slow
+ComponentVersion: '1.0.0'
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: sleep 2
+      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
+"""
+    gg.create_component_version(inlineRecipe=recipe.encode())
+    did = gg.create_deployment(targetArn=THING, components={"e2e.Lim": ONE, "e2e.New": ONE,
+                                                            "e2e.Slow": ONE})["deploymentId"]
+    gg.cancel_deployment(deploymentId=did)
+    check("a deployment adding e2e.Slow (2 s install) canceled while it applies -> CANCELED",
+          gg.get_deployment(deploymentId=did)["deploymentStatus"] == "CANCELED")
+    check("... the core goes on: e2e.Slow RUNNING", running("e2e.Slow")
+          and gg.get_deployment(deploymentId=did)["deploymentStatus"] == "CANCELED")
+
+elif PHASE == "canceled":
+    got = wait(lambda: all(lines(n, "runs") == r and alive(pid_of(n))
+                           for n, r in (("e2e.Lim", 5), ("e2e.New", 3), ("e2e.Slow", 2))))
+    check("after kill -9 following the CANCELED deployment: e2e.Lim, e2e.New and e2e.Slow run "
+          "again", bool(got) and set(installed()) == {"e2e.Lim", "e2e.New", "e2e.Slow"},
+          f"{[(n, lines(n, 'runs')) for n in ('e2e.Lim', 'e2e.New', 'e2e.Slow')]} {list(installed())}")
+
 sys.exit(1 if failed else 0)

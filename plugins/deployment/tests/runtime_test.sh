@@ -3,8 +3,8 @@
 # complete (issue 15): groved runs the deployment plugin over TLS; boto3 (runtime_test.py)
 # deploys components with runWith.systemResourceLimits (checked in their processes'
 # cgroups; one allocating past its memory is killed and reported out of memory), then
-# groved is killed with -9 after a FAILED ROLLBACK deployment and after a FAILED
-# DO_NOTHING one, and each restart must bring back exactly the set that ran.
+# groved is killed with -9 after a FAILED ROLLBACK deployment, after a FAILED DO_NOTHING
+# one and after a CANCELED one, and each restart must bring back exactly the set that ran.
 # Usage: runtime_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -84,12 +84,15 @@ start_groved || abort "groved did not come back after kill -9"
 run_py rolled-back        # the rolled-back set runs again; a FAILED DO_NOTHING deployment
 kill_groved
 start_groved || abort "groved did not come back after the second kill -9"
-run_py partial            # the partially applied set runs again
+run_py partial            # the partially applied set runs again; a deployment canceled
+kill_groved
+start_groved || abort "groved did not come back after the third kill -9"
+run_py canceled           # what the canceled deployment left runs again
 N=$(grep -c "the journaled set runs again as it was" "$WORK/groved.out")
-if [[ $N == 2 ]]; then
-  pass "both restarts started the journaled set (no current deployment to apply again)"
+if [[ $N == 3 ]]; then
+  pass "the three restarts started the journaled set (no current deployment to apply again)"
 else
-  fail "both restarts started the journaled set (logged $N times, not 2)"
+  fail "the three restarts started the journaled set (logged $N times, not 3)"
 fi
 if "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running"; then
   pass "groved and the deployment plugin still run"
