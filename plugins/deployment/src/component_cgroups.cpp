@@ -269,6 +269,15 @@ component_cgroups::~component_cgroups() {
 
 caf::expected<std::vector<fs::path>>
 component_cgroups::prepare(const std::string& name, const resource_limits& limits) {
+  // AWS's API bounds neither value; the kernel takes bytes and microseconds as int64.
+  if (limits.memory_kb > (int64_t{1} << 40))
+    return make_error(errc::invalid_config,
+                      "runWith.systemResourceLimits.memory " + std::to_string(limits.memory_kb)
+                        + " KB is past the 1 PiB a cgroup takes here");
+  if (limits.cpus > 65536)
+    return make_error(errc::invalid_config, "runWith.systemResourceLimits.cpus "
+                                              + std::to_string(limits.cpus)
+                                              + " is past the 65536 cores a quota takes here");
   if (limits.cpus > 0 && !cpu_)
     return make_error(errc::unsupported,
                       "runWith.systemResourceLimits.cpus cannot be applied: no writable cpu "

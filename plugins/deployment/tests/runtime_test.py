@@ -238,6 +238,12 @@ elif PHASE == "partial":
           and limit.isdigit() and int(limit) > 1 << 40 and quota == "150000",
           f"{lines('e2e.Lim', 'runs')} runs; {path}: {limit}, {quota}")
 
+    st, why = deploy({"e2e.Lim": ONE, "e2e.New": ONE, "e2e.Other": {
+        "componentVersion": "1.0.0", "runWith": {"systemResourceLimits": {"memory": 1 << 41}}}})
+    check("a memory limit past what a cgroup takes (2^41 KB) -> FAILED naming it, rolled back",
+          st == "FAILED" and "e2e.Other" in why and "is past the 1 PiB a cgroup takes here" in why
+          and "ROLLBACK_COMPLETE" in why and "e2e.Other" not in installed()
+          and lines("e2e.Other", "runs") == 2 and running("e2e.Lim"), f"{st} {why}")
     # A deployment canceled while it applies (a 2 s install): the runner goes on, and what
     # it left is what runs after the next kill -9 (`canceled`).
     recipe = """RecipeFormatVersion: '2020-01-25'
