@@ -27,6 +27,17 @@ cleanup() {
   for p in /proc/[0-9]*; do
     grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
   done
+  # The last groved's component cgroups (a next groved would remove them; none may come).
+  if [[ -n "$GROVED_PID" ]]; then
+    sleep 0.2
+    for d in /sys/fs/cgroup/*/grove-components-"$GROVED_PID" \
+             /sys/fs/cgroup/*/*/*/grove-components-"$GROVED_PID" \
+             /sys/fs/cgroup/*/*/grove-components-"$GROVED_PID"; do
+      [[ -d $d ]] || continue
+      rmdir "$d"/*/ 2>/dev/null
+      rmdir "$d" 2>/dev/null
+    done
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
