@@ -637,6 +637,43 @@ caf::error validate_endpoint(std::string_view ep) {
                       + "' is not device:<thing>, function:<name>, cloud or shadow");
 }
 
+YAML::Node group_document(const group::Group& g) {
+  YAML::Node doc;
+  doc["name"] = g.name();
+  doc["devices"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& d : g.devices()) {
+    YAML::Node n;
+    n["thing"] = d.thing();
+    if (d.sync_shadow())
+      n["sync_shadow"] = true;
+    doc["devices"].push_back(n);
+  }
+  doc["functions"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& f : g.functions()) {
+    YAML::Node n;
+    n["name"] = f.name();
+    n["config"] = YAML::Load(f.config_yaml());
+    doc["functions"].push_back(n);
+  }
+  doc["subscriptions"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& s : g.subscriptions()) {
+    YAML::Node n;
+    n["id"] = s.id();
+    n["source"] = s.source();
+    n["subject"] = s.subject();
+    n["target"] = s.target();
+    doc["subscriptions"].push_back(n);
+  }
+  doc["resources"] = YAML::Node{YAML::NodeType::Sequence};
+  for (const auto& r : g.resources()) {
+    YAML::Node n;
+    n["id"] = r.id();
+    n["config"] = YAML::Load(r.config_yaml());
+    doc["resources"].push_back(n);
+  }
+  return doc;
+}
+
 caf::expected<group::Group> load_group(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))

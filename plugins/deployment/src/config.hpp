@@ -51,6 +51,25 @@ struct api_config {
   }
 };
 
+/// `default_system_resource_limits:`, Greengrass' nucleus `runWithDefault.systemResourceLimits`.
+struct limits_config {
+  /// RAM in kilobytes; 0: none.
+  int64_t memory = 0;
+  /// CPU time in cores; 0: none.
+  double cpus = 0;
+
+  /// The keys.
+  static grove::config_map<limits_config> map() {
+    return grove::config_map<limits_config>{}
+      .key("memory", &limits_config::memory, 0, grove::range{0, 4294967296},
+           "RAM each component's processes may use together, in kilobytes (cgroup memory "
+           "limit); 0: none")
+      .key("cpus", &limits_config::cpus, 0.0, grove::range{0, 1024},
+           "CPU time each component's processes may use together, in cores (0.5: half of "
+           "one core; cgroup CPU quota); 0: none");
+  }
+};
+
 /// One access key (`credentials:` entry).
 struct credential_config {
   /// The access key id the client signs with.
@@ -112,6 +131,8 @@ struct deployment_config {
   int64_t artifacts_fetch_timeout = 0;
   /// Lifetime of a pre-signed artifact URL (seconds).
   int64_t artifacts_url_seconds = 0;
+  /// Generic components' limits when their deployment gives none.
+  limits_config default_system_resource_limits;
 
   /// The keys, their defaults, ranges and meanings.
   static grove::config_map<deployment_config> map() {
@@ -163,6 +184,11 @@ struct deployment_config {
       .key("artifacts_url_seconds", &deployment_config::artifacts_url_seconds, 3600,
            grove::range{1, 604800},
            "how long a GetComponentVersionArtifact URL is valid (seconds)")
+      .section("default_system_resource_limits",
+               &deployment_config::default_system_resource_limits, limits_config::map(),
+               "generic components' `runWith.systemResourceLimits` when their deployment gives "
+               "none (Greengrass' nucleus `runWithDefault.systemResourceLimits`): applied "
+               "with a cgroup per component (README, \"Resource limits\")")
       .validate([](const deployment_config& c) -> caf::error {
         auto bad = [](std::string what) {
           return grove::make_error(grove::errc::invalid_config, std::move(what));

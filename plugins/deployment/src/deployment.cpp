@@ -111,6 +111,8 @@ public:
       return runner_ ? runner_->installed() : nlohmann::json::array();
     };
     thing_name_ = cfg.thing_name;
+    default_limits_ = {cfg.default_system_resource_limits.memory,
+                       cfg.default_system_resource_limits.cpus};
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
@@ -139,21 +141,34 @@ public:
     v1_->set_applier([this, v1 = v1_, db = groups_](v1_apply_job job) {
       v1->in_progress(job.group_id, job.deployment_id, now_ms());
       ctx_->post([this, v1, db, job = std::move(job)]() mutable {
-        auto doc = std::move(job.group);
-        grove::group_client::set(
-          *ctx_, std::move(doc), std::chrono::seconds{60},
-          [this, v1, db, job](caf::expected<grove::group::Group> g) {
-            std::string error = g ? std::string{} : grove::describe(g.error());
-            if (g)
-              ctx_->log().info("deployment: v1 deployment {} of group {} applied (group "
-                               "version {})",
-                               job.deployment_id, job.group_id, g->version());
-            else
-              ctx_->log().error("deployment: v1 deployment {} of group {} refused: {}",
-                                job.deployment_id, job.group_id, error);
-            ctx_->run_blocking(
-              [v1, db, job, error] { v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
-              [](caf::error) {});
+        // The functions of Greengrass v2 Lambda components (and the subscriptions naming
+        // them) stay: the group in force is read, they are added to the v1 group.
+        auto lambda = runner_ ? runner_->lambda_components() : std::set<std::string>{};
+        if (lambda.empty()) {
+          set_v1_group(v1, db, job, job.group);
+          return;
+        }
+        grove::group_client::get(
+          *ctx_, std::chrono::seconds{60},
+          [this, v1, db, job, lambda](caf::expected<grove::group::Group> now) {
+            if (!now) {
+              report_v1(v1, db, job, "the group in force could not be read (to keep the "
+                                     "Lambda components' functions): "
+                                       + grove::describe(now.error()));
+              return;
+            }
+            size_t dropped = 0;
+            auto doc = keep_lambda_functions(job.group, *now, lambda, &dropped);
+            if (!doc) {
+              report_v1(v1, db, job, grove::describe(doc.error()));
+              return;
+            }
+            if (dropped > 0)
+              ctx_->log().warn("deployment: v1 deployment {}: {} subscription(s) naming a "
+                               "Lambda component's function left out (the new group lacks "
+                               "their other end)",
+                               job.deployment_id, dropped);
+            set_v1_group(v1, db, job, std::move(*doc));
           });
       });
     });
@@ -291,36 +306,92 @@ public:
   }
 
 private:
-  // On the actor, at start: the current deployment of this core (the newest ACTIVE or
-  // COMPLETED one) is applied again: components come back after a restart, and one that
-  // a kill -9 cut short resumes (its journal row is still ACTIVE / IN_PROGRESS).
+  // On the actor, at start: what the core ran comes back. The current deployment of this
+  // core (the newest ACTIVE or COMPLETED one) is applied again: components come back after
+  // a restart, and one that a kill -9 cut short resumes (its journal row is still ACTIVE /
+  // IN_PROGRESS). When none is ACTIVE and the deployment that settled last FAILED or was
+  // CANCELED, what ran is the journal's set (the rolled-back set, or what a DO_NOTHING
+  // deployment left): the runner starts it as it was (Greengrass starts, at boot, what the
+  // device ran at its last settled state).
   void resume() {
+    struct what {
+      std::string id; // the deployment to apply again; "" : none
+      nlohmann::json resolved;
+      std::string journal; // else: why the journal's set starts as it was; "" : nothing
+    };
     ctx_->run_blocking(
-      [db = store_, a = api_]() -> caf::expected<std::pair<std::string, nlohmann::json>> {
+      [db = store_, a = api_]() -> caf::expected<what> {
         auto all = db->deployments();
         if (!all)
           return std::move(all.error());
-        for (const auto& d : *all)
-          if ((d.status == "ACTIVE" || d.status == "COMPLETED") && a->targets_this_core(d.target_arn)) {
-            auto r = a->resolve_deployment(d);
-            if (r.status != 200)
-              return grove::make_error(grove::errc::invalid_state,
-                                       "deployment " + d.id + " no longer resolves: " + r.body);
-            return std::make_pair(d.id, nlohmann::json::parse(r.body));
-          }
-        return std::make_pair(std::string{}, nlohmann::json{});
+        const deployment_record* current = nullptr;
+        const deployment_record* settled = nullptr;
+        for (const auto& d : *all) { // newest first
+          if (!a->targets_this_core(d.target_arn))
+            continue;
+          if (!current && (d.status == "ACTIVE" || d.status == "COMPLETED"))
+            current = &d;
+          if ((d.status == "COMPLETED" || d.status == "FAILED" || d.status == "CANCELED")
+              && (!settled || d.modified_ms > settled->modified_ms))
+            settled = &d;
+        }
+        if (settled && settled->status != "COMPLETED"
+            && (!current || current->status != "ACTIVE"))
+          return what{{}, {}, "deployment " + settled->id + " settled last, " + settled->status};
+        if (current) {
+          auto r = a->resolve_deployment(*current);
+          if (r.status != 200)
+            return grove::make_error(grove::errc::invalid_state,
+                                     "deployment " + current->id + " no longer resolves: " + r.body);
+          return what{current->id, nlohmann::json::parse(r.body), {}};
+        }
+        return what{};
       },
-      [this](caf::expected<caf::expected<std::pair<std::string, nlohmann::json>>> outer) {
-        auto got = outer ? std::move(*outer) : caf::expected<std::pair<std::string, nlohmann::json>>{outer.error()};
+      [this](caf::expected<caf::expected<what>> outer) {
+        auto got = outer ? std::move(*outer) : caf::expected<what>{outer.error()};
         if (!got) {
           ctx_->log().error("deployment: cannot resume: {}", grove::describe(got.error()));
           return;
         }
-        if (!got->first.empty()) {
-          ctx_->log().info("deployment: applying deployment {} again at start", got->first);
-          apply_deployment(got->first, got->second);
+        if (!got->id.empty()) {
+          ctx_->log().info("deployment: applying deployment {} again at start", got->id);
+          apply_deployment(got->id, got->resolved);
+        } else if (!got->journal.empty() && runner_) {
+          ctx_->log().info("deployment: {}: the journaled set runs again as it was",
+                           got->journal);
+          runner_->restart([this](apply_outcome o) {
+            if (o.ok)
+              ctx_->log().info("deployment: the journaled set runs again");
+            else
+              ctx_->log().error("deployment: the journaled set did not all start again: {}",
+                                o.reason);
+          });
         }
       });
+  }
+
+  // A v1 deployment's group to the kernel's `$grove/group/set`; its answer settles it.
+  void set_v1_group(std::shared_ptr<v1_api> v1, std::shared_ptr<v1_store> db, v1_apply_job job,
+                    std::string doc) {
+    grove::group_client::set(
+      *ctx_, std::move(doc), std::chrono::seconds{60},
+      [this, v1, db, job](caf::expected<grove::group::Group> g) {
+        if (g)
+          ctx_->log().info("deployment: v1 deployment {} of group {} applied (group version {})",
+                           job.deployment_id, job.group_id, g->version());
+        report_v1(v1, db, job, g ? std::string{} : grove::describe(g.error()));
+      });
+  }
+
+  // How a v1 deployment ended ("" : Success), recorded on the pool.
+  void report_v1(std::shared_ptr<v1_api> v1, std::shared_ptr<v1_store> db, v1_apply_job job,
+                 std::string error) {
+    if (!error.empty())
+      ctx_->log().error("deployment: v1 deployment {} of group {} refused: {}",
+                        job.deployment_id, job.group_id, error);
+    ctx_->run_blocking(
+      [v1, db, job, error] { v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
+      [](caf::error) {});
   }
 
   // The journal's row of a runner's component, and back.
@@ -329,6 +400,8 @@ private:
                            {"recipe", r.plan.recipe},
                            {"configuration", r.plan.configuration},
                            {"posixUser", r.plan.posix_user},
+                           {"limits", {{"memory", r.plan.limits.memory_kb},
+                                       {"cpus", r.plan.limits.cpus}}},
                            {"artifactsPath", r.plan.artifacts_path},
                            {"decompressedPath", r.plan.decompressed_path}};
     return installed_row{r.plan.name, r.plan.version, r.state, r.details, r.changed_ms,
@@ -346,6 +419,8 @@ private:
     out.plan.recipe = plan.value("recipe", nlohmann::json::object());
     out.plan.configuration = plan.value("configuration", nlohmann::json::object());
     out.plan.posix_user = plan.value("posixUser", std::string{});
+    auto limits = plan.value("limits", nlohmann::json::object());
+    out.plan.limits = {limits.value("memory", int64_t{0}), limits.value("cpus", 0.0)};
     out.plan.artifacts_path = plan.value("artifactsPath", std::string{});
     out.plan.decompressed_path = plan.value("decompressedPath", std::string{});
     out.state = r.state;
@@ -394,7 +469,8 @@ private:
   // artifacts linked under the component's directory) and the deployment's policies.
   static caf::expected<prepared> prepare(component_store& db, artifact_store& arts,
                                          std::filesystem::path root, std::string id,
-                                         nlohmann::json resolved, int64_t now) {
+                                         nlohmann::json resolved, int64_t now,
+                                         resource_limits default_limits) {
     using nlohmann::json;
     auto d = db.deployment(id);
     if (!d)
@@ -445,9 +521,16 @@ private:
       p.update = p.root ? spec->second.value("configurationUpdate", json{}) : json{};
       p.update_if_new = p.root && !own.count(p.name);
       p.configuration = merged_configuration(defaults, nullptr, p.update);
-      if (p.root)
-        p.posix_user =
-          spec->second.value("runWith", json::object()).value("posixUser", std::string{});
+      // runWith: a named component's own; each systemResourceLimits value it leaves out
+      // (and every one of a dependency) is the plugin's default (Greengrass' runWithDefault).
+      p.limits = default_limits;
+      if (p.root) {
+        auto run_with = spec->second.value("runWith", json::object());
+        p.posix_user = run_with.value("posixUser", std::string{});
+        if (auto l = run_with.find("systemResourceLimits"); l != run_with.end() && l->is_object())
+          p.limits = {l->value("memory", default_limits.memory_kb),
+                      l->value("cpus", default_limits.cpus)};
+      }
       // Artifacts: links named as the Uri's file, to the content-addressed store.
       auto dir = root / "packages" / "artifacts" / p.name / p.version;
       auto unz = root / "packages" / "artifacts-unarchived" / p.name / p.version;
@@ -504,7 +587,9 @@ private:
   void apply_deployment(const std::string& id, const nlohmann::json& resolved) {
     ctx_->run_blocking(
       [db = store_, arts = artifacts_, root = ctx_->state_dir() / "components", id,
-       resolved]() { return prepare(*db, *arts, root, id, resolved, now_ms()); },
+       resolved, limits = default_limits_]() {
+        return prepare(*db, *arts, root, id, resolved, now_ms(), limits);
+      },
       [this, id](caf::expected<caf::expected<prepared>> outer) {
         auto p = outer ? std::move(*outer) : caf::expected<prepared>{outer.error()};
         if (!p) {
@@ -649,6 +734,7 @@ private:
 
   grove::context* ctx_ = nullptr;
   std::string thing_name_;
+  resource_limits default_limits_; // default_system_resource_limits
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::shared_ptr<artifact_store> artifacts_; // shared with fetches in flight

@@ -1,5 +1,6 @@
 #include "runner.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <pwd.h>
@@ -9,12 +10,14 @@
 #include <cctype>
 #include <deque>
 #include <fstream>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
 #include "grove/control.pb.h"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control_client.hpp"
+#include "grove/kernel/group.hpp"
 #include "grove/kernel/group_client.hpp"
 
 extern char** environ;
@@ -133,45 +136,6 @@ bool is_lambda(const json& recipe) {
   return t && t->is_string() && *t == "aws.greengrass.lambda";
 }
 
-// The group file's document for the group in force (the kernel's shape: name, devices,
-// functions and resources with their config as YAML, subscriptions).
-YAML::Node group_document(const group::Group& g) {
-  YAML::Node doc;
-  doc["name"] = g.name();
-  doc["devices"] = YAML::Node{YAML::NodeType::Sequence};
-  for (const auto& d : g.devices()) {
-    YAML::Node n;
-    n["thing"] = d.thing();
-    if (d.sync_shadow())
-      n["sync_shadow"] = true;
-    doc["devices"].push_back(n);
-  }
-  doc["functions"] = YAML::Node{YAML::NodeType::Sequence};
-  for (const auto& f : g.functions()) {
-    YAML::Node n;
-    n["name"] = f.name();
-    n["config"] = YAML::Load(f.config_yaml());
-    doc["functions"].push_back(n);
-  }
-  doc["subscriptions"] = YAML::Node{YAML::NodeType::Sequence};
-  for (const auto& s : g.subscriptions()) {
-    YAML::Node n;
-    n["id"] = s.id();
-    n["source"] = s.source();
-    n["subject"] = s.subject();
-    n["target"] = s.target();
-    doc["subscriptions"].push_back(n);
-  }
-  doc["resources"] = YAML::Node{YAML::NodeType::Sequence};
-  for (const auto& r : g.resources()) {
-    YAML::Node n;
-    n["id"] = r.id();
-    n["config"] = YAML::Load(r.config_yaml());
-    doc["resources"].push_back(n);
-  }
-  return doc;
-}
-
 std::string emit(const YAML::Node& doc) {
   YAML::Emitter out;
   out << doc;
@@ -197,6 +161,7 @@ struct runner::component {
   std::string main; // "run", "startup" or ""
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
+  uint64_t oom_seen = 0; // its cgroup's OOM kills when its run or startup began
   std::filesystem::path log;
 };
 
@@ -225,6 +190,8 @@ struct runner::job {
   std::vector<std::string> lambda_gone;
   std::string group_before;
   std::string group_restore;
+  // restart(): journaled components left as they are (not started, states kept).
+  std::set<std::string> hold;
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -297,6 +264,34 @@ runner::~runner() {
   components_.clear(); // each handle stops its child
 }
 
+caf::expected<component_cgroups*> runner::cgroups() {
+  if (cgroups_)
+    return cgroups_.get();
+  if (cgroups_error_.empty()) {
+    auto cg = component_cgroups::open();
+    if (cg) {
+      cgroups_ = std::move(*cg);
+      ctx_.log().info("deployment: components' systemResourceLimits: {}",
+                      cgroups_->describe());
+      return cgroups_.get();
+    }
+    cgroups_error_ = grove::describe(cg.error());
+    ctx_.log().error("deployment: components' systemResourceLimits cannot be applied: {}",
+                     cgroups_error_);
+  }
+  return grove::make_error(grove::errc::unsupported, cgroups_error_);
+}
+
+std::string runner::explain(const component& c, const grove::process_exit& e,
+                            uint64_t oom_before) {
+  // The kernel's OOM killer acted in the component's own cgroup since the step began.
+  if (c.plan.limits.memory_kb > 0 && cgroups_
+      && cgroups_->oom_kills(c.plan.name) > oom_before)
+    return "out of memory (systemResourceLimits.memory " + std::to_string(c.plan.limits.memory_kb)
+           + " KB): " + e.describe();
+  return e.describe();
+}
+
 json runner::installed() const {
   std::lock_guard guard{mtx_};
   json out = json::array();
@@ -345,6 +340,67 @@ void runner::restore(std::vector<installed_record> rows) {
     order_.push_back(c->plan.name);
     components_[c->plan.name] = std::move(c);
   }
+}
+
+void runner::restart(std::function<void(apply_outcome)> done) {
+  // The journal keeps components by name: dependencies first again (a cycle, which the
+  // resolver refuses, would keep the rest as listed).
+  std::vector<std::string> names, sorted;
+  for (const auto& [name, c] : components_)
+    names.push_back(name);
+  while (!names.empty()) {
+    bool moved = false;
+    for (auto it = names.begin(); it != names.end();) {
+      const json* deps = member(components_.at(*it)->plan.recipe, "ComponentDependencies");
+      bool ready = true;
+      if (deps && deps->is_object())
+        for (auto d = deps->begin(); d != deps->end(); ++d)
+          if (d.key() != *it && std::find(names.begin(), names.end(), d.key()) != names.end())
+            ready = false;
+      if (ready) {
+        sorted.push_back(*it);
+        it = names.erase(it);
+        moved = true;
+      } else {
+        ++it;
+      }
+    }
+    if (!moved) {
+      sorted.insert(sorted.end(), names.begin(), names.end());
+      names.clear();
+    }
+  }
+  order_ = sorted;
+  auto j = std::make_shared<job>();
+  for (const auto& name : sorted) {
+    const auto& c = *components_.at(name);
+    j->plan.push_back(c.plan);
+    if (c.state == "BROKEN" || c.state == "ERRORED"
+        || (c.state == "FINISHED" && c.details.starts_with("stopped")))
+      j->hold.insert(name);
+  }
+  for (auto held = j->hold; const auto& name : held)
+    for (const auto& d : hard_dependants(name))
+      j->hold.insert(d);
+  ctx_.log().info("deployment: starting the {} journaled components again ({} left as they "
+                  "were: BROKEN, ERRORED or stopped)",
+                  j->plan.size() - j->hold.size(), j->hold.size());
+  j->rollback = false;
+  j->done = std::move(done);
+  if (busy_) {
+    pending_.push_back(j);
+    return;
+  }
+  busy_ = true;
+  begin(j);
+}
+
+std::set<std::string> runner::lambda_components() const {
+  std::set<std::string> out;
+  for (const auto& [name, c] : components_)
+    if (is_lambda(c->plan.recipe))
+      out.insert(name);
+  return out;
 }
 
 std::vector<installed_record> runner::snapshot() const {
@@ -451,6 +507,38 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
     std::filesystem::permissions(work, std::filesystem::perms::all, ec);
     (void) ::chown(work.c_str(), *o.uid, *o.gid);
   }
+  // runWith.systemResourceLimits: the step joins the component's cgroup (limits written
+  // first) before it runs anything, so what it starts is inside too.
+  if (c.plan.limits.any()) {
+    auto cg = cgroups();
+    if (!cg)
+      return grove::make_error(grove::errc::unsupported,
+                               "runWith.systemResourceLimits cannot be applied: "
+                                 + grove::describe(cg.error()));
+    auto procs = (*cg)->prepare(name, c.plan.limits);
+    if (!procs)
+      return grove::make_error(grove::errc::system_error,
+                               "runWith.systemResourceLimits cannot be applied: "
+                                 + grove::describe(procs.error()));
+    std::vector<std::string> files;
+    for (const auto& f : *procs)
+      files.push_back(f.string());
+    // In the child between fork and exec: open, write and close only (async-signal-safe;
+    // the strings were made before the fork).
+    cb.pre_exec = [files = std::move(files)]() -> int {
+      for (const auto& f : files) {
+        int fd = ::open(f.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+          return errno;
+        auto n = ::write(fd, "0", 1);
+        int e = n == 1 ? 0 : n < 0 ? errno : EIO;
+        ::close(fd);
+        if (e != 0)
+          return e;
+      }
+      return 0;
+    };
+  }
   o.capture_output = true;
   o.stdout_level = grove::output_level::debug;
   o.stderr_level = grove::output_level::debug;
@@ -548,13 +636,18 @@ void runner::begin(std::shared_ptr<job> j) {
     }
     if (it == j->plan.end())
       gone.push_back(name);
+    else if (j->hold.count(name))
+      continue; // restart(): kept as journaled
     else if (it->version != c->plan.version || it->configuration != c->plan.configuration
-             || it->posix_user != c->plan.posix_user || c->state == "BROKEN"
+             || it->posix_user != c->plan.posix_user || it->limits != c->plan.limits
+             || c->state == "BROKEN"
              || c->state == "ERRORED")
       stop_component(name);
   }
   for (const auto& name : gone) {
     stop_component(name);
+    if (cgroups_)
+      cgroups_->remove(name); // when already empty
     std::lock_guard guard{mtx_};
     components_.erase(name);
   }
@@ -564,7 +657,7 @@ void runner::begin(std::shared_ptr<job> j) {
     more = false;
     for (const auto& p : j->plan) {
       auto it = components_.find(p.name);
-      if (it == components_.end() || it->second->stopped)
+      if (it == components_.end() || it->second->stopped || j->hold.count(p.name))
         continue;
       const json* deps = member(p.recipe, "ComponentDependencies");
       if (!deps || !deps->is_object())
@@ -739,6 +832,10 @@ void runner::step(std::shared_ptr<job> j) {
   }
   while (j->index < j->plan.size()) {
     const auto& p = j->plan[j->index];
+    if (j->hold.count(p.name)) {
+      ++j->index; // restart(): left as journaled
+      continue;
+    }
     if (!plugin_of(p.name).empty()) {
       apply_plugin(j, p);
       return;
@@ -795,6 +892,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     return;
   }
   auto wait = ++j->wait;
+  c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
   grove::process_callbacks cb;
   cb.on_exit = [this, j, name, gen, wait, alive = alive_](const grove::process_exit& e) {
     if (!*alive || j->wait != wait)
@@ -810,8 +908,9 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
       set_state(c, "INSTALLED");
       run_main(j, name);
     } else {
-      set_state(c, "ERRORED", "install " + e.describe());
-      finish(j, false, name + " " + c.plan.version + ": install " + e.describe());
+      auto why = "install " + explain(c, e, c.oom_seen);
+      set_state(c, "ERRORED", why);
+      finish(j, false, name + " " + c.plan.version + ": " + why);
     }
   };
   auto proc = spawn(c, install.script, install.setenv, std::move(cb));
@@ -855,6 +954,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
     return;
   }
   auto gen = c.generation;
+  c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
   set_state(c, "STARTING");
   auto wait = ++j->wait;
   grove::process_callbacks cb;
@@ -888,7 +988,8 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
     } else {
       ++c.errors;
       // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
-      set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", (is_startup ? "startup " : "run ") + e.describe());
+      set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED",
+                (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen));
     }
     if (j->wait == wait) { // the job waits for this start
       ++j->wait;
@@ -899,7 +1000,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       }
       if (!j->background) {
         finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
-                           + e.describe());
+                           + explain(c, e, c.oom_seen));
         return;
       }
     }
@@ -920,7 +1021,8 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
           w->index = w->plan.size();
           busy_ = true;
           auto why = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
-                     + std::to_string(w->timeout.count()) + " s of its start: " + e.describe();
+                     + std::to_string(w->timeout.count()) + " s of its start: "
+                     + explain(c, e, c.oom_seen);
           finish(w, false, std::move(why)); // a rollback may remove `c`: nothing after
         }
       }
@@ -1179,7 +1281,7 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
     }
     std::string doc;
     try {
-      auto node = group_document(*g);
+      auto node = grove::group_document(*g);
       if (j->group_before.empty() && !j->is_rollback)
         j->group_before = emit(node);
       edit(node);

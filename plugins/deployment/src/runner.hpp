@@ -14,8 +14,11 @@
 // kernel's `$grove/group/set`. At run time a generic component that errors or goes BROKEN
 // stops its HARD dependants (started again once it runs again), a run an apply started
 // that goes BROKEN within its timeout fails that apply late, and configuration builds on
-// what each component has (cumulative). Everything but installed() and snapshot() runs on
-// the plugin's actor.
+// what each component has (cumulative). A generic component's systemResourceLimits put its
+// processes in a cgroup of its own (component_cgroups.hpp). After a restart of groved the
+// journaled set comes back through the current deployment applied again, or, when the last
+// deployment FAILED or was CANCELED, as it was (restart()). Everything but installed() and
+// snapshot() runs on the plugin's actor.
 
 #include <chrono>
 #include <deque>
@@ -25,12 +28,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "component_cgroups.hpp"
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
 #include "render.hpp"
@@ -51,6 +56,8 @@ struct component_plan {
   nlohmann::json configuration = nlohmann::json::object();
   /// runWith.posixUser ("" : groved's user).
   std::string posix_user;
+  /// runWith.systemResourceLimits (else the plugin's default_system_resource_limits).
+  resource_limits limits;
   /// Where its artifacts are (`{artifacts:path}`) and unpacked (`{artifacts:decompressedPath}`).
   std::string artifacts_path, decompressed_path;
   /// Cumulative configuration (Greengrass' rule): when set, `configuration` is computed
@@ -98,6 +105,10 @@ public:
   /// Stops every component (shutdown scripts are not waited for).
   ~runner();
 
+  /// The cgroups components with systemResourceLimits run in; the error why there are
+  /// none (such components then fail to start, saying so). Made on first use.
+  caf::expected<component_cgroups*> cgroups();
+
   /// Makes `plan` (dependencies first) the running set: components not in it are
   /// stopped, changed ones (version or configuration) stopped and started again, new ones
   /// installed and started. `timeout` bounds each install and startup. On a failure with
@@ -112,6 +123,17 @@ public:
   /// Takes the components the journal kept (at start, before the first apply): listed with
   /// their last states until the current deployment, applied again, runs them.
   void restore(std::vector<installed_record> rows);
+
+  /// Starts the components restore() took as they were (their versions and effective
+  /// configurations, dependencies first), outside any deployment: what ran when the last
+  /// deployment settled FAILED or CANCELED. Components journaled BROKEN or ERRORED, or
+  /// stopped (FINISHED "stopped..."), and their HARD dependants keep their states and are
+  /// not started, until a deployment brings them back. `done` gets the outcome (a failure
+  /// is not rolled back).
+  void restart(std::function<void(apply_outcome)> done);
+
+  /// The Lambda components' names (their functions are theirs in the kernel's group).
+  std::set<std::string> lambda_components() const;
 
   /// Every component with its effective configuration and state, for the journal.
   std::vector<installed_record> snapshot() const;
@@ -139,6 +161,7 @@ private:
   void begin(std::shared_ptr<job> j);
   void step(std::shared_ptr<job> j);
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
+  std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);
   void stop_component(const std::string& name);
   void start_component(std::shared_ptr<job> j, component_plan p);
   void run_main(std::shared_ptr<job> j, const std::string& name);
@@ -177,6 +200,8 @@ private:
   };
   std::optional<watch> watch_;
   std::function<void()> on_change_;
+  std::unique_ptr<component_cgroups> cgroups_; // see cgroups()
+  std::string cgroups_error_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

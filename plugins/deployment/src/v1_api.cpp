@@ -1294,6 +1294,75 @@ v1_api::to_grove_group(const std::string& name, const std::map<std::string, json
 
 // ---- deployments -----------------------------------------------------------------------
 
+caf::expected<std::string> keep_lambda_functions(const std::string& v1_group,
+                                                 const group::Group& current,
+                                                 const std::set<std::string>& lambda,
+                                                 size_t* dropped) {
+  if (dropped)
+    *dropped = 0;
+  YAML::Node doc;
+  YAML::Node now;
+  try {
+    doc = YAML::Load(v1_group); // JSON is YAML
+    now = grove::group_document(current);
+  } catch (const std::exception& e) {
+    return make_error(errc::invalid_config, std::string{"the group could not be read: "} + e.what());
+  }
+  std::set<std::string> functions, devices, ids, kept;
+  for (const auto& f : doc["functions"])
+    functions.insert(f["name"].as<std::string>());
+  for (const auto& d : doc["devices"])
+    devices.insert(d["thing"].as<std::string>());
+  for (const auto& sub : doc["subscriptions"])
+    ids.insert(sub["id"].as<std::string>());
+  for (const auto& f : now["functions"]) {
+    auto name = f["name"].as<std::string>();
+    if (!lambda.count(name))
+      continue;
+    if (functions.count(name))
+      return make_error(errc::invalid_config,
+                        "Functions: function '" + name + "' has the name of the Greengrass v2 "
+                        "Lambda component " + name + ", whose function the group keeps; rename "
+                        "the v1 function, or remove the component with a v2 deployment first");
+    doc["functions"].push_back(f);
+    kept.insert(name);
+  }
+  auto names_kept = [&](const std::string& ep) {
+    return ep.starts_with("function:") && kept.count(ep.substr(9));
+  };
+  auto reachable = [&](const std::string& ep) {
+    if (ep == "cloud" || ep == "shadow")
+      return true;
+    if (ep.starts_with("device:"))
+      return devices.count(ep.substr(7)) > 0;
+    if (ep.starts_with("function:"))
+      return functions.count(ep.substr(9)) > 0 || kept.count(ep.substr(9)) > 0;
+    return false;
+  };
+  for (const auto& sub : now["subscriptions"]) {
+    auto source = sub["source"].as<std::string>();
+    auto target = sub["target"].as<std::string>();
+    if (!names_kept(source) && !names_kept(target))
+      continue;
+    if (!reachable(source) || !reachable(target)) {
+      if (dropped)
+        ++*dropped;
+      continue;
+    }
+    auto id = sub["id"].as<std::string>();
+    if (ids.count(id))
+      return make_error(errc::invalid_config,
+                        "Subscriptions: id '" + id + "' is also the id of a subscription of the "
+                        "group in force naming a Greengrass v2 Lambda component's function ("
+                        + source + " -> " + target + "), which the group keeps; use another id");
+    doc["subscriptions"].push_back(sub);
+    ids.insert(id);
+  }
+  YAML::Emitter out;
+  out << doc;
+  return std::string{out.c_str()};
+}
+
 http_response v1_api::create_deployment(const std::string& group_id, const http_request& req,
                                         int64_t now_ms) {
   auto body = body_of(req);

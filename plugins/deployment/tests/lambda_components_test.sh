@@ -195,6 +195,48 @@ check "... and A's message still reaches B through it, on r/to/b2" \
   deliver_until A a/to/r '{"n":"after-restart"}' "$WORK/b.out"
 check "... on r/to/b2" grep -qF 'r/to/b2 {"n":"after-restart"}' "$WORK/b.out"
 
+# ---- a Greengrass v1 deployment keeps the Lambda component's function and its routes -----
+# boto3's `greengrass` client deploys a v1 group (core-1, devices A and B, a route A -> B of
+# its own): it replaces the group's own function and subscription, not e2e.Relay's.
+cp "$GROUP" "$WORK/group.before-v1"
+OUT=$("$PY" - "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" <<'EOF' 2>&1
+import sys, time, boto3
+endpoint, ca = sys.argv[1:3]
+gg = boto3.client("greengrass", endpoint_url=endpoint, verify=ca, region_name="us-east-1")
+thing = lambda n: f"arn:aws:iot:us-east-1:123456789012:thing/{n}"
+dev = lambda i, n: {"Id": i, "ThingArn": thing(n), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/0123abcd"}
+core = gg.create_core_definition(Name="core", InitialVersion={"Cores": [dev("c", "core-1")]})
+devs = gg.create_device_definition(Name="devices", InitialVersion={"Devices": [dev("a", "A"), dev("b", "B")]})
+subs = gg.create_subscription_definition(Name="routes", InitialVersion={"Subscriptions": [
+    {"Id": "v1-a-b", "Source": thing("A"), "Subject": "a/to/v1", "Target": thing("B")}]})
+group = gg.create_group(Name="home", InitialVersion={
+    "CoreDefinitionVersionArn": core["LatestVersionArn"],
+    "DeviceDefinitionVersionArn": devs["LatestVersionArn"],
+    "SubscriptionDefinitionVersionArn": subs["LatestVersionArn"]})
+dep = gg.create_deployment(GroupId=group["Id"], GroupVersionId=group["LatestVersion"],
+                           DeploymentType="NewDeployment")
+for _ in range(300):
+    st = gg.get_deployment_status(GroupId=group["Id"], DeploymentId=dep["DeploymentId"])
+    if st["DeploymentStatus"] in ("Success", "Failure"):
+        break
+    time.sleep(0.1)
+print(st["DeploymentStatus"], st.get("ErrorMessage", ""))
+EOF
+)
+check "a Greengrass v1 deployment (devices A and B, route v1-a-b) -> Success ($OUT)" test "${OUT%% *}" == Success
+check "... the group: its devices and route, e2e.Relay's function and the routes naming it kept" \
+  group_has "$FN_NAMES == ['e2e.Relay'] and sorted($SUB_IDS) == ['a-r', 'r-b', 'r-b2', 'v1-a-b']"
+check "... ListInstalledComponents: e2e.Relay still RUNNING" \
+  bash -c 'for _ in $(seq 1 30); do [[ $(installed e2e.Relay) == RUNNING ]] || exit 1; sleep 0.1; done'
+start_sub B '#' "$WORK/b.out"
+check "... A's message still reaches B through the Lambda component's function" \
+  deliver_until A a/to/r '{"n":"after-v1"}' "$WORK/b.out"
+check "... on r/to/b2" grep -qF 'r/to/b2 {"n":"after-v1"}' "$WORK/b.out"
+check "... and the v1 route works: A -> a/to/v1 -> B" deliver_until A a/to/v1 '{"n":"v1"}' "$WORK/b.out"
+# The group as before (an operator's edit) for what follows.
+cp "$WORK/group.before-v1" "$GROUP.tmp" && mv "$GROUP.tmp" "$GROUP"
+check "the group before the v1 deployment is back (an edit of the file)" status_has "2 devices, 2 functions, 4 subscriptions" 100
+
 # ---- a Lambda component function_runtime refuses: the previous group back ---------------
 OUT=$(deploy "{\"e2e.Relay\": {\"componentVersion\": \"1.0.0\",
   \"configurationUpdate\": {\"merge\": \"{\\\"runAs\\\": {\\\"uid\\\": 0, \\\"gid\\\": 0}, \\\"environmentVariables\\\": {\\\"RELAY_TOPIC\\\": \\\"r/to/b\\\"}}\"}},

@@ -608,3 +608,79 @@ BOOST_FIXTURE_TEST_CASE(another_cores_group_is_not_deployed_here, core_fixture) 
   auto st = ok("GET", base + "/" + d["DeploymentId"].get<std::string>() + "/status");
   BOOST_TEST(st["ErrorMessage"] == "the group's core is 'core-1'; this core is 'core-2'");
 }
+
+BOOST_AUTO_TEST_CASE(a_v1_group_keeps_the_lambda_components_functions) {
+  // The group in force, read by the kernel's own reader: the group's function `keep` and
+  // the Lambda component `relay` (a v2 deployment's), with routes naming each.
+  auto dir = std::filesystem::temp_directory_path()
+             / ("grove-v1-keep-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream{dir / "now.yaml"} << R"(name: e2e
+devices: [{thing: A}, {thing: B}, {thing: C}]
+functions:
+  - {name: keep, config: {runtime: executable, handler: keep}}
+  - {name: relay, config: {runtime: executable, handler: relay, environmentVariables: {T: x}}}
+subscriptions:
+  - {id: a-keep, source: "device:A", subject: a/k, target: "function:keep"}
+  - {id: a-r, source: "device:A", subject: a/r, target: "function:relay"}
+  - {id: r-c, source: "function:relay", subject: r/c, target: "device:C"}
+  - {id: r-cloud, source: "function:relay", subject: r/cloud, target: cloud}
+)";
+  auto now = grove::load_group(dir / "now.yaml");
+  if (!now)
+    BOOST_FAIL(grove::describe(now.error()));
+  // group_document gives the kernel's reader the same group back.
+  {
+    YAML::Emitter e;
+    e << grove::group_document(*now);
+    std::ofstream{dir / "again.yaml"} << e.c_str();
+    auto again = grove::load_group(dir / "again.yaml");
+    if (!again)
+    BOOST_FAIL(grove::describe(again.error()));
+    again->set_source_file(now->source_file()); // read from another file
+    BOOST_TEST(again->SerializeAsString() == now->SerializeAsString());
+  }
+  auto v1 = json::parse(R"({"name": "home", "devices": [{"thing": "A"}, {"thing": "B"}],
+    "functions": [], "resources": [],
+    "subscriptions": [{"id": "v1", "source": "device:A", "subject": "a/b", "target": "device:B"}]})");
+  size_t dropped = 9;
+  auto out = keep_lambda_functions(v1.dump(), *now, {"relay", "gone"}, &dropped);
+  if (!out)
+    BOOST_FAIL(grove::describe(out.error()));
+  BOOST_TEST(dropped == 1u); // r-c: the new group has no device C
+  std::ofstream{dir / "out.yaml"} << *out;
+  auto got = grove::load_group(dir / "out.yaml");
+  if (!got)
+    BOOST_FAIL(grove::describe(got.error()));
+  BOOST_TEST(got->name() == "home");
+  BOOST_REQUIRE(got->functions_size() == 1);
+  BOOST_TEST(got->functions(0).name() == "relay");
+  BOOST_TEST(got->functions(0).config_yaml() == now->functions(1).config_yaml());
+  std::vector<std::string> ids;
+  for (const auto& s : got->subscriptions())
+    ids.push_back(s.id());
+  BOOST_TEST(ids == (std::vector<std::string>{"v1", "a-r", "r-cloud"}), boost::test_tools::per_element());
+  // Without Lambda components the v1 group is the group as it is.
+  out = keep_lambda_functions(v1.dump(), *now, {});
+  BOOST_REQUIRE(out);
+  std::ofstream{dir / "plain.yaml"} << *out;
+  got = grove::load_group(dir / "plain.yaml");
+  BOOST_REQUIRE(got);
+  BOOST_TEST(got->functions_size() == 0);
+  BOOST_TEST(got->subscriptions_size() == 1);
+  // A v1 function named as a Lambda component, or a route id a kept route has: refused.
+  auto clash = v1;
+  clash["functions"].push_back({{"name", "relay"}, {"config", {{"runtime", "executable"}, {"handler", "x"}}}});
+  out = keep_lambda_functions(clash.dump(), *now, {"relay"});
+  BOOST_REQUIRE(!out);
+  BOOST_TEST(grove::describe(out.error()).find("Functions: function 'relay' has the name of the "
+                                               "Greengrass v2 Lambda component relay")
+               != std::string::npos, grove::describe(out.error()));
+  clash = v1;
+  clash["subscriptions"][0]["id"] = "a-r";
+  out = keep_lambda_functions(clash.dump(), *now, {"relay"});
+  BOOST_REQUIRE(!out);
+  BOOST_TEST(grove::describe(out.error()).find("Subscriptions: id 'a-r'") != std::string::npos,
+             grove::describe(out.error()));
+  std::filesystem::remove_all(dir);
+}

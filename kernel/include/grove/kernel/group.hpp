@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <caf/expected.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "grove/group.pb.h"
 
@@ -20,6 +21,13 @@ constexpr size_t max_group_devices = 2500;
 /// filters), unique ids and names, references to declared devices and functions, and
 /// the Greengrass limits. Errors name file, line and field; nothing is applied.
 caf::expected<group::Group> load_group(const std::filesystem::path& file);
+
+/// The group file's document for `g` (a group in force, as `$grove/group/get` answers
+/// it): `name`, `devices`, `functions` and `resources` with their `config` as YAML, and
+/// `subscriptions`; what load_group reads back as `g`. Plugins with `may_set_group` edit
+/// it and set it back (`$grove/group/set`). Throws YAML::Exception when a config is no
+/// YAML (the kernel only hands out configs it parsed).
+YAML::Node group_document(const group::Group& g);
 
 /// Checks one subscription endpoint ("device:lamp", "cloud", ...).
 caf::error validate_endpoint(std::string_view endpoint);

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Generic components' resource limits and restarts after a deployment that did not
+# complete (issue 15): groved runs the deployment plugin over TLS; boto3 (runtime_test.py)
+# deploys components with runWith.systemResourceLimits (checked in their processes'
+# cgroups; one allocating past its memory is killed and reported out of memory), then
+# groved is killed with -9 after a FAILED ROLLBACK deployment, after a FAILED DO_NOTHING
+# one and after a CANCELED one, and each restart must bring back exactly the set that ran.
+# Usage: runtime_test.sh GROVED GROVECTL GROVE_CERTS
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+PY=/usr/bin/python3
+WORK=$(mktemp -d /tmp/grove-deployment-runtime.XXXXXX)
+export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+PASSED=0
+FAILED=0
+GROVED_PID=""
+cleanup() {
+  if [[ -n "$GROVED_PID" ]]; then
+    kill -9 "$GROVED_PID" 2>/dev/null
+    wait "$GROVED_PID" 2>/dev/null
+  fi
+  # What the components started dies with the next groved; here, with the test.
+  for p in /proc/[0-9]*; do
+    grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
+  done
+  # The last groved's component cgroups (a next groved would remove them; none may come).
+  if [[ -n "$GROVED_PID" ]]; then
+    sleep 0.2
+    for d in /sys/fs/cgroup/*/grove-components-"$GROVED_PID" \
+             /sys/fs/cgroup/*/*/*/grove-components-"$GROVED_PID" \
+             /sys/fs/cgroup/*/*/grove-components-"$GROVED_PID"; do
+      [[ -d $d ]] || continue
+      rmdir "$d"/*/ 2>/dev/null
+      rmdir "$d" 2>/dev/null
+    done
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
+finish() { echo "$PASSED passed, $FAILED failed"; [[ $FAILED == 0 ]]; exit $?; }
+abort() { fail "$1"; echo "--- groved output"; tail -n 60 "$WORK/groved.out"; finish; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+[[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 0; }
+
+"$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
+  "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
+  { cat "$WORK/certs.out"; abort "making the certificates"; }
+PORT=$(free_port)
+KEY=AKIAGROVETEST00001
+SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+cat >"$WORK/profile.yaml" <<YAML
+kernel:
+  log_level: info
+plugins:
+  - name: deployment
+    config:
+      thing_name: core-1
+      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
+      default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+YAML
+start_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+  for _ in $(seq 1 100); do
+    "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+kill_groved() {
+  { kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+}
+start_groved || abort "groved did not start the deployment plugin"
+export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
+run_py() {  # run_py PHASE
+  "$PY" "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
+    >"$WORK/py.out" 2>&1
+  local rc=$?
+  cat "$WORK/py.out"
+  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
+  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
+  [[ $rc == 0 ]] || fail "runtime_test.py $1 exited $rc"
+}
+run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
+kill_groved
+start_groved || abort "groved did not come back after kill -9"
+run_py rolled-back        # the rolled-back set runs again; a FAILED DO_NOTHING deployment
+kill_groved
+start_groved || abort "groved did not come back after the second kill -9"
+run_py partial            # the partially applied set runs again; a deployment canceled
+kill_groved
+start_groved || abort "groved did not come back after the third kill -9"
+run_py canceled           # what the canceled deployment left runs again
+N=$(grep -c "the journaled set runs again as it was" "$WORK/groved.out")
+if [[ $N == 3 ]]; then
+  pass "the three restarts started the journaled set (no current deployment to apply again)"
+else
+  fail "the three restarts started the journaled set (logged $N times, not 3)"
+fi
+if "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running"; then
+  pass "groved and the deployment plugin still run"
+else
+  fail "groved and the deployment plugin still run"
+fi
+[[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
+finish
