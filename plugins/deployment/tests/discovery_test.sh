@@ -70,6 +70,7 @@ kernel:
 plugins:
 $(mm_profile_entry)
   - name: deployment
+    may_set_group: true
     config:
       thing_name: core-1
       api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
@@ -230,6 +231,40 @@ check "C added to the group file: answered without a restart" test "$ok" == 1
 OUT=$(timeout 40 node "$DEVICES/gg_discovery.js" relay "$DISC_PORT" "$PKI/ca.crt" "$PKI" C B lamp/2 from-c 2>&1)
 check "... and C -> B through the discovered broker" grep -qx "received lamp/2 from-c" <<<"$OUT"
 [[ $FAILED == 0 ]] || echo "$OUT"
+# ---- a Greengrass v1 deployment: its group's id ------------------------------------------------
+V1=$(AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \
+  AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+  "$PY" - "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" 2>&1 <<'EOF'
+import sys, time, boto3
+gg = boto3.client("greengrass", endpoint_url=sys.argv[1], verify=sys.argv[2])
+arn = lambda t: f"arn:aws:iot:us-east-1:123456789012:thing/{t}"
+dev = lambda t: {"Id": t, "ThingArn": arn(t), "CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/0123abcd"}
+core = gg.create_core_definition(InitialVersion={"Cores": [dev("core-1")]})
+devs = gg.create_device_definition(InitialVersion={"Devices": [dev(t) for t in "ABCR"]})
+subs = gg.create_subscription_definition(InitialVersion={"Subscriptions": [
+    {"Id": "a-b", "Source": arn("A"), "Subject": "lamp/#", "Target": arn("B")}]})
+g = gg.create_group(Name="site", InitialVersion={
+    "CoreDefinitionVersionArn": core["LatestVersionArn"],
+    "DeviceDefinitionVersionArn": devs["LatestVersionArn"],
+    "SubscriptionDefinitionVersionArn": subs["LatestVersionArn"]})
+d = gg.create_deployment(GroupId=g["Id"], DeploymentType="NewDeployment", GroupVersionId=g["LatestVersion"])
+for _ in range(300):
+    st = gg.get_deployment_status(GroupId=g["Id"], DeploymentId=d["DeploymentId"])["DeploymentStatus"]
+    if st in ("Success", "Failure"):
+        break
+    time.sleep(0.1)
+print(g["Id"], st)
+EOF
+)
+check "boto3 greengrass (v1): group 'site' deployed -> Success" test "${V1#* }" == Success
+ok=0
+for _ in $(seq 1 50); do
+  J=$(answer "$(gd "$PKI" A)")
+  [[ "$(jq -r '.gg_groups[0].gg_group_id' <<<"$J" 2>/dev/null)" == "${V1% *}" ]] && { ok=1; break; }
+  sleep 0.2
+done
+check "... discovery's GGGroupId is now the deployed group's id (${V1% *})" test "$ok" == 1
+[[ $ok == 1 ]] || echo "$V1 / $J"
 check "groved is still running, both plugins too" \
   bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running" &&
            "$0" status 2>/dev/null | grep -q "message_manager .* running"' "$GROVECTL"
