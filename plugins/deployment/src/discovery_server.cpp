@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -169,8 +170,13 @@ discovery_server::~discovery_server() {
 }
 
 void discovery_server::start() {
-  if (!thread_.joinable())
-    thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
+  if (thread_.joinable())
+    return;
+  thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
+  // httplib's stop() does nothing before the loop runs: a stop() right after start()
+  // would then wait on a server that listens forever. The loop starts at once.
+  for (int i = 0; i < 2000 && !server_->is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
 }
 
 void discovery_server::stop() {
