@@ -67,6 +67,10 @@ struct discovery_config {
   std::filesystem::path ca_file;
   /// The group CA's revocation list (PEM), or empty.
   std::filesystem::path crl_file;
+  /// Advertise the broker with DNS-SD (Avahi).
+  bool dns_sd = false;
+  /// The broker port advertised.
+  uint16_t dns_sd_port = 0;
 
   /// The keys.
   static grove::config_map<discovery_config> map() {
@@ -86,7 +90,13 @@ struct discovery_config {
            "Required when enabled")
       .key("crl_file", &discovery_config::crl_file, "",
            "revocation list of the group CA (`tools/grove-certs revoke`): a revoked "
-           "certificate fails the handshake; read at start");
+           "certificate fails the handshake; read at start")
+      .key("dns_sd", &discovery_config::dns_sd, false,
+           "advertise the core's broker on the LAN with DNS-SD: `avahi-publish -s \"Grove "
+           "<thing_name>\" _grove-mqtt._tcp <dns_sd_port> thing=<thing_name> "
+           "discovery=<port>` as a supervised child (needs a running avahi-daemon)")
+      .key("dns_sd_port", &discovery_config::dns_sd_port, 8883, grove::range{1, 65535},
+           "the MQTT port advertised: message_manager's `broker.port`");
   }
 };
 

@@ -33,6 +33,7 @@
 #include "grove/errors.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/plugin.hpp"
+#include "grove/process.hpp"
 #include "v1_api.hpp"
 #include "v1_store.hpp"
 
@@ -261,6 +262,40 @@ public:
     return {};
   }
 
+  // The broker advertised on the LAN (README "Greengrass discovery", disc-6): Avahi's
+  // publisher as a supervised child, restarted with the kernel's back-off (e.g. while
+  // avahi-daemon is down: avahi-publish then exits at once); it dies with groved.
+  void start_dns_sd() {
+    const auto& cfg = config();
+    grove::process_options o;
+    o.argv = {"avahi-publish", "-s", "Grove " + cfg.thing_name, "_grove-mqtt._tcp",
+              std::to_string(cfg.discovery.dns_sd_port), "thing=" + cfg.thing_name,
+              "discovery=" + std::to_string(cfg.discovery.port)};
+    o.restart = true;
+    o.log_prefix = "avahi-publish: ";
+    o.stdout_level = grove::output_level::info;
+    o.stderr_level = grove::output_level::warn;
+    grove::process_callbacks cb;
+    cb.on_exit = [this](const grove::process_exit& e) {
+      ctx_->set_status("dns_sd", "avahi-publish " + e.describe()
+                                   + (e.gave_up ? ", gave up" : ", restarting"));
+    };
+    cb.on_output = [this](grove::output_stream, const std::string& line) {
+      if (line.starts_with("Established under name"))
+        ctx_->set_status("dns_sd", "_grove-mqtt._tcp advertised: " + line.substr(23));
+    };
+    auto p = grove::process::start(*ctx_, std::move(o), std::move(cb));
+    if (!p) {
+      ctx_->log().error("deployment: discovery.dns_sd: cannot start avahi-publish (install "
+                        "avahi-utils): {}",
+                        grove::describe(p.error()));
+      ctx_->set_status("dns_sd", "not advertised: " + grove::describe(p.error()));
+      return;
+    }
+    dns_sd_ = std::move(*p);
+    ctx_->set_status("dns_sd", "avahi-publish started");
+  }
+
   // On the actor: the group discovery answers for.
   void set_discovery_group(const grove::group::Group& g) {
     discovery_group dg;
@@ -315,6 +350,8 @@ public:
                                });
       ctx_->log().info("deployment: Greengrass discovery listening on {}:{}",
                        config().discovery.bind, config().discovery.port);
+      if (config().discovery.dns_sd)
+        start_dns_sd();
     }
     ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
                      config().api.port);
@@ -338,6 +375,7 @@ public:
     if (thread_.joinable())
       thread_.join();
     server_.reset();
+    dns_sd_ = grove::process{};
     if (discovery_)
       discovery_->stop();
     discovery_.reset();
@@ -751,6 +789,7 @@ private:
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::unique_ptr<discovery_server> discovery_; // null unless discovery.enabled
+  grove::process dns_sd_;                       // avahi-publish, with discovery.dns_sd
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true); // false once stopped
   struct journal_state {
     bool busy = false;  // a write of the installed set in flight
