@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <filesystem>
 #include <memory>
@@ -298,6 +299,11 @@ public:
 
   // On the actor: the group discovery answers for.
   void set_discovery_group(const grove::group::Group& g) {
+    // The start's get may answer after a newer `$grove/group/current` (the kernel bumps
+    // the version on every change it applies): an older group is not taken back.
+    if (discovery_version_ && g.version() < *discovery_version_)
+      return;
+    discovery_version_ = g.version();
     discovery_group dg;
     dg.name = g.name();
     for (const auto& d : g.devices())
@@ -790,6 +796,7 @@ private:
   std::thread thread_;
   std::unique_ptr<discovery_server> discovery_; // null unless discovery.enabled
   grove::process dns_sd_;                       // avahi-publish, with discovery.dns_sd
+  std::optional<uint64_t> discovery_version_;   // the group version discovery answers for
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true); // false once stopped
   struct journal_state {
     bool busy = false;  // a write of the installed set in flight
