@@ -231,6 +231,18 @@ check "C added to the group file: answered without a restart" test "$ok" == 1
 OUT=$(timeout 40 node "$DEVICES/gg_discovery.js" relay "$DISC_PORT" "$PKI/ca.crt" "$PKI" C B lamp/2 from-c 2>&1)
 check "... and C -> B through the discovered broker" grep -qx "received lamp/2 from-c" <<<"$OUT"
 [[ $FAILED == 0 ]] || echo "$OUT"
+# ---- a reload: the listener is let go and bound again ------------------------------------------
+"$GROVECTL" reload deployment >"$WORK/reload.out" 2>&1
+check "grovectl reload deployment -> exit 0" test $? == 0
+[[ $FAILED == 0 ]] || cat "$WORK/reload.out"
+ok=0
+for _ in $(seq 1 50); do
+  J=$(answer "$(gd "$PKI" C)")
+  [[ "$(jq -r '.gg_groups[0].cores[0].connectivity | length' <<<"$J" 2>/dev/null)" == 2 ]] && { ok=1; break; }
+  sleep 0.2
+done
+check "... the new instance answers C (the group read again) with the stored connectivity" test "$ok" == 1
+
 # ---- a Greengrass v1 deployment: its group's id ------------------------------------------------
 V1=$(AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \
   AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
