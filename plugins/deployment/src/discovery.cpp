@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 
@@ -114,9 +115,16 @@ std::vector<std::string> pem_certificates(std::string_view pem) {
     auto stop = pem.find(end, at);
     if (stop == std::string_view::npos)
       break;
-    out.emplace_back(pem.substr(at, stop + end.size() - at));
-    out.back() += '\n';
+    auto cert = pem.substr(at, stop + end.size() - at);
     at = stop + end.size();
+    // PEM is ASCII: a block with other bytes is no certificate (and would not survive
+    // the JSON answer as it is).
+    if (std::all_of(cert.begin(), cert.end(), [](char c) {
+          return (c >= ' ' && c < 127) || c == '\n' || c == '\r' || c == '\t';
+        })) {
+      out.emplace_back(cert);
+      out.back() += '\n';
+    }
   }
   return out;
 }

@@ -69,7 +69,7 @@ discovery_outcome discover(const discovery_settings& settings, const discovery_g
                            const std::string& client_cn, const discovery_sources& sources);
 
 /// The certificates of a PEM bundle, each from its BEGIN to its END line (anything
-/// between them is dropped).
+/// between them is dropped, and so is a block with bytes other than printable ASCII).
 std::vector<std::string> pem_certificates(std::string_view pem);
 
 /// A stable id for a group no v1 deployment named: the name-based UUID (version 5,

@@ -178,6 +178,10 @@ BOOST_AUTO_TEST_CASE(pem_bundles_are_split_per_certificate) {
   BOOST_CHECK_EQUAL(certs[0], std::string{ca1} + "\n");
   BOOST_CHECK_EQUAL(certs[1], std::string{ca2} + "\n");
   BOOST_CHECK(pem_certificates("no certificate").empty());
+  // A block with a byte that is not ASCII is no PEM certificate (found by the fuzzer:
+  // it came back from the JSON answer as U+FFFD).
+  BOOST_CHECK(pem_certificates("-----BEGIN CERTIFICATE-----\n\xefMIIB\n-----END CERTIFICATE-----")
+                .empty());
   // A BEGIN without its END is not a certificate.
   BOOST_CHECK_EQUAL(pem_certificates(std::string{ca1} + "\n-----BEGIN CERTIFICATE-----\nMII").size(), 1u);
 }
