@@ -70,6 +70,55 @@ struct limits_config {
   }
 };
 
+/// `discovery:`, Greengrass v1's discovery endpoint for devices (mutual TLS, discovery.hpp).
+struct discovery_config {
+  /// Serve it.
+  bool enabled = false;
+  /// Listen address.
+  std::string bind;
+  /// Listen port.
+  uint16_t port = 0;
+  /// Server certificate (PEM).
+  std::filesystem::path cert_file;
+  /// Its key (PEM).
+  std::filesystem::path key_file;
+  /// The group CA that device certificates must chain to (PEM); also the answer's CAs.
+  std::filesystem::path ca_file;
+  /// The group CA's revocation list (PEM), or empty.
+  std::filesystem::path crl_file;
+  /// Advertise the broker with DNS-SD (Avahi).
+  bool dns_sd = false;
+  /// The broker port advertised.
+  uint16_t dns_sd_port = 0;
+
+  /// The keys.
+  static grove::config_map<discovery_config> map() {
+    return grove::config_map<discovery_config>{}
+      .key("enabled", &discovery_config::enabled, false,
+           "serve `GET /greengrass/discover/thing/{thing}` to the group's devices")
+      .key("bind", &discovery_config::bind, "0.0.0.0",
+           "listen address (devices reach it on the LAN, as the broker)")
+      .key("port", &discovery_config::port, 8443, grove::range{1, 65535},
+           "listen port (AWS's 8443; must differ from api.port on the same address)")
+      .key("cert_file", &discovery_config::cert_file, "",
+           "server certificate, PEM (e.g. the group PKI's `server.crt`); required when enabled")
+      .key("key_file", &discovery_config::key_file, "", "key of `cert_file`, PEM")
+      .key("ca_file", &discovery_config::ca_file, "",
+           "the group CA (message_manager's `broker.ca_file`): a client certificate must "
+           "chain to it or the TLS handshake fails; its certificates are the answer's `CAs`. "
+           "Required when enabled")
+      .key("crl_file", &discovery_config::crl_file, "",
+           "revocation list of the group CA (`tools/grove-certs revoke`): a revoked "
+           "certificate fails the handshake; read at start")
+      .key("dns_sd", &discovery_config::dns_sd, false,
+           "advertise the core's broker on the LAN with DNS-SD: `avahi-publish -s \"Grove "
+           "<thing_name>\" _grove-mqtt._tcp <dns_sd_port> thing=<thing_name> "
+           "discovery=<port>` as a supervised child (needs a running avahi-daemon)")
+      .key("dns_sd_port", &discovery_config::dns_sd_port, 8883, grove::range{1, 65535},
+           "the MQTT port advertised: message_manager's `broker.port`");
+  }
+};
+
 /// One access key (`credentials:` entry).
 struct credential_config {
   /// The access key id the client signs with.
@@ -111,6 +160,8 @@ struct deployment_config {
   api_config api;
   /// SigV4 keys.
   std::vector<credential_config> credentials;
+  /// The discovery endpoint.
+  discovery_config discovery;
   /// The Greengrass v1 group store's database file.
   std::filesystem::path groups_file;
   /// Function packages: lambdaFunction's, and v1 deployments' functions.
@@ -152,6 +203,9 @@ struct deployment_config {
                "the Greengrass v2 API endpoint (HTTPS)")
       .list("credentials", &deployment_config::credentials, credential_config::map(),
             "SigV4 access keys; at least one is required")
+      .section("discovery", &deployment_config::discovery, discovery_config::map(),
+               "Greengrass v1's discovery endpoint for the group's devices (mutual TLS; "
+               "README, \"Discovery\")")
       .key("groups_file", &deployment_config::groups_file, "groups.db",
            "the Greengrass v1 group store (SQLite: definitions, groups, deployments); a "
            "relative path is under the plugin's state directory")
@@ -204,6 +258,20 @@ struct deployment_config {
         if (!c.api.development_plain_http && (c.api.cert_file.empty() || c.api.key_file.empty()))
           return bad("api.cert_file and api.key_file are required unless "
                      "api.development_plain_http (make them with tools/grove-certs server)");
+        if (c.discovery.enabled) {
+          if (c.discovery.cert_file.empty() || c.discovery.key_file.empty()
+              || c.discovery.ca_file.empty())
+            return bad("discovery.cert_file, discovery.key_file and discovery.ca_file are "
+                       "required when discovery.enabled (the group PKI of tools/grove-certs)");
+          if (c.thing_name.empty())
+            return bad("discovery.enabled needs thing_name: the core's thing whose "
+                       "connectivity information devices discover");
+          auto any = [](const std::string& b) { return b == "0.0.0.0" || b == "::"; };
+          if (c.discovery.port == c.api.port
+              && (c.discovery.bind == c.api.bind || any(c.discovery.bind) || any(c.api.bind)))
+            return bad("discovery.port: " + std::to_string(c.discovery.port)
+                       + " is api.port on the same address; give one of them another port");
+        }
         if (!c.artifacts_base_url.empty() && !c.artifacts_base_url.starts_with("https://")
             && !c.artifacts_base_url.starts_with("http://"))
           return bad("artifacts_base_url: '" + c.artifacts_base_url

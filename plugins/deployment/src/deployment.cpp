@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <filesystem>
 #include <memory>
@@ -26,12 +27,14 @@
 #include "artifacts.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
+#include "discovery_server.hpp"
 #include "render.hpp"
 #include "runner.hpp"
 #include "grove/deployment/client.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/plugin.hpp"
+#include "grove/process.hpp"
 #include "v1_api.hpp"
 #include "v1_store.hpp"
 
@@ -234,7 +237,95 @@ public:
       return err;
     ctx.set_status("api", std::string{cfg.api.development_plain_http ? "http" : "https"}
                             + "://" + cfg.api.bind + ":" + std::to_string(cfg.api.port));
+    if (cfg.discovery.enabled)
+      if (auto err = init_discovery(cfg))
+        return err;
     return {};
+  }
+
+  // Greengrass v1's discovery (discovery_server.hpp): its own mutual-TLS listener, the
+  // group read from the kernel now and on every change (on_message).
+  caf::error init_discovery(const deployment_config& cfg) {
+    discovery_server::parts p;
+    p.settings.region = cfg.region;
+    p.settings.account_id = cfg.account_id;
+    p.settings.core_thing = cfg.thing_name;
+    p.sources.connectivity =
+      [db = store_](const std::string& thing) -> caf::expected<std::optional<nlohmann::json>> {
+      auto rec = db->connectivity(thing);
+      if (!rec)
+        return std::move(rec.error());
+      if (!*rec)
+        return std::optional<nlohmann::json>{};
+      return std::optional<nlohmann::json>{(*rec)->info};
+    };
+    p.sources.deployed_group_id = [db = groups_] { return last_deployed_group(*db); };
+    p.log = &ctx_->log();
+    if (auto c = ctx_->counter("deployment_discovery_requests", "discovery requests answered"))
+      p.requests = *c;
+    if (auto c = ctx_->counter("deployment_discovery_refused",
+                               "discovery requests answered with an error status"))
+      p.refused = *c;
+    auto srv = discovery_server::make(cfg.discovery, std::move(p));
+    if (!srv)
+      return std::move(srv.error());
+    discovery_ = std::move(*srv);
+    if (auto err = ctx_->subscribe(grove::group_client::current_topic))
+      return err;
+    ctx_->set_status("discovery", "https://" + cfg.discovery.bind + ":"
+                                    + std::to_string(cfg.discovery.port)
+                                    + " (mutual TLS, group CA)");
+    return {};
+  }
+
+  // The broker advertised on the LAN (README "Greengrass discovery", disc-6): Avahi's
+  // publisher as a supervised child, restarted with the kernel's back-off (e.g. while
+  // avahi-daemon is down: avahi-publish then exits at once); it dies with groved.
+  void start_dns_sd() {
+    const auto& cfg = config();
+    grove::process_options o;
+    o.argv = {"avahi-publish", "-s", "Grove " + cfg.thing_name, "_grove-mqtt._tcp",
+              std::to_string(cfg.discovery.dns_sd_port), "thing=" + cfg.thing_name,
+              "discovery=" + std::to_string(cfg.discovery.port)};
+    o.restart = true;
+    o.log_prefix = "avahi-publish: ";
+    o.stdout_level = grove::output_level::info;
+    o.stderr_level = grove::output_level::warn;
+    grove::process_callbacks cb;
+    cb.on_exit = [this](const grove::process_exit& e) {
+      ctx_->set_status("dns_sd", "avahi-publish " + e.describe()
+                                   + (e.gave_up ? ", gave up" : ", restarting"));
+    };
+    cb.on_output = [this](grove::output_stream, const std::string& line) {
+      if (line.starts_with("Established under name"))
+        ctx_->set_status("dns_sd", "_grove-mqtt._tcp advertised: " + line.substr(23));
+    };
+    auto p = grove::process::start(*ctx_, std::move(o), std::move(cb));
+    if (!p) {
+      ctx_->log().error("deployment: discovery.dns_sd: cannot start avahi-publish (install "
+                        "avahi-utils): {}",
+                        grove::describe(p.error()));
+      ctx_->set_status("dns_sd", "not advertised: " + grove::describe(p.error()));
+      return;
+    }
+    dns_sd_ = std::move(*p);
+    ctx_->set_status("dns_sd", "avahi-publish started");
+  }
+
+  // On the actor: the group discovery answers for.
+  void set_discovery_group(const grove::group::Group& g) {
+    // The start's get may answer after a newer `$grove/group/current` (the kernel bumps
+    // the version on every change it applies): an older group is not taken back.
+    if (discovery_version_ && g.version() < *discovery_version_)
+      return;
+    discovery_version_ = g.version();
+    discovery_group dg;
+    dg.name = g.name();
+    for (const auto& d : g.devices())
+      dg.devices.insert(d.thing());
+    ctx_->log().info("deployment: discovery answers the {} device(s) of group '{}' version {}",
+                     dg.devices.size(), dg.name, g.version());
+    discovery_->set_group(std::move(dg));
   }
 
   caf::error start() override {
@@ -266,6 +357,23 @@ public:
     }
     resume();
     thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
+    if (discovery_) {
+      discovery_->start();
+      grove::group_client::get(*ctx_, std::chrono::seconds{10},
+                               [this](caf::expected<grove::group::Group> g) {
+                                 if (g) {
+                                   set_discovery_group(*g);
+                                 } else {
+                                   ctx_->log().warn("deployment: discovery has no group yet "
+                                                    "(every thing is answered 404): {}",
+                                                    grove::describe(g.error()));
+                                 }
+                               });
+      ctx_->log().info("deployment: Greengrass discovery listening on {}:{}",
+                       config().discovery.bind, config().discovery.port);
+      if (config().discovery.dns_sd)
+        start_dns_sd();
+    }
     ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
                      config().api.port);
     return {};
@@ -288,6 +396,10 @@ public:
     if (thread_.joinable())
       thread_.join();
     server_.reset();
+    dns_sd_ = grove::process{};
+    if (discovery_)
+      discovery_->stop();
+    discovery_.reset();
     *alive_ = false;
     {
       std::lock_guard guard{runner_mtx_};
@@ -301,8 +413,22 @@ public:
     groups_.reset();
   }
 
-  void on_message(const grove::Envelope&) override {
-    // The API is HTTP; nothing arrives on the bus yet.
+  void on_message(const grove::Envelope& msg) override {
+    // The API is HTTP; only the kernel's new groups arrive here, for discovery.
+    if (!discovery_ || msg.topic() != grove::group_client::current_topic)
+      return;
+    if (msg.source() != grove::group_client::source) {
+      ctx_->log().warn("deployment: ignored a group from '{}': only the kernel's is accepted",
+                       msg.source());
+      return;
+    }
+    grove::group::Group g;
+    if (!g.ParseFromString(msg.payload())) {
+      ctx_->log().error("deployment: a malformed group on {}: discovery keeps the last one",
+                        msg.topic());
+      return;
+    }
+    set_discovery_group(g);
   }
 
 private:
@@ -754,6 +880,9 @@ private:
   std::shared_ptr<v1_api> v1_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::unique_ptr<discovery_server> discovery_; // null unless discovery.enabled
+  grove::process dns_sd_;                       // avahi-publish, with discovery.dns_sd
+  std::optional<uint64_t> discovery_version_;   // the group version discovery answers for
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true); // false once stopped
   struct journal_state {
     bool busy = false;  // a write of the installed set in flight

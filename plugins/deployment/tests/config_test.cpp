@@ -57,6 +57,15 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
     {tls + creds + "artifacts_base_url: s3://bucket", "artifacts_base_url"},
     {tls + creds + "artifacts_max_bytes: 0", "artifacts_max_bytes"},
     {tls + creds + "artifacts_url_seconds: 604801", "artifacts_url_seconds"},
+    // Discovery: its files, the core's thing, and a port of its own.
+    {tls + creds + "thing_name: core\ndiscovery: {enabled: true, ca_file: ca.crt}",
+     "discovery.cert_file"},
+    {tls + creds + "discovery: {enabled: true, cert_file: s.crt, key_file: s.key, ca_file: c.crt}",
+     "thing_name"},
+    {tls + creds + "thing_name: core\ndiscovery: {enabled: true, cert_file: s.crt, "
+                   "key_file: s.key, ca_file: c.crt}",
+     "discovery.port"},
+    {tls + creds + "discovery: {port: 70000}", "port"},
   };
   for (const auto& [text, names] : rows) {
     auto cfg = deployment_config::map().load(text, "image.yaml");
@@ -64,6 +73,14 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
     if (!cfg)
       BOOST_CHECK_MESSAGE(grove::describe(cfg.error()).find(names) != std::string::npos,
                           grove::describe(cfg.error()) << " should name " << names);
+  }
+  // Discovery on another port, or on the API's port of another address.
+  for (auto d : {"discovery: {enabled: true, port: 8444, cert_file: s.crt, key_file: s.key, "
+                 "ca_file: c.crt}",
+                 "discovery: {enabled: true, bind: 10.0.0.2, cert_file: s.crt, key_file: s.key, "
+                 "ca_file: c.crt}"}) {
+    auto cfg = deployment_config::map().load(tls + creds + "thing_name: core\n" + d, "image.yaml");
+    BOOST_CHECK_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
   }
   auto dev = deployment_config::map().load(creds + "api: {development_plain_http: true}", "image.yaml");
   BOOST_CHECK_MESSAGE(dev, (dev ? std::string{} : grove::describe(dev.error())));
