@@ -2,10 +2,38 @@
 # Shared by message_manager's end-to-end scripts (sourced after
 # ../broker/tests/broker_test_lib.sh and broker_test_init): the verdict, reading groved
 # through grovectl, the group PKI, and a TLS Mosquitto standing in for the cloud.
-# A script sets GROVECTL, and for abort() may list extra logs in ABORT_LOGS.
+# A script sets GROVED, GROVECTL and CERTS_TOOL, and for abort() may list extra logs in
+# ABORT_LOGS. On exit groved and the test cloud are killed, then the script's own
+# mm_test_cleanup runs (if it defines one), then broker_test_cleanup.
 
 ABORT_LOGS=()
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+GROVED_PID=""
+CLOUD_PID=""
+
+# shellcheck disable=SC2317  # invoked from the EXIT trap
+mm_cleanup() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
+  if declare -F mm_test_cleanup >/dev/null; then mm_test_cleanup; fi
+  broker_test_cleanup
+}
+trap mm_cleanup EXIT
+
+# launch_groved [ARG...]: starts groved on $WORK/profile.yaml and $WORK/var with ARGs, its
+# output appended to $WORK/groved.out; GROVED_PID is its pid. The caller waits for what it
+# needs (status_has).
+launch_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" "$@" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+}
+# stop_groved [SIGNAL]: sends groved SIGNAL (TERM unless given, e.g. KILL) and waits for it.
+stop_groved() {
+  [[ -n "$GROVED_PID" ]] || return 0
+  kill -"${1:-TERM}" "$GROVED_PID" 2>/dev/null
+  wait "$GROVED_PID" 2>/dev/null
+  GROVED_PID=""
+}
 
 finish() {
   echo "$PASSED passed, $FAILED failed"
@@ -29,6 +57,26 @@ make_group_pki() {
   local tool=$1 dir=$2
   shift 2
   make_pki "$tool" "$dir" "Group CA" "$@"
+}
+# group_pki THING...: the group PKI in $PKI = $WORK/pki (the CA key under GROVE_CA_DIR =
+# $WORK/ca, outside it) made with $CERTS_TOOL: the broker's server certificate and one
+# device certificate per THING (`grove` is message_manager's own client); aborts on failure.
+group_pki() {
+  PKI=$WORK/pki
+  export GROVE_CA_DIR=$WORK/ca
+  if ! make_group_pki "$CERTS_TOOL" "$PKI" "$@" >"$WORK/certs.out" 2>&1; then
+    cat "$WORK/certs.out"
+    abort "making the certificates"
+  fi
+}
+# cloud_pki [THING...]: the test cloud's PKI in $CLOUD_PKI = $WORK/cloud-pki (make_cloud_pki
+# with $CERTS_TOOL, after group_pki); aborts on failure.
+cloud_pki() {
+  CLOUD_PKI=$WORK/cloud-pki
+  if ! make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" "$@" >>"$WORK/certs.out" 2>&1; then
+    cat "$WORK/certs.out"
+    abort "making the cloud's certificates"
+  fi
 }
 # make_cloud_pki TOOL DIR [THING...]: the test cloud's CA (cloud_init), its server
 # certificate, `core` (Grove's cloud link, mm_profile_cloud), `watcher` (cloud_args) and

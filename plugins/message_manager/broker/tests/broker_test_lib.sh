@@ -51,6 +51,17 @@ free_port() {
     2>/dev/null || echo $((20000 + RANDOM % 20000))
 }
 
+# free_ports N: N different loopback ports nobody listens on right now, on one line
+# (`read -r PORT API_PORT <<<"$(free_ports 2)"`).
+free_ports() {
+  local ports=() p
+  while ((${#ports[@]} < $1)); do
+    p=$(free_port)
+    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+  done
+  echo "${ports[*]}"
+}
+
 pub() {  # pub USER TOPIC PAYLOAD [extra args...]
   local user=$1 topic=$2 payload=$3
   shift 3
