@@ -45,6 +45,25 @@ refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
   if "$@"; then fail "$what"; else pass "$what"; fi
 }
 
+# broker_test_finish TAIL NAME...: fails if the broker died; after any failure prints the
+# last TAIL lines of its log, each $WORK/NAME.out and the stats file ($STATS); then the
+# verdict line. Its status is the script's: call it last.
+broker_test_finish() {
+  local tail=$1 name
+  shift
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    fail "broker still running at the end"
+    cat "$WORK/mosquitto.out"
+  fi
+  if [[ $FAILED -gt 0 ]]; then
+    echo "---- mosquitto log (tail) ----"; tail -n "$tail" "$WORK/mosquitto.log" 2>/dev/null
+    for name in "$@"; do echo "---- $name.out ----"; cat "$WORK/$name.out" 2>/dev/null; done
+    echo "---- stats ----"; cat "$STATS" 2>/dev/null
+  fi
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED -eq 0 ]]
+}
+
 # free_port: a loopback port nobody listens on right now.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
