@@ -25,9 +25,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_kernel.hpp"
 #include "bench_stats.hpp"
-#include "grove/function_runtime/client.hpp"
-#include "grove/kernel/kernel.hpp"
+#include "function_bench_support.hpp"
 
 extern char** environ;
 
@@ -130,13 +130,8 @@ int main(int argc, char** argv) {
       g << "  - name: pc" << i << "\n    config: {" << python << ", pinned: false}\n";
     }
   }
-  grove::image_profile profile;
-  profile.file = dir / "profile.yaml";
-  profile.write_dir = dir / "var";
-  profile.plugin_dir = dir / "plugins";
-  profile.control_socket = dir / "var" / "run" / "control.sock";
+  auto profile = grove::bench::bench_profile(dir);
   profile.group_file = dir / "group.yaml";
-  profile.log_level = "warn";
   json out;
   out["benchmark"] = "function";
   {
@@ -147,12 +142,8 @@ int main(int argc, char** argv) {
     };
     if (auto err = k.start())
       return fail(grove::describe(err));
-    grove::plugin_spec rt;
-    rt.name = "function_runtime";
-    rt.may_claim = {"function:*"};
     // Run as whoever runs the bench, root included.
-    rt.config = grove::make_yaml(YAML::Load("{allow_run_as_root: true}"));
-    if (auto err = k.host().load(rt))
+    if (auto err = grove::bench::load_function_runtime(k, "{allow_run_as_root: true}"))
       return fail(grove::describe(err));
     grove::plugin_spec echo;
     echo.name = "echo";
@@ -161,16 +152,8 @@ int main(int argc, char** argv) {
       return fail(grove::describe(err));
     auto timeout = std::chrono::seconds{10};
     auto send = [&](grove::Envelope e) { return k.request(std::move(e), timeout); };
-    // The runtime reads the group after its start: wait for the functions.
-    auto deadline = clock_type::now() + std::chrono::seconds{30};
-    for (;;) {
-      auto l = grove::function_runtime::list(send);
-      if (l && l->functions_size() == 2 * (cold + 1))
-        break;
-      if (clock_type::now() > deadline)
-        return fail("the runtime did not define the functions");
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
+    if (!grove::bench::wait_for_functions(send, 2 * (cold + 1)))
+      return fail("the runtime did not define the functions");
     const std::string payload(64, 'p');
     auto invoke = [&](const std::string& name) {
       auto r = k.request(grove::function_runtime::make_invoke(name, payload), timeout);
