@@ -28,7 +28,7 @@ fi
 
 HOLDER_PID=""
 # shellcheck disable=SC2317  # invoked from the EXIT trap (mm_test_lib.sh's)
-mm_test_cleanup() {
+test_cleanup() {
   # A browser the test left behind (node killed by its timeout): its profile is in $WORK.
   pkill -9 -f -- "--user-data-dir=$WORK/" 2>/dev/null
   [[ -n "$HOLDER_PID" ]] && kill "$HOLDER_PID" 2>/dev/null

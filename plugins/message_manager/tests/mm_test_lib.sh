@@ -1,12 +1,12 @@
 # shellcheck shell=bash
-# Shared by message_manager's end-to-end scripts (sourced after
-# ../broker/tests/broker_test_lib.sh and broker_test_init): the verdict, reading groved
-# through grovectl, the group PKI, and a TLS Mosquitto standing in for the cloud.
-# A script sets GROVED, GROVECTL and CERTS_TOOL, and for abort() may list extra logs in
-# ABORT_LOGS. On exit groved and the test cloud are killed, then the script's own
-# mm_test_cleanup runs (if it defines one), then broker_test_cleanup.
+# Shared by the end-to-end scripts that run message_manager (sourced after
+# ../broker/tests/broker_test_lib.sh and broker_test_init, which bring
+# tests/support/grove_test_lib.sh: the verdict, groved, its status): message_manager's
+# metrics and profile entries, the group PKI, and a TLS Mosquitto standing in for the
+# cloud. A script sets GROVED, GROVECTL and CERTS_TOOL, and for abort() may list extra
+# logs in ABORT_LOGS. On exit groved and the test cloud are killed, then the script's own
+# test_cleanup runs (if it defines one), then broker_test_cleanup.
 
-ABORT_LOGS=()
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
 GROVED_PID=""
 CLOUD_PID=""
@@ -15,41 +15,10 @@ CLOUD_PID=""
 mm_cleanup() {
   [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
   [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
-  if declare -F mm_test_cleanup >/dev/null; then mm_test_cleanup; fi
+  if declare -F test_cleanup >/dev/null; then test_cleanup; fi
   broker_test_cleanup
 }
 trap mm_cleanup EXIT
-
-# launch_groved [ARG...]: starts groved on $WORK/profile.yaml and $WORK/var with ARGs, its
-# output appended to $WORK/groved.out; GROVED_PID is its pid. The caller waits for what it
-# needs (status_has).
-launch_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" "$@" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
-}
-# stop_groved [SIGNAL]: sends groved SIGNAL (TERM unless given, e.g. KILL) and waits for it.
-stop_groved() {
-  [[ -n "$GROVED_PID" ]] || return 0
-  kill -"${1:-TERM}" "$GROVED_PID" 2>/dev/null
-  wait "$GROVED_PID" 2>/dev/null
-  GROVED_PID=""
-}
-
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-
-abort() {  # abort WHY: print context and stop
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  local log
-  for log in "${ABORT_LOGS[@]}"; do
-    echo "--- ${log##*/}"; tail -n 30 "$log" 2>/dev/null
-  done
-  finish
-}
 
 # make_group_pki TOOL DIR THING...: the group's CA (its key under $GROVE_CA_DIR), the
 # broker's server certificate (localhost, 127.0.0.1) and one device certificate per THING.
@@ -101,15 +70,6 @@ make_pki() {
 # client_args THING: mosquitto_pub/sub's TLS options for device THING of the group PKI $PKI.
 client_args() {
   echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
-}
-status() { "$GROVECTL" status 2>&1; }
-# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
-status_has() {
-  for _ in $(seq 1 "${2:-100}"); do
-    status | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
 }
 # metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
 # `grovectl status --json` (numbers are never parsed out of status text).

@@ -3,7 +3,11 @@
 # cleanup, PASS/FAIL counting, a real Mosquitto started and awaited, and MQTT clients.
 # A script defines client_args USER (how a client identifies itself: username or
 # certificate) before calling pub, start_sub or start_broker. Client ids are USER-pub-N and
-# USER-sub: the broker needs plugin_opt_client_id_patterns <thing> <thing>-*.
+# USER-sub: the broker needs plugin_opt_client_id_patterns <thing> <thing>-*. PASS/FAIL,
+# free ports and polling come from tests/support/grove_test_lib.sh, sourced here.
+
+# shellcheck source=../../../../tests/support/grove_test_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../../../tests/support/grove_test_lib.sh"
 
 # broker_test_init TOOL...: checks the tools, makes $WORK, removes it (and every process
 # started here) on exit.
@@ -34,17 +38,6 @@ broker_test_cleanup() {
   rm -rf "$WORK"
 }
 
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
-  local what=$1; shift
-  if "$@"; then fail "$what"; else pass "$what"; fi
-}
-
 # broker_test_finish TAIL NAME...: fails if the broker died; after any failure prints the
 # last TAIL lines of its log, each $WORK/NAME.out and the stats file ($STATS); then the
 # verdict line. Its status is the script's: call it last.
@@ -62,23 +55,6 @@ broker_test_finish() {
   fi
   echo "$PASSED passed, $FAILED failed"
   [[ $FAILED -eq 0 ]]
-}
-
-# free_port: a loopback port nobody listens on right now.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
-    2>/dev/null || echo $((20000 + RANDOM % 20000))
-}
-
-# free_ports N: N different loopback ports nobody listens on right now, on one line
-# (`read -r PORT API_PORT <<<"$(free_ports 2)"`).
-free_ports() {
-  local ports=() p
-  while ((${#ports[@]} < $1)); do
-    p=$(free_port)
-    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
-  done
-  echo "${ports[*]}"
 }
 
 pub() {  # pub USER TOPIC PAYLOAD [extra args...]
@@ -112,16 +88,6 @@ start_broker() {
     echo "$PASSED passed, $((FAILED + 1)) failed"
     exit 1
   fi
-}
-
-# wait_for FILE PATTERN [tries]: polls until a fixed-string line match appears.
-wait_for() {
-  local tries=${3:-50}
-  for _ in $(seq 1 "$tries"); do
-    grep -qF -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 # deliver_until USER TOPIC PAYLOAD FILE: republishes until the payload shows up (the
