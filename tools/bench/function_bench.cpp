@@ -109,10 +109,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto dir = fs::temp_directory_path() / ("grove-function-bench-" + std::to_string(getpid()));
-  fs::create_directories(dir / "plugins");
+  auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
   // One plugin directory for both: the runtime and the bus peer.
-  fs::copy_file(FN_PLUGIN, dir / "plugins" / "libfunction_runtime.so");
-  fs::copy_file(fs::path{TEST_PLUGIN_DIR} / "libecho.so", dir / "plugins" / "libecho.so");
+  fs::copy_file(fs::path{TEST_PLUGIN_DIR} / "libecho.so", plugins / "libecho.so");
   std::string user = "runAs: {uid: " + std::to_string(getuid()) + ", gid: "
                      + std::to_string(getgid()) + "}";
   std::string common = std::string{"handler: "} + FN_TEST_FUNCTION
@@ -130,7 +129,7 @@ int main(int argc, char** argv) {
       g << "  - name: pc" << i << "\n    config: {" << python << ", pinned: false}\n";
     }
   }
-  auto profile = grove::bench::bench_profile(dir);
+  auto profile = grove::bench::bench_profile(dir, plugins);
   profile.group_file = dir / "group.yaml";
   json out;
   out["benchmark"] = "function";

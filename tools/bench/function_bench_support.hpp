@@ -4,6 +4,7 @@
 // kernel, and the wait until it has defined the group's functions.
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -14,6 +15,22 @@
 #include "grove/kernel/kernel.hpp"
 
 namespace grove::bench {
+
+/// <dir>/lib/grove/plugins, laid out as installed, holding a copy of function_runtime
+/// (`plugin`): the copy finds the SDK library it needs (libgrove_archive) at its
+/// $ORIGIN/../.., where a link to the build's is made.
+inline std::filesystem::path function_plugin_dir(const std::filesystem::path& dir,
+                                                 const std::filesystem::path& plugin) {
+  namespace fs = std::filesystem;
+  auto lib = dir / "lib";
+  auto plugins = lib / "grove" / "plugins";
+  fs::create_directories(plugins);
+  // The build has <lib>/grove/plugins/libfunction_runtime.so beside <lib>/libgrove_*.so.
+  auto build_lib = plugin.parent_path().parent_path().parent_path();
+  fs::create_symlink(build_lib / "libgrove_archive.so.0", lib / "libgrove_archive.so.0");
+  fs::copy_file(plugin, plugins / "libfunction_runtime.so");
+  return plugins;
+}
 
 /// Loads function_runtime (it may speak as `function:*`) with the config `config_yaml`.
 inline caf::error load_function_runtime(kernel& k, const std::string& config_yaml) {

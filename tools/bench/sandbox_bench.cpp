@@ -78,10 +78,9 @@ int main(int argc, char** argv) {
   // start): the breakdown below.
   auto timing = fs::temp_directory_path() / ("grove-sandbox-timing-" + std::to_string(getpid()));
   ::setenv("GROVE_SANDBOX_TIMING", timing.c_str(), 1);
-  fs::create_directories(dir / "plugins");
+  auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
   fs::create_directories(dir / "code");
   fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
-  fs::copy_file(FN_PLUGIN, dir / "plugins" / "libfunction_runtime.so");
   fs::copy_file(FN_TEST_FUNCTION, dir / "code" / "fn");
   std::string common = "handler: fn, codeUri: " + (dir / "code").string()
                        + ", execArgs: [echo], inputPayloadEncodingType: binary";
@@ -95,7 +94,7 @@ int main(int argc, char** argv) {
         << ", pinned: false, linuxProcessParams: {isolationMode: NoContainer}}\n";
     }
   }
-  auto profile = grove::bench::bench_profile(dir);
+  auto profile = grove::bench::bench_profile(dir, plugins);
   profile.group_file = dir / "group.yaml";
   json out;
   out["benchmark"] = "sandbox";
