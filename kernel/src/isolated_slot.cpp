@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "frame_channel.hpp"
+#include "host_reply.hpp"
 #include "grove/plugin_host.pb.h"
 #include "grove/process.hpp"
 #include "grove/rpc.hpp"
@@ -377,14 +378,7 @@ private:
   void child_request(uint64_t id, Envelope& msg, uint64_t timeout_ms) {
     auto answer = [ch = channel_, id](Envelope* env, const caf::error& error) {
       host::ToChild out;
-      auto* r = out.mutable_reply();
-      r->set_id(id);
-      if (env != nullptr)
-        *r->mutable_msg() = std::move(*env);
-      if (error) {
-        set_error(*r->mutable_msg(), error);
-        r->set_error(describe(error));
-      }
+      fill_reply(*out.mutable_reply(), id, env, error);
       ch->send(out);
     };
     // The child is held to the same source rule as an in-process plugin.
@@ -733,9 +727,8 @@ private:
     setup_.log->error("failed: {}", reason);
     retire_child();
     auto d = failures_.record(setup_.restart);
+    log_failure_decision(*setup_.log, setup_.restart, d);
     if (d.broken) {
-      setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
-                           setup_.restart.window.count());
       retire_child();
       set_state(plugin_state::broken, reason);
       setup_.bus_ptr->unsubscribe_all(ep());
@@ -746,9 +739,6 @@ private:
       return;
     }
     set_state(plugin_state::restarting, reason);
-    setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
-                     d.delay.count(), d.count, setup_.restart.max_failures,
-                     setup_.restart.window.count());
     delayed_send(this, d.delay, restart_atom::value, gen_);
     become(waiting_);
   }

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "frame_channel.hpp"
+#include "host_reply.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/plugin_host.pb.h"
 #include "grove/rpc.hpp"
@@ -65,15 +66,7 @@ protected:
       [this](call_atom, uint64_t id, Envelope& msg, uint64_t timeout_ms, caf::actor& slot) {
         auto reply = [this, id](Envelope* env, const caf::error& error) {
           host::ToKernel out;
-          auto* r = out.mutable_reply();
-          r->set_id(id);
-          if (env != nullptr)
-            *r->mutable_msg() = std::move(*env);
-          if (error) {
-            // Code and category travel as fields; the text is for old readers.
-            set_error(*r->mutable_msg(), error);
-            r->set_error(describe(error));
-          }
+          fill_reply(*out.mutable_reply(), id, env, error);
           ch_->send(out);
         };
         request(slot, std::chrono::milliseconds{timeout_ms}, bus::wrap(std::move(msg)))

@@ -83,6 +83,16 @@ caf::expected<publish_result> publish_as(bus& b, Envelope msg, const std::string
   return result;
 }
 
+void log_failure_decision(spdlog::logger& log, const restart_policy& policy,
+                          const failure_tracker::decision& d) {
+  if (d.broken)
+    log.critical("{} failures within {}s: marked broken, stays down", d.count,
+                 policy.window.count());
+  else
+    log.warn("restarting in {} ms (failure {} of {} allowed in {}s)", d.delay.count(), d.count,
+             policy.max_failures, policy.window.count());
+}
+
 std::string now_iso8601() {
   auto now = std::chrono::system_clock::now();
   auto t = std::chrono::system_clock::to_time_t(now);
@@ -792,18 +802,14 @@ private:
     kept_.clear();
     auto d = setup_.clock ? failures_.record(setup_.restart, setup_.clock->now())
                           : failures_.record(setup_.restart);
+    log_failure_decision(*setup_.log, setup_.restart, d);
     if (d.broken) {
-      setup_.log->critical("{} failures within {}s: marked broken, stays down", d.count,
-                           setup_.restart.window.count());
       set_state(plugin_state::broken, reason);
       setup_.bus_ptr->unsubscribe_all(ep());
       become(broken_);
       return;
     }
     set_state(plugin_state::restarting, reason);
-    setup_.log->warn("restarting in {} ms (failure {} of {} allowed in {}s)",
-                     d.delay.count(), d.count, setup_.restart.max_failures,
-                     setup_.restart.window.count());
     send_later(d.delay, restart_atom::value, generation_);
     become(restarting_);
   }

@@ -87,6 +87,11 @@ inline caf::error authorize_source(Envelope& msg, const slot_setup& setup) {
 /// The current UTC time as "YYYY-MM-DDTHH:MM:SSZ".
 std::string now_iso8601();
 
+/// Logs what `failures` decided after a plugin's failure (both slot kinds): marked
+/// broken for good, or restarting after the back-off.
+void log_failure_decision(spdlog::logger& log, const restart_policy& policy,
+                          const failure_tracker::decision& d);
+
 /// Spawns a slot that runs its plugin in this process; it speaks the slot protocol
 /// (slot_actor).
 slot_actor spawn_slot(caf::actor_system& sys, slot_setup setup);

@@ -14,43 +14,20 @@ MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 # Debian's Python, which has Debian's python3-paho-mqtt (a python3 earlier on PATH, say
 # pyenv's, would not).
 PYTHON=${PYTHON:-/usr/bin/python3}
-for tool in "$MOSQUITTO" mosquitto_pub mosquitto_sub jq "$PYTHON" openssl timeout; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool"; exit 1; }
-done
+# shellcheck source=grove_test_lib.sh
+source "$(dirname "$(readlink -f "$0")")/grove_test_lib.sh"
+grove_test_init grove-fake-shadow "$MOSQUITTO" mosquitto_pub mosquitto_sub jq "$PYTHON" openssl \
+  timeout
 "$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
   || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
-
-WORK=$(mktemp -d /tmp/grove-fake-shadow.XXXXXX)
 PIDS=()
-cleanup() {
+# shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
+test_cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-PASSED=0
-FAILED=0
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-abort() {
-  fail "$1"
-  echo "--- broker"; tail -n 20 "$WORK/broker.out"
-  echo "--- fake"; tail -n 20 "$WORK/fake.out"
-  finish
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+ABORT_LOGS=("$WORK/broker.out" "$WORK/fake.out")
 
 # ---- the cloud broker (mutual TLS) and the fake service --------------------------------------
 export GROVE_CA_DIR=$WORK/ca

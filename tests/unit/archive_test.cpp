@@ -324,3 +324,104 @@ BOOST_AUTO_TEST_CASE(garbage_and_a_busy_directory_are_refused) {
   BOOST_TEST(code_of(r.error()) == errc::invalid_state);
   BOOST_TEST(read_all(t.path() / "busy/keep") == "mine");
 }
+
+BOOST_AUTO_TEST_CASE(a_reader_streams_entry_by_entry_with_the_same_refusals) {
+  temp_dir t;
+  for (auto k : {kind::zip, kind::tar_gz}) {
+    auto f = make(t.path() / "r", k,
+                  {{"./", "", AE_IFDIR},
+                   {"d", "", AE_IFDIR},
+                   {"d/./a", std::string(70000, 'a')},
+                   {"lib/libx.so", "", AE_IFLNK, "../d/a"},
+                   {"b", "bee"}});
+    auto bytes = read_all(f);
+    auto r = archive::reader::open_memory(bytes, with_links(archive::link_policy::inside));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    std::vector<std::string> seen;
+    std::string a;
+    for (;;) {
+      auto e = r->next();
+      BOOST_REQUIRE_MESSAGE(e, why(e));
+      if (*e == nullptr)
+        break;
+      seen.push_back((*e)->name);
+      if ((*e)->kind == archive::entry_kind::symlink)
+        BOOST_TEST((*e)->link == "../d/a");
+      // Only the first entry is read (in small pieces); the others are skipped.
+      if ((*e)->name != "d/a")
+        continue;
+      BOOST_TEST(((*e)->kind == archive::entry_kind::file));
+      char buf[1000];
+      for (;;) {
+        auto n = r->read(buf, sizeof buf);
+        BOOST_REQUIRE_MESSAGE(n, why(n));
+        if (*n == 0)
+          break;
+        a.append(buf, *n);
+      }
+    }
+    BOOST_TEST(a == std::string(70000, 'a'));
+    BOOST_TEST((seen == std::vector<std::string>{"d", "d/a", "lib/libx.so", "b"}));
+    // Past the end: still the end.
+    auto again = r->next();
+    BOOST_TEST((again && *again == nullptr));
+    // The default policy refuses the link with extract()'s words, and stays failed.
+    r = archive::reader::open_memory(bytes);
+    BOOST_REQUIRE(r);
+    caf::error err;
+    for (;;) {
+      auto e = r->next();
+      if (!e) {
+        err = e.error();
+        break;
+      }
+      BOOST_REQUIRE(*e != nullptr);
+    }
+    BOOST_TEST(message_of(err).find("entry 'lib/libx.so': a symbolic link") != std::string::npos,
+               message_of(err));
+    BOOST_TEST(!r->next());
+    char c;
+    BOOST_TEST(!r->read(&c, 1));
+  }
+  // Limits count what is read; a zip-slip name and a device are refused by next().
+  auto big = make(t.path() / "big.tar.gz", kind::tar_gz, {{"a", std::string(100000, 'z')}});
+  auto r = archive::reader::open(big, with_limits(big_limit, big_limit, 4096));
+  BOOST_REQUIRE(r);
+  auto e = r->next();
+  BOOST_REQUIRE(!e); // the declared size is over the limit already
+  BOOST_TEST(code_of(e.error()) == errc::too_large);
+  auto two = make(t.path() / "two.tar.gz", kind::tar_gz,
+                  {{"a", std::string(100000, 'z')}, {"b", std::string(100000, 'y')}});
+  r = archive::reader::open(two, with_limits(big_limit, 150000, big_limit));
+  BOOST_REQUIRE(r);
+  caf::error over;
+  uint64_t got = 0;
+  for (int i = 0; i < 2 && !over; ++i) {
+    auto x = r->next();
+    BOOST_REQUIRE_MESSAGE(x, why(x));
+    char buf[4096];
+    for (;;) {
+      auto n = r->read(buf, sizeof buf);
+      if (!n) {
+        over = n.error();
+        break;
+      }
+      if (*n == 0)
+        break;
+      got += *n;
+    }
+  }
+  BOOST_TEST(code_of(over) == errc::too_large);
+  BOOST_TEST(message_of(over).find("max_total_bytes") != std::string::npos, message_of(over));
+  BOOST_TEST(got <= 150000u);
+  for (auto bad : {std::vector<entry>{{"../x", "x"}}, std::vector<entry>{{"null", "", AE_IFCHR}}}) {
+    auto f = make(t.path() / "bad.tar.gz", kind::tar_gz, bad);
+    auto rd = archive::reader::open(f);
+    BOOST_REQUIRE(rd);
+    auto n = rd->next();
+    BOOST_REQUIRE(!n);
+    BOOST_TEST(code_of(n.error()) == errc::malformed);
+  }
+  auto junk = archive::reader::open(t.write("junk", "no archive"));
+  BOOST_TEST((!junk || !junk->next()));
+}

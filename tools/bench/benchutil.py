@@ -175,3 +175,38 @@ def wait_ready(proc, timeout_s=10.0, keep_draining=True):
                 threading.Thread(target=drain, args=(proc.stderr.fileno(),),
                                  daemon=True).start()
             return text.strip(), at
+
+
+def start_deployment_api(build, work, key, secret, entry="", config=""):
+    """groved (of `build`) running the deployment plugin alone, its API over TLS on a free
+    port with a fresh PKI (work/pki) and one credential (`key`, `secret`, no rate limit);
+    `entry` and `config` add lines to the plugin's profile entry and to its config.
+    Returns (proc, port, ca file, write dir) once the API listens."""
+    from device_bench import free_port  # device_bench imports this module
+    pki = os.path.join(work, "pki")
+    env = dict(os.environ, GROVE_CA_DIR=os.path.join(work, "ca"))
+    certs = os.path.join(REPO, "tools", "grove-certs")
+    for cmd in (["init", pki, "--days", "2"],
+                ["server", pki, "--host", "localhost", "--ip", "127.0.0.1", "--days", "2"]):
+        subprocess.run([certs] + cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    ca, crt, crt_key = (os.path.join(pki, n) for n in ("ca.crt", "server.crt", "server.key"))
+    port = free_port()
+    profile = os.path.join(work, "grove.yaml")
+    with open(profile, "w") as f:
+        f.write("plugins:\n  - name: deployment\n" + entry + "    config:\n" + config
+                + "      api: {port: %d, cert_file: %s, key_file: %s}\n"
+                "      credentials: [{access_key_id: %s, secret_access_key: %s,"
+                " requests_per_second: 0}]\n" % (port, crt, crt_key, key, secret))
+    write_dir = os.path.join(work, "var")
+    with open(os.path.join(work, "groved.log"), "wb") as log:
+        proc = subprocess.Popen([os.path.join(build, "bin", "groved"), "--config", profile,
+                                 "--write-dir", write_dir],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_status(proc, os.path.join(build, "bin", "grovectl"),
+                    os.path.join(write_dir, "run", "control.sock"),
+                    ["deployment.api: https://127.0.0.1:%d" % port])
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port, ca, write_dir

@@ -33,6 +33,7 @@
 #include <caf/send.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench_kernel.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/kernel.hpp"
 
@@ -459,12 +460,7 @@ int main(int argc, char** argv) {
   // actor system are used.
   auto dir = std::filesystem::temp_directory_path()
              / ("grove-bus-bench-" + std::to_string(getpid()));
-  grove::image_profile profile;
-  profile.file = dir / "profile.yaml";
-  profile.write_dir = dir / "var";
-  profile.plugin_dir = dir / "plugins";
-  profile.control_socket = dir / "var" / "run" / "control.sock";
-  profile.log_level = "warn";
+  auto profile = grove::bench::bench_profile(dir);
   profile.worker_threads = opt.threads;
   json out;
   {

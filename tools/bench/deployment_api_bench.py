@@ -27,7 +27,6 @@ import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +39,7 @@ import botocore.config
 import botocore.credentials
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import stop, wait_status  # noqa: E402
+from benchutil import start_deployment_api, stop  # noqa: E402
 from device_bench import free_port  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,31 +139,12 @@ def main():
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
     ap.add_argument("--ops", type=int, default=300)
     args = ap.parse_args()
-    groved = os.path.join(args.build, "bin", "groved")
-    grovectl = os.path.join(args.build, "bin", "grovectl")
     work = tempfile.mkdtemp(prefix="grove-deployment-bench-")
     proc = None
     try:
+        proc, port, ca, write_dir = start_deployment_api(args.build, work, KEY, SECRET)
         pki = os.path.join(work, "pki")
-        env = dict(os.environ, GROVE_CA_DIR=os.path.join(work, "ca"))
-        certs = os.path.join(REPO, "tools", "grove-certs")
-        for cmd in (["init", pki, "--days", "2"],
-                    ["server", pki, "--host", "localhost", "--ip", "127.0.0.1", "--days", "2"]):
-            subprocess.run([certs] + cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-        ca, crt, key = (os.path.join(pki, n) for n in ("ca.crt", "server.crt", "server.key"))
-        port = free_port()
-        profile = os.path.join(work, "grove.yaml")
-        with open(profile, "w") as f:
-            f.write("plugins:\n  - name: deployment\n    config:\n"
-                    "      api: {port: %d, cert_file: %s, key_file: %s}\n"
-                    "      credentials: [{access_key_id: %s, secret_access_key: %s,"
-                    " requests_per_second: 0}]\n" % (port, crt, key, KEY, SECRET))
-        write_dir = os.path.join(work, "var")
-        log = open(os.path.join(work, "groved.log"), "wb")
-        proc = subprocess.Popen([groved, "--config", profile, "--write-dir", write_dir],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_status(proc, grovectl, os.path.join(write_dir, "run", "control.sock"),
-                    ["deployment.api: https://127.0.0.1:%d" % port])
+        crt, key = os.path.join(pki, "server.crt"), os.path.join(pki, "server.key")
 
         peer_port = free_port()
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", peer_port), canned)

@@ -31,8 +31,7 @@ import boto3
 import botocore.config
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import stop, wait_status  # noqa: E402
-from device_bench import free_port  # noqa: E402
+from benchutil import start_deployment_api, stop  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEY, SECRET, REGION = "AKIAGROVEBENCH0001", "bench-secret-bench-secret", "us-east-1"
@@ -67,33 +66,13 @@ def main():
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
     ap.add_argument("--rounds", type=int, default=20)
     args = ap.parse_args()
-    groved = os.path.join(args.build, "bin", "groved")
     grovectl = os.path.join(args.build, "bin", "grovectl")
     work = tempfile.mkdtemp(prefix="grove-apply-bench-")
     proc = None
     try:
-        pki = os.path.join(work, "pki")
-        env = dict(os.environ, GROVE_CA_DIR=os.path.join(work, "ca"))
-        certs = os.path.join(REPO, "tools", "grove-certs")
-        for cmd in (["init", pki, "--days", "2"],
-                    ["server", pki, "--host", "localhost", "--ip", "127.0.0.1", "--days", "2"]):
-            subprocess.run([certs] + cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-        ca, crt, key = (os.path.join(pki, n) for n in ("ca.crt", "server.crt", "server.key"))
-        port = free_port()
-        profile = os.path.join(work, "grove.yaml")
-        with open(profile, "w") as f:
-            f.write("plugins:\n  - name: deployment\n    may_control_plugins: true\n"
-                    "    config:\n"
-                    "      thing_name: bench-core\n"
-                    "      api: {port: %d, cert_file: %s, key_file: %s}\n"
-                    "      credentials: [{access_key_id: %s, secret_access_key: %s,"
-                    " requests_per_second: 0}]\n" % (port, crt, key, KEY, SECRET))
-        write_dir = os.path.join(work, "var")
-        log = open(os.path.join(work, "groved.log"), "wb")
-        proc = subprocess.Popen([groved, "--config", profile, "--write-dir", write_dir],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_status(proc, grovectl, os.path.join(write_dir, "run", "control.sock"),
-                    ["deployment.api: https://127.0.0.1:%d" % port])
+        proc, port, ca, write_dir = start_deployment_api(
+            args.build, work, KEY, SECRET, entry="    may_control_plugins: true\n",
+            config="      thing_name: bench-core\n")
         gg = boto3.client("greengrassv2", endpoint_url="https://127.0.0.1:%d" % port, verify=ca,
                           region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
                           config=botocore.config.Config(retries={"max_attempts": 1}))

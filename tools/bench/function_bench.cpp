@@ -25,9 +25,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_kernel.hpp"
 #include "bench_stats.hpp"
-#include "grove/function_runtime/client.hpp"
-#include "grove/kernel/kernel.hpp"
+#include "function_bench_support.hpp"
 
 extern char** environ;
 
@@ -109,10 +109,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto dir = fs::temp_directory_path() / ("grove-function-bench-" + std::to_string(getpid()));
-  fs::create_directories(dir / "plugins");
+  auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
   // One plugin directory for both: the runtime and the bus peer.
-  fs::copy_file(FN_PLUGIN, dir / "plugins" / "libfunction_runtime.so");
-  fs::copy_file(fs::path{TEST_PLUGIN_DIR} / "libecho.so", dir / "plugins" / "libecho.so");
+  fs::copy_file(fs::path{TEST_PLUGIN_DIR} / "libecho.so", plugins / "libecho.so");
   std::string user = "runAs: {uid: " + std::to_string(getuid()) + ", gid: "
                      + std::to_string(getgid()) + "}";
   std::string common = std::string{"handler: "} + FN_TEST_FUNCTION
@@ -130,13 +129,8 @@ int main(int argc, char** argv) {
       g << "  - name: pc" << i << "\n    config: {" << python << ", pinned: false}\n";
     }
   }
-  grove::image_profile profile;
-  profile.file = dir / "profile.yaml";
-  profile.write_dir = dir / "var";
-  profile.plugin_dir = dir / "plugins";
-  profile.control_socket = dir / "var" / "run" / "control.sock";
+  auto profile = grove::bench::bench_profile(dir, plugins);
   profile.group_file = dir / "group.yaml";
-  profile.log_level = "warn";
   json out;
   out["benchmark"] = "function";
   {
@@ -147,12 +141,8 @@ int main(int argc, char** argv) {
     };
     if (auto err = k.start())
       return fail(grove::describe(err));
-    grove::plugin_spec rt;
-    rt.name = "function_runtime";
-    rt.may_claim = {"function:*"};
     // Run as whoever runs the bench, root included.
-    rt.config = grove::make_yaml(YAML::Load("{allow_run_as_root: true}"));
-    if (auto err = k.host().load(rt))
+    if (auto err = grove::bench::load_function_runtime(k, "{allow_run_as_root: true}"))
       return fail(grove::describe(err));
     grove::plugin_spec echo;
     echo.name = "echo";
@@ -161,16 +151,8 @@ int main(int argc, char** argv) {
       return fail(grove::describe(err));
     auto timeout = std::chrono::seconds{10};
     auto send = [&](grove::Envelope e) { return k.request(std::move(e), timeout); };
-    // The runtime reads the group after its start: wait for the functions.
-    auto deadline = clock_type::now() + std::chrono::seconds{30};
-    for (;;) {
-      auto l = grove::function_runtime::list(send);
-      if (l && l->functions_size() == 2 * (cold + 1))
-        break;
-      if (clock_type::now() > deadline)
-        return fail("the runtime did not define the functions");
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
+    if (!grove::bench::wait_for_functions(send, 2 * (cold + 1)))
+      return fail("the runtime did not define the functions");
     const std::string payload(64, 'p');
     auto invoke = [&](const std::string& name) {
       auto r = k.request(grove::function_runtime::make_invoke(name, payload), timeout);

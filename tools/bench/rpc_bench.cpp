@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_kernel.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/rpc.hpp"
 
@@ -100,12 +101,7 @@ int main(int argc, char** argv) {
   }
   auto dir = std::filesystem::temp_directory_path()
              / ("grove-rpc-bench-" + std::to_string(getpid()));
-  grove::image_profile profile;
-  profile.file = dir / "profile.yaml";
-  profile.write_dir = dir / "var";
-  profile.plugin_dir = TEST_PLUGIN_DIR;
-  profile.control_socket = dir / "var" / "run" / "control.sock";
-  profile.log_level = "warn";
+  auto profile = grove::bench::bench_profile(dir, TEST_PLUGIN_DIR);
   json out;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};

@@ -25,9 +25,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_kernel.hpp"
 #include "bench_stats.hpp"
-#include "grove/function_runtime/client.hpp"
-#include "grove/kernel/kernel.hpp"
+#include "function_bench_support.hpp"
 #include "sandbox.hpp"
 
 namespace {
@@ -78,10 +78,9 @@ int main(int argc, char** argv) {
   // start): the breakdown below.
   auto timing = fs::temp_directory_path() / ("grove-sandbox-timing-" + std::to_string(getpid()));
   ::setenv("GROVE_SANDBOX_TIMING", timing.c_str(), 1);
-  fs::create_directories(dir / "plugins");
+  auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
   fs::create_directories(dir / "code");
   fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
-  fs::copy_file(FN_PLUGIN, dir / "plugins" / "libfunction_runtime.so");
   fs::copy_file(FN_TEST_FUNCTION, dir / "code" / "fn");
   std::string common = "handler: fn, codeUri: " + (dir / "code").string()
                        + ", execArgs: [echo], inputPayloadEncodingType: binary";
@@ -95,36 +94,20 @@ int main(int argc, char** argv) {
         << ", pinned: false, linuxProcessParams: {isolationMode: NoContainer}}\n";
     }
   }
-  grove::image_profile profile;
-  profile.file = dir / "profile.yaml";
-  profile.write_dir = dir / "var";
-  profile.plugin_dir = dir / "plugins";
-  profile.control_socket = dir / "var" / "run" / "control.sock";
+  auto profile = grove::bench::bench_profile(dir, plugins);
   profile.group_file = dir / "group.yaml";
-  profile.log_level = "warn";
   json out;
   out["benchmark"] = "sandbox";
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
     if (auto err = k.start())
       return fail(grove::describe(err));
-    grove::plugin_spec rt;
-    rt.name = "function_runtime";
-    rt.may_claim = {"function:*"};
-    rt.config = grove::make_yaml(YAML::Load("{}"));
-    if (auto err = k.host().load(rt))
+    if (auto err = grove::bench::load_function_runtime(k, "{}"))
       return fail(grove::describe(err));
     auto timeout = std::chrono::seconds{10};
     auto send = [&](grove::Envelope e) { return k.request(std::move(e), timeout); };
-    auto deadline = clock_type::now() + std::chrono::seconds{30};
-    for (;;) {
-      auto l = grove::function_runtime::list(send);
-      if (l && l->functions_size() == 2 * cold + 1)
-        break;
-      if (clock_type::now() > deadline)
-        return fail("the runtime did not define the functions");
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
+    if (!grove::bench::wait_for_functions(send, 2 * cold + 1))
+      return fail("the runtime did not define the functions");
     const std::string payload(64, 'p');
     std::string invoke_error;
     auto invoke = [&](const std::string& name) {

@@ -30,6 +30,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_kernel.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/shadow/client.hpp"
 
@@ -74,11 +75,7 @@ std::string document(uint64_t i) {
 // One kernel with the shadow plugin loaded, in `dir`.
 struct bench_kernel {
   explicit bench_kernel(const fs::path& dir) {
-    profile.file = dir / "profile.yaml";
-    profile.write_dir = dir / "var";
-    profile.plugin_dir = SHADOW_PLUGIN_DIR;
-    profile.control_socket = dir / "var" / "run" / "control.sock";
-    profile.log_level = "warn";
+    profile = grove::bench::bench_profile(dir, SHADOW_PLUGIN_DIR);
     grove::kernel_options opts;
     opts.control_socket = false;
     opts.log_to_stderr = false;

@@ -34,6 +34,7 @@
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
 #include "grove/kernel/plugin_name.hpp"
+#include "grove/kernel/status_json.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/ml_inference/client.hpp"
@@ -237,20 +238,6 @@ std::string base64(std::string_view in) {
   return out;
 }
 
-/// JSON rendering of a plugin's counters and gauges: values are numbers.
-json metrics_json(const grove::control::PluginInfo& p) {
-  auto arr = json::array();
-  for (const auto& m : p.metrics()) {
-    std::map<std::string, std::string> labels(m.labels().begin(), m.labels().end());
-    arr.push_back({{"name", m.name()},
-                   {"kind", m.kind()},
-                   {"value", m.value()},
-                   {"labels", labels},
-                   {"help", m.help()}});
-  }
-  return arr;
-}
-
 /// "name" or "name{label=\"value\"}".
 std::string series_name(const grove::control::Metric& m) {
   std::string out = m.name();
@@ -260,57 +247,6 @@ std::string series_name(const grove::control::Metric& m) {
   if (!labels.empty())
     out += "}";
   return out;
-}
-
-/// JSON rendering of one plugin (all fields).
-json to_json(const grove::control::PluginInfo& p) {
-  return {{"name", p.name()},
-          {"version", p.version()},
-          {"state", p.state()},
-          {"restarts", p.restarts()},
-          {"queue_depth", p.queue_depth()},
-          {"queue_capacity", p.queue_capacity()},
-          {"delivered", p.delivered()},
-          {"dropped", p.dropped()},
-          {"overflow", p.overflow()},
-          {"isolation", p.isolation()},
-          {"last_error", p.last_error()},
-          {"library", p.library()},
-          {"last_reload", p.last_reload()},
-          {"log_level", p.log_level()},
-          {"metrics", metrics_json(p)}};
-}
-
-/// JSON array of plugins.
-template <class Plugins>
-json to_json_array(const Plugins& plugins) {
-  auto arr = json::array();
-  for (const auto& p : plugins)
-    arr.push_back(to_json(p));
-  return arr;
-}
-
-/// JSON rendering of the status.
-json to_json(const grove::control::Status& s) {
-  // std::map: details come out sorted, whatever the protobuf map order.
-  std::map<std::string, std::string> details(s.details().begin(), s.details().end());
-  return {{"version", s.version()},
-          {"pid", s.pid()},
-          {"uptime_seconds", s.uptime_seconds()},
-          {"config_file", s.config_file()},
-          {"write_dir", s.write_dir()},
-          {"plugin_dir", s.plugin_dir()},
-          {"control_socket", s.control_socket()},
-          {"bus",
-           {{"published", s.bus_published()},
-            {"delivered", s.bus_delivered()},
-            {"dropped", s.bus_dropped()},
-            {"unrouted", s.bus_unrouted()},
-            {"refused_not_owner", s.bus_refused_not_owner()},
-            {"refused_too_large", s.bus_refused_too_large()},
-            {"subscriptions", s.subscriptions()}}},
-          {"plugins", to_json_array(s.plugins())},
-          {"details", details}};
 }
 
 /// One `sub --json` line.
@@ -483,7 +419,7 @@ int run_status(connection& conn, const options& opts) {
   if (!res.has_status())
     return fail(exit_daemon_error, "bad reply from groved: no status");
   if (opts.json)
-    print_json(to_json(res.status()));
+    print_json(grove::status_json::status(res.status()));
   else
     print_status(res.status());
   return exit_ok;
@@ -499,7 +435,7 @@ int run_plugins(connection& conn, const options& opts) {
   if (!res.has_plugins())
     return fail(exit_daemon_error, "bad reply from groved: no plugin list");
   if (opts.json)
-    print_json(to_json_array(res.plugins().plugins()));
+    print_json(grove::status_json::plugins(res.plugins().plugins()));
   else
     print_plugin_table(res.plugins().plugins());
   return exit_ok;

@@ -35,6 +35,7 @@
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "grove/kernel/status_json.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/plugin.hpp"
 #include "grove/shadow/client.hpp"
@@ -53,55 +54,6 @@ constexpr size_t shown_payload_bytes = 16384;
 constexpr size_t stream_queue_cap = 1000;
 constexpr size_t log_tail_bytes = 65536;  // a function log's tail shown at first
 constexpr size_t log_chunk_bytes = 65536; // most of a log sent in one live event
-
-json to_json(const control::PluginInfo& p) {
-  json metrics = json::array();
-  for (const auto& m : p.metrics()) {
-    json labels = json::object();
-    for (const auto& [k, v] : m.labels())
-      labels[k] = v;
-    metrics.push_back({{"name", m.name()}, {"kind", m.kind()}, {"labels", labels},
-                       {"value", m.value()}});
-  }
-  return {{"name", p.name()},
-          {"version", p.version()},
-          {"state", p.state()},
-          {"restarts", p.restarts()},
-          {"queue_depth", p.queue_depth()},
-          {"queue_capacity", p.queue_capacity()},
-          {"delivered", p.delivered()},
-          {"dropped", p.dropped()},
-          {"isolation", p.isolation()},
-          {"last_error", p.last_error()},
-          {"library", p.library()},
-          {"last_reload", p.last_reload()},
-          {"refused_sources", p.refused_sources()},
-          {"serves", std::vector<std::string>{p.serves().begin(), p.serves().end()}},
-          {"metrics", std::move(metrics)}};
-}
-
-json to_json(const control::Status& s) {
-  json plugins = json::array();
-  for (const auto& p : s.plugins())
-    plugins.push_back(to_json(p));
-  json details = json::object();
-  for (const auto& [k, v] : s.details())
-    details[k] = v;
-  return {{"version", s.version()},
-          {"pid", s.pid()},
-          {"uptime_seconds", s.uptime_seconds()},
-          {"config_file", s.config_file()},
-          {"bus",
-           {{"published", s.bus_published()},
-            {"delivered", s.bus_delivered()},
-            {"dropped", s.bus_dropped()},
-            {"unrouted", s.bus_unrouted()},
-            {"refused_not_owner", s.bus_refused_not_owner()},
-            {"refused_too_large", s.bus_refused_too_large()},
-            {"subscriptions", s.subscriptions()}}},
-          {"details", std::move(details)},
-          {"plugins", std::move(plugins)}};
-}
 
 json to_json(const group::Group& g) {
   json devices = json::array();
@@ -470,7 +422,7 @@ private:
               auto s = status();
               if (!s)
                 return send_error(res, s.error());
-              send_json(res, 200, to_json(*s));
+              send_json(res, 200, status_json::status(*s));
             }));
     srv.Get("/api/group", guarded([this](const auto&, auto& res, const session&) {
               auto g = ask<group::Group>([](grove::context& ctx, auto done) {
@@ -627,7 +579,7 @@ private:
                                    : verb == "configure" ? "configured "
                                                          : "loaded ")
                                     + *name},
-                      {"plugin", to_json(*r)}};
+                      {"plugin", status_json::plugin(*r)}};
       else
         result = std::move(r.error());
     }
@@ -1057,7 +1009,7 @@ private:
         auto st = status();
         std::string event;
         if (st)
-          event = "event: status\ndata: " + to_json(*st).dump() + "\n\n";
+          event = "event: status\ndata: " + status_json::status(*st).dump() + "\n\n";
         else
           event = "event: failure\ndata: " + json{{"error", grove::describe(st.error())}}.dump()
                   + "\n\n";

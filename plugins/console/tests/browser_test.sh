@@ -26,29 +26,16 @@ if [[ ! -d "$ROOT/tests/devices/node_modules/puppeteer-core" ]]; then
   exit 1
 fi
 
-GROVED_PID=""
 HOLDER_PID=""
-# shellcheck disable=SC2317  # invoked from the EXIT trap
-cleanup_all() {
+# shellcheck disable=SC2317  # invoked from the EXIT trap (mm_test_lib.sh's)
+test_cleanup() {
   # A browser the test left behind (node killed by its timeout): its profile is in $WORK.
   pkill -9 -f -- "--user-data-dir=$WORK/" 2>/dev/null
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
   [[ -n "$HOLDER_PID" ]] && kill "$HOLDER_PID" 2>/dev/null
-  broker_test_cleanup
 }
-trap cleanup_all EXIT
 
-PKI=$WORK/pki
-export GROVE_CA_DIR=$WORK/ca
-if ! make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
-PORT=$(free_port)
-CONSOLE_PORT=$(free_port)
-while [[ $CONSOLE_PORT == "$PORT" ]]; do CONSOLE_PORT=$(free_port); done
-DEP_PORT=$(free_port)
-while [[ $DEP_PORT == "$PORT" || $DEP_PORT == "$CONSOLE_PORT" ]]; do DEP_PORT=$(free_port); done
+group_pki A B grove
+read -r PORT CONSOLE_PORT DEP_PORT <<<"$(free_ports 3)"
 
 # Operators' client certificates (openssl): bob is named by CN under the console's
 # client_ca_file (ops CA); carol by her own CA (any certificate it issued). Refused: a
@@ -131,8 +118,7 @@ EOF
 }
 write_profile "$CONSOLE_PORT"
 
-"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-GROVED_PID=$!
+launch_groved
 status_has "local_link: connected" 150 || abort "message_manager did not come up"
 status_has "console: https://127.0.0.1:$CONSOLE_PORT" 100 || abort "the console did not come up"
 URL=https://127.0.0.1:$CONSOLE_PORT

@@ -14,30 +14,16 @@ import ssl
 import sys
 import unittest.mock
 
-import boto3
 import botocore.auth
 import botocore.config
 import botocore.exceptions
 
+import support
+from support import ACCOUNT, REGION, check
+
 ENDPOINT, CA, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
-ACCOUNT, REGION = "123456789012", "us-east-1"
-failed = 0
-
-
-def check(what, ok, detail=""):
-    global failed
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"))
-    if not ok:
-        failed += 1
-
-
 def client(key=None, secret=None):
-    return boto3.client(
-        "greengrassv2", endpoint_url=ENDPOINT, verify=CA, region_name=REGION,
-        aws_access_key_id=key or os.environ["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
-        # No retries: each refusal is seen as the server sent it.
-        config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
+    return support.client("greengrassv2", ENDPOINT, CA, key, secret)
 
 
 def error_of(fn, **kw):
@@ -530,4 +516,4 @@ check("DeleteComponent -> the version is gone (404)", e is not None and e[1] == 
 e = error_of(gg.delete_component, arn=arn("py.Many", "1.0.0"))
 check("DeleteComponent again -> ResourceNotFoundException", e is not None and e[0] == "ResourceNotFoundException", e)
 
-sys.exit(1 if failed else 0)
+support.finish()

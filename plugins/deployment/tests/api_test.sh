@@ -14,34 +14,15 @@ HERE=$(dirname "$(readlink -f "$0")")
 # Debian's clients, whatever else is first on PATH (tools/deps installs them).
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
-for tool in "$AWS" "$PY" openssl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool (tools/deps installs it)"; exit 1; }
-done
-WORK=$(mktemp -d /tmp/grove-deployment-test.XXXXXX)
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+# shellcheck source=../../../tests/support/grove_test_lib.sh
+source "$HERE/../../../tests/support/grove_test_lib.sh"
+grove_test_init grove-deployment-test "$AWS" "$PY" openssl
 export GROVE_CA_DIR=$WORK/ca
-PASSED=0
-FAILED=0
-GROVED_PID=""
 ARTIFACT_SERVER_PID=""
-cleanup() {
+# shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
+test_cleanup() {
   [[ -n "$ARTIFACT_SERVER_PID" ]] && kill "$ARTIFACT_SERVER_PID" 2>/dev/null
-  if [[ -n "$GROVED_PID" ]]; then
-    kill -9 "$GROVED_PID" 2>/dev/null
-    wait "$GROVED_PID" 2>/dev/null
-  fi
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-finish() { echo "$PASSED passed, $FAILED failed"; [[ $FAILED == 0 ]]; exit $?; }
-abort() { fail "$1"; echo "--- groved output"; tail -n 40 "$WORK/groved.out"; finish; }
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 "$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
   "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
@@ -81,8 +62,7 @@ plugins:
 YAML
 
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   for _ in $(seq 1 100); do
     "$GROVECTL" status 2>/dev/null | grep -qF "deployment.api: https://127.0.0.1:$PORT" &&
       "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
@@ -134,7 +114,7 @@ check "aws create-component-version (YAML recipe, an s3 artifact) -> the version
 [[ $FAILED == 0 ]] || echo "$OUT"
 
 # groved dies at once; the version was committed before the CLI got its answer.
-{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+stop_groved KILL
 start_groved || abort "groved did not come back after kill -9"
 check "after kill -9 and a restart, its s3 artifact is fetched (artifacts_base_url): DEPLOYABLE" \
   wait_state "$ARN" DEPLOYABLE
@@ -300,7 +280,7 @@ for _ in $(seq 1 50); do [[ -s "$SW/installs" ]] && break; sleep 0.1; done
 EXEC=$(gg list-effective-deployments --core-device-thing-name core-1 | jq -r --arg d "$DID" '.effectiveDeployments[] | select(.deploymentId == $d) | .coreDeviceExecutionStatus')
 check "mid-install: the deployment is IN_PROGRESS ($EXEC), the install started" \
   bash -c '[[ $0 == IN_PROGRESS && $(cat "$1") == start ]]' "$EXEC" "$SW/installs"
-{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+stop_groved KILL
 OLD_PGID=$(cat "$SW/install.pid")
 for _ in $(seq 1 20); do [[ -d /proc/$OLD_PGID ]] || break; sleep 0.1; done
 check "kill -9 of groved: the install's shell dies with it (parent-death signal)" \
@@ -343,7 +323,7 @@ for _ in $(seq 1 50); do [[ $(tail -1 "$SVC_LOG") == msg=m4* ]] && break; sleep 
 check "... the component sees both merges (msg=m4 env=m4 other=o4)" \
   bash -c '[[ $(tail -1 "$0") == "msg=m4 env=m4 other=o4 "* ]]' "$SVC_LOG"
 OLD_SVC=$(cat "$SVC_PID_FILE")
-{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+stop_groved KILL
 start_groved || abort "groved did not come back after kill -9 (journaled components)"
 check "after kill -9 and a restart ListInstalledComponents reads the set back: e2e.Service 1.0.0 (root), e2e.Lib" \
   test "$(gg list-installed-components --core-device-thing-name core-1 | jq -r '[.installedComponents[] | .componentName + "@" + .componentVersion + (if .isRoot then "(root)" else "" end)] | sort | join(",")')" == "e2e.Lib@1.0.0,e2e.Service@1.0.0(root)"
@@ -383,7 +363,7 @@ check "mid-download: a .part file in tmp/ holds some bytes, nothing under sha256
   bash -c '[[ -n "$0" && -s "$0" && ! -e "$1" ]]' "$PART" "$ART/sha256/$SHA"
 check "mid-download: describe-component says INITIATED" \
   test "$(gg describe-component --arn "$SLOW_ARN" | jq -r .status.componentState)" == INITIATED
-{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+stop_groved KILL
 start_groved || abort "groved did not come back after kill -9 mid-download"
 STATE=$(gg describe-component --arn "$SLOW_ARN" | jq -r .status.componentState)
 check "after the restart: the half download is gone, the version not DEPLOYABLE ($STATE)" \

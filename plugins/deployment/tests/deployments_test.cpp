@@ -7,12 +7,8 @@
 #define BOOST_TEST_MODULE deployment_deployments
 #include <boost/test/unit_test.hpp>
 
-#include <filesystem>
-#include <unistd.h>
-
-#include "api.hpp"
+#include "api_fixture.hpp"
 #include "render.hpp"
-#include "sigv4.hpp"
 
 using namespace grove::deployment;
 using nlohmann::json;
@@ -22,29 +18,16 @@ namespace {
 const char* thing = "arn:aws:iot:us-east-1:123456789012:thing/core-1";
 const char* group = "arn:aws:iot:us-east-1:123456789012:thinggroup/site";
 
-struct fixture {
-  std::filesystem::path dir;
-  std::unique_ptr<component_store> store;
-  std::unique_ptr<api> service;
-  std::chrono::system_clock::time_point now = *parse_amz_date("20261202T120000Z");
+struct fixture : test::api_fixture {
   std::vector<std::pair<std::string, json>> applied; // on_deployment's calls
   json installed = json::array();
 
-  fixture() {
-    dir = std::filesystem::temp_directory_path()
-          / ("deployment_deployments_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
+  fixture() : api_fixture("deployment_deployments") {
     open();
   }
 
   void open() {
-    service.reset();
-    store.reset();
-    auto s = component_store::open(dir / "components.db");
-    BOOST_REQUIRE(s);
-    store = std::move(*s);
-    api_settings settings;
-    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    auto settings = test::settings_with_key();
     settings.thing_name = "core-1";
     settings.thing_groups = {"site"};
     settings.platform = {{"os", "linux"}, {"architecture", "amd64"}};
@@ -53,19 +36,7 @@ struct fixture {
       applied.emplace_back(id, resolved);
     };
     settings.installed = [this] { return installed; };
-    service = std::make_unique<api>(settings, *store);
-  }
-
-  ~fixture() {
-    service.reset();
-    store.reset();
-    std::filesystem::remove_all(dir);
-  }
-
-  http_response call(std::string method, std::string target, std::string body = "") {
-    http_request r{std::move(method), std::move(target), {{"host", "localhost"}}, std::move(body)};
-    sign_sigv4(r, sigv4_scope{"us-east-1"}, "AKIAGROVETEST00001", "secret-secret-secret", now);
-    return service->handle(r, now);
+    open_api(settings);
   }
 
   void component(const std::string& name, const std::string& version,

@@ -9,46 +9,22 @@ Prints PASS/FAIL lines; exits 1 on any failure.
 import os
 import signal
 import sys
-import time
 
-import boto3
-import botocore.config
 import botocore.exceptions
 
+from support import check, client, finish, thing_arn, wait
+
 ENDPOINT, CA, WRITE = sys.argv[1], sys.argv[2], sys.argv[3]
-REGION, ACCOUNT = "us-east-1", "123456789012"
-THING = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/core-1"
+THING = thing_arn("core-1")
 WORKDIR = f"{WRITE}/plugins/deployment/components/work"
 LOGS = f"{WRITE}/logs/components"
-failed = 0
-
-
-def check(what, ok, detail=""):
-    global failed
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"))
-    if not ok:
-        failed += 1
-
-
-gg = boto3.client("greengrassv2", endpoint_url=ENDPOINT, verify=CA, region_name=REGION,
-                  config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
+gg = client("greengrassv2", ENDPOINT, CA)
 
 
 def component(name, body):
     recipe = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: {name}\n"
               f"ComponentVersion: '1.0.0'\n{body}")
     gg.create_component_version(inlineRecipe=recipe.encode())
-
-
-def wait(fn, timeout=20):
-    end = time.time() + timeout
-    last = None
-    while time.time() < end:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    return last
 
 
 def deployment_done(did):
@@ -309,4 +285,4 @@ pages = list(gg.get_paginator("list_deployments").paginate(historyFilter="ALL",
 check("ListDeployments ALL through the paginator, one a page -> 8 left",
       sum(len(p["deployments"]) for p in pages) == 8 and len(pages) >= 3, pages)
 
-sys.exit(1 if failed else 0)
+finish()

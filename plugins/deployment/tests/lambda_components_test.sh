@@ -24,20 +24,8 @@ source "$MM_TESTS/mm_test_lib.sh"
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
-GROVED_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
-PKI=$WORK/pki
-export GROVE_CA_DIR=$WORK/ca
-make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1 ||
-  { cat "$WORK/certs.out"; abort "making the certificates"; }
-PORT=$(free_port)
-API_PORT=$(free_port)
-while [[ $API_PORT == "$PORT" ]]; do API_PORT=$(free_port); done
+group_pki A B grove
+read -r PORT API_PORT <<<"$(free_ports 2)"
 KEY=AKIAGROVETEST00001
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 
@@ -81,8 +69,7 @@ $(mm_profile_entry)
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 EOF
-"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-GROVED_PID=$!
+launch_groved
 status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
 status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
 pass "groved runs message_manager, function_runtime and the deployment API"
@@ -181,9 +168,8 @@ check "... the operator's subscriptions and the group's function kept" \
   group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
 
 # ---- kill -9 of groved: the group file keeps the function, the deployment is applied again
-{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
-"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-GROVED_PID=$!
+stop_groved KILL
+launch_groved
 status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after kill -9"
 status_has "local_link: connected" 100 || abort "Grove's client did not reconnect to the broker"
 check "after kill -9 and a restart: e2e.Relay RUNNING again (the deployment applied at start)" \

@@ -9,9 +9,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
-#include "api.hpp"
+#include "api_fixture.hpp"
 #include "function_def.hpp" // plugins/function_runtime/src
 #include "recipe.hpp"
 
@@ -25,17 +24,11 @@ void write(const std::filesystem::path& file, const std::string& text) {
   std::ofstream{file, std::ios::binary} << text;
 }
 
-struct fixture {
-  std::filesystem::path dir;
+struct fixture : test::api_fixture {
   std::filesystem::path packages;
-  std::unique_ptr<component_store> store;
-  std::unique_ptr<api> service;
-  std::chrono::system_clock::time_point now = *parse_amz_date("20261202T120000Z");
   std::string zip_bytes = std::string{"PK\x03\x04", 4} + "not really a zip, but bytes to digest";
 
-  fixture() {
-    dir = std::filesystem::temp_directory_path() / ("deployment_lambda_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
+  fixture() : api_fixture("deployment_lambda") {
     packages = dir / "lambda_packages";
     write(packages / "hello/3/configuration.json",
           R"({"FunctionName": "hello", "Runtime": "python3.9", "Handler": "app.handler",
@@ -49,25 +42,9 @@ struct fixture {
     write(packages / "both/1/code.zip", zip_bytes);
     write(packages / "both/1/code/a.py", "");
     write(packages / "broken/1/configuration.json", "{not json");
-    auto s = component_store::open(dir / "components.db");
-    BOOST_REQUIRE(s);
-    store = std::move(*s);
-    api_settings settings;
-    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    auto settings = test::settings_with_key();
     settings.lambda_packages_dir = packages;
-    service = std::make_unique<api>(settings, *store);
-  }
-
-  ~fixture() {
-    service.reset();
-    store.reset();
-    std::filesystem::remove_all(dir);
-  }
-
-  http_response call(std::string method, std::string target, std::string body = "") {
-    http_request r{std::move(method), std::move(target), {{"host", "localhost"}}, std::move(body)};
-    sign_sigv4(r, sigv4_scope{"us-east-1"}, "AKIAGROVETEST00001", "secret-secret-secret", now);
-    return service->handle(r, now);
+    open_api(settings);
   }
 
   http_response create(json lambda) {

@@ -12,39 +12,14 @@ exits 1 on any failure.
 import json
 import subprocess
 import sys
-import time
 
-import boto3
-import botocore.config
+from support import ACCOUNT, REGION, check, client, finish, thing_arn, wait
 
 PHASE, ENDPOINT, CA, WRITE, GROVECTL, LOCAL = sys.argv[1:7]
-REGION, ACCOUNT = "us-east-1", "123456789012"
-THING = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/core-1"
+THING = thing_arn("core-1")
 ARTIFACT_LIB = (f"{WRITE}/plugins/deployment/components/packages/artifacts/"
                 "grove.heartbeat/2.0.0/libheartbeat.so")
-failed = 0
-
-
-def check(what, ok, detail=""):
-    global failed
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"))
-    if not ok:
-        failed += 1
-
-
-gg = boto3.client("greengrassv2", endpoint_url=ENDPOINT, verify=CA, region_name=REGION,
-                  config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
-
-
-def wait(fn, timeout=30):
-    end = time.time() + timeout
-    last = None
-    while time.time() < end:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    return last
+gg = client("greengrassv2", ENDPOINT, CA)
 
 
 def status():
@@ -80,7 +55,7 @@ def deploy(components, **kw):
     def done():
         d = gg.get_deployment(deploymentId=did)
         return d if d["deploymentStatus"] in ("COMPLETED", "FAILED", "CANCELED") else None
-    d = wait(done) or {}
+    d = wait(done, 30) or {}
     for e in gg.list_effective_deployments(coreDeviceThingName="core-1")["effectiveDeployments"]:
         if e["deploymentId"] == did:
             d["effective"] = e
@@ -106,7 +81,7 @@ if PHASE == "before":
         gg.create_component_version(inlineRecipe=("RecipeFormatVersion: '2020-01-25'\n" + r).encode())
     arn = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:{HEARTBEAT}:versions:2.0.0"
     check("grove.heartbeat 2.0.0 with its own build as a file:// artifact -> DEPLOYABLE",
-          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE"),
+          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30),
           gg.describe_component(arn=arn)["status"])
     kv_before = plugin("kv")
 
@@ -125,7 +100,7 @@ if PHASE == "before":
     check("ListInstalledComponents: grove.heartbeat 1.0.0 RUNNING, a root",
           (ic.get("componentVersion"), ic.get("lifecycleState"), ic.get("isRoot"))
           == ("1.0.0", "RUNNING", True), ic)
-    first = wait(lambda: pong() > 0 and pong())
+    first = wait(lambda: pong() > 0 and pong(), 30)
     check("the plugin answers on its topic (pong with its count)", first and first > 0, first)
 
     # ---- configuration changed: configure, live, state kept ----------------------------
@@ -172,7 +147,7 @@ if PHASE == "before":
 
 else:
     # ---- after kill -9: the current deployment applied again, plugins included ---------
-    hb = wait(lambda: (lambda p: p.get("state") == "running" and p)(plugin("heartbeat")))
+    hb = wait(lambda: (lambda p: p.get("state") == "running" and p)(plugin("heartbeat")), 30)
     check("after kill -9 and a restart the deployment plugin loads heartbeat again, from "
           "2.0.0's build", hb and hb.get("library") == ARTIFACT_LIB, hb)
     check("... with the deployed configuration (300 ms on e2e/beat), RUNNING",
@@ -227,4 +202,4 @@ else:
     check("... ListInstalledComponents no longer has it", HEARTBEAT not in installed(), installed())
     check("... kv, the profile's, still running", plugin("kv").get("state") == "running")
 
-sys.exit(1 if failed else 0)
+finish()

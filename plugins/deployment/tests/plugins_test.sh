@@ -13,24 +13,9 @@ CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
 PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
-WORK=$(mktemp -d /tmp/grove-deployment-plugins.XXXXXX)
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-PASSED=0
-FAILED=0
-GROVED_PID=""
-cleanup() {
-  if [[ -n "$GROVED_PID" ]]; then
-    kill -9 "$GROVED_PID" 2>/dev/null
-    wait "$GROVED_PID" 2>/dev/null
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-finish() { echo "$PASSED passed, $FAILED failed"; [[ $FAILED == 0 ]]; exit $?; }
-abort() { fail "$1"; echo "--- groved output"; tail -n 60 "$WORK/groved.out"; finish; }
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=../../../tests/support/grove_test_lib.sh
+source "$HERE/../../../tests/support/grove_test_lib.sh"
+grove_test_init grove-deployment-plugins "$PY"
 [[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
@@ -59,8 +44,7 @@ plugins:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 YAML
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   for _ in $(seq 1 100); do
     "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
     sleep 0.1
@@ -81,7 +65,7 @@ run_py() {  # run_py PHASE
 run_py before
 # kill -9 of groved: the kernel comes back with its profile's plugins only; the deployment
 # plugin applies the current deployment again, plugins included.
-{ kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
+stop_groved KILL
 start_groved || abort "groved did not come back after kill -9"
 run_py after
 # The failed deployment's heartbeat change was really made, then undone by the rollback:

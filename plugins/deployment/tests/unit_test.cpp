@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "api.hpp"
+#include "api_fixture.hpp"
 #include "recipe.hpp"
 #include "semver.hpp"
 #include "sigv4.hpp"
@@ -265,37 +266,12 @@ BOOST_AUTO_TEST_CASE(recipe_errors_name_the_field_and_line) {
 
 namespace {
 
-struct fixture {
-  std::filesystem::path dir;
-  std::unique_ptr<component_store> store;
-  std::unique_ptr<api> service;
-  std::chrono::system_clock::time_point now = *parse_amz_date("20261202T120000Z");
-
-  fixture() {
-    dir = std::filesystem::temp_directory_path()
-          / ("deployment_unit_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    auto s = component_store::open(dir / "components.db");
-    BOOST_REQUIRE(s);
-    store = std::move(*s);
-    api_settings settings;
-    settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+struct fixture : test::api_fixture {
+  fixture() : api_fixture("deployment_unit") {
+    auto settings = test::settings_with_key();
     settings.keys["AKIAGROVEREADONLY1"] = access_key{"secret-secret-secret", {"GetComponent"}};
     settings.keys["AKIAGROVESLOWKEY01"] = access_key{"secret-secret-secret", {"*"}, 2};
-    service = std::make_unique<api>(settings, *store);
-  }
-
-  ~fixture() {
-    service.reset();
-    store.reset();
-    std::filesystem::remove_all(dir);
-  }
-
-  http_response call(std::string method, std::string target, std::string body = "",
-                     std::string key = "AKIAGROVETEST00001") {
-    http_request r{std::move(method), std::move(target), {{"host", "localhost"}}, std::move(body)};
-    sign_sigv4(r, sigv4_scope{"us-east-1"}, key, "secret-secret-secret", now);
-    return service->handle(r, now);
+    open_api(settings);
   }
 
   http_response create(const std::string& recipe, const std::string& token = "") {

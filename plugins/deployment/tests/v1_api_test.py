@@ -18,28 +18,14 @@ import os
 import sys
 import time
 
-import boto3
-import botocore.config
 import botocore.exceptions
 
+import support
+from support import ACCOUNT, REGION, check
+
 ENDPOINT, CA, STATE, PHASE = sys.argv[1:5]
-ACCOUNT, REGION = "123456789012", "us-east-1"
-failed = 0
-
-
-def check(what, ok, detail=""):
-    global failed
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"))
-    if not ok:
-        failed += 1
-
-
 def client(key=None):
-    return boto3.client(
-        "greengrass", endpoint_url=ENDPOINT, verify=CA, region_name=REGION,
-        aws_access_key_id=key or os.environ["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-        config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
+    return support.client("greengrass", ENDPOINT, CA, key)
 
 
 def error_of(fn, **kw):
@@ -52,8 +38,7 @@ def error_of(fn, **kw):
     return None
 
 
-def thing(name):
-    return f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/{name}"
+thing = support.thing_arn
 
 
 def device(id_, name):
@@ -245,4 +230,4 @@ elif PHASE == "reset":
     check("then DeleteGroup; GetGroup -> IdNotFoundException", e and e[0] == "IdNotFoundException", e)
 
 json.dump(state, open(STATE, "w"))
-sys.exit(1 if failed else 0)
+support.finish()

@@ -22,20 +22,8 @@ source "$MM_TESTS/mm_test_lib.sh"
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
-GROVED_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
-PKI=$WORK/pki
-export GROVE_CA_DIR=$WORK/ca
-make_group_pki "$CERTS_TOOL" "$PKI" A B grove >"$WORK/certs.out" 2>&1 ||
-  { cat "$WORK/certs.out"; abort "making the certificates"; }
-PORT=$(free_port)
-API_PORT=$(free_port)
-while [[ $API_PORT == "$PORT" ]]; do API_PORT=$(free_port); done
+group_pki A B grove
+read -r PORT API_PORT <<<"$(free_ports 2)"
 KEY=AKIAGROVETEST00001
 RO_KEY=AKIAGROVEREADONLY1
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
@@ -67,15 +55,9 @@ EOF
 }
 
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
   status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
-}
-stop_groved() {
-  kill "$GROVED_PID" 2>/dev/null
-  wait "$GROVED_PID" 2>/dev/null
-  GROVED_PID=""
 }
 write_profile true
 start_groved

@@ -235,11 +235,8 @@ public:
   void on_message(const grove::Envelope& msg) override {
     const auto& topic = msg.topic();
     if (topic == grove::group_client::current_topic) {
-      if (msg.source() != grove::group_client::source)
-        return;
-      grove::group::Group g;
-      if (g.ParseFromString(msg.payload()))
-        apply(g);
+      if (auto g = grove::group_client::current(msg))
+        apply(*g);
       return;
     }
     work_item item;

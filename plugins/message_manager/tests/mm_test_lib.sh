@@ -1,27 +1,24 @@
 # shellcheck shell=bash
-# Shared by message_manager's end-to-end scripts (sourced after
-# ../broker/tests/broker_test_lib.sh and broker_test_init): the verdict, reading groved
-# through grovectl, the group PKI, and a TLS Mosquitto standing in for the cloud.
-# A script sets GROVECTL, and for abort() may list extra logs in ABORT_LOGS.
+# Shared by the end-to-end scripts that run message_manager (sourced after
+# ../broker/tests/broker_test_lib.sh and broker_test_init, which bring
+# tests/support/grove_test_lib.sh: the verdict, groved, its status): message_manager's
+# metrics and profile entries, the group PKI, and a TLS Mosquitto standing in for the
+# cloud. A script sets GROVED, GROVECTL and CERTS_TOOL, and for abort() may list extra
+# logs in ABORT_LOGS. On exit groved and the test cloud are killed, then the script's own
+# test_cleanup runs (if it defines one), then broker_test_cleanup.
 
-ABORT_LOGS=()
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+GROVED_PID=""
+CLOUD_PID=""
 
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
+# shellcheck disable=SC2317  # invoked from the EXIT trap
+mm_cleanup() {
+  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
+  if declare -F test_cleanup >/dev/null; then test_cleanup; fi
+  broker_test_cleanup
 }
-
-abort() {  # abort WHY: print context and stop
-  fail "$1"
-  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
-  local log
-  for log in "${ABORT_LOGS[@]}"; do
-    echo "--- ${log##*/}"; tail -n 30 "$log" 2>/dev/null
-  done
-  finish
-}
+trap mm_cleanup EXIT
 
 # make_group_pki TOOL DIR THING...: the group's CA (its key under $GROVE_CA_DIR), the
 # broker's server certificate (localhost, 127.0.0.1) and one device certificate per THING.
@@ -29,6 +26,26 @@ make_group_pki() {
   local tool=$1 dir=$2
   shift 2
   make_pki "$tool" "$dir" "Group CA" "$@"
+}
+# group_pki THING...: the group PKI in $PKI = $WORK/pki (the CA key under GROVE_CA_DIR =
+# $WORK/ca, outside it) made with $CERTS_TOOL: the broker's server certificate and one
+# device certificate per THING (`grove` is message_manager's own client); aborts on failure.
+group_pki() {
+  PKI=$WORK/pki
+  export GROVE_CA_DIR=$WORK/ca
+  if ! make_group_pki "$CERTS_TOOL" "$PKI" "$@" >"$WORK/certs.out" 2>&1; then
+    cat "$WORK/certs.out"
+    abort "making the certificates"
+  fi
+}
+# cloud_pki [THING...]: the test cloud's PKI in $CLOUD_PKI = $WORK/cloud-pki (make_cloud_pki
+# with $CERTS_TOOL, after group_pki); aborts on failure.
+cloud_pki() {
+  CLOUD_PKI=$WORK/cloud-pki
+  if ! make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" "$@" >>"$WORK/certs.out" 2>&1; then
+    cat "$WORK/certs.out"
+    abort "making the cloud's certificates"
+  fi
 }
 # make_cloud_pki TOOL DIR [THING...]: the test cloud's CA (cloud_init), its server
 # certificate, `core` (Grove's cloud link, mm_profile_cloud), `watcher` (cloud_args) and
@@ -53,15 +70,6 @@ make_pki() {
 # client_args THING: mosquitto_pub/sub's TLS options for device THING of the group PKI $PKI.
 client_args() {
   echo "--cafile $PKI/ca.crt --cert $PKI/devices/$1.crt --key $PKI/devices/$1.key"
-}
-status() { "$GROVECTL" status 2>&1; }
-# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
-status_has() {
-  for _ in $(seq 1 "${2:-100}"); do
-    status | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
 }
 # metric NAME [LABEL_VALUE]: message_manager's counter or gauge NAME, a number read from
 # `grovectl status --json` (numbers are never parsed out of status text).

@@ -22,29 +22,10 @@ broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 source "$HERE/mm_test_lib.sh"
 ABORT_LOGS=("$WORK/cloud.out")
 
-GROVED_PID=""
-CLOUD_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
 # ---- PKIs: the group's (broker, Grove's client) and the cloud's --------------------------------
-PKI=$WORK/pki
-CLOUD_PKI=$WORK/cloud-pki
-export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
-if ! {
-  make_group_pki "$CERTS_TOOL" "$PKI" grove &&
-  make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI"
-} >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
-PORT=$(free_port)
-CLOUD_PORT=$(free_port)
-while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+group_pki grove
+cloud_pki
+read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
 # ---- the "cloud": Mosquitto with mutual TLS; persistent sessions for the watcher --------------
 # Grove's cloud link connects with a clean session: after a restart of this broker it has
 # no subscriptions unless message_manager makes them again.
@@ -91,9 +72,7 @@ EOF
 
 export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" --plugin-dir "$PLUGINS" \
-    >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved --plugin-dir "$PLUGINS"
   status_has "cloud: connected" 150 || abort "message_manager did not connect to the cloud"
   status_has "cloud_client" 50 || abort "the client plugin did not load"
 }
@@ -203,9 +182,7 @@ check "20 publishes while the cloud is down are all answered (committed) ($out)"
 # The gauge is refreshed every second: poll.
 check "they wait in the spool" \
   bash -c 'for _ in $(seq 1 50); do (( $(metric spool.messages) >= 20 )) && exit 0; sleep 0.1; done; exit 1'
-kill -9 "$GROVED_PID"
-wait "$GROVED_PID" 2>/dev/null
-GROVED_PID=""
+stop_groved KILL
 start_cloud
 start_watcher
 start_groved

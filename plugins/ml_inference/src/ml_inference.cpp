@@ -94,12 +94,8 @@ public:
   }
 
   void on_message(const grove::Envelope& msg) override {
-    if (msg.topic() != grove::group_client::current_topic
-        || msg.source() != grove::group_client::source)
-      return;
-    grove::group::Group g;
-    if (g.ParseFromString(msg.payload()))
-      apply(g);
+    if (auto g = grove::group_client::current(msg))
+      apply(*g);
   }
 
 private:

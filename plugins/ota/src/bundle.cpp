@@ -1,9 +1,8 @@
 #include "bundle.hpp"
 
+#include "grove/archive.hpp"
 #include "grove/errors.hpp"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sodium.h>
@@ -15,6 +14,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <set>
 
@@ -42,47 +42,43 @@ bool init_sodium() {
   return ok;
 }
 
-// libarchive's message, which may be null (e.g. for an empty input).
-std::string archive_error(archive* a) {
-  const char* msg = archive_error_string(a);
-  return msg ? msg : "not a readable archive";
+// grove::archive's refusal, as the bundle's: same code, "ota bundle: " in front.
+caf::error from_archive(const caf::error& err) {
+  return make_error(static_cast<errc>(err.code()), "ota bundle: " + message_of(err));
 }
 
-struct archive_closer {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-using archive_ptr = std::unique_ptr<archive, archive_closer>;
-
-caf::expected<archive_ptr> open_archive(const source& src) {
-  archive_ptr a{archive_read_new()};
-  if (!a)
-    return make_error(errc::system_error, "ota bundle: out of memory");
-  // Plain tar, or tar.gz: the bundle tool writes tar; a gzip'd copy is just as good.
-  archive_read_support_format_tar(a.get());
-  archive_read_support_filter_gzip(a.get());
-  int rc = src.file.empty()
-             ? archive_read_open_memory(a.get(), src.memory.data(), src.memory.size())
-             : archive_read_open_filename(a.get(), src.file.c_str(), 64 * 1024);
-  if (rc != ARCHIVE_OK)
-    return bad(std::string{"cannot open: "} + archive_error(a.get()));
-  return a;
+// The bundle as grove::archive reads it: plain tar or tar.gz (the bundle tool writes
+// tar; a gzip'd copy is just as good), no links, devices or paths that leave the tree.
+// The manifest bounds every file's size (stage() checks each as it streams), so the
+// archive's byte limits are not the bound here.
+caf::expected<archive::reader> open_bundle(const source& src) {
+  archive::options opts;
+  opts.zip = false;
+  opts.limits.max_entries = max_files * 4 + 2; // files, their directories, the header
+  opts.limits.max_entry_bytes = std::numeric_limits<uint64_t>::max() / 2;
+  opts.limits.max_total_bytes = std::numeric_limits<uint64_t>::max() / 2;
+  auto r = src.file.empty() ? archive::reader::open_memory(src.memory, opts)
+                            : archive::reader::open(src.file, opts);
+  if (!r)
+    return from_archive(r.error());
+  return r;
 }
 
-caf::expected<std::string> read_small(archive* a, archive_entry* e, size_t limit,
+caf::expected<std::string> read_small(archive::reader& r, const archive::entry& e, size_t limit,
                                       const char* what) {
-  if (archive_entry_filetype(e) != AE_IFREG)
+  if (e.kind != archive::entry_kind::file)
     return bad(std::string{what} + " is not a regular file");
-  if (archive_entry_size_is_set(e) && archive_entry_size(e) > static_cast<int64_t>(limit))
+  if (e.size && *e.size > limit)
     return bad(std::string{what} + " is larger than " + std::to_string(limit) + " bytes");
   std::string out;
   char buf[8192];
   for (;;) {
-    auto n = archive_read_data(a, buf, sizeof buf);
-    if (n < 0)
-      return bad(std::string{what} + ": " + archive_error(a));
-    if (n == 0)
+    auto n = r.read(buf, sizeof buf);
+    if (!n)
+      return from_archive(n.error());
+    if (*n == 0)
       break;
-    out.append(buf, static_cast<size_t>(n));
+    out.append(buf, *n);
     if (out.size() > limit)
       return bad(std::string{what} + " is larger than " + std::to_string(limit) + " bytes");
   }
@@ -303,22 +299,23 @@ std::string to_json(const manifest& m) {
 }
 
 caf::expected<header> read_header(const source& src) {
-  auto a = open_archive(src);
-  if (!a)
-    return std::move(a.error());
+  auto r = open_bundle(src);
+  if (!r)
+    return std::move(r.error());
   header h;
   const char* names[] = {"manifest.json", "manifest.sig"};
   for (int i = 0; i < 2; ++i) {
-    archive_entry* e = nullptr;
-    int rc = archive_read_next_header(a->get(), &e);
-    if (rc != ARCHIVE_OK)
+    auto e = r->next();
+    if (!e)
       return bad(std::string{"expected "} + names[i] + " as entry " + std::to_string(i + 1)
-                 + (rc == ARCHIVE_EOF ? ": the bundle ends" : std::string{": "} + archive_error(a->get())));
-    const char* name = archive_entry_pathname(e);
-    if (!name || std::string_view{name} != names[i])
+                 + ": " + message_of(e.error()));
+    if (*e == nullptr)
       return bad(std::string{"expected "} + names[i] + " as entry " + std::to_string(i + 1)
-                 + ", found '" + (name ? name : "") + "'");
-    auto data = read_small(a->get(), e, i == 0 ? max_manifest_bytes : max_signature_bytes, names[i]);
+                 + ": the bundle ends");
+    if ((*e)->name != names[i])
+      return bad(std::string{"expected "} + names[i] + " as entry " + std::to_string(i + 1)
+                 + ", found '" + (*e)->name + "'");
+    auto data = read_small(*r, **e, i == 0 ? max_manifest_bytes : max_signature_bytes, names[i]);
     if (!data)
       return std::move(data.error());
     (i == 0 ? h.manifest_json : h.signature_json) = std::move(*data);
@@ -393,33 +390,32 @@ caf::error stage(const source& src, const manifest& m, const fs::path& dir) {
   };
   if (!fs::create_directories(dir, ec))
     return fail(make_error(errc::system_error, "ota: create " + dir.string() + ": " + ec.message()));
-  auto a = open_archive(src);
-  if (!a)
-    return fail(std::move(a.error()));
+  auto r = open_bundle(src);
+  if (!r)
+    return fail(std::move(r.error()));
   std::map<std::string, const file_entry*> wanted;
   for (auto& f : m.files)
     wanted.emplace(f.path, &f);
   std::set<fs::path> dirs{dir};
-  archive_entry* e = nullptr;
   int index = 0;
   for (;;) {
-    int rc = archive_read_next_header(a->get(), &e);
-    if (rc == ARCHIVE_EOF)
+    auto next = r->next();
+    if (!next)
+      return fail(from_archive(next.error()));
+    if (*next == nullptr)
       break;
-    if (rc != ARCHIVE_OK)
-      return fail(bad(std::string{"reading: "} + archive_error(a->get())));
-    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    const archive::entry& e = **next;
+    const std::string& name = e.name;
     if (++index <= 2)
       continue; // manifest.json, manifest.sig (read_header checked them)
-    auto type = archive_entry_filetype(e);
-    if (type == AE_IFDIR)
+    if (e.kind == archive::entry_kind::directory)
       continue; // directories come from the files' paths
     if (name.rfind("files/", 0) != 0)
       return fail(bad("unexpected entry '" + name + "' (the tree is under files/)"));
     auto rel = name.substr(6);
     if (!safe_relative_path(rel))
       return fail(bad("entry '" + name + "' escapes the release tree"));
-    if (type != AE_IFREG)
+    if (e.kind != archive::entry_kind::file)
       return fail(bad("entry '" + name + "' is not a regular file"));
     auto it = wanted.find(rel);
     if (it == wanted.end())
@@ -443,11 +439,12 @@ caf::error stage(const source& src, const manifest& m, const fs::path& dir) {
     char buf[64 * 1024];
     caf::error err;
     for (;;) {
-      auto n = archive_read_data(a->get(), buf, sizeof buf);
-      if (n < 0) {
-        err = bad("reading '" + name + "': " + archive_error(a->get()));
+      auto got = r->read(buf, sizeof buf);
+      if (!got) {
+        err = from_archive(got.error());
         break;
       }
+      auto n = static_cast<ssize_t>(*got);
       if (n == 0)
         break;
       written += static_cast<uint64_t>(n);

@@ -37,6 +37,8 @@ plugins:
       topic: grove/hb/$version
 YAML
   if [[ "${3:-}" == ota ]]; then  # with the ota plugin, trusting k1
+    # libota.so reads bundles with the SDK's archive library (as the grove package has it).
+    cp -L "$LIBDIR"/libgrove_archive.so.0 "$dir/lib/"
     cp "$LIBDIR/grove/plugins/libota.so" "$dir/lib/grove/plugins/"
     cat >>"$dir/etc/grove/profile.yaml" <<YAML
   - name: ota

@@ -65,7 +65,8 @@ make_tree() {  # make_tree DIR VERSION [crash]
   local dir=$1 version=$2
   mkdir -p "$dir/bin" "$dir/lib/grove/plugins" "$dir/lib/grove/broker" "$dir/etc/grove"
   cp "$GROVED" "$GROVECTL" "$dir/bin/"
-  cp -L "$LIBDIR"/libgrove_core.so.0 "$LIBDIR"/libgrove_proto.so "$LIBDIR"/libgrove_store.so.0 "$dir/lib/"
+  cp -L "$LIBDIR"/libgrove_core.so.0 "$LIBDIR"/libgrove_proto.so "$LIBDIR"/libgrove_store.so.0 \
+    "$LIBDIR"/libgrove_archive.so.0 "$dir/lib/"
   cp "$LIBDIR"/grove/plugins/{libheartbeat,libmessage_manager,libota}.so "$dir/lib/grove/plugins/"
   cp "$LIBDIR"/grove/broker/grove_broker_plugin.so "$dir/lib/grove/broker/"
   [[ "${3:-}" == crash ]] && printf '#!/bin/sh\nexit 3\n' >"$dir/bin/groved"

@@ -168,11 +168,8 @@ public:
 
   void on_message(const grove::Envelope& msg) override {
     if (msg.topic() == grove::group_client::current_topic) {
-      if (msg.source() != grove::group_client::source)
-        return;
-      grove::group::Group g;
-      if (g.ParseFromString(msg.payload()))
-        set_group(g);
+      if (auto g = grove::group_client::current(msg))
+        set_group(*g);
       return;
     }
     if (msg.topic().rfind(requests_prefix, 0) == 0) {

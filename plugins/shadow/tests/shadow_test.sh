@@ -17,19 +17,7 @@ broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 
-GROVED_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
-PKI=$WORK/pki
-export GROVE_CA_DIR=$WORK/ca
-if ! make_group_pki "$CERTS_TOOL" "$PKI" lamp other grove >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
+group_pki lamp other grove
 PORT=$(free_port)
 
 # lamp reaches its own shadow; other may ask about lamp's and an unknown thing's, but
@@ -55,8 +43,7 @@ $(mm_profile_entry)
 EOF
 
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   status_has "local_link: connected" 150 || abort "message_manager did not come up"
   status_has "devices: 2" 100 || abort "the shadow plugin did not take the group"
 }
@@ -236,9 +223,7 @@ for _ in $(seq 1 300); do
   [[ $(grep -c "^$K/update/accepted " "$WORK/lamp.out") -ge 200 ]] && break
   sleep 0.1
 done
-kill -9 "$GROVED_PID"
-wait "$GROVED_PID" 2>/dev/null
-GROVED_PID=""
+stop_groved KILL
 kill "$STREAM" 2>/dev/null
 sleep 0.5 # lets the subscriber print what it read before the broker went away
 LAST=$(grep "^$K/update/accepted " "$WORK/lamp.out" | sed "s|^$K/update/accepted ||; s| [^ ]*\$||" |

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using reader = std::unique_ptr<struct ::archive, decltype(&archive_read_free)>;
+using reader_ptr = std::unique_ptr<struct ::archive, decltype(&archive_read_free)>;
 using writer = std::unique_ptr<struct ::archive, decltype(&archive_write_free)>;
 
 // An entry name as it may appear in a message: at most 256 bytes, control bytes as '?'.
@@ -186,10 +186,10 @@ caf::expected<checked> check(archive_entry* e, const options& opts, uint64_t ind
   }
 }
 
-caf::expected<reader> open_reader(const options& opts) {
+caf::expected<reader_ptr> open_reader(const options& opts) {
   if (!opts.zip && !opts.tar)
     return make_error(errc::invalid_config, "archive options accept no format");
-  reader in{archive_read_new(), &archive_read_free};
+  reader_ptr in{archive_read_new(), &archive_read_free};
   if (!in)
     return make_error(errc::system_error, "out of memory");
   if (opts.zip)
@@ -361,36 +361,143 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
   return sum;
 }
 
-caf::expected<std::vector<file>> read_files(std::string_view bytes, const options& opts) {
+struct reader::impl {
+  reader_ptr in{nullptr, &archive_read_free};
+  options opts;
+  uint64_t index = 0;       // entries seen, skipped ones too (max_entries)
+  uint64_t total = 0;       // bytes read, all entries (max_total_bytes)
+  uint64_t entry_bytes = 0; // bytes read of the current entry (max_entry_bytes)
+  entry current;
+  bool readable = false;    // the current entry is a file with contents to read
+  bool done = false;
+  caf::error failed;        // sticky: after an error the stream is in no known state
+
+  caf::error fail(caf::error err) {
+    failed = err;
+    readable = false;
+    return err;
+  }
+};
+
+reader::reader(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {
+  // nop
+}
+
+reader::reader(reader&&) noexcept = default;
+reader& reader::operator=(reader&&) noexcept = default;
+reader::~reader() = default;
+
+caf::expected<reader> reader::open(const fs::path& archive, const options& opts) {
+  auto in = open_reader(opts);
+  if (!in)
+    return std::move(in.error());
+  if (archive_read_open_filename(in->get(), archive.c_str(), 65536) != ARCHIVE_OK)
+    return make_error(errc::malformed, "cannot open " + archive.string() + " as "
+                                         + formats(opts) + ": " + libarchive_text(in->get()));
+  auto p = std::make_unique<impl>();
+  p->in = std::move(*in);
+  p->opts = opts;
+  return reader{std::move(p)};
+}
+
+caf::expected<reader> reader::open_memory(std::string_view bytes, const options& opts) {
   auto in = open_reader(opts);
   if (!in)
     return std::move(in.error());
   if (archive_read_open_memory(in->get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
     return make_error(errc::malformed, "not a readable " + formats(opts) + " archive: "
                                          + libarchive_text(in->get()));
-  std::vector<file> files;
-  uint64_t total = 0;
-  for (uint64_t index = 0;; ++index) {
+  auto p = std::make_unique<impl>();
+  p->in = std::move(*in);
+  p->opts = opts;
+  return reader{std::move(p)};
+}
+
+caf::expected<const entry*> reader::next() {
+  auto& s = *impl_;
+  if (s.failed)
+    return s.failed;
+  if (s.done)
+    return nullptr;
+  s.readable = false;
+  for (;; ++s.index) {
     archive_entry* e = nullptr;
-    auto c = next(in->get(), opts, index, e);
+    auto c = grove::archive::next(s.in.get(), s.opts, s.index, e);
     if (!c)
-      return std::move(c.error());
-    if (c->end)
-      break;
-    if (c->skip || c->type != AE_IFREG || !c->hardlink.empty())
-      continue;
-    std::string name = archive_entry_pathname(e);
-    file f{std::move(c->path), {}};
-    uint64_t entry_bytes = 0;
-    char buf[65536];
-    la_ssize_t n = 0;
-    while ((n = archive_read_data(in->get(), buf, sizeof buf)) > 0) {
-      if (auto err = count(opts, name, static_cast<uint64_t>(n), entry_bytes, total))
-        return err;
-      f.data.append(buf, static_cast<size_t>(n));
+      return s.fail(std::move(c.error()));
+    if (c->end) {
+      s.done = true;
+      return nullptr;
     }
-    if (n < 0)
-      return entry_error(errc::malformed, name, "cannot read: " + libarchive_text(in->get()));
+    if (c->skip)
+      continue;
+    ++s.index;
+    auto& cur = s.current;
+    cur.name = std::move(c->path);
+    cur.link.clear();
+    cur.size.reset();
+    cur.mode = static_cast<uint32_t>(archive_entry_perm(e)) & 07777;
+    if (!c->hardlink.empty()) {
+      cur.kind = entry_kind::hardlink;
+      cur.link = std::move(c->hardlink);
+    } else if (c->type == AE_IFDIR) {
+      cur.kind = entry_kind::directory;
+    } else if (c->type == AE_IFLNK) {
+      cur.kind = entry_kind::symlink;
+      cur.link = archive_entry_symlink(e) != nullptr ? archive_entry_symlink(e) : "";
+    } else {
+      cur.kind = entry_kind::file;
+      if (archive_entry_size_is_set(e) != 0)
+        cur.size = static_cast<uint64_t>(archive_entry_size(e));
+      s.readable = true;
+    }
+    s.entry_bytes = 0;
+    return &cur;
+  }
+}
+
+caf::expected<size_t> reader::read(char* buf, size_t size) {
+  auto& s = *impl_;
+  if (s.failed)
+    return s.failed;
+  if (!s.readable || size == 0)
+    return size_t{0};
+  auto n = archive_read_data(s.in.get(), buf, size);
+  if (n < 0)
+    return s.fail(entry_error(errc::malformed, s.current.name,
+                              "cannot read: " + libarchive_text(s.in.get())));
+  if (n == 0) {
+    s.readable = false;
+    return size_t{0};
+  }
+  if (auto err = count(s.opts, s.current.name, static_cast<uint64_t>(n), s.entry_bytes, s.total))
+    return s.fail(std::move(err));
+  return static_cast<size_t>(n);
+}
+
+caf::expected<std::vector<file>> read_files(std::string_view bytes, const options& opts) {
+  auto in = reader::open_memory(bytes, opts);
+  if (!in)
+    return std::move(in.error());
+  std::vector<file> files;
+  for (;;) {
+    auto e = in->next();
+    if (!e)
+      return std::move(e.error());
+    if (*e == nullptr)
+      break;
+    if ((*e)->kind != entry_kind::file)
+      continue;
+    file f{(*e)->name, {}};
+    char buf[65536];
+    for (;;) {
+      auto n = in->read(buf, sizeof buf);
+      if (!n)
+        return std::move(n.error());
+      if (*n == 0)
+        break;
+      f.data.append(buf, *n);
+    }
     files.push_back(std::move(f));
   }
   return files;

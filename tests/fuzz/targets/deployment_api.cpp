@@ -9,7 +9,6 @@
 // thing and a group, so CreateDeployment bodies (issue 15) are checked, journaled and
 // resolved, and the deployment and core device routes read them back.
 
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -19,11 +18,7 @@
 #include <string_view>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
-#include "api.hpp"
-#include "artifact_uri.hpp"
-#include "sigv4.hpp"
+#include "deployment_api_checks.hpp"
 
 using namespace grove::deployment;
 
@@ -43,7 +38,7 @@ struct world {
       std::abort();
     store = std::move(*s);
     api_settings settings;
-    settings.keys["AKIAGROVEFUZZ00001"] = access_key{"fuzz-secret-fuzz-secret", {"*"}, 0};
+    grove::fuzz::deployment_api::add_key(settings);
     // One function package, so lambdaFunction's conversion runs to the end
     // (arn:aws:lambda:us-east-1:123456789012:function:fz:1).
     settings.lambda_packages_dir = dir / "lambda";
@@ -71,35 +66,11 @@ struct world {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static world w;
+  namespace fz = grove::fuzz::deployment_api;
   std::string_view all{reinterpret_cast<const char*>(data), size};
-  auto eol = all.find('\n');
-  auto first = all.substr(0, eol);
-  auto sp = first.find(' ');
-  http_request req;
-  req.method = std::string{first.substr(0, sp)};
-  req.target = sp == std::string_view::npos ? "/" : std::string{first.substr(sp + 1)};
-  req.body = eol == std::string_view::npos ? std::string{} : std::string{all.substr(eol + 1)};
-  req.headers.emplace_back("host", "127.0.0.1:8443");
-  const auto now = std::chrono::system_clock::time_point{std::chrono::seconds{1764676800}};
-  sign_sigv4(req, sigv4_scope{"us-east-1"}, "AKIAGROVEFUZZ00001", "fuzz-secret-fuzz-secret", now);
-  auto r = w.service->handle(req, now);
-  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 413, 429, 500};
-  if (std::find(std::begin(documented), std::end(documented), r.status) == std::end(documented))
-    std::abort();
-  // A signed request with the all-operations key, and the store never fails here; only a
-  // pre-signed artifact URL (its own signature, which the fuzzer lacks) may be refused 403.
-  bool presigned = req.method == "GET" && req.raw_path().starts_with(presigned_prefix);
-  if ((r.status == 403 && !presigned) || r.status == 500 || (presigned && r.status != 403))
-    std::abort();
-  bool typed = false;
-  for (const auto& [k, v] : r.headers)
-    typed = typed || (k == "x-amzn-ErrorType" && !v.empty());
-  if ((r.status >= 400) != typed)
-    std::abort();
-  if (r.status == 204)
-    return 0;
-  auto body = nlohmann::json::parse(r.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object() || (r.status >= 400 && !body.contains("message")))
-    std::abort();
+  auto req = fz::request(all);
+  req.body = std::string{all};
+  fz::sign(req);
+  fz::check_answer(req, w.service->handle(req, fz::now), false);
   return 0;
 }

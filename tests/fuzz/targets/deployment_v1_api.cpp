@@ -7,7 +7,6 @@
 // each error status, and a JSON object body with a message (or none for 204). The stores
 // persist across inputs, so later inputs meet what earlier ones created.
 
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -18,9 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api.hpp"
-#include "artifact_uri.hpp"
-#include "sigv4.hpp"
+#include "deployment_api_checks.hpp"
 #include "v1_api.hpp"
 
 using namespace grove::deployment;
@@ -46,7 +43,7 @@ struct world {
     components = std::move(*c);
     groups = std::move(*g);
     api_settings settings;
-    settings.keys["AKIAGROVEFUZZ00001"] = access_key{"fuzz-secret-fuzz-secret", {"*"}, 0};
+    grove::fuzz::deployment_api::add_key(settings);
     service = std::make_unique<api>(settings, *components);
     v1 = std::make_unique<v1_api>(settings, v1_settings{}, *groups);
     v1->set_applier([this](v1_apply_job job) {
@@ -73,46 +70,15 @@ struct world {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static world w;
+  namespace fz = grove::fuzz::deployment_api;
   std::string_view all{reinterpret_cast<const char*>(data), size};
-  auto line = [&all]() {
-    auto eol = all.find('\n');
-    auto first = all.substr(0, eol);
-    all = eol == std::string_view::npos ? std::string_view{} : all.substr(eol + 1);
-    return first;
-  };
-  auto first = line();
-  auto sp = first.find(' ');
-  http_request req;
-  req.method = std::string{first.substr(0, sp)};
-  req.target = sp == std::string_view::npos ? "/" : std::string{first.substr(sp + 1)};
-  req.headers.emplace_back("host", "127.0.0.1:8443");
+  auto req = fz::request(all);
   constexpr std::string_view token_header = "x-amzn-client-token: ";
   if (all.substr(0, token_header.size()) == token_header)
     req.headers.emplace_back("x-amzn-client-token",
-                             std::string{line().substr(token_header.size())});
+                             std::string{fz::take_line(all).substr(token_header.size())});
   req.body = std::string{all};
-  const auto now = std::chrono::system_clock::time_point{std::chrono::seconds{1764676800}};
-  sign_sigv4(req, sigv4_scope{"us-east-1"}, "AKIAGROVEFUZZ00001", "fuzz-secret-fuzz-secret", now);
-  auto r = w.service->handle(req, now);
-  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 413, 429, 500};
-  if (std::find(std::begin(documented), std::end(documented), r.status) == std::end(documented))
-    std::abort();
-  // A signed request with the all-operations key; the store never fails here. Only a
-  // pre-signed artifact URL (the same router's; its own signature, which the fuzzer
-  // lacks) is refused 403, and always.
-  bool presigned = req.method == "GET" && req.raw_path().starts_with(presigned_prefix);
-  if ((r.status == 403 && !presigned) || r.status == 500 || (presigned && r.status != 403))
-    std::abort();
-  bool typed = false;
-  for (const auto& [k, v] : r.headers)
-    typed = typed || (k == "x-amzn-ErrorType" && !v.empty());
-  if ((r.status >= 400) != typed)
-    std::abort();
-  if (r.status == 204)
-    return 0;
-  auto body = nlohmann::json::parse(r.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()
-      || (r.status >= 400 && !body.contains("Message") && !body.contains("message")))
-    std::abort();
+  fz::sign(req);
+  fz::check_answer(req, w.service->handle(req, fz::now), true);
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string_view>
 
 #include "grove/group.pb.h"
@@ -39,6 +40,17 @@ inline caf::expected<Envelope> from_kernel(caf::expected<Envelope> reply) {
     return make_error(errc::not_authorized, "ignored a group from '" + reply->source()
                                               + "': only the kernel's is accepted");
   return reply;
+}
+
+/// The group a `$grove/group/current` event carries, for a plugin's on_message: nullopt
+/// for any other topic, a source other than the kernel, or bytes that do not parse.
+inline std::optional<group::Group> current(const Envelope& msg) {
+  if (msg.topic() != current_topic || msg.source() != source)
+    return std::nullopt;
+  group::Group g;
+  if (!g.ParseFromString(msg.payload()))
+    return std::nullopt;
+  return g;
 }
 
 /// Asks for the group from a plugin; `f` runs on the plugin's actor.

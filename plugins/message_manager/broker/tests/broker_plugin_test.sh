@@ -402,14 +402,4 @@ else
   fail "a thing removed from the table is disconnected and refused"
 fi
 
-if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-  fail "broker still running at the end"
-  cat "$WORK/mosquitto.out"
-fi
-if [[ $FAILED -gt 0 ]]; then
-  echo "---- mosquitto log (tail) ----"; tail -n 60 "$WORK/mosquitto.log" 2>/dev/null
-  for f in A B C grove; do echo "---- $f.out ----"; cat "$WORK/$f.out"; done
-  echo "---- stats ----"; cat "$STATS" 2>/dev/null
-fi
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+broker_test_finish 60 A B C grove

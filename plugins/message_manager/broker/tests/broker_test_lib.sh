@@ -4,7 +4,11 @@
 # A script defines client_args USER (how a client identifies itself: username or
 # certificate) before calling pub, start_sub or start_broker. Client ids are USER-pub-N and
 # USER-sub (or start_sub's own): the broker needs plugin_opt_client_id_patterns <thing>
-# <thing>-*.
+# <thing>-*. PASS/FAIL, free ports and polling come from tests/support/grove_test_lib.sh,
+# sourced here.
+
+# shellcheck source=../../../../tests/support/grove_test_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../../../tests/support/grove_test_lib.sh"
 
 # broker_test_init TOOL...: checks the tools, makes $WORK, removes it (and every process
 # started here) on exit.
@@ -35,21 +39,23 @@ broker_test_cleanup() {
   rm -rf "$WORK"
 }
 
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
-  local what=$1; shift
-  if "$@"; then fail "$what"; else pass "$what"; fi
-}
-
-# free_port: a loopback port nobody listens on right now.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
-    2>/dev/null || echo $((20000 + RANDOM % 20000))
+# broker_test_finish TAIL NAME...: fails if the broker died; after any failure prints the
+# last TAIL lines of its log, each $WORK/NAME.out and the stats file ($STATS); then the
+# verdict line. Its status is the script's: call it last.
+broker_test_finish() {
+  local tail=$1 name
+  shift
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    fail "broker still running at the end"
+    cat "$WORK/mosquitto.out"
+  fi
+  if [[ $FAILED -gt 0 ]]; then
+    echo "---- mosquitto log (tail) ----"; tail -n "$tail" "$WORK/mosquitto.log" 2>/dev/null
+    for name in "$@"; do echo "---- $name.out ----"; cat "$WORK/$name.out" 2>/dev/null; done
+    echo "---- stats ----"; cat "$STATS" 2>/dev/null
+  fi
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED -eq 0 ]]
 }
 
 pub() {  # pub USER TOPIC PAYLOAD [extra args...]
@@ -88,16 +94,6 @@ start_broker() {
     echo "$PASSED passed, $((FAILED + 1)) failed"
     exit 1
   fi
-}
-
-# wait_for FILE PATTERN [tries]: polls until a fixed-string line match appears.
-wait_for() {
-  local tries=${3:-50}
-  for _ in $(seq 1 "$tries"); do
-    grep -qF -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 # deliver_until USER TOPIC PAYLOAD FILE: republishes until the payload shows up (the

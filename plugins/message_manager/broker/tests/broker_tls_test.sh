@@ -355,14 +355,5 @@ check "C (not revoked) still connects" pub C t/c "c-after-revoke"
 restart_broker
 check "A, with a new certificate (same thing name), connects again" pub A t/ab "a-new-cert"
 
-if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-  fail "broker still running at the end"
-  cat "$WORK/mosquitto.out"
-fi
-if [[ $FAILED -gt 0 ]]; then
-  echo "---- mosquitto log (tail) ----"; tail -n 80 "$WORK/mosquitto.log" 2>/dev/null
-  for f in B grove intruder intruder-pub userok userbad B-removed nocert foreign takeover revoke revoked; do echo "---- $f.out ----"; cat "$WORK/$f.out" 2>/dev/null; done
-  echo "---- stats ----"; cat "$STATS" 2>/dev/null
-fi
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+broker_test_finish 80 B grove intruder intruder-pub userok userbad B-removed nocert foreign \
+  takeover revoke revoked

@@ -2,9 +2,11 @@
 
 // grove::archive: one reader for the archives plugins take from outside (library
 // libgrove_archive, libarchive underneath): ZIP, tar and tar.gz, unpacked into a
-// directory or read into memory with limits, refusing every entry that could land
-// outside (absolute, `..`), links (all, or those that leave the directory), devices and
-// FIFOs. An error names the entry and the reason; nothing half unpacked is left behind.
+// directory, read into memory, or read entry by entry (a reader streaming each file's
+// bytes to the caller: ota hashes while it writes), with limits, refusing every entry
+// that could land outside (absolute, `..`), links (all, or those that leave the
+// directory), devices and FIFOs. An error names the entry and the reason; nothing half
+// unpacked is left behind.
 //
 // Error codes: `malformed` (an unreadable archive, a refused entry), `too_large` (a
 // limit), `system_error` (the disk). Messages start with "entry '<name>': " when one
@@ -12,6 +14,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -88,5 +92,63 @@ caf::expected<summary> extract(const std::filesystem::path& archive,
 /// are skipped, links as allowed by `opts.links` are checked and skipped, and anything
 /// else is refused exactly as extract() would.
 caf::expected<std::vector<file>> read_files(std::string_view bytes, const options& opts = {});
+
+/// What a reader's entry is.
+enum class entry_kind : uint8_t {
+  /// A regular file; its contents come from reader::read().
+  file,
+  /// A directory.
+  directory,
+  /// A symbolic link (only with link_policy::inside); `link` is its checked target.
+  symlink,
+  /// A hard link (only with link_policy::inside); `link` is the safe path it names.
+  hardlink,
+};
+
+/// One entry as a reader returns it: already checked as extract() checks it.
+struct entry {
+  /// Its safe relative path ("a/b", no "./" prefix).
+  std::string name;
+  /// What it is.
+  entry_kind kind = entry_kind::file;
+  /// A link's target; empty otherwise.
+  std::string link;
+  /// A file's size as the archive declares it (not yet read), if it declares one.
+  std::optional<uint64_t> size;
+  /// Its permission bits as the archive holds them (untrusted: mask before use).
+  uint32_t mode = 0;
+};
+
+/// An archive read one entry at a time, in archive order, for a caller that checks or
+/// transforms contents while they stream (digests, its own layout, per-entry sizes).
+/// The same refusals and limits as extract(): a refused entry is an error from next(),
+/// bytes past a limit are an error from read(). The archive directory itself ("./") is
+/// skipped. After an error every call returns that error again.
+class reader {
+public:
+  /// Opens an archive file.
+  static caf::expected<reader> open(const std::filesystem::path& archive,
+                                    const options& opts = {});
+
+  /// Opens an archive held in memory; `bytes` must outlive the reader.
+  static caf::expected<reader> open_memory(std::string_view bytes, const options& opts = {});
+
+  reader(reader&&) noexcept;
+  reader& operator=(reader&&) noexcept;
+  ~reader();
+
+  /// The next entry, checked; nullptr after the last. Unread contents of the entry
+  /// before are skipped (not unpacked, so not counted against the byte limits).
+  caf::expected<const entry*> next();
+
+  /// Reads up to `size` bytes of the current file entry into `buf`; 0 at its end (and
+  /// for entries that are not files).
+  caf::expected<size_t> read(char* buf, size_t size);
+
+private:
+  struct impl;
+  explicit reader(std::unique_ptr<impl> ptr);
+  std::unique_ptr<impl> impl_;
+};
 
 } // namespace grove::archive

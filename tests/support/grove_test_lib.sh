@@ -1,0 +1,118 @@
+# shellcheck shell=bash
+# Shared by Grove's end-to-end shell tests (sourced, not run): a work directory removed on
+# exit with groved, PASS/FAIL counting and the verdict, free ports, polling, groved started
+# and stopped, its status read through grovectl. Layered under
+# plugins/message_manager/broker/tests/broker_test_lib.sh (a real Mosquitto, MQTT
+# clients) and plugins/message_manager/tests/mm_test_lib.sh (message_manager's PKIs,
+# profile entries, the test cloud). A script sets GROVED and GROVECTL; abort() also shows
+# the logs it lists in ABORT_LOGS.
+
+PASSED=${PASSED:-0}
+FAILED=${FAILED:-0}
+GROVED_PID=${GROVED_PID:-}
+ABORT_LOGS=()
+
+# grove_test_init PREFIX TOOL...: checks each TOOL, makes $WORK (/tmp/PREFIX.XXXXXX) with
+# the control socket under it; on exit grove_test_cleanup runs.
+grove_test_init() {
+  local prefix=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool (tools/deps installs it)"; exit 1; }
+  done
+  WORK=$(mktemp -d "/tmp/$prefix.XXXXXX")
+  export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
+  trap grove_test_cleanup EXIT
+}
+
+# grove_test_cleanup: kills groved (-9), runs the script's test_cleanup if it defines one,
+# removes $WORK.
+# shellcheck disable=SC2317  # invoked from the EXIT trap
+grove_test_cleanup() {
+  if [[ -n "$GROVED_PID" ]]; then
+    kill -9 "$GROVED_PID" 2>/dev/null
+    wait "$GROVED_PID" 2>/dev/null
+  fi
+  if declare -F test_cleanup >/dev/null; then test_cleanup; fi
+  rm -rf "$WORK"
+}
+
+pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
+  local what=$1; shift
+  if "$@"; then fail "$what"; else pass "$what"; fi
+}
+
+# finish: the verdict line; exits 0 if nothing failed, else 1.
+finish() {
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED == 0 ]]
+  exit $?
+}
+
+abort() {  # abort WHY: a failure, groved's output and the ABORT_LOGS, then finish
+  fail "$1"
+  echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
+  local log
+  for log in "${ABORT_LOGS[@]}"; do
+    echo "--- ${log##*/}"; tail -n 30 "$log" 2>/dev/null
+  done
+  finish
+}
+
+# free_port: a loopback port nobody listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
+    2>/dev/null || echo $((20000 + RANDOM % 20000))
+}
+
+# free_ports N: N different loopback ports nobody listens on right now, on one line
+# (`read -r PORT API_PORT <<<"$(free_ports 2)"`).
+free_ports() {
+  local ports=() p
+  while ((${#ports[@]} < $1)); do
+    p=$(free_port)
+    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+  done
+  echo "${ports[*]}"
+}
+
+# wait_for FILE PATTERN [tries]: polls until a fixed-string line match appears.
+wait_for() {
+  local tries=${3:-50}
+  for _ in $(seq 1 "$tries"); do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# launch_groved [ARG...]: starts groved on $WORK/profile.yaml and $WORK/var with ARGs, its
+# output appended to $WORK/groved.out; GROVED_PID is its pid. The caller waits for what it
+# needs (status_has).
+launch_groved() {
+  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" "$@" >>"$WORK/groved.out" 2>&1 &
+  GROVED_PID=$!
+}
+# stop_groved [SIGNAL]: sends groved SIGNAL (TERM unless given, e.g. KILL) and waits for it.
+stop_groved() {
+  [[ -n "$GROVED_PID" ]] || return 0
+  kill -"${1:-TERM}" "$GROVED_PID" 2>/dev/null
+  wait "$GROVED_PID" 2>/dev/null
+  GROVED_PID=""
+}
+
+status() { "$GROVECTL" status 2>&1; }
+# status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
+status_has() {
+  for _ in $(seq 1 "${2:-100}"); do
+    status | grep -qF -- "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
