@@ -460,19 +460,20 @@ http_response api::create_component_version(const http_request& req, int64_t now
       return validation(problem, json::array({{{"name", "tags"}, {"message", problem}}}));
   }
   // What the request asks, without the token: a retry has the same hash.
-  json asked = body;
-  asked.erase("clientToken");
-  auto request_hash = hex(sha256(asked.dump()));
+  auto request_hash = request_hash_of(body); // client_tokens.hpp
   if (!token.empty()) {
     auto rec = store_.token(token, now_ms);
     if (!rec)
       return internal(rec.error());
-    if (*rec) {
-      if ((*rec)->request_hash != request_hash)
+    switch (judge_token(*rec, request_hash)) {
+      case token_verdict::mismatch:
         return aws_error(409, "ConflictException",
                          "clientToken '" + token + "' was used for another request",
                          {{"resourceId", token}, {"resourceType", "clientToken"}});
-      return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::retry:
+        return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::fresh:
+        break;
     }
   }
   std::string recipe_text;
@@ -1499,19 +1500,20 @@ http_response api::create_deployment(const http_request& req, int64_t now_ms) {
       return field_error("parentTargetArn", "a thing group ARN");
     stored["parentTargetArn"] = body["parentTargetArn"];
   }
-  json asked = body;
-  asked.erase("clientToken");
-  auto request_hash = hex(sha256(asked.dump()));
+  auto request_hash = request_hash_of(body); // client_tokens.hpp
   if (!token.empty()) {
     auto rec = store_.token(token, now_ms);
     if (!rec)
       return internal(rec.error());
-    if (*rec) {
-      if ((*rec)->request_hash != request_hash)
+    switch (judge_token(*rec, request_hash)) {
+      case token_verdict::mismatch:
         return aws_error(409, "ConflictException",
                          "clientToken '" + token + "' was used for another request",
                          {{"resourceId", token}, {"resourceType", "clientToken"}});
-      return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::retry:
+        return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::fresh:
+        break;
     }
   }
   deployment_record d;
