@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -81,9 +82,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   req.body = eol == std::string_view::npos ? std::string{} : std::string{all.substr(eol + 1)};
   req.headers.emplace_back("host", "127.0.0.1:8443");
   const auto now = std::chrono::system_clock::time_point{std::chrono::seconds{1764676800}};
-  sign_sigv4(req, sigv4_scope{"us-east-1"}, "AKIAGROVEFUZZ00001", "fuzz-secret-fuzz-secret", now);
+  // Image Builder's routes are signed for its service, as the AWS clients sign them.
+  std::vector<std::string> segs;
+  for (auto path = req.raw_path(); !path.empty();) {
+    auto slash = path.find('/');
+    if (slash != 0)
+      segs.push_back(uri_decode(path.substr(0, slash)));
+    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+  }
+  bool ib = !imagebuilder_api::operation(req.method, segs).empty();
+  sign_sigv4(req, sigv4_scope{"us-east-1", ib ? "imagebuilder" : "greengrass"},
+             "AKIAGROVEFUZZ00001", "fuzz-secret-fuzz-secret", now);
   auto r = w.service->handle(req, now);
-  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 413, 429, 500};
+  // 412: Image Builder's DryRunOperationException.
+  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 412, 413, 429, 500};
   if (std::find(std::begin(documented), std::end(documented), r.status) == std::end(documented))
     std::abort();
   // A signed request with the all-operations key, and the store never fails here; only a
