@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "api.hpp"
+#include "grove/errors.hpp"
 #include "client_tokens.hpp"
 #include "imagebuilder_document.hpp"
 #include "sigv4.hpp"
@@ -86,10 +87,10 @@ struct fixture {
     settings.fetch_document = [docs](const std::string& uri) -> caf::expected<std::string> {
       auto path = std::filesystem::path{uri.substr(7)};
       if (!uri.starts_with("file://") || path.parent_path() != docs)
-        return caf::make_error(caf::sec::runtime_error, "outside the document directory");
+        return grove::make_error(grove::errc::malformed, "outside the document directory");
       std::ifstream in{path};
       if (!in)
-        return caf::make_error(caf::sec::runtime_error, "no such file");
+        return grove::make_error(grove::errc::malformed, "no such file");
       return std::string{std::istreambuf_iterator<char>{in}, {}};
     };
     service = std::make_unique<api>(settings, *store);
@@ -195,9 +196,9 @@ BOOST_AUTO_TEST_CASE(bad_documents_name_the_field_and_line) {
 }
 
 BOOST_AUTO_TEST_CASE(names_follow_create_components_pattern) {
-  for (auto good : {"abc", "Hello Image", "a-b_c", std::string(128, 'x').c_str()})
+  for (const std::string& good : std::vector<std::string>{"abc", "Hello Image", "a-b_c", std::string(128, 'x')})
     BOOST_CHECK_MESSAGE(valid_imagebuilder_name(good), good);
-  for (auto bad : {"ab", " ab", "ab ", "a/b", "a.b", "", std::string(129, 'x').c_str()})
+  for (const std::string& bad : std::vector<std::string>{"ab", " ab", "ab ", "a/b", "a.b", "", std::string(129, 'x')})
     BOOST_CHECK_MESSAGE(!valid_imagebuilder_name(bad), bad);
   BOOST_CHECK_EQUAL(imagebuilder_arn_name("Hello Image_1"), "hello-image_1");
 }
@@ -393,20 +394,23 @@ BOOST_FIXTURE_TEST_CASE(routes_sign_for_imagebuilder_and_the_allow_list_names_th
   BOOST_REQUIRE_EQUAL(made.status, 200);
   auto g = call("GET",
                 "/GetComponent?componentBuildVersionArn="
-                  + uri_encode(json::parse(made.body)["componentBuildVersionArn"], false),
+                  + uri_encode(json::parse(made.body)["componentBuildVersionArn"].get<std::string>(), false),
                 "", "AKIAGROVEIBREADER1");
   BOOST_CHECK_EQUAL(g.status, 200);
   BOOST_CHECK_EQUAL(type_of(call("POST", "/ListComponents", "{}", "AKIAGROVEIBREADER1")),
                     "ForbiddenException");
-  // A wrong method on an Image Builder path is no operation.
-  BOOST_CHECK_EQUAL(type_of(call("GET", "/CreateComponent")), "UnknownOperationException");
+  // A wrong method on an Image Builder path is no operation (checked as Greengrass').
+  BOOST_CHECK_EQUAL(type_of(call("GET", "/CreateComponent", "", "AKIAGROVETEST00001", "greengrass")),
+                    "UnknownOperationException");
 }
 
 BOOST_AUTO_TEST_CASE(client_tokens_expire_and_judge_retries) {
   auto dir = std::filesystem::temp_directory_path() / ("deployment_tok_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
   client_token_table t{"tokens"};
   grove::store_options opts;
+  opts.application_id = 0x47544f4b; // "GTOK", this test's
   opts.migrations.push_back({1, t.schema_sql(), {}});
   auto db = grove::store::open(dir / "t.db", std::move(opts));
   BOOST_REQUIRE(db);
