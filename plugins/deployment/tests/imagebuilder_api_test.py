@@ -207,11 +207,20 @@ plugins:
           g["component"]["data"] == DOC and g["component"]["type"] == "BUILD", str(g)[:300])
     for i in range(3):
         ib.create_component(name=f"page-{i}", semanticVersion="1.0.0", platform="Windows", data=DOC)
-    pages = list(ib.get_paginator("list_components").paginate(
-        PaginationConfig={"PageSize": 2}))
+    # Debian's botocore (1.29) and AWS CLI (2.9) ship no paginator for imagebuilder; a
+    # newer botocore's follows nextToken exactly as this loop does.
+    if ib.can_paginate("list_components"):
+        how = "the list_components paginator"
+        pages = list(ib.get_paginator("list_components").paginate(
+            PaginationConfig={"PageSize": 2}))
+    else:
+        how = "list_components' nextToken (this botocore has no paginator for it)"
+        pages = [ib.list_components(maxResults=2)]
+        while "nextToken" in pages[-1] and len(pages) < 10:
+            pages.append(ib.list_components(maxResults=2, nextToken=pages[-1]["nextToken"]))
     names = [v["name"] for p in pages for v in p["componentVersionList"]]
-    check("the list_components paginator (2 a page) walks every version once",
-          len(pages) == 4 and sorted(names) == sorted(
+    check(f"{how}, 2 a page, walks every version once",
+          len(pages) == 3 and sorted(names) == sorted(
               ["Stored Hello", "boto-one", "from-uri", "page-0", "page-1", "page-2"]),
           f"{len(pages)} pages: {names}")
     win = ib.list_components(filters=[{"name": "platform", "values": ["Windows"]}])
