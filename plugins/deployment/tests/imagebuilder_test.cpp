@@ -80,6 +80,7 @@ struct fixture {
     store = std::move(*s);
     api_settings settings;
     settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+    settings.keys["AKIAGROVEIBSLOWKEY"] = access_key{"secret-secret-secret", {"*"}, 1};
     settings.keys["AKIAGROVEIBREADER1"] =
       access_key{"secret-secret-secret", {"imagebuilder:GetComponent", "GetComponent"}};
     // A file:// uri read from dir/docs (the plugin uses the artifact fetcher here).
@@ -399,6 +400,11 @@ BOOST_FIXTURE_TEST_CASE(routes_sign_for_imagebuilder_and_the_allow_list_names_th
   BOOST_CHECK_EQUAL(g.status, 200);
   BOOST_CHECK_EQUAL(type_of(call("POST", "/ListComponents", "{}", "AKIAGROVEIBREADER1")),
                     "ForbiddenException");
+  // A key of 1 request a second, twice in the same instant: Image Builder's 429.
+  BOOST_CHECK_EQUAL(call("POST", "/ListComponents", "{}", "AKIAGROVEIBSLOWKEY").status, 200);
+  auto slow = call("POST", "/ListComponents", "{}", "AKIAGROVEIBSLOWKEY");
+  BOOST_CHECK_EQUAL(slow.status, 429);
+  BOOST_CHECK_EQUAL(type_of(slow), "CallRateLimitExceededException");
   // A wrong method on an Image Builder path is no operation (checked as Greengrass').
   BOOST_CHECK_EQUAL(type_of(call("GET", "/CreateComponent", "", "AKIAGROVETEST00001", "greengrass")),
                     "UnknownOperationException");
