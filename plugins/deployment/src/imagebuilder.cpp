@@ -504,7 +504,9 @@ http_response imagebuilder_api::list_components(const http_request& req) {
     if (!extra.is_object())
       extra = json::object();
     bool keep = true;
-    for (const auto& [fname, values] : filters) {
+    for (const auto& filter : filters) {
+      const auto& fname = filter.first;
+      const auto& values = filter.second; // (clang 14 captures no structured bindings)
       auto matches = [&](const std::string& v) {
         return std::find(values.begin(), values.end(), v) != values.end();
       };
