@@ -108,19 +108,6 @@ bool max_results(const http_request& req, size_t& out, http_response& err) {
   return true;
 }
 
-// A random (version 4) UUID, as AWS's deployment ids.
-std::string new_uuid() {
-  unsigned char b[16];
-  if (RAND_bytes(b, sizeof b) != 1)
-    for (auto& c : b)
-      c = static_cast<unsigned char>(std::rand());
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-  auto h = hex(std::string_view{reinterpret_cast<const char*>(b), sizeof b});
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4)
-         + "-" + h.substr(20);
-}
-
 // Pagination over a list already in memory: the first index past `nextToken` (base64
 // of the last index given), or false with the answer.
 bool page_start(const http_request& req, size_t& start, http_response& err) {
@@ -165,8 +152,14 @@ std::string tag_map_problem(const json& tags) {
 
 
 api::api(api_settings settings, component_store& store)
-  : settings_(std::move(settings)), store_(store) {
+  : settings_(std::move(settings)),
+    store_(store),
+    ib_(imagebuilder_settings{settings_.region, settings_.account_id, settings_.token_ttl,
+                              settings_.fetch_document},
+        store) {
   scope_.region = settings_.region;
+  ib_scope_ = scope_;
+  ib_scope_.service = "imagebuilder";
 }
 
 std::string api::component_arn(const std::string& name) const {
@@ -258,8 +251,15 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
     v1_route = !op.empty();
   }
   bool v1_tags = v1_ && segs.size() == 2 && segs[0] == "tags" && v1_api::is_v1_arn(arn);
+  // Image Builder's component routes (imagebuilder.hpp): the AWS clients sign them for
+  // the service `imagebuilder`, the others for `greengrass`.
+  bool ib_route = false;
+  if (op.empty()) {
+    op = imagebuilder_api::operation(m, segs);
+    ib_route = !op.empty();
+  }
   auto who = verify_sigv4(
-    req, scope_,
+    req, ib_route ? ib_scope_ : scope_,
     [this](std::string_view id) -> std::optional<std::string> {
       auto it = settings_.keys.find(std::string{id});
       if (it == settings_.keys.end())
@@ -276,10 +276,17 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
                        + std::string{req.raw_path().substr(0, 256)});
   const auto& allowed = settings_.keys.at(key_id).operations;
   if (!allowed.count("*") && !allowed.count(op))
-    return aws_error(403, "AccessDeniedException",
+    return aws_error(403, ib_route ? "ForbiddenException" : "AccessDeniedException",
                      "User: arn:aws:iam::" + settings_.account_id + ":user/" + key_id
-                       + " is not authorized to perform: greengrass:" + op);
+                       + " is not authorized to perform: "
+                       + (ib_route ? op : "greengrass:" + op));
   if (throttled(key_id, now)) {
+    if (ib_route) // Image Builder's name for it
+      return aws_error(429, "CallRateLimitExceededException",
+                       "Rate exceeded: access key " + key_id + " may make "
+                         + std::to_string(static_cast<int64_t>(
+                           settings_.keys.at(key_id).requests_per_second))
+                         + " requests per second");
     auto r = aws_error(429, "ThrottlingException",
                        "Rate exceeded: access key " + key_id + " may make "
                          + std::to_string(static_cast<int64_t>(
@@ -295,6 +302,8 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
                        + " bytes");
   auto now_ms =
     std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  if (ib_route)
+    return ib_.handle(op, req, now_ms);
   if (v1_route)
     return v1_->handle(op, segs, req, now_ms);
   if (v1_tags)
@@ -451,19 +460,20 @@ http_response api::create_component_version(const http_request& req, int64_t now
       return validation(problem, json::array({{{"name", "tags"}, {"message", problem}}}));
   }
   // What the request asks, without the token: a retry has the same hash.
-  json asked = body;
-  asked.erase("clientToken");
-  auto request_hash = hex(sha256(asked.dump()));
+  auto request_hash = request_hash_of(body); // client_tokens.hpp
   if (!token.empty()) {
     auto rec = store_.token(token, now_ms);
     if (!rec)
       return internal(rec.error());
-    if (*rec) {
-      if ((*rec)->request_hash != request_hash)
+    switch (judge_token(*rec, request_hash)) {
+      case token_verdict::mismatch:
         return aws_error(409, "ConflictException",
                          "clientToken '" + token + "' was used for another request",
                          {{"resourceId", token}, {"resourceType", "clientToken"}});
-      return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::retry:
+        return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::fresh:
+        break;
     }
   }
   std::string recipe_text;
@@ -1490,19 +1500,20 @@ http_response api::create_deployment(const http_request& req, int64_t now_ms) {
       return field_error("parentTargetArn", "a thing group ARN");
     stored["parentTargetArn"] = body["parentTargetArn"];
   }
-  json asked = body;
-  asked.erase("clientToken");
-  auto request_hash = hex(sha256(asked.dump()));
+  auto request_hash = request_hash_of(body); // client_tokens.hpp
   if (!token.empty()) {
     auto rec = store_.token(token, now_ms);
     if (!rec)
       return internal(rec.error());
-    if (*rec) {
-      if ((*rec)->request_hash != request_hash)
+    switch (judge_token(*rec, request_hash)) {
+      case token_verdict::mismatch:
         return aws_error(409, "ConflictException",
                          "clientToken '" + token + "' was used for another request",
                          {{"resourceId", token}, {"resourceType", "clientToken"}});
-      return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::retry:
+        return ok((*rec)->status, json::parse((*rec)->response));
+      case token_verdict::fresh:
+        break;
     }
   }
   deployment_record d;

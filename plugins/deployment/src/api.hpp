@@ -15,6 +15,7 @@
 
 #include "component_store.hpp"
 #include "http.hpp"
+#include "imagebuilder.hpp"
 #include "sigv4.hpp"
 
 namespace grove::deployment {
@@ -72,6 +73,8 @@ struct api_settings {
   /// The installed components (ListInstalledComponents' `installedComponents` entries);
   /// unset: none.
   std::function<nlohmann::json()> installed;
+  /// Reads Image Builder's CreateComponent `uri` (imagebuilder.hpp); unset: refused.
+  std::function<caf::expected<std::string>(const std::string& uri)> fetch_document;
 };
 
 /// What is wrong with a TagMap (1..128-character keys, values up to 256, at most 50:
@@ -159,6 +162,8 @@ private:
   std::mutex buckets_mtx_;
   std::map<std::string, bucket> buckets_; // by access key id
   v1_api* v1_ = nullptr;                    // Greengrass v1's group API (v1_api.hpp)
+  sigv4_scope ib_scope_;                    // Image Builder's routes sign for `imagebuilder`
+  imagebuilder_api ib_;                     // Image Builder's components (imagebuilder.hpp)
 };
 
 /// An AWS error response: status, `x-amzn-ErrorType`, and a body with `message` plus

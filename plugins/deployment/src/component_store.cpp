@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include "grove/errors.hpp"
+#include "imagebuilder_store.hpp"
 #include "semver.hpp"
 
 namespace grove::deployment {
@@ -38,10 +39,11 @@ caf::error each_row(grove::store& db, std::string_view sql, F&& on_row, const Ts
   return {};
 }
 
-// A token's record from the current row (request_hash, status, response).
-token_record token_row(const grove::statement& s) {
-  return token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
-                      std::string{s.column_text(2)}};
+// Greengrass v2's clientTokens (CreateComponentVersion, CreateDeployment) and Image
+// Builder's (CreateComponent): client_tokens.hpp, each in its own table.
+const client_token_table& v2_tokens() {
+  static const client_token_table t{"client_tokens"};
+  return t;
 }
 
 } // namespace
@@ -92,6 +94,8 @@ component_store::open(const std::filesystem::path& file) {
                              " state TEXT NOT NULL, details TEXT NOT NULL,"
                              " changed_ms INTEGER NOT NULL, plan TEXT NOT NULL) WITHOUT ROWID;",
                              {}});
+  // Image Builder's build components (imagebuilder.hpp) and their clientTokens.
+  opts.migrations.push_back({5, imagebuilder_schema_sql(), {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -101,18 +105,7 @@ component_store::open(const std::filesystem::path& file) {
 caf::expected<std::optional<token_record>> component_store::token(const std::string& token,
                                                                   int64_t now_ms) {
   std::lock_guard guard{mtx_};
-  if (auto err = db_->run("DELETE FROM client_tokens WHERE expires_ms <= ?", now_ms))
-    return err;
-  std::optional<token_record> out;
-  if (auto err = each_row(
-        *db_, "SELECT request_hash, status, response FROM client_tokens WHERE token = ?",
-        [&](const grove::statement& s) {
-          out = token_row(s);
-          return false;
-        },
-        token))
-    return err;
-  return out;
+  return v2_tokens().lookup(*db_, token, now_ms);
 }
 
 caf::expected<put_result> component_store::put(const component_version& v,
@@ -124,20 +117,13 @@ caf::expected<put_result> component_store::put(const component_version& v,
   if (!tx)
     return std::move(tx.error());
   if (!token.empty()) {
-    bool taken = false;
-    if (auto err = each_row(
-          *db_,
-          "SELECT request_hash, status, response FROM client_tokens "
-          "WHERE token = ? AND expires_ms > ?",
-          [&](const grove::statement& s) {
-            existing = token_row(s);
-            taken = true;
-            return false;
-          },
-          token, v.created_ms))
-      return err;
-    if (taken)
+    auto taken = v2_tokens().live(*db_, token, v.created_ms);
+    if (!taken)
+      return std::move(taken.error());
+    if (*taken) {
+      existing = std::move(**taken);
       return put_result::token_taken;
+    }
   }
   bool exists = false;
   if (auto err = each_row(
@@ -157,9 +143,7 @@ caf::expected<put_result> component_store::put(const component_version& v,
                           v.vendor_guidance_message, v.tags))
     return err;
   if (!token.empty())
-    if (auto err = db_->run("INSERT OR REPLACE INTO client_tokens VALUES (?,?,?,?,?)", token,
-                            first_answer.request_hash, first_answer.status,
-                            first_answer.response, expires_ms))
+    if (auto err = v2_tokens().put(*db_, token, first_answer, expires_ms))
       return err;
   if (auto err = tx->commit())
     return err;
@@ -409,20 +393,13 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
   if (!tx)
     return std::move(tx.error());
   if (!token.empty()) {
-    bool taken = false;
-    if (auto err = each_row(
-          *db_,
-          "SELECT request_hash, status, response FROM client_tokens "
-          "WHERE token = ? AND expires_ms > ?",
-          [&](const grove::statement& s) {
-            existing = token_row(s);
-            taken = true;
-            return false;
-          },
-          token, d.created_ms))
-      return err;
-    if (taken)
+    auto taken = v2_tokens().live(*db_, token, d.created_ms);
+    if (!taken)
+      return std::move(taken.error());
+    if (*taken) {
+      existing = std::move(**taken);
       return put_result::token_taken;
+    }
   }
   int64_t revision = 0;
   if (auto err = each_row(
@@ -446,9 +423,7 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
     return err;
   d.seq = sqlite3_last_insert_rowid(db_->native_handle());
   if (!token.empty())
-    if (auto err = db_->run("INSERT OR REPLACE INTO client_tokens VALUES (?,?,?,?,?)", token,
-                            first_answer.request_hash, first_answer.status,
-                            first_answer.response, expires_ms))
+    if (auto err = v2_tokens().put(*db_, token, first_answer, expires_ms))
       return err;
   if (auto err = tx->commit())
     return err;

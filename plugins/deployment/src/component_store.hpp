@@ -19,6 +19,7 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
+#include "client_tokens.hpp"
 #include "connectivity.hpp"
 #include "grove/store.hpp"
 #include "recipe.hpp"
@@ -51,16 +52,6 @@ struct component_version {
   std::string vendor_guidance_message;
   /// Tags (JSON object text).
   std::string tags = "{}";
-};
-
-/// A first answer kept for a clientToken.
-struct token_record {
-  /// SHA-256 (hex) of what the request asked, to tell a retry from a reuse.
-  std::string request_hash;
-  /// HTTP status of the first answer.
-  int status = 0;
-  /// Its body.
-  std::string response;
 };
 
 /// Outcome of put(): stored, or what was there.
@@ -225,6 +216,15 @@ public:
 
   /// The installed components, by name.
   caf::expected<std::vector<installed_row>> installed();
+
+  /// Runs `f(grove::store&)` under the store's lock and returns what it returns: for
+  /// tables kept beside the component store by functions of their own (Image Builder's
+  /// components, imagebuilder_store.hpp).
+  template <class F>
+  auto with_store(F&& f) {
+    std::lock_guard guard{mtx_};
+    return f(*db_);
+  }
 
 private:
   explicit component_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {

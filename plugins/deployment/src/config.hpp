@@ -138,7 +138,8 @@ struct credential_config {
       .key_no_default("secret_access_key", &credential_config::secret_access_key,
                       grove::required, "its secret (at least 16 characters)")
       .key("operations", &credential_config::operations, std::vector<std::string>{"*"},
-           "operation names it may call (CreateComponentVersion, ...), or `*` for all")
+           "operation names it may call (CreateComponentVersion, ...; Image Builder's as "
+           "`imagebuilder:CreateComponent`, ...), or `*` for all")
       .key("requests_per_second", &credential_config::requests_per_second, 100,
            grove::range{0, 1000000},
            "requests per second this key may make (a bucket of one second's worth); more "
@@ -314,7 +315,13 @@ struct deployment_config {
                                         "ListEffectiveDeployments",
                                         "ListInstalledComponents",
                                         "GetCoreDevice",
-                                        "ListCoreDevices"};
+                                        "ListCoreDevices",
+                                        // Image Builder's (imagebuilder.hpp), IAM-style
+                                        // names: GetComponent etc. are v2's too.
+                                        "imagebuilder:CreateComponent",
+                                        "imagebuilder:GetComponent",
+                                        "imagebuilder:ListComponents",
+                                        "imagebuilder:DeleteComponent"};
           for (const auto& op : k.operations)
             if (std::find(std::begin(known), std::end(known), op) == std::end(known)
                 && !is_v1_operation(op))

@@ -17,6 +17,8 @@
 #include <optional>
 #include <set>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <thread>
 
@@ -25,6 +27,7 @@
 
 #include "api.hpp"
 #include "artifacts.hpp"
+#include "imagebuilder_document.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
 #include "discovery_server.hpp"
@@ -112,6 +115,22 @@ public:
     s.installed = [this] {
       std::lock_guard guard{runner_mtx_};
       return runner_ ? runner_->installed() : nlohmann::json::array();
+    };
+    // Image Builder's CreateComponent `uri`: the artifact rules and fetcher (s3:// from
+    // artifacts_base_url, file:// inside artifacts_file_dir), on the server's thread
+    // (the client waits for the answer), at most a document's size.
+    s.fetch_document = [arts = artifacts_, fs = fetch_](const std::string& uri)
+      -> caf::expected<std::string> {
+      auto limited = fs;
+      limited.max_bytes = max_component_document_bytes;
+      auto hex = arts->fetch(artifact_ref{uri, "", "", false}, limited);
+      if (!hex)
+        return std::move(hex.error());
+      std::ifstream in{arts->path_of(*hex), std::ios::binary};
+      std::string text{std::istreambuf_iterator<char>{in}, {}};
+      if (!in.good() && !in.eof())
+        return grove::make_error(grove::errc::system_error, "cannot read the fetched copy");
+      return text;
     };
     thing_name_ = cfg.thing_name;
     default_limits_ = {cfg.default_system_resource_limits.memory,

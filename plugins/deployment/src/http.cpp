@@ -1,7 +1,12 @@
 #include "http.hpp"
 
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 namespace grove::deployment {
@@ -160,6 +165,29 @@ bool base64_decode(std::string_view in, std::string& out) {
     }
   }
   return pad <= 2;
+}
+
+std::string new_uuid() {
+  unsigned char b[16];
+  if (RAND_bytes(b, sizeof b) != 1)
+    for (auto& c : b)
+      c = static_cast<unsigned char>(std::rand());
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+  auto h = hex(std::string_view{reinterpret_cast<const char*>(b), sizeof b});
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4)
+         + "-" + h.substr(20);
+}
+
+std::string iso8601_ms(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
 }
 
 } // namespace grove::deployment

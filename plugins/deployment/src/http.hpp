@@ -74,4 +74,10 @@ std::string base64_encode(std::string_view data);
 /// Base64 decoding; false on a malformed input.
 bool base64_decode(std::string_view in, std::string& out);
 
+/// A random (version 4) UUID, as AWS's request and deployment ids.
+std::string new_uuid();
+
+/// `ms` since the epoch as ISO 8601 UTC with milliseconds (`2026-12-03T08:30:00.000Z`).
+std::string iso8601_ms(int64_t ms);
+
 } // namespace grove::deployment

@@ -65,30 +65,26 @@ caf::expected<std::unique_ptr<v1_store>> v1_store::open(const std::filesystem::p
   return std::unique_ptr<v1_store>{new v1_store(std::move(*db))};
 }
 
+// Greengrass v1's X-Amzn-Client-Tokens: client_tokens.hpp, as the other two APIs'.
+namespace {
+
+const client_token_table& v1_tokens() {
+  static const client_token_table t{"v1_client_tokens"};
+  return t;
+}
+
+} // namespace
+
 caf::expected<std::optional<token_record>> v1_store::token(const std::string& token,
                                                            int64_t now_ms) {
   std::lock_guard guard{mtx_};
-  if (auto err = db_->run("DELETE FROM v1_client_tokens WHERE expires_ms <= ?", now_ms))
-    return err;
-  auto stmt = db_->prepare("SELECT request_hash, status, response FROM v1_client_tokens "
-                           "WHERE token = ?");
-  if (!stmt)
-    return std::move(stmt.error());
-  (*stmt)->bind(1, token);
-  std::optional<token_record> out;
-  if (auto err = each_row(**stmt, [&](grove::statement& s) {
-        out = token_record{std::string{s.column_text(0)}, static_cast<int>(s.column_int64(1)),
-                           std::string{s.column_text(2)}};
-      }))
-    return err;
-  return out;
+  return v1_tokens().lookup(*db_, token, now_ms);
 }
 
 caf::error v1_store::put_token(const std::string& token, const token_record& rec,
                                int64_t expires_ms) {
   std::lock_guard guard{mtx_};
-  return db_->run("INSERT OR REPLACE INTO v1_client_tokens VALUES (?,?,?,?,?)", token,
-                  rec.request_hash, rec.status, rec.response, expires_ms);
+  return v1_tokens().put(*db_, token, rec, expires_ms);
 }
 
 caf::error v1_store::create(const v1_resource& r, const std::optional<v1_version>& first) {

@@ -10,11 +10,14 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "api.hpp"
 #include "artifact_uri.hpp"
+#include "http.hpp"
+#include "imagebuilder.hpp"
 #include "sigv4.hpp"
 
 namespace grove::fuzz::deployment_api {
@@ -51,10 +54,20 @@ inline grove::deployment::http_request request(std::string_view& all) {
   return req;
 }
 
-/// Signs `req` (SigV4, us-east-1) with the fuzz key at `now`.
+/// Signs `req` (SigV4, us-east-1) with the fuzz key at `now`, for the service the AWS
+/// clients sign that route for: `imagebuilder` for Image Builder's, else `greengrass`.
 inline void sign(grove::deployment::http_request& req) {
-  grove::deployment::sign_sigv4(req, grove::deployment::sigv4_scope{"us-east-1"}, key_id, secret,
-                                now);
+  std::vector<std::string> segs;
+  for (auto path = req.raw_path(); !path.empty();) {
+    auto slash = path.find('/');
+    if (slash != 0)
+      segs.push_back(grove::deployment::uri_decode(path.substr(0, slash)));
+    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+  }
+  bool ib = !grove::deployment::imagebuilder_api::operation(req.method, segs).empty();
+  grove::deployment::sign_sigv4(
+    req, grove::deployment::sigv4_scope{"us-east-1", ib ? "imagebuilder" : "greengrass"}, key_id,
+    secret, now);
 }
 
 /// Aborts unless `r` answers the signed `req` as the API documents: a documented status;
@@ -64,7 +77,8 @@ inline void sign(grove::deployment::http_request& req) {
 /// with a message on errors (`message`, or v1's `Message` when `v1_message`).
 inline void check_answer(const grove::deployment::http_request& req,
                          const grove::deployment::http_response& r, bool v1_message) {
-  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 413, 429, 500};
+  // 412: Image Builder's DryRunOperationException.
+  static const int documented[] = {200, 201, 204, 400, 403, 404, 409, 412, 413, 429, 500};
   if (std::find(std::begin(documented), std::end(documented), r.status) == std::end(documented))
     std::abort();
   bool presigned = req.method == "GET"
