@@ -142,8 +142,14 @@ struct v1_bases {
   }
 
   ~v1_bases() {
-    for (const auto& [c, b] : bases)
+    // What a failed check left behind goes too.
+    for (const auto& [c, b] : bases) {
+      std::error_code ec;
+      for (const auto& leaf : fs::directory_iterator{b, ec})
+        if (leaf.is_directory(ec))
+          cgroup_kill_and_remove(leaf.path());
       ::rmdir(b.c_str());
+    }
   }
 
   bool skipped() const {
@@ -283,6 +289,40 @@ BOOST_AUTO_TEST_CASE(a_child_past_its_memory_is_oom_killed_and_reported) {
   BOOST_TEST(ex.signal == SIGKILL, ex.describe());
   BOOST_TEST(g->oom_kills() >= 1u);
   BOOST_TEST(g->remove(false));
+}
+
+BOOST_AUTO_TEST_CASE(a_v2_group_takes_a_child_and_names_a_limit_it_cannot_take) {
+  // The unified hierarchy (on a hybrid host without controllers: membership only).
+  auto host = cgroup_host::probe();
+  if (::geteuid() != 0 || !cgroup_host::writable(host.v2_dir)) {
+    BOOST_TEST_MESSAGE("skipped: no writable cgroup v2 directory (" << host.v2_dir << ", "
+                                                                     << host.v2_why << ")");
+    return;
+  }
+  auto base = host.v2_dir / ("grove-cgroup-test-" + std::to_string(::getpid()));
+  BOOST_REQUIRE(!cgroup_mkdir(base));
+  auto g = cgroup_group::make({{"", base}}, "v2");
+  BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : describe(g.error())));
+  BOOST_TEST(g->version() == 2);
+  if (!host.v2_has("memory")) {
+    cgroup_limits l;
+    l.memory_bytes = 1 << 20;
+    auto e = g->apply(l);
+    BOOST_REQUIRE(e);
+    BOOST_TEST(describe(e).find("to " + (g->dir("") / "memory.max").string())
+                 != std::string::npos,
+               describe(e));
+  }
+  test::temp_dir root;
+  recorder r;
+  auto p = process::start(r.owner(), sandboxed("sleep 60", root.path(), g->procs()),
+                          r.callbacks());
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  auto procs = "\n" + read_text(g->dir("") / "cgroup.procs");
+  BOOST_TEST(procs.find("\n" + std::to_string(p->pid()) + "\n") != std::string::npos, procs);
+  BOOST_TEST(g->remove(true));
+  BOOST_TEST(::rmdir(base.c_str()) == 0);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
 }
 
 BOOST_AUTO_TEST_CASE(stale_groups_of_a_dead_pid_go_and_a_live_ones_stay) {
