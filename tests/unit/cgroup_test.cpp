@@ -17,7 +17,7 @@
 #include "../support/process_support.hpp"
 #include "test_util.hpp"
 
-// grove::cgroup (libgrove_cgroup) on this machine's real cgroups: the hierarchy found as
+// grove::cgroup (grove_cgroup) on this machine's real cgroups: the hierarchy found as
 // /proc/self says, a group under this process's own memory cgroup with limits the kernel
 // then reports, a child started into it through grove::process (process_sandbox's
 // cgroup_procs), one allocating past its limit killed and the kill read back, removal,

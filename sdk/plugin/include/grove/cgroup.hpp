@@ -6,8 +6,8 @@
 // files go to grove::process (process_sandbox::cgroup_procs, process_options::cgroup_procs)
 // so a child joins before it runs anything. The policy (which controllers are required,
 // what a failure means) stays with the plugin; the files, their formats and the v1/v2
-// differences are here. libgrove_cgroup: a plugin links it itself; its types never cross
-// the plugin boundary, so it is not part of the plugin ABI (as store.hpp).
+// differences are here. grove_cgroup, a static library a plugin links itself; its types
+// never cross the plugin boundary, so it is not part of the plugin ABI (as store.hpp).
 
 #include <cstdint>
 #include <filesystem>
