@@ -12,10 +12,11 @@ function(grove_abi_generate target)
   # call this without include(GroveAbi) (tests/fuzz).
   set(script ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/grove_abi_hash.cmake)
   file(GLOB headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/*.hpp)
-  # store.hpp and archive.hpp are the interfaces of libgrove_store and libgrove_archive,
-  # which a plugin links itself (versioned by their SONAMEs); the kernel never sees their
-  # types, so they are not part of the plugin ABI.
-  list(FILTER headers EXCLUDE REGEX "/grove/(store|archive)\\.hpp$")
+  # store.hpp, archive.hpp and cgroup.hpp are the interfaces of libgrove_store,
+  # libgrove_archive (versioned by their SONAMEs) and the static grove_cgroup, which a
+  # plugin links itself; the kernel never sees their types, so they are not part of the
+  # plugin ABI.
+  list(FILTER headers EXCLUDE REGEX "/grove/(store|archive|cgroup)\\.hpp$")
   set(inputs ${headers} ${PROJECT_SOURCE_DIR}/proto/envelope.proto)
   set(out_dir ${CMAKE_BINARY_DIR}/generated/include)
   set(out ${out_dir}/grove/abi.hpp)

@@ -5,8 +5,9 @@
 // quota; every life-cycle process of the component joins it before it runs anything
 // (grove::process's pre-exec hook writes "0" to each cgroup.procs). cgroup v2 when
 // groved's cgroup offers memory (and cpu), else v1's memory and cpu hierarchies. The
-// policy is here; the mechanics of starting children are the SDK's (grove::process), as
-// function_runtime keeps its sandbox's policy in its own sandbox.cpp.
+// policy is here; the cgroups' mechanics are the SDK's (grove::cgroup) and so is
+// starting children (grove::process), as function_runtime keeps its sandbox's policy in
+// its own sandbox.cpp.
 
 #include <cstdint>
 #include <filesystem>
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include <caf/expected.hpp>
+
+#include "grove/cgroup.hpp"
 
 namespace grove::deployment {
 
@@ -66,6 +69,9 @@ public:
 
 private:
   component_cgroups() = default;
+
+  // `name`'s group (its directories, made or not).
+  cgroup_group group(const std::string& name) const;
 
   int version_ = 1;
   // controller ("memory", "cpu"; "" for v2) -> grove-components-<pid>

@@ -13,13 +13,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "grove/errors.hpp"
 
@@ -41,140 +39,12 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-// One write, as cgroup files want: 0 or the errno value.
-int write_raw(const fs::path& p, const std::string& text) {
-  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return errno;
-  auto n = ::write(fd, text.data(), text.size());
-  int e = n < 0 ? errno : EIO;
-  ::close(fd);
-  return n == static_cast<ssize_t>(text.size()) ? 0 : e;
-}
-
-caf::error write_text(const fs::path& p, const std::string& text) {
-  if (int e = write_raw(p, text); e != 0)
-    return make_error(errc::system_error, "cannot write " + p.string() + ": "
-                                            + std::strerror(e));
-  return {};
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss{s};
-  std::string item;
-  while (std::getline(ss, item, sep))
-    out.push_back(item);
-  return out;
-}
-
 /// A name safe for a cgroup directory and a host name.
 std::string safe_name(const std::string& s) {
   std::string out;
   for (char c : s)
     out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
   return out.substr(0, 48);
-}
-
-struct mount_entry {
-  std::string point;
-  std::string type;
-  std::vector<std::string> options; // super options
-};
-
-std::vector<mount_entry> mounts() {
-  std::vector<mount_entry> out;
-  std::ifstream in{"/proc/self/mountinfo"};
-  std::string line;
-  while (std::getline(in, line)) {
-    auto dash = line.find(" - ");
-    if (dash == std::string::npos)
-      continue;
-    std::istringstream left{line.substr(0, dash)};
-    std::istringstream right{line.substr(dash + 3)};
-    std::string f, point, type, source, opts;
-    for (int i = 0; i < 5 && left >> f; ++i)
-      if (i == 4)
-        point = f;
-    right >> type >> source >> opts;
-    out.push_back({point, type, split(opts, ',')});
-  }
-  return out;
-}
-
-/// groved's cgroup path in the hierarchy holding `controller` ("" for v2's "0::").
-std::optional<std::string> own_cgroup(const std::string& controller) {
-  std::ifstream in{"/proc/self/cgroup"};
-  std::string line;
-  while (std::getline(in, line)) {
-    auto a = line.find(':');
-    auto b = line.find(':', a + 1);
-    if (a == std::string::npos || b == std::string::npos)
-      continue;
-    auto ctrls = split(line.substr(a + 1, b - a - 1), ',');
-    if (controller.empty() ? line.substr(0, a) == "0" && ctrls.empty()
-                           : std::find(ctrls.begin(), ctrls.end(), controller) != ctrls.end())
-      return line.substr(b + 1);
-  }
-  return std::nullopt;
-}
-
-caf::error make_dir(const fs::path& p) {
-  if (::mkdir(p.c_str(), 0755) != 0 && errno != EEXIST)
-    return make_error(errc::system_error, "mkdir " + p.string() + ": " + std::strerror(errno));
-  return {};
-}
-
-fs::path under(const std::string& mount_point, const std::string& path) {
-  return fs::path{mount_point} / fs::path{path}.relative_path();
-}
-
-/// Removes the `grove-<pid>` cgroups under `parent` whose groved is gone (killed before
-/// it could remove them): their instance directories, then theirs. A directory still
-/// holding processes stays (rmdir refuses it; nothing here kills). Returns what went.
-std::vector<std::string> remove_stale(const fs::path& parent) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator{parent, ec}) {
-    auto name = e.path().filename().string();
-    if (!name.starts_with("grove-") || name.size() == 6
-        || name.find_first_not_of("0123456789", 6) != std::string::npos)
-      continue;
-    auto pid = std::stol(name.substr(6));
-    if (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
-      continue;
-    std::error_code ec2;
-    for (const auto& leaf : fs::directory_iterator{e.path(), ec2})
-      if (leaf.is_directory(ec2))
-        ::rmdir(leaf.path().c_str());
-    if (::rmdir(e.path().c_str()) == 0)
-      out.push_back(e.path().string());
-  }
-  return out;
-}
-
-/// v2: enables `enable` ("+memory +pids") for `parent`'s children. The kernel refuses it
-/// (EBUSY) while `parent` holds processes itself, as groved's own non-root cgroup does:
-/// then every process of `parent` moves to its leaf `groved` first (a delegated
-/// sub-tree's usual layout).
-caf::error enable_v2(const fs::path& parent, const std::string& enable, bool is_own) {
-  int rc = write_raw(parent / "cgroup.subtree_control", enable);
-  if (rc != EBUSY || !is_own)
-    return rc == 0 ? caf::error{}
-                   : make_error(errc::system_error, "cannot write " + parent.string()
-                                                      + "/cgroup.subtree_control: "
-                                                      + std::strerror(rc));
-  auto leaf = parent / "groved";
-  if (auto err = make_dir(leaf))
-    return err;
-  std::istringstream procs{read_text(parent / "cgroup.procs")};
-  pid_t pid;
-  while (procs >> pid)
-    if (int e = write_raw(leaf / "cgroup.procs", std::to_string(pid)); e != 0 && e != ESRCH)
-      return make_error(errc::system_error,
-                        "cannot move the processes of groved's cgroup to " + leaf.string()
-                          + " (enabling its controllers needs it empty): " + std::strerror(e));
-  return write_text(parent / "cgroup.subtree_control", enable);
 }
 
 /// The devices an instance may open: the minimal /dev (null, zero, random, urandom: rw)
@@ -194,10 +64,10 @@ std::vector<device_rule> device_rules(const std::vector<resource_mount>& resourc
 
 /// A v1 devices cgroup's rules: nothing but device_rules().
 caf::error allow_devices(const fs::path& dir, const std::vector<resource_mount>& resources) {
-  if (auto e = write_text(dir / "devices.deny", "a"))
+  if (auto e = cgroup_write(dir / "devices.deny", "a"))
     return e;
   for (const auto& r : device_rules(resources))
-    if (auto e = write_text(dir / "devices.allow", std::string{r.type} + " "
+    if (auto e = cgroup_write(dir / "devices.allow", std::string{r.type} + " "
                                                      + std::to_string(r.major) + ":"
                                                      + std::to_string(r.minor)
                                                      + (r.write ? " rw" : " r")))
@@ -213,37 +83,15 @@ instance_cgroup::~instance_cgroup() {
   // Normally the instance has ended (its exit was reported). When the runtime goes with
   // instances still running, what is left in the cgroup is killed, so nothing outlives
   // it and the directories can go.
-  for (const auto& d : dirs) {
-    if (::rmdir(d.c_str()) == 0 || errno != EBUSY)
-      continue;
-    std::istringstream procs{read_text(d / "cgroup.procs")};
-    pid_t pid;
-    while (procs >> pid)
-      ::kill(pid, SIGKILL);
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{2};
-    while (::rmdir(d.c_str()) != 0 && errno == EBUSY && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds{1}); // the kernel frees them
-  }
+  group.remove(true);
 }
 
 std::vector<fs::path> instance_cgroup::procs() const {
-  std::vector<fs::path> out;
-  for (const auto& d : dirs)
-    out.push_back(d / "cgroup.procs");
-  return out;
+  return group.procs();
 }
 
 bool instance_cgroup::oom_killed() const {
-  if (dirs.empty())
-    return false;
-  std::istringstream in{read_text(dirs.front() / (version == 2 ? "memory.events"
-                                                                : "memory.oom_control"))};
-  std::string key;
-  uint64_t value = 0;
-  while (in >> key >> value)
-    if (key == "oom_kill")
-      return value > 0;
-  return false;
+  return group.oom_kills() > 0;
 }
 
 // -- the sandbox -------------------------------------------------------------------
@@ -276,54 +124,35 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   }
   // 2. cgroups: v2 with memory and pids delegated, else v1's memory and pids.
   auto tag = "grove-" + std::to_string(::getpid());
-  auto all = mounts();
-  std::string v2_why = "no cgroup2 mount";
-  for (const auto& m : all) {
-    if (m.type != "cgroup2")
-      continue;
-    auto own = own_cgroup("");
-    if (!own) {
-      v2_why = "groved is in no v2 cgroup";
-      break;
-    }
-    // groved moved itself to the leaf `groved` before (enable_v2): its parent is the one.
-    auto own_dir = fs::path{*own};
-    if (cfg.cgroup_parent.empty() && own_dir.filename() == "groved")
-      own_dir = own_dir.parent_path();
-    auto parent = under(m.point, cfg.cgroup_parent.empty() ? own_dir.string() : cfg.cgroup_parent);
-    auto ctrls = split(read_text(parent / "cgroup.controllers"), ' ');
-    for (auto& c : ctrls)
-      if (!c.empty() && c.back() == '\n')
-        c.pop_back();
-    auto has = [&](const char* c) {
-      return std::find(ctrls.begin(), ctrls.end(), c) != ctrls.end();
-    };
-    if (!has("memory") || !has("pids")) {
+  auto host = cgroup_host::probe(cfg.cgroup_parent);
+  std::string v2_why = host.v2_why;
+  if (!host.v2_dir.empty()) {
+    auto parent = host.v2_dir;
+    bool cpu = cfg.sandbox_cpu_weight > 0 && host.v2_has("cpu");
+    if (!host.v2_has("memory") || !host.v2_has("pids")) {
       v2_why = parent.string() + " has no memory and pids controllers";
-      break;
+    } else {
+      if (cfg.sandbox_cpu_weight > 0 && !cpu)
+        sb->warnings_.push_back("sandbox_cpu_weight is not applied: " + parent.string()
+                                + " has no cpu controller (memory and pids limits are)");
+      std::string enable = cpu ? "+memory +pids +cpu" : "+memory +pids";
+      auto base = parent / tag;
+      for (auto& gone : cgroup_remove_stale(parent, "grove-", false))
+        sb->stale_.push_back(std::move(gone));
+      caf::error e = cgroup_enable(parent, enable, cfg.cgroup_parent.empty());
+      if (!e)
+        e = cgroup_mkdir(base);
+      if (!e)
+        e = cgroup_write(base / "cgroup.subtree_control", enable);
+      if (e) {
+        v2_why = grove::describe(e);
+        ::rmdir(base.c_str());
+      } else {
+        sb->cgroup_version_ = 2;
+        sb->bases_[""] = base;
+        sb->cpu_ = cpu;
+      }
     }
-    bool cpu = cfg.sandbox_cpu_weight > 0 && has("cpu");
-    if (cfg.sandbox_cpu_weight > 0 && !cpu)
-      sb->warnings_.push_back("sandbox_cpu_weight is not applied: " + parent.string()
-                              + " has no cpu controller (memory and pids limits are)");
-    std::string enable = cpu ? "+memory +pids +cpu" : "+memory +pids";
-    auto base = parent / tag;
-    for (auto& gone : remove_stale(parent))
-      sb->stale_.push_back(std::move(gone));
-    caf::error e = enable_v2(parent, enable, cfg.cgroup_parent.empty());
-    if (!e)
-      e = make_dir(base);
-    if (!e)
-      e = write_text(base / "cgroup.subtree_control", enable);
-    if (e) {
-      v2_why = grove::describe(e);
-      ::rmdir(base.c_str());
-      break;
-    }
-    sb->cgroup_version_ = 2;
-    sb->bases_[""] = base;
-    sb->cpu_ = cpu;
-    break;
   }
   if (sb->bases_.empty()) {
     std::string v1_why;
@@ -331,13 +160,8 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
     if (cfg.sandbox_cpu_weight > 0)
       wanted.emplace_back("cpu");
     for (const auto& c : wanted) {
-      const mount_entry* at = nullptr;
-      for (const auto& m : all)
-        if (m.type == "cgroup"
-            && std::find(m.options.begin(), m.options.end(), c) != m.options.end())
-          at = &m;
-      auto own = own_cgroup(c);
-      if (at == nullptr || !own) {
+      auto parent = host.v1_dir(c);
+      if (parent.empty()) {
         if (c == "cpu") { // a weight is a preference; the limits are not
           sb->warnings_.push_back("sandbox_cpu_weight is not applied: no v1 cpu hierarchy "
                                   "(memory and pids limits are)");
@@ -346,11 +170,10 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
         v1_why = "no v1 " + c + " hierarchy";
         break;
       }
-      auto parent = under(at->point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent);
-      for (auto& gone : remove_stale(parent))
+      for (auto& gone : cgroup_remove_stale(parent, "grove-", false))
         sb->stale_.push_back(std::move(gone));
       auto base = parent / tag;
-      if (auto e = make_dir(base)) {
+      if (auto e = cgroup_mkdir(base)) {
         if (c == "cpu") {
           sb->warnings_.push_back("sandbox_cpu_weight is not applied: " + grove::describe(e));
           break;
@@ -372,19 +195,10 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   // host one of the unified hierarchy's). Optional under auto: without either, only a
   // device granted ro is refused.
   const auto& filter = cfg.sandbox_device_filter;
-  for (const auto& m : all) {
-    if (filter == "bpf")
-      break;
-    if (m.type != "cgroup"
-        || std::find(m.options.begin(), m.options.end(), "devices") == m.options.end())
-      continue;
-    auto own = own_cgroup("devices");
-    if (!own)
-      break;
-    auto base = under(m.point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent) / tag;
-    if (!make_dir(base))
+  if (auto parent = host.v1_dir("devices"); filter != "bpf" && !parent.empty()) {
+    auto base = parent / tag;
+    if (!cgroup_mkdir(base))
       sb->bases_["devices"] = base;
-    break;
   }
   if (filter == "bpf" || (filter == "auto" && !sb->has_devices_cgroup())) {
     std::string why;
@@ -397,26 +211,17 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
       sb->device_bpf_ = true; // on the instance's own cgroup
     } else {
       // Hybrid: the unified hierarchy, beside v1's controllers.
-      std::string bpf_why = "no cgroup2 mount";
-      for (const auto& m : all) {
-        if (m.type != "cgroup2")
-          continue;
-        auto own = own_cgroup("");
-        if (!own) {
-          bpf_why = "groved is in no v2 cgroup";
-          break;
-        }
-        auto parent = under(m.point, cfg.cgroup_parent.empty() ? *own : cfg.cgroup_parent);
-        for (auto& gone : remove_stale(parent))
+      std::string bpf_why = host.v2_why;
+      if (!host.v2_dir.empty()) {
+        for (auto& gone : cgroup_remove_stale(host.v2_dir, "grove-", false))
           sb->stale_.push_back(std::move(gone));
-        auto base = parent / tag;
-        if (auto e = make_dir(base)) {
+        auto base = host.v2_dir / tag;
+        if (auto e = cgroup_mkdir(base)) {
           bpf_why = grove::describe(e);
-          break;
+        } else {
+          sb->bases_["bpf"] = base;
+          sb->device_bpf_ = true;
         }
-        sb->bases_["bpf"] = base;
-        sb->device_bpf_ = true;
-        break;
       }
       if (!sb->device_bpf_ && filter == "bpf") {
         sb.reset();
@@ -483,10 +288,7 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
   instance_sandbox out;
   // The cgroup, limits first: the child is attached before it runs anything.
   auto cg = std::make_unique<instance_cgroup>();
-  cg->version = cgroup_version_;
   auto leaf = safe_name(fn) + "." + std::to_string(id);
-  auto mem = std::to_string(def.process.container.memory_size_kb * 1024);
-  auto pids = std::to_string(cfg_.sandbox_pids_max);
   auto fail = [&](caf::error e) {
     return make_error(errc::system_error, "sandbox cgroup: " + grove::describe(e));
   };
@@ -496,47 +298,37 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
                         "resource '" + r.id + "': a device granted ro needs the devices "
                         "cgroup (v1) or a cgroup v2 device program, which this host does not "
                         "give the runtime (a read-only mount does not stop writes to a device)");
+  // Memory's directory first (instance_cgroup::group's order).
+  std::vector<std::pair<std::string, fs::path>> bases;
   for (const auto& c : {std::string{"memory"}, std::string{"pids"}, std::string{"cpu"},
-                        std::string{""}, std::string{"devices"}, std::string{"bpf"}}) {
-    auto it = bases_.find(c);
-    if (it == bases_.end())
-      continue;
-    auto dir = it->second / leaf;
-    if (auto e = make_dir(dir))
+                        std::string{""}, std::string{"devices"}, std::string{"bpf"}})
+    if (auto it = bases_.find(c); it != bases_.end())
+      bases.emplace_back(c, it->second);
+  auto group = cgroup_group::make(bases, leaf);
+  if (!group)
+    return fail(std::move(group.error()));
+  cg->group = std::move(*group);
+  cgroup_limits limits;
+  limits.memory_bytes = static_cast<int64_t>(def.process.container.memory_size_kb) * 1024;
+  limits.pids_max = cfg_.sandbox_pids_max;
+  if (auto e = cg->group.apply(limits))
+    return fail(std::move(e));
+  if (auto dir = cg->group.dir("devices"); !dir.empty())
+    if (auto e = allow_devices(dir, resources))
       return fail(std::move(e));
-    cg->dirs.push_back(dir);
-    caf::error e;
-    if (c == "memory") {
-      e = write_text(dir / "memory.limit_in_bytes", mem);
-      // With swap accounting the limit covers swap too (else a hog swaps instead).
-      if (!e && fs::exists(dir / "memory.memsw.limit_in_bytes"))
-        (void) write_text(dir / "memory.memsw.limit_in_bytes", mem);
-    } else if (c == "pids") {
-      e = write_text(dir / "pids.max", pids);
-    } else if (c == "devices") {
-      e = allow_devices(dir, resources);
-    } else if (c == "bpf") {
-      e = device_programs_->attach(dir, device_rules(resources));
-    } else if (c == "cpu") {
-      if (write_text(dir / "cpu.shares",
-                     std::to_string(std::max<int64_t>(2, cfg_.sandbox_cpu_weight * 1024 / 100))))
-        out.warning = "sandbox_cpu_weight is not applied: cannot write " + dir.string()
-                      + "/cpu.shares";
-    } else {
-      e = write_text(dir / "memory.max", mem);
-      if (!e)
-        (void) write_text(dir / "memory.swap.max", "0");
-      if (!e)
-        e = write_text(dir / "pids.max", pids);
-      if (!e && device_bpf_)
-        e = device_programs_->attach(dir, device_rules(resources));
-      if (!e && cfg_.sandbox_cpu_weight > 0 && cpu_
-          && write_text(dir / "cpu.weight", std::to_string(cfg_.sandbox_cpu_weight)))
-        out.warning = "sandbox_cpu_weight is not applied: cannot write " + dir.string()
-                      + "/cpu.weight";
+  for (const auto& c : {std::string{"bpf"}, std::string{""}})
+    if (auto dir = cg->group.dir(c); !dir.empty() && (c == "bpf" || device_bpf_))
+      if (auto e = device_programs_->attach(dir, device_rules(resources)))
+        return fail(std::move(e));
+  // The CPU weight is a preference: not applied, the instance still starts.
+  if (cfg_.sandbox_cpu_weight > 0 && cpu_) {
+    cgroup_limits weight;
+    weight.cpu_weight = cfg_.sandbox_cpu_weight;
+    if (cg->group.apply(weight)) {
+      auto dir = cg->group.dir(cgroup_version_ == 2 ? "" : "cpu");
+      out.warning = "sandbox_cpu_weight is not applied: cannot write " + dir.string()
+                    + (cgroup_version_ == 2 ? "/cpu.weight" : "/cpu.shares");
     }
-    if (e)
-      return fail(std::move(e));
   }
   auto& s = out.spec;
   s.root_base = root_base_;

@@ -1,8 +1,9 @@
 #pragma once
 
 // The GreengrassContainer policy: what a sandboxed instance sees (mounts), its limits
-// (a cgroup per instance, v2 or v1) and its seccomp profile. grove::process runs it
-// (process_options::sandbox); this file decides it. See README.md, "Sandbox".
+// (a cgroup per instance, v2 or v1, made with the SDK's grove::cgroup) and its seccomp
+// profile. grove::process runs it (process_options::sandbox); this file decides it. See
+// README.md, "Sandbox".
 
 #include <linux/filter.h>
 
@@ -19,12 +20,13 @@
 #include "device_filter.hpp"
 #include "function_def.hpp"
 #include "seccomp_profile.hpp"
+#include "grove/cgroup.hpp"
 #include "grove/process.hpp"
 
 namespace grove::fn {
 
-/// One instance's cgroup (one directory per v1 hierarchy, or one v2 directory), removed
-/// when this goes.
+/// One instance's cgroup (grove::cgroup_group: one directory per v1 hierarchy, or one v2
+/// directory), removed when this goes.
 class instance_cgroup {
 public:
   /// Removes the directories (the instance has ended: its namespace's processes too).
@@ -37,9 +39,7 @@ public:
   bool oom_killed() const;
 
   /// The directories, memory's first.
-  std::vector<std::filesystem::path> dirs;
-  /// 1 or 2.
-  int version = 1;
+  cgroup_group group;
 };
 
 /// A local resource (local_resources, lr-1) made visible in an instance's sandbox.

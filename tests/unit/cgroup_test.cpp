@@ -1,0 +1,378 @@
+#define BOOST_TEST_MODULE cgroup_test
+#include <boost/test/unit_test.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "grove/cgroup.hpp"
+#include "grove/errors.hpp"
+#include "grove/process.hpp"
+#include "../support/process_support.hpp"
+#include "test_util.hpp"
+
+// grove::cgroup (grove_cgroup) on this machine's real cgroups: the hierarchy found as
+// /proc/self says, a group under this process's own memory cgroup with limits the kernel
+// then reports, a child started into it through grove::process (process_sandbox's
+// cgroup_procs), one allocating past its limit killed and the kill read back, removal,
+// stale groups of a dead pid removed and a live one's kept, and errors that name the file.
+
+using namespace grove;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+struct groved_signals : test::groved_like_signals {
+  groved_signals() {
+    std::signal(SIGPIPE, SIG_IGN);
+  }
+};
+
+BOOST_TEST_GLOBAL_FIXTURE(groved_signals);
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in{p};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// Exits of children, in order.
+struct recorder {
+  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("cgroup_test");
+  std::mutex mtx;
+  std::vector<process_exit> exits;
+
+  process_owner owner() {
+    process_owner o;
+    o.post = [](std::function<void()> f) { f(); };
+    o.log = log;
+    return o;
+  }
+
+  process_callbacks callbacks() {
+    process_callbacks cb;
+    cb.on_exit = [this](const process_exit& ex) {
+      std::lock_guard guard{mtx};
+      exits.push_back(ex);
+    };
+    return cb;
+  }
+
+  size_t exit_count() {
+    std::lock_guard guard{mtx};
+    return exits.size();
+  }
+
+  process_exit exit(size_t i) {
+    std::lock_guard guard{mtx};
+    return exits.at(i);
+  }
+};
+
+/// `script` under sh in a process sandbox joining `procs` (the cgroup_procs way
+/// function_runtime starts its instances).
+process_options sandboxed(const std::string& script, const fs::path& root_base,
+                          std::vector<fs::path> procs) {
+  process_options o;
+  o.argv = {"sh", "-c", script};
+  o.uid = 65534;
+  o.gid = 65534;
+  process_sandbox sb;
+  sb.root_base = root_base;
+  for (const char* d : {"usr", "bin", "lib", "lib64", "etc"}) {
+    sandbox_mount m;
+    m.source = std::string{"/"} + d;
+    m.target = std::string{"/"} + d;
+    m.optional = true;
+    sb.mounts.push_back(m);
+  }
+  for (const char* d : {"/dev/null", "/dev/zero"}) {
+    sandbox_mount m;
+    m.source = d;
+    m.target = d;
+    m.read_only = false;
+    sb.mounts.push_back(m);
+  }
+  sandbox_mount proc;
+  proc.type = sandbox_mount::kind::proc;
+  proc.target = "/proc";
+  sb.mounts.push_back(proc);
+  sb.cgroup_procs = std::move(procs);
+  o.sandbox = std::move(sb);
+  return o;
+}
+
+/// A base directory under this process's own cgroup in each v1 hierarchy of `wanted`
+/// that is there and writable, removed with the fixture; empty (and a message saying
+/// why) where this host gives none.
+struct v1_bases {
+  std::vector<std::pair<std::string, fs::path>> bases;
+  std::string why_not;
+
+  explicit v1_bases(std::vector<std::string> wanted) {
+    if (::geteuid() != 0) {
+      why_not = "skipped: making cgroups needs root";
+      return;
+    }
+    auto host = cgroup_host::probe();
+    auto tag = "grove-cgroup-test-" + std::to_string(::getpid());
+    for (const auto& c : wanted) {
+      auto parent = host.v1_dir(c);
+      if (!cgroup_host::writable(parent)) {
+        if (c == "memory") {
+          why_not = "skipped: no writable v1 memory hierarchy (" + parent.string() + ")";
+          return;
+        }
+        continue;
+      }
+      if (auto e = cgroup_mkdir(parent / tag)) {
+        why_not = "skipped: " + describe(e);
+        return;
+      }
+      bases.emplace_back(c, parent / tag);
+    }
+  }
+
+  ~v1_bases() {
+    // What a failed check left behind goes too.
+    for (const auto& [c, b] : bases) {
+      std::error_code ec;
+      for (const auto& leaf : fs::directory_iterator{b, ec})
+        if (leaf.is_directory(ec))
+          cgroup_kill_and_remove(leaf.path());
+      ::rmdir(b.c_str());
+    }
+  }
+
+  bool skipped() const {
+    if (why_not.empty())
+      return false;
+    BOOST_TEST_MESSAGE(why_not);
+    return true;
+  }
+};
+
+pid_t dead_pid() {
+  pid_t pid = ::fork();
+  if (pid == 0)
+    ::_exit(0);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return pid;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_hierarchy_is_found_as_proc_self_says) {
+  auto mounts = cgroup_mounts();
+  auto host = cgroup_host::probe();
+  bool any_v1 = false;
+  for (const auto& m : mounts) {
+    BOOST_TEST((m.type == "cgroup" || m.type == "cgroup2"), m.type);
+    if (m.type != "cgroup")
+      continue;
+    any_v1 = true;
+    for (const auto& c : m.options) {
+      auto own = own_cgroup(c);
+      if (!own)
+        continue;
+      // The directory is the mount point joined with this process's path there, and it
+      // exists (the process is in it).
+      BOOST_TEST(host.v1_dir(c) == cgroup_under(m.point, *own), c);
+      BOOST_TEST(fs::is_directory(host.v1_dir(c)), host.v1_dir(c));
+    }
+  }
+  BOOST_TEST(any_v1 == !host.v1_dirs.empty());
+  if (host.v2_dir.empty()) {
+    BOOST_TEST(!host.v2_why.empty());
+  } else {
+    BOOST_TEST(fs::is_directory(host.v2_dir), host.v2_dir);
+    BOOST_TEST(host.v2_why.empty());
+  }
+  // A configured parent replaces the process's own cgroup.
+  auto under = cgroup_host::probe("/grove-elsewhere");
+  for (const auto& [c, d] : under.v1_dirs)
+    BOOST_TEST(d.filename() == "grove-elsewhere", d);
+}
+
+BOOST_AUTO_TEST_CASE(a_group_gets_its_limits_and_a_child_started_into_it) {
+  v1_bases base{{"memory", "pids", "cpu"}};
+  if (base.skipped())
+    return;
+  auto g = cgroup_group::make(base.bases, "limited");
+  BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : describe(g.error())));
+  BOOST_TEST(g->version() == 1);
+  BOOST_TEST(g->dirs.front().first == "memory");
+  cgroup_limits l;
+  l.memory_bytes = 48 << 20;
+  l.pids_max = 37;
+  l.cpu_quota_us = 25000;
+  auto e = g->apply(l);
+  BOOST_REQUIRE_MESSAGE(!e, describe(e));
+  auto mem = g->dir("memory");
+  BOOST_TEST(std::stoll(read_text(mem / "memory.limit_in_bytes")) == 48 << 20);
+  if (fs::exists(mem / "memory.memsw.limit_in_bytes"))
+    BOOST_TEST(std::stoll(read_text(mem / "memory.memsw.limit_in_bytes")) == 48 << 20);
+  if (auto d = g->dir("pids"); !d.empty())
+    BOOST_TEST(std::stoll(read_text(d / "pids.max")) == 37);
+  if (auto d = g->dir("cpu"); !d.empty()) {
+    BOOST_TEST(std::stoll(read_text(d / "cpu.cfs_quota_us")) == 25000);
+    BOOST_TEST(std::stoll(read_text(d / "cpu.cfs_period_us")) == 100000);
+  }
+  // Lifted again: unlimited.
+  cgroup_limits lift;
+  lift.memory_bytes = -1;
+  lift.pids_max = -1;
+  e = g->apply(lift);
+  BOOST_REQUIRE_MESSAGE(!e, describe(e));
+  BOOST_TEST(std::stoll(read_text(mem / "memory.limit_in_bytes")) > int64_t{1} << 40);
+  if (auto d = g->dir("pids"); !d.empty())
+    BOOST_TEST(read_text(d / "pids.max") == "max\n");
+  e = g->apply(l);
+  BOOST_REQUIRE_MESSAGE(!e, describe(e));
+  // A child through grove::process joins every directory before it runs.
+  test::temp_dir root;
+  recorder r;
+  auto p = process::start(r.owner(), sandboxed("sleep 60", root.path(), g->procs()),
+                          r.callbacks());
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  auto pid = p->pid();
+  BOOST_REQUIRE(pid > 0);
+  for (const auto& procs : g->procs()) {
+    std::istringstream in{read_text(procs)};
+    std::vector<pid_t> pids;
+    for (pid_t x; in >> x;)
+      pids.push_back(x);
+    BOOST_TEST((std::find(pids.begin(), pids.end(), pid) != pids.end()),
+               pid << " not in " << procs);
+  }
+  // A busy group stays without `kill`; with it, the child is killed and the group goes.
+  BOOST_TEST(!g->remove(false));
+  BOOST_TEST(fs::exists(mem));
+  BOOST_TEST(g->remove(true));
+  for (const auto& [c, d] : g->dirs)
+    BOOST_TEST(!fs::exists(d), d);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).signal == SIGKILL);
+  BOOST_TEST(g->oom_kills() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_child_past_its_memory_is_oom_killed_and_reported) {
+  v1_bases base{{"memory"}};
+  if (base.skipped())
+    return;
+  auto g = cgroup_group::make(base.bases, "hog");
+  BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : describe(g.error())));
+  cgroup_limits l;
+  l.memory_bytes = 16 << 20;
+  auto e = g->apply(l);
+  BOOST_REQUIRE_MESSAGE(!e, describe(e));
+  BOOST_TEST(g->oom_kills() == 0u);
+  // dd's one 64 MiB block, filled from /dev/zero: four times the limit.
+  test::temp_dir root;
+  recorder r;
+  auto p = process::start(r.owner(),
+                          sandboxed("exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+                                    root.path(), g->procs()),
+                          r.callbacks());
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }, 30s));
+  auto ex = r.exit(0);
+  BOOST_TEST(ex.signal == SIGKILL, ex.describe());
+  BOOST_TEST(g->oom_kills() >= 1u);
+  BOOST_TEST(g->remove(false));
+}
+
+BOOST_AUTO_TEST_CASE(a_v2_group_takes_a_child_and_names_a_limit_it_cannot_take) {
+  // The unified hierarchy (on a hybrid host without controllers: membership only).
+  auto host = cgroup_host::probe();
+  if (::geteuid() != 0 || !cgroup_host::writable(host.v2_dir)) {
+    BOOST_TEST_MESSAGE("skipped: no writable cgroup v2 directory (" << host.v2_dir << ", "
+                                                                     << host.v2_why << ")");
+    return;
+  }
+  auto base = host.v2_dir / ("grove-cgroup-test-" + std::to_string(::getpid()));
+  BOOST_REQUIRE(!cgroup_mkdir(base));
+  auto g = cgroup_group::make({{"", base}}, "v2");
+  BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : describe(g.error())));
+  BOOST_TEST(g->version() == 2);
+  if (!host.v2_has("memory")) {
+    cgroup_limits l;
+    l.memory_bytes = 1 << 20;
+    auto e = g->apply(l);
+    BOOST_REQUIRE(e);
+    BOOST_TEST(describe(e).find("to " + (g->dir("") / "memory.max").string())
+                 != std::string::npos,
+               describe(e));
+  }
+  test::temp_dir root;
+  recorder r;
+  auto p = process::start(r.owner(), sandboxed("sleep 60", root.path(), g->procs()),
+                          r.callbacks());
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  auto procs = "\n" + read_text(g->dir("") / "cgroup.procs");
+  BOOST_TEST(procs.find("\n" + std::to_string(p->pid()) + "\n") != std::string::npos, procs);
+  BOOST_TEST(g->remove(true));
+  BOOST_TEST(::rmdir(base.c_str()) == 0);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+}
+
+BOOST_AUTO_TEST_CASE(stale_groups_of_a_dead_pid_go_and_a_live_ones_stay) {
+  v1_bases base{{"memory"}};
+  if (base.skipped())
+    return;
+  auto parent = base.bases.front().second;
+  auto dead = parent / ("grove-stale-" + std::to_string(dead_pid()));
+  pid_t live_pid = ::fork();
+  if (live_pid == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  auto live = parent / ("grove-stale-" + std::to_string(live_pid));
+  for (const auto& d : {dead, dead / "component", live, live / "component"})
+    BOOST_REQUIRE(!cgroup_mkdir(d));
+  // Another prefix is none of its business.
+  auto other = parent / ("grove-other-" + std::to_string(dead_pid()));
+  BOOST_REQUIRE(!cgroup_mkdir(other));
+  auto gone = cgroup_remove_stale(parent, "grove-stale-", true);
+  BOOST_TEST(gone.size() == 1u);
+  BOOST_TEST(!fs::exists(dead));
+  BOOST_TEST(fs::exists(live / "component"));
+  BOOST_TEST(fs::exists(other));
+  ::kill(live_pid, SIGKILL);
+  int st = 0;
+  ::waitpid(live_pid, &st, 0);
+  gone = cgroup_remove_stale(parent, "grove-stale-", false);
+  BOOST_TEST(gone.size() == 1u);
+  BOOST_TEST(!fs::exists(live));
+  ::rmdir(other.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_file_and_why) {
+  test::temp_dir dir;
+  auto missing = dir.path() / "nowhere" / "memory.max";
+  auto e = cgroup_write(missing, "1024");
+  BOOST_REQUIRE(e);
+  auto text = describe(e);
+  BOOST_TEST(text.find(missing.string()) != std::string::npos, text);
+  BOOST_TEST(text.find("'1024'") != std::string::npos, text);
+  BOOST_TEST(text.find("No such file") != std::string::npos, text);
+  auto g = cgroup_group::make({{"memory", dir.path() / "nowhere"}}, "x");
+  BOOST_REQUIRE(!g);
+  BOOST_TEST(describe(g.error()).find("mkdir " + (dir.path() / "nowhere" / "x").string())
+               != std::string::npos,
+             describe(g.error()));
+  // A group with nothing made reads no OOM kills and removes cleanly.
+  cgroup_group none;
+  none.dirs.emplace_back("memory", dir.path() / "never-made");
+  BOOST_TEST(none.oom_kills() == 0u);
+  BOOST_TEST(none.remove(false));
+}
