@@ -36,6 +36,11 @@ struct outcome {
   const T& operator*() const {
     return *value;
   }
+
+  /// The value's members (call only on success).
+  const T* operator->() const {
+    return &*value;
+  }
 };
 
 /// What the handler learns about the work item it is given.
