@@ -40,7 +40,12 @@ def group():
             ins = ", ".join("{name: %s, shape: %s}" % (i["name"], json.dumps(i["shape"]))
                             for i in c["manifest"]["inputs"])
             g += "        manifest: {inputs: [%s]}\n" % ins
-    grants = ", ".join("{resourceId: %s}" % c["id"] for c in index["cases"])
+    # A model OpenCV cannot load (Hardmax): granted, it answers invalid_state.
+    b = index["bad"]["unsupported"]
+    g += ("  - id: unsupported\n    config:\n      localMachineLearningModelResourceData:\n"
+          "        path: %s\n        sha256: %s\n        manifest: {inputs: [{name: x, shape: [1, 4]}]}\n"
+          % (b["path"], b["sha256"]))
+    grants = ", ".join("{resourceId: %s}" % c for c in list(cases) + ["unsupported"])
     common = ("      timeoutInSeconds: 30\n      runAs: {uid: 0, gid: 0}\n"
               "      linuxProcessParams: {isolationMode: NoContainer}\n")
     g += "functions:\n"
@@ -97,10 +102,12 @@ try:
     deadline = time.time() + 120
     while time.time() < deadline:
         m = listing()
-        if m and len(m) == len(cases) and all(x["state"] == "serving" for x in m.values()):
+        if m and len(m) == len(cases) + 1 and all(x["state"] != "loading" for x in m.values()):
             break
         time.sleep(0.1)
-    check(all(x["state"] == "serving" for x in listing().values()), "every model serves")
+    m = listing()
+    check(all(m.get(c, {}).get("state") == "serving" for c in cases), "every good model serves")
+    check(m.get("unsupported", {}).get("state") == "failed", "the Hardmax model failed")
 
     for cid, c in cases.items():
         f = os.path.join(work, cid + ".json")
@@ -157,6 +164,12 @@ try:
         e = invoke(fn, {"model": "conv_relu", "inputs_file": os.path.join(work, "huge.json")}).get("error", {})
         check(e.get("code") == "too_large" and "max_frame_bytes" in e.get("message", ""),
               "%s: a request over max_frame_bytes is refused before it is sent (%s)" % (fn, e))
+    for fn in ("CF", "PF"):
+        e = invoke(fn, {"model": "unsupported", "inputs": [{"name": "x", "shape": [1, 4],
+                                                           "data": [0.0] * 4}]}).get("error", {})
+        check(e.get("code") == "invalid_state" and "Hardmax" in e.get("message", ""),
+              "%s: a granted model that failed to load is invalid_state with the reason (%s)"
+              % (fn, e))
     e = invoke("NF", {"model": "cnn", "image_path": cnn["image"]}).get("error", {})
     check(e.get("code") == "not_authorized" and "'cnn'" in e.get("message", "")
           and "NF" in e.get("message", ""),
