@@ -11,7 +11,7 @@ no_route, a request over max_frame_bytes too_large (refused by the SDK before it
 the instance serves on).
 
 Usage: function_ml_e2e_test.py GROVED GROVECTL INFER_FUNCTION PYTHON_CODE_DIR"""
-import json, os, signal, subprocess, sys, tempfile, time
+import json, os, shutil, signal, subprocess, sys, tempfile, time
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def check(ok, what):
         failures.append(what)
 
 
-def group():
+def group(nf_grants="conv_relu"):
     g = "name: fn-ml-e2e\nresources:\n"
     for c in index["cases"]:
         g += ("  - id: %s\n    config:\n      localMachineLearningModelResourceData:\n"
@@ -55,10 +55,23 @@ def group():
     g += ("  - name: PF\n    config:\n      runtime: python3\n      handler: infer_fn.handler\n"
           "      codeUri: %s\n%s      resourceAccessPolicies: [%s]\n" % (PYCODE, common, grants))
     g += ("  - name: NF\n    config:\n      handler: %s\n%s      resourceAccessPolicies: "
-          "[{resourceId: conv_relu}]\n" % (CFN, common))
+          "[%s]\n" % (CFN, common, ", ".join("{resourceId: %s}" % m for m in nf_grants.split())))
+    # SF: in its sandbox (GreengrassContainer), granted a model only: no local_resources
+    # plugin is needed (a model is a grant of the verb, not a mount).
+    g += ("  - name: SF\n    config:\n      handler: fn\n      codeUri: %s\n"
+          "      timeoutInSeconds: 30\n      resourceAccessPolicies: [{resourceId: conv_relu}]\n"
+          % sf_code)
+    # SC: the same sandbox without a grant, the control that this host runs sandboxes.
+    g += ("  - name: SC\n    config:\n      handler: fn\n      codeUri: %s\n"
+          "      timeoutInSeconds: 30\n" % sf_code)
     return g
 
 
+# SF's code: a copy of the C++ function in a directory its user (grove-fn) may enter.
+os.chmod(work, 0o755)
+sf_code = os.path.join(work, "sf")
+os.makedirs(sf_code)
+shutil.copy(CFN, os.path.join(sf_code, "fn"))
 gfile = os.path.join(work, "group.yaml")
 open(gfile, "w").write(group())
 profile = os.path.join(work, "profile.yaml")
@@ -176,6 +189,34 @@ try:
           "NF, not granted cnn: not_authorized naming the model (%s)" % e)
     out = invoke("NF", {"model": "conv_relu", "inputs_file": os.path.join(work, "conv_relu.json")})
     check("outputs" in out, "NF runs the model it is granted")
+    # In a sandbox, with the tensors in the payload (the sandbox sees no test files).
+    cr = cases["conv_relu"]
+    control = invoke("SC", {"model": "conv_relu", "inputs": cr["inputs"]})
+    if "invoke_error" in control:
+        # Not this feature's fault: no sandboxed function starts on this host.
+        print("SKIP SF: a sandboxed function without grants does not run here either (%s)"
+              % control["invoke_error"][:300], flush=True)
+    else:
+        check(control.get("error", {}).get("code") == "not_authorized",
+              "SC (sandboxed, no grant) gets not_authorized (%s)" % str(control)[:300])
+        out = invoke("SF", {"model": "conv_relu", "inputs": cr["inputs"]})
+        check("outputs" in out and worst(out["outputs"], cr["outputs"]) <= 1e-4,
+              "SF (GreengrassContainer, no local_resources in the image) infers conv_relu (%s)"
+              % str(out)[:300])
+
+    # Grants follow the group: NF granted cnn by a change of the group file (groved
+    # watches it) runs it.
+    open(gfile, "w").write(group(nf_grants="conv_relu cnn"))
+    deadline = time.time() + 60
+    out = {}
+    while time.time() < deadline:
+        out = invoke("NF", {"model": "cnn", "image_path": cnn["image"], "top_k": 2})
+        if "outputs" in out:
+            break
+        time.sleep(0.2)
+    check("outputs" in out and [t["label"] for t in out["top"]] == labels,
+          "NF runs cnn once the group grants it (%s)" % str(out)[:300])
+
     r = ctl("--json", "functions")
     fl = {f["name"]: f for f in map(json.loads, r.stdout.splitlines())} if r.returncode == 0 else {}
     check(all(fl.get(n, {}).get("instances", 0) == 1 for n in ("CF", "PF")),
