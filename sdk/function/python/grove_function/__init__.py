@@ -335,7 +335,8 @@ def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
     for t in resp.outputs:
         dtype = _DTYPE_NAMES.get(t.dtype, "float32")
         if np is not None:
-            outputs[t.name] = np.frombuffer(t.data, dtype="<f4" if dtype == "float32"
+            # bytearray: a writable array (frombuffer of bytes is read-only).
+            outputs[t.name] = np.frombuffer(bytearray(t.data), dtype="<f4" if dtype == "float32"
                                             else np.uint8).reshape(tuple(t.shape))
         else:
             outputs[t.name] = (dtype, tuple(t.shape), bytes(t.data))
