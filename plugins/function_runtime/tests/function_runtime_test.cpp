@@ -452,6 +452,8 @@ BOOST_AUTO_TEST_CASE(ml_model_policies_grant_the_infer_verb) {
   runtime rt{fn("granted", "infer", "resourceAccessPolicies: [{resourceId: m}]")
              + fn("other", "infer", "resourceAccessPolicies: [{resourceId: n}]")
              + "resources:\n" + model("m") + model("n")};
+  rt.wait_defined("granted");
+  rt.wait_defined("other");
   BOOST_TEST(rt.ok("granted", "\"m\"").starts_with("no_route|"));
   auto denied = rt.ok("other", "\"m\"");
   BOOST_TEST(denied.starts_with("not_authorized|"), denied);
