@@ -213,6 +213,14 @@ write("ml_request", "two", b"\x03" + ld(1, tensor("a", 1, [1, 2, 3], f32(6)))
 write("ml_request", "huge_claim", b"\x01" + ld(1, tensor("x", 1, [1 << 29, 16], f32(1))))
 write("ml_request", "nan", b"\x01" + ld(1, tensor("x", 1, [1, 16], b"\x00\x00\xc0\x7f" * 16)))
 write("ml_request", "image", b"\x00" + ld(2, b"\x89PNG\r\n\x1a\n"))
+# function_runtime's worker frames: the hello, then InferCalls (function.proto Frame
+# field 10: call_id, model, a serialized grove.ml.InferRequest, timeout_ms), one with a
+# model name that is no topic level.
+_hello = frame(ld(1, ld(1, "t") + vi(2, 1)))
+_req = ld(1, tensor("x", 1, [1, 4], f32(4))) + vi(3, 2)
+write("function_frame", "infer_call", _hello
+      + frame(ld(10, vi(1, 1) + ld(2, "classifier") + ld(3, _req) + vi(4, 500)))
+      + frame(ld(10, vi(1, 2) + ld(2, "a/+") + ld(3, b"\xff\xff"))))
 write("ml_resource", "onnx.yaml",
       "localMachineLearningModelResourceData:\n  path: /opt/models/a.onnx\n  sha256: "
       + "ab" * 32 + "\n  version: v1\n  maxBatchSize: 8\n  manifest:\n    inputs: "

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <linux/seccomp.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -415,6 +416,22 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_its_namespaces_root_and_ids,
   BOOST_TEST(all.find("|tmp|") != std::string::npos, all);
   BOOST_TEST(all.find("|root-ro|usr-ro|x|proc|") != std::string::npos, all);
   BOOST_TEST(all.find("CapEff:\t0000000000000000|NoNewPrivs:\t1|") != std::string::npos, all);
+}
+
+BOOST_AUTO_TEST_CASE(a_sandbox_root_is_open_to_its_user_under_umask_077,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // groved runs with umask 077: the root skeleton made then must still let the child's
+  // user (65534 here) enter / and run programs (its modes were once the umask's, and
+  // every exec in a sandbox under groved failed with EACCES).
+  test::temp_dir dir;
+  recorder r;
+  auto old = ::umask(077);
+  auto o = sandboxed("ls / >/dev/null && echo entered", dir.path());
+  auto p = start_ok(r, std::move(o));
+  ::umask(old);
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).code == 0);
+  BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"entered"}));
 }
 
 namespace fs = std::filesystem;

@@ -119,12 +119,8 @@ config_map<function_def> function_def::map() {
         return make_error(errc::invalid_config,
                           "handler: '" + d.handler + "' is not module.function (Python "
                           "identifiers joined by dots)");
-      if (!d.resource_access_policies.empty()
-          && d.process.isolation_mode != "GreengrassContainer")
-        return make_error(errc::invalid_config,
-                          "resourceAccessPolicies: local resources reach a function only in "
-                          "its sandbox (isolationMode GreengrassContainer); a NoContainer "
-                          "function uses the device's paths directly");
+      // A policy on a NoContainer function: refused by the runtime unless it names an ML
+      // model (a grant of the infer verb), which needs the group's resources to tell.
       for (size_t i = 0; i < d.resource_access_policies.size(); ++i)
         for (size_t j = 0; j < i; ++j)
           if (d.resource_access_policies[i].resource_id

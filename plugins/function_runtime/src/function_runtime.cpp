@@ -36,6 +36,7 @@
 #include "grove/kernel/group_client.hpp"
 #include "grove/local_resources/client.hpp"
 #include "grove/message_manager/client.hpp"
+#include "grove/ml_inference/client.hpp"
 #include "grove/supervision.hpp"
 #include "grove/topic.hpp"
 
@@ -105,6 +106,9 @@ struct function_state {
   std::vector<gfn::resource_mount> mounts;
   std::vector<gid_t> groups;
   uint64_t mounts_request = 0; // the request awaited; 0: none
+  // ML model resources its policies name: the models its infer verb may use (ml-1). They
+  // are grants, not mounts, so they are not asked of local_resources.
+  std::set<std::string> granted_models;
   std::deque<work_item> queue;
   std::map<uint64_t, std::unique_ptr<instance>> instances;
   grove::failure_tracker failures;
@@ -155,6 +159,24 @@ std::string random_hex(size_t bytes) {
     out += digits[b & 0xf];
   }
   return out;
+}
+
+/// True when a group resource's config is an ML model (ml_inference's kind of resource).
+bool is_model_resource(const std::string& yaml) {
+  try {
+    auto node = YAML::Load(yaml);
+    return node.IsMap()
+           && node[std::string{grove::ml_inference::model_resource_key}].IsDefined();
+  } catch (...) {
+    return false;
+  }
+}
+
+/// The name of `err`'s code as a function's infer verb reports it (malformed, no_route...).
+std::string code_of(const caf::error& err) {
+  if (err.category() == caf::atom("grove"))
+    return grove::to_string(static_cast<errc>(err.code()));
+  return grove::describe(err).substr(0, grove::describe(err).find(':'));
 }
 
 /// VmHWM of `pid` in kB, 0 when unknown.
@@ -289,8 +311,12 @@ private:
     auto base = fs::path{g.source_file()}.parent_path();
     std::set<std::string> seen;
     std::set<std::string> resource_ids;
-    for (const auto& r : g.resources())
+    ml_models_.clear();
+    for (const auto& r : g.resources()) {
       resource_ids.insert(r.id());
+      if (is_model_resource(r.config_yaml()))
+        ml_models_.insert(r.id());
+    }
     for (const auto& f : g.functions()) {
       seen.insert(f.name());
       auto& fn = state_of(f.name());
@@ -318,6 +344,21 @@ private:
             break;
           }
       }
+      if (def && def->process.isolation_mode != "GreengrassContainer") {
+        // Local resources reach a function only in its sandbox; a model is a grant of the
+        // infer verb (no mount), so any function may be granted one.
+        const auto& policies = def->resource_access_policies;
+        for (size_t i = 0; i < policies.size(); ++i)
+          if (!ml_models_.count(policies[i].resource_id)) {
+            def = caf::expected<gfn::function_def>{make_error(
+              errc::invalid_config,
+              origin + ": resourceAccessPolicies[" + std::to_string(i) + "]: local resource '"
+                + policies[i].resource_id + "' reaches a function only in its sandbox "
+                "(isolationMode GreengrassContainer); a NoContainer function uses the "
+                "device's paths directly (ML model resources may be granted to either)")};
+            break;
+          }
+      }
       if (def && gfn::is_code_archive(def->code_uri)) {
         // Once per digest (kept across restarts); small archives are the norm on devices.
         auto dir = gfn::unpack_code(def->code_uri, def->code_sha256, ctx_->state_dir() / "code");
@@ -336,13 +377,16 @@ private:
         fn.log->write("ERROR", "definition refused: " + fn.def_error);
         // The previous definition's resources are asked for again: one the group no
         // longer gives (removed, refused) stops the function rather than stay with it.
-        if (fn.def)
+        if (fn.def) {
+          fn.granted_models = model_grants(*fn.def);
           resolve_mounts(fn, g.version());
+        }
         continue;
       }
       fn.def_error.clear();
       if (fn.def && *fn.def == *def && fn.uid == user->first && fn.gid == user->second) {
         // The resources themselves may have changed: asked again for this version.
+        fn.granted_models = model_grants(*fn.def);
         resolve_mounts(fn, g.version());
         continue;
       }
@@ -362,6 +406,7 @@ private:
       fn.uid = user->first;
       fn.gid = user->second;
       fn.code_dir = code_dir;
+      fn.granted_models = model_grants(*fn.def);
       fn.gave_up = false;
       fn.failures.clear();
       if (had)
@@ -384,11 +429,24 @@ private:
     refresh_status();
   }
 
+  /// The ML model resources of the group that `def`'s policies name.
+  std::set<std::string> model_grants(const gfn::function_def& def) const {
+    std::set<std::string> out;
+    for (const auto& p : def.resource_access_policies)
+      if (ml_models_.count(p.resource_id))
+        out.insert(p.resource_id);
+    return out;
+  }
+
   /// Asks local_resources (lr-1) for `fn`'s mounts as of group `version`; instances
   /// wait for the answer. A changed answer restarts the running instances (a revoked or
   /// changed resource); an error stops the function (its resources are not available).
   void resolve_mounts(function_state& fn, uint64_t version) {
-    const auto& policies = fn.def->resource_access_policies;
+    // Model grants are the infer verb's (no mount): local_resources sees the rest.
+    std::vector<gfn::access_policy> policies;
+    for (const auto& p : fn.def->resource_access_policies)
+      if (!fn.granted_models.count(p.resource_id))
+        policies.push_back(p);
     // v2's per-function volumes and devices: a sandbox's only (NoContainer sees the host).
     const auto& container = fn.def->process.container;
     bool own = fn.def->process.isolation_mode == "GreengrassContainer"
@@ -453,12 +511,14 @@ private:
       auto& fn = *found;
       fn.mounts_request = 0;
       if (!r) {
-        const auto& policies = fn.def->resource_access_policies;
-        auto wants = policies.empty()
+        std::string first; // the first policy local_resources was asked for
+        for (const auto& p : fn.def->resource_access_policies)
+          if (first.empty() && !fn.granted_models.count(p.resource_id))
+            first = p.resource_id;
+        auto wants = first.empty()
                        ? std::string{"linuxProcessParams.containerParams names volumes or "
                                      "devices"}
-                       : "resourceAccessPolicies names resource '" + policies.front().resource_id
-                           + "'";
+                       : "resourceAccessPolicies names resource '" + first + "'";
         auto why = r.error() == errc::no_route
                      ? wants + ", and this image has no local_resources plugin to provide it"
                      : grove::describe(r.error());
@@ -1004,6 +1064,8 @@ private:
         return call(fn, *inst, f.call());
       case gfn::Frame::kShadowCall:
         return shadow_call(fn, *inst, f.shadow_call());
+      case gfn::Frame::kInferCall:
+        return infer(fn, *inst, f.infer_call());
       case gfn::Frame::kLog: {
         static constexpr const char* levels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
         fn.log->write(levels[std::min<uint32_t>(f.log().level(), 3)], f.log().text());
@@ -1126,9 +1188,47 @@ private:
     ctx_->call(std::move(e), std::chrono::milliseconds{timeout}, reply);
   }
 
-  /// Answers a worker's Call or ShadowCall `call_id`, if its instance still runs.
+  /// A function's inference (InferCall): only on a model its resourceAccessPolicies
+  /// grant, sent to ml_inference (ml-1) with its typed client; the reply (asynchronous,
+  /// the actor is not held) answers the worker as a CallReply: the InferResponse's bytes,
+  /// or ml_inference's error code and message.
+  void infer(function_state& fn, instance& inst, const gfn::InferCall& c) {
+    auto answer = [this, name = fn.name, id = inst.id,
+                   call_id = c.call_id()](caf::expected<grove::ml::InferResponse> r) {
+      if (r)
+        send_call_reply(name, id, call_id, r->SerializeAsString(), {},
+                        "application/x-protobuf");
+      else
+        send_call_reply(name, id, call_id, {}, grove::message_of(r.error()), {},
+                        code_of(r.error()));
+    };
+    if (!gfn::valid_model_name(c.model()))
+      return answer(make_error(errc::malformed,
+                               "infer: '" + c.model() + "' is not a model name (one topic "
+                               "level: no '/', '+', '#', at most 256 bytes)"));
+    // As ml_inference answers for a model it does not have: no_route.
+    if (!ml_models_.count(c.model()))
+      return answer(make_error(errc::no_route,
+                               "no ML model resource '" + c.model() + "' in the group"));
+    if (!fn.granted_models.count(c.model()))
+      return answer(make_error(errc::not_authorized,
+                               "function '" + fn.name + "' is not granted model '" + c.model()
+                                 + "': its resourceAccessPolicies do not name it"));
+    grove::ml::InferRequest req;
+    if (!req.ParseFromString(c.request()))
+      return answer(make_error(errc::malformed,
+                               "infer: the request is not a grove.ml.InferRequest"));
+    auto timeout = std::chrono::milliseconds{
+      c.timeout_ms() != 0 ? static_cast<int64_t>(c.timeout_ms()) : cfg_.call_timeout_ms};
+    grove::ml_inference::infer_rpc rpc{grove::ml_inference::infer_topic(c.model())};
+    rpc(*ctx_, req, timeout, std::move(answer));
+  }
+
+  /// Answers a worker's Call, ShadowCall or InferCall `call_id`, if its instance still
+  /// runs.
   void send_call_reply(const std::string& name, uint64_t id, uint64_t call_id,
-                       std::string payload, std::string error, std::string content_type) {
+                       std::string payload, std::string error, std::string content_type,
+                       std::string error_code = {}) {
     auto* inst = find(name, id);
     if (inst == nullptr || inst->state == inst_state::ending)
       return;
@@ -1138,6 +1238,7 @@ private:
     out->set_payload(std::move(payload));
     out->set_error(std::move(error));
     out->set_content_type(std::move(content_type));
+    out->set_error_code(std::move(error_code));
     send(functions_.at(name), *inst, f);
   }
 
@@ -1397,6 +1498,7 @@ private:
   grove::restart_policy policy_;
   std::map<std::string, function_state> functions_;
   std::set<std::string> pubsub_;
+  std::set<std::string> ml_models_; // the group's ML model resources (ids)
   std::optional<grove::message_manager::cloud_filters> cloud_; // IOT_CORE sources
   /// Shadow calls in flight by clientToken.
   struct pending_shadow {

@@ -25,6 +25,11 @@ bool valid_shadow_name(const std::string& name, size_t max) noexcept {
   return true;
 }
 
+bool valid_model_name(const std::string& name) noexcept {
+  return !name.empty() && name.size() <= 256
+         && name.find_first_of(std::string_view{"/+#\0", 4}) == std::string::npos;
+}
+
 caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token) {
   if (!said_hello) {
     if (f.body_case() != Frame::kHello || token.empty() || !same_token(f.hello().token(), token))
@@ -51,6 +56,10 @@ caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string
         return make_error(errc::malformed, "a shadow call without a valid thing, shadow name or op");
       return {};
     }
+    case Frame::kInferCall:
+      // A model name the function is not granted (or that is no topic level) is the
+      // call's own error (answered, see valid_model_name), not the instance's.
+      return {};
     default:
       return make_error(errc::malformed, "a frame a worker may not send (case "
                                            + std::to_string(static_cast<int>(f.body_case()))

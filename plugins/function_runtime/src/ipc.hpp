@@ -15,10 +15,14 @@ namespace grove::fn {
 
 /// Why `f` ends the instance that sent it, or an empty error when the runtime may act on
 /// it: before the hello only a Hello carrying `token`; after it Result, Publish (with a
-/// valid topic), Call (with a function name), ShadowCall (valid thing, shadow name, op)
-/// and Log, never a second Hello nor a frame
-/// only the runtime sends.
+/// valid topic), Call (with a function name), ShadowCall (valid thing, shadow name, op),
+/// InferCall and Log, never a second Hello nor a
+/// frame only the runtime sends.
 caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token);
+
+/// A model name an InferCall may carry: one topic level of ml-1 (`$grove/ml/infer/<model>`),
+/// non-empty, at most 256 bytes, without `/`, `+`, `#` or NUL.
+bool valid_model_name(const std::string& name) noexcept;
 
 /// A thing name (up to 128) or shadow name (up to 64) of `[a-zA-Z0-9:_-]`.
 bool valid_shadow_name(const std::string& name, size_t max) noexcept;

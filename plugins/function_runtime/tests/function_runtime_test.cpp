@@ -439,6 +439,49 @@ BOOST_AUTO_TEST_CASE(root_runs_only_without_a_container) {
   BOOST_TEST(rt.ok("plain", "{}") == "0");
 }
 
+BOOST_AUTO_TEST_CASE(ml_model_policies_grant_the_infer_verb) {
+  // A policy naming an ML model resource is a grant of the infer verb, not a mount: a
+  // NoContainer function may hold it, and no local_resources is asked (none runs here).
+  // Without ml_inference in this kernel a granted model's request has no route; the
+  // runtime's own answers (not granted, no such model, no model name) come first.
+  auto model = [](const std::string& id) {
+    return "  - id: " + id + "\n    config:\n      localMachineLearningModelResourceData:\n"
+           "        path: /opt/models/" + id + ".onnx\n        sha256: " + std::string(64, 'a')
+           + "\n";
+  };
+  runtime rt{fn("granted", "infer", "resourceAccessPolicies: [{resourceId: m}]")
+             + fn("other", "infer", "resourceAccessPolicies: [{resourceId: n}]")
+             + "resources:\n" + model("m") + model("n")};
+  rt.wait_defined("granted");
+  rt.wait_defined("other");
+  BOOST_TEST(rt.ok("granted", "\"m\"").starts_with("no_route|"));
+  auto denied = rt.ok("other", "\"m\"");
+  BOOST_TEST(denied.starts_with("not_authorized|"), denied);
+  BOOST_TEST(denied.find("function 'other' is not granted model 'm'") != std::string::npos,
+             denied);
+  auto unknown = rt.ok("granted", "\"nope\"");
+  BOOST_TEST(unknown.starts_with("no_route|"), unknown);
+  BOOST_TEST(unknown.find("no ML model resource 'nope' in the group") != std::string::npos,
+             unknown);
+  auto bad = rt.ok("granted", "\"a/+\"");
+  BOOST_TEST(bad.starts_with("malformed|"), bad);
+  // A grant goes with the policy: removed from the group, the model is refused.
+  rt.rewrite(fn("granted", "infer") + fn("other", "infer", "resourceAccessPolicies: "
+                                                             "[{resourceId: n}]")
+             + "resources:\n" + model("m") + model("n"));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return rt.ok("granted", "\"m\"").starts_with("not_authorized|"); }));
+  // A local resource on a NoContainer function is still refused (sandboxes only).
+  rt.rewrite(fn("vol", "infer", "resourceAccessPolicies: [{resourceId: v}]")
+             + "resources:\n  - id: v\n    config:\n      localVolumeResourceData:\n"
+               "        sourcePath: /tmp\n        destinationPath: /data\n");
+  BOOST_REQUIRE(test::wait_until([&] { return !rt.info("vol").last_error().empty(); }));
+  BOOST_TEST(rt.info("vol").last_error().find("isolationMode GreengrassContainer")
+               != std::string::npos,
+             rt.info("vol").last_error());
+  BOOST_TEST(!rt.info("vol").valid());
+}
+
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
   auto generated = grove::fn::runtime_config::map().markdown();
   BOOST_TEST(grove::test::readme_config_table(FN_README) == generated,

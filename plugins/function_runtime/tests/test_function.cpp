@@ -64,6 +64,15 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       std::this_thread::sleep_for(std::chrono::milliseconds{5});
     return std::to_string(::getpid());
   }
+  if (mode == "infer") {
+    // Infers on the model the payload (a JSON string) names; answers "<code>|<error>" or
+    // "ok|<outputs>": the runtime's grant check with or without ml_inference in the image.
+    auto model = payload.substr(1, payload.size() - 2);
+    auto r = gf::infer(model, {gf::tensor::of("x", {1, 4}, {0.f, 1.f, 2.f, 3.f})});
+    if (!r)
+      return r.code + "|" + r.error;
+    return "ok|" + std::to_string(r->outputs.size());
+  }
   if (mode == "publish") {
     auto routed = gf::publish("fn/out", payload);
     if (!routed)

@@ -14,11 +14,13 @@
 #include <caf/expected.hpp>
 
 #include "grove/config_map.hpp"
+#include "grove/ml_inference/client.hpp"
 
 namespace grove::ml {
 
-/// The resource data key that makes a group resource a model.
-inline constexpr std::string_view resource_key = "localMachineLearningModelResourceData";
+/// The resource data key that makes a group resource a model (the typed client's, which
+/// function_runtime reads to tell model grants from local resources).
+inline constexpr std::string_view resource_key = ml_inference::model_resource_key;
 
 /// One input the model expects.
 struct input_def {

@@ -172,7 +172,9 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
     return plan_error("cwd '" + cwd.string() + "' must be absolute");
   p.cwd = p.keep(cwd.string());
   // Named by a hash of the layout; made once (".ok" beside it says it is complete).
-  std::string text;
+  // "modes" names the skeletons made with explicit modes (below): an older one made
+  // under groved's umask 077 (a root the sandbox's user could not enter) is not reused.
+  std::string text = "modes\n";
   for (const auto& e : layout)
     text += std::string{e.kind} + e.path + '\0' + e.link + '\n';
   char name[32];
@@ -183,16 +185,23 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   if (fs::exists(done, ec))
     return {};
   fs::remove_all(skel, ec);
-  if (::mkdir(skel.c_str(), 0755) != 0)
+  // chmod after each mkdir/open: the modes must not depend on the caller's umask
+  // (groved runs with 077, which would leave the root closed to the sandbox's user and
+  // every exec in it EACCES).
+  if (::mkdir(skel.c_str(), 0755) != 0 || ::chmod(skel.c_str(), 0755) != 0)
     return plan_error("mkdir " + skel.string() + ": " + std::strerror(errno));
   for (const auto& e : layout) {
     auto path = skel / e.path;
     int rc = 0;
     if (e.kind == 'd') {
       rc = ::mkdir(path.c_str(), 0755);
+      if (rc == 0)
+        rc = ::chmod(path.c_str(), 0755);
     } else if (e.kind == 'f') {
       int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
       rc = fd < 0 ? -1 : ::close(fd);
+      if (rc == 0)
+        rc = ::chmod(path.c_str(), 0644);
     } else {
       rc = ::symlink(e.link.c_str(), path.c_str());
     }

@@ -36,6 +36,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                            "a hello or invoke from a worker was accepted");
       if (f.body_case() == Frame::kPublish)
         (void) grove::validate_topic(f.publish().topic());
+      if (f.body_case() == Frame::kInferCall) {
+        // The runtime's own checks of an infer call (the InferRequest decoder itself is
+        // ml_inference's, fuzzed by ml_request).
+        auto name_ok = grove::fn::valid_model_name(f.infer_call().model());
+        grove::fuzz::require(!name_ok || f.infer_call().model().find('/') == std::string::npos,
+                             "a model name with '/' was taken as one topic level");
+      }
     }
   }
   grove::fuzz::memory_fd fd{in};

@@ -7,8 +7,11 @@
 #include <exception>
 
 #include "grove/errors.hpp"
+#include <cstring>
+
 #include "grove/function.pb.h"
 #include "grove/kernel/control.hpp"
+#include "grove/ml.pb.h"
 
 namespace grove::function {
 
@@ -162,6 +165,119 @@ outcome<std::string> update_thing_shadow(std::string_view thing, std::string_vie
 outcome<std::string> delete_thing_shadow(std::string_view thing, std::string_view shadow,
                                          std::chrono::milliseconds timeout) {
   return shadow_call("delete", thing, shadow, {}, timeout);
+}
+
+tensor tensor::of(std::string name, std::vector<int64_t> shape,
+                  const std::vector<float>& values) {
+  tensor t;
+  t.name = std::move(name);
+  t.type = dtype::float32;
+  t.shape = std::move(shape);
+  t.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  return t;
+}
+
+std::vector<float> tensor::floats() const {
+  std::vector<float> out(data.size() / sizeof(float));
+  std::memcpy(out.data(), data.data(), out.size() * sizeof(float));
+  return out;
+}
+
+const tensor* inference::output(std::string_view name) const {
+  for (const auto& t : outputs)
+    if (t.name == name)
+      return &t;
+  return nullptr;
+}
+
+namespace {
+
+/// Sends `req` to the runtime as an InferCall on `model` and decodes the reply.
+outcome<inference> infer_call(std::string_view model, const ml::InferRequest& req,
+                              std::chrono::milliseconds timeout) {
+  outcome<inference> out;
+  fn::Frame f;
+  auto* c = f.mutable_infer_call();
+  auto id = ++chan().next_id;
+  c->set_call_id(id);
+  c->set_model(std::string{model});
+  c->set_timeout_ms(static_cast<uint64_t>(timeout.count()));
+  if (!req.SerializeToString(c->mutable_request())) {
+    out.code = "malformed";
+    out.error = "malformed: the request does not serialize";
+    return out;
+  }
+  // A frame over max_frame_bytes would end the instance: refused here, before it is sent.
+  if (f.ByteSizeLong() > chan().max_frame) {
+    out.code = "too_large";
+    out.error = "too_large: the infer request is " + std::to_string(f.ByteSizeLong())
+                + " bytes, over the runtime's max_frame_bytes ("
+                + std::to_string(chan().max_frame) + ")";
+    return out;
+  }
+  if (!send(f)) {
+    out.error = "not connected to the runtime";
+    return out;
+  }
+  auto err = await([&](const fn::Frame& r) {
+    if (r.body_case() != fn::Frame::kCallReply || r.call_reply().call_id() != id)
+      return false;
+    const auto& rep = r.call_reply();
+    if (!rep.error().empty() || !rep.error_code().empty()) {
+      out.code = rep.error_code();
+      out.error = out.code.empty() ? rep.error() : out.code + ": " + rep.error();
+      return true;
+    }
+    ml::InferResponse resp;
+    if (!resp.ParseFromString(rep.payload())) {
+      out.code = "malformed";
+      out.error = "malformed: the reply is not a grove.ml.InferResponse";
+      return true;
+    }
+    inference inf;
+    inf.version = resp.version();
+    inf.batch_size = resp.batch_size();
+    for (const auto& t : resp.outputs()) {
+      tensor x;
+      x.name = t.name();
+      x.type = t.dtype() == ml::UINT8 ? dtype::uint8 : dtype::float32;
+      x.shape.assign(t.shape().begin(), t.shape().end());
+      x.data = t.data();
+      inf.outputs.push_back(std::move(x));
+    }
+    for (const auto& l : resp.top())
+      inf.top.push_back(label{l.index(), l.label(), l.score()});
+    out.value = std::move(inf);
+    return true;
+  });
+  if (!err.empty())
+    out.error = err;
+  return out;
+}
+
+} // namespace
+
+outcome<inference> infer(std::string_view model, const std::vector<tensor>& inputs,
+                         uint32_t top_k, std::chrono::milliseconds timeout) {
+  ml::InferRequest req;
+  for (const auto& in : inputs) {
+    auto* t = req.add_inputs();
+    t->set_name(in.name);
+    t->set_dtype(in.type == dtype::uint8 ? ml::UINT8 : ml::FLOAT32);
+    for (auto d : in.shape)
+      t->add_shape(d);
+    t->set_data(in.data);
+  }
+  req.set_top_k(top_k);
+  return infer_call(model, req, timeout);
+}
+
+outcome<inference> infer_image(std::string_view model, std::string_view image, uint32_t top_k,
+                               std::chrono::milliseconds timeout) {
+  ml::InferRequest req;
+  req.set_image(std::string{image});
+  req.set_top_k(top_k);
+  return infer_call(model, req, timeout);
 }
 
 void log(level lvl, std::string_view text) {

@@ -4,7 +4,11 @@ implemented on the grove_function verbs (sdk/function/python/README.md)."""
 
 import grove_function as _gf
 
-__all__ = ["client", "IoTDataPlane", "Lambda", "ShadowError", "InvocationException"]
+__all__ = ["client", "IoTDataPlane", "Lambda", "ML", "ShadowError", "InvocationException",
+           "InferenceError"]
+
+#: infer()'s error: ``code`` and ``message`` (grove_function.InferenceError).
+InferenceError = _gf.InferenceError
 
 
 class ShadowError(Exception):
@@ -99,10 +103,26 @@ class Lambda:
         return {"Payload": StreamingBody(reply), "FunctionError": ""}
 
 
+class ML:
+    """``client('ml')``: inference on the group's ML model resources through ml_inference
+    (only on models the function's resourceAccessPolicies grant)."""
+
+    def infer(self, model, inputs=None, image=None, top_k=0, timeout_ms=0):
+        """``infer(model='classifier', inputs={'x': array or (dtype, shape, bytes)},
+        top_k=3)`` or ``image=<PNG/JPEG/BMP bytes>``: ``{'outputs': {name: array},
+        'top': [{'index', 'label', 'score'}], 'version', 'batch_size'}``; raises
+        InferenceError (``code``, ``message``). See grove_function.infer."""
+        return _gf.infer(model, inputs=inputs, image=image, top_k=top_k,
+                         timeout_ms=timeout_ms)
+
+
 def client(name):
-    """A client of the Greengrass core: 'iot-data' or 'lambda'."""
+    """A client of the Greengrass core: 'iot-data', 'lambda' or 'ml'."""
     if name == "iot-data":
         return IoTDataPlane()
     if name == "lambda":
         return Lambda()
-    raise ValueError("greengrasssdk.client: unknown client '%s' (iot-data or lambda)" % name)
+    if name == "ml":
+        return ML()
+    raise ValueError("greengrasssdk.client: unknown client '%s' (iot-data, lambda or ml)"
+                     % name)

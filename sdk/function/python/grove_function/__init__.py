@@ -21,6 +21,7 @@ from . import function_pb2 as _pb
 __all__ = [
     "Error", "Context", "DEBUG", "INFO", "WARN", "ERROR", "publish", "publish_nowait",
     "invoke", "get_thing_shadow", "update_thing_shadow", "delete_thing_shadow", "log",
+    "infer", "InferenceError",
 ]
 
 # Log levels of log(), as function.proto's Log.level.
@@ -31,6 +32,17 @@ _LENGTH = struct.Struct(">I")
 
 class Error(Exception):
     """A verb failed: the runtime's or the target's error text is the message."""
+
+
+class InferenceError(Error):
+    """infer() failed: ``code`` is the error's code (not_authorized, malformed, queue_full,
+    no_route, invalid_state, too_large, timeout, ...), ``message`` ml_inference's or the
+    runtime's text (a malformed request names the tensor and what was expected)."""
+
+    def __init__(self, code, message):
+        super().__init__("%s: %s" % (code, message) if code else message)
+        self.code = code
+        self.message = message
 
 
 class _ClientContext:
@@ -241,6 +253,96 @@ def update_thing_shadow(thing, document, shadow="", timeout_ms=0):
 def delete_thing_shadow(thing, shadow="", timeout_ms=0):
     """Deletes the shadow; the accepted reply, or Error as get_thing_shadow."""
     return _shadow("delete", thing, shadow, None, timeout_ms)
+
+
+def _numpy():
+    """numpy, or None when it is not installed (infer() then takes and gives bytes)."""
+    try:
+        import numpy
+        return numpy
+    except ImportError:
+        return None
+
+
+# ml.proto's DataType by name, and back.
+_DTYPES = {"float32": 1, "uint8": 2}
+_DTYPE_NAMES = {1: "float32", 2: "uint8"}
+
+
+def _tensor(t, name, value, np):
+    """Fills ml.Tensor `t` from a numpy array or a (dtype, shape, data) tuple."""
+    t.name = name
+    if np is not None and isinstance(value, np.ndarray):
+        if value.dtype != np.uint8:
+            value = value.astype("<f4", copy=False)  # the models compute in float32
+        value = np.ascontiguousarray(value)
+        t.dtype = 2 if value.dtype == np.uint8 else 1
+        t.shape.extend(int(d) for d in value.shape)
+        t.data = value.tobytes()
+        return
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise TypeError("infer: input '%s' must be a numpy array or (dtype, shape, data)"
+                        % name)
+    dtype, shape, data = value
+    dtype = str(dtype)
+    if dtype not in _DTYPES:
+        raise TypeError("infer: input '%s': dtype %r, expected float32 or uint8" % (name, dtype))
+    t.dtype = _DTYPES[dtype]
+    t.shape.extend(int(d) for d in shape)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        t.data = bytes(data)
+    elif dtype == "float32":
+        t.data = struct.pack("<%df" % len(data), *data)
+    else:
+        t.data = bytes(data)
+
+
+def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
+    """Runs ML model `model` (a group resource this function's resourceAccessPolicies
+    grant) through ml_inference, on `inputs` ({name: numpy array or (dtype, shape,
+    data)}, dtype float32 or uint8; other numpy dtypes are sent as float32) or on `image`
+    (PNG, JPEG or BMP bytes, for the model's preprocessing). Returns ``{"outputs": {name:
+    numpy array, or (dtype, shape, bytes) without numpy}, "top": [{"index", "label",
+    "score"}...], "version": str, "batch_size": int}``. Raises InferenceError with the
+    code and message; a request over the runtime's max_frame_bytes is refused here
+    (too_large) before it is sent. timeout_ms 0: the runtime's call_timeout_ms."""
+    from . import ml_pb2 as _ml  # here: a function that never infers does not load it
+    np = _numpy()
+    req = _ml.InferRequest()
+    for name, value in (inputs or {}).items():
+        _tensor(req.inputs.add(), name, value, np)
+    if image is not None:
+        req.image = bytes(image)
+    req.top_k = int(top_k)
+    c = _chan()
+    frame = _pb.Frame()
+    call = frame.infer_call
+    call.call_id = c.take_id()
+    call.model = model
+    call.request = req.SerializeToString()
+    call.timeout_ms = timeout_ms
+    size = frame.ByteSize()
+    if size > c.max_frame:
+        raise InferenceError("too_large", "the infer request is %d bytes, over the runtime's "
+                             "max_frame_bytes (%d)" % (size, c.max_frame))
+    c.send(frame)
+    reply = c.await_reply("call_reply", "call_id", call.call_id)
+    if reply.error or reply.error_code:
+        raise InferenceError(reply.error_code, reply.error)
+    resp = _ml.InferResponse()
+    resp.ParseFromString(reply.payload)
+    outputs = {}
+    for t in resp.outputs:
+        dtype = _DTYPE_NAMES.get(t.dtype, "float32")
+        if np is not None:
+            # bytearray: a writable array (frombuffer of bytes is read-only).
+            outputs[t.name] = np.frombuffer(bytearray(t.data), dtype="<f4" if dtype == "float32"
+                                            else np.uint8).reshape(tuple(t.shape))
+        else:
+            outputs[t.name] = (dtype, tuple(t.shape), bytes(t.data))
+    top = [{"index": l.index, "label": l.label, "score": l.score} for l in resp.top]
+    return {"outputs": outputs, "top": top, "version": resp.version,
+            "batch_size": resp.batch_size}
 
 
 def log(level, text):

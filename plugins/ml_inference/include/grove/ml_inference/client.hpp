@@ -19,6 +19,10 @@ inline constexpr std::string_view infer_filter = "$grove/ml/infer/+";
 /// ml-2: the models, their state and numbers.
 inline constexpr std::string_view models_topic = "$grove/ml/models";
 
+/// The key of a group resource's config that makes it an ML model of this plugin
+/// (`resources[].config.localMachineLearningModelResourceData`).
+inline constexpr std::string_view model_resource_key = "localMachineLearningModelResourceData";
+
 /// ml-1's topic for `model`.
 inline std::string infer_topic(std::string_view model) {
   return "$grove/ml/infer/" + std::string{model};

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace grove::function {
 
@@ -22,6 +23,9 @@ struct outcome {
   std::optional<T> value;
   /// Why it failed; empty on success.
   std::string error;
+  /// The error's code when the verb reports one (infer: malformed, queue_full, no_route,
+  /// invalid_state, not_authorized, too_large, ...); empty otherwise.
+  std::string code;
 
   /// True on success.
   explicit operator bool() const noexcept {
@@ -31,6 +35,11 @@ struct outcome {
   /// The value (call only on success).
   const T& operator*() const {
     return *value;
+  }
+
+  /// The value's members (call only on success).
+  const T* operator->() const {
+    return &*value;
   }
 };
 
@@ -113,6 +122,73 @@ outcome<std::string> update_thing_shadow(std::string_view thing, std::string_vie
 /// Deletes the shadow; the accepted reply or the error, as get_thing_shadow.
 outcome<std::string> delete_thing_shadow(std::string_view thing, std::string_view shadow = {},
                                          std::chrono::milliseconds timeout = {});
+
+/// Element type of a tensor's data (ml_inference's ml.proto DataType).
+enum class dtype : uint32_t {
+  /// 4-byte IEEE floats, little-endian.
+  float32 = 1,
+  /// Bytes.
+  uint8 = 2,
+};
+
+/// A named tensor: an input of infer() or one of its outputs. `data` holds the
+/// product of `shape` elements of `type`, dense, row-major, little-endian.
+struct tensor {
+  /// The model's name for it.
+  std::string name;
+  /// Element type.
+  dtype type = dtype::float32;
+  /// Dimensions.
+  std::vector<int64_t> shape;
+  /// Raw element bytes.
+  std::string data;
+
+  /// A float32 tensor of `values`.
+  static tensor of(std::string name, std::vector<int64_t> shape,
+                   const std::vector<float>& values);
+
+  /// The elements of a float32 tensor.
+  std::vector<float> floats() const;
+};
+
+/// One of a classifier's best scores.
+struct label {
+  /// Index in the first output's last dimension.
+  uint32_t index = 0;
+  /// The model's label for it ("" when the model has none).
+  std::string name;
+  /// Its score.
+  float score = 0;
+};
+
+/// What infer() returns.
+struct inference {
+  /// The model's outputs (float32).
+  std::vector<tensor> outputs;
+  /// top_k labels per item, item after item (classifiers).
+  std::vector<label> top;
+  /// The model version that ran it.
+  std::string version;
+  /// How many requests ran in the backend call with this one.
+  uint32_t batch_size = 0;
+
+  /// The output named `name`; null when there is none.
+  const tensor* output(std::string_view name) const;
+};
+
+/// Runs ML model `model` (a group resource the function's resourceAccessPolicies grant)
+/// on named input tensors through ml_inference; `top_k` 0: the model's default.
+/// Errors carry the code: not_authorized (not granted), malformed (names the tensor and
+/// what was expected), queue_full, no_route, invalid_state, too_large (the request is over
+/// the runtime's max_frame_bytes: refused before it is sent), timeout. `timeout` zero:
+/// the runtime's call_timeout_ms. Call from the handler's thread.
+outcome<inference> infer(std::string_view model, const std::vector<tensor>& inputs,
+                         uint32_t top_k = 0, std::chrono::milliseconds timeout = {});
+
+/// The same with an encoded image (PNG, JPEG, BMP) that the model's preprocessing turns
+/// into its first input.
+outcome<inference> infer_image(std::string_view model, std::string_view image,
+                               uint32_t top_k = 0, std::chrono::milliseconds timeout = {});
 
 /// Writes a line to the function's log (<write_dir>/logs/functions/<name>.log).
 void log(level lvl, std::string_view text);
