@@ -401,7 +401,7 @@ check "... and the table of the last instance is in force" deliver_until A a/to/
 kill -9 "$FIRST_BROKER_PID"
 check "a killed broker is restarted and counted" metric_is broker.restarts 1 100
 status_has "local_link: connected" 100
-start_sub B '#' "$WORK/b2.out"
+start_sub B '#' "$WORK/b2.out" B-sub-restarted  # B-sub (b.out) may be connected again
 check "... devices reconnect and routes work again" deliver_until A a/to/b after-restart "$WORK/b2.out"
 check "... Grove's client reconnects as soon as the restarted broker listens (no back-off wait)" \
   grep -q "the restarted broker listens: Grove's client reconnects now" "$WORK/groved.out"
