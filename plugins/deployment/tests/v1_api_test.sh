@@ -70,11 +70,7 @@ gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --out
 phase() {  # phase NAME: one phase of v1_api_test.py, its PASS/FAIL lines counted here
   READONLY_KEY_ID=$RO_KEY "$PY" "$HERE/v1_api_test.py" "https://127.0.0.1:$API_PORT" \
     "$PKI/ca.crt" "$WORK/state.json" "$1" >"$WORK/py.out" 2>&1
-  local rc=$?
-  cat "$WORK/py.out"
-  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
-  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
-  [[ $rc == 0 ]] || fail "v1_api_test.py $1 exited $rc"
+  tally "$WORK/py.out" $? "v1_api_test.py $1"
 }
 state() { jq -r ".$1" "$WORK/state.json"; }
 # routes: which of A's publishes reach B. A publish no subscription allows is denied. The
