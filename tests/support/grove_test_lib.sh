@@ -55,6 +55,15 @@ finish() {
   exit $?
 }
 
+# tally OUTFILE RC NAME: a child test's output (a Python script printing PASS:/FAIL: lines)
+# shown and its PASS/FAIL lines added to the counts; a failure more if it exited RC != 0.
+tally() {
+  cat "$1"
+  PASSED=$((PASSED + $(grep -c '^PASS' "$1")))
+  FAILED=$((FAILED + $(grep -c '^FAIL' "$1")))
+  [[ $2 == 0 ]] || fail "$3 exited $2"
+}
+
 abort() {  # abort WHY: a failure, groved's output and the ABORT_LOGS, then finish
   fail "$1"
   echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null

@@ -204,11 +204,7 @@ check "aws create-component-version --lambda-function ...:\$LATEST -> Validation
 ARTIFACT_URL=https://127.0.0.1:$APORT SRV=$WORK/srv LOCAL=$WORK/local \
 ARTIFACTS=$WORK/var/plugins/deployment/artifacts \
 READONLY_KEY_ID=$RO_KEY SLOW_KEY_ID=$SLOW_KEY "$PY" "$HERE/api_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK" >"$WORK/py.out" 2>&1
-PY_RC=$?
-cat "$WORK/py.out"
-PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
-FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
-[[ $PY_RC == 0 ]] || fail "api_test.py exited $PY_RC"
+tally "$WORK/py.out" $? api_test.py
 
 # Connectivity info with the AWS CLI (no /v2 in its route); boto3 did its own above.
 OUT=$(gg update-connectivity-info --thing-name cli-core --connectivity-info \
@@ -223,11 +219,7 @@ check "aws get-connectivity-info -> both endpoints, Id defaulting to the host" \
 # Deployments applied on this core (issue 15) with boto3: real processes, logs,
 # configuration, rollback, BROKEN, delete (deployments_test.py).
 "$PY" "$HERE/deployments_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" >"$WORK/dpy.out" 2>&1
-PY_RC=$?
-cat "$WORK/dpy.out"
-PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/dpy.out")))
-FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/dpy.out")))
-[[ $PY_RC == 0 ]] || fail "deployments_test.py exited $PY_RC"
+tally "$WORK/dpy.out" $? deployments_test.py
 
 # The AWS CLI reads them back.
 THING=arn:aws:iot:us-east-1:123456789012:thing/core-1

@@ -30,29 +30,16 @@ if [[ ! -d "$DEVICES/node_modules/aws-iot-device-sdk-v2" || ! -d "$DEVICES/node_
 fi
 "$PY" -c 'import boto3' 2>/dev/null || { echo "boto3 is missing (python3-boto3)"; exit 1; }
 
-GROVED_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
 # The group PKI: devices A and B of the group, C (same CA, not in the group yet), R
 # (in the group, revoked before the start). Another CA's PKI with its own "A".
-PKI=$WORK/pki
+group_pki A B C R grove
 OTHER=$WORK/other
-export GROVE_CA_DIR=$WORK/ca
-{ make_group_pki "$CERTS_TOOL" "$PKI" A B C R grove &&
-  make_pki "$CERTS_TOOL" "$OTHER" "Other CA" A &&
-  "$CERTS_TOOL" revoke "$PKI" R; } >"$WORK/certs.out" 2>&1 ||
+{ make_pki "$CERTS_TOOL" "$OTHER" "Other CA" A &&
+  "$CERTS_TOOL" revoke "$PKI" R; } >>"$WORK/certs.out" 2>&1 ||
   { cat "$WORK/certs.out"; abort "making the certificates"; }
 cp "$(ls "$PKI"/devices/revoked/R-*.crt | head -1)" "$PKI/devices/R.crt"
 
-PORT=$(free_port)
-API_PORT=$(free_port)
-DISC_PORT=$(free_port)
-while [[ $API_PORT == "$PORT" ]]; do API_PORT=$(free_port); done
-while [[ $DISC_PORT == "$PORT" || $DISC_PORT == "$API_PORT" ]]; do DISC_PORT=$(free_port); done
+read -r PORT API_PORT DISC_PORT <<<"$(free_ports 3)"
 KEY=AKIAGROVETEST00001
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 
@@ -86,8 +73,7 @@ $(mm_profile_entry)
         crl_file: $PKI/crl.pem
 EOF
 
-"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-GROVED_PID=$!
+launch_groved
 status_has "deployment.discovery: https://127.0.0.1:$DISC_PORT" 100 ||
   abort "groved did not start the discovery listener"
 status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"

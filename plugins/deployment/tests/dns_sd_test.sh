@@ -19,32 +19,16 @@ for tool in dbus-daemon avahi-daemon avahi-publish avahi-browse unshare openssl;
 done
 [[ $(id -u) == 0 ]] || skip "avahi-daemon needs root here (its pid file under /run)"
 
-WORK=$(mktemp -d /tmp/grove-dns-sd-test.XXXXXX)
-PASSED=0
-FAILED=0
-GROVED_PID=""
+# shellcheck source=../../../tests/support/grove_test_lib.sh
+source "$(dirname "$(readlink -f "$0")")/../../../tests/support/grove_test_lib.sh"
+grove_test_init grove-dns-sd-test
 DBUS_PID=""
 AVAHI_PID=""
-cleanup() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
+# shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
+test_cleanup() {
   [[ -n "$AVAHI_PID" ]] && kill "$AVAHI_PID" 2>/dev/null
   [[ -n "$DBUS_PID" ]] && kill "$DBUS_PID" 2>/dev/null
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-check() {
-  local what=$1
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [[ $FAILED == 0 ]]
-  exit $?
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---- a private system bus and avahi-daemon -------------------------------------------------------
 cat >"$WORK/bus.conf" <<EOF
@@ -92,10 +76,8 @@ done
 PKI=$WORK/pki
 export GROVE_CA_DIR=$WORK/ca
 { "$CERTS_TOOL" init "$PKI" --days 2 && "$CERTS_TOOL" server "$PKI" --host localhost --days 2; } \
-  >"$WORK/certs.out" 2>&1 || { cat "$WORK/certs.out"; fail "making the certificates"; finish; }
-API_PORT=$(free_port)
-DISC_PORT=$(free_port)
-MQTT_PORT=$(free_port)
+  >"$WORK/certs.out" 2>&1 || { cat "$WORK/certs.out"; abort "making the certificates"; }
+read -r API_PORT DISC_PORT MQTT_PORT <<<"$(free_ports 3)"
 cat >"$WORK/profile.yaml" <<EOF
 kernel:
   log_level: info
@@ -116,16 +98,7 @@ plugins:
         dns_sd: true
         dns_sd_port: $MQTT_PORT
 EOF
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >"$WORK/groved.out" 2>&1 &
-GROVED_PID=$!
-status_has() {
-  for _ in $(seq 1 "${2:-100}"); do
-    "$GROVECTL" status 2>/dev/null | grep -qF -- "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
+launch_groved
 # browse_has TEXT: avahi-browse resolves _grove-mqtt._tcp to a line containing TEXT.
 browse_has() {
   for _ in $(seq 1 "${2:-30}"); do
@@ -152,9 +125,7 @@ for _ in $(seq 1 100); do
 done
 check "avahi-publish killed (pid $PID1): restarted by the supervisor (pid ${PID2:-none})" test "$again" == 1
 check "... and the service is advertised again" browse_has "^=;.*;Grove\\\\032core-1;_grove-mqtt._tcp;.*;$MQTT_PORT;"
-kill -9 "$GROVED_PID"
-wait "$GROVED_PID" 2>/dev/null
-GROVED_PID=""
+stop_groved KILL
 gone=0
 for _ in $(seq 1 50); do
   # The daemon must answer (exit 0): a browse that failed proves nothing.

@@ -152,7 +152,7 @@ with open(path + ".tmp", "w") as f:
 os.rename(path + ".tmp", path)
 EOF
 check "the subscriptions to and from e2e.Relay are in force" status_has "4 subscriptions" 100
-start_sub B '#' "$WORK/b.out"
+start_sub B '#' "$WORK/b.out" B-sub-relay
 check "device A -> a/to/r -> the Lambda component -> r/to/b -> device B" \
   deliver_until A a/to/r '{"n":1}' "$WORK/b.out"
 check "... B got the relayed event on r/to/b" grep -qF 'r/to/b {"n":1}' "$WORK/b.out"
@@ -176,7 +176,7 @@ check "after kill -9 and a restart: e2e.Relay RUNNING again (the deployment appl
   bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1'
 check "... the group unchanged" \
   group_has "$FN_NAMES == ['keep', 'e2e.Relay'] and $SUB_IDS == ['a-keep', 'a-r', 'r-b', 'r-b2']"
-start_sub B '#' "$WORK/b.out"
+start_sub B '#' "$WORK/b.out" B-sub-restart  # the first may still be connected
 check "... and A's message still reaches B through it, on r/to/b2" \
   deliver_until A a/to/r '{"n":"after-restart"}' "$WORK/b.out"
 check "... on r/to/b2" grep -qF 'r/to/b2 {"n":"after-restart"}' "$WORK/b.out"
@@ -214,7 +214,7 @@ check "... the group: its devices and route, e2e.Relay's function and the routes
   group_has "$FN_NAMES == ['e2e.Relay'] and sorted($SUB_IDS) == ['a-r', 'r-b', 'r-b2', 'v1-a-b']"
 check "... ListInstalledComponents: e2e.Relay still RUNNING" \
   bash -c 'for _ in $(seq 1 30); do [[ $(installed e2e.Relay) == RUNNING ]] || exit 1; sleep 0.1; done'
-start_sub B '#' "$WORK/b.out"
+start_sub B '#' "$WORK/b.out" B-sub-v1
 check "... A's message still reaches B through the Lambda component's function" \
   deliver_until A a/to/r '{"n":"after-v1"}' "$WORK/b.out"
 check "... on r/to/b2" grep -qF 'r/to/b2 {"n":"after-v1"}' "$WORK/b.out"

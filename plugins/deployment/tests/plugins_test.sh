@@ -56,11 +56,7 @@ export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {  # run_py PHASE
   "$PY" "$HERE/plugins_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
     "$GROVECTL" "$WORK/local" >"$WORK/py.out" 2>&1
-  local rc=$?
-  cat "$WORK/py.out"
-  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
-  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
-  [[ $rc == 0 ]] || fail "plugins_test.py $1 exited $rc"
+  tally "$WORK/py.out" $? "plugins_test.py $1"
 }
 run_py before
 # kill -9 of groved: the kernel comes back with its profile's plugins only; the deployment

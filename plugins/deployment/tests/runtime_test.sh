@@ -13,16 +13,12 @@ GROVECTL=$(readlink -f "${2:?}")
 CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
-WORK=$(mktemp -d /tmp/grove-deployment-runtime.XXXXXX)
-export GROVE_CONTROL_SOCKET=$WORK/var/run/control.sock
-PASSED=0
-FAILED=0
-GROVED_PID=""
-cleanup() {
-  if [[ -n "$GROVED_PID" ]]; then
-    kill -9 "$GROVED_PID" 2>/dev/null
-    wait "$GROVED_PID" 2>/dev/null
-  fi
+# shellcheck source=../../../tests/support/grove_test_lib.sh
+source "$HERE/../../../tests/support/grove_test_lib.sh"
+grove_test_init grove-deployment-runtime "$PY" openssl
+# grove_test_lib.sh's exit cleanup kills groved (-9) first; GROVED_PID is still the last one's.
+# shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
+test_cleanup() {
   # What the components started dies with the next groved; here, with the test.
   for p in /proc/[0-9]*; do
     grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
@@ -38,14 +34,7 @@ cleanup() {
       rmdir "$d" 2>/dev/null
     done
   fi
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-pass() { echo "PASS: $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL: $1"; FAILED=$((FAILED + 1)); }
-finish() { echo "$PASSED passed, $FAILED failed"; [[ $FAILED == 0 ]]; exit $?; }
-abort() { fail "$1"; echo "--- groved output"; tail -n 60 "$WORK/groved.out"; finish; }
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 [[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 0; }
 
 "$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
@@ -67,36 +56,28 @@ plugins:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 YAML
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   for _ in $(seq 1 100); do
     "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
     sleep 0.1
   done
   return 1
 }
-kill_groved() {
-  { kill -9 "$GROVED_PID"; wait "$GROVED_PID"; } 2>/dev/null
-}
 start_groved || abort "groved did not start the deployment plugin"
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {  # run_py PHASE
   "$PY" "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
     >"$WORK/py.out" 2>&1
-  local rc=$?
-  cat "$WORK/py.out"
-  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
-  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
-  [[ $rc == 0 ]] || fail "runtime_test.py $1 exited $rc"
+  tally "$WORK/py.out" $? "runtime_test.py $1"
 }
 run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
-kill_groved
+stop_groved KILL
 start_groved || abort "groved did not come back after kill -9"
 run_py rolled-back        # the rolled-back set runs again; a FAILED DO_NOTHING deployment
-kill_groved
+stop_groved KILL
 start_groved || abort "groved did not come back after the second kill -9"
 run_py partial            # the partially applied set runs again; a deployment canceled
-kill_groved
+stop_groved KILL
 start_groved || abort "groved did not come back after the third kill -9"
 run_py canceled           # what the canceled deployment left runs again
 N=$(grep -c "the journaled set runs again as it was" "$WORK/groved.out")

@@ -70,17 +70,21 @@ gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --out
 phase() {  # phase NAME: one phase of v1_api_test.py, its PASS/FAIL lines counted here
   READONLY_KEY_ID=$RO_KEY "$PY" "$HERE/v1_api_test.py" "https://127.0.0.1:$API_PORT" \
     "$PKI/ca.crt" "$WORK/state.json" "$1" >"$WORK/py.out" 2>&1
-  local rc=$?
-  cat "$WORK/py.out"
-  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/py.out")))
-  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/py.out")))
-  [[ $rc == 0 ]] || fail "v1_api_test.py $1 exited $rc"
+  tally "$WORK/py.out" $? "v1_api_test.py $1"
 }
 state() { jq -r ".$1" "$WORK/state.json"; }
 # routes: which of A's publishes reach B. A publish no subscription allows is denied. The
 # broker checks a SUBSCRIBE against the table in force, so B subscribes again after each
-# change of the group (resub).
-resub() { start_sub B '#' "$WORK/b.out"; }
+# change of the group (resub): the previous subscriber stopped, the new one with its own
+# client id (two with one id throw each other off the broker).
+RESUBS=0
+B_SUB_PID=""
+resub() {
+  if [[ -n "$B_SUB_PID" ]]; then kill "$B_SUB_PID" 2>/dev/null; wait "$B_SUB_PID" 2>/dev/null; fi
+  RESUBS=$((RESUBS + 1))
+  start_sub B '#' "$WORK/b.out" "B-sub-$RESUBS"
+  B_SUB_PID=${SUB_PIDS[-1]}
+}
 resub
 delivered() { deliver_until A "$1" "$2" "$WORK/b.out"; }
 denied() {  # denied TOPIC PAYLOAD: the broker counts 3 denials of A, and B has none of it

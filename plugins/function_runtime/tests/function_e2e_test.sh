@@ -22,25 +22,9 @@ broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$FUNCTION"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 
-GROVED_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  [[ -n "${CLOUD_PID:-}" ]] && kill "$CLOUD_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
-PKI=$WORK/pki
-CLOUD_PKI=$WORK/cloud-pki
-export GROVE_CA_DIR=$WORK/ca
-if ! { make_group_pki "$CERTS_TOOL" "$PKI" A B grove &&
-       make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI"; } >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
-PORT=$(free_port)
-CLOUD_PORT=$(free_port)
-while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+group_pki A B grove
+cloud_pki
+read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
 # A TLS Mosquitto stands in for AWS IoT Core: function CF's IOT_CORE event source.
 ABORT_LOGS=("$WORK/cloud.out")
 cloud_init
@@ -117,8 +101,7 @@ $(mm_profile_cloud)
     config: {allow_run_as_root: true}  # the test functions run as root from the build tree
 YAML
 
-"$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-GROVED_PID=$!
+launch_groved
 up=0
 for _ in $(seq 1 200); do
   if "$GROVECTL" status 2>/dev/null | grep -qF "local_link: connected" &&

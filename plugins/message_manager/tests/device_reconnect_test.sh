@@ -25,24 +25,14 @@ if [[ ! -d "$DEVICES/node_modules/mqtt" ]]; then
   exit 1
 fi
 
-GROVED_PID=""
 FLEET_PID=""
-cleanup_all() {
-  [[ -n "$FLEET_PID" ]] && kill "$FLEET_PID" 2>/dev/null
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
-
+# shellcheck disable=SC2317  # called by mm_test_lib.sh's exit cleanup
+test_cleanup() { [[ -n "$FLEET_PID" ]] && kill "$FLEET_PID" 2>/dev/null; }
 
 PUBLISHER=P
 SUBSCRIBERS=(S1 S2 S3)
 THINGS=("$PUBLISHER" "${SUBSCRIBERS[@]}")
-PKI=$WORK/pki
-if ! make_group_pki "$CERTS_TOOL" "$PKI" "${THINGS[@]}" grove >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
+group_pki "${THINGS[@]}" grove
 PORT=$(free_port)
 
 cat >"$WORK/group.yaml" <<EOF
@@ -65,8 +55,7 @@ now_ms() { date +%s%3N; }
 # The time the broker's port first listens, polled from the moment groved starts.
 LISTENING_AT=""
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   LISTENING_AT=""
   for _ in $(seq 1 400); do
     if [[ -n "$(ss -Hltn "sport = :$PORT" 2>/dev/null)" ]]; then

@@ -18,35 +18,24 @@ broker_test_init openssl "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 source "$HERE/mm_test_lib.sh"
 ABORT_LOGS=("$WORK/cloud.out")
 
-GROVED_PID=""
-CLOUD_PID=""
 SMALL_FS=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
-  [[ -n "$SMALL_FS" ]] && umount -l "$SMALL_FS" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
+# shellcheck disable=SC2317  # called by mm_test_lib.sh's exit cleanup
+test_cleanup() { [[ -n "$SMALL_FS" ]] && umount -l "$SMALL_FS" 2>/dev/null; }
 
 # ---- PKIs: the group's (devices, broker, Grove's client) and the cloud's ------------------
-PKI=$WORK/pki
-CLOUD_PKI=$WORK/cloud-pki
+group_pki A B C grove intruder
+cloud_pki
+# A device certificate of a CA the broker does not trust.
 FOREIGN=$WORK/foreign
-export GROVE_CA_DIR=$WORK/ca  # the CA keys, outside the PKI directories
 if ! {
-  make_group_pki "$CERTS_TOOL" "$PKI" A B C grove intruder &&
-  make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" &&
   "$CERTS_TOOL" init "$FOREIGN" --cn "Foreign CA" --days 2 &&
   "$CERTS_TOOL" device "$FOREIGN" A --days 2
-} >"$WORK/certs.out" 2>&1; then
+} >>"$WORK/certs.out" 2>&1; then
   cat "$WORK/certs.out"
   abort "making the certificates"
 fi
 
-PORT=$(free_port)
-CLOUD_PORT=$(free_port)
-while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
 
 # Devices identify with their certificate (CN = thing name).
 
@@ -124,8 +113,7 @@ check "a missing TLS file outside development mode: the plugin is refused, grove
            grep -q "ready: 0 of 1 plugins running" "$1"' _ "$WORK/nokey.out"
 
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   status_has "group" 100 || abort "groved did not come up"
   status_has "group: 'e2e'" 100 || abort "the plugin did not take the group"
   status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
@@ -401,7 +389,7 @@ check "... and the table of the last instance is in force" deliver_until A a/to/
 kill -9 "$FIRST_BROKER_PID"
 check "a killed broker is restarted and counted" metric_is broker.restarts 1 100
 status_has "local_link: connected" 100
-start_sub B '#' "$WORK/b2.out"
+start_sub B '#' "$WORK/b2.out" B-sub-restarted  # B-sub (b.out) may be connected again
 check "... devices reconnect and routes work again" deliver_until A a/to/b after-restart "$WORK/b2.out"
 check "... Grove's client reconnects as soon as the restarted broker listens (no back-off wait)" \
   grep -q "the restarted broker listens: Grove's client reconnects now" "$WORK/groved.out"
@@ -439,9 +427,7 @@ seq 1 10000 | timeout 120 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_ar
 check "10,000 messages accepted into the spool" \
   metric_is spool.committed_seq $((committed_before + 10000)) 300
 BROKER_BEFORE_KILL=$(broker_pid)
-kill -9 "$GROVED_PID"
-wait "$GROVED_PID" 2>/dev/null
-GROVED_PID=""
+stop_groved KILL
 for _ in $(seq 1 50); do kill -0 "$BROKER_BEFORE_KILL" 2>/dev/null || break; sleep 0.1; done
 check "the managed broker dies with groved (kill -9)" bash -c '! kill -0 "$1" 2>/dev/null' _ "$BROKER_BEFORE_KILL"
 start_cloud
@@ -458,7 +444,7 @@ check "all 10,000 delivered to the cloud after the restart (got $got)" \
 # ---- spool full, both policies (cloud down, memory spool of the minimum size) ----------------
 kill "$WATCHER_PID" 2>/dev/null
 stop_cloud
-kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+stop_groved
 # 1078 accounted bytes each (topic 14 + payload 1000 + 64), so 243 fit in 262144.
 # spool_full_is DROPPED REJECTED: 243 messages of 1078 bytes in the 262144-byte memory spool.
 spool_full_is() {
@@ -477,7 +463,7 @@ start_groved
 fill
 check "reject_new: a full spool keeps the first 243 and refuses 157 (counted)" \
   spool_full_is 0 157
-kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+stop_groved
 write_profile memory 262144 drop_oldest
 start_groved
 fill
@@ -494,7 +480,7 @@ check "... and the cloud gets the newest 243 (0158..0400) in order" \
 # ---- a real full disk: the spool fails visibly and recovers -------------------------------------
 kill "$WATCHER_PID" 2>/dev/null
 stop_cloud
-kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+stop_groved
 # The plugin's state directory (spool.db) on a 32 MiB tmpfs; no reserve, so the writes
 # themselves meet the full disk.
 SMALL_FS=$WORK/var/plugins/message_manager
@@ -527,7 +513,7 @@ start_cloud
 start_watcher "$WORK/watcher5.out"
 check "... and the cloud gets what was accepted, the last message included" \
   wait_for "$WORK/watcher5.out" "telemetry/df df-after" 300
-kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+stop_groved
 umount -l "$SMALL_FS" && SMALL_FS=""
 
 finish

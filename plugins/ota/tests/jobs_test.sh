@@ -31,8 +31,9 @@ ABORT_LOGS=("$WORK/watchdog.log" "$WORK/fake.out" "$WORK/jobs.log" "$WORK/reject
 "$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
   || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
 
-WD_PID="" CLOUD_PID="" FAKE_PID="" HTTPS_PIDS=()
-cleanup_all() {
+WD_PID="" FAKE_PID="" HTTPS_PIDS=()
+# shellcheck disable=SC2317  # called by mm_test_lib.sh's exit cleanup (the cloud is its)
+test_cleanup() {
   if [[ -n "$WD_PID" ]]; then
     local children
     children=$(pgrep -P "$WD_PID")
@@ -40,22 +41,11 @@ cleanup_all() {
   fi
   [[ -n "$FAKE_PID" ]] && kill "$FAKE_PID" 2>/dev/null
   for pid in "${HTTPS_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
-  broker_test_cleanup
 }
-trap cleanup_all EXIT
 
-PKI=$WORK/pki
-CLOUD_PKI=$WORK/cloud-pki
-export GROVE_CA_DIR=$WORK/ca
-if ! { make_group_pki "$CERTS_TOOL" "$PKI" lamp grove &&
-       make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" jobs-service; } >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
-PORT=$(free_port)
-CLOUD_PORT=$(free_port)
-while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+group_pki lamp grove
+cloud_pki jobs-service
+read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
 cloud_init
 start_cloud
 

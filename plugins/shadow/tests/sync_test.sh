@@ -29,31 +29,14 @@ source "$HERE/../../message_manager/tests/mm_test_lib.sh"
   || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
 ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")
 
-GROVED_PID=""
-CLOUD_PID=""
 FAKE_PID=""
-cleanup_all() {
-  [[ -n "$GROVED_PID" ]] && kill -9 "$GROVED_PID" 2>/dev/null
-  [[ -n "$FAKE_PID" ]] && kill "$FAKE_PID" 2>/dev/null
-  [[ -n "$CLOUD_PID" ]] && kill -9 "$CLOUD_PID" 2>/dev/null
-  broker_test_cleanup
-}
-trap cleanup_all EXIT
+# shellcheck disable=SC2317  # called by mm_test_lib.sh's exit cleanup
+test_cleanup() { [[ -n "$FAKE_PID" ]] && kill "$FAKE_PID" 2>/dev/null; }
 
 # ---- PKIs: the group's and the cloud's ------------------------------------------------------------
-PKI=$WORK/pki
-CLOUD_PKI=$WORK/cloud-pki
-export GROVE_CA_DIR=$WORK/ca
-if ! {
-  make_group_pki "$CERTS_TOOL" "$PKI" lamp grove &&
-  make_cloud_pki "$CERTS_TOOL" "$CLOUD_PKI" shadow-service
-} >"$WORK/certs.out" 2>&1; then
-  cat "$WORK/certs.out"
-  abort "making the certificates"
-fi
-PORT=$(free_port)
-CLOUD_PORT=$(free_port)
-while [[ $CLOUD_PORT == "$PORT" ]]; do CLOUD_PORT=$(free_port); done
+group_pki lamp grove
+cloud_pki shadow-service
+read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
 
 # ---- the cloud: a TLS Mosquitto and the fake AWS shadow service on it ----------------------------
 cloud_init
@@ -157,8 +140,7 @@ EOF
 write_profile "      synchronize:
         shadowDocuments: [{thingName: lamp, classic: true, namedShadows: [cfg]}]"
 start_groved() {
-  "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" >>"$WORK/groved.out" 2>&1 &
-  GROVED_PID=$!
+  launch_groved
   status_has "cloud: connected" 200 || abort "message_manager did not connect to the cloud"
   status_has "sync: 3 shadows, subscribed" 200 || abort "the shadow plugin did not subscribe"
 }
@@ -231,7 +213,7 @@ LAST=0
 for i in $(seq 1 40); do
   if local_update lamp "{\"state\":{\"reported\":{\"seq\":$i}}}"; then LAST=$i; fi
   if [[ $i == 20 ]]; then
-    kill -9 "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+    stop_groved KILL
   fi
 done
 check "20 local updates accepted before the kill ($LAST)" bash -c '[[ $1 == 20 ]]' _ "$LAST"
@@ -241,7 +223,7 @@ eventually "after kill -9 and restart the cloud converges to the device (seq 20)
 check "... and the device kept its last accepted update" local_is lamp .state.reported.seq 20
 
 # ---- deviceToCloud ignores cloud edits; the rate limit coalesces ---------------------------------
-kill "$GROVED_PID"; wait "$GROVED_PID" 2>/dev/null; GROVED_PID=""
+stop_groved
 write_profile "      synchronize:
         shadowDocuments: [{thingName: lamp, classic: true, namedShadows: [cfg]}]
         direction: deviceToCloud

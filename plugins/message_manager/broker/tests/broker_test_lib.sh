@@ -24,6 +24,7 @@ broker_test_init() {
   WORK=$(mktemp -d /tmp/grove-broker-test.XXXXXX)
   BROKER_PID=""
   SUB_PIDS=()
+  declare -gA SUB_BY_ID=()
   PASSED=0
   FAILED=0
   trap broker_test_cleanup EXIT
@@ -70,12 +71,19 @@ pub() {  # pub USER TOPIC PAYLOAD [extra args...]
 # id USER-sub unless given. Two subscribers running at once need different client ids: the
 # broker lets the second take the first's session over, the two mosquitto_subs then kick each
 # other off about every second (each reconnects), and a QoS 0 message published while one is
-# off never reaches it.
+# off never reaches it. So a second subscriber with the id of one still running aborts the
+# test.
 start_sub() {
+  local id=${4:-$1-sub}
+  local running=${SUB_BY_ID[$id]:-}
+  if [[ -n "$running" ]] && kill -0 "$running" 2>/dev/null; then
+    abort "start_sub: client id $id is already used by subscriber $running, still running (give the second subscriber its own id)"
+  fi
   # shellcheck disable=SC2046
   timeout 120 mosquitto_sub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args "$1") \
-    -i "${4:-$1-sub}" -t "$2" -F '%t %p %P' >"$3" 2>&1 &
+    -i "$id" -t "$2" -F '%t %p %P' >"$3" 2>&1 &
   SUB_PIDS+=($!)
+  SUB_BY_ID[$id]=$!
 }
 
 # start_broker CONF: starts Mosquitto and waits (bounded) until the internal client
