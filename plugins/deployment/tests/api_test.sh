@@ -253,8 +253,10 @@ check "grovectl deployments list -> it first" \
 check "grovectl deployments cancel of a COMPLETED one -> exit 1, ConflictException" \
   bash -c '[[ $0 != 0 ]] && grep -q "ConflictException" "$1"' "$?" "$WORK/ctl.out"
 
-# kill -9 of groved in the middle of a deployment (a 6 s install): at the next start the
-# journal's ACTIVE / IN_PROGRESS deployment is applied again and completes.
+# kill -9 of groved in the middle of a deployment (a slow install): at the next start the
+# journal's ACTIVE / IN_PROGRESS deployment is applied again and completes. The first
+# install's sleep (60 s) must outlive groved's restart however slow the machine is, or the
+# next start would find nothing left to kill; the install run again is quick.
 cat >"$WORK/slowinstall.yaml" <<'YAML'
 RecipeFormatVersion: '2020-01-25'
 ComponentName: e2e.SlowInstall
@@ -262,7 +264,7 @@ ComponentVersion: '1.0.0'
 Manifests:
   - Platform: {os: linux}
     Lifecycle:
-      install: echo $$ > {work:path}/install.pid; echo start >> {work:path}/installs; sleep 6; echo done >> {work:path}/installs
+      install: echo $$ > {work:path}/install.pid; echo start >> {work:path}/installs; if [ ! -e {work:path}/slow ]; then touch {work:path}/slow; sleep 60; fi; sleep 1; echo done >> {work:path}/installs
       run: echo $$ > {work:path}/pid; exec sleep 300
 YAML
 gg create-component-version --inline-recipe "fileb://$WORK/slowinstall.yaml" >/dev/null 2>&1
