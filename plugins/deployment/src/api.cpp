@@ -85,13 +85,6 @@ std::vector<std::string> segments(std::string_view path) {
   return out;
 }
 
-std::string query_value(const http_request& req, std::string_view key) {
-  for (auto& [k, v] : parse_query(req.raw_query()))
-    if (k == key)
-      return v;
-  return {};
-}
-
 // maxResults: 1..100 (DefaultMaxResults), 50 when absent.
 bool max_results(const http_request& req, size_t& out, http_response& err) {
   auto text = query_value(req, "maxResults");

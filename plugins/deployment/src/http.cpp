@@ -205,4 +205,11 @@ std::optional<arn_fields> arn_fields_of(const std::string& arn) {
   return arn_fields{parts[1], parts[2], parts[3], parts[4], arn.substr(start)};
 }
 
+std::string query_value(const http_request& req, std::string_view key) {
+  for (auto& [k, v] : parse_query(req.raw_query()))
+    if (k == key)
+      return v;
+  return {};
+}
+
 } // namespace grove::deployment

@@ -49,6 +49,9 @@ struct http_response {
   std::filesystem::path file;
 };
 
+/// The first value of query parameter `key` of `req` (decoded), or "" when absent.
+std::string query_value(const http_request& req, std::string_view key);
+
 /// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters stay, every other
 /// byte is `%XX` (upper-case); `/` stays when `keep_slash`.
 std::string uri_encode(std::string_view in, bool keep_slash);

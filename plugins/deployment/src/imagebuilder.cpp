@@ -127,13 +127,6 @@ std::optional<parsed_arn> parse_component_arn(const std::string& arn, const std:
   return out;
 }
 
-std::string query_value(const http_request& req, std::string_view key) {
-  for (auto& [k, v] : parse_query(req.raw_query()))
-    if (k == key)
-      return v;
-  return {};
-}
-
 // A string member of `body` of 1..max characters, when present; "" with no problem when
 // absent.
 bool optional_text(const json& body, const char* key, size_t max, std::string& problem) {

@@ -125,13 +125,6 @@ std::string uuid() {
          + "-" + h.substr(20);
 }
 
-std::string query_value(const http_request& req, std::string_view key) {
-  for (auto& [k, v] : parse_query(req.raw_query()))
-    if (k == key)
-      return v;
-  return {};
-}
-
 // MaxResults (1..100, 100 when absent) and NextToken (an insertion number this API gave).
 std::optional<http_response> page(const http_request& req, size_t& limit, int64_t& after) {
   auto text = query_value(req, "MaxResults");
