@@ -104,6 +104,7 @@ wait_for() {
 # launch_groved [ARG...]: starts groved on $WORK/profile.yaml and $WORK/var with ARGs, its
 # output appended to $WORK/groved.out; GROVED_PID is its pid. The caller waits for what it
 # needs (status_has).
+# shellcheck disable=SC2120  # the scripts pass ARGs; launch_groved_until passes none
 launch_groved() {
   "$GROVED" --config "$WORK/profile.yaml" --write-dir "$WORK/var" "$@" >>"$WORK/groved.out" 2>&1 &
   GROVED_PID=$!
@@ -116,6 +117,13 @@ stop_groved() {
   GROVED_PID=""
 }
 
+# launch_groved_until REGEX [tries]: launch_groved, then status_matches REGEX.
+launch_groved_until() {
+  # shellcheck disable=SC2119  # no ARGs for groved here
+  launch_groved
+  status_matches "$@"
+}
+
 status() { "$GROVECTL" status 2>&1; }
 # status_has TEXT [tries]: polls `grovectl status` until TEXT shows up.
 status_has() {
@@ -124,4 +132,22 @@ status_has() {
     sleep 0.1
   done
   return 1
+}
+# status_matches REGEX [tries]: polls `grovectl status` until a line matches REGEX (grep -E).
+status_matches() {
+  for _ in $(seq 1 "${2:-100}"); do
+    status | grep -qE -- "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# make_server_pki: a group CA and a server certificate for localhost and 127.0.0.1 in
+# $WORK/pki, made with $CERTS_TOOL (tools/grove-certs); aborts when they cannot be made.
+make_server_pki() {
+  if ! { "$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 &&
+         "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2; } >"$WORK/certs.out" 2>&1; then
+    cat "$WORK/certs.out"
+    abort "making the certificates"
+  fi
 }

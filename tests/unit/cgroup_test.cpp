@@ -14,7 +14,7 @@
 #include "grove/cgroup.hpp"
 #include "grove/errors.hpp"
 #include "grove/process.hpp"
-#include "../support/process_support.hpp"
+#include "../support/process_recorder.hpp"
 #include "test_util.hpp"
 
 // grove::cgroup (grove_cgroup) on this machine's real cgroups: the hierarchy found as
@@ -27,12 +27,7 @@ using namespace grove;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-struct groved_signals : test::groved_like_signals {
-  groved_signals() {
-    std::signal(SIGPIPE, SIG_IGN);
-  }
-};
-
+using groved_signals = test::groved_process_signals;
 BOOST_TEST_GLOBAL_FIXTURE(groved_signals);
 
 namespace {
@@ -44,38 +39,7 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-/// Exits of children, in order.
-struct recorder {
-  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("cgroup_test");
-  std::mutex mtx;
-  std::vector<process_exit> exits;
-
-  process_owner owner() {
-    process_owner o;
-    o.post = [](std::function<void()> f) { f(); };
-    o.log = log;
-    return o;
-  }
-
-  process_callbacks callbacks() {
-    process_callbacks cb;
-    cb.on_exit = [this](const process_exit& ex) {
-      std::lock_guard guard{mtx};
-      exits.push_back(ex);
-    };
-    return cb;
-  }
-
-  size_t exit_count() {
-    std::lock_guard guard{mtx};
-    return exits.size();
-  }
-
-  process_exit exit(size_t i) {
-    std::lock_guard guard{mtx};
-    return exits.at(i);
-  }
-};
+using recorder = test::process_recorder;
 
 /// `script` under sh in a process sandbox joining `procs` (the cgroup_procs way
 /// function_runtime starts its instances).
@@ -85,26 +49,12 @@ process_options sandboxed(const std::string& script, const fs::path& root_base,
   o.argv = {"sh", "-c", script};
   o.uid = 65534;
   o.gid = 65534;
-  process_sandbox sb;
-  sb.root_base = root_base;
-  for (const char* d : {"usr", "bin", "lib", "lib64", "etc"}) {
-    sandbox_mount m;
-    m.source = std::string{"/"} + d;
-    m.target = std::string{"/"} + d;
-    m.optional = true;
-    sb.mounts.push_back(m);
-  }
-  for (const char* d : {"/dev/null", "/dev/zero"}) {
-    sandbox_mount m;
-    m.source = d;
-    m.target = d;
-    m.read_only = false;
-    sb.mounts.push_back(m);
-  }
-  sandbox_mount proc;
-  proc.type = sandbox_mount::kind::proc;
-  proc.target = "/proc";
-  sb.mounts.push_back(proc);
+  auto sb = test::host_system_sandbox(root_base);
+  sandbox_mount zero;
+  zero.source = "/dev/zero";
+  zero.target = "/dev/zero";
+  zero.read_only = false;
+  sb.mounts.push_back(zero);
   sb.cgroup_procs = std::move(procs);
   o.sandbox = std::move(sb);
   return o;

@@ -19,7 +19,7 @@
 
 #include "grove/kernel/kernel.hpp"
 #include "grove/process.hpp"
-#include "../support/process_support.hpp"
+#include "../support/process_recorder.hpp"
 #include "test_util.hpp"
 
 // grove::process with real children (/bin/sh, cat, ls): exit codes and signal names,
@@ -33,80 +33,12 @@ using namespace std::chrono_literals;
 
 // groved blocks its stop signals (for sigwait) and ignores SIGPIPE before any thread
 // starts; the suite does the same so every thread, the supervisor's included, has them.
-struct groved_signals : test::groved_like_signals {
-  groved_signals() {
-    std::signal(SIGPIPE, SIG_IGN);
-  }
-};
-
+using groved_signals = test::groved_process_signals;
 BOOST_TEST_GLOBAL_FIXTURE(groved_signals);
 
 namespace {
 
-/// An owner whose "actor" is a queue the test drains: events arrive in order.
-struct recorder {
-  std::shared_ptr<test::capture_sink> sink = std::make_shared<test::capture_sink>();
-  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", sink);
-  std::mutex mtx;
-  std::vector<process_exit> exits;
-  std::vector<std::pair<output_stream, std::string>> output;
-  std::vector<pid_t> starts;
-
-  recorder() {
-    log->set_level(spdlog::level::debug);
-  }
-
-  process_owner owner() {
-    process_owner o;
-    o.post = [](std::function<void()> f) { f(); };
-    o.log = log;
-    return o;
-  }
-
-  process_callbacks callbacks() {
-    process_callbacks cb;
-    cb.on_exit = [this](const process_exit& ex) {
-      std::lock_guard guard{mtx};
-      exits.push_back(ex);
-    };
-    cb.on_output = [this](output_stream s, const std::string& line) {
-      std::lock_guard guard{mtx};
-      output.emplace_back(s, line);
-    };
-    cb.on_start = [this](pid_t pid) {
-      std::lock_guard guard{mtx};
-      starts.push_back(pid);
-    };
-    return cb;
-  }
-
-  size_t exit_count() {
-    std::lock_guard guard{mtx};
-    return exits.size();
-  }
-
-  process_exit exit(size_t i) {
-    std::lock_guard guard{mtx};
-    return exits.at(i);
-  }
-
-  std::vector<std::string> lines(output_stream which) {
-    std::lock_guard guard{mtx};
-    std::vector<std::string> out;
-    for (auto& [s, l] : output)
-      if (s == which)
-        out.push_back(l);
-    return out;
-  }
-
-  bool has_line(const std::string& needle) {
-    std::lock_guard guard{mtx};
-    for (auto& [s, l] : output)
-      if (l.find(needle) != std::string::npos)
-        return true;
-    return false;
-  }
-};
+using recorder = test::process_recorder;
 
 process_options sh(const std::string& script) {
   process_options o;
@@ -352,31 +284,14 @@ process_options sandboxed(const std::string& script, const std::filesystem::path
   auto o = sh(script);
   o.uid = 65534;
   o.gid = 65534;
-  process_sandbox sb;
-  sb.root_base = root_base;
+  auto sb = test::host_system_sandbox(root_base);
   sb.hostname = "boxed";
-  for (const char* d : {"usr", "bin", "lib", "lib64", "etc"}) {
-    sandbox_mount m;
-    m.source = std::string{"/"} + d;
-    m.target = std::string{"/"} + d;
-    m.optional = true;
-    sb.mounts.push_back(m);
-  }
   sandbox_mount tmp;
   tmp.type = sandbox_mount::kind::tmpfs;
   tmp.target = "/tmp";
   tmp.read_only = false;
   tmp.data = "size=64k,mode=1777";
   sb.mounts.push_back(tmp);
-  sandbox_mount proc;
-  proc.type = sandbox_mount::kind::proc;
-  proc.target = "/proc";
-  sb.mounts.push_back(proc);
-  sandbox_mount null;
-  null.source = "/dev/null";
-  null.target = "/dev/null";
-  null.read_only = false;
-  sb.mounts.push_back(null);
   o.sandbox = std::move(sb);
   return o;
 }
@@ -546,7 +461,9 @@ BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
              describe(p.error()));
   // A tmpfs with options the kernel refuses: the error names the step.
   o = sandboxed("true", dir.path());
-  o.sandbox->mounts[5].data = "size=nonsense";
+  for (auto& m : o.sandbox->mounts)
+    if (m.type == sandbox_mount::kind::tmpfs)
+      m.data = "size=nonsense";
   p = process::start(r.owner(), o, r.callbacks());
   BOOST_REQUIRE(!p);
   BOOST_TEST(describe(p.error()).find("cannot enter its sandbox (mount tmpfs on /tmp)")

@@ -85,13 +85,6 @@ std::vector<std::string> segments(std::string_view path) {
   return out;
 }
 
-std::string query_value(const http_request& req, std::string_view key) {
-  for (auto& [k, v] : parse_query(req.raw_query()))
-    if (k == key)
-      return v;
-  return {};
-}
-
 // maxResults: 1..100 (DefaultMaxResults), 50 when absent.
 bool max_results(const http_request& req, size_t& out, http_response& err) {
   auto text = query_value(req, "maxResults");
@@ -1186,18 +1179,12 @@ std::optional<std::pair<std::string, std::string>>
 parse_target(const std::string& arn, const std::string& region, const std::string& account,
              bool& elsewhere) {
   elsewhere = false;
-  std::vector<std::string> parts;
-  size_t start = 0;
-  for (int i = 0; i < 5; ++i) {
-    auto colon = arn.find(':', start);
-    if (colon == std::string::npos)
-      return std::nullopt;
-    parts.push_back(arn.substr(start, colon - start));
-    start = colon + 1;
-  }
-  auto rest = arn.substr(start);
+  auto f = arn_fields_of(arn);
+  if (!f)
+    return std::nullopt;
+  const auto& rest = f->resource;
   auto slash = rest.find('/');
-  if (parts[0] != "arn" || parts[2] != "iot" || slash == std::string::npos)
+  if (f->service != "iot" || slash == std::string::npos)
     return std::nullopt;
   auto kind = rest.substr(0, slash);
   auto name = rest.substr(slash + 1);
@@ -1206,7 +1193,7 @@ parse_target(const std::string& arn, const std::string& region, const std::strin
            return std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '-';
          }))
     return std::nullopt;
-  elsewhere = parts[3] != region || parts[4] != account;
+  elsewhere = f->region != region || f->account != account;
   return std::make_pair(kind, name);
 }
 

@@ -7,6 +7,7 @@
 #include "grove/errors.hpp"
 #include "imagebuilder_store.hpp"
 #include "semver.hpp"
+#include "store_rows.hpp"
 
 namespace grove::deployment {
 
@@ -15,29 +16,6 @@ namespace {
 constexpr const char* columns =
   "name, version, created_ms, description, publisher, recipe, platforms, state, message, "
   "vendor_guidance, vendor_guidance_message, tags";
-
-// Runs `sql` with `args` bound and calls `on_row(statement&)` for each row until it
-// returns false; the statement is reset on every way out (a cached statement left mid-
-// step would hold its read snapshot). The one stepping loop of this file.
-template <class F, class... Ts>
-caf::error each_row(grove::store& db, std::string_view sql, F&& on_row, const Ts&... args) {
-  auto stmt = db.prepare(sql);
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(args...);
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (!*row || !on_row(s))
-      break;
-  }
-  s.reset();
-  return {};
-}
 
 // Greengrass v2's clientTokens (CreateComponentVersion, CreateDeployment) and Image
 // Builder's (CreateComponent): client_tokens.hpp, each in its own table.
@@ -63,10 +41,7 @@ component_store::open(const std::filesystem::path& file) {
                              " message TEXT NOT NULL, vendor_guidance TEXT NOT NULL,"
                              " vendor_guidance_message TEXT NOT NULL, tags TEXT NOT NULL,"
                              " PRIMARY KEY(name, version)) WITHOUT ROWID;"
-                             "CREATE TABLE client_tokens("
-                             " token TEXT PRIMARY KEY, request_hash TEXT NOT NULL,"
-                             " status INTEGER NOT NULL, response TEXT NOT NULL,"
-                             " expires_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                               + v2_tokens().schema_sql(),
                              {}});
   // Artifacts (fetched before a version is DEPLOYABLE) and core devices' connectivity.
   opts.migrations.push_back({2,
@@ -281,21 +256,15 @@ caf::expected<bool> component_store::erase(const std::string& name, const std::s
 caf::expected<std::optional<artifact_status>>
 component_store::artifacts_of(const std::string& name, const std::string& version) {
   std::lock_guard guard{mtx_};
-  auto stmt = db_->prepare("SELECT errors, artifacts FROM component_versions "
-                           "WHERE name = ? AND version = ?");
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(name, version);
-  auto row = s.step();
-  if (!row) {
-    s.reset();
-    return std::move(row.error());
-  }
   std::optional<artifact_status> out;
-  if (*row)
-    out = artifact_status{std::string{s.column_text(0)}, std::string{s.column_text(1)}};
-  s.reset();
+  if (auto err = each_row(
+        *db_, "SELECT errors, artifacts FROM component_versions WHERE name = ? AND version = ?",
+        [&](const grove::statement& s) {
+          out = artifact_status{std::string{s.column_text(0)}, std::string{s.column_text(1)}};
+          return false;
+        },
+        name, version))
+    return err;
   return out;
 }
 
@@ -325,23 +294,15 @@ caf::expected<bool> component_store::settle(const std::string& name, const std::
 
 caf::expected<std::vector<std::pair<std::string, std::string>>> component_store::unsettled() {
   std::lock_guard guard{mtx_};
-  auto stmt = db_->prepare("SELECT name, version FROM component_versions "
-                           "WHERE state IN ('REQUESTED', 'INITIATED') ORDER BY created_ms");
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
   std::vector<std::pair<std::string, std::string>> out;
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (!*row)
-      break;
-    out.emplace_back(std::string{s.column_text(0)}, std::string{s.column_text(1)});
-  }
-  s.reset();
+  if (auto err = each_row(*db_,
+                          "SELECT name, version FROM component_versions "
+                          "WHERE state IN ('REQUESTED', 'INITIATED') ORDER BY created_ms",
+                          [&](const grove::statement& s) {
+                            out.emplace_back(std::string{s.column_text(0)},
+                                             std::string{s.column_text(1)});
+                          }))
+    return err;
   return out;
 }
 

@@ -190,4 +190,26 @@ std::string iso8601_ms(int64_t ms) {
   return buf;
 }
 
+std::optional<arn_fields> arn_fields_of(const std::string& arn) {
+  std::string parts[5];
+  size_t start = 0;
+  for (auto& part : parts) {
+    auto colon = arn.find(':', start);
+    if (colon == std::string::npos)
+      return std::nullopt;
+    part = arn.substr(start, colon - start);
+    start = colon + 1;
+  }
+  if (parts[0] != "arn")
+    return std::nullopt;
+  return arn_fields{parts[1], parts[2], parts[3], parts[4], arn.substr(start)};
+}
+
+std::string query_value(const http_request& req, std::string_view key) {
+  for (auto& [k, v] : parse_query(req.raw_query()))
+    if (k == key)
+      return v;
+  return {};
+}
+
 } // namespace grove::deployment

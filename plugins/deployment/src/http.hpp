@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -48,9 +49,26 @@ struct http_response {
   std::filesystem::path file;
 };
 
+/// The first value of query parameter `key` of `req` (decoded), or "" when absent.
+std::string query_value(const http_request& req, std::string_view key);
+
 /// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters stay, every other
 /// byte is `%XX` (upper-case); `/` stays when `keep_slash`.
 std::string uri_encode(std::string_view in, bool keep_slash);
+
+/// The fields of an ARN: arn:<partition>:<service>:<region>:<account>:<resource>.
+struct arn_fields {
+  std::string partition;
+  std::string service;
+  std::string region;
+  std::string account;
+  /// Everything after the fifth colon (it may hold colons and slashes itself).
+  std::string resource;
+};
+
+/// Splits `arn` at its first five colons; nullopt unless it starts with "arn:" and has
+/// them. What the partition, service and resource must be is the caller's to check.
+std::optional<arn_fields> arn_fields_of(const std::string& arn);
 
 /// Percent-decoding; a `%` not followed by two hex digits is kept as it is. `+` stays
 /// `+` (AWS clients encode a space as `%20`).

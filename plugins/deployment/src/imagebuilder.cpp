@@ -90,19 +90,11 @@ struct parsed_arn {
 std::optional<parsed_arn> parse_component_arn(const std::string& arn, const std::string& region,
                                               const std::string& account) {
   // arn:<partition>:imagebuilder:<region>:<account>:component/<name>/<x.y.z>[/<build>]
-  std::vector<std::string> parts;
-  size_t start = 0;
-  for (int k = 0; k < 5; ++k) {
-    auto colon = arn.find(':', start);
-    if (colon == std::string::npos)
-      return std::nullopt;
-    parts.push_back(arn.substr(start, colon - start));
-    start = colon + 1;
-  }
-  auto resource = arn.substr(start);
-  if (parts[0] != "arn" || !parts[1].starts_with("aws") || parts[2] != "imagebuilder"
-      || !resource.starts_with("component/"))
+  auto f = arn_fields_of(arn);
+  if (!f || !f->partition.starts_with("aws") || f->service != "imagebuilder"
+      || !f->resource.starts_with("component/"))
     return std::nullopt;
+  const auto& resource = f->resource;
   std::vector<std::string> segs;
   size_t at = std::string_view{"component/"}.size();
   while (at <= resource.size()) {
@@ -131,15 +123,8 @@ std::optional<parsed_arn> parse_component_arn(const std::string& arn, const std:
       return std::nullopt;
     out.build = std::stoll(b);
   }
-  out.elsewhere = parts[3] != region || parts[4] != account;
+  out.elsewhere = f->region != region || f->account != account;
   return out;
-}
-
-std::string query_value(const http_request& req, std::string_view key) {
-  for (auto& [k, v] : parse_query(req.raw_query()))
-    if (k == key)
-      return v;
-  return {};
 }
 
 // A string member of `body` of 1..max characters, when present; "" with no problem when

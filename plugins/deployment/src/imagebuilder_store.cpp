@@ -4,6 +4,8 @@
 #include <string_view>
 #include <tuple>
 
+#include "store_rows.hpp"
+
 namespace grove::deployment {
 
 namespace {
@@ -28,28 +30,6 @@ ib_component row_of(const grove::statement& s) {
   c.extra = std::string{s.column_text(7)};
   c.created_ms = s.column_int64(8);
   return c;
-}
-
-// Steps `sql` with `args`, calling `each` per row; the statement is reset on every way out.
-template <class F, class... Ts>
-caf::error rows(grove::store& db, const std::string& sql, F&& each, const Ts&... args) {
-  auto stmt = db.prepare(sql);
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(args...);
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (!*row)
-      break;
-    each(s);
-  }
-  s.reset();
-  return {};
 }
 
 // major.minor.patch as numbers, for ordering.
@@ -102,7 +82,7 @@ caf::expected<ib_put_result> ib_put(grove::store& db, ib_component& c, const std
     }
   }
   int64_t last = 0;
-  if (auto err = rows(
+  if (auto err = each_row(
         db, "SELECT last_build FROM imagebuilder_builds WHERE arn_name = ? AND version = ?",
         [&](const grove::statement& s) { last = s.column_int64(0); }, c.arn_name, c.version))
     return err;
@@ -132,12 +112,12 @@ caf::expected<std::optional<ib_component>> ib_get(grove::store& db, const std::s
   };
   caf::error err;
   if (build > 0)
-    err = rows(db,
+    err = each_row(db,
                std::string{"SELECT "} + columns
                  + " FROM imagebuilder_components WHERE arn_name = ? AND version = ? AND build = ?",
                take, arn_name, version, build);
   else
-    err = rows(db,
+    err = each_row(db,
                std::string{"SELECT "} + columns
                  + " FROM imagebuilder_components WHERE arn_name = ? AND version = ?"
                    " ORDER BY build DESC LIMIT 1",
@@ -149,7 +129,7 @@ caf::expected<std::optional<ib_component>> ib_get(grove::store& db, const std::s
 
 caf::expected<std::vector<ib_component>> ib_list(grove::store& db) {
   std::vector<ib_component> out;
-  if (auto err = rows(db,
+  if (auto err = each_row(db,
                       "SELECT name, arn_name, version, build, platform, type, '', extra,"
                       " created_ms FROM imagebuilder_components",
                       [&](const grove::statement& s) { out.push_back(row_of(s)); }))
@@ -164,7 +144,7 @@ caf::expected<std::vector<ib_component>> ib_list(grove::store& db) {
 caf::expected<bool> ib_erase(grove::store& db, const std::string& arn_name,
                              const std::string& version, int64_t build) {
   bool found = false;
-  if (auto err = rows(
+  if (auto err = each_row(
         db,
         "SELECT 1 FROM imagebuilder_components WHERE arn_name = ? AND version = ? AND build = ?",
         [&](const grove::statement&) { found = true; }, arn_name, version, build))

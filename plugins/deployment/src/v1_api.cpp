@@ -125,13 +125,6 @@ std::string uuid() {
          + "-" + h.substr(20);
 }
 
-std::string query_value(const http_request& req, std::string_view key) {
-  for (auto& [k, v] : parse_query(req.raw_query()))
-    if (k == key)
-      return v;
-  return {};
-}
-
 // MaxResults (1..100, 100 when absent) and NextToken (an insertion number this API gave).
 std::optional<http_response> page(const http_request& req, size_t& limit, int64_t& after) {
   auto text = query_value(req, "MaxResults");
@@ -263,23 +256,15 @@ bool valid_name(std::string_view s) {
   });
 }
 
-// The 6 colon-separated fields before the resource of an ARN, and the resource.
+// An ARN of `service` in partition aws: its region, account and resource.
 bool split_arn(const std::string& arn, std::string_view service, std::string& region,
                std::string& account, std::string& resource) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  for (int i = 0; i < 5; ++i) {
-    auto colon = arn.find(':', start);
-    if (colon == std::string::npos)
-      return false;
-    parts.push_back(arn.substr(start, colon - start));
-    start = colon + 1;
-  }
-  if (parts[0] != "arn" || parts[1] != "aws" || parts[2] != service)
+  auto f = arn_fields_of(arn);
+  if (!f || f->partition != "aws" || f->service != service)
     return false;
-  region = parts[3];
-  account = parts[4];
-  resource = arn.substr(start);
+  region = std::move(f->region);
+  account = std::move(f->account);
+  resource = std::move(f->resource);
   return true;
 }
 

@@ -2,26 +2,11 @@
 
 #include <sqlite3.h>
 
+#include "store_rows.hpp"
+
 namespace grove::deployment {
 
 namespace {
-
-// Steps `s` to the end, `each` reading every row; resets it in all cases.
-template <class F>
-caf::error each_row(grove::statement& s, F each) {
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      s.reset();
-      return std::move(row.error());
-    }
-    if (!*row)
-      break;
-    each(s);
-  }
-  s.reset();
-  return {};
-}
 
 constexpr const char* resource_columns =
   "SELECT kind, id, name, created_ms, updated_ms, latest, tags, rowid FROM v1_resources ";
@@ -30,6 +15,12 @@ constexpr const char* version_columns =
 constexpr const char* deployment_columns =
   "SELECT group_id, id, type, version, status, error_message, error_details, created_ms, "
   "updated_ms, rowid FROM v1_deployments ";
+
+// Greengrass v1's X-Amzn-Client-Tokens: client_tokens.hpp, as the other two APIs'.
+const client_token_table& v1_tokens() {
+  static const client_token_table t{"v1_client_tokens"};
+  return t;
+}
 
 } // namespace
 
@@ -54,26 +45,13 @@ caf::expected<std::unique_ptr<v1_store>> v1_store::open(const std::filesystem::p
                              " error_message TEXT NOT NULL, error_details TEXT NOT NULL,"
                              " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,"
                              " UNIQUE(group_id, id));"
-                             "CREATE TABLE v1_client_tokens("
-                             " token TEXT PRIMARY KEY, request_hash TEXT NOT NULL,"
-                             " status INTEGER NOT NULL, response TEXT NOT NULL,"
-                             " expires_ms INTEGER NOT NULL) WITHOUT ROWID;",
+                               + v1_tokens().schema_sql(),
                              {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
   return std::unique_ptr<v1_store>{new v1_store(std::move(*db))};
 }
-
-// Greengrass v1's X-Amzn-Client-Tokens: client_tokens.hpp, as the other two APIs'.
-namespace {
-
-const client_token_table& v1_tokens() {
-  static const client_token_table t{"v1_client_tokens"};
-  return t;
-}
-
-} // namespace
 
 caf::expected<std::optional<token_record>> v1_store::token(const std::string& token,
                                                            int64_t now_ms) {
@@ -108,18 +86,13 @@ caf::error v1_store::create(const v1_resource& r, const std::optional<v1_version
 caf::expected<std::vector<v1_resource>> v1_store::resources(const char* sql, const std::string& a,
                                                             const std::string& b, int64_t n1,
                                                             int64_t n2) {
-  auto stmt = db_->prepare(std::string{resource_columns} + sql);
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(a, b, n1, n2);
   std::vector<v1_resource> out;
-  if (auto err = each_row(s, [&](grove::statement& s) {
+  if (auto err = each_row(*db_, std::string{resource_columns} + sql, [&](grove::statement& s) {
         out.push_back({std::string{s.column_text(0)}, std::string{s.column_text(1)},
                        std::string{s.column_text(2)}, s.column_int64(3), s.column_int64(4),
                        std::string{s.column_text(5)}, std::string{s.column_text(6)},
                        s.column_int64(7)});
-      }))
+      }, a, b, n1, n2))
     return err;
   return out;
 }
@@ -202,17 +175,12 @@ caf::expected<bool> v1_store::add_version(const v1_version& v) {
 caf::expected<std::vector<v1_version>>
 v1_store::version_rows(const char* sql, const std::string& a, const std::string& b,
                        const std::string& c, int64_t n1, int64_t n2) {
-  auto stmt = db_->prepare(std::string{version_columns} + sql);
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(a, b, c, n1, n2);
   std::vector<v1_version> out;
-  if (auto err = each_row(s, [&](grove::statement& s) {
+  if (auto err = each_row(*db_, std::string{version_columns} + sql, [&](grove::statement& s) {
         out.push_back({std::string{s.column_text(0)}, std::string{s.column_text(1)},
                        std::string{s.column_text(2)}, s.column_int64(3),
                        std::string{s.column_text(4)}, s.column_int64(5)});
-      }))
+      }, a, b, c, n1, n2))
     return err;
   return out;
 }
@@ -264,19 +232,14 @@ caf::expected<bool> v1_store::set_deployment_status(const std::string& group_id,
 caf::expected<std::vector<v1_deployment>>
 v1_store::deployment_rows(const char* sql, const std::string& a, const std::string& b, int64_t n1,
                           int64_t n2) {
-  auto stmt = db_->prepare(std::string{deployment_columns} + sql);
-  if (!stmt)
-    return std::move(stmt.error());
-  auto& s = **stmt;
-  s.bind_all(a, b, n1, n2);
   std::vector<v1_deployment> out;
-  if (auto err = each_row(s, [&](grove::statement& s) {
+  if (auto err = each_row(*db_, std::string{deployment_columns} + sql, [&](grove::statement& s) {
         out.push_back({std::string{s.column_text(0)}, std::string{s.column_text(1)},
                        std::string{s.column_text(2)}, std::string{s.column_text(3)},
                        std::string{s.column_text(4)}, std::string{s.column_text(5)},
                        std::string{s.column_text(6)}, s.column_int64(7), s.column_int64(8),
                        s.column_int64(9)});
-      }))
+      }, a, b, n1, n2))
     return err;
   return out;
 }

@@ -24,9 +24,7 @@ test_cleanup() {
   [[ -n "$ARTIFACT_SERVER_PID" ]] && kill "$ARTIFACT_SERVER_PID" 2>/dev/null
 }
 
-"$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
-  "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
-  { cat "$WORK/certs.out"; abort "making the certificates"; }
+make_server_pki
 # The artifact server (https, the same PKI): what s3:// URIs map to, and https ones.
 mkdir -p "$WORK/srv/s3/DOC-EXAMPLE-BUCKET/artifacts/com.example.HelloWorld/1.0.0" "$WORK/local"
 echo 'print("hello world")' >"$WORK/srv/s3/DOC-EXAMPLE-BUCKET/artifacts/com.example.HelloWorld/1.0.0/hello_world.py"
@@ -62,13 +60,7 @@ plugins:
 YAML
 
 start_groved() {
-  launch_groved
-  for _ in $(seq 1 100); do
-    "$GROVECTL" status 2>/dev/null | grep -qF "deployment.api: https://127.0.0.1:$PORT" &&
-      "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
-    sleep 0.1
-  done
-  return 1
+  launch_groved_until "deployment .* running" && status_has "deployment.api: https://127.0.0.1:$PORT"
 }
 start_groved || abort "groved did not start the deployment plugin"
 pass "groved serves the Greengrass v2 API over TLS on 127.0.0.1:$PORT"
@@ -383,6 +375,5 @@ check "... the new instance fetches it again: DEPLOYABLE" wait_state "$RELOAD_AR
 check "... and the cut fetch settled nothing (no FAILED logged for it), no wait timed out" \
   bash -c '! grep -q "SlowReload:1.0.0: FAILED\|did not end within" "$0"' "$WORK/groved.out"
 
-check "groved is still running, the plugin too" \
-  bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running"' "$GROVECTL"
+check "groved is still running, the plugin too" status_matches "deployment .* running" 1
 finish

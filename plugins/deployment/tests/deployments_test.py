@@ -12,7 +12,8 @@ import sys
 
 import botocore.exceptions
 
-from support import check, client, finish, thing_arn, wait
+import support
+from support import alive, check, client, finish, pid_in, read, thing_arn, wait
 
 ENDPOINT, CA, WRITE = sys.argv[1], sys.argv[2], sys.argv[3]
 THING = thing_arn("core-1")
@@ -22,9 +23,7 @@ gg = client("greengrassv2", ENDPOINT, CA)
 
 
 def component(name, body):
-    recipe = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: {name}\n"
-              f"ComponentVersion: '1.0.0'\n{body}")
-    gg.create_component_version(inlineRecipe=recipe.encode())
+    support.component(gg, name, body)
 
 
 def deployment_done(did):
@@ -35,32 +34,15 @@ def deployment_done(did):
 
 
 def installed():
-    return {c["componentName"]: c for c in
-            gg.list_installed_components(coreDeviceThingName="core-1")["installedComponents"]}
+    return support.installed(gg)
 
 
 def effective(did):
-    for e in gg.list_effective_deployments(coreDeviceThingName="core-1")["effectiveDeployments"]:
-        if e["deploymentId"] == did:
-            return e
-    return {}
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
+    return support.effective(gg, did)
 
 
 def pid_of(name):
-    text = read(f"{WORKDIR}/{name}/pid").strip()
-    return int(text) if text.isdigit() else 0
-
-
-def alive(pid):
-    return pid > 0 and os.path.exists(f"/proc/{pid}") and "Z" not in read(f"/proc/{pid}/stat").split()[2:3]
+    return pid_in(WORKDIR, name)
 
 
 component("e2e.Lib", """Manifests:

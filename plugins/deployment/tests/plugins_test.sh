@@ -19,9 +19,7 @@ grove_test_init grove-deployment-plugins "$PY"
 [[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
-"$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
-  "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
-  { cat "$WORK/certs.out"; abort "making the certificates"; }
+make_server_pki
 # Version 2.0.0 of grove.heartbeat carries its own build (a copy: another file than the
 # plugin directory's) as a file:// artifact.
 mkdir -p "$WORK/local"
@@ -43,15 +41,7 @@ plugins:
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 YAML
-start_groved() {
-  launch_groved
-  for _ in $(seq 1 100); do
-    "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-start_groved || abort "groved did not start the deployment plugin"
+launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {  # run_py PHASE
   "$PY" "$HERE/plugins_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
@@ -62,7 +52,7 @@ run_py before
 # kill -9 of groved: the kernel comes back with its profile's plugins only; the deployment
 # plugin applies the current deployment again, plugins included.
 stop_groved KILL
-start_groved || abort "groved did not come back after kill -9"
+launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
 run_py after
 # The failed deployment's heartbeat change was really made, then undone by the rollback:
 # the kernel logged three reconfigurations (the merge, the failed deployment's, the undo).
@@ -72,10 +62,6 @@ if [[ $N == 3 ]]; then
 else
   fail "the rollback undid a configuration really applied (3 reconfigurations logged, not $N)"
 fi
-if "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running"; then
-  pass "groved and the deployment plugin still run"
-else
-  fail "groved and the deployment plugin still run"
-fi
+check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|heartbeat\|ghost" "$WORK/groved.out" | tail -n 60; }
 finish

@@ -16,72 +16,27 @@ Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import os
 import sys
-import time
 
-import boto3
-import botocore.config
+import support
+from support import alive, check, client, pid_in, read, thing_arn, wait
 
 PHASE, ENDPOINT, CA, WRITE = sys.argv[1:5]
-REGION, ACCOUNT = "us-east-1", "123456789012"
-THING = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/core-1"
+THING = thing_arn("core-1")
 WORKDIR = f"{WRITE}/plugins/deployment/components/work"
 LIM_KB, HOG_KB = 65536, 32768
-failed = 0
+gg = client("greengrassv2", ENDPOINT, CA)
 
 
-def check(what, ok, detail=""):
-    global failed
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"))
-    if not ok:
-        failed += 1
-
-
-gg = boto3.client("greengrassv2", endpoint_url=ENDPOINT, verify=CA, region_name=REGION,
-                  config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
-
-
-def wait(fn, timeout=30):
-    end = time.time() + timeout
-    last = None
-    while time.time() < end:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    return last
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
+def installed():
+    return support.installed(gg)
 
 
 def pid_of(name):
-    text = read(f"{WORKDIR}/{name}/pid").strip()
-    return int(text) if text.isdigit() else 0
-
-
-def alive(pid):
-    return pid > 0 and os.path.exists(f"/proc/{pid}") and "Z" not in read(f"/proc/{pid}/stat").split()[2:3]
+    return pid_in(WORKDIR, name)
 
 
 def lines(name, file):
     return len(read(f"{WORKDIR}/{name}/{file}").splitlines())
-
-
-def installed():
-    return {c["componentName"]: c for c in
-            gg.list_installed_components(coreDeviceThingName="core-1")["installedComponents"]}
-
-
-def effective(did):
-    for e in gg.list_effective_deployments(coreDeviceThingName="core-1")["effectiveDeployments"]:
-        if e["deploymentId"] == did:
-            return e
-    return {}
 
 
 def deploy(components, policy="ROLLBACK", settled=("COMPLETED", "FAILED")):
@@ -92,7 +47,7 @@ def deploy(components, policy="ROLLBACK", settled=("COMPLETED", "FAILED")):
         d = gg.get_deployment(deploymentId=did)
         return d if d["deploymentStatus"] in settled else None
     d = wait(done, 60) or {}
-    return d.get("deploymentStatus"), effective(did).get("reason", "")
+    return d.get("deploymentStatus"), support.effective(gg, did).get("reason", "")
 
 
 def cgroup_file(pid, controller, file):
@@ -101,14 +56,15 @@ def cgroup_file(pid, controller, file):
         num, ctrls, path = line.split(":", 2)
         if controller in ctrls.split(","):
             return path, read(f"/sys/fs/cgroup/{controller}{path}/{file}").strip()
-        if num == "0" and ctrls == "" and os.path.exists(f"/sys/fs/cgroup/cgroup.controllers"):
+        if num == "0" and ctrls == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
             v2 = {"memory.limit_in_bytes": "memory.max", "cpu.cfs_quota_us": "cpu.max"}[file]
             return path, read(f"/sys/fs/cgroup{path}/{v2}").split(" ")[0].strip()
     return "", ""
 
 
 def running(name):
-    return wait(lambda: alive(pid_of(name)) and installed().get(name, {}).get("lifecycleState") == "RUNNING")
+    return wait(lambda: alive(pid_of(name)) and installed().get(name, {}).get("lifecycleState") == "RUNNING",
+                30)
 
 
 LIMITS = {"memory": LIM_KB, "cpus": 0.5}
@@ -128,10 +84,8 @@ def check_limits(when):
 
 
 if PHASE == "first":
-    def component(name, body, version="1.0.0"):
-        recipe = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: {name}\n"
-                  f"ComponentVersion: '{version}'\n{body}")
-        gg.create_component_version(inlineRecipe=recipe.encode())
+    def component(name, body):
+        support.component(gg, name, body)
 
     sleeper = """Manifests:
   - Platform: {os: linux}
@@ -187,7 +141,7 @@ elif PHASE == "rolled-back":
     # (The journal lists them RUNNING at once: their second runs are what counts.)
     comps = wait(lambda: (lambda c: c if all(c.get(n, {}).get("lifecycleState") == "RUNNING"
                                              and lines(n, "runs") == 2 for n in ("e2e.Lim", "e2e.Other"))
-                          else None)(installed()))
+                          else None)(installed()), 30)
     check("after kill -9 following the FAILED ROLLBACK deployment: e2e.Lim and e2e.Other run again",
           bool(comps), str({n: c["lifecycleState"] for n, c in installed().items()}))
     check("... with new processes (their second runs), alive",
@@ -213,7 +167,7 @@ elif PHASE == "rolled-back":
 elif PHASE == "partial":
     want = {"e2e.Lim": "RUNNING", "e2e.New": "RUNNING", "e2e.BadInstall": "ERRORED"}
     got = wait(lambda: (lambda c: c if {n: x["lifecycleState"] for n, x in c.items()} == want
-                        and lines("e2e.New", "runs") == 2 else None)(installed()))
+                        and lines("e2e.New", "runs") == 2 else None)(installed()), 30)
     check("after kill -9 following the FAILED DO_NOTHING deployment: exactly e2e.Lim, e2e.New "
           "RUNNING and e2e.BadInstall ERRORED", bool(got),
           str({n: x["lifecycleState"] for n, x in installed().items()}))
@@ -266,9 +220,9 @@ Manifests:
 
 elif PHASE == "canceled":
     got = wait(lambda: all(lines(n, "runs") == r and alive(pid_of(n))
-                           for n, r in (("e2e.Lim", 5), ("e2e.New", 3), ("e2e.Slow", 2))))
+                           for n, r in (("e2e.Lim", 5), ("e2e.New", 3), ("e2e.Slow", 2))), 30)
     check("after kill -9 following the CANCELED deployment: e2e.Lim, e2e.New and e2e.Slow run "
           "again", bool(got) and set(installed()) == {"e2e.Lim", "e2e.New", "e2e.Slow"},
           f"{[(n, lines(n, 'runs')) for n in ('e2e.Lim', 'e2e.New', 'e2e.Slow')]} {list(installed())}")
 
-sys.exit(1 if failed else 0)
+support.finish()

@@ -37,9 +37,7 @@ test_cleanup() {
 }
 [[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 0; }
 
-"$CERTS_TOOL" init "$WORK/pki" --cn "Group CA" --days 2 >"$WORK/certs.out" 2>&1 &&
-  "$CERTS_TOOL" server "$WORK/pki" --host localhost --ip 127.0.0.1 --days 2 >>"$WORK/certs.out" 2>&1 ||
-  { cat "$WORK/certs.out"; abort "making the certificates"; }
+make_server_pki
 PORT=$(free_port)
 KEY=AKIAGROVETEST00001
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
@@ -55,15 +53,7 @@ plugins:
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 YAML
-start_groved() {
-  launch_groved
-  for _ in $(seq 1 100); do
-    "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-start_groved || abort "groved did not start the deployment plugin"
+launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {  # run_py PHASE
   "$PY" "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
@@ -72,13 +62,13 @@ run_py() {  # run_py PHASE
 }
 run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
 stop_groved KILL
-start_groved || abort "groved did not come back after kill -9"
+launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
 run_py rolled-back        # the rolled-back set runs again; a FAILED DO_NOTHING deployment
 stop_groved KILL
-start_groved || abort "groved did not come back after the second kill -9"
+launch_groved_until "deployment .* running" || abort "groved did not come back after the second kill -9"
 run_py partial            # the partially applied set runs again; a deployment canceled
 stop_groved KILL
-start_groved || abort "groved did not come back after the third kill -9"
+launch_groved_until "deployment .* running" || abort "groved did not come back after the third kill -9"
 run_py canceled           # what the canceled deployment left runs again
 N=$(grep -c "the journaled set runs again as it was" "$WORK/groved.out")
 if [[ $N == 3 ]]; then
@@ -86,10 +76,6 @@ if [[ $N == 3 ]]; then
 else
   fail "the three restarts started the journaled set (logged $N times, not 3)"
 fi
-if "$GROVECTL" status 2>/dev/null | grep -q "deployment .* running"; then
-  pass "groved and the deployment plugin still run"
-else
-  fail "groved and the deployment plugin still run"
-fi
+check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
 finish

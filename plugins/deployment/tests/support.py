@@ -1,6 +1,7 @@
 """What the deployment plugin's boto3 tests share (api_test.py, deployments_test.py,
-plugins_test.py, v1_api_test.py): PASS/FAIL checks and the exit status, the boto3
-clients against groved's API, and polling. Each script imports it from its own folder
+plugins_test.py, runtime_test.py, v1_api_test.py): PASS/FAIL checks and the exit status,
+the boto3 clients against groved's API, polling, and the core's installed components and
+their processes. Each script imports it from its own folder
 (Python puts a script's folder first on sys.path).
 """
 import os
@@ -54,3 +55,44 @@ def wait(fn, timeout=20):
             return last
         time.sleep(0.1)
     return last
+
+
+def component(gg, name, body, version="1.0.0"):
+    """Creates component `name` `version` from a YAML recipe whose rest is `body`."""
+    recipe = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: {name}\n"
+              f"ComponentVersion: '{version}'\n{body}")
+    gg.create_component_version(inlineRecipe=recipe.encode())
+
+
+def installed(gg, core="core-1"):
+    """The components installed on thing `core`, by name (greengrassv2 client `gg`)."""
+    return {c["componentName"]: c for c in
+            gg.list_installed_components(coreDeviceThingName=core)["installedComponents"]}
+
+
+def effective(gg, did, core="core-1"):
+    """Deployment `did`'s effective deployment on thing `core`, or {}."""
+    for e in gg.list_effective_deployments(coreDeviceThingName=core)["effectiveDeployments"]:
+        if e["deploymentId"] == did:
+            return e
+    return {}
+
+
+def read(path):
+    """The text of `path`, or "" if it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def pid_in(workdir, name):
+    """The pid component `name`'s run wrote to its work directory under `workdir`, or 0."""
+    text = read(f"{workdir}/{name}/pid").strip()
+    return int(text) if text.isdigit() else 0
+
+
+def alive(pid):
+    """Whether `pid` is a live (not zombie) process."""
+    return pid > 0 and os.path.exists(f"/proc/{pid}") and "Z" not in read(f"/proc/{pid}/stat").split()[2:3]
