@@ -204,7 +204,10 @@ component_document check(const YAML::Node& doc) {
   auto kv = entries(doc, "document");
   for (const auto& [k, v] : kv)
     if (!one_of(k, doc_keys))
-      fail(v, k.substr(0, 64), "unknown key (allowed: " + joined(doc_keys) + ")");
+      // An empty key (YAML allows `'': x`) still gets a field to name.
+      fail(v, k.empty() ? std::string{"document"} : k.substr(0, 64),
+           std::string{k.empty() ? "an empty key" : "unknown key"} + " (allowed: "
+             + joined(doc_keys) + ")");
   for (const char* key : {"parameters", "constants"})
     if (auto n = find(kv, key); present(n))
       fail(n, key, "not supported by grove-image (no parameter substitution)");
