@@ -64,6 +64,22 @@ tally() {
   [[ $2 == 0 ]] || fail "$3 exited $2"
 }
 
+# run_phase SCRIPT PHASE ARG...: one phase of a Python check script (PASS:/FAIL: lines),
+# run with $PY and tallied.
+run_phase() {
+  local script=$1 phase=$2
+  shift 2
+  "$PY" "$script" "$phase" "$@" >"$WORK/py.out" 2>&1
+  tally "$WORK/py.out" $? "$(basename "$script") $phase"
+}
+
+# logged_times DESCRIPTION N TEXT: passes when groved's output has TEXT on exactly N lines.
+logged_times() {
+  local n
+  n=$(grep -c -- "$3" "$WORK/groved.out")
+  if [[ $n == "$2" ]]; then pass "$1"; else fail "$1 (logged $n times, not $2)"; fi
+}
+
 abort() {  # abort WHY: a failure, groved's output and the ABORT_LOGS, then finish
   fail "$1"
   echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null

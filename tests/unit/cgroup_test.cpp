@@ -3,7 +3,6 @@
 
 #include <csignal>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
 #include <sys/wait.h>

@@ -5,12 +5,11 @@
 #include <algorithm>
 #include <cctype>
 #include <climits>
-#include <ctime>
 #include <set>
 
-#include <openssl/rand.h>
 
 #include "api.hpp"
+#include "client_tokens.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/topic.hpp"
@@ -98,31 +97,6 @@ http_response ok(const json& body, int status = 200) {
   r.status = status;
   r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   return r;
-}
-
-// ISO 8601 in UTC with milliseconds, as AWS writes v1 timestamps.
-std::string iso(int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[80];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buf;
-}
-
-// A random (version 4) UUID, as AWS's ids.
-std::string uuid() {
-  unsigned char b[16];
-  if (RAND_bytes(b, sizeof b) != 1)
-    for (auto& c : b)
-      c = static_cast<unsigned char>(std::rand());
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-  auto h = hex(std::string_view{reinterpret_cast<const char*>(b), sizeof b});
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4)
-         + "-" + h.substr(20);
 }
 
 // MaxResults (1..100, 100 when absent) and NextToken (an insertion number this API gave).
@@ -802,9 +776,9 @@ std::string v1_api::version_arn(const std::string& kind, const std::string& id,
 
 json v1_api::resource_json(const v1_resource& r, bool with_tags) const {
   json out = {{"Arn", resource_arn(r.kind, r.id)},
-              {"CreationTimestamp", iso(r.created_ms)},
+              {"CreationTimestamp", iso8601_ms(r.created_ms)},
               {"Id", r.id},
-              {"LastUpdatedTimestamp", iso(r.updated_ms)}};
+              {"LastUpdatedTimestamp", iso8601_ms(r.updated_ms)}};
   if (!r.latest.empty()) {
     out["LatestVersion"] = r.latest;
     out["LatestVersionArn"] = version_arn(r.kind, r.id, r.latest);
@@ -842,11 +816,14 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
       auto rec = store_.token(token, now_ms);
       if (!rec)
         return internal(rec.error());
-      if (*rec) {
-        if ((*rec)->request_hash != request_hash)
+      switch (judge_token(*rec, request_hash)) {
+        case token_verdict::mismatch:
           return bad_request("X-Amzn-Client-Token '" + token + "' was used for another request",
                              "IdempotentParameterMismatch");
-        return ok(json::parse((*rec)->response), (*rec)->status);
+        case token_verdict::retry:
+          return ok(json::parse((*rec)->response), (*rec)->status);
+        case token_verdict::fresh:
+          break;
       }
     }
   }
@@ -893,7 +870,7 @@ http_response v1_api::create_definition(const std::string& kind, const http_requ
     return bad_field(*f);
   v1_resource r;
   r.kind = kind;
-  r.id = uuid();
+  r.id = new_uuid();
   r.name = body->value("Name", "");
   r.created_ms = r.updated_ms = now_ms;
   if (body->contains("tags")) {
@@ -925,7 +902,7 @@ http_response v1_api::create_definition(const std::string& kind, const http_requ
         return bad_field(*f);
       }
     }
-    first = v1_version{kind, r.id, uuid(), now_ms, def.dump(), 0};
+    first = v1_version{kind, r.id, new_uuid(), now_ms, def.dump(), 0};
     r.latest = first->version;
   }
   if (auto err = store_.create(r, first))
@@ -962,14 +939,14 @@ http_response v1_api::create_version(const std::string& kind, const std::string&
     if (auto f = check_definition(kind, def))
       return bad_field(*f);
   }
-  v1_version v{kind, id, uuid(), now_ms, def.dump(), 0};
+  v1_version v{kind, id, new_uuid(), now_ms, def.dump(), 0};
   auto added = store_.add_version(v);
   if (!added)
     return internal(added.error());
   if (!*added)
     return id_not_found(kind, id);
   return ok({{"Arn", version_arn(kind, id, v.version)},
-             {"CreationTimestamp", iso(now_ms)},
+             {"CreationTimestamp", iso8601_ms(now_ms)},
              {"Id", id},
              {"Version", v.version}});
 }
@@ -1062,7 +1039,7 @@ http_response v1_api::get_version(const std::string& kind, const std::string& id
   if (!*v)
     return version_not_found(kind, id, version);
   return ok({{"Arn", version_arn(kind, id, version)},
-             {"CreationTimestamp", iso((*v)->created_ms)},
+             {"CreationTimestamp", iso8601_ms((*v)->created_ms)},
              {"Definition", json::parse((*v)->definition)},
              {"Id", id},
              {"Version", version}});
@@ -1088,7 +1065,7 @@ http_response v1_api::list_versions(const std::string& kind, const std::string& 
   json items = json::array();
   for (const auto& v : *rows)
     items.push_back({{"Arn", version_arn(kind, id, v.version)},
-                     {"CreationTimestamp", iso(v.created_ms)},
+                     {"CreationTimestamp", iso8601_ms(v.created_ms)},
                      {"Id", id},
                      {"Version", v.version}});
   json out = {{"Versions", std::move(items)}};
@@ -1408,7 +1385,7 @@ http_response v1_api::deploy(const v1_resource& group, const std::string& type,
                              const std::string& version, int64_t now_ms) {
   v1_deployment d;
   d.group_id = group.id;
-  d.id = uuid();
+  d.id = new_uuid();
   d.type = type;
   d.version = version;
   d.status = "Building";
@@ -1541,7 +1518,7 @@ http_response v1_api::deployment_status(const std::string& group_id, const std::
                     "That deployment does not exist: '" + id.substr(0, 128) + "'");
   json out = {{"DeploymentStatus", (*d)->status},
               {"DeploymentType", (*d)->type},
-              {"UpdatedAt", iso((*d)->updated_ms)}};
+              {"UpdatedAt", iso8601_ms((*d)->updated_ms)}};
   if (!(*d)->error_message.empty()) {
     out["ErrorMessage"] = (*d)->error_message;
     out["ErrorDetails"] = json::parse((*d)->error_details);
@@ -1568,7 +1545,7 @@ http_response v1_api::list_deployments(const std::string& group_id, const http_r
     rows->resize(limit);
   json items = json::array();
   for (const auto& d : *rows)
-    items.push_back({{"CreatedAt", iso(d.created_ms)},
+    items.push_back({{"CreatedAt", iso8601_ms(d.created_ms)},
                      {"DeploymentArn", resource_arn("groups", group_id) + "/deployments/" + d.id},
                      {"DeploymentId", d.id},
                      {"DeploymentType", d.type},

@@ -43,10 +43,9 @@ plugins:
 YAML
 launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
-run_py() {  # run_py PHASE
-  "$PY" "$HERE/plugins_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
-    "$GROVECTL" "$WORK/local" >"$WORK/py.out" 2>&1
-  tally "$WORK/py.out" $? "plugins_test.py $1"
+run_py() {
+  run_phase "$HERE/plugins_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
+    "$GROVECTL" "$WORK/local"
 }
 run_py before
 # kill -9 of groved: the kernel comes back with its profile's plugins only; the deployment
@@ -56,12 +55,8 @@ launch_groved_until "deployment .* running" || abort "groved did not come back a
 run_py after
 # The failed deployment's heartbeat change was really made, then undone by the rollback:
 # the kernel logged three reconfigurations (the merge, the failed deployment's, the undo).
-N=$(grep -c "deployment reconfigured plugin heartbeat" "$WORK/groved.out")
-if [[ $N == 3 ]]; then
-  pass "the rollback undid a configuration really applied (3 reconfigurations logged)"
-else
-  fail "the rollback undid a configuration really applied (3 reconfigurations logged, not $N)"
-fi
+logged_times "the rollback undid a configuration really applied (3 reconfigurations logged)" \
+  3 "deployment reconfigured plugin heartbeat"
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|heartbeat\|ghost" "$WORK/groved.out" | tail -n 60; }
 finish

@@ -55,11 +55,7 @@ plugins:
 YAML
 launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
-run_py() {  # run_py PHASE
-  "$PY" "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
-    >"$WORK/py.out" 2>&1
-  tally "$WORK/py.out" $? "runtime_test.py $1"
-}
+run_py() { run_phase "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var"; }
 run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
 stop_groved KILL
 launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
@@ -70,12 +66,8 @@ run_py partial            # the partially applied set runs again; a deployment c
 stop_groved KILL
 launch_groved_until "deployment .* running" || abort "groved did not come back after the third kill -9"
 run_py canceled           # what the canceled deployment left runs again
-N=$(grep -c "the journaled set runs again as it was" "$WORK/groved.out")
-if [[ $N == 3 ]]; then
-  pass "the three restarts started the journaled set (no current deployment to apply again)"
-else
-  fail "the three restarts started the journaled set (logged $N times, not 3)"
-fi
+logged_times "the three restarts started the journaled set (no current deployment to apply again)" \
+  3 "the journaled set runs again as it was"
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
 finish
