@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fcntl.h>
 #include <fstream>
@@ -108,13 +109,22 @@ int main(int argc, char** argv) {
     std::cerr << "usage: function_bench [INVOCATIONS] [COLD_STARTS]\n";
     return 2;
   }
+  // Another build's runtime, worker and Python SDK (a before/after comparison in one
+  // session, see tools/bench/README.md); the build's own by default.
+  auto env_or = [](const char* name, const char* def) {
+    const char* v = std::getenv(name);
+    return std::string{v != nullptr && *v != '\0' ? v : def};
+  };
+  const auto fn_plugin = env_or("FUNCTION_BENCH_PLUGIN", FN_PLUGIN);
+  const auto fn_worker = env_or("FUNCTION_BENCH_WORKER", FN_TEST_FUNCTION);
+  const auto python_sdk = env_or("FUNCTION_BENCH_PYTHON_SDK", "");
   auto dir = fs::temp_directory_path() / ("grove-function-bench-" + std::to_string(getpid()));
-  auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
+  auto plugins = grove::bench::function_plugin_dir(dir, fn_plugin);
   // One plugin directory for both: the runtime and the bus peer.
   fs::copy_file(fs::path{TEST_PLUGIN_DIR} / "libecho.so", plugins / "libecho.so");
   std::string user = "runAs: {uid: " + std::to_string(getuid()) + ", gid: "
                      + std::to_string(getgid()) + "}";
-  std::string common = std::string{"handler: "} + FN_TEST_FUNCTION
+  std::string common = "handler: " + fn_worker
                        + ", execArgs: [echo], inputPayloadEncodingType: binary, " + user
                        + ", linuxProcessParams: {isolationMode: NoContainer}";
   std::string python = std::string{"runtime: python3, handler: noop.handler, codeUri: "}
@@ -133,6 +143,7 @@ int main(int argc, char** argv) {
   profile.group_file = dir / "group.yaml";
   json out;
   out["benchmark"] = "function";
+  out["runtime_plugin"] = fn_plugin;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
     auto fail = [&](const std::string& what) {
@@ -142,7 +153,10 @@ int main(int argc, char** argv) {
     if (auto err = k.start())
       return fail(grove::describe(err));
     // Run as whoever runs the bench, root included.
-    if (auto err = grove::bench::load_function_runtime(k, "{allow_run_as_root: true}"))
+    std::string rt_config = "{allow_run_as_root: true";
+    if (!python_sdk.empty())
+      rt_config += ", python_sdk_dir: \"" + python_sdk + "\"";
+    if (auto err = grove::bench::load_function_runtime(k, rt_config + "}"))
       return fail(grove::describe(err));
     grove::plugin_spec echo;
     echo.name = "echo";
@@ -177,7 +191,7 @@ int main(int argc, char** argv) {
                   {bare_key, round2(pct(bare_us, 0.5))},
                   {"overhead_p50_us", round2(pct(cold_us, 0.5) - pct(bare_us, 0.5))}};
     };
-    out["cold_start"] = cold_starts("c", {FN_TEST_FUNCTION}, "bare_spawn_p50_us");
+    out["cold_start"] = cold_starts("c", {fn_worker}, "bare_spawn_p50_us");
     // Python: the runner's first reply against the interpreter doing nothing.
     out["python_cold_start"] =
       cold_starts("pc", {"/usr/bin/python3", "-c", "pass"}, "bare_python3_c_pass_p50_us");
