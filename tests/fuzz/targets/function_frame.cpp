@@ -1,6 +1,6 @@
 // Function IPC frames (plugins/function_runtime/function.proto) as function_runtime reads
 // them from a function instance, which runs user code and so is not trusted: the bytes
-// arrive in reads of a size the input's first byte picks and are split by the runtime's
+// arrive in reads of a size the input's last byte picks and are split by the runtime's
 // frame_stream (ipc.cpp, bounded like max_frame_bytes) until the stream ends or breaks,
 // each frame through the runtime's check (check_worker_frame), with the hello state the
 // runtime keeps, and the topic check a Publish gets. The instance's side (what the SDK
@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t partial = 0;
   {
     grove::fn::frame_stream stream{max};
-    size_t step = in.empty() ? 1 : 1 + static_cast<uint8_t>(in[0]) % 97;
+    size_t step = in.empty() ? 1 : 1 + static_cast<uint8_t>(in.back()) % 97;
     for (size_t at = 0;;) {
       auto space = stream.space();
       grove::fuzz::require(space.size() == grove::fn::frame_stream::chunk,
