@@ -1460,13 +1460,23 @@ private:
 
   /// The item in `inst`'s handler is answered with `err`; those sent ahead of it never
   /// reached the handler and go back to the front of the queue, in order, for the next
-  /// instance. An empty `err` (an orderly end) has no item in hand.
+  /// instance (or are answered with `err` too when the function is withdrawn or
+  /// removed). An empty `err` (an orderly end) has no item in hand.
   void fail_in_hand(function_state& fn, instance& inst, const caf::error& err) {
     if (inst.items.empty())
       return;
     if (err) {
       answer_error(&fn, inst.items.front(), err);
       inst.items.pop_front();
+    }
+    if (!fn.def || fn.removed) {
+      // Withdrawn or removed: its queue has been answered, so are these.
+      auto why = err ? err
+                     : make_error(errc::no_route, "function '" + fn.name + "' is gone");
+      for (auto& item : inst.items)
+        answer_error(&fn, item, why);
+      inst.items.clear();
+      return;
     }
     while (!inst.items.empty()) {
       fn.queue.push_front(std::move(inst.items.back()));
