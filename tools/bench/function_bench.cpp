@@ -243,8 +243,9 @@ int main(int argc, char** argv) {
       round2(py_seq["calls_per_s"].get<double>() / bus_seq["calls_per_s"].get<double>());
     out["python_pinned_concurrent_calls_per_s"] = py_par;
     out["python_ratio_concurrent_calls_per_s"] = round2(py_par / bus_par);
-    out["note"] = "blocking round trips from the kernel; the pinned instance handles one "
-                  "item at a time, so concurrency only pipelines the queue";
+    out["note"] = "blocking round trips from the kernel; the pinned instance's handler runs "
+                  "one item at a time, so concurrency only sends items ahead to it "
+                  "(pipeline_depth)";
     k.stop();
   }
   std::error_code ec;
