@@ -57,6 +57,8 @@ caf::error send_all(int fd, std::string_view bytes) {
 std::span<char> frame_stream::space() {
   if (begin_ == end_) {
     begin_ = end_ = 0;
+    if (buf_.capacity() > 4 * chunk)
+      std::string{}.swap(buf_); // a large frame has gone: its memory goes with it
   } else if (begin_ > 0 && (begin_ >= buf_.size() / 2 || buf_.size() - end_ < chunk)) {
     // Keep what is left of a frame at the front: the buffer stays near one frame's size.
     std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
