@@ -12,11 +12,13 @@
 // Prints one JSON object.
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fcntl.h>
 #include <fstream>
@@ -65,12 +67,23 @@ std::vector<double> bare_spawns(std::vector<std::string> args, int runs) {
   return out;
 }
 
-/// Sequential round trips: latencies (µs) and calls/s.
+/// CPU time (user + system) of this process (the kernel, the runtime, its reader
+/// threads, the requesters; not the worker processes) so far, in µs.
+double process_cpu_us() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto us = [](const timeval& tv) { return tv.tv_sec * 1e6 + static_cast<double>(tv.tv_usec); };
+  return us(ru.ru_utime) + us(ru.ru_stime);
+}
+
+/// Sequential round trips: latencies (µs), calls/s, and this process's CPU time per
+/// call (which a loaded machine inflates far less than wall time).
 template <class Call>
 json sequential(uint64_t n, Call call) {
   std::vector<double> lat;
   lat.reserve(n);
   uint64_t failed = 0;
+  auto cpu0 = process_cpu_us();
   auto t0 = clock_type::now();
   for (uint64_t i = 0; i < n; ++i) {
     auto t = clock_type::now();
@@ -78,7 +91,9 @@ json sequential(uint64_t n, Call call) {
     lat.push_back(us_since(t));
   }
   double total_s = us_since(t0) / 1e6;
+  auto cpu = process_cpu_us() - cpu0;
   return {{"p50_us", round2(pct(lat, 0.5))},
+          {"cpu_us_per_call", round2(cpu / static_cast<double>(n))},
           {"p99_us", round2(pct(lat, 0.99))},
           {"calls_per_s", round2(static_cast<double>(n) / total_s)},
           {"failed", failed}};
@@ -108,13 +123,22 @@ int main(int argc, char** argv) {
     std::cerr << "usage: function_bench [INVOCATIONS] [COLD_STARTS]\n";
     return 2;
   }
+  // Another build's runtime, worker and Python SDK (a before/after comparison in one
+  // session, see tools/bench/README.md); the build's own by default.
+  auto env_or = [](const char* name, const char* def) {
+    const char* v = std::getenv(name);
+    return std::string{v != nullptr && *v != '\0' ? v : def};
+  };
+  const auto fn_plugin = env_or("FUNCTION_BENCH_PLUGIN", FN_PLUGIN);
+  const auto fn_worker = env_or("FUNCTION_BENCH_WORKER", FN_TEST_FUNCTION);
+  const auto python_sdk = env_or("FUNCTION_BENCH_PYTHON_SDK", "");
   auto dir = fs::temp_directory_path() / ("grove-function-bench-" + std::to_string(getpid()));
-  auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
+  auto plugins = grove::bench::function_plugin_dir(dir, fn_plugin);
   // One plugin directory for both: the runtime and the bus peer.
   fs::copy_file(fs::path{TEST_PLUGIN_DIR} / "libecho.so", plugins / "libecho.so");
   std::string user = "runAs: {uid: " + std::to_string(getuid()) + ", gid: "
                      + std::to_string(getgid()) + "}";
-  std::string common = std::string{"handler: "} + FN_TEST_FUNCTION
+  std::string common = "handler: " + fn_worker
                        + ", execArgs: [echo], inputPayloadEncodingType: binary, " + user
                        + ", linuxProcessParams: {isolationMode: NoContainer}";
   std::string python = std::string{"runtime: python3, handler: noop.handler, codeUri: "}
@@ -133,6 +157,7 @@ int main(int argc, char** argv) {
   profile.group_file = dir / "group.yaml";
   json out;
   out["benchmark"] = "function";
+  out["runtime_plugin"] = fn_plugin;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
     auto fail = [&](const std::string& what) {
@@ -142,7 +167,10 @@ int main(int argc, char** argv) {
     if (auto err = k.start())
       return fail(grove::describe(err));
     // Run as whoever runs the bench, root included.
-    if (auto err = grove::bench::load_function_runtime(k, "{allow_run_as_root: true}"))
+    std::string rt_config = "{allow_run_as_root: true";
+    if (!python_sdk.empty())
+      rt_config += ", python_sdk_dir: \"" + python_sdk + "\"";
+    if (auto err = grove::bench::load_function_runtime(k, rt_config + "}"))
       return fail(grove::describe(err));
     grove::plugin_spec echo;
     echo.name = "echo";
@@ -177,7 +205,7 @@ int main(int argc, char** argv) {
                   {bare_key, round2(pct(bare_us, 0.5))},
                   {"overhead_p50_us", round2(pct(cold_us, 0.5) - pct(bare_us, 0.5))}};
     };
-    out["cold_start"] = cold_starts("c", {FN_TEST_FUNCTION}, "bare_spawn_p50_us");
+    out["cold_start"] = cold_starts("c", {fn_worker}, "bare_spawn_p50_us");
     // Python: the runner's first reply against the interpreter doing nothing.
     out["python_cold_start"] =
       cold_starts("pc", {"/usr/bin/python3", "-c", "pass"}, "bare_python3_c_pass_p50_us");
@@ -215,8 +243,9 @@ int main(int argc, char** argv) {
       round2(py_seq["calls_per_s"].get<double>() / bus_seq["calls_per_s"].get<double>());
     out["python_pinned_concurrent_calls_per_s"] = py_par;
     out["python_ratio_concurrent_calls_per_s"] = round2(py_par / bus_par);
-    out["note"] = "blocking round trips from the kernel; the pinned instance handles one "
-                  "item at a time, so concurrency only pipelines the queue";
+    out["note"] = "blocking round trips from the kernel; the pinned instance's handler runs "
+                  "one item at a time, so concurrency only sends items ahead to it "
+                  "(pipeline_depth)";
     k.stop();
   }
   std::error_code ec;

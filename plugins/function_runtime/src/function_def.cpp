@@ -205,6 +205,10 @@ config_map<runtime_config> runtime_config::map() {
     .key("max_pending_frames", &runtime_config::max_pending_frames, 1024,
          range{16, 1000000},
          "frames and publishes in flight per instance; beyond, the instance is ended")
+    .key("pipeline_depth", &runtime_config::pipeline_depth, 16, range{1, 1024},
+         "work items sent ahead to a busy instance whose worker takes them (its hello's "
+         "pipeline), when no other instance can take them: the handler still runs one "
+         "at a time, in order; 1: one at a time")
     .key("stop_grace_ms", &runtime_config::stop_grace_ms, 1000, range{0, 60000},
          "between SIGTERM and SIGKILL when an instance is ended")
     .key("call_timeout_ms", &runtime_config::call_timeout_ms, 10000, range{1, 3600000},

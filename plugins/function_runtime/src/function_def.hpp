@@ -176,6 +176,9 @@ struct runtime_config {
   /// Frames a worker may have waiting for the runtime, and publishes in flight: beyond,
   /// the instance is ended as a flood.
   int64_t max_pending_frames = 0;
+  /// Invokes in flight to one instance whose worker takes a pipeline (Hello.pipeline):
+  /// the handler still runs them one at a time; 1: one at a time.
+  int64_t pipeline_depth = 0;
   /// Between SIGTERM and SIGKILL when an instance is ended.
   int64_t stop_grace_ms = 0;
   /// Timeout of a function's invoke of another function when it names none.

@@ -81,9 +81,16 @@ struct instance {
   std::shared_ptr<std::atomic<int64_t>> pending_bytes
     = std::make_shared<std::atomic<int64_t>>(0);
   inst_state state = inst_state::starting;
-  std::optional<work_item> item;
+  // Items sent to the worker, in order: the front one is in its handler, the others wait
+  // in its pipeline (Hello.pipeline, at most `pipeline` in all).
+  std::deque<work_item> items;
+  uint32_t pipeline = 1;
   grove::timer_id hello_timer = 0;
+  // One timer checks the front item's deadline; it is re-armed when it fires early, not
+  // set per item (each set costs a message through CAF's clock thread).
   grove::timer_id deadline_timer = 0;
+  std::chrono::steady_clock::time_point deadline{};
+  std::chrono::steady_clock::time_point hwm_read{};
   uint64_t idle_gen = 0;
   int64_t publishes_in_flight = 0;
   bool retire = false;     // its definition changed: end it once idle, start anew
@@ -194,6 +201,7 @@ public:
   caf::error init(grove::context& ctx, const gfn::runtime_config& cfg) override {
     ctx_ = &ctx;
     cfg_ = cfg;
+    invocation_prefix_ = random_hex(8) + "-";
     // state_dir is <write_dir>/plugins/<name>/: the logs go to <write_dir>/logs/.
     auto state = ctx.state_dir();
     if (!state.has_filename())
@@ -727,7 +735,7 @@ private:
                                            + fn.last_error));
       return;
     }
-    if (fn.queue.size() >= static_cast<size_t>(fn.def->max_queue_size)) {
+    if (waiting(fn) >= static_cast<size_t>(fn.def->max_queue_size)) {
       refuse(fn);
       answer_error(&fn, item,
                    make_error(errc::queue_full,
@@ -738,6 +746,14 @@ private:
     item.seq = ++seq_;
     fn.queue.push_back(std::move(item));
     dispatch(fn);
+  }
+
+  /// Items waiting for a handler: the queue, and those sent ahead to busy instances.
+  static size_t waiting(const function_state& fn) {
+    size_t n = fn.queue.size();
+    for (const auto& [id, inst] : fn.instances)
+      n += inst->items.empty() ? 0 : inst->items.size() - 1;
+    return n;
   }
 
   void refuse(function_state& fn) {
@@ -762,12 +778,21 @@ private:
     for (auto& [id, inst] : fn.instances) {
       if (fn.queue.empty())
         break;
-      if (inst->state == inst_state::idle && !inst->retire) {
-        auto item = std::move(fn.queue.front());
-        fn.queue.pop_front();
-        hand(fn, *inst, std::move(item));
-      }
+      if (inst->state == inst_state::idle && !inst->retire)
+        hand(fn, *inst, 1);
     }
+    // Sent ahead to busy instances only when no other instance could take the work (a
+    // pinned function, or maxInstancesCount reached), as far as their workers take it.
+    bool can_grow = !fn.def->pinned
+                    && fn.instances.size() < static_cast<size_t>(fn.def->max_instances_count);
+    if (!can_grow)
+      for (auto& [id, inst] : fn.instances) {
+        if (fn.queue.empty())
+          break;
+        if (inst->state == inst_state::busy && !inst->retire
+            && inst->items.size() < inst->pipeline)
+          hand(fn, *inst, inst->pipeline - inst->items.size());
+      }
     if (fn.gave_up || fn.backoff_timer != 0)
       return;
     if (fn.def->pinned) {
@@ -940,37 +965,70 @@ private:
     });
   }
 
-  void hand(function_state& fn, instance& inst, work_item item) {
-    gfn::Frame f;
-    auto* inv = f.mutable_invoke();
-    inv->set_id(item.seq);
-    inv->set_payload(item.payload);
-    inv->set_subject(item.subject);
-    inv->set_source(item.source);
-    inv->set_content_type(item.content_type);
-    inv->set_invocation_id(random_hex(8) + "-" + std::to_string(item.seq));
-    inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
-    inv->set_event(!item.request.has_value());
-    inst.item = std::move(item);
+  /// Sends up to `n` queued items to `inst` in one write: their Invoke frames, in order.
+  void hand(function_state& fn, instance& inst, size_t n) {
+    std::string out;
+    bool was_idle = inst.items.empty();
+    for (; n > 0 && !fn.queue.empty(); --n) {
+      auto item = std::move(fn.queue.front());
+      fn.queue.pop_front();
+      gfn::Frame f;
+      auto* inv = f.mutable_invoke();
+      inv->set_id(item.seq);
+      inv->set_payload(item.payload);
+      inv->set_subject(item.subject);
+      inv->set_source(item.source);
+      inv->set_content_type(item.content_type);
+      inv->set_invocation_id(invocation_prefix_ + std::to_string(item.seq));
+      inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
+      inv->set_event(!item.request.has_value());
+      inst.items.push_back(std::move(item));
+      if (auto err = gfn::append_frame(out, f))
+        return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
+                            false);
+    }
     inst.state = inst_state::busy;
-    ++inst.idle_gen;
-    auto name = fn.name;
-    auto id = inst.id;
-    auto seq = inst.item->seq;
-    inst.deadline_timer = ctx_->after(std::chrono::seconds{fn.def->timeout_s},
-                                      [this, name, id, seq] {
-      auto* inst = find(name, id);
-      if (inst && inst->state == inst_state::busy && inst->item && inst->item->seq == seq) {
-        inst->deadline_timer = 0;
-        end_instance(functions_.at(name), *inst, "", true);
-      }
-    });
-    send(fn, inst, f);
+    if (was_idle) {
+      ++inst.idle_gen;
+      start_deadline(fn, inst);
+    }
+    if (auto err = gfn::send_all(inst.fd, out))
+      end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
   }
 
   void send(function_state& fn, instance& inst, const gfn::Frame& f) {
-    if (auto err = grove::framing::write_frame(inst.fd, f))
+    std::string out;
+    auto err = gfn::append_frame(out, f);
+    if (!err)
+      err = gfn::send_all(inst.fd, out);
+    if (err)
       end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
+  }
+
+  /// The front item of `inst` has just reached its handler: timeoutInSeconds from now.
+  void start_deadline(function_state& fn, instance& inst) {
+    auto timeout = std::chrono::seconds{fn.def->timeout_s};
+    inst.deadline = std::chrono::steady_clock::now() + timeout;
+    if (inst.deadline_timer == 0)
+      arm_deadline(fn.name, inst, timeout);
+  }
+
+  void arm_deadline(const std::string& name, instance& inst, std::chrono::milliseconds in) {
+    auto id = inst.id;
+    inst.deadline_timer = ctx_->after(in, [this, name, id] {
+      auto* inst = find(name, id);
+      if (inst == nullptr)
+        return;
+      inst->deadline_timer = 0;
+      if (inst->state != inst_state::busy || inst->items.empty())
+        return;
+      auto now = std::chrono::steady_clock::now();
+      if (now >= inst->deadline)
+        return end_instance(functions_.at(name), *inst, "", true);
+      // The item it was armed for is done; the one in hand now ends later.
+      arm_deadline(name, *inst,
+                   std::chrono::ceil<std::chrono::milliseconds>(inst->deadline - now));
+    });
   }
 
   // -- instances -------------------------------------------------------------------
@@ -984,33 +1042,66 @@ private:
   }
 
   /// Runs on the instance's reader thread: frames go to the actor, at most `limit`
-  /// and 4 * max_frame_bytes waiting; a bad frame, EOF or a flood ends the loop.
+  /// and 4 * max_frame_bytes waiting; a bad frame, EOF or a flood ends the loop. One
+  /// read takes every frame that has arrived, and they go to the actor in one message.
   void read_loop(std::string name, uint64_t id, int fd, uint32_t max,
                  std::shared_ptr<std::atomic<int64_t>> pending,
                  std::shared_ptr<std::atomic<int64_t>> bytes, int64_t limit) {
     const int64_t byte_limit = 4 * static_cast<int64_t>(max);
+    gfn::frame_stream in{max};
+    auto fail = [&](caf::error err) {
+      ctx_->post([this, name, id, err] { channel_failed(name, id, err); });
+    };
     for (;;) {
-      auto frame = std::make_shared<gfn::Frame>();
-      if (auto err = grove::framing::read_frame(fd, *frame, max)) {
-        ctx_->post([this, name, id, err] { channel_failed(name, id, err); });
-        return;
+      auto space = in.space();
+      auto n = ::read(fd, space.data(), space.size());
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        if (n < 0)
+          return fail(make_error(errc::system_error, std::string{"read: "} + std::strerror(errno)));
+        if (in.partial() > 0)
+          return fail(make_error(errc::malformed, "truncated frame (" + std::to_string(in.partial())
+                                                    + " bytes before the end)"));
+        return fail(make_error(errc::system_error, "connection closed"));
       }
-      auto size = static_cast<int64_t>(frame->ByteSizeLong());
-      if (pending->fetch_add(1) + 1 > limit || bytes->fetch_add(size) + size > byte_limit) {
-        ctx_->post([this, name, id, limit, byte_limit] {
-          channel_failed(name, id,
-                         make_error(errc::queue_full,
-                                    "flood: more than " + std::to_string(limit)
-                                      + " frames or " + std::to_string(byte_limit)
-                                      + " bytes waiting"));
+      in.commit(static_cast<size_t>(n));
+      auto batch = std::make_shared<std::vector<gfn::Frame>>();
+      int64_t batch_bytes = 0;
+      caf::error err;
+      for (;;) {
+        auto body = in.next();
+        if (!body) {
+          err = std::move(body.error());
+          break;
+        }
+        if (!*body)
+          break;
+        auto& f = batch->emplace_back();
+        if (!f.ParseFromArray((*body)->data(), static_cast<int>((*body)->size()))) {
+          batch->pop_back();
+          err = make_error(errc::malformed, "cannot parse " + f.GetTypeName());
+          break;
+        }
+        auto size = static_cast<int64_t>((*body)->size());
+        if (pending->fetch_add(1) + 1 > limit || bytes->fetch_add(size) + size > byte_limit) {
+          batch->pop_back();
+          err = make_error(errc::queue_full, "flood: more than " + std::to_string(limit)
+                                               + " frames or " + std::to_string(byte_limit)
+                                               + " bytes waiting");
+          break;
+        }
+        batch_bytes += size;
+      }
+      if (!batch->empty())
+        ctx_->post([this, name, id, batch, pending, bytes, batch_bytes] {
+          pending->fetch_sub(static_cast<int64_t>(batch->size()));
+          bytes->fetch_sub(batch_bytes);
+          for (const auto& f : *batch)
+            on_frame(name, id, f);
         });
-        return;
-      }
-      ctx_->post([this, name, id, frame, pending, bytes, size] {
-        pending->fetch_sub(1);
-        bytes->fetch_sub(size);
-        on_frame(name, id, *frame);
-      });
+      if (err)
+        return fail(std::move(err));
     }
   }
 
@@ -1046,6 +1137,8 @@ private:
         return end_instance(fn, *inst, "", false);
       }
       inst->saw_hello = true;
+      inst->pipeline = std::clamp<uint32_t>(f.hello().pipeline(), 1,
+                                            static_cast<uint32_t>(cfg_.pipeline_depth));
       if (inst->hello_timer != 0)
         ctx_->cancel(inst->hello_timer);
       inst->hello_timer = 0;
@@ -1077,13 +1170,13 @@ private:
   }
 
   void result(function_state& fn, instance& inst, const gfn::Result& r) {
-    if (inst.state != inst_state::busy || !inst.item || inst.item->seq != r.id())
+    if (inst.state != inst_state::busy || inst.items.empty() || inst.items.front().seq != r.id())
       return end_instance(fn, inst, "a result for no item in hand", false);
-    if (inst.deadline_timer != 0)
-      ctx_->cancel(inst.deadline_timer);
-    inst.deadline_timer = 0;
-    auto item = std::move(*inst.item);
-    inst.item.reset();
+    auto item = std::move(inst.items.front());
+    inst.items.pop_front();
+    // The next item sent ahead is in the handler now (its deadline timer stays armed).
+    if (!inst.items.empty())
+      start_deadline(fn, inst);
     if (!r.error().empty()) {
       note_error(fn, "handler failed: " + r.error());
       answer_error(&fn, item, make_error(errc::plugin_failed,
@@ -1094,7 +1187,15 @@ private:
       if (item.request)
         ctx_->reply(*item.request, r.payload(), r.content_type());
     }
-    fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst.pid));
+    // /proc costs an open and a parse: at most every 100 ms per instance while it serves
+    // (refresh_status and list() read it too).
+    auto now = std::chrono::steady_clock::now();
+    if (now - inst.hwm_read >= 100ms) {
+      inst.hwm_read = now;
+      fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst.pid));
+    }
+    if (!inst.items.empty())
+      return dispatch(fn);
     inst.state = inst_state::idle;
     if (inst.retire)
       return end_instance(fn, inst, "", false);
@@ -1345,22 +1446,42 @@ private:
                  + " s (timeoutInSeconds)";
       fn.last_error = msg;
       fn.log->write("ERROR", msg);
-      if (inst.item) {
-        answer_error(&fn, *inst.item,
-                     make_error(errc::timeout, "function '" + fn.name + "' " + msg));
-        inst.item.reset();
-      }
+      fail_in_hand(fn, inst, make_error(errc::timeout, "function '" + fn.name + "' " + msg));
     } else if (!why.empty()) {
       note_error(fn, "instance ended: " + why);
       ctx_->log().warn("function '{}': instance {} ended: {}", fn.name, inst.pid, why);
-      if (inst.item) {
-        answer_error(&fn, *inst.item,
-                     make_error(errc::plugin_failed,
-                                "function '" + fn.name + "': instance ended: " + why));
-        inst.item.reset();
-      }
+      fail_in_hand(fn, inst, make_error(errc::plugin_failed,
+                                        "function '" + fn.name + "': instance ended: " + why));
+    } else {
+      fail_in_hand(fn, inst, {});
     }
     inst.proc.stop(SIGTERM, std::chrono::milliseconds{cfg_.stop_grace_ms});
+  }
+
+  /// The item in `inst`'s handler is answered with `err`; those sent ahead of it never
+  /// reached the handler and go back to the front of the queue, in order, for the next
+  /// instance (or are answered with `err` too when the function is withdrawn or
+  /// removed). An empty `err` (an orderly end) has no item in hand.
+  void fail_in_hand(function_state& fn, instance& inst, const caf::error& err) {
+    if (inst.items.empty())
+      return;
+    if (err) {
+      answer_error(&fn, inst.items.front(), err);
+      inst.items.pop_front();
+    }
+    if (!fn.def || fn.removed) {
+      // Withdrawn or removed: its queue has been answered, so are these.
+      auto why = err ? err
+                     : make_error(errc::no_route, "function '" + fn.name + "' is gone");
+      for (auto& item : inst.items)
+        answer_error(&fn, item, why);
+      inst.items.clear();
+      return;
+    }
+    while (!inst.items.empty()) {
+      fn.queue.push_front(std::move(inst.items.back()));
+      inst.items.pop_back();
+    }
   }
 
   /// Stops the reader thread and closes the runtime's end of the socketpair.
@@ -1389,11 +1510,10 @@ private:
     auto how = inst.cgroup ? gfn::sandbox::explain(e, inst.cgroup.get(),
                                                    fn.def ? &*fn.def : nullptr)
                            : e.describe();
-    if (inst.item) {
+    if (!inst.items.empty()) {
       note_error(fn, "instance " + how);
-      answer_error(&fn, *inst.item,
-                   make_error(errc::plugin_failed, "function '" + name + "': instance " + how));
-      inst.item.reset();
+      fail_in_hand(fn, inst, make_error(errc::plugin_failed,
+                                        "function '" + name + "': instance " + how));
     } else if (!orderly && (!inst.faulted || how != e.describe())) {
       note_error(fn, "instance " + how);
     }
@@ -1439,7 +1559,7 @@ private:
       }
       i->set_instances(static_cast<uint32_t>(fn.instances.size()));
       i->set_busy(busy);
-      i->set_queued(static_cast<uint32_t>(fn.queue.size()));
+      i->set_queued(static_cast<uint32_t>(waiting(fn)));
       i->set_invocations(fn.invocations);
       i->set_errors(fn.errors);
       i->set_timeouts(fn.timeouts);
@@ -1458,8 +1578,12 @@ private:
         continue;
       ++(fn.def ? defined : invalid);
       instances += fn.instances.size();
-      queued += fn.queue.size();
-      queued_gauge_.with(name).set(static_cast<int64_t>(fn.queue.size()));
+      auto w = waiting(fn);
+      queued += w;
+      queued_gauge_.with(name).set(static_cast<int64_t>(w));
+      for (auto& [id, inst] : fn.instances)
+        if (inst->state == inst_state::busy)
+          fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst->pid));
     }
     ctx_->set_status("functions", std::to_string(defined) + " defined, "
                                     + std::to_string(invalid) + " invalid");
@@ -1509,6 +1633,8 @@ private:
   std::map<std::string, pending_shadow> pending_shadow_;
   uint64_t seq_ = 0;
   uint64_t instance_ids_ = 0;
+  // Invocation ids are this (random per runtime) and the item's sequence number.
+  std::string invocation_prefix_;
   uint64_t mounts_requests_ = 0;
   grove::timer_id status_timer_ = 0;
   grove::counter_family invocations_, errors_, timeouts_, refused_;

@@ -1,9 +1,15 @@
 // Function IPC frames (plugins/function_runtime/function.proto) as function_runtime reads
-// them from a function instance, which runs user code and so is not trusted: frames
-// through the kernel's framing (framing.cpp, bounded like max_frame_bytes) until the
-// stream ends or breaks, each through the runtime's check (ipc.cpp:
-// check_worker_frame), with the hello state the runtime keeps, and the topic check a
-// Publish gets. The instance's side (what the SDK reads) is decoded from the same bytes.
+// them from a function instance, which runs user code and so is not trusted: the bytes
+// arrive in reads of a size the input's last byte picks and are split by the runtime's
+// frame_stream (ipc.cpp, bounded like max_frame_bytes) until the stream ends or breaks,
+// each frame through the runtime's check (check_worker_frame), with the hello state the
+// runtime keeps, and the topic check a Publish gets. The instance's side (what the SDK
+// reads: the kernel's framing, framing.cpp) is decoded from the same bytes, and both
+// readers must see the same frames.
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "fuzz_support.hpp"
 #include "grove/kernel/control.hpp"
@@ -14,40 +20,88 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using grove::fn::Frame;
   auto in = grove::fuzz::bytes(data, size);
   const std::string token = "t";
+  constexpr uint32_t max = 1u << 20;
+  // The runtime's reader (function_runtime.cpp, read_loop): reads into frame_stream.
+  std::vector<std::string> bodies;
+  bool too_large = false;
+  size_t partial = 0;
   {
-    grove::fuzz::memory_fd fd{in};
-    bool said_hello = false;
-    for (;;) {
-      Frame f;
-      if (auto err = grove::framing::read_frame(fd.get(), f, 1u << 20)) {
-        (void) grove::describe(err);
+    grove::fn::frame_stream stream{max};
+    size_t step = in.empty() ? 1 : 1 + static_cast<uint8_t>(in.back()) % 97;
+    for (size_t at = 0;;) {
+      auto space = stream.space();
+      grove::fuzz::require(space.size() == grove::fn::frame_stream::chunk,
+                           "frame_stream offered a read of another size");
+      auto n = std::min({space.size(), step, in.size() - at});
+      std::memcpy(space.data(), in.data() + at, n);
+      at += n;
+      stream.commit(n);
+      bool broke = false;
+      for (;;) {
+        auto body = stream.next();
+        if (!body) {
+          too_large = broke = true;
+          break;
+        }
+        if (!*body)
+          break;
+        bodies.emplace_back(**body);
+      }
+      if (broke || n == 0) {
+        partial = stream.partial();
         break;
-      }
-      auto err = grove::fn::check_worker_frame(f, said_hello, token);
-      if (err)
-        break; // the runtime ends the instance here
-      if (!said_hello) {
-        grove::fuzz::require(f.body_case() == Frame::kHello && f.hello().token() == token,
-                             "a frame other than the hello with its token was accepted first");
-        said_hello = true;
-        continue;
-      }
-      grove::fuzz::require(f.body_case() != Frame::kHello && f.body_case() != Frame::kInvoke,
-                           "a hello or invoke from a worker was accepted");
-      if (f.body_case() == Frame::kPublish)
-        (void) grove::validate_topic(f.publish().topic());
-      if (f.body_case() == Frame::kInferCall) {
-        // The runtime's own checks of an infer call (the InferRequest decoder itself is
-        // ml_inference's, fuzzed by ml_request).
-        auto name_ok = grove::fn::valid_model_name(f.infer_call().model());
-        grove::fuzz::require(!name_ok || f.infer_call().model().find('/') == std::string::npos,
-                             "a model name with '/' was taken as one topic level");
       }
     }
   }
+  bool said_hello = false;
+  for (const auto& body : bodies) {
+    Frame f;
+    if (!f.ParseFromArray(body.data(), static_cast<int>(body.size())))
+      break; // the runtime ends the instance here
+    auto err = grove::fn::check_worker_frame(f, said_hello, token);
+    if (err)
+      break;
+    if (!said_hello) {
+      grove::fuzz::require(f.body_case() == Frame::kHello && f.hello().token() == token,
+                           "a frame other than the hello with its token was accepted first");
+      said_hello = true;
+      continue;
+    }
+    grove::fuzz::require(f.body_case() != Frame::kHello && f.body_case() != Frame::kInvoke,
+                         "a hello or invoke from a worker was accepted");
+    if (f.body_case() == Frame::kPublish)
+      (void) grove::validate_topic(f.publish().topic());
+    if (f.body_case() == Frame::kInferCall) {
+      // The runtime's own checks of an infer call (the InferRequest decoder itself is
+      // ml_inference's, fuzzed by ml_request).
+      auto name_ok = grove::fn::valid_model_name(f.infer_call().model());
+      grove::fuzz::require(!name_ok || f.infer_call().model().find('/') == std::string::npos,
+                           "a model name with '/' was taken as one topic level");
+    }
+  }
+  // The instance's reader: the kernel's framing, one frame per call. Same frames, same end.
   grove::fuzz::memory_fd fd{in};
-  Frame f;
-  while (!grove::framing::read_frame(fd.get(), f, 1u << 20))
-    f.Clear();
+  size_t i = 0;
+  for (;; ++i) {
+    Frame f;
+    auto err = grove::framing::read_frame(fd.get(), f, max);
+    if (err) {
+      if (err == grove::errc::too_large)
+        grove::fuzz::require(too_large && bodies.size() == i,
+                             "frame_stream missed a frame over the limit");
+      else if (grove::message_of(err) == "connection closed")
+        grove::fuzz::require(!too_large && partial == 0 && bodies.size() == i,
+                             "frame_stream and read_frame disagree at the end");
+      else if (grove::message_of(err).starts_with("truncated"))
+        grove::fuzz::require(!too_large && partial > 0 && bodies.size() == i,
+                             "frame_stream missed a truncated frame");
+      break;
+    }
+    grove::fuzz::require(i < bodies.size(), "read_frame saw a frame frame_stream did not");
+    Frame g;
+    grove::fuzz::require(g.ParseFromArray(bodies[i].data(), static_cast<int>(bodies[i].size()))
+                           && g.SerializeAsString() == f.SerializeAsString(),
+                         "frame_stream and read_frame split the bytes differently");
+  }
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <exception>
 
 #include "grove/errors.hpp"
@@ -24,7 +25,14 @@ struct channel {
   uint32_t max_frame = 4u << 20;
   std::string name;
   uint64_t next_id = 0;
+  // Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb waited for
+  // its reply: run next, in order.
+  std::deque<fn::Frame> invokes;
 };
+
+/// Invokes this SDK takes in flight: it keeps those read ahead (the runtime sends at most
+/// its pipeline_depth) and runs them one at a time, in order.
+constexpr uint32_t pipeline = 64;
 
 channel& chan() {
   static channel c;
@@ -42,7 +50,9 @@ std::string await(Take take) {
     fn::Frame f;
     if (auto err = framing::read_frame(chan().fd, f, chan().max_frame))
       return "the runtime's socket: " + describe(err);
-    if (take(f))
+    if (f.body_case() == fn::Frame::kInvoke)
+      chan().invokes.push_back(std::move(f));
+    else if (take(f))
       return {};
   }
 }
@@ -303,12 +313,17 @@ int run(handler h, int, char**) {
   fn::Frame hello;
   hello.mutable_hello()->set_token(env_or("GROVE_FUNCTION_TOKEN", ""));
   hello.mutable_hello()->set_protocol(1);
+  hello.mutable_hello()->set_pipeline(pipeline);
   if (!send(hello))
     return 1;
   for (;;) {
     fn::Frame f;
-    if (auto err = framing::read_frame(c.fd, f, c.max_frame))
+    if (!c.invokes.empty()) {
+      f = std::move(c.invokes.front());
+      c.invokes.pop_front();
+    } else if (auto err = framing::read_frame(c.fd, f, c.max_frame)) {
       return err == errc::system_error ? 0 : 1; // closed: the runtime ended us
+    }
     if (f.body_case() != fn::Frame::kInvoke)
       continue; // a late reply of a verb that gave up
     const auto& inv = f.invoke();

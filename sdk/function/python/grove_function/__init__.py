@@ -11,6 +11,7 @@ Greengrass' client shape. See sdk/function/python/README.md.
 The verbs share the instance's one socket: call them from the handler's thread.
 """
 
+import collections
 import os
 import struct
 import sys
@@ -98,6 +99,9 @@ class _Channel:
         self.name = name
         self.next_id = 0
         self._buf = bytearray()
+        # Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb
+        # waited for its reply: the runner runs them next, in order.
+        self.invokes = collections.deque()
 
     def send(self, frame):
         data = frame.SerializeToString()
@@ -126,13 +130,16 @@ class _Channel:
 
     def await_reply(self, kind, id_field, wanted):
         """Reads frames until the reply `kind` whose `id_field` is `wanted` (an Invoke
-        cannot come while the handler runs; a late reply of a verb that gave up is
+        sent ahead is kept for the runner; a late reply of a verb that gave up is
         skipped)."""
         while True:
             frame = self.read()
             if frame is None:
                 raise Error("the runtime closed the socket")
-            if frame.WhichOneof("body") == kind:
+            body = frame.WhichOneof("body")
+            if body == "invoke":
+                self.invokes.append(frame)
+            elif body == kind:
                 reply = getattr(frame, kind)
                 if getattr(reply, id_field) == wanted:
                     return reply

@@ -76,6 +76,9 @@ def main(argv):
     hello = pb.Frame()
     hello.hello.token = os.environ.get("GROVE_FUNCTION_TOKEN", "")
     hello.hello.protocol = 1
+    # Invokes taken in flight: those read ahead wait in chan.invokes (the runtime sends at
+    # most its pipeline_depth); the handler still runs one at a time, in order.
+    hello.hello.pipeline = 64
     # The code directory (the instance's working directory) first, as Lambda does.
     code_dir = os.getcwd()
     if code_dir not in sys.path:
@@ -94,8 +97,9 @@ def main(argv):
     binary = os.environ.get("GROVE_FUNCTION_ENCODING", "json") == "binary"
     name = chan.name
     json = None  # imported with the first JSON to read or write: binary functions skip it
+    invokes = chan.invokes
     while True:
-        frame = chan.read()
+        frame = invokes.popleft() if invokes else chan.read()
         if frame is None:
             return 0  # the runtime closed the socket: it ended us
         if frame.WhichOneof("body") != "invoke":
