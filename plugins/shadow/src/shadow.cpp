@@ -157,7 +157,6 @@ public:
     load_group();
     ctx_->every(std::chrono::hours{1}, [this] { purge_tombstones(); });
     limits_status();
-    ctx_->every(std::chrono::seconds{1}, [this] { limits_status(); });
     return start_sync();
   }
 
@@ -336,6 +335,11 @@ private:
       if (verdict != limit_verdict::ok) {
         rejected_.inc();
         (verdict == limit_verdict::thing ? throttled_thing_ : throttled_total_).inc();
+        if (!std::exchange(limits_status_due_, true)) // at most once a second, no idle timer
+          ctx_->after(std::chrono::seconds{1}, [this] {
+            limits_status_due_ = false;
+            limits_status();
+          });
         sink(t, refusal({429, std::string{msg::too_many_requests}},
                         client_token_of(payload), now));
         return;
@@ -1086,8 +1090,8 @@ private:
     writer_->submit(std::move(op));
   }
 
-  // Status line `local_limits`: the limits and how many requests they refused so far;
-  // set again only when that count changed.
+  // Status line `local_limits`: the limits and how many requests they refused so far
+  // (at start, then a second after a refusal).
   void limits_status() {
     auto thing = throttled_thing_.value();
     auto total = throttled_total_.value();
@@ -1160,6 +1164,7 @@ private:
   // Local request limits (rateLimits), made in init.
   std::optional<local_limits> limits_;
   uint64_t throttled_shown_ = ~uint64_t{0};
+  bool limits_status_due_ = false;
   grove::gauge cached_;
   // cloud sync
   std::map<std::string, synced> synced_; // by key_of(thing, name)
