@@ -56,7 +56,9 @@ def start_grove(args, work):
     profile = os.path.join(work, "grove.yaml")
     with open(profile, "w") as f:
         f.write(grove_profile(args, group, port)
-                + "  - name: shadow\n    config: {max_inflight_per_thing: 100000}\n")
+                + "  - name: shadow\n    config: {max_inflight_per_thing: 100000, rateLimits:"
+                + " {maxTotalLocalRequestsRate: 1000000,"
+                + " maxLocalRequestsPerSecondPerThing: 1000000}}\n")
     return launch_groved(args, work, profile, port,
                          ["message_manager.group: 'shadow-rtt' v",
                           "message_manager.local_link: connected", "shadow.devices: 1"],

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "grove/rate_limiter.hpp"
+
 #include "component_store.hpp"
 #include "http.hpp"
 #include "imagebuilder.hpp"
@@ -150,17 +152,12 @@ private:
   http_response list_core_devices(const http_request& req);
   bool throttled(const std::string& key_id, std::chrono::system_clock::time_point now);
 
-  struct bucket {
-    double tokens = 0;
-    std::chrono::system_clock::time_point last;
-    bool started = false;
-  };
-
   api_settings settings_;
   sigv4_scope scope_;
   component_store& store_;
   std::mutex buckets_mtx_;
-  std::map<std::string, bucket> buckets_; // by access key id
+  // By access key id, each at its key's rate (the keys are the configuration's: bounded).
+  std::map<std::string, grove::token_bucket> buckets_;
   v1_api* v1_ = nullptr;                    // Greengrass v1's group API (v1_api.hpp)
   sigv4_scope ib_scope_;                    // Image Builder's routes sign for `imagebuilder`
   imagebuilder_api ib_;                     // Image Builder's components (imagebuilder.hpp)

@@ -106,18 +106,30 @@ struct strategy_config {
   }
 };
 
-/// `rateLimits`.
+/// `rateLimits`: shadow manager's names and defaults.
 struct rate_limits_config {
   /// Messages to the cloud per second.
   int64_t max_outbound = 0;
+  /// Local requests (devices, functions, the bus API) per second, all things together.
+  int64_t max_total_local = 0;
+  /// Local requests per second of one thing.
+  int64_t max_local_per_thing = 0;
 
   /// The keys.
   static grove::config_map<rate_limits_config> map() {
-    return grove::config_map<rate_limits_config>{}.key(
-      "maxOutboundSyncUpdatesPerSecond", &rate_limits_config::max_outbound, 100,
-      grove::range{1, 1000},
-      "shadow messages to the cloud per second; more wait, the latest state of each "
-      "shadow replacing what it had waiting");
+    return grove::config_map<rate_limits_config>{}
+      .key("maxOutboundSyncUpdatesPerSecond", &rate_limits_config::max_outbound, 100,
+           grove::range{1, 1000},
+           "shadow messages to the cloud per second; more wait, the latest state of each "
+           "shadow replacing what it had waiting")
+      .key("maxTotalLocalRequestsRate", &rate_limits_config::max_total_local, 200,
+           grove::range{1, 1000000},
+           "get, update and delete requests per second of devices, functions and the bus "
+           "API, all things together; more are refused 429 'Too Many Requests'")
+      .key("maxLocalRequestsPerSecondPerThing", &rate_limits_config::max_local_per_thing, 20,
+           grove::range{1, 1000000},
+           "the same requests per second about one thing; more are refused 429 'Too Many "
+           "Requests' while other things are still served");
   }
 };
 
@@ -138,7 +150,7 @@ struct shadow_config {
   sync_config synchronize;
   /// Cloud sync: when.
   strategy_config strategy;
-  /// Cloud sync: how fast.
+  /// Cloud sync's and local requests' rates.
   rate_limits_config rate_limits;
 
   /// The keys, their defaults, ranges and meanings.
@@ -161,7 +173,7 @@ struct shadow_config {
       .section("strategy", &shadow_config::strategy, strategy_config::map(),
                "when local changes go to the cloud")
       .section("rateLimits", &shadow_config::rate_limits, rate_limits_config::map(),
-               "cloud sync's rate")
+               "rates: cloud sync's, and local requests' (README, \"Local request limits\")")
       .validate([](const shadow_config& c) -> caf::error {
         auto bad = [](std::string what) {
           return grove::make_error(grove::errc::invalid_config, std::move(what));

@@ -20,10 +20,12 @@
 
 #include "config.hpp"
 #include "document.hpp"
+#include "local_limits.hpp"
 #include "sync_merge.hpp"
 #include "grove/config_map.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/message_manager/client.hpp"
+#include "grove/rate_limiter.hpp"
 #include "grove/shadow/client.hpp"
 #include "grove/store.hpp"
 
@@ -134,6 +136,7 @@ public:
     reader_ = std::move(*reader);
     if (auto err = declare_metrics())
       return err;
+    limits_.emplace(cfg.rate_limits.max_local_per_thing, cfg.rate_limits.max_total_local);
     writer_ = std::make_unique<grove::group_writer<write_op>>(
       *db_, grove::group_options{}, [](grove::store& db, std::vector<write_op>& ops) {
         return write(db, ops);
@@ -153,6 +156,7 @@ public:
       return err;
     load_group();
     ctx_->every(std::chrono::hours{1}, [this] { purge_tombstones(); });
+    limits_status();
     return start_sync();
   }
 
@@ -324,6 +328,23 @@ private:
   void handle(const shadow_topic& t, std::string_view payload, answer_sink sink,
               origin from = origin::local) {
     auto now = now_seconds();
+    if (from == origin::local) {
+      // Shadow manager's rateLimits (README "Local request limits"): answered at once,
+      // like the in-flight bound below, and it costs no token of either bucket.
+      auto verdict = limits_->admit(t.thing);
+      if (verdict != limit_verdict::ok) {
+        rejected_.inc();
+        (verdict == limit_verdict::thing ? throttled_thing_ : throttled_total_).inc();
+        if (!std::exchange(limits_status_due_, true)) // at most once a second, no idle timer
+          ctx_->after(std::chrono::seconds{1}, [this] {
+            limits_status_due_ = false;
+            limits_status();
+          });
+        sink(t, refusal({429, std::string{msg::too_many_requests}},
+                        client_token_of(payload), now));
+        return;
+      }
+    }
     auto& count = inflight_[t.thing];
     if (count >= cfg_.max_inflight_per_thing && from == origin::local) {
       // Answered at once: it changes nothing, and waiting would only add to the load.
@@ -639,8 +660,8 @@ private:
   void init_sync() {
     token_prefix_ = std::string{sync_token_prefix} + std::to_string(std::random_device{}())
                     + ":";
-    tokens_ = static_cast<double>(cfg_.rate_limits.max_outbound);
-    refilled_ = std::chrono::steady_clock::now();
+    outbound_ = grove::token_bucket{
+      grove::rate_limit{static_cast<double>(cfg_.rate_limits.max_outbound)}};
     const auto& core = cfg_.synchronize.core_thing;
     auto add_thing = [this](const std::string& thing, bool classic,
                             const std::vector<std::string>& named) {
@@ -818,12 +839,7 @@ private:
   void pump() {
     if (!subscribed())
       return; // subscribing resynchronizes everything once in force
-    auto rate = static_cast<double>(cfg_.rate_limits.max_outbound);
-    auto now = std::chrono::steady_clock::now();
-    tokens_ = std::min(rate, tokens_ + std::chrono::duration<double>(now - refilled_).count()
-                                         * rate);
-    refilled_ = now;
-    while (!sync_queue_.empty() && tokens_ >= 1) {
+    while (!sync_queue_.empty() && outbound_.can_take(std::chrono::steady_clock::now())) {
       auto key = std::move(sync_queue_.front());
       sync_queue_.pop_front();
       auto it = synced_.find(key);
@@ -835,9 +851,9 @@ private:
     }
     if (!sync_queue_.empty() && !pump_scheduled_) {
       pump_scheduled_ = true;
-      auto wait = std::chrono::duration<double>((1 - tokens_) / rate);
+      auto wait = outbound_.wait_for(std::chrono::steady_clock::now());
       ctx_->after(std::max(std::chrono::milliseconds{1},
-                           std::chrono::duration_cast<std::chrono::milliseconds>(wait)),
+                           std::chrono::ceil<std::chrono::milliseconds>(wait)),
                   [this] {
                     pump_scheduled_ = false;
                     pump();
@@ -894,7 +910,7 @@ private:
     s.busy = true;
     s.asked = op;
     s.sent_at = std::chrono::steady_clock::now();
-    tokens_ -= 1; // answers to the cloud spend the rate too
+    outbound_.spend(std::chrono::steady_clock::now()); // answers to the cloud spend it too
     sync_sent_.inc();
     auto topic = s.topic.prefix() + std::string{verbs[static_cast<int>(op)]};
     auto key = key_of(s.topic.thing, s.topic.name);
@@ -1074,6 +1090,20 @@ private:
     writer_->submit(std::move(op));
   }
 
+  // Status line `local_limits`: the limits and how many requests they refused so far
+  // (at start, then a second after a refusal).
+  void limits_status() {
+    auto thing = throttled_thing_.value();
+    auto total = throttled_total_.value();
+    if (thing + total == throttled_shown_)
+      return;
+    throttled_shown_ = thing + total;
+    ctx_->set_status("local_limits",
+                     fmt::format("{}/s per thing, {}/s in all; refused {} (thing), {} (total)",
+                                 cfg_.rate_limits.max_local_per_thing,
+                                 cfg_.rate_limits.max_total_local, thing, total));
+  }
+
   caf::error declare_metrics() {
     auto c = [this](const char* name, const char* help, grove::counter& out) -> bool {
       auto x = ctx_->counter(name, help);
@@ -1093,6 +1123,12 @@ private:
         || !c("publish_failures", "Answers message_manager did not take.", publish_failures_)
         || !c("write_failures", "Group commits that failed and were retried.",
               write_failures_)
+        || !c("throttled.thing",
+              "Requests refused 429: their thing was over maxLocalRequestsPerSecondPerThing.",
+              throttled_thing_)
+        || !c("throttled.total",
+              "Requests refused 429: all things together were over maxTotalLocalRequestsRate.",
+              throttled_total_)
         || !c("sync.sent", "Requests sent to the cloud shadow service (get, update, delete).",
               sync_sent_)
         || !c("sync.applied", "Cloud changes applied to local shadows.", sync_applied_)
@@ -1124,13 +1160,16 @@ private:
   std::vector<grove::Envelope> early_; // device requests that came before the group
   uint64_t group_version_ = 0;
   grove::counter updates_, gets_, deletes_, rejected_, refused_, ignored_, publish_failures_,
-    write_failures_;
+    write_failures_, throttled_thing_, throttled_total_;
+  // Local request limits (rateLimits), made in init.
+  std::optional<local_limits> limits_;
+  uint64_t throttled_shown_ = ~uint64_t{0};
+  bool limits_status_due_ = false;
   grove::gauge cached_;
   // cloud sync
   std::map<std::string, synced> synced_; // by key_of(thing, name)
   std::deque<std::string> sync_queue_;
-  double tokens_ = 0;
-  std::chrono::steady_clock::time_point refilled_;
+  grove::token_bucket outbound_; // maxOutboundSyncUpdatesPerSecond, one second's worth
   bool pump_scheduled_ = false;
   bool link_up_ = true; // until mm-10 says otherwise
   bool started_sync_ = false;

@@ -76,6 +76,31 @@ rateLimits: {maxOutboundSyncUpdatesPerSecond: 5})",
   }
 }
 
+BOOST_AUTO_TEST_CASE(local_request_limits_as_shadow_manager_names_them) {
+  auto cfg = shadow_config::map().load("{}", "image.yaml");
+  BOOST_REQUIRE(cfg);
+  BOOST_CHECK_EQUAL(cfg->rate_limits.max_total_local, 200);    // shadow manager's defaults
+  BOOST_CHECK_EQUAL(cfg->rate_limits.max_local_per_thing, 20);
+  cfg = shadow_config::map().load(
+    "rateLimits: {maxTotalLocalRequestsRate: 1000000, maxLocalRequestsPerSecondPerThing: 1}",
+    "image.yaml");
+  BOOST_REQUIRE_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
+  BOOST_CHECK_EQUAL(cfg->rate_limits.max_total_local, 1000000);
+  BOOST_CHECK_EQUAL(cfg->rate_limits.max_local_per_thing, 1);
+  // Shadow manager requires more than 0; Grove also caps them at a million.
+  for (auto bad : {"rateLimits: {maxTotalLocalRequestsRate: 0}",
+                   "rateLimits: {maxLocalRequestsPerSecondPerThing: 0}",
+                   "rateLimits: {maxLocalRequestsPerSecondPerThing: -5}",
+                   "rateLimits: {maxTotalLocalRequestsRate: 1000001}",
+                   "rateLimits: {maxLocalRequestsPerSecondPerThing: many}",
+                   "rateLimits: {maxLocalRequestsPerThing: 5}"}) {
+    auto r = shadow_config::map().load(bad, "image.yaml");
+    BOOST_CHECK_MESSAGE(!r, bad);
+    if (!r)
+      BOOST_TEST_MESSAGE(grove::describe(r.error()));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
   auto generated = shadow_config::map().markdown();
   BOOST_TEST(grove::test::readme_config_table(SHADOW_README) == generated,

@@ -39,7 +39,11 @@ plugins:
 $(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]
   - name: shadow
-    config: {max_inflight_per_thing: 2}  # so that a burst of one device must hit it
+    # max_inflight_per_thing: so that a burst of one device must hit it; the local
+    # request limits (rateLimits) are shadow_ratelimit_test's, high here.
+    config:
+      max_inflight_per_thing: 2
+      rateLimits: {maxTotalLocalRequestsRate: 1000000, maxLocalRequestsPerSecondPerThing: 1000000}
 EOF
 
 start_groved() {
