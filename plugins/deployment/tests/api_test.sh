@@ -329,7 +329,9 @@ check "... and RUNNING" \
 # the next start fetches it again from the beginning.
 ART=$WORK/var/plugins/deployment/artifacts
 mkdir -p "$WORK/srv/s3/bucket"
-head -c 1500 /dev/urandom >"$WORK/srv/s3/bucket/slow-blob.bin"
+# 25 s of download: the AWS CLI calls around the kill take seconds each on a loaded machine,
+# and the version must still be mid-download when groved is killed.
+head -c 5000 /dev/urandom >"$WORK/srv/s3/bucket/slow-blob.bin"
 SHA=$(sha256sum "$WORK/srv/s3/bucket/slow-blob.bin" | cut -d' ' -f1)
 DIGEST=$(openssl dgst -sha256 -binary "$WORK/srv/s3/bucket/slow-blob.bin" | base64)
 cat >"$WORK/slow.yaml" <<YAML
