@@ -151,6 +151,63 @@ BOOST_AUTO_TEST_CASE(bad_subjects_ids_and_names) {
   BOOST_TEST(contains(err, "subscriptions[0].subject: a subject must not contain control characters"), err);
 }
 
+// Issue 16's loggers: both readers take the same section, group_document writes it back,
+// and a bad level, component or type is a load error naming file:line and the field.
+BOOST_AUTO_TEST_CASE(loggers_are_read_written_back_and_checked) {
+  const std::string body = R"(
+loggers:
+  - {id: sys, component: GreengrassSystem, level: DEBUG}
+  - id: fn
+    component: Lambda
+    level: WARN
+    type: FileSystem
+    space_kb: 64
+)";
+  auto events = load_group(dir.write("a/g.yaml", "name: home" + body));
+  auto tree = load_group(dir.write("b/g.yaml", "name: &n home" + body));
+  BOOST_REQUIRE_MESSAGE(events, test::error_text(events));
+  BOOST_REQUIRE_MESSAGE(tree, test::error_text(tree));
+  events->clear_source_file();
+  tree->clear_source_file();
+  BOOST_TEST(events->SerializeAsString() == tree->SerializeAsString());
+  BOOST_REQUIRE_EQUAL(events->loggers_size(), 2);
+  BOOST_TEST(events->loggers(0).component() == "GreengrassSystem");
+  BOOST_TEST(events->loggers(0).level() == "DEBUG");
+  BOOST_TEST(events->loggers(0).type() == "FileSystem"); // the default
+  BOOST_TEST(events->loggers(0).space_kb() == 0u);       // not set
+  BOOST_TEST(events->loggers(1).space_kb() == 64u);
+  // Written back, read again: the same loggers.
+  auto doc = group_document(*events);
+  auto again = load_group(dir.write("c/g.yaml", YAML::Dump(doc)));
+  BOOST_REQUIRE_MESSAGE(again, test::error_text(again));
+  again->clear_source_file();
+  BOOST_TEST(again->SerializeAsString() == events->SerializeAsString());
+  // A group without loggers writes no loggers key (documents as before).
+  auto plain = load_group(dir.write("d/g.yaml", good));
+  BOOST_REQUIRE(plain);
+  BOOST_TEST(!group_document(*plain)["loggers"]);
+
+  auto err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: LOUD}\n");
+  BOOST_TEST(contains(err, "g.yaml:3:"), err);
+  BOOST_TEST(contains(err, "loggers[0].level"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Toaster, level: INFO}\n");
+  BOOST_TEST(contains(err, "g.yaml:3:"), err);
+  BOOST_TEST(contains(err, "loggers[0].component"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO, type: AWSCloudWatch}\n");
+  BOOST_TEST(contains(err, "loggers[0].type"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO, space_kb: 0}\n");
+  BOOST_TEST(contains(err, "loggers[0].space_kb"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO}\n"
+                           "  - {id: b, component: Lambda, level: ERROR}\n");
+  BOOST_TEST(contains(err, "g.yaml:4:"), err);
+  BOOST_TEST(contains(err, "loggers[1].component: Lambda has a logger already (loggers[0])"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO}\n"
+                           "  - {id: a, component: GreengrassSystem, level: ERROR}\n");
+  BOOST_TEST(contains(err, "loggers[1].id: id 'a' is used twice"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, level: INFO}\n");
+  BOOST_TEST(contains(err, "loggers[0].component: required key is missing"), err);
+}
+
 BOOST_AUTO_TEST_CASE(greengrass_limits) {
   std::ostringstream devices;
   devices << "name: big\ndevices:\n";
