@@ -110,14 +110,15 @@ check "... though the function runtime applied it (grovectl status)" \
 # ---- AWSCloudWatch, a bad group file ------------------------------------------------------
 phase cloudwatch
 cp "$GROUP" "$WORK/deployed.yaml"
-cat >>"$GROUP" <<'YAML'
+cat >"$GROUP" <<'YAML'
+name: loggers
 loggers:
   - {id: bad, component: GreengrassSystem, level: LOUD}
 YAML
 kill -HUP "$GROVED_PID"  # the watcher would see it too; SIGHUP says it now
 check "a group file with an unknown level: refused naming file:line and the field" \
-  wait_for "$LOG" "group.yaml:" 50
-check "... loggers[0].level" grep -q "loggers\[0\].level" "$LOG"
+  wait_for "$LOG" "group.yaml:3:" 50
+check "... loggers[0].level" grep -q "group.yaml:3:.*loggers\[0\]\.level" "$LOG"
 check "... the previous group stays (log level error)" status_has "log level:       error" 20
 cp "$WORK/deployed.yaml" "$GROUP"
 
@@ -128,7 +129,7 @@ check "... function_runtime back at its own warn" \
   bash -c '[[ $(jq -r ".plugins[] | select(.name == \"function_runtime\") | .log_level" <<<"$("$0" status --json)") == warn ]]' "$GROVECTL"
 check "... the functions' logs at the image's defaults" \
   status_has "function_runtime.function_logs: DEBUG and above, 1048576 bytes per file, 3 rotated files kept (image profile)" 50
-check "... the group file has no loggers left" bash -c '! grep -q "loggers" "$0"' "$GROUP"
+check "... the group file has no loggers left" bash -c '! grep -qE "component|GreengrassSystem" "$0"' "$GROUP"
 check "groved and both plugins still run" \
   bash -c '"$0" status | grep -q "deployment .* running" && "$0" status | grep -q "function_runtime .* running"' "$GROVECTL"
 finish
