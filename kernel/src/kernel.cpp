@@ -645,6 +645,13 @@ std::string spdlog_level_of(const std::string& level) {
   return "critical"; // FATAL
 }
 
+/// The profile's name of a level (`kernel.log_level`'s enum: warn, not spdlog's warning).
+std::string level_name(spdlog::level::level_enum l) {
+  if (l == spdlog::level::warn)
+    return "warn";
+  return std::string{spdlog::level::to_string_view(l).data()};
+}
+
 } // namespace
 
 void kernel::apply_loggers(const group::Group& g) {
@@ -673,7 +680,8 @@ void kernel::apply_loggers(const group::Group& g) {
     else
       log_->info("log level {}: the group's GreengrassSystem logger '{}'", next, id);
   };
-  // Said at the lower of the two levels, so that it shows either way.
+  // Said while the more verbose of the two levels is in force, so that it shows when
+  // either level lets info lines through.
   if (after > before)
     say();
   log_->set_level(after);
@@ -706,13 +714,13 @@ control::Status kernel::status() {
     *st.add_plugins() = std::move(p);
   for (auto& [k, v] : host_->details())
     (*st.mutable_details())[k] = v;
-  st.set_log_level(spdlog::level::to_string_view(log_->level()).data());
+  st.set_log_level(level_name(log_->level()));
   {
     std::lock_guard guard{group_mtx_};
     // groved logs to stderr (journald under systemd) only: there is no file of its own
     // whose size a logger's space_kb could cap.
     (*st.mutable_details())["kernel.log"]
-      = std::string{spdlog::level::to_string_view(log_->level()).data()}
+      = level_name(log_->level())
         + (system_logger_.empty() ? " (image profile)"
                                   : " (group logger '" + system_logger_ + "', GreengrassSystem)")
         + "; stderr only, no log file to cap";
