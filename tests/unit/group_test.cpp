@@ -6,6 +6,9 @@
 
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/kernel.hpp"
+#include "grove/kernel/plugin_host.hpp"
+#include "grove/kernel/config.hpp"
+#include <spdlog/spdlog.h>
 #include "grove/kernel/group_client.hpp"
 #include "test_util.hpp"
 
@@ -206,6 +209,53 @@ loggers:
   BOOST_TEST(contains(err, "loggers[1].id: id 'a' is used twice"), err);
   err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, level: INFO}\n");
   BOOST_TEST(contains(err, "loggers[0].component: required key is missing"), err);
+}
+
+// Issue 16: the kernel applies a GreengrassSystem logger to its own level and every
+// plugin's, live; a group without one gives the profile's levels back; a bad logger is
+// refused with file:line and leaves the level in force.
+BOOST_AUTO_TEST_CASE(kernel_applies_a_greengrass_system_logger) {
+  auto with = [](const std::string& level) {
+    return "name: g\nloggers:\n  - {id: sys, component: GreengrassSystem, level: " + level + "}\n";
+  };
+  auto gfile = dir.write("g.yaml", with("DEBUG"));
+  auto p = test::make_profile(dir.path()); // log_level warn
+  p.group_file = gfile;
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  plugin_spec echo;
+  echo.name = "echo";
+  echo.config = make_yaml(YAML::Load("{prefix: '>'}"));
+  echo.log_level = "error"; // its own level, which the logger overrides
+  BOOST_REQUIRE(!k.host().load(echo));
+  auto plugin_level = [&] {
+    auto all = k.plugins(); // kept: plugins() of a temporary would dangle
+    for (const auto& pi : all.plugins())
+      if (pi.name() == "echo")
+        return pi.log_level();
+    return std::string{"(not loaded)"};
+  };
+  BOOST_TEST(k.status().log_level() == "debug");
+  BOOST_TEST(k.log()->level() == spdlog::level::debug);
+  BOOST_TEST(contains(k.status().details().at("kernel.log"), "group logger 'sys'"));
+  BOOST_TEST(plugin_level() == "debug"); // loaded after the logger: it starts at it
+  dir.write("g.yaml", with("FATAL"));
+  BOOST_REQUIRE(!k.reload_group());
+  BOOST_TEST(k.status().log_level() == "critical");
+  BOOST_TEST(plugin_level() == "critical");
+  // A bad level: refused, naming the file's line; the level stays.
+  dir.write("g.yaml", "name: g\nloggers:\n  - {id: sys, component: GreengrassSystem, level: LOUD}\n");
+  auto err = k.reload_group();
+  BOOST_REQUIRE(err);
+  BOOST_TEST(contains(describe(err), "g.yaml:3:"), describe(err));
+  BOOST_TEST(contains(describe(err), "loggers[0].level"), describe(err));
+  BOOST_TEST(k.status().log_level() == "critical");
+  // No logger: the profile's levels, the kernel's and the plugin's own.
+  dir.write("g.yaml", "name: g\n");
+  BOOST_REQUIRE(!k.reload_group());
+  BOOST_TEST(k.status().log_level() == "warn");
+  BOOST_TEST(contains(k.status().details().at("kernel.log"), "image profile"));
+  BOOST_TEST(plugin_level() == "error");
 }
 
 BOOST_AUTO_TEST_CASE(greengrass_limits) {
