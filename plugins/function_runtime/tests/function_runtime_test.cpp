@@ -637,6 +637,35 @@ BOOST_AUTO_TEST_CASE(python_on_demand_instance_gets_the_context_and_exits_when_i
   BOOST_TEST(test::wait_until([&] { return rt.info("d").instances() == 0u; }));
 }
 
+// Issue 16: a Lambda logger's level reaches Python's logging (DEBUG records are sent at
+// all: GROVE_FUNCTION_LOG_LEVEL at the instance's start) and the runtime drops the
+// lines under a level set later, the running instance unchanged.
+BOOST_AUTO_TEST_CASE(python_logging_follows_the_lambda_logger) {
+  auto with = [](const std::string& level) {
+    return py("lv", "pyfn.levels") + "loggers:\n  - {id: fl, component: Lambda, level: " + level
+           + "}\n";
+  };
+  runtime rt{with("DEBUG")};
+  rt.wait_defined("lv");
+  BOOST_TEST(rt.ok("lv", R"({"tag":"one"})") == "\"logged\"");
+  auto log = rt.log_of("lv");
+  BOOST_TEST(has(log, "DEBUG pyfn: debug one"), log);
+  BOOST_TEST(has(log, "INFO pyfn: info one"), log);
+  BOOST_TEST(has(log, "FATAL pyfn: critical one"), log);
+  rt.rewrite(with("WARN"));
+  BOOST_TEST(test::wait_until([&] {
+    auto details = rt.h->kernel().status().details();
+    auto it = details.find("function_runtime.function_logs");
+    return it != details.end() && it->second.starts_with("WARN");
+  }));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"two"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(!has(log, "debug two"), log);
+  BOOST_TEST(!has(log, "info two"), log);
+  BOOST_TEST(has(log, "WARN pyfn: warning two"), log);
+  BOOST_TEST(has(log, "FATAL pyfn: critical two"), log);
+}
+
 BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {
   runtime rt{py("j", "pyfn.context") + py("b", "pyfn.echo", "inputPayloadEncodingType: binary")
              + py("bt", "pyfn.context", "inputPayloadEncodingType: binary")
