@@ -58,7 +58,22 @@ resources:
     keys:
       id: {type: string, required: true}
       config: {type: any}
+loggers:
+  type: list
+  default: []
+  items:
+    type: map
+    keys:
+      id: {type: string, required: true}
+      component: {type: string, required: true, enum: [GreengrassSystem, Lambda]}
+      level: {type: string, required: true, enum: [DEBUG, INFO, WARN, ERROR, FATAL]}
+      type: {type: string, default: FileSystem, enum: [FileSystem],
+             doc: "AWSCloudWatch is refused: no cloud logging on the device"}
+      space_kb: {type: int, min: 1, max: 1073741824}
 )";
+
+constexpr std::string_view logger_components[] = {"GreengrassSystem", "Lambda"};
+constexpr std::string_view logger_levels[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
 
 bool valid_name(std::string_view s) {
   if (s.empty() || s.size() > 128)
@@ -161,6 +176,35 @@ std::optional<group_fault> check_group(const group::Group& g) {
     if (id.empty() || !resource_ids.insert(id).second)
       return group_fault{"resources", static_cast<size_t>(i), "id",
                          id.empty() ? "must not be empty" : "id '" + id + "' is used twice"};
+  }
+  std::unordered_set<std::string_view> logger_ids;
+  std::optional<size_t> by_component[std::size(logger_components)];
+  for (int i = 0; i < g.loggers_size(); ++i) {
+    const auto& l = g.loggers(i);
+    auto fault = [&](std::string_view key, std::string what) {
+      return group_fault{"loggers", static_cast<size_t>(i), key, std::move(what)};
+    };
+    if (!valid_name(l.id()))
+      return fault("id", "logger ids are 1-128 characters of [A-Za-z0-9_.:-]");
+    if (!logger_ids.insert(l.id()).second)
+      return fault("id", "id '" + l.id() + "' is used twice");
+    auto comp = std::find(std::begin(logger_components), std::end(logger_components),
+                          l.component());
+    if (comp == std::end(logger_components))
+      return fault("component", "'" + l.component() + "' is not GreengrassSystem or Lambda");
+    if (std::find(std::begin(logger_levels), std::end(logger_levels), l.level())
+        == std::end(logger_levels))
+      return fault("level", "'" + l.level() + "' is not DEBUG, INFO, WARN, ERROR or FATAL");
+    if (l.type() != "FileSystem")
+      return fault("type", "'" + l.type()
+                             + "' is not FileSystem: there is no cloud logging on the device");
+    if (l.space_kb() > (1u << 30))
+      return fault("space_kb", "at most 1073741824 (1 TiB)");
+    auto& first = by_component[comp - std::begin(logger_components)];
+    if (first)
+      return fault("component", l.component() + " has a logger already (loggers["
+                                  + std::to_string(*first) + "])");
+    first = static_cast<size_t>(i);
   }
   return std::nullopt;
 }
@@ -281,9 +325,11 @@ public:
     if (!want_key_)
       return fail();
     if (level_ == level::item) {
-      // Every key of a subscription is required; of the others, the first (thing,
-      // name, id).
-      unsigned required = section_ == "subscriptions" ? (1u << item_keys().size()) - 1 : 1u;
+      // Every key of a subscription is required; of a logger id, component and level;
+      // of the others, the first (thing, name, id).
+      unsigned required = section_ == "subscriptions" ? (1u << item_keys().size()) - 1
+                          : section_ == "loggers"     ? 7u
+                                                      : 1u;
       if ((item_seen_ & required) != required)
         return fail();
       level_ = level::list;
@@ -299,13 +345,15 @@ public:
 private:
   enum class level { start, top, list, item, done, failed };
 
-  static constexpr std::string_view top_keys[] = {"name", "devices", "functions",
-                                                  "subscriptions", "resources"};
+  static constexpr std::string_view top_keys[] = {"name",          "devices",   "functions",
+                                                  "subscriptions", "resources", "loggers"};
   static constexpr std::string_view device_keys[] = {"thing", "sync_shadow"};
   static constexpr std::string_view function_keys[] = {"name", "config"};
   static constexpr std::string_view subscription_keys[] = {"id", "source", "subject",
                                                            "target"};
   static constexpr std::string_view resource_keys[] = {"id", "config"};
+  static constexpr std::string_view logger_keys[] = {"id", "component", "level", "type",
+                                                     "space_kb"};
 
   std::span<const std::string_view> item_keys() const {
     if (section_ == "devices")
@@ -314,6 +362,8 @@ private:
       return function_keys;
     if (section_ == "subscriptions")
       return subscription_keys;
+    if (section_ == "loggers")
+      return logger_keys;
     return resource_keys;
   }
 
@@ -351,6 +401,8 @@ private:
       group.add_functions();
     else if (section_ == "subscriptions")
       group.add_subscriptions();
+    else if (section_ == "loggers")
+      group.add_loggers()->set_type("FileSystem"); // the schema's default
     else
       group.add_resources();
   }
@@ -376,6 +428,25 @@ private:
       if (key_ == "subject")
         return s->set_subject(value);
       return s->set_target(value);
+    }
+    if (section_ == "loggers") {
+      auto* l = group.mutable_loggers(group.loggers_size() - 1);
+      if (key_ == "id")
+        return l->set_id(value);
+      if (key_ == "component")
+        return l->set_component(value);
+      if (key_ == "level")
+        return l->set_level(value);
+      if (key_ == "type")
+        return l->set_type(value);
+      // space_kb: plain decimal digits only; anything else the schema judges.
+      if (tag != "?" || value.empty() || value.size() > 10
+          || value.find_first_not_of("0123456789") != std::string::npos)
+        return fail();
+      auto kb = std::stoull(value);
+      if (kb == 0)
+        return fail();
+      return l->set_space_kb(kb);
     }
     if (key_ != "config") {
       if (section_ == "functions")
@@ -605,6 +676,15 @@ caf::expected<group::Group> read_group_tree(const std::filesystem::path& path) {
     out->set_id(r["id"].as<std::string>());
     out->set_config_yaml(to_yaml(r["config"]));
   }
+  for (auto l : v["loggers"]) {
+    auto* out = g.add_loggers();
+    out->set_id(l["id"].as<std::string>());
+    out->set_component(l["component"].as<std::string>());
+    out->set_level(l["level"].as<std::string>());
+    out->set_type(l["type"].as<std::string>());
+    if (auto kb = l["space_kb"]; kb && !kb.IsNull())
+      out->set_space_kb(kb.as<uint64_t>());
+  }
   if (auto fault = check_group(g)) {
     // Located in the document as written.
     const YAML::Node& raw = doc;
@@ -670,6 +750,17 @@ YAML::Node group_document(const group::Group& g) {
     n["id"] = r.id();
     n["config"] = YAML::Load(r.config_yaml());
     doc["resources"].push_back(n);
+  }
+  // Only when there are any: a group without loggers keeps the document it always had.
+  for (const auto& l : g.loggers()) {
+    YAML::Node n;
+    n["id"] = l.id();
+    n["component"] = l.component();
+    n["level"] = l.level();
+    n["type"] = l.type();
+    if (l.space_kb() != 0)
+      n["space_kb"] = l.space_kb();
+    doc["loggers"].push_back(n);
   }
   return doc;
 }

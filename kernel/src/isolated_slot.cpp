@@ -102,6 +102,16 @@ protected:
       },
       [this](served_atom, uint64_t gen, uint64_t id) { on_served(gen, id, true); },
       [this](unserved_atom, uint64_t gen, uint64_t id) { on_served(gen, id, false); },
+      // In the states without a child (initial, waiting) it stays queued (skip) until
+      // one starts; the level is then also the one its Start carries.
+      [this](log_level_atom, std::string& level) {
+        iso_.log_level = level;
+        if (channel_) {
+          host::ToChild out;
+          out.set_log_level(level);
+          channel_->send(out);
+        }
+      },
     };
     starting_ = slot_protocol_handlers(slot_skip::init, slot_skip::envelope, slot_skip::reload,
                                        slot_skip::reconf,

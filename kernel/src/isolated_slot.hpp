@@ -2,10 +2,15 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/atom.hpp>
 
 #include "slot.hpp"
 
 namespace grove {
+
+/// Sets the log level of an isolated slot's plugin: `(log_level_atom, std::string)`,
+/// told to its child and used for the children it starts next.
+using log_level_atom = caf::atom_constant<caf::atom("loglevel")>;
 
 /// What a process-isolated slot needs beyond a slot's setup.
 struct isolation_setup {

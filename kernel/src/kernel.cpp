@@ -617,6 +617,7 @@ caf::error kernel::reload_group() {
              "{:.1f} ms)",
              g->name(), g->version(), g->devices_size(), g->functions_size(),
              g->subscriptions_size(), parse_ms.count());
+  apply_loggers(*g);
   Envelope msg;
   msg.set_topic("$grove/group/current");
   msg.set_source(std::string{kernel_source});
@@ -627,6 +628,66 @@ caf::error kernel::reload_group() {
                 describe(r.error()));
   release_free_pages();
   return {};
+}
+
+namespace {
+
+/// spdlog's name for a Greengrass logger level (the group reader checked it).
+std::string spdlog_level_of(const std::string& level) {
+  if (level == "DEBUG")
+    return "debug";
+  if (level == "INFO")
+    return "info";
+  if (level == "WARN")
+    return "warn";
+  if (level == "ERROR")
+    return "error";
+  return "critical"; // FATAL
+}
+
+/// The profile's name of a level (`kernel.log_level`'s enum: warn, not spdlog's warning).
+std::string level_name(spdlog::level::level_enum l) {
+  if (l == spdlog::level::warn)
+    return "warn";
+  return std::string{spdlog::level::to_string_view(l).data()};
+}
+
+} // namespace
+
+void kernel::apply_loggers(const group::Group& g) {
+  std::string id;
+  std::string level;
+  for (const auto& l : g.loggers())
+    if (l.component() == "GreengrassSystem") {
+      id = l.id();
+      level = spdlog_level_of(l.level());
+    }
+  {
+    std::lock_guard guard{group_mtx_};
+    if (loggers_applied_ && id == system_logger_ && level == system_level_)
+      return;
+    loggers_applied_ = true;
+    system_logger_ = id;
+    system_level_ = level;
+  }
+  auto next = level.empty() ? with_profile([](const image_profile& p) { return p.log_level; })
+                            : level;
+  auto before = log_->level();
+  auto after = spdlog::level::from_str(next);
+  auto say = [&] {
+    if (id.empty())
+      log_->info("log level {}: the image profile's (no GreengrassSystem logger)", next);
+    else
+      log_->info("log level {}: the group's GreengrassSystem logger '{}'", next, id);
+  };
+  // Said while the more verbose of the two levels is in force, so that it shows when
+  // either level lets info lines through.
+  if (after > before)
+    say();
+  log_->set_level(after);
+  host_->set_log_level(level);
+  if (after <= before)
+    say();
 }
 
 control::Status kernel::status() {
@@ -653,6 +714,17 @@ control::Status kernel::status() {
     *st.add_plugins() = std::move(p);
   for (auto& [k, v] : host_->details())
     (*st.mutable_details())[k] = v;
+  st.set_log_level(level_name(log_->level()));
+  {
+    std::lock_guard guard{group_mtx_};
+    // groved logs to stderr (journald under systemd) only: there is no file of its own
+    // whose size a logger's space_kb could cap.
+    (*st.mutable_details())["kernel.log"]
+      = level_name(log_->level())
+        + (system_logger_.empty() ? " (image profile)"
+                                  : " (group logger '" + system_logger_ + "', GreengrassSystem)")
+        + "; stderr only, no log file to cap";
+  }
   if (auto g = group())
     (*st.mutable_details())["kernel.group"]
       = g->name() + " version " + std::to_string(g->version()) + ": "

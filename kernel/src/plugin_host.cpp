@@ -309,7 +309,11 @@ caf::error plugin_host::load(const plugin_spec& spec) {
     return make_error(errc::system_error,
                       "cannot create " + state_dir.string() + ": " + ec.message());
   auto plog = std::make_shared<spdlog::logger>(spec.name, settings_.sink);
-  auto level = spec.log_level.empty() ? settings_.log_level : spec.log_level;
+  std::string level;
+  {
+    std::lock_guard guard{mtx_};
+    level = level_of(spec);
+  }
   plog->set_level(spdlog::level::from_str(level));
   plog->flush_on(spdlog::level::warn);
   auto status = std::make_shared<slot_status>();
@@ -375,10 +379,39 @@ caf::error plugin_host::load(const plugin_spec& spec) {
   // Still ours: the name was claimed above, so nobody else can have inserted it.
   starting_.erase(std::find(starting_.begin(), starting_.end(), spec.name));
   claim.name = nullptr;
-  plugins_.push_back(loaded{spec.name, spec, slot, ep, status, spec.isolation});
+  plugins_.push_back(loaded{spec.name, spec, slot, ep, status, spec.isolation, plog});
+  // A set_log_level while this one started: it takes that level too.
+  if (auto now = level_of(spec); now != level)
+    apply_level(plugins_.back(), now);
   log_->info("plugin {} {} started from {}", spec.name, status->version,
              status->library);
   return {};
+}
+
+std::string plugin_host::level_of(const plugin_spec& spec) const {
+  if (!level_override_.empty())
+    return level_override_;
+  return spec.log_level.empty() ? settings_.log_level : spec.log_level;
+}
+
+void plugin_host::apply_level(const loaded& p, const std::string& level) {
+  if (p.log)
+    p.log->set_level(spdlog::level::from_str(level));
+  {
+    std::lock_guard guard{p.status->mtx};
+    p.status->log_level = level;
+  }
+  // The child logs through its own logger: the slot tells it (and starts the next
+  // child at this level).
+  if (p.isolation == "process")
+    caf::anon_send(caf::actor_cast<caf::actor>(p.slot), log_level_atom::value, level);
+}
+
+void plugin_host::set_log_level(const std::string& level) {
+  std::lock_guard guard{mtx_};
+  level_override_ = level;
+  for (const auto& p : plugins_)
+    apply_level(p, level_of(p.spec));
 }
 
 caf::error plugin_host::unload(const std::string& name) {

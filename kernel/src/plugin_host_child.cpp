@@ -310,6 +310,9 @@ int run_plugin_host(const std::string& name, int fd) {
       ch.send(out);
     } else if (in.kind_case() == host::ToChild::kServed) {
       k->bus().fire_watch(in.served());
+    } else if (in.kind_case() == host::ToChild::kLogLevel) {
+      // The kernel checked it (a group's logger); the child's host has this one plugin.
+      k->host().set_log_level(in.log_level());
     } else if (in.has_stop()) {
       break;
     }

@@ -6,6 +6,9 @@
 
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/kernel.hpp"
+#include "grove/kernel/plugin_host.hpp"
+#include "grove/kernel/config.hpp"
+#include <spdlog/spdlog.h>
 #include "grove/kernel/group_client.hpp"
 #include "test_util.hpp"
 
@@ -149,6 +152,110 @@ BOOST_AUTO_TEST_CASE(bad_subjects_ids_and_names) {
   err = error_of("g.yaml", "name: g\nsubscriptions:\n  - {id: a, source: cloud, subject: \"t\\nthing x\", target: shadow}\n");
   BOOST_TEST(contains(err, "g.yaml:3:"), err);
   BOOST_TEST(contains(err, "subscriptions[0].subject: a subject must not contain control characters"), err);
+}
+
+// Issue 16's loggers: both readers take the same section, group_document writes it back,
+// and a bad level, component or type is a load error naming file:line and the field.
+BOOST_AUTO_TEST_CASE(loggers_are_read_written_back_and_checked) {
+  const std::string body = R"(
+loggers:
+  - {id: sys, component: GreengrassSystem, level: DEBUG}
+  - id: fn
+    component: Lambda
+    level: WARN
+    type: FileSystem
+    space_kb: 64
+)";
+  auto events = load_group(dir.write("a/g.yaml", "name: home" + body));
+  auto tree = load_group(dir.write("b/g.yaml", "name: &n home" + body));
+  BOOST_REQUIRE_MESSAGE(events, test::error_text(events));
+  BOOST_REQUIRE_MESSAGE(tree, test::error_text(tree));
+  events->clear_source_file();
+  tree->clear_source_file();
+  BOOST_TEST(events->SerializeAsString() == tree->SerializeAsString());
+  BOOST_REQUIRE_EQUAL(events->loggers_size(), 2);
+  BOOST_TEST(events->loggers(0).component() == "GreengrassSystem");
+  BOOST_TEST(events->loggers(0).level() == "DEBUG");
+  BOOST_TEST(events->loggers(0).type() == "FileSystem"); // the default
+  BOOST_TEST(events->loggers(0).space_kb() == 0u);       // not set
+  BOOST_TEST(events->loggers(1).space_kb() == 64u);
+  // Written back, read again: the same loggers.
+  auto doc = group_document(*events);
+  auto again = load_group(dir.write("c/g.yaml", YAML::Dump(doc)));
+  BOOST_REQUIRE_MESSAGE(again, test::error_text(again));
+  again->clear_source_file();
+  BOOST_TEST(again->SerializeAsString() == events->SerializeAsString());
+  // A group without loggers writes no loggers key (documents as before).
+  auto plain = load_group(dir.write("d/g.yaml", good));
+  BOOST_REQUIRE(plain);
+  BOOST_TEST(!group_document(*plain)["loggers"]);
+
+  auto err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: LOUD}\n");
+  BOOST_TEST(contains(err, "g.yaml:3:"), err);
+  BOOST_TEST(contains(err, "loggers[0].level"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Toaster, level: INFO}\n");
+  BOOST_TEST(contains(err, "g.yaml:3:"), err);
+  BOOST_TEST(contains(err, "loggers[0].component"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO, type: AWSCloudWatch}\n");
+  BOOST_TEST(contains(err, "loggers[0].type"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO, space_kb: 0}\n");
+  BOOST_TEST(contains(err, "loggers[0].space_kb"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO}\n"
+                           "  - {id: b, component: Lambda, level: ERROR}\n");
+  BOOST_TEST(contains(err, "g.yaml:4:"), err);
+  BOOST_TEST(contains(err, "loggers[1].component: Lambda has a logger already (loggers[0])"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, component: Lambda, level: INFO}\n"
+                           "  - {id: a, component: GreengrassSystem, level: ERROR}\n");
+  BOOST_TEST(contains(err, "loggers[1].id: id 'a' is used twice"), err);
+  err = error_of("g.yaml", "name: g\nloggers:\n  - {id: a, level: INFO}\n");
+  BOOST_TEST(contains(err, "loggers[0].component: required key is missing"), err);
+}
+
+// Issue 16: the kernel applies a GreengrassSystem logger to its own level and every
+// plugin's, live; a group without one gives the profile's levels back; a bad logger is
+// refused with file:line and leaves the level in force.
+BOOST_AUTO_TEST_CASE(kernel_applies_a_greengrass_system_logger) {
+  auto with = [](const std::string& level) {
+    return "name: g\nloggers:\n  - {id: sys, component: GreengrassSystem, level: " + level + "}\n";
+  };
+  auto gfile = dir.write("g.yaml", with("DEBUG"));
+  auto p = test::make_profile(dir.path()); // log_level warn
+  p.group_file = gfile;
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  plugin_spec echo;
+  echo.name = "echo";
+  echo.config = make_yaml(YAML::Load("{prefix: '>'}"));
+  echo.log_level = "error"; // its own level, which the logger overrides
+  BOOST_REQUIRE(!k.host().load(echo));
+  auto plugin_level = [&] {
+    auto all = k.plugins(); // kept: plugins() of a temporary would dangle
+    for (const auto& pi : all.plugins())
+      if (pi.name() == "echo")
+        return pi.log_level();
+    return std::string{"(not loaded)"};
+  };
+  BOOST_TEST(k.status().log_level() == "debug");
+  BOOST_TEST(k.log()->level() == spdlog::level::debug);
+  BOOST_TEST(contains(k.status().details().at("kernel.log"), "group logger 'sys'"));
+  BOOST_TEST(plugin_level() == "debug"); // loaded after the logger: it starts at it
+  dir.write("g.yaml", with("FATAL"));
+  BOOST_REQUIRE(!k.reload_group());
+  BOOST_TEST(k.status().log_level() == "critical");
+  BOOST_TEST(plugin_level() == "critical");
+  // A bad level: refused, naming the file's line; the level stays.
+  dir.write("g.yaml", "name: g\nloggers:\n  - {id: sys, component: GreengrassSystem, level: LOUD}\n");
+  auto err = k.reload_group();
+  BOOST_REQUIRE(err);
+  BOOST_TEST(contains(describe(err), "g.yaml:3:"), describe(err));
+  BOOST_TEST(contains(describe(err), "loggers[0].level"), describe(err));
+  BOOST_TEST(k.status().log_level() == "critical");
+  // No logger: the profile's levels, the kernel's and the plugin's own.
+  dir.write("g.yaml", "name: g\n");
+  BOOST_REQUIRE(!k.reload_group());
+  BOOST_TEST(k.status().log_level() == "warn");
+  BOOST_TEST(contains(k.status().details().at("kernel.log"), "image profile"));
+  BOOST_TEST(plugin_level() == "error");
 }
 
 BOOST_AUTO_TEST_CASE(greengrass_limits) {

@@ -325,6 +325,7 @@ void print_status(const grove::control::Status& s) {
   std::printf("  write dir:       %s\n", s.write_dir().c_str());
   std::printf("  plugin dir:      %s\n", s.plugin_dir().c_str());
   std::printf("  control socket:  %s\n", s.control_socket().c_str());
+  std::printf("  log level:       %s\n", s.log_level().c_str());
   std::printf("bus: %llu published, %llu delivered, %llu dropped, %llu unrouted, "
               "%u subscriptions\n",
               static_cast<unsigned long long>(s.bus_published()),

@@ -560,10 +560,16 @@ fault check_loggers(const json& def) {
     if (auto f = enum_field(l, p, "Type", {"FileSystem", "AWSCloudWatch"}))
       return f;
     if (l["Type"] == "AWSCloudWatch")
-      return v1_field_error{at(p, "Type"), "AWSCloudWatch: a Grove core logs on the device only "
-                                           "(FileSystem); there is no cloud logging"};
-    if (auto f = int_field(l, p, "Space", 1, 1LL << 40))
+      return v1_field_error{at(p, "Type"), "AWSCloudWatch: no cloud logging on the device (a "
+                                           "Grove core logs to its FileSystem only)"};
+    if (auto f = int_field(l, p, "Space", 1, 1LL << 30))
       return f;
+    // One logger per component (the kernel's group holds at most one of each).
+    for (size_t j = 0; j < i; ++j)
+      if ((*list)[j]["Component"] == l["Component"])
+        return v1_field_error{at(p, "Component"),
+                              l["Component"].get<std::string>() + " has a logger already (Loggers["
+                                + std::to_string(j) + "])"};
   }
   return ids(*list, "Loggers");
 }
@@ -1131,6 +1137,19 @@ v1_api::to_grove_group(const std::string& name, const std::map<std::string, json
             {"functions", json::array()},
             {"subscriptions", json::array()},
             {"resources", json::array()}};
+  // Loggers: the kernel's `loggers` (the group file's section); applied live by the
+  // kernel (GreengrassSystem) and function_runtime (Lambda). Checked at their version.
+  for (const auto& l : list("loggers", "Loggers")) {
+    json out = {{"id", l["Id"]},
+                {"component", l["Component"]},
+                {"level", l["Level"]},
+                {"type", l["Type"]}};
+    if (l.contains("Space"))
+      out["space_kb"] = l["Space"];
+    if (!g.contains("loggers"))
+      g["loggers"] = json::array();
+    g["loggers"].push_back(std::move(out));
+  }
   std::set<std::string> things, functions, resources;
   std::string core_thing;
   for (const auto& c : list("cores", "Cores"))

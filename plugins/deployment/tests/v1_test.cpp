@@ -320,8 +320,11 @@ BOOST_FIXTURE_TEST_CASE(checks_name_the_field, fixture) {
     {"subscriptions", {{"Subscriptions", json::array({{{"Id", "s"}, {"Source", "cloud"}, {"Subject", "a"}}})}}, "Subscriptions[0].Target: is required"},
     {"resources", {{"Resources", json::array({{{"Id", "r"}, {"Name", "r"}, {"ResourceDataContainer", {{"LocalDeviceResourceData", {{"SourcePath", "/srv/x"}}}}}}})}}, "Resources[0].ResourceDataContainer.LocalDeviceResourceData.SourcePath: a device is under /dev/"},
     {"resources", {{"Resources", json::array({{{"Id", "r"}, {"Name", "r"}, {"ResourceDataContainer", {{"SecretsManagerSecretResourceData", json::object()}}}}})}}, "Resources[0].ResourceDataContainer.SecretsManagerSecretResourceData: is not supported by Grove"},
-    {"loggers", {{"Loggers", json::array({{{"Id", "l"}, {"Component", "Lambda"}, {"Level", "INFO"}, {"Type", "AWSCloudWatch"}}})}}, "Loggers[0].Type: AWSCloudWatch: a Grove core logs on the device only"},
+    {"loggers", {{"Loggers", json::array({{{"Id", "l"}, {"Component", "Lambda"}, {"Level", "INFO"}, {"Type", "AWSCloudWatch"}}})}}, "Loggers[0].Type: AWSCloudWatch: no cloud logging on the device"},
     {"loggers", {{"Loggers", json::array({{{"Id", "l"}, {"Component", "Kernel"}, {"Level", "INFO"}, {"Type", "FileSystem"}}})}}, "Loggers[0].Component: must be one of GreengrassSystem | Lambda"},
+    {"loggers", {{"Loggers", json::array({{{"Id", "a"}, {"Component", "Lambda"}, {"Level", "INFO"}, {"Type", "FileSystem"}},
+                                          {{"Id", "b"}, {"Component", "Lambda"}, {"Level", "WARN"}, {"Type", "FileSystem"}}})}},
+     "Loggers[1].Component: Lambda has a logger already (Loggers[0])"},
   };
   for (const auto& c : cases) {
     BOOST_TEST_CONTEXT(c.kind << ": " << c.field) {
@@ -442,6 +445,11 @@ BOOST_FIXTURE_TEST_CASE(the_group_document_is_one_the_kernel_loads, fixture) {
   BOOST_TEST(loaded->subscriptions_size() == 4);
   BOOST_TEST(loaded->functions_size() == 1);
   BOOST_TEST(loaded->devices_size() == 2);
+  // The logger becomes the group's loggers section (issue 16: applied live).
+  BOOST_TEST(doc["loggers"] == json::parse(R"([{"id":"l1","component":"GreengrassSystem",
+    "level":"INFO","type":"FileSystem","space_kb":1024}])"));
+  BOOST_REQUIRE_EQUAL(loaded->loggers_size(), 1);
+  BOOST_TEST(loaded->loggers(0).space_kb() == 1024u);
 }
 
 BOOST_FIXTURE_TEST_CASE(tags_on_groups_and_definitions, fixture) {

@@ -199,7 +199,8 @@ config_map<runtime_config> runtime_config::map() {
     .key("max_frame_bytes", &runtime_config::max_frame_bytes, 4 << 20,
          range{4096, 15 << 20}, "largest IPC frame; a larger one ends the instance")
     .key("log_max_bytes", &runtime_config::log_max_bytes, 1 << 20, range{4096, 1 << 30},
-         "a function's log is rotated past this size")
+         "a function's log is rotated before a line would take it past this size; a group's "
+         "Lambda logger's space_kb replaces it and log_files (README, Logs)")
     .key("log_files", &runtime_config::log_files, 3, range{1, 100},
          "rotated logs kept per function (<name>.log.1 ... .N)")
     .key("max_pending_frames", &runtime_config::max_pending_frames, 1024,

@@ -28,19 +28,38 @@ void function_log::open() {
   }
 }
 
+namespace {
+
+std::filesystem::path numbered(const std::filesystem::path& path, uint32_t i) {
+  return std::filesystem::path{path.string() + "." + std::to_string(i)};
+}
+
+} // namespace
+
 void function_log::rotate() {
   if (file_ != nullptr)
     std::fclose(file_);
   file_ = nullptr;
   std::error_code ec;
-  auto numbered = [this](uint32_t i) {
-    return std::filesystem::path{path_.string() + "." + std::to_string(i)};
-  };
-  std::filesystem::remove(numbered(files_), ec);
-  for (uint32_t i = files_; i > 1; --i)
-    std::filesystem::rename(numbered(i - 1), numbered(i), ec);
-  std::filesystem::rename(path_, numbered(1), ec);
+  if (files_ == 0) {
+    std::filesystem::remove(path_, ec); // nothing kept: truncated
+  } else {
+    std::filesystem::remove(numbered(path_, files_), ec);
+    for (uint32_t i = files_; i > 1; --i)
+      std::filesystem::rename(numbered(path_, i - 1), numbered(path_, i), ec);
+    std::filesystem::rename(path_, numbered(path_, 1), ec);
+  }
   open();
+}
+
+void function_log::set_limits(uint64_t max_bytes, uint32_t files) {
+  std::error_code ec;
+  for (uint32_t i = files + 1; i <= files_; ++i)
+    std::filesystem::remove(numbered(path_, i), ec);
+  max_bytes_ = max_bytes;
+  files_ = files;
+  if (size_ > max_bytes_)
+    rotate();
 }
 
 void function_log::write(std::string_view level, std::string_view text) {
@@ -66,11 +85,14 @@ void function_log::write(std::string_view level, std::string_view text) {
   line += ' ';
   line += text;
   line += '\n';
+  if (size_ > 0 && size_ + line.size() > max_bytes_) {
+    rotate();
+    if (file_ == nullptr)
+      return;
+  }
   std::fwrite(line.data(), 1, line.size(), file_);
   std::fflush(file_);
   size_ += line.size();
-  if (size_ >= max_bytes_)
-    rotate();
 }
 
 } // namespace grove::fn

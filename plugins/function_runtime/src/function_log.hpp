@@ -1,7 +1,10 @@
 #pragma once
 
 // A function's log file, <write_dir>/logs/functions/<name>.log: its output lines and
-// what it logs through the SDK, with size-capped rotation (<name>.log.1 ... .N).
+// what it logs through the SDK, with size-capped rotation (<name>.log.1 ... .N). A file
+// is rotated before a line would take it past the cap, so each file stays within it
+// (a single line longer than the cap is kept whole, alone in its file); the oldest
+// file goes first. With no rotated files kept the log is truncated instead.
 
 #include <cstdint>
 #include <cstdio>
@@ -13,8 +16,12 @@ namespace grove::fn {
 /// One function's log. Not thread-safe: written from the runtime's actor only.
 class function_log {
 public:
-  /// Appends to `path`, rotating past `max_bytes` and keeping `files` old files.
+  /// Appends to `path`, rotating before `max_bytes` and keeping `files` old files.
   function_log(std::filesystem::path path, uint64_t max_bytes, uint32_t files);
+
+  /// Changes the cap and the files kept, live (a group's Lambda logger): rotates now
+  /// when the file is already over the new cap and removes rotated files beyond `files`.
+  void set_limits(uint64_t max_bytes, uint32_t files);
 
   ~function_log();
 

@@ -202,6 +202,8 @@ public:
     ctx_ = &ctx;
     cfg_ = cfg;
     invocation_prefix_ = random_hex(8) + "-";
+    log_max_bytes_ = static_cast<uint64_t>(cfg_.log_max_bytes);
+    log_files_ = static_cast<uint32_t>(cfg_.log_files);
     // state_dir is <write_dir>/plugins/<name>/: the logs go to <write_dir>/logs/.
     auto state = ctx.state_dir();
     if (!state.has_filename())
@@ -316,6 +318,7 @@ private:
   // -- definitions ---------------------------------------------------------------
 
   void apply(const grove::group::Group& g) {
+    apply_loggers(g);
     auto base = fs::path{g.source_file()}.parent_path();
     std::set<std::string> seen;
     std::set<std::string> resource_ids;
@@ -590,13 +593,70 @@ private:
       end_instance(fn, *inst, "its local resources were withdrawn", false);
   }
 
+  // -- logs ----------------------------------------------------------------------
+
+  /// The group's Lambda logger (issue 16): the lowest level of the SDK's log() lines a
+  /// function's log takes, and its Space as the cap of each function's log files
+  /// together (<name>.log and its rotated files). None: every level, and the
+  /// profile's log_max_bytes and log_files.
+  void apply_loggers(const grove::group::Group& g) {
+    const grove::group::Logger* lambda = nullptr;
+    for (const auto& l : g.loggers())
+      if (l.component() == "Lambda")
+        lambda = &l;
+    uint32_t min_level = 0;
+    uint64_t max_bytes = static_cast<uint64_t>(cfg_.log_max_bytes);
+    uint32_t files = static_cast<uint32_t>(cfg_.log_files);
+    if (lambda != nullptr) {
+      min_level = level_number(lambda->level());
+      if (lambda->space_kb() != 0) {
+        // Space is for a function's files together: split among the live file and
+        // the rotated ones, fewer rotated ones when a file would get under 4 KiB.
+        uint64_t space = lambda->space_kb() * 1024;
+        while (files > 0 && space / (files + 1) < 4096)
+          --files;
+        max_bytes = space / (files + 1);
+      }
+    }
+    lambda_logger_ = lambda != nullptr ? lambda->id() : std::string{};
+    lambda_level_ = lambda != nullptr ? lambda->level() : std::string{};
+    if (min_level == fn_min_level_ && max_bytes == log_max_bytes_ && files == log_files_)
+      return;
+    fn_min_level_ = min_level;
+    log_max_bytes_ = max_bytes;
+    log_files_ = files;
+    for (auto& [name, fn] : functions_)
+      fn.log->set_limits(log_max_bytes_, log_files_);
+    ctx_->log().info("function logs: {}", describe_logs());
+    ctx_->set_status("function_logs", describe_logs());
+  }
+
+  /// function.proto's Log.level of a logger level (DEBUG 0 ... FATAL 4).
+  static uint32_t level_number(const std::string& level) {
+    static constexpr std::string_view names[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
+    for (uint32_t i = 0; i < std::size(names); ++i)
+      if (names[i] == level)
+        return i;
+    return 0;
+  }
+
+  /// The effective level and cap, for the status and the log.
+  std::string describe_logs() const {
+    static constexpr const char* names[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
+    return std::string{names[std::min<uint32_t>(fn_min_level_, 4)]} + " and above, "
+           + std::to_string(log_max_bytes_) + " bytes per file, " + std::to_string(log_files_)
+           + " rotated files kept ("
+           + (lambda_logger_.empty() ? std::string{"image profile"}
+                                     : "group logger '" + lambda_logger_ + "', Lambda")
+           + ")";
+  }
+
   function_state& state_of(const std::string& name) {
     auto [it, added] = functions_.try_emplace(name);
     if (added) {
       it->second.name = name;
-      it->second.log = std::make_unique<gfn::function_log>(
-        logs_dir_ / (name + ".log"), static_cast<uint64_t>(cfg_.log_max_bytes),
-        static_cast<uint32_t>(cfg_.log_files));
+      it->second.log = std::make_unique<gfn::function_log>(logs_dir_ / (name + ".log"),
+                                                           log_max_bytes_, log_files_);
     }
     return it->second;
   }
@@ -855,6 +915,10 @@ private:
       if (!k.starts_with("GROVE_FUNCTION_"))
         env.push_back(k + "=" + v);
     env.push_back("GROVE_FUNCTION_NAME=" + fn.name);
+    // The SDKs' loggers start at the group's Lambda logger level (the Python runner
+    // sets logging's root level from it); a change later is applied here, on the lines.
+    if (!lambda_level_.empty())
+      env.push_back("GROVE_FUNCTION_LOG_LEVEL=" + lambda_level_);
     env.push_back("GROVE_FUNCTION_FD=3");
     env.push_back("GROVE_FUNCTION_TOKEN=" + inst->token);
     env.push_back("GROVE_FUNCTION_MAX_FRAME=" + std::to_string(cfg_.max_frame_bytes));
@@ -1160,8 +1224,11 @@ private:
       case gfn::Frame::kInferCall:
         return infer(fn, *inst, f.infer_call());
       case gfn::Frame::kLog: {
-        static constexpr const char* levels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-        fn.log->write(levels[std::min<uint32_t>(f.log().level(), 3)], f.log().text());
+        static constexpr const char* levels[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
+        auto level = std::min<uint32_t>(f.log().level(), 4);
+        if (level < fn_min_level_)
+          return; // under the group's Lambda logger level
+        fn.log->write(levels[level], f.log().text());
         return;
       }
       default:
@@ -1585,6 +1652,7 @@ private:
         if (inst->state == inst_state::busy)
           fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst->pid));
     }
+    ctx_->set_status("function_logs", describe_logs());
     ctx_->set_status("functions", std::to_string(defined) + " defined, "
                                     + std::to_string(invalid) + " invalid");
     ctx_->set_status("instances", std::to_string(instances) + " running, "
@@ -1619,6 +1687,12 @@ private:
   bool sandbox_probed_ = false;
   gfn::runtime_config cfg_;
   fs::path logs_dir_;
+  // The group's Lambda logger as applied (apply_loggers).
+  uint32_t fn_min_level_ = 0;
+  uint64_t log_max_bytes_ = 0;
+  uint32_t log_files_ = 0;
+  std::string lambda_logger_;
+  std::string lambda_level_;
   grove::restart_policy policy_;
   std::map<std::string, function_state> functions_;
   std::set<std::string> pubsub_;

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "function_def.hpp"
+#include "function_log.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
@@ -373,6 +374,96 @@ BOOST_AUTO_TEST_CASE(function_logs_rotate_at_their_cap) {
   BOOST_TEST(fs::file_size(base / "l.log.1") < 4096u + 512u);
 }
 
+/// The text of `file`, "" when there is none.
+std::string text_of(const fs::path& file) {
+  std::ifstream in{file};
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// function_log on a real file: each file stays within the cap, the newest lines are in
+// the live file, the oldest go first; with no rotated files kept it is truncated; a
+// smaller cap and fewer files apply at once.
+BOOST_AUTO_TEST_CASE(function_log_caps_a_real_file) {
+  test::temp_dir dir;
+  auto path = dir.path() / "f.log";
+  {
+    grove::fn::function_log log{path, 4096, 0};
+    for (int i = 0; i < 200; ++i)
+      log.write("INFO", "line " + std::to_string(i) + " " + std::string(100, 'x'));
+  }
+  BOOST_TEST(fs::file_size(path) <= 4096u);
+  BOOST_TEST(!fs::exists(dir.path() / "f.log.1"));
+  auto t = text_of(path);
+  BOOST_TEST(t.find("line 199 ") != std::string::npos);
+  BOOST_TEST(t.find("line 0 ") == std::string::npos);
+  grove::fn::function_log log{path, 8192, 3};
+  for (int i = 0; i < 400; ++i)
+    log.write("INFO", "more " + std::to_string(i) + " " + std::string(100, 'y'));
+  uintmax_t total = 0;
+  for (auto f : {"f.log", "f.log.1", "f.log.2", "f.log.3"}) {
+    BOOST_REQUIRE(fs::exists(dir.path() / f));
+    BOOST_TEST(fs::file_size(dir.path() / f) <= 8192u);
+    total += fs::file_size(dir.path() / f);
+  }
+  BOOST_TEST(total <= 4 * 8192u);
+  BOOST_TEST(!fs::exists(dir.path() / "f.log.4"));
+  BOOST_TEST(text_of(path).find("more 399 ") != std::string::npos);
+  BOOST_TEST(text_of(dir.path() / "f.log.3").find("more 0 ") == std::string::npos);
+  log.set_limits(2048, 1);
+  BOOST_TEST(!fs::exists(dir.path() / "f.log.2"));
+  BOOST_TEST(!fs::exists(dir.path() / "f.log.3"));
+  log.write("INFO", "last");
+  BOOST_TEST(fs::file_size(path) <= 2048u);
+  BOOST_TEST(text_of(path).find("last") != std::string::npos);
+}
+
+// Issue 16: the group's Lambda logger sets the level of the SDK's log() lines and the
+// cap of each function's logs (Space for the file and its rotated ones together), live;
+// a group without it gives the image's defaults back.
+BOOST_AUTO_TEST_CASE(a_lambda_logger_sets_level_and_cap_live) {
+  auto with_logger = [](const std::string& level, int space_kb) {
+    return fn("l", "log") + "loggers:\n  - {id: fl, component: Lambda, level: " + level
+           + ", space_kb: " + std::to_string(space_kb) + "}\n";
+  };
+  runtime rt{with_logger("WARN", 16)};
+  rt.wait_defined("l");
+  auto base = rt.dir.path() / "var" / "logs" / "functions";
+  auto status = [&] {
+    auto details = rt.h->kernel().status().details();
+    auto it = details.find("function_runtime.function_logs");
+    return it == details.end() ? std::string{} : it->second;
+  };
+  BOOST_TEST(test::wait_until([&] { return status().find("group logger 'fl'") != std::string::npos; }),
+             status());
+  BOOST_TEST(status().find("WARN and above, 4096 bytes per file, 3 rotated files") == 0, status());
+  BOOST_TEST(rt.ok("l", "{}") == "logged");
+  // 100 INFO lines under WARN: none written.
+  BOOST_TEST(text_of(base / "l.log").find("line ") == std::string::npos);
+  rt.rewrite(with_logger("INFO", 16));
+  BOOST_TEST(test::wait_until([&] { return status().find("INFO and above") == 0; }), status());
+  BOOST_TEST(rt.ok("l", "{}") == "logged");
+  uintmax_t total = 0;
+  std::string all;
+  for (auto f : {"l.log", "l.log.1", "l.log.2", "l.log.3"})
+    if (fs::exists(base / f)) {
+      BOOST_TEST(fs::file_size(base / f) <= 4096u);
+      total += fs::file_size(base / f);
+      all += text_of(base / f);
+    }
+  BOOST_TEST(total <= 16u * 1024u);
+  BOOST_TEST(!fs::exists(base / "l.log.4"));
+  BOOST_TEST(text_of(base / "l.log").find("line 99 ") != std::string::npos); // the newest
+  BOOST_TEST(all.find("line 0 ") == std::string::npos);                      // the oldest went
+  // Without the logger: the profile's defaults.
+  rt.rewrite(fn("l", "log"));
+  BOOST_TEST(test::wait_until([&] { return status().find("image profile") != std::string::npos; }),
+             status());
+  BOOST_TEST(status().find("DEBUG and above, 1048576 bytes per file, 3 rotated files") == 0,
+             status());
+}
+
 BOOST_AUTO_TEST_CASE(functions_run_as_the_default_user) {
   runtime missing{"  - name: u\n    config: {handler: /bin/true}\n",
                   "{default_user: grove-no-such-user}"};
@@ -597,6 +688,35 @@ BOOST_AUTO_TEST_CASE(python_on_demand_instance_gets_the_context_and_exits_when_i
   BOOST_REQUIRE(rt.h->publish("$grove/mm/out/function/d/home/switch/1", "{}"));
   BOOST_TEST(test::wait_until([&] { return rt.info("d").invocations() == 2u; }));
   BOOST_TEST(test::wait_until([&] { return rt.info("d").instances() == 0u; }));
+}
+
+// Issue 16: a Lambda logger's level reaches Python's logging (DEBUG records are sent at
+// all: GROVE_FUNCTION_LOG_LEVEL at the instance's start) and the runtime drops the
+// lines under a level set later, the running instance unchanged.
+BOOST_AUTO_TEST_CASE(python_logging_follows_the_lambda_logger) {
+  auto with = [](const std::string& level) {
+    return py("lv", "pyfn.levels") + "loggers:\n  - {id: fl, component: Lambda, level: " + level
+           + "}\n";
+  };
+  runtime rt{with("DEBUG")};
+  rt.wait_defined("lv");
+  BOOST_TEST(rt.ok("lv", R"({"tag":"one"})") == "\"logged\"");
+  auto log = rt.log_of("lv");
+  BOOST_TEST(has(log, "DEBUG pyfn: debug one"), log);
+  BOOST_TEST(has(log, "INFO pyfn: info one"), log);
+  BOOST_TEST(has(log, "FATAL pyfn: critical one"), log);
+  rt.rewrite(with("WARN"));
+  BOOST_TEST(test::wait_until([&] {
+    auto details = rt.h->kernel().status().details();
+    auto it = details.find("function_runtime.function_logs");
+    return it != details.end() && it->second.starts_with("WARN");
+  }));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"two"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(!has(log, "debug two"), log);
+  BOOST_TEST(!has(log, "info two"), log);
+  BOOST_TEST(has(log, "WARN pyfn: warning two"), log);
+  BOOST_TEST(has(log, "FATAL pyfn: critical two"), log);
 }
 
 BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {

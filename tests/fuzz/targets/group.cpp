@@ -2,7 +2,7 @@
 // YAML or JSON (the same loader reads both). A group that loads must satisfy what the
 // loader promises the message_manager: unique, well-formed names and ids, endpoints
 // that parse, subjects that are valid filters without control characters (the broker's
-// ACL file is line-based).
+// ACL file is line-based), loggers the kernel and function_runtime can apply.
 
 #include <set>
 
@@ -30,6 +30,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     require(!grove::validate_filter(s.subject()), "a subscription's subject is invalid");
     for (unsigned char c : s.subject())
       require(c >= 0x20 && c != 0x7f, "a control character in a subject");
+  }
+  // Loggers (issue 16): what the kernel and function_runtime apply without checking.
+  std::set<std::string> components;
+  for (auto& l : g->loggers()) {
+    require(l.component() == "GreengrassSystem" || l.component() == "Lambda",
+            "a logger's component is unknown");
+    require(components.insert(l.component()).second, "two loggers of one component");
+    require(l.level() == "DEBUG" || l.level() == "INFO" || l.level() == "WARN"
+              || l.level() == "ERROR" || l.level() == "FATAL",
+            "a logger's level is unknown");
+    require(l.type() == "FileSystem", "a logger that is not FileSystem");
+    require(l.space_kb() <= (1u << 30), "a logger's space_kb is over the limit");
   }
   return 0;
 }

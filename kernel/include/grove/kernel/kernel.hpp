@@ -200,6 +200,14 @@ private:
   std::array<long long, 5> group_stamp_{}; // file_stamp() of group_text_'s read
   mutable std::mutex group_mtx_;
   std::shared_ptr<const group::Group> group_;
+  // The GreengrassSystem logger applied last: its id and spdlog level (empty: none, the
+  // profile's levels), under group_mtx_.
+  std::string system_logger_;
+  std::string system_level_;
+  bool loggers_applied_ = false;
+  /// Applies `g`'s GreengrassSystem logger (or its absence) to groved's and the plugins'
+  /// log levels, when it changed.
+  void apply_loggers(const group::Group& g);
   // Spawns one of the kernel's own services (kernel.cpp, kernel_service) as `svc`,
   // behind endpoint `ep`, serving `topics`.
   caf::error serve_kernel_service(std::string name,

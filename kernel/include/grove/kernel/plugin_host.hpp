@@ -192,6 +192,12 @@ public:
   /// The bus endpoint of `name`, or null.
   endpoint_ptr endpoint_of(const std::string& name) const;
 
+  /// Sets every plugin's log level live, isolated ones too (their child is told, and a
+  /// restarted child starts with it), and the level of plugins loaded later: a group's
+  /// GreengrassSystem logger. Empty: back to each plugin's configured level (its
+  /// profile entry's `log_level`, else the kernel's).
+  void set_log_level(const std::string& level);
+
 private:
   struct loaded {
     std::string name;
@@ -200,7 +206,14 @@ private:
     endpoint_ptr ep;
     std::shared_ptr<slot_status> status;
     std::string isolation;
+    std::shared_ptr<spdlog::logger> log;
   };
+
+  /// The level `spec` runs at: the override, else its own, else the kernel's; mtx_ held.
+  std::string level_of(const plugin_spec& spec) const;
+
+  /// Applies `level` to a loaded plugin (logger, status, an isolated child).
+  static void apply_level(const loaded& p, const std::string& level);
 
   caf::expected<plugin_library_ptr> open(const plugin_spec& spec,
                                          YAML::Node* validated);
@@ -227,6 +240,8 @@ private:
   std::shared_ptr<spdlog::logger> log_;
   mutable std::mutex mtx_;
   std::vector<loaded> plugins_;
+  /// set_log_level's level; empty: none (under mtx_).
+  std::string level_override_;
   /// Names whose load is under way (checked and inserted with plugins_, under mtx_).
   std::vector<std::string> starting_;
 };

@@ -73,6 +73,7 @@ inline json status(const control::Status& s) {
           {"write_dir", s.write_dir()},
           {"plugin_dir", s.plugin_dir()},
           {"control_socket", s.control_socket()},
+          {"log_level", s.log_level()},
           {"bus",
            {{"published", s.bus_published()},
             {"delivered", s.bus_delivered()},

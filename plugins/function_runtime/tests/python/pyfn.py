@@ -26,6 +26,16 @@ def pid(event, context):
     return os.getpid()
 
 
+def levels(event, context):
+    """One logging record per level, tagged with the event's "tag"."""
+    tag = event.get("tag", "")
+    log.debug("debug %s", tag)
+    log.info("info %s", tag)
+    log.warning("warning %s", tag)
+    log.critical("critical %s", tag)
+    return "logged"
+
+
 def uid(event, context):
     """The user the instance runs as."""
     return os.getuid()

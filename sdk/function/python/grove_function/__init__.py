@@ -20,13 +20,13 @@ import time
 from . import function_pb2 as _pb
 
 __all__ = [
-    "Error", "Context", "DEBUG", "INFO", "WARN", "ERROR", "publish", "publish_nowait",
+    "Error", "Context", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "publish", "publish_nowait",
     "invoke", "get_thing_shadow", "update_thing_shadow", "delete_thing_shadow", "log",
     "infer", "InferenceError",
 ]
 
 # Log levels of log(), as function.proto's Log.level.
-DEBUG, INFO, WARN, ERROR = 0, 1, 2, 3
+DEBUG, INFO, WARN, ERROR, FATAL = 0, 1, 2, 3, 4
 
 _LENGTH = struct.Struct(">I")
 

@@ -38,7 +38,7 @@ class _LogHandler:
         class Handler(logging.Handler):
             def emit(self, record):
                 try:
-                    level = min(3, max(0, record.levelno // 10 - 1))
+                    level = min(4, max(0, record.levelno // 10 - 1))
                     gf.log(level, self.format(record))
                 except Exception:  # never let logging fail the handler
                     self.handleError(record)
@@ -47,8 +47,12 @@ class _LogHandler:
         h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(h)
-        if root.level == logging.WARNING:  # untouched: Greengrass logs INFO and above
-            root.setLevel(logging.INFO)
+        if root.level == logging.WARNING:  # untouched: Greengrass logs INFO and above,
+            # or the group's Lambda logger says (the runtime also drops lines under it)
+            level = os.environ.get("GROVE_FUNCTION_LOG_LEVEL", "INFO")
+            root.setLevel({"DEBUG": logging.DEBUG, "WARN": logging.WARNING,
+                           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}.get(
+                               level, logging.INFO))
 
 
 def _import_handler(spec):

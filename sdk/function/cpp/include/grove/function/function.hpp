@@ -87,6 +87,8 @@ enum class level : uint32_t {
   warn,
   /// A failure.
   error,
+  /// A failure the function cannot go on after.
+  fatal,
 };
 
 /// Publishes `payload` on MQTT topic `topic` through the group's subscription table
