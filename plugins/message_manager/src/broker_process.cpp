@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string_view>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -312,6 +313,25 @@ caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file
     if (auto err = write_file_atomic(tls_dir / name, {buf.str()}, 0600, owner))
       return err;
   }
+  // ca_dir: its hashed certificates as they are now (the broker's user may not reach the
+  // original; a CA added later is trusted from the broker's next start in this mode).
+  if (!o.ca_dir.empty()) {
+    static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+    auto copy = tls_dir / "ca.d";
+    fs::remove_all(copy, ec);
+    fs::create_directories(copy, ec);
+    if (::chown(copy.c_str(), owner.uid, owner.gid) != 0)
+      return make_error(errc::system_error, "broker: cannot give " + copy.string() + " away");
+    for (const auto& e : fs::directory_iterator(o.ca_dir, ec)) {
+      if (!std::regex_match(e.path().filename().string(), hashed))
+        continue;
+      std::ifstream in{e.path(), std::ios::binary};
+      std::stringstream buf;
+      buf << in.rdbuf();
+      if (auto err = write_file_atomic(copy / e.path().filename(), {buf.str()}, 0644, owner))
+        return err;
+    }
+  }
   return {};
 }
 
@@ -424,7 +444,7 @@ caf::error broker_process::check_options() const {
   };
   // A newline would inject a configuration line.
   for (const auto& s : {opts_.state_dir.string(), opts_.plugin_path.string(), opts_.bind_address,
-                        opts_.ca_file, opts_.cert_file, opts_.key_file})
+                        opts_.ca_file, opts_.ca_dir, opts_.cert_file, opts_.key_file})
     if (bad_char(s))
       return make_error(errc::invalid_config, "broker: option contains a line break");
   if (auto err = check_identity_options(opts_))
@@ -476,6 +496,8 @@ caf::expected<std::string> broker_process::config_text() const {
     auto tls = [&](const std::string& file, const char* name) {
       return drop ? (state / "tls" / name).string() : file;
     };
+    if (!opts_.ca_dir.empty())
+      out << "capath " << (drop ? (state / "tls" / "ca.d").string() : opts_.ca_dir) << "\n";
     out << "cafile " << tls(opts_.ca_file, "ca.crt") << "\n"
         << "certfile " << tls(opts_.cert_file, "server.crt") << "\n"
         << "keyfile " << tls(opts_.key_file, "server.key") << "\n";

@@ -58,6 +58,8 @@ struct broker_options {
   bool dev_mode = false;
   /// Listener cafile; required unless dev_mode.
   std::string ca_file;
+  /// Listener capath (hashed CA names, looked up per handshake); optional.
+  std::string ca_dir;
   /// Listener certfile; required unless dev_mode.
   std::string cert_file;
   /// Listener keyfile; required unless dev_mode.

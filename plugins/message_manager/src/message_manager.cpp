@@ -84,6 +84,7 @@ public:
     broker_opts_.port = b.port;
     broker_opts_.dev_mode = dev_mode_;
     broker_opts_.ca_file = b.ca_file.string();
+    broker_opts_.ca_dir = b.ca_dir.string();
     broker_opts_.cert_file = b.cert_file.string();
     broker_opts_.key_file = b.key_file.string();
     broker_opts_.max_payload_bytes = b.max_payload_bytes;
