@@ -94,11 +94,19 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
   // The CN names the group and the moment, so two CAs of a group differ in subject too
   // (OpenSSL's hashed trust directory then keeps them under different names).
   auto* name = X509_get_subject_name(cert.get());
-  auto cn = "Grove Group CA " + group_id.substr(0, 36) + " " + std::to_string(now_ms);
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>("Grove"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  // (A CN is at most 64 characters: the group id's first block and the time fit.)
+  auto cn = "Grove Group CA " + group_id.substr(0, 8) + " " + std::to_string(now_ms);
+  auto* ou = group_id.size() <= 64 ? group_id.c_str() : "group";
+  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>("Grove"), -1, -1, 0)
+        != 1
+      || X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(ou), -1, -1, 0)
+           != 1
+      || X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0)
+           != 1)
+    return ssl_error("cannot name the CA");
   X509_set_issuer_name(cert.get(), name);
   X509_set_pubkey(cert.get(), key.get());
   if (!add_ext(cert.get(), NID_basic_constraints, "critical,CA:TRUE")

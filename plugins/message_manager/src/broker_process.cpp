@@ -293,6 +293,40 @@ caf::error copy_plugin(const fs::path& from, const fs::path& to) {
   return {};
 }
 
+// Makes `copy` hold exactly the hashed certificates (`<hash>.<n>`) of `ca_dir`, owned by
+// the broker's user: as run_as_user the broker cannot reach ca_dir inside the 0700 write
+// directory. Each file is replaced atomically, so a handshake never reads half of one.
+caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owner owner) {
+  static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+  std::error_code ec;
+  if (!fs::exists(copy, ec)) {
+    fs::create_directories(copy, ec);
+    if (ec || ::chown(copy.c_str(), owner.uid, owner.gid) != 0)
+      return make_error(errc::system_error, "broker: cannot make " + copy.string());
+  }
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(ca_dir, ec)) {
+    auto name = e.path().filename().string();
+    if (!std::regex_match(name, hashed))
+      continue;
+    std::ifstream in{e.path(), std::ios::binary};
+    std::stringstream buf;
+    buf << in.rdbuf();
+    std::ifstream old{copy / name, std::ios::binary};
+    std::stringstream had;
+    had << old.rdbuf();
+    names.insert(name);
+    if (old && had.str() == buf.str())
+      continue;
+    if (auto err = write_file_atomic(copy / name, {buf.str()}, 0644, owner))
+      return err;
+  }
+  for (const auto& e : fs::directory_iterator(copy, ec))
+    if (!names.count(e.path().filename().string()))
+      fs::remove(e.path(), ec);
+  return {};
+}
+
 // Copies the listener's TLS files into state_dir/tls, readable by the broker's user only.
 caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file_owner owner) {
   std::error_code ec;
@@ -313,25 +347,8 @@ caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file
     if (auto err = write_file_atomic(tls_dir / name, {buf.str()}, 0600, owner))
       return err;
   }
-  // ca_dir: its hashed certificates as they are now (the broker's user may not reach the
-  // original; a CA added later is trusted from the broker's next start in this mode).
-  if (!o.ca_dir.empty()) {
-    static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
-    auto copy = tls_dir / "ca.d";
-    fs::remove_all(copy, ec);
-    fs::create_directories(copy, ec);
-    if (::chown(copy.c_str(), owner.uid, owner.gid) != 0)
-      return make_error(errc::system_error, "broker: cannot give " + copy.string() + " away");
-    for (const auto& e : fs::directory_iterator(o.ca_dir, ec)) {
-      if (!std::regex_match(e.path().filename().string(), hashed))
-        continue;
-      std::ifstream in{e.path(), std::ios::binary};
-      std::stringstream buf;
-      buf << in.rdbuf();
-      if (auto err = write_file_atomic(copy / e.path().filename(), {buf.str()}, 0644, owner))
-        return err;
-    }
-  }
+  if (!o.ca_dir.empty())
+    return mirror_ca_dir(o.ca_dir, tls_dir / "ca.d", owner);
   return {};
 }
 
@@ -418,6 +435,21 @@ fs::path broker_process::acl_file() const {
 
 fs::path broker_process::stats_file() const {
   return opts_.state_dir / "broker-stats.json";
+}
+
+caf::error broker_process::sync_ca_dir() {
+  if (opts_.ca_dir.empty() || opts_.dev_mode || !run_as_)
+    return {};
+  // A rename into the directory changes its mtime: only then is it read again.
+  std::error_code ec;
+  auto mtime = fs::last_write_time(opts_.ca_dir, ec);
+  if (ec || (ca_dir_synced_ && mtime == ca_dir_mtime_))
+    return {};
+  if (auto err = mirror_ca_dir(opts_.ca_dir, broker_home(opts_) / "tls" / "ca.d", *run_as_))
+    return err;
+  ca_dir_mtime_ = mtime;
+  ca_dir_synced_ = true;
+  return {};
 }
 
 process_status broker_process::status() const {

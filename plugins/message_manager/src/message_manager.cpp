@@ -302,7 +302,12 @@ public:
     if (auto err = ctx_->serve(std::string{in_prefix} + "#",
                                [this](const Envelope& msg) { on_message(msg); }))
       return err;
-    ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
+    ctx_->every(std::chrono::seconds{1}, [this] {
+      update_status();
+      if (broker_)
+        if (auto err = broker_->sync_ca_dir())
+          ctx_->log().error("message_manager: broker.ca_dir: {}", caf::to_string(err));
+    });
     update_status();
     return {};
   }
