@@ -1074,6 +1074,11 @@ http_response v1_api::delete_resource(const std::string& kind, const std::string
     // Its CAs' keys go with it (the records went in the same transaction as the group).
     std::error_code ec;
     std::filesystem::remove_all(v1_.group_ca_dir / id, ec);
+    // A reset group was still the deployed one: its CAs leave the trust now.
+    if (auto err = refresh_trust())
+      return v1_error(500, "InternalServerErrorException",
+                      "the group is deleted but the trust directory could not be written: "
+                        + caf::to_string(err));
   }
   return ok(json::object());
 }

@@ -861,7 +861,10 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   auto reset = ok("POST", "/greengrass/groups/" + id + "/deployments/%24reset", json::object());
   v1->applied(id, reset["DeploymentId"], "", 5);
   BOOST_TEST(std::filesystem::exists(dir / "group_ca" / id / ca1 / "ca.key"));
+  BOOST_TEST(trusted().size() == 3u); // reset, still the deployed group
   ok("DELETE", "/greengrass/groups/" + id);
   BOOST_TEST(!std::filesystem::exists(dir / "group_ca" / id));
+  BOOST_TEST(trusted().empty());
+  BOOST_TEST(active().empty());
   BOOST_TEST(type_of(call("GET", cas)) == "IdNotFoundException");
 }
