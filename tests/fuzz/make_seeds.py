@@ -353,6 +353,13 @@ write("deployment_v1_api", "status", "GET /greengrass/groups/x/deployments/y/sta
 write("deployment_v1_api", "tag", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
       "%2Fgreengrass%2Fgroups%2Fx\n{\"tags\": {\"k\": \"v\"}}")
 write("deployment_v1_api", "rename", "PUT /greengrass/definition/loggers/x\n{\"Name\": \"n\"}")
+write("deployment_v1_api", "ca_create", "POST /greengrass/groups/x/certificateauthorities\n"
+      "x-amzn-client-token: ca-1\n")
+write("deployment_v1_api", "ca_get", "GET /greengrass/groups/x/certificateauthorities/" + "a" * 64 + "\n")
+write("deployment_v1_api", "ca_list", "GET /greengrass/groups/x/certificateauthorities\n")
+write("deployment_v1_api", "ca_expiry", "PUT /greengrass/groups/x/certificateauthorities/configuration/expiry\n"
+      + _json.dumps({"CertificateExpiryInMilliseconds": "864000000"}))
+write("deployment_v1_api", "ca_expiry_get", "GET /greengrass/groups/x/certificateauthorities/configuration/expiry\n")
 
 # console_request: a Cookie header line, then a body (plugins/console/src/auth.cpp).
 write("console_request", "login", 'grove_console=0123456789abcdef; theme=dark\n{"name":"alice","password":"secret"}')

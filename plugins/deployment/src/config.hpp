@@ -165,6 +165,8 @@ struct deployment_config {
   discovery_config discovery;
   /// The Greengrass v1 group store's database file.
   std::filesystem::path groups_file;
+  /// Group CAs' keys, certificates and trust directory (README "Group CA").
+  std::filesystem::path group_ca_dir;
   /// Function packages: lambdaFunction's, and v1 deployments' functions.
   std::filesystem::path lambda_packages_dir;
   /// The component store's database file.
@@ -210,6 +212,11 @@ struct deployment_config {
       .key("groups_file", &deployment_config::groups_file, "groups.db",
            "the Greengrass v1 group store (SQLite: definitions, groups, deployments); a "
            "relative path is under the plugin's state directory")
+      .key("group_ca_dir", &deployment_config::group_ca_dir, "group_ca",
+           "the Greengrass v1 group CAs (README, \"Group CA\"): `GROUP/CA/ca.key` (0600) and "
+           "`ca.crt`, `active` (the deployed group's newest CA, for `grove-certs --group-ca`) and "
+           "`trust/` (the deployed group's CAs under OpenSSL's hashed names: message_manager's "
+           "`broker.ca_dir`); a relative path is under the plugin's state directory")
       .key("lambda_packages_dir", &deployment_config::lambda_packages_dir, "lambda_packages",
            "function packages, `DIR/NAME/VERSION/` with `configuration.json` and `code.zip` or "
            "`code/` (README, lambdaFunction): CreateComponentVersion's lambdaFunction, and the "

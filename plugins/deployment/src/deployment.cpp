@@ -155,7 +155,12 @@ public:
     v1_settings vs;
     vs.thing_name = cfg.thing_name;
     vs.lambda_packages_dir = cfg.lambda_packages_dir.string();
+    vs.group_ca_dir = cfg.group_ca_dir;
     v1_ = std::make_shared<v1_api>(s, std::move(vs), *groups_);
+    // The broker and discovery trust what the store says (a crash may have cut a rewrite).
+    if (auto err = v1_->refresh_trust())
+      ctx.log().error("deployment: the group CA trust directory {} could not be written: {}",
+                      (cfg.group_ca_dir / "trust").string(), caf::to_string(err));
     api_ = std::make_shared<api>(std::move(s), *store_);
     api_->set_v1(v1_.get());
     // A v1 deployment replaces the kernel's group through `$grove/group/set` (the same
@@ -279,6 +284,8 @@ public:
       return std::optional<nlohmann::json>{(*rec)->info};
     };
     p.sources.deployed_group_id = [db = groups_] { return last_deployed_group(*db); };
+    p.sources.group_cas = [v1 = v1_] { return v1->trusted_cas(); };
+    p.trust_dir = cfg.group_ca_dir / "trust";
     p.log = &ctx_->log();
     if (auto c = ctx_->counter("deployment_discovery_requests", "discovery requests answered"))
       p.requests = *c;

@@ -98,12 +98,21 @@ discovery_outcome discover(const discovery_settings& settings, const discovery_g
   auto id = sources.deployed_group_id();
   if (!id)
     return internal(id.error());
+  auto cas = settings.cas;
+  if (sources.group_cas) {
+    auto more = sources.group_cas();
+    if (!more)
+      return internal(more.error());
+    for (auto& pem : *more)
+      if (std::find(cas.begin(), cas.end(), pem) == cas.end())
+        cas.push_back(std::move(pem));
+  }
   json core = {{"thingArn", "arn:aws:iot:" + settings.region + ":" + settings.account_id
                               + ":thing/" + settings.core_thing},
                {"Connectivity", *info ? **info : json::array()}};
   json g = {{"GGGroupId", id->empty() ? stable_group_id(group->name) : *id},
             {"Cores", json::array({core})},
-            {"CAs", settings.cas}};
+            {"CAs", std::move(cas)}};
   return {json_response(200, {{"GGGroups", json::array({g})}}), {}};
 }
 

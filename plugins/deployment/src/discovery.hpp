@@ -52,6 +52,9 @@ struct discovery_sources {
     connectivity;
   /// The id of the Greengrass v1 group deployed last, "" when none was.
   std::function<caf::expected<std::string>()> deployed_group_id;
+  /// The deployed group's CAs (PEM, oldest first; README "Group CA"), added to the
+  /// answer's `CAs` after the configured ones; may be unset.
+  std::function<caf::expected<std::vector<std::string>>()> group_cas;
 };
 
 /// A response and, for a refusal, the line to log (who asked for what, and why).

@@ -89,7 +89,8 @@ discovery_server::make(const discovery_config& cfg, parts p) {
   if (p.settings.cas.empty())
     return bad("discovery.ca_file: '" + cfg.ca_file.string() + "': no PEM certificate in it");
   std::string why;
-  auto setup = [&cfg, &why](SSL_CTX& ctx) {
+  auto trust_dir = p.trust_dir;
+  auto setup = [&cfg, &why, &trust_dir](SSL_CTX& ctx) {
     SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION);
     if (SSL_CTX_use_certificate_chain_file(&ctx, cfg.cert_file.c_str()) != 1) {
@@ -103,7 +104,9 @@ discovery_server::make(const discovery_config& cfg, parts p) {
             + "' is not the PEM key of discovery.cert_file: " + openssl_error();
       return false;
     }
-    if (SSL_CTX_load_verify_locations(&ctx, cfg.ca_file.c_str(), nullptr) != 1) {
+    if (SSL_CTX_load_verify_locations(&ctx, cfg.ca_file.c_str(),
+                                      trust_dir.empty() ? nullptr : trust_dir.c_str())
+        != 1) {
       why = "discovery.ca_file: '" + cfg.ca_file.string() + "': " + openssl_error();
       return false;
     }

@@ -6,6 +6,7 @@
 // discovery.hpp's discover() with the group last read from the kernel.
 
 #include <atomic>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -38,6 +39,9 @@ public:
     discovery_settings settings;
     /// Connectivity and the deployed group's id.
     discovery_sources sources;
+    /// The group CA trust directory (hashed names, README "Group CA"): client
+    /// certificates may chain to a CA there too, looked up per handshake; may be empty.
+    std::filesystem::path trust_dir;
     /// Refusals are logged here (warn).
     spdlog::logger* log = nullptr;
     /// Requests answered.

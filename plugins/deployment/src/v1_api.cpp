@@ -10,6 +10,8 @@
 
 #include "api.hpp"
 #include "client_tokens.hpp"
+#include "discovery.hpp"
+#include "group_ca.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/topic.hpp"
@@ -751,6 +753,18 @@ std::string v1_api::operation(const std::string& m, const std::vector<std::strin
     return "ResetDeployments";
   if (n == 6 && segs[3] == "deployments" && segs[5] == "status" && m == "GET")
     return "GetDeploymentStatus";
+  if (n >= 4 && segs[3] == "certificateauthorities") {
+    if (n == 4)
+      return m == "POST"  ? "CreateGroupCertificateAuthority"
+             : m == "GET" ? "ListGroupCertificateAuthorities"
+                          : "";
+    if (n == 6 && segs[4] == "configuration" && segs[5] == "expiry")
+      return m == "GET"   ? "GetGroupCertificateConfiguration"
+             : m == "PUT" ? "UpdateGroupCertificateConfiguration"
+                          : "";
+    if (n == 5 && m == "GET")
+      return "GetGroupCertificateAuthority";
+  }
   return {};
 }
 
@@ -834,7 +848,17 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
     }
   }
   http_response r;
-  if (op == "CreateGroup" || (!group && sub.empty() && op.rfind("Create", 0) == 0))
+  if (op == "CreateGroupCertificateAuthority")
+    r = create_ca(id, now_ms);
+  else if (op == "ListGroupCertificateAuthorities")
+    r = list_cas(id);
+  else if (op == "GetGroupCertificateAuthority")
+    r = get_ca(id, sub_id);
+  else if (op == "GetGroupCertificateConfiguration")
+    r = cert_config(id, nullptr);
+  else if (op == "UpdateGroupCertificateConfiguration")
+    r = cert_config(id, &req);
+  else if (op == "CreateGroup" || (!group && sub.empty() && op.rfind("Create", 0) == 0))
     r = create_definition(kind, req, now_ms);
   else if (op == "CreateGroupVersion" || (!group && op.rfind("Create", 0) == 0))
     r = create_version(kind, id, req, now_ms);
@@ -1029,6 +1053,16 @@ http_response v1_api::delete_resource(const std::string& kind, const std::string
     return internal(gone.error());
   if (!*gone)
     return id_not_found(kind, id);
+  if (kind == "groups" && !v1_.group_ca_dir.empty()) {
+    // Its CAs' keys go with it (the records went in the same transaction as the group).
+    std::error_code ec;
+    std::filesystem::remove_all(v1_.group_ca_dir / id, ec);
+    // A reset group was still the deployed one: its CAs leave the trust now.
+    if (auto err = refresh_trust())
+      return v1_error(500, "InternalServerErrorException",
+                      "the group is deleted but the trust directory could not be written: "
+                        + caf::to_string(err));
+  }
   return ok(json::object());
 }
 
@@ -1584,6 +1618,8 @@ void v1_api::applied(const std::string& group_id, const std::string& deployment_
                      const std::string& error, int64_t now_ms) {
   if (error.empty()) {
     (void) store_.set_deployment_status(group_id, deployment_id, "Success", "", "[]", now_ms);
+    // The deployed group's CAs are the ones the broker trusts now.
+    (void) refresh_trust();
     return;
   }
   auto details =
@@ -1592,6 +1628,159 @@ void v1_api::applied(const std::string& group_id, const std::string& deployment_
                                       details.dump(-1, ' ', false,
                                                    json::error_handler_t::replace),
                                       now_ms);
+}
+
+// ---- group CAs ---------------------------------------------------------------------------
+
+std::string v1_api::ca_arn(const std::string& group_id, const std::string& ca_id) const {
+  return resource_arn("groups", group_id) + "/certificateauthorities/" + ca_id;
+}
+
+http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
+  auto group = store_.get("groups", group_id);
+  if (!group)
+    return internal(group.error());
+  if (!*group)
+    return id_not_found("groups", group_id);
+  if (v1_.group_ca_dir.empty())
+    return v1_error(500, "InternalServerErrorException",
+                    "this core keeps no group CAs (the plugin has no group_ca_dir)");
+  auto ca = make_group_ca(group_id, now_ms, v1_.ca_validity_ms);
+  if (!ca)
+    return v1_error(500, "InternalServerErrorException", caf::to_string(ca.error()));
+  // The key is on disk (fsync'd) before the record: a kill -9 in between leaves an
+  // unused key file, never a CA without its key.
+  auto dir = v1_.group_ca_dir / group_id / ca->id;
+  if (auto err = write_durable(dir / "ca.key", ca->private_key, 0600))
+    return v1_error(500, "InternalServerErrorException", caf::to_string(err));
+  if (auto err = write_durable(dir / "ca.crt", ca->certificate, 0644))
+    return v1_error(500, "InternalServerErrorException", caf::to_string(err));
+  if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0}))
+    return internal(err);
+  if (auto err = refresh_trust())
+    return v1_error(500, "InternalServerErrorException",
+                    "the CA is stored but the trust directory could not be written: "
+                      + caf::to_string(err));
+  return ok({{"GroupCertificateAuthorityArn", ca_arn(group_id, ca->id)}});
+}
+
+http_response v1_api::get_ca(const std::string& group_id, const std::string& ca_id) {
+  auto group = store_.get("groups", group_id);
+  if (!group)
+    return internal(group.error());
+  if (!*group)
+    return id_not_found("groups", group_id);
+  auto cas = store_.cas(group_id);
+  if (!cas)
+    return internal(cas.error());
+  for (const auto& ca : *cas)
+    if (ca.id == ca_id)
+      return ok({{"GroupCertificateAuthorityArn", ca_arn(group_id, ca.id)},
+                 {"GroupCertificateAuthorityId", ca.id},
+                 {"PemEncodedCertificate", ca.certificate}});
+  return v1_error(404, "IdNotFoundException",
+                  "That group certificate authority does not exist: '" + ca_id.substr(0, 128)
+                    + "' (group " + group_id + ")");
+}
+
+http_response v1_api::list_cas(const std::string& group_id) {
+  auto group = store_.get("groups", group_id);
+  if (!group)
+    return internal(group.error());
+  if (!*group)
+    return id_not_found("groups", group_id);
+  auto cas = store_.cas(group_id);
+  if (!cas)
+    return internal(cas.error());
+  json items = json::array();
+  for (const auto& ca : *cas)
+    items.push_back({{"GroupCertificateAuthorityArn", ca_arn(group_id, ca.id)},
+                     {"GroupCertificateAuthorityId", ca.id}});
+  return ok({{"GroupCertificateAuthorities", std::move(items)}});
+}
+
+http_response v1_api::cert_config(const std::string& group_id, const http_request* update) {
+  std::optional<int64_t> set;
+  if (update) {
+    auto body = body_of(*update);
+    if (!body)
+      return bad_request("the request body is not a JSON object", "InvalidBody");
+    if (auto f = shape(*body, "", {"CertificateExpiryInMilliseconds"},
+                       {"CertificateExpiryInMilliseconds"}))
+      return bad_field(*f);
+    const auto& v = (*body)["CertificateExpiryInMilliseconds"];
+    // The model's type is a string; a JSON number is taken too.
+    std::string text = v.is_string() ? v.get<std::string>()
+                       : v.is_number_unsigned() ? std::to_string(v.get<uint64_t>())
+                                                : std::string{};
+    auto range = "must be a number of milliseconds from " + std::to_string(cert_expiry_min_ms)
+                 + " (7 days) to " + std::to_string(cert_expiry_max_ms) + " (30 days)";
+    if (text.empty() || text.size() > 12
+        || !std::all_of(text.begin(), text.end(), ::isdigit))
+      return bad_field({"CertificateExpiryInMilliseconds", range});
+    auto ms = std::stoll(text);
+    if (ms < cert_expiry_min_ms || ms > cert_expiry_max_ms)
+      return bad_field({"CertificateExpiryInMilliseconds", range + ", got " + text});
+    set = ms;
+  }
+  auto group = store_.get("groups", group_id);
+  if (!group)
+    return internal(group.error());
+  if (!*group)
+    return id_not_found("groups", group_id);
+  if (set)
+    if (auto err = store_.set_cert_expiry(group_id, *set))
+      return internal(err);
+  auto expiry = store_.cert_expiry(group_id);
+  if (!expiry)
+    return internal(expiry.error());
+  auto cas = store_.cas(group_id);
+  if (!cas)
+    return internal(cas.error());
+  json out = {{"CertificateExpiryInMilliseconds",
+               std::to_string(expiry->value_or(cert_expiry_min_ms))},
+              {"GroupId", group_id}};
+  if (!cas->empty()) // the active (newest) CA's notAfter, ms since the epoch, as AWS's
+    out["CertificateAuthorityExpiryInMilliseconds"] = std::to_string(cas->back().not_after_ms);
+  return ok(out);
+}
+
+caf::expected<std::vector<std::string>> v1_api::trusted_cas() {
+  auto deployed = last_deployed_group(store_);
+  if (!deployed)
+    return std::move(deployed.error());
+  std::vector<std::string> pems;
+  if (deployed->empty())
+    return pems;
+  auto cas = store_.cas(*deployed);
+  if (!cas)
+    return std::move(cas.error());
+  for (const auto& ca : *cas)
+    pems.push_back(ca.certificate);
+  return pems;
+}
+
+caf::error v1_api::refresh_trust() {
+  if (v1_.group_ca_dir.empty())
+    return {};
+  std::lock_guard guard{trust_mtx_};
+  auto deployed = last_deployed_group(store_);
+  if (!deployed)
+    return std::move(deployed.error());
+  std::vector<std::string> pems;
+  std::string active;
+  if (!deployed->empty()) {
+    auto cas = store_.cas(*deployed);
+    if (!cas)
+      return std::move(cas.error());
+    for (const auto& ca : *cas)
+      pems.push_back(ca.certificate);
+    if (!cas->empty())
+      active = *deployed + "/" + cas->back().id;
+  }
+  if (auto err = write_trust_dir(v1_.group_ca_dir / "trust", pems))
+    return err;
+  return write_durable(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n", 0644);
 }
 
 // ---- tags ------------------------------------------------------------------------------

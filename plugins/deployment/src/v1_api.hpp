@@ -13,6 +13,7 @@
 // back through applied().
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -77,7 +78,19 @@ struct v1_settings {
   std::string lambda_packages_dir;
   /// The group's name in Grove's document when the group has none.
   std::string default_group_name = "grove";
+  /// Where group CAs live (README.md, "Group CA"): `<dir>/<group>/<ca>/ca.key` (0600)
+  /// and `ca.crt`, `<dir>/active` (the active CA's `<group>/<ca>`) and `<dir>/trust/`
+  /// (the deployed group's CAs under OpenSSL's hashed names). Empty: no group CAs.
+  std::filesystem::path group_ca_dir;
+  /// How long a new group CA is valid.
+  int64_t ca_validity_ms = int64_t{3650} * 24 * 3600 * 1000;
 };
+
+/// CertificateExpiryInMilliseconds' bounds and default: 7 to 30 days, 7 by default (the
+/// Greengrass v1 developer guide on the core's MQTT server certificate).
+constexpr int64_t cert_expiry_min_ms = int64_t{7} * 24 * 3600 * 1000;
+/// The upper bound, 30 days.
+constexpr int64_t cert_expiry_max_ms = int64_t{30} * 24 * 3600 * 1000;
 
 /// The v1 API (see the file comment). Thread-safe as long as the store is.
 class v1_api {
@@ -106,6 +119,14 @@ public:
   /// Success or Failure (ErrorMessage = `error`).
   void applied(const std::string& group_id, const std::string& deployment_id,
                const std::string& error, int64_t now_ms);
+
+  /// Rewrites the group CA trust directory and the `active` file from the CAs of the
+  /// group deployed last (none deployed: an empty directory). Called after a CA is made,
+  /// after a successful deployment, and by the plugin at start.
+  caf::error refresh_trust();
+
+  /// The certificates (PEM, oldest first) of the CAs of the group deployed last.
+  caf::expected<std::vector<std::string>> trusted_cas();
 
   /// Marks a deployment InProgress (the applier has handed it to the kernel).
   void in_progress(const std::string& group_id, const std::string& deployment_id, int64_t now_ms);
@@ -140,6 +161,11 @@ private:
                                   int64_t now_ms);
   http_response deployment_status(const std::string& group_id, const std::string& id);
   http_response list_deployments(const std::string& group_id, const http_request& req);
+  http_response create_ca(const std::string& group_id, int64_t now_ms);
+  http_response get_ca(const std::string& group_id, const std::string& ca_id);
+  http_response list_cas(const std::string& group_id);
+  http_response cert_config(const std::string& group_id, const http_request* update);
+  std::string ca_arn(const std::string& group_id, const std::string& ca_id) const;
   http_response deploy(const v1_resource& group, const std::string& type,
                        const std::string& version, int64_t now_ms);
 
@@ -159,6 +185,7 @@ private:
   v1_settings v1_;
   v1_store& store_;
   std::mutex mtx_; // one change at a time (clientToken check, change, token record)
+  std::mutex trust_mtx_; // one writer of the trust directory
   v1_applier applier_;
 };
 

@@ -47,6 +47,15 @@ caf::expected<std::unique_ptr<v1_store>> v1_store::open(const std::filesystem::p
                              " UNIQUE(group_id, id));"
                                + v1_tokens().schema_sql(),
                              {}});
+  // Group CAs (README.md, "Group CA"), schema 2.
+  opts.migrations.push_back({2,
+                             "CREATE TABLE v1_group_cas("
+                             " group_id TEXT NOT NULL, id TEXT NOT NULL,"
+                             " certificate TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+                             " not_after_ms INTEGER NOT NULL, UNIQUE(group_id, id));"
+                             "CREATE TABLE v1_group_cert_config("
+                             " group_id TEXT PRIMARY KEY, cert_expiry_ms INTEGER NOT NULL);",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -145,8 +154,11 @@ caf::expected<bool> v1_store::erase(const std::string& kind, const std::string& 
   if (auto err = db_->run("DELETE FROM v1_versions WHERE kind = ? AND id = ?", kind, id))
     return err;
   if (kind == "groups")
-    if (auto err = db_->run("DELETE FROM v1_deployments WHERE group_id = ?", id))
-      return err;
+    for (const char* sql : {"DELETE FROM v1_deployments WHERE group_id = ?",
+                            "DELETE FROM v1_group_cas WHERE group_id = ?",
+                            "DELETE FROM v1_group_cert_config WHERE group_id = ?"})
+      if (auto err = db_->run(sql, id))
+        return err;
   if (auto err = tx->commit())
     return err;
   return gone;
@@ -274,6 +286,47 @@ caf::expected<int64_t> v1_store::fail_unfinished(const std::string& message, int
                           message, details, now_ms))
     return err;
   return static_cast<int64_t>(sqlite3_changes(db_->native_handle()));
+}
+
+caf::error v1_store::put_ca(const v1_group_ca& ca) {
+  std::lock_guard guard{mtx_};
+  return db_->run("INSERT INTO v1_group_cas(group_id, id, certificate, created_ms, "
+                  "not_after_ms) VALUES (?,?,?,?,?)",
+                  ca.group_id, ca.id, ca.certificate, ca.created_ms, ca.not_after_ms);
+}
+
+caf::expected<std::vector<v1_group_ca>> v1_store::cas(const std::string& group_id) {
+  std::lock_guard guard{mtx_};
+  std::vector<v1_group_ca> out;
+  if (auto err = each_row(*db_,
+                          "SELECT group_id, id, certificate, created_ms, not_after_ms, rowid "
+                          "FROM v1_group_cas WHERE group_id = ? ORDER BY rowid",
+                          [&](grove::statement& s) {
+                            out.push_back({std::string{s.column_text(0)},
+                                           std::string{s.column_text(1)},
+                                           std::string{s.column_text(2)}, s.column_int64(3),
+                                           s.column_int64(4), s.column_int64(5)});
+                          },
+                          group_id))
+    return err;
+  return out;
+}
+
+caf::expected<std::optional<int64_t>> v1_store::cert_expiry(const std::string& group_id) {
+  std::lock_guard guard{mtx_};
+  std::optional<int64_t> out;
+  if (auto err = each_row(*db_,
+                          "SELECT cert_expiry_ms FROM v1_group_cert_config WHERE group_id = ?",
+                          [&](grove::statement& s) { out = s.column_int64(0); }, group_id))
+    return err;
+  return out;
+}
+
+caf::error v1_store::set_cert_expiry(const std::string& group_id, int64_t ms) {
+  std::lock_guard guard{mtx_};
+  return db_->run("INSERT INTO v1_group_cert_config(group_id, cert_expiry_ms) VALUES (?,?) "
+                  "ON CONFLICT(group_id) DO UPDATE SET cert_expiry_ms = excluded.cert_expiry_ms",
+                  group_id, ms);
 }
 
 } // namespace grove::deployment

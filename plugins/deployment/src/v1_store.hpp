@@ -83,6 +83,22 @@ struct v1_deployment {
   int64_t seq = 0;
 };
 
+/// A group's certificate authority (README.md, "Group CA"); its key is a file, not here.
+struct v1_group_ca {
+  /// The group's id.
+  std::string group_id;
+  /// The CA's id (hex SHA-256 of its certificate's DER).
+  std::string id;
+  /// The certificate, PEM.
+  std::string certificate;
+  /// Creation time, ms since the epoch.
+  int64_t created_ms = 0;
+  /// notAfter, ms since the epoch.
+  int64_t not_after_ms = 0;
+  /// Insertion order (the newest is the active one).
+  int64_t seq = 0;
+};
+
 /// The store (see the file comment).
 class v1_store {
 public:
@@ -148,6 +164,18 @@ public:
   /// A group's deployments inserted before `before_seq`, newest first, at most `limit`.
   caf::expected<std::vector<v1_deployment>> deployments(const std::string& group_id,
                                                         int64_t before_seq, size_t limit);
+
+  /// Stores a group's new CA.
+  caf::error put_ca(const v1_group_ca& ca);
+
+  /// A group's CAs, oldest first.
+  caf::expected<std::vector<v1_group_ca>> cas(const std::string& group_id);
+
+  /// A group's CertificateExpiryInMilliseconds, nullopt when never set.
+  caf::expected<std::optional<int64_t>> cert_expiry(const std::string& group_id);
+
+  /// Sets a group's CertificateExpiryInMilliseconds.
+  caf::error set_cert_expiry(const std::string& group_id, int64_t ms);
 
 private:
   explicit v1_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {

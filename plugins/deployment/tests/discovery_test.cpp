@@ -97,6 +97,26 @@ BOOST_FIXTURE_TEST_CASE(the_stored_connectivity_and_the_deployed_group, fixture)
   BOOST_CHECK_EQUAL(get("/greengrass/discover/thing/%41", "A").response.status, 200);
 }
 
+BOOST_FIXTURE_TEST_CASE(the_deployed_groups_cas_follow_the_configured_ones, fixture) {
+  // The group CA source (README "Group CA"): its CAs after ca_file's, a duplicate once.
+  const std::string g1 = "-----BEGIN CERTIFICATE-----\nMIIBg1\n-----END CERTIFICATE-----\n";
+  const std::string g2 = "-----BEGIN CERTIFICATE-----\nMIIBg2\n-----END CERTIFICATE-----\n";
+  caf::error cas_fail;
+  sources.group_cas = [&]() -> caf::expected<std::vector<std::string>> {
+    if (cas_fail)
+      return cas_fail;
+    return std::vector<std::string>{g1, std::string{ca1} + "\n", g2};
+  };
+  auto o = get("/greengrass/discover/thing/A", "A");
+  BOOST_REQUIRE_EQUAL(o.response.status, 200);
+  BOOST_CHECK(body(o)["GGGroups"][0]["CAs"] == json::array({std::string{ca1} + "\n", g1, g2}));
+  // A failing source is a 500 with the reason, as the others.
+  cas_fail = grove::make_error(grove::errc::system_error, "the group store is gone");
+  o = get("/greengrass/discover/thing/A", "A");
+  BOOST_CHECK_EQUAL(o.response.status, 500);
+  BOOST_CHECK(o.response.body.find("the group store is gone") != std::string::npos);
+}
+
 BOOST_FIXTURE_TEST_CASE(only_the_certificates_own_thing_and_only_the_groups, fixture) {
   // Another thing's path: 403 whether or not it is a device (no probing the group).
   for (auto [path_thing, cn] : {std::pair{"B", "A"}, std::pair{"A", "C"}, std::pair{"Z", "C"},

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api.hpp"
@@ -17,6 +18,7 @@
 #include "grove/kernel/group.hpp"
 #include "sigv4.hpp"
 #include "v1_api.hpp"
+#include "v1_operations.hpp"
 
 using namespace grove::deployment;
 using nlohmann::json;
@@ -55,6 +57,7 @@ struct fixture {
     std::ofstream{dir / "lambdas/brain/1/configuration.json"}
       << R"({"FunctionName": "brain", "Runtime": "provided.al2", "Handler": "bootstrap"})";
     vs.lambda_packages_dir = (dir / "lambdas").string();
+    vs.group_ca_dir = dir / "group_ca";
     v1 = std::make_unique<v1_api>(settings, vs, *groups);
     v1->set_applier([this](v1_apply_job job) { jobs.push_back(std::move(job)); });
     service->set_v1(v1.get());
@@ -691,4 +694,185 @@ subscriptions:
   BOOST_TEST(grove::describe(out.error()).find("Subscriptions: id 'a-r'") != std::string::npos,
              grove::describe(out.error()));
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+// The PEM's subject and whether it verifies itself with CA:TRUE (openssl's own reader).
+std::string openssl_text(const std::filesystem::path& file) {
+  auto out = file;
+  out += ".txt";
+  auto cmd = "openssl x509 -in '" + file.string() + "' -noout -subject -ext basicConstraints "
+             "> '" + out.string() + "' 2>&1 && openssl verify -CAfile '" + file.string() + "' '"
+             + file.string() + "' >> '" + out.string() + "' 2>&1";
+  BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
+  std::ifstream in{out};
+  return std::string{std::istreambuf_iterator<char>{in}, {}};
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture) {
+  auto arns = definitions(*this);
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "home"}, {"InitialVersion", group_version(arns)}});
+  std::string id = g["Id"];
+  auto cas = "/greengrass/groups/" + id + "/certificateauthorities";
+  // None yet: an empty list, the default expiry and no CA expiry.
+  BOOST_TEST(ok("GET", cas)["GroupCertificateAuthorities"].empty());
+  auto conf = ok("GET", cas + "/configuration/expiry");
+  BOOST_TEST(conf["CertificateExpiryInMilliseconds"] == "604800000");
+  BOOST_TEST(conf["GroupId"] == id);
+  BOOST_TEST(!conf.contains("CertificateAuthorityExpiryInMilliseconds"));
+  // A CA: its ARN, id (SHA-256 of the DER), certificate; the key 0600 on disk only.
+  auto c1 = ok("POST", cas);
+  std::string arn1 = c1["GroupCertificateAuthorityArn"];
+  auto ca1 = arn1.substr(arn1.rfind('/') + 1);
+  BOOST_TEST(arn1 == g["Arn"].get<std::string>() + "/certificateauthorities/" + ca1);
+  BOOST_TEST(std::regex_match(ca1, std::regex{"[0-9a-f]{64}"}));
+  auto got = ok("GET", cas + "/" + ca1);
+  BOOST_TEST(got["GroupCertificateAuthorityId"] == ca1);
+  BOOST_TEST(got["GroupCertificateAuthorityArn"] == arn1);
+  std::string pem = got["PemEncodedCertificate"];
+  BOOST_TEST(pem.rfind("-----BEGIN CERTIFICATE-----", 0) == 0);
+  BOOST_TEST(pem.find("PRIVATE") == std::string::npos);
+  auto key = dir / "group_ca" / id / ca1 / "ca.key";
+  struct stat st{};
+  BOOST_REQUIRE(::stat(key.c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0600u);
+  BOOST_TEST(std::filesystem::file_size(key) > 100u);
+  auto text = openssl_text(dir / "group_ca" / id / ca1 / "ca.crt");
+  BOOST_TEST_INFO(text);
+  BOOST_TEST(text.find("CA:TRUE") != std::string::npos);
+  BOOST_TEST(text.find(": OK") != std::string::npos);
+  BOOST_TEST(text.find(id) != std::string::npos);
+  // The key signs for the certificate: openssl's pkey and x509 give the same public key.
+  auto pub = [&](const std::string& cmd) {
+    auto out = dir / "pub.txt";
+    BOOST_REQUIRE(std::system((cmd + " > '" + out.string() + "' 2>/dev/null").c_str()) == 0);
+    std::ifstream in{out};
+    return std::string{std::istreambuf_iterator<char>{in}, {}};
+  };
+  BOOST_TEST(pub("openssl pkey -in '" + key.string() + "' -pubout")
+             == pub("openssl x509 -in '" + (dir / "group_ca" / id / ca1 / "ca.crt").string()
+                    + "' -noout -pubkey"));
+  conf = ok("GET", cas + "/configuration/expiry");
+  auto ca_expiry = std::stoll(conf["CertificateAuthorityExpiryInMilliseconds"].get<std::string>());
+  BOOST_TEST(ca_expiry > now.time_since_epoch().count() / 1000000); // a moment ahead, in ms
+  // The group is not deployed: the trust directory is empty and nothing is active.
+  BOOST_TEST(std::filesystem::is_empty(dir / "group_ca" / "trust"));
+  BOOST_TEST(std::filesystem::file_size(dir / "group_ca" / "active") == 0u);
+  // Deployed: its CA is trusted (a hashed name) and active.
+  auto d = ok("POST", "/greengrass/groups/" + id + "/deployments",
+              {{"DeploymentType", "NewDeployment"}, {"GroupVersionId", g["LatestVersion"]}});
+  v1->applied(id, d["DeploymentId"], "", 2);
+  auto trusted = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "group_ca" / "trust"))
+      names.push_back(e.path().filename().string());
+    return names;
+  };
+  auto active = [&] {
+    std::ifstream in{dir / "group_ca" / "active"};
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  BOOST_REQUIRE_EQUAL(trusted().size(), 1u);
+  BOOST_TEST(std::regex_match(trusted()[0], std::regex{"[0-9a-f]{8}\\.0"}));
+  BOOST_TEST(active() == id + "/" + ca1);
+  // Rotation: a second CA is active, both trusted, both listed oldest first.
+  auto c2 = ok("POST", cas);
+  std::string arn2 = c2["GroupCertificateAuthorityArn"];
+  auto ca2 = arn2.substr(arn2.rfind('/') + 1);
+  BOOST_TEST(ca2 != ca1);
+  auto list = ok("GET", cas)["GroupCertificateAuthorities"];
+  BOOST_REQUIRE_EQUAL(list.size(), 2u);
+  BOOST_TEST(list[0]["GroupCertificateAuthorityId"] == ca1);
+  BOOST_TEST(list[1]["GroupCertificateAuthorityId"] == ca2);
+  BOOST_TEST(list[1]["GroupCertificateAuthorityArn"] == arn2);
+  BOOST_TEST(trusted().size() == 2u);
+  BOOST_TEST(active() == id + "/" + ca2);
+  auto pems = v1->trusted_cas();
+  BOOST_REQUIRE(pems);
+  BOOST_REQUIRE_EQUAL(pems->size(), 2u);
+  BOOST_TEST((*pems)[0] == pem);
+  // The expiry: 7 to 30 days as a string of milliseconds; each refusal names the field.
+  auto expiry = cas + "/configuration/expiry";
+  auto upd = ok("PUT", expiry, {{"CertificateExpiryInMilliseconds", "864000000"}});
+  BOOST_TEST(upd["CertificateExpiryInMilliseconds"] == "864000000");
+  BOOST_TEST(upd["GroupId"] == id);
+  BOOST_TEST(upd.contains("CertificateAuthorityExpiryInMilliseconds"));
+  for (const json& bad : {json{{"CertificateExpiryInMilliseconds", "604799999"}},
+                          json{{"CertificateExpiryInMilliseconds", "2592000001"}},
+                          json{{"CertificateExpiryInMilliseconds", "ten days"}},
+                          json{{"CertificateExpiryInMilliseconds", ""}},
+                          json{{"CertificateExpiryInMilliseconds", -1}},
+                          json::object()}) {
+    auto r = call("PUT", expiry, bad);
+    BOOST_TEST_INFO(bad.dump() << " -> " << r.body);
+    BOOST_TEST(r.status == 400);
+    BOOST_TEST(type_of(r) == "BadRequestException");
+    BOOST_TEST(message_of(r).rfind("CertificateExpiryInMilliseconds", 0) == 0);
+  }
+  auto r = call("PUT", expiry, {{"CertificateExpiryInMilliseconds", "1"}, {"Other", 1}});
+  BOOST_TEST(message_of(r).rfind("Other: unknown field", 0) == 0);
+  BOOST_TEST(ok("GET", expiry)["CertificateExpiryInMilliseconds"] == "864000000");
+  // A number is taken as the model's string.
+  BOOST_TEST(ok("PUT", expiry, {{"CertificateExpiryInMilliseconds", 2592000000}})
+               ["CertificateExpiryInMilliseconds"] == "2592000000");
+  // Unknown group and CA: 404 naming them.
+  for (auto target : {std::string{"/greengrass/groups/nope/certificateauthorities"},
+                      "/greengrass/groups/nope/certificateauthorities/" + ca1,
+                      std::string{"/greengrass/groups/nope/certificateauthorities/configuration/expiry"}}) {
+    r = call("GET", target);
+    BOOST_TEST(r.status == 404);
+    BOOST_TEST(type_of(r) == "IdNotFoundException");
+    BOOST_TEST(message_of(r).find("'nope'") != std::string::npos);
+  }
+  r = call("POST", "/greengrass/groups/nope/certificateauthorities");
+  BOOST_TEST(type_of(r) == "IdNotFoundException");
+  r = call("PUT", "/greengrass/groups/nope/certificateauthorities/configuration/expiry",
+           {{"CertificateExpiryInMilliseconds", "864000000"}});
+  BOOST_TEST(type_of(r) == "IdNotFoundException");
+  r = call("GET", cas + "/" + std::string(64, 'a'));
+  BOOST_TEST(r.status == 404);
+  BOOST_TEST(message_of(r).find("certificate authority does not exist") != std::string::npos);
+  // A client token answers the first answer again (no third CA).
+  auto t1 = call("POST", cas, nullptr, "tok-1");
+  auto t2 = call("POST", cas, nullptr, "tok-1");
+  BOOST_TEST(t1.body == t2.body);
+  BOOST_TEST(ok("GET", cas)["GroupCertificateAuthorities"].size() == 3u);
+  // Everything back after the store is reopened.
+  v1.reset();
+  service.reset();
+  groups.reset();
+  auto reopened = v1_store::open(dir / "groups.db");
+  BOOST_REQUIRE(reopened);
+  groups = std::move(*reopened);
+  api_settings settings;
+  settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+  service = std::make_unique<api>(settings, *components);
+  v1_settings vs;
+  vs.group_ca_dir = dir / "group_ca";
+  v1 = std::make_unique<v1_api>(settings, vs, *groups);
+  service->set_v1(v1.get());
+  std::filesystem::remove_all(dir / "group_ca" / "trust");
+  BOOST_REQUIRE(!v1->refresh_trust());
+  BOOST_TEST(trusted().size() == 3u);
+  BOOST_TEST(ok("GET", cas)["GroupCertificateAuthorities"].size() == 3u);
+  BOOST_TEST(ok("GET", cas + "/" + ca1)["PemEncodedCertificate"] == pem);
+  BOOST_TEST(ok("GET", expiry)["CertificateExpiryInMilliseconds"] == "2592000000");
+  // The allow-list names the new operations.
+  BOOST_TEST(is_v1_operation("CreateGroupCertificateAuthority"));
+  BOOST_TEST(is_v1_operation("UpdateGroupCertificateConfiguration"));
+  // A deleted group takes its CAs' keys along (reset first: it is deployed).
+  auto reset = ok("POST", "/greengrass/groups/" + id + "/deployments/%24reset", json::object());
+  v1->applied(id, reset["DeploymentId"], "", 5);
+  BOOST_TEST(std::filesystem::exists(dir / "group_ca" / id / ca1 / "ca.key"));
+  BOOST_TEST(trusted().size() == 3u); // reset, still the deployed group
+  ok("DELETE", "/greengrass/groups/" + id);
+  BOOST_TEST(!std::filesystem::exists(dir / "group_ca" / id));
+  BOOST_TEST(trusted().empty());
+  BOOST_TEST(active().empty());
+  BOOST_TEST(type_of(call("GET", cas)) == "IdNotFoundException");
 }

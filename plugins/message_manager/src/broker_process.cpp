@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string_view>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -292,6 +293,40 @@ caf::error copy_plugin(const fs::path& from, const fs::path& to) {
   return {};
 }
 
+// Makes `copy` hold exactly the hashed certificates (`<hash>.<n>`) of `ca_dir`, owned by
+// the broker's user: as run_as_user the broker cannot reach ca_dir inside the 0700 write
+// directory. Each file is replaced atomically, so a handshake never reads half of one.
+caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owner owner) {
+  static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+  std::error_code ec;
+  if (!fs::exists(copy, ec)) {
+    fs::create_directories(copy, ec);
+    if (ec || ::chown(copy.c_str(), owner.uid, owner.gid) != 0)
+      return make_error(errc::system_error, "broker: cannot make " + copy.string());
+  }
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(ca_dir, ec)) {
+    auto name = e.path().filename().string();
+    if (!std::regex_match(name, hashed))
+      continue;
+    std::ifstream in{e.path(), std::ios::binary};
+    std::stringstream buf;
+    buf << in.rdbuf();
+    std::ifstream old{copy / name, std::ios::binary};
+    std::stringstream had;
+    had << old.rdbuf();
+    names.insert(name);
+    if (old && had.str() == buf.str())
+      continue;
+    if (auto err = write_file_atomic(copy / name, {buf.str()}, 0644, owner))
+      return err;
+  }
+  for (const auto& e : fs::directory_iterator(copy, ec))
+    if (!names.count(e.path().filename().string()))
+      fs::remove(e.path(), ec);
+  return {};
+}
+
 // Copies the listener's TLS files into state_dir/tls, readable by the broker's user only.
 caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file_owner owner) {
   std::error_code ec;
@@ -312,6 +347,8 @@ caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file
     if (auto err = write_file_atomic(tls_dir / name, {buf.str()}, 0600, owner))
       return err;
   }
+  if (!o.ca_dir.empty())
+    return mirror_ca_dir(o.ca_dir, tls_dir / "ca.d", owner);
   return {};
 }
 
@@ -400,6 +437,21 @@ fs::path broker_process::stats_file() const {
   return opts_.state_dir / "broker-stats.json";
 }
 
+caf::error broker_process::sync_ca_dir() {
+  if (opts_.ca_dir.empty() || opts_.dev_mode || !run_as_)
+    return {};
+  // A rename into the directory changes its mtime: only then is it read again.
+  std::error_code ec;
+  auto mtime = fs::last_write_time(opts_.ca_dir, ec);
+  if (ec || (ca_dir_synced_ && mtime == ca_dir_mtime_))
+    return {};
+  if (auto err = mirror_ca_dir(opts_.ca_dir, broker_home(opts_) / "tls" / "ca.d", *run_as_))
+    return err;
+  ca_dir_mtime_ = mtime;
+  ca_dir_synced_ = true;
+  return {};
+}
+
 process_status broker_process::status() const {
   return proc_.status();
 }
@@ -424,7 +476,7 @@ caf::error broker_process::check_options() const {
   };
   // A newline would inject a configuration line.
   for (const auto& s : {opts_.state_dir.string(), opts_.plugin_path.string(), opts_.bind_address,
-                        opts_.ca_file, opts_.cert_file, opts_.key_file})
+                        opts_.ca_file, opts_.ca_dir, opts_.cert_file, opts_.key_file})
     if (bad_char(s))
       return make_error(errc::invalid_config, "broker: option contains a line break");
   if (auto err = check_identity_options(opts_))
@@ -476,6 +528,8 @@ caf::expected<std::string> broker_process::config_text() const {
     auto tls = [&](const std::string& file, const char* name) {
       return drop ? (state / "tls" / name).string() : file;
     };
+    if (!opts_.ca_dir.empty())
+      out << "capath " << (drop ? (state / "tls" / "ca.d").string() : opts_.ca_dir) << "\n";
     out << "cafile " << tls(opts_.ca_file, "ca.crt") << "\n"
         << "certfile " << tls(opts_.cert_file, "server.crt") << "\n"
         << "keyfile " << tls(opts_.key_file, "server.key") << "\n";

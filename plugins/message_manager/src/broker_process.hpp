@@ -58,6 +58,8 @@ struct broker_options {
   bool dev_mode = false;
   /// Listener cafile; required unless dev_mode.
   std::string ca_file;
+  /// Listener capath (hashed CA names, looked up per handshake); optional.
+  std::string ca_dir;
   /// Listener certfile; required unless dev_mode.
   std::string cert_file;
   /// Listener keyfile; required unless dev_mode.
@@ -151,6 +153,11 @@ public:
   /// The current state of the broker's process (empty when there is none).
   process_status status() const;
 
+  /// As run_as_user the broker reads a copy of `ca_dir` in its own directory: mirrors
+  /// what changed there (called every second; a no-op otherwise). Mosquitto's capath is
+  /// looked up per handshake, so a CA added to ca_dir is trusted within a second.
+  caf::error sync_ca_dir();
+
   /// state_dir/broker.acl, the table read by the broker plugin.
   std::filesystem::path acl_file() const;
 
@@ -208,6 +215,9 @@ private:
   std::deque<std::string> tail_;
   /// The broker's own user when groved is root (run_as_user); empty otherwise.
   std::optional<file_owner> run_as_;
+  // ca_dir's mtime at the last mirror (sync_ca_dir).
+  std::filesystem::file_time_type ca_dir_mtime_{};
+  bool ca_dir_synced_ = false;
   /// A start or adopt() as root made this object the user of the broker's home, which
   /// stop() removes (release() hands it over with the broker).
   bool owns_home_ = false;

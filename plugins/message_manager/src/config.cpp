@@ -17,6 +17,11 @@ config_map<broker_config> broker_config::map() {
     .key("ca_file", &c::ca_file, "",
          "the group CA: device certificates must chain to it (required outside "
          "development mode)")
+    .key("ca_dir", &c::ca_dir, "",
+         "more group CAs device certificates may chain to: a directory of OpenSSL hashed "
+         "names (`<subject hash>.0`), Mosquitto's `capath`, looked up at each handshake, so a "
+         "CA added there is trusted without a broker restart (deployment's `group_ca_dir`/trust, "
+         "README \"Group CA rotation\")")
     .key("cert_file", &c::cert_file, "", "the broker's server certificate")
     .key("key_file", &c::key_file, "", "the broker's server key")
     .key("client_cert_file", &c::client_cert_file, "",

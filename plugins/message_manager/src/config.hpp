@@ -27,6 +27,8 @@ struct broker_config {
   std::filesystem::path plugin;
   /// Group CA (device certificates chain to it).
   std::filesystem::path ca_file;
+  /// More group CAs, OpenSSL's hashed names (Mosquitto's capath), read per handshake.
+  std::filesystem::path ca_dir;
   /// The broker's server certificate.
   std::filesystem::path cert_file;
   /// The broker's server key.

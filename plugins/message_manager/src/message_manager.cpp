@@ -84,6 +84,7 @@ public:
     broker_opts_.port = b.port;
     broker_opts_.dev_mode = dev_mode_;
     broker_opts_.ca_file = b.ca_file.string();
+    broker_opts_.ca_dir = b.ca_dir.string();
     broker_opts_.cert_file = b.cert_file.string();
     broker_opts_.key_file = b.key_file.string();
     broker_opts_.max_payload_bytes = b.max_payload_bytes;
@@ -301,7 +302,12 @@ public:
     if (auto err = ctx_->serve(std::string{in_prefix} + "#",
                                [this](const Envelope& msg) { on_message(msg); }))
       return err;
-    ctx_->every(std::chrono::seconds{1}, [this] { update_status(); });
+    ctx_->every(std::chrono::seconds{1}, [this] {
+      update_status();
+      if (broker_)
+        if (auto err = broker_->sync_ca_dir())
+          ctx_->log().error("message_manager: broker.ca_dir: {}", caf::to_string(err));
+    });
     update_status();
     return {};
   }

@@ -45,7 +45,9 @@ struct world {
     api_settings settings;
     grove::fuzz::deployment_api::add_key(settings);
     service = std::make_unique<api>(settings, *components);
-    v1 = std::make_unique<v1_api>(settings, v1_settings{}, *groups);
+    v1_settings vs;
+    vs.group_ca_dir = dir / "group_ca"; // CreateGroupCertificateAuthority writes real keys
+    v1 = std::make_unique<v1_api>(settings, vs, *groups);
     v1->set_applier([this](v1_apply_job job) {
       // The document handed to the kernel is always a JSON object with a name.
       auto doc = nlohmann::json::parse(job.group, nullptr, false);

@@ -1,0 +1,202 @@
+#include "group_ca.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+
+#include "grove/errors.hpp"
+#include "http.hpp"
+
+namespace grove::deployment {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+template <class T, void (*F)(T*)>
+struct deleter {
+  void operator()(T* p) const {
+    F(p);
+  }
+};
+using pkey_ptr = std::unique_ptr<EVP_PKEY, deleter<EVP_PKEY, EVP_PKEY_free>>;
+using x509_ptr = std::unique_ptr<X509, deleter<X509, X509_free>>;
+using bio_ptr = std::unique_ptr<BIO, deleter<BIO, BIO_free_all>>;
+
+caf::error ssl_error(const std::string& what) {
+  char buf[256] = "unknown error";
+  if (auto code = ERR_get_error())
+    ERR_error_string_n(code, buf, sizeof buf);
+  ERR_clear_error();
+  return make_error(errc::system_error, "group CA: " + what + ": " + buf);
+}
+
+std::string bio_text(BIO* b) {
+  char* data = nullptr;
+  auto n = BIO_get_mem_data(b, &data);
+  return std::string{data, static_cast<size_t>(n)};
+}
+
+bool add_ext(X509* cert, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
+  auto* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  if (!ext)
+    return false;
+  bool ok = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+void sync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+} // namespace
+
+caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int64_t now_ms,
+                                               int64_t validity_ms) {
+  pkey_ptr key{EVP_EC_gen("P-256")};
+  if (!key)
+    return ssl_error("cannot make an EC P-256 key");
+  x509_ptr cert{X509_new()};
+  X509_set_version(cert.get(), 2);
+  unsigned char serial[16];
+  if (RAND_bytes(serial, sizeof serial) != 1)
+    return ssl_error("RAND_bytes failed");
+  serial[0] &= 0x7f; // a positive INTEGER
+  auto* bn = BN_bin2bn(serial, sizeof serial, nullptr);
+  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+  BN_free(bn);
+  ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now_ms / 1000));
+  ASN1_TIME_set(X509_getm_notAfter(cert.get()),
+                static_cast<time_t>((now_ms + validity_ms) / 1000));
+  // The CN names the group and the moment, so two CAs of a group differ in subject too
+  // (OpenSSL's hashed trust directory then keeps them under different names).
+  auto* name = X509_get_subject_name(cert.get());
+  // (A CN is at most 64 characters: the group id's first block and the time fit.)
+  auto cn = "Grove Group CA " + group_id.substr(0, 8) + " " + std::to_string(now_ms);
+  auto* ou = group_id.size() <= 64 ? group_id.c_str() : "group";
+  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>("Grove"), -1, -1, 0)
+        != 1
+      || X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(ou), -1, -1, 0)
+           != 1
+      || X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0)
+           != 1)
+    return ssl_error("cannot name the CA");
+  X509_set_issuer_name(cert.get(), name);
+  X509_set_pubkey(cert.get(), key.get());
+  if (!add_ext(cert.get(), NID_basic_constraints, "critical,CA:TRUE")
+      || !add_ext(cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign")
+      || !add_ext(cert.get(), NID_subject_key_identifier, "hash"))
+    return ssl_error("cannot add the CA's extensions");
+  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0)
+    return ssl_error("cannot sign the CA certificate");
+  group_ca_material out;
+  unsigned char* der = nullptr;
+  int der_len = i2d_X509(cert.get(), &der);
+  if (der_len <= 0)
+    return ssl_error("cannot encode the CA certificate");
+  out.id = hex(sha256(std::string_view{reinterpret_cast<char*>(der),
+                                       static_cast<size_t>(der_len)}));
+  OPENSSL_free(der);
+  bio_ptr c{BIO_new(BIO_s_mem())};
+  bio_ptr k{BIO_new(BIO_s_mem())};
+  if (PEM_write_bio_X509(c.get(), cert.get()) != 1
+      || PEM_write_bio_PrivateKey(k.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1)
+    return ssl_error("cannot write the CA as PEM");
+  out.certificate = bio_text(c.get());
+  out.private_key = bio_text(k.get());
+  out.not_after_ms = (now_ms + validity_ms) / 1000 * 1000;
+  return out;
+}
+
+caf::error write_durable(const fs::path& file, const std::string& content, unsigned mode) {
+  std::error_code ec;
+  auto dir = file.parent_path();
+  if (!fs::exists(dir, ec)) {
+    fs::create_directories(dir, ec);
+    if (ec)
+      return make_error(errc::system_error, "cannot create " + dir.string() + ": " + ec.message());
+    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  }
+  auto tmp = file;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    return make_error(errc::system_error, "cannot create " + tmp.string());
+  ::fchmod(fd, mode); // the umask may have taken bits away
+  size_t done = 0;
+  while (done < content.size()) {
+    auto n = ::write(fd, content.data() + done, content.size() - done);
+    if (n <= 0)
+      break;
+    done += static_cast<size_t>(n);
+  }
+  bool ok = done == content.size() && ::fsync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), file.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return make_error(errc::system_error, "cannot write " + file.string());
+  }
+  sync_dir(dir);
+  return {};
+}
+
+caf::error write_trust_dir(const fs::path& dir, const std::vector<std::string>& pems) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    return make_error(errc::system_error, "cannot create " + dir.string() + ": " + ec.message());
+  // Everyone may read the certificates (the broker may run as another user).
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                         | fs::perms::others_read | fs::perms::others_exec,
+                  fs::perm_options::replace, ec);
+  std::map<unsigned long, int> next;
+  std::set<std::string> wanted;
+  for (const auto& pem : pems) {
+    bio_ptr b{BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))};
+    x509_ptr cert{PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr)};
+    if (!cert)
+      return ssl_error("a stored CA certificate cannot be read");
+    auto hash = X509_subject_name_hash(cert.get());
+    char name[32];
+    std::snprintf(name, sizeof name, "%08lx.%d", hash, next[hash]++);
+    wanted.insert(name);
+    if (auto err = write_durable(dir / name, pem, 0644))
+      return err;
+  }
+  static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    auto n = e.path().filename().string();
+    if (std::regex_match(n, hashed) && !wanted.count(n))
+      fs::remove(e.path(), ec);
+  }
+  sync_dir(dir);
+  return {};
+}
+
+} // namespace grove::deployment

@@ -1,0 +1,46 @@
+#pragma once
+
+// A Greengrass v1 group's certificate authorities (README.md, "Group CA"): a new EC P-256
+// key pair and self-signed CA certificate (OpenSSL), the private key written 0600 and
+// durably under the plugin's state directory, and the trust directory of the CAs the
+// broker (message_manager's `broker.ca_dir`, Mosquitto's `capath`) and discovery accept:
+// OpenSSL's hashed names (`<subject hash>.<n>`), looked up per handshake, so a CA added
+// there is trusted by the running broker without a restart.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+namespace grove::deployment {
+
+/// A new CA's parts.
+struct group_ca_material {
+  /// Its id: the lower-case hex SHA-256 of the certificate's DER (64 characters).
+  std::string id;
+  /// The certificate, PEM.
+  std::string certificate;
+  /// The private key, PEM (PKCS#8); written to disk only, never answered.
+  std::string private_key;
+  /// notAfter, ms since the epoch.
+  int64_t not_after_ms = 0;
+};
+
+/// Makes a CA for `group_id` valid from `now_ms` for `validity_ms`.
+caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int64_t now_ms,
+                                               int64_t validity_ms);
+
+/// Writes `content` to `file` atomically and durably: a temporary file of mode `mode`
+/// beside it, fsync, rename, fsync of the directory (created, mode 0700, when missing).
+caf::error write_durable(const std::filesystem::path& file, const std::string& content,
+                         unsigned mode);
+
+/// Makes `dir` hold exactly `pems` (certificates) under OpenSSL's hashed names, each file
+/// written with write_durable (mode 0644: certificates are public); other `*.N` files are
+/// removed.
+caf::error write_trust_dir(const std::filesystem::path& dir, const std::vector<std::string>& pems);
+
+} // namespace grove::deployment
