@@ -171,7 +171,10 @@ caf::expected<Envelope> group_answer(kernel& k, const Envelope& msg) {
     auto req = set_svc::decode(msg);
     if (!req)
       return std::move(req.error());
-    auto set = k.set_group(msg.source(), req->document());
+    auto set = k.set_group(msg.source(), req->document(),
+                           req->has_expected_version()
+                             ? std::optional<uint64_t>{req->expected_version()}
+                             : std::nullopt);
     if (!set)
       return std::move(set.error());
     g = std::move(*set);
@@ -519,7 +522,8 @@ std::shared_ptr<const group::Group> kernel::group() const {
 }
 
 caf::expected<std::shared_ptr<const group::Group>>
-kernel::set_group(std::string_view caller, const std::string& document) {
+kernel::set_group(std::string_view caller, const std::string& document,
+                  std::optional<uint64_t> expected_version) {
   // Who may: the profile says, per plugin (may_set_group).
   auto allowed = with_profile([&](const image_profile& p) {
     for (const auto& spec : p.plugins)
@@ -537,6 +541,24 @@ kernel::set_group(std::string_view caller, const std::string& document) {
   auto file = with_profile([](const image_profile& p) { return p.group_file; });
   if (file.empty())
     return make_error(errc::invalid_state, "this image has no group file (kernel.group)");
+  if (expected_version) {
+    // An edit of the file the watcher has not applied yet is a change too: read it first
+    // (a kernel that does not watch its files applies edits only when told, on SIGHUP).
+    if (options_.watch_profile)
+      check_group_file();
+    auto in_force = group();
+    auto now = in_force ? in_force->version() : 0;
+    if (now != *expected_version) {
+      log_->warn("group from {} refused: computed from version {}, version {} is in force",
+                 caller, *expected_version, now);
+      return make_error(errc::conflict,
+                        "the group changed since it was read: the document was computed "
+                        "from version "
+                          + std::to_string(*expected_version) + ", version "
+                          + std::to_string(now)
+                          + " is in force; read it again and recompute the change");
+    }
+  }
   // Validated as the file would be, from a temporary file beside it: a refused group
   // never reaches the group file.
   auto tmp = file;
