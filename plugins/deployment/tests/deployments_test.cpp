@@ -506,6 +506,9 @@ BOOST_AUTO_TEST_CASE(a_schema_5_journal_keeps_its_deployments_tags) {
   {
     grove::store_options opts;
     opts.application_id = 0x47524450;
+    // Schema 5 as far as this test reads it: the deployments table of schema 3.
+    for (int v = 1; v <= 4; ++v)
+      opts.migrations.push_back({v, "", {}});
     opts.migrations.push_back({5,
                                "CREATE TABLE deployments("
                                " seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
