@@ -315,6 +315,8 @@ for n in range(1, 4):
 EOF
 )
 echo "$OUT"
+# How often the kernel refused a stale set this run (timing decides; informational).
+echo "compare-and-set conflicts: $(grep -c 'refused: computed from version' "$WORK/groved.out")"
 check "three rounds of a v1 and a v2 deployment at once: all Success and COMPLETED" \
   bash -c '[[ $(grep -c "v1 Success, v2 COMPLETED" <<<"$0") == 3 ]]' "$OUT"
 RELAY_CFG='str([f for f in g.get("functions") or [] if f["name"] == "e2e.Relay"])'
