@@ -283,13 +283,18 @@ devs = v1.create_device_definition(Name="devices", InitialVersion={"Devices": [d
 subs = v1.create_subscription_definition(Name="race")
 group = v1.create_group(Name="race")
 out = {}
-def v1_round(n):
+# The group versions are made first, so each thread makes one request to start its change.
+versions = {}
+for n in range(1, 4):
     sv = v1.create_subscription_definition_version(SubscriptionDefinitionId=subs["Id"], Subscriptions=[
         {"Id": f"v1-round-{n}", "Source": thing("A"), "Subject": f"a/round/{n}", "Target": thing("B")}])
-    gv = v1.create_group_version(GroupId=group["Id"], CoreDefinitionVersionArn=core["LatestVersionArn"],
-                                 DeviceDefinitionVersionArn=devs["LatestVersionArn"],
-                                 SubscriptionDefinitionVersionArn=sv["Arn"])
-    dep = v1.create_deployment(GroupId=group["Id"], GroupVersionId=gv["Version"],
+    versions[n] = v1.create_group_version(GroupId=group["Id"], CoreDefinitionVersionArn=core["LatestVersionArn"],
+                                          DeviceDefinitionVersionArn=devs["LatestVersionArn"],
+                                          SubscriptionDefinitionVersionArn=sv["Arn"])["Version"]
+start = threading.Barrier(2)
+def v1_round(n):
+    start.wait()
+    dep = v1.create_deployment(GroupId=group["Id"], GroupVersionId=versions[n],
                                DeploymentType="NewDeployment")
     for _ in range(600):
         st = v1.get_deployment_status(GroupId=group["Id"], DeploymentId=dep["DeploymentId"])
@@ -299,6 +304,7 @@ def v1_round(n):
     out["v1"] = st["DeploymentStatus"] + " " + st.get("ErrorMessage", "")
 def v2_round(n):
     merge = {"runAs": {"uid": 0, "gid": 0}, "environmentVariables": {"RELAY_TOPIC": f"r/round-{n}"}}
+    start.wait()
     d = v2.create_deployment(targetArn=target, components={"e2e.Relay": {
         "componentVersion": "1.0.0", "configurationUpdate": {"merge": json.dumps(merge)}}})
     for _ in range(600):
