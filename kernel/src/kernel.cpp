@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -161,6 +162,47 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
+/// The library a plugin asks the kernel to load (`$grove/kernel/plugins/load` with a
+/// path): only a file inside the caller's own state directory,
+/// `<write_dir>/plugins/<caller>/` (where the deployment plugin keeps its verified,
+/// content-addressed artifacts), as the kernel resolves it (symlinks, `..`), a regular
+/// file owned by groved's user or root and writable by no one else. The path as asked
+/// (normalized): plugins compare what the kernel reports with what they asked for; only
+/// groved's user can change what it resolves to between this check and the load.
+caf::expected<std::filesystem::path> library_of_caller(const std::filesystem::path& write_dir,
+                                                       const std::string& caller,
+                                                       const std::string& asked) {
+  std::filesystem::path p{asked};
+  if (!p.is_absolute())
+    return make_error(errc::invalid_config, "library path '" + asked + "' is not absolute");
+  std::error_code ec;
+  auto base = std::filesystem::canonical(write_dir / "plugins" / caller, ec);
+  if (ec)
+    return make_error(errc::not_authorized, "'" + caller + "' has no state directory under "
+                                              + write_dir.string() + " to load a library from");
+  auto real = std::filesystem::canonical(p, ec);
+  if (ec)
+    return make_error(errc::load_failed, asked + ": " + ec.message());
+  auto rel = real.lexically_relative(base);
+  if (rel.empty() || rel == "." || *rel.begin() == "..")
+    return make_error(errc::not_authorized,
+                      asked + (real.string() == asked ? "" : " (" + real.string() + ")")
+                        + " is outside " + base.string() + ": a plugin may load a library "
+                        + "only from its own state directory");
+  struct stat st {};
+  if (::stat(real.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    return make_error(errc::load_failed, real.string() + ": not a regular file");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || (st.st_uid != ::geteuid() && st.st_uid != 0)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return make_error(errc::not_authorized,
+                      real.string() + ": writable by others than groved's user (mode "
+                        + mode + ", owner " + std::to_string(st.st_uid)
+                        + "); refused as a plugin library");
+  }
+  return p.lexically_normal();
+}
+
 /// `$grove/group/get`: a grove.group.GetRequest answered with the group in force, and
 /// `$grove/group/set`: a grove.group.SetRequest whose document replaces it
 /// (group_client.hpp).
@@ -171,7 +213,10 @@ caf::expected<Envelope> group_answer(kernel& k, const Envelope& msg) {
     auto req = set_svc::decode(msg);
     if (!req)
       return std::move(req.error());
-    auto set = k.set_group(msg.source(), req->document());
+    auto set = k.set_group(msg.source(), req->document(),
+                           req->has_expected_version()
+                             ? std::optional<uint64_t>{req->expected_version()}
+                             : std::nullopt);
     if (!set)
       return std::move(set.error());
     g = std::move(*set);
@@ -519,7 +564,8 @@ std::shared_ptr<const group::Group> kernel::group() const {
 }
 
 caf::expected<std::shared_ptr<const group::Group>>
-kernel::set_group(std::string_view caller, const std::string& document) {
+kernel::set_group(std::string_view caller, const std::string& document,
+                  std::optional<uint64_t> expected_version) {
   // Who may: the profile says, per plugin (may_set_group).
   auto allowed = with_profile([&](const image_profile& p) {
     for (const auto& spec : p.plugins)
@@ -537,6 +583,24 @@ kernel::set_group(std::string_view caller, const std::string& document) {
   auto file = with_profile([](const image_profile& p) { return p.group_file; });
   if (file.empty())
     return make_error(errc::invalid_state, "this image has no group file (kernel.group)");
+  if (expected_version) {
+    // An edit of the file the watcher has not applied yet is a change too: read it first
+    // (a kernel that does not watch its files applies edits only when told, on SIGHUP).
+    if (options_.watch_profile)
+      check_group_file();
+    auto in_force = group();
+    auto now = in_force ? in_force->version() : 0;
+    if (now != *expected_version) {
+      log_->warn("group from {} refused: computed from version {}, version {} is in force",
+                 caller, *expected_version, now);
+      return make_error(errc::conflict,
+                        "the group changed since it was read: the document was computed "
+                        "from version "
+                          + std::to_string(*expected_version) + ", version "
+                          + std::to_string(now)
+                          + " is in force; read it again and recompute the change");
+    }
+  }
   // Validated as the file would be, from a temporary file beside it: a refused group
   // never reaches the group file.
   auto tmp = file;
@@ -843,9 +907,21 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     bool load = msg.topic() == cc::load_topic;
     if (auto err = other(req->name(), load ? "load" : "reconfigure"))
       return err;
-    if (!req->path().empty())
-      return make_error(errc::unsupported, "a load names a plugin of the plugin directory; "
-                                           "use reload with a path to change its library");
+    std::filesystem::path library;
+    if (!req->path().empty()) {
+      if (!load)
+        return make_error(errc::unsupported, "a configure names no library; use reload with "
+                                             "a path to change a plugin's library");
+      auto checked = with_profile([&](const image_profile& p) {
+        return library_of_caller(p.write_dir, caller, req->path());
+      });
+      if (!checked) {
+        log_->error("{} asked to load plugin {} from {}: refused: {}", caller, req->name(),
+                    req->path(), describe(checked.error()));
+        return std::move(checked.error());
+      }
+      library = std::move(*checked);
+    }
     std::optional<plugin_spec> spec;
     if (load) {
       spec = with_profile([&](const image_profile& p) {
@@ -870,14 +946,15 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     }
     std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
     if (load) {
-      auto err = host_->load(*spec);
+      auto err = host_->load(*spec, library);
       schedule_code_trim();
       if (err)
         return err;
     } else if (auto r = host_->reconfigure(*spec); !r) {
       return std::move(r.error());
     }
-    log_->info("{} {} plugin {}", caller, load ? "loaded" : "reconfigured", req->name());
+    log_->info("{} {} plugin {}{}", caller, load ? "loaded" : "reconfigured", req->name(),
+               library.empty() ? std::string{} : " from " + library.string());
     return info_of(req->name());
   }
   if (msg.topic() == cc::unload_topic) {

@@ -219,6 +219,7 @@ plugin_host::~plugin_host() {
 }
 
 caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
+                                                    const std::filesystem::path& library,
                                                     YAML::Node* validated) {
   if (spec.isolation == "process" && settings_.plugin_host_exe.empty())
     return make_error(errc::unsupported,
@@ -229,7 +230,7 @@ caf::expected<plugin_library_ptr> plugin_host::open(const plugin_spec& spec,
     return make_error(errc::invalid_config, "plugin '" + spec.name
                                               + "': unknown isolation '"
                                               + spec.isolation + "'");
-  auto path = settings_.plugin_dir / ("lib" + spec.name + ".so");
+  auto path = library.empty() ? settings_.plugin_dir / ("lib" + spec.name + ".so") : library;
   auto lib = open_plugin_library(path, spec.name);
   if (!lib)
     return lib.error();
@@ -273,11 +274,11 @@ caf::error plugin_host::check(const plugin_spec& spec) {
     if (auto err = check_free(spec.name))
       return err;
   }
-  auto lib = open(spec, nullptr);
+  auto lib = open(spec, {}, nullptr);
   return lib ? caf::error{} : lib.error();
 }
 
-caf::error plugin_host::load(const plugin_spec& spec) {
+caf::error plugin_host::load(const plugin_spec& spec, const std::filesystem::path& library) {
   // Check and claim the name in one critical section: two loads of one name must not
   // both pass the check while the first is still in init.
   {
@@ -299,7 +300,7 @@ caf::error plugin_host::load(const plugin_spec& spec) {
     }
   } claim{this, &spec.name};
   YAML::Node cfg;
-  auto lib = open(spec, &cfg);
+  auto lib = open(spec, library, &cfg);
   if (!lib)
     return lib.error();
   auto state_dir = settings_.write_dir / "plugins" / spec.name;

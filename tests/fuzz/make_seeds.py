@@ -293,6 +293,13 @@ write("deployment_api", "tag", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A
       'components%3Aa.b%3Aversions%3A1.0.0\n{"tags": {"a": "b"}}')
 write("deployment_api", "untag", "DELETE /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A123456789012%3A"
       "components%3Aa.b%3Aversions%3A1.0.0?tagKeys=a&tagKeys=%FF\n")
+# Tags of deployment ARNs (issue 15): an id the fuzzer's deployments may or may not have.
+write("deployment_api", "tag_deployment", "POST /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A"
+      '123456789012%3Adeployments%3A00000000-0000-4000-8000-000000000000\n{"tags": {"a": "b"}}')
+write("deployment_api", "untag_deployment", "DELETE /tags/arn%3Aaws%3Agreengrass%3Aus-east-1%3A"
+      "123456789012%3Adeployments%3A00000000-0000-4000-8000-000000000000?tagKeys=a\n")
+write("deployment_api", "list_tags_deployment", "GET /tags/arn%3Aaws%3Agreengrass%3Aeu-west-1%3A"
+      "123456789012%3Adeployments%3Ax\n")
 write("deployment_api", "delete", "DELETE /greengrass/v2/components/arn%3Aaws%3Agreengrass%3A"
       "us-east-1%3A123456789012%3Acomponents%3Aa.b%3Aversions%3A1.0.0\n")
 write("deployment_api", "create_deployment", "POST /greengrass/v2/deployments\n"

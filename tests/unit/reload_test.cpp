@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -429,6 +430,90 @@ BOOST_AUTO_TEST_CASE(plugins_control_other_plugins_through_the_kernel_service) {
   BOOST_REQUIRE_MESSAGE(gone, test::error_text(gone));
   BOOST_TEST(kk.plugins().plugins_size() == 0);
   BOOST_TEST(test::pub(kk, "test/echo/in", "e").delivered == 0u);
+}
+
+// Issue 15: a plugin component first loaded from its artifact. `$grove/kernel/plugins/load`
+// with a path loads that library instead of <plugin_dir>/lib<name>.so, when the kernel
+// finds it inside the caller's own state directory (symlinks and `..` resolved), a regular
+// file writable only by groved's user; the ABI is checked as for any plugin. The path is
+// reported as asked, and a reload without a path loads it again.
+BOOST_AUTO_TEST_CASE(a_plugin_loads_a_library_only_from_its_own_state_directory) {
+  test::temp_dir d;
+  auto p = test::make_profile(d.path());
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_control_plugins = true;
+  p.plugins = {deployer};
+  auto store = p.write_dir / "plugins" / "deployer" / "artifacts";
+  kernel kk{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!kk.start());
+  std::filesystem::create_directories(store);
+  namespace fs = std::filesystem;
+  auto put = [&](const std::string& target, const std::string& as, fs::perms mode) {
+    auto to = store / as;
+    fs::copy_file(build(target), to, fs::copy_options::overwrite_existing);
+    fs::permissions(to, mode);
+    return to;
+  };
+  auto ro = fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read;
+  auto load = [&](const std::string& name, const std::string& path) {
+    control::PluginChange c;
+    c.set_name(name);
+    c.set_path(path);
+    c.set_config("{stamp: true}");
+    Envelope env;
+    env.set_topic(std::string{control_client::load_topic});
+    env.set_source("deployer");
+    env.set_payload(c.SerializeAsString());
+    return control_client::load_rpc::decode(kk.request(std::move(env), std::chrono::seconds{30}));
+  };
+  auto refused = [&](const std::string& path, errc code, const std::string& why) {
+    auto info = load("relay", path);
+    BOOST_REQUIRE_MESSAGE(!info, path);
+    BOOST_TEST(info.error() == code, path << ": " << test::error_text(info));
+    BOOST_TEST(contains(test::error_text(info), why), test::error_text(info));
+    BOOST_TEST(kk.plugins().plugins_size() == 0);
+  };
+  // Outside the state directory, directly, through `..` or through a link inside it.
+  refused(build("relay").string(), errc::not_authorized,
+          "a plugin may load a library only from its own state directory");
+  auto good = put("relay_v2", "relay-v2.so", ro);
+  fs::copy_file(build("relay"), d.path() / "outside.so");
+  refused((store / ".." / ".." / ".." / ".." / "outside.so").string(), errc::not_authorized,
+          "only from its own state directory");
+  fs::create_symlink(build("relay"), store / "link.so");
+  refused((store / "link.so").string(), errc::not_authorized, "only from its own state directory");
+  refused((store / ".." / ".." / "other" / "x.so").string(), errc::load_failed, "");
+  refused("relative/librelay.so", errc::invalid_config, "is not absolute");
+  // Writable by others than groved's user.
+  refused(put("relay_v2", "open.so", fs::perms::all).string(), errc::not_authorized,
+          "writable by others than groved's user");
+  // Inside, but not a plugin of this ABI.
+  refused(put("wrong_abi", "wrong.so", ro).string(), errc::abi_mismatch, "kernel speaks");
+  // Inside and read-only: loaded from there, running, the path reported as asked.
+  auto info = load("relay", (store / "." / "relay-v2.so").string());
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(info->state() == "running");
+  BOOST_TEST(info->library() == good.string());
+  test::collector out{kk, "test/echo/out"};
+  test::pub(kk, "test/echo/in", "a");
+  BOOST_REQUIRE(out.wait_for(1));
+  BOOST_TEST(parse(out.messages()[0].payload()).variant == "v2");
+  // A reload without a path loads the same library again.
+  auto r = kk.reload("relay", "");
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(kk.plugins().plugins(0).library() == good.string());
+  // A configure names no library.
+  control::PluginChange c;
+  c.set_name("relay");
+  c.set_path(good.string());
+  Envelope env;
+  env.set_topic(std::string{control_client::configure_topic});
+  env.set_source("deployer");
+  env.set_payload(c.SerializeAsString());
+  auto conf = control_client::configure_rpc::decode(kk.request(std::move(env), std::chrono::seconds{30}));
+  BOOST_REQUIRE(!conf);
+  BOOST_TEST(conf.error() == errc::unsupported);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

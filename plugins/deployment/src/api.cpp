@@ -702,9 +702,126 @@ http_response api::delete_component(const std::string& arn) {
 
 namespace grove::deployment {
 
+namespace {
+
+/// The id of a deployment ARN, `arn:aws:greengrass:<region>:<account>:deployments:<id>`,
+/// of this core's region and account; nullopt for any other ARN. `other` is set when it
+/// is a deployment ARN of another region or account.
+std::optional<std::string> deployment_arn_id(const std::string& arn, const api_settings& s,
+                                             bool& other) {
+  other = false;
+  static constexpr std::string_view head = "arn:aws:greengrass:";
+  if (!arn.starts_with(head))
+    return std::nullopt;
+  auto rest = std::string_view{arn}.substr(head.size());
+  auto region_end = rest.find(':');
+  if (region_end == std::string_view::npos)
+    return std::nullopt;
+  auto account_end = rest.find(':', region_end + 1);
+  if (account_end == std::string_view::npos)
+    return std::nullopt;
+  auto tail = rest.substr(account_end + 1);
+  static constexpr std::string_view kind = "deployments:";
+  if (!tail.starts_with(kind) || tail.size() == kind.size())
+    return std::nullopt;
+  if (rest.substr(0, region_end) != s.region
+      || rest.substr(region_end + 1, account_end - region_end - 1) != s.account_id) {
+    other = true;
+    return std::nullopt;
+  }
+  return std::string{tail.substr(kind.size())};
+}
+
+/// How TagResource changes a stored tag map (JSON object text): `add` merged, refused
+/// (nullopt, `problem` says why) when the result breaks the limits.
+std::function<std::optional<std::string>(const std::string&)>
+merge_tags(json add, std::string& problem) {
+  return [add = std::move(add), &problem](const std::string& old) -> std::optional<std::string> {
+    auto merged = json::parse(old, nullptr, false);
+    if (!merged.is_object())
+      merged = json::object();
+    for (auto it = add.begin(); it != add.end(); ++it)
+      merged[it.key()] = *it;
+    problem = tag_map_problem(merged);
+    if (!problem.empty())
+      return std::nullopt;
+    return merged.dump();
+  };
+}
+
+/// How UntagResource changes a stored tag map: `keys` removed (absent ones are no error).
+std::function<std::optional<std::string>(const std::string&)>
+drop_tags(std::vector<std::string> keys) {
+  return [keys = std::move(keys)](const std::string& old) -> std::optional<std::string> {
+    auto tags = json::parse(old, nullptr, false);
+    if (!tags.is_object())
+      tags = json::object();
+    for (const auto& k : keys)
+      tags.erase(k);
+    return tags.dump();
+  };
+}
+
+} // namespace
+
 http_response api::tags(const std::string& op, const std::string& arn, const http_request& req) {
-  // Part 1 tags component versions (what CreateComponentVersion tags); other Greengrass
-  // resources (deployments, core devices) come with part 2.
+  // Component versions (what CreateComponentVersion tags) and deployments (what
+  // CreateDeployment tags); core devices have none here.
+  std::function<std::optional<std::string>(const std::string&)> change;
+  std::string problem;
+  if (op == "TagResource") {
+    auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
+                            nullptr, false);
+    if (body.is_discarded() || !body.is_object())
+      return aws_error(400, "SerializationException", "the request body is not a JSON object");
+    auto add = body.value("tags", json::object());
+    if (add.empty())
+      return validation("tags must hold at least one tag",
+                        json::array({{{"name", "tags"}, {"message", "at least one tag"}}}));
+    if (auto p = tag_map_problem(add); !p.empty())
+      return validation(p, json::array({{{"name", "tags"}, {"message", p}}}));
+    change = merge_tags(std::move(add), problem);
+  } else if (op == "UntagResource") {
+    std::vector<std::string> keys;
+    for (auto& [k, v] : parse_query(req.raw_query()))
+      if (k == "tagKeys")
+        keys.push_back(v);
+    if (keys.empty())
+      return validation("tagKeys must name at least one tag key",
+                        json::array({{{"name", "tagKeys"}, {"message", "at least one key"}}}));
+    change = drop_tags(std::move(keys));
+  }
+  bool other_core = false;
+  if (auto id = deployment_arn_id(arn, settings_, other_core)) {
+    auto gone = [&] {
+      return not_found("Deployment " + arn.substr(0, 512) + " not found", id->substr(0, 128),
+                       "Deployment");
+    };
+    if (op == "ListTagsForResource") {
+      auto d = store_.deployment(*id);
+      if (!d)
+        return internal(d.error());
+      if (!*d)
+        return gone();
+      auto tags = json::parse((*d)->tags, nullptr, false);
+      return ok(200, {{"tags", tags.is_object() ? tags : json::object()}});
+    }
+    auto r = store_.modify_deployment_tags(*id, change);
+    if (!r)
+      return internal(r.error());
+    switch (*r) {
+      case tag_result::not_found:
+        return gone();
+      case tag_result::refused:
+        return validation(problem, json::array({{{"name", "tags"}, {"message", problem}}}));
+      case tag_result::changed:
+        break;
+    }
+    return ok(200, json::object());
+  }
+  if (other_core)
+    return not_found("Resource " + arn.substr(0, 512) + " not found", arn.substr(0, 512),
+                     "Deployment");
   auto a = parse_arn(arn, true);
   if (!a) {
     if (arn.rfind("arn:", 0) == 0 && arn.find(":greengrass:") != std::string::npos)
@@ -720,43 +837,6 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
     if (auto* answer = std::get_if<http_response>(&found))
       return std::move(*answer);
     return ok(200, {{"tags", json::parse(std::get<component_version>(found).tags)}});
-  }
-  std::function<std::optional<std::string>(const std::string&)> change;
-  std::string problem;
-  if (op == "TagResource") {
-    auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
-                            nullptr, false);
-    if (body.is_discarded() || !body.is_object())
-      return aws_error(400, "SerializationException", "the request body is not a JSON object");
-    auto add = body.value("tags", json::object());
-    if (add.empty())
-      return validation("tags must hold at least one tag",
-                        json::array({{{"name", "tags"}, {"message", "at least one tag"}}}));
-    if (auto p = tag_map_problem(add); !p.empty())
-      return validation(p, json::array({{{"name", "tags"}, {"message", p}}}));
-    change = [add, &problem](const std::string& old) -> std::optional<std::string> {
-      auto merged = json::parse(old);
-      for (auto it = add.begin(); it != add.end(); ++it)
-        merged[it.key()] = *it;
-      problem = tag_map_problem(merged);
-      if (!problem.empty())
-        return std::nullopt;
-      return merged.dump();
-    };
-  } else {
-    std::vector<std::string> keys;
-    for (auto& [k, v] : parse_query(req.raw_query()))
-      if (k == "tagKeys")
-        keys.push_back(v);
-    if (keys.empty())
-      return validation("tagKeys must name at least one tag key",
-                        json::array({{{"name", "tagKeys"}, {"message", "at least one key"}}}));
-    change = [keys](const std::string& old) -> std::optional<std::string> {
-      auto tags = json::parse(old);
-      for (const auto& k : keys)
-        tags.erase(k);
-      return tags.dump();
-    };
   }
   auto r = store_.modify_tags(a->name, a->version, change);
   if (!r)
@@ -1500,6 +1580,7 @@ http_response api::create_deployment(const http_request& req, int64_t now_ms) {
   d.target_arn = target;
   d.name = name;
   d.request = stored.dump();
+  d.tags = tags.dump();
   d.created_ms = d.modified_ms = now_ms;
   json answer = {{"deploymentId", d.id}};
   token_record first{request_hash, 201, answer.dump()};
@@ -1542,9 +1623,13 @@ http_response api::get_deployment(const std::string& id) {
     return internal(all.error());
   auto out = deployment_summary(**d, latest_for_target(**d, *all));
   auto req = json::parse((*d)->request, nullptr, false);
-  for (const char* k : {"components", "deploymentPolicies", "iotJobConfiguration", "tags"})
+  for (const char* k : {"components", "deploymentPolicies", "iotJobConfiguration"})
     if (req.is_object() && req.contains(k))
       out[k] = req[k];
+  // The ARN's tags as they are now (TagResource changes them, the request keeps CreateDeployment's).
+  out["tags"] = json::parse((*d)->tags, nullptr, false);
+  if (!out["tags"].is_object())
+    out["tags"] = json::object();
   return ok(200, out);
 }
 

@@ -71,6 +71,15 @@ component_store::open(const std::filesystem::path& file) {
                              {}});
   // Image Builder's build components (imagebuilder.hpp) and their clientTokens.
   opts.migrations.push_back({5, imagebuilder_schema_sql(), {}});
+  // Tags of deployment ARNs (TagResource and friends): a column of their own, since the
+  // request is what CreateDeployment asked and stays as it was; filled from the request's
+  // `tags` for deployments journaled before (JSON1 is built into SQLite 3.38+).
+  opts.migrations.push_back({6,
+                             "ALTER TABLE deployments ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';"
+                             "UPDATE deployments SET tags = json_extract(request, '$.tags')"
+                             " WHERE json_valid(request)"
+                             " AND json_type(request, '$.tags') = 'object';",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -323,7 +332,7 @@ namespace {
 
 constexpr const char* deployment_columns =
   "seq, id, target_arn, name, revision, request, status, execution, reason, created_ms, "
-  "modified_ms";
+  "modified_ms, tags";
 
 deployment_record deployment_row(const grove::statement& s) {
   deployment_record d;
@@ -339,6 +348,7 @@ deployment_record deployment_row(const grove::statement& s) {
   d.reason = text(8);
   d.created_ms = s.column_int64(9);
   d.modified_ms = s.column_int64(10);
+  d.tags = text(11);
   return d;
 }
 
@@ -377,10 +387,10 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
                           d.created_ms, d.target_arn))
     return err;
   if (auto err = db_->run("INSERT INTO deployments(id, target_arn, name, revision, request, "
-                          "status, execution, reason, created_ms, modified_ms) "
-                          "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          "status, execution, reason, created_ms, modified_ms, tags) "
+                          "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                           d.id, d.target_arn, d.name, d.revision, d.request, d.status,
-                          d.execution, d.reason, d.created_ms, d.modified_ms))
+                          d.execution, d.reason, d.created_ms, d.modified_ms, d.tags))
     return err;
   d.seq = sqlite3_last_insert_rowid(db_->native_handle());
   if (!token.empty())
@@ -449,6 +459,34 @@ caf::expected<bool> component_store::set_deployment_state(const std::string& id,
   if (auto err = tx->commit())
     return err;
   return true;
+}
+
+caf::expected<tag_result> component_store::modify_deployment_tags(
+  const std::string& id,
+  const std::function<std::optional<std::string>(const std::string&)>& change) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  std::optional<std::string> old;
+  if (auto err = each_row(
+        *db_, "SELECT tags FROM deployments WHERE id = ?",
+        [&](const grove::statement& s) {
+          old.emplace(s.column_text(0));
+          return false;
+        },
+        id))
+    return err;
+  if (!old)
+    return tag_result::not_found;
+  auto next = change(*old);
+  if (!next)
+    return tag_result::refused;
+  if (auto err = db_->run("UPDATE deployments SET tags = ? WHERE id = ?", *next, id))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return tag_result::changed;
 }
 
 caf::expected<bool> component_store::erase_deployment(const std::string& id) {

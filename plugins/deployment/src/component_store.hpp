@@ -109,6 +109,9 @@ struct deployment_record {
   int64_t modified_ms = 0;
   /// Insertion order (newest highest).
   int64_t seq = 0;
+  /// The tags of its ARN (schema 6; JSON object text): CreateDeployment's `tags`, then
+  /// TagResource and UntagResource. They go with the deployment when it is deleted.
+  std::string tags = "{}";
 };
 
 /// A component installed on this core, as the runner last had it.
@@ -207,7 +210,13 @@ public:
                                            const std::string& execution,
                                            const std::string& reason, int64_t now_ms);
 
-  /// Deletes a deployment; false when there was none.
+  /// Changes the tags of deployment `id` in one transaction: `change` gets the stored
+  /// tags (JSON object text) and returns the new ones, or nullopt to refuse.
+  caf::expected<tag_result> modify_deployment_tags(
+    const std::string& id,
+    const std::function<std::optional<std::string>(const std::string&)>& change);
+
+  /// Deletes a deployment (and its tags); false when there was none.
   caf::expected<bool> erase_deployment(const std::string& id);
 
   /// Replaces the installed components (the runner's set, ListInstalledComponents) with

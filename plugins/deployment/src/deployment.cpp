@@ -169,34 +169,38 @@ public:
       v1->in_progress(job.group_id, job.deployment_id, now_ms());
       ctx_->post([this, v1, db, job = std::move(job)]() mutable {
         // The functions of Greengrass v2 Lambda components (and the subscriptions naming
-        // them) stay: the group in force is read, they are added to the v1 group.
-        auto lambda = runner_ ? runner_->lambda_components() : std::set<std::string>{};
-        if (lambda.empty()) {
-          set_v1_group(v1, db, job, job.group);
-          return;
-        }
-        grove::group_client::get(
-          *ctx_, std::chrono::seconds{60},
-          [this, v1, db, job, lambda](caf::expected<grove::group::Group> now) {
-            if (!now) {
-              report_v1(v1, db, job, "the group in force could not be read (to keep the "
-                                     "Lambda components' functions): "
-                                       + grove::describe(now.error()));
-              return;
-            }
-            size_t dropped = 0;
-            auto doc = keep_lambda_functions(job.group, *now, lambda, &dropped);
-            if (!doc) {
-              report_v1(v1, db, job, grove::describe(doc.error()));
-              return;
-            }
-            if (dropped > 0)
+        // them) stay: the group in force is read, they are added to the v1 group, and it
+        // is set as a compare-and-set on the version read (group_client::edit), so a v2
+        // deployment changing a Lambda component meanwhile makes it recompute, not lose it.
+        // Without Lambda components the v1 group replaces the group as it is (also one
+        // the kernel could not load): a v2 deployment adding one meanwhile has it in its
+        // set already and edits by compare-and-set, so it recomputes on this group.
+        auto dropped = std::make_shared<size_t>(0);
+        auto done = [this, v1, db, job, dropped](caf::expected<grove::group::Group> g) {
+            if (g && *dropped > 0)
               ctx_->log().warn("deployment: v1 deployment {}: {} subscription(s) naming a "
                                "Lambda component's function left out (the new group lacks "
                                "their other end)",
-                               job.deployment_id, dropped);
-            set_v1_group(v1, db, job, std::move(*doc));
-          });
+                               job.deployment_id, *dropped);
+            if (g)
+              ctx_->log().info("deployment: v1 deployment {} of group {} applied (group "
+                               "version {})",
+                               job.deployment_id, job.group_id, g->version());
+            report_v1(v1, db, job, g ? std::string{} : grove::describe(g.error()));
+        };
+        if (!runner_ || runner_->lambda_components().empty()) {
+          grove::group_client::set(*ctx_, job.group, std::chrono::seconds{60}, done);
+          return;
+        }
+        grove::group_client::edit(
+          *ctx_, std::chrono::seconds{60},
+          [this, job, dropped](const grove::group::Group& now) -> caf::expected<std::string> {
+            auto lambda = runner_ ? runner_->lambda_components() : std::set<std::string>{};
+            if (lambda.empty())
+              return job.group;
+            return keep_lambda_functions(job.group, now, lambda, dropped.get());
+          },
+          done);
       });
     });
     if (auto c = ctx.counter("deployment_api_requests", "Greengrass v2 API requests answered"))
@@ -366,11 +370,32 @@ public:
     {
       std::lock_guard guard{runner_mtx_};
       auto write_dir = ctx_->state_dir().parent_path().parent_path();
+      // A hot reload: the processes the last instance handed over (snapshot()) are
+      // adopted now (what start() leaves unadopted the kernel stops), and spared by the
+      // runner's sweep of what earlier runs left.
+      std::map<std::string, grove::process> kept;
+      std::set<pid_t> spare;
+      for (const auto& h : handed_)
+        if (h.kept)
+          if (auto p = ctx_->adopt_process("component:" + h.record.plan.name)) {
+            if (auto pid = p->pid(); pid > 0)
+              spare.insert(pid);
+            kept.emplace(h.record.plan.name, std::move(*p));
+          }
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
-                                         write_dir / "logs" / "components", thing_name_);
+                                         write_dir / "logs" / "components", thing_name_,
+                                         std::move(spare));
       // The components the journal kept: listed with their last states at once, their
-      // effective configurations what the next deployment builds on.
-      if (auto rows = store_->installed(); rows) {
+      // effective configurations what the next deployment builds on. After a hot reload,
+      // the last instance's own records instead (the journal is written behind it).
+      if (!handed_.empty()) {
+        std::vector<installed_record> records;
+        for (const auto& h : handed_)
+          records.push_back(h.record);
+        runner_->restore(std::move(records));
+        runner_->adopt(handed_, std::move(kept));
+        handed_.clear();
+      } else if (auto rows = store_->installed(); rows) {
         std::vector<installed_record> records;
         for (const auto& r : *rows)
           records.push_back(record_of(r));
@@ -402,6 +427,59 @@ public:
     }
     ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
                      config().api.port);
+    return {};
+  }
+
+  // A hot reload: generic components' running processes go to the next instance
+  // (context::keep_process) with every component's record, so a reload leaves them
+  // running (same pids) instead of stopping and starting them again.
+  caf::expected<std::string> snapshot() override {
+    nlohmann::json out = {{"components", nlohmann::json::array()}};
+    std::lock_guard guard{runner_mtx_};
+    if (!runner_)
+      return out.dump();
+    for (const auto& h : runner_->hand_over()) {
+      auto row = row_of(h.record);
+      out["components"].push_back({{"name", row.name},
+                                   {"version", row.version},
+                                   {"state", row.state},
+                                   {"details", row.details},
+                                   {"changedMs", row.changed_ms},
+                                   {"plan", nlohmann::json::parse(row.plan)},
+                                   {"main", h.main},
+                                   {"errors", h.errors},
+                                   {"installedVersion", h.installed_version},
+                                   {"kept", h.kept}});
+    }
+    return out.dump();
+  }
+
+  caf::error restore(std::string_view snap) override {
+    auto in = nlohmann::json::parse(snap, nullptr, false);
+    if (!in.is_object() || !in.contains("components") || !in["components"].is_array())
+      return grove::make_error(grove::errc::malformed,
+                               "deployment: the last instance's snapshot is no object with "
+                               "`components`");
+    handed_.clear();
+    try {
+      for (const auto& c : in["components"]) {
+        installed_row row{c.at("name").get<std::string>(), c.at("version").get<std::string>(),
+                          c.at("state").get<std::string>(), c.at("details").get<std::string>(),
+                          c.at("changedMs").get<int64_t>(), c.at("plan").dump()};
+        handed_component h;
+        h.record = record_of(row);
+        h.main = c.at("main").get<std::string>();
+        h.errors = c.at("errors").get<int>();
+        h.installed_version = c.at("installedVersion").get<std::string>();
+        h.kept = c.at("kept").get<bool>();
+        handed_.push_back(std::move(h));
+      }
+    } catch (const std::exception& e) {
+      handed_.clear();
+      return grove::make_error(grove::errc::malformed,
+                               std::string{"deployment: the last instance's snapshot: "}
+                                 + e.what());
+    }
     return {};
   }
 
@@ -519,19 +597,6 @@ private:
                                 o.reason);
           });
         }
-      });
-  }
-
-  // A v1 deployment's group to the kernel's `$grove/group/set`; its answer settles it.
-  void set_v1_group(std::shared_ptr<v1_api> v1, std::shared_ptr<v1_store> db, v1_apply_job job,
-                    std::string doc) {
-    grove::group_client::set(
-      *ctx_, std::move(doc), std::chrono::seconds{60},
-      [this, v1, db, job](caf::expected<grove::group::Group> g) {
-        if (g)
-          ctx_->log().info("deployment: v1 deployment {} of group {} applied (group version {})",
-                           job.deployment_id, job.group_id, g->version());
-        report_v1(v1, db, job, g ? std::string{} : grove::describe(g.error()));
       });
   }
 
@@ -889,6 +954,7 @@ private:
   resource_limits default_limits_; // default_system_resource_limits
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
+  std::vector<handed_component> handed_; // restore(): what the last instance handed over
   std::shared_ptr<artifact_store> artifacts_; // shared with fetches in flight
   fetch_settings fetch_;
   std::set<std::string> fetching_; // name:version, on the actor

@@ -147,6 +147,23 @@ std::string same_path(const std::filesystem::path& p) {
   return p.lexically_normal().string();
 }
 
+// A child's output to the component's log `log`, rotated at 10 MB (one old file kept),
+// then to `user_output`.
+std::function<void(grove::output_stream, const std::string&)>
+log_writer(std::filesystem::path log,
+           std::function<void(grove::output_stream, const std::string&)> user_output) {
+  return [log = std::move(log), user_output = std::move(user_output)](
+           grove::output_stream s, const std::string& line) {
+    std::error_code e;
+    if (std::filesystem::file_size(log, e) > 10 * 1024 * 1024 && !e)
+      std::filesystem::rename(log, log.string() + ".1", e);
+    std::ofstream{log, std::ios::app} << (s == grove::output_stream::err ? "[stderr] " : "")
+                                      << line << '\n';
+    if (user_output)
+      user_output(s, line);
+  };
+}
+
 } // namespace
 
 struct runner::component {
@@ -195,7 +212,7 @@ struct runner::job {
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
-               std::string thing_name)
+               std::string thing_name, std::set<pid_t> spare)
   : ctx_(ctx), root_(std::move(root)), log_dir_(std::move(log_dir)),
     thing_name_(std::move(thing_name)) {
   std::error_code ec;
@@ -214,6 +231,9 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
     while (std::getline(in, var, '\0'))
       if (var == marker) {
         auto pid = static_cast<pid_t>(std::stol(pid_text));
+        // A hot reload handed these over (each child leads a process group of its own).
+        if (auto pgid = ::getpgid(pid); pgid > 0 && spare.count(pgid))
+          break;
         if (pid != ::getpid() && ::kill(pid, SIGKILL) == 0)
           ctx_.log().warn("deployment: killed process {}, left by the last run of a "
                           "component", pid);
@@ -403,6 +423,79 @@ std::set<std::string> runner::lambda_components() const {
   return out;
 }
 
+std::vector<handed_component> runner::hand_over() {
+  std::vector<handed_component> out;
+  for (auto& [name, c] : components_) {
+    handed_component h;
+    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms};
+    h.main = c->main;
+    h.errors = c->errors;
+    h.installed_version = c->installed_version;
+    // Only a generic component's run or startup that runs: an install or a shutdown in
+    // progress ends with this instance, and the next one's apply runs the steps again.
+    if (c->proc && c->proc.running() && c->state == "RUNNING" && !c->main.empty()
+        && plugin_of(name).empty() && !is_lambda(c->plan.recipe)) {
+      ++c->generation; // this instance's callbacks for it are stale from now on
+      c->proc.unbind();
+      ctx_.keep_process("component:" + name, std::move(c->proc));
+      c->proc = grove::process{};
+      h.kept = true;
+      ctx_.log().info("deployment: {} {}: its {} handed to the next instance", name,
+                      c->plan.version, c->main);
+    }
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+void runner::adopt(const std::vector<handed_component>& handed,
+                   std::map<std::string, grove::process> procs) {
+  for (const auto& h : handed) {
+    auto it = components_.find(h.record.plan.name);
+    if (it == components_.end())
+      continue;
+    auto& c = *it->second;
+    const auto& name = c.plan.name;
+    c.installed_version = h.installed_version;
+    c.errors = h.errors;
+    auto p = procs.find(name);
+    if (p == procs.end())
+      continue;
+    if (!p->second.running()) {
+      // Ended while nobody owned it: restored, so the apply that follows starts it.
+      ctx_.log().warn("deployment: {} {}: its {} ended during the reload ({}); started "
+                      "again by the deployment applied now",
+                      name, c.plan.version, h.main, p->second.status().last_exit);
+      continue;
+    }
+    c.main = h.main;
+    c.restored = false;
+    c.stopped = false;
+    auto gen = ++c.generation;
+    c.log = log_dir_ / (name + ".log");
+    c.oom_seen = 0;
+    if (c.plan.limits.memory_kb > 0)
+      if (auto cg = cgroups())
+        c.oom_seen = (*cg)->oom_kills(name);
+    // No job waits for it: its exits follow the restart rules, as a background start's.
+    auto j = std::make_shared<job>();
+    j->background = true;
+    bool is_startup = c.main == "startup";
+    grove::process_callbacks cb;
+    cb.on_exit = [this, j, name, gen, is_startup, alive = alive_](const grove::process_exit& e) {
+      if (!*alive || e.requested)
+        return;
+      main_exited(j, name, gen, ~uint64_t{0}, is_startup, e);
+    };
+    cb.on_output = log_writer(c.log, {});
+    c.proc = std::move(p->second);
+    c.proc.bind(ctx_, std::move(cb));
+    ctx_.log().info("deployment: {} {}: its {} (pid {}) taken over from the last instance",
+                    name, c.plan.version, c.main, c.proc.pid());
+    set_state(c, "RUNNING", h.record.state == "RUNNING" ? h.record.details : "");
+  }
+}
+
 std::vector<installed_record> runner::snapshot() const {
   std::vector<installed_record> out;
   std::lock_guard guard{mtx_};
@@ -544,18 +637,7 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   o.stderr_level = grove::output_level::debug;
   o.log_prefix = name + ": ";
   o.stop_grace = std::chrono::milliseconds{3000};
-  // Output to the component's log, rotated at 10 MB (one old file kept).
-  auto log = c.log;
-  auto user_output = std::move(cb.on_output);
-  cb.on_output = [log, user_output](grove::output_stream s, const std::string& line) {
-    std::error_code e;
-    if (std::filesystem::file_size(log, e) > 10 * 1024 * 1024 && !e)
-      std::filesystem::rename(log, log.string() + ".1", e);
-    std::ofstream{log, std::ios::app} << (s == grove::output_stream::err ? "[stderr] " : "")
-                                      << line << '\n';
-    if (user_output)
-      user_output(s, line);
-  };
+  cb.on_output = log_writer(c.log, std::move(cb.on_output));
   return grove::process::start(ctx_, std::move(o), std::move(cb));
 }
 
@@ -978,91 +1060,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   cb.on_exit = [this, j, name, gen, wait, is_startup, alive = alive_](const grove::process_exit& e) {
     if (!*alive || e.requested)
       return;
-    auto it = components_.find(name);
-    if (it == components_.end() || it->second->generation != gen)
-      return;
-    auto& c = *it->second;
-    c.proc = grove::process{};
-    if (e.code == 0) {
-      set_state(c, is_startup ? "RUNNING" : "FINISHED");
-    } else {
-      ++c.errors;
-      // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
-      set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED",
-                (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen));
-    }
-    if (j->wait == wait) { // the job waits for this start
-      ++j->wait;
-      if (e.code == 0) {
-        ++j->index;
-        step(j);
-        return;
-      }
-      if (!j->background) {
-        finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
-                           + explain(c, e, c.oom_seen));
-        return;
-      }
-    }
-    if (e.code != 0 && c.errors >= 3) {
-      // BROKEN: what needs it (HARD) stops too, until a deployment brings it back (not
-      // while one applies: it is starting them in order, and waits for them). A run the
-      // last deployment started, BROKEN within its timeout, fails that deployment.
-      if (!busy_)
-        stop_dependants(name, "is BROKEN");
-      if (watch_) {
-        auto r = watch_->runs.find(name);
-        if (r != watch_->runs.end() && r->second.first == gen
-            && std::chrono::steady_clock::now() < r->second.second + watch_->j->timeout
-            && !busy_) {
-          auto w = std::move(watch_->j);
-          watch_.reset();
-          w->done = std::move(w->late);
-          w->index = w->plan.size();
-          busy_ = true;
-          auto why = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
-                     + std::to_string(w->timeout.count()) + " s of its start: "
-                     + explain(c, e, c.oom_seen);
-          finish(w, false, std::move(why)); // a rollback may remove `c`: nothing after
-        }
-      }
-      return;
-    }
-    if (e.code != 0 && c.errors < 3) { // a later crash: recover, then the run again
-      auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
-      if (recover.present && !recover.script.empty()) {
-        // Its own handle, kept until its timeout (dropping it stops the script).
-        auto r = spawn(c, recover.script, recover.setenv, {});
-        if (r)
-          ctx_.after(std::chrono::seconds{recover.timeout > 0 ? recover.timeout : 60},
-                     [keep = std::make_shared<grove::process>(std::move(*r))] {});
-        else
-          ctx_.log().warn("deployment: {}: recover could not start: {}", name,
-                          grove::describe(r.error()));
-      }
-      // Its HARD dependants (transitively) stop now and start again once it runs again
-      // (Greengrass: a HARD dependant restarts when its dependency changes state); not
-      // while a deployment applies (it starts them in order and waits for them).
-      if (!busy_)
-        stop_dependants(name, "errored");
-      ctx_.after(std::chrono::milliseconds{500 * c.errors}, [this, name, gen, alive = alive_] {
-        if (!*alive)
-          return;
-        auto it = components_.find(name);
-        if (it == components_.end() || it->second->generation != gen)
-          return;
-        // Not part of a deployment: nothing waits, nothing fails; once it runs, the
-        // dependants stopped above start again, in order.
-        auto again = std::make_shared<job>();
-        again->background = true;
-        again->plan.push_back(it->second->plan);
-        if (!busy_) // else the deployment begun meanwhile starts them, in its order
-          for (const auto& d : hard_dependants(name))
-            if (auto dep = components_.find(d); dep != components_.end() && dep->second->stopped)
-              again->plan.push_back(dep->second->plan);
-        run_main(again, name);
-      });
-    }
+    main_exited(j, name, gen, wait, is_startup, e);
   };
   auto proc = spawn(c, chosen.script, chosen.setenv, std::move(cb));
   if (!proc) {
@@ -1092,6 +1090,97 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   }
 }
 
+// A run or startup ended without being asked to (run_main's, or one adopt took over):
+// the state, then what the job waiting for it (`wait`) does, or the v2 restart rules.
+void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
+                         uint64_t wait, bool is_startup, const grove::process_exit& e) {
+  auto it = components_.find(name);
+  if (it == components_.end() || it->second->generation != gen)
+    return;
+  auto& c = *it->second;
+  c.proc = grove::process{};
+  if (e.code == 0) {
+    set_state(c, is_startup ? "RUNNING" : "FINISHED");
+  } else {
+    ++c.errors;
+    // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
+    set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED",
+              (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen));
+  }
+  if (j->wait == wait) { // the job waits for this start
+    ++j->wait;
+    if (e.code == 0) {
+      ++j->index;
+      step(j);
+      return;
+    }
+    if (!j->background) {
+      finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
+                         + explain(c, e, c.oom_seen));
+      return;
+    }
+  }
+  if (e.code != 0 && c.errors >= 3) {
+    // BROKEN: what needs it (HARD) stops too, until a deployment brings it back (not
+    // while one applies: it is starting them in order, and waits for them). A run the
+    // last deployment started, BROKEN within its timeout, fails that deployment.
+    if (!busy_)
+      stop_dependants(name, "is BROKEN");
+    if (watch_) {
+      auto r = watch_->runs.find(name);
+      if (r != watch_->runs.end() && r->second.first == gen
+          && std::chrono::steady_clock::now() < r->second.second + watch_->j->timeout
+          && !busy_) {
+        auto w = std::move(watch_->j);
+        watch_.reset();
+        w->done = std::move(w->late);
+        w->index = w->plan.size();
+        busy_ = true;
+        auto why = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
+                   + std::to_string(w->timeout.count()) + " s of its start: "
+                   + explain(c, e, c.oom_seen);
+        finish(w, false, std::move(why)); // a rollback may remove `c`: nothing after
+      }
+    }
+    return;
+  }
+  if (e.code != 0 && c.errors < 3) { // a later crash: recover, then the run again
+    auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
+    if (recover.present && !recover.script.empty()) {
+      // Its own handle, kept until its timeout (dropping it stops the script).
+      auto r = spawn(c, recover.script, recover.setenv, {});
+      if (r)
+        ctx_.after(std::chrono::seconds{recover.timeout > 0 ? recover.timeout : 60},
+                   [keep = std::make_shared<grove::process>(std::move(*r))] {});
+      else
+        ctx_.log().warn("deployment: {}: recover could not start: {}", name,
+                        grove::describe(r.error()));
+    }
+    // Its HARD dependants (transitively) stop now and start again once it runs again
+    // (Greengrass: a HARD dependant restarts when its dependency changes state); not
+    // while a deployment applies (it starts them in order and waits for them).
+    if (!busy_)
+      stop_dependants(name, "errored");
+    ctx_.after(std::chrono::milliseconds{500 * c.errors}, [this, name, gen, alive = alive_] {
+      if (!*alive)
+        return;
+      auto it = components_.find(name);
+      if (it == components_.end() || it->second->generation != gen)
+        return;
+      // Not part of a deployment: nothing waits, nothing fails; once it runs, the
+      // dependants stopped above start again, in order.
+      auto again = std::make_shared<job>();
+      again->background = true;
+      again->plan.push_back(it->second->plan);
+      if (!busy_) // else the deployment begun meanwhile starts them, in its order
+        for (const auto& d : hard_dependants(name))
+          if (auto dep = components_.find(d); dep != components_.end() && dep->second->stopped)
+            again->plan.push_back(dep->second->plan);
+      run_main(again, name);
+    });
+  }
+}
+
 void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
   auto plugin = plugin_of(p.name);
   auto library = plugin_library(p, j->plugin_dir);
@@ -1100,14 +1189,15 @@ void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
   component* known = known_it == components_.end() || known_it->second->restored
                        ? nullptr
                        : known_it->second.get();
-  // l: load (new to the kernel), r: hot reload (another version or library, or broken),
-  // c: configure (another configuration, or one this instance never gave: after a restart
-  // the plugin may run with the profile's).
+  // l: load (new to the kernel), L: load from the recipe's own build (its artifact),
+  // r: hot reload (another version or library, or broken), c: configure (another
+  // configuration, or one this instance never gave: after a restart the plugin may run
+  // with the profile's).
   std::string todo;
   if (running == j->kernel.end()) {
-    todo = "l";
-    if (library != same_path(std::filesystem::path{j->plugin_dir} / ("lib" + plugin + ".so")))
-      todo += "r"; // the recipe's own build: loaded from the plugin directory, then swapped
+    todo = library != same_path(std::filesystem::path{j->plugin_dir} / ("lib" + plugin + ".so"))
+             ? "L"
+             : "l";
   } else {
     if (same_path(running->second.library()) != library || (known && known->plan.version != p.version)
         || running->second.state() == "broken")
@@ -1144,8 +1234,8 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
   char what = todo.front();
   todo.erase(0, 1);
   auto wait = ++j->wait;
-  auto verb = what == 'l' ? "load" : what == 'r' ? "reload" : "configure";
-  auto then = [this, j, name, plugin, todo, wait, verb,
+  auto verb = what == 'l' || what == 'L' ? "load" : what == 'r' ? "reload" : "configure";
+  auto then = [this, j, name, plugin, todo, wait, verb, what,
                alive = alive_](caf::expected<control::PluginInfo> info) {
     if (!*alive || j->wait != wait)
       return;
@@ -1154,6 +1244,16 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
     if (it == components_.end())
       return;
     auto& c = *it->second;
+    if (!info && what == 'L' && info.error() == grove::errc::not_authorized) {
+      // The kernel loads a library only from this plugin's state directory (an
+      // artifacts_dir outside it): from the plugin directory, then swapped to the build.
+      ctx_.log().warn("deployment: {} {}: the kernel refused to load plugin {} from its "
+                      "artifact ({}); loading it from the plugin directory, then a hot "
+                      "reload to the artifact",
+                      name, c.plan.version, plugin, grove::describe(info.error()));
+      plugin_actions(j, name, "lr" + todo);
+      return;
+    }
     if (!info) {
       auto why = grove::describe(info.error());
       set_state(c, "ERRORED", std::string{verb} + ": " + why);
@@ -1166,11 +1266,19 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
     plugin_actions(j, name, todo);
   };
   auto config = c.plan.configuration.is_object() ? c.plan.configuration.dump() : "{}";
-  if (what == 'l') {
+  if (what == 'l' || what == 'L') {
     control::PluginChange change;
     change.set_name(plugin);
     change.set_config(config);
-    ctx_.log().info("deployment: {} {}: loading plugin {}", name, c.plan.version, plugin);
+    if (what == 'L') {
+      // A first load from the verified artifact itself: the kernel checks that it is a
+      // file of this plugin's state directory (the artifact store) before it opens it.
+      change.set_path(plugin_library(c.plan, j->plugin_dir));
+      ctx_.log().info("deployment: {} {}: loading plugin {} from {}", name, c.plan.version,
+                      plugin, change.path());
+    } else {
+      ctx_.log().info("deployment: {} {}: loading plugin {}", name, c.plan.version, plugin);
+    }
     control_client::load(ctx_, change, j->timeout, std::move(then));
   } else if (what == 'r') {
     auto library = plugin_library(c.plan, j->plugin_dir);
@@ -1270,36 +1378,34 @@ void runner::refresh_plugins() {
 void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
                         std::function<void(caf::error)> then) {
   auto wait = ++j->wait;
-  group_client::get(ctx_, j->timeout, [this, j, wait, edit, then, alive = alive_](
-                                         caf::expected<group::Group> g) {
-    if (!*alive || j->wait != wait)
-      return;
-    if (!g) {
+  // A compare-and-set on the version read: a v1 deployment (or an edit of the file) that
+  // changes the group meanwhile makes the kernel refuse, and the edit is made again on
+  // the group then in force (group_client::edit), so neither change is lost.
+  auto before = std::make_shared<std::string>();
+  group_client::edit(
+    ctx_, j->timeout,
+    [j, edit, before](const group::Group& g) -> caf::expected<std::string> {
+      try {
+        auto node = grove::group_document(g);
+        *before = emit(node);
+        edit(node);
+        return emit(node);
+      } catch (const std::exception& e) { // a config the kernel gave that is no YAML
+        return grove::make_error(grove::errc::invalid_config,
+                                 std::string{"the group in force could not be edited: "}
+                                   + e.what());
+      }
+    },
+    [this, j, wait, then, before, alive = alive_](caf::expected<group::Group> r) {
+      if (!*alive || j->wait != wait)
+        return;
       ++j->wait;
-      then(std::move(g.error()));
-      return;
-    }
-    std::string doc;
-    try {
-      auto node = grove::group_document(*g);
-      if (j->group_before.empty() && !j->is_rollback)
-        j->group_before = emit(node);
-      edit(node);
-      doc = emit(node);
-    } catch (const std::exception& e) { // a config the kernel gave that is no YAML
-      ++j->wait;
-      then(grove::make_error(grove::errc::invalid_config,
-                             std::string{"the group in force could not be edited: "} + e.what()));
-      return;
-    }
-    group_client::set(ctx_, std::move(doc), j->timeout,
-                      [this, j, wait, then, alive](caf::expected<group::Group> r) {
-                        if (!*alive || j->wait != wait)
-                          return;
-                        ++j->wait;
-                        then(r ? caf::error{} : std::move(r.error()));
-                      });
-  });
+      // What a rollback sets back: the group this deployment's first change was made on
+      // (also after an error: a set whose answer timed out may have been applied).
+      if (!before->empty() && j->group_before.empty() && !j->is_rollback)
+        j->group_before = *before;
+      then(r ? caf::error{} : std::move(r.error()));
+    });
 }
 
 void runner::apply_lambda(std::shared_ptr<job> j, const component_plan& p) {

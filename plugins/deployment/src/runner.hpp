@@ -84,6 +84,23 @@ struct installed_record {
   int64_t changed_ms = 0;
 };
 
+/// A component as one instance of the plugin hands it to the next across a hot reload
+/// (runner::hand_over, runner::adopt): its record, and, for a generic component whose
+/// run or startup runs, its process kept with context::keep_process as
+/// `component:<name>`.
+struct handed_component {
+  /// Its plan and state as the last instance had them.
+  installed_record record;
+  /// "run" or "startup" (the step its process is), "" when none.
+  std::string main;
+  /// Errors in a row so far (the third is BROKEN).
+  int errors = 0;
+  /// The version whose install ran.
+  std::string installed_version;
+  /// Its process was kept (keep_process) for the next instance.
+  bool kept = false;
+};
+
 /// What became of an apply.
 struct apply_outcome {
   /// Every component reached its state (RUNNING, or FINISHED for a run that ended 0).
@@ -98,9 +115,10 @@ struct apply_outcome {
 class runner {
 public:
   /// Runs components for `ctx`; work directories under `root` (`work/<name>`), logs
-  /// under `log_dir`.
+  /// under `log_dir`. What earlier runs of components left is killed, except the process
+  /// groups in `spare` (processes the last instance handed over, see adopt).
   runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
-         std::string thing_name);
+         std::string thing_name, std::set<pid_t> spare = {});
 
   /// Stops every component (shutdown scripts are not waited for).
   ~runner();
@@ -131,6 +149,19 @@ public:
   /// not started, until a deployment brings them back. `done` gets the outcome (a failure
   /// is not rolled back).
   void restart(std::function<void(apply_outcome)> done);
+
+  /// For a hot reload (the plugin's snapshot): every component's record, and the
+  /// processes of generic components RUNNING handed to the next instance with
+  /// context::keep_process (`component:<name>`); this runner no longer owns them.
+  std::vector<handed_component> hand_over();
+
+  /// After restore() of the records a hand_over gave: takes over the processes the last
+  /// instance kept (`procs`, adopted by name): they run on (same pids) as RUNNING, their
+  /// output goes on to their logs, and their exits are handled as this runner's own
+  /// (recover, restart, BROKEN after three errors, HARD dependants). A component whose
+  /// process ended meanwhile stays as restored: the next apply starts it.
+  void adopt(const std::vector<handed_component>& handed,
+             std::map<std::string, grove::process> procs);
 
   /// The Lambda components' names (their functions are theirs in the kernel's group).
   std::set<std::string> lambda_components() const;
@@ -165,6 +196,8 @@ private:
   void stop_component(const std::string& name);
   void start_component(std::shared_ptr<job> j, component_plan p);
   void run_main(std::shared_ptr<job> j, const std::string& name);
+  void main_exited(std::shared_ptr<job> j, const std::string& name, uint64_t gen, uint64_t wait,
+                   bool is_startup, const grove::process_exit& e);
   void apply_plugin(std::shared_ptr<job> j, const component_plan& p);
   void plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo);
   void settle_plugin(std::shared_ptr<job> j, const std::string& name);

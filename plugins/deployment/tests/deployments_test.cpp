@@ -9,6 +9,7 @@
 
 #include "api_fixture.hpp"
 #include "render.hpp"
+#include "store_rows.hpp"
 
 using namespace grove::deployment;
 using nlohmann::json;
@@ -434,4 +435,108 @@ BOOST_FIXTURE_TEST_CASE(operator_calls_for_grovectl, fixture) {
   auto i = service->operator_call("ListInstalledComponents", "", "", "", "");
   BOOST_REQUIRE_EQUAL(i.status, 200);
   BOOST_CHECK_EQUAL(json::parse(i.body)["installedComponents"][0]["lifecycleState"], "BROKEN");
+}
+
+// Tags of deployment ARNs (issue 15): CreateDeployment's `tags`, then TagResource,
+// UntagResource and ListTagsForResource on `arn:aws:greengrass:<region>:<account>:
+// deployments:<id>` as botocore's greengrassv2 model has them; GetDeployment shows the
+// tags as they are now; they survive a reopen of the store; deleting the deployment
+// drops them.
+BOOST_FIXTURE_TEST_CASE(deployment_arn_tags, fixture) {
+  auto id = deploy_ok({{"targetArn", thing}, {"tags", {{"site", "lab"}, {"owner", "ops"}}}});
+  auto arn = "arn:aws:greengrass:us-east-1:123456789012:deployments:" + id;
+  auto list = [&](const std::string& a) { return call("GET", "/tags/" + a); };
+  auto r = list(arn);
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  BOOST_CHECK_EQUAL(json::parse(r.body)["tags"], (json{{"site", "lab"}, {"owner", "ops"}}));
+  r = call("POST", "/tags/" + arn, json{{"tags", {{"site", "field"}, {"tier", "1"}}}}.dump());
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  r = call("DELETE", "/tags/" + arn + "?tagKeys=owner&tagKeys=absent");
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  auto want = json{{"site", "field"}, {"tier", "1"}};
+  BOOST_CHECK_EQUAL(json::parse(list(arn).body)["tags"], want);
+  BOOST_CHECK_EQUAL(get(id)["tags"], want);
+  // Refused whole: past 50 tags, an empty change, no keys; nothing changes.
+  json many = json::object();
+  for (int i = 0; i < 49; ++i)
+    many["k" + std::to_string(i)] = "v";
+  r = call("POST", "/tags/" + arn, json{{"tags", many}}.dump());
+  BOOST_CHECK_EQUAL(r.status, 400);
+  BOOST_CHECK_EQUAL(type_of(r), "ValidationException");
+  BOOST_CHECK(r.body.find("at most 50 tags") != std::string::npos);
+  BOOST_CHECK_EQUAL(call("POST", "/tags/" + arn, json{{"tags", json::object()}}.dump()).status, 400);
+  BOOST_CHECK_EQUAL(call("DELETE", "/tags/" + arn).status, 400);
+  BOOST_CHECK_EQUAL(json::parse(list(arn).body)["tags"], want);
+  // Another region, account or an unknown id: ResourceNotFoundException.
+  for (auto other : {"arn:aws:greengrass:eu-west-1:123456789012:deployments:" + id,
+                     "arn:aws:greengrass:us-east-1:999999999999:deployments:" + id,
+                     std::string{"arn:aws:greengrass:us-east-1:123456789012:deployments:no-such-id"}}) {
+    r = list(other);
+    BOOST_CHECK_EQUAL(r.status, 404);
+    BOOST_CHECK_EQUAL(type_of(r), "ResourceNotFoundException");
+    BOOST_CHECK_EQUAL(call("POST", "/tags/" + other, json{{"tags", {{"a", "b"}}}}.dump()).status,
+                      404);
+  }
+  // A reopen of the store (a restart of groved) keeps them.
+  open();
+  BOOST_CHECK_EQUAL(json::parse(list(arn).body)["tags"], want);
+  // Deleted (after a cancel): the tags go with it.
+  BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + id + "/cancel").status, 200);
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 204);
+  BOOST_CHECK_EQUAL(list(arn).status, 404);
+  auto tagged = store->with_store([&](grove::store& db) {
+    int n = 0;
+    auto err = each_row(db, "SELECT COUNT(*) FROM deployments WHERE id = ?",
+                       [&](const grove::statement& s) {
+                         n = static_cast<int>(s.column_int64(0));
+                         return false;
+                       },
+                       id);
+    return err ? -1 : n;
+  });
+  BOOST_CHECK_EQUAL(tagged, 0);
+}
+
+// Schema 6 moves deployments' tags into a column of their own: a journal written before
+// (schema 5, the tags only in the request) keeps its deployments' tags.
+BOOST_AUTO_TEST_CASE(a_schema_5_journal_keeps_its_deployments_tags) {
+  auto dir = std::filesystem::temp_directory_path()
+             / ("deployment_tags_mig_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    grove::store_options opts;
+    opts.application_id = 0x47524450;
+    // Schema 5 as far as this test reads it: the deployments table of schema 3.
+    for (int v = 1; v <= 4; ++v)
+      opts.migrations.push_back({v, "", {}});
+    opts.migrations.push_back({5,
+                               "CREATE TABLE deployments("
+                               " seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                               " target_arn TEXT NOT NULL, name TEXT NOT NULL,"
+                               " revision INTEGER NOT NULL, request TEXT NOT NULL,"
+                               " status TEXT NOT NULL, execution TEXT NOT NULL,"
+                               " reason TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+                               " modified_ms INTEGER NOT NULL);",
+                               {}});
+    auto db = grove::store::open(dir / "c.db", std::move(opts));
+    BOOST_REQUIRE(db);
+    BOOST_REQUIRE(!(*db)->run(
+      "INSERT INTO deployments(id, target_arn, name, revision, request, status, execution, "
+      "reason, created_ms, modified_ms) VALUES "
+      "('tagged', 't', '', 1, '{\"tags\":{\"site\":\"lab\"}}', 'COMPLETED', 'SUCCEEDED', '', 1, 1),"
+      "('plain', 't', '', 2, '{\"components\":{}}', 'ACTIVE', 'QUEUED', '', 2, 2),"
+      "('broken', 't', '', 3, 'not json', 'ACTIVE', 'QUEUED', '', 3, 3)"));
+  }
+  auto s = component_store::open(dir / "c.db");
+  BOOST_REQUIRE(s);
+  auto tags_of = [&](const std::string& id) {
+    auto d = (*s)->deployment(id);
+    BOOST_REQUIRE(d && *d);
+    return json::parse((**d).tags);
+  };
+  BOOST_CHECK_EQUAL(tags_of("tagged"), (json{{"site", "lab"}}));
+  BOOST_CHECK_EQUAL(tags_of("plain"), json::object());
+  BOOST_CHECK_EQUAL(tags_of("broken"), json::object());
+  s->reset();
+  std::filesystem::remove_all(dir);
 }

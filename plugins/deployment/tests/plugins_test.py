@@ -149,7 +149,8 @@ else:
     # ---- after kill -9: the current deployment applied again, plugins included ---------
     hb = wait(lambda: (lambda p: p.get("state") == "running" and p)(plugin("heartbeat")), 30)
     check("after kill -9 and a restart the deployment plugin loads heartbeat again, from "
-          "2.0.0's build", hb and hb.get("library") == ARTIFACT_LIB, hb)
+          "2.0.0's build at once (its artifact, no reload)",
+          hb and hb.get("library") == ARTIFACT_LIB and hb.get("last_reload") == "", hb)
     check("... with the deployed configuration (300 ms on e2e/beat), RUNNING",
           wait(lambda: beating() == "300 ms on e2e/beat", 10)
           and wait(lambda: installed().get(HEARTBEAT, {}).get("lifecycleState") == "RUNNING", 10),
@@ -190,9 +191,9 @@ else:
     d = deploy({HEARTBEAT: {"componentVersion": "2.0.0",
                             "configurationUpdate": {"merge": '{"interval_ms": 300}'}}})
     hb = plugin("heartbeat")
-    check("... the same set deployed again -> COMPLETED: loaded and swapped to 2.0.0's build, "
-          "RUNNING", d.get("deploymentStatus") == "COMPLETED" and hb.get("state") == "running"
-          and hb.get("library") == ARTIFACT_LIB
+    check("... the same set deployed again -> COMPLETED: loaded from 2.0.0's build (no "
+          "reload), RUNNING", d.get("deploymentStatus") == "COMPLETED" and hb.get("state") == "running"
+          and hb.get("library") == ARTIFACT_LIB and hb.get("last_reload") == ""
           and installed().get(HEARTBEAT, {}).get("lifecycleState") == "RUNNING", (d, hb))
 
     # ---- removed: unloaded --------------------------------------------------------------

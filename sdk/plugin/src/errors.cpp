@@ -29,6 +29,7 @@ const char* to_string(errc x) noexcept {
     case errc::invalid_state: return "invalid_state";
     case errc::not_authorized: return "not_authorized";
     case errc::already_served: return "already_served";
+    case errc::conflict: return "conflict";
   }
   return "unknown";
 }

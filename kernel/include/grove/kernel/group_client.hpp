@@ -6,9 +6,12 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
+#include "grove/errors.hpp"
 #include "grove/group.pb.h"
 #include "grove/rpc.hpp"
 
@@ -65,15 +68,77 @@ inline void get(context& ctx, std::chrono::milliseconds timeout,
 
 /// Replaces the group with `document` (YAML or JSON, the group file's shape) from a
 /// plugin whose profile entry has `may_set_group`; `f` runs on the plugin's actor with the
-/// group then in force, or the kernel's reason for refusing it (nothing changed).
+/// group then in force, or the kernel's reason for refusing it (nothing changed). With
+/// `expected_version` (the version the document was computed from) the kernel refuses
+/// with errc::conflict when the group in force is another one: use `edit` for that.
 inline void set(context& ctx, std::string document, std::chrono::milliseconds timeout,
-                std::function<void(caf::expected<group::Group>)> f) {
+                std::function<void(caf::expected<group::Group>)> f,
+                std::optional<uint64_t> expected_version = std::nullopt) {
   set_rpc rpc{std::string{set_topic}};
   group::SetRequest req;
   req.set_document(std::move(document));
+  if (expected_version)
+    req.set_expected_version(*expected_version);
   ctx.call(rpc.encode(req), timeout, [f = std::move(f)](caf::expected<Envelope> reply) {
     f(set_rpc::decode(from_kernel(std::move(reply))));
   });
+}
+
+/// How often `edit` reads and recomputes after a conflict before it gives up.
+inline constexpr int edit_attempts = 8;
+
+/// A read-modify-write of the group that never loses a concurrent change: reads the
+/// group in force, `compute` turns it into the new document (or an error, which ends the
+/// edit), and sets it as a compare-and-set on the version read. A conflict (someone else
+/// changed the group meanwhile) reads again and recomputes, up to edit_attempts times.
+/// `compute` and `f` run on the plugin's actor; `f` gets the group then in force.
+inline void edit(context& ctx, std::chrono::milliseconds timeout,
+                 std::function<caf::expected<std::string>(const group::Group&)> compute,
+                 std::function<void(caf::expected<group::Group>)> f) {
+  struct state {
+    context* ctx;
+    std::chrono::milliseconds timeout;
+    std::function<caf::expected<std::string>(const group::Group&)> compute;
+    std::function<void(caf::expected<group::Group>)> f;
+    int attempt = 0;
+  };
+  auto st = std::make_shared<state>(state{&ctx, timeout, std::move(compute), std::move(f)});
+  // Each attempt holds the state; the last callback lets it go.
+  auto attempt = std::make_shared<std::function<void(std::shared_ptr<state>)>>();
+  *attempt = [weak = std::weak_ptr{attempt}](std::shared_ptr<state> st) {
+    auto again = weak.lock();
+    if (!again)
+      return;
+    ++st->attempt;
+    get(*st->ctx, st->timeout, [st, again](caf::expected<group::Group> now) {
+      if (!now) {
+        st->f(std::move(now.error()));
+        return;
+      }
+      auto doc = st->compute(*now);
+      if (!doc) {
+        st->f(std::move(doc.error()));
+        return;
+      }
+      set(
+        *st->ctx, std::move(*doc), st->timeout,
+        [st, again](caf::expected<group::Group> r) {
+          if (!r && r.error() == errc::conflict && st->attempt < edit_attempts) {
+            (*again)(st);
+            return;
+          }
+          if (!r && r.error() == errc::conflict) {
+            st->f(caf::expected<group::Group>{
+              make_error(errc::conflict, message_of(r.error()) + " (gave up after "
+                                           + std::to_string(st->attempt) + " attempts)")});
+            return;
+          }
+          st->f(std::move(r));
+        },
+        now->version());
+    });
+  };
+  (*attempt)(std::move(st));
 }
 
 /// Asks for the group through a blocking transport `send(Envelope) ->

@@ -10,6 +10,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -113,9 +114,12 @@ public:
   /// would: validated first (a refused one changes nothing, the error says why), then
   /// written to the group file atomically (temporary file, fsync, rename) and applied.
   /// `caller` is the plugin asking; it must have `may_set_group` in the profile.
+  /// With `expected_version`, a compare-and-set: errc::conflict, and nothing changes,
+  /// when the group in force (after an unread edit of the file) has another version.
   /// Thread-safe with the file watcher.
-  caf::expected<std::shared_ptr<const group::Group>> set_group(std::string_view caller,
-                                                               const std::string& document);
+  caf::expected<std::shared_ptr<const group::Group>>
+  set_group(std::string_view caller, const std::string& document,
+            std::optional<uint64_t> expected_version = std::nullopt);
 
   /// Answers one request of the kernel's control service (control_client.hpp):
   /// `$grove/kernel/status` for anyone, `$grove/kernel/plugins/{load,unload,reload,

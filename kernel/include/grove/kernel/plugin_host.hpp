@@ -141,8 +141,10 @@ public:
   /// slot, and runs init and start. On any error nothing stays loaded. The name is
   /// taken from the first check on, so of concurrent loads of one name only one can
   /// start; an init that outlasts `init_timeout` fails the load (errc::timeout) and
-  /// its slot is abandoned (see abandoned()).
-  caf::error load(const plugin_spec& spec);
+  /// its slot is abandoned (see abandoned()). `library`: the file to load instead of
+  /// `<plugin_dir>/lib<name>.so` (checked by the caller; a reload without a path loads it
+  /// again).
+  caf::error load(const plugin_spec& spec, const std::filesystem::path& library = {});
 
   /// Checks what load() would check (library, ABI, schema, config) without starting.
   caf::error check(const plugin_spec& spec);
@@ -215,7 +217,7 @@ private:
   /// Applies `level` to a loaded plugin (logger, status, an isolated child).
   static void apply_level(const loaded& p, const std::string& level);
 
-  caf::expected<plugin_library_ptr> open(const plugin_spec& spec,
+  caf::expected<plugin_library_ptr> open(const plugin_spec& spec, const std::filesystem::path& library,
                                          YAML::Node* validated);
 
   /// Sends `(atom, req)` (a reload or a reconfiguration) to the slot of `name` and

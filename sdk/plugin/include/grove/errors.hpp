@@ -49,6 +49,8 @@ enum class errc : uint8_t {
   not_authorized,
   /// A request topic is already served by another plugin (serve claims are exclusive).
   already_served,
+  /// A compare-and-set found the state changed since the caller read it (re-read, retry).
+  conflict,
 };
 
 /// Returns the name of an error code, e.g. "invalid_config".

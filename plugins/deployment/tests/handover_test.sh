@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Generic components across a hot reload of the deployment plugin (issue 15): groved runs
+# the deployment plugin over TLS; the AWS CLI deploys e2e.Keep (a run that ticks to its log
+# forever). `grovectl reload deployment` hands its process to the new instance
+# (context::keep_process): the same pid runs on, RUNNING, its log still written. The new
+# instance supervises it: a kill -9 of it is noticed and it runs again (v2 restart rules,
+# new pid), and a deployment without it stops it.
+# Usage: handover_test.sh GROVED GROVECTL GROVE_CERTS
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+AWS=/usr/bin/aws
+# shellcheck source=../../../tests/support/grove_test_lib.sh
+source "$HERE/../../../tests/support/grove_test_lib.sh"
+grove_test_init grove-deployment-handover "$AWS" jq openssl
+# shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
+test_cleanup() {
+  for p in /proc/[0-9]*; do
+    grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
+  done
+}
+
+make_server_pki
+PORT=$(free_port)
+KEY=AKIAGROVETEST00001
+SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+cat >"$WORK/profile.yaml" <<YAML
+kernel:
+  log_level: info
+plugins:
+  - name: deployment
+    config:
+      thing_name: core-1
+      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+YAML
+launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
+export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
+THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
+WORKDIR=$WORK/var/plugins/deployment/components/work
+LOG=$WORK/var/logs/components/e2e.Keep.log
+PIDFILE=$WORKDIR/e2e.Keep/pid
+state() {  # state NAME: its lifecycleState
+  gg list-installed-components --core-device-thing-name core-1 |
+    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
+}
+deploy() {  # deploy COMPONENTS_JSON: the deployment's status once it settles
+  local id st
+  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
+  for _ in $(seq 1 300); do
+    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
+    [[ $st == COMPLETED || $st == FAILED ]] && break
+    sleep 0.1
+  done
+  echo "$st"
+}
+ticks() { grep -c '^tick' "$LOG" 2>/dev/null; }
+export -f gg state
+export AWS PORT
+alive() { [[ -n $1 && -d /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+export -f alive
+
+cat >"$WORK/keep.yaml" <<'YAML'
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Keep
+ComponentVersion: '1.0.0'
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: echo installed >> {work:path}/installs
+      run: echo $$ > {work:path}/pid; exec /bin/sh -c 'while :; do echo tick; sleep 0.1; done'
+YAML
+cat >"$WORK/other.yaml" <<'YAML'
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Other
+ComponentVersion: '1.0.0'
+YAML
+gg create-component-version --inline-recipe "fileb://$WORK/keep.yaml" >/dev/null 2>&1
+gg create-component-version --inline-recipe "fileb://$WORK/other.yaml" >/dev/null 2>&1
+check "aws create-deployment of e2e.Keep -> COMPLETED" \
+  test "$(deploy '{"e2e.Keep": {"componentVersion": "1.0.0"}}')" == COMPLETED
+check "... e2e.Keep RUNNING, its run alive and ticking to its log" \
+  bash -c 'for _ in $(seq 1 50); do alive "$(cat "$0" 2>/dev/null)" && [[ $(grep -c ^tick "$1") -gt 2 ]] && exit 0; sleep 0.1; done; exit 1' "$PIDFILE" "$LOG"
+check "... ListInstalledComponents: RUNNING" test "$(state e2e.Keep)" == RUNNING
+PID=$(cat "$PIDFILE")
+
+# ---- the hot reload: the process is handed over, not stopped and started again ----------
+"$GROVECTL" reload deployment >"$WORK/reload.out" 2>&1
+check "grovectl reload deployment -> exit 0, state carried over" \
+  bash -c '[[ $0 == 0 ]] && grep -q "state carried over" "$1"' "$?" "$WORK/reload.out"
+[[ $FAILED == 0 ]] || cat "$WORK/reload.out"
+status_matches "deployment .* running" || abort "the deployment plugin did not come back"
+check "... the new instance took e2e.Keep's run over (pid $PID)" \
+  wait_for "$WORK/groved.out" "e2e.Keep 1.0.0: its run (pid $PID) taken over from the last instance" 100
+check "... the same process runs on: pid $PID alive, the pid file unchanged, install not run again" \
+  bash -c 'alive "$1" && [[ $(cat "$0") == "$1" && $(wc -l < "$2") == 1 ]]' "$PIDFILE" "$PID" "$WORKDIR/e2e.Keep/installs"
+check "... ListInstalledComponents (the new instance): RUNNING" \
+  bash -c 'for _ in $(seq 1 50); do [[ $("$0" e2e.Keep) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1' state
+# The current deployment, applied again by the new instance, finds it unchanged and running.
+check "... and it stays the same process once the new instance applied the deployment again" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(grep -cE "deployment: [0-9a-f-]+ applied$" "$0") -ge 2 ]] && break; sleep 0.1; done
+           [[ $(grep -cE "deployment: [0-9a-f-]+ applied$" "$0") -ge 2 ]] && alive "$1" && [[ $(cat "$2") == "$1" ]]' \
+  "$WORK/groved.out" "$PID" "$PIDFILE"
+BEFORE=$(ticks)
+check "... its log is still written (more ticks after the reload)" \
+  bash -c 'for _ in $(seq 1 50); do [[ $(grep -c ^tick "$0") -gt $1 ]] && exit 0; sleep 0.1; done; exit 1' "$LOG" "$BEFORE"
+
+# ---- its exit is noticed by the new instance: run again (new pid), RUNNING ---------------
+kill -9 "$PID"
+check "kill -9 of the adopted run: it runs again with a new pid" \
+  bash -c 'for _ in $(seq 1 100); do n=$(cat "$0" 2>/dev/null); [[ -n $n && $n != "$1" ]] && alive "$n" && exit 0; sleep 0.1; done; exit 1' "$PIDFILE" "$PID"
+check "... the new instance logged the crash (run killed by signal 9)" \
+  wait_for "$WORK/groved.out" "e2e.Keep 1.0.0: ERRORED: run killed by signal 9" 50
+check "... ListInstalledComponents: RUNNING again" \
+  bash -c 'for _ in $(seq 1 50); do [[ $("$0" e2e.Keep) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1' state
+PID2=$(cat "$PIDFILE")
+
+# ---- a second reload, then a deployment without it stops it ----------------------------
+"$GROVECTL" reload deployment >"$WORK/reload2.out" 2>&1
+check "a second reload -> exit 0; the restarted run (pid $PID2) is handed over too" \
+  bash -c '[[ $0 == 0 ]] && for _ in $(seq 1 100); do grep -q "its run (pid $1) taken over" "$2" && exit 0; sleep 0.1; done; exit 1' \
+  "$?" "$PID2" "$WORK/groved.out"
+check "a deployment without e2e.Keep -> COMPLETED" \
+  test "$(deploy '{"e2e.Other": {"componentVersion": "1.0.0"}}')" == COMPLETED
+check "... the adopted run (pid $PID2) is stopped by the instance that adopted it" \
+  bash -c 'for _ in $(seq 1 100); do alive "$0" || exit 0; sleep 0.1; done; exit 1' "$PID2"
+check "... e2e.Keep is no longer listed" test -z "$(state e2e.Keep)"
+check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
+[[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|reload" "$WORK/groved.out" | tail -n 60; }
+finish
