@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <deque>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <unordered_map>
 #include <utility>
 

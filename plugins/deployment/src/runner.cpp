@@ -138,7 +138,8 @@ bool is_lambda(const json& recipe) {
 }
 
 // A model component: its DefaultConfiguration has ml_inference's resource key (the
-// model's settings), and its artifact is the model (README.md, "Model components").
+// model's settings), and its artifact is the model (README.md, "Model components under
+// ml_inference").
 bool is_model(const json& recipe) {
   const json* cc = member(recipe, "ComponentConfiguration");
   const json* dc = cc ? member(*cc, "DefaultConfiguration") : nullptr;
@@ -174,7 +175,14 @@ caf::expected<std::string> model_resource(const component_plan& p) {
   fs::path file;
   if (auto it = cfg.find("path"); it != cfg.end() && it->is_string()) {
     fs::path given{it->get<std::string>()};
-    file = given.is_absolute() ? given : dir / given;
+    // Only one of the component's own artifacts: relative, and not out of the directory.
+    if (given.empty() || given.is_absolute()
+        || std::any_of(given.begin(), given.end(), [](const fs::path& part) { return part == ".."; }))
+      return grove::make_error(grove::errc::invalid_config,
+                               key + ".path: '" + given.string()
+                                 + "' must name a file of the component's artifacts, "
+                                   "relative to {artifacts:path}");
+    file = dir / given;
   } else {
     std::vector<fs::path> found;
     std::error_code ec;

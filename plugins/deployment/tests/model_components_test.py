@@ -167,6 +167,17 @@ check("after the rollback the unloadable model is gone, 2.0.0 and conv_relu serv
 ok, version, diff = infer_cnn()
 check("the component's model still answers", ok and version == "2.0.0", (ok, version))
 
+# A configuration naming a file outside the component's artifacts is refused by name.
+esc = model_component("1.0.0", cnn["zip"]["path"],
+                      "{path: ../../../../../local/models/conv_relu.onnx}", name="e2e.Escape")
+wait(lambda: state(esc)["componentState"] == "DEPLOYABLE", 30)
+d = deploy({NAME: {"componentVersion": "2.0.0"}, "e2e.Escape": {"componentVersion": "1.0.0"}})
+reason = d.get("effective", {}).get("reason", "")
+check("a path out of the component's artifacts fails the deployment naming the key",
+      d.get("deploymentStatus") == "FAILED"
+      and "localMachineLearningModelResourceData.path" in reason, d)
+check("and 2.0.0 serves on", models().get(NAME, {}).get("version") == "2.0.0", models())
+
 # A deployment without it: its model is unloaded, the group's own serves on.
 other = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: e2e.Other\nComponentVersion: '1.0.0'\n"
          f"Manifests:\n  - Platform: {{os: linux}}\n    Lifecycle: {{run: 'sleep 600'}}\n")
