@@ -123,6 +123,9 @@ def load():
 clients = [threading.Thread(target=load) for _ in range(2)]
 for t in clients:
     t.start()
+# The clients are answered by 1.0.0 before the deployment begins (a loaded machine may
+# take longer to start them than the deployment takes).
+wait(lambda: len([r for r in results if r[1] == "1.0.0"]) >= 2, 30)
 d = deploy({NAME: {"componentVersion": "2.0.0"}})
 wait(lambda: len([r for r in results if r[1] == "2.0.0"]) >= 3, 30)
 stop.set()
