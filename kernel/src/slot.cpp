@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "grove/rpc.hpp"
 
@@ -396,26 +398,57 @@ public:
         setup_.log->warn("reply refused: {}", describe(err));
         result = std::move(err);
       }
-    if (!on_actor_thread()) {
-      // Promises belong to the actor; hop over to it (the reply was written here).
+    if (on_actor_thread()) {
+      answer_here(req.id(), std::move(result));
+      return;
+    }
+    // Another thread (a plugin's worker): the promise is taken out under the lock and the
+    // reply written straight into the requester's mailbox (safe from any thread, like an
+    // anon_send), so it skips a hop through this actor. Not promise.deliver(): in CAF 0.17
+    // it reads this actor's execution unit (local_actor::context()) unsynchronised and
+    // schedules the requester on it. A promise with forwarding stages still hops over.
+    caf::response_promise rp;
+    {
+      std::lock_guard guard{promises_mtx_};
+      auto i = promises_.find(req.id());
+      if (i == promises_.end()) {
+        setup_.log->warn("reply to unknown or already answered request {}", req.id());
+        return;
+      }
+      if (i->second.stages().empty() && i->second.source()) {
+        rp = std::move(i->second);
+        promises_.erase(i);
+      }
+    }
 #if GROVE_TSAN
-      if (ep())
-        GROVE_TSAN_RELEASE(ep().get());
+    // Acquired by the requester (kernel::request, an isolated plugin's bridge).
+    if (ep())
+      GROVE_TSAN_RELEASE(ep().get());
 #endif
+    if (!rp.source()) {
       if (result)
         send(this, reply_atom::value, req.id(), std::move(*result));
       else
         send(this, reply_atom::value, req.id(), std::move(result.error()));
       return;
     }
-    answer_here(req.id(), std::move(result));
+    auto msg = result ? caf::make_message(std::move(*result))
+                      : caf::make_message(std::move(result.error()));
+    rp.source()->enqueue(caf::strong_actor_ptr{ctrl()}, rp.id().response_id(), std::move(msg),
+                         nullptr);
   }
 
   void answer_here(uint64_t id, caf::expected<Envelope> result) {
-    auto i = promises_.find(id);
-    if (i == promises_.end()) {
-      setup_.log->warn("reply to unknown or already answered request {}", id);
-      return;
+    caf::response_promise rp;
+    {
+      std::lock_guard guard{promises_mtx_};
+      auto i = promises_.find(id);
+      if (i == promises_.end()) {
+        setup_.log->warn("reply to unknown or already answered request {}", id);
+        return;
+      }
+      rp = std::move(i->second);
+      promises_.erase(i);
     }
 #if GROVE_TSAN
     // Acquired by the requester (kernel::request, an isolated plugin's bridge).
@@ -423,10 +456,15 @@ public:
       GROVE_TSAN_RELEASE(ep().get());
 #endif
     if (result)
-      i->second.deliver(std::move(*result));
+      rp.deliver(std::move(*result));
     else
-      i->second.deliver(std::move(result.error()));
-    promises_.erase(i);
+      rp.deliver(std::move(result.error()));
+  }
+
+  // The promises of requests in hand, taken out (answered by the caller, on the actor).
+  std::unordered_map<uint64_t, caf::response_promise> take_promises() {
+    std::lock_guard guard{promises_mtx_};
+    return std::exchange(promises_, {});
   }
 
   void report_failure(caf::error reason) {
@@ -594,7 +632,7 @@ protected:
     kept_.clear();
     timers_.clear();
     pending_.clear();
-    promises_.clear();
+    take_promises();
     handlers_.clear();
     drop_watches();
     if (setup_.ep)
@@ -722,9 +760,8 @@ private:
     // Handlers and waiters are plugin code: gone before the library may close.
     handlers_.clear();
     drop_watches();
-    for (auto& [id, rp] : promises_)
+    for (auto& [id, rp] : take_promises())
       rp.deliver(make_error(errc::plugin_failed, setup_.name + " stopped: " + why));
-    promises_.clear();
     inst_.reset();
   }
 
@@ -741,7 +778,10 @@ private:
           errc::no_route, "'" + setup_.name + "' no longer serves '" + msg.topic() + "'"));
         return;
       }
-      promises_.emplace(msg.id(), make_response_promise());
+      {
+        std::lock_guard guard{promises_mtx_};
+        promises_.emplace(msg.id(), make_response_promise());
+      }
       // Copy: the handler may unserve its own claim.
       auto handler = i->second;
       err = guarded("request handler", [&] { handler(msg); });
@@ -970,6 +1010,9 @@ private:
   timer_id next_timer_ = 1;
   std::unordered_map<uint64_t, response_handler> pending_;
   uint64_t next_request_ = 1;
+  // Requests handed to the plugin, not yet answered. Guarded: a plugin's worker thread
+  // takes its promise out to answer directly (answer()).
+  std::mutex promises_mtx_;
   std::unordered_map<uint64_t, caf::response_promise> promises_;
   failure_tracker failures_;
   // Guards what post_call and submit_blocking read from other threads.

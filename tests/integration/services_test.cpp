@@ -1,6 +1,10 @@
 #define BOOST_TEST_MODULE services_test
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "kernel_fixture.hpp"
 #include "grove/group.pb.h"
 #include "grove/rpc.hpp"
@@ -49,6 +53,31 @@ void both_kinds(F body) {
 using echo_rpc = rpc<Envelope, Envelope>;
 
 } // namespace
+
+// [services-1] Answers from a thread of the plugin's own (not its slot) reach their
+// requesters, each its own, from many requesters at once; a second answer is ignored.
+BOOST_AUTO_TEST_CASE(answers_from_a_plugin_thread_reach_their_requesters) {
+  both_kinds([](env& e) {
+    BOOST_REQUIRE(!e.load("echo", "{serve: svc/t, prefix: 'r:'}"));
+    std::atomic<int> right{0}, wrong{0};
+    std::vector<std::thread> requesters;
+    for (int t = 0; t < 8; ++t)
+      requesters.emplace_back([&, t] {
+        for (int i = 0; i < 25; ++i) {
+          auto p = std::to_string(t) + "." + std::to_string(i);
+          auto r = e.request("svc/t", "thread:" + p);
+          (r && r->payload() == "r:" + p ? right : wrong)++;
+        }
+      });
+    for (auto& t : requesters)
+      t.join();
+    BOOST_TEST(right.load() == 200);
+    BOOST_TEST(wrong.load() == 0);
+    // The slot's own answers are unchanged beside them.
+    auto r = e.request("svc/t", "x");
+    BOOST_TEST((r && r->payload() == "r:x"));
+  });
+}
 
 // [services-2] A claim overlapping another plugin's is a load error naming both.
 BOOST_AUTO_TEST_CASE(a_second_claim_is_a_load_error_naming_both_plugins) {

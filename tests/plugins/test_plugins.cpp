@@ -110,6 +110,9 @@ public:
   void stop() override {
     if (auto gate = ctx_->config()["stop_gate"].as<std::string>(); !gate.empty())
       wait_at_gate(gate);
+    for (auto& t : repliers_)
+      t.join();
+    repliers_.clear();
   }
 
   caf::error start() override {
@@ -126,6 +129,15 @@ public:
   // Answers a request the way the echo answers a publish.
   void answer(const grove::Envelope& msg) {
     ++seen_;
+    if (msg.payload().starts_with("thread:")) {
+      // [services-1] Answered from a thread of the plugin's own, off its slot, twice (the
+      // second answer is logged and ignored). Joined in stop().
+      repliers_.emplace_back([this, msg] {
+        ctx_->reply(msg, prefix_ + msg.payload().substr(7));
+        ctx_->reply(msg, "a second answer");
+      });
+      return;
+    }
     if (msg.payload() == "fail")
       ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_state, "asked to fail"));
     else if (msg.payload() != "ignore")
@@ -222,6 +234,7 @@ private:
   std::string claim_as_;
   std::string call_as_;
   uint64_t seen_ = 0;
+  std::vector<std::thread> repliers_;
   grove::counter seen_counter_;
   grove::gauge size_gauge_;
   grove::counter_family by_payload_;

@@ -76,5 +76,9 @@ fi
 if [ -x "$build/bin/ml_bench" ]; then
   "$build/bin/ml_bench" 1000 3 || rc=1
 fi
+# The same models through a pinned C++ function's infer() (function_runtime).
+if [ -x "$build/bin/ml_function_bench" ]; then
+  "$build/bin/ml_function_bench" 1000 || rc=1
+fi
 # Non-zero only when a benchmark could not run; missing a target is not a failure.
 exit $rc

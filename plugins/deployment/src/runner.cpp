@@ -16,6 +16,7 @@
 
 #include "grove/control.pb.h"
 #include "grove/function_runtime/client.hpp"
+#include "grove/ml_inference/client.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/group_client.hpp"
@@ -134,6 +135,79 @@ bool skip(const std::string& rule) {
 bool is_lambda(const json& recipe) {
   const json* t = member(recipe, "ComponentType");
   return t && t->is_string() && *t == "aws.greengrass.lambda";
+}
+
+// A model component: its DefaultConfiguration has ml_inference's resource key (the
+// model's settings), and its artifact is the model (README.md, "Model components under
+// ml_inference").
+bool is_model(const json& recipe) {
+  const json* cc = member(recipe, "ComponentConfiguration");
+  const json* dc = cc ? member(*cc, "DefaultConfiguration") : nullptr;
+  if (dc == nullptr || !dc->is_object())
+    return false;
+  auto it = dc->find(std::string{ml_inference::model_resource_key});
+  return it != dc->end() && it->is_object();
+}
+
+// Run through the kernel (plugins, functions, models), not as processes of this runner.
+bool through_kernel(const std::string& name, const json& recipe) {
+  return !runner::plugin_of(name).empty() || is_lambda(recipe) || is_model(recipe);
+}
+
+bool model_file(const std::string& name) {
+  for (std::string_view ext : {".onnx", ".tar.gz", ".tgz", ".zip", ".tar"})
+    if (name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0)
+      return true;
+  return false;
+}
+
+// The group resource of model component `p`: its configuration's settings, `path` the
+// model artifact in {artifacts:path} (the one .onnx or package, or the file the
+// configuration's `path` names there), `sha256` the stored artifact's (its name in the
+// content-addressed store), `version` the component's unless the configuration sets one.
+caf::expected<std::string> model_resource(const component_plan& p) {
+  namespace fs = std::filesystem;
+  auto key = std::string{ml_inference::model_resource_key};
+  json cfg = json::object();
+  if (auto it = p.configuration.find(key); it != p.configuration.end() && it->is_object())
+    cfg = *it;
+  fs::path dir{p.artifacts_path};
+  fs::path file;
+  if (auto it = cfg.find("path"); it != cfg.end() && it->is_string()) {
+    fs::path given{it->get<std::string>()};
+    // Only one of the component's own artifacts: relative, and not out of the directory.
+    if (given.empty() || given.is_absolute()
+        || std::any_of(given.begin(), given.end(), [](const fs::path& part) { return part == ".."; }))
+      return grove::make_error(grove::errc::invalid_config,
+                               key + ".path: '" + given.string()
+                                 + "' must name a file of the component's artifacts, "
+                                   "relative to {artifacts:path}");
+    file = dir / given;
+  } else {
+    std::vector<fs::path> found;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator{dir, ec})
+      if (model_file(e.path().filename().string()))
+        found.push_back(e.path());
+    std::sort(found.begin(), found.end());
+    if (found.size() != 1)
+      return grove::make_error(grove::errc::invalid_config,
+                               "a model component needs one artifact that is the model (.onnx, "
+                               ".tar.gz, .tgz, .zip), or " + key + ".path naming it; found "
+                                 + std::to_string(found.size()));
+    file = found.front();
+  }
+  std::error_code ec;
+  auto target = fs::read_symlink(file, ec);
+  auto hex = ec ? std::string{} : target.filename().string();
+  if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return grove::make_error(grove::errc::invalid_config,
+                             file.string() + " is not one of the component's stored artifacts");
+  cfg["path"] = file.lexically_normal().string();
+  cfg["sha256"] = hex;
+  if (!cfg.contains("version"))
+    cfg["version"] = p.version;
+  return json{{key, cfg}}.dump(); // JSON is YAML
 }
 
 std::string emit(const YAML::Node& doc) {
@@ -510,8 +584,7 @@ std::vector<std::string> runner::hard_dependants(const std::string& name) const 
   std::vector<std::string> reached{name}, out;
   for (const auto& n : order_) {
     auto it = components_.find(n);
-    if (it == components_.end() || n == name || !plugin_of(n).empty()
-        || is_lambda(it->second->plan.recipe))
+    if (it == components_.end() || n == name || through_kernel(n, it->second->plan.recipe))
       continue;
     const json* deps = member(it->second->plan.recipe, "ComponentDependencies");
     if (!deps || !deps->is_object())
@@ -711,7 +784,7 @@ void runner::begin(std::shared_ptr<job> j) {
         j->unloads.push_back(name); // by step(), through the kernel
       continue;
     }
-    if (is_lambda(c->plan.recipe)) {
+    if (is_lambda(c->plan.recipe) || is_model(c->plan.recipe)) {
       if (it == j->plan.end())
         j->lambda_gone.push_back(name); // by step(), out of the kernel's group
       continue;
@@ -792,8 +865,8 @@ void runner::stop_component(const std::string& name) {
   if (it == components_.end())
     return;
   auto& c = *it->second;
-  if (!plugin_of(name).empty() || is_lambda(c.plan.recipe))
-    return; // plugins and functions change through the kernel (step), not as processes
+  if (through_kernel(name, c.plan.recipe))
+    return; // plugins, functions and models change through the kernel (step), not as processes
   ++c.generation;
   if (c.proc) {
     set_state(c, "STOPPING");
@@ -831,8 +904,9 @@ void runner::step(std::shared_ptr<job> j) {
                       });
     return;
   }
-  // Lambda components leaving the set: their functions (and the subscriptions naming
-  // them, which the group could not keep) out of the group, in one change.
+  // Lambda and model components leaving the set: their functions (and the subscriptions
+  // naming them, which the group could not keep) and model resources out of the group, in
+  // one change.
   if (!j->lambda_gone.empty()) {
     auto names = std::move(j->lambda_gone);
     j->lambda_gone.clear();
@@ -846,10 +920,20 @@ void runner::step(std::shared_ptr<job> j) {
           return std::any_of(names.begin(), names.end(),
                              [&](const std::string& n) { return endpoint == "function:" + n; });
         };
-        YAML::Node functions{YAML::NodeType::Sequence}, subscriptions{YAML::NodeType::Sequence};
+        auto named = [&](const YAML::Node& n, const char* key) {
+          return std::find(names.begin(), names.end(), n[key].as<std::string>()) != names.end();
+        };
+        YAML::Node functions{YAML::NodeType::Sequence}, subscriptions{YAML::NodeType::Sequence},
+          resources{YAML::NodeType::Sequence};
         for (const auto& f : doc["functions"])
-          if (std::find(names.begin(), names.end(), f["name"].as<std::string>()) == names.end())
+          if (!named(f, "name"))
             functions.push_back(f);
+        // A model component's resource (ml_inference finishes its queue and drops it).
+        for (const auto& r : doc["resources"])
+          if (!named(r, "id") || !r["config"].IsMap()
+              || !r["config"][std::string{ml_inference::model_resource_key}].IsDefined())
+            resources.push_back(r);
+        doc["resources"] = resources;
         for (const auto& s : doc["subscriptions"])
           if (!gone(s["source"].as<std::string>()) && !gone(s["target"].as<std::string>()))
             subscriptions.push_back(s);
@@ -870,7 +954,8 @@ void runner::step(std::shared_ptr<job> j) {
           std::lock_guard guard{mtx_};
           components_.erase(n);
         }
-        ctx_.log().info("deployment: {} function(s) removed from the group", names.size());
+        ctx_.log().info("deployment: {} function(s) or model(s) removed from the group",
+                        names.size());
         step(j);
       });
     return;
@@ -924,6 +1009,10 @@ void runner::step(std::shared_ptr<job> j) {
     }
     if (is_lambda(p.recipe)) {
       apply_lambda(j, p);
+      return;
+    }
+    if (is_model(p.recipe)) {
+      apply_model(j, p);
       return;
     }
     auto it = components_.find(p.name);
@@ -1340,6 +1429,35 @@ void runner::refresh_plugins() {
                 }
               });
   }
+  bool models = std::any_of(components_.begin(), components_.end(),
+                            [](const auto& kv) { return is_model(kv.second->plan.recipe); });
+  if (models) {
+    // A model component's state is ml_inference's: serving, or failed with the reason (a
+    // group edit may also have taken its resource out).
+    ml_inference::models_rpc rpc{std::string{ml_inference::models_topic}};
+    ctx_.call(rpc.encode(ml::ModelsRequest{}), std::chrono::seconds{10},
+              [this, alive = alive_](caf::expected<Envelope> reply) {
+                if (!*alive || busy_)
+                  return;
+                auto list = ml_inference::models_rpc::decode(std::move(reply));
+                for (auto& [name, c] : components_) {
+                  if (!is_model(c->plan.recipe))
+                    continue;
+                  std::string state = "ERRORED";
+                  std::string details = list ? "ml_inference does not list its model"
+                                             : grove::describe(list.error());
+                  if (list)
+                    for (const auto& m : list->models())
+                      if (m.id() == name) {
+                        bool ok = m.state() == ml::ModelInfo::SERVING || m.loading();
+                        state = ok ? "RUNNING" : "ERRORED";
+                        details = ok ? "" : m.error();
+                      }
+                  if (state != c->state || (state != "RUNNING" && details != c->details))
+                    set_state(*c, state, details);
+                }
+              });
+  }
   bool any = std::any_of(components_.begin(), components_.end(),
                          [](const auto& kv) { return !plugin_of(kv.first).empty(); });
   if (!any)
@@ -1515,6 +1633,123 @@ void runner::wait_function(std::shared_ptr<job> j, std::string name,
               finish(j, false, name + " " + c.plan.version
                                  + ": its function did not come up under function_runtime: "
                                  + why);
+            });
+}
+
+void runner::apply_model(std::shared_ptr<job> j, const component_plan& p) {
+  auto it = components_.find(p.name);
+  if (it != components_.end() && it->second->plan.version == p.version
+      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
+      && !it->second->restored) {
+    ++j->index; // its model is in the group and serving
+    step(j);
+    return;
+  }
+  {
+    std::lock_guard guard{mtx_};
+    auto& slot = components_[p.name];
+    if (!slot)
+      slot = std::make_unique<component>();
+    slot->plan = p;
+    slot->stopped = false;
+    slot->restored = false;
+  }
+  auto& c = *components_.at(p.name);
+  set_state(c, "STARTING");
+  auto name = p.name;
+  auto res = model_resource(p);
+  if (!res) {
+    set_state(c, "ERRORED", grove::message_of(res.error()));
+    finish(j, false, name + " " + p.version + ": " + grove::message_of(res.error()));
+    return;
+  }
+  auto version = p.configuration.value(std::string{ml_inference::model_resource_key},
+                                       json::object())
+                   .value("version", p.version);
+  edit_group(
+    j,
+    [name, config = *res](YAML::Node& doc) {
+      YAML::Node r;
+      r["id"] = name;
+      r["config"] = YAML::Load(config);
+      bool replaced = false;
+      for (auto x : doc["resources"])
+        if (x["id"].as<std::string>() == name) {
+          x["config"] = r["config"];
+          replaced = true;
+        }
+      if (!replaced)
+        doc["resources"].push_back(r);
+    },
+    [this, j, name, version](caf::error err) {
+      auto it = components_.find(name);
+      if (it == components_.end())
+        return;
+      if (err) {
+        set_state(*it->second, "ERRORED", "group: " + grove::describe(err));
+        finish(j, false, name + " " + it->second->plan.version
+                           + ": the kernel refused the group with its model: "
+                           + grove::describe(err));
+        return;
+      }
+      wait_model(j, name, version, std::chrono::steady_clock::now() + j->timeout);
+    });
+}
+
+void runner::wait_model(std::shared_ptr<job> j, std::string name, std::string version,
+                        std::chrono::steady_clock::time_point deadline) {
+  // ml_inference takes the group from the kernel's event, queued to it before the kernel
+  // answered the set: ml-2 asked now shows the load it began (loading) or its outcome.
+  ml_inference::models_rpc rpc{std::string{ml_inference::models_topic}};
+  auto wait = ++j->wait;
+  ctx_.call(rpc.encode(ml::ModelsRequest{}), std::chrono::seconds{10},
+            [this, j, name, version, deadline, wait,
+             alive = alive_](caf::expected<Envelope> reply) {
+              if (!*alive || j->wait != wait)
+                return;
+              ++j->wait;
+              auto it = components_.find(name);
+              if (it == components_.end())
+                return;
+              auto& c = *it->second;
+              auto list = ml_inference::models_rpc::decode(std::move(reply));
+              std::string why = list ? "ml_inference does not list it" : grove::describe(list.error());
+              if (list)
+                for (const auto& m : list->models()) {
+                  if (m.id() != name || m.loading())
+                    continue;
+                  if (m.state() == ml::ModelInfo::SERVING && m.version() == version
+                      && m.error().empty()) {
+                    set_state(c, "RUNNING");
+                    ++c.generation;
+                    ++j->index;
+                    step(j);
+                    return;
+                  }
+                  // FAILED, or the previous version serving on with the new one's error.
+                  auto reason = m.error().empty() ? "version " + m.version() + " serves, not "
+                                                      + version
+                                                  : m.error();
+                  set_state(c, "ERRORED", reason);
+                  finish(j, false, name + " " + c.plan.version
+                                     + ": ml_inference could not load the model: " + reason);
+                  return;
+                }
+              bool no_plugin = !list && list.error() == grove::errc::no_route;
+              if (no_plugin)
+                why = "ml_inference is not running (nothing serves "
+                      + std::string{ml_inference::models_topic} + ")";
+              if (!no_plugin && std::chrono::steady_clock::now() < deadline) {
+                ctx_.after(std::chrono::milliseconds{100},
+                           [this, j, name, version, deadline, alive] {
+                             if (*alive)
+                               wait_model(j, name, version, deadline);
+                           });
+                return;
+              }
+              set_state(c, "ERRORED", why);
+              finish(j, false, name + " " + c.plan.version
+                                 + ": its model did not come up under ml_inference: " + why);
             });
 }
 

@@ -11,7 +11,9 @@
 // unloaded through the kernel's control service (control_client.hpp), its state the
 // kernel's. A Lambda component (ComponentType aws.greengrass.lambda) is a function of the
 // kernel's group, run by function_runtime: added, replaced and removed through the
-// kernel's `$grove/group/set`. At run time a generic component that errors or goes BROKEN
+// kernel's `$grove/group/set`; so is a model component (its configuration has
+// `localMachineLearningModelResourceData`): a model resource of the group whose file is
+// the component's artifact, loaded by ml_inference. At run time a generic component that errors or goes BROKEN
 // stops its HARD dependants (started again once it runs again), a run an apply started
 // that goes BROKEN within its timeout fails that apply late, and configuration builds on
 // what each component has (cumulative). A generic component's systemResourceLimits put its
@@ -203,6 +205,9 @@ private:
   void settle_plugin(std::shared_ptr<job> j, const std::string& name);
   void refresh_plugins();
   void apply_lambda(std::shared_ptr<job> j, const component_plan& p);
+  void apply_model(std::shared_ptr<job> j, const component_plan& p);
+  void wait_model(std::shared_ptr<job> j, std::string name, std::string version,
+                  std::chrono::steady_clock::time_point deadline);
   void wait_function(std::shared_ptr<job> j, std::string name,
                      std::chrono::steady_clock::time_point deadline);
   void edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,

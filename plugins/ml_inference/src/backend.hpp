@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,8 +22,16 @@ struct tensor {
   std::string name;
   /// Its dimensions.
   std::vector<int64_t> shape;
-  /// product(shape) elements.
+  /// product(shape) elements (empty when `borrowed` holds them).
   std::vector<float> data;
+  /// The elements when they are not copied: an input's float32 bytes inside the request
+  /// it came in (decode_tensors with borrow), which must outlive the tensor.
+  std::span<const float> borrowed;
+
+  /// The elements, wherever they are.
+  std::span<const float> values() const noexcept {
+    return borrowed.data() != nullptr ? borrowed : std::span<const float>{data};
+  }
 };
 
 /// One loaded copy of a model. Used by one thread at a time (a worker owns one).

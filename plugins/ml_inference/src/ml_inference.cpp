@@ -235,6 +235,7 @@ private:
       m->set_id(id);
       m->set_backend(backend_->name());
       m->set_error(e.error);
+      m->set_loading(e.loading);
       if (e.current) {
         m->set_state(ml::ModelInfo::SERVING);
         e.current->describe(*m);

@@ -42,9 +42,10 @@ public:
     try {
       for (const auto& in : inputs) {
         std::vector<int> dims(in.shape.begin(), in.shape.end());
-        // setInput copies the blob, so the Mat may point into the request's data.
+        // setInput copies the blob, so the Mat points into the request's own bytes (or
+        // the batch's concatenation): the one copy of the input on the way in.
         cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F,
-                     const_cast<float*>(in.data.data()));
+                     const_cast<float*>(in.values().data()));
         net_.setInput(blob, in.name);
       }
       std::vector<cv::Mat> outs;

@@ -1,6 +1,7 @@
 #include "request.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -43,7 +44,7 @@ bool batchable(const std::vector<input_def>& inputs) {
 
 caf::expected<decoded> decode_tensors(const InferRequest& req,
                                       const std::vector<input_def>& inputs,
-                                      uint64_t max_elements) {
+                                      uint64_t max_elements, bool borrow) {
   if (!req.image().empty())
     return make_error(errc::malformed, "an image request: the model has no preprocessing");
   decoded out;
@@ -101,17 +102,26 @@ caf::expected<decoded> decode_tensors(const InferRequest& req,
     tensor x;
     x.name = spec.name;
     x.shape = std::move(shape);
-    x.data.resize(elements);
     const auto* raw = reinterpret_cast<const unsigned char*>(t->data().data());
     if (want == UINT8) {
+      x.data.resize(elements);
       for (uint64_t i = 0; i < elements; ++i)
         x.data[i] = static_cast<float>(raw[i]);
     } else {
-      std::memcpy(x.data.data(), raw, elements * 4);
+      // The wire is little-endian float32: on such a host, aligned bytes are the floats.
+      bool in_place = borrow && std::endian::native == std::endian::little
+                      && reinterpret_cast<uintptr_t>(raw) % alignof(float) == 0;
+      if (in_place) {
+        x.borrowed = {reinterpret_cast<const float*>(raw), static_cast<size_t>(elements)};
+      } else {
+        x.data.resize(elements);
+        std::memcpy(x.data.data(), raw, elements * 4);
+      }
+      auto v = x.values();
       for (uint64_t i = 0; i < elements; ++i)
-        if (!std::isfinite(x.data[i]))
+        if (!std::isfinite(v[i]))
           return bad_input(spec.name, "element " + std::to_string(i) + " is "
-                                        + (std::isnan(x.data[i]) ? "NaN" : "infinite"));
+                                        + (std::isnan(v[i]) ? "NaN" : "infinite"));
     }
     out.inputs.push_back(std::move(x));
   }

@@ -29,10 +29,12 @@ struct decoded {
 
 /// Checks `req`'s tensors against `inputs` (names, dtype, rank, fixed sizes, the data's
 /// length, no NaN or infinity) without allocating more than `max_elements` floats per
-/// input; an image request is refused here (see preprocess.hpp).
+/// input; an image request is refused here (see preprocess.hpp). With `borrow`, a float32
+/// input whose bytes are aligned is not copied: its tensor's `borrowed` points into `req`,
+/// which must then outlive the result.
 caf::expected<decoded> decode_tensors(const InferRequest& req,
                                       const std::vector<input_def>& inputs,
-                                      uint64_t max_elements);
+                                      uint64_t max_elements, bool borrow = false);
 
 /// The model's batch dimension: every input's first dimension is -1.
 bool batchable(const std::vector<input_def>& inputs);

@@ -95,25 +95,32 @@ bool runner::prepare(job& j, ready& out) {
   caf::error err;
   if (!req) {
     err = std::move(req.error());
-  } else if (!req->image().empty()) {
-    auto t = image_to_tensor(req->image(), pkg_.man, opts_.max_image_pixels);
-    if (!t) {
-      err = std::move(t.error());
-    } else if (pkg_.man.inputs.size() != 1) {
-      err = make_error(errc::malformed, "an image request: the model has "
-                                          + std::to_string(pkg_.man.inputs.size())
-                                          + " inputs (send tensors)");
-    } else {
-      out.inputs.push_back(std::move(*t));
-      out.batch = 1;
-    }
   } else {
-    auto d = decode_tensors(*req, pkg_.man.inputs, opts_.max_input_elements);
-    if (!d) {
-      err = std::move(d.error());
+    // Kept with the inputs, which borrow its float32 bytes (no copy of them); the
+    // envelope's copy of the payload is not needed any more.
+    out.decoded = std::make_unique<InferRequest>(std::move(*req));
+    out.request.clear_payload();
+    const auto& r = *out.decoded;
+    if (!r.image().empty()) {
+      auto t = image_to_tensor(r.image(), pkg_.man, opts_.max_image_pixels);
+      if (!t) {
+        err = std::move(t.error());
+      } else if (pkg_.man.inputs.size() != 1) {
+        err = make_error(errc::malformed, "an image request: the model has "
+                                            + std::to_string(pkg_.man.inputs.size())
+                                            + " inputs (send tensors)");
+      } else {
+        out.inputs.push_back(std::move(*t));
+        out.batch = 1;
+      }
     } else {
-      out.inputs = std::move(d->inputs);
-      out.batch = d->batch;
+      auto d = decode_tensors(r, pkg_.man.inputs, opts_.max_input_elements, true);
+      if (!d) {
+        err = std::move(d.error());
+      } else {
+        out.inputs = std::move(d->inputs);
+        out.batch = d->batch;
+      }
     }
   }
   if (err) {
@@ -121,7 +128,8 @@ bool runner::prepare(job& j, ready& out) {
                            "model '" + id_ + "': " + message_of(err)));
     return false;
   }
-  out.top_k = req->top_k() != 0 ? req->top_k() : static_cast<uint32_t>(pkg_.man.top_k);
+  out.top_k = out.decoded->top_k() != 0 ? out.decoded->top_k()
+                                        : static_cast<uint32_t>(pkg_.man.top_k);
   return true;
 }
 
@@ -189,8 +197,8 @@ void runner::run_batch(session& s, std::vector<ready>& batch) {
       inputs[i].shape[0] = 0;
       for (auto& r : batch) {
         inputs[i].shape[0] += r.inputs[i].shape[0];
-        inputs[i].data.insert(inputs[i].data.end(), r.inputs[i].data.begin(),
-                              r.inputs[i].data.end());
+        auto v = r.inputs[i].values();
+        inputs[i].data.insert(inputs[i].data.end(), v.begin(), v.end());
       }
     }
     for (auto& r : batch)

@@ -96,6 +96,8 @@ private:
   };
   struct ready {
     Envelope request;
+    /// The decoded request: `inputs` may point into its tensors' bytes (not copied).
+    std::unique_ptr<InferRequest> decoded;
     std::chrono::steady_clock::time_point arrived;
     std::vector<tensor> inputs;
     int64_t batch = 1;

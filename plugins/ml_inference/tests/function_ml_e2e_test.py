@@ -11,40 +11,22 @@ no_route, a request over max_frame_bytes too_large (refused by the SDK before it
 the instance serves on).
 
 Usage: function_ml_e2e_test.py GROVED GROVECTL INFER_FUNCTION PYTHON_CODE_DIR"""
-import json, os, shutil, signal, subprocess, sys, tempfile, time
+import json, os, shutil, subprocess, sys, tempfile, time
 
 import numpy as np
 
+from ml_test_support import (build_models, check, ctl_for, failures, model_resources,
+                             start_groved, stop_groved, wait_loaded, worst)
+
 GROVED, GROVECTL, CFN, PYCODE = (os.path.abspath(a) for a in sys.argv[1:5])
-HERE = os.path.dirname(os.path.abspath(__file__))
 work = tempfile.mkdtemp(prefix="fn_ml_e2e.")
-models = os.path.join(work, "models")
-subprocess.run(["/usr/bin/python3", os.path.join(HERE, "make_models.py"), models], check=True)
-index = json.load(open(os.path.join(models, "index.json")))
+index = build_models(work)
 cases = {c["id"]: c for c in index["cases"]}
-failures = []
-
-
-def check(ok, what):
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures.append(what)
 
 
 def group(nf_grants="conv_relu"):
-    g = "name: fn-ml-e2e\nresources:\n"
-    for c in index["cases"]:
-        g += ("  - id: %s\n    config:\n      localMachineLearningModelResourceData:\n"
-              "        path: %s\n        sha256: %s\n" % (c["id"], c["path"], c["sha256"]))
-        if "archive" not in c:
-            ins = ", ".join("{name: %s, shape: %s}" % (i["name"], json.dumps(i["shape"]))
-                            for i in c["manifest"]["inputs"])
-            g += "        manifest: {inputs: [%s]}\n" % ins
-    # A model OpenCV cannot load (Hardmax): granted, it answers invalid_state.
-    b = index["bad"]["unsupported"]
-    g += ("  - id: unsupported\n    config:\n      localMachineLearningModelResourceData:\n"
-          "        path: %s\n        sha256: %s\n        manifest: {inputs: [{name: x, shape: [1, 4]}]}\n"
-          % (b["path"], b["sha256"]))
+    # Every model, and one OpenCV cannot load (Hardmax): granted, it answers invalid_state.
+    g = "name: fn-ml-e2e\n" + model_resources(index)
     grants = ", ".join("{resourceId: %s}" % c for c in list(cases) + ["unsupported"])
     common = ("      timeoutInSeconds: 30\n      runAs: {uid: 0, gid: 0}\n"
               "      linuxProcessParams: {isolationMode: NoContainer}\n")
@@ -80,15 +62,8 @@ open(profile, "w").write(
     "    config: {threads: 2}\n  - name: function_runtime\n    may_claim: [\"function:*\"]\n"
     "    config: {allow_run_as_root: true}  # the test functions run as root from the build tree\n"
     % gfile)
-sock = os.path.join(work, "var", "run", "control.sock")
-log = open(os.path.join(work, "groved.out"), "w")
-groved = subprocess.Popen([GROVED, "--config", profile, "--write-dir", os.path.join(work, "var")],
-                          stdout=log, stderr=subprocess.STDOUT)
-
-
-def ctl(*args, timeout=60):
-    return subprocess.run([GROVECTL, "--socket", sock, *args], capture_output=True, text=True,
-                          timeout=timeout)
+groved = start_groved(GROVED, work, profile)
+ctl = ctl_for(GROVECTL, work)
 
 
 def invoke(fn, payload):
@@ -99,26 +74,8 @@ def invoke(fn, payload):
     return json.loads(r.stdout)
 
 
-def listing():
-    r = ctl("--json", "ml", "models")
-    return {m["id"]: m for m in json.loads(r.stdout)} if r.returncode == 0 else {}
-
-
-def worst(a, b):
-    """Largest difference of two output lists (shapes must match), inf when they do not."""
-    if len(a) != len(b) or any(x["shape"] != y["shape"] for x, y in zip(a, b)):
-        return float("inf")
-    return max(float(np.max(np.abs(np.array(x["data"]) - np.array(y["data"])))) for x, y in zip(a, b))
-
-
 try:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        m = listing()
-        if m and len(m) == len(cases) + 1 and all(x["state"] != "loading" for x in m.values()):
-            break
-        time.sleep(0.1)
-    m = listing()
+    m = wait_loaded(ctl, len(cases) + 1)
     check(all(m.get(c, {}).get("state") == "serving" for c in cases), "every good model serves")
     check(m.get("unsupported", {}).get("state") == "failed", "the Hardmax model failed")
 
@@ -223,16 +180,7 @@ try:
           "CF and PF kept their one instance through the errors (%s)"
           % {n: fl.get(n, {}).get("instances") for n in ("CF", "PF")})
 finally:
-    groved.send_signal(signal.SIGTERM)
-    try:
-        groved.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        groved.kill()
-    if failures:
-        print(open(os.path.join(work, "groved.out")).read()[-4000:])
-        for n in ("CF", "PF", "NF"):
-            p = os.path.join(work, "var", "logs", "functions", n + ".log")
-            if os.path.exists(p):
-                print("--- %s.log\n%s" % (n, open(p).read()[-2000:]))
+    stop_groved(groved, work, [os.path.join(work, "var", "logs", "functions", n + ".log")
+                               for n in ("CF", "PF", "NF")])
     subprocess.run(["rm", "-rf", work])
 sys.exit(1 if failures else 0)

@@ -6,41 +6,20 @@ models shows the states; a bad request exits 1 with the error; a model swapped b
 rewriting the group file answers with its new version (groved watches the file).
 
 Usage: ml_e2e_test.py GROVED GROVECTL"""
-import json, os, signal, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, tempfile, time
 
 import numpy as np
 
+from ml_test_support import (build_models, check, ctl_for, failures, listing, model_resources,
+                             start_groved, stop_groved, wait_loaded)
+
 GROVED, GROVECTL = (os.path.abspath(a) for a in sys.argv[1:3])
-HERE = os.path.dirname(os.path.abspath(__file__))
 work = tempfile.mkdtemp(prefix="ml_e2e.")
-models = os.path.join(work, "models")
-subprocess.run(["/usr/bin/python3", os.path.join(HERE, "make_models.py"), models], check=True)
-index = json.load(open(os.path.join(models, "index.json")))
-failures = []
-
-
-def check(ok, what):
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures.append(what)
+index = build_models(work)
 
 
 def group(version=None):
-    g = "name: ml-e2e\nresources:\n"
-    for c in index["cases"]:
-        g += ("  - id: %s\n    config:\n      localMachineLearningModelResourceData:\n"
-              "        path: %s\n        sha256: %s\n" % (c["id"], c["path"], c["sha256"]))
-        if c["id"] == "conv_relu" and version:
-            g += "        version: %s\n" % version
-        if "archive" not in c:
-            ins = ", ".join("{name: %s, shape: %s}" % (i["name"], json.dumps(i["shape"]))
-                            for i in c["manifest"]["inputs"])
-            g += "        manifest: {inputs: [%s]}\n" % ins
-    b = index["bad"]["unsupported"]
-    g += ("  - id: unsupported\n    config:\n      localMachineLearningModelResourceData:\n"
-          "        path: %s\n        sha256: %s\n        manifest: {inputs: [{name: x, shape: [1, 4]}]}\n"
-          % (b["path"], b["sha256"]))
-    return g
+    return "name: ml-e2e\n" + model_resources(index, {"conv_relu": version})
 
 
 gfile = os.path.join(work, "group.yaml")
@@ -51,30 +30,13 @@ isolation = "    isolation: process\n" if os.environ.get("ML_E2E_ISOLATION") == 
 open(profile, "w").write("kernel:\n  log_level: info\n  group: %s\nplugins:\n  - name: ml_inference\n%s"
                          "    config: {threads: 2, max_batch_size: 8, max_batch_delay_us: 1000}\n"
                          % (gfile, isolation))
-sock = os.path.join(work, "var", "run", "control.sock")
-log = open(os.path.join(work, "groved.out"), "w")
-groved = subprocess.Popen([GROVED, "--config", profile, "--write-dir", os.path.join(work, "var"),
-                           ], stdout=log, stderr=subprocess.STDOUT)
-
-
-def ctl(*args, timeout=60):
-    return subprocess.run([GROVECTL, "--socket", sock, *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def listing():
-    r = ctl("--json", "ml", "models")
-    return {m["id"]: m for m in json.loads(r.stdout)} if r.returncode == 0 else {}
+groved = start_groved(GROVED, work, profile)
+ctl = ctl_for(GROVECTL, work)
 
 
 try:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        m = listing()
-        if m and all(x["state"] != "loading" for x in m.values()) and len(m) == len(index["cases"]) + 1:
-            break
-        time.sleep(0.1)
-    m = listing()
+    wait_loaded(ctl, len(index["cases"]) + 1)
+    m = listing(ctl)
     check(all(m[c["id"]]["state"] == "serving" for c in index["cases"]), "every good model serves")
     check(m.get("unsupported", {}).get("state") == "failed"
           and "Hardmax" in m["unsupported"]["error"], "the Hardmax model failed with the reason")
@@ -109,7 +71,7 @@ try:
     # A new version through the group file (groved --watch re-reads it).
     open(gfile, "w").write(group(version="v2"))
     deadline = time.time() + 60
-    while time.time() < deadline and listing().get("conv_relu", {}).get("version") != "v2":
+    while time.time() < deadline and listing(ctl).get("conv_relu", {}).get("version") != "v2":
         time.sleep(0.1)
     r = ctl("ml", "infer", "conv_relu", "--input", os.path.join(work, "conv_relu.json"))
     check(r.returncode == 0 and json.loads(r.stdout)["version"] == "v2", "a new version swapped in")
@@ -117,12 +79,6 @@ try:
     check("conv_relu  serving  v2" in text and "p50" in text, "grovectl ml models prints the table")
     print(text)
 finally:
-    groved.send_signal(signal.SIGTERM)
-    try:
-        groved.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        groved.kill()
-    if failures:
-        print(open(os.path.join(work, "groved.out")).read()[-4000:])
+    stop_groved(groved, work)
     subprocess.run(["rm", "-rf", work])
 sys.exit(1 if failures else 0)

@@ -36,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   grove::ml::InferRequest req;
   if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1)))
     return 0;
-  auto r = grove::ml::decode_tensors(req, spec, limit);
+  // Borrowed (as the plugin decodes): float32 inputs point into req.
+  auto r = grove::ml::decode_tensors(req, spec, limit, true);
   if (!r) {
     (void) grove::describe(r.error());
     return 0;
@@ -53,8 +54,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                            "a fixed dimension of another size was accepted");
       n *= static_cast<uint64_t>(t.shape[d]);
     }
-    grove::fuzz::require(n <= limit && t.data.size() == n, "data and shape disagree");
-    for (float v : t.data)
+    grove::fuzz::require(n <= limit && t.values().size() == n, "data and shape disagree");
+    for (float v : t.values())
       grove::fuzz::require(std::isfinite(v), "a NaN or infinity was accepted");
     if (grove::ml::batchable(spec))
       grove::fuzz::require(t.shape[0] == r->batch, "inputs of different batch sizes accepted");
