@@ -14,7 +14,11 @@ inline bool is_v1_operation(std::string_view op) {
   for (std::string_view group_op :
        {"CreateGroup", "ListGroups", "GetGroup", "UpdateGroup", "DeleteGroup",
         "CreateGroupVersion", "ListGroupVersions", "GetGroupVersion", "CreateDeployment",
-        "ListDeployments", "GetDeploymentStatus", "ResetDeployments"})
+        "ListDeployments", "GetDeploymentStatus", "ResetDeployments", "AssociateRoleToGroup",
+        "GetAssociatedRole", "DisassociateRoleFromGroup", "AssociateServiceRoleToAccount",
+        "GetServiceRoleForAccount", "DisassociateServiceRoleFromAccount", "StartBulkDeployment",
+        "GetBulkDeploymentStatus", "ListBulkDeployments", "ListBulkDeploymentDetailedReports",
+        "StopBulkDeployment"})
     if (op == group_op)
       return true;
   for (std::string_view kind : {"Core", "Device", "Function", "Subscription", "Resource", "Logger"}) {
