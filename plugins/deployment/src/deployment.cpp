@@ -538,8 +538,12 @@ public:
       std::lock_guard guard{runner_mtx_};
       runner_.reset(); // stops every component
     }
-    if (v1_)
+    if (v1_) {
+      // Both hold the v1 API and its store (a cycle): the store is let go for the next
+      // instance (a reload opens it) only once they are gone.
       v1_->set_applier({});
+      v1_->set_bulk_starter({});
+    }
     api_.reset();
     v1_.reset();
     store_.reset();
