@@ -119,6 +119,9 @@ stop_groved KILL
 launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
 phase after
 check "after kill -9 the kernel's group is still first" status_matches "first version [0-9]+: 2 devices" 50
+# A reload lets groups.db go (the next instance opens it) and finds the same state.
+check "grovectl reload deployment -> exit 0" "$GROVECTL" reload deployment
+phase after
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 60; }
 finish
