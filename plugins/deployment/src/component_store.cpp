@@ -328,6 +328,13 @@ caf::expected<int64_t> component_store::set_connectivity(const std::string& thin
   return connectivity_put(*db_, thing, info, now_ms);
 }
 
+caf::expected<std::optional<int64_t>> component_store::update_connectivity(
+  const std::string& thing, const std::function<nlohmann::json(const nlohmann::json&)>& change,
+  int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  return connectivity_update(*db_, thing, change, now_ms);
+}
+
 namespace {
 
 constexpr const char* deployment_columns =

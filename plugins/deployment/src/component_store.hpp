@@ -184,6 +184,13 @@ public:
   /// The connectivity information of `thing` (connectivity.hpp).
   caf::expected<std::optional<connectivity_record>> connectivity(const std::string& thing);
 
+  /// Changes the connectivity information of `thing` in one transaction
+  /// (connectivity_update): its new version, or nullopt when nothing changed.
+  caf::expected<std::optional<int64_t>>
+  update_connectivity(const std::string& thing,
+                      const std::function<nlohmann::json(const nlohmann::json&)>& change,
+                      int64_t now_ms);
+
   /// Replaces the connectivity information of `thing`; its new version.
   caf::expected<int64_t> set_connectivity(const std::string& thing, const nlohmann::json& info,
                                           int64_t now_ms);

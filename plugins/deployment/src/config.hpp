@@ -119,6 +119,44 @@ struct discovery_config {
   }
 };
 
+/// `ip_detector:`, Greengrass v1's automatic connectivity information (ip_detector.hpp).
+struct ip_detector_config {
+  /// Fill the core's connectivity information from its interfaces.
+  bool enabled = false;
+  /// IPv6 addresses too.
+  bool include_ipv6 = false;
+  /// Loopback interfaces too.
+  bool include_loopback = false;
+  /// Only these interfaces (fnmatch patterns).
+  std::vector<std::string> interfaces;
+  /// Not these interfaces (fnmatch patterns).
+  std::vector<std::string> exclude;
+  /// The broker port of each entry; 0: discovery.dns_sd_port.
+  uint16_t port = 0;
+
+  /// The keys.
+  static grove::config_map<ip_detector_config> map() {
+    return grove::config_map<ip_detector_config>{}
+      .key("enabled", &ip_detector_config::enabled, false,
+           "fill `thing_name`'s connectivity information (what discovery answers) from this "
+           "machine's interface addresses, at start and on every address change (netlink); "
+           "it replaces only its own entries (README, \"IP detector\")")
+      .key("include_ipv6", &ip_detector_config::include_ipv6, false,
+           "report IPv6 addresses too (link-local fe80::/10 never)")
+      .key("include_loopback", &ip_detector_config::include_loopback, false,
+           "report loopback interfaces' addresses too")
+      .key("interfaces", &ip_detector_config::interfaces, std::vector<std::string>{},
+           "only interfaces whose name matches one of these fnmatch patterns (`eth*`); "
+           "empty: every interface that is up")
+      .key("exclude", &ip_detector_config::exclude, std::vector<std::string>{},
+           "no interface whose name matches one of these fnmatch patterns (`docker*`, "
+           "`veth*`)")
+      .key("port", &ip_detector_config::port, 0, grove::range{0, 65535},
+           "the broker port each entry names; 0: `discovery.dns_sd_port` (message_manager's "
+           "`broker.port`)");
+  }
+};
+
 /// One access key (`credentials:` entry).
 struct credential_config {
   /// The access key id the client signs with.
@@ -163,6 +201,8 @@ struct deployment_config {
   std::vector<credential_config> credentials;
   /// The discovery endpoint.
   discovery_config discovery;
+  /// The IP detector.
+  ip_detector_config ip_detector;
   /// The Greengrass v1 group store's database file.
   std::filesystem::path groups_file;
   /// Group CAs' keys, certificates and trust directory (README "Group CA").
@@ -209,6 +249,9 @@ struct deployment_config {
       .section("discovery", &deployment_config::discovery, discovery_config::map(),
                "Greengrass v1's discovery endpoint for the group's devices (mutual TLS; "
                "README, \"Discovery\")")
+      .section("ip_detector", &deployment_config::ip_detector, ip_detector_config::map(),
+               "Greengrass v1's IP detector: the core's own connectivity information from "
+               "its interfaces (README, \"IP detector\")")
       .key("groups_file", &deployment_config::groups_file, "groups.db",
            "the Greengrass v1 group store (SQLite: definitions, groups, deployments); a "
            "relative path is under the plugin's state directory")
@@ -280,6 +323,9 @@ struct deployment_config {
             return bad("discovery.port: " + std::to_string(c.discovery.port)
                        + " is api.port on the same address; give one of them another port");
         }
+        if (c.ip_detector.enabled && c.thing_name.empty())
+          return bad("ip_detector.enabled needs thing_name: the core's thing whose "
+                     "connectivity information it fills");
         if (!c.artifacts_base_url.empty() && !c.artifacts_base_url.starts_with("https://")
             && !c.artifacts_base_url.starts_with("http://"))
           return bad("artifacts_base_url: '" + c.artifacts_base_url

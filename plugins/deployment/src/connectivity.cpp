@@ -130,4 +130,28 @@ caf::expected<int64_t> connectivity_put(grove::store& db, const std::string& thi
   return version;
 }
 
+caf::expected<std::optional<int64_t>>
+connectivity_update(grove::store& db, const std::string& thing,
+                    const std::function<json(const json&)>& change, int64_t now_ms) {
+  auto tx = db.begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  auto old = connectivity_get(db, thing);
+  if (!old)
+    return std::move(old.error());
+  auto before = *old ? (*old)->info : json::array();
+  auto after = change(before);
+  if (*old && after == before)
+    return std::optional<int64_t>{};
+  if (!*old && after.empty())
+    return std::optional<int64_t>{}; // never set and nothing to set
+  int64_t version = *old ? (*old)->version + 1 : 1;
+  if (auto err = db.run("INSERT OR REPLACE INTO connectivity_info VALUES (?,?,?,?)", thing,
+                        version, after.dump(), now_ms))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return std::optional<int64_t>{version};
+}
+
 } // namespace grove::deployment

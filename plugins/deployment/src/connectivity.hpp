@@ -7,6 +7,7 @@
 // (`connectivity_schema_sql`) and the same functions.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,5 +63,13 @@ caf::expected<std::optional<connectivity_record>> connectivity_get(grove::store&
 /// transaction.
 caf::expected<int64_t> connectivity_put(grove::store& db, const std::string& thing,
                                         const nlohmann::json& info, int64_t now_ms);
+
+/// Replaces the list of `thing` with `change(old list)` (the old list is empty when never
+/// set) in one transaction, when that differs from it: the new version, or nullopt when
+/// nothing changed (nothing written). `change` must return a checked list.
+caf::expected<std::optional<int64_t>>
+connectivity_update(grove::store& db, const std::string& thing,
+                    const std::function<nlohmann::json(const nlohmann::json&)>& change,
+                    int64_t now_ms);
 
 } // namespace grove::deployment

@@ -27,7 +27,9 @@
 
 #include "api.hpp"
 #include "artifacts.hpp"
+#include "bulk_input.hpp"
 #include "imagebuilder_document.hpp"
+#include "ip_detector.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
 #include "discovery_server.hpp"
@@ -58,6 +60,23 @@ std::map<std::string, std::string> this_platform() {
   else if (arch.starts_with("armv"))
     arch = "arm";
   return {{"os", "linux"}, {"architecture", arch}};
+}
+
+// A document named by a URI (Image Builder's `uri`, a bulk deployment's InputFileUri)
+// through the artifact rules and fetcher (s3:// from artifacts_base_url, file:// inside
+// artifacts_file_dir), at most `max_bytes`; blocking.
+caf::expected<std::string> read_uri(artifact_store& arts, const fetch_settings& fs,
+                                    const std::string& uri, uint64_t max_bytes) {
+  auto limited = fs;
+  limited.max_bytes = std::min<uint64_t>(fs.max_bytes, max_bytes);
+  auto hex = arts.fetch(artifact_ref{uri, "", "", false}, limited);
+  if (!hex)
+    return std::move(hex.error());
+  std::ifstream in{arts.path_of(*hex), std::ios::binary};
+  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  if (!in.good() && !in.eof())
+    return grove::make_error(grove::errc::system_error, "cannot read the fetched copy");
+  return text;
 }
 
 class deployment_plugin : public grove::typed_plugin<deployment_config> {
@@ -119,18 +138,8 @@ public:
     // Image Builder's CreateComponent `uri`: the artifact rules and fetcher (s3:// from
     // artifacts_base_url, file:// inside artifacts_file_dir), on the server's thread
     // (the client waits for the answer), at most a document's size.
-    s.fetch_document = [arts = artifacts_, fs = fetch_](const std::string& uri)
-      -> caf::expected<std::string> {
-      auto limited = fs;
-      limited.max_bytes = max_component_document_bytes;
-      auto hex = arts->fetch(artifact_ref{uri, "", "", false}, limited);
-      if (!hex)
-        return std::move(hex.error());
-      std::ifstream in{arts->path_of(*hex), std::ios::binary};
-      std::string text{std::istreambuf_iterator<char>{in}, {}};
-      if (!in.good() && !in.eof())
-        return grove::make_error(grove::errc::system_error, "cannot read the fetched copy");
-      return text;
+    s.fetch_document = [arts = artifacts_, fs = fetch_](const std::string& uri) {
+      return read_uri(*arts, fs, uri, max_component_document_bytes);
     };
     thing_name_ = cfg.thing_name;
     default_limits_ = {cfg.default_system_resource_limits.memory,
@@ -201,6 +210,25 @@ public:
             return keep_lambda_functions(job.group, now, lambda, dropped.get());
           },
           done);
+      });
+    });
+    // A bulk deployment (StartBulkDeployment, from a server thread) runs on a thread of its
+    // own (one at a time: the store refuses a second while one has not ended): its input
+    // file fetched as an artifact, then each record deployed and waited for. stop()
+    // cuts it (v1_api::shutdown) and joins it.
+    if (auto n = groups_->end_unfinished_bulks("interrupted: groved or the deployment plugin "
+                                               "stopped during the bulk deployment",
+                                               now_ms());
+        n && *n > 0)
+      ctx.log().warn("deployment: {} bulk deployment(s) left unfinished by the last run ended",
+                     *n);
+    v1_->set_bulk_starter([this, v1 = v1_, db = groups_, arts = artifacts_,
+                           fs = fetch_](std::string id, std::string uri) {
+      std::lock_guard guard{bulk_mtx_};
+      if (bulk_thread_.joinable())
+        bulk_thread_.join(); // the last one has ended (the store allows one at a time)
+      bulk_thread_ = std::thread([v1, db, arts, fs, id = std::move(id), uri = std::move(uri)] {
+        v1->run_bulk(id, read_uri(*arts, fs, uri, max_bulk_input_bytes));
       });
     });
     if (auto c = ctx.counter("deployment_api_requests", "Greengrass v2 API requests answered"))
@@ -425,6 +453,7 @@ public:
       if (config().discovery.dns_sd)
         start_dns_sd();
     }
+    start_ip_detector();
     ctx_->log().info("deployment: Greengrass v2 API listening on {}:{}", config().api.bind,
                      config().api.port);
     return {};
@@ -483,11 +512,90 @@ public:
     return {};
   }
 
+  // Greengrass v1's IP detector (ip_detector.hpp): the core's connectivity information
+  // from its interfaces now and on every address change. Off, the detector's entries a
+  // past run left are taken out once (they may name addresses gone since).
+  void start_ip_detector() {
+    const auto& cfg = config();
+    if (cfg.thing_name.empty())
+      return;
+    detect_addresses_now();
+    if (!cfg.ip_detector.enabled)
+      return;
+    std::string how;
+    ip_watcher_ = address_watcher::start(
+      [this] { ctx_->post([this] { detect_addresses_now(); }); }, std::chrono::seconds{30}, how);
+    ctx_->log().info("deployment: ip_detector: watching address changes ({})", how);
+  }
+
+  // On the actor: the detected addresses merged into thing_name's list on the pool.
+  void detect_addresses_now() {
+    const auto& cfg = config();
+    ip_detector_options o;
+    o.include_ipv6 = cfg.ip_detector.include_ipv6;
+    o.include_loopback = cfg.ip_detector.include_loopback;
+    o.interfaces = cfg.ip_detector.interfaces;
+    o.exclude = cfg.ip_detector.exclude;
+    o.port = cfg.ip_detector.port != 0 ? cfg.ip_detector.port : cfg.discovery.dns_sd_port;
+    bool on = cfg.ip_detector.enabled;
+    struct outcome {
+      std::optional<int64_t> version; // nullopt: unchanged
+      std::vector<interface_address> detected;
+    };
+    ctx_->run_blocking(
+      [db = store_, o, on, thing = cfg.thing_name]() -> caf::expected<outcome> {
+        outcome out;
+        if (on) {
+          auto all = interface_addresses();
+          if (!all)
+            return std::move(all.error());
+          out.detected = select_addresses(std::move(*all), o);
+        }
+        auto v = db->update_connectivity(
+          thing,
+          [&](const nlohmann::json& old) { return merge_detected(old, out.detected, o.port); },
+          now_ms());
+        if (!v)
+          return std::move(v.error());
+        out.version = *v;
+        return out;
+      },
+      [this, on](caf::expected<caf::expected<outcome>> r) {
+        auto got = r ? std::move(*r) : caf::expected<outcome>{r.error()};
+        if (!got) {
+          ctx_->log().error("deployment: ip_detector: the connectivity information could not "
+                            "be updated: {}",
+                            grove::describe(got.error()));
+          if (on)
+            ctx_->set_status("ip_detector", "failed: " + grove::describe(got.error()));
+          return;
+        }
+        if (!on) {
+          if (got->version)
+            ctx_->log().info("deployment: ip_detector is off: its entries taken out of the "
+                             "connectivity information (version {})",
+                             *got->version);
+          return;
+        }
+        std::string list;
+        for (const auto& a : got->detected)
+          list += (list.empty() ? "" : ", ") + a.interface + " " + a.address;
+        ctx_->set_status("ip_detector", std::to_string(got->detected.size()) + " address(es)"
+                                          + (list.empty() ? "" : ": " + list));
+        if (got->version)
+          ctx_->log().info("deployment: ip_detector: connectivity information version {}: {}",
+                           *got->version, list.empty() ? "no address" : list);
+      });
+  }
+
   void stop() override {
     // Fetches in flight give up, and are waited for: they hold the store, which the next
     // instance (a reload) opens, exclusively.
     if (fetch_.cancel)
       fetch_.cancel->cancel();
+    ip_watcher_.reset();
+    if (v1_)
+      v1_->shutdown();
     {
       auto& t = *fetches_;
       std::unique_lock lock{t.mtx};
@@ -500,6 +608,12 @@ public:
     if (thread_.joinable())
       thread_.join();
     server_.reset();
+    {
+      // After the server: no StartBulkDeployment can start another meanwhile.
+      std::lock_guard guard{bulk_mtx_};
+      if (bulk_thread_.joinable())
+        bulk_thread_.join();
+    }
     dns_sd_ = grove::process{};
     if (discovery_)
       discovery_->stop();
@@ -509,8 +623,12 @@ public:
       std::lock_guard guard{runner_mtx_};
       runner_.reset(); // stops every component
     }
-    if (v1_)
+    if (v1_) {
+      // Both hold the v1 API and its store (a cycle): the store is let go for the next
+      // instance (a reload opens it) only once they are gone.
       v1_->set_applier({});
+      v1_->set_bulk_starter({});
+    }
     api_.reset();
     v1_.reset();
     store_.reset();
@@ -972,6 +1090,9 @@ private:
   std::shared_ptr<v1_api> v1_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::mutex bulk_mtx_;     // StartBulkDeployment's server thread and stop()
+  std::thread bulk_thread_; // the bulk deployment running, if any
+  std::unique_ptr<address_watcher> ip_watcher_; // with ip_detector.enabled
   std::unique_ptr<discovery_server> discovery_; // null unless discovery.enabled
   grove::process dns_sd_;                       // avahi-publish, with discovery.dns_sd
   std::optional<uint64_t> discovery_version_;   // the group version discovery answers for

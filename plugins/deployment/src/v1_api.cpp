@@ -712,6 +712,24 @@ std::string v1_api::operation(const std::string& m, const std::vector<std::strin
   auto n = segs.size();
   if (n < 2 || segs[0] != "greengrass")
     return {};
+  if (n == 2 && segs[1] == "servicerole")
+    return m == "PUT"      ? "AssociateServiceRoleToAccount"
+           : m == "GET"    ? "GetServiceRoleForAccount"
+           : m == "DELETE" ? "DisassociateServiceRoleFromAccount"
+                           : "";
+  if (segs[1] == "bulk") {
+    if (n < 3 || segs[2] != "deployments")
+      return {};
+    if (n == 3)
+      return m == "POST" ? "StartBulkDeployment" : m == "GET" ? "ListBulkDeployments" : "";
+    if (n == 5 && segs[4] == "status" && m == "GET")
+      return "GetBulkDeploymentStatus";
+    if (n == 5 && segs[4] == "detailed-reports" && m == "GET")
+      return "ListBulkDeploymentDetailedReports";
+    if (n == 5 && segs[4] == "$stop" && m == "PUT")
+      return "StopBulkDeployment";
+    return {};
+  }
   if (segs[1] == "definition" && n >= 3) {
     auto k = find_kind(segs[2]);
     if (!k)
@@ -742,6 +760,11 @@ std::string v1_api::operation(const std::string& m, const std::vector<std::strin
     return m == "GET"      ? "GetGroup"
            : m == "PUT"    ? "UpdateGroup"
            : m == "DELETE" ? "DeleteGroup"
+                           : "";
+  if (n == 4 && segs[3] == "role")
+    return m == "PUT"      ? "AssociateRoleToGroup"
+           : m == "GET"    ? "GetAssociatedRole"
+           : m == "DELETE" ? "DisassociateRoleFromGroup"
                            : "";
   if (n == 4 && segs[3] == "versions")
     return m == "POST" ? "CreateGroupVersion" : m == "GET" ? "ListGroupVersions" : "";
@@ -814,7 +837,7 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
                              const http_request& req, int64_t now_ms) {
   // The kind and ids from the route operation() accepted.
   bool group = segs[1] == "groups";
-  std::string kind = group ? "groups" : segs[2];
+  std::string kind = group ? "groups" : segs.size() > 2 ? segs[2] : "";
   size_t id_at = group ? 2 : 3;
   std::string id = segs.size() > id_at ? segs[id_at] : "";
   std::string sub = segs.size() > id_at + 1 ? segs[id_at + 1] : "";
@@ -822,7 +845,8 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
   // clientToken (X-Amzn-Client-Token): the same token and request within the token's
   // lifetime answer the first answer again; another request with it is refused.
   std::string token{req.header("x-amzn-client-token")};
-  bool creates = op.rfind("Create", 0) == 0 || op == "ResetDeployments";
+  bool creates =
+    op.rfind("Create", 0) == 0 || op == "ResetDeployments" || op == "StartBulkDeployment";
   std::unique_lock guard{mtx_, std::defer_lock};
   std::string request_hash;
   if (creates) {
@@ -858,6 +882,22 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
     r = cert_config(id, nullptr);
   else if (op == "UpdateGroupCertificateConfiguration")
     r = cert_config(id, &req);
+  else if (op == "AssociateRoleToGroup" || op == "AssociateServiceRoleToAccount")
+    r = associate_role(group ? "group:" + id : "account", req, now_ms);
+  else if (op == "GetAssociatedRole" || op == "GetServiceRoleForAccount")
+    r = get_role(group ? "group:" + id : "account");
+  else if (op == "DisassociateRoleFromGroup" || op == "DisassociateServiceRoleFromAccount")
+    r = disassociate_role(group ? "group:" + id : "account", now_ms);
+  else if (op == "StartBulkDeployment")
+    r = start_bulk(req, now_ms);
+  else if (op == "ListBulkDeployments")
+    r = list_bulks(req);
+  else if (op == "GetBulkDeploymentStatus")
+    r = bulk_status(id);
+  else if (op == "ListBulkDeploymentDetailedReports")
+    r = bulk_reports(id, req);
+  else if (op == "StopBulkDeployment")
+    r = stop_bulk(id, now_ms);
   else if (op == "CreateGroup" || (!group && sub.empty() && op.rfind("Create", 0) == 0))
     r = create_definition(kind, req, now_ms);
   else if (op == "CreateGroupVersion" || (!group && op.rfind("Create", 0) == 0))
@@ -1616,6 +1656,14 @@ void v1_api::in_progress(const std::string& group_id, const std::string& deploym
 
 void v1_api::applied(const std::string& group_id, const std::string& deployment_id,
                      const std::string& error, int64_t now_ms) {
+  // A bulk deployment waits for its records' deployments to settle.
+  struct wake {
+    v1_api* self;
+    ~wake() {
+      std::lock_guard guard{self->settled_mtx_};
+      self->settled_cv_.notify_all();
+    }
+  } w{this};
   if (error.empty()) {
     (void) store_.set_deployment_status(group_id, deployment_id, "Success", "", "[]", now_ms);
     // The deployed group's CAs are the ones the broker trusts now.
@@ -1781,6 +1829,392 @@ caf::error v1_api::refresh_trust() {
   if (auto err = write_trust_dir(v1_.group_ca_dir / "trust", pems))
     return err;
   return write_durable(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n", 0644);
+}
+
+// ---- role associations ----------------------------------------------------------------
+
+std::string v1_api::role_arn_problem(const std::string& arn, const std::string& account) {
+  if (arn.empty() || arn.size() > 2048)
+    return "1 to 2048 characters";
+  auto f = arn_fields_of(arn);
+  if (!f || f->partition != "aws" || f->service != "iam" || !f->region.empty()
+      || f->resource.rfind("role/", 0) != 0)
+    return "'" + arn.substr(0, 256) + "' is not an IAM role ARN "
+           "(arn:aws:iam::<account>:role/[<path>/]<name>)";
+  if (f->account != account)
+    return "the role is in account '" + f->account.substr(0, 32) + "'; this core's account is '"
+           + account + "'";
+  // The path and the name: [\w+=,.@-], the name 1-64 characters.
+  auto rest = std::string_view{f->resource}.substr(5);
+  auto slash = rest.rfind('/');
+  auto name = slash == std::string_view::npos ? rest : rest.substr(slash + 1);
+  auto role_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view{"+=,.@_-/"}.find(c)
+                                                            != std::string_view::npos;
+  };
+  if (name.empty() || name.size() > 64 || !std::all_of(rest.begin(), rest.end(), role_char))
+    return "the role name must be 1 to 64 of [A-Za-z0-9+=,.@_-] after an optional /path/";
+  return {};
+}
+
+http_response v1_api::associate_role(const std::string& scope, const http_request& req,
+                                     int64_t now_ms) {
+  auto body = body_of(req);
+  if (!body)
+    return bad_request("the request body is not a JSON object", "InvalidBody");
+  if (auto f = shape(*body, "", {"RoleArn"}, {"RoleArn"}))
+    return bad_field(*f);
+  if (!(*body)["RoleArn"].is_string())
+    return bad_field({"RoleArn", "must be a string"});
+  std::string arn = (*body)["RoleArn"];
+  if (auto why = role_arn_problem(arn, account_); !why.empty())
+    return bad_field({"RoleArn", why});
+  if (scope.starts_with("group:")) {
+    auto g = store_.get("groups", scope.substr(6));
+    if (!g)
+      return internal(g.error());
+    if (!*g)
+      return id_not_found("groups", scope.substr(6));
+  }
+  if (auto err = store_.put_role(scope, v1_role{arn, now_ms}))
+    return internal(err);
+  return ok({{"AssociatedAt", iso8601_ms(now_ms)}});
+}
+
+http_response v1_api::get_role(const std::string& scope) {
+  bool group = scope.starts_with("group:");
+  if (group) {
+    auto g = store_.get("groups", scope.substr(6));
+    if (!g)
+      return internal(g.error());
+    if (!*g)
+      return id_not_found("groups", scope.substr(6));
+  }
+  auto r = store_.role(scope);
+  if (!r)
+    return internal(r.error());
+  if (!*r)
+    return v1_error(404, "IdNotFoundException",
+                    group ? "No role is associated with group '" + scope.substr(6) + "'"
+                          : "No service role is associated with account '" + account_ + "'");
+  // The service role's answer is the model's GetServiceRoleForAccountResponse; the same
+  // two fields as GetAssociatedRole's.
+  return ok({{"AssociatedAt", iso8601_ms((*r)->associated_ms)}, {"RoleArn", (*r)->role_arn}});
+}
+
+http_response v1_api::disassociate_role(const std::string& scope, int64_t now_ms) {
+  if (scope.starts_with("group:")) {
+    auto g = store_.get("groups", scope.substr(6));
+    if (!g)
+      return internal(g.error());
+    if (!*g)
+      return id_not_found("groups", scope.substr(6));
+  }
+  // Idempotent, as AWS's: no role is the state asked for.
+  auto gone = store_.erase_role(scope);
+  if (!gone)
+    return internal(gone.error());
+  return ok({{"DisassociatedAt", iso8601_ms(now_ms)}});
+}
+
+// ---- bulk deployments -----------------------------------------------------------------
+
+void v1_api::set_bulk_starter(v1_bulk_starter starter) {
+  std::lock_guard guard{mtx_};
+  bulk_starter_ = std::move(starter);
+}
+
+void v1_api::shutdown() {
+  shut_ = true;
+  std::lock_guard guard{settled_mtx_};
+  settled_cv_.notify_all();
+}
+
+std::string v1_api::bulk_arn(const std::string& id) const {
+  return "arn:aws:greengrass:" + region_ + ":" + account_ + ":/greengrass/bulk/deployments/" + id;
+}
+
+http_response v1_api::start_bulk(const http_request& req, int64_t now_ms) {
+  auto body = body_of(req);
+  if (!body)
+    return bad_request("the request body is not a JSON object", "InvalidBody");
+  if (auto f = shape(*body, "", {"InputFileUri", "ExecutionRoleArn", "tags"},
+                     {"InputFileUri", "ExecutionRoleArn"}))
+    return bad_field(*f);
+  for (auto key : {"InputFileUri", "ExecutionRoleArn"})
+    if (auto f = string_field(*body, "", key, 2048))
+      return bad_field(*f);
+  std::string uri = (*body)["InputFileUri"];
+  // Fetched as an artifact is (artifacts.hpp): s3:// from the mirror, https://, file://
+  // only inside artifacts_file_dir; the fetch names any other refusal.
+  if (!uri.starts_with("s3://") && !uri.starts_with("https://") && !uri.starts_with("file://"))
+    return bad_field({"InputFileUri", "'" + uri.substr(0, 256)
+                                        + "' is not an s3://, https:// or file:// URI"});
+  std::string role = (*body)["ExecutionRoleArn"];
+  if (auto why = role_arn_problem(role, account_); !why.empty())
+    return bad_field({"ExecutionRoleArn", why});
+  v1_bulk b;
+  if (body->contains("tags")) {
+    if (auto p = tag_map_problem((*body)["tags"]); !p.empty())
+      return bad_request("tags: " + p, "InvalidTags");
+    b.tags = (*body)["tags"].dump();
+  }
+  b.id = new_uuid();
+  b.status = "Initializing";
+  b.input_uri = uri;
+  b.role_arn = role;
+  b.created_ms = b.updated_ms = now_ms;
+  // handle() holds mtx_ for creating operations; bulk_starter_ is read under it.
+  auto starter = bulk_starter_;
+  if (!starter) {
+    b.status = "Failed";
+    b.error_message = "this core runs no bulk deployments (no artifact fetcher)";
+    b.error_details = json::array({{{"DetailedErrorCode", "GG-BULK"},
+                                    {"DetailedErrorMessage", b.error_message}}})
+                        .dump();
+  }
+  auto running = store_.put_bulk(b);
+  if (!running)
+    return internal(running.error());
+  if (*running)
+    return bad_request("bulk deployment " + **running
+                         + " has not ended: stop it or wait (one bulk deployment at a time)",
+                       "BulkDeploymentInProgress");
+  if (starter)
+    starter(b.id, uri);
+  return ok({{"BulkDeploymentArn", bulk_arn(b.id)}, {"BulkDeploymentId", b.id}});
+}
+
+namespace {
+
+http_response bulk_not_found(const std::string& id) {
+  return v1_error(404, "IdNotFoundException",
+                  "That bulk deployment does not exist: '" + id.substr(0, 128) + "'");
+}
+
+} // namespace
+
+http_response v1_api::bulk_status(const std::string& id) {
+  auto b = store_.bulk(id);
+  if (!b)
+    return internal(b.error());
+  if (!*b)
+    return bulk_not_found(id);
+  json out = {{"BulkDeploymentMetrics",
+               {{"InvalidInputRecords", (*b)->invalid},
+                {"RecordsProcessed", (*b)->processed},
+                {"RetryAttempts", 0}}},
+              {"BulkDeploymentStatus", (*b)->status},
+              {"CreatedAt", iso8601_ms((*b)->created_ms)},
+              {"tags", json::parse((*b)->tags, nullptr, false)}};
+  if (!(*b)->error_message.empty()) {
+    out["ErrorMessage"] = (*b)->error_message;
+    out["ErrorDetails"] = json::parse((*b)->error_details, nullptr, false);
+  }
+  return ok(out);
+}
+
+http_response v1_api::list_bulks(const http_request& req) {
+  size_t limit;
+  int64_t after;
+  if (auto err = page(req, limit, after))
+    return *err;
+  auto rows = store_.bulks(after < 0 ? INT64_MAX : after, limit + 1);
+  if (!rows)
+    return internal(rows.error());
+  bool more = rows->size() > limit;
+  if (more)
+    rows->resize(limit);
+  json items = json::array();
+  for (const auto& b : *rows)
+    items.push_back({{"BulkDeploymentArn", bulk_arn(b.id)},
+                     {"BulkDeploymentId", b.id},
+                     {"CreatedAt", iso8601_ms(b.created_ms)}});
+  json out = {{"BulkDeployments", std::move(items)}};
+  if (more)
+    out["NextToken"] = next_token(rows->back().seq);
+  return ok(out);
+}
+
+http_response v1_api::bulk_reports(const std::string& id, const http_request& req) {
+  size_t limit;
+  int64_t after;
+  if (auto err = page(req, limit, after))
+    return *err;
+  auto b = store_.bulk(id);
+  if (!b)
+    return internal(b.error());
+  if (!*b)
+    return bulk_not_found(id);
+  auto rows = store_.bulk_records(id, after, limit + 1);
+  if (!rows)
+    return internal(rows.error());
+  bool more = rows->size() > limit;
+  if (more)
+    rows->resize(limit);
+  json items = json::array();
+  for (const auto& r : *rows) {
+    json item = {{"CreatedAt", iso8601_ms(r.created_ms)},
+                 {"DeploymentStatus", r.status},
+                 {"DeploymentType", r.type}};
+    if (!r.deployment_id.empty()) {
+      item["DeploymentId"] = r.deployment_id;
+      item["DeploymentArn"] = resource_arn("groups", r.group_id) + "/deployments/"
+                              + r.deployment_id;
+    }
+    if (!r.group_id.empty())
+      item["GroupArn"] = r.group_version_id.empty()
+                           ? resource_arn("groups", r.group_id)
+                           : version_arn("groups", r.group_id, r.group_version_id);
+    if (!r.error_message.empty()) {
+      item["ErrorMessage"] = r.error_message;
+      item["ErrorDetails"] = json::parse(r.error_details, nullptr, false);
+    }
+    items.push_back(std::move(item));
+  }
+  json out = {{"Deployments", std::move(items)}};
+  if (more)
+    out["NextToken"] = next_token(rows->back().seq);
+  return ok(out);
+}
+
+http_response v1_api::stop_bulk(const std::string& id, int64_t now_ms) {
+  auto b = store_.bulk(id);
+  if (!b)
+    return internal(b.error());
+  if (!*b)
+    return bulk_not_found(id);
+  auto set = store_.set_bulk_status(id, {"Initializing", "Running"}, "Stopping", "", "[]", now_ms);
+  if (!set)
+    return internal(set.error());
+  if (!*set) {
+    auto now = store_.bulk(id);
+    auto status = now && *now ? (*now)->status : (*b)->status;
+    if (status == "Stopping")
+      return ok(json::object()); // asked twice: the same state
+    return bad_request("bulk deployment " + id + " is " + status
+                         + ": only an Initializing or Running one can be stopped",
+                       "BulkDeploymentNotRunning");
+  }
+  std::lock_guard guard{settled_mtx_};
+  settled_cv_.notify_all();
+  return ok(json::object());
+}
+
+void v1_api::run_record(const std::string& bulk_id, const bulk_record& rec,
+                        std::chrono::milliseconds settle_timeout) {
+  auto now = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+  };
+  v1_bulk_record out;
+  out.bulk_id = bulk_id;
+  out.line = static_cast<int64_t>(rec.line);
+  out.group_id = rec.group_id;
+  out.group_version_id = rec.group_version_id;
+  out.type = rec.deployment_type.empty() ? "NewDeployment" : rec.deployment_type;
+  out.created_ms = now();
+  auto failed = [&](const std::string& code, const std::string& message) {
+    out.status = "Failure";
+    out.error_message = message;
+    out.error_details = json::array({{{"DetailedErrorCode", code},
+                                      {"DetailedErrorMessage", message}}})
+                          .dump(-1, ' ', false, json::error_handler_t::replace);
+    (void) store_.add_bulk_record(out, true);
+  };
+  if (!rec.error.empty()) {
+    failed("InvalidInputRecord", rec.error);
+    return;
+  }
+  // CreateDeployment's own path (its checks, its deployment), as a client would call it.
+  http_request req;
+  req.method = "POST";
+  req.body = json{{"DeploymentType", out.type}, {"GroupVersionId", rec.group_version_id}}.dump();
+  http_response r;
+  {
+    std::lock_guard guard{mtx_};
+    r = create_deployment(rec.group_id, req, out.created_ms);
+  }
+  auto answer = json::parse(r.body, nullptr, false);
+  if (r.status != 200 || !answer.is_object() || !answer.contains("DeploymentId")) {
+    auto message = answer.is_object() ? answer.value("Message", r.body) : r.body;
+    std::string code = "InvalidInputRecord";
+    for (const auto& [k, v] : r.headers)
+      if (k == "x-amzn-ErrorType")
+        code = v;
+    failed(code, "line " + std::to_string(rec.line) + ": " + message);
+    return;
+  }
+  out.deployment_id = answer["DeploymentId"];
+  out.status = "Building";
+  (void) store_.add_bulk_record(out, false);
+  // One deployment at a time: the next record's group is applied after this one's, so
+  // the last successful record's group is the one in force.
+  auto deadline = std::chrono::steady_clock::now() + settle_timeout;
+  std::unique_lock lock{settled_mtx_};
+  for (;;) {
+    auto d = store_.deployment(rec.group_id, out.deployment_id);
+    if (!d || !*d || (*d)->status == "Success" || (*d)->status == "Failure" || shut_)
+      return;
+    auto b = store_.bulk(bulk_id);
+    if (!b || !*b || (*b)->status == "Stopping")
+      return; // in flight: it settles on its own; no more records
+    if (settled_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now()
+                                                          + std::chrono::milliseconds{500}))
+          == std::cv_status::timeout
+        && std::chrono::steady_clock::now() >= deadline)
+      return;
+  }
+}
+
+void v1_api::run_bulk(const std::string& id, const caf::expected<std::string>& text,
+                      std::chrono::milliseconds settle_timeout) {
+  auto now = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+  };
+  auto fail = [&](const std::string& message) {
+    auto details = json::array({{{"DetailedErrorCode", "GG-BULK-INPUT"},
+                                 {"DetailedErrorMessage", message}}});
+    (void) store_.set_bulk_status(id, {"Initializing", "Running"}, "Failed", message,
+                                  details.dump(-1, ' ', false, json::error_handler_t::replace),
+                                  now());
+    (void) store_.set_bulk_status(id, {"Stopping"}, "Stopped", "", "[]", now());
+  };
+  if (!text) {
+    fail("InputFileUri: the input file could not be read: " + caf::to_string(text.error()));
+    return;
+  }
+  std::string file_error;
+  auto records = parse_bulk_input(*text, file_error);
+  if (!file_error.empty()) {
+    fail("InputFileUri: " + file_error);
+    return;
+  }
+  auto running = store_.set_bulk_status(id, {"Initializing"}, "Running", "", "[]", now());
+  if (!running || !*running) {
+    (void) store_.set_bulk_status(id, {"Stopping"}, "Stopped", "", "[]", now());
+    return;
+  }
+  for (const auto& rec : records) {
+    if (shut_)
+      return; // left Running: the next start marks it Failed (interrupted)
+    auto b = store_.bulk(id);
+    if (!b || !*b)
+      return;
+    if ((*b)->status == "Stopping") {
+      (void) store_.set_bulk_status(id, {"Stopping"}, "Stopped", "", "[]", now());
+      return;
+    }
+    run_record(id, rec, settle_timeout);
+  }
+  if (shut_)
+    return;
+  auto done = store_.set_bulk_status(id, {"Running"}, "Completed", "", "[]", now());
+  if (!done || !*done) // a stop asked after the last record
+    (void) store_.set_bulk_status(id, {"Stopping"}, "Stopped", "", "[]", now());
 }
 
 // ---- tags ------------------------------------------------------------------------------

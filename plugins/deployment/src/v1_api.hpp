@@ -3,7 +3,7 @@
 // Greengrass v1's group management API (botocore's model greengrass 2017-06-07) on the
 // same server as the v2 API: definitions of cores, devices, functions, subscriptions,
 // resources and loggers with their immutable versions, groups and group versions,
-// deployments and tags. api.cpp checks SigV4, the allow-list and the rate limit, then
+// deployments and tags, role associations and bulk deployments. api.cpp checks SigV4, the allow-list and the rate limit, then
 // hands the v1 routes (`/greengrass/definition/...`, `/greengrass/groups/...`, and
 // `/tags/` of a v1 ARN) here. One generic handler serves the six definition kinds: a
 // table says each one's route, operation name, list field and checks.
@@ -12,6 +12,9 @@
 // hands it to an applier (the plugin: the kernel's `$grove/group/set`), which reports
 // back through applied().
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -28,6 +31,7 @@
 
 #include "grove/group.pb.h"
 
+#include "bulk_input.hpp"
 #include "http.hpp"
 #include "v1_store.hpp"
 
@@ -47,6 +51,10 @@ struct v1_apply_job {
 
 /// Applies a deployment; must eventually call v1_api::applied() with its outcome.
 using v1_applier = std::function<void(v1_apply_job)>;
+
+/// Starts a bulk deployment: fetches `uri` (InputFileUri, through the artifact rules) off
+/// the server's thread and then calls v1_api::run_bulk() with its text or why not.
+using v1_bulk_starter = std::function<void(std::string bulk_id, std::string uri)>;
 
 /// A v1 deployment's group document (`v1_group`, JSON, as v1_apply_job carries it) that
 /// keeps what Greengrass v2 Lambda components put in the group in force (`current`): the
@@ -100,6 +108,26 @@ public:
 
   /// Sets who applies deployments (without one, a deployment fails with that reason).
   void set_applier(v1_applier applier);
+
+  /// Sets who starts bulk deployments (without one, StartBulkDeployment fails the bulk
+  /// deployment at once with that reason).
+  void set_bulk_starter(v1_bulk_starter starter);
+
+  /// Runs bulk deployment `id` over its fetched input file `text` (or fails it with the
+  /// fetch's error): blocking, for a pool thread. Each record is a deployment through
+  /// CreateDeployment's path, one at a time, each waited for until it settles (at most
+  /// `settle_timeout`); a record that cannot be deployed is a failed record with the
+  /// reason. Stops between records when StopBulkDeployment asked, or at shutdown().
+  void run_bulk(const std::string& id, const caf::expected<std::string>& text,
+                std::chrono::milliseconds settle_timeout = std::chrono::minutes{2});
+
+  /// Makes a running run_bulk() return soon, its bulk deployment left as it is (the next
+  /// start ends it), and refuses to run more.
+  void shutdown();
+
+  /// Whether `arn` is a role ARN of IAM (`arn:aws:iam::<account>:role/[<path>/]<name>`) in
+  /// account `account`; "" when it is, else what is wrong (for a message naming the field).
+  static std::string role_arn_problem(const std::string& arn, const std::string& account);
 
   /// The operation a request names ("" when the route is not a v1 one). `segs` are the
   /// decoded path segments.
@@ -166,6 +194,19 @@ private:
   http_response list_cas(const std::string& group_id);
   http_response cert_config(const std::string& group_id, const http_request* update);
   std::string ca_arn(const std::string& group_id, const std::string& ca_id) const;
+  http_response associate_role(const std::string& scope, const http_request& req,
+                               int64_t now_ms);
+  http_response get_role(const std::string& scope);
+  http_response disassociate_role(const std::string& scope, int64_t now_ms);
+  http_response start_bulk(const http_request& req, int64_t now_ms);
+  http_response bulk_status(const std::string& id);
+  http_response list_bulks(const http_request& req);
+  http_response bulk_reports(const std::string& id, const http_request& req);
+  http_response stop_bulk(const std::string& id, int64_t now_ms);
+  std::string bulk_arn(const std::string& id) const;
+  // One record of a bulk deployment (run_bulk): its deployment made and waited for.
+  void run_record(const std::string& bulk_id, const bulk_record& rec,
+                  std::chrono::milliseconds settle_timeout);
   http_response deploy(const v1_resource& group, const std::string& type,
                        const std::string& version, int64_t now_ms);
 
@@ -187,6 +228,11 @@ private:
   std::mutex mtx_; // one change at a time (clientToken check, change, token record)
   std::mutex trust_mtx_; // one writer of the trust directory
   v1_applier applier_;
+  v1_bulk_starter bulk_starter_;
+  // Deployments settling (applied()) and shutdown() wake run_bulk's waits.
+  std::mutex settled_mtx_;
+  std::condition_variable settled_cv_;
+  std::atomic<bool> shut_{false};
 };
 
 } // namespace grove::deployment

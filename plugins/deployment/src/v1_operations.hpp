@@ -17,7 +17,11 @@ inline bool is_v1_operation(std::string_view op) {
         "ListDeployments", "GetDeploymentStatus", "ResetDeployments",
         "CreateGroupCertificateAuthority", "GetGroupCertificateAuthority",
         "ListGroupCertificateAuthorities", "GetGroupCertificateConfiguration",
-        "UpdateGroupCertificateConfiguration"})
+        "UpdateGroupCertificateConfiguration", "AssociateRoleToGroup",
+        "GetAssociatedRole", "DisassociateRoleFromGroup", "AssociateServiceRoleToAccount",
+        "GetServiceRoleForAccount", "DisassociateServiceRoleFromAccount", "StartBulkDeployment",
+        "GetBulkDeploymentStatus", "ListBulkDeployments", "ListBulkDeploymentDetailedReports",
+        "StopBulkDeployment"})
     if (op == group_op)
       return true;
   for (std::string_view kind : {"Core", "Device", "Function", "Subscription", "Resource", "Logger"}) {

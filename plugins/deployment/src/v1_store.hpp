@@ -1,7 +1,7 @@
 #pragma once
 
 // The Greengrass v1 group API's state (v1_api.hpp): definitions of the six kinds and
-// groups, their immutable versions, deployments and clientTokens, in their own SQLite
+// groups, their immutable versions, deployments, clientTokens, role associations and bulk deployments, in their own SQLite
 // file (`groups.db`, grove::store, synchronous=FULL) apart from the component store.
 // One generic table holds every kind, so one code path serves all of them. Thread-safe:
 // one mutex.
@@ -99,6 +99,68 @@ struct v1_group_ca {
   int64_t seq = 0;
 };
 
+/// A role associated with a group (AssociateRoleToGroup) or the account's service role.
+struct v1_role {
+  /// The role's ARN.
+  std::string role_arn;
+  /// When it was associated, ms since the epoch.
+  int64_t associated_ms = 0;
+};
+
+/// A bulk deployment (StartBulkDeployment).
+struct v1_bulk {
+  /// Its id (a UUID).
+  std::string id;
+  /// Initializing | Running | Completed | Stopping | Stopped | Failed.
+  std::string status;
+  /// `InputFileUri`.
+  std::string input_uri;
+  /// `ExecutionRoleArn`.
+  std::string role_arn;
+  /// Tags (JSON object text).
+  std::string tags = "{}";
+  /// ErrorMessage when Failed.
+  std::string error_message;
+  /// ErrorDetails (JSON array text).
+  std::string error_details = "[]";
+  /// Records processed so far.
+  int64_t processed = 0;
+  /// Records that failed before a deployment was made (a bad line, an unknown group).
+  int64_t invalid = 0;
+  /// Creation time, ms since the epoch.
+  int64_t created_ms = 0;
+  /// Last change, ms since the epoch.
+  int64_t updated_ms = 0;
+  /// Insertion order (pagination).
+  int64_t seq = 0;
+};
+
+/// One processed record of a bulk deployment (a detailed report).
+struct v1_bulk_record {
+  /// The bulk deployment's id.
+  std::string bulk_id;
+  /// The record's line in the input file.
+  int64_t line = 0;
+  /// Its GroupId ("" when the line had none).
+  std::string group_id;
+  /// Its GroupVersionId.
+  std::string group_version_id;
+  /// Its DeploymentType.
+  std::string type;
+  /// The deployment it made ("" when none).
+  std::string deployment_id;
+  /// The deployment's status (read from the deployment when there is one, else Failure).
+  std::string status;
+  /// Why the record failed.
+  std::string error_message;
+  /// ErrorDetails (JSON array text).
+  std::string error_details = "[]";
+  /// When it was processed, ms since the epoch.
+  int64_t created_ms = 0;
+  /// Insertion order (pagination).
+  int64_t seq = 0;
+};
+
 /// The store (see the file comment).
 class v1_store {
 public:
@@ -177,6 +239,44 @@ public:
   /// Sets a group's CertificateExpiryInMilliseconds.
   caf::error set_cert_expiry(const std::string& group_id, int64_t ms);
 
+  /// The role of `scope` (`group:<id>`, or `account` for the service role), if any.
+  caf::expected<std::optional<v1_role>> role(const std::string& scope);
+
+  /// Associates `role` with `scope`, replacing the one there.
+  caf::error put_role(const std::string& scope, const v1_role& role);
+
+  /// Removes the role of `scope`; false when there was none.
+  caf::expected<bool> erase_role(const std::string& scope);
+
+  /// Stores a new bulk deployment, unless another one has not ended (Initializing,
+  /// Running, Stopping): then its id, and nothing is stored.
+  caf::expected<std::optional<std::string>> put_bulk(const v1_bulk& b);
+
+  /// One bulk deployment.
+  caf::expected<std::optional<v1_bulk>> bulk(const std::string& id);
+
+  /// Bulk deployments inserted before `before_seq`, newest first, at most `limit`.
+  caf::expected<std::vector<v1_bulk>> bulks(int64_t before_seq, size_t limit);
+
+  /// Sets a bulk deployment's status (and error) if it is one of `from` (any when empty);
+  /// false when it is not.
+  caf::expected<bool> set_bulk_status(const std::string& id, const std::vector<std::string>& from,
+                                      const std::string& status, const std::string& error_message,
+                                      const std::string& error_details, int64_t now_ms);
+
+  /// Adds a processed record and counts it (and as invalid when `invalid`), in one
+  /// transaction.
+  caf::error add_bulk_record(const v1_bulk_record& r, bool invalid);
+
+  /// The records of a bulk deployment after insertion `after_seq`, in input order, at
+  /// most `limit`; each with its deployment's current status and error.
+  caf::expected<std::vector<v1_bulk_record>> bulk_records(const std::string& id,
+                                                          int64_t after_seq, size_t limit);
+
+  /// Ends every bulk deployment a stop cut short: Stopping ones Stopped, Initializing and
+  /// Running ones Failed with `message`; how many.
+  caf::expected<int64_t> end_unfinished_bulks(const std::string& message, int64_t now_ms);
+
 private:
   explicit v1_store(std::unique_ptr<grove::store> db) : db_(std::move(db)) {
     // Nothing.
@@ -187,6 +287,8 @@ private:
   caf::expected<std::vector<v1_version>> version_rows(const char* sql, const std::string& a,
                                                       const std::string& b, const std::string& c,
                                                       int64_t n1, int64_t n2);
+  caf::expected<std::vector<v1_bulk>> bulk_rows(const char* sql, const std::string& a,
+                                                int64_t n1, int64_t n2);
   caf::expected<std::vector<v1_deployment>> deployment_rows(const char* sql, const std::string& a,
                                                             const std::string& b, int64_t n1,
                                                             int64_t n2);

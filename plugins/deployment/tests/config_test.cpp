@@ -66,6 +66,11 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
                    "key_file: s.key, ca_file: c.crt}",
      "discovery.port"},
     {tls + creds + "discovery: {port: 70000}", "port"},
+    // The IP detector fills the core's own thing's list.
+    {tls + creds + "ip_detector: {enabled: true}", "ip_detector.enabled needs thing_name"},
+    {tls + creds + "thing_name: core\nip_detector: {enabled: true, port: 70000}", "port"},
+    {tls + creds + "thing_name: core\nip_detector: {enabled: true, interface: [eth0]}",
+     "interface"},
   };
   for (const auto& [text, names] : rows) {
     auto cfg = deployment_config::map().load(text, "image.yaml");
@@ -81,6 +86,15 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
                  "ca_file: c.crt}"}) {
     auto cfg = deployment_config::map().load(tls + creds + "thing_name: core\n" + d, "image.yaml");
     BOOST_CHECK_MESSAGE(cfg, (cfg ? std::string{} : grove::describe(cfg.error())));
+  }
+  auto ip = deployment_config::map().load(
+    tls + creds + "thing_name: core\nip_detector: {enabled: true, include_ipv6: true, "
+                  "interfaces: [eth*], exclude: [docker*], port: 1883}",
+    "image.yaml");
+  BOOST_CHECK_MESSAGE(ip, (ip ? std::string{} : grove::describe(ip.error())));
+  if (ip) {
+    BOOST_TEST(ip->ip_detector.port == 1883);
+    BOOST_TEST(ip->ip_detector.interfaces == std::vector<std::string>{"eth*"});
   }
   auto dev = deployment_config::map().load(creds + "api: {development_plain_http: true}", "image.yaml");
   BOOST_CHECK_MESSAGE(dev, (dev ? std::string{} : grove::describe(dev.error())));

@@ -17,6 +17,7 @@
 #include "grove/errors.hpp"
 #include "grove/kernel/group.hpp"
 #include "sigv4.hpp"
+#include "ip_detector.hpp"
 #include "v1_api.hpp"
 #include "v1_operations.hpp"
 
@@ -875,4 +876,378 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   BOOST_TEST(trusted().empty());
   BOOST_TEST(active().empty());
   BOOST_TEST(type_of(call("GET", cas)) == "IdNotFoundException");
+}
+}
+
+// ---- role associations ----------------------------------------------------------------
+
+namespace {
+
+std::string role(const std::string& name, const std::string& acct = account) {
+  return "arn:aws:iam::" + acct + ":role/" + name;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(roles_are_checked_stored_and_removed, fixture) {
+  auto g = ok("POST", "/greengrass/groups", {{"Name", "home"}});
+  std::string id = g["Id"];
+  auto base = "/greengrass/groups/" + id + "/role";
+  // Nothing associated yet.
+  BOOST_TEST(type_of(call("GET", base)) == "IdNotFoundException");
+  BOOST_TEST(type_of(call("GET", "/greengrass/servicerole")) == "IdNotFoundException");
+  // An unknown group is 404 for each of the three.
+  for (auto m : {"PUT", "GET", "DELETE"}) {
+    auto r = call(m, "/greengrass/groups/nope/role", std::string{m} == "PUT"
+                                                       ? json{{"RoleArn", role("r")}}
+                                                       : json(nullptr));
+    BOOST_TEST_INFO(m);
+    BOOST_TEST(r.status == 404);
+    BOOST_TEST(type_of(r) == "IdNotFoundException");
+  }
+  // The ARN checks name RoleArn.
+  for (const auto& bad : std::vector<json>{
+         json::object(), {{"RoleArn", 5}}, {{"RoleArn", "role/x"}},
+         {{"RoleArn", "arn:aws:iam::123456789012:user/x"}},
+         {{"RoleArn", "arn:aws:iam:us-east-1:123456789012:role/x"}},
+         {{"RoleArn", role("x", "999999999999")}}, {{"RoleArn", role("bad name")}},
+         {{"RoleArn", role(std::string(65, 'a'))}}, {{"RoleArn", role("x")}, {"Other", 1}}}) {
+    BOOST_TEST_CONTEXT(bad.dump()) {
+      auto r = call("PUT", base, bad);
+      BOOST_TEST(r.status == 400);
+      BOOST_TEST(type_of(r) == "BadRequestException");
+      BOOST_TEST((message_of(r).rfind("RoleArn", 0) == 0 || message_of(r).rfind("Other", 0) == 0),
+                 message_of(r));
+    }
+  }
+  BOOST_TEST(type_of(call("GET", base)) == "IdNotFoundException"); // nothing stored
+  // Associated (a path is allowed), read back, replaced.
+  auto a = ok("PUT", base, {{"RoleArn", role("service-role/GreengrassGroupRole")}});
+  BOOST_TEST(std::regex_match(a["AssociatedAt"].get<std::string>(), iso_re));
+  auto got = ok("GET", base);
+  BOOST_TEST(got["RoleArn"] == role("service-role/GreengrassGroupRole"));
+  BOOST_TEST(got["AssociatedAt"] == a["AssociatedAt"]);
+  ok("PUT", base, {{"RoleArn", role("Other+Role=1,@.")}});
+  BOOST_TEST(ok("GET", base)["RoleArn"] == role("Other+Role=1,@."));
+  // The account's service role, apart from the group's.
+  ok("PUT", "/greengrass/servicerole", {{"RoleArn", role("Greengrass_ServiceRole")}});
+  BOOST_TEST(ok("GET", "/greengrass/servicerole")["RoleArn"] == role("Greengrass_ServiceRole"));
+  BOOST_TEST(message_of(call("PUT", "/greengrass/servicerole", {{"RoleArn", "x"}})).rfind("RoleArn:", 0)
+             == 0);
+  // Both survive the store being reopened.
+  service.reset();
+  v1.reset();
+  groups.reset();
+  auto reopened = v1_store::open(dir / "groups.db");
+  BOOST_REQUIRE(reopened);
+  groups = std::move(*reopened);
+  api_settings settings;
+  settings.keys["AKIAGROVETEST00001"] = access_key{"secret-secret-secret", {"*"}};
+  service = std::make_unique<api>(settings, *components);
+  v1 = std::make_unique<v1_api>(settings, v1_settings{}, *groups);
+  service->set_v1(v1.get());
+  BOOST_TEST(ok("GET", base)["RoleArn"] == role("Other+Role=1,@."));
+  BOOST_TEST(ok("GET", "/greengrass/servicerole")["RoleArn"] == role("Greengrass_ServiceRole"));
+  // Disassociated: DisassociatedAt, then nothing (and again: the same state, answered).
+  BOOST_TEST(std::regex_match(ok("DELETE", base)["DisassociatedAt"].get<std::string>(), iso_re));
+  BOOST_TEST(type_of(call("GET", base)) == "IdNotFoundException");
+  BOOST_TEST(ok("DELETE", base).contains("DisassociatedAt"));
+  ok("DELETE", "/greengrass/servicerole");
+  BOOST_TEST(type_of(call("GET", "/greengrass/servicerole")) == "IdNotFoundException");
+  // A deleted group's role goes with it.
+  ok("PUT", base, {{"RoleArn", role("r")}});
+  ok("DELETE", "/greengrass/groups/" + id);
+  BOOST_TEST(!*groups->role("group:" + id));
+}
+
+// ---- bulk deployments -----------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(bulk_input_lines_are_records_or_failed_records) {
+  std::string err;
+  auto recs = parse_bulk_input(
+    "\xEF\xBB\xBF{\"GroupId\":\"g1\", \"GroupVersionId\":\"v1\", \"DeploymentType\":\"NewDeployment\"}\r\n"
+    "\n   \n"
+    "{\"GroupId\":\"g2\",\"GroupVersionId\":\"v2\"}\n"
+    "not json\n"
+    "{\"GroupId\":\"g3\"}\n"
+    "{\"GroupId\":\"g3\",\"GroupVersionId\":\"v\",\"Extra\":1}\n"
+    "{\"GroupId\":\"g3\",\"GroupVersionId\":\"v\",\"DeploymentType\":\"Redeployment\"}\n"
+    "[1,2]\n"
+    "{\"GroupId\":\"\xff\",\"GroupVersionId\":\"v\"}\n"
+    "{\"GroupId\":\"a b\",\"GroupVersionId\":\"v\"}",
+    err);
+  BOOST_TEST(err.empty());
+  BOOST_REQUIRE_EQUAL(recs.size(), 9u);
+  BOOST_TEST(recs[0].line == 1u);
+  BOOST_TEST(recs[0].group_id == "g1");
+  BOOST_TEST(recs[0].error.empty());
+  BOOST_TEST(recs[1].line == 4u); // blank lines skipped, still counted
+  BOOST_TEST(recs[1].deployment_type == "NewDeployment");
+  BOOST_TEST(recs[1].error.empty());
+  BOOST_TEST(recs[2].error == "line 5: not JSON (or not UTF-8)");
+  BOOST_TEST(recs[3].error == "line 6: GroupVersionId is required");
+  BOOST_TEST(recs[4].error.find("unknown key 'Extra'") != std::string::npos);
+  BOOST_TEST(recs[5].error.find("takes only NewDeployment") != std::string::npos);
+  BOOST_TEST(recs[6].error.find("not a JSON object") != std::string::npos);
+  BOOST_TEST(recs[7].error == "line 10: not JSON (or not UTF-8)");
+  BOOST_TEST(recs[8].error.find("GroupId must be 1 to 128 printable") != std::string::npos);
+  // The file as a whole: empty, blank, too many records.
+  parse_bulk_input("", err);
+  BOOST_TEST(err.find("no records") != std::string::npos);
+  parse_bulk_input("\n \n", err);
+  BOOST_TEST(err.find("no records") != std::string::npos);
+  std::string many;
+  for (size_t i = 0; i <= max_bulk_records; ++i)
+    many += "{\"GroupId\":\"g\",\"GroupVersionId\":\"v\"}\n";
+  BOOST_TEST(parse_bulk_input(many, err).empty());
+  BOOST_TEST(err.find("more than 10000 records") != std::string::npos);
+  BOOST_TEST(parse_bulk_input(std::string(max_bulk_line_bytes + 1, ' ') + "{}", err)[0].error.find(
+               "longer than")
+             != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_bulk_deployment_deploys_each_record_in_order, fixture) {
+  // Deployments settle at once (the kernel's verdict: a group named `refused` is refused).
+  v1->set_applier([this](v1_apply_job job) {
+    jobs.push_back(job);
+    auto doc = json::parse(job.group);
+    v1->applied(job.group_id, job.deployment_id,
+                doc["name"] == "refused" ? "the kernel refused it" : "", 1);
+  });
+  std::vector<std::pair<std::string, std::string>> started;
+  v1->set_bulk_starter([&](std::string id, std::string uri) { started.emplace_back(id, uri); });
+  auto arns = definitions(*this);
+  auto g1 = ok("POST", "/greengrass/groups", {{"Name", "one"}, {"InitialVersion", group_version(arns)}});
+  auto g2 = ok("POST", "/greengrass/groups", {{"Name", "two"}, {"InitialVersion", group_version(arns)}});
+  auto g3 = ok("POST", "/greengrass/groups", {{"Name", "refused"}, {"InitialVersion", group_version(arns)}});
+  auto line = [](const json& g, const std::string& v) {
+    return json{{"GroupId", g["Id"]}, {"GroupVersionId", v}, {"DeploymentType", "NewDeployment"}}.dump()
+           + "\n";
+  };
+  std::string input = line(g1, g1["LatestVersion"]) + "{oops\n"
+                      + line(json{{"Id", "no-such-group"}}, "v") + line(g1, "no-such-version")
+                      + line(g3, g3["LatestVersion"]) + line(g2, g2["LatestVersion"]);
+  // The request's checks name their field; nothing is stored then.
+  auto base = std::string{"/greengrass/bulk/deployments"};
+  auto good_role = role("bulk");
+  for (const auto& [bad, field] : std::vector<std::pair<json, std::string>>{
+         {{{"ExecutionRoleArn", good_role}}, "InputFileUri"},
+         {{{"InputFileUri", "s3://b/k"}}, "ExecutionRoleArn"},
+         {{{"InputFileUri", "ftp://b/k"}, {"ExecutionRoleArn", good_role}}, "InputFileUri"},
+         {{{"InputFileUri", "s3://b/k"}, {"ExecutionRoleArn", "arn:aws:iam::1:role/x"}},
+          "ExecutionRoleArn"},
+         {{{"InputFileUri", "s3://b/k"}, {"ExecutionRoleArn", good_role}, {"x", 1}}, "x"}}) {
+    auto r = call("POST", base, bad);
+    BOOST_TEST_INFO(bad.dump());
+    BOOST_TEST(type_of(r) == "BadRequestException");
+    BOOST_TEST(message_of(r).rfind(field, 0) == 0, message_of(r));
+  }
+  BOOST_TEST(ok("GET", base)["BulkDeployments"].empty());
+  // Started: Initializing, the starter asked to fetch the URI.
+  auto b = ok("POST", base,
+              {{"InputFileUri", "s3://bucket/input.jsonl"}, {"ExecutionRoleArn", good_role},
+               {"tags", {{"team", "ops"}}}});
+  std::string id = b["BulkDeploymentId"];
+  BOOST_TEST(std::regex_match(id, uuid_re));
+  BOOST_TEST(b["BulkDeploymentArn"]
+             == std::string{"arn:aws:greengrass:"} + region + ":" + account
+                  + ":/greengrass/bulk/deployments/" + id);
+  BOOST_REQUIRE_EQUAL(started.size(), 1u);
+  BOOST_TEST(started[0].first == id);
+  BOOST_TEST(started[0].second == "s3://bucket/input.jsonl");
+  auto st = ok("GET", base + "/" + id + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Initializing");
+  BOOST_TEST(st["tags"]["team"] == "ops");
+  // One at a time.
+  auto again = call("POST", base, {{"InputFileUri", "s3://b/k"}, {"ExecutionRoleArn", good_role}});
+  BOOST_TEST(type_of(again) == "BadRequestException");
+  BOOST_TEST(message_of(again).find(id + " has not ended") != std::string::npos);
+  // Run: each record a deployment through CreateDeployment, in order.
+  v1->run_bulk(id, input, std::chrono::seconds{10});
+  st = ok("GET", base + "/" + id + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Completed");
+  BOOST_TEST(st["BulkDeploymentMetrics"]["RecordsProcessed"] == 6);
+  BOOST_TEST(st["BulkDeploymentMetrics"]["InvalidInputRecords"] == 3);
+  BOOST_TEST(!st.contains("ErrorMessage"));
+  BOOST_REQUIRE_EQUAL(jobs.size(), 3u);
+  BOOST_TEST(jobs.back().group_id == g2["Id"]); // the last successful record's group
+  auto reports = ok("GET", base + "/" + id + "/detailed-reports")["Deployments"];
+  BOOST_REQUIRE_EQUAL(reports.size(), 6u);
+  BOOST_TEST(reports[0]["DeploymentStatus"] == "Success");
+  BOOST_TEST(reports[0]["DeploymentType"] == "NewDeployment");
+  BOOST_TEST(reports[0]["GroupArn"]
+             == g1["Arn"].get<std::string>() + "/versions/" + g1["LatestVersion"].get<std::string>());
+  BOOST_TEST(reports[0]["DeploymentArn"]
+             == g1["Arn"].get<std::string>() + "/deployments/"
+                  + reports[0]["DeploymentId"].get<std::string>());
+  BOOST_TEST(ok("GET", "/greengrass/groups/" + g1["Id"].get<std::string>() + "/deployments/"
+                         + reports[0]["DeploymentId"].get<std::string>() + "/status")["DeploymentStatus"]
+             == "Success");
+  BOOST_TEST(reports[1]["DeploymentStatus"] == "Failure");
+  BOOST_TEST(reports[1]["ErrorMessage"] == "line 2: not JSON (or not UTF-8)");
+  BOOST_TEST(!reports[1].contains("DeploymentId"));
+  BOOST_TEST(reports[2]["ErrorDetails"][0]["DetailedErrorCode"] == "IdNotFoundException");
+  BOOST_TEST(reports[2]["ErrorMessage"].get<std::string>().find("no-such-group") != std::string::npos);
+  BOOST_TEST(reports[3]["ErrorDetails"][0]["DetailedErrorCode"] == "VersionNotFoundException");
+  BOOST_TEST(reports[4]["DeploymentStatus"] == "Failure"); // made, then refused by the kernel
+  BOOST_TEST(reports[4]["ErrorMessage"] == "the kernel refused it");
+  BOOST_TEST(reports[4].contains("DeploymentId"));
+  BOOST_TEST(reports[5]["DeploymentStatus"] == "Success");
+  // Pages of 4 then 2.
+  auto p1 = ok("GET", base + "/" + id + "/detailed-reports?MaxResults=4");
+  BOOST_TEST(p1["Deployments"].size() == 4u);
+  auto p2 = ok("GET", base + "/" + id + "/detailed-reports?MaxResults=4&NextToken="
+                        + uri_encode(p1["NextToken"].get<std::string>(), false));
+  BOOST_TEST(p2["Deployments"].size() == 2u);
+  BOOST_TEST(!p2.contains("NextToken"));
+  // A Completed one cannot be stopped.
+  auto r = call("PUT", base + "/" + id + "/%24stop");
+  BOOST_TEST(type_of(r) == "BadRequestException");
+  BOOST_TEST(message_of(r).find("is Completed") != std::string::npos);
+  // Another, stopped before it runs: Stopping, then Stopped without a record.
+  auto b2 = ok("POST", base, {{"InputFileUri", "file:///in.jsonl"}, {"ExecutionRoleArn", good_role}});
+  std::string id2 = b2["BulkDeploymentId"];
+  BOOST_TEST(ok("PUT", base + "/" + id2 + "/%24stop") == json::object());
+  BOOST_TEST(ok("GET", base + "/" + id2 + "/status")["BulkDeploymentStatus"] == "Stopping");
+  v1->run_bulk(id2, input, std::chrono::seconds{10});
+  st = ok("GET", base + "/" + id2 + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Stopped");
+  BOOST_TEST(st["BulkDeploymentMetrics"]["RecordsProcessed"] == 0);
+  BOOST_TEST(jobs.size() == 3u);
+  // One whose file cannot be read or holds nothing: Failed with the reason.
+  auto b3 = ok("POST", base, {{"InputFileUri", "s3://b/missing"}, {"ExecutionRoleArn", good_role}});
+  v1->run_bulk(b3["BulkDeploymentId"],
+               caf::expected<std::string>{grove::make_error(grove::errc::system_error, "HTTP 404")});
+  st = ok("GET", base + "/" + b3["BulkDeploymentId"].get<std::string>() + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Failed");
+  BOOST_TEST(st["ErrorMessage"].get<std::string>().find("HTTP 404") != std::string::npos);
+  BOOST_TEST(st["ErrorDetails"][0]["DetailedErrorCode"] == "GG-BULK-INPUT");
+  auto b4 = ok("POST", base, {{"InputFileUri", "s3://b/empty"}, {"ExecutionRoleArn", good_role}});
+  v1->run_bulk(b4["BulkDeploymentId"], std::string{"\n\n"});
+  st = ok("GET", base + "/" + b4["BulkDeploymentId"].get<std::string>() + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Failed");
+  BOOST_TEST(st["ErrorMessage"].get<std::string>().find("no records") != std::string::npos);
+  // Listed newest first, paged; an unknown id is 404.
+  auto all = ok("GET", base)["BulkDeployments"];
+  BOOST_REQUIRE_EQUAL(all.size(), 4u);
+  BOOST_TEST(all[0]["BulkDeploymentId"] == b4["BulkDeploymentId"]);
+  BOOST_TEST(all[3]["BulkDeploymentId"] == id);
+  BOOST_TEST(std::regex_match(all[3]["CreatedAt"].get<std::string>(), iso_re));
+  auto l1 = ok("GET", base + "?MaxResults=3");
+  auto l2 = ok("GET", base + "?MaxResults=3&NextToken=" + uri_encode(l1["NextToken"].get<std::string>(), false));
+  BOOST_TEST(l2["BulkDeployments"].size() == 1u);
+  BOOST_TEST(l2["BulkDeployments"][0]["BulkDeploymentId"] == id);
+  for (auto path : {"/nope/status", "/nope/detailed-reports"})
+    BOOST_TEST(type_of(call("GET", base + path)) == "IdNotFoundException");
+  BOOST_TEST(type_of(call("PUT", base + "/nope/%24stop")) == "IdNotFoundException");
+  // A client token repeats the first answer.
+  auto t1 = call("POST", base, {{"InputFileUri", "s3://b/t"}, {"ExecutionRoleArn", good_role}}, "tok-1");
+  auto t2 = call("POST", base, {{"InputFileUri", "s3://b/t"}, {"ExecutionRoleArn", good_role}}, "tok-1");
+  BOOST_TEST(t1.status == 200);
+  BOOST_TEST(t2.body == t1.body);
+  // One left running when the plugin stopped ends at the next start: Failed (interrupted).
+  auto n = groups->end_unfinished_bulks("interrupted", 5);
+  BOOST_REQUIRE(n);
+  BOOST_TEST(*n == 1);
+  st = ok("GET", base + "/" + json::parse(t1.body)["BulkDeploymentId"].get<std::string>() + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Failed");
+  BOOST_TEST(st["ErrorMessage"] == "interrupted");
+}
+
+BOOST_FIXTURE_TEST_CASE(without_a_starter_a_bulk_deployment_fails_at_once, fixture) {
+  auto b = ok("POST", "/greengrass/bulk/deployments",
+              {{"InputFileUri", "s3://b/k"}, {"ExecutionRoleArn", role("r")}});
+  auto st = ok("GET", "/greengrass/bulk/deployments/" + b["BulkDeploymentId"].get<std::string>()
+                        + "/status");
+  BOOST_TEST(st["BulkDeploymentStatus"] == "Failed");
+  BOOST_TEST(st["ErrorMessage"].get<std::string>().find("no artifact fetcher") != std::string::npos);
+}
+
+// ---- the IP detector ------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(the_ip_detector_selects_and_merges_addresses) {
+  std::vector<interface_address> all = {
+    {"lo", "127.0.0.1", false, true, true},        {"lo", "::1", true, true, true},
+    {"eth0", "192.168.1.20", false, false, true},  {"eth0", "fe80::1", true, false, true},
+    {"eth0", "2001:db8::20", true, false, true},   {"docker0", "172.17.0.1", false, false, true},
+    {"wlan0", "10.0.0.7", false, false, false},    {"eth0", "192.168.1.5", false, false, true},
+    {"eth0", "192.168.1.5", false, false, true}};
+  ip_detector_options o;
+  auto pick = [&](const ip_detector_options& opts) {
+    std::vector<std::string> out;
+    for (const auto& a : select_addresses(all, opts))
+      out.push_back(a.interface + " " + a.address);
+    return out;
+  };
+  // IPv4 of interfaces that are up, not loopback, each once, sorted.
+  BOOST_TEST(pick(o) == (std::vector<std::string>{"docker0 172.17.0.1", "eth0 192.168.1.20",
+                                                  "eth0 192.168.1.5"}),
+             boost::test_tools::per_element());
+  o.exclude = {"docker*"};
+  o.include_ipv6 = true; // never link-local
+  BOOST_TEST(pick(o) == (std::vector<std::string>{"eth0 192.168.1.20", "eth0 192.168.1.5",
+                                                  "eth0 2001:db8::20"}),
+             boost::test_tools::per_element());
+  o.include_loopback = true;
+  o.include_ipv6 = false;
+  o.interfaces = {"l?"};
+  BOOST_TEST(pick(o) == (std::vector<std::string>{"lo 127.0.0.1"}), boost::test_tools::per_element());
+  // Merged: the detector's entries first (marked), a manual entry kept after them, the old
+  // detected entries replaced.
+  json stored = json::array(
+    {{{"Id", "ip-detector:eth0:10.9.9.9"}, {"HostAddress", "10.9.9.9"}, {"PortNumber", 8883},
+      {"Metadata", "grove:ip-detector eth0"}},
+     {{"Id", "lan"}, {"HostAddress", "core.local"}, {"PortNumber", 8883}, {"Metadata", ""}}});
+  auto merged = merge_detected(stored, {{"eth0", "192.168.1.20", false, false, true}}, 1883);
+  BOOST_REQUIRE_EQUAL(merged.size(), 2u);
+  BOOST_TEST(merged[0]["Id"] == "ip-detector:eth0:192.168.1.20");
+  BOOST_TEST(merged[0]["HostAddress"] == "192.168.1.20");
+  BOOST_TEST(merged[0]["PortNumber"] == 1883);
+  BOOST_TEST(detected_entry(merged[0]));
+  BOOST_TEST(merged[1]["Id"] == "lan");
+  BOOST_TEST(!detected_entry(merged[1]));
+  // The merged list passes UpdateConnectivityInfo's own checks unchanged.
+  std::vector<connectivity_problem> problems;
+  auto checked = check_connectivity_info(merged, problems);
+  BOOST_REQUIRE(checked);
+  BOOST_TEST(*checked == merged);
+  // Off (nothing detected): only the manual entry stays.
+  BOOST_TEST(merge_detected(stored, {}, 8883) == json::array({stored[1]}));
+  // This machine's own addresses (getifaddrs) hold its loopback.
+  auto mine = interface_addresses();
+  BOOST_REQUIRE(mine);
+  BOOST_TEST(std::any_of(mine->begin(), mine->end(), [](const interface_address& a) {
+    return a.address == "127.0.0.1" && a.loopback;
+  }));
+}
+
+BOOST_AUTO_TEST_CASE(connectivity_update_writes_only_a_change) {
+  auto dir = std::filesystem::temp_directory_path() / ("deployment_v1_conn_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto c = component_store::open(dir / "components.db");
+  BOOST_REQUIRE(c);
+  auto detected = std::vector<interface_address>{{"eth0", "192.168.1.20", false, false, true}};
+  auto change = [&](const json& old) { return merge_detected(old, detected, 8883); };
+  auto v = (*c)->update_connectivity("core-1", change, 1);
+  BOOST_REQUIRE(v);
+  BOOST_TEST(v->value() == 1);
+  v = (*c)->update_connectivity("core-1", change, 2);
+  BOOST_REQUIRE(v);
+  BOOST_TEST(!v->has_value()); // the same list: nothing written
+  // A manual update (the API's) is kept by the next detection, after the detected entry.
+  auto manual = json::array({{{"Id", "lan"}, {"HostAddress", "core.local"}, {"PortNumber", 8883},
+                              {"Metadata", ""}}});
+  BOOST_TEST(*(*c)->set_connectivity("core-1", manual, 3) == 2);
+  detected.push_back({"eth1", "10.0.0.2", false, false, true});
+  v = (*c)->update_connectivity("core-1", change, 4);
+  BOOST_REQUIRE(v);
+  BOOST_TEST(v->value() == 3);
+  auto rec = (*c)->connectivity("core-1");
+  BOOST_REQUIRE(rec);
+  BOOST_REQUIRE_EQUAL((*rec)->info.size(), 3u);
+  BOOST_TEST((*rec)->info[0]["HostAddress"] == "192.168.1.20");
+  BOOST_TEST((*rec)->info[1]["HostAddress"] == "10.0.0.2");
+  BOOST_TEST((*rec)->info[2]["Id"] == "lan");
+  c->reset();
+  std::filesystem::remove_all(dir);
 }

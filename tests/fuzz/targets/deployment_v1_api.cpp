@@ -5,7 +5,9 @@
 // signature. Deployments are applied at once, alternately accepted and refused, as the
 // kernel would answer. Every answer has a status the API documents, an error type with
 // each error status, and a JSON object body with a message (or none for 204). The stores
-// persist across inputs, so later inputs meet what earlier ones created.
+// persist across inputs, so later inputs meet what earlier ones created. A bulk deployment
+// started by an input runs right after its answer, over the input's body as its input
+// file (each line a record: deployed, or failed with its reason).
 
 #include <cstdint>
 #include <cstdlib>
@@ -31,6 +33,7 @@ struct world {
   std::unique_ptr<api> service;
   std::unique_ptr<v1_api> v1;
   int applied = 0;
+  std::string bulk; // a bulk deployment StartBulkDeployment just started
 
   world() {
     dir = std::filesystem::temp_directory_path()
@@ -56,6 +59,8 @@ struct world {
       v1->in_progress(job.group_id, job.deployment_id, 1);
       v1->applied(job.group_id, job.deployment_id, ++applied % 2 ? "" : "refused", 2);
     });
+    // Called under the API's lock: run after the answer (run_bulk takes the lock).
+    v1->set_bulk_starter([this](std::string id, std::string) { bulk = std::move(id); });
     service->set_v1(v1.get());
   }
 
@@ -82,5 +87,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   req.body = std::string{all};
   fz::sign(req);
   fz::check_answer(req, w.service->handle(req, fz::now), true);
+  if (!w.bulk.empty()) {
+    w.v1->run_bulk(w.bulk, req.body, std::chrono::seconds{1});
+    auto b = w.groups->bulk(w.bulk);
+    // It ends (its deployments settle at once) and counts what it processed.
+    if (!b || !*b || ((*b)->status != "Completed" && (*b)->status != "Failed")
+        || (*b)->invalid > (*b)->processed)
+      std::abort();
+    w.bulk.clear();
+  }
   return 0;
 }
