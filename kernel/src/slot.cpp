@@ -426,10 +426,13 @@ public:
       GROVE_TSAN_RELEASE(ep().get());
 #endif
     if (!rp.source()) {
+      // anon_send, not send(this, ...): this is not the actor's thread (send reads the
+      // actor's execution unit unsynchronised).
+      auto self = caf::actor_cast<caf::actor>(this);
       if (result)
-        send(this, reply_atom::value, req.id(), std::move(*result));
+        caf::anon_send(self, reply_atom::value, req.id(), std::move(*result));
       else
-        send(this, reply_atom::value, req.id(), std::move(result.error()));
+        caf::anon_send(self, reply_atom::value, req.id(), std::move(result.error()));
       return;
     }
     auto msg = result ? caf::make_message(std::move(*result))
@@ -468,7 +471,9 @@ public:
   }
 
   void report_failure(caf::error reason) {
-    send(this, fail_atom::value, generation_, describe(reason));
+    // From any thread (a plugin's own): anon_send, as post_call.
+    caf::anon_send(caf::actor_cast<caf::actor>(this), fail_atom::value, generation_,
+                   describe(reason));
   }
 
   void set_detail(std::string_view key, std::string value) {

@@ -1449,7 +1449,10 @@ void runner::refresh_plugins() {
                   if (list)
                     for (const auto& m : list->models())
                       if (m.id() == name) {
-                        bool ok = m.state() == ml::ModelInfo::SERVING || m.loading();
+                        // SERVING with an error: the old version still serves after the
+                        // new one failed to load (wait_model's ERRORED stays).
+                        bool ok = (m.state() == ml::ModelInfo::SERVING && m.error().empty())
+                                  || m.loading();
                         state = ok ? "RUNNING" : "ERRORED";
                         details = ok ? "" : m.error();
                       }
