@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <climits>
+#include <fstream>
+#include <optional>
 #include <set>
+#include <sstream>
 
 
 #include "api.hpp"
@@ -1655,6 +1659,8 @@ http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
   if (auto err = write_durable(dir / "ca.crt", ca->certificate, 0644))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
+  if (auto err = write_durable(dir / "ca.crl", ca->crl, 0644))
+    return v1_error(500, "InternalServerErrorException", caf::to_string(err));
   if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0}))
     return internal(err);
   if (auto err = refresh_trust())
@@ -1760,6 +1766,36 @@ caf::expected<std::vector<std::string>> v1_api::trusted_cas() {
   return pems;
 }
 
+caf::expected<std::string> v1_api::ca_crl(const std::string& group_id,
+                                          const std::string& ca_id,
+                                          const std::string& certificate) {
+  // A CA made before CRLs were written has none yet: sign it now from the key.
+  auto dir = v1_.group_ca_dir / group_id / ca_id;
+  auto read = [](const std::filesystem::path& file) -> std::optional<std::string> {
+    std::ifstream in{file, std::ios::binary};
+    if (!in)
+      return std::nullopt;
+    std::stringstream buf;
+    buf << in.rdbuf();
+    return buf.str();
+  };
+  if (auto crl = read(dir / "ca.crl"); crl && !crl->empty())
+    return std::move(*crl);
+  auto key = read(dir / "ca.key");
+  if (!key)
+    return make_error(errc::system_error, "group CA " + group_id + "/" + ca_id
+                                            + ": no CRL and no key to sign one");
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  auto crl = make_group_crl(certificate, *key, now);
+  if (!crl)
+    return crl;
+  if (auto err = write_durable(dir / "ca.crl", *crl, 0644))
+    return err;
+  return crl;
+}
+
 caf::error v1_api::refresh_trust() {
   if (v1_.group_ca_dir.empty())
     return {};
@@ -1767,14 +1803,18 @@ caf::error v1_api::refresh_trust() {
   auto deployed = last_deployed_group(store_);
   if (!deployed)
     return std::move(deployed.error());
-  std::vector<std::string> pems;
+  std::vector<trust_entry> pems;
   std::string active;
   if (!deployed->empty()) {
     auto cas = store_.cas(*deployed);
     if (!cas)
       return std::move(cas.error());
-    for (const auto& ca : *cas)
-      pems.push_back(ca.certificate);
+    for (const auto& ca : *cas) {
+      auto crl = ca_crl(*deployed, ca.id, ca.certificate);
+      if (!crl)
+        return std::move(crl.error());
+      pems.push_back({ca.certificate, std::move(*crl)});
+    }
     if (!cas->empty())
       active = *deployed + "/" + cas->back().id;
   }

@@ -124,6 +124,9 @@ public:
   /// group deployed last (none deployed: an empty directory). Called after a CA is made,
   /// after a successful deployment, and by the plugin at start.
   caf::error refresh_trust();
+  /// The CA's CRL (its ca.crl; signed from its key and written when missing).
+  caf::expected<std::string> ca_crl(const std::string& group_id, const std::string& ca_id,
+                                    const std::string& certificate);
 
   /// The certificates (PEM, oldest first) of the CAs of the group deployed last.
   caf::expected<std::vector<std::string>> trusted_cas();

@@ -25,6 +25,7 @@ PY=/usr/bin/python3
 # The PKI's CA signs the server certificate and Grove's own client only: the devices'
 # certificates come from the group's CAs.
 group_pki grove
+[[ -s $PKI/crl.pem ]] || abort "grove-certs made no crl.pem"
 read -r PORT API_PORT DISC_PORT <<<"$(free_ports 3)"
 KEY=AKIAGROVETEST00001
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
@@ -35,7 +36,9 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
 {
   printf 'kernel:\n  log_level: info\n  group: %s\nplugins:\n' "$GROUP"
   mm_profile_entry
-  printf '        client_id_patterns: ["<thing>", "<thing>-*"]\n        ca_dir: %s/trust\n' "$GCA"
+  # crl_file as in the shipped full image: OpenSSL then wants a CRL from every CA of a
+  # chain, the group CAs' own too (their `<hash>.r0` in the trust directory).
+  printf '        client_id_patterns: ["<thing>", "<thing>-*"]\n        ca_dir: %s/trust\n        crl_file: %s/crl.pem\n' "$GCA" "$PKI"
   cat <<PROFILE
   - name: deployment
     may_set_group: true
@@ -51,6 +54,7 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
         cert_file: $PKI/server.crt
         key_file: $PKI/server.key
         ca_file: $PKI/ca.crt
+        crl_file: $PKI/crl.pem
 PROFILE
 } >"$WORK/profile.yaml"
 
@@ -77,6 +81,7 @@ discover() {  # discover THING: discovery's answer to THING's certificate
     --key "$PKI/devices/$1.key" "https://127.0.0.1:$DISC_PORT/greengrass/discover/thing/$1"
 }
 hashed() { find "$GCA/trust" -name '*.[0-9]' 2>/dev/null | wc -l; }
+crls() { find "$GCA/trust" -name '*.r[0-9]' 2>/dev/null | wc -l; }
 
 # ---- the first CA; device A signed with it -------------------------------------------------
 phase setup
@@ -113,6 +118,10 @@ gg list-group-certificate-authorities --group-id nope >"$WORK/err.out" 2>&1
 check "aws greengrass list-group-certificate-authorities of an unknown group -> IdNotFoundException" \
   grep -q IdNotFoundException "$WORK/err.out"
 check "the trust directory holds both CAs (hashed names)" test "$(hashed)" == 2
+check "... and an empty CRL of each, signed by it (<hash>.rN)" \
+  bash -c '[[ $(find "$0" -name "*.r[0-9]" | wc -l) == 2 ]] && for r in "$0"/*.r[0-9]; do
+             c=${r%.r*}.${r##*.r}; openssl crl -in "$r" -noout -CAfile "$c" 2>&1 | grep -q "verify OK" || exit 1
+           done' "$GCA/trust"
 check "... 'active' names the new one" test "$(cat "$GCA/active")" == "$GID/$CA2"
 "$CERTS_TOOL" device "$PKI" B --group-ca "$GCA" >"$WORK/certs-b.out" 2>&1
 check "grove-certs signs B with the new CA" openssl verify -CAfile "$WORK/ca2.pem" "$PKI/devices/B.crt"
@@ -136,6 +145,7 @@ rm -rf "${GCA:?}/trust"   # what the restart must rebuild from the store
 start_groved
 phase restart
 check "after kill -9 the trust directory is rebuilt with both CAs" test "$(hashed)" == 2
+check "... and their CRLs" test "$(crls)" == 2
 check "... the keys are still 0600" test "$(stat -c %a "$GCA/$GID/$CA2/ca.key" 2>/dev/null)" == 600
 start_sub B '#' "$WORK/b2.out" B-sub-2
 check "... and A (old CA) -> B (new CA) is delivered again" \

@@ -293,11 +293,11 @@ caf::error copy_plugin(const fs::path& from, const fs::path& to) {
   return {};
 }
 
-// Makes `copy` hold exactly the hashed certificates (`<hash>.<n>`) of `ca_dir`, owned by
-// the broker's user: as run_as_user the broker cannot reach ca_dir inside the 0700 write
-// directory. Each file is replaced atomically, so a handshake never reads half of one.
+// Makes `copy` hold exactly the hashed certificates (`<hash>.<n>`) and CRLs (`<hash>.r<n>`)
+// of `ca_dir`, owned by the broker's user: as run_as_user the broker cannot reach ca_dir
+// inside the 0700 write directory. Each file is replaced atomically, so a handshake never reads half of one.
 caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owner owner) {
-  static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+  static const std::regex hashed{"[0-9a-f]{8}\\.r?[0-9]+"};
   std::error_code ec;
   if (!fs::exists(copy, ec)) {
     fs::create_directories(copy, ec);
