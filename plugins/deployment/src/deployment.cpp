@@ -157,6 +157,9 @@ public:
     vs.lambda_packages_dir = cfg.lambda_packages_dir.string();
     vs.group_ca_dir = cfg.group_ca_dir;
     v1_ = std::make_shared<v1_api>(s, std::move(vs), *groups_);
+    if (auto err = v1_->sweep_ca_dirs())
+      ctx.log().error("deployment: cannot sweep the group CA directory {}: {}",
+                      cfg.group_ca_dir.string(), caf::to_string(err));
     // The broker and discovery trust what the store says (a crash may have cut a rewrite).
     if (auto err = v1_->refresh_trust())
       ctx.log().error("deployment: the group CA trust directory {} could not be written: {}",

@@ -829,8 +829,11 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
   bool creates = op.rfind("Create", 0) == 0 || op == "ResetDeployments";
   std::unique_lock guard{mtx_, std::defer_lock};
   std::string request_hash;
-  if (creates) {
+  // DeleteGroup too: a CreateGroupCertificateAuthority running meanwhile would write a
+  // key directory for the deleted group.
+  if (creates || op == "DeleteGroup")
     guard.lock();
+  if (creates) {
     if (!token.empty()) {
       if (token.size() > 64
           || !std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
@@ -1661,8 +1664,13 @@ http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
   if (auto err = write_durable(dir / "ca.crl", ca->crl, 0644))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
-  if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0}))
+  if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0})) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec); // no record: no key kept
+    if (err == errc::conflict)
+      return id_not_found("groups", group_id);
     return internal(err);
+  }
   if (auto err = refresh_trust())
     return v1_error(500, "InternalServerErrorException",
                     "the CA is stored but the trust directory could not be written: "
@@ -1794,6 +1802,29 @@ caf::expected<std::string> v1_api::ca_crl(const std::string& group_id,
   if (auto err = write_durable(dir / "ca.crl", *crl, 0644))
     return err;
   return crl;
+}
+
+caf::error v1_api::sweep_ca_dirs() {
+  if (v1_.group_ca_dir.empty())
+    return {};
+  auto kept = store_.ca_dirs();
+  if (!kept)
+    return std::move(kept.error());
+  // Key directories without a record: a kill -9 between the key and the record, or a
+  // group deleted while its CA was being made.
+  std::error_code ec;
+  for (const auto& g : std::filesystem::directory_iterator(v1_.group_ca_dir, ec)) {
+    auto group = g.path().filename().string();
+    if (group == "trust" || !g.is_directory(ec) || g.is_symlink(ec))
+      continue;
+    std::error_code ec2;
+    for (const auto& c : std::filesystem::directory_iterator(g.path(), ec2))
+      if (!kept->count(group + "/" + c.path().filename().string()))
+        std::filesystem::remove_all(c.path(), ec2);
+    if (std::filesystem::is_empty(g.path(), ec2))
+      std::filesystem::remove(g.path(), ec2);
+  }
+  return {};
 }
 
 caf::error v1_api::refresh_trust() {

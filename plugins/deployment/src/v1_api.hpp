@@ -124,6 +124,9 @@ public:
   /// group deployed last (none deployed: an empty directory). Called after a CA is made,
   /// after a successful deployment, and by the plugin at start.
   caf::error refresh_trust();
+  /// Removes the key directories under group_ca_dir of CAs the store has no record of.
+  /// Called by the plugin at start.
+  caf::error sweep_ca_dirs();
   /// The CA's CRL (its ca.crl; signed from its key and written when missing).
   caf::expected<std::string> ca_crl(const std::string& group_id, const std::string& ca_id,
                                     const std::string& certificate);
