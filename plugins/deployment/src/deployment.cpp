@@ -610,8 +610,14 @@ private:
       ctx_->log().error("deployment: v1 deployment {} of group {} refused: {}",
                         job.deployment_id, job.group_id, error);
     ctx_->run_blocking(
-      [v1, db, job, error] { v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
-      [](caf::error) {});
+      [v1, db, job, error] { return v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
+      [this](caf::expected<caf::error> r) {
+        auto err = r ? std::move(*r) : std::move(r.error());
+        if (err)
+          ctx_->log().error("deployment: the group CA trust directory could not be written "
+                            "after a v1 deployment: {}",
+                            caf::to_string(err));
+      });
   }
 
   // The journal's row of a runner's component, and back.

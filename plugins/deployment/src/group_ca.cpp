@@ -81,17 +81,21 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
   if (!key)
     return ssl_error("cannot make an EC P-256 key");
   x509_ptr cert{X509_new()};
-  X509_set_version(cert.get(), 2);
+  if (!cert || X509_set_version(cert.get(), 2) != 1)
+    return ssl_error("cannot make the CA certificate");
   unsigned char serial[16];
   if (RAND_bytes(serial, sizeof serial) != 1)
     return ssl_error("RAND_bytes failed");
   serial[0] &= 0x7f; // a positive INTEGER
   auto* bn = BN_bin2bn(serial, sizeof serial, nullptr);
-  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+  bool serial_ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr;
   BN_free(bn);
-  ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now_ms / 1000));
-  ASN1_TIME_set(X509_getm_notAfter(cert.get()),
-                static_cast<time_t>((now_ms + validity_ms) / 1000));
+  if (!serial_ok)
+    return ssl_error("cannot set the CA's serial number");
+  if (!ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now_ms / 1000))
+      || !ASN1_TIME_set(X509_getm_notAfter(cert.get()),
+                        static_cast<time_t>((now_ms + validity_ms) / 1000)))
+    return ssl_error("cannot set the CA's validity");
   // The CN names the group and the moment, so two CAs of a group differ in subject too
   // (OpenSSL's hashed trust directory then keeps them under different names).
   auto* name = X509_get_subject_name(cert.get());
@@ -108,9 +112,10 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
                                     reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0)
            != 1)
     return ssl_error("cannot name the CA");
-  X509_set_issuer_name(cert.get(), name);
-  X509_set_pubkey(cert.get(), key.get());
-  if (!add_ext(cert.get(), NID_basic_constraints, "critical,CA:TRUE")
+  if (X509_set_issuer_name(cert.get(), name) != 1 || X509_set_pubkey(cert.get(), key.get()) != 1)
+    return ssl_error("cannot set the CA's issuer and key");
+  // pathlen:0: the group CA signs devices only, never another CA.
+  if (!add_ext(cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0")
       || !add_ext(cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign")
       || !add_ext(cert.get(), NID_subject_key_identifier, "hash"))
     return ssl_error("cannot add the CA's extensions");

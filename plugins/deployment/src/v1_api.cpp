@@ -1621,13 +1621,12 @@ void v1_api::in_progress(const std::string& group_id, const std::string& deploym
   (void) store_.set_deployment_status(group_id, deployment_id, "InProgress", "", "[]", now_ms);
 }
 
-void v1_api::applied(const std::string& group_id, const std::string& deployment_id,
-                     const std::string& error, int64_t now_ms) {
+caf::error v1_api::applied(const std::string& group_id, const std::string& deployment_id,
+                           const std::string& error, int64_t now_ms) {
   if (error.empty()) {
     (void) store_.set_deployment_status(group_id, deployment_id, "Success", "", "[]", now_ms);
     // The deployed group's CAs are the ones the broker trusts now.
-    (void) refresh_trust();
-    return;
+    return refresh_trust();
   }
   auto details =
     json::array({{{"DetailedErrorCode", "GG-KERNEL"}, {"DetailedErrorMessage", error}}});
@@ -1635,6 +1634,7 @@ void v1_api::applied(const std::string& group_id, const std::string& deployment_
                                       details.dump(-1, ' ', false,
                                                    json::error_handler_t::replace),
                                       now_ms);
+  return {};
 }
 
 // ---- group CAs ---------------------------------------------------------------------------
