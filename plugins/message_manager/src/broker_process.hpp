@@ -154,8 +154,9 @@ public:
   process_status status() const;
 
   /// As run_as_user the broker reads a copy of `ca_dir` in its own directory: mirrors
-  /// what changed there (called every second; a no-op otherwise). Mosquitto's capath is
-  /// looked up per handshake, so a CA added to ca_dir is trusted within a second.
+  /// what changed there while the broker runs (called every second; a no-op otherwise).
+  /// Mosquitto's capath is looked up per handshake, so a CA added to ca_dir is trusted
+  /// within a second.
   caf::error sync_ca_dir();
 
   /// state_dir/broker.acl, the table read by the broker plugin.
@@ -215,9 +216,6 @@ private:
   std::deque<std::string> tail_;
   /// The broker's own user when groved is root (run_as_user); empty otherwise.
   std::optional<file_owner> run_as_;
-  // ca_dir's mtime at the last mirror (sync_ca_dir).
-  std::filesystem::file_time_type ca_dir_mtime_{};
-  bool ca_dir_synced_ = false;
   /// A start or adopt() as root made this object the user of the broker's home, which
   /// stop() removes (release() hands it over with the broker).
   bool owns_home_ = false;
