@@ -518,7 +518,19 @@ caf::error broker_process::sync_ca_dir() {
   // content is compared each pass (an mtime misses a rename within the same tick).
   if (!proc_ || !proc_.running())
     return {};
-  return mirror_ca_dir(opts_.ca_dir, broker_home(opts_) / "tls" / "ca.d", *run_as_, nullptr);
+  size_t removed = 0;
+  if (auto err = mirror_ca_dir(opts_.ca_dir, broker_home(opts_) / "tls" / "ca.d", *run_as_,
+                               &removed))
+    return err;
+  // OpenSSL caches what it loaded from a hashed directory: a CA that left the set stays
+  // trusted until the broker restarts. The supervisor starts it again (connections drop
+  // once; persistent sessions keep their queued QoS 1 messages).
+  if (removed > 0) {
+    ++ca_restarts_;
+    if (auto err = proc_.signal(SIGTERM))
+      return err;
+  }
+  return {};
 }
 
 process_status broker_process::status() const {
