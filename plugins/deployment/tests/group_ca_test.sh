@@ -150,6 +150,24 @@ check "... the keys are still 0600" test "$(stat -c %a "$GCA/$GID/$CA2/ca.key" 2
 start_sub B '#' "$WORK/b2.out" B-sub-2
 check "... and A (old CA) -> B (new CA) is delivered again" \
   deliver_until A a/to/b after-kill "$WORK/b2.out"
+# ---- the CAs leave the trust: the broker restarts to forget them ---------------------------------
+kill "${SUB_PIDS[@]}" 2>/dev/null
+BROKER=$(broker_pid)
+phase retire
+check "the trust directory is empty once the group is reset and deleted" \
+  test "$(hashed)$(crls)" == 00
+restarted() {
+  local i p
+  for i in $(seq 1 100); do
+    p=$(broker_pid)
+    [[ -n $p && $p != "$BROKER" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "... and message_manager restarts the broker (OpenSSL caches the CAs it loaded)" restarted
+status_has "local_link: connected" 100 || abort "Grove's client did not reconnect"
+refused "... after which device A (a retired CA) is refused" pub A a/to/b retired -q 1
 check "groved is still running, both plugins too" \
   bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running" &&
            "$0" status 2>/dev/null | grep -q "message_manager .* running"' "$GROVECTL"
