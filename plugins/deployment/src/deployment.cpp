@@ -610,13 +610,17 @@ private:
       ctx_->log().error("deployment: v1 deployment {} of group {} refused: {}",
                         job.deployment_id, job.group_id, error);
     ctx_->run_blocking(
-      [v1, db, job, error] { return v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
-      [this](caf::expected<caf::error> r) {
-        auto err = r ? std::move(*r) : std::move(r.error());
-        if (err)
+      [v1, db, job, error] {
+        // The trust directory's error as text (an expected<caf::error> cannot be).
+        auto err = v1->applied(job.group_id, job.deployment_id, error, now_ms());
+        return err ? caf::to_string(err) : std::string{};
+      },
+      [this](caf::expected<std::string> r) {
+        auto why = r ? *r : caf::to_string(r.error());
+        if (!why.empty())
           ctx_->log().error("deployment: the group CA trust directory could not be written "
                             "after a v1 deployment: {}",
-                            caf::to_string(err));
+                            why);
       });
   }
 
