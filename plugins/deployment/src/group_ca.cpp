@@ -223,18 +223,19 @@ caf::error write_trust_dir(const fs::path& dir, const std::vector<trust_entry>& 
     auto hash = X509_subject_name_hash(cert.get());
     char name[32];
     auto n = next[hash]++;
-    std::snprintf(name, sizeof name, "%08lx.%d", hash, n);
-    wanted.insert(name);
-    if (auto err = write_durable(dir / name, pem, 0644))
-      return err;
     // The CA's CRL (issuer = its subject, so the same hash): with a crl_file the broker
-    // and discovery check a CRL for every CA of a chain, and a group CA has no other.
+    // and discovery check a CRL for every CA of a chain, and a group CA has no other. It
+    // is written first, so a reader never sees the certificate without its CRL.
     if (!crl.empty()) {
       std::snprintf(name, sizeof name, "%08lx.r%d", hash, n);
       wanted.insert(name);
       if (auto err = write_durable(dir / name, crl, 0644))
         return err;
     }
+    std::snprintf(name, sizeof name, "%08lx.%d", hash, n);
+    wanted.insert(name);
+    if (auto err = write_durable(dir / name, pem, 0644))
+      return err;
   }
   static const std::regex hashed{"[0-9a-f]{8}\\.r?[0-9]+"};
   for (const auto& e : fs::directory_iterator(dir, ec)) {

@@ -373,6 +373,10 @@ caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owne
   if (ec)
     return make_error(errc::system_error, "broker: cannot list " + ca_dir.string() + ": "
                                             + ec.message() + " (the broker's copy is kept)");
+  // CRLs first: the broker never sees a CA without its CRL (with a crlfile it would refuse
+  // the CA's devices until the next pass).
+  std::stable_partition(found.begin(), found.end(),
+                        [](const std::string& n) { return n.find(".r") != std::string::npos; });
   std::set<std::string> names;
   for (const auto& name : found) {
     auto had = read_nofollow(copy / name);
