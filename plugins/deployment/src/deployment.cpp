@@ -166,6 +166,9 @@ public:
     vs.lambda_packages_dir = cfg.lambda_packages_dir.string();
     vs.group_ca_dir = cfg.group_ca_dir;
     v1_ = std::make_shared<v1_api>(s, std::move(vs), *groups_);
+    if (auto err = v1_->sweep_ca_dirs())
+      ctx.log().error("deployment: cannot sweep the group CA directory {}: {}",
+                      cfg.group_ca_dir.string(), caf::to_string(err));
     // The broker and discovery trust what the store says (a crash may have cut a rewrite).
     if (auto err = v1_->refresh_trust())
       ctx.log().error("deployment: the group CA trust directory {} could not be written: {}",
@@ -725,8 +728,18 @@ private:
       ctx_->log().error("deployment: v1 deployment {} of group {} refused: {}",
                         job.deployment_id, job.group_id, error);
     ctx_->run_blocking(
-      [v1, db, job, error] { v1->applied(job.group_id, job.deployment_id, error, now_ms()); },
-      [](caf::error) {});
+      [v1, db, job, error] {
+        // The trust directory's error as text (an expected<caf::error> cannot be).
+        auto err = v1->applied(job.group_id, job.deployment_id, error, now_ms());
+        return err ? caf::to_string(err) : std::string{};
+      },
+      [this](caf::expected<std::string> r) {
+        auto why = r ? *r : caf::to_string(r.error());
+        if (!why.empty())
+          ctx_->log().error("deployment: the group CA trust directory could not be written "
+                            "after a v1 deployment: {}",
+                            why);
+      });
   }
 
   // The journal's row of a runner's component, and back.

@@ -37,6 +37,7 @@ struct deleter {
 using pkey_ptr = std::unique_ptr<EVP_PKEY, deleter<EVP_PKEY, EVP_PKEY_free>>;
 using x509_ptr = std::unique_ptr<X509, deleter<X509, X509_free>>;
 using bio_ptr = std::unique_ptr<BIO, deleter<BIO, BIO_free_all>>;
+using crl_ptr = std::unique_ptr<X509_CRL, deleter<X509_CRL, X509_CRL_free>>;
 
 caf::error ssl_error(const std::string& what) {
   char buf[256] = "unknown error";
@@ -80,17 +81,21 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
   if (!key)
     return ssl_error("cannot make an EC P-256 key");
   x509_ptr cert{X509_new()};
-  X509_set_version(cert.get(), 2);
+  if (!cert || X509_set_version(cert.get(), 2) != 1)
+    return ssl_error("cannot make the CA certificate");
   unsigned char serial[16];
   if (RAND_bytes(serial, sizeof serial) != 1)
     return ssl_error("RAND_bytes failed");
   serial[0] &= 0x7f; // a positive INTEGER
   auto* bn = BN_bin2bn(serial, sizeof serial, nullptr);
-  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+  bool serial_ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr;
   BN_free(bn);
-  ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now_ms / 1000));
-  ASN1_TIME_set(X509_getm_notAfter(cert.get()),
-                static_cast<time_t>((now_ms + validity_ms) / 1000));
+  if (!serial_ok)
+    return ssl_error("cannot set the CA's serial number");
+  if (!ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now_ms / 1000))
+      || !ASN1_TIME_set(X509_getm_notAfter(cert.get()),
+                        static_cast<time_t>((now_ms + validity_ms) / 1000)))
+    return ssl_error("cannot set the CA's validity");
   // The CN names the group and the moment, so two CAs of a group differ in subject too
   // (OpenSSL's hashed trust directory then keeps them under different names).
   auto* name = X509_get_subject_name(cert.get());
@@ -107,9 +112,10 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
                                     reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0)
            != 1)
     return ssl_error("cannot name the CA");
-  X509_set_issuer_name(cert.get(), name);
-  X509_set_pubkey(cert.get(), key.get());
-  if (!add_ext(cert.get(), NID_basic_constraints, "critical,CA:TRUE")
+  if (X509_set_issuer_name(cert.get(), name) != 1 || X509_set_pubkey(cert.get(), key.get()) != 1)
+    return ssl_error("cannot set the CA's issuer and key");
+  // pathlen:0: the group CA signs devices only, never another CA.
+  if (!add_ext(cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0")
       || !add_ext(cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign")
       || !add_ext(cert.get(), NID_subject_key_identifier, "hash"))
     return ssl_error("cannot add the CA's extensions");
@@ -131,7 +137,39 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
   out.certificate = bio_text(c.get());
   out.private_key = bio_text(k.get());
   out.not_after_ms = (now_ms + validity_ms) / 1000 * 1000;
+  auto crl = make_group_crl(out.certificate, out.private_key, now_ms);
+  if (!crl)
+    return std::move(crl.error());
+  out.crl = std::move(*crl);
   return out;
+}
+
+caf::expected<std::string> make_group_crl(const std::string& certificate,
+                                          const std::string& private_key, int64_t now_ms) {
+  bio_ptr cb{BIO_new_mem_buf(certificate.data(), static_cast<int>(certificate.size()))};
+  x509_ptr cert{PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr)};
+  if (!cert)
+    return ssl_error("the CA certificate cannot be read");
+  bio_ptr kb{BIO_new_mem_buf(private_key.data(), static_cast<int>(private_key.size()))};
+  pkey_ptr key{PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr)};
+  if (!key)
+    return ssl_error("the CA key cannot be read");
+  // nextUpdate is the CA's notAfter: the CRL does not expire before the CA does, so it
+  // needs no re-signing (refresh_trust signs one only where it is missing).
+  std::unique_ptr<ASN1_TIME, deleter<ASN1_TIME, ASN1_TIME_free>> last{
+    ASN1_TIME_set(nullptr, static_cast<time_t>(now_ms / 1000))};
+  crl_ptr crl{X509_CRL_new()};
+  if (!crl || !last || X509_CRL_set_version(crl.get(), 1) != 1
+      || X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(cert.get())) != 1
+      || X509_CRL_set1_lastUpdate(crl.get(), last.get()) != 1
+      || X509_CRL_set1_nextUpdate(crl.get(), X509_get0_notAfter(cert.get())) != 1)
+    return ssl_error("cannot fill the CA's CRL");
+  if (X509_CRL_sign(crl.get(), key.get(), EVP_sha256()) == 0)
+    return ssl_error("cannot sign the CA's CRL");
+  bio_ptr out{BIO_new(BIO_s_mem())};
+  if (PEM_write_bio_X509_CRL(out.get(), crl.get()) != 1)
+    return ssl_error("cannot write the CA's CRL as PEM");
+  return bio_text(out.get());
 }
 
 caf::error write_durable(const fs::path& file, const std::string& content, unsigned mode) {
@@ -166,7 +204,7 @@ caf::error write_durable(const fs::path& file, const std::string& content, unsig
   return {};
 }
 
-caf::error write_trust_dir(const fs::path& dir, const std::vector<std::string>& pems) {
+caf::error write_trust_dir(const fs::path& dir, const std::vector<trust_entry>& cas) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
@@ -177,19 +215,29 @@ caf::error write_trust_dir(const fs::path& dir, const std::vector<std::string>& 
                   fs::perm_options::replace, ec);
   std::map<unsigned long, int> next;
   std::set<std::string> wanted;
-  for (const auto& pem : pems) {
+  for (const auto& [pem, crl] : cas) {
     bio_ptr b{BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))};
     x509_ptr cert{PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr)};
     if (!cert)
       return ssl_error("a stored CA certificate cannot be read");
     auto hash = X509_subject_name_hash(cert.get());
     char name[32];
-    std::snprintf(name, sizeof name, "%08lx.%d", hash, next[hash]++);
+    auto n = next[hash]++;
+    // The CA's CRL (issuer = its subject, so the same hash): with a crl_file the broker
+    // and discovery check a CRL for every CA of a chain, and a group CA has no other. It
+    // is written first, so a reader never sees the certificate without its CRL.
+    if (!crl.empty()) {
+      std::snprintf(name, sizeof name, "%08lx.r%d", hash, n);
+      wanted.insert(name);
+      if (auto err = write_durable(dir / name, crl, 0644))
+        return err;
+    }
+    std::snprintf(name, sizeof name, "%08lx.%d", hash, n);
     wanted.insert(name);
     if (auto err = write_durable(dir / name, pem, 0644))
       return err;
   }
-  static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+  static const std::regex hashed{"[0-9a-f]{8}\\.r?[0-9]+"};
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     auto n = e.path().filename().string();
     if (std::regex_match(n, hashed) && !wanted.count(n))

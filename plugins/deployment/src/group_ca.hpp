@@ -27,7 +27,22 @@ struct group_ca_material {
   std::string private_key;
   /// notAfter, ms since the epoch.
   int64_t not_after_ms = 0;
+  /// An empty CRL signed by the CA (nextUpdate = the CA's notAfter), PEM.
+  std::string crl;
 };
+
+/// A CA of the trust directory: its certificate and its CRL (PEM; may be empty).
+struct trust_entry {
+  /// The certificate, PEM.
+  std::string certificate;
+  /// The CA's CRL, PEM, written as `<hash>.r<n>`; empty: none.
+  std::string crl;
+};
+
+/// Signs an empty CRL with the CA's key: lastUpdate `now_ms`, nextUpdate the CA's
+/// notAfter (so it never needs re-signing while the CA is valid).
+caf::expected<std::string> make_group_crl(const std::string& certificate,
+                                          const std::string& private_key, int64_t now_ms);
 
 /// Makes a CA for `group_id` valid from `now_ms` for `validity_ms`.
 caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int64_t now_ms,
@@ -38,9 +53,9 @@ caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int6
 caf::error write_durable(const std::filesystem::path& file, const std::string& content,
                          unsigned mode);
 
-/// Makes `dir` hold exactly `pems` (certificates) under OpenSSL's hashed names, each file
-/// written with write_durable (mode 0644: certificates are public); other `*.N` files are
-/// removed.
-caf::error write_trust_dir(const std::filesystem::path& dir, const std::vector<std::string>& pems);
+/// Makes `dir` hold exactly `cas` under OpenSSL's hashed names (`<hash>.N` the
+/// certificate, `<hash>.rN` its CRL), each file written with write_durable (mode 0644:
+/// certificates and CRLs are public); other `*.N` and `*.rN` files are removed.
+caf::error write_trust_dir(const std::filesystem::path& dir, const std::vector<trust_entry>& cas);
 
 } // namespace grove::deployment

@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <climits>
+#include <fstream>
+#include <optional>
 #include <set>
+#include <sstream>
 
 
 #include "api.hpp"
@@ -849,8 +853,11 @@ http_response v1_api::handle(const std::string& op, const std::vector<std::strin
     op.rfind("Create", 0) == 0 || op == "ResetDeployments" || op == "StartBulkDeployment";
   std::unique_lock guard{mtx_, std::defer_lock};
   std::string request_hash;
-  if (creates) {
+  // DeleteGroup too: a CreateGroupCertificateAuthority running meanwhile would write a
+  // key directory for the deleted group.
+  if (creates || op == "DeleteGroup")
     guard.lock();
+  if (creates) {
     if (!token.empty()) {
       if (token.size() > 64
           || !std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
@@ -1654,8 +1661,8 @@ void v1_api::in_progress(const std::string& group_id, const std::string& deploym
   (void) store_.set_deployment_status(group_id, deployment_id, "InProgress", "", "[]", now_ms);
 }
 
-void v1_api::applied(const std::string& group_id, const std::string& deployment_id,
-                     const std::string& error, int64_t now_ms) {
+caf::error v1_api::applied(const std::string& group_id, const std::string& deployment_id,
+                           const std::string& error, int64_t now_ms) {
   // A bulk deployment waits for its records' deployments to settle.
   struct wake {
     v1_api* self;
@@ -1667,8 +1674,7 @@ void v1_api::applied(const std::string& group_id, const std::string& deployment_
   if (error.empty()) {
     (void) store_.set_deployment_status(group_id, deployment_id, "Success", "", "[]", now_ms);
     // The deployed group's CAs are the ones the broker trusts now.
-    (void) refresh_trust();
-    return;
+    return refresh_trust();
   }
   auto details =
     json::array({{{"DetailedErrorCode", "GG-KERNEL"}, {"DetailedErrorMessage", error}}});
@@ -1676,6 +1682,7 @@ void v1_api::applied(const std::string& group_id, const std::string& deployment_
                                       details.dump(-1, ' ', false,
                                                    json::error_handler_t::replace),
                                       now_ms);
+  return {};
 }
 
 // ---- group CAs ---------------------------------------------------------------------------
@@ -1703,8 +1710,15 @@ http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
   if (auto err = write_durable(dir / "ca.crt", ca->certificate, 0644))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
-  if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0}))
+  if (auto err = write_durable(dir / "ca.crl", ca->crl, 0644))
+    return v1_error(500, "InternalServerErrorException", caf::to_string(err));
+  if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0})) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec); // no record: no key kept
+    if (err == errc::conflict)
+      return id_not_found("groups", group_id);
     return internal(err);
+  }
   if (auto err = refresh_trust())
     return v1_error(500, "InternalServerErrorException",
                     "the CA is stored but the trust directory could not be written: "
@@ -1808,6 +1822,59 @@ caf::expected<std::vector<std::string>> v1_api::trusted_cas() {
   return pems;
 }
 
+caf::expected<std::string> v1_api::ca_crl(const std::string& group_id,
+                                          const std::string& ca_id,
+                                          const std::string& certificate) {
+  // A CA made before CRLs were written has none yet: sign it now from the key.
+  auto dir = v1_.group_ca_dir / group_id / ca_id;
+  auto read = [](const std::filesystem::path& file) -> std::optional<std::string> {
+    std::ifstream in{file, std::ios::binary};
+    if (!in)
+      return std::nullopt;
+    std::stringstream buf;
+    buf << in.rdbuf();
+    return buf.str();
+  };
+  if (auto crl = read(dir / "ca.crl"); crl && !crl->empty())
+    return std::move(*crl);
+  auto key = read(dir / "ca.key");
+  if (!key)
+    return make_error(errc::system_error, "group CA " + group_id + "/" + ca_id
+                                            + ": no CRL and no key to sign one");
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  auto crl = make_group_crl(certificate, *key, now);
+  if (!crl)
+    return crl;
+  if (auto err = write_durable(dir / "ca.crl", *crl, 0644))
+    return err;
+  return crl;
+}
+
+caf::error v1_api::sweep_ca_dirs() {
+  if (v1_.group_ca_dir.empty())
+    return {};
+  auto kept = store_.ca_dirs();
+  if (!kept)
+    return std::move(kept.error());
+  // Key directories without a record: a kill -9 between the key and the record, or a
+  // group deleted while its CA was being made.
+  std::error_code ec;
+  for (const auto& g : std::filesystem::directory_iterator(v1_.group_ca_dir, ec)) {
+    auto group = g.path().filename().string();
+    if (group == "trust" || !g.is_directory(ec) || g.is_symlink(ec))
+      continue;
+    std::error_code ec2;
+    for (const auto& c : std::filesystem::directory_iterator(g.path(), ec2))
+      if (!kept->count(group + "/" + c.path().filename().string()))
+        std::filesystem::remove_all(c.path(), ec2);
+    if (std::filesystem::is_empty(g.path(), ec2))
+      std::filesystem::remove(g.path(), ec2);
+  }
+  return {};
+}
+
 caf::error v1_api::refresh_trust() {
   if (v1_.group_ca_dir.empty())
     return {};
@@ -1815,14 +1882,18 @@ caf::error v1_api::refresh_trust() {
   auto deployed = last_deployed_group(store_);
   if (!deployed)
     return std::move(deployed.error());
-  std::vector<std::string> pems;
+  std::vector<trust_entry> pems;
   std::string active;
   if (!deployed->empty()) {
     auto cas = store_.cas(*deployed);
     if (!cas)
       return std::move(cas.error());
-    for (const auto& ca : *cas)
-      pems.push_back(ca.certificate);
+    for (const auto& ca : *cas) {
+      auto crl = ca_crl(*deployed, ca.id, ca.certificate);
+      if (!crl)
+        return std::move(crl.error());
+      pems.push_back({ca.certificate, std::move(*crl)});
+    }
     if (!cas->empty())
       active = *deployed + "/" + cas->back().id;
   }

@@ -144,14 +144,21 @@ public:
   http_response tags(const std::string& op, const std::string& arn, const http_request& req);
 
   /// The applier's report: `error` empty on success; the deployment's status becomes
-  /// Success or Failure (ErrorMessage = `error`).
-  void applied(const std::string& group_id, const std::string& deployment_id,
-               const std::string& error, int64_t now_ms);
+  /// Success or Failure (ErrorMessage = `error`). After a Success: the error of rewriting
+  /// the trust directory (refresh_trust), for the caller to log.
+  caf::error applied(const std::string& group_id, const std::string& deployment_id,
+                     const std::string& error, int64_t now_ms);
 
   /// Rewrites the group CA trust directory and the `active` file from the CAs of the
   /// group deployed last (none deployed: an empty directory). Called after a CA is made,
   /// after a successful deployment, and by the plugin at start.
   caf::error refresh_trust();
+  /// Removes the key directories under group_ca_dir of CAs the store has no record of.
+  /// Called by the plugin at start.
+  caf::error sweep_ca_dirs();
+  /// The CA's CRL (its ca.crl; signed from its key and written when missing).
+  caf::expected<std::string> ca_crl(const std::string& group_id, const std::string& ca_id,
+                                    const std::string& certificate);
 
   /// The certificates (PEM, oldest first) of the CAs of the group deployed last.
   caf::expected<std::vector<std::string>> trusted_cas();

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "grove/errors.hpp"
+
 #include "store_rows.hpp"
 
 namespace grove::deployment {
@@ -506,9 +508,28 @@ caf::expected<int64_t> v1_store::end_unfinished_bulks(const std::string& message
 
 caf::error v1_store::put_ca(const v1_group_ca& ca) {
   std::lock_guard guard{mtx_};
-  return db_->run("INSERT INTO v1_group_cas(group_id, id, certificate, created_ms, "
-                  "not_after_ms) VALUES (?,?,?,?,?)",
-                  ca.group_id, ca.id, ca.certificate, ca.created_ms, ca.not_after_ms);
+  // Only while the group exists: a CA of a group deleted meanwhile would be an orphan.
+  if (auto err = db_->run("INSERT INTO v1_group_cas(group_id, id, certificate, created_ms, "
+                          "not_after_ms) SELECT ?,?,?,?,? WHERE EXISTS (SELECT 1 FROM "
+                          "v1_resources WHERE kind = 'groups' AND id = ?)",
+                          ca.group_id, ca.id, ca.certificate, ca.created_ms, ca.not_after_ms,
+                          ca.group_id))
+    return err;
+  if (sqlite3_changes(db_->native_handle()) == 0)
+    return grove::make_error(grove::errc::conflict, "group " + ca.group_id + " no longer exists");
+  return {};
+}
+
+caf::expected<std::set<std::string>> v1_store::ca_dirs() {
+  std::lock_guard guard{mtx_};
+  std::set<std::string> out;
+  if (auto err = each_row(*db_, "SELECT group_id, id FROM v1_group_cas",
+                          [&](grove::statement& s) {
+                            out.insert(std::string{s.column_text(0)} + "/"
+                                       + std::string{s.column_text(1)});
+                          }))
+    return err;
+  return out;
 }
 
 caf::expected<std::vector<v1_group_ca>> v1_store::cas(const std::string& group_id) {

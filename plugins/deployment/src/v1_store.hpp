@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -227,8 +228,11 @@ public:
   caf::expected<std::vector<v1_deployment>> deployments(const std::string& group_id,
                                                         int64_t before_seq, size_t limit);
 
-  /// Stores a group's new CA.
+  /// Stores a group's new CA; errc::conflict when the group does not exist (any more).
   caf::error put_ca(const v1_group_ca& ca);
+
+  /// Every stored CA as `<group id>/<CA id>` (its key directory under group_ca_dir).
+  caf::expected<std::set<std::string>> ca_dirs();
 
   /// A group's CAs, oldest first.
   caf::expected<std::vector<v1_group_ca>> cas(const std::string& group_id);

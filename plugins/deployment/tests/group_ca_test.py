@@ -123,5 +123,17 @@ elif PHASE == "restart":
     check("... and the certificate configuration (10 days)",
           conf["CertificateExpiryInMilliseconds"] == "864000000", conf)
 
+elif PHASE == "retire":
+    gid = state["group"]
+    d = gg.reset_deployments(GroupId=gid)
+    st = support.wait(lambda: (lambda s: s if s["DeploymentStatus"] in ("Success", "Failure")
+                               else None)(gg.get_deployment_status(
+                                   GroupId=gid, DeploymentId=d["DeploymentId"])))
+    check("ResetDeployments -> Success", st and st["DeploymentStatus"] == "Success", st)
+    gg.delete_group(GroupId=gid)
+    e = error_of(gg.list_group_certificate_authorities, GroupId=gid)
+    check("DeleteGroup: its CAs are gone (IdNotFoundException)",
+          e and e[0] == "IdNotFoundException", e)
+
 json.dump(state, open(STATE, "w"))
 support.finish()

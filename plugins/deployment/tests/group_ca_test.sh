@@ -25,6 +25,7 @@ PY=/usr/bin/python3
 # The PKI's CA signs the server certificate and Grove's own client only: the devices'
 # certificates come from the group's CAs.
 group_pki grove
+[[ -s $PKI/crl.pem ]] || abort "grove-certs made no crl.pem"
 read -r PORT API_PORT DISC_PORT <<<"$(free_ports 3)"
 KEY=AKIAGROVETEST00001
 SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
@@ -35,7 +36,9 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
 {
   printf 'kernel:\n  log_level: info\n  group: %s\nplugins:\n' "$GROUP"
   mm_profile_entry
-  printf '        client_id_patterns: ["<thing>", "<thing>-*"]\n        ca_dir: %s/trust\n' "$GCA"
+  # crl_file as in the shipped full image: OpenSSL then wants a CRL from every CA of a
+  # chain, the group CAs' own too (their `<hash>.r0` in the trust directory).
+  printf '        client_id_patterns: ["<thing>", "<thing>-*"]\n        ca_dir: %s/trust\n        crl_file: %s/crl.pem\n' "$GCA" "$PKI"
   cat <<PROFILE
   - name: deployment
     may_set_group: true
@@ -51,6 +54,7 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
         cert_file: $PKI/server.crt
         key_file: $PKI/server.key
         ca_file: $PKI/ca.crt
+        crl_file: $PKI/crl.pem
 PROFILE
 } >"$WORK/profile.yaml"
 
@@ -77,6 +81,7 @@ discover() {  # discover THING: discovery's answer to THING's certificate
     --key "$PKI/devices/$1.key" "https://127.0.0.1:$DISC_PORT/greengrass/discover/thing/$1"
 }
 hashed() { find "$GCA/trust" -name '*.[0-9]' 2>/dev/null | wc -l; }
+crls() { find "$GCA/trust" -name '*.r[0-9]' 2>/dev/null | wc -l; }
 
 # ---- the first CA; device A signed with it -------------------------------------------------
 phase setup
@@ -89,7 +94,16 @@ check "... its 'active' file names it" test "$(cat "$GCA/active" 2>/dev/null)" =
 check "grove-certs device A --group-ca signs A with the group's CA (openssl verify)" \
   openssl verify -CAfile "$WORK/ca1.pem" "$PKI/devices/A.crt"
 refused "... not with the PKI's own CA" openssl verify -CAfile "$PKI/ca.crt" "$PKI/devices/A.crt"
-check "device A (first CA) connects and publishes on a/to/b" pub A a/to/b first -q 1
+# The broker's copy of the trust directory is refreshed every second: retry until then.
+pub_until() {
+  local i
+  for i in $(seq 1 50); do
+    pub "$@" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+check "device A (first CA) connects and publishes on a/to/b" pub_until A a/to/b first -q 1
 BROKER=$(broker_pid)
 
 # ---- rotation: a second CA; device B signed with it --------------------------------------------
@@ -113,6 +127,10 @@ gg list-group-certificate-authorities --group-id nope >"$WORK/err.out" 2>&1
 check "aws greengrass list-group-certificate-authorities of an unknown group -> IdNotFoundException" \
   grep -q IdNotFoundException "$WORK/err.out"
 check "the trust directory holds both CAs (hashed names)" test "$(hashed)" == 2
+check "... and an empty CRL of each, signed by it (<hash>.rN)" \
+  bash -c '[[ $(find "$0" -name "*.r[0-9]" | wc -l) == 2 ]] && for r in "$0"/*.r[0-9]; do
+             c=${r%.r*}.${r##*.r}; openssl crl -in "$r" -noout -CAfile "$c" 2>&1 | grep -q "verify OK" || exit 1
+           done' "$GCA/trust"
 check "... 'active' names the new one" test "$(cat "$GCA/active")" == "$GID/$CA2"
 "$CERTS_TOOL" device "$PKI" B --group-ca "$GCA" >"$WORK/certs-b.out" 2>&1
 check "grove-certs signs B with the new CA" openssl verify -CAfile "$WORK/ca2.pem" "$PKI/devices/B.crt"
@@ -136,10 +154,29 @@ rm -rf "${GCA:?}/trust"   # what the restart must rebuild from the store
 start_groved
 phase restart
 check "after kill -9 the trust directory is rebuilt with both CAs" test "$(hashed)" == 2
+check "... and their CRLs" test "$(crls)" == 2
 check "... the keys are still 0600" test "$(stat -c %a "$GCA/$GID/$CA2/ca.key" 2>/dev/null)" == 600
 start_sub B '#' "$WORK/b2.out" B-sub-2
 check "... and A (old CA) -> B (new CA) is delivered again" \
   deliver_until A a/to/b after-kill "$WORK/b2.out"
+# ---- the CAs leave the trust: the broker restarts to forget them ---------------------------------
+kill "${SUB_PIDS[@]}" 2>/dev/null
+BROKER=$(broker_pid)
+phase retire
+check "the trust directory is empty once the group is reset and deleted" \
+  test "$(hashed)$(crls)" == 00
+restarted() {
+  local i p
+  for i in $(seq 1 100); do
+    p=$(broker_pid)
+    [[ -n $p && $p != "$BROKER" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "... and message_manager restarts the broker (OpenSSL caches the CAs it loaded)" restarted
+status_has "local_link: connected" 100 || abort "Grove's client did not reconnect"
+refused "... after which device A (a retired CA) is refused" pub A a/to/b retired -q 1
 check "groved is still running, both plugins too" \
   bash -c '"$0" status 2>/dev/null | grep -q "deployment .* running" &&
            "$0" status 2>/dev/null | grep -q "message_manager .* running"' "$GROVECTL"

@@ -766,12 +766,16 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   auto d = ok("POST", "/greengrass/groups/" + id + "/deployments",
               {{"DeploymentType", "NewDeployment"}, {"GroupVersionId", g["LatestVersion"]}});
   v1->applied(id, d["DeploymentId"], "", 2);
-  auto trusted = [&] {
+  // The certificates (<hash>.N) and the CAs' CRLs (<hash>.rN) of the trust directory.
+  auto hashed = [&](const char* pattern) {
     std::vector<std::string> names;
     for (const auto& e : std::filesystem::directory_iterator(dir / "group_ca" / "trust"))
-      names.push_back(e.path().filename().string());
+      if (std::regex_match(e.path().filename().string(), std::regex{pattern}))
+        names.push_back(e.path().filename().string());
     return names;
   };
+  auto trusted = [&] { return hashed("[0-9a-f]{8}\\.[0-9]+"); };
+  auto crls = [&] { return hashed("[0-9a-f]{8}\\.r[0-9]+"); };
   auto active = [&] {
     std::ifstream in{dir / "group_ca" / "active"};
     std::string line;
@@ -780,6 +784,10 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   };
   BOOST_REQUIRE_EQUAL(trusted().size(), 1u);
   BOOST_TEST(std::regex_match(trusted()[0], std::regex{"[0-9a-f]{8}\\.0"}));
+  // Its empty CRL beside it (same hash), and kept beside the key.
+  BOOST_REQUIRE_EQUAL(crls().size(), 1u);
+  BOOST_TEST(crls()[0] == trusted()[0].substr(0, 9) + "r0");
+  BOOST_TEST(std::filesystem::file_size(dir / "group_ca" / id / ca1 / "ca.crl") > 0u);
   BOOST_TEST(active() == id + "/" + ca1);
   // Rotation: a second CA is active, both trusted, both listed oldest first.
   auto c2 = ok("POST", cas);
@@ -792,6 +800,7 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   BOOST_TEST(list[1]["GroupCertificateAuthorityId"] == ca2);
   BOOST_TEST(list[1]["GroupCertificateAuthorityArn"] == arn2);
   BOOST_TEST(trusted().size() == 2u);
+  BOOST_TEST(crls().size() == 2u);
   BOOST_TEST(active() == id + "/" + ca2);
   auto pems = v1->trusted_cas();
   BOOST_REQUIRE(pems);
@@ -858,8 +867,22 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   v1 = std::make_unique<v1_api>(settings, vs, *groups);
   service->set_v1(v1.get());
   std::filesystem::remove_all(dir / "group_ca" / "trust");
+  // A CA made before CRLs were kept: its CRL is signed again from the key.
+  std::filesystem::remove(dir / "group_ca" / id / ca1 / "ca.crl");
+  // Key directories without a record (a kill -9 between key and record, a group deleted
+  // meanwhile) go at start; the stored CAs' stay.
+  std::filesystem::create_directories(dir / "group_ca" / id / "orphan");
+  std::filesystem::create_directories(dir / "group_ca" / "gone-group" / "orphan");
+  BOOST_REQUIRE(!v1->sweep_ca_dirs());
+  BOOST_TEST(!std::filesystem::exists(dir / "group_ca" / id / "orphan"));
+  BOOST_TEST(!std::filesystem::exists(dir / "group_ca" / "gone-group"));
+  BOOST_TEST(std::filesystem::exists(dir / "group_ca" / id / ca1 / "ca.key"));
   BOOST_REQUIRE(!v1->refresh_trust());
   BOOST_TEST(trusted().size() == 3u);
+  BOOST_TEST(crls().size() == 3u);
+  BOOST_TEST(std::filesystem::exists(dir / "group_ca" / id / ca1 / "ca.crl"));
+  // A CA record for a group that does not exist is refused.
+  BOOST_TEST((groups->put_ca({"no-such-group", "x", pem, 1, 2, 0}) == grove::errc::conflict));
   BOOST_TEST(ok("GET", cas)["GroupCertificateAuthorities"].size() == 3u);
   BOOST_TEST(ok("GET", cas + "/" + ca1)["PemEncodedCertificate"] == pem);
   BOOST_TEST(ok("GET", expiry)["CertificateExpiryInMilliseconds"] == "2592000000");
@@ -874,6 +897,7 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   ok("DELETE", "/greengrass/groups/" + id);
   BOOST_TEST(!std::filesystem::exists(dir / "group_ca" / id));
   BOOST_TEST(trusted().empty());
+  BOOST_TEST(crls().empty());
   BOOST_TEST(active().empty());
   BOOST_TEST(type_of(call("GET", cas)) == "IdNotFoundException");
 }

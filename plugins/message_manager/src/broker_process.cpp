@@ -23,6 +23,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
 #include "grove/errors.hpp"
@@ -293,37 +296,112 @@ caf::error copy_plugin(const fs::path& from, const fs::path& to) {
   return {};
 }
 
-// Makes `copy` hold exactly the hashed certificates (`<hash>.<n>`) of `ca_dir`, owned by
-// the broker's user: as run_as_user the broker cannot reach ca_dir inside the 0700 write
-// directory. Each file is replaced atomically, so a handshake never reads half of one.
-caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owner owner) {
-  static const std::regex hashed{"[0-9a-f]{8}\\.[0-9]+"};
+// A regular file's content, read without following a symlink; nullopt when it cannot be
+// read whole (missing, vanished mid-read, not a regular file, larger than 1 MiB).
+std::optional<std::string> read_nofollow(const fs::path& file) {
+  constexpr size_t limit = 1 << 20;
+  int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return std::nullopt;
+  struct stat st {};
+  std::optional<std::string> out;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<size_t>(st.st_size) <= limit) {
+    out.emplace();
+    char buf[8192];
+    for (;;) {
+      auto n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 || out->size() + static_cast<size_t>(n) > limit) {
+        out.reset();
+        break;
+      }
+      if (n == 0)
+        break;
+      out->append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// True when `pem` holds a PEM certificate (`crl`: a PEM CRL) OpenSSL can read: anything
+// else in the hashed directory would end OpenSSL's lookup of that hash.
+bool readable_pem(const std::string& pem, bool crl) {
+  if (pem.empty())
+    return false;
+  auto* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (!bio)
+    return false;
+  bool ok = false;
+  if (crl) {
+    auto* c = PEM_read_bio_X509_CRL(bio, nullptr, nullptr, nullptr);
+    ok = c != nullptr;
+    X509_CRL_free(c);
+  } else {
+    auto* c = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    ok = c != nullptr;
+    X509_free(c);
+  }
+  BIO_free(bio);
+  ERR_clear_error();
+  return ok;
+}
+
+// Makes `copy` hold exactly the hashed certificates (`<hash>.<n>`) and CRLs (`<hash>.r<n>`)
+// of `ca_dir`, owned by the broker's user: as run_as_user the broker cannot reach ca_dir
+// inside the 0700 write directory. Each file is replaced atomically, so a handshake never
+// reads half of one. A file that cannot be read whole or is no PEM certificate/CRL is
+// skipped (the copy keeps its last good version; gone from ca_dir, it goes next pass);
+// when ca_dir cannot be listed the copy stays as it is. `removed` counts files removed.
+caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owner owner,
+                         size_t* removed) {
+  static const std::regex hashed{"[0-9a-f]{8}\\.r?[0-9]+"};
   std::error_code ec;
   if (!fs::exists(copy, ec)) {
     fs::create_directories(copy, ec);
     if (ec || ::chown(copy.c_str(), owner.uid, owner.gid) != 0)
       return make_error(errc::system_error, "broker: cannot make " + copy.string());
   }
+  std::vector<std::string> found;
+  fs::directory_iterator it{ca_dir, ec};
+  for (; !ec && it != fs::directory_iterator{}; it.increment(ec)) {
+    auto name = it->path().filename().string();
+    if (std::regex_match(name, hashed))
+      found.push_back(std::move(name));
+  }
+  if (ec)
+    return make_error(errc::system_error, "broker: cannot list " + ca_dir.string() + ": "
+                                            + ec.message() + " (the broker's copy is kept)");
+  // CRLs first: the broker never sees a CA without its CRL (with a crlfile it would refuse
+  // the CA's devices until the next pass).
+  std::stable_partition(found.begin(), found.end(),
+                        [](const std::string& n) { return n.find(".r") != std::string::npos; });
   std::set<std::string> names;
-  for (const auto& e : fs::directory_iterator(ca_dir, ec)) {
-    auto name = e.path().filename().string();
-    if (!std::regex_match(name, hashed))
+  for (const auto& name : found) {
+    auto had = read_nofollow(copy / name);
+    auto content = read_nofollow(ca_dir / name);
+    if (!content || !readable_pem(*content, name.find(".r") != std::string::npos)) {
+      if (had)
+        names.insert(name);
       continue;
-    std::ifstream in{e.path(), std::ios::binary};
-    std::stringstream buf;
-    buf << in.rdbuf();
-    std::ifstream old{copy / name, std::ios::binary};
-    std::stringstream had;
-    had << old.rdbuf();
+    }
     names.insert(name);
-    if (old && had.str() == buf.str())
+    if (had && *had == *content)
       continue;
-    if (auto err = write_file_atomic(copy / name, {buf.str()}, 0644, owner))
+    if (auto err = write_file_atomic(copy / name, {*content}, 0644, owner))
       return err;
   }
-  for (const auto& e : fs::directory_iterator(copy, ec))
-    if (!names.count(e.path().filename().string()))
-      fs::remove(e.path(), ec);
+  size_t gone = 0;
+  std::vector<fs::path> extra;
+  for (fs::directory_iterator c{copy, ec}; !ec && c != fs::directory_iterator{}; c.increment(ec))
+    if (!names.count(c->path().filename().string()))
+      extra.push_back(c->path());
+  for (const auto& p : extra)
+    if (fs::remove(p, ec))
+      ++gone;
+  if (removed)
+    *removed = gone;
   return {};
 }
 
@@ -348,7 +426,7 @@ caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file
       return err;
   }
   if (!o.ca_dir.empty())
-    return mirror_ca_dir(o.ca_dir, tls_dir / "ca.d", owner);
+    return mirror_ca_dir(o.ca_dir, tls_dir / "ca.d", owner, nullptr);
   return {};
 }
 
@@ -440,15 +518,22 @@ fs::path broker_process::stats_file() const {
 caf::error broker_process::sync_ca_dir() {
   if (opts_.ca_dir.empty() || opts_.dev_mode || !run_as_)
     return {};
-  // A rename into the directory changes its mtime: only then is it read again.
-  std::error_code ec;
-  auto mtime = fs::last_write_time(opts_.ca_dir, ec);
-  if (ec || (ca_dir_synced_ && mtime == ca_dir_mtime_))
+  // Only while the broker runs: after stop() its home is not to be made again. The
+  // content is compared each pass (an mtime misses a rename within the same tick).
+  if (!proc_ || !proc_.running())
     return {};
-  if (auto err = mirror_ca_dir(opts_.ca_dir, broker_home(opts_) / "tls" / "ca.d", *run_as_))
+  size_t removed = 0;
+  if (auto err = mirror_ca_dir(opts_.ca_dir, broker_home(opts_) / "tls" / "ca.d", *run_as_,
+                               &removed))
     return err;
-  ca_dir_mtime_ = mtime;
-  ca_dir_synced_ = true;
+  // OpenSSL caches what it loaded from a hashed directory: a CA that left the set stays
+  // trusted until the broker restarts. The supervisor starts it again (connections drop
+  // once; persistent sessions keep their queued QoS 1 messages).
+  if (removed > 0) {
+    ++ca_restarts_;
+    if (auto err = proc_.signal(SIGTERM))
+      return err;
+  }
   return {};
 }
 

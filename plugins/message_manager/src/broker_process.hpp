@@ -154,9 +154,16 @@ public:
   process_status status() const;
 
   /// As run_as_user the broker reads a copy of `ca_dir` in its own directory: mirrors
-  /// what changed there (called every second; a no-op otherwise). Mosquitto's capath is
-  /// looked up per handshake, so a CA added to ca_dir is trusted within a second.
+  /// what changed there while the broker runs (called every second; a no-op otherwise).
+  /// Mosquitto's capath is looked up per handshake, so a CA added to ca_dir is trusted
+  /// within a second; when a file leaves the set the broker is restarted through its
+  /// supervisor (OpenSSL keeps what it loaded), which drops the connections once.
   caf::error sync_ca_dir();
+
+  /// Restarts sync_ca_dir() asked for because a CA or CRL left ca_dir.
+  uint64_t ca_restarts() const {
+    return ca_restarts_;
+  }
 
   /// state_dir/broker.acl, the table read by the broker plugin.
   std::filesystem::path acl_file() const;
@@ -215,9 +222,8 @@ private:
   std::deque<std::string> tail_;
   /// The broker's own user when groved is root (run_as_user); empty otherwise.
   std::optional<file_owner> run_as_;
-  // ca_dir's mtime at the last mirror (sync_ca_dir).
-  std::filesystem::file_time_type ca_dir_mtime_{};
-  bool ca_dir_synced_ = false;
+  // Restarts sync_ca_dir asked for (a CA left the trusted set).
+  uint64_t ca_restarts_ = 0;
   /// A start or adopt() as root made this object the user of the broker's home, which
   /// stop() removes (release() hands it over with the broker).
   bool owns_home_ = false;

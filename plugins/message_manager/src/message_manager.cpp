@@ -304,9 +304,14 @@ public:
       return err;
     ctx_->every(std::chrono::seconds{1}, [this] {
       update_status();
-      if (broker_)
+      if (broker_) {
+        auto restarts = broker_->ca_restarts();
         if (auto err = broker_->sync_ca_dir())
           ctx_->log().error("message_manager: broker.ca_dir: {}", caf::to_string(err));
+        if (broker_->ca_restarts() != restarts)
+          ctx_->log().warn("message_manager: a CA left broker.ca_dir: the broker restarts to "
+                           "forget it (OpenSSL keeps what it loaded; connections drop once)");
+      }
     });
     update_status();
     return {};

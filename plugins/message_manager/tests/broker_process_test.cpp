@@ -937,6 +937,47 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
   BOOST_CHECK(deliver_until("A", "t/new", "new-rule", out));
 }
 
+// broker.ca_dir as run_as_user: the broker's copy takes whole PEM certificates only (a
+// file that is none would end OpenSSL's lookup of its hash), and when a CA leaves the
+// directory the broker restarts (OpenSSL keeps what it loaded).
+BOOST_FIXTURE_TEST_CASE(ca_dir_copy_takes_certificates_and_a_removal_restarts, fixture) {
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("not root: the broker reads ca_dir itself; nothing to check");
+    return;
+  }
+  make_pki();
+  auto hidden = dir.path() / "private";
+  fs::create_directories(hidden);
+  fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
+  fs::copy_file(GROVE_BROKER_PLUGIN, hidden / "grove_broker_plugin.so");
+  opts.plugin_path = hidden / "grove_broker_plugin.so";
+  auto write_dir = dir.path() / "write";
+  fs::create_directories(write_dir);
+  fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+  opts.state_dir = write_dir / "plugins" / "message_manager" / "broker";
+  auto cas = write_dir / "cas";
+  fs::create_directories(cas);
+  fs::copy_file(opts.ca_file, cas / "0badcafe.0");
+  std::ofstream{cas / "0badcafe.1"} << "not a certificate\n";
+  opts.ca_dir = cas.string();
+  broker_process bp{opts};
+  start_ab(bp);
+  auto copy = fs::canonical(opts.state_dir) / "tls" / "ca.d";
+  BOOST_CHECK(fs::exists(copy / "0badcafe.0"));
+  BOOST_CHECK(!fs::exists(copy / "0badcafe.1"));
+  BOOST_REQUIRE(!bp.sync_ca_dir());
+  BOOST_CHECK_EQUAL(bp.ca_restarts(), 0u);
+  auto pid = bp.status().pid;
+  fs::remove(cas / "0badcafe.0");
+  BOOST_REQUIRE(!bp.sync_ca_dir());
+  BOOST_CHECK(!fs::exists(copy / "0badcafe.0"));
+  BOOST_CHECK_EQUAL(bp.ca_restarts(), 1u);
+  BOOST_CHECK(wait_until([&] {
+    auto st = bp.status();
+    return st.running && st.pid != pid;
+  }));
+}
+
 // A root run's broker home holds a copy of the server key: it goes when the broker stops,
 // unless the broker is handed over (a reload), and the table moves back into state_dir for
 // the next start. A start replaces what a run that never stopped (groved killed) left.
