@@ -55,6 +55,15 @@ constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
 /// (it may load after this plugin) before it is refused for want of it.
 constexpr std::chrono::milliseconds local_resources_wait{5000};
 
+/// Bytes of Invoke frames sent ahead to a busy worker (items behind the one in its
+/// handler). A worker does not read while its handler runs, so they sit in the socket
+/// buffer: well under send_buffer_bytes, a send never waits (and never holds the actor).
+constexpr size_t send_ahead_bytes = 64u << 10;
+
+/// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
+/// sent ahead and the call replies and acks the worker reads while its handler runs.
+constexpr int send_buffer_bytes = 256 << 10;
+
 /// One work item: a message for a function, and the request to answer, if any.
 struct work_item {
   uint64_t seq = 0;
@@ -63,6 +72,7 @@ struct work_item {
   std::string subject;
   std::string source;
   std::string content_type;
+  size_t frame_bytes = 0; // its Invoke frame's size once sent (the budget sent ahead)
 };
 
 enum class inst_state { starting, idle, busy, ending };
@@ -85,6 +95,8 @@ struct instance {
   // in its pipeline (Hello.pipeline, at most `pipeline` in all).
   std::deque<work_item> items;
   uint32_t pipeline = 1;
+  // Frame bytes of items[1..]: sent ahead, not read yet (at most send_ahead_bytes).
+  size_t ahead_bytes = 0;
   grove::timer_id hello_timer = 0;
   // One timer checks the front item's deadline; it is re-armed when it fires early, not
   // set per item (each set costs a message through CAF's clock thread).
@@ -825,6 +837,7 @@ private:
     // A worker that stops reading must not hold the runtime's actor: bounded sends.
     timeval tv{2, 0};
     ::setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    ::setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &send_buffer_bytes, sizeof send_buffer_bytes);
     auto inst = std::make_unique<instance>();
     inst->id = ++instance_ids_;
     inst->token = random_hex(32);
@@ -966,12 +979,13 @@ private:
   }
 
   /// Sends up to `n` queued items to `inst` in one write: their Invoke frames, in order.
+  /// The first item to an idle worker goes whatever its size; items sent ahead of the
+  /// one in its handler only within send_ahead_bytes.
   void hand(function_state& fn, instance& inst, size_t n) {
     std::string out;
     bool was_idle = inst.items.empty();
     for (; n > 0 && !fn.queue.empty(); --n) {
-      auto item = std::move(fn.queue.front());
-      fn.queue.pop_front();
+      auto& item = fn.queue.front();
       gfn::Frame f;
       auto* inv = f.mutable_invoke();
       inv->set_id(item.seq);
@@ -982,11 +996,22 @@ private:
       inv->set_invocation_id(invocation_prefix_ + std::to_string(item.seq));
       inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
       inv->set_event(!item.request.has_value());
-      inst.items.push_back(std::move(item));
+      auto bytes = 4 + f.ByteSizeLong();
+      bool ahead = !inst.items.empty();
+      if (ahead && inst.ahead_bytes + bytes > send_ahead_bytes)
+        break; // it waits for the handler to take the items ahead of it
+      auto at = out.size();
       if (auto err = gfn::append_frame(out, f))
         return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
                             false);
+      item.frame_bytes = out.size() - at;
+      if (ahead)
+        inst.ahead_bytes += item.frame_bytes;
+      inst.items.push_back(std::move(item));
+      fn.queue.pop_front();
     }
+    if (out.empty())
+      return;
     inst.state = inst_state::busy;
     if (was_idle) {
       ++inst.idle_gen;
@@ -1174,9 +1199,12 @@ private:
       return end_instance(fn, inst, "a result for no item in hand", false);
     auto item = std::move(inst.items.front());
     inst.items.pop_front();
-    // The next item sent ahead is in the handler now (its deadline timer stays armed).
-    if (!inst.items.empty())
+    // The next item sent ahead is in the handler now (its deadline timer stays armed);
+    // its bytes have left the socket buffer.
+    if (!inst.items.empty()) {
+      inst.ahead_bytes -= std::min(inst.ahead_bytes, inst.items.front().frame_bytes);
       start_deadline(fn, inst);
+    }
     if (!r.error().empty()) {
       note_error(fn, "handler failed: " + r.error());
       answer_error(&fn, item, make_error(errc::plugin_failed,
@@ -1463,6 +1491,7 @@ private:
   /// instance (or are answered with `err` too when the function is withdrawn or
   /// removed). An empty `err` (an orderly end) has no item in hand.
   void fail_in_hand(function_state& fn, instance& inst, const caf::error& err) {
+    inst.ahead_bytes = 0;
     if (inst.items.empty())
       return;
     if (err) {

@@ -237,6 +237,39 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_count_as_queued_and_outlive_their_instance
   BOOST_TEST(info.queued() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(large_items_sent_ahead_never_overrun_a_busy_worker) {
+  // 32 items of 32 KiB behind a handler that holds: far more than a socket buffer. Only
+  // a bounded number of bytes goes ahead, so no send waits on the worker and every item
+  // is answered by the one instance, none failed.
+  runtime rt{fn("p", "pipeline")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto hold = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  std::vector<std::pair<std::string, std::future<caf::expected<grove::Envelope>>>> calls;
+  for (int i = 0; i < 32; ++i) {
+    auto payload = "\"" + std::to_string(i) + std::string(32 << 10, char('a' + i % 26)) + "\"";
+    calls.emplace_back(payload, std::async(std::launch::async, [&rt, payload] {
+                         return rt.invoke("p", payload, 120s);
+                       }));
+  }
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == 32u; }));
+  std::ofstream{release} << "go";
+  auto held = hold.get();
+  BOOST_REQUIRE_MESSAGE(held, why(held));
+  for (auto& [payload, c] : calls) {
+    auto x = c.get();
+    BOOST_REQUIRE_MESSAGE(x, why(x));
+    BOOST_TEST((x->payload() == payload));
+  }
+  auto info = rt.info("p");
+  BOOST_TEST(info.errors() == 0u);
+  BOOST_TEST(info.invocations() == 33u);
+  BOOST_TEST(info.instances() == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_get_their_own_replies_through_the_pipeline) {
   runtime rt{fn("e", "echo")};
   rt.wait_defined("e");

@@ -64,6 +64,18 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       std::this_thread::sleep_for(std::chrono::milliseconds{5});
     return std::to_string(::getpid());
   }
+  if (mode == "pipeline") {
+    // Items sent ahead: "crash" (a JSON string) dies, "wait:<path>" holds until the file
+    // exists, anything else is echoed.
+    if (payload == "\"crash\"")
+      std::raise(SIGSEGV);
+    if (payload.starts_with("\"wait:")) {
+      auto path = payload.substr(6, payload.size() - 7);
+      while (!std::filesystem::exists(path))
+        std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+    return payload;
+  }
   if (mode == "infer") {
     // Infers on the model the payload (a JSON string) names; answers "<code>|<error>" or
     // "ok|<outputs>": the runtime's grant check with or without ml_inference in the image.
