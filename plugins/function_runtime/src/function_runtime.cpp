@@ -980,11 +980,12 @@ private:
 
   /// Sends up to `n` queued items to `inst` in one write: their Invoke frames, in order.
   /// The first item to an idle worker goes whatever its size; items sent ahead of the
-  /// one in its handler only within send_ahead_bytes.
+  /// one in its handler only within send_ahead_bytes. An item whose frame exceeds
+  /// max_frame_bytes (the worker's limit too) is answered alone with errc::too_large.
   void hand(function_state& fn, instance& inst, size_t n) {
     std::string out;
     bool was_idle = inst.items.empty();
-    for (; n > 0 && !fn.queue.empty(); --n) {
+    while (n > 0 && !fn.queue.empty()) {
       auto& item = fn.queue.front();
       gfn::Frame f;
       auto* inv = f.mutable_invoke();
@@ -996,19 +997,34 @@ private:
       inv->set_invocation_id(invocation_prefix_ + std::to_string(item.seq));
       inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
       inv->set_event(!item.request.has_value());
-      auto bytes = 4 + f.ByteSizeLong();
+      auto size = f.ByteSizeLong();
+      caf::error err;
+      if (size > static_cast<size_t>(cfg_.max_frame_bytes))
+        err = make_error(errc::too_large,
+                         "function '" + fn.name + "': the work item's frame of "
+                           + std::to_string(size) + " bytes exceeds max_frame_bytes ("
+                           + std::to_string(cfg_.max_frame_bytes) + ")");
       bool ahead = !inst.items.empty();
-      if (ahead && inst.ahead_bytes + bytes > send_ahead_bytes)
+      if (!err && ahead && inst.ahead_bytes + 4 + size > send_ahead_bytes)
         break; // it waits for the handler to take the items ahead of it
       auto at = out.size();
-      if (auto err = gfn::append_frame(out, f))
-        return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
-                            false);
+      if (!err)
+        err = gfn::append_frame(out, f);
+      if (err) {
+        // Nothing of it was sent: it alone is answered, the instance goes on.
+        out.resize(at);
+        refuse(fn);
+        auto refused = std::move(item);
+        fn.queue.pop_front();
+        answer_error(&fn, refused, err);
+        continue;
+      }
       item.frame_bytes = out.size() - at;
       if (ahead)
         inst.ahead_bytes += item.frame_bytes;
       inst.items.push_back(std::move(item));
       fn.queue.pop_front();
+      --n;
     }
     if (out.empty())
       return;

@@ -270,6 +270,38 @@ BOOST_AUTO_TEST_CASE(large_items_sent_ahead_never_overrun_a_busy_worker) {
   BOOST_TEST(info.instances() == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(an_item_over_max_frame_bytes_is_refused_alone) {
+  // A work item whose frame the worker would refuse is answered too_large before it is
+  // sent; the items ahead of and behind it, and the instance, are untouched.
+  runtime rt{fn("p", "pipeline"), "{allow_run_as_root: true, max_frame_bytes: 65536}"};
+  rt.wait_defined("p");
+  auto big = "\"" + std::string(100 << 10, 'b') + "\"";
+  BOOST_TEST(is(rt.invoke("p", big), errc::too_large));
+  auto release = rt.dir.path() / "release";
+  auto held_payload = "\"wait:" + release.string() + "\"";
+  auto hold = std::async(std::launch::async, [&] { return rt.invoke("p", held_payload, 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  auto before = std::async(std::launch::async, [&] { return rt.invoke("p", "\"before\"", 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == 1u; }));
+  auto over = std::async(std::launch::async, [&] { return rt.invoke("p", big, 60s); });
+  auto after = std::async(std::launch::async, [&] { return rt.invoke("p", "\"after\"", 60s); });
+  BOOST_TEST(is(over.get(), errc::too_large));
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  BOOST_TEST(h->payload() == held_payload);
+  auto b = before.get();
+  BOOST_REQUIRE_MESSAGE(b, why(b));
+  BOOST_TEST(b->payload() == "\"before\"");
+  auto a = after.get();
+  BOOST_REQUIRE_MESSAGE(a, why(a));
+  BOOST_TEST(a->payload() == "\"after\"");
+  auto info = rt.info("p");
+  BOOST_TEST(info.errors() == 0u);
+  BOOST_TEST(info.refused() == 2u);
+  BOOST_TEST(info.invocations() == 3u);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_get_their_own_replies_through_the_pipeline) {
   runtime rt{fn("e", "echo")};
   rt.wait_defined("e");
