@@ -1505,7 +1505,8 @@ private:
   /// The item in `inst`'s handler is answered with `err`; those sent ahead of it never
   /// reached the handler and go back to the front of the queue, in order, for the next
   /// instance (or are answered with `err` too when the function is withdrawn or
-  /// removed). An empty `err` (an orderly end) has no item in hand.
+  /// removed, and with plugin_broken when it gave up starting instances: nothing would
+  /// run them). An empty `err` (an orderly end) has no item in hand.
   void fail_in_hand(function_state& fn, instance& inst, const caf::error& err) {
     inst.ahead_bytes = 0;
     if (inst.items.empty())
@@ -1518,6 +1519,15 @@ private:
       // Withdrawn or removed: its queue has been answered, so are these.
       auto why = err ? err
                      : make_error(errc::no_route, "function '" + fn.name + "' is gone");
+      for (auto& item : inst.items)
+        answer_error(&fn, item, why);
+      inst.items.clear();
+      return;
+    }
+    if (fn.gave_up) {
+      // As enqueue() answers new work then.
+      auto why = make_error(errc::plugin_broken,
+                            "function '" + fn.name + "' does not start: " + fn.last_error);
       for (auto& item : inst.items)
         answer_error(&fn, item, why);
       inst.items.clear();

@@ -302,6 +302,55 @@ BOOST_AUTO_TEST_CASE(an_item_over_max_frame_bytes_is_refused_alone) {
   BOOST_TEST(info.invocations() == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
+  // Two busy instances, one item of 40 KiB sent ahead to each (the byte budget takes one),
+  // one queued. New instances stop starting, one instance is killed: its items go back to
+  // the queue and the runtime gives up on starts. When the other dies, the item sent
+  // ahead to it has nothing to run it: it is answered plugin_broken, not left hanging.
+  test::temp_dir tmp;
+  auto gate = tmp.path() / "gate";
+  runtime rt{fn("g", "pipeline",
+                "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2, "
+                "environmentVariables: {START_GATE: '" + gate.string() + "'}")};
+  rt.wait_defined("g");
+  auto hold = [&](const std::string& name) {
+    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
+      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
+    });
+  };
+  auto pid_of = [&](const std::string& name) {
+    auto file = rt.dir.path() / (name + ".pid");
+    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
+                          name << ": " << rt.log_of("g"));
+    std::ifstream in{file};
+    int pid = 0;
+    in >> pid;
+    return pid;
+  };
+  auto a = hold("never-a");
+  auto pid_a = pid_of("never-a");
+  auto b = hold("never-b");
+  auto pid_b = pid_of("never-b");
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(std::async(std::launch::async, [&rt, i] {
+      return rt.invoke("g", "\"" + std::to_string(i) + std::string(40 << 10, 'x') + "\"", 120s);
+    }));
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
+  }
+  std::ofstream{gate} << "closed";
+  BOOST_REQUIRE(::kill(pid_b, SIGKILL) == 0);
+  BOOST_TEST(is(b.get(), errc::plugin_failed));
+  BOOST_REQUIRE(test::wait_until([&] {
+    return rt.info("g").last_error().find("gave up") != std::string::npos;
+  }, 120s));
+  BOOST_REQUIRE_MESSAGE(::kill(pid_a, SIGKILL) == 0, rt.log_of("g"));
+  BOOST_TEST(is(a.get(), errc::plugin_failed));
+  for (auto& c : calls)
+    BOOST_TEST(is(c.get(), errc::plugin_broken));
+  BOOST_TEST(rt.info("g").queued() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_get_their_own_replies_through_the_pipeline) {
   runtime rt{fn("e", "echo")};
   rt.wait_defined("e");
