@@ -60,6 +60,10 @@ constexpr std::chrono::milliseconds local_resources_wait{5000};
 /// buffer: well under send_buffer_bytes, a send never waits (and never holds the actor).
 constexpr size_t send_ahead_bytes = 64u << 10;
 
+/// How long an instance's exit waits for its reader's EOF (and the Results before it)
+/// when items were sent ahead: the exit notice and the frames come on different threads.
+constexpr std::chrono::milliseconds exit_wait{1000};
+
 /// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
 /// sent ahead and the call replies and acks the worker reads while its handler runs.
 constexpr int send_buffer_bytes = 256 << 10;
@@ -109,6 +113,9 @@ struct instance {
   bool saw_hello = false;
   bool orderly = false;    // the runtime ended it with no fault (idle, retired)
   bool faulted = false;    // the runtime ended it for a fault, already counted
+  bool reader_done = false; // the reader posted its last frames and stopped
+  // Its exit, held until reader_done (or exit_wait): it takes no work meanwhile.
+  std::optional<grove::process_exit> exit_notice;
   pid_t pid = 0;
 };
 
@@ -790,7 +797,7 @@ private:
     for (auto& [id, inst] : fn.instances) {
       if (fn.queue.empty())
         break;
-      if (inst->state == inst_state::idle && !inst->retire)
+      if (inst->state == inst_state::idle && !inst->retire && !inst->exit_notice)
         hand(fn, *inst, 1);
     }
     // Sent ahead to busy instances only when no other instance could take the work (a
@@ -801,7 +808,7 @@ private:
       for (auto& [id, inst] : fn.instances) {
         if (fn.queue.empty())
           break;
-        if (inst->state == inst_state::busy && !inst->retire
+        if (inst->state == inst_state::busy && !inst->retire && !inst->exit_notice
             && inst->items.size() < inst->pipeline)
           hand(fn, *inst, inst->pipeline - inst->items.size());
       }
@@ -1148,7 +1155,15 @@ private:
 
   void channel_failed(const std::string& name, uint64_t id, const caf::error& err) {
     auto* inst = find(name, id);
-    if (inst == nullptr || inst->state == inst_state::ending)
+    if (inst == nullptr)
+      return;
+    // Its frames were posted before this (same thread): a held exit can finish now.
+    inst->reader_done = true;
+    if (inst->exit_notice) {
+      auto e = *inst->exit_notice;
+      return exited(name, id, e);
+    }
+    if (inst->state == inst_state::ending)
       return;
     auto& fn = functions_.at(name);
     if (err == errc::system_error) {
@@ -1559,6 +1574,19 @@ private:
     if (jt == fn.instances.end())
       return;
     auto& inst = *jt->second;
+    if (!inst.reader_done && !inst.exit_notice && inst.items.size() > 1) {
+      // Results it wrote before it died may still be on the reader's thread: answered
+      // first, so only the item it died on is failed and the rest are re-queued.
+      inst.exit_notice = e;
+      cancel_timers(inst);
+      ctx_->after(exit_wait, [this, name, id] {
+        if (auto* held = find(name, id); held && held->exit_notice) {
+          auto notice = *held->exit_notice;
+          exited(name, id, notice);
+        }
+      });
+      return;
+    }
     bool orderly = inst.orderly;
     cancel_timers(inst);
     // A sandboxed instance's end names its cause: the OOM killer, a denied call.

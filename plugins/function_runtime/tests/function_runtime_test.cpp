@@ -351,6 +351,40 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
   BOOST_TEST(rt.info("g").queued() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_worker_dying_on_an_item_sent_ahead_fails_that_item_only) {
+  // The worker answers "a", then dies on "crash", with "b" sent ahead behind it: "a" is
+  // answered (its Result came before the exit), "crash" fails, "b" runs on the next
+  // instance, and the crasher is not run again.
+  runtime rt{fn("p", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto held_payload = "\"wait:" + release.string() + "\"";
+  auto hold = std::async(std::launch::async, [&] { return rt.invoke("p", held_payload, 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  int n = 0;
+  for (std::string p : {"\"a\"", "\"crash\"", "\"b\""}) {
+    calls.push_back(std::async(std::launch::async, [&rt, p] { return rt.invoke("p", p, 60s); }));
+    ++n;
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == size_t(n); }));
+  }
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  auto a = calls[0].get();
+  BOOST_REQUIRE_MESSAGE(a, why(a));
+  BOOST_TEST(a->payload() == "\"a\"");
+  auto crash = calls[1].get();
+  BOOST_REQUIRE(!crash);
+  BOOST_TEST(grove::describe(crash.error()).find("SIGSEGV") != std::string::npos);
+  auto b = calls[2].get();
+  BOOST_REQUIRE_MESSAGE(b, why(b));
+  BOOST_TEST(b->payload() == "\"b\"");
+  auto info = rt.info("p");
+  BOOST_TEST(info.errors() == 1u);
+  BOOST_TEST(info.invocations() == 3u);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_get_their_own_replies_through_the_pipeline) {
   runtime rt{fn("e", "echo")};
   rt.wait_defined("e");
