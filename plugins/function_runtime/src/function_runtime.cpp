@@ -106,6 +106,7 @@ struct instance {
   // set per item (each set costs a message through CAF's clock thread).
   grove::timer_id deadline_timer = 0;
   std::chrono::steady_clock::time_point deadline{};
+  std::chrono::steady_clock::time_point deadline_armed{}; // when the armed timer fires
   std::chrono::steady_clock::time_point hwm_read{};
   uint64_t idle_gen = 0;
   int64_t publishes_in_flight = 0;
@@ -1057,12 +1058,18 @@ private:
   void start_deadline(function_state& fn, instance& inst) {
     auto timeout = std::chrono::seconds{fn.def->timeout_s};
     inst.deadline = std::chrono::steady_clock::now() + timeout;
+    if (inst.deadline_timer != 0 && inst.deadline < inst.deadline_armed) {
+      // A lowered timeoutInSeconds: the armed timer would fire too late.
+      ctx_->cancel(inst.deadline_timer);
+      inst.deadline_timer = 0;
+    }
     if (inst.deadline_timer == 0)
       arm_deadline(fn.name, inst, timeout);
   }
 
   void arm_deadline(const std::string& name, instance& inst, std::chrono::milliseconds in) {
     auto id = inst.id;
+    inst.deadline_armed = std::chrono::steady_clock::now() + in;
     inst.deadline_timer = ctx_->after(in, [this, name, id] {
       auto* inst = find(name, id);
       if (inst == nullptr)

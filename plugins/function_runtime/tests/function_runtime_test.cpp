@@ -385,6 +385,33 @@ BOOST_AUTO_TEST_CASE(a_worker_dying_on_an_item_sent_ahead_fails_that_item_only) 
   BOOST_TEST(info.invocations() == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(a_lowered_timeout_applies_to_the_item_sent_ahead) {
+  // timeoutInSeconds drops from 600 to 1 while an item waits behind a held one: when it
+  // reaches the handler it gets the new timeout, not the timer armed for the old one.
+  auto with = [](const std::string& t) { return fn("p", "pipeline", "timeoutInSeconds: " + t); };
+  runtime rt{with("600")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto hold = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release.string() + "\"", 60s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  auto never = "\"wait:" + (rt.dir.path() / "never").string() + "\"";
+  auto next = std::async(std::launch::async, [&] { return rt.invoke("p", never, 30s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == 1u; }));
+  rt.rewrite(with("1"));
+  BOOST_REQUIRE(test::wait_until([&] {
+    return rt.log_of("p").find("definition changed") != std::string::npos;
+  }));
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  auto r = next.get(); // the runtime's timeout, not the request's
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(grove::describe(r.error()).find("timed out after 1 s") != std::string::npos,
+             grove::describe(r.error()));
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_get_their_own_replies_through_the_pipeline) {
   runtime rt{fn("e", "echo")};
   rt.wait_defined("e");
