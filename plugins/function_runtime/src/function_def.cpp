@@ -197,7 +197,8 @@ config_map<runtime_config> runtime_config::map() {
          "refused. The image decides this, not the group (Greengrass' "
          "allowFunctionsToRunAsRoot)")
     .key("max_frame_bytes", &runtime_config::max_frame_bytes, 4 << 20,
-         range{4096, 15 << 20}, "largest IPC frame; a larger one ends the instance")
+         range{4096, 15 << 20}, "largest IPC frame; a larger one from a worker ends the instance, a work "
+         "item whose frame would be larger is refused (too_large)")
     .key("log_max_bytes", &runtime_config::log_max_bytes, 1 << 20, range{4096, 1 << 30},
          "a function's log is rotated before a line would take it past this size; a group's "
          "Lambda logger's space_kb replaces it and log_files (README, Logs)")

@@ -55,6 +55,19 @@ constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
 /// (it may load after this plugin) before it is refused for want of it.
 constexpr std::chrono::milliseconds local_resources_wait{5000};
 
+/// Bytes of Invoke frames sent ahead to a busy worker (items behind the one in its
+/// handler). A worker does not read while its handler runs, so they sit in the socket
+/// buffer: well under send_buffer_bytes, a send never waits (and never holds the actor).
+constexpr size_t send_ahead_bytes = 64u << 10;
+
+/// How long an instance's exit waits for its reader's EOF (and the Results before it)
+/// when items were sent ahead: the exit notice and the frames come on different threads.
+constexpr std::chrono::milliseconds exit_wait{1000};
+
+/// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
+/// sent ahead and the call replies and acks the worker reads while its handler runs.
+constexpr int send_buffer_bytes = 256 << 10;
+
 /// One work item: a message for a function, and the request to answer, if any.
 struct work_item {
   uint64_t seq = 0;
@@ -63,6 +76,7 @@ struct work_item {
   std::string subject;
   std::string source;
   std::string content_type;
+  size_t frame_bytes = 0; // its Invoke frame's size once sent (the budget sent ahead)
 };
 
 enum class inst_state { starting, idle, busy, ending };
@@ -85,11 +99,14 @@ struct instance {
   // in its pipeline (Hello.pipeline, at most `pipeline` in all).
   std::deque<work_item> items;
   uint32_t pipeline = 1;
+  // Frame bytes of items[1..]: sent ahead, not read yet (at most send_ahead_bytes).
+  size_t ahead_bytes = 0;
   grove::timer_id hello_timer = 0;
   // One timer checks the front item's deadline; it is re-armed when it fires early, not
   // set per item (each set costs a message through CAF's clock thread).
   grove::timer_id deadline_timer = 0;
   std::chrono::steady_clock::time_point deadline{};
+  std::chrono::steady_clock::time_point deadline_armed{}; // when the armed timer fires
   std::chrono::steady_clock::time_point hwm_read{};
   uint64_t idle_gen = 0;
   int64_t publishes_in_flight = 0;
@@ -97,6 +114,9 @@ struct instance {
   bool saw_hello = false;
   bool orderly = false;    // the runtime ended it with no fault (idle, retired)
   bool faulted = false;    // the runtime ended it for a fault, already counted
+  bool reader_done = false; // the reader posted its last frames and stopped
+  // Its exit, held until reader_done (or exit_wait): it takes no work meanwhile.
+  std::optional<grove::process_exit> exit_notice;
   pid_t pid = 0;
 };
 
@@ -838,7 +858,7 @@ private:
     for (auto& [id, inst] : fn.instances) {
       if (fn.queue.empty())
         break;
-      if (inst->state == inst_state::idle && !inst->retire)
+      if (inst->state == inst_state::idle && !inst->retire && !inst->exit_notice)
         hand(fn, *inst, 1);
     }
     // Sent ahead to busy instances only when no other instance could take the work (a
@@ -849,7 +869,7 @@ private:
       for (auto& [id, inst] : fn.instances) {
         if (fn.queue.empty())
           break;
-        if (inst->state == inst_state::busy && !inst->retire
+        if (inst->state == inst_state::busy && !inst->retire && !inst->exit_notice
             && inst->items.size() < inst->pipeline)
           hand(fn, *inst, inst->pipeline - inst->items.size());
       }
@@ -885,6 +905,7 @@ private:
     // A worker that stops reading must not hold the runtime's actor: bounded sends.
     timeval tv{2, 0};
     ::setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    ::setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &send_buffer_bytes, sizeof send_buffer_bytes);
     auto inst = std::make_unique<instance>();
     inst->id = ++instance_ids_;
     inst->token = random_hex(32);
@@ -1030,12 +1051,14 @@ private:
   }
 
   /// Sends up to `n` queued items to `inst` in one write: their Invoke frames, in order.
+  /// The first item to an idle worker goes whatever its size; items sent ahead of the
+  /// one in its handler only within send_ahead_bytes. An item whose frame exceeds
+  /// max_frame_bytes (the worker's limit too) is answered alone with errc::too_large.
   void hand(function_state& fn, instance& inst, size_t n) {
     std::string out;
     bool was_idle = inst.items.empty();
-    for (; n > 0 && !fn.queue.empty(); --n) {
-      auto item = std::move(fn.queue.front());
-      fn.queue.pop_front();
+    while (n > 0 && !fn.queue.empty()) {
+      auto& item = fn.queue.front();
       gfn::Frame f;
       auto* inv = f.mutable_invoke();
       inv->set_id(item.seq);
@@ -1046,11 +1069,37 @@ private:
       inv->set_invocation_id(invocation_prefix_ + std::to_string(item.seq));
       inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
       inv->set_event(!item.request.has_value());
+      auto size = f.ByteSizeLong();
+      caf::error err;
+      if (size > static_cast<size_t>(cfg_.max_frame_bytes))
+        err = make_error(errc::too_large,
+                         "function '" + fn.name + "': the work item's frame of "
+                           + std::to_string(size) + " bytes exceeds max_frame_bytes ("
+                           + std::to_string(cfg_.max_frame_bytes) + ")");
+      bool ahead = !inst.items.empty();
+      if (!err && ahead && inst.ahead_bytes + 4 + size > send_ahead_bytes)
+        break; // it waits for the handler to take the items ahead of it
+      auto at = out.size();
+      if (!err)
+        err = gfn::append_frame(out, f);
+      if (err) {
+        // Nothing of it was sent: it alone is answered, the instance goes on.
+        out.resize(at);
+        refuse(fn);
+        auto refused = std::move(item);
+        fn.queue.pop_front();
+        answer_error(&fn, refused, err);
+        continue;
+      }
+      item.frame_bytes = out.size() - at;
+      if (ahead)
+        inst.ahead_bytes += item.frame_bytes;
       inst.items.push_back(std::move(item));
-      if (auto err = gfn::append_frame(out, f))
-        return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
-                            false);
+      fn.queue.pop_front();
+      --n;
     }
+    if (out.empty())
+      return;
     inst.state = inst_state::busy;
     if (was_idle) {
       ++inst.idle_gen;
@@ -1073,12 +1122,18 @@ private:
   void start_deadline(function_state& fn, instance& inst) {
     auto timeout = std::chrono::seconds{fn.def->timeout_s};
     inst.deadline = std::chrono::steady_clock::now() + timeout;
+    if (inst.deadline_timer != 0 && inst.deadline < inst.deadline_armed) {
+      // A lowered timeoutInSeconds: the armed timer would fire too late.
+      ctx_->cancel(inst.deadline_timer);
+      inst.deadline_timer = 0;
+    }
     if (inst.deadline_timer == 0)
       arm_deadline(fn.name, inst, timeout);
   }
 
   void arm_deadline(const std::string& name, instance& inst, std::chrono::milliseconds in) {
     auto id = inst.id;
+    inst.deadline_armed = std::chrono::steady_clock::now() + in;
     inst.deadline_timer = ctx_->after(in, [this, name, id] {
       auto* inst = find(name, id);
       if (inst == nullptr)
@@ -1171,7 +1226,15 @@ private:
 
   void channel_failed(const std::string& name, uint64_t id, const caf::error& err) {
     auto* inst = find(name, id);
-    if (inst == nullptr || inst->state == inst_state::ending)
+    if (inst == nullptr)
+      return;
+    // Its frames were posted before this (same thread): a held exit can finish now.
+    inst->reader_done = true;
+    if (inst->exit_notice) {
+      auto e = *inst->exit_notice;
+      return exited(name, id, e);
+    }
+    if (inst->state == inst_state::ending)
       return;
     auto& fn = functions_.at(name);
     if (err == errc::system_error) {
@@ -1241,9 +1304,12 @@ private:
       return end_instance(fn, inst, "a result for no item in hand", false);
     auto item = std::move(inst.items.front());
     inst.items.pop_front();
-    // The next item sent ahead is in the handler now (its deadline timer stays armed).
-    if (!inst.items.empty())
+    // The next item sent ahead is in the handler now (its deadline timer stays armed);
+    // its bytes have left the socket buffer.
+    if (!inst.items.empty()) {
+      inst.ahead_bytes -= std::min(inst.ahead_bytes, inst.items.front().frame_bytes);
       start_deadline(fn, inst);
+    }
     if (!r.error().empty()) {
       note_error(fn, "handler failed: " + r.error());
       answer_error(&fn, item, make_error(errc::plugin_failed,
@@ -1528,8 +1594,10 @@ private:
   /// The item in `inst`'s handler is answered with `err`; those sent ahead of it never
   /// reached the handler and go back to the front of the queue, in order, for the next
   /// instance (or are answered with `err` too when the function is withdrawn or
-  /// removed). An empty `err` (an orderly end) has no item in hand.
+  /// removed, and with plugin_broken when it gave up starting instances: nothing would
+  /// run them). An empty `err` (an orderly end) has no item in hand.
   void fail_in_hand(function_state& fn, instance& inst, const caf::error& err) {
+    inst.ahead_bytes = 0;
     if (inst.items.empty())
       return;
     if (err) {
@@ -1540,6 +1608,15 @@ private:
       // Withdrawn or removed: its queue has been answered, so are these.
       auto why = err ? err
                      : make_error(errc::no_route, "function '" + fn.name + "' is gone");
+      for (auto& item : inst.items)
+        answer_error(&fn, item, why);
+      inst.items.clear();
+      return;
+    }
+    if (fn.gave_up) {
+      // As enqueue() answers new work then.
+      auto why = make_error(errc::plugin_broken,
+                            "function '" + fn.name + "' does not start: " + fn.last_error);
       for (auto& item : inst.items)
         answer_error(&fn, item, why);
       inst.items.clear();
@@ -1571,6 +1648,19 @@ private:
     if (jt == fn.instances.end())
       return;
     auto& inst = *jt->second;
+    if (!inst.reader_done && !inst.exit_notice && inst.items.size() > 1) {
+      // Results it wrote before it died may still be on the reader's thread: answered
+      // first, so only the item it died on is failed and the rest are re-queued.
+      inst.exit_notice = e;
+      cancel_timers(inst);
+      ctx_->after(exit_wait, [this, name, id] {
+        if (auto* held = find(name, id); held && held->exit_notice) {
+          auto notice = *held->exit_notice;
+          exited(name, id, notice);
+        }
+      });
+      return;
+    }
     bool orderly = inst.orderly;
     cancel_timers(inst);
     // A sandboxed instance's end names its cause: the OOM killer, a denied call.

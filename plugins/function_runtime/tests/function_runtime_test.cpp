@@ -238,6 +238,181 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_count_as_queued_and_outlive_their_instance
   BOOST_TEST(info.queued() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(large_items_sent_ahead_never_overrun_a_busy_worker) {
+  // 32 items of 32 KiB behind a handler that holds: far more than a socket buffer. Only
+  // a bounded number of bytes goes ahead, so no send waits on the worker and every item
+  // is answered by the one instance, none failed.
+  runtime rt{fn("p", "pipeline")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto hold = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  std::vector<std::pair<std::string, std::future<caf::expected<grove::Envelope>>>> calls;
+  for (int i = 0; i < 32; ++i) {
+    auto payload = "\"" + std::to_string(i) + std::string(32 << 10, char('a' + i % 26)) + "\"";
+    calls.emplace_back(payload, std::async(std::launch::async, [&rt, payload] {
+                         return rt.invoke("p", payload, 120s);
+                       }));
+  }
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == 32u; }));
+  std::ofstream{release} << "go";
+  auto held = hold.get();
+  BOOST_REQUIRE_MESSAGE(held, why(held));
+  for (auto& [payload, c] : calls) {
+    auto x = c.get();
+    BOOST_REQUIRE_MESSAGE(x, why(x));
+    BOOST_TEST((x->payload() == payload));
+  }
+  auto info = rt.info("p");
+  BOOST_TEST(info.errors() == 0u);
+  BOOST_TEST(info.invocations() == 33u);
+  BOOST_TEST(info.instances() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(an_item_over_max_frame_bytes_is_refused_alone) {
+  // A work item whose frame the worker would refuse is answered too_large before it is
+  // sent; the items ahead of and behind it, and the instance, are untouched.
+  runtime rt{fn("p", "pipeline"), "{allow_run_as_root: true, max_frame_bytes: 65536}"};
+  rt.wait_defined("p");
+  auto big = "\"" + std::string(100 << 10, 'b') + "\"";
+  BOOST_TEST(is(rt.invoke("p", big), errc::too_large));
+  auto release = rt.dir.path() / "release";
+  auto held_payload = "\"wait:" + release.string() + "\"";
+  auto hold = std::async(std::launch::async, [&] { return rt.invoke("p", held_payload, 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  auto before = std::async(std::launch::async, [&] { return rt.invoke("p", "\"before\"", 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == 1u; }));
+  auto over = std::async(std::launch::async, [&] { return rt.invoke("p", big, 60s); });
+  auto after = std::async(std::launch::async, [&] { return rt.invoke("p", "\"after\"", 60s); });
+  BOOST_TEST(is(over.get(), errc::too_large));
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  BOOST_TEST(h->payload() == held_payload);
+  auto b = before.get();
+  BOOST_REQUIRE_MESSAGE(b, why(b));
+  BOOST_TEST(b->payload() == "\"before\"");
+  auto a = after.get();
+  BOOST_REQUIRE_MESSAGE(a, why(a));
+  BOOST_TEST(a->payload() == "\"after\"");
+  auto info = rt.info("p");
+  BOOST_TEST(info.errors() == 0u);
+  BOOST_TEST(info.refused() == 2u);
+  BOOST_TEST(info.invocations() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
+  // Two busy instances, one item of 40 KiB sent ahead to each (the byte budget takes one),
+  // one queued. New instances stop starting, one instance is killed: its items go back to
+  // the queue and the runtime gives up on starts. When the other dies, the item sent
+  // ahead to it has nothing to run it: it is answered plugin_broken, not left hanging.
+  test::temp_dir tmp;
+  auto gate = tmp.path() / "gate";
+  runtime rt{fn("g", "pipeline",
+                "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2, "
+                "environmentVariables: {START_GATE: '" + gate.string() + "'}")};
+  rt.wait_defined("g");
+  auto hold = [&](const std::string& name) {
+    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
+      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
+    });
+  };
+  auto pid_of = [&](const std::string& name) {
+    auto file = rt.dir.path() / (name + ".pid");
+    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
+                          name << ": " << rt.log_of("g"));
+    std::ifstream in{file};
+    int pid = 0;
+    in >> pid;
+    return pid;
+  };
+  auto a = hold("never-a");
+  auto pid_a = pid_of("never-a");
+  auto b = hold("never-b");
+  auto pid_b = pid_of("never-b");
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(std::async(std::launch::async, [&rt, i] {
+      return rt.invoke("g", "\"" + std::to_string(i) + std::string(40 << 10, 'x') + "\"", 120s);
+    }));
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
+  }
+  std::ofstream{gate} << "closed";
+  BOOST_REQUIRE(::kill(pid_b, SIGKILL) == 0);
+  BOOST_TEST(is(b.get(), errc::plugin_failed));
+  BOOST_REQUIRE(test::wait_until([&] {
+    return rt.info("g").last_error().find("gave up") != std::string::npos;
+  }, 120s));
+  BOOST_REQUIRE_MESSAGE(::kill(pid_a, SIGKILL) == 0, rt.log_of("g"));
+  BOOST_TEST(is(a.get(), errc::plugin_failed));
+  for (auto& c : calls)
+    BOOST_TEST(is(c.get(), errc::plugin_broken));
+  BOOST_TEST(rt.info("g").queued() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_dying_on_an_item_sent_ahead_fails_that_item_only) {
+  // The worker answers "a", then dies on "crash", with "b" sent ahead behind it: "a" is
+  // answered (its Result came before the exit), "crash" fails, "b" runs on the next
+  // instance, and the crasher is not run again.
+  runtime rt{fn("p", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto held_payload = "\"wait:" + release.string() + "\"";
+  auto hold = std::async(std::launch::async, [&] { return rt.invoke("p", held_payload, 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  int n = 0;
+  for (std::string p : {"\"a\"", "\"crash\"", "\"b\""}) {
+    calls.push_back(std::async(std::launch::async, [&rt, p] { return rt.invoke("p", p, 60s); }));
+    ++n;
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == size_t(n); }));
+  }
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  auto a = calls[0].get();
+  BOOST_REQUIRE_MESSAGE(a, why(a));
+  BOOST_TEST(a->payload() == "\"a\"");
+  auto crash = calls[1].get();
+  BOOST_REQUIRE(!crash);
+  BOOST_TEST(grove::describe(crash.error()).find("SIGSEGV") != std::string::npos);
+  auto b = calls[2].get();
+  BOOST_REQUIRE_MESSAGE(b, why(b));
+  BOOST_TEST(b->payload() == "\"b\"");
+  auto info = rt.info("p");
+  BOOST_TEST(info.errors() == 1u);
+  BOOST_TEST(info.invocations() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(a_lowered_timeout_applies_to_the_item_sent_ahead) {
+  // timeoutInSeconds drops from 600 to 1 while an item waits behind a held one: when it
+  // reaches the handler it gets the new timeout, not the timer armed for the old one.
+  auto with = [](const std::string& t) { return fn("p", "pipeline", "timeoutInSeconds: " + t); };
+  runtime rt{with("600")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto hold = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release.string() + "\"", 60s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  auto never = "\"wait:" + (rt.dir.path() / "never").string() + "\"";
+  auto next = std::async(std::launch::async, [&] { return rt.invoke("p", never, 30s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").queued() == 1u; }));
+  rt.rewrite(with("1"));
+  BOOST_REQUIRE(test::wait_until([&] {
+    return rt.log_of("p").find("definition changed") != std::string::npos;
+  }));
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  auto r = next.get(); // the runtime's timeout, not the request's
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(grove::describe(r.error()).find("timed out after 1 s") != std::string::npos,
+             grove::describe(r.error()));
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_get_their_own_replies_through_the_pipeline) {
   runtime rt{fn("e", "echo")};
   rt.wait_defined("e");

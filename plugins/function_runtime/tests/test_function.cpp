@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -64,6 +65,23 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       std::this_thread::sleep_for(std::chrono::milliseconds{5});
     return std::to_string(::getpid());
   }
+  if (mode == "pipeline") {
+    // Items sent ahead: "crash" (a JSON string) dies, "wait:<path>" writes its pid to
+    // <path>.pid and holds until the file exists, anything else is echoed.
+    if (payload == "\"crash\"")
+      std::raise(SIGSEGV);
+    if (payload.starts_with("\"wait:")) {
+      auto path = payload.substr(6, payload.size() - 7);
+      {
+        std::ofstream pid{path + ".pid.tmp"};
+        pid << ::getpid();
+      }
+      std::filesystem::rename(path + ".pid.tmp", path + ".pid");
+      while (!std::filesystem::exists(path))
+        std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+    return payload;
+  }
   if (mode == "infer") {
     // Infers on the model the payload (a JSON string) names; answers "<code>|<error>" or
     // "ok|<outputs>": the runtime's grant check with or without ml_inference in the image.
@@ -119,6 +137,9 @@ int main(int argc, char** argv) {
   mode = argc > 1 ? argv[1] : "echo";
   if (mode == "nohello")
     return 4; // exits before saying hello: a function that cannot start
+  // Fails to start (exits before its hello) once the file $START_GATE exists.
+  if (const char* gate = std::getenv("START_GATE"); gate && std::filesystem::exists(gate))
+    return 4;
   if (mode == "badtoken")
     ::setenv("GROVE_FUNCTION_TOKEN", "not-the-token", 1);
   return gf::run(handle, argc, argv);
