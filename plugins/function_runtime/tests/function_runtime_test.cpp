@@ -719,6 +719,47 @@ BOOST_AUTO_TEST_CASE(python_logging_follows_the_lambda_logger) {
   BOOST_TEST(has(log, "FATAL pyfn: critical two"), log);
 }
 
+// Review of issue 16: a LOWER level reaches a running (pinned) instance too. Its SDK
+// took the level at start, so the runtime retires the instances and a new one starts
+// with the lower level; without the logger Python's default (INFO) comes back.
+BOOST_AUTO_TEST_CASE(a_lowered_lambda_level_reaches_pinned_instances) {
+  auto with = [](const std::string& level) {
+    return py("lv", "pyfn.levels", "pinned: true")
+           + "loggers:\n  - {id: fl, component: Lambda, level: " + level + "}\n";
+  };
+  auto level_is = [](runtime& rt, const std::string& prefix) {
+    return test::wait_until([&] {
+      auto details = rt.h->kernel().status().details();
+      auto it = details.find("function_runtime.function_logs");
+      return it != details.end() && it->second.starts_with(prefix);
+    });
+  };
+  runtime rt{with("WARN")};
+  rt.wait_defined("lv");
+  BOOST_TEST(rt.ok("lv", R"({"tag":"one"})") == "\"logged\"");
+  auto log = rt.log_of("lv");
+  BOOST_TEST(!has(log, "info one"), log);
+  BOOST_TEST(has(log, "WARN pyfn: warning one"), log);
+  rt.rewrite(with("DEBUG"));
+  BOOST_TEST(level_is(rt, "DEBUG"));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"two"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(has(log, "DEBUG pyfn: debug two"), log);
+  BOOST_TEST(has(log, "INFO pyfn: info two"), log);
+  rt.rewrite(with("ERROR"));
+  BOOST_TEST(level_is(rt, "ERROR"));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"three"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(!has(log, "warning three"), log);
+  BOOST_TEST(has(log, "FATAL pyfn: critical three"), log);
+  rt.rewrite(py("lv", "pyfn.levels", "pinned: true"));
+  BOOST_TEST(level_is(rt, "DEBUG and above, 1048576"));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"four"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(has(log, "INFO pyfn: info four"), log);
+  BOOST_TEST(has(log, "WARN pyfn: warning four"), log);
+}
+
 BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {
   runtime rt{py("j", "pyfn.context") + py("b", "pyfn.echo", "inputPayloadEncodingType: binary")
              + py("bt", "pyfn.context", "inputPayloadEncodingType: binary")
