@@ -14,6 +14,8 @@
 #include "grove/plugin.hpp"
 #include "grove/rpc.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace {
 
 constexpr const char* echo_schema = R"(
