@@ -27,7 +27,7 @@ slow_us: {type: int, default: 0, min: 0, doc: "busy time per message"}
 stamp: {type: bool, default: false, doc: "answer '<variant>|<payload>|<count>'"}
 segv_on: {type: string, default: "", doc: "payload that makes the plugin segfault"}
 abort_on: {type: string, default: "", doc: "payload that makes the plugin call abort"}
-log_on: {type: string, default: "", doc: "payloads starting with it are logged at info"}
+log_on: {type: string, default: "", doc: "payloads starting with it are logged at info; it is logged at init too"}
 serve: {type: string, default: "", doc: "filter whose requests it answers like echoes"}
 typed_serve: {type: string, default: "", doc: "filter served as rpc<Envelope, Envelope>"}
 await: {type: string, default: "", doc: "at start, wait for this topic to be served"}
@@ -69,6 +69,8 @@ public:
     segv_on_ = cfg["segv_on"].as<std::string>();
     abort_on_ = cfg["abort_on"].as<std::string>();
     log_on_ = cfg["log_on"].as<std::string>();
+    if (!log_on_.empty())
+      ctx.log().info("echo logged: {} at init", log_on_);
     claim_as_ = cfg["claim_as"].as<std::string>();
     call_as_ = cfg["call_as"].as<std::string>();
     if (auto filter = cfg["own"].as<std::string>(); !filter.empty())
