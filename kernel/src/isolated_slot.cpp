@@ -313,7 +313,10 @@ protected:
           false, setup_.name + " is broken; reload it with a build instead"};
       },
       [this](stop_atom) { return on_stop(); })
-                .or_else([](caf::message&) {});
+                .or_else(
+                  // No child to tell; the one a reload starts takes the level (Start).
+                  [this](log_level_atom, std::string& level) { iso_.log_level = level; },
+                  [](caf::message&) {});
     return initial_;
   }
 

@@ -266,7 +266,8 @@ kernel::kernel(image_profile profile, kernel_options options)
     sink = std::make_shared<spdlog::sinks::null_sink_mt>();
   sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
   log_ = std::make_shared<spdlog::logger>(options_.logger_name, sink);
-  log_->set_level(spdlog::level::from_str(profile_.log_level));
+  start_level_ = profile_.log_level;
+  log_->set_level(spdlog::level::from_str(start_level_));
   log_->flush_on(spdlog::level::info);
   // CAF 0.17 starts max(cores, 4) workers; on a 2-core device the idle extra workers
   // cost context switches on every message, so default to one per core.
@@ -734,8 +735,9 @@ void kernel::apply_loggers(const group::Group& g) {
     system_logger_ = id;
     system_level_ = level;
   }
-  auto next = level.empty() ? with_profile([](const image_profile& p) { return p.log_level; })
-                            : level;
+  // No logger: the level in force at start, not the profile file's now (a changed
+  // kernel.log_level waits for the next start, as apply_profile_change says).
+  auto next = level.empty() ? start_level_ : level;
   auto before = log_->level();
   auto after = spdlog::level::from_str(next);
   auto say = [&] {

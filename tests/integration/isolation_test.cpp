@@ -148,6 +148,52 @@ BOOST_AUTO_TEST_CASE(abort_and_kill_are_crashes_too_then_broken) {
   BOOST_TEST(out.messages()[0].payload() == "back");
 }
 
+// Review of issue 16: a log level set while an isolated plugin is broken is the one the
+// child a reload starts logs at (the broken state keeps it, not drops it).
+BOOST_AUTO_TEST_CASE(a_level_set_while_broken_reaches_the_revived_child) {
+  k->host().set_log_level("info");
+  load("echo", "{abort_on: abort, log_on: say}", true);
+  for (int i = 0; i < 10 && info("echo").state() != "broken"; ++i) {
+    auto before = info("echo").restarts();
+    test::pub(*k, "test/echo/in", "abort");
+    BOOST_REQUIRE(wait_until([&] {
+      auto p = info("echo");
+      return p.state() == "broken" || (p.restarts() > before && p.state() == "running");
+    }));
+  }
+  BOOST_REQUIRE(info("echo").state() == "broken");
+  k->host().set_log_level("error");
+  // The revived child inherits this process's stderr, where it logs: a file, for now.
+  auto err_file = dir.path() / "child_stderr.txt";
+  int saved = ::dup(2);
+  BOOST_REQUIRE(saved >= 0);
+  int fd = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  BOOST_REQUIRE(fd >= 0);
+  ::dup2(fd, 2);
+  auto r = k->reload("echo", (test::test_plugin_dir() / "libecho.so").string());
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(fd);
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(info("echo").state() == "running");
+  auto logged = [&] {
+    std::ifstream in{err_file};
+    return std::string{std::istreambuf_iterator<char>{in}, {}};
+  };
+  test::collector out{*k, "test/echo/out"};
+  test::pub(*k, "test/echo/in", "say under error");
+  BOOST_REQUIRE(out.wait_for(1)); // the child handled it
+  // Info again: the child's lines show (so the file does catch them), the first did not.
+  k->host().set_log_level("info");
+  BOOST_TEST(wait_until([&] {
+    test::pub(*k, "test/echo/in", "say under info");
+    return contains(logged(), "echo logged: say under info");
+  }));
+  BOOST_TEST(!contains(logged(), "say under error"), logged());
+  // The revived child started at error: its init's info line is not there either.
+  BOOST_TEST(!contains(logged(), "say at init"), logged());
+}
+
 BOOST_AUTO_TEST_CASE(hot_reload_of_an_isolated_plugin_keeps_state) {
   load("relay", "{stamp: true}", true);
   test::collector out{*k, "test/echo/out"};

@@ -14,6 +14,8 @@
 #include "grove/plugin.hpp"
 #include "grove/rpc.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace {
 
 constexpr const char* echo_schema = R"(
@@ -25,6 +27,7 @@ slow_us: {type: int, default: 0, min: 0, doc: "busy time per message"}
 stamp: {type: bool, default: false, doc: "answer '<variant>|<payload>|<count>'"}
 segv_on: {type: string, default: "", doc: "payload that makes the plugin segfault"}
 abort_on: {type: string, default: "", doc: "payload that makes the plugin call abort"}
+log_on: {type: string, default: "", doc: "payloads starting with it are logged at info; it is logged at init too"}
 serve: {type: string, default: "", doc: "filter whose requests it answers like echoes"}
 typed_serve: {type: string, default: "", doc: "filter served as rpc<Envelope, Envelope>"}
 await: {type: string, default: "", doc: "at start, wait for this topic to be served"}
@@ -65,6 +68,9 @@ public:
     stamp_ = cfg["stamp"].as<bool>();
     segv_on_ = cfg["segv_on"].as<std::string>();
     abort_on_ = cfg["abort_on"].as<std::string>();
+    log_on_ = cfg["log_on"].as<std::string>();
+    if (!log_on_.empty())
+      ctx.log().info("echo logged: {} at init", log_on_);
     claim_as_ = cfg["claim_as"].as<std::string>();
     call_as_ = cfg["call_as"].as<std::string>();
     if (auto filter = cfg["own"].as<std::string>(); !filter.empty())
@@ -151,6 +157,8 @@ public:
       std::raise(SIGSEGV); // what a stray pointer does, without UB in the test itself
     if (!abort_on_.empty() && msg.payload() == abort_on_)
       std::abort();
+    if (!log_on_.empty() && msg.payload().starts_with(log_on_))
+      ctx_->log().info("echo logged: {}", msg.payload());
     if (slow_.count() > 0) {
       auto until = std::chrono::steady_clock::now() + slow_;
       while (std::chrono::steady_clock::now() < until)
@@ -231,6 +239,7 @@ private:
   bool stamp_ = false;
   std::string segv_on_;
   std::string abort_on_;
+  std::string log_on_;
   std::string claim_as_;
   std::string call_as_;
   uint64_t seen_ = 0;

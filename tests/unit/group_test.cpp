@@ -250,6 +250,13 @@ BOOST_AUTO_TEST_CASE(kernel_applies_a_greengrass_system_logger) {
   BOOST_TEST(contains(describe(err), "g.yaml:3:"), describe(err));
   BOOST_TEST(contains(describe(err), "loggers[0].level"), describe(err));
   BOOST_TEST(k.status().log_level() == "critical");
+  // A profile whose kernel.log_level changed applies at the next start only: the level
+  // a group without a logger gives back stays the one of this start.
+  dir.write("profile.yaml", "kernel: {log_level: info, worker_threads: 2, group: "
+                              + gfile.string() + "}\n");
+  auto changed = k.apply_profile_change();
+  BOOST_REQUIRE_MESSAGE(changed, test::error_text(changed));
+  BOOST_TEST(contains(changed->empty() ? "" : changed->front(), "next start"));
   // No logger: the profile's levels, the kernel's and the plugin's own.
   dir.write("g.yaml", "name: g\n");
   BOOST_REQUIRE(!k.reload_group());

@@ -52,6 +52,45 @@ void function_log::rotate() {
   open();
 }
 
+namespace {
+
+/// Cuts `file` to its newest whole lines within `cap` bytes (through a temporary file
+/// renamed over it, so a failure leaves the old one); nothing fits: removed.
+void trim_to(const std::filesystem::path& file, uint64_t cap) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(file, ec);
+  if (ec || size <= cap)
+    return;
+  std::string tail;
+  if (std::FILE* in = std::fopen(file.c_str(), "rbe"); in != nullptr) {
+    tail.resize(cap);
+    if (std::fseek(in, static_cast<long>(size - cap), SEEK_SET) == 0)
+      tail.resize(std::fread(tail.data(), 1, cap, in));
+    else
+      tail.clear();
+    std::fclose(in);
+  }
+  // The first line is cut at its start: it goes.
+  auto nl = tail.find('\n');
+  tail.erase(0, nl == std::string::npos ? tail.size() : nl + 1);
+  if (tail.empty()) {
+    std::filesystem::remove(file, ec);
+    return;
+  }
+  auto tmp = std::filesystem::path{file.string() + ".tmp"};
+  std::FILE* out = std::fopen(tmp.c_str(), "we");
+  if (out == nullptr)
+    return;
+  bool ok = std::fwrite(tail.data(), 1, tail.size(), out) == tail.size();
+  ok = std::fclose(out) == 0 && ok;
+  if (ok)
+    std::filesystem::rename(tmp, file, ec);
+  else
+    std::filesystem::remove(tmp, ec);
+}
+
+} // namespace
+
 void function_log::set_limits(uint64_t max_bytes, uint32_t files) {
   std::error_code ec;
   for (uint32_t i = files + 1; i <= files_; ++i)
@@ -60,6 +99,10 @@ void function_log::set_limits(uint64_t max_bytes, uint32_t files) {
   files_ = files;
   if (size_ > max_bytes_)
     rotate();
+  // The rotated files kept were cut at the old cap: each is cut to the new one (its
+  // oldest lines go), so the files together stay within (files + 1) * cap.
+  for (uint32_t i = 1; i <= files_; ++i)
+    trim_to(numbered(path_, i), max_bytes_);
 }
 
 void function_log::write(std::string_view level, std::string_view text) {
@@ -84,6 +127,16 @@ void function_log::write(std::string_view level, std::string_view text) {
   line += level;
   line += ' ';
   line += text;
+  // A line longer than the cap is cut at it, marked, so no file outgrows the cap (not
+  // inside a UTF-8 sequence).
+  static constexpr std::string_view marker = "\u2026truncated";
+  if (line.size() + 1 > max_bytes_ && max_bytes_ > marker.size() + 1) {
+    auto keep = max_bytes_ - marker.size() - 1;
+    while (keep > 0 && (static_cast<unsigned char>(line[keep]) & 0xC0) == 0x80)
+      --keep;
+    line.resize(keep);
+    line += marker;
+  }
   line += '\n';
   if (size_ > 0 && size_ + line.size() > max_bytes_) {
     rotate();

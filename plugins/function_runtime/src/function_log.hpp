@@ -3,7 +3,7 @@
 // A function's log file, <write_dir>/logs/functions/<name>.log: its output lines and
 // what it logs through the SDK, with size-capped rotation (<name>.log.1 ... .N). A file
 // is rotated before a line would take it past the cap, so each file stays within it
-// (a single line longer than the cap is kept whole, alone in its file); the oldest
+// (a single line longer than the cap is cut at it and ends "…truncated"); the oldest
 // file goes first. With no rotated files kept the log is truncated instead.
 
 #include <cstdint>
@@ -20,7 +20,8 @@ public:
   function_log(std::filesystem::path path, uint64_t max_bytes, uint32_t files);
 
   /// Changes the cap and the files kept, live (a group's Lambda logger): rotates now
-  /// when the file is already over the new cap and removes rotated files beyond `files`.
+  /// when the file is already over the new cap, removes rotated files beyond `files` and
+  /// cuts the rotated files kept to the new cap (their oldest lines go).
   void set_limits(uint64_t max_bytes, uint32_t files);
 
   ~function_log();

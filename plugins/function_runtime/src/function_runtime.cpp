@@ -642,7 +642,15 @@ private:
     lambda_level_ = lambda != nullptr ? lambda->level() : std::string{};
     if (min_level == fn_min_level_ && max_bytes == log_max_bytes_ && files == log_files_)
       return;
+    // A running instance's SDK took its level at start (GROVE_FUNCTION_LOG_LEVEL) and
+    // drops what is under it; the filter here can only be stricter. A lower level (or
+    // the logger gone) retires the instances, so new ones start with it: idle ones end
+    // now, busy ones after their item (as for a changed definition).
+    bool lowered = min_level < fn_min_level_;
     fn_min_level_ = min_level;
+    if (lowered)
+      for (auto& [name, fn] : functions_)
+        retire_all(fn);
     log_max_bytes_ = max_bytes;
     log_files_ = files;
     for (auto& [name, fn] : functions_)
@@ -937,7 +945,8 @@ private:
         env.push_back(k + "=" + v);
     env.push_back("GROVE_FUNCTION_NAME=" + fn.name);
     // The SDKs' loggers start at the group's Lambda logger level (the Python runner
-    // sets logging's root level from it); a change later is applied here, on the lines.
+    // sets logging's root level from it); a stricter one later is applied on the lines,
+    // a lower one retires the instances (apply_loggers).
     if (!lambda_level_.empty())
       env.push_back("GROVE_FUNCTION_LOG_LEVEL=" + lambda_level_);
     env.push_back("GROVE_FUNCTION_FD=3");

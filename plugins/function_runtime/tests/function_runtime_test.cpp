@@ -594,6 +594,48 @@ BOOST_AUTO_TEST_CASE(function_log_caps_a_real_file) {
   BOOST_TEST(text_of(path).find("last") != std::string::npos);
 }
 
+// Review of issue 16: a smaller cap cuts the rotated files kept too (their oldest lines
+// first), so the files together fit the new cap; a line longer than the cap is cut at
+// it and marked.
+BOOST_AUTO_TEST_CASE(a_smaller_cap_cuts_rotated_files_and_long_lines) {
+  test::temp_dir dir;
+  auto path = dir.path() / "f.log";
+  grove::fn::function_log log{path, 8192, 3};
+  for (int i = 0; i < 400; ++i)
+    log.write("INFO", "line " + std::to_string(i) + " " + std::string(100, 'x'));
+  BOOST_REQUIRE(fs::exists(dir.path() / "f.log.3"));
+  BOOST_REQUIRE(fs::file_size(dir.path() / "f.log.2") > 2048u);
+  // The live file over the new cap is rotated into .1, so .2 then holds the old .1's
+  // newest lines; otherwise the old .2's.
+  auto old_second = fs::file_size(path) > 2048u ? text_of(dir.path() / "f.log.1")
+                                                : text_of(dir.path() / "f.log.2");
+  log.set_limits(2048, 2);
+  BOOST_TEST(!fs::exists(dir.path() / "f.log.3"));
+  uintmax_t total = 0;
+  for (auto f : {"f.log", "f.log.1", "f.log.2"})
+    if (fs::exists(dir.path() / f)) {
+      BOOST_TEST(fs::file_size(dir.path() / f) <= 2048u, f);
+      total += fs::file_size(dir.path() / f);
+      auto t = text_of(dir.path() / f);
+      BOOST_TEST((t.empty() || (t.starts_with("20") && t.ends_with("\n"))), f); // whole lines
+    }
+  BOOST_TEST(total <= 3 * 2048u);
+  // .2 kept the newest lines of what it was cut from.
+  auto two = text_of(dir.path() / "f.log.2");
+  BOOST_REQUIRE(!two.empty());
+  BOOST_TEST(old_second.ends_with(two));
+  BOOST_TEST(two.find("line 0 ") == std::string::npos);
+  // One line longer than the cap: cut at it, marked, and the next line still written.
+  log.write("INFO", "long " + std::string(5000, 'z'));
+  log.write("INFO", "after");
+  BOOST_TEST(fs::file_size(path) <= 2048u);
+  auto one = text_of(dir.path() / "f.log.1");
+  BOOST_TEST(one.find("long zzz") != std::string::npos);
+  BOOST_TEST(one.ends_with("z\u2026truncated\n"), one.size());
+  BOOST_TEST(fs::file_size(dir.path() / "f.log.1") == 2048u);
+  BOOST_TEST(text_of(path).find("after") != std::string::npos);
+}
+
 // Issue 16: the group's Lambda logger sets the level of the SDK's log() lines and the
 // cap of each function's logs (Space for the file and its rotated ones together), live;
 // a group without it gives the image's defaults back.
@@ -892,6 +934,47 @@ BOOST_AUTO_TEST_CASE(python_logging_follows_the_lambda_logger) {
   BOOST_TEST(!has(log, "info two"), log);
   BOOST_TEST(has(log, "WARN pyfn: warning two"), log);
   BOOST_TEST(has(log, "FATAL pyfn: critical two"), log);
+}
+
+// Review of issue 16: a LOWER level reaches a running (pinned) instance too. Its SDK
+// took the level at start, so the runtime retires the instances and a new one starts
+// with the lower level; without the logger Python's default (INFO) comes back.
+BOOST_AUTO_TEST_CASE(a_lowered_lambda_level_reaches_pinned_instances) {
+  auto with = [](const std::string& level) {
+    return py("lv", "pyfn.levels", "pinned: true")
+           + "loggers:\n  - {id: fl, component: Lambda, level: " + level + "}\n";
+  };
+  auto level_is = [](runtime& rt, const std::string& prefix) {
+    return test::wait_until([&] {
+      auto details = rt.h->kernel().status().details();
+      auto it = details.find("function_runtime.function_logs");
+      return it != details.end() && it->second.starts_with(prefix);
+    });
+  };
+  runtime rt{with("WARN")};
+  rt.wait_defined("lv");
+  BOOST_TEST(rt.ok("lv", R"({"tag":"one"})") == "\"logged\"");
+  auto log = rt.log_of("lv");
+  BOOST_TEST(!has(log, "info one"), log);
+  BOOST_TEST(has(log, "WARN pyfn: warning one"), log);
+  rt.rewrite(with("DEBUG"));
+  BOOST_TEST(level_is(rt, "DEBUG"));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"two"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(has(log, "DEBUG pyfn: debug two"), log);
+  BOOST_TEST(has(log, "INFO pyfn: info two"), log);
+  rt.rewrite(with("ERROR"));
+  BOOST_TEST(level_is(rt, "ERROR"));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"three"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(!has(log, "warning three"), log);
+  BOOST_TEST(has(log, "FATAL pyfn: critical three"), log);
+  rt.rewrite(py("lv", "pyfn.levels", "pinned: true"));
+  BOOST_TEST(level_is(rt, "DEBUG and above, 1048576"));
+  BOOST_TEST(rt.ok("lv", R"({"tag":"four"})") == "\"logged\"");
+  log = rt.log_of("lv");
+  BOOST_TEST(has(log, "INFO pyfn: info four"), log);
+  BOOST_TEST(has(log, "WARN pyfn: warning four"), log);
 }
 
 BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {

@@ -209,6 +209,9 @@ private:
   std::string system_logger_;
   std::string system_level_;
   bool loggers_applied_ = false;
+  // The profile's log_level at start: the one a group without a GreengrassSystem logger
+  // gives back (a changed profile's level applies at the next start only). Set once.
+  std::string start_level_;
   /// Applies `g`'s GreengrassSystem logger (or its absence) to groved's and the plugins'
   /// log levels, when it changed.
   void apply_loggers(const group::Group& g);
