@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -162,16 +163,39 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
-/// The library a plugin asks the kernel to load (`$grove/kernel/plugins/load` with a
-/// path): only a file inside the caller's own state directory,
+/// A library a plugin asked for, checked and copied from the descriptor that was checked:
+/// `copy` (groved's own file under run/lib, removed once loaded) is what is dlopened,
+/// `reported` the path as asked (normalized), which plugins compare with what they asked.
+struct checked_library {
+  std::filesystem::path reported;
+  std::filesystem::path copy;
+};
+
+/// True when a file or directory could be changed by someone other than groved's user
+/// or root.
+bool writable_by_others(const struct stat& st) {
+  return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0
+         || (st.st_uid != ::geteuid() && st.st_uid != 0);
+}
+
+std::string mode_owner(const struct stat& st) {
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return std::string{"mode "} + mode + ", owner " + std::to_string(st.st_uid);
+}
+
+/// The library a plugin asks the kernel to load or reload (`$grove/kernel/plugins/load`
+/// or `.../reload` with a path): only a file inside the caller's own state directory,
 /// `<write_dir>/plugins/<caller>/` (where the deployment plugin keeps its verified,
-/// content-addressed artifacts), as the kernel resolves it (symlinks, `..`), a regular
-/// file owned by groved's user or root and writable by no one else. The path as asked
-/// (normalized): plugins compare what the kernel reports with what they asked for; only
-/// groved's user can change what it resolves to between this check and the load.
-caf::expected<std::filesystem::path> library_of_caller(const std::filesystem::path& write_dir,
-                                                       const std::string& caller,
-                                                       const std::string& asked) {
+/// content-addressed artifacts), as the kernel resolves it (symlinks, `..`); outside it
+/// errc::not_authorized. A path with `..` is refused; the resolved file is opened without following links and the
+/// descriptor checked: a regular file with one link, owned by groved's user or root and
+/// writable by no one else, in directories (up to the state directory) of the same kind;
+/// else errc::load_failed. What is loaded is a copy read from that descriptor, so no path
+/// is resolved again between the check and the load.
+caf::expected<checked_library> library_of_caller(const std::filesystem::path& write_dir,
+                                                 const std::string& caller,
+                                                 const std::string& asked) {
   std::filesystem::path p{asked};
   if (!p.is_absolute())
     return make_error(errc::invalid_config, "library path '" + asked + "' is not absolute");
@@ -189,18 +213,71 @@ caf::expected<std::filesystem::path> library_of_caller(const std::filesystem::pa
                       asked + (real.string() == asked ? "" : " (" + real.string() + ")")
                         + " is outside " + base.string() + ": a plugin may load a library "
                         + "only from its own state directory");
+  auto refuse = [&](const std::string& why) {
+    return make_error(errc::load_failed, asked + (real.string() == asked ? "" : " (" + real.string() + ")")
+                                           + ": " + why + "; refused as a plugin library");
+  };
+  // `a/..` after a link means one file to the kernel (resolved) and another to the plugin
+  // (lexically, as reported): a path that needs `..` is refused rather than guessed.
+  for (const auto& part : p)
+    if (part == "..")
+      return refuse("names '..' (give the path without it)");
+  int fd = ::open(real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return refuse(std::string{"cannot open: "} + std::strerror(errno));
+  struct fd_closer {
+    int fd;
+    ~fd_closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  if (::stat(real.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-    return make_error(errc::load_failed, real.string() + ": not a regular file");
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || (st.st_uid != ::geteuid() && st.st_uid != 0)) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return make_error(errc::not_authorized,
-                      real.string() + ": writable by others than groved's user (mode "
-                        + mode + ", owner " + std::to_string(st.st_uid)
-                        + "); refused as a plugin library");
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    return refuse("not a regular file");
+  if (writable_by_others(st))
+    return refuse("writable by others than groved's user (" + mode_owner(st) + ")");
+  if (st.st_nlink != 1)
+    return refuse("has " + std::to_string(st.st_nlink) + " hard links");
+  // Whoever may write a directory on the way could have swapped the file in it.
+  for (auto dir = real.parent_path();; dir = dir.parent_path()) {
+    struct stat ds {};
+    if (::lstat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode))
+      return refuse(dir.string() + " is not a directory");
+    if (writable_by_others(ds))
+      return refuse("its directory " + dir.string() + " is writable by others than "
+                    "groved's user (" + mode_owner(ds) + ")");
+    if (dir == base || dir == dir.parent_path())
+      break;
   }
-  return p.lexically_normal();
+  static std::atomic<uint64_t> copies{0};
+  auto lib_dir = write_dir / "run" / "lib";
+  std::filesystem::create_directories(lib_dir, ec);
+  auto copy = lib_dir / (caller + "-checked-" + std::to_string(::getpid()) + "-"
+                         + std::to_string(++copies) + ".so");
+  int out = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out < 0)
+    return refuse("cannot copy to " + copy.string() + ": " + std::strerror(errno));
+  fd_closer out_closer{out};
+  std::array<char, 65536> buf;
+  for (;;) {
+    auto n = ::read(fd, buf.data(), buf.size());
+    if (n == 0)
+      break;
+    if (n < 0 && errno == EINTR)
+      continue;
+    bool ok = n > 0;
+    for (ssize_t done = 0; ok && done < n;) {
+      auto w = ::write(out, buf.data() + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR)
+        continue;
+      ok = w > 0;
+      done += ok ? w : 0;
+    }
+    if (!ok) {
+      auto why = std::string{"cannot copy to "} + copy.string() + ": " + std::strerror(errno);
+      std::filesystem::remove(copy, ec);
+      return refuse(why);
+    }
+  }
+  return checked_library{p.lexically_normal(), copy};
 }
 
 /// `$grove/group/get`: a grove.group.GetRequest answered with the group in force, and
@@ -908,6 +985,16 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     if (auto err = other(req->name(), load ? "load" : "reconfigure"))
       return err;
     std::filesystem::path library;
+    std::filesystem::path library_copy;
+    // The checked copy goes once loaded (the mapping stays) or refused.
+    struct remove_copy {
+      std::filesystem::path* p;
+      ~remove_copy() {
+        std::error_code ec;
+        if (!p->empty())
+          std::filesystem::remove(*p, ec);
+      }
+    } copy_guard{&library_copy};
     if (!req->path().empty()) {
       if (!load)
         return make_error(errc::unsupported, "a configure names no library; use reload with "
@@ -920,7 +1007,8 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
                     req->path(), describe(checked.error()));
         return std::move(checked.error());
       }
-      library = std::move(*checked);
+      library = std::move(checked->reported);
+      library_copy = std::move(checked->copy);
     }
     std::optional<plugin_spec> spec;
     if (load) {
@@ -946,7 +1034,7 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     }
     std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
     if (load) {
-      auto err = host_->load(*spec, library);
+      auto err = host_->load(*spec, library_copy, library);
       schedule_code_trim();
       if (err)
         return err;
@@ -975,8 +1063,33 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
       return std::move(req.error());
     if (auto err = other(req->name(), "reload"))
       return err;
+    // A path from a plugin is checked as for a load: else a refused file would be loaded
+    // one step later by a reload.
+    std::filesystem::path library;
+    std::filesystem::path library_copy;
+    if (!req->path().empty()) {
+      auto checked = with_profile([&](const image_profile& p) {
+        return library_of_caller(p.write_dir, caller, req->path());
+      });
+      if (!checked) {
+        log_->error("{} asked to reload plugin {} from {}: refused: {}", caller, req->name(),
+                    req->path(), describe(checked.error()));
+        return std::move(checked.error());
+      }
+      library = std::move(checked->reported);
+      library_copy = std::move(checked->copy);
+    }
+    struct remove_copy {
+      std::filesystem::path* p;
+      ~remove_copy() {
+        std::error_code ec;
+        if (!p->empty())
+          std::filesystem::remove(*p, ec);
+      }
+    } copy_guard{&library_copy};
     std::lock_guard guard{apply_mtx_};
-    auto r = reload(req->name(), req->path());
+    auto r = host_->reload(req->name(), library_copy, library);
+    schedule_code_trim();
     if (!r)
       return std::move(r.error());
     log_->info("{} reloaded plugin {}: {}", caller, req->name(), *r);
