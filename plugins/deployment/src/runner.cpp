@@ -535,6 +535,8 @@ void runner::adopt(const std::vector<handed_component>& handed,
     auto p = procs.find(name);
     if (p == procs.end())
       continue;
+    // An exit after this check and before bind is posted to the new owner by bind
+    // (grove::process): handled by main_exited like any exit.
     if (!p->second.running()) {
       // Ended while nobody owned it: restored, so the apply that follows starts it.
       ctx_.log().warn("deployment: {} {}: its {} ended during the reload ({}); started "
