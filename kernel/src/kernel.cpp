@@ -677,6 +677,22 @@ kernel::set_group(std::string_view caller, const std::string& document,
                           + std::to_string(now)
                           + " is in force; read it again and recompute the change");
     }
+    // An edit never applied (not watched, or refused) leaves the version as it was, and
+    // the set would write over it: the file must hold the text of the version in force.
+    auto on_disk = read_file(file);
+    std::string in_force_text;
+    {
+      std::lock_guard group_guard{group_mtx_};
+      in_force_text = group_in_force_text_;
+    }
+    if (on_disk != in_force_text) {
+      log_->warn("group from {} refused: {} has an edit not in force", caller, file.string());
+      return make_error(errc::conflict,
+                        "the group file has an edit not in force: " + file.string()
+                          + " differs from the text of version " + std::to_string(now)
+                          + " (an edit not applied yet, or refused); apply or undo it "
+                            "(SIGHUP, grovectl reload) and try again");
+    }
   }
   // Validated as the file would be, from a temporary file beside it: a refused group
   // never reaches the group file.
@@ -738,8 +754,11 @@ kernel::set_group(std::string_view caller, const std::string& document,
 
 caf::error kernel::reload_group() {
   auto t0 = std::chrono::steady_clock::now();
-  auto next = load_group(
-    with_profile([](const image_profile& p) { return p.group_file; }));
+  auto file = with_profile([](const image_profile& p) { return p.group_file; });
+  // Read before the load: a later edit makes them differ, which a compare-and-set takes
+  // as an edit not in force (a conflict), never the other way round.
+  auto text = read_file(file);
+  auto next = load_group(file);
   // Logged with the group: the cost of a change at the limits, stage by stage (the
   // change path's bench reads it; issue 9).
   std::chrono::duration<double, std::milli> parse_ms = std::chrono::steady_clock::now() - t0;
@@ -753,6 +772,7 @@ caf::error kernel::reload_group() {
     std::lock_guard guard{group_mtx_};
     next->set_version(group_ ? group_->version() + 1 : 1);
     g = group_ = std::make_shared<const group::Group>(std::move(*next));
+    group_in_force_text_ = std::move(text);
   }
   log_->info("group {} version {}: {} devices, {} functions, {} subscriptions (read in "
              "{:.1f} ms)",
