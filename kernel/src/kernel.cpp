@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -162,16 +163,39 @@ private:
   std::shared_ptr<endpoint_ptr> ep_;
 };
 
-/// The library a plugin asks the kernel to load (`$grove/kernel/plugins/load` with a
-/// path): only a file inside the caller's own state directory,
+/// A library a plugin asked for, checked and copied from the descriptor that was checked:
+/// `copy` (groved's own file under run/lib, removed once loaded) is what is dlopened,
+/// `reported` the path as asked (normalized), which plugins compare with what they asked.
+struct checked_library {
+  std::filesystem::path reported;
+  std::filesystem::path copy;
+};
+
+/// True when a file or directory could be changed by someone other than groved's user
+/// or root.
+bool writable_by_others(const struct stat& st) {
+  return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0
+         || (st.st_uid != ::geteuid() && st.st_uid != 0);
+}
+
+std::string mode_owner(const struct stat& st) {
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return std::string{"mode "} + mode + ", owner " + std::to_string(st.st_uid);
+}
+
+/// The library a plugin asks the kernel to load or reload (`$grove/kernel/plugins/load`
+/// or `.../reload` with a path): only a file inside the caller's own state directory,
 /// `<write_dir>/plugins/<caller>/` (where the deployment plugin keeps its verified,
-/// content-addressed artifacts), as the kernel resolves it (symlinks, `..`), a regular
-/// file owned by groved's user or root and writable by no one else. The path as asked
-/// (normalized): plugins compare what the kernel reports with what they asked for; only
-/// groved's user can change what it resolves to between this check and the load.
-caf::expected<std::filesystem::path> library_of_caller(const std::filesystem::path& write_dir,
-                                                       const std::string& caller,
-                                                       const std::string& asked) {
+/// content-addressed artifacts), as the kernel resolves it (symlinks, `..`); outside it
+/// errc::not_authorized. A path with `..` is refused; the resolved file is opened without following links and the
+/// descriptor checked: a regular file with one link, owned by groved's user or root and
+/// writable by no one else, in directories (up to the state directory) of the same kind;
+/// else errc::load_failed. What is loaded is a copy read from that descriptor, so no path
+/// is resolved again between the check and the load.
+caf::expected<checked_library> library_of_caller(const std::filesystem::path& write_dir,
+                                                 const std::string& caller,
+                                                 const std::string& asked) {
   std::filesystem::path p{asked};
   if (!p.is_absolute())
     return make_error(errc::invalid_config, "library path '" + asked + "' is not absolute");
@@ -189,18 +213,71 @@ caf::expected<std::filesystem::path> library_of_caller(const std::filesystem::pa
                       asked + (real.string() == asked ? "" : " (" + real.string() + ")")
                         + " is outside " + base.string() + ": a plugin may load a library "
                         + "only from its own state directory");
+  auto refuse = [&](const std::string& why) {
+    return make_error(errc::load_failed, asked + (real.string() == asked ? "" : " (" + real.string() + ")")
+                                           + ": " + why + "; refused as a plugin library");
+  };
+  // `a/..` after a link means one file to the kernel (resolved) and another to the plugin
+  // (lexically, as reported): a path that needs `..` is refused rather than guessed.
+  for (const auto& part : p)
+    if (part == "..")
+      return refuse("names '..' (give the path without it)");
+  int fd = ::open(real.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return refuse(std::string{"cannot open: "} + std::strerror(errno));
+  struct fd_closer {
+    int fd;
+    ~fd_closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  if (::stat(real.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-    return make_error(errc::load_failed, real.string() + ": not a regular file");
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || (st.st_uid != ::geteuid() && st.st_uid != 0)) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return make_error(errc::not_authorized,
-                      real.string() + ": writable by others than groved's user (mode "
-                        + mode + ", owner " + std::to_string(st.st_uid)
-                        + "); refused as a plugin library");
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    return refuse("not a regular file");
+  if (writable_by_others(st))
+    return refuse("writable by others than groved's user (" + mode_owner(st) + ")");
+  if (st.st_nlink != 1)
+    return refuse("has " + std::to_string(st.st_nlink) + " hard links");
+  // Whoever may write a directory on the way could have swapped the file in it.
+  for (auto dir = real.parent_path();; dir = dir.parent_path()) {
+    struct stat ds {};
+    if (::lstat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode))
+      return refuse(dir.string() + " is not a directory");
+    if (writable_by_others(ds))
+      return refuse("its directory " + dir.string() + " is writable by others than "
+                    "groved's user (" + mode_owner(ds) + ")");
+    if (dir == base || dir == dir.parent_path())
+      break;
   }
-  return p.lexically_normal();
+  static std::atomic<uint64_t> copies{0};
+  auto lib_dir = write_dir / "run" / "lib";
+  std::filesystem::create_directories(lib_dir, ec);
+  auto copy = lib_dir / (caller + "-checked-" + std::to_string(::getpid()) + "-"
+                         + std::to_string(++copies) + ".so");
+  int out = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out < 0)
+    return refuse("cannot copy to " + copy.string() + ": " + std::strerror(errno));
+  fd_closer out_closer{out};
+  std::array<char, 65536> buf;
+  for (;;) {
+    auto n = ::read(fd, buf.data(), buf.size());
+    if (n == 0)
+      break;
+    if (n < 0 && errno == EINTR)
+      continue;
+    bool ok = n > 0;
+    for (ssize_t done = 0; ok && done < n;) {
+      auto w = ::write(out, buf.data() + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR)
+        continue;
+      ok = w > 0;
+      done += ok ? w : 0;
+    }
+    if (!ok) {
+      auto why = std::string{"cannot copy to "} + copy.string() + ": " + std::strerror(errno);
+      std::filesystem::remove(copy, ec);
+      return refuse(why);
+    }
+  }
+  return checked_library{p.lexically_normal(), copy};
 }
 
 /// `$grove/group/get`: a grove.group.GetRequest answered with the group in force, and
@@ -601,6 +678,22 @@ kernel::set_group(std::string_view caller, const std::string& document,
                           + std::to_string(now)
                           + " is in force; read it again and recompute the change");
     }
+    // An edit never applied (not watched, or refused) leaves the version as it was, and
+    // the set would write over it: the file must hold the text of the version in force.
+    auto on_disk = read_file(file);
+    std::string in_force_text;
+    {
+      std::lock_guard group_guard{group_mtx_};
+      in_force_text = group_in_force_text_;
+    }
+    if (on_disk != in_force_text) {
+      log_->warn("group from {} refused: {} has an edit not in force", caller, file.string());
+      return make_error(errc::conflict,
+                        "the group file has an edit not in force: " + file.string()
+                          + " differs from the text of version " + std::to_string(now)
+                          + " (an edit not applied yet, or refused); apply or undo it "
+                            "(SIGHUP, grovectl reload) and try again");
+    }
   }
   // Validated as the file would be, from a temporary file beside it: a refused group
   // never reaches the group file.
@@ -662,8 +755,11 @@ kernel::set_group(std::string_view caller, const std::string& document,
 
 caf::error kernel::reload_group() {
   auto t0 = std::chrono::steady_clock::now();
-  auto next = load_group(
-    with_profile([](const image_profile& p) { return p.group_file; }));
+  auto file = with_profile([](const image_profile& p) { return p.group_file; });
+  // Read before the load: a later edit makes them differ, which a compare-and-set takes
+  // as an edit not in force (a conflict), never the other way round.
+  auto text = read_file(file);
+  auto next = load_group(file);
   // Logged with the group: the cost of a change at the limits, stage by stage (the
   // change path's bench reads it; issue 9).
   std::chrono::duration<double, std::milli> parse_ms = std::chrono::steady_clock::now() - t0;
@@ -677,6 +773,7 @@ caf::error kernel::reload_group() {
     std::lock_guard guard{group_mtx_};
     next->set_version(group_ ? group_->version() + 1 : 1);
     g = group_ = std::make_shared<const group::Group>(std::move(*next));
+    group_in_force_text_ = std::move(text);
   }
   log_->info("group {} version {}: {} devices, {} functions, {} subscriptions (read in "
              "{:.1f} ms)",
@@ -910,6 +1007,16 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     if (auto err = other(req->name(), load ? "load" : "reconfigure"))
       return err;
     std::filesystem::path library;
+    std::filesystem::path library_copy;
+    // The checked copy goes once loaded (the mapping stays) or refused.
+    struct remove_copy {
+      std::filesystem::path* p;
+      ~remove_copy() {
+        std::error_code ec;
+        if (!p->empty())
+          std::filesystem::remove(*p, ec);
+      }
+    } copy_guard{&library_copy};
     if (!req->path().empty()) {
       if (!load)
         return make_error(errc::unsupported, "a configure names no library; use reload with "
@@ -922,7 +1029,8 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
                     req->path(), describe(checked.error()));
         return std::move(checked.error());
       }
-      library = std::move(*checked);
+      library = std::move(checked->reported);
+      library_copy = std::move(checked->copy);
     }
     std::optional<plugin_spec> spec;
     if (load) {
@@ -948,7 +1056,7 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     }
     std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
     if (load) {
-      auto err = host_->load(*spec, library);
+      auto err = host_->load(*spec, library_copy, library);
       schedule_code_trim();
       if (err)
         return err;
@@ -977,8 +1085,33 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
       return std::move(req.error());
     if (auto err = other(req->name(), "reload"))
       return err;
+    // A path from a plugin is checked as for a load: else a refused file would be loaded
+    // one step later by a reload.
+    std::filesystem::path library;
+    std::filesystem::path library_copy;
+    if (!req->path().empty()) {
+      auto checked = with_profile([&](const image_profile& p) {
+        return library_of_caller(p.write_dir, caller, req->path());
+      });
+      if (!checked) {
+        log_->error("{} asked to reload plugin {} from {}: refused: {}", caller, req->name(),
+                    req->path(), describe(checked.error()));
+        return std::move(checked.error());
+      }
+      library = std::move(checked->reported);
+      library_copy = std::move(checked->copy);
+    }
+    struct remove_copy {
+      std::filesystem::path* p;
+      ~remove_copy() {
+        std::error_code ec;
+        if (!p->empty())
+          std::filesystem::remove(*p, ec);
+      }
+    } copy_guard{&library_copy};
     std::lock_guard guard{apply_mtx_};
-    auto r = reload(req->name(), req->path());
+    auto r = host_->reload(req->name(), library_copy, library);
+    schedule_code_trim();
     if (!r)
       return std::move(r.error());
     log_->info("{} reloaded plugin {}: {}", caller, req->name(), *r);

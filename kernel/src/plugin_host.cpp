@@ -278,7 +278,8 @@ caf::error plugin_host::check(const plugin_spec& spec) {
   return lib ? caf::error{} : lib.error();
 }
 
-caf::error plugin_host::load(const plugin_spec& spec, const std::filesystem::path& library) {
+caf::error plugin_host::load(const plugin_spec& spec, const std::filesystem::path& library,
+                             const std::filesystem::path& reported) {
   // Check and claim the name in one critical section: two loads of one name must not
   // both pass the check while the first is still in init.
   {
@@ -303,6 +304,8 @@ caf::error plugin_host::load(const plugin_spec& spec, const std::filesystem::pat
   auto lib = open(spec, library, &cfg);
   if (!lib)
     return lib.error();
+  if (!reported.empty())
+    (*lib)->path = reported;
   auto state_dir = settings_.write_dir / "plugins" / spec.name;
   std::error_code ec;
   std::filesystem::create_directories(state_dir, ec);
@@ -490,7 +493,8 @@ caf::expected<std::string> plugin_host::swap(const std::string& name, Atom atom,
 }
 
 caf::expected<std::string> plugin_host::reload(const std::string& name,
-                                               const std::filesystem::path& path) {
+                                               const std::filesystem::path& path,
+                                               const std::filesystem::path& reported) {
   auto spec = spec_of(name);
   if (!spec)
     return make_error(errc::unknown_plugin, "no plugin named '" + name + "' is loaded");
@@ -512,7 +516,7 @@ caf::expected<std::string> plugin_host::reload(const std::string& name,
     log_->error("reload of {} refused: {}", name, describe(lib.error()));
     return lib.error();
   }
-  (*lib)->path = source;
+  (*lib)->path = reported.empty() ? source : reported;
   auto cfg = (*lib)->schema.validate(*spec->config,
                                      spec->file.empty() ? "<load>" : spec->file,
                                      "plugins." + name + ".config");

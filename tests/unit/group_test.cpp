@@ -468,6 +468,59 @@ BOOST_AUTO_TEST_CASE(set_with_an_expected_version_refuses_a_stale_group) {
   BOOST_TEST((*plain)->name() == "plain");
 }
 
+// A compare-and-set never writes over an edit of the group file that is not in force:
+// one the kernel does not watch for (applied only on SIGHUP), or one it refused. The
+// version does not change for either, so the file's text is compared.
+BOOST_AUTO_TEST_CASE(set_with_an_expected_version_keeps_an_edit_not_in_force) {
+  auto gfile = dir.write("g.yaml", good);
+  auto p = test::make_profile(dir.path());
+  p.group_file = gfile;
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_set_group = true;
+  p.plugins = {deployer};
+  for (bool watch : {false, true}) {
+    {
+      std::ofstream out{gfile, std::ios::trunc};
+      out << good;
+    }
+    auto copy = p;
+    kernel_options opts{false, false};
+    opts.watch_profile = watch;
+    opts.watch_interval = std::chrono::hours{1};
+    kernel k{std::move(copy), opts};
+    BOOST_REQUIRE(!k.start());
+    auto read = k.group()->version();
+    auto name = k.group()->name();
+    // Not watched: a valid edit stays unread; watched: an edit the reader refuses.
+    std::string edit = watch ? "name: [unclosed\n" : "name: operator\n";
+    {
+      std::ofstream out{gfile, std::ios::trunc};
+      out << edit;
+    }
+    auto r = k.set_group("deployer", "name: deployment\n", read);
+    BOOST_REQUIRE_MESSAGE(!r, "watch " << watch);
+    BOOST_TEST(r.error() == errc::conflict, test::error_text(r));
+    BOOST_TEST(contains(test::error_text(r), "the group file has an edit not in force"),
+               test::error_text(r));
+    BOOST_TEST(slurp(gfile) == edit);
+    BOOST_TEST(k.group()->name() == name);
+    BOOST_TEST(k.group()->version() == read);
+    // Undone, the compare-and-set goes through (watched, the undo is read as a change:
+    // one version on).
+    {
+      std::ofstream out{gfile, std::ios::trunc};
+      out << good;
+    }
+    if (watch)
+      BOOST_REQUIRE(test::wait_until([&] { return k.group()->version() == read + 1; }));
+    r = k.set_group("deployer", "name: deployment\n", k.group()->version());
+    BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+    BOOST_TEST((*r)->name() == "deployment");
+    BOOST_TEST(slurp(gfile) == "name: deployment\n");
+  }
+}
+
 // Issue 9: an edit reaches the bus when the file is written, not at the next poll. The
 // poll is an hour here, so only the file watch can apply these edits: one renamed over
 // the file (as editors do), one written in place.

@@ -484,6 +484,24 @@ BOOST_AUTO_TEST_CASE(a_missing_program_is_an_error_at_start) {
   BOOST_TEST(!process::start(r.owner(), std::move(none)));
 }
 
+// An owner checks running() and then binds (a handover across a reload): an exit in
+// between, while nobody owned the child, reaches the new owner at bind.
+BOOST_AUTO_TEST_CASE(an_exit_while_unowned_reaches_the_next_owner_at_bind) {
+  recorder first;
+  auto p = start_ok(first, sh("echo ready; exec sleep 100"));
+  BOOST_REQUIRE(test::wait_until([&] { return first.has_line("ready"); }));
+  p.unbind();
+  BOOST_REQUIRE(!p.signal(SIGTERM));
+  BOOST_REQUIRE(test::wait_until([&] { return !p.running(); }));
+  BOOST_TEST(first.exit_count() == 0u);
+  recorder next;
+  p.bind(next.owner(), next.callbacks());
+  BOOST_REQUIRE(test::wait_until([&] { return next.exit_count() == 1; }));
+  BOOST_TEST(next.exit(0).signal == SIGTERM);
+  BOOST_TEST(!next.exit(0).requested);
+  BOOST_TEST(first.exit_count() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(a_dropped_handle_stops_its_child) {
   recorder r;
   pid_t pid = 0;

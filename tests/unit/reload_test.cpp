@@ -342,6 +342,7 @@ BOOST_AUTO_TEST_CASE(plugins_control_other_plugins_through_the_kernel_service) {
   plugin_spec other;
   other.name = "other";
   p.plugins = {deployer, other};
+  auto state_dir = p.write_dir / "plugins";
   kernel kk{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!kk.start());
   namespace cc = control_client;
@@ -400,13 +401,25 @@ BOOST_AUTO_TEST_CASE(plugins_control_other_plugins_through_the_kernel_service) {
   // A hot reload to another build keeps the state.
   control::Reload rl;
   rl.set_name("relay");
+  // A plugin's reload path is checked as its load path: outside its state directory,
+  // refused (and the old build keeps serving).
   rl.set_path(build("relay_v2").string());
+  info = cc::reload_rpc::decode(ask(cc::reload_topic, "deployer", rl));
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::not_authorized, test::error_text(info));
+  BOOST_TEST(roundtrip("c2").variant != "v2");
+  auto own = state_dir / "deployer" / "librelay_v2.so";
+  std::filesystem::create_directories(own.parent_path());
+  std::filesystem::copy_file(build("relay_v2"), own);
+  std::filesystem::permissions(own, std::filesystem::perms::owner_read
+                                      | std::filesystem::perms::owner_write);
+  rl.set_path(own.string());
   info = cc::reload_rpc::decode(ask(cc::reload_topic, "deployer", rl));
   BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
   BOOST_TEST(!info->last_reload().empty());
   m = roundtrip("d");
   BOOST_TEST(m.variant == "v2");
-  BOOST_TEST(m.count == 4u);
+  BOOST_TEST(m.count == 5u);
   // Never on itself; not on a plugin that is not there; not from bytes that do not parse.
   control::Name self;
   self.set_name("deployer");
@@ -485,9 +498,27 @@ BOOST_AUTO_TEST_CASE(a_plugin_loads_a_library_only_from_its_own_state_directory)
   refused((store / "link.so").string(), errc::not_authorized, "only from its own state directory");
   refused((store / ".." / ".." / "other" / "x.so").string(), errc::load_failed, "");
   refused("relative/librelay.so", errc::invalid_config, "is not absolute");
-  // Writable by others than groved's user.
-  refused(put("relay_v2", "open.so", fs::perms::all).string(), errc::not_authorized,
+  // Writable by others than groved's user: the file, or a directory on the way to it
+  // (as the deployment's components/work/<name> is, for a component's user).
+  refused(put("relay_v2", "open.so", fs::perms::all).string(), errc::load_failed,
           "writable by others than groved's user");
+  fs::create_directories(store / "open-dir");
+  fs::permissions(store / "open-dir", fs::perms::all);
+  refused(put("relay_v2", "open-dir/relay.so", ro).string(), errc::load_failed,
+          "open-dir is writable by others");
+  fs::permissions(store / "open-dir", fs::perms::owner_all);
+  // A hard link: the other name could be anywhere, writable by anyone who owns it.
+  fs::create_hard_link(good, store / "hard.so");
+  refused((store / "hard.so").string(), errc::load_failed, "2 hard links");
+  refused(good.string(), errc::load_failed, "2 hard links");
+  fs::remove(store / "hard.so");
+  // A link and `..`: the kernel resolves sub/.. to a/, a lexical reading to the store
+  // itself (another file there): refused, not guessed.
+  fs::create_directories(store / "a" / "b");
+  put("relay_v2", "a/x.so", ro);
+  put("relay", "x.so", ro);
+  fs::create_directory_symlink(store / "a" / "b", store / "sub");
+  refused((store / "sub" / ".." / "x.so").string(), errc::load_failed, "names '..'");
   // Inside, but not a plugin of this ABI.
   refused(put("wrong_abi", "wrong.so", ro).string(), errc::abi_mismatch, "kernel speaks");
   // Inside and read-only: loaded from there, running, the path reported as asked.

@@ -535,6 +535,8 @@ void runner::adopt(const std::vector<handed_component>& handed,
     auto p = procs.find(name);
     if (p == procs.end())
       continue;
+    // An exit after this check and before bind is posted to the new owner by bind
+    // (grove::process): handled by main_exited like any exit.
     if (!p->second.running()) {
       // Ended while nobody owned it: restored, so the apply that follows starts it.
       ctx_.log().warn("deployment: {} {}: its {} ended during the reload ({}); started "
@@ -1335,7 +1337,9 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
     auto& c = *it->second;
     if (!info && what == 'L' && info.error() == grove::errc::not_authorized) {
       // The kernel loads a library only from this plugin's state directory (an
-      // artifacts_dir outside it): from the plugin directory, then swapped to the build.
+      // artifacts_dir outside it): from the plugin directory, then the reload to the
+      // build (which the kernel checks the same way: refused, the deployment fails with
+      // its reason). An unsafe file inside it (load_failed) fails at once.
       ctx_.log().warn("deployment: {} {}: the kernel refused to load plugin {} from its "
                       "artifact ({}); loading it from the plugin directory, then a hot "
                       "reload to the artifact",

@@ -901,7 +901,6 @@ BOOST_FIXTURE_TEST_CASE(group_cas_are_real_rotate_and_survive_a_reopen, fixture)
   BOOST_TEST(active().empty());
   BOOST_TEST(type_of(call("GET", cas)) == "IdNotFoundException");
 }
-}
 
 // ---- role associations ----------------------------------------------------------------
 

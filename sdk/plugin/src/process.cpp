@@ -55,6 +55,9 @@ struct process_record {
   std::string last_exit;
   std::string started_at;
   bool gave_up = false;
+  // An exit nobody owned the child for: posted to the next owner by bind, so an exit
+  // between a new owner's running() check and its bind is not lost.
+  std::optional<process_exit> unowned_exit;
   // -- supervisor thread only -------------------------------------------------------
   int pidfd = -1;
   int out_fd = -1;
@@ -808,6 +811,8 @@ void supervisor::on_exited(const record_ptr& rp) {
     }
     if (r.owner.post && r.cb.on_exit)
       r.owner.post([f = r.cb.on_exit, ex] { f(ex); });
+    else if (!r.owner.post)
+      r.unowned_exit = ex;
   }
   if (done)
     forget(rp);
@@ -1150,6 +1155,10 @@ void process::bind(process_owner owner, process_callbacks cb) {
   if (owner.log)
     rec_->log = owner.log;
   rec_->owner = std::move(owner);
+  // Checked and bound under one lock: an exit since the last owner let go reaches this one.
+  if (auto ex = std::exchange(rec_->unowned_exit, std::nullopt);
+      ex && !rec_->running && rec_->owner.post && rec_->cb.on_exit)
+    rec_->owner.post([f = rec_->cb.on_exit, ex = *ex] { f(ex); });
 }
 
 void process::unbind() {

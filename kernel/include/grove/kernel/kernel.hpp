@@ -202,6 +202,7 @@ private:
   std::string profile_text_;
   std::string group_text_;
   std::array<long long, 5> group_stamp_{}; // file_stamp() of group_text_'s read
+  std::string group_in_force_text_; // the group file's text group_ was read from (group_mtx_)
   mutable std::mutex group_mtx_;
   std::shared_ptr<const group::Group> group_;
   // The GreengrassSystem logger applied last: its id and spdlog level (empty: none, the

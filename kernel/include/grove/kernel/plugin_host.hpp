@@ -143,8 +143,10 @@ public:
   /// start; an init that outlasts `init_timeout` fails the load (errc::timeout) and
   /// its slot is abandoned (see abandoned()). `library`: the file to load instead of
   /// `<plugin_dir>/lib<name>.so` (checked by the caller; a reload without a path loads it
-  /// again).
-  caf::error load(const plugin_spec& spec, const std::filesystem::path& library = {});
+  /// again). `reported`: the path to report and re-read on a reload without a path
+  /// (empty: `library`), when `library` is the kernel's checked copy of it.
+  caf::error load(const plugin_spec& spec, const std::filesystem::path& library = {},
+                  const std::filesystem::path& reported = {});
 
   /// Checks what load() would check (library, ABI, schema, config) without starting.
   caf::error check(const plugin_spec& spec);
@@ -162,8 +164,10 @@ public:
   /// Hot-reloads `name` from `path` (empty: the library it runs now, re-read from
   /// disk) with its current configuration. On success returns what happened; on
   /// failure the old instance keeps running with its state and the error says why.
+  /// `reported`: as for load().
   caf::expected<std::string> reload(const std::string& name,
-                                    const std::filesystem::path& path = {});
+                                    const std::filesystem::path& path = {},
+                                    const std::filesystem::path& reported = {});
 
   /// Applies a changed configuration entry to a running plugin (live when the plugin
   /// can reconfigure, else by a reload of the same build). A config that fails

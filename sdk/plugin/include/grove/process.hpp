@@ -289,14 +289,15 @@ public:
   void set_restart(bool on);
 
   /// Makes a plugin the owner (after context::adopt_process): events go to its actor
-  /// and its callbacks from now on.
+  /// and its callbacks from now on, starting with an exit while nobody owned the child.
   void bind(context& ctx, process_callbacks cb = {});
 
   /// Makes `owner` the owner, with callbacks `cb`.
   void bind(process_owner owner, process_callbacks cb = {});
 
   /// Drops owner and callbacks; the child runs on, output still logged. An exit while
-  /// nobody owns the child is not restarted (the next owner sees it in status()).
+  /// nobody owns the child is not restarted; the next bind posts it to the new owner's
+  /// on_exit (so a running() check before bind never misses an exit in between).
   void unbind();
 
 private:
