@@ -1085,21 +1085,26 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
       return std::move(req.error());
     if (auto err = other(req->name(), "reload"))
       return err;
-    // A path from a plugin is checked as for a load: else a refused file would be loaded
-    // one step later by a reload.
+    // A path inside the caller's state directory is checked as for a load (an unsafe
+    // file there is refused, so a refused load is not loaded one step later by a
+    // reload). A path outside it is what a plugin with may_control_plugins could always
+    // name (ota's new release directory): reloaded as given, as before.
     std::filesystem::path library;
     std::filesystem::path library_copy;
     if (!req->path().empty()) {
       auto checked = with_profile([&](const image_profile& p) {
         return library_of_caller(p.write_dir, caller, req->path());
       });
-      if (!checked) {
+      if (checked) {
+        library = std::move(checked->reported);
+        library_copy = std::move(checked->copy);
+      } else if (checked.error() == errc::not_authorized) {
+        library_copy = req->path();
+      } else {
         log_->error("{} asked to reload plugin {} from {}: refused: {}", caller, req->name(),
                     req->path(), describe(checked.error()));
         return std::move(checked.error());
       }
-      library = std::move(checked->reported);
-      library_copy = std::move(checked->copy);
     }
     struct remove_copy {
       std::filesystem::path* p;
@@ -1108,7 +1113,7 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
         if (!p->empty())
           std::filesystem::remove(*p, ec);
       }
-    } copy_guard{&library_copy};
+    } copy_guard{library.empty() ? &library : &library_copy}; // only the kernel's own copy
     std::lock_guard guard{apply_mtx_};
     auto r = host_->reload(req->name(), library_copy, library);
     schedule_code_trim();

@@ -401,15 +401,21 @@ BOOST_AUTO_TEST_CASE(plugins_control_other_plugins_through_the_kernel_service) {
   // A hot reload to another build keeps the state.
   control::Reload rl;
   rl.set_name("relay");
-  // A plugin's reload path is checked as its load path: outside its state directory,
-  // refused (and the old build keeps serving).
-  rl.set_path(build("relay_v2").string());
-  info = cc::reload_rpc::decode(ask(cc::reload_topic, "deployer", rl));
-  BOOST_REQUIRE(!info);
-  BOOST_TEST(info.error() == errc::not_authorized, test::error_text(info));
-  BOOST_TEST(roundtrip("c2").variant != "v2");
+  // A plugin's reload path inside its state directory is checked as its load path: a
+  // file others may write is refused (and the old build keeps serving). (Outside it, a
+  // path is reloaded as given, as ota's release directories are.)
   auto own = state_dir / "deployer" / "librelay_v2.so";
   std::filesystem::create_directories(own.parent_path());
+  auto unsafe = state_dir / "deployer" / "librelay_unsafe.so";
+  std::filesystem::copy_file(build("relay_v2"), unsafe);
+  std::filesystem::permissions(unsafe, std::filesystem::perms::owner_read
+                                         | std::filesystem::perms::owner_write
+                                         | std::filesystem::perms::others_write);
+  rl.set_path(unsafe.string());
+  info = cc::reload_rpc::decode(ask(cc::reload_topic, "deployer", rl));
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() != errc::not_authorized, test::error_text(info));
+  BOOST_TEST(roundtrip("c2").variant != "v2");
   std::filesystem::copy_file(build("relay_v2"), own);
   std::filesystem::permissions(own, std::filesystem::perms::owner_read
                                       | std::filesystem::perms::owner_write);
