@@ -370,6 +370,12 @@ caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owne
     if (std::regex_match(name, hashed))
       found.push_back(std::move(name));
   }
+  // Not there yet (the deployment plugin makes it when it starts, possibly after this
+  // plugin): no group CA is trusted yet, which is no failure.
+  if (ec == std::errc::no_such_file_or_directory) {
+    ec.clear();
+    found.clear();
+  }
   if (ec)
     return make_error(errc::system_error, "broker: cannot list " + ca_dir.string() + ": "
                                             + ec.message() + " (the broker's copy is kept)");
