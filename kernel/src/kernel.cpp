@@ -34,6 +34,25 @@ const char* const kernel_version = "0.1.0";
 
 namespace {
 
+// `over` merged into a copy of `base`: maps key by key, anything else replaced; a null
+// or absent `over` keeps `base` (a configure over the profile, control.proto).
+YAML::Node merged_yaml(const YAML::Node& base, const YAML::Node& over) {
+  if (!over.IsDefined() || over.IsNull())
+    return base.IsDefined() ? YAML::Clone(base) : YAML::Node{};
+  if (!over.IsMap() || !base.IsDefined() || !base.IsMap())
+    return YAML::Clone(over);
+  auto out = YAML::Clone(base);
+  for (const auto& kv : over) {
+    auto key = kv.first.as<std::string>();
+    out[key] = merged_yaml(base[key], kv.second);
+  }
+  return out;
+}
+
+} // namespace
+
+namespace {
+
 /// Returns the allocator's free pages to the system. jemalloc (linked into groved) hands
 /// freed pages back only as later allocations age them out, so an idle groved would keep
 /// the transient cost of loading a big group (~7 MB at the limits) for good. Looked up
@@ -1050,6 +1069,15 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
       auto cfg = parse_config(req->name(), req->config());
       if (!cfg)
         return std::move(cfg.error());
+      if (req->over_profile() && !load) {
+        auto base = with_profile([&](const image_profile& p) {
+          for (const auto& s : p.plugins)
+            if (s.name == req->name())
+              return s.config;
+          return make_yaml(YAML::Node{});
+        });
+        cfg = make_yaml(merged_yaml(*base, **cfg));
+      }
       spec->config = std::move(*cfg);
       spec->file = "(config from " + caller + ")";
       spec->line = 0;

@@ -106,4 +106,17 @@ inline void configure(context& ctx, const std::string& name, const std::string& 
   detail::call<configure_rpc>(ctx, configure_topic, req, timeout, std::move(f));
 }
 
+/// Gives plugin `name` its profile's config with `document` (YAML or JSON) merged over
+/// it (maps key by key); an empty `document` gives the profile's back.
+inline void configure_over_profile(context& ctx, const std::string& name,
+                                   const std::string& document,
+                                   std::chrono::milliseconds timeout,
+                                   std::function<void(caf::expected<control::PluginInfo>)> f) {
+  control::PluginChange req;
+  req.set_name(name);
+  req.set_config(document);
+  req.set_over_profile(true);
+  detail::call<configure_rpc>(ctx, configure_topic, req, timeout, std::move(f));
+}
+
 } // namespace grove::control_client
