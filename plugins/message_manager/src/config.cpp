@@ -1,6 +1,10 @@
 #include "config.hpp"
 
+#include <set>
+
+#include "bridge.hpp"
 #include "grove/kernel/plugin_name.hpp"
+#include "grove/topic.hpp"
 
 namespace grove::mm {
 
@@ -117,7 +121,66 @@ config_map<spool_config> spool_config::map() {
          "full (`when_full` applies) whatever `max_size_bytes` says");
 }
 
+config_map<bridge_mapping> bridge_mapping::map() {
+  using c = bridge_mapping;
+  return config_map<c>{}
+    .key_no_default("name", &c::name, required,
+                    "the mapping's name (the key of Greengrass' `mqttTopicMapping`), unique")
+    .key_no_default("topic", &c::topic, required,
+                    "MQTT topic filter of the messages relayed (`+` and `#` allowed)")
+    .key_no_default("source", &c::source, required,
+                    one_of{"LocalMqtt", "Pubsub", "IotCore"},
+                    "where they come from: the devices' broker, the local bus (and "
+                    "functions' publishes), the cloud")
+    .key_no_default("target", &c::target, required,
+                    one_of{"LocalMqtt", "Pubsub", "IotCore"},
+                    "where they go (not the source)")
+    .key("targetTopicPrefix", &c::target_topic_prefix, "",
+         "put in front of the message's topic at the target");
+}
+
+config_map<bridge_config> bridge_config::map() {
+  using c = bridge_config;
+  return config_map<c>{}.list(
+    "mqtt_topic_mapping", &c::mqtt_topic_mapping, bridge_mapping::map(),
+    "Greengrass v2's MQTT bridge (`aws.greengrass.clientdevices.mqtt.Bridge`'s "
+    "`mqttTopicMapping` as a list): each message from `source` on a topic matching "
+    "`topic` is relayed to `target`, on `targetTopicPrefix` + its topic, never back to "
+    "the broker it came from (README \"MQTT bridge\"); changed live");
+}
+
 namespace {
+
+// A mapping the schema accepted but the bridge cannot use; the message names the entry.
+caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string>& names) {
+  auto at = "bridge.mqtt_topic_mapping[" + std::to_string(i) + "] (" + m.name + ")";
+  auto bad = [&](const std::string& what) { return make_error(errc::invalid_config, at + what); };
+  if (m.name.empty())
+    return bad(".name: empty");
+  if (!names.insert(m.name).second)
+    return bad(".name: another mapping has this name");
+  if (auto err = validate_filter(m.topic))
+    return bad(".topic: '" + m.topic + "' is no MQTT topic filter: " + describe(err));
+  // One line of the broker's ACL file carries a filter as written.
+  for (const auto* text : {&m.topic, &m.target_topic_prefix})
+    if (text->find_first_of("\r\n") != std::string::npos
+        || (!text->empty() && (text->front() == ' ' || text->front() == '\t')))
+      return bad(text == &m.topic ? ".topic: a line break or a leading blank"
+                                  : ".targetTopicPrefix: a line break or a leading blank");
+  if (m.source == m.target)
+    return bad(".target: the same as its source (" + m.source + ")");
+  // The bus keeps $grove/ for Grove's own topics; the cloud and devices do not use it.
+  constexpr std::string_view reserved = "$grove/";
+  if (m.topic.starts_with(reserved) || m.target_topic_prefix.starts_with(reserved))
+    return bad(": topics under $grove/ are Grove's own, not bridged");
+  if (m.target_topic_prefix.find_first_of("+#") != std::string::npos
+      || m.target_topic_prefix.find('\0') != std::string::npos)
+    return bad(".targetTopicPrefix: '" + m.target_topic_prefix
+               + "' has a wildcard or NUL (it becomes part of a topic)");
+  if (auto err = check_target_filter(m))
+    return bad(".targetTopicPrefix: " + describe(err));
+  return {};
+}
 
 // The rules the schema language cannot say; the messages name the key at fault.
 caf::error check(const plugin_config& cfg) {
@@ -136,6 +199,10 @@ caf::error check(const plugin_config& cfg) {
                             + " is required outside development_mode (make the files with "
                               "tools/grove-certs: init, server, device PKI grove)");
   }
+  std::set<std::string> mapping_names;
+  for (size_t i = 0; i < cfg.bridge.mqtt_topic_mapping.size(); ++i)
+    if (auto err = check_mapping(cfg.bridge.mqtt_topic_mapping[i], i, mapping_names))
+      return err;
   const auto& c = cfg.cloud;
   for (const auto& name : c.system_clients)
     if (auto err = validate_plugin_name(name))
@@ -171,6 +238,8 @@ config_map<plugin_config> plugin_config::map() {
              "the connection to the cloud MQTT endpoint")
     .section("spool", &plugin_config::spool, spool_config::map(),
              "cloud-bound messages wait here until the cloud acknowledged them")
+    .section("bridge", &plugin_config::bridge, bridge_config::map(),
+             "Greengrass v2's MQTT bridge between devices, the local bus and the cloud")
     .validate(check);
 }
 

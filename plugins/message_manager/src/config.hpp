@@ -124,6 +124,39 @@ struct spool_config {
   static config_map<spool_config> map();
 };
 
+/// One `bridge.mqtt_topic_mapping` entry: a value of Greengrass' MQTT bridge
+/// `mqttTopicMapping` with its name (README "MQTT bridge").
+struct bridge_mapping {
+  /// The mapping's name (mqttTopicMapping's key).
+  std::string name;
+  /// Topic filter of the messages relayed.
+  std::string topic;
+  /// LocalMqtt, Pubsub or IotCore: where the messages come from.
+  std::string source;
+  /// LocalMqtt, Pubsub or IotCore: where they go.
+  std::string target;
+  /// Put in front of the topic at the target.
+  std::string target_topic_prefix;
+
+  /// Compared to tell a live change from none.
+  bool operator==(const bridge_mapping&) const = default;
+
+  /// The keys of one mapping.
+  static config_map<bridge_mapping> map();
+};
+
+/// `bridge:` Greengrass v2's MQTT bridge (aws.greengrass.clientdevices.mqtt.Bridge).
+struct bridge_config {
+  /// The mappings, in the order given.
+  std::vector<bridge_mapping> mqtt_topic_mapping;
+
+  /// Compared to tell a live change from none.
+  bool operator==(const bridge_config&) const = default;
+
+  /// The keys of `bridge:`.
+  static config_map<bridge_config> map();
+};
+
 /// The whole configuration of message_manager.
 struct plugin_config {
   /// Plain-TCP device listener, username login, no certificates.
@@ -134,6 +167,8 @@ struct plugin_config {
   cloud_config cloud;
   /// `spool:`.
   spool_config spool;
+  /// `bridge:`.
+  bridge_config bridge;
 
   /// Every key, and the rules across keys (TLS files outside development mode, a
   /// complete cloud section when it is enabled).

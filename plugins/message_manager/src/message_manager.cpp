@@ -14,6 +14,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bridge.hpp"
 #include "broker_process.hpp"
 #include "cloud_forwarder.hpp"
 #include "config.hpp"
@@ -161,6 +162,8 @@ public:
     system_ = std::move(*clients);
     if (auto err = serve_system_api())
       return err;
+    if (auto err = set_bridge(cfg.bridge)) // its bus subscriptions come in start_links
+      return err;
     apply_cloud_filters(); // the gauge; the cloud link takes them when it starts
     if (auto n = spool_->stats().count; n > 0)
       log_->info("spool: {} cloud-bound messages from before the restart ({} possibly "
@@ -284,7 +287,7 @@ public:
   caf::error start_links() {
     local_ = std::make_unique<mqtt_link>(local_opts_);
     local_->on_message([this](inbound_message&& m) { from_device(std::move(m)); });
-    local_->set_subscriptions(table()->local_filters(), 1); // the group came first
+    local_->set_subscriptions(local_filters(), 1); // the group came first
     if (auto err = local_->start())
       return err;
 
@@ -302,6 +305,8 @@ public:
     if (auto err = ctx_->serve(std::string{in_prefix} + "#",
                                [this](const Envelope& msg) { on_message(msg); }))
       return err;
+    links_started_ = true;
+    subscribe_bridge_sources();
     ctx_->every(std::chrono::seconds{1}, [this] {
       update_status();
       if (broker_) {
@@ -412,8 +417,20 @@ public:
       apply_group(msg.payload(), msg.timestamp_ns());
       return;
     }
-    if (!msg.topic().starts_with(in_prefix))
+    if (!msg.topic().starts_with(in_prefix)) {
+      // A local bus message on a filter of a mapping from Pubsub. What the bridge put on
+      // the bus itself carries its origin's source: never relayed back there.
+      auto origin = msg.source().starts_with("device:") ? bridge_side::local_mqtt
+                    : msg.source() == "cloud"           ? bridge_side::iot_core
+                                                        : bridge_side::pubsub;
+      message_meta meta;
+      meta.content_type = msg.content_type();
+      for (const auto& [name, value] : msg.user_properties())
+        meta.user_properties[name] = value;
+      relay(bridge_side::pubsub, origin, msg.source(), msg.topic(), msg.payload(), msg.qos(),
+            meta);
       return;
+    }
     auto subject = std::string_view{msg.topic()}.substr(in_prefix.size());
     if (subject.empty()) {
       ++refused_source_;
@@ -439,7 +456,11 @@ public:
     meta.content_type = msg.content_type();
     for (const auto& [name, value] : msg.user_properties())
       meta.user_properties[name] = value;
-    auto n = route(msg.source(), subject, msg.payload(), msg.qos(), meta);
+    // A function's publish is a local publish/subscribe message too (Greengrass v2's
+    // Lambda publish): the bridge's Pubsub mappings take it as well as the table.
+    auto bridged = relay(bridge_side::pubsub, bridge_side::pubsub, msg.source(), subject,
+                         msg.payload(), msg.qos(), meta);
+    auto n = route(msg.source(), subject, msg.payload(), msg.qos(), meta, bridged) + bridged;
     if (!msg.reply_to().empty()) {
       mm::Routed routed;
       routed.set_targets(static_cast<uint32_t>(n));
@@ -453,6 +474,21 @@ public:
   /// reloads the plugin, which restarts the broker.
   caf::error reconfigure(const plugin_config& next) override {
     const auto& old = config();
+    if (auto err = reconfigure_links(old, next))
+      return err;
+    // The bridge last: a refusal above keeps the old configuration, bridge included.
+    if (old.bridge == next.bridge)
+      return {};
+    if (auto err = set_bridge(next.bridge))
+      return err;
+    log_->info("bridge: {} mapping(s) applied live", next.bridge.mqtt_topic_mapping.size());
+    update_status();
+    return {};
+  }
+
+private:
+  // The cloud and system client part of reconfigure().
+  caf::error reconfigure_links(const plugin_config& old, const plugin_config& next) {
     if (old.development_mode != next.development_mode)
       return make_error(errc::unsupported, "development_mode changed: the broker must restart");
     if (old.broker != next.broker)
@@ -499,7 +535,6 @@ public:
     return err;
   }
 
-private:
   // The cloud link's settings (plugin_config::map() checked them).
   link_options cloud_link_options(const cloud_config& c) const {
     link_options opts;
@@ -589,7 +624,8 @@ private:
     auto t0 = std::chrono::steady_clock::now();
     auto next = std::make_shared<const routes>(g);
     auto t1 = std::chrono::steady_clock::now();
-    if (auto err = broker_->write_acl(next->acl_text())) {
+    if (auto err = broker_->write_acl(next->acl_text()
+                                      + bridge_now()->table.acl_lines(next->things()))) {
       log_->error("group '{}' v{}: cannot write the broker's table: {}; keeping the "
                   "current one",
                   g.name(), g.version(), describe(err));
@@ -615,7 +651,7 @@ private:
     // Handed to the next instance on reload.
     group_bytes_ = bytes.empty() ? g.SerializeAsString() : std::string{bytes};
     if (local_) // not before the broker listens (start)
-      local_->set_subscriptions(next->local_filters(), 1);
+      local_->set_subscriptions(local_filters(), 1);
     apply_cloud_filters();
     update_status();
   }
@@ -627,8 +663,11 @@ private:
     if (m.source.empty() || m.source == "grove" || m.source.find(':') != std::string::npos)
       return;
     ++from_devices_;
-    route("device:" + m.source, m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos),
-          m.meta);
+    auto source = "device:" + m.source;
+    auto bridged = relay(bridge_side::local_mqtt, bridge_side::local_mqtt, source, m.topic,
+                         m.payload, static_cast<uint32_t>(m.qos), m.meta);
+    route(source, m.topic, std::move(m.payload), static_cast<uint32_t>(m.qos), m.meta,
+          bridged);
   }
 
   // Called on a Paho thread for every message from the cloud: to the system clients
@@ -644,9 +683,11 @@ private:
       else
         ++undeliverable_;
     }
-    if (!clients.empty() && table()->match("cloud", m.topic).empty())
-      return; // for system clients only: not unroutable
-    route("cloud", m.topic, std::move(m.payload), qos, m.meta);
+    auto bridged = relay(bridge_side::iot_core, bridge_side::iot_core, "cloud", m.topic,
+                         m.payload, qos, m.meta);
+    if ((!clients.empty() || bridged > 0) && table()->match("cloud", m.topic).empty())
+      return; // for system clients or the bridge only: not unroutable
+    route("cloud", m.topic, std::move(m.payload), qos, m.meta, bridged);
   }
 
   // Publishes one message on the bus with its source and properties; false when no
@@ -801,6 +842,8 @@ private:
     auto all = table()->cloud_filters();
     auto more = system_->filters();
     all.insert(all.end(), more.begin(), more.end());
+    auto bridged = bridge_now()->table.filters(bridge_side::iot_core);
+    all.insert(all.end(), bridged.begin(), bridged.end());
     std::sort(all.begin(), all.end());
     all.erase(std::unique(all.begin(), all.end()), all.end());
     return all;
@@ -821,11 +864,13 @@ private:
   // kinds of target took it. The content type and user properties go with it to
   // functions, the shadow and devices; the spool keeps neither (cloud-bound messages
   // carry topic, payload and QoS). Thread-safe.
+  // `bridged`: how many of the bridge's targets took it (then it is not unroutable).
   size_t route(const std::string& source, std::string_view topic, std::string payload,
-               uint32_t qos, const message_meta& meta) {
+               uint32_t qos, const message_meta& meta, size_t bridged = 0) {
     auto t = table()->match(source, topic);
     if (t.empty()) {
-      ++unroutable_;
+      if (bridged == 0)
+        ++unroutable_;
       return 0;
     }
     size_t n = 0;
@@ -864,6 +909,118 @@ private:
           forwarder_->notify();
       } else {
         ++spool_refused_;
+      }
+    }
+    return n;
+  }
+
+  // --- the MQTT bridge (bridge.mqtt_topic_mapping, README "MQTT bridge") ---
+
+  // The bridge in force, a counter per mapping with it.
+  struct bridge_state {
+    bridge table;
+    mutable std::vector<grove::counter> relayed; // a counter is a handle: add() is atomic
+  };
+
+  std::shared_ptr<const bridge_state> bridge_now() const {
+    std::lock_guard guard{routes_mtx_};
+    return bridge_;
+  }
+
+  // Compiles `cfg` and puts it in force: the broker's table (devices may publish on
+  // LocalMqtt sources and get what goes to LocalMqtt), then Grove's client, the cloud
+  // link and the bus subscribe to the sources' filters. On an error nothing changed.
+  caf::error set_bridge(const bridge_config& cfg) {
+    auto next = std::make_shared<bridge_state>();
+    next->table = bridge{cfg.mqtt_topic_mapping};
+    for (size_t i = 0; i < next->table.size(); ++i)
+      next->relayed.push_back(bridge_relayed_.with(next->table.name(i)));
+    if (auto t = table(); broker_ && t->group_version() > 0)
+      if (auto err = broker_->write_acl(t->acl_text() + next->table.acl_lines(t->things())))
+        return err;
+    {
+      std::lock_guard guard{routes_mtx_};
+      bridge_ = std::move(next);
+    }
+    if (local_)
+      local_->set_subscriptions(local_filters(), 1);
+    apply_cloud_filters();
+    if (links_started_)
+      subscribe_bridge_sources();
+    return {};
+  }
+
+  // Grove's client's filters: the table's and the bridge's LocalMqtt sources', each once.
+  std::vector<std::string> local_filters() const {
+    auto all = table()->local_filters();
+    for (auto& f : bridge_now()->table.filters(bridge_side::local_mqtt))
+      if (std::find(all.begin(), all.end(), f) == all.end())
+        all.push_back(std::move(f));
+    return all;
+  }
+
+  // Subscribes on the bus to the filters of the mappings from Pubsub, and only to them.
+  void subscribe_bridge_sources() {
+    auto want = bridge_now()->table.filters(bridge_side::pubsub);
+    for (const auto& f : bridge_bus_filters_)
+      if (std::find(want.begin(), want.end(), f) == want.end())
+        (void) ctx_->unsubscribe(f);
+    for (const auto& f : want)
+      if (std::find(bridge_bus_filters_.begin(), bridge_bus_filters_.end(), f)
+          == bridge_bus_filters_.end())
+        if (auto err = ctx_->subscribe(f))
+          log_->error("bridge: cannot subscribe to '{}' on the bus: {}", f, describe(err));
+    bridge_bus_filters_ = std::move(want);
+  }
+
+  // Relays a message that reached `from` (entering Grove at `origin`: a device's message
+  // relayed to the bus comes back there from the bus) to the target of every mapping from
+  // `from` whose filter matches, never back to its origin (counted in
+  // bridge.dropped_loops). Returns how many targets took it. Thread-safe.
+  size_t relay(bridge_side from, bridge_side origin, const std::string& source,
+               std::string_view topic, const std::string& payload, uint32_t qos,
+               const message_meta& meta) {
+    auto b = bridge_now();
+    if (b->table.size() == 0)
+      return 0;
+    qos = std::min<uint32_t>(qos, 1);
+    size_t n = 0;
+    for (auto& hop : b->table.match(from, topic)) {
+      if (hop.target == origin) {
+        ++bridge_loops_;
+        continue;
+      }
+      bool took = false;
+      switch (hop.target) {
+        case bridge_side::pubsub:
+          took = to_bus(std::move(hop.topic), source, payload, qos, meta);
+          break;
+        case bridge_side::local_mqtt:
+          // The broker takes cloud, shadow and function:<name> as a stamp; anything
+          // else goes as Grove's own (the bridge's `deliver *` lines let it through).
+          took = local_
+                 && !local_->publish(std::move(hop.topic), payload, static_cast<int>(qos),
+                                     parse_endpoint(source) ? source : std::string{}, {},
+                                     meta);
+          break;
+        case bridge_side::iot_core:
+          // As Greengrass' bridge: QoS 1 to the cloud, here through the spool.
+          if (spool_->push(std::move(hop.topic), payload, 1)) {
+            took = true;
+            ++to_cloud_;
+            std::lock_guard guard{forwarder_mtx_};
+            if (forwarder_)
+              forwarder_->notify();
+          } else {
+            ++spool_refused_;
+          }
+          break;
+      }
+      if (took) {
+        b->relayed[hop.mapping].add(1);
+        ++n;
+      } else {
+        ++bridge_undeliverable_;
       }
     }
     return n;
@@ -915,8 +1072,19 @@ private:
              "System API requests from callers not in cloud.system_clients."},
            {&system_invalid_, "system.invalid",
              "System API requests refused for bad input (topic, filter, size, encoding)."},
+           {&bridge_loops_, "bridge.dropped_loops",
+             "Messages a bridge mapping would have sent back to the broker they came from."},
+           {&bridge_undeliverable_, "bridge.undeliverable",
+             "Relays a bridge target did not take (no bus subscriber, the broker or the "
+             "spool refused)."},
          }, counter))
       return err;
+    auto relayed = ctx_->counter_family("bridge.relayed",
+                                        "Messages the MQTT bridge relayed, per mapping.",
+                                        "mapping");
+    if (!relayed)
+      return relayed.error();
+    bridge_relayed_ = *relayed;
     // The sources of these totals (broker, links, forwarder, spool) start with this
     // instance, so their first totals count in full; a broker handed over across a
     // reload rebases its feeds in start().
@@ -1099,6 +1267,7 @@ private:
                                            : "last error: " + stats->last_acl_error);
       }
     }
+    ctx_->set_status("bridge", fmt::format("{} mapping(s)", bridge_now()->table.size()));
     auto t = table();
     m_.group_version.set(static_cast<int64_t>(t->group_version()));
     m_.group_subscriptions.set(static_cast<int64_t>(t->size()));
@@ -1219,6 +1388,15 @@ private:
   grove::counter system_refused_;
   grove::counter system_invalid_;
   uint64_t system_refusals_logged_ = 0;
+  // The MQTT bridge; bridge_ is guarded by routes_mtx_ (read on Paho threads).
+  std::shared_ptr<const bridge_state> bridge_ = std::make_shared<const bridge_state>();
+  grove::counter_family bridge_relayed_;
+  grove::counter bridge_loops_;
+  grove::counter bridge_undeliverable_;
+  // The bus filters subscribed for mappings from Pubsub (on the actor).
+  std::vector<std::string> bridge_bus_filters_;
+  // Set once the bus subscriptions of start_links() are made.
+  bool links_started_ = false;
   // The system clients' cloud filters (system.db); match() runs on Paho threads.
   std::unique_ptr<system_clients> system_;
   // CloudPublish requests by spool sequence number, answered once it is committed.

@@ -83,6 +83,9 @@ public:
   /// Number of devices in the group.
   size_t devices() const noexcept { return things_.size(); }
 
+  /// The group's devices (their thing names).
+  const std::vector<std::string>& things() const noexcept { return things_; }
+
   /// Subscriptions skipped because an endpoint was not understood or the subject cannot
   /// be written on one line of the broker's ACL file (a line break, a leading blank).
   size_t skipped() const noexcept { return skipped_; }

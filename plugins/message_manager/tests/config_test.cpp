@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE mm_config_test
 #include <boost/test/unit_test.hpp>
 
+#include "bridge.hpp"
 #include "config.hpp"
 #include "test_support.hpp"
 
@@ -139,6 +140,83 @@ BOOST_AUTO_TEST_CASE(system_clients_are_plugin_names) {
   // A name that could not be a plugin's (it would also break the mm-9 topic).
   auto err = error_of(std::string{tls_broker} + "cloud: {system_clients: [shadow, \"a/#\"]}\n");
   BOOST_TEST(contains(err, "cloud.system_clients: invalid_config"), err);
+}
+
+BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
+  auto cfg = plugin_config::map().load(std::string{tls_broker} + R"(bridge:
+  mqtt_topic_mapping:
+    - {name: up, topic: "clients/+/hello", source: LocalMqtt, target: Pubsub}
+    - {name: down, topic: "replies/#", source: Pubsub, target: LocalMqtt,
+       targetTopicPrefix: "core/"}
+)");
+  BOOST_REQUIRE_MESSAGE(cfg, error_text(cfg));
+  const auto& ms = cfg->bridge.mqtt_topic_mapping;
+  BOOST_REQUIRE(ms.size() == 2u);
+  BOOST_TEST(ms[0].name == "up");
+  BOOST_TEST(ms[0].source == "LocalMqtt");
+  BOOST_TEST(ms[0].target_topic_prefix == "");
+  BOOST_TEST(ms[1].target_topic_prefix == "core/");
+  // None by default.
+  BOOST_TEST(plugin_config::map().load(std::string{tls_broker})->bridge.mqtt_topic_mapping.empty());
+  auto with = [](const std::string& entry) {
+    return error_of(std::string{tls_broker} + "bridge:\n  mqtt_topic_mapping:\n    - " + entry
+                    + "\n");
+  };
+  // The schema's errors name file, line and field.
+  auto err = with("{name: m, topic: a, source: LocalMqt, target: Pubsub}");
+  BOOST_TEST((contains(err, "image.yaml:9:")
+              && contains(err, "source: must be one of LocalMqtt, Pubsub, IotCore")),
+             err);
+  err = with("{name: m, topic: a, target: Pubsub}");
+  BOOST_TEST((contains(err, "image.yaml:") && contains(err, "source")), err);
+  err = with("{name: m, topic: a, source: Pubsub, target: Pubsub, retain: true}");
+  BOOST_TEST(contains(err, "unknown key"), err);
+  // The bridge's own rules name the entry.
+  err = with("{name: m, topic: \"a/#/b\", source: LocalMqtt, target: Pubsub}");
+  BOOST_TEST(contains(err, "bridge.mqtt_topic_mapping[0] (m).topic: 'a/#/b' is no MQTT topic filter"),
+             err);
+  err = with("{name: m, topic: a, source: IotCore, target: IotCore}");
+  BOOST_TEST(contains(err, "(m).target: the same as its source (IotCore)"), err);
+  err = with("{name: m, topic: a, source: Pubsub, target: IotCore, targetTopicPrefix: \"x/+/\"}");
+  BOOST_TEST(contains(err, "(m).targetTopicPrefix: 'x/+/' has a wildcard"), err);
+  err = with("{name: m, topic: \"#\", source: Pubsub, target: LocalMqtt, targetTopicPrefix: x}");
+  BOOST_TEST((contains(err, "(m).targetTopicPrefix:") && contains(err, "end the prefix with '/'")),
+             err);
+  err = with("{name: m, topic: \"$grove/mm/in/x\", source: Pubsub, target: LocalMqtt}");
+  BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), err);
+  err = error_of(std::string{tls_broker} + R"(bridge:
+  mqtt_topic_mapping:
+    - {name: m, topic: a, source: LocalMqtt, target: Pubsub}
+    - {name: m, topic: b, source: LocalMqtt, target: Pubsub}
+)");
+  BOOST_TEST(contains(err, "bridge.mqtt_topic_mapping[1] (m).name: another mapping has this name"),
+             err);
+}
+
+BOOST_AUTO_TEST_CASE(bridge_matches_and_writes_the_devices_table) {
+  std::vector<bridge_mapping> ms{{"up", "clients/+/hello", "LocalMqtt", "Pubsub", ""},
+                                 {"cloud", "clients/#", "LocalMqtt", "IotCore", "site/"},
+                                 {"down", "replies/#", "Pubsub", "LocalMqtt", "core/"}};
+  bridge b{ms};
+  auto hops = b.match(bridge_side::local_mqtt, "clients/A/hello");
+  BOOST_REQUIRE(hops.size() == 2u);
+  BOOST_TEST(hops[0].mapping == 0u);
+  BOOST_TEST((hops[0].target == bridge_side::pubsub));
+  BOOST_TEST(hops[0].topic == "clients/A/hello");
+  BOOST_TEST((hops[1].target == bridge_side::iot_core));
+  BOOST_TEST(hops[1].topic == "site/clients/A/hello");
+  BOOST_TEST(b.match(bridge_side::pubsub, "clients/A/hello").empty()); // another source
+  BOOST_TEST(b.match(bridge_side::local_mqtt, "replies/x").empty());
+  BOOST_TEST(b.match(bridge_side::pubsub, "replies/x").at(0).topic == "core/replies/x");
+  BOOST_TEST(b.filters(bridge_side::local_mqtt)
+             == (std::vector<std::string>{"clients/+/hello", "clients/#"}));
+  BOOST_TEST(b.filters(bridge_side::iot_core).empty());
+  auto acl = b.acl_lines({"A", "B"});
+  for (const char* line : {"pub A clients/+/hello\n", "pub B clients/#\n",
+                           "deliver * A core/replies/#\n", "deliver * B core/replies/#\n"})
+    BOOST_TEST(contains(acl, line), acl);
+  BOOST_TEST(!contains(acl, "pub A replies"), acl);
+  BOOST_TEST(bridge{}.acl_lines({"A"}).empty());
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {

@@ -1,0 +1,81 @@
+#include "bridge.hpp"
+
+#include <algorithm>
+
+#include "grove/errors.hpp"
+#include "grove/topic.hpp"
+
+namespace grove::mm {
+
+bridge_side to_bridge_side(std::string_view text) noexcept {
+  if (text == "LocalMqtt")
+    return bridge_side::local_mqtt;
+  if (text == "IotCore")
+    return bridge_side::iot_core;
+  return bridge_side::pubsub;
+}
+
+const char* to_string(bridge_side side) noexcept {
+  switch (side) {
+    case bridge_side::local_mqtt:
+      return "LocalMqtt";
+    case bridge_side::iot_core:
+      return "IotCore";
+    case bridge_side::pubsub:
+      break;
+  }
+  return "Pubsub";
+}
+
+bridge::bridge(const std::vector<bridge_mapping>& mappings) {
+  for (const auto& m : mappings)
+    mappings_.push_back(compiled{m.name, m.topic, to_bridge_side(m.source),
+                                 to_bridge_side(m.target), m.target_topic_prefix});
+}
+
+std::vector<bridge_hop> bridge::match(bridge_side source, std::string_view topic) const {
+  std::vector<bridge_hop> out;
+  for (size_t i = 0; i < mappings_.size(); ++i) {
+    const auto& m = mappings_[i];
+    if (m.source == source && topic_matches(m.filter, topic))
+      out.push_back(bridge_hop{i, m.target, m.prefix + std::string{topic}});
+  }
+  return out;
+}
+
+std::vector<std::string> bridge::filters(bridge_side source) const {
+  std::vector<std::string> out;
+  for (const auto& m : mappings_)
+    if (m.source == source && std::find(out.begin(), out.end(), m.filter) == out.end())
+      out.push_back(m.filter);
+  return out;
+}
+
+std::string bridge::acl_lines(const std::vector<std::string>& things) const {
+  std::string out;
+  for (const auto& m : mappings_) {
+    if (m.source == bridge_side::local_mqtt)
+      for (const auto& t : things)
+        out += "pub " + t + " " + m.filter + "\n";
+    // Grove injects what a mapping relays to the devices; the broker lets every device
+    // that subscribes have it, as Greengrass' bridge publishes to its broker.
+    if (m.target == bridge_side::local_mqtt)
+      for (const auto& t : things)
+        out += "deliver * " + t + " " + m.prefix + m.filter + "\n";
+  }
+  return out;
+}
+
+caf::error check_target_filter(const bridge_mapping& m) {
+  if (m.target != "LocalMqtt" || m.target_topic_prefix.empty())
+    return {};
+  if (auto err = validate_filter(m.target_topic_prefix + m.topic))
+    return make_error(errc::invalid_config,
+                      "'" + m.target_topic_prefix + "' + '" + m.topic
+                        + "' is no MQTT filter for the devices' table (end the prefix with "
+                          "'/'): "
+                        + describe(err));
+  return {};
+}
+
+} // namespace grove::mm
