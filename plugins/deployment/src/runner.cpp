@@ -149,9 +149,17 @@ bool is_model(const json& recipe) {
   return it != dc->end() && it->is_object();
 }
 
-// Run through the kernel (plugins, functions, models), not as processes of this runner.
+// Greengrass' MQTT bridge: its configuration is message_manager's `bridge` (README.md,
+// "The MQTT bridge component").
+bool is_bridge(const std::string& name) {
+  return name == "aws.greengrass.clientdevices.mqtt.Bridge";
+}
+
+// Run through the kernel (plugins, functions, models, the bridge), not as processes of
+// this runner.
 bool through_kernel(const std::string& name, const json& recipe) {
-  return !runner::plugin_of(name).empty() || is_lambda(recipe) || is_model(recipe);
+  return !runner::plugin_of(name).empty() || is_lambda(recipe) || is_model(recipe)
+         || is_bridge(name);
 }
 
 bool model_file(const std::string& name) {
@@ -283,6 +291,8 @@ struct runner::job {
   std::string group_restore;
   // restart(): journaled components left as they are (not started, states kept).
   std::set<std::string> hold;
+  // The MQTT bridge component left the set: message_manager's bridge back to the profile's.
+  bool bridge_gone = false;
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -791,6 +801,10 @@ void runner::begin(std::shared_ptr<job> j) {
         j->lambda_gone.push_back(name); // by step(), out of the kernel's group
       continue;
     }
+    if (is_bridge(name)) {
+      j->bridge_gone = it == j->plan.end(); // by step()
+      continue;
+    }
     if (it == j->plan.end())
       gone.push_back(name);
     else if (j->hold.count(name))
@@ -999,11 +1013,20 @@ void runner::step(std::shared_ptr<job> j) {
       });
     return;
   }
+  if (j->bridge_gone) {
+    j->bridge_gone = false;
+    apply_bridge(j, {});
+    return;
+  }
   while (j->index < j->plan.size()) {
     const auto& p = j->plan[j->index];
     if (j->hold.count(p.name)) {
       ++j->index; // restart(): left as journaled
       continue;
+    }
+    if (is_bridge(p.name)) {
+      apply_bridge(j, p);
+      return;
     }
     if (!plugin_of(p.name).empty()) {
       apply_plugin(j, p);
@@ -1530,6 +1553,73 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
       if (!before->empty() && j->group_before.empty() && !j->is_rollback)
         j->group_before = *before;
       then(r ? caf::error{} : std::move(r.error()));
+    });
+}
+
+// The MQTT bridge component (`p`; an empty name: it left the set): its merged
+// configuration's mqttTopicMapping becomes message_manager's bridge.mqtt_topic_mapping
+// (the map's keys as each entry's name), given over the image profile's configuration
+// of message_manager, which validates it; removed, the profile's bridge is back.
+void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
+  constexpr auto plugin = "message_manager";
+  bool gone = p.name.empty();
+  auto name = gone ? std::string{"aws.greengrass.clientdevices.mqtt.Bridge"} : p.name;
+  auto it = components_.find(name);
+  if (!gone && it != components_.end() && it->second->plan.version == p.version
+      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
+      && !it->second->restored) {
+    ++j->index;
+    step(j);
+    return;
+  }
+  std::string document;
+  if (!gone) {
+    json list = json::array();
+    const json* mapping = member(p.configuration, "mqttTopicMapping");
+    if (mapping && mapping->is_object())
+      for (auto e = mapping->begin(); e != mapping->end(); ++e) {
+        json entry = e.value().is_object() ? e.value() : json::object();
+        entry["name"] = e.key();
+        list.push_back(std::move(entry));
+      }
+    else if (mapping && !mapping->is_null())
+      list = *mapping; // message_manager's schema says what is wrong with it
+    document = json{{"bridge", {{"mqtt_topic_mapping", std::move(list)}}}}.dump();
+    std::lock_guard guard{mtx_};
+    auto& slot = components_[name];
+    if (!slot)
+      slot = std::make_unique<component>();
+    slot->plan = p;
+    slot->stopped = false;
+    slot->restored = false;
+  }
+  if (auto c = components_.find(name); c != components_.end())
+    set_state(*c->second, gone ? "STOPPING" : "STARTING");
+  auto wait = ++j->wait;
+  control_client::configure_over_profile(
+    ctx_, plugin, document, j->timeout,
+    [this, j, name, gone, wait, alive = alive_](caf::expected<control::PluginInfo> info) {
+      if (!*alive || j->wait != wait)
+        return;
+      ++j->wait;
+      auto c = components_.find(name);
+      if (!info) {
+        auto why = std::string{"message_manager refused the bridge's configuration: "}
+                   + grove::describe(info.error());
+        if (c != components_.end())
+          set_state(*c->second, "ERRORED", why);
+        finish(j, false, name + ": " + why);
+        return;
+      }
+      if (gone) {
+        std::lock_guard guard{mtx_};
+        components_.erase(name);
+      } else {
+        if (c != components_.end())
+          set_state(*c->second, "RUNNING");
+        ++j->index;
+      }
+      step(j);
     });
 }
 

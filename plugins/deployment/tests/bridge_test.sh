@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Greengrass v2's MQTT bridge (issue 15: "a Lambda component handling a device message"):
+# groved runs message_manager (its managed Mosquitto, mutual TLS, a TLS Mosquitto as the
+# cloud), function_runtime and the deployment plugin. The AWS CLI deploys a Lambda
+# component (the Python relay of function_runtime's tests, its eventSources PUB_SUB
+# clients/A/hello) with aws.greengrass.clientdevices.mqtt.Bridge and a configuration
+# merge of mqttTopicMapping; the group has no subscription at all. Device A (MQTT.js,
+# tests/devices/bridge_device.js) publishes on clients/A/hello: LocalMqtt -> Pubsub -> the
+# Lambda, whose publish on replies/A goes Pubsub -> LocalMqtt back to A. Then the cloud
+# directions, the loop rule, refused mappings (the configuration before kept, rolled
+# back) and the removal of the bridge.
+# Usage: bridge_test.sh GROVED GROVECTL GROVE_CERTS PYTHON_CODE_DIR DEVICES_DIR
+set -u
+
+GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs python-code-dir devices-dir}")
+GROVECTL=$(readlink -f "${2:?}")
+CERTS_TOOL=$(readlink -f "${3:?}")
+PYCODE=$(readlink -f "${4:?}")
+DEVICES=$(readlink -f "${5:?}")
+HERE=$(dirname "$(readlink -f "$0")")
+MM_TESTS=$HERE/../../message_manager/tests
+# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
+source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
+broker_test_init openssl jq node /usr/bin/aws "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+# shellcheck source=../../message_manager/tests/mm_test_lib.sh
+source "$MM_TESTS/mm_test_lib.sh"
+AWS=/usr/bin/aws
+[[ -d "$DEVICES/node_modules/mqtt" ]] || abort "no MQTT.js in $DEVICES/node_modules (tools/deps runs npm ci there)"
+
+group_pki A B grove
+cloud_pki
+read -r PORT API_PORT CLOUD_PORT <<<"$(free_ports 3)"
+cloud_init
+start_cloud
+KEY=AKIAGROVETEST00001
+SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+
+mkdir -p "$WORK/lambda/relay/1"
+cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
+echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
+  >"$WORK/lambda/relay/1/configuration.json"
+# The group: the devices, no function, no subscription. Every route below is the bridge's.
+GROUP=$WORK/group.yaml
+cat >"$GROUP" <<EOF
+name: e2e
+devices: [{thing: A}, {thing: B}]
+EOF
+cat >"$WORK/profile.yaml" <<EOF
+kernel:
+  log_level: info
+  group: $GROUP
+plugins:
+$(mm_profile_entry)
+        client_id_patterns: ["<thing>", "<thing>-*"]
+$(mm_profile_cloud)
+  - name: function_runtime
+    may_claim: ["function:*"]
+    config: {allow_run_as_root: true}  # the test functions run as root from the source tree
+  - name: deployment
+    may_set_group: true
+    may_control_plugins: true
+    config:
+      thing_name: core-1
+      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
+      lambda_packages_dir: $WORK/lambda
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+EOF
+launch_groved
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
+status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
+status_has "cloud: connected" 100 || abort "the cloud link did not connect"
+pass "groved runs message_manager (and its cloud link), function_runtime and the deployment API"
+check "no bridge before a deployment: status 'bridge: 0 mapping(s)'" status_has "bridge: 0 mapping(s)" 10
+
+export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
+export AWS_CA_BUNDLE=$PKI/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
+THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
+LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1
+BRIDGE=aws.greengrass.clientdevices.mqtt.Bridge
+# deploy COMPONENTS_JSON: creates the deployment, waits until it ends, prints its status
+# and the core's reason.
+deploy() {
+  local id st
+  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
+  for _ in $(seq 1 300); do
+    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
+    [[ $st == COMPLETED || $st == FAILED ]] && break
+    sleep 0.1
+  done
+  echo "$st $(gg list-effective-deployments --core-device-thing-name core-1 |
+    jq -r --arg d "$id" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""')"
+}
+installed() {  # installed NAME: its lifecycleState
+  gg list-installed-components --core-device-thing-name core-1 |
+    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
+}
+# components MAPPING_JSON: the deployment's components: the Lambda component (runAs root,
+# as the package is in the test's private directory) and the bridge with this merge.
+components() {
+  jq -cn --arg m "$1" --arg b "$BRIDGE" '{
+    "e2e.Relay": {componentVersion: "1.0.0",
+                  configurationUpdate: {merge: "{\"runAs\": {\"uid\": 0, \"gid\": 0}}"}},
+    ($b): {componentVersion: "2.3.2",
+           configurationUpdate: {reset: ["/mqttTopicMapping"], merge: $m}}}'
+}
+export -f gg installed metric; export AWS API_PORT GROVECTL
+# device THING FILTER TOPIC PAYLOAD: bridge_device.js's line (recv TOPIC PAYLOAD source=S).
+device() { timeout 40 node "$DEVICES/bridge_device.js" "$PORT" "$PKI" "$@" 2>&1; }
+
+# The Lambda component, fed by its PUB_SUB event source, relaying on replies/A.
+OUT=$(gg create-component-version --lambda-function "{\"lambdaArn\": \"$LAMBDA\",
+  \"componentName\": \"e2e.Relay\", \"componentVersion\": \"1.0.0\",
+  \"componentLambdaParameters\": {\"environmentVariables\": {\"RELAY_TOPIC\": \"replies/A\"},
+    \"eventSources\": [{\"topic\": \"clients/A/hello\", \"type\": \"PUB_SUB\"}],
+    \"pinned\": true, \"linuxProcessParams\": {\"isolationMode\": \"NoContainer\"}}}" 2>&1)
+check "aws create-component-version --lambda-function -> e2e.Relay 1.0.0 DEPLOYABLE" \
+  test "$(jq -r .status.componentState <<<"$OUT" 2>/dev/null)" == DEPLOYABLE
+# AWS's public component, as its recipe reads (a plugin of the nucleus; its configuration
+# is the bridge's mapping).
+cat >"$WORK/bridge.yaml" <<EOF
+RecipeFormatVersion: '2020-01-25'
+ComponentName: $BRIDGE
+ComponentVersion: '2.3.2'
+ComponentType: aws.greengrass.plugin
+ComponentDescription: The MQTT bridge between client devices, local publish/subscribe and AWS IoT Core.
+ComponentPublisher: AWS
+ComponentConfiguration:
+  DefaultConfiguration:
+    mqttTopicMapping: {}
+Manifests:
+  - Platform: {os: linux}
+EOF
+OUT=$(gg create-component-version --inline-recipe "fileb://$WORK/bridge.yaml" 2>&1)
+check "aws create-component-version: $BRIDGE 2.3.2 DEPLOYABLE" \
+  test "$(jq -r .status.componentState <<<"$OUT" 2>/dev/null)" == DEPLOYABLE
+
+MAPPING='{"mqttTopicMapping": {
+  "DeviceToLambda": {"topic": "clients/+/hello", "source": "LocalMqtt", "target": "Pubsub"},
+  "LambdaToDevice": {"topic": "replies/#", "source": "Pubsub", "target": "LocalMqtt"},
+  "DeviceToCloud": {"topic": "clients/#", "source": "LocalMqtt", "target": "IotCore", "targetTopicPrefix": "site/"},
+  "CloudToDevice": {"topic": "commands/#", "source": "IotCore", "target": "LocalMqtt"},
+  "Echo": {"topic": "clients/+/hello", "source": "Pubsub", "target": "LocalMqtt"}}}'
+OUT=$(deploy "$(components "$MAPPING")")
+check "CreateDeployment: e2e.Relay and $BRIDGE with mqttTopicMapping -> COMPLETED ($OUT)" \
+  test "${OUT%% *}" == COMPLETED
+check "... ListInstalledComponents: both RUNNING" \
+  bash -c '[[ $("$0" e2e.Relay) == RUNNING && $("$0" "$1") == RUNNING ]]' installed "$BRIDGE"
+check "... message_manager took the bridge's 5 mappings live ('bridge: 5 mapping(s)')" \
+  status_has "bridge: 5 mapping(s)" 50
+check "... the broker kept running, the cloud link connected" status_has "cloud: connected" 10
+
+# The cloud side listens (its SUBSCRIBE may still be on its way when A first publishes:
+# the check below publishes again until it is there).
+# shellcheck disable=SC2046
+timeout 120 mosquitto_sub $(cloud_args) -i watcher -t 'site/#' -F '%t %p' >"$WORK/cloud.sub" 2>&1 &
+SUB_PIDS+=($!)
+
+# ---- device A -> LocalMqtt -> Pubsub -> the Lambda -> Pubsub -> LocalMqtt -> device A ----
+OUT=$(device A 'replies/#' clients/A/hello '{"n":1}')
+check "device A's message on clients/A/hello reaches the Lambda component through the bridge, its reply comes back on replies/A ($OUT)" \
+  grep -q '^recv replies/A {"n":1} source=function:e2e.Relay$' <<<"$OUT"
+check "... bridge.relayed{DeviceToLambda} and {LambdaToDevice} counted" \
+  bash -c '(( $(metric bridge.relayed DeviceToLambda) >= 1 && $(metric bridge.relayed LambdaToDevice) >= 1 ))'
+check "... the relayed message came back to the bridge on the bus (Echo's filter): not sent back to the devices, counted in bridge.dropped_loops" \
+  bash -c 'for _ in $(seq 1 50); do (( $(metric bridge.dropped_loops) >= 1 )) && exit 0; sleep 0.1; done; exit 1'
+check "... and Echo relayed nothing" test "$(metric bridge.relayed Echo)" == 0
+check "... nothing was unroutable (the table has no subscription; the bridge took it)" \
+  test "$(metric routed.unroutable)" == 0
+
+# ---- the cloud directions ---------------------------------------------------------------
+check "LocalMqtt -> IotCore: a message of A on clients/A/cloud reaches the cloud on site/clients/A/cloud (QoS 1 through the spool)" \
+  deliver_until A clients/A/cloud '{"n":"cloud"}' "$WORK/cloud.sub"
+check "... on the prefixed topic" grep -qF 'site/clients/A/cloud {"n":"cloud"}' "$WORK/cloud.sub"
+check "IotCore -> LocalMqtt: a cloud message on commands/A reaches device B" bash -c '
+  ( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $0 -i watcher-pub -t commands/A -m "{\"go\":1}" -q 1; sleep 1; done ) &
+  pubs=$!
+  out=$(timeout 40 node "$1/bridge_device.js" "$2" "$3" B "commands/#" b/idle x 2>&1)
+  kill $pubs 2>/dev/null
+  grep -q "^recv commands/A {\"go\":1} source=cloud$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$(cloud_args)" "$DEVICES" "$PORT" "$PKI"
+
+# ---- refused mappings: the deployment fails, rolled back, the bridge before kept --------
+for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt", "target": "Pubsub"}}}|is no MQTT topic filter' \
+           '{"mqttTopicMapping": {"Bad": {"topic": "a/b", "source": "Cloud", "target": "Pubsub"}}}|must be one of LocalMqtt, Pubsub, IotCore' \
+           '{"mqttTopicMapping": {"Bad": {"topic": "a/b", "source": "Pubsub", "target": "Pubsub"}}}|the same as its source'; do
+  OUT=$(deploy "$(components "${bad%|*}")")
+  check "a mapping refused (${bad#*|}) -> FAILED with message_manager's reason, ROLLBACK_COMPLETE ($OUT)" \
+    bash -c '[[ $0 == FAILED* && $0 == *"$1"* && $0 == *"$2"* && $0 == *ROLLBACK_COMPLETE* ]]' \
+    "$OUT" "${bad#*|}" "$BRIDGE"
+  check "... the bridge before is in force again (5 mappings)" status_has "bridge: 5 mapping(s)" 50
+done
+check "... and it relays: A's message reaches the Lambda and the reply comes back" \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$DEVICES" "$PORT" "$PKI"
+check "... ListInstalledComponents: $BRIDGE RUNNING" test "$(installed "$BRIDGE")" == RUNNING
+
+# ---- a restart: the deployment applied again gives message_manager its bridge again ------
+stop_groved KILL
+launch_groved
+status_has "local_link: connected" 100 || abort "Grove's client did not reconnect after kill -9"
+check "after kill -9 and a restart: 'bridge: 5 mapping(s)' again (the deployment applied at start)" \
+  status_has "bridge: 5 mapping(s)" 150
+check "... A's message reaches the Lambda and the reply comes back" \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":3}" 2>&1); grep -q "^recv replies/A {\"n\":3} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$DEVICES" "$PORT" "$PKI"
+
+# ---- removed: the profile's bridge (none) is back --------------------------------------
+OUT=$(deploy '{"e2e.Relay": {"componentVersion": "1.0.0", "configurationUpdate": {"merge": "{\"runAs\": {\"uid\": 0, \"gid\": 0}}"}}}')
+check "a deployment without $BRIDGE -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... message_manager's bridge is the profile's again: 0 mappings" status_has "bridge: 0 mapping(s)" 50
+check "... ListInstalledComponents: no $BRIDGE" test -z "$(installed "$BRIDGE")"
+OUT=$(device A 'replies/#' clients/A/hello '{"n":4}')
+check "... device A may no longer subscribe to replies/# (refused in SUBACK: no route delivers there) ($OUT)" \
+  grep -q "^subscribe replies/# refused" <<<"$OUT"
+
+[[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "bridge\|deployment\|function\|message_manager" "$WORK/groved.out" | tail -n 60; }
+finish
