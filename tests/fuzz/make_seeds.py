@@ -127,6 +127,12 @@ write("mm_config", "tls",
       "  host: example.com\n  thing_name: core-1\n  ca_file: /etc/grove/ca.pem\n"
       "  cert_file: /etc/grove/core-1.crt\n  key_file: /etc/grove/core-1.key\n"
       "spool: {storage: file, max_size_bytes: 10485760}\n")
+write("mm_config", "bridge",
+      "development_mode: true\nbridge:\n  mqtt_topic_mapping:\n"
+      "    - {name: up, topic: \"clients/+/hello\", source: LocalMqtt, target: Pubsub}\n"
+      "    - {name: down, topic: \"replies/#\", source: Pubsub, target: LocalMqtt,"
+      " targetTopicPrefix: \"core/\"}\n"
+      "    - {name: cloud, topic: \"#\", source: IotCore, target: Pubsub}\n")
 
 # group.Group as message_manager gets it on the bus.
 def sub(i, src, subject, dst):

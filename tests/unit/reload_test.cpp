@@ -329,6 +329,61 @@ BOOST_AUTO_TEST_CASE(reload_revives_a_broken_plugin) {
   BOOST_TEST(roundtrip(out, "ok").variant == "v2");
 }
 
+// A configure over the profile (PluginChange.over_profile, what the deployment plugin
+// gives message_manager's bridge with): the caller's keys merged over the profile entry's,
+// the others kept; an empty document gives the profile's back.
+BOOST_AUTO_TEST_CASE(configure_over_the_profile_keeps_the_profile_keys) {
+  test::temp_dir d;
+  auto p = test::make_profile(d.path());
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_control_plugins = true;
+  plugin_spec relay;
+  relay.name = "relay";
+  relay.config = make_yaml(YAML::Load("{stamp: true, listen: over/in}"));
+  p.plugins = {deployer, relay};
+  kernel kk{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!kk.start());
+  namespace cc = control_client;
+  auto configure = [&](const std::string& doc, bool over) {
+    control::PluginChange c;
+    c.set_name("relay");
+    c.set_config(doc);
+    c.set_over_profile(over);
+    Envelope env;
+    env.set_topic(std::string{cc::configure_topic});
+    env.set_source("deployer");
+    env.set_payload(c.SerializeAsString());
+    return cc::configure_rpc::decode(kk.request(std::move(env), std::chrono::seconds{30}));
+  };
+  test::collector out{kk, "test/echo/out"};
+  auto roundtrip = [&](const std::string& topic, const std::string& payload) {
+    auto before = out.size();
+    test::pub(kk, topic, payload);
+    BOOST_REQUIRE(out.wait_for(before + 1));
+    return parse(out.messages()[before].payload());
+  };
+  BOOST_TEST(roundtrip("over/in", "a").payload == "a");
+  // The caller's prefix, the profile's listen topic and stamp kept.
+  auto info = configure("{prefix: 'o-'}", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over/in", "b").payload == "o-b");
+  // Refused as any configure (the merged document is validated); nothing changes.
+  info = configure("{prefix: 'p-', no_such_key: 1}", true);
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::invalid_config, test::error_text(info));
+  BOOST_TEST(roundtrip("over/in", "c").payload == "o-c");
+  // Empty: the profile's configuration again.
+  info = configure("", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over/in", "d").payload == "d");
+  // Without over_profile the document is the whole configuration (listen back to its
+  // default).
+  info = configure("{stamp: true, prefix: 'w-'}", false);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("test/echo/in", "e").payload == "w-e");
+}
+
 // The kernel's control service (control_client.hpp): what grovectl does over the socket,
 // for plugins on the bus. Status for anyone; loads, reconfigurations, reloads and unloads
 // only for a plugin the profile grants may_control_plugins, and never on itself.
