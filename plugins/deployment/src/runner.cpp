@@ -151,8 +151,10 @@ bool is_model(const json& recipe) {
 
 // Greengrass' MQTT bridge: its configuration is message_manager's `bridge` (README.md,
 // "The MQTT bridge component").
+constexpr std::string_view bridge_component = "aws.greengrass.clientdevices.mqtt.Bridge";
+
 bool is_bridge(const std::string& name) {
-  return name == "aws.greengrass.clientdevices.mqtt.Bridge";
+  return name == bridge_component;
 }
 
 // Run through the kernel (plugins, functions, models, the bridge), not as processes of
@@ -1563,7 +1565,7 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
 void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
   constexpr auto plugin = "message_manager";
   bool gone = p.name.empty();
-  auto name = gone ? std::string{"aws.greengrass.clientdevices.mqtt.Bridge"} : p.name;
+  auto name = gone ? std::string{bridge_component} : p.name;
   auto it = components_.find(name);
   if (!gone && it != components_.end() && it->second->plan.version == p.version
       && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"

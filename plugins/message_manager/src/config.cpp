@@ -4,6 +4,7 @@
 
 #include "bridge.hpp"
 #include "grove/kernel/plugin_name.hpp"
+#include "routes.hpp"
 #include "grove/topic.hpp"
 
 namespace grove::mm {
@@ -162,11 +163,10 @@ caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string
   if (auto err = validate_filter(m.topic))
     return bad(".topic: '" + m.topic + "' is no MQTT topic filter: " + describe(err));
   // One line of the broker's ACL file carries a filter as written.
-  for (const auto* text : {&m.topic, &m.target_topic_prefix})
-    if (text->find_first_of("\r\n") != std::string::npos
-        || (!text->empty() && (text->front() == ' ' || text->front() == '\t')))
-      return bad(text == &m.topic ? ".topic: a line break or a leading blank"
-                                  : ".targetTopicPrefix: a line break or a leading blank");
+  if (!acl_safe(m.topic))
+    return bad(".topic: a line break or a leading blank");
+  if (!acl_safe(m.target_topic_prefix))
+    return bad(".targetTopicPrefix: a line break or a leading blank");
   if (m.source == m.target)
     return bad(".target: the same as its source (" + m.source + ")");
   // The bus keeps $grove/ for Grove's own topics; the cloud and devices do not use it.

@@ -57,6 +57,15 @@ std::filesystem::path default_broker_plugin() {
   return prefix / GROVE_BROKER_RELDIR / "grove_broker_plugin.so";
 }
 
+// The MQTT 5 properties a bus envelope carries.
+message_meta meta_of(const Envelope& msg) {
+  message_meta meta;
+  meta.content_type = msg.content_type();
+  for (const auto& [name, value] : msg.user_properties())
+    meta.user_properties[name] = value;
+  return meta;
+}
+
 // A log_sink that writes to the plugin's logger with a prefix naming the part.
 log_sink to_logger(spdlog::logger* log, std::string prefix) {
   return [log, prefix = std::move(prefix)](log_level level, std::string line) {
@@ -423,12 +432,8 @@ public:
       auto origin = msg.source().starts_with("device:") ? bridge_side::local_mqtt
                     : msg.source() == "cloud"           ? bridge_side::iot_core
                                                         : bridge_side::pubsub;
-      message_meta meta;
-      meta.content_type = msg.content_type();
-      for (const auto& [name, value] : msg.user_properties())
-        meta.user_properties[name] = value;
       relay(bridge_side::pubsub, origin, msg.source(), msg.topic(), msg.payload(), msg.qos(),
-            meta);
+            meta_of(msg));
       return;
     }
     auto subject = std::string_view{msg.topic()}.substr(in_prefix.size());
@@ -452,10 +457,7 @@ public:
                                             + "' may not publish through message_manager"));
       return;
     }
-    message_meta meta;
-    meta.content_type = msg.content_type();
-    for (const auto& [name, value] : msg.user_properties())
-      meta.user_properties[name] = value;
+    auto meta = meta_of(msg);
     // A function's publish is a local publish/subscribe message too (Greengrass v2's
     // Lambda publish): the bridge's Pubsub mappings take it as well as the table.
     auto bridged = relay(bridge_side::pubsub, bridge_side::pubsub, msg.source(), subject,

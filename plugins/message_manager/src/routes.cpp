@@ -33,15 +33,12 @@ caf::expected<endpoint> parse_endpoint(std::string_view text) {
                       + "' is not device:<thing>, function:<name>, cloud or shadow");
 }
 
-namespace {
-
-// Whether the broker's line-based ACL file can carry `filter` as written: no line
-// break would split the rule (and start a rule of its own), no leading blank or
-// trailing CR would be trimmed away by its reader.
 bool acl_safe(std::string_view filter) {
-  return filter.find_first_of("\r\n") == std::string_view::npos && filter.front() != ' '
-         && filter.front() != '\t';
+  return filter.find_first_of("\r\n") == std::string_view::npos
+         && (filter.empty() || (filter.front() != ' ' && filter.front() != '\t'));
 }
+
+namespace {
 
 // The group name in the ACL's comment line, on that one line.
 std::string one_line(std::string text) {

@@ -28,6 +28,11 @@ struct endpoint {
 /// Parses an endpoint string; an error names what is wrong.
 caf::expected<endpoint> parse_endpoint(std::string_view text);
 
+/// Whether the broker's line-based ACL file can carry `filter` as written: no line break
+/// would split the rule (and start one of its own), no leading blank would be trimmed
+/// away by its reader.
+bool acl_safe(std::string_view filter);
+
 /// Where one message goes. Device targets are not listed: the broker decides them.
 struct route_targets {
   /// Some subscription to a device matches (only for non-device sources): inject the

@@ -182,6 +182,8 @@ BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
   err = with("{name: m, topic: \"#\", source: Pubsub, target: LocalMqtt, targetTopicPrefix: x}");
   BOOST_TEST((contains(err, "(m).targetTopicPrefix:") && contains(err, "end the prefix with '/'")),
              err);
+  err = with("{name: m, topic: \"a\\nb\", source: Pubsub, target: LocalMqtt}");
+  BOOST_TEST(contains(err, "(m).topic: a line break or a leading blank"), err);
   err = with("{name: m, topic: \"$grove/mm/in/x\", source: Pubsub, target: LocalMqtt}");
   BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), err);
   err = error_of(std::string{tls_broker} + R"(bridge:
