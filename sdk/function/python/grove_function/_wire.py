@@ -229,10 +229,10 @@ def _read_number(f, data, pos, end):
     return struct.unpack_from(f.fmt, data, pos)[0], stop
 
 
-def _decode_into(msg, data, pos, end, depth, _LEN=_LEN, _VARINT=_VARINT, _K_BYTES=_K_BYTES,
-                 _K_STRING=_K_STRING, _K_BOOL=_K_BOOL, setattr=setattr, getattr=getattr):
+def _decode_into(msg, data, pos, end, depth):
     cls = type(msg)
     fields = cls._by_number
+    values = msg.__dict__  # the fields set; the others read as the class's defaults
     while pos < end:
         b = data[pos]
         if 8 <= b < 0x80:  # a one-byte tag: every field of these messages
@@ -255,7 +255,7 @@ def _decode_into(msg, data, pos, end, depth, _LEN=_LEN, _VARINT=_VARINT, _K_BYTE
                 raise DecodeError("%s.%s (field %d): length %d past the end (%d bytes left)"
                                   % (cls.__name__, f.name, number, n, end - pos))
             stop = pos + n
-            items = getattr(msg, f.name)
+            items = values[f.name]
             while pos < stop:
                 v, pos = _read_number(f, data, pos, stop)
                 items.append(v)
@@ -287,7 +287,7 @@ def _decode_into(msg, data, pos, end, depth, _LEN=_LEN, _VARINT=_VARINT, _K_BYTE
                     value = _decode_into(f.message(), data, pos, stop, depth + 1)
                 else:
                     # A message field seen twice is merged, as protobuf does.
-                    value = getattr(msg, f.name)
+                    value = values.get(f.name)
                     if value is None:
                         value = f.message()
                     _decode_into(value, data, pos, stop, depth + 1)
@@ -303,11 +303,12 @@ def _decode_into(msg, data, pos, end, depth, _LEN=_LEN, _VARINT=_VARINT, _K_BYTE
         else:
             value, pos = _read_number(f, data, pos, end)
         if f.repeated:
-            getattr(msg, f.name).append(value)
+            values[f.name].append(value)
             continue
         for other in f.others:  # one member of a one-of at a time
-            setattr(msg, other, None)
-        setattr(msg, f.name, value)
+            if other in values:
+                del values[other]
+        values[f.name] = value
     return msg
 
 
@@ -345,8 +346,15 @@ def _write_len(data, out):
 
 
 def _encode_into(msg, out):
-    for f in type(msg)._fields:
-        v = getattr(msg, f.name)
+    cls = type(msg)
+    values = msg.__dict__  # only the fields set: the others are defaults, not written
+    try:
+        names = values if len(values) < 2 else sorted(values, key=cls._order.__getitem__)
+        fields = [cls._by_name[name] for name in names]
+    except KeyError as e:  # an attribute set that is no field (a typo)
+        raise AttributeError("%s has no field %s" % (cls.__name__, e)) from None
+    for f in fields:
+        v = values[f.name]
         if f.repeated:
             if not v:
                 continue
@@ -394,19 +402,26 @@ def _encode_into(msg, out):
 class Message:
     """A message of the table: its fields as attributes (scalars at their proto3
     defaults, repeated fields as lists, message fields None until set), set by keyword
-    at construction or afterwards."""
+    at construction or afterwards. An instance holds only the fields set (the defaults
+    are the class's), which keeps making, reading and writing one cheap: the worker
+    does all three per work item."""
 
-    __slots__ = ()
     _fields = ()
     _by_number = {}
+    _by_name = {}
+    _order = {}
     _oneofs = {}
-    _defaults = ()
+    _repeated = ()
 
     def __init__(self, **values):
-        for name, default in self._defaults:
-            setattr(self, name, [] if default is list else default)
-        for name, value in values.items():
-            setattr(self, name, value)
+        fields = self.__dict__
+        for name in self._repeated:
+            fields[name] = []
+        if values:
+            if not self._by_name.keys() >= values.keys():
+                raise AttributeError("%s has no field %s" % (type(self).__name__, ", ".join(
+                    repr(n) for n in values if n not in self._by_name)))
+            fields.update(values)
 
     def encode(self):
         """The message's bytes (fields in number order, as protobuf writes them)."""
@@ -426,12 +441,12 @@ class Message:
 
     def __eq__(self, other):
         return type(other) is type(self) and all(
-            getattr(self, n) == getattr(other, n) for n, _ in self._defaults)
+            getattr(self, f.name) == getattr(other, f.name) for f in self._fields)
 
     def __repr__(self):
         return "%s(%s)" % (type(self).__name__, ", ".join(
-            "%s=%r" % (n, getattr(self, n)) for n, d in self._defaults
-            if getattr(self, n) != ([] if d is list else d)))
+            "%s=%r" % (f.name, getattr(self, f.name)) for f in self._fields
+            if f.name in self.__dict__))
 
 
 def _make_classes():
@@ -446,15 +461,18 @@ def _make_classes():
         for f in fields:
             if f.oneof is not None:
                 f.others = tuple(o.name for o in oneofs[f.oneof] if o is not f)
-        classes[name] = type(name, (Message,), {
-            "__slots__": tuple(f.name for f in fields),
+        attrs = {f.name: None if f.repeated or f.oneof is not None else f.default
+                 for f in fields}  # the defaults (a repeated field's list is made per instance)
+        attrs.update({
             "_fields": fields,
             "_by_number": {f.number: f for f in fields},
+            "_by_name": {f.name: f for f in fields},
+            "_order": {f.name: f.number for f in fields},
             "_oneofs": {k: tuple(v) for k, v in oneofs.items()},
-            "_defaults": tuple((f.name, list if f.repeated else
-                                None if f.oneof is not None else f.default) for f in fields),
+            "_repeated": tuple(f.name for f in fields if f.repeated),
             "__module__": __name__,
         })
+        classes[name] = type(name, (Message,), attrs)
     for cls in classes.values():
         for f in cls._fields:
             f.message = classes.get(f.type)
