@@ -8,6 +8,8 @@ python3-protobuf, needed by this test only).
 - CrossCheck: random messages of every type (seeded; GROVE_WIRE_SEED repeats a run,
   GROVE_WIRE_CASES sets how many per type) encoded by one side and decoded by the other,
   both ways, and the same bytes; the edge cases; unknown fields; merges; the channel.
+- Verbs: the SDK's verbs (publish, invoke, the shadow verbs, log, infer with and
+  without numpy) against a runtime played with protoc's classes over a socketpair.
 - Malformed: each malformed input protobuf refuses is a DecodeError naming the fault.
 - Fuzz: mutations of valid frames; the codec raises nothing but DecodeError, accepts
   only what protobuf accepts (and then reads the same values), and refuses what protobuf
@@ -22,6 +24,7 @@ import random
 import socket
 import struct
 import sys
+import threading
 import unittest
 import warnings
 
@@ -449,6 +452,123 @@ class CrossCheck(unittest.TestCase):
         finally:
             a.close()
             b.close()
+
+
+class Verbs(unittest.TestCase):
+    """The SDK's verbs through the codec, against a runtime played with protoc's classes
+    over a socketpair: what each verb sends, and how it reads the reply."""
+
+    def setUp(self):
+        self.runtime, worker = socket.socketpair()
+        self.runtime.settimeout(60)  # a verb that never sends fails the test, not hangs it
+        self.addCleanup(self.runtime.close)
+        self.addCleanup(worker.close)
+        self.channel = grove_function._Channel(worker.fileno(), 1 << 20, "f")
+        self.addCleanup(setattr, grove_function, "_channel", grove_function._channel)
+        grove_function._channel = self.channel
+
+    def exchange(self, verb, answer):
+        """Runs verb() while answering its one request with answer(request Frame) (a
+        function_pb2.Frame, or None: no reply); returns (verb's result, request)."""
+        out = {}
+
+        def runtime():
+            head = self.runtime.recv(4, socket.MSG_WAITALL)
+            request = function_pb2.Frame()
+            request.ParseFromString(self.runtime.recv(struct.unpack(">I", head)[0],
+                                                      socket.MSG_WAITALL))
+            out["request"] = request
+            reply = answer(request)
+            if reply is not None:
+                data = reply.SerializeToString()
+                self.runtime.sendall(struct.pack(">I", len(data)) + data)
+
+        t = threading.Thread(target=runtime)
+        t.start()
+        try:
+            result = verb()
+        except BaseException:
+            t.join(10)
+            if t.is_alive():  # the verb failed before sending: stop the runtime's read
+                self.runtime.shutdown(socket.SHUT_RDWR)
+            raise
+        finally:
+            t.join()
+        return result, out["request"]
+
+    def test_publish_invoke_shadow_log(self):
+        def ack(req):
+            reply = function_pb2.Frame()
+            reply.publish_ack.ack_id = req.publish.ack_id
+            reply.publish_ack.targets = 2
+            return reply
+        targets, req = self.exchange(lambda: grove_function.publish("a/b", {"x": "é"}, qos=1), ack)
+        self.assertEqual((targets, req.publish.topic, req.publish.payload, req.publish.qos),
+                         (2, "a/b", b'{"x": "\\u00e9"}', 1))
+
+        def call_reply(req):
+            reply = function_pb2.Frame()
+            reply.call_reply.call_id = req.call.call_id or req.shadow_call.call_id
+            reply.call_reply.payload = b"\0answer"
+            return reply
+        got, req = self.exchange(lambda: grove_function.invoke("g", b"\0in", timeout_ms=5),
+                                 call_reply)
+        self.assertEqual((got, req.call.function, req.call.payload, req.call.timeout_ms),
+                         (b"\0answer", "g", b"\0in", 5))
+        got, req = self.exchange(lambda: grove_function.update_thing_shadow("t", {"a": 1}, "n"),
+                                 call_reply)
+        self.assertEqual((got, req.shadow_call.op, req.shadow_call.thing,
+                          req.shadow_call.shadow, req.shadow_call.payload),
+                         (b"\0answer", "update", "t", "n", b'{"a": 1}'))
+
+        def rejected(req):
+            reply = function_pb2.Frame()
+            reply.call_reply.call_id = req.shadow_call.call_id
+            reply.call_reply.error = "rejected: {\"code\":404}"
+            return reply
+        with self.assertRaisesRegex(grove_function.Error, "404"):
+            self.exchange(lambda: grove_function.get_thing_shadow("t"), rejected)
+        _, req = self.exchange(lambda: grove_function.log(grove_function.WARN, "ü"), lambda r: None)
+        self.assertEqual((req.log.level, req.log.text), (2, "ü"))
+
+    def test_infer(self):
+        def answer(req):
+            inner = ml_pb2.InferRequest()
+            inner.ParseFromString(req.infer_call.request)
+            self.assertEqual([(t.name, t.dtype, list(t.shape), t.data) for t in inner.inputs],
+                             [("x", 1, [1, 2], struct.pack("<2f", 0.5, -1.0)),
+                              ("u", 2, [3], b"\0\1\2")])
+            self.assertEqual((inner.top_k, req.infer_call.model), (2, "m"))
+            resp = ml_pb2.InferResponse(version="3", batch_size=4)
+            t = resp.outputs.add(name="y", dtype=1, data=struct.pack("<3f", 1, 2, 3))
+            t.shape.extend([1, 3])
+            resp.top.add(index=2, label="cat", score=0.75)
+            reply = function_pb2.Frame()
+            reply.call_reply.call_id = req.infer_call.call_id
+            reply.call_reply.payload = resp.SerializeToString()
+            return reply
+        find_numpy = grove_function._numpy
+        np = find_numpy()
+        self.addCleanup(setattr, grove_function, "_numpy", find_numpy)
+        grove_function._numpy = lambda: None  # the tuples' path, without numpy
+        got, _ = self.exchange(lambda: grove_function.infer(
+            "m", {"x": ("float32", [1, 2], [0.5, -1.0]), "u": ("uint8", [3], b"\0\1\2")},
+            top_k=2), answer)
+        grove_function._numpy = find_numpy
+        self.assertEqual(got, {"outputs": {"y": ("float32", (1, 3), struct.pack("<3f", 1, 2, 3))},
+                               "top": [{"index": 2, "label": "cat", "score": 0.75}],
+                               "version": "3", "batch_size": 4})
+        if np is not None:
+            got, _ = self.exchange(lambda: grove_function.infer(
+                "m", {"x": np.array([[0.5, -1.0]]), "u": np.array([0, 1, 2], dtype=np.uint8)},
+                top_k=2), answer)
+            self.assertEqual(got["outputs"]["y"].tolist(), [[1.0, 2.0, 3.0]])
+
+    def test_infer_too_large_is_refused_before_it_is_sent(self):
+        self.channel.max_frame = 100
+        with self.assertRaises(grove_function.InferenceError) as e:
+            grove_function.infer("m", {"x": ("uint8", [200], b"\0" * 200)})
+        self.assertEqual(e.exception.code, "too_large")
 
 
 MALFORMED = [
