@@ -127,13 +127,17 @@ class _Field:
         self.tag = _varint_bytes(number << 3 | wire)
 
 
-def _varint_bytes(n):
-    out = bytearray()
+def _write_varint(n, out):
+    """Appends non-negative `n` to bytearray `out` as a varint; returns `out`."""
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     out.append(n)
-    return bytes(out)
+    return out
+
+
+def _varint_bytes(n):
+    return bytes(_write_varint(n, bytearray()))
 
 
 def _read_varint(data, pos, end):
@@ -321,27 +325,14 @@ def _write_number(f, v, out):
         lo, hi = f.range
         if not lo <= v <= hi:
             raise ValueError("%s: %d is out of range for %s" % (f.name, v, f.type))
-        if v < 0:
-            v &= _U64  # int64, enum: ten bytes, as protobuf writes them
-        while v > 0x7F:
-            out.append(v & 0x7F | 0x80)
-            v >>= 7
-        out.append(v)
+        # int64, enum: a negative one is ten bytes, as protobuf writes it.
+        _write_varint(v & _U64 if v < 0 else v, out)
         return
-    if f.range is not None:
-        v = operator.index(v)
-        lo, hi = f.range
-        if not lo <= v <= hi:
-            raise ValueError("%s: %d is out of range for %s" % (f.name, v, f.type))
-    out += struct.pack(f.fmt, v)
+    out += struct.pack(f.fmt, v)  # float
 
 
 def _write_len(data, out):
-    n = len(data)
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
+    _write_varint(len(data), out)
     out += data
 
 
