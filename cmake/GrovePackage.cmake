@@ -54,7 +54,7 @@ set(CPACK_DEBIAN_GROVE_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
     ${PROJECT_BINARY_DIR}/lib ${PROJECT_BINARY_DIR}/lib/grove/plugins)
 set(CPACK_DEBIAN_GROVE_PACKAGE_DEPENDS
-    "mosquitto, openssl, python3, python3-yaml, python3-protobuf, libsystemd0, passwd")
+    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd")
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "grove (= ${PROJECT_VERSION}), libcaf-dev, libprotobuf-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, libsqlite3-dev, libjemalloc-dev")
 set(CPACK_DEBIAN_GROVE_PACKAGE_CONTROL_EXTRA

@@ -26,6 +26,7 @@ if [ -x "$build/bin/grove-ota" ]; then
   python3 "$here/ota_bench.py" --build "$build" || rc=1
 fi
 python3 "$here/image_size.py" --build-dir "$build" || rc=1
+/usr/bin/python3 "$here/python_start_bench.py" --sdk "$build/sdk/function/python" || rc=1
 if [ -x "$build/bin/reload_bench" ]; then
   "$build/bin/reload_bench" 20 || rc=1
 fi

@@ -216,7 +216,7 @@ config_map<runtime_config> runtime_config::map() {
     .key("call_timeout_ms", &runtime_config::call_timeout_ms, 10000, range{1, 3600000},
          "a function's invoke of another function, when it gives no timeout")
     .key("python", &runtime_config::python, "/usr/bin/python3",
-         "the interpreter of runtime: python3 functions (Debian's, with python3-protobuf)")
+         "the interpreter of runtime: python3 functions (the SDK needs only its standard library)")
     .key("python_sdk_dir", &runtime_config::python_sdk_dir, "",
          "the Python function SDK (grove_function, greengrasssdk); empty: the build "
          "tree's when it exists, else <libdir>/grove/python")

@@ -4,8 +4,8 @@ device) calls when function_runtime runs it with ``runtime: python3``.
 The runner (``python3 -m grove_function.runner module.function``) imports the handler
 and calls ``handler(event, context)`` per work item; the verbs below talk to the runtime
 over the instance's socket (plugins/function_runtime/README.md, "IPC"): length-prefixed
-``grove.fn.Frame`` messages, the classes protoc generated from function.proto
-(``function_pb2``, built beside this package). ``greengrasssdk`` wraps these verbs in
+``grove.fn.Frame`` messages of function.proto, encoded and decoded by ``_wire`` (pure
+Python: a worker does not import protobuf). ``greengrasssdk`` wraps these verbs in
 Greengrass' client shape. See sdk/function/python/README.md.
 
 The verbs share the instance's one socket: call them from the handler's thread.
@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 
-from . import function_pb2 as _pb
+from . import _wire
 
 __all__ = [
     "Error", "Context", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "publish", "publish_nowait",
@@ -104,7 +104,9 @@ class _Channel:
         self.invokes = collections.deque()
 
     def send(self, frame):
-        data = frame.SerializeToString()
+        self.send_bytes(frame.encode())
+
+    def send_bytes(self, data):
         out = memoryview(_LENGTH.pack(len(data)) + data)
         while out:
             out = out[os.write(self.fd, out):]
@@ -119,8 +121,10 @@ class _Channel:
                     raise Error("the runtime sent a frame of %d bytes (max %d)"
                                 % (n, self.max_frame))
                 if len(buf) >= 4 + n:
-                    frame = _pb.Frame()
-                    frame.ParseFromString(bytes(buf[4:4 + n]))
+                    try:
+                        frame = _wire.Frame.decode(bytes(buf[4:4 + n]))
+                    except _wire.DecodeError as e:  # the runner ends the instance
+                        raise Error("the runtime sent a malformed frame: %s" % e) from None
                     del buf[:4 + n]
                     return frame
             chunk = os.read(self.fd, 65536)
@@ -136,7 +140,7 @@ class _Channel:
             frame = self.read()
             if frame is None:
                 raise Error("the runtime closed the socket")
-            body = frame.WhichOneof("body")
+            body = frame.which("body")
             if body == "invoke":
                 self.invokes.append(frame)
             elif body == kind:
@@ -179,15 +183,10 @@ def publish(topic, payload, qos=0, content_type=""):
     Returns how many kinds of target took it (0: no subscription routes it); raises
     Error when the runtime or message_manager refuses it."""
     c = _chan()
-    frame = _pb.Frame()
-    p = frame.publish
-    p.topic = topic
-    p.payload = _bytes(payload)
-    p.qos = qos
-    p.content_type = content_type
-    p.ack_id = c.take_id()
-    c.send(frame)
-    ack = c.await_reply("publish_ack", "ack_id", p.ack_id)
+    ack_id = c.take_id()
+    c.send(_wire.Frame(publish=_wire.Publish(topic=topic, payload=_bytes(payload), qos=qos,
+                                         content_type=content_type, ack_id=ack_id)))
+    ack = c.await_reply("publish_ack", "ack_id", ack_id)
     if ack.error:
         raise Error(ack.error)
     return ack.targets
@@ -196,12 +195,7 @@ def publish(topic, payload, qos=0, content_type=""):
 def publish_nowait(topic, payload, qos=0):
     """Like publish() without waiting for where it went; the runtime ends an instance
     with more than max_pending_frames publishes in flight."""
-    frame = _pb.Frame()
-    p = frame.publish
-    p.topic = topic
-    p.payload = _bytes(payload)
-    p.qos = qos
-    _chan().send(frame)
+    _chan().send(_wire.Frame(publish=_wire.Publish(topic=topic, payload=_bytes(payload), qos=qos)))
 
 
 def _call(frame, call_id):
@@ -217,30 +211,19 @@ def invoke(name, payload, event=False, timeout_ms=0, content_type=""):
     """Invokes function `name` with `payload`: its reply as bytes, or b"" once an event
     (event=True) was queued. Raises Error with the target's error (it raised, timed out,
     does not exist...). timeout_ms 0: the runtime's call_timeout_ms."""
-    c = _chan()
-    frame = _pb.Frame()
-    call = frame.call
-    call.call_id = c.take_id()
-    call.function = name
-    call.payload = _bytes(payload)
-    call.event = event
-    call.content_type = content_type
-    call.timeout_ms = timeout_ms
-    return _call(frame, call.call_id)
+    call_id = _chan().take_id()
+    return _call(_wire.Frame(call=_wire.Call(call_id=call_id, function=name,
+                                         payload=_bytes(payload), event=event,
+                                         content_type=content_type, timeout_ms=timeout_ms)),
+                 call_id)
 
 
 def _shadow(op, thing, shadow, document, timeout_ms):
-    c = _chan()
-    frame = _pb.Frame()
-    s = frame.shadow_call
-    s.call_id = c.take_id()
-    s.op = op
-    s.thing = thing
-    s.shadow = shadow or ""
-    if document is not None:
-        s.payload = _bytes(document)
-    s.timeout_ms = timeout_ms
-    return _call(frame, s.call_id)
+    call_id = _chan().take_id()
+    return _call(_wire.Frame(shadow_call=_wire.ShadowCall(
+        call_id=call_id, op=op, thing=thing, shadow=shadow or "",
+        payload=b"" if document is None else _bytes(document), timeout_ms=timeout_ms)),
+                 call_id)
 
 
 def get_thing_shadow(thing, shadow="", timeout_ms=0):
@@ -277,7 +260,7 @@ _DTYPE_NAMES = {1: "float32", 2: "uint8"}
 
 
 def _tensor(t, name, value, np):
-    """Fills ml.Tensor `t` from a numpy array or a (dtype, shape, data) tuple."""
+    """Fills ml.Tensor `t` from a numpy array or a (dtype, shape, data) tuple; returns it."""
     t.name = name
     if np is not None and isinstance(value, np.ndarray):
         if value.dtype != np.uint8:
@@ -286,7 +269,7 @@ def _tensor(t, name, value, np):
         t.dtype = 2 if value.dtype == np.uint8 else 1
         t.shape.extend(int(d) for d in value.shape)
         t.data = value.tobytes()
-        return
+        return t
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise TypeError("infer: input '%s' must be a numpy array or (dtype, shape, data)"
                         % name)
@@ -302,6 +285,7 @@ def _tensor(t, name, value, np):
         t.data = struct.pack("<%df" % len(data), *data)
     else:
         t.data = bytes(data)
+    return t
 
 
 def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
@@ -313,31 +297,26 @@ def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
     "score"}...], "version": str, "batch_size": int}``. Raises InferenceError with the
     code and message; a request over the runtime's max_frame_bytes is refused here
     (too_large) before it is sent. timeout_ms 0: the runtime's call_timeout_ms."""
-    from . import ml_pb2 as _ml  # here: a function that never infers does not load it
     np = _numpy()
-    req = _ml.InferRequest()
+    req = _wire.InferRequest(image=b"" if image is None else bytes(image), top_k=int(top_k))
     for name, value in (inputs or {}).items():
-        _tensor(req.inputs.add(), name, value, np)
-    if image is not None:
-        req.image = bytes(image)
-    req.top_k = int(top_k)
+        req.inputs.append(_tensor(_wire.Tensor(), name, value, np))
     c = _chan()
-    frame = _pb.Frame()
-    call = frame.infer_call
-    call.call_id = c.take_id()
-    call.model = model
-    call.request = req.SerializeToString()
-    call.timeout_ms = timeout_ms
-    size = frame.ByteSize()
-    if size > c.max_frame:
+    call_id = c.take_id()
+    frame = _wire.Frame(infer_call=_wire.InferCall(call_id=call_id, model=model,
+                                               request=req.encode(), timeout_ms=timeout_ms))
+    data = frame.encode()
+    if len(data) > c.max_frame:
         raise InferenceError("too_large", "the infer request is %d bytes, over the runtime's "
-                             "max_frame_bytes (%d)" % (size, c.max_frame))
-    c.send(frame)
-    reply = c.await_reply("call_reply", "call_id", call.call_id)
+                             "max_frame_bytes (%d)" % (len(data), c.max_frame))
+    c.send_bytes(data)
+    reply = c.await_reply("call_reply", "call_id", call_id)
     if reply.error or reply.error_code:
         raise InferenceError(reply.error_code, reply.error)
-    resp = _ml.InferResponse()
-    resp.ParseFromString(reply.payload)
+    try:
+        resp = _wire.InferResponse.decode(reply.payload)
+    except _wire.DecodeError as e:
+        raise InferenceError("malformed", "the inference reply does not parse: %s" % e) from None
     outputs = {}
     for t in resp.outputs:
         dtype = _DTYPE_NAMES.get(t.dtype, "float32")
@@ -359,7 +338,4 @@ def log(level, text):
     except Error:  # not under the runtime (a unit test of the handler): stderr
         sys.stderr.write(text + "\n")
         return
-    frame = _pb.Frame()
-    frame.log.level = level
-    frame.log.text = text
-    c.send(frame)
+    c.send(_wire.Frame(log=_wire.Log(level=level, text=text)))
