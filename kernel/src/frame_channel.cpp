@@ -72,15 +72,7 @@ void frame_channel::write_loop() {
 }
 
 caf::error frame_channel::receive(google::protobuf::MessageLite& msg) {
-  for (;;) {
-    auto got = in_.next(msg);
-    if (!got)
-      return std::move(got.error());
-    if (*got)
-      return {};
-    if (auto err = in_.fill(fd_))
-      return err;
-  }
+  return in_.receive(fd_, msg);
 }
 
 } // namespace grove

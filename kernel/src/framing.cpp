@@ -200,4 +200,16 @@ caf::expected<bool> frame_stream::next(google::protobuf::MessageLite& msg) {
   return true;
 }
 
+caf::error frame_stream::receive(int fd, google::protobuf::MessageLite& msg) {
+  for (;;) {
+    auto got = next(msg);
+    if (!got)
+      return std::move(got.error());
+    if (*got)
+      return {};
+    if (auto err = fill(fd))
+      return err;
+  }
+}
+
 } // namespace grove::framing

@@ -86,6 +86,10 @@ public:
   /// none is complete yet; errc::malformed when its bytes do not parse.
   caf::expected<bool> next(google::protobuf::MessageLite& msg);
 
+  /// The next frame into `msg`, reading `fd` (fill) only when no complete frame is held:
+  /// a blocking reader's loop. Errors as fill() and next().
+  caf::error receive(int fd, google::protobuf::MessageLite& msg);
+
   /// Bytes held that are not a complete frame yet (at EOF: a truncated frame).
   size_t partial() const noexcept {
     return end_ - begin_;

@@ -4,8 +4,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <cstring>
+#include <deque>
 #include <exception>
 
 #include "grove/errors.hpp"
@@ -54,16 +54,7 @@ bool send(const fn::Frame& f) {
 /// The next frame from the runtime: errc::system_error when the runtime closed the
 /// socket, another error for bytes that are no frame.
 caf::error receive(fn::Frame& f) {
-  auto& c = chan();
-  for (;;) {
-    auto got = c.in.next(f);
-    if (!got)
-      return std::move(got.error());
-    if (*got)
-      return {};
-    if (auto err = c.in.fill(c.fd))
-      return err;
-  }
+  return chan().in.receive(chan().fd, f);
 }
 
 /// Reads frames until `take` accepts one (a reply the verb waits for).
