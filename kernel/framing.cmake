@@ -1,7 +1,8 @@
-# grove_framing: control-socket framing plus the Grove error helpers it reports with.
-# A small static library so grovectl links it without the kernel; grove_core links it
-# too (and must not compile these sources a second time).
-#   kernel/src/framing.cpp     grove::framing::{write_frame, read_frame}
+# grove_framing: Grove's framing (control socket, function IPC) plus the Grove error helpers
+# it reports with. A small static library so grovectl and the function SDK link it without
+# the kernel; grove_core links it too (and must not compile these sources a second time).
+#   kernel/src/framing.cpp     grove::framing (grove/kernel/framing.hpp): frames written
+#                              and read, frame_stream
 #   sdk/plugin/src/errors.cpp  grove::to_string(errc), make_error, describe
 #   sdk/plugin/src/rpc.cpp     set_error, error_of: errors as envelope fields (typed calls)
 #   kernel/src/plugin_name.cpp validate_plugin_name: the one rule for plugin names

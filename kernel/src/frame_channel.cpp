@@ -2,11 +2,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "grove/errors.hpp"
+#include "grove/kernel/framing.hpp"
 
 namespace grove {
 
@@ -31,17 +33,11 @@ void frame_channel::shutdown() {
 }
 
 void frame_channel::send(const google::protobuf::MessageLite& msg) {
-  auto size = msg.ByteSizeLong();
   std::lock_guard guard{mtx_};
-  auto at = out_.size();
-  out_.resize(at + 4 + size);
-  auto* p = reinterpret_cast<uint8_t*>(out_.data() + at);
-  p[0] = static_cast<uint8_t>(size >> 24);
-  p[1] = static_cast<uint8_t>(size >> 16);
-  p[2] = static_cast<uint8_t>(size >> 8);
-  p[3] = static_cast<uint8_t>(size);
-  msg.SerializeWithCachedSizesToArray(p + 4);
-  if (at == 0)
+  bool was_empty = out_.empty();
+  // No limit here: the reader refuses a frame over max_frame, and the channel ends.
+  static_cast<void>(framing::append_frame(out_, msg, std::numeric_limits<uint32_t>::max()));
+  if (was_empty)
     cv_.notify_one();
 }
 
@@ -76,38 +72,7 @@ void frame_channel::write_loop() {
 }
 
 caf::error frame_channel::receive(google::protobuf::MessageLite& msg) {
-  auto fill = [this](size_t need) -> caf::error {
-    while (in_.size() - in_pos_ < need) {
-      if (in_pos_ > 0 && in_pos_ >= in_.size() / 2) {
-        in_.erase(0, in_pos_);
-        in_pos_ = 0;
-      }
-      char buf[65536];
-      auto n = ::read(fd_, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n == 0)
-        return make_error(errc::system_error, "closed");
-      if (n < 0)
-        return make_error(errc::system_error, std::string{"read: "} + strerror(errno));
-      in_.append(buf, static_cast<size_t>(n));
-    }
-    return {};
-  };
-  if (auto err = fill(4))
-    return err;
-  auto* p = reinterpret_cast<const uint8_t*>(in_.data() + in_pos_);
-  uint32_t size = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8)
-                  | uint32_t{p[3]};
-  if (size > max_frame)
-    return make_error(errc::too_large, "frame of " + std::to_string(size) + " bytes");
-  if (auto err = fill(4 + size))
-    return err;
-  bool ok = msg.ParseFromArray(in_.data() + in_pos_ + 4, static_cast<int>(size));
-  in_pos_ += 4 + size;
-  if (!ok)
-    return make_error(errc::malformed, "frame does not parse");
-  return {};
+  return in_.receive(fd_, msg);
 }
 
 } // namespace grove

@@ -9,12 +9,15 @@
 #include <caf/error.hpp>
 #include <google/protobuf/message_lite.h>
 
+#include "grove/kernel/framing.hpp"
+
 namespace grove {
 
-/// Length-prefixed protobuf frames over a stream socket, built for throughput: a
-/// writer thread coalesces every frame queued meanwhile into one write(), and the
-/// reader pulls large chunks and parses frames out of them. Used between groved and
-/// its plugin-host children.
+/// Length-prefixed protobuf frames (the kernel's framing, grove/kernel/framing.hpp)
+/// over a stream socket, built for throughput: a writer thread coalesces every frame
+/// queued meanwhile into one write(), and the reader pulls large chunks and parses
+/// frames out of them (framing::frame_stream). Used between groved and its plugin-host
+/// children.
 class frame_channel {
 public:
   /// Takes ownership of `fd`. `tick`, when set, runs on the writer thread about every
@@ -31,7 +34,8 @@ public:
   void send(const google::protobuf::MessageLite& msg);
 
   /// Reads the next frame into `msg`; only one thread may read. Errors on EOF
-  /// ("closed"), malformed or oversized frames.
+  /// (errc::system_error "connection closed"), malformed (a frame cut short by the
+  /// EOF too) or oversized frames.
   caf::error receive(google::protobuf::MessageLite& msg);
 
   /// Shuts the socket down so a blocked receive() returns; idempotent.
@@ -50,8 +54,7 @@ private:
   std::string out_;
   bool closing_ = false;
   std::thread writer_;
-  std::string in_;
-  size_t in_pos_ = 0;
+  framing::frame_stream in_{max_frame};
 };
 
 } // namespace grove

@@ -1,5 +1,8 @@
-// Control-socket framing: a 4-byte big-endian length, then one serialized message.
-// Kept free of kernel dependencies so grovectl can link it alone (target grove_framing).
+// Grove's frames (grove/kernel/framing.hpp): a 4-byte big-endian length, then one
+// serialized message. Kept free of kernel dependencies so grovectl and the function SDK
+// can link it alone (target grove_framing).
+
+#include "grove/kernel/framing.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,11 +13,12 @@
 #include <unistd.h>
 
 #include "grove/errors.hpp"
-#include "grove/kernel/control.hpp"
 
 namespace grove::framing {
 
 namespace {
+
+constexpr size_t header_size = 4;
 
 caf::error sys_error(const char* what) {
   return make_error(errc::system_error,
@@ -29,25 +33,16 @@ caf::error io_error(const char* what) {
   return sys_error(what);
 }
 
-caf::error write_all(int fd, const char* buf, size_t len) {
-  // send() with MSG_NOSIGNAL so a vanished peer is EPIPE, not a process-killing SIGPIPE;
-  // plain write() for descriptors that are not sockets (pipes in tests).
-  bool is_socket = true;
-  while (len > 0) {
-    auto n = is_socket ? ::send(fd, buf, len, MSG_NOSIGNAL) : ::write(fd, buf, len);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno == ENOTSOCK && is_socket) {
-        is_socket = false;
-        continue;
-      }
-      return io_error("write");
-    }
-    buf += n;
-    len -= static_cast<size_t>(n);
-  }
-  return {};
+caf::error too_large(size_t size, uint32_t max_size) {
+  return make_error(errc::too_large, "frame of " + std::to_string(size)
+                                       + " bytes exceeds the limit of "
+                                       + std::to_string(max_size));
+}
+
+uint32_t decode_length(const char* p) noexcept {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return (uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8)
+         | uint32_t{u[3]};
 }
 
 // Reads exactly `len` bytes. Sets `got` to the number read before an EOF.
@@ -69,39 +64,64 @@ caf::error read_all(int fd, char* buf, size_t len, size_t& got) {
 
 } // namespace
 
-caf::error write_frame(int fd, const google::protobuf::MessageLite& msg) {
+caf::error append_frame(std::string& out, const google::protobuf::MessageLite& msg,
+                        uint32_t max_size) {
   auto size = msg.ByteSizeLong();
-  if (size > max_frame_size)
-    return make_error(errc::too_large, "frame of " + std::to_string(size)
-                                         + " bytes exceeds the limit of "
-                                         + std::to_string(max_frame_size));
+  if (size > max_size)
+    return too_large(size, max_size);
+  auto at = out.size();
+  out.resize(at + header_size + size);
+  auto* p = reinterpret_cast<uint8_t*>(out.data() + at);
+  p[0] = static_cast<uint8_t>(size >> 24);
+  p[1] = static_cast<uint8_t>(size >> 16);
+  p[2] = static_cast<uint8_t>(size >> 8);
+  p[3] = static_cast<uint8_t>(size);
+  // The sizes ByteSizeLong just cached: SerializeToArray would compute them again.
+  msg.SerializeWithCachedSizesToArray(p + header_size);
+  return {};
+}
+
+caf::error write_all(int fd, std::string_view bytes) {
+  // send() with MSG_NOSIGNAL so a vanished peer is EPIPE, not a process-killing SIGPIPE;
+  // plain write() for descriptors that are not sockets (pipes in tests).
+  bool is_socket = true;
+  while (!bytes.empty()) {
+    auto n = is_socket ? ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL)
+                       : ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == ENOTSOCK && is_socket) {
+        is_socket = false;
+        continue;
+      }
+      return io_error("write");
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+caf::error write_frame(int fd, const google::protobuf::MessageLite& msg) {
   // One buffer, one write: a frame is never interleaved with a concurrent writer's.
-  std::string buf(4 + size, '\0');
-  auto n = static_cast<uint32_t>(size);
-  buf[0] = static_cast<char>((n >> 24) & 0xff);
-  buf[1] = static_cast<char>((n >> 16) & 0xff);
-  buf[2] = static_cast<char>((n >> 8) & 0xff);
-  buf[3] = static_cast<char>(n & 0xff);
-  if (!msg.SerializeToArray(buf.data() + 4, static_cast<int>(size)))
-    return make_error(errc::malformed, "cannot serialize " + msg.GetTypeName());
-  return write_all(fd, buf.data(), buf.size());
+  std::string buf;
+  if (auto err = append_frame(buf, msg))
+    return err;
+  return write_all(fd, buf);
 }
 
 caf::error read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_size) {
-  unsigned char hdr[4];
+  char hdr[header_size];
   size_t got = 0;
-  if (auto err = read_all(fd, reinterpret_cast<char*>(hdr), sizeof(hdr), got))
+  if (auto err = read_all(fd, hdr, sizeof(hdr), got))
     return err;
   if (got == 0)
     return make_error(errc::system_error, "connection closed");
   if (got < sizeof(hdr))
     return make_error(errc::malformed, "truncated frame header");
-  auto size = (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16)
-              | (uint32_t{hdr[2]} << 8) | uint32_t{hdr[3]};
+  auto size = decode_length(hdr);
   if (size > max_size)
-    return make_error(errc::too_large, "frame of " + std::to_string(size)
-                                         + " bytes exceeds the limit of "
-                                         + std::to_string(max_size));
+    return too_large(size, max_size);
   // The buffer grows with the bytes that arrive, never to the announced size up front:
   // a peer that announces a large frame and sends nothing costs one chunk, not 16 MiB.
   std::string body;
@@ -119,6 +139,77 @@ caf::error read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_s
   if (!msg.ParseFromArray(body.data(), static_cast<int>(size)))
     return make_error(errc::malformed, "cannot parse " + msg.GetTypeName());
   return {};
+}
+
+std::span<char> frame_stream::space() {
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    if (buf_.capacity() > 4 * chunk)
+      std::string{}.swap(buf_); // a large frame has gone: its memory goes with it
+  } else if (begin_ > 0 && (begin_ >= buf_.size() / 2 || buf_.size() - end_ < chunk)) {
+    // Keep what is left of a frame at the front: the buffer stays near one frame's size.
+    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  if (buf_.size() < end_ + chunk)
+    buf_.resize(end_ + chunk);
+  return {buf_.data() + end_, chunk};
+}
+
+caf::error frame_stream::fill(int fd) {
+  for (;;) {
+    auto s = space();
+    auto n = ::read(fd, s.data(), s.size());
+    if (n > 0) {
+      commit(static_cast<size_t>(n));
+      return {};
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return io_error("read");
+    if (partial() > 0)
+      return make_error(errc::malformed, "truncated frame (" + std::to_string(partial())
+                                           + " bytes before the end)");
+    return make_error(errc::system_error, "connection closed");
+  }
+}
+
+caf::expected<std::optional<std::string_view>> frame_stream::next() {
+  if (end_ - begin_ < header_size)
+    return std::optional<std::string_view>{};
+  auto size = decode_length(buf_.data() + begin_);
+  if (size > max_frame_)
+    return too_large(size, max_frame_);
+  if (end_ - begin_ - header_size < size)
+    return std::optional<std::string_view>{};
+  std::string_view body{buf_.data() + begin_ + header_size, size};
+  begin_ += header_size + size;
+  return std::optional<std::string_view>{body};
+}
+
+caf::expected<bool> frame_stream::next(google::protobuf::MessageLite& msg) {
+  auto body = next();
+  if (!body)
+    return std::move(body.error());
+  if (!*body)
+    return false;
+  if (!msg.ParseFromArray((*body)->data(), static_cast<int>((*body)->size())))
+    return make_error(errc::malformed, "cannot parse " + msg.GetTypeName());
+  return true;
+}
+
+caf::error frame_stream::receive(int fd, google::protobuf::MessageLite& msg) {
+  for (;;) {
+    auto got = next(msg);
+    if (!got)
+      return std::move(got.error());
+    if (*got)
+      return {};
+    if (auto err = fill(fd))
+      return err;
+  }
 }
 
 } // namespace grove::framing

@@ -10,6 +10,10 @@
 //   tests/python/noop.py): cold start against a bare `python3 -c pass`, pinned
 //   invocations against the same bus peer.
 // Prints one JSON object.
+// FUNCTION_BENCH_ONLY=native skips the Python figures. Under valgrind's callgrind each
+// invocation figure is a dump of its own (client requests, "Trigger: Client Request:
+// <figure>"), the statistics zeroed before it: its instructions per call are the dump's
+// total over INVOCATIONS (tools/bench/README.md, function_bench).
 
 #include <spawn.h>
 #include <sys/resource.h>
@@ -26,6 +30,9 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#endif
 
 #include "bench_kernel.hpp"
 #include "bench_stats.hpp"
@@ -99,6 +106,20 @@ json sequential(uint64_t n, Call call) {
           {"failed", failed}};
 }
 
+/// Under callgrind: the statistics zeroed before the first figure. Nothing otherwise.
+void callgrind_start() {
+#ifdef CALLGRIND_ZERO_STATS
+  CALLGRIND_ZERO_STATS;
+#endif
+}
+
+/// Under callgrind: the figure `name` dumped (which zeroes the statistics for the next).
+void callgrind_dump([[maybe_unused]] const char* name) {
+#ifdef CALLGRIND_DUMP_STATS_AT
+  CALLGRIND_DUMP_STATS_AT(name);
+#endif
+}
+
 /// `threads` requesters at once, `n` calls in all: calls/s.
 template <class Call>
 double concurrent(uint64_t n, unsigned threads, Call call) {
@@ -132,6 +153,7 @@ int main(int argc, char** argv) {
   const auto fn_plugin = env_or("FUNCTION_BENCH_PLUGIN", FN_PLUGIN);
   const auto fn_worker = env_or("FUNCTION_BENCH_WORKER", FN_TEST_FUNCTION);
   const auto python_sdk = env_or("FUNCTION_BENCH_PYTHON_SDK", "");
+  const bool python_too = env_or("FUNCTION_BENCH_ONLY", "") != "native";
   auto dir = fs::temp_directory_path() / ("grove-function-bench-" + std::to_string(getpid()));
   auto plugins = grove::bench::function_plugin_dir(dir, fn_plugin);
   // One plugin directory for both: the runtime and the bus peer.
@@ -207,25 +229,32 @@ int main(int argc, char** argv) {
     };
     out["cold_start"] = cold_starts("c", {fn_worker}, "bare_spawn_p50_us");
     // Python: the runner's first reply against the interpreter doing nothing.
-    out["python_cold_start"] =
-      cold_starts("pc", {"/usr/bin/python3", "-c", "pass"}, "bare_python3_c_pass_p50_us");
+    if (python_too)
+      out["python_cold_start"] =
+        cold_starts("pc", {"/usr/bin/python3", "-c", "pass"}, "bare_python3_c_pass_p50_us");
     // Warm-up, then the pinned instance against the bus's own request/response.
     for (int i = 0; i < 1000; ++i) {
       invoke("p");
-      invoke("py");
+      if (python_too)
+        invoke("py");
       (void) k.request("bench/raw", payload, timeout);
     }
+    callgrind_start();
     auto fn_seq = sequential(n, [&] { return invoke("p"); });
+    callgrind_dump("pinned_sequential");
     auto bus_seq = sequential(n, [&] {
       auto r = k.request("bench/raw", payload, timeout);
       return r && r->payload() == payload;
     });
+    callgrind_dump("bus_sequential");
     unsigned threads = 8;
     auto fn_par = concurrent(n, threads, [&] { return invoke("p"); });
+    callgrind_dump("pinned_concurrent");
     auto bus_par = concurrent(n, threads, [&] {
       auto r = k.request("bench/raw", payload, timeout);
       return r && r->payload() == payload;
     });
+    callgrind_dump("bus_concurrent");
     out["invocations"] = n;
     out["payload_bytes"] = payload.size();
     out["pinned_sequential"] = fn_seq;
@@ -236,13 +265,15 @@ int main(int argc, char** argv) {
     out["bus_concurrent_calls_per_s"] = bus_par;
     out["concurrent_requesters"] = threads;
     out["ratio_concurrent_calls_per_s"] = round2(fn_par / bus_par);
-    auto py_seq = sequential(n, [&] { return invoke("py"); });
-    auto py_par = concurrent(n, threads, [&] { return invoke("py"); });
-    out["python_pinned_sequential"] = py_seq;
-    out["python_ratio_sequential_calls_per_s"] =
-      round2(py_seq["calls_per_s"].get<double>() / bus_seq["calls_per_s"].get<double>());
-    out["python_pinned_concurrent_calls_per_s"] = py_par;
-    out["python_ratio_concurrent_calls_per_s"] = round2(py_par / bus_par);
+    if (python_too) {
+      auto py_seq = sequential(n, [&] { return invoke("py"); });
+      auto py_par = concurrent(n, threads, [&] { return invoke("py"); });
+      out["python_pinned_sequential"] = py_seq;
+      out["python_ratio_sequential_calls_per_s"] =
+        round2(py_seq["calls_per_s"].get<double>() / bus_seq["calls_per_s"].get<double>());
+      out["python_pinned_concurrent_calls_per_s"] = py_par;
+      out["python_ratio_concurrent_calls_per_s"] = round2(py_par / bus_par);
+    }
     out["note"] = "blocking round trips from the kernel; the pinned instance's handler runs "
                   "one item at a time, so concurrency only sends items ahead to it "
                   "(pipeline_depth)";

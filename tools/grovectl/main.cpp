@@ -983,6 +983,7 @@ int run_functions(connection& conn, const options& opts) {
     for (const auto& f : list->functions())
       print_json({{"name", f.name()}, {"valid", f.valid()}, {"pinned", f.pinned()},
                   {"instances", f.instances()}, {"busy", f.busy()}, {"queued", f.queued()},
+                  {"sent_ahead", f.sent_ahead()},
                   {"max_instances", f.max_instances()}, {"max_queue", f.max_queue()},
                   {"invocations", f.invocations()}, {"errors", f.errors()},
                   {"timeouts", f.timeouts()}, {"refused", f.refused()},

@@ -32,7 +32,7 @@
 #include "sandbox.hpp"
 #include "grove/config_map.hpp"
 #include "grove/function_runtime/client.hpp"
-#include "grove/kernel/control.hpp"
+#include "grove/kernel/framing.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/local_resources/client.hpp"
 #include "grove/message_manager/client.hpp"
@@ -68,7 +68,8 @@ constexpr std::chrono::milliseconds exit_wait{1000};
 /// sent ahead and the call replies and acks the worker reads while its handler runs.
 constexpr int send_buffer_bytes = 256 << 10;
 
-/// One work item: a message for a function, and the request to answer, if any.
+/// One work item: a message for a function, and the request to answer, if any (whose
+/// payload, source and content type have moved to the item's own fields).
 struct work_item {
   uint64_t seq = 0;
   std::optional<grove::Envelope> request;
@@ -138,6 +139,11 @@ struct function_state {
   std::set<std::string> granted_models;
   std::deque<work_item> queue;
   std::map<uint64_t, std::unique_ptr<instance>> instances;
+  // Items sent ahead to its instances (behind the one in each handler): counted as they
+  // come and go, so nothing scans the instances per item.
+  size_t sent_ahead = 0;
+  // The instance that got the last item sent ahead: the next round starts after it.
+  uint64_t ahead_cursor = 0;
   grove::failure_tracker failures;
   grove::timer_id backoff_timer = 0;
   bool gave_up = false;
@@ -146,6 +152,9 @@ struct function_state {
   uint64_t memory_hwm_kb = 0;
   std::string last_error;
   std::unique_ptr<gfn::function_log> log;
+  // Its series of the runtime's metric families, looked up once (with() takes a lock).
+  grove::counter invocations_c, errors_c, timeouts_c, refused_c;
+  grove::gauge instances_g, queued_g, sent_ahead_g;
 };
 
 /// Sanitizer options `opts` without their `suppressions=` entries. A sandboxed function
@@ -242,10 +251,13 @@ public:
                                   "function");
     auto ins = ctx.gauge_family("instances", "Running instances.", "function");
     auto que = ctx.gauge_family("queued", "Work items waiting.", "function");
-    if (!inv || !err || !tmo || !ref || !ins || !que)
+    auto ahd = ctx.gauge_family("sent_ahead",
+                                "Work items sent ahead to busy instances (part of queued).",
+                                "function");
+    if (!inv || !err || !tmo || !ref || !ins || !que || !ahd)
       return make_error(errc::init_failed, "function_runtime: cannot declare metrics");
     invocations_ = *inv, errors_ = *err, timeouts_ = *tmo, refused_ = *ref;
-    instances_gauge_ = *ins, queued_gauge_ = *que;
+    instances_gauge_ = *ins, queued_gauge_ = *que, sent_ahead_gauge_ = *ahd;
     std::string invoke_filter{grove::function_runtime::invoke_prefix};
     invoke_filter += '+';
     if (auto e = ctx.serve(invoke_filter, [this](const grove::Envelope& req) { invoked(req); }))
@@ -682,9 +694,17 @@ private:
   function_state& state_of(const std::string& name) {
     auto [it, added] = functions_.try_emplace(name);
     if (added) {
-      it->second.name = name;
-      it->second.log = std::make_unique<gfn::function_log>(logs_dir_ / (name + ".log"),
-                                                           log_max_bytes_, log_files_);
+      auto& fn = it->second;
+      fn.name = name;
+      fn.log = std::make_unique<gfn::function_log>(logs_dir_ / (name + ".log"),
+                                                   log_max_bytes_, log_files_);
+      fn.invocations_c = invocations_.with(name);
+      fn.errors_c = errors_.with(name);
+      fn.timeouts_c = timeouts_.with(name);
+      fn.refused_c = refused_.with(name);
+      fn.instances_g = instances_gauge_.with(name);
+      fn.queued_g = queued_gauge_.with(name);
+      fn.sent_ahead_g = sent_ahead_gauge_.with(name);
     }
     return it->second;
   }
@@ -779,9 +799,10 @@ private:
   void invoked(const grove::Envelope& req) {
     work_item item;
     item.request = req;
-    item.payload = req.payload();
-    item.source = req.source();
-    item.content_type = req.content_type();
+    // The reply needs only the request's id and reply-to: its bytes move to the item.
+    item.payload = std::move(*item.request->mutable_payload());
+    item.source = std::move(*item.request->mutable_source());
+    item.content_type = std::move(*item.request->mutable_content_type());
     enqueue(req.topic().substr(grove::function_runtime::invoke_prefix.size()),
             std::move(item));
   }
@@ -838,15 +859,28 @@ private:
 
   /// Items waiting for a handler: the queue, and those sent ahead to busy instances.
   static size_t waiting(const function_state& fn) {
-    size_t n = fn.queue.size();
-    for (const auto& [id, inst] : fn.instances)
-      n += inst->items.empty() ? 0 : inst->items.size() - 1;
-    return n;
+    return fn.queue.size() + fn.sent_ahead;
+  }
+
+  /// Items of `inst` sent ahead of the one in its handler. function_state::sent_ahead is
+  /// the sum of these: items come and go through track_ahead, and fail_in_hand (which
+  /// empties `items`) takes its own off.
+  static size_t ahead_of(const instance& inst) {
+    return inst.items.empty() ? 0 : inst.items.size() - 1;
+  }
+
+  /// Runs `change` (which changes inst.items) and counts the items it sent ahead or took
+  /// back in `fn.sent_ahead`.
+  template <class Change>
+  static void track_ahead(function_state& fn, instance& inst, Change&& change) {
+    auto before = ahead_of(inst);
+    change();
+    fn.sent_ahead = fn.sent_ahead + ahead_of(inst) - before;
   }
 
   void refuse(function_state& fn) {
     ++fn.refused;
-    refused_.with(fn.name).inc();
+    fn.refused_c.inc();
   }
 
   void fail_queue(function_state& fn, const caf::error& err) {
@@ -863,9 +897,12 @@ private:
       return;
     if (fn.mounts_request != 0)
       return; // its local resources are being asked for
+    size_t starting = 0;
     for (auto& [id, inst] : fn.instances) {
+      if (inst->state == inst_state::starting && !inst->retire)
+        ++starting;
       if (fn.queue.empty())
-        break;
+        continue;
       if (inst->state == inst_state::idle && !inst->retire && !inst->exit_notice)
         hand(fn, *inst, 1);
     }
@@ -873,14 +910,8 @@ private:
     // pinned function, or maxInstancesCount reached), as far as their workers take it.
     bool can_grow = !fn.def->pinned
                     && fn.instances.size() < static_cast<size_t>(fn.def->max_instances_count);
-    if (!can_grow)
-      for (auto& [id, inst] : fn.instances) {
-        if (fn.queue.empty())
-          break;
-        if (inst->state == inst_state::busy && !inst->retire && !inst->exit_notice
-            && inst->items.size() < inst->pipeline)
-          hand(fn, *inst, inst->pipeline - inst->items.size());
-      }
+    if (!can_grow && fn.queue.size() > starting)
+      send_ahead(fn, fn.queue.size() - starting);
     if (fn.gave_up || fn.backoff_timer != 0)
       return;
     if (fn.def->pinned) {
@@ -891,7 +922,7 @@ private:
         start_instance(fn);
       return;
     }
-    size_t starting = 0;
+    starting = 0;
     for (auto& [id, inst] : fn.instances)
       starting += inst->state == inst_state::starting ? 1 : 0;
     while (fn.instances.size() < static_cast<size_t>(fn.def->max_instances_count)
@@ -1024,7 +1055,7 @@ private:
       read_loop(name, id, fd, max, pending, bytes, limit);
     }};
     fn.instances.emplace(id, std::move(inst));
-    instances_gauge_.with(fn.name).set(static_cast<int64_t>(fn.instances.size()));
+    fn.instances_g.set(static_cast<int64_t>(fn.instances.size()));
     return true;
   }
 
@@ -1060,53 +1091,111 @@ private:
   }
 
   /// Sends up to `n` queued items to `inst` in one write: their Invoke frames, in order.
-  /// The first item to an idle worker goes whatever its size; items sent ahead of the
-  /// one in its handler only within send_ahead_bytes. An item whose frame exceeds
-  /// max_frame_bytes (the worker's limit too) is answered alone with errc::too_large.
   void hand(function_state& fn, instance& inst, size_t n) {
     std::string out;
     bool was_idle = inst.items.empty();
-    while (n > 0 && !fn.queue.empty()) {
+    while (n > 0 && take(fn, inst, out))
+      --n;
+    flush(fn, inst, out, was_idle);
+  }
+
+  /// Sends up to `n` queued items ahead to the function's busy instances whose workers
+  /// take a pipeline, round-robin from the one after the last served (one item to each
+  /// in turn, so the work spreads over the instances), each instance's frames in one
+  /// write.
+  void send_ahead(function_state& fn, size_t n) {
+    struct target {
+      instance* inst;
+      std::string out;
+      bool full = false;
+    };
+    std::vector<target> ring;
+    auto add = [&](instance& inst) {
+      if (inst.state == inst_state::busy && !inst.retire && !inst.exit_notice
+          && inst.items.size() < inst.pipeline)
+        ring.push_back({&inst, {}});
+    };
+    auto from = fn.instances.upper_bound(fn.ahead_cursor);
+    for (auto it = from; it != fn.instances.end(); ++it)
+      add(*it->second);
+    for (auto it = fn.instances.begin(); it != from; ++it)
+      add(*it->second);
+    for (size_t open = ring.size(); n > 0 && open > 0 && !fn.queue.empty();)
+      for (auto& t : ring) {
+        if (t.full)
+          continue;
+        if (n == 0 || fn.queue.empty())
+          break;
+        if (t.inst->items.size() < t.inst->pipeline && take(fn, *t.inst, t.out)) {
+          --n;
+          fn.ahead_cursor = t.inst->id;
+        } else {
+          t.full = true;
+          --open;
+        }
+      }
+    for (auto& t : ring)
+      flush(fn, *t.inst, t.out, false);
+  }
+
+  /// Appends the queue's front item to `out` as an Invoke frame for `inst` and moves it
+  /// to `inst.items`; false when it must wait (`inst` has send_ahead_bytes ahead already)
+  /// or the queue is empty. The first item to an idle worker goes whatever its size;
+  /// items sent ahead of the one in its handler only within send_ahead_bytes. An item
+  /// whose frame exceeds max_frame_bytes (the worker's limit too) is answered alone with
+  /// errc::too_large and the next one tried.
+  bool take(function_state& fn, instance& inst, std::string& out) {
+    while (!fn.queue.empty()) {
       auto& item = fn.queue.front();
       gfn::Frame f;
       auto* inv = f.mutable_invoke();
       inv->set_id(item.seq);
-      inv->set_payload(item.payload);
-      inv->set_subject(item.subject);
-      inv->set_source(item.source);
-      inv->set_content_type(item.content_type);
+      // The item keeps its bytes (it is queued again if the instance ends): lent to the
+      // frame while it is serialized, not copied.
+      inv->mutable_payload()->swap(item.payload);
+      inv->mutable_subject()->swap(item.subject);
+      inv->mutable_source()->swap(item.source);
+      inv->mutable_content_type()->swap(item.content_type);
       inv->set_invocation_id(invocation_prefix_ + std::to_string(item.seq));
       inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
       inv->set_event(!item.request.has_value());
-      auto size = f.ByteSizeLong();
-      caf::error err;
-      if (size > static_cast<size_t>(cfg_.max_frame_bytes))
-        err = make_error(errc::too_large,
-                         "function '" + fn.name + "': the work item's frame of "
-                           + std::to_string(size) + " bytes exceeds max_frame_bytes ("
-                           + std::to_string(cfg_.max_frame_bytes) + ")");
       bool ahead = !inst.items.empty();
-      if (!err && ahead && inst.ahead_bytes + 4 + size > send_ahead_bytes)
-        break; // it waits for the handler to take the items ahead of it
       auto at = out.size();
-      if (!err)
-        err = gfn::append_frame(out, f);
+      auto err = grove::framing::append_frame(out, f,
+                                              static_cast<uint32_t>(cfg_.max_frame_bytes));
+      inv->mutable_payload()->swap(item.payload);
+      inv->mutable_subject()->swap(item.subject);
+      inv->mutable_source()->swap(item.source);
+      inv->mutable_content_type()->swap(item.content_type);
       if (err) {
         // Nothing of it was sent: it alone is answered, the instance goes on.
-        out.resize(at);
         refuse(fn);
         auto refused = std::move(item);
         fn.queue.pop_front();
-        answer_error(&fn, refused, err);
+        answer_error(&fn, refused,
+                     make_error(errc::too_large, "function '" + fn.name + "': the work item's "
+                                                   + grove::message_of(err)
+                                                   + " (max_frame_bytes)"));
         continue;
       }
-      item.frame_bytes = out.size() - at;
+      auto bytes = out.size() - at;
+      if (ahead && inst.ahead_bytes + bytes > send_ahead_bytes) {
+        out.resize(at);
+        return false; // it waits for the handler to take the items ahead of it
+      }
+      item.frame_bytes = bytes;
       if (ahead)
-        inst.ahead_bytes += item.frame_bytes;
-      inst.items.push_back(std::move(item));
+        inst.ahead_bytes += bytes;
+      track_ahead(fn, inst, [&] { inst.items.push_back(std::move(item)); });
       fn.queue.pop_front();
-      --n;
+      return true;
     }
+    return false;
+  }
+
+  /// Writes the frames take() put in `out` to `inst` in one send; `was_idle`: the first
+  /// of them is the one its handler starts now.
+  void flush(function_state& fn, instance& inst, const std::string& out, bool was_idle) {
     if (out.empty())
       return;
     inst.state = inst_state::busy;
@@ -1114,16 +1203,12 @@ private:
       ++inst.idle_gen;
       start_deadline(fn, inst);
     }
-    if (auto err = gfn::send_all(inst.fd, out))
+    if (auto err = grove::framing::write_all(inst.fd, out))
       end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
   }
 
   void send(function_state& fn, instance& inst, const gfn::Frame& f) {
-    std::string out;
-    auto err = gfn::append_frame(out, f);
-    if (!err)
-      err = gfn::send_all(inst.fd, out);
-    if (err)
+    if (auto err = grove::framing::write_frame(inst.fd, f))
       end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
   }
 
@@ -1176,24 +1261,14 @@ private:
                  std::shared_ptr<std::atomic<int64_t>> pending,
                  std::shared_ptr<std::atomic<int64_t>> bytes, int64_t limit) {
     const int64_t byte_limit = 4 * static_cast<int64_t>(max);
-    gfn::frame_stream in{max};
+    grove::framing::frame_stream in{max};
     auto fail = [&](caf::error err) {
       ctx_->post([this, name, id, err] { channel_failed(name, id, err); });
     };
     for (;;) {
-      auto space = in.space();
-      auto n = ::read(fd, space.data(), space.size());
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0) {
-        if (n < 0)
-          return fail(make_error(errc::system_error, std::string{"read: "} + std::strerror(errno)));
-        if (in.partial() > 0)
-          return fail(make_error(errc::malformed, "truncated frame (" + std::to_string(in.partial())
-                                                    + " bytes before the end)"));
-        return fail(make_error(errc::system_error, "connection closed"));
-      }
-      in.commit(static_cast<size_t>(n));
+      // EOF, or a read error: system_error; a frame cut short: malformed.
+      if (auto err = in.fill(fd))
+        return fail(std::move(err));
       auto batch = std::make_shared<std::vector<gfn::Frame>>();
       int64_t batch_bytes = 0;
       caf::error err;
@@ -1225,7 +1300,7 @@ private:
         ctx_->post([this, name, id, batch, pending, bytes, batch_bytes] {
           pending->fetch_sub(static_cast<int64_t>(batch->size()));
           bytes->fetch_sub(batch_bytes);
-          for (const auto& f : *batch)
+          for (auto& f : *batch)
             on_frame(name, id, f);
         });
       if (err)
@@ -1256,7 +1331,7 @@ private:
     end_instance(fn, *inst, "bad IPC frame: " + grove::describe(err), false);
   }
 
-  void on_frame(const std::string& name, uint64_t id, const gfn::Frame& f) {
+  void on_frame(const std::string& name, uint64_t id, gfn::Frame& f) {
     auto* inst = find(name, id);
     if (inst == nullptr || inst->state == inst_state::ending)
       return;
@@ -1286,7 +1361,7 @@ private:
     }
     switch (f.body_case()) {
       case gfn::Frame::kResult:
-        return result(fn, *inst, f.result());
+        return result(fn, *inst, *f.mutable_result());
       case gfn::Frame::kPublish:
         return publish(fn, *inst, f.publish());
       case gfn::Frame::kCall:
@@ -1308,11 +1383,11 @@ private:
     }
   }
 
-  void result(function_state& fn, instance& inst, const gfn::Result& r) {
+  void result(function_state& fn, instance& inst, gfn::Result& r) {
     if (inst.state != inst_state::busy || inst.items.empty() || inst.items.front().seq != r.id())
       return end_instance(fn, inst, "a result for no item in hand", false);
     auto item = std::move(inst.items.front());
-    inst.items.pop_front();
+    track_ahead(fn, inst, [&] { inst.items.pop_front(); });
     // The next item sent ahead is in the handler now (its deadline timer stays armed);
     // its bytes have left the socket buffer.
     if (!inst.items.empty()) {
@@ -1325,9 +1400,9 @@ private:
                                          "function '" + fn.name + "': " + r.error()));
     } else {
       ++fn.invocations;
-      invocations_.with(fn.name).inc();
+      fn.invocations_c.inc();
       if (item.request)
-        ctx_->reply(*item.request, r.payload(), r.content_type());
+        ctx_->reply(*item.request, std::move(*r.mutable_payload()), r.content_type());
     }
     // /proc costs an open and a parse: at most every 100 ms per instance while it serves
     // (refresh_status and list() read it too).
@@ -1347,7 +1422,7 @@ private:
 
   void note_error(function_state& fn, std::string why) {
     ++fn.errors;
-    errors_.with(fn.name).inc();
+    fn.errors_c.inc();
     fn.log->write("ERROR", why);
     fn.last_error = std::move(why);
   }
@@ -1583,7 +1658,7 @@ private:
     inst.faulted = !inst.orderly;
     if (timeout) {
       ++fn.timeouts;
-      timeouts_.with(fn.name).inc();
+      fn.timeouts_c.inc();
       auto msg = "timed out after " + std::to_string(fn.def ? fn.def->timeout_s : 0)
                  + " s (timeoutInSeconds)";
       fn.last_error = msg;
@@ -1609,6 +1684,8 @@ private:
     inst.ahead_bytes = 0;
     if (inst.items.empty())
       return;
+    // None of its items stays sent ahead: answered, or queued again below.
+    fn.sent_ahead -= ahead_of(inst);
     if (err) {
       answer_error(&fn, inst.items.front(), err);
       inst.items.pop_front();
@@ -1688,7 +1765,7 @@ private:
     fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst.pid));
     close_channel(inst);
     fn.instances.erase(jt);
-    instances_gauge_.with(name).set(static_cast<int64_t>(fn.instances.size()));
+    fn.instances_g.set(static_cast<int64_t>(fn.instances.size()));
     if (fn.removed) {
       erase_removed();
       return;
@@ -1726,6 +1803,7 @@ private:
       i->set_instances(static_cast<uint32_t>(fn.instances.size()));
       i->set_busy(busy);
       i->set_queued(static_cast<uint32_t>(waiting(fn)));
+      i->set_sent_ahead(static_cast<uint32_t>(fn.sent_ahead));
       i->set_invocations(fn.invocations);
       i->set_errors(fn.errors);
       i->set_timeouts(fn.timeouts);
@@ -1738,7 +1816,7 @@ private:
   }
 
   void refresh_status() {
-    size_t defined = 0, invalid = 0, instances = 0, queued = 0;
+    size_t defined = 0, invalid = 0, instances = 0, queued = 0, ahead = 0;
     for (auto& [name, fn] : functions_) {
       if (fn.removed)
         continue;
@@ -1746,7 +1824,9 @@ private:
       instances += fn.instances.size();
       auto w = waiting(fn);
       queued += w;
-      queued_gauge_.with(name).set(static_cast<int64_t>(w));
+      ahead += fn.sent_ahead;
+      fn.queued_g.set(static_cast<int64_t>(w));
+      fn.sent_ahead_g.set(static_cast<int64_t>(fn.sent_ahead));
       for (auto& [id, inst] : fn.instances)
         if (inst->state == inst_state::busy)
           fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst->pid));
@@ -1755,7 +1835,8 @@ private:
     ctx_->set_status("functions", std::to_string(defined) + " defined, "
                                     + std::to_string(invalid) + " invalid");
     ctx_->set_status("instances", std::to_string(instances) + " running, "
-                                    + std::to_string(queued) + " queued");
+                                    + std::to_string(queued) + " queued ("
+                                    + std::to_string(ahead) + " sent ahead)");
   }
 
   /// The sandbox, opened (probed) at the first GreengrassContainer function; null when
@@ -1811,7 +1892,7 @@ private:
   uint64_t mounts_requests_ = 0;
   grove::timer_id status_timer_ = 0;
   grove::counter_family invocations_, errors_, timeouts_, refused_;
-  grove::gauge_family instances_gauge_, queued_gauge_;
+  grove::gauge_family instances_gauge_, queued_gauge_, sent_ahead_gauge_;
 };
 
 } // namespace

@@ -1,13 +1,8 @@
 #include "ipc.hpp"
 
-#include <sys/socket.h>
-
 #include <cctype>
-#include <cerrno>
-#include <cstring>
 
 #include "grove/errors.hpp"
-#include "grove/kernel/control.hpp"
 #include "grove/topic.hpp"
 
 namespace grove::fn {
@@ -19,72 +14,6 @@ bool same_token(const std::string& a, const std::string& b) noexcept {
   for (size_t i = 0; i < a.size(); ++i)
     diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
-}
-
-caf::error append_frame(std::string& out, const Frame& f) {
-  auto size = f.ByteSizeLong();
-  if (size > framing::max_frame_size)
-    return make_error(errc::too_large, "frame of " + std::to_string(size)
-                                         + " bytes exceeds the limit of "
-                                         + std::to_string(framing::max_frame_size));
-  auto at = out.size();
-  out.resize(at + 4 + size);
-  auto n = static_cast<uint32_t>(size);
-  out[at] = static_cast<char>((n >> 24) & 0xff);
-  out[at + 1] = static_cast<char>((n >> 16) & 0xff);
-  out[at + 2] = static_cast<char>((n >> 8) & 0xff);
-  out[at + 3] = static_cast<char>(n & 0xff);
-  if (!f.SerializeToArray(out.data() + at + 4, static_cast<int>(size)))
-    return make_error(errc::malformed, "cannot serialize a frame");
-  return {};
-}
-
-caf::error send_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    auto n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return make_error(errc::timeout, "write timed out");
-      return make_error(errc::system_error, std::string{"write: "} + std::strerror(errno));
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return {};
-}
-
-std::span<char> frame_stream::space() {
-  if (begin_ == end_) {
-    begin_ = end_ = 0;
-    if (buf_.capacity() > 4 * chunk)
-      std::string{}.swap(buf_); // a large frame has gone: its memory goes with it
-  } else if (begin_ > 0 && (begin_ >= buf_.size() / 2 || buf_.size() - end_ < chunk)) {
-    // Keep what is left of a frame at the front: the buffer stays near one frame's size.
-    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-    end_ -= begin_;
-    begin_ = 0;
-  }
-  if (buf_.size() < end_ + chunk)
-    buf_.resize(end_ + chunk);
-  return {buf_.data() + end_, chunk};
-}
-
-caf::expected<std::optional<std::string_view>> frame_stream::next() {
-  if (end_ - begin_ < 4)
-    return std::optional<std::string_view>{};
-  const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + begin_);
-  auto size = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8)
-              | uint32_t{p[3]};
-  if (size > max_frame_)
-    return make_error(errc::too_large, "frame of " + std::to_string(size)
-                                         + " bytes exceeds the limit of "
-                                         + std::to_string(max_frame_));
-  if (end_ - begin_ - 4 < size)
-    return std::optional<std::string_view>{};
-  std::string_view body{buf_.data() + begin_ + 4, size};
-  begin_ += 4 + size;
-  return std::optional<std::string_view>{body};
 }
 
 bool valid_shadow_name(const std::string& name, size_t max) noexcept {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <future>
 #include <set>
 #include <sstream>
@@ -350,6 +351,71 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
   for (auto& c : calls)
     BOOST_TEST(is(c.get(), errc::plugin_broken));
   BOOST_TEST(rt.info("g").queued() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(items_sent_ahead_go_to_the_instances_in_turn_and_are_counted) {
+  // Two busy instances (maxInstancesCount reached): eight items sent ahead go to each in
+  // turn, four and four, not all to the first one; the runtime counts them as sent
+  // ahead (list, status and the sent_ahead gauge) until the handlers take them.
+  runtime rt{fn("g", "pipeline", "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2")};
+  rt.wait_defined("g");
+  auto hold = [&](const std::string& name) {
+    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
+      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
+    });
+  };
+  auto pid_of = [&](const std::string& name) {
+    auto file = rt.dir.path() / (name + ".pid");
+    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
+                          name << ": " << rt.log_of("g"));
+    std::ifstream in{file};
+    std::string pid;
+    in >> pid;
+    return pid;
+  };
+  auto a = hold("hold-a");
+  auto pid_a = pid_of("hold-a");
+  auto b = hold("hold-b");
+  auto pid_b = pid_of("hold-b");
+  BOOST_REQUIRE(pid_a != pid_b);
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  for (int i = 0; i < 8; ++i) {
+    calls.push_back(
+      std::async(std::launch::async, [&rt] { return rt.invoke("g", "\"pid\"", 120s); }));
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
+  }
+  auto info = rt.info("g");
+  BOOST_TEST(info.sent_ahead() == 8u);
+  BOOST_TEST(info.busy() == 2u);
+  auto status = [&] {
+    auto details = rt.h->kernel().status().details();
+    auto it = details.find("function_runtime.instances");
+    return it == details.end() ? std::string{} : it->second;
+  };
+  BOOST_TEST(test::wait_until([&] { return status() == "2 running, 8 queued (8 sent ahead)"; }),
+             status());
+  BOOST_TEST(test::wait_until([&] {
+    auto text = rt.h->kernel().scrape();
+    return text.find("grove_function_runtime_sent_ahead{function=\"g\"} 8") != std::string::npos;
+  }));
+  std::ofstream{rt.dir.path() / "hold-a"} << "go";
+  std::ofstream{rt.dir.path() / "hold-b"} << "go";
+  for (auto* held : {&a, &b}) {
+    auto r = held->get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+  }
+  std::map<std::string, int> by_pid;
+  for (auto& c : calls) {
+    auto r = c.get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    ++by_pid[r->payload()];
+  }
+  BOOST_TEST(by_pid[pid_a] == 4);
+  BOOST_TEST(by_pid[pid_b] == 4);
+  info = rt.info("g");
+  BOOST_TEST(info.sent_ahead() == 0u);
+  BOOST_TEST(info.queued() == 0u);
+  BOOST_TEST(info.invocations() == 10u);
 }
 
 BOOST_AUTO_TEST_CASE(a_worker_dying_on_an_item_sent_ahead_fails_that_item_only) {

@@ -1,18 +1,19 @@
 // Function IPC frames (plugins/function_runtime/function.proto) as function_runtime reads
 // them from a function instance, which runs user code and so is not trusted: the bytes
-// arrive in reads of a size the input's last byte picks and are split by the runtime's
-// frame_stream (ipc.cpp, bounded like max_frame_bytes) until the stream ends or breaks,
-// each frame through the runtime's check (check_worker_frame), with the hello state the
-// runtime keeps, and the topic check a Publish gets. The instance's side (what the SDK
-// reads: the kernel's framing, framing.cpp) is decoded from the same bytes, and both
-// readers must see the same frames.
+// arrive in reads of a size the input's last byte picks and are split by the kernel's
+// frame_stream (grove/kernel/framing.hpp, bounded like max_frame_bytes) until the stream
+// ends or breaks, each frame through the runtime's check (check_worker_frame), with the
+// hello state the runtime keeps, and the topic check a Publish gets. The same bytes are
+// read twice more: by frame_stream::fill from a descriptor (the runtime's reader thread
+// and the C++ SDK's worker loop) and by read_frame (one frame per call, the control
+// socket's reader): all three must see the same frames and the same end.
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "grove/kernel/control.hpp"
+#include "grove/kernel/framing.hpp"
 #include "grove/topic.hpp"
 #include "ipc.hpp"
 
@@ -26,11 +27,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool too_large = false;
   size_t partial = 0;
   {
-    grove::fn::frame_stream stream{max};
+    grove::framing::frame_stream stream{max};
     size_t step = in.empty() ? 1 : 1 + static_cast<uint8_t>(in.back()) % 97;
     for (size_t at = 0;;) {
       auto space = stream.space();
-      grove::fuzz::require(space.size() == grove::fn::frame_stream::chunk,
+      grove::fuzz::require(space.size() == grove::framing::frame_stream::chunk,
                            "frame_stream offered a read of another size");
       auto n = std::min({space.size(), step, in.size() - at});
       std::memcpy(space.data(), in.data() + at, n);
@@ -79,7 +80,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                            "a model name with '/' was taken as one topic level");
     }
   }
-  // The instance's reader: the kernel's framing, one frame per call. Same frames, same end.
+  // frame_stream::fill from a descriptor: same frames, same end.
+  {
+    grove::fuzz::memory_fd fd{in};
+    grove::framing::frame_stream stream{max};
+    size_t i = 0;
+    for (;;) {
+      auto body = stream.next();
+      if (!body) {
+        grove::fuzz::require(too_large && bodies.size() == i,
+                             "fill saw a frame over the limit the stepped reads did not");
+        break;
+      }
+      if (*body) {
+        grove::fuzz::require(i < bodies.size() && bodies[i] == **body,
+                             "fill and the stepped reads split the bytes differently");
+        ++i;
+        continue;
+      }
+      if (auto err = stream.fill(fd.get())) {
+        if (err == grove::errc::malformed)
+          grove::fuzz::require(!too_large && partial > 0 && bodies.size() == i,
+                               "fill missed a truncated frame");
+        else
+          grove::fuzz::require(!too_large && partial == 0 && bodies.size() == i
+                                 && grove::message_of(err) == "connection closed",
+                               "fill and the stepped reads disagree at the end");
+        break;
+      }
+    }
+  }
+  // read_frame: one frame per call. Same frames, same end.
   grove::fuzz::memory_fd fd{in};
   size_t i = 0;
   for (;; ++i) {

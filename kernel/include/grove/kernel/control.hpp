@@ -12,6 +12,7 @@
 
 #include "grove/control.pb.h"
 #include "grove/envelope.pb.h"
+#include "grove/kernel/framing.hpp"
 #include "grove/plugin.hpp"
 
 namespace spdlog {
@@ -57,32 +58,6 @@ public:
   /// the reply (or the responder's error). Default: unsupported.
   virtual caf::expected<Envelope> request(Envelope msg, std::chrono::milliseconds timeout);
 };
-
-/// Reads and writes control-socket frames: 4-byte big-endian length, then bytes.
-namespace framing {
-
-/// Largest frame accepted (16 MiB): replies, such as the status of a large group.
-constexpr uint32_t max_frame_size = 16u << 20;
-
-/// Largest request frame the control server accepts (1 MiB): a request carries at
-/// most one message for the bus, and 64 connections times this bounds what clients
-/// can make groved hold.
-constexpr uint32_t max_request_size = 1u << 20;
-
-/// Bytes read (and allocated) at a time while a frame arrives.
-constexpr size_t read_chunk_size = 64u << 10;
-
-/// Writes one frame holding `msg`. Retries on EINTR; MSG_NOSIGNAL.
-caf::error write_frame(int fd, const google::protobuf::MessageLite& msg);
-
-/// Reads one frame into `msg`. Returns errc::malformed for bad bytes, errc::too_large
-/// for a frame announced larger than `max_size`, errc::system_error "connection
-/// closed" on EOF, errc::timeout when SO_RCVTIMEO expires. Memory grows with the
-/// bytes received (read_chunk_size at a time), not with the announced length.
-caf::error read_frame(int fd, google::protobuf::MessageLite& msg,
-                      uint32_t max_size = max_frame_size);
-
-} // namespace framing
 
 /// What control clients can make groved hold, and for how long (README: "Security").
 /// Only the socket's owner (or root) connects at all; these bound what a stuck or

@@ -4,14 +4,13 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <exception>
 
 #include "grove/errors.hpp"
-#include <cstring>
-
 #include "grove/function.pb.h"
-#include "grove/kernel/control.hpp"
+#include "grove/kernel/framing.hpp"
 #include "grove/ml.pb.h"
 
 namespace grove::function {
@@ -25,6 +24,11 @@ struct channel {
   uint32_t max_frame = 4u << 20;
   std::string name;
   uint64_t next_id = 0;
+  // What the runtime sent: one read takes every frame that has arrived (it sends the
+  // Invokes of its pipeline together), so a frame costs no read of its own.
+  framing::frame_stream in{4u << 20};
+  // The frame being sent, its buffer kept from one send to the next.
+  std::string out;
   // Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb waited for
   // its reply: run next, in order.
   std::deque<fn::Frame> invokes;
@@ -40,7 +44,17 @@ channel& chan() {
 }
 
 bool send(const fn::Frame& f) {
-  return chan().fd >= 0 && !framing::write_frame(chan().fd, f);
+  auto& c = chan();
+  if (c.fd < 0)
+    return false;
+  c.out.clear();
+  return !framing::append_frame(c.out, f) && !framing::write_all(c.fd, c.out);
+}
+
+/// The next frame from the runtime: errc::system_error when the runtime closed the
+/// socket, another error for bytes that are no frame.
+caf::error receive(fn::Frame& f) {
+  return chan().in.receive(chan().fd, f);
 }
 
 /// Reads frames until `take` accepts one (a reply the verb waits for).
@@ -48,7 +62,7 @@ template <class Take>
 std::string await(Take take) {
   for (;;) {
     fn::Frame f;
-    if (auto err = framing::read_frame(chan().fd, f, chan().max_frame))
+    if (auto err = receive(f))
       return "the runtime's socket: " + describe(err);
     if (f.body_case() == fn::Frame::kInvoke)
       chan().invokes.push_back(std::move(f));
@@ -305,6 +319,7 @@ int run(handler h, int, char**) {
   c.max_frame = static_cast<uint32_t>(
     std::strtoul(env_or("GROVE_FUNCTION_MAX_FRAME", "4194304").c_str(), nullptr, 10));
   c.name = env_or("GROVE_FUNCTION_NAME", "");
+  c.in = framing::frame_stream{c.max_frame};
   if (c.fd < 0) {
     std::fprintf(stderr, "grove function: GROVE_FUNCTION_FD is not set; function_runtime "
                          "starts this program\n");
@@ -321,18 +336,18 @@ int run(handler h, int, char**) {
     if (!c.invokes.empty()) {
       f = std::move(c.invokes.front());
       c.invokes.pop_front();
-    } else if (auto err = framing::read_frame(c.fd, f, c.max_frame)) {
+    } else if (auto err = receive(f)) {
       return err == errc::system_error ? 0 : 1; // closed: the runtime ended us
     }
     if (f.body_case() != fn::Frame::kInvoke)
       continue; // a late reply of a verb that gave up
-    const auto& inv = f.invoke();
+    auto& inv = *f.mutable_invoke();
     context ctx;
     ctx.function_name = c.name;
-    ctx.subject = inv.subject();
-    ctx.source = inv.source();
-    ctx.invocation_id = inv.invocation_id();
-    ctx.content_type = inv.content_type();
+    ctx.subject = std::move(*inv.mutable_subject());
+    ctx.source = std::move(*inv.mutable_source());
+    ctx.invocation_id = std::move(*inv.mutable_invocation_id());
+    ctx.content_type = std::move(*inv.mutable_content_type());
     ctx.event = inv.event();
     ctx.deadline = std::chrono::steady_clock::now()
                    + std::chrono::milliseconds{inv.remaining_ms()};
