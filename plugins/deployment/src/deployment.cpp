@@ -181,12 +181,13 @@ public:
       v1->in_progress(job.group_id, job.deployment_id, now_ms());
       ctx_->post([this, v1, db, job = std::move(job)]() mutable {
         // The functions of Greengrass v2 Lambda components (and the subscriptions naming
-        // them) stay: the group in force is read, they are added to the v1 group, and it
-        // is set as a compare-and-set on the version read (group_client::edit), so a v2
-        // deployment changing a Lambda component meanwhile makes it recompute, not lose it.
-        // Without Lambda components the v1 group replaces the group as it is (also one
-        // the kernel could not load): a v2 deployment adding one meanwhile has it in its
-        // set already and edits by compare-and-set, so it recomputes on this group.
+        // them) and the resources of model components stay: the group in force is read,
+        // they are added to the v1 group, and it is set as a compare-and-set on the
+        // version read (group_client::edit), so a v2 deployment changing such a component
+        // meanwhile makes it recompute, not lose it. Without such components the v1 group
+        // replaces the group as it is (also one the kernel could not load): a v2
+        // deployment adding one meanwhile has it in its set already and edits by
+        // compare-and-set, so it recomputes on this group.
         auto dropped = std::make_shared<size_t>(0);
         auto done = [this, v1, db, job, dropped](caf::expected<grove::group::Group> g) {
             if (g && *dropped > 0)
@@ -200,7 +201,8 @@ public:
                                job.deployment_id, job.group_id, g->version());
             report_v1(v1, db, job, g ? std::string{} : grove::describe(g.error()));
         };
-        if (!runner_ || runner_->lambda_components().empty()) {
+        if (!runner_
+            || (runner_->lambda_components().empty() && runner_->model_components().empty())) {
           grove::group_client::set(*ctx_, job.group, std::chrono::seconds{60}, done);
           return;
         }
@@ -208,9 +210,10 @@ public:
           *ctx_, std::chrono::seconds{60},
           [this, job, dropped](const grove::group::Group& now) -> caf::expected<std::string> {
             auto lambda = runner_ ? runner_->lambda_components() : std::set<std::string>{};
-            if (lambda.empty())
+            auto models = runner_ ? runner_->model_components() : std::set<std::string>{};
+            if (lambda.empty() && models.empty())
               return job.group;
-            return keep_lambda_functions(job.group, now, lambda, dropped.get());
+            return keep_v2_components(job.group, now, lambda, models, dropped.get());
           },
           done);
       });

@@ -425,6 +425,15 @@ bool valid_component_name(std::string_view name) {
   });
 }
 
+std::optional<json> yaml_json(const YAML::Node& node) {
+  std::vector<recipe_error> errors;
+  yaml_reader reader{{}, errors};
+  json out;
+  if (!reader.convert(node, "", out, 0))
+    return std::nullopt;
+  return out;
+}
+
 std::optional<recipe> parse_recipe(std::string_view text, std::vector<recipe_error>& errors) {
   if (text.size() > max_recipe_bytes) {
     errors.push_back({"/", "the recipe is larger than " + std::to_string(max_recipe_bytes)

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "semver.hpp"
 
@@ -51,6 +52,11 @@ std::string recipe_json(const nlohmann::json& doc);
 
 /// The recipe as YAML text.
 std::string recipe_yaml(const nlohmann::json& doc);
+
+/// A YAML tree as JSON, read as recipes are: plain scalars typed by YAML 1.2's core
+/// schema, quoted ones strings; nullopt for one JSON cannot hold (a key that is no plain
+/// string, a repeated key, nesting past 64 levels).
+std::optional<nlohmann::json> yaml_json(const YAML::Node& node);
 
 /// True for a component name Grove stores: 1 to 128 of [A-Za-z0-9._-], not starting with
 /// `.` (it names directories in part 2 and sits in ARNs, so no `:` or `/`).

@@ -20,6 +20,7 @@
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "group_changes.hpp"
 
 extern char** environ;
 
@@ -286,11 +287,13 @@ struct runner::job {
   std::string plugin_dir;
   std::vector<std::string> unloads;
   control::PluginInfo last;
-  // Lambda components: the ones to take out of the group first, the group before this
-  // job's first change (what a rollback sets back), and that document for the rollback.
+  // Lambda and model components: the ones to take out of the group first; this job's
+  // changes of the group (what a rollback undoes); for a rollback, the changes to undo
+  // first and the functions and resources the undo left at another change's version.
   std::vector<std::string> lambda_gone;
-  std::string group_before;
-  std::string group_restore;
+  group_changes group_changed;
+  std::optional<group_changes> group_undo;
+  std::set<std::string> group_kept;
   // restart(): journaled components left as they are (not started, states kept).
   std::set<std::string> hold;
   // The MQTT bridge component left the set: message_manager's bridge back to the profile's.
@@ -505,6 +508,14 @@ std::set<std::string> runner::lambda_components() const {
   std::set<std::string> out;
   for (const auto& [name, c] : components_)
     if (is_lambda(c->plan.recipe))
+      out.insert(name);
+  return out;
+}
+
+std::set<std::string> runner::model_components() const {
+  std::set<std::string> out;
+  for (const auto& [name, c] : components_)
+    if (is_model(c->plan.recipe))
       out.insert(name);
   return out;
 }
@@ -904,22 +915,42 @@ void runner::stop_component(const std::string& name) {
 }
 
 void runner::step(std::shared_ptr<job> j) {
-  // A rollback sets the group back as it was before the failed deployment first.
-  if (!j->group_restore.empty()) {
-    auto doc = std::move(j->group_restore);
-    j->group_restore.clear();
+  // A rollback first undoes the failed deployment's own changes of the group, on the
+  // group in force and as a compare-and-set: what others changed meanwhile (a v1
+  // deployment, an edit of the file) stays, their version of an entry the deployment
+  // changed too included (group_changes.hpp).
+  if (j->group_undo) {
+    auto undo = std::make_shared<group_changes>(std::move(*j->group_undo));
+    j->group_undo.reset();
+    auto notes = std::make_shared<std::vector<std::string>>();
     auto wait = ++j->wait;
-    group_client::set(ctx_, doc, j->timeout,
-                      [this, j, wait, alive = alive_](caf::expected<group::Group> g) {
-                        if (!*alive || j->wait != wait)
-                          return;
-                        ++j->wait;
-                        if (!g)
-                          ctx_.log().error("deployment: the group before the deployment "
-                                           "could not be set back: {}",
-                                           grove::describe(g.error()));
-                        step(j);
-                      });
+    group_client::edit(
+      ctx_, j->timeout,
+      [j, undo, notes](const group::Group& now) -> caf::expected<std::string> {
+        notes->clear();
+        std::vector<std::string> kept;
+        auto g = undo->undo(now, *notes, kept);
+        j->group_kept = {kept.begin(), kept.end()};
+        return group_yaml(g);
+      },
+      [this, j, wait, undo, notes, alive = alive_](caf::expected<group::Group> g) {
+        if (!*alive || j->wait != wait)
+          return;
+        ++j->wait;
+        if (!g) {
+          j->group_kept.clear(); // the components' rollback below puts theirs back
+          ctx_.log().error("deployment: rollback: the failed deployment's changes of the "
+                           "group could not be undone: {}",
+                           grove::describe(g.error()));
+        } else {
+          for (const auto& n : *notes)
+            ctx_.log().warn("deployment: rollback: {}", n);
+          ctx_.log().info("deployment: rollback: the failed deployment's {} change(s) of "
+                          "the group undone (group version {})",
+                          undo->size(), g->version());
+        }
+        step(j);
+      });
     return;
   }
   // Lambda and model components leaving the set: their functions (and the subscriptions
@@ -931,9 +962,13 @@ void runner::step(std::shared_ptr<job> j) {
     for (const auto& n : names)
       if (auto it = components_.find(n); it != components_.end())
         set_state(*it->second, "STOPPING");
+    // A rollback leaves a function or model that another change made after the failed
+    // deployment's (the undo kept it and said so); the component goes all the same.
+    auto out = names;
+    std::erase_if(out, [&](const std::string& n) { return j->group_kept.count(n) > 0; });
     edit_group(
       j,
-      [names](YAML::Node& doc) {
+      [names = out](YAML::Node& doc) {
         auto gone = [&](const std::string& endpoint) {
           return std::any_of(names.begin(), names.end(),
                              [&](const std::string& n) { return endpoint == "function:" + n; });
@@ -1033,6 +1068,16 @@ void runner::step(std::shared_ptr<job> j) {
     if (!plugin_of(p.name).empty()) {
       apply_plugin(j, p);
       return;
+    }
+    if (auto it = components_.find(p.name); (is_lambda(p.recipe) || is_model(p.recipe))
+                                            && j->group_kept.count(p.name)
+                                            && it != components_.end()) {
+      // A rollback: another change made this component's function or model after the
+      // failed deployment's, and the undo kept that (and said so); it stays.
+      std::lock_guard guard{mtx_};
+      it->second->plan = p;
+      ++j->index;
+      continue;
     }
     if (is_lambda(p.recipe)) {
       apply_lambda(j, p);
@@ -1531,13 +1576,13 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
   // A compare-and-set on the version read: a v1 deployment (or an edit of the file) that
   // changes the group meanwhile makes the kernel refuse, and the edit is made again on
   // the group then in force (group_client::edit), so neither change is lost.
-  auto before = std::make_shared<std::string>();
+  auto read = std::make_shared<group::Group>();
   group_client::edit(
     ctx_, j->timeout,
-    [j, edit, before](const group::Group& g) -> caf::expected<std::string> {
+    [j, edit, read](const group::Group& g) -> caf::expected<std::string> {
       try {
+        *read = g;
         auto node = grove::group_document(g);
-        *before = emit(node);
         edit(node);
         return emit(node);
       } catch (const std::exception& e) { // a config the kernel gave that is no YAML
@@ -1546,14 +1591,15 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
                                    + e.what());
       }
     },
-    [this, j, wait, then, before, alive = alive_](caf::expected<group::Group> r) {
+    [this, j, wait, then, read, alive = alive_](caf::expected<group::Group> r) {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
-      // What a rollback sets back: the group this deployment's first change was made on
-      // (also after an error: a set whose answer timed out may have been applied).
-      if (!before->empty() && j->group_before.empty() && !j->is_rollback)
-        j->group_before = *before;
+      // What a rollback undoes: the entries that differ between the group this change was
+      // computed on and the one the kernel then put in force (a compare-and-set: nobody
+      // else's change lies between them).
+      if (r && !j->is_rollback)
+        j->group_changed.record(*read, *r);
       then(r ? caf::error{} : std::move(r.error()));
     });
 }
@@ -1876,7 +1922,8 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
-    back->group_restore = j->group_before; // the group as it was, then the functions
+    if (!j->group_changed.empty())
+      back->group_undo = std::move(j->group_changed); // first, then the components
     back->timeout = j->timeout;
     back->done = [j, reason](apply_outcome o) {
       o.ok = false;

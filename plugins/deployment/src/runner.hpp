@@ -6,7 +6,8 @@
 // parent-death signal), its output in `<write_dir>/logs/components/<name>.log`, its state
 // NEW → INSTALLED → STARTING → RUNNING → STOPPING → FINISHED / ERRORED / BROKEN (a third
 // error in a row is BROKEN). A set is applied in dependency order; a failure puts the
-// previous set back when the deployment's policy is ROLLBACK. A component named
+// previous set back when the deployment's policy is ROLLBACK, undoing only the
+// deployment's own changes of the kernel's group (group_changes.hpp). A component named
 // `grove.<plugin>` is one of Grove's plugins instead: loaded, reconfigured, hot-reloaded and
 // unloaded through the kernel's control service (control_client.hpp), its state the
 // kernel's. A Lambda component (ComponentType aws.greengrass.lambda) is a function of the
@@ -167,6 +168,9 @@ public:
 
   /// The Lambda components' names (their functions are theirs in the kernel's group).
   std::set<std::string> lambda_components() const;
+
+  /// The model components' names (their model resources are theirs in the kernel's group).
+  std::set<std::string> model_components() const;
 
   /// Every component with its effective configuration and state, for the journal.
   std::vector<installed_record> snapshot() const;

@@ -1356,10 +1356,11 @@ v1_api::to_grove_group(const std::string& name, const std::map<std::string, json
 
 // ---- deployments -----------------------------------------------------------------------
 
-caf::expected<std::string> keep_lambda_functions(const std::string& v1_group,
-                                                 const group::Group& current,
-                                                 const std::set<std::string>& lambda,
-                                                 size_t* dropped) {
+caf::expected<std::string> keep_v2_components(const std::string& v1_group,
+                                              const group::Group& current,
+                                              const std::set<std::string>& lambda,
+                                              const std::set<std::string>& models,
+                                              size_t* dropped) {
   if (dropped)
     *dropped = 0;
   YAML::Node doc;
@@ -1370,9 +1371,11 @@ caf::expected<std::string> keep_lambda_functions(const std::string& v1_group,
   } catch (const std::exception& e) {
     return make_error(errc::invalid_config, std::string{"the group could not be read: "} + e.what());
   }
-  std::set<std::string> functions, devices, ids, kept;
+  std::set<std::string> functions, devices, ids, kept, resources;
   for (const auto& f : doc["functions"])
     functions.insert(f["name"].as<std::string>());
+  for (const auto& r : doc["resources"])
+    resources.insert(r["id"].as<std::string>());
   for (const auto& d : doc["devices"])
     devices.insert(d["thing"].as<std::string>());
   for (const auto& sub : doc["subscriptions"])
@@ -1388,6 +1391,18 @@ caf::expected<std::string> keep_lambda_functions(const std::string& v1_group,
                         "the v1 function, or remove the component with a v2 deployment first");
     doc["functions"].push_back(f);
     kept.insert(name);
+  }
+  for (const auto& r : now["resources"]) {
+    auto id = r["id"].as<std::string>();
+    if (!models.count(id))
+      continue;
+    if (resources.count(id))
+      return make_error(errc::invalid_config,
+                        "Resources: resource '" + id + "' has the id of the Greengrass v2 "
+                        "model component " + id + ", whose model resource the group keeps; "
+                        "give the v1 resource another id, or remove the component with a v2 "
+                        "deployment first");
+    doc["resources"].push_back(r);
   }
   auto names_kept = [&](const std::string& ep) {
     return ep.starts_with("function:") && kept.count(ep.substr(9));

@@ -57,17 +57,20 @@ using v1_applier = std::function<void(v1_apply_job)>;
 using v1_bulk_starter = std::function<void(std::string bulk_id, std::string uri)>;
 
 /// A v1 deployment's group document (`v1_group`, JSON, as v1_apply_job carries it) that
-/// keeps what Greengrass v2 Lambda components put in the group in force (`current`): the
-/// functions named in `lambda` (the Lambda components' names) that `current` has, and the
-/// subscriptions naming them whose other end the new group has (a device it lists, a
+/// keeps what Greengrass v2 components put in the group in force (`current`): the
+/// functions named in `lambda` (the Lambda components' names) and the resources named in
+/// `models` (the model components' names) that `current` has, and the subscriptions
+/// naming those functions whose other end the new group has (a device it lists, a
 /// function it or a kept one defines, `cloud`, `shadow`; the others are left out and
 /// counted in `dropped`). Returns the document to set (YAML), or why the group version
-/// cannot be deployed beside them: one of its functions has a Lambda component's name, or
-/// one of its subscription ids is a kept subscription's.
-caf::expected<std::string> keep_lambda_functions(const std::string& v1_group,
-                                                 const group::Group& current,
-                                                 const std::set<std::string>& lambda,
-                                                 size_t* dropped = nullptr);
+/// cannot be deployed beside them: one of its functions has a Lambda component's name,
+/// one of its resources a model component's, or one of its subscription ids is a kept
+/// subscription's.
+caf::expected<std::string> keep_v2_components(const std::string& v1_group,
+                                              const group::Group& current,
+                                              const std::set<std::string>& lambda,
+                                              const std::set<std::string>& models,
+                                              size_t* dropped = nullptr);
 
 /// A problem in a request body: the field (e.g. `Subscriptions[3].Source`) and what.
 struct v1_field_error {

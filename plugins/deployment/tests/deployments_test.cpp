@@ -2,12 +2,15 @@
 // without a server: CreateDeployment's checks and journal, the whole set a core keeps
 // resolved at creation (a missing, DELETED or clashing version fails the deployment with
 // its reason), history and pagination, cancel and delete rules, and the core device
-// operations.
+// operations; and a rollback's undo of the group (group_changes).
 
 #define BOOST_TEST_MODULE deployment_deployments
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+
 #include "api_fixture.hpp"
+#include "group_changes.hpp"
 #include "render.hpp"
 #include "store_rows.hpp"
 
@@ -390,6 +393,122 @@ BOOST_AUTO_TEST_CASE(configuration_defaults_reset_then_merge) {
                     second);
   BOOST_CHECK_EQUAL(merged_configuration(nullptr, nullptr, {{"merge", R"({"k":1})"}}),
                     json::parse(R"({"k":1})"));
+}
+
+namespace {
+
+void add_function(grove::group::Group& g, const std::string& name, const std::string& config) {
+  auto* f = g.add_functions();
+  f->set_name(name);
+  f->set_config_yaml(config);
+}
+
+void add_subscription(grove::group::Group& g, const std::string& id, const std::string& source,
+                      const std::string& target) {
+  auto* s = g.add_subscriptions();
+  s->set_id(id);
+  s->set_source(source);
+  s->set_subject("t/" + id);
+  s->set_target(target);
+}
+
+template <class List, class Key>
+std::vector<std::string> keys(const List& list, Key key) {
+  std::vector<std::string> out;
+  for (const auto& e : list)
+    out.push_back(key(e));
+  return out;
+}
+
+std::vector<std::string> functions_of(const grove::group::Group& g) {
+  return keys(g.functions(), [](const auto& f) { return f.name() + "=" + f.config_yaml(); });
+}
+
+std::vector<std::string> subscriptions_of(const grove::group::Group& g) {
+  return keys(g.subscriptions(), [](const auto& s) { return s.id(); });
+}
+
+std::vector<std::string> resources_of(const grove::group::Group& g) {
+  return keys(g.resources(), [](const auto& r) { return r.id(); });
+}
+
+bool mentions(const std::vector<std::string>& notes, const std::string& what) {
+  return std::any_of(notes.begin(), notes.end(),
+                     [&](const std::string& n) { return n.find(what) != std::string::npos; });
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_rollback_undoes_only_the_deployments_own_group_changes) {
+  using strings = std::vector<std::string>;
+  // Before the deployment: the group's function keep, a Lambda component's relay (v1),
+  // their routes, a volume.
+  grove::group::Group before;
+  before.set_name("e2e");
+  before.set_version(4);
+  before.add_devices()->set_thing("A");
+  add_function(before, "keep", "k");
+  add_function(before, "relay", "v1");
+  add_subscription(before, "a-keep", "device:A", "function:keep");
+  add_subscription(before, "a-r", "device:A", "function:relay");
+  before.add_resources()->set_id("vol");
+  // The deployment's first change: relay v2, a new function dep, relay's route a-r out.
+  auto w1 = before;
+  w1.set_version(5);
+  w1.mutable_functions(1)->set_config_yaml("v2");
+  add_function(w1, "dep", "{x: 1, y: [a]}");
+  w1.mutable_subscriptions()->DeleteSubrange(1, 1);
+  // Meanwhile an operator adds a function and a route to the deployment's function.
+  auto n1 = w1;
+  n1.set_version(6);
+  add_function(n1, "other", "o");
+  add_subscription(n1, "o-dep", "device:A", "function:dep");
+  // The deployment's second change, computed on that: a model resource.
+  auto w2 = n1;
+  w2.set_version(7);
+  w2.add_resources()->set_id("model");
+  group_changes changes;
+  BOOST_TEST(changes.empty());
+  changes.record(before, w1);
+  changes.record(n1, w2);
+  BOOST_TEST(changes.size() == 4u); // relay, dep, a-r, model: not the operator's two
+  // Undone on the group as the deployment left it (dep's config spelled otherwise, as
+  // an edit of the file rewrites it): everything as before, and the operator's additions
+  // kept (o-dep left out: the group no longer has function:dep).
+  auto respelled = w2;
+  respelled.mutable_functions(2)->set_config_yaml("x: 1\ny:\n  - \"a\"\n");
+  strings notes, kept;
+  auto back = changes.undo(respelled, notes, kept);
+  BOOST_TEST(functions_of(back) == (strings{"keep=k", "relay=v1", "other=o"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back) == (strings{"a-keep", "a-r"}), boost::test_tools::per_element());
+  BOOST_TEST(resources_of(back) == (strings{"vol"}), boost::test_tools::per_element());
+  BOOST_TEST(back.name() == "e2e");
+  BOOST_TEST(kept.empty());
+  BOOST_TEST(notes.size() == 1u);
+  BOOST_TEST(mentions(notes, "subscription 'o-dep' (device:A -> function:dep) left out"));
+  // Someone changed relay again (v3) and removed the model since: theirs stays, and the
+  // notes say so.
+  auto now = w2;
+  now.set_version(8);
+  now.mutable_functions(1)->set_config_yaml("v3");
+  now.mutable_resources()->DeleteSubrange(1, 1);
+  notes.clear();
+  back = changes.undo(now, notes, kept);
+  BOOST_TEST(functions_of(back) == (strings{"keep=k", "relay=v3", "other=o"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(resources_of(back) == (strings{"vol"}), boost::test_tools::per_element());
+  BOOST_TEST(kept == (strings{"relay", "model"}), boost::test_tools::per_element());
+  BOOST_TEST(mentions(notes, "function 'relay' was changed by another change"));
+  BOOST_TEST(mentions(notes, "resource 'model' was removed by another change"));
+  // The document for `$grove/group/set`.
+  auto doc = group_yaml(back);
+  BOOST_REQUIRE(doc);
+  BOOST_TEST(doc->find("name: e2e") != std::string::npos, *doc);
+  // A change that changed nothing records nothing.
+  group_changes none;
+  none.record(before, before);
+  BOOST_TEST(none.empty());
 }
 
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {

@@ -7,6 +7,9 @@
 # device B. A configuration change, a rollback (a second Lambda component whose definition
 # function_runtime refuses) and a removal follow; the group's own function and subscription
 # stay throughout.
+# Then rollbacks undo only the deployment's own changes of the group: an operator's
+# function and routes added while the deployment ran stay, the deployment's function goes;
+# a removed Lambda component's function and routes come back.
 # Usage: lambda_components_test.sh GROVED GROVECTL GROVE_CERTS PYTHON_CODE_DIR
 set -u
 
@@ -265,6 +268,99 @@ check "... function_runtime no longer runs it" \
   bash -c 'for _ in $(seq 1 100); do "$0" functions 2>&1 | grep -q "^e2e.Relay " || exit 0; sleep 0.1; done; exit 1' "$GROVECTL"
 check "... the group's own function still answers" \
   bash -c '"$0" invoke keep --payload "{\"k\": 1}" 2>&1 | grep -qF "\"k\""' "$GROVECTL"
+# ---- a rollback undoes only the deployment's own changes of the group --------------------
+# e2e.Fail needs e2e.Relay (so it comes after it); its install waits for fail.go, then fails.
+cat >"$WORK/fail.yaml" <<EOF
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Fail
+ComponentVersion: '1.0.0'
+ComponentDependencies:
+  e2e.Relay: {VersionRequirement: '>=1.0.0'}
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: {Script: "touch $WORK/fail.started; while [ ! -e $WORK/fail.go ]; do sleep 0.1; done; exit 1", Timeout: 120}
+      run: sleep 600
+EOF
+cat >"$WORK/broken.yaml" <<'EOF'
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Broken
+ComponentVersion: '1.0.0'
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle: {install: "exit 3", run: sleep 600}
+EOF
+gg create-component-version --inline-recipe "fileb://$WORK/fail.yaml" >/dev/null 2>&1
+gg create-component-version --inline-recipe "fileb://$WORK/broken.yaml" >/dev/null 2>&1
+RELAY='"e2e.Relay": {"componentVersion": "1.0.0", "configurationUpdate": {"merge": "{\"runAs\": {\"uid\": 0, \"gid\": 0}, \"environmentVariables\": {\"RELAY_TOPIC\": \"r/to/b\"}}"}}'
+PLACEHOLDER='"e2e.Placeholder": {"componentVersion": "1.0.0"}'
+deploy "{$PLACEHOLDER, $RELAY, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}" >"$WORK/deploy.out" &
+DEPLOY_PID=$!
+check "a deployment adding e2e.Relay, then e2e.Fail: its install runs (e2e.Relay's function is in)" \
+  bash -c 'for _ in $(seq 1 600); do [[ -e $0 ]] && exit 0; sleep 0.1; done; exit 1' "$WORK/fail.started"
+check "... the group holds e2e.Relay's function" group_has "'e2e.Relay' in $FN_NAMES"
+# Meanwhile an operator adds a function and its route, and a route to e2e.Relay.
+"$PY" - "$GROUP" "$PYCODE" <<'EOF'
+import os, sys, yaml
+path, code = sys.argv[1:3]
+g = yaml.safe_load(open(path))
+g["functions"].append({"name": "keep2", "config": {
+    "runtime": "python3", "handler": "pyfn.echo", "codeUri": code, "runAs": {"uid": 0, "gid": 0},
+    "linuxProcessParams": {"isolationMode": "NoContainer"}}})
+g["subscriptions"] += [
+    {"id": "a-keep2", "source": "device:A", "subject": "a/to/keep2", "target": "function:keep2"},
+    {"id": "a-r", "source": "device:A", "subject": "a/to/r", "target": "function:e2e.Relay"}]
+with open(path + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(path + ".tmp", path)
+EOF
+check "... an operator's edit adding function keep2, route a-keep2 and route a-r is in force" \
+  status_has "2 devices, 3 functions, 3 subscriptions" 100
+touch "$WORK/fail.go"
+wait "$DEPLOY_PID"
+OUT=$(cat "$WORK/deploy.out")
+check "... e2e.Fail's install fails: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Fail* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the operator's keep2 and a-keep2 stay, e2e.Relay's function is gone" \
+  group_has "$FN_NAMES == ['keep', 'keep2'] and $SUB_IDS == ['a-keep', 'a-keep2']"
+check "... the route a-r to the function the rollback took out left out, the log says so" \
+  grep -qF "subscription 'a-r' (device:A -> function:e2e.Relay) left out" "$WORK/groved.out"
+check "... ListInstalledComponents: no e2e.Relay, no e2e.Fail, e2e.Placeholder kept" \
+  bash -c '[[ -z $("$0" e2e.Relay) && -z $("$0" e2e.Fail) && -n $("$0" e2e.Placeholder) ]]' installed
+check "... the operator's keep2 answers" \
+  bash -c 'for _ in $(seq 1 100); do "$0" invoke keep2 --payload "{\"k2\": 1}" 2>&1 | grep -qF "\"k2\"" && exit 0; sleep 0.1; done; exit 1' "$GROVECTL"
+
+# A removed Lambda component's routes come back with it when its removal is rolled back.
+OUT=$(deploy "{$PLACEHOLDER, $RELAY}")
+check "e2e.Relay deployed again -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+"$PY" - "$GROUP" <<'EOF'
+import os, sys, yaml
+path = sys.argv[1]
+g = yaml.safe_load(open(path))
+g["subscriptions"] += [
+    {"id": "a-r", "source": "device:A", "subject": "a/to/r", "target": "function:e2e.Relay"},
+    {"id": "r-b", "source": "function:e2e.Relay", "subject": "r/to/b", "target": "device:B"}]
+with open(path + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(path + ".tmp", path)
+EOF
+check "... and routed: a-r and r-b in force" status_has "2 devices, 3 functions, 4 subscriptions" 100
+OUT=$(deploy "{$PLACEHOLDER, \"e2e.Broken\": {\"componentVersion\": \"1.0.0\"}}")
+check "a deployment removing e2e.Relay and adding e2e.Broken (install exits 3) -> FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Broken* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... e2e.Relay's function and its routes a-r and r-b are back, the operator's kept" \
+  group_has "sorted($FN_NAMES) == ['e2e.Relay', 'keep', 'keep2'] and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-r', 'r-b']"
+check "... ListInstalledComponents: e2e.Relay RUNNING, no e2e.Broken" \
+  bash -c 'for _ in $(seq 1 100); do [[ $("$0" e2e.Relay) == RUNNING && -z $("$0" e2e.Broken) ]] && exit 0; sleep 0.1; done; exit 1' installed
+start_sub B '#' "$WORK/b.out" B-sub-rollback
+check "... A's message reaches B through it again (a/to/r -> r/to/b)" \
+  deliver_until A a/to/r '{"n":"rolled-back"}' "$WORK/b.out"
+check "... on r/to/b" grep -qF 'r/to/b {"n":"rolled-back"}' "$WORK/b.out"
+OUT=$(deploy "{$PLACEHOLDER}")
+check "e2e.Relay removed for what follows -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... the group: keep, keep2 and their routes" \
+  group_has "$FN_NAMES == ['keep', 'keep2'] and $SUB_IDS == ['a-keep', 'a-keep2']"
+
 # ---- a v1 deployment and a v2 deployment change the group at once: both applied --------
 # Each reads the group and sets it; the kernel's compare-and-set refuses the one computed
 # from a group that changed meanwhile, and it is recomputed on the group then in force.

@@ -6,7 +6,9 @@ ml_inference under the component's name (grovectl ml models / ml infer, compared
 numpy); a new version (the same network as a .zip) swaps in while grovectl ml infer runs
 in a loop, none failing; a component with a wrong Digest is FAILED and a deployment naming
 it fails; an unloadable model (Hardmax) fails the deployment with OpenCV's reason and is
-rolled back, the other models serving; a deployment without the component unloads it.
+rolled back, the other models serving; a Greengrass v1 deployment (boto3's greengrass
+client) replaces the group's own model but keeps the component's; a deployment without the
+component unloads it.
 
 Usage: model_components_test.py ENDPOINT CA WORK GROVECTL ML_TESTS_DIR"""
 import base64
@@ -16,6 +18,8 @@ import os
 import subprocess
 import sys
 import threading
+
+import yaml
 
 from support import check, client, finish, installed, thing_arn, wait
 
@@ -180,6 +184,54 @@ check("a path out of the component's artifacts fails the deployment naming the k
       d.get("deploymentStatus") == "FAILED"
       and "localMachineLearningModelResourceData.path" in reason, d)
 check("and 2.0.0 serves on", models().get(NAME, {}).get("version") == "2.0.0", models())
+
+# A Greengrass v1 deployment replaces the group: the group's own model goes, the model
+# component's resource stays (as Lambda components' functions do) and serves on.
+ggv1 = client("greengrass", ENDPOINT, CA)
+
+
+def v1_deploy():
+    """Deploys a v1 group of core-1 alone: its status and error message."""
+    cert = "arn:aws:iot:us-east-1:123456789012:cert/0123abcd"
+    core = ggv1.create_core_definition(Name="core", InitialVersion={"Cores": [
+        {"Id": "c", "ThingArn": thing_arn("core-1"), "CertificateArn": cert}]})
+    group = ggv1.create_group(Name="models-v1", InitialVersion={
+        "CoreDefinitionVersionArn": core["LatestVersionArn"]})
+    dep = ggv1.create_deployment(GroupId=group["Id"], GroupVersionId=group["LatestVersion"],
+                                 DeploymentType="NewDeployment")
+
+    def settled():
+        st = ggv1.get_deployment_status(GroupId=group["Id"], DeploymentId=dep["DeploymentId"])
+        return st if st["DeploymentStatus"] in ("Success", "Failure") else None
+    st = wait(settled, 60) or {}
+    return st.get("DeploymentStatus"), st.get("ErrorMessage", "")
+
+
+status, error = v1_deploy()
+check("a v1 deployment without resources: Success", status == "Success", (status, error))
+m = wait(lambda: "conv_relu" not in models() and models())
+check("... the group's own model conv_relu is gone, the component's 2.0.0 serves on",
+      "conv_relu" not in (m or {}) and (m or {}).get(NAME, {}).get("version") == "2.0.0", m)
+group_file = os.path.join(WORK, "group.yaml")
+g = yaml.safe_load(open(group_file))
+check("... the group file keeps the component's resource only",
+      [r["id"] for r in g.get("resources") or []] == [NAME], g.get("resources"))
+ok, version, diff = infer_cnn()
+check("... and the component's model answers", ok and version == "2.0.0", (ok, version))
+check("... ListInstalledComponents: the component still RUNNING",
+      installed(gg).get(NAME, {}).get("lifecycleState") == "RUNNING", installed(gg).get(NAME))
+# (A v1 resource cannot take this component's id: v1 ids have no `.`; the refusal of one
+# that could is deployment_v1_test's.)
+# The group's own model back (an operator's edit of the file) for what follows.
+conv = [c for c in index["cases"] if c["id"] == "conv_relu"][0]
+g["resources"].append({"id": "conv_relu", "config": {"localMachineLearningModelResourceData": {
+    "path": os.path.join(MODELS, "conv_relu.onnx"), "sha256": conv["sha256"],
+    "manifest": {"inputs": [{"name": "x", "shape": [1, 3, 8, 8]}]}}}})
+with open(group_file + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(group_file + ".tmp", group_file)
+check("the group's own model back by an edit of the file: serving",
+      wait(lambda: models().get("conv_relu", {}).get("state") == "serving", 60), models())
 
 # A deployment without it: its model is unloaded, the group's own serves on.
 other = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: e2e.Other\nComponentVersion: '1.0.0'\n"

@@ -623,7 +623,8 @@ BOOST_FIXTURE_TEST_CASE(another_cores_group_is_not_deployed_here, core_fixture) 
 
 BOOST_AUTO_TEST_CASE(a_v1_group_keeps_the_lambda_components_functions) {
   // The group in force, read by the kernel's own reader: the group's function `keep` and
-  // the Lambda component `relay` (a v2 deployment's), with routes naming each.
+  // the Lambda component `relay` (a v2 deployment's), with routes naming each; the
+  // group's volume `vol` and the model component `cnn`'s model resource.
   auto dir = std::filesystem::temp_directory_path()
              / ("grove-v1-keep-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
@@ -637,6 +638,9 @@ subscriptions:
   - {id: a-r, source: "device:A", subject: a/r, target: "function:relay"}
   - {id: r-c, source: "function:relay", subject: r/c, target: "device:C"}
   - {id: r-cloud, source: "function:relay", subject: r/cloud, target: cloud}
+resources:
+  - {id: vol, config: {localVolumeResourceData: {sourcePath: /srv, destinationPath: /data}}}
+  - {id: cnn, config: {localMachineLearningModelResourceData: {path: /m/cnn.onnx, version: 1.0.0}}}
 )";
   auto now = grove::load_group(dir / "now.yaml");
   if (!now)
@@ -656,7 +660,7 @@ subscriptions:
     "functions": [], "resources": [],
     "subscriptions": [{"id": "v1", "source": "device:A", "subject": "a/b", "target": "device:B"}]})");
   size_t dropped = 9;
-  auto out = keep_lambda_functions(v1.dump(), *now, {"relay", "gone"}, &dropped);
+  auto out = keep_v2_components(v1.dump(), *now, {"relay", "gone"}, {"cnn", "gone"}, &dropped);
   if (!out)
     BOOST_FAIL(grove::describe(out.error()));
   BOOST_TEST(dropped == 1u); // r-c: the new group has no device C
@@ -672,28 +676,42 @@ subscriptions:
   for (const auto& s : got->subscriptions())
     ids.push_back(s.id());
   BOOST_TEST(ids == (std::vector<std::string>{"v1", "a-r", "r-cloud"}), boost::test_tools::per_element());
-  // Without Lambda components the v1 group is the group as it is.
-  out = keep_lambda_functions(v1.dump(), *now, {});
+  // The model component's resource kept as it was, the group's volume gone.
+  BOOST_REQUIRE(got->resources_size() == 1);
+  BOOST_TEST(got->resources(0).id() == "cnn");
+  BOOST_TEST(got->resources(0).config_yaml() == now->resources(1).config_yaml());
+  // Without Lambda or model components the v1 group is the group as it is.
+  out = keep_v2_components(v1.dump(), *now, {}, {});
   BOOST_REQUIRE(out);
   std::ofstream{dir / "plain.yaml"} << *out;
   got = grove::load_group(dir / "plain.yaml");
   BOOST_REQUIRE(got);
   BOOST_TEST(got->functions_size() == 0);
   BOOST_TEST(got->subscriptions_size() == 1);
-  // A v1 function named as a Lambda component, or a route id a kept route has: refused.
+  BOOST_TEST(got->resources_size() == 0);
+  // A v1 function named as a Lambda component, a resource with a model component's id,
+  // or a route id a kept route has: refused.
   auto clash = v1;
   clash["functions"].push_back({{"name", "relay"}, {"config", {{"runtime", "executable"}, {"handler", "x"}}}});
-  out = keep_lambda_functions(clash.dump(), *now, {"relay"});
+  out = keep_v2_components(clash.dump(), *now, {"relay"}, {});
   BOOST_REQUIRE(!out);
   BOOST_TEST(grove::describe(out.error()).find("Functions: function 'relay' has the name of the "
                                                "Greengrass v2 Lambda component relay")
                != std::string::npos, grove::describe(out.error()));
   clash = v1;
   clash["subscriptions"][0]["id"] = "a-r";
-  out = keep_lambda_functions(clash.dump(), *now, {"relay"});
+  out = keep_v2_components(clash.dump(), *now, {"relay"}, {});
   BOOST_REQUIRE(!out);
   BOOST_TEST(grove::describe(out.error()).find("Subscriptions: id 'a-r'") != std::string::npos,
              grove::describe(out.error()));
+  clash = v1;
+  clash["resources"].push_back({{"id", "cnn"}, {"config", {{"localVolumeResourceData",
+                                {{"sourcePath", "/srv"}, {"destinationPath", "/d"}}}}}});
+  out = keep_v2_components(clash.dump(), *now, {}, {"cnn"});
+  BOOST_REQUIRE(!out);
+  BOOST_TEST(grove::describe(out.error()).find("Resources: resource 'cnn' has the id of the "
+                                               "Greengrass v2 model component cnn")
+               != std::string::npos, grove::describe(out.error()));
   std::filesystem::remove_all(dir);
 }
 

@@ -1,0 +1,195 @@
+#include "group_changes.hpp"
+
+#include <set>
+
+#include <yaml-cpp/yaml.h>
+
+#include "grove/errors.hpp"
+#include "grove/kernel/group.hpp"
+#include "recipe.hpp"
+
+namespace grove::deployment {
+
+namespace {
+
+using changes = std::map<std::string, group_changes::change>;
+
+std::string key_of(const group::Function& f) {
+  return f.name();
+}
+
+std::string key_of(const group::Resource& r) {
+  return r.id();
+}
+
+std::string key_of(const group::Subscription& s) {
+  return s.id();
+}
+
+// A config as its content, not its spelling: an edit of the group file rewrites every
+// entry's YAML (another style, other quotes) without changing it.
+std::string content(const std::string& config_yaml) {
+  try {
+    if (auto j = yaml_json(YAML::Load(config_yaml)))
+      return j->dump();
+  } catch (const std::exception&) { // compared as written
+  }
+  return config_yaml;
+}
+
+std::string canonical(const group::Function& f) {
+  return f.name() + '\n' + content(f.config_yaml());
+}
+
+std::string canonical(const group::Resource& r) {
+  return r.id() + '\n' + content(r.config_yaml());
+}
+
+std::string canonical(const group::Subscription& s) {
+  return s.SerializeAsString();
+}
+
+// By key: the entry's canonical form and the entry (serialized).
+template <class Entry>
+std::map<std::string, std::pair<std::string, std::string>>
+by_key(const google::protobuf::RepeatedPtrField<Entry>& list) {
+  std::map<std::string, std::pair<std::string, std::string>> out;
+  for (const auto& e : list)
+    out.emplace(key_of(e), std::pair{canonical(e), e.SerializeAsString()});
+  return out;
+}
+
+template <class Entry>
+void record_list(changes& out, const google::protobuf::RepeatedPtrField<Entry>& read,
+                 const google::protobuf::RepeatedPtrField<Entry>& set) {
+  auto r = by_key(read);
+  auto s = by_key(set);
+  auto note = [&](const std::string& key) {
+    auto was = r.find(key);
+    auto is = s.find(key);
+    bool had = was != r.end(), has = is != s.end();
+    if (had == has && (!had || was->second.first == is->second.first))
+      return;
+    auto [it, first] = out.try_emplace(key);
+    if (first && had)
+      it->second.before = was->second.second;
+    it->second.after.reset();
+    if (has)
+      it->second.after = is->second.first;
+  };
+  for (const auto& kv : r)
+    note(kv.first);
+  for (const auto& kv : s)
+    if (!r.count(kv.first))
+      note(kv.first);
+}
+
+template <class Entry>
+Entry parsed(const std::string& bytes) {
+  Entry e;
+  e.ParseFromString(bytes);
+  return e;
+}
+
+// `list` (the group in force) with the changes undone where nobody changed them since.
+template <class Entry>
+void undo_list(google::protobuf::RepeatedPtrField<Entry>& list, const changes& done,
+               const std::string& what, std::vector<std::string>& notes,
+               std::vector<std::string>* kept) {
+  google::protobuf::RepeatedPtrField<Entry> out;
+  std::set<std::string> seen;
+  auto others = [&](const std::string& key, const char* how) {
+    notes.push_back(what + " '" + key + "' was " + how + " by another change after the "
+                    "deployment changed it: that version is kept");
+    if (kept)
+      kept->push_back(key);
+  };
+  for (const auto& e : list) {
+    auto key = key_of(e);
+    seen.insert(key);
+    auto c = done.find(key);
+    if (c == done.end()) {
+      *out.Add() = e; // not the deployment's
+      continue;
+    }
+    if (!c->second.after || canonical(e) != *c->second.after) {
+      others(key, c->second.after ? "changed" : "added again");
+      *out.Add() = e;
+      continue;
+    }
+    if (c->second.before) // changed by the deployment: as it was (else added: removed)
+      *out.Add() = parsed<Entry>(*c->second.before);
+  }
+  for (const auto& [key, c] : done) {
+    if (seen.count(key))
+      continue;
+    if (c.after) // the deployment left it; someone removed it since
+      others(key, "removed");
+    else if (c.before) // removed by the deployment: back
+      *out.Add() = parsed<Entry>(*c.before);
+  }
+  list.Swap(&out);
+}
+
+} // namespace
+
+void group_changes::record(const group::Group& read, const group::Group& set) {
+  record_list(functions_, read.functions(), set.functions());
+  record_list(resources_, read.resources(), set.resources());
+  record_list(subscriptions_, read.subscriptions(), set.subscriptions());
+}
+
+bool group_changes::empty() const {
+  return size() == 0;
+}
+
+size_t group_changes::size() const {
+  return functions_.size() + resources_.size() + subscriptions_.size();
+}
+
+group::Group group_changes::undo(const group::Group& now, std::vector<std::string>& notes,
+                                 std::vector<std::string>& kept) const {
+  auto g = now;
+  undo_list(*g.mutable_functions(), functions_, "function", notes, &kept);
+  undo_list(*g.mutable_resources(), resources_, "resource", notes, &kept);
+  undo_list(*g.mutable_subscriptions(), subscriptions_, "subscription", notes, nullptr);
+  // A subscription whose function the undo took out (one added meanwhile naming the
+  // deployment's function), or one put back whose function or device is gone since.
+  std::set<std::string> functions, devices;
+  for (const auto& f : g.functions())
+    functions.insert(f.name());
+  for (const auto& d : g.devices())
+    devices.insert(d.thing());
+  auto there = [&](const std::string& ep) {
+    if (ep.starts_with("function:"))
+      return functions.count(ep.substr(9)) > 0;
+    if (ep.starts_with("device:"))
+      return devices.count(ep.substr(7)) > 0;
+    return true;
+  };
+  google::protobuf::RepeatedPtrField<group::Subscription> subs;
+  for (const auto& s : g.subscriptions()) {
+    if (there(s.source()) && there(s.target())) {
+      *subs.Add() = s;
+      continue;
+    }
+    notes.push_back("subscription '" + s.id() + "' (" + s.source() + " -> " + s.target()
+                    + ") left out: the group no longer has its "
+                    + (there(s.source()) ? s.target() : s.source()));
+  }
+  g.mutable_subscriptions()->Swap(&subs);
+  return g;
+}
+
+caf::expected<std::string> group_yaml(const group::Group& g) {
+  try {
+    YAML::Emitter out;
+    out << grove::group_document(g);
+    return std::string{out.c_str()};
+  } catch (const std::exception& e) { // a config the kernel gave that is no YAML
+    return make_error(errc::invalid_config,
+                      std::string{"the group could not be written: "} + e.what());
+  }
+}
+
+} // namespace grove::deployment

@@ -1,0 +1,63 @@
+#pragma once
+
+// What a deployment changed in the kernel's group, entry by entry, and how a rollback
+// undoes only that (issue 15, "Failure and rollback" in README.md): every change the
+// runner makes is a compare-and-set of the group it read, so the entries that differ
+// between that group and the one then in force are the deployment's own. A rollback puts
+// those back, on the group in force then, to what they were before the deployment's first
+// change of each, and leaves everything else (an operator's edit, a Greengrass v1
+// deployment made meanwhile) as it is. Pure: no I/O, so the unit suite calls it directly.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "grove/group.pb.h"
+
+namespace grove::deployment {
+
+/// The changes a deployment made to the group (see the file comment).
+class group_changes {
+public:
+  /// Records one change: `read`, the group it was computed on, and `set`, the group the
+  /// kernel put in force from it. An entry's first recorded state is its "before", its
+  /// last its "after".
+  void record(const group::Group& read, const group::Group& set);
+
+  /// No entry changed.
+  bool empty() const;
+
+  /// How many entries (functions, resources, subscriptions) changed.
+  size_t size() const;
+
+  /// What undoing the changes on `now` (the group in force) gives: each changed entry
+  /// still as the deployment left it goes back to its state before (removed when it was
+  /// added, put back when it was removed); one changed again by someone else since keeps
+  /// that version (named in `notes`); untouched entries stay as `now` has them. A
+  /// subscription left naming a function or device the result lacks is dropped (named
+  /// in `notes`): the kernel refuses a group holding one. `kept` gets the names of the
+  /// functions and ids of the resources left at another party's version.
+  group::Group undo(const group::Group& now, std::vector<std::string>& notes,
+                    std::vector<std::string>& kept) const;
+
+  /// An entry before the deployment's first change of it (serialized) and after its last
+  /// (its content: a config compared as JSON, not as spelled); nullopt: not in the group.
+  struct change {
+    /// Before.
+    std::optional<std::string> before;
+    /// After.
+    std::optional<std::string> after;
+  };
+
+private:
+  // By function name, resource id, subscription id.
+  std::map<std::string, change> functions_, resources_, subscriptions_;
+};
+
+/// `g` as a group document (YAML) for `$grove/group/set`.
+caf::expected<std::string> group_yaml(const group::Group& g);
+
+} // namespace grove::deployment
