@@ -6,7 +6,6 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -21,6 +20,7 @@
 
 #include "grove/errors.hpp"
 #include "http.hpp"
+#include "openssl_error.hpp"
 
 namespace grove::deployment {
 
@@ -40,11 +40,7 @@ using bio_ptr = std::unique_ptr<BIO, deleter<BIO, BIO_free_all>>;
 using crl_ptr = std::unique_ptr<X509_CRL, deleter<X509_CRL, X509_CRL_free>>;
 
 caf::error ssl_error(const std::string& what) {
-  char buf[256] = "unknown error";
-  if (auto code = ERR_get_error())
-    ERR_error_string_n(code, buf, sizeof buf);
-  ERR_clear_error();
-  return make_error(errc::system_error, "group CA: " + what + ": " + buf);
+  return make_error(errc::system_error, "group CA: " + what + ": " + openssl_error());
 }
 
 std::string bio_text(BIO* b) {
