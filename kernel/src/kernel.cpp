@@ -20,6 +20,7 @@
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "grove/file.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "code_pages.hpp"
@@ -714,54 +715,28 @@ kernel::set_group(std::string_view caller, const std::string& document,
                             "(SIGHUP, grovectl reload) and try again");
     }
   }
-  // Validated as the file would be, from a temporary file beside it: a refused group
+  // Validated as the file would be, from the temporary file beside it: a refused group
   // never reaches the group file.
-  auto tmp = file;
-  tmp += ".set.tmp";
-  auto fail = [&](std::string what) {
-    ::unlink(tmp.c_str());
-    return make_error(errc::system_error, file.string() + ": " + what + ": "
-                                            + std::strerror(errno));
-  };
-  {
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-      return fail("cannot write " + tmp.string());
-    size_t done = 0;
-    while (done < document.size()) {
-      auto n = ::write(fd, document.data() + done, document.size() - done);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0) {
-        ::close(fd);
-        return fail("cannot write " + tmp.string());
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (::fsync(fd) != 0) {
-      ::close(fd);
-      return fail("cannot fsync " + tmp.string());
-    }
-    ::close(fd);
-  }
-  auto checked = load_group(tmp);
-  if (!checked) {
-    ::unlink(tmp.c_str());
+  bool refused = false;
+  auto check = [&](const std::filesystem::path& tmp) -> caf::error {
+    auto checked = load_group(tmp);
+    if (checked)
+      return {};
+    refused = true;
     // The reader names the temporary file; the caller knows it as the group it sent.
     auto what = describe(checked.error());
     for (auto at = what.find(tmp.string()); at != std::string::npos;
          at = what.find(tmp.string()))
       what.replace(at, tmp.string().size(), "group");
-    log_->error("group from {} refused, the group in force is kept: {}", caller, what);
-    release_free_pages();
     return make_error(errc::invalid_config, what);
-  }
-  if (::rename(tmp.c_str(), file.c_str()) != 0)
-    return fail("cannot rename " + tmp.string() + " to it");
-  // The rename itself durable: fsync the directory.
-  if (int dir = ::open(file.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
+  };
+  if (auto err = write_file_atomically(file, document, {.mode = 0644, .check = check})) {
+    if (refused) {
+      log_->error("group from {} refused, the group in force is kept: {}", caller,
+                  message_of(err));
+      release_free_pages();
+    }
+    return err;
   }
   // What the watcher compares against: the file is what we just wrote.
   group_stamp_ = file_stamp(file);

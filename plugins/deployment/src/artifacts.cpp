@@ -12,6 +12,7 @@
 
 #include "grove/archive.hpp"
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 #include "http.hpp"
 
 namespace grove::deployment {
@@ -33,15 +34,6 @@ std::string random_hex(size_t bytes) {
   std::string raw(bytes, '\0');
   RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes));
   return hex(raw);
-}
-
-// fsync of a directory, so a rename into it is durable.
-void sync_dir(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 // A file being written in tmp/: the bytes go to the file and through SHA-256 (the
@@ -261,7 +253,8 @@ caf::expected<std::string> artifact_store::fetch(const artifact_ref& a, const fe
   if (::rename(tmp.c_str(), dest.c_str()) != 0)
     return sys_error("cannot rename " + tmp.string() + " to " + dest.string());
   out.keep();
-  sync_dir(dest.parent_path());
+  if (auto err = grove::sync_directory(dest.parent_path()))
+    return err;
   return hex(sha);
 }
 
@@ -290,8 +283,7 @@ caf::error artifact_store::unzip(const std::string& sha256_hex, uint64_t max_byt
       return {}; // unpacked meanwhile by another fetch of the same archive
     return err;
   }
-  sync_dir(dest.parent_path());
-  return {};
+  return grove::sync_directory(dest.parent_path());
 }
 
 caf::expected<std::string> artifact_store::url_key() {
@@ -323,7 +315,8 @@ caf::expected<std::string> artifact_store::url_key() {
       return err;
     }
     ::unlink(tmp.c_str());
-    sync_dir(root_);
+    if (auto err = grove::sync_directory(root_))
+      return err;
   }
   return bad(file.string() + ": cannot be read");
 }

@@ -24,6 +24,38 @@ const client_token_table& v2_tokens() {
   return t;
 }
 
+// The tags (JSON object text) of the one row of `table` that `where` (with `keys`) finds,
+// replaced with `change(old)` in one transaction: component versions' and deployments'.
+// The caller holds the store's lock.
+template <class... Keys>
+caf::expected<tag_result>
+change_tags(grove::store& db, const std::string& table, const std::string& where,
+            const std::function<std::optional<std::string>(const std::string&)>& change,
+            const Keys&... keys) {
+  auto tx = db.begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  std::optional<std::string> old;
+  if (auto err = each_row(
+        db, "SELECT tags FROM " + table + " WHERE " + where,
+        [&](const grove::statement& s) {
+          old.emplace(s.column_text(0));
+          return false;
+        },
+        keys...))
+    return err;
+  if (!old)
+    return tag_result::not_found;
+  auto next = change(*old);
+  if (!next)
+    return tag_result::refused;
+  if (auto err = db.run("UPDATE " + table + " SET tags = ? WHERE " + where, *next, keys...))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return tag_result::changed;
+}
+
 } // namespace
 
 caf::expected<std::unique_ptr<component_store>>
@@ -217,29 +249,8 @@ caf::expected<tag_result> component_store::modify_tags(
   const std::string& name, const std::string& version,
   const std::function<std::optional<std::string>(const std::string&)>& change) {
   std::lock_guard guard{mtx_};
-  auto tx = db_->begin(grove::begin_mode::immediate);
-  if (!tx)
-    return std::move(tx.error());
-  std::optional<std::string> old;
-  if (auto err = each_row(
-        *db_, "SELECT tags FROM component_versions WHERE name = ? AND version = ?",
-        [&](const grove::statement& s) {
-          old.emplace(s.column_text(0));
-          return false;
-        },
-        name, version))
-    return err;
-  if (!old)
-    return tag_result::not_found;
-  auto next = change(*old);
-  if (!next)
-    return tag_result::refused;
-  if (auto err = db_->run("UPDATE component_versions SET tags = ? WHERE name = ? AND version = ?",
-                          *next, name, version))
-    return err;
-  if (auto err = tx->commit())
-    return err;
-  return tag_result::changed;
+  return change_tags(*db_, "component_versions", "name = ? AND version = ?", change, name,
+                     version);
 }
 
 caf::expected<bool> component_store::set_guidance(const std::string& name,
@@ -472,28 +483,7 @@ caf::expected<tag_result> component_store::modify_deployment_tags(
   const std::string& id,
   const std::function<std::optional<std::string>(const std::string&)>& change) {
   std::lock_guard guard{mtx_};
-  auto tx = db_->begin(grove::begin_mode::immediate);
-  if (!tx)
-    return std::move(tx.error());
-  std::optional<std::string> old;
-  if (auto err = each_row(
-        *db_, "SELECT tags FROM deployments WHERE id = ?",
-        [&](const grove::statement& s) {
-          old.emplace(s.column_text(0));
-          return false;
-        },
-        id))
-    return err;
-  if (!old)
-    return tag_result::not_found;
-  auto next = change(*old);
-  if (!next)
-    return tag_result::refused;
-  if (auto err = db_->run("UPDATE deployments SET tags = ? WHERE id = ?", *next, id))
-    return err;
-  if (auto err = tx->commit())
-    return err;
-  return tag_result::changed;
+  return change_tags(*db_, "deployments", "id = ?", change, id);
 }
 
 caf::expected<bool> component_store::erase_deployment(const std::string& id) {

@@ -13,20 +13,11 @@
 #include <spdlog/spdlog.h>
 
 #include "grove/errors.hpp"
+#include "openssl_error.hpp"
 
 namespace grove::deployment {
 
 namespace {
-
-std::string openssl_error() {
-  auto code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0)
-    return "no detail";
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof buf);
-  return buf;
-}
 
 // The CN of the verified peer certificate, "" when there is none or it has several.
 std::string peer_cn(const SSL* ssl) {

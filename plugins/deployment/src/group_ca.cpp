@@ -1,12 +1,7 @@
 #include "group_ca.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <openssl/bio.h>
 #include <openssl/bn.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -20,7 +15,9 @@
 #include <set>
 
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 #include "http.hpp"
+#include "openssl_error.hpp"
 
 namespace grove::deployment {
 
@@ -40,11 +37,7 @@ using bio_ptr = std::unique_ptr<BIO, deleter<BIO, BIO_free_all>>;
 using crl_ptr = std::unique_ptr<X509_CRL, deleter<X509_CRL, X509_CRL_free>>;
 
 caf::error ssl_error(const std::string& what) {
-  char buf[256] = "unknown error";
-  if (auto code = ERR_get_error())
-    ERR_error_string_n(code, buf, sizeof buf);
-  ERR_clear_error();
-  return make_error(errc::system_error, "group CA: " + what + ": " + buf);
+  return make_error(errc::system_error, "group CA: " + what + ": " + openssl_error());
 }
 
 std::string bio_text(BIO* b) {
@@ -63,14 +56,6 @@ bool add_ext(X509* cert, int nid, const char* value) {
   bool ok = X509_add_ext(cert, ext, -1) == 1;
   X509_EXTENSION_free(ext);
   return ok;
-}
-
-void sync_dir(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 } // namespace
@@ -172,38 +157,6 @@ caf::expected<std::string> make_group_crl(const std::string& certificate,
   return bio_text(out.get());
 }
 
-caf::error write_durable(const fs::path& file, const std::string& content, unsigned mode) {
-  std::error_code ec;
-  auto dir = file.parent_path();
-  if (!fs::exists(dir, ec)) {
-    fs::create_directories(dir, ec);
-    if (ec)
-      return make_error(errc::system_error, "cannot create " + dir.string() + ": " + ec.message());
-    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  }
-  auto tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0)
-    return make_error(errc::system_error, "cannot create " + tmp.string());
-  ::fchmod(fd, mode); // the umask may have taken bits away
-  size_t done = 0;
-  while (done < content.size()) {
-    auto n = ::write(fd, content.data() + done, content.size() - done);
-    if (n <= 0)
-      break;
-    done += static_cast<size_t>(n);
-  }
-  bool ok = done == content.size() && ::fsync(fd) == 0;
-  ok = ::close(fd) == 0 && ok;
-  if (!ok || ::rename(tmp.c_str(), file.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return make_error(errc::system_error, "cannot write " + file.string());
-  }
-  sync_dir(dir);
-  return {};
-}
-
 caf::error write_trust_dir(const fs::path& dir, const std::vector<trust_entry>& cas) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -229,12 +182,12 @@ caf::error write_trust_dir(const fs::path& dir, const std::vector<trust_entry>& 
     if (!crl.empty()) {
       std::snprintf(name, sizeof name, "%08lx.r%d", hash, n);
       wanted.insert(name);
-      if (auto err = write_durable(dir / name, crl, 0644))
+      if (auto err = write_file_atomically(dir / name, crl))
         return err;
     }
     std::snprintf(name, sizeof name, "%08lx.%d", hash, n);
     wanted.insert(name);
-    if (auto err = write_durable(dir / name, pem, 0644))
+    if (auto err = write_file_atomically(dir / name, pem))
       return err;
   }
   static const std::regex hashed{"[0-9a-f]{8}\\.r?[0-9]+"};
@@ -243,8 +196,7 @@ caf::error write_trust_dir(const fs::path& dir, const std::vector<trust_entry>& 
     if (std::regex_match(n, hashed) && !wanted.count(n))
       fs::remove(e.path(), ec);
   }
-  sync_dir(dir);
-  return {};
+  return sync_directory(dir);
 }
 
 } // namespace grove::deployment

@@ -48,14 +48,9 @@ caf::expected<std::string> make_group_crl(const std::string& certificate,
 caf::expected<group_ca_material> make_group_ca(const std::string& group_id, int64_t now_ms,
                                                int64_t validity_ms);
 
-/// Writes `content` to `file` atomically and durably: a temporary file of mode `mode`
-/// beside it, fsync, rename, fsync of the directory (created, mode 0700, when missing).
-caf::error write_durable(const std::filesystem::path& file, const std::string& content,
-                         unsigned mode);
-
 /// Makes `dir` hold exactly `cas` under OpenSSL's hashed names (`<hash>.N` the
-/// certificate, `<hash>.rN` its CRL), each file written with write_durable (mode 0644:
-/// certificates and CRLs are public); other `*.N` and `*.rN` files are removed.
+/// certificate, `<hash>.rN` its CRL), each file written with grove::write_file_atomically
+/// (mode 0644: certificates and CRLs are public); other `*.N` and `*.rN` files are removed.
 caf::error write_trust_dir(const std::filesystem::path& dir, const std::vector<trust_entry>& cas);
 
 } // namespace grove::deployment

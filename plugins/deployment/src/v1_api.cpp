@@ -17,6 +17,7 @@
 #include "discovery.hpp"
 #include "group_ca.hpp"
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/topic.hpp"
 
@@ -1721,11 +1722,19 @@ http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
   // The key is on disk (fsync'd) before the record: a kill -9 in between leaves an
   // unused key file, never a CA without its key.
   auto dir = v1_.group_ca_dir / group_id / ca->id;
-  if (auto err = write_durable(dir / "ca.key", ca->private_key, 0600))
+  std::error_code made;
+  std::filesystem::create_directories(dir, made);
+  if (!made)
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, made);
+  if (made)
+    return v1_error(500, "InternalServerErrorException",
+                    "cannot make " + dir.string() + ": " + made.message());
+  if (auto err = write_file_atomically(dir / "ca.key", ca->private_key, {.mode = 0600}))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
-  if (auto err = write_durable(dir / "ca.crt", ca->certificate, 0644))
+  if (auto err = write_file_atomically(dir / "ca.crt", ca->certificate))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
-  if (auto err = write_durable(dir / "ca.crl", ca->crl, 0644))
+  if (auto err = write_file_atomically(dir / "ca.crl", ca->crl))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
   if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0})) {
     std::error_code ec;
@@ -1862,7 +1871,7 @@ caf::expected<std::string> v1_api::ca_crl(const std::string& group_id,
   auto crl = make_group_crl(certificate, *key, now);
   if (!crl)
     return crl;
-  if (auto err = write_durable(dir / "ca.crl", *crl, 0644))
+  if (auto err = write_file_atomically(dir / "ca.crl", *crl))
     return err;
   return crl;
 }
@@ -1914,7 +1923,7 @@ caf::error v1_api::refresh_trust() {
   }
   if (auto err = write_trust_dir(v1_.group_ca_dir / "trust", pems))
     return err;
-  return write_durable(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n", 0644);
+  return write_file_atomically(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n");
 }
 
 // ---- role associations ----------------------------------------------------------------

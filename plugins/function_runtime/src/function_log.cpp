@@ -1,5 +1,7 @@
 #include "function_log.hpp"
 
+#include "grove/file.hpp"
+
 #include <chrono>
 #include <ctime>
 #include <string>
@@ -77,16 +79,8 @@ void trim_to(const std::filesystem::path& file, uint64_t cap) {
     std::filesystem::remove(file, ec);
     return;
   }
-  auto tmp = std::filesystem::path{file.string() + ".tmp"};
-  std::FILE* out = std::fopen(tmp.c_str(), "we");
-  if (out == nullptr)
-    return;
-  bool ok = std::fwrite(tail.data(), 1, tail.size(), out) == tail.size();
-  ok = std::fclose(out) == 0 && ok;
-  if (ok)
-    std::filesystem::rename(tmp, file, ec);
-  else
-    std::filesystem::remove(tmp, ec);
+  // No fsync: a log cut short by a crash is still a log.
+  (void)write_file_atomically(file, tail, {.mode = 0644, .sync = false});
 }
 
 } // namespace

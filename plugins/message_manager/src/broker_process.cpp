@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <initializer_list>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -29,6 +28,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 
 namespace grove::mm {
 
@@ -45,57 +45,6 @@ std::string errno_text(const char* what) {
   return std::string{what} + ": " + std::strerror(errno);
 }
 
-/// Whether write_file_atomic makes the new content durable before the rename.
-enum class durability { fsync, none };
-
-// Writes `parts` to a temporary file next to `path`, then renames it over `path`, so that a
-// reader (the broker plugin) sees the old or the new content, never a partial one. Without
-// the fsync, a crash soon after may leave a file cut short or empty (the rename reached the
-// disk before the data): only for files their reader can tell complete (write_table).
-caf::error write_file_atomic(const fs::path& path, std::initializer_list<std::string_view> parts,
-                             mode_t mode, std::optional<file_owner> owner = std::nullopt,
-                             durability sync = durability::fsync) {
-  auto templ = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
-  int fd = mkstemp(templ.data());
-  if (fd < 0)
-    return make_error(errc::system_error, errno_text(("cannot create " + templ).c_str()));
-  auto fail = [&](const char* what) {
-    auto err = make_error(errc::system_error, errno_text(what) + " (" + path.string() + ")");
-    ::close(fd);
-    ::unlink(templ.c_str());
-    return err;
-  };
-  for (auto text : parts) {
-    size_t done = 0;
-    while (done < text.size()) {
-      auto n = ::write(fd, text.data() + done, text.size() - done);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
-        return fail("write");
-      }
-      done += static_cast<size_t>(n);
-    }
-  }
-  if (::fchmod(fd, mode) != 0)
-    return fail("fchmod");
-  // Before the rename: the broker (another user) must never see a file it cannot read.
-  if (owner && ::fchown(fd, owner->uid, owner->gid) != 0)
-    return fail("fchown");
-  if (sync == durability::fsync && ::fsync(fd) != 0)
-    return fail("fsync");
-  if (::close(fd) != 0) {
-    ::unlink(templ.c_str());
-    return make_error(errc::system_error, errno_text("close") + " (" + path.string() + ")");
-  }
-  if (::rename(templ.c_str(), path.c_str()) != 0) {
-    auto err = make_error(errc::system_error, errno_text("rename") + " (" + path.string() + ")");
-    ::unlink(templ.c_str());
-    return err;
-  }
-  return {};
-}
-
 // Writes the broker's table (its text, then the `end` line that tells the plugin the file
 // is complete) with no fsync: 8-30 ms for a table at Greengrass' limits on a loaded disk,
 // on the path of every group change. The table needs no durability: it is derived from the
@@ -107,8 +56,8 @@ caf::error write_file_atomic(const fs::path& path, std::initializer_list<std::st
 caf::error write_table(const fs::path& path, std::string_view text,
                        std::optional<file_owner> owner = std::nullopt) {
   bool newline = text.empty() || text.back() == '\n';
-  return write_file_atomic(path, {text, newline ? "" : "\n", "end\n"}, 0600, owner,
-                           durability::none);
+  return write_file_atomically(path, {text, newline ? "" : "\n", "end\n"},
+                               {.mode = 0600, .owner = owner, .sync = false});
 }
 
 std::string current_user_name() {
@@ -395,7 +344,7 @@ caf::error mirror_ca_dir(const fs::path& ca_dir, const fs::path& copy, file_owne
     names.insert(name);
     if (had && *had == *content)
       continue;
-    if (auto err = write_file_atomic(copy / name, {*content}, 0644, owner))
+    if (auto err = write_file_atomically(copy / name, *content, {.mode = 0644, .owner = owner}))
       return err;
   }
   size_t gone = 0;
@@ -428,7 +377,7 @@ caf::error copy_tls_files(const broker_options& o, const fs::path& tls_dir, file
       return make_error(errc::invalid_config, "broker: cannot read '" + *src + "'");
     std::stringstream buf;
     buf << in.rdbuf();
-    if (auto err = write_file_atomic(tls_dir / name, {buf.str()}, 0600, owner))
+    if (auto err = write_file_atomically(tls_dir / name, buf.str(), {.mode = 0600, .owner = owner}))
       return err;
   }
   if (!o.ca_dir.empty())
@@ -685,7 +634,7 @@ caf::error broker_process::begin_start(process_owner owner,
     // The real path: the broker's user cannot pass through the write dir.
     auto dir = drop ? broker_home(opts_) : fs::absolute(opts_.state_dir, ec);
     conf_path_ = (dir / "mosquitto.conf").string();
-    if (auto err = write_file_atomic(conf_path_, {*text}, 0600))
+    if (auto err = write_file_atomically(conf_path_, *text, {.mode = 0600}))
       return err;
     if (!fs::exists(acl_file(), ec))
       if (auto err = write_table(acl_file(), "# no things yet\n"))

@@ -29,17 +29,10 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "grove/file.hpp"
 #include "grove/process.hpp"
 
 namespace grove::mm {
-
-/// Owner given to a file the broker's user must read.
-struct file_owner {
-  /// User id.
-  uid_t uid;
-  /// Group id.
-  gid_t gid;
-};
 
 /// How the managed broker is configured and supervised.
 struct broker_options {

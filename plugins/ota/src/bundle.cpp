@@ -2,6 +2,7 @@
 
 #include "grove/archive.hpp"
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
@@ -130,17 +131,6 @@ bool parse_version(std::string_view v, parsed_version& out) {
       v = v.substr(dot + 1);
   }
   return true;
-}
-
-caf::error fsync_path(const fs::path& p, bool dir) {
-  int fd = ::open(p.c_str(), (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0)
-    return sys("open " + p.string());
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0)
-    return sys("fsync " + p.string());
-  return {};
 }
 
 } // namespace
@@ -485,9 +475,9 @@ caf::error stage(const source& src, const manifest& m, const fs::path& dir) {
     return fail(bad("'" + wanted.begin()->first + "' is in the manifest but not in the bundle"));
   // Directories deepest first, so each entry is durable before its parent is.
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it)
-    if (auto err = fsync_path(*it, true))
+    if (auto err = sync_directory(*it))
       return fail(std::move(err));
-  if (auto err = fsync_path(dir.parent_path(), true))
+  if (auto err = sync_directory(dir.parent_path()))
     return fail(std::move(err));
   return {};
 }

@@ -1,8 +1,8 @@
 #include "install.hpp"
 
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 
-#include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
@@ -22,45 +22,6 @@ using json = nlohmann::json;
 
 caf::error sys(const std::string& what) {
   return make_error(errc::system_error, "ota: " + what + ": " + std::strerror(errno));
-}
-
-caf::error fsync_dir(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return sys("open " + dir.string());
-  int rc = ::fsync(fd);
-  ::close(fd);
-  return rc == 0 ? caf::error{} : sys("fsync " + dir.string());
-}
-
-// Writes `text` to `file` so that a reader sees the old or the new content, never a mix.
-caf::error write_atomic(const fs::path& file, const std::string& text) {
-  auto tmp = file;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return sys("create " + tmp.string());
-  size_t off = 0;
-  while (off < text.size()) {
-    auto n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      auto err = sys("write " + tmp.string());
-      ::close(fd);
-      return err;
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    auto err = sys("fsync " + tmp.string());
-    ::close(fd);
-    return err;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), file.c_str()) != 0)
-    return sys("rename " + tmp.string());
-  return fsync_dir(file.parent_path());
 }
 
 } // namespace
@@ -101,7 +62,7 @@ caf::error write_state(const fs::path& root, const state& st) {
   json doc = {{"phase", st.phase},   {"previous", st.previous}, {"target", st.target},
               {"version", st.version}, {"kind", st.kind}, {"reason", st.reason},   {"job_id", st.job_id},
               {"attempts", st.attempts}};
-  return write_atomic(root / "ota-state.json", doc.dump(2) + "\n");
+  return write_file_atomically(root / "ota-state.json", doc.dump(2) + "\n");
 }
 
 std::string current_release(const fs::path& root) {
@@ -133,7 +94,7 @@ caf::error switch_to(const fs::path& root, const std::string& release) {
   // rename(2) replaces the old link in one step: `current` is always the old or the new.
   if (::rename(tmp.c_str(), (root / "current").c_str()) != 0)
     return sys("rename " + tmp.string());
-  return fsync_dir(root);
+  return sync_directory(root);
 }
 
 caf::expected<state> install(const fs::path& root, const source& src, policy pol,
@@ -198,15 +159,15 @@ caf::expected<state> install(const fs::path& root, const source& src, policy pol
       return make_error(errc::system_error, "ota: making the plugins release: " + ec.message());
     }
     fs::remove(staging / "ota-manifest.json", ignore);
-    if (auto err = fsync_dir(staging / "lib/grove/plugins"))
+    if (auto err = sync_directory(staging / "lib/grove/plugins"))
       return err;
   }
-  if (auto err = write_atomic(staging / "ota-manifest.json", h->manifest_json))
+  if (auto err = write_file_atomically(staging / "ota-manifest.json", h->manifest_json))
     return err;
   crash_point("staged");
   if (::rename(staging.c_str(), dir.c_str()) != 0)
     return sys("rename " + staging.string());
-  if (auto err = fsync_dir(root / "releases"))
+  if (auto err = sync_directory(root / "releases"))
     return err;
   state st;
   st.previous = current;

@@ -12,6 +12,7 @@
 #include "install.hpp"
 
 #include "grove/errors.hpp"
+#include "grove/file.hpp"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -58,15 +59,6 @@ std::string read_key(const std::string& arg) {
   auto text = fs::is_regular_file(arg, ec) ? slurp(arg) : arg;
   text.erase(std::remove_if(text.begin(), text.end(), ::isspace), text.end());
   return text;
-}
-
-bool write_file(const fs::path& p, const std::string& text, mode_t mode) {
-  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0)
-    return false;
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::fchmod(fd, mode);
-  return ::close(fd) == 0 && ok;
 }
 
 struct archive_writer {
@@ -220,8 +212,11 @@ int main(int argc, char** argv) {
   if (cmd == "keygen" && argc == 3) {
     auto [sk, pk] = make_key_pair();
     std::string prefix = argv[2];
-    if (!write_file(prefix + ".key", sk + "\n", 0600) || !write_file(prefix + ".pub", pk + "\n", 0644)) {
-      std::cerr << "grove-ota: cannot write " << prefix << ".key/.pub: " << std::strerror(errno) << "\n";
+    auto err = grove::write_file_atomically(prefix + ".key", sk + "\n", {.mode = 0600});
+    if (!err)
+      err = grove::write_file_atomically(prefix + ".pub", pk + "\n", {.mode = 0644});
+    if (err) {
+      std::cerr << "grove-ota: " << grove::message_of(err) << "\n";
       return 1;
     }
     std::cout << pk << "\n";
