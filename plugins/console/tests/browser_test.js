@@ -237,7 +237,7 @@ async function main() {
       await page.click('#load-submit');
       await page.waitForFunction((n) => /loaded |grovectl:/.test(document.querySelector('#plugin-result')?.textContent)
                                  && document.querySelector('#plugin-result').textContent.includes(n),
-                                 {timeout: 30000, polling: 200}, name);
+                                 {timeout: 90000, polling: 200}, name);
       const r = await text(page, '#plugin-result');
       check(`${name} loaded from the plugins page`, r.startsWith(`loaded ${name}`), r);
     };

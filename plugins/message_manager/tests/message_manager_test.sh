@@ -280,7 +280,7 @@ ABRUPT_PID=$!
 wait_for "$WORK/var/plugins/message_manager/broker/broker.log" "as C-abrupt" 100
 kill -9 "$ABRUPT_PID"
 check "a device killed with its TLS session open is counted (broker.abrupt_disconnects)" \
-  bash -c 'for _ in $(seq 1 100); do (( $(metric broker.abrupt_disconnects) > $1 )) && exit 0;
+  bash -c 'for _ in $(seq 1 300); do (( $(metric broker.abrupt_disconnects) > $1 )) && exit 0;
            sleep 0.1; done; exit 1' _ "$abrupt_before"
 check "... and its OpenSSL 'unexpected eof' is no info or error line in groved's log" \
   bash -c '! grep -q "unexpected eof" "$1"' _ "$WORK/groved.out"
