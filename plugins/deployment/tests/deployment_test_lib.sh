@@ -36,3 +36,27 @@ YAML
   launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
   aws_env "$WORK/pki/ca.crt"
 }
+
+# deployment_discovery_entry: the profile's deployment entry (it may set the kernel's
+# group) beside message_manager on the group PKI $PKI (mm_test_lib.sh's group_pki): thing
+# core-1, the API on $API_PORT, $KEY's credentials, the discovery listener on $DISC_PORT
+# with the server certificate, trusting $PKI's CA and its CRL.
+deployment_discovery_entry() {
+  cat <<YAML
+  - name: deployment
+    may_set_group: true
+    config:
+      thing_name: core-1
+      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+      discovery:
+        enabled: true
+        bind: 127.0.0.1
+        port: $DISC_PORT
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        ca_file: $PKI/ca.crt
+        crl_file: $PKI/crl.pem
+YAML
+}

@@ -39,23 +39,7 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
   # crl_file as in the shipped full image: OpenSSL then wants a CRL from every CA of a
   # chain, the group CAs' own too (their `<hash>.r0` in the trust directory).
   printf '        client_id_patterns: ["<thing>", "<thing>-*"]\n        ca_dir: %s/trust\n        crl_file: %s/crl.pem\n' "$GCA" "$PKI"
-  cat <<PROFILE
-  - name: deployment
-    may_set_group: true
-    config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-      discovery:
-        enabled: true
-        bind: 127.0.0.1
-        port: $DISC_PORT
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        ca_file: $PKI/ca.crt
-        crl_file: $PKI/crl.pem
-PROFILE
+  deployment_discovery_entry
 } >"$WORK/profile.yaml"
 
 start_groved() {
