@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +24,7 @@
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/dnn.hpp>
 
+#include "bench_models.hpp"
 #include "bench_stats.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/ml_inference/client.hpp"
@@ -36,27 +36,11 @@ namespace fs = std::filesystem;
 namespace gml = grove::ml_inference;
 using json = nlohmann::ordered_json;
 using grove::bench::clock_type;
+using grove::bench::latency;
+using grove::bench::model_resource;
 using grove::bench::pct;
 using grove::bench::round2;
 using grove::bench::us_since;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in{p, std::ios::binary};
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string sha256_of(const fs::path& p) {
-  auto cmd = "sha256sum " + p.string();
-  std::string out(64, '\0');
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (f == nullptr || std::fread(out.data(), 1, 64, f) != 64)
-    out.clear();
-  if (f != nullptr)
-    ::pclose(f);
-  return out;
-}
 
 /// Resident set size in KiB.
 long rss_kib() {
@@ -66,18 +50,10 @@ long rss_kib() {
   return resident * (::sysconf(_SC_PAGESIZE) / 1024);
 }
 
-std::string resource(const std::string& id, const fs::path& file, const std::string& input,
-                     const std::string& extra = "") {
-  return "  - id: " + id + "\n    config:\n      localMachineLearningModelResourceData:\n"
-         "        path: " + file.string() + "\n        sha256: " + sha256_of(file) + "\n"
-         "        manifest: {inputs: [" + input + "]}\n" + extra;
-}
-
 struct model_case {
   std::string id;
   fs::path file;
   std::vector<int64_t> shape;
-  std::string input_yaml;
 };
 
 caf::expected<grove::ml::InferResponse> infer(grove::testing::harness& h, const std::string& id,
@@ -85,10 +61,6 @@ caf::expected<grove::ml::InferResponse> infer(grove::testing::harness& h, const 
   return gml::infer_rpc{gml::infer_topic(id)}.call_with(
     [&](grove::Envelope e) { return h.request(e.topic(), e.payload(), std::chrono::seconds{30}); },
     req);
-}
-
-json latency(const std::vector<double>& us) {
-  return {{"p50_us", round2(pct(us, 0.5))}, {"p99_us", round2(pct(us, 0.99))}};
 }
 
 } // namespace
@@ -99,24 +71,22 @@ int main(int argc, char** argv) {
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
   auto dir = fs::temp_directory_path() / ("ml_bench." + std::to_string(::getpid()));
   fs::create_directories(dir);
-  auto cmd = std::string{"/usr/bin/python3 "} + ML_MAKE_MODELS + " " + dir.string()
-             + " >/dev/null";
-  if (std::system(cmd.c_str()) != 0) {
-    std::cerr << "ml_bench: " << cmd << " failed (python3-onnx, python3-numpy)\n";
+  if (auto err = grove::bench::make_models(ML_MAKE_MODELS, dir); !err.empty()) {
+    std::cerr << "ml_bench: " << err << "\n";
     return 1;
   }
   std::vector<model_case> cases{
-    {"mlp", dir / "mlp.onnx", {1, 32}, "{name: x, shape: [-1, 32]}"},
-    {"cnn", dir / "cnn.onnx", {1, 3, 32, 32}, "{name: x, shape: [-1, 3, 32, 32]}"},
-    {"cnn96", dir / "cnn96.onnx", {1, 3, 96, 96}, "{name: x, shape: [-1, 3, 96, 96]}"}};
+    {"mlp", dir / "mlp.onnx", {1, 32}},
+    {"cnn", dir / "cnn.onnx", {1, 3, 32, 32}},
+    {"cnn96", dir / "cnn96.onnx", {1, 3, 96, 96}}};
   auto group_file = dir / "group.yaml";
   std::string group = "name: bench\nresources:\n";
   for (auto& c : cases)
-    group += resource(c.id, c.file, c.input_yaml, "        maxBatchSize: 1\n");
-  group += resource("cnn_batched", dir / "cnn.onnx", cases[1].input_yaml,
-                    "        maxBatchSize: 32\n        maxBatchDelayUs: 1000\n");
-  group += resource("cnn96_batched", dir / "cnn96.onnx", cases[2].input_yaml,
-                    "        maxBatchSize: 32\n        maxBatchDelayUs: 1000\n");
+    group += model_resource(c.id, c.file, c.shape, "        maxBatchSize: 1\n");
+  group += model_resource("cnn_batched", dir / "cnn.onnx", cases[1].shape,
+                          "        maxBatchSize: 32\n        maxBatchDelayUs: 1000\n");
+  group += model_resource("cnn96_batched", dir / "cnn96.onnx", cases[2].shape,
+                          "        maxBatchSize: 32\n        maxBatchDelayUs: 1000\n");
   std::ofstream{group_file} << group;
 
   long rss_before = rss_kib();
@@ -130,19 +100,8 @@ int main(int argc, char** argv) {
   }
   json memory;
   auto wait_serving = [&](size_t n) {
-    for (int i = 0; i < 6000; ++i) {
-      auto r = gml::models_rpc{std::string{gml::models_topic}}.call_with(
-        [&](grove::Envelope e) { return h.request(e.topic(), e.payload()); },
-        grove::ml::ModelsRequest{});
-      size_t serving = 0;
-      if (r)
-        for (const auto& m : r->models())
-          serving += m.state() == grove::ml::ModelInfo::SERVING ? 1 : 0;
-      if (serving >= n)
-        return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
-    return false;
+    return grove::bench::wait_models_serving(
+      [&](grove::Envelope e) { return h.request(e.topic(), e.payload()); }, n);
   };
   if (!wait_serving(5)) {
     std::cerr << "ml_bench: the models did not load\n";
@@ -153,8 +112,8 @@ int main(int argc, char** argv) {
   long rss_loaded = rss_kib(); // before any request: no buffers of runs yet
   std::string more = group;
   for (int i = 0; i < 8; ++i)
-    more += resource("cnn96_copy" + std::to_string(i), dir / "cnn96.onnx", cases[2].input_yaml,
-                     "        maxBatchSize: 1\n");
+    more += model_resource("cnn96_copy" + std::to_string(i), dir / "cnn96.onnx",
+                           cases[2].shape, "        maxBatchSize: 1\n");
   std::ofstream{group_file} << more;
   if (h.kernel().reload_group() || !wait_serving(13)) {
     std::cerr << "ml_bench: the copies did not load\n";
@@ -187,13 +146,8 @@ int main(int argc, char** argv) {
   json batch1 = json::object();
   for (auto& c : cases) {
     std::vector<int64_t> shape = c.shape;
-    size_t n = 1;
-    for (auto d : shape)
-      n *= static_cast<size_t>(d);
-    std::vector<float> x(n);
-    for (size_t i = 0; i < n; ++i)
-      x[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
-    auto bytes = slurp(c.file);
+    auto x = grove::bench::model_input(shape);
+    auto bytes = grove::bench::read_file(c.file);
     auto net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
     std::vector<int> dims(shape.begin(), shape.end());
     grove::ml::InferRequest req;

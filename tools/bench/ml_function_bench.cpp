@@ -17,9 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +26,7 @@
 #include <opencv2/dnn.hpp>
 
 #include "bench_kernel.hpp"
+#include "bench_models.hpp"
 #include "bench_stats.hpp"
 #include "function_bench_support.hpp"
 #include "grove/ml_inference/client.hpp"
@@ -38,36 +37,15 @@ namespace fs = std::filesystem;
 namespace gml = grove::ml_inference;
 using json = nlohmann::ordered_json;
 using grove::bench::clock_type;
+using grove::bench::latency;
 using grove::bench::pct;
 using grove::bench::round2;
 using grove::bench::us_since;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in{p, std::ios::binary};
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string sha256_of(const fs::path& p) {
-  auto cmd = "sha256sum " + p.string();
-  std::string out(64, '\0');
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (f == nullptr || std::fread(out.data(), 1, 64, f) != 64)
-    out.clear();
-  if (f != nullptr)
-    ::pclose(f);
-  return out;
-}
 
 struct model_case {
   std::string id;
   std::vector<int64_t> shape;
 };
-
-json latency(const std::vector<double>& us) {
-  return {{"p50_us", round2(pct(us, 0.5))}, {"p99_us", round2(pct(us, 0.99))}};
-}
 
 int fail(const std::string& what) {
   std::cout << json{{"bench", "ml_function_bench"}, {"error", what}}.dump() << std::endl;
@@ -84,26 +62,17 @@ int main(int argc, char** argv) {
   auto dir = fs::temp_directory_path() / ("ml_function_bench." + std::to_string(::getpid()));
   fs::create_directories(dir);
   auto models = dir / "models";
-  auto cmd = std::string{"/usr/bin/python3 "} + ML_MAKE_MODELS + " " + models.string()
-             + " >/dev/null";
-  if (std::system(cmd.c_str()) != 0)
-    return fail(cmd + " failed (python3-onnx, python3-numpy)");
+  if (auto err = grove::bench::make_models(ML_MAKE_MODELS, models); !err.empty())
+    return fail(err);
   auto plugins = grove::bench::function_plugin_dir(dir, FN_PLUGIN);
   fs::copy_file(ML_PLUGIN, plugins / "libml_inference.so");
   std::vector<model_case> cases{{"mlp", {1, 32}}, {"cnn", {1, 3, 32, 32}}};
   {
     std::ofstream g{dir / "group.yaml"};
     g << "name: bench\nresources:\n";
-    for (auto& c : cases) {
-      std::string shape; // the manifest's: a batch dimension first
-      for (size_t i = 0; i < c.shape.size(); ++i)
-        shape += (i ? ", " : "") + std::string{i == 0 ? "-1" : std::to_string(c.shape[i])};
-      auto file = models / (c.id + ".onnx");
-      g << "  - id: " << c.id << "\n    config:\n      localMachineLearningModelResourceData:\n"
-        << "        path: " << file.string() << "\n        sha256: " << sha256_of(file) << "\n"
-        << "        maxBatchSize: 1\n        manifest: {inputs: [{name: x, shape: [" << shape
-        << "]}]}\n";
-    }
+    for (auto& c : cases)
+      g << grove::bench::model_resource(c.id, models / (c.id + ".onnx"), c.shape,
+                                        "        maxBatchSize: 1\n");
     g << "functions:\n";
     for (auto& c : cases) {
       std::string dims;
@@ -137,29 +106,13 @@ int main(int argc, char** argv) {
     auto send = [&](grove::Envelope e) { return k.request(std::move(e), timeout); };
     if (!grove::bench::wait_for_functions(send, static_cast<int>(cases.size())))
       return fail("the runtime did not define the functions");
-    for (int i = 0;; ++i) {
-      auto r = gml::models_rpc{std::string{gml::models_topic}}.call_with(send,
-                                                                          grove::ml::ModelsRequest{});
-      size_t serving = 0;
-      if (r)
-        for (const auto& m : r->models())
-          serving += m.state() == grove::ml::ModelInfo::SERVING ? 1 : 0;
-      if (serving == cases.size())
-        break;
-      if (i > 3000)
-        return fail("the models did not load");
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
+    if (!grove::bench::wait_models_serving(send, cases.size(), 3001))
+      return fail("the models did not load");
     json batch1 = json::object();
     for (auto& c : cases) {
-      size_t n = 1;
-      for (auto d : c.shape)
-        n *= static_cast<size_t>(d);
-      std::vector<float> x(n);
-      for (size_t i = 0; i < n; ++i)
-        x[i] = static_cast<float>((i * 7919) % 255) / 255.0f;
-      std::string bytes(reinterpret_cast<const char*>(x.data()), n * sizeof(float));
-      auto onnx = slurp(models / (c.id + ".onnx"));
+      auto x = grove::bench::model_input(c.shape);
+      std::string bytes(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
+      auto onnx = grove::bench::read_file(models / (c.id + ".onnx"));
       auto net = cv::dnn::readNetFromONNX(onnx.data(), onnx.size());
       std::vector<int> dims(c.shape.begin(), c.shape.end());
       grove::ml::InferRequest req;

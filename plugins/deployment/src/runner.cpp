@@ -1342,6 +1342,31 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
   }
 }
 
+runner::component& runner::take_plan(const component_plan& p) {
+  std::lock_guard guard{mtx_};
+  auto& slot = components_[p.name];
+  if (!slot)
+    slot = std::make_unique<component>();
+  slot->plan = p;
+  slot->stopped = false;
+  slot->restored = false;
+  return *slot;
+}
+
+runner::component* runner::start_in_group(std::shared_ptr<job> j, const component_plan& p) {
+  auto it = components_.find(p.name);
+  if (it != components_.end() && it->second->plan.version == p.version
+      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
+      && !it->second->restored) {
+    ++j->index; // its function or model is in the group and running as it should be
+    step(j);
+    return nullptr;
+  }
+  auto& c = take_plan(p);
+  set_state(c, "STARTING");
+  return &c;
+}
+
 void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
   auto plugin = plugin_of(p.name);
   auto library = plugin_library(p, j->plugin_dir);
@@ -1366,16 +1391,7 @@ void runner::apply_plugin(std::shared_ptr<job> j, const component_plan& p) {
     if (!known || known->plan.configuration != p.configuration)
       todo += "c";
   }
-  {
-    std::lock_guard guard{mtx_};
-    auto& slot = components_[p.name];
-    if (!slot)
-      slot = std::make_unique<component>();
-    slot->plan = p;
-    slot->stopped = false;
-    slot->restored = false;
-  }
-  auto& c = *components_[p.name];
+  auto& c = take_plan(p);
   if (todo.empty()) {
     j->last = running->second;
     settle_plugin(j, p.name);
@@ -1672,25 +1688,8 @@ void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
 }
 
 void runner::apply_lambda(std::shared_ptr<job> j, const component_plan& p) {
-  auto it = components_.find(p.name);
-  if (it != components_.end() && it->second->plan.version == p.version
-      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
-      && !it->second->restored) {
-    ++j->index; // its function is in the group as it should be
-    step(j);
+  if (!start_in_group(j, p))
     return;
-  }
-  {
-    std::lock_guard guard{mtx_};
-    auto& slot = components_[p.name];
-    if (!slot)
-      slot = std::make_unique<component>();
-    slot->plan = p;
-    slot->stopped = false;
-    slot->restored = false;
-  }
-  auto& c = *components_.at(p.name);
-  set_state(c, "STARTING");
   auto name = p.name;
   auto config = p.configuration.dump(); // JSON is YAML
   edit_group(
@@ -1782,25 +1781,10 @@ void runner::wait_function(std::shared_ptr<job> j, std::string name,
 }
 
 void runner::apply_model(std::shared_ptr<job> j, const component_plan& p) {
-  auto it = components_.find(p.name);
-  if (it != components_.end() && it->second->plan.version == p.version
-      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
-      && !it->second->restored) {
-    ++j->index; // its model is in the group and serving
-    step(j);
+  auto* started = start_in_group(j, p);
+  if (!started)
     return;
-  }
-  {
-    std::lock_guard guard{mtx_};
-    auto& slot = components_[p.name];
-    if (!slot)
-      slot = std::make_unique<component>();
-    slot->plan = p;
-    slot->stopped = false;
-    slot->restored = false;
-  }
-  auto& c = *components_.at(p.name);
-  set_state(c, "STARTING");
+  auto& c = *started;
   auto name = p.name;
   auto res = model_resource(p);
   if (!res) {

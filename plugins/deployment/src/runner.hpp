@@ -208,6 +208,12 @@ private:
   void plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo);
   void settle_plugin(std::shared_ptr<job> j, const std::string& name);
   void refresh_plugins();
+  // The record of a component the kernel runs, made or reused, with `p` as its plan.
+  component& take_plan(const component_plan& p);
+  // A Lambda or model component's start: nothing when it is unchanged (version and
+  // configuration), RUNNING and not restored (the job has stepped on), else its record
+  // (take_plan) set STARTING.
+  component* start_in_group(std::shared_ptr<job> j, const component_plan& p);
   void apply_lambda(std::shared_ptr<job> j, const component_plan& p);
   void apply_model(std::shared_ptr<job> j, const component_plan& p);
   void apply_bridge(std::shared_ptr<job> j, const component_plan& p);

@@ -99,6 +99,20 @@ http_response internal(const caf::error& err) {
                   "the group store failed: " + caf::to_string(err));
 }
 
+// The resource `kind`/`id` exists (its row in `*row` when asked for), else the answer:
+// the store's failure (internal) or IdNotFoundException (404).
+std::optional<http_response> require_resource(v1_store& store, const std::string& kind,
+                                              const std::string& id, v1_resource* row = nullptr) {
+  auto res = store.get(kind, id);
+  if (!res)
+    return internal(res.error());
+  if (!*res)
+    return id_not_found(kind, id);
+  if (row)
+    *row = std::move(**res);
+  return std::nullopt;
+}
+
 http_response ok(const json& body, int status = 200) {
   http_response r;
   r.status = status;
@@ -993,11 +1007,8 @@ http_response v1_api::create_version(const std::string& kind, const std::string&
   auto body = body_of(req);
   if (!body)
     return bad_request("the request body is not a JSON object", "InvalidBody");
-  auto res = store_.get(kind, id);
-  if (!res)
-    return internal(res.error());
-  if (!*res)
-    return id_not_found(kind, id);
+  if (auto err = require_resource(store_, kind, id))
+    return *err;
   json def;
   if (kind == "groups") {
     if (auto f = group_version_shape(*body, ""))
@@ -1030,12 +1041,10 @@ http_response v1_api::create_version(const std::string& kind, const std::string&
 }
 
 http_response v1_api::get_resource(const std::string& kind, const std::string& id) {
-  auto res = store_.get(kind, id);
-  if (!res)
-    return internal(res.error());
-  if (!*res)
-    return id_not_found(kind, id);
-  return ok(resource_json(**res, true));
+  v1_resource res;
+  if (auto err = require_resource(store_, kind, id, &res))
+    return *err;
+  return ok(resource_json(res, true));
 }
 
 http_response v1_api::list_resources(const std::string& kind, const http_request& req) {
@@ -1116,11 +1125,8 @@ http_response v1_api::delete_resource(const std::string& kind, const std::string
 
 http_response v1_api::get_version(const std::string& kind, const std::string& id,
                                   const std::string& version) {
-  auto res = store_.get(kind, id);
-  if (!res)
-    return internal(res.error());
-  if (!*res)
-    return id_not_found(kind, id);
+  if (auto err = require_resource(store_, kind, id))
+    return *err;
   auto v = store_.version(kind, id, version);
   if (!v)
     return internal(v.error());
@@ -1139,11 +1145,8 @@ http_response v1_api::list_versions(const std::string& kind, const std::string& 
   int64_t after;
   if (auto err = page(req, limit, after))
     return *err;
-  auto res = store_.get(kind, id);
-  if (!res)
-    return internal(res.error());
-  if (!*res)
-    return id_not_found(kind, id);
+  if (auto err = require_resource(store_, kind, id))
+    return *err;
   auto rows = store_.versions(kind, id, after, limit + 1);
   if (!rows)
     return internal(rows.error());
@@ -1456,11 +1459,9 @@ http_response v1_api::create_deployment(const std::string& group_id, const http_
   for (auto key : {"DeploymentId", "GroupVersionId"})
     if (auto f = string_field(*body, "", key, 128))
       return bad_field(*f);
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  v1_resource group;
+  if (auto err = require_resource(store_, "groups", group_id, &group))
+    return *err;
   std::string type = (*body)["DeploymentType"];
   std::string version = body->value("GroupVersionId", "");
   if (type == "ResetDeployment" || type == "ForceResetDeployment") {
@@ -1494,7 +1495,7 @@ http_response v1_api::create_deployment(const std::string& group_id, const http_
     return internal(v.error());
   if (!*v)
     return version_not_found("groups", group_id, version);
-  return deploy(**group, type, version, now_ms);
+  return deploy(group, type, version, now_ms);
 }
 
 http_response v1_api::deploy(const v1_resource& group, const std::string& type,
@@ -1597,11 +1598,9 @@ http_response v1_api::reset_deployments(const std::string& group_id, const http_
   if (auto f = bool_field(*body, "", "Force"))
     return bad_field(*f);
   bool force = body->value("Force", false);
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  v1_resource group;
+  if (auto err = require_resource(store_, "groups", group_id, &group))
+    return *err;
   if (!force) {
     auto last = store_.deployments(group_id, INT64_MAX, 100);
     if (!last)
@@ -1617,15 +1616,12 @@ http_response v1_api::reset_deployments(const std::string& group_id, const http_
                            "it anyway",
                          "GroupNotDeployed");
   }
-  return deploy(**group, force ? "ForceResetDeployment" : "ResetDeployment", "", now_ms);
+  return deploy(group, force ? "ForceResetDeployment" : "ResetDeployment", "", now_ms);
 }
 
 http_response v1_api::deployment_status(const std::string& group_id, const std::string& id) {
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  if (auto err = require_resource(store_, "groups", group_id))
+    return *err;
   auto d = store_.deployment(group_id, id);
   if (!d)
     return internal(d.error());
@@ -1647,11 +1643,8 @@ http_response v1_api::list_deployments(const std::string& group_id, const http_r
   int64_t after;
   if (auto err = page(req, limit, after))
     return *err;
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  if (auto err = require_resource(store_, "groups", group_id))
+    return *err;
   // Newest first; NextToken is the last one given.
   auto rows = store_.deployments(group_id, after < 0 ? INT64_MAX : after, limit + 1);
   if (!rows)
@@ -1708,11 +1701,8 @@ std::string v1_api::ca_arn(const std::string& group_id, const std::string& ca_id
 }
 
 http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  if (auto err = require_resource(store_, "groups", group_id))
+    return *err;
   if (v1_.group_ca_dir.empty())
     return v1_error(500, "InternalServerErrorException",
                     "this core keeps no group CAs (the plugin has no group_ca_dir)");
@@ -1751,11 +1741,8 @@ http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
 }
 
 http_response v1_api::get_ca(const std::string& group_id, const std::string& ca_id) {
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  if (auto err = require_resource(store_, "groups", group_id))
+    return *err;
   auto cas = store_.cas(group_id);
   if (!cas)
     return internal(cas.error());
@@ -1770,11 +1757,8 @@ http_response v1_api::get_ca(const std::string& group_id, const std::string& ca_
 }
 
 http_response v1_api::list_cas(const std::string& group_id) {
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  if (auto err = require_resource(store_, "groups", group_id))
+    return *err;
   auto cas = store_.cas(group_id);
   if (!cas)
     return internal(cas.error());
@@ -1809,11 +1793,8 @@ http_response v1_api::cert_config(const std::string& group_id, const http_reques
       return bad_field({"CertificateExpiryInMilliseconds", range + ", got " + text});
     set = ms;
   }
-  auto group = store_.get("groups", group_id);
-  if (!group)
-    return internal(group.error());
-  if (!*group)
-    return id_not_found("groups", group_id);
+  if (auto err = require_resource(store_, "groups", group_id))
+    return *err;
   if (set)
     if (auto err = store_.set_cert_expiry(group_id, *set))
       return internal(err);
@@ -1965,11 +1946,8 @@ http_response v1_api::associate_role(const std::string& scope, const http_reques
   if (auto why = role_arn_problem(arn, account_); !why.empty())
     return bad_field({"RoleArn", why});
   if (scope.starts_with("group:")) {
-    auto g = store_.get("groups", scope.substr(6));
-    if (!g)
-      return internal(g.error());
-    if (!*g)
-      return id_not_found("groups", scope.substr(6));
+    if (auto err = require_resource(store_, "groups", scope.substr(6)))
+      return *err;
   }
   if (auto err = store_.put_role(scope, v1_role{arn, now_ms}))
     return internal(err);
@@ -1979,11 +1957,8 @@ http_response v1_api::associate_role(const std::string& scope, const http_reques
 http_response v1_api::get_role(const std::string& scope) {
   bool group = scope.starts_with("group:");
   if (group) {
-    auto g = store_.get("groups", scope.substr(6));
-    if (!g)
-      return internal(g.error());
-    if (!*g)
-      return id_not_found("groups", scope.substr(6));
+    if (auto err = require_resource(store_, "groups", scope.substr(6)))
+      return *err;
   }
   auto r = store_.role(scope);
   if (!r)
@@ -1999,11 +1974,8 @@ http_response v1_api::get_role(const std::string& scope) {
 
 http_response v1_api::disassociate_role(const std::string& scope, int64_t now_ms) {
   if (scope.starts_with("group:")) {
-    auto g = store_.get("groups", scope.substr(6));
-    if (!g)
-      return internal(g.error());
-    if (!*g)
-      return id_not_found("groups", scope.substr(6));
+    if (auto err = require_resource(store_, "groups", scope.substr(6)))
+      return *err;
   }
   // Idempotent, as AWS's: no role is the state asked for.
   auto gone = store_.erase_role(scope);

@@ -17,6 +17,8 @@ PY=/usr/bin/python3
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-deployment-test "$AWS" "$PY" openssl
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 export GROVE_CA_DIR=$WORK/ca
 ARTIFACT_SERVER_PID=""
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
@@ -35,10 +37,8 @@ for _ in $(seq 1 50); do [[ -s "$WORK/artifact.port" ]] && break; sleep 0.1; don
 [[ -s "$WORK/artifact.port" ]] || abort "the artifact server did not start"
 APORT=$(cat "$WORK/artifact.port")
 PORT=$(free_port)
-KEY=AKIAGROVETEST00001
 RO_KEY=AKIAGROVEREADONLY1
 SLOW_KEY=AKIAGROVESLOWKEY01
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
   log_level: info

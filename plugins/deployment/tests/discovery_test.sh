@@ -23,6 +23,8 @@ source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq curl node /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$MM_TESTS/mm_test_lib.sh"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 PY=/usr/bin/python3
 if [[ ! -d "$DEVICES/node_modules/aws-iot-device-sdk-v2" || ! -d "$DEVICES/node_modules/mqtt" ]]; then
   echo "aws-iot-device-sdk-v2 or MQTT.js is not installed in $DEVICES (tools/deps runs npm ci there)"
@@ -40,8 +42,6 @@ OTHER=$WORK/other
 cp "$(ls "$PKI"/devices/revoked/R-*.crt | head -1)" "$PKI/devices/R.crt"
 
 read -r PORT API_PORT DISC_PORT <<<"$(free_ports 3)"
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 
 GROUP=$WORK/group.yaml
 cat >"$GROUP" <<EOF
@@ -56,21 +56,7 @@ kernel:
   group: $GROUP
 plugins:
 $(mm_profile_entry)
-  - name: deployment
-    may_set_group: true
-    config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-      discovery:
-        enabled: true
-        bind: 127.0.0.1
-        port: $DISC_PORT
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        ca_file: $PKI/ca.crt
-        crl_file: $PKI/crl.pem
+$(deployment_discovery_entry)
 EOF
 
 launch_groved

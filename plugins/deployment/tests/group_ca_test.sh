@@ -19,6 +19,8 @@ source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq curl /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$MM_TESTS/mm_test_lib.sh"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
@@ -27,8 +29,6 @@ PY=/usr/bin/python3
 group_pki grove
 [[ -s $PKI/crl.pem ]] || abort "grove-certs made no crl.pem"
 read -r PORT API_PORT DISC_PORT <<<"$(free_ports 3)"
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 GCA=$WORK/var/plugins/deployment/group_ca
 
 GROUP=$WORK/group.yaml
@@ -39,23 +39,7 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
   # crl_file as in the shipped full image: OpenSSL then wants a CRL from every CA of a
   # chain, the group CAs' own too (their `<hash>.r0` in the trust directory).
   printf '        client_id_patterns: ["<thing>", "<thing>-*"]\n        ca_dir: %s/trust\n        crl_file: %s/crl.pem\n' "$GCA" "$PKI"
-  cat <<PROFILE
-  - name: deployment
-    may_set_group: true
-    config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-      discovery:
-        enabled: true
-        bind: 127.0.0.1
-        port: $DISC_PORT
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        ca_file: $PKI/ca.crt
-        crl_file: $PKI/crl.pem
-PROFILE
+  deployment_discovery_entry
 } >"$WORK/profile.yaml"
 
 start_groved() {
@@ -66,9 +50,7 @@ start_groved() {
 start_groved
 pass "groved runs message_manager (broker.ca_dir) and the v1 API over TLS"
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$PKI/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+aws_env "$PKI/ca.crt"
 gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 phase() {
   "$PY" "$HERE/group_ca_test.py" "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" \

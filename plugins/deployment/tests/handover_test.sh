@@ -16,6 +16,8 @@ AWS=/usr/bin/aws
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-deployment-handover "$AWS" jq openssl
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
   for p in /proc/[0-9]*; do
@@ -23,25 +25,7 @@ test_cleanup() {
   done
 }
 
-make_server_pki
-PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
-cat >"$WORK/profile.yaml" <<YAML
-kernel:
-  log_level: info
-plugins:
-  - name: deployment
-    config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+start_deployment_alone
 gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
 THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 WORKDIR=$WORK/var/plugins/deployment/components/work

@@ -24,13 +24,13 @@ source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$MM_TESTS/mm_test_lib.sh"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
 group_pki A B grove
 read -r PORT API_PORT <<<"$(free_ports 2)"
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 
 # The function package a lambdaFunction names: <dir>/relay/1/ (README, "lambdaFunction").
 mkdir -p "$WORK/lambda/relay/1"
@@ -77,9 +77,7 @@ status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved di
 status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
 pass "groved runs message_manager, function_runtime and the deployment API"
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$PKI/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+aws_env "$PKI/ca.crt"
 gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1

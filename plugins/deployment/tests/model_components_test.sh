@@ -18,6 +18,8 @@ ML_TESTS=$(readlink -f "$HERE/../../ml_inference/tests")
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-deployment-models "$PY"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 [[ -f "$PLUGIN_DIR/libml_inference.so" ]] || abort "libml_inference.so must be built in $PLUGIN_DIR"
 
 make_server_pki
@@ -36,8 +38,6 @@ resources:
         manifest: {inputs: [{name: x, shape: [1, 3, 8, 8]}]}
 YAML
 PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
   log_level: info

@@ -16,6 +16,8 @@ PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-deployment-plugins "$PY"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 [[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
@@ -25,8 +27,6 @@ make_server_pki
 mkdir -p "$WORK/local"
 cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/libheartbeat.so"
 PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
   log_level: info

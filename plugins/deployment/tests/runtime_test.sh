@@ -16,6 +16,8 @@ PY=/usr/bin/python3
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-deployment-runtime "$PY" openssl
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 # grove_test_lib.sh's exit cleanup kills groved (-9) first; GROVED_PID is still the last one's.
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
@@ -39,8 +41,6 @@ test_cleanup() {
 
 make_server_pki
 PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
   log_level: info

@@ -15,26 +15,10 @@ PY=/usr/bin/python3
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-deployment-tags "$AWS" "$PY" jq openssl
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 
-make_server_pki
-PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
-cat >"$WORK/profile.yaml" <<YAML
-kernel:
-  log_level: info
-plugins:
-  - name: deployment
-    config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+start_deployment_alone
 gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
 THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 printf "RecipeFormatVersion: '2020-01-25'\nComponentName: e2e.Tagged\nComponentVersion: '1.0.0'\n" >"$WORK/r.yaml"

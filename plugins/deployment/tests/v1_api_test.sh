@@ -19,14 +19,14 @@ source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$MM_TESTS/mm_test_lib.sh"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
 group_pki A B grove
 read -r PORT API_PORT <<<"$(free_ports 2)"
-KEY=AKIAGROVETEST00001
 RO_KEY=AKIAGROVEREADONLY1
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 
 # The group before any deployment: the devices, no route.
 GROUP=$WORK/group.yaml
@@ -63,9 +63,7 @@ write_profile true
 start_groved
 pass "groved runs message_manager and the v1 API over TLS on 127.0.0.1:$API_PORT"
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$PKI/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+aws_env "$PKI/ca.crt"
 gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 phase() {  # phase NAME: one phase of v1_api_test.py, its PASS/FAIL lines counted here
   READONLY_KEY_ID=$RO_KEY "$PY" "$HERE/v1_api_test.py" "https://127.0.0.1:$API_PORT" \

@@ -18,13 +18,13 @@ PY=/usr/bin/python3
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-v1-loggers "$PY" openssl jq
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 # The test function runs as root (its binary is in the build tree), which the image allows.
 [[ $(id -u) == 0 ]] || { echo "SKIP: the test function runs as root"; exit 0; }
 
 make_server_pki
 PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 GROUP=$WORK/group.yaml
 echo "name: loggers" >"$GROUP"
 cat >"$WORK/profile.yaml" <<YAML

@@ -19,6 +19,8 @@ AWS=/usr/bin/aws
 # shellcheck source=../../../tests/support/grove_test_lib.sh
 source "$HERE/../../../tests/support/grove_test_lib.sh"
 grove_test_init grove-v1-more "$PY" "$AWS" ip jq
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
 
 make_server_pki
 mkdir -p "$WORK/in" "$WORK/mirror"
@@ -29,8 +31,6 @@ test_cleanup() { kill "$MIRROR_PID" 2>/dev/null; ip addr del 127.0.0.42/8 dev lo
 wait_for "$WORK/mirror.port" "" 100 && [[ -s $WORK/mirror.port ]] || abort "the mirror did not start"
 MIRROR_PORT=$(cat "$WORK/mirror.port")
 PORT=$(free_port)
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
 GROUP=$WORK/group.yaml
 cat >"$GROUP" <<EOF
 name: e2e
@@ -56,9 +56,7 @@ YAML
 launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
 check "grovectl status shows the IP detector's addresses" status_has "lo 127.0.0.1" 100
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+aws_env "$WORK/pki/ca.crt"
 gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
 phase() {  # phase NAME: one phase of v1_more_test.py, its PASS/FAIL lines counted here
   "$PY" "$HERE/v1_more_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/state.json" \

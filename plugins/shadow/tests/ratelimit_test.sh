@@ -18,6 +18,8 @@ source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$HERE/../../message_manager/tests/mm_test_lib.sh"
+# shellcheck source=shadow_test_lib.sh
+source "$HERE/shadow_test_lib.sh"
 
 group_pki lamp fan grove
 PORT=$(free_port)
@@ -33,32 +35,12 @@ subscriptions:
 EOF
 # write_profile PER_THING TOTAL: the in-flight bound high, so every 429 here is a rate's.
 write_profile() {
-  cat >"$WORK/profile.yaml.new" <<EOF
-kernel:
-  log_level: info
-  group: $WORK/group.yaml
-plugins:
-$(mm_profile_entry)
-        client_id_patterns: ["<thing>", "<thing>-*"]
-  - name: shadow
-    config:
-      max_inflight_per_thing: 100000
-      rateLimits: {maxLocalRequestsPerSecondPerThing: $1, maxTotalLocalRequestsRate: $2}
-EOF
-  mv "$WORK/profile.yaml.new" "$WORK/profile.yaml"
+  shadow_profile "      max_inflight_per_thing: 100000
+      rateLimits: {maxLocalRequestsPerSecondPerThing: $1, maxTotalLocalRequestsRate: $2}"
 }
 write_profile 5 1000
-launch_groved
-status_has "local_link: connected" 150 || abort "message_manager did not come up"
-status_has "devices: 2" 100 || abort "the shadow plugin did not take the group"
+start_local_groved 2
 check "the status line shows the limits" status_has "local_limits: 5/s per thing, 1000/s in all"
-
-shadow_metric() {
-  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" \
-    '.plugins[] | select(.name == "shadow") | .metrics[] | select(.name == $n) | .value'
-}
-export -f shadow_metric
-export GROVECTL
 
 L='$aws/things/lamp/shadow'
 F='$aws/things/fan/shadow'

@@ -16,6 +16,8 @@ source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$HERE/../../message_manager/tests/mm_test_lib.sh"
+# shellcheck source=shadow_test_lib.sh
+source "$HERE/shadow_test_lib.sh"
 
 group_pki lamp other grove
 PORT=$(free_port)
@@ -31,27 +33,12 @@ subscriptions:
   - {id: other-shadow, source: "device:other", subject: "$aws/things/+/shadow/#", target: shadow}
   - {id: shadow-other, source: shadow, subject: "$aws/things/ghost/shadow/#", target: "device:other"}
 EOF
-cat >"$WORK/profile.yaml" <<EOF
-kernel:
-  log_level: info
-  group: $WORK/group.yaml
-plugins:
-$(mm_profile_entry)
-        client_id_patterns: ["<thing>", "<thing>-*"]
-  - name: shadow
-    # max_inflight_per_thing: so that a burst of one device must hit it; the local
-    # request limits (rateLimits) are shadow_ratelimit_test's, high here.
-    config:
-      max_inflight_per_thing: 2
-      rateLimits: {maxTotalLocalRequestsRate: 1000000, maxLocalRequestsPerSecondPerThing: 1000000}
-EOF
+# max_inflight_per_thing: so that a burst of one device must hit it; the local request
+# limits (rateLimits) are shadow_ratelimit_test's, high here.
+shadow_profile "      max_inflight_per_thing: 2
+      rateLimits: {maxTotalLocalRequestsRate: 1000000, maxLocalRequestsPerSecondPerThing: 1000000}"
 
-start_groved() {
-  launch_groved
-  status_has "local_link: connected" 150 || abort "message_manager did not come up"
-  status_has "devices: 2" 100 || abort "the shadow plugin did not take the group"
-}
-start_groved
+start_local_groved 2
 pass "groved runs message_manager and shadow, which took the group's devices"
 
 S='$aws/things/lamp/shadow'
@@ -233,7 +220,7 @@ sleep 0.5 # lets the subscriber print what it read before the broker went away
 LAST=$(grep "^$K/update/accepted " "$WORK/lamp.out" | sed "s|^$K/update/accepted ||; s| [^ ]*\$||" |
        jq -s 'max_by(.version) | [.version, .state.reported.seq] | @csv' -r 2>/dev/null)
 check "updates were accepted before the kill ($LAST)" bash -c '[[ -n "$1" ]]' _ "$LAST"
-start_groved
+start_local_groved 2
 OUT=$("$GROVECTL" shadow get lamp --name stream 2>&1)
 check "after kill -9 and restart: the shadow has every accepted version" \
   bash -c 'v=$(jq .version <<<"$1"); s=$(jq .state.reported.seq <<<"$1");

@@ -25,6 +25,8 @@ source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
 broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$PYTHON"
 # shellcheck source=../../message_manager/tests/mm_test_lib.sh
 source "$HERE/../../message_manager/tests/mm_test_lib.sh"
+# shellcheck source=shadow_test_lib.sh
+source "$HERE/shadow_test_lib.sh"
 "$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
   || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
 ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")
@@ -104,11 +106,6 @@ doc_is() {
 }
 cloud_is() { doc_is "$(cloud_doc "$1" "${4:-}")" "$2" "$3"; }
 local_is() { doc_is "$(local_doc "$1" "${4:-}")" "$2" "$3"; }
-# shadow_metric NAME: the shadow plugin's counter NAME.
-shadow_metric() {
-  "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" \
-    '.plugins[] | select(.name == "shadow") | .metrics[] | select(.name == $n) | .value'
-}
 
 export FAKE_URL GROVECTL PYTHON
 export -f ctl cloud_doc local_doc doc_is shadow_metric
@@ -120,22 +117,12 @@ devices: [{thing: lamp}, {thing: fan, sync_shadow: true}]
 subscriptions:
   - {id: shadow-lamp, source: shadow, subject: "$aws/things/lamp/shadow/#", target: "device:lamp"}
 EOF
-# write_profile SHADOW_CONFIG_LINES: the image profile with this shadow configuration.
+# write_profile SHADOW_CONFIG_LINES: the image profile with this shadow configuration,
+# message_manager's cloud link (shadow a system client) and file spool.
 write_profile() {
-  cat >"$WORK/profile.yaml" <<EOF
-kernel:
-  log_level: info
-  group: $WORK/group.yaml
-plugins:
-$(mm_profile_entry)
-        client_id_patterns: ["<thing>", "<thing>-*"]
-$(mm_profile_cloud)
+  shadow_profile "$1" "$(mm_profile_cloud)
         system_clients: [shadow]
-      spool: {storage: file, max_size_bytes: 10000000}
-  - name: shadow
-    config:
-$1
-EOF
+      spool: {storage: file, max_size_bytes: 10000000}"
 }
 # The local request limits (20/s per thing by default) would refuse the test's own
 # polling and bursts of grovectl calls: they are not what this test is about.

@@ -1,0 +1,62 @@
+# shellcheck shell=bash
+# Shared by the deployment plugin's end-to-end scripts (sourced after
+# tests/support/grove_test_lib.sh and grove_test_init): the API's test credentials, the AWS
+# CLI's environment for it, and groved started with the deployment plugin alone.
+
+# The API's test key (the plugin's `credentials`; the CLI's AWS_ACCESS_KEY_ID).
+KEY=AKIAGROVETEST00001
+SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+
+# aws_env CA: the AWS CLI's environment for the API: $KEY and $SECRET in us-east-1, CA's
+# certificates trusted, no config or credentials files, no pager, one attempt a call.
+aws_env() {
+  export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
+  export AWS_CA_BUNDLE=$1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+  export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+}
+
+# start_deployment_alone: the server PKI (make_server_pki), a free $PORT, and groved
+# running a profile with the deployment plugin alone (thing core-1, its API on $PORT
+# with the server certificate, $KEY's credentials); the AWS CLI's environment for it
+# (aws_env). Aborts when groved does not start the plugin.
+start_deployment_alone() {
+  make_server_pki
+  PORT=$(free_port)
+  cat >"$WORK/profile.yaml" <<YAML
+kernel:
+  log_level: info
+plugins:
+  - name: deployment
+    config:
+      thing_name: core-1
+      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+YAML
+  launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+  aws_env "$WORK/pki/ca.crt"
+}
+
+# deployment_discovery_entry: the profile's deployment entry (it may set the kernel's
+# group) beside message_manager on the group PKI $PKI (mm_test_lib.sh's group_pki): thing
+# core-1, the API on $API_PORT, $KEY's credentials, the discovery listener on $DISC_PORT
+# with the server certificate, trusting $PKI's CA and its CRL.
+deployment_discovery_entry() {
+  cat <<YAML
+  - name: deployment
+    may_set_group: true
+    config:
+      thing_name: core-1
+      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
+      credentials:
+        - {access_key_id: $KEY, secret_access_key: $SECRET}
+      discovery:
+        enabled: true
+        bind: 127.0.0.1
+        port: $DISC_PORT
+        cert_file: $PKI/server.crt
+        key_file: $PKI/server.key
+        ca_file: $PKI/ca.crt
+        crl_file: $PKI/crl.pem
+YAML
+}
