@@ -28,6 +28,20 @@ import threading
 import unittest
 import warnings
 
+# Skipped (ctest's SKIP_RETURN_CODE 77), saying why, where the reference is not the one
+# the runtime's C++ parser agrees with: without python3-protobuf, or with its upb or
+# pure-Python backend (upb refuses a 5-byte tag over 2^32 that C++ reads; only C++'s
+# Python parser warns where it stops early, which pb_parse counts as a refusal).
+try:
+    from google.protobuf.internal import api_implementation
+except ImportError as e:
+    print("wire_test: SKIPPED: needs python3-protobuf (%s)" % e, flush=True)
+    sys.exit(77)
+if api_implementation.Type() != "cpp":
+    print("wire_test: SKIPPED: protobuf's %s backend, the test needs its cpp backend"
+          % api_implementation.Type(), flush=True)
+    sys.exit(77)
+
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _pbmessage
 
@@ -267,7 +281,7 @@ def varint(n):
 
 def rand_unknown(rng, taken, depth=0):
     """One field whose number the message does not have, of any wire type."""
-    number = rng.choice([n for n in (20, 99, 1000, 2**29 - 1, 536870911) if n not in taken])
+    number = rng.choice([n for n in (9, 15, 20, 99, 1000, 2**29 - 1) if n not in taken])
     wire = rng.choice([0, 1, 2, 3, 5])
     tag = varint(number << 3 | wire)
     if wire == 0:
@@ -707,7 +721,9 @@ MALFORMED = [
     ("unknown field's length past the end", "Log", b"\xa2\x01\x09abc", "past the end"),
     ("truncated fixed64", "Log", b"\xa1\x01abc", "truncated fixed64"),
     ("truncated fixed32", "Label", b"\x1d\x00\x00", "truncated float"),
-    ("truncated packed fixed32", "Label", b"\x1a\x02\x00\x00", "wire type 2"),
+    ("packed length past the end", "Tensor", b"\x1a\x05\x01", "length 5 past the end"),
+    ("varint cut at the end of a packed field", "Tensor", b"\x1a\x01\x80\x01",
+     "truncated varint"),
     ("field number 0", "Invoke", b"\x00\x01", "field number 0"),
     ("wire type 6", "Invoke", b"\xae\x01\x00", "invalid wire type 6"),
     ("wire type 7", "Invoke", b"\xaf\x01\x00", "invalid wire type 7"),
@@ -725,8 +741,7 @@ class Malformed(unittest.TestCase):
             with self.subTest(what):
                 with self.assertRaisesRegex(_wire.DecodeError, message):
                     codec_class(name).decode(data)
-                if what != "truncated packed fixed32":  # a packed float is not a float
-                    self.assertIsNone(pb_parse(name, data), "protobuf accepts %s" % what)
+                self.assertIsNone(pb_parse(name, data), "protobuf accepts %s" % what)
 
     def test_wrong_wire_type_of_a_known_field_is_refused(self):
         # Protobuf keeps such a field as unknown; the SDK refuses it: from the runtime it
@@ -734,7 +749,8 @@ class Malformed(unittest.TestCase):
         for name, data in (("Invoke", b"\x0a\x01x"),      # id (uint64) length-delimited
                            ("Invoke", b"\x10\x01"),       # payload (bytes) as a varint
                            ("Frame", b"\x10\x01"),        # invoke (a message) as a varint
-                           ("Label", b"\x18\x01")):       # score (float) as a varint
+                           ("Label", b"\x18\x01"),        # score (float) as a varint
+                           ("Label", b"\x1a\x02\x00\x00")):  # score packed: it is no list
             with self.subTest(name=name, data=data):
                 with self.assertRaisesRegex(_wire.DecodeError, r"wire type \d, expected \d"):
                     codec_class(name).decode(data)
