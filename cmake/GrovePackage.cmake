@@ -11,11 +11,12 @@
 
 set(grove_pkg_dir ${PROJECT_BINARY_DIR}/package)
 set(grove_pkg_profile ${grove_pkg_dir}/profile.yaml)
+set(GROVE_PYTHON_SDK_DIR /usr/${CMAKE_INSTALL_LIBDIR}/grove/python) # the installed SDK
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
 add_custom_command(OUTPUT ${grove_pkg_profile}
   COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tools/grove-image profile
           ${PROJECT_SOURCE_DIR}/configs/images/default.yaml --prefix /usr
-          --group /etc/grove/group.yaml --python-sdk-dir /usr/${CMAKE_INSTALL_LIBDIR}/grove/python
+          --group /etc/grove/group.yaml --python-sdk-dir ${GROVE_PYTHON_SDK_DIR}
           --out ${grove_pkg_profile}
   DEPENDS ${PROJECT_SOURCE_DIR}/configs/images/default.yaml ${PROJECT_SOURCE_DIR}/tools/grove-image
   COMMENT "package profile: configs/images/default.yaml for /usr")
@@ -57,9 +58,14 @@ set(CPACK_DEBIAN_GROVE_PACKAGE_DEPENDS
     "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd")
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "grove (= ${PROJECT_VERSION}), libcaf-dev, libprotobuf-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, libsqlite3-dev, libjemalloc-dev")
+# postinst and prerm name the Python SDK's directory (its bytecode, made at install).
+foreach(script postinst prerm)
+  configure_file(${PROJECT_SOURCE_DIR}/packaging/debian/${script} ${grove_pkg_dir}/${script}
+                 @ONLY)
+endforeach()
 set(CPACK_DEBIAN_GROVE_PACKAGE_CONTROL_EXTRA
-    ${PROJECT_SOURCE_DIR}/packaging/debian/postinst
-    ${PROJECT_SOURCE_DIR}/packaging/debian/prerm
+    ${grove_pkg_dir}/postinst
+    ${grove_pkg_dir}/prerm
     ${PROJECT_SOURCE_DIR}/packaging/debian/postrm
     ${PROJECT_SOURCE_DIR}/packaging/debian/conffiles)
 set(CPACK_DEBIAN_GROVE_PACKAGE_CONTROL_STRICT_PERMISSION ON)

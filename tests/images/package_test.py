@@ -84,7 +84,12 @@ class PackageTest(unittest.TestCase):
         for script in ("postinst", "prerm", "postrm"):
             self.assertTrue(os.access(os.path.join(ctl, script), os.X_OK), script)
         with open(os.path.join(ctl, "postinst")) as f:
-            self.assertIn("useradd --system", f.read())
+            postinst = f.read()
+        self.assertIn("useradd --system", postinst)
+        # The Python SDK's bytecode is made on the device and removed with the package.
+        self.assertIn("py3compile -p grove /usr/lib/grove/python\n", postinst)
+        with open(os.path.join(ctl, "prerm")) as f:
+            self.assertIn("py3clean -p grove\n", f.read())
         with open(os.path.join(ctl, "conffiles")) as f:
             self.assertEqual(f.read().split(), ["/etc/grove/profile.yaml", "/etc/grove/group.yaml"])
 
@@ -100,6 +105,15 @@ class PackageTest(unittest.TestCase):
         plugins = sorted(os.path.basename(f) for f in grove if "/lib/grove/plugins/" in f)
         self.assertEqual(plugins, sorted(f"lib{n}.so" for n in DEFAULT_PLUGINS))
         self.assertFalse([f for f in grove if f.startswith("/usr/include")])
+        # The Python SDK is its sources, nothing else of the build tree: no bytecode
+        # (postinst makes it), no protoc module of older builds.
+        sdk = "/usr/lib/grove/python/"
+        src = os.path.join(os.path.dirname(__file__), "../../sdk/function/python")
+        self.assertEqual(sorted(f[len(sdk):] for f in grove if f.startswith(sdk)),
+                         sorted(os.path.relpath(os.path.join(d, n), src)
+                                for pkg in ("grove_function", "greengrasssdk")
+                                for d, _, names in os.walk(os.path.join(src, pkg))
+                                for n in names if n.endswith(".py")))
         dev = self.files("grove-dev")
         for f in ("/usr/include/grove/plugin.hpp", "/usr/include/grove/abi.hpp",
                   "/usr/lib/cmake/Grove/GroveConfig.cmake", "/usr/lib/libgrove_core.so"):

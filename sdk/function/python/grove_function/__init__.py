@@ -331,6 +331,17 @@ def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
             "batch_size": resp.batch_size}
 
 
+def _text(s):
+    # Text a handler controls (its log lines, its exceptions' messages) may hold lone
+    # surrogates (os.fsdecode'd bytes): written as escapes, they cannot make the
+    # encoder raise outside the handler's try and end the worker without a Result.
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def log(level, text):
     """Writes a line to the function's log (<write_dir>/logs/functions/<name>.log)."""
     try:
@@ -338,4 +349,4 @@ def log(level, text):
     except Error:  # not under the runtime (a unit test of the handler): stderr
         sys.stderr.write(text + "\n")
         return
-    c.send(_wire.Frame(log=_wire.Log(level=level, text=text)))
+    c.send(_wire.Frame(log=_wire.Log(level=level, text=_text(text))))

@@ -328,12 +328,23 @@ def _write_number(f, v, out):
         # int64, enum: a negative one is ten bytes, as protobuf writes it.
         _write_varint(v & _U64 if v < 0 else v, out)
         return
-    out += struct.pack(f.fmt, v)  # float
+    try:
+        out += struct.pack(f.fmt, v)  # float
+    except OverflowError:  # past float's range: protobuf stores +-inf
+        out += struct.pack(f.fmt, float("inf") if v > 0 else float("-inf"))
 
 
 def _write_len(data, out):
+    if type(data) is memoryview:  # its len() counts items, not bytes
+        data = data.cast("B") if data.c_contiguous else data.tobytes()
     _write_varint(len(data), out)
     out += data
+
+
+def _check_message(f, v):
+    # pb2 refuses a message of another type; written, it would be read as this field's.
+    if type(v) is not f.message:
+        raise TypeError("%s: a %s, not %s" % (f.name, f.message.__name__, type(v).__name__))
 
 
 def _encode_into(msg, out):
@@ -351,12 +362,16 @@ def _encode_into(msg, out):
                 continue
             if f.message is not None:
                 for item in v:
+                    _check_message(f, item)
                     out += f.tag
                     _write_len(_encode_into(item, bytearray()), out)
             elif f.wire == _LEN:
                 for item in v:
+                    if not isinstance(item, str if f.type == "string" else
+                                      (bytes, bytearray, memoryview)):
+                        raise TypeError("%s: an item %s" % (f.name, type(item).__name__))
                     out += f.tag
-                    _write_len(item.encode("utf-8") if f.type == "string" else bytes(item), out)
+                    _write_len(item.encode("utf-8") if f.type == "string" else item, out)
             else:
                 packed = bytearray()
                 for item in v:
@@ -365,8 +380,11 @@ def _encode_into(msg, out):
                 _write_len(packed, out)
             continue
         if v is None:  # a message field, or a one-of member, not set
+            if f.message is None and f.oneof is None:  # pb2 refuses None for a scalar
+                raise TypeError("%s: None for a %s" % (f.name, f.type))
             continue
         if f.message is not None:
+            _check_message(f, v)
             out += f.tag
             _write_len(_encode_into(v, bytearray()), out)
         elif f.wire == _LEN:

@@ -89,7 +89,8 @@ def main(argv):
         handler = _import_handler(argv[1])
     except BaseException as e:  # SyntaxError, SystemExit at import: all the function's fault
         sys.stderr.write(_traceback() + "\n")
-        hello.error = "handler '%s' does not import: %s: %s" % (argv[1], type(e).__name__, e)
+        hello.error = gf._text("handler '%s' does not import: %s: %s"
+                               % (argv[1], type(e).__name__, e))
         chan.send(wire.Frame(hello=hello))
         return 3
     if "logging" in sys.modules:
@@ -131,7 +132,8 @@ def main(argv):
                 result.content_type = "application/json"
         except Exception as e:
             gf.log(gf.ERROR, _traceback())
-            result.error = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+            result.error = gf._text("%s: %s" % (type(e).__name__, e) if str(e)
+                                    else type(e).__name__)
         chan.send(wire.Frame(result=result))
 
 
