@@ -3,6 +3,7 @@
 #include <set>
 
 #include "bridge.hpp"
+#include "grove/kernel/bus.hpp"
 #include "grove/kernel/plugin_name.hpp"
 #include "routes.hpp"
 #include "grove/topic.hpp"
@@ -152,6 +153,19 @@ config_map<bridge_config> bridge_config::map() {
 
 namespace {
 
+// Whether a message relayed by `m` could land under $grove/ at its target: prefix + topic
+// starts with it, or starts with `$` and has a wildcard in its first level (e.g. prefix
+// "$" + topic "+/mm/out/#" relays a device's "grove/mm/out/x" to "$grove/mm/out/x").
+bool reaches_owned_namespace(const bridge_mapping& m) {
+  auto whole = m.target_topic_prefix + m.topic;
+  if (whole.starts_with(owned_namespace))
+    return true;
+  if (whole.empty() || whole.front() != '$' || m.target_topic_prefix.empty())
+    return false;
+  auto first_level = std::string_view{whole}.substr(0, whole.find('/'));
+  return first_level.find_first_of("+#") != std::string_view::npos;
+}
+
 // A mapping the schema accepted but the bridge cannot use; the message names the entry.
 caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string>& names) {
   auto at = "bridge.mqtt_topic_mapping[" + std::to_string(i) + "] (" + m.name + ")";
@@ -170,8 +184,9 @@ caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string
   if (m.source == m.target)
     return bad(".target: the same as its source (" + m.source + ")");
   // The bus keeps $grove/ for Grove's own topics; the cloud and devices do not use it.
-  constexpr std::string_view reserved = "$grove/";
-  if (m.topic.starts_with(reserved) || m.target_topic_prefix.starts_with(reserved))
+  // Checked on what a message's target topic can be (prefix + topic), so the name
+  // cannot be split across the two, nor completed by a wildcard after a `$` prefix.
+  if (m.topic.starts_with(owned_namespace) || reaches_owned_namespace(m))
     return bad(": topics under $grove/ are Grove's own, not bridged");
   if (m.target_topic_prefix.find_first_of("+#") != std::string::npos
       || m.target_topic_prefix.find('\0') != std::string::npos)

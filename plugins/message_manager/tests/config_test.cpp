@@ -186,6 +186,25 @@ BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
   BOOST_TEST(contains(err, "(m).topic: a line break or a leading blank"), err);
   err = with("{name: m, topic: \"$grove/mm/in/x\", source: Pubsub, target: LocalMqtt}");
   BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), err);
+  // Nor split across targetTopicPrefix and topic, nor completed by a first-level wildcard
+  // after a `$` prefix (a device's "grove/mm/out/x" would land on "$grove/mm/out/x").
+  for (const char* split :
+       {"{name: m, topic: \"/mm/out/shadow/#\", source: LocalMqtt, target: Pubsub, "
+        "targetTopicPrefix: \"$grove\"}",
+        "{name: m, topic: \"ve/mm/out/function/#\", source: LocalMqtt, target: Pubsub, "
+        "targetTopicPrefix: \"$gro\"}",
+        "{name: m, topic: \"+/mm/out/#\", source: LocalMqtt, target: Pubsub, "
+        "targetTopicPrefix: \"$\"}",
+        "{name: m, topic: \"#\", source: IotCore, target: Pubsub, targetTopicPrefix: \"$gr\"}"}) {
+    err = with(split);
+    BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), split << ": " << err);
+  }
+  // A `$` prefix followed by a literal level stays allowed.
+  auto dollar = plugin_config::map().load(
+    std::string{tls_broker}
+      + "bridge:\n  mqtt_topic_mapping:\n    - {name: m, topic: \"a/+\", source: LocalMqtt, "
+        "target: Pubsub, targetTopicPrefix: \"$x/\"}\n");
+  BOOST_TEST(bool{dollar}, error_text(dollar));
   err = error_of(std::string{tls_broker} + R"(bridge:
   mqtt_topic_mapping:
     - {name: m, topic: a, source: LocalMqtt, target: Pubsub}
