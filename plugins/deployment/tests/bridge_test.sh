@@ -39,11 +39,15 @@ mkdir -p "$WORK/lambda/relay/1"
 cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
 echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
   >"$WORK/lambda/relay/1/configuration.json"
-# The group: the devices, no function, no subscription. Every route below is the bridge's.
+# The group: the devices, no function, one subscription (cloud -> B on replies/B, under
+# the bridge's LambdaToDevice filter: the table's route must stay B's only). Every other
+# route below is the bridge's.
 GROUP=$WORK/group.yaml
 cat >"$GROUP" <<EOF
 name: e2e
 devices: [{thing: A}, {thing: B}]
+subscriptions:
+  - {id: cloud-b, source: cloud, subject: replies/B, target: "device:B"}
 EOF
 cat >"$WORK/profile.yaml" <<EOF
 kernel:
@@ -181,6 +185,23 @@ check "IotCore -> LocalMqtt: a cloud message on commands/A reaches device B" bas
   kill $pubs 2>/dev/null
   grep -q "^recv commands/A {\"go\":1} source=cloud$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$(cloud_args)" "$DEVICES" "$PORT" "$PKI"
+
+# ---- the bridge's delivery rules are its own: a table route on a mapped topic stays narrow --
+# replies/B is under LambdaToDevice's replies/# (devices get what the bridge relays there),
+# but the cloud's message on it goes by the table to B only: A, subscribed to replies/#
+# for 30 s while the cloud publishes, gets nothing.
+# shellcheck disable=SC2046
+( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $(cloud_args) -i watcher-pub2 -t replies/B -m '{"table":1}' -q 1; sleep 1; done ) &
+TABLE_PUBS=$!
+device A 'replies/#' a/idle x >"$WORK/table_a.out" &
+A_PID=$!
+OUT=$(device B 'replies/#' b/idle x)
+check "a table route cloud -> device:B on replies/B (a mapped topic) reaches B ($OUT)" \
+  grep -q '^recv replies/B {"table":1} source=cloud$' <<<"$OUT"
+wait "$A_PID"
+kill "$TABLE_PUBS" 2>/dev/null
+check "... and not device A, though subscribed to the bridge's replies/# ($(cat "$WORK/table_a.out"))" \
+  grep -q '^timeout' "$WORK/table_a.out"
 
 # ---- refused mappings: the deployment fails, rolled back, the bridge before kept --------
 for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt", "target": "Pubsub"}}}|is no MQTT topic filter' \

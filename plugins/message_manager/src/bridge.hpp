@@ -21,6 +21,14 @@ bridge_side to_bridge_side(std::string_view text) noexcept;
 /// The config's spelling of a side.
 const char* to_string(bridge_side side) noexcept;
 
+/// The grove-source the bridge stamps on what a Pubsub-source mapping relays to the
+/// devices (the broker plugin's valid_grove_source() accepts it).
+inline constexpr std::string_view bridge_relay_source = "bridge";
+
+/// The grove-source of what a mapping from `source` relays to LocalMqtt: "cloud" from
+/// IotCore, bridge_relay_source from Pubsub. The devices' `deliver @<it>` lines name it.
+std::string_view relay_source(bridge_side source) noexcept;
+
 /// Where one matching mapping sends a message.
 struct bridge_hop {
   /// Index of the mapping (its name: bridge::name()).
@@ -49,7 +57,8 @@ public:
 
   /// Lines of the broker's ACL file for `things`: each may publish on a LocalMqtt
   /// source's filter (`pub`) and be delivered what a mapping relays to LocalMqtt
-  /// (`deliver *`, on the prefixed filter).
+  /// (`deliver @cloud` or `deliver @bridge` by the mapping's source, on the prefixed
+  /// filter).
   std::string acl_lines(const std::vector<std::string>& things) const;
 
   /// The name of mapping `i`.

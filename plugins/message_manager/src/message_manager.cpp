@@ -998,12 +998,12 @@ private:
           took = to_bus(std::move(hop.topic), source, payload, qos, meta);
           break;
         case bridge_side::local_mqtt:
-          // The broker takes cloud, shadow and function:<name> as a stamp; anything
-          // else goes as Grove's own (the bridge's `deliver *` lines let it through).
+          // Stamped with the mapping's side, which the bridge's `deliver @...` lines
+          // name: a table route's message on the same topic keeps its own stamp and
+          // reaches only the devices the table names.
           took = local_
                  && !local_->publish(std::move(hop.topic), payload, static_cast<int>(qos),
-                                     parse_endpoint(source) ? source : std::string{}, {},
-                                     meta);
+                                     relay_source(from), {}, meta);
           break;
         case bridge_side::iot_core:
           // As Greengrass' bridge: QoS 1 to the cloud, here through the spool.

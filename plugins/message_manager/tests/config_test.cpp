@@ -217,7 +217,8 @@ BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
 BOOST_AUTO_TEST_CASE(bridge_matches_and_writes_the_devices_table) {
   std::vector<bridge_mapping> ms{{"up", "clients/+/hello", "LocalMqtt", "Pubsub", ""},
                                  {"cloud", "clients/#", "LocalMqtt", "IotCore", "site/"},
-                                 {"down", "replies/#", "Pubsub", "LocalMqtt", "core/"}};
+                                 {"down", "replies/#", "Pubsub", "LocalMqtt", "core/"},
+                                 {"cmd", "cmd/#", "IotCore", "LocalMqtt", ""}};
   bridge b{ms};
   auto hops = b.match(bridge_side::local_mqtt, "clients/A/hello");
   BOOST_REQUIRE(hops.size() == 2u);
@@ -231,12 +232,14 @@ BOOST_AUTO_TEST_CASE(bridge_matches_and_writes_the_devices_table) {
   BOOST_TEST(b.match(bridge_side::pubsub, "replies/x").at(0).topic == "core/replies/x");
   BOOST_TEST(b.filters(bridge_side::local_mqtt)
              == (std::vector<std::string>{"clients/+/hello", "clients/#"}));
-  BOOST_TEST(b.filters(bridge_side::iot_core).empty());
+  BOOST_TEST(b.filters(bridge_side::iot_core) == (std::vector<std::string>{"cmd/#"}));
   auto acl = b.acl_lines({"A", "B"});
   for (const char* line : {"pub A clients/+/hello\n", "pub B clients/#\n",
-                           "deliver * A core/replies/#\n", "deliver * B core/replies/#\n"})
+                           "deliver @bridge A core/replies/#\n", "deliver @bridge B core/replies/#\n",
+                           "deliver @cloud A cmd/#\n"})
     BOOST_TEST(contains(acl, line), acl);
   BOOST_TEST(!contains(acl, "pub A replies"), acl);
+  BOOST_TEST(!contains(acl, "deliver * "), acl); // never every injection (review #3)
   BOOST_TEST(bridge{}.acl_lines({"A"}).empty());
 }
 
