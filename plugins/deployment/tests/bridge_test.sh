@@ -211,12 +211,51 @@ for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt
   check "a mapping refused (${bad#*|}) -> FAILED with message_manager's reason, ROLLBACK_COMPLETE ($OUT)" \
     bash -c '[[ $0 == FAILED* && $0 == *"$1"* && $0 == *"$2"* && $0 == *ROLLBACK_COMPLETE* ]]' \
     "$OUT" "${bad#*|}" "$BRIDGE"
-  check "... the bridge before is in force again (5 mappings)" status_has "bridge: 5 mapping(s)" 50
+  # message_manager refused it, so the kernel never applied it: kept, not rolled back
+  # (the rollback of an applied set is below).
+  check "... the bridge before was kept (5 mappings)" status_has "bridge: 5 mapping(s)" 50
 done
 check "... and it relays: A's message reaches the Lambda and the reply comes back" \
   bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 check "... ListInstalledComponents: $BRIDGE RUNNING" test "$(installed "$BRIDGE")" == RUNNING
+
+# ---- an applied bridge rolled back: a later component fails ------------------------------
+# grove.ghost (no libghost.so: its load fails) depends on the bridge, so the bridge's new
+# mapping set (2 mappings) is applied first, then the deployment fails and rolls back.
+cat >"$WORK/ghost.yaml" <<EOF
+RecipeFormatVersion: '2020-01-25'
+ComponentName: grove.ghost
+ComponentVersion: '1.0.0'
+ComponentDependencies:
+  $BRIDGE: {VersionRequirement: '>=2.0.0', DependencyType: HARD}
+EOF
+OUT=$(gg create-component-version --inline-recipe "fileb://$WORK/ghost.yaml" 2>&1)
+check "aws create-component-version: grove.ghost 1.0.0 (needs $BRIDGE) DEPLOYABLE" \
+  test "$(jq -r .status.componentState <<<"$OUT" 2>/dev/null)" == DEPLOYABLE
+TWO='{"mqttTopicMapping": {
+  "DeviceToLambda": {"topic": "clients/+/hello", "source": "LocalMqtt", "target": "Pubsub"},
+  "Other": {"topic": "other/#", "source": "Pubsub", "target": "LocalMqtt"}}}'
+OUT=$(deploy "$(components "$TWO" | jq -c '. + {"grove.ghost": {componentVersion: "1.0.0"}}')")
+check "a new mapping set with grove.ghost (fails to load) -> FAILED naming grove.ghost, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *grove.ghost* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the new set had been applied before the failure ('bridge: 2 mapping(s) applied live' logged)" \
+  grep -q "bridge: 2 mapping(s) applied live" "$WORK/groved.out"
+check "... rolled back: the 5 mappings before are in force again" status_has "bridge: 5 mapping(s)" 50
+check "... and relay: A's message reaches the Lambda and the reply comes back" \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":21}" 2>&1); grep -q "^recv replies/A {\"n\":21} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$DEVICES" "$PORT" "$PKI"
+
+# ---- a profile change keeps the deployed bridge (review #1) -----------------------------
+echo "# touched by bridge_test.sh" >>"$WORK/profile.yaml"
+check "the profile changed on disk: groved saw it" \
+  bash -c 'for _ in $(seq 1 100); do grep -q "changed on disk" "$0" && exit 0; sleep 0.1; done; exit 1' "$WORK/groved.out"
+check "... A's message still goes through the bridge after it" \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":22}" 2>&1); grep -q "^recv replies/A {\"n\":22} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$DEVICES" "$PORT" "$PKI"
+check "... 'bridge: 5 mapping(s)' still" status_has "bridge: 5 mapping(s)" 10
+check "... message_manager was not reconfigured to the bare profile" \
+  bash -c '! grep -q "profile change: reconfigured message_manager" "$0"' "$WORK/groved.out"
 
 # ---- a restart: the deployment applied again gives message_manager its bridge again ------
 stop_groved KILL
