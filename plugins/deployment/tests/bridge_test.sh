@@ -4,7 +4,7 @@
 # cloud), function_runtime and the deployment plugin. The AWS CLI deploys a Lambda
 # component (the Python relay of function_runtime's tests, its eventSources PUB_SUB
 # clients/A/hello) with aws.greengrass.clientdevices.mqtt.Bridge and a configuration
-# merge of mqttTopicMapping; the group has no subscription at all. Device A (MQTT.js,
+# merge of mqttTopicMapping; the group has one subscription (cloud -> B). Device A (MQTT.js,
 # tests/devices/bridge_device.js) publishes on clients/A/hello: LocalMqtt -> Pubsub -> the
 # Lambda, whose publish on replies/A goes Pubsub -> LocalMqtt back to A. Then the cloud
 # directions, the loop rule, refused mappings (the configuration before kept, rolled
@@ -171,7 +171,7 @@ check "... bridge.relayed{DeviceToLambda} and {LambdaToDevice} counted" \
 check "... the relayed message came back to the bridge on the bus (Echo's filter): not sent back to the devices, counted in bridge.dropped_loops" \
   bash -c 'for _ in $(seq 1 50); do (( $(metric bridge.dropped_loops) >= 1 )) && exit 0; sleep 0.1; done; exit 1'
 check "... and Echo relayed nothing" test "$(metric bridge.relayed Echo)" == 0
-check "... nothing was unroutable (the table has no subscription; the bridge took it)" \
+check "... nothing was unroutable (no table route for it; the bridge took it)" \
   test "$(metric routed.unroutable)" == 0
 
 # ---- the cloud directions ---------------------------------------------------------------
