@@ -165,7 +165,7 @@ SUB_PIDS+=($!)
 # ---- device A -> LocalMqtt -> Pubsub -> the Lambda -> Pubsub -> LocalMqtt -> device A ----
 OUT=$(device A 'replies/#' clients/A/hello '{"n":1}')
 check "device A's message on clients/A/hello reaches the Lambda component through the bridge, its reply comes back on replies/A ($OUT)" \
-  grep -q '^recv replies/A {"n":1} source=function:e2e.Relay$' <<<"$OUT"
+  grep -q '^recv replies/A {"n":1} source=bridge$' <<<"$OUT"
 check "... bridge.relayed{DeviceToLambda} and {LambdaToDevice} counted" \
   bash -c '(( $(metric bridge.relayed DeviceToLambda) >= 1 && $(metric bridge.relayed LambdaToDevice) >= 1 ))'
 check "... the relayed message came back to the bridge on the bus (Echo's filter): not sent back to the devices, counted in bridge.dropped_loops" \
@@ -216,7 +216,7 @@ for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt
   check "... the bridge before was kept (5 mappings)" status_has "bridge: 5 mapping(s)" 50
 done
 check "... and it relays: A's message reaches the Lambda and the reply comes back" \
-  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 check "... ListInstalledComponents: $BRIDGE RUNNING" test "$(installed "$BRIDGE")" == RUNNING
 
@@ -243,7 +243,7 @@ check "... the new set had been applied before the failure ('bridge: 2 mapping(s
   grep -q "bridge: 2 mapping(s) applied live" "$WORK/groved.out"
 check "... rolled back: the 5 mappings before are in force again" status_has "bridge: 5 mapping(s)" 50
 check "... and relay: A's message reaches the Lambda and the reply comes back" \
-  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":21}" 2>&1); grep -q "^recv replies/A {\"n\":21} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":21}" 2>&1); grep -q "^recv replies/A {\"n\":21} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 
 # ---- a profile change keeps the deployed bridge (review #1) -----------------------------
@@ -251,7 +251,7 @@ echo "# touched by bridge_test.sh" >>"$WORK/profile.yaml"
 check "the profile changed on disk: groved saw it" \
   bash -c 'for _ in $(seq 1 100); do grep -q "changed on disk" "$0" && exit 0; sleep 0.1; done; exit 1' "$WORK/groved.out"
 check "... A's message still goes through the bridge after it" \
-  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":22}" 2>&1); grep -q "^recv replies/A {\"n\":22} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":22}" 2>&1); grep -q "^recv replies/A {\"n\":22} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 check "... 'bridge: 5 mapping(s)' still" status_has "bridge: 5 mapping(s)" 10
 check "... message_manager was not reconfigured to the bare profile" \
@@ -264,7 +264,7 @@ status_has "local_link: connected" 100 || abort "Grove's client did not reconnec
 check "after kill -9 and a restart: 'bridge: 5 mapping(s)' again (the deployment applied at start)" \
   status_has "bridge: 5 mapping(s)" 150
 check "... A's message reaches the Lambda and the reply comes back" \
-  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":3}" 2>&1); grep -q "^recv replies/A {\"n\":3} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":3}" 2>&1); grep -q "^recv replies/A {\"n\":3} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 
 # ---- removed: the profile's bridge (none) is back --------------------------------------
