@@ -36,18 +36,37 @@ const char* const kernel_version = "0.1.0";
 namespace {
 
 // `over` merged into a copy of `base`: maps key by key, anything else replaced; a null
-// or absent `over` keeps `base` (a configure over the profile, control.proto).
-YAML::Node merged_yaml(const YAML::Node& base, const YAML::Node& over) {
-  if (!over.IsDefined() || over.IsNull())
-    return base.IsDefined() ? YAML::Clone(base) : YAML::Node{};
-  if (!over.IsMap() || !base.IsDefined() || !base.IsMap())
-    return YAML::Clone(over);
-  auto out = YAML::Clone(base);
-  for (const auto& kv : over) {
-    auto key = kv.first.as<std::string>();
-    out[key] = merged_yaml(base[key], kv.second);
+// or absent `over` keeps `base` (a configure over the profile, control.proto). A key of
+// `over` that is no scalar (`{[a]: 1}`) is invalid_config; nothing throws.
+caf::expected<YAML::Node> merged_yaml(const YAML::Node& base, const YAML::Node& over) {
+  try {
+    if (!over.IsDefined() || over.IsNull())
+      return base.IsDefined() ? YAML::Clone(base) : YAML::Node{};
+    if (!over.IsMap() || !base.IsDefined() || !base.IsMap())
+      return YAML::Clone(over);
+    auto out = YAML::Clone(base);
+    for (const auto& kv : over) {
+      if (!kv.first.IsScalar())
+        return make_error(errc::invalid_config, "a configuration key is no scalar");
+      auto key = kv.first.as<std::string>();
+      auto sub = merged_yaml(base[key], kv.second);
+      if (!sub)
+        return sub.error();
+      out[key] = *sub;
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return make_error(errc::invalid_config, std::string{"configuration: "} + e.what());
   }
-  return out;
+}
+
+// The profile entry's config of `name` in `p`, an empty document when it has none.
+const YAML::Node& profile_config(const image_profile& p, const std::string& name) {
+  static const YAML::Node none;
+  for (const auto& s : p.plugins)
+    if (s.name == name)
+      return *s.config;
+  return none;
 }
 
 } // namespace
@@ -166,7 +185,13 @@ protected:
           (*ep_)->consumed();
           return Envelope{};
         }
-        auto reply = answer_(msg);
+        // No exception may end the service (a malformed request must not take it down).
+        caf::expected<Envelope> reply{Envelope{}};
+        try {
+          reply = answer_(msg);
+        } catch (const std::exception& e) {
+          return make_error(errc::malformed, std::string{"request failed: "} + e.what());
+        }
         if (!reply)
           return std::move(reply.error());
         return std::move(*reply);
@@ -1040,24 +1065,27 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     } else if (spec = host_->spec_of(req->name()); !spec) {
       return make_error(errc::unknown_plugin, "no plugin '" + req->name() + "' is loaded");
     }
+    if (req->over_profile() && load)
+      return make_error(errc::unsupported, "over_profile is for a configure, not a load");
+    yaml_ptr overlay;
     if (!req->config().empty() || !load) {
       auto cfg = parse_config(req->name(), req->config());
       if (!cfg)
         return std::move(cfg.error());
-      if (req->over_profile() && !load) {
-        auto base = with_profile([&](const image_profile& p) {
-          for (const auto& s : p.plugins)
-            if (s.name == req->name())
-              return s.config;
-          return make_yaml(YAML::Node{});
-        });
-        cfg = make_yaml(merged_yaml(*base, **cfg));
-      }
+      if (req->over_profile())
+        overlay = *cfg;
       spec->config = std::move(*cfg);
       spec->file = "(config from " + caller + ")";
       spec->line = 0;
     }
     std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
+    if (overlay) {
+      // Merged under apply_mtx_: a profile change cannot slip in between.
+      auto merged = merged_yaml(profile_config(profile_, req->name()), *overlay);
+      if (!merged)
+        return std::move(merged.error());
+      spec->config = make_yaml(std::move(*merged));
+    }
     if (load) {
       auto err = host_->load(*spec, library_copy, library);
       schedule_code_trim();
@@ -1065,6 +1093,14 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
         return err;
     } else if (auto r = host_->reconfigure(*spec); !r) {
       return std::move(r.error());
+    }
+    // Kept for profile changes (apply_profile_change merges it again); a whole config
+    // or an empty over-profile document leaves none.
+    if (!load) {
+      if (overlay && overlay->IsDefined() && !overlay->IsNull())
+        overlays_[req->name()] = overlay;
+      else
+        overlays_.erase(req->name());
     }
     log_->info("{} {} plugin {}{}", caller, load ? "loaded" : "reconfigured", req->name(),
                library.empty() ? std::string{} : " from " + library.string());
@@ -1079,6 +1115,7 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     std::lock_guard guard{apply_mtx_};
     if (auto err = host_->unload(req->name()))
       return err;
+    overlays_.erase(req->name());
     log_->info("{} unloaded plugin {}", caller, req->name());
     return answer(control::Empty{}, cc::unload_rpc::response_type());
   }
@@ -1163,6 +1200,7 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
   };
   for (auto& old_spec : profile_.plugins)
     if (!find(*next, old_spec.name) && host_->spec_of(old_spec.name)) {
+      overlays_.erase(old_spec.name);
       auto err = host_->unload(old_spec.name);
       actions.push_back("unloaded " + old_spec.name
                         + (err ? ": " + describe(err) : std::string{}));
@@ -1175,8 +1213,20 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
                             : "loaded " + spec.name);
       continue;
     }
-    if (to_yaml(*running->config) != to_yaml(*spec.config)) {
-      auto r = host_->reconfigure(spec);
+    // A configure over the profile stays in force: compared and applied merged over the
+    // new entry.
+    auto want = spec;
+    if (auto o = overlays_.find(spec.name); o != overlays_.end()) {
+      auto merged = merged_yaml(*spec.config, *o->second);
+      if (!merged) {
+        actions.push_back("reconfiguration of " + spec.name + " refused, old configuration "
+                          "kept: " + describe(merged.error()));
+        continue;
+      }
+      want.config = make_yaml(std::move(*merged));
+    }
+    if (to_yaml(*running->config) != to_yaml(*want.config)) {
+      auto r = host_->reconfigure(want);
       actions.push_back(r ? "reconfigured " + spec.name + ": " + *r
                           : "reconfiguration of " + spec.name
                               + " refused, old configuration kept: "

@@ -128,11 +128,15 @@ write("mm_config", "tls",
       "  cert_file: /etc/grove/core-1.crt\n  key_file: /etc/grove/core-1.key\n"
       "spool: {storage: file, max_size_bytes: 10485760}\n")
 write("mm_config", "bridge",
-      "development_mode: true\nbridge:\n  mqtt_topic_mapping:\n"
+      "development_mode: true\n"
+      "cloud: {enabled: true, host: example.com, thing_name: core-1, tls: false}\n"
+      "bridge:\n  mqtt_topic_mapping:\n"
       "    - {name: up, topic: \"clients/+/hello\", source: LocalMqtt, target: Pubsub}\n"
       "    - {name: down, topic: \"replies/#\", source: Pubsub, target: LocalMqtt,"
       " targetTopicPrefix: \"core/\"}\n"
-      "    - {name: cloud, topic: \"#\", source: IotCore, target: Pubsub}\n")
+      "    - {name: cloud, topic: \"#\", source: IotCore, target: Pubsub}\n"
+      "    - {name: shadow, topic: \"$aws/things/${iot:Connection.Thing.ThingName}/shadow/#\","
+      " source: LocalMqtt, target: IotCore}\n")
 
 # group.Group as message_manager gets it on the bus.
 def sub(i, src, subject, dst):

@@ -384,6 +384,80 @@ BOOST_AUTO_TEST_CASE(configure_over_the_profile_keeps_the_profile_keys) {
   BOOST_TEST(roundtrip("test/echo/in", "e").payload == "w-e");
 }
 
+// Review #1 of the bridge: a configure over the profile stays in force across profile
+// changes (the kernel keeps it as the plugin's overlay and merges it over the new entry),
+// until an empty over-profile document clears it. Review #9: a key that is no scalar is
+// invalid_config (the service lives on), over_profile on a load is refused.
+BOOST_AUTO_TEST_CASE(configure_over_the_profile_survives_profile_changes) {
+  test::temp_dir d;
+  auto p = test::make_profile(d.path());
+  auto write_profile = [&](const std::string& relay_config) {
+    return d.write("profile.yaml", kernel_yaml
+                                     + "plugins:\n  - name: deployer\n    may_control_plugins: "
+                                       "true\n  - name: relay\n    config: "
+                                     + relay_config + "\n");
+  };
+  p.file = write_profile("{stamp: true, listen: over/in}");
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_control_plugins = true;
+  plugin_spec relay;
+  relay.name = "relay";
+  relay.config = make_yaml(YAML::Load("{stamp: true, listen: over/in}"));
+  p.plugins = {deployer, relay};
+  kernel kk{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!kk.start());
+  namespace cc = control_client;
+  auto send = [&](std::string_view topic, const std::string& doc, bool over) {
+    control::PluginChange c;
+    c.set_name("relay");
+    c.set_config(doc);
+    c.set_over_profile(over);
+    Envelope env;
+    env.set_topic(std::string{topic});
+    env.set_source("deployer");
+    env.set_payload(c.SerializeAsString());
+    return cc::configure_rpc::decode(kk.request(std::move(env), std::chrono::seconds{30}));
+  };
+  test::collector out{kk, "test/echo/out"};
+  auto roundtrip = [&](const std::string& topic, const std::string& payload) {
+    auto before = out.size();
+    test::pub(kk, topic, payload);
+    BOOST_REQUIRE(out.wait_for(before + 1));
+    return parse(out.messages()[before].payload()).payload;
+  };
+  auto info = send(cc::configure_topic, "{prefix: 'o-'}", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over/in", "a") == "o-a");
+  // Another key of the profile entry changes: the new listen topic, the overlay's prefix.
+  write_profile("{stamp: true, listen: over2/in}");
+  auto actions = kk.apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_TEST(roundtrip("over2/in", "b") == "o-b");
+  // No change: nothing reconfigured, the overlay still in force.
+  actions = kk.apply_profile_change();
+  BOOST_REQUIRE(actions);
+  for (const auto& a : *actions)
+    BOOST_TEST(!contains(a, "relay"), a);
+  BOOST_TEST(roundtrip("over2/in", "c") == "o-c");
+  // Refused: a key that is no scalar; over_profile on a load. The service still answers.
+  info = send(cc::configure_topic, "{[a, b]: 1}", true);
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::invalid_config, test::error_text(info));
+  info = send(cc::load_topic, "{prefix: 'l-'}", true);
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::unsupported, test::error_text(info));
+  BOOST_TEST(roundtrip("over2/in", "d") == "o-d");
+  // An empty over-profile document clears the overlay: a profile change keeps none.
+  info = send(cc::configure_topic, "", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over2/in", "e") == "e");
+  write_profile("{stamp: true, listen: over/in}");
+  actions = kk.apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_TEST(roundtrip("over/in", "f") == "f");
+}
+
 // The kernel's control service (control_client.hpp): what grovectl does over the socket,
 // for plugins on the bus. Status for anyone; loads, reconfigurations, reloads and unloads
 // only for a plugin the profile grants may_control_plugins, and never on itself.

@@ -769,6 +769,24 @@ void runner::begin(std::shared_ptr<job> j) {
                       "with the image profile, grovectl or an OTA update");
       return;
     }
+  // The bridge is a configure over the profile of message_manager, a grove.message_manager
+  // component its whole configuration: each would overwrite the other's (review #6).
+  bool has_bridge = false;
+  bool has_mm = false;
+  for (const auto& p : j->plan) {
+    has_bridge = has_bridge || is_bridge(p.name);
+    has_mm = has_mm || plugin_of(p.name) == "message_manager";
+  }
+  if (has_bridge && has_mm) {
+    j->rollback = false;
+    finish(j, false,
+           std::string{bridge_component}
+             + " and grove.message_manager in one deployment: the bridge configures "
+               "message_manager over the image profile, the component replaces its whole "
+               "configuration, so one would undo the other; put the mappings in "
+               "grove.message_manager's bridge.mqtt_topic_mapping instead");
+    return;
+  }
   // A new set: the last one's runs are no longer its to fail.
   watch_.reset();
   // The set before (what a rollback puts back), dependencies first.
@@ -1628,14 +1646,8 @@ void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
   constexpr auto plugin = "message_manager";
   bool gone = p.name.empty();
   auto name = gone ? std::string{bridge_component} : p.name;
-  auto it = components_.find(name);
-  if (!gone && it != components_.end() && it->second->plan.version == p.version
-      && it->second->plan.configuration == p.configuration && it->second->state == "RUNNING"
-      && !it->second->restored) {
-    ++j->index;
-    step(j);
-    return;
-  }
+  // Applied every time, "unchanged" or not: whether it is still in force is message_manager's
+  // (a reload of it or of the profile), and a configure with the same mappings is a no-op.
   std::string document;
   if (!gone) {
     json list = json::array();
@@ -1667,6 +1679,9 @@ void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
         return;
       ++j->wait;
       auto c = components_.find(name);
+      // Removed while message_manager is not loaded: there is no bridge to take back.
+      if (!info && gone && info.error() == grove::errc::unknown_plugin)
+        info = control::PluginInfo{};
       if (!info) {
         auto why = std::string{"message_manager refused the bridge's configuration: "}
                    + grove::describe(info.error());

@@ -4,7 +4,7 @@
 # cloud), function_runtime and the deployment plugin. The AWS CLI deploys a Lambda
 # component (the Python relay of function_runtime's tests, its eventSources PUB_SUB
 # clients/A/hello) with aws.greengrass.clientdevices.mqtt.Bridge and a configuration
-# merge of mqttTopicMapping; the group has no subscription at all. Device A (MQTT.js,
+# merge of mqttTopicMapping; the group has one subscription (cloud -> B). Device A (MQTT.js,
 # tests/devices/bridge_device.js) publishes on clients/A/hello: LocalMqtt -> Pubsub -> the
 # Lambda, whose publish on replies/A goes Pubsub -> LocalMqtt back to A. Then the cloud
 # directions, the loop rule, refused mappings (the configuration before kept, rolled
@@ -39,11 +39,15 @@ mkdir -p "$WORK/lambda/relay/1"
 cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
 echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
   >"$WORK/lambda/relay/1/configuration.json"
-# The group: the devices, no function, no subscription. Every route below is the bridge's.
+# The group: the devices, no function, one subscription (cloud -> B on replies/B, under
+# the bridge's LambdaToDevice filter: the table's route must stay B's only). Every other
+# route below is the bridge's.
 GROUP=$WORK/group.yaml
 cat >"$GROUP" <<EOF
 name: e2e
 devices: [{thing: A}, {thing: B}]
+subscriptions:
+  - {id: cloud-b, source: cloud, subject: replies/B, target: "device:B"}
 EOF
 cat >"$WORK/profile.yaml" <<EOF
 kernel:
@@ -161,13 +165,13 @@ SUB_PIDS+=($!)
 # ---- device A -> LocalMqtt -> Pubsub -> the Lambda -> Pubsub -> LocalMqtt -> device A ----
 OUT=$(device A 'replies/#' clients/A/hello '{"n":1}')
 check "device A's message on clients/A/hello reaches the Lambda component through the bridge, its reply comes back on replies/A ($OUT)" \
-  grep -q '^recv replies/A {"n":1} source=function:e2e.Relay$' <<<"$OUT"
+  grep -q '^recv replies/A {"n":1} source=bridge$' <<<"$OUT"
 check "... bridge.relayed{DeviceToLambda} and {LambdaToDevice} counted" \
   bash -c '(( $(metric bridge.relayed DeviceToLambda) >= 1 && $(metric bridge.relayed LambdaToDevice) >= 1 ))'
 check "... the relayed message came back to the bridge on the bus (Echo's filter): not sent back to the devices, counted in bridge.dropped_loops" \
   bash -c 'for _ in $(seq 1 50); do (( $(metric bridge.dropped_loops) >= 1 )) && exit 0; sleep 0.1; done; exit 1'
 check "... and Echo relayed nothing" test "$(metric bridge.relayed Echo)" == 0
-check "... nothing was unroutable (the table has no subscription; the bridge took it)" \
+check "... nothing was unroutable (no table route for it; the bridge took it)" \
   test "$(metric routed.unroutable)" == 0
 
 # ---- the cloud directions ---------------------------------------------------------------
@@ -182,6 +186,23 @@ check "IotCore -> LocalMqtt: a cloud message on commands/A reaches device B" bas
   grep -q "^recv commands/A {\"go\":1} source=cloud$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$(cloud_args)" "$DEVICES" "$PORT" "$PKI"
 
+# ---- the bridge's delivery rules are its own: a table route on a mapped topic stays narrow --
+# replies/B is under LambdaToDevice's replies/# (devices get what the bridge relays there),
+# but the cloud's message on it goes by the table to B only: A, subscribed to replies/#
+# for 30 s while the cloud publishes, gets nothing.
+# shellcheck disable=SC2046
+( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $(cloud_args) -i watcher-pub2 -t replies/B -m '{"table":1}' -q 1; sleep 1; done ) &
+TABLE_PUBS=$!
+device A 'replies/#' a/idle x >"$WORK/table_a.out" &
+A_PID=$!
+OUT=$(device B 'replies/#' b/idle x)
+check "a table route cloud -> device:B on replies/B (a mapped topic) reaches B ($OUT)" \
+  grep -q '^recv replies/B {"table":1} source=cloud$' <<<"$OUT"
+wait "$A_PID"
+kill "$TABLE_PUBS" 2>/dev/null
+check "... and not device A, though subscribed to the bridge's replies/# ($(cat "$WORK/table_a.out"))" \
+  grep -q '^timeout' "$WORK/table_a.out"
+
 # ---- refused mappings: the deployment fails, rolled back, the bridge before kept --------
 for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt", "target": "Pubsub"}}}|is no MQTT topic filter' \
            '{"mqttTopicMapping": {"Bad": {"topic": "a/b", "source": "Cloud", "target": "Pubsub"}}}|must be one of LocalMqtt, Pubsub, IotCore' \
@@ -190,12 +211,51 @@ for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt
   check "a mapping refused (${bad#*|}) -> FAILED with message_manager's reason, ROLLBACK_COMPLETE ($OUT)" \
     bash -c '[[ $0 == FAILED* && $0 == *"$1"* && $0 == *"$2"* && $0 == *ROLLBACK_COMPLETE* ]]' \
     "$OUT" "${bad#*|}" "$BRIDGE"
-  check "... the bridge before is in force again (5 mappings)" status_has "bridge: 5 mapping(s)" 50
+  # message_manager refused it, so the kernel never applied it: kept, not rolled back
+  # (the rollback of an applied set is below).
+  check "... the bridge before was kept (5 mappings)" status_has "bridge: 5 mapping(s)" 50
 done
 check "... and it relays: A's message reaches the Lambda and the reply comes back" \
-  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 check "... ListInstalledComponents: $BRIDGE RUNNING" test "$(installed "$BRIDGE")" == RUNNING
+
+# ---- an applied bridge rolled back: a later component fails ------------------------------
+# grove.ghost (no libghost.so: its load fails) depends on the bridge, so the bridge's new
+# mapping set (2 mappings) is applied first, then the deployment fails and rolls back.
+cat >"$WORK/ghost.yaml" <<EOF
+RecipeFormatVersion: '2020-01-25'
+ComponentName: grove.ghost
+ComponentVersion: '1.0.0'
+ComponentDependencies:
+  $BRIDGE: {VersionRequirement: '>=2.0.0', DependencyType: HARD}
+EOF
+OUT=$(gg create-component-version --inline-recipe "fileb://$WORK/ghost.yaml" 2>&1)
+check "aws create-component-version: grove.ghost 1.0.0 (needs $BRIDGE) DEPLOYABLE" \
+  test "$(jq -r .status.componentState <<<"$OUT" 2>/dev/null)" == DEPLOYABLE
+TWO='{"mqttTopicMapping": {
+  "DeviceToLambda": {"topic": "clients/+/hello", "source": "LocalMqtt", "target": "Pubsub"},
+  "Other": {"topic": "other/#", "source": "Pubsub", "target": "LocalMqtt"}}}'
+OUT=$(deploy "$(components "$TWO" | jq -c '. + {"grove.ghost": {componentVersion: "1.0.0"}}')")
+check "a new mapping set with grove.ghost (fails to load) -> FAILED naming grove.ghost, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *grove.ghost* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the new set had been applied before the failure ('bridge: 2 mapping(s) applied live' logged)" \
+  grep -q "bridge: 2 mapping(s) applied live" "$WORK/groved.out"
+check "... rolled back: the 5 mappings before are in force again" status_has "bridge: 5 mapping(s)" 50
+check "... and relay: A's message reaches the Lambda and the reply comes back" \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":21}" 2>&1); grep -q "^recv replies/A {\"n\":21} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$DEVICES" "$PORT" "$PKI"
+
+# ---- a profile change keeps the deployed bridge (review #1) -----------------------------
+echo "# touched by bridge_test.sh" >>"$WORK/profile.yaml"
+check "the profile changed on disk: groved saw it" \
+  bash -c 'for _ in $(seq 1 100); do grep -q "changed on disk" "$0" && exit 0; sleep 0.1; done; exit 1' "$WORK/groved.out"
+check "... A's message still goes through the bridge after it" \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":22}" 2>&1); grep -q "^recv replies/A {\"n\":22} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
+  "$DEVICES" "$PORT" "$PKI"
+check "... 'bridge: 5 mapping(s)' still" status_has "bridge: 5 mapping(s)" 10
+check "... message_manager was not reconfigured to the bare profile" \
+  bash -c '! grep -q "profile change: reconfigured message_manager" "$0"' "$WORK/groved.out"
 
 # ---- a restart: the deployment applied again gives message_manager its bridge again ------
 stop_groved KILL
@@ -204,7 +264,7 @@ status_has "local_link: connected" 100 || abort "Grove's client did not reconnec
 check "after kill -9 and a restart: 'bridge: 5 mapping(s)' again (the deployment applied at start)" \
   status_has "bridge: 5 mapping(s)" 150
 check "... A's message reaches the Lambda and the reply comes back" \
-  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":3}" 2>&1); grep -q "^recv replies/A {\"n\":3} source=function:e2e.Relay$" <<<"$out" || { echo "$out"; exit 1; }' \
+  bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":3}" 2>&1); grep -q "^recv replies/A {\"n\":3} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
 
 # ---- removed: the profile's bridge (none) is back --------------------------------------

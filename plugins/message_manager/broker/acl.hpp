@@ -89,7 +89,7 @@ struct Table {
   std::set<std::string> things;
   std::map<std::string, std::vector<std::string>> pub;  // thing -> filters
   // target -> (source -> filters). Source keys: a thing name, "*" for `deliver * ...` lines
-  // and "@cloud", "@shadow", "@function:<name>" for grove-injected messages of that origin
+  // and "@cloud", "@shadow", "@bridge", "@function:<name>" for grove-injected messages of that origin
   // (thing names cannot start with '@', so the keys never collide).
   std::map<std::string, std::map<std::string, std::vector<std::string>>> deliver;
   // `not_ready`: the core has no group yet. A client that is no thing is then told to come
@@ -111,10 +111,11 @@ inline bool valid_name(std::string_view n) {
   return true;
 }
 
-// A source that grove may claim for a message it injects: "cloud", "shadow" or
-// "function:<name>". Anything else (e.g. "device:X") is not honoured.
+// A source that grove may claim for a message it injects: "cloud", "shadow", "bridge" (what
+// message_manager's MQTT bridge relays from the local bus) or "function:<name>". Anything
+// else (e.g. "device:X") is not honoured.
 inline bool valid_grove_source(std::string_view v) {
-  if (v == "cloud" || v == "shadow") return true;
+  if (v == "cloud" || v == "shadow" || v == "bridge") return true;
   constexpr std::string_view fn = "function:";
   return v.substr(0, fn.size()) == fn && valid_name(v.substr(fn.size()));
 }
@@ -187,7 +188,7 @@ inline std::optional<Table> parse_acl(const std::string& text, std::string& erro
       if (!source.empty() && source.front() == '@') {
         if (!valid_grove_source(source.substr(1)))
           return fail("bad source '" + std::string(source) +
-                      "' (expected @cloud, @shadow or @function:<name>)");
+                      "' (expected @cloud, @shadow, @bridge or @function:<name>)");
       } else if (source != kAnyGrove && !valid_name(source)) {
         return fail("bad source thing name");
       }

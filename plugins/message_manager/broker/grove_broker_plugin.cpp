@@ -961,7 +961,8 @@ int on_message(int, void* event_data, void* userdata) noexcept {
     bool from_grove = user == kGroveUser;
     if (!from_grove && !s.table.things.count(user)) return MOSQ_ERR_ACL_DENIED;
     // The source is stamped by the broker; whatever a thing put there is dropped. Only grove
-    // may name the origin of what it injects, and only as cloud, shadow or function:<name>.
+    // may name the origin of what it injects, and only as cloud, shadow, bridge or
+    // function:<name>.
     std::string source = from_grove ? grove_claimed_source(ev->properties) : user;
     if (!restamp(&ev->properties, source)) return MOSQ_ERR_NOMEM;
     // Retained messages are not supported locally (as in Greengrass v1): a retained message

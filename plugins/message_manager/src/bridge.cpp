@@ -27,9 +27,26 @@ const char* to_string(bridge_side side) noexcept {
   return "Pubsub";
 }
 
+std::string for_thing(std::string_view filter, std::string_view thing) {
+  std::string out{filter};
+  for (auto at = out.find(thing_name_variable); at != std::string::npos;
+       at = out.find(thing_name_variable, at + thing.size()))
+    out.replace(at, thing_name_variable.size(), thing);
+  return out;
+}
+
+std::string with_wildcard(std::string_view filter) {
+  return for_thing(filter, "+");
+}
+
+std::string_view relay_source(bridge_side source) noexcept {
+  return source == bridge_side::iot_core ? "cloud" : bridge_relay_source;
+}
+
 bridge::bridge(const std::vector<bridge_mapping>& mappings) {
   for (const auto& m : mappings)
-    mappings_.push_back(compiled{m.name, m.topic, to_bridge_side(m.source),
+    mappings_.push_back(compiled{m.name, with_wildcard(m.topic), m.topic,
+                                 to_bridge_side(m.source),
                                  to_bridge_side(m.target), m.target_topic_prefix});
 }
 
@@ -56,12 +73,15 @@ std::string bridge::acl_lines(const std::vector<std::string>& things) const {
   for (const auto& m : mappings_) {
     if (m.source == bridge_side::local_mqtt)
       for (const auto& t : things)
-        out += "pub " + t + " " + m.filter + "\n";
-    // Grove injects what a mapping relays to the devices; the broker lets every device
-    // that subscribes have it, as Greengrass' bridge publishes to its broker.
+        out += "pub " + t + " " + for_thing(m.written, t) + "\n";
+    // Grove injects what a mapping relays to the devices, stamped with the mapping's
+    // side (relay_source()); the broker lets every device that subscribes have it, as
+    // Greengrass' bridge publishes to its broker. Scoped by that stamp, so a table route
+    // (function:F -> device:B) on the same topic still reaches only B.
     if (m.target == bridge_side::local_mqtt)
       for (const auto& t : things)
-        out += "deliver * " + t + " " + m.prefix + m.filter + "\n";
+        out += "deliver @" + std::string{relay_source(m.source)} + " " + t + " " + m.prefix
+               + m.filter + "\n";
   }
   return out;
 }

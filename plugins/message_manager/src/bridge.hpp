@@ -21,6 +21,26 @@ bridge_side to_bridge_side(std::string_view text) noexcept;
 /// The config's spelling of a side.
 const char* to_string(bridge_side side) noexcept;
 
+/// AWS IoT's policy variable: in a LocalMqtt source's topic, one level that is the
+/// publishing device's thing name (each device may publish only with its own).
+inline constexpr std::string_view thing_name_variable = "${iot:Connection.Thing.ThingName}";
+
+/// `filter` with each thing_name_variable level as `+`: what Grove's client subscribes to
+/// and matches with.
+std::string with_wildcard(std::string_view filter);
+
+/// `filter` with each thing_name_variable level as `thing`: the filter `thing` may
+/// publish on.
+std::string for_thing(std::string_view filter, std::string_view thing);
+
+/// The grove-source the bridge stamps on what a Pubsub-source mapping relays to the
+/// devices (the broker plugin's valid_grove_source() accepts it).
+inline constexpr std::string_view bridge_relay_source = "bridge";
+
+/// The grove-source of what a mapping from `source` relays to LocalMqtt: "cloud" from
+/// IotCore, bridge_relay_source from Pubsub. The devices' `deliver @<it>` lines name it.
+std::string_view relay_source(bridge_side source) noexcept;
+
 /// Where one matching mapping sends a message.
 struct bridge_hop {
   /// Index of the mapping (its name: bridge::name()).
@@ -48,8 +68,9 @@ public:
   std::vector<std::string> filters(bridge_side source) const;
 
   /// Lines of the broker's ACL file for `things`: each may publish on a LocalMqtt
-  /// source's filter (`pub`) and be delivered what a mapping relays to LocalMqtt
-  /// (`deliver *`, on the prefixed filter).
+  /// source's filter (`pub`; with thing_name_variable, the filter with its own name) and be delivered what a mapping relays to LocalMqtt
+  /// (`deliver @cloud` or `deliver @bridge` by the mapping's source, on the prefixed
+  /// filter).
   std::string acl_lines(const std::vector<std::string>& things) const;
 
   /// The name of mapping `i`.
@@ -61,7 +82,8 @@ public:
 private:
   struct compiled {
     std::string name;
-    std::string filter;
+    std::string filter; // thing_name_variable as `+`
+    std::string written; // as configured
     bridge_side source;
     bridge_side target;
     std::string prefix;

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "bridge.hpp"
+#include "grove/kernel/bus.hpp"
 #include "grove/kernel/plugin_name.hpp"
 #include "routes.hpp"
 #include "grove/topic.hpp"
@@ -152,6 +153,31 @@ config_map<bridge_config> bridge_config::map() {
 
 namespace {
 
+// Whether a message relayed by `m` could land under $grove/ at its target: prefix + topic
+// starts with it, or starts with `$` and has a wildcard in its first level (e.g. prefix
+// "$" + topic "+/mm/out/#" relays a device's "grove/mm/out/x" to "$grove/mm/out/x").
+bool reaches_owned_namespace(const bridge_mapping& m) {
+  // The thing name variable is any level a device's name fills in.
+  auto whole = with_wildcard(m.target_topic_prefix + m.topic);
+  if (whole.starts_with(owned_namespace))
+    return true;
+  if (whole.empty() || whole.front() != '$' || m.target_topic_prefix.empty())
+    return false;
+  auto first_level = std::string_view{whole}.substr(0, whole.find('/'));
+  return first_level.find_first_of("+#") != std::string_view::npos;
+}
+
+// Whether every occurrence of `word` in `filter` is a whole level.
+bool whole_levels(std::string_view filter, std::string_view word) {
+  for (auto at = filter.find(word); at != std::string_view::npos;
+       at = filter.find(word, at + 1)) {
+    auto end = at + word.size();
+    if ((at > 0 && filter[at - 1] != '/') || (end < filter.size() && filter[end] != '/'))
+      return false;
+  }
+  return true;
+}
+
 // A mapping the schema accepted but the bridge cannot use; the message names the entry.
 caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string>& names) {
   auto at = "bridge.mqtt_topic_mapping[" + std::to_string(i) + "] (" + m.name + ")";
@@ -169,9 +195,28 @@ caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string
     return bad(".targetTopicPrefix: a line break or a leading blank");
   if (m.source == m.target)
     return bad(".target: the same as its source (" + m.source + ")");
+  // ${iot:Connection.Thing.ThingName}: a whole level of a LocalMqtt source's topic.
+  if (m.topic.find(thing_name_variable) != std::string::npos) {
+    if (m.source != "LocalMqtt")
+      return bad(".topic: " + std::string{thing_name_variable}
+                 + " is only for a LocalMqtt source (the publishing device's name)");
+    if (!whole_levels(m.topic, thing_name_variable))
+      return bad(".topic: " + std::string{thing_name_variable} + " must be a whole level");
+  }
+  if (m.target_topic_prefix.find(thing_name_variable) != std::string::npos)
+    return bad(".targetTopicPrefix: " + std::string{thing_name_variable}
+               + " is only for a LocalMqtt source's topic");
+  // Each LocalMqtt source lets every group device publish on its filter (how a v2
+  // deployment grants what clientdevices.Auth would); under $aws/ (shadows, jobs) that
+  // would let one device act as another, so only per thing.
+  if (m.source == "LocalMqtt" && m.topic.starts_with("$aws/")
+      && m.topic.find(thing_name_variable) == std::string::npos)
+    return bad(".topic: a LocalMqtt source under $aws/ must name the publishing device with "
+               + std::string{thing_name_variable} + " (every group device may publish on it)");
   // The bus keeps $grove/ for Grove's own topics; the cloud and devices do not use it.
-  constexpr std::string_view reserved = "$grove/";
-  if (m.topic.starts_with(reserved) || m.target_topic_prefix.starts_with(reserved))
+  // Checked on what a message's target topic can be (prefix + topic), so the name
+  // cannot be split across the two, nor completed by a wildcard after a `$` prefix.
+  if (m.topic.starts_with(owned_namespace) || reaches_owned_namespace(m))
     return bad(": topics under $grove/ are Grove's own, not bridged");
   if (m.target_topic_prefix.find_first_of("+#") != std::string::npos
       || m.target_topic_prefix.find('\0') != std::string::npos)
@@ -207,8 +252,16 @@ caf::error check(const plugin_config& cfg) {
   for (const auto& name : c.system_clients)
     if (auto err = validate_plugin_name(name))
       return make_error(errc::invalid_config, "cloud.system_clients: " + describe(err));
-  if (!c.enabled)
+  if (!c.enabled) {
+    // A mapping to or from IotCore would only fill the spool (or never get a message).
+    const auto& ms = cfg.bridge.mqtt_topic_mapping;
+    for (size_t i = 0; i < ms.size(); ++i)
+      if (ms[i].source == "IotCore" || ms[i].target == "IotCore")
+        return make_error(errc::invalid_config,
+                          "bridge.mqtt_topic_mapping[" + std::to_string(i) + "] ("
+                            + ms[i].name + "): IotCore needs cloud.enabled");
     return {};
+  }
   if (c.retry_initial > c.retry_max)
     return make_error(errc::invalid_config,
                       "cloud.retry_initial_ms is above "

@@ -22,6 +22,7 @@
 #include "grove/config_map.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/kernel/plugin_name.hpp"
+#include "grove/topic.hpp"
 #include "grove/message_manager/client.hpp"
 #include "mqtt_link.hpp"
 #include "routes.hpp"
@@ -476,27 +477,36 @@ public:
   /// reloads the plugin, which restarts the broker.
   caf::error reconfigure(const plugin_config& next) override {
     const auto& old = config();
-    if (auto err = reconfigure_links(old, next))
-      return err;
-    // The bridge last: a refusal above keeps the old configuration, bridge included.
-    if (old.bridge == next.bridge)
-      return {};
-    if (auto err = set_bridge(next.bridge))
-      return err;
-    log_->info("bridge: {} mapping(s) applied live", next.bridge.mqtt_topic_mapping.size());
-    update_status();
-    return {};
-  }
-
-private:
-  // The cloud and system client part of reconfigure().
-  caf::error reconfigure_links(const plugin_config& old, const plugin_config& next) {
     if (old.development_mode != next.development_mode)
       return make_error(errc::unsupported, "development_mode changed: the broker must restart");
     if (old.broker != next.broker)
       return make_error(errc::unsupported, "broker changed: the broker must restart");
     if (old.spool != next.spool)
       return make_error(errc::unsupported, "spool changed: the broker must restart");
+    // The bridge first: its broker table write can fail, and then nothing changed (the
+    // kernel keeps the old configuration on record, links included).
+    bool bridge_changed = old.bridge != next.bridge;
+    if (bridge_changed) {
+      if (auto err = set_bridge(next.bridge))
+        return err;
+      log_->info("bridge: {} mapping(s) applied live", next.bridge.mqtt_topic_mapping.size());
+    }
+    if (auto err = reconfigure_links(old, next)) {
+      // The old configuration stays on record: its bridge too.
+      if (bridge_changed)
+        if (auto back = set_bridge(old.bridge))
+          log_->error("bridge: the mappings before could not be put back: {}", describe(back));
+      update_status();
+      return err;
+    }
+    update_status();
+    return {};
+  }
+
+private:
+  // The cloud and system client part of reconfigure() (the broker, spool and development
+  // mode are the same: reconfigure() checked).
+  caf::error reconfigure_links(const plugin_config& old, const plugin_config& next) {
     // Filters of clients no longer listed are deleted only once nothing else can fail:
     // on an error the kernel keeps the old configuration, whose clients keep theirs.
     auto prune_clients = [&]() -> caf::error {
@@ -693,9 +703,14 @@ private:
   }
 
   // Publishes one message on the bus with its source and properties; false when no
-  // subscriber took it. Thread-safe.
+  // subscriber took it. message_manager's own subscriptions to the bridge's Pubsub
+  // sources are no subscriber (what comes back there from the bus is a loop). Thread-safe.
   bool to_bus(std::string bus_topic, const std::string& source, const std::string& payload,
               uint32_t qos, const message_meta& meta) {
+    size_t own = 0;
+    if (auto b = bridge_now(); b->table.size() > 0)
+      for (const auto& f : b->table.filters(bridge_side::pubsub))
+        own += topic_matches(f, bus_topic) ? 1 : 0; // the bus delivers once per filter
     Envelope e;
     e.set_topic(std::move(bus_topic));
     e.set_source(source);
@@ -705,7 +720,7 @@ private:
     for (const auto& [name, value] : meta.user_properties)
       (*e.mutable_user_properties())[name] = value;
     auto r = ctx_->publish(std::move(e));
-    return r && r->delivered > 0;
+    return r && r->delivered > own;
   }
 
   // --- the system API (mm-6 to mm-10) ---
@@ -967,12 +982,19 @@ private:
     for (const auto& f : bridge_bus_filters_)
       if (std::find(want.begin(), want.end(), f) == want.end())
         (void) ctx_->unsubscribe(f);
-    for (const auto& f : want)
-      if (std::find(bridge_bus_filters_.begin(), bridge_bus_filters_.end(), f)
-          == bridge_bus_filters_.end())
-        if (auto err = ctx_->subscribe(f))
+    // Only what the bus took is recorded: a failed one is tried again on the next call.
+    std::vector<std::string> subscribed;
+    for (auto& f : want) {
+      bool had = std::find(bridge_bus_filters_.begin(), bridge_bus_filters_.end(), f)
+                 != bridge_bus_filters_.end();
+      if (!had)
+        if (auto err = ctx_->subscribe(f)) {
           log_->error("bridge: cannot subscribe to '{}' on the bus: {}", f, describe(err));
-    bridge_bus_filters_ = std::move(want);
+          continue;
+        }
+      subscribed.push_back(std::move(f));
+    }
+    bridge_bus_filters_ = std::move(subscribed);
   }
 
   // Relays a message that reached `from` (entering Grove at `origin`: a device's message
@@ -998,12 +1020,12 @@ private:
           took = to_bus(std::move(hop.topic), source, payload, qos, meta);
           break;
         case bridge_side::local_mqtt:
-          // The broker takes cloud, shadow and function:<name> as a stamp; anything
-          // else goes as Grove's own (the bridge's `deliver *` lines let it through).
+          // Stamped with the mapping's side, which the bridge's `deliver @...` lines
+          // name: a table route's message on the same topic keeps its own stamp and
+          // reaches only the devices the table names.
           took = local_
                  && !local_->publish(std::move(hop.topic), payload, static_cast<int>(qos),
-                                     parse_endpoint(source) ? source : std::string{}, {},
-                                     meta);
+                                     relay_source(from), {}, meta);
           break;
         case bridge_side::iot_core:
           // As Greengrass' bridge: QoS 1 to the cloud, here through the spool.

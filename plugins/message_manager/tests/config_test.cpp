@@ -175,6 +175,9 @@ BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
   err = with("{name: m, topic: \"a/#/b\", source: LocalMqtt, target: Pubsub}");
   BOOST_TEST(contains(err, "bridge.mqtt_topic_mapping[0] (m).topic: 'a/#/b' is no MQTT topic filter"),
              err);
+  // Review #12: IotCore needs the cloud (tls_broker has it disabled).
+  err = with("{name: up, topic: a, source: LocalMqtt, target: IotCore}");
+  BOOST_TEST(contains(err, "bridge.mqtt_topic_mapping[0] (up): IotCore needs cloud.enabled"), err);
   err = with("{name: m, topic: a, source: IotCore, target: IotCore}");
   BOOST_TEST(contains(err, "(m).target: the same as its source (IotCore)"), err);
   err = with("{name: m, topic: a, source: Pubsub, target: IotCore, targetTopicPrefix: \"x/+/\"}");
@@ -186,6 +189,25 @@ BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
   BOOST_TEST(contains(err, "(m).topic: a line break or a leading blank"), err);
   err = with("{name: m, topic: \"$grove/mm/in/x\", source: Pubsub, target: LocalMqtt}");
   BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), err);
+  // Nor split across targetTopicPrefix and topic, nor completed by a first-level wildcard
+  // after a `$` prefix (a device's "grove/mm/out/x" would land on "$grove/mm/out/x").
+  for (const char* split :
+       {"{name: m, topic: \"/mm/out/shadow/#\", source: LocalMqtt, target: Pubsub, "
+        "targetTopicPrefix: \"$grove\"}",
+        "{name: m, topic: \"ve/mm/out/function/#\", source: LocalMqtt, target: Pubsub, "
+        "targetTopicPrefix: \"$gro\"}",
+        "{name: m, topic: \"+/mm/out/#\", source: LocalMqtt, target: Pubsub, "
+        "targetTopicPrefix: \"$\"}",
+        "{name: m, topic: \"#\", source: IotCore, target: Pubsub, targetTopicPrefix: \"$gr\"}"}) {
+    err = with(split);
+    BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), split << ": " << err);
+  }
+  // A `$` prefix followed by a literal level stays allowed.
+  auto dollar = plugin_config::map().load(
+    std::string{tls_broker}
+      + "bridge:\n  mqtt_topic_mapping:\n    - {name: m, topic: \"a/+\", source: LocalMqtt, "
+        "target: Pubsub, targetTopicPrefix: \"$x/\"}\n");
+  BOOST_TEST(bool{dollar}, error_text(dollar));
   err = error_of(std::string{tls_broker} + R"(bridge:
   mqtt_topic_mapping:
     - {name: m, topic: a, source: LocalMqtt, target: Pubsub}
@@ -198,7 +220,8 @@ BOOST_AUTO_TEST_CASE(bridge_mappings_are_read_and_checked) {
 BOOST_AUTO_TEST_CASE(bridge_matches_and_writes_the_devices_table) {
   std::vector<bridge_mapping> ms{{"up", "clients/+/hello", "LocalMqtt", "Pubsub", ""},
                                  {"cloud", "clients/#", "LocalMqtt", "IotCore", "site/"},
-                                 {"down", "replies/#", "Pubsub", "LocalMqtt", "core/"}};
+                                 {"down", "replies/#", "Pubsub", "LocalMqtt", "core/"},
+                                 {"cmd", "cmd/#", "IotCore", "LocalMqtt", ""}};
   bridge b{ms};
   auto hops = b.match(bridge_side::local_mqtt, "clients/A/hello");
   BOOST_REQUIRE(hops.size() == 2u);
@@ -212,13 +235,51 @@ BOOST_AUTO_TEST_CASE(bridge_matches_and_writes_the_devices_table) {
   BOOST_TEST(b.match(bridge_side::pubsub, "replies/x").at(0).topic == "core/replies/x");
   BOOST_TEST(b.filters(bridge_side::local_mqtt)
              == (std::vector<std::string>{"clients/+/hello", "clients/#"}));
-  BOOST_TEST(b.filters(bridge_side::iot_core).empty());
+  BOOST_TEST(b.filters(bridge_side::iot_core) == (std::vector<std::string>{"cmd/#"}));
   auto acl = b.acl_lines({"A", "B"});
   for (const char* line : {"pub A clients/+/hello\n", "pub B clients/#\n",
-                           "deliver * A core/replies/#\n", "deliver * B core/replies/#\n"})
+                           "deliver @bridge A core/replies/#\n", "deliver @bridge B core/replies/#\n",
+                           "deliver @cloud A cmd/#\n"})
     BOOST_TEST(contains(acl, line), acl);
   BOOST_TEST(!contains(acl, "pub A replies"), acl);
+  BOOST_TEST(!contains(acl, "deliver * "), acl); // never every injection (review #3)
   BOOST_TEST(bridge{}.acl_lines({"A"}).empty());
+}
+
+// Review #4: a LocalMqtt source lets every group device publish on its filter; per thing
+// with ${iot:Connection.Thing.ThingName}, and only so under $aws/.
+BOOST_AUTO_TEST_CASE(bridge_local_sources_per_thing) {
+  auto with = [](const std::string& entry) {
+    return std::string{tls_broker} + "bridge:\n  mqtt_topic_mapping:\n    - " + entry + "\n";
+  };
+  auto err = error_of(with("{name: m, topic: \"$aws/things/+/shadow/update\", source: LocalMqtt, "
+                           "target: IotCore}"));
+  BOOST_TEST(contains(err, "(m).topic: a LocalMqtt source under $aws/ must name the publishing "
+                           "device with ${iot:Connection.Thing.ThingName}"),
+             err);
+  err = error_of(with("{name: m, topic: \"a/${iot:Connection.Thing.ThingName}\", source: Pubsub, "
+                      "target: LocalMqtt}"));
+  BOOST_TEST(contains(err, "is only for a LocalMqtt source"), err);
+  err = error_of(with("{name: m, topic: \"a/${iot:Connection.Thing.ThingName}-x\", "
+                      "source: LocalMqtt, target: Pubsub}"));
+  BOOST_TEST(contains(err, "must be a whole level"), err);
+  // The variable is a wildcard for the $grove/ rule: prefix "$gro" + a thing named "ve".
+  err = error_of(with("{name: m, topic: \"${iot:Connection.Thing.ThingName}/mm/out/#\", "
+                      "source: LocalMqtt, target: Pubsub, targetTopicPrefix: \"$\"}"));
+  BOOST_TEST(contains(err, "(m): topics under $grove/ are Grove's own"), err);
+  auto cfg = plugin_config::map().load(
+    with("{name: shadow, topic: \"$aws/things/${iot:Connection.Thing.ThingName}/shadow/update\", "
+         "source: LocalMqtt, target: Pubsub}"));
+  BOOST_REQUIRE_MESSAGE(cfg, error_text(cfg));
+  bridge b{cfg->bridge.mqtt_topic_mapping};
+  BOOST_TEST(b.filters(bridge_side::local_mqtt)
+             == (std::vector<std::string>{"$aws/things/+/shadow/update"}));
+  BOOST_TEST(b.match(bridge_side::local_mqtt, "$aws/things/A/shadow/update").size() == 1u);
+  auto acl = b.acl_lines({"A", "B"});
+  BOOST_TEST(contains(acl, "pub A $aws/things/A/shadow/update\n"), acl);
+  BOOST_TEST(contains(acl, "pub B $aws/things/B/shadow/update\n"), acl);
+  BOOST_TEST(!contains(acl, "pub A $aws/things/B"), acl);
+  BOOST_TEST(!contains(acl, "+"), acl);
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {

@@ -9,6 +9,7 @@
 #include <vector>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -199,6 +200,9 @@ private:
   std::chrono::steady_clock::time_point started_;
   bool stopped_ = false;
   std::mutex apply_mtx_;
+  /// Per plugin, the last configure over the profile (PluginChange.over_profile) in
+  /// force: profile changes apply merge(profile entry, overlay). Under apply_mtx_.
+  std::map<std::string, yaml_ptr> overlays_;
   std::string profile_text_;
   std::string group_text_;
   std::array<long long, 5> group_stamp_{}; // file_stamp() of group_text_'s read
