@@ -2,18 +2,21 @@
 
 #include <cerrno>
 #include <cstring>
-#include <limits>
 
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <spdlog/spdlog.h>
 
 #include "grove/errors.hpp"
 #include "grove/kernel/framing.hpp"
 
 namespace grove {
 
-frame_channel::frame_channel(int fd, std::function<void()> tick)
-  : fd_(fd), tick_(std::move(tick)) {
+frame_channel::frame_channel(int fd, std::function<void()> tick,
+                             std::shared_ptr<spdlog::logger> log)
+  : fd_(fd), tick_(std::move(tick)),
+    log_(log ? std::move(log) : spdlog::default_logger()) {
   writer_ = std::thread{[this] { write_loop(); }};
 }
 
@@ -33,10 +36,14 @@ void frame_channel::shutdown() {
 }
 
 void frame_channel::send(const google::protobuf::MessageLite& msg) {
-  std::lock_guard guard{mtx_};
+  std::unique_lock guard{mtx_};
   bool was_empty = out_.empty();
-  // No limit here: the reader refuses a frame over max_frame, and the channel ends.
-  static_cast<void>(framing::append_frame(out_, msg, std::numeric_limits<uint32_t>::max()));
+  // The reader's limit: a frame over it would end the channel at the other side.
+  if (auto err = framing::append_frame(out_, msg, max_frame)) {
+    guard.unlock();
+    log_->error("{} not sent to the other process: {}", msg.GetTypeName(), describe(err));
+    return;
+  }
   if (was_empty)
     cv_.notify_one();
 }
@@ -72,7 +79,14 @@ void frame_channel::write_loop() {
 }
 
 caf::error frame_channel::receive(google::protobuf::MessageLite& msg) {
-  return in_.receive(fd_, msg);
+  auto err = in_.receive(fd_, msg);
+  // A frame cut short by the end of the stream is a peer that died mid-write (killed,
+  // crashed): its end, not bad data from it.
+  if (err && in_.partial() > 0 && in_.ended())
+    return make_error(errc::system_error, "connection closed in a frame ("
+                                            + std::to_string(in_.partial())
+                                            + " bytes of it came)");
+  return err;
 }
 
 } // namespace grove

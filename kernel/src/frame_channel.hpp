@@ -2,12 +2,14 @@
 
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include <caf/error.hpp>
 #include <google/protobuf/message_lite.h>
+#include <spdlog/logger.h>
 
 #include "grove/kernel/framing.hpp"
 
@@ -21,8 +23,10 @@ namespace grove {
 class frame_channel {
 public:
   /// Takes ownership of `fd`. `tick`, when set, runs on the writer thread about every
-  /// millisecond (and after each batch), e.g. to send acknowledgements.
-  explicit frame_channel(int fd, std::function<void()> tick = {});
+  /// millisecond (and after each batch), e.g. to send acknowledgements. `log` (spdlog's
+  /// default logger when null) hears of a frame send() could not queue.
+  explicit frame_channel(int fd, std::function<void()> tick = {},
+                         std::shared_ptr<spdlog::logger> log = nullptr);
 
   /// Shuts the socket down, joins the writer, closes the fd.
   ~frame_channel();
@@ -30,12 +34,13 @@ public:
   frame_channel(const frame_channel&) = delete;
   frame_channel& operator=(const frame_channel&) = delete;
 
-  /// Queues one frame. Thread-safe, never blocks on the socket.
+  /// Queues one frame. Thread-safe, never blocks on the socket. A frame over max_frame
+  /// (the reader's limit) is not queued: logged and dropped.
   void send(const google::protobuf::MessageLite& msg);
 
   /// Reads the next frame into `msg`; only one thread may read. Errors on EOF
-  /// (errc::system_error "connection closed"), malformed (a frame cut short by the
-  /// EOF too) or oversized frames.
+  /// (errc::system_error "connection closed", also when the EOF cuts a frame short: the
+  /// peer died mid-write), malformed or oversized frames.
   caf::error receive(google::protobuf::MessageLite& msg);
 
   /// Shuts the socket down so a blocked receive() returns; idempotent.
@@ -49,6 +54,7 @@ private:
 
   int fd_;
   std::function<void()> tick_;
+  std::shared_ptr<spdlog::logger> log_;
   std::mutex mtx_;
   std::condition_variable cv_;
   std::string out_;

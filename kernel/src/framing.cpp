@@ -18,8 +18,6 @@ namespace grove::framing {
 
 namespace {
 
-constexpr size_t header_size = 4;
-
 caf::error sys_error(const char* what) {
   return make_error(errc::system_error,
                     std::string{what} + ": " + std::strerror(errno));
@@ -69,6 +67,12 @@ caf::error append_frame(std::string& out, const google::protobuf::MessageLite& m
   auto size = msg.ByteSizeLong();
   if (size > max_size)
     return too_large(size, max_size);
+  append_frame_sized(out, msg, size);
+  return {};
+}
+
+void append_frame_sized(std::string& out, const google::protobuf::MessageLite& msg,
+                        size_t size) {
   auto at = out.size();
   out.resize(at + header_size + size);
   auto* p = reinterpret_cast<uint8_t*>(out.data() + at);
@@ -78,7 +82,6 @@ caf::error append_frame(std::string& out, const google::protobuf::MessageLite& m
   p[3] = static_cast<uint8_t>(size);
   // The sizes ByteSizeLong just cached: SerializeToArray would compute them again.
   msg.SerializeWithCachedSizesToArray(p + header_size);
-  return {};
 }
 
 caf::error write_all(int fd, std::string_view bytes) {
@@ -142,10 +145,20 @@ caf::error read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_s
 }
 
 std::span<char> frame_stream::space() {
+  auto left = end_ - begin_;
   if (begin_ == end_) {
     begin_ = end_ = 0;
     if (buf_.capacity() > 4 * chunk)
       std::string{}.swap(buf_); // a large frame has gone: its memory goes with it
+  } else if (buf_.capacity() > 4 * chunk && left + chunk < buf_.capacity() / 4) {
+    // A large frame has gone but the start of the next one came with it (a busy
+    // stream is rarely drained at a frame boundary): the leftover moves to a buffer
+    // of its own size, and the large one goes.
+    std::string smaller(left + chunk, '\0');
+    std::memcpy(smaller.data(), buf_.data() + begin_, left);
+    buf_.swap(smaller);
+    begin_ = 0;
+    end_ = left;
   } else if (begin_ > 0 && (begin_ >= buf_.size() / 2 || buf_.size() - end_ < chunk)) {
     // Keep what is left of a frame at the front: the buffer stays near one frame's size.
     std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
@@ -169,6 +182,7 @@ caf::error frame_stream::fill(int fd) {
       continue;
     if (n < 0)
       return io_error("read");
+    ended_ = true;
     if (partial() > 0)
       return make_error(errc::malformed, "truncated frame (" + std::to_string(partial())
                                            + " bytes before the end)");

@@ -537,7 +537,7 @@ private:
       return "cannot start " + iso_.exe.string() + ": " + describe(started.error());
     }
     proc_ = std::move(*started);
-    channel_ = std::make_shared<frame_channel>(sv[0]);
+    channel_ = std::make_shared<frame_channel>(sv[0], std::function<void()>{}, setup_.log);
     claimed_.clear();
     claim_error_.clear();
     drop_watches();

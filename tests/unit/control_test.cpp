@@ -36,6 +36,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 
+#include "../../kernel/src/frame_channel.hpp"
 #include "grove/control.pb.h"
 #include "grove/errors.hpp"
 #include "grove/kernel/control.hpp"
@@ -553,6 +554,122 @@ BOOST_AUTO_TEST_CASE(memory_follows_the_bytes_received_not_the_announced_length)
   // The announced 16 MiB would show as 16384 KiB: well under a quarter of it is what
   // one chunk and the allocator's slack cost.
   BOOST_CHECK_LT(peak - before, (grove::framing::max_frame_size / 1024) / 4);
+}
+
+
+namespace {
+
+// `msg` as one frame's bytes.
+std::string frame_of(const Envelope& msg) {
+  std::string out;
+  BOOST_REQUIRE(!grove::framing::append_frame(out, msg));
+  return out;
+}
+
+Envelope envelope_of(std::string payload) {
+  Envelope e;
+  e.set_payload(std::move(payload));
+  return e;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(frame_stream_receives_frames_split_across_writes) {
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  using grove::framing::frame_stream;
+  std::vector<Envelope> sent{envelope_of(std::string(1u << 20, 'L')), envelope_of("s1"),
+                             envelope_of(std::string(300, 'm')), envelope_of("s2")};
+  std::string bytes;
+  for (auto& e : sent)
+    bytes += frame_of(e);
+  // Cut points inside a header, inside a body, and one past the large frame's end.
+  auto large_end = frame_of(sent[0]).size();
+  std::vector<size_t> cuts{2, 1000, large_end + 3, large_end + 9, bytes.size()};
+  std::atomic<bool> written{true};
+  std::thread writer{[&] {
+    size_t at = 0;
+    for (auto cut : cuts) {
+      if (grove::framing::write_all(sv[0], std::string_view{bytes}.substr(at, cut - at)))
+        written = false;
+      at = cut;
+    }
+    ::close(sv[0]);
+  }};
+  frame_stream in{grove::framing::max_frame_size};
+  for (auto& e : sent) {
+    Envelope out;
+    auto err = in.receive(sv[1], out);
+    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    BOOST_CHECK_EQUAL(out.payload().size(), e.payload().size());
+    BOOST_CHECK(out.payload() == e.payload());
+  }
+  writer.join();
+  BOOST_CHECK(written);
+  Envelope out;
+  auto err = in.receive(sv[1], out);
+  BOOST_CHECK_EQUAL(grove::describe(err), "system_error: connection closed");
+  BOOST_CHECK(in.ended());
+  // The large frame's memory has gone (the next test: also when a frame follows it).
+  BOOST_CHECK_LT(in.capacity(), 4 * frame_stream::chunk);
+  ::close(sv[1]);
+}
+
+BOOST_AUTO_TEST_CASE(frame_channel_ends_at_a_cut_frame_and_logs_a_frame_it_cannot_send) {
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
+  auto log = std::make_shared<spdlog::logger>("frame_channel_test", sink);
+  grove::frame_channel ch{sv[0], {}, log};
+  // Over the reader's limit: logged, not sent; the next frame goes out alone.
+  ch.send(envelope_of(std::string(grove::frame_channel::max_frame + 1, 'x')));
+  ch.send(envelope_of("after"));
+  Envelope out;
+  auto err = grove::framing::read_frame(sv[1], out);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  BOOST_CHECK_EQUAL(out.payload(), "after");
+  auto lines = sink->last_formatted();
+  BOOST_REQUIRE_EQUAL(lines.size(), 1u);
+  BOOST_CHECK_MESSAGE(lines[0].find("too_large") != std::string::npos, lines[0]);
+  // The peer dies in the middle of a frame: the end of the stream, not bad data.
+  const unsigned char cut[] = {0, 0, 0, 10, 1, 2, 3};
+  BOOST_REQUIRE(::write(sv[1], cut, sizeof(cut)) == sizeof(cut));
+  ::close(sv[1]);
+  err = ch.receive(out);
+  BOOST_CHECK(is(err, grove::errc::system_error));
+  BOOST_CHECK_MESSAGE(grove::message_of(err).starts_with("connection closed in a frame"),
+                      grove::describe(err));
+}
+
+BOOST_AUTO_TEST_CASE(frame_stream_gives_back_a_large_frame_with_a_leftover) {
+  // The read that ends a large frame also brings the start of the next: the buffer
+  // shrinks to the leftover instead of keeping the large frame's size.
+  using grove::framing::frame_stream;
+  frame_stream in{grove::framing::max_frame_size};
+  auto bytes = frame_of(envelope_of(std::string(1u << 20, 'L')));
+  auto next = frame_of(envelope_of("next"));
+  bytes += next.substr(0, 5);
+  for (size_t at = 0; at < bytes.size();) {
+    auto s = in.space();
+    auto n = std::min(s.size(), bytes.size() - at);
+    std::memcpy(s.data(), bytes.data() + at, n);
+    in.commit(n);
+    at += n;
+  }
+  Envelope out;
+  auto got = in.next(out);
+  BOOST_REQUIRE(got && *got);
+  BOOST_CHECK_EQUAL(out.payload().size(), 1u << 20);
+  BOOST_CHECK_GT(in.capacity(), 4 * frame_stream::chunk);
+  BOOST_CHECK_EQUAL(in.partial(), 5u);
+  auto s = in.space();
+  BOOST_CHECK_LT(in.capacity(), 4 * frame_stream::chunk);
+  std::memcpy(s.data(), next.data() + 5, next.size() - 5);
+  in.commit(next.size() - 5);
+  got = in.next(out);
+  BOOST_REQUIRE(got && *got);
+  BOOST_CHECK_EQUAL(out.payload(), "next");
+  BOOST_CHECK_EQUAL(in.partial(), 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -64,6 +64,10 @@ constexpr size_t send_ahead_bytes = 64u << 10;
 /// when items were sent ahead: the exit notice and the frames come on different threads.
 constexpr std::chrono::milliseconds exit_wait{1000};
 
+/// Longest a starting instance holds back an item for itself (statusTimeoutInSeconds if
+/// shorter): past it, or once the start failed, the item goes ahead to a busy instance.
+constexpr std::chrono::milliseconds start_reserve{1000};
+
 /// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
 /// sent ahead and the call replies and acks the worker reads while its handler runs.
 constexpr int send_buffer_bytes = 256 << 10;
@@ -103,6 +107,7 @@ struct instance {
   // Frame bytes of items[1..]: sent ahead, not read yet (at most send_ahead_bytes).
   size_t ahead_bytes = 0;
   grove::timer_id hello_timer = 0;
+  std::chrono::steady_clock::time_point started{}; // when its process was started
   // One timer checks the front item's deadline; it is re-armed when it fires early, not
   // set per item (each set costs a message through CAF's clock thread).
   grove::timer_id deadline_timer = 0;
@@ -714,6 +719,10 @@ private:
       if (it->second.removed && it->second.instances.empty()) {
         if (it->second.backoff_timer != 0)
           ctx_->cancel(it->second.backoff_timer);
+        // Its series stay in the registry: a removed function shows nothing in hand.
+        it->second.instances_g.set(0);
+        it->second.queued_g.set(0);
+        it->second.sent_ahead_g.set(0);
         it = functions_.erase(it);
       } else {
         ++it;
@@ -897,18 +906,25 @@ private:
       return;
     if (fn.mounts_request != 0)
       return; // its local resources are being asked for
+    // One item is kept for each instance starting for less than start_reserve: it will
+    // take it soon. A slow or failing start holds nothing back past that.
+    auto reserve = std::min<std::chrono::milliseconds>(
+      start_reserve, std::chrono::seconds{fn.def->status_timeout_s});
+    auto now = std::chrono::steady_clock::now();
     size_t starting = 0;
     for (auto& [id, inst] : fn.instances) {
-      if (inst->state == inst_state::starting && !inst->retire)
+      if (inst->state == inst_state::starting && !inst->retire
+          && now - inst->started < reserve)
         ++starting;
       if (fn.queue.empty())
         continue;
       if (inst->state == inst_state::idle && !inst->retire && !inst->exit_notice)
         hand(fn, *inst, 1);
     }
-    // Sent ahead to busy instances only when no other instance could take the work (a
-    // pinned function, or maxInstancesCount reached), as far as their workers take it.
-    bool can_grow = !fn.def->pinned
+    // Sent ahead to busy instances only when no other instance could take the work now
+    // (a pinned function, maxInstancesCount reached, starts in back-off or given up), as
+    // far as their workers take it.
+    bool can_grow = !fn.def->pinned && !fn.gave_up && fn.backoff_timer == 0
                     && fn.instances.size() < static_cast<size_t>(fn.def->max_instances_count);
     if (!can_grow && fn.queue.size() > starting)
       send_ahead(fn, fn.queue.size() - starting);
@@ -1042,6 +1058,7 @@ private:
     }
     inst->proc = std::move(*p);
     inst->pid = inst->proc.pid();
+    inst->started = std::chrono::steady_clock::now();
     inst->hello_timer = ctx_->after(std::chrono::seconds{def.status_timeout_s}, [this, name, id] {
       if (auto* inst = find(name, id); inst && inst->state == inst_state::starting) {
         inst->hello_timer = 0;
@@ -1100,40 +1117,42 @@ private:
   }
 
   /// Sends up to `n` queued items ahead to the function's busy instances whose workers
-  /// take a pipeline, round-robin from the one after the last served (one item to each
-  /// in turn, so the work spreads over the instances), each instance's frames in one
-  /// write.
+  /// take a pipeline: each item to the one with the fewest items in hand (a handler stuck
+  /// on a long item gets no more while another drains its own), ties in turn from the
+  /// one after the last served; each instance's frames in one write.
   void send_ahead(function_state& fn, size_t n) {
     struct target {
       instance* inst;
       std::string out;
       bool full = false;
     };
-    std::vector<target> ring;
-    auto add = [&](instance& inst) {
-      if (inst.state == inst_state::busy && !inst.retire && !inst.exit_notice
-          && inst.items.size() < inst.pipeline)
-        ring.push_back({&inst, {}});
-    };
-    auto from = fn.instances.upper_bound(fn.ahead_cursor);
-    for (auto it = from; it != fn.instances.end(); ++it)
-      add(*it->second);
-    for (auto it = fn.instances.begin(); it != from; ++it)
-      add(*it->second);
-    for (size_t open = ring.size(); n > 0 && open > 0 && !fn.queue.empty();)
-      for (auto& t : ring) {
-        if (t.full)
-          continue;
-        if (n == 0 || fn.queue.empty())
-          break;
-        if (t.inst->items.size() < t.inst->pipeline && take(fn, *t.inst, t.out)) {
-          --n;
-          fn.ahead_cursor = t.inst->id;
-        } else {
-          t.full = true;
-          --open;
-        }
+    std::vector<target> ring; // in the order of their ids
+    for (auto& [id, inst] : fn.instances)
+      if (inst->state == inst_state::busy && !inst->retire && !inst->exit_notice
+          && inst->items.size() < inst->pipeline)
+        ring.push_back({inst.get(), {}});
+    while (n > 0 && !fn.queue.empty()) {
+      // The least loaded; among equals the first after the last served.
+      target* best = nullptr;
+      auto after = std::find_if(ring.begin(), ring.end(), [&](const target& t) {
+        return t.inst->id > fn.ahead_cursor;
+      });
+      auto consider = [&](target& t) {
+        if (!t.full && t.inst->items.size() < t.inst->pipeline
+            && (best == nullptr || t.inst->items.size() < best->inst->items.size()))
+          best = &t;
+      };
+      std::for_each(after, ring.end(), consider);
+      std::for_each(ring.begin(), after, consider);
+      if (best == nullptr)
+        break;
+      if (take(fn, *best->inst, best->out)) {
+        --n;
+        fn.ahead_cursor = best->inst->id;
+      } else {
+        best->full = true; // within its budget no more: the item may suit another
       }
+    }
     for (auto& t : ring)
       flush(fn, *t.inst, t.out, false);
   }
@@ -1160,29 +1179,36 @@ private:
       inv->set_remaining_ms(static_cast<uint64_t>(fn.def->timeout_s) * 1000);
       inv->set_event(!item.request.has_value());
       bool ahead = !inst.items.empty();
-      auto at = out.size();
-      auto err = grove::framing::append_frame(out, f,
-                                              static_cast<uint32_t>(cfg_.max_frame_bytes));
-      inv->mutable_payload()->swap(item.payload);
-      inv->mutable_subject()->swap(item.subject);
-      inv->mutable_source()->swap(item.source);
-      inv->mutable_content_type()->swap(item.content_type);
-      if (err) {
+      // Sized before anything is serialized: an item that must wait (or is refused)
+      // costs no copy, however often a dispatch meets it at the head of the queue.
+      auto size = f.ByteSizeLong();
+      auto lend_back = [&] {
+        inv->mutable_payload()->swap(item.payload);
+        inv->mutable_subject()->swap(item.subject);
+        inv->mutable_source()->swap(item.source);
+        inv->mutable_content_type()->swap(item.content_type);
+      };
+      if (size > static_cast<size_t>(cfg_.max_frame_bytes)) {
+        lend_back();
         // Nothing of it was sent: it alone is answered, the instance goes on.
         refuse(fn);
         auto refused = std::move(item);
         fn.queue.pop_front();
         answer_error(&fn, refused,
-                     make_error(errc::too_large, "function '" + fn.name + "': the work item's "
-                                                   + grove::message_of(err)
-                                                   + " (max_frame_bytes)"));
+                     make_error(errc::too_large,
+                                "function '" + fn.name + "': the work item's frame of "
+                                  + std::to_string(size) + " bytes exceeds the limit of "
+                                  + std::to_string(cfg_.max_frame_bytes)
+                                  + " (max_frame_bytes)"));
         continue;
       }
-      auto bytes = out.size() - at;
+      auto bytes = grove::framing::header_size + size;
       if (ahead && inst.ahead_bytes + bytes > send_ahead_bytes) {
-        out.resize(at);
+        lend_back();
         return false; // it waits for the handler to take the items ahead of it
       }
+      grove::framing::append_frame_sized(out, f, size);
+      lend_back();
       item.frame_bytes = bytes;
       if (ahead)
         inst.ahead_bytes += bytes;
@@ -1818,15 +1844,16 @@ private:
   void refresh_status() {
     size_t defined = 0, invalid = 0, instances = 0, queued = 0, ahead = 0;
     for (auto& [name, fn] : functions_) {
+      // A removed function's instances are ending: its gauges follow them down.
+      auto w = waiting(fn);
+      fn.queued_g.set(static_cast<int64_t>(w));
+      fn.sent_ahead_g.set(static_cast<int64_t>(fn.sent_ahead));
       if (fn.removed)
         continue;
       ++(fn.def ? defined : invalid);
       instances += fn.instances.size();
-      auto w = waiting(fn);
       queued += w;
       ahead += fn.sent_ahead;
-      fn.queued_g.set(static_cast<int64_t>(w));
-      fn.sent_ahead_g.set(static_cast<int64_t>(fn.sent_ahead));
       for (auto& [id, inst] : fn.instances)
         if (inst->state == inst_state::busy)
           fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, memory_hwm_kb(inst->pid));

@@ -304,6 +304,28 @@ BOOST_AUTO_TEST_CASE(an_item_over_max_frame_bytes_is_refused_alone) {
   BOOST_TEST(info.invocations() == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(an_oversized_result_or_publish_is_an_error_not_the_instances_end) {
+  // The SDK holds its frames to max_frame_bytes: a result over it is answered as an
+  // error, a publish over it is the verb's error; the instance serves on.
+  runtime rt{fn("o", "oversize"), "{allow_run_as_root: true, max_frame_bytes: 65536}"};
+  rt.wait_defined("o");
+  auto pid = rt.ok("o", "\"pid\"");
+  auto big = rt.invoke("o", "\"result:100000\"");
+  BOOST_REQUIRE(!big);
+  auto text = grove::describe(big.error());
+  BOOST_TEST(text.find("result of 100002 bytes exceeds max_frame_bytes (65536)")
+               != std::string::npos,
+             text);
+  auto published = rt.ok("o", "\"publish:100000\"");
+  BOOST_TEST(published.find("too_large") != std::string::npos, published);
+  BOOST_TEST(published.find("max_frame_bytes") != std::string::npos, published);
+  BOOST_TEST(published.find("not connected") == std::string::npos, published);
+  BOOST_TEST(rt.ok("o", "\"pid\"") == pid);
+  auto info = rt.info("o");
+  BOOST_TEST(info.errors() == 1u);
+  BOOST_TEST(info.instances() == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
   // Two busy instances, one item of 40 KiB sent ahead to each (the byte budget takes one),
   // one queued. New instances stop starting, one instance is killed: its items go back to
@@ -416,6 +438,191 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_go_to_the_instances_in_turn_and_are_counte
   BOOST_TEST(info.sent_ahead() == 0u);
   BOOST_TEST(info.queued() == 0u);
   BOOST_TEST(info.invocations() == 10u);
+}
+
+BOOST_AUTO_TEST_CASE(items_go_ahead_to_the_instance_with_the_fewest_in_hand) {
+  // Instance a is stuck on a long item with two items sent ahead behind it; b drained
+  // its own and holds one item: the next two go to b, not in turn to a.
+  runtime rt{fn("g", "pipeline", "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2")};
+  rt.wait_defined("g");
+  auto hold = [&](const std::string& name) {
+    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
+      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
+    });
+  };
+  auto pid_of = [&](const std::string& name) {
+    auto file = rt.dir.path() / (name + ".pid");
+    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
+                          name << ": " << rt.log_of("g"));
+    std::ifstream in{file};
+    std::string pid;
+    in >> pid;
+    return pid;
+  };
+  auto release = [&](const std::string& name) { std::ofstream{rt.dir.path() / name} << "go"; };
+  using call = std::future<caf::expected<grove::Envelope>>;
+  auto pid_call = [&] {
+    return std::async(std::launch::async, [&rt] { return rt.invoke("g", "\"pid\"", 120s); });
+  };
+  auto a = hold("hold-a");
+  auto pid_a = pid_of("hold-a");
+  auto b = hold("hold-b");
+  auto pid_b = pid_of("hold-b");
+  BOOST_REQUIRE(pid_a != pid_b);
+  // Equal loads: four items go ahead two and two.
+  std::vector<call> first;
+  for (int i = 0; i < 4; ++i) {
+    first.push_back(pid_call());
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
+  }
+  release("hold-b");
+  auto hb = b.get();
+  BOOST_REQUIRE_MESSAGE(hb, why(hb));
+  // b has answered its two; a holds its long item and two behind it.
+  BOOST_REQUIRE(test::wait_until([&] {
+    auto info = rt.info("g");
+    return info.queued() == 2u && info.busy() == 1u;
+  }));
+  auto b2 = hold("hold-b2");
+  BOOST_REQUIRE(pid_of("hold-b2") == pid_b);
+  std::vector<call> next;
+  for (int i = 0; i < 2; ++i) {
+    next.push_back(pid_call());
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(3 + i); }));
+  }
+  BOOST_TEST(rt.info("g").sent_ahead() == 4u);
+  release("hold-b2");
+  for (auto& c : next) {
+    auto r = c.get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    BOOST_TEST(r->payload() == pid_b);
+  }
+  release("hold-a");
+  for (auto* held : {&a, &b2}) {
+    auto r = held->get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+  }
+  std::map<std::string, int> by_pid;
+  for (auto& c : first) {
+    auto r = c.get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    ++by_pid[r->payload()];
+  }
+  BOOST_TEST(by_pid[pid_a] == 2);
+  BOOST_TEST(by_pid[pid_b] == 2);
+  BOOST_TEST(rt.info("g").sent_ahead() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_too_large_item_among_items_sent_ahead_to_several_instances) {
+  // Two busy instances, items sent ahead with one over max_frame_bytes among them: it
+  // alone is refused, the others are answered, and nothing stays counted as sent ahead.
+  runtime rt{fn("g", "pipeline", "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2"),
+             "{allow_run_as_root: true, max_frame_bytes: 65536}"};
+  rt.wait_defined("g");
+  auto hold = [&](const std::string& name) {
+    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
+      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
+    });
+  };
+  auto a = hold("hold-a");
+  auto b = hold("hold-b");
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").busy() == 2u; }));
+  auto big = "\"" + std::string(100 << 10, 'b') + "\"";
+  std::vector<std::string> payloads{"\"s1\"", "\"s2\"", big, "\"s3\"", "\"s4\""};
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  for (const auto& p : payloads)
+    calls.push_back(
+      std::async(std::launch::async, [&rt, p] { return rt.invoke("g", p, 120s); }));
+  BOOST_TEST(is(calls[2].get(), errc::too_large));
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").sent_ahead() == 4u; }));
+  std::ofstream{rt.dir.path() / "hold-a"} << "go";
+  std::ofstream{rt.dir.path() / "hold-b"} << "go";
+  for (auto* held : {&a, &b}) {
+    auto r = held->get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+  }
+  for (size_t i : {0u, 1u, 3u, 4u}) {
+    auto r = calls[i].get();
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    BOOST_TEST(r->payload() == payloads[i]);
+  }
+  auto info = rt.info("g");
+  BOOST_TEST(info.sent_ahead() == 0u);
+  BOOST_TEST(info.queued() == 0u);
+  BOOST_TEST(info.refused() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_function_removed_and_added_again_with_items_sent_ahead) {
+  // Items sent ahead to a pinned instance when its function is removed: every one is
+  // answered, its gauges fall to 0, and the function added again starts from nothing.
+  auto p = fn("p", "pipeline", "timeoutInSeconds: 600");
+  runtime rt{p + fn("e", "echo")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto hold = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release.string() + "\"", 60s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(
+      std::async(std::launch::async, [&rt] { return rt.invoke("p", "\"pid\"", 60s); }));
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").sent_ahead() == size_t(i + 1); }));
+  }
+  auto gauges_are = [&](const std::string& value) {
+    auto text = rt.h->kernel().scrape();
+    for (const char* g : {"instances", "queued", "sent_ahead"})
+      if (text.find("grove_function_runtime_" + std::string{g} + "{function=\"p\"} " + value
+                    + "\n")
+          == std::string::npos)
+        return false;
+    return true;
+  };
+  BOOST_REQUIRE(test::wait_until([&] {
+    auto text = rt.h->kernel().scrape();
+    return text.find("grove_function_runtime_sent_ahead{function=\"p\"} 3\n") != std::string::npos;
+  }));
+  rt.rewrite(fn("e", "echo"));
+  BOOST_TEST(!hold.get());
+  for (auto& c : calls)
+    BOOST_TEST(!c.get());
+  BOOST_TEST(test::wait_until([&] { return gauges_are("0"); }), rt.h->kernel().scrape());
+  rt.rewrite(p + fn("e", "echo"));
+  rt.wait_defined("p");
+  BOOST_TEST(rt.ok("p", "\"again\"") == "\"again\"");
+  auto info = rt.info("p");
+  BOOST_TEST(info.sent_ahead() == 0u);
+  BOOST_TEST(info.queued() == 0u);
+  BOOST_TEST(info.instances() == 1u);
+  // Removed and added again at once, its instance still ending with the items: each is
+  // answered (failed, or run again by the new instance), none stays counted.
+  auto release2 = rt.dir.path() / "release2";
+  auto hold2 = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release2.string() + "\"", 60s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  calls.clear();
+  for (int i = 0; i < 2; ++i) {
+    calls.push_back(
+      std::async(std::launch::async, [&rt] { return rt.invoke("p", "\"pid\"", 60s); }));
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").sent_ahead() == size_t(i + 1); }));
+  }
+  rt.rewrite(fn("e", "echo"));
+  rt.rewrite(p + fn("e", "echo"));
+  std::ofstream{release2} << "go";
+  static_cast<void>(hold2.get());
+  for (auto& c : calls)
+    static_cast<void>(c.get());
+  BOOST_TEST(test::wait_until([&] {
+    auto i = rt.info("p");
+    return i.sent_ahead() == 0u && i.queued() == 0u;
+  }));
+  BOOST_TEST(rt.ok("p", "\"once more\"") == "\"once more\"");
+  BOOST_TEST(rt.info("p").sent_ahead() == 0u);
+  BOOST_TEST(test::wait_until([&] {
+    auto text = rt.h->kernel().scrape();
+    return text.find("grove_function_runtime_sent_ahead{function=\"p\"} 0\n") != std::string::npos;
+  }));
 }
 
 BOOST_AUTO_TEST_CASE(a_worker_dying_on_an_item_sent_ahead_fails_that_item_only) {

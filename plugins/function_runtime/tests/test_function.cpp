@@ -126,6 +126,20 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       throw std::runtime_error("invoke: " + reply.error);
     return *reply;
   }
+  if (mode == "oversize") {
+    // Payload "result:<n>" answers a JSON string of n bytes, "publish:<n>" publishes n
+    // bytes and answers the verb's outcome, "pid" answers its pid: frames over
+    // max_frame_bytes from the SDK's side.
+    auto arg = payload.substr(1, payload.size() - 2);
+    if (arg == "pid")
+      return std::to_string(::getpid());
+    auto colon = arg.find(':');
+    auto n = std::stoul(arg.substr(colon + 1));
+    if (arg.starts_with("result:"))
+      return "\"" + std::string(n, 'r') + "\"";
+    auto routed = gf::publish("fn/out", std::string(n, 'p'));
+    return "\"" + (routed ? std::string{"published"} : routed.error) + "\"";
+  }
   if (mode == "log") {
     for (int i = 0; i < 100; ++i)
       gf::log(gf::level::info, "line " + std::to_string(i) + " " + std::string(200, 'x'));

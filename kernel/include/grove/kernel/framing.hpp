@@ -19,6 +19,9 @@
 
 namespace grove::framing {
 
+/// Bytes of a frame's length prefix.
+constexpr size_t header_size = 4;
+
 /// Largest frame accepted (16 MiB): replies, such as the status of a large group.
 constexpr uint32_t max_frame_size = 16u << 20;
 
@@ -34,6 +37,11 @@ constexpr size_t read_chunk_size = 64u << 10;
 /// errc::too_large, with nothing appended, when the message is over `max_size`.
 caf::error append_frame(std::string& out, const google::protobuf::MessageLite& msg,
                         uint32_t max_size = max_frame_size);
+
+/// Appends `msg` as one frame whose body is `size` bytes, the value msg.ByteSizeLong()
+/// just returned (its sizes are cached): for a caller that checks the size first.
+void append_frame_sized(std::string& out, const google::protobuf::MessageLite& msg,
+                        size_t size);
 
 /// Writes all of `bytes` to `fd`: send() with MSG_NOSIGNAL (a vanished peer is EPIPE,
 /// not SIGPIPE), write() for a descriptor that is no socket; retries EINTR. EAGAIN (an
@@ -95,11 +103,22 @@ public:
     return end_ - begin_;
   }
 
+  /// True once fill() has met the end of the stream.
+  bool ended() const noexcept {
+    return ended_;
+  }
+
+  /// Bytes allocated for the stream's buffer (it shrinks once a large frame has gone).
+  size_t capacity() const noexcept {
+    return buf_.capacity();
+  }
+
 private:
   uint32_t max_frame_;
   std::string buf_;
   size_t begin_ = 0; // first byte not handed out
   size_t end_ = 0;   // one past the last byte read
+  bool ended_ = false;
 };
 
 } // namespace grove::framing

@@ -43,12 +43,23 @@ channel& chan() {
   return c;
 }
 
-bool send(const fn::Frame& f) {
+/// Sends `f`: errc::too_large, with nothing sent, for a frame over the runtime's
+/// max_frame_bytes (it would end the instance); the socket's error otherwise.
+caf::error send(const fn::Frame& f) {
   auto& c = chan();
   if (c.fd < 0)
-    return false;
+    return make_error(errc::system_error, "not connected to the runtime");
   c.out.clear();
-  return !framing::append_frame(c.out, f) && !framing::write_all(c.fd, c.out);
+  if (auto err = framing::append_frame(c.out, f, c.max_frame))
+    return err;
+  return framing::write_all(c.fd, c.out);
+}
+
+/// What a verb answers when its request was not sent.
+std::string send_failure(const caf::error& err) {
+  if (err == errc::too_large)
+    return "too_large: the request's " + message_of(err) + " (the runtime's max_frame_bytes)";
+  return "the runtime's socket: " + describe(err);
 }
 
 /// The next frame from the runtime: errc::system_error when the runtime closed the
@@ -95,8 +106,8 @@ outcome<uint32_t> publish(std::string_view topic, std::string_view payload, uint
   p->set_content_type(std::string{content_type});
   auto id = ++chan().next_id;
   p->set_ack_id(id);
-  if (!send(f)) {
-    out.error = "not connected to the runtime";
+  if (auto sent = send(f)) {
+    out.error = send_failure(sent);
     return out;
   }
   auto err = await([&](const fn::Frame& r) {
@@ -119,7 +130,7 @@ bool publish_nowait(std::string_view topic, std::string_view payload, uint32_t q
   p->set_topic(std::string{topic});
   p->set_payload(std::string{payload});
   p->set_qos(qos);
-  return send(f);
+  return !send(f);
 }
 
 namespace {
@@ -127,8 +138,8 @@ namespace {
 /// Sends `f` (a Call or ShadowCall with call id `id`) and waits for its CallReply.
 outcome<std::string> call_runtime(const fn::Frame& f, uint64_t id) {
   outcome<std::string> out;
-  if (!send(f)) {
-    out.error = "not connected to the runtime";
+  if (auto sent = send(f)) {
+    out.error = send_failure(sent);
     return out;
   }
   auto err = await([&](const fn::Frame& r) {
@@ -231,16 +242,10 @@ outcome<inference> infer_call(std::string_view model, const ml::InferRequest& re
     out.error = "malformed: the request does not serialize";
     return out;
   }
-  // A frame over max_frame_bytes would end the instance: refused here, before it is sent.
-  if (f.ByteSizeLong() > chan().max_frame) {
-    out.code = "too_large";
-    out.error = "too_large: the infer request is " + std::to_string(f.ByteSizeLong())
-                + " bytes, over the runtime's max_frame_bytes ("
-                + std::to_string(chan().max_frame) + ")";
-    return out;
-  }
-  if (!send(f)) {
-    out.error = "not connected to the runtime";
+  if (auto sent = send(f)) {
+    if (sent == errc::too_large)
+      out.code = "too_large";
+    out.error = send_failure(sent);
     return out;
   }
   auto err = await([&](const fn::Frame& r) {
@@ -308,7 +313,7 @@ void log(level lvl, std::string_view text) {
   fn::Frame f;
   f.mutable_log()->set_level(static_cast<uint32_t>(lvl));
   f.mutable_log()->set_text(std::string{text});
-  if (!send(f))
+  if (send(f))
     std::fprintf(stderr, "%.*s\n", static_cast<int>(text.size()), text.data());
 }
 
@@ -329,7 +334,7 @@ int run(handler h, int, char**) {
   hello.mutable_hello()->set_token(env_or("GROVE_FUNCTION_TOKEN", ""));
   hello.mutable_hello()->set_protocol(1);
   hello.mutable_hello()->set_pipeline(pipeline);
-  if (!send(hello))
+  if (send(hello))
     return 1;
   for (;;) {
     fn::Frame f;
@@ -361,7 +366,16 @@ int run(handler h, int, char**) {
     } catch (...) {
       r->set_error("a non-standard exception");
     }
-    if (!send(out))
+    auto sent = send(out);
+    if (sent == errc::too_large) {
+      // A result the runtime would refuse (ending this instance): its error instead.
+      auto size = r->payload().size();
+      r->clear_payload();
+      r->set_error("result of " + std::to_string(size) + " bytes exceeds max_frame_bytes ("
+                   + std::to_string(c.max_frame) + ")");
+      sent = send(out);
+    }
+    if (sent)
       return 1;
   }
 }
