@@ -1,5 +1,6 @@
 #include "group_changes.hpp"
 
+#include <functional>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -60,6 +61,13 @@ by_key(const google::protobuf::RepeatedPtrField<Entry>& list) {
 }
 
 template <class Entry>
+Entry parsed(const std::string& bytes) {
+  Entry e;
+  e.ParseFromString(bytes);
+  return e;
+}
+
+template <class Entry>
 void record_list(changes& out, const google::protobuf::RepeatedPtrField<Entry>& read,
                  const google::protobuf::RepeatedPtrField<Entry>& set) {
   auto r = by_key(read);
@@ -71,11 +79,25 @@ void record_list(changes& out, const google::protobuf::RepeatedPtrField<Entry>& 
     if (had == has && (!had || was->second.first == is->second.first))
       return;
     auto [it, first] = out.try_emplace(key);
-    if (first && had)
-      it->second.before = was->second.second;
-    it->second.after.reset();
+    auto& c = it->second;
+    // Another change between two of the deployment's (its version is what the read
+    // has): that is the "before" an undo must put back, not the deployment's first.
+    std::optional<std::string> read_state;
+    if (had)
+      read_state = was->second.first;
+    if (first || read_state != c.after) {
+      c.before.reset();
+      if (had)
+        c.before = was->second.second;
+    }
+    c.after.reset();
     if (has)
-      it->second.after = is->second.first;
+      c.after = is->second.first;
+    // Back where it started (added then removed, changed then changed back): nothing
+    // for an undo to do.
+    if ((!c.before && !c.after)
+        || (c.before && c.after && canonical(parsed<Entry>(*c.before)) == *c.after))
+      out.erase(it);
   };
   for (const auto& kv : r)
     note(kv.first);
@@ -84,18 +106,15 @@ void record_list(changes& out, const google::protobuf::RepeatedPtrField<Entry>& 
       note(kv.first);
 }
 
-template <class Entry>
-Entry parsed(const std::string& bytes) {
-  Entry e;
-  e.ParseFromString(bytes);
-  return e;
-}
-
 // `list` (the group in force) with the changes undone where nobody changed them since.
+// `refuse` (may be empty) says why an entry the deployment removed must stay out.
+// Returns how many entries it put back as they were.
 template <class Entry>
-void undo_list(google::protobuf::RepeatedPtrField<Entry>& list, const changes& done,
-               const std::string& what, std::vector<std::string>& notes,
-               std::vector<std::string>* kept) {
+size_t undo_list(google::protobuf::RepeatedPtrField<Entry>& list, const changes& done,
+                 const std::string& what, std::vector<std::string>& notes,
+                 std::vector<std::string>* kept,
+                 const std::function<std::string(const Entry&)>& refuse = {}) {
+  size_t undone = 0;
   google::protobuf::RepeatedPtrField<Entry> out;
   std::set<std::string> seen;
   auto others = [&](const std::string& key, const char* how) {
@@ -117,6 +136,7 @@ void undo_list(google::protobuf::RepeatedPtrField<Entry>& list, const changes& d
       *out.Add() = e;
       continue;
     }
+    ++undone;
     if (c->second.before) // changed by the deployment: as it was (else added: removed)
       *out.Add() = parsed<Entry>(*c->second.before);
   }
@@ -125,10 +145,19 @@ void undo_list(google::protobuf::RepeatedPtrField<Entry>& list, const changes& d
       continue;
     if (c.after) // the deployment left it; someone removed it since
       others(key, "removed");
-    else if (c.before) // removed by the deployment: back
-      *out.Add() = parsed<Entry>(*c.before);
+    else if (c.before) { // removed by the deployment: back
+      auto e = parsed<Entry>(*c.before);
+      if (auto why = refuse ? refuse(e) : std::string{}; !why.empty()) {
+        notes.push_back(what + " '" + key + "' the deployment removed is not put back: "
+                        + why);
+        continue;
+      }
+      *out.Add() = std::move(e);
+      ++undone;
+    }
   }
   list.Swap(&out);
+  return undone;
 }
 
 } // namespace
@@ -148,11 +177,24 @@ size_t group_changes::size() const {
 }
 
 group::Group group_changes::undo(const group::Group& now, std::vector<std::string>& notes,
-                                 std::vector<std::string>& kept) const {
+                                 std::vector<std::string>& kept, size_t* undone) const {
   auto g = now;
-  undo_list(*g.mutable_functions(), functions_, "function", notes, &kept);
-  undo_list(*g.mutable_resources(), resources_, "resource", notes, &kept);
-  undo_list(*g.mutable_subscriptions(), subscriptions_, "subscription", notes, nullptr);
+  auto k0 = kept.size();
+  size_t n = undo_list(*g.mutable_functions(), functions_, "function", notes, &kept);
+  std::set<std::string> others{kept.begin() + k0, kept.end()};
+  n += undo_list(*g.mutable_resources(), resources_, "resource", notes, &kept);
+  // A route the deployment took out with its function must not come back pointing at
+  // the function another change made under that name since.
+  n += undo_list<group::Subscription>(
+    *g.mutable_subscriptions(), subscriptions_, "subscription", notes, nullptr,
+    [&](const group::Subscription& s) -> std::string {
+      for (const auto& ep : {s.source(), s.target()})
+        if (ep.starts_with("function:") && others.count(ep.substr(9)))
+          return "it names " + ep + ", another change's function";
+      return {};
+    });
+  if (undone)
+    *undone = n;
   // A subscription whose function the undo took out (one added meanwhile naming the
   // deployment's function), or one put back whose function or device is gone since.
   std::set<std::string> functions, devices;

@@ -24,7 +24,9 @@ class group_changes {
 public:
   /// Records one change: `read`, the group it was computed on, and `set`, the group the
   /// kernel put in force from it. An entry's first recorded state is its "before", its
-  /// last its "after".
+  /// last its "after". When another change altered an entry between two of the
+  /// deployment's (`read` differs from the recorded "after"), "before" becomes what
+  /// `read` has. An entry back where it started (added then removed) is forgotten.
   void record(const group::Group& read, const group::Group& set);
 
   /// No entry changed.
@@ -39,9 +41,11 @@ public:
   /// that version (named in `notes`); untouched entries stay as `now` has them. A
   /// subscription left naming a function or device the result lacks is dropped (named
   /// in `notes`): the kernel refuses a group holding one. `kept` gets the names of the
-  /// functions and ids of the resources left at another party's version.
+  /// functions and ids of the resources left at another party's version; a subscription
+  /// the deployment removed that names such a function stays out (named in `notes`).
+  /// `undone` (optional) gets how many entries were actually put back as they were.
   group::Group undo(const group::Group& now, std::vector<std::string>& notes,
-                    std::vector<std::string>& kept) const;
+                    std::vector<std::string>& kept, size_t* undone = nullptr) const;
 
   /// An entry before the deployment's first change of it (serialized) and after its last
   /// (its content: a config compared as JSON, not as spelled); nullopt: not in the group.

@@ -294,6 +294,8 @@ struct runner::job {
   group_changes group_changed;
   std::optional<group_changes> group_undo;
   std::set<std::string> group_kept;
+  // Why the undo failed (conflicts, timeout, refusal): the rollback's outcome says so.
+  std::string group_undo_error;
   // restart(): journaled components left as they are (not started, states kept).
   std::set<std::string> hold;
   // The MQTT bridge component left the set: message_manager's bridge back to the profile's.
@@ -941,31 +943,42 @@ void runner::step(std::shared_ptr<job> j) {
     auto undo = std::make_shared<group_changes>(std::move(*j->group_undo));
     j->group_undo.reset();
     auto notes = std::make_shared<std::vector<std::string>>();
+    // How many entries the undo put back; none_left: the group in force needs no change
+    // (everything the deployment did was changed again since), so nothing is set.
+    auto undone = std::make_shared<size_t>(0);
+    auto none_left = std::make_shared<bool>(false);
     auto wait = ++j->wait;
     group_client::edit(
       ctx_, j->timeout,
-      [j, undo, notes](const group::Group& now) -> caf::expected<std::string> {
+      [j, undo, notes, undone, none_left](const group::Group& now) -> caf::expected<std::string> {
         notes->clear();
         std::vector<std::string> kept;
-        auto g = undo->undo(now, *notes, kept);
+        auto g = undo->undo(now, *notes, kept, undone.get());
         j->group_kept = {kept.begin(), kept.end()};
+        *none_left = g.SerializeAsString() == now.SerializeAsString();
+        if (*none_left) // ends the edit: nothing to set
+          return grove::make_error(grove::errc::conflict, "nothing to undo");
         return group_yaml(g);
       },
-      [this, j, wait, undo, notes, alive = alive_](caf::expected<group::Group> g) {
+      [this, j, wait, undone, none_left, notes, alive = alive_](caf::expected<group::Group> g) {
         if (!*alive || j->wait != wait)
           return;
         ++j->wait;
-        if (!g) {
+        for (const auto& n : *notes)
+          ctx_.log().warn("deployment: rollback: {}", n);
+        if (*none_left) {
+          ctx_.log().info("deployment: rollback: none of the failed deployment's changes of "
+                          "the group is left to undo");
+        } else if (!g) {
           j->group_kept.clear(); // the components' rollback below puts theirs back
+          j->group_undo_error = grove::describe(g.error());
           ctx_.log().error("deployment: rollback: the failed deployment's changes of the "
                            "group could not be undone: {}",
-                           grove::describe(g.error()));
+                           j->group_undo_error);
         } else {
-          for (const auto& n : *notes)
-            ctx_.log().warn("deployment: rollback: {}", n);
-          ctx_.log().info("deployment: rollback: the failed deployment's {} change(s) of "
+          ctx_.log().info("deployment: rollback: {} of the failed deployment's changes of "
                           "the group undone (group version {})",
-                          undo->size(), g->version());
+                          *undone, g->version());
         }
         step(j);
       });
@@ -984,6 +997,17 @@ void runner::step(std::shared_ptr<job> j) {
     // deployment's (the undo kept it and said so); the component goes all the same.
     auto out = names;
     std::erase_if(out, [&](const std::string& n) { return j->group_kept.count(n) > 0; });
+    if (out.empty()) { // all another change's: the group stays as it is
+      {
+        std::lock_guard guard{mtx_};
+        for (const auto& n : names)
+          components_.erase(n);
+      }
+      ctx_.log().info("deployment: {} component(s) removed; their functions or models, "
+                      "another change's, stay in the group", names.size());
+      step(j);
+      return;
+    }
     edit_group(
       j,
       [names = out](YAML::Node& doc) {
@@ -1087,13 +1111,23 @@ void runner::step(std::shared_ptr<job> j) {
       apply_plugin(j, p);
       return;
     }
-    if (auto it = components_.find(p.name); (is_lambda(p.recipe) || is_model(p.recipe))
-                                            && j->group_kept.count(p.name)
-                                            && it != components_.end()) {
+    if ((is_lambda(p.recipe) || is_model(p.recipe)) && j->group_kept.count(p.name)) {
       // A rollback: another change made this component's function or model after the
-      // failed deployment's, and the undo kept that (and said so); it stays.
-      std::lock_guard guard{mtx_};
-      it->second->plan = p;
+      // failed deployment's, and the undo kept that (and said so); it stays, and is not
+      // this component's to run (its slot made again when the failed deployment's
+      // removal erased it; the failed version's state replaced, journaled).
+      component* slot_ptr = nullptr;
+      {
+        std::lock_guard guard{mtx_};
+        auto& slot = components_[p.name];
+        if (!slot)
+          slot = std::make_unique<component>();
+        slot->plan = p;
+        slot_ptr = slot.get();
+      }
+      set_state(*slot_ptr, "FINISHED",
+                std::string{"its "} + (is_model(p.recipe) ? "model" : "function")
+                  + " is another change's (kept by the rollback)");
       ++j->index;
       continue;
     }
@@ -1924,10 +1958,14 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     if (!j->group_changed.empty())
       back->group_undo = std::move(j->group_changed); // first, then the components
     back->timeout = j->timeout;
-    back->done = [j, reason](apply_outcome o) {
+    back->done = [j, reason, b = back.get()](apply_outcome o) { // b: the job calling
       o.ok = false;
       o.rolled_back = true;
       o.reason = reason + (o.reason.empty() ? "" : "; the rollback failed too: " + o.reason);
+      if (!b->group_undo_error.empty()) { // not a complete rollback
+        o.rolled_back = false;
+        o.reason += "; the group changes could not be undone: " + b->group_undo_error;
+      }
       j->done(std::move(o));
     };
     // Components of the failed set that the previous one does not have are dropped.

@@ -511,6 +511,99 @@ BOOST_AUTO_TEST_CASE(a_rollback_undoes_only_the_deployments_own_group_changes) {
   BOOST_TEST(none.empty());
 }
 
+BOOST_AUTO_TEST_CASE(entries_back_where_they_started_are_not_recorded) {
+  grove::group::Group before;
+  before.set_version(1);
+  add_function(before, "relay", "v1");
+  // Added then removed in one deployment, and changed then changed back.
+  auto w1 = before;
+  w1.set_version(2);
+  add_function(w1, "tmp", "t");
+  w1.mutable_functions(0)->set_config_yaml("v2");
+  auto w2 = before;
+  w2.set_version(3);
+  group_changes changes;
+  changes.record(before, w1);
+  BOOST_TEST(changes.size() == 2u);
+  changes.record(w1, w2);
+  BOOST_TEST(changes.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_function_removed_then_made_again_by_another_keeps_its_routes_out) {
+  using strings = std::vector<std::string>;
+  grove::group::Group before;
+  before.set_version(1);
+  before.add_devices()->set_thing("A");
+  add_function(before, "f", "mine");
+  add_subscription(before, "a-f", "device:A", "function:f");
+  // The deployment removes f and its route; another change adds a function named f.
+  auto w1 = before;
+  w1.set_version(2);
+  w1.mutable_functions()->Clear();
+  w1.mutable_subscriptions()->Clear();
+  group_changes changes;
+  changes.record(before, w1);
+  BOOST_TEST(changes.size() == 2u);
+  auto now = w1;
+  now.set_version(3);
+  add_function(now, "f", "theirs");
+  strings notes, kept;
+  size_t undone = 99;
+  auto back = changes.undo(now, notes, kept, &undone);
+  BOOST_TEST(functions_of(back) == (strings{"f=theirs"}), boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back).empty());
+  BOOST_TEST(kept == (strings{"f"}), boost::test_tools::per_element());
+  BOOST_TEST(undone == 0u);
+  BOOST_TEST(mentions(notes, "function 'f' was added again by another change"));
+  BOOST_TEST(mentions(notes, "subscription 'a-f' the deployment removed is not put back"));
+}
+
+BOOST_AUTO_TEST_CASE(an_undo_of_changes_all_changed_again_changes_nothing) {
+  grove::group::Group before;
+  before.set_version(1);
+  add_function(before, "relay", "v1");
+  auto w1 = before;
+  w1.set_version(2);
+  w1.mutable_functions(0)->set_config_yaml("v2");
+  group_changes changes;
+  changes.record(before, w1);
+  auto now = w1;
+  now.set_version(3);
+  now.mutable_functions(0)->set_config_yaml("v3");
+  std::vector<std::string> notes, kept;
+  size_t undone = 99;
+  auto back = changes.undo(now, notes, kept, &undone);
+  BOOST_TEST(undone == 0u);
+  BOOST_TEST(back.SerializeAsString() == now.SerializeAsString());
+}
+
+BOOST_AUTO_TEST_CASE(an_entry_changed_twice_with_another_change_between_goes_back_to_that) {
+  using strings = std::vector<std::string>;
+  grove::group::Group before;
+  before.set_version(1);
+  add_function(before, "relay", "v1");
+  auto w1 = before; // the deployment: v2
+  w1.set_version(2);
+  w1.mutable_functions(0)->set_config_yaml("v2");
+  auto n1 = w1; // someone else: v3
+  n1.set_version(3);
+  n1.mutable_functions(0)->set_config_yaml("v3");
+  auto w2 = n1; // the deployment again: v4
+  w2.set_version(4);
+  w2.mutable_functions(0)->set_config_yaml("v4");
+  group_changes changes;
+  changes.record(before, w1);
+  changes.record(n1, w2);
+  BOOST_TEST(changes.size() == 1u);
+  strings notes, kept;
+  size_t undone = 0;
+  auto back = changes.undo(w2, notes, kept, &undone);
+  BOOST_TEST(functions_of(back) == (strings{"relay=v3"}), boost::test_tools::per_element());
+  BOOST_TEST(undone == 1u);
+  BOOST_TEST(kept.empty());
+  BOOST_TEST(notes.empty());
+}
+
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {
   render_context ctx;
   ctx.thing_name = "core-1";
