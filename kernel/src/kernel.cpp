@@ -755,7 +755,7 @@ kernel::set_group(std::string_view caller, const std::string& document,
       what.replace(at, tmp.string().size(), "group");
     return make_error(errc::invalid_config, what);
   };
-  if (auto err = write_file_atomically(file, document, {.mode = 0644, .check = check})) {
+  if (auto err = write_file_atomically(file, document, {.mode = 0600, .check = check})) {
     if (refused) {
       log_->error("group from {} refused, the group in force is kept: {}", caller,
                   message_of(err));

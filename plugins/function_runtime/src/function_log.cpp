@@ -79,8 +79,8 @@ void trim_to(const std::filesystem::path& file, uint64_t cap) {
     std::filesystem::remove(file, ec);
     return;
   }
-  // No fsync: a log cut short by a crash is still a log.
-  (void)write_file_atomically(file, tail, {.mode = 0644, .sync = false});
+  // Synced like any other: a rotated log has no end marker a reader could miss.
+  (void)write_file_atomically(file, tail, {.mode = 0600});
 }
 
 } // namespace

@@ -62,7 +62,7 @@ caf::error write_state(const fs::path& root, const state& st) {
   json doc = {{"phase", st.phase},   {"previous", st.previous}, {"target", st.target},
               {"version", st.version}, {"kind", st.kind}, {"reason", st.reason},   {"job_id", st.job_id},
               {"attempts", st.attempts}};
-  return write_file_atomically(root / "ota-state.json", doc.dump(2) + "\n");
+  return write_file_atomically(root / "ota-state.json", doc.dump(2) + "\n", {.mode = 0600});
 }
 
 std::string current_release(const fs::path& root) {
