@@ -1114,20 +1114,21 @@ void runner::step(std::shared_ptr<job> j) {
     if ((is_lambda(p.recipe) || is_model(p.recipe)) && j->group_kept.count(p.name)) {
       // A rollback: another change made this component's function or model after the
       // failed deployment's, and the undo kept that (and said so); it stays, and is not
-      // this component's to run (its slot made again when the failed deployment's
-      // removal erased it; the failed version's state replaced, journaled).
+      // this component's to run (the failed version's state replaced, journaled). A slot
+      // the failed deployment's removal erased is not made again: a later deployment
+      // leaving the component out would take the other change's function out with it.
       component* slot_ptr = nullptr;
       {
         std::lock_guard guard{mtx_};
-        auto& slot = components_[p.name];
-        if (!slot)
-          slot = std::make_unique<component>();
-        slot->plan = p;
-        slot_ptr = slot.get();
+        if (auto it = components_.find(p.name); it != components_.end() && it->second) {
+          it->second->plan = p;
+          slot_ptr = it->second.get();
+        }
       }
-      set_state(*slot_ptr, "FINISHED",
-                std::string{"its "} + (is_model(p.recipe) ? "model" : "function")
-                  + " is another change's (kept by the rollback)");
+      if (slot_ptr)
+        set_state(*slot_ptr, "FINISHED",
+                  std::string{"its "} + (is_model(p.recipe) ? "model" : "function")
+                    + " is another change's (kept by the rollback)");
       ++j->index;
       continue;
     }
