@@ -92,7 +92,9 @@ artifact_source resolve_artifact_uri(std::string_view uri, const artifact_uri_se
     auto base = s.base_url;
     while (!base.empty() && base.back() == '/')
       base.pop_back();
-    out.url = base + "/" + std::string{rest};
+    // An S3 key is literal: `?`, `#` and `%` in it are the key's, not the URL's (a raw
+    // `?` made `k/.?x` the path `k/.`, a dot segment; fuzz_deployment_request).
+    out.url = base + "/" + uri_encode(rest, true);
     return out;
   }
   if (uri.starts_with("https://")) {

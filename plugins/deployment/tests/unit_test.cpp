@@ -572,6 +572,10 @@ BOOST_AUTO_TEST_CASE(artifact_uris_map_to_their_source_or_are_refused) {
   auto src = resolve_artifact_uri("s3://bucket/dir/key.zip", s, why);
   BOOST_CHECK_EQUAL(why, "");
   BOOST_CHECK_EQUAL(src.url, "https://mirror.example/base/bucket/dir/key.zip");
+  // The key's own `?`, `#` and `%` are encoded, so they stay in the path.
+  src = resolve_artifact_uri("s3://bucket/k/.?.pz#f%41", s, why);
+  BOOST_CHECK_EQUAL(why, "");
+  BOOST_CHECK_EQUAL(src.url, "https://mirror.example/base/bucket/k/.%3F.pz%23f%2541");
   src = resolve_artifact_uri("https://h.example:8443/p/x.py", s, why);
   BOOST_CHECK(why.empty() && src.url == "https://h.example:8443/p/x.py");
   src = resolve_artifact_uri("file://" + (dir / "in/a.bin").string(), s, why);
