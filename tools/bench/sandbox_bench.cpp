@@ -9,6 +9,9 @@
 //   pivot_root + seccomp load + exec of the same worker) until the worker has exited
 //   (without an IPC descriptor it ends at once), and bare_fork: the same without the
 //   sandbox.
+// - python: a runtime: python3 function (tests/python/noop.py) the same two ways, against a
+//   bare `python3 -c pass` as the same user (issue 13: the container's Python cold start
+//   at most 20 ms over bare python3).
 // Also the memory high-water mark (VmHWM) of an idle pinned sandboxed instance. Needs root.
 // Prints one JSON object.
 
@@ -82,8 +85,12 @@ int main(int argc, char** argv) {
   fs::create_directories(dir / "code");
   fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   fs::copy_file(FN_TEST_FUNCTION, dir / "code" / "fn");
+  fs::create_directories(dir / "pycode");
+  fs::copy_file(fs::path{FN_PYTHON_CODE} / "noop.py", dir / "pycode" / "noop.py");
   std::string common = "handler: fn, codeUri: " + (dir / "code").string()
                        + ", execArgs: [echo], inputPayloadEncodingType: binary";
+  std::string python = "runtime: python3, handler: noop.handler, codeUri: "
+                       + (dir / "pycode").string() + ", inputPayloadEncodingType: binary";
   {
     std::ofstream g{dir / "group.yaml"};
     g << "name: bench\nfunctions:\n";
@@ -91,6 +98,9 @@ int main(int argc, char** argv) {
     for (int i = 0; i < cold; ++i) {
       g << "  - name: c" << i << "\n    config: {" << common << ", pinned: false}\n";
       g << "  - name: n" << i << "\n    config: {" << common
+        << ", pinned: false, linuxProcessParams: {isolationMode: NoContainer}}\n";
+      g << "  - name: pc" << i << "\n    config: {" << python << ", pinned: false}\n";
+      g << "  - name: pn" << i << "\n    config: {" << python
         << ", pinned: false, linuxProcessParams: {isolationMode: NoContainer}}\n";
     }
   }
@@ -106,7 +116,7 @@ int main(int argc, char** argv) {
       return fail(grove::describe(err));
     auto timeout = std::chrono::seconds{10};
     auto send = [&](grove::Envelope e) { return k.request(std::move(e), timeout); };
-    if (!grove::bench::wait_for_functions(send, 2 * cold + 1))
+    if (!grove::bench::wait_for_functions(send, 4 * cold + 1))
       return fail("the runtime did not define the functions");
     const std::string payload(64, 'p');
     std::string invoke_error;
@@ -149,7 +159,19 @@ int main(int argc, char** argv) {
       }
       return run_to_exit(std::move(o));
     };
+    // The interpreter doing nothing, as the functions' user, outside any sandbox.
+    auto bare_python = [&] {
+      grove::process_options o;
+      o.argv = {"/usr/bin/python3", "-c", "pass"};
+      o.env = std::vector<std::string>{"PATH=/usr/bin:/bin"};
+      o.cwd = dir / "pycode";
+      o.uid = pw->pw_uid;
+      o.gid = pw->pw_gid;
+      o.stdout_level = o.stderr_level = grove::output_level::off;
+      return run_to_exit(std::move(o));
+    };
     std::vector<double> container_us, plain_us, bare_sb_us, bare_fork_us;
+    std::vector<double> py_container_us, py_plain_us, bare_python_us;
     uint64_t failed = 0;
     for (int i = 0; i < cold; ++i) {
       auto t0 = clock_type::now();
@@ -160,6 +182,13 @@ int main(int argc, char** argv) {
       plain_us.push_back(us_since(t0));
       bare_sb_us.push_back(bare(true, static_cast<uint64_t>(i)));
       bare_fork_us.push_back(bare(false, 0));
+      t0 = clock_type::now();
+      failed += invoke("pc" + std::to_string(i)) ? 0 : 1;
+      py_container_us.push_back(us_since(t0));
+      t0 = clock_type::now();
+      failed += invoke("pn" + std::to_string(i)) ? 0 : 1;
+      py_plain_us.push_back(us_since(t0));
+      bare_python_us.push_back(bare_python());
     }
     auto c50 = pct(container_us, 0.5), n50 = pct(plain_us, 0.5);
     auto b50 = pct(bare_sb_us, 0.5), f50 = pct(bare_fork_us, 0.5);
@@ -176,6 +205,14 @@ int main(int argc, char** argv) {
     out["sandbox_setup_p50_us"] = round2(b50 - f50);
     out["ratio_container_to_no_container"] = round2(c50 / n50);
     out["ratio_bare_sandbox_to_bare_fork"] = round2(b50 / f50);
+    auto pc50 = pct(py_container_us, 0.5), pn50 = pct(py_plain_us, 0.5);
+    auto bp50 = pct(bare_python_us, 0.5);
+    out["python"] = json{{"container_first_invoke_p50_us", round2(pc50)},
+                         {"no_container_first_invoke_p50_us", round2(pn50)},
+                         {"bare_python3_c_pass_p50_us", round2(bp50)},
+                         {"container_over_bare_python3_p50_us", round2(pc50 - bp50)},
+                         {"container_over_no_container_p50_us", round2(pc50 - pn50)},
+                         {"ratio_container_to_bare_python3", round2(pc50 / bp50)}};
     out["sandbox"] = (*sb)->describe();
     // Idle memory of the pinned sandboxed instance (its PID 1 is the worker).
     if (!invoke("pinned"))
