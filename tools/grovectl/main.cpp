@@ -1180,7 +1180,7 @@ int run(int argc, char** argv) {
       v->add_option("DOCUMENT", so.document, "Request document (JSON)")
         ->required(vv == "update");
     }
-    v->callback([&so, verb] { so.verb = verb; });
+    v->callback([&so, verb = verb] { so.verb = verb; });
   }
 
   components_options co;
@@ -1207,7 +1207,7 @@ int run(int argc, char** argv) {
       v->add_option("STATE", co.guidance, "ACTIVE, DISCONTINUED or DELETED")->required();
       v->add_option("--message", co.message, "vendorGuidanceMessage");
     }
-    v->callback([&co, verb] { co.verb = verb; });
+    v->callback([&co, verb = verb] { co.verb = verb; });
   }
   components->add_subcommand("installed", "List this core's installed components: version, "
                                           "lifecycleState and the last error (lifecycleStateDetails)")
@@ -1229,7 +1229,7 @@ int run(int argc, char** argv) {
       v->add_option("ID", co.arn, "The deployment id")->required();
     if (vv == "create")
       v->add_option("--file", co.file, "CreateDeployment's JSON body")->required();
-    v->callback([&co, verb] { co.verb = std::string{"deployments "} + verb; });
+    v->callback([&co, verb = verb] { co.verb = std::string{"deployments "} + verb; });
   }
 
   ml_options mlo;
