@@ -138,8 +138,9 @@ public:
       return err;
     limits_.emplace(cfg.rate_limits.max_local_per_thing, cfg.rate_limits.max_total_local);
     // Group commit without a wait by default: a commit (one fsync) takes what is queued,
-    // and what arrives meanwhile forms the next; a wait would only add to every answer's
-    // latency (README "Storage, durability and memory").
+    // and what arrives meanwhile forms the next. A wait adds to every answer's latency;
+    // on flash it may be worth fewer, larger commits (README "Storage, durability and
+    // memory").
     grove::group_options go;
     go.batch_delay = std::chrono::milliseconds{cfg.commit_delay_ms};
     writer_ = std::make_unique<grove::group_writer<write_op>>(
