@@ -146,6 +146,8 @@ struct shadow_config {
   bool allow_unknown_things = false;
   /// Documents kept in memory.
   int64_t cache_entries = 0;
+  /// How long a group commit waits for more writes after the first, milliseconds.
+  int64_t commit_delay_ms = 0;
   /// Cloud sync: which shadows, which way.
   sync_config synchronize;
   /// Cloud sync: when.
@@ -168,6 +170,9 @@ struct shadow_config {
            "serve devices that are not in the group (else 404 'Thing not found')")
       .key("cache_entries", &shadow_config::cache_entries, 4096, grove::range{16, 10000000},
            "documents kept in memory; the rest are read from the database when asked")
+      .key("commit_delay_ms", &shadow_config::commit_delay_ms, 0, grove::range{0, 1000},
+           "how long a commit waits for more writes after the first; 0: at once (what "
+           "arrives during a commit's fsync forms the next one)")
       .section("synchronize", &shadow_config::synchronize, sync_config::map(),
                "cloud sync through message_manager's system API (README, \"Cloud sync\")")
       .section("strategy", &shadow_config::strategy, strategy_config::map(),

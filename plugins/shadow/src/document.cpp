@@ -405,9 +405,10 @@ std::optional<document> document::deserialize(std::string_view text) {
       || !ts->is_number_integer())
     return std::nullopt;
   document d;
-  auto section = [](const json& from, const char* key) -> json {
+  // Moved out of the parsed text, not copied: every cache miss parses a document.
+  auto section = [](json& from, const char* key) -> json {
     auto it = from.find(key);
-    return it != from.end() && it->is_object() ? *it : json{};
+    return it != from.end() && it->is_object() ? std::move(*it) : json{};
   };
   d.desired = section(*state, "desired");
   d.reported = section(*state, "reported");

@@ -137,8 +137,14 @@ public:
     if (auto err = declare_metrics())
       return err;
     limits_.emplace(cfg.rate_limits.max_local_per_thing, cfg.rate_limits.max_total_local);
+    // Group commit without a wait by default: a commit (one fsync) takes what is queued,
+    // and what arrives meanwhile forms the next. A wait adds to every answer's latency;
+    // on flash it may be worth fewer, larger commits (README "Storage, durability and
+    // memory").
+    grove::group_options go;
+    go.batch_delay = std::chrono::milliseconds{cfg.commit_delay_ms};
     writer_ = std::make_unique<grove::group_writer<write_op>>(
-      *db_, grove::group_options{}, [](grove::store& db, std::vector<write_op>& ops) {
+      *db_, go, [](grove::store& db, std::vector<write_op>& ops) {
         return write(db, ops);
       },
       [this](uint64_t committed, const caf::error& err) { on_durable(committed, err); });
