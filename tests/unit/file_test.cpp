@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE file_test
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <iterator>
 #include <ostream>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 #include "grove/errors.hpp"
@@ -91,8 +93,74 @@ BOOST_AUTO_TEST_CASE(writes_the_parts_with_exactly_the_mode) {
   BOOST_TEST((stat_of(file).st_mode & 07777) == 0604u);
   BOOST_REQUIRE(!write_file_atomically(file, ""));
   BOOST_TEST(slurp(file).empty());
-  BOOST_TEST((stat_of(file).st_mode & 07777) == 0644u); // the default
+  BOOST_TEST((stat_of(file).st_mode & 07777) == 0604u); // unasked: the replaced file's
   BOOST_TEST(names_in(dir.path()) == std::set<std::string>{"conf"});
+}
+
+// Unasked, a new file gets what open(2) would give it under the process's umask: groved's
+// 077 makes it its user's only (issue 8).
+BOOST_AUTO_TEST_CASE(a_new_file_without_a_mode_follows_the_umask) {
+  temp_dir dir;
+  for (mode_t m : {mode_t{077}, mode_t{022}, mode_t{027}}) {
+    umask_scope mask{m};
+    auto file = dir.path() / ("new" + std::to_string(m));
+    BOOST_REQUIRE(!write_file_atomically(file, "x"));
+    BOOST_TEST((stat_of(file).st_mode & 07777) == (0666u & ~m));
+  }
+  // A symlink at the name gives no mode of its own (0777): the umask's again.
+  umask_scope mask{077};
+  auto link = dir.path() / "link";
+  fs::create_symlink(dir.path() / "new63", link);
+  BOOST_REQUIRE(!write_file_atomically(link, "y"));
+  BOOST_TEST(S_ISREG(stat_of(link).st_mode));
+  BOOST_TEST((stat_of(link).st_mode & 07777) == 0600u);
+}
+
+// A check that throws: the exception goes on, the old file stays, no temporary file left.
+BOOST_AUTO_TEST_CASE(a_throwing_check_leaves_no_temporary_file) {
+  temp_dir dir;
+  auto file = dir.write("group.yaml", "name: old\n");
+  BOOST_CHECK_THROW(
+    (void)write_file_atomically(file, "name: new\n", {.check = [](const fs::path&) -> caf::error {
+                                  throw std::runtime_error{"reader failed"};
+                                }}),
+    std::runtime_error);
+  BOOST_TEST(slurp(file) == "name: old\n");
+  BOOST_TEST(names_in(dir.path()) == std::set<std::string>{"group.yaml"});
+}
+
+// A writer killed mid-way leaves `.<name>.XXXXXX`: the next write of that name removes
+// those older than a minute, and nothing else.
+BOOST_AUTO_TEST_CASE(stale_temporary_files_of_the_name_are_removed) {
+  temp_dir dir;
+  auto file = dir.write("state.json", "{}\n");
+  auto age = [&](const std::string& name, time_t seconds) {
+    auto p = dir.write(name, "left\n");
+    struct timespec times[2] = {{::time(nullptr) - seconds, 0}, {::time(nullptr) - seconds, 0}};
+    BOOST_REQUIRE_EQUAL(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+  };
+  age(".state.json.Ab3xZ9", 3600);  // stale: removed
+  age(".state.json.recent", 0);     // a live writer's, maybe: kept
+  age(".state.json.Ab3xZ", 3600);   // not the pattern (five): kept
+  age(".state.json.Ab3-Z9", 3600);  // not the pattern (a dash): kept
+  age(".other.json.Ab3xZ9", 3600);  // another name's: kept
+  age("state.json.Ab3xZ9", 3600);   // no dot first: kept
+  fs::create_directory(dir.path() / ".state.json.DIRxx1");
+  BOOST_REQUIRE(!write_file_atomically(file, "{\"a\": 1}\n"));
+  BOOST_TEST(slurp(file) == "{\"a\": 1}\n");
+  BOOST_TEST(names_in(dir.path())
+             == (std::set<std::string>{"state.json", ".state.json.recent", ".state.json.Ab3xZ",
+                                       ".state.json.Ab3-Z9", ".other.json.Ab3xZ9",
+                                       "state.json.Ab3xZ9", ".state.json.DIRxx1"}));
+}
+
+BOOST_AUTO_TEST_CASE(replaced_not_durable_tells_only_its_error) {
+  BOOST_TEST(!replaced_not_durable(caf::error{}));
+  BOOST_TEST(!replaced_not_durable(make_error(errc::system_error, "cannot write x: rename")));
+  BOOST_TEST(!replaced_not_durable(make_error(errc::invalid_config, "replaced, but not yet durable")));
+  BOOST_TEST(replaced_not_durable(make_error(
+    errc::system_error, "cannot write /x/f: fsync its directory /x (replaced, but not yet durable): "
+                        "Input/output error")));
 }
 
 BOOST_AUTO_TEST_CASE(a_relative_path_is_written_in_the_working_directory) {

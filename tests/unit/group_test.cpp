@@ -338,6 +338,9 @@ std::string slurp(const std::filesystem::path& file) {
 // group in force stay), then written over the group file and applied.
 BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
   auto gfile = dir.write("g.yaml", good);
+  // As groved (umask 077) creates it: function configs and environments are its user's.
+  namespace stdfs = std::filesystem;
+  stdfs::permissions(gfile, stdfs::perms::owner_read | stdfs::perms::owner_write);
   auto p = test::make_profile(dir.path());
   p.group_file = gfile;
   // Profile entries only (no such libraries: their loads fail, the grants stand).
@@ -391,6 +394,9 @@ BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
   BOOST_TEST((*r)->name() == "deployed");
   BOOST_TEST((*r)->version() == 2u);
   BOOST_TEST(slurp(gfile) == doc);
+  // Replaced with the mode it had, never widened (issue 8).
+  BOOST_TEST((stdfs::status(gfile).permissions()
+              == (stdfs::perms::owner_read | stdfs::perms::owner_write)));
   BOOST_TEST(k.group()->devices_size() == 1);
   BOOST_REQUIRE(current.wait_for(1));
   group::Group g;
