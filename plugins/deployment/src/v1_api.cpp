@@ -1904,7 +1904,8 @@ caf::error v1_api::refresh_trust() {
   }
   if (auto err = write_trust_dir(v1_.group_ca_dir / "trust", pems))
     return err;
-  return write_file_atomically(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n");
+  return write_file_atomically(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n",
+                               {.mode = 0644});
 }
 
 // ---- role associations ----------------------------------------------------------------

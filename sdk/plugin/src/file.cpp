@@ -38,7 +38,15 @@ caf::error failed(const fs::path& path, const std::string& step, int code) {
 
 constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 constexpr size_t suffix_size = 6;
-constexpr std::string_view not_durable = "replaced, but not yet durable";
+// Leads the message of a directory fsync that failed after the rename: at the start, so
+// that no path in the rest of the message can make another error look like it.
+constexpr std::string_view not_durable = "replaced, but not yet durable: ";
+
+// EINVAL, EROFS, ENOTSUP: the file system cannot fsync a directory; SQLite takes that as
+// done, so do we.
+bool directory_sync_done(int code) {
+  return code == EINVAL || code == EROFS || code == ENOTSUP;
+}
 
 // Six random letters and digits: the temporary name is taken with O_EXCL, so a leftover or
 // a concurrent writer's file only costs another draw. std::random_device may throw (no
@@ -111,8 +119,7 @@ void remove_stale(int dir_fd, const std::string& name) {
 } // namespace
 
 bool replaced_not_durable(const caf::error& err) {
-  return err && err == errc::system_error
-         && message_of(err).find(not_durable) != std::string::npos;
+  return err && err == errc::system_error && message_of(err).starts_with(not_durable);
 }
 
 caf::error write_file_atomically(const fs::path& path, std::string_view contents,
@@ -134,15 +141,15 @@ caf::error write_file_atomically(const fs::path& path,
   fd_guard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (d.fd < 0)
     return failed(path, "open its directory " + dir.string(), errno);
-  // Unasked, the mode is the replaced file's, else what open(2) would give a new one:
-  // a group file under groved's umask 077 stays 0600.
+  // Unasked, the mode is the replaced file's permissions (never its setuid, setgid or
+  // sticky bit: the content is new), else what open(2) would give a new file.
   mode_t mode = 0;
   if (opts.mode) {
     mode = *opts.mode;
   } else {
     struct stat st {};
     if (::fstatat(d.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-      mode = st.st_mode & 07777;
+      mode = st.st_mode & 0777;
     else
       mode = 0666 & ~current_umask();
   }
@@ -202,23 +209,29 @@ caf::error write_file_atomically(const fs::path& path,
     return failed(path, "rename " + tmp + " over it", code);
   }
   temp.armed = false;
-  // Some file systems cannot fsync a directory (EINVAL, EROFS, ENOTSUP): SQLite takes that
-  // as done, so do we. Any other failure: the file is replaced, its rename may not survive
-  // a crash; replaced_not_durable() tells it from a failure that kept the old file.
+  // Any failure here but a file system that cannot: the file is replaced, its rename may
+  // not survive a crash; replaced_not_durable() tells it from a failure that kept the old
+  // file.
   if (opts.sync && ::fsync(d.fd) != 0) {
     int code = errno;
-    if (code != EINVAL && code != EROFS && code != ENOTSUP)
-      return failed(path, "fsync its directory " + dir.string() + " ("
-                            + std::string{not_durable} + ")", code);
+    if (!directory_sync_done(code))
+      return make_error(errc::system_error,
+                        std::string{not_durable} + path.string() + ": fsync its directory "
+                          + dir.string() + ": " + std::strerror(code));
   }
   return {};
 }
 
 caf::error sync_directory(const fs::path& dir) {
   fd_guard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (d.fd < 0 || ::fsync(d.fd) != 0)
+  int code = 0;
+  if (d.fd < 0)
+    code = errno;
+  else if (::fsync(d.fd) != 0 && !directory_sync_done(errno))
+    code = errno;
+  if (code != 0)
     return make_error(errc::system_error,
-                      "cannot fsync the directory " + dir.string() + ": " + std::strerror(errno));
+                      "cannot fsync the directory " + dir.string() + ": " + std::strerror(code));
   return {};
 }
 

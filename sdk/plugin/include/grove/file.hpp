@@ -27,7 +27,7 @@ struct file_owner {
 /// How write_file_atomically writes.
 struct write_options {
   /// The file's mode, exactly (the umask takes nothing away); empty: the replaced file's
-  /// mode when it is a regular file, else `0666 & ~umask` as open(2) would give.
+  /// permission bits when it is a regular file, else `0666 & ~umask` as open(2) would give.
   std::optional<mode_t> mode = std::nullopt;
   /// Set before the file appears under its name, so a reader running as that user never
   /// sees one it cannot read; empty: the file belongs to the writer.
@@ -60,11 +60,12 @@ caf::error write_file_atomically(const std::filesystem::path& path,
 caf::error write_file_atomically(const std::filesystem::path& path, std::string_view contents,
                                  const write_options& opts = {});
 
-/// True for write_file_atomically's error "replaced, but not yet durable": the file was
-/// replaced, only the directory fsync failed.
+/// True for write_file_atomically's error "replaced, but not yet durable: …": the file was
+/// replaced, only the directory fsync after the rename failed.
 bool replaced_not_durable(const caf::error& err);
 
-/// fsync of a directory, so that a rename, link or unlink in it survives a crash.
+/// fsync of a directory, so that a rename, link or unlink in it survives a crash (a file
+/// system that cannot fsync a directory counts as done, as in write_file_atomically).
 caf::error sync_directory(const std::filesystem::path& dir);
 
 } // namespace grove
