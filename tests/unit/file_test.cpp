@@ -6,7 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -17,6 +20,7 @@
 
 #include "grove/errors.hpp"
 #include "grove/file.hpp"
+#include "directory_fsync_fault.hpp"
 #include "test_support.hpp"
 
 namespace grove {
@@ -28,6 +32,7 @@ inline std::ostream& boost_test_print_type(std::ostream& os, errc x) {
 
 using namespace grove;
 namespace fs = std::filesystem;
+using grove::test::failing_directory_fsync;
 using grove::test::temp_dir;
 
 namespace {
@@ -94,6 +99,10 @@ BOOST_AUTO_TEST_CASE(writes_the_parts_with_exactly_the_mode) {
   BOOST_REQUIRE(!write_file_atomically(file, ""));
   BOOST_TEST(slurp(file).empty());
   BOOST_TEST((stat_of(file).st_mode & 07777) == 0604u); // unasked: the replaced file's
+  // Its permissions only: new content never inherits a setuid bit.
+  BOOST_REQUIRE_EQUAL(::chmod(file.c_str(), 04750), 0);
+  BOOST_REQUIRE(!write_file_atomically(file, "run me\n"));
+  BOOST_TEST((stat_of(file).st_mode & 07777) == 0750u);
   BOOST_TEST(names_in(dir.path()) == std::set<std::string>{"conf"});
 }
 
@@ -154,13 +163,76 @@ BOOST_AUTO_TEST_CASE(stale_temporary_files_of_the_name_are_removed) {
                                        "state.json.Ab3xZ9", ".state.json.DIRxx1"}));
 }
 
+// A symlink of the temporary pattern is never followed: neither it nor its old target goes.
+BOOST_AUTO_TEST_CASE(a_symlink_of_the_temporary_pattern_is_not_followed) {
+  temp_dir dir;
+  auto file = dir.write("state.json", "{}\n");
+  auto target = dir.write("elsewhere/kept.json", "not a leftover\n");
+  auto link = dir.path() / ".state.json.Ln4kX1";
+  fs::create_symlink(target, link);
+  // Both an hour old: followed, the link would look like a stale temporary file.
+  struct timespec hour_ago[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  BOOST_REQUIRE_EQUAL(::utimensat(AT_FDCWD, target.c_str(), hour_ago, 0), 0);
+  BOOST_REQUIRE_EQUAL(::utimensat(AT_FDCWD, link.c_str(), hour_ago, AT_SYMLINK_NOFOLLOW), 0);
+  BOOST_REQUIRE(!write_file_atomically(file, "{\"a\": 1}\n"));
+  BOOST_TEST(slurp(file) == "{\"a\": 1}\n");
+  BOOST_TEST(fs::is_symlink(link));
+  BOOST_TEST(slurp(target) == "not a leftover\n");
+  BOOST_TEST(names_in(dir.path())
+             == (std::set<std::string>{"state.json", "elsewhere", ".state.json.Ln4kX1"}));
+}
+
+// A file system that cannot fsync a directory (EINVAL, EROFS, ENOTSUP): done, as in SQLite,
+// for write_file_atomically and sync_directory alike.
+BOOST_AUTO_TEST_CASE(a_directory_that_cannot_be_fsynced_counts_as_synced) {
+  temp_dir dir;
+  auto file = dir.write("ca.crt", "old\n");
+  for (int code : {EINVAL, EROFS, ENOTSUP}) {
+    failing_directory_fsync failing{code};
+    auto text = "new " + std::to_string(code) + "\n";
+    auto err = write_file_atomically(file, text);
+    BOOST_TEST(!err, describe(err));
+    BOOST_TEST(slurp(file) == text);
+    err = sync_directory(dir.path());
+    BOOST_TEST(!err, describe(err));
+  }
+  BOOST_TEST(names_in(dir.path()) == std::set<std::string>{"ca.crt"});
+}
+
+// Any other failure of the directory fsync comes after the rename: the new file is in
+// place (no temporary file left) and the error says so, told apart by
+// replaced_not_durable(); sync_directory reports it.
+BOOST_AUTO_TEST_CASE(a_failed_directory_fsync_is_replaced_but_not_durable) {
+  temp_dir dir;
+  auto file = dir.write("group.yaml", "name: old\n");
+  failing_directory_fsync failing{EIO};
+  auto err = write_file_atomically(file, "name: new\n", {.mode = 0600});
+  BOOST_REQUIRE(err);
+  BOOST_TEST(code_of(err) == errc::system_error);
+  BOOST_TEST(replaced_not_durable(err), describe(err));
+  BOOST_TEST(contains(message_of(err), file.string()), describe(err));
+  BOOST_TEST(contains(message_of(err), std::strerror(EIO)), describe(err));
+  BOOST_TEST(slurp(file) == "name: new\n");
+  BOOST_TEST(names_in(dir.path()) == std::set<std::string>{"group.yaml"});
+  // Without sync, no directory fsync to fail.
+  BOOST_TEST(!write_file_atomically(file, "name: unsynced\n", {.sync = false}));
+  err = sync_directory(dir.path());
+  BOOST_REQUIRE(err);
+  BOOST_TEST(!replaced_not_durable(err), describe(err));
+  BOOST_TEST(contains(message_of(err), std::strerror(EIO)), describe(err));
+}
+
+// Only that error reads as "replaced": not a failure before the rename, even with those
+// words in its path, nor another code's.
 BOOST_AUTO_TEST_CASE(replaced_not_durable_tells_only_its_error) {
+  temp_dir dir;
   BOOST_TEST(!replaced_not_durable(caf::error{}));
-  BOOST_TEST(!replaced_not_durable(make_error(errc::system_error, "cannot write x: rename")));
-  BOOST_TEST(!replaced_not_durable(make_error(errc::invalid_config, "replaced, but not yet durable")));
-  BOOST_TEST(replaced_not_durable(make_error(
-    errc::system_error, "cannot write /x/f: fsync its directory /x (replaced, but not yet durable): "
-                        "Input/output error")));
+  auto odd = dir.path() / "replaced, but not yet durable: x" / "f";
+  auto err = write_file_atomically(odd, "x");
+  BOOST_REQUIRE(err);
+  BOOST_TEST(!replaced_not_durable(err), describe(err));
+  BOOST_TEST(!replaced_not_durable(
+    make_error(errc::invalid_config, "replaced, but not yet durable: /x/f: fsync its directory")));
 }
 
 BOOST_AUTO_TEST_CASE(a_relative_path_is_written_in_the_working_directory) {
