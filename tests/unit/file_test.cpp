@@ -163,6 +163,31 @@ BOOST_AUTO_TEST_CASE(stale_temporary_files_of_the_name_are_removed) {
                                        "state.json.Ab3xZ9", ".state.json.DIRxx1"}));
 }
 
+// Only this process's leftovers are swept: its own user's, or those of the owner its
+// writes give their files. Another user's file of the pattern stays (in a shared sticky
+// directory it is none of ours).
+BOOST_AUTO_TEST_CASE(another_users_temporary_of_the_pattern_is_kept,
+                     *boost::unit_test::precondition([](auto) { return is_root(); })) {
+  temp_dir dir;
+  auto file = dir.write("acl", "old\n");
+  auto left = [&](const std::string& name, uid_t uid) {
+    auto p = dir.write(name, "left\n");
+    BOOST_REQUIRE_EQUAL(::chown(p.c_str(), uid, uid), 0);
+    struct timespec hour_ago[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+    BOOST_REQUIRE_EQUAL(::utimensat(AT_FDCWD, p.c_str(), hour_ago, 0), 0);
+  };
+  left(".acl.Other1", 65533);  // someone else's: kept
+  left(".acl.Given1", 65534);  // the owner this write gives its file: ours, removed
+  left(".acl.Mine01", 0);      // our own: removed
+  BOOST_REQUIRE(!write_file_atomically(file, "new\n",
+                                       {.mode = 0600, .owner = file_owner{65534, 65534}}));
+  BOOST_TEST(names_in(dir.path()) == (std::set<std::string>{"acl", ".acl.Other1"}));
+  // Without an owner, the 65534 file is someone else's too.
+  left(".acl.Given2", 65534);
+  BOOST_REQUIRE(!write_file_atomically(file, "newer\n", {.mode = 0600}));
+  BOOST_TEST(names_in(dir.path()) == (std::set<std::string>{"acl", ".acl.Other1", ".acl.Given2"}));
+}
+
 // A symlink of the temporary pattern is never followed: neither it nor its old target goes.
 BOOST_AUTO_TEST_CASE(a_symlink_of_the_temporary_pattern_is_not_followed) {
   temp_dir dir;

@@ -68,8 +68,7 @@ std::string random_suffix() {
 }
 
 // The process's umask without changing it: umask(2) can only read by setting, which
-// races with other threads creating files. Linux reports it in /proc/self/status (4.7+);
-// elsewhere set-and-restore, the race accepted.
+// races with other threads creating files. Linux reports it in /proc/self/status (4.7+).
 mode_t current_umask() {
   if (std::FILE* in = std::fopen("/proc/self/status", "re")) {
     char line[256];
@@ -81,15 +80,17 @@ mode_t current_umask() {
     if (mask)
       return *mask;
   }
-  mode_t mask = ::umask(077);
-  ::umask(mask);
-  return mask;
+  // No /proc: assume groved's own 077 rather than set-and-restore umask(2), which two
+  // threads doing at once could leave changed for good.
+  return 077;
 }
 
 // A writer killed between create and rename leaves `.<name>.XXXXXX`; a temporary file
 // older than a minute is no live writer's (a write takes far less), so the next writer of
-// the same name removes it. Only that exact pattern, only regular files.
-void remove_stale(int dir_fd, const std::string& name) {
+// the same name removes it. Only that exact pattern, only regular files, and only files
+// this process could have left: its own or the owner it gives its files (in a shared
+// sticky directory another user's file is none of ours).
+void remove_stale(int dir_fd, const std::string& name, std::optional<uid_t> given_to) {
   int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     return;
@@ -110,6 +111,7 @@ void remove_stale(int dir_fd, const std::string& name) {
       continue;
     struct stat st {};
     if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)
+        && (st.st_uid == ::geteuid() || (given_to && st.st_uid == *given_to))
         && now - st.st_mtime > 60)
       ::unlinkat(dir_fd, e->d_name, 0);
   }
@@ -153,7 +155,8 @@ caf::error write_file_atomically(const fs::path& path,
     else
       mode = 0666 & ~current_umask();
   }
-  remove_stale(d.fd, name);
+  remove_stale(d.fd, name,
+               opts.owner ? std::optional<uid_t>{opts.owner->uid} : std::nullopt);
   std::string tmp;
   fd_guard f;
   for (int attempt = 0; attempt < 100 && f.fd < 0; ++attempt) {
