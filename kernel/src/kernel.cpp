@@ -756,12 +756,18 @@ kernel::set_group(std::string_view caller, const std::string& document,
     return make_error(errc::invalid_config, what);
   };
   if (auto err = write_file_atomically(file, document, {.mode = 0600, .check = check})) {
-    if (refused) {
-      log_->error("group from {} refused, the group in force is kept: {}", caller,
-                  message_of(err));
-      release_free_pages();
+    // The file is replaced, only its directory fsync failed: the new group is the one on
+    // disk, so stamp and reload go on (the watcher would otherwise take it as an edit).
+    if (replaced_not_durable(err)) {
+      log_->warn("group from {} written: {}", caller, message_of(err));
+    } else {
+      if (refused) {
+        log_->error("group from {} refused, the group in force is kept: {}", caller,
+                    message_of(err));
+        release_free_pages();
+      }
+      return err;
     }
-    return err;
   }
   // What the watcher compares against: the file is what we just wrote.
   group_stamp_ = file_stamp(file);

@@ -10,6 +10,7 @@
 #include "grove/kernel/config.hpp"
 #include <spdlog/spdlog.h>
 #include "grove/kernel/group_client.hpp"
+#include "directory_fsync_fault.hpp"
 #include "test_util.hpp"
 
 using namespace grove;
@@ -338,6 +339,10 @@ std::string slurp(const std::filesystem::path& file) {
 // group in force stay), then written over the group file and applied.
 BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
   auto gfile = dir.write("g.yaml", good);
+  // As an operator's editor may leave it; the kernel's writes make it groved's user's only.
+  namespace stdfs = std::filesystem;
+  stdfs::permissions(gfile, stdfs::perms::owner_read | stdfs::perms::owner_write
+                              | stdfs::perms::group_read | stdfs::perms::others_read);
   auto p = test::make_profile(dir.path());
   p.group_file = gfile;
   // Profile entries only (no such libraries: their loads fail, the grants stand).
@@ -391,6 +396,10 @@ BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
   BOOST_TEST((*r)->name() == "deployed");
   BOOST_TEST((*r)->version() == 2u);
   BOOST_TEST(slurp(gfile) == doc);
+  // 0600 whatever the umask and the mode it had: function configs and environments are
+  // groved's user's only, as its umask 077 made them before the SDK helper (issue 8).
+  BOOST_TEST((stdfs::status(gfile).permissions()
+              == (stdfs::perms::owner_read | stdfs::perms::owner_write)));
   BOOST_TEST(k.group()->devices_size() == 1);
   BOOST_REQUIRE(current.wait_for(1));
   group::Group g;
@@ -403,6 +412,35 @@ BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
   kernel k2{std::move(p2), kernel_options{false, false}};
   BOOST_REQUIRE(!k2.start());
   BOOST_TEST(k2.group()->name() == "deployed");
+}
+
+// Issue 8: a directory fsync that fails after the rename leaves the new group file in
+// place; the set goes on (stamp, reload, publish) rather than leave the kernel on a group
+// the file no longer holds, and a compare-and-set on the new version goes through.
+BOOST_AUTO_TEST_CASE(set_goes_on_when_only_the_directory_fsync_fails) {
+  auto gfile = dir.write("g.yaml", good);
+  auto p = test::make_profile(dir.path());
+  p.group_file = gfile;
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_set_group = true;
+  p.plugins = {deployer};
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  test::collector current{k, "$grove/group/current"};
+  auto read = k.group()->version();
+  {
+    test::failing_directory_fsync failing{EIO};
+    auto r = k.set_group("deployer", "name: unsynced\n", read);
+    BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+    BOOST_TEST((*r)->name() == "unsynced");
+  }
+  BOOST_TEST(k.group()->name() == "unsynced");
+  BOOST_TEST(slurp(gfile) == "name: unsynced\n");
+  BOOST_REQUIRE(current.wait_for(1));
+  auto next = k.set_group("deployer", "name: next\n", k.group()->version());
+  BOOST_REQUIRE_MESSAGE(next, test::error_text(next));
+  BOOST_TEST(k.group()->name() == "next");
 }
 
 // Issue 15: `$grove/group/set` with the version the document was computed from is a

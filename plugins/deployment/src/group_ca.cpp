@@ -182,12 +182,12 @@ caf::error write_trust_dir(const fs::path& dir, const std::vector<trust_entry>& 
     if (!crl.empty()) {
       std::snprintf(name, sizeof name, "%08lx.r%d", hash, n);
       wanted.insert(name);
-      if (auto err = write_file_atomically(dir / name, crl))
+      if (auto err = write_file_atomically(dir / name, crl, {.mode = 0644}))
         return err;
     }
     std::snprintf(name, sizeof name, "%08lx.%d", hash, n);
     wanted.insert(name);
-    if (auto err = write_file_atomically(dir / name, pem))
+    if (auto err = write_file_atomically(dir / name, pem, {.mode = 0644}))
       return err;
   }
   static const std::regex hashed{"[0-9a-f]{8}\\.r?[0-9]+"};

@@ -1722,9 +1722,9 @@ http_response v1_api::create_ca(const std::string& group_id, int64_t now_ms) {
                     "cannot make " + dir.string() + ": " + made.message());
   if (auto err = write_file_atomically(dir / "ca.key", ca->private_key, {.mode = 0600}))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
-  if (auto err = write_file_atomically(dir / "ca.crt", ca->certificate))
+  if (auto err = write_file_atomically(dir / "ca.crt", ca->certificate, {.mode = 0644}))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
-  if (auto err = write_file_atomically(dir / "ca.crl", ca->crl))
+  if (auto err = write_file_atomically(dir / "ca.crl", ca->crl, {.mode = 0644}))
     return v1_error(500, "InternalServerErrorException", caf::to_string(err));
   if (auto err = store_.put_ca({group_id, ca->id, ca->certificate, now_ms, ca->not_after_ms, 0})) {
     std::error_code ec;
@@ -1852,7 +1852,7 @@ caf::expected<std::string> v1_api::ca_crl(const std::string& group_id,
   auto crl = make_group_crl(certificate, *key, now);
   if (!crl)
     return crl;
-  if (auto err = write_file_atomically(dir / "ca.crl", *crl))
+  if (auto err = write_file_atomically(dir / "ca.crl", *crl, {.mode = 0644}))
     return err;
   return crl;
 }
@@ -1904,7 +1904,8 @@ caf::error v1_api::refresh_trust() {
   }
   if (auto err = write_trust_dir(v1_.group_ca_dir / "trust", pems))
     return err;
-  return write_file_atomically(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n");
+  return write_file_atomically(v1_.group_ca_dir / "active", active.empty() ? "" : active + "\n",
+                               {.mode = 0644});
 }
 
 // ---- role associations ----------------------------------------------------------------

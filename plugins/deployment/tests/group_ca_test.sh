@@ -114,6 +114,10 @@ check "... and an empty CRL of each, signed by it (<hash>.rN)" \
              c=${r%.r*}.${r##*.r}; openssl crl -in "$r" -noout -CAfile "$c" 2>&1 | grep -q "verify OK" || exit 1
            done' "$GCA/trust"
 check "... 'active' names the new one" test "$(cat "$GCA/active")" == "$GID/$CA2"
+check "... certificates, CRLs and 'active' are 0644 under groved's umask 077 (issue 8)" \
+  bash -c 'for f in "$0"/*.[0-9] "$0"/*.r[0-9] "$@"; do
+             [[ $(stat -c %a "$f") == 644 ]] || { echo "$f: $(stat -c %a "$f")"; exit 1; }
+           done' "$GCA/trust" "$GCA/active" "$GCA/$GID/$CA2/ca.crt" "$GCA/$GID/$CA2/ca.crl"
 "$CERTS_TOOL" device "$PKI" B --group-ca "$GCA" >"$WORK/certs-b.out" 2>&1
 check "grove-certs signs B with the new CA" openssl verify -CAfile "$WORK/ca2.pem" "$PKI/devices/B.crt"
 refused "... not with the old one" openssl verify -CAfile "$WORK/ca1.pem" "$PKI/devices/B.crt"

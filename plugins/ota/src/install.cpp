@@ -162,7 +162,8 @@ caf::expected<state> install(const fs::path& root, const source& src, policy pol
     if (auto err = sync_directory(staging / "lib/grove/plugins"))
       return err;
   }
-  if (auto err = write_file_atomically(staging / "ota-manifest.json", h->manifest_json))
+  if (auto err = write_file_atomically(staging / "ota-manifest.json", h->manifest_json,
+                                          {.mode = 0644}))
     return err;
   crash_point("staged");
   if (::rename(staging.c_str(), dir.c_str()) != 0)
