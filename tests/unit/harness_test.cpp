@@ -96,3 +96,21 @@ BOOST_AUTO_TEST_CASE(manual_clock_drives_restart_back_off) {
   BOOST_TEST(h.info().state() == "running");
   BOOST_TEST(h.info().restarts() == 1u);
 }
+
+BOOST_AUTO_TEST_CASE(idle_poll_attempts_reach_the_kernel) {
+  // Unset: the kernel's default; set (0: workers sleep at once, a request wakes them):
+  // the kernel runs with it and still answers.
+  grove::testing::harness dflt{HEARTBEAT_PLUGIN, "{interval_ms: 1000, topic: hb/test}"};
+  BOOST_TEST(dflt.kernel().profile().idle_poll_attempts
+             == grove::image_profile{}.idle_poll_attempts);
+  grove::testing::harness_options o;
+  o.idle_poll_attempts = 0;
+  grove::testing::harness h{HEARTBEAT_PLUGIN, "{interval_ms: 1000, topic: hb/test}", o};
+  BOOST_TEST(h.kernel().profile().idle_poll_attempts == 0u);
+  BOOST_REQUIRE(!h.start());
+  for (int i = 0; i < 3; ++i) {
+    auto reply = h.request("hb/test/ping", "");
+    BOOST_REQUIRE(reply);
+    BOOST_TEST(reply->payload().rfind("pong ", 0) == 0u);
+  }
+}

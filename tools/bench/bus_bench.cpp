@@ -4,7 +4,8 @@
 // and never fails on them.
 //
 // Usage: bus_bench [--messages N] [--repeat R] [--paced-messages N] [--paced-rate R]
-//                  [--capacity C] [--fanout F] [--threads T] [--only grove|caf]
+//                  [--capacity C] [--fanout F] [--threads T] [--idle-polls P]
+//                  [--only grove|caf]
 
 #include <algorithm>
 #include <atomic>
@@ -75,6 +76,8 @@ struct options {
   uint32_t capacity = 10'000;
   size_t fanout = 8;
   uint32_t threads = 0;
+  /// kernel.idle_poll_attempts (-1: the kernel's default).
+  int64_t idle_polls = -1;
   /// "all", "grove" or "caf": which side to run (one side only is for profiling).
   std::string only = "all";
 };
@@ -84,6 +87,7 @@ struct options {
                "usage: %s [--messages N] [--repeat R] [--paced-messages N]\n"
                "          [--paced-rate MSGS_PER_S] [--capacity C] [--fanout F]\n"
                "          [--threads T (CAF workers, 0 = CAF's default)]\n"
+               "          [--idle-polls P (kernel.idle_poll_attempts, default the kernel's)]\n"
                "          [--only grove|caf (one side, for profiling)]\n",
                argv0);
   std::exit(rc);
@@ -105,6 +109,10 @@ options parse_options(int argc, char** argv) {
     }
     char* end = nullptr;
     auto value = std::strtoull(argv[++i], &end, 10);
+    if (arg == "--idle-polls" && end != nullptr && *end == '\0') {
+      opt.idle_polls = static_cast<int64_t>(value);
+      continue;
+    }
     if (end == nullptr || *end != '\0' || value == 0)
       usage(argv[0], 2);
     if (arg == "--messages")
@@ -462,6 +470,8 @@ int main(int argc, char** argv) {
              / ("grove-bus-bench-" + std::to_string(getpid()));
   auto profile = grove::bench::bench_profile(dir);
   profile.worker_threads = opt.threads;
+  if (opt.idle_polls >= 0)
+    profile.idle_poll_attempts = static_cast<uint32_t>(opt.idle_polls);
   json out;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
@@ -504,6 +514,7 @@ int main(int argc, char** argv) {
     out["repeat"] = opt.repeat;
     out["capacity"] = opt.capacity;
     out["caf_workers"] = k.system().scheduler().num_workers();
+    out["idle_poll_attempts"] = profile.idle_poll_attempts;
     out["hardware_threads"] = std::thread::hardware_concurrency();
     out["note"] = "msgs_per_s and latencies are medians of the repeats; throughput runs "
                   "keep queues full, so their latency is mostly queueing delay; *_paced "

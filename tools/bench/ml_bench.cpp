@@ -6,7 +6,9 @@
 // served twice: maxBatchSize 1 and 32), and the resident memory per loaded model. Prints
 // one JSON object. Not a test: it reports figures and never fails on them.
 //
-// Usage: ml_bench [REQUESTS] [SECONDS_PER_CONCURRENCY]
+// Usage: ml_bench [REQUESTS] [SECONDS_PER_CONCURRENCY] [IDLE_POLL_ATTEMPTS]
+// (SECONDS 0: no batching figures; IDLE_POLL_ATTEMPTS: the kernel's, default the shipped
+// images' 20).
 
 #include <atomic>
 #include <cstdlib>
@@ -68,6 +70,7 @@ caf::expected<grove::ml::InferResponse> infer(grove::testing::harness& h, const 
 int main(int argc, char** argv) {
   int requests = argc > 1 ? std::atoi(argv[1]) : 500;
   double seconds = argc > 2 ? std::atof(argv[2]) : 3.0;
+  uint32_t idle_polls = argc > 3 ? static_cast<uint32_t>(std::atoi(argv[3])) : 20;
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
   auto dir = fs::temp_directory_path() / ("ml_bench." + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -93,6 +96,7 @@ int main(int argc, char** argv) {
   grove::testing::harness_options o;
   o.group_file = group_file;
   o.log_level = "off";
+  o.idle_poll_attempts = idle_polls;
   grove::testing::harness h{ML_PLUGIN, "{threads: 1, queue_capacity: 1000}", o};
   if (auto e = h.start()) {
     std::cerr << "ml_bench: " << grove::describe(e) << "\n";
@@ -140,6 +144,7 @@ int main(int argc, char** argv) {
   json out;
   out["bench"] = "ml_bench";
   out["requests"] = requests;
+  out["idle_poll_attempts"] = idle_polls;
   out["backend"] = std::string{"opencv-dnn "} + CV_VERSION;
 
   // Batch 1: direct OpenCV DNN vs the bus, alternating blocks so drift hits both.
@@ -200,6 +205,8 @@ int main(int argc, char** argv) {
   // Dynamic batching: N clients, each one request at a time, for `seconds`.
   json batching = json::object();
   for (int conc : {1, 8, 32}) {
+    if (seconds <= 0)
+      break;
     json row;
     for (const char* id : {"cnn", "cnn_batched", "cnn96", "cnn96_batched"}) {
       std::string sid = id;

@@ -5,7 +5,7 @@
 // kernel's blocking request, one request at a time, so the figure is latency-bound.
 // Prints one JSON object. Not a test: it reports figures and never fails on them.
 //
-// Usage: rpc_bench [REQUESTS] [REPEAT]
+// Usage: rpc_bench [REQUESTS] [REPEAT] [IDLE_POLL_ATTEMPTS (default the kernel's)]
 
 #include <algorithm>
 #include <chrono>
@@ -96,12 +96,14 @@ int main(int argc, char** argv) {
   uint64_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 20000;
   uint32_t repeat = argc > 2 ? static_cast<uint32_t>(std::strtoul(argv[2], nullptr, 10)) : 3;
   if (n == 0 || repeat == 0) {
-    std::cerr << "usage: rpc_bench [REQUESTS] [REPEAT]\n";
+    std::cerr << "usage: rpc_bench [REQUESTS] [REPEAT] [IDLE_POLL_ATTEMPTS]\n";
     return 2;
   }
   auto dir = std::filesystem::temp_directory_path()
              / ("grove-rpc-bench-" + std::to_string(getpid()));
   auto profile = grove::bench::bench_profile(dir, TEST_PLUGIN_DIR);
+  if (argc > 3)
+    profile.idle_poll_attempts = static_cast<uint32_t>(std::strtoul(argv[3], nullptr, 10));
   json out;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
@@ -139,6 +141,7 @@ int main(int argc, char** argv) {
     out["benchmark"] = "rpc";
     out["requests"] = n;
     out["repeat"] = repeat;
+    out["idle_poll_attempts"] = profile.idle_poll_attempts;
     out["payload_bytes"] = payload.size();
     out["note"] = "sequential blocking round trips from the kernel to an in-process "
                   "plugin; medians of the repeats";

@@ -59,6 +59,8 @@ harness::harness(std::filesystem::path library, std::string config_yaml,
   p.control_socket = options_.write_dir / "run" / "control.sock";
   p.log_level = options_.log_level;
   p.queue = options_.queue;
+  if (options_.idle_poll_attempts)
+    p.idle_poll_attempts = *options_.idle_poll_attempts;
   if (!options_.group_file.empty())
     p.group_file = std::filesystem::absolute(options_.group_file);
   kernel_options ko;

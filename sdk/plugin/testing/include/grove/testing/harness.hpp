@@ -10,9 +10,11 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,6 +75,9 @@ struct harness_options {
   std::vector<std::string> may_claim;
   /// A group definition file the kernel serves (`kernel.group`); empty: none.
   std::filesystem::path group_file;
+  /// The kernel's `kernel.idle_poll_attempts` (how long an idle CAF worker polls before
+  /// it sleeps); empty: the kernel's default. A benchmark sets the shipped images' value.
+  std::optional<uint32_t> idle_poll_attempts;
 };
 
 /// One plugin in one real kernel.
