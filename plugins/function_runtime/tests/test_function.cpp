@@ -128,8 +128,9 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
   }
   if (mode == "oversize") {
     // Payload "result:<n>" answers a JSON string of n bytes, "publish:<n>" publishes n
-    // bytes and answers the verb's outcome, "throw:<n>" throws n two-byte UTF-8
-    // characters, "pid" answers its pid: frames over max_frame_bytes from the SDK's side.
+    // bytes and answers the verb's outcome, "throw:<n>" throws n three-byte UTF-8
+    // characters (a cut can land inside one), "pid" answers its pid: frames over
+    // max_frame_bytes from the SDK's side.
     auto arg = payload.substr(1, payload.size() - 2);
     if (arg == "pid")
       return std::to_string(::getpid());
@@ -140,7 +141,7 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     if (arg.starts_with("throw:")) {
       std::string what;
       for (size_t i = 0; i < n; ++i)
-        what += "\u00e9";
+        what += "\u20ac";
       throw std::runtime_error(what);
     }
     auto routed = gf::publish("fn/out", std::string(n, 'p'));

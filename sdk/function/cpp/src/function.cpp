@@ -1,19 +1,12 @@
 #include "grove/function/function.hpp"
 
 #include <algorithm>
-#include <cerrno>
-#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <exception>
-#include <iterator>
-#include <mutex>
-#include <thread>
-
-#include <sys/socket.h>
 
 #include "grove/errors.hpp"
 #include "grove/function.pb.h"
@@ -24,8 +17,8 @@ namespace grove::function {
 
 namespace {
 
-/// The instance's channel to the runtime; one per process. Read and written from the
-/// handler's thread; the flusher thread only writes Results held back (under `out_mtx`).
+/// The instance's channel to the runtime; one per process, used from the handler's
+/// thread only.
 struct channel {
   int fd = -1;
   uint32_t max_frame = 4u << 20;
@@ -34,35 +27,16 @@ struct channel {
   // What the runtime sent: one read takes every frame that has arrived (it sends the
   // Invokes of its pipeline together), so a frame costs no read of its own.
   framing::frame_stream in{4u << 20};
+  // The frame being sent, its buffer kept from one send to the next.
+  std::string out;
   // Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb waited for
   // its reply: run next, in order.
   std::deque<fn::Frame> invokes;
-  // Frames not written yet: the Results held back while more Invokes were in hand (so a
-  // pipeline's Results go in one write and cost the runtime's reader one wake-up, not
-  // one each), then the frame being sent. The buffer is kept from one send to the next.
-  std::mutex out_mtx;
-  std::string out;
-  // The flusher writes held Results every hold_bound while it ticks; it stops ticking
-  // after idle_ticks without any, until hold() wakes it.
-  std::condition_variable flusher_wake;
-  bool flusher_started = false;
-  bool flusher_ticking = false;
 };
 
 /// Invokes this SDK takes in flight: it keeps those read ahead (the runtime sends at most
 /// its pipeline_depth) and runs them one at a time, in order.
 constexpr uint32_t pipeline = 64;
-
-/// Longest a Result is held back behind the next item's handler (about): the flusher
-/// writes it then, since that handler may be slow or hang and the item the Result
-/// answers must not time out meanwhile.
-constexpr std::chrono::milliseconds hold_bound{1};
-
-/// Ticks without a held Result after which the flusher sleeps until the next one.
-constexpr int idle_ticks = 100;
-
-/// Bytes of held Results written at once, without waiting for the flusher.
-constexpr size_t max_held_bytes = 64u << 10;
 
 /// Longest error text a Result carries (or half of max_frame_bytes, if less): an
 /// exception's what() is for a person, and one of any size must not make the Result
@@ -70,118 +44,20 @@ constexpr size_t max_held_bytes = 64u << 10;
 constexpr size_t max_error_bytes = 16u << 10;
 
 channel& chan() {
-  // Never destroyed: the flusher thread may still use it while the process exits.
-  static auto* c = new channel;
-  return *c;
+  static channel c;
+  return c;
 }
 
-/// Writes what `c.out` holds (its mutex held) and empties it.
-caf::error write_out(channel& c) {
-  auto err = framing::write_all(c.fd, c.out);
-  c.out.clear();
-  return err;
-}
-
-/// Sends `f` after the Results held back (in order): errc::too_large, with nothing
-/// sent, for a frame over the runtime's max_frame_bytes (it would end the instance);
-/// the socket's error otherwise.
+/// Sends `f`: errc::too_large, with nothing sent, for a frame over the runtime's
+/// max_frame_bytes (it would end the instance); the socket's error otherwise.
 caf::error send(const fn::Frame& f) {
   auto& c = chan();
   if (c.fd < 0)
     return make_error(errc::system_error, "not connected to the runtime");
-  std::lock_guard guard{c.out_mtx};
+  c.out.clear();
   if (auto err = framing::append_frame(c.out, f, c.max_frame))
     return err;
-  return write_out(c);
-}
-
-/// Writes the Results held back, if any.
-caf::error flush() {
-  auto& c = chan();
-  std::lock_guard guard{c.out_mtx};
-  return c.out.empty() ? caf::error{} : write_out(c);
-}
-
-/// The flusher thread: while Results are held back, writes them every hold_bound.
-void flush_loop() {
-  auto& c = chan();
-  std::unique_lock guard{c.out_mtx};
-  int idle = 0;
-  for (;;) {
-    if (idle >= idle_ticks) {
-      c.flusher_ticking = false;
-      c.flusher_wake.wait(guard, [&] { return c.flusher_ticking; });
-      idle = 0;
-    }
-    c.flusher_wake.wait_for(guard, hold_bound);
-    if (c.out.empty()) {
-      ++idle;
-      continue;
-    }
-    idle = 0;
-    (void) write_out(c); // a broken socket shows at the handler thread's next send or read
-  }
-}
-
-/// Signals that end the worker inside a handler (a crash, an abort): held Results are
-/// written first, so items answered before the crash are not failed with it.
-constexpr int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
-
-/// What those signals did before on_fatal_signal (default, or a sanitizer's report).
-struct sigaction previous_actions[std::size(fatal_signals)];
-
-void on_fatal_signal(int sig) {
-  auto& c = chan();
-  // Not when the lock is taken: the flusher is writing them, or this thread died inside
-  // the SDK holding it.
-  if (c.out_mtx.try_lock()) {
-    size_t done = 0;
-    while (done < c.out.size()) {
-      auto n = ::send(c.fd, c.out.data() + done, c.out.size() - done, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        break;
-      done += static_cast<size_t>(n);
-    }
-  }
-  for (size_t i = 0; i < std::size(fatal_signals); ++i)
-    if (fatal_signals[i] == sig)
-      ::sigaction(sig, &previous_actions[i], nullptr);
-  std::raise(sig); // delivered with the previous action once this handler returns
-}
-
-/// Starts the flusher and the last-chance writes (fatal signals, exit()) with the first
-/// Result held back: a worker that never holds one has neither.
-void start_flusher() {
-  std::thread{flush_loop}.detach();
-  struct sigaction sa{};
-  sa.sa_handler = on_fatal_signal;
-  sigemptyset(&sa.sa_mask);
-  for (size_t i = 0; i < std::size(fatal_signals); ++i)
-    ::sigaction(fatal_signals[i], &sa, &previous_actions[i]);
-  std::atexit([] { (void) flush(); }); // a handler that calls exit()
-}
-
-/// Holds the Result `f` back to go with the next ones (the flusher bounds how long);
-/// errors as send().
-caf::error hold(const fn::Frame& f) {
-  auto& c = chan();
-  std::lock_guard guard{c.out_mtx};
-  if (auto err = framing::append_frame(c.out, f, c.max_frame))
-    return err;
-  if (c.out.size() >= max_held_bytes)
-    return write_out(c);
-  if (!c.flusher_ticking) {
-    c.flusher_ticking = true;
-    if (!c.flusher_started) {
-      c.flusher_started = true;
-      start_flusher();
-    } else {
-      c.flusher_wake.notify_one();
-    }
-  }
-  return {};
+  return framing::write_all(c.fd, c.out);
 }
 
 /// What a verb answers when its request was not sent.
@@ -485,14 +361,8 @@ int run(handler h, int, char**) {
     if (!c.invokes.empty()) {
       f = std::move(c.invokes.front());
       c.invokes.pop_front();
-    } else if (auto got = c.in.next(f); !got) {
-      return 1;
-    } else if (!*got) {
-      // Nothing more in hand: the Results held go before the worker waits.
-      if (flush())
-        return 1;
-      if (auto err = receive(f))
-        return err == errc::system_error ? 0 : 1; // closed: the runtime ended us
+    } else if (auto err = receive(f)) {
+      return err == errc::system_error ? 0 : 1; // closed: the runtime ended us
     }
     if (f.body_case() != fn::Frame::kInvoke)
       continue; // a late reply of a verb that gave up
@@ -516,17 +386,14 @@ int run(handler h, int, char**) {
     } catch (...) {
       r->set_error("a non-standard exception");
     }
-    // With another item in hand (read already), the Result waits to go with the next
-    // ones: the runtime then handles them in one wake-up.
-    bool more = !c.invokes.empty() || c.in.partial() > 0;
-    auto sent = more ? hold(out) : send(out);
+    auto sent = send(out);
     if (sent == errc::too_large) {
       // A result the runtime would refuse (ending this instance): its error instead.
       auto size = r->payload().size();
       r->clear_payload();
       r->set_error("result of " + std::to_string(size) + " bytes exceeds max_frame_bytes ("
                    + std::to_string(c.max_frame) + ")");
-      sent = more ? hold(out) : send(out);
+      sent = send(out);
     }
     if (sent)
       return 1;
