@@ -35,17 +35,18 @@ void frame_channel::shutdown() {
   ::shutdown(fd_, SHUT_RDWR);
 }
 
-void frame_channel::send(const google::protobuf::MessageLite& msg) {
+caf::error frame_channel::send(const google::protobuf::MessageLite& msg) {
   std::unique_lock guard{mtx_};
   bool was_empty = out_.empty();
   // The reader's limit: a frame over it would end the channel at the other side.
   if (auto err = framing::append_frame(out_, msg, max_frame)) {
     guard.unlock();
     log_->error("{} not sent to the other process: {}", msg.GetTypeName(), describe(err));
-    return;
+    return err;
   }
   if (was_empty)
     cv_.notify_one();
+  return {};
 }
 
 void frame_channel::write_loop() {

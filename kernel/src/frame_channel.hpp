@@ -35,8 +35,9 @@ public:
   frame_channel& operator=(const frame_channel&) = delete;
 
   /// Queues one frame. Thread-safe, never blocks on the socket. A frame over max_frame
-  /// (the reader's limit) is not queued: logged and dropped.
-  void send(const google::protobuf::MessageLite& msg);
+  /// (the reader's limit) is not queued: logged, and errc::too_large returned, so a
+  /// caller waiting for its answer can be told now instead of at its timeout.
+  caf::error send(const google::protobuf::MessageLite& msg);
 
   /// Reads the next frame into `msg`; only one thread may read. Errors on EOF
   /// (errc::system_error "connection closed", also when the EOF cuts a frame short: the

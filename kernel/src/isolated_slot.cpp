@@ -375,14 +375,23 @@ private:
       c->set_id(id);
       *c->mutable_msg() = msg;
       c->set_timeout_ms(3'600'000); // the requester's own timeout governs
-      channel_->send(out);
+      // A frame the child could not read is answered now, not at the caller's timeout.
+      if (auto err = channel_->send(out)) {
+        calls_.at(id).deliver(std::move(err));
+        calls_.erase(id);
+      }
       return;
     }
-    auto seq = next_seq_++;
+    auto seq = next_seq_;
     auto* d = out.mutable_deliver();
     d->set_seq(seq);
     *d->mutable_msg() = msg;
-    channel_->send(out);
+    if (channel_->send(out)) {
+      // Not sent (logged): no credit to wait for, nothing to send again after a crash.
+      ep()->consumed();
+      return;
+    }
+    ++next_seq_;
     // Credit goes back when the child reports the message handled.
     unacked_.emplace_back(seq, std::move(msg));
   }
@@ -392,7 +401,13 @@ private:
     auto answer = [ch = channel_, id](Envelope* env, const caf::error& error) {
       host::ToChild out;
       fill_reply(*out.mutable_reply(), id, env, error);
-      ch->send(out);
+      // A reply the child could not read: its error instead, so the plugin's request
+      // ends now rather than at its timeout.
+      if (auto err = ch->send(out)) {
+        out.Clear();
+        fill_reply(*out.mutable_reply(), id, nullptr, err);
+        (void) ch->send(out);
+      }
     };
     // The child is held to the same source rule as an in-process plugin.
     if (auto err = authorize_source(msg, setup_)) {

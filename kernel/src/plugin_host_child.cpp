@@ -46,7 +46,11 @@ protected:
         auto* call = out.mutable_call();
         call->set_id(id);
         *call->mutable_msg() = std::move(msg);
-        ch_->send(out);
+        // A frame the kernel could not read: the plugin hears now, not at its timeout.
+        if (auto err = ch_->send(out)) {
+          open_.at(id).deliver(std::move(err));
+          open_.erase(id);
+        }
       },
       // The kernel's answer to one of those.
       [this](reply_atom, uint64_t id, Envelope& msg, std::string& error) {
@@ -67,7 +71,13 @@ protected:
         auto reply = [this, id](Envelope* env, const caf::error& error) {
           host::ToKernel out;
           fill_reply(*out.mutable_reply(), id, env, error);
-          ch_->send(out);
+          // A reply the kernel could not read: its error instead, so the caller gets
+          // too_large now rather than its timeout.
+          if (auto err = ch_->send(out)) {
+            out.Clear();
+            fill_reply(*out.mutable_reply(), id, nullptr, err);
+            (void) ch_->send(out);
+          }
         };
         request(slot, std::chrono::milliseconds{timeout_ms}, bus::wrap(std::move(msg)))
           .then(

@@ -307,3 +307,35 @@ BOOST_AUTO_TEST_CASE(a_hung_isolated_init_times_out_and_its_child_goes) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+
+// The bus at its largest payload limit: an envelope it accepts can still make a frame
+// over the plugin-host channel's cap (64 MiB) with its other fields.
+struct largest_payloads : test::kernel_fixture {
+  largest_payloads()
+    : kernel_fixture([](image_profile& p) { p.max_payload_bytes = max_max_payload_bytes; }) {
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(a_request_over_the_channels_cap_is_answered_too_large_at_once,
+                        largest_payloads) {
+  load("echo", "{prefix: 'iso:', serve: test/echo/in}", true);
+  // A payload within the bus's limit, a content type that takes the frame past the
+  // channel's cap: the caller gets too_large, not its timeout (an hour, so a lost
+  // answer would show as this test's own timeout).
+  Envelope big;
+  big.set_topic("test/echo/in");
+  big.set_payload(std::string(max_max_payload_bytes, 'x'));
+  big.set_content_type(std::string(2u << 20, 't'));
+  auto r = k->request(std::move(big), std::chrono::hours{1});
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(r.error() == errc::too_large, describe(r.error()));
+  // The channel and the child are fine: the next request is answered.
+  r = k->request("test/echo/in", "ping", std::chrono::seconds{30});
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  BOOST_TEST(r->payload() == "iso:ping");
+  BOOST_TEST(info("echo").restarts() == 0u);
+}

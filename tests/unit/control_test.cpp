@@ -615,15 +615,17 @@ BOOST_AUTO_TEST_CASE(frame_stream_receives_frames_split_across_writes) {
   ::close(sv[1]);
 }
 
-BOOST_AUTO_TEST_CASE(frame_channel_ends_at_a_cut_frame_and_logs_a_frame_it_cannot_send) {
+BOOST_AUTO_TEST_CASE(frame_channel_ends_at_a_cut_frame_and_refuses_a_frame_it_cannot_send) {
   int sv[2];
   BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
   auto log = std::make_shared<spdlog::logger>("frame_channel_test", sink);
   grove::frame_channel ch{sv[0], {}, log};
-  // Over the reader's limit: logged, not sent; the next frame goes out alone.
-  ch.send(envelope_of(std::string(grove::frame_channel::max_frame + 1, 'x')));
-  ch.send(envelope_of("after"));
+  // Over the reader's limit: logged, not sent, and too_large to the caller (who answers
+  // its waiter with it); the next frame goes out alone.
+  auto refused = ch.send(envelope_of(std::string(grove::frame_channel::max_frame + 1, 'x')));
+  BOOST_TEST(is(refused, grove::errc::too_large), grove::describe(refused));
+  BOOST_TEST(!ch.send(envelope_of("after")));
   Envelope out;
   auto err = grove::framing::read_frame(sv[1], out);
   BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));

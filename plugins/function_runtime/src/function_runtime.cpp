@@ -151,6 +151,8 @@ struct function_state {
   uint64_t ahead_cursor = 0;
   grove::failure_tracker failures;
   grove::timer_id backoff_timer = 0;
+  // Moves items held for a starting instance on when its start reserve ends.
+  grove::timer_id reserve_timer = 0;
   bool gave_up = false;
   bool removed = false;
   uint64_t invocations = 0, errors = 0, timeouts = 0, refused = 0;
@@ -719,6 +721,8 @@ private:
       if (it->second.removed && it->second.instances.empty()) {
         if (it->second.backoff_timer != 0)
           ctx_->cancel(it->second.backoff_timer);
+        if (it->second.reserve_timer != 0)
+          ctx_->cancel(it->second.reserve_timer);
         // Its series stay in the registry: a removed function shows nothing in hand.
         it->second.instances_g.set(0);
         it->second.queued_g.set(0);
@@ -900,6 +904,28 @@ private:
     }
   }
 
+  /// How long a starting instance of `fn` keeps a queued item for itself.
+  static std::chrono::milliseconds reserve_of(const function_state& fn) {
+    return std::min<std::chrono::milliseconds>(start_reserve,
+                                               std::chrono::seconds{fn.def->status_timeout_s});
+  }
+
+  /// Runs dispatch at `when` (or earlier, when its timer is armed already: that run arms
+  /// it again as needed), so items held for a starting instance go ahead when its
+  /// reserve ends even if nothing else (a hello, a result, a new item) happens meanwhile.
+  void dispatch_at(function_state& fn, std::chrono::steady_clock::time_point when) {
+    if (fn.reserve_timer != 0)
+      return;
+    using std::chrono::milliseconds;
+    auto in = std::chrono::ceil<milliseconds>(when - std::chrono::steady_clock::now());
+    fn.reserve_timer = ctx_->after(std::max(in, milliseconds{0}), [this, name = fn.name] {
+      if (auto it = functions_.find(name); it != functions_.end()) {
+        it->second.reserve_timer = 0;
+        dispatch(it->second);
+      }
+    });
+  }
+
   /// Hands queued work to idle instances and starts instances as the definition allows.
   void dispatch(function_state& fn) {
     if (!fn.def || fn.removed)
@@ -908,14 +934,16 @@ private:
       return; // its local resources are being asked for
     // One item is kept for each instance starting for less than start_reserve: it will
     // take it soon. A slow or failing start holds nothing back past that.
-    auto reserve = std::min<std::chrono::milliseconds>(
-      start_reserve, std::chrono::seconds{fn.def->status_timeout_s});
+    auto reserve = reserve_of(fn);
     auto now = std::chrono::steady_clock::now();
     size_t starting = 0;
+    auto reserve_ends = std::chrono::steady_clock::time_point::max();
     for (auto& [id, inst] : fn.instances) {
       if (inst->state == inst_state::starting && !inst->retire
-          && now - inst->started < reserve)
+          && now - inst->started < reserve) {
         ++starting;
+        reserve_ends = std::min(reserve_ends, inst->started + reserve);
+      }
       if (fn.queue.empty())
         continue;
       if (inst->state == inst_state::idle && !inst->retire && !inst->exit_notice)
@@ -928,6 +956,8 @@ private:
                     && fn.instances.size() < static_cast<size_t>(fn.def->max_instances_count);
     if (!can_grow && fn.queue.size() > starting)
       send_ahead(fn, fn.queue.size() - starting);
+    if (starting > 0 && !fn.queue.empty())
+      dispatch_at(fn, reserve_ends);
     if (fn.gave_up || fn.backoff_timer != 0)
       return;
     if (fn.def->pinned) {
@@ -1059,6 +1089,8 @@ private:
     inst->proc = std::move(*p);
     inst->pid = inst->proc.pid();
     inst->started = std::chrono::steady_clock::now();
+    // It may hold a queued item back (dispatch) until its reserve ends.
+    dispatch_at(fn, inst->started + reserve_of(fn));
     inst->hello_timer = ctx_->after(std::chrono::seconds{def.status_timeout_s}, [this, name, id] {
       if (auto* inst = find(name, id); inst && inst->state == inst_state::starting) {
         inst->hello_timer = 0;

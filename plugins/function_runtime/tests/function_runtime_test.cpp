@@ -140,6 +140,50 @@ bool is(const caf::expected<grove::Envelope>& r, errc code) {
   return !r && r.error() == code;
 }
 
+using call = std::future<caf::expected<grove::Envelope>>;
+
+/// Function g in the test function's pipeline mode, on demand with up to two instances
+/// (items sent ahead to busy ones once both run), and what the send-ahead tests do
+/// with it: keep instances busy on items held by a file, and ask for pids.
+struct two_instances {
+  runtime rt;
+
+  explicit two_instances(const std::string& extra = "",
+                         const std::string& config = "{allow_run_as_root: true}")
+    : rt{fn("g", "pipeline",
+            "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2" + extra),
+         config} {
+    rt.wait_defined("g");
+  }
+
+  /// An item that holds its instance until release(name).
+  call hold(const std::string& name) {
+    return std::async(std::launch::async, [this, p = rt.dir.path() / name] {
+      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
+    });
+  }
+
+  /// The pid of the instance holding item `name`, once it runs.
+  std::string pid_of(const std::string& name) {
+    auto file = rt.dir.path() / (name + ".pid");
+    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
+                          name << ": " << rt.log_of("g"));
+    std::ifstream in{file};
+    std::string pid;
+    in >> pid;
+    return pid;
+  }
+
+  void release(const std::string& name) {
+    std::ofstream{rt.dir.path() / name} << "go";
+  }
+
+  /// An item answered with its instance's pid.
+  call pid_call() {
+    return std::async(std::launch::async, [this] { return rt.invoke("g", "\"pid\"", 120s); });
+  }
+};
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(pinned_instance_serves_and_is_restarted_when_it_dies) {
@@ -306,7 +350,8 @@ BOOST_AUTO_TEST_CASE(an_item_over_max_frame_bytes_is_refused_alone) {
 
 BOOST_AUTO_TEST_CASE(an_oversized_result_or_publish_is_an_error_not_the_instances_end) {
   // The SDK holds its frames to max_frame_bytes: a result over it is answered as an
-  // error, a publish over it is the verb's error; the instance serves on.
+  // error, a publish over it is the verb's error, a huge exception text is cut; the
+  // instance serves on.
   runtime rt{fn("o", "oversize"), "{allow_run_as_root: true, max_frame_bytes: 65536}"};
   rt.wait_defined("o");
   auto pid = rt.ok("o", "\"pid\"");
@@ -321,8 +366,19 @@ BOOST_AUTO_TEST_CASE(an_oversized_result_or_publish_is_an_error_not_the_instance
   BOOST_TEST(published.find("max_frame_bytes") != std::string::npos, published);
   BOOST_TEST(published.find("not connected") == std::string::npos, published);
   BOOST_TEST(rt.ok("o", "\"pid\"") == pid);
+  // A what() over the frame limit: its start (16 KiB at most, half the limit here), cut
+  // between characters, and its size, as the item's error. Three-byte characters, so the
+  // cut's length (16 KiB less the mark) falls inside one and the SDK must back off to
+  // the character's start (else the frame is not UTF-8 and the runtime refuses it).
+  auto thrown = rt.invoke("o", "\"throw:100000\"");
+  BOOST_REQUIRE(!thrown);
+  text = grove::describe(thrown.error());
+  BOOST_TEST(text.find("\u20ac\u20ac [300000 bytes, cut]") != std::string::npos,
+             text.substr(text.size() - std::min<size_t>(text.size(), 200)));
+  BOOST_TEST(text.size() < 32768u);
+  BOOST_TEST(rt.ok("o", "\"pid\"") == pid);
   auto info = rt.info("o");
-  BOOST_TEST(info.errors() == 1u);
+  BOOST_TEST(info.errors() == 2u);
   BOOST_TEST(info.instances() == 1u);
 }
 
@@ -379,31 +435,16 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_go_to_the_instances_in_turn_and_are_counte
   // Two busy instances (maxInstancesCount reached): eight items sent ahead go to each in
   // turn, four and four, not all to the first one; the runtime counts them as sent
   // ahead (list, status and the sent_ahead gauge) until the handlers take them.
-  runtime rt{fn("g", "pipeline", "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2")};
-  rt.wait_defined("g");
-  auto hold = [&](const std::string& name) {
-    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
-      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
-    });
-  };
-  auto pid_of = [&](const std::string& name) {
-    auto file = rt.dir.path() / (name + ".pid");
-    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
-                          name << ": " << rt.log_of("g"));
-    std::ifstream in{file};
-    std::string pid;
-    in >> pid;
-    return pid;
-  };
-  auto a = hold("hold-a");
-  auto pid_a = pid_of("hold-a");
-  auto b = hold("hold-b");
-  auto pid_b = pid_of("hold-b");
+  two_instances t;
+  auto& rt = t.rt;
+  auto a = t.hold("hold-a");
+  auto pid_a = t.pid_of("hold-a");
+  auto b = t.hold("hold-b");
+  auto pid_b = t.pid_of("hold-b");
   BOOST_REQUIRE(pid_a != pid_b);
-  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  std::vector<call> calls;
   for (int i = 0; i < 8; ++i) {
-    calls.push_back(
-      std::async(std::launch::async, [&rt] { return rt.invoke("g", "\"pid\"", 120s); }));
+    calls.push_back(t.pid_call());
     BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
   }
   auto info = rt.info("g");
@@ -420,8 +461,8 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_go_to_the_instances_in_turn_and_are_counte
     auto text = rt.h->kernel().scrape();
     return text.find("grove_function_runtime_sent_ahead{function=\"g\"} 8") != std::string::npos;
   }));
-  std::ofstream{rt.dir.path() / "hold-a"} << "go";
-  std::ofstream{rt.dir.path() / "hold-b"} << "go";
+  t.release("hold-a");
+  t.release("hold-b");
   for (auto* held : {&a, &b}) {
     auto r = held->get();
     BOOST_REQUIRE_MESSAGE(r, why(r));
@@ -443,39 +484,20 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_go_to_the_instances_in_turn_and_are_counte
 BOOST_AUTO_TEST_CASE(items_go_ahead_to_the_instance_with_the_fewest_in_hand) {
   // Instance a is stuck on a long item with two items sent ahead behind it; b drained
   // its own and holds one item: the next two go to b, not in turn to a.
-  runtime rt{fn("g", "pipeline", "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2")};
-  rt.wait_defined("g");
-  auto hold = [&](const std::string& name) {
-    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
-      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
-    });
-  };
-  auto pid_of = [&](const std::string& name) {
-    auto file = rt.dir.path() / (name + ".pid");
-    BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return fs::exists(file); }),
-                          name << ": " << rt.log_of("g"));
-    std::ifstream in{file};
-    std::string pid;
-    in >> pid;
-    return pid;
-  };
-  auto release = [&](const std::string& name) { std::ofstream{rt.dir.path() / name} << "go"; };
-  using call = std::future<caf::expected<grove::Envelope>>;
-  auto pid_call = [&] {
-    return std::async(std::launch::async, [&rt] { return rt.invoke("g", "\"pid\"", 120s); });
-  };
-  auto a = hold("hold-a");
-  auto pid_a = pid_of("hold-a");
-  auto b = hold("hold-b");
-  auto pid_b = pid_of("hold-b");
+  two_instances t;
+  auto& rt = t.rt;
+  auto a = t.hold("hold-a");
+  auto pid_a = t.pid_of("hold-a");
+  auto b = t.hold("hold-b");
+  auto pid_b = t.pid_of("hold-b");
   BOOST_REQUIRE(pid_a != pid_b);
   // Equal loads: four items go ahead two and two.
   std::vector<call> first;
   for (int i = 0; i < 4; ++i) {
-    first.push_back(pid_call());
+    first.push_back(t.pid_call());
     BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
   }
-  release("hold-b");
+  t.release("hold-b");
   auto hb = b.get();
   BOOST_REQUIRE_MESSAGE(hb, why(hb));
   // b has answered its two; a holds its long item and two behind it.
@@ -483,21 +505,21 @@ BOOST_AUTO_TEST_CASE(items_go_ahead_to_the_instance_with_the_fewest_in_hand) {
     auto info = rt.info("g");
     return info.queued() == 2u && info.busy() == 1u;
   }));
-  auto b2 = hold("hold-b2");
-  BOOST_REQUIRE(pid_of("hold-b2") == pid_b);
+  auto b2 = t.hold("hold-b2");
+  BOOST_REQUIRE(t.pid_of("hold-b2") == pid_b);
   std::vector<call> next;
   for (int i = 0; i < 2; ++i) {
-    next.push_back(pid_call());
+    next.push_back(t.pid_call());
     BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(3 + i); }));
   }
   BOOST_TEST(rt.info("g").sent_ahead() == 4u);
-  release("hold-b2");
+  t.release("hold-b2");
   for (auto& c : next) {
     auto r = c.get();
     BOOST_REQUIRE_MESSAGE(r, why(r));
     BOOST_TEST(r->payload() == pid_b);
   }
-  release("hold-a");
+  t.release("hold-a");
   for (auto* held : {&a, &b2}) {
     auto r = held->get();
     BOOST_REQUIRE_MESSAGE(r, why(r));
@@ -516,27 +538,21 @@ BOOST_AUTO_TEST_CASE(items_go_ahead_to_the_instance_with_the_fewest_in_hand) {
 BOOST_AUTO_TEST_CASE(a_too_large_item_among_items_sent_ahead_to_several_instances) {
   // Two busy instances, items sent ahead with one over max_frame_bytes among them: it
   // alone is refused, the others are answered, and nothing stays counted as sent ahead.
-  runtime rt{fn("g", "pipeline", "pinned: false, timeoutInSeconds: 600, maxInstancesCount: 2"),
-             "{allow_run_as_root: true, max_frame_bytes: 65536}"};
-  rt.wait_defined("g");
-  auto hold = [&](const std::string& name) {
-    return std::async(std::launch::async, [&rt, p = rt.dir.path() / name] {
-      return rt.invoke("g", "\"wait:" + p.string() + "\"", 120s);
-    });
-  };
-  auto a = hold("hold-a");
-  auto b = hold("hold-b");
+  two_instances t{"", "{allow_run_as_root: true, max_frame_bytes: 65536}"};
+  auto& rt = t.rt;
+  auto a = t.hold("hold-a");
+  auto b = t.hold("hold-b");
   BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").busy() == 2u; }));
   auto big = "\"" + std::string(100 << 10, 'b') + "\"";
   std::vector<std::string> payloads{"\"s1\"", "\"s2\"", big, "\"s3\"", "\"s4\""};
-  std::vector<std::future<caf::expected<grove::Envelope>>> calls;
+  std::vector<call> calls;
   for (const auto& p : payloads)
     calls.push_back(
       std::async(std::launch::async, [&rt, p] { return rt.invoke("g", p, 120s); }));
   BOOST_TEST(is(calls[2].get(), errc::too_large));
   BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").sent_ahead() == 4u; }));
-  std::ofstream{rt.dir.path() / "hold-a"} << "go";
-  std::ofstream{rt.dir.path() / "hold-b"} << "go";
+  t.release("hold-a");
+  t.release("hold-b");
   for (auto* held : {&a, &b}) {
     auto r = held->get();
     BOOST_REQUIRE_MESSAGE(r, why(r));
@@ -550,6 +566,38 @@ BOOST_AUTO_TEST_CASE(a_too_large_item_among_items_sent_ahead_to_several_instance
   BOOST_TEST(info.sent_ahead() == 0u);
   BOOST_TEST(info.queued() == 0u);
   BOOST_TEST(info.refused() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(an_item_held_for_a_slow_start_goes_ahead_when_the_reserve_ends) {
+  // a busy, b starting and slow to say hello (statusTimeoutInSeconds 120): the item that
+  // arrives is kept for b for the start reserve (1 s), then sent ahead to a by the
+  // reserve's timer alone (no hello, result or new item comes meanwhile), and a answers
+  // it once released, while b still has not said hello.
+  test::temp_dir gate;
+  auto hello = gate.path() / "hello";
+  two_instances t{", statusTimeoutInSeconds: 120, environmentVariables: {HELLO_GATE: '"
+                  + hello.string() + "'}"};
+  auto& rt = t.rt;
+  auto a = t.hold("hold-a");
+  auto pid_a = t.pid_of("hold-a");
+  std::ofstream{hello.string() + ".armed"} << "armed";
+  auto c = t.pid_call();
+  BOOST_REQUIRE(test::wait_until([&] {
+    auto info = rt.info("g");
+    return info.instances() == 2u && info.queued() == 1u;
+  }));
+  BOOST_TEST(test::wait_until([&] { return rt.info("g").sent_ahead() == 1u; }, 30s),
+             rt.log_of("g"));
+  auto info = rt.info("g");
+  BOOST_TEST(info.busy() == 1u); // b is still starting
+  t.release("hold-a");
+  auto r = c.get();
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(r->payload() == pid_a);
+  std::ofstream{hello} << "go";
+  auto ha = a.get();
+  BOOST_REQUIRE_MESSAGE(ha, why(ha));
+  BOOST_TEST(rt.info("g").sent_ahead() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(a_function_removed_and_added_again_with_items_sent_ahead) {
@@ -623,6 +671,40 @@ BOOST_AUTO_TEST_CASE(a_function_removed_and_added_again_with_items_sent_ahead) {
     auto text = rt.h->kernel().scrape();
     return text.find("grove_function_runtime_sent_ahead{function=\"p\"} 0\n") != std::string::npos;
   }));
+}
+
+BOOST_AUTO_TEST_CASE(a_result_held_behind_a_hung_item_is_written_in_time) {
+  // "a" and "wait" are sent ahead behind a held item and read by the worker together:
+  // the held item's and "a"'s results must not wait for the next one (an SDK that held
+  // results to write them together would time "a" out behind a handler that hangs);
+  // both are answered while "wait" still runs.
+  runtime rt{fn("p", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("p");
+  auto release = rt.dir.path() / "release";
+  auto hang = rt.dir.path() / "hang";
+  auto hold = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + release.string() + "\"", 60s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").busy() == 1u; }));
+  auto a = std::async(std::launch::async, [&] { return rt.invoke("p", "\"a\"", 60s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").sent_ahead() == 1u; }));
+  auto w = std::async(std::launch::async, [&] {
+    return rt.invoke("p", "\"wait:" + hang.string() + "\"", 60s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("p").sent_ahead() == 2u; }));
+  std::ofstream{release} << "go";
+  auto h = hold.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  auto r = a.get();
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(r->payload() == "\"a\"");
+  // "wait" runs (it is not released): the answers above did not wait for it.
+  BOOST_TEST(test::wait_until([&] { return fs::exists(hang.string() + ".pid"); }));
+  BOOST_TEST(rt.info("p").busy() == 1u);
+  std::ofstream{hang} << "go";
+  auto wr = w.get();
+  BOOST_REQUIRE_MESSAGE(wr, why(wr));
+  BOOST_TEST(rt.info("p").errors() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(a_worker_dying_on_an_item_sent_ahead_fails_that_item_only) {

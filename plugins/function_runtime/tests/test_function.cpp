@@ -128,7 +128,8 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
   }
   if (mode == "oversize") {
     // Payload "result:<n>" answers a JSON string of n bytes, "publish:<n>" publishes n
-    // bytes and answers the verb's outcome, "pid" answers its pid: frames over
+    // bytes and answers the verb's outcome, "throw:<n>" throws n three-byte UTF-8
+    // characters (a cut can land inside one), "pid" answers its pid: frames over
     // max_frame_bytes from the SDK's side.
     auto arg = payload.substr(1, payload.size() - 2);
     if (arg == "pid")
@@ -137,6 +138,12 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     auto n = std::stoul(arg.substr(colon + 1));
     if (arg.starts_with("result:"))
       return "\"" + std::string(n, 'r') + "\"";
+    if (arg.starts_with("throw:")) {
+      std::string what;
+      for (size_t i = 0; i < n; ++i)
+        what += "\u20ac";
+      throw std::runtime_error(what);
+    }
     auto routed = gf::publish("fn/out", std::string(n, 'p'));
     return "\"" + (routed ? std::string{"published"} : routed.error) + "\"";
   }
@@ -157,6 +164,12 @@ int main(int argc, char** argv) {
   // Fails to start (exits before its hello) once the file $START_GATE exists.
   if (const char* gate = std::getenv("START_GATE"); gate && std::filesystem::exists(gate))
     return 4;
+  // Once the file $HELLO_GATE.armed exists, an instance holds its hello until the file
+  // $HELLO_GATE exists: a start as slow as the test needs, without timing.
+  if (const char* gate = std::getenv("HELLO_GATE");
+      gate && std::filesystem::exists(std::string{gate} + ".armed"))
+    while (!std::filesystem::exists(gate))
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
   if (mode == "badtoken")
     ::setenv("GROVE_FUNCTION_TOKEN", "not-the-token", 1);
   return gf::run(handle, argc, argv);

@@ -38,6 +38,11 @@ struct channel {
 /// its pipeline_depth) and runs them one at a time, in order.
 constexpr uint32_t pipeline = 64;
 
+/// Longest error text a Result carries (or half of max_frame_bytes, if less): an
+/// exception's what() is for a person, and one of any size must not make the Result
+/// too large for the runtime.
+constexpr size_t max_error_bytes = 16u << 10;
+
 channel& chan() {
   static channel c;
   return c;
@@ -85,6 +90,21 @@ std::string await(Take take) {
 std::string env_or(const char* name, const char* def) {
   const char* v = std::getenv(name);
   return v != nullptr ? v : def;
+}
+
+/// `text` as a Result's error: cut to max_error_bytes (or half the frame limit), not
+/// inside a UTF-8 sequence (the runtime would refuse the frame), and the cut said.
+std::string error_text(std::string_view text) {
+  auto cap = std::min<size_t>(max_error_bytes, chan().max_frame / 2);
+  if (text.empty())
+    return "exception";
+  if (text.size() <= cap)
+    return std::string{text};
+  auto tail = " [" + std::to_string(text.size()) + " bytes, cut]";
+  auto keep = cap - std::min(cap, tail.size());
+  while (keep > 0 && (static_cast<unsigned char>(text[keep]) & 0xC0) == 0x80)
+    --keep;
+  return std::string{text.substr(0, keep)} + tail;
 }
 
 } // namespace
@@ -362,7 +382,7 @@ int run(handler h, int, char**) {
     try {
       r->set_payload(h(inv.payload(), ctx));
     } catch (const std::exception& e) {
-      r->set_error(e.what()[0] != '\0' ? e.what() : "exception");
+      r->set_error(error_text(e.what()));
     } catch (...) {
       r->set_error("a non-standard exception");
     }
