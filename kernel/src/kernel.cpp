@@ -60,13 +60,12 @@ caf::expected<YAML::Node> merged_yaml(const YAML::Node& base, const YAML::Node& 
   }
 }
 
-// The profile entry's config of `name` in `p`, an empty document when it has none.
-const YAML::Node& profile_config(const image_profile& p, const std::string& name) {
-  static const YAML::Node none;
+// The profile entry's config of `name` in `p`, null when it has none.
+yaml_ptr profile_config(const image_profile& p, const std::string& name) {
   for (const auto& s : p.plugins)
     if (s.name == name)
-      return *s.config;
-  return none;
+      return s.config;
+  return nullptr;
 }
 
 // `config` with `overlay` (a plugin's over-profile document, kernel::overlays_) merged
@@ -950,6 +949,8 @@ control::Plugins kernel::plugins() {
 }
 
 caf::error kernel::load(const std::string& name) {
+  // One change at a time, with profile changes and the control service's loads.
+  std::lock_guard guard{apply_mtx_};
   // A copy: the watcher may replace the profile while this plugin starts.
   auto spec = with_profile([&](const image_profile& p) {
     for (auto& s : p.plugins)
@@ -960,6 +961,14 @@ caf::error kernel::load(const std::string& name) {
     s.queue = p.queue;
     return s;
   });
+  // The over-profile document in force (the deployment's bridge) merged on top, as for
+  // the control service's load: else grovectl's unload + load would run without it.
+  if (auto o = overlays_.find(name); o != overlays_.end()) {
+    auto merged = with_overlay(spec.config, o->second);
+    if (!merged)
+      return std::move(merged.error());
+    spec.config = std::move(*merged);
+  }
   auto result = host_->load(spec);
   schedule_code_trim(); // the new plugin's start-up code
   return result;
@@ -1098,10 +1107,10 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
     if (overlay) {
       // Merged under apply_mtx_: a profile change cannot slip in between.
-      auto merged = merged_yaml(profile_config(profile_, req->name()), *overlay);
+      auto merged = with_overlay(profile_config(profile_, req->name()), overlay);
       if (!merged)
         return std::move(merged.error());
-      spec->config = make_yaml(std::move(*merged));
+      spec->config = std::move(*merged);
     } else if (auto o = overlays_.find(req->name()); o != overlays_.end()) {
       // A whole configuration (an operator's configure) or a load is a new base: the
       // over-profile document in force stays merged on top, as over a profile change,

@@ -499,6 +499,26 @@ BOOST_FIXTURE_TEST_CASE(configure_over_the_profile_survives_configures_and_unloa
   BOOST_TEST(roundtrip("over/in", "d") == "d");
 }
 
+// Issue 15 review (H13 #1): grovectl's load (kernel::load through the control socket, not
+// the bus service) merges the over-profile document in force too, so `grovectl unload
+// message_manager && grovectl load message_manager` keeps the deployment's bridge.
+BOOST_FIXTURE_TEST_CASE(grovectl_load_keeps_the_over_profile_document, over_profile_fixture) {
+  auto info = send(cc::configure_topic, "{prefix: 'o-'}", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_REQUIRE(!kk->unload("relay"));
+  auto err = kk->load("relay");
+  BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  BOOST_TEST(roundtrip("over/in", "a") == "o-a");
+  // Dropped while unloaded: the next grovectl load runs the profile's entry alone.
+  BOOST_REQUIRE(!kk->unload("relay"));
+  info = send(cc::configure_topic, "", true);
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::unknown_plugin, test::error_text(info));
+  err = kk->load("relay");
+  BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  BOOST_TEST(roundtrip("over/in", "b") == "b");
+}
+
 // The kernel's control service (control_client.hpp): what grovectl does over the socket,
 // for plugins on the bus. Status for anyone; loads, reconfigurations, reloads and unloads
 // only for a plugin the profile grants may_control_plugins, and never on itself.
