@@ -347,12 +347,18 @@ BOOST_AUTO_TEST_CASE(bus_copies_pass_the_first_of_each_message) {
   BOOST_TEST(!c.first(9, 3));
   BOOST_TEST(c.pending() == 0u);
   BOOST_TEST(c.first(9, 3)); // done with: an id seen again is a new message
-  // Copies that never come (dropped for a full queue) are forgotten, oldest first.
-  for (uint64_t id = 100; id < 100 + bus_copies::max_pending + 10; ++id)
+  BOOST_TEST(!c.first(9, 3));
+  BOOST_TEST(!c.first(9, 3));
+  BOOST_TEST(c.pending() == 0u);
+  // Copies that never come (dropped for a full queue) are forgotten, oldest first: one
+  // message more than it remembers forgets 100, the oldest, and only it.
+  const uint64_t last = 100 + bus_copies::max_pending;
+  for (uint64_t id = 100; id <= last; ++id)
     BOOST_TEST(c.first(id, 2));
   BOOST_TEST(c.pending() == bus_copies::max_pending);
-  BOOST_TEST(c.first(9, 2)); // forgotten
-  BOOST_TEST(!c.first(100 + bus_copies::max_pending + 9, 2)); // remembered
+  BOOST_TEST(!c.first(101, 2)); // the oldest remembered
+  BOOST_TEST(!c.first(last, 2)); // the newest
+  BOOST_TEST(c.first(100, 2)); // forgotten: its copy counts as a new message
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
