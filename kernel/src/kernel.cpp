@@ -60,13 +60,23 @@ caf::expected<YAML::Node> merged_yaml(const YAML::Node& base, const YAML::Node& 
   }
 }
 
-// The profile entry's config of `name` in `p`, an empty document when it has none.
-const YAML::Node& profile_config(const image_profile& p, const std::string& name) {
-  static const YAML::Node none;
+// The profile entry's config of `name` in `p`, null when it has none.
+yaml_ptr profile_config(const image_profile& p, const std::string& name) {
   for (const auto& s : p.plugins)
     if (s.name == name)
-      return *s.config;
-  return none;
+      return s.config;
+  return nullptr;
+}
+
+// `config` with `overlay` (a plugin's over-profile document, kernel::overlays_) merged
+// on top; `config` itself when there is none.
+caf::expected<yaml_ptr> with_overlay(const yaml_ptr& config, const yaml_ptr& overlay) {
+  if (!overlay)
+    return config;
+  auto merged = merged_yaml(config ? *config : YAML::Node{}, *overlay);
+  if (!merged)
+    return std::move(merged.error());
+  return make_yaml(std::move(*merged));
 }
 
 } // namespace
@@ -945,6 +955,8 @@ control::Plugins kernel::plugins() {
 }
 
 caf::error kernel::load(const std::string& name) {
+  // One change at a time, with profile changes and the control service's loads.
+  std::lock_guard guard{apply_mtx_};
   // A copy: the watcher may replace the profile while this plugin starts.
   auto spec = with_profile([&](const image_profile& p) {
     for (auto& s : p.plugins)
@@ -955,6 +967,14 @@ caf::error kernel::load(const std::string& name) {
     s.queue = p.queue;
     return s;
   });
+  // The over-profile document in force (the deployment's bridge) merged on top, as for
+  // the control service's load: else grovectl's unload + load would run without it.
+  if (auto o = overlays_.find(name); o != overlays_.end()) {
+    auto merged = with_overlay(spec.config, o->second);
+    if (!merged)
+      return std::move(merged.error());
+    spec.config = std::move(*merged);
+  }
   auto result = host_->load(spec);
   schedule_code_trim(); // the new plugin's start-up code
   return result;
@@ -1069,6 +1089,12 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
         return s;
       });
     } else if (spec = host_->spec_of(req->name()); !spec) {
+      // Its over-profile document outlives an unload, so an empty one still drops it
+      // (the deployment removing the bridge while message_manager is not loaded).
+      if (req->over_profile() && req->config().empty()) {
+        std::lock_guard guard{apply_mtx_};
+        overlays_.erase(req->name());
+      }
       return make_error(errc::unknown_plugin, "no plugin '" + req->name() + "' is loaded");
     }
     if (req->over_profile() && load)
@@ -1087,10 +1113,18 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     std::lock_guard guard{apply_mtx_}; // one change at a time, with profile changes
     if (overlay) {
       // Merged under apply_mtx_: a profile change cannot slip in between.
-      auto merged = merged_yaml(profile_config(profile_, req->name()), *overlay);
+      auto merged = with_overlay(profile_config(profile_, req->name()), overlay);
       if (!merged)
         return std::move(merged.error());
-      spec->config = make_yaml(std::move(*merged));
+      spec->config = std::move(*merged);
+    } else if (auto o = overlays_.find(req->name()); o != overlays_.end()) {
+      // A whole configuration (an operator's configure) or a load is a new base: the
+      // over-profile document in force stays merged on top, as over a profile change,
+      // so what its caller reports (the bridge component RUNNING) stays true.
+      auto merged = with_overlay(spec->config, o->second);
+      if (!merged)
+        return std::move(merged.error());
+      spec->config = std::move(*merged);
     }
     if (load) {
       auto err = host_->load(*spec, library_copy, library);
@@ -1100,9 +1134,9 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     } else if (auto r = host_->reconfigure(*spec); !r) {
       return std::move(r.error());
     }
-    // Kept for profile changes (apply_profile_change merges it again); a whole config
-    // or an empty over-profile document leaves none.
-    if (!load) {
+    // Kept for profile changes, configures and loads (all merge it again); only an
+    // empty over-profile document drops it.
+    if (req->over_profile()) {
       if (overlay && overlay->IsDefined() && !overlay->IsNull())
         overlays_[req->name()] = overlay;
       else
@@ -1119,9 +1153,9 @@ caf::expected<Envelope> kernel::control_request(const Envelope& msg) {
     if (auto err = other(req->name(), "unload"))
       return err;
     std::lock_guard guard{apply_mtx_};
+    // The over-profile document stays: a later load merges it again.
     if (auto err = host_->unload(req->name()))
       return err;
-    overlays_.erase(req->name());
     log_->info("{} unloaded plugin {}", caller, req->name());
     return answer(control::Empty{}, cc::unload_rpc::response_type());
   }
@@ -1206,15 +1240,24 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
   };
   for (auto& old_spec : profile_.plugins)
     if (!find(*next, old_spec.name) && host_->spec_of(old_spec.name)) {
-      overlays_.erase(old_spec.name);
+      // Its over-profile document stays, as over an unload: merged again at a load.
       auto err = host_->unload(old_spec.name);
       actions.push_back("unloaded " + old_spec.name
                         + (err ? ": " + describe(err) : std::string{}));
     }
   for (auto& spec : next->plugins) {
     auto running = host_->spec_of(spec.name);
+    auto overlay = overlays_.find(spec.name);
     if (!running) {
-      auto err = host_->load(spec);
+      auto loading = spec;
+      caf::error err;
+      if (auto want = with_overlay(spec.config,
+                                   overlay == overlays_.end() ? nullptr : overlay->second)) {
+        loading.config = std::move(*want);
+        err = host_->load(loading);
+      } else {
+        err = std::move(want.error());
+      }
       actions.push_back(err ? "load of " + spec.name + " failed: " + describe(err)
                             : "loaded " + spec.name);
       continue;
@@ -1222,14 +1265,14 @@ caf::expected<std::vector<std::string>> kernel::apply_profile_change() {
     // A configure over the profile stays in force: compared and applied merged over the
     // new entry.
     auto want = spec;
-    if (auto o = overlays_.find(spec.name); o != overlays_.end()) {
-      auto merged = merged_yaml(*spec.config, *o->second);
+    if (overlay != overlays_.end()) {
+      auto merged = with_overlay(spec.config, overlay->second);
       if (!merged) {
         actions.push_back("reconfiguration of " + spec.name + " refused, old configuration "
                           "kept: " + describe(merged.error()));
         continue;
       }
-      want.config = make_yaml(std::move(*merged));
+      want.config = std::move(*merged);
     }
     if (to_yaml(*running->config) != to_yaml(*want.config)) {
       auto r = host_->reconfigure(want);

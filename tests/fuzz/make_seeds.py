@@ -136,7 +136,9 @@ write("mm_config", "bridge",
       " targetTopicPrefix: \"core/\"}\n"
       "    - {name: cloud, topic: \"#\", source: IotCore, target: Pubsub}\n"
       "    - {name: shadow, topic: \"$aws/things/${iot:Connection.Thing.ThingName}/shadow/#\","
-      " source: LocalMqtt, target: IotCore}\n")
+      " source: LocalMqtt, target: IotCore}\n"
+      "    - {name: replies, topic: \"$aws/things/${iot:Connection.Thing.ThingName}/shadow/+/accepted\","
+      " source: IotCore, target: LocalMqtt}\n")
 
 # group.Group as message_manager gets it on the bus.
 def sub(i, src, subject, dst):

@@ -329,113 +329,115 @@ BOOST_AUTO_TEST_CASE(reload_revives_a_broken_plugin) {
   BOOST_TEST(roundtrip(out, "ok").variant == "v2");
 }
 
-// A configure over the profile (PluginChange.over_profile, what the deployment plugin
-// gives message_manager's bridge with): the caller's keys merged over the profile entry's,
-// the others kept; an empty document gives the profile's back.
-BOOST_AUTO_TEST_CASE(configure_over_the_profile_keeps_the_profile_keys) {
+// The over-profile cases: a profile file with `deployer` (may_control_plugins) and
+// `relay` (stamp, listening on over/in), the control service as deployer asks it, and
+// a roundtrip through relay.
+struct over_profile_fixture {
   test::temp_dir d;
-  auto p = test::make_profile(d.path());
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_control_plugins = true;
-  plugin_spec relay;
-  relay.name = "relay";
-  relay.config = make_yaml(YAML::Load("{stamp: true, listen: over/in}"));
-  p.plugins = {deployer, relay};
-  kernel kk{std::move(p), kernel_options{false, false}};
-  BOOST_REQUIRE(!kk.start());
-  namespace cc = control_client;
-  auto configure = [&](const std::string& doc, bool over) {
+  std::unique_ptr<kernel> kk;
+  std::unique_ptr<test::collector> out;
+
+  over_profile_fixture() {
+    auto p = test::make_profile(d.path());
+    p.file = write_profile("{stamp: true, listen: over/in}");
+    plugin_spec deployer;
+    deployer.name = "deployer";
+    deployer.may_control_plugins = true;
+    plugin_spec relay;
+    relay.name = "relay";
+    relay.config = make_yaml(YAML::Load("{stamp: true, listen: over/in}"));
+    p.plugins = {deployer, relay};
+    kk = std::make_unique<kernel>(std::move(p), kernel_options{false, false});
+    BOOST_REQUIRE(!kk->start());
+    out = std::make_unique<test::collector>(*kk, "test/echo/out");
+  }
+
+  // Writes the profile file: relay with `relay_config`, or without relay when empty.
+  std::filesystem::path write_profile(const std::string& relay_config) {
+    auto text = kernel_yaml + "plugins:\n  - name: deployer\n    may_control_plugins: true\n";
+    if (!relay_config.empty())
+      text += "  - name: relay\n    config: " + relay_config + "\n";
+    return d.write("profile.yaml", text);
+  }
+
+  // The deployer's PluginChange for relay on `topic` (configure or load).
+  caf::expected<control::PluginInfo> send(std::string_view topic, const std::string& doc,
+                                          bool over) {
     control::PluginChange c;
     c.set_name("relay");
     c.set_config(doc);
     c.set_over_profile(over);
+    return control_client::configure_rpc::decode(ask(topic, c));
+  }
+
+  caf::expected<control::Empty> unload() {
+    control::Name n;
+    n.set_name("relay");
+    return control_client::unload_rpc::decode(ask(control_client::unload_topic, n));
+  }
+
+  // The payload relay sends back for `payload` on `topic`, with its prefix.
+  std::string roundtrip(const std::string& topic, const std::string& payload) {
+    auto before = out->size();
+    test::pub(*kk, topic, payload);
+    BOOST_REQUIRE(out->wait_for(before + 1));
+    return parse(out->messages()[before].payload()).payload;
+  }
+
+private:
+  caf::expected<Envelope> ask(std::string_view topic, const google::protobuf::MessageLite& body) {
     Envelope env;
-    env.set_topic(std::string{cc::configure_topic});
+    env.set_topic(std::string{topic});
     env.set_source("deployer");
-    env.set_payload(c.SerializeAsString());
-    return cc::configure_rpc::decode(kk.request(std::move(env), std::chrono::seconds{30}));
-  };
-  test::collector out{kk, "test/echo/out"};
-  auto roundtrip = [&](const std::string& topic, const std::string& payload) {
-    auto before = out.size();
-    test::pub(kk, topic, payload);
-    BOOST_REQUIRE(out.wait_for(before + 1));
-    return parse(out.messages()[before].payload());
-  };
-  BOOST_TEST(roundtrip("over/in", "a").payload == "a");
+    env.set_payload(body.SerializeAsString());
+    return kk->request(std::move(env), std::chrono::seconds{30});
+  }
+};
+
+namespace cc = control_client;
+
+// A configure over the profile (PluginChange.over_profile, what the deployment plugin
+// gives message_manager's bridge with): the caller's keys merged over the profile entry's,
+// the others kept; an empty document gives the profile's back.
+BOOST_FIXTURE_TEST_CASE(configure_over_the_profile_keeps_the_profile_keys,
+                        over_profile_fixture) {
+  BOOST_TEST(roundtrip("over/in", "a") == "a");
   // The caller's prefix, the profile's listen topic and stamp kept.
-  auto info = configure("{prefix: 'o-'}", true);
+  auto info = send(cc::configure_topic, "{prefix: 'o-'}", true);
   BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
-  BOOST_TEST(roundtrip("over/in", "b").payload == "o-b");
+  BOOST_TEST(roundtrip("over/in", "b") == "o-b");
   // Refused as any configure (the merged document is validated); nothing changes.
-  info = configure("{prefix: 'p-', no_such_key: 1}", true);
+  info = send(cc::configure_topic, "{prefix: 'p-', no_such_key: 1}", true);
   BOOST_REQUIRE(!info);
   BOOST_TEST(info.error() == errc::invalid_config, test::error_text(info));
-  BOOST_TEST(roundtrip("over/in", "c").payload == "o-c");
+  BOOST_TEST(roundtrip("over/in", "c") == "o-c");
   // Empty: the profile's configuration again.
-  info = configure("", true);
+  info = send(cc::configure_topic, "", true);
   BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
-  BOOST_TEST(roundtrip("over/in", "d").payload == "d");
-  // Without over_profile the document is the whole configuration (listen back to its
-  // default).
-  info = configure("{stamp: true, prefix: 'w-'}", false);
+  BOOST_TEST(roundtrip("over/in", "d") == "d");
+  // Without over_profile (and no overlay in force) the document is the whole
+  // configuration (listen back to its default).
+  info = send(cc::configure_topic, "{stamp: true, prefix: 'w-'}", false);
   BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
-  BOOST_TEST(roundtrip("test/echo/in", "e").payload == "w-e");
+  BOOST_TEST(roundtrip("test/echo/in", "e") == "w-e");
 }
 
 // Review #1 of the bridge: a configure over the profile stays in force across profile
 // changes (the kernel keeps it as the plugin's overlay and merges it over the new entry),
 // until an empty over-profile document clears it. Review #9: a key that is no scalar is
 // invalid_config (the service lives on), over_profile on a load is refused.
-BOOST_AUTO_TEST_CASE(configure_over_the_profile_survives_profile_changes) {
-  test::temp_dir d;
-  auto p = test::make_profile(d.path());
-  auto write_profile = [&](const std::string& relay_config) {
-    return d.write("profile.yaml", kernel_yaml
-                                     + "plugins:\n  - name: deployer\n    may_control_plugins: "
-                                       "true\n  - name: relay\n    config: "
-                                     + relay_config + "\n");
-  };
-  p.file = write_profile("{stamp: true, listen: over/in}");
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_control_plugins = true;
-  plugin_spec relay;
-  relay.name = "relay";
-  relay.config = make_yaml(YAML::Load("{stamp: true, listen: over/in}"));
-  p.plugins = {deployer, relay};
-  kernel kk{std::move(p), kernel_options{false, false}};
-  BOOST_REQUIRE(!kk.start());
-  namespace cc = control_client;
-  auto send = [&](std::string_view topic, const std::string& doc, bool over) {
-    control::PluginChange c;
-    c.set_name("relay");
-    c.set_config(doc);
-    c.set_over_profile(over);
-    Envelope env;
-    env.set_topic(std::string{topic});
-    env.set_source("deployer");
-    env.set_payload(c.SerializeAsString());
-    return cc::configure_rpc::decode(kk.request(std::move(env), std::chrono::seconds{30}));
-  };
-  test::collector out{kk, "test/echo/out"};
-  auto roundtrip = [&](const std::string& topic, const std::string& payload) {
-    auto before = out.size();
-    test::pub(kk, topic, payload);
-    BOOST_REQUIRE(out.wait_for(before + 1));
-    return parse(out.messages()[before].payload()).payload;
-  };
+BOOST_FIXTURE_TEST_CASE(configure_over_the_profile_survives_profile_changes,
+                        over_profile_fixture) {
   auto info = send(cc::configure_topic, "{prefix: 'o-'}", true);
   BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
   BOOST_TEST(roundtrip("over/in", "a") == "o-a");
   // Another key of the profile entry changes: the new listen topic, the overlay's prefix.
   write_profile("{stamp: true, listen: over2/in}");
-  auto actions = kk.apply_profile_change();
+  auto actions = kk->apply_profile_change();
   BOOST_REQUIRE(actions);
   BOOST_TEST(roundtrip("over2/in", "b") == "o-b");
   // No change: nothing reconfigured, the overlay still in force.
-  actions = kk.apply_profile_change();
+  actions = kk->apply_profile_change();
   BOOST_REQUIRE(actions);
   for (const auto& a : *actions)
     BOOST_TEST(!contains(a, "relay"), a);
@@ -453,9 +455,68 @@ BOOST_AUTO_TEST_CASE(configure_over_the_profile_survives_profile_changes) {
   BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
   BOOST_TEST(roundtrip("over2/in", "e") == "e");
   write_profile("{stamp: true, listen: over/in}");
-  actions = kk.apply_profile_change();
+  actions = kk->apply_profile_change();
   BOOST_REQUIRE(actions);
   BOOST_TEST(roundtrip("over/in", "f") == "f");
+}
+
+// Issue 15 review #4: an operator's whole configuration, an unload + load and a profile
+// that drops the plugin and takes it back keep the over-profile document merged on top
+// (else message_manager would run the profile's bridge while the deployment reports the
+// bridge component RUNNING); only an empty over-profile document drops it.
+BOOST_FIXTURE_TEST_CASE(configure_over_the_profile_survives_configures_and_unloads,
+                        over_profile_fixture) {
+  auto info = send(cc::configure_topic, "{prefix: 'o-'}", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  // A whole configuration: its listen topic, the overlay's prefix on top.
+  info = send(cc::configure_topic, "{stamp: true, listen: over3/in}", false);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over3/in", "a") == "o-a");
+  // Unloaded, loaded again with the profile's entry: the overlay on top.
+  auto gone = unload();
+  BOOST_REQUIRE_MESSAGE(gone, test::error_text(gone));
+  info = send(cc::load_topic, "", false);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over/in", "b") == "o-b");
+  // The profile drops relay, then takes it back: loaded with the overlay.
+  write_profile("");
+  auto actions = kk->apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_TEST(std::count(actions->begin(), actions->end(), "unloaded relay") == 1);
+  write_profile("{stamp: true, listen: over/in}");
+  actions = kk->apply_profile_change();
+  BOOST_REQUIRE(actions);
+  BOOST_TEST(roundtrip("over/in", "c") == "o-c");
+  // Dropped by an empty over-profile document only, even while unloaded (the
+  // deployment removing the bridge then hears unknown_plugin): the next load has none.
+  gone = unload();
+  BOOST_REQUIRE_MESSAGE(gone, test::error_text(gone));
+  info = send(cc::configure_topic, "", true);
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::unknown_plugin, test::error_text(info));
+  info = send(cc::load_topic, "", false);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_TEST(roundtrip("over/in", "d") == "d");
+}
+
+// Issue 15 review (H13 #1): grovectl's load (kernel::load through the control socket, not
+// the bus service) merges the over-profile document in force too, so `grovectl unload
+// message_manager && grovectl load message_manager` keeps the deployment's bridge.
+BOOST_FIXTURE_TEST_CASE(grovectl_load_keeps_the_over_profile_document, over_profile_fixture) {
+  auto info = send(cc::configure_topic, "{prefix: 'o-'}", true);
+  BOOST_REQUIRE_MESSAGE(info, test::error_text(info));
+  BOOST_REQUIRE(!kk->unload("relay"));
+  auto err = kk->load("relay");
+  BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  BOOST_TEST(roundtrip("over/in", "a") == "o-a");
+  // Dropped while unloaded: the next grovectl load runs the profile's entry alone.
+  BOOST_REQUIRE(!kk->unload("relay"));
+  info = send(cc::configure_topic, "", true);
+  BOOST_REQUIRE(!info);
+  BOOST_TEST(info.error() == errc::unknown_plugin, test::error_text(info));
+  err = kk->load("relay");
+  BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  BOOST_TEST(roundtrip("over/in", "b") == "b");
 }
 
 // The kernel's control service (control_client.hpp): what grovectl does over the socket,

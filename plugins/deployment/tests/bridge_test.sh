@@ -39,15 +39,16 @@ mkdir -p "$WORK/lambda/relay/1"
 cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
 echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
   >"$WORK/lambda/relay/1/configuration.json"
-# The group: the devices, no function, one subscription (cloud -> B on replies/B, under
-# the bridge's LambdaToDevice filter: the table's route must stay B's only). Every other
-# route below is the bridge's.
+# The group: the devices, no function, two subscriptions (cloud -> B on replies/B and on
+# cloud/commands/B, under the bridge's LambdaToDevice and CloudToDevice target filters:
+# the table's routes must stay B's only). Every other route below is the bridge's.
 GROUP=$WORK/group.yaml
 cat >"$GROUP" <<EOF
 name: e2e
 devices: [{thing: A}, {thing: B}]
 subscriptions:
   - {id: cloud-b, source: cloud, subject: replies/B, target: "device:B"}
+  - {id: cloud-b2, source: cloud, subject: cloud/commands/B, target: "device:B"}
 EOF
 cat >"$WORK/profile.yaml" <<EOF
 kernel:
@@ -145,15 +146,16 @@ MAPPING='{"mqttTopicMapping": {
   "DeviceToLambda": {"topic": "clients/+/hello", "source": "LocalMqtt", "target": "Pubsub"},
   "LambdaToDevice": {"topic": "replies/#", "source": "Pubsub", "target": "LocalMqtt"},
   "DeviceToCloud": {"topic": "clients/#", "source": "LocalMqtt", "target": "IotCore", "targetTopicPrefix": "site/"},
-  "CloudToDevice": {"topic": "commands/#", "source": "IotCore", "target": "LocalMqtt"},
-  "Echo": {"topic": "clients/+/hello", "source": "Pubsub", "target": "LocalMqtt"}}}'
+  "CloudToDevice": {"topic": "commands/#", "source": "IotCore", "target": "LocalMqtt", "targetTopicPrefix": "cloud/"},
+  "Echo": {"topic": "clients/+/hello", "source": "Pubsub", "target": "LocalMqtt"},
+  "BusToCloud": {"topic": "clients/A/#", "source": "Pubsub", "target": "IotCore", "targetTopicPrefix": "bus/"}}}'
 OUT=$(deploy "$(components "$MAPPING")")
 check "CreateDeployment: e2e.Relay and $BRIDGE with mqttTopicMapping -> COMPLETED ($OUT)" \
   test "${OUT%% *}" == COMPLETED
 check "... ListInstalledComponents: both RUNNING" \
   bash -c '[[ $("$0" e2e.Relay) == RUNNING && $("$0" "$1") == RUNNING ]]' installed "$BRIDGE"
-check "... message_manager took the bridge's 5 mappings live ('bridge: 5 mapping(s)')" \
-  status_has "bridge: 5 mapping(s)" 50
+check "... message_manager took the bridge's 6 mappings live ('bridge: 6 mapping(s)')" \
+  status_has "bridge: 6 mapping(s)" 50
 check "... the broker kept running, the cloud link connected" status_has "cloud: connected" 10
 
 # The cloud side listens (its SUBSCRIBE may still be on its way when A first publishes:
@@ -171,6 +173,15 @@ check "... bridge.relayed{DeviceToLambda} and {LambdaToDevice} counted" \
 check "... the relayed message came back to the bridge on the bus (Echo's filter): not sent back to the devices, counted in bridge.dropped_loops" \
   bash -c 'for _ in $(seq 1 50); do (( $(metric bridge.dropped_loops) >= 1 )) && exit 0; sleep 0.1; done; exit 1'
 check "... and Echo relayed nothing" test "$(metric bridge.relayed Echo)" == 0
+# The message DeviceToLambda put on the bus matches two of the bridge's bus filters
+# (Echo's clients/+/hello, BusToCloud's clients/A/#): the bus hands it over twice, the
+# bridge relays it once (issue 15 review #3).
+check "... BusToCloud (overlapping Echo's filter) relayed each of A's messages once: bridge.relayed{BusToCloud} == {DeviceToLambda}" \
+  bash -c 'for _ in $(seq 1 50); do b=$(metric bridge.relayed BusToCloud); d=$(metric bridge.relayed DeviceToLambda)
+    (( d >= 1 && b == d )) && exit 0; sleep 0.1; done
+    echo "BusToCloud $b, DeviceToLambda $d"; exit 1'
+check "... and one loop dropped per message (Echo's hop), not one per copy" \
+  bash -c '(( $(metric bridge.dropped_loops) == $(metric bridge.relayed DeviceToLambda) ))'
 check "... nothing was unroutable (no table route for it; the bridge took it)" \
   test "$(metric routed.unroutable)" == 0
 
@@ -178,12 +189,12 @@ check "... nothing was unroutable (no table route for it; the bridge took it)" \
 check "LocalMqtt -> IotCore: a message of A on clients/A/cloud reaches the cloud on site/clients/A/cloud (QoS 1 through the spool)" \
   deliver_until A clients/A/cloud '{"n":"cloud"}' "$WORK/cloud.sub"
 check "... on the prefixed topic" grep -qF 'site/clients/A/cloud {"n":"cloud"}' "$WORK/cloud.sub"
-check "IotCore -> LocalMqtt: a cloud message on commands/A reaches device B" bash -c '
+check "IotCore -> LocalMqtt: a cloud message on commands/A reaches device B on cloud/commands/A, stamped the bridge's" bash -c '
   ( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $0 -i watcher-pub -t commands/A -m "{\"go\":1}" -q 1; sleep 1; done ) &
   pubs=$!
-  out=$(timeout 40 node "$1/bridge_device.js" "$2" "$3" B "commands/#" b/idle x 2>&1)
+  out=$(timeout 40 node "$1/bridge_device.js" "$2" "$3" B "cloud/commands/#" b/idle x 2>&1)
   kill $pubs 2>/dev/null
-  grep -q "^recv commands/A {\"go\":1} source=cloud$" <<<"$out" || { echo "$out"; exit 1; }' \
+  grep -q "^recv cloud/commands/A {\"go\":1} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$(cloud_args)" "$DEVICES" "$PORT" "$PKI"
 
 # ---- the bridge's delivery rules are its own: a table route on a mapped topic stays narrow --
@@ -203,17 +214,34 @@ kill "$TABLE_PUBS" 2>/dev/null
 check "... and not device A, though subscribed to the bridge's replies/# ($(cat "$WORK/table_a.out"))" \
   grep -q '^timeout' "$WORK/table_a.out"
 
+# The same for the cloud's table route on cloud/commands/B, under CloudToDevice's target
+# filter cloud/commands/#: the bridge's relays from the cloud are stamped `bridge`, so the
+# devices' lines for them grant nothing of the table's cloud routes (issue 15 review #1).
+# shellcheck disable=SC2046
+( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $(cloud_args) -i watcher-pub3 -t cloud/commands/B -m '{"table":2}' -q 1; sleep 1; done ) &
+TABLE_PUBS=$!
+device A 'cloud/commands/#' a/idle x >"$WORK/table_a2.out" &
+A_PID=$!
+OUT=$(device B 'cloud/commands/#' b/idle x)
+check "a table route cloud -> device:B on cloud/commands/B (under IotCore -> LocalMqtt's target) reaches B ($OUT)" \
+  grep -q '^recv cloud/commands/B {"table":2} source=cloud$' <<<"$OUT"
+wait "$A_PID"
+kill "$TABLE_PUBS" 2>/dev/null
+check "... and not device A, though subscribed to cloud/commands/# ($(cat "$WORK/table_a2.out"))" \
+  grep -q '^timeout' "$WORK/table_a2.out"
+
 # ---- refused mappings: the deployment fails, rolled back, the bridge before kept --------
 for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt", "target": "Pubsub"}}}|is no MQTT topic filter' \
            '{"mqttTopicMapping": {"Bad": {"topic": "a/b", "source": "Cloud", "target": "Pubsub"}}}|must be one of LocalMqtt, Pubsub, IotCore' \
-           '{"mqttTopicMapping": {"Bad": {"topic": "a/b", "source": "Pubsub", "target": "Pubsub"}}}|the same as its source'; do
+           '{"mqttTopicMapping": {"Bad": {"topic": "a/b", "source": "Pubsub", "target": "Pubsub"}}}|the same as its source' \
+           '{"mqttTopicMapping": {"Bad": {"topic": "$aws/things/+/shadow/#", "source": "IotCore", "target": "LocalMqtt"}}}|a LocalMqtt target under $aws/ must name the receiving device'; do
   OUT=$(deploy "$(components "${bad%|*}")")
   check "a mapping refused (${bad#*|}) -> FAILED with message_manager's reason, ROLLBACK_COMPLETE ($OUT)" \
     bash -c '[[ $0 == FAILED* && $0 == *"$1"* && $0 == *"$2"* && $0 == *ROLLBACK_COMPLETE* ]]' \
     "$OUT" "${bad#*|}" "$BRIDGE"
   # message_manager refused it, so the kernel never applied it: kept, not rolled back
   # (the rollback of an applied set is below).
-  check "... the bridge before was kept (5 mappings)" status_has "bridge: 5 mapping(s)" 50
+  check "... the bridge before was kept (6 mappings)" status_has "bridge: 6 mapping(s)" 50
 done
 check "... and it relays: A's message reaches the Lambda and the reply comes back" \
   bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":2}" 2>&1); grep -q "^recv replies/A {\"n\":2} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
@@ -241,7 +269,7 @@ check "a new mapping set with grove.ghost (fails to load) -> FAILED naming grove
   bash -c '[[ $0 == FAILED* && $0 == *grove.ghost* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
 check "... the new set had been applied before the failure ('bridge: 2 mapping(s) applied live' logged)" \
   grep -q "bridge: 2 mapping(s) applied live" "$WORK/groved.out"
-check "... rolled back: the 5 mappings before are in force again" status_has "bridge: 5 mapping(s)" 50
+check "... rolled back: the 6 mappings before are in force again" status_has "bridge: 6 mapping(s)" 50
 check "... and relay: A's message reaches the Lambda and the reply comes back" \
   bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":21}" 2>&1); grep -q "^recv replies/A {\"n\":21} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
@@ -253,7 +281,7 @@ check "the profile changed on disk: groved saw it" \
 check "... A's message still goes through the bridge after it" \
   bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":22}" 2>&1); grep -q "^recv replies/A {\"n\":22} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"
-check "... 'bridge: 5 mapping(s)' still" status_has "bridge: 5 mapping(s)" 10
+check "... 'bridge: 6 mapping(s)' still" status_has "bridge: 6 mapping(s)" 10
 check "... message_manager was not reconfigured to the bare profile" \
   bash -c '! grep -q "profile change: reconfigured message_manager" "$0"' "$WORK/groved.out"
 
@@ -261,8 +289,8 @@ check "... message_manager was not reconfigured to the bare profile" \
 stop_groved KILL
 launch_groved
 status_has "local_link: connected" 100 || abort "Grove's client did not reconnect after kill -9"
-check "after kill -9 and a restart: 'bridge: 5 mapping(s)' again (the deployment applied at start)" \
-  status_has "bridge: 5 mapping(s)" 150
+check "after kill -9 and a restart: 'bridge: 6 mapping(s)' again (the deployment applied at start)" \
+  status_has "bridge: 6 mapping(s)" 150
 check "... A's message reaches the Lambda and the reply comes back" \
   bash -c 'out=$(timeout 40 node "$0/bridge_device.js" "$1" "$2" A "replies/#" clients/A/hello "{\"n\":3}" 2>&1); grep -q "^recv replies/A {\"n\":3} source=bridge$" <<<"$out" || { echo "$out"; exit 1; }' \
   "$DEVICES" "$PORT" "$PKI"

@@ -112,8 +112,8 @@ inline bool valid_name(std::string_view n) {
 }
 
 // A source that grove may claim for a message it injects: "cloud", "shadow", "bridge" (what
-// message_manager's MQTT bridge relays from the local bus) or "function:<name>". Anything
-// else (e.g. "device:X") is not honoured.
+// message_manager's MQTT bridge relays to the devices, from the local bus and from the
+// cloud alike) or "function:<name>". Anything else (e.g. "device:X") is not honoured.
 inline bool valid_grove_source(std::string_view v) {
   if (v == "cloud" || v == "shadow" || v == "bridge") return true;
   constexpr std::string_view fn = "function:";

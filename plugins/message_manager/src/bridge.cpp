@@ -39,10 +39,6 @@ std::string with_wildcard(std::string_view filter) {
   return for_thing(filter, "+");
 }
 
-std::string_view relay_source(bridge_side source) noexcept {
-  return source == bridge_side::iot_core ? "cloud" : bridge_relay_source;
-}
-
 bridge::bridge(const std::vector<bridge_mapping>& mappings) {
   for (const auto& m : mappings)
     mappings_.push_back(compiled{m.name, with_wildcard(m.topic), m.topic,
@@ -54,8 +50,12 @@ std::vector<bridge_hop> bridge::match(bridge_side source, std::string_view topic
   std::vector<bridge_hop> out;
   for (size_t i = 0; i < mappings_.size(); ++i) {
     const auto& m = mappings_[i];
-    if (m.source == source && topic_matches(m.filter, topic))
-      out.push_back(bridge_hop{i, m.target, m.prefix + std::string{topic}});
+    if (m.source != source || !topic_matches(m.filter, topic))
+      continue;
+    auto to = m.prefix + std::string{topic};
+    if (std::none_of(out.begin(), out.end(),
+                     [&](const bridge_hop& h) { return h.target == m.target && h.topic == to; }))
+      out.push_back(bridge_hop{i, m.target, std::move(to)});
   }
   return out;
 }
@@ -74,16 +74,31 @@ std::string bridge::acl_lines(const std::vector<std::string>& things) const {
     if (m.source == bridge_side::local_mqtt)
       for (const auto& t : things)
         out += "pub " + t + " " + for_thing(m.written, t) + "\n";
-    // Grove injects what a mapping relays to the devices, stamped with the mapping's
-    // side (relay_source()); the broker lets every device that subscribes have it, as
-    // Greengrass' bridge publishes to its broker. Scoped by that stamp, so a table route
-    // (function:F -> device:B) on the same topic still reaches only B.
+    // Grove injects what a mapping relays to the devices stamped bridge_relay_source;
+    // the broker lets every device that subscribes have it, as Greengrass' bridge
+    // publishes to its broker. Scoped by that stamp, so a table route (cloud or
+    // function:F -> device:B) on the same topic still reaches only B; and per thing
+    // with thing_name_variable, as clientdevices.Auth's policy with it would.
     if (m.target == bridge_side::local_mqtt)
       for (const auto& t : things)
-        out += "deliver @" + std::string{relay_source(m.source)} + " " + t + " " + m.prefix
-               + m.filter + "\n";
+        out += "deliver @" + std::string{bridge_relay_source} + " " + t + " " + m.prefix
+               + for_thing(m.written, t) + "\n";
   }
   return out;
+}
+
+bool bus_copies::first(uint64_t id, size_t copies) {
+  if (auto i = due_.find(id); i != due_.end()) {
+    if (--i->second == 0)
+      due_.erase(i);
+    return false;
+  }
+  if (copies > 1) {
+    due_.emplace(id, copies - 1);
+    if (due_.size() > max_pending)
+      due_.erase(due_.begin()); // the bus numbers publishes in order: the oldest
+  }
+  return true;
 }
 
 caf::error check_target_filter(const bridge_mapping& m) {

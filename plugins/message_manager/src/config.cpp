@@ -195,11 +195,13 @@ caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string
     return bad(".targetTopicPrefix: a line break or a leading blank");
   if (m.source == m.target)
     return bad(".target: the same as its source (" + m.source + ")");
-  // ${iot:Connection.Thing.ThingName}: a whole level of a LocalMqtt source's topic.
-  if (m.topic.find(thing_name_variable) != std::string::npos) {
-    if (m.source != "LocalMqtt")
+  // ${iot:Connection.Thing.ThingName}: a whole level of a LocalMqtt source's or target's
+  // topic (the publishing or the receiving device's name).
+  bool per_thing = m.topic.find(thing_name_variable) != std::string::npos;
+  if (per_thing) {
+    if (m.source != "LocalMqtt" && m.target != "LocalMqtt")
       return bad(".topic: " + std::string{thing_name_variable}
-                 + " is only for a LocalMqtt source (the publishing device's name)");
+                 + " is only for a LocalMqtt source or target (a device's name)");
     if (!whole_levels(m.topic, thing_name_variable))
       return bad(".topic: " + std::string{thing_name_variable} + " must be a whole level");
   }
@@ -209,10 +211,16 @@ caf::error check_mapping(const bridge_mapping& m, size_t i, std::set<std::string
   // Each LocalMqtt source lets every group device publish on its filter (how a v2
   // deployment grants what clientdevices.Auth would); under $aws/ (shadows, jobs) that
   // would let one device act as another, so only per thing.
-  if (m.source == "LocalMqtt" && m.topic.starts_with("$aws/")
-      && m.topic.find(thing_name_variable) == std::string::npos)
+  if (m.source == "LocalMqtt" && m.topic.starts_with("$aws/") && !per_thing)
     return bad(".topic: a LocalMqtt source under $aws/ must name the publishing device with "
                + std::string{thing_name_variable} + " (every group device may publish on it)");
+  // Likewise every group device may subscribe to what a mapping relays to LocalMqtt:
+  // under $aws/ (shadow and jobs replies) each would get every thing's, so only per
+  // thing, as clientdevices.Auth's policies grant it.
+  if (m.target == "LocalMqtt" && (m.target_topic_prefix + m.topic).starts_with("$aws/")
+      && !per_thing)
+    return bad(".topic: a LocalMqtt target under $aws/ must name the receiving device with "
+               + std::string{thing_name_variable} + " (every group device may subscribe to it)");
   // The bus keeps $grove/ for Grove's own topics; the cloud and devices do not use it.
   // Checked on what a message's target topic can be (prefix + topic), so the name
   // cannot be split across the two, nor completed by a wildcard after a `$` prefix.

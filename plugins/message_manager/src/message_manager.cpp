@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -319,6 +320,8 @@ public:
     subscribe_bridge_sources();
     ctx_->every(std::chrono::seconds{1}, [this] {
       update_status();
+      if (bridge_bus_missing_) // a bus filter of the bridge was refused (br-6)
+        subscribe_bridge_sources();
       if (broker_) {
         auto restarts = broker_->ca_restarts();
         if (auto err = broker_->sync_ca_dir())
@@ -428,8 +431,11 @@ public:
       return;
     }
     if (!msg.topic().starts_with(in_prefix)) {
-      // A local bus message on a filter of a mapping from Pubsub. What the bridge put on
-      // the bus itself carries its origin's source: never relayed back there.
+      // A local bus message on a filter of a mapping from Pubsub, once per filter it
+      // matches: relayed at the first copy. What the bridge put on the bus itself
+      // carries its origin's source: never relayed back there.
+      if (!bus_copies_.first(msg.id(), own_bus_copies(msg.topic())))
+        return;
       auto origin = msg.source().starts_with("device:") ? bridge_side::local_mqtt
                     : msg.source() == "cloud"           ? bridge_side::iot_core
                                                         : bridge_side::pubsub;
@@ -707,10 +713,7 @@ private:
   // sources are no subscriber (what comes back there from the bus is a loop). Thread-safe.
   bool to_bus(std::string bus_topic, const std::string& source, const std::string& payload,
               uint32_t qos, const message_meta& meta) {
-    size_t own = 0;
-    if (auto b = bridge_now(); b->table.size() > 0)
-      for (const auto& f : b->table.filters(bridge_side::pubsub))
-        own += topic_matches(f, bus_topic) ? 1 : 0; // the bus delivers once per filter
+    auto own = own_bus_copies(bus_topic);
     Envelope e;
     e.set_topic(std::move(bus_topic));
     e.set_source(source);
@@ -976,25 +979,53 @@ private:
     return all;
   }
 
+  // How many copies of a message on `topic` the bus hands message_manager through the
+  // bridge's subscriptions: one per filter subscribed (not per mapping: a filter the bus
+  // refused delivers nothing). Thread-safe.
+  size_t own_bus_copies(std::string_view topic) const {
+    std::shared_ptr<const std::vector<std::string>> filters;
+    {
+      std::lock_guard guard{routes_mtx_};
+      filters = bridge_bus_filters_;
+    }
+    return static_cast<size_t>(std::count_if(filters->begin(), filters->end(), [&](auto& f) {
+      return topic_matches(f, topic);
+    }));
+  }
+
   // Subscribes on the bus to the filters of the mappings from Pubsub, and only to them.
+  // Only what the bus took is recorded: a refused filter is tried again at the next
+  // call, the status tick's (every second) while one is missing.
   void subscribe_bridge_sources() {
     auto want = bridge_now()->table.filters(bridge_side::pubsub);
-    for (const auto& f : bridge_bus_filters_)
+    auto had = bridge_bus_filters_now();
+    for (const auto& f : *had)
       if (std::find(want.begin(), want.end(), f) == want.end())
         (void) ctx_->unsubscribe(f);
-    // Only what the bus took is recorded: a failed one is tried again on the next call.
-    std::vector<std::string> subscribed;
+    auto subscribed = std::make_shared<std::vector<std::string>>();
     for (auto& f : want) {
-      bool had = std::find(bridge_bus_filters_.begin(), bridge_bus_filters_.end(), f)
-                 != bridge_bus_filters_.end();
-      if (!had)
+      if (std::find(had->begin(), had->end(), f) == had->end())
         if (auto err = ctx_->subscribe(f)) {
-          log_->error("bridge: cannot subscribe to '{}' on the bus: {}", f, describe(err));
+          // Logged once per refusal streak, not at every retry.
+          if (bridge_bus_refused_.insert(f).second)
+            log_->error("bridge: cannot subscribe to '{}' on the bus (tried again every "
+                        "second): {}", f, describe(err));
           continue;
         }
-      subscribed.push_back(std::move(f));
+      bridge_bus_refused_.erase(f);
+      subscribed->push_back(std::move(f));
     }
+    std::erase_if(bridge_bus_refused_, [&](const std::string& f) {
+      return std::find(want.begin(), want.end(), f) == want.end();
+    });
+    bridge_bus_missing_ = subscribed->size() < want.size();
+    std::lock_guard guard{routes_mtx_};
     bridge_bus_filters_ = std::move(subscribed);
+  }
+
+  std::shared_ptr<const std::vector<std::string>> bridge_bus_filters_now() const {
+    std::lock_guard guard{routes_mtx_};
+    return bridge_bus_filters_;
   }
 
   // Relays a message that reached `from` (entering Grove at `origin`: a device's message
@@ -1020,12 +1051,13 @@ private:
           took = to_bus(std::move(hop.topic), source, payload, qos, meta);
           break;
         case bridge_side::local_mqtt:
-          // Stamped with the mapping's side, which the bridge's `deliver @...` lines
-          // name: a table route's message on the same topic keeps its own stamp and
-          // reaches only the devices the table names.
+          // Stamped `bridge` whatever the side it came from, which the bridge's
+          // `deliver @bridge` lines name: a table route's message on the same topic
+          // (cloud or a function -> device:B) keeps its own stamp and reaches only the
+          // devices the table names.
           took = local_
                  && !local_->publish(std::move(hop.topic), payload, static_cast<int>(qos),
-                                     relay_source(from), {}, meta);
+                                     bridge_relay_source, {}, meta);
           break;
         case bridge_side::iot_core:
           // As Greengrass' bridge: QoS 1 to the cloud, here through the spool.
@@ -1417,8 +1449,15 @@ private:
   grove::counter_family bridge_relayed_;
   grove::counter bridge_loops_;
   grove::counter bridge_undeliverable_;
-  // The bus filters subscribed for mappings from Pubsub (on the actor).
-  std::vector<std::string> bridge_bus_filters_;
+  // The bus filters subscribed for mappings from Pubsub: written on the actor, read
+  // by to_bus() on Paho threads (guarded by routes_mtx_).
+  std::shared_ptr<const std::vector<std::string>> bridge_bus_filters_ =
+    std::make_shared<const std::vector<std::string>>();
+  // Filters the bus refused (logged once each) and whether one is missing (on the actor).
+  std::set<std::string> bridge_bus_refused_;
+  bool bridge_bus_missing_ = false;
+  // Copies of one bus message through overlapping Pubsub filters (on the actor).
+  bus_copies bus_copies_;
   // Set once the bus subscriptions of start_links() are made.
   bool links_started_ = false;
   // The system clients' cloud filters (system.db); match() runs on Paho threads.

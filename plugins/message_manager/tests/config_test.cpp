@@ -23,6 +23,10 @@ constexpr const char* tls_broker = R"(broker:
   client_key_file: pki/grove.key
 )";
 
+// The cloud link on, for mappings from or to IotCore.
+constexpr const char* cloud_on =
+  "cloud: {enabled: true, host: h, thing_name: core-1, ca_file: /etc/ca.pem}\n";
+
 std::string error_of(const std::string& yaml) {
   auto cfg = plugin_config::map().load(yaml, "image.yaml", "/state");
   BOOST_REQUIRE(!cfg);
@@ -239,11 +243,25 @@ BOOST_AUTO_TEST_CASE(bridge_matches_and_writes_the_devices_table) {
   auto acl = b.acl_lines({"A", "B"});
   for (const char* line : {"pub A clients/+/hello\n", "pub B clients/#\n",
                            "deliver @bridge A core/replies/#\n", "deliver @bridge B core/replies/#\n",
-                           "deliver @cloud A cmd/#\n"})
+                           "deliver @bridge A cmd/#\n"})
     BOOST_TEST(contains(acl, line), acl);
+  // Issue 15 review #1: the bridge's relays from the cloud are its own too; a `@cloud`
+  // line would let the table's cloud routes on cmd/# reach every device.
+  BOOST_TEST(!contains(acl, "@cloud"), acl);
   BOOST_TEST(!contains(acl, "pub A replies"), acl);
   BOOST_TEST(!contains(acl, "deliver * "), acl); // never every injection (review #3)
   BOOST_TEST(bridge{}.acl_lines({"A"}).empty());
+  // Issue 15 review #3: overlapping mappings to the same target topic relay once (the
+  // first counts it); to another target or topic each relays.
+  bridge overlap{{{"all", "a/#", "Pubsub", "LocalMqtt", ""},
+                  {"one", "a/+", "Pubsub", "LocalMqtt", ""},
+                  {"up", "a/+", "Pubsub", "IotCore", ""},
+                  {"pre", "a/+", "Pubsub", "LocalMqtt", "p/"}}};
+  hops = overlap.match(bridge_side::pubsub, "a/b");
+  BOOST_REQUIRE(hops.size() == 3u);
+  BOOST_TEST(hops[0].mapping == 0u);
+  BOOST_TEST(hops[1].mapping == 2u);
+  BOOST_TEST(hops[2].topic == "p/a/b");
 }
 
 // Review #4: a LocalMqtt source lets every group device publish on its filter; per thing
@@ -257,9 +275,9 @@ BOOST_AUTO_TEST_CASE(bridge_local_sources_per_thing) {
   BOOST_TEST(contains(err, "(m).topic: a LocalMqtt source under $aws/ must name the publishing "
                            "device with ${iot:Connection.Thing.ThingName}"),
              err);
-  err = error_of(with("{name: m, topic: \"a/${iot:Connection.Thing.ThingName}\", source: Pubsub, "
-                      "target: LocalMqtt}"));
-  BOOST_TEST(contains(err, "is only for a LocalMqtt source"), err);
+  err = error_of(with("{name: m, topic: \"a/${iot:Connection.Thing.ThingName}\", source: IotCore, "
+                      "target: Pubsub}"));
+  BOOST_TEST(contains(err, "is only for a LocalMqtt source or target"), err);
   err = error_of(with("{name: m, topic: \"a/${iot:Connection.Thing.ThingName}-x\", "
                       "source: LocalMqtt, target: Pubsub}"));
   BOOST_TEST(contains(err, "must be a whole level"), err);
@@ -280,6 +298,67 @@ BOOST_AUTO_TEST_CASE(bridge_local_sources_per_thing) {
   BOOST_TEST(contains(acl, "pub B $aws/things/B/shadow/update\n"), acl);
   BOOST_TEST(!contains(acl, "pub A $aws/things/B"), acl);
   BOOST_TEST(!contains(acl, "+"), acl);
+}
+
+// Issue 15 review #1: every group device may subscribe to what a mapping relays to
+// LocalMqtt, so under $aws/ (shadow replies) only per thing: each device gets its own
+// thing's, as clientdevices.Auth's policy with the variable would grant.
+BOOST_AUTO_TEST_CASE(bridge_local_targets_per_thing) {
+  auto with = [](const std::string& entry) {
+    return std::string{tls_broker} + cloud_on + "bridge:\n  mqtt_topic_mapping:\n    - " + entry
+           + "\n";
+  };
+  auto err = error_of(with("{name: m, topic: \"$aws/things/+/shadow/#\", source: IotCore, "
+                           "target: LocalMqtt}"));
+  BOOST_TEST(contains(err, "(m).topic: a LocalMqtt target under $aws/ must name the receiving "
+                           "device with ${iot:Connection.Thing.ThingName}"),
+             err);
+  // The prefix counts: "$aws/" + "things/+/shadow/#" is the same target.
+  err = error_of(with("{name: m, topic: \"things/+/shadow/#\", source: Pubsub, "
+                      "target: LocalMqtt, targetTopicPrefix: \"$aws/\"}"));
+  BOOST_TEST(contains(err, "a LocalMqtt target under $aws/"), err);
+  auto cfg = plugin_config::map().load(
+    with("{name: shadow, topic: \"$aws/things/${iot:Connection.Thing.ThingName}/shadow/#\", "
+         "source: IotCore, target: LocalMqtt}"));
+  BOOST_REQUIRE_MESSAGE(cfg, error_text(cfg));
+  bridge b{cfg->bridge.mqtt_topic_mapping};
+  // The cloud link subscribes for every thing; each device is delivered its own.
+  BOOST_TEST(b.filters(bridge_side::iot_core)
+             == (std::vector<std::string>{"$aws/things/+/shadow/#"}));
+  BOOST_TEST(b.match(bridge_side::iot_core, "$aws/things/B/shadow/get/accepted").size() == 1u);
+  auto acl = b.acl_lines({"A", "B"});
+  BOOST_TEST(contains(acl, "deliver @bridge A $aws/things/A/shadow/#\n"), acl);
+  BOOST_TEST(contains(acl, "deliver @bridge B $aws/things/B/shadow/#\n"), acl);
+  BOOST_TEST(!contains(acl, "A $aws/things/B"), acl);
+  BOOST_TEST(!contains(acl, "+"), acl);
+}
+
+// Issue 15 review #3: the bus hands message_manager one copy per matching filter; the
+// bridge relays the first copy of each message only.
+BOOST_AUTO_TEST_CASE(bus_copies_pass_the_first_of_each_message) {
+  bus_copies c;
+  BOOST_TEST(c.first(7, 1)); // one filter: every copy is a first
+  BOOST_TEST(c.first(8, 1));
+  BOOST_TEST(c.pending() == 0u);
+  BOOST_TEST(c.first(9, 3)); // three filters: the next two copies are not
+  BOOST_TEST(c.first(10, 2)); // another message's copies in between
+  BOOST_TEST(!c.first(9, 3));
+  BOOST_TEST(!c.first(10, 2));
+  BOOST_TEST(!c.first(9, 3));
+  BOOST_TEST(c.pending() == 0u);
+  BOOST_TEST(c.first(9, 3)); // done with: an id seen again is a new message
+  BOOST_TEST(!c.first(9, 3));
+  BOOST_TEST(!c.first(9, 3));
+  BOOST_TEST(c.pending() == 0u);
+  // Copies that never come (dropped for a full queue) are forgotten, oldest first: one
+  // message more than it remembers forgets 100, the oldest, and only it.
+  const uint64_t last = 100 + bus_copies::max_pending;
+  for (uint64_t id = 100; id <= last; ++id)
+    BOOST_TEST(c.first(id, 2));
+  BOOST_TEST(c.pending() == bus_copies::max_pending);
+  BOOST_TEST(!c.first(101, 2)); // the oldest remembered
+  BOOST_TEST(!c.first(last, 2)); // the newest
+  BOOST_TEST(c.first(100, 2)); // forgotten: its copy counts as a new message
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
