@@ -728,8 +728,9 @@ http_response api::delete_component(const std::string& arn) {
   if (!a)
     return bad_version_arn(arn);
   bool gone = false;
-  if (a->region == settings_.region && a->account == public_account && find_public(a->name)
-      && find_public(a->name)->version.version == a->version)
+  if (const auto* p = find_public(a->name); p && a->region == settings_.region
+                                             && a->account == public_account
+                                             && p->version.version == a->version)
     return aws_error(403, "AccessDeniedException",
                      "Component version " + arn + " is AWS's public component: it cannot be "
                      "deleted (a version of the same name in this account's scope can)");
@@ -964,7 +965,6 @@ http_response api::resolve_component_candidates(const http_request& req) {
       auto vs = store_.versions(name); // newest first
       if (!vs)
         return std::move(vs.error());
-      // Only versions whose artifacts are all in (DEPLOYABLE) can be picked.
       // AWS's public component of that name beside the account's own versions; a version
       // of the account's own with the same number is the one used (README, "AWS public
       // components").
@@ -978,6 +978,7 @@ http_response api::resolve_component_candidates(const http_request& req) {
         });
         vs->insert(at, p->version); // newest first
       }
+      // Only versions whose artifacts are all in (DEPLOYABLE) can be picked.
       for (auto& v : *vs)
         if (v.state == "DEPLOYABLE")
           it->second.first.push_back(std::move(v));
