@@ -408,10 +408,10 @@ std::variant<component_version, http_response> stored_version(component_store& s
                                                                const std::string& arn) {
   if (a.region == settings.region && a.account == public_account) {
     // AWS's public components: the built-in catalog (public_components.hpp).
-    const auto* p = find_public(a.name);
-    if (p == nullptr || p->version.version != a.version)
+    const auto* v = find_public_version(a.name, a.version);
+    if (v == nullptr)
       return version_not_found(arn);
-    return p->version;
+    return *v;
   }
   if (a.region != settings.region || a.account != settings.account_id)
     return version_not_found(arn);
@@ -621,13 +621,13 @@ http_response api::list_components(const http_request& req) {
     // The AWS components Grove implements (public_components.hpp), by name.
     std::string last;
     for (const auto& p : public_catalog()) {
-      if (p.version.name <= after)
+      if (std::string{p.name} <= after)
         continue;
       if (out["components"].size() == limit) {
         out["nextToken"] = base64_encode(last);
         break;
       }
-      const auto& v = p.version;
+      const auto& v = p.versions.front(); // the newest
       auto arn = public_arn(v.name);
       out["components"].push_back(
         {{"arn", arn},
@@ -689,7 +689,7 @@ http_response api::list_component_versions(const std::string& arn, const http_re
     vs = std::move(*got);
   } else if (a->region == settings_.region && a->account == public_account) {
     if (const auto* p = find_public(a->name))
-      vs.push_back(p->version);
+      vs = p->versions; // newest first, as the store's
   }
   if (vs.empty())
     return not_found("Component " + arn + " not found", arn, "Component");
@@ -728,9 +728,8 @@ http_response api::delete_component(const std::string& arn) {
   if (!a)
     return bad_version_arn(arn);
   bool gone = false;
-  if (const auto* p = find_public(a->name); p && a->region == settings_.region
-                                             && a->account == public_account
-                                             && p->version.version == a->version)
+  if (a->region == settings_.region && a->account == public_account
+      && find_public_version(a->name, a->version))
     return aws_error(403, "AccessDeniedException",
                      "Component version " + arn + " is AWS's public component: it cannot be "
                      "deleted (a version of the same name in this account's scope can)");
@@ -968,16 +967,18 @@ http_response api::resolve_component_candidates(const http_request& req) {
       // AWS's public component of that name beside the account's own versions; a version
       // of the account's own with the same number is the one used (README, "AWS public
       // components").
-      if (const auto* p = find_public(name);
-          p && std::none_of(vs->begin(), vs->end(),
-                            [&](const auto& v) { return v.version == p->version.version; })) {
-        from_catalog.insert(name + "@" + p->version.version);
-        auto pv = parse_semver(p->version.version);
-        auto at = std::find_if(vs->begin(), vs->end(), [&](const auto& v) {
-          return compare(parse_semver(v.version).value_or(semver{}), *pv) < 0;
-        });
-        vs->insert(at, p->version); // newest first
-      }
+      if (const auto* p = find_public(name))
+        for (const auto& pub : p->versions) {
+          if (std::any_of(vs->begin(), vs->end(),
+                          [&](const auto& v) { return v.version == pub.version; }))
+            continue;
+          from_catalog.insert(name + "@" + pub.version);
+          auto pv = parse_semver(pub.version);
+          auto at = std::find_if(vs->begin(), vs->end(), [&](const auto& v) {
+            return compare(parse_semver(v.version).value_or(semver{}), *pv) < 0;
+          });
+          vs->insert(at, pub); // newest first
+        }
       // Only versions whose artifacts are all in (DEPLOYABLE) can be picked.
       for (auto& v : *vs)
         if (v.state == "DEPLOYABLE")
@@ -1008,9 +1009,16 @@ http_response api::resolve_component_candidates(const http_request& req) {
         return not_found(e->message, component_arn(e->component), "Component");
       case resolve_failure::no_platform:
         return not_found(e->message, component_arn(e->component), "Component");
-      default:
-        return aws_error(409, "ConflictException", e->message,
+      default: {
+        // A pinned version of an AWS component outside the catalog: say which it serves.
+        auto message = e->message;
+        if (const auto* p = find_public(e->component); p && e->kind == resolve_failure::conflict)
+          message += " (" + e->component + " is AWS's public component: this core serves "
+                     + p->versions.back().version + " to " + p->versions.front().version
+                     + ", README \"AWS public components\")";
+        return aws_error(409, "ConflictException", message,
                          {{"resourceId", component_arn(e->component)}, {"resourceType", "Component"}});
+      }
     }
   }
   auto& picks = std::get<resolution>(got);

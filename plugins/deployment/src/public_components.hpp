@@ -40,8 +40,9 @@ struct public_component {
   std::string_view plugin;
   /// Why it is a no-op, or what it maps onto (README, ListInstalledComponents' details).
   std::string_view reason;
-  /// The stored form (recipe, platforms, DEPLOYABLE, publisher AWS).
-  component_version version;
+  /// Its versions, newest first (every patch from the first served), in the stored form
+  /// (recipe, platforms, DEPLOYABLE, publisher AWS).
+  std::vector<component_version> versions;
 };
 
 /// Every public component of the catalog, sorted by name.
@@ -50,15 +51,20 @@ const std::vector<public_component>& public_catalog();
 /// The catalog's entry for `name`, or nullptr.
 const public_component* find_public(std::string_view name);
 
+/// The catalog's version `version` of `name`, or nullptr.
+const component_version* find_public_version(std::string_view name, std::string_view version);
+
 /// Why a deployment naming `name` (an AWS component Grove does not implement) is
 /// refused, or nullopt.
 std::optional<std::string> public_refusal(std::string_view name);
 
 /// The document given over the image profile to the plugin of plugin_config component
 /// `name` (`configuration`: its merged configuration; `thing`: this core's thing name);
-/// nullopt when `name` is no plugin_config component.
+/// nullopt when `name` is no plugin_config component. Keys that are not the AWS
+/// component's, or that Grove does not implement, are left out and named in `ignored`.
 std::optional<nlohmann::json> public_plugin_document(std::string_view name,
                                                      const nlohmann::json& configuration,
-                                                     const std::string& thing);
+                                                     const std::string& thing,
+                                                     std::vector<std::string>* ignored = nullptr);
 
 } // namespace grove::deployment

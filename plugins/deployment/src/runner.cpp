@@ -1715,9 +1715,20 @@ void runner::apply_public_config(std::shared_ptr<job> j, const std::string& name
   bool gone = p.name.empty();
   // Applied every time, "unchanged" or not: whether it is still in force is the plugin's
   // (a reload of it or of the profile), and a configure with the same document is a no-op.
-  std::string document;
+  std::string document, ignored_note;
   if (!gone) {
-    document = public_plugin_document(name, p.configuration, thing_name_).value_or(json{}).dump();
+    std::vector<std::string> ignored;
+    document = public_plugin_document(name, p.configuration, thing_name_, &ignored)
+                 .value_or(json{})
+                 .dump();
+    if (!ignored.empty()) {
+      // Not an error (AWS's own keys among them): said in the log and the component's state.
+      ignored_note = "configuration keys ignored (not the AWS component's, or not "
+                     "implemented on Grove): ";
+      for (size_t i = 0; i < ignored.size(); ++i)
+        ignored_note.append(i ? ", " : "").append(ignored[i]);
+      ctx_.log().warn("deployment: {}: {}", name, ignored_note);
+    }
     std::lock_guard guard{mtx_};
     auto& slot = components_[name];
     if (!slot)
@@ -1731,7 +1742,8 @@ void runner::apply_public_config(std::shared_ptr<job> j, const std::string& name
   auto wait = ++j->wait;
   control_client::configure_over_profile(
     ctx_, plugin, document, j->timeout,
-    [this, j, name, plugin, gone, wait, alive = alive_](caf::expected<control::PluginInfo> info) {
+    [this, j, name, plugin, gone, wait, ignored_note,
+     alive = alive_](caf::expected<control::PluginInfo> info) {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
@@ -1752,7 +1764,7 @@ void runner::apply_public_config(std::shared_ptr<job> j, const std::string& name
         components_.erase(name);
       } else {
         if (c != components_.end())
-          set_state(*c->second, "RUNNING");
+          set_state(*c->second, "RUNNING", ignored_note);
         ++j->index;
       }
       step(j);

@@ -589,7 +589,8 @@ BOOST_FIXTURE_TEST_CASE(api_public_components_are_there_with_no_set_up, fixture)
     BOOST_CHECK_MESSAGE(std::find(names.begin(), names.end(), n) != names.end(), n);
   BOOST_CHECK(json::parse(call("GET", "/greengrass/v2/components").body)["components"].empty());
   // DescribeComponent, GetComponent and ListComponentVersions by AWS's ARN.
-  auto shadow_arn = aws + shadow + ":versions:" + find_public(shadow)->version.version;
+  const auto& shadow_vs = find_public(shadow)->versions; // newest first
+  auto shadow_arn = aws + shadow + ":versions:" + shadow_vs.front().version;
   auto d = json::parse(call("GET", "/greengrass/v2/components/" + enc(shadow_arn) + "/metadata").body);
   BOOST_CHECK_EQUAL(d["arn"], shadow_arn);
   BOOST_CHECK_EQUAL(d["status"]["componentState"], "DEPLOYABLE");
@@ -601,9 +602,16 @@ BOOST_FIXTURE_TEST_CASE(api_public_components_are_there_with_no_set_up, fixture)
   auto defaults = json::parse(recipe)["ComponentConfiguration"]["DefaultConfiguration"];
   BOOST_CHECK_EQUAL(defaults["rateLimits"]["maxLocalRequestsPerSecondPerThing"], 20);
   BOOST_CHECK_EQUAL(defaults["shadowDocumentSizeLimitBytes"], 8192);
+  // Several patches of the newest minor, newest first: a deployment pinning an older patch
+  // (as AWS's own deployments do) finds it.
   auto vs = json::parse(call("GET", "/greengrass/v2/components/" + enc(aws + shadow) + "/versions").body);
-  BOOST_REQUIRE_EQUAL(vs["componentVersions"].size(), 1u);
+  BOOST_REQUIRE_EQUAL(vs["componentVersions"].size(), shadow_vs.size());
+  BOOST_CHECK_GT(shadow_vs.size(), 1u);
   BOOST_CHECK_EQUAL(vs["componentVersions"][0]["arn"], shadow_arn);
+  auto oldest = shadow_vs.back().version;
+  BOOST_CHECK_EQUAL(vs["componentVersions"].back()["componentVersion"], oldest);
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/components/"
+                                  + enc(aws + shadow + ":versions:" + oldest) + "/metadata").status, 200);
   // Another version, or the account's ARN, is not found.
   BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/components/"
                                   + enc(aws + shadow + ":versions:9.9.9") + "/metadata").status, 404);
@@ -612,14 +620,15 @@ BOOST_FIXTURE_TEST_CASE(api_public_components_are_there_with_no_set_up, fixture)
                                         + shadow + ":versions:2.3.12") + "/metadata").status, 404);
   // Not deletable; the account's own version of the same name and number lives beside
   // it (its own ARN), is the one resolved, and once deleted the public one is back.
-  auto bridge_arn = aws + bridge + ":versions:2.3.2";
+  auto bridge_v = find_public(bridge)->versions.front().version;
+  auto bridge_arn = aws + bridge + ":versions:" + bridge_v;
   auto del = call("DELETE", "/greengrass/v2/components/" + enc(bridge_arn));
   BOOST_CHECK_EQUAL(del.status, 403);
   BOOST_CHECK_EQUAL(type_of(del), "AccessDeniedException");
-  auto resolve = [&](const std::string& name) {
+  auto resolve = [&](const std::string& name, const std::string& requirement = ">=1.0.0") {
     json body = {{"platform", {{"attributes", {{"os", "linux"}, {"architecture", "amd64"}}}}},
                  {"componentCandidates", json::array({{{"componentName", name},
-                                                       {"versionRequirements", {{"t", ">=1.0.0"}}}}})}};
+                                                       {"versionRequirements", {{"t", requirement}}}}})}};
     return call("POST", "/greengrass/v2/resolveComponentCandidates", body.dump());
   };
   auto first_arn = [](const http_response& r) {
@@ -628,11 +637,19 @@ BOOST_FIXTURE_TEST_CASE(api_public_components_are_there_with_no_set_up, fixture)
              ? j["resolvedComponentVersions"][0].value("arn", "") : r.body;
   };
   BOOST_CHECK_EQUAL(first_arn(resolve(bridge)), bridge_arn);
-  auto own = create(recipe_of(bridge, "2.3.2") + "ComponentPublisher: Me\n");
+  // A pinned older patch resolves to AWS's version of that number; a version the catalog
+  // does not serve is a conflict naming the ones it does.
+  BOOST_CHECK_EQUAL(first_arn(resolve(shadow, "=" + oldest)), aws + shadow + ":versions:" + oldest);
+  auto outside = resolve(shadow, "<" + oldest);
+  BOOST_CHECK_EQUAL(outside.status, 409);
+  BOOST_CHECK_MESSAGE(outside.body.find("this core serves " + oldest + " to "
+                                        + shadow_vs.front().version) != std::string::npos,
+                      outside.body);
+  auto own = create(recipe_of(bridge, bridge_v) + "ComponentPublisher: Me\n");
   BOOST_REQUIRE_EQUAL(own.status, 201);
   auto own_arn = json::parse(own.body)["arn"].get<std::string>();
   BOOST_CHECK_EQUAL(own_arn, "arn:aws:greengrass:us-east-1:123456789012:components:" + bridge
-                               + ":versions:2.3.2");
+                               + ":versions:" + bridge_v);
   BOOST_CHECK_EQUAL(first_arn(resolve(bridge)), own_arn);
   auto still = json::parse(call("GET", "/greengrass/v2/components/" + enc(bridge_arn) + "/metadata").body);
   BOOST_CHECK_EQUAL(still["publisher"], "AWS");
@@ -664,6 +681,26 @@ BOOST_AUTO_TEST_CASE(public_components_map_onto_grove_plugins) {
   BOOST_CHECK_EQUAL(docs[1]["thingName"], "B");
   BOOST_CHECK_EQUAL(docs[1]["namedShadows"][0], "n");
   BOOST_CHECK(!(*doc)["synchronize"].contains("shadowDocumentsMap"));
+  // Only shadow manager's keys pass: the plugin's own (file, allow_unknown_things, the
+  // core's thingName) are the profile's, and a key Grove does not implement is named.
+  std::vector<std::string> ignored;
+  doc = public_plugin_document(
+    "aws.greengrass.ShadowManager",
+    json::parse(R"({"file": "/tmp/other.db", "allow_unknown_things": true,
+                    "rateLimits": {"maxTotalLocalRequestsRate": 50, "burst": 3},
+                    "synchronize": {"coreThing": {"thingName": "other", "classic": true}},
+                    "strategy": {"type": "periodic", "delay": 30}})"),
+    "core-1", &ignored);
+  BOOST_REQUIRE(doc);
+  BOOST_CHECK(!doc->contains("file"));
+  BOOST_CHECK(!doc->contains("allow_unknown_things"));
+  BOOST_CHECK(!(*doc)["rateLimits"].contains("burst"));
+  BOOST_CHECK_EQUAL((*doc)["rateLimits"]["maxTotalLocalRequestsRate"], 50);
+  BOOST_CHECK_EQUAL((*doc)["strategy"]["delay"], 30);
+  BOOST_CHECK_EQUAL((*doc)["synchronize"]["coreThing"]["thingName"], "core-1");
+  std::sort(ignored.begin(), ignored.end());
+  BOOST_CHECK_EQUAL(json(ignored).dump(),
+                    R"(["allow_unknown_things","file","rateLimits.burst","synchronize.coreThing.thingName"])");
   // The bridge's named mappings as message_manager's list.
   auto b = public_plugin_document(
     "aws.greengrass.clientdevices.mqtt.Bridge",
@@ -675,11 +712,24 @@ BOOST_AUTO_TEST_CASE(public_components_map_onto_grove_plugins) {
   BOOST_CHECK_EQUAL((*b)["bridge"]["mqtt_topic_mapping"][0]["topic"], "t/#");
   // No-ops and others configure nothing; every catalog entry is a valid, deployable recipe.
   BOOST_CHECK(!public_plugin_document("aws.greengrass.Nucleus", json::object(), "core-1"));
+  for (const auto& c : public_catalog())
+    for (const auto& v : c.versions) {
+      std::vector<recipe_error> errors;
+      BOOST_CHECK_MESSAGE(parse_recipe(v.recipe, errors), c.name << " " << v.version);
+      BOOST_CHECK_EQUAL(v.state, "DEPLOYABLE");
+      BOOST_CHECK_EQUAL(find_public_version(c.name, v.version), &v);
+    }
   for (const auto& c : public_catalog()) {
-    std::vector<recipe_error> errors;
-    BOOST_CHECK_MESSAGE(parse_recipe(c.version.recipe, errors), c.name);
-    BOOST_CHECK_EQUAL(c.version.state, "DEPLOYABLE");
     BOOST_CHECK_MESSAGE(!public_refusal(c.name), c.name);
+    // AWS's component types: the Lambda launcher and runtimes and EMQX are generic, the
+    // nucleus its own type, the others plugins.
+    auto type = json::parse(c.versions.front().recipe)["ComponentType"];
+    bool generic = c.name == "aws.greengrass.LambdaLauncher"
+                   || c.name == "aws.greengrass.LambdaRuntimes"
+                   || c.name == "aws.greengrass.clientdevices.mqtt.EMQX";
+    BOOST_CHECK_EQUAL(type, c.name == "aws.greengrass.Nucleus" ? "aws.greengrass.nucleus"
+                            : generic                          ? "aws.greengrass.generic"
+                                                               : "aws.greengrass.plugin");
     BOOST_CHECK_EQUAL(c.role == public_role::plugin_config, !c.plugin.empty());
   }
 }
