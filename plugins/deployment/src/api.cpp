@@ -3,6 +3,7 @@
 #include "artifact_uri.hpp"
 #include "connectivity.hpp"
 #include "lambda.hpp"
+#include "public_components.hpp"
 #include "resolver.hpp"
 #include "semver.hpp"
 #include "v1_api.hpp"
@@ -158,6 +159,11 @@ api::api(api_settings settings, component_store& store)
 std::string api::component_arn(const std::string& name) const {
   return "arn:aws:greengrass:" + settings_.region + ":" + settings_.account_id + ":components:"
          + name;
+}
+
+std::string api::public_arn(const std::string& name) const {
+  return "arn:aws:greengrass:" + settings_.region + ":" + std::string{public_account}
+         + ":components:" + name;
 }
 
 std::string api::version_arn(const std::string& name, const std::string& version) const {
@@ -400,6 +406,13 @@ std::variant<component_version, http_response> stored_version(component_store& s
                                                                const api_settings& settings,
                                                                const parsed_arn& a,
                                                                const std::string& arn) {
+  if (a.region == settings.region && a.account == public_account) {
+    // AWS's public components: the built-in catalog (public_components.hpp).
+    const auto* v = find_public_version(a.name, a.version);
+    if (v == nullptr)
+      return version_not_found(arn);
+    return *v;
+  }
   if (a.region != settings.region || a.account != settings.account_id)
     return version_not_found(arn);
   auto got = store.get(a.name, a.version);
@@ -599,13 +612,37 @@ http_response api::list_components(const http_request& req) {
   if (!max_results(req, limit, err))
     return err;
   json out = {{"components", json::array()}};
-  if (scope == "PUBLIC") // AWS-provided components live in the cloud, not on this core
-    return ok(200, out);
   std::string after;
   auto next = query_value(req, "nextToken");
   if (!next.empty() && !base64_decode(next, after))
     return validation("nextToken is not one this API gave",
                       json::array({{{"name", "nextToken"}, {"message", "invalid"}}}));
+  if (scope == "PUBLIC") {
+    // The AWS components Grove implements (public_components.hpp), by name.
+    std::string last;
+    for (const auto& p : public_catalog()) {
+      if (std::string{p.name} <= after)
+        continue;
+      if (out["components"].size() == limit) {
+        out["nextToken"] = base64_encode(last);
+        break;
+      }
+      const auto& v = p.versions.front(); // the newest
+      auto arn = public_arn(v.name);
+      out["components"].push_back(
+        {{"arn", arn},
+         {"componentName", v.name},
+         {"latestVersion",
+          {{"arn", arn + ":versions:" + v.version},
+           {"componentVersion", v.version},
+           {"creationTimestamp", epoch_seconds(v.created_ms)},
+           {"description", v.description},
+           {"publisher", v.publisher},
+           {"platforms", json::parse(v.platforms)}}}});
+      last = v.name;
+    }
+    return ok(200, out);
+  }
   auto names = store_.names(after, limit + 1);
   if (!names)
     return internal(names.error());
@@ -650,6 +687,9 @@ http_response api::list_component_versions(const std::string& arn, const http_re
     if (!got)
       return internal(got.error());
     vs = std::move(*got);
+  } else if (a->region == settings_.region && a->account == public_account) {
+    if (const auto* p = find_public(a->name))
+      vs = p->versions; // newest first, as the store's
   }
   if (vs.empty())
     return not_found("Component " + arn + " not found", arn, "Component");
@@ -672,9 +712,12 @@ http_response api::list_component_versions(const std::string& arn, const http_re
   json out = {{"componentVersions", json::array()}};
   size_t end = std::min(vs.size(), start + limit);
   for (size_t i = start; i < end; ++i)
-    out["componentVersions"].push_back({{"componentName", vs[i].name},
-                                        {"componentVersion", vs[i].version},
-                                        {"arn", version_arn(vs[i].name, vs[i].version)}});
+    out["componentVersions"].push_back(
+      {{"componentName", vs[i].name},
+       {"componentVersion", vs[i].version},
+       {"arn", (a->account == public_account ? public_arn(vs[i].name)
+                                             : component_arn(vs[i].name))
+                 + ":versions:" + vs[i].version}});
   if (end < vs.size())
     out["nextToken"] = base64_encode(vs[end - 1].version);
   return ok(200, out);
@@ -685,6 +728,11 @@ http_response api::delete_component(const std::string& arn) {
   if (!a)
     return bad_version_arn(arn);
   bool gone = false;
+  if (a->region == settings_.region && a->account == public_account
+      && find_public_version(a->name, a->version))
+    return aws_error(403, "AccessDeniedException",
+                     "Component version " + arn + " is AWS's public component: it cannot be "
+                     "deleted (a version of the same name in this account's scope can)");
   if (a->region == settings_.region && a->account == settings_.account_id) {
     auto erased = store_.erase(a->name, a->version);
     if (!erased)
@@ -908,6 +956,7 @@ http_response api::resolve_component_candidates(const http_request& req) {
   // reaches it (the lists must not move while it runs: std::map nodes do not).
   std::map<std::string, std::pair<std::vector<component_version>, std::vector<available_version>>> seen;
   std::set<std::string> undeployable; // stored, but no version's artifacts are all in yet
+  std::set<std::string> from_catalog; // name@version picked from the public catalog
   catalog_lookup catalog = [&](const std::string& name)
     -> caf::expected<const std::vector<available_version>*> {
     auto [it, fresh] = seen.try_emplace(name);
@@ -915,6 +964,21 @@ http_response api::resolve_component_candidates(const http_request& req) {
       auto vs = store_.versions(name); // newest first
       if (!vs)
         return std::move(vs.error());
+      // AWS's public component of that name beside the account's own versions; a version
+      // of the account's own with the same number is the one used (README, "AWS public
+      // components").
+      if (const auto* p = find_public(name))
+        for (const auto& pub : p->versions) {
+          if (std::any_of(vs->begin(), vs->end(),
+                          [&](const auto& v) { return v.version == pub.version; }))
+            continue;
+          from_catalog.insert(name + "@" + pub.version);
+          auto pv = parse_semver(pub.version);
+          auto at = std::find_if(vs->begin(), vs->end(), [&](const auto& v) {
+            return compare(parse_semver(v.version).value_or(semver{}), *pv) < 0;
+          });
+          vs->insert(at, pub); // newest first
+        }
       // Only versions whose artifacts are all in (DEPLOYABLE) can be picked.
       for (auto& v : *vs)
         if (v.state == "DEPLOYABLE")
@@ -933,6 +997,9 @@ http_response api::resolve_component_candidates(const http_request& req) {
       case resolve_failure::catalog:
         return internal(e->cause);
       case resolve_failure::not_found:
+        if (auto why = public_refusal(e->component))
+          return validation(*why, json::array({{{"name", "componentCandidates"},
+                                                {"message", *why}}}));
         if (undeployable.contains(e->component))
           return aws_error(409, "ConflictException",
                            "No version of " + e->component + " is DEPLOYABLE yet (its "
@@ -942,9 +1009,16 @@ http_response api::resolve_component_candidates(const http_request& req) {
         return not_found(e->message, component_arn(e->component), "Component");
       case resolve_failure::no_platform:
         return not_found(e->message, component_arn(e->component), "Component");
-      default:
-        return aws_error(409, "ConflictException", e->message,
+      default: {
+        // A pinned version of an AWS component outside the catalog: say which it serves.
+        auto message = e->message;
+        if (const auto* p = find_public(e->component); p && e->kind == resolve_failure::conflict)
+          message += " (" + e->component + " is AWS's public component: this core serves "
+                     + p->versions.back().version + " to " + p->versions.front().version
+                     + ", README \"AWS public components\")";
+        return aws_error(409, "ConflictException", message,
                          {{"resourceId", component_arn(e->component)}, {"resourceType", "Component"}});
+      }
     }
   }
   auto& picks = std::get<resolution>(got);
@@ -962,7 +1036,9 @@ http_response api::resolve_component_candidates(const http_request& req) {
   for (const auto* p : listed) {
     const auto& all = seen.at(p->name);
     const auto& pick = all.first[static_cast<size_t>(p->version - all.second.data())];
-    json item = {{"arn", version_arn(pick.name, pick.version)},
+    json item = {{"arn", from_catalog.contains(pick.name + "@" + pick.version)
+                           ? public_arn(pick.name) + ":versions:" + pick.version
+                           : version_arn(pick.name, pick.version)},
                  {"componentName", pick.name},
                  {"componentVersion", pick.version},
                  {"recipe", base64_encode(recipe_json(json::parse(pick.recipe)))},

@@ -107,6 +107,9 @@ public:
     v1_ = v1;
   }
 
+  /// The component ARN of AWS's public component `name` (account `aws`).
+  std::string public_arn(const std::string& name) const;
+
   /// The component version ARN of `name` at `version`.
   std::string version_arn(const std::string& name, const std::string& version) const;
 

@@ -21,6 +21,7 @@
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "group_changes.hpp"
+#include "public_components.hpp"
 
 extern char** environ;
 
@@ -150,19 +151,24 @@ bool is_model(const json& recipe) {
   return it != dc->end() && it->is_object();
 }
 
-// Greengrass' MQTT bridge: its configuration is message_manager's `bridge` (README.md,
-// "The MQTT bridge component").
-constexpr std::string_view bridge_component = "aws.greengrass.clientdevices.mqtt.Bridge";
-
-bool is_bridge(const std::string& name) {
-  return name == bridge_component;
+// AWS's public components (public_components.hpp): the plugin whose configuration one
+// is (the MQTT bridge: message_manager's `bridge`; shadow manager: shadow's), or "".
+std::string public_plugin(const std::string& name) {
+  const auto* p = find_public(name);
+  return p && p->role == public_role::plugin_config ? std::string{p->plugin} : std::string{};
 }
 
-// Run through the kernel (plugins, functions, models, the bridge), not as processes of
-// this runner.
+// A public component accepted with nothing to run: why, or nullptr.
+const std::string_view* public_no_op(const std::string& name) {
+  const auto* p = find_public(name);
+  return p && p->role == public_role::no_op ? &p->reason : nullptr;
+}
+
+// Run through the kernel (plugins, functions, models, public components), not as
+// processes of this runner.
 bool through_kernel(const std::string& name, const json& recipe) {
   return !runner::plugin_of(name).empty() || is_lambda(recipe) || is_model(recipe)
-         || is_bridge(name);
+         || find_public(name) != nullptr;
 }
 
 bool model_file(const std::string& name) {
@@ -298,8 +304,9 @@ struct runner::job {
   std::string group_undo_error;
   // restart(): journaled components left as they are (not started, states kept).
   std::set<std::string> hold;
-  // The MQTT bridge component left the set: message_manager's bridge back to the profile's.
-  bool bridge_gone = false;
+  // Public components configuring a plugin that left the set: that plugin's profile
+  // configuration back.
+  std::vector<std::string> config_gone;
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -771,23 +778,24 @@ void runner::begin(std::shared_ptr<job> j) {
                       "with the image profile, grovectl or an OTA update");
       return;
     }
-  // The bridge is a configure over the profile of message_manager, a grove.message_manager
-  // component its whole configuration: each would overwrite the other's (review #6).
-  bool has_bridge = false;
-  bool has_mm = false;
+  // A public component (the bridge, shadow manager) is a configure over the profile of
+  // its plugin, a grove.<plugin> component that plugin's whole configuration: each would
+  // overwrite the other's (review #6).
   for (const auto& p : j->plan) {
-    has_bridge = has_bridge || is_bridge(p.name);
-    has_mm = has_mm || plugin_of(p.name) == "message_manager";
-  }
-  if (has_bridge && has_mm) {
-    j->rollback = false;
-    finish(j, false,
-           std::string{bridge_component}
-             + " and grove.message_manager in one deployment: the bridge configures "
-               "message_manager over the image profile, the component replaces its whole "
-               "configuration, so one would undo the other; put the mappings in "
-               "grove.message_manager's bridge.mqtt_topic_mapping instead");
-    return;
+    auto plugin = public_plugin(p.name);
+    if (plugin.empty())
+      continue;
+    for (const auto& q : j->plan)
+      if (plugin_of(q.name) == plugin) {
+        j->rollback = false;
+        finish(j, false,
+               p.name + " and " + q.name + " in one deployment: " + p.name + " configures "
+                 + plugin + " over the image profile, " + q.name
+                 + " replaces its whole configuration, so one would undo the other; put "
+                   "the settings in "
+                 + q.name + "'s configuration instead");
+        return;
+      }
   }
   // A new set: the last one's runs are no longer its to fail.
   watch_.reset();
@@ -834,8 +842,14 @@ void runner::begin(std::shared_ptr<job> j) {
         j->lambda_gone.push_back(name); // by step(), out of the kernel's group
       continue;
     }
-    if (is_bridge(name)) {
-      j->bridge_gone = it == j->plan.end(); // by step()
+    if (!public_plugin(name).empty()) {
+      if (it == j->plan.end())
+        j->config_gone.push_back(name); // by step()
+      continue;
+    }
+    if (public_no_op(name)) {
+      if (it == j->plan.end())
+        gone.push_back(name); // nothing ran: only its entry goes
       continue;
     }
     if (it == j->plan.end())
@@ -1092,9 +1106,10 @@ void runner::step(std::shared_ptr<job> j) {
       });
     return;
   }
-  if (j->bridge_gone) {
-    j->bridge_gone = false;
-    apply_bridge(j, {});
+  if (!j->config_gone.empty()) {
+    auto name = std::move(j->config_gone.back());
+    j->config_gone.pop_back();
+    apply_public_config(j, name, {});
     return;
   }
   while (j->index < j->plan.size()) {
@@ -1103,9 +1118,25 @@ void runner::step(std::shared_ptr<job> j) {
       ++j->index; // restart(): left as journaled
       continue;
     }
-    if (is_bridge(p.name)) {
-      apply_bridge(j, p);
+    if (!public_plugin(p.name).empty()) {
+      apply_public_config(j, p.name, p);
       return;
+    }
+    if (const auto* why = public_no_op(p.name)) {
+      component* slot_ptr = nullptr;
+      {
+        std::lock_guard guard{mtx_};
+        auto& slot = components_[p.name];
+        if (!slot)
+          slot = std::make_unique<component>();
+        slot->plan = p;
+        slot->stopped = false;
+        slot->restored = false;
+        slot_ptr = slot.get();
+      }
+      set_state(*slot_ptr, "RUNNING", "a no-op on Grove: " + std::string{*why});
+      ++j->index;
+      continue;
     }
     if (!plugin_of(p.name).empty()) {
       apply_plugin(j, p);
@@ -1673,29 +1704,31 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
     });
 }
 
-// The MQTT bridge component (`p`; an empty name: it left the set): its merged
-// configuration's mqttTopicMapping becomes message_manager's bridge.mqtt_topic_mapping
-// (the map's keys as each entry's name), given over the image profile's configuration
-// of message_manager, which validates it; removed, the profile's bridge is back.
-void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
-  constexpr auto plugin = "message_manager";
+// Public component `name` configuring a plugin (the MQTT bridge: message_manager's
+// `bridge`; shadow manager: the shadow plugin), its plan `p` (an empty name: it left the
+// set): public_plugin_document of its merged configuration is given over the image
+// profile's configuration of that plugin, which validates it; removed, the profile's
+// configuration is back.
+void runner::apply_public_config(std::shared_ptr<job> j, const std::string& name,
+                                 const component_plan& p) {
+  auto plugin = public_plugin(name);
   bool gone = p.name.empty();
-  auto name = gone ? std::string{bridge_component} : p.name;
-  // Applied every time, "unchanged" or not: whether it is still in force is message_manager's
-  // (a reload of it or of the profile), and a configure with the same mappings is a no-op.
-  std::string document;
+  // Applied every time, "unchanged" or not: whether it is still in force is the plugin's
+  // (a reload of it or of the profile), and a configure with the same document is a no-op.
+  std::string document, ignored_note;
   if (!gone) {
-    json list = json::array();
-    const json* mapping = member(p.configuration, "mqttTopicMapping");
-    if (mapping && mapping->is_object())
-      for (auto e = mapping->begin(); e != mapping->end(); ++e) {
-        json entry = e.value().is_object() ? e.value() : json::object();
-        entry["name"] = e.key();
-        list.push_back(std::move(entry));
-      }
-    else if (mapping && !mapping->is_null())
-      list = *mapping; // message_manager's schema says what is wrong with it
-    document = json{{"bridge", {{"mqtt_topic_mapping", std::move(list)}}}}.dump();
+    std::vector<std::string> ignored;
+    document = public_plugin_document(name, p.configuration, thing_name_, &ignored)
+                 .value_or(json{})
+                 .dump();
+    if (!ignored.empty()) {
+      // Not an error (AWS's own keys among them): said in the log and the component's state.
+      ignored_note = "configuration keys ignored (not the AWS component's, or not "
+                     "implemented on Grove): ";
+      for (size_t i = 0; i < ignored.size(); ++i)
+        ignored_note.append(i ? ", " : "").append(ignored[i]);
+      ctx_.log().warn("deployment: {}: {}", name, ignored_note);
+    }
     std::lock_guard guard{mtx_};
     auto& slot = components_[name];
     if (!slot)
@@ -1709,16 +1742,17 @@ void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
   auto wait = ++j->wait;
   control_client::configure_over_profile(
     ctx_, plugin, document, j->timeout,
-    [this, j, name, gone, wait, alive = alive_](caf::expected<control::PluginInfo> info) {
+    [this, j, name, plugin, gone, wait, ignored_note,
+     alive = alive_](caf::expected<control::PluginInfo> info) {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
       auto c = components_.find(name);
-      // Removed while message_manager is not loaded: there is no bridge to take back.
+      // Removed while the plugin is not loaded: there is no configuration to take back.
       if (!info && gone && info.error() == grove::errc::unknown_plugin)
         info = control::PluginInfo{};
       if (!info) {
-        auto why = std::string{"message_manager refused the bridge's configuration: "}
+        auto why = plugin + " refused " + name + "'s configuration: "
                    + grove::describe(info.error());
         if (c != components_.end())
           set_state(*c->second, "ERRORED", why);
@@ -1730,7 +1764,7 @@ void runner::apply_bridge(std::shared_ptr<job> j, const component_plan& p) {
         components_.erase(name);
       } else {
         if (c != components_.end())
-          set_state(*c->second, "RUNNING");
+          set_state(*c->second, "RUNNING", ignored_note);
         ++j->index;
       }
       step(j);

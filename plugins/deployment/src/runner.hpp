@@ -216,7 +216,8 @@ private:
   component* start_in_group(std::shared_ptr<job> j, const component_plan& p);
   void apply_lambda(std::shared_ptr<job> j, const component_plan& p);
   void apply_model(std::shared_ptr<job> j, const component_plan& p);
-  void apply_bridge(std::shared_ptr<job> j, const component_plan& p);
+  void apply_public_config(std::shared_ptr<job> j, const std::string& name,
+                           const component_plan& p);
   void wait_model(std::shared_ptr<job> j, std::string name, std::string version,
                   std::chrono::steady_clock::time_point deadline);
   void wait_function(std::shared_ptr<job> j, std::string name,

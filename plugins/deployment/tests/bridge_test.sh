@@ -13,17 +13,12 @@
 set -u
 
 GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs python-code-dir devices-dir}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 PYCODE=$(readlink -f "${4:?}")
 DEVICES=$(readlink -f "${5:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-MM_TESTS=$HERE/../../message_manager/tests
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq node /usr/bin/aws "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$MM_TESTS/mm_test_lib.sh"
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"
+deployment_mm_open "$GROVED" "${2:?}" "${3:?}" openssl jq node /usr/bin/aws
 AWS=/usr/bin/aws
 [[ -d "$DEVICES/node_modules/mqtt" ]] || abort "no MQTT.js in $DEVICES/node_modules (tools/deps runs npm ci there)"
 

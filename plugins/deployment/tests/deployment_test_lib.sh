@@ -1,7 +1,27 @@
 # shellcheck shell=bash
 # Shared by the deployment plugin's end-to-end scripts (sourced after
-# tests/support/grove_test_lib.sh and grove_test_init): the API's test credentials, the AWS
+# tests/support/grove_test_lib.sh and grove_test_init, or first by the scripts that run
+# message_manager, which then call deployment_mm_open): the API's test credentials, the AWS
 # CLI's environment for it, and groved started with the deployment plugin alone.
+
+DEPLOYMENT_TESTS=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+
+# deployment_mm_open GROVED GROVECTL GROVE_CERTS TOOL...: the opening of the scripts that
+# run groved with message_manager: GROVED, GROVECTL and CERTS_TOOL (absolute), MM_TESTS,
+# message_manager's broker_test_lib.sh (broker_test_init checks TOOL... and the three) and
+# mm_test_lib.sh.
+deployment_mm_open() {
+  GROVED=$(readlink -f "$1")
+  GROVECTL=$(readlink -f "$2")
+  CERTS_TOOL=$(readlink -f "$3")
+  shift 3
+  MM_TESTS=$(readlink -f "$DEPLOYMENT_TESTS/../../message_manager/tests")
+  # shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
+  source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
+  broker_test_init "$@" "$CERTS_TOOL" "$GROVED" "$GROVECTL"
+  # shellcheck source=../../message_manager/tests/mm_test_lib.sh
+  source "$MM_TESTS/mm_test_lib.sh"
+}
 
 # The API's test key (the plugin's `credentials`; the CLI's AWS_ACCESS_KEY_ID).
 KEY=AKIAGROVETEST00001
@@ -15,10 +35,11 @@ aws_env() {
   export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
 }
 
-# start_deployment_alone: the server PKI (make_server_pki), a free $PORT, and groved
-# running a profile with the deployment plugin alone (thing core-1, its API on $PORT
-# with the server certificate, $KEY's credentials); the AWS CLI's environment for it
-# (aws_env). Aborts when groved does not start the plugin.
+# start_deployment_alone [LINE...]: the server PKI (make_server_pki), a free $PORT, and
+# groved running a profile with the deployment plugin alone (thing core-1, its API on
+# $PORT with the server certificate, $KEY's credentials, and each LINE as one more line of
+# its config, e.g. 'default_system_resource_limits: {cpus: 1.5}'); the AWS CLI's
+# environment for it (aws_env). Aborts when groved does not start the plugin.
 start_deployment_alone() {
   make_server_pki
   PORT=$(free_port)
@@ -30,6 +51,7 @@ plugins:
     config:
       thing_name: core-1
       api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
+$(for line in "$@"; do printf '      %s\n' "$line"; done)
       credentials:
         - {access_key_id: $KEY, secret_access_key: $SECRET}
 YAML

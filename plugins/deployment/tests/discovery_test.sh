@@ -13,18 +13,11 @@
 set -u
 
 GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs devices-dir}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 DEVICES=$(readlink -f "${4:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-MM_TESTS=$HERE/../../message_manager/tests
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq curl node /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$MM_TESTS/mm_test_lib.sh"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_mm_open "$GROVED" "${2:?}" "${3:?}" openssl jq curl node /usr/bin/python3
 PY=/usr/bin/python3
 if [[ ! -d "$DEVICES/node_modules/aws-iot-device-sdk-v2" || ! -d "$DEVICES/node_modules/mqtt" ]]; then
   echo "aws-iot-device-sdk-v2 or MQTT.js is not installed in $DEVICES (tools/deps runs npm ci there)"

@@ -39,22 +39,7 @@ test_cleanup() {
 }
 [[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 0; }
 
-make_server_pki
-PORT=$(free_port)
-cat >"$WORK/profile.yaml" <<YAML
-kernel:
-  log_level: info
-plugins:
-  - name: deployment
-    config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
+start_deployment_alone "default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out"
 run_py() { run_phase "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var"; }
 run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
 stop_groved KILL

@@ -10,6 +10,7 @@
 
 #include "api.hpp"
 #include "api_fixture.hpp"
+#include "public_components.hpp"
 #include "recipe.hpp"
 #include "semver.hpp"
 #include "sigv4.hpp"
@@ -559,6 +560,179 @@ std::string b64_sha256(const std::string& data) {
 }
 
 } // namespace
+
+// ---- AWS's public components ---------------------------------------------------------
+
+BOOST_FIXTURE_TEST_CASE(api_public_components_are_there_with_no_set_up, fixture) {
+  const std::string bridge = "aws.greengrass.clientdevices.mqtt.Bridge";
+  const std::string shadow = "aws.greengrass.ShadowManager";
+  const std::string aws = "arn:aws:greengrass:us-east-1:aws:components:";
+  // ListComponents --scope PUBLIC: the whole catalog, by name, two a page; PRIVATE empty.
+  std::vector<std::string> names;
+  std::string next;
+  do {
+    auto page = call("GET", "/greengrass/v2/components?scope=PUBLIC&maxResults=2"
+                              + (next.empty() ? "" : "&nextToken=" + enc(next)));
+    BOOST_REQUIRE_EQUAL(page.status, 200);
+    auto j = json::parse(page.body);
+    BOOST_CHECK_LE(j["components"].size(), 2u);
+    for (auto& c : j["components"]) {
+      names.push_back(c["componentName"]);
+      BOOST_CHECK_EQUAL(c["arn"], aws + names.back());
+      BOOST_CHECK_EQUAL(c["latestVersion"]["publisher"], "AWS");
+    }
+    next = j.value("nextToken", "");
+  } while (!next.empty());
+  BOOST_CHECK_EQUAL(names.size(), public_catalog().size());
+  BOOST_CHECK(std::is_sorted(names.begin(), names.end()));
+  for (const auto& n : {bridge, shadow, std::string{"aws.greengrass.Nucleus"}})
+    BOOST_CHECK_MESSAGE(std::find(names.begin(), names.end(), n) != names.end(), n);
+  BOOST_CHECK(json::parse(call("GET", "/greengrass/v2/components").body)["components"].empty());
+  // DescribeComponent, GetComponent and ListComponentVersions by AWS's ARN.
+  const auto& shadow_vs = find_public(shadow)->versions; // newest first
+  auto shadow_arn = aws + shadow + ":versions:" + shadow_vs.front().version;
+  auto d = json::parse(call("GET", "/greengrass/v2/components/" + enc(shadow_arn) + "/metadata").body);
+  BOOST_CHECK_EQUAL(d["arn"], shadow_arn);
+  BOOST_CHECK_EQUAL(d["status"]["componentState"], "DEPLOYABLE");
+  BOOST_CHECK_EQUAL(d["platforms"][0]["attributes"]["os"], "linux");
+  auto g = call("GET", "/greengrass/v2/components/" + enc(shadow_arn) + "?recipeOutputFormat=JSON");
+  BOOST_REQUIRE_EQUAL(g.status, 200);
+  std::string recipe;
+  BOOST_REQUIRE(base64_decode(json::parse(g.body)["recipe"].get<std::string>(), recipe));
+  auto defaults = json::parse(recipe)["ComponentConfiguration"]["DefaultConfiguration"];
+  BOOST_CHECK_EQUAL(defaults["rateLimits"]["maxLocalRequestsPerSecondPerThing"], 20);
+  BOOST_CHECK_EQUAL(defaults["shadowDocumentSizeLimitBytes"], 8192);
+  // Several patches of the newest minor, newest first: a deployment pinning an older patch
+  // (as AWS's own deployments do) finds it.
+  auto vs = json::parse(call("GET", "/greengrass/v2/components/" + enc(aws + shadow) + "/versions").body);
+  BOOST_REQUIRE_EQUAL(vs["componentVersions"].size(), shadow_vs.size());
+  BOOST_CHECK_GT(shadow_vs.size(), 1u);
+  BOOST_CHECK_EQUAL(vs["componentVersions"][0]["arn"], shadow_arn);
+  auto oldest = shadow_vs.back().version;
+  BOOST_CHECK_EQUAL(vs["componentVersions"].back()["componentVersion"], oldest);
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/components/"
+                                  + enc(aws + shadow + ":versions:" + oldest) + "/metadata").status, 200);
+  // Another version, or the account's ARN, is not found.
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/components/"
+                                  + enc(aws + shadow + ":versions:9.9.9") + "/metadata").status, 404);
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/components/"
+                                  + enc("arn:aws:greengrass:us-east-1:123456789012:components:"
+                                        + shadow + ":versions:2.3.12") + "/metadata").status, 404);
+  // Not deletable; the account's own version of the same name and number lives beside
+  // it (its own ARN), is the one resolved, and once deleted the public one is back.
+  auto bridge_v = find_public(bridge)->versions.front().version;
+  auto bridge_arn = aws + bridge + ":versions:" + bridge_v;
+  auto del = call("DELETE", "/greengrass/v2/components/" + enc(bridge_arn));
+  BOOST_CHECK_EQUAL(del.status, 403);
+  BOOST_CHECK_EQUAL(type_of(del), "AccessDeniedException");
+  auto resolve = [&](const std::string& name, const std::string& requirement = ">=1.0.0") {
+    json body = {{"platform", {{"attributes", {{"os", "linux"}, {"architecture", "amd64"}}}}},
+                 {"componentCandidates", json::array({{{"componentName", name},
+                                                       {"versionRequirements", {{"t", requirement}}}}})}};
+    return call("POST", "/greengrass/v2/resolveComponentCandidates", body.dump());
+  };
+  auto first_arn = [](const http_response& r) {
+    auto j = json::parse(r.body, nullptr, false);
+    return j.is_object() && j.contains("resolvedComponentVersions")
+             ? j["resolvedComponentVersions"][0].value("arn", "") : r.body;
+  };
+  BOOST_CHECK_EQUAL(first_arn(resolve(bridge)), bridge_arn);
+  // A pinned older patch resolves to AWS's version of that number; a version the catalog
+  // does not serve is a conflict naming the ones it does.
+  BOOST_CHECK_EQUAL(first_arn(resolve(shadow, "=" + oldest)), aws + shadow + ":versions:" + oldest);
+  auto outside = resolve(shadow, "<" + oldest);
+  BOOST_CHECK_EQUAL(outside.status, 409);
+  BOOST_CHECK_MESSAGE(outside.body.find("this core serves " + oldest + " to "
+                                        + shadow_vs.front().version) != std::string::npos,
+                      outside.body);
+  auto own = create(recipe_of(bridge, bridge_v) + "ComponentPublisher: Me\n");
+  BOOST_REQUIRE_EQUAL(own.status, 201);
+  auto own_arn = json::parse(own.body)["arn"].get<std::string>();
+  BOOST_CHECK_EQUAL(own_arn, "arn:aws:greengrass:us-east-1:123456789012:components:" + bridge
+                               + ":versions:" + bridge_v);
+  BOOST_CHECK_EQUAL(first_arn(resolve(bridge)), own_arn);
+  auto still = json::parse(call("GET", "/greengrass/v2/components/" + enc(bridge_arn) + "/metadata").body);
+  BOOST_CHECK_EQUAL(still["publisher"], "AWS");
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/components/" + enc(own_arn)).status, 204);
+  BOOST_CHECK_EQUAL(first_arn(resolve(bridge)), bridge_arn);
+  // An AWS component Grove does not implement: refused, saying why.
+  auto tes = resolve("aws.greengrass.TokenExchangeService");
+  BOOST_CHECK_EQUAL(tes.status, 400);
+  BOOST_CHECK_MESSAGE(tes.body.find("Grove does not implement") != std::string::npos, tes.body);
+}
+
+BOOST_AUTO_TEST_CASE(public_components_map_onto_grove_plugins) {
+  // Shadow manager's configuration as the shadow plugin reads it.
+  auto doc = public_plugin_document(
+    "aws.greengrass.ShadowManager",
+    json::parse(R"({"shadowDocumentSizeLimitBytes": 16384,
+                    "rateLimits": {"maxTotalLocalRequestsRate": 50},
+                    "synchronize": {"coreThing": {"classic": true},
+                                    "shadowDocuments": [{"thingName": "A"}],
+                                    "shadowDocumentsMap": {"B": {"namedShadows": ["n"]}}}})"),
+    "core-1");
+  BOOST_REQUIRE(doc);
+  BOOST_CHECK_EQUAL((*doc)["max_document_bytes"], 16384);
+  BOOST_CHECK(!doc->contains("shadowDocumentSizeLimitBytes"));
+  BOOST_CHECK_EQUAL((*doc)["rateLimits"]["maxTotalLocalRequestsRate"], 50);
+  BOOST_CHECK_EQUAL((*doc)["synchronize"]["coreThing"]["thingName"], "core-1");
+  auto docs = (*doc)["synchronize"]["shadowDocuments"];
+  BOOST_REQUIRE_EQUAL(docs.size(), 2u);
+  BOOST_CHECK_EQUAL(docs[1]["thingName"], "B");
+  BOOST_CHECK_EQUAL(docs[1]["namedShadows"][0], "n");
+  BOOST_CHECK(!(*doc)["synchronize"].contains("shadowDocumentsMap"));
+  // Only shadow manager's keys pass: the plugin's own (file, allow_unknown_things, the
+  // core's thingName) are the profile's, and a key Grove does not implement is named.
+  std::vector<std::string> ignored;
+  doc = public_plugin_document(
+    "aws.greengrass.ShadowManager",
+    json::parse(R"({"file": "/tmp/other.db", "allow_unknown_things": true,
+                    "rateLimits": {"maxTotalLocalRequestsRate": 50, "burst": 3},
+                    "synchronize": {"coreThing": {"thingName": "other", "classic": true}},
+                    "strategy": {"type": "periodic", "delay": 30}})"),
+    "core-1", &ignored);
+  BOOST_REQUIRE(doc);
+  BOOST_CHECK(!doc->contains("file"));
+  BOOST_CHECK(!doc->contains("allow_unknown_things"));
+  BOOST_CHECK(!(*doc)["rateLimits"].contains("burst"));
+  BOOST_CHECK_EQUAL((*doc)["rateLimits"]["maxTotalLocalRequestsRate"], 50);
+  BOOST_CHECK_EQUAL((*doc)["strategy"]["delay"], 30);
+  BOOST_CHECK_EQUAL((*doc)["synchronize"]["coreThing"]["thingName"], "core-1");
+  std::sort(ignored.begin(), ignored.end());
+  BOOST_CHECK_EQUAL(json(ignored).dump(),
+                    R"(["allow_unknown_things","file","rateLimits.burst","synchronize.coreThing.thingName"])");
+  // The bridge's named mappings as message_manager's list.
+  auto b = public_plugin_document(
+    "aws.greengrass.clientdevices.mqtt.Bridge",
+    json::parse(R"({"mqttTopicMapping": {"M": {"topic": "t/#", "source": "LocalMqtt",
+                                               "target": "Pubsub"}}})"),
+    "core-1");
+  BOOST_REQUIRE(b);
+  BOOST_CHECK_EQUAL((*b)["bridge"]["mqtt_topic_mapping"][0]["name"], "M");
+  BOOST_CHECK_EQUAL((*b)["bridge"]["mqtt_topic_mapping"][0]["topic"], "t/#");
+  // No-ops and others configure nothing; every catalog entry is a valid, deployable recipe.
+  BOOST_CHECK(!public_plugin_document("aws.greengrass.Nucleus", json::object(), "core-1"));
+  for (const auto& c : public_catalog())
+    for (const auto& v : c.versions) {
+      std::vector<recipe_error> errors;
+      BOOST_CHECK_MESSAGE(parse_recipe(v.recipe, errors), c.name << " " << v.version);
+      BOOST_CHECK_EQUAL(v.state, "DEPLOYABLE");
+      BOOST_CHECK_EQUAL(find_public_version(c.name, v.version), &v);
+    }
+  for (const auto& c : public_catalog()) {
+    BOOST_CHECK_MESSAGE(!public_refusal(c.name), c.name);
+    // AWS's component types: the Lambda launcher and runtimes and EMQX are generic, the
+    // nucleus its own type, the others plugins.
+    auto type = json::parse(c.versions.front().recipe)["ComponentType"];
+    bool generic = c.name == "aws.greengrass.LambdaLauncher"
+                   || c.name == "aws.greengrass.LambdaRuntimes"
+                   || c.name == "aws.greengrass.clientdevices.mqtt.EMQX";
+    BOOST_CHECK_EQUAL(type, c.name == "aws.greengrass.Nucleus" ? "aws.greengrass.nucleus"
+                            : generic                          ? "aws.greengrass.generic"
+                                                               : "aws.greengrass.plugin");
+    BOOST_CHECK_EQUAL(c.role == public_role::plugin_config, !c.plugin.empty());
+  }
+}
 
 BOOST_AUTO_TEST_CASE(artifact_uris_map_to_their_source_or_are_refused) {
   auto dir = std::filesystem::temp_directory_path() / ("deployment_uri_" + std::to_string(::getpid()));

@@ -10,17 +10,10 @@
 set -u
 
 GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-MM_TESTS=$HERE/../../message_manager/tests
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$MM_TESTS/mm_test_lib.sh"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_mm_open "$GROVED" "${2:?}" "${3:?}" openssl jq /usr/bin/aws /usr/bin/python3
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
