@@ -4,10 +4,24 @@
 
 #include <cstdlib>
 #include <set>
+#include <unordered_map>
 
 #include "grove/config_map.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/plugin_name.hpp"
+
+namespace grove::detail {
+struct node_identity;
+} // namespace grove::detail
+
+/// A node's identity (its node_ref, what yaml-cpp's own writer keys anchors on): yaml-cpp
+/// befriends every as_if specialization, and has no public way to it.
+template <>
+struct YAML::as_if<grove::detail::node_identity, grove::detail::node_identity> {
+  static const void* of(const YAML::Node& n) {
+    return n.m_pNode ? n.m_pNode->ref() : nullptr;
+  }
+};
 
 namespace grove {
 
@@ -427,11 +441,98 @@ std::string config_table(const config_schema& schema) {
   return out;
 }
 
+namespace {
+
+using node_identity = YAML::as_if<detail::node_identity, detail::node_identity>;
+
+/// Writes a node as yaml-cpp 0.7's `out << node` does (styles, tags, an anchor on a
+/// node met twice, an alias after), except that a scalar read quoted (tag "!") is
+/// written double-quoted: yaml-cpp drops the "!", so '1' or 'yes' came back plain and
+/// were read as an int or a bool (its EmitFromEvents is not exported to override).
+class node_writer {
+public:
+  node_writer(YAML::Emitter& out, const YAML::Node& root) : out_(out) {
+    count(root);
+  }
+
+  void write(const YAML::Node& n) {
+    auto id = node_identity::of(n);
+    size_t anchor = 0;
+    if (refs_[id] > 1) {
+      auto [at, first] = anchors_.try_emplace(id, anchors_.size() + 1);
+      if (!first) {
+        out_ << YAML::Alias(std::to_string(at->second));
+        return;
+      }
+      anchor = at->second;
+    }
+    const auto& tag = n.Tag();
+    if (!n.IsNull() && !tag.empty() && tag != "?" && tag != "!")
+      out_ << YAML::VerbatimTag(tag);
+    if (anchor != 0)
+      out_ << YAML::Anchor(std::to_string(anchor));
+    if (n.IsSequence() || n.IsMap()) {
+      if (n.Style() == YAML::EmitterStyle::Flow)
+        out_ << YAML::Flow;
+      else if (n.Style() == YAML::EmitterStyle::Block)
+        out_ << YAML::Block;
+    }
+    switch (n.Type()) {
+      case YAML::NodeType::Undefined:
+        break;
+      case YAML::NodeType::Null:
+        out_ << YAML::Null;
+        break;
+      case YAML::NodeType::Scalar:
+        if (tag == "!")
+          out_ << YAML::DoubleQuoted;
+        out_ << n.Scalar();
+        break;
+      case YAML::NodeType::Sequence:
+        out_ << YAML::BeginSeq;
+        for (const auto& e : n)
+          write(e);
+        out_ << YAML::EndSeq;
+        break;
+      case YAML::NodeType::Map:
+        out_ << YAML::BeginMap;
+        for (const auto& kv : n) {
+          write(kv.first);
+          write(kv.second);
+        }
+        out_ << YAML::EndMap;
+        break;
+    }
+  }
+
+private:
+  // How often each node is met; a shared one is walked once (a recursive alias too).
+  void count(const YAML::Node& n) {
+    if (++refs_[node_identity::of(n)] > 1)
+      return;
+    if (n.IsSequence()) {
+      for (const auto& e : n)
+        count(e);
+    } else if (n.IsMap()) {
+      for (const auto& kv : n) {
+        count(kv.first);
+        count(kv.second);
+      }
+    }
+  }
+
+  YAML::Emitter& out_;
+  std::unordered_map<const void*, int> refs_;
+  std::unordered_map<const void*, size_t> anchors_;
+};
+
+} // namespace
+
 std::string to_yaml(const YAML::Node& node) {
   if (!node.IsDefined() || node.IsNull())
     return {};
   YAML::Emitter out;
-  out << node;
+  node_writer{out, node}.write(node);
   return out.c_str();
 }
 

@@ -256,3 +256,41 @@ BOOST_AUTO_TEST_CASE(empty_schema_accepts_only_nothing) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// yaml-cpp 0.7 writes a scalar read quoted plain: '1' came back as the int 1, 'yes' as a
+// bool. to_yaml keeps it quoted, what is plain stays plain, and shared nodes stay aliases.
+BOOST_AUTO_TEST_CASE(to_yaml_keeps_quoted_scalars_quoted) {
+  const char* quoted[] = {"1", "true", "007", "yes", "0x1F", "1e3", "null", "~", "", "a: b"};
+  std::string text = "{";
+  for (size_t i = 0; i < std::size(quoted); ++i)
+    text += "q" + std::to_string(i) + ": '" + quoted[i] + "', ";
+  text += "'4': plain, n: 5, b: yes, z: ~, l: ['2', 3], a: &x {k: '8'}, c: *x}";
+  auto node = parse_yaml(text, "<test>");
+  BOOST_REQUIRE_MESSAGE(node, test::error_text(node));
+  auto out = to_yaml(*node);
+  auto back = YAML::Load(out);
+  for (size_t i = 0; i < std::size(quoted); ++i) {
+    auto v = back["q" + std::to_string(i)];
+    BOOST_TEST(v.Tag() == "!", quoted[i] << " in " << out);
+    BOOST_TEST(v.Scalar() == quoted[i], out);
+  }
+  for (auto key : {"n", "b"})
+    BOOST_TEST(back[key].Tag() == "?", key << " in " << out);
+  BOOST_TEST(back["n"].as<int>() == 5);
+  BOOST_TEST(back["z"].IsNull());
+  BOOST_TEST(back["4"].Scalar() == "plain");
+  BOOST_TEST(back["l"][0].Tag() == "!", out);
+  BOOST_TEST(back["l"][1].Tag() == "?", out);
+  BOOST_TEST(back["c"]["k"].Tag() == "!", out);
+  BOOST_TEST(back["c"].is(back["a"]), out); // an alias, not a copy
+  BOOST_TEST(to_yaml(back) == out); // a fixed point: a re-emitted group does not drift
+  BOOST_TEST(to_yaml(*parse_yaml("'5'", "<test>")) == "\"5\"");
+}
+
+// A recursive alias is written once, as yaml-cpp's own writer does.
+BOOST_AUTO_TEST_CASE(to_yaml_writes_a_recursive_alias) {
+  auto node = parse_yaml("&a [*a, '1']", "<test>");
+  BOOST_REQUIRE_MESSAGE(node, test::error_text(node));
+  BOOST_TEST(to_yaml(*node) == R"(&1 [*1, "1"])");
+}
+

@@ -591,6 +591,44 @@ BOOST_AUTO_TEST_CASE(a_group_edit_is_applied_without_waiting_for_the_poll) {
   BOOST_TEST(k.group()->name() == "in-place");
 }
 
+// An edit of the group in force (the deployment plugin's: group_document, to_yaml, set)
+// writes the file back; an operator's quoted strings must stay strings for the kernel
+// and for operator tooling (PyYAML), not turn into ints and bools.
+BOOST_AUTO_TEST_CASE(a_group_edit_keeps_quoted_strings_quoted) {
+  auto gfile = dir.write("g.yaml", R"(name: home
+functions:
+  - name: brain
+    config:
+      env: {A: '1', B: 'true', C: '007', c: 'yes', e: '0x1F', f: '1e3', n: 5, p: on}
+resources:
+  - {id: pin, config: '42'}
+)");
+  auto p = test::make_profile(dir.path());
+  p.group_file = gfile;
+  plugin_spec deployer;
+  deployer.name = "deployer";
+  deployer.may_set_group = true;
+  p.plugins = {deployer};
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  auto r = k.set_group("deployer", to_yaml(group_document(*k.group())));
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  auto env = YAML::Load((*r)->functions(0).config_yaml())["env"];
+  for (auto key : {"A", "B", "C", "c", "e", "f"})
+    BOOST_TEST(env[key].Tag() == "!", key << " in " << (*r)->functions(0).config_yaml());
+  BOOST_TEST(env["n"].Tag() == "?");
+  std::string script = R"(import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+env = d["functions"][0]["config"]["env"]
+want = {"A": "1", "B": "true", "C": "007", "c": "yes", "e": "0x1F", "f": "1e3", "n": 5, "p": True}
+assert env == want, env
+assert d["resources"][0]["config"] == "42", d["resources"]
+)";
+  auto cmd = "python3 -c '" + script + "' " + gfile.string();
+  BOOST_TEST(std::system(cmd.c_str()) == 0, slurp(gfile));
+  k.stop();
+}
+
 BOOST_AUTO_TEST_CASE(kernel_refuses_to_start_on_a_bad_group) {
   auto p = test::make_profile(dir.path());
   p.group_file = dir.write("g.yaml", "name: g\ndevices: 5\n");

@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "grove/errors.hpp"
+#include "grove/kernel/config.hpp"
 #include "grove/kernel/group.hpp"
 #include "recipe.hpp"
 
@@ -225,9 +226,7 @@ group::Group group_changes::undo(const group::Group& now, std::vector<std::strin
 
 caf::expected<std::string> group_yaml(const group::Group& g) {
   try {
-    YAML::Emitter out;
-    out << grove::group_document(g);
-    return std::string{out.c_str()};
+    return grove::to_yaml(grove::group_document(g));
   } catch (const std::exception& e) { // a config the kernel gave that is no YAML
     return make_error(errc::invalid_config,
                       std::string{"the group could not be written: "} + e.what());

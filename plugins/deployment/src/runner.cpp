@@ -17,6 +17,7 @@
 #include "grove/control.pb.h"
 #include "grove/function_runtime/client.hpp"
 #include "grove/ml_inference/client.hpp"
+#include "grove/kernel/config.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/group_client.hpp"
@@ -225,12 +226,6 @@ caf::expected<std::string> model_resource(const component_plan& p) {
   if (!cfg.contains("version"))
     cfg["version"] = p.version;
   return json{{key, cfg}}.dump(); // JSON is YAML
-}
-
-std::string emit(const YAML::Node& doc) {
-  YAML::Emitter out;
-  out << doc;
-  return out.c_str();
 }
 
 // A path in the one spelling library paths are compared in.
@@ -1684,7 +1679,7 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
         *read = g;
         auto node = grove::group_document(g);
         edit(node);
-        return emit(node);
+        return grove::to_yaml(node); // quoted strings stay quoted
       } catch (const std::exception& e) { // a config the kernel gave that is no YAML
         return grove::make_error(grove::errc::invalid_config,
                                  std::string{"the group in force could not be edited: "}

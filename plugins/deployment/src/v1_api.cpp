@@ -18,6 +18,7 @@
 #include "group_ca.hpp"
 #include "grove/errors.hpp"
 #include "grove/file.hpp"
+#include "grove/kernel/config.hpp"
 #include "grove/kernel/group.hpp"
 #include "grove/topic.hpp"
 
@@ -1439,9 +1440,7 @@ caf::expected<std::string> keep_v2_components(const std::string& v1_group,
     doc["subscriptions"].push_back(sub);
     ids.insert(id);
   }
-  YAML::Emitter out;
-  out << doc;
-  return std::string{out.c_str()};
+  return grove::to_yaml(doc); // the group in force's quoted strings stay quoted
 }
 
 http_response v1_api::create_deployment(const std::string& group_id, const http_request& req,

@@ -158,7 +158,9 @@ caf::expected<YAML::Node> parse_yaml(std::string_view text, std::string_view ori
 /// `groved --describe-config` prints and plugin READMEs embed.
 std::string config_table(const config_schema& schema);
 
-/// The node as YAML text; empty for a null or undefined node.
+/// The node as YAML text; empty for a null or undefined node. A scalar read quoted stays
+/// quoted (double), so '1' or 'yes' is read back as a string; every re-emitted group or
+/// config goes through here.
 std::string to_yaml(const YAML::Node& node);
 
 /// Parses a log level name (trace, debug, info, warn, error, critical, off).
