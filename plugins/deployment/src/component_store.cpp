@@ -112,6 +112,13 @@ component_store::open(const std::filesystem::path& file) {
                              " WHERE json_valid(request)"
                              " AND json_type(request, '$.tags') = 'object';",
                              {}});
+  // What a deployment applying now must undo when it fails (issue 15): the set before it
+  // and its changes of the kernel's group, written before each change moves on, so a
+  // rollback after `kill -9` and the resume undoes them (runner.hpp, apply_journal).
+  opts.migrations.push_back({7,
+                             "CREATE TABLE rollback_journal("
+                             " deployment_id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -522,6 +529,33 @@ caf::expected<std::vector<installed_row>> component_store::installed() {
         }))
     return err;
   return out;
+}
+
+caf::error component_store::put_rollback(const std::string& deployment_id,
+                                         const std::string& state) {
+  std::lock_guard guard{mtx_};
+  return db_->run("INSERT INTO rollback_journal(deployment_id, state) VALUES(?, ?)"
+                  " ON CONFLICT(deployment_id) DO UPDATE SET state = excluded.state",
+                  deployment_id, state);
+}
+
+caf::expected<std::optional<std::string>>
+component_store::rollback_of(const std::string& deployment_id) {
+  std::lock_guard guard{mtx_};
+  std::optional<std::string> out;
+  if (auto err = each_row(*db_, "SELECT state FROM rollback_journal WHERE deployment_id = ?",
+                          [&](const grove::statement& s) {
+                            out = std::string{s.column_text(0)};
+                            return false;
+                          },
+                          deployment_id))
+    return err;
+  return out;
+}
+
+caf::error component_store::erase_rollback(const std::string& deployment_id) {
+  std::lock_guard guard{mtx_};
+  return db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", deployment_id);
 }
 
 } // namespace grove::deployment

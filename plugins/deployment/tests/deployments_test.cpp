@@ -11,6 +11,7 @@
 
 #include "api_fixture.hpp"
 #include "group_changes.hpp"
+#include "grove/kernel/group.hpp"
 #include "render.hpp"
 #include "store_rows.hpp"
 
@@ -602,6 +603,138 @@ BOOST_AUTO_TEST_CASE(an_entry_changed_twice_with_another_change_between_goes_bac
   BOOST_TEST(undone == 1u);
   BOOST_TEST(kept.empty());
   BOOST_TEST(notes.empty());
+}
+
+BOOST_AUTO_TEST_CASE(group_changes_survive_the_journal) {
+  // What a rollback after kill -9 undoes: the changes as journaled (to_json, as text and
+  // back) undo exactly what the changes in memory undo.
+  using strings = std::vector<std::string>;
+  grove::group::Group before;
+  before.set_name("e2e");
+  before.set_version(1);
+  before.add_devices()->set_thing("A");
+  add_function(before, "keep", "k");
+  add_function(before, "relay", "v1");
+  add_subscription(before, "a-r", "device:A", "function:relay");
+  auto w1 = before; // the deployment: relay v2, a function dep, a-r out, a model
+  w1.set_version(2);
+  w1.mutable_functions(1)->set_config_yaml("v2");
+  add_function(w1, "dep", "{x: 1}");
+  w1.mutable_subscriptions()->Clear();
+  auto* model = w1.add_resources();
+  model->set_id("model");
+  model->set_config_yaml("{path: /m}");
+  group_changes changes;
+  changes.record(before, w1);
+  BOOST_REQUIRE(changes.size() == 4u);
+  auto parsed = group_changes::from_json(json::parse(changes.to_json().dump()));
+  BOOST_REQUIRE(parsed);
+  BOOST_TEST(parsed->size() == 4u);
+  auto now = w1; // an operator's function added since: kept by both
+  now.set_version(3);
+  add_function(now, "other", "o");
+  strings notes, kept, notes2, kept2;
+  auto back = changes.undo(now, notes, kept);
+  auto back2 = parsed->undo(now, notes2, kept2);
+  BOOST_TEST(functions_of(back2) == (strings{"keep=k", "relay=v1", "other=o"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back2) == (strings{"a-r"}), boost::test_tools::per_element());
+  BOOST_TEST(back2.resources_size() == 0);
+  BOOST_TEST(back2.SerializeAsString() == back.SerializeAsString());
+  // Nothing recorded journals as nothing.
+  auto none = group_changes::from_json(group_changes{}.to_json());
+  BOOST_REQUIRE(none);
+  BOOST_TEST(none->empty());
+  // A journal that is not what to_json wrote is refused, not half read.
+  BOOST_TEST(!group_changes::from_json(json::array()));
+  BOOST_TEST(!group_changes::from_json(json{{"functions", {{"x", {{"before", "%%%"}}}}}}));
+  BOOST_TEST(!group_changes::from_json(json{{"resources", {{"x", 3}}}}));
+}
+
+BOOST_AUTO_TEST_CASE(a_group_document_reads_back_as_its_group) {
+  // The group an edit asked for (its document) compares as the group itself: nothing
+  // differs between a group and its own document, one edit of it is that one entry.
+  grove::group::Group g;
+  g.set_version(5);
+  g.add_devices()->set_thing("A");
+  add_function(g, "keep", "runtime: python3\nenv: {A: x1}");
+  add_subscription(g, "a-keep", "device:A", "function:keep");
+  g.add_resources()->set_id("vol");
+  g.mutable_resources(0)->set_config_yaml("{path: /v}");
+  auto doc = grove::group_document(g);
+  group_changes same;
+  same.record(g, group_of_document(doc));
+  BOOST_TEST(same.empty());
+  doc["functions"][0]["config"]["env"]["A"] = "x2";
+  group_changes one;
+  one.record(g, group_of_document(doc));
+  BOOST_TEST(one.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_change_is_recorded_when_the_group_has_it) {
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_version(4);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  add_subscription(read, "a-keep", "device:A", "function:keep");
+  auto intended = read; // the deployment's change: a function relay and its route
+  add_function(intended, "relay", "r");
+  add_subscription(intended, "a-r", "device:A", "function:relay");
+  // Applied (the version moved on), then an operator's function came on top: the
+  // deployment's two entries are recorded, not the operator's.
+  auto now = intended;
+  now.set_version(6);
+  add_function(now, "other", "o");
+  group_changes applied;
+  size_t meant = 0;
+  BOOST_TEST(applied.record_if_applied(read, intended, now, &meant) == 2u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(applied.size() == 2u);
+  strings notes, kept;
+  auto back = applied.undo(now, notes, kept);
+  BOOST_TEST(functions_of(back) == (strings{"keep=k", "other=o"}), boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back) == (strings{"a-keep"}), boost::test_tools::per_element());
+  // Not applied: the group is still the one read (same version) -- nothing recorded.
+  group_changes not_applied;
+  BOOST_TEST(not_applied.record_if_applied(read, intended, read, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(not_applied.empty());
+  // Not applied, but the group changed otherwise (another change won the compare-and-set):
+  // nothing of the deployment's is there, nothing recorded.
+  auto others = read;
+  others.set_version(5);
+  add_function(others, "other", "o");
+  group_changes lost;
+  BOOST_TEST(lost.record_if_applied(read, intended, others) == 0u);
+  BOOST_TEST(lost.empty());
+  // Applied, then someone changed relay: only the route is as intended, and recorded.
+  auto changed = now;
+  changed.set_version(7);
+  changed.mutable_functions(1)->set_config_yaml("r2");
+  group_changes partly;
+  BOOST_TEST(partly.record_if_applied(read, intended, changed) == 1u);
+  BOOST_TEST(partly.size() == 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
+  // Schema 7: a deployment's rollback state, replaced on every write, read back after the
+  // store is reopened (kill -9 of groved), gone once it settled.
+  BOOST_REQUIRE(!store->put_rollback("d-1", "{\"previous\":[]}"));
+  BOOST_REQUIRE(!store->put_rollback("d-1", "{\"previous\":[1]}"));
+  BOOST_REQUIRE(!store->put_rollback("d-2", "two"));
+  open();
+  auto one = store->rollback_of("d-1");
+  BOOST_REQUIRE(one);
+  BOOST_REQUIRE(one->has_value());
+  BOOST_CHECK_EQUAL(**one, "{\"previous\":[1]}");
+  BOOST_REQUIRE(!store->erase_rollback("d-1"));
+  auto gone = store->rollback_of("d-1");
+  BOOST_REQUIRE(gone);
+  BOOST_CHECK(!gone->has_value());
+  auto two = store->rollback_of("d-2");
+  BOOST_REQUIRE(two && two->has_value());
+  BOOST_CHECK_EQUAL(**two, "two");
 }
 
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {
