@@ -481,6 +481,11 @@ caf::expected<bool> component_store::set_deployment_state(const std::string& id,
                           "modified_ms = ? WHERE id = ?",
                           status, execution, reason, now_ms, id))
     return err;
+  // Settled (or canceled): nothing left for a resume to roll back; in the same transaction,
+  // so that kill -9 cannot leave the row of a settled deployment.
+  if (status != "ACTIVE")
+    if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", id))
+      return err;
   if (auto err = tx->commit())
     return err;
   return true;
@@ -495,9 +500,17 @@ caf::expected<tag_result> component_store::modify_deployment_tags(
 
 caf::expected<bool> component_store::erase_deployment(const std::string& id) {
   std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
   if (auto err = db_->run("DELETE FROM deployments WHERE id = ?", id))
     return err;
-  return sqlite3_changes(db_->native_handle()) > 0;
+  bool gone = sqlite3_changes(db_->native_handle()) > 0;
+  if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", id))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return gone;
 }
 
 caf::error component_store::put_installed(const std::vector<installed_row>& rows) {
@@ -534,9 +547,11 @@ caf::expected<std::vector<installed_row>> component_store::installed() {
 caf::error component_store::put_rollback(const std::string& deployment_id,
                                          const std::string& state) {
   std::lock_guard guard{mtx_};
-  return db_->run("INSERT INTO rollback_journal(deployment_id, state) VALUES(?, ?)"
+  // Only while the deployment is ACTIVE: one canceled or settled meanwhile resumes never.
+  return db_->run("INSERT INTO rollback_journal(deployment_id, state) SELECT ?, ?"
+                  " WHERE EXISTS(SELECT 1 FROM deployments WHERE id = ? AND status = 'ACTIVE')"
                   " ON CONFLICT(deployment_id) DO UPDATE SET state = excluded.state",
-                  deployment_id, state);
+                  deployment_id, state, deployment_id);
 }
 
 caf::expected<std::optional<std::string>>
@@ -553,9 +568,9 @@ component_store::rollback_of(const std::string& deployment_id) {
   return out;
 }
 
-caf::error component_store::erase_rollback(const std::string& deployment_id) {
+caf::error component_store::keep_rollback_of(const std::string& deployment_id) {
   std::lock_guard guard{mtx_};
-  return db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", deployment_id);
+  return db_->run("DELETE FROM rollback_journal WHERE deployment_id != ?", deployment_id);
 }
 
 } // namespace grove::deployment

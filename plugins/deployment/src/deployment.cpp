@@ -689,6 +689,11 @@ private:
               && (!settled || d.modified_ms > settled->modified_ms))
             settled = &d;
         }
+        // Rollback journals of deployments that will not resume (settled, skipped for a
+        // newer one, left by a kill -9) go; the current one's, when ACTIVE, is its resume's.
+        if (auto err = db->keep_rollback_of(current && current->status == "ACTIVE" ? current->id
+                                                                                  : ""))
+          return err;
         if (settled && settled->status != "COMPLETED"
             && (!current || current->status != "ACTIVE"))
           return what{{}, {}, "deployment " + settled->id + " settled last, " + settled->status};
@@ -825,7 +830,7 @@ private:
                                    const group_changes& changes) {
     auto set = nlohmann::json::array();
     for (const auto& p : previous) {
-      auto row = row_of(installed_record{p, "", "", 0});
+      auto row = row_of(installed_record{p, "", "", 0, p.foreign});
       set.push_back({{"name", row.name}, {"version", row.version},
                      {"plan", nlohmann::json::parse(row.plan)}});
     }
@@ -844,9 +849,10 @@ private:
           || !c.value("version", nlohmann::json{}).is_string())
         return grove::make_error(grove::errc::malformed, "the rollback journal's set is "
                                                          "malformed");
-      previous.push_back(record_of(installed_row{c["name"], c["version"], "", "", 0,
-                                                 c.value("plan", nlohmann::json{}).dump()})
-                           .plan);
+      auto rec = record_of(installed_row{c["name"], c["version"], "", "", 0,
+                                         c.value("plan", nlohmann::json{}).dump()});
+      rec.plan.foreign = rec.foreign; // the rollback leaves such a function alone
+      previous.push_back(std::move(rec.plan));
     }
     auto changes = group_changes::from_json(j.value("group", nlohmann::json::object()));
     if (!changes)
@@ -889,11 +895,14 @@ private:
           }
       }
     db.set_deployment_state(id, {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", now);
-    // A run that kill -9 cut short journaled what its rollback undoes.
-    auto journaled = db.rollback_of(id);
-    if (!journaled)
-      return std::move(journaled.error());
-    out.resumed = std::move(*journaled);
+    // A run that kill -9 cut short journaled what its rollback undoes (only an ACTIVE
+    // deployment has such a row: a COMPLETED one applied again at start has none).
+    if ((*d)->status == "ACTIVE") {
+      auto journaled = db.rollback_of(id);
+      if (!journaled)
+        return std::move(journaled.error());
+      out.resumed = std::move(*journaled);
+    }
     std::vector<component_plan> plans;
     for (const auto& v : resolved.value("resolvedComponentVersions", json::array())) {
       component_plan p;
@@ -1001,20 +1010,24 @@ private:
         // What its rollback needs, journaled before each step moves on (kill -9).
         apply_journal journal;
         journal.write = [this, id](const std::vector<component_plan>& previous,
-                                   const group_changes& changes, std::function<void()> then) {
+                                   const group_changes& changes,
+                                   std::function<void(caf::error)> then) {
           ctx_->run_blocking(
             [db = store_, id, text = rollback_text(previous, changes)] {
               auto err = db->put_rollback(id, text);
-              return err ? grove::describe(err) : std::string{};
+              return err ? grove::message_of(err) : std::string{}; // made an error again below
             },
             [this, id, then = std::move(then), alive = alive_](caf::expected<std::string> r) {
               if (!*alive)
                 return;
               auto why = r ? std::move(*r) : grove::describe(r.error());
-              if (!why.empty())
-                ctx_->log().error("deployment: {}: what its rollback undoes could not be "
-                                  "journaled: {}", id, why);
-              then();
+              if (why.empty()) {
+                then({});
+                return;
+              }
+              ctx_->log().error("deployment: {}: what its rollback undoes could not be "
+                                "journaled: {}", id, why);
+              then(grove::make_error(grove::errc::system_error, why));
             });
         };
         if (p->resumed) {
@@ -1047,10 +1060,9 @@ private:
       ctx_->log().error("deployment: {} failed: {}", id, reason);
     ctx_->run_blocking(
       [db = store_, id, ok, reason, from] {
+        // Settled: its rollback journal goes in the same transaction.
         db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
                                  ok ? "SUCCEEDED" : "FAILED", reason, now_ms());
-        // Settled: nothing left for a resume to roll back.
-        db->erase_rollback(id);
       },
       [](caf::error) {});
   }

@@ -250,8 +250,11 @@ size_t group_changes::record_if_applied(const group::Group& read, const group::G
   if (meant)
     *meant = all;
   // The kernel bumps the version on every change it applies: none since the read, none
-  // of this change either (an identical group is no sign that it applied).
-  if (now.version() == read.version())
+  // of this change either (an identical group is no sign that it applied). A set is a
+  // compare-and-set, applied whole or not at all: some of its entries as asked and others
+  // not means another change made those (an operator removing the same entry, adding an
+  // identical one), so nothing is the deployment's.
+  if (now.version() == read.version() || applied != all)
     return 0;
   record(read, g);
   return applied;

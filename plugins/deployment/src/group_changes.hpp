@@ -33,10 +33,11 @@ public:
 
   /// Records a change whose answer never came (a timeout: the kernel may or may not have
   /// applied it): `read`, the group it was computed on, `intended`, the group it asked
-  /// for, and `now`, the group in force read afterwards. Each entry the change meant to
-  /// change counts as changed when `now` has it as `intended` does and the group's version
-  /// moved on since `read`; recorded as record() does. Returns how many entries applied
-  /// of how many the change meant (`meant`).
+  /// for, and `now`, the group in force read afterwards. The change counts as applied when
+  /// `now` has every entry it meant to change as `intended` does and the group's version
+  /// moved on since `read` (a set applies whole or not at all: only some entries as asked
+  /// are another change's); then recorded as record() does. Returns how many entries it
+  /// recorded (0 or all), `meant` how many the change meant.
   size_t record_if_applied(const group::Group& read, const group::Group& intended,
                            const group::Group& now, size_t* meant = nullptr);
 

@@ -798,15 +798,20 @@ void runner::begin(std::shared_ptr<job> j) {
   watch_.reset();
   // The set before (what a rollback puts back), dependencies first.
   j->previous.clear();
+  auto keep = [&](const component& c) {
+    j->previous.push_back(c.plan);
+    j->previous.back().foreign = c.foreign; // the rollback leaves such a function alone
+  };
   for (const auto& name : order_)
     if (auto it = components_.find(name); it != components_.end())
-      j->previous.push_back(it->second->plan);
+      keep(*it->second);
   for (const auto& [name, c] : components_)
     if (std::find(order_.begin(), order_.end(), name) == order_.end())
-      j->previous.push_back(c->plan);
+      keep(*c);
   // A deployment that kill -9 cut short: what ran before it and what it changed in the
   // group, as journaled then (the components now are its partly applied set).
-  if (j->journal.resumed) {
+  bool resumed = j->journal.resumed.has_value();
+  if (resumed) {
     j->previous = std::move(j->journal.resumed->first);
     j->group_changed = std::move(j->journal.resumed->second);
     j->journal.resumed.reset();
@@ -816,10 +821,23 @@ void runner::begin(std::shared_ptr<job> j) {
   }
   // Journaled before anything changes, so that a rollback after kill -9 has it.
   if (j->journal.write && !j->is_rollback) {
-    j->journal.write(j->previous, j->group_changed, [this, j, alive = alive_] {
-      if (*alive)
-        begin_changes(j);
-    });
+    j->journal.write(j->previous, j->group_changed,
+                     [this, j, resumed, alive = alive_](caf::error err) {
+                       if (!*alive)
+                         return;
+                       if (err && !resumed) { // nothing changed yet: nothing to roll back
+                         j->rollback = false;
+                         finish(j, false, "what its rollback would undo could not be "
+                                          "journaled, nothing changed: " + grove::describe(err));
+                         return;
+                       }
+                       if (err) { // the run cut short changed things: its rollback undoes them
+                         finish(j, false, "what its rollback undoes could not be journaled: "
+                                            + grove::describe(err));
+                         return;
+                       }
+                       begin_changes(j);
+                     });
     return;
   }
   begin_changes(j);
@@ -1142,17 +1160,23 @@ void runner::step(std::shared_ptr<job> j) {
       apply_plugin(j, p);
       return;
     }
-    if ((is_lambda(p.recipe) || is_model(p.recipe)) && j->group_kept.count(p.name)) {
+    if ((is_lambda(p.recipe) || is_model(p.recipe))
+        && (j->group_kept.count(p.name) || (j->is_rollback && p.foreign))) {
       // A rollback: another change made this component's function or model after the
-      // failed deployment's, and the undo kept that (and said so); it stays, and is not
-      // this component's to run (the failed version's state replaced, journaled). A slot
-      // the failed deployment's removal erased is not made again: a later deployment
-      // leaving the component out would take the other change's function out with it.
+      // failed deployment's (the undo kept that and said so), or it was another change's
+      // in the set before already (the undo put that change's version back); it stays,
+      // and is not this component's to run (the failed version's state replaced,
+      // journaled as foreign). A slot the failed deployment's removal erased is made again
+      // only for one foreign before: a kept one was the failed deployment's own.
       component* slot_ptr = nullptr;
       {
         std::lock_guard guard{mtx_};
-        if (auto it = components_.find(p.name); it != components_.end() && it->second) {
+        auto it = components_.find(p.name);
+        if (p.foreign && (it == components_.end() || !it->second))
+          it = components_.insert_or_assign(p.name, std::make_unique<component>()).first;
+        if (it != components_.end() && it->second) {
           it->second->plan = p;
+          it->second->plan.foreign = false; // component::foreign is the component's own
           // Journaled with its state: a later set without it leaves the group alone.
           it->second->foreign = true;
           slot_ptr = it->second.get();
@@ -1709,7 +1733,7 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
       // else's change lies between them), journaled before the job moves on.
       if (r) {
         j->group_changed.record(*read, *r);
-        journal_group(j, [then] { then({}); });
+        journal_group(j, then);
         return;
       }
       if (r.error() != grove::errc::timeout) { // refused: nothing changed
@@ -1736,22 +1760,30 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
           size_t meant = 0;
           auto applied = j->group_changed.record_if_applied(*read, *intended, *now, &meant);
           ctx_.log().warn("deployment: a change of the group timed out; {} of its {} "
-                          "entries are in force (group version {}), recorded for a rollback",
+                          "entries recorded for a rollback as in force (group version {}; "
+                          "all or none: a set applies whole)",
                           applied, meant, now->version());
-          journal_group(j, [then, err] { then(std::move(*err)); });
+          journal_group(j, [then, err](caf::error) { then(std::move(*err)); });
         });
     });
 }
 
-void runner::journal_group(std::shared_ptr<job> j, std::function<void()> then) {
+void runner::journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then) {
   if (!j->journal.write) {
-    then();
+    then({});
     return;
   }
-  j->journal.write(j->previous, j->group_changed, [then = std::move(then), alive = alive_] {
-    if (*alive)
-      then();
-  });
+  j->journal.write(j->previous, j->group_changed,
+                   [then = std::move(then), alive = alive_](caf::error err) {
+                     if (!*alive)
+                       return;
+                     if (err) // the group changed: the failure's rollback undoes it from memory
+                       err = grove::make_error(grove::errc::system_error,
+                                               "the group was set, but what its rollback "
+                                               "undoes could not be journaled: "
+                                                 + grove::message_of(err));
+                     then(std::move(err));
+                   });
 }
 
 // The MQTT bridge component (`p`; an empty name: it left the set): its merged

@@ -76,6 +76,10 @@ struct component_plan {
   nlohmann::json update;
   /// See `cumulative`.
   bool update_if_new = false;
+  /// In the set before an apply (what its rollback puts back) only: the component's
+  /// function or model was another change's then (installed_record::foreign), so the
+  /// rollback leaves the group's entry alone rather than set this plan over it.
+  bool foreign = false;
 };
 
 /// A component as kept in the journal (ListInstalledComponents after a restart).
@@ -94,10 +98,12 @@ struct installed_record {
 /// What an apply journals so that its rollback survives `kill -9` (apply()).
 struct apply_journal {
   /// Writes durably the set before the apply and its changes of the group so far, then
-  /// calls `then` on the actor (a failed write is the writer's to log). Called once the
-  /// set before is known, before anything changes, and after every change of the group.
+  /// calls `then` on the actor with the write's error (none: written). Called once the set
+  /// before is known, before anything changes, and after every change of the group. A
+  /// failed write fails the apply: before anything changed, without a rollback; after a
+  /// change of the group, with its rollback (which undoes it from memory).
   std::function<void(const std::vector<component_plan>& previous, const group_changes& changes,
-                     std::function<void()> then)>
+                     std::function<void(caf::error)> then)>
     write;
   /// What `write` kept for the same deployment in a run that `kill -9` cut short (a
   /// resume): the set before it and its group changes, which its rollback puts back and
@@ -243,8 +249,9 @@ private:
                      std::chrono::steady_clock::time_point deadline);
   void edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
                   std::function<void(caf::error)> then);
-  // The job's group changes journaled (apply_journal::write), then `then`.
-  void journal_group(std::shared_ptr<job> j, std::function<void()> then);
+  // The job's group changes journaled (apply_journal::write), then `then` (the write's
+  // error, if any).
+  void journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then);
   void set_state(component& c, const std::string& state, const std::string& details = "");
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env,

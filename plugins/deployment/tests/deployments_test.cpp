@@ -708,33 +708,114 @@ BOOST_AUTO_TEST_CASE(a_timed_out_change_is_recorded_when_the_group_has_it) {
   group_changes lost;
   BOOST_TEST(lost.record_if_applied(read, intended, others) == 0u);
   BOOST_TEST(lost.empty());
-  // Applied, then someone changed relay: only the route is as intended, and recorded.
+  // Only some entries as asked (someone changed relay since): whose the route is cannot be
+  // told, nothing recorded.
   auto changed = now;
   changed.set_version(7);
   changed.mutable_functions(1)->set_config_yaml("r2");
   group_changes partly;
-  BOOST_TEST(partly.record_if_applied(read, intended, changed) == 1u);
-  BOOST_TEST(partly.size() == 1u);
+  BOOST_TEST(partly.record_if_applied(read, intended, changed) == 0u);
+  BOOST_TEST(partly.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_removal_is_not_recorded_when_only_an_operator_removed_alike) {
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_version(4);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  add_function(read, "old", "o");
+  // The deployment's change: function old out, relay in. It did not apply; an operator
+  // removed old too (the version moved on): old is gone as asked, relay is not there.
+  auto intended = read;
+  intended.mutable_functions()->RemoveLast();
+  add_function(intended, "relay", "r");
+  auto now = read;
+  now.set_version(5);
+  now.mutable_functions()->RemoveLast();
+  group_changes c;
+  size_t meant = 0;
+  BOOST_TEST(c.record_if_applied(read, intended, now, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(c.empty());
+  // A rollback then puts nothing back: old stays removed, as the operator wanted.
+  strings notes, kept;
+  BOOST_TEST(functions_of(c.undo(now, notes, kept)) == (strings{"keep=k"}),
+             boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_addition_is_not_recorded_when_someone_added_the_same) {
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_version(4);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  // The deployment's change: function relay and its route. It did not apply; someone
+  // else added an identical relay (no route).
+  auto intended = read;
+  add_function(intended, "relay", "r");
+  add_subscription(intended, "a-r", "device:A", "function:relay");
+  auto now = read;
+  now.set_version(5);
+  add_function(now, "relay", "r");
+  group_changes c;
+  size_t meant = 0;
+  BOOST_TEST(c.record_if_applied(read, intended, now, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(c.empty());
+  // A rollback then leaves the other change's relay in the group.
+  strings notes, kept;
+  BOOST_TEST(functions_of(c.undo(now, notes, kept)) == (strings{"keep=k", "relay=r"}),
+             boost::test_tools::per_element());
 }
 
 BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
-  // Schema 7: a deployment's rollback state, replaced on every write, read back after the
-  // store is reopened (kill -9 of groved), gone once it settled.
+  // Schema 7: an ACTIVE deployment's rollback state, replaced on every write, read back
+  // after the store is reopened (kill -9 of groved).
+  for (auto id : {"d-1", "d-2", "d-3", "d-4"}) {
+    deployment_record d;
+    d.id = id;
+    // A target each: a new deployment makes the older ones of its target INACTIVE.
+    d.target_arn = std::string{"arn:aws:iot:us-east-1:123456789012:thing/core-"} + id;
+    token_record none;
+    auto put = store->put_deployment(d, "", none, 0, none);
+    BOOST_REQUIRE(put);
+  }
   BOOST_REQUIRE(!store->put_rollback("d-1", "{\"previous\":[]}"));
   BOOST_REQUIRE(!store->put_rollback("d-1", "{\"previous\":[1]}"));
-  BOOST_REQUIRE(!store->put_rollback("d-2", "two"));
+  for (auto id : {"d-2", "d-3", "d-4"})
+    BOOST_REQUIRE(!store->put_rollback(id, id));
+  BOOST_REQUIRE(!store->put_rollback("d-none", "no such deployment"));
   open();
-  auto one = store->rollback_of("d-1");
-  BOOST_REQUIRE(one);
-  BOOST_REQUIRE(one->has_value());
-  BOOST_CHECK_EQUAL(**one, "{\"previous\":[1]}");
-  BOOST_REQUIRE(!store->erase_rollback("d-1"));
-  auto gone = store->rollback_of("d-1");
-  BOOST_REQUIRE(gone);
-  BOOST_CHECK(!gone->has_value());
-  auto two = store->rollback_of("d-2");
-  BOOST_REQUIRE(two && two->has_value());
-  BOOST_CHECK_EQUAL(**two, "two");
+  auto text = [&](const std::string& id) {
+    auto r = store->rollback_of(id);
+    BOOST_REQUIRE(r);
+    return r->value_or("(none)");
+  };
+  BOOST_CHECK_EQUAL(text("d-1"), "{\"previous\":[1]}");
+  BOOST_CHECK_EQUAL(text("d-2"), "d-2");
+  BOOST_CHECK_EQUAL(text("d-none"), "(none)");
+  // Settled: gone with the state change (one transaction); a write after it (a deployment
+  // canceled while it applied journals on) keeps nothing.
+  auto settled = store->set_deployment_state("d-1", {"ACTIVE"}, "FAILED", "FAILED", "x", 1);
+  BOOST_REQUIRE(settled && *settled);
+  BOOST_CHECK_EQUAL(text("d-1"), "(none)");
+  BOOST_REQUIRE(!store->put_rollback("d-1", "late"));
+  BOOST_CHECK_EQUAL(text("d-1"), "(none)");
+  // Still ACTIVE (IN_PROGRESS): kept.
+  auto applying = store->set_deployment_state("d-3", {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", 1);
+  BOOST_REQUIRE(applying && *applying);
+  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  // Deleted: gone with the deployment.
+  auto erased = store->erase_deployment("d-2");
+  BOOST_REQUIRE(erased && *erased);
+  BOOST_CHECK_EQUAL(text("d-2"), "(none)");
+  // At start: only the deployment that resumes keeps its row, then none.
+  BOOST_REQUIRE(!store->keep_rollback_of("d-3"));
+  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  BOOST_CHECK_EQUAL(text("d-4"), "(none)");
+  BOOST_REQUIRE(!store->keep_rollback_of(""));
+  BOOST_CHECK_EQUAL(text("d-3"), "(none)");
 }
 
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {

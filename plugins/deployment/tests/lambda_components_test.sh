@@ -406,7 +406,8 @@ wait "$DEPLOY_PID"
 OUT=$(cat "$WORK/deploy.out")
 check "... e2e.Fail's install fails: FAILED, ROLLBACK_COMPLETE ($OUT)" \
   bash -c '[[ $0 == FAILED* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
-OP_RELAY='"r/op" in str([f for f in g.get("functions") or [] if f["name"] == "e2e.Relay"])'
+RELAY_CFG='str([f for f in g.get("functions") or [] if f["name"] == "e2e.Relay"])'
+OP_RELAY="'r/op' in $RELAY_CFG"
 check "... the operator's version of e2e.Relay's function kept" group_has "$OP_RELAY"
 check "... ListInstalledComponents: e2e.Relay FINISHED (its function is another change's)" \
   bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == FINISHED ]] && exit 0; sleep 0.1; done; exit 1'
@@ -418,6 +419,17 @@ check "kill -9 and a restart: the journaled set runs again" \
 check "... e2e.Relay stays FINISHED (not set again over the operator's function)" \
   bash -c 'for _ in $(seq 1 30); do [[ $(installed e2e.Relay) == FINISHED ]] || exit 1; sleep 0.1; done'
 check "... the operator's version of e2e.Relay's function still in the group" group_has "$OP_RELAY"
+# A failing deployment naming it: it sets e2e.Relay's function (r/to/b), then its rollback
+# puts the operator's version back and leaves it there (the set before kept the component
+# as another change's), not the set's old configuration (r/to/b2).
+touch "$WORK/fail.go"  # e2e.Fail's install fails at once
+OUT=$(deploy "{$PLACEHOLDER, $RELAY, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}")
+check "a deployment naming e2e.Relay (r/to/b), then e2e.Fail: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Fail* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... its rollback: the operator's version of e2e.Relay's function (r/op), not r/to/b2" \
+  group_has "$OP_RELAY and 'r/to/b' not in $RELAY_CFG"
+check "... ListInstalledComponents: e2e.Relay FINISHED again (another change's)" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == FINISHED ]] && exit 0; sleep 0.1; done; exit 1'
 OUT=$(deploy "{$PLACEHOLDER}")
 check "a later deployment without e2e.Relay -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
 check "... the operator's e2e.Relay function and route stay in the group" \
@@ -427,6 +439,36 @@ group_edit 'g["functions"] = [f for f in g["functions"] if f["name"] != "e2e.Rel
 g["subscriptions"] = [s for s in g["subscriptions"] if s["id"] != "a-op"]'
 check "the operator takes e2e.Relay's function out for what follows" \
   status_has "2 devices, 3 functions, 3 subscriptions" 100
+
+# ---- a rollback journal that cannot be written fails the deployment, nothing changed ----
+# An SQLite trigger makes the component store refuse the rollback journal's row: the
+# deployment fails before it changes the group (it would have no rollback after kill -9).
+# The store holds its file's lock while groved runs (locking_mode=EXCLUSIVE): the trigger
+# goes in and out while groved is stopped.
+DB=$(find "$WORK/var" -name components.db -print -quit)
+sql() {
+  "$PY" - "$DB" "$1" <<'EOF'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=30)
+c.execute(sys.argv[2])
+c.commit()
+EOF
+}
+restart_groved() {  # restart_groved SQL: stops groved, runs SQL on its store, starts it
+  stop_groved
+  sql "$1" || abort "the test could not change the component store"
+  launch_groved
+  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back"
+  status_has "local_link: connected" 100 || abort "Grove's client did not connect again"
+}
+restart_groved "CREATE TRIGGER test_no_journal BEFORE INSERT ON rollback_journal
+                BEGIN SELECT RAISE(ABORT, 'the test refuses the rollback journal'); END"
+OUT=$(deploy "{$PLACEHOLDER, $RELAY}")
+check "the rollback journal refused: a deployment adding e2e.Relay FAILED, nothing changed ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *"could not be journaled, nothing changed"* && $0 == *"the test refuses"* && $0 != *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the group without e2e.Relay's function" group_has "'e2e.Relay' not in $FN_NAMES"
+check "... ListInstalledComponents without e2e.Relay" test -z "$(installed e2e.Relay)"
+restart_groved "DROP TRIGGER test_no_journal"
 
 # ---- a v1 deployment and a v2 deployment change the group at once: both applied --------
 # Each reads the group and sets it; the kernel's compare-and-set refuses the one computed
@@ -488,7 +530,6 @@ echo "$OUT"
 echo "compare-and-set conflicts: $(grep -c 'refused: computed from version' "$WORK/groved.out")"
 check "three rounds of a v1 and a v2 deployment at once: all Success and COMPLETED" \
   bash -c '[[ $(grep -c "v1 Success, v2 COMPLETED" <<<"$0") == 3 ]]' "$OUT"
-RELAY_CFG='str([f for f in g.get("functions") or [] if f["name"] == "e2e.Relay"])'
 check "... the group has both last changes: v1's route v1-round-3 and e2e.Relay on r/round-3" \
   group_has "$SUB_IDS == ['v1-round-3'] and 'r/round-3' in $RELAY_CFG"
 check "... function_runtime runs e2e.Relay, ListInstalledComponents RUNNING" \
