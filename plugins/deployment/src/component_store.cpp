@@ -112,6 +112,13 @@ component_store::open(const std::filesystem::path& file) {
                              " WHERE json_valid(request)"
                              " AND json_type(request, '$.tags') = 'object';",
                              {}});
+  // What a deployment applying now must undo when it fails (issue 15): the set before it
+  // and its changes of the kernel's group, written before each change moves on, so a
+  // rollback after `kill -9` and the resume undoes them (runner.hpp, apply_journal).
+  opts.migrations.push_back({7,
+                             "CREATE TABLE rollback_journal("
+                             " deployment_id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -474,6 +481,11 @@ caf::expected<bool> component_store::set_deployment_state(const std::string& id,
                           "modified_ms = ? WHERE id = ?",
                           status, execution, reason, now_ms, id))
     return err;
+  // Settled (or canceled): nothing left for a resume to roll back; in the same transaction,
+  // so that kill -9 cannot leave the row of a settled deployment.
+  if (status != "ACTIVE")
+    if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", id))
+      return err;
   if (auto err = tx->commit())
     return err;
   return true;
@@ -488,9 +500,17 @@ caf::expected<tag_result> component_store::modify_deployment_tags(
 
 caf::expected<bool> component_store::erase_deployment(const std::string& id) {
   std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
   if (auto err = db_->run("DELETE FROM deployments WHERE id = ?", id))
     return err;
-  return sqlite3_changes(db_->native_handle()) > 0;
+  bool gone = sqlite3_changes(db_->native_handle()) > 0;
+  if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", id))
+    return err;
+  if (auto err = tx->commit())
+    return err;
+  return gone;
 }
 
 caf::error component_store::put_installed(const std::vector<installed_row>& rows) {
@@ -522,6 +542,35 @@ caf::expected<std::vector<installed_row>> component_store::installed() {
         }))
     return err;
   return out;
+}
+
+caf::error component_store::put_rollback(const std::string& deployment_id,
+                                         const std::string& state) {
+  std::lock_guard guard{mtx_};
+  // Only while the deployment is ACTIVE: one canceled or settled meanwhile resumes never.
+  return db_->run("INSERT INTO rollback_journal(deployment_id, state) SELECT ?, ?"
+                  " WHERE EXISTS(SELECT 1 FROM deployments WHERE id = ? AND status = 'ACTIVE')"
+                  " ON CONFLICT(deployment_id) DO UPDATE SET state = excluded.state",
+                  deployment_id, state, deployment_id);
+}
+
+caf::expected<std::optional<std::string>>
+component_store::rollback_of(const std::string& deployment_id) {
+  std::lock_guard guard{mtx_};
+  std::optional<std::string> out;
+  if (auto err = each_row(*db_, "SELECT state FROM rollback_journal WHERE deployment_id = ?",
+                          [&](const grove::statement& s) {
+                            out = std::string{s.column_text(0)};
+                            return false;
+                          },
+                          deployment_id))
+    return err;
+  return out;
+}
+
+caf::error component_store::keep_rollback_of(const std::string& deployment_id) {
+  std::lock_guard guard{mtx_};
+  return db_->run("DELETE FROM rollback_journal WHERE deployment_id != ?", deployment_id);
 }
 
 } // namespace grove::deployment

@@ -233,6 +233,19 @@ public:
   /// The installed components, by name.
   caf::expected<std::vector<installed_row>> installed();
 
+  /// Journals what deployment `deployment_id` must undo when it fails (schema 7; JSON
+  /// text the plugin writes: the set before it and its group changes), replacing what was;
+  /// nothing unless the deployment is ACTIVE. set_deployment_state() to another status
+  /// and erase_deployment() delete it in their transaction.
+  caf::error put_rollback(const std::string& deployment_id, const std::string& state);
+
+  /// What put_rollback() kept for `deployment_id`; nullopt: nothing.
+  caf::expected<std::optional<std::string>> rollback_of(const std::string& deployment_id);
+
+  /// Forgets what put_rollback() kept for every deployment but `deployment_id` (at start:
+  /// the one deployment that resumes; "": none).
+  caf::error keep_rollback_of(const std::string& deployment_id);
+
   /// Runs `f(grove::store&)` under the store's lock and returns what it returns: for
   /// tables kept beside the component store by functions of their own (Image Builder's
   /// components, imagebuilder_store.hpp).

@@ -689,6 +689,11 @@ private:
               && (!settled || d.modified_ms > settled->modified_ms))
             settled = &d;
         }
+        // Rollback journals of deployments that will not resume (settled, skipped for a
+        // newer one, left by a kill -9) go; the current one's, when ACTIVE, is its resume's.
+        if (auto err = db->keep_rollback_of(current && current->status == "ACTIVE" ? current->id
+                                                                                  : ""))
+          return err;
         if (settled && settled->status != "COMPLETED"
             && (!current || current->status != "ACTIVE"))
           return what{{}, {}, "deployment " + settled->id + " settled last, " + settled->status};
@@ -754,7 +759,8 @@ private:
                            {"limits", {{"memory", r.plan.limits.memory_kb},
                                        {"cpus", r.plan.limits.cpus}}},
                            {"artifactsPath", r.plan.artifacts_path},
-                           {"decompressedPath", r.plan.decompressed_path}};
+                           {"decompressedPath", r.plan.decompressed_path},
+                           {"foreign", r.foreign}};
     return installed_row{r.plan.name, r.plan.version, r.state, r.details, r.changed_ms,
                          plan.dump()};
   }
@@ -774,6 +780,7 @@ private:
     out.plan.limits = {limits.value("memory", int64_t{0}), limits.value("cpus", 0.0)};
     out.plan.artifacts_path = plan.value("artifactsPath", std::string{});
     out.plan.decompressed_path = plan.value("decompressedPath", std::string{});
+    out.foreign = plan.value("foreign", false);
     out.state = r.state;
     out.details = r.details;
     out.changed_ms = r.changed_ms;
@@ -814,7 +821,44 @@ private:
     std::vector<component_plan> plan;
     bool rollback = true;
     std::chrono::seconds timeout{60};
+    std::optional<std::string> resumed; // the rollback journal a run cut short left
   };
+
+  // A deployment's rollback journal (apply_journal): the set before it, as the installed
+  // table keeps plans, and its group changes.
+  static std::string rollback_text(const std::vector<component_plan>& previous,
+                                   const group_changes& changes) {
+    auto set = nlohmann::json::array();
+    for (const auto& p : previous) {
+      auto row = row_of(installed_record{p, "", "", 0, p.foreign});
+      set.push_back({{"name", row.name}, {"version", row.version},
+                     {"plan", nlohmann::json::parse(row.plan)}});
+    }
+    return nlohmann::json{{"previous", std::move(set)}, {"group", changes.to_json()}}.dump();
+  }
+
+  static caf::expected<std::pair<std::vector<component_plan>, group_changes>>
+  rollback_of(const std::string& text) {
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object() || !j.contains("previous") || !j["previous"].is_array())
+      return grove::make_error(grove::errc::malformed, "the rollback journal is no object "
+                                                       "with `previous`");
+    std::vector<component_plan> previous;
+    for (const auto& c : j["previous"]) {
+      if (!c.is_object() || !c.value("name", nlohmann::json{}).is_string()
+          || !c.value("version", nlohmann::json{}).is_string())
+        return grove::make_error(grove::errc::malformed, "the rollback journal's set is "
+                                                         "malformed");
+      auto rec = record_of(installed_row{c["name"], c["version"], "", "", 0,
+                                         c.value("plan", nlohmann::json{}).dump()});
+      rec.plan.foreign = rec.foreign; // the rollback leaves such a function alone
+      previous.push_back(std::move(rec.plan));
+    }
+    auto changes = group_changes::from_json(j.value("group", nlohmann::json::object()));
+    if (!changes)
+      return std::move(changes.error());
+    return std::pair{std::move(previous), std::move(*changes)};
+  }
 
   // On the pool: the plans of a resolved set (recipes, merged configurations, runWith,
   // artifacts linked under the component's directory) and the deployment's policies.
@@ -851,6 +895,14 @@ private:
           }
       }
     db.set_deployment_state(id, {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", now);
+    // A run that kill -9 cut short journaled what its rollback undoes (only an ACTIVE
+    // deployment has such a row: a COMPLETED one applied again at start has none).
+    if ((*d)->status == "ACTIVE") {
+      auto journaled = db.rollback_of(id);
+      if (!journaled)
+        return std::move(journaled.error());
+      out.resumed = std::move(*journaled);
+    }
     std::vector<component_plan> plans;
     for (const auto& v : resolved.value("resolvedComponentVersions", json::array())) {
       component_plan p;
@@ -955,6 +1007,37 @@ private:
             reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
           settle_deployment(id, o.ok, reason);
         };
+        // What its rollback needs, journaled before each step moves on (kill -9).
+        apply_journal journal;
+        journal.write = [this, id](const std::vector<component_plan>& previous,
+                                   const group_changes& changes,
+                                   std::function<void(caf::error)> then) {
+          ctx_->run_blocking(
+            [db = store_, id, text = rollback_text(previous, changes)] {
+              auto err = db->put_rollback(id, text);
+              return err ? grove::message_of(err) : std::string{}; // made an error again below
+            },
+            [this, id, then = std::move(then), alive = alive_](caf::expected<std::string> r) {
+              if (!*alive)
+                return;
+              auto why = r ? std::move(*r) : grove::describe(r.error());
+              if (why.empty()) {
+                then({});
+                return;
+              }
+              ctx_->log().error("deployment: {}: what its rollback undoes could not be "
+                                "journaled: {}", id, why);
+              then(grove::make_error(grove::errc::system_error, why));
+            });
+        };
+        if (p->resumed) {
+          if (auto back = rollback_of(*p->resumed))
+            journal.resumed = std::move(*back);
+          else
+            ctx_->log().error("deployment: {}: its rollback journal is unreadable ({}): a "
+                              "rollback undoes only this run's changes",
+                              id, grove::describe(back.error()));
+        }
         // A run that goes BROKEN within the timeout fails the deployment late (it may be
         // COMPLETED by then: every component had started).
         runner_->apply(std::move(p->plan), p->rollback, p->timeout, outcome,
@@ -963,7 +1046,8 @@ private:
                          if (o.rolled_back)
                            reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
                          settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"});
-                       });
+                       },
+                       std::move(journal));
       });
   }
 
@@ -976,6 +1060,7 @@ private:
       ctx_->log().error("deployment: {} failed: {}", id, reason);
     ctx_->run_blocking(
       [db = store_, id, ok, reason, from] {
+        // Settled: its rollback journal goes in the same transaction.
         db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
                                  ok ? "SUCCEEDED" : "FAILED", reason, now_ms());
       },

@@ -8,6 +8,7 @@
 #include "grove/errors.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/group.hpp"
+#include "http.hpp"
 #include "recipe.hpp"
 
 namespace grove::deployment {
@@ -161,7 +162,150 @@ size_t undo_list(google::protobuf::RepeatedPtrField<Entry>& list, const changes&
   return undone;
 }
 
+// `read` with each entry a change meant to make (read → intended) that `now` has as
+// intended: what of a change whose answer never came is in force. Counts those in
+// `applied`, and every entry the change meant in `meant`.
+template <class Entry>
+void applied_list(const google::protobuf::RepeatedPtrField<Entry>& read,
+                  const google::protobuf::RepeatedPtrField<Entry>& intended,
+                  const google::protobuf::RepeatedPtrField<Entry>& now,
+                  google::protobuf::RepeatedPtrField<Entry>& out, size_t& applied,
+                  size_t& meant) {
+  auto r = by_key(read), i = by_key(intended), n = by_key(now);
+  auto result = r;
+  auto same = [](auto a, auto b, const auto& ma, const auto& mb) {
+    bool has_a = a != ma.end(), has_b = b != mb.end();
+    return has_a == has_b && (!has_a || a->second.first == b->second.first);
+  };
+  std::set<std::string> keys;
+  for (const auto& kv : r)
+    keys.insert(kv.first);
+  for (const auto& kv : i)
+    keys.insert(kv.first);
+  for (const auto& key : keys) {
+    auto want = i.find(key);
+    if (same(r.find(key), want, r, i))
+      continue;
+    ++meant;
+    if (!same(n.find(key), want, n, i))
+      continue;
+    ++applied;
+    if (want == i.end())
+      result.erase(key);
+    else
+      result[key] = want->second;
+  }
+  out.Clear();
+  for (const auto& kv : result)
+    *out.Add() = parsed<Entry>(kv.second.second);
+}
+
+nlohmann::json changes_json(const changes& c) {
+  auto text = [](const std::optional<std::string>& s) {
+    return s ? nlohmann::json(base64_encode(*s)) : nlohmann::json(nullptr);
+  };
+  auto out = nlohmann::json::object();
+  for (const auto& [key, ch] : c)
+    out[key] = {{"before", text(ch.before)}, {"after", text(ch.after)}};
+  return out;
+}
+
+caf::expected<changes> changes_of(const nlohmann::json& j, const char* what) {
+  auto bad = [&] {
+    return make_error(errc::malformed,
+                      std::string{"the journaled group changes' "} + what + " are malformed");
+  };
+  if (!j.is_object())
+    return bad();
+  changes out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!it->is_object())
+      return bad();
+    group_changes::change ch;
+    for (auto [name, field] : {std::pair{"before", &ch.before}, std::pair{"after", &ch.after}}) {
+      auto v = it->find(name);
+      if (v == it->end() || v->is_null())
+        continue;
+      std::string bytes;
+      if (!v->is_string() || !base64_decode(v->get<std::string>(), bytes))
+        return bad();
+      *field = std::move(bytes);
+    }
+    out.emplace(it.key(), std::move(ch));
+  }
+  return out;
+}
+
 } // namespace
+
+size_t group_changes::record_if_applied(const group::Group& read, const group::Group& intended,
+                                        const group::Group& now, size_t* meant) {
+  size_t applied = 0, all = 0;
+  auto g = read;
+  applied_list(read.functions(), intended.functions(), now.functions(), *g.mutable_functions(),
+               applied, all);
+  applied_list(read.resources(), intended.resources(), now.resources(), *g.mutable_resources(),
+               applied, all);
+  applied_list(read.subscriptions(), intended.subscriptions(), now.subscriptions(),
+               *g.mutable_subscriptions(), applied, all);
+  if (meant)
+    *meant = all;
+  // The kernel bumps the version on every change it applies: none since the read, none
+  // of this change either (an identical group is no sign that it applied). A set is a
+  // compare-and-set, applied whole or not at all: some of its entries as asked and others
+  // not means another change made those (an operator removing the same entry, adding an
+  // identical one), so nothing is the deployment's.
+  if (now.version() == read.version() || applied != all)
+    return 0;
+  record(read, g);
+  return applied;
+}
+
+nlohmann::json group_changes::to_json() const {
+  return {{"functions", changes_json(functions_)},
+          {"resources", changes_json(resources_)},
+          {"subscriptions", changes_json(subscriptions_)}};
+}
+
+caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j) {
+  if (!j.is_object())
+    return make_error(errc::malformed, "the journaled group changes are no object");
+  group_changes out;
+  for (auto [what, field] : {std::pair{"functions", &out.functions_},
+                             std::pair{"resources", &out.resources_},
+                             std::pair{"subscriptions", &out.subscriptions_}}) {
+    auto c = changes_of(j.value(what, nlohmann::json::object()), what);
+    if (!c)
+      return std::move(c.error());
+    *field = std::move(*c);
+  }
+  return out;
+}
+
+group::Group group_of_document(const YAML::Node& doc) {
+  group::Group g;
+  auto text = [](const YAML::Node& n, const char* key) {
+    return n[key] && n[key].IsScalar() ? n[key].as<std::string>() : std::string{};
+  };
+  for (const auto& f : doc["functions"]) {
+    auto* out = g.add_functions();
+    out->set_name(text(f, "name"));
+    out->set_config_yaml(YAML::Dump(f["config"]));
+  }
+  for (const auto& r : doc["resources"]) {
+    auto* out = g.add_resources();
+    out->set_id(text(r, "id"));
+    out->set_config_yaml(YAML::Dump(r["config"]));
+  }
+  for (const auto& s : doc["subscriptions"]) {
+    auto* out = g.add_subscriptions();
+    out->set_id(text(s, "id"));
+    out->set_source(text(s, "source"));
+    out->set_subject(text(s, "subject"));
+    out->set_target(text(s, "target"));
+  }
+  return g;
+}
 
 void group_changes::record(const group::Group& read, const group::Group& set) {
   record_list(functions_, read.functions(), set.functions());

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "grove/group.pb.h"
 
@@ -28,6 +30,16 @@ public:
   /// deployment's (`read` differs from the recorded "after"), "before" becomes what
   /// `read` has. An entry back where it started (added then removed) is forgotten.
   void record(const group::Group& read, const group::Group& set);
+
+  /// Records a change whose answer never came (a timeout: the kernel may or may not have
+  /// applied it): `read`, the group it was computed on, `intended`, the group it asked
+  /// for, and `now`, the group in force read afterwards. The change counts as applied when
+  /// `now` has every entry it meant to change as `intended` does and the group's version
+  /// moved on since `read` (a set applies whole or not at all: only some entries as asked
+  /// are another change's); then recorded as record() does. Returns how many entries it
+  /// recorded (0 or all), `meant` how many the change meant.
+  size_t record_if_applied(const group::Group& read, const group::Group& intended,
+                           const group::Group& now, size_t* meant = nullptr);
 
   /// No entry changed.
   bool empty() const;
@@ -47,6 +59,13 @@ public:
   group::Group undo(const group::Group& now, std::vector<std::string>& notes,
                     std::vector<std::string>& kept, size_t* undone = nullptr) const;
 
+  /// The changes as JSON (each entry's before and after, base64 where binary), for the
+  /// deployment's journal: a rollback after `kill -9` undoes them (from_json).
+  nlohmann::json to_json() const;
+
+  /// What to_json() wrote; an error for anything else.
+  static caf::expected<group_changes> from_json(const nlohmann::json& j);
+
   /// An entry before the deployment's first change of it (serialized) and after its last
   /// (its content: a config compared as JSON, not as spelled); nullopt: not in the group.
   struct change {
@@ -60,6 +79,10 @@ private:
   // By function name, resource id, subscription id.
   std::map<std::string, change> functions_, resources_, subscriptions_;
 };
+
+/// The functions, resources and subscriptions of a group document (group_yaml's shape,
+/// as an edit of `grove::group_document` makes it), as a group (what record() compares).
+group::Group group_of_document(const YAML::Node& doc);
 
 /// `g` as a group document (YAML) for `$grove/group/set`.
 caf::expected<std::string> group_yaml(const group::Group& g);

@@ -264,6 +264,7 @@ struct runner::component {
   std::string main; // "run", "startup" or ""
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
+  bool foreign = false; // its function or model is another change's (installed_record)
   uint64_t oom_seen = 0; // its cgroup's OOM kills when its run or startup began
   std::filesystem::path log;
 };
@@ -277,6 +278,7 @@ struct runner::job {
   std::chrono::seconds timeout{60};
   std::function<void(apply_outcome)> done;
   std::function<void(apply_outcome)> late;
+  apply_journal journal;
   // The runs this job started (name → generation, start), watched after it (see apply).
   std::map<std::string, std::pair<uint64_t, std::chrono::steady_clock::time_point>> runs;
   size_t index = 0;
@@ -448,6 +450,7 @@ void runner::restore(std::vector<installed_record> rows) {
     c->state = std::move(r.state);
     c->details = std::move(r.details);
     c->changed_ms = r.changed_ms;
+    c->foreign = r.foreign;
     c->restored = true;
     c->log = log_dir_ / (c->plan.name + ".log");
     order_.push_back(c->plan.name);
@@ -488,7 +491,8 @@ void runner::restart(std::function<void(apply_outcome)> done) {
   for (const auto& name : sorted) {
     const auto& c = *components_.at(name);
     j->plan.push_back(c.plan);
-    if (c.state == "BROKEN" || c.state == "ERRORED"
+    // A foreign one's function or model is another change's: setting it would replace that.
+    if (c.state == "BROKEN" || c.state == "ERRORED" || c.foreign
         || (c.state == "FINISHED" && c.details.starts_with("stopped")))
       j->hold.insert(name);
   }
@@ -528,7 +532,7 @@ std::vector<handed_component> runner::hand_over() {
   std::vector<handed_component> out;
   for (auto& [name, c] : components_) {
     handed_component h;
-    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms};
+    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign};
     h.main = c->main;
     h.errors = c->errors;
     h.installed_version = c->installed_version;
@@ -603,7 +607,7 @@ std::vector<installed_record> runner::snapshot() const {
   std::vector<installed_record> out;
   std::lock_guard guard{mtx_};
   for (const auto& [name, c] : components_)
-    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms});
+    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign});
   return out;
 }
 
@@ -745,8 +749,9 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
 
 void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
                    std::function<void(apply_outcome)> done,
-                   std::function<void(apply_outcome)> late) {
+                   std::function<void(apply_outcome)> late, apply_journal journal) {
   auto j = std::make_shared<job>();
+  j->journal = std::move(journal);
   j->plan = std::move(plan);
   j->rollback = rollback;
   j->timeout = timeout;
@@ -796,12 +801,52 @@ void runner::begin(std::shared_ptr<job> j) {
   watch_.reset();
   // The set before (what a rollback puts back), dependencies first.
   j->previous.clear();
+  auto keep = [&](const component& c) {
+    j->previous.push_back(c.plan);
+    j->previous.back().foreign = c.foreign; // the rollback leaves such a function alone
+  };
   for (const auto& name : order_)
     if (auto it = components_.find(name); it != components_.end())
-      j->previous.push_back(it->second->plan);
+      keep(*it->second);
   for (const auto& [name, c] : components_)
     if (std::find(order_.begin(), order_.end(), name) == order_.end())
-      j->previous.push_back(c->plan);
+      keep(*c);
+  // A deployment that kill -9 cut short: what ran before it and what it changed in the
+  // group, as journaled then (the components now are its partly applied set).
+  bool resumed = j->journal.resumed.has_value();
+  if (resumed) {
+    j->previous = std::move(j->journal.resumed->first);
+    j->group_changed = std::move(j->journal.resumed->second);
+    j->journal.resumed.reset();
+    ctx_.log().info("deployment: resuming with the journaled set before it ({} components) "
+                    "and {} journaled change(s) of the group",
+                    j->previous.size(), j->group_changed.size());
+  }
+  // Journaled before anything changes, so that a rollback after kill -9 has it.
+  if (j->journal.write && !j->is_rollback) {
+    j->journal.write(j->previous, j->group_changed,
+                     [this, j, resumed, alive = alive_](caf::error err) {
+                       if (!*alive)
+                         return;
+                       if (err && !resumed) { // nothing changed yet: nothing to roll back
+                         j->rollback = false;
+                         finish(j, false, "what its rollback would undo could not be "
+                                          "journaled, nothing changed: " + grove::describe(err));
+                         return;
+                       }
+                       if (err) { // the run cut short changed things: its rollback undoes them
+                         finish(j, false, "what its rollback undoes could not be journaled: "
+                                            + grove::describe(err));
+                         return;
+                       }
+                       begin_changes(j);
+                     });
+    return;
+  }
+  begin_changes(j);
+}
+
+void runner::begin_changes(std::shared_ptr<job> j) {
   // Configuration is cumulative: a deployment's reset and merge apply on top of what the
   // component has on this core (the last deployment's result, kept across a version
   // change), the recipe's defaults only for a component new here. Computed now, not when
@@ -833,8 +878,12 @@ void runner::begin(std::shared_ptr<job> j) {
       continue;
     }
     if (is_lambda(c->plan.recipe) || is_model(c->plan.recipe)) {
-      if (it == j->plan.end())
-        j->lambda_gone.push_back(name); // by step(), out of the kernel's group
+      if (it == j->plan.end()) {
+        if (c->foreign) // its function or model is another change's: it stays
+          gone.push_back(name);
+        else
+          j->lambda_gone.push_back(name); // by step(), out of the kernel's group
+      }
       continue;
     }
     if (!public_plugin(name).empty()) {
@@ -1137,17 +1186,25 @@ void runner::step(std::shared_ptr<job> j) {
       apply_plugin(j, p);
       return;
     }
-    if ((is_lambda(p.recipe) || is_model(p.recipe)) && j->group_kept.count(p.name)) {
+    if ((is_lambda(p.recipe) || is_model(p.recipe))
+        && (j->group_kept.count(p.name) || (j->is_rollback && p.foreign))) {
       // A rollback: another change made this component's function or model after the
-      // failed deployment's, and the undo kept that (and said so); it stays, and is not
-      // this component's to run (the failed version's state replaced, journaled). A slot
-      // the failed deployment's removal erased is not made again: a later deployment
-      // leaving the component out would take the other change's function out with it.
+      // failed deployment's (the undo kept that and said so), or it was another change's
+      // in the set before already (the undo put that change's version back); it stays,
+      // and is not this component's to run (the failed version's state replaced,
+      // journaled as foreign). A slot the failed deployment's removal erased is made again
+      // only for one foreign before: a kept one was the failed deployment's own.
       component* slot_ptr = nullptr;
       {
         std::lock_guard guard{mtx_};
-        if (auto it = components_.find(p.name); it != components_.end() && it->second) {
+        auto it = components_.find(p.name);
+        if (p.foreign && (it == components_.end() || !it->second))
+          it = components_.insert_or_assign(p.name, std::make_unique<component>()).first;
+        if (it != components_.end() && it->second) {
           it->second->plan = p;
+          it->second->plan.foreign = false; // component::foreign is the component's own
+          // Journaled with its state: a later set without it leaves the group alone.
+          it->second->foreign = true;
           slot_ptr = it->second.get();
         }
       }
@@ -1429,6 +1486,7 @@ runner::component& runner::take_plan(const component_plan& p) {
   slot->plan = p;
   slot->stopped = false;
   slot->restored = false;
+  slot->foreign = false; // a deployment sets its function or model again: its own
   return *slot;
 }
 
@@ -1582,7 +1640,7 @@ void runner::refresh_plugins() {
                   return;
                 auto list = list_rpc::decode(std::move(reply));
                 for (auto& [name, c] : components_) {
-                  if (!is_lambda(c->plan.recipe))
+                  if (!is_lambda(c->plan.recipe) || c->foreign) // another change's: FINISHED
                     continue;
                   std::string state = "ERRORED";
                   std::string details = list ? "function_runtime does not list its function"
@@ -1610,7 +1668,7 @@ void runner::refresh_plugins() {
                   return;
                 auto list = ml_inference::models_rpc::decode(std::move(reply));
                 for (auto& [name, c] : components_) {
-                  if (!is_model(c->plan.recipe))
+                  if (!is_model(c->plan.recipe) || c->foreign) // another change's: FINISHED
                     continue;
                   std::string state = "ERRORED";
                   std::string details = list ? "ml_inference does not list its model"
@@ -1672,13 +1730,15 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
   // changes the group meanwhile makes the kernel refuse, and the edit is made again on
   // the group then in force (group_client::edit), so neither change is lost.
   auto read = std::make_shared<group::Group>();
+  auto intended = std::make_shared<group::Group>();
   group_client::edit(
     ctx_, j->timeout,
-    [j, edit, read](const group::Group& g) -> caf::expected<std::string> {
+    [j, edit, read, intended](const group::Group& g) -> caf::expected<std::string> {
       try {
         *read = g;
         auto node = grove::group_document(g);
         edit(node);
+        *intended = group_of_document(node);
         return grove::to_yaml(node); // quoted strings stay quoted
       } catch (const std::exception& e) { // a config the kernel gave that is no YAML
         return grove::make_error(grove::errc::invalid_config,
@@ -1686,17 +1746,70 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
                                    + e.what());
       }
     },
-    [this, j, wait, then, read, alive = alive_](caf::expected<group::Group> r) {
+    [this, j, wait, then, read, intended, alive = alive_](caf::expected<group::Group> r) {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
+      if (j->is_rollback) {
+        then(r ? caf::error{} : std::move(r.error()));
+        return;
+      }
       // What a rollback undoes: the entries that differ between the group this change was
       // computed on and the one the kernel then put in force (a compare-and-set: nobody
-      // else's change lies between them).
-      if (r && !j->is_rollback)
+      // else's change lies between them), journaled before the job moves on.
+      if (r) {
         j->group_changed.record(*read, *r);
-      then(r ? caf::error{} : std::move(r.error()));
+        journal_group(j, then);
+        return;
+      }
+      if (r.error() != grove::errc::timeout) { // refused: nothing changed
+        then(std::move(r.error()));
+        return;
+      }
+      // No answer: the set may have applied. The group in force says whether what it
+      // asked for is there (and the version moved on); what is, is the deployment's.
+      auto err = std::make_shared<caf::error>(std::move(r.error()));
+      auto wait2 = ++j->wait;
+      group_client::get(
+        ctx_, j->timeout,
+        [this, j, wait2, then, read, intended, err, alive](caf::expected<group::Group> now) {
+          if (!*alive || j->wait != wait2)
+            return;
+          ++j->wait;
+          if (!now) {
+            ctx_.log().error("deployment: a change of the group timed out and the group "
+                             "could not be read after it ({}): a rollback may not undo it",
+                             grove::describe(now.error()));
+            then(std::move(*err));
+            return;
+          }
+          size_t meant = 0;
+          auto applied = j->group_changed.record_if_applied(*read, *intended, *now, &meant);
+          ctx_.log().warn("deployment: a change of the group timed out; {} of its {} "
+                          "entries recorded for a rollback as in force (group version {}; "
+                          "all or none: a set applies whole)",
+                          applied, meant, now->version());
+          journal_group(j, [then, err](caf::error) { then(std::move(*err)); });
+        });
     });
+}
+
+void runner::journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then) {
+  if (!j->journal.write) {
+    then({});
+    return;
+  }
+  j->journal.write(j->previous, j->group_changed,
+                   [then = std::move(then), alive = alive_](caf::error err) {
+                     if (!*alive)
+                       return;
+                     if (err) // the group changed: the failure's rollback undoes it from memory
+                       err = grove::make_error(grove::errc::system_error,
+                                               "the group was set, but what its rollback "
+                                               "undoes could not be journaled: "
+                                                 + grove::message_of(err));
+                     then(std::move(err));
+                   });
 }
 
 // Public component `name` configuring a plugin (the MQTT bridge: message_manager's

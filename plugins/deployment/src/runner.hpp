@@ -41,6 +41,7 @@
 #include "component_cgroups.hpp"
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
+#include "group_changes.hpp"
 #include "render.hpp"
 
 namespace grove::deployment {
@@ -75,6 +76,10 @@ struct component_plan {
   nlohmann::json update;
   /// See `cumulative`.
   bool update_if_new = false;
+  /// In the set before an apply (what its rollback puts back) only: the component's
+  /// function or model was another change's then (installed_record::foreign), so the
+  /// rollback leaves the group's entry alone rather than set this plan over it.
+  bool foreign = false;
 };
 
 /// A component as kept in the journal (ListInstalledComponents after a restart).
@@ -85,6 +90,25 @@ struct installed_record {
   std::string state, details;
   /// Last state change, ms since the epoch.
   int64_t changed_ms = 0;
+  /// A Lambda or model component whose function or model is another change's (a rollback
+  /// kept that version): a set without it leaves the group as it is.
+  bool foreign = false;
+};
+
+/// What an apply journals so that its rollback survives `kill -9` (apply()).
+struct apply_journal {
+  /// Writes durably the set before the apply and its changes of the group so far, then
+  /// calls `then` on the actor with the write's error (none: written). Called once the set
+  /// before is known, before anything changes, and after every change of the group. A
+  /// failed write fails the apply: before anything changed, without a rollback; after a
+  /// change of the group, with its rollback (which undoes it from memory).
+  std::function<void(const std::vector<component_plan>& previous, const group_changes& changes,
+                     std::function<void(caf::error)> then)>
+    write;
+  /// What `write` kept for the same deployment in a run that `kill -9` cut short (a
+  /// resume): the set before it and its group changes, which its rollback puts back and
+  /// undoes instead of the set and changes of this run.
+  std::optional<std::pair<std::vector<component_plan>, group_changes>> resumed;
 };
 
 /// A component as one instance of the plugin hands it to the next across a hot reload
@@ -136,10 +160,11 @@ public:
   /// `rollback`, the set before is applied again. `done` gets the outcome.
   /// `late` gets a failure found after `done` said ok: a `run` the apply started that goes
   /// BROKEN within `timeout` of its start, before another apply begins (the set before is
-  /// then put back when `rollback`).
+  /// then put back when `rollback`). `journal` keeps what a rollback needs across
+  /// `kill -9` (apply_journal).
   void apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
              std::function<void(apply_outcome)> done,
-             std::function<void(apply_outcome)> late = {});
+             std::function<void(apply_outcome)> late = {}, apply_journal journal = {});
 
   /// Takes the components the journal kept (at start, before the first apply): listed with
   /// their last states until the current deployment, applied again, runs them.
@@ -196,6 +221,7 @@ private:
   struct job;
 
   void begin(std::shared_ptr<job> j);
+  void begin_changes(std::shared_ptr<job> j);
   void step(std::shared_ptr<job> j);
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
   std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);
@@ -224,6 +250,9 @@ private:
                      std::chrono::steady_clock::time_point deadline);
   void edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
                   std::function<void(caf::error)> then);
+  // The job's group changes journaled (apply_journal::write), then `then` (the write's
+  // error, if any).
+  void journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then);
   void set_state(component& c, const std::string& state, const std::string& details = "");
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env,

@@ -80,23 +80,8 @@ gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --o
 THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1
 BRIDGE=aws.greengrass.clientdevices.mqtt.Bridge
-# deploy COMPONENTS_JSON: creates the deployment, waits until it ends, prints its status
-# and the core's reason.
-deploy() {
-  local id st
-  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
-  for _ in $(seq 1 300); do
-    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
-    [[ $st == COMPLETED || $st == FAILED ]] && break
-    sleep 0.1
-  done
-  echo "$st $(gg list-effective-deployments --core-device-thing-name core-1 |
-    jq -r --arg d "$id" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""')"
-}
-installed() {  # installed NAME: its lifecycleState
-  gg list-installed-components --core-device-thing-name core-1 |
-    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
-}
+# shellcheck source=deployment_test_lib.sh
+source "$HERE/deployment_test_lib.sh"  # deploy, installed
 # components MAPPING_JSON: the deployment's components: the Lambda component (runAs root,
 # as the package is in the test's private directory) and the bridge with this merge.
 components() {

@@ -82,3 +82,31 @@ deployment_discovery_entry() {
         crl_file: $PKI/crl.pem
 YAML
 }
+
+# deploy COMPONENTS_JSON: deploys the components to $THING (the script's `gg`, its AWS
+# CLI call to the API), waits until the deployment ends, prints its status and the core's
+# reason.
+deploy() {
+  local id
+  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
+  deployment_outcome "$id" 300
+}
+
+# deployment_outcome ID TRIES: waits (TRIES times 0.1 s at most) until deployment ID is
+# COMPLETED or FAILED, prints its status and the core's reason.
+deployment_outcome() {
+  local st
+  for _ in $(seq 1 "$2"); do
+    st=$(gg get-deployment --deployment-id "$1" 2>/dev/null | jq -r .deploymentStatus 2>/dev/null)
+    [[ $st == COMPLETED || $st == FAILED ]] && break
+    sleep 0.1
+  done
+  echo "$st $(gg list-effective-deployments --core-device-thing-name core-1 |
+    jq -r --arg d "$1" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""')"
+}
+
+# installed NAME: its lifecycleState in ListInstalledComponents of core-1.
+installed() {
+  gg list-installed-components --core-device-thing-name core-1 |
+    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
+}

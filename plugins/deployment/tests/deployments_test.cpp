@@ -11,6 +11,7 @@
 
 #include "api_fixture.hpp"
 #include "group_changes.hpp"
+#include "grove/kernel/group.hpp"
 #include "render.hpp"
 #include "store_rows.hpp"
 
@@ -602,6 +603,219 @@ BOOST_AUTO_TEST_CASE(an_entry_changed_twice_with_another_change_between_goes_bac
   BOOST_TEST(undone == 1u);
   BOOST_TEST(kept.empty());
   BOOST_TEST(notes.empty());
+}
+
+BOOST_AUTO_TEST_CASE(group_changes_survive_the_journal) {
+  // What a rollback after kill -9 undoes: the changes as journaled (to_json, as text and
+  // back) undo exactly what the changes in memory undo.
+  using strings = std::vector<std::string>;
+  grove::group::Group before;
+  before.set_name("e2e");
+  before.set_version(1);
+  before.add_devices()->set_thing("A");
+  add_function(before, "keep", "k");
+  add_function(before, "relay", "v1");
+  add_subscription(before, "a-r", "device:A", "function:relay");
+  auto w1 = before; // the deployment: relay v2, a function dep, a-r out, a model
+  w1.set_version(2);
+  w1.mutable_functions(1)->set_config_yaml("v2");
+  add_function(w1, "dep", "{x: 1}");
+  w1.mutable_subscriptions()->Clear();
+  auto* model = w1.add_resources();
+  model->set_id("model");
+  model->set_config_yaml("{path: /m}");
+  group_changes changes;
+  changes.record(before, w1);
+  BOOST_REQUIRE(changes.size() == 4u);
+  auto parsed = group_changes::from_json(json::parse(changes.to_json().dump()));
+  BOOST_REQUIRE(parsed);
+  BOOST_TEST(parsed->size() == 4u);
+  auto now = w1; // an operator's function added since: kept by both
+  now.set_version(3);
+  add_function(now, "other", "o");
+  strings notes, kept, notes2, kept2;
+  auto back = changes.undo(now, notes, kept);
+  auto back2 = parsed->undo(now, notes2, kept2);
+  BOOST_TEST(functions_of(back2) == (strings{"keep=k", "relay=v1", "other=o"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back2) == (strings{"a-r"}), boost::test_tools::per_element());
+  BOOST_TEST(back2.resources_size() == 0);
+  BOOST_TEST(back2.SerializeAsString() == back.SerializeAsString());
+  // Nothing recorded journals as nothing.
+  auto none = group_changes::from_json(group_changes{}.to_json());
+  BOOST_REQUIRE(none);
+  BOOST_TEST(none->empty());
+  // A journal that is not what to_json wrote is refused, not half read.
+  BOOST_TEST(!group_changes::from_json(json::array()));
+  BOOST_TEST(!group_changes::from_json(json{{"functions", {{"x", {{"before", "%%%"}}}}}}));
+  BOOST_TEST(!group_changes::from_json(json{{"resources", {{"x", 3}}}}));
+}
+
+BOOST_AUTO_TEST_CASE(a_group_document_reads_back_as_its_group) {
+  // The group an edit asked for (its document) compares as the group itself: nothing
+  // differs between a group and its own document, one edit of it is that one entry.
+  grove::group::Group g;
+  g.set_version(5);
+  g.add_devices()->set_thing("A");
+  add_function(g, "keep", "runtime: python3\nenv: {A: x1}");
+  add_subscription(g, "a-keep", "device:A", "function:keep");
+  g.add_resources()->set_id("vol");
+  g.mutable_resources(0)->set_config_yaml("{path: /v}");
+  auto doc = grove::group_document(g);
+  group_changes same;
+  same.record(g, group_of_document(doc));
+  BOOST_TEST(same.empty());
+  doc["functions"][0]["config"]["env"]["A"] = "x2";
+  group_changes one;
+  one.record(g, group_of_document(doc));
+  BOOST_TEST(one.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_change_is_recorded_when_the_group_has_it) {
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_version(4);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  add_subscription(read, "a-keep", "device:A", "function:keep");
+  auto intended = read; // the deployment's change: a function relay and its route
+  add_function(intended, "relay", "r");
+  add_subscription(intended, "a-r", "device:A", "function:relay");
+  // Applied (the version moved on), then an operator's function came on top: the
+  // deployment's two entries are recorded, not the operator's.
+  auto now = intended;
+  now.set_version(6);
+  add_function(now, "other", "o");
+  group_changes applied;
+  size_t meant = 0;
+  BOOST_TEST(applied.record_if_applied(read, intended, now, &meant) == 2u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(applied.size() == 2u);
+  strings notes, kept;
+  auto back = applied.undo(now, notes, kept);
+  BOOST_TEST(functions_of(back) == (strings{"keep=k", "other=o"}), boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back) == (strings{"a-keep"}), boost::test_tools::per_element());
+  // Not applied: the group is still the one read (same version) -- nothing recorded.
+  group_changes not_applied;
+  BOOST_TEST(not_applied.record_if_applied(read, intended, read, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(not_applied.empty());
+  // Not applied, but the group changed otherwise (another change won the compare-and-set):
+  // nothing of the deployment's is there, nothing recorded.
+  auto others = read;
+  others.set_version(5);
+  add_function(others, "other", "o");
+  group_changes lost;
+  BOOST_TEST(lost.record_if_applied(read, intended, others) == 0u);
+  BOOST_TEST(lost.empty());
+  // Only some entries as asked (someone changed relay since): whose the route is cannot be
+  // told, nothing recorded.
+  auto changed = now;
+  changed.set_version(7);
+  changed.mutable_functions(1)->set_config_yaml("r2");
+  group_changes partly;
+  BOOST_TEST(partly.record_if_applied(read, intended, changed) == 0u);
+  BOOST_TEST(partly.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_removal_is_not_recorded_when_only_an_operator_removed_alike) {
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_version(4);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  add_function(read, "old", "o");
+  // The deployment's change: function old out, relay in. It did not apply; an operator
+  // removed old too (the version moved on): old is gone as asked, relay is not there.
+  auto intended = read;
+  intended.mutable_functions()->RemoveLast();
+  add_function(intended, "relay", "r");
+  auto now = read;
+  now.set_version(5);
+  now.mutable_functions()->RemoveLast();
+  group_changes c;
+  size_t meant = 0;
+  BOOST_TEST(c.record_if_applied(read, intended, now, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(c.empty());
+  // A rollback then puts nothing back: old stays removed, as the operator wanted.
+  strings notes, kept;
+  BOOST_TEST(functions_of(c.undo(now, notes, kept)) == (strings{"keep=k"}),
+             boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_addition_is_not_recorded_when_someone_added_the_same) {
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_version(4);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  // The deployment's change: function relay and its route. It did not apply; someone
+  // else added an identical relay (no route).
+  auto intended = read;
+  add_function(intended, "relay", "r");
+  add_subscription(intended, "a-r", "device:A", "function:relay");
+  auto now = read;
+  now.set_version(5);
+  add_function(now, "relay", "r");
+  group_changes c;
+  size_t meant = 0;
+  BOOST_TEST(c.record_if_applied(read, intended, now, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(c.empty());
+  // A rollback then leaves the other change's relay in the group.
+  strings notes, kept;
+  BOOST_TEST(functions_of(c.undo(now, notes, kept)) == (strings{"keep=k", "relay=r"}),
+             boost::test_tools::per_element());
+}
+
+BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
+  // Schema 7: an ACTIVE deployment's rollback state, replaced on every write, read back
+  // after the store is reopened (kill -9 of groved).
+  for (auto id : {"d-1", "d-2", "d-3", "d-4"}) {
+    deployment_record d;
+    d.id = id;
+    // A target each: a new deployment makes the older ones of its target INACTIVE.
+    d.target_arn = std::string{"arn:aws:iot:us-east-1:123456789012:thing/core-"} + id;
+    token_record none;
+    auto put = store->put_deployment(d, "", none, 0, none);
+    BOOST_REQUIRE(put);
+  }
+  BOOST_REQUIRE(!store->put_rollback("d-1", "{\"previous\":[]}"));
+  BOOST_REQUIRE(!store->put_rollback("d-1", "{\"previous\":[1]}"));
+  for (auto id : {"d-2", "d-3", "d-4"})
+    BOOST_REQUIRE(!store->put_rollback(id, id));
+  BOOST_REQUIRE(!store->put_rollback("d-none", "no such deployment"));
+  open();
+  auto text = [&](const std::string& id) {
+    auto r = store->rollback_of(id);
+    BOOST_REQUIRE(r);
+    return r->value_or("(none)");
+  };
+  BOOST_CHECK_EQUAL(text("d-1"), "{\"previous\":[1]}");
+  BOOST_CHECK_EQUAL(text("d-2"), "d-2");
+  BOOST_CHECK_EQUAL(text("d-none"), "(none)");
+  // Settled: gone with the state change (one transaction); a write after it (a deployment
+  // canceled while it applied journals on) keeps nothing.
+  auto settled = store->set_deployment_state("d-1", {"ACTIVE"}, "FAILED", "FAILED", "x", 1);
+  BOOST_REQUIRE(settled && *settled);
+  BOOST_CHECK_EQUAL(text("d-1"), "(none)");
+  BOOST_REQUIRE(!store->put_rollback("d-1", "late"));
+  BOOST_CHECK_EQUAL(text("d-1"), "(none)");
+  // Still ACTIVE (IN_PROGRESS): kept.
+  auto applying = store->set_deployment_state("d-3", {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", 1);
+  BOOST_REQUIRE(applying && *applying);
+  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  // Deleted: gone with the deployment.
+  auto erased = store->erase_deployment("d-2");
+  BOOST_REQUIRE(erased && *erased);
+  BOOST_CHECK_EQUAL(text("d-2"), "(none)");
+  // At start: only the deployment that resumes keeps its row, then none.
+  BOOST_REQUIRE(!store->keep_rollback_of("d-3"));
+  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  BOOST_CHECK_EQUAL(text("d-4"), "(none)");
+  BOOST_REQUIRE(!store->keep_rollback_of(""));
+  BOOST_CHECK_EQUAL(text("d-3"), "(none)");
 }
 
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {

@@ -81,23 +81,6 @@ aws_env "$PKI/ca.crt"
 gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1
-# deploy COMPONENTS_JSON: creates the deployment, waits until it ends, prints its status
-# and the core's reason.
-deploy() {
-  local id st
-  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
-  for _ in $(seq 1 300); do
-    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
-    [[ $st == COMPLETED || $st == FAILED ]] && break
-    sleep 0.1
-  done
-  echo "$st $(gg list-effective-deployments --core-device-thing-name core-1 |
-    jq -r --arg d "$id" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""')"
-}
-installed() {  # installed NAME: its lifecycleState
-  gg list-installed-components --core-device-thing-name core-1 |
-    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
-}
 export -f gg installed
 export AWS API_PORT
 # group_has PYTHON_EXPR: the group file (YAML) as `g` satisfies the expression.
@@ -359,6 +342,134 @@ check "e2e.Relay removed for what follows -> COMPLETED ($OUT)" test "${OUT%% *}"
 check "... the group: keep, keep2 and their routes" \
   group_has "$FN_NAMES == ['keep', 'keep2'] and $SUB_IDS == ['a-keep', 'a-keep2']"
 
+# ---- kill -9 mid-deployment: the resumed deployment's rollback undoes its group changes --
+# The deployment's changes of the group are journaled as they are made: after kill -9 and
+# the resume, its failure undoes them (e2e.Relay's function goes), an operator's function
+# and route added meanwhile stay.
+# group_edit PYTHON: runs the statements on the group file's `g` (`code`: the package
+# directory) and writes the file back.
+group_edit() {
+  "$PY" - "$GROUP" "$PYCODE" "$1" <<'EOF'
+import os, sys, yaml
+path, code, stmts = sys.argv[1:4]
+g = yaml.safe_load(open(path))
+exec(stmts)
+with open(path + ".tmp", "w") as f:
+    yaml.safe_dump(g, f)
+os.rename(path + ".tmp", path)
+EOF
+}
+rm -f "$WORK/fail.started" "$WORK/fail.go"
+ID=$(gg create-deployment --target-arn "$THING" \
+  --components "{$PLACEHOLDER, $RELAY, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}" | jq -r .deploymentId)
+check "a deployment adding e2e.Relay, then e2e.Fail: its install runs (e2e.Relay's function is in)" \
+  bash -c 'for _ in $(seq 1 600); do [[ -e $0 ]] && exit 0; sleep 0.1; done; exit 1' "$WORK/fail.started"
+check "... the group holds e2e.Relay's function" group_has "'e2e.Relay' in $FN_NAMES"
+group_edit 'g["functions"].append({"name": "keep3", "config": {
+    "runtime": "python3", "handler": "pyfn.echo", "codeUri": code, "runAs": {"uid": 0, "gid": 0},
+    "linuxProcessParams": {"isolationMode": "NoContainer"}}})
+g["subscriptions"].append({"id": "a-keep3", "source": "device:A", "subject": "a/to/keep3", "target": "function:keep3"})'
+check "... an operator's edit adding function keep3 and route a-keep3 is in force" \
+  status_has "2 devices, 4 functions, 3 subscriptions" 100
+stop_groved KILL
+touch "$WORK/fail.go"  # the resumed install fails
+launch_groved
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after kill -9"
+OUT=$(deployment_outcome "$ID" 900)
+check "kill -9 of groved, a restart: the deployment resumes, e2e.Fail's install fails: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Fail* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... its journaled change undone: e2e.Relay's function gone, the operator's keep3 and a-keep3 kept" \
+  group_has "$FN_NAMES == ['keep', 'keep2', 'keep3'] and $SUB_IDS == ['a-keep', 'a-keep2', 'a-keep3']"
+check "... ListInstalledComponents: the set before it (e2e.Placeholder), no e2e.Relay, no e2e.Fail" \
+  bash -c '[[ -z $("$0" e2e.Relay) && -z $("$0" e2e.Fail) && -n $("$0" e2e.Placeholder) ]]' installed
+
+# ---- a function a rollback kept as another change's stays that change's ------------------
+# A deployment changes e2e.Relay's function and fails; meanwhile an operator changed that
+# function: the rollback keeps the operator's version, the component shows FINISHED, and
+# neither the restart after kill -9 nor a later deployment without it touches the function.
+OUT=$(deploy "{$PLACEHOLDER, $RELAY}")
+check "e2e.Relay deployed -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+RELAY2='"e2e.Relay": {"componentVersion": "1.0.0", "configurationUpdate": {"merge": "{\"environmentVariables\": {\"RELAY_TOPIC\": \"r/to/b2\"}}"}}'
+rm -f "$WORK/fail.started" "$WORK/fail.go"
+deploy "{$PLACEHOLDER, $RELAY2, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}" >"$WORK/deploy.out" &
+DEPLOY_PID=$!
+check "a deployment changing e2e.Relay (r/to/b2), then e2e.Fail: its install runs" \
+  bash -c 'for _ in $(seq 1 600); do [[ -e $0 ]] && exit 0; sleep 0.1; done; exit 1' "$WORK/fail.started"
+group_edit 'for f in g["functions"]:
+    if f["name"] == "e2e.Relay":
+        f["config"]["environmentVariables"]["RELAY_TOPIC"] = "r/op"
+g["subscriptions"].append({"id": "a-op", "source": "device:A", "subject": "a/to/op", "target": "function:keep"})'
+check "... an operator's edit of e2e.Relay's function (r/op) and a route a-op is in force" \
+  status_has "2 devices, 4 functions, 4 subscriptions" 100
+touch "$WORK/fail.go"
+wait "$DEPLOY_PID"
+OUT=$(cat "$WORK/deploy.out")
+check "... e2e.Fail's install fails: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+RELAY_CFG='str([f for f in g.get("functions") or [] if f["name"] == "e2e.Relay"])'
+OP_RELAY="'r/op' in $RELAY_CFG"
+check "... the operator's version of e2e.Relay's function kept" group_has "$OP_RELAY"
+check "... ListInstalledComponents: e2e.Relay FINISHED (its function is another change's)" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == FINISHED ]] && exit 0; sleep 0.1; done; exit 1'
+stop_groved KILL
+launch_groved
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after kill -9"
+check "kill -9 and a restart: the journaled set runs again" \
+  bash -c 'for _ in $(seq 1 300); do grep -q "deployment: the journaled set runs again$" "$0" && exit 0; sleep 0.1; done; exit 1' "$WORK/groved.out"
+check "... e2e.Relay stays FINISHED (not set again over the operator's function)" \
+  bash -c 'for _ in $(seq 1 30); do [[ $(installed e2e.Relay) == FINISHED ]] || exit 1; sleep 0.1; done'
+check "... the operator's version of e2e.Relay's function still in the group" group_has "$OP_RELAY"
+# A failing deployment naming it: it sets e2e.Relay's function (r/to/b), then its rollback
+# puts the operator's version back and leaves it there (the set before kept the component
+# as another change's), not the set's old configuration (r/to/b2).
+touch "$WORK/fail.go"  # e2e.Fail's install fails at once
+OUT=$(deploy "{$PLACEHOLDER, $RELAY, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}")
+check "a deployment naming e2e.Relay (r/to/b), then e2e.Fail: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Fail* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... its rollback: the operator's version of e2e.Relay's function (r/op), not r/to/b2" \
+  group_has "$OP_RELAY and 'r/to/b' not in $RELAY_CFG"
+check "... ListInstalledComponents: e2e.Relay FINISHED again (another change's)" \
+  bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == FINISHED ]] && exit 0; sleep 0.1; done; exit 1'
+OUT=$(deploy "{$PLACEHOLDER}")
+check "a later deployment without e2e.Relay -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... the operator's e2e.Relay function and route stay in the group" \
+  group_has "$OP_RELAY and 'a-op' in $SUB_IDS"
+check "... ListInstalledComponents: no e2e.Relay" test -z "$(installed e2e.Relay)"
+group_edit 'g["functions"] = [f for f in g["functions"] if f["name"] != "e2e.Relay"]
+g["subscriptions"] = [s for s in g["subscriptions"] if s["id"] != "a-op"]'
+check "the operator takes e2e.Relay's function out for what follows" \
+  status_has "2 devices, 3 functions, 3 subscriptions" 100
+
+# ---- a rollback journal that cannot be written fails the deployment, nothing changed ----
+# An SQLite trigger makes the component store refuse the rollback journal's row: the
+# deployment fails before it changes the group (it would have no rollback after kill -9).
+# The store holds its file's lock while groved runs (locking_mode=EXCLUSIVE): the trigger
+# goes in and out while groved is stopped.
+DB=$(find "$WORK/var" -name components.db -print -quit)
+sql() {
+  "$PY" - "$DB" "$1" <<'EOF'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=30)
+c.execute(sys.argv[2])
+c.commit()
+EOF
+}
+restart_groved() {  # restart_groved SQL: stops groved, runs SQL on its store, starts it
+  stop_groved
+  sql "$1" || abort "the test could not change the component store"
+  launch_groved
+  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back"
+  status_has "local_link: connected" 100 || abort "Grove's client did not connect again"
+}
+restart_groved "CREATE TRIGGER test_no_journal BEFORE INSERT ON rollback_journal
+                BEGIN SELECT RAISE(ABORT, 'the test refuses the rollback journal'); END"
+OUT=$(deploy "{$PLACEHOLDER, $RELAY}")
+check "the rollback journal refused: a deployment adding e2e.Relay FAILED, nothing changed ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *"could not be journaled, nothing changed"* && $0 == *"the test refuses"* && $0 != *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the group without e2e.Relay's function" group_has "'e2e.Relay' not in $FN_NAMES"
+check "... ListInstalledComponents without e2e.Relay" test -z "$(installed e2e.Relay)"
+restart_groved "DROP TRIGGER test_no_journal"
+
 # ---- a v1 deployment and a v2 deployment change the group at once: both applied --------
 # Each reads the group and sets it; the kernel's compare-and-set refuses the one computed
 # from a group that changed meanwhile, and it is recomputed on the group then in force.
@@ -419,7 +530,6 @@ echo "$OUT"
 echo "compare-and-set conflicts: $(grep -c 'refused: computed from version' "$WORK/groved.out")"
 check "three rounds of a v1 and a v2 deployment at once: all Success and COMPLETED" \
   bash -c '[[ $(grep -c "v1 Success, v2 COMPLETED" <<<"$0") == 3 ]]' "$OUT"
-RELAY_CFG='str([f for f in g.get("functions") or [] if f["name"] == "e2e.Relay"])'
 check "... the group has both last changes: v1's route v1-round-3 and e2e.Relay on r/round-3" \
   group_has "$SUB_IDS == ['v1-round-3'] and 'r/round-3' in $RELAY_CFG"
 check "... function_runtime runs e2e.Relay, ListInstalledComponents RUNNING" \
