@@ -1167,18 +1167,7 @@ void runner::step(std::shared_ptr<job> j) {
       return;
     }
     if (const auto* why = public_no_op(p.name)) {
-      component* slot_ptr = nullptr;
-      {
-        std::lock_guard guard{mtx_};
-        auto& slot = components_[p.name];
-        if (!slot)
-          slot = std::make_unique<component>();
-        slot->plan = p;
-        slot->stopped = false;
-        slot->restored = false;
-        slot_ptr = slot.get();
-      }
-      set_state(*slot_ptr, "RUNNING", "a no-op on Grove: " + std::string{*why});
+      set_state(take_plan(p), "RUNNING", "a no-op on Grove: " + std::string{*why});
       ++j->index;
       continue;
     }

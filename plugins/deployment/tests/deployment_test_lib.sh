@@ -110,3 +110,10 @@ installed() {
   gg list-installed-components --core-device-thing-name core-1 |
     jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
 }
+
+# installed_details NAME: its lifecycleState and lifecycleStateDetails, space-separated.
+installed_details() {
+  gg list-installed-components --core-device-thing-name core-1 |
+    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n)
+                        | "\(.lifecycleState) \(.lifecycleStateDetails // "")"'
+}

@@ -50,24 +50,6 @@ THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 SHADOW=aws.greengrass.ShadowManager
 BRIDGE=aws.greengrass.clientdevices.mqtt.Bridge
 NUCLEUS=aws.greengrass.Nucleus
-# deploy COMPONENTS_JSON: creates the deployment, waits until it ends, prints its status
-# and the core's reason.
-deploy() {
-  local id st
-  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
-  for _ in $(seq 1 300); do
-    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
-    [[ $st == COMPLETED || $st == FAILED ]] && break
-    sleep 0.1
-  done
-  echo "$st $(gg list-effective-deployments --core-device-thing-name core-1 |
-    jq -r --arg d "$id" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""')"
-}
-installed() {  # installed NAME: its lifecycleState and lifecycleStateDetails
-  gg list-installed-components --core-device-thing-name core-1 |
-    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n)
-                        | "\(.lifecycleState) \(.lifecycleStateDetails // "")"'
-}
 # A reported state of 10000 bytes: over the 8192 a shadow takes by default, under 16384.
 BIG=$(jq -cn --arg b "$(head -c 10000 /dev/zero | tr '\0' x)" '{state: {reported: {blob: $b}}}')
 
@@ -120,11 +102,11 @@ COMPONENTS=$(jq -cn --arg s "$SHADOW" --arg sv "$SHADOW_V" --arg b "$BRIDGE" --a
 OUT=$(deploy "$COMPONENTS")
 check "deployment of $SHADOW, $BRIDGE and $NUCLEUS with no recipe created: COMPLETED ($OUT)" \
   test "${OUT%% *}" == COMPLETED
-OUT=$(installed "$SHADOW")
+OUT=$(installed_details "$SHADOW")
 check "$SHADOW RUNNING, naming the key that is not shadow manager's ($OUT)" \
   bash -c '[[ $1 == "RUNNING configuration keys ignored"*": file" ]]' _ "$OUT"
-check "$BRIDGE RUNNING" test "$(installed "$BRIDGE" | cut -d' ' -f1)" == RUNNING
-OUT=$(installed "$NUCLEUS")
+check "$BRIDGE RUNNING" test "$(installed_details "$BRIDGE" | cut -d' ' -f1)" == RUNNING
+OUT=$(installed_details "$NUCLEUS")
 check "$NUCLEUS RUNNING as a no-op, saying why ($OUT)" \
   bash -c '[[ $1 == "RUNNING a no-op on Grove: "* ]]' _ "$OUT"
 OUT=$("$GROVECTL" shadow update A "$BIG" 2>&1)
@@ -198,9 +180,9 @@ refused "the profile's shadow configuration back: the 10000-byte state refused a
   "$GROVECTL" shadow update A "$BIG"
 check "... and no shadow synchronized" status_has "sync: off" 30
 check "the profile's bridge back ('bridge: 0 mapping(s)')" status_has "bridge: 0 mapping(s)" 30
-check "$SHADOW no longer installed" test -z "$(installed "$SHADOW")"
-check "a no-op removed: $NUCLEUS no longer installed" test -z "$(installed "$NUCLEUS")"
-OUT=$(installed "$RUNTIMES")
+check "$SHADOW no longer installed" test -z "$(installed_details "$SHADOW")"
+check "a no-op removed: $NUCLEUS no longer installed" test -z "$(installed_details "$NUCLEUS")"
+OUT=$(installed_details "$RUNTIMES")
 check "$RUNTIMES $RUNTIMES_OLD (an older patch) RUNNING as a no-op ($OUT)" \
   bash -c '[[ $1 == "RUNNING a no-op on Grove: "* ]]' _ "$OUT"
 
