@@ -472,7 +472,10 @@ public:
     if (anchor != 0)
       out_ << YAML::Anchor(std::to_string(anchor));
     if (n.IsSequence() || n.IsMap()) {
-      if (n.Style() == YAML::EmitterStyle::Flow)
+      // yaml-cpp writes a key over 1024 bytes (escapes and U+FFFD for bad UTF-8 can
+      // quadruple it) as an explicit `? key`, which its parser does not read back inside
+      // a flow map: a map with a long key goes in block style.
+      if (n.Style() == YAML::EmitterStyle::Flow && !has_long_key(n))
         out_ << YAML::Flow;
       else if (n.Style() == YAML::EmitterStyle::Block)
         out_ << YAML::Block;
@@ -484,7 +487,10 @@ public:
         out_ << YAML::Null;
         break;
       case YAML::NodeType::Scalar:
-        if (tag == "!")
+        // Quoted when it was read quoted, and when it holds a control character, which
+        // yaml-cpp writes raw in a plain scalar (and cannot read back) but escapes in a
+        // double-quoted one.
+        if (tag == "!" || has_control(n.Scalar()))
           out_ << YAML::DoubleQuoted;
         out_ << n.Scalar();
         break;
@@ -497,6 +503,8 @@ public:
       case YAML::NodeType::Map:
         out_ << YAML::BeginMap;
         for (const auto& kv : n) {
+          if (!kv.first.IsScalar() || kv.first.Scalar().size() > 200)
+            out_ << YAML::LongKey; // `? key`: the parser reads no longer implicit key
           write(kv.first);
           write(kv.second);
         }
@@ -506,6 +514,22 @@ public:
   }
 
 private:
+  static bool has_long_key(const YAML::Node& n) {
+    if (!n.IsMap())
+      return false;
+    for (const auto& kv : n)
+      if (!kv.first.IsScalar() || kv.first.Scalar().size() > 200)
+        return true;
+    return false;
+  }
+
+  static bool has_control(const std::string& s) {
+    return std::any_of(s.begin(), s.end(), [](char c) {
+      auto u = static_cast<unsigned char>(c);
+      return u < 0x20 || u == 0x7f;
+    });
+  }
+
   // How often each node is met; a shared one is walked once (a recursive alias too).
   void count(const YAML::Node& n) {
     if (++refs_[node_identity::of(n)] > 1)
