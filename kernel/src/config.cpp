@@ -503,7 +503,7 @@ public:
       case YAML::NodeType::Map:
         out_ << YAML::BeginMap;
         for (const auto& kv : n) {
-          if (!kv.first.IsScalar() || kv.first.Scalar().size() > 200)
+          if (long_key(kv.first))
             out_ << YAML::LongKey; // `? key`: the parser reads no longer implicit key
           write(kv.first);
           write(kv.second);
@@ -514,13 +514,16 @@ public:
   }
 
 private:
+  // A key yaml-cpp might write past its parser's 1024-byte implicit-key limit (escapes
+  // and U+FFFD for bad UTF-8 can quadruple its length), or one that is no scalar.
+  static bool long_key(const YAML::Node& key) {
+    return !key.IsScalar() || key.Scalar().size() > 200;
+  }
+
   static bool has_long_key(const YAML::Node& n) {
-    if (!n.IsMap())
-      return false;
-    for (const auto& kv : n)
-      if (!kv.first.IsScalar() || kv.first.Scalar().size() > 200)
-        return true;
-    return false;
+    return n.IsMap() && std::any_of(n.begin(), n.end(), [](const auto& kv) {
+             return long_key(kv.first);
+           });
   }
 
   static bool has_control(const std::string& s) {
