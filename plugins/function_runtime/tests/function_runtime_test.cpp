@@ -28,6 +28,7 @@
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
 #include "grove/testing/harness.hpp"
+#include "grove/utf8.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -135,6 +136,10 @@ struct runtime {
     return ss.str();
   }
 };
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 bool is(const caf::expected<grove::Envelope>& r, errc code) {
   return !r && r.error() == code;
@@ -380,6 +385,31 @@ BOOST_AUTO_TEST_CASE(an_oversized_result_or_publish_is_an_error_not_the_instance
   auto info = rt.info("o");
   BOOST_TEST(info.errors() == 2u);
   BOOST_TEST(info.instances() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(text_that_is_not_utf8_is_escaped_not_the_instances_end) {
+  // A what() and a log line of bytes that are not UTF-8 (the SDK escapes them), and a
+  // Log frame of such bytes written past the SDK (the runtime escapes it): each reaches
+  // the caller or the log as \xNN, and the instance serves on. A `string` field that is
+  // not UTF-8 fails the frame's parse, which ended the instance.
+  runtime rt{fn("b", "badtext")};
+  rt.wait_defined("b");
+  auto pid = rt.ok("b", "\"pid\"");
+  auto thrown = rt.invoke("b", "\"throw\"");
+  BOOST_REQUIRE(!thrown);
+  auto text = grove::describe(thrown.error());
+  BOOST_TEST(has(text, "function 'b': bad \\xff\\xfe text"), text);
+  BOOST_TEST(grove::valid_utf8(text));
+  BOOST_TEST(rt.ok("b", "\"log\"") == pid);
+  BOOST_TEST(rt.ok("b", "\"raw_log\"") == pid);
+  auto log = rt.log_of("b");
+  BOOST_TEST(has(log, "WARN bad \\xff\\xfe text\n"), log);
+  BOOST_TEST(has(log, "INFO raw bad \\xff\\xfe text\n"), log);
+  BOOST_TEST(grove::valid_utf8(log), log);
+  auto info = rt.info("b"); // its last error is UTF-8, or the list would not parse
+  BOOST_TEST(info.last_error() == "handler failed: bad \\xff\\xfe text");
+  BOOST_TEST(info.errors() == 1u);
+  BOOST_TEST(info.invocations() == 3u);
 }
 
 BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
@@ -1219,10 +1249,6 @@ std::string py(const std::string& name, const std::string& handler,
          + (extra.empty() ? "" : ", " + extra) + "}\n";
 }
 
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 } // namespace
 
 BOOST_AUTO_TEST_CASE(python_pinned_instance_serves_survives_exceptions_and_is_restarted) {
@@ -1346,6 +1372,70 @@ BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {
   BOOST_TEST(rt.ok("t", "{}") == "\"plain text\""); // anything else JSON-encoded
   BOOST_TEST(nlohmann::json::parse(rt.ok("e", R"({"k":[1,"x"]})"))
              == nlohmann::json::parse(R"({"k":[1,"x"]})"));
+}
+
+BOOST_AUTO_TEST_CASE(python_text_that_is_not_utf8_is_escaped_not_the_instances_end) {
+  // os.fsdecode's kind of text (lone surrogates for bytes that are not UTF-8) raised and
+  // logged: the SDK sends the bytes as \xNN, as the C++ SDK does. Sent unescaped (a
+  // Log frame and a Result's error past the SDK's escaping, as another SDK might), the
+  // runtime escapes them the same way; before, the frame's parse failed and ended the
+  // instance.
+  runtime rt{py("b", "pyfn.badtext")};
+  rt.wait_defined("b");
+  auto pid = rt.ok("b", "\"pid\"");
+  auto raised = rt.invoke("b", "\"raise\"");
+  BOOST_REQUIRE(!raised);
+  auto text = grove::describe(raised.error());
+  BOOST_TEST(has(text, "function 'b': ValueError: bad \\xff\\xfe text"), text);
+  BOOST_TEST(rt.ok("b", "\"log\"") == pid);
+  auto raw = rt.invoke("b", "\"raw\"");
+  BOOST_REQUIRE(!raw);
+  text = grove::describe(raw.error());
+  BOOST_TEST(has(text, "function 'b': ValueError: raw bad \\xff\\xfe text"), text);
+  BOOST_TEST(grove::valid_utf8(text));
+  BOOST_TEST(rt.ok("b", "\"pid\"") == pid);
+  auto log = rt.log_of("b");
+  BOOST_TEST(has(log, "WARN pyfn: bad \\xff\\xfe text\n"), log);
+  BOOST_TEST(has(log, "INFO raw bad \\xff\\xfe text\n"), log);
+  BOOST_TEST(grove::valid_utf8(log), log);
+  auto info = rt.info("b");
+  BOOST_TEST(info.last_error() == "handler failed: ValueError: raw bad \\xff\\xfe text");
+  BOOST_TEST(info.errors() == 2u);
+  BOOST_TEST(info.instances() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(python_oversized_result_error_or_publish_is_an_error_not_the_instances_end) {
+  // As the C++ SDK (an_oversized_result_or_publish_is_an_error_not_the_instances_end): a
+  // result over max_frame_bytes is answered as an error, a publish over it is the verb's
+  // error, an exception's text is cut to 16 KiB between characters; the instance serves on.
+  constexpr size_t max_frame = 65536;
+  runtime rt{py("o", "pyfn.oversize"),
+             "{allow_run_as_root: true, max_frame_bytes: " + std::to_string(max_frame) + "}"};
+  rt.wait_defined("o");
+  auto pid = rt.ok("o", "{}");
+  const size_t n = 100000;
+  auto big = rt.invoke("o", "{\"result\": " + std::to_string(n) + "}");
+  BOOST_REQUIRE(!big);
+  auto text = grove::describe(big.error());
+  BOOST_TEST(has(text, "result of " + std::to_string(n + 2) + " bytes exceeds max_frame_bytes ("
+                         + std::to_string(max_frame) + ")"),
+             text);
+  auto published = rt.ok("o", "{\"publish\": " + std::to_string(n) + "}");
+  BOOST_TEST(has(published, "too_large: the request's frame of "), published);
+  BOOST_TEST(has(published, "(the runtime's max_frame_bytes)"), published);
+  BOOST_TEST(rt.ok("o", "{}") == pid);
+  auto raised = rt.invoke("o", "{\"raise\": " + std::to_string(n) + "}");
+  BOOST_REQUIRE(!raised);
+  text = grove::describe(raised.error());
+  auto size = std::string{"ValueError: "}.size() + 3 * n; // the message's UTF-8 bytes
+  BOOST_TEST(has(text, "\u20ac\u20ac [" + std::to_string(size) + " bytes, cut]"),
+             text.substr(text.size() - std::min<size_t>(text.size(), 200)));
+  BOOST_TEST(text.size() < 32768u);
+  BOOST_TEST(grove::valid_utf8(text));
+  BOOST_TEST(rt.ok("o", "{}") == pid);
+  auto info = rt.info("o");
+  BOOST_TEST(info.errors() == 2u);
+  BOOST_TEST(info.instances() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(python_item_past_its_timeout_ends_the_instance) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "grove/function.pb.h"
 #include "grove/function/function.hpp"
 
 namespace gf = grove::function;
@@ -146,6 +147,29 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     }
     auto routed = gf::publish("fn/out", std::string(n, 'p'));
     return "\"" + (routed ? std::string{"published"} : routed.error) + "\"";
+  }
+  if (mode == "badtext") {
+    // Text that is not UTF-8 from user code. Payload "throw" throws it, "log" logs it
+    // (the SDK escapes both), "raw_log" writes a Log frame of it straight to the socket,
+    // as a worker whose SDK does not escape would (the runtime must); "pid" answers the
+    // pid.
+    static const std::string bad = "bad \xff\xfe text";
+    if (payload == "\"throw\"")
+      throw std::runtime_error(bad);
+    if (payload == "\"log\"")
+      gf::log(gf::level::warn, bad);
+    if (payload == "\"raw_log\"") {
+      grove::fn::Frame f;
+      f.mutable_log()->set_level(1);
+      f.mutable_log()->set_text("raw " + bad);
+      auto body = f.SerializeAsString();
+      char len[4] = {static_cast<char>(body.size() >> 24), static_cast<char>(body.size() >> 16),
+                     static_cast<char>(body.size() >> 8), static_cast<char>(body.size())};
+      auto frame = std::string{len, 4} + body;
+      if (::write(3, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size()))
+        throw std::runtime_error("cannot write the raw log frame");
+    }
+    return std::to_string(::getpid());
   }
   if (mode == "log") {
     for (int i = 0; i < 100; ++i)

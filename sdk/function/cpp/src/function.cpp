@@ -12,6 +12,7 @@
 #include "grove/function.pb.h"
 #include "grove/kernel/framing.hpp"
 #include "grove/ml.pb.h"
+#include "grove/utf8.hpp"
 
 namespace grove::function {
 
@@ -92,19 +93,22 @@ std::string env_or(const char* name, const char* def) {
   return v != nullptr ? v : def;
 }
 
-/// `text` as a Result's error: cut to max_error_bytes (or half the frame limit), not
-/// inside a UTF-8 sequence (the runtime would refuse the frame), and the cut said.
-std::string error_text(std::string_view text) {
+/// `what` as a Result's error: bytes that are not UTF-8 written as \xNN, cut to
+/// max_error_bytes (or half the frame limit), not inside a UTF-8 sequence, and the cut
+/// said.
+std::string error_text(std::string_view what) {
   auto cap = std::min<size_t>(max_error_bytes, chan().max_frame / 2);
-  if (text.empty())
+  if (what.empty())
     return "exception";
+  auto text = escape_invalid_utf8(what);
   if (text.size() <= cap)
-    return std::string{text};
+    return text;
   auto tail = " [" + std::to_string(text.size()) + " bytes, cut]";
   auto keep = cap - std::min(cap, tail.size());
   while (keep > 0 && (static_cast<unsigned char>(text[keep]) & 0xC0) == 0x80)
     --keep;
-  return std::string{text.substr(0, keep)} + tail;
+  text.resize(keep);
+  return text + tail;
 }
 
 } // namespace
@@ -332,7 +336,7 @@ outcome<inference> infer_image(std::string_view model, std::string_view image, u
 void log(level lvl, std::string_view text) {
   fn::Frame f;
   f.mutable_log()->set_level(static_cast<uint32_t>(lvl));
-  f.mutable_log()->set_text(std::string{text});
+  f.mutable_log()->set_text(escape_invalid_utf8(text)); // the log's lines are text
   if (send(f))
     std::fprintf(stderr, "%.*s\n", static_cast<int>(text.size()), text.data());
 }

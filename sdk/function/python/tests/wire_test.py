@@ -595,12 +595,13 @@ class Verbs(unittest.TestCase):
         with self.assertRaisesRegex(grove_function.Error, "404"):
             self.exchange(lambda: grove_function.get_thing_shadow("t"), rejected)
         _, req = self.exchange(lambda: grove_function.log(grove_function.WARN, "ü"), lambda r: None)
-        self.assertEqual((req.log.level, req.log.text), (2, "ü"))
-        # A lone surrogate (os.fsdecode of undecodable bytes) is sent escaped, not raised.
-        text = "file " + os.fsdecode(b"\xff.txt")
+        self.assertEqual((req.log.level, req.log.text), (2, "ü".encode()))
+        # A lone surrogate (os.fsdecode of undecodable bytes) is sent as the byte it stands
+        # for, escaped, not raised; one that stands for no byte as its code point.
+        text = "file " + os.fsdecode(b"\xff.txt") + " \ud800"
         _, req = self.exchange(lambda: grove_function.log(grove_function.INFO, text),
                                lambda r: None)
-        self.assertEqual(req.log.text, "file \\udcff.txt")
+        self.assertEqual(req.log.text, b"file \\xff.txt \\ud800")
 
     def run_worker(self, source, invokes):
         """A real runner (python3 -m grove_function.runner) of handler `source`: the
@@ -656,17 +657,17 @@ class Verbs(unittest.TestCase):
             "    if event == b'bad':\n"
             "        raise FileNotFoundError(os.fsdecode(b'/tmp/\\xff'))\n"
             "    return event\n", [b"bad", b"ok"])
-        self.assertEqual(hello.hello.error, "")
+        self.assertEqual(hello.hello.error, b"")
         self.assertEqual([r.WhichOneof("body") for r in results], ["result", "result"])
-        self.assertEqual(results[0].result.error, "FileNotFoundError: /tmp/\\udcff")
-        self.assertEqual((results[1].result.error, results[1].result.payload), ("", b"ok"))
+        self.assertEqual(results[0].result.error, b"FileNotFoundError: /tmp/\\xff")
+        self.assertEqual((results[1].result.error, results[1].result.payload), (b"", b"ok"))
         self.assertEqual(status, 0)
 
     def test_runner_reports_a_handler_that_does_not_import_with_undecodable_text(self):
         hello, _, status = self.run_worker(
             "import os\nraise ValueError(os.fsdecode(b'\\xfe'))\n", [])
         self.assertEqual(hello.hello.error,
-                         "handler 'fn.handler' does not import: ValueError: \\udcfe")
+                         b"handler 'fn.handler' does not import: ValueError: \\xfe")
         self.assertEqual(status, 3)
 
     def test_infer(self):
