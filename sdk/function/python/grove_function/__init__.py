@@ -42,6 +42,8 @@ class _FrameTooLarge(Error):
     def __init__(self, size, limit):
         super().__init__("too_large: the request's frame of %d bytes exceeds the limit of %d "
                          "(the runtime's max_frame_bytes)" % (size, limit))
+        self.size = size
+        self.limit = limit
 
 
 class InferenceError(Error):
@@ -319,11 +321,11 @@ def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
     call_id = c.take_id()
     frame = _wire.Frame(infer_call=_wire.InferCall(call_id=call_id, model=model,
                                                request=req.encode(), timeout_ms=timeout_ms))
-    data = frame.encode()
-    if len(data) > c.max_frame:
+    try:
+        c.send(frame)
+    except _FrameTooLarge as e:
         raise InferenceError("too_large", "the infer request is %d bytes, over the runtime's "
-                             "max_frame_bytes (%d)" % (len(data), c.max_frame))
-    c.send_bytes(data)
+                             "max_frame_bytes (%d)" % (e.size, e.limit)) from None
     reply = c.await_reply("call_reply", "call_id", call_id)
     if reply.error or reply.error_code:
         raise InferenceError(reply.error_code, reply.error)
