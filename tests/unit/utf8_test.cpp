@@ -39,3 +39,27 @@ BOOST_AUTO_TEST_CASE(bytes_that_are_not_utf8_are_escaped_one_by_one) {
     BOOST_TEST(valid_utf8(escape_invalid_utf8(s)), b);
   }
 }
+
+BOOST_AUTO_TEST_CASE(text_is_cut_between_characters) {
+  // Three-byte characters: a cut at any byte count lands at a character's start.
+  std::string euros;
+  for (int i = 0; i < 10; ++i)
+    euros += "\xe2\x82\xac";
+  for (size_t max = 0; max <= euros.size() + 1; ++max) {
+    auto n = grove::utf8_cut_point(euros, max);
+    BOOST_TEST(n <= max);
+    BOOST_TEST(n == std::min(euros.size(), max / 3 * 3), max);
+  }
+  BOOST_TEST(grove::cut_utf8(euros, euros.size()) == euros);
+  // Cut: whole characters, then the whole size; within the limit.
+  auto cut = grove::cut_utf8(euros, 20);
+  BOOST_TEST(cut == "\xe2\x82\xac [30 bytes, cut]", cut);
+  for (size_t max = 0; max <= euros.size(); ++max) {
+    auto c = grove::cut_utf8(euros, max);
+    BOOST_TEST(c.size() <= max, max);
+    BOOST_TEST(valid_utf8(c), max);
+  }
+  // After escaping, as the runtime does with a worker's error: the size is the escaped one.
+  auto escaped = grove::cut_utf8(escape_invalid_utf8(std::string(100, '\xff')), 57);
+  BOOST_TEST(escaped == "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff [400 bytes, cut]", escaped);
+}

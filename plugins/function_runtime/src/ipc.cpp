@@ -38,14 +38,22 @@ void make_valid(std::string& text) {
     text = escape_invalid_utf8(text);
 }
 
+// An error is kept (the function list's last error) and passed to callers: escaping may
+// have made it 4 times its frame's size, so it is cut after it.
+void make_valid_error(std::string& text) {
+  make_valid(text);
+  if (text.size() > max_error_text)
+    text = cut_utf8(std::move(text), max_error_text);
+}
+
 } // namespace
 
 void make_text_valid(Frame& f) {
   switch (f.body_case()) {
     case Frame::kHello:
-      return make_valid(*f.mutable_hello()->mutable_error());
+      return make_valid_error(*f.mutable_hello()->mutable_error());
     case Frame::kResult:
-      return make_valid(*f.mutable_result()->mutable_error());
+      return make_valid_error(*f.mutable_result()->mutable_error());
     case Frame::kLog:
       return make_valid(*f.mutable_log()->mutable_text());
     default:

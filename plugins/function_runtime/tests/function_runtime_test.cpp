@@ -1402,6 +1402,18 @@ BOOST_AUTO_TEST_CASE(python_text_that_is_not_utf8_is_escaped_not_the_instances_e
   BOOST_TEST(info.last_error() == "handler failed: ValueError: raw bad \\xff\\xfe text");
   BOOST_TEST(info.errors() == 2u);
   BOOST_TEST(info.instances() == 1u);
+  // 50000 such bytes, unescaped and uncut: 4 times that escaped, which the runtime cuts
+  // to 16 KiB between escapes and says so (the size counts "ValueError: ").
+  auto big = rt.invoke("b", "\"raw_big\"");
+  BOOST_REQUIRE(!big);
+  text = grove::describe(big.error());
+  BOOST_TEST(has(text, "ValueError: \\xff\\xff"), text.substr(0, 200));
+  BOOST_TEST(has(text, "\\xff [200012 bytes, cut]"), text.substr(text.size() - std::min<size_t>(text.size(), 200)));
+  BOOST_TEST(text.size() < 17000u);
+  BOOST_TEST(grove::valid_utf8(text));
+  BOOST_TEST(rt.ok("b", "\"pid\"") == pid);
+  BOOST_TEST(rt.info("b").last_error().size() <= (16u << 10) + 20);
+  BOOST_TEST(rt.info("b").errors() == 3u);
 }
 
 BOOST_AUTO_TEST_CASE(python_oversized_result_error_or_publish_is_an_error_not_the_instances_end) {

@@ -1,5 +1,6 @@
 #include "grove/utf8.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 namespace grove {
@@ -75,6 +76,26 @@ std::string escape_invalid_utf8(std::string_view text) {
     return std::string{text};
   out.append(text.substr(done));
   return out;
+}
+
+size_t utf8_cut_point(std::string_view text, size_t max) noexcept {
+  if (text.size() <= max)
+    return text.size();
+  auto keep = max;
+  // Back off over continuation bytes to the start of the character `max` falls in.
+  while (keep > 0 && (static_cast<uint8_t>(text[keep]) & 0xC0) == 0x80)
+    --keep;
+  return keep;
+}
+
+std::string cut_utf8(std::string text, size_t max) {
+  if (text.size() <= max)
+    return text;
+  auto tail = " [" + std::to_string(text.size()) + " bytes, cut]";
+  text.resize(utf8_cut_point(text, max - std::min(max, tail.size())));
+  if (text.size() + tail.size() <= max)
+    text += tail;
+  return text;
 }
 
 } // namespace grove

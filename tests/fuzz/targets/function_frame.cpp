@@ -74,7 +74,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       grove::fn::make_text_valid(f);
       auto after = text(f);
       grove::fuzz::require(grove::valid_utf8(after), "escaped text is not UTF-8");
-      grove::fuzz::require(!grove::valid_utf8(before) || after == before,
+      auto error_size = f.hello().error().size() + f.result().error().size();
+      grove::fuzz::require(error_size <= grove::fn::max_error_text, "an error was not cut");
+      grove::fuzz::require(!grove::valid_utf8(before) || after == before
+                               || before.size() > grove::fn::max_error_text,
                            "valid text was changed");
     }
     if (!said_hello) {

@@ -115,22 +115,23 @@ def badtext(event, context):
     """Text that is not UTF-8 (os.fsdecode's kind). "raise" raises it, "log" logs it (the
     SDK escapes both); "raw" sends it unescaped, as a worker that does not escape would
     (the runtime must): a Log frame past the SDK's log(), and as the error of the
-    exception it raises. Anything else: the pid."""
+    exception it raises; "raw_big" raises 50000 such bytes unescaped and uncut (the
+    runtime cuts them). Anything else: the pid."""
     if event == "raise":
         raise ValueError(BAD)
     if event == "log":
         log.warning(BAD)
-    if event == "raw":
-        chan = grove_function._chan()
-        chan.send(grove_function._wire.Frame(log=grove_function._wire.Log(
-            level=1, text=("raw " + BAD).encode("utf-8", "surrogateescape"))))
+    if event in ("raw", "raw_big"):
+        if event == "raw":
+            grove_function._chan().send(grove_function._wire.Frame(log=grove_function._wire.Log(
+                level=1, text=("raw " + BAD).encode("utf-8", "surrogateescape"))))
         escape = grove_function._error_text
 
         def unescaped(text, max_frame):  # this once
             grove_function._error_text = escape
             return text.encode("utf-8", "surrogateescape")
         grove_function._error_text = unescaped
-        raise ValueError("raw " + BAD)
+        raise ValueError("raw " + BAD if event == "raw" else "\udcff" * 50000)
     return os.getpid()
 
 

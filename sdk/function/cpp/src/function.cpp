@@ -93,22 +93,13 @@ std::string env_or(const char* name, const char* def) {
   return v != nullptr ? v : def;
 }
 
-/// `what` as a Result's error: bytes that are not UTF-8 written as \xNN, cut to
-/// max_error_bytes (or half the frame limit), not inside a UTF-8 sequence, and the cut
-/// said.
+/// `what` as a Result's error: bytes that are not UTF-8 written as \xNN, cut (cut_utf8)
+/// to max_error_bytes (or half the frame limit).
 std::string error_text(std::string_view what) {
   auto cap = std::min<size_t>(max_error_bytes, chan().max_frame / 2);
   if (what.empty())
     return "exception";
-  auto text = escape_invalid_utf8(what);
-  if (text.size() <= cap)
-    return text;
-  auto tail = " [" + std::to_string(text.size()) + " bytes, cut]";
-  auto keep = cap - std::min(cap, tail.size());
-  while (keep > 0 && (static_cast<unsigned char>(text[keep]) & 0xC0) == 0x80)
-    --keep;
-  text.resize(keep);
-  return text + tail;
+  return cut_utf8(escape_invalid_utf8(what), cap);
 }
 
 } // namespace

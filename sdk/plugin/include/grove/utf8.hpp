@@ -18,4 +18,13 @@ bool valid_utf8(std::string_view text) noexcept;
 /// keeps what the bytes were. `text` itself when it is valid.
 std::string escape_invalid_utf8(std::string_view text);
 
+/// The longest length of `text`, at most `max`, that does not end inside a UTF-8
+/// sequence (`text.size()` when that is at most `max`): where to cut text to a size.
+size_t utf8_cut_point(std::string_view text, size_t max) noexcept;
+
+/// `text` in at most `max` bytes: itself when it fits, else its start (cut between
+/// characters) followed by " [N bytes, cut]", N its whole size. For text from user code
+/// (an exception's message) that must not make a frame or a list too large.
+std::string cut_utf8(std::string text, size_t max);
+
 } // namespace grove
