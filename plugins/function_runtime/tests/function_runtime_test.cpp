@@ -412,6 +412,23 @@ BOOST_AUTO_TEST_CASE(text_that_is_not_utf8_is_escaped_not_the_instances_end) {
   BOOST_TEST(info.invocations() == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(names_and_topics_that_are_not_utf8_are_the_verbs_error_not_the_instances_end) {
+  // Publish's topic and content type, a call's function name, a shadow call's thing and
+  // shadow names, an infer call's model are Protobuf strings: a frame with such text in
+  // them would not parse and would end the instance. The SDK refuses each, sending nothing.
+  runtime rt{fn("b", "badtext")};
+  rt.wait_defined("b");
+  auto pid = rt.ok("b", "\"pid\"");
+  auto errors = rt.ok("b", "\"verbs\"");
+  for (const auto* what : {"the topic", "the content type", "the function name",
+                           "the thing name", "the shadow name", "the model name"})
+    BOOST_TEST(has(errors, std::string{"malformed: "} + what + " is not UTF-8\n"), errors);
+  BOOST_TEST(has(errors, "refused\n"), errors); // publish_nowait
+  BOOST_TEST(grove::valid_utf8(errors));
+  BOOST_TEST(rt.ok("b", "\"pid\"") == pid);
+  BOOST_TEST(rt.info("b").instances() == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
   // Two busy instances, one item of 40 KiB sent ahead to each (the byte budget takes one),
   // one queued. New instances stop starting, one instance is killed: its items go back to

@@ -169,6 +169,20 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       if (::write(3, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size()))
         throw std::runtime_error("cannot write the raw log frame");
     }
+    if (payload == "\"verbs\"") {
+      // Each verb given a name or topic that is not UTF-8: one error per line (the SDK
+      // refuses them; sent, the frame would not parse and the instance would end).
+      std::string errors;
+      auto add = [&](const std::string& e) { errors += e + "\n"; };
+      add(gf::publish(bad, "x").error);
+      add(gf::publish("fn/out", "x", 0, bad).error);
+      add(gf::invoke(bad, "{}").error);
+      add(gf::get_thing_shadow(bad).error);
+      add(gf::get_thing_shadow("lamp", bad).error);
+      add(gf::infer(bad, {}).error);
+      add(gf::publish_nowait(bad, "x") ? "sent" : "refused");
+      return errors;
+    }
     return std::to_string(::getpid());
   }
   if (mode == "log") {
