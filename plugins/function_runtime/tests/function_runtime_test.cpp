@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -25,6 +26,8 @@
 #include "function_def.hpp"
 #include "function_log.hpp"
 #include "grove/function_runtime/client.hpp"
+#include "grove/function.pb.h"
+#include "grove/kernel/framing.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
 #include "grove/testing/harness.hpp"
@@ -410,6 +413,56 @@ BOOST_AUTO_TEST_CASE(text_that_is_not_utf8_is_escaped_not_the_instances_end) {
   BOOST_TEST(info.last_error() == "handler failed: bad \\xff\\xfe text");
   BOOST_TEST(info.errors() == 1u);
   BOOST_TEST(info.invocations() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(the_cpp_sdk_itself_escapes_text_that_is_not_utf8) {
+  // The frames the C++ SDK writes, read off a socketpair with no runtime between (the
+  // runtime's own escaping would hide the SDK's): a what() and a log line of bytes that
+  // are not UTF-8 arrive as \xNN.
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  std::string exe = FN_TEST_FUNCTION;
+  char* argv[] = {exe.data(), const_cast<char*>("badtext"), nullptr};
+  char* envp[] = {const_cast<char*>("GROVE_FUNCTION_FD=3"),
+                  const_cast<char*>("GROVE_FUNCTION_TOKEN=t"),
+                  const_cast<char*>("GROVE_FUNCTION_NAME=b"), nullptr};
+  auto pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(sv[1], 3); // a dup has no FD_CLOEXEC
+    ::execve(argv[0], argv, envp);
+    ::_exit(127);
+  }
+  ::close(sv[1]);
+  grove::framing::frame_stream in{1u << 20};
+  grove::fn::Frame f;
+  BOOST_REQUIRE(!in.receive(sv[0], f));
+  BOOST_TEST(f.hello().token() == "t");
+  auto run = [&](uint64_t id, const std::string& payload) {
+    grove::fn::Frame inv;
+    inv.mutable_invoke()->set_id(id);
+    inv.mutable_invoke()->set_payload(payload);
+    inv.mutable_invoke()->set_remaining_ms(60000);
+    std::string out;
+    BOOST_REQUIRE(!grove::framing::append_frame(out, inv, 1u << 20));
+    BOOST_REQUIRE(!grove::framing::write_all(sv[0], out));
+    std::vector<grove::fn::Frame> got;
+    do {
+      got.emplace_back();
+      BOOST_REQUIRE(!in.receive(sv[0], got.back()));
+    } while (got.back().body_case() != grove::fn::Frame::kResult);
+    BOOST_TEST(got.back().result().id() == id);
+    return got;
+  };
+  auto thrown = run(1, "\"throw\"");
+  BOOST_TEST(thrown.back().result().error() == "bad \\xff\\xfe text");
+  auto logged = run(2, "\"log\"");
+  BOOST_REQUIRE(logged.size() == 2u);
+  BOOST_TEST(logged[0].log().text() == "bad \\xff\\xfe text");
+  ::close(sv[0]); // the worker reads the end and exits
+  int status = 0;
+  BOOST_REQUIRE(::waitpid(pid, &status, 0) == pid);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), status);
 }
 
 BOOST_AUTO_TEST_CASE(names_and_topics_that_are_not_utf8_are_the_verbs_error_not_the_instances_end) {
