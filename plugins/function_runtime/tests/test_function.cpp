@@ -13,6 +13,7 @@
 
 #include "grove/function.pb.h"
 #include "grove/function/function.hpp"
+#include "grove/kernel/framing.hpp"
 
 namespace gf = grove::function;
 
@@ -162,11 +163,10 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       grove::fn::Frame f;
       f.mutable_log()->set_level(1);
       f.mutable_log()->set_text("raw " + bad);
-      auto body = f.SerializeAsString();
-      char len[4] = {static_cast<char>(body.size() >> 24), static_cast<char>(body.size() >> 16),
-                     static_cast<char>(body.size() >> 8), static_cast<char>(body.size())};
-      auto frame = std::string{len, 4} + body;
-      if (::write(3, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size()))
+      std::string frame;
+      const char* fd = std::getenv("GROVE_FUNCTION_FD");
+      if (fd == nullptr || grove::framing::append_frame(frame, f, 1u << 20)
+          || grove::framing::write_all(std::atoi(fd), frame))
         throw std::runtime_error("cannot write the raw log frame");
     }
     if (payload == "\"verbs\"") {
