@@ -144,6 +144,28 @@ bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+/// The C++ and the Python SDK's check of text that is not UTF-8 ("bad \xff\xfe text"):
+/// function `name` fails `payload` with `error` (escaped, so valid UTF-8, also as the
+/// function list's last error), its log has each of `log_lines` and is UTF-8, and the
+/// instance that answered `pid` still serves (a frame that did not parse ended it).
+void check_escaped(runtime& rt, const std::string& name, const std::string& pid,
+                   const std::string& payload, const std::string& error,
+                   std::initializer_list<std::string> log_lines) {
+  auto failed = rt.invoke(name, payload);
+  BOOST_REQUIRE(!failed);
+  auto text = grove::describe(failed.error());
+  BOOST_TEST(has(text, "function '" + name + "': " + error), text);
+  BOOST_TEST(grove::valid_utf8(text), text);
+  BOOST_TEST(rt.ok(name, "\"pid\"") == pid);
+  auto log = rt.log_of(name);
+  for (const auto& line : log_lines)
+    BOOST_TEST(has(log, line + "\n"), line << " in " << log);
+  BOOST_TEST(grove::valid_utf8(log), log);
+  auto info = rt.info(name); // its last error is UTF-8, or the list would not parse
+  BOOST_TEST(info.last_error() == "handler failed: " + error);
+  BOOST_TEST(info.instances() == 1u);
+}
+
 bool is(const caf::expected<grove::Envelope>& r, errc code) {
   return !r && r.error() == code;
 }
@@ -398,21 +420,11 @@ BOOST_AUTO_TEST_CASE(text_that_is_not_utf8_is_escaped_not_the_instances_end) {
   runtime rt{fn("b", "badtext")};
   rt.wait_defined("b");
   auto pid = rt.ok("b", "\"pid\"");
-  auto thrown = rt.invoke("b", "\"throw\"");
-  BOOST_REQUIRE(!thrown);
-  auto text = grove::describe(thrown.error());
-  BOOST_TEST(has(text, "function 'b': bad \\xff\\xfe text"), text);
-  BOOST_TEST(grove::valid_utf8(text));
   BOOST_TEST(rt.ok("b", "\"log\"") == pid);
   BOOST_TEST(rt.ok("b", "\"raw_log\"") == pid);
-  auto log = rt.log_of("b");
-  BOOST_TEST(has(log, "WARN bad \\xff\\xfe text\n"), log);
-  BOOST_TEST(has(log, "INFO raw bad \\xff\\xfe text\n"), log);
-  BOOST_TEST(grove::valid_utf8(log), log);
-  auto info = rt.info("b"); // its last error is UTF-8, or the list would not parse
-  BOOST_TEST(info.last_error() == "handler failed: bad \\xff\\xfe text");
-  BOOST_TEST(info.errors() == 1u);
-  BOOST_TEST(info.invocations() == 3u);
+  check_escaped(rt, "b", pid, "\"throw\"", "bad \\xff\\xfe text",
+                {"WARN bad \\xff\\xfe text", "INFO raw bad \\xff\\xfe text"});
+  BOOST_TEST(rt.info("b").errors() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(the_cpp_sdk_itself_escapes_text_that_is_not_utf8) {
@@ -1453,25 +1465,13 @@ BOOST_AUTO_TEST_CASE(python_text_that_is_not_utf8_is_escaped_not_the_instances_e
   runtime rt{py("b", "pyfn.badtext")};
   rt.wait_defined("b");
   auto pid = rt.ok("b", "\"pid\"");
+  BOOST_TEST(rt.ok("b", "\"log\"") == pid);
   auto raised = rt.invoke("b", "\"raise\"");
   BOOST_REQUIRE(!raised);
   auto text = grove::describe(raised.error());
   BOOST_TEST(has(text, "function 'b': ValueError: bad \\xff\\xfe text"), text);
-  BOOST_TEST(rt.ok("b", "\"log\"") == pid);
-  auto raw = rt.invoke("b", "\"raw\"");
-  BOOST_REQUIRE(!raw);
-  text = grove::describe(raw.error());
-  BOOST_TEST(has(text, "function 'b': ValueError: raw bad \\xff\\xfe text"), text);
-  BOOST_TEST(grove::valid_utf8(text));
-  BOOST_TEST(rt.ok("b", "\"pid\"") == pid);
-  auto log = rt.log_of("b");
-  BOOST_TEST(has(log, "WARN pyfn: bad \\xff\\xfe text\n"), log);
-  BOOST_TEST(has(log, "INFO raw bad \\xff\\xfe text\n"), log);
-  BOOST_TEST(grove::valid_utf8(log), log);
-  auto info = rt.info("b");
-  BOOST_TEST(info.last_error() == "handler failed: ValueError: raw bad \\xff\\xfe text");
-  BOOST_TEST(info.errors() == 2u);
-  BOOST_TEST(info.instances() == 1u);
+  check_escaped(rt, "b", pid, "\"raw\"", "ValueError: raw bad \\xff\\xfe text",
+                {"WARN pyfn: bad \\xff\\xfe text", "INFO raw bad \\xff\\xfe text"});
   // 50000 such bytes, unescaped and uncut: 4 times that escaped, which the runtime cuts
   // to 16 KiB between escapes and says so (the size counts "ValueError: ").
   auto big = rt.invoke("b", "\"raw_big\"");
