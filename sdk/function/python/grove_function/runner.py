@@ -138,9 +138,12 @@ def main(argv):
             chan.send(wire.Frame(result=result))
         except gf._FrameTooLarge:
             # A result the runtime would refuse (ending this instance): its error instead.
-            chan.send(wire.Frame(result=wire.Result(
-                id=inv.id, error=b"result of %d bytes exceeds max_frame_bytes (%d)"
-                % (len(result.payload), chan.max_frame))))
+            try:
+                chan.send(wire.Frame(result=wire.Result(
+                    id=inv.id, error=b"result of %d bytes exceeds max_frame_bytes (%d)"
+                    % (len(result.payload), chan.max_frame))))
+            except gf._FrameTooLarge:  # even that (a tiny max_frame): end, as the C++ SDK
+                return 1
 
 
 if __name__ == "__main__":
