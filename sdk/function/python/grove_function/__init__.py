@@ -403,4 +403,4 @@ def log(level, text):
     try:
         c.send(_wire.Frame(log=_wire.Log(level=level, text=_text(text))))
     except _FrameTooLarge:  # the line to stderr, which the runtime writes to the log too
-        sys.stderr.write(text + "\n")
+        sys.stderr.write(_text(text).decode("utf-8") + "\n")  # \xNN, as in a Log frame
