@@ -603,9 +603,10 @@ class Verbs(unittest.TestCase):
                                lambda r: None)
         self.assertEqual(req.log.text, b"file \\xff.txt \\ud800")
 
-    def run_worker(self, source, invokes):
-        """A real runner (python3 -m grove_function.runner) of handler `source`: the
-        Hello it sends, the Result of each payload in `invokes`, and its exit status."""
+    def run_worker(self, source, invokes, env=None):
+        """A real runner (python3 -m grove_function.runner) of handler `source`, with
+        `env` added to its environment: the Hello it sends, the Result of each payload in
+        `invokes`, and its exit status; what it wrote to stderr in self.worker_stderr."""
         import subprocess
         import tempfile
         code = tempfile.mkdtemp()
@@ -616,10 +617,12 @@ class Verbs(unittest.TestCase):
         self.addCleanup(runtime.close)
         runtime.settimeout(60)
         env = dict(os.environ, GROVE_FUNCTION_FD=str(worker.fileno()),
-                   GROVE_FUNCTION_ENCODING="binary", GROVE_FUNCTION_NAME="fn")
+                   GROVE_FUNCTION_ENCODING="binary", GROVE_FUNCTION_NAME="fn", **(env or {}))
+        stderr = tempfile.TemporaryFile()
+        self.addCleanup(stderr.close)
         proc = subprocess.Popen([sys.executable, "-m", "grove_function.runner", "fn.handler"],
                                 cwd=code, env=env, pass_fds=[worker.fileno()],
-                                stderr=subprocess.DEVNULL)
+                                stderr=stderr)
         worker.close()
 
         def read():
@@ -649,6 +652,20 @@ class Verbs(unittest.TestCase):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            stderr.seek(0)
+            self.worker_stderr = stderr.read()
+
+    def test_runner_ends_with_1_when_not_even_the_error_of_a_too_large_result_fits(self):
+        # max_frame 30: the Hello fits, a result of 100 bytes does not, nor its
+        # replacement error ("result of 100 bytes exceeds ..."): the worker ends with 1,
+        # as the C++ SDK does, not with a traceback.
+        hello, results, status = self.run_worker(
+            "def handler(event, ctx):\n    return b'x' * 100\n", [b"big"],
+            {"GROVE_FUNCTION_MAX_FRAME": "30"})
+        self.assertEqual(hello.hello.error, b"")
+        self.assertEqual(results, [None])
+        self.assertEqual(status, 1)
+        self.assertNotIn(b"Traceback", self.worker_stderr)
 
     def test_runner_sends_a_result_for_an_error_of_undecodable_text(self):
         hello, results, status = self.run_worker(
