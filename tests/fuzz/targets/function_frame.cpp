@@ -4,8 +4,8 @@
 // frame_stream (grove/kernel/framing.hpp, bounded like max_frame_bytes) until the stream
 // ends or breaks, each frame through the runtime's check (check_worker_frame), with the
 // hello state the runtime keeps, the topic check a Publish gets and the escaping of text
-// that is not UTF-8 (make_text_valid: valid text after it, valid text unchanged by it). The same bytes are
-// read twice more: by frame_stream::fill from a descriptor (the runtime's reader thread
+// that is not UTF-8 (make_text_valid: valid text after it, errors cut to max_error_text,
+// valid text within it unchanged). The same bytes are read twice more: by frame_stream::fill from a descriptor (the runtime's reader thread
 // and the C++ SDK's worker loop) and by read_frame (one frame per call, the control
 // socket's reader): all three must see the same frames and the same end.
 
