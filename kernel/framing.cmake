@@ -1,10 +1,16 @@
 # grove_framing: Grove's framing (control socket, function IPC) plus the Grove error helpers
 # it reports with. A small static library so grovectl and the function SDK link it without
-# the kernel; grove_core links it too (and must not compile these sources a second time).
+# the kernel; grove_core links it too and compiles none of these sources a second time,
+# except utf8.cpp (below).
 #   kernel/src/framing.cpp     grove::framing (grove/kernel/framing.hpp): frames written
 #                              and read, frame_stream
 #   sdk/plugin/src/errors.cpp  grove::to_string(errc), make_error, describe
 #   sdk/plugin/src/rpc.cpp     set_error, error_of: errors as envelope fields (typed calls)
+#   sdk/plugin/src/utf8.cpp    valid_utf8, escape_invalid_utf8: text from user code made fit
+#                              for Protobuf strings (the function SDK, grovectl); grove_core
+#                              compiles it itself for the plugins (the kernel calls nothing
+#                              of it, so grove_framing's copy is never pulled into it: one
+#                              definition per binary)
 #   kernel/src/plugin_name.cpp validate_plugin_name: the one rule for plugin names
 # Paths are relative to this file, so it works whichever project includes it.
 get_filename_component(grove_framing_root ${CMAKE_CURRENT_LIST_DIR}/.. ABSOLUTE)
@@ -12,7 +18,8 @@ add_library(grove_framing STATIC
   ${grove_framing_root}/kernel/src/framing.cpp
   ${grove_framing_root}/kernel/src/plugin_name.cpp
   ${grove_framing_root}/sdk/plugin/src/errors.cpp
-  ${grove_framing_root}/sdk/plugin/src/rpc.cpp)
+  ${grove_framing_root}/sdk/plugin/src/rpc.cpp
+  ${grove_framing_root}/sdk/plugin/src/utf8.cpp)
 target_include_directories(grove_framing PUBLIC
   $<BUILD_INTERFACE:${grove_framing_root}/kernel/include>
   $<BUILD_INTERFACE:${grove_framing_root}/sdk/plugin/include>

@@ -233,6 +233,11 @@ _req = ld(1, tensor("x", 1, [1, 4], f32(4))) + vi(3, 2)
 write("function_frame", "infer_call", _hello
       + frame(ld(10, vi(1, 1) + ld(2, "classifier") + ld(3, _req) + vi(4, 500)))
       + frame(ld(10, vi(1, 2) + ld(2, "a/+") + ld(3, b"\xff\xff"))))
+# Text a worker sends that is not UTF-8 (Hello.error, Result.error, Log.text are bytes;
+# the runtime escapes it): a result's error and a log line.
+write("function_frame", "text_not_utf8", _hello
+      + frame(ld(3, vi(1, 1) + ld(4, b"\xff\xfe")))
+      + frame(ld(8, vi(1, 3) + ld(2, b"a\xff\x80\xe2\x82"))))
 write("ml_resource", "onnx.yaml",
       "localMachineLearningModelResourceData:\n  path: /opt/models/a.onnx\n  sha256: "
       + "ab" * 32 + "\n  version: v1\n  maxBatchSize: 8\n  manifest:\n    inputs: "

@@ -35,6 +35,7 @@
 #include "grove/kernel/control.hpp"
 #include "grove/kernel/plugin_name.hpp"
 #include "grove/kernel/status_json.hpp"
+#include "grove/utf8.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/message_manager/client.hpp"
 #include "grove/ml_inference/client.hpp"
@@ -171,45 +172,8 @@ private:
 
 // -- rendering ---------------------------------------------------------------
 
-/// Strict UTF-8 check (what JSON strings may carry).
-bool valid_utf8(std::string_view str) {
-  size_t i = 0;
-  auto n = str.size();
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(str[k]); };
-  while (i < n) {
-    auto c = byte(i);
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n)
-      return false;
-    for (size_t k = 1; k < len; ++k) {
-      if ((byte(i + k) & 0xc0) != 0x80)
-        return false;
-      cp = (cp << 6) | (byte(i + k) & 0x3f);
-    }
-    // Reject overlong forms, surrogates and code points past U+10FFFF.
-    static constexpr uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-      return false;
-    i += len;
-  }
-  return true;
-}
+// Strict UTF-8 (what JSON strings may carry): the SDK's check.
+using grove::valid_utf8;
 
 /// Standard base64 with padding.
 std::string base64(std::string_view in) {

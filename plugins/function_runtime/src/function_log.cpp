@@ -1,6 +1,7 @@
 #include "function_log.hpp"
 
 #include "grove/file.hpp"
+#include "grove/utf8.hpp"
 
 #include <chrono>
 #include <ctime>
@@ -125,10 +126,7 @@ void function_log::write(std::string_view level, std::string_view text) {
   // inside a UTF-8 sequence).
   static constexpr std::string_view marker = "\u2026truncated";
   if (line.size() + 1 > max_bytes_ && max_bytes_ > marker.size() + 1) {
-    auto keep = max_bytes_ - marker.size() - 1;
-    while (keep > 0 && (static_cast<unsigned char>(line[keep]) & 0xC0) == 0x80)
-      --keep;
-    line.resize(keep);
+    line.resize(utf8_cut_point(line, max_bytes_ - marker.size() - 1));
     line += marker;
   }
   line += '\n';

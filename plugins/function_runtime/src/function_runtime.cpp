@@ -1396,6 +1396,7 @@ private:
     auto& fn = functions_.at(name);
     if (auto err = gfn::check_worker_frame(f, inst->saw_hello, inst->token))
       return end_instance(fn, *inst, grove::message_of(err), false);
+    gfn::make_text_valid(f);
     if (!inst->saw_hello) {
       if (!f.hello().error().empty()) {
         // The worker cannot serve (a Python handler that does not import): a failed

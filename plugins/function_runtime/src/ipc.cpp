@@ -4,6 +4,7 @@
 
 #include "grove/errors.hpp"
 #include "grove/topic.hpp"
+#include "grove/utf8.hpp"
 
 namespace grove::fn {
 
@@ -28,6 +29,36 @@ bool valid_shadow_name(const std::string& name, size_t max) noexcept {
 bool valid_model_name(const std::string& name) noexcept {
   return !name.empty() && name.size() <= 256
          && name.find_first_of(std::string_view{"/+#\0", 4}) == std::string::npos;
+}
+
+namespace {
+
+void make_valid(std::string& text) {
+  if (!valid_utf8(text))
+    text = escape_invalid_utf8(text);
+}
+
+// An error is kept (the function list's last error) and passed to callers: escaping may
+// have made it 4 times its frame's size, so it is cut after it.
+void make_valid_error(std::string& text) {
+  make_valid(text);
+  if (text.size() > max_error_text)
+    text = cut_utf8(std::move(text), max_error_text);
+}
+
+} // namespace
+
+void make_text_valid(Frame& f) {
+  switch (f.body_case()) {
+    case Frame::kHello:
+      return make_valid_error(*f.mutable_hello()->mutable_error());
+    case Frame::kResult:
+      return make_valid_error(*f.mutable_result()->mutable_error());
+    case Frame::kLog:
+      return make_valid(*f.mutable_log()->mutable_text());
+    default:
+      return;
+  }
 }
 
 caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token) {

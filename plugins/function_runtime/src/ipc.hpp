@@ -21,6 +21,16 @@ namespace grove::fn {
 /// frame only the runtime sends.
 caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token);
 
+/// Longest Hello or Result error the runtime passes on (the SDKs cut theirs to it too).
+constexpr size_t max_error_text = 16u << 10;
+
+/// Escapes (grove::escape_invalid_utf8) bytes that are not UTF-8 in the text a worker
+/// sends as `bytes` (Hello.error, Result.error, Log.text: function.proto says why), so
+/// the runtime passes on only valid text (errors to callers, grovectl, the log), and cuts
+/// Hello and Result errors to max_error_text (grove::cut_utf8). The SDKs already send
+/// them so; this is for a worker that does not.
+void make_text_valid(Frame& f);
+
 /// A model name an InferCall may carry: one topic level of ml-1 (`$grove/ml/infer/<model>`),
 /// non-empty, at most 256 bytes, without `/`, `+`, `#` or NUL.
 bool valid_model_name(const std::string& name) noexcept;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -25,9 +26,12 @@
 #include "function_def.hpp"
 #include "function_log.hpp"
 #include "grove/function_runtime/client.hpp"
+#include "grove/function.pb.h"
+#include "grove/kernel/framing.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
 #include "grove/testing/harness.hpp"
+#include "grove/utf8.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -135,6 +139,32 @@ struct runtime {
     return ss.str();
   }
 };
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+/// The C++ and the Python SDK's check of text that is not UTF-8 ("bad \xff\xfe text"):
+/// function `name` fails `payload` with `error` (escaped, so valid UTF-8, also as the
+/// function list's last error), its log has each of `log_lines` and is UTF-8, and the
+/// instance that answered `pid` still serves (a frame that did not parse ended it).
+void check_escaped(runtime& rt, const std::string& name, const std::string& pid,
+                   const std::string& payload, const std::string& error,
+                   std::initializer_list<std::string> log_lines) {
+  auto failed = rt.invoke(name, payload);
+  BOOST_REQUIRE(!failed);
+  auto text = grove::describe(failed.error());
+  BOOST_TEST(has(text, "function '" + name + "': " + error), text);
+  BOOST_TEST(grove::valid_utf8(text), text);
+  BOOST_TEST(rt.ok(name, "\"pid\"") == pid);
+  auto log = rt.log_of(name);
+  for (const auto& line : log_lines)
+    BOOST_TEST(has(log, line + "\n"), line << " in " << log);
+  BOOST_TEST(grove::valid_utf8(log), log);
+  auto info = rt.info(name); // its last error is UTF-8, or the list would not parse
+  BOOST_TEST(info.last_error() == "handler failed: " + error);
+  BOOST_TEST(info.instances() == 1u);
+}
 
 bool is(const caf::expected<grove::Envelope>& r, errc code) {
   return !r && r.error() == code;
@@ -380,6 +410,88 @@ BOOST_AUTO_TEST_CASE(an_oversized_result_or_publish_is_an_error_not_the_instance
   auto info = rt.info("o");
   BOOST_TEST(info.errors() == 2u);
   BOOST_TEST(info.instances() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(text_that_is_not_utf8_is_escaped_not_the_instances_end) {
+  // A what() and a log line of bytes that are not UTF-8 (the SDK escapes them), and a
+  // Log frame of such bytes written past the SDK (the runtime escapes it): each reaches
+  // the caller or the log as \xNN, and the instance serves on. A `string` field that is
+  // not UTF-8 fails the frame's parse, which ended the instance.
+  runtime rt{fn("b", "badtext")};
+  rt.wait_defined("b");
+  auto pid = rt.ok("b", "\"pid\"");
+  BOOST_TEST(rt.ok("b", "\"log\"") == pid);
+  BOOST_TEST(rt.ok("b", "\"raw_log\"") == pid);
+  check_escaped(rt, "b", pid, "\"throw\"", "bad \\xff\\xfe text",
+                {"WARN bad \\xff\\xfe text", "INFO raw bad \\xff\\xfe text"});
+  BOOST_TEST(rt.info("b").errors() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(the_cpp_sdk_itself_escapes_text_that_is_not_utf8) {
+  // The frames the C++ SDK writes, read off a socketpair with no runtime between (the
+  // runtime's own escaping would hide the SDK's): a what() and a log line of bytes that
+  // are not UTF-8 arrive as \xNN.
+  int sv[2];
+  BOOST_REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  std::string exe = FN_TEST_FUNCTION;
+  char* argv[] = {exe.data(), const_cast<char*>("badtext"), nullptr};
+  char* envp[] = {const_cast<char*>("GROVE_FUNCTION_FD=3"),
+                  const_cast<char*>("GROVE_FUNCTION_TOKEN=t"),
+                  const_cast<char*>("GROVE_FUNCTION_NAME=b"), nullptr};
+  auto pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(sv[1], 3); // a dup has no FD_CLOEXEC
+    ::execve(argv[0], argv, envp);
+    ::_exit(127);
+  }
+  ::close(sv[1]);
+  grove::framing::frame_stream in{1u << 20};
+  grove::fn::Frame f;
+  BOOST_REQUIRE(!in.receive(sv[0], f));
+  BOOST_TEST(f.hello().token() == "t");
+  auto run = [&](uint64_t id, const std::string& payload) {
+    grove::fn::Frame inv;
+    inv.mutable_invoke()->set_id(id);
+    inv.mutable_invoke()->set_payload(payload);
+    inv.mutable_invoke()->set_remaining_ms(60000);
+    std::string out;
+    BOOST_REQUIRE(!grove::framing::append_frame(out, inv, 1u << 20));
+    BOOST_REQUIRE(!grove::framing::write_all(sv[0], out));
+    std::vector<grove::fn::Frame> got;
+    do {
+      got.emplace_back();
+      BOOST_REQUIRE(!in.receive(sv[0], got.back()));
+    } while (got.back().body_case() != grove::fn::Frame::kResult);
+    BOOST_TEST(got.back().result().id() == id);
+    return got;
+  };
+  auto thrown = run(1, "\"throw\"");
+  BOOST_TEST(thrown.back().result().error() == "bad \\xff\\xfe text");
+  auto logged = run(2, "\"log\"");
+  BOOST_REQUIRE(logged.size() == 2u);
+  BOOST_TEST(logged[0].log().text() == "bad \\xff\\xfe text");
+  ::close(sv[0]); // the worker reads the end and exits
+  int status = 0;
+  BOOST_REQUIRE(::waitpid(pid, &status, 0) == pid);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), status);
+}
+
+BOOST_AUTO_TEST_CASE(names_and_topics_that_are_not_utf8_are_the_verbs_error_not_the_instances_end) {
+  // Publish's topic and content type, a call's function name, a shadow call's thing and
+  // shadow names, an infer call's model are Protobuf strings: a frame with such text in
+  // them would not parse and would end the instance. The SDK refuses each, sending nothing.
+  runtime rt{fn("b", "badtext")};
+  rt.wait_defined("b");
+  auto pid = rt.ok("b", "\"pid\"");
+  auto errors = rt.ok("b", "\"verbs\"");
+  for (const auto* what : {"the topic", "the content type", "the function name",
+                           "the thing name", "the shadow name", "the model name"})
+    BOOST_TEST(has(errors, std::string{"malformed: "} + what + " is not UTF-8\n"), errors);
+  BOOST_TEST(has(errors, "refused\n"), errors); // publish_nowait
+  BOOST_TEST(grove::valid_utf8(errors));
+  BOOST_TEST(rt.ok("b", "\"pid\"") == pid);
+  BOOST_TEST(rt.info("b").instances() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
@@ -1219,10 +1331,6 @@ std::string py(const std::string& name, const std::string& handler,
          + (extra.empty() ? "" : ", " + extra) + "}\n";
 }
 
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 } // namespace
 
 BOOST_AUTO_TEST_CASE(python_pinned_instance_serves_survives_exceptions_and_is_restarted) {
@@ -1346,6 +1454,70 @@ BOOST_AUTO_TEST_CASE(python_payload_encodings_and_return_values) {
   BOOST_TEST(rt.ok("t", "{}") == "\"plain text\""); // anything else JSON-encoded
   BOOST_TEST(nlohmann::json::parse(rt.ok("e", R"({"k":[1,"x"]})"))
              == nlohmann::json::parse(R"({"k":[1,"x"]})"));
+}
+
+BOOST_AUTO_TEST_CASE(python_text_that_is_not_utf8_is_escaped_not_the_instances_end) {
+  // os.fsdecode's kind of text (lone surrogates for bytes that are not UTF-8) raised and
+  // logged: the SDK sends the bytes as \xNN, as the C++ SDK does. Sent unescaped (a
+  // Log frame and a Result's error past the SDK's escaping, as another SDK might), the
+  // runtime escapes them the same way; before, the frame's parse failed and ended the
+  // instance.
+  runtime rt{py("b", "pyfn.badtext")};
+  rt.wait_defined("b");
+  auto pid = rt.ok("b", "\"pid\"");
+  BOOST_TEST(rt.ok("b", "\"log\"") == pid);
+  auto raised = rt.invoke("b", "\"raise\"");
+  BOOST_REQUIRE(!raised);
+  auto text = grove::describe(raised.error());
+  BOOST_TEST(has(text, "function 'b': ValueError: bad \\xff\\xfe text"), text);
+  check_escaped(rt, "b", pid, "\"raw\"", "ValueError: raw bad \\xff\\xfe text",
+                {"WARN pyfn: bad \\xff\\xfe text", "INFO raw bad \\xff\\xfe text"});
+  // 50000 such bytes, unescaped and uncut: 4 times that escaped, which the runtime cuts
+  // to 16 KiB between escapes and says so (the size counts "ValueError: ").
+  auto big = rt.invoke("b", "\"raw_big\"");
+  BOOST_REQUIRE(!big);
+  text = grove::describe(big.error());
+  BOOST_TEST(has(text, "ValueError: \\xff\\xff"), text.substr(0, 200));
+  BOOST_TEST(has(text, "\\xff [200012 bytes, cut]"), text.substr(text.size() - std::min<size_t>(text.size(), 200)));
+  BOOST_TEST(text.size() < 17000u);
+  BOOST_TEST(grove::valid_utf8(text));
+  BOOST_TEST(rt.ok("b", "\"pid\"") == pid);
+  BOOST_TEST(rt.info("b").last_error().size() <= (16u << 10) + 20);
+  BOOST_TEST(rt.info("b").errors() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(python_oversized_result_error_or_publish_is_an_error_not_the_instances_end) {
+  // As the C++ SDK (an_oversized_result_or_publish_is_an_error_not_the_instances_end): a
+  // result over max_frame_bytes is answered as an error, a publish over it is the verb's
+  // error, an exception's text is cut to 16 KiB between characters; the instance serves on.
+  constexpr size_t max_frame = 65536;
+  runtime rt{py("o", "pyfn.oversize"),
+             "{allow_run_as_root: true, max_frame_bytes: " + std::to_string(max_frame) + "}"};
+  rt.wait_defined("o");
+  auto pid = rt.ok("o", "{}");
+  const size_t n = 100000;
+  auto big = rt.invoke("o", "{\"result\": " + std::to_string(n) + "}");
+  BOOST_REQUIRE(!big);
+  auto text = grove::describe(big.error());
+  BOOST_TEST(has(text, "result of " + std::to_string(n + 2) + " bytes exceeds max_frame_bytes ("
+                         + std::to_string(max_frame) + ")"),
+             text);
+  auto published = rt.ok("o", "{\"publish\": " + std::to_string(n) + "}");
+  BOOST_TEST(has(published, "too_large: the request's frame of "), published);
+  BOOST_TEST(has(published, "(the runtime's max_frame_bytes)"), published);
+  BOOST_TEST(rt.ok("o", "{}") == pid);
+  auto raised = rt.invoke("o", "{\"raise\": " + std::to_string(n) + "}");
+  BOOST_REQUIRE(!raised);
+  text = grove::describe(raised.error());
+  auto size = std::string{"ValueError: "}.size() + 3 * n; // the message's UTF-8 bytes
+  BOOST_TEST(has(text, "\u20ac\u20ac [" + std::to_string(size) + " bytes, cut]"),
+             text.substr(text.size() - std::min<size_t>(text.size(), 200)));
+  BOOST_TEST(text.size() < 32768u);
+  BOOST_TEST(grove::valid_utf8(text));
+  BOOST_TEST(rt.ok("o", "{}") == pid);
+  auto info = rt.info("o");
+  BOOST_TEST(info.errors() == 2u);
+  BOOST_TEST(info.instances() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(python_item_past_its_timeout_ends_the_instance) {

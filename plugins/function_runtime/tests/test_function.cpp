@@ -11,7 +11,9 @@
 #include <string>
 #include <thread>
 
+#include "grove/function.pb.h"
 #include "grove/function/function.hpp"
+#include "grove/kernel/framing.hpp"
 
 namespace gf = grove::function;
 
@@ -146,6 +148,42 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     }
     auto routed = gf::publish("fn/out", std::string(n, 'p'));
     return "\"" + (routed ? std::string{"published"} : routed.error) + "\"";
+  }
+  if (mode == "badtext") {
+    // Text that is not UTF-8 from user code. Payload "throw" throws it, "log" logs it
+    // (the SDK escapes both), "raw_log" writes a Log frame of it straight to the socket,
+    // as a worker whose SDK does not escape would (the runtime must); "pid" answers the
+    // pid.
+    static const std::string bad = "bad \xff\xfe text";
+    if (payload == "\"throw\"")
+      throw std::runtime_error(bad);
+    if (payload == "\"log\"")
+      gf::log(gf::level::warn, bad);
+    if (payload == "\"raw_log\"") {
+      grove::fn::Frame f;
+      f.mutable_log()->set_level(1);
+      f.mutable_log()->set_text("raw " + bad);
+      std::string frame;
+      const char* fd = std::getenv("GROVE_FUNCTION_FD");
+      if (fd == nullptr || grove::framing::append_frame(frame, f, 1u << 20)
+          || grove::framing::write_all(std::atoi(fd), frame))
+        throw std::runtime_error("cannot write the raw log frame");
+    }
+    if (payload == "\"verbs\"") {
+      // Each verb given a name or topic that is not UTF-8: one error per line (the SDK
+      // refuses them; sent, the frame would not parse and the instance would end).
+      std::string errors;
+      auto add = [&](const std::string& e) { errors += e + "\n"; };
+      add(gf::publish(bad, "x").error);
+      add(gf::publish("fn/out", "x", 0, bad).error);
+      add(gf::invoke(bad, "{}").error);
+      add(gf::get_thing_shadow(bad).error);
+      add(gf::get_thing_shadow("lamp", bad).error);
+      add(gf::infer(bad, {}).error);
+      add(gf::publish_nowait(bad, "x") ? "sent" : "refused");
+      return errors;
+    }
+    return std::to_string(::getpid());
   }
   if (mode == "log") {
     for (int i = 0; i < 100; ++i)

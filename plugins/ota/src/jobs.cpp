@@ -3,6 +3,7 @@
 #include "bundle.hpp"
 
 #include "grove/errors.hpp"
+#include "grove/utf8.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -31,12 +32,7 @@ caf::error bad(std::string msg) {
 
 // Cuts `s` to at most `n` bytes without splitting a UTF-8 sequence.
 std::string cut(std::string s, size_t n) {
-  if (s.size() <= n)
-    return s;
-  size_t end = n;
-  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80)
-    --end;
-  s.resize(end);
+  s.resize(utf8_cut_point(s, n));
   return s;
 }
 

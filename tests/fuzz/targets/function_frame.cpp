@@ -3,8 +3,9 @@
 // arrive in reads of 1 to 97 bytes (the input's last byte picks) and are split by the kernel's
 // frame_stream (grove/kernel/framing.hpp, bounded like max_frame_bytes) until the stream
 // ends or breaks, each frame through the runtime's check (check_worker_frame), with the
-// hello state the runtime keeps, and the topic check a Publish gets. The same bytes are
-// read twice more: by frame_stream::fill from a descriptor (the runtime's reader thread
+// hello state the runtime keeps, the topic check a Publish gets and the escaping of text
+// that is not UTF-8 (make_text_valid: valid text after it, errors cut to max_error_text,
+// valid text within it unchanged). The same bytes are read twice more: by frame_stream::fill from a descriptor (the runtime's reader thread
 // and the C++ SDK's worker loop) and by read_frame (one frame per call, the control
 // socket's reader): all three must see the same frames and the same end.
 
@@ -15,6 +16,7 @@
 #include "fuzz_support.hpp"
 #include "grove/kernel/framing.hpp"
 #include "grove/topic.hpp"
+#include "grove/utf8.hpp"
 #include "ipc.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -64,6 +66,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto err = grove::fn::check_worker_frame(f, said_hello, token);
     if (err)
       break;
+    {
+      auto text = [](const Frame& g) {
+        return g.hello().error() + g.result().error() + g.log().text();
+      };
+      auto before = text(f);
+      grove::fn::make_text_valid(f);
+      auto after = text(f);
+      grove::fuzz::require(grove::valid_utf8(after), "escaped text is not UTF-8");
+      auto error_size = f.hello().error().size() + f.result().error().size();
+      grove::fuzz::require(error_size <= grove::fn::max_error_text, "an error was not cut");
+      grove::fuzz::require(!grove::valid_utf8(before) || after == before
+                               || before.size() > grove::fn::max_error_text,
+                           "valid text was changed");
+    }
     if (!said_hello) {
       grove::fuzz::require(f.body_case() == Frame::kHello && f.hello().token() == token,
                            "a frame other than the hello with its token was accepted first");

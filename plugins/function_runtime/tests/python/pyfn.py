@@ -8,6 +8,7 @@ import sys
 import time
 
 import greengrasssdk
+import grove_function
 
 iot = greengrasssdk.client("iot-data")
 lam = greengrasssdk.client("lambda")
@@ -105,3 +106,47 @@ def shadow(event, context):
     else:
         r = iot.delete_thing_shadow(thingName=thing)
     return json.loads(r["payload"])
+
+
+BAD = b"bad \xff\xfe text".decode("utf-8", "surrogateescape")  # not UTF-8 once encoded
+
+
+def badtext(event, context):
+    """Text that is not UTF-8 (os.fsdecode's kind). "raise" raises it, "log" logs it (the
+    SDK escapes both); "raw" sends it unescaped, as a worker that does not escape would
+    (the runtime must): a Log frame past the SDK's log(), and as the error of the
+    exception it raises; "raw_big" raises 50000 such bytes unescaped and uncut (the
+    runtime cuts them). Anything else: the pid."""
+    if event == "raise":
+        raise ValueError(BAD)
+    if event == "log":
+        log.warning(BAD)
+    if event in ("raw", "raw_big"):
+        if event == "raw":
+            grove_function._chan().send(grove_function._wire.Frame(log=grove_function._wire.Log(
+                level=1, text=("raw " + BAD).encode("utf-8", "surrogateescape"))))
+        escape = grove_function._error_text
+
+        def unescaped(text, max_frame):  # this once
+            grove_function._error_text = escape
+            return text.encode("utf-8", "surrogateescape")
+        grove_function._error_text = unescaped
+        raise ValueError("raw " + BAD if event == "raw" else "\udcff" * 50000)
+    return os.getpid()
+
+
+def oversize(event, context):
+    """Frames over max_frame_bytes from the SDK's side: {"result": n} returns a str of n
+    bytes (n + 2 as JSON), {"raise": n} raises n three-byte characters, {"publish": n}
+    publishes n bytes and answers the verb's error; anything else: the pid."""
+    if "result" in event:
+        return "r" * event["result"]
+    if "raise" in event:
+        raise ValueError("\u20ac" * event["raise"])
+    if "publish" in event:
+        try:
+            grove_function.publish("fn/out", b"p" * event["publish"])
+            return "published"
+        except grove_function.Error as e:
+            return str(e)
+    return os.getpid()

@@ -12,6 +12,7 @@
 #include "grove/function.pb.h"
 #include "grove/kernel/framing.hpp"
 #include "grove/ml.pb.h"
+#include "grove/utf8.hpp"
 
 namespace grove::function {
 
@@ -48,12 +49,39 @@ channel& chan() {
   return c;
 }
 
-/// Sends `f`: errc::too_large, with nothing sent, for a frame over the runtime's
-/// max_frame_bytes (it would end the instance); the socket's error otherwise.
+/// The first `string` field of `f` that user code filled and that is not UTF-8 (the
+/// runtime's parse of the frame would fail and end the instance), or nullptr.
+const char* field_not_utf8(const fn::Frame& f) {
+  auto bad = [](const std::string& s) { return !valid_utf8(s); };
+  switch (f.body_case()) {
+    case fn::Frame::kPublish:
+      return bad(f.publish().topic())          ? "the topic"
+             : bad(f.publish().content_type()) ? "the content type"
+                                               : nullptr;
+    case fn::Frame::kCall:
+      return bad(f.call().function())       ? "the function name"
+             : bad(f.call().content_type()) ? "the content type"
+                                            : nullptr;
+    case fn::Frame::kShadowCall:
+      return bad(f.shadow_call().thing())    ? "the thing name"
+             : bad(f.shadow_call().shadow()) ? "the shadow name"
+                                             : nullptr;
+    case fn::Frame::kInferCall:
+      return bad(f.infer_call().model()) ? "the model name" : nullptr;
+    default:
+      return nullptr;
+  }
+}
+
+/// Sends `f`: errc::malformed or errc::too_large, with nothing sent, for a frame the
+/// runtime would refuse by ending the instance (a text field that is not UTF-8, a frame
+/// over its max_frame_bytes); the socket's error otherwise.
 caf::error send(const fn::Frame& f) {
   auto& c = chan();
   if (c.fd < 0)
     return make_error(errc::system_error, "not connected to the runtime");
+  if (auto field = field_not_utf8(f))
+    return make_error(errc::malformed, std::string{field} + " is not UTF-8");
   c.out.clear();
   if (auto err = framing::append_frame(c.out, f, c.max_frame))
     return err;
@@ -64,6 +92,8 @@ caf::error send(const fn::Frame& f) {
 std::string send_failure(const caf::error& err) {
   if (err == errc::too_large)
     return "too_large: the request's " + message_of(err) + " (the runtime's max_frame_bytes)";
+  if (err == errc::malformed)
+    return "malformed: " + message_of(err);
   return "the runtime's socket: " + describe(err);
 }
 
@@ -92,19 +122,13 @@ std::string env_or(const char* name, const char* def) {
   return v != nullptr ? v : def;
 }
 
-/// `text` as a Result's error: cut to max_error_bytes (or half the frame limit), not
-/// inside a UTF-8 sequence (the runtime would refuse the frame), and the cut said.
-std::string error_text(std::string_view text) {
+/// `what` as a Result's error: bytes that are not UTF-8 written as \xNN, cut (cut_utf8)
+/// to max_error_bytes (or half the frame limit).
+std::string error_text(std::string_view what) {
   auto cap = std::min<size_t>(max_error_bytes, chan().max_frame / 2);
-  if (text.empty())
+  if (what.empty())
     return "exception";
-  if (text.size() <= cap)
-    return std::string{text};
-  auto tail = " [" + std::to_string(text.size()) + " bytes, cut]";
-  auto keep = cap - std::min(cap, tail.size());
-  while (keep > 0 && (static_cast<unsigned char>(text[keep]) & 0xC0) == 0x80)
-    --keep;
-  return std::string{text.substr(0, keep)} + tail;
+  return cut_utf8(escape_invalid_utf8(what), cap);
 }
 
 } // namespace
@@ -265,6 +289,8 @@ outcome<inference> infer_call(std::string_view model, const ml::InferRequest& re
   if (auto sent = send(f)) {
     if (sent == errc::too_large)
       out.code = "too_large";
+    else if (sent == errc::malformed)
+      out.code = "malformed";
     out.error = send_failure(sent);
     return out;
   }
@@ -332,7 +358,7 @@ outcome<inference> infer_image(std::string_view model, std::string_view image, u
 void log(level lvl, std::string_view text) {
   fn::Frame f;
   f.mutable_log()->set_level(static_cast<uint32_t>(lvl));
-  f.mutable_log()->set_text(std::string{text});
+  f.mutable_log()->set_text(escape_invalid_utf8(text)); // the log's lines are text
   if (send(f))
     std::fprintf(stderr, "%.*s\n", static_cast<int>(text.size()), text.data());
 }

@@ -35,6 +35,17 @@ class Error(Exception):
     """A verb failed: the runtime's or the target's error text is the message."""
 
 
+class _FrameTooLarge(Error):
+    """A frame over the runtime's max_frame_bytes, not sent: the verb's error (as the C++
+    SDK words it)."""
+
+    def __init__(self, size, limit):
+        super().__init__("too_large: the request's frame of %d bytes exceeds the limit of %d "
+                         "(the runtime's max_frame_bytes)" % (size, limit))
+        self.size = size
+        self.limit = limit
+
+
 class InferenceError(Error):
     """infer() failed: ``code`` is the error's code (not_authorized, malformed, queue_full,
     no_route, invalid_state, too_large, timeout, ...), ``message`` ml_inference's or the
@@ -104,7 +115,12 @@ class _Channel:
         self.invokes = collections.deque()
 
     def send(self, frame):
-        self.send_bytes(frame.encode())
+        """Sends `frame`; raises _FrameTooLarge, sending nothing, for one over the
+        runtime's max_frame_bytes (the runtime would end the instance)."""
+        data = frame.encode()
+        if len(data) > self.max_frame:
+            raise _FrameTooLarge(len(data), self.max_frame)
+        self.send_bytes(data)
 
     def send_bytes(self, data):
         out = memoryview(_LENGTH.pack(len(data)) + data)
@@ -305,11 +321,11 @@ def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
     call_id = c.take_id()
     frame = _wire.Frame(infer_call=_wire.InferCall(call_id=call_id, model=model,
                                                request=req.encode(), timeout_ms=timeout_ms))
-    data = frame.encode()
-    if len(data) > c.max_frame:
+    try:
+        c.send(frame)
+    except _FrameTooLarge as e:
         raise InferenceError("too_large", "the infer request is %d bytes, over the runtime's "
-                             "max_frame_bytes (%d)" % (len(data), c.max_frame))
-    c.send_bytes(data)
+                             "max_frame_bytes (%d)" % (e.size, e.limit)) from None
     reply = c.await_reply("call_reply", "call_id", call_id)
     if reply.error or reply.error_code:
         raise InferenceError(reply.error_code, reply.error)
@@ -331,15 +347,50 @@ def infer(model, inputs=None, image=None, top_k=0, timeout_ms=0):
             "batch_size": resp.batch_size}
 
 
+def _escape_surrogates(e):
+    """Error handler "grove_text": a lone surrogate that stands for an undecodable byte
+    (os.fsdecode, surrogateescape: U+DC80..U+DCFF) as \\xNN, that byte, as the C++ SDK
+    and the runtime write bytes that are not UTF-8; any other as \\udNNN."""
+    text = e.object[e.start:e.end]
+    return "".join("\\x%02x" % (ord(c) - 0xDC00) if 0xDC80 <= ord(c) <= 0xDCFF
+                   else "\\u%04x" % ord(c) for c in text), e.end
+
+
 def _text(s):
-    # Text a handler controls (its log lines, its exceptions' messages) may hold lone
-    # surrogates (os.fsdecode'd bytes): written as escapes, they cannot make the
-    # encoder raise outside the handler's try and end the worker without a Result.
+    """`s` as the UTF-8 bytes of a frame's text (Hello.error, Result.error, Log.text):
+    text a handler controls may hold lone surrogates, escaped here (_escape_surrogates)
+    so that the encoder cannot raise outside the handler's try and end the worker
+    without a Result."""
     try:
-        s.encode("utf-8")
-        return s
+        return s.encode("utf-8")
     except UnicodeEncodeError:
-        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+        pass
+    import codecs  # registered when first needed
+    try:
+        codecs.lookup_error("grove_text")
+    except LookupError:
+        codecs.register_error("grove_text", _escape_surrogates)
+    return s.encode("utf-8", "grove_text")
+
+
+# Longest error text a Result carries (or half of max_frame_bytes, if less), as in the C++
+# SDK: an exception's message is for a person, and one of any size must not make the
+# Result too large for the runtime.
+_MAX_ERROR_BYTES = 16 << 10
+
+
+def _error_text(s, max_frame):
+    """`s` as a Result's or Hello's error: _text(s) cut to _MAX_ERROR_BYTES (or half the
+    frame limit), not inside a UTF-8 sequence, and the cut said: "[N bytes, cut]"."""
+    data = _text(s)
+    cap = min(_MAX_ERROR_BYTES, max_frame // 2)
+    if len(data) <= cap:
+        return data
+    tail = b" [%d bytes, cut]" % len(data)
+    keep = cap - min(cap, len(tail))
+    while keep > 0 and data[keep] & 0xC0 == 0x80:
+        keep -= 1
+    return data[:keep] + tail
 
 
 def log(level, text):
@@ -349,4 +400,7 @@ def log(level, text):
     except Error:  # not under the runtime (a unit test of the handler): stderr
         sys.stderr.write(text + "\n")
         return
-    c.send(_wire.Frame(log=_wire.Log(level=level, text=_text(text))))
+    try:
+        c.send(_wire.Frame(log=_wire.Log(level=level, text=_text(text))))
+    except _FrameTooLarge:  # the line to stderr, which the runtime writes to the log too
+        sys.stderr.write(_text(text).decode("utf-8") + "\n")  # \xNN, as in a Log frame

@@ -56,14 +56,14 @@ _FIXED_FORMATS = {"float": "<f"}
 # "repeated <type>". tests/wire_test.py fails when this drifts from the descriptors.
 _PROTO = {
     # function.proto (package grove.fn): the IPC frames.
-    "Hello": ((1, "token", "string"), (2, "protocol", "uint32"), (3, "error", "string"),
+    "Hello": ((1, "token", "string"), (2, "protocol", "uint32"), (3, "error", "bytes"),
               (4, "pipeline", "uint32")),
     "Invoke": ((1, "id", "uint64"), (2, "payload", "bytes"), (3, "subject", "string"),
                (4, "source", "string"), (5, "content_type", "string"),
                (6, "invocation_id", "string"), (7, "remaining_ms", "uint64"),
                (8, "event", "bool")),
     "Result": ((1, "id", "uint64"), (2, "payload", "bytes"), (3, "content_type", "string"),
-               (4, "error", "string")),
+               (4, "error", "bytes")),
     "Publish": ((1, "topic", "string"), (2, "payload", "bytes"), (3, "qos", "uint32"),
                 (4, "content_type", "string"), (5, "ack_id", "uint64")),
     "PublishAck": ((1, "ack_id", "uint64"), (2, "targets", "uint32"), (3, "error", "string")),
@@ -75,7 +75,7 @@ _PROTO = {
                    (4, "op", "string"), (5, "payload", "bytes"), (6, "timeout_ms", "uint64")),
     "InferCall": ((1, "call_id", "uint64"), (2, "model", "string"), (3, "request", "bytes"),
                   (4, "timeout_ms", "uint64")),
-    "Log": ((1, "level", "uint32"), (2, "text", "string")),
+    "Log": ((1, "level", "uint32"), (2, "text", "bytes")),
     "Frame": ((1, "hello", "Hello", "body"), (2, "invoke", "Invoke", "body"),
               (3, "result", "Result", "body"), (4, "publish", "Publish", "body"),
               (5, "publish_ack", "PublishAck", "body"), (6, "call", "Call", "body"),

@@ -89,8 +89,8 @@ def main(argv):
         handler = _import_handler(argv[1])
     except BaseException as e:  # SyntaxError, SystemExit at import: all the function's fault
         sys.stderr.write(_traceback() + "\n")
-        hello.error = gf._text("handler '%s' does not import: %s: %s"
-                               % (argv[1], type(e).__name__, e))
+        hello.error = gf._error_text("handler '%s' does not import: %s: %s"
+                                     % (argv[1], type(e).__name__, e), chan.max_frame)
         chan.send(wire.Frame(hello=hello))
         return 3
     if "logging" in sys.modules:
@@ -132,9 +132,18 @@ def main(argv):
                 result.content_type = "application/json"
         except Exception as e:
             gf.log(gf.ERROR, _traceback())
-            result.error = gf._text("%s: %s" % (type(e).__name__, e) if str(e)
-                                    else type(e).__name__)
-        chan.send(wire.Frame(result=result))
+            result.error = gf._error_text("%s: %s" % (type(e).__name__, e) if str(e)
+                                          else type(e).__name__, chan.max_frame)
+        try:
+            chan.send(wire.Frame(result=result))
+        except gf._FrameTooLarge:
+            # A result the runtime would refuse (ending this instance): its error instead.
+            try:
+                chan.send(wire.Frame(result=wire.Result(
+                    id=inv.id, error=b"result of %d bytes exceeds max_frame_bytes (%d)"
+                    % (len(result.payload), chan.max_frame))))
+            except gf._FrameTooLarge:  # even that (a tiny max_frame): end, as the C++ SDK
+                return 1
 
 
 if __name__ == "__main__":

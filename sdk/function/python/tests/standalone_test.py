@@ -107,11 +107,11 @@ class Standalone(unittest.TestCase):
         worker.close()
         try:
             hello = receive(runtime)
-            self.assertEqual((hello.which("body"), hello.hello.error), ("hello", ""))
+            self.assertEqual((hello.which("body"), hello.hello.error), ("hello", b""))
             send(runtime, _wire.Frame(invoke=_wire.Invoke(id=7, payload=b"{}")))
             reply = receive(runtime)
             self.assertEqual((reply.which("body"), reply.result.id, reply.result.error),
-                             ("result", 7, ""))
+                             ("result", 7, b""))
             self.assertEqual(reply.result.payload, b"[]")
             runtime.shutdown(socket.SHUT_WR)
             self.assertEqual(proc.wait(60), 0)

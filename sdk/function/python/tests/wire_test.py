@@ -595,16 +595,18 @@ class Verbs(unittest.TestCase):
         with self.assertRaisesRegex(grove_function.Error, "404"):
             self.exchange(lambda: grove_function.get_thing_shadow("t"), rejected)
         _, req = self.exchange(lambda: grove_function.log(grove_function.WARN, "ü"), lambda r: None)
-        self.assertEqual((req.log.level, req.log.text), (2, "ü"))
-        # A lone surrogate (os.fsdecode of undecodable bytes) is sent escaped, not raised.
-        text = "file " + os.fsdecode(b"\xff.txt")
+        self.assertEqual((req.log.level, req.log.text), (2, "ü".encode()))
+        # A lone surrogate (os.fsdecode of undecodable bytes) is sent as the byte it stands
+        # for, escaped, not raised; one that stands for no byte as its code point.
+        text = "file " + os.fsdecode(b"\xff.txt") + " \ud800"
         _, req = self.exchange(lambda: grove_function.log(grove_function.INFO, text),
                                lambda r: None)
-        self.assertEqual(req.log.text, "file \\udcff.txt")
+        self.assertEqual(req.log.text, b"file \\xff.txt \\ud800")
 
-    def run_worker(self, source, invokes):
-        """A real runner (python3 -m grove_function.runner) of handler `source`: the
-        Hello it sends, the Result of each payload in `invokes`, and its exit status."""
+    def run_worker(self, source, invokes, env=None):
+        """A real runner (python3 -m grove_function.runner) of handler `source`, with
+        `env` added to its environment: the Hello it sends, the Result of each payload in
+        `invokes`, and its exit status; what it wrote to stderr in self.worker_stderr."""
         import subprocess
         import tempfile
         code = tempfile.mkdtemp()
@@ -615,10 +617,12 @@ class Verbs(unittest.TestCase):
         self.addCleanup(runtime.close)
         runtime.settimeout(60)
         env = dict(os.environ, GROVE_FUNCTION_FD=str(worker.fileno()),
-                   GROVE_FUNCTION_ENCODING="binary", GROVE_FUNCTION_NAME="fn")
+                   GROVE_FUNCTION_ENCODING="binary", GROVE_FUNCTION_NAME="fn", **(env or {}))
+        stderr = tempfile.TemporaryFile()
+        self.addCleanup(stderr.close)
         proc = subprocess.Popen([sys.executable, "-m", "grove_function.runner", "fn.handler"],
                                 cwd=code, env=env, pass_fds=[worker.fileno()],
-                                stderr=subprocess.DEVNULL)
+                                stderr=stderr)
         worker.close()
 
         def read():
@@ -648,6 +652,20 @@ class Verbs(unittest.TestCase):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            stderr.seek(0)
+            self.worker_stderr = stderr.read()
+
+    def test_runner_ends_with_1_when_not_even_the_error_of_a_too_large_result_fits(self):
+        # max_frame 30: the Hello fits, a result of 100 bytes does not, nor its
+        # replacement error ("result of 100 bytes exceeds ..."): the worker ends with 1,
+        # as the C++ SDK does, not with a traceback.
+        hello, results, status = self.run_worker(
+            "def handler(event, ctx):\n    return b'x' * 100\n", [b"big"],
+            {"GROVE_FUNCTION_MAX_FRAME": "30"})
+        self.assertEqual(hello.hello.error, b"")
+        self.assertEqual(results, [None])
+        self.assertEqual(status, 1)
+        self.assertNotIn(b"Traceback", self.worker_stderr)
 
     def test_runner_sends_a_result_for_an_error_of_undecodable_text(self):
         hello, results, status = self.run_worker(
@@ -656,17 +674,17 @@ class Verbs(unittest.TestCase):
             "    if event == b'bad':\n"
             "        raise FileNotFoundError(os.fsdecode(b'/tmp/\\xff'))\n"
             "    return event\n", [b"bad", b"ok"])
-        self.assertEqual(hello.hello.error, "")
+        self.assertEqual(hello.hello.error, b"")
         self.assertEqual([r.WhichOneof("body") for r in results], ["result", "result"])
-        self.assertEqual(results[0].result.error, "FileNotFoundError: /tmp/\\udcff")
-        self.assertEqual((results[1].result.error, results[1].result.payload), ("", b"ok"))
+        self.assertEqual(results[0].result.error, b"FileNotFoundError: /tmp/\\xff")
+        self.assertEqual((results[1].result.error, results[1].result.payload), (b"", b"ok"))
         self.assertEqual(status, 0)
 
     def test_runner_reports_a_handler_that_does_not_import_with_undecodable_text(self):
         hello, _, status = self.run_worker(
             "import os\nraise ValueError(os.fsdecode(b'\\xfe'))\n", [])
         self.assertEqual(hello.hello.error,
-                         "handler 'fn.handler' does not import: ValueError: \\udcfe")
+                         b"handler 'fn.handler' does not import: ValueError: \\xfe")
         self.assertEqual(status, 3)
 
     def test_infer(self):

@@ -66,7 +66,8 @@ struct context {
 };
 
 /// A handler: takes the payload, returns the reply (ignored for events). A thrown
-/// exception answers the item with its what() as the error; the instance goes on.
+/// exception answers the item with its what() as the error (bytes that are not UTF-8
+/// written as \xNN, cut at 16 KiB); the instance goes on.
 using handler = std::function<std::string(const std::string& payload, const context& ctx)>;
 
 /// How invoke() calls another function.
@@ -192,7 +193,8 @@ outcome<inference> infer(std::string_view model, const std::vector<tensor>& inpu
 outcome<inference> infer_image(std::string_view model, std::string_view image,
                                uint32_t top_k = 0, std::chrono::milliseconds timeout = {});
 
-/// Writes a line to the function's log (<write_dir>/logs/functions/<name>.log).
+/// Writes a line to the function's log (<write_dir>/logs/functions/<name>.log); bytes
+/// that are not UTF-8 are written as \xNN.
 void log(level lvl, std::string_view text);
 
 /// Runs the instance: says hello to the runtime, then calls `h` for each work item
