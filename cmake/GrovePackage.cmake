@@ -50,12 +50,13 @@ set(CPACK_COMPONENT_GROVE_DESCRIPTION
 set(CPACK_COMPONENT_DEV_DESCRIPTION
     "Grove plugin SDK: headers and the CMake package (find_package(Grove))")
 # dpkg-shlibdeps names the libraries the binaries link (CAF, Protobuf, yaml-cpp, ...);
-# the rest are programs and files groved runs or reads.
+# the rest are programs and files groved runs or reads, and libarchive, which
+# libgrove_archive opens at its first use instead of linking (sdk/CMakeLists.txt).
 set(CPACK_DEBIAN_GROVE_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
     ${PROJECT_BINARY_DIR}/lib ${PROJECT_BINARY_DIR}/lib/grove/plugins)
 set(CPACK_DEBIAN_GROVE_PACKAGE_DEPENDS
-    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd")
+    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd, libarchive13")
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "grove (= ${PROJECT_VERSION}), libcaf-dev, libprotobuf-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, libsqlite3-dev, libjemalloc-dev")
 # postinst and prerm name the Python SDK's directory (its bytecode, made at install).

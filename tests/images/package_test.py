@@ -75,7 +75,8 @@ class PackageTest(unittest.TestCase):
     def test_two_packages_with_their_control_data(self):
         self.assertEqual(sorted(self.deb), ["grove", "grove-dev"])
         depends = self.field("grove", "Depends")
-        for dep in ("mosquitto", "openssl", "python3-yaml", "libsystemd0", "libcaf"):
+        for dep in ("mosquitto", "openssl", "python3-yaml", "libsystemd0", "libcaf",
+                    "libarchive13"):
             self.assertIn(dep, depends)
         self.assertIn("grove (= ", self.field("grove-dev", "Depends"))
         ctl = os.path.join(self.tmp, "control")
