@@ -51,12 +51,28 @@ set(CPACK_COMPONENT_DEV_DESCRIPTION
     "Grove plugin SDK: headers and the CMake package (find_package(Grove))")
 # dpkg-shlibdeps names the libraries the binaries link (CAF, Protobuf, yaml-cpp, ...);
 # the rest are programs and files groved runs or reads, and libarchive, which
-# libgrove_archive opens at its first use instead of linking (sdk/CMakeLists.txt).
+# libgrove_archive opens at its first use instead of linking (sdk/CMakeLists.txt), so
+# dpkg-shlibdeps cannot see it. Its package is asked of dpkg for the file the build
+# found, as dpkg-shlibdeps would: the name changes between releases (Debian 12
+# libarchive13, Debian 13 libarchive13t64).
+find_package(LibArchive REQUIRED)
+file(REAL_PATH ${LibArchive_LIBRARIES} grove_libarchive_file)
+execute_process(COMMAND dpkg-query --search ${grove_libarchive_file}
+                OUTPUT_VARIABLE grove_libarchive_owner RESULT_VARIABLE grove_dpkg_status
+                ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+# "libarchive13:amd64: /usr/lib/x86_64-linux-gnu/libarchive.so.13.6.2"
+if(grove_dpkg_status EQUAL 0 AND grove_libarchive_owner MATCHES "^([a-z0-9.+-]+)[:,]")
+  set(grove_libarchive_package ", ${CMAKE_MATCH_1}")
+else()
+  set(grove_libarchive_package "")
+  message(WARNING "no Debian package owns ${grove_libarchive_file}: the grove package "
+                  "made here will not depend on libarchive")
+endif()
 set(CPACK_DEBIAN_GROVE_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
     ${PROJECT_BINARY_DIR}/lib ${PROJECT_BINARY_DIR}/lib/grove/plugins)
 set(CPACK_DEBIAN_GROVE_PACKAGE_DEPENDS
-    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd, libarchive13")
+    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd${grove_libarchive_package}")
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "grove (= ${PROJECT_VERSION}), libcaf-dev, libprotobuf-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, libsqlite3-dev, libjemalloc-dev")
 # postinst and prerm name the Python SDK's directory (its bytecode, made at install).

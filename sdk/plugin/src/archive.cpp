@@ -22,8 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // libarchive is opened at the first use, not linked: it brings libxml2, ICU, nettle and
-// five compression libraries, 1.5 MB of pages (0.2 MB of them relocated data that no
-// page-out returns) an idle groved held for an archive it may never read
+// five compression libraries whose relocated data (0.2 MB, which no page-out returns)
+// and start-up pages an idle groved held for an archive it may never read
 // (tools/bench/README.md, memory_bench.py). Its soname comes from the build
 // (GROVE_LIBARCHIVE_SONAME); the declarations from <archive.h> keep every call
 // type-checked.
