@@ -1,5 +1,6 @@
 #include "grove/store.hpp"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -434,7 +435,12 @@ group_writer_base::~group_writer_base() {
 }
 
 void group_writer_base::start() {
-  thread_ = std::thread{[this] { run(); }};
+  // Named: started from a CAF worker it would show as `caf.multiplexer` (CAF 0.17's
+  // name for its workers) in top, gdb and tools/bench/smaps_breakdown.py.
+  thread_ = std::thread{[this] {
+    ::pthread_setname_np(::pthread_self(), "grove.store");
+    run();
+  }};
 }
 
 void group_writer_base::stop() {
