@@ -337,18 +337,26 @@ config_schema config_schema::empty() {
   return result;
 }
 
-YAML::Node config_schema::node() const {
+caf::expected<YAML::Node> config_schema::parsed() const {
   if (text_ == nullptr || text_->empty())
     return YAML::Node{YAML::NodeType::Map};
-  // parse() checked this text, so it parses again.
-  auto node = parse_yaml(*text_, *origin_);
+  // parse() checked this text, so it parses again; an error here is a bug, reported as
+  // such rather than as every key being unknown.
+  return parse_yaml(*text_, *origin_);
+}
+
+YAML::Node config_schema::node() const {
+  auto node = parsed();
   return node ? std::move(*node) : YAML::Node{YAML::NodeType::Map};
 }
 
 caf::expected<YAML::Node> config_schema::validate(const YAML::Node& value,
                                                   std::string_view file,
                                                   std::string_view path) const {
-  return check_map(value, node(), false, file, std::string{path});
+  auto schema = parsed();
+  if (!schema)
+    return schema.error();
+  return check_map(value, *schema, false, file, std::string{path});
 }
 
 caf::error config_error(std::string_view file, const YAML::Node& node,

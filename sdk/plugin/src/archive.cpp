@@ -24,9 +24,10 @@ namespace {
 // libarchive is opened at the first use, not linked: it brings libxml2, ICU, nettle and
 // five compression libraries whose relocated data (0.2 MB, which no page-out returns)
 // and start-up pages an idle groved held for an archive it may never read
-// (tools/bench/README.md, memory_bench.py). Its soname comes from the build
-// (GROVE_LIBARCHIVE_SONAME); the declarations from <archive.h> keep every call
-// type-checked.
+// (tools/bench/README.md, memory_bench.py; on a quiet device the expected saving is the
+// 0.2 MB, reasoned from kernel.release_code_pages, not measured there). Its soname comes
+// from the build (GROVE_LIBARCHIVE_SONAME); the declarations from <archive.h> keep every
+// call type-checked.
 #define GROVE_LIBARCHIVE_FUNCTIONS(X)                                                     \
   X(archive_entry_filetype)                                                               \
   X(archive_entry_hardlink)                                                               \
@@ -83,6 +84,13 @@ const libarchive& api() {
     l.failure = GROVE_LIBARCHIVE_SONAME " has no " #fn;
     GROVE_LIBARCHIVE_FUNCTIONS(GROVE_LIBARCHIVE_RESOLVE)
 #undef GROVE_LIBARCHIVE_RESOLVE
+    if (!l.failure.empty()) {
+      // Not the libarchive we were built for: unload it, and keep no pointer into it.
+      libarchive failed;
+      failed.failure = std::move(l.failure);
+      ::dlclose(handle);
+      return failed;
+    }
     return l;
   }();
   return lib;
@@ -369,8 +377,8 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
   // Names are checked (above all, not absolute) before `root` is prefixed, so
   // libarchive's absolute-path guard cannot apply; its `..` and link guards stay on.
   api().archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME
-                                              | ARCHIVE_EXTRACT_SECURE_NODOTDOT
-                                              | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+                                                    | ARCHIVE_EXTRACT_SECURE_NODOTDOT
+                                                    | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   if (api().archive_read_open_filename(in->get(), archive.c_str(), 65536) != ARCHIVE_OK)
     return make_error(errc::malformed, "cannot open " + archive.string() + " as "
                                          + formats(opts) + ": " + libarchive_text(in->get()));
@@ -395,7 +403,7 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
     // and the owner may always read what it unpacked.
     if (c->type != AE_IFLNK)
       api().archive_entry_set_perm(e, (api().archive_entry_perm(e) & 0755)
-                                  | (c->type == AE_IFDIR ? 0700 : 0400));
+                                        | (c->type == AE_IFDIR ? 0700 : 0400));
     if (api().archive_write_header(out.get(), e) != ARCHIVE_OK)
       return disk_error(out.get(), name, "cannot unpack");
     uint64_t entry_bytes = 0;

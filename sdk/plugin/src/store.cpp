@@ -7,6 +7,8 @@
 #include <cctype>
 #include <system_error>
 
+#include <spdlog/spdlog.h>
+
 #include "grove/errors.hpp"
 
 namespace grove {
@@ -29,14 +31,23 @@ errc code_of(int rc) {
 }
 
 // SQLite's page cache starts every connection with one bulk allocation of
-// SQLITE_DEFAULT_PCACHE_INITSZ pages (20 x 4 kB in Debian's build) and writes through all
-// of it at once, while an idle store has read a few pages: in the default image that was
-// ~0.2 MB of resident heap for its stores (tools/bench/README.md). Pages are allocated
-// one at a time instead. Process-wide, so set once before this process's first
-// connection; SQLite refuses it (SQLITE_MISUSE, ignored) if something initialized it first.
-void configure_sqlite_once() {
-  static const int rc = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
-  (void) rc;
+// SQLITE_DEFAULT_PCACHE_INITSZ pages (20 x 4 kB, upstream SQLite's default) and writes
+// through all of it at once, while an idle store has read a few pages: in the default image
+// that was ~0.2 MB of resident heap for its stores (tools/bench/README.md). Pages are
+// allocated one at a time instead. Process-wide and best effort: set once before
+// grove::store's first connection, but sqlite3_config is not synchronized with other SQLite
+// users in the process; SQLite refuses it (SQLITE_MISUSE) if something initialized it first,
+// which is logged once (the saving is then lost, nothing else changes).
+int configure_sqlite_once() {
+  static const int rc = [] {
+    auto result = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
+    if (result != SQLITE_OK)
+      spdlog::warn("grove::store: SQLite refused SQLITE_CONFIG_PAGECACHE ({}): each "
+                   "connection keeps its bulk page-cache allocation",
+                   sqlite3_errstr(result));
+    return result;
+  }();
+  return rc;
 }
 
 // True for the errors recreate_invalid may repair by starting over.

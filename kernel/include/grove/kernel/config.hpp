@@ -32,8 +32,8 @@ inline yaml_ptr make_yaml(YAML::Node node) {
 /// Schemas are YAML maps of `key: {type, required, default, min, max, enum, keys,
 /// items, doc}`. It keeps the checked text, not the parsed tree, and parses it again
 /// for each use: every loaded plugin's schema stays for reloads and reconfigures, and
-/// yaml-cpp's trees of them held ~0.4 MB of an idle groved (tools/bench/README.md)
-/// against a fraction of a millisecond per validation.
+/// yaml-cpp's trees of them held ~0.4 MB of an idle groved (tools/bench/README.md), for
+/// one more parse of a few-kB schema per load, reload or reconfigure.
 class config_schema {
 public:
   /// Parses schema text; an invalid schema is an error naming `origin`.
@@ -52,6 +52,9 @@ public:
   YAML::Node node() const;
 
 private:
+  /// The checked text parsed anew, or parse_yaml's error.
+  caf::expected<YAML::Node> parsed() const;
+
   /// The checked text (empty: a schema that accepts only an empty map) and its origin.
   std::shared_ptr<const std::string> text_;
   std::shared_ptr<const std::string> origin_;
