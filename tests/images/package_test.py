@@ -114,8 +114,17 @@ class PackageTest(unittest.TestCase):
         r = run(["dpkg-query", "--search", os.path.realpath(paths[0])])
         self.assertEqual(r.returncode, 0, r.stderr)
         package = r.stdout.split(":")[0]
-        depends = [d.strip().split(" ")[0] for d in self.field("grove", "Depends").split(",")]
-        self.assertIn(package, depends)
+        entries = {d.strip().split(" ")[0]: d.strip() for d in
+                   self.field("grove", "Depends").split(",")}
+        self.assertIn(package, entries)
+        # Versioned as dpkg-shlibdeps would: at least the version the build found, which
+        # the installed one satisfies.
+        m = re.fullmatch(re.escape(package) + r" \(>= ([^)]+)\)", entries[package])
+        self.assertTrue(m, entries[package])
+        r = run(["dpkg-query", "--show", "--showformat=${Version}", package])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run(["dpkg", "--compare-versions", r.stdout.strip(), "ge", m.group(1)])
+        self.assertEqual(r.returncode, 0, f"installed {package} older than {m.group(1)}")
 
     def test_file_lists(self):
         grove = self.files("grove")
