@@ -50,12 +50,44 @@ set(CPACK_COMPONENT_GROVE_DESCRIPTION
 set(CPACK_COMPONENT_DEV_DESCRIPTION
     "Grove plugin SDK: headers and the CMake package (find_package(Grove))")
 # dpkg-shlibdeps names the libraries the binaries link (CAF, Protobuf, yaml-cpp, ...);
-# the rest are programs and files groved runs or reads.
+# the rest are programs and files groved runs or reads, and libarchive, which
+# libgrove_archive opens at its first use instead of linking (sdk/CMakeLists.txt), so
+# dpkg-shlibdeps cannot see it. Its package and version are asked of dpkg for the file
+# the build found: the name changes between releases (Debian 12 libarchive13, Debian 13
+# libarchive13t64), and the version built against is the least one known to have every
+# symbol archive.cpp resolves.
+find_package(LibArchive REQUIRED)
+file(REAL_PATH ${LibArchive_LIBRARIES} grove_libarchive_file)
+execute_process(COMMAND dpkg-query --search ${grove_libarchive_file}
+                OUTPUT_VARIABLE grove_libarchive_owner RESULT_VARIABLE grove_dpkg_status
+                ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+set(grove_libarchive_package "")
+# "libarchive13:amd64: /usr/lib/x86_64-linux-gnu/libarchive.so.13.6.2"
+if(grove_dpkg_status EQUAL 0 AND grove_libarchive_owner MATCHES "^([a-z0-9.+-]+)(:[a-z0-9]+)?[:,]")
+  set(grove_libarchive_name ${CMAKE_MATCH_1})
+  execute_process(COMMAND dpkg-query --show --showformat=\${Version} ${CMAKE_MATCH_1}${CMAKE_MATCH_2}
+                  OUTPUT_VARIABLE grove_libarchive_version RESULT_VARIABLE grove_dpkg_status
+                  ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+  # "3.6.2-1+deb12u5": the upstream version (and epoch), without the Debian revision.
+  if(grove_dpkg_status EQUAL 0 AND grove_libarchive_version MATCHES "^(.+)-[^-]+$")
+    set(grove_libarchive_package ", ${grove_libarchive_name} (>= ${CMAKE_MATCH_1})")
+  elseif(grove_dpkg_status EQUAL 0 AND NOT grove_libarchive_version STREQUAL "")
+    set(grove_libarchive_package ", ${grove_libarchive_name} (>= ${grove_libarchive_version})")
+  endif()
+endif()
+if(grove_libarchive_package STREQUAL "")
+  # Fatal only when cpack makes a .deb (cmake/GroveCPackCheck.cmake): a build that is
+  # never packaged does not need dpkg.
+  set(CPACK_GROVE_LIBARCHIVE_UNKNOWN ${grove_libarchive_file})
+  message(WARNING "dpkg does not say which package (and version) owns "
+                  "${grove_libarchive_file}: cpack will refuse to make the grove package")
+endif()
+set(CPACK_PROJECT_CONFIG_FILE ${PROJECT_SOURCE_DIR}/cmake/GroveCPackCheck.cmake)
 set(CPACK_DEBIAN_GROVE_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
     ${PROJECT_BINARY_DIR}/lib ${PROJECT_BINARY_DIR}/lib/grove/plugins)
 set(CPACK_DEBIAN_GROVE_PACKAGE_DEPENDS
-    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd")
+    "mosquitto, openssl, python3, python3-yaml, libsystemd0, passwd${grove_libarchive_package}")
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "grove (= ${PROJECT_VERSION}), libcaf-dev, libprotobuf-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, libsqlite3-dev, libjemalloc-dev")
 # postinst and prerm name the Python SDK's directory (its bytecode, made at install).

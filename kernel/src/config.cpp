@@ -321,27 +321,42 @@ caf::expected<config_schema> config_schema::parse(std::string_view text,
   auto node = parse_yaml(text, origin);
   if (!node)
     return node.error();
+  if (!node->IsNull())
+    if (auto err = check_keys(*node, origin, ""))
+      return err;
   config_schema result;
-  if (node->IsNull()) {
-    result.node_ = make_yaml(YAML::Node{YAML::NodeType::Map});
-    return result;
-  }
-  if (auto err = check_keys(*node, origin, ""))
-    return err;
-  result.node_ = make_yaml(*node);
+  result.text_ = std::make_shared<const std::string>(node->IsNull() ? "" : text);
+  result.origin_ = std::make_shared<const std::string>(origin);
   return result;
 }
 
 config_schema config_schema::empty() {
   config_schema result;
-  result.node_ = make_yaml(YAML::Node{YAML::NodeType::Map});
+  result.text_ = std::make_shared<const std::string>();
+  result.origin_ = std::make_shared<const std::string>("<empty schema>");
   return result;
+}
+
+caf::expected<YAML::Node> config_schema::parsed() const {
+  if (text_ == nullptr || text_->empty())
+    return YAML::Node{YAML::NodeType::Map};
+  // parse() checked this text, so it parses again; an error here is a bug, reported as
+  // such rather than as every key being unknown.
+  return parse_yaml(*text_, *origin_);
+}
+
+YAML::Node config_schema::node() const {
+  auto node = parsed();
+  return node ? std::move(*node) : YAML::Node{YAML::NodeType::Map};
 }
 
 caf::expected<YAML::Node> config_schema::validate(const YAML::Node& value,
                                                   std::string_view file,
                                                   std::string_view path) const {
-  return check_map(value, *node_, false, file, std::string{path});
+  auto schema = parsed();
+  if (!schema)
+    return schema.error();
+  return check_map(value, *schema, false, file, std::string{path});
 }
 
 caf::error config_error(std::string_view file, const YAML::Node& node,

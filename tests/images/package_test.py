@@ -14,6 +14,7 @@ runs, WATCHDOG=1 keeps coming, STOPPING=1 on SIGTERM. The unit passes
 
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -92,6 +93,38 @@ class PackageTest(unittest.TestCase):
             self.assertIn("py3clean -p grove\n", f.read())
         with open(os.path.join(ctl, "conffiles")) as f:
             self.assertEqual(f.read().split(), ["/etc/grove/profile.yaml", "/etc/grove/group.yaml"])
+
+    def test_libarchive_opened_at_first_use_is_a_dependency(self):
+        # libgrove_archive names libarchive's soname instead of linking it, so
+        # dpkg-shlibdeps cannot see it: the package that provides that soname here must
+        # be in Depends all the same.
+        libs = glob.glob(os.path.join(self.root, "usr/lib/libgrove_archive.so.*"))
+        self.assertTrue(libs, "no libgrove_archive in the grove package")
+        r = run(["readelf", "-d", libs[0]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("libarchive", r.stdout, "libarchive is linked after all")
+        with open(libs[0], "rb") as f:
+            names = set(re.findall(rb"libarchive\.so\.[0-9]+", f.read()))
+        self.assertEqual(len(names), 1, names)
+        soname = names.pop().decode()
+        r = run(["ldconfig", "-p"])
+        paths = [line.split(" => ")[-1] for line in r.stdout.splitlines()
+                 if line.strip().startswith(soname + " ")]
+        self.assertTrue(paths, f"{soname} is not installed here")
+        r = run(["dpkg-query", "--search", os.path.realpath(paths[0])])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        package = r.stdout.split(":")[0]
+        entries = {d.strip().split(" ")[0]: d.strip() for d in
+                   self.field("grove", "Depends").split(",")}
+        self.assertIn(package, entries)
+        # Versioned as dpkg-shlibdeps would: at least the version the build found, which
+        # the installed one satisfies.
+        m = re.fullmatch(re.escape(package) + r" \(>= ([^)]+)\)", entries[package])
+        self.assertTrue(m, entries[package])
+        r = run(["dpkg-query", "--show", "--showformat=${Version}", package])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run(["dpkg", "--compare-versions", r.stdout.strip(), "ge", m.group(1)])
+        self.assertEqual(r.returncode, 0, f"installed {package} older than {m.group(1)}")
 
     def test_file_lists(self):
         grove = self.files("grove")

@@ -5,6 +5,7 @@
 // grove.fn.Frame messages (function.proto, the kernel's framing). See README.md.
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -1101,6 +1102,8 @@ private:
     auto max = static_cast<uint32_t>(cfg_.max_frame_bytes);
     inst->reader = std::thread{[this, name, id, fd = inst->fd, max, pending = inst->pending,
                                 bytes = inst->pending_bytes, limit = cfg_.max_pending_frames] {
+      // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
+      ::pthread_setname_np(::pthread_self(), "fn.reader");
       read_loop(name, id, fd, max, pending, bytes, limit);
     }};
     fn.instances.emplace(id, std::move(inst));

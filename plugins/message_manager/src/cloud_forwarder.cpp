@@ -1,5 +1,7 @@
 #include "cloud_forwarder.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <map>
 
@@ -246,7 +248,11 @@ caf::error cloud_forwarder::start() {
   down_listener_ = c->link.on_disconnected([c](const std::string&) { c->link_down(); });
   if (c->link.connected())
     c->link_up();
-  worker_ = std::thread([self = core_] { self->loop(self); });
+  worker_ = std::thread([self = core_] {
+    // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
+    ::pthread_setname_np(::pthread_self(), "mm.cloud_fwd");
+    self->loop(self);
+  });
   return {};
 }
 

@@ -10,6 +10,7 @@
 
 #include <mqtt/async_client.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
@@ -305,7 +306,11 @@ caf::error mqtt_link::start() {
   generation_ = 1;
   started_ = true;
   state_ = link_state::connecting;
-  runner_ = std::thread([this] { run(); });
+  runner_ = std::thread([this] {
+    // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
+    ::pthread_setname_np(::pthread_self(), "mm.mqtt_link");
+    run();
+  });
   return {};
 }
 

@@ -1,5 +1,6 @@
 #include "grove/archive.hpp"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,8 +21,93 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using reader_ptr = std::unique_ptr<struct ::archive, decltype(&archive_read_free)>;
-using writer = std::unique_ptr<struct ::archive, decltype(&archive_write_free)>;
+// libarchive is opened at the first use, not linked: it brings libxml2, ICU, nettle and
+// five compression libraries whose relocated data (0.2 MB, which no page-out returns)
+// and start-up pages an idle groved held for an archive it may never read
+// (tools/bench/README.md, memory_bench.py; on a quiet device the expected saving is the
+// 0.2 MB, reasoned from kernel.release_code_pages, not measured there). Its soname comes
+// from the build (GROVE_LIBARCHIVE_SONAME); the declarations from <archive.h> keep every
+// call type-checked.
+#define GROVE_LIBARCHIVE_FUNCTIONS(X)                                                     \
+  X(archive_entry_filetype)                                                               \
+  X(archive_entry_hardlink)                                                               \
+  X(archive_entry_pathname)                                                               \
+  X(archive_entry_perm)                                                                   \
+  X(archive_entry_set_hardlink)                                                           \
+  X(archive_entry_set_pathname)                                                           \
+  X(archive_entry_set_perm)                                                               \
+  X(archive_entry_size)                                                                   \
+  X(archive_entry_size_is_set)                                                            \
+  X(archive_entry_symlink)                                                                \
+  X(archive_errno)                                                                        \
+  X(archive_error_string)                                                                 \
+  X(archive_read_data)                                                                    \
+  X(archive_read_data_block)                                                              \
+  X(archive_read_free)                                                                    \
+  X(archive_read_new)                                                                     \
+  X(archive_read_next_header)                                                             \
+  X(archive_read_open_filename)                                                           \
+  X(archive_read_open_memory)                                                             \
+  X(archive_read_support_filter_gzip)                                                     \
+  X(archive_read_support_format_tar)                                                      \
+  X(archive_read_support_format_zip)                                                      \
+  X(archive_write_close)                                                                  \
+  X(archive_write_data_block)                                                             \
+  X(archive_write_disk_new)                                                               \
+  X(archive_write_disk_set_options)                                                       \
+  X(archive_write_finish_entry)                                                           \
+  X(archive_write_free)                                                                   \
+  X(archive_write_header)
+
+struct libarchive {
+#define GROVE_LIBARCHIVE_MEMBER(fn) decltype(&::fn) fn = nullptr;
+  GROVE_LIBARCHIVE_FUNCTIONS(GROVE_LIBARCHIVE_MEMBER)
+#undef GROVE_LIBARCHIVE_MEMBER
+  std::string failure; // why it could not be loaded; empty once loaded
+};
+
+// Loaded at the first call, thread-safe, and kept loaded. open_reader() checks
+// `failure`; everything else runs after it.
+const libarchive& api() {
+  static const libarchive lib = [] {
+    libarchive l;
+    void* handle = ::dlopen(GROVE_LIBARCHIVE_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      const char* why = ::dlerror();
+      l.failure = std::string{"cannot load " GROVE_LIBARCHIVE_SONAME ": "}
+                  + (why != nullptr ? why : "unknown error");
+      return l;
+    }
+#define GROVE_LIBARCHIVE_RESOLVE(fn)                                                      \
+  l.fn = reinterpret_cast<decltype(&::fn)>(::dlsym(handle, #fn));                         \
+  if (l.fn == nullptr && l.failure.empty())                                               \
+    l.failure = GROVE_LIBARCHIVE_SONAME " has no " #fn;
+    GROVE_LIBARCHIVE_FUNCTIONS(GROVE_LIBARCHIVE_RESOLVE)
+#undef GROVE_LIBARCHIVE_RESOLVE
+    if (!l.failure.empty()) {
+      // Not the libarchive we were built for: unload it, and keep no pointer into it.
+      libarchive failed;
+      failed.failure = std::move(l.failure);
+      ::dlclose(handle);
+      return failed;
+    }
+    return l;
+  }();
+  return lib;
+}
+
+struct read_free {
+  void operator()(struct ::archive* a) const {
+    api().archive_read_free(a);
+  }
+};
+struct write_free {
+  void operator()(struct ::archive* a) const {
+    api().archive_write_free(a);
+  }
+};
+using reader_ptr = std::unique_ptr<struct ::archive, read_free>;
+using writer = std::unique_ptr<struct ::archive, write_free>;
 
 // An entry name as it may appear in a message: at most 256 bytes, control bytes as '?'.
 std::string printable(std::string_view name) {
@@ -39,7 +125,7 @@ caf::error entry_error(errc code, std::string_view name, const std::string& why)
 }
 
 std::string libarchive_text(struct ::archive* a) {
-  const char* msg = archive_error_string(a);
+  const char* msg = api().archive_error_string(a);
   return msg != nullptr ? msg : "unknown libarchive error";
 }
 
@@ -129,20 +215,20 @@ caf::expected<checked> check(archive_entry* e, const options& opts, uint64_t ind
   if (index >= opts.limits.max_entries)
     return make_error(errc::too_large, "more than " + std::to_string(opts.limits.max_entries)
                                          + " entries (max_entries)");
-  const char* raw = archive_entry_pathname(e);
+  const char* raw = api().archive_entry_pathname(e);
   if (raw == nullptr)
     return make_error(errc::malformed,
                       "entry #" + std::to_string(index + 1) + ": a name that cannot be read");
   std::string_view name{raw};
   checked c;
-  c.type = archive_entry_filetype(e);
+  c.type = api().archive_entry_filetype(e);
   if (c.type == AE_IFDIR && is_top(name)) {
     c.skip = true;
     return c;
   }
   if (auto why = path_defect(name, c.path); !why.empty())
     return entry_error(errc::malformed, name, why + "; refused");
-  const char* hl = archive_entry_hardlink(e);
+  const char* hl = api().archive_entry_hardlink(e);
   if (hl != nullptr) {
     if (opts.links == link_policy::refuse)
       return entry_error(errc::malformed, name,
@@ -154,17 +240,17 @@ caf::expected<checked> check(archive_entry* e, const options& opts, uint64_t ind
   }
   switch (c.type) {
     case AE_IFREG:
-      if (archive_entry_size_is_set(e) != 0
-          && static_cast<uint64_t>(archive_entry_size(e)) > opts.limits.max_entry_bytes)
+      if (api().archive_entry_size_is_set(e) != 0
+          && static_cast<uint64_t>(api().archive_entry_size(e)) > opts.limits.max_entry_bytes)
         return entry_error(errc::too_large, name,
-                           std::to_string(archive_entry_size(e)) + " bytes, more than "
+                           std::to_string(api().archive_entry_size(e)) + " bytes, more than "
                              + std::to_string(opts.limits.max_entry_bytes)
                              + " (max_entry_bytes)");
       return c;
     case AE_IFDIR:
       return c;
     case AE_IFLNK: {
-      const char* t = archive_entry_symlink(e);
+      const char* t = api().archive_entry_symlink(e);
       std::string_view target = t != nullptr ? t : "";
       if (opts.links == link_policy::refuse)
         return entry_error(errc::malformed, name,
@@ -189,14 +275,16 @@ caf::expected<checked> check(archive_entry* e, const options& opts, uint64_t ind
 caf::expected<reader_ptr> open_reader(const options& opts) {
   if (!opts.zip && !opts.tar)
     return make_error(errc::invalid_config, "archive options accept no format");
-  reader_ptr in{archive_read_new(), &archive_read_free};
+  if (const auto& lib = api(); !lib.failure.empty())
+    return make_error(errc::system_error, lib.failure);
+  reader_ptr in{api().archive_read_new()};
   if (!in)
     return make_error(errc::system_error, "out of memory");
   if (opts.zip)
-    archive_read_support_format_zip(in.get());
+    api().archive_read_support_format_zip(in.get());
   if (opts.tar) {
-    archive_read_support_format_tar(in.get());
-    archive_read_support_filter_gzip(in.get());
+    api().archive_read_support_format_tar(in.get());
+    api().archive_read_support_filter_gzip(in.get());
   }
   return in;
 }
@@ -208,7 +296,7 @@ std::string formats(const options& opts) {
 // The next entry (`e`), checked; `end` after the last.
 caf::expected<checked> next(struct ::archive* in, const options& opts, uint64_t index,
                             archive_entry*& e) {
-  auto r = archive_read_next_header(in, &e);
+  auto r = api().archive_read_next_header(in, &e);
   if (r == ARCHIVE_EOF) {
     checked c;
     c.end = true;
@@ -246,7 +334,7 @@ void sync_path(const fs::path& p, bool dir) {
 
 caf::error disk_error(struct ::archive* out, std::string_view name, const std::string& what) {
   // libarchive's own refusals (a path through a link) carry no errno.
-  auto code = archive_errno(out) > 0 ? errc::system_error : errc::malformed;
+  auto code = api().archive_errno(out) > 0 ? errc::system_error : errc::malformed;
   return entry_error(code, name, what + ": " + libarchive_text(out));
 }
 
@@ -283,15 +371,15 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
         fs::remove_all(p, e);
     }
   } guard{root};
-  writer out{archive_write_disk_new(), &archive_write_free};
+  writer out{api().archive_write_disk_new()};
   if (!out)
     return make_error(errc::system_error, "out of memory");
   // Names are checked (above all, not absolute) before `root` is prefixed, so
   // libarchive's absolute-path guard cannot apply; its `..` and link guards stay on.
-  archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME
-                                              | ARCHIVE_EXTRACT_SECURE_NODOTDOT
-                                              | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
-  if (archive_read_open_filename(in->get(), archive.c_str(), 65536) != ARCHIVE_OK)
+  api().archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME
+                                                    | ARCHIVE_EXTRACT_SECURE_NODOTDOT
+                                                    | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+  if (api().archive_read_open_filename(in->get(), archive.c_str(), 65536) != ARCHIVE_OK)
     return make_error(errc::malformed, "cannot open " + archive.string() + " as "
                                          + formats(opts) + ": " + libarchive_text(in->get()));
   summary sum;
@@ -306,24 +394,24 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
       break;
     if (c->skip)
       continue;
-    std::string name = archive_entry_pathname(e);
+    std::string name = api().archive_entry_pathname(e);
     auto target = root / c->path;
-    archive_entry_set_pathname(e, target.c_str());
+    api().archive_entry_set_pathname(e, target.c_str());
     if (!c->hardlink.empty())
-      archive_entry_set_hardlink(e, (root / c->hardlink).c_str());
+      api().archive_entry_set_hardlink(e, (root / c->hardlink).c_str());
     // Unpacked as root in groved: rwx bits only (no setuid), none for others to write,
     // and the owner may always read what it unpacked.
     if (c->type != AE_IFLNK)
-      archive_entry_set_perm(e, (archive_entry_perm(e) & 0755)
-                                  | (c->type == AE_IFDIR ? 0700 : 0400));
-    if (archive_write_header(out.get(), e) != ARCHIVE_OK)
+      api().archive_entry_set_perm(e, (api().archive_entry_perm(e) & 0755)
+                                        | (c->type == AE_IFDIR ? 0700 : 0400));
+    if (api().archive_write_header(out.get(), e) != ARCHIVE_OK)
       return disk_error(out.get(), name, "cannot unpack");
     uint64_t entry_bytes = 0;
     const void* buf = nullptr;
     size_t size = 0;
     la_int64_t offset = 0;
     for (;;) {
-      auto rr = archive_read_data_block(in->get(), &buf, &size, &offset);
+      auto rr = api().archive_read_data_block(in->get(), &buf, &size, &offset);
       if (rr == ARCHIVE_EOF)
         break;
       if (rr != ARCHIVE_OK && rr != ARCHIVE_WARN)
@@ -335,17 +423,17 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
         return entry_error(errc::too_large, name,
                            "reaches past " + std::to_string(opts.limits.max_entry_bytes)
                              + " bytes (max_entry_bytes)");
-      if (archive_write_data_block(out.get(), buf, size, offset) != ARCHIVE_OK)
+      if (api().archive_write_data_block(out.get(), buf, size, offset) != ARCHIVE_OK)
         return disk_error(out.get(), name, "cannot write");
     }
-    if (archive_write_finish_entry(out.get()) != ARCHIVE_OK)
+    if (api().archive_write_finish_entry(out.get()) != ARCHIVE_OK)
       return disk_error(out.get(), name, "cannot finish");
     ++sum.entries;
     if (c->type == AE_IFREG && c->hardlink.empty())
       files.push_back(target);
   }
   // Directory modes and times are set here (libarchive defers them).
-  if (archive_write_close(out.get()) != ARCHIVE_OK)
+  if (api().archive_write_close(out.get()) != ARCHIVE_OK)
     return make_error(errc::system_error,
                       "cannot finish unpacking into " + root.string() + ": "
                         + libarchive_text(out.get()));
@@ -362,7 +450,7 @@ caf::expected<summary> extract(const fs::path& archive, const fs::path& dest,
 }
 
 struct reader::impl {
-  reader_ptr in{nullptr, &archive_read_free};
+  reader_ptr in;
   options opts;
   uint64_t index = 0;       // entries seen, skipped ones too (max_entries)
   uint64_t total = 0;       // bytes read, all entries (max_total_bytes)
@@ -391,7 +479,7 @@ caf::expected<reader> reader::open(const fs::path& archive, const options& opts)
   auto in = open_reader(opts);
   if (!in)
     return std::move(in.error());
-  if (archive_read_open_filename(in->get(), archive.c_str(), 65536) != ARCHIVE_OK)
+  if (api().archive_read_open_filename(in->get(), archive.c_str(), 65536) != ARCHIVE_OK)
     return make_error(errc::malformed, "cannot open " + archive.string() + " as "
                                          + formats(opts) + ": " + libarchive_text(in->get()));
   auto p = std::make_unique<impl>();
@@ -404,7 +492,7 @@ caf::expected<reader> reader::open_memory(std::string_view bytes, const options&
   auto in = open_reader(opts);
   if (!in)
     return std::move(in.error());
-  if (archive_read_open_memory(in->get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
+  if (api().archive_read_open_memory(in->get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
     return make_error(errc::malformed, "not a readable " + formats(opts) + " archive: "
                                          + libarchive_text(in->get()));
   auto p = std::make_unique<impl>();
@@ -436,7 +524,7 @@ caf::expected<const entry*> reader::next() {
     cur.name = std::move(c->path);
     cur.link.clear();
     cur.size.reset();
-    cur.mode = static_cast<uint32_t>(archive_entry_perm(e)) & 07777;
+    cur.mode = static_cast<uint32_t>(api().archive_entry_perm(e)) & 07777;
     if (!c->hardlink.empty()) {
       cur.kind = entry_kind::hardlink;
       cur.link = std::move(c->hardlink);
@@ -444,11 +532,11 @@ caf::expected<const entry*> reader::next() {
       cur.kind = entry_kind::directory;
     } else if (c->type == AE_IFLNK) {
       cur.kind = entry_kind::symlink;
-      cur.link = archive_entry_symlink(e) != nullptr ? archive_entry_symlink(e) : "";
+      cur.link = api().archive_entry_symlink(e) != nullptr ? api().archive_entry_symlink(e) : "";
     } else {
       cur.kind = entry_kind::file;
-      if (archive_entry_size_is_set(e) != 0)
-        cur.size = static_cast<uint64_t>(archive_entry_size(e));
+      if (api().archive_entry_size_is_set(e) != 0)
+        cur.size = static_cast<uint64_t>(api().archive_entry_size(e));
       s.readable = true;
     }
     s.entry_bytes = 0;
@@ -462,7 +550,7 @@ caf::expected<size_t> reader::read(char* buf, size_t size) {
     return s.failed;
   if (!s.readable || size == 0)
     return size_t{0};
-  auto n = archive_read_data(s.in.get(), buf, size);
+  auto n = api().archive_read_data(s.in.get(), buf, size);
   if (n < 0)
     return s.fail(entry_error(errc::malformed, s.current.name,
                               "cannot read: " + libarchive_text(s.in.get())));

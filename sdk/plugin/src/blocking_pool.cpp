@@ -1,5 +1,7 @@
 #include "blocking_pool.hpp"
 
+#include <pthread.h>
+
 namespace grove::detail {
 
 blocking_pool& blocking_pool::instance() {
@@ -23,7 +25,11 @@ void blocking_pool::submit(std::function<void()> task) {
   queue_.push_back(std::move(task));
   // A new thread only when every existing one is busy, up to the bound.
   if (idle_ < queue_.size() && threads_.size() < max_threads)
-    threads_.emplace_back([this] { work(); });
+    threads_.emplace_back([this] {
+      // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
+      ::pthread_setname_np(::pthread_self(), "grove.blocking");
+      work();
+    });
   else
     cv_.notify_one();
 }

@@ -5,6 +5,7 @@
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/eventfd.h>
@@ -207,7 +208,11 @@ public:
 private:
   supervisor() {
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    thread_ = std::thread{[this] { loop(); }};
+    thread_ = std::thread{[this] {
+      // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
+      ::pthread_setname_np(::pthread_self(), "grove.process");
+      loop();
+    }};
   }
 
   void wake() {

@@ -28,9 +28,12 @@ inline yaml_ptr make_yaml(YAML::Node node) {
   return std::make_shared<const YAML::Node>(std::move(node));
 }
 
-/// A parsed, self-checked configuration schema (see sdk/plugin/README.md for the
-/// format). Schemas are YAML maps of `key: {type, required, default, min, max, enum,
-/// keys, items, doc}`.
+/// A self-checked configuration schema (see sdk/plugin/README.md for the format).
+/// Schemas are YAML maps of `key: {type, required, default, min, max, enum, keys,
+/// items, doc}`. It keeps the checked text, not the parsed tree, and parses it again
+/// for each use: every loaded plugin's schema stays for reloads and reconfigures, and
+/// yaml-cpp's trees of them held ~0.4 MB of an idle groved (tools/bench/README.md), for
+/// one more parse of a few-kB schema per load, reload or reconfigure.
 class config_schema {
 public:
   /// Parses schema text; an invalid schema is an error naming `origin`.
@@ -45,13 +48,16 @@ public:
   caf::expected<YAML::Node> validate(const YAML::Node& value, std::string_view file,
                                      std::string_view path) const;
 
-  /// The schema as a YAML node.
-  const YAML::Node& node() const noexcept {
-    return *node_;
-  }
+  /// The schema as a YAML node (a map), parsed anew.
+  YAML::Node node() const;
 
 private:
-  yaml_ptr node_;
+  /// The checked text parsed anew, or parse_yaml's error.
+  caf::expected<YAML::Node> parsed() const;
+
+  /// The checked text (empty: a schema that accepts only an empty map) and its origin.
+  std::shared_ptr<const std::string> text_;
+  std::shared_ptr<const std::string> origin_;
 };
 
 /// The Prometheus endpoint (`kernel.metrics`). Off unless the profile sets a port.
