@@ -5,8 +5,8 @@
 //   filter and execs; the worker says hello, handles the item, the reply comes back);
 // - no_container: the same function and binary as NoContainer, the same user;
 // - bare_sandbox: grove::process::start with the same process_sandbox the runtime would
-//   build (clone with the five namespaces + id maps + cgroup attach + mounts and
-//   pivot_root + seccomp load + exec of the same worker) until the worker has exited
+//   build (clone with four new namespaces + cgroup attach + mounts and pivot_root +
+//   joining the user namespace + seccomp load + exec of the same worker) until the worker has exited
 //   (without an IPC descriptor it ends at once), and bare_fork: the same without the
 //   sandbox.
 // - python: a runtime: python3 function (tests/python/noop.py) the same two ways, against a
@@ -228,12 +228,11 @@ int main(int argc, char** argv) {
   // The breakdown: p50 over every sandboxed start of the time between consecutive steps.
   {
     static constexpr const char* steps[]
-      = {"child", "attached", "released", "go", "mounted", "pivoted", "entered", "ids",
-         "locked", "exec"};
+      = {"child", "attached", "mounted", "pivoted", "entered", "ids", "locked", "exec"};
     static constexpr const char* what[]
-      = {"clone_namespaces", "cgroup_join", "id_maps_and_v2_cgroup", "go_ahead", "mounts",
-         "pivot_root_and_umount", "hostname_chdir_capabilities", "credentials",
-         "seccomp_load_and_handover", "exec_reported"};
+      = {"clone_namespaces", "cgroup_join", "mounts", "pivot_root_and_umount",
+         "hostname_chdir_userns_capabilities", "credentials", "seccomp_load_and_handover",
+         "exec_reported"};
     std::map<std::string, std::vector<double>> deltas;
     std::ifstream in{timing};
     std::string line;

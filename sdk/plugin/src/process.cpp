@@ -159,6 +159,61 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
+// Instrumented code must not run in a child sharing the parent's memory (the sanitizer's
+// per-thread state would be the supervisor thread's, used by two tasks at once).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+#else
+constexpr bool sanitized = false;
+#endif
+
+/// Clones a child into the namespaces of `flags` that runs `body` (which never returns:
+/// it execs or exits) on a stack of its own, sharing groved's memory until its exec
+/// (CLONE_VM, as posix_spawn does): no copy of groved's page tables at the clone, none
+/// to tear down at the exec. The caller waits for the exec (or the child's end) before
+/// anything `body` reads is freed; the stack is reused (supervisor thread only, one
+/// child in its start at a time). Without that stack, or in a sanitized build, a plain
+/// clone (a copy of this stack, `body` run by the caller in the child). Like clone:
+/// the pid, 0 in a plain child, -1 with errno.
+template <class F>
+pid_t clone_sharing_memory(unsigned long flags, F& body) {
+  static constexpr size_t stack_size = 1u << 20;
+  static char* stack = [] {
+    if (sanitized)
+      return static_cast<char*>(nullptr);
+    void* m = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+      return static_cast<char*>(nullptr);
+    ::mprotect(m, 4096, PROT_NONE); // a guard page below it
+    return static_cast<char*>(m);
+  }();
+  if (stack == nullptr)
+    return static_cast<pid_t>(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr,
+                                        nullptr, nullptr));
+  // Every signal blocked until the child has put back the default handlers: groved's
+  // must not run in it.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = ::clone(
+    [](void* f) -> int {
+      (*static_cast<F*>(f))();
+      return 127;
+    },
+    stack + stack_size, static_cast<int>(flags | CLONE_VM | SIGCHLD), &body);
+  auto e = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = e;
+  return pid;
+}
+
 /// The one thread that forks, watches and reaps every grove::process child of groved.
 class supervisor {
 public:
@@ -321,7 +376,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     out_w = high(out[1]);
     err_w = high(err[1]);
   }
-  // A sandbox is resolved here, and its go-ahead pipe made: the child only reads the plan.
+  // A sandbox is resolved here: the child only reads the plan.
   std::unique_ptr<detail::sandbox_plan> plan;
   if (o.sandbox) {
     if (!o.uid || !o.gid) {
@@ -344,15 +399,33 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan);
     if (plan->cgroup_dir_fd >= 0)
       opened.push_back(plan->cgroup_dir_fd); // the child's copy goes with the sweep
-    // The child's cgroup descriptors go above the targets, closed here after the fork.
-    for (int& fd : plan->attach_fds) {
+    // The user namespace it joins (made once per set of ids, kept by the cache).
+    int userns = -1;
+    if (!e) {
+      auto ns = detail::sandbox_user_namespace(*o.uid, *o.gid, o.groups);
+      if (ns)
+        userns = *ns;
+      else
+        e = std::move(ns.error());
+    }
+    // The child's cgroup and namespace descriptors go above the targets, closed here
+    // after the clone (the cache keeps its own).
+    auto lift = [&](int& fd, bool owned) {
+      if (fd < 0)
+        return;
       int h = e ? -1 : high(fd);
-      ::close(fd);
+      if (owned)
+        ::close(fd);
       fd = h;
       if (h < 0 && !e)
         e = make_error(errc::system_error, std::string{"process: fcntl(F_DUPFD): "}
                                              + std::strerror(errno));
-    }
+    };
+    for (int& fd : plan->attach_fds)
+      lift(fd, true);
+    lift(plan->cgroup_dir_procs_fd, true);
+    plan->userns_fd = userns;
+    lift(plan->userns_fd, false);
     if (e) {
       close_fd(out[0]);
       close_fd(err[0]);
@@ -365,19 +438,9 @@ caf::error supervisor::spawn(const record_ptr& rp) {
         plan->marks = static_cast<uint64_t*>(page);
     }
     plan->groups = o.groups;
-    int sync[2];
-    if (::pipe2(sync, O_CLOEXEC) != 0) {
-      close_fd(out[0]);
-      close_fd(err[0]);
-      return sys_error("pipe2");
-    }
-    opened.push_back(sync[0]);
-    plan->sync_r = high(sync[0]);
-    plan->sync_w = sync[1];
     if (!plan->filter.empty()) {
       int sp[2];
       if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) != 0) {
-        ::close(plan->sync_w);
         close_fd(out[0]);
         close_fd(err[0]);
         return sys_error("socketpair");
@@ -394,25 +457,22 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     targets.push_back(to);
   }
   bool bad = status_w < 0 || stdin_fd < 0 || (o.capture_output && (out_w < 0 || err_w < 0))
-             || (plan && plan->sync_r < 0)
              || (plan && !plan->filter.empty() && plan->handover_w < 0)
              || std::find(sources.begin(), sources.end(), -1) != sources.end();
   if (bad) {
     close_fd(out[0]);
     close_fd(err[0]);
-    if (plan) {
-      ::close(plan->sync_w);
+    if (plan)
       close_fd(plan->handover_r);
-    }
     return sys_error("fcntl(F_DUPFD)");
   }
   // Descriptors that survive the close-everything sweep in the child, sorted.
   std::vector<int> keep = targets;
   keep.push_back(status_w);
   if (plan) {
-    keep.push_back(plan->sync_r);
-    if (plan->handover_w >= 0)
-      keep.push_back(plan->handover_w);
+    for (int fd : {plan->handover_w, plan->userns_fd, plan->cgroup_dir_procs_fd})
+      if (fd >= 0)
+        keep.push_back(fd);
     keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
   }
   std::sort(keep.begin(), keep.end());
@@ -435,40 +495,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   auto parent = ::getpid();
 
   const detail::sandbox_plan* sb = plan.get();
-  if (sb)
-    detail::sandbox_mark(*sb, detail::mark_clone);
-  // A sandboxed child is cloned into its namespaces (PID 1 of its own); like fork, the
-  // child runs on a copy of this stack.
-  pid_t pid = -1;
-  if (sb && sb->cgroup_dir_fd >= 0) {
-    // v2: into its cgroup at birth (the parent's cgroup.procs write would wait for the
-    // kernel's thread-group lock). An old kernel without clone3 gets that write instead.
-    clone_args ca{};
-    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
-    ca.exit_signal = SIGCHLD;
-    ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
-    pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
-    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
-      plan->cgroup_procs.push_back(plan->cgroup_dir_procs);
-      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
-                                         nullptr, nullptr, nullptr, nullptr));
-    }
-  } else if (sb) {
-    pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
-                                       nullptr, nullptr, nullptr, nullptr));
-  } else {
-    pid = ::fork();
-  }
-  if (pid < 0) {
-    close_fd(out[0]);
-    close_fd(err[0]);
-    if (sb) {
-      ::close(sb->sync_w);
-      close_fd(plan->handover_r);
-    }
-    return sys_error(sb ? "clone (new user, PID, mount, IPC and UTS namespaces)" : "fork");
-  }
-  if (pid == 0) {
+  // The child, from clone to exec: it reads what is prepared above and allocates nothing.
+  auto child = [&]() {
     // Child: report [stage, errno] on the status pipe and exit on any failure.
     auto fail = [&](int stage, int code) {
       int msg[2] = {stage, code};
@@ -478,14 +506,16 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     // Own process group: a terminal's Ctrl-C reaches groved only, which stops children.
     ::setpgid(0, 0);
     // groved blocks its stop signals for sigwait and ignores SIGPIPE: the child starts
-    // from the defaults, or the parent-death SIGTERM would never act.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // from the defaults, or the parent-death SIGTERM would never act. Handlers first:
+    // a child sharing groved's memory must not run one of groved's (all are blocked
+    // until here).
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; ++sig)
       ::sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::dup2(stdin_fd, 0) < 0)
       fail(0, errno);
     if (capture && (::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0))
@@ -543,7 +573,39 @@ caf::error supervisor::spawn(const record_ptr& rp) {
         fail(7, rc);
     ::execve(program.c_str(), argv.data(), child_env);
     fail(5, errno);
+  };
+  if (sb)
+    detail::sandbox_mark(*sb, detail::mark_clone);
+  // A sandboxed child is cloned into its namespaces (PID 1 of its own).
+  pid_t pid = -1;
+  if (sb && sb->cgroup_dir_fd >= 0) {
+    // v2: into its cgroup at birth (a cgroup.procs write would wait for the kernel's
+    // thread-group lock); like fork, the child runs on a copy of this stack. A kernel
+    // that refuses clone3 gets the child's own write instead.
+    clone_args ca{};
+    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
+    ca.exit_signal = SIGCHLD;
+    ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
+    pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
+    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
+      plan->attach_dir = true;
+      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                         nullptr, nullptr, nullptr, nullptr));
+    }
+  } else if (sb) {
+    pid = clone_sharing_memory(detail::sandbox_clone_flags, child);
+  } else {
+    pid = ::fork();
   }
+  if (pid < 0) {
+    close_fd(out[0]);
+    close_fd(err[0]);
+    if (sb)
+      close_fd(plan->handover_r);
+    return sys_error(sb ? "clone (new PID, mount, IPC and UTS namespaces)" : "fork");
+  }
+  if (pid == 0)
+    child();
   // Parent.
   ::close(status_pipe[1]);
   std::erase(opened, status_pipe[1]);
@@ -551,14 +613,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   std::erase(opened, status_w);
   int early_pidfd = -1;
   int listener = -1;
-  // A sandboxed child waits for its id maps and cgroups, then hands over its listener.
+  // A sandboxed child hands over its listener before its exec. It may share this
+  // memory until then: it is gone before anything here is freed.
   auto refuse = [&](caf::error e) {
-    detail::sandbox_report_marks(*plan);
     ::kill(pid, SIGKILL);
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
-    ::close(sb->sync_w);
+    detail::sandbox_report_marks(*plan);
     close_fd(plan->handover_r);
     close_fd(early_pidfd);
     close_fd(listener);
@@ -572,8 +634,6 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     if (early_pidfd < 0)
       return refuse(make_error(errc::system_error, std::string{"process: pidfd_open: "}
                                                      + std::strerror(errno)));
-    if (auto e = detail::sandbox_release(*sb, pid))
-      return refuse(std::move(e));
   }
   int msg[2] = {0, 0};
   ssize_t got = 0;
@@ -604,7 +664,6 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                                "seccomp listener"));
   }
   if (sb) {
-    ::close(sb->sync_w);
     close_fd(plan->handover_r);
     detail::sandbox_mark(*sb, detail::mark_exec);
     detail::sandbox_report_marks(*plan);
