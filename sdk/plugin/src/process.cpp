@@ -437,7 +437,6 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (page != MAP_FAILED)
         plan->marks = static_cast<uint64_t*>(page);
     }
-    plan->groups = o.groups;
     if (!plan->filter.empty()) {
       int sp[2];
       if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) != 0) {

@@ -58,8 +58,6 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   std::error_code ec;
   if (!fs::is_directory(sb.root_base, ec))
     return plan_error("root_base " + sb.root_base.string() + " is not a directory");
-  p.uid = uid;
-  p.gid = gid;
   p.hostname = sb.hostname;
   p.filter = sb.seccomp;
   for (const auto& c : sb.cgroup_procs) {

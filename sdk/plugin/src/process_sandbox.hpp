@@ -75,9 +75,6 @@ struct sandbox_plan {
   int userns_fd = -1;
   /// The seccomp program.
   std::vector<sock_filter> filter;
-  /// The ids mapped 1:1.
-  uid_t uid = 0;
-  gid_t gid = 0;
   /// GROVE_SANDBOX_TIMING=<file> (tools/bench): a page shared with the child where each
   /// side notes when it reached each step (CLOCK_MONOTONIC ns, see sandbox_mark); the
   /// parent appends them to the file as one JSON line per start. Null: off.
@@ -87,8 +84,6 @@ struct sandbox_plan {
   /// The child's end (a high descriptor) and the parent's.
   int handover_w = -1;
   int handover_r = -1;
-  /// Supplementary groups, mapped 1:1 besides `gid` (process_options::groups).
-  std::vector<gid_t> groups;
 
   /// Keeps `s` and returns its C string.
   const char* keep(std::string s) {
@@ -108,7 +103,8 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
 /// namespace has no capability in the others' mount, PID, IPC and UTS namespaces (made
 /// by host root at each clone, owned by the initial user namespace), and the ids it maps
 /// are the same host ids either way.
-caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid, const std::vector<gid_t>& groups);
+caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
+                                          const std::vector<gid_t>& groups);
 
 /// Child, first half (after the descriptor sweep and sandbox_attach), as host root in
 /// its new mount, PID, IPC and UTS namespaces: binds the skeleton and mounts on it,
