@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -333,6 +334,25 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_its_namespaces_root_and_ids,
   BOOST_TEST(all.find("|tmp|") != std::string::npos, all);
   BOOST_TEST(all.find("|root-ro|usr-ro|x|proc|") != std::string::npos, all);
   BOOST_TEST(all.find("CapEff:\t0000000000000000|NoNewPrivs:\t1|") != std::string::npos, all);
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_start_leaves_groveds_dumpable_flag_as_it_was,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A child sharing groved's memory until its exec changes its ids, and the kernel then
+  // sets that memory's dumpable flag to fs.suid_dumpable. Both values are tried, so one
+  // differs from fs.suid_dumpable whatever it is.
+  auto before = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+  BOOST_REQUIRE(before >= 0);
+  test::temp_dir dir;
+  for (int flag : {1, 0}) {
+    BOOST_REQUIRE(::prctl(PR_SET_DUMPABLE, flag, 0, 0, 0) == 0);
+    recorder r;
+    auto p = start_ok(r, sandboxed("id -u", dir.path()));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+    BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"65534"}));
+    BOOST_TEST(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == flag, "set to " << flag);
+  }
+  ::prctl(PR_SET_DUMPABLE, before == 0 ? 0 : 1, 0, 0, 0);
 }
 
 BOOST_AUTO_TEST_CASE(sandboxed_children_share_only_the_user_namespace_of_their_ids,

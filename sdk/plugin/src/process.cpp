@@ -174,15 +174,16 @@ constexpr bool sanitized = false;
 #endif
 
 /// Clones a child into the namespaces of `flags` that runs `body` (which never returns:
-/// it execs or exits) on a stack of its own, sharing groved's memory until its exec
-/// (CLONE_VM, as posix_spawn does): no copy of groved's page tables at the clone, none
-/// to tear down at the exec. The caller waits for the exec (or the child's end) before
-/// anything `body` reads is freed; the stack is reused (supervisor thread only, one
-/// child in its start at a time). Without that stack, or in a sanitized build, a plain
-/// clone (a copy of this stack, `body` run by the caller in the child). Like clone:
-/// the pid, 0 in a plain child, -1 with errno.
+/// it execs or exits). With `share`, on a stack of its own, sharing groved's memory
+/// until its exec (CLONE_VM, as posix_spawn does): no copy of groved's page tables at
+/// the clone, none to tear down at the exec. The caller then waits for the exec (or the
+/// child's end) before anything `body` reads is freed; the stack is reused (supervisor
+/// thread only, one child in its start at a time). Without `share`, without that stack,
+/// or in a sanitized build, a plain clone (a copy of this stack, `body` run by the
+/// caller in the child); `share` then says false. Like clone: the pid, 0 in a plain
+/// child, -1 with errno.
 template <class F>
-pid_t clone_sharing_memory(unsigned long flags, F& body) {
+pid_t clone_sharing_memory(unsigned long flags, F& body, bool& share) {
   static constexpr size_t stack_size = 1u << 20;
   static char* stack = [] {
     if (sanitized)
@@ -194,7 +195,8 @@ pid_t clone_sharing_memory(unsigned long flags, F& body) {
     ::mprotect(m, 4096, PROT_NONE); // a guard page below it
     return static_cast<char*>(m);
   }();
-  if (stack == nullptr)
+  share = share && stack != nullptr;
+  if (!share)
     return static_cast<pid_t>(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr,
                                         nullptr, nullptr));
   // Every signal blocked until the child has put back the default handlers: groved's
@@ -577,6 +579,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     detail::sandbox_mark(*sb, detail::mark_clone);
   // A sandboxed child is cloned into its namespaces (PID 1 of its own).
   pid_t pid = -1;
+  bool shared = false; // the child runs in this memory until its exec or end
+  int dumpable = -1;
   if (sb && sb->cgroup_dir_fd >= 0) {
     // v2: into its cgroup at birth (a cgroup.procs write would wait for the kernel's
     // thread-group lock); like fork, the child runs on a copy of this stack. A kernel
@@ -592,7 +596,12 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                                          nullptr, nullptr, nullptr, nullptr));
     }
   } else if (sb) {
-    pid = clone_sharing_memory(detail::sandbox_clone_flags, child);
+    shared = true;
+    // The child's credential change makes the shared memory non-dumpable (commit_creds
+    // sets it to fs.suid_dumpable): groved's own value goes back once the child is gone
+    // from it.
+    dumpable = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    pid = clone_sharing_memory(detail::sandbox_clone_flags, child, shared);
   } else {
     pid = ::fork();
   }
@@ -612,13 +621,24 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   std::erase(opened, status_w);
   int early_pidfd = -1;
   int listener = -1;
+  // The child has left this memory (exec'd or ended): groved's dumpable flag back.
+  auto left_memory = [&] {
+    if (shared && (dumpable == 0 || dumpable == 1)
+        && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+      ::prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+  };
+  // Reaps the child.
+  auto reap = [&] {
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    left_memory();
+  };
   // A sandboxed child hands over its listener before its exec. It may share this
   // memory until then: it is gone before anything here is freed.
   auto refuse = [&](caf::error e) {
     ::kill(pid, SIGKILL);
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    reap();
     detail::sandbox_report_marks(*plan);
     close_fd(plan->handover_r);
     close_fd(early_pidfd);
@@ -654,6 +674,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       continue;
     break;
   }
+  if (got <= 0)
+    left_memory();
   if (sb && got == 0 && sb->handover_r >= 0) {
     // Exec'd: the listener is queued in the socket since before the exec.
     listener = detail::sandbox_take_listener(*sb);
@@ -670,9 +692,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   cleanup();
   if (got > 0) {
     // The child failed before exec and exits 127: reap it now.
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    reap();
     close_fd(out[0]);
     close_fd(err[0]);
     close_fd(early_pidfd);
