@@ -497,6 +497,10 @@ caf::error supervisor::spawn(const record_ptr& rp) {
 
   const detail::sandbox_plan* sb = plan.get();
   // The child, from clone to exec: it reads what is prepared above and allocates nothing.
+  // A CLONE_VM child has no TLS of its own: its errno is the supervisor thread's, which
+  // the parent may write too (only on its own failures, each of which kills the child).
+  // So every failing call's errno is copied into a local at once, and nothing relies on
+  // errno across another call.
   auto child = [&]() {
     // Child: report [stage, errno] on the status pipe and exit on any failure.
     auto fail = [&](int stage, int code) {
@@ -517,13 +521,19 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::dup2(stdin_fd, 0) < 0)
-      fail(0, errno);
-    if (capture && (::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0))
-      fail(0, errno);
+    if (::dup2(stdin_fd, 0) < 0) {
+      int e = errno;
+      fail(0, e);
+    }
+    if (capture && (::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0)) {
+      int e = errno;
+      fail(0, e);
+    }
     for (size_t i = 0; i < sources.size(); ++i)
-      if (::dup2(sources[i], targets[i]) < 0)
-        fail(0, errno);
+      if (::dup2(sources[i], targets[i]) < 0) {
+        int e = errno;
+        fail(0, e);
+      }
     // Nothing else of groved leaks into the child.
     unsigned lo = 3;
     for (int k : keep) {
@@ -544,7 +554,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (int rc = detail::sandbox_enter(*sb, step); rc != 0)
         fail(step < 0 ? 6 : 1000 + step, rc);
     } else if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
-      fail(1, errno);
+      int e = errno;
+      fail(1, e);
     }
     if (cb.pre_exec)
       if (int rc = cb.pre_exec(); rc != 0)
@@ -552,10 +563,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     // Raw system calls: glibc's wrappers would signal groved's other threads (setxid),
     // which a cloned child still believes it has.
     if (gid && (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0
-                || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0))
-      fail(3, errno);
-    if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0)
-      fail(4, errno);
+                || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0)) {
+      int e = errno;
+      fail(3, e);
+    }
+    if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0) {
+      int e = errno;
+      fail(4, e);
+    }
     // After the credential change, which clears it. The getppid() check closes the race
     // where groved died before prctl; a sandboxed child sees no parent (getppid() is 0
     // outside its PID namespace) and asks the status pipe instead: groved's end is gone.
@@ -573,7 +588,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (int rc = detail::sandbox_lock(*sb); rc != 0)
         fail(7, rc);
     ::execve(program.c_str(), argv.data(), child_env);
-    fail(5, errno);
+    int e = errno;
+    fail(5, e);
   };
   if (sb)
     detail::sandbox_mark(*sb, detail::mark_clone);
@@ -627,10 +643,11 @@ caf::error supervisor::spawn(const record_ptr& rp) {
         && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
       ::prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
   };
-  // Reaps the child.
+  // Reaps the child. While a shared child runs, errno may be its: it never calls a wait
+  // function, so ECHILD is waitpid's own, and anything else is retried.
   auto reap = [&] {
     int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    while (::waitpid(pid, &st, 0) < 0 && (shared ? errno != ECHILD : errno == EINTR)) {
     }
     left_memory();
   };
@@ -639,8 +656,10 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   auto refuse = [&](caf::error e) {
     ::kill(pid, SIGKILL);
     reap();
-    detail::sandbox_report_marks(*plan);
-    close_fd(plan->handover_r);
+    if (plan) {
+      detail::sandbox_report_marks(*plan);
+      close_fd(plan->handover_r);
+    }
     close_fd(early_pidfd);
     close_fd(listener);
     close_fd(out[0]);
@@ -656,13 +675,21 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   }
   int msg[2] = {0, 0};
   ssize_t got = 0;
+  // While a shared child runs, errno may be its (see the child), so an EINTR read here
+  // cannot be told from the child's: a shared start fails on any error (groved installs
+  // no signal handlers, so none is expected). Any other read error is a failure too,
+  // never taken for the exec's EOF: the child would be left running on memory freed
+  // below.
   for (;;) {
     if (sb) {
       // A filter that denies the hand-over's own calls would leave both sides waiting.
       pollfd pf{status_pipe[0], POLLIN, 0};
       int ready = ::poll(&pf, 1, 10000);
-      if (ready < 0 && errno == EINTR)
+      if (ready < 0 && !shared && errno == EINTR)
         continue;
+      if (ready < 0)
+        return refuse(make_error(errc::system_error,
+                                 "process: cannot wait for the sandboxed child's exec"));
       if (ready == 0)
         return refuse(make_error(errc::system_error,
                                  "process: the sandboxed child did not reach exec within 10 s"
@@ -670,11 +697,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                                  " sendmsg and execve?)"));
     }
     got = ::read(status_pipe[0], msg, sizeof(msg));
-    if (got < 0 && errno == EINTR)
+    if (got < 0 && !shared && errno == EINTR)
       continue;
     break;
   }
-  if (got <= 0)
+  if (got < 0)
+    return refuse(make_error(errc::system_error,
+                             "process: cannot read the child's start status"));
+  if (got == 0)
     left_memory();
   if (sb && got == 0 && sb->handover_r >= 0) {
     // Exec'd: the listener is queued in the socket since before the exec.
