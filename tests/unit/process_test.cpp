@@ -355,6 +355,24 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_start_leaves_groveds_dumpable_flag_as_it_was,
   ::prctl(PR_SET_DUMPABLE, before == 0 ? 0 : 1, 0, 0, 0);
 }
 
+BOOST_AUTO_TEST_CASE(a_sandboxed_childs_pre_exec_hook_writes_its_own_memory,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A hook may write a static: in a child sharing groved's memory that would be groved's.
+  static volatile int written = 0;
+  test::temp_dir dir;
+  recorder r;
+  auto cb = r.callbacks();
+  cb.pre_exec = [] {
+    written = 1;
+    return 0;
+  };
+  auto p = process::start(r.owner(), sandboxed("echo ran", dir.path()), cb);
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"ran"}));
+  BOOST_TEST(written == 0);
+}
+
 BOOST_AUTO_TEST_CASE(sandboxed_children_share_only_the_user_namespace_of_their_ids,
                      *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
   // The user namespace is made once per set of ids and joined; mount, PID, IPC and UTS

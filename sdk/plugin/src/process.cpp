@@ -612,7 +612,9 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                                          nullptr, nullptr, nullptr, nullptr));
     }
   } else if (sb) {
-    shared = true;
+    // A pre-exec hook is plugin code: it may write a static, errno or a thread_local,
+    // and its .so may be unloaded during the start. It runs in a child of its own.
+    shared = !cb.pre_exec;
     // The child's credential change makes the shared memory non-dumpable (commit_creds
     // sets it to fs.suid_dumpable): groved's own value goes back once the child is gone
     // from it.

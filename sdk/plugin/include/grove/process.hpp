@@ -195,7 +195,10 @@ struct process_callbacks {
   /// Runs in the child between fork and exec, after the signal and descriptor reset and
   /// before the uid/gid switch. It MUST be async-signal-safe (no malloc, no locks, no
   /// logging: other threads of groved may have held them at fork). Returns 0 to go on,
-  /// or an errno value: the child then exits 127 and start() reports the error.
+  /// or an errno value: the child then exits 127 and start() reports the error. A
+  /// sandboxed child with a hook is cloned without sharing groved's memory (the hook may
+  /// write a static, errno or a thread_local), so the hook costs that start a copy of
+  /// groved's page tables.
   std::function<int()> pre_exec;
   /// A new child runs (start and every restart); on the owner's actor.
   std::function<void(pid_t)> on_start;
