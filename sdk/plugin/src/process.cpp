@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,6 +174,23 @@ constexpr bool sanitized = false;
 constexpr bool sanitized = false;
 #endif
 
+/// Whether the kernel confines a core dump to the dumping thread group (Linux 5.16,
+/// "coredump: Limit coredumps to a single thread group"). Before it, a core-dumping
+/// signal in a CLONE_VM child before its exec kills every process sharing its memory,
+/// groved included; such kernels (the 5.4, 5.10 and 5.15 of many devices) get the
+/// plain clone. uname once.
+bool clone_vm_is_safe() {
+  static const bool safe = [] {
+    utsname u{};
+    unsigned major = 0;
+    unsigned minor = 0;
+    if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2)
+      return false;
+    return major > 5 || (major == 5 && minor >= 16);
+  }();
+  return safe;
+}
+
 /// Clones a child into the namespaces of `flags` that runs `body` (which never returns:
 /// it execs or exits). With `share`, on a stack of its own, sharing groved's memory
 /// until its exec (CLONE_VM, as posix_spawn does): no copy of groved's page tables at
@@ -195,7 +213,7 @@ pid_t clone_sharing_memory(unsigned long flags, F& body, bool& share) {
     ::mprotect(m, 4096, PROT_NONE); // a guard page below it
     return static_cast<char*>(m);
   }();
-  share = share && stack != nullptr;
+  share = share && stack != nullptr && clone_vm_is_safe();
   if (!share)
     return static_cast<pid_t>(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr,
                                         nullptr, nullptr));
