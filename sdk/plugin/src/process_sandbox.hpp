@@ -99,10 +99,16 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
 /// A user namespace mapping `uid`, `gid` and `groups` 1:1 and nothing else, for sandboxed
 /// children to join (setns): made once per set of ids by a short-lived child whose maps
 /// the parent writes, then kept open (supervisor thread only; the descriptor is the
-/// cache's, close-on-exec). Sharing it adds nothing between sandboxes: a process of the
-/// namespace has no capability in the others' mount, PID, IPC and UTS namespaces (made
-/// by host root at each clone, owned by the initial user namespace), and the ids it maps
-/// are the same host ids either way.
+/// cache's, close-on-exec; never pruned: one per set of ids, which are few). A process
+/// of the namespace has no capability in the others' mount, PID, IPC and UTS namespaces
+/// (made by host root at each clone, owned by the initial user namespace), and the ids
+/// it maps are the same host ids either way. Sharing it gives sandboxes two things more,
+/// which a seccomp filter must deny: the keyrings registered per user namespace (the
+/// user and user-session keyrings, named keyrings: keyctl, add_key, request_key), and
+/// every capability in a user namespace one of them creates (unshare, clone's namespace
+/// flags; reached with setns). Without such a filter, sandboxes of the same ids are not
+/// isolated from each other in those two. The holder child is a fork of groved (it
+/// holds groved's descriptors until it exits, and execs nothing).
 caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
                                           const std::vector<gid_t>& groups);
 
