@@ -217,8 +217,10 @@ pid_t clone_sharing_memory(unsigned long flags, F& body, bool& share) {
   if (!share)
     return static_cast<pid_t>(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr,
                                         nullptr, nullptr));
-  // Every signal blocked until the child has put back the default handlers: groved's
-  // must not run in it.
+  // Every signal that can be blocked stays blocked until the child has put back the
+  // default handlers: groved's must not run in it. glibc keeps two of its own
+  // (SIGCANCEL, SIGSETXID) unblockable and unresettable; only an explicit kill of the
+  // child could deliver them, and nothing sends one.
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
