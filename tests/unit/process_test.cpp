@@ -336,6 +336,24 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_its_namespaces_root_and_ids,
   BOOST_TEST(all.find("CapEff:\t0000000000000000|NoNewPrivs:\t1|") != std::string::npos, all);
 }
 
+BOOST_AUTO_TEST_CASE(a_sandboxed_child_inherits_only_its_standard_descriptors,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // Without O_CLOEXEC, as a careless library would open them; the sandbox's own
+  // descriptors (its user namespace, cgroup and hand-over) must not reach it either.
+  int leaked = ::open("/dev/null", O_RDONLY);
+  BOOST_REQUIRE(leaked >= 0);
+  test::temp_dir dir;
+  recorder r;
+  auto p = start_ok(r, sandboxed("ls -1 /proc/self/fd", dir.path()));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).code == 0);
+  auto lines = r.lines(output_stream::out);
+  std::set<std::string> fds(lines.begin(), lines.end());
+  // 0-2, and 3: ls's own handle on /proc/self/fd (the lowest free one).
+  BOOST_TEST((fds == std::set<std::string>{"0", "1", "2", "3"}));
+  ::close(leaked);
+}
+
 BOOST_AUTO_TEST_CASE(a_sandboxed_start_leaves_groveds_dumpable_flag_as_it_was,
                      *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
   // A child sharing groved's memory until its exec changes its ids, and the kernel then
