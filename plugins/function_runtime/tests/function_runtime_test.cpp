@@ -1480,7 +1480,7 @@ uid_t default_uid() {
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_in_its_own_namespaces,
+BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_as_pid_1_of_its_own_pid_and_uts_namespaces,
                      *boost::unit_test::precondition(as_root)) {
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
   sb.rt->wait_defined("box");
