@@ -2,13 +2,16 @@
 #include <boost/test/unit_test.hpp>
 
 #include <csignal>
+#include <deque>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
 
 #include <fcntl.h>
 #include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -331,6 +334,120 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_its_namespaces_root_and_ids,
   BOOST_TEST(all.find("|tmp|") != std::string::npos, all);
   BOOST_TEST(all.find("|root-ro|usr-ro|x|proc|") != std::string::npos, all);
   BOOST_TEST(all.find("CapEff:\t0000000000000000|NoNewPrivs:\t1|") != std::string::npos, all);
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_child_inherits_only_its_standard_descriptors,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // Without O_CLOEXEC, as a careless library would open them; the sandbox's own
+  // descriptors (its user namespace, cgroup and hand-over) must not reach it either.
+  int leaked = ::open("/dev/null", O_RDONLY);
+  BOOST_REQUIRE(leaked >= 0);
+  test::temp_dir dir;
+  recorder r;
+  auto p = start_ok(r, sandboxed("ls -1 /proc/self/fd", dir.path()));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.exit(0).code == 0);
+  auto lines = r.lines(output_stream::out);
+  std::set<std::string> fds(lines.begin(), lines.end());
+  // 0-2, and 3: ls's own handle on /proc/self/fd (the lowest free one).
+  BOOST_TEST((fds == std::set<std::string>{"0", "1", "2", "3"}));
+  ::close(leaked);
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_start_leaves_groveds_dumpable_flag_as_it_was,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A child sharing groved's memory until its exec changes its ids, and the kernel then
+  // sets that memory's dumpable flag to fs.suid_dumpable. Both values are tried, so one
+  // differs from fs.suid_dumpable whatever it is.
+  auto before = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+  BOOST_REQUIRE(before >= 0);
+  test::temp_dir dir;
+  for (int flag : {1, 0}) {
+    BOOST_REQUIRE(::prctl(PR_SET_DUMPABLE, flag, 0, 0, 0) == 0);
+    recorder r;
+    auto p = start_ok(r, sandboxed("id -u", dir.path()));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+    BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"65534"}));
+    BOOST_TEST(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == flag, "set to " << flag);
+  }
+  ::prctl(PR_SET_DUMPABLE, before == 0 ? 0 : 1, 0, 0, 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_childs_pre_exec_hook_writes_its_own_memory,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A hook may write a static: in a child sharing groved's memory that would be groved's.
+  static volatile int written = 0;
+  test::temp_dir dir;
+  recorder r;
+  auto cb = r.callbacks();
+  cb.pre_exec = [] {
+    written = 1;
+    return 0;
+  };
+  auto p = process::start(r.owner(), sandboxed("echo ran", dir.path()), cb);
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  BOOST_TEST(r.lines(output_stream::out) == (std::vector<std::string>{"ran"}));
+  BOOST_TEST(written == 0);
+}
+
+BOOST_AUTO_TEST_CASE(sandboxed_children_share_only_the_user_namespace_of_their_ids,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // The user namespace is made once per set of ids and joined; mount, PID, IPC and UTS
+  // are new for each child (and none is the host's). The children stay until the end:
+  // a namespace's number is reused once it is gone.
+  test::temp_dir dir;
+  auto script = "for n in user mnt pid ipc uts; do echo $n=$(readlink /proc/self/ns/$n); "
+                "done; cat /proc/self/uid_map /proc/self/gid_map; echo done; exec sleep 600";
+  auto words = [](const std::string& line) { // "  65534   65534 1" -> "65534 65534 1"
+    std::istringstream in{line};
+    std::string w, out;
+    while (in >> w)
+      out += (out.empty() ? "" : " ") + w;
+    return out;
+  };
+  std::deque<recorder> recorders; // outlive the handles, which stop the children
+  std::vector<process> running;
+  auto run = [&](std::vector<gid_t> groups) {
+    auto& r = recorders.emplace_back();
+    auto o = sandboxed(script, dir.path());
+    o.groups = std::move(groups);
+    running.push_back(start_ok(r, std::move(o)));
+    auto lines = [&] { return r.lines(output_stream::out); };
+    BOOST_REQUIRE(test::wait_until([&] {
+      auto l = lines();
+      return !l.empty() && l.back() == "done";
+    }));
+    std::map<std::string, std::string> ns;
+    std::string maps;
+    for (auto& l : lines())
+      if (auto eq = l.find('='); eq != std::string::npos)
+        ns[l.substr(0, eq)] = l.substr(eq + 1);
+      else if (l != "done")
+        maps += words(l) + "|";
+    return std::pair{ns, maps};
+  };
+  auto [a, a_maps] = run({});
+  auto [b, b_maps] = run({});
+  auto [c, c_maps] = run({4242});
+  // Only the ids, 1:1.
+  BOOST_TEST(a_maps == "65534 65534 1|65534 65534 1|", a_maps);
+  BOOST_TEST(c_maps == "65534 65534 1|4242 4242 1|65534 65534 1|", c_maps);
+  for (auto n : {"user", "mnt", "pid", "ipc", "uts"}) {
+    std::error_code ec;
+    auto host = std::filesystem::read_symlink(std::filesystem::path{"/proc/self/ns"} / n, ec)
+                  .string();
+    BOOST_REQUIRE_MESSAGE(!a[n].empty() && !b[n].empty() && !c[n].empty(), n);
+    BOOST_TEST(a[n] != host, n);
+    BOOST_TEST(c[n] != host, n);
+    if (std::string_view{n} == "user") {
+      BOOST_TEST(a[n] == b[n]); // the same ids: joined
+      BOOST_TEST(a[n] != c[n]); // another group mapped: its own
+    } else {
+      BOOST_TEST(a[n] != b[n], n);
+      BOOST_TEST(a[n] != c[n], n);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_sandbox_root_is_open_to_its_user_under_umask_077,

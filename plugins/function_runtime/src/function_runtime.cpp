@@ -1070,8 +1070,8 @@ private:
     opts.log_prefix = "function " + fn.name + ": ";
     opts.stop_grace = std::chrono::milliseconds{cfg_.stop_grace_ms};
     grove::process_callbacks cb;
-    // cb.pre_exec is where the sandbox (issue 13) enters the child's namespaces,
-    // cgroup and seccomp filter, before the uid/gid switch.
+    // The sandbox (issue 13) is opts.sandbox above: grove::process builds it in the
+    // child between clone and exec.
     auto name = fn.name;
     auto id = inst->id;
     cb.on_exit = [this, name, id](const grove::process_exit& e) { exited(name, id, e); };

@@ -251,6 +251,20 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
     return prog.error();
   sb->filter_ = std::move(*prog);
   sb->allowed_ = profile->allow.size();
+  // Instances with the same ids share one user namespace (grove::process), which is
+  // harmless only while these are denied: keyrings are per user namespace (the user and
+  // session keyrings, named keyrings), and a namespace one instance made would be owned
+  // by the shared one, so every other instance would hold all capabilities in it.
+  std::string sharing;
+  for (const auto& name : profile->allow)
+    if (name == "keyctl" || name == "add_key" || name == "request_key" || name == "unshare"
+        || name == "setns")
+      sharing += (sharing.empty() ? "" : ", ") + name;
+  if (!sharing.empty())
+    sb->warnings_.push_back(sb->profile_name_ + " allows " + sharing
+                            + ": instances running as the same user share their keyrings and"
+                              " can reach each other's namespaces (their user namespace is"
+                              " shared)");
   // 4. Where the instances' roots are built (inside their own mount namespaces).
   sb->root_base_ = state_dir / "sandbox-root";
   std::error_code ec;

@@ -76,6 +76,16 @@ caf::expected<std::vector<sock_filter>> compile_seccomp(const seccomp_profile& p
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_NOTIFY);
   if (ctx == nullptr)
     return make_error(errc::system_error, "seccomp_init failed");
+  // The same rules as a binary tree of call numbers rather than a list: every instance
+  // start loads the program, and the kernel fills its per-call cache by running it for
+  // each call number, a walk of ~log2(n) steps in a tree (the 264-call default: 337
+  // instructions, loaded in ~135 µs against ~310 µs for the list's 272), as is every
+  // call the cache does not answer (clone's flags).
+  if (int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2); rc != 0) {
+    seccomp_release(ctx);
+    return make_error(errc::system_error, std::string{"seccomp_attr_set(optimize 2): "}
+                                            + std::strerror(-rc));
+  }
   std::set<std::string> deny{p.deny.begin(), p.deny.end()};
   std::vector<std::string> allow = p.allow;
   for (const char* c : essential_calls)

@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -163,6 +164,23 @@ std::string attempt(const std::string& payload, const gf::context&) {
     if (::ptrace(PTRACE_ATTACH, std::stoi(arg), nullptr, nullptr) != 0)
       return denied("ptrace " + arg);
     return "REACHED: attached to " + arg;
+  }
+  if (what == "add_key") {
+    // A key in the user keyring, which is per user namespace: instances of one user
+    // share theirs (the raw call: no libkeyutils in the image).
+    static constexpr char payload[] = "secret";
+    long rc = ::syscall(SYS_add_key, "user", "grove-escape", payload, sizeof(payload) - 1,
+                        -4 /* KEY_SPEC_USER_KEYRING */);
+    if (rc < 0)
+      return denied("add_key");
+    return "REACHED: key " + std::to_string(rc);
+  }
+  if (what == "keyctl") {
+    long rc = ::syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */,
+                        -4 /* KEY_SPEC_USER_KEYRING */, 1);
+    if (rc < 0)
+      return denied("keyctl");
+    return "REACHED: keyring " + std::to_string(rc);
   }
   if (what == "setuid") {
     if (::setuid(0) != 0)

@@ -1652,7 +1652,7 @@ uid_t default_uid() {
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_in_its_own_namespaces,
+BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_as_pid_1_of_its_own_pid_and_uts_namespaces,
                      *boost::unit_test::precondition(as_root)) {
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
   sb.rt->wait_defined("box");
@@ -1672,6 +1672,7 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_in_its_own_namespaces
   BOOST_REQUIRE(it != details.end());
   BOOST_TEST(it->second.find("cgroup v") == 0, it->second);
   BOOST_TEST(it->second.find("seccomp seccomp/default.txt") != std::string::npos, it->second);
+  BOOST_TEST(it->second.find("share their keyrings") == std::string::npos, it->second);
 }
 
 BOOST_AUTO_TEST_CASE(the_root_view_hides_groved_and_other_functions,
@@ -1729,8 +1730,34 @@ BOOST_AUTO_TEST_CASE(denied_system_calls_end_the_instance_and_are_named,
   auto p = sb.attempt("box", "ptrace " + std::to_string(::getpid()));
   BOOST_TEST(p.find("denied system call ptrace (seccomp)") != std::string::npos, p);
   BOOST_TEST(sb.rt->info("box").last_error().find("ptrace") != std::string::npos);
+  // Keyrings are per user namespace, which instances of one user share: no keys.
+  for (auto call : {"add_key", "keyctl"}) {
+    auto k = sb.attempt("box", call);
+    BOOST_TEST(k.find(std::string{"denied system call "} + call + " (seccomp)")
+                 != std::string::npos,
+               k);
+  }
   // groved is fine and the function gets new instances.
   BOOST_TEST(sb.attempt("box", "whoami").find("pid=1") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_profile_allowing_keyrings_or_namespaces_is_warned_about,
+                     *boost::unit_test::precondition(as_root)) {
+  // Instances of one user share their user namespace: a profile letting them use its
+  // keyrings or make namespaces in it is named in the sandbox status (and the log).
+  test::temp_dir prof;
+  auto path = prof.path() / "keys.txt";
+  std::ofstream{path} << "allow read write close exit_group keyctl add_key unshare\n";
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+               "{sandbox_pids_max: 32, seccomp_profile: " + path.string() + "}"};
+  sb.rt->wait_defined("box");
+  auto details = sb.rt->h->kernel().status().details();
+  auto it = details.find("function_runtime.sandbox");
+  BOOST_REQUIRE(it != details.end());
+  BOOST_TEST(it->second.find(path.string() + " allows keyctl, add_key, unshare: instances"
+                             " running as the same user share their keyrings")
+               != std::string::npos,
+             it->second);
 }
 
 BOOST_AUTO_TEST_CASE(a_fork_bomb_stops_at_the_pids_limit,

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -158,6 +159,82 @@ void close_fd(int& fd) {
   if (fd >= 0)
     ::close(fd);
   fd = -1;
+}
+
+// Instrumented code must not run in a child sharing the parent's memory (the sanitizer's
+// per-thread state would be the supervisor thread's, used by two tasks at once).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+#else
+constexpr bool sanitized = false;
+#endif
+
+/// Whether the kernel confines a core dump to the dumping thread group (Linux 5.16,
+/// "coredump: Limit coredumps to a single thread group"). Before it, a core-dumping
+/// signal in a CLONE_VM child before its exec kills every process sharing its memory,
+/// groved included; such kernels (the 5.4, 5.10 and 5.15 of many devices) get the
+/// plain clone. uname once.
+bool clone_vm_is_safe() {
+  static const bool safe = [] {
+    utsname u{};
+    unsigned major = 0;
+    unsigned minor = 0;
+    if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2)
+      return false;
+    return major > 5 || (major == 5 && minor >= 16);
+  }();
+  return safe;
+}
+
+/// Clones a child into the namespaces of `flags` that runs `body` (which never returns:
+/// it execs or exits). With `share`, on a stack of its own, sharing groved's memory
+/// until its exec (CLONE_VM, as posix_spawn does): no copy of groved's page tables at
+/// the clone, none to tear down at the exec. The caller then waits for the exec (or the
+/// child's end) before anything `body` reads is freed; the stack is reused (supervisor
+/// thread only, one child in its start at a time). Without `share`, without that stack,
+/// or in a sanitized build, a plain clone (a copy of this stack, `body` run by the
+/// caller in the child); `share` then says false. Like clone: the pid, 0 in a plain
+/// child, -1 with errno.
+template <class F>
+pid_t clone_sharing_memory(unsigned long flags, F& body, bool& share) {
+  static constexpr size_t stack_size = 1u << 20;
+  static char* stack = [] {
+    if (sanitized)
+      return static_cast<char*>(nullptr);
+    void* m = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+      return static_cast<char*>(nullptr);
+    ::mprotect(m, 4096, PROT_NONE); // a guard page below it
+    return static_cast<char*>(m);
+  }();
+  share = share && stack != nullptr && clone_vm_is_safe();
+  if (!share)
+    return static_cast<pid_t>(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr,
+                                        nullptr, nullptr));
+  // Every signal that can be blocked stays blocked until the child has put back the
+  // default handlers: groved's must not run in it. glibc keeps two of its own
+  // (SIGCANCEL, SIGSETXID) unblockable and unresettable; only an explicit kill of the
+  // child could deliver them, and nothing sends one.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = ::clone(
+    [](void* f) -> int {
+      (*static_cast<F*>(f))();
+      return 127;
+    },
+    stack + stack_size, static_cast<int>(flags | CLONE_VM | SIGCHLD), &body);
+  auto e = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = e;
+  return pid;
 }
 
 /// The one thread that forks, watches and reaps every grove::process child of groved.
@@ -326,7 +403,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     out_w = high(out[1]);
     err_w = high(err[1]);
   }
-  // A sandbox is resolved here, and its go-ahead pipe made: the child only reads the plan.
+  // A sandbox is resolved here: the child only reads the plan.
   std::unique_ptr<detail::sandbox_plan> plan;
   if (o.sandbox) {
     if (!o.uid || !o.gid) {
@@ -349,15 +426,33 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     auto e = detail::plan_sandbox(*o.sandbox, *o.uid, *o.gid, *plan);
     if (plan->cgroup_dir_fd >= 0)
       opened.push_back(plan->cgroup_dir_fd); // the child's copy goes with the sweep
-    // The child's cgroup descriptors go above the targets, closed here after the fork.
-    for (int& fd : plan->attach_fds) {
+    // The user namespace it joins (made once per set of ids, kept by the cache).
+    int userns = -1;
+    if (!e) {
+      auto ns = detail::sandbox_user_namespace(*o.uid, *o.gid, o.groups);
+      if (ns)
+        userns = *ns;
+      else
+        e = std::move(ns.error());
+    }
+    // The child's cgroup and namespace descriptors go above the targets, closed here
+    // after the clone (the cache keeps its own).
+    auto lift = [&](int& fd, bool owned) {
+      if (fd < 0)
+        return;
       int h = e ? -1 : high(fd);
-      ::close(fd);
+      if (owned)
+        ::close(fd);
       fd = h;
       if (h < 0 && !e)
         e = make_error(errc::system_error, std::string{"process: fcntl(F_DUPFD): "}
                                              + std::strerror(errno));
-    }
+    };
+    for (int& fd : plan->attach_fds)
+      lift(fd, true);
+    lift(plan->cgroup_dir_procs_fd, true);
+    plan->userns_fd = userns;
+    lift(plan->userns_fd, false);
     if (e) {
       close_fd(out[0]);
       close_fd(err[0]);
@@ -369,20 +464,9 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (page != MAP_FAILED)
         plan->marks = static_cast<uint64_t*>(page);
     }
-    plan->groups = o.groups;
-    int sync[2];
-    if (::pipe2(sync, O_CLOEXEC) != 0) {
-      close_fd(out[0]);
-      close_fd(err[0]);
-      return sys_error("pipe2");
-    }
-    opened.push_back(sync[0]);
-    plan->sync_r = high(sync[0]);
-    plan->sync_w = sync[1];
     if (!plan->filter.empty()) {
       int sp[2];
       if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) != 0) {
-        ::close(plan->sync_w);
         close_fd(out[0]);
         close_fd(err[0]);
         return sys_error("socketpair");
@@ -399,25 +483,22 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     targets.push_back(to);
   }
   bool bad = status_w < 0 || stdin_fd < 0 || (o.capture_output && (out_w < 0 || err_w < 0))
-             || (plan && plan->sync_r < 0)
              || (plan && !plan->filter.empty() && plan->handover_w < 0)
              || std::find(sources.begin(), sources.end(), -1) != sources.end();
   if (bad) {
     close_fd(out[0]);
     close_fd(err[0]);
-    if (plan) {
-      ::close(plan->sync_w);
+    if (plan)
       close_fd(plan->handover_r);
-    }
     return sys_error("fcntl(F_DUPFD)");
   }
   // Descriptors that survive the close-everything sweep in the child, sorted.
   std::vector<int> keep = targets;
   keep.push_back(status_w);
   if (plan) {
-    keep.push_back(plan->sync_r);
-    if (plan->handover_w >= 0)
-      keep.push_back(plan->handover_w);
+    for (int fd : {plan->handover_w, plan->userns_fd, plan->cgroup_dir_procs_fd})
+      if (fd >= 0)
+        keep.push_back(fd);
     keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
   }
   std::sort(keep.begin(), keep.end());
@@ -440,40 +521,12 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   auto parent = ::getpid();
 
   const detail::sandbox_plan* sb = plan.get();
-  if (sb)
-    detail::sandbox_mark(*sb, detail::mark_clone);
-  // A sandboxed child is cloned into its namespaces (PID 1 of its own); like fork, the
-  // child runs on a copy of this stack.
-  pid_t pid = -1;
-  if (sb && sb->cgroup_dir_fd >= 0) {
-    // v2: into its cgroup at birth (the parent's cgroup.procs write would wait for the
-    // kernel's thread-group lock). An old kernel without clone3 gets that write instead.
-    clone_args ca{};
-    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
-    ca.exit_signal = SIGCHLD;
-    ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
-    pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
-    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
-      plan->cgroup_procs.push_back(plan->cgroup_dir_procs);
-      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
-                                         nullptr, nullptr, nullptr, nullptr));
-    }
-  } else if (sb) {
-    pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
-                                       nullptr, nullptr, nullptr, nullptr));
-  } else {
-    pid = ::fork();
-  }
-  if (pid < 0) {
-    close_fd(out[0]);
-    close_fd(err[0]);
-    if (sb) {
-      ::close(sb->sync_w);
-      close_fd(plan->handover_r);
-    }
-    return sys_error(sb ? "clone (new user, PID, mount, IPC and UTS namespaces)" : "fork");
-  }
-  if (pid == 0) {
+  // The child, from clone to exec: it reads what is prepared above and allocates nothing.
+  // A CLONE_VM child has no TLS of its own: its errno is the supervisor thread's, which
+  // the parent may write too (only on its own failures, each of which kills the child).
+  // So every failing call's errno is copied into a local at once, and nothing relies on
+  // errno across another call.
+  auto child = [&]() {
     // Child: report [stage, errno] on the status pipe and exit on any failure.
     auto fail = [&](int stage, int code) {
       int msg[2] = {stage, code};
@@ -483,21 +536,29 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     // Own process group: a terminal's Ctrl-C reaches groved only, which stops children.
     ::setpgid(0, 0);
     // groved blocks its stop signals for sigwait and ignores SIGPIPE: the child starts
-    // from the defaults, or the parent-death SIGTERM would never act.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // from the defaults, or the parent-death SIGTERM would never act. Handlers first:
+    // a child sharing groved's memory must not run one of groved's (all are blocked
+    // until here).
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; ++sig)
       ::sigaction(sig, &dfl, nullptr);
-    if (::dup2(stdin_fd, 0) < 0)
-      fail(0, errno);
-    if (capture && (::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0))
-      fail(0, errno);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (::dup2(stdin_fd, 0) < 0) {
+      int e = errno;
+      fail(0, e);
+    }
+    if (capture && (::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0)) {
+      int e = errno;
+      fail(0, e);
+    }
     for (size_t i = 0; i < sources.size(); ++i)
-      if (::dup2(sources[i], targets[i]) < 0)
-        fail(0, errno);
+      if (::dup2(sources[i], targets[i]) < 0) {
+        int e = errno;
+        fail(0, e);
+      }
     // Nothing else of groved leaks into the child.
     unsigned lo = 3;
     for (int k : keep) {
@@ -518,7 +579,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (int rc = detail::sandbox_enter(*sb, step); rc != 0)
         fail(step < 0 ? 6 : 1000 + step, rc);
     } else if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
-      fail(1, errno);
+      int e = errno;
+      fail(1, e);
     }
     if (cb.pre_exec)
       if (int rc = cb.pre_exec(); rc != 0)
@@ -526,10 +588,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     // Raw system calls: glibc's wrappers would signal groved's other threads (setxid),
     // which a cloned child still believes it has.
     if (gid && (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0
-                || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0))
-      fail(3, errno);
-    if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0)
-      fail(4, errno);
+                || ::syscall(SYS_setresgid, *gid, *gid, *gid) != 0)) {
+      int e = errno;
+      fail(3, e);
+    }
+    if (uid && ::syscall(SYS_setresuid, *uid, *uid, *uid) != 0) {
+      int e = errno;
+      fail(4, e);
+    }
     // After the credential change, which clears it. The getppid() check closes the race
     // where groved died before prctl; a sandboxed child sees no parent (getppid() is 0
     // outside its PID namespace) and asks the status pipe instead: groved's end is gone.
@@ -547,8 +613,50 @@ caf::error supervisor::spawn(const record_ptr& rp) {
       if (int rc = detail::sandbox_lock(*sb); rc != 0)
         fail(7, rc);
     ::execve(program.c_str(), argv.data(), child_env);
-    fail(5, errno);
+    int e = errno;
+    fail(5, e);
+  };
+  if (sb)
+    detail::sandbox_mark(*sb, detail::mark_clone);
+  // A sandboxed child is cloned into its namespaces (PID 1 of its own).
+  pid_t pid = -1;
+  bool shared = false; // the child runs in this memory until its exec or end
+  int dumpable = -1;
+  if (sb && sb->cgroup_dir_fd >= 0) {
+    // v2: into its cgroup at birth (a cgroup.procs write would wait for the kernel's
+    // thread-group lock); like fork, the child runs on a copy of this stack. A kernel
+    // that refuses clone3 gets the child's own write instead.
+    clone_args ca{};
+    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
+    ca.exit_signal = SIGCHLD;
+    ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
+    pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
+    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
+      plan->attach_dir = true;
+      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+                                         nullptr, nullptr, nullptr, nullptr));
+    }
+  } else if (sb) {
+    // A pre-exec hook is plugin code: it may write a static, errno or a thread_local,
+    // and its .so may be unloaded during the start. It runs in a child of its own.
+    shared = !cb.pre_exec;
+    // The child's credential change makes the shared memory non-dumpable (commit_creds
+    // sets it to fs.suid_dumpable): groved's own value goes back once the child is gone
+    // from it.
+    dumpable = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    pid = clone_sharing_memory(detail::sandbox_clone_flags, child, shared);
+  } else {
+    pid = ::fork();
   }
+  if (pid < 0) {
+    close_fd(out[0]);
+    close_fd(err[0]);
+    if (sb)
+      close_fd(plan->handover_r);
+    return sys_error(sb ? "clone (new PID, mount, IPC and UTS namespaces)" : "fork");
+  }
+  if (pid == 0)
+    child();
   // Parent.
   ::close(status_pipe[1]);
   std::erase(opened, status_pipe[1]);
@@ -556,15 +664,29 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   std::erase(opened, status_w);
   int early_pidfd = -1;
   int listener = -1;
-  // A sandboxed child waits for its id maps and cgroups, then hands over its listener.
-  auto refuse = [&](caf::error e) {
-    detail::sandbox_report_marks(*plan);
-    ::kill(pid, SIGKILL);
+  // The child has left this memory (exec'd or ended): groved's dumpable flag back.
+  auto left_memory = [&] {
+    if (shared && (dumpable == 0 || dumpable == 1)
+        && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+      ::prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+  };
+  // Reaps the child. While a shared child runs, errno may be its: it never calls a wait
+  // function, so ECHILD is waitpid's own, and anything else is retried.
+  auto reap = [&] {
     int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    while (::waitpid(pid, &st, 0) < 0 && (shared ? errno != ECHILD : errno == EINTR)) {
     }
-    ::close(sb->sync_w);
-    close_fd(plan->handover_r);
+    left_memory();
+  };
+  // A sandboxed child hands over its listener before its exec. It may share this
+  // memory until then: it is gone before anything here is freed.
+  auto refuse = [&](caf::error e) {
+    ::kill(pid, SIGKILL);
+    reap();
+    if (plan) {
+      detail::sandbox_report_marks(*plan);
+      close_fd(plan->handover_r);
+    }
     close_fd(early_pidfd);
     close_fd(listener);
     close_fd(out[0]);
@@ -577,18 +699,24 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     if (early_pidfd < 0)
       return refuse(make_error(errc::system_error, std::string{"process: pidfd_open: "}
                                                      + std::strerror(errno)));
-    if (auto e = detail::sandbox_release(*sb, pid))
-      return refuse(std::move(e));
   }
   int msg[2] = {0, 0};
   ssize_t got = 0;
+  // While a shared child runs, errno may be its (see the child), so an EINTR read here
+  // cannot be told from the child's: a shared start fails on any error (groved installs
+  // no signal handlers, so none is expected). Any other read error is a failure too,
+  // never taken for the exec's EOF: the child would be left running on memory freed
+  // below.
   for (;;) {
     if (sb) {
       // A filter that denies the hand-over's own calls would leave both sides waiting.
       pollfd pf{status_pipe[0], POLLIN, 0};
       int ready = ::poll(&pf, 1, 10000);
-      if (ready < 0 && errno == EINTR)
+      if (ready < 0 && !shared && errno == EINTR)
         continue;
+      if (ready < 0)
+        return refuse(make_error(errc::system_error,
+                                 "process: cannot wait for the sandboxed child's exec"));
       if (ready == 0)
         return refuse(make_error(errc::system_error,
                                  "process: the sandboxed child did not reach exec within 10 s"
@@ -596,10 +724,15 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                                  " sendmsg and execve?)"));
     }
     got = ::read(status_pipe[0], msg, sizeof(msg));
-    if (got < 0 && errno == EINTR)
+    if (got < 0 && !shared && errno == EINTR)
       continue;
     break;
   }
+  if (got < 0)
+    return refuse(make_error(errc::system_error,
+                             "process: cannot read the child's start status"));
+  if (got == 0)
+    left_memory();
   if (sb && got == 0 && sb->handover_r >= 0) {
     // Exec'd: the listener is queued in the socket since before the exec.
     listener = detail::sandbox_take_listener(*sb);
@@ -609,7 +742,6 @@ caf::error supervisor::spawn(const record_ptr& rp) {
                                "seccomp listener"));
   }
   if (sb) {
-    ::close(sb->sync_w);
     close_fd(plan->handover_r);
     detail::sandbox_mark(*sb, detail::mark_exec);
     detail::sandbox_report_marks(*plan);
@@ -617,9 +749,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   cleanup();
   if (got > 0) {
     // The child failed before exec and exits 127: reap it now.
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    reap();
     close_fd(out[0]);
     close_fd(err[0]);
     close_fd(early_pidfd);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <sys/mman.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +20,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "grove/errors.hpp"
@@ -55,32 +58,28 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   std::error_code ec;
   if (!fs::is_directory(sb.root_base, ec))
     return plan_error("root_base " + sb.root_base.string() + " is not a directory");
-  p.uid = uid;
-  p.gid = gid;
   p.hostname = sb.hostname;
   p.filter = sb.seccomp;
   for (const auto& c : sb.cgroup_procs) {
-    // v1 (a `tasks` file beside it): the child joins by itself, see attach_fds.
-    auto tasks = c.parent_path() / "tasks";
-    int fd = c.filename() == "cgroup.procs" && ::access(tasks.c_str(), W_OK) == 0
-               ? ::open(tasks.c_str(), O_WRONLY | O_CLOEXEC)
-               : -1;
-    if (fd >= 0) {
-      p.attach_fds.push_back(fd);
-      continue;
-    }
     // v2: born in it (one hierarchy, so one directory at most).
     struct statfs fs_info {};
     if (p.cgroup_dir_fd < 0 && c.filename() == "cgroup.procs"
         && ::statfs(c.parent_path().c_str(), &fs_info) == 0
         && fs_info.f_type == 0x63677270 /* CGROUP2_SUPER_MAGIC */) {
       p.cgroup_dir_fd = ::open(c.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-      if (p.cgroup_dir_fd >= 0) {
-        p.cgroup_dir_procs = c.string();
-        continue;
-      }
+      p.cgroup_dir_procs_fd = ::open(c.c_str(), O_WRONLY | O_CLOEXEC);
+      if (p.cgroup_dir_fd < 0 || p.cgroup_dir_procs_fd < 0)
+        return plan_error("open " + c.string() + ": " + std::strerror(errno));
+      continue;
     }
-    p.cgroup_procs.push_back(c.string());
+    // v1: through the `tasks` file beside it (a task moving itself; see attach_fds).
+    auto tasks = c.parent_path() / "tasks";
+    int fd = c.filename() == "cgroup.procs" && ::access(tasks.c_str(), W_OK) == 0
+               ? ::open(tasks.c_str(), O_WRONLY | O_CLOEXEC)
+               : ::open(c.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+      return plan_error("open " + c.string() + ": " + std::strerror(errno));
+    p.attach_fds.push_back(fd);
   }
   // A tmpfs belongs to the function's user (root is not mapped inside).
   const auto owner = "uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid);
@@ -217,7 +216,7 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
 
 std::string describe_step(const sandbox_plan& p, int step) {
   if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
-    return "its root, pivot_root or host name";
+    return "its root, pivot_root, host name or user namespace";
   static constexpr const char* names[]
     = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover"};
   const auto& s = p.steps[static_cast<size_t>(step)];
@@ -237,8 +236,7 @@ void sandbox_report_marks(sandbox_plan& p) {
   if (p.marks == nullptr)
     return;
   static constexpr const char* names[]
-    = {"clone",   "child",  "attached", "released", "go",  "mounted",
-       "pivoted", "entered", "ids",     "locked",   "exec"};
+    = {"clone", "child", "attached", "mounted", "pivoted", "entered", "ids", "locked", "exec"};
   std::string line = "{";
   for (int i = 1; i < mark_count; ++i)
     if (p.marks[i] != 0 && p.marks[0] != 0)
@@ -262,19 +260,17 @@ int sandbox_attach(const sandbox_plan& p) noexcept {
       return errno;
     ::close(fd); // the worker must not move itself anywhere
   }
+  if (p.cgroup_dir_procs_fd >= 0) {
+    if (p.attach_dir && ::write(p.cgroup_dir_procs_fd, "0", 1) != 1)
+      return errno;
+    ::close(p.cgroup_dir_procs_fd);
+  }
   sandbox_mark(p, mark_attached);
   return 0;
 }
 
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   step = -1;
-  char go = 0;
-  ssize_t n;
-  while ((n = ::read(p.sync_r, &go, 1)) < 0 && errno == EINTR) {
-  }
-  if (n != 1)
-    return ECANCELED; // the parent refused (it reports why) or died
-  sandbox_mark(p, mark_go);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return errno;
   // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
@@ -344,6 +340,11 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
     return errno;
   if (::chdir(p.cwd) != 0)
     return errno;
+  // Last as host root: the mapped ids from here on, with capabilities only in the user
+  // namespace (none in the ones above, which the initial user namespace owns).
+  if (::setns(p.userns_fd, CLONE_NEWUSER) != 0)
+    return errno;
+  ::close(p.userns_fd);
   for (int cap = 0; cap < 64; ++cap)
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
       return errno;
@@ -363,7 +364,6 @@ int sandbox_lock(const sandbox_plan& p) noexcept {
     return errno;
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
     return errno;
-  ::close(p.sync_r);
   if (!p.filter.empty()) {
     sock_fprog prog{static_cast<unsigned short>(p.filter.size()),
                     const_cast<sock_filter*>(p.filter.data())};
@@ -416,28 +416,61 @@ int sandbox_take_listener(const sandbox_plan& p) {
   return fd;
 }
 
-caf::error sandbox_release(const sandbox_plan& p, pid_t pid) {
-  auto proc = "/proc/" + std::to_string(pid) + "/";
-  if (auto err = write_file(proc + "uid_map",
-                            std::to_string(p.uid) + " " + std::to_string(p.uid) + " 1\n"))
-    return err;
+caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
+                                          const std::vector<gid_t>& groups) {
   // The primary group and every supplementary one, one line each (in one write).
-  std::set<gid_t> gids{p.groups.begin(), p.groups.end()};
-  gids.insert(p.gid);
+  std::set<gid_t> gids{groups.begin(), groups.end()};
+  gids.insert(gid);
   std::string gid_map;
   for (auto g : gids)
     gid_map += std::to_string(g) + " " + std::to_string(g) + " 1\n";
-  if (auto err = write_file(proc + "gid_map", gid_map))
-    return err;
-  for (const auto& c : p.cgroup_procs)
-    if (auto err = write_file(c, std::to_string(pid) + "\n"))
-      return err;
-  sandbox_mark(p, mark_released);
-  char go = 1;
-  if (::write(p.sync_w, &go, 1) != 1)
-    return make_error(errc::system_error, std::string{"process sandbox: go-ahead: "}
+  auto uid_map = std::to_string(uid) + " " + std::to_string(uid) + " 1\n";
+  static std::map<std::string, int> made; // by its maps; supervisor thread only
+  auto key = uid_map + "/" + gid_map;
+  if (auto it = made.find(key); it != made.end())
+    return it->second;
+  auto fail = [](const std::string& what) {
+    return make_error(errc::system_error, "process sandbox: user namespace: " + what + ": "
                                             + std::strerror(errno));
-  return {};
+  };
+  // A child in a new user namespace waits on a pipe while its maps are written and the
+  // namespace is opened; the open descriptor keeps the namespace once it is gone.
+  int hold[2];
+  if (::pipe2(hold, O_CLOEXEC) != 0)
+    return fail("pipe2");
+  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr,
+                                           nullptr, nullptr, nullptr));
+  if (pid == 0) {
+    char c = 0;
+    ::syscall(SYS_close, hold[1]);
+    ::syscall(SYS_read, hold[0], &c, 1); // returns when the parent's end closes
+    ::syscall(SYS_exit_group, 0);
+  }
+  auto e = errno;
+  ::close(hold[0]);
+  if (pid < 0) {
+    ::close(hold[1]);
+    errno = e;
+    return fail("clone");
+  }
+  auto proc = "/proc/" + std::to_string(pid) + "/";
+  caf::error err = write_file(proc + "uid_map", uid_map);
+  if (!err)
+    err = write_file(proc + "gid_map", gid_map);
+  int fd = -1;
+  if (!err) {
+    fd = ::open((proc + "ns/user").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      err = fail("open " + proc + "ns/user");
+  }
+  ::close(hold[1]);
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (err)
+    return err;
+  made.emplace(std::move(key), fd);
+  return fd;
 }
 
 } // namespace grove::detail

@@ -18,9 +18,10 @@
 
 namespace grove::detail {
 
-/// The namespaces a sandboxed child is cloned into (the network stays shared).
-constexpr unsigned long sandbox_clone_flags = 0x10000000UL /* CLONE_NEWUSER */
-                                              | 0x20000000UL /* CLONE_NEWPID */
+/// The namespaces a sandboxed child is cloned into (the network stays shared). Its user
+/// namespace is not among them: it joins one made beforehand (sandbox_user_namespace)
+/// once its root is built, so nothing of the parent is needed between clone and exec.
+constexpr unsigned long sandbox_clone_flags = 0x20000000UL /* CLONE_NEWPID */
                                               | 0x00020000UL /* CLONE_NEWNS */
                                               | 0x08000000UL /* CLONE_NEWIPC */
                                               | 0x04000000UL /* CLONE_NEWUTS */;
@@ -55,23 +56,25 @@ struct sandbox_plan {
   const char* cwd = "/";
   /// Host name.
   std::string hostname;
-  /// cgroup.procs files the parent writes the child's pid to (v2).
-  std::vector<std::string> cgroup_procs;
-  /// v1: the `tasks` files beside the given cgroup.procs, opened by the parent; the child
-  /// writes "0" (itself) to each first thing. A task moving itself skips the kernel's
-  /// thread-group lock, whose write side waits for an RCU grace period (milliseconds) when
-  /// the parent moves another process. Permission is checked against the opener (root).
+  /// The child writes "0" (itself) to each first thing: v1's `tasks` files beside the
+  /// given cgroup.procs, and any other cgroup.procs. Opened by the parent (permission is
+  /// checked against the opener, root). A task moving itself through `tasks` skips the
+  /// kernel's thread-group lock, whose write side waits for an RCU grace period
+  /// (milliseconds) when the parent moves another process.
   std::vector<int> attach_fds;
   /// v2: the cgroup directory of the first cgroup.procs on a cgroup2 file system; the
   /// child is cloned into it (clone3's CLONE_INTO_CGROUP: no migration at all). -1: none.
   int cgroup_dir_fd = -1;
-  /// Its cgroup.procs, written by the parent instead when clone3 is refused (old kernel).
-  std::string cgroup_dir_procs;
+  /// Its cgroup.procs (write-only), for a kernel that refuses clone3: the child then
+  /// writes "0" to it (`attach_dir`); either way it closes it before running anything.
+  int cgroup_dir_procs_fd = -1;
+  /// See cgroup_dir_procs_fd.
+  bool attach_dir = false;
+  /// The user namespace the child joins (sandbox_user_namespace; the child's copy, a
+  /// high descriptor).
+  int userns_fd = -1;
   /// The seccomp program.
   std::vector<sock_filter> filter;
-  /// The ids mapped 1:1.
-  uid_t uid = 0;
-  gid_t gid = 0;
   /// GROVE_SANDBOX_TIMING=<file> (tools/bench): a page shared with the child where each
   /// side notes when it reached each step (CLOCK_MONOTONIC ns, see sandbox_mark); the
   /// parent appends them to the file as one JSON line per start. Null: off.
@@ -81,11 +84,6 @@ struct sandbox_plan {
   /// The child's end (a high descriptor) and the parent's.
   int handover_w = -1;
   int handover_r = -1;
-  /// Supplementary groups, mapped 1:1 besides `gid` (process_options::groups).
-  std::vector<gid_t> groups;
-  /// The child's end of the parent's go-ahead pipe (a high descriptor), and the parent's.
-  int sync_r = -1;
-  int sync_w = -1;
 
   /// Keeps `s` and returns its C string.
   const char* keep(std::string s) {
@@ -98,10 +96,27 @@ struct sandbox_plan {
 /// `root_base` (parent; may allocate).
 caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& out);
 
-/// Child, first half (after the descriptor sweep): waits for the parent's go-ahead, binds
-/// the skeleton and mounts on it, pivots into it, sets the host name and working directory and empties the
-/// capability bounding set. Async-signal-safe; returns 0 or an errno value, with the
-/// failed step's index in `step` (-1: none of the plan's steps).
+/// A user namespace mapping `uid`, `gid` and `groups` 1:1 and nothing else, for sandboxed
+/// children to join (setns): made once per set of ids by a short-lived child whose maps
+/// the parent writes, then kept open (supervisor thread only; the descriptor is the
+/// cache's, close-on-exec; never pruned: one per set of ids, which are few). A process
+/// of the namespace has no capability in the others' mount, PID, IPC and UTS namespaces
+/// (made by host root at each clone, owned by the initial user namespace), and the ids
+/// it maps are the same host ids either way. Sharing it gives sandboxes two things more,
+/// which a seccomp filter must deny: the keyrings registered per user namespace (the
+/// user and user-session keyrings, named keyrings: keyctl, add_key, request_key), and
+/// every capability in a user namespace one of them creates (unshare, clone's namespace
+/// flags; reached with setns). Without such a filter, sandboxes of the same ids are not
+/// isolated from each other in those two. The holder child is a fork of groved (it
+/// holds groved's descriptors until it exits, and execs nothing).
+caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
+                                          const std::vector<gid_t>& groups);
+
+/// Child, first half (after the descriptor sweep and sandbox_attach), as host root in
+/// its new mount, PID, IPC and UTS namespaces: binds the skeleton and mounts on it,
+/// pivots into it, sets the host name and working directory, joins the user namespace
+/// (userns_fd) and empties the capability bounding set. Async-signal-safe; returns 0 or
+/// an errno value, with the failed step's index in `step` (-1: none of the plan's steps).
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept;
 
 /// "bind /usr", "pivot_root": what `step` of sandbox_enter did (parent, for errors).
@@ -117,8 +132,8 @@ int sandbox_take_listener(const sandbox_plan& p);
 
 /// The steps sandbox_plan::marks records, in order.
 enum sandbox_mark_id : int {
-  mark_clone, mark_child, mark_attached, mark_released, mark_go, mark_mounted, mark_pivoted,
-  mark_entered, mark_ids, mark_locked, mark_exec, mark_count
+  mark_clone, mark_child, mark_attached, mark_mounted, mark_pivoted, mark_entered, mark_ids,
+  mark_locked, mark_exec, mark_count
 };
 
 /// Notes now as step `id` (async-signal-safe; nothing when timing is off).
@@ -131,8 +146,5 @@ void sandbox_report_marks(sandbox_plan& p);
 /// Child, first thing after the descriptor sweep: joins the cgroups of `attach_fds` and
 /// closes them. Async-signal-safe; 0 or an errno value.
 int sandbox_attach(const sandbox_plan& p) noexcept;
-
-/// Parent, after clone: writes the id maps and the cgroups, then lets the child go.
-caf::error sandbox_release(const sandbox_plan& p, pid_t pid);
 
 } // namespace grove::detail

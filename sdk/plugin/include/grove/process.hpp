@@ -118,15 +118,15 @@ struct sandbox_mount {
   bool optional = false;
 };
 
-/// Isolation to start a child in (process_options::sandbox). The child gets new user, PID,
-/// mount, IPC and UTS namespaces (it is PID 1 of its own; the network is shared), a root
-/// built from `mounts` on a tmpfs and then read-only (pivot_root: nothing else of the host
-/// is reachable), the cgroups in `cgroup_procs` before it runs, an empty capability
-/// bounding set, no capabilities, PR_SET_NO_NEW_PRIVS and the seccomp filter. The
-/// options' `uid` and `gid` are required: they are the only ids mapped into the user
-/// namespace (1:1); neither may be 0 (it would be host root). groved must be root. PID 1
-/// of a namespace ignores signals it has no handler for, so a stop whose signal the child
-/// does not catch sends SIGKILL at once (one that catches it gets the grace).
+/// Isolation to start a child in (process_options::sandbox). The child gets new PID, mount,
+/// IPC and UTS namespaces (PID 1 of its own; the network is shared), a root built from
+/// `mounts` on a tmpfs and then read-only (pivot_root: nothing else of the host is
+/// reachable), the cgroups in `cgroup_procs` before it runs, a user namespace (joined, one
+/// per set of ids) mapping only the options' `uid` and `gid` (required, 1:1; neither may be
+/// 0: host root), an empty capability bounding set, no capabilities, PR_SET_NO_NEW_PRIVS
+/// and the seccomp filter. groved must be root. PID 1 of a namespace ignores signals it
+/// has no handler for, so a stop whose signal the child does not catch sends SIGKILL at
+/// once (one that catches it gets the grace).
 struct process_sandbox {
   /// An existing host directory the new root's tmpfs is mounted on (inside the child's
   /// own mount namespace: the host sees nothing there).
@@ -137,7 +137,7 @@ struct process_sandbox {
   std::filesystem::path cwd = "/";
   /// The child's host name (its own UTS namespace).
   std::string hostname = "sandbox";
-  /// Files the child's pid is written to before it runs (cgroup.procs of each cgroup).
+  /// The cgroups (cgroup.procs of each) the child is in before it runs anything.
   std::vector<std::filesystem::path> cgroup_procs;
   /// A classic BPF seccomp program (e.g. libseccomp's seccomp_export_bpf); empty: none.
   /// Loaded last before exec. A call it answers SECCOMP_RET_USER_NOTIF kills the child
@@ -195,7 +195,10 @@ struct process_callbacks {
   /// Runs in the child between fork and exec, after the signal and descriptor reset and
   /// before the uid/gid switch. It MUST be async-signal-safe (no malloc, no locks, no
   /// logging: other threads of groved may have held them at fork). Returns 0 to go on,
-  /// or an errno value: the child then exits 127 and start() reports the error.
+  /// or an errno value: the child then exits 127 and start() reports the error. A
+  /// sandboxed child with a hook is cloned without sharing groved's memory (the hook may
+  /// write a static, errno or a thread_local), so the hook costs that start a copy of
+  /// groved's page tables.
   std::function<int()> pre_exec;
   /// A new child runs (start and every restart); on the owner's actor.
   std::function<void(pid_t)> on_start;
