@@ -7,18 +7,13 @@
 # Usage: api_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 # Debian's clients, whatever else is first on PATH (tools/deps installs them).
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-test "$AWS" "$PY" openssl
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-test "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$AWS" "$PY" openssl
 export GROVE_CA_DIR=$WORK/ca
 ARTIFACT_SERVER_PID=""
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
@@ -65,9 +60,7 @@ start_groved() {
 start_groved || abort "groved did not start the deployment plugin"
 pass "groved serves the Greengrass v2 API over TLS on 127.0.0.1:$PORT"
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
+aws_env "$WORK/pki/ca.crt"
 EP=(--endpoint-url "https://127.0.0.1:$PORT")
 gg() { "$AWS" greengrassv2 "$@" "${EP[@]}" --output json; }
 ARN=arn:aws:greengrass:us-east-1:123456789012:components:com.example.HelloWorld:versions:1.0.0

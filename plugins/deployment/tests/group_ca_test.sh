@@ -9,18 +9,10 @@
 # Usage: group_ca_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-MM_TESTS=$HERE/../../message_manager/tests
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq curl /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$MM_TESTS/mm_test_lib.sh"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_mm_open "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" openssl jq curl /usr/bin/aws /usr/bin/python3
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
@@ -42,12 +34,7 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
   deployment_discovery_entry
 } >"$WORK/profile.yaml"
 
-start_groved() {
-  launch_groved
-  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
-  status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
-}
-start_groved
+launch_with_mm
 pass "groved runs message_manager (broker.ca_dir) and the v1 API over TLS"
 
 aws_env "$PKI/ca.crt"
@@ -137,7 +124,7 @@ check "... and A (old CA) with the deployed group's id" \
 kill "${SUB_PIDS[@]}" 2>/dev/null
 stop_groved KILL
 rm -rf "${GCA:?}/trust"   # what the restart must rebuild from the store
-start_groved
+launch_with_mm
 phase restart
 check "after kill -9 the trust directory is rebuilt with both CAs" test "$(hashed)" == 2
 check "... and their CRLs" test "$(crls)" == 2

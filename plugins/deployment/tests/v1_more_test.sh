@@ -10,17 +10,12 @@
 # Usage: v1_more_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
 AWS=/usr/bin/aws
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-v1-more "$PY" "$AWS" ip jq
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-v1-more "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$PY" "$AWS" ip jq
 
 make_server_pki
 mkdir -p "$WORK/in" "$WORK/mirror"
@@ -44,16 +39,11 @@ plugins:
   - name: deployment
     may_set_group: true
     config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      ip_detector: {enabled: true, include_loopback: true}
-      artifacts_file_dir: $WORK/in
-      artifacts_base_url: https://127.0.0.1:$MIRROR_PORT
-      artifacts_ca_file: $WORK/pki/ca.crt
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(deployment_config "ip_detector: {enabled: true, include_loopback: true}" \
+    "artifacts_file_dir: $WORK/in" "artifacts_base_url: https://127.0.0.1:$MIRROR_PORT" \
+    "artifacts_ca_file: $WORK/pki/ca.crt")
 YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+launch_deployment
 check "grovectl status shows the IP detector's addresses" status_has "lo 127.0.0.1" 100
 
 aws_env "$WORK/pki/ca.crt"
@@ -114,7 +104,7 @@ json.dump(s, open(sys.argv[1], "w"))
 PYEOF
 
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
+launch_deployment "groved did not come back after kill -9"
 phase after
 check "after kill -9 the kernel's group is still first" status_matches "first version [0-9]+: 2 devices" 50
 # A reload lets groups.db go (the next instance opens it) and finds the same state.
