@@ -104,7 +104,7 @@ BOOST_AUTO_TEST_CASE(release_code_pages_can_be_turned_off) {
 }
 
 BOOST_AUTO_TEST_CASE(unknown_key_names_file_line_field) {
-  // Last: it lists what is allowed.
+  // write_dir: the error lists the allowed keys.
   refused_naming("kernel:\n  log_level: info\n  wrtie_dir: /x\n",
                  {"profile.yaml:3:3", "kernel.wrtie_dir", "unknown key", "write_dir"});
 }
