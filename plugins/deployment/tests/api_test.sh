@@ -32,6 +32,7 @@ for _ in $(seq 1 50); do [[ -s "$WORK/artifact.port" ]] && break; sleep 0.1; don
 [[ -s "$WORK/artifact.port" ]] || abort "the artifact server did not start"
 APORT=$(cat "$WORK/artifact.port")
 PORT=$(free_port)
+API_PORT=$PORT # gg's
 RO_KEY=AKIAGROVEREADONLY1
 SLOW_KEY=AKIAGROVESLOWKEY01
 cat >"$WORK/profile.yaml" <<YAML
@@ -61,8 +62,6 @@ start_groved || abort "groved did not start the deployment plugin"
 pass "groved serves the Greengrass v2 API over TLS on 127.0.0.1:$PORT"
 
 aws_env "$WORK/pki/ca.crt"
-EP=(--endpoint-url "https://127.0.0.1:$PORT")
-gg() { "$AWS" greengrassv2 "$@" "${EP[@]}" --output json; }
 ARN=arn:aws:greengrass:us-east-1:123456789012:components:com.example.HelloWorld:versions:1.0.0
 # wait_state ARN STATE [TENTHS]: until describe-component shows componentState STATE
 # (10 s by default).
@@ -207,7 +206,6 @@ check "aws get-connectivity-info -> both endpoints, Id defaulting to the host" \
 tally "$WORK/dpy.out" $? deployments_test.py
 
 # The AWS CLI reads them back.
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 check "aws greengrassv2 get-core-device -> core-1, linux, coreVersion" \
   test "$(gg get-core-device --core-device-thing-name core-1 | jq -r '.coreDeviceThingName + " " + .platform + " " + .coreVersion')" == "core-1 linux 0.1.0"
 check "aws greengrassv2 list-deployments (LATEST_ONLY) -> one, for the thing" \

@@ -57,19 +57,14 @@ THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 
 # deployment_config [LINE...]: the lines of a profile's deployment entry under `config:`
-# for thing core-1 with its API on $API_PORT ($PORT where unset) with the server
-# certificate of $PKI (mm_test_lib.sh's group_pki; make_server_pki's $WORK/pki where
-# unset), each LINE one more line (e.g. 'artifacts_file_dir: $WORK/local'), and $KEY's
-# credentials last (a script may list more credentials after them).
+# for thing core-1 with its API on $API_PORT with the server certificate of $PKI (the
+# caller sets both: mm_test_lib.sh's group_pki, or make_server_pki's $WORK/pki), each LINE
+# one more line (e.g. 'artifacts_file_dir: $WORK/local'), and $KEY's credentials last (a
+# script may list more credentials after them).
 deployment_config() {
-  local port=${API_PORT:-$PORT} pki=${PKI:-$WORK/pki}
-  cat <<YAML
-      thing_name: core-1
-      api: {port: $port, cert_file: $pki/server.crt, key_file: $pki/server.key}
-$(for line in "$@"; do printf '      %s\n' "$line"; done)
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-YAML
+  printf '      %s\n' "thing_name: core-1" \
+    "api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}" "$@" \
+    "credentials:" "  - {access_key_id: $KEY, secret_access_key: $SECRET}"
 }
 
 # launch_deployment [WHY]: launch_groved until grovectl status shows the deployment plugin
@@ -103,7 +98,7 @@ kernel:
 plugins:
   - name: deployment
     config:
-$(deployment_config "$@")
+$(PKI=$WORK/pki deployment_config "$@")
 YAML
   launch_deployment
   aws_env "$WORK/pki/ca.crt"

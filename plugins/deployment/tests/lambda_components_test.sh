@@ -13,8 +13,9 @@
 # Usage: lambda_components_test.sh GROVED GROVECTL GROVE_CERTS PYTHON_CODE_DIR
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs python-code-dir}")
-PYCODE=$(readlink -f "${4:?}")
+: "${1:?usage: $0 groved grovectl grove-certs python-code-dir}" "${4:?}"
+GROVED=$(readlink -f "$1")
+PYCODE=$(readlink -f "$4")
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"

@@ -43,7 +43,7 @@ plugins:
   - name: deployment
     may_set_group: true
     config:
-$(deployment_config "artifacts_file_dir: $WORK/local")
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config "artifacts_file_dir: $WORK/local")
 YAML
 launch_deployment
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET

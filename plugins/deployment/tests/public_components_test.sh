@@ -12,7 +12,8 @@
 # Usage: public_components_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
+: "${1:?usage: $0 groved grovectl grove-certs}"
+GROVED=$(readlink -f "$1")
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"

@@ -49,7 +49,7 @@ launch_with_mm
 pass "groved runs message_manager and the v1 API over TLS on 127.0.0.1:$API_PORT"
 
 aws_env "$PKI/ca.crt"
-gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
+gg1() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 phase() {  # phase NAME: one phase of v1_api_test.py, its PASS/FAIL lines counted here
   READONLY_KEY_ID=$RO_KEY "$PY" "$HERE/v1_api_test.py" "https://127.0.0.1:$API_PORT" \
     "$PKI/ca.crt" "$WORK/state.json" "$1" >"$WORK/py.out" 2>&1
@@ -81,17 +81,17 @@ check "before any deployment, A -> B on a/to/b is denied" denied a/to/b before-1
 
 # ---- build and deploy ----------------------------------------------------------------------
 phase build
-OUT=$(gg list-device-definitions 2>&1)
+OUT=$(gg1 list-device-definitions 2>&1)
 check "aws greengrass list-device-definitions -> 1 definition with its Tags" \
   test "$(jq -r '.Definitions | "\(length) \(.[0].Tags.site)"' <<<"$OUT" 2>/dev/null)" == "1 lab"
 [[ $FAILED == 0 ]] || echo "$OUT"
-OUT=$(gg get-group --group-id "$(state group)" 2>&1)
+OUT=$(gg1 get-group --group-id "$(state group)" 2>&1)
 check "aws greengrass get-group -> the group, LatestVersion" \
   test "$(jq -r '.Name + " " + .LatestVersion' <<<"$OUT" 2>/dev/null)" == "home $(state version1)"
-gg get-group --group-id nope >"$WORK/err.out" 2>&1
+gg1 get-group --group-id nope >"$WORK/err.out" 2>&1
 check "aws greengrass get-group of an unknown id -> IdNotFoundException (exit 254)" \
   bash -c '[[ $0 == 254 ]] && grep -q IdNotFoundException "$1"' "$?" "$WORK/err.out"
-gg create-deployment --group-id "$(state group)" --deployment-type Sideways >"$WORK/err.out" 2>&1
+gg1 create-deployment --group-id "$(state group)" --deployment-type Sideways >"$WORK/err.out" 2>&1
 check "aws greengrass create-deployment with an unknown type -> refused" \
   bash -c '[[ $0 != 0 ]] && grep -q "BadRequestException.*DeploymentType: must be one of" "$1"' "$?" "$WORK/err.out"
 

@@ -30,7 +30,7 @@ plugins:
   - name: deployment
     may_set_group: true
     config:
-$(deployment_config)
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config)
   - name: function_runtime
     isolation: process
     log_level: warn

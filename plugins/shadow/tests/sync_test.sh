@@ -14,7 +14,8 @@
 # Usage: sync_test.sh GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY
 set -u
 
-FAKE=$(readlink -f "${4:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}")
+: "${4:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}"
+FAKE=$(readlink -f "$4")
 PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's, which has python3-paho-mqtt
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=shadow_test_lib.sh
