@@ -38,6 +38,15 @@ resources:
   - {id: models, config: {path: /opt/models}}
 )";
 
+/// A kernel's options with the files watched or not, and polled only once an hour: an
+/// edit is read by the watch (or a set's own check), never by the poll.
+kernel_options hourly_poll(bool watch) {
+  kernel_options opts{false, false};
+  opts.watch_profile = watch;
+  opts.watch_interval = std::chrono::hours{1};
+  return opts;
+}
+
 struct fixture {
   test::temp_dir dir;
 
@@ -46,6 +55,31 @@ struct fixture {
     BOOST_REQUIRE(!g);
     BOOST_TEST(g.error() == errc::invalid_config);
     return describe(g.error());
+  }
+
+  /// A profile on group file `gfile` whose one entry (no such library: its load fails,
+  /// the grant stands), deployer, may set the group.
+  image_profile deployer_profile(const std::filesystem::path& gfile) {
+    auto p = test::make_profile(dir.path());
+    p.group_file = gfile;
+    plugin_spec deployer;
+    deployer.name = "deployer";
+    deployer.may_set_group = true;
+    p.plugins = {deployer};
+    return p;
+  }
+
+  /// The group of `body` read from parser events (after a plain `name:`) and through the
+  /// node tree (after an anchored one): checked to be the same.
+  group::Group read_both_ways(const std::string& body) {
+    auto events = load_group(dir.write("a/g.yaml", "name: home" + body));
+    auto tree = load_group(dir.write("b/g.yaml", "name: &n home" + body));
+    BOOST_REQUIRE_MESSAGE(events, test::error_text(events));
+    BOOST_REQUIRE_MESSAGE(tree, test::error_text(tree));
+    events->clear_source_file();
+    tree->clear_source_file();
+    BOOST_TEST(events->SerializeAsString() == tree->SerializeAsString());
+    return *events;
   }
 };
 
@@ -96,17 +130,11 @@ resources:
   - {id: models, config: {path: /opt/models, ro: true}}
   - id: bare
 )";
-  auto events = load_group(dir.write("a/g.yaml", "name: home" + body));
-  auto tree = load_group(dir.write("b/g.yaml", "name: &n home" + body));
-  BOOST_REQUIRE_MESSAGE(events, test::error_text(events));
-  BOOST_REQUIRE_MESSAGE(tree, test::error_text(tree));
-  events->clear_source_file();
-  tree->clear_source_file();
-  BOOST_TEST(events->SerializeAsString() == tree->SerializeAsString());
-  BOOST_TEST(events->devices(0).sync_shadow());
-  BOOST_TEST(events->functions(1).config_yaml() == "7");
-  BOOST_TEST(events->functions(2).config_yaml().empty());
-  BOOST_TEST(contains(events->functions(0).config_yaml(), "two"));
+  auto events = read_both_ways(body);
+  BOOST_TEST(events.devices(0).sync_shadow());
+  BOOST_TEST(events.functions(1).config_yaml() == "7");
+  BOOST_TEST(events.functions(2).config_yaml().empty());
+  BOOST_TEST(contains(events.functions(0).config_yaml(), "two"));
 }
 
 BOOST_AUTO_TEST_CASE(json_is_accepted_with_positions) {
@@ -167,25 +195,19 @@ loggers:
     type: FileSystem
     space_kb: 64
 )";
-  auto events = load_group(dir.write("a/g.yaml", "name: home" + body));
-  auto tree = load_group(dir.write("b/g.yaml", "name: &n home" + body));
-  BOOST_REQUIRE_MESSAGE(events, test::error_text(events));
-  BOOST_REQUIRE_MESSAGE(tree, test::error_text(tree));
-  events->clear_source_file();
-  tree->clear_source_file();
-  BOOST_TEST(events->SerializeAsString() == tree->SerializeAsString());
-  BOOST_REQUIRE_EQUAL(events->loggers_size(), 2);
-  BOOST_TEST(events->loggers(0).component() == "GreengrassSystem");
-  BOOST_TEST(events->loggers(0).level() == "DEBUG");
-  BOOST_TEST(events->loggers(0).type() == "FileSystem"); // the default
-  BOOST_TEST(events->loggers(0).space_kb() == 0u);       // not set
-  BOOST_TEST(events->loggers(1).space_kb() == 64u);
+  auto events = read_both_ways(body);
+  BOOST_REQUIRE_EQUAL(events.loggers_size(), 2);
+  BOOST_TEST(events.loggers(0).component() == "GreengrassSystem");
+  BOOST_TEST(events.loggers(0).level() == "DEBUG");
+  BOOST_TEST(events.loggers(0).type() == "FileSystem"); // the default
+  BOOST_TEST(events.loggers(0).space_kb() == 0u);       // not set
+  BOOST_TEST(events.loggers(1).space_kb() == 64u);
   // Written back, read again: the same loggers.
-  auto doc = group_document(*events);
+  auto doc = group_document(events);
   auto again = load_group(dir.write("c/g.yaml", YAML::Dump(doc)));
   BOOST_REQUIRE_MESSAGE(again, test::error_text(again));
   again->clear_source_file();
-  BOOST_TEST(again->SerializeAsString() == events->SerializeAsString());
+  BOOST_TEST(again->SerializeAsString() == events.SerializeAsString());
   // A group without loggers writes no loggers key (documents as before).
   auto plain = load_group(dir.write("d/g.yaml", good));
   BOOST_REQUIRE(plain);
@@ -343,15 +365,10 @@ BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
   namespace stdfs = std::filesystem;
   stdfs::permissions(gfile, stdfs::perms::owner_read | stdfs::perms::owner_write
                               | stdfs::perms::group_read | stdfs::perms::others_read);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  // Profile entries only (no such libraries: their loads fail, the grants stand).
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  plugin_spec other;
+  auto p = deployer_profile(gfile);
+  plugin_spec other; // a profile entry only, as deployer is
   other.name = "other";
-  p.plugins = {deployer, other};
+  p.plugins.push_back(other);
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
   test::collector current{k, "$grove/group/current"};
@@ -419,12 +436,7 @@ BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
 // the file no longer holds, and a compare-and-set on the new version goes through.
 BOOST_AUTO_TEST_CASE(set_goes_on_when_only_the_directory_fsync_fails) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
   test::collector current{k, "$grove/group/current"};
@@ -449,18 +461,10 @@ BOOST_AUTO_TEST_CASE(set_goes_on_when_only_the_directory_fsync_fails) {
 // not read yet counts as a change too; read again, the change goes through.
 BOOST_AUTO_TEST_CASE(set_with_an_expected_version_refuses_a_stale_group) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   // As groved runs: the files watched (the poll an hour, so an edit may be read by the
   // watch or by the set's own check; either way it is in force before the set).
-  kernel_options opts{false, false};
-  opts.watch_profile = true;
-  opts.watch_interval = std::chrono::hours{1};
-  kernel k{std::move(p), opts};
+  kernel k{std::move(p), hourly_poll(true)};
   BOOST_REQUIRE(!k.start());
   auto read = k.group()->version();
   // Two writers computed their documents from the same version; the first one wins.
@@ -514,22 +518,14 @@ BOOST_AUTO_TEST_CASE(set_with_an_expected_version_refuses_a_stale_group) {
 // version does not change for either, so the file's text is compared.
 BOOST_AUTO_TEST_CASE(set_with_an_expected_version_keeps_an_edit_not_in_force) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   for (bool watch : {false, true}) {
     {
       std::ofstream out{gfile, std::ios::trunc};
       out << good;
     }
     auto copy = p;
-    kernel_options opts{false, false};
-    opts.watch_profile = watch;
-    opts.watch_interval = std::chrono::hours{1};
-    kernel k{std::move(copy), opts};
+    kernel k{std::move(copy), hourly_poll(watch)};
     BOOST_REQUIRE(!k.start());
     auto read = k.group()->version();
     auto name = k.group()->name();
@@ -569,10 +565,7 @@ BOOST_AUTO_TEST_CASE(a_group_edit_is_applied_without_waiting_for_the_poll) {
   auto gfile = dir.write("g.yaml", good);
   auto p = test::make_profile(dir.path());
   p.group_file = gfile;
-  kernel_options opts{false, false};
-  opts.watch_profile = true;
-  opts.watch_interval = std::chrono::hours{1};
-  kernel k{std::move(p), opts};
+  kernel k{std::move(p), hourly_poll(true)};
   test::collector current{k, "$grove/group/current"};
   BOOST_REQUIRE(!k.start());
   BOOST_REQUIRE(current.wait_for(1)); // version 1, at start
@@ -603,12 +596,7 @@ functions:
 resources:
   - {id: pin, config: '42'}
 )");
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
   auto r = k.set_group("deployer", to_yaml(group_document(*k.group())));

@@ -7,18 +7,13 @@
 # Usage: api_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 # Debian's clients, whatever else is first on PATH (tools/deps installs them).
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-test "$AWS" "$PY" openssl
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-test "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$AWS" "$PY" openssl
 export GROVE_CA_DIR=$WORK/ca
 ARTIFACT_SERVER_PID=""
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
@@ -37,6 +32,7 @@ for _ in $(seq 1 50); do [[ -s "$WORK/artifact.port" ]] && break; sleep 0.1; don
 [[ -s "$WORK/artifact.port" ]] || abort "the artifact server did not start"
 APORT=$(cat "$WORK/artifact.port")
 PORT=$(free_port)
+API_PORT=$PORT # gg's
 RO_KEY=AKIAGROVEREADONLY1
 SLOW_KEY=AKIAGROVESLOWKEY01
 cat >"$WORK/profile.yaml" <<YAML
@@ -65,11 +61,7 @@ start_groved() {
 start_groved || abort "groved did not start the deployment plugin"
 pass "groved serves the Greengrass v2 API over TLS on 127.0.0.1:$PORT"
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$WORK/pki/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
-EP=(--endpoint-url "https://127.0.0.1:$PORT")
-gg() { "$AWS" greengrassv2 "$@" "${EP[@]}" --output json; }
+aws_env "$WORK/pki/ca.crt"
 ARN=arn:aws:greengrass:us-east-1:123456789012:components:com.example.HelloWorld:versions:1.0.0
 # wait_state ARN STATE [TENTHS]: until describe-component shows componentState STATE
 # (10 s by default).
@@ -214,7 +206,6 @@ check "aws get-connectivity-info -> both endpoints, Id defaulting to the host" \
 tally "$WORK/dpy.out" $? deployments_test.py
 
 # The AWS CLI reads them back.
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 check "aws greengrassv2 get-core-device -> core-1, linux, coreVersion" \
   test "$(gg get-core-device --core-device-thing-name core-1 | jq -r '.coreDeviceThingName + " " + .platform + " " + .coreVersion')" == "core-1 linux 0.1.0"
 check "aws greengrassv2 list-deployments (LATEST_ONLY) -> one, for the thing" \

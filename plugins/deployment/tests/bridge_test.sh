@@ -27,13 +27,7 @@ cloud_pki
 read -r PORT API_PORT CLOUD_PORT <<<"$(free_ports 3)"
 cloud_init
 start_cloud
-KEY=AKIAGROVETEST00001
-SECRET=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
-
-mkdir -p "$WORK/lambda/relay/1"
-cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
-echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
-  >"$WORK/lambda/relay/1/configuration.json"
+relay_lambda_package "$PYCODE"
 # The group: the devices, no function, two subscriptions (cloud -> B on replies/B and on
 # cloud/commands/B, under the bridge's LambdaToDevice and CloudToDevice target filters:
 # the table's routes must stay B's only). Every other route below is the bridge's.
@@ -60,28 +54,16 @@ $(mm_profile_cloud)
     may_set_group: true
     may_control_plugins: true
     config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      lambda_packages_dir: $WORK/lambda
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(deployment_config "lambda_packages_dir: $WORK/lambda")
 EOF
-launch_groved
-status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
-status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
+launch_with_mm
 status_has "cloud: connected" 100 || abort "the cloud link did not connect"
 pass "groved runs message_manager (and its cloud link), function_runtime and the deployment API"
 check "no bridge before a deployment: status 'bridge: 0 mapping(s)'" status_has "bridge: 0 mapping(s)" 10
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export AWS_CA_BUNDLE=$PKI/ca.crt AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
-gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
+aws_env "$PKI/ca.crt"
 LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1
 BRIDGE=aws.greengrass.clientdevices.mqtt.Bridge
-# shellcheck source=deployment_test_lib.sh
-source "$HERE/deployment_test_lib.sh"  # deploy, installed
 # components MAPPING_JSON: the deployment's components: the Lambda component (runAs root,
 # as the package is in the test's private directory) and the bridge with this merge.
 components() {
@@ -178,37 +160,31 @@ check "IotCore -> LocalMqtt: a cloud message on commands/A reaches device B on c
   "$(cloud_args)" "$DEVICES" "$PORT" "$PKI"
 
 # ---- the bridge's delivery rules are its own: a table route on a mapped topic stays narrow --
+# only_to_b N TOPIC WHERE FILTER WHOSE: the cloud publishes {"table":N} on TOPIC (under a
+# bridge mapping's target filter, WHERE) for 30 s; B, subscribed to FILTER, gets it by the
+# table's route cloud -> device:B; A, subscribed to FILTER too (WHOSE), gets nothing.
+only_to_b() {
+  local n=$1 topic=$2 where=$3 filter=$4 whose=$5 pubs a_pid out
+  # shellcheck disable=SC2046
+  ( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $(cloud_args) -i "watcher-pub$((n + 1))" -t "$topic" -m "{\"table\":$n}" -q 1; sleep 1; done ) &
+  pubs=$!
+  device A "$filter" a/idle x >"$WORK/table_a$n.out" &
+  a_pid=$!
+  out=$(device B "$filter" b/idle x)
+  check "a table route cloud -> device:B on $topic ($where) reaches B ($out)" \
+    grep -q "^recv $topic {\"table\":$n} source=cloud\$" <<<"$out"
+  wait "$a_pid"
+  kill "$pubs" 2>/dev/null
+  check "... and not device A, though subscribed to $whose ($(cat "$WORK/table_a$n.out"))" \
+    grep -q '^timeout' "$WORK/table_a$n.out"
+}
 # replies/B is under LambdaToDevice's replies/# (devices get what the bridge relays there),
-# but the cloud's message on it goes by the table to B only: A, subscribed to replies/#
-# for 30 s while the cloud publishes, gets nothing.
-# shellcheck disable=SC2046
-( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $(cloud_args) -i watcher-pub2 -t replies/B -m '{"table":1}' -q 1; sleep 1; done ) &
-TABLE_PUBS=$!
-device A 'replies/#' a/idle x >"$WORK/table_a.out" &
-A_PID=$!
-OUT=$(device B 'replies/#' b/idle x)
-check "a table route cloud -> device:B on replies/B (a mapped topic) reaches B ($OUT)" \
-  grep -q '^recv replies/B {"table":1} source=cloud$' <<<"$OUT"
-wait "$A_PID"
-kill "$TABLE_PUBS" 2>/dev/null
-check "... and not device A, though subscribed to the bridge's replies/# ($(cat "$WORK/table_a.out"))" \
-  grep -q '^timeout' "$WORK/table_a.out"
-
+# but the cloud's message on it goes by the table to B only.
+only_to_b 1 replies/B "a mapped topic" 'replies/#' "the bridge's replies/#"
 # The same for the cloud's table route on cloud/commands/B, under CloudToDevice's target
 # filter cloud/commands/#: the bridge's relays from the cloud are stamped `bridge`, so the
 # devices' lines for them grant nothing of the table's cloud routes (issue 15 review #1).
-# shellcheck disable=SC2046
-( for _ in $(seq 1 30); do timeout 5 mosquitto_pub $(cloud_args) -i watcher-pub3 -t cloud/commands/B -m '{"table":2}' -q 1; sleep 1; done ) &
-TABLE_PUBS=$!
-device A 'cloud/commands/#' a/idle x >"$WORK/table_a2.out" &
-A_PID=$!
-OUT=$(device B 'cloud/commands/#' b/idle x)
-check "a table route cloud -> device:B on cloud/commands/B (under IotCore -> LocalMqtt's target) reaches B ($OUT)" \
-  grep -q '^recv cloud/commands/B {"table":2} source=cloud$' <<<"$OUT"
-wait "$A_PID"
-kill "$TABLE_PUBS" 2>/dev/null
-check "... and not device A, though subscribed to cloud/commands/# ($(cat "$WORK/table_a2.out"))" \
-  grep -q '^timeout' "$WORK/table_a2.out"
+only_to_b 2 cloud/commands/B "under IotCore -> LocalMqtt's target" 'cloud/commands/#' 'cloud/commands/#'
 
 # ---- refused mappings: the deployment fails, rolled back, the bridge before kept --------
 for bad in '{"mqttTopicMapping": {"Bad": {"topic": "a/#/b", "source": "LocalMqtt", "target": "Pubsub"}}}|is no MQTT topic filter' \

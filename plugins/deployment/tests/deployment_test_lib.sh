@@ -1,10 +1,24 @@
 # shellcheck shell=bash
-# Shared by the deployment plugin's end-to-end scripts (sourced after
-# tests/support/grove_test_lib.sh and grove_test_init, or first by the scripts that run
-# message_manager, which then call deployment_mm_open): the API's test credentials, the AWS
-# CLI's environment for it, and groved started with the deployment plugin alone.
+# Shared by the deployment plugin's end-to-end scripts (sourced first; a script then calls
+# deployment_open, or deployment_mm_open when it runs message_manager): the API's test
+# credentials, the AWS CLI's environment and calls for it, and groved started with the
+# deployment plugin alone.
 
 DEPLOYMENT_TESTS=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+
+# deployment_open PREFIX GROVED GROVECTL GROVE_CERTS TOOL...: the opening of the scripts
+# that run groved without message_manager: GROVED, GROVECTL and CERTS_TOOL (absolute),
+# tests/support/grove_test_lib.sh, and grove_test_init PREFIX TOOL...
+deployment_open() {
+  local prefix=$1
+  GROVED=$(readlink -f "$2")
+  GROVECTL=$(readlink -f "$3")
+  CERTS_TOOL=$(readlink -f "$4")
+  shift 4
+  # shellcheck source=../../../tests/support/grove_test_lib.sh
+  source "$DEPLOYMENT_TESTS/../../../tests/support/grove_test_lib.sh"
+  grove_test_init "$prefix" "$@"
+}
 
 # deployment_mm_open GROVED GROVECTL GROVE_CERTS TOOL...: the opening of the scripts that
 # run groved with message_manager: GROVED, GROVECTL and CERTS_TOOL (absolute), MM_TESTS,
@@ -35,28 +49,69 @@ aws_env() {
   export AWS_PAGER="" AWS_MAX_ATTEMPTS=1
 }
 
-# start_deployment_alone [LINE...]: the server PKI (make_server_pki), a free $PORT, and
-# groved running a profile with the deployment plugin alone (thing core-1, its API on
-# $PORT with the server certificate, $KEY's credentials, and each LINE as one more line of
-# its config, e.g. 'default_system_resource_limits: {cpus: 1.5}'); the AWS CLI's
-# environment for it (aws_env). Aborts when groved does not start the plugin.
+# The thing the scripts deploy to: the API's thing_name core-1.
+THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
+
+# gg ARG...: the AWS CLI ($AWS) call `greengrassv2 ARG...` to the API on $API_PORT, JSON
+# out (in bash -c checks too once the script exports gg, AWS and API_PORT).
+gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
+
+# deployment_config [LINE...]: the lines of a profile's deployment entry under `config:`
+# for thing core-1 with its API on $API_PORT with the server certificate of $PKI (the
+# caller sets both: mm_test_lib.sh's group_pki, or make_server_pki's $WORK/pki), each LINE
+# one more line (e.g. 'artifacts_file_dir: $WORK/local'), and $KEY's credentials last (a
+# script may list more credentials after them).
+deployment_config() {
+  printf '      %s\n' "thing_name: core-1" \
+    "api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}" "$@" \
+    "credentials:" "  - {access_key_id: $KEY, secret_access_key: $SECRET}"
+}
+
+# launch_deployment [WHY]: launch_groved until grovectl status shows the deployment plugin
+# running; aborts with WHY (by default: groved did not start it) when it does not.
+# shellcheck disable=SC2120  # WHY is given where the default would mislead
+launch_deployment() {
+  launch_groved_until "deployment .* running" || abort "${1:-groved did not start the deployment plugin}"
+}
+
+# launch_with_mm [WHY]: launch_groved until grovectl status shows the deployment API on
+# $API_PORT (else aborts with WHY, by default: groved did not start it) and
+# message_manager's local link connected.
+# shellcheck disable=SC2120  # WHY is given where the default would mislead
+launch_with_mm() {
+  launch_groved
+  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "${1:-groved did not start the API}"
+  status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
+}
+
+# start_deployment_alone [LINE...]: the server PKI (make_server_pki), a free $PORT (also
+# $API_PORT, gg's), and groved running a profile with the deployment plugin alone
+# (deployment_config LINE..., e.g. 'default_system_resource_limits: {cpus: 1.5}'); the
+# AWS CLI's environment for it (aws_env). Aborts when groved does not start the plugin.
 start_deployment_alone() {
   make_server_pki
   PORT=$(free_port)
+  API_PORT=$PORT
   cat >"$WORK/profile.yaml" <<YAML
 kernel:
   log_level: info
 plugins:
   - name: deployment
     config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-$(for line in "$@"; do printf '      %s\n' "$line"; done)
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(PKI=$WORK/pki deployment_config "$@")
 YAML
-  launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+  launch_deployment
   aws_env "$WORK/pki/ca.crt"
+}
+
+# relay_lambda_package PYTHON_CODE_DIR: the function package a lambdaFunction names,
+# $WORK/lambda/relay/1/ (the deployment plugin's lambda_packages_dir is $WORK/lambda): the
+# Python relay of function_runtime's tests (handler pyfn.relay).
+relay_lambda_package() {
+  mkdir -p "$WORK/lambda/relay/1"
+  cp -r "$1" "$WORK/lambda/relay/1/code"
+  echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
+    >"$WORK/lambda/relay/1/configuration.json"
 }
 
 # deployment_discovery_entry: the profile's deployment entry (it may set the kernel's
@@ -68,24 +123,14 @@ deployment_discovery_entry() {
   - name: deployment
     may_set_group: true
     config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
-      discovery:
-        enabled: true
-        bind: 127.0.0.1
-        port: $DISC_PORT
-        cert_file: $PKI/server.crt
-        key_file: $PKI/server.key
-        ca_file: $PKI/ca.crt
-        crl_file: $PKI/crl.pem
+$(deployment_config "discovery:" "  enabled: true" "  bind: 127.0.0.1" "  port: $DISC_PORT" \
+    "  cert_file: $PKI/server.crt" "  key_file: $PKI/server.key" "  ca_file: $PKI/ca.crt" \
+    "  crl_file: $PKI/crl.pem")
 YAML
 }
 
-# deploy COMPONENTS_JSON: deploys the components to $THING (the script's `gg`, its AWS
-# CLI call to the API), waits until the deployment ends, prints its status and the core's
-# reason.
+# deploy COMPONENTS_JSON: deploys the components to $THING (with gg), waits until the
+# deployment ends, prints its status and the core's reason.
 deploy() {
   local id
   id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)

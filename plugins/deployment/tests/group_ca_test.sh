@@ -9,18 +9,10 @@
 # Usage: group_ca_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-MM_TESTS=$HERE/../../message_manager/tests
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq curl /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$MM_TESTS/mm_test_lib.sh"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_mm_open "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" openssl jq curl /usr/bin/aws /usr/bin/python3
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
@@ -42,16 +34,11 @@ printf 'name: e2e\ndevices: []\n' >"$GROUP"
   deployment_discovery_entry
 } >"$WORK/profile.yaml"
 
-start_groved() {
-  launch_groved
-  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
-  status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
-}
-start_groved
+launch_with_mm
 pass "groved runs message_manager (broker.ca_dir) and the v1 API over TLS"
 
 aws_env "$PKI/ca.crt"
-gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
+gg1() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 phase() {
   "$PY" "$HERE/group_ca_test.py" "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" \
     "$WORK/state.json" "$1" >"$WORK/py.out" 2>&1
@@ -89,23 +76,23 @@ check "device A (first CA) connects and publishes on a/to/b" pub_until A a/to/b 
 BROKER=$(broker_pid)
 
 # ---- rotation: a second CA; device B signed with it --------------------------------------------
-OUT=$(gg create-group-certificate-authority --group-id "$GID" 2>&1)
+OUT=$(gg1 create-group-certificate-authority --group-id "$GID" 2>&1)
 CA2=$(jq -r '.GroupCertificateAuthorityArn' <<<"$OUT" 2>/dev/null | sed 's#.*/##')
 check "aws greengrass create-group-certificate-authority: a second CA (rotation)" \
   bash -c '[[ $0 =~ ^[0-9a-f]{64}$ && $0 != "$1" ]]' "$CA2" "$CA1"
 [[ $FAILED == 0 ]] || echo "$OUT"
 phase rotate
-OUT=$(gg get-group-certificate-authority --group-id "$GID" --certificate-authority-id "$CA2" 2>&1)
+OUT=$(gg1 get-group-certificate-authority --group-id "$GID" --certificate-authority-id "$CA2" 2>&1)
 check "aws greengrass get-group-certificate-authority: the new CA's PEM" \
   bash -c 'jq -j .PemEncodedCertificate <<<"$0" | cmp -s - "$1"' "$OUT" "$WORK/ca2.pem"
-OUT=$(gg get-group-certificate-configuration --group-id "$GID" 2>&1)
+OUT=$(gg1 get-group-certificate-configuration --group-id "$GID" 2>&1)
 check "aws greengrass get-group-certificate-configuration: 864000000" \
   test "$(jq -r .CertificateExpiryInMilliseconds <<<"$OUT" 2>/dev/null)" == 864000000
-gg update-group-certificate-configuration --group-id "$GID" \
+gg1 update-group-certificate-configuration --group-id "$GID" \
   --certificate-expiry-in-milliseconds 1000 >"$WORK/err.out" 2>&1
 check "aws greengrass update-group-certificate-configuration 1000 -> BadRequestException naming the field (exit 254)" \
   bash -c '[[ $0 == 254 ]] && grep -q "BadRequestException.*CertificateExpiryInMilliseconds: must be" "$1"' "$?" "$WORK/err.out"
-gg list-group-certificate-authorities --group-id nope >"$WORK/err.out" 2>&1
+gg1 list-group-certificate-authorities --group-id nope >"$WORK/err.out" 2>&1
 check "aws greengrass list-group-certificate-authorities of an unknown group -> IdNotFoundException" \
   grep -q IdNotFoundException "$WORK/err.out"
 check "the trust directory holds both CAs (hashed names)" test "$(hashed)" == 2
@@ -137,7 +124,7 @@ check "... and A (old CA) with the deployed group's id" \
 kill "${SUB_PIDS[@]}" 2>/dev/null
 stop_groved KILL
 rm -rf "${GCA:?}/trust"   # what the restart must rebuild from the store
-start_groved
+launch_with_mm
 phase restart
 check "after kill -9 the trust directory is rebuilt with both CAs" test "$(hashed)" == 2
 check "... and their CRLs" test "$(crls)" == 2

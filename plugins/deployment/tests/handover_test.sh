@@ -8,16 +8,11 @@
 # Usage: handover_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 AWS=/usr/bin/aws
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-handover "$AWS" jq openssl
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-handover "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$AWS" jq openssl
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
   for p in /proc/[0-9]*; do
@@ -26,28 +21,12 @@ test_cleanup() {
 }
 
 start_deployment_alone
-gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 WORKDIR=$WORK/var/plugins/deployment/components/work
 LOG=$WORK/var/logs/components/e2e.Keep.log
 PIDFILE=$WORKDIR/e2e.Keep/pid
-state() {  # state NAME: its lifecycleState
-  gg list-installed-components --core-device-thing-name core-1 |
-    jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n) | .lifecycleState'
-}
-deploy() {  # deploy COMPONENTS_JSON: the deployment's status once it settles
-  local id st
-  id=$(gg create-deployment --target-arn "$THING" --components "$1" | jq -r .deploymentId)
-  for _ in $(seq 1 300); do
-    st=$(gg get-deployment --deployment-id "$id" | jq -r .deploymentStatus)
-    [[ $st == COMPLETED || $st == FAILED ]] && break
-    sleep 0.1
-  done
-  echo "$st"
-}
 ticks() { grep -c '^tick' "$LOG" 2>/dev/null; }
-export -f gg state
-export AWS PORT
+export -f gg installed
+export AWS API_PORT
 alive() { [[ -n $1 && -d /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 export -f alive
 
@@ -68,11 +47,11 @@ ComponentVersion: '1.0.0'
 YAML
 gg create-component-version --inline-recipe "fileb://$WORK/keep.yaml" >/dev/null 2>&1
 gg create-component-version --inline-recipe "fileb://$WORK/other.yaml" >/dev/null 2>&1
-check "aws create-deployment of e2e.Keep -> COMPLETED" \
-  test "$(deploy '{"e2e.Keep": {"componentVersion": "1.0.0"}}')" == COMPLETED
+OUT=$(deploy '{"e2e.Keep": {"componentVersion": "1.0.0"}}')
+check "aws create-deployment of e2e.Keep -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
 check "... e2e.Keep RUNNING, its run alive and ticking to its log" \
   bash -c 'for _ in $(seq 1 50); do alive "$(cat "$0" 2>/dev/null)" && [[ $(grep -c ^tick "$1") -gt 2 ]] && exit 0; sleep 0.1; done; exit 1' "$PIDFILE" "$LOG"
-check "... ListInstalledComponents: RUNNING" test "$(state e2e.Keep)" == RUNNING
+check "... ListInstalledComponents: RUNNING" test "$(installed e2e.Keep)" == RUNNING
 PID=$(cat "$PIDFILE")
 
 # ---- the hot reload: the process is handed over, not stopped and started again ----------
@@ -86,7 +65,7 @@ check "... the new instance took e2e.Keep's run over (pid $PID)" \
 check "... the same process runs on: pid $PID alive, the pid file unchanged, install not run again" \
   bash -c 'alive "$1" && [[ $(cat "$0") == "$1" && $(wc -l < "$2") == 1 ]]' "$PIDFILE" "$PID" "$WORKDIR/e2e.Keep/installs"
 check "... ListInstalledComponents (the new instance): RUNNING" \
-  bash -c 'for _ in $(seq 1 50); do [[ $("$0" e2e.Keep) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1' state
+  bash -c 'for _ in $(seq 1 50); do [[ $("$0" e2e.Keep) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1' installed
 # The current deployment, applied again by the new instance, finds it unchanged and running.
 check "... and it stays the same process once the new instance applied the deployment again" \
   bash -c 'for _ in $(seq 1 100); do [[ $(grep -cE "deployment: [0-9a-f-]+ applied$" "$0") -ge 2 ]] && break; sleep 0.1; done
@@ -103,7 +82,7 @@ check "kill -9 of the adopted run: it runs again with a new pid" \
 check "... the new instance logged the crash (run killed by signal 9)" \
   wait_for "$WORK/groved.out" "e2e.Keep 1.0.0: ERRORED: run killed by signal 9" 50
 check "... ListInstalledComponents: RUNNING again" \
-  bash -c 'for _ in $(seq 1 50); do [[ $("$0" e2e.Keep) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1' state
+  bash -c 'for _ in $(seq 1 50); do [[ $("$0" e2e.Keep) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1' installed
 PID2=$(cat "$PIDFILE")
 
 # ---- a second reload, then a deployment without it stops it ----------------------------
@@ -111,11 +90,11 @@ PID2=$(cat "$PIDFILE")
 check "a second reload -> exit 0; the restarted run (pid $PID2) is handed over too" \
   bash -c '[[ $0 == 0 ]] && for _ in $(seq 1 100); do grep -q "its run (pid $1) taken over" "$2" && exit 0; sleep 0.1; done; exit 1' \
   "$?" "$PID2" "$WORK/groved.out"
-check "a deployment without e2e.Keep -> COMPLETED" \
-  test "$(deploy '{"e2e.Other": {"componentVersion": "1.0.0"}}')" == COMPLETED
+OUT=$(deploy '{"e2e.Other": {"componentVersion": "1.0.0"}}')
+check "a deployment without e2e.Keep -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
 check "... the adopted run (pid $PID2) is stopped by the instance that adopted it" \
   bash -c 'for _ in $(seq 1 100); do alive "$0" || exit 0; sleep 0.1; done; exit 1' "$PID2"
-check "... e2e.Keep is no longer listed" test -z "$(state e2e.Keep)"
+check "... e2e.Keep is no longer listed" test -z "$(installed e2e.Keep)"
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|reload" "$WORK/groved.out" | tail -n 60; }
 finish

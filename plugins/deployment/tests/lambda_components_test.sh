@@ -13,19 +13,13 @@
 # Usage: lambda_components_test.sh GROVED GROVECTL GROVE_CERTS PYTHON_CODE_DIR
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs python-code-dir}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
-PYCODE=$(readlink -f "${4:?}")
+: "${1:?usage: $0 groved grovectl grove-certs python-code-dir}" "${4:?}"
+GROVED=$(readlink -f "$1")
+PYCODE=$(readlink -f "$4")
 HERE=$(dirname "$(readlink -f "$0")")
-MM_TESTS=$HERE/../../message_manager/tests
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$MM_TESTS/../broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq /usr/bin/aws /usr/bin/python3 "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$MM_TESTS/mm_test_lib.sh"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_mm_open "$GROVED" "${2:?}" "${3:?}" openssl jq /usr/bin/aws /usr/bin/python3
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
 
@@ -33,10 +27,7 @@ group_pki A B grove
 read -r PORT API_PORT <<<"$(free_ports 2)"
 
 # The function package a lambdaFunction names: <dir>/relay/1/ (README, "lambdaFunction").
-mkdir -p "$WORK/lambda/relay/1"
-cp -r "$PYCODE" "$WORK/lambda/relay/1/code"
-echo '{"FunctionName": "relay", "Runtime": "python3.11", "Handler": "pyfn.relay"}' \
-  >"$WORK/lambda/relay/1/configuration.json"
+relay_lambda_package "$PYCODE"
 # The group's own function (echo) and subscription: no deployment's, never to be touched.
 GROUP=$WORK/group.yaml
 cat >"$GROUP" <<EOF
@@ -66,20 +57,12 @@ $(mm_profile_entry)
   - name: deployment
     may_set_group: true
     config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      lambda_packages_dir: $WORK/lambda
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(deployment_config "lambda_packages_dir: $WORK/lambda")
 EOF
-launch_groved
-status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
-status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
+launch_with_mm
 pass "groved runs message_manager, function_runtime and the deployment API"
 
 aws_env "$PKI/ca.crt"
-gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 LAMBDA=arn:aws:lambda:us-east-1:123456789012:function:relay:1
 export -f gg installed
 export AWS API_PORT
@@ -153,9 +136,7 @@ check "... the operator's subscriptions and the group's function kept" \
 
 # ---- kill -9 of groved: the group file keeps the function, the deployment is applied again
 stop_groved KILL
-launch_groved
-status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after kill -9"
-status_has "local_link: connected" 100 || abort "Grove's client did not reconnect to the broker"
+launch_with_mm "groved did not come back after kill -9"
 check "after kill -9 and a restart: e2e.Relay RUNNING again (the deployment applied at start)" \
   bash -c 'for _ in $(seq 1 100); do [[ $(installed e2e.Relay) == RUNNING ]] && exit 0; sleep 0.1; done; exit 1'
 check "... the group unchanged" \
@@ -457,9 +438,7 @@ EOF
 restart_groved() {  # restart_groved SQL: stops groved, runs SQL on its store, starts it
   stop_groved
   sql "$1" || abort "the test could not change the component store"
-  launch_groved
-  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back"
-  status_has "local_link: connected" 100 || abort "Grove's client did not connect again"
+  launch_with_mm "groved did not come back"
 }
 restart_groved "CREATE TRIGGER test_no_journal BEFORE INSERT ON rollback_journal
                 BEGIN SELECT RAISE(ABORT, 'the test refuses the rollback journal'); END"

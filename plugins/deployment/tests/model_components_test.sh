@@ -8,18 +8,13 @@
 # Usage: model_components_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
-PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
-ML_TESTS=$(readlink -f "$HERE/../../ml_inference/tests")
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-models "$PY"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-models "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$PY"
+PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
+ML_TESTS=$(readlink -f "$HERE/../../ml_inference/tests")
 [[ -f "$PLUGIN_DIR/libml_inference.so" ]] || abort "libml_inference.so must be built in $PLUGIN_DIR"
 
 make_server_pki
@@ -48,13 +43,9 @@ plugins:
   - name: deployment
     may_set_group: true
     config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      artifacts_file_dir: $WORK/local
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config "artifacts_file_dir: $WORK/local")
 YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+launch_deployment
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 "$PY" "$HERE/model_components_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK" \
   "$GROVECTL" "$ML_TESTS" >"$WORK/py.out" 2>&1

@@ -7,17 +7,12 @@
 # Usage: plugins_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
-PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-plugins "$PY"
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-plugins "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$PY"
+PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
 [[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
@@ -35,13 +30,9 @@ plugins:
   - name: deployment
     may_control_plugins: true
     config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      artifacts_file_dir: $WORK/local
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config "artifacts_file_dir: $WORK/local")
 YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+launch_deployment
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {
   run_phase "$HERE/plugins_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" \
@@ -51,7 +42,7 @@ run_py before
 # kill -9 of groved: the kernel comes back with its profile's plugins only; the deployment
 # plugin applies the current deployment again, plugins included.
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
+launch_deployment "groved did not come back after kill -9"
 run_py after
 # The failed deployment's heartbeat change was really made, then undone by the rollback:
 # the kernel logged three reconfigurations (the merge, the failed deployment's, the undo).

@@ -12,7 +12,8 @@
 # Usage: public_components_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
+: "${1:?usage: $0 groved grovectl grove-certs}"
+GROVED=$(readlink -f "$1")
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
@@ -34,10 +35,7 @@ $(mm_profile_entry)
   - name: deployment
     may_control_plugins: true
     config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(deployment_config)
 EOF
 launch_groved
 status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
@@ -45,8 +43,6 @@ status_has "devices: 1" 100 || abort "the shadow plugin did not take the group"
 pass "groved runs message_manager, shadow and the deployment API"
 
 aws_env "$PKI/ca.crt"
-gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 SHADOW=aws.greengrass.ShadowManager
 BRIDGE=aws.greengrass.clientdevices.mqtt.Bridge
 NUCLEUS=aws.greengrass.Nucleus

@@ -8,16 +8,11 @@
 # Usage: runtime_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-runtime "$PY" openssl
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-runtime "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$PY" openssl
 # grove_test_lib.sh's exit cleanup kills groved (-9) first; GROVED_PID is still the last one's.
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
@@ -43,13 +38,13 @@ start_deployment_alone "default_system_resource_limits: {cpus: 1.5}   # for what
 run_py() { run_phase "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var"; }
 run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
+launch_deployment "groved did not come back after kill -9"
 run_py rolled-back        # the rolled-back set runs again; a FAILED DO_NOTHING deployment
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after the second kill -9"
+launch_deployment "groved did not come back after the second kill -9"
 run_py partial            # the partially applied set runs again; a deployment canceled
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after the third kill -9"
+launch_deployment "groved did not come back after the third kill -9"
 run_py canceled           # what the canceled deployment left runs again
 logged_times "the three restarts started the journaled set (no current deployment to apply again)" \
   3 "the journaled set runs again as it was"

@@ -6,21 +6,14 @@
 # Usage: tags_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 AWS=/usr/bin/aws
 PY=/usr/bin/python3
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-deployment-tags "$AWS" "$PY" jq openssl
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-deployment-tags "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$AWS" "$PY" jq openssl
 
 start_deployment_alone
-gg() { "$AWS" greengrassv2 "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
-THING=arn:aws:iot:us-east-1:123456789012:thing/core-1
 printf "RecipeFormatVersion: '2020-01-25'\nComponentName: e2e.Tagged\nComponentVersion: '1.0.0'\n" >"$WORK/r.yaml"
 gg create-component-version --inline-recipe "fileb://$WORK/r.yaml" >/dev/null 2>&1
 tags_of() { gg list-tags-for-resource --resource-arn "$1" 2>&1 | jq -c '.tags' 2>/dev/null; }
@@ -75,7 +68,7 @@ BARN=arn:aws:greengrass:us-east-1:123456789012:deployments:$BID
 
 # ---- kill -9: the tags are journaled ------------------------------------------------------
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
+launch_deployment "groved did not come back after kill -9"
 check "after kill -9 and a restart: the CLI's deployment keeps site=field, by=boto3" \
   test "$(tags_of "$ARN")" == '{"by":"boto3","site":"field"}'
 check "... and boto3's keeps made-by=boto3" test "$(tags_of "$BARN")" == '{"made-by":"boto3"}'

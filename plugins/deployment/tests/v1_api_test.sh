@@ -39,25 +39,17 @@ $(mm_profile_entry)
   - name: deployment
     may_set_group: $1
     config:
-      thing_name: core-1
-      api: {port: $API_PORT, cert_file: $PKI/server.crt, key_file: $PKI/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(deployment_config)
         - {access_key_id: $RO_KEY, secret_access_key: $SECRET, operations: [GetGroup]}
 EOF
 }
 
-start_groved() {
-  launch_groved
-  status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not start the API"
-  status_has "local_link: connected" 100 || abort "Grove's client did not connect to the broker"
-}
 write_profile true
-start_groved
+launch_with_mm
 pass "groved runs message_manager and the v1 API over TLS on 127.0.0.1:$API_PORT"
 
 aws_env "$PKI/ca.crt"
-gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
+gg1() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$API_PORT" --output json; }
 phase() {  # phase NAME: one phase of v1_api_test.py, its PASS/FAIL lines counted here
   READONLY_KEY_ID=$RO_KEY "$PY" "$HERE/v1_api_test.py" "https://127.0.0.1:$API_PORT" \
     "$PKI/ca.crt" "$WORK/state.json" "$1" >"$WORK/py.out" 2>&1
@@ -89,17 +81,17 @@ check "before any deployment, A -> B on a/to/b is denied" denied a/to/b before-1
 
 # ---- build and deploy ----------------------------------------------------------------------
 phase build
-OUT=$(gg list-device-definitions 2>&1)
+OUT=$(gg1 list-device-definitions 2>&1)
 check "aws greengrass list-device-definitions -> 1 definition with its Tags" \
   test "$(jq -r '.Definitions | "\(length) \(.[0].Tags.site)"' <<<"$OUT" 2>/dev/null)" == "1 lab"
 [[ $FAILED == 0 ]] || echo "$OUT"
-OUT=$(gg get-group --group-id "$(state group)" 2>&1)
+OUT=$(gg1 get-group --group-id "$(state group)" 2>&1)
 check "aws greengrass get-group -> the group, LatestVersion" \
   test "$(jq -r '.Name + " " + .LatestVersion' <<<"$OUT" 2>/dev/null)" == "home $(state version1)"
-gg get-group --group-id nope >"$WORK/err.out" 2>&1
+gg1 get-group --group-id nope >"$WORK/err.out" 2>&1
 check "aws greengrass get-group of an unknown id -> IdNotFoundException (exit 254)" \
   bash -c '[[ $0 == 254 ]] && grep -q IdNotFoundException "$1"' "$?" "$WORK/err.out"
-gg create-deployment --group-id "$(state group)" --deployment-type Sideways >"$WORK/err.out" 2>&1
+gg1 create-deployment --group-id "$(state group)" --deployment-type Sideways >"$WORK/err.out" 2>&1
 check "aws greengrass create-deployment with an unknown type -> refused" \
   bash -c '[[ $0 != 0 ]] && grep -q "BadRequestException.*DeploymentType: must be one of" "$1"' "$?" "$WORK/err.out"
 
@@ -125,7 +117,7 @@ check "... and the route: A -> B on a/to/c still delivered" delivered a/to/c sti
 
 # ---- restart: the deployed group is the group ----------------------------------------------------
 stop_groved
-start_groved
+launch_with_mm
 check "after a restart, groved loads the deployed group" \
   status_has "home version 1: 2 devices, 0 functions, 1 subscriptions" 50
 resub
@@ -135,7 +127,7 @@ phase status
 # The kernel refuses a set from a plugin without may_set_group.
 stop_groved
 write_profile false
-start_groved
+launch_with_mm
 resub
 phase kernel
 check "the kernel's refusal left the group file as it was" cmp -s "$GROUP" "$WORK/deployed.yaml"
@@ -145,7 +137,7 @@ check "groved logged the refusal" grep -q "may not replace the group" "$WORK/gro
 # ---- reset ------------------------------------------------------------------------------------
 stop_groved
 write_profile true
-start_groved
+launch_with_mm
 resub
 check "before the reset, A -> B on a/to/c is delivered" delivered a/to/c before-reset
 phase reset

@@ -9,17 +9,12 @@
 # Usage: v1_loggers_test.sh GROVED GROVECTL GROVE_CERTS TEST_FUNCTION
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs test-function}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
-FUNCTION=$(readlink -f "${4:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-v1-loggers "$PY" openssl jq
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-v1-loggers "${1:?usage: $0 groved grovectl grove-certs test-function}" "${2:?}" "${3:?}" "$PY" openssl jq
+FUNCTION=$(readlink -f "${4:?}")
 # The test function runs as root (its binary is in the build tree), which the image allows.
 [[ $(id -u) == 0 ]] || { echo "SKIP: the test function runs as root"; exit 0; }
 
@@ -35,10 +30,7 @@ plugins:
   - name: deployment
     may_set_group: true
     config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config)
   - name: function_runtime
     isolation: process
     log_level: warn

@@ -10,17 +10,12 @@
 # Usage: v1_more_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
 PY=/usr/bin/python3
 AWS=/usr/bin/aws
-# shellcheck source=../../../tests/support/grove_test_lib.sh
-source "$HERE/../../../tests/support/grove_test_lib.sh"
-grove_test_init grove-v1-more "$PY" "$AWS" ip jq
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
+deployment_open grove-v1-more "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$PY" "$AWS" ip jq
 
 make_server_pki
 mkdir -p "$WORK/in" "$WORK/mirror"
@@ -44,20 +39,15 @@ plugins:
   - name: deployment
     may_set_group: true
     config:
-      thing_name: core-1
-      api: {port: $PORT, cert_file: $WORK/pki/server.crt, key_file: $WORK/pki/server.key}
-      ip_detector: {enabled: true, include_loopback: true}
-      artifacts_file_dir: $WORK/in
-      artifacts_base_url: https://127.0.0.1:$MIRROR_PORT
-      artifacts_ca_file: $WORK/pki/ca.crt
-      credentials:
-        - {access_key_id: $KEY, secret_access_key: $SECRET}
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config "ip_detector: {enabled: true, include_loopback: true}" \
+    "artifacts_file_dir: $WORK/in" "artifacts_base_url: https://127.0.0.1:$MIRROR_PORT" \
+    "artifacts_ca_file: $WORK/pki/ca.crt")
 YAML
-launch_groved_until "deployment .* running" || abort "groved did not start the deployment plugin"
+launch_deployment
 check "grovectl status shows the IP detector's addresses" status_has "lo 127.0.0.1" 100
 
 aws_env "$WORK/pki/ca.crt"
-gg() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
+gg1() { "$AWS" greengrass "$@" --endpoint-url "https://127.0.0.1:$PORT" --output json; }
 phase() {  # phase NAME: one phase of v1_more_test.py, its PASS/FAIL lines counted here
   "$PY" "$HERE/v1_more_test.py" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/state.json" \
     "$WORK/in" "$WORK/mirror" "$1" >"$WORK/py.out" 2>&1
@@ -67,13 +57,13 @@ state() { jq -r ".$1" "$WORK/state.json"; }
 
 phase detector
 phase roles
-OUT=$(gg get-associated-role --group-id "$(state groups.first.id)" 2>&1)
+OUT=$(gg1 get-associated-role --group-id "$(state groups.first.id)" 2>&1)
 check "aws greengrass get-associated-role -> the group's RoleArn" \
   test "$(jq -r .RoleArn <<<"$OUT" 2>/dev/null)" == "arn:aws:iam::123456789012:role/service-role/GreengrassGroupRole"
-gg associate-role-to-group --group-id "$(state groups.first.id)" --role-arn nope >"$WORK/err.out" 2>&1
+gg1 associate-role-to-group --group-id "$(state groups.first.id)" --role-arn nope >"$WORK/err.out" 2>&1
 check "aws greengrass associate-role-to-group with a bad ARN -> BadRequestException naming RoleArn (exit 254)" \
   bash -c '[[ $0 == 254 ]] && grep -q "BadRequestException.*RoleArn" "$1"' "$?" "$WORK/err.out"
-OUT=$(gg get-service-role-for-account 2>&1)
+OUT=$(gg1 get-service-role-for-account 2>&1)
 check "aws greengrass get-service-role-for-account -> the role" \
   test "$(jq -r .RoleArn <<<"$OUT" 2>/dev/null)" == "arn:aws:iam::123456789012:role/Greengrass_ServiceRole"
 
@@ -81,10 +71,10 @@ phase bulk
 check "after the file:// bulk deployment the kernel's group is its last good record's: second" \
   status_matches "second version [0-9]+: 2 devices" 50
 check "... and it is the group file" grep -q "second" "$GROUP"
-OUT=$(gg get-bulk-deployment-status --bulk-deployment-id "$(state bulk1)" 2>&1)
+OUT=$(gg1 get-bulk-deployment-status --bulk-deployment-id "$(state bulk1)" 2>&1)
 check "aws greengrass get-bulk-deployment-status -> Completed, 6 processed" \
   test "$(jq -r '"\(.BulkDeploymentStatus) \(.BulkDeploymentMetrics.RecordsProcessed)"' <<<"$OUT" 2>/dev/null)" == "Completed 6"
-OUT=$(gg list-bulk-deployment-detailed-reports --bulk-deployment-id "$(state bulk1)" 2>&1)
+OUT=$(gg1 list-bulk-deployment-detailed-reports --bulk-deployment-id "$(state bulk1)" 2>&1)
 check "aws greengrass list-bulk-deployment-detailed-reports -> 2 Success, 4 Failure" \
   test "$(jq -r '[.Deployments[].DeploymentStatus] | group_by(.) | map("\(.[0]) \(length)") | join(",")' <<<"$OUT" 2>/dev/null)" == "Failure 4,Success 2"
 
@@ -92,18 +82,18 @@ phase bulk2
 check "after the s3:// bulk deployment the kernel's group is its last record's: first" \
   status_matches "first version [0-9]+: 2 devices" 50
 # (The CLI reads a file:// parameter value itself, so its input file here is an s3:// one.)
-OUT=$(gg start-bulk-deployment --input-file-uri "s3://bucket/nothing.jsonl" \
+OUT=$(gg1 start-bulk-deployment --input-file-uri "s3://bucket/nothing.jsonl" \
         --execution-role-arn arn:aws:iam::123456789012:role/r 2>&1)
 BID=$(jq -r .BulkDeploymentId <<<"$OUT" 2>/dev/null)
 check "aws greengrass start-bulk-deployment -> a BulkDeploymentId" test -n "$BID" -a "$BID" != null
 for _ in $(seq 1 30); do
-  OUT=$(gg get-bulk-deployment-status --bulk-deployment-id "$BID" 2>&1)
+  OUT=$(gg1 get-bulk-deployment-status --bulk-deployment-id "$BID" 2>&1)
   [[ $(jq -r .BulkDeploymentStatus <<<"$OUT" 2>/dev/null) == Failed ]] && break
   sleep 0.1
 done
 check "... a missing s3:// input: Failed with the reason" \
   bash -c 'jq -e ".BulkDeploymentStatus == \"Failed\" and (.ErrorMessage | test(\"InputFileUri\"))" <<<"$0" >/dev/null' "$OUT"
-gg stop-bulk-deployment --bulk-deployment-id "$BID" >"$WORK/err.out" 2>&1
+gg1 stop-bulk-deployment --bulk-deployment-id "$BID" >"$WORK/err.out" 2>&1
 check "aws greengrass stop-bulk-deployment of a Failed one -> BadRequestException" \
   bash -c '[[ $0 == 254 ]] && grep -q "BadRequestException.*Failed" "$1"' "$?" "$WORK/err.out"
 "$PY" - "$WORK/state.json" "$BID" <<'PYEOF'
@@ -114,7 +104,7 @@ json.dump(s, open(sys.argv[1], "w"))
 PYEOF
 
 stop_groved KILL
-launch_groved_until "deployment .* running" || abort "groved did not come back after kill -9"
+launch_deployment "groved did not come back after kill -9"
 phase after
 check "after kill -9 the kernel's group is still first" status_matches "first version [0-9]+: 2 devices" 50
 # A reload lets groups.db go (the next instance opens it) and finds the same state.

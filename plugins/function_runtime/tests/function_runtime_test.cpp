@@ -208,9 +208,39 @@ struct two_instances {
     std::ofstream{rt.dir.path() / name} << "go";
   }
 
+  /// Both instances busy, each on a held item, and their (different) pids.
+  struct held_pair {
+    call a;
+    std::string pid_a;
+    call b;
+    std::string pid_b;
+  };
+
+  /// Items hold-a and hold-b, each held by its own instance.
+  held_pair hold_both() {
+    held_pair h;
+    h.a = hold("hold-a");
+    h.pid_a = pid_of("hold-a");
+    h.b = hold("hold-b");
+    h.pid_b = pid_of("hold-b");
+    BOOST_REQUIRE(h.pid_a != h.pid_b);
+    return h;
+  }
+
   /// An item answered with its instance's pid.
   call pid_call() {
     return std::async(std::launch::async, [this] { return rt.invoke("g", "\"pid\"", 120s); });
+  }
+
+  /// `n` pid items, each sent once the one before it is queued (behind `queued` items
+  /// queued already).
+  std::vector<call> pid_calls(int n, size_t queued = 0) {
+    std::vector<call> calls;
+    for (int i = 0; i < n; ++i) {
+      calls.push_back(pid_call());
+      BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == queued + i + 1; }));
+    }
+    return calls;
   }
 };
 
@@ -549,16 +579,8 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_go_to_the_instances_in_turn_and_are_counte
   // ahead (list, status and the sent_ahead gauge) until the handlers take them.
   two_instances t;
   auto& rt = t.rt;
-  auto a = t.hold("hold-a");
-  auto pid_a = t.pid_of("hold-a");
-  auto b = t.hold("hold-b");
-  auto pid_b = t.pid_of("hold-b");
-  BOOST_REQUIRE(pid_a != pid_b);
-  std::vector<call> calls;
-  for (int i = 0; i < 8; ++i) {
-    calls.push_back(t.pid_call());
-    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
-  }
+  auto [a, pid_a, b, pid_b] = t.hold_both();
+  auto calls = t.pid_calls(8);
   auto info = rt.info("g");
   BOOST_TEST(info.sent_ahead() == 8u);
   BOOST_TEST(info.busy() == 2u);
@@ -598,17 +620,9 @@ BOOST_AUTO_TEST_CASE(items_go_ahead_to_the_instance_with_the_fewest_in_hand) {
   // its own and holds one item: the next two go to b, not in turn to a.
   two_instances t;
   auto& rt = t.rt;
-  auto a = t.hold("hold-a");
-  auto pid_a = t.pid_of("hold-a");
-  auto b = t.hold("hold-b");
-  auto pid_b = t.pid_of("hold-b");
-  BOOST_REQUIRE(pid_a != pid_b);
+  auto [a, pid_a, b, pid_b] = t.hold_both();
   // Equal loads: four items go ahead two and two.
-  std::vector<call> first;
-  for (int i = 0; i < 4; ++i) {
-    first.push_back(t.pid_call());
-    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(i + 1); }));
-  }
+  auto first = t.pid_calls(4);
   t.release("hold-b");
   auto hb = b.get();
   BOOST_REQUIRE_MESSAGE(hb, why(hb));
@@ -619,11 +633,7 @@ BOOST_AUTO_TEST_CASE(items_go_ahead_to_the_instance_with_the_fewest_in_hand) {
   }));
   auto b2 = t.hold("hold-b2");
   BOOST_REQUIRE(t.pid_of("hold-b2") == pid_b);
-  std::vector<call> next;
-  for (int i = 0; i < 2; ++i) {
-    next.push_back(t.pid_call());
-    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == size_t(3 + i); }));
-  }
+  auto next = t.pid_calls(2, 2);
   BOOST_TEST(rt.info("g").sent_ahead() == 4u);
   t.release("hold-b2");
   for (auto& c : next) {
@@ -1644,6 +1654,32 @@ std::vector<fs::path> instance_cgroups(bool* base_left = nullptr) {
   return out;
 }
 
+/// A listening socket in groved's run directory under `var`: it stands for the control
+/// socket, which no sandboxed function may reach (mode 0777: only the sandbox may stop
+/// the function).
+struct control_socket {
+  fs::path path;
+  int fd;
+
+  explicit control_socket(const fs::path& var)
+    : path{var / "run" / "control.sock"}, fd{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)} {
+    fs::create_directories(path.parent_path());
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    BOOST_REQUIRE(::listen(fd, 4) == 0);
+    ::chmod(path.c_str(), 0777);
+  }
+
+  ~control_socket() {
+    ::close(fd);
+  }
+
+  control_socket(const control_socket&) = delete;
+  control_socket& operator=(const control_socket&) = delete;
+};
+
 uid_t default_uid() {
   auto* pw = ::getpwnam("grove-fn");
   BOOST_REQUIRE_MESSAGE(pw != nullptr, "no user grove-fn: run tools/deps");
@@ -1680,25 +1716,15 @@ BOOST_AUTO_TEST_CASE(the_root_view_hides_groved_and_other_functions,
   sandboxed sb{[](auto& d) { return escape_fn(d, "box") + escape_fn(d, "other"); }};
   sb.rt->wait_defined("box");
   auto var = sb.rt->dir.path() / "var";
-  // A listening socket in groved's run directory stands for the control socket.
-  fs::create_directories(var / "run");
-  auto sock_path = var / "run" / "control.sock";
-  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, sock_path.c_str(), sizeof a.sun_path - 1);
-  BOOST_REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  BOOST_REQUIRE(::listen(s, 4) == 0);
-  ::chmod(sock_path.c_str(), 0777); // only the sandbox may stop the function
+  control_socket sock{var};
   std::vector<std::string> hidden{var.string(), (var / "plugins").string(), "/sys", "/root",
                                   "/home", (sb.code_dir.path() / "code-other").string()};
   for (const auto& p : hidden) {
     auto r = sb.attempt("box", "list " + p);
     BOOST_TEST(r.find("denied: open " + p + ": No such file or directory") == 0, p << ": " << r);
   }
-  auto r = sb.attempt("box", "connect " + sock_path.string());
+  auto r = sb.attempt("box", "connect " + sock.path.string());
   BOOST_TEST(r.find("denied: connect") == 0, r);
-  ::close(s);
   // The system and the code are read-only; /tmp is private and writable.
   BOOST_TEST(sb.attempt("box", "write /etc/escape").find("denied") == 0);
   BOOST_TEST(sb.attempt("box", "write /usr/escape").find("denied") == 0);
@@ -1893,15 +1919,7 @@ BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
   }};
   sb.rt->wait_defined("pybox");
   auto var = sb.rt->dir.path() / "var";
-  fs::create_directories(var / "run");
-  auto sock_path = var / "run" / "control.sock";
-  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, sock_path.c_str(), sizeof a.sun_path - 1);
-  BOOST_REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  BOOST_REQUIRE(::listen(s, 4) == 0);
-  ::chmod(sock_path.c_str(), 0777);
+  control_socket sock{var};
   auto who = sb.attempt("pybox", "whoami");
   BOOST_TEST(who.find("uid=" + std::to_string(default_uid())) == 0, who);
   BOOST_TEST(who.find(" pid=1 host=pybox") != std::string::npos, who);
@@ -1910,9 +1928,8 @@ BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
     auto r = sb.attempt("pybox", "list " + p);
     BOOST_TEST(r == "denied: open " + p + ": No such file or directory", p << ": " << r);
   }
-  auto c = sb.attempt("pybox", "connect " + sock_path.string());
+  auto c = sb.attempt("pybox", "connect " + sock.path.string());
   BOOST_TEST(c.find("denied: connect") == 0, c);
-  ::close(s);
   for (const char* p : {"/etc/escape", "/usr/escape", "/lambda/escape", "/escape",
                         "/proc/self/comm"})
     BOOST_TEST(sb.attempt("pybox", std::string{"write "} + p).find("denied") == 0, p);
@@ -2094,51 +2111,66 @@ bool starts(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
-} // namespace
-
-BOOST_AUTO_TEST_CASE(local_volumes_are_mounted_read_only_or_read_write_with_their_group,
-                     *boost::unit_test::precondition(as_root)) {
+/// A readable directory `ro` (holding `hello`) and a directory `rw` writable by group
+/// `owner` only, for a function's read-only and read-write volumes.
+struct volume_dirs {
   test::temp_dir data;
-  auto ro = data.path() / "ro";
-  auto rw = data.path() / "rw";
-  fs::create_directories(ro);
-  fs::create_directories(rw);
-  { std::ofstream{ro / "hello"} << "hello"; }
-  ::chmod(ro.c_str(), 0755);
-  ::chmod((ro / "hello").c_str(), 0644);
-  // Writable by its group only: the function writes there through groupOwnerSetting.
-  const gid_t owner = 4242;
-  BOOST_REQUIRE(::chown(rw.c_str(), 0, owner) == 0);
-  ::chmod(rw.c_str(), 0770);
-  sandboxed sb{[&](auto& d) {
-    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: in, permission: ro}, "
-                               "{resourceId: out, permission: rw}]")
-           + "resources:\n" + volume("in", ro, "/data/in")
-           + volume("out", rw, "/data/out", "{autoAddGroupOwner: true}");
-  }};
-  load_local_resources(sb);
-  sb.rt->wait_defined("box");
+  fs::path ro = data.path() / "ro";
+  fs::path rw = data.path() / "rw";
+  gid_t owner;
+
+  explicit volume_dirs(gid_t group) : owner{group} {
+    fs::create_directories(ro);
+    fs::create_directories(rw);
+    { std::ofstream{ro / "hello"} << "hello"; }
+    ::chmod(ro.c_str(), 0755);
+    ::chmod((ro / "hello").c_str(), 0644);
+    // Writable by its group only: the function writes there through its group owner.
+    BOOST_REQUIRE(::chown(rw.c_str(), 0, owner) == 0);
+    ::chmod(rw.c_str(), 0770);
+  }
+};
+
+/// Checks what function `box` sees of `dirs` mounted at /data/in (ro) and /data/out (rw
+/// with its group owner).
+void check_volumes(sandboxed& sb, const volume_dirs& dirs) {
   auto r = sb.attempt("box", "read /data/in/hello");
   BOOST_TEST(r == "REACHED: read 5 bytes of /data/in/hello", r);
   // ro is really read-only: the write fails with EROFS, and is reported as such.
   auto w = sb.attempt("box", "write /data/in/new");
   BOOST_TEST(w == "denied: open /data/in/new for writing: Read-only file system", w);
-  BOOST_TEST(!fs::exists(ro / "new"));
+  BOOST_TEST(!fs::exists(dirs.ro / "new"));
   // rw: the write reaches the device's directory.
   w = sb.attempt("box", "write /data/out/new");
   BOOST_TEST(w == "REACHED: wrote /data/out/new", w);
-  BOOST_TEST(fs::exists(rw / "new"));
+  BOOST_TEST(fs::exists(dirs.rw / "new"));
   // The owner group is among the worker's supplementary groups.
   auto st = sb.attempt("box", "status");
   auto groups = st.substr(st.find("Groups:"));
   groups = groups.substr(0, groups.find('\n')) + " ";
-  BOOST_TEST(groups.find(" " + std::to_string(owner) + " ") != std::string::npos, st);
+  BOOST_TEST(groups.find(" " + std::to_string(dirs.owner) + " ") != std::string::npos, st);
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(local_volumes_are_mounted_read_only_or_read_write_with_their_group,
+                     *boost::unit_test::precondition(as_root)) {
+  volume_dirs dirs{4242}; // the group through groupOwnerSetting
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: in, permission: ro}, "
+                               "{resourceId: out, permission: rw}]")
+           + "resources:\n" + volume("in", dirs.ro, "/data/in")
+           + volume("out", dirs.rw, "/data/out", "{autoAddGroupOwner: true}");
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  check_volumes(sb, dirs);
   // local_resources' status counts what it holds.
   auto details = sb.rt->h->kernel().status().details();
   auto held = details["local_resources.resources"];
   BOOST_TEST(held.find("2 volumes, 0 devices, 0 refused (group version ") == 0, held);
   // Nothing else of the data directory is visible.
-  auto l = sb.attempt("box", "list " + data.path().string());
+  auto l = sb.attempt("box", "list " + dirs.data.path().string());
   BOOST_TEST(starts(l, "denied: open"), l);
 }
 
@@ -2210,25 +2242,15 @@ BOOST_AUTO_TEST_CASE(container_params_volumes_and_devices_are_the_functions_own_
                      *boost::unit_test::precondition(as_root)) {
   // v2's per-function form (containerParams.volumes[] / devices[]), with no resource of
   // the group: checked and mounted as local_resources checks and mounts the group's.
-  test::temp_dir data;
-  auto ro = data.path() / "ro";
-  auto rw = data.path() / "rw";
-  fs::create_directories(ro);
-  fs::create_directories(rw);
-  { std::ofstream{ro / "hello"} << "hello"; }
-  ::chmod(ro.c_str(), 0755);
-  ::chmod((ro / "hello").c_str(), 0644);
-  const gid_t owner = 4343;
-  BOOST_REQUIRE(::chown(rw.c_str(), 0, owner) == 0);
-  ::chmod(rw.c_str(), 0770);
+  volume_dirs dirs{4343};
   test_devices devs;
   auto rw_dev = devs.make("own-rw", 1, 3);
   auto other = devs.make("own-other", 1, 3);
   sandboxed sb{[&](auto& d) {
     return escape_fn(d, "box",
                      "linuxProcessParams: {containerParams: {volumes: [{sourcePath: "
-                       + ro.string() + ", destinationPath: /data/in}, {sourcePath: "
-                       + rw.string() + ", destinationPath: /data/out, permission: rw, "
+                       + dirs.ro.string() + ", destinationPath: /data/in}, {sourcePath: "
+                       + dirs.rw.string() + ", destinationPath: /data/out, permission: rw, "
                        "addGroupOwner: true}], devices: [{path: " + rw_dev
                        + ", permission: rw}]}}")
            + escape_fn(d, "sysfs", "linuxProcessParams: {containerParams: {volumes: "
@@ -2239,18 +2261,7 @@ BOOST_AUTO_TEST_CASE(container_params_volumes_and_devices_are_the_functions_own_
   }};
   load_local_resources(sb);
   sb.rt->wait_defined("box");
-  auto r = sb.attempt("box", "read /data/in/hello");
-  BOOST_TEST(r == "REACHED: read 5 bytes of /data/in/hello", r);
-  auto w = sb.attempt("box", "write /data/in/new");
-  BOOST_TEST(w == "denied: open /data/in/new for writing: Read-only file system", w);
-  BOOST_TEST(!fs::exists(ro / "new"));
-  w = sb.attempt("box", "write /data/out/new");
-  BOOST_TEST(w == "REACHED: wrote /data/out/new", w);
-  BOOST_TEST(fs::exists(rw / "new"));
-  auto st = sb.attempt("box", "status");
-  auto groups = st.substr(st.find("Groups:"));
-  groups = groups.substr(0, groups.find('\n')) + " ";
-  BOOST_TEST(groups.find(" " + std::to_string(owner) + " ") != std::string::npos, st);
+  check_volumes(sb, dirs);
   BOOST_TEST(sb.attempt("box", "write " + rw_dev) == "REACHED: wrote " + rw_dev);
   auto o = sb.attempt("box", "read " + other);
   BOOST_TEST(o == "denied: open " + other + ": No such file or directory", o);

@@ -227,13 +227,29 @@ struct fixture {
       BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
   }
 
+  // The broker plugin copied where the broker's user cannot reach it (a build tree under
+  // /root, say): the broker loads its own copy.
+  void hide_plugin() {
+    auto hidden = dir.path() / "private";
+    fs::create_directories(hidden);
+    fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
+    fs::copy_file(GROVE_BROKER_PLUGIN, hidden / "grove_broker_plugin.so");
+    opts.plugin_path = hidden / "grove_broker_plugin.so";
+  }
+
+  // A write dir of groved's, 0700 (as groved makes it).
+  fs::path make_write_dir() {
+    auto write_dir = dir.path() / "write";
+    fs::create_directories(write_dir);
+    fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+    return write_dir;
+  }
+
   // make_pki(), the table acl_ab, start(): a running TLS broker, or the test stops.
   std::unique_ptr<broker_process> start_tls() {
     make_pki();
     auto bp = std::make_unique<broker_process>(opts);
-    BOOST_REQUIRE(!bp->write_acl(acl_ab));
-    auto err = start(*bp);
-    BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+    start_ab(*bp);
     return bp;
   }
 
@@ -307,20 +323,16 @@ struct fixture {
 
 BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   auto st = bp.status();
   BOOST_CHECK(st.running);
   BOOST_CHECK_GT(st.pid, 0);
   BOOST_CHECK_EQUAL(st.restarts, 0u);
   BOOST_CHECK(!st.started_at.empty());
-  auto conf = read_all(opts.state_dir / "mosquitto.conf");
-  for (auto line : {"per_listener_settings false", "allow_anonymous false", "persistence false",
-                    "plugin_opt_insecure_username_auth true", "max_packet_size 196608",
-                    "plugin_opt_client_id_patterns <thing> <thing>-*\n"})
-    BOOST_CHECK_MESSAGE(conf.find(line) != std::string::npos, "conf lacks: " << line);
-  BOOST_CHECK(conf.find("pid_file") == std::string::npos);
+  check_conf({"per_listener_settings false", "allow_anonymous false", "persistence false",
+              "plugin_opt_insecure_username_auth true", "max_packet_size 196608",
+              "plugin_opt_client_id_patterns <thing> <thing>-*\n"});
+  BOOST_CHECK(read_all(opts.state_dir / "mosquitto.conf").find("pid_file") == std::string::npos);
   BOOST_CHECK(fs::exists(bp.stats_file()));
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
@@ -331,7 +343,6 @@ BOOST_FIXTURE_TEST_CASE(dev_mode_routes_a_to_b, fixture) {
 
 BOOST_FIXTURE_TEST_CASE(tls_mode_delivers_and_refuses_client_without_certificate, fixture) {
   auto started = start_tls();
-  auto& bp = *started;
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
   BOOST_CHECK(deliver_until("A", "t/ab", "tls-hello", out));
@@ -370,9 +381,7 @@ BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {
   // Reported for the supervisor's restart only, not for the first start.
   std::atomic<int> restarted{0};
   bp.on_restarted([&] { ++restarted; });
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   BOOST_CHECK(bp.listening());
   BOOST_CHECK_EQUAL(restarted.load(), 0);
   auto old_pid = bp.status().pid;
@@ -395,9 +404,7 @@ BOOST_FIXTURE_TEST_CASE(killed_child_is_restarted, fixture) {
 
 BOOST_FIXTURE_TEST_CASE(write_acl_applies_live_and_stats_count_denials, fixture) {
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   auto pid = bp.status().pid;
   auto out = dir.path() / "B.out";
   auto b = sub("B", "t/#", out);
@@ -617,9 +624,7 @@ BOOST_FIXTURE_TEST_CASE(stop_leaves_no_process_behind, fixture) {
 
 BOOST_FIXTURE_TEST_CASE(connected_devices_are_counted_until_they_disconnect, fixture) {
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   auto connected = [&](const std::string& thing) -> int64_t {
     auto s = read_broker_stats(bp.stats_file());
     if (!s)
@@ -755,9 +760,7 @@ BOOST_FIXTURE_TEST_CASE(idle_connections_are_limited_and_closed_and_a_device_sti
   opts.max_connections = 8;
   opts.connect_timeout = 1s;
   broker_process bp{opts};
-  BOOST_REQUIRE(!bp.write_acl(acl_ab));
-  auto err = start(bp);
-  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  start_ab(bp);
   // 40 TCP connections that never send a byte.
   std::vector<int> fds;
   for (int i = 0; i < 40; ++i) {
@@ -876,17 +879,9 @@ BOOST_FIXTURE_TEST_CASE(broker_drops_root_to_its_own_user, fixture) {
     return;
   }
   make_pki();
-  // The plugin where the broker's user cannot reach it (a build tree under /root, say):
-  // the broker loads its own copy.
-  auto hidden = dir.path() / "private";
-  fs::create_directories(hidden);
-  fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
-  fs::copy_file(GROVE_BROKER_PLUGIN, hidden / "grove_broker_plugin.so");
-  opts.plugin_path = hidden / "grove_broker_plugin.so";
-  // The state dir inside a write dir of groved's, 0700 (as groved makes it).
-  auto write_dir = dir.path() / "write";
-  fs::create_directories(write_dir);
-  fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+  hide_plugin();
+  // The state dir inside a write dir of groved's.
+  auto write_dir = make_write_dir();
   opts.state_dir = write_dir / "plugins" / "message_manager" / "broker";
   broker_process bp{opts};
   start_ab(bp);
@@ -946,14 +941,8 @@ BOOST_FIXTURE_TEST_CASE(ca_dir_copy_takes_certificates_and_a_removal_restarts, f
     return;
   }
   make_pki();
-  auto hidden = dir.path() / "private";
-  fs::create_directories(hidden);
-  fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
-  fs::copy_file(GROVE_BROKER_PLUGIN, hidden / "grove_broker_plugin.so");
-  opts.plugin_path = hidden / "grove_broker_plugin.so";
-  auto write_dir = dir.path() / "write";
-  fs::create_directories(write_dir);
-  fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+  hide_plugin();
+  auto write_dir = make_write_dir();
   opts.state_dir = write_dir / "plugins" / "message_manager" / "broker";
   auto cas = write_dir / "cas";
   fs::create_directories(cas);
@@ -987,9 +976,7 @@ BOOST_FIXTURE_TEST_CASE(broker_home_goes_at_stop_unless_handed_over, fixture) {
     return;
   }
   make_pki();
-  auto write_dir = dir.path() / "write";
-  fs::create_directories(write_dir);
-  fs::permissions(write_dir, fs::perms::owner_all, fs::perm_options::replace);
+  auto write_dir = make_write_dir();
   opts.state_dir = write_dir / "broker";
   auto first = std::make_unique<broker_process>(opts);
   start_ab(*first);

@@ -285,6 +285,52 @@ std::string topic_of(const char* prefix, long i) {
   return buf;
 }
 
+// A running cloud broker with a subscribing link (core-thing, what it receives in `in`)
+// and a publishing one (observer), neither started.
+struct cloud_and_two_links {
+  broker cloud;
+  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
+  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
+  inbox in;
+
+  cloud_and_two_links() {
+    cloud.start();
+    in.attach(sub);
+  }
+};
+
+// A memory spool holding prefix/0, then the message `odd_topic`, then prefix/1 .. n-1.
+std::unique_ptr<spool> spool_with_one_odd(const char* prefix, long n, const std::string& odd_topic,
+                                          const std::string& odd_payload) {
+  auto sp = spool::open(spool_options{});
+  BOOST_REQUIRE(sp);
+  BOOST_REQUIRE((*sp)->push(topic_of(prefix, 0), "x"));
+  BOOST_REQUIRE((*sp)->push(odd_topic, odd_payload));
+  for (long i = 1; i < n; ++i)
+    BOOST_REQUIRE((*sp)->push(topic_of(prefix, i), "x"));
+  return std::move(*sp);
+}
+
+// Forwards `sp` to `cloud` as core-thing (4 in flight) until the spool is empty, or the
+// test stops.
+struct forwarding {
+  mqtt_link link;
+  cloud_forwarder fwd;
+
+  forwarding(broker& cloud, spool& sp, std::chrono::milliseconds limit)
+    : link{tls_options(cloud.port, "core-thing", "cloud")}, fwd{link, sp, 4} {
+    BOOST_REQUIRE(!fwd.start());
+    BOOST_REQUIRE(!link.start());
+    BOOST_REQUIRE_MESSAGE(wait_until([&] { return sp.stats().count == 0; }, limit),
+                          "left in spool: " << sp.stats().count);
+  }
+
+  void stop() {
+    fwd.stop();
+    link.stop();
+  }
+};
+
 // Checks that `seen` holds 0..n-1 in order of first arrival; returns the duplicates.
 size_t check_first_arrival_order(const std::vector<long>& seen, long n) {
   long next = 0;
@@ -356,23 +402,13 @@ BOOST_AUTO_TEST_CASE(start_validates_options) {
   BOOST_CHECK_EQUAL(idle.status().state, link_state::stopped);
 }
 
-BOOST_AUTO_TEST_CASE(mutual_tls_round_trip_with_grove_source) {
-  broker cloud;
-  cloud.start();
-  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
-  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
-  inbox in;
-  in.attach(sub);
+BOOST_FIXTURE_TEST_CASE(mutual_tls_round_trip_with_grove_source, cloud_and_two_links) {
   std::atomic<int> connected_calls{0};
   std::atomic<int> second_listener{0};
   sub.on_connected([&] { ++connected_calls; });
   sub.on_connected([&] { ++second_listener; }); // several listeners, all called
   sub.set_subscriptions({"rt/#", "other/+"}, 1);
-  BOOST_REQUIRE(!sub.start());
-  BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE_MESSAGE(wait_until([&] { return sub.connected() && pub.connected(); }),
-                        "not connected: " << sub.status().last_error << " / "
-                                          << pub.status().last_error);
+  start_both(sub, pub);
   BOOST_CHECK(wait_until([&] { return connected_calls == 1 && second_listener == 1; }));
   BOOST_CHECK(sub.status().subscribed == (std::vector<std::string>{"other/+", "rt/#"}));
   // no_local: our own publish must not come back. The broker handles it before the
@@ -476,13 +512,7 @@ BOOST_AUTO_TEST_CASE(client_without_certificate_is_refused) {
   BOOST_CHECK(!link.connected());
 }
 
-BOOST_AUTO_TEST_CASE(set_subscriptions_live) {
-  broker cloud;
-  cloud.start();
-  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
-  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
-  inbox in;
-  in.attach(sub);
+BOOST_FIXTURE_TEST_CASE(set_subscriptions_live, cloud_and_two_links) {
   sub.set_subscriptions({"a/#"}, 1);
   start_both(sub, pub);
   publish_acked(sub, "a/own", "mine"); // no_local with a single filter too
@@ -678,18 +708,10 @@ BOOST_AUTO_TEST_CASE(stop_with_messages_in_flight_returns_them_to_the_spool) {
   link.stop();
 }
 
-BOOST_AUTO_TEST_CASE(overlapping_filters_deliver_each_message_once) {
-  broker cloud;
-  cloud.start();
-  mqtt_link sub{tls_options(cloud.port, "core-thing", "cloud")};
-  mqtt_link pub{tls_options(cloud.port, "observer", "peer")};
-  inbox in;
-  in.attach(sub);
+BOOST_FIXTURE_TEST_CASE(overlapping_filters_deliver_each_message_once, cloud_and_two_links) {
   // Identifiers are given in the sorted order of the first set: "s/#" 1, "s/+/t" 2.
   sub.set_subscriptions({"s/#", "s/+/t"}, 1);
-  BOOST_REQUIRE(!sub.start());
-  BOOST_REQUIRE(!pub.start());
-  BOOST_REQUIRE(wait_until([&] { return sub.connected() && pub.connected(); }));
+  start_both(sub, pub);
   BOOST_REQUIRE(sub.status().subscribed == (std::vector<std::string>{"s/#", "s/+/t"}));
   publish_acked(pub, "s/x/t", "both");
   // The broker sends every copy of "s/x/t" before the marker, which only "s/#" matches.
@@ -737,24 +759,13 @@ BOOST_AUTO_TEST_CASE(publish_refuses_bad_topics_with_clear_errors) {
 BOOST_AUTO_TEST_CASE(invalid_topic_in_spool_is_dropped_and_the_rest_delivered) {
   broker cloud;
   cloud.start();
-  auto sp = spool::open(spool_options{});
-  BOOST_REQUIRE(sp);
-  BOOST_REQUIRE((*sp)->push(topic_of("inv", 0), "x"));
-  BOOST_REQUIRE((*sp)->push("inv/\xff\xfe/0000099", "not UTF-8: Paho refuses it"));
-  for (long i = 1; i < 10; ++i)
-    BOOST_REQUIRE((*sp)->push(topic_of("inv", i), "x"));
-  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
-  cloud_forwarder fwd{link, **sp, 4};
-  BOOST_REQUIRE(!fwd.start());
-  BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE_MESSAGE(wait_until([&] { return (*sp)->stats().count == 0; }),
-                        "left in spool: " << (*sp)->stats().count);
-  auto st = fwd.stats();
+  auto sp = spool_with_one_odd("inv", 10, "inv/\xff\xfe/0000099", "not UTF-8: Paho refuses it");
+  forwarding f{cloud, *sp, 10s};
+  auto st = f.fwd.stats();
   BOOST_CHECK_EQUAL(st.delivered, 10u);
   BOOST_CHECK_EQUAL(st.dropped_invalid, 1u);
   BOOST_CHECK_EQUAL(st.in_flight, 0u);
-  fwd.stop();
-  link.stop();
+  f.stop();
   cloud.kill(SIGTERM);
   auto seen = cloud.received_from("core-thing");
   BOOST_CHECK_EQUAL(check_first_arrival_order(seen, 10), 0u);
@@ -772,25 +783,14 @@ BOOST_AUTO_TEST_CASE(message_the_broker_keeps_refusing_is_dropped_after_three_at
   broker cloud;
   cloud.extra_conf = "acl_file " + acl.string() + "\n";
   cloud.start();
-  auto sp = spool::open(spool_options{});
-  BOOST_REQUIRE(sp);
-  BOOST_REQUIRE((*sp)->push(topic_of("ok", 0), "x"));
-  BOOST_REQUIRE((*sp)->push("denied/0000099", "refused"));
-  for (long i = 1; i < 5; ++i)
-    BOOST_REQUIRE((*sp)->push(topic_of("ok", i), "x"));
-  mqtt_link link{tls_options(cloud.port, "core-thing", "cloud")};
-  cloud_forwarder fwd{link, **sp, 4};
-  BOOST_REQUIRE(!fwd.start());
-  BOOST_REQUIRE(!link.start());
-  BOOST_REQUIRE_MESSAGE(wait_until([&] { return (*sp)->stats().count == 0; }, 20s),
-                        "left in spool: " << (*sp)->stats().count);
-  auto st = fwd.stats();
+  auto sp = spool_with_one_odd("ok", 5, "denied/0000099", "refused");
+  forwarding f{cloud, *sp, 20s};
+  auto st = f.fwd.stats();
   BOOST_CHECK_EQUAL(st.delivered, 5u);
   BOOST_CHECK_EQUAL(st.dropped_invalid, 1u);
   BOOST_CHECK_EQUAL(st.publish_errors, 3u);
-  BOOST_CHECK_EQUAL(link.status().disconnects, 0u);
-  fwd.stop();
-  link.stop();
+  BOOST_CHECK_EQUAL(f.link.status().disconnects, 0u);
+  f.stop();
   cloud.kill(SIGTERM);
   BOOST_CHECK(cloud.received_from("core-thing", 0, "Denied") == std::vector<long>(3, 99L));
   auto seen = cloud.received_from("core-thing");

@@ -47,6 +47,14 @@ std::unique_ptr<spool> open_ok(spool_options opts) {
   return std::move(*result);
 }
 
+// `file` storage at `file`, the other options their defaults.
+spool_options file_at(const fs::path& file) {
+  spool_options opts;
+  opts.storage = spool_storage::file;
+  opts.file = file;
+  return opts;
+}
+
 // Runs a check once with memory storage and once with file storage.
 void for_each_storage(const std::function<void(spool_options)>& check) {
   {
@@ -56,20 +64,15 @@ void for_each_storage(const std::function<void(spool_options)>& check) {
   }
   {
     temp_dir dir;
-    spool_options opts;
-    opts.storage = spool_storage::file;
-    opts.file = dir.path() / "state" / "spool.db";
     BOOST_TEST_CONTEXT("file") {
-      check(opts);
+      check(file_at(dir.path() / "state" / "spool.db"));
     }
   }
 }
 
 // `file` storage in `dir` that never drops: 64 MB, reject_new.
 spool_options unbounded_file(const temp_dir& dir) {
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
+  auto opts = file_at(dir.path() / "spool.db");
   opts.max_size_bytes = 64ull << 20;
   opts.when_full = spool_when_full::reject_new;
   return opts;
@@ -78,6 +81,30 @@ spool_options unbounded_file(const temp_dir& dir) {
 std::string payload_of(uint64_t i) {
   return "message-" + std::to_string(i);
 }
+
+// A spool of `opts` holding payload_of(1) .. payload_of(n) on topic t.
+std::unique_ptr<spool> open_with(const spool_options& opts, uint64_t n) {
+  auto sp = open_ok(opts);
+  for (uint64_t i = 1; i <= n; ++i)
+    BOOST_REQUIRE(sp->push("t", payload_of(i)));
+  return sp;
+}
+
+// A spool of `opts` at its smallest size, full of `fits` messages of 1000 bytes.
+struct full_spool {
+  std::string payload = std::string(1000, 'x');
+  uint64_t each = 1 + payload.size() + spool::message_overhead; // bytes a message counts
+  uint64_t fits = spool::min_size_bytes / each;
+  std::unique_ptr<spool> sp;
+
+  full_spool(spool_options opts, spool_when_full when_full) {
+    opts.max_size_bytes = spool::min_size_bytes;
+    opts.when_full = when_full;
+    sp = open_ok(opts);
+    for (uint64_t i = 0; i < fits; ++i)
+      BOOST_REQUIRE(sp->push("t", payload));
+  }
+};
 
 // A real small filesystem: a tmpfs of `bytes` mounted at `where` (needs root, as CI and
 // the dev machines run the tests), unmounted at the end of the scope.
@@ -103,9 +130,7 @@ struct small_filesystem {
 // A `file` spool on the 24 MiB `small` filesystem allowed 1 GiB, keeping 12 MiB free:
 // the disk is its limit.
 spool_options reserve_of_half(const small_filesystem& small, spool_when_full when_full) {
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = small.where / "spool.db";
+  auto opts = file_at(small.where / "spool.db");
   opts.max_size_bytes = 1ull << 30;
   opts.when_full = when_full;
   opts.disk_reserve_bytes = 12u << 20;
@@ -141,9 +166,7 @@ BOOST_AUTO_TEST_CASE(order_preserved) {
 
 BOOST_AUTO_TEST_CASE(ack_removes) {
   for_each_storage([](spool_options opts) {
-    auto sp = open_ok(opts);
-    for (uint64_t i = 1; i <= 10; ++i)
-      BOOST_REQUIRE(sp->push("t", payload_of(i)));
+    auto sp = open_with(opts, 10);
     auto got = sp->peek(5);
     BOOST_REQUIRE(got.size() == 5u);
     BOOST_TEST(sp->ack(2));
@@ -167,9 +190,7 @@ BOOST_AUTO_TEST_CASE(ack_removes) {
 
 BOOST_AUTO_TEST_CASE(nack_all_restores_order) {
   for_each_storage([](spool_options opts) {
-    auto sp = open_ok(opts);
-    for (uint64_t i = 1; i <= 20; ++i)
-      BOOST_REQUIRE(sp->push("t", payload_of(i)));
+    auto sp = open_with(opts, 20);
     auto first = sp->peek(10);
     BOOST_REQUIRE(first.size() == 10u);
     BOOST_TEST(sp->ack(3));
@@ -189,15 +210,9 @@ BOOST_AUTO_TEST_CASE(nack_all_restores_order) {
 
 BOOST_AUTO_TEST_CASE(drop_oldest_when_full) {
   for_each_storage([](spool_options opts) {
-    opts.max_size_bytes = spool::min_size_bytes;
-    opts.when_full = spool_when_full::drop_oldest;
-    auto sp = open_ok(opts);
-    std::string payload(1000, 'x');
-    const uint64_t each = 1 + payload.size() + spool::message_overhead;
-    const uint64_t fits = spool::min_size_bytes / each;
+    full_spool full{opts, spool_when_full::drop_oldest};
+    auto& [payload, each, fits, sp] = full;
     // Some are in flight when the drops happen: those go too.
-    for (uint64_t i = 0; i < fits; ++i)
-      BOOST_REQUIRE(sp->push("t", payload));
     BOOST_TEST(sp->peek(10).size() == 10u);
     for (uint64_t i = 0; i < 55; ++i)
       BOOST_REQUIRE(sp->push("t", payload));
@@ -217,14 +232,8 @@ BOOST_AUTO_TEST_CASE(drop_oldest_when_full) {
 
 BOOST_AUTO_TEST_CASE(reject_new_when_full) {
   for_each_storage([](spool_options opts) {
-    opts.max_size_bytes = spool::min_size_bytes;
-    opts.when_full = spool_when_full::reject_new;
-    auto sp = open_ok(opts);
-    std::string payload(1000, 'x');
-    const uint64_t each = 1 + payload.size() + spool::message_overhead;
-    const uint64_t fits = spool::min_size_bytes / each;
-    for (uint64_t i = 0; i < fits; ++i)
-      BOOST_REQUIRE(sp->push("t", payload));
+    full_spool full{opts, spool_when_full::reject_new};
+    auto& [payload, each, fits, sp] = full;
     auto refused = sp->push("t", payload);
     BOOST_REQUIRE(!refused);
     BOOST_TEST(code_of(refused.error()) == grove::errc::queue_full);
@@ -271,9 +280,7 @@ BOOST_AUTO_TEST_CASE(small_max_size_refused) {
 
 BOOST_AUTO_TEST_CASE(commit_notifications) {
   temp_dir dir;
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
+  auto opts = file_at(dir.path() / "spool.db");
   std::atomic<uint64_t> last{0};
   opts.on_commit = [&](uint64_t seq) { last = seq; };
   auto sp = open_ok(opts);
@@ -337,9 +344,7 @@ BOOST_AUTO_TEST_CASE(concurrent_push_and_drain) {
 
 BOOST_AUTO_TEST_CASE(file_survives_reopen) {
   temp_dir dir;
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
+  auto opts = file_at(dir.path() / "spool.db");
   {
     auto sp = open_ok(opts);
     for (uint64_t i = 1; i <= 50; ++i)
@@ -385,9 +390,7 @@ BOOST_AUTO_TEST_CASE(file_survives_reopen) {
 
 BOOST_AUTO_TEST_CASE(second_open_of_same_file_refused) {
   temp_dir dir;
-  spool_options opts;
-  opts.storage = spool_storage::file;
-  opts.file = dir.path() / "spool.db";
+  auto opts = file_at(dir.path() / "spool.db");
   auto first = open_ok(opts);
   // A forked child stands in for a second groved (SQLite locks are per process).
   reporting_child child{[&](int fd) {
@@ -443,9 +446,7 @@ BOOST_AUTO_TEST_CASE(crash_kill9_loses_nothing_flushed) {
 BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
   temp_dir dir;
   auto check = [&](const fs::path& file, grove::errc want) {
-    spool_options opts;
-    opts.storage = spool_storage::file;
-    opts.file = file;
+    auto opts = file_at(file);
     auto sp = spool::open(opts);
     BOOST_REQUIRE(!sp);
     auto text = grove::describe(sp.error());
@@ -470,9 +471,7 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
   {
     // A valid spool whose pages were overwritten in the middle.
     auto file = dir.path() / "torn.db";
-    spool_options opts;
-    opts.storage = spool_storage::file;
-    opts.file = file;
+    auto opts = file_at(file);
     {
       auto sp = open_ok(opts);
       for (int i = 0; i < 2000; ++i)
@@ -500,9 +499,7 @@ BOOST_AUTO_TEST_CASE(garbage_file_is_a_clear_error) {
     // A directory where the file should be.
     auto file = dir.path() / "adir";
     fs::create_directories(file);
-    spool_options opts;
-    opts.storage = spool_storage::file;
-    opts.file = file;
+    auto opts = file_at(file);
     auto sp = spool::open(opts);
     BOOST_REQUIRE(!sp);
     BOOST_TEST(grove::describe(sp.error()).find(file.string()) != std::string::npos);
@@ -517,9 +514,7 @@ BOOST_AUTO_TEST_CASE(edited_rows_are_a_clear_error) {
   int n = 0;
   auto edited = [&](const char* sql) {
     auto file = dir.path() / ("edited-" + std::to_string(++n) + ".db");
-    spool_options opts;
-    opts.storage = spool_storage::file;
-    opts.file = file;
+    auto opts = file_at(file);
     {
       auto sp = open_ok(opts);
       BOOST_REQUIRE(sp->push("t", "a"));

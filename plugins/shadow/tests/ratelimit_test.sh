@@ -9,30 +9,12 @@
 # Usage: ratelimit_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 # shellcheck source=shadow_test_lib.sh
 source "$HERE/shadow_test_lib.sh"
+shadow_open "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}"
 
-group_pki lamp fan grove
-PORT=$(free_port)
-
-cat >"$WORK/group.yaml" <<'EOF'
-name: shadow-ratelimit
-devices: [{thing: lamp}, {thing: fan}]
-subscriptions:
-  - {id: lamp-shadow, source: "device:lamp", subject: "$aws/things/lamp/shadow/#", target: shadow}
-  - {id: shadow-lamp, source: shadow, subject: "$aws/things/lamp/shadow/#", target: "device:lamp"}
-  - {id: fan-shadow, source: "device:fan", subject: "$aws/things/fan/shadow/#", target: shadow}
-  - {id: shadow-fan, source: shadow, subject: "$aws/things/fan/shadow/#", target: "device:fan"}
-EOF
+shadow_group shadow-ratelimit lamp fan "$(shadow_routes lamp; shadow_routes fan)"
 # write_profile PER_THING TOTAL: the in-flight bound high, so every 429 here is a rate's.
 write_profile() {
   shadow_profile "      max_inflight_per_thing: 100000

@@ -7,32 +7,14 @@
 # Usage: shadow_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
 HERE=$(dirname "$(readlink -f "$0")")
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 # shellcheck source=shadow_test_lib.sh
 source "$HERE/shadow_test_lib.sh"
-
-group_pki lamp other grove
-PORT=$(free_port)
+shadow_open "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}"
 
 # lamp reaches its own shadow; other may ask about lamp's and an unknown thing's, but
 # only hears answers about the unknown thing.
-cat >"$WORK/group.yaml" <<'EOF'
-name: shadow-e2e
-devices: [{thing: lamp}, {thing: other}]
-subscriptions:
-  - {id: lamp-shadow, source: "device:lamp", subject: "$aws/things/lamp/shadow/#", target: shadow}
-  - {id: shadow-lamp, source: shadow, subject: "$aws/things/lamp/shadow/#", target: "device:lamp"}
-  - {id: other-shadow, source: "device:other", subject: "$aws/things/+/shadow/#", target: shadow}
-  - {id: shadow-other, source: shadow, subject: "$aws/things/ghost/shadow/#", target: "device:other"}
-EOF
+shadow_group shadow-e2e lamp other "$(shadow_routes lamp; shadow_routes other + ghost)"
 # max_inflight_per_thing: so that a burst of one device must hit it; the local request
 # limits (rateLimits) are shadow_ratelimit_test's, high here.
 shadow_profile "      max_inflight_per_thing: 2

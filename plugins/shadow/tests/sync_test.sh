@@ -14,19 +14,13 @@
 # Usage: sync_test.sh GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY
 set -u
 
-GROVED=$(readlink -f "${1:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}")
-GROVECTL=$(readlink -f "${2:?}")
-CERTS_TOOL=$(readlink -f "${3:?}")
-FAKE=$(readlink -f "${4:?}")
+: "${4:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}"
+FAKE=$(readlink -f "$4")
 PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's, which has python3-paho-mqtt
 HERE=$(dirname "$(readlink -f "$0")")
-# shellcheck source=../../message_manager/broker/tests/broker_test_lib.sh
-source "$HERE/../../message_manager/broker/tests/broker_test_lib.sh"
-broker_test_init openssl jq "$CERTS_TOOL" "$GROVED" "$GROVECTL" "$PYTHON"
-# shellcheck source=../../message_manager/tests/mm_test_lib.sh
-source "$HERE/../../message_manager/tests/mm_test_lib.sh"
 # shellcheck source=shadow_test_lib.sh
 source "$HERE/shadow_test_lib.sh"
+shadow_open "${1:?}" "${2:?}" "${3:?}" "$PYTHON"
 "$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
   || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
 ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")

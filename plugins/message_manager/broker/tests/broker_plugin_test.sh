@@ -13,12 +13,7 @@ source "$(dirname "$(readlink -f "$0")")/broker_test_lib.sh"
 broker_test_init
 # Test-only identity: the username (plugin_opt_insecure_username_auth true).
 client_args() { echo "-u $1"; }
-PORT=$(free_port)
-
-ACL=$WORK/acl.txt
-STATS=$WORK/stats.json
-cat >"$ACL" <<'EOF'
-# test group
+broker_conf '# test group
 thing A
 thing B
 thing C
@@ -33,23 +28,7 @@ deliver * B g/+
 deliver A B t/src
 deliver @function:F A t/src
 deliver @cloud B t/src
-deliver * C t/src
-EOF
-
-cat >"$WORK/mosquitto.conf" <<EOF
-per_listener_settings false
-allow_anonymous false
-persistence false
-user $(id -un)
-listener $PORT 127.0.0.1
-plugin $PLUGIN
-plugin_opt_acl_file $ACL
-plugin_opt_stats_file $STATS
-plugin_opt_client_id_patterns <thing> <thing>-*
-plugin_opt_insecure_username_auth true
-log_dest file $WORK/mosquitto.log
-log_type all
-EOF
+deliver * C t/src' "" "plugin_opt_insecure_username_auth true"
 
 start_broker "$WORK/mosquitto.conf"
 

@@ -86,6 +86,33 @@ start_sub() {
   SUB_BY_ID[$id]=$!
 }
 
+# broker_conf TABLE [LISTENER_LINES [PLUGIN_LINES]]: a free $PORT, the table TABLE in
+# $ACL ($WORK/acl.txt) and $WORK/mosquitto.conf: Mosquitto as this user on 127.0.0.1:$PORT
+# (LISTENER_LINES more, e.g. TLS), the plugin $PLUGIN reading $ACL, writing $STATS
+# ($WORK/stats.json), clients <thing> or <thing>-* (PLUGIN_LINES more options), everything
+# logged to $WORK/mosquitto.log.
+broker_conf() {
+  PORT=$(free_port)
+  ACL=$WORK/acl.txt
+  STATS=$WORK/stats.json
+  printf '%s\n' "$1" >"$ACL"
+  cat >"$WORK/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous false
+persistence false
+user $(id -un)
+listener $PORT 127.0.0.1
+${2:+$2
+}plugin $PLUGIN
+plugin_opt_acl_file $ACL
+plugin_opt_stats_file $STATS
+plugin_opt_client_id_patterns <thing> <thing>-*
+${3:+$3
+}log_dest file $WORK/mosquitto.log
+log_type all
+EOF
+}
+
 # start_broker CONF: starts Mosquitto and waits (bounded) until the internal client
 # `grove` can publish; on failure prints the logs and the closing count, and exits.
 start_broker() {

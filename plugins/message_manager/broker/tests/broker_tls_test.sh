@@ -113,40 +113,19 @@ else
 fi
 
 # ---- broker ----------------------------------------------------------------------------------
-PORT=$(free_port)
-
-ACL=$WORK/acl.txt
-STATS=$WORK/stats.json
-cat >"$ACL" <<'EOF'
-# test group (intruder holds a certificate of the group CA but is not listed)
+broker_conf '# test group (intruder holds a certificate of the group CA but is not listed)
 thing A
 thing B
 thing C
 pub A t/ab
 pub A t/#
 pub C t/c
-deliver A B t/ab
-EOF
-
-cat >"$WORK/mosquitto.conf" <<EOF
-per_listener_settings false
-allow_anonymous false
-persistence false
-user $(id -un)
-listener $PORT 127.0.0.1
-cafile $PKI/ca.crt
+deliver A B t/ab' "cafile $PKI/ca.crt
 certfile $PKI/server.crt
 keyfile $PKI/server.key
 require_certificate true
 use_identity_as_username false
-crlfile $PKI/crl.pem
-plugin $PLUGIN
-plugin_opt_acl_file $ACL
-plugin_opt_stats_file $STATS
-plugin_opt_client_id_patterns <thing> <thing>-*
-log_dest file $WORK/mosquitto.log
-log_type all
-EOF
+crlfile $PKI/crl.pem"
 
 # tls_args DIR THING: client TLS options for thing THING of the PKI in DIR
 tls_args() { echo "--cafile $PKI/ca.crt --cert $1/devices/$2.crt --key $1/devices/$2.key"; }
