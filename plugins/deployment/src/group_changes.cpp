@@ -297,7 +297,8 @@ nlohmann::json group_changes::to_json() const {
   return out;
 }
 
-caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j) {
+caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j,
+                                                      std::string* dropped) {
   if (!j.is_object())
     return make_error(errc::malformed, "the journaled group changes are no object");
   group_changes out;
@@ -315,9 +316,12 @@ caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j) {
     if (!p->is_object() || !p->value("read", nlohmann::json{}).is_string()
         || !p->value("document", nlohmann::json{}).is_string()
         || !base64_decode((*p)["read"].get<std::string>(), read)
-        || !base64_decode((*p)["document"].get<std::string>(), document) || !g.ParseFromString(read))
-      return make_error(errc::malformed, "the journaled pending change of the group is malformed");
-    out.intend(g, std::move(document));
+        || !base64_decode((*p)["document"].get<std::string>(), document) || !g.ParseFromString(read)) {
+      if (dropped)
+        *dropped = "the journaled pending change of the group is malformed";
+    } else {
+      out.intend(g, std::move(document));
+    }
   }
   return out;
 }

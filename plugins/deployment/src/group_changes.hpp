@@ -82,8 +82,11 @@ public:
   /// deployment's journal: a rollback after `kill -9` undoes them (from_json).
   nlohmann::json to_json() const;
 
-  /// What to_json() wrote; an error for anything else.
-  static caf::expected<group_changes> from_json(const nlohmann::json& j);
+  /// What to_json() wrote; an error for anything else, but for a malformed pending
+  /// change: that alone is dropped (the recorded changes still matter to a rollback) and
+  /// `dropped` (optional) gets why.
+  static caf::expected<group_changes> from_json(const nlohmann::json& j,
+                                                std::string* dropped = nullptr);
 
   /// An entry before the deployment's first change of it (serialized) and after its last
   /// (its content: a config compared as JSON, not as spelled); nullopt: not in the group.

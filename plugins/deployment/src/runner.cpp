@@ -260,6 +260,10 @@ void crash_point(const char* step) {
     ::kill(::getpid(), SIGKILL);
 }
 
+// How many times a resume reads the group to check a change journaled before kill -9
+// before it fails the deployment rather than guess (each read waits the job's timeout).
+constexpr int resume_reads = 3;
+
 } // namespace
 
 struct runner::component {
@@ -864,32 +868,45 @@ void runner::begin(std::shared_ptr<job> j) {
   // was journaled: whether the kernel applied it, the group in force says (the group file
   // survives the kill). Applied, it is recorded as the run's (its rollback undoes it); not
   // applied (the group lacks it), nothing of it is, and nothing is undone for it.
+  settle_resumed(j, resume_reads, std::move(journal_first));
+}
+
+void runner::settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then) {
   auto wait = ++j->wait;
   group_client::get(
     ctx_, j->timeout,
-    [this, j, wait, journal_first, alive = alive_](caf::expected<group::Group> now) {
+    [this, j, wait, tries, then = std::move(then), alive = alive_](
+      caf::expected<group::Group> now) mutable {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
-      if (!now) {
-        ctx_.log().error("deployment: the change of the group journaled before kill -9 "
-                         "cannot be checked, the group could not be read ({}): a rollback "
-                         "does not undo it",
-                         grove::describe(now.error()));
-        j->group_changed.forget_pending();
-      } else {
-        size_t meant = 0;
-        auto applied = j->group_changed.settle(*now, true, &meant);
-        if (applied > 0)
-          ctx_.log().info("deployment: the change of the group journaled before kill -9 is "
-                          "in force ({} entries): recorded for a rollback", applied);
-        else
-          ctx_.log().info("deployment: the change of the group journaled before kill -9 is "
-                          "not in force (its {} entries are not as it asked): nothing of it "
-                          "recorded for a rollback",
-                          meant);
+      if (!now && tries > 1) {
+        ctx_.log().warn("deployment: the group could not be read to check the change "
+                        "journaled before kill -9 ({}), trying again",
+                        grove::describe(now.error()));
+        settle_resumed(j, tries - 1, std::move(then));
+        return;
       }
-      journal_first();
+      if (!now) {
+        // Not dropped: journaling now would rewrite the row without the change, so that
+        // it could never be checked again. The deployment fails as it stands; its
+        // rollback (if any) undoes what is known and says the change is not undone.
+        finish(j, false, "the change of the group journaled before kill -9 cannot be "
+                         "checked, the group could not be read ("
+                           + grove::describe(now.error()) + ")");
+        return;
+      }
+      size_t meant = 0;
+      auto applied = j->group_changed.settle(*now, true, &meant);
+      if (applied > 0)
+        ctx_.log().info("deployment: the change of the group journaled before kill -9 is "
+                        "in force ({} entries): recorded for a rollback", applied);
+      else
+        ctx_.log().info("deployment: the change of the group journaled before kill -9 is "
+                        "not in force (its {} entries are not as it asked): nothing of it "
+                        "recorded for a rollback",
+                        meant);
+      then();
     });
 }
 
@@ -1076,7 +1093,8 @@ void runner::step(std::shared_ptr<job> j) {
                           "the group is left to undo");
         } else if (!g) {
           j->group_kept.clear(); // the components' rollback below puts theirs back
-          j->group_undo_error = grove::describe(g.error());
+          j->group_undo_error += (j->group_undo_error.empty() ? "" : "; ")
+                                 + grove::describe(g.error());
           ctx_.log().error("deployment: rollback: the failed deployment's changes of the "
                            "group could not be undone: {}",
                            j->group_undo_error);
@@ -2163,6 +2181,9 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
+    if (j->group_changed.pending()) // a resume that could not check it (settle_resumed)
+      back->group_undo_error = "the change journaled before kill -9 could not be checked, "
+                               "so it is not undone";
     if (!j->group_changed.empty())
       back->group_undo = std::move(j->group_changed); // first, then the components
     back->timeout = j->timeout;
