@@ -625,14 +625,32 @@ std::optional<group::Group> read_group_events(std::string_view text) {
 
 /// Refuses text that is not YAML 1.2's: bytes that are not UTF-8 (overlong forms and
 /// surrogates included) or a character outside its printable set (c-printable: tab, LF
-/// and CR the only C0 controls; no DEL, no C1 control but NEL, no U+FFFE/U+FFFF). yaml-cpp's
+/// and CR the only C0 controls; no DEL, no C1 control, no U+FFFE/U+FFFF). yaml-cpp's
 /// parser takes such text, but its writer cannot write it so that it reads back, so a
-/// deployment's edit of the group would fail long after the load. libyaml's reader checks
-/// the same, but only as far as its parser gets and without a way to run it alone: the
-/// whole text is checked here, the error naming line and column (in characters).
+/// deployment's edit of the group would fail long after the load. NEL, U+2028 and U+2029
+/// (printable in 1.2) are refused too: the fast reader (libyaml, YAML 1.1) takes them for
+/// line breaks and the tree reader does not, so the group in force would depend on the
+/// reader. A byte order mark is taken at the start only (YAML forbids one inside a
+/// document). libyaml's reader checks the rest, but only as far as its parser gets and
+/// without a way to run it alone: the whole text is checked here, the error naming line
+/// and column (in characters, as an editor counts them: the mark takes no column; CR, LF and
+/// CRLF end a line).
 caf::error check_text(std::string_view text, const std::string& name) {
   size_t line = 1, column = 1;
-  for (size_t i = 0; i < text.size(); ++column) {
+  auto fault = [&](const std::string& what) {
+    return make_error(errc::invalid_config,
+                      name + ":" + std::to_string(line) + ":" + std::to_string(column) + ": "
+                        + what + ": a group is printable UTF-8 text (YAML 1.2: tab, LF "
+                                 "and CR the only control characters)");
+  };
+  auto starts = [&](std::string_view mark) { return text.substr(0, mark.size()) == mark; };
+  // UTF-32 first: its little-endian mark begins with UTF-16's.
+  if (starts(std::string_view{"\x00\x00\xFE\xFF", 4}) || starts(std::string_view{"\xFF\xFE\x00\x00", 4}))
+    return fault("UTF-32 text (its byte order mark), not UTF-8");
+  if (starts("\xFE\xFF") || starts("\xFF\xFE"))
+    return fault("UTF-16 text (its byte order mark), not UTF-8");
+  size_t i = starts("\xEF\xBB\xBF") ? 3 : 0; // not a character of the text
+  for (; i < text.size(); ++column) {
     auto at = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
     unsigned c = at(i);
     size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
@@ -643,29 +661,30 @@ caf::error check_text(std::string_view text, const std::string& name) {
       cp = (cp << 6) | (at(i + k) & 0x3F);
     }
     constexpr unsigned least[] = {0, 0, 0x80, 0x800, 0x10000};
-    auto fault = [&](const std::string& what) {
-      return make_error(errc::invalid_config,
-                        name + ":" + std::to_string(line) + ":" + std::to_string(column) + ": "
-                          + what + ": a group is printable UTF-8 text (YAML 1.2: tab, LF "
-                                   "and CR the only control characters)");
-    };
     if (!ok || cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02X", c);
       return fault(std::string{"not UTF-8 (byte "} + hex + ")");
     }
+    char u[16];
+    std::snprintf(u, sizeof u, "U+%04X", cp);
+    if (cp == 0x85 || cp == 0x2028 || cp == 0x2029)
+      return fault(std::string{"line break "} + u
+                   + " (YAML 1.1 readers break the line there, YAML 1.2 ones do not)");
+    if (cp == 0xFEFF)
+      return fault("byte order mark U+FEFF past the start of the text");
+    if (cp == 0xFFFE || cp == 0xFFFF)
+      return fault(std::string{"noncharacter "} + u);
     bool printable = cp == 0x09 || cp == 0x0A || cp == 0x0D || (cp >= 0x20 && cp <= 0x7E)
-                     || cp == 0x85 || (cp >= 0xA0 && cp <= 0xD7FF)
-                     || (cp >= 0xE000 && cp <= 0xFFFD) || cp >= 0x10000;
-    if (!printable) {
-      char u[16];
-      std::snprintf(u, sizeof u, "U+%04X", cp);
+                     || (cp >= 0xA0 && cp <= 0xD7FF) || (cp >= 0xE000 && cp <= 0xFFFD)
+                     || cp >= 0x10000;
+    if (!printable)
       return fault(std::string{"control character "} + u);
-    }
-    if (cp == '\n') {
+    // CRLF is one line end: the CR ends the line, the LF after it starts no other.
+    if (cp == '\r' || (cp == '\n' && (i == 0 || text[i - 1] != '\r')))
       ++line;
+    if (cp == '\r' || cp == '\n')
       column = 0;
-    }
     i += n;
   }
   return {};

@@ -41,6 +41,18 @@ resources:
 struct fixture {
   test::temp_dir dir;
 
+  /// A profile on group file `gfile` with one plugin, "deployer", that may set the group
+  /// (a profile entry only: its load fails, the grant stands).
+  auto deployer_profile(const std::filesystem::path& gfile) {
+    auto p = test::make_profile(dir.path());
+    p.group_file = gfile;
+    plugin_spec deployer;
+    deployer.name = "deployer";
+    deployer.may_set_group = true;
+    p.plugins = {deployer};
+    return p;
+  }
+
   std::string error_of(const std::string& name, const std::string& text) {
     auto g = load_group(dir.write(name, text));
     BOOST_REQUIRE(!g);
@@ -419,12 +431,7 @@ BOOST_AUTO_TEST_CASE(set_replaces_the_group_as_a_file_edit_would) {
 // the file no longer holds, and a compare-and-set on the new version goes through.
 BOOST_AUTO_TEST_CASE(set_goes_on_when_only_the_directory_fsync_fails) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
   test::collector current{k, "$grove/group/current"};
@@ -449,12 +456,7 @@ BOOST_AUTO_TEST_CASE(set_goes_on_when_only_the_directory_fsync_fails) {
 // not read yet counts as a change too; read again, the change goes through.
 BOOST_AUTO_TEST_CASE(set_with_an_expected_version_refuses_a_stale_group) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   // As groved runs: the files watched (the poll an hour, so an edit may be read by the
   // watch or by the set's own check; either way it is in force before the set).
   kernel_options opts{false, false};
@@ -514,12 +516,7 @@ BOOST_AUTO_TEST_CASE(set_with_an_expected_version_refuses_a_stale_group) {
 // version does not change for either, so the file's text is compared.
 BOOST_AUTO_TEST_CASE(set_with_an_expected_version_keeps_an_edit_not_in_force) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   for (bool watch : {false, true}) {
     {
       std::ofstream out{gfile, std::ios::trunc};
@@ -603,12 +600,7 @@ functions:
 resources:
   - {id: pin, config: '42'}
 )");
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
   auto r = k.set_group("deployer", to_yaml(group_document(*k.group())));
@@ -644,7 +636,11 @@ BOOST_AUTO_TEST_CASE(text_that_is_not_printable_utf8_is_refused_with_its_positio
     {"x\x1b[0m", "control character U+001B"},
     {"x\x7fy", "control character U+007F"},
     {"x\xc2\x80y", "control character U+0080"},         // C1, as UTF-8
-    {"x\xef\xbf\xbey", "control character U+FFFE"},     // a noncharacter YAML excludes
+    {"x\xef\xbf\xbey", "noncharacter U+FFFE"},           // YAML excludes it
+    {"x\xc2\x85y", "line break U+0085"},  // NEL: libyaml (YAML 1.1) breaks the line there
+    {"x\xe2\x80\xa8y", "line break U+2028"},
+    {"x\xe2\x80\xa9y", "line break U+2029"},
+    {"x\xef\xbb\xbfy", "byte order mark U+FEFF past the start"}, // YAML: only at the start
     {"x\xffy", "not UTF-8 (byte 0xFF)"},
     {"x\xc3y", "not UTF-8 (byte 0xC3)"},                // a sequence cut short
     {"x\xc0\xafy", "not UTF-8 (byte 0xC0)"},            // overlong '/'
@@ -676,6 +672,32 @@ BOOST_AUTO_TEST_CASE(text_that_is_not_printable_utf8_is_refused_with_its_positio
   BOOST_TEST(again->SerializeAsString() == ok->SerializeAsString());
 }
 
+// Positions are an editor's: a byte order mark at the start takes no column (and is
+// accepted), a lone CR ends a line as LF and CRLF do, and a character of 2, 3 or 4 bytes
+// is one column. UTF-16 and UTF-32 text (their marks) is said to be such.
+BOOST_AUTO_TEST_CASE(positions_count_as_an_editor_does) {
+  const std::string bom = "\xef\xbb\xbf";
+  auto g = load_group(dir.write("bom.yaml", bom + "name: home\n"));
+  BOOST_REQUIRE_MESSAGE(g, test::error_text(g));
+  BOOST_TEST(g->name() == "home");
+  auto what = error_of("bom.yaml", bom + "name: home\x01\n");
+  BOOST_TEST(contains(what, "bom.yaml:1:11: control character U+0001"), what);
+  what = error_of("cr.yaml", "a\rb\r\x01");
+  BOOST_TEST(contains(what, "cr.yaml:3:1: control character U+0001"), what);
+  what = error_of("crlf.yaml", "a\r\nb\r\n\x01");
+  BOOST_TEST(contains(what, "crlf.yaml:3:1: control character U+0001"), what);
+  // é (2 bytes), € (3), 😀 (4): columns 1-3, the fault in column 4.
+  what = error_of("wide.yaml", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\x01");
+  BOOST_TEST(contains(what, "wide.yaml:1:4: control character U+0001"), what);
+  for (const auto& [marked, form] :
+       {std::pair{std::string{"\xff\xfen\0"}, "UTF-16"}, std::pair{std::string{"\xfe\xff\0n"}, "UTF-16"},
+        std::pair{std::string{"\xff\xfe\0\0n\0\0\0", 8}, "UTF-32"},
+        std::pair{std::string{"\0\0\xfe\xff\0\0\0n", 8}, "UTF-32"}}) {
+    what = error_of("wide.yaml", marked);
+    BOOST_TEST(contains(what, std::string{form} + " text (its byte order mark), not UTF-8"), what);
+  }
+}
+
 // The inputs fuzz_group found that yaml-cpp's writer could not round-trip
 // (tests/fuzz/regressions/group/): each is refused at load now, with the place at fault.
 BOOST_AUTO_TEST_CASE(the_fuzzers_round_trip_inputs_are_refused_at_load) {
@@ -699,12 +721,7 @@ BOOST_AUTO_TEST_CASE(the_fuzzers_round_trip_inputs_are_refused_at_load) {
 // the group in force stays, and the set of such a document too.
 BOOST_AUTO_TEST_CASE(the_kernel_keeps_its_group_when_an_edit_holds_a_control_byte) {
   auto gfile = dir.write("g.yaml", good);
-  auto p = test::make_profile(dir.path());
-  p.group_file = gfile;
-  plugin_spec deployer;
-  deployer.name = "deployer";
-  deployer.may_set_group = true;
-  p.plugins = {deployer};
+  auto p = deployer_profile(gfile);
   kernel k{std::move(p), kernel_options{false, false}};
   BOOST_REQUIRE(!k.start());
   dir.write("g.yaml", "name: home2\ndevices: [{thing: \"la\x02mp\"}]\n");
