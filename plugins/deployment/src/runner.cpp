@@ -1788,6 +1788,9 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
   // or before the answer is journaled, leaves the change in the journal, and the resume
   // tells from the group in force whether it applied (begin).
   group_client::before_set prepare;
+  // Its group and document go unused: edit calls prepare right after the compute below
+  // returned that document, and the compute intend()ed the same pair into group_changed
+  // (which this journals). Intending here alone would miss a compute that fails after it.
   if (j->journal.write && !j->is_rollback)
     prepare = [j, alive = alive_](const group::Group&, const std::string&,
                                   std::function<void(caf::error)> go) {
