@@ -1790,7 +1790,7 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
   group_client::before_set prepare;
   // Its group and document go unused: edit calls prepare right after the compute below
   // returned that document, and the compute intend()ed the same pair into group_changed
-  // (which this journals). Intending here alone would miss a compute that fails after it.
+  // (which this journals). The two go together.
   if (j->journal.write && !j->is_rollback)
     prepare = [j, alive = alive_](const group::Group&, const std::string&,
                                   std::function<void(caf::error)> go) {
@@ -2184,9 +2184,9 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
-    if (j->group_changed.pending()) // a resume that could not check it (settle_resumed)
-      back->group_undo_error = "the change journaled before kill -9 could not be checked, "
-                               "so it is not undone";
+    if (j->group_changed.pending()) // whether it applied is unknown (settle_resumed)
+      back->group_undo_error = "a change of the group whose outcome could not be checked "
+                               "is not undone";
     if (!j->group_changed.empty())
       back->group_undo = std::move(j->group_changed); // first, then the components
     back->timeout = j->timeout;
