@@ -214,7 +214,7 @@ std::optional<group_fault> check_group(const group::Group& g) {
 /// (yaml-cpp's nodes, then the schema's validated copy). It takes only the plain
 /// shape of a group; anything else (an unknown or repeated key, a missing one, a
 /// wrong type, a tag, an anchor or alias, a syntax error) makes it give up (`ok()`
-/// false) and load_group reads the file again through the tree and the schema, which
+/// false) and parse_group reads the text again through the tree and the schema, which
 /// name the fault with its line.
 class group_reader final : public YAML::EventHandler {
 public:
@@ -529,16 +529,16 @@ private:
   std::vector<frame> config_;
 };
 
-/// Feeds libyaml's events for the first document of `file` to `h` as yaml-cpp's
+/// Feeds libyaml's events for the first document of `text` to `h` as yaml-cpp's
 /// parser would (tag "?" for a plain scalar, "!" for a quoted one, OnNull for the plain
 /// nulls yaml-cpp knows, an anchor as id 1). libyaml's scanner reads a group at the
-/// limits about four times as fast as yaml-cpp's. False on a syntax error or an
-/// unreadable file.
-bool parse_events(std::FILE* file, YAML::EventHandler& h) {
+/// limits about four times as fast as yaml-cpp's. False on a syntax error.
+bool parse_events(std::string_view text, YAML::EventHandler& h) {
   yaml_parser_t parser;
   if (!yaml_parser_initialize(&parser))
     return false;
-  yaml_parser_set_input_file(&parser, file);
+  yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text.data()),
+                               text.size());
   auto mark = YAML::Mark::null_mark();
   auto tag_of = [](const yaml_char_t* tag, bool implicit, const char* none) {
     return tag && !implicit ? std::string{reinterpret_cast<const char*>(tag)}
@@ -559,7 +559,7 @@ bool parse_events(std::FILE* file, YAML::EventHandler& h) {
       case YAML_DOCUMENT_END_EVENT:
         h.OnDocumentEnd();
         ok = true;
-        more = false; // the first document, as YAML::LoadFile reads
+        more = false; // the first document, as YAML::Load reads
         break;
       case YAML_STREAM_END_EVENT:
         more = false;
@@ -611,15 +611,11 @@ bool parse_events(std::FILE* file, YAML::EventHandler& h) {
   return ok;
 }
 
-/// The fast reader: a group, or nothing when the file needs the tree reader.
-std::optional<group::Group> read_group_events(const std::filesystem::path& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{std::fopen(path.c_str(), "rb"),
-                                                       &std::fclose};
-  if (!file)
-    return std::nullopt;
+/// The fast reader: a group, or nothing when the text needs the tree reader.
+std::optional<group::Group> read_group_events(std::string_view text) {
   group_reader reader;
   try {
-    if (!parse_events(file.get(), reader) || !reader.ok())
+    if (!parse_events(text, reader) || !reader.ok())
       return std::nullopt;
   } catch (const std::exception&) {
     return std::nullopt; // yaml-cpp, building a config subtree
@@ -627,15 +623,81 @@ std::optional<group::Group> read_group_events(const std::filesystem::path& path)
   return std::move(reader.group);
 }
 
+/// Refuses text that is not YAML 1.2's: bytes that are not UTF-8 (overlong forms and
+/// surrogates included) or a character outside its printable set (c-printable: tab, LF
+/// and CR the only C0 controls; no DEL, no C1 control, no U+FFFE/U+FFFF). yaml-cpp's
+/// parser takes such text, but its writer cannot write it so that it reads back, so a
+/// deployment's edit of the group would fail long after the load. NEL, U+2028 and U+2029
+/// (printable in 1.2) are refused too: the fast reader (libyaml, YAML 1.1) takes them for
+/// line breaks and the tree reader does not, so the group in force would depend on the
+/// reader. A byte order mark is taken at the start only (YAML forbids one inside a
+/// document). libyaml's reader checks the rest, but only as far as its parser gets and
+/// without a way to run it alone: the whole text is checked here, the error naming line
+/// and column (in characters, as an editor counts them: the mark takes no column; CR, LF and
+/// CRLF end a line).
+caf::error check_text(std::string_view text, const std::string& name) {
+  size_t line = 1, column = 1;
+  auto fault = [&](const std::string& what) {
+    return make_error(errc::invalid_config,
+                      name + ":" + std::to_string(line) + ":" + std::to_string(column) + ": "
+                        + what + ": a group is printable UTF-8 text (YAML 1.2: tab, LF "
+                                 "and CR the only control characters)");
+  };
+  auto starts = [&](std::string_view mark) { return text.substr(0, mark.size()) == mark; };
+  // UTF-32 first: its little-endian mark begins with UTF-16's.
+  if (starts(std::string_view{"\x00\x00\xFE\xFF", 4}) || starts(std::string_view{"\xFF\xFE\x00\x00", 4}))
+    return fault("UTF-32 text (its byte order mark), not UTF-8");
+  if (starts("\xFE\xFF") || starts("\xFF\xFE"))
+    return fault("UTF-16 text (its byte order mark), not UTF-8");
+  size_t i = starts("\xEF\xBB\xBF") ? 3 : 0; // not a character of the text
+  for (; i < text.size(); ++column) {
+    auto at = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+    unsigned c = at(i);
+    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    unsigned cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    bool ok = n != 0 && i + n <= text.size();
+    for (size_t k = 1; ok && k < n; ++k) {
+      ok = (at(i + k) & 0xC0) == 0x80;
+      cp = (cp << 6) | (at(i + k) & 0x3F);
+    }
+    constexpr unsigned least[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (!ok || cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", c);
+      return fault(std::string{"not UTF-8 (byte "} + hex + ")");
+    }
+    char u[16];
+    std::snprintf(u, sizeof u, "U+%04X", cp);
+    if (cp == 0x85 || cp == 0x2028 || cp == 0x2029)
+      return fault(std::string{"line break "} + u
+                   + " (YAML 1.1 readers break the line there, YAML 1.2 ones do not)");
+    if (cp == 0xFEFF)
+      return fault("byte order mark U+FEFF past the start of the text");
+    if (cp == 0xFFFE || cp == 0xFFFF)
+      return fault(std::string{"noncharacter "} + u);
+    bool printable = cp == 0x09 || cp == 0x0A || cp == 0x0D || (cp >= 0x20 && cp <= 0x7E)
+                     || (cp >= 0xA0 && cp <= 0xD7FF) || (cp >= 0xE000 && cp <= 0xFFFD)
+                     || cp >= 0x10000;
+    if (!printable)
+      return fault(std::string{"control character "} + u);
+    // CRLF is one line end: the CR ends the line, the LF after it starts no other.
+    if (cp == '\r' || (cp == '\n' && (i == 0 || text[i - 1] != '\r')))
+      ++line;
+    if (cp == '\r' || cp == '\n')
+      column = 0;
+    i += n;
+  }
+  return {};
+}
+
 /// The tree reader: the schema validates the document, then the group is built from
 /// the validated copy. Slow and memory-hungry on a big group, but it names every fault
-/// with its file, line and field; load_group uses it only for a group the fast reader
+/// with its file, line and field; parse_group uses it only for a group the fast reader
 /// did not take.
-caf::expected<group::Group> read_group_tree(const std::filesystem::path& path) {
-  auto file = path.string();
+caf::expected<group::Group> read_group_tree(std::string_view text, const std::string& file) {
   YAML::Node doc;
   try {
-    doc = YAML::LoadFile(file);
+    doc = YAML::Load(std::string{text});
   } catch (const YAML::ParserException& e) {
     return make_error(errc::invalid_config, file + ":" + std::to_string(e.mark.line + 1)
                                               + ":" + std::to_string(e.mark.column + 1)
@@ -765,15 +827,26 @@ YAML::Node group_document(const group::Group& g) {
   return doc;
 }
 
+caf::expected<group::Group> parse_group(std::string_view text, const std::string& name) {
+  if (auto err = check_text(text, name))
+    return err;
+  // The tree reader names the fault (and, should the readers ever disagree, its
+  // verdict is the one the schema gives).
+  auto fast = read_group_events(text);
+  if (fast && !check_group(*fast))
+    return std::move(*fast);
+  return read_group_tree(text, name);
+}
+
 caf::expected<group::Group> load_group(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
     return make_error(errc::invalid_config, path.string() + ": no such file");
-  auto fast = read_group_events(path);
-  // The tree reader names the fault (and, should the readers ever disagree, its
-  // verdict is the one the schema gives).
-  auto g = fast && !check_group(*fast) ? caf::expected<group::Group>{std::move(*fast)}
-                                       : read_group_tree(path);
+  std::ifstream in{path, std::ios::binary};
+  std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+  if (in.bad() || (!in && !in.eof()))
+    return make_error(errc::invalid_config, path.string() + ": cannot be read");
+  auto g = parse_group(text, path.string());
   if (g)
     g->set_source_file(std::filesystem::absolute(path).string());
   return g;

@@ -50,16 +50,9 @@ kernel_options hourly_poll(bool watch) {
 struct fixture {
   test::temp_dir dir;
 
-  std::string error_of(const std::string& name, const std::string& text) {
-    auto g = load_group(dir.write(name, text));
-    BOOST_REQUIRE(!g);
-    BOOST_TEST(g.error() == errc::invalid_config);
-    return describe(g.error());
-  }
-
-  /// A profile on group file `gfile` whose one entry (no such library: its load fails,
-  /// the grant stands), deployer, may set the group.
-  image_profile deployer_profile(const std::filesystem::path& gfile) {
+  /// A profile on group file `gfile` with one plugin, "deployer", that may set the group
+  /// (a profile entry only: its load fails, the grant stands).
+  auto deployer_profile(const std::filesystem::path& gfile) {
     auto p = test::make_profile(dir.path());
     p.group_file = gfile;
     plugin_spec deployer;
@@ -67,6 +60,13 @@ struct fixture {
     deployer.may_set_group = true;
     p.plugins = {deployer};
     return p;
+  }
+
+  std::string error_of(const std::string& name, const std::string& text) {
+    auto g = load_group(dir.write(name, text));
+    BOOST_REQUIRE(!g);
+    BOOST_TEST(g.error() == errc::invalid_config);
+    return describe(g.error());
   }
 
   /// The group of `body` read from parser events (after a plain `name:`) and through the
@@ -614,6 +614,126 @@ assert d["resources"][0]["config"] == "42", d["resources"]
 )";
   auto cmd = "python3 -c '" + script + "' " + gfile.string();
   BOOST_TEST(std::system(cmd.c_str()) == 0, slurp(gfile));
+  k.stop();
+}
+
+// Issue 15: a group is printable UTF-8 text (YAML 1.2's c-printable). yaml-cpp's parser
+// takes control bytes and bytes that are not UTF-8, but its writer cannot write them so
+// that they read back: refused at load with line and column, the group in force kept.
+BOOST_AUTO_TEST_CASE(text_that_is_not_printable_utf8_is_refused_with_its_position) {
+  const std::string head = "name: home\nfunctions:\n  - name: brain\n    config: {env: {A: '";
+  const std::string tail = "'}}\n";
+  struct bad_case {
+    std::string bytes, what;
+  };
+  std::vector<bad_case> bad = {
+    {std::string{"x\0y", 3}, "control character U+0000"},
+    {"x\x01y", "control character U+0001"},
+    {"x\x1b[0m", "control character U+001B"},
+    {"x\x7fy", "control character U+007F"},
+    {"x\xc2\x80y", "control character U+0080"},         // C1, as UTF-8
+    {"x\xef\xbf\xbey", "noncharacter U+FFFE"},           // YAML excludes it
+    {"x\xc2\x85y", "line break U+0085"},  // NEL: libyaml (YAML 1.1) breaks the line there
+    {"x\xe2\x80\xa8y", "line break U+2028"},
+    {"x\xe2\x80\xa9y", "line break U+2029"},
+    {"x\xef\xbb\xbfy", "byte order mark U+FEFF past the start"}, // YAML: only at the start
+    {"x\xffy", "not UTF-8 (byte 0xFF)"},
+    {"x\xc3y", "not UTF-8 (byte 0xC3)"},                // a sequence cut short
+    {"x\xc0\xafy", "not UTF-8 (byte 0xC0)"},            // overlong '/'
+    {"x\xed\xa0\x80y", "not UTF-8 (byte 0xED)"},        // a UTF-16 surrogate
+    {"x\xf4\x90\x80\x80y", "not UTF-8 (byte 0xF4)"},    // over U+10FFFF
+  };
+  for (const auto& c : bad) {
+    // Line 4, column 25: the byte after `x` (columns count characters).
+    auto what = error_of("bad.yaml", head + c.bytes + tail);
+    BOOST_TEST(contains(what, "bad.yaml:4:25: " + c.what), what);
+    BOOST_TEST(contains(what, "printable UTF-8"), what);
+  }
+  // Characters, not bytes, are counted: two 2-byte letters before it.
+  auto what = error_of("wide.yaml", head + "\xc3\xa9\xc3\xa9\x01" + tail);
+  BOOST_TEST(contains(what, "wide.yaml:4:26: control character U+0001"), what);
+  // Escapes in a double-quoted scalar are YAML's own way to say such a character: they
+  // load (the writer escapes them again), as do tab, CR, LF and any printable UTF-8.
+  auto ok = load_group(dir.write("ok.yaml", "name: home\r\nfunctions:\r\n  - name: brain\r\n"
+                                            "    config: {env: {A: \"x\\x01\\0y\", B: \"\t\","
+                                            " C: \"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}}\r\n"));
+  BOOST_REQUIRE_MESSAGE(ok, test::error_text(ok));
+  auto env = YAML::Load(ok->functions(0).config_yaml())["env"];
+  BOOST_TEST(env["A"].as<std::string>() == std::string("x\x01\0y", 4));
+  BOOST_TEST(env["C"].as<std::string>() == "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+  // Written back as a deployment writes it, it loads again the same.
+  auto again = parse_group(to_yaml(group_document(*ok)), "again");
+  BOOST_REQUIRE_MESSAGE(again, test::error_text(again));
+  ok->clear_source_file();
+  BOOST_TEST(again->SerializeAsString() == ok->SerializeAsString());
+}
+
+// Positions are an editor's: a byte order mark at the start takes no column (and is
+// accepted), a lone CR ends a line as LF and CRLF do, and a character of 2, 3 or 4 bytes
+// is one column. UTF-16 and UTF-32 text (their marks) is said to be such.
+BOOST_AUTO_TEST_CASE(positions_count_as_an_editor_does) {
+  const std::string bom = "\xef\xbb\xbf";
+  auto g = load_group(dir.write("bom.yaml", bom + "name: home\n"));
+  BOOST_REQUIRE_MESSAGE(g, test::error_text(g));
+  BOOST_TEST(g->name() == "home");
+  auto what = error_of("bom.yaml", bom + "name: home\x01\n");
+  BOOST_TEST(contains(what, "bom.yaml:1:11: control character U+0001"), what);
+  what = error_of("cr.yaml", "a\rb\r\x01");
+  BOOST_TEST(contains(what, "cr.yaml:3:1: control character U+0001"), what);
+  what = error_of("crlf.yaml", "a\r\nb\r\n\x01");
+  BOOST_TEST(contains(what, "crlf.yaml:3:1: control character U+0001"), what);
+  // é (2 bytes), € (3), 😀 (4): columns 1-3, the fault in column 4.
+  what = error_of("wide.yaml", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\x01");
+  BOOST_TEST(contains(what, "wide.yaml:1:4: control character U+0001"), what);
+  for (const auto& [marked, form] :
+       {std::pair{std::string{"\xff\xfen\0"}, "UTF-16"}, std::pair{std::string{"\xfe\xff\0n"}, "UTF-16"},
+        std::pair{std::string{"\xff\xfe\0\0n\0\0\0", 8}, "UTF-32"},
+        std::pair{std::string{"\0\0\xfe\xff\0\0\0n", 8}, "UTF-32"}}) {
+    what = error_of("wide.yaml", marked);
+    BOOST_TEST(contains(what, std::string{form} + " text (its byte order mark), not UTF-8"), what);
+  }
+}
+
+// The inputs fuzz_group found that yaml-cpp's writer could not round-trip
+// (tests/fuzz/regressions/group/): each is refused at load now, with the place at fault.
+BOOST_AUTO_TEST_CASE(the_fuzzers_round_trip_inputs_are_refused_at_load) {
+  const std::filesystem::path regressions = GROVE_FUZZ_REGRESSIONS "/group";
+  struct regression {
+    const char* file;
+    std::string at;
+  };
+  for (const auto& r : {regression{"nul-in-quoted-scalar", ":5:29: control character U+0000"},
+                        regression{"bad-utf8-round-trip", ":6:1: control character U+0000"},
+                        regression{"long-key-control-bytes", ":5:21: not UTF-8 (byte 0xD6)"},
+                        regression{"subject-with-line-break", "subject"}}) {
+    auto g = load_group(regressions / r.file);
+    BOOST_REQUIRE_MESSAGE(!g, r.file);
+    BOOST_TEST(g.error() == errc::invalid_config);
+    BOOST_TEST(contains(describe(g.error()), r.at), r.file << ": " << describe(g.error()));
+  }
+}
+
+// A group file edited to hold a control byte is refused by the kernel with its place;
+// the group in force stays, and the set of such a document too.
+BOOST_AUTO_TEST_CASE(the_kernel_keeps_its_group_when_an_edit_holds_a_control_byte) {
+  auto gfile = dir.write("g.yaml", good);
+  auto p = deployer_profile(gfile);
+  kernel k{std::move(p), kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  dir.write("g.yaml", "name: home2\ndevices: [{thing: \"la\x02mp\"}]\n");
+  auto err = k.reload_group();
+  BOOST_TEST(err == errc::invalid_config);
+  BOOST_TEST(contains(describe(err), "g.yaml:2:22: control character U+0002"), describe(err));
+  BOOST_TEST(k.group()->name() == "home");
+  dir.write("g.yaml", good);
+  BOOST_REQUIRE(!k.reload_group());
+  auto before = slurp(gfile);
+  auto r = k.set_group("deployer", "name: \"x\x1b\"\n");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(contains(test::error_text(r), "group:1:9: control character U+001B"),
+             test::error_text(r));
+  BOOST_TEST(slurp(gfile) == before);
+  BOOST_TEST(k.group()->name() == "home");
   k.stop();
 }
 

@@ -838,7 +838,7 @@ private:
   }
 
   static caf::expected<std::pair<std::vector<component_plan>, group_changes>>
-  rollback_of(const std::string& text) {
+  rollback_of(const std::string& text, std::string* dropped) {
     auto j = nlohmann::json::parse(text, nullptr, false);
     if (!j.is_object() || !j.contains("previous") || !j["previous"].is_array())
       return grove::make_error(grove::errc::malformed, "the rollback journal is no object "
@@ -854,9 +854,11 @@ private:
       rec.plan.foreign = rec.foreign; // the rollback leaves such a function alone
       previous.push_back(std::move(rec.plan));
     }
-    auto changes = group_changes::from_json(j.value("group", nlohmann::json::object()));
+    auto changes = group_changes::from_json(j.value("group", nlohmann::json::object()),
+                                            dropped);
     if (!changes)
       return std::move(changes.error());
+
     return std::pair{std::move(previous), std::move(*changes)};
   }
 
@@ -1031,7 +1033,12 @@ private:
             });
         };
         if (p->resumed) {
-          if (auto back = rollback_of(*p->resumed))
+          std::string dropped;
+          auto back = rollback_of(*p->resumed, &dropped);
+          if (!dropped.empty()) // only that change: the others still matter to a rollback
+            ctx_->log().error("deployment: {}: {}, so it alone is left out of the resume "
+                              "(a rollback does not undo it)", id, dropped);
+          if (back)
             journal.resumed = std::move(*back);
           else
             ctx_->log().error("deployment: {}: its rollback journal is unreadable ({}): a "

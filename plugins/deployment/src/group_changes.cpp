@@ -239,7 +239,8 @@ caf::expected<changes> changes_of(const nlohmann::json& j, const char* what) {
 } // namespace
 
 size_t group_changes::record_if_applied(const group::Group& read, const group::Group& intended,
-                                        const group::Group& now, size_t* meant) {
+                                        const group::Group& now, size_t* meant,
+                                        bool restarted) {
   size_t applied = 0, all = 0;
   auto g = read;
   applied_list(read.functions(), intended.functions(), now.functions(), *g.mutable_functions(),
@@ -255,19 +256,49 @@ size_t group_changes::record_if_applied(const group::Group& read, const group::G
   // compare-and-set, applied whole or not at all: some of its entries as asked and others
   // not means another change made those (an operator removing the same entry, adding an
   // identical one), so nothing is the deployment's.
-  if (now.version() == read.version() || applied != all)
+  if ((!restarted && now.version() == read.version()) || applied != all)
     return 0;
   record(read, g);
   return applied;
 }
 
-nlohmann::json group_changes::to_json() const {
-  return {{"functions", changes_json(functions_)},
-          {"resources", changes_json(resources_)},
-          {"subscriptions", changes_json(subscriptions_)}};
+void group_changes::intend(const group::Group& read, std::string document) {
+  pending_.emplace(read, std::move(document));
 }
 
-caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j) {
+bool group_changes::pending() const {
+  return pending_.has_value();
+}
+
+void group_changes::forget_pending() {
+  pending_.reset();
+}
+
+size_t group_changes::settle(const group::Group& now, bool restarted, size_t* meant) {
+  if (meant)
+    *meant = 0;
+  if (!pending_)
+    return 0;
+  auto [read, document] = std::move(*pending_);
+  pending_.reset();
+  auto intended = grove::parse_group(document, "the group a deployment set");
+  if (!intended) // the kernel refused it too: nothing of it is in force
+    return 0;
+  return record_if_applied(read, *intended, now, meant, restarted);
+}
+
+nlohmann::json group_changes::to_json() const {
+  nlohmann::json out = {{"functions", changes_json(functions_)},
+                        {"resources", changes_json(resources_)},
+                        {"subscriptions", changes_json(subscriptions_)}};
+  if (pending_)
+    out["pending"] = {{"read", base64_encode(pending_->first.SerializeAsString())},
+                      {"document", base64_encode(pending_->second)}};
+  return out;
+}
+
+caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j,
+                                                      std::string* dropped) {
   if (!j.is_object())
     return make_error(errc::malformed, "the journaled group changes are no object");
   group_changes out;
@@ -279,35 +310,24 @@ caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j) {
       return std::move(c.error());
     *field = std::move(*c);
   }
+  if (auto p = j.find("pending"); p != j.end()) {
+    std::string read, document;
+    group::Group g;
+    if (!p->is_object() || !p->value("read", nlohmann::json{}).is_string()
+        || !p->value("document", nlohmann::json{}).is_string()
+        || !base64_decode((*p)["read"].get<std::string>(), read)
+        || !base64_decode((*p)["document"].get<std::string>(), document) || !g.ParseFromString(read)) {
+      if (dropped)
+        *dropped = "the journaled pending change of the group is malformed";
+    } else {
+      out.intend(g, std::move(document));
+    }
+  }
   return out;
 }
 
-group::Group group_of_document(const YAML::Node& doc) {
-  group::Group g;
-  auto text = [](const YAML::Node& n, const char* key) {
-    return n[key] && n[key].IsScalar() ? n[key].as<std::string>() : std::string{};
-  };
-  for (const auto& f : doc["functions"]) {
-    auto* out = g.add_functions();
-    out->set_name(text(f, "name"));
-    out->set_config_yaml(YAML::Dump(f["config"]));
-  }
-  for (const auto& r : doc["resources"]) {
-    auto* out = g.add_resources();
-    out->set_id(text(r, "id"));
-    out->set_config_yaml(YAML::Dump(r["config"]));
-  }
-  for (const auto& s : doc["subscriptions"]) {
-    auto* out = g.add_subscriptions();
-    out->set_id(text(s, "id"));
-    out->set_source(text(s, "source"));
-    out->set_subject(text(s, "subject"));
-    out->set_target(text(s, "target"));
-  }
-  return g;
-}
-
 void group_changes::record(const group::Group& read, const group::Group& set) {
+  pending_.reset(); // the set's answer came: it is this
   record_list(functions_, read.functions(), set.functions());
   record_list(resources_, read.resources(), set.resources());
   record_list(subscriptions_, read.subscriptions(), set.subscriptions());

@@ -15,7 +15,6 @@
 
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include "grove/group.pb.h"
 
@@ -34,12 +33,32 @@ public:
   /// Records a change whose answer never came (a timeout: the kernel may or may not have
   /// applied it): `read`, the group it was computed on, `intended`, the group it asked
   /// for, and `now`, the group in force read afterwards. The change counts as applied when
-  /// `now` has every entry it meant to change as `intended` does and the group's version
-  /// moved on since `read` (a set applies whole or not at all: only some entries as asked
-  /// are another change's); then recorded as record() does. Returns how many entries it
-  /// recorded (0 or all), `meant` how many the change meant.
+  /// `now` has every entry it meant to change as `intended` does and, unless `restarted`,
+  /// the group's version moved on since `read` (a set applies whole or not at all: only
+  /// some entries as asked are another change's); then recorded as record() does.
+  /// `restarted`: `now` was read after a restart of groved, whose group versions begin
+  /// again at 1, so the version says nothing. Returns how many entries it recorded (0 or
+  /// all), `meant` how many the change meant.
   size_t record_if_applied(const group::Group& read, const group::Group& intended,
-                           const group::Group& now, size_t* meant = nullptr);
+                           const group::Group& now, size_t* meant = nullptr,
+                           bool restarted = false);
+
+  /// A change about to be set, journaled before the set (to_json keeps it) so that a
+  /// restart after `kill -9` can tell whether the kernel applied it: `read`, the group it
+  /// was computed on, and `document`, what it sets. record() and settle() end it.
+  void intend(const group::Group& read, std::string document);
+
+  /// The change intend() announced and nothing ended yet.
+  bool pending() const;
+
+  /// Forgets the pending change (the kernel refused it: nothing changed).
+  void forget_pending();
+
+  /// Ends the pending change with `now`, the group in force read after it (a timeout, or
+  /// a restart: `restarted`): the group its document makes, as the kernel reads it
+  /// (grove::parse_group), goes to record_if_applied. A document the kernel cannot read
+  /// was refused: nothing recorded. Returns what record_if_applied returns.
+  size_t settle(const group::Group& now, bool restarted, size_t* meant = nullptr);
 
   /// No entry changed.
   bool empty() const;
@@ -63,8 +82,11 @@ public:
   /// deployment's journal: a rollback after `kill -9` undoes them (from_json).
   nlohmann::json to_json() const;
 
-  /// What to_json() wrote; an error for anything else.
-  static caf::expected<group_changes> from_json(const nlohmann::json& j);
+  /// What to_json() wrote; an error for anything else, but for a malformed pending
+  /// change: that alone is dropped (the recorded changes still matter to a rollback) and
+  /// `dropped` (optional) gets why.
+  static caf::expected<group_changes> from_json(const nlohmann::json& j,
+                                                std::string* dropped = nullptr);
 
   /// An entry before the deployment's first change of it (serialized) and after its last
   /// (its content: a config compared as JSON, not as spelled); nullopt: not in the group.
@@ -78,11 +100,9 @@ public:
 private:
   // By function name, resource id, subscription id.
   std::map<std::string, change> functions_, resources_, subscriptions_;
+  // intend(): the group read and the document to set.
+  std::optional<std::pair<group::Group, std::string>> pending_;
 };
-
-/// The functions, resources and subscriptions of a group document (group_yaml's shape,
-/// as an edit of `grove::group_document` makes it), as a group (what record() compares).
-group::Group group_of_document(const YAML::Node& doc);
 
 /// `g` as a group document (YAML) for `$grove/group/set`.
 caf::expected<std::string> group_yaml(const group::Group& g);

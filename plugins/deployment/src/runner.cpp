@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <set>
@@ -249,6 +251,18 @@ log_writer(std::filesystem::path log,
       user_output(s, line);
   };
 }
+
+// Tests only: GROVE_DEPLOYMENT_CRASH_AT=<step> kills groved (SIGKILL) at that step of a
+// journaled deployment's change of the group, as `kill -9` there would (group_journaled:
+// the change journaled, not set; group_set: set, its answer not journaled).
+void crash_point(const char* step) {
+  if (auto* at = std::getenv("GROVE_DEPLOYMENT_CRASH_AT"); at && std::strcmp(at, step) == 0)
+    ::kill(::getpid(), SIGKILL);
+}
+
+// How many times a resume reads the group to check a change journaled before kill -9
+// before it fails the deployment rather than guess (each read waits the job's timeout).
+constexpr int resume_reads = 3;
 
 } // namespace
 
@@ -823,7 +837,11 @@ void runner::begin(std::shared_ptr<job> j) {
                     j->previous.size(), j->group_changed.size());
   }
   // Journaled before anything changes, so that a rollback after kill -9 has it.
-  if (j->journal.write && !j->is_rollback) {
+  auto journal_first = [this, j, resumed] {
+    if (!j->journal.write || j->is_rollback) {
+      begin_changes(j);
+      return;
+    }
     j->journal.write(j->previous, j->group_changed,
                      [this, j, resumed, alive = alive_](caf::error err) {
                        if (!*alive)
@@ -841,9 +859,55 @@ void runner::begin(std::shared_ptr<job> j) {
                        }
                        begin_changes(j);
                      });
+  };
+  if (!resumed || !j->group_changed.pending()) {
+    journal_first();
     return;
   }
-  begin_changes(j);
+  // The run cut short journaled a change of the group and was killed before its answer
+  // was journaled: whether the kernel applied it, the group in force says (the group file
+  // survives the kill). Applied, it is recorded as the run's (its rollback undoes it); not
+  // applied (the group lacks it), nothing of it is, and nothing is undone for it.
+  settle_resumed(j, resume_reads, std::move(journal_first));
+}
+
+void runner::settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then) {
+  auto wait = ++j->wait;
+  group_client::get(
+    ctx_, j->timeout,
+    [this, j, wait, tries, then = std::move(then), alive = alive_](
+      caf::expected<group::Group> now) mutable {
+      if (!*alive || j->wait != wait)
+        return;
+      ++j->wait;
+      if (!now && tries > 1) {
+        ctx_.log().warn("deployment: the group could not be read to check the change "
+                        "journaled before kill -9 ({}), trying again",
+                        grove::describe(now.error()));
+        settle_resumed(j, tries - 1, std::move(then));
+        return;
+      }
+      if (!now) {
+        // Not dropped: journaling now would rewrite the row without the change, so that
+        // it could never be checked again. The deployment fails as it stands; its
+        // rollback (if any) undoes what is known and says the change is not undone.
+        finish(j, false, "the change of the group journaled before kill -9 cannot be "
+                         "checked, the group could not be read ("
+                           + grove::describe(now.error()) + ")");
+        return;
+      }
+      size_t meant = 0;
+      auto applied = j->group_changed.settle(*now, true, &meant);
+      if (applied > 0)
+        ctx_.log().info("deployment: the change of the group journaled before kill -9 is "
+                        "in force ({} entries): recorded for a rollback", applied);
+      else
+        ctx_.log().info("deployment: the change of the group journaled before kill -9 is "
+                        "not in force (its {} entries are not as it asked): nothing of it "
+                        "recorded for a rollback",
+                        meant);
+      then();
+    });
 }
 
 void runner::begin_changes(std::shared_ptr<job> j) {
@@ -1029,7 +1093,8 @@ void runner::step(std::shared_ptr<job> j) {
                           "the group is left to undo");
         } else if (!g) {
           j->group_kept.clear(); // the components' rollback below puts theirs back
-          j->group_undo_error = grove::describe(g.error());
+          j->group_undo_error += (j->group_undo_error.empty() ? "" : "; ")
+                                 + grove::describe(g.error());
           ctx_.log().error("deployment: rollback: the failed deployment's changes of the "
                            "group could not be undone: {}",
                            j->group_undo_error);
@@ -1719,23 +1784,50 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
   // changes the group meanwhile makes the kernel refuse, and the edit is made again on
   // the group then in force (group_client::edit), so neither change is lost.
   auto read = std::make_shared<group::Group>();
-  auto intended = std::make_shared<group::Group>();
+  // A deployment's change is journaled before the set (prepare): kill -9 between the two,
+  // or before the answer is journaled, leaves the change in the journal, and the resume
+  // tells from the group in force whether it applied (begin).
+  group_client::before_set prepare;
+  // Its group and document go unused: edit calls prepare right after the compute below
+  // returned that document, and the compute intend()ed the same pair into group_changed
+  // (which this journals). The two go together.
+  if (j->journal.write && !j->is_rollback)
+    prepare = [j, alive = alive_](const group::Group&, const std::string&,
+                                  std::function<void(caf::error)> go) {
+      j->journal.write(j->previous, j->group_changed,
+                       [go = std::move(go), alive](caf::error err) {
+                         if (!*alive)
+                           return;
+                         if (err) // nothing changed by this one: the failure's rollback
+                           err = grove::make_error(grove::errc::system_error,
+                                                   "a change of the group could not be "
+                                                   "journaled before it was set: "
+                                                     + grove::message_of(err));
+                         else
+                           crash_point("group_journaled");
+                         go(std::move(err));
+                       });
+    };
   group_client::edit(
     ctx_, j->timeout,
-    [j, edit, read, intended](const group::Group& g) -> caf::expected<std::string> {
+    [j, edit, read](const group::Group& g) -> caf::expected<std::string> {
       try {
         *read = g;
         auto node = grove::group_document(g);
         edit(node);
-        *intended = group_of_document(node);
-        return grove::to_yaml(node); // quoted strings stay quoted
+        auto document = grove::to_yaml(node); // quoted strings stay quoted
+        // The change asked for, until its answer: what the journal keeps, and what a
+        // timeout compares with the group in force (group_changes::settle).
+        if (!j->is_rollback)
+          j->group_changed.intend(g, document);
+        return document;
       } catch (const std::exception& e) { // a config the kernel gave that is no YAML
         return grove::make_error(grove::errc::invalid_config,
                                  std::string{"the group in force could not be edited: "}
                                    + e.what());
       }
     },
-    [this, j, wait, then, read, intended, alive = alive_](caf::expected<group::Group> r) {
+    [this, j, wait, then, read, alive = alive_](caf::expected<group::Group> r) {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
@@ -1747,11 +1839,14 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
       // computed on and the one the kernel then put in force (a compare-and-set: nobody
       // else's change lies between them), journaled before the job moves on.
       if (r) {
+        if (j->journal.write)
+          crash_point("group_set");
         j->group_changed.record(*read, *r);
         journal_group(j, then);
         return;
       }
       if (r.error() != grove::errc::timeout) { // refused: nothing changed
+        j->group_changed.forget_pending();
         then(std::move(r.error()));
         return;
       }
@@ -1761,7 +1856,7 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
       auto wait2 = ++j->wait;
       group_client::get(
         ctx_, j->timeout,
-        [this, j, wait2, then, read, intended, err, alive](caf::expected<group::Group> now) {
+        [this, j, wait2, then, err, alive](caf::expected<group::Group> now) {
           if (!*alive || j->wait != wait2)
             return;
           ++j->wait;
@@ -1769,18 +1864,20 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
             ctx_.log().error("deployment: a change of the group timed out and the group "
                              "could not be read after it ({}): a rollback may not undo it",
                              grove::describe(now.error()));
+            j->group_changed.forget_pending();
             then(std::move(*err));
             return;
           }
           size_t meant = 0;
-          auto applied = j->group_changed.record_if_applied(*read, *intended, *now, &meant);
+          auto applied = j->group_changed.settle(*now, false, &meant);
           ctx_.log().warn("deployment: a change of the group timed out; {} of its {} "
                           "entries recorded for a rollback as in force (group version {}; "
                           "all or none: a set applies whole)",
                           applied, meant, now->version());
           journal_group(j, [then, err](caf::error) { then(std::move(*err)); });
         });
-    });
+    },
+    std::move(prepare));
 }
 
 void runner::journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then) {
@@ -2087,6 +2184,9 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
+    if (j->group_changed.pending()) // whether it applied is unknown (settle_resumed)
+      back->group_undo_error = "a change of the group whose outcome could not be checked "
+                               "is not undone";
     if (!j->group_changed.empty())
       back->group_undo = std::move(j->group_changed); // first, then the components
     back->timeout = j->timeout;

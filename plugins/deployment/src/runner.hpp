@@ -222,6 +222,9 @@ private:
 
   void begin(std::shared_ptr<job> j);
   void begin_changes(std::shared_ptr<job> j);
+  // A resume: settles the change of the group journaled before kill -9 on the group in
+  // force (read up to `tries` times), then `then`; fails the job when it cannot be read.
+  void settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then);
   void step(std::shared_ptr<job> j);
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
   std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);

@@ -11,6 +11,7 @@
 
 #include "api_fixture.hpp"
 #include "group_changes.hpp"
+#include "grove/kernel/config.hpp"
 #include "grove/kernel/group.hpp"
 #include "render.hpp"
 #include "store_rows.hpp"
@@ -661,19 +662,25 @@ BOOST_AUTO_TEST_CASE(group_changes_survive_the_journal) {
 }
 
 BOOST_AUTO_TEST_CASE(a_group_document_reads_back_as_its_group) {
-  // The group an edit asked for (its document) compares as the group itself: nothing
-  // differs between a group and its own document, one edit of it is that one entry.
+  // The group an edit asked for (its document, as the kernel reads it) compares as the
+  // group itself: nothing differs between a group and its own document, one edit of it
+  // is that one entry.
   auto g = group_at(5, {"A"}, {"keep=runtime: python3\nenv: {A: x1}"});
   add_subscription(g, "a-keep", "device:A", "function:keep");
   g.add_resources()->set_id("vol");
   g.mutable_resources(0)->set_config_yaml("{path: /v}");
   auto doc = grove::group_document(g);
   group_changes same;
-  same.record(g, group_of_document(doc));
+  auto group_of = [](const YAML::Node& doc) {
+    auto back = grove::parse_group(grove::to_yaml(doc), "doc");
+    BOOST_REQUIRE_MESSAGE(back, (back ? std::string{} : grove::describe(back.error())));
+    return *back;
+  };
+  same.record(g, group_of(doc));
   BOOST_TEST(same.empty());
   doc["functions"][0]["config"]["env"]["A"] = "x2";
   group_changes one;
-  one.record(g, group_of_document(doc));
+  one.record(g, group_of(doc));
   BOOST_TEST(one.size() == 1u);
 }
 
@@ -744,6 +751,93 @@ BOOST_AUTO_TEST_CASE(a_timed_out_addition_is_not_recorded_when_someone_added_the
   BOOST_TEST(functions_after_an_unapplied_change(read, intended, now)
                == (strings{"keep=k", "relay=r"}),
              boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(a_change_journaled_before_its_set_is_settled_after_a_restart) {
+  // kill -9 between the journal write of a change (intend) and its answer: the restart
+  // reads the journal back and the group in force (versions begin again at 1) says
+  // whether the kernel applied it. Applied: recorded, its rollback undoes it. Not
+  // applied: nothing recorded, nothing undone.
+  using strings = std::vector<std::string>;
+  grove::group::Group read;
+  read.set_name("home");
+  read.set_version(7);
+  read.add_devices()->set_thing("A");
+  add_function(read, "keep", "k");
+  add_subscription(read, "a-keep", "device:A", "function:keep");
+  auto intended = read; // the deployment's change: a function relay and its route
+  add_function(intended, "relay", "{env: {T: r}}");
+  add_subscription(intended, "a-r", "device:A", "function:relay");
+  auto document = grove::to_yaml(grove::group_document(intended));
+  // As the kernel puts it in force after the restart: read from the group file.
+  auto in_force = [](const std::string& text) {
+    auto g = grove::parse_group(text, "group");
+    BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : grove::describe(g.error())));
+    g->set_version(1);
+    return *g;
+  };
+  auto journaled = [&] {
+    group_changes c;
+    c.intend(read, document);
+    BOOST_REQUIRE(c.pending());
+    auto back = group_changes::from_json(json::parse(c.to_json().dump()));
+    BOOST_REQUIRE_MESSAGE(back, (back ? std::string{} : grove::describe(back.error())));
+    BOOST_REQUIRE(back->pending());
+    return std::move(*back);
+  };
+  // Applied (the group file holds the document), an operator's function added since.
+  auto applied = in_force(document);
+  add_function(applied, "other", "o");
+  auto c = journaled();
+  size_t meant = 0;
+  BOOST_TEST(c.settle(applied, true, &meant) == 2u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(!c.pending());
+  BOOST_TEST(c.size() == 2u);
+  strings notes, kept;
+  auto back = c.undo(applied, notes, kept);
+  BOOST_TEST(keys(back.functions(), [](const auto& f) { return f.name(); })
+               == (strings{"keep", "other"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(subscriptions_of(back) == (strings{"a-keep"}), boost::test_tools::per_element());
+  // Not applied (the group file still holds the group read): nothing recorded, and an
+  // undo leaves the group as it is.
+  auto not_applied = in_force(grove::to_yaml(grove::group_document(read)));
+  auto n = journaled();
+  BOOST_TEST(n.settle(not_applied, true, &meant) == 0u);
+  BOOST_TEST(meant == 2u);
+  BOOST_TEST(!n.pending());
+  BOOST_TEST(n.empty());
+  notes.clear();
+  kept.clear();
+  BOOST_TEST(n.undo(not_applied, notes, kept).SerializeAsString()
+             == not_applied.SerializeAsString());
+  BOOST_TEST(notes.empty());
+  // Without the restart the version still counts: the same group, version 7, is the one
+  // read, so the change did not apply (record_if_applied's rule).
+  auto same_run = journaled();
+  auto unchanged = in_force(document);
+  unchanged.set_version(7);
+  BOOST_TEST(same_run.settle(unchanged, false) == 0u);
+  BOOST_TEST(same_run.empty());
+  // A document the kernel refuses (a route to a function it lacks) never applied.
+  group_changes refused;
+  refused.intend(read, "name: home\nsubscriptions:\n  - {id: x, source: cloud, subject: t, "
+                       "target: \"function:none\"}\n");
+  BOOST_TEST(refused.settle(applied, true, &meant) == 0u);
+  BOOST_TEST(meant == 0u);
+  BOOST_TEST(refused.empty());
+  // A journal whose pending change is not what to_json wrote loses that change alone:
+  // the recorded ones stay, and why it was dropped is told.
+  auto bad = c.to_json();
+  BOOST_REQUIRE(!c.empty());
+  bad["pending"] = {{"read", "%%%"}, {"document", ""}};
+  std::string dropped;
+  auto rest = group_changes::from_json(bad, &dropped);
+  BOOST_REQUIRE(rest);
+  BOOST_TEST(!rest->pending());
+  BOOST_TEST(rest->size() == c.size());
+  BOOST_TEST(dropped.find("pending") != std::string::npos);
 }
 
 BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {

@@ -447,7 +447,66 @@ check "the rollback journal refused: a deployment adding e2e.Relay FAILED, nothi
   bash -c '[[ $0 == FAILED* && $0 == *"could not be journaled, nothing changed"* && $0 == *"the test refuses"* && $0 != *ROLLBACK_COMPLETE* ]]' "$OUT"
 check "... the group without e2e.Relay's function" group_has "'e2e.Relay' not in $FN_NAMES"
 check "... ListInstalledComponents without e2e.Relay" test -z "$(installed e2e.Relay)"
-restart_groved "DROP TRIGGER test_no_journal"
+
+# ---- kill -9 between a change of the group and its journal: the resume tells them apart --
+# A change of the group is journaled before the kernel sets it. groved killed (SIGKILL at
+# GROVE_DEPLOYMENT_CRASH_AT) after that write and before the set: the group file lacks
+# the change, and the resume records nothing of it. Killed after the set and before its
+# answer is journaled: the group file has it, the resume finds it in force and records it,
+# and the resumed deployment's rollback undoes it. At each launch with the crash step set,
+# the deployment that settled last FAILED: nothing is applied again at start.
+# crashed: waits up to 60 s for groved to end; its exit status in $RC (137: SIGKILL).
+crashed() {
+  for _ in $(seq 1 600); do kill -0 "$GROVED_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$GROVED_PID" 2>/dev/null; then
+    RC="still running"
+    stop_groved
+    return
+  fi
+  wait "$GROVED_PID"
+  RC=$?
+  GROVED_PID=""
+}
+KEPT="sorted($FN_NAMES) == ['keep', 'keep2', 'keep3']"
+FAILING="{$PLACEHOLDER, $RELAY, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}"
+touch "$WORK/fail.go"  # e2e.Fail's install fails as soon as it runs
+GROVE_DEPLOYMENT_CRASH_AT=group_journaled restart_groved "DROP TRIGGER test_no_journal"
+ID=$(gg create-deployment --target-arn "$THING" --components "$FAILING" | jq -r .deploymentId)
+crashed
+check "a deployment adding e2e.Relay, groved killed after its change is journaled, before the set (exit $RC)" \
+  test "$RC" == 137
+check "... the group file without e2e.Relay's function: the set never happened" \
+  group_has "$KEPT"
+launch_groved
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after the kill"
+OUT=$(deployment_outcome "$ID" 900)
+check "the restart resumes it, e2e.Fail's install fails: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Fail* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the journaled change found not in force, nothing of it recorded" \
+  grep -qF "journaled before kill -9 is not in force (its 1 entries are not as it asked)" "$WORK/groved.out"
+check "... the group as before: keep, keep2, keep3 and their routes, no e2e.Relay" \
+  group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
+stop_groved
+GROVE_DEPLOYMENT_CRASH_AT=group_set launch_groved
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back"
+ID=$(gg create-deployment --target-arn "$THING" --components "$FAILING" | jq -r .deploymentId)
+crashed
+check "a deployment adding e2e.Relay, groved killed after the kernel set its change, before the answer is journaled (exit $RC)" \
+  test "$RC" == 137
+check "... the group file has e2e.Relay's function: the set happened" \
+  group_has "'e2e.Relay' in $FN_NAMES"
+launch_groved
+status_has "deployment.api: https://127.0.0.1:$API_PORT" 100 || abort "groved did not come back after the kill"
+status_has "local_link: connected" 100 || abort "Grove's client did not connect again"
+OUT=$(deployment_outcome "$ID" 900)
+check "the restart resumes it, e2e.Fail's install fails: FAILED, ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *e2e.Fail* && $0 == *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the journaled change found in force and recorded" \
+  grep -qF "journaled before kill -9 is in force (1 entries): recorded for a rollback" "$WORK/groved.out"
+check "... its rollback undid it: e2e.Relay's function gone, keep, keep2, keep3 and their routes kept" \
+  group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
+check "... ListInstalledComponents: no e2e.Relay, no e2e.Fail, e2e.Placeholder kept" \
+  bash -c '[[ -z $("$0" e2e.Relay) && -z $("$0" e2e.Fail) && -n $("$0" e2e.Placeholder) ]]' installed
 
 # ---- a v1 deployment and a v2 deployment change the group at once: both applied --------
 # Each reads the group and sets it; the kernel's compare-and-set refuses the one computed

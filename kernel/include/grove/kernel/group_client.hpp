@@ -87,22 +87,33 @@ inline void set(context& ctx, std::string document, std::chrono::milliseconds ti
 /// How often `edit` reads and recomputes after a conflict before it gives up.
 inline constexpr int edit_attempts = 8;
 
+/// What `edit` calls between computing a document and setting it: `read`, the group the
+/// document was computed on, and the document. Calling `go` with no error sets it; with
+/// an error, the edit ends with that error and nothing is set. A caller that must know
+/// after a crash whether a set happened keeps the document durably here (the kernel's
+/// group file survives a `kill -9`, its version does not: it starts again at 1).
+using before_set = std::function<void(const group::Group& read, const std::string& document,
+                                      std::function<void(caf::error)> go)>;
+
 /// A read-modify-write of the group that never loses a concurrent change: reads the
 /// group in force, `compute` turns it into the new document (or an error, which ends the
-/// edit), and sets it as a compare-and-set on the version read. A conflict (someone else
-/// changed the group meanwhile) reads again and recomputes, up to edit_attempts times.
-/// `compute` and `f` run on the plugin's actor; `f` gets the group then in force.
+/// edit), `prepare` (optional) sees it, and it is set as a compare-and-set on the version
+/// read. A conflict (someone else changed the group meanwhile) reads again and
+/// recomputes (and prepares again), up to edit_attempts times. `compute`, `prepare` and
+/// `f` run on the plugin's actor; `f` gets the group then in force.
 inline void edit(context& ctx, std::chrono::milliseconds timeout,
                  std::function<caf::expected<std::string>(const group::Group&)> compute,
-                 std::function<void(caf::expected<group::Group>)> f) {
+                 std::function<void(caf::expected<group::Group>)> f, before_set prepare = {}) {
   struct state {
     context* ctx;
     std::chrono::milliseconds timeout;
     std::function<caf::expected<std::string>(const group::Group&)> compute;
     std::function<void(caf::expected<group::Group>)> f;
+    before_set prepare;
     int attempt = 0;
   };
-  auto st = std::make_shared<state>(state{&ctx, timeout, std::move(compute), std::move(f)});
+  auto st = std::make_shared<state>(
+    state{&ctx, timeout, std::move(compute), std::move(f), std::move(prepare)});
   // Each attempt holds the state; the last callback lets it go.
   auto attempt = std::make_shared<std::function<void(std::shared_ptr<state>)>>();
   *attempt = [weak = std::weak_ptr{attempt}](std::shared_ptr<state> st) {
@@ -120,22 +131,35 @@ inline void edit(context& ctx, std::chrono::milliseconds timeout,
         st->f(std::move(doc.error()));
         return;
       }
-      set(
-        *st->ctx, std::move(*doc), st->timeout,
-        [st, again](caf::expected<group::Group> r) {
-          if (!r && r.error() == errc::conflict && st->attempt < edit_attempts) {
-            (*again)(st);
-            return;
-          }
-          if (!r && r.error() == errc::conflict) {
-            st->f(caf::expected<group::Group>{
-              make_error(errc::conflict, message_of(r.error()) + " (gave up after "
-                                           + std::to_string(st->attempt) + " attempts)")});
-            return;
-          }
-          st->f(std::move(r));
-        },
-        now->version());
+      auto put = [st, again, version = now->version()](std::string document) {
+        set(
+          *st->ctx, std::move(document), st->timeout,
+          [st, again](caf::expected<group::Group> r) {
+            if (!r && r.error() == errc::conflict && st->attempt < edit_attempts) {
+              (*again)(st);
+              return;
+            }
+            if (!r && r.error() == errc::conflict) {
+              st->f(caf::expected<group::Group>{
+                make_error(errc::conflict, message_of(r.error()) + " (gave up after "
+                                             + std::to_string(st->attempt) + " attempts)")});
+              return;
+            }
+            st->f(std::move(r));
+          },
+          version);
+      };
+      if (!st->prepare) {
+        put(std::move(*doc));
+        return;
+      }
+      auto document = std::make_shared<std::string>(std::move(*doc));
+      st->prepare(*now, *document, [st, put, document](caf::error err) {
+        if (err)
+          st->f(std::move(err));
+        else
+          put(std::move(*document));
+      });
     });
   };
   (*attempt)(std::move(st));
