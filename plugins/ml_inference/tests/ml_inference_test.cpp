@@ -7,9 +7,11 @@
 #define BOOST_TEST_MODULE ml_inference_test
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -208,6 +210,46 @@ BOOST_AUTO_TEST_CASE(operators_match_numpy) {
       check_close(gml::floats(got), want["data"].get<std::vector<float>>(), id);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_realistic_small_classifier_matches_numpy) {
+  // MobileNet v1 at width 0.5 (make_models.py): 3x128x128, 27 Conv layers, 13 of them
+  // depthwise, BatchNormalization, 1000 classes; what a device runs, not a toy.
+  const auto& c = models().index["mobilenet"];
+  auto group = models().dir / "group.mobilenet.yaml";
+  std::ofstream{group} << "name: ml\nresources:\n"
+                             + resource(c["id"], c["path"], c["sha256"],
+                                        inputs_yaml(c["manifest"]["inputs"]));
+  grove::testing::harness_options o;
+  o.group_file = group;
+  o.log_level = "off";
+  grove::testing::harness h{ML_PLUGIN, "{}", o};
+  BOOST_REQUIRE(!h.start());
+  wait_loaded(h);
+  auto req = request_of(c["inputs"]);
+  auto r = infer(h, "mobilenet", req);
+  BOOST_REQUIRE_MESSAGE(r, (r ? "" : error_text(r.error())));
+  BOOST_REQUIRE_EQUAL(r->outputs_size(), 1);
+  const auto& want = c["outputs"][0];
+  const auto& got = r->outputs(0);
+  BOOST_CHECK_EQUAL_COLLECTIONS(got.shape().begin(), got.shape().end(), want["shape"].begin(),
+                                want["shape"].end());
+  auto w = want["data"].get<std::vector<float>>();
+  auto g = gml::floats(got);
+  check_close(g, w, "mobilenet");
+  BOOST_CHECK_EQUAL(std::max_element(g.begin(), g.end()) - g.begin(),
+                    std::max_element(w.begin(), w.end()) - w.begin());
+  // The first non-finite element of a large input is the one named, in a later block of
+  // the check than the first.
+  auto* data = req.mutable_inputs(0)->mutable_data();
+  float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  std::memcpy(data->data() + 40000 * 4, &inf, 4);
+  std::memcpy(data->data() + 45000 * 4, &nan, 4);
+  auto bad = infer(h, "mobilenet", req);
+  BOOST_REQUIRE(!bad);
+  BOOST_CHECK_MESSAGE(error_text(bad.error()).find("input 'x': element 40000 is infinite")
+                        != std::string::npos,
+                      error_text(bad.error()));
 }
 
 BOOST_AUTO_TEST_CASE(an_image_through_the_preprocessing) {
