@@ -51,35 +51,12 @@ void runner::start(context& ctx, runner_metrics m) {
     workers_.emplace_back([this, sp = s.get()] { work(*sp); });
 }
 
-bool runner::submit(const Envelope& request) {
+bool runner::submit(Envelope request) {
   {
     std::lock_guard<std::mutex> g{mtx_};
     if (retired_ || queue_.size() >= opts_.queue_capacity)
       return false;
-  }
-  // Only this actor queues, retires and abandons, so the room checked stays. The payload is
-  // parsed here rather than copied for a worker to parse: the bus's message lives only for
-  // this call, so its tensor bytes are copied once either way, and a parse is that copy
-  // (110 KB for a 3x96x96 input: one allocation and memcpy fewer per request). Checking
-  // the tensors, preprocessing and inference stay on the workers.
-  job j;
-  j.arrived = std::chrono::steady_clock::now();
-  // Every field but the payload: what the reply needs.
-  j.request.set_topic(request.topic());
-  j.request.set_source(request.source());
-  j.request.set_content_type(request.content_type());
-  j.request.set_id(request.id());
-  j.request.set_reply_to(request.reply_to());
-  j.request.set_qos(request.qos());
-  j.request.set_timestamp_ns(request.timestamp_ns());
-  *j.request.mutable_user_properties() = request.user_properties();
-  if (auto req = infer_service::decode(request))
-    j.decoded = std::make_unique<InferRequest>(std::move(*req));
-  else
-    j.error = std::move(req.error());
-  {
-    std::lock_guard<std::mutex> g{mtx_};
-    queue_.push_back(std::move(j));
+    queue_.push_back(job{std::move(request), std::chrono::steady_clock::now()});
     ++outstanding_;
   }
   cv_.notify_one();
@@ -114,10 +91,15 @@ void runner::join() {
 bool runner::prepare(job& j, ready& out) {
   out.request = std::move(j.request);
   out.arrived = j.arrived;
-  caf::error err = std::move(j.error);
-  if (!err) {
-    // Kept with the inputs, which borrow its float32 bytes (no copy of them).
-    out.decoded = std::move(j.decoded);
+  auto req = infer_service::decode(out.request);
+  caf::error err;
+  if (!req) {
+    err = std::move(req.error());
+  } else {
+    // Kept with the inputs, which borrow its float32 bytes (no copy of them); the
+    // envelope's copy of the payload is not needed any more.
+    out.decoded = std::make_unique<InferRequest>(std::move(*req));
+    out.request.clear_payload();
     const auto& r = *out.decoded;
     if (!r.image().empty()) {
       auto t = image_to_tensor(r.image(), pkg_.man, opts_.max_image_pixels);

@@ -63,9 +63,8 @@ public:
   /// Starts the workers; `ctx` must outlive join().
   void start(context& ctx, runner_metrics m);
 
-  /// Queues a request (on the plugin's actor, whose message `request` is only for the
-  /// handler's call); false when the queue is full (the caller answers it).
-  bool submit(const Envelope& request);
+  /// Queues a request; false when the queue is full (the caller answers it).
+  bool submit(Envelope request);
 
   /// Takes nothing new; the workers finish the queue and end.
   void retire();
@@ -92,11 +91,7 @@ public:
 
 private:
   struct job {
-    /// The request's envelope without its payload (what the reply needs).
     Envelope request;
-    /// The payload parsed, or why it does not parse.
-    std::unique_ptr<InferRequest> decoded;
-    caf::error error;
     std::chrono::steady_clock::time_point arrived;
   };
   struct ready {
