@@ -52,17 +52,27 @@ def case(cid, onnx_bytes, manifest_inputs, feeds, expected, **extra):
 
 
 # numpy references ------------------------------------------------------------------------
-def conv2d(x, w, b, pad, stride=1):
+# Convolution summed per kernel offset, in float64.
+def conv_fast(x, w, stride, pad, group=1):
     n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+    o, ci, kh, kw = w.shape
+    # Only the groups the models use: none, or depthwise (one filter per channel).
+    assert group == 1 or (group == c == o and ci == 1), (group, c, o, ci)
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    y = np.zeros((n, o, oh, ow), dtype=np.float64)
-    for i in range(oh):
-        for j in range(ow):
-            patch = xp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].astype(np.float64)
-            y[:, :, i, j] = np.tensordot(patch, w.astype(np.float64), axes=([1, 2, 3], [1, 2, 3]))
-    return y + b.reshape(1, -1, 1, 1)
+    y = np.zeros((n, o, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+            if group == 1:
+                y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
+            else:  # depthwise: one filter per channel
+                y += patch * w[:, 0, i, j].astype(np.float64).reshape(1, -1, 1, 1)
+    return y
+
+
+def conv2d(x, w, b, pad, stride=1):
+    return conv_fast(x, w, stride, pad) + b.reshape(1, -1, 1, 1)
 
 
 def pool(x, k, s, fn):
@@ -245,23 +255,7 @@ write("cnn96.onnx", model([
 # Clip, with attributes, so not ReLU6 as Clip(0, 6) at opset 11), GlobalAveragePool,
 # Flatten, Gemm to 1000 classes, Softmax; ~49 M multiply-adds, 1.3 M weights. He-scaled
 # weights and batch statistics near (0, 1) keep the activations in range through the
-# 27 layers. Its numpy reference is computed per kernel offset (fast enough for 128x128).
-def conv_fast(x, w, stride, pad, group=1):
-    n, c, h, wd = x.shape
-    o, ci, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    y = np.zeros((n, o, oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
-            if group == 1:
-                y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
-            else:  # depthwise: one filter per channel
-                y += patch * w[:, 0, i, j].astype(np.float64).reshape(1, -1, 1, 1)
-    return y
-
-
+# 27 layers. Its numpy reference is conv_fast's, per kernel offset (fast enough for 128x128).
 mb_nodes, mb_inits, mb_layers = [], {}, []
 def mb_conv(src, cin, cout, k, stride, group, tag):
     w = (rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / (cin // group * k * k))).astype(np.float32)

@@ -172,18 +172,25 @@ void check_close(const std::vector<float>& got, const std::vector<float>& want,
   BOOST_CHECK_MESSAGE(worst <= 1e-4, what << ": largest difference " << worst);
 }
 
+/// The plugin started in a kernel with the group file `group`, its models loaded.
+std::unique_ptr<grove::testing::harness> started(const fs::path& group,
+                                                 const std::string& config = "{}") {
+  grove::testing::harness_options o;
+  o.group_file = group;
+  o.log_level = "off";
+  auto h = std::make_unique<grove::testing::harness>(ML_PLUGIN, config, o);
+  BOOST_REQUIRE(!h->start());
+  wait_loaded(*h);
+  return h;
+}
+
 struct fixture {
   fs::path group;
   std::unique_ptr<grove::testing::harness> h;
   explicit fixture(const std::string& config = "{}", const std::string& extra = "") {
     group = models().dir / ("group." + std::to_string(++n) + ".yaml");
     std::ofstream{group} << full_group(extra);
-    grove::testing::harness_options o;
-    o.group_file = group;
-    o.log_level = "off";
-    h = std::make_unique<grove::testing::harness>(ML_PLUGIN, config, o);
-    BOOST_REQUIRE(!h->start());
-    wait_loaded(*h);
+    h = started(group, config);
   }
   static inline int n = 0;
 };
@@ -220,12 +227,8 @@ BOOST_AUTO_TEST_CASE(a_realistic_small_classifier_matches_numpy) {
   std::ofstream{group} << "name: ml\nresources:\n"
                              + resource(c["id"], c["path"], c["sha256"],
                                         inputs_yaml(c["manifest"]["inputs"]));
-  grove::testing::harness_options o;
-  o.group_file = group;
-  o.log_level = "off";
-  grove::testing::harness h{ML_PLUGIN, "{}", o};
-  BOOST_REQUIRE(!h.start());
-  wait_loaded(h);
+  auto hp = started(group);
+  auto& h = *hp;
   auto req = request_of(c["inputs"]);
   auto r = infer(h, "mobilenet", req);
   BOOST_REQUIRE_MESSAGE(r, (r ? "" : error_text(r.error())));
@@ -563,12 +566,8 @@ BOOST_AUTO_TEST_CASE(a_failed_model_is_tried_again_at_the_next_group_change) {
                                      inputs_yaml(c["manifest"]["inputs"]));
   };
   write_group("late");
-  grove::testing::harness_options o;
-  o.group_file = group;
-  o.log_level = "off";
-  grove::testing::harness h{ML_PLUGIN, "{}", o};
-  BOOST_REQUIRE(!h.start());
-  wait_loaded(h);
+  auto hp = started(group);
+  auto& h = *hp;
   auto r = list(h);
   BOOST_REQUIRE(r && find(*r, "late"));
   BOOST_CHECK(find(*r, "late")->state() == ml::ModelInfo::FAILED);
