@@ -1,20 +1,25 @@
 // ml_bench: inference through the bus (ml_inference in a real in-process kernel, the typed
-// client's request, reply decoded) against OpenCV DNN called directly in the same process,
-// same model, same input, for a small MLP and a small CNN (the models of
-// plugins/ml_inference/tests/make_models.py). Reports batch-1 latency and the overhead
-// ratio, the throughput gain of dynamic batching at concurrency 1, 8 and 32 (the same CNN
-// served twice: maxBatchSize 1 and 32), and the resident memory per loaded model. Prints
-// one JSON object. Not a test: it reports figures and never fails on them.
+// client's request, reply decoded) against the plugin's OpenCV DNN backend called directly
+// in the same process, same model, same input, for a small MLP, two small CNNs and a MobileNet-like classifier
+// (the models of plugins/ml_inference/tests/make_models.py). Reports batch-1 latency and
+// the overhead (ratio and microseconds), the throughput gain of dynamic batching at
+// concurrency 1, 8 and 32 (the same CNN served twice: maxBatchSize 1 and 32), and the
+// resident memory per loaded model. Prints one JSON object. Not a test: it reports
+// figures and never fails on them.
 //
 // Usage: ml_bench [REQUESTS] [SECONDS_PER_CONCURRENCY] [IDLE_POLL_ATTEMPTS]
 // (SECONDS 0: no batching figures; IDLE_POLL_ATTEMPTS: the kernel's, default the shipped
 // images' 20).
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,8 +29,8 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
-#include <opencv2/dnn.hpp>
 
+#include "backend.hpp"
 #include "bench_models.hpp"
 #include "bench_stats.hpp"
 #include "grove/kernel/kernel.hpp"
@@ -58,6 +63,50 @@ struct model_case {
   std::vector<int64_t> shape;
 };
 
+/// A thread that runs one function at a time when asked and sleeps in between, as a
+/// model's worker does: the direct call plus one hand-off to a sleeping thread and back,
+/// the floor of any design that runs inference off the caller's thread.
+class forward_thread {
+public:
+  forward_thread() : thread_([this] { loop(); }) {
+  }
+  ~forward_thread() {
+    {
+      std::lock_guard g{mtx_};
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  /// Runs `f` on the thread and returns when it is done.
+  void run(std::function<void()> f) {
+    std::unique_lock lk{mtx_};
+    job_ = std::move(f);
+    wake_.notify_one();
+    done_.wait(lk, [&] { return !job_; });
+  }
+
+private:
+  void loop() {
+    std::unique_lock lk{mtx_};
+    for (;;) {
+      wake_.wait(lk, [&] { return stop_ || job_; });
+      if (stop_)
+        return;
+      lk.unlock();
+      job_();
+      lk.lock();
+      job_ = nullptr;
+      done_.notify_one();
+    }
+  }
+  std::mutex mtx_;
+  std::condition_variable wake_, done_;
+  std::function<void()> job_;
+  bool stop_ = false;
+  std::thread thread_; // last: started once the members above exist
+};
+
 caf::expected<grove::ml::InferResponse> infer(grove::testing::harness& h, const std::string& id,
                                               const grove::ml::InferRequest& req) {
   return gml::infer_rpc{gml::infer_topic(id)}.call_with(
@@ -81,7 +130,8 @@ int main(int argc, char** argv) {
   std::vector<model_case> cases{
     {"mlp", dir / "mlp.onnx", {1, 32}},
     {"cnn", dir / "cnn.onnx", {1, 3, 32, 32}},
-    {"cnn96", dir / "cnn96.onnx", {1, 3, 96, 96}}};
+    {"cnn96", dir / "cnn96.onnx", {1, 3, 96, 96}},
+    {"mobilenet", dir / "mobilenet.onnx", {1, 3, 128, 128}}};
   auto group_file = dir / "group.yaml";
   std::string group = "name: bench\nresources:\n";
   for (auto& c : cases)
@@ -107,7 +157,7 @@ int main(int argc, char** argv) {
     return grove::bench::wait_models_serving(
       [&](grove::Envelope e) { return h.request(e.topic(), e.payload()); }, n);
   };
-  if (!wait_serving(5)) {
+  if (!wait_serving(cases.size() + 2)) {
     std::cerr << "ml_bench: the models did not load\n";
     return 1;
   }
@@ -119,7 +169,7 @@ int main(int argc, char** argv) {
     more += model_resource("cnn96_copy" + std::to_string(i), dir / "cnn96.onnx",
                            cases[2].shape, "        maxBatchSize: 1\n");
   std::ofstream{group_file} << more;
-  if (h.kernel().reload_group() || !wait_serving(13)) {
+  if (h.kernel().reload_group() || !wait_serving(cases.size() + 2 + 8)) {
     std::cerr << "ml_bench: the copies did not load\n";
     return 1;
   }
@@ -136,41 +186,65 @@ int main(int argc, char** argv) {
   }
   long rss_more = rss_kib();
   memory = {{"rss_kib_before_kernel", rss_before},
-                   {"rss_kib_kernel_and_5_models", rss_loaded},
+                   {"rss_kib_kernel_and_" + std::to_string(cases.size() + 2) + "_models", rss_loaded},
                    {"rss_kib_per_cnn96_model_loaded_and_run", (rss_more - rss_loaded_run) / 8},
                    {"cnn96_file_bytes", fs::file_size(dir / "cnn96.onnx")},
                    {"cnn_file_bytes", fs::file_size(dir / "cnn.onnx")},
-                   {"mlp_file_bytes", fs::file_size(dir / "mlp.onnx")}};
+                   {"mlp_file_bytes", fs::file_size(dir / "mlp.onnx")},
+                   {"mobilenet_file_bytes", fs::file_size(dir / "mobilenet.onnx")}};
   json out;
   out["bench"] = "ml_bench";
   out["requests"] = requests;
   out["idle_poll_attempts"] = idle_polls;
   out["backend"] = std::string{"opencv-dnn "} + CV_VERSION;
 
-  // Batch 1: direct OpenCV DNN vs the bus, alternating blocks so drift hits both.
+  // Batch 1: the plugin's own backend (open()/run(), as a model's worker calls it) called
+  // directly vs the bus, alternating blocks so drift hits both; the same direct call
+  // handed to a sleeping thread (direct_on_a_thread, a latency); and an empty job handed
+  // to that thread (hand_off_us_p50: one wake-up there and one back on this machine).
   json batch1 = json::object();
+  auto engine = grove::ml::make_opencv_backend();
   for (auto& c : cases) {
     std::vector<int64_t> shape = c.shape;
     auto x = grove::bench::model_input(shape);
     auto bytes = grove::bench::read_file(c.file);
-    auto net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
-    std::vector<int> dims(shape.begin(), shape.end());
+    auto session = engine->open(bytes, {});
+    if (!session) {
+      std::cerr << "ml_bench: " << c.id << ": " << grove::describe(session.error()) << "\n";
+      return 1;
+    }
+    std::vector<grove::ml::tensor> in(1);
+    in[0].name = "x";
+    in[0].shape = shape;
+    in[0].borrowed = std::span<const float>{x};
     grove::ml::InferRequest req;
     gml::add_input(req, "x", shape, x);
-    std::vector<double> direct, bus;
+    std::vector<double> direct, handed, hand_off, bus;
+    bool failed = false;
+    auto forward = [&] { failed |= !(*session)->run(in); };
+    auto nothing = [] {};
+    forward_thread worker;
     for (int i = 0; i < 20; ++i) { // warm-up
-      cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F, x.data());
-      net.setInput(blob, "x");
-      net.forward();
+      forward();
+      worker.run(forward);
+      worker.run(nothing);
       (void) infer(h, c.id, req);
     }
     for (int block = 0; block < 10; ++block) {
       for (int i = 0; i < requests / 10; ++i) {
         auto t0 = clock_type::now();
-        cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F, x.data());
-        net.setInput(blob, "x");
-        cv::Mat y = net.forward();
+        forward();
         direct.push_back(us_since(t0));
+      }
+      for (int i = 0; i < requests / 10; ++i) {
+        auto t0 = clock_type::now();
+        worker.run(forward);
+        handed.push_back(us_since(t0));
+      }
+      for (int i = 0; i < requests / 10; ++i) {
+        auto t0 = clock_type::now();
+        worker.run(nothing);
+        hand_off.push_back(us_since(t0));
       }
       for (int i = 0; i < requests / 10; ++i) {
         auto t0 = clock_type::now();
@@ -182,12 +256,18 @@ int main(int argc, char** argv) {
         bus.push_back(us_since(t0));
       }
     }
+    if (failed) {
+      std::cerr << "ml_bench: " << c.id << ": the backend's run() failed\n";
+      return 1;
+    }
     double d50 = pct(direct, 0.5), b50 = pct(bus, 0.5);
     batch1[c.id] = {{"direct", latency(direct)},
                     {"bus", latency(bus)},
                     {"bus_over_direct_p50", round2(b50 / d50)},
                     {"overhead_pct_p50", round2((b50 / d50 - 1) * 100)},
-                    {"overhead_us_p50", round2(b50 - d50)}};
+                    {"overhead_us_p50", round2(b50 - d50)},
+                    {"direct_on_a_thread", latency(handed)},
+                    {"hand_off_us_p50", round2(pct(hand_off, 0.5))}};
   }
   // The plugin's own p50 (queued at the model to answered): the rest of the bus figure is
   // the request's way in and the reply's way out.

@@ -52,17 +52,27 @@ def case(cid, onnx_bytes, manifest_inputs, feeds, expected, **extra):
 
 
 # numpy references ------------------------------------------------------------------------
-def conv2d(x, w, b, pad, stride=1):
+# Convolution summed per kernel offset, in float64.
+def conv_fast(x, w, stride, pad, group=1):
     n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+    o, ci, kh, kw = w.shape
+    # Only the groups the models use: none, or depthwise (one filter per channel).
+    assert group == 1 or (group == c == o and ci == 1), (group, c, o, ci)
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    y = np.zeros((n, o, oh, ow), dtype=np.float64)
-    for i in range(oh):
-        for j in range(ow):
-            patch = xp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].astype(np.float64)
-            y[:, :, i, j] = np.tensordot(patch, w.astype(np.float64), axes=([1, 2, 3], [1, 2, 3]))
-    return y + b.reshape(1, -1, 1, 1)
+    y = np.zeros((n, o, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+            if group == 1:
+                y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
+            else:  # depthwise: one filter per channel
+                y += patch * w[:, 0, i, j].astype(np.float64).reshape(1, -1, 1, 1)
+    return y
+
+
+def conv2d(x, w, b, pad, stride=1):
+    return conv_fast(x, w, stride, pad) + b.reshape(1, -1, 1, 1)
 
 
 def pool(x, k, s, fn):
@@ -238,6 +248,62 @@ write("cnn96.onnx", model([
     helper.make_node("Softmax", ["l"], ["y"], axis=1)],
     [vi("x", ["N", 3, 96, 96])], [vi("y", ["N", 10])], {"C1": C1, "C2": C2, "C3": C3, "G": G}, "cnn96"))
 
+# A realistic small classifier (ml_inference_test's mobilenet case, ml_bench's "mobilenet"
+# leg): MobileNet v1 at width 0.5 on 3x128x128 images, as devices run them: a stride-2
+# Conv, 13 depthwise-separable blocks (3x3 depthwise Conv, group = channels, and 1x1
+# pointwise Conv, each with BatchNormalization and Relu: OpenCV 4.6 reads only the opset-6
+# Clip, with attributes, so not ReLU6 as Clip(0, 6) at opset 11), GlobalAveragePool,
+# Flatten, Gemm to 1000 classes, Softmax; ~49 M multiply-adds, 1.3 M weights. He-scaled
+# weights and batch statistics near (0, 1) keep the activations in range through the
+# 27 layers. Its numpy reference is conv_fast's, per kernel offset (fast enough for 128x128).
+mb_nodes, mb_inits, mb_layers = [], {}, []
+def mb_conv(src, cin, cout, k, stride, group, tag):
+    w = (rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / (cin // group * k * k))).astype(np.float32)
+    s = (1 + 0.1 * rng.standard_normal(cout)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    m = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    v = (1 + 0.2 * np.abs(rng.standard_normal(cout))).astype(np.float32)
+    names = [tag + "_" + a for a in ("w", "s", "b", "m", "v")]
+    mb_inits.update(zip(names, (w, s, b, m, v)))
+    mb_nodes.extend([
+        helper.make_node("Conv", [src, names[0]], [tag + "_c"], kernel_shape=[k, k], strides=[stride, stride],
+                         pads=[k // 2] * 4, group=group),
+        helper.make_node("BatchNormalization", [tag + "_c"] + names[1:], [tag + "_n"], epsilon=1e-5),
+        helper.make_node("Relu", [tag + "_n"], [tag])])
+    mb_layers.append((w, stride, k // 2, group, s, b, m, v))
+    return tag
+
+
+t, c = mb_conv("x", 3, 16, 3, 2, 1, "conv0"), 16
+for i, (cout, stride) in enumerate([(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1),
+                                    (256, 1), (256, 1), (256, 1), (512, 2), (512, 1)]):
+    t = mb_conv(t, c, c, 3, stride, c, "dw%d" % (i + 1))
+    t, c = mb_conv(t, c, cout, 1, 1, 1, "pw%d" % (i + 1)), cout
+# Scaled so the logits spread as a trained classifier's do (std ~3): a peaked Softmax, so the
+# comparison within 1e-4 checks more than a flat 1/1000.
+Wfc, Bfc = (rng.standard_normal((1000, c)) * 14 / np.sqrt(c)).astype(np.float32), (0.01 * rng.standard_normal(1000)).astype(np.float32)
+mb_inits["fc_w"], mb_inits["fc_b"] = Wfc, Bfc
+mb_nodes.extend([helper.make_node("GlobalAveragePool", [t], ["gap"]),
+                 helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+                 helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+                 helper.make_node("Softmax", ["logits"], ["prob"], axis=1)])
+mb_path, mb_digest = write("mobilenet.onnx", model(mb_nodes, [vi("x", ["N", 3, 128, 128])], [vi("prob", ["N", 1000])],
+                                                   mb_inits, "mobilenet_v1_050_128"))
+
+
+def mobilenet_ref(x):
+    y = x.astype(np.float64)
+    for w, stride, pad, group, s, b, m, v in mb_layers:
+        y = np.maximum(bn(conv_fast(y, w, stride, pad, group), s, b, m, v), 0)
+    return softmax(y.mean(axis=(2, 3)) @ Wfc.T.astype(np.float64) + Bfc)
+
+
+mb_x = rng.uniform(-1, 1, size=(1, 3, 128, 128)).astype(np.float32)
+mobilenet = dict(id="mobilenet", path=mb_path, sha256=mb_digest,
+                 manifest=dict(inputs=[dict(name="x", shape=[-1, 3, 128, 128])]),
+                 inputs=[dict(name="x", shape=list(mb_x.shape), data=mb_x.ravel().tolist())],
+                 outputs=[dict(name="prob", shape=[1, 1000], data=mobilenet_ref(mb_x).astype(np.float32).ravel().tolist())])
+
 # Models that must fail: not ONNX, an operator OpenCV 4.6 lacks (Hardmax), and one that
 # loads but throws at inference (a fixed Reshape after a Conv of any spatial size).
 bad = {}
@@ -252,4 +318,4 @@ bad["throws"] = write("throws.onnx", model(
     {"W": Wt, "shape": np.array([1, 32], dtype=np.int64)}, "throws"))
 
 with open(os.path.join(OUT, "index.json"), "w") as f:
-    json.dump(dict(big_png=big_png, cases=cases, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)
+    json.dump(dict(big_png=big_png, cases=cases, mobilenet=mobilenet, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)
