@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "grove/utf8.hpp"
+
 namespace grove::console {
 
 bool sodium_ready() {
@@ -107,46 +109,14 @@ std::optional<std::string> string_field(const nlohmann::json& obj, std::string_v
 }
 
 bool printable_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
-        return false;
-      if (c == 0x7f)
-        return false;
-      ++i;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
+  // In UTF-8 a byte below 0x80 is always a whole character: the control check needs no
+  // decoding.
+  for (auto ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
       return false;
-    }
-    if (i + n >= s.size())
-      return false;
-    for (size_t k = 1; k <= n; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80)
-        return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000)
-        || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-      return false;
-    i += n + 1;
   }
-  return true;
+  return grove::valid_utf8(s);
 }
 
 nlohmann::json describe_payload(std::string_view payload, std::string_view content_type,
@@ -164,10 +134,7 @@ nlohmann::json describe_payload(std::string_view payload, std::string_view conte
                        || j.is_array());
     out["kind"] = is_json ? "json" : "text";
     // A truncated text may end inside a character: cut back to its start.
-    while (truncated && !shown.empty() && (static_cast<unsigned char>(shown.back()) & 0xc0) == 0x80)
-      shown.remove_suffix(1);
-    if (truncated && !shown.empty() && static_cast<unsigned char>(shown.back()) >= 0xc0)
-      shown.remove_suffix(1);
+    shown = payload.substr(0, grove::utf8_cut_point(payload, limit));
     out["text"] = is_json ? j.dump(2) : std::string{shown};
     return out;
   }

@@ -156,6 +156,21 @@ BOOST_AUTO_TEST_CASE(payloads_shown_as_json_text_or_hex) {
   BOOST_CHECK(!printable_utf8("\xed\xa0\x80"));   // surrogate
   BOOST_CHECK(!printable_utf8("\xe2\x82"));       // cut short
   BOOST_CHECK(printable_utf8("\xf0\x9f\x8c\xb3")); // U+1F333
+  BOOST_CHECK(printable_utf8("a\tb\r\n"));
+  BOOST_CHECK(!printable_utf8("a\x1b[0m"));           // a terminal escape
+  BOOST_CHECK(!printable_utf8("a\x7f"));              // DEL
+  BOOST_CHECK(!printable_utf8(std::string{"a\0b", 3})); // NUL
+  // A cut inside a 4-byte character goes back to its start, wherever it falls in it.
+  for (size_t limit : {2, 3, 4}) {
+    auto tree = describe_payload("a\xf0\x9f\x8c\xb3" "b", "", limit);
+    BOOST_CHECK_EQUAL(tree["kind"], "text");
+    BOOST_CHECK_EQUAL(tree["text"], "a");
+  }
+  BOOST_CHECK_EQUAL(describe_payload("a\xf0\x9f\x8c\xb3" "b", "", 5)["text"], "a\xf0\x9f\x8c\xb3");
+  // Binary is shown to the limit, whatever its bytes.
+  auto bin = describe_payload("\x01\xf0\x9f\x8c", "", 3);
+  BOOST_CHECK_EQUAL(bin["kind"], "binary");
+  BOOST_CHECK_EQUAL(bin["hex"], "01 f0 9f");
 }
 
 namespace {
