@@ -877,16 +877,34 @@ BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   auto applying = store->set_deployment_state("d-3", {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", 1);
   BOOST_REQUIRE(applying && *applying);
   BOOST_CHECK_EQUAL(text("d-3"), "d-3");
-  // Deleted: gone with the deployment.
+  // Deleted while ACTIVE (the API cancels first): gone with the deployment.
   auto erased = store->erase_deployment("d-2");
   BOOST_REQUIRE(erased && *erased);
   BOOST_CHECK_EQUAL(text("d-2"), "(none)");
-  // At start: only the deployment that resumes keeps its row, then none.
-  BOOST_REQUIRE(!store->keep_rollback_of("d-3"));
-  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  // Settled FAILED with a change of the group left undecided (keep_rollback): the row
+  // stays, across a reopen and the deployment's deletion, for the next start to decide.
+  auto undecided = store->set_deployment_state("d-4", {"ACTIVE"}, "FAILED", "FAILED", "x", 1,
+                                               true);
+  BOOST_REQUIRE(undecided && *undecided);
+  BOOST_CHECK_EQUAL(text("d-4"), "d-4");
+  auto erased4 = store->erase_deployment("d-4");
+  BOOST_REQUIRE(erased4 && *erased4);
+  open();
+  BOOST_CHECK_EQUAL(text("d-4"), "d-4");
+  // At start: every row is listed (the resuming deployment's, the undecided ones); each
+  // goes when forgotten.
+  auto rows = store->rollbacks();
+  BOOST_REQUIRE(rows);
+  BOOST_TEST(rows->size() == 2u);
+  BOOST_CHECK_EQUAL(rows->at("d-3"), "d-3");
+  BOOST_CHECK_EQUAL(rows->at("d-4"), "d-4");
+  BOOST_REQUIRE(!store->forget_rollback("d-4"));
   BOOST_CHECK_EQUAL(text("d-4"), "(none)");
-  BOOST_REQUIRE(!store->keep_rollback_of(""));
-  BOOST_CHECK_EQUAL(text("d-3"), "(none)");
+  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  BOOST_REQUIRE(!store->forget_rollback("d-3"));
+  rows = store->rollbacks();
+  BOOST_REQUIRE(rows);
+  BOOST_TEST(rows->empty());
 }
 
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {
