@@ -800,6 +800,10 @@ private:
             if (!why.empty())
               ctx_->log().error("deployment: the decided change of {} stays journaled: {}", id,
                                 why);
+            else
+              ctx_->log().info("deployment: {}: its decided change of the group is no longer "
+                               "journaled",
+                               id);
             decide_left(std::move(left), std::move(then));
           });
       });
