@@ -459,7 +459,7 @@ caf::expected<bool> component_store::set_deployment_state(const std::string& id,
                                                           const std::string& status,
                                                           const std::string& execution,
                                                           const std::string& reason,
-                                                          int64_t now_ms) {
+                                                          int64_t now_ms, bool keep_rollback) {
   std::lock_guard guard{mtx_};
   auto tx = db_->begin(grove::begin_mode::immediate);
   if (!tx)
@@ -483,7 +483,7 @@ caf::expected<bool> component_store::set_deployment_state(const std::string& id,
     return err;
   // Settled (or canceled): nothing left for a resume to roll back; in the same transaction,
   // so that kill -9 cannot leave the row of a settled deployment.
-  if (status != "ACTIVE")
+  if (status != "ACTIVE" && !keep_rollback)
     if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", id))
       return err;
   if (auto err = tx->commit())
@@ -503,11 +503,15 @@ caf::expected<bool> component_store::erase_deployment(const std::string& id) {
   auto tx = db_->begin(grove::begin_mode::immediate);
   if (!tx)
     return std::move(tx.error());
+  // Before the deployment goes: only an ACTIVE one's row is its run's (a settled one's
+  // holds a change of the group kept undecided, for the next start).
+  if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ? AND EXISTS("
+                          "SELECT 1 FROM deployments WHERE id = ? AND status = 'ACTIVE')",
+                          id, id))
+    return err;
   if (auto err = db_->run("DELETE FROM deployments WHERE id = ?", id))
     return err;
   bool gone = sqlite3_changes(db_->native_handle()) > 0;
-  if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", id))
-    return err;
   if (auto err = tx->commit())
     return err;
   return gone;
@@ -568,9 +572,22 @@ component_store::rollback_of(const std::string& deployment_id) {
   return out;
 }
 
-caf::error component_store::keep_rollback_of(const std::string& deployment_id) {
+caf::expected<std::map<std::string, std::string>> component_store::rollbacks() {
   std::lock_guard guard{mtx_};
-  return db_->run("DELETE FROM rollback_journal WHERE deployment_id != ?", deployment_id);
+  std::map<std::string, std::string> out;
+  if (auto err = each_row(*db_, "SELECT deployment_id, state FROM rollback_journal",
+                          [&](const grove::statement& s) {
+                            out.emplace(std::string{s.column_text(0)},
+                                        std::string{s.column_text(1)});
+                            return true;
+                          }))
+    return err;
+  return out;
+}
+
+caf::error component_store::forget_rollback(const std::string& deployment_id) {
+  std::lock_guard guard{mtx_};
+  return db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", deployment_id);
 }
 
 } // namespace grove::deployment

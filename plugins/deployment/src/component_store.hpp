@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -210,12 +211,16 @@ public:
   caf::expected<std::vector<deployment_record>> deployments();
 
   /// Sets a deployment's status, execution and reason (modified at `now_ms`); false when
-  /// there is no such deployment or its status is not one of `from` (empty: any).
+  /// there is no such deployment or its status is not one of `from` (empty: any). A
+  /// status but ACTIVE deletes its rollback journal in the same transaction, unless
+  /// `keep_rollback` (it holds a change of the group not decided yet: the next start
+  /// decides it, see rollbacks()).
   caf::expected<bool> set_deployment_state(const std::string& id,
                                            const std::vector<std::string>& from,
                                            const std::string& status,
                                            const std::string& execution,
-                                           const std::string& reason, int64_t now_ms);
+                                           const std::string& reason, int64_t now_ms,
+                                           bool keep_rollback = false);
 
   /// Changes the tags of deployment `id` in one transaction: `change` gets the stored
   /// tags (JSON object text) and returns the new ones, or nullopt to refuse.
@@ -223,7 +228,9 @@ public:
     const std::string& id,
     const std::function<std::optional<std::string>(const std::string&)>& change);
 
-  /// Deletes a deployment (and its tags); false when there was none.
+  /// Deletes a deployment (and its tags); false when there was none. Its rollback journal
+  /// goes too when it was ACTIVE; a settled one's row is a change of the group kept
+  /// undecided (set_deployment_state), left for the next start to decide.
   caf::expected<bool> erase_deployment(const std::string& id);
 
   /// Replaces the installed components (the runner's set, ListInstalledComponents) with
@@ -236,15 +243,18 @@ public:
   /// Journals what deployment `deployment_id` must undo when it fails (schema 7; JSON
   /// text the plugin writes: the set before it and its group changes), replacing what was;
   /// nothing unless the deployment is ACTIVE. set_deployment_state() to another status
-  /// and erase_deployment() delete it in their transaction.
+  /// and erase_deployment() delete it in their transaction (but see keep_rollback).
   caf::error put_rollback(const std::string& deployment_id, const std::string& state);
 
   /// What put_rollback() kept for `deployment_id`; nullopt: nothing.
   caf::expected<std::optional<std::string>> rollback_of(const std::string& deployment_id);
 
-  /// Forgets what put_rollback() kept for every deployment but `deployment_id` (at start:
-  /// the one deployment that resumes; "": none).
-  caf::error keep_rollback_of(const std::string& deployment_id);
+  /// Every rollback journal, by deployment id (at start: the one of the deployment that
+  /// resumes, and those kept for a change of the group left undecided).
+  caf::expected<std::map<std::string, std::string>> rollbacks();
+
+  /// Forgets what put_rollback() kept for `deployment_id`.
+  caf::error forget_rollback(const std::string& deployment_id);
 
   /// Runs `f(grove::store&)` under the store's lock and returns what it returns: for
   /// tables kept beside the component store by functions of their own (Image Builder's

@@ -660,6 +660,22 @@ public:
   }
 
 private:
+  // A change of the group a deployment journaled as pending and left undecided (it
+  // settled, or never resumed, before the change could be checked).
+  struct undecided {
+    std::string id;
+    group_changes changes;
+    bool undo = false; // its rollback owed it: undone when in force
+  };
+
+  // What resume() finds at start.
+  struct resume_plan {
+    std::string id; // the deployment to apply again; "" : none
+    nlohmann::json resolved;
+    std::string journal; // else: why the journal's set starts as it was; "" : nothing
+    std::vector<undecided> left; // changes of the group left undecided, decided first
+  };
+
   // On the actor, at start: what the core ran comes back. The current deployment of this
   // core (the newest ACTIVE or COMPLETED one) is applied again: components come back after
   // a restart, and one that a kill -9 cut short resumes (its journal row is still ACTIVE /
@@ -668,13 +684,8 @@ private:
   // deployment left): the runner starts it as it was (Greengrass starts, at boot, what the
   // device ran at its last settled state).
   void resume() {
-    struct what {
-      std::string id; // the deployment to apply again; "" : none
-      nlohmann::json resolved;
-      std::string journal; // else: why the journal's set starts as it was; "" : nothing
-    };
     ctx_->run_blocking(
-      [db = store_, a = api_]() -> caf::expected<what> {
+      [db = store_, a = api_]() -> caf::expected<resume_plan> {
         auto all = db->deployments();
         if (!all)
           return std::move(all.error());
@@ -690,43 +701,130 @@ private:
             settled = &d;
         }
         // Rollback journals of deployments that will not resume (settled, skipped for a
-        // newer one, left by a kill -9) go; the current one's, when ACTIVE, is its resume's.
-        if (auto err = db->keep_rollback_of(current && current->status == "ACTIVE" ? current->id
-                                                                                  : ""))
-          return err;
+        // newer one, left by a kill -9) go, but for a change of the group they hold
+        // undecided (pending), decided first; the current one's, when ACTIVE, is its
+        // resume's.
+        auto rows = db->rollbacks();
+        if (!rows)
+          return std::move(rows.error());
+        std::vector<undecided> left;
+        for (const auto& [rid, text] : *rows) {
+          if (current && current->status == "ACTIVE" && rid == current->id)
+            continue;
+          if (auto u = undecided_of(rid, text, *all)) {
+            left.push_back(std::move(*u));
+            continue;
+          }
+          if (auto err = db->forget_rollback(rid))
+            return err;
+        }
         if (settled && settled->status != "COMPLETED"
             && (!current || current->status != "ACTIVE"))
-          return what{{}, {}, "deployment " + settled->id + " settled last, " + settled->status};
+          return resume_plan{{}, {}, "deployment " + settled->id + " settled last, " + settled->status,
+                      std::move(left)};
         if (current) {
           auto r = a->resolve_deployment(*current);
           if (r.status != 200)
             return grove::make_error(grove::errc::invalid_state,
                                      "deployment " + current->id + " no longer resolves: " + r.body);
-          return what{current->id, nlohmann::json::parse(r.body), {}};
+          return resume_plan{current->id, nlohmann::json::parse(r.body), {}, std::move(left)};
         }
-        return what{};
+        return resume_plan{{}, {}, {}, std::move(left)};
       },
-      [this](caf::expected<caf::expected<what>> outer) {
-        auto got = outer ? std::move(*outer) : caf::expected<what>{outer.error()};
+      [this](caf::expected<caf::expected<resume_plan>> outer) {
+        auto got = outer ? std::move(*outer) : caf::expected<resume_plan>{outer.error()};
         if (!got) {
           ctx_->log().error("deployment: cannot resume: {}", grove::describe(got.error()));
           return;
         }
-        if (!got->id.empty()) {
-          ctx_->log().info("deployment: applying deployment {} again at start", got->id);
-          apply_deployment(got->id, got->resolved);
-        } else if (!got->journal.empty() && runner_) {
-          ctx_->log().info("deployment: {}: the journaled set runs again as it was",
-                           got->journal);
-          runner_->restart([this](apply_outcome o) {
-            if (o.ok)
-              ctx_->log().info("deployment: the journaled set runs again");
-            else
-              ctx_->log().error("deployment: the journaled set did not all start again: {}",
-                                o.reason);
-          });
-        }
+        auto left = std::move(got->left);
+        decide_left(std::move(left), [this, got = std::move(*got)] { go_on(got); });
       });
+  }
+
+  // The undecided change a rollback journal row holds, if any (`all`: the deployments).
+  static std::optional<undecided> undecided_of(const std::string& id, const std::string& text,
+                                               const std::vector<deployment_record>& all) {
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object() || !j.contains("group") || !j["group"].is_object()
+        || !j["group"].contains("pending"))
+      return std::nullopt;
+    auto changes = group_changes::from_json(j["group"]);
+    if (!changes || !changes->pending()) // a malformed one cannot be decided
+      return std::nullopt;
+    // Undone when in force only if the deployment FAILED with ROLLBACK (or was deleted
+    // since): a DO_NOTHING one, or one skipped for a newer deployment, keeps it.
+    std::string status;
+    for (const auto& d : all)
+      if (d.id == id)
+        status = d.status;
+    bool undo = j.value("rollback", false) && (status.empty() || status == "FAILED");
+    return undecided{id, std::move(*changes), undo};
+  }
+
+  // Decides the undecided changes one by one (runner::decide_left); a decided one's row
+  // goes, one that could not be decided stays for the next start. Then `then`.
+  void decide_left(std::vector<undecided> left, std::function<void()> then) {
+    if (left.empty() || !runner_) {
+      then();
+      return;
+    }
+    auto u = std::move(left.back());
+    left.pop_back();
+    ctx_->log().info("deployment: deciding the change of the group deployment {} left "
+                     "undecided",
+                     u.id);
+    runner_->decide_left(
+      std::move(u.changes), u.undo, std::chrono::seconds{60},
+      [this, id = u.id, left = std::move(left), then = std::move(then),
+       alive = alive_](caf::error err) mutable {
+        if (!*alive)
+          return;
+        if (err) {
+          ctx_->log().error("deployment: the change of the group deployment {} left "
+                            "undecided is still undecided ({}): kept for the next start",
+                            id, grove::describe(err));
+          decide_left(std::move(left), std::move(then));
+          return;
+        }
+        ctx_->run_blocking(
+          [db = store_, id] {
+            auto err = db->forget_rollback(id);
+            return err ? grove::describe(err) : std::string{};
+          },
+          [this, id, left = std::move(left), then = std::move(then),
+           alive](caf::expected<std::string> r) mutable {
+            if (!*alive)
+              return;
+            auto why = r ? *r : grove::describe(r.error());
+            if (!why.empty())
+              ctx_->log().error("deployment: the decided change of {} stays journaled: {}", id,
+                                why);
+            else
+              ctx_->log().info("deployment: {}: its decided change of the group is no longer "
+                               "journaled",
+                               id);
+            decide_left(std::move(left), std::move(then));
+          });
+      });
+  }
+
+  // resume() goes on, once the undecided changes are decided.
+  void go_on(const resume_plan& got) {
+    if (!got.id.empty()) {
+      ctx_->log().info("deployment: applying deployment {} again at start", got.id);
+      apply_deployment(got.id, got.resolved);
+    } else if (!got.journal.empty() && runner_) {
+      ctx_->log().info("deployment: {}: the journaled set runs again as it was",
+                       got.journal);
+      runner_->restart([this](apply_outcome o) {
+        if (o.ok)
+          ctx_->log().info("deployment: the journaled set runs again");
+        else
+          ctx_->log().error("deployment: the journaled set did not all start again: {}",
+                            o.reason);
+      });
+    }
   }
 
   // How a v1 deployment ended ("" : Success), recorded on the pool.
@@ -827,14 +925,18 @@ private:
   // A deployment's rollback journal (apply_journal): the set before it, as the installed
   // table keeps plans, and its group changes.
   static std::string rollback_text(const std::vector<component_plan>& previous,
-                                   const group_changes& changes) {
+                                   const group_changes& changes, bool rollback) {
     auto set = nlohmann::json::array();
     for (const auto& p : previous) {
       auto row = row_of(installed_record{p, "", "", 0, p.foreign});
       set.push_back({{"name", row.name}, {"version", row.version},
                      {"plan", nlohmann::json::parse(row.plan)}});
     }
-    return nlohmann::json{{"previous", std::move(set)}, {"group", changes.to_json()}}.dump();
+    // `rollback`: the policy, for a change left undecided that the next start decides.
+    return nlohmann::json{{"previous", std::move(set)},
+                          {"group", changes.to_json()},
+                          {"rollback", rollback}}
+      .dump();
   }
 
   static caf::expected<std::pair<std::vector<component_plan>, group_changes>>
@@ -1007,15 +1109,15 @@ private:
           auto reason = o.reason;
           if (o.rolled_back)
             reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
-          settle_deployment(id, o.ok, reason);
+          settle_deployment(id, o.ok, reason, {"ACTIVE"}, o.undecided);
         };
         // What its rollback needs, journaled before each step moves on (kill -9).
         apply_journal journal;
-        journal.write = [this, id](const std::vector<component_plan>& previous,
-                                   const group_changes& changes,
-                                   std::function<void(caf::error)> then) {
+        journal.write = [this, id, rollback = p->rollback](
+                          const std::vector<component_plan>& previous,
+                          const group_changes& changes, std::function<void(caf::error)> then) {
           ctx_->run_blocking(
-            [db = store_, id, text = rollback_text(previous, changes)] {
+            [db = store_, id, text = rollback_text(previous, changes, rollback)] {
               auto err = db->put_rollback(id, text);
               return err ? grove::message_of(err) : std::string{}; // made an error again below
             },
@@ -1052,24 +1154,27 @@ private:
                          auto reason = o.reason;
                          if (o.rolled_back)
                            reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
-                         settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"});
+                         settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"},
+                                           o.undecided);
                        },
                        std::move(journal));
       });
   }
 
   // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
+  // `undecided`: its rollback journal holds a change of the group not decided yet, kept
+  // for the next start (resume) to decide.
   void settle_deployment(const std::string& id, bool ok, const std::string& reason,
-                         std::vector<std::string> from = {"ACTIVE"}) {
+                         std::vector<std::string> from = {"ACTIVE"}, bool undecided = false) {
     if (ok)
       ctx_->log().info("deployment: {} applied", id);
     else
       ctx_->log().error("deployment: {} failed: {}", id, reason);
     ctx_->run_blocking(
-      [db = store_, id, ok, reason, from] {
-        // Settled: its rollback journal goes in the same transaction.
+      [db = store_, id, ok, reason, from, undecided] {
+        // Settled: its rollback journal goes in the same transaction (unless undecided).
         db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
-                                 ok ? "SUCCEEDED" : "FAILED", reason, now_ms());
+                                 ok ? "SUCCEEDED" : "FAILED", reason, now_ms(), undecided);
       },
       [](caf::error) {});
   }

@@ -200,6 +200,22 @@ void applied_list(const google::protobuf::RepeatedPtrField<Entry>& read,
     *out.Add() = parsed<Entry>(kv.second.second);
 }
 
+// The entries of `read` and `intended` that differ (the ones a change means), into
+// `before` and `after`.
+template <class Entry>
+void meant_list(const google::protobuf::RepeatedPtrField<Entry>& read,
+                const google::protobuf::RepeatedPtrField<Entry>& intended,
+                google::protobuf::RepeatedPtrField<Entry>& before,
+                google::protobuf::RepeatedPtrField<Entry>& after) {
+  auto r = by_key(read), i = by_key(intended);
+  for (const auto& [key, e] : r)
+    if (auto w = i.find(key); w == i.end() || w->second.first != e.first)
+      *before.Add() = parsed<Entry>(e.second);
+  for (const auto& [key, e] : i)
+    if (auto was = r.find(key); was == r.end() || was->second.first != e.first)
+      *after.Add() = parsed<Entry>(e.second);
+}
+
 nlohmann::json changes_json(const changes& c) {
   auto text = [](const std::optional<std::string>& s) {
     return s ? nlohmann::json(base64_encode(*s)) : nlohmann::json(nullptr);
@@ -263,7 +279,20 @@ size_t group_changes::record_if_applied(const group::Group& read, const group::G
 }
 
 void group_changes::intend(const group::Group& read, std::string document) {
-  pending_.emplace(read, std::move(document));
+  // The meant entries alone decide (record_if_applied compares nothing else), so the
+  // journal keeps those rather than the whole group and document.
+  group::Group before, after;
+  before.set_version(read.version());
+  // A document the kernel refuses never applies: nothing meant, nothing recorded.
+  if (auto intended = grove::parse_group(document, "the group a deployment set")) {
+    meant_list(read.functions(), intended->functions(), *before.mutable_functions(),
+               *after.mutable_functions());
+    meant_list(read.resources(), intended->resources(), *before.mutable_resources(),
+               *after.mutable_resources());
+    meant_list(read.subscriptions(), intended->subscriptions(),
+               *before.mutable_subscriptions(), *after.mutable_subscriptions());
+  }
+  pending_.emplace(std::move(before), std::move(after));
 }
 
 bool group_changes::pending() const {
@@ -279,12 +308,9 @@ size_t group_changes::settle(const group::Group& now, bool restarted, size_t* me
     *meant = 0;
   if (!pending_)
     return 0;
-  auto [read, document] = std::move(*pending_);
+  auto [before, after] = std::move(*pending_);
   pending_.reset();
-  auto intended = grove::parse_group(document, "the group a deployment set");
-  if (!intended) // the kernel refused it too: nothing of it is in force
-    return 0;
-  return record_if_applied(read, *intended, now, meant, restarted);
+  return record_if_applied(before, after, now, meant, restarted);
 }
 
 nlohmann::json group_changes::to_json() const {
@@ -292,8 +318,8 @@ nlohmann::json group_changes::to_json() const {
                         {"resources", changes_json(resources_)},
                         {"subscriptions", changes_json(subscriptions_)}};
   if (pending_)
-    out["pending"] = {{"read", base64_encode(pending_->first.SerializeAsString())},
-                      {"document", base64_encode(pending_->second)}};
+    out["pending"] = {{"before", base64_encode(pending_->first.SerializeAsString())},
+                      {"after", base64_encode(pending_->second.SerializeAsString())}};
   return out;
 }
 
@@ -311,16 +337,19 @@ caf::expected<group_changes> group_changes::from_json(const nlohmann::json& j,
     *field = std::move(*c);
   }
   if (auto p = j.find("pending"); p != j.end()) {
-    std::string read, document;
-    group::Group g;
-    if (!p->is_object() || !p->value("read", nlohmann::json{}).is_string()
-        || !p->value("document", nlohmann::json{}).is_string()
-        || !base64_decode((*p)["read"].get<std::string>(), read)
-        || !base64_decode((*p)["document"].get<std::string>(), document) || !g.ParseFromString(read)) {
-      if (dropped)
-        *dropped = "the journaled pending change of the group is malformed";
-    } else {
-      out.intend(g, std::move(document));
+    auto bytes = [&](const char* name, std::string& into) {
+      auto v = p->is_object() ? p->value(name, nlohmann::json{}) : nlohmann::json{};
+      return v.is_string() && base64_decode(v.get<std::string>(), into);
+    };
+    std::string a, b;
+    group::Group before, after;
+    if (bytes("before", a) && bytes("after", b) && before.ParseFromString(a)
+        && after.ParseFromString(b)) {
+      out.pending_.emplace(std::move(before), std::move(after));
+    } else if (bytes("read", a) && bytes("document", b) && before.ParseFromString(a)) {
+      out.intend(before, std::move(b)); // as journals before the meant entries wrote it
+    } else if (dropped) {
+      *dropped = "the journaled pending change of the group is malformed";
     }
   }
   return out;

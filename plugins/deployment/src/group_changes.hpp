@@ -45,7 +45,10 @@ public:
 
   /// A change about to be set, journaled before the set (to_json keeps it) so that a
   /// restart after `kill -9` can tell whether the kernel applied it: `read`, the group it
-  /// was computed on, and `document`, what it sets. record() and settle() end it.
+  /// was computed on, and `document`, what it sets. Only what a decision needs is kept:
+  /// the read's version and the entries the change means, before (`read`'s) and after
+  /// (the document's as the kernel reads it, grove::parse_group; none when it refuses
+  /// the document). record() and settle() end it.
   void intend(const group::Group& read, std::string document);
 
   /// The change intend() announced and nothing ended yet.
@@ -55,9 +58,9 @@ public:
   void forget_pending();
 
   /// Ends the pending change with `now`, the group in force read after it (a timeout, or
-  /// a restart: `restarted`): the group its document makes, as the kernel reads it
-  /// (grove::parse_group), goes to record_if_applied. A document the kernel cannot read
-  /// was refused: nothing recorded. Returns what record_if_applied returns.
+  /// a restart: `restarted`): its meant entries go to record_if_applied. A document the
+  /// kernel cannot read was refused: nothing recorded. Returns what record_if_applied
+  /// returns.
   size_t settle(const group::Group& now, bool restarted, size_t* meant = nullptr);
 
   /// No entry changed.
@@ -100,8 +103,8 @@ public:
 private:
   // By function name, resource id, subscription id.
   std::map<std::string, change> functions_, resources_, subscriptions_;
-  // intend(): the group read and the document to set.
-  std::optional<std::pair<group::Group, std::string>> pending_;
+  // intend(): the entries the change means, before (with the read's version) and after.
+  std::optional<std::pair<group::Group, group::Group>> pending_;
 };
 
 /// `g` as a group document (YAML) for `$grove/group/set`.

@@ -260,6 +260,14 @@ void crash_point(const char* step) {
     ::kill(::getpid(), SIGKILL);
 }
 
+// Tests only: GROVE_DEPLOYMENT_FAULT_AT=group_unanswered makes a journaled deployment's
+// change of the group look unanswered (a timeout, though the kernel set it) and the read
+// of the group after it fail, as a kernel that stopped answering would.
+bool fault_at(const char* step) {
+  auto* at = std::getenv("GROVE_DEPLOYMENT_FAULT_AT");
+  return at && std::strcmp(at, step) == 0;
+}
+
 // How many times a resume reads the group to check a change journaled before kill -9
 // before it fails the deployment rather than guess (each read waits the job's timeout).
 constexpr int resume_reads = 3;
@@ -910,6 +918,88 @@ void runner::settle_resumed(std::shared_ptr<job> j, int tries, std::function<voi
     });
 }
 
+void runner::undo_group(std::chrono::seconds timeout, group_changes changes,
+                        std::function<void(group_undone)> then) {
+  auto undo = std::make_shared<group_changes>(std::move(changes));
+  auto u = std::make_shared<group_undone>();
+  group_client::edit(
+    ctx_, timeout,
+    [undo, u](const group::Group& now) -> caf::expected<std::string> {
+      u->notes.clear();
+      u->kept.clear();
+      auto g = undo->undo(now, u->notes, u->kept, &u->undone);
+      u->none_left = g.SerializeAsString() == now.SerializeAsString();
+      if (u->none_left) // ends the edit: nothing to set
+        return grove::make_error(grove::errc::conflict, "nothing to undo");
+      return group_yaml(g);
+    },
+    [this, u, then = std::move(then), alive = alive_](caf::expected<group::Group> g) {
+      if (!*alive)
+        return;
+      for (const auto& n : u->notes)
+        ctx_.log().warn("deployment: rollback: {}", n);
+      if (u->none_left)
+        ctx_.log().info("deployment: rollback: none of the failed deployment's changes of "
+                        "the group is left to undo");
+      else if (!g)
+        ctx_.log().error("deployment: rollback: the failed deployment's changes of the "
+                         "group could not be undone: {}",
+                         grove::describe(g.error()));
+      else
+        ctx_.log().info("deployment: rollback: {} of the failed deployment's changes of "
+                        "the group undone (group version {})",
+                        u->undone, g->version());
+      u->set = std::move(g);
+      then(std::move(*u));
+    });
+}
+
+void runner::decide_left(group_changes left, bool undo, std::chrono::seconds timeout,
+                         std::function<void(caf::error)> done) {
+  decide_read(std::make_shared<group_changes>(std::move(left)), undo, timeout, resume_reads,
+              std::move(done));
+}
+
+void runner::decide_read(std::shared_ptr<group_changes> left, bool undo,
+                         std::chrono::seconds timeout, int tries,
+                         std::function<void(caf::error)> done) {
+  group_client::get(
+    ctx_, timeout,
+    [this, left, undo, timeout, tries, done = std::move(done), alive = alive_](
+      caf::expected<group::Group> now) mutable {
+      if (!*alive)
+        return;
+      if (!now && tries > 1) {
+        decide_read(left, undo, timeout, tries - 1, std::move(done));
+        return;
+      }
+      if (!now) {
+        done(std::move(now.error()));
+        return;
+      }
+      // Only the pending change counts: what the deployment recorded was undone (or
+      // kept, DO_NOTHING) when it settled.
+      group_changes pending;
+      if (left->pending())
+        pending = std::move(*left);
+      size_t meant = 0;
+      // At start: the group's versions began again after a restart (and a hot reload
+      // may have come between), so only the entries say (all as asked, or nothing).
+      auto applied = pending.settle(*now, true, &meant);
+      ctx_.log().info("deployment: the change of the group a failed deployment left "
+                      "undecided is {} ({} of its {} entries as it asked){}",
+                      applied > 0 ? "in force" : "not in force", applied, meant,
+                      applied > 0 && undo ? ": undone, as its rollback owed" : "");
+      if (applied == 0 || !undo) {
+        done({});
+        return;
+      }
+      undo_group(timeout, std::move(pending), [done = std::move(done)](group_undone u) {
+        done(u.none_left || u.set ? caf::error{} : std::move(u.set.error()));
+      });
+    });
+}
+
 void runner::begin_changes(std::shared_ptr<job> j) {
   // Configuration is cumulative: a deployment's reset and merge apply on top of what the
   // component has on this core (the last deployment's result, kept across a version
@@ -1062,49 +1152,21 @@ void runner::step(std::shared_ptr<job> j) {
   // deployment, an edit of the file) stays, their version of an entry the deployment
   // changed too included (group_changes.hpp).
   if (j->group_undo) {
-    auto undo = std::make_shared<group_changes>(std::move(*j->group_undo));
+    auto undo = std::move(*j->group_undo);
     j->group_undo.reset();
-    auto notes = std::make_shared<std::vector<std::string>>();
-    // How many entries the undo put back; none_left: the group in force needs no change
-    // (everything the deployment did was changed again since), so nothing is set.
-    auto undone = std::make_shared<size_t>(0);
-    auto none_left = std::make_shared<bool>(false);
     auto wait = ++j->wait;
-    group_client::edit(
-      ctx_, j->timeout,
-      [j, undo, notes, undone, none_left](const group::Group& now) -> caf::expected<std::string> {
-        notes->clear();
-        std::vector<std::string> kept;
-        auto g = undo->undo(now, *notes, kept, undone.get());
-        j->group_kept = {kept.begin(), kept.end()};
-        *none_left = g.SerializeAsString() == now.SerializeAsString();
-        if (*none_left) // ends the edit: nothing to set
-          return grove::make_error(grove::errc::conflict, "nothing to undo");
-        return group_yaml(g);
-      },
-      [this, j, wait, undone, none_left, notes, alive = alive_](caf::expected<group::Group> g) {
-        if (!*alive || j->wait != wait)
-          return;
-        ++j->wait;
-        for (const auto& n : *notes)
-          ctx_.log().warn("deployment: rollback: {}", n);
-        if (*none_left) {
-          ctx_.log().info("deployment: rollback: none of the failed deployment's changes of "
-                          "the group is left to undo");
-        } else if (!g) {
-          j->group_kept.clear(); // the components' rollback below puts theirs back
-          j->group_undo_error += (j->group_undo_error.empty() ? "" : "; ")
-                                 + grove::describe(g.error());
-          ctx_.log().error("deployment: rollback: the failed deployment's changes of the "
-                           "group could not be undone: {}",
-                           j->group_undo_error);
-        } else {
-          ctx_.log().info("deployment: rollback: {} of the failed deployment's changes of "
-                          "the group undone (group version {})",
-                          *undone, g->version());
-        }
-        step(j);
-      });
+    undo_group(j->timeout, std::move(undo), [this, j, wait, alive = alive_](group_undone u) {
+      if (!*alive || j->wait != wait)
+        return;
+      ++j->wait;
+      j->group_kept = {u.kept.begin(), u.kept.end()};
+      if (!u.none_left && !u.set) {
+        j->group_kept.clear(); // the components' rollback below puts theirs back
+        j->group_undo_error += (j->group_undo_error.empty() ? "" : "; ")
+                               + grove::describe(u.set.error());
+      }
+      step(j);
+    });
     return;
   }
   // Lambda and model components leaving the set: their functions (and the subscriptions
@@ -1838,6 +1900,8 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
       // What a rollback undoes: the entries that differ between the group this change was
       // computed on and the one the kernel then put in force (a compare-and-set: nobody
       // else's change lies between them), journaled before the job moves on.
+      if (r && j->journal.write && fault_at("group_unanswered")) // set, but no answer
+        r = grove::make_error(grove::errc::timeout, "the test's fault: no answer to the set");
       if (r) {
         if (j->journal.write)
           crash_point("group_set");
@@ -1860,12 +1924,22 @@ void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)>
           if (!*alive || j->wait != wait2)
             return;
           ++j->wait;
+          if (fault_at("group_unanswered"))
+            now = grove::make_error(grove::errc::timeout, "the test's fault: no group read");
           if (!now) {
+            // Kept pending: the journal has it as prepare wrote it (nothing changed since,
+            // so no write), and the deployment's end keeps that row (apply_outcome::
+            // undecided) for the next start to decide (decide_left).
             ctx_.log().error("deployment: a change of the group timed out and the group "
-                             "could not be read after it ({}): a rollback may not undo it",
+                             "could not be read after it ({}): it stays journaled, "
+                             "undecided",
                              grove::describe(now.error()));
-            j->group_changed.forget_pending();
-            then(std::move(*err));
+            then(grove::make_error(grove::errc::timeout,
+                                   grove::message_of(*err)
+                                     + "; whether the change of the group applied could not "
+                                       "be confirmed (the group could not be read after it: "
+                                     + grove::message_of(now.error())
+                                     + "), it stays journaled until the next start decides it"));
             return;
           }
           size_t meant = 0;
@@ -2184,15 +2258,17 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
-    if (j->group_changed.pending()) // whether it applied is unknown (settle_resumed)
+    bool undecided = j->group_changed.pending(); // whether it applied is unknown
+    if (undecided)
       back->group_undo_error = "a change of the group whose outcome could not be checked "
-                               "is not undone";
+                               "is not undone (the next start decides it)";
     if (!j->group_changed.empty())
       back->group_undo = std::move(j->group_changed); // first, then the components
     back->timeout = j->timeout;
-    back->done = [j, reason, b = back.get()](apply_outcome o) { // b: the job calling
+    back->done = [j, reason, undecided, b = back.get()](apply_outcome o) { // b: the caller
       o.ok = false;
       o.rolled_back = true;
+      o.undecided = undecided;
       o.reason = reason + (o.reason.empty() ? "" : "; the rollback failed too: " + o.reason);
       if (!b->group_undo_error.empty()) { // not a complete rollback
         o.rolled_back = false;
@@ -2209,7 +2285,7 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
   busy_ = false;
   changed(); // components the job removed
   if (done)
-    done(apply_outcome{ok, reason, false});
+    done(apply_outcome{ok, reason, false, !ok && !j->is_rollback && j->group_changed.pending()});
   if (!busy_ && !pending_.empty()) {
     auto next = pending_.front();
     pending_.pop_front();

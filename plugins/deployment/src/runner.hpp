@@ -136,6 +136,10 @@ struct apply_outcome {
   std::string reason;
   /// The previous set was put back.
   bool rolled_back = false;
+  /// A change of the group whose answer never came and that could not be checked after
+  /// (the group could not be read): its journal row stays, to be decided at the next
+  /// start (runner::decide_left).
+  bool undecided = false;
 };
 
 /// The runner (see the file comment).
@@ -177,6 +181,16 @@ public:
   /// not started, until a deployment brings them back. `done` gets the outcome (a failure
   /// is not rolled back).
   void restart(std::function<void(apply_outcome)> done);
+
+  /// Decides the change of the group `left` journaled as pending by a deployment that
+  /// ended before it could be checked (a FAILED one whose group could not be read, one
+  /// never resumed), as a resume does (group_changes::settle on the group in force, read
+  /// up to 3 times): applied iff every entry it meant is in force as asked. When applied
+  /// and `undo` (the deployment's rollback owed it), it is undone (group_changes::undo, a
+  /// compare-and-set). `done` gets no error once decided (and undone), else why not: the
+  /// change stays undecided.
+  void decide_left(group_changes left, bool undo, std::chrono::seconds timeout,
+                   std::function<void(caf::error)> done);
 
   /// For a hot reload (the plugin's snapshot): every component's record, and the
   /// processes of generic components RUNNING handed to the next instance with
@@ -226,6 +240,20 @@ private:
   // force (read up to `tries` times), then `then`; fails the job when it cannot be read.
   void settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then);
   void step(std::shared_ptr<job> j);
+  // What undo_group did: the group set (or why not), its notes, the functions and
+  // resources left at another change's version, how many entries it put back, and
+  // none_left: nothing was left to undo, so nothing was set.
+  struct group_undone {
+    caf::expected<group::Group> set{group::Group{}};
+    std::vector<std::string> notes, kept;
+    size_t undone = 0;
+    bool none_left = false;
+  };
+  // Undoes `changes` on the group in force (group_changes::undo, a compare-and-set).
+  void undo_group(std::chrono::seconds timeout, group_changes changes,
+                  std::function<void(group_undone)> then);
+  void decide_read(std::shared_ptr<group_changes> left, bool undo, std::chrono::seconds timeout,
+                   int tries, std::function<void(caf::error)> done);
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
   std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);
   void stop_component(const std::string& name);

@@ -13,6 +13,7 @@
 #include "group_changes.hpp"
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/group.hpp"
+#include "http.hpp"
 #include "render.hpp"
 #include "store_rows.hpp"
 
@@ -840,6 +841,56 @@ BOOST_AUTO_TEST_CASE(a_change_journaled_before_its_set_is_settled_after_a_restar
   BOOST_TEST(dropped.find("pending") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_pending_change_journals_only_the_entries_it_means) {
+  // A group of 100 functions and one change adding a function: the journal keeps the
+  // change's entry (before: none, after: the function) and the read's version, not the
+  // whole group read and document (issue 15 review: ~2.7 times the group per edit), and
+  // decides from that alone as before (settle after a restart, and without one).
+  grove::group::Group read;
+  read.set_name("home");
+  read.set_version(3);
+  for (int i = 0; i < 100; ++i)
+    add_function(read, "fn-" + std::to_string(i),
+                 "{runAs: {uid: 1000, gid: 1000}, environmentVariables: {TOPIC: t/"
+                   + std::to_string(i) + ", LEVEL: info}, timeoutMs: 3000}");
+  auto intended = read;
+  add_function(intended, "relay", "{environmentVariables: {RELAY_TOPIC: r/to/b}}");
+  auto document = grove::to_yaml(grove::group_document(intended));
+  group_changes c;
+  c.intend(read, document);
+  auto journaled = c.to_json()["pending"].dump().size();
+  // What the journal held per edit before: the group read and the document, base64.
+  auto whole = json{{"read", base64_encode(read.SerializeAsString())},
+                    {"document", base64_encode(document)}}
+                 .dump()
+                 .size();
+  BOOST_TEST_MESSAGE("pending change journaled: " << journaled << " bytes (whole group and "
+                                                  << "document: " << whole << " bytes)");
+  BOOST_TEST(journaled * 20 < whole);
+  BOOST_TEST(c.to_json().dump().find("fn-1") == std::string::npos);
+  // Decided as before, through the journal's JSON: applied (the kernel's group has the
+  // document, after a restart), not applied (the group read, same version, no restart).
+  auto in_force = grove::parse_group(document, "group");
+  BOOST_REQUIRE(in_force);
+  auto back = group_changes::from_json(json::parse(c.to_json().dump()));
+  BOOST_REQUIRE(back && back->pending());
+  size_t meant = 0;
+  BOOST_TEST(back->settle(*in_force, true, &meant) == 1u);
+  BOOST_TEST(meant == 1u);
+  BOOST_TEST(back->size() == 1u);
+  auto again = group_changes::from_json(json::parse(c.to_json().dump()));
+  BOOST_REQUIRE(again && again->pending());
+  BOOST_TEST(again->settle(read, false, &meant) == 0u);
+  BOOST_TEST(again->empty());
+  // A journal written before (the group read and the document) is still decided.
+  auto old = c.to_json();
+  old["pending"] = {{"read", base64_encode(read.SerializeAsString())},
+                    {"document", base64_encode(document)}};
+  auto was = group_changes::from_json(old);
+  BOOST_REQUIRE(was && was->pending());
+  BOOST_TEST(was->settle(*in_force, true, &meant) == 1u);
+}
+
 BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   // Schema 7: an ACTIVE deployment's rollback state, replaced on every write, read back
   // after the store is reopened (kill -9 of groved).
@@ -877,16 +928,34 @@ BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   auto applying = store->set_deployment_state("d-3", {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", 1);
   BOOST_REQUIRE(applying && *applying);
   BOOST_CHECK_EQUAL(text("d-3"), "d-3");
-  // Deleted: gone with the deployment.
+  // Deleted while ACTIVE (the API cancels first): gone with the deployment.
   auto erased = store->erase_deployment("d-2");
   BOOST_REQUIRE(erased && *erased);
   BOOST_CHECK_EQUAL(text("d-2"), "(none)");
-  // At start: only the deployment that resumes keeps its row, then none.
-  BOOST_REQUIRE(!store->keep_rollback_of("d-3"));
-  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  // Settled FAILED with a change of the group left undecided (keep_rollback): the row
+  // stays, across a reopen and the deployment's deletion, for the next start to decide.
+  auto undecided = store->set_deployment_state("d-4", {"ACTIVE"}, "FAILED", "FAILED", "x", 1,
+                                               true);
+  BOOST_REQUIRE(undecided && *undecided);
+  BOOST_CHECK_EQUAL(text("d-4"), "d-4");
+  auto erased4 = store->erase_deployment("d-4");
+  BOOST_REQUIRE(erased4 && *erased4);
+  open();
+  BOOST_CHECK_EQUAL(text("d-4"), "d-4");
+  // At start: every row is listed (the resuming deployment's, the undecided ones); each
+  // goes when forgotten.
+  auto rows = store->rollbacks();
+  BOOST_REQUIRE(rows);
+  BOOST_TEST(rows->size() == 2u);
+  BOOST_CHECK_EQUAL(rows->at("d-3"), "d-3");
+  BOOST_CHECK_EQUAL(rows->at("d-4"), "d-4");
+  BOOST_REQUIRE(!store->forget_rollback("d-4"));
   BOOST_CHECK_EQUAL(text("d-4"), "(none)");
-  BOOST_REQUIRE(!store->keep_rollback_of(""));
-  BOOST_CHECK_EQUAL(text("d-3"), "(none)");
+  BOOST_CHECK_EQUAL(text("d-3"), "d-3");
+  BOOST_REQUIRE(!store->forget_rollback("d-3"));
+  rows = store->rollbacks();
+  BOOST_REQUIRE(rows);
+  BOOST_TEST(rows->empty());
 }
 
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {

@@ -435,6 +435,13 @@ c.execute(sys.argv[2])
 c.commit()
 EOF
 }
+sql_value() {  # sql_value SQL: the first column of the first row SQL gives ("" : none)
+  "$PY" - "$DB" "$1" <<'EOF'
+import sqlite3, sys
+row = sqlite3.connect(sys.argv[1], timeout=30).execute(sys.argv[2]).fetchone()
+print("" if row is None or row[0] is None else row[0])
+EOF
+}
 restart_groved() {  # restart_groved SQL: stops groved, runs SQL on its store, starts it
   stop_groved
   sql "$1" || abort "the test could not change the component store"
@@ -507,6 +514,40 @@ check "... its rollback undid it: e2e.Relay's function gone, keep, keep2, keep3 
   group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
 check "... ListInstalledComponents: no e2e.Relay, no e2e.Fail, e2e.Placeholder kept" \
   bash -c '[[ -z $("$0" e2e.Relay) && -z $("$0" e2e.Fail) && -n $("$0" e2e.Placeholder) ]]' installed
+
+# ---- a change of the group unanswered and unchecked: kept journaled, decided at start ----
+# GROVE_DEPLOYMENT_FAULT_AT=group_unanswered: the kernel sets the deployment's change of
+# the group, but its answer looks timed out and the group cannot be read after it. The
+# deployment FAILED saying the change could not be confirmed, without ROLLBACK_COMPLETE,
+# its rollback journal row (with the pending change) kept after it settled; the next
+# start decides it (the rollback took e2e.Relay's function out with the component: not in
+# force) and forgets the row.
+stop_groved
+GROVE_DEPLOYMENT_FAULT_AT=group_unanswered launch_with_mm "groved did not come back"
+ID=$(gg create-deployment --target-arn "$THING" --components "$FAILING" | jq -r .deploymentId)
+OUT=$(deployment_outcome "$ID" 900)
+check "a change of the group unanswered, the group unreadable after it: FAILED, not confirmed, no ROLLBACK_COMPLETE ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *"could not be confirmed"* && $0 == *"the next start decides it"* && $0 != *ROLLBACK_COMPLETE* ]]' "$OUT"
+stop_groved  # the store is groved's alone while it runs
+PENDING="SELECT json_type(state, '$.group.pending') FROM rollback_journal WHERE deployment_id = '$ID'"
+check "... its rollback journal row kept with the pending change" \
+  test "$(sql_value "$PENDING")" == object
+launch_with_mm "groved did not come back"
+forgotten() {
+  for _ in $(seq 1 300); do
+    grep -qF "$ID: its decided change of the group is no longer journaled" "$WORK/groved.out" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "the next start decides the change and forgets it" forgotten
+check "... the change found not in force (the rollback took e2e.Relay out)" \
+  grep -qF "the change of the group a failed deployment left undecided is not in force" "$WORK/groved.out"
+stop_groved
+check "... its row gone from the store" test -z "$(sql_value "$PENDING")"
+launch_with_mm "groved did not come back"
+check "... the group as before: keep, keep2, keep3 and their routes, no e2e.Relay" \
+  group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
 
 # ---- a v1 deployment and a v2 deployment change the group at once: both applied --------
 # Each reads the group and sets it; the kernel's compare-and-set refuses the one computed
