@@ -64,26 +64,6 @@ status read_all(int fd, char* buf, size_t len, size_t& got) {
 
 } // namespace
 
-namespace core {
-
-std::string describe(const status& s) {
-  if (!s)
-    return {};
-  std::string out = to_string(s.code);
-  return s.message.empty() ? out : out + ": " + s.message;
-}
-
-status append_frame(std::string& out, const google::protobuf::MessageLite& msg,
-                        uint32_t max_size) {
-  auto size = msg.ByteSizeLong();
-  if (size > max_size)
-    return too_large(size, max_size);
-  append_frame_sized(out, msg, size);
-  return {};
-}
-
-} // namespace core
-
 void append_frame_sized(std::string& out, const google::protobuf::MessageLite& msg,
                         size_t size) {
   auto at = out.size();
@@ -98,6 +78,22 @@ void append_frame_sized(std::string& out, const google::protobuf::MessageLite& m
 }
 
 namespace core {
+
+std::string describe(const status& s) {
+  if (!s)
+    return {};
+  std::string out = to_string(s.code);
+  return s.message.empty() ? out : out + ": " + s.message;
+}
+
+status append_frame(std::string& out, const google::protobuf::MessageLite& msg,
+                    uint32_t max_size) {
+  auto size = msg.ByteSizeLong();
+  if (size > max_size)
+    return too_large(size, max_size);
+  append_frame_sized(out, msg, size);
+  return {};
+}
 
 status write_all(int fd, std::string_view bytes) {
   // send() with MSG_NOSIGNAL so a vanished peer is EPIPE, not a process-killing SIGPIPE;
