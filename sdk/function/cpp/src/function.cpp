@@ -8,7 +8,7 @@
 #include <deque>
 #include <exception>
 
-#include "grove/errors.hpp"
+#include "grove/errors.hpp" // errc and to_string only: nothing here may call into CAF
 #include "grove/function.pb.h"
 #include "grove/kernel/framing_core.hpp"
 #include "grove/ml.pb.h"
