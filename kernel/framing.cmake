@@ -2,9 +2,13 @@
 # it reports with. A small static library so grovectl and the function SDK link it without
 # the kernel; grove_core links it too and compiles none of these sources a second time,
 # except utf8.cpp (below).
-#   kernel/src/framing.cpp     grove::framing (grove/kernel/framing.hpp): frames written
-#                              and read, frame_stream
-#   sdk/plugin/src/errors.cpp  grove::to_string(errc), make_error, describe
+#   kernel/src/framing.cpp     grove::framing::core (grove/kernel/framing_core.hpp): frames
+#                              written and read, frame_stream; no CAF, so a function binary
+#                              (the function SDK) links no libcaf_core
+#   kernel/src/framing_error.cpp  grove::framing (grove/kernel/framing.hpp): the same with
+#                              caf::error results, for groved, grovectl and the plugins
+#   sdk/plugin/src/errc.cpp    grove::to_string(errc) (no CAF either)
+#   sdk/plugin/src/errors.cpp  make_error, message_of, describe
 #   sdk/plugin/src/rpc.cpp     set_error, error_of: errors as envelope fields (typed calls)
 #   sdk/plugin/src/utf8.cpp    valid_utf8, escape_invalid_utf8: text from user code made fit
 #                              for Protobuf strings (the function SDK, grovectl); grove_core
@@ -16,7 +20,9 @@
 get_filename_component(grove_framing_root ${CMAKE_CURRENT_LIST_DIR}/.. ABSOLUTE)
 add_library(grove_framing STATIC
   ${grove_framing_root}/kernel/src/framing.cpp
+  ${grove_framing_root}/kernel/src/framing_error.cpp
   ${grove_framing_root}/kernel/src/plugin_name.cpp
+  ${grove_framing_root}/sdk/plugin/src/errc.cpp
   ${grove_framing_root}/sdk/plugin/src/errors.cpp
   ${grove_framing_root}/sdk/plugin/src/rpc.cpp
   ${grove_framing_root}/sdk/plugin/src/utf8.cpp)

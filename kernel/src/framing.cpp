@@ -1,8 +1,10 @@
-// Grove's frames (grove/kernel/framing.hpp): a 4-byte big-endian length, then one
+// Grove's frames (grove/kernel/framing_core.hpp): a 4-byte big-endian length, then one
 // serialized message. Kept free of kernel dependencies so grovectl and the function SDK
-// can link it alone (target grove_framing).
+// can link it alone (target grove_framing), and of CAF (nothing here calls into
+// libcaf_core: grove/errors.hpp only for the codes) so a function binary needs none;
+// framing_error.cpp is the caf::error API over it.
 
-#include "grove/kernel/framing.hpp"
+#include "grove/kernel/framing_core.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -16,25 +18,25 @@
 
 namespace grove::framing {
 
+using core::status;
+
 namespace {
 
-caf::error sys_error(const char* what) {
-  return make_error(errc::system_error,
-                    std::string{what} + ": " + std::strerror(errno));
+status sys_error(const char* what) {
+  return {errc::system_error, std::string{what} + ": " + std::strerror(errno)};
 }
 
 // EAGAIN on a blocking socket means SO_RCVTIMEO/SO_SNDTIMEO expired (callers use them
 // as request timeouts); non-blocking descriptors are not supported.
-caf::error io_error(const char* what) {
+status io_error(const char* what) {
   if (errno == EAGAIN || errno == EWOULDBLOCK)
-    return make_error(errc::timeout, std::string{what} + " timed out");
+    return {errc::timeout, std::string{what} + " timed out"};
   return sys_error(what);
 }
 
-caf::error too_large(size_t size, uint32_t max_size) {
-  return make_error(errc::too_large, "frame of " + std::to_string(size)
-                                       + " bytes exceeds the limit of "
-                                       + std::to_string(max_size));
+status too_large(size_t size, uint32_t max_size) {
+  return {errc::too_large, "frame of " + std::to_string(size) + " bytes exceeds the limit of "
+                             + std::to_string(max_size)};
 }
 
 uint32_t decode_length(const char* p) noexcept {
@@ -44,7 +46,7 @@ uint32_t decode_length(const char* p) noexcept {
 }
 
 // Reads exactly `len` bytes. Sets `got` to the number read before an EOF.
-caf::error read_all(int fd, char* buf, size_t len, size_t& got) {
+status read_all(int fd, char* buf, size_t len, size_t& got) {
   got = 0;
   while (got < len) {
     auto n = ::read(fd, buf + got, len - got);
@@ -62,15 +64,6 @@ caf::error read_all(int fd, char* buf, size_t len, size_t& got) {
 
 } // namespace
 
-caf::error append_frame(std::string& out, const google::protobuf::MessageLite& msg,
-                        uint32_t max_size) {
-  auto size = msg.ByteSizeLong();
-  if (size > max_size)
-    return too_large(size, max_size);
-  append_frame_sized(out, msg, size);
-  return {};
-}
-
 void append_frame_sized(std::string& out, const google::protobuf::MessageLite& msg,
                         size_t size) {
   auto at = out.size();
@@ -84,7 +77,25 @@ void append_frame_sized(std::string& out, const google::protobuf::MessageLite& m
   msg.SerializeWithCachedSizesToArray(p + header_size);
 }
 
-caf::error write_all(int fd, std::string_view bytes) {
+namespace core {
+
+std::string describe(const status& s) {
+  if (!s)
+    return {};
+  std::string out = to_string(s.code);
+  return s.message.empty() ? out : out + ": " + s.message;
+}
+
+status append_frame(std::string& out, const google::protobuf::MessageLite& msg,
+                    uint32_t max_size) {
+  auto size = msg.ByteSizeLong();
+  if (size > max_size)
+    return too_large(size, max_size);
+  append_frame_sized(out, msg, size);
+  return {};
+}
+
+status write_all(int fd, std::string_view bytes) {
   // send() with MSG_NOSIGNAL so a vanished peer is EPIPE, not a process-killing SIGPIPE;
   // plain write() for descriptors that are not sockets (pipes in tests).
   bool is_socket = true;
@@ -105,7 +116,7 @@ caf::error write_all(int fd, std::string_view bytes) {
   return {};
 }
 
-caf::error write_frame(int fd, const google::protobuf::MessageLite& msg) {
+status write_frame(int fd, const google::protobuf::MessageLite& msg) {
   // One buffer, one write: a frame is never interleaved with a concurrent writer's.
   std::string buf;
   if (auto err = append_frame(buf, msg))
@@ -113,15 +124,15 @@ caf::error write_frame(int fd, const google::protobuf::MessageLite& msg) {
   return write_all(fd, buf);
 }
 
-caf::error read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_size) {
+status read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_size) {
   char hdr[header_size];
   size_t got = 0;
   if (auto err = read_all(fd, hdr, sizeof(hdr), got))
     return err;
   if (got == 0)
-    return make_error(errc::system_error, "connection closed");
+    return {errc::system_error, "connection closed"};
   if (got < sizeof(hdr))
-    return make_error(errc::malformed, "truncated frame header");
+    return {errc::malformed, "truncated frame header"};
   auto size = decode_length(hdr);
   if (size > max_size)
     return too_large(size, max_size);
@@ -136,11 +147,11 @@ caf::error read_frame(int fd, google::protobuf::MessageLite& msg, uint32_t max_s
       return err;
     total += got;
     if (got < chunk)
-      return make_error(errc::malformed, "truncated frame (got " + std::to_string(total)
-                                           + " of " + std::to_string(size) + " bytes)");
+      return {errc::malformed, "truncated frame (got " + std::to_string(total) + " of "
+                                 + std::to_string(size) + " bytes)"};
   }
   if (!msg.ParseFromArray(body.data(), static_cast<int>(size)))
-    return make_error(errc::malformed, "cannot parse " + msg.GetTypeName());
+    return {errc::malformed, "cannot parse " + msg.GetTypeName()};
   return {};
 }
 
@@ -170,7 +181,7 @@ std::span<char> frame_stream::space() {
   return {buf_.data() + end_, chunk};
 }
 
-caf::error frame_stream::fill(int fd) {
+status frame_stream::fill(int fd) {
   for (;;) {
     auto s = space();
     auto n = ::read(fd, s.data(), s.size());
@@ -184,46 +195,51 @@ caf::error frame_stream::fill(int fd) {
       return io_error("read");
     ended_ = true;
     if (partial() > 0)
-      return make_error(errc::malformed, "truncated frame (" + std::to_string(partial())
-                                           + " bytes before the end)");
-    return make_error(errc::system_error, "connection closed");
+      return {errc::malformed,
+              "truncated frame (" + std::to_string(partial()) + " bytes before the end)"};
+    return {errc::system_error, "connection closed"};
   }
 }
 
-caf::expected<std::optional<std::string_view>> frame_stream::next() {
+status frame_stream::next(std::optional<std::string_view>& body) {
+  body.reset();
   if (end_ - begin_ < header_size)
-    return std::optional<std::string_view>{};
+    return {};
   auto size = decode_length(buf_.data() + begin_);
   if (size > max_frame_)
     return too_large(size, max_frame_);
   if (end_ - begin_ - header_size < size)
-    return std::optional<std::string_view>{};
-  std::string_view body{buf_.data() + begin_ + header_size, size};
+    return {};
+  body.emplace(buf_.data() + begin_ + header_size, size);
   begin_ += header_size + size;
-  return std::optional<std::string_view>{body};
+  return {};
 }
 
-caf::expected<bool> frame_stream::next(google::protobuf::MessageLite& msg) {
-  auto body = next();
+status frame_stream::next(google::protobuf::MessageLite& msg, bool& got) {
+  std::optional<std::string_view> body;
+  got = false;
+  if (auto s = next(body))
+    return s;
   if (!body)
-    return std::move(body.error());
-  if (!*body)
-    return false;
-  if (!msg.ParseFromArray((*body)->data(), static_cast<int>((*body)->size())))
-    return make_error(errc::malformed, "cannot parse " + msg.GetTypeName());
-  return true;
+    return {};
+  if (!msg.ParseFromArray(body->data(), static_cast<int>(body->size())))
+    return {errc::malformed, "cannot parse " + msg.GetTypeName()};
+  got = true;
+  return {};
 }
 
-caf::error frame_stream::receive(int fd, google::protobuf::MessageLite& msg) {
+status frame_stream::receive(int fd, google::protobuf::MessageLite& msg) {
   for (;;) {
-    auto got = next(msg);
-    if (!got)
-      return std::move(got.error());
-    if (*got)
+    bool got = false;
+    if (auto s = next(msg, got))
+      return s;
+    if (got)
       return {};
-    if (auto err = fill(fd))
-      return err;
+    if (auto s = fill(fd))
+      return s;
   }
 }
+
+} // namespace core
 
 } // namespace grove::framing

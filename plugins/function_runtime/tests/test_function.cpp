@@ -13,7 +13,7 @@
 
 #include "grove/function.pb.h"
 #include "grove/function/function.hpp"
-#include "grove/kernel/framing.hpp"
+#include "grove/kernel/framing_core.hpp"
 
 namespace gf = grove::function;
 
@@ -165,8 +165,8 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       f.mutable_log()->set_text("raw " + bad);
       std::string frame;
       const char* fd = std::getenv("GROVE_FUNCTION_FD");
-      if (fd == nullptr || grove::framing::append_frame(frame, f, 1u << 20)
-          || grove::framing::write_all(std::atoi(fd), frame))
+      if (fd == nullptr || grove::framing::core::append_frame(frame, f, 1u << 20)
+          || grove::framing::core::write_all(std::atoi(fd), frame))
         throw std::runtime_error("cannot write the raw log frame");
     }
     if (payload == "\"verbs\"") {

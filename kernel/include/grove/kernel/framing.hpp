@@ -4,10 +4,10 @@
 // control socket (groved <-> grovectl) and the function IPC (function_runtime <-> its
 // workers, both function SDKs) speak it. One implementation (kernel/src/framing.cpp, the
 // static library grove_framing, also inside libgrove_core), so every reader and writer
-// agrees on the bytes and the bounds.
+// agrees on the bytes and the bounds. This is its caf::error API (framing_error.cpp);
+// grove/kernel/framing_core.hpp is the implementation's own, without CAF (the function
+// SDK's).
 
-#include <cstddef>
-#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,31 +17,14 @@
 #include <caf/expected.hpp>
 #include <google/protobuf/message_lite.h>
 
+#include "grove/kernel/framing_core.hpp"
+
 namespace grove::framing {
-
-/// Bytes of a frame's length prefix.
-constexpr size_t header_size = 4;
-
-/// Largest frame accepted (16 MiB): replies, such as the status of a large group.
-constexpr uint32_t max_frame_size = 16u << 20;
-
-/// Largest request frame the control server accepts (1 MiB): a request carries at
-/// most one message for the bus, and 64 connections times this bounds what clients
-/// can make groved hold.
-constexpr uint32_t max_request_size = 1u << 20;
-
-/// Bytes read (and allocated) at a time while a frame arrives.
-constexpr size_t read_chunk_size = 64u << 10;
 
 /// Appends `msg` to `out` as one frame (several frames can then go in one write).
 /// errc::too_large, with nothing appended, when the message is over `max_size`.
 caf::error append_frame(std::string& out, const google::protobuf::MessageLite& msg,
                         uint32_t max_size = max_frame_size);
-
-/// Appends `msg` as one frame whose body is `size` bytes, the value msg.ByteSizeLong()
-/// just returned (its sizes are cached): for a caller that checks the size first.
-void append_frame_sized(std::string& out, const google::protobuf::MessageLite& msg,
-                        size_t size);
 
 /// Writes all of `bytes` to `fd`: send() with MSG_NOSIGNAL (a vanished peer is EPIPE,
 /// not SIGPIPE), write() for a descriptor that is no socket; retries EINTR. EAGAIN (an
@@ -69,15 +52,17 @@ public:
   static constexpr size_t chunk = read_chunk_size;
 
   /// A stream whose frames may be up to `max_frame` bytes.
-  explicit frame_stream(uint32_t max_frame) : max_frame_(max_frame) {
+  explicit frame_stream(uint32_t max_frame) : core_(max_frame) {
   }
 
   /// Where the next read() puts its bytes (`chunk` bytes); commit() says how many came.
-  std::span<char> space();
+  std::span<char> space() {
+    return core_.space();
+  }
 
   /// Adds `n` bytes read into space().
   void commit(size_t n) noexcept {
-    end_ += n;
+    core_.commit(n);
   }
 
   /// One read() of `fd` into space() (EINTR retried). At the end of the stream:
@@ -100,25 +85,21 @@ public:
 
   /// Bytes held that are not a complete frame yet (at EOF: a truncated frame).
   size_t partial() const noexcept {
-    return end_ - begin_;
+    return core_.partial();
   }
 
   /// True once fill() has met the end of the stream.
   bool ended() const noexcept {
-    return ended_;
+    return core_.ended();
   }
 
   /// Bytes allocated for the stream's buffer (it shrinks once a large frame has gone).
   size_t capacity() const noexcept {
-    return buf_.capacity();
+    return core_.capacity();
   }
 
 private:
-  uint32_t max_frame_;
-  std::string buf_;
-  size_t begin_ = 0; // first byte not handed out
-  size_t end_ = 0;   // one past the last byte read
-  bool ended_ = false;
+  core::frame_stream core_;
 };
 
 } // namespace grove::framing

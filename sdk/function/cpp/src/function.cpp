@@ -8,9 +8,9 @@
 #include <deque>
 #include <exception>
 
-#include "grove/errors.hpp"
+#include "grove/errors.hpp" // errc and to_string only: nothing here may call into CAF
 #include "grove/function.pb.h"
-#include "grove/kernel/framing.hpp"
+#include "grove/kernel/framing_core.hpp"
 #include "grove/ml.pb.h"
 #include "grove/utf8.hpp"
 
@@ -27,7 +27,7 @@ struct channel {
   uint64_t next_id = 0;
   // What the runtime sent: one read takes every frame that has arrived (it sends the
   // Invokes of its pipeline together), so a frame costs no read of its own.
-  framing::frame_stream in{4u << 20};
+  framing::core::frame_stream in{4u << 20};
   // The frame being sent, its buffer kept from one send to the next.
   std::string out;
   // Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb waited for
@@ -73,33 +73,37 @@ const char* field_not_utf8(const fn::Frame& f) {
   }
 }
 
+// The framing core's results (framing_core.hpp): CAF's error type would make every
+// function binary load libcaf_core, most of its start.
+using framing::core::status;
+
 /// Sends `f`: errc::malformed or errc::too_large, with nothing sent, for a frame the
 /// runtime would refuse by ending the instance (a text field that is not UTF-8, a frame
 /// over its max_frame_bytes); the socket's error otherwise.
-caf::error send(const fn::Frame& f) {
+status send(const fn::Frame& f) {
   auto& c = chan();
   if (c.fd < 0)
-    return make_error(errc::system_error, "not connected to the runtime");
+    return {errc::system_error, "not connected to the runtime"};
   if (auto field = field_not_utf8(f))
-    return make_error(errc::malformed, std::string{field} + " is not UTF-8");
+    return {errc::malformed, std::string{field} + " is not UTF-8"};
   c.out.clear();
-  if (auto err = framing::append_frame(c.out, f, c.max_frame))
+  if (auto err = framing::core::append_frame(c.out, f, c.max_frame))
     return err;
-  return framing::write_all(c.fd, c.out);
+  return framing::core::write_all(c.fd, c.out);
 }
 
 /// What a verb answers when its request was not sent.
-std::string send_failure(const caf::error& err) {
-  if (err == errc::too_large)
-    return "too_large: the request's " + message_of(err) + " (the runtime's max_frame_bytes)";
-  if (err == errc::malformed)
-    return "malformed: " + message_of(err);
-  return "the runtime's socket: " + describe(err);
+std::string send_failure(const status& err) {
+  if (err.code == errc::too_large)
+    return "too_large: the request's " + err.message + " (the runtime's max_frame_bytes)";
+  if (err.code == errc::malformed)
+    return "malformed: " + err.message;
+  return "the runtime's socket: " + framing::core::describe(err);
 }
 
 /// The next frame from the runtime: errc::system_error when the runtime closed the
 /// socket, another error for bytes that are no frame.
-caf::error receive(fn::Frame& f) {
+status receive(fn::Frame& f) {
   return chan().in.receive(chan().fd, f);
 }
 
@@ -109,7 +113,7 @@ std::string await(Take take) {
   for (;;) {
     fn::Frame f;
     if (auto err = receive(f))
-      return "the runtime's socket: " + describe(err);
+      return "the runtime's socket: " + framing::core::describe(err);
     if (f.body_case() == fn::Frame::kInvoke)
       chan().invokes.push_back(std::move(f));
     else if (take(f))
@@ -287,9 +291,9 @@ outcome<inference> infer_call(std::string_view model, const ml::InferRequest& re
     return out;
   }
   if (auto sent = send(f)) {
-    if (sent == errc::too_large)
+    if (sent.code == errc::too_large)
       out.code = "too_large";
-    else if (sent == errc::malformed)
+    else if (sent.code == errc::malformed)
       out.code = "malformed";
     out.error = send_failure(sent);
     return out;
@@ -370,7 +374,7 @@ int run(handler h, int, char**) {
   c.max_frame = static_cast<uint32_t>(
     std::strtoul(env_or("GROVE_FUNCTION_MAX_FRAME", "4194304").c_str(), nullptr, 10));
   c.name = env_or("GROVE_FUNCTION_NAME", "");
-  c.in = framing::frame_stream{c.max_frame};
+  c.in = framing::core::frame_stream{c.max_frame};
   if (c.fd < 0) {
     std::fprintf(stderr, "grove function: GROVE_FUNCTION_FD is not set; function_runtime "
                          "starts this program\n");
@@ -388,7 +392,7 @@ int run(handler h, int, char**) {
       f = std::move(c.invokes.front());
       c.invokes.pop_front();
     } else if (auto err = receive(f)) {
-      return err == errc::system_error ? 0 : 1; // closed: the runtime ended us
+      return err.code == errc::system_error ? 0 : 1; // closed: the runtime ended us
     }
     if (f.body_case() != fn::Frame::kInvoke)
       continue; // a late reply of a verb that gave up
@@ -413,7 +417,7 @@ int run(handler h, int, char**) {
       r->set_error("a non-standard exception");
     }
     auto sent = send(out);
-    if (sent == errc::too_large) {
+    if (sent.code == errc::too_large) {
       // A result the runtime would refuse (ending this instance): its error instead.
       auto size = r->payload().size();
       r->clear_payload();
