@@ -8,8 +8,13 @@ it reports figures and never fails on them.
 With --breakdown it adds where the memory goes (smaps_breakdown.py): per library, per
 thread stack, the allocator's anonymous memory, for groved and its broker.
 
+The peer runs first, on its own, and is stopped before groved starts: running beside
+groved it would map the same Mosquitto, OpenSSL and C library pages as groved's broker,
+take half of each, and keep them from being reclaimed (--peer-alongside does that, as
+this script did until 2026-12-04).
+
 Usage: memory_bench.py [--build DIR] [--image kernel|default | --config FILE]
-                       [--idle SECONDS] [--mosquitto PATH] [--breakdown]
+                       [--idle SECONDS] [--mosquitto PATH] [--breakdown] [--peer-alongside]
 """
 
 import argparse
@@ -91,6 +96,9 @@ def main():
     ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
     ap.add_argument("--breakdown", action="store_true",
                     help="add per-library / per-thread / allocator figures")
+    ap.add_argument("--peer-alongside", action="store_true",
+                    help="run the peer beside groved, not before it (the figures up to "
+                         "2026-12-04)")
     args = ap.parse_args()
     config = args.config or os.path.join(REPO, IMAGES[args.image])
     groved = os.path.join(args.build, "bin", "groved")
@@ -99,7 +107,27 @@ def main():
     write_dir = os.path.join(tmp, "var")
     out = {"benchmark": "idle_memory", "config": config}
     gproc = mproc = None
+    m = peer = None
+
+    def start_peer():
+        port = free_port()
+        conf = os.path.join(tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest none\n" % port)
+        proc = subprocess.Popen([args.mosquitto, "-c", conf], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(proc, port)
+        return proc
+
     try:
+        if not args.peer_alongside:
+            mproc = start_peer()
+            time.sleep(args.idle)
+            m = smaps_rollup(mproc.pid)
+            peer = breakdowns([mproc.pid])[mproc.pid]  # the peer alone, on its own
+            stop(mproc)
+            mproc = None
         with open(config) as f:
             with_broker = "message_manager" in f.read()
         if with_broker:
@@ -116,17 +144,13 @@ def main():
             wait_status(gproc, grovectl, os.path.join(write_dir, "run", "control.sock"),
                         ["message_manager.local_link: connected"])
             bpid = broker_child(gproc.pid)
-        port = free_port()
-        conf = os.path.join(tmp, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest none\n" % port)
-        mproc = subprocess.Popen([args.mosquitto, "-c", conf], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(mproc, port)
+        if args.peer_alongside:
+            mproc = start_peer()
         time.sleep(args.idle)
         g = smaps_rollup(gproc.pid)
-        m = smaps_rollup(mproc.pid)
+        if args.peer_alongside:
+            m = smaps_rollup(mproc.pid)
+        out["peer"] = "alongside" if args.peer_alongside else "before groved, on its own"
         out.update({
             "groved_pss_kb": g["Pss"],
             "groved_rss_kb": g["Rss"],
@@ -146,7 +170,8 @@ def main():
             # What is left when the C/C++ runtimes count as shared with the rest of a device.
             out["groved_alone_without_system_libraries_kb"] = \
                 alone[gproc.pid] - bd[gproc.pid]["alone"]["system_libraries_pss_kb"]
-            peer = breakdowns([mproc.pid])[mproc.pid]  # the peer alone, on its own
+            if peer is None:
+                peer = breakdowns([mproc.pid])[mproc.pid]  # the peer alone, on its own
             if "alone" in peer:
                 out["mosquitto_alone_kb"] = peer["alone"]["pss_kb"]
                 out["alone_ratio_to_mosquitto"] = round(
