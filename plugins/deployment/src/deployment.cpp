@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -666,6 +667,8 @@ private:
     std::string id;
     group_changes changes;
     bool undo = false; // its rollback owed it: undone when in force
+    std::string state;   // the deployment's status (execution), for the log
+    int64_t seq = 0;     // its order of creation: the newest is decided first
   };
 
   // What resume() finds at start.
@@ -737,7 +740,11 @@ private:
           ctx_->log().error("deployment: cannot resume: {}", grove::describe(got.error()));
           return;
         }
+        // Newest first (decide_left takes from the back), so that two changes of one
+        // entry (v0 -> v1, then v1 -> v2) undo back to v0.
         auto left = std::move(got->left);
+        std::sort(left.begin(), left.end(),
+                  [](const undecided& a, const undecided& b) { return a.seq < b.seq; });
         decide_left(std::move(left), [this, got = std::move(*got)] { go_on(got); });
       });
   }
@@ -752,14 +759,18 @@ private:
     auto changes = group_changes::from_json(j["group"]);
     if (!changes || !changes->pending()) // a malformed one cannot be decided
       return std::nullopt;
-    // Undone when in force only if the deployment FAILED with ROLLBACK (or was deleted
-    // since): a DO_NOTHING one, or one skipped for a newer deployment, keeps it.
-    std::string status;
+    // Undone when in force only if the deployment's run FAILED with ROLLBACK (or it was
+    // deleted since): a DO_NOTHING one, or one skipped for a newer deployment, keeps it.
+    // The run's result, not the status: a newer deployment to the same target turns a
+    // FAILED one INACTIVE, and its rollback is owed all the same.
+    const deployment_record* rec = nullptr;
     for (const auto& d : all)
       if (d.id == id)
-        status = d.status;
-    bool undo = j.value("rollback", false) && (status.empty() || status == "FAILED");
-    return undecided{id, std::move(*changes), undo};
+        rec = &d;
+    bool undo = j.value("rollback", false) && (!rec || rec->execution == "FAILED");
+    return undecided{id, std::move(*changes), undo,
+                     rec ? rec->status + " (" + rec->execution + ")" : std::string{"deleted"},
+                     rec ? rec->seq : std::numeric_limits<int64_t>::max()};
   }
 
   // Decides the undecided changes one by one (runner::decide_left); a decided one's row
@@ -771,9 +782,9 @@ private:
     }
     auto u = std::move(left.back());
     left.pop_back();
-    ctx_->log().info("deployment: deciding the change of the group deployment {} left "
+    ctx_->log().info("deployment: deciding the change of the group deployment {} ({}) left "
                      "undecided",
-                     u.id);
+                     u.id, u.state);
     runner_->decide_left(
       std::move(u.changes), u.undo, std::chrono::seconds{60},
       [this, id = u.id, left = std::move(left), then = std::move(then),

@@ -299,6 +299,12 @@ bool group_changes::pending() const {
   return pending_.has_value();
 }
 
+group_changes group_changes::pending_part() const {
+  group_changes out;
+  out.pending_ = pending_;
+  return out;
+}
+
 void group_changes::forget_pending() {
   pending_.reset();
 }

@@ -54,6 +54,10 @@ public:
   /// The change intend() announced and nothing ended yet.
   bool pending() const;
 
+  /// The pending change alone, without the recorded ones (what a start decides of a
+  /// settled deployment's journal: its recorded changes were undone or kept already).
+  group_changes pending_part() const;
+
   /// Forgets the pending change (the kernel refused it: nothing changed).
   void forget_pending();
 

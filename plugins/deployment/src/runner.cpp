@@ -979,14 +979,12 @@ void runner::decide_read(std::shared_ptr<group_changes> left, bool undo,
       }
       // Only the pending change counts: what the deployment recorded was undone (or
       // kept, DO_NOTHING) when it settled.
-      group_changes pending;
-      if (left->pending())
-        pending = std::move(*left);
+      auto pending = left->pending_part();
       size_t meant = 0;
       // At start: the group's versions began again after a restart (and a hot reload
       // may have come between), so only the entries say (all as asked, or nothing).
       auto applied = pending.settle(*now, true, &meant);
-      ctx_.log().info("deployment: the change of the group a failed deployment left "
+      ctx_.log().info("deployment: the change of the group a deployment left "
                       "undecided is {} ({} of its {} entries as it asked){}",
                       applied > 0 ? "in force" : "not in force", applied, meant,
                       applied > 0 && undo ? ": undone, as its rollback owed" : "");
