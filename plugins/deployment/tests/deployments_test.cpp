@@ -891,6 +891,36 @@ BOOST_AUTO_TEST_CASE(a_pending_change_journals_only_the_entries_it_means) {
   BOOST_TEST(was->settle(*in_force, true, &meant) == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(a_start_decides_and_undoes_the_pending_change_alone) {
+  // A failed deployment's kept journal: a recorded change (relay updated, which its
+  // rollback already undid; an operator set it again since) and a pending one (fn added)
+  // left undecided. At the next start only the pending change is decided and, in force,
+  // undone: the recorded change's entry stays as the group has it (issue 15 review).
+  auto read = group_at(3, {"A"}, {"keep=k", "relay=v1"});
+  group_changes c;
+  auto updated = next(read, 4);
+  updated.mutable_functions(1)->set_config_yaml("v2");
+  c.record(read, updated);
+  auto intended = updated;
+  add_function(intended, "fn", "f");
+  c.intend(updated, grove::to_yaml(grove::group_document(intended)));
+  auto kept = group_changes::from_json(json::parse(c.to_json().dump()));
+  BOOST_REQUIRE(kept && kept->pending() && kept->size() == 1u);
+  auto pending = kept->pending_part();
+  BOOST_TEST(pending.pending());
+  BOOST_TEST(pending.empty()); // nothing recorded
+  // In force after a restart: relay at v2 (the operator's), fn as the change asked.
+  auto now = next(intended, 1);
+  size_t meant = 0;
+  BOOST_TEST(pending.settle(now, true, &meant) == 1u);
+  BOOST_TEST(meant == 1u);
+  BOOST_TEST(functions_of(undo(pending, now).group) == (strings{"keep=k", "relay=v2"}));
+  // The whole journal would have put relay back to v1 as well.
+  auto whole = *kept;
+  BOOST_TEST(whole.settle(now, true) == 1u);
+  BOOST_TEST(functions_of(undo(whole, now).group) == (strings{"keep=k", "relay=v1"}));
+}
+
 BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   // Schema 7: an ACTIVE deployment's rollback state, replaced on every write, read back
   // after the store is reopened (kill -9 of groved).
