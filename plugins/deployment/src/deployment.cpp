@@ -987,6 +987,14 @@ private:
       return std::move(d.error());
     if (!*d)
       return grove::make_error(grove::errc::invalid_state, "deployment " + id + " is gone");
+    // Replaced meanwhile (a newer deployment to its target made it INACTIVE, or it was
+    // canceled) before its turn came: the newer one applies the whole set. Also what
+    // keeps a start's re-apply of the current deployment from running after a newer one
+    // created while the start decided what earlier runs left undecided.
+    if ((*d)->status != "ACTIVE" && (*d)->status != "COMPLETED")
+      return grove::make_error(grove::errc::invalid_state,
+                               "deployment " + id + " is " + (*d)->status
+                                 + " (replaced or canceled before its turn): not applied");
     auto req = json::parse((*d)->request, nullptr, false);
     prepared out;
     auto policies = req.value("deploymentPolicies", json::object());
