@@ -5,9 +5,10 @@
 // ends or breaks, each frame through the runtime's check (check_worker_frame), with the
 // hello state the runtime keeps, the topic check a Publish gets and the escaping of text
 // that is not UTF-8 (make_text_valid: valid text after it, errors cut to max_error_text,
-// valid text within it unchanged). The same bytes are read twice more: by frame_stream::fill from a descriptor (the runtime's reader thread
-// and the C++ SDK's worker loop) and by read_frame (one frame per call, the control
-// socket's reader): all three must see the same frames and the same end.
+// valid text within it unchanged). The same bytes are read three times more: by frame_stream::fill from a descriptor (the
+// runtime's reader thread), by the CAF-free core's receive (the C++ SDK's worker loop)
+// and by read_frame (one frame per call, the control socket's reader): all must see the
+// same frames and the same end.
 
 #include <algorithm>
 #include <cstring>
@@ -126,6 +127,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                "fill and the stepped reads disagree at the end");
         break;
       }
+    }
+  }
+  // The C++ function SDK's loop (core::frame_stream::receive, no CAF): the same frames
+  // parsed, the same end (a frame whose bytes do not parse ends it as malformed).
+  {
+    grove::fuzz::memory_fd fd{in};
+    grove::framing::core::frame_stream stream{max};
+    for (size_t i = 0;; ++i) {
+      Frame f;
+      auto s = stream.receive(fd.get(), f);
+      Frame g;
+      bool parses = i < bodies.size()
+                    && g.ParseFromArray(bodies[i].data(), static_cast<int>(bodies[i].size()));
+      if (!s) {
+        grove::fuzz::require(parses && g.SerializeAsString() == f.SerializeAsString(),
+                             "receive and the stepped reads split the bytes differently");
+        continue;
+      }
+      if (s.code == grove::errc::too_large)
+        grove::fuzz::require(too_large && bodies.size() == i,
+                             "receive saw a frame over the limit the stepped reads did not");
+      else if (s.code == grove::errc::malformed)
+        grove::fuzz::require((i < bodies.size() && !parses)
+                               || (!too_large && partial > 0 && bodies.size() == i),
+                             "receive called a frame malformed that parses, or missed a "
+                             "truncated one");
+      else
+        grove::fuzz::require(!too_large && partial == 0 && bodies.size() == i
+                               && s.message == "connection closed",
+                             "receive and the stepped reads disagree at the end");
+      break;
     }
   }
   // read_frame: one frame per call. Same frames, same end.
