@@ -19,6 +19,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import time
 import unittest
 
 import yaml
@@ -55,8 +56,9 @@ class ImageTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return out, r
 
-    def run_tree(self, tree, expected):
-        """Starts groved from `tree` (broker on a free port) and checks its plugins."""
+    def run_tree(self, tree, expected, idle_lines=()):
+        """Starts groved from `tree` (broker on a free port) and checks its plugins; then
+        waits (at most 20 s) for each of `idle_lines` in its log."""
         prof_path = os.path.join(tree, "etc/grove/profile.yaml")
         with open(prof_path) as f:
             prof = yaml.safe_load(f)
@@ -92,6 +94,11 @@ class ImageTest(unittest.TestCase):
             self.assertTrue(grove_libs)
             for m in grove_libs:
                 self.assertTrue(m.startswith(os.path.realpath(tree)), m)
+            for line in idle_lines:
+                deadline = time.monotonic() + 20
+                while line not in g.logs() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                self.assertIn(line, g.logs())
         finally:
             rc = g.stop()
         self.assertEqual(rc, 0, g.logs())
@@ -147,7 +154,14 @@ class ImageTest(unittest.TestCase):
         self.assertEqual(fr["config"]["python_sdk_dir"], os.path.join(tree, "lib/grove/python"))
         self.check_report(tree, ["heartbeat", "message_manager", "function_runtime",
                                  "local_resources", "shadow"])
-        self.run_tree(tree, expected)
+        # Idle: the broker's start-up code released (as root, as this test runs; else
+        # the refusal is said), and no plugin refused the cloud link it uses (shadow's
+        # sync of the group's sync_shadow device: in cloud.system_clients).
+        released = ("broker: start-up code pages released" if os.geteuid() == 0
+                    else "broker: start-up code pages stay resident")
+        self.run_tree(tree, expected, idle_lines=[released])
+        with open(os.path.join(self.tmp, "cwd-" + os.path.basename(tree), "groved.log")) as f:
+            self.assertNotIn("not in cloud.system_clients", f.read())
 
     def test_full_tree_runs_every_plugin(self):
         tree, _ = self.build_tree("configs/images/full.yaml", "full")

@@ -788,3 +788,71 @@ BOOST_FIXTURE_TEST_CASE(unload_stops_the_child, plugin_fixture) {
   BOOST_REQUIRE(!k->host().unload("spawner"));
   BOOST_TEST(test::wait_until([&] { return gone(pid); }));
 }
+
+namespace {
+
+// Resident kB of the mappings of `pid` whose file lies under `root` (/proc/PID/smaps).
+size_t resident_kb_under(pid_t pid, const std::string& root) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/smaps"};
+  std::string line;
+  size_t kb = 0;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    std::istringstream words{line};
+    std::string first;
+    words >> first;
+    if (first.find('-') != std::string::npos && first.back() != ':') {
+      inside = line.find(root) != std::string::npos;
+    } else if (inside && first == "Rss:") {
+      size_t n = 0;
+      words >> n;
+      kb += n;
+    }
+  }
+  return kb;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(release_code_pages_pages_out_the_childs_code) {
+  // MADV_PAGEOUT leaves a page another process maps: the child runs from a private copy
+  // of sleep, whose resident pages, read from outside, must fall while it keeps running
+  // (asleep, it touches none of them again). process_madvise needs CAP_SYS_NICE over the
+  // child (root, as the tests run here).
+  test::temp_dir dir;
+  auto copy = dir.path() / "sleep";
+  std::filesystem::copy_file("/bin/sleep", copy);
+  {
+    // Written back first: the OS does not reclaim a dirty page at once.
+    int fd = ::open(copy.c_str(), O_RDONLY | O_CLOEXEC);
+    BOOST_REQUIRE(fd >= 0 && ::fsync(fd) == 0);
+    ::close(fd);
+  }
+  recorder r;
+  process_options o;
+  o.argv = {copy.string(), "1000"};
+  auto p = start_ok(r, std::move(o));
+  auto root = std::filesystem::canonical(dir.path()).string() + "/";
+  // Asleep: in nanosleep (/proc/PID/syscall), its start-up done.
+  BOOST_REQUIRE(test::wait_until([&] {
+    std::ifstream in{"/proc/" + std::to_string(p.pid()) + "/syscall"};
+    std::string nr;
+    return in >> nr && (nr == std::to_string(SYS_clock_nanosleep)
+                        || nr == std::to_string(SYS_nanosleep));
+  }));
+  auto before = resident_kb_under(p.pid(), root);
+  BOOST_REQUIRE_GT(before, 0u);
+  auto advised = p.release_code_pages();
+  BOOST_REQUIRE_MESSAGE(advised, (advised ? std::string{} : describe(advised.error())));
+  BOOST_TEST(*advised >= before * 1024, "advised " << *advised << " bytes");
+  auto after = resident_kb_under(p.pid(), root);
+  BOOST_TEST(after < before, "private copy resident " << before << " kB -> " << after << " kB");
+  BOOST_TEST(p.running()); // and it runs on, faulting back what it touches
+  p.stop();
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  // Without a running child: a clear error, nothing advised.
+  auto none = p.release_code_pages();
+  BOOST_REQUIRE(!none);
+  BOOST_TEST(none.error() == errc::invalid_state);
+  BOOST_TEST(!process{}.release_code_pages());
+}

@@ -187,6 +187,12 @@ public:
   /// Normal device behaviour: logged at debug, counted here. Since this object started.
   uint64_t abrupt_disconnects() const;
 
+  /// Pages out the running broker's start-up code (grove::process::release_code_pages):
+  /// the bytes advised.
+  caf::expected<size_t> release_code_pages() const {
+    return proc_.release_code_pages();
+  }
+
 private:
   enum class phase { idle, waiting_for_port, starting, running };
 

@@ -62,6 +62,8 @@ struct broker_config {
   std::vector<std::string> server_ips;
   /// The user the broker runs as when groved runs as root (tools/deps creates it).
   std::string run_as_user;
+  /// Page out the broker's start-up code once Grove's client is connected.
+  bool release_code_pages = true;
 
   /// Equal settings need no broker restart.
   bool operator==(const broker_config&) const = default;

@@ -320,6 +320,7 @@ public:
     subscribe_bridge_sources();
     ctx_->every(std::chrono::seconds{1}, [this] {
       update_status();
+      release_broker_code_if_due();
       if (bridge_bus_missing_) // a bus filter of the bridge was refused (br-6)
         subscribe_bridge_sources();
       if (broker_) {
@@ -333,6 +334,33 @@ public:
     });
     update_status();
     return {};
+  }
+
+  // broker.release_code_pages: once per broker process, two ticks after Grove's client
+  // is connected to it (its TLS set-up and the first routes are done by then), the
+  // broker's code is marked cold, as the kernel does for groved 2 s after ready.
+  void release_broker_code_if_due() {
+    if (!broker_ || !local_ || !config().broker.release_code_pages)
+      return;
+    auto pid = broker_->status().pid;
+    if (pid == 0 || pid == released_broker_pid_
+        || local_->status().state != link_state::connected) {
+      release_ticks_ = 0;
+      return;
+    }
+    if (++release_ticks_ < 3)
+      return;
+    release_ticks_ = 0;
+    released_broker_pid_ = pid;
+    auto advised = broker_->release_code_pages();
+    if (advised)
+      log_->info("broker: start-up code pages released ({:.1f} MB of code advised)",
+                 static_cast<double>(*advised) / (1024.0 * 1024.0));
+    else if (!release_refused_logged_) {
+      release_refused_logged_ = true; // once: the same refusal would follow each restart
+      log_->info("broker: start-up code pages stay resident (broker.release_code_pages): {}",
+                 grove::describe(advised.error()));
+    }
   }
 
   // After the supervisor restarted the broker: Grove's client reconnects the moment the
@@ -1460,6 +1488,9 @@ private:
   bus_copies bus_copies_;
   // Set once the bus subscriptions of start_links() are made.
   bool links_started_ = false;
+  pid_t released_broker_pid_ = 0; // the broker process whose code was released last
+  int release_ticks_ = 0;          // status ticks with Grove's client connected to it
+  bool release_refused_logged_ = false;
   // The system clients' cloud filters (system.db); match() runs on Paho threads.
   std::unique_ptr<system_clients> system_;
   // CloudPublish requests by spool sequence number, answered once it is committed.

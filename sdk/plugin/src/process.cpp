@@ -12,12 +12,14 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +33,7 @@
 
 #include "grove/errors.hpp"
 #include "grove/plugin.hpp"
+#include "code_mappings.hpp"
 #include "process_sandbox.hpp"
 
 extern char** environ;
@@ -1257,6 +1260,52 @@ caf::error process::signal(int sig) const {
   if (::kill(rec_->pid, sig) != 0)
     return make_error(errc::system_error, std::string{"process: kill: "} + std::strerror(errno));
   return {};
+}
+
+caf::expected<size_t> process::release_code_pages() const {
+  if (!rec_)
+    return make_error(errc::invalid_state, "process: empty handle");
+  pid_t pid = 0;
+  int pidfd = -1;
+  {
+    // Under the lock the reap takes: the pidfd is this child's, never a recycled pid's.
+    std::lock_guard guard{rec_->mtx};
+    if (!rec_->running)
+      return make_error(errc::invalid_state, "process: no child is running");
+    pid = rec_->pid;
+    pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0)
+      return make_error(errc::system_error,
+                        std::string{"process: pidfd_open: "} + std::strerror(errno));
+  }
+  std::vector<iovec> ranges;
+  auto id = std::to_string(pid);
+  bool read = detail::for_each_code_mapping(id.c_str(), [&](unsigned long begin, size_t len) {
+    ranges.push_back({reinterpret_cast<void*>(begin), len});
+  });
+  size_t bytes = 0;
+  caf::error err;
+  if (!read)
+    err = make_error(errc::system_error, "process: cannot read /proc/" + id + "/maps");
+  for (size_t at = 0; !err && at < ranges.size(); at += IOV_MAX) {
+    auto n = std::min<size_t>(ranges.size() - at, IOV_MAX);
+    auto r = ::syscall(SYS_process_madvise, pidfd, ranges.data() + at, n, MADV_PAGEOUT, 0u);
+    if (r >= 0) {
+      bytes += static_cast<size_t>(r);
+      continue;
+    }
+    int e = errno;
+    if (e == EPERM)
+      err = make_error(errc::not_authorized, "process: process_madvise needs CAP_SYS_NICE "
+                                             "over the child (groved as root)");
+    else
+      err = make_error(e == ENOSYS || e == EINVAL ? errc::unsupported : errc::system_error,
+                       std::string{"process: process_madvise: "} + std::strerror(e));
+  }
+  ::close(pidfd);
+  if (err)
+    return err;
+  return bytes;
 }
 
 void process::stop(int sig, std::optional<std::chrono::milliseconds> grace) {

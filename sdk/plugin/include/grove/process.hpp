@@ -282,6 +282,13 @@ public:
   /// Sends `sig` to the child (not its group); an error when none runs.
   caf::error signal(int sig) const;
 
+  /// Marks the child's code cold: its read-only file mappings (executable, libraries)
+  /// get MADV_PAGEOUT through process_madvise, so start-up code nothing touches again
+  /// stops counting against an idle device (pages another process maps stay, and what
+  /// the child touches later faults back in). Needs CAP_SYS_NICE over the child (groved
+  /// as root): errc::not_authorized otherwise. The bytes advised.
+  caf::expected<size_t> release_code_pages() const;
+
   /// Stops for good, asynchronously: `sig` (default SIGTERM; 0 sends nothing) to the
   /// child's process group now, SIGKILL after `grace` (default: the options'
   /// stop_grace). No restart afterwards; on_exit reports the end with `requested`.
