@@ -152,8 +152,15 @@ class ImageTest(unittest.TestCase):
         self.assertEqual(prof["kernel"]["group"], os.path.join(tree, "etc/grove/group.yaml"))
         fr = [p for p in prof["plugins"] if p["name"] == "function_runtime"][0]
         self.assertEqual(fr["config"]["python_sdk_dir"], os.path.join(tree, "lib/grove/python"))
-        self.check_report(tree, ["heartbeat", "message_manager", "function_runtime",
-                                 "local_resources", "shadow"])
+        report = self.check_report(tree, ["heartbeat", "message_manager", "function_runtime",
+                                          "local_resources", "shadow"])
+        # The group's function came with it and the tree's group names it there.
+        self.assertTrue(os.path.isfile(os.path.join(tree, "lib/grove/functions/brain/grove_function_brain")))
+        self.assertIn("function brain", {p["part"] for p in report["parts"]})
+        with open(os.path.join(tree, "etc/grove/group.yaml")) as f:
+            group = yaml.safe_load(f)
+        brain = [fn for fn in group["functions"] if fn["name"] == "brain"][0]
+        self.assertEqual(brain["config"]["codeUri"], os.path.join(tree, "lib/grove/functions/brain"))
         # Idle: the broker's start-up code released (as root, as this test runs; else
         # the refusal is said), and no plugin refused the cloud link it uses (shadow's
         # sync of the group's sync_shadow device: in cloud.system_clients).
@@ -161,7 +168,9 @@ class ImageTest(unittest.TestCase):
                     else "broker: start-up code pages stay resident")
         self.run_tree(tree, expected, idle_lines=[released])
         with open(os.path.join(self.tmp, "cwd-" + os.path.basename(tree), "groved.log")) as f:
-            self.assertNotIn("not in cloud.system_clients", f.read())
+            log = f.read()
+        self.assertNotIn("not in cloud.system_clients", log)
+        self.assertNotIn("function 'brain': cannot start", log)
 
     def test_full_tree_runs_every_plugin(self):
         tree, _ = self.build_tree("configs/images/full.yaml", "full")
@@ -184,6 +193,20 @@ class ImageTest(unittest.TestCase):
         self.assertIn("not built", r.stderr)
         self.assertIn("no_such_plugin, also_missing", r.stderr)
         self.assertNotIn("heartbeat", r.stderr.split("not built")[1].split("(")[0])
+        self.assertFalse(os.path.exists(out))  # refused before anything is written
+
+    def test_function_code_not_there_is_named(self):
+        group = os.path.join(self.tmp, "g.yaml")
+        with open(group, "w") as f:
+            yaml.safe_dump({"name": "g", "functions": [
+                {"name": "gone", "config": {"handler": "x", "codeUri": "no/such/dir"}}]}, f)
+        prof = os.path.join(self.tmp, "p.yaml")
+        with open(prof, "w") as f:
+            yaml.safe_dump({"kernel": {"group": group}, "plugins": [{"name": "heartbeat"}]}, f)
+        out = os.path.join(self.tmp, "out")
+        r = grove_image("build", prof, "--out", out)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("function gone: codeUri no/such/dir: no such file or directory", r.stderr)
         self.assertFalse(os.path.exists(out))  # refused before anything is written
 
     def write_component(self, name, steps, phase="build"):
