@@ -160,6 +160,13 @@ struct function_state {
   uint64_t memory_hwm_kb = 0;
   std::string last_error;
   std::unique_ptr<gfn::function_log> log;
+  // GreengrassContainer: an instance's sandbox prepared ahead for its next start
+  // (keep_spare) and its sandbox::key, the request making one (0: none), and the key
+  // of one that could not be made (not tried again until that changes).
+  std::optional<gfn::instance_sandbox> spare;
+  std::string spare_key;
+  uint64_t spare_request = 0;
+  std::string spare_failed;
   // Its series of the runtime's metric families, looked up once (with() takes a lock).
   grove::counter invocations_c, errors_c, timeouts_c, refused_c;
   grove::gauge instances_g, queued_g, sent_ahead_g;
@@ -453,6 +460,7 @@ private:
         }
       }
       bool had = fn.def.has_value();
+      drop_spare(fn); // made from the previous definition
       fn.def = std::move(*def);
       fn.uid = user->first;
       fn.gid = user->second;
@@ -471,6 +479,7 @@ private:
         continue;
       fn.removed = true;
       fn.def.reset();
+      drop_spare(fn);
       fail_queue(fn, make_error(errc::no_route, "function '" + name + "' was removed"));
       for (auto& [id, inst] : fn.instances)
         end_instance(fn, *inst, "function removed from the group", false);
@@ -507,6 +516,7 @@ private:
       if (!fn.mounts.empty() || !fn.groups.empty()) {
         fn.mounts.clear();
         fn.groups.clear();
+        drop_spare(fn);
         retire_all(fn);
       }
       return;
@@ -610,6 +620,7 @@ private:
       std::vector<gid_t> gids{groups.begin(), groups.end()};
       if (mounts != fn.mounts || gids != fn.groups) {
         bool had = !fn.mounts.empty() || !fn.groups.empty();
+        drop_spare(fn);
         fn.mounts = std::move(mounts);
         fn.groups = std::move(gids);
         if (had) {
@@ -625,6 +636,7 @@ private:
   /// queue is answered with `why` and its instances end.
   void withdraw(function_state& fn, const std::string& why) {
     fn.def.reset();
+    drop_spare(fn);
     fn.mounts.clear();
     fn.groups.clear();
     fn.mounts_request = 0;
@@ -927,8 +939,14 @@ private:
     });
   }
 
-  /// Hands queued work to idle instances and starts instances as the definition allows.
+  /// Hands queued work to idle instances and starts instances as the definition allows,
+  /// then sees that a spare sandbox is there or on its way.
   void dispatch(function_state& fn) {
+    dispatch_work(fn);
+    keep_spare(fn);
+  }
+
+  void dispatch_work(function_state& fn) {
     if (!fn.def || fn.removed)
       return;
     if (fn.mounts_request != 0)
@@ -978,6 +996,50 @@ private:
         break;
       ++starting;
     }
+  }
+
+  /// GreengrassContainer: keeps one instance sandbox of `fn` prepared (sandbox::prepare:
+  /// its cgroup's directories, limits and device rules, and its mounts), so a start
+  /// skips that (README, "Sandbox"). Made on the actor after what is queued there, so
+  /// not on the path of the start that took the last one: that instance's worker is
+  /// still starting meanwhile.
+  void keep_spare(function_state& fn) {
+    if (fn.spare || fn.spare_request != 0 || !sandbox_ || !fn.def || fn.removed
+        || fn.mounts_request != 0 || fn.def->process.isolation_mode != "GreengrassContainer")
+      return;
+    auto seq = ++spare_requests_;
+    fn.spare_request = seq;
+    ctx_->post([this, name = fn.name, seq] {
+      auto it = functions_.find(name);
+      if (it == functions_.end() || it->second.spare_request != seq)
+        return; // dropped meanwhile (drop_spare)
+      auto& fn = it->second;
+      fn.spare_request = 0;
+      if (!fn.def || fn.removed)
+        return;
+      auto key = gfn::sandbox::key(fn.name, *fn.def, fn.code_dir, fn.mounts);
+      if (key == fn.spare_failed)
+        return;
+      auto made = sandbox_->prepare(fn.name, ++instance_ids_, *fn.def, fn.code_dir, fn.mounts);
+      if (made) {
+        fn.spare = std::move(*made);
+        fn.spare_key = std::move(key);
+        return;
+      }
+      // The start makes its own and reports why; not tried again until a change.
+      fn.spare_failed = key;
+      ctx_->log().debug("function '{}': no spare cgroup: {}", fn.name,
+                        grove::describe(made.error()));
+    });
+  }
+
+  /// Removes `fn`'s spare sandbox (its cgroup), and forgets one being made: its
+  /// definition or resources changed, or it is gone.
+  static void drop_spare(function_state& fn) {
+    fn.spare.reset();
+    fn.spare_key.clear();
+    fn.spare_request = 0;
+    fn.spare_failed.clear();
   }
 
   /// Starts one instance; false when it could not (the reason is the last error).
@@ -1043,9 +1105,13 @@ private:
     }
     if (sandboxed) {
       // The one hook of the sandbox (sandbox.hpp): its cgroup now, the rest in the child.
-      auto sb = sandbox_ ? sandbox_->prepare(fn.name, inst->id, def, fn.code_dir, fn.mounts)
-                         : caf::expected<gfn::instance_sandbox>{
-                           make_error(errc::unsupported, sandbox_error_)};
+      // The spare when it was prepared from what is in force (else it goes).
+      caf::expected<gfn::instance_sandbox> sb{make_error(errc::unsupported, sandbox_error_)};
+      if (fn.spare && fn.spare_key == gfn::sandbox::key(fn.name, def, fn.code_dir, fn.mounts))
+        sb = std::move(*fn.spare);
+      else if (sandbox_)
+        sb = sandbox_->prepare(fn.name, inst->id, def, fn.code_dir, fn.mounts);
+      fn.spare.reset();
       if (!sb) {
         ::close(sv[0]);
         ::close(sv[1]);
@@ -1953,6 +2019,7 @@ private:
   // Invocation ids are this (random per runtime) and the item's sequence number.
   std::string invocation_prefix_;
   uint64_t mounts_requests_ = 0;
+  uint64_t spare_requests_ = 0;
   grove::timer_id status_timer_ = 0;
   grove::counter_family invocations_, errors_, timeouts_, refused_;
   grove::gauge_family instances_gauge_, queued_gauge_, sent_ahead_gauge_;
