@@ -69,6 +69,10 @@ constexpr std::chrono::milliseconds exit_wait{1000};
 /// shorter): past it, or once the start failed, the item goes ahead to a busy instance.
 constexpr std::chrono::milliseconds start_reserve{1000};
 
+/// How long after a start the function's next spare sandbox is prepared (keep_spare):
+/// past that worker's start and first item (~1-3 ms here), not competing with them.
+constexpr std::chrono::milliseconds spare_delay{25};
+
 /// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
 /// sent ahead and the call replies and acks the worker reads while its handler runs.
 constexpr int send_buffer_bytes = 256 << 10;
@@ -1000,16 +1004,15 @@ private:
 
   /// GreengrassContainer: keeps one instance sandbox of `fn` prepared (sandbox::prepare:
   /// its cgroup's directories, limits and device rules, and its mounts), so a start
-  /// skips that (README, "Sandbox"). Made on the actor after what is queued there, so
-  /// not on the path of the start that took the last one: that instance's worker is
-  /// still starting meanwhile.
+  /// skips that (README, "Sandbox"). Made on the actor, off the path of the start that
+  /// took the last one.
   void keep_spare(function_state& fn) {
     if (fn.spare || fn.spare_request != 0 || !sandbox_ || !fn.def || fn.removed
         || fn.mounts_request != 0 || fn.def->process.isolation_mode != "GreengrassContainer")
       return;
     auto seq = ++spare_requests_;
     fn.spare_request = seq;
-    ctx_->post([this, name = fn.name, seq] {
+    auto task = [this, name = fn.name, seq] {
       auto it = functions_.find(name);
       if (it == functions_.end() || it->second.spare_request != seq)
         return; // dropped meanwhile (drop_spare)
@@ -1030,7 +1033,16 @@ private:
       fn.spare_failed = key;
       ctx_->log().debug("function '{}': no spare cgroup: {}", fn.name,
                         grove::describe(made.error()));
+    };
+    // While an instance starts (the one that took the last spare), a little later: made
+    // at once, its ~0.4 ms competed with that worker's start and first item for the CPU.
+    bool starting = std::any_of(fn.instances.begin(), fn.instances.end(), [](const auto& i) {
+      return i.second->state == inst_state::starting;
     });
+    if (starting)
+      ctx_->after(spare_delay, std::move(task));
+    else
+      ctx_->post(std::move(task));
   }
 
   /// Removes `fn`'s spare sandbox (its cgroup), and forgets one being made: its

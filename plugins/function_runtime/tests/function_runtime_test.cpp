@@ -1816,12 +1816,15 @@ BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
   // The killed instance's cgroup went with it: only the new instance's and the spare
   // made after its start are left (one directory per hierarchy each), and the runtime's
   // own goes with the runtime.
-  auto left = instance_cgroups();
-  BOOST_TEST(!left.empty());
+  std::vector<fs::path> left;
   std::map<std::string, size_t> names; // name -> hierarchies
-  for (const auto& d : left)
-    ++names[d.filename()];
-  BOOST_TEST(names.size() == 2u);
+  BOOST_TEST(test::wait_until([&] {
+    left = instance_cgroups();
+    names.clear();
+    for (const auto& d : left)
+      ++names[d.filename()];
+    return names.size() == 2;
+  }), "instance cgroups: " << names.size());
   for (const auto& [name, n] : names)
     BOOST_TEST(n == left.size() / 2, name);
   sb.rt.reset();
