@@ -165,12 +165,12 @@ struct function_state {
   std::string last_error;
   std::unique_ptr<gfn::function_log> log;
   // GreengrassContainer: an instance's sandbox prepared ahead for its next start
-  // (keep_spare) and its sandbox::key, the request making one (0: none), and the key
-  // of one that could not be made (not tried again until that changes).
+  // (keep_spare) and its sandbox::key, the request making one (0: none), and whether
+  // one could not be made (not tried again until the definition or resources change).
   std::optional<gfn::instance_sandbox> spare;
   std::string spare_key;
   uint64_t spare_request = 0;
-  std::string spare_failed;
+  bool spare_failed = false;
   // Its series of the runtime's metric families, looked up once (with() takes a lock).
   grove::counter invocations_c, errors_c, timeouts_c, refused_c;
   grove::gauge instances_g, queued_g, sent_ahead_g;
@@ -1007,8 +1007,9 @@ private:
   /// skips that (README, "Sandbox"). Made on the actor, off the path of the start that
   /// took the last one.
   void keep_spare(function_state& fn) {
-    if (fn.spare || fn.spare_request != 0 || !sandbox_ || !fn.def || fn.removed
-        || fn.mounts_request != 0 || fn.def->process.isolation_mode != "GreengrassContainer")
+    if (fn.spare || fn.spare_request != 0 || fn.spare_failed || !sandbox_ || !fn.def
+        || fn.removed || fn.mounts_request != 0
+        || fn.def->process.isolation_mode != "GreengrassContainer")
       return;
     auto seq = ++spare_requests_;
     fn.spare_request = seq;
@@ -1021,8 +1022,6 @@ private:
       if (!fn.def || fn.removed)
         return;
       auto key = gfn::sandbox::key(fn.name, *fn.def, fn.code_dir, fn.mounts);
-      if (key == fn.spare_failed)
-        return;
       auto made = sandbox_->prepare(fn.name, ++instance_ids_, *fn.def, fn.code_dir, fn.mounts);
       if (made) {
         fn.spare = std::move(*made);
@@ -1030,7 +1029,7 @@ private:
         return;
       }
       // The start makes its own and reports why; not tried again until a change.
-      fn.spare_failed = key;
+      fn.spare_failed = true;
       ctx_->log().debug("function '{}': no spare cgroup: {}", fn.name,
                         grove::describe(made.error()));
     };
@@ -1051,7 +1050,7 @@ private:
     fn.spare.reset();
     fn.spare_key.clear();
     fn.spare_request = 0;
-    fn.spare_failed.clear();
+    fn.spare_failed = false;
   }
 
   /// Starts one instance; false when it could not (the reason is the last error).
