@@ -69,6 +69,10 @@ constexpr std::chrono::milliseconds exit_wait{1000};
 /// shorter): past it, or once the start failed, the item goes ahead to a busy instance.
 constexpr std::chrono::milliseconds start_reserve{1000};
 
+/// How long after a start the function's next spare sandbox is prepared (keep_spare):
+/// past that worker's start and first item (~1-3 ms here), not competing with them.
+constexpr std::chrono::milliseconds spare_delay{25};
+
 /// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
 /// sent ahead and the call replies and acks the worker reads while its handler runs.
 constexpr int send_buffer_bytes = 256 << 10;
@@ -160,6 +164,13 @@ struct function_state {
   uint64_t memory_hwm_kb = 0;
   std::string last_error;
   std::unique_ptr<gfn::function_log> log;
+  // GreengrassContainer: an instance's sandbox prepared ahead for its next start
+  // (keep_spare) and its sandbox::key, the request making one (0: none), and whether
+  // one could not be made (not tried again until the definition or resources change).
+  std::optional<gfn::instance_sandbox> spare;
+  std::string spare_key;
+  uint64_t spare_request = 0;
+  bool spare_failed = false;
   // Its series of the runtime's metric families, looked up once (with() takes a lock).
   grove::counter invocations_c, errors_c, timeouts_c, refused_c;
   grove::gauge instances_g, queued_g, sent_ahead_g;
@@ -453,6 +464,7 @@ private:
         }
       }
       bool had = fn.def.has_value();
+      drop_spare(fn); // made from the previous definition
       fn.def = std::move(*def);
       fn.uid = user->first;
       fn.gid = user->second;
@@ -471,6 +483,7 @@ private:
         continue;
       fn.removed = true;
       fn.def.reset();
+      drop_spare(fn);
       fail_queue(fn, make_error(errc::no_route, "function '" + name + "' was removed"));
       for (auto& [id, inst] : fn.instances)
         end_instance(fn, *inst, "function removed from the group", false);
@@ -507,6 +520,7 @@ private:
       if (!fn.mounts.empty() || !fn.groups.empty()) {
         fn.mounts.clear();
         fn.groups.clear();
+        drop_spare(fn);
         retire_all(fn);
       }
       return;
@@ -610,6 +624,7 @@ private:
       std::vector<gid_t> gids{groups.begin(), groups.end()};
       if (mounts != fn.mounts || gids != fn.groups) {
         bool had = !fn.mounts.empty() || !fn.groups.empty();
+        drop_spare(fn);
         fn.mounts = std::move(mounts);
         fn.groups = std::move(gids);
         if (had) {
@@ -625,6 +640,7 @@ private:
   /// queue is answered with `why` and its instances end.
   void withdraw(function_state& fn, const std::string& why) {
     fn.def.reset();
+    drop_spare(fn);
     fn.mounts.clear();
     fn.groups.clear();
     fn.mounts_request = 0;
@@ -927,8 +943,14 @@ private:
     });
   }
 
-  /// Hands queued work to idle instances and starts instances as the definition allows.
+  /// Hands queued work to idle instances and starts instances as the definition allows,
+  /// then sees that a spare sandbox is there or on its way.
   void dispatch(function_state& fn) {
+    dispatch_work(fn);
+    keep_spare(fn);
+  }
+
+  void dispatch_work(function_state& fn) {
     if (!fn.def || fn.removed)
       return;
     if (fn.mounts_request != 0)
@@ -978,6 +1000,57 @@ private:
         break;
       ++starting;
     }
+  }
+
+  /// GreengrassContainer: keeps one instance sandbox of `fn` prepared (sandbox::prepare:
+  /// its cgroup's directories, limits and device rules, and its mounts), so a start
+  /// skips that (README, "Sandbox"). Made on the actor, off the path of the start that
+  /// took the last one.
+  void keep_spare(function_state& fn) {
+    if (fn.spare || fn.spare_request != 0 || fn.spare_failed || !sandbox_ || !fn.def
+        || fn.removed || fn.mounts_request != 0
+        || fn.def->process.isolation_mode != "GreengrassContainer")
+      return;
+    auto seq = ++spare_requests_;
+    fn.spare_request = seq;
+    auto task = [this, name = fn.name, seq] {
+      auto it = functions_.find(name);
+      if (it == functions_.end() || it->second.spare_request != seq)
+        return; // dropped meanwhile (drop_spare)
+      auto& fn = it->second;
+      fn.spare_request = 0;
+      if (!fn.def || fn.removed)
+        return;
+      auto key = gfn::sandbox::key(fn.name, *fn.def, fn.code_dir, fn.mounts);
+      auto made = sandbox_->prepare(fn.name, ++instance_ids_, *fn.def, fn.code_dir, fn.mounts);
+      if (made) {
+        fn.spare = std::move(*made);
+        fn.spare_key = std::move(key);
+        return;
+      }
+      // The start makes its own and reports why; not tried again until a change.
+      fn.spare_failed = true;
+      ctx_->log().debug("function '{}': no spare cgroup: {}", fn.name,
+                        grove::describe(made.error()));
+    };
+    // While an instance starts (the one that took the last spare), a little later: made
+    // at once, its ~0.4 ms competed with that worker's start and first item for the CPU.
+    bool starting = std::any_of(fn.instances.begin(), fn.instances.end(), [](const auto& i) {
+      return i.second->state == inst_state::starting;
+    });
+    if (starting)
+      ctx_->after(spare_delay, std::move(task));
+    else
+      ctx_->post(std::move(task));
+  }
+
+  /// Removes `fn`'s spare sandbox (its cgroup), and forgets one being made: its
+  /// definition or resources changed, or it is gone.
+  static void drop_spare(function_state& fn) {
+    fn.spare.reset();
+    fn.spare_key.clear();
+    fn.spare_request = 0;
+    fn.spare_failed = false;
   }
 
   /// Starts one instance; false when it could not (the reason is the last error).
@@ -1043,9 +1116,13 @@ private:
     }
     if (sandboxed) {
       // The one hook of the sandbox (sandbox.hpp): its cgroup now, the rest in the child.
-      auto sb = sandbox_ ? sandbox_->prepare(fn.name, inst->id, def, fn.code_dir, fn.mounts)
-                         : caf::expected<gfn::instance_sandbox>{
-                           make_error(errc::unsupported, sandbox_error_)};
+      // The spare when it was prepared from what is in force (else it goes).
+      caf::expected<gfn::instance_sandbox> sb{make_error(errc::unsupported, sandbox_error_)};
+      if (fn.spare && fn.spare_key == gfn::sandbox::key(fn.name, def, fn.code_dir, fn.mounts))
+        sb = std::move(*fn.spare);
+      else if (sandbox_)
+        sb = sandbox_->prepare(fn.name, inst->id, def, fn.code_dir, fn.mounts);
+      fn.spare.reset();
       if (!sb) {
         ::close(sv[0]);
         ::close(sv[1]);
@@ -1953,6 +2030,7 @@ private:
   // Invocation ids are this (random per runtime) and the item's sequence number.
   std::string invocation_prefix_;
   uint64_t mounts_requests_ = 0;
+  uint64_t spare_requests_ = 0;
   grove::timer_id status_timer_ = 0;
   grove::counter_family invocations_, errors_, timeouts_, refused_;
   grove::gauge_family instances_gauge_, queued_gauge_, sent_ahead_gauge_;

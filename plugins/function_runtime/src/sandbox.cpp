@@ -196,6 +196,8 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   // device granted ro is refused.
   const auto& filter = cfg.sandbox_device_filter;
   if (auto parent = host.v1_dir("devices"); filter != "bpf" && !parent.empty()) {
+    for (auto& gone : cgroup_remove_stale(parent, "grove-", false))
+      sb->stale_.push_back(std::move(gone));
     auto base = parent / tag;
     if (!cgroup_mkdir(base))
       sb->bases_["devices"] = base;
@@ -292,6 +294,28 @@ std::string sandbox::describe() const {
     notes += "; " + w;
   return "cgroup v" + std::to_string(cgroup_version_) + " (" + ctrls + "); seccomp "
          + profile_name_ + ": " + std::to_string(allowed_) + " calls allowed" + notes;
+}
+
+std::string sandbox::key(const std::string& fn, const function_def& def,
+                         const fs::path& code_dir, const std::vector<resource_mount>& resources) {
+  // Each part as its length and text: no two different inputs give one key.
+  std::string out;
+  auto add = [&out](const std::string& part) {
+    out += std::to_string(part.size()) + ":" + part;
+  };
+  add(fn);
+  add(code_dir.string());
+  add(def.runtime);
+  add(std::to_string(def.process.container.memory_size_kb));
+  add(def.process.container.mount_ro_sysfs ? "sys" : "");
+  for (const auto& r : resources) {
+    add(r.id);
+    add(r.source);
+    add(r.destination);
+    add(std::string{r.device ? "d" : "v"} + (r.read_only ? "r" : "w") + r.device_type
+        + std::to_string(r.major) + ":" + std::to_string(r.minor));
+  }
+  return out;
 }
 
 caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t id,

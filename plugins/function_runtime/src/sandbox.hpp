@@ -103,6 +103,14 @@ public:
                                           const std::vector<resource_mount>& resources
                                           = {}) const;
 
+  /// What prepare() makes an instance's sandbox from, as a key: an instance_sandbox
+  /// prepared ahead (the runtime keeps one spare per function) serves a start whose
+  /// key is the same (the rest comes from the runtime's configuration, fixed for its
+  /// life).
+  static std::string key(const std::string& fn, const function_def& def,
+                         const std::filesystem::path& code_dir,
+                         const std::vector<resource_mount>& resources);
+
   /// Whether instances' devices are limited (v1's devices controller, or a cgroup v2
   /// device program): a device granted ro needs it (a read-only mount does not stop
   /// writes to a device node).

@@ -1813,12 +1813,89 @@ BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
   auto r = sb.attempt("hog", "memory_hog");
   BOOST_TEST(r.find("out of memory (memorySizeInKB 32768)") != std::string::npos, r);
   BOOST_TEST(sb.attempt("hog", "whoami").find("pid=1") != std::string::npos);
-  // The killed instance's cgroup went with it: only the new instance's is left (one
-  // directory per hierarchy), and the runtime's own goes with the runtime.
-  auto left = instance_cgroups();
-  BOOST_TEST(!left.empty());
-  for (const auto& d : left)
-    BOOST_TEST(d.filename() == left.front().filename(), d);
+  // The killed instance's cgroup went with it: only the new instance's and the spare
+  // made after its start are left (one directory per hierarchy each), and the runtime's
+  // own goes with the runtime.
+  std::vector<fs::path> left;
+  std::map<std::string, size_t> names; // name -> hierarchies
+  BOOST_TEST(test::wait_until([&] {
+    left = instance_cgroups();
+    names.clear();
+    for (const auto& d : left)
+      ++names[d.filename()];
+    return names.size() == 2;
+  }), "instance cgroups: " << names.size());
+  for (const auto& [name, n] : names)
+    BOOST_TEST(n == left.size() / 2, name);
+  sb.rt.reset();
+  bool base_left = true;
+  BOOST_TEST(instance_cgroups(&base_left).empty());
+  BOOST_TEST(!base_left);
+}
+
+BOOST_AUTO_TEST_CASE(a_container_function_keeps_one_spare_cgroup,
+                     *boost::unit_test::precondition(as_root)) {
+  // One instance sandbox is prepared ahead per GreengrassContainer function (its cgroup
+  // with the function's limits): made with the definition, taken by a start and made
+  // again, replaced when the limits change, gone with the function and the runtime.
+  auto box = [](const test::temp_dir& d, int kb) {
+    return escape_fn(d, "box", "linuxProcessParams: {containerParams: {memorySizeInKB: "
+                                 + std::to_string(kb) + "}}");
+  };
+  sandboxed sb{[&](auto& d) { return box(d, 20480); }};
+  sb.rt->wait_defined("box");
+  auto names = [] {
+    std::set<std::string> out;
+    for (const auto& d : instance_cgroups())
+      out.insert(d.filename());
+    return out;
+  };
+  // The memory limit of cgroup `name`, -1 when it has no memory directory.
+  auto limit_of = [](const std::string& name) -> int64_t {
+    for (const auto& d : instance_cgroups())
+      if (d.filename() == name && fs::exists(d / "memory.limit_in_bytes")) {
+        std::ifstream in{d / "memory.limit_in_bytes"};
+        int64_t v = -1;
+        in >> v;
+        return v;
+      }
+    return -1;
+  };
+  std::set<std::string> now;
+  BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return (now = names()).size() == 1; }),
+                        "cgroups: " << now.size());
+  auto spare = *now.begin();
+  BOOST_TEST(limit_of(spare) == 20480 * 1024);
+  BOOST_TEST(sb.rt->info("box").instances() == 0u);
+  // The start takes it (the worker is in it) and another is made.
+  auto r = sb.attempt("box", "whoami");
+  BOOST_TEST(r.find(" pid=1 ") != std::string::npos, r);
+  BOOST_REQUIRE(test::wait_until([&] { return (now = names()).size() == 2; }));
+  BOOST_TEST(now.count(spare) == 1u);
+  bool in_spare = false;
+  for (const auto& d : instance_cgroups())
+    if (d.filename() == spare && fs::exists(d / "cgroup.procs")) {
+      std::ifstream in{d / "cgroup.procs"};
+      pid_t pid = 0;
+      in_spare = in_spare || static_cast<bool>(in >> pid);
+    }
+  BOOST_TEST(in_spare, "the instance is not in the spare cgroup " << spare);
+  // Other limits: the idle instance retires, the spare goes, one with the new limit comes.
+  sb.rt->rewrite(box(sb.code_dir, 40960));
+  BOOST_REQUIRE_MESSAGE(test::wait_until([&] {
+                          now = names();
+                          return now.size() == 1 && !now.count(spare)
+                                 && limit_of(*now.begin()) == 40960 * 1024;
+                        }),
+                        "cgroups: " << now.size());
+  r = sb.attempt("box", "whoami");
+  BOOST_TEST(r.find(" pid=1 ") != std::string::npos, r);
+  // Removed: its instance and spare go.
+  sb.rt->rewrite(escape_fn(sb.code_dir, "other", "linuxProcessParams: {isolationMode: NoContainer}"));
+  BOOST_TEST(test::wait_until([&] { return names().empty(); }), "cgroups: " << names().size());
+  sb.rt->rewrite(box(sb.code_dir, 20480));
+  sb.rt->wait_defined("box");
+  BOOST_REQUIRE(test::wait_until([&] { return names().size() == 1; }));
   sb.rt.reset();
   bool base_left = true;
   BOOST_TEST(instance_cgroups(&base_left).empty());
@@ -1971,20 +2048,22 @@ BOOST_AUTO_TEST_CASE(a_hanging_sandboxed_instance_is_stopped_without_waiting_out
   }
   // At unload: a second one hangs in its handler while the runtime goes.
   auto pending = std::async(std::launch::async, [&] { return sb.rt->invoke("hang", "hang"); });
-  std::vector<fs::path> cgroups;
-  BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return !(cgroups = instance_cgroups()).empty(); }),
+  // Its processes, in whichever instance cgroup holds them (the functions' spares hold
+  // none).
+  std::vector<pid_t> pids;
+  BOOST_REQUIRE_MESSAGE(test::wait_until([&] {
+                          for (const auto& c : instance_cgroups()) {
+                            std::ifstream in{c / "cgroup.procs"};
+                            pid_t pid;
+                            while (in >> pid)
+                              pids.push_back(pid);
+                          }
+                          return !pids.empty();
+                        }),
                         (pending.wait_for(0s) == std::future_status::ready
-                           ? why(pending.get()) : std::string{"no instance cgroup"})
+                           ? why(pending.get()) : std::string{"no process in an instance cgroup"})
                           << " instances " << sb.rt->info("hang").instances() << " queued "
                           << sb.rt->info("hang").queued() << " " << sb.rt->info("hang").last_error());
-  std::vector<pid_t> pids;
-  BOOST_REQUIRE(test::wait_until([&] {
-    std::ifstream in{cgroups.front() / "cgroup.procs"};
-    pid_t pid;
-    while (in >> pid)
-      pids.push_back(pid);
-    return !pids.empty();
-  }));
   sb.rt.reset();
   pending.wait();
   for (auto pid : pids)
@@ -2003,7 +2082,9 @@ BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
   std::ifstream self{"/proc/self/cgroup"};
   std::string line;
   while (std::getline(self, line)) {
-    for (const char* c : {":memory:", ":pids:"}) {
+    // devices too: a killed groved's spare cgroups (one per container function) are
+    // there as well.
+    for (const char* c : {":memory:", ":pids:", ":devices:"}) {
       auto at = line.find(c);
       if (at == std::string::npos)
         continue;
@@ -2018,7 +2099,7 @@ BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
       }
     }
   }
-  BOOST_REQUIRE(made.size() == 4);
+  BOOST_REQUIRE(made.size() >= 4); // memory and pids; devices where it is mounted
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
   sb.rt->wait_defined("box");
   BOOST_TEST(sb.attempt("box", "whoami").find(" pid=1 ") != std::string::npos);

@@ -61,24 +61,27 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   p.hostname = sb.hostname;
   p.filter = sb.seccomp;
   for (const auto& c : sb.cgroup_procs) {
-    // v2: born in it (one hierarchy, so one directory at most).
-    struct statfs fs_info {};
-    if (p.cgroup_dir_fd < 0 && c.filename() == "cgroup.procs"
-        && ::statfs(c.parent_path().c_str(), &fs_info) == 0
-        && fs_info.f_type == 0x63677270 /* CGROUP2_SUPER_MAGIC */) {
-      p.cgroup_dir_fd = ::open(c.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-      p.cgroup_dir_procs_fd = ::open(c.c_str(), O_WRONLY | O_CLOEXEC);
-      if (p.cgroup_dir_fd < 0 || p.cgroup_dir_procs_fd < 0)
-        return plan_error("open " + c.string() + ": " + std::strerror(errno));
-      continue;
-    }
-    // v1: through the `tasks` file beside it (a task moving itself; see attach_fds).
-    auto tasks = c.parent_path() / "tasks";
-    int fd = c.filename() == "cgroup.procs" && ::access(tasks.c_str(), W_OK) == 0
-               ? ::open(tasks.c_str(), O_WRONLY | O_CLOEXEC)
-               : ::open(c.c_str(), O_WRONLY | O_CLOEXEC);
+    // v1: through the `tasks` file beside it (a task moving itself; see attach_fds),
+    // which a v2 directory does not have. One open per file, its file system told by
+    // the descriptor (each path lookup of these deep cgroup paths is on the start's
+    // path).
+    int fd = c.filename() == "cgroup.procs"
+               ? ::open((c.parent_path() / "tasks").c_str(), O_WRONLY | O_CLOEXEC)
+               : -1;
+    if (fd < 0)
+      fd = ::open(c.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0)
       return plan_error("open " + c.string() + ": " + std::strerror(errno));
+    // v2: born in it (one hierarchy, so one directory at most).
+    struct statfs fs_info {};
+    if (p.cgroup_dir_fd < 0 && c.filename() == "cgroup.procs" && ::fstatfs(fd, &fs_info) == 0
+        && fs_info.f_type == 0x63677270 /* CGROUP2_SUPER_MAGIC */) {
+      p.cgroup_dir_procs_fd = fd;
+      p.cgroup_dir_fd = ::open(c.parent_path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (p.cgroup_dir_fd < 0)
+        return plan_error("open " + c.parent_path().string() + ": " + std::strerror(errno));
+      continue;
+    }
     p.attach_fds.push_back(fd);
   }
   // A tmpfs belongs to the function's user (root is not mapped inside).
