@@ -25,6 +25,7 @@
 
 #include "function_def.hpp"
 #include "function_log.hpp"
+#include "sandbox.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/function.pb.h"
 #include "grove/kernel/framing.hpp"
@@ -1810,6 +1811,14 @@ BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
     return escape_fn(d, "hog", "linuxProcessParams: {containerParams: {memorySizeInKB: 32768}}");
   }};
   sb.rt->wait_defined("hog");
+  // The spare made with the definition: the hog's instance takes it.
+  std::string hog_cgroup;
+  BOOST_REQUIRE(test::wait_until([&] {
+    auto now = instance_cgroups();
+    if (!now.empty())
+      hog_cgroup = now.front().filename().string();
+    return !now.empty();
+  }));
   auto r = sb.attempt("hog", "memory_hog");
   BOOST_TEST(r.find("out of memory (memorySizeInKB 32768)") != std::string::npos, r);
   BOOST_TEST(sb.attempt("hog", "whoami").find("pid=1") != std::string::npos);
@@ -1827,6 +1836,7 @@ BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
   }), "instance cgroups: " << names.size());
   for (const auto& [name, n] : names)
     BOOST_TEST(n == left.size() / 2, name);
+  BOOST_TEST(names.count(hog_cgroup) == 0u, "the killed instance's cgroup " << hog_cgroup);
   sb.rt.reset();
   bool base_left = true;
   BOOST_TEST(instance_cgroups(&base_left).empty());
@@ -2471,4 +2481,50 @@ BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
   auto r = sb.attempt("box", "read /data/from-b");
   BOOST_TEST(r.find("resource 'v', which the group does not have") != std::string::npos, r);
   BOOST_TEST(test::wait_until([&] { return sb.rt->info("box").instances() == 0u; }));
+}
+
+BOOST_AUTO_TEST_CASE(a_spare_sandbox_key_changes_with_every_input_of_prepare) {
+  // A spare is used only when its key is the start's: every input of sandbox::prepare
+  // must change the key, or a start could get a spare's stale limits or device rules (a
+  // device turned ro still writable through the devices cgroup).
+  grove::fn::function_def def;
+  def.runtime = "executable";
+  def.process.container.memory_size_kb = 16384;
+  grove::fn::resource_mount dev;
+  dev.id = "d";
+  dev.device = true;
+  dev.source = "/dev/x";
+  dev.destination = "/dev/x";
+  dev.read_only = false;
+  dev.major = 1;
+  dev.minor = 3;
+  auto key = [](const grove::fn::function_def& d, const fs::path& code,
+                std::vector<grove::fn::resource_mount> rs, const std::string& fn = "f") {
+    return grove::fn::sandbox::key(fn, d, code, rs);
+  };
+  auto base = key(def, "/code", {dev});
+  BOOST_TEST(key(def, "/code", {dev}) == base); // the same inputs, the same key
+  BOOST_TEST(key(def, "/code", {dev}, "g") != base);
+  BOOST_TEST(key(def, "/other", {dev}) != base);
+  BOOST_TEST(key(def, "/code", {}) != base);
+  auto d2 = def;
+  d2.runtime = "python3";
+  BOOST_TEST(key(d2, "/code", {dev}) != base);
+  d2 = def;
+  d2.process.container.memory_size_kb = 32768;
+  BOOST_TEST(key(d2, "/code", {dev}) != base);
+  d2 = def;
+  d2.process.container.mount_ro_sysfs = true;
+  BOOST_TEST(key(d2, "/code", {dev}) != base);
+  std::vector<std::function<void(grove::fn::resource_mount&)>> changes{
+    [](auto& r) { r.id = "e"; },           [](auto& r) { r.device = false; },
+    [](auto& r) { r.source = "/dev/y"; },  [](auto& r) { r.destination = "/dev/y"; },
+    [](auto& r) { r.read_only = true; },   [](auto& r) { r.device_type = 'b'; },
+    [](auto& r) { r.major = 2; },          [](auto& r) { r.minor = 4; }};
+  for (size_t i = 0; i < changes.size(); ++i) {
+    auto r = dev;
+    changes[i](r);
+    BOOST_TEST(!(r == dev), "change " << i << " is not a change of the resource");
+    BOOST_TEST(key(def, "/code", {r}) != base, "change " << i << " kept the key");
+  }
 }

@@ -62,9 +62,9 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   p.filter = sb.seccomp;
   for (const auto& c : sb.cgroup_procs) {
     // v1: through the `tasks` file beside it (a task moving itself; see attach_fds),
-    // which a v2 directory does not have. One open per file, its file system told by
-    // the descriptor (each path lookup of these deep cgroup paths is on the start's
-    // path).
+    // which a v2 directory does not have (there the `tasks` open fails first and
+    // cgroup.procs is opened: two lookups, as before). The file system is told by the
+    // descriptor, not by another lookup of these deep paths (each is on the start's path).
     int fd = c.filename() == "cgroup.procs"
                ? ::open((c.parent_path() / "tasks").c_str(), O_WRONLY | O_CLOEXEC)
                : -1;
