@@ -1,5 +1,6 @@
 #include "code_pages.hpp"
 
+#include <cstdio>
 #include <sys/mman.h>
 
 #include "code_mappings.hpp"
@@ -23,7 +24,16 @@ code_pages_released release_code_pages() noexcept {
 }
 
 size_t resident_file_kb() noexcept {
-  return detail::resident_file_kb_of("self");
+  FILE* status = std::fopen("/proc/self/status", "re");
+  if (status == nullptr)
+    return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof line, status) != nullptr)
+    if (std::sscanf(line, "RssFile: %zu kB", &kb) == 1)
+      break;
+  std::fclose(status);
+  return kb;
 }
 
 } // namespace grove

@@ -37,20 +37,4 @@ bool for_each_code_mapping(const char* pid, F fn) {
   return true;
 }
 
-/// RssFile of /proc/`pid`/status in kB ("self" for this process); 0 when unreadable.
-inline size_t resident_file_kb_of(const char* pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%s/status", pid);
-  FILE* status = std::fopen(path, "re");
-  if (status == nullptr)
-    return 0;
-  char line[256];
-  size_t kb = 0;
-  while (std::fgets(line, sizeof line, status) != nullptr)
-    if (std::sscanf(line, "RssFile: %zu kB", &kb) == 1)
-      break;
-  std::fclose(status);
-  return kb;
-}
-
 } // namespace grove::detail
