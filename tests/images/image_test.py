@@ -7,7 +7,9 @@ Builds configs/images/minimal.yaml and default.yaml into temporary trees, checks
 contents (exactly the profile's plugins and their files, the rewritten profile, the size
 report, the build components' log), starts groved from each tree (not the build tree:
 working directory elsewhere, libraries mapped from the tree) and checks that
-`grovectl status` lists exactly the profile's plugins, running. Then the refusals: a
+`grovectl status` lists exactly the profile's plugins, running; against the default tree it
+runs the README quick start's mosquitto_sub/mosquitto_pub commands as written there (the
+lamp hears the switch through the brain function). Then the refusals: a
 plugin that was not built, a failing build component (its output in the error), and
 the .tar.gz form.
 """
@@ -15,7 +17,9 @@ the .tar.gz form.
 import json
 import os
 import shutil
+import shlex
 import socket
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -38,6 +42,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def readme_device_commands():
+    """{program: argv} of the mosquitto_pub / mosquitto_sub commands in the README's
+    quick start (continuation lines joined, a trailing & dropped)."""
+    with open(os.path.join(SRC, "README.md")) as f:
+        text = f.read()
+    quick = text[text.index("## Quick start"):text.index("\n## ", text.index("## Quick start") + 1)]
+    cmds = {}
+    for line in quick.replace("\\\n", " ").splitlines():
+        if line.startswith(("mosquitto_pub ", "mosquitto_sub ")):
+            argv = shlex.split(line, comments=True)
+            cmds[argv[0]] = [a for a in argv if a != "&"]
+    return cmds
+
+
 def grove_image(*args, cwd=None):
     return run([sys.executable, TOOL, *args, "--build-dir", BUILD] if args[0] == "build"
                else [sys.executable, TOOL, *args], cwd=cwd or SRC)
@@ -56,15 +74,16 @@ class ImageTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return out, r
 
-    def run_tree(self, tree, expected, idle_lines=()):
+    def run_tree(self, tree, expected, idle_lines=(), while_running=None):
         """Starts groved from `tree` (broker on a free port) and checks its plugins; then
         waits (at most 20 s) for each of `idle_lines` in its log."""
         prof_path = os.path.join(tree, "etc/grove/profile.yaml")
         with open(prof_path) as f:
             prof = yaml.safe_load(f)
+        port = None
         for p in prof["plugins"]:
             if p["name"] == "message_manager":
-                p["config"]["broker"]["port"] = free_port()  # 8883 may be taken here
+                port = p["config"]["broker"]["port"] = free_port()  # 8883 may be taken here
             if p["name"] == "deployment":
                 p["config"]["api"]["port"] = free_port()
             if p["name"] == "console":
@@ -99,6 +118,8 @@ class ImageTest(unittest.TestCase):
                 while line not in g.logs() and time.monotonic() < deadline:
                     time.sleep(0.2)
                 self.assertIn(line, g.logs())
+            if while_running:
+                while_running(g, work, write_dir, port, os.path.join(tree, "bin/grovectl"))
         finally:
             rc = g.stop()
         self.assertEqual(rc, 0, g.logs())
@@ -166,11 +187,48 @@ class ImageTest(unittest.TestCase):
         # sync of the group's sync_shadow device: in cloud.system_clients).
         released = ("broker: start-up code pages released" if os.geteuid() == 0
                     else "broker: start-up code pages stay resident")
-        self.run_tree(tree, expected, idle_lines=[released])
+        self.run_tree(tree, expected, idle_lines=[released], while_running=self.quick_start)
         with open(os.path.join(self.tmp, "cwd-" + os.path.basename(tree), "groved.log")) as f:
             log = f.read()
         self.assertNotIn("not in cloud.system_clients", log)
         self.assertNotIn("function 'brain': cannot start", log)
+
+    def quick_start(self, g, work, write_dir, port, grovectl):
+        """The README's quick start, its two device commands as written there (paths and
+        port of this tree): switch's "on" reaches the lamp through the brain function."""
+        cmds = readme_device_commands()
+        self.assertEqual(sorted(cmds), ["mosquitto_pub", "mosquitto_sub"], cmds)
+        pki = os.path.join(write_dir, "plugins/message_manager/pki")
+        for thing in ("switch", "lamp"):
+            r = run([os.path.join(os.path.dirname(grovectl), "grove-certs"), "device", pki,
+                     thing, "--ca-dir", os.path.join(work, "ca")])
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+        def local(argv):
+            out = [a.replace("var/", write_dir + "/", 1) if a.startswith("var/") else a
+                   for a in argv]
+            return [str(port) if a == "8883" else a for a in out]
+        sub = subprocess.Popen(local(cmds["mosquitto_sub"]) + ["-C", "1", "-W", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # The subscription may not be in place yet: publish until the lamp hears one.
+            deadline = time.monotonic() + 25
+            while sub.poll() is None and time.monotonic() < deadline:
+                r = run(local(cmds["mosquitto_pub"]))
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr + g.logs())
+                time.sleep(1)
+            out, err = sub.communicate(timeout=30)
+        finally:
+            if sub.poll() is None:
+                sub.kill()
+                sub.wait()
+        self.assertEqual(out.strip(), '{"state":"on"}', err + g.logs())
+        status = json.loads(run([grovectl, "--socket", g.socket, "--json", "status"]).stdout)
+        fr = [p for p in status["plugins"] if p["name"] == "function_runtime"][0]
+        invoked = [m["value"] for m in fr["metrics"]
+                   if m["name"] == "invocations" and m["labels"].get("function") == "brain"]
+        self.assertEqual(len(invoked), 1, fr["metrics"])
+        self.assertGreaterEqual(invoked[0], 1, fr["metrics"])
 
     def test_full_tree_runs_every_plugin(self):
         tree, _ = self.build_tree("configs/images/full.yaml", "full")
