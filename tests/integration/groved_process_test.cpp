@@ -168,6 +168,16 @@ BOOST_AUTO_TEST_CASE(call_and_pub_report_fields) {
   BOOST_TEST(j.at("ok") == false);
   BOOST_TEST(j.at("error_category") == "grove");
   BOOST_TEST(j.at("error_code").get<int>() == static_cast<int>(errc::no_route));
+  // A Protobuf reply prints as base64 (its bytes may be valid UTF-8 control characters).
+  auto empty = "application/x-protobuf; messageType=grove.control.Empty";
+  r = ctl({"call", "$grove/kernel/status", "", "--content-type", empty});
+  BOOST_TEST(r.code == 0, r.output);
+  BOOST_TEST(r.output.starts_with("base64:"), r.output);
+  r = ctl({"--json", "call", "$grove/kernel/status", "", "--content-type", empty});
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  j = nlohmann::json::parse(r.output);
+  BOOST_TEST(!j.contains("payload"));
+  BOOST_TEST(!j.at("payload_base64").get<std::string>().empty());
   // pub --json: the counts are numbers.
   r = ctl({"--json", "pub", "test/echo/in", "x"});
   BOOST_REQUIRE_EQUAL(r.code, 0);

@@ -213,10 +213,22 @@ std::string series_name(const grove::control::Metric& m) {
   return out;
 }
 
+/// Whether a payload prints as text: UTF-8 and not Protobuf (whose bytes may happen to be
+/// valid UTF-8 control characters, e.g. message_manager's Routed reply).
+bool printable(const std::string& payload, std::string_view content_type) {
+  return !content_type.starts_with("application/x-protobuf") && valid_utf8(payload);
+}
+
+/// A payload as printed: itself, or `base64:...` when it is not text.
+std::string shown(const grove::Envelope& e) {
+  return printable(e.payload(), e.content_type()) ? e.payload()
+                                                   : "base64:" + base64(e.payload());
+}
+
 /// One `sub --json` line.
 json to_json(const grove::Envelope& e) {
   json obj = {{"topic", e.topic()}, {"source", e.source()}};
-  if (valid_utf8(e.payload()))
+  if (printable(e.payload(), e.content_type()))
     obj["payload"] = e.payload();
   else
     obj["payload_base64"] = base64(e.payload());
@@ -543,9 +555,7 @@ int run_call(connection& conn, const options& opts, const std::string& topic,
     print_json(obj);
     return exit_ok;
   }
-  auto line = valid_utf8(reply.payload()) ? reply.payload()
-                                          : "base64:" + base64(reply.payload());
-  line += '\n';
+  auto line = shown(reply) + '\n';
   std::fwrite(line.data(), 1, line.size(), stdout);
   return exit_ok;
 }
@@ -905,12 +915,7 @@ int run_sub(connection& conn, const options& opts, const std::string& filter,
         print_json(to_json(msg));
       } else {
         // fwrite: a UTF-8 payload may contain NUL bytes.
-        auto line = msg.topic() + ' ';
-        if (valid_utf8(msg.payload()))
-          line += msg.payload();
-        else
-          line += "base64:" + base64(msg.payload());
-        line += '\n';
+        auto line = msg.topic() + ' ' + shown(msg) + '\n';
         std::fwrite(line.data(), 1, line.size(), stdout);
         std::fflush(stdout);
       }
@@ -983,9 +988,7 @@ int run_invoke(connection& conn, const options& opts, const std::string& name,
   auto reply = request_through(conn, opts, grove::function_runtime::make_invoke(name, payload));
   if (!reply)
     return fail(exit_daemon_error, grove::describe(reply.error()));
-  auto line = valid_utf8(reply->payload()) ? reply->payload()
-                                           : "base64:" + base64(reply->payload());
-  line += '\n';
+  auto line = shown(*reply) + '\n';
   std::fwrite(line.data(), 1, line.size(), stdout);
   return exit_ok;
 }
