@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
+#include <utility>
+
+#include <spdlog/spdlog.h>
 
 #include "grove/errors.hpp"
 #include "grove/rpc.hpp"
@@ -16,6 +20,21 @@ using infer_service = service<InferRequest, InferResponse>;
 
 /// Latencies kept for p50/p99.
 constexpr size_t latency_window = 4096;
+
+/// Whether two requests' inputs agree beyond the batch dimension (so they concatenate).
+template <class Ready>
+bool same_item_shape(const Ready& a, const Ready& b) {
+  if (a.inputs.size() != b.inputs.size())
+    return false;
+  for (size_t i = 0; i < a.inputs.size(); ++i) {
+    const auto& x = a.inputs[i].shape;
+    const auto& y = b.inputs[i].shape;
+    if (a.inputs[i].name != b.inputs[i].name || x.size() != y.size() || x.empty()
+        || !std::equal(x.begin() + 1, x.end(), y.begin() + 1))
+      return false;
+  }
+  return true;
+}
 
 } // namespace
 
@@ -163,26 +182,50 @@ void runner::work(session& s) {
         }
       }
     }
-    std::vector<ready> batch;
-    int64_t items = 0;
+    // Decoded first; then run in batches of requests whose items have one shape (a
+    // model with free dimensions beyond the batch one takes requests of different sizes,
+    // which cannot be concatenated) and at most max_batch_size items.
+    std::vector<ready> prepared;
+    prepared.reserve(taken.size());
     for (auto& j : taken) {
       ready r;
-      if (!prepare(j, r))
+      try {
+        if (!prepare(j, r))
+          continue;
+      } catch (const std::exception& e) { // e.g. bad_alloc: this request fails, not groved
+        finish(r, make_error(errc::plugin_failed, "model '" + id_ + "': " + e.what()));
         continue;
-      if (!batch.empty() && items + r.batch > opts_.max_batch_size) {
-        run_batch(s, batch);
-        batch.clear();
+      }
+      prepared.push_back(std::move(r));
+    }
+    size_t first = 0;
+    int64_t items = 0;
+    for (size_t i = 0; i < prepared.size(); ++i) {
+      if (i > first
+          && (items + prepared[i].batch > opts_.max_batch_size
+              || !same_item_shape(prepared[first], prepared[i]))) {
+        run_guarded(s, std::span<ready>{prepared}.subspan(first, i - first));
+        first = i;
         items = 0;
       }
-      items += r.batch;
-      batch.push_back(std::move(r));
+      items += prepared[i].batch;
     }
-    if (!batch.empty())
-      run_batch(s, batch);
+    if (first < prepared.size())
+      run_guarded(s, std::span<ready>{prepared}.subspan(first));
   }
 }
 
-void runner::run_batch(session& s, std::vector<ready>& batch) {
+void runner::run_guarded(session& s, std::span<ready> batch) {
+  try {
+    run_batch(s, batch);
+  } catch (const std::exception& e) {
+    for (auto& r : batch)
+      if (!r.answered)
+        finish(r, make_error(errc::plugin_failed, "model '" + id_ + "': " + e.what()));
+  }
+}
+
+size_t runner::run_batch(session& s, std::span<ready> batch) {
   std::vector<tensor> inputs;
   int64_t total = 0;
   if (batch.size() == 1) {
@@ -209,21 +252,50 @@ void runner::run_batch(session& s, std::vector<ready>& batch) {
     std::lock_guard<std::mutex> g{mtx_};
     ++batches_[static_cast<uint32_t>(total)];
   }
+  if (batch.size() > 1) {
+    // A model whose manifest claims a batch dimension its graph does not have fails the
+    // joined call, or answers without the dimension: each request runs alone instead
+    // (its own answer or its own error). When the outputs lack the dimension, or every
+    // request then succeeds alone, the joining was the fault: the model is not batched
+    // again.
+    bool split = static_cast<bool>(outs);
+    if (split)
+      for (const auto& o : *outs)
+        split = split && !o.shape.empty() && o.shape[0] == total;
+    if (!split) {
+      size_t failed = 0;
+      for (size_t i = 0; i < batch.size(); ++i)
+        failed += run_batch(s, batch.subspan(i, 1));
+      if (outs && failed != 0)
+        return failed;
+      bool first_time = false;
+      {
+        std::lock_guard<std::mutex> g{mtx_};
+        first_time = std::exchange(batchable_, false);
+      }
+      if (first_time)
+        ctx_->log().warn("ml_inference: model '{}' does not batch ({}): its requests run "
+                         "one at a time",
+                         id_,
+                         outs ? "an output has no batch dimension of " + std::to_string(total)
+                              : message_of(outs.error()));
+      return failed;
+    }
+  }
   if (!outs) {
     for (auto& r : batch)
       finish(r, make_error(static_cast<errc>(outs.error().code()),
                            "model '" + id_ + "': " + message_of(outs.error())));
-    return;
+    return batch.size();
   }
-  // Split the outputs back, item counts in order; an output without the batch dimension
-  // (a model that only claimed one) fails the batched requests rather than mixing them.
+  // Split the outputs back, item counts in order (every output has the batch dimension:
+  // checked above).
   int64_t offset = 0;
   for (auto& r : batch) {
     InferResponse resp;
     resp.set_model(id_);
     resp.set_version(pkg_.version);
     resp.set_batch_size(static_cast<uint32_t>(total));
-    bool ok = true;
     for (const auto& o : *outs) {
       auto* t = resp.add_outputs();
       t->set_name(o.name);
@@ -234,10 +306,6 @@ void runner::run_batch(session& s, std::vector<ready>& batch) {
         t->set_data(reinterpret_cast<const char*>(o.data.data()), o.data.size() * 4);
         continue;
       }
-      if (o.shape.empty() || o.shape[0] != total) {
-        ok = false;
-        break;
-      }
       auto row = o.data.size() / static_cast<size_t>(total);
       t->add_shape(r.batch);
       for (size_t d = 1; d < o.shape.size(); ++d)
@@ -245,25 +313,21 @@ void runner::run_batch(session& s, std::vector<ready>& batch) {
       t->set_data(reinterpret_cast<const char*>(o.data.data() + static_cast<size_t>(offset) * row),
                   static_cast<size_t>(r.batch) * row * 4);
     }
-    if (!ok) {
-      finish(r, make_error(errc::plugin_failed,
-                           "model '" + id_ + "': an output has no batch dimension of "
-                             + std::to_string(total) + "; set maxBatchSize: 1 for this model"));
-    } else {
-      if (r.top_k > 0 && resp.outputs_size() > 0) {
-        const auto& o0 = resp.outputs(0);
-        tensor first;
-        first.data.resize(o0.data().size() / 4);
-        std::memcpy(first.data.data(), o0.data().data(), first.data.size() * 4);
-        top_labels(first, r.batch, r.top_k, pkg_.man.labels, resp);
-      }
-      finish(r, std::move(resp));
+    if (r.top_k > 0 && resp.outputs_size() > 0) {
+      const auto& o0 = resp.outputs(0);
+      tensor first;
+      first.data.resize(o0.data().size() / 4);
+      std::memcpy(first.data.data(), o0.data().data(), first.data.size() * 4);
+      top_labels(first, r.batch, r.top_k, pkg_.man.labels, resp);
     }
+    finish(r, std::move(resp));
     offset += r.batch;
   }
+  return 0;
 }
 
 void runner::finish(ready& r, caf::expected<InferResponse> result) {
+  r.answered = true;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(
               std::chrono::steady_clock::now() - r.arrived)
               .count();

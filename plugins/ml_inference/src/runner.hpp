@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -102,13 +103,19 @@ private:
     std::vector<tensor> inputs;
     int64_t batch = 1;
     uint32_t top_k = 0;
+    /// Set by finish(): a request is answered once.
+    bool answered = false;
   };
 
   runner(std::string id, package pkg, runner_options opts);
   void work(session& s);
   /// Decodes `j` into `out`, or answers it with the error and returns false.
   bool prepare(job& j, ready& out);
-  void run_batch(session& s, std::vector<ready>& batch);
+  /// Runs `batch` (requests of one item shape) as one backend call, or one by one when
+  /// the model turns out not to batch; returns how many were answered with an error.
+  size_t run_batch(session& s, std::span<ready> batch);
+  /// run_batch, where a worker's exception answers what is left.
+  void run_guarded(session& s, std::span<ready> batch);
   void finish(ready& r, caf::expected<InferResponse> result);
 
   std::string id_;

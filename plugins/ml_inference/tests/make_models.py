@@ -304,6 +304,34 @@ mobilenet = dict(id="mobilenet", path=mb_path, sha256=mb_digest,
                  inputs=[dict(name="x", shape=list(mb_x.shape), data=mb_x.ravel().tolist())],
                  outputs=[dict(name="prob", shape=[1, 1000], data=mobilenet_ref(mb_x).astype(np.float32).ravel().tolist())])
 
+# A fully convolutional model whose spatial size is free (manifest [-1, 3, -1, -1]):
+# requests of different sizes must not be joined into one batch (ml_inference_test).
+Wf, Bf = f32(4, 3, 3, 3), f32(4)
+free_path, free_digest = write("free_size.onnx", model(
+    [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+     helper.make_node("Relu", ["c"], ["r"]),
+     helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+     helper.make_node("Flatten", ["g"], ["y"], axis=1)],
+    [vi("x", ["N", 3, "H", "W"])], [vi("y", ["N", 4])], {"W": Wf, "B": Bf}, "free_size"))
+free_size = dict(path=free_path, sha256=free_digest, sizes=[])
+for side in (8, 12):
+    fx = f32(1, 3, side, side)
+    fy = np.maximum(conv2d(fx, Wf, Bf, 1), 0).mean(axis=(2, 3))
+    free_size["sizes"].append(dict(shape=list(fx.shape), data=fx.ravel().tolist(),
+                                   output=fy.astype(np.float32).ravel().tolist()))
+
+# A graph with no batch dimension (ReduceSum over axis 0 adds every item into one row) that
+# a manifest may still claim one for: joined requests come back as one row, so each request
+# must be run alone (ml_inference_test).
+Wn = f32(1, 4)
+nb_path, nb_digest = write("no_batch.onnx", model(
+    [helper.make_node("Mul", ["x", "W"], ["m"]),
+     helper.make_node("ReduceSum", ["m"], ["y"], axes=[0], keepdims=1)],
+    [vi("x", [1, 4])], [vi("y", [1, 4])], {"W": Wn}, "no_batch"))
+nb_x = f32(1, 4)
+no_batch = dict(path=nb_path, sha256=nb_digest, input=nb_x.ravel().tolist(),
+                output=(nb_x.astype(np.float64) * Wn).astype(np.float32).ravel().tolist())
+
 # Models that must fail: not ONNX, an operator OpenCV 4.6 lacks (Hardmax), and one that
 # loads but throws at inference (a fixed Reshape after a Conv of any spatial size).
 bad = {}
@@ -318,4 +346,4 @@ bad["throws"] = write("throws.onnx", model(
     {"W": Wt, "shape": np.array([1, 32], dtype=np.int64)}, "throws"))
 
 with open(os.path.join(OUT, "index.json"), "w") as f:
-    json.dump(dict(big_png=big_png, cases=cases, mobilenet=mobilenet, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)
+    json.dump(dict(big_png=big_png, cases=cases, mobilenet=mobilenet, free_size=free_size, no_batch=no_batch, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)

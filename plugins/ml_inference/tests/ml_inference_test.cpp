@@ -95,7 +95,7 @@ std::string inputs_yaml(const json& manifest_inputs) {
 }
 
 /// The group with every good case and the three bad models.
-std::string full_group(const std::string& extra_config = "") {
+std::string full_group(const std::string& extra_config = "", const std::string& more = "") {
   const auto& idx = models().index;
   std::string g = "name: ml\nresources:\n";
   for (const auto& c : idx["cases"])
@@ -118,7 +118,7 @@ std::string full_group(const std::string& extra_config = "") {
                 "[{name: x, shape: [1, 4]}]");
   g += "  - id: data\n    config:\n      localVolumeResourceData: {sourcePath: /srv, "
        "destinationPath: /data}\n";
-  return g;
+  return g + more;
 }
 
 ml::InferRequest request_of(const json& inputs) {
@@ -187,9 +187,10 @@ std::unique_ptr<grove::testing::harness> started(const fs::path& group,
 struct fixture {
   fs::path group;
   std::unique_ptr<grove::testing::harness> h;
-  explicit fixture(const std::string& config = "{}", const std::string& extra = "") {
+  explicit fixture(const std::string& config = "{}", const std::string& extra = "",
+                   const std::string& more = "") {
     group = models().dir / ("group." + std::to_string(++n) + ".yaml");
-    std::ofstream{group} << full_group(extra);
+    std::ofstream{group} << full_group(extra, more);
     h = started(group, config);
   }
   static inline int n = 0;
@@ -457,6 +458,93 @@ BOOST_AUTO_TEST_CASE(dynamic_batching_matches_single_requests) {
     if (size > 1)
       batched += n;
   BOOST_CHECK_MESSAGE(batched > 0, "no backend call ran more than one request");
+}
+
+/// Sends `n` requests at once, `n` times at most, until the model has had a backend call
+/// of more than one request; returns what went wrong per request ("" when its answer was
+/// `want(i)` within 1e-4) and whether a joined call happened.
+template <class MakeRequest, class Want>
+std::pair<std::vector<std::string>, bool>
+concurrent_rounds(grove::testing::harness& h, const std::string& model, int n,
+                  MakeRequest make_request, Want want) {
+  std::vector<std::string> faults;
+  auto joined = [&] {
+    auto m = list(h);
+    uint64_t calls = 0;
+    if (m && find(*m, model) != nullptr)
+      for (const auto& [size, count] : find(*m, model)->batches())
+        if (size > 1)
+          calls += count;
+    return calls > 0;
+  };
+  for (int round = 0; round < n && !joined(); ++round) {
+    std::vector<std::string> these(static_cast<size_t>(n));
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; ++i)
+      ts.emplace_back([&, i] {
+        auto r = infer(h, model, make_request(i));
+        auto& fault = these[static_cast<size_t>(i)];
+        if (!r) {
+          fault = error_text(r.error());
+          return;
+        }
+        auto got = gml::floats(r->outputs(0));
+        std::vector<float> expected = want(i);
+        double worst = got.size() == expected.size() ? 0 : 1e9;
+        for (size_t k = 0; k < std::min(got.size(), expected.size()); ++k)
+          worst = std::max(worst, std::abs(double{got[k]} - expected[k]));
+        if (worst > 1e-4)
+          fault = std::to_string(got.size()) + " values, largest difference "
+                  + std::to_string(worst);
+      });
+    for (auto& t : ts)
+      t.join();
+    faults.insert(faults.end(), these.begin(), these.end());
+  }
+  return {faults, joined()};
+}
+
+BOOST_AUTO_TEST_CASE(batching_joins_only_requests_of_one_shape) {
+  // A model with free spatial dimensions takes 8x8 and 12x12 images: arriving together,
+  // they must not be joined (one shape for all, the others' bytes read past or short).
+  const auto& fs_ = models().index["free_size"];
+  auto more = resource("free_size", fs_["path"], fs_["sha256"],
+                       "[{name: x, shape: [-1, 3, -1, -1]}]");
+  fixture f{"{max_batch_size: 16, max_batch_delay_us: 20000, threads: 1}", "", more};
+  // Three of one size to one of the other, so requests of one size do get joined.
+  auto size_of = [&](int i) -> const json& { return fs_["sizes"][i % 4 == 3 ? 1 : 0]; };
+  auto [faults, joined] = concurrent_rounds(
+    *f.h, "free_size", 12,
+    [&](int i) {
+      ml::InferRequest req;
+      gml::add_input(req, "x", size_of(i)["shape"].get<std::vector<int64_t>>(),
+                     size_of(i)["data"].get<std::vector<float>>());
+      return req;
+    },
+    [&](int i) { return size_of(i)["output"].get<std::vector<float>>(); });
+  for (size_t i = 0; i < faults.size(); ++i)
+    BOOST_CHECK_MESSAGE(faults[i].empty(), "request " << i << ": " << faults[i]);
+  BOOST_CHECK_MESSAGE(joined, "no joined call in 12 rounds: batching was not exercised");
+}
+
+BOOST_AUTO_TEST_CASE(a_model_that_only_claims_a_batch_dimension_answers_each_alone) {
+  // no_batch's graph sums over axis 0 (every item into one row) while its manifest
+  // here claims a batch dimension: requests arriving together are joined, the answer has
+  // no batch dimension to split, and each request is run alone (its right answer).
+  const auto& nb = models().index["no_batch"];
+  auto more = resource("no_batch", nb["path"], nb["sha256"], "[{name: x, shape: [-1, 4]}]");
+  fixture f{"{max_batch_size: 16, max_batch_delay_us: 20000, threads: 1}", "", more};
+  auto [faults, joined] = concurrent_rounds(
+    *f.h, "no_batch", 8,
+    [&](int) {
+      ml::InferRequest req;
+      gml::add_input(req, "x", {1, 4}, nb["input"].get<std::vector<float>>());
+      return req;
+    },
+    [&](int) { return nb["output"].get<std::vector<float>>(); });
+  for (size_t i = 0; i < faults.size(); ++i)
+    BOOST_CHECK_MESSAGE(faults[i].empty(), "request " << i << ": " << faults[i]);
+  BOOST_CHECK_MESSAGE(joined, "no joined call in 8 rounds: the fallback was not exercised");
 }
 
 BOOST_AUTO_TEST_CASE(a_full_queue_is_throttled_and_counted) {
