@@ -671,6 +671,11 @@ std::optional<grove::ml::InferRequest> ml_request_of(const std::string& file,
         return std::nullopt;
       }
       if (dtype == "uint8") {
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 255) {
+          why = file + ": input '" + out->name() + "': data: uint8 values are integers 0-255, got "
+                + v.dump();
+          return std::nullopt;
+        }
         data.push_back(static_cast<char>(v.get<int>()));
       } else {
         float f = v.get<float>();
@@ -751,7 +756,8 @@ int run_ml(connection& conn, const options& opts, const ml_options& mo) {
       json batches = json::object();
       for (const auto& [size, n] : m.batches())
         batches[std::to_string(size)] = n;
-      all.push_back({{"id", m.id()}, {"state", states[m.state() % 3]}, {"version", m.version()},
+      all.push_back({{"id", m.id()}, {"state", states[m.state() % 3]}, {"loading", m.loading()},
+                     {"version", m.version()},
                      {"sha256", m.sha256()}, {"error", m.error()}, {"backend", m.backend()},
                      {"inputs", inputs},
                      {"outputs", std::vector<std::string>(m.outputs().begin(), m.outputs().end())},
@@ -773,8 +779,10 @@ int run_ml(connection& conn, const options& opts, const ml_options& mo) {
         outs += (outs.empty() ? "" : ", ") + o.get<std::string>();
       for (const auto& [size, n] : m["batches"].items())
         batches += (batches.empty() ? "" : " ") + size + "=" + std::to_string(n.get<uint64_t>());
-      std::printf("%s  %s  %s\n", m["id"].get<std::string>().c_str(),
-                  m["state"].get<std::string>().c_str(), m["version"].get<std::string>().c_str());
+      std::printf("%s  %s  %s%s\n", m["id"].get<std::string>().c_str(),
+                  m["state"].get<std::string>().c_str(), m["version"].get<std::string>().c_str(),
+                  m["loading"].get<bool>() && m["state"] != "loading" ? "  (a new version loading)"
+                                                                       : "");
       if (!m["error"].get<std::string>().empty())
         std::printf("  error: %s\n", m["error"].get<std::string>().c_str());
       if (m["state"] == "serving") {

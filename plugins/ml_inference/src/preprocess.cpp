@@ -35,8 +35,8 @@ caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& 
     cv::Mat img = cv::imdecode(raw, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
     if (img.empty())
       return make_error(errc::malformed, "image: " + std::to_string(encoded.size())
-                                           + " bytes that OpenCV cannot decode (PNG, JPEG, "
-                                             "BMP, TIFF, WebP...)");
+                                           + " bytes that OpenCV cannot decode (PNG, JPEG or "
+                                             "BMP)");
     if (img.cols != p.width || img.rows != p.height)
       cv::resize(img, img, cv::Size(static_cast<int>(p.width), static_cast<int>(p.height)), 0,
                  0, cv::INTER_LINEAR);

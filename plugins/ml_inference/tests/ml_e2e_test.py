@@ -68,6 +68,16 @@ try:
     check(r.returncode == 1 and "input 'x': shape [1, 3, 8, 9], expected [1, 3, 8, 8]" in r.stderr,
           "a wrong shape: exit 1 naming the tensor (%s)" % r.stderr.strip())
 
+    wide = os.path.join(work, "wide.json")
+    json.dump({"inputs": [{"name": "x", "dtype": "uint8", "shape": [1, 3, 8, 8],
+                           "data": [300] + [0] * 191}]}, open(wide, "w"))
+    r = ctl("ml", "infer", "conv_relu", "--input", wide)
+    check(r.returncode == 2 and "uint8 values are integers 0-255, got 300" in r.stderr,
+          "a uint8 value over 255 is refused, not wrapped (%s)" % r.stderr.strip())
+    r = ctl("--json", "ml", "models")
+    check(r.returncode == 0 and all(m["loading"] is False for m in json.loads(r.stdout)),
+          "grovectl --json ml models carries the loading flag")
+
     # A new version through the group file (groved --watch re-reads it).
     open(gfile, "w").write(group(version="v2"))
     deadline = time.time() + 60
