@@ -18,7 +18,9 @@ bool is_code_archive(const std::string& uri);
 caf::expected<std::string> sha256_file(const std::filesystem::path& path);
 
 /// Checks `archive` against `sha256` (hex) and unpacks it into `root/<sha256>/`, or
-/// reuses that directory when an earlier unpack completed; returns it. Errors: a digest
+/// reuses that directory when an earlier unpack completed (without hashing the archive
+/// again when it is the same file, unchanged since: device, inode, size, mtime, ctime);
+/// returns it. Errors: a digest
 /// mismatch, an unreadable archive, an entry with an absolute path or `..`, a link out,
 /// a device or FIFO, more than grove::archive's default limits.
 caf::expected<std::filesystem::path> unpack_code(const std::filesystem::path& archive,

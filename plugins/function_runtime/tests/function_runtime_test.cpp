@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE function_runtime
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "code_archive.hpp"
 #include "function_def.hpp"
 #include "function_log.hpp"
 #include "sandbox.hpp"
@@ -1247,6 +1249,58 @@ BOOST_AUTO_TEST_CASE(code_from_an_archive_is_checked_and_unpacked) {
                   "linuxProcessParams: {isolationMode: NoContainer}}\n"};
   as_user.wait_defined("u");
   BOOST_TEST(as_user.ok("u", "{}") == std::to_string(pw->pw_uid));
+}
+
+BOOST_AUTO_TEST_CASE(an_unpacked_archive_is_hashed_again_only_when_its_file_changed) {
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in{p, std::ios::binary};
+    return std::string{std::istreambuf_iterator<char>{in}, {}};
+  };
+  test::temp_dir d;
+  fs::create_directories(d.path() / "pkg");
+  std::ofstream{d.path() / "pkg" / "x"} << "one";
+  auto tgz = d.path() / "code.tar.gz";
+  BOOST_REQUIRE(std::system(("tar -C " + (d.path() / "pkg").string() + " -czf " + tgz.string()
+                             + " x").c_str()) == 0);
+  auto sha = shell("sha256sum " + tgz.string() + " | cut -d' ' -f1");
+  auto root = d.path() / "code";
+  auto marker = [&] {
+    std::ifstream in{root / sha / ".grove-unpacked"};
+    std::string digest, identity;
+    std::getline(in, digest);
+    std::getline(in, identity);
+    BOOST_TEST(digest == sha);
+    return identity;
+  };
+  auto first = grove::fn::unpack_code(tgz, sha, root);
+  BOOST_REQUIRE_MESSAGE(first, (first ? std::string{} : grove::describe(first.error())));
+  auto identity = marker();
+  BOOST_TEST(!identity.empty());
+  auto again = grove::fn::unpack_code(tgz, sha, root);
+  BOOST_REQUIRE(again);
+  BOOST_TEST(*again == *first);
+  BOOST_TEST(marker() == identity);
+  // Other bytes of the same size, the modification time put back: the change time still
+  // tells, so the file is hashed again and refused.
+  std::string original = slurp(tgz);
+  struct stat before {};
+  BOOST_REQUIRE(::stat(tgz.c_str(), &before) == 0);
+  std::string other = original;
+  other[other.size() / 2] = static_cast<char>(other[other.size() / 2] ^ 0x55);
+  std::ofstream{tgz, std::ios::binary | std::ios::trunc} << other;
+  struct timespec times[2] = {before.st_atim, before.st_mtim};
+  BOOST_REQUIRE(::utimensat(AT_FDCWD, tgz.c_str(), times, 0) == 0);
+  auto changed = grove::fn::unpack_code(tgz, sha, root);
+  BOOST_REQUIRE(!changed);
+  BOOST_TEST(grove::describe(changed.error()).find("SHA-256 is") != std::string::npos,
+             grove::describe(changed.error()));
+  // Its bytes back (a new identity): hashed, accepted, the marker names the file as it is.
+  std::ofstream{tgz, std::ios::binary | std::ios::trunc} << original;
+  auto back = grove::fn::unpack_code(tgz, sha, root);
+  BOOST_REQUIRE(back);
+  BOOST_TEST(*back == *first);
+  BOOST_TEST(marker() != identity);
+  BOOST_TEST(slurp(*back / "x") == "one");
 }
 
 BOOST_AUTO_TEST_CASE(root_needs_the_images_consent) {
