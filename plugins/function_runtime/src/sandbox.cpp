@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -26,6 +27,31 @@ namespace grove::fn {
 namespace {
 
 namespace fs = std::filesystem;
+
+/// /etc/resolv.conf is often a link out of /etc (systemd-resolved, NetworkManager: into
+/// /run, which the root does not have): the file it names, read-only at the place the
+/// link names, so names resolve inside as on the host (the network is the host's). The
+/// root's own file when a rootfs has it, else the host's; nothing when it is a plain file.
+std::optional<sandbox_mount> resolv_conf_bind(const fs::path& sys) {
+  std::error_code ec;
+  auto link = fs::read_symlink(sys / "etc" / "resolv.conf", ec);
+  if (ec)
+    return std::nullopt;
+  auto inside = (link.is_absolute() ? link : fs::path{"/etc"} / link).lexically_normal();
+  if (!inside.is_absolute() || inside.string().starts_with("/etc/")
+      || inside.string().find("..") != std::string::npos)
+    return std::nullopt;
+  auto source = fs::canonical(sys / inside.relative_path(), ec);
+  if (ec)
+    source = fs::canonical(inside, ec);
+  if (ec || !fs::is_regular_file(source, ec))
+    return std::nullopt;
+  sandbox_mount m;
+  m.source = source;
+  m.target = inside;
+  m.optional = true;
+  return m;
+}
 
 /// The namespaces of grove::process's sandbox (CLONE_NEWUSER | NEWPID | NEWNS | NEWIPC |
 /// NEWUTS), for the probe.
@@ -383,6 +409,8 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
     m.optional = std::string_view{d} != "usr";
     s.mounts.push_back(std::move(m));
   }
+  if (auto dns = resolv_conf_bind(sys))
+    s.mounts.push_back(std::move(*dns));
   // The function's code, read-only at /lambda (as in Greengrass), its working directory.
   if (!code_dir.empty()) {
     sandbox_mount m;

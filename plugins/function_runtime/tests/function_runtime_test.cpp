@@ -2537,6 +2537,40 @@ BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
   BOOST_TEST(test::wait_until([&] { return sb.rt->info("box").instances() == 0u; }));
 }
 
+BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
+  // systemd-resolved's /etc/resolv.conf links into /run, which the sandbox's root does
+  // not have: without the file it names, names do not resolve inside.
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("not root: the sandbox cannot be opened, skipped");
+    return;
+  }
+  test::temp_dir d;
+  auto rootfs = d.path() / "rootfs";
+  for (const char* dir : {"usr", "etc", "run/resolve"})
+    fs::create_directories(rootfs / dir);
+  std::ofstream{rootfs / "run/resolve/stub.conf"} << "nameserver 127.0.0.53\n";
+  fs::create_symlink("../run/resolve/stub.conf", rootfs / "etc/resolv.conf");
+  grove::fn::runtime_config cfg;
+  cfg.sandbox_rootfs = rootfs.string();
+  auto sb = grove::fn::sandbox::open(cfg, d.path() / "state");
+  BOOST_REQUIRE_MESSAGE(sb, (sb ? std::string{} : grove::describe(sb.error())));
+  grove::fn::function_def def;
+  def.runtime = "executable";
+  auto bound = [&]() -> std::string {
+    auto inst = (*sb)->prepare("f", 1, def, "");
+    BOOST_REQUIRE_MESSAGE(inst, (inst ? std::string{} : grove::describe(inst.error())));
+    for (const auto& m : inst->spec.mounts)
+      if (m.target == "/run/resolve/stub.conf")
+        return m.source.string();
+    return {};
+  };
+  BOOST_TEST(bound() == fs::canonical(rootfs / "run/resolve/stub.conf").string());
+  // A plain file in /etc is there already: nothing more is bound.
+  fs::remove(rootfs / "etc/resolv.conf");
+  std::ofstream{rootfs / "etc/resolv.conf"} << "nameserver 192.0.2.1\n";
+  BOOST_TEST(bound().empty());
+}
+
 BOOST_AUTO_TEST_CASE(a_spare_sandbox_key_changes_with_every_input_of_prepare) {
   // A spare is used only when its key is the start's: every input of sandbox::prepare
   // must change the key, or a start could get a spare's stale limits or device rules (a
