@@ -284,9 +284,9 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   // session keyrings, named keyrings), and a namespace one instance made would be owned
   // by the shared one, so every other instance would hold all capabilities in it.
   std::string sharing;
+  // (keyctl, add_key, unshare and setns no profile may allow: parse_seccomp_profile.)
   for (const auto& name : profile->allow)
-    if (name == "keyctl" || name == "add_key" || name == "request_key" || name == "unshare"
-        || name == "setns")
+    if (name == "request_key")
       sharing += (sharing.empty() ? "" : ", ") + name;
   if (!sharing.empty())
     sb->warnings_.push_back(sb->profile_name_ + " allows " + sharing

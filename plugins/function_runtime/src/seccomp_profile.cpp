@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -25,7 +26,20 @@ constexpr scmp_datum_t clone_namespace_flags = 0x7E020000;
 constexpr const char* essential_calls[] = {"read", "write", "close", "sendmsg", "execve",
                                            "exit", "exit_group"};
 
+/// What a sandboxed function may never call, whatever a profile says (issue 13's list):
+/// a profile allowing one is refused.
+constexpr const char* never_calls[] = {"mount",       "umount2",   "pivot_root",
+                                       "ptrace",      "kexec_load", "init_module",
+                                       "bpf",         "perf_event_open", "keyctl",
+                                       "add_key",     "unshare",   "setns",
+                                       "reboot",      "swapon"};
+
 } // namespace
+
+bool never_allowed(std::string_view name) {
+  return std::find(std::begin(never_calls), std::end(never_calls), name)
+         != std::end(never_calls);
+}
 
 caf::expected<seccomp_profile> parse_seccomp_profile(std::string_view text,
                                                      std::string_view origin) {
@@ -57,6 +71,10 @@ caf::expected<seccomp_profile> parse_seccomp_profile(std::string_view text,
       any = true;
       if (seccomp_syscall_resolve_name(name.c_str()) == __NR_SCMP_ERROR)
         return fail("unknown system call '" + name + "'");
+      if (verb == "allow" && never_allowed(name))
+        return fail("'" + name + "' may never be allowed (a sandboxed function must not "
+                    "call mount, umount2, pivot_root, ptrace, kexec_load, init_module, bpf, "
+                    "perf_event_open, keyctl, add_key, unshare, setns, reboot or swapon)");
       auto& mine = verb == "allow" ? allowed : denied;
       auto& other = verb == "allow" ? denied : allowed;
       if (other.count(name) != 0)

@@ -23,9 +23,14 @@ struct seccomp_profile {
   std::vector<std::string> deny;
 };
 
+/// Whether `name` is one of the calls no profile may allow (mount, umount2, pivot_root,
+/// ptrace, kexec_load, init_module, bpf, perf_event_open, keyctl, add_key, unshare, setns,
+/// reboot, swapon).
+bool never_allowed(std::string_view name);
+
 /// Parses a profile: lines `allow NAME...` and `deny NAME...`, `#` comments. Errors read
 /// `<origin>:<line>: <what>` (an unknown system call name, an unknown word, a name both
-/// allowed and denied).
+/// allowed and denied, an allowed call that never_allowed() names).
 caf::expected<seccomp_profile> parse_seccomp_profile(std::string_view text,
                                                      std::string_view origin);
 

@@ -28,6 +28,7 @@
 #include "function_def.hpp"
 #include "function_log.hpp"
 #include "sandbox.hpp"
+#include "seccomp_profile.hpp"
 #include "grove/function_runtime/client.hpp"
 #include "grove/function.pb.h"
 #include "grove/kernel/framing.hpp"
@@ -1822,23 +1823,46 @@ BOOST_AUTO_TEST_CASE(denied_system_calls_end_the_instance_and_are_named,
   BOOST_TEST(sb.attempt("box", "whoami").find("pid=1") != std::string::npos);
 }
 
-BOOST_AUTO_TEST_CASE(a_profile_allowing_keyrings_or_namespaces_is_warned_about,
+BOOST_AUTO_TEST_CASE(a_profile_allowing_request_key_is_warned_about,
                      *boost::unit_test::precondition(as_root)) {
-  // Instances of one user share their user namespace: a profile letting them use its
-  // keyrings or make namespaces in it is named in the sandbox status (and the log).
+  // Instances of one user share their user namespace: a profile letting them look up its
+  // keyrings is named in the sandbox status (and the log).
   test::temp_dir prof;
   auto path = prof.path() / "keys.txt";
-  std::ofstream{path} << "allow read write close exit_group keyctl add_key unshare\n";
+  std::ofstream{path} << "allow read write close exit_group request_key\n";
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
                "{sandbox_pids_max: 32, seccomp_profile: " + path.string() + "}"};
   sb.rt->wait_defined("box");
   auto details = sb.rt->h->kernel().status().details();
   auto it = details.find("function_runtime.sandbox");
   BOOST_REQUIRE(it != details.end());
-  BOOST_TEST(it->second.find(path.string() + " allows keyctl, add_key, unshare: instances"
+  BOOST_TEST(it->second.find(path.string() + " allows request_key: instances"
                              " running as the same user share their keyrings")
                != std::string::npos,
              it->second);
+}
+
+BOOST_AUTO_TEST_CASE(a_profile_allowing_a_call_never_allowed_is_refused) {
+  // The list holds whatever an image's profile says: a profile allowing one of
+  // them is an error naming the file, the line and the call (GreengrassContainer
+  // functions are then refused with it, as for a kernel without a needed feature).
+  for (const char* call : {"mount", "umount2", "pivot_root", "ptrace", "kexec_load",
+                           "init_module", "bpf", "perf_event_open", "keyctl", "add_key",
+                           "unshare", "setns", "reboot", "swapon"}) {
+    auto p = grove::fn::parse_seccomp_profile(
+      std::string{"allow read write\n# mine\nallow close "} + call + "\n", "mine.txt");
+    BOOST_REQUIRE_MESSAGE(!p, call << " was accepted");
+    auto why = grove::describe(p.error());
+    BOOST_TEST(why.find(std::string{"mine.txt:3: '"} + call + "' may never be allowed")
+                 != std::string::npos,
+               why);
+  }
+  // Denying them is fine, and the default profile denies every one.
+  BOOST_TEST(!!grove::fn::parse_seccomp_profile("allow read\ndeny ptrace mount\n", "d"));
+  auto def = grove::fn::parse_seccomp_profile(grove::fn::default_seccomp_profile(), "default");
+  BOOST_REQUIRE(def);
+  for (const char* call : {"mount", "ptrace", "bpf", "setns", "swapon"})
+    BOOST_TEST(std::count(def->deny.begin(), def->deny.end(), call) == 1, call);
 }
 
 BOOST_AUTO_TEST_CASE(a_fork_bomb_stops_at_the_pids_limit,

@@ -15,6 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   grove::fuzz::require(!p->allow.empty(), "a profile allowing nothing was accepted");
   for (const auto& a : p->allow)
+    grove::fuzz::require(!grove::fn::never_allowed(a), "a profile allowing a never-call was accepted");
+  for (const auto& a : p->allow)
     for (const auto& d : p->deny)
       grove::fuzz::require(a != d, "a call both allowed and denied was accepted");
   auto prog = grove::fn::compile_seccomp(*p);
