@@ -155,6 +155,8 @@ private:
                                                   + grove::describe(m.error()));
       *out.add_mounts() = std::move(*m);
     }
+    if (auto clash = lr::destination_clash(out); !clash.empty())
+      return make_error(errc::invalid_config, "function '" + req.function() + "': " + clash);
     return out;
   }
 

@@ -301,4 +301,22 @@ caf::expected<local_resources::Mount> resolve(const std::string& id, const resou
   return m;
 }
 
+std::string destination_clash(const local_resources::MountsReply& mounts) {
+  const auto& ms = mounts.mounts();
+  for (int i = 0; i < ms.size(); ++i)
+    for (int j = i + 1; j < ms.size(); ++j) {
+      const auto& a = ms[i];
+      const auto& b = ms[j];
+      bool same = a.destination_path() == b.destination_path();
+      if (!same && !is_under(a.destination_path(), b.destination_path())
+          && !is_under(b.destination_path(), a.destination_path()))
+        continue;
+      return "resources '" + a.resource_id() + "' (" + a.destination_path() + ") and '"
+             + b.resource_id() + "' (" + b.destination_path() + ") "
+             + (same ? "have the same destinationPath" : "are one inside the other")
+             + ": a function may use only one of them";
+    }
+  return {};
+}
+
 } // namespace grove::lr

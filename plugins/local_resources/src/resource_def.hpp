@@ -93,4 +93,10 @@ bool is_under(std::string_view path, std::string_view root);
 caf::expected<local_resources::Mount> resolve(const std::string& id, const resource_def& def,
                                               const std::string& permission);
 
+/// Whether two of one function's mounts meet inside the sandbox: the same destination (the
+/// second would hide the first) or one below the other (the inner one's mount point must
+/// then exist in the outer one's source, so starts fail whenever it does not). Returns
+/// the message naming both ("" when none do).
+std::string destination_clash(const local_resources::MountsReply& mounts);
+
 } // namespace grove::lr

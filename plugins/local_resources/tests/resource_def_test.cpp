@@ -231,6 +231,30 @@ BOOST_AUTO_TEST_CASE(a_device_resolves_to_its_numbers, *boost::unit_test::precon
     BOOST_TEST(contains(grove::describe(fm.error()), "not a character or block device"));
 }
 
+BOOST_AUTO_TEST_CASE(one_functions_mounts_may_not_meet) {
+  auto reply = [](std::vector<std::pair<std::string, std::string>> mounts) {
+    grove::local_resources::MountsReply r;
+    for (auto& [id, dest] : mounts) {
+      auto* m = r.add_mounts();
+      m->set_resource_id(id);
+      m->set_destination_path(dest);
+    }
+    return r;
+  };
+  BOOST_TEST(lr::destination_clash(reply({{"a", "/data"}, {"b", "/logs"}, {"c", "/dev/x"}}))
+               .empty());
+  // Sharing a prefix of characters only is no clash.
+  BOOST_TEST(lr::destination_clash(reply({{"a", "/data"}, {"b", "/data2"}})).empty());
+  auto same = lr::destination_clash(reply({{"a", "/data"}, {"b", "/logs"}, {"c", "/data"}}));
+  BOOST_TEST(contains(same, "resources 'a' (/data) and 'c' (/data) have the same "
+                            "destinationPath"),
+             same);
+  auto nested = lr::destination_clash(reply({{"a", "/data"}, {"b", "/data/x"}}));
+  BOOST_TEST(contains(nested, "resources 'a' (/data) and 'b' (/data/x) are one inside the other"),
+             nested);
+  BOOST_TEST(!lr::destination_clash(reply({{"b", "/data/x"}, {"a", "/data"}})).empty());
+}
+
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
   auto generated = lr::resource_config::map().markdown();
   BOOST_TEST(grove::test::readme_config_table(LR_README) == generated,
