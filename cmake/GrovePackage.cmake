@@ -22,10 +22,13 @@ add_custom_command(OUTPUT ${grove_pkg_profile}
   COMMENT "package profile: configs/images/default.yaml for /usr")
 add_custom_target(grove_package_profile ALL DEPENDS ${grove_pkg_profile})
 
-install(FILES ${grove_pkg_profile} DESTINATION /etc/grove)
+# Readable by root alone: the group holds functions' environmentVariables (often secrets),
+# and GreengrassContainer functions see the host's /etc read-only.
+install(FILES ${grove_pkg_profile} DESTINATION /etc/grove
+        PERMISSIONS OWNER_READ OWNER_WRITE)
 # The empty group: home.yaml's example function lives in the build tree.
 install(FILES ${PROJECT_SOURCE_DIR}/configs/groups/empty.yaml DESTINATION /etc/grove
-        RENAME group.yaml)
+        RENAME group.yaml PERMISSIONS OWNER_READ OWNER_WRITE)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/grove.service
         DESTINATION lib/systemd/system)
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})

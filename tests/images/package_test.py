@@ -73,6 +73,14 @@ class PackageTest(unittest.TestCase):
                 if not line.startswith("d")} | {
             line.split()[-3].lstrip(".") for line in r.stdout.splitlines() if " -> " in line}
 
+    def test_configuration_is_readable_by_root_alone(self):
+        # The group holds functions' environmentVariables, and sandboxed functions see /etc.
+        r = run(["dpkg-deb", "-c", self.deb["grove"]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        modes = {line.split()[-1].lstrip("."): line.split()[0] for line in r.stdout.splitlines()}
+        for f in ("/etc/grove/profile.yaml", "/etc/grove/group.yaml"):
+            self.assertEqual(modes.get(f), "-rw-------", (f, modes.get(f)))
+
     def test_two_packages_with_their_control_data(self):
         self.assertEqual(sorted(self.deb), ["grove", "grove-dev"])
         depends = self.field("grove", "Depends")
