@@ -673,7 +673,9 @@ private:
     // not marked ended): every change of the group it made is decided, not only the
     // pending one (its run's rollback never came).
     bool whole = false;
-    bool put_back = false; // ... and the set before it runs again (resume_plan::before)
+    // Its rollback owed, and it settled last: the set before it runs again (not the
+    // journal's set, which a rollback that failed or never came left as it was).
+    bool put_back = false;
   };
 
   // What resume() finds at start.
@@ -682,8 +684,9 @@ private:
     nlohmann::json resolved;
     std::string journal; // else: why the journal's set starts as it was; "" : nothing
     std::vector<undecided> left; // changes of the group left undecided, decided first
-    // Applied instead of the journal's set: the set before a deployment CANCELED while it
-    // applied, cut short by kill -9, whose policy is ROLLBACK and which settled last.
+    // Applied instead of the journal's set: the set before the deployment that settled
+    // last, when a start decides its row and its rollback is owed (ROLLBACK; a run canceled
+    // while it applied and cut short, or one whose rollback could not undo everything).
     std::optional<std::vector<component_plan>> before;
   };
 
@@ -726,8 +729,9 @@ private:
           if (current && current->status == "ACTIVE" && rid == current->id)
             continue;
           if (auto u = undecided_of(rid, text, *all)) {
-            // The canceled run cut short ran last: the set before it, not what it left.
-            if (u->whole && u->undo && journal_set && rid == settled->id)
+            // Its rollback owed and it ran last: the set before it, not what it left (a
+            // component whose function the decision takes out would start it again).
+            if (u->undo && journal_set && rid == settled->id)
               if (auto back = rollback_of(text, nullptr)) {
                 before = std::move(back->first);
                 u->put_back = true;
@@ -834,8 +838,9 @@ private:
         // The decision goes in the deployment's reason (ListEffectiveDeployments), which
         // said the next start would decide.
         if (whole)
-          *decided = "a start found its run cut short after the cancel: " + *decided
-                     + (put_back ? "; the set before it runs again" : "");
+          *decided = "a start found its run cut short after the cancel: " + *decided;
+        if (put_back)
+          *decided += "; the set before it runs again";
         ctx_->run_blocking(
           [db = store_, id, note = std::move(*decided)] {
             auto err = db->forget_rollback(id, note);
@@ -864,15 +869,16 @@ private:
       ctx_->log().info("deployment: applying deployment {} again at start", got.id);
       apply_deployment(got.id, got.resolved);
     } else if (got.before && runner_) {
-      ctx_->log().info("deployment: {}; canceled while it applied and cut short, its policy "
-                       "ROLLBACK: the set before it runs again ({} components)",
+      ctx_->log().info("deployment: {}, its rollback owed: the set before it runs again "
+                       "({} components)",
                        got.journal, got.before->size());
       runner_->apply(*got.before, false, std::chrono::seconds{60}, [this](apply_outcome o) {
         if (o.ok)
-          ctx_->log().info("deployment: the set before the canceled deployment runs again");
+          ctx_->log().info("deployment: the set before the deployment that settled last runs "
+                           "again");
         else
-          ctx_->log().error("deployment: the set before the canceled deployment did not all "
-                            "start again: {}",
+          ctx_->log().error("deployment: the set before the deployment that settled last did "
+                            "not all start again: {}",
                             o.reason);
       });
     } else if (!got.journal.empty() && runner_) {

@@ -556,6 +556,16 @@ check "... the group as before: keep, keep2, keep3 and their routes, no e2e.Rela
 # the row kept. groved killed (-9) and started again: the start finds the change in force
 # and, the deployment's policy being ROLLBACK, undoes it; the decision is in its reason.
 # reason_of ID: the core's reason for deployment ID (ListEffectiveDeployments).
+# put_back_since N: up to 30 s for the log (every launch's, appended) to say more than N
+# times that the set before the deployment that settled last runs again.
+PUT_BACK_LINE="deployment: the set before the deployment that settled last runs again"
+put_back_since() {
+  for _ in $(seq 1 300); do
+    (( $(grep -cF "$PUT_BACK_LINE" "$WORK/groved.out") > $1 )) && return 0
+    sleep 0.1
+  done
+  return 1
+}
 reason_of() {
   gg list-effective-deployments --core-device-thing-name core-1 |
     jq -r --arg d "$1" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""'
@@ -572,17 +582,23 @@ stop_groved KILL
 PENDING="SELECT json_type(state, '$.group.pending') FROM rollback_journal WHERE deployment_id = '$ID'"
 check "... kill -9 of groved: its rollback journal row kept with the pending change" \
   test "$(sql_value "$PENDING")" == object
+PUT_BACK=$(grep -cF "$PUT_BACK_LINE" "$WORK/groved.out")
 launch_with_mm "groved did not come back after kill -9"
 check "the start decides the change and forgets it" forgotten
 check "... found in force and undone, as its rollback owed" \
   grep -qF "left undecided is in force (1 of its 1 entries as it asked): undone, as its rollback owed" "$WORK/groved.out"
 check "... the group as before it: keep, keep2, keep3 and their routes, no e2e.Relay" \
   group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
+check "... the set before it runs again (not the journal's, whose e2e.Relay would set its function again)" \
+  put_back_since "$PUT_BACK"
+check "... ListInstalledComponents: e2e.Placeholder, no e2e.Relay" \
+  bash -c '[[ -z $("$0" e2e.Relay) && -n $("$0" e2e.Placeholder) ]]' installed
+check "... still without e2e.Relay's function" group_has "'e2e.Relay' not in $FN_NAMES"
 check "... GetDeployment: still FAILED" \
   test "$(gg get-deployment --deployment-id "$ID" | jq -r .deploymentStatus)" == FAILED
 OUT=$(reason_of "$ID")
 check "... ListEffectiveDeployments: its reason says the start undid the change ($OUT)" \
-  bash -c '[[ $0 == *"could not be confirmed"* && $0 == *"a start found the change of the group left undecided in force and undid it, as its rollback owed" ]]' "$OUT"
+  bash -c '[[ $0 == *"could not be confirmed"* && $0 == *"a start found the change of the group left undecided in force and undid it, as its rollback owed; the set before it runs again" ]]' "$OUT"
 stop_groved
 check "... its row gone from the store" test -z "$(sql_value "$PENDING")"
 
@@ -654,12 +670,13 @@ stop_groved KILL
 ROW="SELECT count(*) FROM rollback_journal WHERE deployment_id = '$ID'"
 check "... kill -9 of groved while the install waits: its row kept" test "$(sql_value "$ROW")" == 1
 rm -f "$WORK/fail.started"  # e2e.Fail's install makes it again if it runs again
+PUT_BACK=$(grep -cF "$PUT_BACK_LINE" "$WORK/groved.out")
 launch_with_mm "groved did not come back after kill -9"
 check "the start decides what the canceled run changed and forgets its row" forgotten
 check "... its change of the group undone: e2e.Relay's function gone, keep, keep2, keep3 and their routes kept" \
   group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
 check "... the set before it runs again" \
-  bash -c 'for _ in $(seq 1 300); do grep -qF "deployment: the set before the canceled deployment runs again" "$0" && exit 0; sleep 0.1; done; exit 1' "$WORK/groved.out"
+  put_back_since "$PUT_BACK"
 check "... ListInstalledComponents: e2e.Placeholder, no e2e.Relay, no e2e.Fail" \
   bash -c '[[ -z $("$0" e2e.Relay) && -z $("$0" e2e.Fail) && -n $("$0" e2e.Placeholder) ]]' installed
 check "... the canceled deployment not resumed: e2e.Fail's install not run again" \
