@@ -1747,8 +1747,11 @@ http_response api::cancel_deployment(const std::string& id, int64_t now_ms) {
     return internal(d.error());
   if (!*d)
     return deployment_not_found(id);
+  // Its rollback journal stays: a run under way goes on to its end (a cancel changes
+  // nothing on a core that has the deployment, as Greengrass says), and a run that
+  // kill -9 cut short is decided at the next start (README, "Rollback journal").
   auto set = store_.set_deployment_state(id, {"ACTIVE"}, "CANCELED", "CANCELED",
-                                         "canceled by CancelDeployment", now_ms);
+                                         "canceled by CancelDeployment", now_ms, true);
   if (!set)
     return internal(set.error());
   if (!*set)

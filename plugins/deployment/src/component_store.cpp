@@ -551,11 +551,28 @@ caf::expected<std::vector<installed_row>> component_store::installed() {
 caf::error component_store::put_rollback(const std::string& deployment_id,
                                          const std::string& state) {
   std::lock_guard guard{mtx_};
-  // Only while the deployment is ACTIVE: one canceled or settled meanwhile resumes never.
+  // Only while the deployment's run may go on: ACTIVE, or CANCELED while it applies (the
+  // run goes on; a start decides what kill -9 left of it). One settled meanwhile (FAILED,
+  // COMPLETED, INACTIVE) resumes never.
   return db_->run("INSERT INTO rollback_journal(deployment_id, state) SELECT ?, ?"
-                  " WHERE EXISTS(SELECT 1 FROM deployments WHERE id = ? AND status = 'ACTIVE')"
+                  " WHERE EXISTS(SELECT 1 FROM deployments WHERE id = ?"
+                  " AND status IN ('ACTIVE', 'CANCELED'))"
                   " ON CONFLICT(deployment_id) DO UPDATE SET state = excluded.state",
                   deployment_id, state, deployment_id);
+}
+
+caf::error component_store::end_canceled_run(const std::string& deployment_id,
+                                             bool undecided) {
+  std::lock_guard guard{mtx_};
+  const char* canceled = " WHERE deployment_id = ? AND EXISTS(SELECT 1 FROM deployments"
+                         " WHERE id = ? AND status = 'CANCELED')";
+  if (!undecided)
+    return db_->run(std::string{"DELETE FROM rollback_journal"} + canceled, deployment_id,
+                    deployment_id);
+  return db_->run(std::string{"UPDATE rollback_journal SET state = json_set(state, '$.ended', "
+                              "json('true'))"}
+                    + canceled,
+                  deployment_id, deployment_id);
 }
 
 caf::expected<std::optional<std::string>>
@@ -585,9 +602,20 @@ caf::expected<std::map<std::string, std::string>> component_store::rollbacks() {
   return out;
 }
 
-caf::error component_store::forget_rollback(const std::string& deployment_id) {
+caf::error component_store::forget_rollback(const std::string& deployment_id,
+                                           const std::string& decided) {
   std::lock_guard guard{mtx_};
-  return db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", deployment_id);
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", deployment_id))
+    return err;
+  if (!decided.empty())
+    if (auto err = db_->run("UPDATE deployments SET reason = CASE reason WHEN '' THEN ? "
+                            "ELSE reason || '; ' || ? END WHERE id = ?",
+                            decided, decided, deployment_id))
+      return err;
+  return tx->commit();
 }
 
 } // namespace grove::deployment

@@ -242,9 +242,16 @@ public:
 
   /// Journals what deployment `deployment_id` must undo when it fails (schema 7; JSON
   /// text the plugin writes: the set before it and its group changes), replacing what was;
-  /// nothing unless the deployment is ACTIVE. set_deployment_state() to another status
-  /// and erase_deployment() delete it in their transaction (but see keep_rollback).
+  /// nothing unless the deployment is ACTIVE, or CANCELED (its run goes on after a
+  /// cancel). set_deployment_state() to another status and erase_deployment() delete it
+  /// in their transaction (but see keep_rollback).
   caf::error put_rollback(const std::string& deployment_id, const std::string& state);
+
+  /// The run of deployment `deployment_id`, CANCELED while it applied, ended: its rollback
+  /// journal goes, or, when it holds a change of the group left `undecided`, is marked
+  /// ended (`"ended": true`: the run's own rollback was done) for the next start to
+  /// decide that change alone. Nothing when the deployment is not CANCELED.
+  caf::error end_canceled_run(const std::string& deployment_id, bool undecided);
 
   /// What put_rollback() kept for `deployment_id`; nullopt: nothing.
   caf::expected<std::optional<std::string>> rollback_of(const std::string& deployment_id);
@@ -253,8 +260,10 @@ public:
   /// resumes, and those kept for a change of the group left undecided).
   caf::expected<std::map<std::string, std::string>> rollbacks();
 
-  /// Forgets what put_rollback() kept for `deployment_id`.
-  caf::error forget_rollback(const std::string& deployment_id);
+  /// Forgets what put_rollback() kept for `deployment_id`; a `decided` note (what a start
+  /// decided of a change of the group left undecided) is added to the deployment's reason
+  /// in the same transaction, its modified time unchanged (what settled last stays so).
+  caf::error forget_rollback(const std::string& deployment_id, const std::string& decided = {});
 
   /// Runs `f(grove::store&)` under the store's lock and returns what it returns: for
   /// tables kept beside the component store by functions of their own (Image Builder's

@@ -669,6 +669,13 @@ private:
     bool undo = false; // its rollback owed it: undone when in force
     std::string state;   // the deployment's status (execution), for the log
     int64_t seq = 0;     // its order of creation: the newest is decided first
+    // The run of a deployment CANCELED while it applied that kill -9 cut short (its row
+    // not marked ended): every change of the group it made is decided, not only the
+    // pending one (its run's rollback never came).
+    bool whole = false;
+    // Its rollback owed, and it settled last: the set before it runs again (not the
+    // journal's set, which a rollback that failed or never came left as it was).
+    bool put_back = false;
   };
 
   // What resume() finds at start.
@@ -677,6 +684,10 @@ private:
     nlohmann::json resolved;
     std::string journal; // else: why the journal's set starts as it was; "" : nothing
     std::vector<undecided> left; // changes of the group left undecided, decided first
+    // Applied instead of the journal's set: the set before the deployment that settled
+    // last, when a start decides its row and its rollback is owed (ROLLBACK; a run canceled
+    // while it applied and cut short, or one whose rollback could not undo everything).
+    std::optional<std::vector<component_plan>> before;
   };
 
   // On the actor, at start: what the core ran comes back. The current deployment of this
@@ -711,20 +722,29 @@ private:
         if (!rows)
           return std::move(rows.error());
         std::vector<undecided> left;
+        bool journal_set = settled && settled->status != "COMPLETED"
+                           && (!current || current->status != "ACTIVE");
+        std::optional<std::vector<component_plan>> before;
         for (const auto& [rid, text] : *rows) {
           if (current && current->status == "ACTIVE" && rid == current->id)
             continue;
           if (auto u = undecided_of(rid, text, *all)) {
+            // Its rollback owed and it ran last: the set before it, not what it left (a
+            // component whose function the decision takes out would start it again).
+            if (u->undo && journal_set && rid == settled->id)
+              if (auto back = rollback_of(text, nullptr)) {
+                before = std::move(back->first);
+                u->put_back = true;
+              }
             left.push_back(std::move(*u));
             continue;
           }
           if (auto err = db->forget_rollback(rid))
             return err;
         }
-        if (settled && settled->status != "COMPLETED"
-            && (!current || current->status != "ACTIVE"))
+        if (journal_set)
           return resume_plan{{}, {}, "deployment " + settled->id + " settled last, " + settled->status,
-                      std::move(left)};
+                      std::move(left), std::move(before)};
         if (current) {
           auto r = a->resolve_deployment(*current);
           if (r.status != 200)
@@ -750,27 +770,39 @@ private:
   }
 
   // The undecided change a rollback journal row holds, if any (`all`: the deployments).
+  // A row of a deployment CANCELED while it applied is kept: its run went on (a cancel
+  // changes nothing on a core that has the deployment, as Greengrass says). Cut short by
+  // kill -9 (no `ended`), the run never comes back (the deployment is canceled): what it
+  // changed is undone as its failure would have, per its policy.
   static std::optional<undecided> undecided_of(const std::string& id, const std::string& text,
                                                const std::vector<deployment_record>& all) {
     auto j = nlohmann::json::parse(text, nullptr, false);
-    if (!j.is_object() || !j.contains("group") || !j["group"].is_object()
-        || !j["group"].contains("pending"))
+    if (!j.is_object())
       return std::nullopt;
-    auto changes = group_changes::from_json(j["group"]);
-    if (!changes || !changes->pending()) // a malformed one cannot be decided
-      return std::nullopt;
-    // Undone when in force only if the deployment's run FAILED with ROLLBACK (or it was
-    // deleted since): a DO_NOTHING one, or one skipped for a newer deployment, keeps it.
-    // The run's result, not the status: a newer deployment to the same target turns a
-    // FAILED one INACTIVE, and its rollback is owed all the same.
     const deployment_record* rec = nullptr;
     for (const auto& d : all)
       if (d.id == id)
         rec = &d;
-    bool undo = j.value("rollback", false) && (!rec || rec->execution == "FAILED");
-    return undecided{id, std::move(*changes), undo,
-                     rec ? rec->status + " (" + rec->execution + ")" : std::string{"deleted"},
-                     rec ? rec->seq : std::numeric_limits<int64_t>::max()};
+    bool cut = rec && rec->status == "CANCELED" && !j.value("ended", false);
+    auto group = j.value("group", nlohmann::json::object());
+    if (!cut && (!group.is_object() || !group.contains("pending")))
+      return std::nullopt;
+    auto changes = group_changes::from_json(group);
+    if (!changes || (!cut && !changes->pending())) // a malformed one cannot be decided
+      return std::nullopt;
+    // Undone when in force only if the deployment's run FAILED with ROLLBACK (or it was
+    // deleted since): a DO_NOTHING one, or one skipped for a newer deployment, keeps it.
+    // The run's result, not the status: a newer deployment to the same target turns a
+    // FAILED one INACTIVE, and its rollback is owed all the same; a canceled run whose
+    // row was marked ended left a change undecided only when it failed.
+    bool rollback = j.value("rollback", false);
+    bool undo = rollback
+                && (cut || !rec || rec->execution == "FAILED" || rec->status == "CANCELED");
+    undecided u{id, std::move(*changes), undo,
+                rec ? rec->status + " (" + rec->execution + ")" : std::string{"deleted"},
+                rec ? rec->seq : std::numeric_limits<int64_t>::max()};
+    u.whole = cut;
+    return u;
   }
 
   // Decides the undecided changes one by one (runner::decide_left); a decided one's row
@@ -782,25 +814,36 @@ private:
     }
     auto u = std::move(left.back());
     left.pop_back();
-    ctx_->log().info("deployment: deciding the change of the group deployment {} ({}) left "
-                     "undecided",
-                     u.id, u.state);
+    if (u.whole)
+      ctx_->log().info("deployment: deployment {} ({}) was canceled while it applied and its "
+                       "run cut short: deciding its changes of the group",
+                       u.id, u.state);
+    else
+      ctx_->log().info("deployment: deciding the change of the group deployment {} ({}) "
+                       "left undecided",
+                       u.id, u.state);
     runner_->decide_left(
-      std::move(u.changes), u.undo, std::chrono::seconds{60},
-      [this, id = u.id, left = std::move(left), then = std::move(then),
-       alive = alive_](caf::error err) mutable {
+      std::move(u.changes), u.undo, u.whole, std::chrono::seconds{60},
+      [this, id = u.id, whole = u.whole, put_back = u.put_back, left = std::move(left),
+       then = std::move(then), alive = alive_](caf::expected<std::string> decided) mutable {
         if (!*alive)
           return;
-        if (err) {
+        if (!decided) {
           ctx_->log().error("deployment: the change of the group deployment {} left "
                             "undecided is still undecided ({}): kept for the next start",
-                            id, grove::describe(err));
+                            id, grove::describe(decided.error()));
           decide_left(std::move(left), std::move(then));
           return;
         }
+        // The decision goes in the deployment's reason (ListEffectiveDeployments), which
+        // said the next start would decide.
+        if (whole)
+          *decided = "a start found its run cut short after the cancel: " + *decided;
+        if (put_back)
+          *decided += "; the set before it runs again";
         ctx_->run_blocking(
-          [db = store_, id] {
-            auto err = db->forget_rollback(id);
+          [db = store_, id, note = std::move(*decided)] {
+            auto err = db->forget_rollback(id, note);
             return err ? grove::describe(err) : std::string{};
           },
           [this, id, left = std::move(left), then = std::move(then),
@@ -825,6 +868,19 @@ private:
     if (!got.id.empty()) {
       ctx_->log().info("deployment: applying deployment {} again at start", got.id);
       apply_deployment(got.id, got.resolved);
+    } else if (got.before && runner_) {
+      ctx_->log().info("deployment: {}, its rollback owed: the set before it runs again "
+                       "({} components)",
+                       got.journal, got.before->size());
+      runner_->apply(*got.before, false, std::chrono::seconds{60}, [this](apply_outcome o) {
+        if (o.ok)
+          ctx_->log().info("deployment: the set before the deployment that settled last runs "
+                           "again");
+        else
+          ctx_->log().error("deployment: the set before the deployment that settled last did "
+                            "not all start again: {}",
+                            o.reason);
+      });
     } else if (!got.journal.empty() && runner_) {
       ctx_->log().info("deployment: {}: the journaled set runs again as it was",
                        got.journal);
@@ -1192,8 +1248,13 @@ private:
     ctx_->run_blocking(
       [db = store_, id, ok, reason, from, undecided] {
         // Settled: its rollback journal goes in the same transaction (unless undecided).
-        db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
-                                 ok ? "SUCCEEDED" : "FAILED", reason, now_ms(), undecided);
+        auto set = db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
+                                            ok ? "SUCCEEDED" : "FAILED", reason, now_ms(),
+                                            undecided);
+        // Canceled while it applied: its run ended here, and with it its journal row
+        // (but for a change left undecided, marked ended for the next start).
+        if (set && !*set)
+          db->end_canceled_run(id, undecided);
       },
       [](caf::error) {});
   }

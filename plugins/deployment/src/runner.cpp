@@ -260,12 +260,22 @@ void crash_point(const char* step) {
     ::kill(::getpid(), SIGKILL);
 }
 
-// Tests only: GROVE_DEPLOYMENT_FAULT_AT=group_unanswered makes a journaled deployment's
-// change of the group look unanswered (a timeout, though the kernel set it) and the read
-// of the group after it fail, as a kernel that stopped answering would.
-bool fault_at(const char* step) {
+// Tests only: GROVE_DEPLOYMENT_FAULT_AT=<step>[,<step>...]. group_unanswered makes a
+// journaled deployment's change of the group look unanswered (a timeout, though the
+// kernel set it) and the read of the group after it fail, as a kernel that stopped
+// answering would; rollback_unset makes a rollback's edits of the group time out unset
+// (the kernel answering nothing after that), so the change it could not check stays.
+bool fault_at(std::string_view step) {
   auto* at = std::getenv("GROVE_DEPLOYMENT_FAULT_AT");
-  return at && std::strcmp(at, step) == 0;
+  if (!at)
+    return false;
+  for (std::string_view rest{at}; !rest.empty();) {
+    auto comma = rest.find(',');
+    if (rest.substr(0, comma) == step)
+      return true;
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+  }
+  return false;
 }
 
 // How many times a resume reads the group to check a change journaled before kill -9
@@ -954,46 +964,82 @@ void runner::undo_group(std::chrono::seconds timeout, group_changes changes,
     });
 }
 
-void runner::decide_left(group_changes left, bool undo, std::chrono::seconds timeout,
-                         std::function<void(caf::error)> done) {
-  decide_read(std::make_shared<group_changes>(std::move(left)), undo, timeout, resume_reads,
-              std::move(done));
+void runner::decide_left(group_changes left, bool undo, bool whole,
+                         std::chrono::seconds timeout,
+                         std::function<void(caf::expected<std::string>)> done) {
+  decide_read(std::make_shared<group_changes>(std::move(left)), undo, whole, timeout,
+              resume_reads, std::move(done));
 }
 
-void runner::decide_read(std::shared_ptr<group_changes> left, bool undo,
+void runner::decide_read(std::shared_ptr<group_changes> left, bool undo, bool whole,
                          std::chrono::seconds timeout, int tries,
-                         std::function<void(caf::error)> done) {
+                         std::function<void(caf::expected<std::string>)> done) {
   group_client::get(
     ctx_, timeout,
-    [this, left, undo, timeout, tries, done = std::move(done), alive = alive_](
+    [this, left, undo, whole, timeout, tries, done = std::move(done), alive = alive_](
       caf::expected<group::Group> now) mutable {
       if (!*alive)
         return;
       if (!now && tries > 1) {
-        decide_read(left, undo, timeout, tries - 1, std::move(done));
+        decide_read(left, undo, whole, timeout, tries - 1, std::move(done));
         return;
       }
       if (!now) {
         done(std::move(now.error()));
         return;
       }
-      // Only the pending change counts: what the deployment recorded was undone (or
-      // kept, DO_NOTHING) when it settled.
-      auto pending = left->pending_part();
+      // Only the pending change counts (unless `whole`): what the deployment recorded
+      // was undone (or kept, DO_NOTHING) when it settled.
+      auto changes = whole ? *left : left->pending_part();
       size_t meant = 0;
       // At start: the group's versions began again after a restart (and a hot reload
       // may have come between), so only the entries say (all as asked, or nothing).
-      auto applied = pending.settle(*now, true, &meant);
+      auto applied = changes.settle(*now, true, &meant);
+      if (whole) {
+        ctx_.log().info("deployment: the changes of the group of a canceled run cut short: "
+                        "{} recorded{}{}",
+                        changes.size(),
+                        meant > 0 ? (applied > 0 ? ", its pending one in force"
+                                                 : ", its pending one not in force")
+                                  : "",
+                        undo && !changes.empty() ? ": undone, as its rollback policy says"
+                                                 : "");
+        if (changes.empty()) {
+          done(std::string{"its run had changed nothing in the group"});
+          return;
+        }
+        if (!undo) {
+          done(std::string{"its changes of the group kept (its policy is DO_NOTHING)"});
+          return;
+        }
+        undo_group(timeout, std::move(changes), [done = std::move(done)](group_undone u) {
+          if (!u.none_left && !u.set)
+            done(std::move(u.set.error()));
+          else
+            done(std::to_string(u.undone) + " of its changes of the group undone");
+        });
+        return;
+      }
       ctx_.log().info("deployment: the change of the group a deployment left "
                       "undecided is {} ({} of its {} entries as it asked){}",
                       applied > 0 ? "in force" : "not in force", applied, meant,
                       applied > 0 && undo ? ": undone, as its rollback owed" : "");
-      if (applied == 0 || !undo) {
-        done({});
+      if (applied == 0) {
+        done(std::string{"a start found the change of the group left undecided not in "
+                         "force: nothing of it to undo"});
         return;
       }
-      undo_group(timeout, std::move(pending), [done = std::move(done)](group_undone u) {
-        done(u.none_left || u.set ? caf::error{} : std::move(u.set.error()));
+      if (!undo) {
+        done(std::string{"a start found the change of the group left undecided in force: "
+                         "kept (no rollback owed it)"});
+        return;
+      }
+      undo_group(timeout, std::move(changes), [done = std::move(done)](group_undone u) {
+        if (!u.none_left && !u.set)
+          done(std::move(u.set.error()));
+        else
+          done(std::string{"a start found the change of the group left undecided in "
+                           "force and undid it, as its rollback owed"});
       });
     });
 }
@@ -1839,6 +1885,11 @@ void runner::refresh_plugins() {
 
 void runner::edit_group(std::shared_ptr<job> j, std::function<void(YAML::Node&)> edit,
                         std::function<void(caf::error)> then) {
+  if (j->is_rollback && fault_at("rollback_unset")) {
+    then(grove::make_error(grove::errc::timeout,
+                           "the test's fault: the rollback's set unanswered"));
+    return;
+  }
   auto wait = ++j->wait;
   // A compare-and-set on the version read: a v1 deployment (or an edit of the file) that
   // changes the group meanwhile makes the kernel refuse, and the edit is made again on

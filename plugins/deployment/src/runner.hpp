@@ -187,10 +187,12 @@ public:
   /// never resumed), as a resume does (group_changes::settle on the group in force, read
   /// up to 3 times): applied iff every entry it meant is in force as asked. When applied
   /// and `undo` (the deployment's rollback owed it), it is undone (group_changes::undo, a
-  /// compare-and-set). `done` gets no error once decided (and undone), else why not: the
-  /// change stays undecided.
-  void decide_left(group_changes left, bool undo, std::chrono::seconds timeout,
-                   std::function<void(caf::error)> done);
+  /// compare-and-set). `whole`: every change in `left` counts, the recorded ones too
+  /// (the run of a deployment canceled while it applied, cut short: its rollback never
+  /// came), the pending one settled first. `done` gets what was decided (for the
+  /// deployment's reason) once decided (and undone), else why not: it stays undecided.
+  void decide_left(group_changes left, bool undo, bool whole, std::chrono::seconds timeout,
+                   std::function<void(caf::expected<std::string>)> done);
 
   /// For a hot reload (the plugin's snapshot): every component's record, and the
   /// processes of generic components RUNNING handed to the next instance with
@@ -252,8 +254,9 @@ private:
   // Undoes `changes` on the group in force (group_changes::undo, a compare-and-set).
   void undo_group(std::chrono::seconds timeout, group_changes changes,
                   std::function<void(group_undone)> then);
-  void decide_read(std::shared_ptr<group_changes> left, bool undo, std::chrono::seconds timeout,
-                   int tries, std::function<void(caf::error)> done);
+  void decide_read(std::shared_ptr<group_changes> left, bool undo, bool whole,
+                   std::chrono::seconds timeout, int tries,
+                   std::function<void(caf::expected<std::string>)> done);
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
   std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);
   void stop_component(const std::string& name);

@@ -988,6 +988,54 @@ BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   BOOST_TEST(rows->empty());
 }
 
+BOOST_FIXTURE_TEST_CASE(a_canceled_runs_rollback_journal_is_kept_until_its_run_ends, fixture) {
+  // A cancel keeps the row of a deployment that applies: its run goes on writing it;
+  // the run's end takes it (or marks it ended when it holds a change left undecided);
+  // a start's decision goes into the reason with the row, the modified time unchanged.
+  for (auto id : {"c-1", "c-2", "c-3"}) {
+    deployment_record d;
+    d.id = id;
+    d.target_arn = std::string{"arn:aws:iot:us-east-1:123456789012:thing/core-"} + id;
+    token_record none;
+    BOOST_REQUIRE(store->put_deployment(d, "", none, 0, none));
+  }
+  auto text = [&](const std::string& id) {
+    auto r = store->rollback_of(id);
+    BOOST_REQUIRE(r);
+    return r->value_or("(none)");
+  };
+  for (auto id : {"c-1", "c-2", "c-3"})
+    BOOST_REQUIRE(!store->put_rollback(id, R"({"rollback":true})"));
+  for (auto id : {"c-1", "c-2"}) {
+    auto canceled = store->set_deployment_state(id, {"ACTIVE"}, "CANCELED", "CANCELED",
+                                                "canceled by CancelDeployment", 5, true);
+    BOOST_REQUIRE(canceled && *canceled);
+    BOOST_CHECK_EQUAL(text(id), R"({"rollback":true})");
+    BOOST_REQUIRE(!store->put_rollback(id, R"({"rollback":true,"n":2})"));
+    BOOST_CHECK_EQUAL(text(id), R"({"rollback":true,"n":2})");
+  }
+  // Ended without a change left undecided: gone; with one: marked ended.
+  BOOST_REQUIRE(!store->end_canceled_run("c-1", false));
+  BOOST_CHECK_EQUAL(text("c-1"), "(none)");
+  BOOST_REQUIRE(!store->end_canceled_run("c-2", true));
+  auto ended = json::parse(text("c-2"));
+  BOOST_TEST(ended.value("ended", false));
+  BOOST_TEST(ended.value("n", 0) == 2);
+  // Not canceled: untouched (its own settling decides).
+  BOOST_REQUIRE(!store->end_canceled_run("c-3", false));
+  BOOST_CHECK_EQUAL(text("c-3"), R"({"rollback":true})");
+  open();
+  BOOST_TEST(json::parse(text("c-2")).value("ended", false));
+  // The start's decision: the row goes, the note joins the reason, modified stays.
+  BOOST_REQUIRE(!store->forget_rollback("c-2", "a start decided"));
+  BOOST_CHECK_EQUAL(text("c-2"), "(none)");
+  auto d = store->deployment("c-2");
+  BOOST_REQUIRE(d && *d);
+  BOOST_CHECK_EQUAL((*d)->reason, "canceled by CancelDeployment; a start decided");
+  BOOST_TEST((*d)->modified_ms == 5);
+  BOOST_TEST((*d)->status == "CANCELED");
+}
+
 BOOST_AUTO_TEST_CASE(recipe_variables_as_greengrass_interpolates) {
   render_context ctx;
   ctx.thing_name = "core-1";

@@ -549,6 +549,146 @@ launch_with_mm "groved did not come back"
 check "... the group as before: keep, keep2, keep3 and their routes, no e2e.Relay" \
   group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
 
+# ---- a change left undecided and in force at start: undone when its rollback owes it ----
+# GROVE_DEPLOYMENT_FAULT_AT=group_unanswered,rollback_unset: the kernel sets the change
+# (e2e.Relay's function added) but answers nothing after it, so the rollback cannot take
+# the function out either: FAILED, the rollback failed too, the function in the group,
+# the row kept. groved killed (-9) and started again: the start finds the change in force
+# and, the deployment's policy being ROLLBACK, undoes it; the decision is in its reason.
+# reason_of ID: the core's reason for deployment ID (ListEffectiveDeployments).
+# put_back_since N: up to 30 s for the log (every launch's, appended) to say more than N
+# times that the set before the deployment that settled last runs again.
+PUT_BACK_LINE="deployment: the set before the deployment that settled last runs again"
+put_back_since() {
+  for _ in $(seq 1 300); do
+    (( $(grep -cF "$PUT_BACK_LINE" "$WORK/groved.out") > $1 )) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+reason_of() {
+  gg list-effective-deployments --core-device-thing-name core-1 |
+    jq -r --arg d "$1" '.effectiveDeployments[] | select(.deploymentId == $d) | .reason // ""'
+}
+stop_groved
+GROVE_DEPLOYMENT_FAULT_AT=group_unanswered,rollback_unset launch_with_mm "groved did not come back"
+ID=$(gg create-deployment --target-arn "$THING" --components "{$PLACEHOLDER, $RELAY}" | jq -r .deploymentId)
+OUT=$(deployment_outcome "$ID" 900)
+check "ROLLBACK, its change of the group unanswered, the rollback's unset: FAILED, not confirmed, the rollback failed too ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *"could not be confirmed"* && $0 == *"the rollback failed too"* && $0 != *ROLLBACK_COMPLETE* ]]' "$OUT"
+check "... the group file holds e2e.Relay's function (the kernel set it, nothing took it out)" \
+  group_has "'e2e.Relay' in $FN_NAMES"
+stop_groved KILL
+PENDING="SELECT json_type(state, '$.group.pending') FROM rollback_journal WHERE deployment_id = '$ID'"
+check "... kill -9 of groved: its rollback journal row kept with the pending change" \
+  test "$(sql_value "$PENDING")" == object
+PUT_BACK=$(grep -cF "$PUT_BACK_LINE" "$WORK/groved.out")
+launch_with_mm "groved did not come back after kill -9"
+check "the start decides the change and forgets it" forgotten
+check "... found in force and undone, as its rollback owed" \
+  grep -qF "left undecided is in force (1 of its 1 entries as it asked): undone, as its rollback owed" "$WORK/groved.out"
+check "... the group as before it: keep, keep2, keep3 and their routes, no e2e.Relay" \
+  group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
+check "... the set before it runs again (not the journal's, whose e2e.Relay would set its function again)" \
+  put_back_since "$PUT_BACK"
+check "... ListInstalledComponents: e2e.Placeholder, no e2e.Relay" \
+  bash -c '[[ -z $("$0" e2e.Relay) && -n $("$0" e2e.Placeholder) ]]' installed
+check "... still without e2e.Relay's function" group_has "'e2e.Relay' not in $FN_NAMES"
+check "... GetDeployment: still FAILED" \
+  test "$(gg get-deployment --deployment-id "$ID" | jq -r .deploymentStatus)" == FAILED
+OUT=$(reason_of "$ID")
+check "... ListEffectiveDeployments: its reason says the start undid the change ($OUT)" \
+  bash -c '[[ $0 == *"could not be confirmed"* && $0 == *"a start found the change of the group left undecided in force and undid it, as its rollback owed; the set before it runs again" ]]' "$OUT"
+stop_groved
+check "... its row gone from the store" test -z "$(sql_value "$PENDING")"
+
+# The same with DO_NOTHING (group_unanswered alone): FAILED without a rollback, the row kept;
+# groved stopped and started: the change found in force and kept, the row gone.
+GROVE_DEPLOYMENT_FAULT_AT=group_unanswered launch_with_mm "groved did not come back"
+ID=$(gg create-deployment --target-arn "$THING" --components "{$PLACEHOLDER, $RELAY}" \
+  --deployment-policies '{"failureHandlingPolicy": "DO_NOTHING"}' | jq -r .deploymentId)
+OUT=$(deployment_outcome "$ID" 900)
+check "DO_NOTHING, its change of the group unanswered: FAILED, not confirmed, no rollback ($OUT)" \
+  bash -c '[[ $0 == FAILED* && $0 == *"could not be confirmed"* && $0 != *rollback* && $0 != *ROLLBACK_COMPLETE* ]]' "$OUT"
+stop_groved
+PENDING="SELECT json_type(state, '$.group.pending') FROM rollback_journal WHERE deployment_id = '$ID'"
+check "... groved stopped: its row kept with the pending change" \
+  test "$(sql_value "$PENDING")" == object
+launch_with_mm "groved did not come back"
+check "the start decides the change and forgets it" forgotten
+check "... found in force and kept (no rollback owed it)" \
+  bash -c 'grep -F "left undecided is in force (1 of its 1 entries as it asked)" "$0" | grep -vqF "undone"' "$WORK/groved.out"
+check "... the group keeps e2e.Relay's function beside keep, keep2 and keep3" \
+  group_has "sorted($FN_NAMES) == ['e2e.Relay', 'keep', 'keep2', 'keep3']"
+OUT=$(reason_of "$ID")
+check "... ListEffectiveDeployments: its reason says the start kept it ($OUT)" \
+  bash -c '[[ $0 == *"a start found the change of the group left undecided in force: kept (no rollback owed it)" ]]' "$OUT"
+stop_groved
+check "... its row gone from the store" test -z "$(sql_value "$PENDING")"
+launch_with_mm "groved did not come back"
+OUT=$(deploy "{$PLACEHOLDER}")
+check "a deployment without e2e.Relay -> COMPLETED ($OUT)" test "${OUT%% *}" == COMPLETED
+check "... the group as before: keep, keep2, keep3, no e2e.Relay" group_has "$KEPT"
+
+# ---- CancelDeployment while a deployment applies: its rollback journal row is kept -------
+# A cancel changes nothing on a core that already runs the deployment (Greengrass): the run
+# goes on to its end (here e2e.Fail's install failing, and the run's own rollback), and
+# its row goes then. Cut short by kill -9, the canceled run never resumes: the start
+# undoes what it changed, as its policy (ROLLBACK) says, and the set before it runs again.
+# status_of ID: GetDeployment's deploymentStatus.
+status_of() { gg get-deployment --deployment-id "$1" | jq -r .deploymentStatus; }
+# failed_in_log ID: up to 60 s for the run of deployment ID to end failed (the log).
+failed_in_log() {
+  for _ in $(seq 1 600); do grep -qF "deployment: $1 failed:" "$WORK/groved.out" && return 0; sleep 0.1; done
+  return 1
+}
+rm -f "$WORK/fail.started" "$WORK/fail.go"
+ID=$(gg create-deployment --target-arn "$THING" --components "$FAILING" | jq -r .deploymentId)
+check "a deployment adding e2e.Relay, then e2e.Fail: its install runs, e2e.Relay's function in" \
+  bash -c 'for _ in $(seq 1 600); do [[ -e $0 ]] && exit 0; sleep 0.1; done; exit 1' "$WORK/fail.started"
+check "... the group holds e2e.Relay's function" group_has "'e2e.Relay' in $FN_NAMES"
+gg cancel-deployment --deployment-id "$ID" >/dev/null
+check "... canceled while it applies: CANCELED" test "$(status_of "$ID")" == CANCELED
+touch "$WORK/fail.go"
+check "... its run goes on: e2e.Fail's install fails" failed_in_log "$ID"
+check "... and the run's rollback (ROLLBACK) takes e2e.Relay's function out: the group as before" \
+  group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
+check "... still CANCELED" test "$(status_of "$ID")" == CANCELED
+stop_groved
+ROW="SELECT count(*) FROM rollback_journal WHERE deployment_id = '$ID'"
+check "... its row gone with its run's end" test "$(sql_value "$ROW")" == 0
+launch_with_mm "groved did not come back"
+
+rm -f "$WORK/fail.started" "$WORK/fail.go"
+ID=$(gg create-deployment --target-arn "$THING" --components "$FAILING" | jq -r .deploymentId)
+check "a deployment adding e2e.Relay, then e2e.Fail: its install runs" \
+  bash -c 'for _ in $(seq 1 600); do [[ -e $0 ]] && exit 0; sleep 0.1; done; exit 1' "$WORK/fail.started"
+gg cancel-deployment --deployment-id "$ID" >/dev/null
+check "... canceled while it applies: CANCELED" test "$(status_of "$ID")" == CANCELED
+check "... the group holds e2e.Relay's function" group_has "'e2e.Relay' in $FN_NAMES"
+stop_groved KILL
+ROW="SELECT count(*) FROM rollback_journal WHERE deployment_id = '$ID'"
+check "... kill -9 of groved while the install waits: its row kept" test "$(sql_value "$ROW")" == 1
+rm -f "$WORK/fail.started"  # e2e.Fail's install makes it again if it runs again
+PUT_BACK=$(grep -cF "$PUT_BACK_LINE" "$WORK/groved.out")
+launch_with_mm "groved did not come back after kill -9"
+check "the start decides what the canceled run changed and forgets its row" forgotten
+check "... its change of the group undone: e2e.Relay's function gone, keep, keep2, keep3 and their routes kept" \
+  group_has "$KEPT and sorted($SUB_IDS) == ['a-keep', 'a-keep2', 'a-keep3']"
+check "... the set before it runs again" \
+  put_back_since "$PUT_BACK"
+check "... ListInstalledComponents: e2e.Placeholder, no e2e.Relay, no e2e.Fail" \
+  bash -c '[[ -z $("$0" e2e.Relay) && -z $("$0" e2e.Fail) && -n $("$0" e2e.Placeholder) ]]' installed
+check "... the canceled deployment not resumed: e2e.Fail's install not run again" \
+  test ! -e "$WORK/fail.started"
+check "... still CANCELED" test "$(status_of "$ID")" == CANCELED
+OUT=$(reason_of "$ID")
+check "... ListEffectiveDeployments: its reason says what the start did ($OUT)" \
+  bash -c '[[ $0 == "canceled by CancelDeployment; a start found its run cut short after the cancel: 1 of its changes of the group undone; the set before it runs again" ]]' "$OUT"
+stop_groved
+check "... its row gone from the store" test "$(sql_value "$ROW")" == 0
+launch_with_mm "groved did not come back"
+
 # ---- a v1 deployment and a v2 deployment change the group at once: both applied --------
 # Each reads the group and sets it; the kernel's compare-and-set refuses the one computed
 # from a group that changed meanwhile, and it is recomputed on the group then in force.

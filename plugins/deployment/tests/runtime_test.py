@@ -212,6 +212,9 @@ Manifests:
     gg.create_component_version(inlineRecipe=recipe.encode())
     did = gg.create_deployment(targetArn=THING, components={"e2e.Lim": ONE, "e2e.New": ONE,
                                                             "e2e.Slow": ONE})["deploymentId"]
+    # Canceled once its run took e2e.Slow in (a cancel before its preparation would keep
+    # it from being applied at all).
+    check("... e2e.Slow's install under way", wait(lambda: "e2e.Slow" in installed(), 30))
     gg.cancel_deployment(deploymentId=did)
     check("a deployment adding e2e.Slow (2 s install) canceled while it applies -> CANCELED",
           gg.get_deployment(deploymentId=did)["deploymentStatus"] == "CANCELED")
