@@ -943,7 +943,8 @@ BOOST_AUTO_TEST_CASE(items_that_crash_or_time_out_never_make_a_function_give_up)
   // is that item's failure and its instance is replaced; the function goes on serving,
   // pinned or on demand.
   for (std::string pinned : {"true", "false"}) {
-    runtime rt{fn("g", "pipeline", "pinned: " + pinned + ", timeoutInSeconds: 1")};
+    // 3 s: a crash under load must not pass for a timeout.
+    runtime rt{fn("g", "pipeline", "pinned: " + pinned + ", timeoutInSeconds: 3")};
     rt.wait_defined("g");
     for (int i = 0; i < 7; ++i) {
       auto r = rt.invoke("g", "\"crash\"");
