@@ -989,6 +989,17 @@ int run_functions(connection& conn, const options& opts) {
 int run_invoke(connection& conn, const options& opts, const std::string& name,
                const std::string& payload, bool event) {
   if (event) {
+    // An event has no reply, and the runtime's own subscription takes every one: the
+    // function list says whether NAME would run it.
+    auto list = grove::function_runtime::list(
+      [&](grove::Envelope e) { return request_through(conn, opts, std::move(e)); });
+    if (!list)
+      return fail(exit_daemon_error, grove::describe(list.error()));
+    auto& fns = list->functions();
+    if (std::none_of(fns.begin(), fns.end(),
+                     [&](const auto& f) { return f.name() == name && f.valid(); }))
+      return fail(exit_daemon_error, "no_route: no function '" + name
+                                       + "' in the group to take the event");
     message_options mo;
     return run_pub(conn, opts, std::string{grove::function_runtime::event_prefix} + name,
                    payload, mo);

@@ -215,6 +215,14 @@ config_map<runtime_config> runtime_config::map() {
          "between SIGTERM and SIGKILL when an instance is ended")
     .key("call_timeout_ms", &runtime_config::call_timeout_ms, 10000, range{1, 3600000},
          "a function's invoke of another function, when it gives no timeout")
+    .key("max_queue_bytes", &runtime_config::max_queue_bytes, 64 << 20,
+         range{64 << 10, int64_t{1} << 40},
+         "bytes of work items (payload, subject, source) one function's queue may hold, "
+         "with its maxQueueSize: beyond, new work is refused (queue_full) and counted")
+    .key("give_up_retry_ms", &runtime_config::give_up_retry_ms, 60000,
+         range{100, 86400000},
+         "after a function gave up starting (failed starts under the kernel's restart "
+         "policy; its work is refused plugin_broken meanwhile), it tries again after this")
     .key("python", &runtime_config::python, "/usr/bin/python3",
          "the interpreter of runtime: python3 functions (the SDK needs only its standard library)")
     .key("python_sdk_dir", &runtime_config::python_sdk_dir, "",

@@ -183,6 +183,11 @@ struct runtime_config {
   int64_t stop_grace_ms = 0;
   /// Timeout of a function's invoke of another function when it names none.
   int64_t call_timeout_ms = 0;
+  /// Bytes of work items one function's queue may hold (payloads, subjects, sources).
+  int64_t max_queue_bytes = 0;
+  /// After a function gave up starting (the restart policy's failed starts), how long
+  /// until it tries again.
+  int64_t give_up_retry_ms = 0;
   /// The interpreter of python3 functions.
   std::string python;
   /// The Python function SDK's directory; empty: the one built or installed with Grove.

@@ -40,6 +40,7 @@
 #include "grove/ml_inference/client.hpp"
 #include "grove/supervision.hpp"
 #include "grove/topic.hpp"
+#include "grove/utf8.hpp"
 
 namespace {
 
@@ -87,6 +88,11 @@ struct work_item {
   std::string source;
   std::string content_type;
   size_t frame_bytes = 0; // its Invoke frame's size once sent (the budget sent ahead)
+
+  /// The bytes it holds while queued (max_queue_bytes counts these).
+  size_t bytes() const {
+    return payload.size() + subject.size() + source.size() + content_type.size();
+  }
 };
 
 enum class inst_state { starting, idle, busy, ending };
@@ -125,6 +131,7 @@ struct instance {
   bool saw_hello = false;
   bool orderly = false;    // the runtime ended it with no fault (idle, retired)
   bool faulted = false;    // the runtime ended it for a fault, already counted
+  bool item_fault = false; // it ended on an item (timeout, fault): the item's failure
   bool reader_done = false; // the reader posted its last frames and stopped
   // Its exit, held until reader_done (or exit_wait): it takes no work meanwhile.
   std::optional<grove::process_exit> exit_notice;
@@ -148,14 +155,20 @@ struct function_state {
   // are grants, not mounts, so they are not asked of local_resources.
   std::set<std::string> granted_models;
   std::deque<work_item> queue;
+  size_t queue_bytes = 0; // work_item::bytes() of `queue` (push_queue, pop_queue)
   std::map<uint64_t, std::unique_ptr<instance>> instances;
   // Items sent ahead to its instances (behind the one in each handler): counted as they
   // come and go, so nothing scans the instances per item.
   size_t sent_ahead = 0;
   // The instance that got the last item sent ahead: the next round starts after it.
   uint64_t ahead_cursor = 0;
+  // Failed starts (no hello): back-off, and give-up under the kernel's restart policy.
   grove::failure_tracker failures;
+  // Deaths of a pinned instance while idle: back-off only, never a give-up.
+  grove::failure_tracker idle_deaths;
   grove::timer_id backoff_timer = 0;
+  // After a give-up: tries starting again when it fires (give_up_retry_ms).
+  grove::timer_id give_up_timer = 0;
   // Moves items held for a starting instance on when its start reserve ends.
   grove::timer_id reserve_timer = 0;
   bool gave_up = false;
@@ -232,6 +245,11 @@ std::string code_of(const caf::error& err) {
   if (err.category() == caf::atom("grove"))
     return grove::to_string(static_cast<errc>(err.code()));
   return grove::describe(err).substr(0, grove::describe(err).find(':'));
+}
+
+/// A name from a worker quoted in an error: cut (a bad one may be megabytes long).
+std::string quoted(const std::string& name) {
+  return "'" + grove::cut_utf8(name, 140) + (name.size() > 140 ? "...'" : "'");
 }
 
 /// VmHWM of `pid` in kB, 0 when unknown.
@@ -470,8 +488,7 @@ private:
       fn.gid = user->second;
       fn.code_dir = code_dir;
       fn.granted_models = model_grants(*fn.def);
-      fn.gave_up = false;
-      fn.failures.clear();
+      clear_give_up(fn);
       if (had)
         retire_all(fn);
       fn.log->write("INFO", had ? "definition changed" : "defined");
@@ -882,9 +899,45 @@ private:
                                 + std::to_string(fn.def->max_queue_size) + ")"));
       return;
     }
+    // Refused now, not when it reaches an instance: until then it would hold queue memory.
+    if (item.bytes() > static_cast<size_t>(cfg_.max_frame_bytes)) {
+      refuse(fn);
+      answer_error(&fn, item,
+                   make_error(errc::too_large,
+                              "function '" + name + "': the work item's " + std::to_string(item.bytes())
+                                + " bytes exceed the limit of "
+                                + std::to_string(cfg_.max_frame_bytes) + " (max_frame_bytes)"));
+      return;
+    }
+    if (fn.queue_bytes + item.bytes() > static_cast<size_t>(cfg_.max_queue_bytes)) {
+      refuse(fn);
+      answer_error(&fn, item,
+                   make_error(errc::queue_full,
+                              "function '" + name + "': queue full (" + std::to_string(fn.queue_bytes)
+                                + " bytes queued, max_queue_bytes "
+                                + std::to_string(cfg_.max_queue_bytes) + ")"));
+      return;
+    }
     item.seq = ++seq_;
-    fn.queue.push_back(std::move(item));
+    push_queue(fn, std::move(item), false);
     dispatch(fn);
+  }
+
+  /// Queues `item` at the back (or the front: one that comes back from an instance).
+  static void push_queue(function_state& fn, work_item item, bool front) {
+    fn.queue_bytes += item.bytes();
+    if (front)
+      fn.queue.push_front(std::move(item));
+    else
+      fn.queue.push_back(std::move(item));
+  }
+
+  /// Takes the front item off the queue.
+  static work_item pop_queue(function_state& fn) {
+    auto item = std::move(fn.queue.front());
+    fn.queue.pop_front();
+    fn.queue_bytes -= item.bytes();
+    return item;
   }
 
   /// Items waiting for a handler: the queue, and those sent ahead to busy instances.
@@ -915,8 +968,7 @@ private:
 
   void fail_queue(function_state& fn, const caf::error& err) {
     while (!fn.queue.empty()) {
-      auto item = std::move(fn.queue.front());
-      fn.queue.pop_front();
+      auto item = pop_queue(fn);
       answer_error(&fn, item, err);
     }
   }
@@ -1205,13 +1257,52 @@ private:
       fn.gave_up = true;
       fn.last_error = "gave up after " + std::to_string(d.count)
                       + " failed starts: " + fn.last_error;
-      fn.log->write("ERROR", fn.last_error);
+      fn.log->write("ERROR", fn.last_error + "; trying again in "
+                               + std::to_string(cfg_.give_up_retry_ms) + " ms");
       fail_queue(fn, make_error(errc::plugin_broken,
                                 "function '" + fn.name + "': " + fn.last_error));
+      // Not for good: the cause (a missing file, memory, a user) may go away.
+      auto name = fn.name;
+      fn.give_up_timer = ctx_->after(std::chrono::milliseconds{cfg_.give_up_retry_ms},
+                                     [this, name] {
+        auto it = functions_.find(name);
+        if (it == functions_.end())
+          return;
+        auto& f = it->second;
+        f.give_up_timer = 0;
+        if (!f.def || f.removed || !f.gave_up)
+          return;
+        f.log->write("INFO", "trying to start again after the give-up");
+        clear_give_up(f);
+        dispatch(f);
+      });
       return;
     }
+    back_off(fn, d.delay);
+  }
+
+  /// A pinned instance died while idle (after its hello): restarted after a back-off
+  /// that grows while it keeps dying, never given up (only failed starts are).
+  void schedule_restart(function_state& fn) {
+    if (fn.backoff_timer != 0 || !fn.def)
+      return;
+    back_off(fn, fn.idle_deaths.record(idle_death_policy_).delay);
+  }
+
+  /// Forgets failed starts and a give-up (a new definition, or give_up_retry_ms passed).
+  void clear_give_up(function_state& fn) {
+    fn.gave_up = false;
+    fn.failures.clear();
+    fn.idle_deaths.clear();
+    if (fn.give_up_timer != 0)
+      ctx_->cancel(fn.give_up_timer);
+    fn.give_up_timer = 0;
+  }
+
+  /// No instance starts for `delay`, then dispatch runs.
+  void back_off(function_state& fn, std::chrono::milliseconds delay) {
     auto name = fn.name;
-    fn.backoff_timer = ctx_->after(d.delay, [this, name] {
+    fn.backoff_timer = ctx_->after(delay, [this, name] {
       if (auto it = functions_.find(name); it != functions_.end()) {
         it->second.backoff_timer = 0;
         dispatch(it->second);
@@ -1304,8 +1395,7 @@ private:
         lend_back();
         // Nothing of it was sent: it alone is answered, the instance goes on.
         refuse(fn);
-        auto refused = std::move(item);
-        fn.queue.pop_front();
+        auto refused = pop_queue(fn);
         answer_error(&fn, refused,
                      make_error(errc::too_large,
                                 "function '" + fn.name + "': the work item's frame of "
@@ -1324,8 +1414,7 @@ private:
       item.frame_bytes = bytes;
       if (ahead)
         inst.ahead_bytes += bytes;
-      track_ahead(fn, inst, [&] { inst.items.push_back(std::move(item)); });
-      fn.queue.pop_front();
+      track_ahead(fn, inst, [&] { inst.items.push_back(pop_queue(fn)); });
       return true;
     }
     return false;
@@ -1625,7 +1714,17 @@ private:
       else
         send_call_reply(name, id, call_id, {}, grove::describe(r.error()), {});
     };
+    if (!gfn::valid_function_name(c.function()))
+      return reply(make_error(errc::malformed,
+                              "invoke: " + quoted(c.function()) + " is not a function name "
+                              "(one topic level: not empty, no '/', '+', '#')"));
     if (c.event()) {
+      // The runtime's own subscription to the event topics takes every event, so the
+      // bus's delivery count cannot tell a missing function: the definitions can.
+      auto it = functions_.find(c.function());
+      if (it == functions_.end() || !it->second.def || it->second.removed)
+        return reply(make_error(errc::no_route, "no function " + quoted(c.function())
+                                                  + " in the group to take the event"));
       grove::Envelope e;
       e.set_topic(std::string{grove::function_runtime::event_prefix} + c.function());
       e.set_payload(c.payload());
@@ -1634,8 +1733,6 @@ private:
       auto r = ctx_->publish(std::move(e));
       if (!r)
         return reply(r.error());
-      if (r->delivered == 0)
-        return reply(make_error(errc::no_route, "event for '" + c.function() + "' not delivered"));
       return reply(grove::Envelope{});
     }
     auto e = grove::function_runtime::make_invoke(c.function(), c.payload(), c.content_type());
@@ -1706,6 +1803,14 @@ private:
                     std::string payload, std::string error) {
       send_call_reply(name, id, call_id, std::move(payload), std::move(error), {});
     };
+    if (!gfn::valid_shadow_name(c.thing(), 128))
+      return answer({}, "malformed: " + quoted(c.thing()) + " is not a thing name (1-128 of "
+                          "a-z, A-Z, 0-9, ':', '_', '-')");
+    if (!c.shadow().empty() && !gfn::valid_shadow_name(c.shadow(), 64))
+      return answer({}, "malformed: " + quoted(c.shadow()) + " is not a shadow name (1-64 of "
+                          "a-z, A-Z, 0-9, ':', '_', '-')");
+    if (c.op() != "get" && c.op() != "update" && c.op() != "delete")
+      return answer({}, "malformed: " + quoted(c.op()) + " is not a shadow operation");
     nlohmann::json doc = nlohmann::json::object();
     if (c.op() == "update") {
       doc = nlohmann::json::parse(c.payload(), nullptr, false);
@@ -1795,6 +1900,7 @@ private:
     cancel_timers(inst);
     inst.orderly = why.empty() && !timeout;
     inst.faulted = !inst.orderly;
+    inst.item_fault = !inst.orderly && !inst.items.empty();
     if (timeout) {
       ++fn.timeouts;
       fn.timeouts_c.inc();
@@ -1848,7 +1954,7 @@ private:
       return;
     }
     while (!inst.items.empty()) {
-      fn.queue.push_front(std::move(inst.items.back()));
+      push_queue(fn, std::move(inst.items.back()), true);
       inst.items.pop_back();
     }
   }
@@ -1892,6 +1998,7 @@ private:
     auto how = inst.cgroup ? gfn::sandbox::explain(e, inst.cgroup.get(),
                                                    fn.def ? &*fn.def : nullptr)
                            : e.describe();
+    bool item_fault = inst.item_fault || !inst.items.empty();
     if (!inst.items.empty()) {
       note_error(fn, "instance " + how);
       fail_in_hand(fn, inst, make_error(errc::plugin_failed,
@@ -1909,12 +2016,15 @@ private:
       erase_removed();
       return;
     }
-    // A pinned instance that died, or any that never came up: back off before the next.
-    bool failed = !said_hello || (fn.def && fn.def->pinned && !retire && !orderly);
-    if (failed && fn.def) {
-      if (!said_hello && fn.last_error.empty())
+    // Only a start that failed (no hello) counts toward giving up. An instance that died
+    // on an item is that item's failure (answered above) and is replaced now; a pinned
+    // one that died idle is restarted after a back-off.
+    if (fn.def && !said_hello) {
+      if (fn.last_error.empty())
         fn.last_error = "instance " + how + " before its hello";
       schedule_retry(fn);
+    } else if (fn.def && fn.def->pinned && !retire && !orderly && !item_fault) {
+      schedule_restart(fn);
     }
     dispatch(fn);
   }
@@ -2014,6 +2124,8 @@ private:
   std::string lambda_logger_;
   std::string lambda_level_;
   grove::restart_policy policy_;
+  // The back-off of a pinned instance that dies idle: the kernel's, without a give-up.
+  grove::restart_policy idle_death_policy_{.max_failures = UINT32_MAX};
   std::map<std::string, function_state> functions_;
   std::set<std::string> pubsub_;
   std::set<std::string> ml_models_; // the group's ML model resources (ids)

@@ -26,6 +26,10 @@ bool valid_shadow_name(const std::string& name, size_t max) noexcept {
   return true;
 }
 
+bool valid_function_name(const std::string& name) noexcept {
+  return !name.empty() && name.find_first_of(std::string_view{"/+#\0", 4}) == std::string::npos;
+}
+
 bool valid_model_name(const std::string& name) noexcept {
   return !name.empty() && name.size() <= 256
          && name.find_first_of(std::string_view{"/+#\0", 4}) == std::string::npos;
@@ -76,17 +80,10 @@ caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string
       // A bad topic is the publish's own error (answered), not the instance's.
       return {};
     case Frame::kCall:
-      if (f.call().function().empty() || f.call().function().find('/') != std::string::npos
-          || f.call().function().find_first_of("+#") != std::string::npos)
-        return make_error(errc::malformed, "a call without a valid function name");
+    case Frame::kShadowCall:
+      // A bad function, thing or shadow name is the call's own error (answered, see
+      // valid_function_name and valid_shadow_name), not the instance's.
       return {};
-    case Frame::kShadowCall: {
-      const auto& c = f.shadow_call();
-      if (!valid_shadow_name(c.thing(), 128) || (!c.shadow().empty() && !valid_shadow_name(c.shadow(), 64))
-          || (c.op() != "get" && c.op() != "update" && c.op() != "delete"))
-        return make_error(errc::malformed, "a shadow call without a valid thing, shadow name or op");
-      return {};
-    }
     case Frame::kInferCall:
       // A model name the function is not granted (or that is no topic level) is the
       // call's own error (answered, see valid_model_name), not the instance's.

@@ -15,10 +15,9 @@
 namespace grove::fn {
 
 /// Why `f` ends the instance that sent it, or an empty error when the runtime may act on
-/// it: before the hello only a Hello carrying `token`; after it Result, Publish (with a
-/// valid topic), Call (with a function name), ShadowCall (valid thing, shadow name, op),
-/// InferCall and Log, never a second Hello nor a
-/// frame only the runtime sends.
+/// it: before the hello only a Hello carrying `token`; after it Result, Publish, Call,
+/// ShadowCall, InferCall and Log (a bad name or topic in one is that verb's own error,
+/// answered to the worker), never a second Hello nor a frame only the runtime sends.
 caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string& token);
 
 /// Longest Hello or Result error the runtime passes on (the SDKs cut theirs to it too).
@@ -34,6 +33,10 @@ void make_text_valid(Frame& f);
 /// A model name an InferCall may carry: one topic level of ml-1 (`$grove/ml/infer/<model>`),
 /// non-empty, at most 256 bytes, without `/`, `+`, `#` or NUL.
 bool valid_model_name(const std::string& name) noexcept;
+
+/// A function name a Call may carry: one topic level of fr-1/fr-2, non-empty, without
+/// `/`, `+`, `#` or NUL (the SDKs check the same before sending).
+bool valid_function_name(const std::string& name) noexcept;
 
 /// A thing name (up to 128) or shadow name (up to 64) of `[a-zA-Z0-9:_-]`.
 bool valid_shadow_name(const std::string& name, size_t max) noexcept;

@@ -132,6 +132,8 @@ check "grovectl invoke --event queues it without a reply" \
   bash -c '"$1" invoke F --event --payload "{\"n\":3}" >/dev/null' _ "$GROVECTL"
 check "... and device B gets what the event published" wait_for "$WORK/b.out" '{"n":3}'
 refused "grovectl invoke of an unknown function exits non-zero" "$GROVECTL" invoke nobody
+refused "grovectl invoke --event of an unknown function exits non-zero" \
+  "$GROVECTL" invoke nobody --event --payload '{}'
 err=$("$GROVECTL" invoke F --payload 'not json' 2>&1)
 check "a JSON function refuses a payload that is not JSON, with the reason" \
   bash -c '[[ $1 == *"not JSON"* ]]' _ "$err"

@@ -941,6 +941,117 @@ BOOST_AUTO_TEST_CASE(faults_of_a_function_stay_with_its_item_and_instance) {
   BOOST_TEST(test::wait_until([&] { return rt.info("garbage").instances() == 1u; }));
 }
 
+BOOST_AUTO_TEST_CASE(items_that_crash_or_time_out_never_make_a_function_give_up) {
+  // More faulty items within a minute than the restart policy's failed starts (5): each
+  // is that item's failure and its instance is replaced; the function goes on serving,
+  // pinned or on demand.
+  for (std::string pinned : {"true", "false"}) {
+    // 3 s: a crash under load must not pass for a timeout.
+    runtime rt{fn("g", "pipeline", "pinned: " + pinned + ", timeoutInSeconds: 3")};
+    rt.wait_defined("g");
+    for (int i = 0; i < 7; ++i) {
+      auto r = rt.invoke("g", "\"crash\"");
+      BOOST_TEST(is(r, errc::plugin_failed), pinned << " crash " << i << ": " << why(r));
+    }
+    auto slow = rt.invoke("g", "\"wait:" + (rt.dir.path() / "never").string() + "\"");
+    BOOST_TEST(is(slow, errc::timeout), pinned << ": " << why(slow));
+    auto r = rt.invoke("g", "\"pid\"");
+    BOOST_TEST(bool(r), pinned << ": " << why(r));
+    BOOST_TEST(rt.info("g").last_error().find("gave up") == std::string::npos,
+               rt.info("g").last_error());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_function_that_gave_up_starting_tries_again_after_its_back_off) {
+  // Starts fail (exit before the hello) until the gate file goes: the function gives up
+  // and refuses work with plugin_broken, then, give_up_retry_ms later, starts again
+  // without a redeploy.
+  for (std::string pinned : {"true", "false"}) {
+    test::temp_dir tmp;
+    auto gate = tmp.path() / "gate";
+    std::ofstream{gate} << "closed";
+    runtime rt{fn("s", "pid", "pinned: " + pinned + ", environmentVariables: {START_GATE: '"
+                                + gate.string() + "'}"),
+               "{allow_run_as_root: true, give_up_retry_ms: 500}"};
+    rt.wait_defined("s");
+    if (pinned == "false") // on demand: work makes it try
+      BOOST_TEST(is(rt.invoke("s", "{}", 60s), errc::plugin_broken));
+    BOOST_REQUIRE_MESSAGE(test::wait_until([&] {
+      return rt.info("s").last_error().find("gave up") != std::string::npos;
+    }, 60s), pinned << ": " << rt.info("s").last_error());
+    fs::remove(gate);
+    BOOST_TEST(test::wait_until([&] { return bool(rt.invoke("s", "{}", 60s)); }, 60s),
+               pinned << ": " << rt.log_of("s"));
+    BOOST_TEST(has(rt.log_of("s"), "trying to start again after the give-up"));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_names_in_verbs_are_the_calls_errors_not_the_instances) {
+  runtime rt{fn("n", "names")};
+  rt.wait_defined("n");
+  auto pid = rt.ok("n", "\"pid\"");
+  // The SDK refuses them before sending.
+  std::istringstream sdk{rt.ok("n", "\"sdk\"")};
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(sdk, line);)
+    lines.push_back(line);
+  BOOST_REQUIRE_EQUAL(lines.size(), 8u);
+  for (size_t i = 0; i < 5; ++i)
+    BOOST_TEST(has(lines[i], "malformed: the function name is not one topic level"), lines[i]);
+  BOOST_TEST(has(lines[5], "malformed: the thing name is not 1-128"), lines[5]);
+  BOOST_TEST(has(lines[6], "malformed: the thing name is not 1-128"), lines[6]);
+  BOOST_TEST(has(lines[7], "malformed: the shadow name is not 1-64"), lines[7]);
+  // The runtime answers the same sent raw, and keeps the instance.
+  auto raw = rt.ok("n", "\"raw\"");
+  BOOST_TEST(has(raw, "900001 malformed: invoke: 'a/b' is not a function name"), raw);
+  BOOST_TEST(has(raw, "900002 malformed: 'my lamp' is not a thing name"), raw);
+  BOOST_TEST(has(raw, "900003 malformed: '" + std::string(129, 't') + "' is not a thing name"),
+             raw);
+  BOOST_TEST(rt.ok("n", "\"pid\"") == pid);
+  BOOST_TEST(rt.info("n").errors() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(an_event_for_a_function_that_does_not_exist_is_refused) {
+  runtime rt{fn("ev", "event") + fn("e", "echo")};
+  rt.wait_defined("e");
+  BOOST_TEST(rt.ok("ev", "\"e\"") == "\"queued\"");
+  auto missing = rt.ok("ev", "\"nosuch\"");
+  BOOST_TEST(has(missing, "no function 'nosuch' in the group"), missing);
+  BOOST_TEST(has(missing, "no_route"), missing);
+}
+
+BOOST_AUTO_TEST_CASE(the_queue_is_bounded_in_bytes_too) {
+  // One item in the handler (nothing sent ahead: pipeline_depth 1), then 40 KiB queued:
+  // another 40 KiB would pass max_queue_bytes (64 KiB) and is refused like a full queue,
+  // a small one still fits; an item over max_frame_bytes is refused as it arrives.
+  runtime rt{fn("q", "pipeline", "timeoutInSeconds: 600"),
+             "{allow_run_as_root: true, pipeline_depth: 1, max_queue_bytes: 65536, "
+             "max_frame_bytes: 100000}"};
+  rt.wait_defined("q");
+  auto gate = rt.dir.path() / "gate";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("q", "\"wait:" + gate.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(gate.string() + ".pid"); }));
+  auto big = "\"" + std::string(40 << 10, 'x') + "\"";
+  auto first = std::async(std::launch::async, [&] { return rt.invoke("q", big, 120s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("q").queued() == 1u; }));
+  auto refused = rt.invoke("q", big);
+  BOOST_TEST(is(refused, errc::queue_full), why(refused));
+  BOOST_TEST(has(why(refused), "max_queue_bytes 65536"), why(refused));
+  auto huge = rt.invoke("q", "\"" + std::string(100001, 'x') + "\"");
+  BOOST_TEST(is(huge, errc::too_large), why(huge));
+  BOOST_TEST(rt.info("q").refused() == 2u);
+  auto small = std::async(std::launch::async, [&] { return rt.invoke("q", "\"pid\"", 120s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("q").queued() == 2u; }));
+  std::ofstream{gate} << "go";
+  BOOST_TEST(bool(held.get()));
+  auto r1 = first.get();
+  BOOST_TEST(bool(r1), why(r1));
+  auto r2 = small.get();
+  BOOST_TEST(bool(r2), why(r2));
+}
+
 BOOST_AUTO_TEST_CASE(a_function_that_cannot_start_is_a_clear_error) {
   runtime rt{fn("nohello", "nohello") + fn("badtoken", "badtoken")
              + "  - name: missing\n    config: {handler: /nonexistent/fn, runAs: {uid: 0}, "

@@ -128,6 +128,54 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
       throw std::runtime_error("invoke: " + reply.error);
     return *reply;
   }
+  if (mode == "event") {
+    // payload: "<function>" as a JSON string; invokes it as an event: "queued" or the
+    // error.
+    auto target = payload.substr(1, payload.size() - 2);
+    auto reply = gf::invoke(target, "{\"from\":\"event\"}", gf::invocation_type::event);
+    return reply ? "\"queued\"" : "\"" + reply.error + "\"";
+  }
+  if (mode == "names") {
+    // Bad names in the verbs. "sdk": each verb's error, one per line (the SDK refuses
+    // them, nothing sent); "raw": a Call and a ShadowCall with bad names written straight
+    // to the socket, as a worker whose SDK does not check would, and the runtime's
+    // answers read back, one per line; "pid": its pid.
+    if (payload == "\"pid\"")
+      return std::to_string(::getpid());
+    std::string out;
+    if (payload == "\"sdk\"") {
+      for (auto name : {"a/b", "a+b", "a#", ""})
+        out += gf::invoke(name, "{}").error + "\n";
+      out += gf::invoke("x/y", "{}", gf::invocation_type::event).error + "\n";
+      out += gf::get_thing_shadow("my lamp").error + "\n";
+      out += gf::get_thing_shadow(std::string(129, 't')).error + "\n";
+      out += gf::update_thing_shadow("lamp", "{}", "bad name").error + "\n";
+      return out;
+    }
+    const char* env = std::getenv("GROVE_FUNCTION_FD");
+    if (env == nullptr)
+      throw std::runtime_error("no GROVE_FUNCTION_FD");
+    int fd = std::atoi(env);
+    std::vector<grove::fn::Frame> calls(3);
+    calls[0].mutable_call()->set_call_id(900001);
+    calls[0].mutable_call()->set_function("a/b");
+    calls[1].mutable_shadow_call()->set_call_id(900002);
+    calls[1].mutable_shadow_call()->set_op("get");
+    calls[1].mutable_shadow_call()->set_thing("my lamp");
+    calls[2].mutable_shadow_call()->set_call_id(900003);
+    calls[2].mutable_shadow_call()->set_op("get");
+    calls[2].mutable_shadow_call()->set_thing(std::string(129, 't'));
+    for (auto& f : calls) {
+      // One at a time: the item in hand is the only thing the runtime sends meanwhile.
+      if (grove::framing::core::write_frame(fd, f))
+        throw std::runtime_error("cannot write the raw frame");
+      grove::fn::Frame r;
+      if (grove::framing::core::read_frame(fd, r) || !r.has_call_reply())
+        throw std::runtime_error("no call reply");
+      out += std::to_string(r.call_reply().call_id()) + " " + r.call_reply().error() + "\n";
+    }
+    return out;
+  }
   if (mode == "oversize") {
     // Payload "result:<n>" answers a JSON string of n bytes, "publish:<n>" publishes n
     // bytes and answers the verb's outcome, "throw:<n>" throws n three-byte UTF-8

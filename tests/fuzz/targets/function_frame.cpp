@@ -3,7 +3,8 @@
 // arrive in reads of 1 to 97 bytes (the input's last byte picks) and are split by the kernel's
 // frame_stream (grove/kernel/framing.hpp, bounded like max_frame_bytes) until the stream
 // ends or breaks, each frame through the runtime's check (check_worker_frame), with the
-// hello state the runtime keeps, the topic check a Publish gets and the escaping of text
+// hello state the runtime keeps, the topic check a Publish gets, the name checks of a
+// Call and a ShadowCall and the escaping of text
 // that is not UTF-8 (make_text_valid: valid text after it, errors cut to max_error_text,
 // valid text within it unchanged). The same bytes are read three times more: by frame_stream::fill from a descriptor (the
 // runtime's reader thread), by the CAF-free core's receive (the C++ SDK's worker loop)
@@ -91,6 +92,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                          "a hello or invoke from a worker was accepted");
     if (f.body_case() == Frame::kPublish)
       (void) grove::validate_topic(f.publish().topic());
+    if (f.body_case() == Frame::kCall) {
+      // A bad name is the call's own error (answered); a good one is one topic level.
+      const auto& name = f.call().function();
+      grove::fuzz::require(!grove::fn::valid_function_name(name)
+                             || (!name.empty() && name.find_first_of("/+#") == std::string::npos),
+                           "a function name that is not one topic level was taken");
+    }
+    if (f.body_case() == Frame::kShadowCall)
+      (void) grove::fn::valid_shadow_name(f.shadow_call().thing(), 128);
     if (f.body_case() == Frame::kInferCall) {
       // The runtime's own checks of an infer call (the InferRequest decoder itself is
       // ml_inference's, fuzzed by ml_request).

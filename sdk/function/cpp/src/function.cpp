@@ -1,6 +1,7 @@
 #include "grove/function/function.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -73,6 +74,30 @@ const char* field_not_utf8(const fn::Frame& f) {
   }
 }
 
+/// Why the runtime would refuse a Call's function name or a ShadowCall's thing or shadow
+/// name (its rules: plugins/function_runtime/src/ipc.cpp, valid_function_name and
+/// valid_shadow_name), or "" for a good one: refused here, nothing sent.
+std::string bad_name(const fn::Frame& f) {
+  auto shadow_name = [](const std::string& n, size_t max) {
+    return !n.empty() && n.size() <= max
+           && std::all_of(n.begin(), n.end(), [](char c) {
+                return std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_'
+                       || c == '-';
+              });
+  };
+  if (f.body_case() == fn::Frame::kCall) {
+    const auto& n = f.call().function();
+    if (n.empty() || n.find_first_of(std::string_view{"/+#\0", 4}) != std::string::npos)
+      return "the function name is not one topic level (not empty, no '/', '+', '#')";
+  } else if (f.body_case() == fn::Frame::kShadowCall) {
+    if (!shadow_name(f.shadow_call().thing(), 128))
+      return "the thing name is not 1-128 of a-z, A-Z, 0-9, ':', '_', '-'";
+    if (!f.shadow_call().shadow().empty() && !shadow_name(f.shadow_call().shadow(), 64))
+      return "the shadow name is not 1-64 of a-z, A-Z, 0-9, ':', '_', '-'";
+  }
+  return {};
+}
+
 // The framing core's results (framing_core.hpp): CAF's error type would make every
 // function binary load libcaf_core, most of its start.
 using framing::core::status;
@@ -86,6 +111,8 @@ status send(const fn::Frame& f) {
     return {errc::system_error, "not connected to the runtime"};
   if (auto field = field_not_utf8(f))
     return {errc::malformed, std::string{field} + " is not UTF-8"};
+  if (auto why = bad_name(f); !why.empty())
+    return {errc::malformed, std::move(why)};
   c.out.clear();
   if (auto err = framing::core::append_frame(c.out, f, c.max_frame))
     return err;

@@ -223,10 +223,33 @@ def _call(frame, call_id):
     return reply.payload
 
 
+# Not re: its import would cost every worker's cold start.
+_SHADOW_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-")
+
+
+def _shadow_name(name, max_bytes):
+    return (isinstance(name, str) and 0 < len(name) <= max_bytes
+            and all(c in _SHADOW_CHARS for c in name))
+
+
+def _check_names(function=None, thing=None, shadow=""):
+    """Raises Error("malformed: ...") for a name the runtime refuses (its rules:
+    plugins/function_runtime/src/ipc.cpp), so nothing is sent."""
+    if function is not None and (not isinstance(function, str) or not function
+                                 or any(c in function for c in "/+#\0")):
+        raise Error("malformed: the function name is not one topic level "
+                    "(not empty, no '/', '+', '#')")
+    if thing is not None and not _shadow_name(thing, 128):
+        raise Error("malformed: the thing name is not 1-128 of a-z, A-Z, 0-9, ':', '_', '-'")
+    if shadow and not _shadow_name(shadow, 64):
+        raise Error("malformed: the shadow name is not 1-64 of a-z, A-Z, 0-9, ':', '_', '-'")
+
+
 def invoke(name, payload, event=False, timeout_ms=0, content_type=""):
     """Invokes function `name` with `payload`: its reply as bytes, or b"" once an event
     (event=True) was queued. Raises Error with the target's error (it raised, timed out,
     does not exist...). timeout_ms 0: the runtime's call_timeout_ms."""
+    _check_names(function=name)
     call_id = _chan().take_id()
     return _call(_wire.Frame(call=_wire.Call(call_id=call_id, function=name,
                                          payload=_bytes(payload), event=event,
@@ -235,6 +258,7 @@ def invoke(name, payload, event=False, timeout_ms=0, content_type=""):
 
 
 def _shadow(op, thing, shadow, document, timeout_ms):
+    _check_names(thing=thing, shadow=shadow)
     call_id = _chan().take_id()
     return _call(_wire.Frame(shadow_call=_wire.ShadowCall(
         call_id=call_id, op=op, thing=thing, shadow=shadow or "",

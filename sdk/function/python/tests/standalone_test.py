@@ -87,6 +87,54 @@ class Standalone(unittest.TestCase):
                                "version": "2", "batch_size": 1})
         self.assertEqual(loaded(sys.modules), [])
 
+    def test_bad_names_are_refused_before_sending(self):
+        # The runtime's rules (plugins/function_runtime/src/ipc.cpp): a bad name raises
+        # Error("malformed: ...") and nothing reaches the socket; good ones are sent.
+        runtime, worker = socket.socketpair()
+        self.addCleanup(runtime.close)
+        self.addCleanup(worker.close)
+        runtime.settimeout(60)
+        self.addCleanup(setattr, grove_function, "_channel", grove_function._channel)
+        grove_function._channel = grove_function._Channel(worker.fileno(), 1 << 20, "f")
+        bad = [
+            ("function", lambda: grove_function.invoke("a/b", {})),
+            ("function", lambda: grove_function.invoke("a+b", {})),
+            ("function", lambda: grove_function.invoke("#", {}, event=True)),
+            ("function", lambda: grove_function.invoke("", {})),
+            ("thing", lambda: grove_function.get_thing_shadow("my lamp")),
+            ("thing", lambda: grove_function.get_thing_shadow("t" * 129)),
+            ("thing", lambda: grove_function.delete_thing_shadow("")),
+            ("shadow", lambda: grove_function.update_thing_shadow("lamp", {}, shadow="a b")),
+            ("shadow", lambda: grove_function.get_thing_shadow("lamp", shadow="s" * 65)),
+        ]
+        for what, verb in bad:
+            with self.subTest(what=what), self.assertRaises(grove_function.Error) as e:
+                verb()
+            self.assertIn("malformed: the %s name" % what, str(e.exception))
+        runtime.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            runtime.recv(1)  # nothing was sent
+        runtime.setblocking(True)
+        runtime.settimeout(60)
+        calls = []
+
+        def answer(n):
+            for _ in range(n):
+                frame = receive(runtime)
+                call = getattr(frame, frame.which("body"))
+                calls.append(frame)
+                send(runtime, _wire.Frame(call_reply=_wire.CallReply(
+                    call_id=call.call_id, payload=b"{}")))
+
+        t = threading.Thread(target=answer, args=(2,))
+        t.start()
+        try:
+            grove_function.invoke("ok-name", {})
+            grove_function.get_thing_shadow("t" * 128, shadow="s:_-" * 16)
+        finally:
+            t.join()
+        self.assertEqual(len(calls), 2)
+
     def test_a_worker_runs_and_loads_no_protobuf(self):
         # A real runner, as function_runtime starts one (python3 -m grove_function.runner),
         # whose handler reports what its process has loaded.
