@@ -1176,7 +1176,10 @@ private:
         auto p = outer ? std::move(*outer) : caf::expected<prepared>{outer.error()};
         if (!p) {
           ctx_->log().error("deployment: {} cannot be applied: {}", id, grove::describe(p.error()));
-          settle_deployment(id, false, "preparation: " + grove::describe(p.error()));
+          // Not run here: a run of it that a kill -9 cut short (canceled since, during
+          // this start) keeps its journal row for the next start to decide.
+          settle_deployment(id, false, "preparation: " + grove::describe(p.error()), {"ACTIVE"},
+                            false, false);
           return;
         }
         ctx_->log().info("deployment: applying {} ({} components)", id, p->plan.size());
@@ -1239,21 +1242,24 @@ private:
   // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
   // `undecided`: its rollback journal holds a change of the group not decided yet, kept
   // for the next start (resume) to decide.
+  // `ran`: false when nothing of it ran in this instance (its preparation was refused),
+  // so a canceled one's journal row, from a run a kill -9 cut short, is kept.
   void settle_deployment(const std::string& id, bool ok, const std::string& reason,
-                         std::vector<std::string> from = {"ACTIVE"}, bool undecided = false) {
+                         std::vector<std::string> from = {"ACTIVE"}, bool undecided = false,
+                         bool ran = true) {
     if (ok)
       ctx_->log().info("deployment: {} applied", id);
     else
       ctx_->log().error("deployment: {} failed: {}", id, reason);
     ctx_->run_blocking(
-      [db = store_, id, ok, reason, from, undecided] {
+      [db = store_, id, ok, reason, from, undecided, ran] {
         // Settled: its rollback journal goes in the same transaction (unless undecided).
         auto set = db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
                                             ok ? "SUCCEEDED" : "FAILED", reason, now_ms(),
                                             undecided);
         // Canceled while it applied: its run ended here, and with it its journal row
         // (but for a change left undecided, marked ended for the next start).
-        if (set && !*set)
+        if (set && !*set && ran)
           db->end_canceled_run(id, undecided);
       },
       [](caf::error) {});

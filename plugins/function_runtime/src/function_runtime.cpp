@@ -166,6 +166,10 @@ struct function_state {
   grove::failure_tracker failures;
   // Deaths of a pinned instance while idle: back-off only, never a give-up.
   grove::failure_tracker idle_deaths;
+  // Instances ended by their items (crash, timeout) with no result between: the first is
+  // replaced at once, a run of them backs off (never a give-up).
+  grove::failure_tracker item_deaths;
+  uint32_t item_death_run = 0;
   grove::timer_id backoff_timer = 0;
   // After a give-up: tries starting again when it fires (give_up_retry_ms).
   grove::timer_id give_up_timer = 0;
@@ -757,6 +761,8 @@ private:
           ctx_->cancel(it->second.backoff_timer);
         if (it->second.reserve_timer != 0)
           ctx_->cancel(it->second.reserve_timer);
+        if (it->second.give_up_timer != 0)
+          ctx_->cancel(it->second.give_up_timer);
         // Its series stay in the registry: a removed function shows nothing in hand.
         it->second.instances_g.set(0);
         it->second.queued_g.set(0);
@@ -1250,7 +1256,7 @@ private:
   }
 
   void schedule_retry(function_state& fn) {
-    if (fn.backoff_timer != 0 || !fn.def)
+    if (fn.backoff_timer != 0 || !fn.def || fn.gave_up)
       return;
     auto d = fn.failures.record(policy_);
     if (d.broken) {
@@ -1294,6 +1300,8 @@ private:
     fn.gave_up = false;
     fn.failures.clear();
     fn.idle_deaths.clear();
+    fn.item_deaths.clear();
+    fn.item_death_run = 0;
     if (fn.give_up_timer != 0)
       ctx_->cancel(fn.give_up_timer);
     fn.give_up_timer = 0;
@@ -1616,6 +1624,8 @@ private:
       return end_instance(fn, inst, "a result for no item in hand", false);
     auto item = std::move(inst.items.front());
     track_ahead(fn, inst, [&] { inst.items.pop_front(); });
+    fn.item_death_run = 0; // an item answered: the run of instance-ending items is over
+    fn.item_deaths.clear();
     // The next item sent ahead is in the handler now (its deadline timer stays armed);
     // its bytes have left the socket buffer.
     if (!inst.items.empty()) {
@@ -2025,6 +2035,10 @@ private:
       schedule_retry(fn);
     } else if (fn.def && fn.def->pinned && !retire && !orderly && !item_fault) {
       schedule_restart(fn);
+    } else if (fn.def && item_fault && fn.item_death_run++ > 0 && fn.backoff_timer == 0) {
+      // Items that keep ending their instance (every item poison, say): not a fork and
+      // a sandbox per item at full speed.
+      back_off(fn, fn.item_deaths.record(idle_death_policy_).delay);
     }
     dispatch(fn);
   }
