@@ -308,6 +308,58 @@ BOOST_FIXTURE_TEST_CASE(cancel_and_delete_rules, fixture) {
   BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + old).status, 204);
 }
 
+// DeleteDeployment hides a deployment from the API but does not change what the core runs
+// (issue 15): the deleted thing deployment's components stay in the set a later group
+// deployment resolves, and a start still finds its record.
+BOOST_FIXTURE_TEST_CASE(a_deleted_deployment_keeps_its_components_on_the_core, fixture) {
+  component("a.one", "1.0.0");
+  component("b.two", "1.0.0");
+  component("c.three", "1.0.0");
+  auto first = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  auto second = deploy_ok({{"targetArn", thing},
+                           {"components", {{"a.one", spec("1.0.0")}, {"b.two", spec("1.0.0")}}}});
+  for (const auto& id : {first, second}) { // as the plugin settles them
+    auto done = store->set_deployment_state(id, {}, id == second ? "COMPLETED" : "INACTIVE",
+                                            "SUCCEEDED", "", 2);
+    BOOST_REQUIRE(done && *done);
+  }
+  auto arn = "arn:aws:greengrass:us-east-1:123456789012:deployments:" + second;
+  BOOST_REQUIRE_EQUAL(call("POST", "/tags/" + arn, json{{"tags", {{"k", "v"}}}}.dump()).status,
+                      200);
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + second).status, 204);
+  // Gone from the API: Get, List (ALL), ListEffective, its tags, a second delete, a cancel.
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/deployments/" + second).status, 404);
+  auto listed = json::parse(
+    call("GET", "/greengrass/v2/deployments?historyFilter=ALL").body)["deployments"];
+  BOOST_REQUIRE_EQUAL(listed.size(), 1u);
+  BOOST_CHECK_EQUAL(listed[0]["deploymentId"], first);
+  BOOST_CHECK_EQUAL(listed[0]["isLatestForTarget"], true); // the latest one shown
+  auto eff = json::parse(
+    call("GET", "/greengrass/v2/coreDevices/core-1/effectiveDeployments").body);
+  for (auto& e : eff["effectiveDeployments"])
+    BOOST_CHECK_NE(e["deploymentId"], second);
+  BOOST_CHECK_EQUAL(call("GET", "/tags/" + arn).status, 404);
+  BOOST_CHECK_EQUAL(call("POST", "/tags/" + arn, json{{"tags", {{"k", "w"}}}}.dump()).status,
+                    404);
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + second).status, 404);
+  BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/deployments/" + second + "/cancel").status, 404);
+  // Kept for the core, across a reopen: its request, its state, no tags.
+  open();
+  auto rec = store->deployment(second);
+  BOOST_REQUIRE(rec && *rec);
+  BOOST_CHECK_NE((*rec)->deleted_ms, 0);
+  BOOST_CHECK_EQUAL((*rec)->status, "COMPLETED");
+  BOOST_CHECK_EQUAL((*rec)->tags, "{}");
+  // A group deployment keeps what the deleted thing deployment made run.
+  auto g = deploy_ok({{"targetArn", group}, {"components", {{"c.three", spec("1.0.0")}}}});
+  BOOST_REQUIRE(!applied.empty());
+  BOOST_CHECK_EQUAL(applied.back().first, g);
+  std::set<std::string> names;
+  for (auto& v : applied.back().second["resolvedComponentVersions"])
+    names.insert(v["componentName"].get<std::string>());
+  BOOST_CHECK((names == std::set<std::string>{"a.one", "b.two", "c.three"}));
+}
+
 BOOST_FIXTURE_TEST_CASE(core_device_operations, fixture) {
   auto r = call("GET", "/greengrass/v2/coreDevices/core-1");
   BOOST_REQUIRE_EQUAL(r.status, 200);
@@ -958,18 +1010,21 @@ BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   auto applying = store->set_deployment_state("d-3", {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", 1);
   BOOST_REQUIRE(applying && *applying);
   BOOST_CHECK_EQUAL(text("d-3"), "d-3");
-  // Deleted while ACTIVE (the API cancels first): gone with the deployment.
-  auto erased = store->erase_deployment("d-2");
-  BOOST_REQUIRE(erased && *erased);
-  BOOST_CHECK_EQUAL(text("d-2"), "(none)");
+  // An ACTIVE one cannot be deleted (the API cancels first): its run's row stays.
+  auto refused = store->delete_deployment("d-2", 1);
+  BOOST_REQUIRE(refused);
+  BOOST_CHECK(*refused == delete_result::active);
+  BOOST_CHECK_EQUAL(text("d-2"), "d-2");
+  BOOST_REQUIRE(!store->forget_rollback("d-2"));
   // Settled FAILED with a change of the group left undecided (keep_rollback): the row
   // stays, across a reopen and the deployment's deletion, for the next start to decide.
   auto undecided = store->set_deployment_state("d-4", {"ACTIVE"}, "FAILED", "FAILED", "x", 1,
                                                true);
   BOOST_REQUIRE(undecided && *undecided);
   BOOST_CHECK_EQUAL(text("d-4"), "d-4");
-  auto erased4 = store->erase_deployment("d-4");
-  BOOST_REQUIRE(erased4 && *erased4);
+  auto erased4 = store->delete_deployment("d-4", 1);
+  BOOST_REQUIRE(erased4);
+  BOOST_CHECK(*erased4 == delete_result::deleted);
   open();
   BOOST_CHECK_EQUAL(text("d-4"), "d-4");
   // At start: every row is listed (the resuming deployment's, the undecided ones); each
@@ -1128,9 +1183,10 @@ BOOST_FIXTURE_TEST_CASE(deployment_arn_tags, fixture) {
   BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + id + "/cancel").status, 200);
   BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 204);
   BOOST_CHECK_EQUAL(list(arn).status, 404);
+  // The row stays for the core (what it runs), without the tags.
   auto tagged = store->with_store([&](grove::store& db) {
     int n = 0;
-    auto err = each_row(db, "SELECT COUNT(*) FROM deployments WHERE id = ?",
+    auto err = each_row(db, "SELECT COUNT(*) FROM deployments WHERE id = ? AND tags <> '{}'",
                        [&](const grove::statement& s) {
                          n = static_cast<int>(s.column_int64(0));
                          return false;
