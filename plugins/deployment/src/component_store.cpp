@@ -418,6 +418,13 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
                           "WHERE target_arn = ? AND status <> 'CANCELED' AND status <> 'INACTIVE'",
                           d.created_ms, d.target_arn))
     return err;
+  // Deleted rows this deployment supersedes are no longer what the core runs: purged, unless
+  // a rollback journal row still needs them (the revision is counted above, so stays monotonic).
+  if (auto err = db_->run("DELETE FROM deployments WHERE target_arn = ? AND deleted_ms <> 0 "
+                          "AND status = 'INACTIVE' "
+                          "AND id NOT IN (SELECT deployment_id FROM rollback_journal)",
+                          d.target_arn))
+    return err;
   if (auto err = db_->run("INSERT INTO deployments(id, target_arn, name, revision, request, "
                           "status, execution, reason, created_ms, modified_ms, tags) "
                           "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -526,7 +533,22 @@ caf::expected<delete_result> component_store::delete_deployment(const std::strin
   // Checked in the transaction: one ACTIVE is applying, its rollback journal still its run's.
   if (*status == "ACTIVE")
     return delete_result::active;
-  if (auto err = db_->run("UPDATE deployments SET deleted_ms = ?, tags = '{}' WHERE id = ?",
+  // A CreateDeployment retry with the deleted one's clientToken creates a new deployment
+  // instead of answering an id that is gone.
+  if (auto err = db_->run("DELETE FROM client_tokens WHERE CASE WHEN json_valid(response) "
+                          "THEN json_extract(response, '$.deploymentId') END = ?",
+                          id))
+    return err;
+  // An INACTIVE one is no target's current deployment: nothing the core runs needs its
+  // row, unless a rollback journal row (a change of the group left undecided) does.
+  if (auto err = db_->run("DELETE FROM deployments WHERE id = ? AND status = 'INACTIVE' AND "
+                          "id NOT IN (SELECT deployment_id FROM rollback_journal)",
+                          id))
+    return err;
+  // The tags go, CreateDeployment's copy in the kept request too.
+  if (auto err = db_->run("UPDATE deployments SET deleted_ms = ?, tags = '{}', "
+                          "request = CASE WHEN json_valid(request) "
+                          "THEN json_remove(request, '$.tags') ELSE request END WHERE id = ?",
                           std::max<int64_t>(now_ms, 1), id))
     return err;
   if (auto err = tx->commit())

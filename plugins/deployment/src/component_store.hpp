@@ -213,7 +213,8 @@ public:
   /// Stores a new deployment `d` (its seq and revision are assigned here and written
   /// back) and, when `token` is not empty, its first answer, in one transaction; earlier
   /// deployments of the same target that are not CANCELED become INACTIVE (a target has
-  /// one current deployment). token_taken fills `existing`.
+  /// one current deployment), and the deleted INACTIVE ones without a rollback journal
+  /// row are erased. token_taken fills `existing`.
   caf::expected<put_result> put_deployment(deployment_record& d, const std::string& token,
                                            const token_record& first_answer,
                                            int64_t expires_ms, token_record& existing);
@@ -242,10 +243,12 @@ public:
     const std::string& id,
     const std::function<std::optional<std::string>(const std::string&)>& change);
 
-  /// DeleteDeployment: marks a deployment that is not ACTIVE deleted at `now_ms` and drops
-  /// its tags. The row stays for the core (deployment_record::deleted_ms): deleting a
-  /// deployment does not change what the core runs, as in Greengrass (the cloud's list
-  /// of deployments is not the device's effective set).
+  /// DeleteDeployment: marks a deployment that is not ACTIVE deleted at `now_ms`, drops
+  /// its tags and the clientToken that names it. The row stays for the core
+  /// (deployment_record::deleted_ms): deleting a deployment does not change what the core
+  /// runs, as in Greengrass (the cloud's list of deployments is not the device's effective
+  /// set). An INACTIVE one without a rollback journal row is erased at once, and
+  /// put_deployment() erases its target's deleted INACTIVE ones: the core no longer runs them.
   caf::expected<delete_result> delete_deployment(const std::string& id, int64_t now_ms);
 
   /// Replaces the installed components (the runner's set, ListInstalledComponents) with
