@@ -335,7 +335,7 @@ http_response api::handle(const http_request& req, std::chrono::system_clock::ti
   if (op == "CancelDeployment")
     return cancel_deployment(arn, now_ms);
   if (op == "DeleteDeployment")
-    return delete_deployment(arn);
+    return delete_deployment(arn, now_ms);
   if (op == "ListEffectiveDeployments")
     return list_effective_deployments(arn, req);
   if (op == "ListInstalledComponents")
@@ -849,7 +849,7 @@ http_response api::tags(const std::string& op, const std::string& arn, const htt
       auto d = store_.deployment(*id);
       if (!d)
         return internal(d.error());
-      if (!*d)
+      if (!*d || (*d)->deleted_ms)
         return gone();
       auto tags = json::parse((*d)->tags, nullptr, false);
       return ok(200, {{"tags", tags.is_object() ? tags : json::object()}});
@@ -1077,7 +1077,7 @@ http_response api::operator_call(const std::string& operation, const std::string
   if (operation == "CancelDeployment")
     return cancel_deployment(arn, wall_ms);
   if (operation == "DeleteDeployment")
-    return delete_deployment(arn);
+    return delete_deployment(arn, wall_ms);
   if (operation == "ListInstalledComponents") {
     req.target = "/?maxResults=100";
     return list_installed_components(settings_.thing_name, req);
@@ -1479,9 +1479,11 @@ std::variant<json, http_response> deployment_policies(const json& given) {
   return p;
 }
 
-// Deployments that can still change: their removal must wait for a cancel.
-bool active(const deployment_record& d) {
-  return d.status == "ACTIVE";
+// The deployments the API shows: all but those DeleteDeployment deleted (the core keeps
+// them, see component_store::delete_deployment).
+std::vector<deployment_record> shown(std::vector<deployment_record> all) {
+  std::erase_if(all, [](const deployment_record& d) { return d.deleted_ms != 0; });
+  return all;
 }
 
 // The Deployment shape of ListDeployments.
@@ -1534,7 +1536,8 @@ bool api::targets_this_core(const std::string& target_arn) const {
 http_response api::resolve_deployment(const deployment_record& d) {
   // The roots: `d`'s components, and those of the current deployment of every other
   // target of this core (the thing and each of its groups), each requirement named by
-  // its target as Greengrass names a group's.
+  // its target as Greengrass names a group's. Deleted ones count: DeleteDeployment does
+  // not change what the core runs.
   auto all = store_.deployments();
   if (!all)
     return internal(all.error());
@@ -1692,12 +1695,12 @@ http_response api::get_deployment(const std::string& id) {
   auto d = store_.deployment(id);
   if (!d)
     return internal(d.error());
-  if (!*d)
+  if (!*d || (*d)->deleted_ms)
     return deployment_not_found(id);
   auto all = store_.deployments();
   if (!all)
     return internal(all.error());
-  auto out = deployment_summary(**d, latest_for_target(**d, *all));
+  auto out = deployment_summary(**d, latest_for_target(**d, shown(std::move(*all))));
   auto req = json::parse((*d)->request, nullptr, false);
   for (const char* k : {"components", "deploymentPolicies", "iotJobConfiguration"})
     if (req.is_object() && req.contains(k))
@@ -1721,12 +1724,13 @@ http_response api::list_deployments(const http_request& req) {
   http_response err;
   if (!max_results(req, limit, err) || !page_start(req, start, err))
     return err;
-  auto all = store_.deployments();
-  if (!all)
-    return internal(all.error());
+  auto got = store_.deployments();
+  if (!got)
+    return internal(got.error());
+  auto all = shown(std::move(*got));
   json items = json::array();
-  for (const auto& d : *all) {
-    bool latest = latest_for_target(d, *all);
+  for (const auto& d : all) {
+    bool latest = latest_for_target(d, all);
     if (filter == "LATEST_ONLY" && !latest)
       continue;
     if (!target.empty() && d.target_arn != target)
@@ -1745,7 +1749,7 @@ http_response api::cancel_deployment(const std::string& id, int64_t now_ms) {
   auto d = store_.deployment(id);
   if (!d)
     return internal(d.error());
-  if (!*d)
+  if (!*d || (*d)->deleted_ms)
     return deployment_not_found(id);
   // Its rollback journal stays: a run under way goes on to its end (a cancel changes
   // nothing on a core that has the deployment, as Greengrass says), and a run that
@@ -1762,22 +1766,23 @@ http_response api::cancel_deployment(const std::string& id, int64_t now_ms) {
   return ok(200, {{"message", "SUCCESS"}});
 }
 
-http_response api::delete_deployment(const std::string& id) {
-  auto d = store_.deployment(id);
-  if (!d)
-    return internal(d.error());
-  if (!*d)
-    return deployment_not_found(id);
-  if (active(**d))
-    return aws_error(409, "ConflictException",
-                     "Deployment " + id + " is ACTIVE: cancel it (CancelDeployment) before "
-                       "deleting it",
-                     {{"resourceId", id}, {"resourceType", "Deployment"}});
-  auto gone = store_.erase_deployment(id);
-  if (!gone)
-    return internal(gone.error());
-  if (!*gone)
-    return deployment_not_found(id);
+http_response api::delete_deployment(const std::string& id, int64_t now_ms) {
+  // Hidden from the API, kept for the core: what it runs does not change, and a later
+  // deployment that fails rolls back to the set this one made.
+  auto done = store_.delete_deployment(id, now_ms);
+  if (!done)
+    return internal(done.error());
+  switch (*done) {
+    case delete_result::not_found:
+      return deployment_not_found(id);
+    case delete_result::active:
+      return aws_error(409, "ConflictException",
+                       "Deployment " + id + " is ACTIVE: cancel it (CancelDeployment) before "
+                         "deleting it",
+                       {{"resourceId", id}, {"resourceType", "Deployment"}});
+    case delete_result::deleted:
+      break;
+  }
   http_response r;
   r.status = 204;
   return r;
@@ -1804,7 +1809,7 @@ http_response api::list_effective_deployments(const std::string& thing, const ht
     return internal(all.error());
   json items = json::array();
   for (const auto& d : *all) {
-    if (!targets_this_core(d.target_arn))
+    if (!targets_this_core(d.target_arn) || d.deleted_ms)
       continue;
     json e = {{"deploymentId", d.id},
               {"deploymentName", d.name},

@@ -148,7 +148,7 @@ private:
   http_response get_deployment(const std::string& id);
   http_response list_deployments(const http_request& req);
   http_response cancel_deployment(const std::string& id, int64_t now_ms);
-  http_response delete_deployment(const std::string& id);
+  http_response delete_deployment(const std::string& id, int64_t now_ms);
   http_response list_effective_deployments(const std::string& thing, const http_request& req);
   http_response list_installed_components(const std::string& thing, const http_request& req);
   http_response get_core_device(const std::string& thing);

@@ -119,6 +119,12 @@ component_store::open(const std::filesystem::path& file) {
                              "CREATE TABLE rollback_journal("
                              " deployment_id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;",
                              {}});
+  // DeleteDeployment hides a deployment from the API but keeps the row: the core's set is
+  // built from its targets' current deployments, deleted or not (issue 15).
+  opts.migrations.push_back({8,
+                             "ALTER TABLE deployments ADD COLUMN deleted_ms INTEGER NOT NULL"
+                             " DEFAULT 0;",
+                             {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
     return std::move(db.error());
@@ -357,7 +363,7 @@ namespace {
 
 constexpr const char* deployment_columns =
   "seq, id, target_arn, name, revision, request, status, execution, reason, created_ms, "
-  "modified_ms, tags";
+  "modified_ms, tags, deleted_ms";
 
 deployment_record deployment_row(const grove::statement& s) {
   deployment_record d;
@@ -374,6 +380,7 @@ deployment_record deployment_row(const grove::statement& s) {
   d.created_ms = s.column_int64(9);
   d.modified_ms = s.column_int64(10);
   d.tags = text(11);
+  d.deleted_ms = s.column_int64(12);
   return d;
 }
 
@@ -410,6 +417,13 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
   if (auto err = db_->run("UPDATE deployments SET status = 'INACTIVE', modified_ms = ? "
                           "WHERE target_arn = ? AND status <> 'CANCELED' AND status <> 'INACTIVE'",
                           d.created_ms, d.target_arn))
+    return err;
+  // Deleted rows this deployment supersedes are no longer what the core runs: purged, unless
+  // a rollback journal row still needs them (the revision is counted above, so stays monotonic).
+  if (auto err = db_->run("DELETE FROM deployments WHERE target_arn = ? AND deleted_ms <> 0 "
+                          "AND status = 'INACTIVE' "
+                          "AND id NOT IN (SELECT deployment_id FROM rollback_journal)",
+                          d.target_arn))
     return err;
   if (auto err = db_->run("INSERT INTO deployments(id, target_arn, name, revision, request, "
                           "status, execution, reason, created_ms, modified_ms, tags) "
@@ -495,26 +509,51 @@ caf::expected<tag_result> component_store::modify_deployment_tags(
   const std::string& id,
   const std::function<std::optional<std::string>(const std::string&)>& change) {
   std::lock_guard guard{mtx_};
-  return change_tags(*db_, "deployments", "id = ?", change, id);
+  // A deleted deployment's ARN is gone (DeleteDeployment).
+  return change_tags(*db_, "deployments", "id = ? AND deleted_ms = 0", change, id);
 }
 
-caf::expected<bool> component_store::erase_deployment(const std::string& id) {
+caf::expected<delete_result> component_store::delete_deployment(const std::string& id,
+                                                                int64_t now_ms) {
   std::lock_guard guard{mtx_};
   auto tx = db_->begin(grove::begin_mode::immediate);
   if (!tx)
     return std::move(tx.error());
-  // Before the deployment goes: only an ACTIVE one's row is its run's (a settled one's
-  // holds a change of the group kept undecided, for the next start).
-  if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ? AND EXISTS("
-                          "SELECT 1 FROM deployments WHERE id = ? AND status = 'ACTIVE')",
-                          id, id))
+  std::optional<std::string> status;
+  if (auto err = each_row(
+        *db_, "SELECT status FROM deployments WHERE id = ? AND deleted_ms = 0",
+        [&](const grove::statement& s) {
+          status = std::string{s.column_text(0)};
+          return false;
+        },
+        id))
     return err;
-  if (auto err = db_->run("DELETE FROM deployments WHERE id = ?", id))
+  if (!status)
+    return delete_result::not_found;
+  // Checked in the transaction: one ACTIVE is applying, its rollback journal still its run's.
+  if (*status == "ACTIVE")
+    return delete_result::active;
+  // A CreateDeployment retry with the deleted one's clientToken creates a new deployment
+  // instead of answering an id that is gone.
+  if (auto err = db_->run("DELETE FROM client_tokens WHERE CASE WHEN json_valid(response) "
+                          "THEN json_extract(response, '$.deploymentId') END = ?",
+                          id))
     return err;
-  bool gone = sqlite3_changes(db_->native_handle()) > 0;
+  // An INACTIVE one is no target's current deployment: nothing the core runs needs its
+  // row, unless a rollback journal row (a change of the group left undecided) does.
+  if (auto err = db_->run("DELETE FROM deployments WHERE id = ? AND status = 'INACTIVE' AND "
+                          "id NOT IN (SELECT deployment_id FROM rollback_journal)",
+                          id))
+    return err;
+  // The tags go, CreateDeployment's copy in the kept request too.
+  if (auto err = db_->run("UPDATE deployments SET deleted_ms = ?, tags = '{}', "
+                          "request = CASE WHEN json_valid(request) "
+                          "THEN json_remove(request, '$.tags') ELSE request END WHERE id = ?",
+                          std::max<int64_t>(now_ms, 1), id))
+    return err;
   if (auto err = tx->commit())
     return err;
-  return gone;
+  return delete_result::deleted;
 }
 
 caf::error component_store::put_installed(const std::vector<installed_row>& rows) {

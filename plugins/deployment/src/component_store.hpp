@@ -113,6 +113,20 @@ struct deployment_record {
   /// The tags of its ARN (schema 6; JSON object text): CreateDeployment's `tags`, then
   /// TagResource and UntagResource. They go with the deployment when it is deleted.
   std::string tags = "{}";
+  /// When DeleteDeployment deleted it, ms since the epoch (schema 8); 0: not deleted. A
+  /// deleted deployment is gone from the API (Get, List, ListEffective, tags) but stays
+  /// what the core runs: its target's kept components, what a start applies again.
+  int64_t deleted_ms = 0;
+};
+
+/// What component_store::delete_deployment() did.
+enum class delete_result {
+  /// Deleted (hidden from the API).
+  deleted,
+  /// No such deployment (or deleted before).
+  not_found,
+  /// ACTIVE: it must be canceled first.
+  active,
 };
 
 /// A component installed on this core, as the runner last had it.
@@ -199,7 +213,8 @@ public:
   /// Stores a new deployment `d` (its seq and revision are assigned here and written
   /// back) and, when `token` is not empty, its first answer, in one transaction; earlier
   /// deployments of the same target that are not CANCELED become INACTIVE (a target has
-  /// one current deployment). token_taken fills `existing`.
+  /// one current deployment), and the deleted INACTIVE ones without a rollback journal
+  /// row are erased. token_taken fills `existing`.
   caf::expected<put_result> put_deployment(deployment_record& d, const std::string& token,
                                            const token_record& first_answer,
                                            int64_t expires_ms, token_record& existing);
@@ -228,10 +243,13 @@ public:
     const std::string& id,
     const std::function<std::optional<std::string>(const std::string&)>& change);
 
-  /// Deletes a deployment (and its tags); false when there was none. Its rollback journal
-  /// goes too when it was ACTIVE; a settled one's row is a change of the group kept
-  /// undecided (set_deployment_state), left for the next start to decide.
-  caf::expected<bool> erase_deployment(const std::string& id);
+  /// DeleteDeployment: marks a deployment that is not ACTIVE deleted at `now_ms`, drops
+  /// its tags and the clientToken that names it. The row stays for the core
+  /// (deployment_record::deleted_ms): deleting a deployment does not change what the core
+  /// runs, as in Greengrass (the cloud's list of deployments is not the device's effective
+  /// set). An INACTIVE one without a rollback journal row is erased at once, and
+  /// put_deployment() erases its target's deleted INACTIVE ones: the core no longer runs them.
+  caf::expected<delete_result> delete_deployment(const std::string& id, int64_t now_ms);
 
   /// Replaces the installed components (the runner's set, ListInstalledComponents) with
   /// `rows`, in one transaction.
@@ -243,8 +261,8 @@ public:
   /// Journals what deployment `deployment_id` must undo when it fails (schema 7; JSON
   /// text the plugin writes: the set before it and its group changes), replacing what was;
   /// nothing unless the deployment is ACTIVE, or CANCELED (its run goes on after a
-  /// cancel). set_deployment_state() to another status and erase_deployment() delete it
-  /// in their transaction (but see keep_rollback).
+  /// cancel). set_deployment_state() to another status deletes it in its transaction (but
+  /// see keep_rollback).
   caf::error put_rollback(const std::string& deployment_id, const std::string& state);
 
   /// The run of deployment `deployment_id`, CANCELED while it applied, ended: its rollback

@@ -691,7 +691,8 @@ private:
   };
 
   // On the actor, at start: what the core ran comes back. The current deployment of this
-  // core (the newest ACTIVE or COMPLETED one) is applied again: components come back after
+  // core (the newest ACTIVE or COMPLETED one, deleted or not: DeleteDeployment does not
+  // change what the core runs) is applied again: components come back after
   // a restart, and one that a kill -9 cut short resumes (its journal row is still ACTIVE /
   // IN_PROGRESS). When none is ACTIVE and the deployment that settled last FAILED or was
   // CANCELED, what ran is the journal's set (the rolled-back set, or what a DO_NOTHING
@@ -790,8 +791,9 @@ private:
     auto changes = group_changes::from_json(group);
     if (!changes || (!cut && !changes->pending())) // a malformed one cannot be decided
       return std::nullopt;
-    // Undone when in force only if the deployment's run FAILED with ROLLBACK (or it was
-    // deleted since): a DO_NOTHING one, or one skipped for a newer deployment, keeps it.
+    // Undone when in force only if the deployment's run FAILED with ROLLBACK (or its
+    // record is gone; a deleted deployment's stays): a DO_NOTHING one, or one skipped for
+    // a newer deployment, keeps it.
     // The run's result, not the status: a newer deployment to the same target turns a
     // FAILED one INACTIVE, and its rollback is owed all the same; a canceled run whose
     // row was marked ended left a change undecided only when it failed.

@@ -6,6 +6,16 @@
 
 DEPLOYMENT_TESTS=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 
+# kill_components: kills (-9) what the components of this test's groveds started, for
+# test_cleanup (grove_test_lib.sh's exit cleanup kills groved first; a component's process
+# outlives it until the next groved would).
+kill_components() {
+  local p
+  for p in /proc/[0-9]*; do
+    grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
+  done
+}
+
 # deployment_open PREFIX GROVED GROVECTL GROVE_CERTS TOOL...: the opening of the scripts
 # that run groved without message_manager: GROVED, GROVECTL and CERTS_TOOL (absolute),
 # tests/support/grove_test_lib.sh, and grove_test_init PREFIX TOOL...

@@ -308,6 +308,120 @@ BOOST_FIXTURE_TEST_CASE(cancel_and_delete_rules, fixture) {
   BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + old).status, 204);
 }
 
+// DeleteDeployment hides a deployment from the API but does not change what the core runs
+// (issue 15): the deleted thing deployment's components stay in the set a later group
+// deployment resolves, and a start still finds its record.
+BOOST_FIXTURE_TEST_CASE(a_deleted_deployment_keeps_its_components_on_the_core, fixture) {
+  component("a.one", "1.0.0");
+  component("b.two", "1.0.0");
+  component("c.three", "1.0.0");
+  auto first = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  auto second = deploy_ok({{"targetArn", thing},
+                           {"components", {{"a.one", spec("1.0.0")}, {"b.two", spec("1.0.0")}}}});
+  for (const auto& id : {first, second}) { // as the plugin settles them
+    auto done = store->set_deployment_state(id, {}, id == second ? "COMPLETED" : "INACTIVE",
+                                            "SUCCEEDED", "", 2);
+    BOOST_REQUIRE(done && *done);
+  }
+  auto arn = "arn:aws:greengrass:us-east-1:123456789012:deployments:" + second;
+  BOOST_REQUIRE_EQUAL(call("POST", "/tags/" + arn, json{{"tags", {{"k", "v"}}}}.dump()).status,
+                      200);
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + second).status, 204);
+  // Gone from the API: Get, List (ALL), ListEffective, its tags, a second delete, a cancel.
+  BOOST_CHECK_EQUAL(call("GET", "/greengrass/v2/deployments/" + second).status, 404);
+  auto listed = json::parse(
+    call("GET", "/greengrass/v2/deployments?historyFilter=ALL").body)["deployments"];
+  BOOST_REQUIRE_EQUAL(listed.size(), 1u);
+  BOOST_CHECK_EQUAL(listed[0]["deploymentId"], first);
+  BOOST_CHECK_EQUAL(listed[0]["isLatestForTarget"], true); // the latest one shown
+  auto eff = json::parse(
+    call("GET", "/greengrass/v2/coreDevices/core-1/effectiveDeployments").body);
+  for (auto& e : eff["effectiveDeployments"])
+    BOOST_CHECK_NE(e["deploymentId"], second);
+  BOOST_CHECK_EQUAL(call("GET", "/tags/" + arn).status, 404);
+  BOOST_CHECK_EQUAL(call("POST", "/tags/" + arn, json{{"tags", {{"k", "w"}}}}.dump()).status,
+                    404);
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + second).status, 404);
+  BOOST_CHECK_EQUAL(call("POST", "/greengrass/v2/deployments/" + second + "/cancel").status, 404);
+  // Kept for the core, across a reopen: its request, its state, no tags.
+  open();
+  auto rec = store->deployment(second);
+  BOOST_REQUIRE(rec && *rec);
+  BOOST_CHECK_NE((*rec)->deleted_ms, 0);
+  BOOST_CHECK_EQUAL((*rec)->status, "COMPLETED");
+  BOOST_CHECK_EQUAL((*rec)->tags, "{}");
+  // A group deployment keeps what the deleted thing deployment made run.
+  auto g = deploy_ok({{"targetArn", group}, {"components", {{"c.three", spec("1.0.0")}}}});
+  BOOST_REQUIRE(!applied.empty());
+  BOOST_CHECK_EQUAL(applied.back().first, g);
+  std::set<std::string> names;
+  for (auto& v : applied.back().second["resolvedComponentVersions"])
+    names.insert(v["componentName"].get<std::string>());
+  BOOST_CHECK((names == std::set<std::string>{"a.one", "b.two", "c.three"}));
+}
+
+// A deleted row goes once the core no longer runs it (issue 15): at once when INACTIVE,
+// else when a newer deployment to its target makes it INACTIVE; a rollback journal row
+// keeps it. Revisions keep counting.
+BOOST_FIXTURE_TEST_CASE(deleted_deployments_go_once_the_core_no_longer_runs_them, fixture) {
+  auto exists = [&](const std::string& id) {
+    auto rec = store->deployment(id);
+    BOOST_REQUIRE(rec);
+    return rec->has_value();
+  };
+  auto old = deploy_ok({{"targetArn", thing}});
+  auto current = deploy_ok({{"targetArn", thing}, {"tags", {{"site", "lab"}}}});
+  BOOST_REQUIRE_EQUAL(get(old)["deploymentStatus"], "INACTIVE");
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + old).status, 204);
+  BOOST_CHECK(!exists(old));
+  // The current one is kept, marked, without CreateDeployment's tags in its request.
+  auto done = store->set_deployment_state(current, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 2);
+  BOOST_REQUIRE(done && *done);
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + current).status, 204);
+  auto rec = store->deployment(current);
+  BOOST_REQUIRE(rec && *rec);
+  BOOST_CHECK_NE((*rec)->deleted_ms, 0);
+  auto request = json::parse((*rec)->request);
+  BOOST_CHECK(!request.contains("tags"));
+  BOOST_CHECK(request.contains("deploymentPolicies"));
+  // Superseded: gone; the revision counts on past it.
+  auto next = deploy_ok({{"targetArn", thing}});
+  BOOST_CHECK(!exists(current));
+  BOOST_CHECK_EQUAL(get(next)["revisionId"], "3");
+  // One with a rollback journal row (a change of the group left undecided) stays, deleted
+  // and superseded, until the row goes.
+  BOOST_REQUIRE(!store->put_rollback(next, "{}"));
+  auto failed = store->set_deployment_state(next, {"ACTIVE"}, "FAILED", "FAILED", "x", 3, true);
+  BOOST_REQUIRE(failed && *failed);
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + next).status, 204);
+  auto after = deploy_ok({{"targetArn", thing}});
+  BOOST_CHECK(exists(next));
+  BOOST_CHECK_EQUAL(store->deployment(next)->value().status, "INACTIVE");
+  BOOST_REQUIRE(!store->forget_rollback(next));
+  auto cancel = call("POST", "/greengrass/v2/deployments/" + after + "/cancel");
+  BOOST_REQUIRE_EQUAL(cancel.status, 200);
+  auto last = deploy_ok({{"targetArn", thing}});
+  BOOST_CHECK(!exists(next));
+  BOOST_CHECK(exists(after)); // CANCELED, not deleted: listed as ever
+  BOOST_CHECK_EQUAL(get(last)["revisionId"], "5");
+}
+
+// A CreateDeployment retried with a deleted deployment's clientToken creates a new one
+// (the token went with the deployment); other tokens keep their answers.
+BOOST_FIXTURE_TEST_CASE(a_deleted_deployments_client_token_goes_with_it, fixture) {
+  json body = {{"targetArn", thing}, {"clientToken", "tok-del"}};
+  auto first = deploy_ok(body);
+  json other = {{"targetArn", group}, {"clientToken", "tok-keep"}};
+  auto kept = deploy_ok(other);
+  BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + first + "/cancel").status, 200);
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + first).status, 204);
+  auto again = deploy_ok(body);
+  BOOST_CHECK_NE(again, first);
+  BOOST_CHECK_EQUAL(get(again)["deploymentStatus"], "ACTIVE");
+  BOOST_CHECK_EQUAL(deploy_ok(body), again); // the token now names the new one
+  BOOST_CHECK_EQUAL(deploy_ok(other), kept);
+}
+
 BOOST_FIXTURE_TEST_CASE(core_device_operations, fixture) {
   auto r = call("GET", "/greengrass/v2/coreDevices/core-1");
   BOOST_REQUIRE_EQUAL(r.status, 200);
@@ -958,18 +1072,21 @@ BOOST_FIXTURE_TEST_CASE(the_rollback_journal_survives_a_reopen, fixture) {
   auto applying = store->set_deployment_state("d-3", {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", 1);
   BOOST_REQUIRE(applying && *applying);
   BOOST_CHECK_EQUAL(text("d-3"), "d-3");
-  // Deleted while ACTIVE (the API cancels first): gone with the deployment.
-  auto erased = store->erase_deployment("d-2");
-  BOOST_REQUIRE(erased && *erased);
-  BOOST_CHECK_EQUAL(text("d-2"), "(none)");
+  // An ACTIVE one cannot be deleted (the API cancels first): its run's row stays.
+  auto refused = store->delete_deployment("d-2", 1);
+  BOOST_REQUIRE(refused);
+  BOOST_CHECK(*refused == delete_result::active);
+  BOOST_CHECK_EQUAL(text("d-2"), "d-2");
+  BOOST_REQUIRE(!store->forget_rollback("d-2"));
   // Settled FAILED with a change of the group left undecided (keep_rollback): the row
   // stays, across a reopen and the deployment's deletion, for the next start to decide.
   auto undecided = store->set_deployment_state("d-4", {"ACTIVE"}, "FAILED", "FAILED", "x", 1,
                                                true);
   BOOST_REQUIRE(undecided && *undecided);
   BOOST_CHECK_EQUAL(text("d-4"), "d-4");
-  auto erased4 = store->erase_deployment("d-4");
-  BOOST_REQUIRE(erased4 && *erased4);
+  auto erased4 = store->delete_deployment("d-4", 1);
+  BOOST_REQUIRE(erased4);
+  BOOST_CHECK(*erased4 == delete_result::deleted);
   open();
   BOOST_CHECK_EQUAL(text("d-4"), "d-4");
   // At start: every row is listed (the resuming deployment's, the undecided ones); each
@@ -1128,9 +1245,10 @@ BOOST_FIXTURE_TEST_CASE(deployment_arn_tags, fixture) {
   BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + id + "/cancel").status, 200);
   BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 204);
   BOOST_CHECK_EQUAL(list(arn).status, 404);
+  // The row stays for the core (what it runs), without the tags.
   auto tagged = store->with_store([&](grove::store& db) {
     int n = 0;
-    auto err = each_row(db, "SELECT COUNT(*) FROM deployments WHERE id = ?",
+    auto err = each_row(db, "SELECT COUNT(*) FROM deployments WHERE id = ? AND tags <> '{}'",
                        [&](const grove::statement& s) {
                          n = static_cast<int>(s.column_int64(0));
                          return false;
@@ -1183,4 +1301,29 @@ BOOST_AUTO_TEST_CASE(a_schema_5_journal_keeps_its_deployments_tags) {
   BOOST_CHECK_EQUAL(tags_of("broken"), json::object());
   s->reset();
   std::filesystem::remove_all(dir);
+}
+
+// Migration 8 on a schema-7 journal (the file a build before issue 15 left): its
+// deployments are not deleted and GetDeployment answers them.
+BOOST_FIXTURE_TEST_CASE(a_schema_7_journal_keeps_its_deployments, fixture) {
+  auto id = deploy_ok({{"targetArn", thing}});
+  service.reset();
+  store.reset();
+  {
+    // Back to schema 7: the same file without deleted_ms.
+    grove::store_options opts;
+    opts.application_id = 0x47524450;
+    for (int v = 1; v <= 8; ++v)
+      opts.migrations.push_back({v, "", {}});
+    auto db = grove::store::open(dir / "components.db", std::move(opts));
+    BOOST_REQUIRE(db);
+    BOOST_REQUIRE(!(*db)->run("ALTER TABLE deployments DROP COLUMN deleted_ms"));
+    BOOST_REQUIRE(!(*db)->run("PRAGMA user_version = 7"));
+  }
+  open();
+  auto rec = store->deployment(id);
+  BOOST_REQUIRE(rec && *rec);
+  BOOST_CHECK_EQUAL((*rec)->deleted_ms, 0);
+  BOOST_CHECK_EQUAL(get(id)["deploymentId"], id);
+  BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 409); // ACTIVE
 }

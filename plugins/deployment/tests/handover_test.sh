@@ -15,9 +15,7 @@ source "$HERE/deployment_test_lib.sh"
 deployment_open grove-deployment-handover "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$AWS" jq openssl
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
-  for p in /proc/[0-9]*; do
-    grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
-  done
+  kill_components
 }
 
 start_deployment_alone

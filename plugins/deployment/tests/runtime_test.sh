@@ -17,9 +17,7 @@ deployment_open grove-deployment-runtime "${1:?usage: $0 groved grovectl grove-c
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
   # What the components started dies with the next groved; here, with the test.
-  for p in /proc/[0-9]*; do
-    grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
-  done
+  kill_components
   # The last groved's component cgroups (a next groved would remove them; none may come).
   if [[ -n "$GROVED_PID" ]]; then
     sleep 0.2

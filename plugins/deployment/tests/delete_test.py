@@ -1,0 +1,134 @@
+#!/usr/bin/python3
+"""DeleteDeployment does not change what the core runs (issue 15), with boto3.
+
+Usage: delete_test.py first|restarted|rolled-back ENDPOINT CA_BUNDLE WRITE_DIR
+`first` deploys e2e.A to the thing (D1), then e2e.A and e2e.B (D2, which makes D1
+INACTIVE), and deletes D2: it is gone from GetDeployment, ListDeployments and
+ListEffectiveDeployments, and both components keep their processes. delete_test.sh then
+restarts groved; `restarted` checks that both run again (new processes, not only listed
+RUNNING), that a deployment to the thing group keeps them beside its e2e.C, and that a
+deployment to the thing whose e2e.B 2.0.0 fails to install rolls back to e2e.B 1.0.0, the
+set the deleted D2 made. After a kill -9 of groved, `rolled-back` checks that this set runs
+again. Prints PASS/FAIL lines; exits 1 on any failure.
+"""
+import sys
+
+import botocore.exceptions
+
+import support
+from support import alive, check, client, pid_in, read, thing_arn, wait
+
+PHASE, ENDPOINT, CA, WRITE = sys.argv[1:5]
+THING = thing_arn("core-1")
+GROUP = THING.replace(":thing/core-1", ":thinggroup/site")
+WORKDIR = f"{WRITE}/plugins/deployment/components/work"
+ONE = {"componentVersion": "1.0.0"}
+gg = client("greengrassv2", ENDPOINT, CA)
+
+
+def installed():
+    return support.installed(gg)
+
+
+def runs(name):
+    return len(read(f"{WORKDIR}/{name}/runs").splitlines())
+
+
+def pid_of(name):
+    return pid_in(WORKDIR, name)
+
+
+def running(name, version="1.0.0"):
+    """Whether `name` `version` is listed RUNNING and its run's process is alive."""
+    c = installed().get(name, {})
+    return (c.get("lifecycleState") == "RUNNING" and c.get("componentVersion") == version
+            and alive(pid_of(name)))
+
+
+def deploy(target, components, policy="ROLLBACK"):
+    did = gg.create_deployment(targetArn=target, components=components,
+                               deploymentPolicies={"failureHandlingPolicy": policy})["deploymentId"]
+
+    def done():
+        d = gg.get_deployment(deploymentId=did)
+        return d if d["deploymentStatus"] in ("COMPLETED", "FAILED") else None
+    d = wait(done, 60) or {}
+    return did, d.get("deploymentStatus"), support.effective(gg, did).get("reason", "")
+
+
+def states():
+    return {n: (c["componentVersion"], c["lifecycleState"]) for n, c in installed().items()}
+
+
+SLEEPER = """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
+"""
+
+if PHASE == "first":
+    for name in ("e2e.A", "e2e.B", "e2e.C"):
+        support.component(gg, name, SLEEPER)
+    support.component(gg, "e2e.B", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: echo install >> {work:path}/installs; exit 3
+      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
+""", version="2.0.0")
+    d1, st, why = deploy(THING, {"e2e.A": ONE})
+    check("D1 (e2e.A to the thing) -> COMPLETED", st == "COMPLETED", f"{st} {why}")
+    d2, st, why = deploy(THING, {"e2e.A": ONE, "e2e.B": ONE})
+    check("D2 (e2e.A and e2e.B to the thing) -> COMPLETED, both running",
+          st == "COMPLETED" and wait(lambda: running("e2e.A") and running("e2e.B"), 30),
+          f"{st} {why} {states()}")
+    pids = pid_of("e2e.A"), pid_of("e2e.B")
+    gg.delete_deployment(deploymentId=d2)
+    try:
+        gg.get_deployment(deploymentId=d2)
+        gone = False
+    except botocore.exceptions.ClientError as e:
+        gone = e.response["Error"]["Code"] == "ResourceNotFoundException"
+    check("DeleteDeployment of the COMPLETED D2 -> GetDeployment: ResourceNotFoundException", gone)
+    listed = [d["deploymentId"] for p in gg.get_paginator("list_deployments").paginate(historyFilter="ALL")
+              for d in p["deployments"]]
+    check("... not in ListDeployments (ALL), D1 still is", d2 not in listed and d1 in listed, str(listed))
+    check("... not in ListEffectiveDeployments", support.effective(gg, d2) == {}
+          and support.effective(gg, d1) != {})
+    check("... e2e.A and e2e.B keep running, same processes",
+          running("e2e.A") and running("e2e.B") and (pid_of("e2e.A"), pid_of("e2e.B")) == pids,
+          f"{states()} {pids}")
+
+elif PHASE == "restarted":
+    back = wait(lambda: running("e2e.A") and running("e2e.B") and runs("e2e.A") == 2
+                and runs("e2e.B") == 2, 30)
+    check("after a restart of groved: e2e.A and e2e.B (the deleted D2's set) run again, new "
+          "processes alive", bool(back),
+          f"{states()} runs {runs('e2e.A')} {runs('e2e.B')}, pids alive "
+          f"{alive(pid_of('e2e.A'))} {alive(pid_of('e2e.B'))}")
+    pids = pid_of("e2e.A"), pid_of("e2e.B")
+    _, st, why = deploy(GROUP, {"e2e.C": ONE})
+    check("a deployment of e2e.C to the thing group -> COMPLETED, e2e.C running",
+          st == "COMPLETED" and wait(lambda: running("e2e.C"), 30), f"{st} {why} {states()}")
+    check("... e2e.A and e2e.B (the deleted D2's) kept, same processes",
+          running("e2e.A") and running("e2e.B") and (pid_of("e2e.A"), pid_of("e2e.B")) == pids,
+          f"{states()} {pids}")
+    _, st, why = deploy(THING, {"e2e.A": ONE, "e2e.B": {"componentVersion": "2.0.0"}})
+    check("a deployment of e2e.B 2.0.0 (install exits 3) to the thing -> FAILED, ROLLBACK_COMPLETE",
+          st == "FAILED" and "ROLLBACK_COMPLETE" in why and len(read(f"{WORKDIR}/e2e.B/installs").splitlines()) >= 1,
+          f"{st} {why}")
+    check("... rolled back to the set the deleted D2 made: e2e.A, e2e.B 1.0.0 and e2e.C running",
+          bool(wait(lambda: running("e2e.A") and running("e2e.B") and running("e2e.C")
+                    and set(installed()) == {"e2e.A", "e2e.B", "e2e.C"}, 30)), str(states()))
+    with open(f"{WRITE}/../delete_test_runs", "w") as f:
+        f.write(f"{runs('e2e.A')} {runs('e2e.B')} {runs('e2e.C')}\n")
+
+elif PHASE == "rolled-back":
+    before = [int(n) for n in read(f"{WRITE}/../delete_test_runs").split()]
+    names = ("e2e.A", "e2e.B", "e2e.C")
+    back = wait(lambda: all(running(n) and runs(n) == r + 1 for n, r in zip(names, before))
+                and set(installed()) == set(names), 30)
+    check("after kill -9 following the rolled-back deployment: e2e.A, e2e.B 1.0.0 and e2e.C "
+          "run again (new processes)", bool(back) and len(before) == 3,
+          f"{states()} runs {[runs(n) for n in names]} before {before}")
+
+support.finish()
