@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -142,6 +143,8 @@ public:
     cloud_enabled_ = cfg.cloud.enabled;
     if (cloud_enabled_)
       cloud_opts_ = cloud_link_options(cfg.cloud);
+    else
+      set_link(false, true);
 
     spool_options so;
     so.storage = cfg.spool.storage;
@@ -568,11 +571,14 @@ private:
     cloud_enabled_ = next.cloud.enabled;
     if (!cloud_enabled_) {
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
+      link_event(false, true);
       auto err = prune_clients();
       update_status();
       return err;
     }
     cloud_opts_ = cloud_link_options(next.cloud);
+    if (link_now().disabled())
+      link_event(false); // enabled: down until it connects
     if (auto err = start_cloud())
       return err;
     log_->info("cloud settings applied live: {}:{}", cloud_opts_.host, cloud_opts_.port);
@@ -756,16 +762,33 @@ private:
 
   // --- the system API (mm-6 to mm-10) ---
 
-  // mm-10, on the cloud link's thread (publishing is thread-safe). Nobody listening is
-  // not a failure: only system clients that sync care.
-  void link_event(bool up) {
-    mm::CloudLink ev;
-    ev.set_connected(up);
-    ev.set_connects(up ? ++link_connects_ : link_connects_.load());
+  // mm-10, on the cloud link's thread or the actor (publishing is thread-safe). Nobody
+  // listening is not a failure: only system clients that sync care.
+  void link_event(bool up, bool disabled = false) {
     Envelope e;
     e.set_topic(std::string{sys::cloud_link_topic});
-    e.set_payload(ev.SerializeAsString());
+    e.set_payload(set_link(up, disabled).SerializeAsString());
     (void) ctx_->publish(std::move(e));
+  }
+
+  // Records the link's new state, which mm-7 and mm-8 answer with, and returns it.
+  mm::CloudLink set_link(bool up, bool disabled) {
+    auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+                 .count();
+    std::lock_guard guard{link_mtx_};
+    link_.set_connected(up);
+    link_.set_disabled(disabled);
+    if (up)
+      link_.set_connects(link_.connects() + 1);
+    // Strictly increasing: a client keeps the later of an answer and an event.
+    link_.set_since_ns(std::max(static_cast<uint64_t>(now), link_.since_ns() + 1));
+    return link_;
+  }
+
+  mm::CloudLink link_now() const {
+    std::lock_guard guard{link_mtx_};
+    return link_;
   }
 
   // Claims mm-6, mm-7 and mm-8 (in init: the spool and the filters are there).
@@ -882,6 +905,7 @@ private:
     mm::CloudSubscriptions r;
     for (auto& f : *now)
       r.add_filters(std::move(f));
+    *r.mutable_link() = link_now(); // a client starting offline learns it here
     cloud_subscribe_service::reply(*ctx_, msg, std::move(r));
   }
 
@@ -1457,7 +1481,8 @@ private:
   // Counted from Paho threads too: a counter is one atomic add, kept by the kernel.
   grove::counter from_devices_;
   grove::counter from_cloud_;
-  std::atomic<uint64_t> link_connects_{0}; // mm-10's count
+  mutable std::mutex link_mtx_;
+  mm::CloudLink link_; // mm-10's state (down until the link connects)
   grove::counter to_functions_;
   grove::counter to_shadow_;
   grove::counter to_devices_;
