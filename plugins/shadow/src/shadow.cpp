@@ -334,7 +334,7 @@ private:
   // Runs one request and queues its answer behind every write before it; returns the
   // answer's code (200: accepted), known at once although the answer may wait.
   int handle(const shadow_topic& t, std::string_view payload, answer_sink sink,
-              origin from = origin::local) {
+             origin from = origin::local) {
     auto now = now_seconds();
     if (from == origin::local) {
       // Shadow manager's rateLimits (README "Local request limits"): answered at once,
@@ -670,8 +670,9 @@ private:
     bool resync = true;          // the cloud's document is to be read and merged
     bool queued = false;         // waits in sync_queue_
     bool refused = false;        // the local side refused the last merge: merge again
-                                 // (not push) on the next change or at the back-off
+                                 // (not push) on the next change or at retry_at
     std::chrono::seconds refused_backoff{0};
+    std::chrono::steady_clock::time_point retry_at; // ... (sync_tick: one retry pending)
   };
 
   bool periodic() const {
@@ -853,6 +854,9 @@ private:
       if (s.busy && link_up() && now - s.sent_at > sync_answer_timeout) {
         s.busy = false;
         s.resync = true;
+        enqueue(key);
+      } else if (s.refused && !s.busy && !s.resync && now >= s.retry_at) {
+        s.resync = true; // the refused merge's back-off is over
         enqueue(key);
       }
     }
@@ -1132,7 +1136,7 @@ private:
   }
 
   // The local shadow refused the merge (413: both sides' additions together are over
-  // max_document_bytes). Nothing was agreed: the base stays and the cloud is not sent
+  // max_document_bytes; 429: too many requests in flight for the thing). Nothing was agreed: the base stays and the cloud is not sent
   // the merge (taking it as agreed would later push the stale local state back as a
   // local change, undoing the cloud's). Read and merged again later, less often each
   // time; a local change that makes room (or a cloud one) is merged at once.
@@ -1143,17 +1147,13 @@ private:
     s.dirty = false;  // ... taken into this merge
     s.refused_backoff = std::clamp(s.refused_backoff * 2, std::chrono::seconds{5},
                                    std::chrono::seconds{300});
-    auto key = key_of(s.topic.thing, s.topic.name);
+    s.retry_at = std::chrono::steady_clock::now() + s.refused_backoff;
     ctx_->log().warn("shadow: sync of '{}': the local shadow refused the cloud's change "
                      "({}{}); both sides stay as they are, merging again in {} s",
-                     key, code, code == 413 ? ": the merge is over max_document_bytes" : "",
+                     key_of(s.topic.thing, s.topic.name), code,
+                     code == 413 ? ": the merge is over max_document_bytes"
+                                 : ": too many requests in flight",
                      s.refused_backoff.count());
-    ctx_->after(s.refused_backoff, [this, key] {
-      if (auto it = synced_.find(key); it != synced_.end() && it->second.refused) {
-        it->second.resync = true;
-        enqueue(key);
-      }
-    });
   }
 
   void save_base(const synced& s) {
@@ -1217,7 +1217,8 @@ private:
         || !c("sync.failures", "Syncs that failed and were retried.", sync_failures_)
         || !c("sync.refused_locally",
               "Cloud changes the local shadow refused (413: the merge over "
-              "max_document_bytes); both sides kept, merged again with back-off.",
+              "max_document_bytes; 429: too many requests in flight for the thing); "
+              "both sides kept, merged again with back-off.",
               sync_refused_)
         || !c("sync.invalid", "Cloud messages that were not valid shadow documents.",
               sync_invalid_)
