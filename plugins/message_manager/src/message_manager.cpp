@@ -143,8 +143,9 @@ public:
     cloud_enabled_ = cfg.cloud.enabled;
     if (cloud_enabled_)
       cloud_opts_ = cloud_link_options(cfg.cloud);
-    else
-      set_link(false, true);
+    // Down (or disabled) from now on, later than whatever a last instance said: start()
+    // tells it, so a client does not keep that instance's "up" (after a hot reload).
+    set_link(false, !cloud_enabled_);
 
     spool_options so;
     so.storage = cfg.spool.storage;
@@ -187,6 +188,7 @@ public:
   }
 
   caf::error start() override {
+    publish_link(link_now()); // before any link starts: its events are later
     if (dev_mode_) {
       log_->warn("**************************************************************");
       log_->warn("DEVELOPMENT MODE: devices connect over PLAIN TCP on {}:{} with a",
@@ -634,7 +636,9 @@ private:
   // the forwarder, so acknowledged messages are not sent again), then the forwarder.
   void stop_cloud() {
     if (cloud_)
-      cloud_->stop();
+      cloud_->stop(); // fires no disconnected listener: hence the event below
+    if (link_now().connected())
+      link_event(false); // clients stop sending what would only wait in the spool
     std::unique_ptr<cloud_forwarder> fwd;
     {
       std::lock_guard guard{forwarder_mtx_};
@@ -765,9 +769,13 @@ private:
   // mm-10, on the cloud link's thread or the actor (publishing is thread-safe). Nobody
   // listening is not a failure: only system clients that sync care.
   void link_event(bool up, bool disabled = false) {
+    publish_link(set_link(up, disabled));
+  }
+
+  void publish_link(const mm::CloudLink& state) {
     Envelope e;
     e.set_topic(std::string{sys::cloud_link_topic});
-    e.set_payload(set_link(up, disabled).SerializeAsString());
+    e.set_payload(state.SerializeAsString());
     (void) ctx_->publish(std::move(e));
   }
 
