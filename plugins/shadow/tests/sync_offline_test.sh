@@ -10,29 +10,19 @@
 # synced shadows of things outside the group (not 404); once the cloud is enabled live,
 # each shadow syncs once (one get, one update). A cloud change the local side refuses (413:
 # the merge over max_document_bytes) publishes no rejection to devices, is counted, and is
-# not undone in the cloud by a later local change; once the device makes room both merge.
+# not undone in the cloud by a later local change or the back-off's retry; once the device
+# makes room both merge. message_manager stopping its link (a live change of the cloud
+# settings to an unreachable port, a hot reload with the cloud broker frozen) tells the
+# plugin the link is down, and local changes then spool nothing.
 # Usage: sync_offline_test.sh GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY
 set -u
 
-: "${4:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}"
-FAKE=$(readlink -f "$4")
-PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's, which has python3-paho-mqtt
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=shadow_test_lib.sh
 source "$HERE/shadow_test_lib.sh"
 # shellcheck source=sync_test_lib.sh
 source "$HERE/sync_test_lib.sh"
-shadow_open "${1:?}" "${2:?}" "${3:?}" "$PYTHON"
-"$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
-  || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
-ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")
-
-group_pki lamp grove
-cloud_pki shadow-service
-read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
-cloud_init
-start_cloud
-start_fake
+sync_open "$@"
 
 # lamp syncs its own shadow, may ask about any thing's and hears the answers.
 cat >"$WORK/group.yaml" <<EOF
@@ -108,15 +98,57 @@ eventually "a cloud change over max_document_bytes once merged is refused locall
 check "... the local shadow unchanged" local_is sensor .state.desired null
 check "... and devices heard no update/rejected (nobody asked)" \
   bash -c '! grep -q "^\$aws/things/sensor/shadow/update/rejected" "$1"' _ "$WORK/lamp.out"
+CV=$(cloud_doc sensor | jq .version)
 N=$(shadow_metric sync.refused_locally)
 local_update sensor '{"state":{"reported":{"c":1}}}'
 eventually "a later local change is merged again, and refused again" \
   bash -c '[[ $(shadow_metric sync.refused_locally) -gt $1 ]]' _ "$N"
-check "... the cloud's change is not undone by it" cloud_is sensor '.state.desired.b|length' 5000
+N=$(shadow_metric sync.refused_locally)
+eventually "... and again at the back-off (a retry, no local change)" \
+  bash -c '[[ $(shadow_metric sync.refused_locally) -gt $1 ]]' _ "$N"
+check "... the cloud's change is not undone meanwhile: neither its version nor desired.b moved" \
+  cloud_is sensor '[.version, (.state.desired.b|length)]' "[$CV,5000]"
 local_update sensor '{"state":{"reported":{"a":null}}}'
 eventually "once the device makes room, both sides merge: the cloud has the device's state" \
   cloud_is sensor '.state|[(.desired.b|length), .reported]' '[5000,{"c":1,"t":20}]'
 eventually "... and the device the cloud's" \
   local_is sensor '.state|[(.desired.b|length), .reported]' '[5000,{"c":1,"t":20}]'
+check "... the cloud took one update for it: nothing pushed while refused (version $CV + 1)" \
+  cloud_is sensor .version "$((CV + 1))"
+
+# ---- message_manager stops its link: the shadow hears "down" -----------------------------------
+# no_spooling WHAT: over 25 s (more than one 15 s re-send period) with local changes to the
+# synced shadows, the spool does not grow.
+no_spooling() {
+  local base grew="" i
+  base=$(metric spool.messages)
+  for i in $(seq 1 5); do
+    local_update lamp "{\"state\":{\"reported\":{\"n\":$i}}}"
+    local_update core "{\"state\":{\"reported\":{\"n\":$i}}}"
+    sleep 5
+    [[ $(metric spool.messages) == "$base" ]] || grew="$grew [${i}x5 s: $(metric spool.messages)]"
+  done
+  check "$1: the spool stays at '$base' messages$grew" test -n "$base" -a -z "$grew"
+}
+# A live change to a cloud port nothing listens on: the old link stops (and says so), the
+# new one never connects.
+DEAD=$(free_ports 1)
+write_profile "$(mm_profile_cloud | sed "s/port: $CLOUD_PORT/port: $DEAD/")"
+check "cloud settings changed live to an unreachable port: the shadow hears the link is down" \
+  status_has "sync: 3 shadows, subscribed, cloud link down" 300
+no_spooling "link down after a live change"
+write_profile "$(mm_profile_cloud)"
+check "back to the cloud: the link is up again" \
+  status_has "sync: 3 shadows, subscribed, cloud link up" 300
+eventually "... and the changes made meanwhile reach the cloud" cloud_is core .state.reported.n 5
+# A hot reload with the cloud broker frozen (SIGSTOP: the old link does not notice, the new
+# one cannot connect): the old instance's stop and the new one's start say "down".
+kill -STOP "$CLOUD_PID"
+check "grovectl reload message_manager (the cloud broker frozen)" \
+  "$GROVECTL" reload message_manager
+check "... the shadow hears the link is down" \
+  status_has "sync: 3 shadows, subscribed, cloud link down" 300
+no_spooling "link down after a reload"
+kill -CONT "$CLOUD_PID"
 
 finish

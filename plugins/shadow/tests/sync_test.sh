@@ -14,28 +14,12 @@
 # Usage: sync_test.sh GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY
 set -u
 
-: "${4:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}"
-FAKE=$(readlink -f "$4")
-PYTHON=${PYTHON:-/usr/bin/python3}  # Debian's, which has python3-paho-mqtt
 HERE=$(dirname "$(readlink -f "$0")")
 # shellcheck source=shadow_test_lib.sh
 source "$HERE/shadow_test_lib.sh"
 # shellcheck source=sync_test_lib.sh
 source "$HERE/sync_test_lib.sh"
-shadow_open "${1:?}" "${2:?}" "${3:?}" "$PYTHON"
-"$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
-  || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
-ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")
-
-# ---- PKIs: the group's and the cloud's ------------------------------------------------------------
-group_pki lamp grove
-cloud_pki shadow-service
-read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
-
-# ---- the cloud: a TLS Mosquitto and the fake AWS shadow service on it ----------------------------
-cloud_init
-start_cloud
-start_fake
+sync_open "$@"
 
 # ---- groved: message_manager with the cloud, shadow syncing lamp (classic + cfg) and fan --------
 cat >"$WORK/group.yaml" <<'EOF'

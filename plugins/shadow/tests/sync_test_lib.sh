@@ -1,12 +1,33 @@
 # shellcheck shell=bash
-# Shared by the shadow plugin's cloud sync scripts (sourced after shadow_open, with FAKE
-# the fake AWS shadow service's script and PYTHON set): the fake on the test's cloud
-# broker (tests/support/fake_aws_shadow.py) and its control interface, reading and
-# changing documents on both sides, and polling.
+# Shared by the shadow plugin's cloud sync scripts (sourced after shadow_test_lib.sh):
+# their common start (sync_open), the fake on the test's cloud broker
+# (tests/support/fake_aws_shadow.py) and its control interface, reading and changing
+# documents on both sides, and polling.
 
 FAKE_PID=""
 # shellcheck disable=SC2317  # called by mm_test_lib.sh's exit cleanup
 test_cleanup() { [[ -n "$FAKE_PID" ]] && kill "$FAKE_PID" 2>/dev/null; }
+
+# sync_open GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY: shadow_open with Debian's
+# Python (which has python3-paho-mqtt), the group's PKI (device lamp), the cloud's
+# (shadow-service), PORT and CLOUD_PORT, the cloud broker and the fake on it.
+sync_open() {
+  : "${4:?usage: $0 groved grovectl grove-certs fake_aws_shadow.py}"
+  FAKE=$(readlink -f "$4")
+  PYTHON=${PYTHON:-/usr/bin/python3}
+  shadow_open "$1" "$2" "$3" "$PYTHON"
+  "$PYTHON" -c 'import paho.mqtt.client' 2>/dev/null \
+    || { echo "missing python3-paho-mqtt (tools/deps installs it)"; exit 1; }
+  # shellcheck disable=SC2034  # read by grove_test_lib.sh's abort
+  ABORT_LOGS=("$WORK/cloud.out" "$WORK/fake.out")
+  group_pki lamp grove
+  cloud_pki shadow-service
+  # shellcheck disable=SC2034  # PORT: the group broker's, read by the profiles
+  read -r PORT CLOUD_PORT <<<"$(free_ports 2)"
+  cloud_init
+  start_cloud
+  start_fake
+}
 
 # start_fake: the fake AWS shadow service on the cloud broker ($CLOUD_PORT, $CLOUD_PKI's
 # certificate shadow-service); FAKE_URL its control interface.
