@@ -1136,10 +1136,11 @@ private:
   }
 
   // The local shadow refused the merge (413: both sides' additions together are over
-  // max_document_bytes; 429: too many requests in flight for the thing). Nothing was agreed: the base stays and the cloud is not sent
-  // the merge (taking it as agreed would later push the stale local state back as a
-  // local change, undoing the cloud's). Read and merged again later, less often each
-  // time; a local change that makes room (or a cloud one) is merged at once.
+  // max_document_bytes; 429: too many requests of the thing in flight). Nothing was
+  // agreed: the base stays and the cloud is not sent the merge (taking it as agreed
+  // would later push the stale local state back as a local change, undoing the
+  // cloud's). Read and merged again at retry_at (sync_tick), less often each time; a
+  // local change that makes room (or a cloud one) is merged at once.
   void local_refused(synced& s, int code) {
     sync_refused_.inc();
     s.refused = true;
@@ -1151,8 +1152,9 @@ private:
     ctx_->log().warn("shadow: sync of '{}': the local shadow refused the cloud's change "
                      "({}{}); both sides stay as they are, merging again in {} s",
                      key_of(s.topic.thing, s.topic.name), code,
-                     code == 413 ? ": the merge is over max_document_bytes"
-                                 : ": too many requests in flight",
+                     code == 413   ? ": the merge is over max_document_bytes"
+                     : code == 429 ? ": too many requests of the thing in flight"
+                                   : "",
                      s.refused_backoff.count());
   }
 
