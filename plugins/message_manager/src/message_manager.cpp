@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -142,6 +143,9 @@ public:
     cloud_enabled_ = cfg.cloud.enabled;
     if (cloud_enabled_)
       cloud_opts_ = cloud_link_options(cfg.cloud);
+    // Down (or disabled) from now on, later than whatever a last instance said: start()
+    // tells it, so a client does not keep that instance's "up" (after a hot reload).
+    set_link(false, !cloud_enabled_);
 
     spool_options so;
     so.storage = cfg.spool.storage;
@@ -184,6 +188,7 @@ public:
   }
 
   caf::error start() override {
+    publish_link(link_now()); // before any link starts: its events are later
     if (dev_mode_) {
       log_->warn("**************************************************************");
       log_->warn("DEVELOPMENT MODE: devices connect over PLAIN TCP on {}:{} with a",
@@ -568,11 +573,14 @@ private:
     cloud_enabled_ = next.cloud.enabled;
     if (!cloud_enabled_) {
       log_->info("cloud connection disabled: cloud-bound messages stay in the spool");
+      link_event(false, true);
       auto err = prune_clients();
       update_status();
       return err;
     }
     cloud_opts_ = cloud_link_options(next.cloud);
+    if (link_now().disabled())
+      link_event(false); // enabled: down until it connects
     if (auto err = start_cloud())
       return err;
     log_->info("cloud settings applied live: {}:{}", cloud_opts_.host, cloud_opts_.port);
@@ -628,7 +636,9 @@ private:
   // the forwarder, so acknowledged messages are not sent again), then the forwarder.
   void stop_cloud() {
     if (cloud_)
-      cloud_->stop();
+      cloud_->stop(); // fires no disconnected listener: hence the event below
+    if (link_now().connected())
+      link_event(false); // clients stop sending what would only wait in the spool
     std::unique_ptr<cloud_forwarder> fwd;
     {
       std::lock_guard guard{forwarder_mtx_};
@@ -756,16 +766,37 @@ private:
 
   // --- the system API (mm-6 to mm-10) ---
 
-  // mm-10, on the cloud link's thread (publishing is thread-safe). Nobody listening is
-  // not a failure: only system clients that sync care.
-  void link_event(bool up) {
-    mm::CloudLink ev;
-    ev.set_connected(up);
-    ev.set_connects(up ? ++link_connects_ : link_connects_.load());
+  // mm-10, on the cloud link's thread or the actor (publishing is thread-safe). Nobody
+  // listening is not a failure: only system clients that sync care.
+  void link_event(bool up, bool disabled = false) {
+    publish_link(set_link(up, disabled));
+  }
+
+  void publish_link(const mm::CloudLink& state) {
     Envelope e;
     e.set_topic(std::string{sys::cloud_link_topic});
-    e.set_payload(ev.SerializeAsString());
+    e.set_payload(state.SerializeAsString());
     (void) ctx_->publish(std::move(e));
+  }
+
+  // Records the link's new state, which mm-7 and mm-8 answer with, and returns it.
+  mm::CloudLink set_link(bool up, bool disabled) {
+    auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+                 .count();
+    std::lock_guard guard{link_mtx_};
+    link_.set_connected(up);
+    link_.set_disabled(disabled);
+    if (up)
+      link_.set_connects(link_.connects() + 1);
+    // Strictly increasing: a client keeps the later of an answer and an event.
+    link_.set_since_ns(std::max(static_cast<uint64_t>(now), link_.since_ns() + 1));
+    return link_;
+  }
+
+  mm::CloudLink link_now() const {
+    std::lock_guard guard{link_mtx_};
+    return link_;
   }
 
   // Claims mm-6, mm-7 and mm-8 (in init: the spool and the filters are there).
@@ -882,6 +913,7 @@ private:
     mm::CloudSubscriptions r;
     for (auto& f : *now)
       r.add_filters(std::move(f));
+    *r.mutable_link() = link_now(); // a client starting offline learns it here
     cloud_subscribe_service::reply(*ctx_, msg, std::move(r));
   }
 
@@ -1457,7 +1489,8 @@ private:
   // Counted from Paho threads too: a counter is one atomic add, kept by the kernel.
   grove::counter from_devices_;
   grove::counter from_cloud_;
-  std::atomic<uint64_t> link_connects_{0}; // mm-10's count
+  mutable std::mutex link_mtx_;
+  mm::CloudLink link_; // mm-10's state (down until the link connects)
   grove::counter to_functions_;
   grove::counter to_shadow_;
   grove::counter to_devices_;

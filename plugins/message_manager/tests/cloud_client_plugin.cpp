@@ -8,6 +8,8 @@
 //                                           answered as publish
 //   call $grove/test/<name>/subscribe   '<filter>...'             -> "ok <filters>" | "error: ..."
 //   call $grove/test/<name>/unsubscribe '[<filter>...]'           -> "ok <filters left>"
+//   call $grove/test/<name>/link        ''                        -> "link up|down|disabled"
+//                                           (the state in mm-7's answer to no new filter)
 // Each cloud message it receives (mm-9) it publishes again on
 // $grove/test/<name>/got/<cloud topic> with the same payload, for grovectl sub.
 
@@ -48,7 +50,7 @@ public:
     prefix_ = "$grove/test/" + ctx.name() + "/";
     if (auto err = ctx.subscribe(mmc::system_filter(ctx.name())))
       return err;
-    for (auto op : {"publish", "publish_n", "publish_size", "subscribe", "unsubscribe"})
+    for (auto op : {"publish", "publish_n", "publish_size", "subscribe", "unsubscribe", "link"})
       if (auto err = ctx.serve(prefix_ + op, [this, op = std::string{op}](
                                                 const grove::Envelope& req) { handle(op, req); }))
         return err;
@@ -92,6 +94,17 @@ private:
         return;
       }
       publish_next(req, args[0], 1, std::stoul(args[1]));
+    } else if (op == "link") {
+      mmc::cloud_subscribe(*ctx_, {}, timeout,
+                           [this, req](caf::expected<grove::mm::CloudSubscriptions> r) {
+                             if (!r)
+                               return answer_error(req, r.error());
+                             const auto& l = r->link();
+                             answer(req, std::string{"link "}
+                                           + (l.connected() ? "up"
+                                              : l.disabled() ? "disabled"
+                                                             : "down"));
+                           });
     } else {
       auto f = [this, req](caf::expected<grove::mm::CloudSubscriptions> r) {
         if (r)

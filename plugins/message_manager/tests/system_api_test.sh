@@ -167,8 +167,23 @@ check "unsubscribe answers what is left ($out)" test "$out" = 'ok $aws/things/+/
 kill "$WATCHER_PID" 2>/dev/null
 stop_cloud
 metric_is cloud.connected 0 100 || abort "message_manager did not notice the cloud going"
+# link_is STATE: polls until mm-7's answer says the link is STATE (the metric and the
+# state are set one after the other); prints the last answer.
+link_is() {
+  for _ in $(seq 1 50); do
+    out=$(call cloud_client link "")
+    [[ $out == "link $1" ]] && break
+    sleep 0.1
+  done
+  echo "$out"
+  [[ $out == "link $1" ]]
+}
+out=$(link_is down)
+check "mm-7's answer says the link is down ($out)" test "$out" = "link down"
 start_cloud
 metric_is cloud.connected 1 150 || abort "message_manager did not reconnect to the cloud"
+out=$(link_is up)
+check "... and up again once it reconnected ($out)" test "$out" = "link up"
 out=$(cloud_to_client '$aws/things/lamp/shadow/get/accepted' 'after-restart')
 check "after the cloud broker restarted, cloud messages still reach the plugin" \
   test "$out" = '$grove/test/cloud_client/got/$aws/things/lamp/shadow/get/accepted after-restart'

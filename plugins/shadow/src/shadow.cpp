@@ -7,6 +7,7 @@
 // mm-10): the base both sides agreed on is kept in the same database, and each sync is a
 // three-way merge per leaf (sync_merge.cpp).
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <list>
@@ -330,9 +331,10 @@ private:
 
   // --- requests ---
 
-  // Runs one request and queues its answer behind every write before it.
-  void handle(const shadow_topic& t, std::string_view payload, answer_sink sink,
-              origin from = origin::local) {
+  // Runs one request and queues its answer behind every write before it; returns the
+  // answer's code (200: accepted), known at once although the answer may wait.
+  int handle(const shadow_topic& t, std::string_view payload, answer_sink sink,
+             origin from = origin::local) {
     auto now = now_seconds();
     if (from == origin::local) {
       // Shadow manager's rateLimits (README "Local request limits"): answered at once,
@@ -348,7 +350,7 @@ private:
           });
         sink(t, refusal({429, std::string{msg::too_many_requests}},
                         client_token_of(payload), now));
-        return;
+        return 429;
       }
     }
     auto& count = inflight_[t.thing];
@@ -357,7 +359,7 @@ private:
       rejected_.inc();
       sink(t, refusal({429, std::string{msg::too_many_requests}},
                       client_token_of(payload), now));
-      return;
+      return 429;
     }
     ++count;
     answer out;
@@ -413,18 +415,21 @@ private:
         }
       }
     }
-    if (out.code != 200)
-      rejected_.inc();
+    if (out.code != 200 && from == origin::local)
+      rejected_.inc(); // the sync's own refusals are counted by reconcile
     trim_cache(); // `e` is not used below: it may go now
     if (changed && from == origin::local)
       local_changed(t);
     if (ticket <= committed_) {
       if (--count == 0)
         inflight_.erase(t.thing);
+      auto code = out.code;
       sink(t, out);
-      return;
+      return code;
     }
+    auto code = out.code;
     waiting_.push_back(waiting{ticket, t, std::move(out), std::move(sink)});
+    return code;
   }
 
   answer refusal(const rejection& r, const std::optional<std::string>& token, int64_t now) {
@@ -476,13 +481,25 @@ private:
       return;
     }
     auto sink = [this](const shadow_topic& t, const answer& a) { publish_answer(t, a); };
-    if (!cfg_.allow_unknown_things && !devices_.contains(t->thing)) {
+    if (!cfg_.allow_unknown_things && !known_thing(t->thing)) {
       rejected_.inc();
       sink(*t, refusal({404, std::string{grove::shadow::msg::thing_not_found}},
                        client_token_of(msg.payload()), now_seconds()));
       return;
     }
     handle(*t, msg.payload(), std::move(sink));
+  }
+
+  // A group device's, or one the sync configuration names (coreThing, shadowDocuments:
+  // not devices of the group, yet their shadows are the core's to serve).
+  bool known_thing(const std::string& thing) const {
+    if (devices_.contains(thing))
+      return true;
+    for (auto it = synced_.lower_bound(key_of(thing, ""));
+         it != synced_.end() && it->second.topic.thing == thing; ++it)
+      if (it->second.configured)
+        return true;
+    return false;
   }
 
   static std::string verb_topic(const shadow_topic& t) {
@@ -652,6 +669,10 @@ private:
     bool dirty = false;          // changed locally since the last push
     bool resync = true;          // the cloud's document is to be read and merged
     bool queued = false;         // waits in sync_queue_
+    bool refused = false;        // the local side refused the last merge: merge again
+                                 // (not push) on the next change or at retry_at
+    std::chrono::seconds refused_backoff{0};
+    std::chrono::steady_clock::time_point retry_at; // ... (sync_tick: one retry pending)
   };
 
   bool periodic() const {
@@ -777,6 +798,25 @@ private:
     return cloud_ && cloud_->current() == mmc::cloud_filters::state::subscribed;
   }
 
+  // Nothing goes to the cloud unless message_manager said its link is up: a request
+  // made while it is down or disabled would only wait in the spool (and pile up there).
+  bool link_up() const {
+    return cloud_ && cloud_->link_up();
+  }
+
+  std::string_view link_name() const {
+    if (!cloud_)
+      return "down";
+    switch (cloud_->link_state()) {
+      case mmc::cloud_filters::link::up:
+        return "up";
+      case mmc::cloud_filters::link::disabled:
+        return "disabled";
+      default:
+        return "down";
+    }
+  }
+
   void sync_status() {
     if (synced_.empty()) {
       ctx_->set_status("sync", "off");
@@ -789,18 +829,17 @@ private:
                                          : st == mmc::cloud_filters::state::refused
                                            ? "NOT SUBSCRIBED"
                                            : "subscribing",
-                                         link_up_ ? "up" : "down"));
+                                         link_name()));
   }
 
   // mm-10: the cloud link came back; what changed in the cloud meanwhile is read again
   // (answers to requests made before are not waited for: they come, or not).
   void on_link(const grove::Envelope& msg) {
     grove::mm::CloudLink ev;
-    if (!ev.ParseFromString(msg.payload()))
-      return;
-    link_up_ = ev.connected();
+    if (!ev.ParseFromString(msg.payload()) || !cloud_ || !cloud_->on_link(ev))
+      return; // not one, or older than mm-7's answer
     sync_status();
-    if (!link_up_)
+    if (!link_up())
       return;
     for (auto& [key, s] : synced_) {
       s.busy = false;
@@ -812,9 +851,12 @@ private:
   void sync_tick() {
     auto now = std::chrono::steady_clock::now();
     for (auto& [key, s] : synced_) {
-      if (s.busy && link_up_ && now - s.sent_at > sync_answer_timeout) {
+      if (s.busy && link_up() && now - s.sent_at > sync_answer_timeout) {
         s.busy = false;
         s.resync = true;
+        enqueue(key);
+      } else if (s.refused && !s.busy && !s.resync && now >= s.retry_at) {
+        s.resync = true; // the refused merge's back-off is over
         enqueue(key);
       }
     }
@@ -843,8 +885,8 @@ private:
   // worth of burst). A shadow waits in the queue once, whatever changed meanwhile: what
   // goes out is its state when its turn comes.
   void pump() {
-    if (!subscribed())
-      return; // subscribing resynchronizes everything once in force
+    if (!subscribed() || !link_up())
+      return; // subscribing, and the link coming up, resynchronize everything
     while (!sync_queue_.empty() && outbound_.can_take(std::chrono::steady_clock::now())) {
       auto key = std::move(sync_queue_.front());
       sync_queue_.pop_front();
@@ -879,7 +921,7 @@ private:
   }
 
   void run(synced& s) {
-    if (s.resync || !s.base || s.cloud_version == 0) {
+    if (s.resync || s.refused || !s.base || s.cloud_version == 0) {
       json req = json::object();
       send_cloud(s, verb::get, req);
       return;
@@ -1046,19 +1088,30 @@ private:
     if (!local_side(s.topic, local))
       return retry_later(s);
     auto plan = plan_sync(s.base, local, cloud, direction(), s.sent);
-    s.resync = false;
-    s.dirty = false;
-    auto sink = [this](const shadow_topic& t, const answer& a) { publish_answer(t, a); };
+    // Devices hear a cloud change applied as any other; a refusal of it answers no one
+    // (no device asked) and is handled below.
+    auto sink = [this](const shadow_topic& t, const answer& a) {
+      if (a.code == 200)
+        publish_answer(t, a);
+    };
+    int code = 200;
     if (plan.delete_local) {
-      handle(shadow_topic{s.topic.thing, s.topic.name, verb::del}, "", sink, origin::cloud);
-      sync_applied_.inc();
+      code = handle(shadow_topic{s.topic.thing, s.topic.name, verb::del}, "", sink,
+                    origin::cloud);
     } else if (!plan.local_patch.is_null()) {
       json req = json::object();
       req["state"] = plan.local_patch;
-      handle(shadow_topic{s.topic.thing, s.topic.name, verb::update}, req.dump(), sink,
-             origin::cloud);
-      sync_applied_.inc();
+      code = handle(shadow_topic{s.topic.thing, s.topic.name, verb::update}, req.dump(),
+                    sink, origin::cloud);
     }
+    if (code != 200)
+      return local_refused(s, code);
+    if (plan.delete_local || !plan.local_patch.is_null())
+      sync_applied_.inc();
+    s.resync = false;
+    s.dirty = false;
+    s.refused = false;
+    s.refused_backoff = std::chrono::seconds{0};
     if (!local_side(s.topic, local))
       return retry_later(s);
     s.sent_local_version = local ? local->version : 0;
@@ -1080,6 +1133,29 @@ private:
       s.local_version = s.sent_local_version;
       save_base(s);
     }
+  }
+
+  // The local shadow refused the merge (413: both sides' additions together are over
+  // max_document_bytes; 429: too many requests of the thing in flight). Nothing was
+  // agreed: the base stays and the cloud is not sent the merge (taking it as agreed
+  // would later push the stale local state back as a local change, undoing the
+  // cloud's). Read and merged again at retry_at (sync_tick), less often each time; a
+  // local change that makes room (or a cloud one) is merged at once.
+  void local_refused(synced& s, int code) {
+    sync_refused_.inc();
+    s.refused = true;
+    s.resync = false; // not at once: at the back-off, or when a side changes again
+    s.dirty = false;  // ... taken into this merge
+    s.refused_backoff = std::clamp(s.refused_backoff * 2, std::chrono::seconds{5},
+                                   std::chrono::seconds{300});
+    s.retry_at = std::chrono::steady_clock::now() + s.refused_backoff;
+    ctx_->log().warn("shadow: sync of '{}': the local shadow refused the cloud's change "
+                     "({}{}); both sides stay as they are, merging again in {} s",
+                     key_of(s.topic.thing, s.topic.name), code,
+                     code == 413   ? ": the merge is over max_document_bytes"
+                     : code == 429 ? ": too many requests of the thing in flight"
+                                   : "",
+                     s.refused_backoff.count());
   }
 
   void save_base(const synced& s) {
@@ -1141,6 +1217,11 @@ private:
         || !c("sync.conflicts", "Cloud updates refused 409 (then read and merged).",
               sync_conflicts_)
         || !c("sync.failures", "Syncs that failed and were retried.", sync_failures_)
+        || !c("sync.refused_locally",
+              "Cloud changes the local shadow refused (413: the merge over "
+              "max_document_bytes; 429: too many requests in flight for the thing); "
+              "both sides kept, merged again with back-off.",
+              sync_refused_)
         || !c("sync.invalid", "Cloud messages that were not valid shadow documents.",
               sync_invalid_)
         || !cached)
@@ -1177,12 +1258,12 @@ private:
   std::deque<std::string> sync_queue_;
   grove::token_bucket outbound_; // maxOutboundSyncUpdatesPerSecond, one second's worth
   bool pump_scheduled_ = false;
-  bool link_up_ = true; // until mm-10 says otherwise
   bool started_sync_ = false;
   std::optional<mmc::cloud_filters> cloud_; // made with the sync (it needs the context)
   std::string token_prefix_;
   uint64_t token_seq_ = 0;
-  grove::counter sync_sent_, sync_applied_, sync_conflicts_, sync_failures_, sync_invalid_;
+  grove::counter sync_sent_, sync_applied_, sync_conflicts_, sync_failures_, sync_invalid_,
+    sync_refused_;
 };
 
 } // namespace

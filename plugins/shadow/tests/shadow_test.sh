@@ -49,22 +49,6 @@ jq_is() {
   [[ "$got" == "$3" ]] || { echo "jq '$2' is '$got', expected '$3' in $1" >&2; return 1; }
 }
 export -f jq_is
-# ask TOPIC PAYLOAD TOKEN REPLY_TOPIC [WHO [OUT [TRIES]]]: WHO (lamp) publishes once (TRIES
-# times for an idempotent warm-up: the first may beat the subscription) and waits for the
-# reply carrying TOKEN on REPLY_TOPIC in OUT; prints the reply's payload.
-ask() {
-  local who=${5:-lamp} out=${6:-$WORK/lamp.out} tries=${7:-1}
-  for _ in $(seq 1 "$tries"); do
-    pub "$who" "$1" "$2" >/dev/null 2>&1
-    for _ in $(seq 1 50); do
-      local l
-      l=$(grep -F -- "$4 " "$out" 2>/dev/null | grep -F -- "\"clientToken\":\"$3\"" | tail -1)
-      if [[ -n "$l" ]]; then l=${l#"$4 "}; echo "${l% *}"; return 0; fi
-      sleep 0.1
-    done
-  done
-  return 1
-}
 ask "$S/get" '{"clientToken":"w1"}' w1 "$S/get/rejected" lamp "$WORK/lamp.out" 20 >/dev/null ||
   abort "lamp gets no answer from the shadow service"
 

@@ -73,6 +73,23 @@ start_local_groved() {
   status_has "devices: $1" 100 || abort "the shadow plugin did not take the group"
 }
 
+# ask TOPIC PAYLOAD TOKEN REPLY_TOPIC [WHO [OUT [TRIES]]]: WHO (lamp) publishes once (TRIES
+# times for an idempotent warm-up: the first may beat the subscription) and waits for the
+# reply carrying TOKEN on REPLY_TOPIC in OUT; prints the reply's payload.
+ask() {
+  local who=${5:-lamp} out=${6:-$WORK/lamp.out} tries=${7:-1}
+  for _ in $(seq 1 "$tries"); do
+    pub "$who" "$1" "$2" >/dev/null 2>&1
+    for _ in $(seq 1 50); do
+      local l
+      l=$(grep -F -- "$4 " "$out" 2>/dev/null | grep -F -- "\"clientToken\":\"$3\"" | tail -1)
+      if [[ -n "$l" ]]; then l=${l#"$4 "}; echo "${l% *}"; return 0; fi
+      sleep 0.1
+    done
+  done
+  return 1
+}
+
 # shadow_metric NAME: the shadow plugin's counter NAME (exported for `check bash -c`).
 shadow_metric() {
   "$GROVECTL" status --json 2>/dev/null | jq -r --arg n "$1" \

@@ -210,6 +210,30 @@ public:
     return filters_;
   }
 
+  /// The cloud link as message_manager last told it (mm-7's answers and mm-10's events,
+  /// the later state winning): down until told up.
+  enum class link { down, up, disabled };
+
+  /// Takes an mm-10 event; false when it is older than what is known (ignored).
+  bool on_link(const mm::CloudLink& ev) {
+    if (ev.since_ns() < link_since_)
+      return false;
+    link_since_ = ev.since_ns();
+    link_ = ev.connected() ? link::up : ev.disabled() ? link::disabled : link::down;
+    return true;
+  }
+
+  /// The link's state.
+  link link_state() const {
+    return link_;
+  }
+
+  /// Whether the link is known to be up: what a client sends to the cloud only waits in
+  /// message_manager's spool otherwise.
+  bool link_up() const {
+    return link_ == link::up;
+  }
+
 private:
   void send() {
     state_ = state::subscribing;
@@ -218,6 +242,8 @@ private:
                     [this, gen](caf::expected<mm::CloudSubscriptions> r) {
                       if (gen != generation_)
                         return;
+                      if (r && r->has_link())
+                        on_link(r->link());
                       state_ = r ? state::subscribed : state::refused;
                       if (state_ != reported_) {
                         reported_ = state_;
@@ -238,6 +264,8 @@ private:
   state state_ = state::none;
   state reported_ = state::none;
   uint64_t generation_ = 0;
+  link link_ = link::down;
+  uint64_t link_since_ = 0;
 };
 
 } // namespace grove::message_manager
