@@ -107,10 +107,12 @@ private:
   std::thread thread_; // last: started once the members above exist
 };
 
+/// One call as a typed client makes it: the request envelope (content type included)
+/// moved to the kernel, its tensor bytes serialized once and never copied on the way.
 caf::expected<grove::ml::InferResponse> infer(grove::testing::harness& h, const std::string& id,
                                               const grove::ml::InferRequest& req) {
   return gml::infer_rpc{gml::infer_topic(id)}.call_with(
-    [&](grove::Envelope e) { return h.request(e.topic(), e.payload(), std::chrono::seconds{30}); },
+    [&](grove::Envelope e) { return h.kernel().request(std::move(e), std::chrono::seconds{30}); },
     req);
 }
 

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "grove/errors.hpp"
+#include "grove/utf8.hpp"
 
 namespace grove::ml {
 
@@ -47,7 +48,156 @@ size_t first_non_finite(std::span<const float> v) {
   return v.size();
 }
 
+/// The Protobuf wire format read forward over a buffer; every read fails (false) rather
+/// than run past the end.
+class wire_reader {
+public:
+  explicit wire_reader(std::string_view b) : at_(b.data()), end_(b.data() + b.size()) {
+  }
+
+  bool done() const noexcept {
+    return at_ == end_;
+  }
+
+  /// A varint of up to `max_bytes` bytes (bits past 64 dropped, as Protobuf does; tags
+  /// and lengths have 5 at most there).
+  bool varint(uint64_t& v, int max_bytes = 10) noexcept {
+    v = 0;
+    for (int i = 0; i < max_bytes && at_ != end_; ++i) {
+      auto byte = static_cast<uint8_t>(*at_++);
+      v |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
+      if ((byte & 0x80) == 0)
+        return true;
+    }
+    return false;
+  }
+
+  /// A tag: field number (not 0) and wire type, within 32 bits.
+  bool tag(uint32_t& field, uint32_t& type) noexcept {
+    uint64_t t;
+    if (!varint(t, 5) || t > UINT32_MAX || (t >> 3) == 0)
+      return false;
+    field = static_cast<uint32_t>(t >> 3);
+    type = static_cast<uint32_t>(t & 7);
+    return true;
+  }
+
+  /// A length-delimited field's bytes, as a view.
+  bool bytes(std::string_view& out) noexcept {
+    uint64_t n;
+    if (!varint(n, 5) || n > INT32_MAX || n > static_cast<uint64_t>(end_ - at_))
+      return false;
+    out = {at_, static_cast<size_t>(n)};
+    at_ += n;
+    return true;
+  }
+
+  /// Skips an unknown field of wire type `type` (groups refused).
+  bool skip(uint32_t type) noexcept {
+    uint64_t v;
+    std::string_view b;
+    switch (type) {
+      case 0:
+        return varint(v);
+      case 1:
+        return advance(8);
+      case 2:
+        return bytes(b);
+      case 5:
+        return advance(4);
+      default:
+        return false;
+    }
+  }
+
+private:
+  bool advance(size_t n) noexcept {
+    if (static_cast<size_t>(end_ - at_) < n)
+      return false;
+    at_ += n;
+    return true;
+  }
+
+  const char* at_;
+  const char* end_;
+};
+
+constexpr uint32_t varint_type = 0, bytes_type = 2;
+
+bool read_tensor(std::string_view b, tensor_view& t) {
+  wire_reader r{b};
+  while (!r.done()) {
+    uint32_t field, type;
+    if (!r.tag(field, type))
+      return false;
+    std::string_view v;
+    uint64_t n;
+    if (field == 1 && type == bytes_type) {
+      if (!r.bytes(v) || !valid_utf8(v))
+        return false;
+      t.name.assign(v);
+    } else if (field == 2 && type == varint_type) {
+      if (!r.varint(n))
+        return false;
+      t.dtype = static_cast<int32_t>(n);
+    } else if (field == 3 && type == bytes_type) { // packed
+      if (!r.bytes(v))
+        return false;
+      for (wire_reader p{v}; !p.done(); t.shape.push_back(static_cast<int64_t>(n)))
+        if (!p.varint(n))
+          return false;
+    } else if (field == 3 && type == varint_type) {
+      if (!r.varint(n))
+        return false;
+      t.shape.push_back(static_cast<int64_t>(n));
+    } else if (field == 4 && type == bytes_type) {
+      if (!r.bytes(t.data))
+        return false;
+    } else if (!r.skip(type)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 } // namespace
+
+caf::expected<request_view> read_request(std::string& wire) {
+  request_view out;
+  wire_reader r{wire};
+  bool ok = true;
+  while (ok && !r.done()) {
+    uint32_t field, type;
+    std::string_view v;
+    uint64_t n;
+    if (!r.tag(field, type)) {
+      ok = false;
+    } else if (field == 1 && type == bytes_type) {
+      ok = r.bytes(v) && read_tensor(v, out.inputs.emplace_back());
+    } else if (field == 2 && type == bytes_type) {
+      ok = r.bytes(out.image);
+    } else if (field == 3 && type == varint_type) {
+      ok = r.varint(n);
+      out.top_k = static_cast<uint32_t>(n);
+    } else {
+      ok = r.skip(type);
+    }
+  }
+  if (!ok)
+    return make_error(errc::malformed, "the request does not parse as "
+                                         + InferRequest{}.GetTypeName());
+  // Moved back over bytes already read: the data field's own tag and length and the
+  // tensor's (4 bytes at least, all before this data and after any other data kept).
+  for (auto& t : out.inputs) {
+    auto mis = reinterpret_cast<uintptr_t>(t.data.data()) % alignof(float);
+    if (t.dtype != FLOAT32 || mis == 0 || t.data.empty())
+      continue;
+    auto* to = wire.data() + (t.data.data() - wire.data()) - mis;
+    std::memmove(to, t.data.data(), t.data.size());
+    t.data = {to, t.data.size()};
+  }
+  return out;
+}
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -62,31 +212,32 @@ bool batchable(const std::vector<input_def>& inputs) {
   });
 }
 
-caf::expected<decoded> decode_tensors(const InferRequest& req,
+caf::expected<decoded> decode_tensors(const request_view& req,
                                       const std::vector<input_def>& inputs,
                                       uint64_t max_elements, bool borrow) {
-  if (!req.image().empty())
+  if (!req.image.empty())
     return make_error(errc::malformed, "an image request: the model has no preprocessing");
   decoded out;
   out.inputs.reserve(inputs.size());
   bool batch_dim = batchable(inputs);
-  std::vector<bool> used(static_cast<size_t>(req.inputs_size()), false);
+  std::vector<bool> used(req.inputs.size(), false);
   for (const auto& spec : inputs) {
-    const Tensor* t = nullptr;
-    for (int i = 0; i < req.inputs_size(); ++i)
-      if (req.inputs(i).name() == spec.name) {
+    const tensor_view* t = nullptr;
+    for (size_t i = 0; i < req.inputs.size(); ++i)
+      if (req.inputs[i].name == spec.name) {
         if (t != nullptr)
           return bad_input(spec.name, "given twice");
-        t = &req.inputs(i);
-        used[static_cast<size_t>(i)] = true;
+        t = &req.inputs[i];
+        used[i] = true;
       }
     if (t == nullptr)
       return make_error(errc::malformed, "input '" + spec.name + "' is missing (expected "
                                            + spec.dtype + " " + shape_text(spec.shape) + ")");
-    std::vector<int64_t> shape(t->shape().begin(), t->shape().end());
+    std::vector<int64_t> shape = t->shape;
     auto want = spec.dtype == "uint8" ? UINT8 : FLOAT32;
-    if (t->dtype() != want)
-      return bad_input(spec.name, std::string{"dtype "} + dtype_name(t->dtype()) + ", expected "
+    if (t->dtype != want)
+      return bad_input(spec.name, std::string{"dtype "}
+                                    + dtype_name(static_cast<DataType>(t->dtype)) + ", expected "
                                     + spec.dtype);
     if (shape.size() != spec.shape.size())
       return bad_input(spec.name, "shape " + shape_text(shape) + " has "
@@ -107,8 +258,8 @@ caf::expected<decoded> decode_tensors(const InferRequest& req,
       elements *= static_cast<uint64_t>(shape[d]);
     }
     uint64_t esize = want == UINT8 ? 1 : 4;
-    if (t->data().size() != elements * esize)
-      return bad_input(spec.name, std::to_string(t->data().size()) + " bytes of data, expected "
+    if (t->data.size() != elements * esize)
+      return bad_input(spec.name, std::to_string(t->data.size()) + " bytes of data, expected "
                                     + std::to_string(elements * esize) + " (" + spec.dtype + " "
                                     + shape_text(shape) + ")");
     if (batch_dim) {
@@ -122,7 +273,7 @@ caf::expected<decoded> decode_tensors(const InferRequest& req,
     tensor x;
     x.name = spec.name;
     x.shape = std::move(shape);
-    const auto* raw = reinterpret_cast<const unsigned char*>(t->data().data());
+    const auto* raw = reinterpret_cast<const unsigned char*>(t->data.data());
     if (want == UINT8) {
       x.data.resize(elements);
       for (uint64_t i = 0; i < elements; ++i)
@@ -144,12 +295,12 @@ caf::expected<decoded> decode_tensors(const InferRequest& req,
     }
     out.inputs.push_back(std::move(x));
   }
-  for (int i = 0; i < req.inputs_size(); ++i)
-    if (!used[static_cast<size_t>(i)]) {
+  for (size_t i = 0; i < req.inputs.size(); ++i)
+    if (!used[i]) {
       std::string names;
       for (const auto& spec : inputs)
         names += (names.empty() ? "" : ", ") + spec.name;
-      return make_error(errc::malformed, "input '" + req.inputs(i).name()
+      return make_error(errc::malformed, "input '" + req.inputs[i].name
                                            + "' is not an input of the model (inputs: "
                                            + names + ")");
     }
@@ -205,14 +356,14 @@ std::optional<std::pair<uint64_t, uint64_t>> image_size(std::string_view b) {
   return std::nullopt;
 }
 
-void top_labels(const tensor& scores, int64_t batch, uint32_t k,
+void top_labels(std::span<const float> scores, int64_t batch, uint32_t k,
                 const std::vector<std::string>& labels, InferResponse& out) {
-  if (batch < 1 || scores.data.empty() || scores.data.size() % static_cast<size_t>(batch) != 0)
+  if (batch < 1 || scores.empty() || scores.size() % static_cast<size_t>(batch) != 0)
     return;
-  auto row = scores.data.size() / static_cast<size_t>(batch);
+  auto row = scores.size() / static_cast<size_t>(batch);
   std::vector<uint32_t> idx(row);
   for (int64_t b = 0; b < batch; ++b) {
-    const float* s = scores.data.data() + static_cast<size_t>(b) * row;
+    const float* s = scores.data() + static_cast<size_t>(b) * row;
     std::iota(idx.begin(), idx.end(), 0u);
     auto n = std::min<size_t>(k, row);
     std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end(),

@@ -704,6 +704,61 @@ BOOST_AUTO_TEST_CASE(resource_parser_names_the_fault) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(requests_are_read_in_place) {
+  // Names of 1 to 4 bytes put the data at every offset modulo 4: each is read where it
+  // lies in the bytes (moved back to a float's alignment when it must be), equal to what
+  // was sent, and decoded without a copy.
+  for (size_t len = 1; len <= 4; ++len) {
+    std::string name(len, 'x');
+    std::vector<float> x(3 * 5 * 7);
+    for (size_t i = 0; i < x.size(); ++i)
+      x[i] = static_cast<float>(i) * 0.5f - 3.0f;
+    ml::InferRequest req;
+    gml::add_input(req, name, {1, 3, 5, 7}, x);
+    req.set_top_k(3);
+    auto wire = req.SerializeAsString();
+    // Fields Protobuf skips: an unknown varint and an unknown string, before and after.
+    wire = std::string{"\x48\x07\x52\x02hi", 6} + wire + std::string{"\x48\x09", 2};
+    auto v = ml::read_request(wire);
+    BOOST_REQUIRE_MESSAGE(v, (v ? "" : grove::describe(v.error())));
+    BOOST_REQUIRE_EQUAL(v->inputs.size(), 1u);
+    const auto& t = v->inputs[0];
+    BOOST_CHECK_EQUAL(t.name, name);
+    BOOST_CHECK_EQUAL(t.dtype, ml::FLOAT32);
+    BOOST_CHECK((t.shape == std::vector<int64_t>{1, 3, 5, 7}));
+    BOOST_CHECK_EQUAL(v->top_k, 3u);
+    BOOST_CHECK(t.data.data() >= wire.data() && t.data.data() + t.data.size() <= wire.data() + wire.size());
+    BOOST_CHECK_EQUAL(reinterpret_cast<uintptr_t>(t.data.data()) % alignof(float), 0u);
+    BOOST_REQUIRE_EQUAL(t.data.size(), x.size() * 4);
+    BOOST_CHECK(std::memcmp(t.data.data(), x.data(), t.data.size()) == 0);
+    auto d = ml::decode_tensors(*v, {{name, "float32", {1, 3, 5, 7}}}, 1 << 20, true);
+    BOOST_REQUIRE_MESSAGE(d, (d ? "" : grove::describe(d.error())));
+    BOOST_CHECK(d->inputs[0].data.empty()); // borrowed
+    BOOST_CHECK_EQUAL(static_cast<const void*>(d->inputs[0].values().data()),
+                      static_cast<const void*>(t.data.data()));
+    // Cut anywhere inside the tensor: refused, as Protobuf refuses it.
+    for (size_t cut : {size_t{7}, size_t{12}, wire.size() - 3}) {
+      auto part = wire.substr(0, cut);
+      BOOST_CHECK_MESSAGE(!ml::read_request(part), "cut at " << cut);
+    }
+  }
+  // Unpacked shape elements and a dtype given twice (the last counts), as Protobuf reads.
+  std::string wire{"\x0a\x0f\x0a\x01" "a" "\x10\x02\x10\x01\x18\x02\x18\x01\x22\x02\x05\x06", 17};
+  ml::InferRequest pb;
+  BOOST_REQUIRE(pb.ParseFromString(wire));
+  auto v = ml::read_request(wire);
+  BOOST_REQUIRE(v);
+  BOOST_REQUIRE_EQUAL(v->inputs.size(), 1u);
+  BOOST_CHECK_EQUAL(v->inputs[0].dtype, pb.inputs(0).dtype());
+  BOOST_CHECK((v->inputs[0].shape == std::vector<int64_t>{2, 1}));
+  BOOST_CHECK_EQUAL(v->inputs[0].data, pb.inputs(0).data());
+  // A name that is not UTF-8, a group: refused.
+  std::string bad_name{"\x0a\x03\x0a\x01\xff", 5};
+  BOOST_CHECK(!ml::read_request(bad_name));
+  std::string group{"\x0b\x0c", 2};
+  BOOST_CHECK(!ml::read_request(group));
+}
+
 BOOST_AUTO_TEST_CASE(image_headers_give_their_size) {
   // JPEG: SOI, an APP0 segment, then SOF0 with height 480 and width 640.
   std::string jpeg{"\xFF\xD8\xFF\xE0\x00\x04\x00\x00\xFF\xC0\x00\x11\x08\x01\xE0\x02\x80", 17};
