@@ -7,6 +7,9 @@
 #include <numeric>
 #include <span>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include "grove/errors.hpp"
 #include "grove/utf8.hpp"
 
@@ -48,144 +51,184 @@ size_t first_non_finite(std::span<const float> v) {
   return v.size();
 }
 
-/// The Protobuf wire format read forward over a buffer; every read fails (false) rather
-/// than run past the end.
-class wire_reader {
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::internal::WireFormatLite;
+
+/// Reads an InferRequest off libprotobuf's CodedInputStream field by field, as the
+/// generated parser does, but keeps the tensors' data and the image as views into `wire`
+/// (the stream's buffer) instead of copies. A refusal over the limits says so (over()).
+class request_reader {
 public:
-  explicit wire_reader(std::string_view b) : at_(b.data()), end_(b.data() + b.size()) {
+  request_reader(std::string_view wire, const request_limits& limits)
+    : wire_(wire), limits_(limits),
+      in_(reinterpret_cast<const uint8_t*>(wire.data()), static_cast<int>(wire.size())) {
   }
 
-  bool done() const noexcept {
-    return at_ == end_;
-  }
-
-  /// A varint of up to `max_bytes` bytes (bits past 64 dropped, as Protobuf does; tags
-  /// and lengths have 5 at most there).
-  bool varint(uint64_t& v, int max_bytes = 10) noexcept {
-    v = 0;
-    for (int i = 0; i < max_bytes && at_ != end_; ++i) {
-      auto byte = static_cast<uint8_t>(*at_++);
-      v |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
-      if ((byte & 0x80) == 0)
-        return true;
-    }
-    return false;
-  }
-
-  /// A tag: field number (not 0) and wire type, within 32 bits.
-  bool tag(uint32_t& field, uint32_t& type) noexcept {
-    uint64_t t;
-    if (!varint(t, 5) || t > UINT32_MAX || (t >> 3) == 0)
-      return false;
-    field = static_cast<uint32_t>(t >> 3);
-    type = static_cast<uint32_t>(t & 7);
-    return true;
-  }
-
-  /// A length-delimited field's bytes, as a view.
-  bool bytes(std::string_view& out) noexcept {
-    uint64_t n;
-    if (!varint(n, 5) || n > INT32_MAX || n > static_cast<uint64_t>(end_ - at_))
-      return false;
-    out = {at_, static_cast<size_t>(n)};
-    at_ += n;
-    return true;
-  }
-
-  /// Skips an unknown field of wire type `type` (groups refused).
-  bool skip(uint32_t type) noexcept {
-    uint64_t v;
-    std::string_view b;
-    switch (type) {
-      case 0:
-        return varint(v);
-      case 1:
-        return advance(8);
-      case 2:
-        return bytes(b);
-      case 5:
-        return advance(4);
-      default:
+  bool read(request_view& out) {
+    auto whole = in_.PushLimit(static_cast<int>(wire_.size()));
+    while (in_.BytesUntilLimit() > 0) {
+      uint32_t tag = next_tag();
+      if (tag == WireFormatLite::MakeTag(1, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        if (out.inputs.size() == limits_.inputs) {
+          over_ = "the request has more tensors than the model has inputs ("
+                  + std::to_string(limits_.inputs) + ")";
+          return false;
+        }
+        if (!read_tensor(out.inputs.emplace_back()))
+          return false;
+      } else if (tag == WireFormatLite::MakeTag(2, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        if (!view(out.image))
+          return false;
+      } else if (tag == WireFormatLite::MakeTag(3, WireFormatLite::WIRETYPE_VARINT)) {
+        uint64_t n;
+        if (!in_.ReadVarint64(&n))
+          return false;
+        out.top_k = static_cast<uint32_t>(n);
+      } else if (!skip(tag)) {
         return false;
+      }
     }
+    in_.PopLimit(whole);
+    return true;
+  }
+
+  /// Why the limits refused the request; empty when they did not.
+  const std::string& over() const noexcept {
+    return over_;
   }
 
 private:
-  bool advance(size_t n) noexcept {
-    if (static_cast<size_t>(end_ - at_) < n)
+  /// Protobuf's parser reads a tag or a length in 5 bytes at most; CodedInputStream
+  /// takes up to 10 (the bits past 32 dropped), so longer ones are refused here.
+  static constexpr int max_tag_bytes = 5;
+
+  /// The next tag; 0 (field number 0, refused) for a malformed one.
+  uint32_t next_tag() {
+    int at = in_.CurrentPosition();
+    uint32_t tag = in_.ReadTag();
+    return in_.CurrentPosition() - at > max_tag_bytes ? 0 : tag;
+  }
+
+  /// An unknown field skipped, as Protobuf skips it; field number 0 and an end-group tag
+  /// with no group open are refused. Varints and fixed-size fields go to
+  /// WireFormatLite::SkipField; lengths and groups are read here because SkipField reads
+  /// their lengths and tags as CodedInputStream does (up to 10 bytes, a length's bits past
+  /// 32 dropped), accepting what Protobuf's parser refuses.
+  bool skip(uint32_t tag) {
+    if (WireFormatLite::GetTagFieldNumber(tag) == 0)
       return false;
-    at_ += n;
+    switch (WireFormatLite::GetTagWireType(tag)) {
+      case WireFormatLite::WIRETYPE_LENGTH_DELIMITED: {
+        int n;
+        return length(n) && in_.Skip(n);
+      }
+      case WireFormatLite::WIRETYPE_START_GROUP: {
+        // Nested within Protobuf's recursion limit, up to the matching end-group tag.
+        if (!in_.IncrementRecursionDepth())
+          return false;
+        auto end = WireFormatLite::MakeTag(WireFormatLite::GetTagFieldNumber(tag),
+                                           WireFormatLite::WIRETYPE_END_GROUP);
+        for (uint32_t t = next_tag(); t != end; t = next_tag())
+          if (!skip(t))
+            return false;
+        in_.DecrementRecursionDepth();
+        return true;
+      }
+      default:
+        return WireFormatLite::SkipField(&in_, tag);
+    }
+  }
+
+  /// A length-delimited field's length, checked against what is left (PushLimit would
+  /// cut a longer one silently to the enclosing limit).
+  bool length(int& n) {
+    int at = in_.CurrentPosition();
+    return in_.ReadVarintSizeAsInt(&n) && in_.CurrentPosition() - at <= max_tag_bytes
+           && n <= in_.BytesUntilLimit();
+  }
+
+  /// A length-delimited field's bytes, as a view into the wire.
+  bool view(std::string_view& out) {
+    int n;
+    if (!length(n))
+      return false;
+    int at = in_.CurrentPosition();
+    if (!in_.Skip(n))
+      return false;
+    out = wire_.substr(static_cast<size_t>(at), static_cast<size_t>(n));
     return true;
   }
 
-  const char* at_;
-  const char* end_;
-};
-
-constexpr uint32_t varint_type = 0, bytes_type = 2;
-
-bool read_tensor(std::string_view b, tensor_view& t) {
-  wire_reader r{b};
-  while (!r.done()) {
-    uint32_t field, type;
-    if (!r.tag(field, type))
-      return false;
-    std::string_view v;
-    uint64_t n;
-    if (field == 1 && type == bytes_type) {
-      if (!r.bytes(v) || !valid_utf8(v))
-        return false;
-      t.name.assign(v);
-    } else if (field == 2 && type == varint_type) {
-      if (!r.varint(n))
-        return false;
-      t.dtype = static_cast<int32_t>(n);
-    } else if (field == 3 && type == bytes_type) { // packed
-      if (!r.bytes(v))
-        return false;
-      for (wire_reader p{v}; !p.done(); t.shape.push_back(static_cast<int64_t>(n)))
-        if (!p.varint(n))
-          return false;
-    } else if (field == 3 && type == varint_type) {
-      if (!r.varint(n))
-        return false;
-      t.shape.push_back(static_cast<int64_t>(n));
-    } else if (field == 4 && type == bytes_type) {
-      if (!r.bytes(t.data))
-        return false;
-    } else if (!r.skip(type)) {
+  bool push_shape(tensor_view& t, uint64_t n) {
+    if (t.shape.size() == limits_.rank) {
+      over_ = "a tensor's shape has more dimensions than any of the model's inputs ("
+              + std::to_string(limits_.rank) + ")";
       return false;
     }
+    t.shape.push_back(static_cast<int64_t>(n));
+    return true;
   }
-  return true;
-}
+
+  /// A Tensor, inside its own limit (and a level of nesting, as Protobuf counts it).
+  bool read_tensor(tensor_view& t) {
+    int n;
+    if (!length(n) || !in_.IncrementRecursionDepth())
+      return false;
+    auto outer = in_.PushLimit(n);
+    while (in_.BytesUntilLimit() > 0) {
+      uint32_t tag = next_tag();
+      std::string_view v;
+      uint64_t x;
+      if (tag == WireFormatLite::MakeTag(1, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        if (!view(v) || !valid_utf8(v))
+          return false;
+        t.name.assign(v);
+      } else if (tag == WireFormatLite::MakeTag(2, WireFormatLite::WIRETYPE_VARINT)) {
+        if (!in_.ReadVarint64(&x))
+          return false;
+        t.dtype = static_cast<int32_t>(x);
+      } else if (tag == WireFormatLite::MakeTag(3, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        int len; // packed
+        if (!length(len))
+          return false;
+        auto packed = in_.PushLimit(len);
+        while (in_.BytesUntilLimit() > 0)
+          if (!in_.ReadVarint64(&x) || !push_shape(t, x))
+            return false;
+        in_.PopLimit(packed);
+      } else if (tag == WireFormatLite::MakeTag(3, WireFormatLite::WIRETYPE_VARINT)) {
+        if (!in_.ReadVarint64(&x) || !push_shape(t, x))
+          return false;
+      } else if (tag == WireFormatLite::MakeTag(4, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+        if (!view(t.data))
+          return false;
+      } else if (!skip(tag)) {
+        return false;
+      }
+    }
+    in_.PopLimit(outer);
+    in_.DecrementRecursionDepth();
+    return true;
+  }
+
+  std::string_view wire_;
+  request_limits limits_;
+  CodedInputStream in_;
+  std::string over_;
+};
 
 } // namespace
 
-caf::expected<request_view> read_request(std::string& wire) {
+caf::expected<request_view> read_request(std::string& wire, const request_limits& limits) {
   request_view out;
-  wire_reader r{wire};
-  bool ok = true;
-  while (ok && !r.done()) {
-    uint32_t field, type;
-    std::string_view v;
-    uint64_t n;
-    if (!r.tag(field, type)) {
-      ok = false;
-    } else if (field == 1 && type == bytes_type) {
-      ok = r.bytes(v) && read_tensor(v, out.inputs.emplace_back());
-    } else if (field == 2 && type == bytes_type) {
-      ok = r.bytes(out.image);
-    } else if (field == 3 && type == varint_type) {
-      ok = r.varint(n);
-      out.top_k = static_cast<uint32_t>(n);
-    } else {
-      ok = r.skip(type);
-    }
-  }
-  if (!ok)
-    return make_error(errc::malformed, "the request does not parse as "
-                                         + InferRequest{}.GetTypeName());
+  if (wire.size() > static_cast<size_t>(INT32_MAX))
+    return make_error(errc::malformed, "the request is larger than Protobuf reads");
+  request_reader r{wire, limits};
+  if (!r.read(out))
+    return make_error(errc::malformed,
+                      !r.over().empty()
+                        ? r.over()
+                        : "the request does not parse as " + InferRequest{}.GetTypeName());
   // Moved back over bytes already read: the data field's own tag and length and the
   // tensor's (4 bytes at least, all before this data and after any other data kept).
   for (auto& t : out.inputs) {
@@ -197,6 +240,13 @@ caf::expected<request_view> read_request(std::string& wire) {
     t.data = {to, t.data.size()};
   }
   return out;
+}
+
+request_limits limits_of(const std::vector<input_def>& inputs) {
+  request_limits l{inputs.size(), 0};
+  for (const auto& in : inputs)
+    l.rank = std::max(l.rank, in.shape.size());
+  return l;
 }
 
 std::string shape_text(const std::vector<int64_t>& shape) {

@@ -44,13 +44,26 @@ struct request_view {
   uint32_t top_k = 0;
 };
 
-/// Reads a serialized InferRequest (the Protobuf wire format, read as the generated
-/// parser reads it: unknown fields skipped, the last of a repeated scalar kept, names
-/// checked as UTF-8; groups, which no client sends, refused) without copying its
-/// tensors' data: the result points into `wire`, which must outlive it and not move. A
-/// float32 tensor's data that does not start at a float's alignment is moved back (at
-/// most 3 bytes, over its own field's header, already read) so it can be used in place.
-caf::expected<request_view> read_request(std::string& wire);
+/// What a request may hold before read_request refuses it, taken from the model.
+struct request_limits {
+  /// Tensors: the model's input count.
+  size_t inputs = 0;
+  /// Dimensions of a tensor's shape: the largest rank of the model's inputs.
+  size_t rank = 0;
+};
+
+/// The limits `inputs` set (their count, their largest rank).
+request_limits limits_of(const std::vector<input_def>& inputs);
+
+/// Reads a serialized InferRequest with libprotobuf's CodedInputStream as the generated
+/// parser reads it (unknown fields, groups too, skipped; the last of a singular field
+/// kept: name, dtype, data, image, top_k; shape elements appended, packed or not; names
+/// checked as UTF-8) without copying its tensors' data: the result points into `wire`,
+/// which must outlive it and not move. More tensors or dimensions than `limits` are
+/// refused while reading. A float32 tensor's data that does not start at a float's
+/// alignment is moved back (at most 3 bytes, over its own field's header, already read)
+/// so it can be used in place.
+caf::expected<request_view> read_request(std::string& wire, const request_limits& limits);
 
 /// A request's inputs, decoded.
 struct decoded {

@@ -113,7 +113,7 @@ bool runner::prepare(job& j, ready& out) {
   out.wire = std::make_unique<std::string>(std::move(*out.request.mutable_payload()));
   caf::error err = infer_service::check_type(out.request);
   if (!err) {
-    if (auto v = read_request(*out.wire))
+    if (auto v = read_request(*out.wire, limits_of(pkg_.man.inputs)))
       out.view = std::move(*v);
     else
       err = std::move(v.error());

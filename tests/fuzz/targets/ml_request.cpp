@@ -1,12 +1,13 @@
 // ml_inference's request decoder (plugins/ml_inference/src/request.cpp): an InferRequest
 // from the bus read in place and checked against a model's inputs. The first byte picks
 // one of four models (fixed shape, a batch dimension, uint8, two inputs); the rest is the
-// request. The in-place reader must agree with Protobuf's parser: what it accepts Protobuf
-// accepts with the same fields (data moved to alignment, not changed), and it accepts
-// whatever Protobuf serializes of those fields, with the same fields. An
-// accepted request has exactly the model's inputs, each with product(shape) finite
-// elements within the element limit, and one batch size; nothing allocates more than the
-// limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
+// request. The in-place reader (libprotobuf's CodedInputStream, tensor data as views) must
+// agree with Protobuf's parser: what it accepts Protobuf accepts with the same fields (data
+// moved to alignment, not changed), within the model's limits (input count, rank); and it
+// accepts whatever Protobuf parses within those limits, and its re-serialization, with the
+// same fields. An accepted request has exactly the model's inputs, each with product(shape)
+// finite elements within the element limit, and one batch size; nothing allocates more
+// than the limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
 // BMP header reader that bounds what an image request may decode to).
 
 #include <algorithm>
@@ -56,31 +57,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto sz = grove::ml::image_size(grove::fuzz::bytes(data, size)))
     require(size >= 24 || sz->first <= 0xFFFF, "a size read past the header");
   const auto& spec = specs[data[0] % specs.size()];
+  const auto limits = grove::ml::limits_of(spec);
   grove::ml::InferRequest req;
   bool parsed = req.ParseFromArray(data + 1, static_cast<int>(size - 1));
-  if (parsed) {
-    // Its known fields as a client serializes them (Protobuf keeps unknown fields and
-    // writes them back, groups too, which the reader refuses: no client sends them).
-    grove::ml::InferRequest known;
-    for (const auto& t : req.inputs()) {
-      auto* k = known.add_inputs();
-      k->set_name(t.name());
-      k->set_dtype(t.dtype());
-      *k->mutable_shape() = t.shape();
-      k->set_data(t.data());
-    }
-    known.set_image(req.image());
-    known.set_top_k(req.top_k());
-    auto canonical = known.SerializeAsString();
-    auto v = grove::ml::read_request(canonical);
+  bool within = parsed && static_cast<size_t>(req.inputs_size()) <= limits.inputs
+                && std::all_of(req.inputs().begin(), req.inputs().end(), [&](const auto& t) {
+                     return static_cast<size_t>(t.shape_size()) <= limits.rank;
+                   });
+  if (within) {
+    // What Protobuf writes back (unknown fields, groups too, kept) reads the same.
+    auto again = req.SerializeAsString();
+    auto v = grove::ml::read_request(again, limits);
     require(static_cast<bool>(v), "the reader refused what Protobuf serialized");
     require_same(*v, req);
   }
   std::string wire{reinterpret_cast<const char*>(data) + 1, size - 1};
-  auto view = grove::ml::read_request(wire);
+  auto view = grove::ml::read_request(wire, limits);
+  require(static_cast<bool>(view) == within,
+          view ? "the reader accepted what Protobuf refuses or the limits exceed"
+               : "the reader refused what Protobuf parses within the limits");
   if (!view)
     return 0;
-  require(parsed, "the reader accepted what Protobuf refuses");
   require_same(*view, req);
   // Borrowed (as the plugin decodes): float32 inputs point into `wire`.
   auto r = grove::ml::decode_tensors(*view, spec, limit, true);
