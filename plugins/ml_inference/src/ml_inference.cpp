@@ -59,7 +59,7 @@ public:
     requests_ = *req;
     errors_ = *err;
     throttled_ = *thr;
-    if (auto e = ctx.serve(gml::infer_filter, [this](const grove::Envelope& m) { infer(m); }))
+    if (auto e = ctx.serve(gml::infer_filter, [this](grove::Envelope& m) { infer(m); }))
       return e;
     if (auto e = models_service::serve(ctx, gml::models_topic,
                                        [this](const ml::ModelsRequest&, const grove::Envelope&)
@@ -199,7 +199,8 @@ private:
     return {requests_.with(id), errors_.with(id), throttled_.with(id)};
   }
 
-  void infer(const grove::Envelope& msg) {
+  /// Queues `msg` at its model, moved (its tensors are not copied), or answers it.
+  void infer(grove::Envelope& msg) {
     auto id = msg.topic().substr(msg.topic().rfind('/') + 1);
     auto it = models_.find(id);
     if (it == models_.end()) {
@@ -219,7 +220,7 @@ private:
                                                       + e.error));
       return;
     }
-    if (!e.current->submit(msg)) {
+    if (!e.current->submit(std::move(msg))) {
       throttled_.with(id).inc();
       ctx_->reply_error(msg, make_error(errc::queue_full,
                                         "ThrottlingException: model '" + id

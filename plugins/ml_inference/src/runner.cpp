@@ -1,7 +1,6 @@
 #include "runner.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <span>
 #include <utility>
 
@@ -10,7 +9,6 @@
 #include "grove/errors.hpp"
 #include "grove/rpc.hpp"
 #include "preprocess.hpp"
-#include "request.hpp"
 
 namespace grove::ml {
 
@@ -70,7 +68,7 @@ void runner::start(context& ctx, runner_metrics m) {
     workers_.emplace_back([this, sp = s.get()] { work(*sp); });
 }
 
-bool runner::submit(Envelope request) {
+bool runner::submit(Envelope&& request) {
   {
     std::lock_guard<std::mutex> g{mtx_};
     if (retired_ || queue_.size() >= opts_.queue_capacity)
@@ -110,18 +108,20 @@ void runner::join() {
 bool runner::prepare(job& j, ready& out) {
   out.request = std::move(j.request);
   out.arrived = j.arrived;
-  auto req = infer_service::decode(out.request);
-  caf::error err;
-  if (!req) {
-    err = std::move(req.error());
-  } else {
-    // Kept with the inputs, which borrow its float32 bytes (no copy of them); the
-    // envelope's copy of the payload is not needed any more.
-    out.decoded = std::make_unique<InferRequest>(std::move(*req));
-    out.request.clear_payload();
-    const auto& r = *out.decoded;
-    if (!r.image().empty()) {
-      auto t = image_to_tensor(r.image(), pkg_.man, opts_.max_image_pixels);
+  // Read in place: the tensors' bytes stay where the bus delivered them (moved out of
+  // the envelope, never copied), and the inputs point into them.
+  out.wire = std::make_unique<std::string>(std::move(*out.request.mutable_payload()));
+  caf::error err = infer_service::check_type(out.request);
+  if (!err) {
+    if (auto v = read_request(*out.wire, limits_of(pkg_.man.inputs)))
+      out.view = std::move(*v);
+    else
+      err = std::move(v.error());
+  }
+  if (!err) {
+    const auto& r = out.view;
+    if (!r.image.empty()) {
+      auto t = image_to_tensor(r.image, pkg_.man, opts_.max_image_pixels);
       if (!t) {
         err = std::move(t.error());
       } else if (pkg_.man.inputs.size() != 1) {
@@ -147,8 +147,7 @@ bool runner::prepare(job& j, ready& out) {
                            "model '" + id_ + "': " + message_of(err)));
     return false;
   }
-  out.top_k = out.decoded->top_k() != 0 ? out.decoded->top_k()
-                                        : static_cast<uint32_t>(pkg_.man.top_k);
+  out.top_k = out.view.top_k != 0 ? out.view.top_k : static_cast<uint32_t>(pkg_.man.top_k);
   return true;
 }
 
@@ -296,30 +295,28 @@ size_t runner::run_batch(session& s, std::span<ready> batch) {
     resp.set_model(id_);
     resp.set_version(pkg_.version);
     resp.set_batch_size(static_cast<uint32_t>(total));
+    std::span<const float> scores; // this request's part of the first output
     for (const auto& o : *outs) {
       auto* t = resp.add_outputs();
       t->set_name(o.name);
       t->set_dtype(FLOAT32);
+      std::span<const float> mine{o.data};
       if (batch.size() == 1) {
         for (auto d : o.shape)
           t->add_shape(d);
-        t->set_data(reinterpret_cast<const char*>(o.data.data()), o.data.size() * 4);
-        continue;
+      } else {
+        auto row = o.data.size() / static_cast<size_t>(total);
+        t->add_shape(r.batch);
+        for (size_t d = 1; d < o.shape.size(); ++d)
+          t->add_shape(o.shape[d]);
+        mine = mine.subspan(static_cast<size_t>(offset) * row, static_cast<size_t>(r.batch) * row);
       }
-      auto row = o.data.size() / static_cast<size_t>(total);
-      t->add_shape(r.batch);
-      for (size_t d = 1; d < o.shape.size(); ++d)
-        t->add_shape(o.shape[d]);
-      t->set_data(reinterpret_cast<const char*>(o.data.data() + static_cast<size_t>(offset) * row),
-                  static_cast<size_t>(r.batch) * row * 4);
+      t->set_data(reinterpret_cast<const char*>(mine.data()), mine.size() * 4);
+      if (resp.outputs_size() == 1)
+        scores = mine;
     }
-    if (r.top_k > 0 && resp.outputs_size() > 0) {
-      const auto& o0 = resp.outputs(0);
-      tensor first;
-      first.data.resize(o0.data().size() / 4);
-      std::memcpy(first.data.data(), o0.data().data(), first.data.size() * 4);
-      top_labels(first, r.batch, r.top_k, pkg_.man.labels, resp);
-    }
+    if (r.top_k > 0 && resp.outputs_size() > 0)
+      top_labels(scores, r.batch, r.top_k, pkg_.man.labels, resp);
     finish(r, std::move(resp));
     offset += r.batch;
   }

@@ -23,6 +23,7 @@
 #include "grove/ml.pb.h"
 #include "grove/plugin.hpp"
 #include "model_def.hpp"
+#include "request.hpp"
 
 namespace grove::ml {
 
@@ -64,8 +65,9 @@ public:
   /// Starts the workers; `ctx` must outlive join().
   void start(context& ctx, runner_metrics m);
 
-  /// Queues a request; false when the queue is full (the caller answers it).
-  bool submit(Envelope request);
+  /// Queues a request, moved in (its payload is not copied); false when the queue is
+  /// full, `request` then untouched (the caller answers it).
+  bool submit(Envelope&& request);
 
   /// Takes nothing new; the workers finish the queue and end.
   void retire();
@@ -96,9 +98,12 @@ private:
     std::chrono::steady_clock::time_point arrived;
   };
   struct ready {
+    /// The request, its payload moved to `wire` (its id and reply_to answer it).
     Envelope request;
-    /// The decoded request: `inputs` may point into its tensors' bytes (not copied).
-    std::unique_ptr<InferRequest> decoded;
+    /// The serialized InferRequest, where `view` and `inputs` point (never moves).
+    std::unique_ptr<std::string> wire;
+    /// The request read in place.
+    request_view view;
     std::chrono::steady_clock::time_point arrived;
     std::vector<tensor> inputs;
     int64_t batch = 1;

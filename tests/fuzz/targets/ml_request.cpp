@@ -1,12 +1,18 @@
 // ml_inference's request decoder (plugins/ml_inference/src/request.cpp): an InferRequest
-// from the bus checked against a model's inputs. The first byte picks one of four models
-// (fixed shape, a batch dimension, uint8, two inputs); the rest is the request. An
-// accepted request has exactly the model's inputs, each with product(shape) finite
-// elements within the element limit, and one batch size; nothing allocates more than the
-// limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
+// from the bus read in place and checked against a model's inputs. The first byte picks
+// one of four models (fixed shape, a batch dimension, uint8, two inputs); the rest is the
+// request. The in-place reader (libprotobuf's CodedInputStream, tensor data as views) must
+// agree with Protobuf's parser: what it accepts Protobuf accepts with the same fields (data
+// moved to alignment, not changed), within the model's limits (input count, rank); and it
+// accepts whatever Protobuf parses within those limits, and its re-serialization, with the
+// same fields. An accepted request has exactly the model's inputs, each with product(shape)
+// finite elements within the element limit, and one batch size; nothing allocates more
+// than the limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
 // BMP header reader that bounds what an image request may decode to).
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "fuzz_support.hpp"
 #include "request.hpp"
@@ -14,6 +20,24 @@
 namespace {
 
 using grove::ml::input_def;
+using grove::fuzz::require;
+
+/// `v` holds what `req` holds.
+void require_same(const grove::ml::request_view& v, const grove::ml::InferRequest& req) {
+  require(v.inputs.size() == static_cast<size_t>(req.inputs_size()), "a tensor lost or added");
+  require(v.image == req.image() && v.top_k == req.top_k(), "image or top_k differ");
+  for (size_t i = 0; i < v.inputs.size(); ++i) {
+    const auto& a = v.inputs[i];
+    const auto& b = req.inputs(static_cast<int>(i));
+    require(a.name == b.name() && a.dtype == b.dtype() && a.data == b.data(),
+            "a tensor's name, dtype or data differ");
+    require(std::equal(a.shape.begin(), a.shape.end(), b.shape().begin(), b.shape().end()),
+            "a tensor's shape differs");
+    require(a.dtype != grove::ml::FLOAT32 || a.data.empty()
+              || reinterpret_cast<uintptr_t>(a.data.data()) % alignof(float) == 0,
+            "float32 data left unaligned");
+  }
+}
 
 std::vector<std::vector<input_def>> models() {
   return {{{"x", "float32", {1, 3, 8, 8}}},
@@ -31,34 +55,53 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   // The image header reader sees the same bytes (an image request's are anyone's).
   if (auto sz = grove::ml::image_size(grove::fuzz::bytes(data, size)))
-    grove::fuzz::require(size >= 24 || sz->first <= 0xFFFF, "a size read past the header");
+    require(size >= 24 || sz->first <= 0xFFFF, "a size read past the header");
   const auto& spec = specs[data[0] % specs.size()];
+  const auto limits = grove::ml::limits_of(spec);
   grove::ml::InferRequest req;
-  if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1)))
+  bool parsed = req.ParseFromArray(data + 1, static_cast<int>(size - 1));
+  bool within = parsed && static_cast<size_t>(req.inputs_size()) <= limits.inputs
+                && std::all_of(req.inputs().begin(), req.inputs().end(), [&](const auto& t) {
+                     return static_cast<size_t>(t.shape_size()) <= limits.rank;
+                   });
+  if (within) {
+    // What Protobuf writes back (unknown fields, groups too, kept) reads the same.
+    auto again = req.SerializeAsString();
+    auto v = grove::ml::read_request(again, limits);
+    require(static_cast<bool>(v), "the reader refused what Protobuf serialized");
+    require_same(*v, req);
+  }
+  std::string wire{reinterpret_cast<const char*>(data) + 1, size - 1};
+  auto view = grove::ml::read_request(wire, limits);
+  require(static_cast<bool>(view) == within,
+          view ? "the reader accepted what Protobuf refuses or the limits exceed"
+               : "the reader refused what Protobuf parses within the limits");
+  if (!view)
     return 0;
-  // Borrowed (as the plugin decodes): float32 inputs point into req.
-  auto r = grove::ml::decode_tensors(req, spec, limit, true);
+  require_same(*view, req);
+  // Borrowed (as the plugin decodes): float32 inputs point into `wire`.
+  auto r = grove::ml::decode_tensors(*view, spec, limit, true);
   if (!r) {
     (void) grove::describe(r.error());
     return 0;
   }
-  grove::fuzz::require(r->inputs.size() == spec.size(), "an input missing or extra was accepted");
+  require(r->inputs.size() == spec.size(), "an input missing or extra was accepted");
   for (size_t i = 0; i < spec.size(); ++i) {
     const auto& t = r->inputs[i];
-    grove::fuzz::require(t.name == spec[i].name, "inputs out of the model's order");
-    grove::fuzz::require(t.shape.size() == spec[i].shape.size(), "a wrong rank was accepted");
+    require(t.name == spec[i].name, "inputs out of the model's order");
+    require(t.shape.size() == spec[i].shape.size(), "a wrong rank was accepted");
     uint64_t n = 1;
     for (size_t d = 0; d < t.shape.size(); ++d) {
-      grove::fuzz::require(t.shape[d] >= 1, "a dimension below 1 was accepted");
-      grove::fuzz::require(spec[i].shape[d] == -1 || t.shape[d] == spec[i].shape[d],
-                           "a fixed dimension of another size was accepted");
+      require(t.shape[d] >= 1, "a dimension below 1 was accepted");
+      require(spec[i].shape[d] == -1 || t.shape[d] == spec[i].shape[d],
+              "a fixed dimension of another size was accepted");
       n *= static_cast<uint64_t>(t.shape[d]);
     }
-    grove::fuzz::require(n <= limit && t.values().size() == n, "data and shape disagree");
+    require(n <= limit && t.values().size() == n, "data and shape disagree");
     for (float v : t.values())
-      grove::fuzz::require(std::isfinite(v), "a NaN or infinity was accepted");
+      require(std::isfinite(v), "a NaN or infinity was accepted");
     if (grove::ml::batchable(spec))
-      grove::fuzz::require(t.shape[0] == r->batch, "inputs of different batch sizes accepted");
+      require(t.shape[0] == r->batch, "inputs of different batch sizes accepted");
   }
   return 0;
 }

@@ -40,7 +40,7 @@ class actor_system;
 /// The build derives GROVE_PLUGIN_ABI_HASH from those headers (grove/abi.hpp); the test
 /// sdk_abi_lock fails until a changed hash comes with a new version in
 /// sdk/plugin/abi.lock, so an interface change cannot ship without a bump.
-#define GROVE_PLUGIN_ABI_VERSION 10u
+#define GROVE_PLUGIN_ABI_VERSION 11u
 
 #define GROVE_STRINGIFY_IMPL(x) #x
 #define GROVE_STRINGIFY(x) GROVE_STRINGIFY_IMPL(x)
@@ -125,8 +125,11 @@ using timer_id = uint64_t;
 using response_handler = std::function<void(caf::expected<Envelope>)>;
 
 /// Called on the plugin's actor with a request for a topic the plugin serves; answer
-/// it (now or later) with context::reply or context::reply_error.
-using request_handler = std::function<void(const Envelope&)>;
+/// it (now or later) with context::reply or context::reply_error. The request is the
+/// handler's: it may move the envelope (or its payload) into its own queue instead of
+/// copying it, and answer with the moved-to envelope (an answer needs its id and
+/// reply_to only). A handler taking `const Envelope&` fits too.
+using request_handler = std::function<void(Envelope&)>;
 
 /// What the kernel offers a plugin. Valid from init() until stop() returns.
 class context {

@@ -127,13 +127,21 @@ public:
     });
   }
 
-  /// Decodes a request envelope; errc::malformed when it is not a `Req`.
-  static caf::expected<Req> decode(const Envelope& msg) {
+  /// errc::malformed when `msg` says it carries another type than `Req` (for a
+  /// handler that reads the payload itself, in place).
+  static caf::error check_type(const Envelope& msg) {
     auto want = rpc<Req, Resp>::request_type();
     if (!msg.content_type().empty() && msg.content_type() != want)
       return make_error(errc::malformed, "request on '" + msg.topic() + "' is '"
                                            + msg.content_type() + "', expected '" + want
                                            + "'");
+    return {};
+  }
+
+  /// Decodes a request envelope; errc::malformed when it is not a `Req`.
+  static caf::expected<Req> decode(const Envelope& msg) {
+    if (auto err = check_type(msg))
+      return err;
     Req req;
     if (!req.ParseFromString(msg.payload()))
       return make_error(errc::malformed, "request on '" + msg.topic()
