@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "grove/archive.hpp"
@@ -213,6 +214,36 @@ fs::path artifact_store::path_of(const std::string& sha256_hex) const {
 
 fs::path artifact_store::unarchived_of(const std::string& sha256_hex) const {
   return root_ / "unarchived" / sha256_hex;
+}
+
+caf::expected<fs::path> artifact_store::with_mode(const std::string& sha256_hex, int mode,
+                                                   uid_t uid, gid_t gid) {
+  char sub[64];
+  std::snprintf(sub, sizeof sub, "%04o-%u-%u", static_cast<unsigned>(mode & 07777),
+                static_cast<unsigned>(uid), static_cast<unsigned>(gid));
+  auto dest = root_ / "modes" / sub / sha256_hex;
+  std::error_code ec;
+  if (fs::is_regular_file(dest, ec))
+    return dest;
+  fs::create_directories(dest.parent_path(), ec);
+  auto tmp = root_ / "tmp" / (random_hex(12) + ".mode");
+  if (!fs::copy_file(path_of(sha256_hex), tmp, ec))
+    return sys_error("cannot copy " + path_of(sha256_hex).string() + " to " + tmp.string()
+                     + ": " + ec.message());
+  if ((uid != ::geteuid() || gid != ::getegid()) && ::chown(tmp.c_str(), uid, gid) != 0) {
+    auto err = sys_error("cannot chown " + tmp.string());
+    fs::remove(tmp, ec);
+    return err;
+  }
+  if (::chmod(tmp.c_str(), static_cast<mode_t>(mode & 0777)) != 0
+      || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    auto err = sys_error("cannot set the mode of " + dest.string());
+    fs::remove(tmp, ec);
+    return err;
+  }
+  if (auto err = grove::sync_directory(dest.parent_path()))
+    return err;
+  return dest;
 }
 
 caf::expected<std::string> artifact_store::fetch(const artifact_ref& a, const fetch_settings& s) {
