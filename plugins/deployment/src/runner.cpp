@@ -252,6 +252,31 @@ log_writer(std::filesystem::path log,
   };
 }
 
+} // namespace
+
+caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user) {
+  if (posix_user.empty())
+    return std::pair{::geteuid(), ::getegid()};
+  auto colon = posix_user.find(':');
+  auto user = posix_user.substr(0, colon);
+  auto group = colon == std::string::npos ? std::string{} : posix_user.substr(colon + 1);
+  auto* pw = ::getpwnam(user.c_str());
+  if (!pw)
+    return grove::make_error(grove::errc::invalid_config,
+                             "runWith.posixUser: no user '" + user + "'");
+  std::pair<uid_t, gid_t> out{pw->pw_uid, pw->pw_gid};
+  if (!group.empty()) {
+    auto* gr = ::getgrnam(group.c_str());
+    if (!gr)
+      return grove::make_error(grove::errc::invalid_config,
+                               "runWith.posixUser: no group '" + group + "'");
+    out.second = gr->gr_gid;
+  }
+  return out;
+}
+
+namespace {
+
 // Tests only: GROVE_DEPLOYMENT_CRASH_AT=<step> kills groved (SIGKILL) at that step of a
 // journaled deployment's change of the group, as `kill -9` there would (group_journaled:
 // the change journaled, not set; group_set: set, its answer not journaled).
@@ -294,6 +319,10 @@ struct runner::component {
   grove::process proc;
   std::string installed_version;
   std::string main; // "run", "startup" or ""
+  pid_t service_pgid = 0; // the process group a startup that exited 0 left running
+  uint64_t runs = 0; // run_main's starts (a restart keeps the generation)
+  bool timed_out = false; // its run outlived the run step's Timeout
+  std::deque<std::chrono::steady_clock::time_point> error_times; // within error_window_
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
   bool foreign = false; // its function or model is another change's (installed_record)
@@ -339,7 +368,8 @@ struct runner::job {
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
-               std::string thing_name, std::set<pid_t> spare)
+               std::string thing_name, std::set<pid_t> spare,
+               std::set<std::string> spare_services)
   : ctx_(ctx), root_(std::move(root)), log_dir_(std::move(log_dir)),
     thing_name_(std::move(thing_name)) {
   std::error_code ec;
@@ -354,18 +384,24 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
     if (pid_text.find_first_not_of("0123456789") != std::string::npos)
       continue;
     std::ifstream in{p.path() / "environ", std::ios::binary};
-    std::string var;
-    while (std::getline(in, var, '\0'))
-      if (var == marker) {
-        auto pid = static_cast<pid_t>(std::stol(pid_text));
-        // A hot reload handed these over (each child leads a process group of its own).
-        if (auto pgid = ::getpgid(pid); pgid > 0 && spare.count(pgid))
-          break;
-        if (pid != ::getpid() && ::kill(pid, SIGKILL) == 0)
-          ctx_.log().warn("deployment: killed process {}, left by the last run of a "
-                          "component", pid);
-        break;
-      }
+    std::string var, component;
+    bool marked = false;
+    while (std::getline(in, var, '\0')) {
+      marked = marked || var == marker;
+      if (var.starts_with("GROVE_COMPONENT_NAME="))
+        component = var.substr(var.find('=') + 1);
+    }
+    if (!marked)
+      continue;
+    auto pid = static_cast<pid_t>(std::stol(pid_text));
+    // A hot reload handed these over (each child leads a process group of its own), and
+    // the services of startups it handed over, wherever they went (setsid).
+    if (auto pgid = ::getpgid(pid); (pgid > 0 && spare.count(pgid))
+                                    || spare_services.count(component))
+      continue;
+    if (pid != ::getpid() && ::kill(pid, SIGKILL) == 0)
+      ctx_.log().warn("deployment: killed process {}, left by the last run of a component",
+                      pid);
   }
   // A plugin component's state is the kernel's, a Lambda component's function_runtime's: a
   // plugin that breaks or is unloaded by an operator after its deployment, a function taken
@@ -407,6 +443,12 @@ std::string runner::plugin_library(const component_plan& p, const std::string& p
 
 runner::~runner() {
   *alive_ = false;
+  // What startups left running goes with groved (the next start kills any rest).
+  for (const auto& [name, c] : components_)
+    if (c->service_pgid > 0)
+      for (auto pid : component_pids(name))
+        if (::getpgid(pid) == c->service_pgid)
+          ::kill(pid, SIGTERM);
   std::lock_guard guard{mtx_};
   components_.clear(); // each handle stops its child
 }
@@ -483,6 +525,7 @@ void runner::restore(std::vector<installed_record> rows) {
     c->details = std::move(r.details);
     c->changed_ms = r.changed_ms;
     c->foreign = r.foreign;
+    c->installed_version = std::move(r.installed_version);
     c->restored = true;
     c->log = log_dir_ / (c->plan.name + ".log");
     order_.push_back(c->plan.name);
@@ -564,7 +607,8 @@ std::vector<handed_component> runner::hand_over() {
   std::vector<handed_component> out;
   for (auto& [name, c] : components_) {
     handed_component h;
-    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign};
+    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
+                                c->installed_version};
     h.main = c->main;
     h.errors = c->errors;
     h.installed_version = c->installed_version;
@@ -579,6 +623,12 @@ std::vector<handed_component> runner::hand_over() {
       h.kept = true;
       ctx_.log().info("deployment: {} {}: its {} handed to the next instance", name,
                       c->plan.version, c->main);
+    }
+    // A startup's service: its process group is spared by the next instance, which stops
+    // it as its own.
+    if (c->service_pgid > 0 && c->state == "RUNNING" && ::kill(-c->service_pgid, 0) == 0) {
+      ++c->generation;
+      h.service_pgid = std::exchange(c->service_pgid, 0);
     }
     out.push_back(std::move(h));
   }
@@ -595,6 +645,18 @@ void runner::adopt(const std::vector<handed_component>& handed,
     const auto& name = c.plan.name;
     c.installed_version = h.installed_version;
     c.errors = h.errors;
+    c.error_times.assign(static_cast<size_t>(std::max(h.errors, 0)),
+                         std::chrono::steady_clock::now()); // when is not handed: now
+    if (h.service_pgid > 0 && ::kill(-h.service_pgid, 0) == 0) {
+      ++c.generation; // started: the deployment applied again finds it unchanged
+      c.main = "startup";
+      c.service_pgid = h.service_pgid;
+      c.restored = false;
+      c.stopped = false;
+      c.log = log_dir_ / (name + ".log");
+      set_state(c, "RUNNING", h.record.state == "RUNNING" ? h.record.details : "");
+      continue;
+    }
     auto p = procs.find(name);
     if (p == procs.end())
       continue;
@@ -639,7 +701,8 @@ std::vector<installed_record> runner::snapshot() const {
   std::vector<installed_record> out;
   std::lock_guard guard{mtx_};
   for (const auto& [name, c] : components_)
-    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign});
+    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
+                                   c->installed_version});
   return out;
 }
 
@@ -689,7 +752,8 @@ render_context runner::render_ctx() const {
 }
 
 caf::expected<grove::process> runner::spawn(component& c, const std::string& script,
-                                            const json& step_env, grove::process_callbacks cb) {
+                                            const json& step_env, bool privileged,
+                                            grove::process_callbacks cb) {
   auto rc = render_ctx();
   const auto& name = c.plan.name;
   grove::process_options o;
@@ -717,24 +781,13 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   std::filesystem::create_directories(work, ec);
   o.cwd = work;
   // runWith posixUser: only root can switch; a user that does not exist fails the step.
-  if (!c.plan.posix_user.empty() && ::geteuid() == 0) {
-    auto user = c.plan.posix_user.substr(0, c.plan.posix_user.find(':'));
-    auto group = c.plan.posix_user.find(':') == std::string::npos
-                   ? std::string{}
-                   : c.plan.posix_user.substr(c.plan.posix_user.find(':') + 1);
-    auto* pw = ::getpwnam(user.c_str());
-    if (!pw)
-      return grove::make_error(grove::errc::invalid_config,
-                               "runWith.posixUser: no user '" + user + "'");
-    o.uid = pw->pw_uid;
-    o.gid = pw->pw_gid;
-    if (!group.empty()) {
-      auto* gr = ::getgrnam(group.c_str());
-      if (!gr)
-        return grove::make_error(grove::errc::invalid_config,
-                                 "runWith.posixUser: no group '" + group + "'");
-      o.gid = gr->gr_gid;
-    }
+  // A step with RequiresPrivilege keeps groved's user (Greengrass: root).
+  if (!c.plan.posix_user.empty() && ::geteuid() == 0 && !privileged) {
+    auto ids = posix_ids(c.plan.posix_user);
+    if (!ids)
+      return std::move(ids.error());
+    o.uid = ids->first;
+    o.gid = ids->second;
     std::filesystem::permissions(work, std::filesystem::perms::all, ec);
     (void) ::chown(work.c_str(), *o.uid, *o.gid);
   }
@@ -1173,21 +1226,111 @@ void runner::stop_component(const std::string& name) {
   if (through_kernel(name, c.plan.recipe))
     return; // plugins, functions and models change through the kernel (step), not as processes
   ++c.generation;
-  if (c.proc) {
+  if (c.proc || c.service_pgid > 0) {
     set_state(c, "STOPPING");
+    // Greengrass' order: shutdown first; once it ends (or its timeout), the run or what
+    // the startup left is signalled, then whatever of the component is left is killed.
+    // A start of the same component waits for this (start_component).
+    auto w = std::make_shared<stop_work>();
+    w->name = name;
+    w->main = std::move(c.proc);
+    c.proc = grove::process{};
+    w->service = std::exchange(c.service_pgid, 0);
+    w->grace = std::chrono::milliseconds{3000};
+    stopping_[name];
     auto shutdown = step_of(lifecycle_of(c.plan.recipe), "shutdown");
     if (shutdown.present && !shutdown.script.empty()) {
-      // Fire and forget: its handle stops it after its grace when dropped.
-      auto s = spawn(c, shutdown.script, shutdown.setenv, {});
-      if (s)
+      grove::process_callbacks cb;
+      cb.on_exit = [this, w, alive = alive_](const grove::process_exit&) {
+        if (*alive)
+          end_stop(w);
+      };
+      auto s = spawn(c, shutdown.script, shutdown.setenv, shutdown.privileged, std::move(cb));
+      if (s) {
+        // Its own handle until its timeout (Greengrass' default for shutdown: 15 s):
+        // dropping it then stops a shutdown that hangs.
+        auto keep = std::make_shared<grove::process>(std::move(*s));
         ctx_.after(std::chrono::seconds{shutdown.timeout > 0 ? shutdown.timeout : 15},
-                   [keep = std::make_shared<grove::process>(std::move(*s))] {});
+                   [this, w, keep, alive = alive_]() mutable {
+                     keep.reset();
+                     if (*alive)
+                       end_stop(w);
+                   });
+      } else {
+        ctx_.log().warn("deployment: {}: shutdown could not start: {}", name,
+                        grove::describe(s.error()));
+        end_stop(w);
+      }
+    } else {
+      end_stop(w);
     }
-    c.proc.stop();
-    c.proc = grove::process{};
   }
   c.stopped = true;
   set_state(c, "FINISHED", "stopped");
+}
+
+void runner::end_stop(std::shared_ptr<stop_work> w) {
+  if (std::exchange(w->signalled, true))
+    return; // the shutdown's exit and its timeout both come here
+  w->deadline = std::chrono::steady_clock::now() + w->grace;
+  w->main.stop(SIGTERM, w->grace); // the run's (or a startup still running) process group
+  auto pids = component_pids(w->name);
+  // The group the startup left, while one of the component's processes is in it (an
+  // empty group's id may have been given to another process since).
+  if (std::none_of(pids.begin(), pids.end(), [&](pid_t p) { return ::getpgid(p) == w->service; }))
+    w->service = 0;
+  if (w->service > 0)
+    ::kill(-w->service, SIGTERM);
+  for (auto pid : pids)
+    ::kill(pid, SIGTERM); // what left the group (setsid) still carries the component's name
+  poll_stop(w);
+}
+
+void runner::poll_stop(std::shared_ptr<stop_work> w) {
+  auto now = std::chrono::steady_clock::now();
+  auto left = component_pids(w->name);
+  bool group_left = w->service > 0 && ::kill(-w->service, 0) == 0;
+  if ((!left.empty() || group_left || w->main.running()) && now < w->deadline) {
+    ctx_.after(std::chrono::milliseconds{100}, [this, w, alive = alive_] {
+      if (*alive)
+        poll_stop(w);
+    });
+    return;
+  }
+  if (w->service > 0)
+    ::kill(-w->service, SIGKILL);
+  for (auto pid : left) {
+    ::kill(pid, SIGKILL);
+    ctx_.log().warn("deployment: {}: killed process {}, left after its stop", w->name, pid);
+  }
+  auto waiting = std::move(stopping_[w->name]);
+  stopping_.erase(w->name);
+  for (auto& f : waiting)
+    f();
+}
+
+std::vector<pid_t> runner::component_pids(const std::string& name) const {
+  // Every child of this runner carries both variables (spawn); see the constructor.
+  auto root = "GROVE_COMPONENTS_ROOT=" + root_.string();
+  auto named = "GROVE_COMPONENT_NAME=" + name;
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
+    auto pid_text = p.path().filename().string();
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream in{p.path() / "environ", std::ios::binary};
+    std::string var;
+    bool in_root = false, is_named = false;
+    while (std::getline(in, var, '\0')) {
+      in_root = in_root || var == root;
+      is_named = is_named || var == named;
+    }
+    auto pid = static_cast<pid_t>(std::stol(pid_text));
+    if (in_root && is_named && pid != ::getpid())
+      out.push_back(pid);
+  }
+  return out;
 }
 
 void runner::step(std::shared_ptr<job> j) {
@@ -1398,6 +1541,14 @@ void runner::step(std::shared_ptr<job> j) {
 }
 
 void runner::start_component(std::shared_ptr<job> j, component_plan p) {
+  if (auto s = stopping_.find(p.name); s != stopping_.end()) {
+    // Its last processes are still stopping (shutdown, then the grace): not two at once.
+    s->second.push_back([this, j, p = std::move(p), alive = alive_]() mutable {
+      if (*alive)
+        start_component(j, std::move(p));
+    });
+    return;
+  }
   auto& slot = components_[p.name];
   if (!slot) {
     std::lock_guard guard{mtx_};
@@ -1414,6 +1565,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
       c.installed_version.clear();
     c.plan = std::move(p);
     c.errors = 0;
+    c.error_times.clear();
     c.stopped = false;
     c.restored = false;
   }
@@ -1452,7 +1604,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
       finish(j, false, name + " " + c.plan.version + ": " + why);
     }
   };
-  auto proc = spawn(c, install.script, install.setenv, std::move(cb));
+  auto proc = spawn(c, install.script, install.setenv, install.privileged, std::move(cb));
   if (!proc) {
     set_state(c, "ERRORED", grove::describe(proc.error()));
     finish(j, false, name + ": install could not start: " + grove::describe(proc.error()));
@@ -1519,7 +1671,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       return;
     main_exited(j, name, gen, wait, is_startup, e);
   };
-  auto proc = spawn(c, chosen.script, chosen.setenv, std::move(cb));
+  auto proc = spawn(c, chosen.script, chosen.setenv, chosen.privileged, std::move(cb));
   if (!proc) {
     set_state(c, "ERRORED", grove::describe(proc.error()));
     ++j->wait;
@@ -1527,6 +1679,34 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
     return;
   }
   c.proc = std::move(*proc);
+  c.timed_out = false;
+  auto run_no = ++c.runs;
+  if (!is_startup && chosen.timeout > 0) {
+    // Greengrass ends a run that outlives its Timeout: an error (ERRORED, the restart
+    // rules), reported by main_exited as the timeout.
+    ctx_.after(std::chrono::seconds{chosen.timeout}, [this, name, gen, run_no,
+                                                      alive = alive_] {
+      if (!*alive)
+        return;
+      auto it = components_.find(name);
+      if (it == components_.end() || it->second->generation != gen || it->second->runs != run_no
+          || !it->second->proc.running())
+        return;
+      auto& c = *it->second;
+      c.timed_out = true;
+      // Its process group (it leads one), as a stop would; on_exit sees an unasked end.
+      auto pid = c.proc.pid();
+      ::kill(-pid, SIGTERM);
+      ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
+        if (!*alive)
+          return;
+        auto it = components_.find(name);
+        if (it != components_.end() && it->second->runs == run_no
+            && it->second->proc.pid() == pid)
+          ::kill(-pid, SIGKILL);
+      });
+    });
+  }
   if (is_startup) {
     auto limit = chosen.timeout > 0 ? std::chrono::seconds{chosen.timeout} : j->timeout;
     ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
@@ -1556,13 +1736,38 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
     return;
   auto& c = *it->second;
   c.proc = grove::process{};
+  if (c.timed_out) { // run_main's timer ended it: an error whatever its exit
+    c.timed_out = false;
+    auto limit = step_of(lifecycle_of(c.plan.recipe), "run").timeout;
+    grove::process_exit timed = e;
+    if (timed.code == 0)
+      timed.code = 1;
+    return main_exited_as(j, name, gen, wait, is_startup, timed,
+                          "run exceeded its Timeout of " + std::to_string(limit) + " s ("
+                            + e.describe() + ")");
+  }
+  main_exited_as(j, name, gen, wait, is_startup, e, "");
+}
+
+void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
+                            uint64_t wait, bool is_startup, const grove::process_exit& e,
+                            std::string why) {
+  auto& c = *components_.at(name);
+  if (why.empty())
+    why = (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen);
   if (e.code == 0) {
+    // A startup's service runs on in its process group: a stop ends it (stop_component).
+    if (is_startup)
+      c.service_pgid = e.pid;
     set_state(c, is_startup ? "RUNNING" : "FINISHED");
   } else {
-    ++c.errors;
-    // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
-    set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED",
-              (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen));
+    // Greengrass v2's rule: a third error within the window is BROKEN, no more restarts.
+    auto now = std::chrono::steady_clock::now();
+    c.error_times.push_back(now);
+    while (!c.error_times.empty() && c.error_times.front() + error_window_ <= now)
+      c.error_times.pop_front();
+    c.errors = static_cast<int>(c.error_times.size());
+    set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", why);
   }
   if (j->wait == wait) { // the job waits for this start
     ++j->wait;
@@ -1572,8 +1777,7 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
       return;
     }
     if (!j->background) {
-      finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
-                         + explain(c, e, c.oom_seen));
+      finish(j, false, name + " " + c.plan.version + ": " + why);
       return;
     }
   }
@@ -1593,10 +1797,9 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
         w->done = std::move(w->late);
         w->index = w->plan.size();
         busy_ = true;
-        auto why = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
-                   + std::to_string(w->timeout.count()) + " s of its start: "
-                   + explain(c, e, c.oom_seen);
-        finish(w, false, std::move(why)); // a rollback may remove `c`: nothing after
+        auto reason = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
+                      + std::to_string(w->timeout.count()) + " s of its start: " + why;
+        finish(w, false, std::move(reason)); // a rollback may remove `c`: nothing after
       }
     }
     return;
@@ -1605,7 +1808,7 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
     auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
     if (recover.present && !recover.script.empty()) {
       // Its own handle, kept until its timeout (dropping it stops the script).
-      auto r = spawn(c, recover.script, recover.setenv, {});
+      auto r = spawn(c, recover.script, recover.setenv, recover.privileged, {});
       if (r)
         ctx_.after(std::chrono::seconds{recover.timeout > 0 ? recover.timeout : 60},
                    [keep = std::make_shared<grove::process>(std::move(*r))] {});
