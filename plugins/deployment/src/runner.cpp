@@ -235,6 +235,29 @@ std::string same_path(const std::filesystem::path& p) {
   return p.lexically_normal().string();
 }
 
+// Every process whose environment has `marker` (GROVE_COMPONENTS_ROOT=<root>: every child
+// of a runner, see spawn), with its GROVE_COMPONENT_NAME; groved itself is left out.
+void each_component_process(const std::string& marker,
+                            const std::function<void(pid_t, const std::string&)>& f) {
+  std::error_code ec;
+  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
+    auto pid_text = p.path().filename().string();
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream in{p.path() / "environ", std::ios::binary};
+    std::string var, component;
+    bool marked = false;
+    while (std::getline(in, var, '\0')) {
+      marked = marked || var == marker;
+      if (var.starts_with("GROVE_COMPONENT_NAME="))
+        component = var.substr(var.find('=') + 1);
+    }
+    auto pid = static_cast<pid_t>(std::stol(pid_text));
+    if (marked && pid != ::getpid())
+      f(pid, component);
+  }
+}
+
 // A child's output to the component's log `log`, rotated at 10 MB (one old file kept),
 // then to `user_output`.
 std::function<void(grove::output_stream, const std::string&)>
@@ -378,31 +401,17 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
   // The parent-death signal reaches a script's shell, not what the shell started: after
   // a kill -9 of groved those live on. Every child of this runner carries
   // GROVE_COMPONENTS_ROOT=<root> in its environment; what is left of the last run goes.
-  auto marker = "GROVE_COMPONENTS_ROOT=" + root_.string();
-  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
-    auto pid_text = p.path().filename().string();
-    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    std::ifstream in{p.path() / "environ", std::ios::binary};
-    std::string var, component;
-    bool marked = false;
-    while (std::getline(in, var, '\0')) {
-      marked = marked || var == marker;
-      if (var.starts_with("GROVE_COMPONENT_NAME="))
-        component = var.substr(var.find('=') + 1);
-    }
-    if (!marked)
-      continue;
-    auto pid = static_cast<pid_t>(std::stol(pid_text));
+  each_component_process("GROVE_COMPONENTS_ROOT=" + root_.string(),
+                         [&](pid_t pid, const std::string& component) {
     // A hot reload handed these over (each child leads a process group of its own), and
     // the services of startups it handed over, wherever they went (setsid).
     if (auto pgid = ::getpgid(pid); (pgid > 0 && spare.count(pgid))
                                     || spare_services.count(component))
-      continue;
-    if (pid != ::getpid() && ::kill(pid, SIGKILL) == 0)
+      return;
+    if (::kill(pid, SIGKILL) == 0)
       ctx_.log().warn("deployment: killed process {}, left by the last run of a component",
                       pid);
-  }
+  });
   // A plugin component's state is the kernel's, a Lambda component's function_runtime's: a
   // plugin that breaks or is unloaded by an operator after its deployment, a function taken
   // out of the group, shows so in ListInstalledComponents.
@@ -1236,7 +1245,6 @@ void runner::stop_component(const std::string& name) {
     w->main = std::move(c.proc);
     c.proc = grove::process{};
     w->service = std::exchange(c.service_pgid, 0);
-    w->grace = std::chrono::milliseconds{3000};
     stopping_[name];
     auto shutdown = step_of(lifecycle_of(c.plan.recipe), "shutdown");
     if (shutdown.present && !shutdown.script.empty()) {
@@ -1310,26 +1318,12 @@ void runner::poll_stop(std::shared_ptr<stop_work> w) {
 }
 
 std::vector<pid_t> runner::component_pids(const std::string& name) const {
-  // Every child of this runner carries both variables (spawn); see the constructor.
-  auto root = "GROVE_COMPONENTS_ROOT=" + root_.string();
-  auto named = "GROVE_COMPONENT_NAME=" + name;
   std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
-    auto pid_text = p.path().filename().string();
-    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    std::ifstream in{p.path() / "environ", std::ios::binary};
-    std::string var;
-    bool in_root = false, is_named = false;
-    while (std::getline(in, var, '\0')) {
-      in_root = in_root || var == root;
-      is_named = is_named || var == named;
-    }
-    auto pid = static_cast<pid_t>(std::stol(pid_text));
-    if (in_root && is_named && pid != ::getpid())
-      out.push_back(pid);
-  }
+  each_component_process("GROVE_COMPONENTS_ROOT=" + root_.string(),
+                         [&](pid_t pid, const std::string& component) {
+                           if (component == name)
+                             out.push_back(pid);
+                         });
   return out;
 }
 
