@@ -5,7 +5,8 @@
 // stop; setenv, timeout, skipif) as children of the SDK's grove::process (process group,
 // parent-death signal), its output in `<write_dir>/logs/components/<name>.log`, its state
 // NEW → INSTALLED → STARTING → RUNNING → STOPPING → FINISHED / ERRORED / BROKEN (a third
-// error in a row is BROKEN). A set is applied in dependency order; a failure puts the
+// error within the error window is BROKEN; a stop runs shutdown, then ends the run and
+// what a startup left running). A set is applied in dependency order; a failure puts the
 // previous set back when the deployment's policy is ROLLBACK, undoing only the
 // deployment's own changes of the kernel's group (group_changes.hpp). A component named
 // `grove.<plugin>` is one of Grove's plugins instead: loaded, reconfigured, hot-reloaded and
@@ -126,7 +127,7 @@ struct handed_component {
   installed_record record;
   /// "run" or "startup" (the step its process is), "" when none.
   std::string main;
-  /// Errors in a row so far (the third is BROKEN).
+  /// Errors within the error window so far (the third is BROKEN).
   int errors = 0;
   /// The version whose install ran.
   std::string installed_version;
