@@ -1135,7 +1135,7 @@ private:
       std::filesystem::create_directories(unz, ec);
       if (auto st = db.artifacts_of(p.name, p.version); st && *st) {
         auto map = json::parse((*st)->artifacts, nullptr, false);
-        // The recipe's Permission: a copy with that mode, owned by the component's user.
+        // The recipe's Permission: a copy with that mode the component's user cannot write.
         std::map<std::string, int> modes;
         for (const auto& r : fetchable_artifacts(p.recipe))
           modes[r.uri] = r.mode;
@@ -1144,11 +1144,12 @@ private:
             auto file = std::filesystem::path{a.key()}.filename();
             auto target = arts.path_of(a->get<std::string>());
             if (auto m = modes.find(a.key()); m != modes.end() && m->second >= 0) {
-              // Owned by the user its steps run as (spawn(): runWith applies as root only).
+              // For the group of the user its steps run as (spawn(): runWith applies as
+              // root only).
               auto ids = posix_ids(::geteuid() == 0 ? p.posix_user : std::string{});
               if (!ids)
                 return std::move(ids.error());
-              auto t = arts.with_mode(a->get<std::string>(), m->second, ids->first, ids->second);
+              auto t = arts.with_mode(a->get<std::string>(), m->second, ids->second);
               if (!t)
                 return std::move(t.error());
               target = *t;

@@ -7,9 +7,11 @@ groved runs with broken_error_window 6 s and artifacts_file_dir LOCAL_DIR (tool.
 session of its own): upgraded to 2.0.0, shutdown runs once for 1.0.0 and both services
 end before 2.0.0's start; e2e.Ordered's shutdown runs before its run is signalled;
 e2e.Priv's RequiresPrivilege install runs as root, its run as runWith.posixUser nobody
-(writing to its working directory, {work:path}: the write dir above it is groved's, 0700);
-e2e.Exec runs its artifact directly (Permission Execute OWNER: a 0500 copy, the stored
-file left 0444); e2e.Slow's run outlives its Timeout and is ended (ERRORED, restarted);
+(writing to its working directory, {work:path}: the write dir above it is groved's, 0700),
+its Permission OWNER artifact a 0550 copy owned by root and nobody's group, which nobody
+can run but neither write nor chmod; e2e.Exec runs its artifact directly (Permission Execute OWNER:
+a 0550 copy, the stored file left 0444); e2e.Slow's run outlives its Timeout and is ended
+(ERRORED, restarted);
 e2e.Flaky fails every 4 s: never three errors within 6 s, so never BROKEN (three at once
 are BROKEN: deployments_test.py). `restarted` (after kill -9): Daemon 2.0.0 and Priv run
 again, Priv's install not again. `reloaded` (after `grovectl reload deployment`): Daemon's
@@ -19,7 +21,10 @@ Prints PASS/FAIL lines; exits 1 on any failure.
 import hashlib
 import os
 import pwd
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import support
 from support import alive, check, client, read, thing_arn, wait
@@ -43,6 +48,25 @@ def work(name, file):
 def pid_file(name, file):
     text = work(name, file).strip()
     return int(text) if text.isdigit() else 0
+
+
+def as_nobody(path, script):
+    """The output of sh -c `script` run as nobody (group: its own) with `path` open
+    read-only as its descriptor $1 and a directory of nobody's as $2."""
+    if not os.path.exists(path):
+        return f"{path} missing"
+    nobody = pwd.getpwnam("nobody")
+    fd = os.open(path, os.O_RDONLY)
+    scratch = tempfile.mkdtemp()
+    try:
+        os.chown(scratch, nobody.pw_uid, nobody.pw_gid)
+        r = subprocess.run(["/bin/sh", "-c", script, "sh", str(fd), scratch], pass_fds=[fd],
+                           user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout + r.stderr
+    finally:
+        os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def deploy(components):
@@ -87,12 +111,15 @@ if PHASE == "first":
         sleep 1
         echo shutdown-done >> {work:path}/order
 """)
-    support.component(gg, "e2e.Priv", """Manifests:
-  - Platform: {os: linux}
+    support.component(gg, "e2e.Priv", f"""Manifests:
+  - Platform: {{os: linux}}
+    Artifacts:
+      - Uri: file://{LOCAL}/tool.sh
+        Permission: {{Read: OWNER, Execute: OWNER}}
     Lifecycle:
       install:
         RequiresPrivilege: true
-        Script: id -u > {work:path}/install.uid; echo installed >> {work:path}/installs
+        Script: id -u > {{work:path}}/install.uid; echo installed >> {{work:path}}/installs
       run: id -u > run.uid; echo $$ > pid; exec sleep 300
 """)
     support.component(gg, "e2e.Exec", f"""Manifests:
@@ -115,10 +142,11 @@ if PHASE == "first":
     Lifecycle:
       run: echo run >> {work:path}/runs; sleep 4; exit 1
 """)
-    arn = "arn:aws:greengrass:us-east-1:123456789012:components:e2e.Exec:versions:1.0.0"
-    ready = wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] != "REQUESTED"
-                 and gg.describe_component(arn=arn)["status"]["componentState"])
-    check("e2e.Exec's file:// artifact fetched -> DEPLOYABLE", ready == "DEPLOYABLE", ready)
+    for name in ("e2e.Exec", "e2e.Priv"):
+        arn = f"arn:aws:greengrass:us-east-1:123456789012:components:{name}:versions:1.0.0"
+        ready = wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"]
+                     != "REQUESTED" and gg.describe_component(arn=arn)["status"]["componentState"])
+        check(f"{name}'s file:// artifact fetched -> DEPLOYABLE", ready == "DEPLOYABLE", ready)
 
     everything = {"e2e.Daemon": {"componentVersion": "1.0.0"},
                   "e2e.Ordered": {"componentVersion": "1.0.0"},
@@ -155,10 +183,23 @@ if PHASE == "first":
     with open(f"{LOCAL}/tool.sh", "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     stored = f"{STATE}/artifacts/sha256/{digest}"
-    mode = os.stat(link).st_mode & 0o7777 if os.path.exists(link) else None
-    check("... {artifacts:path}/tool.sh is mode 0500 (Read OWNER, Execute OWNER), owned by "
-          "the component's user", mode == 0o500 and os.stat(link).st_uid == os.getuid(),
-          (oct(mode or 0), os.path.realpath(link)))
+    st = os.stat(link) if os.path.exists(link) else None
+    check("... {artifacts:path}/tool.sh is mode 0550 (Read OWNER, Execute OWNER, given to the "
+          "group), owned by groved's user and the component's group",
+          st and (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o550, os.getuid(), os.getgid()),
+          (oct(st.st_mode) if st else None, os.path.realpath(link)))
+    plink = f"{STATE}/components/packages/artifacts/e2e.Priv/1.0.0/tool.sh"
+    pst = os.stat(plink) if os.path.exists(plink) else None
+    check("... the copy is 0550 root:nobody's group",
+          pst and (pst.st_mode & 0o7777, pst.st_uid, pst.st_gid)
+          == (0o550, os.getuid(), pwd.getpwnam("nobody").pw_gid),
+          (oct(pst.st_mode), pst.st_uid, pst.st_gid) if pst else plink)
+    # As nobody, through a descriptor root opened: groved's 0700 directories keep nobody
+    # from reaching the path; the copy's own mode and owner are what is checked.
+    tried = as_nobody(plink, 'f=/proc/self/fd/$1; if (echo x >> "$f" || chmod u+w "$f") '
+                      '2>/dev/null; then echo written; else echo refused; fi; "$f" "$2/out"; cat "$2/out"')
+    check("... nobody (Priv's runWith.posixUser) can run it but neither write nor chmod it",
+          tried == "refused\ntool ran\n", tried)
     check("... the stored artifact, shared by versions, stays 0444",
           os.path.exists(stored) and os.stat(stored).st_mode & 0o7777 == 0o444,
           oct(os.stat(stored).st_mode) if os.path.exists(stored) else stored)
