@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <set>
 
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include "grove/control.pb.h"
@@ -236,13 +238,22 @@ std::string same_path(const std::filesystem::path& p) {
 }
 
 // Every process whose environment has `marker` (GROVE_COMPONENTS_ROOT=<root>: every child
-// of a runner, see spawn), with its GROVE_COMPONENT_NAME; groved itself is left out.
+// of a runner, see spawn), held by a pidfd, with its GROVE_COMPONENT_NAME; groved itself is
+// left out.
 void each_component_process(const std::string& marker,
-                            const std::function<void(pid_t, const std::string&)>& f) {
+                            const std::function<void(held_process, const std::string&)>& f) {
   std::error_code ec;
   for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
     auto pid_text = p.path().filename().string();
     if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    auto pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid())
+      continue;
+    // Opened before the environment is read: if the pid is another process's by then,
+    // the pidfd holds the one that ended and reaches nobody.
+    held_process held{pid, static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))};
+    if (held.fd < 0)
       continue;
     std::ifstream in{p.path() / "environ", std::ios::binary};
     std::string var, component;
@@ -252,10 +263,55 @@ void each_component_process(const std::string& marker,
       if (var.starts_with("GROVE_COMPONENT_NAME="))
         component = var.substr(var.find('=') + 1);
     }
-    auto pid = static_cast<pid_t>(std::stol(pid_text));
-    if (marked && pid != ::getpid())
-      f(pid, component);
+    if (marked)
+      f(std::move(held), component);
   }
+}
+
+// What install-once compares (component::installed_version): the version, then a SHA-256
+// of the rendered install Script and Setenv (the Lifecycle's setenv too), runWith.posixUser
+// and the artifacts' stored files ({artifacts:path}'s links), so that a deployment of the
+// same version changing any of them installs again.
+std::string install_key(const component_plan& p, const step_def& install,
+                        const render_context& rc) {
+  json what = json::array();
+  what.push_back(render(install.script, rc, p.name));
+  auto rendered = [&](const json& vars) {
+    json out = json::object();
+    if (vars.is_object())
+      for (auto it = vars.begin(); it != vars.end(); ++it)
+        out[it.key()] = render(it->is_string() ? it->get<std::string>() : it->dump(), rc, p.name);
+    return out;
+  };
+  const json* global = member(lifecycle_of(p.recipe), "setenv");
+  what.push_back(rendered(global ? *global : json::object()));
+  what.push_back(rendered(install.setenv));
+  what.push_back(p.posix_user);
+  json arts = json::object();
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator{p.artifacts_path, ec})
+    arts[e.path().filename().string()] = std::filesystem::read_symlink(e.path(), ec).string();
+  what.push_back(arts);
+  auto text = what.dump();
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(text.data(), text.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out = p.version + " ";
+  static constexpr char digits[] = "0123456789abcdef";
+  for (unsigned i = 0; i < len; ++i) {
+    out += digits[md[i] >> 4];
+    out += digits[md[i] & 15];
+  }
+  return out;
+}
+
+// Signals process group `pgid` while one of `procs` lives in it (an empty group's id may
+// have been given to another process since): whether it did.
+bool signal_group(pid_t pgid, const std::vector<held_process>& procs, int sig) {
+  if (pgid <= 0
+      || std::none_of(procs.begin(), procs.end(), [&](const auto& p) { return p.group() == pgid; }))
+    return false;
+  return ::kill(-pgid, sig) == 0;
 }
 
 // A child's output to the component's log `log`, rotated at 10 MB (one old file kept),
@@ -276,6 +332,20 @@ log_writer(std::filesystem::path log,
 }
 
 } // namespace
+
+held_process::~held_process() {
+  if (fd >= 0)
+    ::close(fd);
+}
+
+bool held_process::signal(int sig) const {
+  return fd >= 0 && ::syscall(SYS_pidfd_send_signal, fd, sig, nullptr, 0) == 0;
+}
+
+pid_t held_process::group() const {
+  auto g = ::getpgid(pid);
+  return g > 0 && signal(0) ? g : 0; // still alive after getpgid: the group was its
+}
 
 caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user) {
   if (posix_user.empty())
@@ -402,15 +472,15 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
   // a kill -9 of groved those live on. Every child of this runner carries
   // GROVE_COMPONENTS_ROOT=<root> in its environment; what is left of the last run goes.
   each_component_process("GROVE_COMPONENTS_ROOT=" + root_.string(),
-                         [&](pid_t pid, const std::string& component) {
+                         [&](held_process p, const std::string& component) {
     // A hot reload handed these over (each child leads a process group of its own), and
     // the services of startups it handed over, wherever they went (setsid).
-    if (auto pgid = ::getpgid(pid); (pgid > 0 && spare.count(pgid))
-                                    || spare_services.count(component))
+    if (auto pgid = p.group(); (pgid > 0 && spare.count(pgid))
+                               || spare_services.count(component))
       return;
-    if (::kill(pid, SIGKILL) == 0)
+    if (p.signal(SIGKILL))
       ctx_.log().warn("deployment: killed process {}, left by the last run of a component",
-                      pid);
+                      p.pid);
   });
   // A plugin component's state is the kernel's, a Lambda component's function_runtime's: a
   // plugin that breaks or is unloaded by an operator after its deployment, a function taken
@@ -455,9 +525,9 @@ runner::~runner() {
   // What startups left running goes with groved (the next start kills any rest).
   for (const auto& [name, c] : components_)
     if (c->service_pgid > 0)
-      for (auto pid : component_pids(name))
-        if (::getpgid(pid) == c->service_pgid)
-          ::kill(pid, SIGTERM);
+      for (const auto& p : component_pids(name))
+        if (p.group() == c->service_pgid)
+          p.signal(SIGTERM);
   std::lock_guard guard{mtx_};
   components_.clear(); // each handle stops its child
 }
@@ -577,7 +647,7 @@ void runner::restart(std::function<void(apply_outcome)> done) {
     j->plan.push_back(c.plan);
     // A foreign one's function or model is another change's: setting it would replace that.
     if (c.state == "BROKEN" || c.state == "ERRORED" || c.foreign
-        || (c.state == "FINISHED" && c.details.starts_with("stopped")))
+        || ((c.state == "FINISHED" || c.state == "STOPPING") && c.details.starts_with("stopped")))
       j->hold.insert(name);
   }
   for (auto held = j->hold; const auto& name : held)
@@ -635,7 +705,8 @@ std::vector<handed_component> runner::hand_over() {
     }
     // A startup's service: its process group is spared by the next instance, which stops
     // it as its own.
-    if (c->service_pgid > 0 && c->state == "RUNNING" && ::kill(-c->service_pgid, 0) == 0) {
+    if (c->service_pgid > 0 && c->state == "RUNNING"
+        && signal_group(c->service_pgid, component_pids(name), 0)) {
       ++c->generation;
       h.service_pgid = std::exchange(c->service_pgid, 0);
     }
@@ -656,7 +727,7 @@ void runner::adopt(const std::vector<handed_component>& handed,
     c.errors = h.errors;
     c.error_times.assign(static_cast<size_t>(std::max(h.errors, 0)),
                          std::chrono::steady_clock::now()); // when is not handed: now
-    if (h.service_pgid > 0 && ::kill(-h.service_pgid, 0) == 0) {
+    if (h.service_pgid > 0 && signal_group(h.service_pgid, component_pids(name), 0)) {
       ++c.generation; // started: the deployment applied again finds it unchanged
       c.main = "startup";
       c.service_pgid = h.service_pgid;
@@ -745,8 +816,10 @@ void runner::stop_dependants(const std::string& name, const std::string& why) {
     if (it == components_.end() || it->second->stopped)
       continue;
     ctx_.log().info("deployment: {} stops: its HARD dependency {} {}", d, name, why);
-    stop_component(d);
-    set_state(*it->second, "FINISHED", "stopped: its HARD dependency " + name + " " + why);
+    auto details = "stopped: its HARD dependency " + name + " " + why;
+    stop_component(d, details);
+    if (it->second->state != "STOPPING" && it->second->details != details)
+      set_state(*it->second, "FINISHED", details); // a plugin's or function's state
   }
 }
 
@@ -1227,7 +1300,7 @@ void runner::begin_changes(std::shared_ptr<job> j) {
                          });
 }
 
-void runner::stop_component(const std::string& name) {
+void runner::stop_component(const std::string& name, const std::string& details) {
   auto it = components_.find(name);
   if (it == components_.end())
     return;
@@ -1235,8 +1308,9 @@ void runner::stop_component(const std::string& name) {
   if (through_kernel(name, c.plan.recipe))
     return; // plugins, functions and models change through the kernel (step), not as processes
   ++c.generation;
+  c.stopped = true;
   if (c.proc || c.service_pgid > 0) {
-    set_state(c, "STOPPING");
+    set_state(c, "STOPPING", details); // FINISHED when poll_stop is done
     // Greengrass' order: shutdown first; once it ends (or its timeout), the run or what
     // the startup left is signalled, then whatever of the component is left is killed.
     // A start of the same component waits for this (start_component).
@@ -1245,6 +1319,8 @@ void runner::stop_component(const std::string& name) {
     w->main = std::move(c.proc);
     c.proc = grove::process{};
     w->service = std::exchange(c.service_pgid, 0);
+    w->generation = c.generation;
+    w->details = details;
     stopping_[name];
     auto shutdown = step_of(lifecycle_of(c.plan.recipe), "shutdown");
     if (shutdown.present && !shutdown.script.empty()) {
@@ -1272,9 +1348,9 @@ void runner::stop_component(const std::string& name) {
     } else {
       end_stop(w);
     }
+    return;
   }
-  c.stopped = true;
-  set_state(c, "FINISHED", "stopped");
+  set_state(c, "FINISHED", details);
 }
 
 void runner::end_stop(std::shared_ptr<stop_work> w) {
@@ -1282,21 +1358,18 @@ void runner::end_stop(std::shared_ptr<stop_work> w) {
     return; // the shutdown's exit and its timeout both come here
   w->deadline = std::chrono::steady_clock::now() + w->grace;
   w->main.stop(SIGTERM, w->grace); // the run's (or a startup still running) process group
-  auto pids = component_pids(w->name);
-  // The group the startup left, while one of the component's processes is in it (an
-  // empty group's id may have been given to another process since).
-  if (std::none_of(pids.begin(), pids.end(), [&](pid_t p) { return ::getpgid(p) == w->service; }))
-    w->service = 0;
-  if (w->service > 0)
-    ::kill(-w->service, SIGTERM);
-  for (auto pid : pids)
-    ::kill(pid, SIGTERM); // what left the group (setsid) still carries the component's name
+  auto procs = component_pids(w->name);
+  if (!signal_group(w->service, procs, SIGTERM))
+    w->service = 0; // no process of the component is in it any more
+  for (const auto& p : procs)
+    p.signal(SIGTERM); // what left the group (setsid) still carries the component's name
   poll_stop(w);
 }
 
 void runner::poll_stop(std::shared_ptr<stop_work> w) {
   auto now = std::chrono::steady_clock::now();
   auto left = component_pids(w->name);
+  // Only a wait: the group is signalled below only while one of `left` is in it.
   bool group_left = w->service > 0 && ::kill(-w->service, 0) == 0;
   if ((!left.empty() || group_left || w->main.running()) && now < w->deadline) {
     ctx_.after(std::chrono::milliseconds{100}, [this, w, alive = alive_] {
@@ -1305,24 +1378,26 @@ void runner::poll_stop(std::shared_ptr<stop_work> w) {
     });
     return;
   }
-  if (w->service > 0)
-    ::kill(-w->service, SIGKILL);
-  for (auto pid : left) {
-    ::kill(pid, SIGKILL);
-    ctx_.log().warn("deployment: {}: killed process {}, left after its stop", w->name, pid);
-  }
+  // Nothing left: no SIGKILL at all (a group id or pid may be another's by now).
+  signal_group(w->service, left, SIGKILL);
+  for (const auto& p : left)
+    if (p.signal(SIGKILL))
+      ctx_.log().warn("deployment: {}: killed process {}, left after its stop", w->name, p.pid);
+  if (auto it = components_.find(w->name); it != components_.end() && it->second->stopped
+                                            && it->second->generation == w->generation)
+    set_state(*it->second, "FINISHED", w->details);
   auto waiting = std::move(stopping_[w->name]);
   stopping_.erase(w->name);
   for (auto& f : waiting)
     f();
 }
 
-std::vector<pid_t> runner::component_pids(const std::string& name) const {
-  std::vector<pid_t> out;
+std::vector<held_process> runner::component_pids(const std::string& name) const {
+  std::vector<held_process> out;
   each_component_process("GROVE_COMPONENTS_ROOT=" + root_.string(),
-                         [&](pid_t pid, const std::string& component) {
+                         [&](held_process p, const std::string& component) {
                            if (component == name)
-                             out.push_back(pid);
+                             out.push_back(std::move(p));
                          });
   return out;
 }
@@ -1569,9 +1644,10 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
   set_state(c, "NEW");
   auto lifecycle = lifecycle_of(c.plan.recipe);
   auto install = step_of(lifecycle, "install");
-  if (!install.present || install.script.empty() || c.installed_version == c.plan.version
+  auto key = install.present ? install_key(c.plan, install, render_ctx()) : c.plan.version;
+  if (!install.present || install.script.empty() || c.installed_version == key
       || (!install.skipif.empty() && skip(install.skipif))) {
-    c.installed_version = c.plan.version;
+    c.installed_version = key;
     set_state(c, "INSTALLED");
     run_main(j, name);
     return;
@@ -1579,7 +1655,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
   auto wait = ++j->wait;
   c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
   grove::process_callbacks cb;
-  cb.on_exit = [this, j, name, gen, wait, alive = alive_](const grove::process_exit& e) {
+  cb.on_exit = [this, j, name, gen, wait, key, alive = alive_](const grove::process_exit& e) {
     if (!*alive || j->wait != wait)
       return;
     auto it = components_.find(name);
@@ -1589,7 +1665,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     c.proc = grove::process{};
     ++j->wait;
     if (e.code == 0) {
-      c.installed_version = c.plan.version;
+      c.installed_version = key;
       set_state(c, "INSTALLED");
       run_main(j, name);
     } else {

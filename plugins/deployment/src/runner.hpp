@@ -34,6 +34,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -49,6 +50,26 @@ namespace grove::deployment {
 
 /// The user and group of a runWith.posixUser (`user` or `user:group`; "" : groved's own).
 caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user);
+
+/// One of a runner's component processes, found by its environment and held by a pidfd
+/// opened before the environment was read: a signal through it reaches that process or
+/// none, never one given its pid since.
+struct held_process {
+  /// Its pid, for logs and getpgid.
+  pid_t pid = 0;
+  /// Holds `pid` (pidfd_open, or -1).
+  int fd = -1;
+
+  held_process(pid_t p, int f) : pid(p), fd(f) {}
+  held_process(held_process&& o) noexcept : pid(o.pid), fd(std::exchange(o.fd, -1)) {}
+  held_process& operator=(held_process&&) = delete;
+  held_process(const held_process&) = delete;
+  ~held_process();
+  /// pidfd_send_signal: true when the process was there to get it (0 only checks).
+  bool signal(int sig) const;
+  /// Its process group while it lives (0 once it has ended).
+  pid_t group() const;
+};
 
 /// One component of a set to apply.
 struct component_plan {
@@ -97,8 +118,9 @@ struct installed_record {
   /// A Lambda or model component whose function or model is another change's (a rollback
   /// kept that version): a set without it leaves the group as it is.
   bool foreign = false;
-  /// The version whose install ran ("" : none): install runs once per version, also
-  /// across restarts of groved.
+  /// The version whose install ran and a digest of what it ran with ("" : none; see
+  /// install_key in runner.cpp): install runs once per version and unchanged script,
+  /// Setenv, posixUser and artifacts, also across restarts of groved.
   std::string installed_version;
 };
 
@@ -129,7 +151,7 @@ struct handed_component {
   std::string main;
   /// Errors within the error window so far (the third is BROKEN).
   int errors = 0;
-  /// The version whose install ran.
+  /// The version whose install ran, with a digest of what it ran with (install_key).
   std::string installed_version;
   /// Its process was kept (keep_process) for the next instance.
   bool kept = false;
@@ -278,7 +300,8 @@ private:
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
   std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);
   // Stops a generic component: shutdown, then its processes (stop_work); returns at once.
-  void stop_component(const std::string& name);
+  // STOPPING until its processes are gone, then FINISHED with `details`.
+  void stop_component(const std::string& name, const std::string& details = "stopped");
   // What a stop still has to end: the run's process, the group a startup left, and every
   // process carrying the component's name, signalled once shutdown ended, killed after
   // `grace`.
@@ -286,6 +309,9 @@ private:
     std::string name;
     grove::process main;
     pid_t service = 0;
+    // The component's generation when stopped, and its FINISHED details once done.
+    uint64_t generation = 0;
+    std::string details;
     std::chrono::milliseconds grace{3000};
     std::chrono::steady_clock::time_point deadline;
     bool signalled = false;
@@ -293,7 +319,7 @@ private:
   void end_stop(std::shared_ptr<stop_work> w);
   void poll_stop(std::shared_ptr<stop_work> w);
   // The processes of this runner's component `name` (by their environment, see spawn).
-  std::vector<pid_t> component_pids(const std::string& name) const;
+  std::vector<held_process> component_pids(const std::string& name) const;
   void start_component(std::shared_ptr<job> j, component_plan p);
   void run_main(std::shared_ptr<job> j, const std::string& name);
   void main_exited(std::shared_ptr<job> j, const std::string& name, uint64_t gen, uint64_t wait,
