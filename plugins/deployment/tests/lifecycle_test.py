@@ -15,10 +15,12 @@ a 0550 copy, the stored file left 0444); e2e.Slow's run outlives its Timeout and
 e2e.Flaky fails every 4 s: never three errors within 6 s, so never BROKEN (three at once
 are BROKEN: deployments_test.py). `restarted` (after kill -9): Daemon 2.0.0 and Priv run
 again, Priv's install not again. `reloaded` (after `grovectl reload deployment`): Daemon's
-services run on; removing Daemon runs its shutdown and ends them.
+services run on; removing Daemon runs its shutdown and ends them; Priv deployed again
+(same version) with another posixUser spelling installs again.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import hashlib
+import grp
 import os
 import pwd
 import shutil
@@ -279,5 +281,14 @@ elif PHASE == "reloaded":
     check("... Priv kept its process and did not install again",
           alive(priv) and work("e2e.Priv", "installs") == "installed\n",
           (priv, work("e2e.Priv", "installs")))
+    # The same version as another user (nobody's own group named): installed again.
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": f"nobody:{group}"}}})
+    check("Priv 1.0.0 again with posixUser nobody:<its group> -> COMPLETED",
+          status == "COMPLETED", (status, reason))
+    check("... its install ran again (the same version, another runWith.posixUser)",
+          wait(lambda: work("e2e.Priv", "installs") == "installed\ninstalled\n"),
+          work("e2e.Priv", "installs"))
 
 support.finish()
