@@ -18,9 +18,7 @@ deployment_open grove-deployment-lifecycle "${1:?usage: $0 groved grovectl grove
 # shellcheck disable=SC2317  # invoked from the EXIT trap (grove_test_lib.sh's)
 test_cleanup() {
   # What the components started (their services included) dies with the test.
-  for p in /proc/[0-9]*; do
-    grep -qz "^GROVE_COMPONENTS_ROOT=$WORK/" "$p/environ" 2>/dev/null && kill -9 "${p#/proc/}" 2>/dev/null
-  done
+  kill_components
 }
 # runWith.posixUser and RequiresPrivilege switch users: only root can.
 [[ $(id -u) == 0 ]] || { echo "SKIP: switching users needs root"; exit 77; }
