@@ -38,6 +38,15 @@ std::vector<artifact_ref> fetchable_artifacts(const json& recipe) {
       if (a.contains("Algorithm") && a["Algorithm"].is_string())
         r.algorithm = a["Algorithm"].get<std::string>();
       r.unzip = a.value("Unarchive", std::string{"NONE"}) == "ZIP";
+      if (auto pm = a.find("Permission"); pm != a.end() && pm->is_object()) {
+        // Greengrass' defaults: Read OWNER, Execute NONE.
+        auto bits = [&](const char* key, const char* dflt, int owner, int all) {
+          auto v = pm->contains(key) && (*pm)[key].is_string() ? (*pm)[key].get<std::string>()
+                                                                : std::string{dflt};
+          return v == "ALL" ? owner | all : v == "OWNER" ? owner : 0;
+        };
+        r.mode = bits("Read", "OWNER", 0400, 0044) | bits("Execute", "NONE", 0100, 0011);
+      }
       out.push_back(std::move(r));
     }
   }

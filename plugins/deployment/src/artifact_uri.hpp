@@ -26,6 +26,9 @@ struct artifact_ref {
   std::string algorithm;
   /// `Unarchive: ZIP`.
   bool unzip = false;
+  /// The mode `Permission` asks for the artifact ({Read, Execute}: NONE, OWNER or ALL; the
+  /// owner is the component's user), or -1 when the recipe gives none.
+  int mode = -1;
 };
 
 /// The artifacts of every manifest of a (checked) recipe that are fetched: `s3://`,

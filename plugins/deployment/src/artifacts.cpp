@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "grove/archive.hpp"
@@ -213,6 +214,58 @@ fs::path artifact_store::path_of(const std::string& sha256_hex) const {
 
 fs::path artifact_store::unarchived_of(const std::string& sha256_hex) const {
   return root_ / "unarchived" / sha256_hex;
+}
+
+caf::expected<fs::path> artifact_store::with_mode(const std::string& sha256_hex, int mode,
+                                                   gid_t gid) {
+  // Owned by groved's user, the OWNER bits given to the component's group and no write
+  // bit: the component's user can read or run it but not rewrite it (a RequiresPrivilege
+  // step of any component holding the same bytes runs this file as root).
+  auto perm = static_cast<mode_t>((mode & 0555) | ((mode & 0500) >> 3));
+  auto owner = ::geteuid();
+  char sub[64];
+  std::snprintf(sub, sizeof sub, "%04o-%u-%u", static_cast<unsigned>(perm),
+                static_cast<unsigned>(owner), static_cast<unsigned>(gid));
+  auto dest = root_ / "modes" / sub / sha256_hex;
+  auto src = path_of(sha256_hex);
+  struct stat want{}, have{};
+  if (::stat(src.c_str(), &want) != 0)
+    return sys_error("cannot stat " + src.string());
+  // Reused only when it is what this call makes (a crash cannot leave a short copy under
+  // the name, see the fsync below; this also replaces copies an older groved gave away).
+  std::error_code ec;
+  if (::lstat(dest.c_str(), &have) == 0) {
+    if (S_ISREG(have.st_mode) && have.st_size == want.st_size
+        && (have.st_mode & 07777) == perm && have.st_uid == owner && have.st_gid == gid)
+      return dest;
+    fs::remove(dest, ec);
+  }
+  fs::create_directories(dest.parent_path(), ec);
+  auto tmp = root_ / "tmp" / (random_hex(12) + ".mode");
+  auto fail = [&](const std::string& what) {
+    auto err = sys_error(what);
+    fs::remove(tmp, ec);
+    return err;
+  };
+  if (!fs::copy_file(src, tmp, ec))
+    return sys_error("cannot copy " + src.string() + " to " + tmp.string() + ": "
+                     + ec.message());
+  if (gid != ::getegid() && ::chown(tmp.c_str(), owner, gid) != 0)
+    return fail("cannot chown " + tmp.string());
+  if (::chmod(tmp.c_str(), perm) != 0)
+    return fail("cannot set the mode of " + tmp.string());
+  // The content on disk before the name points to it.
+  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0)
+    ::close(fd);
+  if (!synced)
+    return fail("cannot fsync " + tmp.string());
+  if (::rename(tmp.c_str(), dest.c_str()) != 0)
+    return fail("cannot rename " + tmp.string() + " to " + dest.string());
+  if (auto err = grove::sync_directory(dest.parent_path()))
+    return err;
+  return dest;
 }
 
 caf::expected<std::string> artifact_store::fetch(const artifact_ref& a, const fetch_settings& s) {

@@ -64,6 +64,16 @@ public:
   /// Where the entries of ZIP artifact `sha256_hex` are unpacked.
   std::filesystem::path unarchived_of(const std::string& sha256_hex) const;
 
+  /// Stored artifact `sha256_hex` with a recipe's Permission `mode` for a component
+  /// whose user's group is `gid`: a copy owned by groved's user and group `gid`, the OWNER bits given to
+  /// the group too and no write bit (the component's user reads or runs it, never
+  /// rewrites it), under `modes/<mode>-<owner>-<gid>/` (same name), fsync'd and renamed
+  /// into place; reused while its size, mode and owner are right. A copy, since the
+  /// stored file is shared by every version and component holding the same bytes and
+  /// stays 0444.
+  caf::expected<std::filesystem::path> with_mode(const std::string& sha256_hex, int mode,
+                                                 gid_t gid);
+
   /// Fetches `a` (download or copy), checks its digest when it has one, and stores it;
   /// its SHA-256 (hex). The error says what went wrong, for status.errors.
   caf::expected<std::string> fetch(const artifact_ref& a, const fetch_settings& s);

@@ -227,6 +227,8 @@ struct deployment_config {
   int64_t artifacts_url_seconds = 0;
   /// Generic components' limits when their deployment gives none.
   limits_config default_system_resource_limits;
+  /// Seconds within which a third error makes a generic component BROKEN.
+  int64_t broken_error_window = 0;
 
   /// The keys, their defaults, ranges and meanings.
   static grove::config_map<deployment_config> map() {
@@ -294,6 +296,12 @@ struct deployment_config {
                "generic components' `runWith.systemResourceLimits` when their deployment gives "
                "none (Greengrass' nucleus `runWithDefault.systemResourceLimits`): applied "
                "with a cgroup per component (README, \"Resource limits\")")
+      .key("broken_error_window", &deployment_config::broken_error_window, 3600,
+           grove::range{1, 31536000},
+           "seconds within which a generic component's third error (a run or startup "
+           "that fails, or outlives its Timeout) makes it BROKEN, without more restarts "
+           "(Greengrass' nucleus: 3 errors within an hour); errors before that no longer "
+           "count, and a deployment that starts it again starts the count again")
       .validate([](const deployment_config& c) -> caf::error {
         auto bad = [](std::string what) {
           return grove::make_error(grove::errc::invalid_config, std::move(what));

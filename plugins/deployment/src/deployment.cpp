@@ -145,6 +145,9 @@ public:
     thing_name_ = cfg.thing_name;
     default_limits_ = {cfg.default_system_resource_limits.memory,
                        cfg.default_system_resource_limits.cpus};
+    error_window_ = std::chrono::seconds{cfg.broken_error_window};
+    if (runner_)
+      runner_->set_error_window(error_window_);
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
@@ -410,16 +413,21 @@ public:
       // runner's sweep of what earlier runs left.
       std::map<std::string, grove::process> kept;
       std::set<pid_t> spare;
-      for (const auto& h : handed_)
+      std::set<std::string> services; // startups' services, stopped by the next runner
+      for (const auto& h : handed_) {
+        if (h.service_pgid > 0)
+          services.insert(h.record.plan.name);
         if (h.kept)
           if (auto p = ctx_->adopt_process("component:" + h.record.plan.name)) {
             if (auto pid = p->pid(); pid > 0)
               spare.insert(pid);
             kept.emplace(h.record.plan.name, std::move(*p));
           }
+      }
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_,
-                                         std::move(spare));
+                                         std::move(spare), std::move(services));
+      runner_->set_error_window(error_window_);
       // The components the journal kept: listed with their last states at once, their
       // effective configurations what the next deployment builds on. After a hot reload,
       // the last instance's own records instead (the journal is written behind it).
@@ -485,7 +493,8 @@ public:
                                    {"main", h.main},
                                    {"errors", h.errors},
                                    {"installedVersion", h.installed_version},
-                                   {"kept", h.kept}});
+                                   {"kept", h.kept},
+                                   {"servicePgid", h.service_pgid}});
     }
     return out.dump();
   }
@@ -508,6 +517,7 @@ public:
         h.errors = c.at("errors").get<int>();
         h.installed_version = c.at("installedVersion").get<std::string>();
         h.kept = c.at("kept").get<bool>();
+        h.service_pgid = c.value("servicePgid", pid_t{0});
         handed_.push_back(std::move(h));
       }
     } catch (const std::exception& e) {
@@ -927,7 +937,8 @@ private:
                                        {"cpus", r.plan.limits.cpus}}},
                            {"artifactsPath", r.plan.artifacts_path},
                            {"decompressedPath", r.plan.decompressed_path},
-                           {"foreign", r.foreign}};
+                           {"foreign", r.foreign},
+                           {"installedVersion", r.installed_version}};
     return installed_row{r.plan.name, r.plan.version, r.state, r.details, r.changed_ms,
                          plan.dump()};
   }
@@ -947,6 +958,7 @@ private:
     out.plan.limits = {limits.value("memory", int64_t{0}), limits.value("cpus", 0.0)};
     out.plan.artifacts_path = plan.value("artifactsPath", std::string{});
     out.plan.decompressed_path = plan.value("decompressedPath", std::string{});
+    out.installed_version = plan.value("installedVersion", std::string{});
     out.foreign = plan.value("foreign", false);
     out.state = r.state;
     out.details = r.details;
@@ -997,7 +1009,7 @@ private:
                                    const group_changes& changes, bool rollback) {
     auto set = nlohmann::json::array();
     for (const auto& p : previous) {
-      auto row = row_of(installed_record{p, "", "", 0, p.foreign});
+      auto row = row_of(installed_record{p, "", "", 0, p.foreign, ""});
       set.push_back({{"name", row.name}, {"version", row.version},
                      {"plan", nlohmann::json::parse(row.plan)}});
     }
@@ -1123,11 +1135,27 @@ private:
       std::filesystem::create_directories(unz, ec);
       if (auto st = db.artifacts_of(p.name, p.version); st && *st) {
         auto map = json::parse((*st)->artifacts, nullptr, false);
+        // The recipe's Permission: a copy with that mode the component's user cannot write.
+        std::map<std::string, int> modes;
+        for (const auto& r : fetchable_artifacts(p.recipe))
+          modes[r.uri] = r.mode;
         if (map.is_object())
           for (auto a = map.begin(); a != map.end(); ++a) {
             auto file = std::filesystem::path{a.key()}.filename();
+            auto target = arts.path_of(a->get<std::string>());
+            if (auto m = modes.find(a.key()); m != modes.end() && m->second >= 0) {
+              // For the group of the user its steps run as (spawn(): runWith applies as
+              // root only).
+              auto ids = posix_ids(::geteuid() == 0 ? p.posix_user : std::string{});
+              if (!ids)
+                return std::move(ids.error());
+              auto t = arts.with_mode(a->get<std::string>(), m->second, ids->second);
+              if (!t)
+                return std::move(t.error());
+              target = *t;
+            }
             std::filesystem::remove(dir / file, ec);
-            std::filesystem::create_symlink(arts.path_of(a->get<std::string>()), dir / file, ec);
+            std::filesystem::create_symlink(target, dir / file, ec);
             if (std::filesystem::exists(arts.unarchived_of(a->get<std::string>()))) {
               std::filesystem::remove(unz / file.stem(), ec);
               std::filesystem::create_directory_symlink(arts.unarchived_of(a->get<std::string>()),
@@ -1371,6 +1399,7 @@ private:
   grove::context* ctx_ = nullptr;
   std::string thing_name_;
   resource_limits default_limits_; // default_system_resource_limits
+  std::chrono::seconds error_window_{3600}; // broken_error_window
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <set>
 
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include "grove/control.pb.h"
@@ -235,6 +237,83 @@ std::string same_path(const std::filesystem::path& p) {
   return p.lexically_normal().string();
 }
 
+// Every process whose environment has `marker` (GROVE_COMPONENTS_ROOT=<root>: every child
+// of a runner, see spawn), held by a pidfd, with its GROVE_COMPONENT_NAME; groved itself is
+// left out.
+void each_component_process(const std::string& marker,
+                            const std::function<void(held_process, const std::string&)>& f) {
+  std::error_code ec;
+  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
+    auto pid_text = p.path().filename().string();
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    auto pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid())
+      continue;
+    // Opened before the environment is read: if the pid is another process's by then,
+    // the pidfd holds the one that ended and reaches nobody.
+    held_process held{pid, static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))};
+    if (held.fd < 0)
+      continue;
+    std::ifstream in{p.path() / "environ", std::ios::binary};
+    std::string var, component;
+    bool marked = false;
+    while (std::getline(in, var, '\0')) {
+      marked = marked || var == marker;
+      if (var.starts_with("GROVE_COMPONENT_NAME="))
+        component = var.substr(var.find('=') + 1);
+    }
+    if (marked)
+      f(std::move(held), component);
+  }
+}
+
+// What install-once compares (component::installed_version): the version, then a SHA-256
+// of the rendered install Script and Setenv (the Lifecycle's setenv too), runWith.posixUser
+// and the artifacts' stored files ({artifacts:path}'s links), so that a deployment of the
+// same version changing any of them installs again.
+std::string install_key(const component_plan& p, const step_def& install,
+                        const render_context& rc) {
+  json what = json::array();
+  what.push_back(render(install.script, rc, p.name));
+  auto rendered = [&](const json& vars) {
+    json out = json::object();
+    if (vars.is_object())
+      for (auto it = vars.begin(); it != vars.end(); ++it)
+        out[it.key()] = render(it->is_string() ? it->get<std::string>() : it->dump(), rc, p.name);
+    return out;
+  };
+  const json* global = member(lifecycle_of(p.recipe), "setenv");
+  what.push_back(rendered(global ? *global : json::object()));
+  what.push_back(rendered(install.setenv));
+  what.push_back(p.posix_user);
+  json arts = json::object();
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator{p.artifacts_path, ec})
+    arts[e.path().filename().string()] = std::filesystem::read_symlink(e.path(), ec).string();
+  what.push_back(arts);
+  auto text = what.dump();
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(text.data(), text.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out = p.version + " ";
+  static constexpr char digits[] = "0123456789abcdef";
+  for (unsigned i = 0; i < len; ++i) {
+    out += digits[md[i] >> 4];
+    out += digits[md[i] & 15];
+  }
+  return out;
+}
+
+// Signals process group `pgid` while one of `procs` lives in it (an empty group's id may
+// have been given to another process since): whether it did.
+bool signal_group(pid_t pgid, const std::vector<held_process>& procs, int sig) {
+  if (pgid <= 0
+      || std::none_of(procs.begin(), procs.end(), [&](const auto& p) { return p.group() == pgid; }))
+    return false;
+  return ::kill(-pgid, sig) == 0;
+}
+
 // A child's output to the component's log `log`, rotated at 10 MB (one old file kept),
 // then to `user_output`.
 std::function<void(grove::output_stream, const std::string&)>
@@ -251,6 +330,45 @@ log_writer(std::filesystem::path log,
       user_output(s, line);
   };
 }
+
+} // namespace
+
+held_process::~held_process() {
+  if (fd >= 0)
+    ::close(fd);
+}
+
+bool held_process::signal(int sig) const {
+  return fd >= 0 && ::syscall(SYS_pidfd_send_signal, fd, sig, nullptr, 0) == 0;
+}
+
+pid_t held_process::group() const {
+  auto g = ::getpgid(pid);
+  return g > 0 && signal(0) ? g : 0; // still alive after getpgid: the group was its
+}
+
+caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user) {
+  if (posix_user.empty())
+    return std::pair{::geteuid(), ::getegid()};
+  auto colon = posix_user.find(':');
+  auto user = posix_user.substr(0, colon);
+  auto group = colon == std::string::npos ? std::string{} : posix_user.substr(colon + 1);
+  auto* pw = ::getpwnam(user.c_str());
+  if (!pw)
+    return grove::make_error(grove::errc::invalid_config,
+                             "runWith.posixUser: no user '" + user + "'");
+  std::pair<uid_t, gid_t> out{pw->pw_uid, pw->pw_gid};
+  if (!group.empty()) {
+    auto* gr = ::getgrnam(group.c_str());
+    if (!gr)
+      return grove::make_error(grove::errc::invalid_config,
+                               "runWith.posixUser: no group '" + group + "'");
+    out.second = gr->gr_gid;
+  }
+  return out;
+}
+
+namespace {
 
 // Tests only: GROVE_DEPLOYMENT_CRASH_AT=<step> kills groved (SIGKILL) at that step of a
 // journaled deployment's change of the group, as `kill -9` there would (group_journaled:
@@ -294,6 +412,10 @@ struct runner::component {
   grove::process proc;
   std::string installed_version;
   std::string main; // "run", "startup" or ""
+  pid_t service_pgid = 0; // the process group a startup that exited 0 left running
+  uint64_t runs = 0; // run_main's starts (a restart keeps the generation)
+  bool timed_out = false; // its run outlived the run step's Timeout
+  std::deque<std::chrono::steady_clock::time_point> error_times; // within error_window_
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
   bool foreign = false; // its function or model is another change's (installed_record)
@@ -339,7 +461,8 @@ struct runner::job {
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
-               std::string thing_name, std::set<pid_t> spare)
+               std::string thing_name, std::set<pid_t> spare,
+               std::set<std::string> spare_services)
   : ctx_(ctx), root_(std::move(root)), log_dir_(std::move(log_dir)),
     thing_name_(std::move(thing_name)) {
   std::error_code ec;
@@ -348,25 +471,17 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
   // The parent-death signal reaches a script's shell, not what the shell started: after
   // a kill -9 of groved those live on. Every child of this runner carries
   // GROVE_COMPONENTS_ROOT=<root> in its environment; what is left of the last run goes.
-  auto marker = "GROVE_COMPONENTS_ROOT=" + root_.string();
-  for (const auto& p : std::filesystem::directory_iterator{"/proc", ec}) {
-    auto pid_text = p.path().filename().string();
-    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    std::ifstream in{p.path() / "environ", std::ios::binary};
-    std::string var;
-    while (std::getline(in, var, '\0'))
-      if (var == marker) {
-        auto pid = static_cast<pid_t>(std::stol(pid_text));
-        // A hot reload handed these over (each child leads a process group of its own).
-        if (auto pgid = ::getpgid(pid); pgid > 0 && spare.count(pgid))
-          break;
-        if (pid != ::getpid() && ::kill(pid, SIGKILL) == 0)
-          ctx_.log().warn("deployment: killed process {}, left by the last run of a "
-                          "component", pid);
-        break;
-      }
-  }
+  each_component_process("GROVE_COMPONENTS_ROOT=" + root_.string(),
+                         [&](held_process p, const std::string& component) {
+    // A hot reload handed these over (each child leads a process group of its own), and
+    // the services of startups it handed over, wherever they went (setsid).
+    if (auto pgid = p.group(); (pgid > 0 && spare.count(pgid))
+                               || spare_services.count(component))
+      return;
+    if (p.signal(SIGKILL))
+      ctx_.log().warn("deployment: killed process {}, left by the last run of a component",
+                      p.pid);
+  });
   // A plugin component's state is the kernel's, a Lambda component's function_runtime's: a
   // plugin that breaks or is unloaded by an operator after its deployment, a function taken
   // out of the group, shows so in ListInstalledComponents.
@@ -407,6 +522,12 @@ std::string runner::plugin_library(const component_plan& p, const std::string& p
 
 runner::~runner() {
   *alive_ = false;
+  // What startups left running goes with groved (the next start kills any rest).
+  for (const auto& [name, c] : components_)
+    if (c->service_pgid > 0)
+      for (const auto& p : component_pids(name))
+        if (p.group() == c->service_pgid)
+          p.signal(SIGTERM);
   std::lock_guard guard{mtx_};
   components_.clear(); // each handle stops its child
 }
@@ -483,6 +604,7 @@ void runner::restore(std::vector<installed_record> rows) {
     c->details = std::move(r.details);
     c->changed_ms = r.changed_ms;
     c->foreign = r.foreign;
+    c->installed_version = std::move(r.installed_version);
     c->restored = true;
     c->log = log_dir_ / (c->plan.name + ".log");
     order_.push_back(c->plan.name);
@@ -525,7 +647,7 @@ void runner::restart(std::function<void(apply_outcome)> done) {
     j->plan.push_back(c.plan);
     // A foreign one's function or model is another change's: setting it would replace that.
     if (c.state == "BROKEN" || c.state == "ERRORED" || c.foreign
-        || (c.state == "FINISHED" && c.details.starts_with("stopped")))
+        || ((c.state == "FINISHED" || c.state == "STOPPING") && c.details.starts_with("stopped")))
       j->hold.insert(name);
   }
   for (auto held = j->hold; const auto& name : held)
@@ -564,7 +686,8 @@ std::vector<handed_component> runner::hand_over() {
   std::vector<handed_component> out;
   for (auto& [name, c] : components_) {
     handed_component h;
-    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign};
+    h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
+                                c->installed_version};
     h.main = c->main;
     h.errors = c->errors;
     h.installed_version = c->installed_version;
@@ -579,6 +702,13 @@ std::vector<handed_component> runner::hand_over() {
       h.kept = true;
       ctx_.log().info("deployment: {} {}: its {} handed to the next instance", name,
                       c->plan.version, c->main);
+    }
+    // A startup's service: its process group is spared by the next instance, which stops
+    // it as its own.
+    if (c->service_pgid > 0 && c->state == "RUNNING"
+        && signal_group(c->service_pgid, component_pids(name), 0)) {
+      ++c->generation;
+      h.service_pgid = std::exchange(c->service_pgid, 0);
     }
     out.push_back(std::move(h));
   }
@@ -595,6 +725,18 @@ void runner::adopt(const std::vector<handed_component>& handed,
     const auto& name = c.plan.name;
     c.installed_version = h.installed_version;
     c.errors = h.errors;
+    c.error_times.assign(static_cast<size_t>(std::max(h.errors, 0)),
+                         std::chrono::steady_clock::now()); // when is not handed: now
+    if (h.service_pgid > 0 && signal_group(h.service_pgid, component_pids(name), 0)) {
+      ++c.generation; // started: the deployment applied again finds it unchanged
+      c.main = "startup";
+      c.service_pgid = h.service_pgid;
+      c.restored = false;
+      c.stopped = false;
+      c.log = log_dir_ / (name + ".log");
+      set_state(c, "RUNNING", h.record.state == "RUNNING" ? h.record.details : "");
+      continue;
+    }
     auto p = procs.find(name);
     if (p == procs.end())
       continue;
@@ -639,7 +781,8 @@ std::vector<installed_record> runner::snapshot() const {
   std::vector<installed_record> out;
   std::lock_guard guard{mtx_};
   for (const auto& [name, c] : components_)
-    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign});
+    out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
+                                   c->installed_version});
   return out;
 }
 
@@ -673,8 +816,10 @@ void runner::stop_dependants(const std::string& name, const std::string& why) {
     if (it == components_.end() || it->second->stopped)
       continue;
     ctx_.log().info("deployment: {} stops: its HARD dependency {} {}", d, name, why);
-    stop_component(d);
-    set_state(*it->second, "FINISHED", "stopped: its HARD dependency " + name + " " + why);
+    auto details = "stopped: its HARD dependency " + name + " " + why;
+    stop_component(d, details);
+    if (it->second->state != "STOPPING" && it->second->details != details)
+      set_state(*it->second, "FINISHED", details); // a plugin's or function's state
   }
 }
 
@@ -689,7 +834,8 @@ render_context runner::render_ctx() const {
 }
 
 caf::expected<grove::process> runner::spawn(component& c, const std::string& script,
-                                            const json& step_env, grove::process_callbacks cb) {
+                                            const json& step_env, bool privileged,
+                                            grove::process_callbacks cb) {
   auto rc = render_ctx();
   const auto& name = c.plan.name;
   grove::process_options o;
@@ -717,24 +863,13 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   std::filesystem::create_directories(work, ec);
   o.cwd = work;
   // runWith posixUser: only root can switch; a user that does not exist fails the step.
-  if (!c.plan.posix_user.empty() && ::geteuid() == 0) {
-    auto user = c.plan.posix_user.substr(0, c.plan.posix_user.find(':'));
-    auto group = c.plan.posix_user.find(':') == std::string::npos
-                   ? std::string{}
-                   : c.plan.posix_user.substr(c.plan.posix_user.find(':') + 1);
-    auto* pw = ::getpwnam(user.c_str());
-    if (!pw)
-      return grove::make_error(grove::errc::invalid_config,
-                               "runWith.posixUser: no user '" + user + "'");
-    o.uid = pw->pw_uid;
-    o.gid = pw->pw_gid;
-    if (!group.empty()) {
-      auto* gr = ::getgrnam(group.c_str());
-      if (!gr)
-        return grove::make_error(grove::errc::invalid_config,
-                                 "runWith.posixUser: no group '" + group + "'");
-      o.gid = gr->gr_gid;
-    }
+  // A step with RequiresPrivilege keeps groved's user (Greengrass: root).
+  if (!c.plan.posix_user.empty() && ::geteuid() == 0 && !privileged) {
+    auto ids = posix_ids(c.plan.posix_user);
+    if (!ids)
+      return std::move(ids.error());
+    o.uid = ids->first;
+    o.gid = ids->second;
     std::filesystem::permissions(work, std::filesystem::perms::all, ec);
     (void) ::chown(work.c_str(), *o.uid, *o.gid);
   }
@@ -1165,7 +1300,7 @@ void runner::begin_changes(std::shared_ptr<job> j) {
                          });
 }
 
-void runner::stop_component(const std::string& name) {
+void runner::stop_component(const std::string& name, const std::string& details) {
   auto it = components_.find(name);
   if (it == components_.end())
     return;
@@ -1173,21 +1308,98 @@ void runner::stop_component(const std::string& name) {
   if (through_kernel(name, c.plan.recipe))
     return; // plugins, functions and models change through the kernel (step), not as processes
   ++c.generation;
-  if (c.proc) {
-    set_state(c, "STOPPING");
+  c.stopped = true;
+  if (c.proc || c.service_pgid > 0) {
+    set_state(c, "STOPPING", details); // FINISHED when poll_stop is done
+    // Greengrass' order: shutdown first; once it ends (or its timeout), the run or what
+    // the startup left is signalled, then whatever of the component is left is killed.
+    // A start of the same component waits for this (start_component).
+    auto w = std::make_shared<stop_work>();
+    w->name = name;
+    w->main = std::move(c.proc);
+    c.proc = grove::process{};
+    w->service = std::exchange(c.service_pgid, 0);
+    w->generation = c.generation;
+    w->details = details;
+    stopping_[name];
     auto shutdown = step_of(lifecycle_of(c.plan.recipe), "shutdown");
     if (shutdown.present && !shutdown.script.empty()) {
-      // Fire and forget: its handle stops it after its grace when dropped.
-      auto s = spawn(c, shutdown.script, shutdown.setenv, {});
-      if (s)
+      grove::process_callbacks cb;
+      cb.on_exit = [this, w, alive = alive_](const grove::process_exit&) {
+        if (*alive)
+          end_stop(w);
+      };
+      auto s = spawn(c, shutdown.script, shutdown.setenv, shutdown.privileged, std::move(cb));
+      if (s) {
+        // Its own handle until its timeout (Greengrass' default for shutdown: 15 s):
+        // dropping it then stops a shutdown that hangs.
+        auto keep = std::make_shared<grove::process>(std::move(*s));
         ctx_.after(std::chrono::seconds{shutdown.timeout > 0 ? shutdown.timeout : 15},
-                   [keep = std::make_shared<grove::process>(std::move(*s))] {});
+                   [this, w, keep, alive = alive_]() mutable {
+                     keep.reset();
+                     if (*alive)
+                       end_stop(w);
+                   });
+      } else {
+        ctx_.log().warn("deployment: {}: shutdown could not start: {}", name,
+                        grove::describe(s.error()));
+        end_stop(w);
+      }
+    } else {
+      end_stop(w);
     }
-    c.proc.stop();
-    c.proc = grove::process{};
+    return;
   }
-  c.stopped = true;
-  set_state(c, "FINISHED", "stopped");
+  set_state(c, "FINISHED", details);
+}
+
+void runner::end_stop(std::shared_ptr<stop_work> w) {
+  if (std::exchange(w->signalled, true))
+    return; // the shutdown's exit and its timeout both come here
+  w->deadline = std::chrono::steady_clock::now() + w->grace;
+  w->main.stop(SIGTERM, w->grace); // the run's (or a startup still running) process group
+  auto procs = component_pids(w->name);
+  if (!signal_group(w->service, procs, SIGTERM))
+    w->service = 0; // no process of the component is in it any more
+  for (const auto& p : procs)
+    p.signal(SIGTERM); // what left the group (setsid) still carries the component's name
+  poll_stop(w);
+}
+
+void runner::poll_stop(std::shared_ptr<stop_work> w) {
+  auto now = std::chrono::steady_clock::now();
+  auto left = component_pids(w->name);
+  // Only a wait: the group is signalled below only while one of `left` is in it.
+  bool group_left = w->service > 0 && ::kill(-w->service, 0) == 0;
+  if ((!left.empty() || group_left || w->main.running()) && now < w->deadline) {
+    ctx_.after(std::chrono::milliseconds{100}, [this, w, alive = alive_] {
+      if (*alive)
+        poll_stop(w);
+    });
+    return;
+  }
+  // Nothing left: no SIGKILL at all (a group id or pid may be another's by now).
+  signal_group(w->service, left, SIGKILL);
+  for (const auto& p : left)
+    if (p.signal(SIGKILL))
+      ctx_.log().warn("deployment: {}: killed process {}, left after its stop", w->name, p.pid);
+  if (auto it = components_.find(w->name); it != components_.end() && it->second->stopped
+                                            && it->second->generation == w->generation)
+    set_state(*it->second, "FINISHED", w->details);
+  auto waiting = std::move(stopping_[w->name]);
+  stopping_.erase(w->name);
+  for (auto& f : waiting)
+    f();
+}
+
+std::vector<held_process> runner::component_pids(const std::string& name) const {
+  std::vector<held_process> out;
+  each_component_process("GROVE_COMPONENTS_ROOT=" + root_.string(),
+                         [&](held_process p, const std::string& component) {
+                           if (component == name)
+                             out.push_back(std::move(p));
+                         });
+  return out;
 }
 
 void runner::step(std::shared_ptr<job> j) {
@@ -1398,6 +1610,14 @@ void runner::step(std::shared_ptr<job> j) {
 }
 
 void runner::start_component(std::shared_ptr<job> j, component_plan p) {
+  if (auto s = stopping_.find(p.name); s != stopping_.end()) {
+    // Its last processes are still stopping (shutdown, then the grace): not two at once.
+    s->second.push_back([this, j, p = std::move(p), alive = alive_]() mutable {
+      if (*alive)
+        start_component(j, std::move(p));
+    });
+    return;
+  }
   auto& slot = components_[p.name];
   if (!slot) {
     std::lock_guard guard{mtx_};
@@ -1414,6 +1634,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
       c.installed_version.clear();
     c.plan = std::move(p);
     c.errors = 0;
+    c.error_times.clear();
     c.stopped = false;
     c.restored = false;
   }
@@ -1423,9 +1644,10 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
   set_state(c, "NEW");
   auto lifecycle = lifecycle_of(c.plan.recipe);
   auto install = step_of(lifecycle, "install");
-  if (!install.present || install.script.empty() || c.installed_version == c.plan.version
+  auto key = install.present ? install_key(c.plan, install, render_ctx()) : c.plan.version;
+  if (!install.present || install.script.empty() || c.installed_version == key
       || (!install.skipif.empty() && skip(install.skipif))) {
-    c.installed_version = c.plan.version;
+    c.installed_version = key;
     set_state(c, "INSTALLED");
     run_main(j, name);
     return;
@@ -1433,7 +1655,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
   auto wait = ++j->wait;
   c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
   grove::process_callbacks cb;
-  cb.on_exit = [this, j, name, gen, wait, alive = alive_](const grove::process_exit& e) {
+  cb.on_exit = [this, j, name, gen, wait, key, alive = alive_](const grove::process_exit& e) {
     if (!*alive || j->wait != wait)
       return;
     auto it = components_.find(name);
@@ -1443,7 +1665,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     c.proc = grove::process{};
     ++j->wait;
     if (e.code == 0) {
-      c.installed_version = c.plan.version;
+      c.installed_version = key;
       set_state(c, "INSTALLED");
       run_main(j, name);
     } else {
@@ -1452,7 +1674,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
       finish(j, false, name + " " + c.plan.version + ": " + why);
     }
   };
-  auto proc = spawn(c, install.script, install.setenv, std::move(cb));
+  auto proc = spawn(c, install.script, install.setenv, install.privileged, std::move(cb));
   if (!proc) {
     set_state(c, "ERRORED", grove::describe(proc.error()));
     finish(j, false, name + ": install could not start: " + grove::describe(proc.error()));
@@ -1519,7 +1741,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       return;
     main_exited(j, name, gen, wait, is_startup, e);
   };
-  auto proc = spawn(c, chosen.script, chosen.setenv, std::move(cb));
+  auto proc = spawn(c, chosen.script, chosen.setenv, chosen.privileged, std::move(cb));
   if (!proc) {
     set_state(c, "ERRORED", grove::describe(proc.error()));
     ++j->wait;
@@ -1527,6 +1749,34 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
     return;
   }
   c.proc = std::move(*proc);
+  c.timed_out = false;
+  auto run_no = ++c.runs;
+  if (!is_startup && chosen.timeout > 0) {
+    // Greengrass ends a run that outlives its Timeout: an error (ERRORED, the restart
+    // rules), reported by main_exited as the timeout.
+    ctx_.after(std::chrono::seconds{chosen.timeout}, [this, name, gen, run_no,
+                                                      alive = alive_] {
+      if (!*alive)
+        return;
+      auto it = components_.find(name);
+      if (it == components_.end() || it->second->generation != gen || it->second->runs != run_no
+          || !it->second->proc.running())
+        return;
+      auto& c = *it->second;
+      c.timed_out = true;
+      // Its process group (it leads one), as a stop would; on_exit sees an unasked end.
+      auto pid = c.proc.pid();
+      ::kill(-pid, SIGTERM);
+      ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
+        if (!*alive)
+          return;
+        auto it = components_.find(name);
+        if (it != components_.end() && it->second->runs == run_no
+            && it->second->proc.pid() == pid)
+          ::kill(-pid, SIGKILL);
+      });
+    });
+  }
   if (is_startup) {
     auto limit = chosen.timeout > 0 ? std::chrono::seconds{chosen.timeout} : j->timeout;
     ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
@@ -1556,13 +1806,38 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
     return;
   auto& c = *it->second;
   c.proc = grove::process{};
+  if (c.timed_out) { // run_main's timer ended it: an error whatever its exit
+    c.timed_out = false;
+    auto limit = step_of(lifecycle_of(c.plan.recipe), "run").timeout;
+    grove::process_exit timed = e;
+    if (timed.code == 0)
+      timed.code = 1;
+    return main_exited_as(j, name, gen, wait, is_startup, timed,
+                          "run exceeded its Timeout of " + std::to_string(limit) + " s ("
+                            + e.describe() + ")");
+  }
+  main_exited_as(j, name, gen, wait, is_startup, e, "");
+}
+
+void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
+                            uint64_t wait, bool is_startup, const grove::process_exit& e,
+                            std::string why) {
+  auto& c = *components_.at(name);
+  if (why.empty())
+    why = (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen);
   if (e.code == 0) {
+    // A startup's service runs on in its process group: a stop ends it (stop_component).
+    if (is_startup)
+      c.service_pgid = e.pid;
     set_state(c, is_startup ? "RUNNING" : "FINISHED");
   } else {
-    ++c.errors;
-    // A third error in a row: BROKEN, no more restarts (Greengrass v2's rule).
-    set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED",
-              (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen));
+    // Greengrass v2's rule: a third error within the window is BROKEN, no more restarts.
+    auto now = std::chrono::steady_clock::now();
+    c.error_times.push_back(now);
+    while (!c.error_times.empty() && c.error_times.front() + error_window_ <= now)
+      c.error_times.pop_front();
+    c.errors = static_cast<int>(c.error_times.size());
+    set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", why);
   }
   if (j->wait == wait) { // the job waits for this start
     ++j->wait;
@@ -1572,8 +1847,7 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
       return;
     }
     if (!j->background) {
-      finish(j, false, name + " " + c.plan.version + ": " + (is_startup ? "startup " : "run ")
-                         + explain(c, e, c.oom_seen));
+      finish(j, false, name + " " + c.plan.version + ": " + why);
       return;
     }
   }
@@ -1593,10 +1867,9 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
         w->done = std::move(w->late);
         w->index = w->plan.size();
         busy_ = true;
-        auto why = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
-                   + std::to_string(w->timeout.count()) + " s of its start: "
-                   + explain(c, e, c.oom_seen);
-        finish(w, false, std::move(why)); // a rollback may remove `c`: nothing after
+        auto reason = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
+                      + std::to_string(w->timeout.count()) + " s of its start: " + why;
+        finish(w, false, std::move(reason)); // a rollback may remove `c`: nothing after
       }
     }
     return;
@@ -1605,7 +1878,7 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
     auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
     if (recover.present && !recover.script.empty()) {
       // Its own handle, kept until its timeout (dropping it stops the script).
-      auto r = spawn(c, recover.script, recover.setenv, {});
+      auto r = spawn(c, recover.script, recover.setenv, recover.privileged, {});
       if (r)
         ctx_.after(std::chrono::seconds{recover.timeout > 0 ? recover.timeout : 60},
                    [keep = std::make_shared<grove::process>(std::move(*r))] {});

@@ -5,7 +5,8 @@
 // stop; setenv, timeout, skipif) as children of the SDK's grove::process (process group,
 // parent-death signal), its output in `<write_dir>/logs/components/<name>.log`, its state
 // NEW → INSTALLED → STARTING → RUNNING → STOPPING → FINISHED / ERRORED / BROKEN (a third
-// error in a row is BROKEN). A set is applied in dependency order; a failure puts the
+// error within the error window is BROKEN; a stop runs shutdown, then ends the run and
+// what a startup left running). A set is applied in dependency order; a failure puts the
 // previous set back when the deployment's policy is ROLLBACK, undoing only the
 // deployment's own changes of the kernel's group (group_changes.hpp). A component named
 // `grove.<plugin>` is one of Grove's plugins instead: loaded, reconfigured, hot-reloaded and
@@ -33,6 +34,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +47,29 @@
 #include "render.hpp"
 
 namespace grove::deployment {
+
+/// The user and group of a runWith.posixUser (`user` or `user:group`; "" : groved's own).
+caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user);
+
+/// One of a runner's component processes, found by its environment and held by a pidfd
+/// opened before the environment was read: a signal through it reaches that process or
+/// none, never one given its pid since.
+struct held_process {
+  /// Its pid, for logs and getpgid.
+  pid_t pid = 0;
+  /// Holds `pid` (pidfd_open, or -1).
+  int fd = -1;
+
+  held_process(pid_t p, int f) : pid(p), fd(f) {}
+  held_process(held_process&& o) noexcept : pid(o.pid), fd(std::exchange(o.fd, -1)) {}
+  held_process& operator=(held_process&&) = delete;
+  held_process(const held_process&) = delete;
+  ~held_process();
+  /// pidfd_send_signal: true when the process was there to get it (0 only checks).
+  bool signal(int sig) const;
+  /// Its process group while it lives (0 once it has ended).
+  pid_t group() const;
+};
 
 /// One component of a set to apply.
 struct component_plan {
@@ -93,6 +118,10 @@ struct installed_record {
   /// A Lambda or model component whose function or model is another change's (a rollback
   /// kept that version): a set without it leaves the group as it is.
   bool foreign = false;
+  /// The version whose install ran and a digest of what it ran with ("" : none; see
+  /// install_key in runner.cpp): install runs once per version and unchanged script,
+  /// Setenv, posixUser and artifacts, also across restarts of groved.
+  std::string installed_version;
 };
 
 /// What an apply journals so that its rollback survives `kill -9` (apply()).
@@ -120,12 +149,14 @@ struct handed_component {
   installed_record record;
   /// "run" or "startup" (the step its process is), "" when none.
   std::string main;
-  /// Errors in a row so far (the third is BROKEN).
+  /// Errors within the error window so far (the third is BROKEN).
   int errors = 0;
-  /// The version whose install ran.
+  /// The version whose install ran, with a digest of what it ran with (install_key).
   std::string installed_version;
   /// Its process was kept (keep_process) for the next instance.
   bool kept = false;
+  /// The process group a startup that exited 0 left running (0: none).
+  pid_t service_pgid = 0;
 };
 
 /// What became of an apply.
@@ -147,12 +178,21 @@ class runner {
 public:
   /// Runs components for `ctx`; work directories under `root` (`work/<name>`), logs
   /// under `log_dir`. What earlier runs of components left is killed, except the process
-  /// groups in `spare` (processes the last instance handed over, see adopt).
+  /// groups in `spare` (processes the last instance handed over, see adopt) and the
+  /// processes of the components in `spare_services` (the services their startups left,
+  /// handed over too).
   runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
-         std::string thing_name, std::set<pid_t> spare = {});
+         std::string thing_name, std::set<pid_t> spare = {},
+         std::set<std::string> spare_services = {});
 
   /// Stops every component (shutdown scripts are not waited for).
   ~runner();
+
+  /// A component's third error within `w` of the first makes it BROKEN (Greengrass'
+  /// nucleus: an hour); a deployment that starts it again starts the count again.
+  void set_error_window(std::chrono::seconds w) {
+    error_window_ = w;
+  }
 
   /// The cgroups components with systemResourceLimits run in; the error why there are
   /// none (such components then fail to start, saying so). Made on first use.
@@ -259,11 +299,35 @@ private:
                    std::function<void(caf::expected<std::string>)> done);
   void finish(std::shared_ptr<job> j, bool ok, std::string reason);
   std::string explain(const component& c, const grove::process_exit& e, uint64_t oom_before);
-  void stop_component(const std::string& name);
+  // Stops a generic component: shutdown, then its processes (stop_work); returns at once.
+  // STOPPING until its processes are gone, then FINISHED with `details`.
+  void stop_component(const std::string& name, const std::string& details = "stopped");
+  // What a stop still has to end: the run's process, the group a startup left, and every
+  // process carrying the component's name, signalled once shutdown ended, killed after
+  // `grace`.
+  struct stop_work {
+    std::string name;
+    grove::process main;
+    pid_t service = 0;
+    // The component's generation when stopped, and its FINISHED details once done.
+    uint64_t generation = 0;
+    std::string details;
+    std::chrono::milliseconds grace{3000};
+    std::chrono::steady_clock::time_point deadline;
+    bool signalled = false;
+  };
+  void end_stop(std::shared_ptr<stop_work> w);
+  void poll_stop(std::shared_ptr<stop_work> w);
+  // The processes of this runner's component `name` (by their environment, see spawn).
+  std::vector<held_process> component_pids(const std::string& name) const;
   void start_component(std::shared_ptr<job> j, component_plan p);
   void run_main(std::shared_ptr<job> j, const std::string& name);
   void main_exited(std::shared_ptr<job> j, const std::string& name, uint64_t gen, uint64_t wait,
                    bool is_startup, const grove::process_exit& e);
+  // main_exited once `why` (empty: from `e`) says why it ended.
+  void main_exited_as(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
+                      uint64_t wait, bool is_startup, const grove::process_exit& e,
+                      std::string why);
   void apply_plugin(std::shared_ptr<job> j, const component_plan& p);
   void plugin_actions(std::shared_ptr<job> j, std::string name, std::string todo);
   void settle_plugin(std::shared_ptr<job> j, const std::string& name);
@@ -289,7 +353,7 @@ private:
   void journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then);
   void set_state(component& c, const std::string& state, const std::string& details = "");
   caf::expected<grove::process> spawn(component& c, const std::string& script,
-                                      const nlohmann::json& step_env,
+                                      const nlohmann::json& step_env, bool privileged,
                                       grove::process_callbacks cb);
   render_context render_ctx() const;
   std::vector<std::string> hard_dependants(const std::string& name) const;
@@ -304,6 +368,8 @@ private:
   std::map<std::string, std::unique_ptr<component>> components_;
   std::vector<std::string> order_;               // the applied set, dependencies first
   std::deque<std::shared_ptr<job>> pending_;     // deployments waiting for this one
+  // Components whose stop has not ended yet, with what waits for it (a new start).
+  std::map<std::string, std::vector<std::function<void()>>> stopping_;
   bool busy_ = false;
   // The last apply that ended ok, with the runs it started (name → generation, start):
   // one that goes BROKEN within its timeout fails it late (see apply).
@@ -313,6 +379,7 @@ private:
   };
   std::optional<watch> watch_;
   std::function<void()> on_change_;
+  std::chrono::seconds error_window_{3600}; // see set_error_window
   std::unique_ptr<component_cgroups> cgroups_; // see cgroups()
   std::string cgroups_error_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

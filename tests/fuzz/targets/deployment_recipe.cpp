@@ -3,13 +3,15 @@
 // both of its written forms (GetComponent's JSON and YAML); every refusal names a field.
 // The input's first line is also read as a version and as a version range: a range that
 // parses decides every version without failing, and a version that parses prints back
-// as itself.
+// as itself. An accepted recipe's fetched artifacts each carry a file mode within 0555
+// (Permission) or none.
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "artifact_uri.hpp"
 #include "recipe.hpp"
 #include "semver.hpp"
 
@@ -40,6 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
     return 0;
   }
+  for (const auto& a : fetchable_artifacts(rec->doc))
+    if (a.mode != -1 && (a.mode < 0 || (a.mode & ~0555) != 0))
+      std::abort(); // Read and Execute bits only
   for (const auto& text : {recipe_json(rec->doc), recipe_yaml(rec->doc)}) {
     std::vector<recipe_error> again_errors;
     auto again = parse_recipe(text, again_errors);

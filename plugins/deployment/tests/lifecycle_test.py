@@ -1,0 +1,294 @@
+#!/usr/bin/python3
+"""Generic components' life cycle steps, with boto3 (issue 15).
+
+Usage: lifecycle_test.py first|restarted|reloaded ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
+groved runs with broken_error_window 6 s and artifacts_file_dir LOCAL_DIR (tool.sh there).
+`first`: e2e.Daemon's startup leaves two services (one in its process group, one in a
+session of its own): upgraded to 2.0.0, shutdown runs once for 1.0.0 and both services
+end before 2.0.0's start; e2e.Ordered's shutdown runs before its run is signalled;
+e2e.Priv's RequiresPrivilege install runs as root, its run as runWith.posixUser nobody
+(writing to its working directory, {work:path}: the write dir above it is groved's, 0700),
+its Permission OWNER artifact a 0550 copy owned by root and nobody's group, which nobody
+can run but neither write nor chmod; e2e.Exec runs its artifact directly (Permission Execute OWNER:
+a 0550 copy, the stored file left 0444); e2e.Slow's run outlives its Timeout and is ended
+(ERRORED, restarted);
+e2e.Flaky fails every 4 s: never three errors within 6 s, so never BROKEN (three at once
+are BROKEN: deployments_test.py). `restarted` (after kill -9): Daemon 2.0.0 and Priv run
+again, Priv's install not again. `reloaded` (after `grovectl reload deployment`): Daemon's
+services run on; removing Daemon runs its shutdown and ends them; Priv deployed again
+(same version) with another posixUser spelling installs again.
+Prints PASS/FAIL lines; exits 1 on any failure.
+"""
+import hashlib
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import support
+from support import alive, check, client, read, thing_arn, wait
+
+PHASE, ENDPOINT, CA, WRITE, LOCAL = sys.argv[1:6]
+THING = thing_arn("core-1")
+STATE = f"{WRITE}/plugins/deployment"
+WORKDIR = f"{STATE}/components/work"
+NOBODY = pwd.getpwnam("nobody").pw_uid
+gg = client("greengrassv2", ENDPOINT, CA)
+
+
+def installed():
+    return support.installed(gg)
+
+
+def work(name, file):
+    return read(f"{WORKDIR}/{name}/{file}")
+
+
+def pid_file(name, file):
+    text = work(name, file).strip()
+    return int(text) if text.isdigit() else 0
+
+
+def as_nobody(path, script):
+    """The output of sh -c `script` run as nobody (group: its own) with `path` open
+    read-only as its descriptor $1 and a directory of nobody's as $2."""
+    if not os.path.exists(path):
+        return f"{path} missing"
+    nobody = pwd.getpwnam("nobody")
+    fd = os.open(path, os.O_RDONLY)
+    scratch = tempfile.mkdtemp()
+    try:
+        os.chown(scratch, nobody.pw_uid, nobody.pw_gid)
+        r = subprocess.run(["/bin/sh", "-c", script, "sh", str(fd), scratch], pass_fds=[fd],
+                           user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout + r.stderr
+    finally:
+        os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def deploy(components):
+    did = gg.create_deployment(targetArn=THING, components=components)["deploymentId"]
+
+    def done():
+        d = gg.get_deployment(deploymentId=did)
+        return d if d["deploymentStatus"] in ("COMPLETED", "FAILED", "CANCELED") else None
+    d = wait(done, 60) or {}
+    return d.get("deploymentStatus"), support.effective(gg, did).get("reason", "")
+
+
+def daemon(version):
+    support.component(gg, "e2e.Daemon", f"""Manifests:
+  - Platform: {{os: linux}}
+    Lifecycle:
+      startup: |
+        nohup sleep 300 >/dev/null 2>&1 &
+        echo $! > {{work:path}}/bg.pid
+        setsid sleep 301 >/dev/null 2>&1 </dev/null &
+        echo $! > {{work:path}}/sid.pid
+      shutdown: echo "shutdown {version}" >> {{work:path}}/shutdowns
+""", version)
+
+
+def state(name):
+    return installed().get(name, {}).get("lifecycleState")
+
+
+if PHASE == "first":
+    daemon("1.0.0")
+    daemon("2.0.0")
+    support.component(gg, "e2e.Ordered", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run: |
+        trap 'echo term >> {work:path}/order; exit 0' TERM
+        echo $$ > {work:path}/pid
+        while true; do sleep 0.2; done
+      shutdown: |
+        echo shutdown >> {work:path}/order
+        sleep 1
+        echo shutdown-done >> {work:path}/order
+""")
+    support.component(gg, "e2e.Priv", f"""Manifests:
+  - Platform: {{os: linux}}
+    Artifacts:
+      - Uri: file://{LOCAL}/tool.sh
+        Permission: {{Read: OWNER, Execute: OWNER}}
+    Lifecycle:
+      install:
+        RequiresPrivilege: true
+        Script: id -u > {{work:path}}/install.uid; echo installed >> {{work:path}}/installs
+      run: id -u > run.uid; echo $$ > pid; exec sleep 300
+""")
+    support.component(gg, "e2e.Exec", f"""Manifests:
+  - Platform: {{os: linux}}
+    Artifacts:
+      - Uri: file://{LOCAL}/tool.sh
+        Permission: {{Read: OWNER, Execute: OWNER}}
+    Lifecycle:
+      run: "{{artifacts:path}}/tool.sh {{work:path}}/tool.out; exec sleep 300"
+""")
+    support.component(gg, "e2e.Slow", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run:
+        Timeout: 3
+        Script: echo $$ >> {work:path}/runs; exec sleep 300
+""")
+    support.component(gg, "e2e.Flaky", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run: echo run >> {work:path}/runs; sleep 4; exit 1
+""")
+    for name in ("e2e.Exec", "e2e.Priv"):
+        arn = f"arn:aws:greengrass:us-east-1:123456789012:components:{name}:versions:1.0.0"
+        ready = wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"]
+                     != "REQUESTED" and gg.describe_component(arn=arn)["status"]["componentState"])
+        check(f"{name}'s file:// artifact fetched -> DEPLOYABLE", ready == "DEPLOYABLE", ready)
+
+    everything = {"e2e.Daemon": {"componentVersion": "1.0.0"},
+                  "e2e.Ordered": {"componentVersion": "1.0.0"},
+                  "e2e.Priv": {"componentVersion": "1.0.0", "runWith": {"posixUser": "nobody"}},
+                  "e2e.Exec": {"componentVersion": "1.0.0"},
+                  "e2e.Slow": {"componentVersion": "1.0.0"},
+                  "e2e.Flaky": {"componentVersion": "1.0.0"}}
+    status, reason = deploy(everything)
+    check("a deployment of the six -> COMPLETED", status == "COMPLETED", (status, reason))
+    ic = installed()
+    check("... Daemon (startup ended 0), Ordered, Priv and Exec RUNNING",
+          all(ic.get(n, {}).get("lifecycleState") == "RUNNING"
+              for n in ("e2e.Daemon", "e2e.Ordered", "e2e.Priv", "e2e.Exec")),
+          {n: c.get("lifecycleState") for n, c in ic.items()})
+
+    # startup: its services run on after it exited 0
+    bg1 = wait(lambda: pid_file("e2e.Daemon", "bg.pid"))
+    sid1 = wait(lambda: pid_file("e2e.Daemon", "sid.pid"))
+    check("Daemon 1.0.0's two services run (one in its process group, one setsid)",
+          alive(bg1) and alive(sid1) and os.getpgid(sid1) != os.getpgid(bg1), (bg1, sid1))
+
+    # requiresPrivilege
+    check("Priv's install (RequiresPrivilege) ran as groved's user (root)",
+          wait(lambda: work("e2e.Priv", "install.uid")).strip() == str(os.getuid()),
+          work("e2e.Priv", "install.uid"))
+    check("... its run as runWith.posixUser nobody",
+          wait(lambda: work("e2e.Priv", "run.uid")).strip() == str(NOBODY),
+          work("e2e.Priv", "run.uid"))
+
+    # Permission
+    check("Exec ran its artifact directly (Permission Execute OWNER)",
+          wait(lambda: work("e2e.Exec", "tool.out")) == "tool ran\n", work("e2e.Exec", "tool.out"))
+    link = f"{STATE}/components/packages/artifacts/e2e.Exec/1.0.0/tool.sh"
+    with open(f"{LOCAL}/tool.sh", "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    stored = f"{STATE}/artifacts/sha256/{digest}"
+    st = os.stat(link) if os.path.exists(link) else None
+    check("... {artifacts:path}/tool.sh is mode 0550 (Read OWNER, Execute OWNER, given to the "
+          "group), owned by groved's user and the component's group",
+          st and (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o550, os.getuid(), os.getgid()),
+          (oct(st.st_mode) if st else None, os.path.realpath(link)))
+    plink = f"{STATE}/components/packages/artifacts/e2e.Priv/1.0.0/tool.sh"
+    pst = os.stat(plink) if os.path.exists(plink) else None
+    check("... the copy is 0550 root:nobody's group",
+          pst and (pst.st_mode & 0o7777, pst.st_uid, pst.st_gid)
+          == (0o550, os.getuid(), pwd.getpwnam("nobody").pw_gid),
+          (oct(pst.st_mode), pst.st_uid, pst.st_gid) if pst else plink)
+    # As nobody, through a descriptor root opened: groved's 0700 directories keep nobody
+    # from reaching the path; the copy's own mode and owner are what is checked.
+    tried = as_nobody(plink, 'f=/proc/self/fd/$1; if (echo x >> "$f" || chmod u+w "$f") '
+                      '2>/dev/null; then echo written; else echo refused; fi; "$f" "$2/out"; cat "$2/out"')
+    check("... nobody (Priv's runWith.posixUser) can run it but neither write nor chmod it",
+          tried == "refused\ntool ran\n", tried)
+    check("... the stored artifact, shared by versions, stays 0444",
+          os.path.exists(stored) and os.stat(stored).st_mode & 0o7777 == 0o444,
+          oct(os.stat(stored).st_mode) if os.path.exists(stored) else stored)
+
+    # run Timeout
+    first_slow = wait(lambda: pid_file("e2e.Slow", "runs"))
+    details = wait(lambda: "exceeded its Timeout of 3 s" in
+                   installed().get("e2e.Slow", {}).get("lifecycleStateDetails", "")
+                   and installed()["e2e.Slow"], 30)
+    check("Slow's run outlived its Timeout: ended, ERRORED with the reason",
+          details and not alive(first_slow), (details, first_slow))
+    check("... and restarted (its run started again)",
+          wait(lambda: len(work("e2e.Slow", "runs").split()) >= 2, 30), work("e2e.Slow", "runs"))
+
+    # errors within the window
+    again = wait(lambda: len(work("e2e.Flaky", "runs").split()) >= 4, 60)
+    check("Flaky failing every 4 s (never 3 errors within 6 s) still restarted a 4th time",
+          again and state("e2e.Flaky") != "BROKEN",
+          (work("e2e.Flaky", "runs"), state("e2e.Flaky")))
+
+    # upgrade and removal: shutdown, then the processes
+    ordered = pid_file("e2e.Ordered", "pid")
+    status, reason = deploy({"e2e.Daemon": {"componentVersion": "2.0.0"},
+                             "e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": "nobody"}},
+                             "e2e.Exec": {"componentVersion": "1.0.0"}})
+    check("Daemon upgraded to 2.0.0, Ordered, Slow and Flaky removed -> COMPLETED",
+          status == "COMPLETED", (status, reason))
+    check("... Daemon 1.0.0's shutdown ran once",
+          wait(lambda: work("e2e.Daemon", "shutdowns")) == "shutdown 1.0.0\n",
+          work("e2e.Daemon", "shutdowns"))
+    bg2 = wait(lambda: pid_file("e2e.Daemon", "bg.pid") != bg1 and pid_file("e2e.Daemon", "bg.pid"))
+    sid2 = wait(lambda: pid_file("e2e.Daemon", "sid.pid") != sid1
+                and pid_file("e2e.Daemon", "sid.pid"))
+    check("... its services ended (both), 2.0.0's run",
+          not alive(bg1) and not alive(sid1) and alive(bg2) and alive(sid2),
+          (bg1, sid1, bg2, sid2))
+    check("... Daemon 2.0.0 RUNNING", state("e2e.Daemon") == "RUNNING", state("e2e.Daemon"))
+    order = wait(lambda: len(work("e2e.Ordered", "order").split()) >= 3
+                 and work("e2e.Ordered", "order").split())
+    check("Ordered's shutdown ran to its end before its run was signalled",
+          order and order[:3] == ["shutdown", "shutdown-done", "term"] and not alive(ordered),
+          (order, ordered))
+    check("Priv's install ran once", work("e2e.Priv", "installs") == "installed\n",
+          work("e2e.Priv", "installs"))
+
+elif PHASE == "restarted":
+    priv = wait(lambda: state("e2e.Priv") == "RUNNING" and alive(pid_file("e2e.Priv", "pid"))
+                and pid_file("e2e.Priv", "pid"), 30)
+    check("after kill -9: Priv RUNNING again (a new process)", priv, installed())
+    check("... its install (same version) did not run again",
+          work("e2e.Priv", "installs") == "installed\n", work("e2e.Priv", "installs"))
+    bg = wait(lambda: state("e2e.Daemon") == "RUNNING" and alive(pid_file("e2e.Daemon", "bg.pid"))
+              and pid_file("e2e.Daemon", "bg.pid"), 30)
+    sid = pid_file("e2e.Daemon", "sid.pid")
+    check("... Daemon 2.0.0 RUNNING, its services started again", bg and alive(sid), (bg, sid))
+    with open(f"{LOCAL}/daemon.pids", "w") as f:  # for `reloaded`
+        f.write(f"{bg} {sid} {priv}")
+
+elif PHASE == "reloaded":
+    bg, sid, priv = (int(p) for p in read(f"{LOCAL}/daemon.pids").split())
+    check("after a hot reload: Daemon RUNNING, its services run on (same pids)",
+          alive(bg) and alive(sid) and wait(lambda: state("e2e.Daemon") == "RUNNING"),
+          (bg, sid, installed()))
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": "nobody"}}})
+    check("Daemon removed -> COMPLETED", status == "COMPLETED", (status, reason))
+    check("... Daemon 2.0.0's shutdown ran (the new instance's)",
+          wait(lambda: work("e2e.Daemon", "shutdowns").endswith("shutdown 2.0.0\n")),
+          work("e2e.Daemon", "shutdowns"))
+    check("... and its services ended", wait(lambda: not alive(bg) and not alive(sid)),
+          (bg, sid))
+    # The removal waited for the deployment the new instance applied again at its start.
+    check("... the startup did not run again after the reload (its pid files unchanged)",
+          (pid_file("e2e.Daemon", "bg.pid"), pid_file("e2e.Daemon", "sid.pid")) == (bg, sid),
+          (bg, sid, pid_file("e2e.Daemon", "bg.pid"), pid_file("e2e.Daemon", "sid.pid")))
+    check("... Priv kept its process and did not install again",
+          alive(priv) and work("e2e.Priv", "installs") == "installed\n",
+          (priv, work("e2e.Priv", "installs")))
+    # The same version as another user (nobody's own group named): installed again.
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": f"nobody:{group}"}}})
+    check("Priv 1.0.0 again with posixUser nobody:<its group> -> COMPLETED",
+          status == "COMPLETED", (status, reason))
+    check("... its install ran again (the same version, another runWith.posixUser)",
+          wait(lambda: work("e2e.Priv", "installs") == "installed\ninstalled\n"),
+          work("e2e.Priv", "installs"))
+
+support.finish()
