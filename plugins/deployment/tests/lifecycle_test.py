@@ -73,11 +73,7 @@ def as_nobody(path, script):
 
 def deploy(components):
     did = gg.create_deployment(targetArn=THING, components=components)["deploymentId"]
-
-    def done():
-        d = gg.get_deployment(deploymentId=did)
-        return d if d["deploymentStatus"] in ("COMPLETED", "FAILED", "CANCELED") else None
-    d = wait(done, 60) or {}
+    d = support.settle(gg, did)
     return d.get("deploymentStatus"), support.effective(gg, did).get("reason", "")
 
 

@@ -21,7 +21,7 @@ import threading
 
 import yaml
 
-from support import check, client, finish, installed, thing_arn, wait
+from support import check, client, finish, installed, settle, thing_arn, wait
 
 ENDPOINT, CA, WORK, GROVECTL, ML_TESTS = sys.argv[1:6]
 sys.path.insert(0, ML_TESTS)
@@ -67,11 +67,7 @@ def state(arn):
 
 def deploy(components):
     did = gg.create_deployment(targetArn=THING, components=components)["deploymentId"]
-
-    def done():
-        d = gg.get_deployment(deploymentId=did)
-        return d if d["deploymentStatus"] in ("COMPLETED", "FAILED", "CANCELED") else None
-    d = wait(done, 60) or {}
+    d = settle(gg, did)
     for e in gg.list_effective_deployments(coreDeviceThingName="core-1")["effectiveDeployments"]:
         if e["deploymentId"] == did:
             d["effective"] = e

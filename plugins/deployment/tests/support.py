@@ -57,6 +57,14 @@ def wait(fn, timeout=20):
     return last
 
 
+def settle(gg, did, timeout=60):
+    """GetDeployment of `did` once it is COMPLETED, FAILED or CANCELED ({} if not in time)."""
+    def done():
+        d = gg.get_deployment(deploymentId=did)
+        return d if d["deploymentStatus"] in ("COMPLETED", "FAILED", "CANCELED") else None
+    return wait(done, timeout) or {}
+
+
 def component(gg, name, body, version="1.0.0"):
     """Creates component `name` `version` from a YAML recipe whose rest is `body`."""
     recipe = (f"RecipeFormatVersion: '2020-01-25'\nComponentName: {name}\n"

@@ -52,13 +52,18 @@ class Standalone(unittest.TestCase):
     def test_importing_the_sdk_loads_no_protobuf(self):
         self.assertEqual(loaded(sys.modules), [])
 
-    def test_infer_without_numpy(self):
+    def channel(self):
+        """The SDK's channel on one end of a socketpair; returns the runtime's end."""
         runtime, worker = socket.socketpair()
         self.addCleanup(runtime.close)
         self.addCleanup(worker.close)
         runtime.settimeout(60)
         self.addCleanup(setattr, grove_function, "_channel", grove_function._channel)
         grove_function._channel = grove_function._Channel(worker.fileno(), 1 << 20, "f")
+        return runtime
+
+    def test_infer_without_numpy(self):
+        runtime = self.channel()
         seen = {}
 
         def answer():
@@ -90,12 +95,7 @@ class Standalone(unittest.TestCase):
     def test_bad_names_are_refused_before_sending(self):
         # The runtime's rules (plugins/function_runtime/src/ipc.cpp): a bad name raises
         # Error("malformed: ...") and nothing reaches the socket; good ones are sent.
-        runtime, worker = socket.socketpair()
-        self.addCleanup(runtime.close)
-        self.addCleanup(worker.close)
-        runtime.settimeout(60)
-        self.addCleanup(setattr, grove_function, "_channel", grove_function._channel)
-        grove_function._channel = grove_function._Channel(worker.fileno(), 1 << 20, "f")
+        runtime = self.channel()
         bad = [
             ("function", lambda: grove_function.invoke("a/b", {})),
             ("function", lambda: grove_function.invoke("a+b", {})),
