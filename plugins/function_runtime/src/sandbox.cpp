@@ -4,6 +4,7 @@
 #include "python_runtime.hpp"
 
 #include <fcntl.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -148,6 +149,15 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   int st = 0;
   while (::waitpid(probe, &st, 0) < 0 && errno == EINTR) {
   }
+  // 1b. Calls every sandboxed start makes, which older kernels lack: without them each
+  // start would fail with "Function not implemented" until the function gave up.
+  if (::syscall(SYS_mount_setattr, -1, "", 0, nullptr, 0) != 0 && errno == ENOSYS)
+    return missing("mount_setattr (Linux 5.12 or later), for the read-only binds");
+  seccomp_notif_sizes sizes{};
+  if (::syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) != 0)
+    return missing(std::string{"seccomp user notification (Linux 5.0 or later), to name a "
+                               "denied call (seccomp: "}
+                   + std::strerror(errno) + ")");
   // 2. cgroups: v2 with memory and pids delegated, else v1's memory and pids.
   auto tag = "grove-" + std::to_string(::getpid());
   auto host = cgroup_host::probe(cfg.cgroup_parent);

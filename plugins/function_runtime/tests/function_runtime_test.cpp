@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <seccomp.h>
 
 #include "code_archive.hpp"
 #include "function_def.hpp"
@@ -2735,6 +2736,61 @@ BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
   fs::remove(rootfs / "etc/resolv.conf");
   std::ofstream{rootfs / "etc/resolv.conf"} << "nameserver 192.0.2.1\n";
   BOOST_TEST(bound().empty());
+}
+
+namespace {
+
+/// sandbox::open in a child where `call` answers ENOSYS, as on a kernel without it: the
+/// error's text ("" when the sandbox opened).
+std::string open_without(const char* call) {
+  int fd[2];
+  BOOST_REQUIRE(::pipe(fd) == 0);
+  test::temp_dir state;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fd[0]);
+    std::string out = "filter not loaded";
+    if (scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW)) {
+      if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name(call), 0)
+            == 0
+          && seccomp_load(ctx) == 0) {
+        grove::fn::runtime_config cfg;
+        auto sb = grove::fn::sandbox::open(cfg, state.path());
+        out = sb ? std::string{} : grove::describe(sb.error());
+      }
+    }
+    [[maybe_unused]] auto n = ::write(fd[1], out.data(), out.size());
+    ::_exit(0);
+  }
+  ::close(fd[1]);
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fd[0], buf, sizeof buf)) > 0;)
+    got.append(buf, static_cast<size_t>(n));
+  ::close(fd[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return got;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_kernel_without_a_call_the_sandbox_needs_is_named,
+                     *boost::unit_test::precondition(as_root)) {
+  // mount_setattr (5.12) and seccomp user notification (5.0): on an older kernel every
+  // start would fail "Function not implemented"; the sandbox is refused naming them.
+  auto no_setattr = open_without("mount_setattr");
+  BOOST_TEST(no_setattr.find("needs mount_setattr (Linux 5.12 or later)") != std::string::npos,
+             no_setattr);
+  auto no_notify = open_without("seccomp");
+  BOOST_TEST(no_notify.find("needs seccomp user notification (Linux 5.0 or later)")
+               != std::string::npos,
+             no_notify);
+  // This kernel has both: the same call opens.
+  grove::fn::runtime_config cfg;
+  test::temp_dir state;
+  auto sb = grove::fn::sandbox::open(cfg, state.path());
+  BOOST_TEST(bool(sb), (sb ? std::string{} : grove::describe(sb.error())));
 }
 
 BOOST_AUTO_TEST_CASE(a_spare_sandbox_key_changes_with_every_input_of_prepare) {
