@@ -651,7 +651,11 @@ private:
           break;
         case host::ToKernel::kStatus: {
           std::lock_guard guard{status.mtx};
-          status.details[name + "." + in.status().key()] = in.status().value();
+          // An empty value is a removed line (context::set_status).
+          if (in.status().value().empty())
+            status.details.erase(name + "." + in.status().key());
+          else
+            status.details[name + "." + in.status().key()] = in.status().value();
           break;
         }
         case host::ToKernel::kMetrics:

@@ -195,7 +195,8 @@ int run_plugin_host(const std::string& name, int fd) {
                          chp->send(out);
                      }
                      auto prefix = name + ".";
-                     for (auto& [key, value] : kp.load()->host().details()) {
+                     auto details = kp.load()->host().details();
+                     for (auto& [key, value] : details) {
                        auto& last = sent_status[key];
                        if (last == value || key.rfind(prefix, 0) != 0)
                          continue;
@@ -204,6 +205,19 @@ int run_plugin_host(const std::string& name, int fd) {
                        out.mutable_status()->set_key(key.substr(prefix.size()));
                        out.mutable_status()->set_value(value);
                        chp->send(out);
+                     }
+                     // Lines the plugin removed: an empty value removes them above too.
+                     for (auto it = sent_status.begin(); it != sent_status.end();) {
+                       if (details.count(it->first) != 0) {
+                         ++it;
+                         continue;
+                       }
+                       if (it->first.rfind(prefix, 0) == 0 && !it->second.empty()) {
+                         host::ToKernel out;
+                         out.mutable_status()->set_key(it->first.substr(prefix.size()));
+                         chp->send(out);
+                       }
+                       it = sent_status.erase(it);
                      }
                    }};
   chp = &ch;

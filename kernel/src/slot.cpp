@@ -478,7 +478,11 @@ public:
 
   void set_detail(std::string_view key, std::string value) {
     std::lock_guard guard{setup_.status->mtx};
-    setup_.status->details[setup_.name + "." + std::string{key}] = std::move(value);
+    auto full = setup_.name + "." + std::string{key};
+    if (value.empty())
+      setup_.status->details.erase(full);
+    else
+      setup_.status->details[full] = std::move(value);
   }
 
   // Any thread: runs `fn` on this actor if the current instance is still there then.

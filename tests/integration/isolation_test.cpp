@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -248,6 +249,32 @@ BOOST_AUTO_TEST_CASE(status_lines_and_metrics_cross_the_boundary) {
   BOOST_TEST(counted >= 3);
   // The counter reaches the Prometheus text as a number too.
   BOOST_TEST(hk.scrape().find("\ngrove_heartbeat_beats_total ") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_removed_status_line_goes_in_both_slot_kinds) {
+  // An empty value removes a line (context::set_status): in process, and across the
+  // boundary, where the child sends status lines up only when they change.
+  for (bool isolated : {false, true}) {
+    auto kind = std::string{isolated ? "isolated" : "in process"};
+    load("echo", "{}", isolated);
+    test::collector out{*k, "test/echo/out"};
+    auto line = [&](const std::string& key) -> std::optional<std::string> {
+      auto d = k->status().details();
+      auto i = d.find("echo." + key);
+      return i == d.end() ? std::nullopt : std::optional<std::string>{i->second};
+    };
+    test::pub(*k, "test/echo/in", "status:note=hello");
+    test::pub(*k, "test/echo/in", "status:other=stays");
+    BOOST_REQUIRE(out.wait_for(2));
+    BOOST_REQUIRE_MESSAGE(wait_until([&] { return line("note") == "hello"; }), kind);
+    test::pub(*k, "test/echo/in", "status:note=");
+    BOOST_REQUIRE(out.wait_for(3));
+    BOOST_CHECK_MESSAGE(wait_until([&] { return !line("note").has_value(); }),
+                        kind << ": the removed line is still shown");
+    // The plugin's other line is not touched.
+    BOOST_CHECK_MESSAGE(line("other") == "stays", kind);
+    BOOST_REQUIRE(!k->unload("echo"));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(the_child_starts_with_no_blocked_signals) {

@@ -179,6 +179,14 @@ public:
       for (auto& t : threads)
         t.join();
     }
+    if (msg.payload().starts_with("status:")) {
+      // "status:KEY=VALUE" sets a status line, "status:KEY=" removes it.
+      auto kv = msg.payload().substr(7);
+      auto eq = kv.find('=');
+      ctx_->set_status(kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+      ctx_->publish(answer_, "status set");
+      return;
+    }
     if (msg.payload().starts_with("call:")) {
       // Requests the topic after "call:" as call_as, and echoes the outcome.
       grove::Envelope req;

@@ -111,6 +111,7 @@ private:
     for (auto it = models_.begin(); it != models_.end();) {
       if (wanted.count(it->first) == 0) {
         ctx_->log().info("model '{}' removed from the group", it->first);
+        ctx_->set_status("model." + it->first, ""); // an empty value removes the line
         retire(std::move(it->second.current));
         it = models_.erase(it);
       } else {

@@ -642,6 +642,10 @@ BOOST_AUTO_TEST_CASE(a_new_version_is_swapped_in_without_losing_a_request) {
     return l && find(*l, "gemm_sigmoid") == nullptr;
   }, 30s));
   BOOST_CHECK(!infer(*f.h, "gemm_sigmoid", req));
+  // ... and so is its status line; the others' stay.
+  auto details = f.h->kernel().status().details();
+  BOOST_CHECK(details.count("ml_inference.model.gemm_sigmoid") == 0);
+  BOOST_CHECK(details.count("ml_inference.model.cnn") == 1);
 }
 
 BOOST_AUTO_TEST_CASE(a_failed_model_is_tried_again_at_the_next_group_change) {

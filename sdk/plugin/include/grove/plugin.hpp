@@ -202,7 +202,8 @@ public:
   /// back-off (or marks it broken after repeated failures).
   virtual void fail(caf::error reason) = 0;
 
-  /// Adds or replaces a key/value line shown by `grovectl status` for this plugin.
+  /// Adds or replaces a key/value line shown by `grovectl status` for this plugin; an
+  /// empty value removes the line (a removed item's line does not stay behind).
   virtual void set_status(std::string_view key, std::string value) = 0;
 
   // --- services ---
