@@ -23,9 +23,11 @@
 #include "grove/file.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "code_mappings.hpp"
 #include "code_pages.hpp"
 #include "file_watch.hpp"
 #include "grove/kernel/metrics_server.hpp"
+#include "thread_cache.hpp"
 #include "tsan_annotations.hpp"
 
 namespace grove {
@@ -516,7 +518,10 @@ caf::error kernel::start() {
     group_watch_ = std::make_unique<file_watch>(profile_.group_file);
     group_watcher_ = std::thread{[this] {
       // Events only: the profile watcher's poll (check_files) is the fallback.
-      while (group_watch_->wait(std::chrono::hours{1})) {
+      for (;;) {
+        detail::flush_thread_cache(); // a group change is rare: nothing cached meanwhile
+        if (!group_watch_->wait(std::chrono::hours{1}))
+          break;
         std::lock_guard guard{watch_mtx_}; // one check at a time, with the poll and SIGHUP
         check_group_file();
       }
@@ -553,11 +558,29 @@ void kernel::release_code_pages_if_due() {
     return;
   if (!code_trim_due_.compare_exchange_strong(due, 0, std::memory_order_relaxed))
     return; // rescheduled meanwhile: wait for the later time
+  // Start-up's freed heap pages go back too, not after jemalloc's 10 s decay.
+  release_free_pages();
   auto before = resident_file_kb();
-  auto released = release_code_pages();
+  // Plugins and the libraries they asked for load from these: never pinned.
+  auto keep_out = with_profile([](const image_profile& p) {
+    std::vector<std::string> dirs;
+    for (auto* d : {&p.plugin_dir, &p.write_dir}) {
+      std::error_code ec;
+      auto canon = std::filesystem::weakly_canonical(*d, ec);
+      if (!d->empty())
+        dirs.push_back((ec ? *d : canon).string() + "/");
+      if (!d->empty() && !ec && canon != *d)
+        dirs.push_back(d->string() + "/");
+    }
+    return dirs;
+  });
+  auto released = release_code_pages(keep_out);
+  // The managed broker shared groved's OpenSSL and C++ runtime pages; groved let go of
+  // them just now, so a child's earlier release can take them this time.
+  detail::release_children_code_pages();
   log_->info("released start-up code pages: {} read-only file mappings ({:.1f} MB) marked "
-             "cold, resident file pages {:.1f} -> {:.1f} MB",
-             released.mappings, released.bytes / 1048576.0, before / 1024.0,
+             "cold ({} unmapped), resident file pages {:.1f} -> {:.1f} MB",
+             released.mappings, released.bytes / 1048576.0, released.unmapped, before / 1024.0,
              resident_file_kb() / 1024.0);
 }
 

@@ -14,6 +14,7 @@
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
+#include "../../sdk/plugin/src/thread_cache.hpp"
 #include "plugin_host_child.hpp"
 #include "systemd_notify.hpp"
 
@@ -159,6 +160,8 @@ int main(int argc, char** argv) {
   }
   int sig = 0;
   for (;;) {
+    // Start-up (profile, group, plugin loads) ran on this thread; it only waits now.
+    grove::detail::flush_thread_cache();
     if (sigwait(&stop_signals, &sig) != 0)
       continue;
     if (sig != SIGHUP)

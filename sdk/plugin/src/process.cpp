@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -35,6 +36,7 @@
 #include "grove/plugin.hpp"
 #include "code_mappings.hpp"
 #include "process_sandbox.hpp"
+#include "thread_cache.hpp"
 
 extern char** environ;
 
@@ -60,6 +62,9 @@ struct process_record {
   std::string last_exit;
   std::string started_at;
   bool gave_up = false;
+  // release_code_pages() succeeded for the running child: repeated after groved's own
+  // release (detail::release_children_code_pages).
+  bool code_released = false;
   // An exit nobody owned the child for: posted to the next owner by bind, so an exit
   // between a new owner's running() check and its bind is not lost.
   std::optional<process_exit> unowned_exit;
@@ -248,6 +253,16 @@ public:
     return s;
   }
 
+  /// True once instance() made the supervisor (a process was started).
+  static std::atomic<bool>& exists() {
+    static std::atomic<bool> made{false};
+    return made;
+  }
+
+  /// Pages out again the code of every running child whose code was released before
+  /// (supervisor thread).
+  void release_released_children();
+
   ~supervisor() {
     {
       std::lock_guard guard{mtx_};
@@ -287,6 +302,7 @@ public:
 
 private:
   supervisor() {
+    exists().store(true);
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     thread_ = std::thread{[this] {
       // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
@@ -1030,6 +1046,7 @@ void supervisor::loop() {
     int kind; // 0 exit, 1 stdout, 2 stderr, 3 seccomp listener
   };
   std::vector<watch> watches;
+  bool cache_flushed = false;
   for (;;) {
     std::deque<std::function<void()>> work;
     {
@@ -1117,9 +1134,17 @@ void supervisor::loop() {
       auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - clock_type::now());
       timeout = static_cast<int>(std::max<int64_t>(0, ms.count()));
     }
-    int n = ::poll(fds.data(), fds.size(), timeout);
+    // Nothing due: poll a second first, and if nothing came, hand the allocator cache
+    // back (thread_cache.hpp) before waiting for good.
+    bool idle_probe = timeout < 0 && !cache_flushed;
+    int n = ::poll(fds.data(), fds.size(), idle_probe ? 1000 : timeout);
+    if (n == 0 && idle_probe) {
+      detail::flush_thread_cache();
+      cache_flushed = true;
+    }
     if (n <= 0)
       continue;
+    cache_flushed = false;
     if (fds[0].revents != 0) {
       uint64_t v;
       [[maybe_unused]] auto got = ::read(wake_fd_, &v, sizeof(v));
@@ -1262,17 +1287,18 @@ caf::error process::signal(int sig) const {
   return {};
 }
 
-caf::expected<size_t> process::release_code_pages() const {
-  if (!rec_)
-    return make_error(errc::invalid_state, "process: empty handle");
+namespace {
+
+/// MADV_PAGEOUT through process_madvise over the child's read-only file mappings.
+caf::expected<size_t> release_code_of(process_record& r) {
   pid_t pid = 0;
   int pidfd = -1;
   {
     // Under the lock the reap takes: the pidfd is this child's, never a recycled pid's.
-    std::lock_guard guard{rec_->mtx};
-    if (!rec_->running)
+    std::lock_guard guard{r.mtx};
+    if (!r.running)
       return make_error(errc::invalid_state, "process: no child is running");
-    pid = rec_->pid;
+    pid = r.pid;
     pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0)
       return make_error(errc::system_error,
@@ -1305,7 +1331,45 @@ caf::expected<size_t> process::release_code_pages() const {
   ::close(pidfd);
   if (err)
     return err;
+  std::lock_guard guard{r.mtx};
+  r.code_released = r.running && r.pid == pid;
   return bytes;
+}
+
+} // namespace
+
+void supervisor::release_released_children() {
+  for (auto& rp : children_) {
+    bool again = false;
+    {
+      std::lock_guard guard{rp->mtx};
+      again = rp->running && rp->code_released;
+    }
+    if (again)
+      [[maybe_unused]] auto r = release_code_of(*rp);
+  }
+}
+
+namespace detail {
+
+void release_children_code_pages() noexcept {
+  // No supervisor yet: no child, and no thread to start for nothing.
+  if (!supervisor::exists().load())
+    return;
+  try {
+    auto& sup = supervisor::instance();
+    sup.post([&sup] { sup.release_released_children(); });
+  } catch (...) {
+    // Out of memory: the children keep their pages until the next release.
+  }
+}
+
+} // namespace detail
+
+caf::expected<size_t> process::release_code_pages() const {
+  if (!rec_)
+    return make_error(errc::invalid_state, "process: empty handle");
+  return release_code_of(*rec_);
 }
 
 void process::stop(int sig, std::optional<std::chrono::milliseconds> grace) {

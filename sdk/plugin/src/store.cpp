@@ -9,6 +9,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "thread_cache.hpp"
+
 #include "grove/errors.hpp"
 
 namespace grove {
@@ -551,7 +553,14 @@ void group_writer_base::run() {
       work_cv_.wait_for(guard, backoff, [this] { return stop_; });
       backoff = std::min(backoff * 2, opts_.retry_max);
     } else {
-      work_cv_.wait(guard, [&] { return stop_ || submitted_ != taken_through; });
+      auto has_work = [&] { return stop_ || submitted_ != taken_through; };
+      // Idle for a second: hand the allocator cache back (thread_cache.hpp), then sleep.
+      if (!work_cv_.wait_for(guard, std::chrono::seconds{1}, has_work)) {
+        guard.unlock();
+        detail::flush_thread_cache();
+        guard.lock();
+        work_cv_.wait(guard, has_work);
+      }
       if (submitted_ == taken_through)
         return; // stopping and nothing left
       // Group commit: give producers batch_delay to fill the batch unless someone waits.
