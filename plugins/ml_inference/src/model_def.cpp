@@ -5,8 +5,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
 #include <set>
+#include <utility>
 
 #include <yaml-cpp/yaml.h>
 
@@ -139,9 +141,14 @@ std::string manifest_defect(const manifest& m) {
     if ((h != -1 && h != p.height) || (w != -1 && w != p.width))
       return "preprocessing: " + std::to_string(p.width) + "x" + std::to_string(p.height)
              + " does not fit the first input's shape";
-    for (auto* v : {&p.mean, &p.std_dev})
-      if (!v->empty() && v->size() != 1 && v->size() != 3)
-        return "preprocessing: mean and std take one or three values";
+    // One value for every channel, or one per channel (three for a gray model would be
+    // read as one, silently).
+    for (auto [key, v] : std::initializer_list<std::pair<const char*, const std::vector<double>*>>{
+           {"mean", &p.mean}, {"std", &p.std_dev}})
+      if (!v->empty() && v->size() != 1 && v->size() != static_cast<size_t>(channels))
+        return "preprocessing: " + std::string{key} + " has " + std::to_string(v->size())
+               + " values; the first input '" + in.name + "' has "
+               + (channels == 1 ? "1 channel (give 1)" : "3 channels (give 1 or 3)");
     for (auto s : p.std_dev)
       if (s == 0)
         return "preprocessing: std: a zero divisor";

@@ -369,8 +369,11 @@ std::optional<std::pair<uint64_t, uint64_t>> image_size(std::string_view b) {
   if (b.size() >= 24 && b.substr(0, 8) == std::string_view{"\x89PNG\r\n\x1a\n", 8}
       && b.substr(12, 4) == "IHDR")
     return std::pair{be32(16), be32(20)};
-  // BMP: BITMAPINFOHEADER's width and height (negative: top-down).
+  // BMP: BITMAPINFOHEADER's (and its successors') width and height, 32 bits each
+  // (negative height: top-down); OS/2's 12-byte BITMAPCOREHEADER has 16 bits each.
   if (b.size() >= 26 && b.substr(0, 2) == "BM") {
+    if (le32(14) == 12)
+      return std::pair{byte(18) | byte(19) << 8, byte(20) | byte(21) << 8};
     int64_t w = le32(18), h = le32(22);
     return std::pair{static_cast<uint64_t>(w < 0 ? -w : w), static_cast<uint64_t>(h < 0 ? -h : h)};
   }

@@ -120,7 +120,12 @@ bool runner::prepare(job& j, ready& out) {
   }
   if (!err) {
     const auto& r = out.view;
-    if (!r.image.empty()) {
+    if (!r.image.empty() && !r.inputs.empty()) {
+      // Which one to run would be a guess.
+      err = make_error(errc::malformed, "an image request carries no tensors (got "
+                                          + std::to_string(r.inputs.size())
+                                          + "): send an image or tensors");
+    } else if (!r.image.empty()) {
       auto t = image_to_tensor(r.image, pkg_.man, opts_.max_image_pixels);
       if (!t) {
         err = std::move(t.error());

@@ -345,5 +345,228 @@ bad["throws"] = write("throws.onnx", model(
     [vi("x", [1, 1, "H", "W"])], [vi("y", [1, 32])],
     {"W": Wt, "shape": np.array([1, 32], dtype=np.int64)}, "throws"))
 
+# Image preprocessing (ml_inference_test's image cases) -----------------------------------
+# Every option of a manifest's preprocessing (src/preprocess.cpp: resize, mean, scale, std,
+# channel order, layout, one or three channels, a free spatial size) and every image
+# format the plugin takes (PNG, JPEG, BMP, in the variants their decoders read), each
+# driven end to end: the encoded image in an InferRequest, through the plugin, into a probe
+# model whose output is its input (Mul by 1), compared with the same image preprocessed here
+# in numpy. PNG and BMP are written here from numpy arrays, so the array is the decoded
+# image; JPEG is lossy, so its reference decodes the file with PIL (Debian's python3-pil,
+# on the libjpeg-turbo that OpenCV's imgcodecs uses too), EXIF orientation applied.
+#
+# Tolerance, in the tensor's units: 1e-4 (the issue's) plus `levels` of the 0..255 pixel
+# scale times |scale| / the smallest std. 0 levels where the pixels are exact (no resize;
+# the image's own channels, alpha dropped, gray repeated into three); 1 level for a resize
+# (preprocess.cpp resizes the 8-bit image, as OpenCV's blobFromImage and PIL-based
+# pipelines do: OpenCV's INTER_LINEAR weighs with 11-bit fixed-point weights and rounds to
+# 8 bits, where numpy's bilinear here is exact, with the same half-pixel centres and edges
+# clamped; up to 0.8 level measured); 1.5 levels for a colour PNG or BMP into a one-channel
+# model (each decoder has a fixed-point luma of its own, 0.299 R + 0.587 G + 0.114 B here,
+# unrounded: OpenCV's BMP rounds it, within 0.5 level, libpng truncates it, below by up to
+# 1.03 levels); 2.5 for both.
+from PIL import Image, ImageOps
+
+pp_rng = np.random.default_rng(1718)  # its own: the cases above keep their values
+PW, PH = 24, 16                       # not square: a width and height swapped shows
+pp_rgb = pp_rng.integers(0, 256, size=(PH, PW, 3), dtype=np.uint8)
+pp_gray = pp_rng.integers(0, 256, size=(PH, PW), dtype=np.uint8)
+pp_palette = pp_rng.integers(0, 256, size=(256, 3), dtype=np.uint8)
+pp_index = pp_rng.integers(0, 256, size=(PH, PW), dtype=np.uint8)
+
+
+def png_any(a, ctype, depth=8, plte=None):
+    """A PNG of colour type ctype (0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA)."""
+    h, w = a.shape[:2]
+    rows = (a.astype(">u2") if depth == 16 else a.astype(np.uint8)).reshape(h, -1)
+    raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0))
+            + (chunk(b"PLTE", plte.astype(np.uint8).tobytes()) if plte is not None else b"")
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def bmp_any(rgb=None, bits=24, top_down=False, os2=False, index=None, palette=None):
+    """An uncompressed BMP: 24 or 32 bits of BGR(X), or 8 bits of index into palette; rows
+    bottom-up unless top_down; os2: the 12-byte BITMAPCOREHEADER of OS/2 (24 bits)."""
+    h, w = (rgb if index is None else index).shape[:2]
+    if bits == 8:
+        pix, pal = index, np.concatenate([palette[:, ::-1], np.zeros((len(palette), 1), np.uint8)], 1).tobytes()
+    else:
+        pix, pal = rgb[:, :, ::-1], b""
+        if bits == 32:  # the fourth byte is not alpha in BI_RGB: random, to be ignored
+            pix = np.concatenate([pix, pp_rng.integers(0, 256, (h, w, 1), dtype=np.uint8)], 2)
+    stride = (w * bits // 8 + 3) // 4 * 4
+    rows = [np.ascontiguousarray(pix[y]).tobytes().ljust(stride, b"\x00") for y in range(h)]
+    data = b"".join(rows if top_down else rows[::-1])
+    if os2:
+        info = struct.pack("<IHHHH", 12, w, h, 1, bits)
+    else:
+        info = struct.pack("<IiiHHIIiiII", 40, w, -h if top_down else h, 1, bits, 0, len(data), 2835, 2835,
+                           len(palette) if bits == 8 else 0, 0)
+    off = 14 + len(info) + len(pal)
+    return b"BM" + struct.pack("<IHHI", off + len(data), 0, 0, off) + info + pal + data
+
+
+def jpeg(a, **kw):
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def pil_decode(data, mode):
+    """The JPEG decoded by PIL, turned as its EXIF orientation says; "L": libjpeg's own gray
+    (the Y channel, what a gray decode of a colour JPEG gives)."""
+    im = Image.open(io.BytesIO(data))
+    im.draft(mode, im.size)
+    return np.asarray(ImageOps.exif_transpose(im).convert(mode))
+
+
+def luma(rgb):
+    return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+# name: bytes, decoded RGB, decoded gray, levels of the gray (1.5 when it is a colour image's luma).
+pp_images = {}
+def pp_image(name, data, rgb=None, gray=None):
+    path, _ = write("pp_" + name + "." + ("png" if data[:4] == b"\x89PNG" else "bmp" if data[:2] == b"BM" else "jpg"), data)
+    levels = 0
+    if gray is None:
+        gray, levels = luma(rgb), 1.5
+    if rgb is None:
+        rgb = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
+    pp_images[name] = dict(path=path, rgb=rgb, gray=gray, gray_levels=levels, data=data)
+
+
+rgba = np.concatenate([pp_rgb, pp_rng.integers(0, 256, (PH, PW, 1), dtype=np.uint8)], 2)
+graya = np.stack([pp_gray, pp_rng.integers(0, 256, (PH, PW), dtype=np.uint8)], 2)
+rgb16 = pp_rgb.astype(np.uint16) * 256 + pp_rng.integers(0, 256, (PH, PW, 3), dtype=np.uint16)
+pp_image("png_rgb", png_any(pp_rgb, 2), rgb=pp_rgb)
+pp_image("png_gray", png_any(pp_gray, 0), gray=pp_gray)
+pp_image("png_rgba", png_any(rgba, 6), rgb=pp_rgb)             # alpha dropped, not blended
+pp_image("png_graya", png_any(graya, 4), gray=pp_gray)
+pp_image("png_palette", png_any(pp_index, 3, plte=pp_palette), rgb=pp_palette[pp_index])
+pp_image("png_rgb16", png_any(rgb16, 2, depth=16), rgb=pp_rgb)  # 16 bits: the high byte
+pp_image("bmp24", bmp_any(pp_rgb), rgb=pp_rgb)
+pp_image("bmp24_top_down", bmp_any(pp_rgb, top_down=True), rgb=pp_rgb)
+pp_image("bmp32", bmp_any(pp_rgb, bits=32), rgb=pp_rgb)
+pp_image("bmp8", bmp_any(bits=8, index=pp_index, palette=pp_palette), rgb=pp_palette[pp_index])
+pp_image("bmp_os2", bmp_any(pp_rgb, os2=True), rgb=pp_rgb)
+for name, data in (("jpeg", jpeg(pp_rgb)), ("jpeg_progressive", jpeg(pp_rgb, progressive=True))):
+    pp_image(name, data, rgb=pil_decode(data, "RGB"), gray=pil_decode(data, "L"))
+data = jpeg(pp_gray)
+pp_image("jpeg_gray", data, gray=pil_decode(data, "L"))
+# EXIF orientation 6 (turn 90 degrees clockwise to show): decoded 16 wide and 24 high.
+exif = Image.Exif()
+exif[0x0112] = 6
+data = jpeg(pp_rgb, exif=exif.tobytes())
+pp_image("jpeg_exif_rotated", data, rgb=pil_decode(data, "RGB"), gray=pil_decode(data, "L"))
+assert pp_images["jpeg_exif_rotated"]["rgb"].shape == (PW, PH, 3)
+
+# Images the plugin must refuse, with the reason (ml_inference_test names the error):
+# a JPEG cut inside its scan (libjpeg decodes it with a warning, the rest gray), a BMP cut
+# in its pixels, a PNG whose IDAT fails its CRC, and a PPM (OpenCV reads it; the plugin
+# takes PNG, JPEG and BMP only).
+j, b, p = pp_images["jpeg"]["data"], pp_images["bmp24"]["data"], pp_images["png_rgb"]["data"]
+sos = j.rfind(b"\xff\xda")
+idat = p.find(b"IDAT")
+pp_bad_images = {
+    "jpeg_cut": write("pp_bad_cut.jpg", j[:(sos + len(j)) // 2])[0],
+    "bmp_cut": write("pp_bad_cut.bmp", b[:len(b) // 2])[0],
+    "png_crc": write("pp_bad_crc.png", p[:idat + 10] + bytes([p[idat + 10] ^ 0xff]) + p[idat + 11:])[0],
+    "ppm": write("pp_bad.ppm", b"P6\n24 16\n255\n" + pp_rgb.tobytes())[0],
+}
+
+
+def bilinear(a, w, h):
+    """a (rows, columns, channels) resized to w x h: half-pixel centres, edges clamped."""
+    def taps(n_out, n_in):
+        f = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(f).astype(int)
+        return i0, np.minimum(i0 + 1, n_in - 1), f - i0
+    y0, y1, fy = taps(h, a.shape[0])
+    x0, x1, fx = taps(w, a.shape[1])
+    fx, fy = fx[None, :, None], fy[:, None, None]
+    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
+    bottom = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+# The probe models: y = x * 1, x of the manifest's shape (-1: free), and their manifests.
+pp_models = {}
+def pp_model(mid, shape, pre=None, onnx_of=None):
+    if onnx_of is None:
+        dims = [d if d != -1 else "d%d" % i for i, d in enumerate(shape)]
+        path, digest = write(mid + ".onnx", model([helper.make_node("Mul", ["x", "one"], ["y"])], [vi("x", dims)],
+                                                  [vi("y", dims)], {"one": np.ones([1], np.float32)}, mid))
+    else:  # a manifest that is refused: the file is another probe's
+        path, digest = pp_models[onnx_of]["path"], pp_models[onnx_of]["sha256"]
+    man = dict(inputs=[dict(name="x", shape=shape)])
+    if pre is not None:
+        man["preprocessing"] = pre
+    pp_models[mid] = dict(id=mid, path=path, sha256=digest, manifest=man)
+
+
+pp_model("pp_rgb", [1, 3, PH, PW], dict(width=PW, height=PH, mean=[120.0, 110.0, 100.0], scale=0.015625,
+                                        std=[0.5, 1.0, 2.0], channel_order="rgb", layout="nchw"))
+pp_model("pp_defaults", [1, 3, PH, PW], dict(width=PW, height=PH))  # rgb, nchw, no mean, scale 1
+pp_model("pp_bgr_nhwc", [1, PH, PW, 3], dict(width=PW, height=PH, mean=[127.5], scale=0.00392156862745098,
+                                             channel_order="bgr", layout="nhwc"))
+pp_model("pp_gray", [1, 1, PH, PW], dict(width=PW, height=PH, mean=[128.0], scale=0.0078125, std=[0.25]))
+pp_model("pp_gray_nhwc", [1, PH, PW, 1], dict(width=PW, height=PH, scale=0.00392156862745098, layout="nhwc"))
+pp_model("pp_up", [1, 3, 30, 40], dict(width=40, height=30, mean=[100.0, 0.0, 50.0], scale=0.03125,
+                                       channel_order="bgr"))
+pp_model("pp_down", [1, 7, 10, 3], dict(width=10, height=7, std=[64.0, 32.0, 16.0], layout="nhwc"))
+pp_model("pp_half", [1, 3, 8, 12], dict(width=12, height=8, mean=[127.5], scale=0.0078125))
+pp_model("pp_free", [-1, 3, -1, -1], dict(width=20, height=20, mean=[10.0, 20.0, 30.0], scale=0.0625))
+pp_model("pp_gray_resize", [1, 1, 10, 15], dict(width=15, height=10, scale=0.00390625))
+pp_model("pp_portrait", [1, 3, PW, PH], dict(width=PH, height=PW, mean=[127.5], scale=0.0078125))
+pp_model("pp_none", [1, 3, PH, PW])  # no preprocessing: images refused
+# Manifests refused at load (the model FAILED with the reason, the others serving).
+pp_model("pp_bad_4ch", [1, 4, PH, PW], dict(width=PW, height=PH), onnx_of="pp_rgb")
+pp_model("pp_bad_2ch_nhwc", [1, PH, PW, 2], dict(width=PW, height=PH, layout="nhwc"), onnx_of="pp_rgb")
+pp_model("pp_bad_gray_3mean", [1, 1, PH, PW], dict(width=PW, height=PH, mean=[1.0, 2.0, 3.0]), onnx_of="pp_rgb")
+pp_model("pp_bad_2std", [1, 3, PH, PW], dict(width=PW, height=PH, std=[1.0, 2.0]), onnx_of="pp_rgb")
+pp_model("pp_bad_size", [1, 3, PH, PW], dict(width=32, height=PH), onnx_of="pp_rgb")
+
+
+def pp_reference(img, man):
+    """The image preprocessed as the manifest says, in numpy; and its levels of tolerance."""
+    pre, shape = man["preprocessing"], man["inputs"][0]["shape"]
+    nchw = pre.get("layout", "nchw") == "nchw"
+    channels = shape[1] if nchw else shape[3]
+    pix = (img["rgb"] if channels == 3 else np.asarray(img["gray"])[:, :, None]).astype(np.float64)
+    levels = img["gray_levels"] if channels == 1 else 0
+    if pix.shape[:2] != (pre["height"], pre["width"]):
+        pix, levels = bilinear(pix, pre["width"], pre["height"]), levels + 1
+    if channels == 3 and pre.get("channel_order", "rgb") == "bgr":
+        pix = pix[:, :, ::-1]
+    mean, std = np.array(pre.get("mean") or [0.0]), np.array(pre.get("std") or [1.0])
+    v = (pix - mean) * pre.get("scale", 1.0) / std
+    return (v.transpose(2, 0, 1) if nchw else v)[None], 1e-4 + levels * abs(pre.get("scale", 1.0)) / std.min()
+
+
+pp_cases = []
+def pp_case(mid, name):
+    ref, tol = pp_reference(pp_images[name], pp_models[mid]["manifest"])
+    pp_cases.append(dict(model=mid, image=pp_images[name]["path"], what=name + " through " + mid,
+                         shape=list(ref.shape), data=ref.astype(np.float32).ravel().tolist(), tolerance=tol))
+
+
+for name in pp_images:  # every format and variant, three channels, every option but resize
+    if name != "jpeg_exif_rotated":
+        pp_case("pp_rgb", name)
+for name in ("png_gray", "png_graya", "jpeg_gray", "png_rgb", "png_palette", "bmp24", "bmp8", "jpeg"):
+    pp_case("pp_gray", name)  # one channel: gray as it is, colour by luma
+for mid, name in (("pp_defaults", "png_rgb"), ("pp_bgr_nhwc", "png_rgb"), ("pp_bgr_nhwc", "jpeg"),
+                  ("pp_gray_nhwc", "png_gray"), ("pp_gray_nhwc", "bmp24"), ("pp_up", "png_rgb"),
+                  ("pp_down", "png_rgb"), ("pp_down", "bmp24_top_down"), ("pp_half", "png_rgb"),
+                  ("pp_free", "jpeg_progressive"), ("pp_gray_resize", "png_rgb"),
+                  ("pp_portrait", "jpeg_exif_rotated")):
+    pp_case(mid, name)
+preprocessing = dict(models=list(pp_models.values()), cases=pp_cases, bad_images=pp_bad_images,
+                     images={k: v["path"] for k, v in pp_images.items()})
+
 with open(os.path.join(OUT, "index.json"), "w") as f:
-    json.dump(dict(big_png=big_png, cases=cases, mobilenet=mobilenet, free_size=free_size, no_batch=no_batch, bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}), f)
+    json.dump(dict(big_png=big_png, cases=cases, mobilenet=mobilenet, free_size=free_size, no_batch=no_batch,
+                   bad={k: dict(path=p, sha256=d) for k, (p, d) in bad.items()}, preprocessing=preprocessing), f)

@@ -163,13 +163,14 @@ void wait_loaded(grove::testing::harness& h) {
 }
 
 void check_close(const std::vector<float>& got, const std::vector<float>& want,
-                 const std::string& what) {
+                 const std::string& what, double tolerance = 1e-4) {
   BOOST_REQUIRE_MESSAGE(got.size() == want.size(), what << ": " << got.size() << " elements, expected "
                                                         << want.size());
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i)
     worst = std::max(worst, std::abs(double{got[i]} - want[i]));
-  BOOST_CHECK_MESSAGE(worst <= 1e-4, what << ": largest difference " << worst);
+  BOOST_CHECK_MESSAGE(worst <= tolerance, what << ": largest difference " << worst
+                                               << " (tolerance " << tolerance << ")");
 }
 
 /// The plugin started in a kernel with the group file `group`, its models loaded.
@@ -273,6 +274,150 @@ BOOST_AUTO_TEST_CASE(an_image_through_the_preprocessing) {
   BOOST_CHECK_EQUAL(r->top(0).label(), c["labels"][best].get<std::string>());
   BOOST_CHECK(r->top(0).score() >= r->top(1).score());
   BOOST_CHECK(r->top(1).score() >= r->top(2).score());
+}
+
+namespace {
+
+/// A group of make_models.py's preprocessing probes (and the manifests it has refused).
+std::unique_ptr<grove::testing::harness> started_preprocessing() {
+  std::string g = "name: ml\nresources:\n";
+  for (const auto& m : models().index["preprocessing"]["models"])
+    g += "  - id: " + m["id"].get<std::string>()
+         + "\n    config:\n      localMachineLearningModelResourceData:\n        path: "
+         + m["path"].get<std::string>() + "\n        sha256: " + m["sha256"].get<std::string>()
+         + "\n        manifest: " + m["manifest"].dump() + "\n"; // JSON: YAML's flow style
+  auto group = models().dir / "group.preprocessing.yaml";
+  std::ofstream{group} << g;
+  return started(group);
+}
+
+const json& preprocessing_model(const std::string& id) {
+  for (const auto& m : models().index["preprocessing"]["models"])
+    if (m["id"] == id)
+      return m;
+  BOOST_FAIL("no preprocessing model " + id);
+  return models().index;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(every_preprocessing_option_and_image_format_matches_numpy) {
+  // make_models.py's probe models return their input (Mul by 1), so each reply is the
+  // tensor the preprocessing made, compared with numpy's preprocessing of the image that
+  // Python wrote (PNG, BMP) or decoded (JPEG, with PIL), within the case's tolerance
+  // (make_models.py: 1e-4 where the pixels are exact; about a level of 8 bits more for a
+  // resize, which OpenCV does on 8 bits, and for a colour image's luma).
+  const auto& pp = models().index["preprocessing"];
+  auto hp = started_preprocessing();
+  auto& h = *hp;
+  std::set<std::string> covered;
+  for (const auto& c : pp["cases"]) {
+    std::string what = c["what"];
+    ml::InferRequest req;
+    req.set_image(slurp(c["image"].get<std::string>()));
+    auto r = infer(h, c["model"].get<std::string>(), req);
+    BOOST_REQUIRE_MESSAGE(r, what << ": " << (r ? "" : error_text(r.error())));
+    BOOST_REQUIRE_EQUAL(r->outputs_size(), 1);
+    const auto& got = r->outputs(0);
+    std::vector<int64_t> got_shape(got.shape().begin(), got.shape().end());
+    BOOST_CHECK_MESSAGE(got_shape == c["shape"].get<std::vector<int64_t>>(),
+                        what << ": shape " << ml::shape_text(got_shape) << ", expected "
+                             << c["shape"].dump());
+    check_close(gml::floats(got), c["data"].get<std::vector<float>>(), what,
+                c["tolerance"].get<double>());
+    // What the case drove, from its manifest and image, for the check below.
+    const auto& man = preprocessing_model(c["model"].get<std::string>())["manifest"];
+    const auto& pre = man["preprocessing"];
+    auto shape = man["inputs"][0]["shape"].get<std::vector<int64_t>>();
+    std::string layout = pre.value("layout", "nchw");
+    auto channels = layout == "nchw" ? shape[1] : shape[3];
+    auto image = fs::path{c["image"].get<std::string>()}.stem().string();
+    covered.insert("layout " + layout);
+    covered.insert("channels " + std::to_string(channels));
+    if (channels == 3)
+      covered.insert("channel_order " + pre.value("channel_order", std::string{"rgb"}));
+    for (std::string key : {"mean", "std"})
+      covered.insert(key + " " + std::to_string(pre.value(key, json::array()).size()));
+    covered.insert(pre.contains("scale") ? "scale" : "scale default");
+    auto w = pre["width"].get<int64_t>(), hgt = pre["height"].get<int64_t>();
+    bool rotated = image == "pp_jpeg_exif_rotated";
+    int64_t iw = rotated ? 16 : 24, ih = rotated ? 24 : 16; // make_models.py's PW x PH
+    covered.insert(w == iw && hgt == ih ? "no resize"
+                   : w * hgt > iw * ih  ? "resize up"
+                   : w * 2 == iw && hgt * 2 == ih ? "resize by half"
+                                                  : "resize down");
+    if (std::count(shape.begin(), shape.end(), -1) > 1)
+      covered.insert("free size");
+    covered.insert("image " + image);
+  }
+  // Every option of the manifest's preprocessing and every image the decoders take was
+  // driven by a case above (none dropped from make_models.py unnoticed).
+  for (std::string want :
+       {"layout nchw", "layout nhwc", "channels 1", "channels 3", "channel_order rgb",
+        "channel_order bgr", "mean 0", "mean 1", "mean 3", "std 0", "std 1", "std 3", "scale",
+        "scale default", "no resize", "resize up", "resize down", "resize by half",
+        "free size"})
+    BOOST_CHECK_MESSAGE(covered.count(want) == 1, "no case drives " << want);
+  for (const auto& [name, path] : pp["images"].items())
+    BOOST_CHECK_MESSAGE(covered.count("image pp_" + name) == 1, "no case sends " << name);
+}
+
+BOOST_AUTO_TEST_CASE(bad_images_and_preprocessing_manifests_get_clear_errors) {
+  const auto& pp = models().index["preprocessing"];
+  auto hp = started_preprocessing();
+  auto& h = *hp;
+  // Manifests whose preprocessing cannot fill the first input: FAILED with the reason.
+  auto l = list(h);
+  BOOST_REQUIRE(l);
+  for (auto [id, text] : std::initializer_list<std::pair<const char*, const char*>>{
+         {"pp_bad_4ch", "preprocessing: the first input 'x' has 4 channels in nchw; images "
+                        "give 1 or 3"},
+         {"pp_bad_2ch_nhwc", "preprocessing: the first input 'x' has 2 channels in nhwc"},
+         {"pp_bad_gray_3mean", "preprocessing: mean has 3 values; the first input 'x' has 1 "
+                               "channel (give 1)"},
+         {"pp_bad_2std", "preprocessing: std has 2 values; the first input 'x' has 3 channels "
+                         "(give 1 or 3)"},
+         {"pp_bad_size", "preprocessing: 32x16 does not fit the first input's shape"}}) {
+    auto* m = find(*l, id);
+    BOOST_REQUIRE_MESSAGE(m, id);
+    BOOST_CHECK_MESSAGE(m->state() == ml::ModelInfo::FAILED, id);
+    BOOST_CHECK_MESSAGE(m->error().find(text) != std::string::npos, id << ": " << m->error());
+  }
+  BOOST_REQUIRE(find(*l, "pp_rgb"));
+  BOOST_CHECK(find(*l, "pp_rgb")->state() == ml::ModelInfo::SERVING);
+  auto expect = [&](const std::string& model, const ml::InferRequest& req, const std::string& text) {
+    auto r = infer(h, model, req);
+    BOOST_REQUIRE_MESSAGE(!r, model << ": wanted '" << text << "', got a reply");
+    BOOST_CHECK_MESSAGE(error_text(r.error()).find(text) != std::string::npos,
+                        "wanted '" << text << "' in: " << error_text(r.error()));
+  };
+  auto image = [&](const json& path) {
+    ml::InferRequest req;
+    req.set_image(slurp(path.get<std::string>()));
+    return req;
+  };
+  const auto& bad = pp["bad_images"];
+  // A JPEG cut inside its scan: libjpeg would decode it with a warning, the rest gray.
+  expect("pp_rgb", image(bad["jpeg_cut"]), "image: a JPEG cut short (");
+  expect("pp_rgb", image(bad["bmp_cut"]), "bytes that OpenCV cannot decode");
+  expect("pp_rgb", image(bad["png_crc"]), "bytes that OpenCV cannot decode");
+  // OpenCV reads PPM, the plugin does not (no size check for it).
+  expect("pp_rgb", image(bad["ppm"]), "bytes that are not a PNG, JPEG or BMP with a readable size");
+  // A good image to a model without preprocessing, to one that failed, and with tensors.
+  auto png = image(pp["images"]["png_rgb"]);
+  expect("pp_none", png, "an image request: the model has no preprocessing (send tensors)");
+  expect("pp_bad_4ch", png, "failed to load");
+  auto both = png;
+  gml::add_input(both, "x", {1, 3, 16, 24}, std::vector<float>(3 * 16 * 24, 0.5f));
+  expect("pp_rgb", both, "an image request carries no tensors (got 1): send an image or tensors");
+  // And the model serves on.
+  for (const auto& c : pp["cases"])
+    if (c["model"] == "pp_rgb" && c["what"] == "png_rgb through pp_rgb") {
+      auto r = infer(h, "pp_rgb", png);
+      BOOST_REQUIRE_MESSAGE(r, (r ? "" : error_text(r.error())));
+      check_close(gml::floats(r->outputs(0)), c["data"].get<std::vector<float>>(),
+                  "png_rgb after the bad images", c["tolerance"].get<double>());
+    }
 }
 
 BOOST_AUTO_TEST_CASE(bad_models_are_reported_and_the_others_serve) {
