@@ -376,6 +376,67 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_count_as_queued_and_outlive_their_instance
   BOOST_TEST(info.queued() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_hot_reload_loses_no_queued_event_and_answers_every_request) {
+  // Events queued behind an item a pinned function holds, some sent ahead to its worker
+  // and the rest in the queue, with requests among them. After a hot reload of the
+  // plugin every event has run, once, in the new instance; the held item and the
+  // requests are answered with errors that say what happened; the counts go on.
+  runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("g");
+  BOOST_TEST(rt.ok("g", "\"first\"") == "\"first\"");
+  auto hold = rt.dir.path() / "hold";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  constexpr int events = 40;
+  auto mark = [&](int i) { return rt.dir.path() / ("e" + std::to_string(i)); };
+  std::vector<call> requests;
+  for (int i = 0; i < events; ++i) {
+    auto topic = std::string{fr::event_prefix} + "g";
+    BOOST_REQUIRE(rt.h->publish(topic, "\"mark:" + mark(i).string() + "\""));
+    if (i == 5 || i == 30)
+      requests.push_back(
+        std::async(std::launch::async, [&] { return rt.invoke("g", "\"pid\"", 120s); }));
+  }
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == events + 2u; }));
+  auto before = rt.info("g");
+  BOOST_TEST(before.sent_ahead() > 0u); // both kinds: sent ahead, and still queued
+  BOOST_TEST(before.sent_ahead() < before.queued());
+  auto r = rt.h->kernel().reload(rt.h->name(), "");
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(has(*r, "state carried over"), *r);
+  auto h = held.get();
+  BOOST_REQUIRE(!h);
+  BOOST_TEST(has(grove::describe(h.error()), "stopped by a reload of function_runtime while "
+                                             "the handler ran"),
+             grove::describe(h.error()));
+  for (auto& c : requests) {
+    auto x = c.get();
+    BOOST_REQUIRE(!x);
+    BOOST_TEST(has(grove::describe(x.error()), "not run: function_runtime was reloaded"),
+               grove::describe(x.error()));
+  }
+  auto all_ran = [&] {
+    for (int i = 0; i < events; ++i)
+      if (!fs::exists(mark(i)))
+        return false;
+    return true;
+  };
+  BOOST_REQUIRE_MESSAGE(test::wait_until(all_ran, 60s), rt.log_of("g"));
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").invocations() == 1u + events; }));
+  for (int i = 0; i < events; ++i) {
+    std::ifstream in{mark(i)};
+    std::stringstream text;
+    text << in.rdbuf();
+    BOOST_TEST(text.str() == "ran\n", "event " << i << " ran: " << text.str());
+  }
+  auto after = rt.info("g");
+  BOOST_TEST(after.queued() == 0u);
+  BOOST_TEST(after.errors() == 3u); // the held item and the two requests
+  BOOST_TEST(has(rt.log_of("g"), "stopped by a reload of function_runtime"));
+}
+
 BOOST_AUTO_TEST_CASE(large_items_sent_ahead_never_overrun_a_busy_worker) {
   // 32 items of 32 KiB behind a handler that holds: far more than a socket buffer. Only
   // a bounded number of bytes goes ahead, so no send waits on the worker and every item
