@@ -1118,7 +1118,7 @@ BOOST_AUTO_TEST_CASE(the_queue_is_bounded_in_bytes_too) {
   // a small one still fits; an item over max_frame_bytes is refused as it arrives.
   runtime rt{fn("q", "pipeline", "timeoutInSeconds: 600"),
              "{allow_run_as_root: true, pipeline_depth: 1, max_queue_bytes: 65536, "
-             "max_frame_bytes: 100000}"};
+             "max_frame_bytes: 65536}"};
   rt.wait_defined("q");
   auto gate = rt.dir.path() / "gate";
   auto held = std::async(std::launch::async, [&] {
@@ -1131,7 +1131,7 @@ BOOST_AUTO_TEST_CASE(the_queue_is_bounded_in_bytes_too) {
   auto refused = rt.invoke("q", big);
   BOOST_TEST(is(refused, errc::queue_full), why(refused));
   BOOST_TEST(has(why(refused), "max_queue_bytes 65536"), why(refused));
-  auto huge = rt.invoke("q", "\"" + std::string(100001, 'x') + "\"");
+  auto huge = rt.invoke("q", "\"" + std::string(65537, 'x') + "\"");
   BOOST_TEST(is(huge, errc::too_large), why(huge));
   BOOST_TEST(rt.info("q").refused() == 2u);
   auto small = std::async(std::launch::async, [&] { return rt.invoke("q", "\"pid\"", 120s); });
@@ -1577,6 +1577,40 @@ BOOST_AUTO_TEST_CASE(ml_model_policies_grant_the_infer_verb) {
                != std::string::npos,
              rt.info("vol").last_error());
   BOOST_TEST(!rt.info("vol").valid());
+}
+
+BOOST_AUTO_TEST_CASE(a_queue_smaller_than_a_frame_is_refused_at_load_naming_both_keys) {
+  // max_queue_bytes below max_frame_bytes: a queue that could not hold one item of the
+  // largest frame, which would be refused even with the queue empty. Refused by the
+  // kernel's validator (file:line:col, both keys named), at the key given.
+  const auto& map = grove::fn::runtime_config::map();
+  BOOST_TEST(map.defect() == "");
+  auto small = map.load("allow_run_as_root: true\nmax_frame_bytes: 1048576\n"
+                        "max_queue_bytes: 65536\n",
+                        "image.yaml");
+  BOOST_TEST(has(why(small), "image.yaml:3:18: max_queue_bytes: must be at least "
+                             "max_frame_bytes (1048576), got 65536"),
+             why(small));
+  auto first = map.load("max_queue_bytes: 8388608\nmax_frame_bytes: 15728640\n",
+                        "image.yaml");
+  BOOST_TEST(has(why(first), "image.yaml:1:18: max_queue_bytes: must be at least "
+                             "max_frame_bytes (15728640), got 8388608"),
+             why(first));
+  // Equal is enough; the defaults hold.
+  auto equal = map.load("max_frame_bytes: 65536\nmax_queue_bytes: 65536\n", "image.yaml");
+  BOOST_TEST(bool(equal), why(equal));
+  BOOST_TEST(bool(map.load("max_frame_bytes: 15728640\n", "image.yaml")));
+  // And a kernel refuses to load the plugin with it.
+  test::temp_dir dir;
+  grove::testing::harness_options o;
+  o.write_dir = dir.path() / "var";
+  o.log_level = "off";
+  grove::testing::harness h{FN_PLUGIN, "{max_frame_bytes: 1048576, max_queue_bytes: 65536}", o};
+  auto err = h.start();
+  BOOST_REQUIRE(err);
+  BOOST_TEST(has(grove::describe(err), "max_queue_bytes: must be at least max_frame_bytes "
+                                       "(1048576), got 65536"),
+             grove::describe(err));
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {
