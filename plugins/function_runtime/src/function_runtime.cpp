@@ -52,6 +52,7 @@ using grove::errc;
 using grove::make_error;
 namespace fs = std::filesystem;
 namespace gfn = grove::fn;
+namespace names = grove::function::names;
 
 /// Where message_manager hands messages to functions (mm-1).
 constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
@@ -1933,8 +1934,8 @@ private:
     };
     if (!gfn::valid_function_name(c.function()))
       return reply(make_error(errc::malformed,
-                              "invoke: " + quoted(c.function()) + " is not a function name "
-                              "(one topic level: not empty, no '/', '+', '#')"));
+                              "invoke: " + quoted(c.function()) + " is not a function name: "
+                                + names::function_rule));
     if (c.event()) {
       // The runtime's own subscription to the event topics takes every event, so the
       // bus's delivery count cannot tell a missing function: the definitions can.
@@ -1974,9 +1975,9 @@ private:
                         code_of(r.error()));
     };
     if (!gfn::valid_model_name(c.model()))
-      return answer(make_error(errc::malformed,
-                               "infer: '" + c.model() + "' is not a model name (one topic "
-                               "level: no '/', '+', '#', at most 256 bytes)"));
+      return answer(make_error(errc::malformed, "infer: '" + c.model()
+                                                  + "' is not a model name ("
+                                                  + names::model_rule + ")"));
     // As ml_inference answers for a model it does not have: no_route.
     if (!ml_models_.count(c.model()))
       return answer(make_error(errc::no_route,
@@ -2020,12 +2021,12 @@ private:
                     std::string payload, std::string error) {
       send_call_reply(name, id, call_id, std::move(payload), std::move(error), {});
     };
-    if (!gfn::valid_shadow_name(c.thing(), 128))
-      return answer({}, "malformed: " + quoted(c.thing()) + " is not a thing name (1-128 of "
-                          "a-z, A-Z, 0-9, ':', '_', '-')");
-    if (!c.shadow().empty() && !gfn::valid_shadow_name(c.shadow(), 64))
-      return answer({}, "malformed: " + quoted(c.shadow()) + " is not a shadow name (1-64 of "
-                          "a-z, A-Z, 0-9, ':', '_', '-')");
+    if (!gfn::valid_shadow_name(c.thing(), names::max_thing))
+      return answer({}, "malformed: " + quoted(c.thing()) + " is not a thing name ("
+                          + names::thing_rule + ")");
+    if (!c.shadow().empty() && !gfn::valid_shadow_name(c.shadow(), names::max_shadow))
+      return answer({}, "malformed: " + quoted(c.shadow()) + " is not a shadow name ("
+                          + names::shadow_rule + ")");
     if (c.op() != "get" && c.op() != "update" && c.op() != "delete")
       return answer({}, "malformed: " + quoted(c.op()) + " is not a shadow operation");
     nlohmann::json doc = nlohmann::json::object();
