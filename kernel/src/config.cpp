@@ -31,7 +31,8 @@ constexpr std::string_view type_names[] = {"int",  "float", "bool", "string",
                                            "list", "map",   "any"};
 
 constexpr std::string_view spec_attributes[]
-  = {"type", "required", "default", "min", "max", "enum", "keys", "items", "open", "doc"};
+  = {"type", "required", "default", "min", "max", "min_key", "enum", "keys", "items", "open",
+     "doc"};
 
 std::string where(std::string_view file, const YAML::Node& node) {
   auto mark = node.Mark();
@@ -69,6 +70,16 @@ caf::error check_keys(const YAML::Node& keys, std::string_view origin,
     auto key = kv.first.Scalar();
     if (auto err = check_spec(kv.second, origin, join_path(path, key)))
       return err;
+    // min_key: a bound that is another number key of this map.
+    if (auto other = kv.second["min_key"]) {
+      auto name = other.IsScalar() ? other.Scalar() : std::string{};
+      auto spec = name.empty() || name == key ? YAML::Node{} : keys[name];
+      auto type = spec.IsDefined() && spec.IsMap() ? spec["type"] : YAML::Node{};
+      if (!type.IsDefined() || !type.IsScalar()
+          || (type.Scalar() != "int" && type.Scalar() != "float"))
+        return config_error(origin, other, join_path(path, key),
+                            "'min_key' must name another int or float key of the same map");
+    }
   }
   return {};
 }
@@ -94,8 +105,9 @@ caf::error check_spec(const YAML::Node& spec, std::string_view origin,
     return config_error(origin, spec, path, "'keys' only applies to type map");
   if (spec["items"] && t != "list")
     return config_error(origin, spec, path, "'items' only applies to type list");
-  if ((spec["min"] || spec["max"]) && t != "int" && t != "float")
-    return config_error(origin, spec, path, "'min'/'max' only apply to int and float");
+  if ((spec["min"] || spec["max"] || spec["min_key"]) && t != "int" && t != "float")
+    return config_error(origin, spec, path,
+                        "'min'/'max'/'min_key' only apply to int and float");
   if (spec["enum"] && (t != "string" || !spec["enum"].IsSequence()))
     return config_error(origin, spec, path, "'enum' must be a list and only applies to strings");
   if (auto keys = spec["keys"])
@@ -111,6 +123,42 @@ caf::error check_spec(const YAML::Node& spec, std::string_view origin,
 
 caf::expected<YAML::Node> check(const YAML::Node& value, const YAML::Node& spec,
                                 std::string_view file, const std::string& path);
+
+// The min_key bounds of a checked map `result` (defaults filled in) read from `value`:
+// the error is at the bounded key's line when it is given, else at the other key's.
+caf::error check_min_keys(const YAML::Node& value, const YAML::Node& result,
+                          const YAML::Node& keys, std::string_view file,
+                          const std::string& path) {
+  for (auto k : keys) {
+    auto bound = k.second["min_key"];
+    if (!bound)
+      continue;
+    auto key = k.first.Scalar();
+    auto other = bound.Scalar();
+    auto x = result[key];
+    auto lo = result[other];
+    double xv = 0;
+    double lov = 0;
+    if (!x.IsDefined() || !lo.IsDefined() || !scalar_as(x, xv) || !scalar_as(lo, lov)
+        || xv >= lov)
+      continue;
+    // Copies of handles only: assigning a YAML::Node that refers into a tree would
+    // overwrite that tree's node.
+    auto given = [&](const std::string& name) -> std::optional<YAML::Node> {
+      if (!value || !value.IsMap())
+        return std::nullopt;
+      auto n = value[name];
+      return n.IsDefined() ? std::optional<YAML::Node>{n} : std::nullopt;
+    };
+    auto mine = given(key);
+    auto theirs = given(other);
+    const YAML::Node& at = mine ? *mine : theirs ? *theirs : value;
+    return config_error(file, at, join_path(path, key),
+                        "must be at least " + other + " (" + lo.Scalar() + "), got "
+                          + x.Scalar() + (mine ? "" : " (its default)"));
+  }
+  return {};
+}
 
 caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& keys,
                                     bool open, std::string_view file,
@@ -169,6 +217,8 @@ caf::expected<YAML::Node> check_map(const YAML::Node& value, const YAML::Node& k
           result[key] = *nested;
       }
     }
+    if (auto err = check_min_keys(value, result, keys, file, path))
+      return err;
   }
   return result;
 }
@@ -403,12 +453,16 @@ std::string cell(std::string text) {
 std::string bounds_of(const YAML::Node& spec) {
   auto mn = spec["min"];
   auto mx = spec["max"];
+  auto key = spec["min_key"];
+  auto also = key ? ", ≥ `" + key.Scalar() + "`" : std::string{};
   if (mn && mx)
-    return mn.Scalar() + "–" + mx.Scalar();
+    return mn.Scalar() + "–" + mx.Scalar() + also;
   if (mn)
-    return "≥ " + mn.Scalar();
+    return "≥ " + mn.Scalar() + also;
   if (mx)
-    return "≤ " + mx.Scalar();
+    return "≤ " + mx.Scalar() + also;
+  if (key)
+    return "≥ `" + key.Scalar() + "`";
   if (auto choices = spec["enum"]) {
     std::string all;
     for (auto c : choices)

@@ -197,6 +197,46 @@ BOOST_AUTO_TEST_CASE(values_that_do_not_fit_the_member_are_refused) {
   BOOST_TEST(contains(describe(bad.error()), "level: 256 does not fit"), describe(bad.error()));
 }
 
+BOOST_AUTO_TEST_CASE(a_bound_that_is_another_key_is_checked_by_the_kernel) {
+  // at_least_key (schema min_key): the value must be at least the other key's. The
+  // kernel's validator checks it with defaults filled in, at the key's line when given,
+  // else at the other key's, naming both; the table shows it.
+  struct queue {
+    int64_t frame = 0;
+    int64_t room = 0;
+    static config_map<queue> map() {
+      return config_map<queue>{}
+        .key("frame", &queue::frame, 100, range{1, 1000}, "largest frame")
+        .key("room", &queue::room, 200, range{1, 10000}, at_least_key{"frame"},
+             "queue room");
+    }
+  };
+  auto m = queue::map();
+  BOOST_TEST(m.defect() == "");
+  BOOST_TEST(bool(config_schema::parse(m.schema(), "queue (config schema)")));
+  BOOST_TEST(bool(m.load("frame: 300\nroom: 300\n")));
+  auto given = m.load("frame: 300\nroom: 250\n", "image.yaml");
+  BOOST_REQUIRE(!given);
+  BOOST_TEST(contains(describe(given.error()),
+                      "image.yaml:2:7: room: must be at least frame (300), got 250"),
+             describe(given.error()));
+  auto dflt = m.load("frame: 300\n", "image.yaml");
+  BOOST_REQUIRE(!dflt);
+  BOOST_TEST(contains(describe(dflt.error()),
+                      "image.yaml:1:8: room: must be at least frame (300), got 200 (its "
+                      "default)"),
+             describe(dflt.error()));
+  BOOST_TEST(contains(m.markdown(), "| `room` | int | `200` | 1–10000, ≥ `frame` | queue room |"),
+             m.markdown());
+  // A min_key that names no number key beside it makes the schema invalid.
+  for (auto text : {"a: {type: int, min_key: b}\n", "a: {type: int, min_key: a}\n",
+                    "a: {type: int, min_key: b}\nb: {type: string}\n",
+                    "a: {type: string, min_key: b}\nb: {type: int}\n"}) {
+    auto bad = config_schema::parse(text, "bad (config schema)");
+    BOOST_TEST(!bad, text);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(declaration_defects_make_the_schema_refused) {
   struct bad {
     int n = 0;

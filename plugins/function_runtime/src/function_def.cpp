@@ -216,9 +216,11 @@ config_map<runtime_config> runtime_config::map() {
     .key("call_timeout_ms", &runtime_config::call_timeout_ms, 10000, range{1, 3600000},
          "a function's invoke of another function, when it gives no timeout")
     .key("max_queue_bytes", &runtime_config::max_queue_bytes, 64 << 20,
-         range{64 << 10, int64_t{1} << 40},
+         range{64 << 10, int64_t{1} << 40}, at_least_key{"max_frame_bytes"},
          "bytes of work items (payload, subject, source) one function's queue may hold, "
-         "with its maxQueueSize: beyond, new work is refused (queue_full) and counted")
+         "with its maxQueueSize: beyond, new work is refused (queue_full) and counted; at "
+         "least max_frame_bytes (a queue that cannot hold one item of the largest frame "
+         "would refuse it even when empty)")
     .key("give_up_retry_ms", &runtime_config::give_up_retry_ms, 60000,
          range{100, 86400000},
          "after a function gave up starting (failed starts under the kernel's restart "

@@ -13,12 +13,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -28,6 +30,7 @@
 #include "code_archive.hpp"
 #include "function_def.hpp"
 #include "function_log.hpp"
+#include "grove/function_snapshot.pb.h"
 #include "ipc.hpp"
 #include "python_runtime.hpp"
 #include "sandbox.hpp"
@@ -49,6 +52,7 @@ using grove::errc;
 using grove::make_error;
 namespace fs = std::filesystem;
 namespace gfn = grove::fn;
+namespace names = grove::function::names;
 
 /// Where message_manager hands messages to functions (mm-1).
 constexpr std::string_view mm_function_prefix = "$grove/mm/out/function/";
@@ -74,6 +78,10 @@ constexpr std::chrono::milliseconds start_reserve{1000};
 /// past that worker's start and first item (~1-3 ms here), not competing with them.
 constexpr std::chrono::milliseconds spare_delay{25};
 
+/// How long a hot reload waits, in all, for the stopped workers' last frames (their
+/// sockets' EOF) before it takes the runtime's state (snapshot()).
+constexpr std::chrono::milliseconds reload_drain_wait{2000};
+
 /// SO_SNDBUF of the runtime's end of each socketpair, set explicitly: room for the bytes
 /// sent ahead and the call replies and acks the worker reads while its handler runs.
 constexpr int send_buffer_bytes = 256 << 10;
@@ -97,6 +105,45 @@ struct work_item {
 
 enum class inst_state { starting, idle, busy, ending };
 
+/// Frames an instance's reader has read and the actor has not handled yet. The reader
+/// pushes each batch here and posts a drain; a hot reload drains it in snapshot() itself
+/// (a posted drain would be dropped with the old instance), so a Result the worker sent
+/// before it was stopped still answers its item.
+struct frame_inbox {
+  struct batch {
+    std::vector<gfn::Frame> frames;
+    int64_t bytes = 0;
+  };
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::deque<batch> batches;
+  bool done = false; // the reader has stopped (EOF, an error, a flood)
+
+  void push(batch b) {
+    std::lock_guard guard{mtx};
+    batches.push_back(std::move(b));
+  }
+
+  std::deque<batch> take() {
+    std::lock_guard guard{mtx};
+    return std::exchange(batches, {});
+  }
+
+  void finish() {
+    {
+      std::lock_guard guard{mtx};
+      done = true;
+    }
+    cv.notify_all();
+  }
+
+  /// Waits until the reader has stopped or `deadline` passed; true if it stopped.
+  bool wait_done(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock guard{mtx};
+    return cv.wait_until(guard, deadline, [this] { return done; });
+  }
+};
+
 /// One worker process and its end of the socketpair.
 struct instance {
   uint64_t id = 0;
@@ -110,6 +157,7 @@ struct instance {
   std::shared_ptr<std::atomic<int64_t>> pending = std::make_shared<std::atomic<int64_t>>(0);
   std::shared_ptr<std::atomic<int64_t>> pending_bytes
     = std::make_shared<std::atomic<int64_t>>(0);
+  std::shared_ptr<frame_inbox> inbox = std::make_shared<frame_inbox>();
   inst_state state = inst_state::starting;
   // Items sent to the worker, in order: the front one is in its handler, the others wait
   // in its pipeline (Hello.pipeline, at most `pipeline` in all).
@@ -317,6 +365,9 @@ public:
   }
 
   caf::error start() override {
+    if (restored_)
+      take_over(*restored_);
+    restored_.reset();
     grove::group_client::get(*ctx_, 10s, [this](caf::expected<grove::group::Group> g) {
       if (g)
         apply(*g);
@@ -327,6 +378,103 @@ public:
     });
     status_timer_ = ctx_->every(1s, [this] { refresh_status(); });
     refresh_status();
+    return {};
+  }
+
+  /// A hot reload: the workers are stopped and their last frames handled here; what no
+  /// handler had started goes to the next instance (events) or is answered now
+  /// (requests: the kernel cannot hand their replies over); the item each handler was
+  /// running is answered as interrupted. README.md, "Hot reload".
+  caf::expected<std::string> snapshot() override {
+    reloading_ = true; // nothing is dispatched or started from here on
+    // A worker starts an item sent ahead only after it wrote the Result of the one
+    // before: stopped now, with every frame it wrote handled below, an item that has no
+    // Result and is not first in its instance never reached the handler.
+    for (auto& [name, fn] : functions_)
+      for (auto& [id, inst] : fn.instances)
+        if (inst->proc)
+          inst->proc.stop(SIGKILL, 0ms);
+    auto deadline = std::chrono::steady_clock::now() + reload_drain_wait;
+    for (auto& [name, fn] : functions_)
+      for (auto& [id, inst] : fn.instances)
+        if (!inst->inbox->wait_done(deadline))
+          ctx_->log().warn("function '{}': instance {} did not close its socket at the "
+                           "reload; frames it sends later are not read",
+                           name, inst->pid);
+    for (auto& [name, fn] : functions_)
+      for (auto& [id, inst] : fn.instances) {
+        auto inbox = inst->inbox;
+        auto pending = inst->pending;
+        auto bytes = inst->pending_bytes;
+        drain(name, id, *inbox, *pending, *bytes);
+      }
+    gfn::Snapshot snap;
+    snap.set_version(1);
+    snap.set_group(group_bytes_);
+    for (auto& [name, fn] : functions_) {
+      std::vector<work_item> waiting_items;
+      for (auto& [id, inst] : fn.instances) {
+        close_channel(*inst);
+        if (inst->items.empty())
+          continue;
+        auto& running = inst->items.front();
+        note_error(fn, "stopped by a reload of function_runtime while its handler ran");
+        answer_error(&fn, running,
+                     make_error(errc::plugin_failed,
+                                "function '" + name + "': its instance was stopped by a "
+                                "reload of function_runtime while the handler ran (it may "
+                                "have run in part)"));
+        for (size_t i = 1; i < inst->items.size(); ++i)
+          waiting_items.push_back(std::move(inst->items[i]));
+        inst->items.clear();
+        inst->ahead_bytes = 0;
+      }
+      fn.sent_ahead = 0;
+      while (!fn.queue.empty())
+        waiting_items.push_back(pop_queue(fn));
+      // Items sent ahead left the queue before those still in it: back in arrival order.
+      std::stable_sort(waiting_items.begin(), waiting_items.end(),
+                       [](const work_item& a, const work_item& b) { return a.seq < b.seq; });
+      for (auto& item : waiting_items) {
+        if (item.request) {
+          ++fn.errors;
+          fn.errors_c.inc();
+          answer_error(&fn, item,
+                       make_error(errc::plugin_failed,
+                                  "function '" + name + "': not run: function_runtime was "
+                                  "reloaded while the invocation waited for a handler (a "
+                                  "request does not outlive a reload); send it again"));
+          continue;
+        }
+        auto* h = snap.add_held();
+        h->set_function(name);
+        h->set_payload(std::move(item.payload));
+        h->set_subject(std::move(item.subject));
+        h->set_source(std::move(item.source));
+        h->set_content_type(std::move(item.content_type));
+      }
+      auto* st = snap.add_stats();
+      st->set_function(name);
+      st->set_invocations(fn.invocations);
+      st->set_errors(fn.errors);
+      st->set_timeouts(fn.timeouts);
+      st->set_refused(fn.refused);
+      st->set_last_error(fn.last_error);
+      st->set_memory_hwm_kb(fn.memory_hwm_kb);
+    }
+    ctx_->log().info("reload: {} events handed to the next instance", snap.held_size());
+    return snap.SerializeAsString();
+  }
+
+  caf::error restore(std::string_view bytes) override {
+    gfn::Snapshot snap;
+    if (!snap.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+      return make_error(errc::malformed, "function_runtime: the snapshot does not parse");
+    if (snap.version() != 1)
+      return make_error(errc::unsupported, "function_runtime: snapshot version "
+                                             + std::to_string(snap.version())
+                                             + " (this build takes 1)");
+    restored_ = std::move(snap);
     return {};
   }
 
@@ -388,9 +536,55 @@ public:
   }
 
 private:
+  // -- hot reload ----------------------------------------------------------------
+
+  /// Takes over what the previous instance handed over (restore()), in start(): its
+  /// group first, so the functions are defined before the messages the kernel held
+  /// during the reload arrive, then its counts, then its events, queued ahead of those.
+  void take_over(const gfn::Snapshot& snap) {
+    if (!snap.group().empty()) {
+      grove::group::Group g;
+      if (g.ParseFromString(snap.group()))
+        apply(g);
+      else
+        ctx_->log().error("reload: the group handed over does not parse; waiting for the "
+                          "kernel's");
+    }
+    for (const auto& st : snap.stats()) {
+      auto it = functions_.find(st.function());
+      if (it == functions_.end())
+        continue;
+      auto& fn = it->second;
+      fn.invocations = st.invocations();
+      fn.errors = st.errors();
+      fn.timeouts = st.timeouts();
+      fn.refused = st.refused();
+      if (fn.last_error.empty())
+        fn.last_error = st.last_error();
+      fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, st.memory_hwm_kb());
+    }
+    for (const auto& h : snap.held()) {
+      work_item item;
+      item.payload = h.payload();
+      item.subject = h.subject();
+      item.source = h.source();
+      item.content_type = h.content_type();
+      auto it = functions_.find(h.function());
+      if (it == functions_.end() || !it->second.def || it->second.removed) {
+        // enqueue() would refuse it without a word (no function to log to): say so.
+        ctx_->log().warn("reload: an event for function '{}' is dropped: the group "
+                         "handed over has no valid function of that name",
+                         h.function());
+        continue;
+      }
+      enqueue(h.function(), std::move(item));
+    }
+  }
+
   // -- definitions ---------------------------------------------------------------
 
   void apply(const grove::group::Group& g) {
+    group_bytes_ = g.SerializeAsString(); // handed to the next instance at a reload
     apply_loggers(g);
     auto base = fs::path{g.source_file()}.parent_path();
     std::set<std::string> seen;
@@ -1004,6 +1198,8 @@ private:
   /// Hands queued work to idle instances and starts instances as the definition allows,
   /// then sees that a spare sandbox is there or on its way.
   void dispatch(function_state& fn) {
+    if (reloading_)
+      return; // snapshot(): the work goes to the next instance
     dispatch_work(fn);
     keep_spare(fn);
   }
@@ -1236,10 +1432,12 @@ private:
     });
     auto max = static_cast<uint32_t>(cfg_.max_frame_bytes);
     inst->reader = std::thread{[this, name, id, fd = inst->fd, max, pending = inst->pending,
-                                bytes = inst->pending_bytes, limit = cfg_.max_pending_frames] {
+                                bytes = inst->pending_bytes, inbox = inst->inbox,
+                                limit = cfg_.max_pending_frames] {
       // Named, not `caf.multiplexer` (inherited from the CAF worker that started it).
       ::pthread_setname_np(::pthread_self(), "fn.reader");
-      read_loop(name, id, fd, max, pending, bytes, limit);
+      read_loop(name, id, fd, max, pending, bytes, inbox, limit);
+      inbox->finish();
     }};
     fn.instances.emplace(id, std::move(inst));
     fn.instances_g.set(static_cast<int64_t>(fn.instances.size()));
@@ -1494,7 +1692,8 @@ private:
   /// read takes every frame that has arrived, and they go to the actor in one message.
   void read_loop(std::string name, uint64_t id, int fd, uint32_t max,
                  std::shared_ptr<std::atomic<int64_t>> pending,
-                 std::shared_ptr<std::atomic<int64_t>> bytes, int64_t limit) {
+                 std::shared_ptr<std::atomic<int64_t>> bytes,
+                 std::shared_ptr<frame_inbox> inbox, int64_t limit) {
     const int64_t byte_limit = 4 * static_cast<int64_t>(max);
     grove::framing::frame_stream in{max};
     auto fail = [&](caf::error err) {
@@ -1504,8 +1703,7 @@ private:
       // EOF, or a read error: system_error; a frame cut short: malformed.
       if (auto err = in.fill(fd))
         return fail(std::move(err));
-      auto batch = std::make_shared<std::vector<gfn::Frame>>();
-      int64_t batch_bytes = 0;
+      frame_inbox::batch batch;
       caf::error err;
       for (;;) {
         auto body = in.next();
@@ -1515,31 +1713,41 @@ private:
         }
         if (!*body)
           break;
-        auto& f = batch->emplace_back();
+        auto& f = batch.frames.emplace_back();
         if (!f.ParseFromArray((*body)->data(), static_cast<int>((*body)->size()))) {
-          batch->pop_back();
+          batch.frames.pop_back();
           err = make_error(errc::malformed, "cannot parse " + f.GetTypeName());
           break;
         }
         auto size = static_cast<int64_t>((*body)->size());
         if (pending->fetch_add(1) + 1 > limit || bytes->fetch_add(size) + size > byte_limit) {
-          batch->pop_back();
+          batch.frames.pop_back();
           err = make_error(errc::queue_full, "flood: more than " + std::to_string(limit)
                                                + " frames or " + std::to_string(byte_limit)
                                                + " bytes waiting");
           break;
         }
-        batch_bytes += size;
+        batch.bytes += size;
       }
-      if (!batch->empty())
-        ctx_->post([this, name, id, batch, pending, bytes, batch_bytes] {
-          pending->fetch_sub(static_cast<int64_t>(batch->size()));
-          bytes->fetch_sub(batch_bytes);
-          for (auto& f : *batch)
-            on_frame(name, id, f);
+      if (!batch.frames.empty()) {
+        inbox->push(std::move(batch));
+        ctx_->post([this, name, id, inbox, pending, bytes] {
+          drain(name, id, *inbox, *pending, *bytes);
         });
+      }
       if (err)
         return fail(std::move(err));
+    }
+  }
+
+  /// Handles the frames `inbox` holds (all of them: a drain posted later finds none).
+  void drain(const std::string& name, uint64_t id, frame_inbox& inbox,
+             std::atomic<int64_t>& pending, std::atomic<int64_t>& bytes) {
+    for (auto& b : inbox.take()) {
+      pending.fetch_sub(static_cast<int64_t>(b.frames.size()));
+      bytes.fetch_sub(b.bytes);
+      for (auto& f : b.frames)
+        on_frame(name, id, f);
     }
   }
 
@@ -1726,8 +1934,8 @@ private:
     };
     if (!gfn::valid_function_name(c.function()))
       return reply(make_error(errc::malformed,
-                              "invoke: " + quoted(c.function()) + " is not a function name "
-                              "(one topic level: not empty, no '/', '+', '#')"));
+                              "invoke: " + quoted(c.function()) + " is not a function name: "
+                                + names::function_rule));
     if (c.event()) {
       // The runtime's own subscription to the event topics takes every event, so the
       // bus's delivery count cannot tell a missing function: the definitions can.
@@ -1767,9 +1975,9 @@ private:
                         code_of(r.error()));
     };
     if (!gfn::valid_model_name(c.model()))
-      return answer(make_error(errc::malformed,
-                               "infer: '" + c.model() + "' is not a model name (one topic "
-                               "level: no '/', '+', '#', at most 256 bytes)"));
+      return answer(make_error(errc::malformed, "infer: '" + c.model()
+                                                  + "' is not a model name ("
+                                                  + names::model_rule + ")"));
     // As ml_inference answers for a model it does not have: no_route.
     if (!ml_models_.count(c.model()))
       return answer(make_error(errc::no_route,
@@ -1813,12 +2021,12 @@ private:
                     std::string payload, std::string error) {
       send_call_reply(name, id, call_id, std::move(payload), std::move(error), {});
     };
-    if (!gfn::valid_shadow_name(c.thing(), 128))
-      return answer({}, "malformed: " + quoted(c.thing()) + " is not a thing name (1-128 of "
-                          "a-z, A-Z, 0-9, ':', '_', '-')");
-    if (!c.shadow().empty() && !gfn::valid_shadow_name(c.shadow(), 64))
-      return answer({}, "malformed: " + quoted(c.shadow()) + " is not a shadow name (1-64 of "
-                          "a-z, A-Z, 0-9, ':', '_', '-')");
+    if (!gfn::valid_shadow_name(c.thing(), names::max_thing))
+      return answer({}, "malformed: " + quoted(c.thing()) + " is not a thing name ("
+                          + names::thing_rule + ")");
+    if (!c.shadow().empty() && !gfn::valid_shadow_name(c.shadow(), names::max_shadow))
+      return answer({}, "malformed: " + quoted(c.shadow()) + " is not a shadow name ("
+                          + names::shadow_rule + ")");
     if (c.op() != "get" && c.op() != "update" && c.op() != "delete")
       return answer({}, "malformed: " + quoted(c.op()) + " is not a shadow operation");
     nlohmann::json doc = nlohmann::json::object();
@@ -2158,6 +2366,12 @@ private:
   uint64_t mounts_requests_ = 0;
   uint64_t spare_requests_ = 0;
   grove::timer_id status_timer_ = 0;
+  // The group last applied, serialized: handed over at a hot reload.
+  std::string group_bytes_;
+  // What the previous instance handed over (restore()), taken over in start().
+  std::optional<gfn::Snapshot> restored_;
+  // Set by snapshot(): the instance is being replaced, nothing is dispatched any more.
+  bool reloading_ = false;
   grove::counter_family invocations_, errors_, timeouts_, refused_;
   grove::gauge_family instances_gauge_, queued_gauge_, sent_ahead_gauge_;
 };

@@ -1,7 +1,5 @@
 #include "ipc.hpp"
 
-#include <cctype>
-
 #include "grove/errors.hpp"
 #include "grove/topic.hpp"
 #include "grove/utf8.hpp"
@@ -15,24 +13,6 @@ bool same_token(const std::string& a, const std::string& b) noexcept {
   for (size_t i = 0; i < a.size(); ++i)
     diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
-}
-
-bool valid_shadow_name(const std::string& name, size_t max) noexcept {
-  if (name.empty() || name.size() > max)
-    return false;
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '-'))
-      return false;
-  return true;
-}
-
-bool valid_function_name(const std::string& name) noexcept {
-  return !name.empty() && name.find_first_of(std::string_view{"/+#\0", 4}) == std::string::npos;
-}
-
-bool valid_model_name(const std::string& name) noexcept {
-  return !name.empty() && name.size() <= 256
-         && name.find_first_of(std::string_view{"/+#\0", 4}) == std::string::npos;
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <caf/error.hpp>
 
 #include "grove/function.pb.h"
+#include "grove/function/names.hpp"
 
 namespace grove::fn {
 
@@ -30,16 +31,12 @@ constexpr size_t max_error_text = 16u << 10;
 /// them so; this is for a worker that does not.
 void make_text_valid(Frame& f);
 
-/// A model name an InferCall may carry: one topic level of ml-1 (`$grove/ml/infer/<model>`),
-/// non-empty, at most 256 bytes, without `/`, `+`, `#` or NUL.
-bool valid_model_name(const std::string& name) noexcept;
-
-/// A function name a Call may carry: one topic level of fr-1/fr-2, non-empty, without
-/// `/`, `+`, `#` or NUL (the SDKs check the same before sending).
-bool valid_function_name(const std::string& name) noexcept;
-
-/// A thing name (up to 128) or shadow name (up to 64) of `[a-zA-Z0-9:_-]`.
-bool valid_shadow_name(const std::string& name, size_t max) noexcept;
+// The names a Call, ShadowCall or InferCall may carry: the function SDK's rules
+// (sdk/function/cpp/include/grove/function/names.hpp), which the SDKs check before they
+// send and the runtime checks again here.
+using ::grove::function::names::valid_function_name;
+using ::grove::function::names::valid_model_name;
+using ::grove::function::names::valid_shadow_name;
 
 /// Token comparison whose time does not depend on where the strings differ.
 bool same_token(const std::string& a, const std::string& b) noexcept;

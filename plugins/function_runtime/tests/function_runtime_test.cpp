@@ -376,6 +376,67 @@ BOOST_AUTO_TEST_CASE(items_sent_ahead_count_as_queued_and_outlive_their_instance
   BOOST_TEST(info.queued() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_hot_reload_loses_no_queued_event_and_answers_every_request) {
+  // Events queued behind an item a pinned function holds, some sent ahead to its worker
+  // and the rest in the queue, with requests among them. After a hot reload of the
+  // plugin every event has run, once, in the new instance; the held item and the
+  // requests are answered with errors that say what happened; the counts go on.
+  runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("g");
+  BOOST_TEST(rt.ok("g", "\"first\"") == "\"first\"");
+  auto hold = rt.dir.path() / "hold";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  constexpr int events = 40;
+  auto mark = [&](int i) { return rt.dir.path() / ("e" + std::to_string(i)); };
+  std::vector<call> requests;
+  for (int i = 0; i < events; ++i) {
+    auto topic = std::string{fr::event_prefix} + "g";
+    BOOST_REQUIRE(rt.h->publish(topic, "\"mark:" + mark(i).string() + "\""));
+    if (i == 5 || i == 30)
+      requests.push_back(
+        std::async(std::launch::async, [&] { return rt.invoke("g", "\"pid\"", 120s); }));
+  }
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == events + 2u; }));
+  auto before = rt.info("g");
+  BOOST_TEST(before.sent_ahead() > 0u); // both kinds: sent ahead, and still queued
+  BOOST_TEST(before.sent_ahead() < before.queued());
+  auto r = rt.h->kernel().reload(rt.h->name(), "");
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(has(*r, "state carried over"), *r);
+  auto h = held.get();
+  BOOST_REQUIRE(!h);
+  BOOST_TEST(has(grove::describe(h.error()), "stopped by a reload of function_runtime while "
+                                             "the handler ran"),
+             grove::describe(h.error()));
+  for (auto& c : requests) {
+    auto x = c.get();
+    BOOST_REQUIRE(!x);
+    BOOST_TEST(has(grove::describe(x.error()), "not run: function_runtime was reloaded"),
+               grove::describe(x.error()));
+  }
+  auto all_ran = [&] {
+    for (int i = 0; i < events; ++i)
+      if (!fs::exists(mark(i)))
+        return false;
+    return true;
+  };
+  BOOST_REQUIRE_MESSAGE(test::wait_until(all_ran, 60s), rt.log_of("g"));
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").invocations() == 1u + events; }));
+  for (int i = 0; i < events; ++i) {
+    std::ifstream in{mark(i)};
+    std::stringstream text;
+    text << in.rdbuf();
+    BOOST_TEST(text.str() == "ran\n", "event " << i << " ran: " << text.str());
+  }
+  auto after = rt.info("g");
+  BOOST_TEST(after.queued() == 0u);
+  BOOST_TEST(after.errors() == 3u); // the held item and the two requests
+  BOOST_TEST(has(rt.log_of("g"), "stopped by a reload of function_runtime"));
+}
+
 BOOST_AUTO_TEST_CASE(large_items_sent_ahead_never_overrun_a_busy_worker) {
   // 32 items of 32 KiB behind a handler that holds: far more than a socket buffer. Only
   // a bounded number of bytes goes ahead, so no send waits on the worker and every item
@@ -1057,7 +1118,7 @@ BOOST_AUTO_TEST_CASE(the_queue_is_bounded_in_bytes_too) {
   // a small one still fits; an item over max_frame_bytes is refused as it arrives.
   runtime rt{fn("q", "pipeline", "timeoutInSeconds: 600"),
              "{allow_run_as_root: true, pipeline_depth: 1, max_queue_bytes: 65536, "
-             "max_frame_bytes: 100000}"};
+             "max_frame_bytes: 65536}"};
   rt.wait_defined("q");
   auto gate = rt.dir.path() / "gate";
   auto held = std::async(std::launch::async, [&] {
@@ -1070,7 +1131,7 @@ BOOST_AUTO_TEST_CASE(the_queue_is_bounded_in_bytes_too) {
   auto refused = rt.invoke("q", big);
   BOOST_TEST(is(refused, errc::queue_full), why(refused));
   BOOST_TEST(has(why(refused), "max_queue_bytes 65536"), why(refused));
-  auto huge = rt.invoke("q", "\"" + std::string(100001, 'x') + "\"");
+  auto huge = rt.invoke("q", "\"" + std::string(65537, 'x') + "\"");
   BOOST_TEST(is(huge, errc::too_large), why(huge));
   BOOST_TEST(rt.info("q").refused() == 2u);
   auto small = std::async(std::launch::async, [&] { return rt.invoke("q", "\"pid\"", 120s); });
@@ -1516,6 +1577,40 @@ BOOST_AUTO_TEST_CASE(ml_model_policies_grant_the_infer_verb) {
                != std::string::npos,
              rt.info("vol").last_error());
   BOOST_TEST(!rt.info("vol").valid());
+}
+
+BOOST_AUTO_TEST_CASE(a_queue_smaller_than_a_frame_is_refused_at_load_naming_both_keys) {
+  // max_queue_bytes below max_frame_bytes: a queue that could not hold one item of the
+  // largest frame, which would be refused even with the queue empty. Refused by the
+  // kernel's validator (file:line:col, both keys named), at the key given.
+  const auto& map = grove::fn::runtime_config::map();
+  BOOST_TEST(map.defect() == "");
+  auto small = map.load("allow_run_as_root: true\nmax_frame_bytes: 1048576\n"
+                        "max_queue_bytes: 65536\n",
+                        "image.yaml");
+  BOOST_TEST(has(why(small), "image.yaml:3:18: max_queue_bytes: must be at least "
+                             "max_frame_bytes (1048576), got 65536"),
+             why(small));
+  auto first = map.load("max_queue_bytes: 8388608\nmax_frame_bytes: 15728640\n",
+                        "image.yaml");
+  BOOST_TEST(has(why(first), "image.yaml:1:18: max_queue_bytes: must be at least "
+                             "max_frame_bytes (15728640), got 8388608"),
+             why(first));
+  // Equal is enough; the defaults hold.
+  auto equal = map.load("max_frame_bytes: 65536\nmax_queue_bytes: 65536\n", "image.yaml");
+  BOOST_TEST(bool(equal), why(equal));
+  BOOST_TEST(bool(map.load("max_frame_bytes: 15728640\n", "image.yaml")));
+  // And a kernel refuses to load the plugin with it.
+  test::temp_dir dir;
+  grove::testing::harness_options o;
+  o.write_dir = dir.path() / "var";
+  o.log_level = "off";
+  grove::testing::harness h{FN_PLUGIN, "{max_frame_bytes: 1048576, max_queue_bytes: 65536}", o};
+  auto err = h.start();
+  BOOST_REQUIRE(err);
+  BOOST_TEST(has(grove::describe(err), "max_queue_bytes: must be at least max_frame_bytes "
+                                       "(1048576), got 65536"),
+             grove::describe(err));
 }
 
 BOOST_AUTO_TEST_CASE(readme_table_is_the_generated_one) {

@@ -69,12 +69,17 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
   }
   if (mode == "pipeline") {
     // Items sent ahead: "crash" (a JSON string) dies, "wait:<path>" writes its pid to
-    // <path>.pid and holds until the file exists, "pid" answers its pid, anything else
-    // is echoed.
+    // <path>.pid and holds until the file exists, "pid" answers its pid, "mark:<path>"
+    // appends a line to <path> (each run of the item leaves one), anything else is
+    // echoed.
     if (payload == "\"crash\"")
       std::raise(SIGSEGV);
     if (payload == "\"pid\"")
       return std::to_string(::getpid());
+    if (payload.starts_with("\"mark:")) {
+      std::ofstream{payload.substr(6, payload.size() - 7), std::ios::app} << "ran\n";
+      return payload;
+    }
     if (payload.starts_with("\"wait:")) {
       auto path = payload.substr(6, payload.size() - 7);
       {

@@ -38,6 +38,8 @@ YAML::Node spec_of(const config_field& f) {
     spec["min"] = bound(*f.min, f.type);
   if (f.max)
     spec["max"] = bound(*f.max, f.type);
+  if (!f.min_key.empty())
+    spec["min_key"] = f.min_key;
   if (!f.choices.empty()) {
     YAML::Node choices{YAML::NodeType::Sequence};
     for (const auto& c : f.choices)

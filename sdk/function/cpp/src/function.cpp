@@ -11,6 +11,7 @@
 
 #include "grove/errors.hpp" // errc and to_string only: nothing here may call into CAF
 #include "grove/function.pb.h"
+#include "grove/function/names.hpp"
 #include "grove/kernel/framing_core.hpp"
 #include "grove/ml.pb.h"
 #include "grove/utf8.hpp"
@@ -75,25 +76,19 @@ const char* field_not_utf8(const fn::Frame& f) {
 }
 
 /// Why the runtime would refuse a Call's function name or a ShadowCall's thing or shadow
-/// name (its rules: plugins/function_runtime/src/ipc.cpp, valid_function_name and
-/// valid_shadow_name), or "" for a good one: refused here, nothing sent.
+/// name (the rules both follow: grove/function/names.hpp), or "" for a good one: refused
+/// here, nothing sent.
 std::string bad_name(const fn::Frame& f) {
-  auto shadow_name = [](const std::string& n, size_t max) {
-    return !n.empty() && n.size() <= max
-           && std::all_of(n.begin(), n.end(), [](char c) {
-                return std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_'
-                       || c == '-';
-              });
-  };
+  using namespace grove::function::names;
   if (f.body_case() == fn::Frame::kCall) {
-    const auto& n = f.call().function();
-    if (n.empty() || n.find_first_of(std::string_view{"/+#\0", 4}) != std::string::npos)
-      return "the function name is not one topic level (not empty, no '/', '+', '#')";
+    if (!valid_function_name(f.call().function()))
+      return std::string{"the function name is not "} + function_rule;
   } else if (f.body_case() == fn::Frame::kShadowCall) {
-    if (!shadow_name(f.shadow_call().thing(), 128))
-      return "the thing name is not 1-128 of a-z, A-Z, 0-9, ':', '_', '-'";
-    if (!f.shadow_call().shadow().empty() && !shadow_name(f.shadow_call().shadow(), 64))
-      return "the shadow name is not 1-64 of a-z, A-Z, 0-9, ':', '_', '-'";
+    if (!valid_shadow_name(f.shadow_call().thing(), max_thing))
+      return std::string{"the thing name is not "} + thing_rule;
+    if (!f.shadow_call().shadow().empty()
+        && !valid_shadow_name(f.shadow_call().shadow(), max_shadow))
+      return std::string{"the shadow name is not "} + shadow_rule;
   }
   return {};
 }

@@ -233,8 +233,9 @@ def _shadow_name(name, max_bytes):
 
 
 def _check_names(function=None, thing=None, shadow=""):
-    """Raises Error("malformed: ...") for a name the runtime refuses (its rules:
-    plugins/function_runtime/src/ipc.cpp), so nothing is sent."""
+    """Raises Error("malformed: ...") for a name the runtime refuses (the rules of
+    sdk/function/cpp/include/grove/function/names.hpp, which the runtime and the C++ SDK
+    both use), so nothing is sent."""
     if function is not None and (not isinstance(function, str) or not function
                                  or any(c in function for c in "/+#\0")):
         raise Error("malformed: the function name is not one topic level "

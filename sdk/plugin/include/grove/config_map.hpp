@@ -86,6 +86,15 @@ struct names {
   }
 };
 
+/// A lower bound of an int or float key that is another key of the same map (schema
+/// `min_key`): the value must be at least that key's, e.g. a queue in bytes that must
+/// hold one of the largest frames. The kernel checks it with the rest of the schema, so
+/// a profile breaking it is refused at load with file:line, naming both keys.
+struct at_least_key {
+  /// The other key: an int or float key declared in the same map.
+  std::string key;
+};
+
 /// Marks a key as required (no default; the kernel refuses a profile without it).
 struct required_t {};
 
@@ -108,6 +117,9 @@ struct config_field {
   std::optional<double> min;
   /// Inclusive bounds (int and float).
   std::optional<double> max;
+  /// Another key of the same map whose value is a lower bound (int and float); empty:
+  /// none.
+  std::string min_key;
   /// Allowed values (string).
   std::vector<std::string> choices;
   /// Free text for readers.
@@ -316,7 +328,8 @@ public:
   using validator = std::function<caf::error(const T&)>;
 
   /// A key read into `member`, with a default (`def`, converted to the member's type)
-  /// and attributes: `range`, `one_of`, `names<E>` (enum members), `required`, and the
+  /// and attributes: `range`, `at_least_key`, `one_of`, `names<E>` (enum members),
+  /// `required`, and the
   /// doc text (a string, last by convention). Member types: bool, integers, float,
   /// double, std::string, std::filesystem::path (relative = under the state
   /// directory), std::chrono durations (an int in the duration's unit), enums (with
@@ -483,6 +496,7 @@ private:
   struct attrs_of {
     bool required = false;
     std::optional<range> bounds;
+    std::string min_key;
     std::vector<std::string> choices;
     std::vector<std::pair<std::string, E>> enum_names;
     std::string doc;
@@ -492,6 +506,8 @@ private:
   static void apply_attr(attrs_of<E>& a, X x) {
     if constexpr (std::is_same_v<X, range>)
       a.bounds = x;
+    else if constexpr (std::is_same_v<X, at_least_key>)
+      a.min_key = std::move(x.key);
     else if constexpr (std::is_same_v<X, one_of>)
       a.choices = x.values;
     else if constexpr (std::is_same_v<X, required_t>)
@@ -555,6 +571,7 @@ private:
       f.min = a.bounds->min;
       f.max = a.bounds->max;
     }
+    f.min_key = std::move(a.min_key);
     auto choices = std::move(a.choices);
     for (auto& [n, e] : a.enum_names)
       choices.push_back(n);
