@@ -783,10 +783,22 @@ private:
       else
         ++it;
     }
-    for (const auto& t : things)
+    std::vector<std::string> added;
+    for (const auto& t : things) {
+      auto key = key_of(t, "");
+      if (!synced_.contains(key))
+        added.push_back(std::move(key));
       add_synced(t, "", false);
-    if (ctx_ && started_sync_)
-      refresh_cloud_filters();
+    }
+    if (!ctx_ || !started_sync_)
+      return;
+    refresh_cloud_filters();
+    // A changed set of filters reads every shadow once in force (cloud_filters' callback).
+    // One that did not change (the wildcard above 50 things) is in force already: read
+    // the new shadows now.
+    if (subscribed())
+      for (const auto& key : added)
+        enqueue(key);
   }
 
   // One cloud filter per synced thing (AWS allows 50 per connection: beyond, one for
