@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <random>
@@ -250,6 +251,7 @@ private:
       });
       return;
     }
+    commits_.inc(); // one transaction, one fsync (synchronous=FULL)
     ctx_->post([this, committed] { release(committed); });
   }
 
@@ -265,6 +267,11 @@ private:
       if (auto it = inflight_.find(w.topic.thing); it != inflight_.end() && --it->second == 0)
         inflight_.erase(it);
       w.sink(w.topic, w.out);
+    }
+    while (!reads_.empty() && reads_.front().ticket <= committed_) {
+      auto f = std::move(reads_.front().run);
+      reads_.pop_front();
+      f();
     }
     trim_cache();
   }
@@ -608,18 +615,38 @@ private:
     if (auto err = serve_verb(delete_topic, verb::del))
       return err;
     using list_service = grove::service<ListRequest, ListReply>;
-    return list_service::serve(*ctx_, list_topic,
-                               [this](const ListRequest& req, const grove::Envelope&) {
-                                 return list(req);
-                               });
+    return ctx_->serve(list_topic, [this](const grove::Envelope& msg) {
+      auto req = list_service::decode(msg);
+      if (!req) {
+        ctx_->reply_error(msg, std::move(req.error()));
+        return;
+      }
+      lists_.inc();
+      if (!valid_thing_name(req->thing_name())) {
+        ctx_->reply_error(msg, grove::make_error(grove::errc::invalid_topic,
+                                                 "invalid thing name"));
+        return;
+      }
+      // The reader sees committed rows only, so the list waits for the writes before it,
+      // as a get's answer does; it never makes the writer commit early (no flush): a
+      // read costs no commit and no fsync, and never blocks the actor on the disk.
+      after_commit(writer_->submitted(), [this, msg, req = std::move(*req)] {
+        list_service::reply(*ctx_, msg, list(req));
+      });
+    });
+  }
+
+  // Runs `f` on the actor once every write through `ticket` is committed (at once if
+  // it is), after the answers that waited for the same commit.
+  void after_commit(uint64_t ticket, std::function<void()> f) {
+    if (ticket <= committed_) {
+      f();
+      return;
+    }
+    reads_.push_back(deferred_read{ticket, std::move(f)});
   }
 
   caf::expected<ListReply> list(const ListRequest& req) {
-    if (!valid_thing_name(req.thing_name()))
-      return grove::make_error(grove::errc::invalid_topic, "invalid thing name");
-    // The reader sees committed rows only: commit what is queued first.
-    if (auto err = writer_->flush())
-      return err;
     auto size = req.page_size() == 0 ? 25u : std::min(req.page_size(), 100u);
     auto stmt = reader_->prepare("SELECT name FROM shadows WHERE thing = ? AND name > ?"
                                  " AND doc IS NOT NULL ORDER BY name LIMIT ?");
@@ -756,10 +783,22 @@ private:
       else
         ++it;
     }
-    for (const auto& t : things)
+    std::vector<std::string> added;
+    for (const auto& t : things) {
+      auto key = key_of(t, "");
+      if (!synced_.contains(key))
+        added.push_back(std::move(key));
       add_synced(t, "", false);
-    if (ctx_ && started_sync_)
-      refresh_cloud_filters();
+    }
+    if (!ctx_ || !started_sync_)
+      return;
+    refresh_cloud_filters();
+    // A changed set of filters reads every shadow once in force (cloud_filters' callback).
+    // One that did not change (the wildcard above 50 things) is in force already: read
+    // the new shadows now.
+    if (subscribed())
+      for (const auto& key : added)
+        enqueue(key);
   }
 
   // One cloud filter per synced thing (AWS allows 50 per connection: beyond, one for
@@ -1203,6 +1242,9 @@ private:
         || !c("ignored", "Messages on mm-2 that are no shadow request (replies, bad names).",
               ignored_)
         || !c("publish_failures", "Answers message_manager did not take.", publish_failures_)
+        || !c("lists", "ListNamedShadowsForThing requests (sh-4).", lists_)
+        || !c("commits", "Group commits made durable (one transaction and one fsync each).",
+              commits_)
         || !c("write_failures", "Group commits that failed and were retried.",
               write_failures_)
         || !c("throttled.thing",
@@ -1238,6 +1280,12 @@ private:
   uint64_t committed_ = 0;
   bool failing_reported_ = false;
   std::deque<waiting> waiting_;
+  // Reads (lists) waiting for the commit of the writes before them, by ticket.
+  struct deferred_read {
+    uint64_t ticket;
+    std::function<void()> run;
+  };
+  std::deque<deferred_read> reads_;
   std::unordered_map<std::string, int64_t> inflight_;
   std::unordered_map<std::string, entry> cache_;
   std::list<std::string> lru_;
@@ -1246,8 +1294,8 @@ private:
   bool group_known_ = false;
   std::vector<grove::Envelope> early_; // device requests that came before the group
   uint64_t group_version_ = 0;
-  grove::counter updates_, gets_, deletes_, rejected_, refused_, ignored_, publish_failures_,
-    write_failures_, throttled_thing_, throttled_total_;
+  grove::counter updates_, gets_, deletes_, lists_, rejected_, refused_, ignored_,
+    publish_failures_, commits_, write_failures_, throttled_thing_, throttled_total_;
   // Local request limits (rateLimits), made in init.
   std::optional<local_limits> limits_;
   uint64_t throttled_shown_ = ~uint64_t{0};

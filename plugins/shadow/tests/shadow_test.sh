@@ -13,8 +13,11 @@ source "$HERE/shadow_test_lib.sh"
 shadow_open "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}"
 
 # lamp reaches its own shadow; other may ask about lamp's and an unknown thing's, but
-# only hears answers about the unknown thing.
-shadow_group shadow-e2e lamp other "$(shadow_routes lamp; shadow_routes other + ghost)"
+# only hears answers about the unknown thing, and the deltas of lamp's named shadow
+# `watched` (one topic granted, to tell who hears what).
+WATCHED='$aws/things/lamp/shadow/name/watched'
+shadow_group shadow-e2e lamp other "$(shadow_routes lamp; shadow_routes other + ghost)
+  - {id: shadow-other-watched, source: shadow, subject: \"$WATCHED/update/delta\", target: \"device:other\"}"
 # max_inflight_per_thing: so that a burst of one device must hit it; the local request
 # limits (rateLimits) are shadow_ratelimit_test's, high here.
 shadow_profile "      max_inflight_per_thing: 2
@@ -147,6 +150,34 @@ check "the shadow answered other's request about lamp (to lamp, per the table)" 
   line_with "$WORK/lamp.out" "$S/get/accepted" '"clientToken":"spy"'
 check "... and other, with no route from shadow for lamp's topics, heard none of it" \
   bash -c '! grep -q "things/lamp" "$1"' _ "$WORK/other.out"
+# count FILE TOPIC: how many messages on TOPIC are in FILE.
+count() { grep -c -F -- "$2 " "$1"; }
+export -f count line_with
+check "... though lamp, granted them, heard lamp's accepted, update/delta and update/documents" \
+  bash -c '(( $(count "$1" "$2/update/accepted") > 0 && $(count "$1" "$2/update/delta") > 0 &&
+              $(count "$1" "$2/update/documents") > 0 ))' _ "$WORK/lamp.out" "$S"
+
+# One topic granted: other hears the deltas of lamp's shadow `watched` and nothing else
+# about it. Each answer and event of an update is published before the next update's
+# (accepted, delta, documents): once other has the second delta, whatever it was to hear
+# of the first update and the get between them has arrived.
+A=$(ask "$WATCHED/update" '{"state":{"desired":{"mode":"a"}},"clientToken":"wa1"}' wa1 "$WATCHED/update/accepted")
+check "lamp updates its shadow watched: update/accepted" bash -c 'jq_is "$1" .version 1' _ "$A"
+ask "$WATCHED/get" '{"clientToken":"wg1"}' wg1 "$WATCHED/get/accepted" >/dev/null
+A=$(ask "$WATCHED/update" '{"state":{"desired":{"mode":"b"}},"clientToken":"wa2"}' wa2 "$WATCHED/update/accepted")
+check "... again: update/accepted (version 2)" bash -c 'jq_is "$1" .version 2' _ "$A"
+check "lamp (granted $WATCHED/#) hears get/accepted, and update/delta and update/documents of both" \
+  bash -c 'line_with "$1" "$2/update/documents" "\"version\":2" >/dev/null &&
+           (( $(count "$1" "$2/get/accepted") == 1 && $(count "$1" "$2/update/delta") == 2 &&
+              $(count "$1" "$2/update/documents") == 2 ))' _ "$WORK/lamp.out" "$WATCHED"
+check "other (granted $WATCHED/update/delta only) hears both deltas" \
+  line_with "$WORK/other.out" "$WATCHED/update/delta" '"mode":"b"'
+check "... but not the update/accepted, update/documents or get/accepted lamp heard" \
+  bash -c '(( $(count "$1" "$2/update/delta") == 2 && $(count "$1" "$2/update/accepted") == 0 &&
+              $(count "$1" "$2/update/documents") == 0 && $(count "$1" "$2/get/accepted") == 0 ))' \
+  _ "$WORK/other.out" "$WATCHED"
+check "... nor anything else about lamp" \
+  bash -c '! grep -v -F -- "$2/update/delta " "$1" | grep -q "things/lamp"' _ "$WORK/other.out" "$WATCHED"
 
 # ---- a flood from one device ------------------------------------------------------------------
 # shellcheck disable=SC2046

@@ -172,7 +172,9 @@ public:
   };
 
   /// `changed` runs when an answer changes the state: subscribed (in force: read again
-  /// what the cloud holds) or refused, with message_manager's error.
+  /// what the cloud holds) or refused, with message_manager's error; and on the first
+  /// answer to a changed set, even in the same state (the new filters are in force, or
+  /// refused, only then).
   cloud_filters(context& ctx, std::function<void(state, const caf::error&)> changed,
                 std::chrono::milliseconds retry = std::chrono::seconds{5})
     : ctx_(ctx), changed_(std::move(changed)), retry_(retry) {
@@ -183,6 +185,12 @@ public:
   void set(std::set<std::string> wanted) {
     if (wanted == filters_ && state_ != state::refused)
       return;
+    // A new set's answer is news even when the state it brings is the one reported
+    // last (subscribed → subscribing → subscribed): its filters are in force only now,
+    // so the client reads again what they cover and shows the state. Not for a refused
+    // set sent again unchanged (each retry's refusal is not news).
+    if (wanted != filters_)
+      reported_ = state::none;
     std::vector<std::string> gone;
     for (const auto& f : filters_)
       if (!wanted.contains(f))
