@@ -2704,6 +2704,31 @@ BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
   BOOST_TEST(test::wait_until([&] { return sb.rt->info("box").instances() == 0u; }));
 }
 
+BOOST_AUTO_TEST_CASE(posix_shared_memory_works_in_a_private_dev_shm,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+               "{sandbox_pids_max: 32, sandbox_shm_kb: 1024}"};
+  sb.rt->wait_defined("box");
+  auto name = "/grove-shm-test-" + std::to_string(::getpid());
+  auto host = fs::path{"/dev/shm" + name};
+  fs::remove(host);
+  // shm_open, ftruncate, two mappings: a tmpfs of sandbox_shm_kb.
+  auto r = sb.attempt("box", "shm " + name);
+  BOOST_TEST(r == "REACHED: read 'shared' back; /dev/shm is tmpfs of 1024 KiB", r);
+  // The instance's own: the segment (kept by the function) is not in the host's.
+  BOOST_TEST(!fs::exists(host));
+  fs::remove(host);
+  auto m = sb.attempt("box", "mounts /dev/shm");
+  BOOST_TEST(starts(m, "/dev/shm rw,nosuid,nodev,noexec,"), m);
+  // Python's multiprocessing: a semaphore (sem_open) and a shared_memory segment.
+  auto py = sb.attempt("box", "python from multiprocessing import Lock, shared_memory; "
+                              "lock = Lock(); lock.acquire(); lock.release(); "
+                              "m = shared_memory.SharedMemory(create=True, size=64); "
+                              "m.buf[0] = 7; n = shared_memory.SharedMemory(m.name); "
+                              "print(n.buf[0]); n.close(); m.close(); m.unlink()");
+  BOOST_TEST(starts(py, "exit 0: 7\n"), py);
+}
+
 BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
   // systemd-resolved's /etc/resolv.conf links into /run, which the sandbox's root does
   // not have: without the file it names, names do not resolve inside.
