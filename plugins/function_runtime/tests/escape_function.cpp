@@ -237,6 +237,12 @@ std::string attempt(const std::string& payload, const gf::context&) {
     }
     return out;
   }
+  if (what == "wait") {
+    // Holds its instance (busy) until `arg` exists (a file the test makes in a volume).
+    while (::access(arg.c_str(), F_OK) != 0)
+      ::usleep(10000);
+    return "REACHED: " + arg + " is there";
+  }
   if (what == "shm")
     return shared_memory(arg);
   if (what == "hang") {
