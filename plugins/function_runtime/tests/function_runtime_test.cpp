@@ -2740,7 +2740,8 @@ BOOST_AUTO_TEST_CASE(a_narrowed_grant_holds_for_items_sent_ahead_to_a_busy_insta
   // `ahead` is sent ahead to it; the answer of `ahead`.
   auto narrow = [&](const std::string& v, const std::string& go, const std::string& ahead) {
     auto before = changes();
-    auto held = std::async(std::launch::async, [&] { return sb.attempt("box", "wait /ctl/" + go); });
+    auto held = std::async(std::launch::async,
+                           [&] { return sb.attempt("box", "wait /ctl/" + go); });
     BOOST_REQUIRE(test::wait_until([&] { return sb.rt->info("box").busy() == 1u; }));
     auto next = std::async(std::launch::async, [&] { return sb.attempt("box", ahead); });
     BOOST_REQUIRE(test::wait_until([&] { return sb.rt->info("box").sent_ahead() == 1u; }));
