@@ -240,6 +240,9 @@ config_map<runtime_config> runtime_config::map() {
          "default share); 0: unset")
     .key("sandbox_tmp_kb", &runtime_config::sandbox_tmp_kb, 16384, range{64, 1 << 30},
          "GreengrassContainer: size cap of an instance's private /tmp (KiB)")
+    .key("sandbox_shm_kb", &runtime_config::sandbox_shm_kb, 65536, range{64, 1 << 30},
+         "GreengrassContainer: size cap of an instance's private /dev/shm (KiB): POSIX "
+         "shared memory and semaphores (shm_open, sem_open, Python multiprocessing)")
     .key("sandbox_rootfs", &runtime_config::sandbox_rootfs, "",
          "GreengrassContainer: a directory whose usr, lib*, bin, sbin and etc are the "
          "sandbox's (read-only); empty: the host's")

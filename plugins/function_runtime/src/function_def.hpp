@@ -201,6 +201,8 @@ struct runtime_config {
   int64_t sandbox_cpu_weight = 0;
   /// Size cap of an instance's private /tmp, in KiB.
   int64_t sandbox_tmp_kb = 0;
+  /// Size cap of an instance's private /dev/shm (POSIX shared memory), in KiB.
+  int64_t sandbox_shm_kb = 0;
   /// A directory whose usr, lib*, bin, sbin and etc make the sandbox's system; empty: the host's.
   std::string sandbox_rootfs;
   /// The cgroup instance cgroups are made under (a path inside each hierarchy); empty:

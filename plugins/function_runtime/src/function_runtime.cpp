@@ -176,6 +176,7 @@ struct instance {
   uint64_t idle_gen = 0;
   int64_t publishes_in_flight = 0;
   bool retire = false;     // its definition changed: end it once idle, start anew
+  bool recall = false;     // retired with items sent ahead: a Recall went, Recalled awaited
   bool saw_hello = false;
   bool orderly = false;    // the runtime ended it with no fault (idle, retired)
   bool faulted = false;    // the runtime ended it for a fault, already counted
@@ -1032,13 +1033,40 @@ private:
                                                   : "subscribing"));
   }
 
-  /// A changed definition: idle instances end now, busy ones after their item.
+  /// A changed definition: idle instances end now, busy ones after their item. The
+  /// items sent ahead to a busy one are taken back (Recall): they run in a new instance,
+  /// under what the group gives now (a narrowed resource grant, a new definition), not
+  /// in the retired one's sandbox after its current item.
   void retire_all(function_state& fn) {
     for (auto& [id, inst] : fn.instances) {
       inst->retire = true;
       if (inst->state == inst_state::idle || inst->state == inst_state::starting)
         end_instance(fn, *inst, "", false);
+      else if (inst->state == inst_state::busy && inst->items.size() > 1 && !inst->recall
+               && !inst->exit_notice)
+        recall(fn, *inst);
     }
+  }
+
+  /// Asks busy `inst` for the items sent ahead of the one in its handler; its Recalled
+  /// (recalled()) queues them again. The worker reads it before it starts its next item.
+  void recall(function_state& fn, instance& inst) {
+    inst.recall = true;
+    gfn::Frame f;
+    f.mutable_recall();
+    send(fn, inst, f);
+  }
+
+  /// The worker ran none of the items it has not answered (README, "IPC"): back to the
+  /// front of the queue, in order, and the retired instance ends (it has nothing in its
+  /// handler: Recalled comes between two items).
+  void recalled(function_state& fn, instance& inst) {
+    if (!inst.recall)
+      return end_instance(fn, inst, "a Recalled frame the runtime did not ask for", false);
+    if (inst.items.empty())
+      return; // it answered them all first (the last Result ended it when idle)
+    end_instance(fn, inst, "", false); // an orderly end queues its items again
+    dispatch(fn);
   }
 
   // -- work ------------------------------------------------------------------------
@@ -1792,8 +1820,11 @@ private:
         return end_instance(fn, *inst, "", false);
       }
       inst->saw_hello = true;
-      inst->pipeline = std::clamp<uint32_t>(f.hello().pipeline(), 1,
-                                            static_cast<uint32_t>(cfg_.pipeline_depth));
+      // Only a worker that gives items back when retired (Recall) gets them ahead.
+      inst->pipeline = f.hello().recall()
+                         ? std::clamp<uint32_t>(f.hello().pipeline(), 1,
+                                                static_cast<uint32_t>(cfg_.pipeline_depth))
+                         : 1;
       if (inst->hello_timer != 0)
         ctx_->cancel(inst->hello_timer);
       inst->hello_timer = 0;
@@ -1814,6 +1845,8 @@ private:
         return shadow_call(fn, *inst, f.shadow_call());
       case gfn::Frame::kInferCall:
         return infer(fn, *inst, f.infer_call());
+      case gfn::Frame::kRecalled:
+        return recalled(fn, *inst);
       case gfn::Frame::kLog: {
         static constexpr const char* levels[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
         auto level = std::min<uint32_t>(f.log().level(), 4);

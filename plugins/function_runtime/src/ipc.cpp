@@ -56,6 +56,9 @@ caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string
     case Frame::kResult:
     case Frame::kLog:
       return {};
+    case Frame::kRecalled:
+      // One the runtime did not ask for ends the instance there (function_runtime.cpp).
+      return {};
     case Frame::kPublish:
       // A bad topic is the publish's own error (answered), not the instance's.
       return {};

@@ -455,6 +455,16 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
     m.read_only = false;
     s.mounts.push_back(std::move(m));
   }
+  // POSIX shared memory and semaphores (shm_open, sem_open: Python's multiprocessing)
+  // live in /dev/shm: the instance's own tmpfs, capped, nothing there to execute; not
+  // the host's, so instances share no segment with the host or with each other.
+  sandbox_mount shm;
+  shm.type = kind::tmpfs;
+  shm.target = "/dev/shm";
+  shm.read_only = false;
+  shm.noexec = true;
+  shm.data = "size=" + std::to_string(cfg_.sandbox_shm_kb) + "k,mode=1777";
+  s.mounts.push_back(std::move(shm));
   for (auto [link, to] : {std::pair{"fd", "/proc/self/fd"}, std::pair{"stdin", "/proc/self/fd/0"},
                           std::pair{"stdout", "/proc/self/fd/1"},
                           std::pair{"stderr", "/proc/self/fd/2"}}) {

@@ -4,9 +4,12 @@
 // filter stops never answer: the runtime reports the denied call.
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -108,6 +111,40 @@ std::string memory_hog() {
   return "REACHED: 64 GiB";
 }
 
+// A POSIX shared memory segment `name` (shm_open: a file of /dev/shm), written through
+// one mapping and read back through another, then kept (the test looks for it on the
+// host); what /dev/shm is: its file system (tmpfs) and whether the segment is there.
+std::string shared_memory(const std::string& name) {
+  int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0)
+    return denied("shm_open " + name);
+  if (::ftruncate(fd, 4096) != 0) {
+    ::close(fd);
+    return denied("ftruncate");
+  }
+  auto* w = static_cast<char*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ::close(fd);
+  if (w == MAP_FAILED)
+    return denied("mmap");
+  std::strcpy(w, "shared");
+  fd = ::shm_open(name.c_str(), O_RDONLY, 0);
+  if (fd < 0)
+    return denied("shm_open again " + name);
+  auto* r = static_cast<char*>(::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0));
+  ::close(fd);
+  if (r == MAP_FAILED)
+    return denied("mmap again");
+  std::string got{r};
+  ::munmap(r, 4096);
+  ::munmap(w, 4096);
+  struct statfs st {};
+  if (::statfs("/dev/shm", &st) != 0)
+    return denied("statfs /dev/shm");
+  return "REACHED: read '" + got + "' back; /dev/shm is "
+         + (st.f_type == TMPFS_MAGIC ? "tmpfs" : "not tmpfs") + " of "
+         + std::to_string(st.f_blocks * st.f_bsize / 1024) + " KiB";
+}
+
 // Runs `python3 -c` under this sandbox (its filter, its root) and answers its output.
 std::string python(const std::string& code) {
   int out[2];
@@ -200,6 +237,14 @@ std::string attempt(const std::string& payload, const gf::context&) {
     }
     return out;
   }
+  if (what == "wait") {
+    // Holds its instance (busy) until `arg` exists (a file the test makes in a volume).
+    while (::access(arg.c_str(), F_OK) != 0)
+      ::usleep(10000);
+    return "REACHED: " + arg + " is there";
+  }
+  if (what == "shm")
+    return shared_memory(arg);
   if (what == "hang") {
     // Never answers; catches nothing (PID 1 of its namespace: SIGTERM does not end it).
     for (;;)

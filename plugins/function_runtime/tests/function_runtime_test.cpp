@@ -2799,6 +2799,93 @@ BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
   BOOST_TEST(test::wait_until([&] { return sb.rt->info("box").instances() == 0u; }));
 }
 
+BOOST_AUTO_TEST_CASE(a_narrowed_grant_holds_for_items_sent_ahead_to_a_busy_instance,
+                     *boost::unit_test::precondition(as_root)) {
+  // An item holds the one instance (maxInstancesCount 1) while the next is sent ahead to
+  // it; the group then narrows the function's grant. The item in hand ends in the old
+  // instance; the one sent ahead must run under the narrowed grant, not the old one.
+  test::temp_dir data;
+  auto ctl = data.path() / "ctl"; // where the test releases the held item
+  auto vol = data.path() / "v";   // the volume whose grant narrows
+  fs::create_directories(ctl);
+  fs::create_directories(vol);
+  ::chmod(ctl.c_str(), 0755);
+  ::chmod(vol.c_str(), 0777); // the function's user writes there while it may
+  auto group_with = [&](const test::temp_dir& d, const std::string& v) {
+    return escape_fn(d, "box",
+                     "maxInstancesCount: 1, timeoutInSeconds: 120, resourceAccessPolicies: "
+                     "[{resourceId: ctl, permission: ro}"
+                       + (v.empty() ? std::string{} : ", {resourceId: v, permission: " + v + "}")
+                       + "]")
+           + "resources:\n" + volume("ctl", ctl, "/ctl") + volume("v", vol, "/data");
+  };
+  sandboxed sb{[&](auto& d) { return group_with(d, "rw"); }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  BOOST_TEST(sb.attempt("box", "write /data/before") == "REACHED: wrote /data/before");
+  auto changes = [&] {
+    auto log = sb.rt->log_of("box");
+    size_t n = 0;
+    for (auto at = log.find("definition changed"); at != std::string::npos;
+         at = log.find("definition changed", at + 1))
+      ++n;
+    return n;
+  };
+  // Group `v` (the grant of volume v) while "wait /ctl/<go>" holds the instance and
+  // `ahead` is sent ahead to it; the answer of `ahead`.
+  auto narrow = [&](const std::string& v, const std::string& go, const std::string& ahead) {
+    auto before = changes();
+    auto held = std::async(std::launch::async,
+                           [&] { return sb.attempt("box", "wait /ctl/" + go); });
+    BOOST_REQUIRE(test::wait_until([&] { return sb.rt->info("box").busy() == 1u; }));
+    auto next = std::async(std::launch::async, [&] { return sb.attempt("box", ahead); });
+    BOOST_REQUIRE(test::wait_until([&] { return sb.rt->info("box").sent_ahead() == 1u; }));
+    sb.rt->rewrite(group_with(sb.code_dir, v));
+    BOOST_REQUIRE(test::wait_until([&] { return changes() > before; }));
+    { std::ofstream{ctl / go} << "go"; }
+    auto h = held.get();
+    BOOST_TEST(h == "REACHED: /ctl/" + go + " is there", h); // not cut short
+    return next.get();
+  };
+  // rw made ro: the write sent ahead fails with EROFS (it ran in a new instance).
+  auto w = narrow("ro", "go-1", "write /data/after-ro");
+  BOOST_TEST(w == "denied: open /data/after-ro for writing: Read-only file system", w);
+  BOOST_TEST(!fs::exists(vol / "after-ro"));
+  // rw again, then the policy removed: the volume sent ahead to is not there.
+  sb.rt->rewrite(group_with(sb.code_dir, "rw"));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return sb.attempt("box", "write /data/again") == "REACHED: wrote /data/again"; }));
+  auto l = narrow("", "go-2", "list /data");
+  BOOST_TEST(l == "denied: open /data: No such file or directory", l);
+  BOOST_TEST(sb.rt->info("box").sent_ahead() == 0u);
+  BOOST_TEST(sb.rt->info("box").errors() == 0u, sb.rt->info("box").last_error());
+}
+
+BOOST_AUTO_TEST_CASE(posix_shared_memory_works_in_a_private_dev_shm,
+                     *boost::unit_test::precondition(as_root)) {
+  sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+               "{sandbox_pids_max: 32, sandbox_shm_kb: 1024}"};
+  sb.rt->wait_defined("box");
+  auto name = "/grove-shm-test-" + std::to_string(::getpid());
+  auto host = fs::path{"/dev/shm" + name};
+  fs::remove(host);
+  // shm_open, ftruncate, two mappings: a tmpfs of sandbox_shm_kb.
+  auto r = sb.attempt("box", "shm " + name);
+  BOOST_TEST(r == "REACHED: read 'shared' back; /dev/shm is tmpfs of 1024 KiB", r);
+  // The instance's own: the segment (kept by the function) is not in the host's.
+  BOOST_TEST(!fs::exists(host));
+  fs::remove(host);
+  auto m = sb.attempt("box", "mounts /dev/shm");
+  BOOST_TEST(starts(m, "/dev/shm rw,nosuid,nodev,noexec,"), m);
+  // Python's multiprocessing: a semaphore (sem_open) and a shared_memory segment.
+  auto py = sb.attempt("box", "python from multiprocessing import Lock, shared_memory; "
+                              "lock = Lock(); lock.acquire(); lock.release(); "
+                              "m = shared_memory.SharedMemory(create=True, size=64); "
+                              "m.buf[0] = 7; n = shared_memory.SharedMemory(m.name); "
+                              "print(n.buf[0]); n.close(); m.close(); m.unlink()");
+  BOOST_TEST(starts(py, "exit 0: 7\n"), py);
+}
+
 BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
   // systemd-resolved's /etc/resolv.conf links into /run, which the sandbox's root does
   // not have: without the file it names, names do not resolve inside.

@@ -139,6 +139,7 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
       case sandbox_mount::kind::tmpfs:
         add('d', rel);
         step(op::tmpfs, full, p.keep(m.data.empty() ? owner : m.data + "," + owner));
+        p.steps.back().noexec = m.noexec;
         // Read-only once what is mounted inside it is there.
         if (m.read_only)
           late_read_only.push_back(full);
@@ -287,9 +288,13 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       case op::bind:
         rc = ::mount(s.source, s.target, nullptr, MS_BIND | MS_REC, nullptr);
         break;
-      case op::tmpfs:
-        rc = ::mount("tmpfs", s.target, "tmpfs", MS_NOSUID | MS_NODEV, s.source);
+      case op::tmpfs: {
+        unsigned long flags = MS_NOSUID | MS_NODEV;
+        if (s.noexec)
+          flags |= MS_NOEXEC;
+        rc = ::mount("tmpfs", s.target, "tmpfs", flags, s.source);
         break;
+      }
       case op::proc:
         rc = ::mount("proc", s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
         break;

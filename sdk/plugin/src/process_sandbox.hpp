@@ -41,6 +41,8 @@ struct sandbox_step {
   const char* target = nullptr;
   /// read_only: recursive.
   bool recursive = true;
+  /// tmpfs: MS_NOEXEC too.
+  bool noexec = false;
 };
 
 /// A sandbox resolved for one spawn. Lives in the parent across the fork; the child

@@ -88,8 +88,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       said_hello = true;
       continue;
     }
-    grove::fuzz::require(f.body_case() != Frame::kHello && f.body_case() != Frame::kInvoke,
-                         "a hello or invoke from a worker was accepted");
+    grove::fuzz::require(f.body_case() != Frame::kHello && f.body_case() != Frame::kInvoke
+                           && f.body_case() != Frame::kRecall,
+                         "a hello, invoke or recall from a worker was accepted");
     if (f.body_case() == Frame::kPublish)
       (void) grove::validate_topic(f.publish().topic());
     if (f.body_case() == Frame::kCall) {

@@ -1,5 +1,7 @@
 #include "grove/function/function.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <cctype>
 #include <csignal>
@@ -35,6 +37,8 @@ struct channel {
   // Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb waited for
   // its reply: run next, in order.
   std::deque<fn::Frame> invokes;
+  // The runtime took back the Invokes it sent ahead (Recall): none of those held runs.
+  bool recall = false;
 };
 
 /// Invokes this SDK takes in flight: it keeps those read ahead (the runtime sends at most
@@ -138,8 +142,33 @@ std::string await(Take take) {
       return "the runtime's socket: " + framing::core::describe(err);
     if (f.body_case() == fn::Frame::kInvoke)
       chan().invokes.push_back(std::move(f));
+    else if (f.body_case() == fn::Frame::kRecall)
+      chan().recall = true;
     else if (take(f))
       return {};
+  }
+}
+
+/// Whether the runtime has taken back the Invokes it sent ahead (Recall), with every
+/// frame that has arrived read first, without waiting: the runtime retired this instance
+/// while its handler ran (a narrowed resource grant, a new definition), and those items
+/// must run in a new instance, not here after the current one.
+bool recalled() {
+  auto& c = chan();
+  for (;;) {
+    for (;;) {
+      fn::Frame f;
+      bool got = false;
+      if (c.in.next(f, got) || !got)
+        break; // none complete (one announced too large stays for receive() to report)
+      if (f.body_case() == fn::Frame::kInvoke)
+        c.invokes.push_back(std::move(f));
+      else if (f.body_case() == fn::Frame::kRecall)
+        c.recall = true;
+    }
+    pollfd p{c.fd, POLLIN, 0};
+    if (c.recall || c.in.ended() || ::poll(&p, 1, 0) != 1 || c.in.fill(c.fd))
+      return c.recall;
   }
 }
 
@@ -406,6 +435,7 @@ int run(handler h, int, char**) {
   hello.mutable_hello()->set_token(env_or("GROVE_FUNCTION_TOKEN", ""));
   hello.mutable_hello()->set_protocol(1);
   hello.mutable_hello()->set_pipeline(pipeline);
+  hello.mutable_hello()->set_recall(true);
   if (send(hello))
     return 1;
   for (;;) {
@@ -416,8 +446,20 @@ int run(handler h, int, char**) {
     } else if (auto err = receive(f)) {
       return err.code == errc::system_error ? 0 : 1; // closed: the runtime ended us
     }
-    if (f.body_case() != fn::Frame::kInvoke)
+    if (f.body_case() == fn::Frame::kRecall)
+      c.recall = true;
+    else if (f.body_case() != fn::Frame::kInvoke)
       continue; // a late reply of a verb that gave up
+    if (recalled()) {
+      // None of the items held runs here (nor `f`): the runtime queues them again.
+      c.invokes.clear();
+      c.recall = false;
+      fn::Frame ack;
+      ack.mutable_recalled();
+      if (send(ack))
+        return 1;
+      continue;
+    }
     auto& inv = *f.mutable_invoke();
     context ctx;
     ctx.function_name = c.name;

@@ -13,6 +13,7 @@ The verbs share the instance's one socket: call them from the handler's thread.
 
 import collections
 import os
+import select
 import struct
 import sys
 import time
@@ -113,6 +114,8 @@ class _Channel:
         # Invokes the runtime sent ahead (Hello.pipeline) that arrived while a verb
         # waited for its reply: the runner runs them next, in order.
         self.invokes = collections.deque()
+        # The runtime took back the Invokes it sent ahead (Recall): none of those held runs.
+        self.recall = False
 
     def send(self, frame):
         """Sends `frame`; raises _FrameTooLarge, sending nothing, for one over the
@@ -127,26 +130,55 @@ class _Channel:
         while out:
             out = out[os.write(self.fd, out):]
 
+    def _held(self):
+        """The next complete Frame read already, or None."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (n,) = _LENGTH.unpack_from(buf)
+        if n > self.max_frame:
+            raise Error("the runtime sent a frame of %d bytes (max %d)" % (n, self.max_frame))
+        if len(buf) < 4 + n:
+            return None
+        try:
+            frame = _wire.Frame.decode(bytes(buf[4:4 + n]))
+        except _wire.DecodeError as e:  # the runner ends the instance
+            raise Error("the runtime sent a malformed frame: %s" % e) from None
+        del buf[:4 + n]
+        return frame
+
     def read(self):
         """The next Frame, or None once the runtime closed the socket."""
-        buf = self._buf
         while True:
-            if len(buf) >= 4:
-                (n,) = _LENGTH.unpack_from(buf)
-                if n > self.max_frame:
-                    raise Error("the runtime sent a frame of %d bytes (max %d)"
-                                % (n, self.max_frame))
-                if len(buf) >= 4 + n:
-                    try:
-                        frame = _wire.Frame.decode(bytes(buf[4:4 + n]))
-                    except _wire.DecodeError as e:  # the runner ends the instance
-                        raise Error("the runtime sent a malformed frame: %s" % e) from None
-                    del buf[:4 + n]
-                    return frame
+            frame = self._held()
+            if frame is not None:
+                return frame
             chunk = os.read(self.fd, 65536)
             if not chunk:
                 return None
-            buf += chunk
+            self._buf += chunk
+
+    def recalled(self):
+        """Whether the runtime took back the Invokes it sent ahead (Recall), with every
+        frame that has arrived read first, without waiting: it retired this instance
+        while the handler ran (a narrowed resource grant, a new definition), and those
+        items must run in a new instance, not here after the current one."""
+        while not self.recall:
+            frame = self._held()
+            if frame is not None:
+                body = frame.which("body")
+                if body == "invoke":
+                    self.invokes.append(frame)
+                elif body == "recall":
+                    self.recall = True
+                continue
+            if not select.select((self.fd,), (), (), 0)[0]:
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break  # closed: the runner's next read says so
+            self._buf += chunk
+        return self.recall
 
     def await_reply(self, kind, id_field, wanted):
         """Reads frames until the reply `kind` whose `id_field` is `wanted` (an Invoke
@@ -159,6 +191,8 @@ class _Channel:
             body = frame.which("body")
             if body == "invoke":
                 self.invokes.append(frame)
+            elif body == "recall":
+                self.recall = True
             elif body == kind:
                 reply = getattr(frame, kind)
                 if getattr(reply, id_field) == wanted:

@@ -80,7 +80,7 @@ def main(argv):
     # Invokes taken in flight: those read ahead wait in chan.invokes (the runtime sends at
     # most its pipeline_depth); the handler still runs one at a time, in order.
     hello = wire.Hello(token=os.environ.get("GROVE_FUNCTION_TOKEN", ""), protocol=1,
-                     pipeline=64)
+                     pipeline=64, recall=True)
     # The code directory (the instance's working directory) first, as Lambda does.
     code_dir = os.getcwd()
     if code_dir not in sys.path:
@@ -111,7 +111,15 @@ def main(argv):
             return 0  # the runtime closed the socket: it ended us
         inv = frame.invoke
         if inv is None:
-            continue  # a late reply of a verb that gave up
+            if frame.recall is None:
+                continue  # a late reply of a verb that gave up
+            chan.recall = True
+        if chan.recalled():
+            # None of the items held runs here (nor this one): the runtime queues them again.
+            invokes.clear()
+            chan.recall = False
+            chan.send(wire.Frame(recalled=wire.Recalled()))
+            continue
         ctx = gf.Context(name, inv.subject, inv.source, inv.invocation_id, inv.content_type,
                          inv.event, inv.remaining_ms)
         result = wire.Result(id=inv.id)

@@ -680,6 +680,70 @@ class Verbs(unittest.TestCase):
         self.assertEqual((results[1].result.error, results[1].result.payload), (b"", b"ok"))
         self.assertEqual(status, 0)
 
+    def test_runner_runs_no_item_sent_ahead_once_they_are_recalled(self):
+        # The runtime retires a busy instance (its grant narrowed): the item in the
+        # handler ends there, the one sent ahead is taken back (Recall) and not run.
+        import subprocess
+        import tempfile
+        import time
+        code = tempfile.mkdtemp()
+        self.addCleanup(__import__("shutil").rmtree, code)
+        with open(os.path.join(code, "fn.py"), "w") as f:
+            f.write("import os, time\n"
+                    "def handler(event, ctx):\n"
+                    "    if event == b'hold':\n"
+                    "        open('started', 'w').close()\n"
+                    "        while not os.path.exists('go'):\n"
+                    "            time.sleep(0.01)\n"
+                    "    return event\n")
+        runtime, worker = socket.socketpair()
+        self.addCleanup(runtime.close)
+        runtime.settimeout(60)
+        env = dict(os.environ, GROVE_FUNCTION_FD=str(worker.fileno()),
+                   GROVE_FUNCTION_ENCODING="binary", GROVE_FUNCTION_NAME="fn")
+        proc = subprocess.Popen([sys.executable, "-m", "grove_function.runner", "fn.handler"],
+                                cwd=code, env=env, pass_fds=[worker.fileno()])
+        worker.close()
+
+        def send(frame):
+            data = frame.SerializeToString()
+            runtime.sendall(struct.pack(">I", len(data)) + data)
+
+        def read():
+            while True:
+                head = runtime.recv(4, socket.MSG_WAITALL)
+                if len(head) < 4:
+                    return None
+                frame = function_pb2.Frame()
+                frame.ParseFromString(runtime.recv(struct.unpack(">I", head)[0],
+                                                   socket.MSG_WAITALL))
+                if frame.WhichOneof("body") != "log":
+                    return frame
+        try:
+            self.assertEqual(read().WhichOneof("body"), "hello")
+            for i, payload in enumerate([b"hold", b"ahead"]):
+                frame = function_pb2.Frame()
+                frame.invoke.id = i + 1
+                frame.invoke.payload = payload
+                send(frame)
+            while not os.path.exists(os.path.join(code, "started")):
+                time.sleep(0.01)
+            frame = function_pb2.Frame()
+            frame.recall.SetInParent()
+            send(frame)
+            open(os.path.join(code, "go"), "w").close()
+            first = read()
+            self.assertEqual((first.WhichOneof("body"), first.result.id, first.result.payload),
+                             ("result", 1, b"hold"))
+            self.assertEqual(read().WhichOneof("body"), "recalled")
+            runtime.shutdown(socket.SHUT_WR)
+            self.assertIsNone(read())  # item 2 never ran
+            self.assertEqual(proc.wait(60), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def test_runner_reports_a_handler_that_does_not_import_with_undecodable_text(self):
         hello, _, status = self.run_worker(
             "import os\nraise ValueError(os.fsdecode(b'\\xfe'))\n", [])

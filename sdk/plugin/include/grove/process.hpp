@@ -114,6 +114,8 @@ struct sandbox_mount {
   bool read_only = true;
   /// tmpfs: mount options.
   std::string data;
+  /// tmpfs: noexec as well (a tmpfs is always nosuid and nodev), e.g. /dev/shm.
+  bool noexec = false;
   /// bind: a missing source is skipped instead of refusing the start (e.g. /lib32).
   bool optional = false;
 };
