@@ -33,6 +33,7 @@
 #include "ip_detector.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
+#include "reason.hpp"
 #include "discovery_server.hpp"
 #include "render.hpp"
 #include "runner.hpp"
@@ -701,30 +702,28 @@ private:
   };
 
   // On the actor, at start: what the core ran comes back. The current deployment of this
-  // core (the newest ACTIVE or COMPLETED one, deleted or not: DeleteDeployment does not
-  // change what the core runs) is applied again: components come back after
-  // a restart, and one that a kill -9 cut short resumes (its journal row is still ACTIVE /
-  // IN_PROGRESS). When none is ACTIVE and the deployment that settled last FAILED or was
-  // CANCELED, what ran is the journal's set (the rolled-back set, or what a DO_NOTHING
-  // deployment left): the runner starts it as it was (Greengrass starts, at boot, what the
-  // device ran at its last settled state).
+  // core (the newest of those its targets keep, effective_by_target: a target whose newest
+  // deployment failed or never ran keeps its last applied one; deleted or not:
+  // DeleteDeployment does not change what the core runs) is applied again: components
+  // come back after a restart, and one that a kill -9 cut short resumes (its journal row
+  // is still ACTIVE / IN_PROGRESS). When none is ACTIVE and the deployment whose run
+  // settled last FAILED or was CANCELED, what ran is the journal's set (the rolled-back
+  // set, or what a DO_NOTHING deployment left): the runner starts it as it was (Greengrass
+  // starts, at boot, what the device ran at its last settled state). One canceled or
+  // refused before it ran changed nothing and is not what settled last.
   void resume() {
     ctx_->run_blocking(
       [db = store_, a = api_]() -> caf::expected<resume_plan> {
         auto all = db->deployments();
         if (!all)
           return std::move(all.error());
-        const deployment_record* current = nullptr;
-        const deployment_record* settled = nullptr;
-        for (const auto& d : *all) { // newest first
-          if (!a->targets_this_core(d.target_arn))
-            continue;
-          if (!current && (d.status == "ACTIVE" || d.status == "COMPLETED"))
-            current = &d;
-          if ((d.status == "COMPLETED" || d.status == "FAILED" || d.status == "CANCELED")
-              && (!settled || d.modified_ms > settled->modified_ms))
-            settled = &d;
-        }
+        std::vector<deployment_record> mine; // this core's targets', newest first
+        for (const auto& d : *all)
+          if (a->targets_this_core(d.target_arn))
+            mine.push_back(d);
+        auto state = core_journal_state_of(mine);
+        const deployment_record* current = state.current;
+        const deployment_record* settled = state.settled;
         // Rollback journals of deployments that will not resume (settled, skipped for a
         // newer one, left by a kill -9) go, but for a change of the group they hold
         // undecided (pending), decided first; the current one's, when ACTIVE, is its
@@ -1057,11 +1056,18 @@ private:
       return std::move(d.error());
     if (!*d)
       return grove::make_error(grove::errc::invalid_state, "deployment " + id + " is gone");
+    auto all = db.deployments();
+    if (!all)
+      return std::move(all.error());
+    // What each target keeps (a target whose newest deployment failed or never ran keeps
+    // its last applied one).
+    auto effective = effective_by_target(*all);
     // Replaced meanwhile (a newer deployment to its target made it INACTIVE, or it was
     // canceled) before its turn came: the newer one applies the whole set. Also what
     // keeps a start's re-apply of the current deployment from running after a newer one
-    // created while the start decided what earlier runs left undecided.
-    if ((*d)->status != "ACTIVE" && (*d)->status != "COMPLETED")
+    // created while the start decided what earlier runs left undecided. A start applies
+    // again one its target falls back to (INACTIVE, SUCCEEDED): the target's own still.
+    if (auto e = effective.find((*d)->target_arn); e == effective.end() || e->second->id != id)
       return grove::make_error(grove::errc::invalid_state,
                                "deployment " + id + " is " + (*d)->status
                                  + " (replaced or canceled before its turn): not applied");
@@ -1071,14 +1077,11 @@ private:
     out.rollback = policies.value("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK";
     out.timeout = std::chrono::seconds{
       policies.value("componentUpdatePolicy", json::object()).value("timeoutInSeconds", 60)};
-    // Every current deployment's component specifications (the newest target's win).
-    auto all = db.deployments();
-    if (!all)
-      return std::move(all.error());
+    // Every target's kept deployment's component specifications (the newest target's win).
     std::map<std::string, json> specs;
     std::set<std::string> own; // the components this deployment names
     for (auto it = all->rbegin(); it != all->rend(); ++it)
-      if (it->id == id || it->status == "ACTIVE" || it->status == "COMPLETED") {
+      if (auto e = effective.find(it->target_arn); e != effective.end() && e->second == &*it) {
         auto r = json::parse(it->request, nullptr, false);
         if (r.is_object() && r.contains("components"))
           for (auto c = r["components"].begin(); c != r["components"].end(); ++c) {
@@ -1087,7 +1090,6 @@ private:
               own.insert(c.key());
           }
       }
-    db.set_deployment_state(id, {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", now);
     // A run that kill -9 cut short journaled what its rollback undoes (only an ACTIVE
     // deployment has such a row: a COMPLETED one applied again at start has none).
     if ((*d)->status == "ACTIVE") {
@@ -1192,6 +1194,17 @@ private:
             out.plan.push_back(plans[i]);
           }
     }
+    // Its run begins here (started_ms): refused before, it changed nothing on the core.
+    // Canceled or replaced while it was prepared, it does not run at all.
+    if ((*d)->status == "ACTIVE") {
+      auto started = db.start_deployment(id, now);
+      if (!started)
+        return std::move(started.error());
+      if (!*started)
+        return grove::make_error(grove::errc::invalid_state,
+                                 "deployment " + id + " was canceled or replaced while it was "
+                                                      "prepared: not applied");
+    }
     return out;
   }
 
@@ -1208,15 +1221,15 @@ private:
           ctx_->log().error("deployment: {} cannot be applied: {}", id, grove::describe(p.error()));
           // Not run here: a run of it that a kill -9 cut short (canceled since, during
           // this start) keeps its journal row for the next start to decide.
-          settle_deployment(id, false, "preparation: " + grove::describe(p.error()), {"ACTIVE"},
-                            false, false);
+          settle_deployment(id, false, clip_reason("preparation: " + grove::describe(p.error())),
+                            {"ACTIVE"}, false, false);
           return;
         }
         ctx_->log().info("deployment: applying {} ({} components)", id, p->plan.size());
         auto outcome = [this, id](apply_outcome o) {
-          auto reason = o.reason;
-          if (o.rolled_back)
-            reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
+          // The rollback's note whole at the end, within the reason's limit (reason.hpp).
+          auto reason =
+            clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
           settle_deployment(id, o.ok, reason, {"ACTIVE"}, o.undecided);
         };
         // What its rollback needs, journaled before each step moves on (kill -9).
@@ -1259,9 +1272,8 @@ private:
         // COMPLETED by then: every component had started).
         runner_->apply(std::move(p->plan), p->rollback, p->timeout, outcome,
                        [this, id](apply_outcome o) {
-                         auto reason = o.reason;
-                         if (o.rolled_back)
-                           reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
+                         auto reason =
+            clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
                          settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"},
                                            o.undecided);
                        },

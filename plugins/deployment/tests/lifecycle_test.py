@@ -13,9 +13,11 @@ can run but neither write nor chmod; e2e.Exec runs its artifact directly (Permis
 a 0550 copy, the stored file left 0444); e2e.Slow's run outlives its Timeout and is ended
 (ERRORED, restarted);
 e2e.Flaky fails every 4 s: never three errors within 6 s, so never BROKEN (three at once
-are BROKEN: deployments_test.py). `restarted` (after kill -9): Daemon 2.0.0 and Priv run
-again, Priv's install not again. `reloaded` (after `grovectl reload deployment`): Daemon's
-services run on; removing Daemon runs its shutdown and ends them; Priv deployed again
+are BROKEN: deployments_test.py). Last, a deployment whose preparation is refused (Exec's
+runWith.posixUser names no user) FAILS with the reason, the set unchanged. `restarted`
+(after kill -9): Daemon 2.0.0 and Priv run again (the thing's last applied deployment, the
+refused one newer), Priv's install not again. `reloaded` (after `grovectl reload
+deployment`): Daemon's services run on; removing Daemon runs its shutdown and ends them; Priv deployed again
 (same version) with another posixUser spelling installs again.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
@@ -243,6 +245,31 @@ if PHASE == "first":
           (order, ordered))
     check("Priv's install ran once", work("e2e.Priv", "installs") == "installed\n",
           work("e2e.Priv", "installs"))
+
+    # A preparation refused: Exec's Permission copy is made for its runWith.posixUser's
+    # group, and there is no such user. FAILED with the reason before anything changed;
+    # the set runs on as it was (and after kill -9, the thing's last applied deployment
+    # is what comes back, not this one: `restarted`).
+    priv = pid_file("e2e.Priv", "pid")
+    did = gg.create_deployment(targetArn=THING, components={
+        "e2e.Daemon": {"componentVersion": "2.0.0"},
+        "e2e.Priv": {"componentVersion": "1.0.0", "runWith": {"posixUser": "nobody"}},
+        "e2e.Exec": {"componentVersion": "1.0.0",
+                     "runWith": {"posixUser": "grove-no-such-user"}}})["deploymentId"]
+    status = support.settle(gg, did).get("deploymentStatus")
+    eff = support.effective(gg, did)
+    check("a deployment whose preparation is refused (runWith.posixUser: no such user) -> "
+          "FAILED, the reason in ListEffectiveDeployments",
+          status == "FAILED" and eff.get("coreDeviceExecutionStatus") == "FAILED"
+          and eff.get("reason", "").startswith("preparation: ")
+          and "no user 'grove-no-such-user'" in eff.get("reason", ""), (status, eff))
+    ic = installed()
+    check("... nothing changed: Daemon 2.0.0, Priv (same process) and Exec RUNNING",
+          ic.get("e2e.Daemon", {}).get("componentVersion") == "2.0.0"
+          and all(ic.get(n, {}).get("lifecycleState") == "RUNNING"
+                  for n in ("e2e.Daemon", "e2e.Priv", "e2e.Exec"))
+          and alive(priv) and pid_file("e2e.Priv", "pid") == priv,
+          ({n: c.get("lifecycleState") for n, c in ic.items()}, priv))
 
 elif PHASE == "restarted":
     priv = wait(lambda: state("e2e.Priv") == "RUNNING" and alive(pid_file("e2e.Priv", "pid"))
