@@ -397,7 +397,70 @@ public:
     discovery_->set_group(std::move(dg));
   }
 
+  // At start, before anything applies (resume() comes after, so no preparation makes a
+  // link meanwhile): the artifact links of component versions the core no longer has (not
+  // installed, not handed over, not in a rollback journal's set) go, and with them the
+  // per-mode artifact copies no remaining link names (artifact_store::with_mode): a removed
+  // version's copies would stay for ever otherwise. A journal that cannot be read prunes
+  // nothing. A version applied again is linked (and copied) again by its preparation.
+  void prune_packages() {
+    namespace fs = std::filesystem;
+    std::set<std::pair<std::string, std::string>> keep;
+    for (const auto& h : handed_)
+      keep.emplace(h.record.plan.name, h.record.plan.version);
+    auto rows = store_->installed();
+    auto journals = store_->rollbacks();
+    if (!rows || !journals)
+      return;
+    for (const auto& r : *rows)
+      keep.emplace(r.name, r.version);
+    for (const auto& [id, text] : *journals) {
+      auto back = rollback_of(text, nullptr);
+      if (!back)
+        return;
+      for (const auto& p : back->first)
+        keep.emplace(p.name, p.version);
+    }
+    auto packages = ctx_->state_dir() / "components" / "packages";
+    size_t versions = 0;
+    std::set<fs::path> in_use;
+    for (const char* kind : {"artifacts", "artifacts-unarchived"}) {
+      std::error_code ec;
+      std::vector<fs::path> names, old;
+      for (const auto& n : fs::directory_iterator{packages / kind, ec})
+        names.push_back(n.path());
+      for (const auto& n : names) {
+        std::error_code e;
+        for (const auto& v : fs::directory_iterator{n, e}) {
+          if (!keep.contains({n.filename().string(), v.path().filename().string()})) {
+            old.push_back(v.path());
+            continue;
+          }
+          std::error_code le;
+          for (const auto& f : fs::directory_iterator{v.path(), le})
+            if (f.is_symlink(le))
+              in_use.insert(fs::read_symlink(f.path(), le).lexically_normal());
+        }
+      }
+      for (const auto& v : old) {
+        std::error_code e;
+        fs::remove_all(v, e);
+        versions += kind == std::string_view{"artifacts"} ? 1 : 0;
+      }
+      for (const auto& n : names) {
+        std::error_code e;
+        fs::remove(n, e); // only when empty
+      }
+    }
+    auto copies = artifacts_->prune_modes(in_use);
+    if (versions > 0 || copies > 0)
+      ctx_->log().info("deployment: the artifact links of {} component version(s) the core no "
+                       "longer has and {} per-mode artifact copies removed",
+                       versions, copies);
+  }
+
   caf::error start() override {
+    prune_packages();
     // Versions a crash or stop left REQUESTED or INITIATED: fetched again.
     if (auto pending = store_->unsettled(); pending) {
       for (const auto& [name, version] : *pending)
