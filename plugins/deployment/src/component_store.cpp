@@ -668,6 +668,14 @@ caf::error component_store::end_canceled_run(const std::string& deployment_id,
                   deployment_id, deployment_id);
 }
 
+caf::error component_store::end_canceled_run_as(const std::string& deployment_id,
+                                                bool succeeded, int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  return db_->run("UPDATE deployments SET execution = ?, modified_ms = ? WHERE id = ? AND "
+                  "status = 'CANCELED'",
+                  std::string{succeeded ? "SUCCEEDED" : "CANCELED"}, now_ms, deployment_id);
+}
+
 caf::expected<std::optional<std::string>>
 component_store::rollback_of(const std::string& deployment_id) {
   std::lock_guard guard{mtx_};

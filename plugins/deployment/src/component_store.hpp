@@ -309,6 +309,14 @@ public:
   /// decide that change alone. Nothing when the deployment is not CANCELED.
   caf::error end_canceled_run(const std::string& deployment_id, bool undecided);
 
+  /// How the run of deployment `deployment_id`, CANCELED while it applied, ended (at
+  /// `now_ms`): `succeeded`, its execution is SUCCEEDED, since the core runs its set (a
+  /// cancel changes nothing on a core that has the deployment) and its target keeps it
+  /// (effective_by_target); else CANCELED (rolled back, or left as its policy says).
+  /// Nothing when the deployment is not CANCELED.
+  caf::error end_canceled_run_as(const std::string& deployment_id, bool succeeded,
+                                 int64_t now_ms);
+
   /// What put_rollback() kept for `deployment_id`; nullopt: nothing.
   caf::expected<std::optional<std::string>> rollback_of(const std::string& deployment_id);
 

@@ -1363,9 +1363,12 @@ private:
                                             ok ? "SUCCEEDED" : "FAILED", reason, now_ms(),
                                             undecided);
         // Canceled while it applied: its run ended here, and with it its journal row
-        // (but for a change left undecided, marked ended for the next start).
-        if (set && !*set && ran)
+        // (but for a change left undecided, marked ended for the next start). Its
+        // outcome is the core's: a run that completed is what its target keeps.
+        if (set && !*set && ran) {
           db->end_canceled_run(id, undecided);
+          db->end_canceled_run_as(id, ok, now_ms());
+        }
       },
       [](caf::error) {});
   }

@@ -487,6 +487,22 @@ BOOST_FIXTURE_TEST_CASE(a_target_whose_newest_deployment_failed_keeps_its_last_a
   auto g3 = deploy_ok({{"targetArn", group}, {"components", {{"e.five", spec("1.0.0")}}}});
   BOOST_REQUIRE_EQUAL(applied.back().first, g3);
   BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "e.five"}));
+  // Canceled while it applied, its run completed: the core runs its set, the thing keeps it
+  // (a cancel changes nothing on a core that has the deployment); rolled back: it does not.
+  auto canceled_run = deploy_ok({{"targetArn", thing}, {"components", {{"b.two", spec("1.0.0")}}}});
+  BOOST_REQUIRE(started(*store, canceled_run, 8));
+  BOOST_REQUIRE_EQUAL(
+    call("POST", "/greengrass/v2/deployments/" + canceled_run + "/cancel").status, 200);
+  BOOST_REQUIRE(!store->end_canceled_run_as(canceled_run, true, 9));
+  BOOST_CHECK_EQUAL(effective(canceled_run)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  BOOST_CHECK_EQUAL(get(canceled_run)["deploymentStatus"], "CANCELED");
+  auto g4 = deploy_ok({{"targetArn", group}, {"components", {{"e.five", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g4);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"b.two", "e.five"}));
+  BOOST_REQUIRE(!store->end_canceled_run_as(canceled_run, false, 10));
+  auto g5 = deploy_ok({{"targetArn", group}, {"components", {{"e.five", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g5);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "e.five"}));
 }
 
 // What a start finds (core_journal_state_of): the deployment applied again is the newest
