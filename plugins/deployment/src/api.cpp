@@ -4,6 +4,7 @@
 #include "connectivity.hpp"
 #include "lambda.hpp"
 #include "public_components.hpp"
+#include "reason.hpp"
 #include "resolver.hpp"
 #include "semver.hpp"
 #include "v1_api.hpp"
@@ -1534,19 +1535,19 @@ bool api::targets_this_core(const std::string& target_arn) const {
 }
 
 http_response api::resolve_deployment(const deployment_record& d) {
-  // The roots: `d`'s components, and those of the current deployment of every other
-  // target of this core (the thing and each of its groups), each requirement named by
-  // its target as Greengrass names a group's. Deleted ones count: DeleteDeployment does
-  // not change what the core runs.
+  // The roots: `d`'s components, and those the core keeps for every other target of this
+  // core (the thing and each of its groups; effective_by_target: a target whose newest
+  // deployment failed or never ran keeps its last applied one's), each requirement named
+  // by its target as Greengrass names a group's. Deleted ones count: DeleteDeployment
+  // does not change what the core runs.
   auto all = store_.deployments();
   if (!all)
     return internal(all.error());
   std::map<std::string, const deployment_record*> current; // target → deployment
   current[d.target_arn] = &d;
-  for (const auto& o : *all)
-    if (!current.contains(o.target_arn) && (o.status == "ACTIVE" || o.status == "COMPLETED")
-        && targets_this_core(o.target_arn))
-      current[o.target_arn] = &o;
+  for (const auto& [target, o] : effective_by_target(*all))
+    if (!current.contains(target) && targets_this_core(target))
+      current[target] = o;
   std::map<std::string, json> ranges; // component → requirer → version
   for (const auto& [target, dep] : current) {
     auto req = json::parse(dep->request, nullptr, false);
@@ -1682,7 +1683,7 @@ http_response api::create_deployment(const http_request& req, int64_t now_ms) {
     auto err = json::parse(resolved.body, nullptr, false);
     auto reason = err.is_object() ? err.value("message", resolved.body) : resolved.body;
     if (auto set = store_.set_deployment_state(d.id, {"ACTIVE"}, "FAILED", "FAILED",
-                                               "resolution: " + reason, now_ms);
+                                               clip_reason("resolution: " + reason), now_ms);
         !set)
       return internal(set.error());
   } else if (settings_.on_deployment) {
@@ -1818,7 +1819,9 @@ http_response api::list_effective_deployments(const std::string& thing, const ht
               {"creationTimestamp", epoch_seconds(d.created_ms)},
               {"modifiedTimestamp", epoch_seconds(d.modified_ms)}};
     if (!d.reason.empty()) {
-      e["reason"] = d.reason.substr(0, 1024);
+      // Journaled within the limit (reason.hpp); one journaled before is cut between
+      // UTF-8 sequences all the same: a split one is no JSON string.
+      e["reason"] = std::string{utf8_prefix(d.reason, max_reason_bytes)};
       if (d.execution == "FAILED")
         e["statusDetails"] = {{"errorStack", json::array({"DEPLOYMENT_FAILURE"})},
                               {"errorTypes", json::array({"DEPLOYMENT_ERROR"})}};

@@ -339,6 +339,29 @@ caf::error artifact_store::unzip(const std::string& sha256_hex, uint64_t max_byt
   return grove::sync_directory(dest.parent_path());
 }
 
+size_t artifact_store::prune_modes(const std::set<fs::path>& in_use) {
+  std::error_code ec;
+  std::vector<fs::path> subs, gone;
+  for (const auto& sub : fs::directory_iterator{root_ / "modes", ec})
+    subs.push_back(sub.path());
+  for (const auto& sub : subs) {
+    std::error_code e;
+    for (const auto& f : fs::directory_iterator{sub, e})
+      if (!in_use.contains(f.path().lexically_normal()))
+        gone.push_back(f.path());
+  }
+  size_t n = 0;
+  for (const auto& f : gone) {
+    std::error_code e;
+    n += fs::remove(f, e) ? 1 : 0;
+  }
+  for (const auto& sub : subs) {
+    std::error_code e;
+    fs::remove(sub, e); // only when empty
+  }
+  return n;
+}
+
 caf::expected<std::string> artifact_store::url_key() {
   auto file = root_ / "url.key";
   for (int attempt = 0; attempt < 2; ++attempt) {

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include <caf/error.hpp>
@@ -73,6 +74,11 @@ public:
   /// stays 0444.
   caf::expected<std::filesystem::path> with_mode(const std::string& sha256_hex, int mode,
                                                  gid_t gid);
+
+  /// Removes the per-mode copies (with_mode) that are not in `in_use` (paths as with_mode
+  /// gave them), and the `modes/` subdirectories left empty; how many copies went. A
+  /// removed component version's copies are otherwise kept for ever.
+  size_t prune_modes(const std::set<std::filesystem::path>& in_use);
 
   /// Fetches `a` (download or copy), checks its digest when it has one, and stores it;
   /// its SHA-256 (hex). The error says what went wrong, for status.errors.

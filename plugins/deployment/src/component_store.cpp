@@ -6,6 +6,7 @@
 
 #include "grove/errors.hpp"
 #include "imagebuilder_store.hpp"
+#include "reason.hpp"
 #include "semver.hpp"
 #include "store_rows.hpp"
 
@@ -124,6 +125,15 @@ component_store::open(const std::filesystem::path& file) {
   opts.migrations.push_back({8,
                              "ALTER TABLE deployments ADD COLUMN deleted_ms INTEGER NOT NULL"
                              " DEFAULT 0;",
+                             {}});
+  // When a deployment's run began (0: never), so that one canceled or refused before it
+  // ran is not what settled last (a start's choice). Rows journaled before: taken as run
+  // unless still QUEUED, as they were counted until then.
+  opts.migrations.push_back({9,
+                             "ALTER TABLE deployments ADD COLUMN started_ms INTEGER NOT NULL"
+                             " DEFAULT 0;"
+                             "UPDATE deployments SET started_ms = MAX(modified_ms, 1)"
+                             " WHERE execution <> 'QUEUED';",
                              {}});
   auto db = grove::store::open(file, std::move(opts));
   if (!db)
@@ -363,7 +373,7 @@ namespace {
 
 constexpr const char* deployment_columns =
   "seq, id, target_arn, name, revision, request, status, execution, reason, created_ms, "
-  "modified_ms, tags, deleted_ms";
+  "modified_ms, tags, deleted_ms, started_ms";
 
 deployment_record deployment_row(const grove::statement& s) {
   deployment_record d;
@@ -381,10 +391,36 @@ deployment_record deployment_row(const grove::statement& s) {
   d.modified_ms = s.column_int64(10);
   d.tags = text(11);
   d.deleted_ms = s.column_int64(12);
+  d.started_ms = s.column_int64(13);
   return d;
 }
 
 } // namespace
+
+bool keeps_its_set(const deployment_record& d) {
+  return d.status == "ACTIVE" || d.status == "COMPLETED" || d.execution == "SUCCEEDED";
+}
+
+std::map<std::string, const deployment_record*>
+effective_by_target(const std::vector<deployment_record>& all) {
+  std::map<std::string, const deployment_record*> out;
+  for (const auto& d : all) // newest first: the first that keeps its set wins
+    if (keeps_its_set(d))
+      out.emplace(d.target_arn, &d);
+  return out;
+}
+
+core_journal_state core_journal_state_of(const std::vector<deployment_record>& all) {
+  core_journal_state out;
+  for (const auto& [target, d] : effective_by_target(all))
+    if (!out.current || d->seq > out.current->seq)
+      out.current = d;
+  for (const auto& d : all)
+    if ((d.status == "COMPLETED" || d.status == "FAILED" || d.status == "CANCELED")
+        && d.started_ms != 0 && (!out.settled || d.modified_ms > out.settled->modified_ms))
+      out.settled = &d;
+  return out;
+}
 
 caf::expected<put_result> component_store::put_deployment(deployment_record& d,
                                                           const std::string& token,
@@ -420,10 +456,14 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
     return err;
   // Deleted rows this deployment supersedes are no longer what the core runs: purged, unless
   // a rollback journal row still needs them (the revision is counted above, so stays monotonic).
+  // The target's newest SUCCEEDED one stays too: should the new one fail, the target's
+  // set is that one's again (effective_by_target).
   if (auto err = db_->run("DELETE FROM deployments WHERE target_arn = ? AND deleted_ms <> 0 "
                           "AND status = 'INACTIVE' "
-                          "AND id NOT IN (SELECT deployment_id FROM rollback_journal)",
-                          d.target_arn))
+                          "AND id NOT IN (SELECT deployment_id FROM rollback_journal) "
+                          "AND seq <> COALESCE((SELECT MAX(seq) FROM deployments WHERE "
+                          "target_arn = ? AND execution = 'SUCCEEDED'), 0)",
+                          d.target_arn, d.target_arn))
     return err;
   if (auto err = db_->run("INSERT INTO deployments(id, target_arn, name, revision, request, "
                           "status, execution, reason, created_ms, modified_ms, tags) "
@@ -505,6 +545,15 @@ caf::expected<bool> component_store::set_deployment_state(const std::string& id,
   return true;
 }
 
+caf::expected<bool> component_store::start_deployment(const std::string& id, int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE deployments SET execution = 'IN_PROGRESS', modified_ms = ?, "
+                          "started_ms = ? WHERE id = ? AND status = 'ACTIVE'",
+                          now_ms, std::max<int64_t>(now_ms, 1), id))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
 caf::expected<tag_result> component_store::modify_deployment_tags(
   const std::string& id,
   const std::function<std::optional<std::string>(const std::string&)>& change) {
@@ -541,8 +590,13 @@ caf::expected<delete_result> component_store::delete_deployment(const std::strin
     return err;
   // An INACTIVE one is no target's current deployment: nothing the core runs needs its
   // row, unless a rollback journal row (a change of the group left undecided) does.
+  // Unless it is its target's newest SUCCEEDED one: the set the target falls back to
+  // while newer ones fail (effective_by_target).
   if (auto err = db_->run("DELETE FROM deployments WHERE id = ? AND status = 'INACTIVE' AND "
-                          "id NOT IN (SELECT deployment_id FROM rollback_journal)",
+                          "id NOT IN (SELECT deployment_id FROM rollback_journal) AND "
+                          "seq <> COALESCE((SELECT MAX(o.seq) FROM deployments o WHERE "
+                          "o.target_arn = deployments.target_arn AND "
+                          "o.execution = 'SUCCEEDED'), 0)",
                           id))
     return err;
   // The tags go, CreateDeployment's copy in the kept request too.
@@ -614,6 +668,14 @@ caf::error component_store::end_canceled_run(const std::string& deployment_id,
                   deployment_id, deployment_id);
 }
 
+caf::error component_store::end_canceled_run_as(const std::string& deployment_id,
+                                                bool succeeded, int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  return db_->run("UPDATE deployments SET execution = ?, modified_ms = ? WHERE id = ? AND "
+                  "status = 'CANCELED'",
+                  std::string{succeeded ? "SUCCEEDED" : "CANCELED"}, now_ms, deployment_id);
+}
+
 caf::expected<std::optional<std::string>>
 component_store::rollback_of(const std::string& deployment_id) {
   std::lock_guard guard{mtx_};
@@ -649,11 +711,21 @@ caf::error component_store::forget_rollback(const std::string& deployment_id,
     return std::move(tx.error());
   if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?", deployment_id))
     return err;
-  if (!decided.empty())
-    if (auto err = db_->run("UPDATE deployments SET reason = CASE reason WHEN '' THEN ? "
-                            "ELSE reason || '; ' || ? END WHERE id = ?",
-                            decided, decided, deployment_id))
+  if (!decided.empty()) {
+    std::optional<std::string> reason;
+    if (auto err = each_row(
+          *db_, "SELECT reason FROM deployments WHERE id = ?",
+          [&](const grove::statement& s) {
+            reason = std::string{s.column_text(0)};
+            return false;
+          },
+          deployment_id))
       return err;
+    if (reason)
+      if (auto err = db_->run("UPDATE deployments SET reason = ? WHERE id = ?",
+                              append_note(*reason, decided), deployment_id))
+        return err;
+  }
   return tx->commit();
 }
 

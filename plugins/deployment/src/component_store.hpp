@@ -117,7 +117,38 @@ struct deployment_record {
   /// deleted deployment is gone from the API (Get, List, ListEffective, tags) but stays
   /// what the core runs: its target's kept components, what a start applies again.
   int64_t deleted_ms = 0;
+  /// When its run on this core began (prepared, about to change the set), ms since the
+  /// epoch (schema 9); 0: it never ran (failed at resolution or preparation, canceled or
+  /// replaced before its turn), so it changed nothing on the core.
+  int64_t started_ms = 0;
 };
+
+/// Whether the core keeps the components `d` names for its target: it is applying
+/// (ACTIVE) or applied (COMPLETED, or SUCCEEDED and replaced since, INACTIVE).
+bool keeps_its_set(const deployment_record& d);
+
+/// Each target's deployment whose components the core keeps for it, by target ARN, from
+/// `all` (newest first, as component_store::deployments() lists them): the newest that
+/// keeps_its_set(). A newer one that FAILED, or was canceled or replaced before it ran,
+/// leaves the target's last applied set in force, as Greengrass keeps what a target's last
+/// successful deployment put on the device. Deleted ones count (DeleteDeployment does not
+/// change what the core runs).
+std::map<std::string, const deployment_record*>
+effective_by_target(const std::vector<deployment_record>& all);
+
+/// What a start of the core finds in the journal (of the deployments `all`, newest first,
+/// already narrowed to this core's targets).
+struct core_journal_state {
+  /// The deployment applied again: the newest of effective_by_target(); null: none.
+  const deployment_record* current = nullptr;
+  /// The deployment whose run ended last (COMPLETED, FAILED or CANCELED, latest
+  /// modified); one that never ran (started_ms 0: canceled or refused before its run)
+  /// changed nothing and does not count. Null: none.
+  const deployment_record* settled = nullptr;
+};
+
+/// core_journal_state of `all` (newest first, this core's targets only).
+core_journal_state core_journal_state_of(const std::vector<deployment_record>& all);
 
 /// What component_store::delete_deployment() did.
 enum class delete_result {
@@ -214,7 +245,8 @@ public:
   /// back) and, when `token` is not empty, its first answer, in one transaction; earlier
   /// deployments of the same target that are not CANCELED become INACTIVE (a target has
   /// one current deployment), and the deleted INACTIVE ones without a rollback journal
-  /// row are erased. token_taken fills `existing`.
+  /// row are erased, but for the target's newest SUCCEEDED one (the set the target falls
+  /// back to should the new one fail, effective_by_target()). token_taken fills `existing`.
   caf::expected<put_result> put_deployment(deployment_record& d, const std::string& token,
                                            const token_record& first_answer,
                                            int64_t expires_ms, token_record& existing);
@@ -237,6 +269,11 @@ public:
                                            const std::string& reason, int64_t now_ms,
                                            bool keep_rollback = false);
 
+  /// Marks deployment `id`'s run on this core begun at `now_ms` (IN_PROGRESS,
+  /// started_ms); false when it is not ACTIVE (canceled or replaced meanwhile: it must not
+  /// run).
+  caf::expected<bool> start_deployment(const std::string& id, int64_t now_ms);
+
   /// Changes the tags of deployment `id` in one transaction: `change` gets the stored
   /// tags (JSON object text) and returns the new ones, or nullopt to refuse.
   caf::expected<tag_result> modify_deployment_tags(
@@ -248,7 +285,8 @@ public:
   /// (deployment_record::deleted_ms): deleting a deployment does not change what the core
   /// runs, as in Greengrass (the cloud's list of deployments is not the device's effective
   /// set). An INACTIVE one without a rollback journal row is erased at once, and
-  /// put_deployment() erases its target's deleted INACTIVE ones: the core no longer runs them.
+  /// put_deployment() erases its target's deleted INACTIVE ones: the core no longer runs
+  /// them. Kept all the same: the target's newest SUCCEEDED one (its fallback).
   caf::expected<delete_result> delete_deployment(const std::string& id, int64_t now_ms);
 
   /// Replaces the installed components (the runner's set, ListInstalledComponents) with
@@ -271,6 +309,14 @@ public:
   /// decide that change alone. Nothing when the deployment is not CANCELED.
   caf::error end_canceled_run(const std::string& deployment_id, bool undecided);
 
+  /// How the run of deployment `deployment_id`, CANCELED while it applied, ended (at
+  /// `now_ms`): `succeeded`, its execution is SUCCEEDED, since the core runs its set (a
+  /// cancel changes nothing on a core that has the deployment) and its target keeps it
+  /// (effective_by_target); else CANCELED (rolled back, or left as its policy says).
+  /// Nothing when the deployment is not CANCELED.
+  caf::error end_canceled_run_as(const std::string& deployment_id, bool succeeded,
+                                 int64_t now_ms);
+
   /// What put_rollback() kept for `deployment_id`; nullopt: nothing.
   caf::expected<std::optional<std::string>> rollback_of(const std::string& deployment_id);
 
@@ -280,7 +326,8 @@ public:
 
   /// Forgets what put_rollback() kept for `deployment_id`; a `decided` note (what a start
   /// decided of a change of the group left undecided) is added to the deployment's reason
-  /// in the same transaction, its modified time unchanged (what settled last stays so).
+  /// in the same transaction (reason.hpp's append_note: the notes whole, within
+  /// max_reason_bytes), its modified time unchanged (what settled last stays so).
   caf::error forget_rollback(const std::string& deployment_id, const std::string& decided = {});
 
   /// Runs `f(grove::store&)` under the store's lock and returns what it returns: for

@@ -33,6 +33,7 @@
 #include "ip_detector.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
+#include "reason.hpp"
 #include "discovery_server.hpp"
 #include "render.hpp"
 #include "runner.hpp"
@@ -396,7 +397,70 @@ public:
     discovery_->set_group(std::move(dg));
   }
 
+  // At start, before anything applies (resume() comes after, so no preparation makes a
+  // link meanwhile): the artifact links of component versions the core no longer has (not
+  // installed, not handed over, not in a rollback journal's set) go, and with them the
+  // per-mode artifact copies no remaining link names (artifact_store::with_mode): a removed
+  // version's copies would stay for ever otherwise. A journal that cannot be read prunes
+  // nothing. A version applied again is linked (and copied) again by its preparation.
+  void prune_packages() {
+    namespace fs = std::filesystem;
+    std::set<std::pair<std::string, std::string>> keep;
+    for (const auto& h : handed_)
+      keep.emplace(h.record.plan.name, h.record.plan.version);
+    auto rows = store_->installed();
+    auto journals = store_->rollbacks();
+    if (!rows || !journals)
+      return;
+    for (const auto& r : *rows)
+      keep.emplace(r.name, r.version);
+    for (const auto& [id, text] : *journals) {
+      auto back = rollback_of(text, nullptr);
+      if (!back)
+        return;
+      for (const auto& p : back->first)
+        keep.emplace(p.name, p.version);
+    }
+    auto packages = ctx_->state_dir() / "components" / "packages";
+    size_t versions = 0;
+    std::set<fs::path> in_use;
+    for (const char* kind : {"artifacts", "artifacts-unarchived"}) {
+      std::error_code ec;
+      std::vector<fs::path> names, old;
+      for (const auto& n : fs::directory_iterator{packages / kind, ec})
+        names.push_back(n.path());
+      for (const auto& n : names) {
+        std::error_code e;
+        for (const auto& v : fs::directory_iterator{n, e}) {
+          if (!keep.contains({n.filename().string(), v.path().filename().string()})) {
+            old.push_back(v.path());
+            continue;
+          }
+          std::error_code le;
+          for (const auto& f : fs::directory_iterator{v.path(), le})
+            if (f.is_symlink(le))
+              in_use.insert(fs::read_symlink(f.path(), le).lexically_normal());
+        }
+      }
+      for (const auto& v : old) {
+        std::error_code e;
+        fs::remove_all(v, e);
+        versions += kind == std::string_view{"artifacts"} ? 1 : 0;
+      }
+      for (const auto& n : names) {
+        std::error_code e;
+        fs::remove(n, e); // only when empty
+      }
+    }
+    auto copies = artifacts_->prune_modes(in_use);
+    if (versions > 0 || copies > 0)
+      ctx_->log().info("deployment: the artifact links of {} component version(s) the core no "
+                       "longer has and {} per-mode artifact copies removed",
+                       versions, copies);
+  }
+
   caf::error start() override {
+    prune_packages();
     // Versions a crash or stop left REQUESTED or INITIATED: fetched again.
     if (auto pending = store_->unsettled(); pending) {
       for (const auto& [name, version] : *pending)
@@ -701,30 +765,28 @@ private:
   };
 
   // On the actor, at start: what the core ran comes back. The current deployment of this
-  // core (the newest ACTIVE or COMPLETED one, deleted or not: DeleteDeployment does not
-  // change what the core runs) is applied again: components come back after
-  // a restart, and one that a kill -9 cut short resumes (its journal row is still ACTIVE /
-  // IN_PROGRESS). When none is ACTIVE and the deployment that settled last FAILED or was
-  // CANCELED, what ran is the journal's set (the rolled-back set, or what a DO_NOTHING
-  // deployment left): the runner starts it as it was (Greengrass starts, at boot, what the
-  // device ran at its last settled state).
+  // core (the newest of those its targets keep, effective_by_target: a target whose newest
+  // deployment failed or never ran keeps its last applied one; deleted or not:
+  // DeleteDeployment does not change what the core runs) is applied again: components
+  // come back after a restart, and one that a kill -9 cut short resumes (its journal row
+  // is still ACTIVE / IN_PROGRESS). When none is ACTIVE and the deployment whose run
+  // settled last FAILED or was CANCELED, what ran is the journal's set (the rolled-back
+  // set, or what a DO_NOTHING deployment left): the runner starts it as it was (Greengrass
+  // starts, at boot, what the device ran at its last settled state). One canceled or
+  // refused before it ran changed nothing and is not what settled last.
   void resume() {
     ctx_->run_blocking(
       [db = store_, a = api_]() -> caf::expected<resume_plan> {
         auto all = db->deployments();
         if (!all)
           return std::move(all.error());
-        const deployment_record* current = nullptr;
-        const deployment_record* settled = nullptr;
-        for (const auto& d : *all) { // newest first
-          if (!a->targets_this_core(d.target_arn))
-            continue;
-          if (!current && (d.status == "ACTIVE" || d.status == "COMPLETED"))
-            current = &d;
-          if ((d.status == "COMPLETED" || d.status == "FAILED" || d.status == "CANCELED")
-              && (!settled || d.modified_ms > settled->modified_ms))
-            settled = &d;
-        }
+        std::vector<deployment_record> mine; // this core's targets', newest first
+        for (const auto& d : *all)
+          if (a->targets_this_core(d.target_arn))
+            mine.push_back(d);
+        auto state = core_journal_state_of(mine);
+        const deployment_record* current = state.current;
+        const deployment_record* settled = state.settled;
         // Rollback journals of deployments that will not resume (settled, skipped for a
         // newer one, left by a kill -9) go, but for a change of the group they hold
         // undecided (pending), decided first; the current one's, when ACTIVE, is its
@@ -1057,11 +1119,18 @@ private:
       return std::move(d.error());
     if (!*d)
       return grove::make_error(grove::errc::invalid_state, "deployment " + id + " is gone");
+    auto all = db.deployments();
+    if (!all)
+      return std::move(all.error());
+    // What each target keeps (a target whose newest deployment failed or never ran keeps
+    // its last applied one).
+    auto effective = effective_by_target(*all);
     // Replaced meanwhile (a newer deployment to its target made it INACTIVE, or it was
     // canceled) before its turn came: the newer one applies the whole set. Also what
     // keeps a start's re-apply of the current deployment from running after a newer one
-    // created while the start decided what earlier runs left undecided.
-    if ((*d)->status != "ACTIVE" && (*d)->status != "COMPLETED")
+    // created while the start decided what earlier runs left undecided. A start applies
+    // again one its target falls back to (INACTIVE, SUCCEEDED): the target's own still.
+    if (auto e = effective.find((*d)->target_arn); e == effective.end() || e->second->id != id)
       return grove::make_error(grove::errc::invalid_state,
                                "deployment " + id + " is " + (*d)->status
                                  + " (replaced or canceled before its turn): not applied");
@@ -1071,14 +1140,11 @@ private:
     out.rollback = policies.value("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK";
     out.timeout = std::chrono::seconds{
       policies.value("componentUpdatePolicy", json::object()).value("timeoutInSeconds", 60)};
-    // Every current deployment's component specifications (the newest target's win).
-    auto all = db.deployments();
-    if (!all)
-      return std::move(all.error());
+    // Every target's kept deployment's component specifications (the newest target's win).
     std::map<std::string, json> specs;
     std::set<std::string> own; // the components this deployment names
     for (auto it = all->rbegin(); it != all->rend(); ++it)
-      if (it->id == id || it->status == "ACTIVE" || it->status == "COMPLETED") {
+      if (auto e = effective.find(it->target_arn); e != effective.end() && e->second == &*it) {
         auto r = json::parse(it->request, nullptr, false);
         if (r.is_object() && r.contains("components"))
           for (auto c = r["components"].begin(); c != r["components"].end(); ++c) {
@@ -1087,7 +1153,6 @@ private:
               own.insert(c.key());
           }
       }
-    db.set_deployment_state(id, {"ACTIVE"}, "ACTIVE", "IN_PROGRESS", "", now);
     // A run that kill -9 cut short journaled what its rollback undoes (only an ACTIVE
     // deployment has such a row: a COMPLETED one applied again at start has none).
     if ((*d)->status == "ACTIVE") {
@@ -1192,6 +1257,17 @@ private:
             out.plan.push_back(plans[i]);
           }
     }
+    // Its run begins here (started_ms): refused before, it changed nothing on the core.
+    // Canceled or replaced while it was prepared, it does not run at all.
+    if ((*d)->status == "ACTIVE") {
+      auto started = db.start_deployment(id, now);
+      if (!started)
+        return std::move(started.error());
+      if (!*started)
+        return grove::make_error(grove::errc::invalid_state,
+                                 "deployment " + id + " was canceled or replaced while it was "
+                                                      "prepared: not applied");
+    }
     return out;
   }
 
@@ -1208,15 +1284,15 @@ private:
           ctx_->log().error("deployment: {} cannot be applied: {}", id, grove::describe(p.error()));
           // Not run here: a run of it that a kill -9 cut short (canceled since, during
           // this start) keeps its journal row for the next start to decide.
-          settle_deployment(id, false, "preparation: " + grove::describe(p.error()), {"ACTIVE"},
-                            false, false);
+          settle_deployment(id, false, clip_reason("preparation: " + grove::describe(p.error())),
+                            {"ACTIVE"}, false, false);
           return;
         }
         ctx_->log().info("deployment: applying {} ({} components)", id, p->plan.size());
         auto outcome = [this, id](apply_outcome o) {
-          auto reason = o.reason;
-          if (o.rolled_back)
-            reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
+          // The rollback's note whole at the end, within the reason's limit (reason.hpp).
+          auto reason =
+            clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
           settle_deployment(id, o.ok, reason, {"ACTIVE"}, o.undecided);
         };
         // What its rollback needs, journaled before each step moves on (kill -9).
@@ -1259,9 +1335,8 @@ private:
         // COMPLETED by then: every component had started).
         runner_->apply(std::move(p->plan), p->rollback, p->timeout, outcome,
                        [this, id](apply_outcome o) {
-                         auto reason = o.reason;
-                         if (o.rolled_back)
-                           reason += " (ROLLBACK_COMPLETE: the previous set runs again)";
+                         auto reason =
+            clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
                          settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"},
                                            o.undecided);
                        },
@@ -1288,9 +1363,12 @@ private:
                                             ok ? "SUCCEEDED" : "FAILED", reason, now_ms(),
                                             undecided);
         // Canceled while it applied: its run ended here, and with it its journal row
-        // (but for a change left undecided, marked ended for the next start).
-        if (set && !*set && ran)
+        // (but for a change left undecided, marked ended for the next start). Its
+        // outcome is the core's: a run that completed is what its target keeps.
+        if (set && !*set && ran) {
           db->end_canceled_run(id, undecided);
+          db->end_canceled_run_as(id, ok, now_ms());
+        }
       },
       [](caf::error) {});
   }

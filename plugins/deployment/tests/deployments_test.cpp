@@ -14,6 +14,7 @@
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/group.hpp"
 #include "http.hpp"
+#include "reason.hpp"
 #include "render.hpp"
 #include "store_rows.hpp"
 
@@ -287,6 +288,68 @@ BOOST_FIXTURE_TEST_CASE(resolution_failures_fail_the_deployment_with_the_reason,
   BOOST_CHECK((names == std::set<std::string>{"c.three@1.0.0", "d.four@1.0.0"}));
 }
 
+namespace {
+
+// Whether `s` is valid UTF-8 (nlohmann's dump refuses it otherwise).
+bool valid_utf8(const std::string& s) {
+  try {
+    (void) json(s).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+bool ends_with(const std::string& s, std::string_view tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+} // namespace
+
+// A failure reason is at most 1024 bytes, cut between UTF-8 sequences (a split one is no
+// UTF-8: the answer carried U+FFFD for it, 1026 bytes), its trailing notes (the
+// rollback's, what a start decided) kept whole.
+BOOST_FIXTURE_TEST_CASE(reasons_are_cut_between_utf8_sequences_keeping_their_notes, fixture) {
+  // "x" then 2-byte characters: byte 1024 falls inside one.
+  std::string long_text = "x";
+  for (int i = 0; i < 800; ++i)
+    long_text += "\xc3\xa9"; // é
+  BOOST_REQUIRE(valid_utf8(long_text));
+  BOOST_CHECK_EQUAL(utf8_prefix(long_text, 1024).size(), 1023u);
+  BOOST_CHECK(utf8_prefix("\xe2\x82\xac", 2).empty()); // € cut: nothing of it
+  BOOST_CHECK_EQUAL(clip_reason("short", rollback_note), "short" + std::string{rollback_note});
+  auto clipped = clip_reason(long_text, rollback_note);
+  BOOST_CHECK_LE(clipped.size(), max_reason_bytes);
+  BOOST_CHECK(valid_utf8(clipped));
+  BOOST_CHECK(ends_with(clipped, std::string{"..."} + std::string{rollback_note}));
+  BOOST_CHECK_EQUAL(append_note("", "decided"), "decided");
+  BOOST_CHECK_EQUAL(append_note("failed" + std::string{rollback_note}, "decided"),
+                    "failed" + std::string{rollback_note} + "; decided");
+  // Journaled whole before (a build that did not cut it): answered cut, still JSON.
+  auto old = deploy_ok({{"targetArn", thing}});
+  auto done = store->set_deployment_state(old, {"ACTIVE"}, "FAILED", "FAILED", long_text, 2);
+  BOOST_REQUIRE(done && *done);
+  auto r = call("GET", "/greengrass/v2/coreDevices/core-1/effectiveDeployments");
+  BOOST_REQUIRE_EQUAL(r.status, 200);
+  auto reason = effective(old)["reason"].get<std::string>();
+  BOOST_CHECK_EQUAL(reason.size(), 1023u);
+  BOOST_CHECK(valid_utf8(reason));
+  // A decided note appended at a start (forget_rollback) after a long reason that ends
+  // with the rollback's note: both notes whole at the end.
+  auto rolled = deploy_ok({{"targetArn", thing}});
+  BOOST_REQUIRE(!store->put_rollback(rolled, "{}"));
+  done = store->set_deployment_state(rolled, {"ACTIVE"}, "FAILED", "FAILED",
+                                     clip_reason(long_text, rollback_note), 3, true);
+  BOOST_REQUIRE(done && *done);
+  const std::string decided = "the change of the group was undone";
+  BOOST_REQUIRE(!store->forget_rollback(rolled, decided));
+  reason = effective(rolled)["reason"].get<std::string>();
+  BOOST_CHECK_LE(reason.size(), max_reason_bytes);
+  BOOST_CHECK(valid_utf8(reason));
+  BOOST_CHECK(ends_with(reason, std::string{rollback_note} + "; " + decided));
+  BOOST_CHECK_EQUAL(reason.substr(0, 3), "x\xc3\xa9");
+}
+
 BOOST_FIXTURE_TEST_CASE(cancel_and_delete_rules, fixture) {
   auto id = deploy_ok({{"targetArn", thing}});
   auto del = call("DELETE", "/greengrass/v2/deployments/" + id);
@@ -360,9 +423,121 @@ BOOST_FIXTURE_TEST_CASE(a_deleted_deployment_keeps_its_components_on_the_core, f
   BOOST_CHECK((names == std::set<std::string>{"a.one", "b.two", "c.three"}));
 }
 
+namespace {
+
+// What a resolved set names ("a.one", ...).
+std::set<std::string> names_in(const json& resolved) {
+  std::set<std::string> out;
+  for (const auto& v : resolved["resolvedComponentVersions"])
+    out.insert(v["componentName"].get<std::string>());
+  return out;
+}
+
+// Whether component_store::start_deployment() began `id`'s run (false on an error too).
+bool started(component_store& db, const std::string& id, int64_t now_ms) {
+  auto r = db.start_deployment(id, now_ms);
+  BOOST_REQUIRE(r);
+  return *r;
+}
+
+} // namespace
+
+// A target whose newest deployment FAILED, or was canceled before it ran, keeps what its
+// last applied deployment put on the core (as Greengrass keeps a target's last successful
+// deployment): another target's deployment resolves with those components, not without
+// them. Deleted, that fallback stays (and stays the target's) until a newer one succeeds.
+BOOST_FIXTURE_TEST_CASE(a_target_whose_newest_deployment_failed_keeps_its_last_applied_set,
+                        fixture) {
+  for (const char* name : {"a.one", "b.two", "c.three", "d.four", "e.five"})
+    component(name, "1.0.0");
+  auto first = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  auto done = store->set_deployment_state(first, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 2);
+  BOOST_REQUIRE(done && *done);
+  // The thing's next deployment ran and failed (rolled back): `first` is INACTIVE now.
+  auto failed = deploy_ok({{"targetArn", thing}, {"components", {{"b.two", spec("1.0.0")}}}});
+  BOOST_REQUIRE(started(*store, failed, 3));
+  done = store->set_deployment_state(failed, {"ACTIVE"}, "FAILED", "FAILED", "install failed", 4);
+  BOOST_REQUIRE(done && *done);
+  BOOST_REQUIRE_EQUAL(get(first)["deploymentStatus"], "INACTIVE");
+  auto g = deploy_ok({{"targetArn", group}, {"components", {{"c.three", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "c.three"}));
+  done = store->set_deployment_state(g, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 5);
+  BOOST_REQUIRE(done && *done);
+  // Canceled before it ran: the same.
+  auto canceled = deploy_ok({{"targetArn", thing}, {"components", {{"b.two", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + canceled + "/cancel").status,
+                      200);
+  BOOST_CHECK(!started(*store, canceled, 6)); // it must not run now
+  auto g2 = deploy_ok({{"targetArn", group}, {"components", {{"d.four", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g2);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "d.four"}));
+  auto all = store->deployments();
+  BOOST_REQUIRE(all);
+  auto eff = effective_by_target(*all);
+  BOOST_REQUIRE(eff.contains(thing) && eff.contains(group));
+  BOOST_CHECK_EQUAL(eff[thing]->id, first);
+  BOOST_CHECK_EQUAL(eff[group]->id, g2); // ACTIVE: applying
+  // Deleted, the fallback stays the thing's, past a deployment that fails at resolution.
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + first).status, 204);
+  BOOST_REQUIRE(store->deployment(first)->has_value());
+  auto unresolved = deploy_ok({{"targetArn", thing}, {"components", {{"no.such", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(get(unresolved)["deploymentStatus"], "FAILED");
+  BOOST_REQUIRE(store->deployment(first)->has_value());
+  auto g3 = deploy_ok({{"targetArn", group}, {"components", {{"e.five", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g3);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "e.five"}));
+  // Canceled while it applied, its run completed: the core runs its set, the thing keeps it
+  // (a cancel changes nothing on a core that has the deployment); rolled back: it does not.
+  auto canceled_run = deploy_ok({{"targetArn", thing}, {"components", {{"b.two", spec("1.0.0")}}}});
+  BOOST_REQUIRE(started(*store, canceled_run, 8));
+  BOOST_REQUIRE_EQUAL(
+    call("POST", "/greengrass/v2/deployments/" + canceled_run + "/cancel").status, 200);
+  BOOST_REQUIRE(!store->end_canceled_run_as(canceled_run, true, 9));
+  BOOST_CHECK_EQUAL(effective(canceled_run)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  BOOST_CHECK_EQUAL(get(canceled_run)["deploymentStatus"], "CANCELED");
+  auto g4 = deploy_ok({{"targetArn", group}, {"components", {{"e.five", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g4);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"b.two", "e.five"}));
+  BOOST_REQUIRE(!store->end_canceled_run_as(canceled_run, false, 10));
+  auto g5 = deploy_ok({{"targetArn", group}, {"components", {{"e.five", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g5);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "e.five"}));
+}
+
+// What a start finds (core_journal_state_of): the deployment applied again is the newest
+// any target keeps; what settled last is the latest run that ended, not a deployment
+// canceled (or refused) before it ran, which changed nothing on the core.
+BOOST_FIXTURE_TEST_CASE(a_deployment_canceled_before_it_ran_is_not_what_settled_last, fixture) {
+  auto g = deploy_ok({{"targetArn", group}});
+  BOOST_REQUIRE(started(*store, g, 4));
+  auto done = store->set_deployment_state(g, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 5);
+  BOOST_REQUIRE(done && *done);
+  auto t = deploy_ok({{"targetArn", thing}});
+  BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + t + "/cancel").status, 200);
+  auto all = store->deployments();
+  BOOST_REQUIRE(all);
+  BOOST_REQUIRE_GT(store->deployment(t)->value().modified_ms, 5); // canceled after g settled
+  auto state = core_journal_state_of(*all);
+  BOOST_REQUIRE(state.current && state.settled);
+  BOOST_CHECK_EQUAL(state.current->id, g);
+  BOOST_CHECK_EQUAL(state.settled->id, g);
+  // One whose run began and was canceled meanwhile counts (its run went on).
+  auto ran = deploy_ok({{"targetArn", thing}});
+  BOOST_REQUIRE(started(*store, ran, 6));
+  BOOST_REQUIRE_EQUAL(call("POST", "/greengrass/v2/deployments/" + ran + "/cancel").status, 200);
+  all = store->deployments();
+  BOOST_REQUIRE(all);
+  state = core_journal_state_of(*all);
+  BOOST_REQUIRE(state.settled);
+  BOOST_CHECK_EQUAL(state.settled->id, ran);
+  BOOST_CHECK_EQUAL(state.current->id, g);
+}
+
 // A deleted row goes once the core no longer runs it (issue 15): at once when INACTIVE,
 // else when a newer deployment to its target makes it INACTIVE; a rollback journal row
-// keeps it. Revisions keep counting.
+// keeps it, and so does being its target's newest SUCCEEDED one (the set the target falls
+// back to while newer ones fail). Revisions keep counting.
 BOOST_FIXTURE_TEST_CASE(deleted_deployments_go_once_the_core_no_longer_runs_them, fixture) {
   auto exists = [&](const std::string& id) {
     auto rec = store->deployment(id);
@@ -384,9 +559,11 @@ BOOST_FIXTURE_TEST_CASE(deleted_deployments_go_once_the_core_no_longer_runs_them
   auto request = json::parse((*rec)->request);
   BOOST_CHECK(!request.contains("tags"));
   BOOST_CHECK(request.contains("deploymentPolicies"));
-  // Superseded: gone; the revision counts on past it.
+  // Superseded, but the thing's newest SUCCEEDED one: kept (what the thing falls back to
+  // should `next` fail); the revision counts on past it.
   auto next = deploy_ok({{"targetArn", thing}});
-  BOOST_CHECK(!exists(current));
+  BOOST_CHECK(exists(current));
+  BOOST_CHECK_EQUAL(store->deployment(current)->value().status, "INACTIVE");
   BOOST_CHECK_EQUAL(get(next)["revisionId"], "3");
   // One with a rollback journal row (a change of the group left undecided) stays, deleted
   // and superseded, until the row goes.
@@ -404,6 +581,13 @@ BOOST_FIXTURE_TEST_CASE(deleted_deployments_go_once_the_core_no_longer_runs_them
   BOOST_CHECK(!exists(next));
   BOOST_CHECK(exists(after)); // CANCELED, not deleted: listed as ever
   BOOST_CHECK_EQUAL(get(last)["revisionId"], "5");
+  BOOST_CHECK(exists(current)); // still the thing's fallback: nothing newer succeeded
+  // A newer one SUCCEEDED: the next deployment to the thing purges the deleted fallback.
+  auto applied_now = store->set_deployment_state(last, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 4);
+  BOOST_REQUIRE(applied_now && *applied_now);
+  deploy_ok({{"targetArn", thing}});
+  BOOST_CHECK(!exists(current));
+  BOOST_CHECK(exists(last));
 }
 
 // A CreateDeployment retried with a deleted deployment's clientToken creates a new one
@@ -1303,27 +1487,34 @@ BOOST_AUTO_TEST_CASE(a_schema_5_journal_keeps_its_deployments_tags) {
   std::filesystem::remove_all(dir);
 }
 
-// Migration 8 on a schema-7 journal (the file a build before issue 15 left): its
-// deployments are not deleted and GetDeployment answers them.
+// Migrations 8 and 9 on a schema-7 journal (the file a build before issue 15 left): its
+// deployments are not deleted and GetDeployment answers them; those past QUEUED are taken
+// as run (started_ms), as a start counted them until then.
 BOOST_FIXTURE_TEST_CASE(a_schema_7_journal_keeps_its_deployments, fixture) {
+  auto ran = deploy_ok({{"targetArn", group}});
+  auto done = store->set_deployment_state(ran, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 7);
+  BOOST_REQUIRE(done && *done);
   auto id = deploy_ok({{"targetArn", thing}});
   service.reset();
   store.reset();
   {
-    // Back to schema 7: the same file without deleted_ms.
+    // Back to schema 7: the same file without deleted_ms and started_ms.
     grove::store_options opts;
     opts.application_id = 0x47524450;
-    for (int v = 1; v <= 8; ++v)
+    for (int v = 1; v <= 9; ++v)
       opts.migrations.push_back({v, "", {}});
     auto db = grove::store::open(dir / "components.db", std::move(opts));
     BOOST_REQUIRE(db);
     BOOST_REQUIRE(!(*db)->run("ALTER TABLE deployments DROP COLUMN deleted_ms"));
+    BOOST_REQUIRE(!(*db)->run("ALTER TABLE deployments DROP COLUMN started_ms"));
     BOOST_REQUIRE(!(*db)->run("PRAGMA user_version = 7"));
   }
   open();
   auto rec = store->deployment(id);
   BOOST_REQUIRE(rec && *rec);
   BOOST_CHECK_EQUAL((*rec)->deleted_ms, 0);
+  BOOST_CHECK_EQUAL((*rec)->started_ms, 0); // QUEUED: never ran
+  BOOST_CHECK_EQUAL(store->deployment(ran)->value().started_ms, 7);
   BOOST_CHECK_EQUAL(get(id)["deploymentId"], id);
   BOOST_CHECK_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + id).status, 409); // ACTIVE
 }

@@ -12,11 +12,15 @@ its Permission OWNER artifact a 0550 copy owned by root and nobody's group, whic
 can run but neither write nor chmod; e2e.Exec runs its artifact directly (Permission Execute OWNER:
 a 0550 copy, the stored file left 0444); e2e.Slow's run outlives its Timeout and is ended
 (ERRORED, restarted);
-e2e.Flaky fails every 4 s: never three errors within 6 s, so never BROKEN (three at once
-are BROKEN: deployments_test.py). `restarted` (after kill -9): Daemon 2.0.0 and Priv run
-again, Priv's install not again. `reloaded` (after `grovectl reload deployment`): Daemon's
-services run on; removing Daemon runs its shutdown and ends them; Priv deployed again
-(same version) with another posixUser spelling installs again.
+e2e.Mode's Read ALL copy of the same artifact is its own (removed with Mode by the next
+deployment); e2e.Flaky fails every 4 s: never three errors within 6 s, so never BROKEN
+(three at once are BROKEN: deployments_test.py). Last, a deployment whose preparation is
+refused (Exec's runWith.posixUser names no user) FAILS with the reason, the set unchanged.
+`restarted` (after kill -9): Daemon 2.0.0 and Priv run again (the thing's last applied
+deployment, the refused one newer), Priv's install not again; the start pruned Mode's
+links and copy. `reloaded` (after `grovectl reload deployment`): Daemon's services run on;
+removing Daemon runs its shutdown and ends them; Priv deployed again (same version) with
+another posixUser spelling installs again.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import hashlib
@@ -37,6 +41,10 @@ STATE = f"{WRITE}/plugins/deployment"
 WORKDIR = f"{STATE}/components/work"
 NOBODY = pwd.getpwnam("nobody").pw_uid
 gg = client("greengrassv2", ENDPOINT, CA)
+with open(f"{LOCAL}/tool.sh", "rb") as _f:
+    # e2e.Mode's Read ALL copy of tool.sh (artifact_store::with_mode): 0444, root, root's group.
+    MODE_COPY = (f"{STATE}/artifacts/modes/0444-{os.getuid()}-{os.getgid()}/"
+                 f"{hashlib.sha256(_f.read()).hexdigest()}")
 
 
 def installed():
@@ -128,6 +136,15 @@ if PHASE == "first":
     Lifecycle:
       run: "{{artifacts:path}}/tool.sh {{work:path}}/tool.out; exec sleep 300"
 """)
+    # Its artifact's Read ALL copy (0444, groved's group) is its own: removed with it.
+    support.component(gg, "e2e.Mode", f"""Manifests:
+  - Platform: {{os: linux}}
+    Artifacts:
+      - Uri: file://{LOCAL}/tool.sh
+        Permission: {{Read: ALL}}
+    Lifecycle:
+      run: exec sleep 300
+""")
     support.component(gg, "e2e.Slow", """Manifests:
   - Platform: {os: linux}
     Lifecycle:
@@ -140,7 +157,7 @@ if PHASE == "first":
     Lifecycle:
       run: echo run >> {work:path}/runs; sleep 4; exit 1
 """)
-    for name in ("e2e.Exec", "e2e.Priv"):
+    for name in ("e2e.Exec", "e2e.Priv", "e2e.Mode"):
         arn = f"arn:aws:greengrass:us-east-1:123456789012:components:{name}:versions:1.0.0"
         ready = wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"]
                      != "REQUESTED" and gg.describe_component(arn=arn)["status"]["componentState"])
@@ -151,9 +168,10 @@ if PHASE == "first":
                   "e2e.Priv": {"componentVersion": "1.0.0", "runWith": {"posixUser": "nobody"}},
                   "e2e.Exec": {"componentVersion": "1.0.0"},
                   "e2e.Slow": {"componentVersion": "1.0.0"},
-                  "e2e.Flaky": {"componentVersion": "1.0.0"}}
+                  "e2e.Flaky": {"componentVersion": "1.0.0"},
+                  "e2e.Mode": {"componentVersion": "1.0.0"}}
     status, reason = deploy(everything)
-    check("a deployment of the six -> COMPLETED", status == "COMPLETED", (status, reason))
+    check("a deployment of the seven -> COMPLETED", status == "COMPLETED", (status, reason))
     ic = installed()
     check("... Daemon (startup ended 0), Ordered, Priv and Exec RUNNING",
           all(ic.get(n, {}).get("lifecycleState") == "RUNNING"
@@ -198,6 +216,8 @@ if PHASE == "first":
                       '2>/dev/null; then echo written; else echo refused; fi; "$f" "$2/out"; cat "$2/out"')
     check("... nobody (Priv's runWith.posixUser) can run it but neither write nor chmod it",
           tried == "refused\ntool ran\n", tried)
+    check("... Mode's Read ALL copy is its own (modes/0444-...)",
+          os.path.exists(MODE_COPY), MODE_COPY)
     check("... the stored artifact, shared by versions, stays 0444",
           os.path.exists(stored) and os.stat(stored).st_mode & 0o7777 == 0o444,
           oct(os.stat(stored).st_mode) if os.path.exists(stored) else stored)
@@ -224,7 +244,7 @@ if PHASE == "first":
                              "e2e.Priv": {"componentVersion": "1.0.0",
                                           "runWith": {"posixUser": "nobody"}},
                              "e2e.Exec": {"componentVersion": "1.0.0"}})
-    check("Daemon upgraded to 2.0.0, Ordered, Slow and Flaky removed -> COMPLETED",
+    check("Daemon upgraded to 2.0.0, Ordered, Slow, Flaky and Mode removed -> COMPLETED",
           status == "COMPLETED", (status, reason))
     check("... Daemon 1.0.0's shutdown ran once",
           wait(lambda: work("e2e.Daemon", "shutdowns")) == "shutdown 1.0.0\n",
@@ -244,7 +264,42 @@ if PHASE == "first":
     check("Priv's install ran once", work("e2e.Priv", "installs") == "installed\n",
           work("e2e.Priv", "installs"))
 
+    # A preparation refused: Exec's Permission copy is made for its runWith.posixUser's
+    # group, and there is no such user. FAILED with the reason before anything changed;
+    # the set runs on as it was (and after kill -9, the thing's last applied deployment
+    # is what comes back, not this one: `restarted`).
+    priv = pid_file("e2e.Priv", "pid")
+    did = gg.create_deployment(targetArn=THING, components={
+        "e2e.Daemon": {"componentVersion": "2.0.0"},
+        "e2e.Priv": {"componentVersion": "1.0.0", "runWith": {"posixUser": "nobody"}},
+        "e2e.Exec": {"componentVersion": "1.0.0",
+                     "runWith": {"posixUser": "grove-no-such-user"}}})["deploymentId"]
+    status = support.settle(gg, did).get("deploymentStatus")
+    eff = support.effective(gg, did)
+    check("a deployment whose preparation is refused (runWith.posixUser: no such user) -> "
+          "FAILED, the reason in ListEffectiveDeployments",
+          status == "FAILED" and eff.get("coreDeviceExecutionStatus") == "FAILED"
+          and eff.get("reason", "").startswith("preparation: ")
+          and "no user 'grove-no-such-user'" in eff.get("reason", ""), (status, eff))
+    ic = installed()
+    check("... nothing changed: Daemon 2.0.0, Priv (same process) and Exec RUNNING",
+          ic.get("e2e.Daemon", {}).get("componentVersion") == "2.0.0"
+          and all(ic.get(n, {}).get("lifecycleState") == "RUNNING"
+                  for n in ("e2e.Daemon", "e2e.Priv", "e2e.Exec"))
+          and alive(priv) and pid_file("e2e.Priv", "pid") == priv,
+          ({n: c.get("lifecycleState") for n, c in ic.items()}, priv))
+
 elif PHASE == "restarted":
+    # The start pruned what removed versions left: Mode's links and its per-mode copy;
+    # Exec's and Priv's (installed) stay.
+    check("after kill -9: the removed e2e.Mode's per-mode artifact copy and links are gone",
+          not os.path.exists(MODE_COPY)
+          and not os.path.exists(f"{STATE}/components/packages/artifacts/e2e.Mode"),
+          (MODE_COPY, os.listdir(f"{STATE}/artifacts/modes")))
+    check("... the installed versions' copies stay (Exec's and Priv's, behind their links)",
+          all(os.path.exists(f"{STATE}/components/packages/artifacts/{n}/1.0.0/tool.sh")
+              for n in ("e2e.Exec", "e2e.Priv")),
+          os.listdir(f"{STATE}/artifacts/modes"))
     priv = wait(lambda: state("e2e.Priv") == "RUNNING" and alive(pid_file("e2e.Priv", "pid"))
                 and pid_file("e2e.Priv", "pid"), 30)
     check("after kill -9: Priv RUNNING again (a new process)", priv, installed())

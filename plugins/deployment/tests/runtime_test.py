@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Resource limits and restarts of generic components, with boto3 (issue 15).
 
-Usage: runtime_test.py first|rolled-back|partial ENDPOINT CA_BUNDLE WRITE_DIR
+Usage: runtime_test.py first|rolled-back|partial|canceled ENDPOINT CA_BUNDLE WRITE_DIR
 `first` deploys e2e.Lim (runWith.systemResourceLimits: its process's cgroup carries the
 memory limit and CPU quota) and e2e.Other (no runWith: the plugin's
 default_system_resource_limits, cpus 1.5, no memory limit), then a ROLLBACK
@@ -11,7 +11,10 @@ FAILED and rolled back while the others keep their processes. runtime_test.sh th
 groved with -9; `rolled-back` checks the rolled-back set runs again (new processes, the
 limits kept) and makes a DO_NOTHING deployment fail half way (e2e.Other removed, e2e.New
 started, e2e.BadInstall's install failing); after the next kill -9, `partial` checks that
-exactly that set runs again, e2e.BadInstall listed ERRORED and not started.
+exactly that set runs again, e2e.BadInstall listed ERRORED and not started, and cancels
+a deployment while it applies: its run completes (SUCCEEDED). After the third kill -9,
+`canceled` checks what that run left runs again, and that a deployment to the core's group
+keeps it (the thing's set is its canceled deployment's, whose run completed).
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import os
@@ -220,6 +223,10 @@ Manifests:
           gg.get_deployment(deploymentId=did)["deploymentStatus"] == "CANCELED")
     check("... the core goes on: e2e.Slow RUNNING", running("e2e.Slow")
           and gg.get_deployment(deploymentId=did)["deploymentStatus"] == "CANCELED")
+    ex = wait(lambda: support.effective(gg, did).get("coreDeviceExecutionStatus") == "SUCCEEDED"
+              and "SUCCEEDED", 30)
+    check("... its run completed: coreDeviceExecutionStatus SUCCEEDED (the core runs its set)",
+          ex == "SUCCEEDED", support.effective(gg, did))
 
 elif PHASE == "canceled":
     got = wait(lambda: all(lines(n, "runs") == r and alive(pid_of(n))
@@ -227,5 +234,15 @@ elif PHASE == "canceled":
     check("after kill -9 following the CANCELED deployment: e2e.Lim, e2e.New and e2e.Slow run "
           "again", bool(got) and set(installed()) == {"e2e.Lim", "e2e.New", "e2e.Slow"},
           f"{[(n, lines(n, 'runs')) for n in ('e2e.Lim', 'e2e.New', 'e2e.Slow')]} {list(installed())}")
+    # The thing keeps the set its canceled deployment's run applied: a deployment to the
+    # core's group resolves with it, not with the thing's last COMPLETED deployment's.
+    slow = pid_of("e2e.Slow")
+    gid = gg.create_deployment(targetArn=f"arn:aws:iot:{support.REGION}:{support.ACCOUNT}"
+                               f":thinggroup/site", components={})["deploymentId"]
+    st = support.settle(gg, gid).get("deploymentStatus")
+    check("a deployment to the core's group -> COMPLETED, the thing's set kept: e2e.Lim, e2e.New "
+          "and e2e.Slow (same process)",
+          st == "COMPLETED" and set(installed()) == {"e2e.Lim", "e2e.New", "e2e.Slow"}
+          and pid_of("e2e.Slow") == slow and alive(slow), (st, list(installed()), slow))
 
 support.finish()

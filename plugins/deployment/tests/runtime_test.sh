@@ -32,7 +32,8 @@ test_cleanup() {
 }
 [[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 0; }
 
-start_deployment_alone "default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out"
+start_deployment_alone "default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out" \
+  "thing_groups: [site]"
 run_py() { run_phase "$HERE/runtime_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var"; }
 run_py first              # limits; a FAILED ROLLBACK deployment (out of memory)
 stop_groved KILL
