@@ -75,8 +75,11 @@ config_map<broker_config> broker_config::map() {
     .key("release_code_pages", &c::release_code_pages, true,
          "2-3 s after Grove's client connects to a started broker, mark the broker's code "
          "cold so the OS reclaims its start-up pages (process_madvise MADV_PAGEOUT, as "
-         "kernel.release_code_pages does for groved): about 1.2 MB less on an idle device. "
-         "Needs groved as root (CAP_SYS_NICE); otherwise said once in the log and skipped");
+         "kernel.release_code_pages does for groved): about 1.2 MB less on an idle device; "
+         "the kernel repeats it after groved's own release (`kernel.release_code_pages`), "
+         "when the pages the broker shared with groved (OpenSSL, the C and C++ runtimes) "
+         "are the broker's alone: broker 5.18 → 2.7 MB PSS idle. Needs groved as root "
+         "(CAP_SYS_NICE); otherwise said once in the log and skipped");
 }
 
 config_map<cloud_config> cloud_config::map() {
