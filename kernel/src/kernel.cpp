@@ -23,11 +23,11 @@
 #include "grove/file.hpp"
 #include "grove/kernel/control_client.hpp"
 #include "grove/kernel/group_client.hpp"
+#include "allocator.hpp"
 #include "code_mappings.hpp"
 #include "code_pages.hpp"
 #include "file_watch.hpp"
 #include "grove/kernel/metrics_server.hpp"
-#include "thread_cache.hpp"
 #include "tsan_annotations.hpp"
 
 namespace grove {
@@ -85,17 +85,7 @@ caf::expected<yaml_ptr> with_overlay(const yaml_ptr& config, const yaml_ptr& ove
 
 namespace {
 
-/// Returns the allocator's free pages to the system. jemalloc (linked into groved) hands
-/// freed pages back only as later allocations age them out, so an idle groved would keep
-/// the transient cost of loading a big group (~7 MB at the limits) for good. Looked up
-/// by name: libgrove_core is not linked to jemalloc, and other allocators have no
-/// `mallctl`.
-void release_free_pages() {
-  using mallctl_fn = int (*)(const char*, void*, size_t*, void*, size_t);
-  static auto* mallctl = reinterpret_cast<mallctl_fn>(::dlsym(RTLD_DEFAULT, "mallctl"));
-  if (mallctl)
-    mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0); // 4096: every arena
-}
+using detail::release_free_pages;
 
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in{p, std::ios::binary};

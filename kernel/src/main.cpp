@@ -14,7 +14,7 @@
 #include "grove/kernel/config.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/kernel/plugin_host.hpp"
-#include "../../sdk/plugin/src/thread_cache.hpp"
+#include "../../sdk/plugin/src/allocator.hpp"
 #include "plugin_host_child.hpp"
 #include "systemd_notify.hpp"
 

@@ -36,7 +36,7 @@
 #include "grove/plugin.hpp"
 #include "code_mappings.hpp"
 #include "process_sandbox.hpp"
-#include "thread_cache.hpp"
+#include "allocator.hpp"
 
 extern char** environ;
 
@@ -1135,7 +1135,7 @@ void supervisor::loop() {
       timeout = static_cast<int>(std::max<int64_t>(0, ms.count()));
     }
     // Nothing due: poll a second first, and if nothing came, hand the allocator cache
-    // back (thread_cache.hpp) before waiting for good.
+    // back (allocator.hpp) before waiting for good.
     bool idle_probe = timeout < 0 && !cache_flushed;
     int n = ::poll(fds.data(), fds.size(), idle_probe ? 1000 : timeout);
     if (n == 0 && idle_probe) {

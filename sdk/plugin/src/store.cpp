@@ -9,7 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "thread_cache.hpp"
+#include "allocator.hpp"
 
 #include "grove/errors.hpp"
 
@@ -554,7 +554,7 @@ void group_writer_base::run() {
       backoff = std::min(backoff * 2, opts_.retry_max);
     } else {
       auto has_work = [&] { return stop_ || submitted_ != taken_through; };
-      // Idle for a second: hand the allocator cache back (thread_cache.hpp), then sleep.
+      // Idle for a second: hand the allocator cache back (allocator.hpp), then sleep.
       if (!work_cv_.wait_for(guard, std::chrono::seconds{1}, has_work)) {
         guard.unlock();
         detail::flush_thread_cache();
