@@ -15,32 +15,57 @@ namespace grove::detail {
 /// the kernel), their pages are the children's alone and can go. Defined in process.cpp.
 void release_children_code_pages() noexcept;
 
-/// Calls `fn(begin, length)` for each read-only, file-backed mapping of /proc/`pid`/maps
-/// ("self" for this process); false when the file cannot be opened. stdio, not
-/// iostreams: this runs on a quiet device and must not allocate much.
+/// One mapping's header line of /proc/<pid>/maps or smaps:
+/// "begin-end perms offset major:minor inode path".
+struct mapping_header {
+  unsigned long begin = 0;
+  unsigned long end = 0;
+  char perms[8] = {};
+  unsigned major = 0;
+  unsigned minor = 0;
+  unsigned long inode = 0;
+  /// Backed by a file (anonymous, [stack] and [vdso] have no leading '/') and never
+  /// writable: a writable mapping's dirtied pages are anonymous and would only go to swap.
+  bool read_only_file = false;
+};
+
+/// Parses `line` as a mapping's header; false for anything else (smaps' field lines
+/// such as "Rss:  4 kB" never parse that far).
+inline bool parse_mapping_header(const char* line, mapping_header& out) {
+  int path_at = 0;
+  if (std::sscanf(line, "%lx-%lx %7s %*s %x:%x %lu %n", &out.begin, &out.end, out.perms,
+                  &out.major, &out.minor, &out.inode, &path_at)
+      < 6)
+    return false;
+  out.read_only_file = path_at > 0 && line[path_at] == '/' && out.perms[1] != 'w';
+  return true;
+}
+
+/// Calls `on_line(line)` for each line of /proc/`pid`/`file` ("self" for this process);
+/// false when the file cannot be opened. stdio, not iostreams: this runs on a quiet
+/// device and must not allocate much.
 template <class F>
-bool for_each_code_mapping(const char* pid, F fn) {
+bool for_each_proc_line(const char* pid, const char* file, F on_line) {
   char path[64];
-  std::snprintf(path, sizeof path, "/proc/%s/maps", pid);
-  FILE* maps = std::fopen(path, "re");
-  if (maps == nullptr)
+  std::snprintf(path, sizeof path, "/proc/%s/%s", pid, file);
+  FILE* in = std::fopen(path, "re");
+  if (in == nullptr)
     return false;
   char line[4096];
-  while (std::fgets(line, sizeof line, maps) != nullptr) {
-    unsigned long begin = 0;
-    unsigned long end = 0;
-    char perms[8] = {};
-    int path_at = 0;
-    if (std::sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &begin, &end, perms, &path_at) < 3)
-      continue;
-    // File-backed only (anonymous and [stack]/[vdso] have no leading '/'), and never a
-    // writable one: its dirtied pages are anonymous and would only go to swap.
-    if (path_at <= 0 || line[path_at] != '/' || perms[1] == 'w')
-      continue;
-    fn(begin, static_cast<size_t>(end - begin));
-  }
-  std::fclose(maps);
+  while (std::fgets(line, sizeof line, in) != nullptr)
+    on_line(line);
+  std::fclose(in);
   return true;
+}
+
+/// Calls `fn(begin, length)` for each read-only, file-backed mapping of /proc/`pid`/maps.
+template <class F>
+bool for_each_code_mapping(const char* pid, F fn) {
+  return for_each_proc_line(pid, "maps", [&](const char* line) {
+    mapping_header m;
+    if (parse_mapping_header(line, m) && m.read_only_file)
+      fn(m.begin, static_cast<size_t>(m.end - m.begin));
+  });
 }
 
 /// Calls `fn(begin, length, major, minor, inode)` for each read-only, private,
@@ -50,56 +75,30 @@ bool for_each_code_mapping(const char* pid, F fn) {
 /// is skipped.
 template <class F>
 bool for_each_clean_code_mapping(const char* pid, F fn) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%s/smaps", pid);
-  FILE* smaps = std::fopen(path, "re");
-  if (smaps == nullptr)
-    return false;
-  char line[4096];
-  unsigned long begin = 0;
-  unsigned long end = 0;
-  unsigned major = 0;
-  unsigned minor = 0;
-  unsigned long inode = 0;
+  mapping_header m;
   bool candidate = false;
   bool clean = true;
   auto done = [&] {
     if (candidate && clean)
-      fn(begin, static_cast<size_t>(end - begin), major, minor, inode);
+      fn(m.begin, static_cast<size_t>(m.end - m.begin), m.major, m.minor, m.inode);
     candidate = false;
     clean = true;
   };
-  while (std::fgets(line, sizeof line, smaps) != nullptr) {
-    unsigned long b = 0;
-    unsigned long e = 0;
-    char perms[8] = {};
-    unsigned maj = 0;
-    unsigned min = 0;
-    unsigned long ino = 0;
-    int path_at = 0;
-    // A mapping's header: "begin-end perms offset major:minor inode path". Field lines
-    // ("Rss:  4 kB") never parse that far.
-    if (std::sscanf(line, "%lx-%lx %7s %*s %x:%x %lu %n", &b, &e, perms, &maj, &min, &ino,
-                    &path_at)
-        >= 6) {
+  bool read = for_each_proc_line(pid, "smaps", [&](const char* line) {
+    mapping_header next;
+    if (parse_mapping_header(line, next)) {
       done();
-      begin = b;
-      end = e;
-      major = maj;
-      minor = min;
-      inode = ino;
-      candidate = path_at > 0 && line[path_at] == '/' && perms[1] != 'w' && perms[3] == 'p'
-                  && ino != 0;
-      continue;
+      m = next;
+      candidate = m.read_only_file && m.perms[3] == 'p' && m.inode != 0;
+      return;
     }
     unsigned long kb = 0;
     if (std::sscanf(line, "Anonymous: %lu kB", &kb) == 1
         || std::sscanf(line, "Swap: %lu kB", &kb) == 1)
       clean = clean && kb == 0;
-  }
+  });
   done();
-  std::fclose(smaps);
-  return true;
+  return read;
 }
 
 } // namespace grove::detail

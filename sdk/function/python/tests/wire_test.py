@@ -63,6 +63,18 @@ TYPE_NAMES = {getattr(_descriptor.FieldDescriptor, n): n[5:].lower()
               for n in dir(_descriptor.FieldDescriptor) if n.startswith("TYPE_")}
 
 
+def read_frame(sock):
+    """The next frame other than a log that a worker sent on `sock`; None at its end."""
+    while True:
+        head = sock.recv(4, socket.MSG_WAITALL)
+        if len(head) < 4:
+            return None
+        frame = function_pb2.Frame()
+        frame.ParseFromString(sock.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL))
+        if frame.WhichOneof("body") != "log":
+            return frame
+
+
 def pb_class(name):
     for f in PB_FILES:
         if name in f.DESCRIPTOR.message_types_by_name:
@@ -625,18 +637,8 @@ class Verbs(unittest.TestCase):
                                 stderr=stderr)
         worker.close()
 
-        def read():
-            while True:
-                head = runtime.recv(4, socket.MSG_WAITALL)
-                if len(head) < 4:
-                    return None
-                frame = function_pb2.Frame()
-                frame.ParseFromString(runtime.recv(struct.unpack(">I", head)[0],
-                                                   socket.MSG_WAITALL))
-                if frame.WhichOneof("body") != "log":
-                    return frame
         try:
-            hello = read()
+            hello = read_frame(runtime)
             results = []
             if hello is not None and not hello.hello.error:
                 for i, payload in enumerate(invokes):
@@ -645,7 +647,7 @@ class Verbs(unittest.TestCase):
                     frame.invoke.payload = payload
                     data = frame.SerializeToString()
                     runtime.sendall(struct.pack(">I", len(data)) + data)
-                    results.append(read())
+                    results.append(read_frame(runtime))
             runtime.shutdown(socket.SHUT_WR)
             return hello, results, proc.wait(60)
         finally:
@@ -709,18 +711,8 @@ class Verbs(unittest.TestCase):
             data = frame.SerializeToString()
             runtime.sendall(struct.pack(">I", len(data)) + data)
 
-        def read():
-            while True:
-                head = runtime.recv(4, socket.MSG_WAITALL)
-                if len(head) < 4:
-                    return None
-                frame = function_pb2.Frame()
-                frame.ParseFromString(runtime.recv(struct.unpack(">I", head)[0],
-                                                   socket.MSG_WAITALL))
-                if frame.WhichOneof("body") != "log":
-                    return frame
         try:
-            self.assertEqual(read().WhichOneof("body"), "hello")
+            self.assertEqual(read_frame(runtime).WhichOneof("body"), "hello")
             for i, payload in enumerate([b"hold", b"ahead"]):
                 frame = function_pb2.Frame()
                 frame.invoke.id = i + 1
@@ -732,12 +724,12 @@ class Verbs(unittest.TestCase):
             frame.recall.SetInParent()
             send(frame)
             open(os.path.join(code, "go"), "w").close()
-            first = read()
+            first = read_frame(runtime)
             self.assertEqual((first.WhichOneof("body"), first.result.id, first.result.payload),
                              ("result", 1, b"hold"))
-            self.assertEqual(read().WhichOneof("body"), "recalled")
+            self.assertEqual(read_frame(runtime).WhichOneof("body"), "recalled")
             runtime.shutdown(socket.SHUT_WR)
-            self.assertIsNone(read())  # item 2 never ran
+            self.assertIsNone(read_frame(runtime))  # item 2 never ran
             self.assertEqual(proc.wait(60), 0)
         finally:
             if proc.poll() is None:
