@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -2884,6 +2885,37 @@ BOOST_AUTO_TEST_CASE(posix_shared_memory_works_in_a_private_dev_shm,
                               "m.buf[0] = 7; n = shared_memory.SharedMemory(m.name); "
                               "print(n.buf[0]); n.close(); m.close(); m.unlink()");
   BOOST_TEST(starts(py, "exit 0: 7\n"), py);
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_function_opens_ptys_of_its_own_devpts,
+                     *boost::unit_test::precondition(as_root)) {
+  // Ptys of the host first: none of them may be seen inside.
+  std::vector<int> host_ptys;
+  for (int i = 0; i < 3; ++i) {
+    int m = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    BOOST_REQUIRE(m >= 0);
+    BOOST_REQUIRE(::unlockpt(m) == 0);
+    host_ptys.push_back(m);
+  }
+  BOOST_REQUIRE(fs::exists(::ptsname(host_ptys.back())));
+  for (auto filter : {"auto", "bpf"}) { // v1's devices cgroup here, then a device program
+    sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+                 std::string{"{sandbox_pids_max: 32, sandbox_device_filter: "} + filter + "}"};
+    sb.rt->wait_defined("box");
+    // Python's pty (openpty: /dev/ptmx; glibc gets the slave from the master, no open
+    // by name), the slave opened by its name too (as ptsname users and tools do: the
+    // device cgroup's 136:* rule), a line through it, and what /dev/pts holds: its own
+    // pty and ptmx only.
+    auto py = sb.attempt("box", "python import os, pty; m, s = pty.openpty(); "
+                                "n = os.open(os.ttyname(s), os.O_RDWR | os.O_NOCTTY); "
+                                "os.write(n, b'hello\\n'); print(os.read(m, 64)); "
+                                "print(os.ttyname(s)); print(sorted(os.listdir('/dev/pts')))");
+    BOOST_TEST(py == "exit 0: b'hello\\r\\n'\n/dev/pts/0\n['0', 'ptmx']\n", filter << ": " << py);
+    auto m = sb.attempt("box", "mounts /dev/pts");
+    BOOST_TEST(starts(m, "/dev/pts rw,nosuid,noexec,"), m);
+  }
+  for (int fd : host_ptys)
+    ::close(fd);
 }
 
 BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
