@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -485,6 +486,13 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
       err = fail("open " + proc + "ns/user");
   }
   ::close(hold[1]);
+  // Killed, not awaited: its read ends at the pipe's EOF only once no process holds the
+  // write end, and a child another thread of groved forks meanwhile (close-on-exec keeps
+  // it until that child's exec, or for good if it never execs) would hold this start,
+  // and every later one of the supervisor, until then. The open descriptor keeps the
+  // namespace. SIGKILL ends it wherever it is (it makes no call that could sleep
+  // uninterruptibly), so the reap below is bounded.
+  ::kill(pid, SIGKILL);
   int st = 0;
   while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
