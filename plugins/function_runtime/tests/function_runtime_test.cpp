@@ -1032,6 +1032,25 @@ BOOST_AUTO_TEST_CASE(faults_of_a_function_stay_with_its_item_and_instance) {
   BOOST_TEST(test::wait_until([&] { return rt.info("garbage").instances() == 1u; }));
 }
 
+BOOST_AUTO_TEST_CASE(a_worker_that_does_not_read_its_acks_is_ended_not_waited_for) {
+  // Acks (and a Recall) are written without waiting: a worker that leaves them unread
+  // fills its socket, and a runtime that waited there would hold every function up to
+  // the send timeout (and a Recall, sent only once the worker drained the socket, would
+  // come after the worker started an item sent ahead, under the grant it was retired
+  // for). Without that, the instance ends at the timeout, "cannot write".
+  runtime rt{fn("u", "unread_acks") + fn("e", "echo"),
+             "{allow_run_as_root: true, max_pending_frames: 1000000}"};
+  rt.wait_defined("e");
+  auto release = rt.dir.path() / "release";
+  auto r = rt.invoke("u", "\"" + release.string() + "\"");
+  BOOST_TEST(!r);
+  BOOST_TEST(has(why(r), "its socket is full: the worker does not read what the runtime sends it"),
+             why(r));
+  BOOST_TEST(rt.ok("e", "{\"still\":\"here\"}") == "{\"still\":\"here\"}");
+  std::ofstream{release} << "\n"; // the worker, if still there, returns
+  BOOST_TEST(has(rt.log_of("u"), "its socket is full"), rt.log_of("u"));
+}
+
 BOOST_AUTO_TEST_CASE(items_that_crash_or_time_out_never_make_a_function_give_up) {
   // More faulty items within a minute than the restart policy's failed starts (5): each
   // is that item's failure and its instance is replaced; the function goes on serving,
