@@ -2369,6 +2369,33 @@ BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
   BOOST_TEST(sb.attempt("pybox", "whoami").find(" pid=1 ") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_python_fork_bomb_and_memory_hog_stop_at_their_limits,
+                     *boost::unit_test::precondition(as_root)) {
+  // pyescape.py's twins of the C++ function's: the pids limit stops the forks (memory
+  // to spare, so it is that limit), the memory limit the hog (reported, replaced).
+  auto python_fn = [](const test::temp_dir& d, const std::string& name, const std::string& kb) {
+    auto code = d.path() / ("code-" + name);
+    fs::create_directories(code);
+    fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyescape.py", code / "pyescape.py");
+    fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                            | fs::perms::others_read | fs::perms::others_exec);
+    return "  - name: " + name + "\n    config: {runtime: python3, handler: pyescape.attempt, "
+           "codeUri: " + code.string() + ", pinned: false, inputPayloadEncodingType: binary, "
+           "linuxProcessParams: {containerParams: {memorySizeInKB: " + kb + "}}}\n";
+  };
+  sandboxed sb{[&](auto& d) {
+    return python_fn(d, "pybomb", "262144") + python_fn(d, "pyhog", "65536");
+  }};
+  sb.rt->wait_defined("pyhog");
+  auto r = sb.attempt("pybomb", "fork_bomb");
+  BOOST_TEST(r.find("stopped after") == 0, r);
+  BOOST_TEST(r.find("Resource temporarily unavailable") != std::string::npos, r);
+  BOOST_TEST(sb.attempt("pybomb", "whoami").find(" pid=1 ") != std::string::npos);
+  auto h = sb.attempt("pyhog", "memory_hog");
+  BOOST_TEST(h.find("out of memory (memorySizeInKB 65536)") != std::string::npos, h);
+  BOOST_TEST(sb.attempt("pyhog", "whoami").find(" pid=1 ") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(a_hanging_sandboxed_instance_is_stopped_without_waiting_out_the_grace,
                      *boost::unit_test::precondition(as_root)) {
   // PID 1 of its namespace ignores a SIGTERM it does not catch: the stop must not wait
