@@ -147,9 +147,29 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   // (TSan reports groved's threads as leaked here, and may wait on a lock one held).
   if (probe == 0)
     ::syscall(SYS_exit_group, 0);
-  if (probe < 0)
-    return missing(std::string{"user, PID, mount, IPC and UTS namespaces (clone: "}
-                   + std::strerror(errno) + ")");
+  if (probe < 0) {
+    auto e = errno;
+    // Which one: each alone, the user namespace first (the one a distribution, a
+    // container's seccomp profile or a security module most often turns off).
+    std::string which = "user, PID, mount, IPC and UTS namespaces";
+    for (auto [flag, name] : {std::pair{0x10000000UL, "user"}, std::pair{0x20000000UL, "PID"},
+                              std::pair{0x00020000UL, "mount"}, std::pair{0x08000000UL, "IPC"},
+                              std::pair{0x04000000UL, "UTS"}}) {
+      pid_t one = static_cast<pid_t>(
+        ::syscall(SYS_clone, flag | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+      if (one == 0)
+        ::syscall(SYS_exit_group, 0);
+      if (one < 0) {
+        e = errno;
+        which = std::string{name} + " namespaces";
+        break;
+      }
+      int one_st = 0;
+      while (::waitpid(one, &one_st, 0) < 0 && errno == EINTR) {
+      }
+    }
+    return missing(which + " (clone: " + std::strerror(e) + ")");
+  }
   int st = 0;
   while (::waitpid(probe, &st, 0) < 0 && errno == EINTR) {
   }

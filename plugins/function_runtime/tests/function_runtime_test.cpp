@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -3000,9 +3001,18 @@ BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
 
 namespace {
 
-/// sandbox::open in a child where `call` answers ENOSYS, as on a kernel without it: the
-/// error's text ("" when the sandbox opened).
+/// sandbox::open in a child under a seccomp filter that `rules` sets up (allowing the
+/// rest): the error's text ("" when the sandbox opened).
+std::string open_under(const std::function<int(scmp_filter_ctx)>& rules);
+
+/// sandbox::open where `call` answers ENOSYS, as on a kernel without it.
 std::string open_without(const char* call) {
+  return open_under([call](scmp_filter_ctx ctx) {
+    return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name(call), 0);
+  });
+}
+
+std::string open_under(const std::function<int(scmp_filter_ctx)>& rules) {
   int fd[2];
   BOOST_REQUIRE(::pipe(fd) == 0);
   test::temp_dir state;
@@ -3011,9 +3021,7 @@ std::string open_without(const char* call) {
     ::close(fd[0]);
     std::string out = "filter not loaded";
     if (scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW)) {
-      if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name(call), 0)
-            == 0
-          && seccomp_load(ctx) == 0) {
+      if (rules(ctx) == 0 && seccomp_load(ctx) == 0) {
         grove::fn::runtime_config cfg;
         auto sb = grove::fn::sandbox::open(cfg, state.path());
         out = sb ? std::string{} : grove::describe(sb.error());
@@ -3046,6 +3054,17 @@ BOOST_AUTO_TEST_CASE(a_kernel_without_a_call_the_sandbox_needs_is_named,
   BOOST_TEST(no_notify.find("needs seccomp user notification (Linux 5.0 or later)")
                != std::string::npos,
              no_notify);
+  // User namespaces turned off (as a container's seccomp profile or a security module
+  // does: EPERM for clone with CLONE_NEWUSER): refused, naming them; nothing runs
+  // unisolated.
+  auto no_userns = open_under([](scmp_filter_ctx ctx) {
+    return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                            SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+  });
+  BOOST_TEST(no_userns.find("isolationMode GreengrassContainer needs user namespaces (clone: "
+                            "Operation not permitted); the function is refused")
+               != std::string::npos,
+             no_userns);
   // This kernel has both: the same call opens.
   grove::fn::runtime_config cfg;
   test::temp_dir state;
