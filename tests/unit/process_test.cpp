@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <map>
@@ -448,6 +449,35 @@ BOOST_AUTO_TEST_CASE(sandboxed_children_share_only_the_user_namespace_of_their_i
       BOOST_TEST(a[n] != c[n], n);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxed_child_has_a_devpts_of_its_own,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A pty of the host (index 0 at least) that the child must not see.
+  int host_pty = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  BOOST_REQUIRE(host_pty >= 0);
+  test::temp_dir dir;
+  recorder r;
+  auto o = sandboxed("ls -A /dev/pts; python3 -c 'import os; m, s = os.openpty(); "
+                     "print(os.ttyname(s)); print(*sorted(os.listdir(\"/dev/pts\")))'",
+                     dir.path());
+  sandbox_mount pts;
+  pts.type = sandbox_mount::kind::devpts;
+  pts.target = "/dev/pts";
+  pts.data = "max=4";
+  o.sandbox->mounts.push_back(pts);
+  sandbox_mount ptmx;
+  ptmx.type = sandbox_mount::kind::symlink;
+  ptmx.source = "pts/ptmx";
+  ptmx.target = "/dev/ptmx";
+  o.sandbox->mounts.push_back(ptmx);
+  auto p = start_ok(r, std::move(o));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  ::close(host_pty);
+  BOOST_TEST(r.exit(0).code == 0);
+  // Empty but for ptmx; then the child's own first pty, and nothing else.
+  BOOST_TEST(r.lines(output_stream::out)
+             == (std::vector<std::string>{"ptmx", "/dev/pts/0", "0 ptmx"}));
 }
 
 BOOST_AUTO_TEST_CASE(a_sandbox_root_is_open_to_its_user_under_umask_077,

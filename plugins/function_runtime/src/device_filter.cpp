@@ -61,12 +61,14 @@ std::vector<bpf_insn> program(const std::vector<device_rule>& rules) {
     load_ctx_u32(BPF_REG_5, 8), // r5: minor
   };
   for (const auto& r : rules) {
-    // Eight instructions a rule; a mismatch jumps to the next rule.
+    // Eight instructions a rule (seven for any minor); a mismatch jumps to the next rule.
     int32_t type = r.type == 'b' ? BPF_DEVCG_DEV_BLOCK : BPF_DEVCG_DEV_CHAR;
     int32_t allowed = BPF_DEVCG_ACC_READ | (r.write ? BPF_DEVCG_ACC_WRITE : 0);
-    p.push_back(jne_imm(BPF_REG_3, type, 7));
-    p.push_back(jne_imm(BPF_REG_4, static_cast<int32_t>(r.major), 6));
-    p.push_back(jne_imm(BPF_REG_5, static_cast<int32_t>(r.minor), 5));
+    int16_t rest = r.any_minor ? 5 : 6; // instructions after the major's test
+    p.push_back(jne_imm(BPF_REG_3, type, static_cast<int16_t>(rest + 1)));
+    p.push_back(jne_imm(BPF_REG_4, static_cast<int32_t>(r.major), rest));
+    if (!r.any_minor)
+      p.push_back(jne_imm(BPF_REG_5, static_cast<int32_t>(r.minor), 5));
     p.push_back(mov_reg(BPF_REG_0, BPF_REG_2));
     p.push_back(and_imm(BPF_REG_0, ~allowed)); // what is asked beyond the rule
     p.push_back(jne_imm(BPF_REG_0, 0, 2));
@@ -118,7 +120,8 @@ caf::error device_programs::attach(const std::filesystem::path& dir,
   std::string key;
   for (const auto& r : rules) {
     key.push_back(r.type);
-    key.append(std::to_string(r.major)).append(":").append(std::to_string(r.minor));
+    key.append(std::to_string(r.major)).append(":");
+    key.append(r.any_minor ? std::string{"*"} : std::to_string(r.minor));
     key.append(r.write ? "w " : "r ");
   }
   int prog = -1;

@@ -29,6 +29,8 @@ struct device_rule {
   uint32_t minor = 0;
   /// Read and write (else read only).
   bool write = false;
+  /// Every minor of `major` (v1's "136:*": the pty slaves a devpts instance numbers).
+  bool any_minor = false;
 };
 
 /// The device programs of one runtime: each rule set is loaded (and verified) once and

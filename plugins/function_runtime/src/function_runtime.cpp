@@ -1054,7 +1054,10 @@ private:
     inst.recall = true;
     gfn::Frame f;
     f.mutable_recall();
-    send(fn, inst, f);
+    // Never waits (send_now): a Recall held back by a full socket would reach the worker
+    // only after it drained the socket, which it does just before it starts the next
+    // item sent ahead, so that item could run here, under the retired grant.
+    send_now(fn, inst, f);
   }
 
   /// The worker ran none of the items it has not answered (README, "IPC"): back to the
@@ -1673,6 +1676,37 @@ private:
       end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
   }
 
+  /// Sends a small frame (Recall, PublishAck) without waiting, or ends the instance. The
+  /// socket holds at most the items sent ahead (send_ahead_bytes) and the replies the
+  /// worker waits for, far under send_buffer_bytes: a full one is a worker that does not
+  /// read what it asked for (Publishes with acks it never reads), and waiting for it
+  /// would hold the actor, every function's, up to the send timeout (2 s).
+  void send_now(function_state& fn, instance& inst, const gfn::Frame& f) {
+    std::string buf;
+    if (auto err = grove::framing::append_frame(buf, f))
+      return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
+                          false);
+    ssize_t n;
+    while ((n = ::send(inst.fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_NOSIGNAL)) < 0
+           && errno == EINTR) {
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return end_instance(fn, inst,
+                          "its socket is full: the worker does not read what the runtime "
+                          "sends it",
+                          false);
+    if (n < 0)
+      return end_instance(fn, inst, std::string{"cannot write to the instance: "}
+                                      + std::strerror(errno),
+                          false);
+    // A frame this small goes in one piece or not at all (one buffer of the socket);
+    // the rest of a split one, should a kernel split it, follows at once.
+    if (static_cast<size_t>(n) < buf.size())
+      if (auto err = grove::framing::write_all(
+            inst.fd, std::string_view{buf}.substr(static_cast<size_t>(n))))
+        end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
+  }
+
   /// The front item of `inst` has just reached its handler: timeoutInSeconds from now.
   void start_deadline(function_state& fn, instance& inst) {
     auto timeout = std::chrono::seconds{fn.def->timeout_s};
@@ -1939,7 +1973,7 @@ private:
       a->set_targets(targets);
       if (err)
         a->set_error(grove::describe(err));
-      send(functions_.at(name), *inst, f);
+      send_now(functions_.at(name), *inst, f);
     };
     ++inst.publishes_in_flight;
     if (auto err = grove::validate_topic(p.topic()))

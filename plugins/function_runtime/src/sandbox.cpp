@@ -74,8 +74,10 @@ std::string safe_name(const std::string& s) {
   return out.substr(0, 48);
 }
 
-/// The devices an instance may open: the minimal /dev (null, zero, random, urandom: rw)
-/// and the granted devices (r, or rw).
+/// The devices an instance may open: the minimal /dev (null, zero, random, urandom: rw),
+/// its own pseudo-terminals (ptmx, 5:2, and the slaves its devpts numbers, 136:*: the
+/// kernel's fixed numbers; only the instance's own devpts is mounted, so no other pty
+/// can be reached) and the granted devices (r, or rw).
 std::vector<device_rule> device_rules(const std::vector<resource_mount>& resources) {
   std::vector<device_rule> out;
   for (const char* d : {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"}) {
@@ -83,6 +85,8 @@ std::vector<device_rule> device_rules(const std::vector<resource_mount>& resourc
     if (::stat(d, &st) == 0 && S_ISCHR(st.st_mode))
       out.push_back({'c', major(st.st_rdev), minor(st.st_rdev), true});
   }
+  out.push_back({'c', 5, 2, true});        // TTYAUX_MAJOR: /dev/ptmx
+  out.push_back({'c', 136, 0, true, true}); // UNIX98_PTY_SLAVE_MAJOR: /dev/pts/N
   for (const auto& r : resources)
     if (r.device)
       out.push_back({r.device_type, r.major, r.minor, !r.read_only});
@@ -94,10 +98,10 @@ caf::error allow_devices(const fs::path& dir, const std::vector<resource_mount>&
   if (auto e = cgroup_write(dir / "devices.deny", "a"))
     return e;
   for (const auto& r : device_rules(resources))
-    if (auto e = cgroup_write(dir / "devices.allow", std::string{r.type} + " "
-                                                     + std::to_string(r.major) + ":"
-                                                     + std::to_string(r.minor)
-                                                     + (r.write ? " rw" : " r")))
+    if (auto e = cgroup_write(dir / "devices.allow",
+                              std::string{r.type} + " " + std::to_string(r.major) + ":"
+                                + (r.any_minor ? std::string{"*"} : std::to_string(r.minor))
+                                + (r.write ? " rw" : " r")))
       return e;
   return {};
 }
@@ -143,9 +147,29 @@ caf::expected<std::unique_ptr<sandbox>> sandbox::open(const runtime_config& cfg,
   // (TSan reports groved's threads as leaked here, and may wait on a lock one held).
   if (probe == 0)
     ::syscall(SYS_exit_group, 0);
-  if (probe < 0)
-    return missing(std::string{"user, PID, mount, IPC and UTS namespaces (clone: "}
-                   + std::strerror(errno) + ")");
+  if (probe < 0) {
+    auto e = errno;
+    // Which one: each alone, the user namespace first (the one a distribution, a
+    // container's seccomp profile or a security module most often turns off).
+    std::string which = "user, PID, mount, IPC and UTS namespaces";
+    for (auto [flag, name] : {std::pair{0x10000000UL, "user"}, std::pair{0x20000000UL, "PID"},
+                              std::pair{0x00020000UL, "mount"}, std::pair{0x08000000UL, "IPC"},
+                              std::pair{0x04000000UL, "UTS"}}) {
+      pid_t one = static_cast<pid_t>(
+        ::syscall(SYS_clone, flag | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+      if (one == 0)
+        ::syscall(SYS_exit_group, 0);
+      if (one < 0) {
+        e = errno;
+        which = std::string{name} + " namespaces";
+        break;
+      }
+      int one_st = 0;
+      while (::waitpid(one, &one_st, 0) < 0 && errno == EINTR) {
+      }
+    }
+    return missing(which + " (clone: " + std::strerror(e) + ")");
+  }
   int st = 0;
   while (::waitpid(probe, &st, 0) < 0 && errno == EINTR) {
   }
@@ -465,9 +489,17 @@ caf::expected<instance_sandbox> sandbox::prepare(const std::string& fn, uint64_t
   shm.noexec = true;
   shm.data = "size=" + std::to_string(cfg_.sandbox_shm_kb) + "k,mode=1777";
   s.mounts.push_back(std::move(shm));
+  // Pseudo-terminals (Python's pty, tools that want a terminal): the instance's own
+  // devpts, capped at 64 (the kernel's pty count, kernel.pty.max, is the host's); no pty
+  // of the host or of another instance is there.
+  sandbox_mount pts;
+  pts.type = kind::devpts;
+  pts.target = "/dev/pts";
+  pts.data = "max=64";
+  s.mounts.push_back(std::move(pts));
   for (auto [link, to] : {std::pair{"fd", "/proc/self/fd"}, std::pair{"stdin", "/proc/self/fd/0"},
                           std::pair{"stdout", "/proc/self/fd/1"},
-                          std::pair{"stderr", "/proc/self/fd/2"}}) {
+                          std::pair{"stderr", "/proc/self/fd/2"}, std::pair{"ptmx", "pts/ptmx"}}) {
     sandbox_mount m;
     m.type = kind::symlink;
     m.source = to;

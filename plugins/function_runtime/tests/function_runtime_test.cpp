@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -1029,6 +1031,25 @@ BOOST_AUTO_TEST_CASE(faults_of_a_function_stay_with_its_item_and_instance) {
   // Each faulty pinned function gets a fresh instance.
   BOOST_TEST(test::wait_until([&] { return rt.info("crash").instances() == 1u; }));
   BOOST_TEST(test::wait_until([&] { return rt.info("garbage").instances() == 1u; }));
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_that_does_not_read_its_acks_is_ended_not_waited_for) {
+  // Acks (and a Recall) are written without waiting: a worker that leaves them unread
+  // fills its socket, and a runtime that waited there would hold every function up to
+  // the send timeout (and a Recall, sent only once the worker drained the socket, would
+  // come after the worker started an item sent ahead, under the grant it was retired
+  // for). Without that, the instance ends at the timeout, "cannot write".
+  runtime rt{fn("u", "unread_acks") + fn("e", "echo"),
+             "{allow_run_as_root: true, max_pending_frames: 1000000}"};
+  rt.wait_defined("e");
+  auto release = rt.dir.path() / "release";
+  auto r = rt.invoke("u", "\"" + release.string() + "\"");
+  BOOST_TEST(!r);
+  BOOST_TEST(has(why(r), "its socket is full: the worker does not read what the runtime sends it"),
+             why(r));
+  BOOST_TEST(rt.ok("e", "{\"still\":\"here\"}") == "{\"still\":\"here\"}");
+  std::ofstream{release} << "\n"; // the worker, if still there, returns
+  BOOST_TEST(has(rt.log_of("u"), "its socket is full"), rt.log_of("u"));
 }
 
 BOOST_AUTO_TEST_CASE(items_that_crash_or_time_out_never_make_a_function_give_up) {
@@ -2349,6 +2370,33 @@ BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
   BOOST_TEST(sb.attempt("pybox", "whoami").find(" pid=1 ") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(a_python_fork_bomb_and_memory_hog_stop_at_their_limits,
+                     *boost::unit_test::precondition(as_root)) {
+  // pyescape.py's twins of the C++ function's: the pids limit stops the forks (memory
+  // to spare, so it is that limit), the memory limit the hog (reported, replaced).
+  auto python_fn = [](const test::temp_dir& d, const std::string& name, const std::string& kb) {
+    auto code = d.path() / ("code-" + name);
+    fs::create_directories(code);
+    fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyescape.py", code / "pyescape.py");
+    fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                            | fs::perms::others_read | fs::perms::others_exec);
+    return "  - name: " + name + "\n    config: {runtime: python3, handler: pyescape.attempt, "
+           "codeUri: " + code.string() + ", pinned: false, inputPayloadEncodingType: binary, "
+           "linuxProcessParams: {containerParams: {memorySizeInKB: " + kb + "}}}\n";
+  };
+  sandboxed sb{[&](auto& d) {
+    return python_fn(d, "pybomb", "262144") + python_fn(d, "pyhog", "65536");
+  }};
+  sb.rt->wait_defined("pyhog");
+  auto r = sb.attempt("pybomb", "fork_bomb");
+  BOOST_TEST(r.find("stopped after") == 0, r);
+  BOOST_TEST(r.find("Resource temporarily unavailable") != std::string::npos, r);
+  BOOST_TEST(sb.attempt("pybomb", "whoami").find(" pid=1 ") != std::string::npos);
+  auto h = sb.attempt("pyhog", "memory_hog");
+  BOOST_TEST(h.find("out of memory (memorySizeInKB 65536)") != std::string::npos, h);
+  BOOST_TEST(sb.attempt("pyhog", "whoami").find(" pid=1 ") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(a_hanging_sandboxed_instance_is_stopped_without_waiting_out_the_grace,
                      *boost::unit_test::precondition(as_root)) {
   // PID 1 of its namespace ignores a SIGTERM it does not catch: the stop must not wait
@@ -2886,6 +2934,37 @@ BOOST_AUTO_TEST_CASE(posix_shared_memory_works_in_a_private_dev_shm,
   BOOST_TEST(starts(py, "exit 0: 7\n"), py);
 }
 
+BOOST_AUTO_TEST_CASE(a_sandboxed_function_opens_ptys_of_its_own_devpts,
+                     *boost::unit_test::precondition(as_root)) {
+  // Ptys of the host first: none of them may be seen inside.
+  std::vector<int> host_ptys;
+  for (int i = 0; i < 3; ++i) {
+    int m = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    BOOST_REQUIRE(m >= 0);
+    BOOST_REQUIRE(::unlockpt(m) == 0);
+    host_ptys.push_back(m);
+  }
+  BOOST_REQUIRE(fs::exists(::ptsname(host_ptys.back())));
+  for (auto filter : {"auto", "bpf"}) { // v1's devices cgroup here, then a device program
+    sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
+                 std::string{"{sandbox_pids_max: 32, sandbox_device_filter: "} + filter + "}"};
+    sb.rt->wait_defined("box");
+    // Python's pty (openpty: /dev/ptmx; glibc gets the slave from the master, no open
+    // by name), the slave opened by its name too (as ptsname users and tools do: the
+    // device cgroup's 136:* rule), a line through it, and what /dev/pts holds: its own
+    // pty and ptmx only.
+    auto py = sb.attempt("box", "python import os, pty; m, s = pty.openpty(); "
+                                "n = os.open(os.ttyname(s), os.O_RDWR | os.O_NOCTTY); "
+                                "os.write(n, b'hello\\n'); print(os.read(m, 64)); "
+                                "print(os.ttyname(s)); print(sorted(os.listdir('/dev/pts')))");
+    BOOST_TEST(py == "exit 0: b'hello\\r\\n'\n/dev/pts/0\n['0', 'ptmx']\n", filter << ": " << py);
+    auto m = sb.attempt("box", "mounts /dev/pts");
+    BOOST_TEST(starts(m, "/dev/pts rw,nosuid,noexec,"), m);
+  }
+  for (int fd : host_ptys)
+    ::close(fd);
+}
+
 BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
   // systemd-resolved's /etc/resolv.conf links into /run, which the sandbox's root does
   // not have: without the file it names, names do not resolve inside.
@@ -2922,9 +3001,18 @@ BOOST_AUTO_TEST_CASE(a_resolv_conf_linked_out_of_etc_is_bound_where_it_points) {
 
 namespace {
 
-/// sandbox::open in a child where `call` answers ENOSYS, as on a kernel without it: the
-/// error's text ("" when the sandbox opened).
+/// sandbox::open in a child under a seccomp filter that `rules` sets up (allowing the
+/// rest): the error's text ("" when the sandbox opened).
+std::string open_under(const std::function<int(scmp_filter_ctx)>& rules);
+
+/// sandbox::open where `call` answers ENOSYS, as on a kernel without it.
 std::string open_without(const char* call) {
+  return open_under([call](scmp_filter_ctx ctx) {
+    return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name(call), 0);
+  });
+}
+
+std::string open_under(const std::function<int(scmp_filter_ctx)>& rules) {
   int fd[2];
   BOOST_REQUIRE(::pipe(fd) == 0);
   test::temp_dir state;
@@ -2933,9 +3021,7 @@ std::string open_without(const char* call) {
     ::close(fd[0]);
     std::string out = "filter not loaded";
     if (scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW)) {
-      if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name(call), 0)
-            == 0
-          && seccomp_load(ctx) == 0) {
+      if (rules(ctx) == 0 && seccomp_load(ctx) == 0) {
         grove::fn::runtime_config cfg;
         auto sb = grove::fn::sandbox::open(cfg, state.path());
         out = sb ? std::string{} : grove::describe(sb.error());
@@ -2968,6 +3054,17 @@ BOOST_AUTO_TEST_CASE(a_kernel_without_a_call_the_sandbox_needs_is_named,
   BOOST_TEST(no_notify.find("needs seccomp user notification (Linux 5.0 or later)")
                != std::string::npos,
              no_notify);
+  // User namespaces turned off (as a container's seccomp profile or a security module
+  // does: EPERM for clone with CLONE_NEWUSER): refused, naming them; nothing runs
+  // unisolated.
+  auto no_userns = open_under([](scmp_filter_ctx ctx) {
+    return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                            SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+  });
+  BOOST_TEST(no_userns.find("isolationMode GreengrassContainer needs user namespaces (clone: "
+                            "Operation not permitted); the function is refused")
+               != std::string::npos,
+             no_userns);
   // This kernel has both: the same call opens.
   grove::fn::runtime_config cfg;
   test::temp_dir state;

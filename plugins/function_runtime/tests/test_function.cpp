@@ -59,6 +59,27 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     for (;;)
       ::pause();
   }
+  if (mode == "unread_acks") {
+    // Publishes asking for acks, written straight to the socket, and never reads them:
+    // the acks fill the runtime's end of the socket. In batches, so message_manager
+    // keeps up (the publishes in flight stay far under max_pending_frames); then holds
+    // the item until the file named by the payload exists, still reading nothing.
+    int fd = std::atoi(std::getenv("GROVE_FUNCTION_FD"));
+    grove::fn::Frame f;
+    f.mutable_publish()->set_topic("acks/topic");
+    f.mutable_publish()->set_payload("x");
+    for (uint64_t i = 1; i <= 20000; ++i) {
+      f.mutable_publish()->set_ack_id(1000000 + i);
+      if (grove::framing::core::write_frame(fd, f))
+        break; // the runtime ended the instance
+      if (i % 64 == 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+    auto path = payload.substr(1, payload.size() - 2);
+    while (!std::filesystem::exists(path))
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    return "read nothing";
+  }
   if (mode == "wait_file") {
     // Holds the item until the test creates the file named by the payload (a JSON
     // string): lets a test keep instances busy as long as it needs, without timing.

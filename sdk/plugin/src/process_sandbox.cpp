@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -164,6 +165,15 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
       case sandbox_mount::kind::symlink:
         add('l', rel, m.source.string());
         break;
+      case sandbox_mount::kind::devpts:
+        // Its own instance: no pty of the host (nor of another sandbox) is there, and
+        // ptmx is open to all (the device cgroup decides). A pty belongs to its opener's
+        // ids (no gid= option: the host's tty group is not mapped inside).
+        add('d', rel);
+        step(op::devpts, full,
+             p.keep(std::string{"newinstance,ptmxmode=0666,mode=0620"}
+                    + (m.data.empty() ? "" : "," + m.data)));
+        break;
     }
   }
   for (const auto& t : late_read_only)
@@ -222,7 +232,8 @@ std::string describe_step(const sandbox_plan& p, int step) {
   if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
     return "its root, pivot_root, host name or user namespace";
   static constexpr const char* names[]
-    = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover"};
+    = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover",
+       "mount devpts on"};
   const auto& s = p.steps[static_cast<size_t>(step)];
   return std::string{names[static_cast<int>(s.what)]} + " /"
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
@@ -297,6 +308,9 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       }
       case op::proc:
         rc = ::mount("proc", s.target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+        break;
+      case op::devpts:
+        rc = ::mount("devpts", s.target, "devpts", MS_NOSUID | MS_NOEXEC, s.source);
         break;
       case op::mask: {
         struct stat st {};
@@ -472,6 +486,13 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
       err = fail("open " + proc + "ns/user");
   }
   ::close(hold[1]);
+  // Killed, not awaited: its read ends at the pipe's EOF only once no process holds the
+  // write end, and a child another thread of groved forks meanwhile (close-on-exec keeps
+  // it until that child's exec, or for good if it never execs) would hold this start,
+  // and every later one of the supervisor, until then. The open descriptor keeps the
+  // namespace. SIGKILL ends it wherever it is (it makes no call that could sleep
+  // uninterruptibly), so the reap below is bounded.
+  ::kill(pid, SIGKILL);
   int st = 0;
   while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }

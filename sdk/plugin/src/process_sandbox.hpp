@@ -32,10 +32,11 @@ struct sandbox_step {
   /// What the step does.
   /// mask: hides a path of a new /proc (/dev/null on a file, an empty read-only tmpfs on
   /// a directory); cover: binds a path onto itself read-only. Both skip a missing path.
-  enum class op : uint8_t { bind, tmpfs, proc, read_only, mask, cover };
+  /// devpts: a new devpts instance (source: its options).
+  enum class op : uint8_t { bind, tmpfs, proc, read_only, mask, cover, devpts };
   /// What the step does.
   op what = op::bind;
-  /// bind: the host path; tmpfs: options.
+  /// bind: the host path; tmpfs, devpts: options.
   const char* source = nullptr;
   /// The path relative to the root (the child works from there).
   const char* target = nullptr;

@@ -6,6 +6,7 @@ through. Attempts the seccomp filter stops never answer: the runtime names the c
 import ctypes
 import errno
 import os
+import signal
 import socket
 
 
@@ -79,8 +80,31 @@ def _whoami(_):
                                              socket.gethostname())
 
 
+def _fork_bomb(_):
+    # Children that stay (paused) until the pids limit refuses the next fork.
+    for n in range(100000):
+        try:
+            pid = os.fork()
+        except OSError as e:
+            return "stopped after %d forks: %s" % (n, os.strerror(e.errno))
+        if pid == 0:
+            while True:
+                signal.pause()
+    return "REACHED: 100000 forks"
+
+
+def _memory_hog(_):
+    # Written, not only allocated (a zeroed bytearray may stay unbacked), until the
+    # cgroup's OOM killer ends the instance.
+    kept = []
+    for mib in range(1 << 16):
+        kept.append(bytes([mib & 0xff]) * (1 << 20))
+    return "REACHED: 64 GiB"
+
+
 _ATTEMPTS = {"read": _read, "write": _write, "list": _list, "connect": _connect,
-             "setuid": _setuid, "ptrace": _ptrace, "mount": _mount, "whoami": _whoami}
+             "setuid": _setuid, "ptrace": _ptrace, "mount": _mount, "whoami": _whoami,
+             "fork_bomb": _fork_bomb, "memory_hog": _memory_hog}
 
 
 def attempt(event, context):

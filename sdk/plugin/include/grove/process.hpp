@@ -100,6 +100,11 @@ struct sandbox_mount {
     proc,
     /// A symbolic link at `target` pointing to `source`.
     symlink,
+    /// A new devpts instance at `target` (newinstance, ptmxmode=0666, mode=0620, nosuid,
+    /// noexec; `data`: more options, e.g. "max=64"): the child's own pseudo-terminals,
+    /// none of the host's. Pair it with a symlink /dev/ptmx -> pts/ptmx, and allow char
+    /// 5:2 and 136:* in the child's device cgroup, if any.
+    devpts,
   };
   /// What is mounted.
   kind type = kind::bind;
@@ -112,7 +117,7 @@ struct sandbox_mount {
   /// defaults mask (kcore, keys, timer_list, ...); a writable one still covers sys,
   /// sysrq-trigger, irq, bus and fs read-only.
   bool read_only = true;
-  /// tmpfs: mount options.
+  /// tmpfs: mount options; devpts: options added to its own.
   std::string data;
   /// tmpfs: noexec as well (a tmpfs is always nosuid and nodev), e.g. /dev/shm.
   bool noexec = false;
