@@ -152,11 +152,11 @@ group = (ld(1, "home") + vi(2, 3) + ld(3, ld(1, "lamp")) + ld(3, ld(1, "switch")
          + sub("s5", "shadow", "$aws/things/lamp/shadow/#", "device:lamp"))
 write("mm_group", "home", group)
 
-# The broker plugin's ACL file: the one its end-to-end test loads, and a refused one.
+# The broker plugin's ACL file: the one its end-to-end test loads (broker_conf's first
+# argument), and a refused one.
 test = (root / "plugins" / "message_manager" / "broker" / "tests"
         / "broker_plugin_test.sh").read_text()
-write("broker_acl", "plugin_test",
-      test.split("cat >\"$ACL\" <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n")
+write("broker_acl", "plugin_test", test.split("broker_conf '", 1)[1].split("' ", 1)[0] + "\n")
 write("broker_acl", "refused", "thing A\r\npub B t/#\ndeliver @device:A A x\n")
 # As message_manager writes it: complete with `end` (a statement after it is refused).
 write("broker_acl", "complete", "# generated\nthing A\npub A t/#\nend\n\n# after\n")
