@@ -152,11 +152,11 @@ group = (ld(1, "home") + vi(2, 3) + ld(3, ld(1, "lamp")) + ld(3, ld(1, "switch")
          + sub("s5", "shadow", "$aws/things/lamp/shadow/#", "device:lamp"))
 write("mm_group", "home", group)
 
-# The broker plugin's ACL file: the one its end-to-end test loads, and a refused one.
+# The broker plugin's ACL file: the one its end-to-end test loads (broker_conf's first
+# argument), and a refused one.
 test = (root / "plugins" / "message_manager" / "broker" / "tests"
         / "broker_plugin_test.sh").read_text()
-write("broker_acl", "plugin_test",
-      test.split("cat >\"$ACL\" <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0] + "\n")
+write("broker_acl", "plugin_test", test.split("broker_conf '", 1)[1].split("' ", 1)[0] + "\n")
 write("broker_acl", "refused", "thing A\r\npub B t/#\ndeliver @device:A A x\n")
 # As message_manager writes it: complete with `end` (a statement after it is refused).
 write("broker_acl", "complete", "# generated\nthing A\npub A t/#\nend\n\n# after\n")
@@ -225,6 +225,22 @@ write("ml_request", "two", b"\x03" + ld(1, tensor("a", 1, [1, 2, 3], f32(6)))
 write("ml_request", "huge_claim", b"\x01" + ld(1, tensor("x", 1, [1 << 29, 16], f32(1))))
 write("ml_request", "nan", b"\x01" + ld(1, tensor("x", 1, [1, 16], b"\x00\x00\xc0\x7f" * 16)))
 write("ml_request", "image", b"\x00" + ld(2, b"\x89PNG\r\n\x1a\n"))
+# JPEGs for the strict check (jpeg_check.cpp), whole and in a request's image: a good
+# one, and one whose scan is cut and closed with the end marker (libjpeg only warns).
+def _jpeg():
+    import io
+    from PIL import Image  # python3-pil, as ml_inference_test's images
+    im = Image.new("RGB", (24, 16))
+    im.putdata([((x * 10) % 256, (y * 15) % 256, (x * y) % 256) for y in range(16) for x in range(24)])
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+_j = _jpeg()
+_sos = _j.rfind(b"\xff\xda")
+_j_corrupt = _j[:(_sos + len(_j)) // 2] + b"\xff\xd9"
+write("ml_request", "jpeg", _j)
+write("ml_request", "jpeg_corrupt", _j_corrupt)
+write("ml_request", "image_jpeg_corrupt", b"\x00" + ld(2, _j_corrupt))
 # function_runtime's worker frames: the hello, then InferCalls (function.proto Frame
 # field 10: call_id, model, a serialized grove.ml.InferRequest, timeout_ms), one with a
 # model name that is no topic level.

@@ -4,47 +4,10 @@
 #include <opencv2/imgproc.hpp>
 
 #include "grove/errors.hpp"
+#include "jpeg_check.hpp"
 #include "request.hpp"
 
 namespace grove::ml {
-
-namespace {
-
-/// Whether a JPEG reaches its end-of-image marker: segments are skipped by their lengths
-/// (an EXIF thumbnail's own end marker lies inside one), a scan's entropy-coded data up to
-/// the next marker (0xFF00 and restart markers are data). libjpeg decodes a file cut short
-/// with a warning only, the missing part gray, and OpenCV returns that as the image.
-bool jpeg_complete(std::string_view b) {
-  auto at = [&](size_t i) { return static_cast<unsigned char>(b[i]); };
-  auto is_rst = [](unsigned char m) { return m >= 0xD0 && m <= 0xD7; };
-  size_t i = 2; // after SOI
-  while (i + 1 < b.size()) {
-    if (at(i) != 0xFF) { // stray bytes between segments: libjpeg skips them too
-      ++i;
-      continue;
-    }
-    auto marker = at(i + 1);
-    if (marker == 0xD9)
-      return true;
-    if (marker == 0xFF || marker == 0x00) { // fill byte
-      ++i;
-      continue;
-    }
-    if (marker == 0x01 || is_rst(marker)) { // no length
-      i += 2;
-      continue;
-    }
-    if (i + 4 > b.size())
-      return false;
-    i += 2 + (size_t{at(i + 2)} << 8 | at(i + 3));
-    if (marker == 0xDA) // start of scan: its data runs to the next marker
-      while (i + 1 < b.size() && !(at(i) == 0xFF && at(i + 1) != 0x00 && !is_rst(at(i + 1))))
-        ++i;
-  }
-  return false;
-}
-
-} // namespace
 
 caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& m,
                                       uint64_t max_pixels) {
@@ -64,9 +27,10 @@ caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& 
                       "image: " + std::to_string(size->first) + "x" + std::to_string(size->second)
                         + " pixels, more than max_image_pixels ("
                         + std::to_string(max_pixels) + ")");
-  if (encoded.substr(0, 2) == "\xFF\xD8" && !jpeg_complete(encoded))
-    return make_error(errc::malformed, "image: a JPEG cut short (" + std::to_string(encoded.size())
-                                         + " bytes, no end-of-image marker after its scan)");
+  if (encoded.substr(0, 2) == "\xFF\xD8")
+    if (auto why = jpeg_problem(encoded); !why.empty())
+      return make_error(errc::malformed, "image: a corrupt JPEG (" + std::to_string(encoded.size())
+                                           + " bytes; libjpeg: " + why + ")");
   const auto& in = m.inputs.front();
   bool nchw = p.layout == "nchw";
   auto channels = static_cast<int>(nchw ? in.shape[1] : in.shape[3]);

@@ -464,7 +464,10 @@ pp_image("jpeg_exif_rotated", data, rgb=pil_decode(data, "RGB"), gray=pil_decode
 assert pp_images["jpeg_exif_rotated"]["rgb"].shape == (PW, PH, 3)
 
 # Images the plugin must refuse, with the reason (ml_inference_test names the error):
-# a JPEG cut inside its scan (libjpeg decodes it with a warning, the rest gray), a BMP cut
+# a JPEG cut inside its scan (libjpeg decodes it with a warning, the rest gray); JPEGs
+# that still reach their end marker but whose data is corrupt (libjpeg warns and decodes
+# them too): the scan cut in the middle and closed with the end marker, and bytes that
+# are not JPEG data between the scan and the end marker; a BMP cut
 # in its pixels, a PNG whose IDAT fails its CRC, and a PPM (OpenCV reads it; the plugin
 # takes PNG, JPEG and BMP only).
 j, b, p = pp_images["jpeg"]["data"], pp_images["bmp24"]["data"], pp_images["png_rgb"]["data"]
@@ -472,6 +475,8 @@ sos = j.rfind(b"\xff\xda")
 idat = p.find(b"IDAT")
 pp_bad_images = {
     "jpeg_cut": write("pp_bad_cut.jpg", j[:(sos + len(j)) // 2])[0],
+    "jpeg_cut_closed": write("pp_bad_cut_closed.jpg", j[:(sos + len(j)) // 2] + b"\xff\xd9")[0],
+    "jpeg_extraneous": write("pp_bad_extraneous.jpg", j[:-2] + b"\x55" * 64 + b"\xff\xd9")[0],
     "bmp_cut": write("pp_bad_cut.bmp", b[:len(b) // 2])[0],
     "png_crc": write("pp_bad_crc.png", p[:idat + 10] + bytes([p[idat + 10] ^ 0xff]) + p[idat + 11:])[0],
     "ppm": write("pp_bad.ppm", b"P6\n24 16\n255\n" + pp_rgb.tobytes())[0],

@@ -397,8 +397,15 @@ BOOST_AUTO_TEST_CASE(bad_images_and_preprocessing_manifests_get_clear_errors) {
     return req;
   };
   const auto& bad = pp["bad_images"];
-  // A JPEG cut inside its scan: libjpeg would decode it with a warning, the rest gray.
-  expect("pp_rgb", image(bad["jpeg_cut"]), "image: a JPEG cut short (");
+  // JPEGs that libjpeg decodes with a warning only (OpenCV then returns the image): cut
+  // inside its scan (the rest gray), and corrupt ones that still reach their end marker:
+  // the scan cut and closed with the marker, and stray bytes before the marker.
+  expect("pp_rgb", image(bad["jpeg_cut"]), "image: a corrupt JPEG (");
+  expect("pp_rgb", image(bad["jpeg_cut"]), "libjpeg: Premature end of JPEG file)");
+  expect("pp_rgb", image(bad["jpeg_cut_closed"]),
+         "libjpeg: Corrupt JPEG data: premature end of data segment)");
+  expect("pp_rgb", image(bad["jpeg_extraneous"]),
+         "extraneous bytes before marker 0xd9)");
   expect("pp_rgb", image(bad["bmp_cut"]), "bytes that OpenCV cannot decode");
   expect("pp_rgb", image(bad["png_crc"]), "bytes that OpenCV cannot decode");
   // OpenCV reads PPM, the plugin does not (no size check for it).

@@ -8,13 +8,16 @@
 // same fields. An accepted request has exactly the model's inputs, each with product(shape)
 // finite elements within the element limit, and one batch size; nothing allocates more
 // than the limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
-// BMP header reader that bounds what an image request may decode to).
+// BMP header reader that bounds what an image request may decode to), and a JPEG among
+// them (the whole input, or a request's image) within the size bound to jpeg_problem, the
+// libjpeg check whose errors longjmp (ASan sees a leak or a bad read there).
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "fuzz_support.hpp"
+#include "jpeg_check.hpp"
 #include "request.hpp"
 
 namespace {
@@ -53,13 +56,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr uint64_t limit = 1 << 16;
   if (size == 0)
     return 0;
-  // The image header reader sees the same bytes (an image request's are anyone's).
-  if (auto sz = grove::ml::image_size(grove::fuzz::bytes(data, size)))
-    require(size >= 24 || sz->first <= 0xFFFF, "a size read past the header");
+  // The image header reader sees the same bytes (an image request's are anyone's), and
+  // a JPEG within the bound the plugin applies first (smaller here, to keep runs fast)
+  // the strict check.
+  auto check_image = [](std::string_view b) {
+    auto sz = grove::ml::image_size(b);
+    if (!sz)
+      return;
+    require(b.size() >= 24 || sz->first <= 0xFFFF, "a size read past the header");
+    if (b.substr(0, 2) == "\xFF\xD8" && sz->first > 0 && sz->second > 0
+        && sz->first <= (1u << 20) / sz->second)
+      (void) grove::ml::jpeg_problem(b);
+  };
+  check_image(grove::fuzz::bytes(data, size));
   const auto& spec = specs[data[0] % specs.size()];
   const auto limits = grove::ml::limits_of(spec);
   grove::ml::InferRequest req;
   bool parsed = req.ParseFromArray(data + 1, static_cast<int>(size - 1));
+  if (parsed && !req.image().empty())
+    check_image(req.image());
   bool within = parsed && static_cast<size_t>(req.inputs_size()) <= limits.inputs
                 && std::all_of(req.inputs().begin(), req.inputs().end(), [&](const auto& t) {
                      return static_cast<size_t>(t.shape_size()) <= limits.rank;
