@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Generic components' life cycle steps, with boto3 (issue 15).
 
-Usage: lifecycle_test.py first|restarted|reloaded ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
+Usage: lifecycle_test.py first|restarted|reloaded|unprivileged ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
 groved runs with broken_error_window 6 s and artifacts_file_dir LOCAL_DIR (tool.sh there).
 `first`: e2e.Daemon's startup leaves two services (one in its process group, one in a
 session of its own): upgraded to 2.0.0, shutdown runs once for 1.0.0 and both services
@@ -20,7 +20,9 @@ refused (Exec's runWith.posixUser names no user) FAILS with the reason, the set 
 deployment, the refused one newer), Priv's install not again; the start pruned Mode's
 links and copy. `reloaded` (after `grovectl reload deployment`): Daemon's services run on;
 removing Daemon runs its shutdown and ends them; Priv deployed again (same version) with
-another posixUser spelling installs again.
+another posixUser spelling installs again. `unprivileged` (groved again with
+allow_privileged_components: false): Priv runs again, a component with a RequiresPrivilege
+install FAILS its deployment, naming the key, its install never run, the set rolled back.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import hashlib
@@ -341,5 +343,37 @@ elif PHASE == "reloaded":
     check("... its install ran again (the same version, another runWith.posixUser)",
           wait(lambda: work("e2e.Priv", "installs") == "installed\ninstalled\n"),
           work("e2e.Priv", "installs"))
+
+elif PHASE == "unprivileged":
+    # groved again with allow_privileged_components: false. Priv (installed: its privileged
+    # install does not run again) and Exec run as before; a new component whose install
+    # asks for RequiresPrivilege does not run it: its deployment FAILS naming the key, the
+    # set rolled back.
+    check("with allow_privileged_components: false, Priv (installed, its run not "
+          "privileged) RUNNING again",
+          bool(wait(lambda: state("e2e.Priv") == "RUNNING"
+                    and alive(pid_file("e2e.Priv", "pid")), 30)), installed())
+    support.component(gg, "e2e.Root", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install:
+        RequiresPrivilege: true
+        Script: id -u > {work:path}/install.uid
+      run: exec sleep 300
+""")
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name  # as `reloaded` left it
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": f"nobody:{group}"}},
+                             "e2e.Root": {"componentVersion": "1.0.0"}})
+    check("e2e.Root (a RequiresPrivilege install) -> FAILED, naming allow_privileged_components, "
+          "ROLLBACK_COMPLETE",
+          status == "FAILED" and "allow_privileged_components" in reason
+          and "ROLLBACK_COMPLETE" in reason, (status, reason))
+    check("... its privileged install never ran", not os.path.exists(f"{WORKDIR}/e2e.Root/install.uid"))
+    check("... Priv's install did not run again",
+          work("e2e.Priv", "installs") == "installed\ninstalled\n", work("e2e.Priv", "installs"))
+    check("... the set rolled back: e2e.Root gone, Priv RUNNING",
+          bool(wait(lambda: "e2e.Root" not in installed() and state("e2e.Priv") == "RUNNING", 30)),
+          installed())
 
 support.finish()
