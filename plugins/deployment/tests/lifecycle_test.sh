@@ -45,6 +45,7 @@ sed -i 's/^\(      \)thing_name: core-1$/&\n\1allow_privileged_components: false
 grep -q "allow_privileged_components: false" "$WORK/profile.yaml" || abort "the profile did not take allow_privileged_components"
 launch_deployment "groved did not come back with allow_privileged_components: false"
 run_py unprivileged  # a RequiresPrivilege step refused: its deployment FAILED, rolled back
+run_py skipif      # Skipif onpath / exists, holding and not
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
 finish
