@@ -707,10 +707,13 @@ caf::expected<bool> component_store::end_replaced_run(const std::string& deploym
   if (!tx)
     return std::move(tx.error());
   std::string execution = !ran ? "CANCELED" : succeeded ? "SUCCEEDED" : "FAILED";
-  if (auto err = db_->run("UPDATE deployments SET execution = ?, reason = ?, modified_ms = ? "
-                          "WHERE id = ? AND status = 'INACTIVE' AND execution = ?",
-                          execution, reason, now_ms, deployment_id,
-                          std::string{ran ? "IN_PROGRESS" : "QUEUED"}))
+  // Not run here: QUEUED, or IN_PROGRESS from a run a restart cut short (never resumed).
+  if (auto err = db_->run(std::string{"UPDATE deployments SET execution = ?, reason = ?, "
+                                      "modified_ms = ? WHERE id = ? AND status = 'INACTIVE' "
+                                      "AND "}
+                            + (ran ? "execution = 'IN_PROGRESS'"
+                                   : "execution IN ('QUEUED', 'IN_PROGRESS')"),
+                          execution, reason, now_ms, deployment_id))
     return err;
   if (sqlite3_changes(db_->native_handle()) == 0)
     return false;

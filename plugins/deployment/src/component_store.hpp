@@ -325,8 +325,9 @@ public:
   /// (with `reason`), the run's own outcome, not IN_PROGRESS forever; its rollback journal
   /// goes unless `undecided` (as set_deployment_state's keep_rollback). Without `ran` (it
   /// was replaced before its run, which then never began) its execution is CANCELED, as
-  /// Greengrass cancels the job a newer revision supersedes. Nothing (false) unless it is
-  /// INACTIVE and IN_PROGRESS (`ran`) or QUEUED (not `ran`).
+  /// Greengrass cancels the job a newer revision supersedes (also when a run of it that a
+  /// restart cut short was not resumed). Nothing (false) unless it is INACTIVE and
+  /// IN_PROGRESS (`ran`), or QUEUED or IN_PROGRESS (not `ran`).
   caf::expected<bool> end_replaced_run(const std::string& deployment_id, bool ran,
                                        bool succeeded, const std::string& reason,
                                        int64_t now_ms, bool undecided = false);

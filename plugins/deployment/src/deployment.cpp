@@ -1397,7 +1397,8 @@ private:
         if (set && !*set)
           db->end_replaced_run(
             id, ran, ok,
-            !ran ? std::string{"replaced by a newer deployment to its target before its run"}
+            !ran ? std::string{"replaced by a newer deployment to its target before its run "
+                               "began or resumed"}
                  : append_note(reason, ok ? "replaced by a newer deployment to its target while "
                                             "it applied: its run completed"
                                           : "replaced by a newer deployment to its target while "

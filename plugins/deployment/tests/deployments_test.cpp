@@ -584,6 +584,10 @@ BOOST_FIXTURE_TEST_CASE(a_replaced_deployment_ends_its_execution, fixture) {
   BOOST_REQUIRE(r);
   BOOST_CHECK(!*r);
   BOOST_CHECK_EQUAL(effective(one)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  // A run of `one` cannot end as not run once it ended.
+  r = store->end_replaced_run(one, false, false, "x", 4);
+  BOOST_REQUIRE(r);
+  BOOST_CHECK(!*r);
   // `two` replaced before its run: CANCELED.
   auto three = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
   r = store->end_replaced_run(two, false, false, "replaced before its run", 5);
@@ -600,6 +604,13 @@ BOOST_FIXTURE_TEST_CASE(a_replaced_deployment_ends_its_execution, fixture) {
   BOOST_CHECK_EQUAL(effective(three)["reason"], "cut short");
   BOOST_CHECK_EQUAL(effective(four)["coreDeviceExecutionStatus"], "QUEUED");
   BOOST_CHECK_EQUAL(effective(one)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  // A run a restart cut short, replaced before its resume began: CANCELED as not run.
+  auto five = deploy_ok({{"targetArn", group}});
+  BOOST_REQUIRE(started(*store, five, 8));
+  deploy_ok({{"targetArn", group}});
+  r = store->end_replaced_run(five, false, false, "replaced before its resume", 9);
+  BOOST_REQUIRE(r && *r);
+  BOOST_CHECK_EQUAL(effective(five)["coreDeviceExecutionStatus"], "CANCELED");
 }
 
 // What a start finds (core_journal_state_of): the deployment applied again is the newest
