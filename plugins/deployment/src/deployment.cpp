@@ -787,7 +787,7 @@ private:
         // Replaced deployments whose run a restart cut short, or whose turn never came:
         // nothing runs them again (the newer one applies), so they end CANCELED.
         if (auto n = db->end_replaced_runs("replaced by a newer deployment to its target; a "
-                                           "restart of the core came before its run ended",
+                                           "restart of the core came before its run began or ended",
                                            now_ms());
             !n)
           return std::move(n.error());

@@ -399,7 +399,8 @@ bool fault_at(std::string_view step) {
 }
 
 // How many times a resume reads the group to check a change journaled before kill -9
-// before it fails the deployment rather than guess (each read waits the job's timeout).
+// before it fails the deployment rather than guess (each read waits start_read_timeout_;
+// decide_left's reads the timeout they are given).
 constexpr int resume_reads = 3;
 
 } // namespace
