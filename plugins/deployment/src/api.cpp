@@ -1846,8 +1846,13 @@ http_response api::list_installed_components(const std::string& thing, const htt
   json items = json::array();
   if (settings_.installed)
     for (auto& c : settings_.installed())
-      if (filter != "ROOT" || c.value("isRoot", false))
+      if (filter != "ROOT" || c.value("isRoot", false)) {
+        // AWS's 255 bytes, cut between UTF-8 sequences: a split one is no JSON string,
+        // and the writer's U+FFFD for it would pass the limit (reason.hpp).
+        if (auto d = c.find("lifecycleStateDetails"); d != c.end() && d->is_string())
+          *d = std::string{utf8_prefix(d->get_ref<const std::string&>(), max_details_bytes)};
         items.push_back(std::move(c));
+      }
   json out = json::object();
   page(out, "installedComponents", items, start, limit);
   return ok(200, out);

@@ -397,8 +397,30 @@ deployment_record deployment_row(const grove::statement& s) {
 
 } // namespace
 
+namespace {
+
+// keeps_its_set() of a row that is no longer ACTIVE or COMPLETED, in SQL (`t`: the
+// table's alias and a dot, or ""): the set its target falls back to.
+std::string keeps_sql(const std::string& t) {
+  return "(" + t + "execution = 'SUCCEEDED' OR (" + t + "execution = 'FAILED' AND " + t
+         + "started_ms <> 0 AND json_valid(" + t + "request) AND json_extract(" + t
+         + "request, '$.deploymentPolicies.failureHandlingPolicy') = 'DO_NOTHING'))";
+}
+
+} // namespace
+
 bool keeps_its_set(const deployment_record& d) {
-  return d.status == "ACTIVE" || d.status == "COMPLETED" || d.execution == "SUCCEEDED";
+  if (d.status == "ACTIVE" || d.status == "COMPLETED" || d.execution == "SUCCEEDED")
+    return true;
+  // A run that FAILED with DO_NOTHING left the core as it stood (Greengrass then records
+  // the deployment's root components as its target's all the same): its set, not the
+  // one before, is what the target keeps. One that failed before its run changed nothing.
+  if (d.execution != "FAILED" || d.started_ms == 0)
+    return false;
+  auto req = nlohmann::json::parse(d.request, nullptr, false);
+  return req.is_object() && req.contains("deploymentPolicies")
+         && req["deploymentPolicies"].is_object()
+         && req["deploymentPolicies"].value("failureHandlingPolicy", "") == "DO_NOTHING";
 }
 
 std::map<std::string, const deployment_record*>
@@ -456,13 +478,13 @@ caf::expected<put_result> component_store::put_deployment(deployment_record& d,
     return err;
   // Deleted rows this deployment supersedes are no longer what the core runs: purged, unless
   // a rollback journal row still needs them (the revision is counted above, so stays monotonic).
-  // The target's newest SUCCEEDED one stays too: should the new one fail, the target's
-  // set is that one's again (effective_by_target).
+  // The target's newest SUCCEEDED (or DO_NOTHING FAILED) one stays too: should the new
+  // one fail, the target's set is that one's again (effective_by_target).
   if (auto err = db_->run("DELETE FROM deployments WHERE target_arn = ? AND deleted_ms <> 0 "
                           "AND status = 'INACTIVE' "
                           "AND id NOT IN (SELECT deployment_id FROM rollback_journal) "
                           "AND seq <> COALESCE((SELECT MAX(seq) FROM deployments WHERE "
-                          "target_arn = ? AND execution = 'SUCCEEDED'), 0)",
+                          "target_arn = ? AND " + keeps_sql("") + "), 0)",
                           d.target_arn, d.target_arn))
     return err;
   if (auto err = db_->run("INSERT INTO deployments(id, target_arn, name, revision, request, "
@@ -590,13 +612,13 @@ caf::expected<delete_result> component_store::delete_deployment(const std::strin
     return err;
   // An INACTIVE one is no target's current deployment: nothing the core runs needs its
   // row, unless a rollback journal row (a change of the group left undecided) does.
-  // Unless it is its target's newest SUCCEEDED one: the set the target falls back to
-  // while newer ones fail (effective_by_target).
+  // Unless it is its target's newest SUCCEEDED (or DO_NOTHING FAILED) one: the set the
+  // target falls back to while newer ones fail (effective_by_target).
   if (auto err = db_->run("DELETE FROM deployments WHERE id = ? AND status = 'INACTIVE' AND "
                           "id NOT IN (SELECT deployment_id FROM rollback_journal) AND "
                           "seq <> COALESCE((SELECT MAX(o.seq) FROM deployments o WHERE "
                           "o.target_arn = deployments.target_arn AND "
-                          "o.execution = 'SUCCEEDED'), 0)",
+                          + keeps_sql("o.") + "), 0)",
                           id))
     return err;
   // The tags go, CreateDeployment's copy in the kept request too.
@@ -674,6 +696,45 @@ caf::error component_store::end_canceled_run_as(const std::string& deployment_id
   return db_->run("UPDATE deployments SET execution = ?, modified_ms = ? WHERE id = ? AND "
                   "status = 'CANCELED'",
                   std::string{succeeded ? "SUCCEEDED" : "CANCELED"}, now_ms, deployment_id);
+}
+
+caf::expected<bool> component_store::end_replaced_run(const std::string& deployment_id,
+                                                      bool ran, bool succeeded,
+                                                      const std::string& reason,
+                                                      int64_t now_ms, bool undecided) {
+  std::lock_guard guard{mtx_};
+  auto tx = db_->begin(grove::begin_mode::immediate);
+  if (!tx)
+    return std::move(tx.error());
+  std::string execution = !ran ? "CANCELED" : succeeded ? "SUCCEEDED" : "FAILED";
+  // Not run here: QUEUED, or IN_PROGRESS from a run a restart cut short (never resumed).
+  if (auto err = db_->run(std::string{"UPDATE deployments SET execution = ?, reason = ?, "
+                                      "modified_ms = ? WHERE id = ? AND status = 'INACTIVE' "
+                                      "AND "}
+                            + (ran ? "execution = 'IN_PROGRESS'"
+                                   : "execution IN ('QUEUED', 'IN_PROGRESS')"),
+                          execution, reason, now_ms, deployment_id))
+    return err;
+  if (sqlite3_changes(db_->native_handle()) == 0)
+    return false;
+  if (!undecided)
+    if (auto err = db_->run("DELETE FROM rollback_journal WHERE deployment_id = ?",
+                            deployment_id))
+      return err;
+  if (auto err = tx->commit())
+    return err;
+  return true;
+}
+
+caf::expected<size_t> component_store::end_replaced_runs(const std::string& reason,
+                                                         int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE deployments SET execution = 'CANCELED', reason = ?, "
+                          "modified_ms = ? WHERE status = 'INACTIVE' AND "
+                          "execution IN ('QUEUED', 'IN_PROGRESS')",
+                          reason, now_ms))
+    return err;
+  return static_cast<size_t>(sqlite3_changes(db_->native_handle()));
 }
 
 caf::expected<std::optional<std::string>>

@@ -124,12 +124,15 @@ struct deployment_record {
 };
 
 /// Whether the core keeps the components `d` names for its target: it is applying
-/// (ACTIVE) or applied (COMPLETED, or SUCCEEDED and replaced since, INACTIVE).
+/// (ACTIVE) or applied (COMPLETED, or SUCCEEDED and replaced since, INACTIVE), or its run
+/// FAILED with failureHandlingPolicy DO_NOTHING (the core keeps what it left, as
+/// Greengrass records a DO_NOTHING deployment's components as its target's).
 bool keeps_its_set(const deployment_record& d);
 
 /// Each target's deployment whose components the core keeps for it, by target ARN, from
 /// `all` (newest first, as component_store::deployments() lists them): the newest that
-/// keeps_its_set(). A newer one that FAILED, or was canceled or replaced before it ran,
+/// keeps_its_set(). A newer one that FAILED (with ROLLBACK, or before its run), or was
+/// canceled or replaced before it ran,
 /// leaves the target's last applied set in force, as Greengrass keeps what a target's last
 /// successful deployment put on the device. Deleted ones count (DeleteDeployment does not
 /// change what the core runs).
@@ -316,6 +319,23 @@ public:
   /// Nothing when the deployment is not CANCELED.
   caf::error end_canceled_run_as(const std::string& deployment_id, bool succeeded,
                                  int64_t now_ms);
+
+  /// How the run of deployment `deployment_id` ended when a newer deployment to its
+  /// target replaced it (INACTIVE) while it ran: its execution is SUCCEEDED or FAILED
+  /// (with `reason`), the run's own outcome, not IN_PROGRESS forever; its rollback journal
+  /// goes unless `undecided` (as set_deployment_state's keep_rollback). Without `ran` (it
+  /// was replaced before its run, which then never began) its execution is CANCELED, as
+  /// Greengrass cancels the job a newer revision supersedes (also when a run of it that a
+  /// restart cut short was not resumed). Nothing (false) unless it is INACTIVE and
+  /// IN_PROGRESS (`ran`), or QUEUED or IN_PROGRESS (not `ran`).
+  caf::expected<bool> end_replaced_run(const std::string& deployment_id, bool ran,
+                                       bool succeeded, const std::string& reason,
+                                       int64_t now_ms, bool undecided = false);
+
+  /// At start: every run of a replaced (INACTIVE) deployment still QUEUED or IN_PROGRESS
+  /// (a restart of the core cut it short, or came before its turn) ends CANCELED with
+  /// `reason`: nothing runs it again (the newer deployment applies). Their number.
+  caf::expected<size_t> end_replaced_runs(const std::string& reason, int64_t now_ms);
 
   /// What put_rollback() kept for `deployment_id`; nullopt: nothing.
   caf::expected<std::optional<std::string>> rollback_of(const std::string& deployment_id);

@@ -229,6 +229,10 @@ struct deployment_config {
   limits_config default_system_resource_limits;
   /// Seconds within which a third error makes a generic component BROKEN.
   int64_t broken_error_window = 0;
+  /// Whether life cycle steps with RequiresPrivilege run.
+  bool allow_privileged_components = true;
+  /// Timeout of each of the start's reads of the group (seconds).
+  int64_t start_group_read_timeout = 0;
 
   /// The keys, their defaults, ranges and meanings.
   static grove::config_map<deployment_config> map() {
@@ -302,6 +306,21 @@ struct deployment_config {
            "that fails, or outlives its Timeout) makes it BROKEN, without more restarts "
            "(Greengrass' nucleus: 3 errors within an hour); errors before that no longer "
            "count, and a deployment that starts it again starts the count again")
+      .key("allow_privileged_components", &deployment_config::allow_privileged_components,
+           true,
+           "whether a generic component's life cycle step with `RequiresPrivilege: true` "
+           "runs, as groved's user (root when groved runs as root, as Greengrass' nucleus "
+           "runs it, also over the component's `runWith.posixUser`); false: such a step "
+           "does not start, the component is ERRORED and its deployment fails (rolled back "
+           "by its policy). Steps without it run as `runWith.posixUser`, or as groved's "
+           "user when none is given")
+      .key("start_group_read_timeout", &deployment_config::start_group_read_timeout, 10,
+           grove::range{1, 600},
+           "seconds each of the start's reads of the kernel's group waits for its answer "
+           "(deciding a change of the group a deployment left undecided, checking the change "
+           "a run cut short by kill -9 journaled), each tried at most 3 times; once one is "
+           "unanswered, the undecided changes still to decide are kept for the next start "
+           "unread, and the start's deployment work goes on")
       .validate([](const deployment_config& c) -> caf::error {
         auto bad = [](std::string what) {
           return grove::make_error(grove::errc::invalid_config, std::move(what));

@@ -147,8 +147,13 @@ public:
     default_limits_ = {cfg.default_system_resource_limits.memory,
                        cfg.default_system_resource_limits.cpus};
     error_window_ = std::chrono::seconds{cfg.broken_error_window};
-    if (runner_)
+    allow_privileged_ = cfg.allow_privileged_components;
+    start_read_timeout_ = std::chrono::seconds{cfg.start_group_read_timeout};
+    if (runner_) {
       runner_->set_error_window(error_window_);
+      runner_->set_allow_privileged(allow_privileged_);
+      runner_->set_start_read_timeout(start_read_timeout_);
+    }
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
@@ -492,6 +497,8 @@ public:
                                          write_dir / "logs" / "components", thing_name_,
                                          std::move(spare), std::move(services));
       runner_->set_error_window(error_window_);
+      runner_->set_allow_privileged(allow_privileged_);
+      runner_->set_start_read_timeout(start_read_timeout_);
       // The components the journal kept: listed with their last states at once, their
       // effective configurations what the next deployment builds on. After a hot reload,
       // the last instance's own records instead (the journal is written behind it).
@@ -777,6 +784,13 @@ private:
   void resume() {
     ctx_->run_blocking(
       [db = store_, a = api_]() -> caf::expected<resume_plan> {
+        // Replaced deployments whose run a restart cut short, or whose turn never came:
+        // nothing runs them again (the newer one applies), so they end CANCELED.
+        if (auto n = db->end_replaced_runs("replaced by a newer deployment to its target; a "
+                                           "restart of the core came before its run began or ended",
+                                           now_ms());
+            !n)
+          return std::move(n.error());
         auto all = db->deployments();
         if (!all)
           return std::move(all.error());
@@ -897,7 +911,7 @@ private:
                        "left undecided",
                        u.id, u.state);
     runner_->decide_left(
-      std::move(u.changes), u.undo, u.whole, std::chrono::seconds{60},
+      std::move(u.changes), u.undo, u.whole, start_read_timeout_,
       [this, id = u.id, whole = u.whole, put_back = u.put_back, left = std::move(left),
        then = std::move(then), alive = alive_](caf::expected<std::string> decided) mutable {
         if (!*alive)
@@ -906,6 +920,14 @@ private:
           ctx_->log().error("deployment: the change of the group deployment {} left "
                             "undecided is still undecided ({}): kept for the next start",
                             id, grove::describe(decided.error()));
+          // The group did not answer (three reads timed out): the others would wait as
+          // long each, so they are kept for the next start unread, and the start goes on.
+          if (decided.error() == grove::errc::timeout && !left.empty()) {
+            ctx_->log().error("deployment: the group does not answer: {} more change(s) of "
+                              "the group left undecided kept for the next start unread",
+                              left.size());
+            left.clear();
+          }
           decide_left(std::move(left), std::move(then));
           return;
         }
@@ -1369,6 +1391,19 @@ private:
           db->end_canceled_run(id, undecided);
           db->end_canceled_run_as(id, ok, now_ms());
         }
+        // Replaced (INACTIVE) by a newer deployment to its target: while it ran, its
+        // execution is its run's outcome; before its run began (its preparation found it
+        // replaced), CANCELED. Not IN_PROGRESS or QUEUED forever.
+        if (set && !*set)
+          db->end_replaced_run(
+            id, ran, ok,
+            !ran ? std::string{"replaced by a newer deployment to its target before its run "
+                               "began or resumed"}
+                 : append_note(reason, ok ? "replaced by a newer deployment to its target while "
+                                            "it applied: its run completed"
+                                          : "replaced by a newer deployment to its target while "
+                                            "it applied"),
+            now_ms(), undecided);
       },
       [](caf::error) {});
   }
@@ -1478,6 +1513,8 @@ private:
   std::string thing_name_;
   resource_limits default_limits_; // default_system_resource_limits
   std::chrono::seconds error_window_{3600}; // broken_error_window
+  bool allow_privileged_ = true;            // allow_privileged_components
+  std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over

@@ -4,7 +4,8 @@
 // `reason`): at most max_reason_bytes, cut only between UTF-8 sequences (a split one is no
 // UTF-8: the API's JSON writer would answer U+FFFD for it, past the limit), and a note
 // appended at its end (the rollback's outcome, what a start decided) kept whole: the text
-// before it gives way instead. Pure.
+// before it gives way instead. A component's lifecycleStateDetails are cut the same way
+// (utf8_prefix, max_details_bytes). Pure.
 
 #include <cstddef>
 #include <string>
@@ -14,6 +15,10 @@ namespace grove::deployment {
 
 /// The most bytes of a reason journaled or answered.
 inline constexpr size_t max_reason_bytes = 1024;
+
+/// The most bytes of a component's `lifecycleStateDetails` answered
+/// (ListInstalledComponents; AWS's limit is 255), cut with utf8_prefix.
+inline constexpr size_t max_details_bytes = 255;
 
 /// The note a failed deployment's reason ends with when its rollback put the previous set back.
 inline constexpr std::string_view rollback_note =

@@ -382,7 +382,9 @@ void crash_point(const char* step) {
 // journaled deployment's change of the group look unanswered (a timeout, though the
 // kernel set it) and the read of the group after it fail, as a kernel that stopped
 // answering would; rollback_unset makes a rollback's edits of the group time out unset
-// (the kernel answering nothing after that), so the change it could not check stays.
+// (the kernel answering nothing after that), so the change it could not check stays;
+// start_reads_unanswered makes each of the start's reads to decide a change left
+// undecided wait its whole timeout and time out, as a kernel that does not answer.
 bool fault_at(std::string_view step) {
   auto* at = std::getenv("GROVE_DEPLOYMENT_FAULT_AT");
   if (!at)
@@ -397,7 +399,8 @@ bool fault_at(std::string_view step) {
 }
 
 // How many times a resume reads the group to check a change journaled before kill -9
-// before it fails the deployment rather than guess (each read waits the job's timeout).
+// before it fails the deployment rather than guess (each read waits start_read_timeout_;
+// decide_left's reads the timeout they are given).
 constexpr int resume_reads = 3;
 
 } // namespace
@@ -572,7 +575,7 @@ json runner::installed() const {
               {"lastReportedTimestamp", static_cast<double>(now_ms()) / 1000.0},
               {"lastInstallationSource", "LOCAL_DEPLOYMENT"}};
     if (!c->details.empty())
-      e["lifecycleStateDetails"] = c->details.substr(0, 255);
+      e["lifecycleStateDetails"] = c->details; // whole: the API cuts it (reason.hpp)
     out.push_back(std::move(e));
   }
   return out;
@@ -836,8 +839,15 @@ render_context runner::render_ctx() const {
 caf::expected<grove::process> runner::spawn(component& c, const std::string& script,
                                             const json& step_env, bool privileged,
                                             grove::process_callbacks cb) {
-  auto rc = render_ctx();
   const auto& name = c.plan.name;
+  // The operator's consent (allow_privileged_components): without it a privileged step
+  // does not run at all, rather than run as another user than it asked.
+  if (privileged && !allow_privileged_)
+    return grove::make_error(grove::errc::not_authorized,
+                             "RequiresPrivilege refused: this core does not run privileged "
+                             "steps (the deployment plugin's allow_privileged_components is "
+                             "false)");
+  auto rc = render_ctx();
   grove::process_options o;
   o.argv = {"/bin/sh", "-c", render(script, rc, name)};
   std::vector<std::string> env;
@@ -1027,7 +1037,7 @@ void runner::begin(std::shared_ptr<job> j) {
 void runner::settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then) {
   auto wait = ++j->wait;
   group_client::get(
-    ctx_, j->timeout,
+    ctx_, start_read_timeout_,
     [this, j, wait, tries, then = std::move(then), alive = alive_](
       caf::expected<group::Group> now) mutable {
       if (!*alive || j->wait != wait)
@@ -1109,13 +1119,15 @@ void runner::decide_left(group_changes left, bool undo, bool whole,
 void runner::decide_read(std::shared_ptr<group_changes> left, bool undo, bool whole,
                          std::chrono::seconds timeout, int tries,
                          std::function<void(caf::expected<std::string>)> done) {
-  group_client::get(
-    ctx_, timeout,
+  auto answered =
     [this, left, undo, whole, timeout, tries, done = std::move(done), alive = alive_](
       caf::expected<group::Group> now) mutable {
       if (!*alive)
         return;
       if (!now && tries > 1) {
+        ctx_.log().warn("deployment: the group could not be read to decide a change of the "
+                        "group left undecided ({}), trying again",
+                        grove::describe(now.error()));
         decide_read(left, undo, whole, timeout, tries - 1, std::move(done));
         return;
       }
@@ -1176,7 +1188,15 @@ void runner::decide_read(std::shared_ptr<group_changes> left, bool undo, bool wh
           done(std::string{"a start found the change of the group left undecided in "
                            "force and undid it, as its rollback owed"});
       });
+    };
+  // Tests only: a kernel that does not answer the start's reads (each waits its timeout).
+  if (fault_at("start_reads_unanswered")) {
+    ctx_.after(timeout, [answered]() mutable {
+      answered(grove::make_error(grove::errc::timeout, "the test's fault: no group read"));
     });
+    return;
+  }
+  group_client::get(ctx_, timeout, std::move(answered));
 }
 
 void runner::begin_changes(std::shared_ptr<job> j) {

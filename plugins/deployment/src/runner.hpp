@@ -194,6 +194,21 @@ public:
     error_window_ = w;
   }
 
+  /// Whether a life cycle step with `RequiresPrivilege: true` may run (as groved's user,
+  /// root when groved runs as root, as Greengrass' nucleus runs it). Refused, such a step
+  /// does not start: the component is ERRORED and its deployment fails, naming the
+  /// plugin's `allow_privileged_components`.
+  void set_allow_privileged(bool allow) {
+    allow_privileged_ = allow;
+  }
+
+  /// The timeout of each of the start's reads of the group (checking the change of the
+  /// group a resumed run journaled before kill -9; decide_left takes its own), tried at
+  /// most three times.
+  void set_start_read_timeout(std::chrono::seconds t) {
+    start_read_timeout_ = t;
+  }
+
   /// The cgroups components with systemResourceLimits run in; the error why there are
   /// none (such components then fail to start, saying so). Made on first use.
   caf::expected<component_cgroups*> cgroups();
@@ -380,6 +395,8 @@ private:
   std::optional<watch> watch_;
   std::function<void()> on_change_;
   std::chrono::seconds error_window_{3600}; // see set_error_window
+  bool allow_privileged_ = true;            // see set_allow_privileged
+  std::chrono::seconds start_read_timeout_{10}; // see set_start_read_timeout
   std::unique_ptr<component_cgroups> cgroups_; // see cgroups()
   std::string cgroups_error_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

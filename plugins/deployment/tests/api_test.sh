@@ -235,6 +235,13 @@ check "grovectl deployments list -> it first" \
 "$GROVECTL" deployments cancel "$CTL_ID" >"$WORK/ctl.out" 2>&1
 check "grovectl deployments cancel of a COMPLETED one -> exit 1, ConflictException" \
   bash -c '[[ $0 != 0 ]] && grep -q "ConflictException" "$1"' "$?" "$WORK/ctl.out"
+"$GROVECTL" deployments delete "$CTL_ID" >"$WORK/ctl.out" 2>&1
+check "grovectl deployments delete of the COMPLETED one -> exit 0" bash -c '[[ $0 == 0 ]]' "$?"
+"$GROVECTL" deployments get "$CTL_ID" >"$WORK/ctl.out" 2>&1
+check "... grovectl deployments get of it -> exit 1, ResourceNotFoundException" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ResourceNotFoundException" "$1"' "$?" "$WORK/ctl.out"
+check "... what the core runs unchanged: grovectl components installed still e2e.Lib" \
+  test "$("$GROVECTL" components installed 2>&1 | jq -r '[.installedComponents[].componentName] | join(",")')" == e2e.Lib
 
 # kill -9 of groved in the middle of a deployment (a slow install): at the next start the
 # journal's ACTIVE / IN_PROGRESS deployment is applied again and completes. The first

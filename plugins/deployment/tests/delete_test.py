@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """DeleteDeployment does not change what the core runs (issue 15), with boto3.
 
-Usage: delete_test.py first|restarted|rolled-back ENDPOINT CA_BUNDLE WRITE_DIR
+Usage: delete_test.py first|restarted|rolled-back|replaced|unanswered ENDPOINT CA_BUNDLE WRITE_DIR
 `first` deploys e2e.A to the thing (D1), then e2e.A and e2e.B (D2, which makes D1
 INACTIVE), and deletes D2: it is gone from GetDeployment, ListDeployments and
 ListEffectiveDeployments, and both components keep their processes. delete_test.sh then
@@ -9,8 +9,13 @@ restarts groved; `restarted` checks that both run again (new processes, not only
 RUNNING), that a deployment to the thing group keeps them beside its e2e.C, and that a
 deployment to the thing whose e2e.B 2.0.0 fails to install rolls back to e2e.B 1.0.0, the
 set the deleted D2 made. After a kill -9 of groved, `rolled-back` checks that this set runs
-again. Prints PASS/FAIL lines; exits 1 on any failure.
+again. `replaced` checks that a deployment replaced by a newer one to its target while it
+applied ends with its run's outcome (SUCCEEDED), not IN_PROGRESS. `unanswered` (groved
+restarted with three undecided changes of the group journaled and its start's group reads
+unanswered) checks that the start's deployment work still runs the set again. Prints PASS/FAIL lines;
+exits 1 on any failure.
 """
+import os
 import sys
 
 import botocore.exceptions
@@ -130,5 +135,55 @@ elif PHASE == "rolled-back":
     check("after kill -9 following the rolled-back deployment: e2e.A, e2e.B 1.0.0 and e2e.C "
           "run again (new processes)", bool(back) and len(before) == 3,
           f"{states()} runs {[runs(n) for n in names]} before {before}")
+
+elif PHASE == "replaced":
+    # R1 adds e2e.Gate, whose install waits for a gate file; while it waits (R1 IN_PROGRESS),
+    # R2 to the same target replaces R1 (INACTIVE). The gate opens: R1's run completes,
+    # then R2's applies. R1 must end SUCCEEDED (its run's outcome, its reason saying it was
+    # replaced), not stay IN_PROGRESS.
+    support.component(gg, "e2e.Gate", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: while [ ! -e {work:path}/gate ]; do sleep 0.1; done
+      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
+""")
+    kept = {"e2e.A": ONE, "e2e.B": ONE}
+    r1 = gg.create_deployment(targetArn=THING, components={**kept, "e2e.Gate": ONE})["deploymentId"]
+    installing = wait(lambda: support.effective(gg, r1).get("coreDeviceExecutionStatus") == "IN_PROGRESS"
+                      and installed().get("e2e.Gate", {}).get("lifecycleState") == "NEW", 30)
+    check("R1 (adds e2e.Gate, whose install waits) -> IN_PROGRESS, e2e.Gate installing",
+          bool(installing), f"{support.effective(gg, r1)} {states()}")
+    r2 = gg.create_deployment(targetArn=THING, components=kept)["deploymentId"]
+    check("R2 to the same target -> R1 INACTIVE",
+          gg.get_deployment(deploymentId=r1)["deploymentStatus"] == "INACTIVE")
+    os.makedirs(f"{WORKDIR}/e2e.Gate", exist_ok=True)
+    with open(f"{WORKDIR}/e2e.Gate/gate", "w"):
+        pass
+    d = support.settle(gg, r2) or {}
+    check("the gate opened: R2 -> COMPLETED, e2e.Gate gone, e2e.A and e2e.B running",
+          d.get("deploymentStatus") == "COMPLETED"
+          and bool(wait(lambda: "e2e.Gate" not in installed() and running("e2e.A")
+                        and running("e2e.B"), 30)), f"{d.get('deploymentStatus')} {states()}")
+    e1 = wait(lambda: (lambda e: e if e.get("coreDeviceExecutionStatus") not in
+                       ("IN_PROGRESS", "QUEUED") else None)(support.effective(gg, r1)), 30) \
+        or support.effective(gg, r1)
+    check("R1, replaced while it applied: its execution SUCCEEDED (its run completed), not "
+          "IN_PROGRESS, its reason saying so",
+          e1.get("coreDeviceExecutionStatus") == "SUCCEEDED" and "replaced" in e1.get("reason", ""),
+          str(e1))
+    with open(f"{WRITE}/../replaced_runs", "w") as f:  # for `unanswered`
+        f.write(f"{runs('e2e.A')} {runs('e2e.B')}\n")
+
+elif PHASE == "unanswered":
+    # groved restarted with three changes of the group left undecided in its journal and a
+    # kernel that does not answer the start's reads (start_group_read_timeout: 1): the
+    # first change's reads time out, the other two are kept unread, and the start's own
+    # work goes on: e2e.A and e2e.B (R2's set) run again, new processes.
+    before = [int(n) for n in read(f"{WRITE}/../replaced_runs").split()]
+    back = wait(lambda: running("e2e.A") and running("e2e.B")
+                and [runs("e2e.A"), runs("e2e.B")] == [n + 1 for n in before], 30)
+    check("a start whose group reads go unanswered still starts its deployment work: e2e.A "
+          "and e2e.B run again (new processes)", bool(back),
+          f"{states()} runs {runs('e2e.A')} {runs('e2e.B')} before {before}")
 
 support.finish()

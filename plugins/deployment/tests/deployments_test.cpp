@@ -505,6 +505,114 @@ BOOST_FIXTURE_TEST_CASE(a_target_whose_newest_deployment_failed_keeps_its_last_a
   BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"a.one", "e.five"}));
 }
 
+// A run that FAILED with failureHandlingPolicy DO_NOTHING left the core as it stood, so its
+// target keeps that deployment's set, not the last applied one (Greengrass records a
+// DO_NOTHING deployment's root components as its target's): another target's deployment
+// resolves with them. One that failed before its run (at resolution) changed nothing and
+// does not count; nor does one that failed with ROLLBACK. Deleted and replaced by a newer
+// one that fails, the DO_NOTHING one stays the target's fallback.
+BOOST_FIXTURE_TEST_CASE(a_target_whose_do_nothing_deployment_failed_keeps_what_it_left, fixture) {
+  for (const char* name : {"a.one", "b.two", "c.three", "d.four"})
+    component(name, "1.0.0");
+  json do_nothing = {{"failureHandlingPolicy", "DO_NOTHING"}};
+  auto first = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  BOOST_REQUIRE(started(*store, first, 1));
+  auto done = store->set_deployment_state(first, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 2);
+  BOOST_REQUIRE(done && *done);
+  auto failed = deploy_ok({{"targetArn", thing},
+                           {"components", {{"b.two", spec("1.0.0")}}},
+                           {"deploymentPolicies", do_nothing}});
+  BOOST_REQUIRE(started(*store, failed, 3));
+  done = store->set_deployment_state(failed, {"ACTIVE"}, "FAILED", "FAILED", "install failed", 4);
+  BOOST_REQUIRE(done && *done);
+  auto g = deploy_ok({{"targetArn", group}, {"components", {{"c.three", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"b.two", "c.three"}));
+  done = store->set_deployment_state(g, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 5);
+  BOOST_REQUIRE(done && *done);
+  auto all = store->deployments();
+  BOOST_REQUIRE(all);
+  BOOST_CHECK_EQUAL(effective_by_target(*all)[thing]->id, failed);
+  // Failing at resolution (never ran), even with DO_NOTHING: the thing keeps `failed`'s.
+  auto unresolved = deploy_ok({{"targetArn", thing},
+                               {"components", {{"no.such", spec("1.0.0")}}},
+                               {"deploymentPolicies", do_nothing}});
+  BOOST_REQUIRE_EQUAL(get(unresolved)["deploymentStatus"], "FAILED");
+  // Deleted (INACTIVE now), `failed` is still the thing's fallback: its row stays.
+  BOOST_REQUIRE_EQUAL(call("DELETE", "/greengrass/v2/deployments/" + failed).status, 204);
+  BOOST_REQUIRE(store->deployment(failed)->has_value());
+  auto g2 = deploy_ok({{"targetArn", group}, {"components", {{"d.four", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g2);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"b.two", "d.four"}));
+  done = store->set_deployment_state(g2, {"ACTIVE"}, "COMPLETED", "SUCCEEDED", "", 6);
+  BOOST_REQUIRE(done && *done);
+  // A ROLLBACK one that ran and failed: the thing keeps `failed`'s still.
+  auto rolled = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  BOOST_REQUIRE(started(*store, rolled, 7));
+  done = store->set_deployment_state(rolled, {"ACTIVE"}, "FAILED", "FAILED", "install failed", 8);
+  BOOST_REQUIRE(done && *done);
+  BOOST_REQUIRE(store->deployment(failed)->has_value());
+  auto g3 = deploy_ok({{"targetArn", group}, {"components", {{"d.four", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(applied.back().first, g3);
+  BOOST_CHECK((names_in(applied.back().second) == std::set<std::string>{"b.two", "d.four"}));
+}
+
+// A deployment replaced by a newer one to its target while it ran ends with its run's
+// outcome, SUCCEEDED or FAILED (its reason saying it was replaced), not IN_PROGRESS; one
+// replaced before its run began ends CANCELED; and at start, replaced runs a restart cut
+// short (or never began) end CANCELED. Neither touches a deployment that is not INACTIVE.
+BOOST_FIXTURE_TEST_CASE(a_replaced_deployment_ends_its_execution, fixture) {
+  component("a.one", "1.0.0");
+  auto one = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  BOOST_REQUIRE(started(*store, one, 1));
+  auto two = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  BOOST_REQUIRE_EQUAL(get(one)["deploymentStatus"], "INACTIVE");
+  BOOST_REQUIRE_EQUAL(effective(one)["coreDeviceExecutionStatus"], "IN_PROGRESS");
+  // `two` is ACTIVE: not ended as replaced.
+  auto r = store->end_replaced_run(two, false, false, "x", 2);
+  BOOST_REQUIRE(r);
+  BOOST_CHECK(!*r);
+  BOOST_CHECK_EQUAL(effective(two)["coreDeviceExecutionStatus"], "QUEUED");
+  // `one`'s run completes.
+  r = store->end_replaced_run(one, true, true, "replaced while it applied", 3);
+  BOOST_REQUIRE(r && *r);
+  BOOST_CHECK_EQUAL(effective(one)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  BOOST_CHECK_EQUAL(effective(one)["reason"], "replaced while it applied");
+  BOOST_CHECK_EQUAL(get(one)["deploymentStatus"], "INACTIVE");
+  // Once ended, it stays so.
+  r = store->end_replaced_run(one, true, false, "again", 4);
+  BOOST_REQUIRE(r);
+  BOOST_CHECK(!*r);
+  BOOST_CHECK_EQUAL(effective(one)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  // A run of `one` cannot end as not run once it ended.
+  r = store->end_replaced_run(one, false, false, "x", 4);
+  BOOST_REQUIRE(r);
+  BOOST_CHECK(!*r);
+  // `two` replaced before its run: CANCELED.
+  auto three = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  r = store->end_replaced_run(two, false, false, "replaced before its run", 5);
+  BOOST_REQUIRE(r && *r);
+  BOOST_CHECK_EQUAL(effective(two)["coreDeviceExecutionStatus"], "CANCELED");
+  // At start: `three`, replaced while IN_PROGRESS by `four`, ends CANCELED; `four` (ACTIVE)
+  // is left to its resume.
+  BOOST_REQUIRE(started(*store, three, 6));
+  auto four = deploy_ok({{"targetArn", thing}, {"components", {{"a.one", spec("1.0.0")}}}});
+  auto n = store->end_replaced_runs("cut short", 7);
+  BOOST_REQUIRE(n);
+  BOOST_CHECK_EQUAL(*n, 1u);
+  BOOST_CHECK_EQUAL(effective(three)["coreDeviceExecutionStatus"], "CANCELED");
+  BOOST_CHECK_EQUAL(effective(three)["reason"], "cut short");
+  BOOST_CHECK_EQUAL(effective(four)["coreDeviceExecutionStatus"], "QUEUED");
+  BOOST_CHECK_EQUAL(effective(one)["coreDeviceExecutionStatus"], "SUCCEEDED");
+  // A run a restart cut short, replaced before its resume began: CANCELED as not run.
+  auto five = deploy_ok({{"targetArn", group}});
+  BOOST_REQUIRE(started(*store, five, 8));
+  deploy_ok({{"targetArn", group}});
+  r = store->end_replaced_run(five, false, false, "replaced before its resume", 9);
+  BOOST_REQUIRE(r && *r);
+  BOOST_CHECK_EQUAL(effective(five)["coreDeviceExecutionStatus"], "CANCELED");
+}
+
 // What a start finds (core_journal_state_of): the deployment applied again is the newest
 // any target keeps; what settled last is the latest run that ended, not a deployment
 // canceled (or refused) before it ran, which changed nothing on the core.
@@ -647,6 +755,37 @@ BOOST_FIXTURE_TEST_CASE(core_device_operations, fixture) {
   BOOST_CHECK_EQUAL(count("?status=UNHEALTHY"), 1u);
   BOOST_CHECK_EQUAL(
     json::parse(call("GET", "/greengrass/v2/coreDevices/core-1").body)["status"], "UNHEALTHY");
+}
+
+// A component's lifecycleStateDetails are at most AWS's 255 bytes, cut between UTF-8
+// sequences (reason.hpp): details whose 255th byte is inside a 3-byte character (what a
+// plugin's ignored configuration keys or an error of the kernel can make them) answer the
+// 254 bytes before it, valid UTF-8, not a split character (which the writer would answer as
+// U+FFFD, past the limit).
+BOOST_FIXTURE_TEST_CASE(installed_details_are_cut_between_utf8_sequences, fixture) {
+  std::string details = std::string(253, 'k');
+  for (int i = 0; i < 20; ++i)
+    details += "\xe2\x82\xac"; // €: bytes 254..256 are the first one
+  installed = json::array({{{"componentName", "a"}, {"componentVersion", "1.0.0"},
+                            {"lifecycleState", "RUNNING"}, {"isRoot", true},
+                            {"lifecycleStateDetails", details}},
+                           {{"componentName", "b"}, {"componentVersion", "1.0.0"},
+                            {"lifecycleState", "RUNNING"}, {"isRoot", true},
+                            {"lifecycleStateDetails", "short \xe2\x82\xac"}}});
+  auto ic = call("GET", "/greengrass/v2/coreDevices/core-1/installedComponents");
+  BOOST_REQUIRE_EQUAL(ic.status, 200);
+  auto items = json::parse(ic.body)["installedComponents"];
+  BOOST_REQUIRE_EQUAL(items.size(), 2u);
+  auto cut = items[0]["lifecycleStateDetails"].get<std::string>();
+  BOOST_CHECK_EQUAL(cut.size(), 253u);
+  BOOST_CHECK_EQUAL(cut, details.substr(0, 253));
+  BOOST_CHECK_EQUAL(items[1]["lifecycleStateDetails"], "short \xe2\x82\xac");
+  // One more byte of room and the first € is whole.
+  installed[0]["lifecycleStateDetails"] = std::string(252, 'k') + details.substr(253);
+  cut = json::parse(call("GET", "/greengrass/v2/coreDevices/core-1/installedComponents").body)
+          ["installedComponents"][0]["lifecycleStateDetails"];
+  BOOST_CHECK_EQUAL(cut.size(), 255u);
+  BOOST_CHECK_EQUAL(cut, std::string(252, 'k') + "\xe2\x82\xac");
 }
 
 BOOST_FIXTURE_TEST_CASE(installed_components_are_journaled_across_a_reopen, fixture) {

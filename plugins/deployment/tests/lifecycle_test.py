@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Generic components' life cycle steps, with boto3 (issue 15).
 
-Usage: lifecycle_test.py first|restarted|reloaded ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
+Usage: lifecycle_test.py first|restarted|reloaded|unprivileged|skipif ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
 groved runs with broken_error_window 6 s and artifacts_file_dir LOCAL_DIR (tool.sh there).
 `first`: e2e.Daemon's startup leaves two services (one in its process group, one in a
 session of its own): upgraded to 2.0.0, shutdown runs once for 1.0.0 and both services
@@ -20,7 +20,11 @@ refused (Exec's runWith.posixUser names no user) FAILS with the reason, the set 
 deployment, the refused one newer), Priv's install not again; the start pruned Mode's
 links and copy. `reloaded` (after `grovectl reload deployment`): Daemon's services run on;
 removing Daemon runs its shutdown and ends them; Priv deployed again (same version) with
-another posixUser spelling installs again.
+another posixUser spelling installs again. `unprivileged` (groved again with
+allow_privileged_components: false): Priv runs again, a component with a RequiresPrivilege
+install FAILS its deployment, naming the key, its install never run, the set rolled back.
+`skipif`: an install skipped by `Skipif: onpath sh`, a run not skipped by `exists` of a
+missing file, a run skipped by `exists /` (FINISHED, skipped).
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import hashlib
@@ -341,5 +345,75 @@ elif PHASE == "reloaded":
     check("... its install ran again (the same version, another runWith.posixUser)",
           wait(lambda: work("e2e.Priv", "installs") == "installed\ninstalled\n"),
           work("e2e.Priv", "installs"))
+
+elif PHASE == "unprivileged":
+    # groved again with allow_privileged_components: false. Priv (installed: its privileged
+    # install does not run again) and Exec run as before; a new component whose install
+    # asks for RequiresPrivilege does not run it: its deployment FAILS naming the key, the
+    # set rolled back.
+    check("with allow_privileged_components: false, Priv (installed, its run not "
+          "privileged) RUNNING again",
+          bool(wait(lambda: state("e2e.Priv") == "RUNNING"
+                    and alive(pid_file("e2e.Priv", "pid")), 30)), installed())
+    support.component(gg, "e2e.Root", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install:
+        RequiresPrivilege: true
+        Script: id -u > {work:path}/install.uid
+      run: exec sleep 300
+""")
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name  # as `reloaded` left it
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": f"nobody:{group}"}},
+                             "e2e.Root": {"componentVersion": "1.0.0"}})
+    check("e2e.Root (a RequiresPrivilege install) -> FAILED, naming allow_privileged_components, "
+          "ROLLBACK_COMPLETE",
+          status == "FAILED" and "allow_privileged_components" in reason
+          and "ROLLBACK_COMPLETE" in reason, (status, reason))
+    check("... its privileged install never ran", not os.path.exists(f"{WORKDIR}/e2e.Root/install.uid"))
+    check("... Priv's install did not run again",
+          work("e2e.Priv", "installs") == "installed\ninstalled\n", work("e2e.Priv", "installs"))
+    check("... the set rolled back: e2e.Root gone, Priv RUNNING",
+          bool(wait(lambda: "e2e.Root" not in installed() and state("e2e.Priv") == "RUNNING", 30)),
+          installed())
+
+elif PHASE == "skipif":
+    # Skipif: `onpath sh` holds, so e2e.Skip's install is skipped; `exists` of a missing
+    # file does not, so its run runs; `exists /` holds, so e2e.SkipRun's run is skipped
+    # (FINISHED, `skipped`).
+    support.component(gg, "e2e.Skip", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install:
+        Skipif: onpath sh
+        Script: echo installed > {work:path}/install.ran
+      run:
+        Skipif: exists /nonexistent-grove-skipif
+        Script: echo $$ > pid; exec sleep 300
+""")
+    support.component(gg, "e2e.SkipRun", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run:
+        Skipif: exists /
+        Script: echo ran > run.ran; exec sleep 300
+""")
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": f"nobody:{group}"}},
+                             "e2e.Skip": {"componentVersion": "1.0.0"},
+                             "e2e.SkipRun": {"componentVersion": "1.0.0"}})
+    check("e2e.Skip and e2e.SkipRun (Skipif steps) -> COMPLETED", status == "COMPLETED",
+          (status, reason))
+    check("... Skip's install skipped (Skipif: onpath sh), its run RUNNING (Skipif: exists of a "
+          "missing file)",
+          bool(wait(lambda: state("e2e.Skip") == "RUNNING" and alive(pid_file("e2e.Skip", "pid")), 30))
+          and not os.path.exists(f"{WORKDIR}/e2e.Skip/install.ran"), installed())
+    skipped = installed().get("e2e.SkipRun", {})
+    check("... SkipRun's run skipped (Skipif: exists /): FINISHED, skipped, never ran",
+          skipped.get("lifecycleState") == "FINISHED"
+          and skipped.get("lifecycleStateDetails") == "skipped"
+          and not os.path.exists(f"{WORKDIR}/e2e.SkipRun/run.ran"), skipped)
 
 support.finish()

@@ -6,7 +6,8 @@
 # an artifact with Permission Execute run directly, a run outliving its Timeout and one
 # failing more slowly than three errors within the window; groved is then killed with -9
 # and the same set must come back without its install running again; after a hot reload
-# the startup's services are the new instance's to stop.
+# the startup's services are the new instance's to stop; last, groved again with
+# allow_privileged_components: false refuses a RequiresPrivilege install.
 # Usage: lifecycle_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -38,6 +39,13 @@ run_py restarted   # the set back, install not again
 check "grovectl reload deployment -> exit 0" bash -c '[[ $0 == 0 ]]' "$?"
 status_matches "deployment .* running" || abort "the deployment plugin did not come back"
 run_py reloaded    # Daemon's services handed over; its removal runs its shutdown, ends them
+stop_groved
+# The operator withdraws consent to privileged steps.
+sed -i 's/^\(      \)thing_name: core-1$/&\n\1allow_privileged_components: false/' "$WORK/profile.yaml"
+grep -q "allow_privileged_components: false" "$WORK/profile.yaml" || abort "the profile did not take allow_privileged_components"
+launch_deployment "groved did not come back with allow_privileged_components: false"
+run_py unprivileged  # a RequiresPrivilege step refused: its deployment FAILED, rolled back
+run_py skipif      # Skipif onpath / exists, holding and not
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
 finish
