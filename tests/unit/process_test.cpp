@@ -109,6 +109,63 @@ BOOST_AUTO_TEST_CASE(output_lines_reach_the_log_with_their_prefix) {
   BOOST_TEST(err == (std::vector<std::string>{"to stderr"}));
 }
 
+BOOST_AUTO_TEST_CASE(output_an_owner_does_not_take_is_bounded_and_counted) {
+  // The owner's "actor" takes nothing until the child is gone: a child flooding its
+  // stdout (30 MB in 300 000 lines) must not queue all of it there. What is queued stays
+  // within about 1 MiB, and every line is either delivered or counted as dropped.
+  recorder r;
+  std::mutex mtx;
+  std::deque<std::function<void()>> mailbox;
+  process_owner owner;
+  owner.post = [&](std::function<void()> f) {
+    std::lock_guard guard{mtx};
+    mailbox.push_back(std::move(f));
+  };
+  owner.log = r.log;
+  constexpr size_t lines = 300000;
+  auto o = sh("head -c " + std::to_string(lines * 99) + " /dev/zero | tr '\\0' x | fold -w 99");
+  o.stdout_level = output_level::off;
+  auto p = process::start(owner, std::move(o), r.callbacks());
+  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
+  auto pid = p->pid();
+  BOOST_REQUIRE(test::wait_until([&] { return gone(pid); }, std::chrono::seconds{120}));
+  auto run_mail = [&] {
+    std::deque<std::function<void()>> batch;
+    {
+      std::lock_guard guard{mtx};
+      batch.swap(mailbox);
+    }
+    for (auto& f : batch)
+      f();
+    return batch.size();
+  };
+  // What waited while the child wrote: bounded (a line costs its text and an overhead).
+  size_t waiting = 0;
+  {
+    std::lock_guard guard{mtx};
+    waiting = mailbox.size();
+  }
+  BOOST_TEST(waiting * 100 <= 1024u * 1024u + 64u * 1024u, waiting << " posted");
+  BOOST_REQUIRE(test::wait_until([&] {
+    run_mail();
+    return r.exit_count() == 1;
+  }));
+  size_t delivered = 0;
+  uint64_t dropped = 0;
+  for (auto& l : r.lines(output_stream::out)) {
+    if (l == std::string(99, 'x')) {
+      ++delivered;
+    } else if (l.starts_with("[grove: ")) {
+      dropped += std::stoull(l.substr(8));
+      BOOST_TEST(l.find(" lines of stdout dropped here") != std::string::npos, l);
+    } else {
+      BOOST_TEST(false, "unexpected line " << l.substr(0, 120));
+    }
+  }
+  BOOST_TEST(dropped > 0u);
+  BOOST_TEST(delivered + dropped == lines);
+}
+
 BOOST_AUTO_TEST_CASE(stop_sends_sigterm) {
   recorder r;
   auto p = start_ok(r, sh("echo ready; while :; do sleep 0.05; done"));

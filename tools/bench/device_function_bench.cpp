@@ -3,7 +3,13 @@
 // subscriber on $grove/mm/out/function/F/# stands in for the function. Peer, in the same
 // run: the same publishers through a bare Mosquitto (no plugin) to one MQTT subscriber.
 // Prints one JSON line: messages/s end to end and latency percentiles for both.
-//   device_function_bench [--messages N] [--pubs P] [--payload B]
+//   device_function_bench [--messages N] [--pubs P] [--payload B] [--rate R] [--round-trip]
+// --round-trip: device -> function -> device with a real function. function_runtime runs
+// the C++ SDK's example (echo: publishes each payload on "<subject>/echo") as a pinned
+// function; the group routes bench/<i> from device dev-<i> to it and bench/+/echo from it
+// to device sink, an MQTT client of the managed Mosquitto that measures. Peer, in the
+// same run: a bare Mosquitto with an MQTT echo client (bench/+ -> bench/<i>/echo) and the
+// same publishers and sink.
 
 #include <algorithm>
 #include <cmath>
@@ -170,8 +176,20 @@ int main(int argc, char** argv) {
   int npubs = 4;
   size_t payload = 64;
   int rate = 10000;
+  bool round_trip = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::string{argv[i]} == "--round-trip") {
+      round_trip = true;
+      // Fewer by default: one pinned instance handles them one at a time.
+      messages = 5000;
+      rate = 2000;
+    }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
+    if (a == "--round-trip") {
+      --i; // a flag: no value
+      continue;
+    }
     if (a == "--messages")
       messages = std::atoi(argv[i + 1]);
     else if (a == "--pubs")
@@ -192,7 +210,16 @@ int main(int argc, char** argv) {
     g << "name: bench\ndevices:\n";
     for (int i = 0; i < npubs; ++i)
       g << "  - thing: dev-" << i << "\n";
-    g << "functions: [{name: F}]\nsubscriptions:\n";
+    if (round_trip)
+      g << "  - thing: sink\n"
+        << "functions:\n  - name: F\n    config: {handler: " << GROVE_ECHO_FUNCTION
+        << ", pinned: true, maxQueueSize: 1000000, timeoutInSeconds: 60, "
+           "inputPayloadEncodingType: binary, "
+           "runAs: {uid: 0, gid: 0}, linuxProcessParams: {isolationMode: NoContainer}}\n"
+        << "subscriptions:\n  - {id: back, source: \"function:F\", subject: \"bench/+/echo\", "
+           "target: \"device:sink\"}\n";
+    else
+      g << "functions: [{name: F}]\nsubscriptions:\n";
     for (int i = 0; i < npubs; ++i)
       g << "  - {id: s" << i << ", source: \"device:dev-" << i << "\", subject: \"bench/" << i
         << "\", target: \"function:F\"}\n";
@@ -202,6 +229,9 @@ int main(int argc, char** argv) {
       << "    may_claim: [\"device:*\", \"cloud\", \"function:*\", \"shadow\"]\n"
       << "    config:\n      development_mode: true\n      broker: {bind: 127.0.0.1, port: "
       << port << "}\n";
+    if (round_trip)
+      p << "  - name: function_runtime\n    may_claim: [\"function:*\"]\n"
+        << "    config: {allow_run_as_root: true}\n";
   }
   grove::profile_overrides ov;
   ov.write_dir = dir / "var";
@@ -222,12 +252,23 @@ int main(int argc, char** argv) {
       return 1;
     }
     sink s;
-    auto sub = k.subscribe("$grove/mm/out/function/F/#", [&](const grove::Envelope& e) {
-      s.arrived(e.payload().data(), e.payload().size());
-    });
-    if (!sub) {
-      std::cerr << grove::describe(sub.error()) << '\n';
-      return 1;
+    mosquitto* device_sink = nullptr;
+    if (round_trip) {
+      device_sink = connect_client("sink", "sink", port);
+      mosquitto_user_data_set(device_sink, &s);
+      mosquitto_message_callback_set(device_sink,
+                                     [](mosquitto*, void* ud, const mosquitto_message* m) {
+        static_cast<sink*>(ud)->arrived(m->payload, static_cast<size_t>(m->payloadlen));
+      });
+      mosquitto_subscribe(device_sink, nullptr, "bench/+/echo", 0);
+    } else {
+      auto sub = k.subscribe("$grove/mm/out/function/F/#", [&](const grove::Envelope& e) {
+        s.arrived(e.payload().data(), e.payload().size());
+      });
+      if (!sub) {
+        std::cerr << grove::describe(sub.error()) << '\n';
+        return 1;
+      }
     }
     std::vector<mosquitto*> pubs;
     for (int i = 0; i < npubs; ++i)
@@ -244,6 +285,8 @@ int main(int argc, char** argv) {
       s.lat_us.clear();
     }
     grove_result = measure(s, pubs, messages, payload, rate);
+    if (device_sink != nullptr)
+      pubs.push_back(device_sink);
     for (auto* m : pubs) {
       mosquitto_disconnect(m);
       mosquitto_loop_stop(m, false);
@@ -273,7 +316,18 @@ int main(int argc, char** argv) {
   mosquitto_message_callback_set(subc, [](mosquitto*, void* ud, const mosquitto_message* m) {
     static_cast<sink*>(ud)->arrived(m->payload, static_cast<size_t>(m->payloadlen));
   });
-  mosquitto_subscribe(subc, nullptr, "bench/#", 0);
+  mosquitto_subscribe(subc, nullptr, round_trip ? "bench/+/echo" : "bench/#", 0);
+  // --round-trip: the function's stand-in, an MQTT client echoing bench/<i> on
+  // bench/<i>/echo, one message at a time on its network thread like the pinned instance.
+  mosquitto* echo = nullptr;
+  if (round_trip) {
+    echo = connect_client("peer-echo", "peer-echo", bare_port);
+    mosquitto_message_callback_set(echo, [](mosquitto* m, void*, const mosquitto_message* msg) {
+      auto topic = std::string{msg->topic} + "/echo";
+      mosquitto_publish(m, nullptr, topic.c_str(), msg->payloadlen, msg->payload, 0, false);
+    });
+    mosquitto_subscribe(echo, nullptr, "bench/+", 0);
+  }
   std::vector<mosquitto*> pubs;
   for (int i = 0; i < npubs; ++i)
     pubs.push_back(connect_client("p-" + std::to_string(i), "p", bare_port));
@@ -286,6 +340,12 @@ int main(int argc, char** argv) {
     peer.lat_us.clear();
   }
   auto bare_result = measure(peer, pubs, messages, payload, rate);
+  for (auto* m : {subc, echo})
+    if (m != nullptr) {
+      mosquitto_disconnect(m);
+      mosquitto_loop_stop(m, false);
+      mosquitto_destroy(m);
+    }
   kill(broker, SIGTERM);
   waitpid(broker, nullptr, 0);
   fs::remove_all(dir);
@@ -293,12 +353,15 @@ int main(int argc, char** argv) {
   auto g = grove_result["unpaced"]["msgs_per_s"].get<int64_t>();
   auto b = bare_result["unpaced"]["msgs_per_s"].get<int64_t>();
   double ratio = b > 0 ? static_cast<double>(g) / static_cast<double>(b) : 0;
-  nlohmann::json out = {{"bench", "device_to_function"},
+  nlohmann::json out = {{"bench", round_trip ? "device_function_device" : "device_to_function"},
                         {"publishers", npubs},
                         {"messages_per_publisher", messages},
                         {"payload_bytes", payload},
-                        {"grove_device_to_bus_function", grove_result},
-                        {"peer_bare_mosquitto_device_to_device", bare_result},
+                        {round_trip ? "grove_device_function_device" : "grove_device_to_bus_function",
+                         grove_result},
+                        {round_trip ? "peer_bare_mosquitto_echo_client"
+                                    : "peer_bare_mosquitto_device_to_device",
+                         bare_result},
                         {"ratio_unpaced_msgs_per_s", std::round(ratio * 100) / 100}};
   std::cout << out.dump() << std::endl;
   return 0;

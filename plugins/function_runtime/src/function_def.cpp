@@ -103,7 +103,10 @@ config_map<function_def> function_def::map() {
     .key("timeoutInSeconds", &function_def::timeout_s, 3, range{1, 86400},
          "an item running longer ends its instance (SIGTERM, then SIGKILL)")
     .key("statusTimeoutInSeconds", &function_def::status_timeout_s, 60, range{1, 86400},
-         "an instance that has not said hello within this is ended")
+         "Greengrass: the interval at which a pinned instance reports its status. "
+         "Any instance that has not said hello within this is ended; a pinned one is ended "
+         "when nothing was heard from it for twice this (its SDK reports every interval "
+         "from a thread of its own)")
     .key("inputPayloadEncodingType", &function_def::input_encoding, "json",
          one_of{"json", "binary"}, "json: a payload that is not JSON is refused")
     .key("execArgs", &function_def::exec_args, std::vector<std::string>{},

@@ -118,6 +118,15 @@ struct frame_inbox {
   std::condition_variable cv;
   std::deque<batch> batches;
   bool done = false; // the reader has stopped (EOF, an error, a flood)
+  // When the reader last read bytes from the worker (steady clock, ns): the status
+  // watchdog's (statusTimeoutInSeconds) measure, taken where the bytes arrive, so an
+  // actor that is slow to drain never makes a live worker look silent.
+  std::atomic<int64_t> heard_ns{0};
+
+  void heard() {
+    heard_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                   std::memory_order_relaxed);
+  }
 
   void push(batch b) {
     std::lock_guard guard{mtx};
@@ -166,6 +175,8 @@ struct instance {
   // Frame bytes of items[1..]: sent ahead, not read yet (at most send_ahead_bytes).
   size_t ahead_bytes = 0;
   grove::timer_id hello_timer = 0;
+  // A pinned instance whose Hello said `status`: checks that it keeps reporting.
+  grove::timer_id status_timer = 0;
   std::chrono::steady_clock::time_point started{}; // when its process was started
   // One timer checks the front item's deadline; it is re-armed when it fires early, not
   // set per item (each set costs a message through CAF's clock thread).
@@ -479,10 +490,46 @@ public:
     return {};
   }
 
+  /// A plain stop (unload, groved's shutdown; a reload takes snapshot() first, which
+  /// leaves nothing here): nothing carries the work on, so it is accounted for, never
+  /// dropped silently. Requests are answered (their callers would otherwise wait out
+  /// their timeout), and the events no handler finished are counted in groved's log and
+  /// in each function's. README.md, "Unload".
   void stop() override {
-    for (auto& [name, fn] : functions_)
-      for (auto& [id, inst] : fn.instances)
+    uint64_t dropped = 0;
+    for (auto& [name, fn] : functions_) {
+      uint64_t events = 0;
+      auto account = [&](work_item& item, const char* what) {
+        if (!item.request) {
+          ++events;
+          return;
+        }
+        ctx_->reply_error(*item.request,
+                          make_error(errc::plugin_failed,
+                                     "function '" + name + "': " + what
+                                       + ": function_runtime stopped (unloaded or groved "
+                                         "shut down)"));
+      };
+      for (auto& [id, inst] : fn.instances) {
         close_channel(*inst);
+        for (size_t i = 0; i < inst->items.size(); ++i)
+          account(inst->items[i], "interrupted in its instance (it may have run, in part "
+                                  "or whole)");
+        inst->items.clear();
+      }
+      while (!fn.queue.empty()) {
+        auto item = pop_queue(fn);
+        account(item, "not run");
+      }
+      if (events > 0 && fn.log)
+        fn.log->write("ERROR", std::to_string(events) + " events not run: function_runtime "
+                                 "stopped (unloaded or groved shut down)");
+      dropped += events;
+    }
+    if (dropped > 0)
+      ctx_->log().warn("stop: {} queued or running events of functions were not run "
+                       "(nothing carries them on without a hot reload)",
+                       dropped);
     functions_.clear();
   }
 
@@ -1387,6 +1434,8 @@ private:
       env.push_back("GROVE_FUNCTION_LOG_LEVEL=" + lambda_level_);
     env.push_back("GROVE_FUNCTION_FD=3");
     env.push_back("GROVE_FUNCTION_TOKEN=" + inst->token);
+    if (def.pinned)
+      env.push_back("GROVE_FUNCTION_STATUS_INTERVAL_S=" + std::to_string(def.status_timeout_s));
     env.push_back("GROVE_FUNCTION_MAX_FRAME=" + std::to_string(cfg_.max_frame_bytes));
     if (def.runtime == "python3")
       gfn::add_python_env(def,
@@ -1765,6 +1814,7 @@ private:
       // EOF, or a read error: system_error; a frame cut short: malformed.
       if (auto err = in.fill(fd))
         return fail(std::move(err));
+      inbox->heard();
       frame_inbox::batch batch;
       caf::error err;
       for (;;) {
@@ -1865,6 +1915,8 @@ private:
       inst->state = inst_state::idle;
       if (inst->retire)
         return end_instance(fn, *inst, "", false);
+      if (f.hello().status() && fn.def && fn.def->pinned)
+        arm_status(fn, *inst, std::chrono::seconds{2 * fn.def->status_timeout_s});
       arm_idle(fn, *inst);
       return dispatch(fn);
     }
@@ -2167,8 +2219,36 @@ private:
     return true;
   }
 
+  /// statusTimeoutInSeconds of a pinned instance (Greengrass: the interval at which a
+  /// pinned Lambda reports its status): its SDK reports at least that often, from a
+  /// thread of its own, and any frame counts. One missed report is forgiven (a loaded
+  /// device); heard nothing for twice the interval, the instance is stuck (stopped,
+  /// deadlocked, its runtime wedged) and is ended, its item answered, and the pinned
+  /// function starts a new one. The timer fires at the silence's earliest end and is
+  /// re-armed from the last report, not set per frame.
+  void arm_status(function_state& fn, instance& inst, std::chrono::seconds limit) {
+    inst.status_timer = ctx_->after(limit, [this, name = fn.name, id = inst.id, limit] {
+      auto* inst = find(name, id);
+      if (inst == nullptr || inst->state == inst_state::ending)
+        return;
+      inst->status_timer = 0;
+      auto heard = std::chrono::steady_clock::time_point{
+        std::chrono::steady_clock::duration{inst->inbox->heard_ns.load()}};
+      auto silent = std::chrono::steady_clock::now() - heard;
+      auto& fn = functions_.at(name);
+      if (silent < limit) {
+        arm_status(fn, *inst, std::chrono::ceil<std::chrono::seconds>(limit - silent));
+        return;
+      }
+      end_instance(fn, *inst,
+                   "no status report for " + std::to_string(limit.count())
+                     + " s (twice statusTimeoutInSeconds): the instance is stuck",
+                   false);
+    });
+  }
+
   void cancel_timers(instance& inst) {
-    for (auto* t : {&inst.hello_timer, &inst.deadline_timer})
+    for (auto* t : {&inst.hello_timer, &inst.deadline_timer, &inst.status_timer})
       if (*t != 0) {
         ctx_->cancel(*t);
         *t = 0;

@@ -55,6 +55,7 @@ caf::error check_worker_frame(const Frame& f, bool said_hello, const std::string
   switch (f.body_case()) {
     case Frame::kResult:
     case Frame::kLog:
+    case Frame::kStatus:
       return {};
     case Frame::kRecalled:
       // One the runtime did not ask for ends the instance there (function_runtime.cpp).

@@ -439,6 +439,72 @@ BOOST_AUTO_TEST_CASE(a_hot_reload_loses_no_queued_event_and_answers_every_reques
   BOOST_TEST(has(rt.log_of("g"), "stopped by a reload of function_runtime"));
 }
 
+BOOST_AUTO_TEST_CASE(an_unload_answers_waiting_requests_and_counts_the_events_it_drops) {
+  // No hot reload, so nothing carries the work on: a request waiting behind a held item,
+  // and the held one, get an error at once (not their callers' timeout), and the events
+  // queued behind them are counted in the function's log.
+  runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("g");
+  auto hold = rt.dir.path() / "hold";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  constexpr int events = 7;
+  for (int i = 0; i < events; ++i)
+    BOOST_REQUIRE(rt.h->publish(std::string{fr::event_prefix} + "g", "\"pid\""));
+  auto waiting = std::async(std::launch::async, [&] { return rt.invoke("g", "\"pid\"", 120s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == events + 1u; }));
+  auto err = rt.h->kernel().unload(rt.h->name());
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  for (auto* c : {&held, &waiting}) {
+    auto x = c->get();
+    BOOST_REQUIRE(!x);
+    BOOST_TEST(has(grove::describe(x.error()), "function_runtime stopped"),
+               grove::describe(x.error()));
+  }
+  BOOST_TEST(has(rt.log_of("g"), std::to_string(events) + " events not run: function_runtime "
+                                                          "stopped"),
+             rt.log_of("g"));
+}
+
+BOOST_AUTO_TEST_CASE(a_pinned_instance_that_stops_reporting_status_is_replaced) {
+  // statusTimeoutInSeconds (Greengrass: the interval at which a pinned Lambda reports
+  // its status). A handler running far longer than the interval keeps its instance (the
+  // SDK reports from a thread of its own); an instance that stops reporting (SIGSTOP:
+  // alive, silent) is ended after twice the interval, its item answered, and the pinned
+  // function serves again from a new instance. Without the watchdog the item sent to the
+  // stopped instance would wait out timeoutInSeconds (600 s).
+  runtime rt{fn("g", "pipeline", "statusTimeoutInSeconds: 1, timeoutInSeconds: 600")};
+  rt.wait_defined("g");
+  auto hold = rt.dir.path() / "hold";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  std::string pid;
+  std::ifstream{hold.string() + ".pid"} >> pid;
+  // Not a wait for a result: time for the watchdog (2 s) to have fired twice over.
+  std::this_thread::sleep_for(5s);
+  std::ofstream{hold} << "go";
+  auto h = held.get();
+  BOOST_REQUIRE_MESSAGE(h, why(h));
+  BOOST_TEST(rt.ok("g", "\"pid\"") == pid); // the same instance: it kept reporting
+  BOOST_REQUIRE(::kill(std::stoi(pid), SIGSTOP) == 0);
+  std::string answered;
+  BOOST_REQUIRE_MESSAGE(test::wait_until(
+                          [&] {
+                            auto r = rt.invoke("g", "\"pid\"", 60s);
+                            answered = r ? r->payload() : why(r);
+                            return r && r->payload() != pid;
+                          },
+                          90s),
+                        "last answer: " << answered);
+  BOOST_TEST(has(rt.log_of("g") + rt.info("g").last_error(), "no status report"),
+             rt.info("g").last_error());
+  ::kill(std::stoi(pid), SIGCONT); // ended by the runtime (SIGKILL) by now, or at once
+}
+
 BOOST_AUTO_TEST_CASE(large_items_sent_ahead_never_overrun_a_busy_worker) {
   // 32 items of 32 KiB behind a handler that holds: far more than a socket buffer. Only
   // a bounded number of bytes goes ahead, so no send waits on the worker and every item
@@ -1672,6 +1738,27 @@ BOOST_AUTO_TEST_CASE(python_pinned_instance_serves_survives_exceptions_and_is_re
   BOOST_TEST(rt.info("p").errors() == 1u);
   BOOST_TEST(rt.info("p").invocations() == 3u);
   BOOST_TEST(rt.replaced_after_kill("p", pid1));
+}
+
+BOOST_AUTO_TEST_CASE(python_a_pinned_instance_reports_status_through_a_long_handler) {
+  // The Python runner's status reports (statusTimeoutInSeconds): a handler sleeping 5 s
+  // with reports due every 1 s keeps its instance; stopped, the instance is replaced.
+  runtime rt{py("p", "pyfn.pid", "statusTimeoutInSeconds: 1, timeoutInSeconds: 600")};
+  rt.wait_defined("p");
+  auto pid = rt.ok("p", "{}");
+  BOOST_TEST(rt.ok("p", R"({"sleep": 5})") == pid);
+  BOOST_REQUIRE(::kill(std::stoi(pid), SIGSTOP) == 0);
+  std::string answered;
+  BOOST_REQUIRE_MESSAGE(test::wait_until(
+                          [&] {
+                            auto r = rt.invoke("p", "{}", 60s);
+                            answered = r ? r->payload() : why(r);
+                            return r && r->payload() != pid;
+                          },
+                          90s),
+                        "last answer: " << answered);
+  BOOST_TEST(has(rt.log_of("p") + rt.info("p").last_error(), "no status report"));
+  ::kill(std::stoi(pid), SIGCONT);
 }
 
 BOOST_AUTO_TEST_CASE(python_on_demand_instance_gets_the_context_and_exits_when_idle) {

@@ -77,6 +77,14 @@ struct process_record {
   int denied_syscall = -1;
   std::string out_buf;
   std::string err_buf;
+  // Output lines posted to the owner and not yet run there (bytes, shared with the
+  // posted closures), and the lines of each stream dropped because that was over
+  // max_pending_output_bytes: a child writing faster than its owner takes lines must
+  // not grow the owner's mailbox without bound (emit_line).
+  std::shared_ptr<std::atomic<size_t>> output_pending =
+    std::make_shared<std::atomic<size_t>>(0);
+  uint64_t out_dropped = 0;
+  uint64_t err_dropped = 0;
   std::optional<std::chrono::steady_clock::time_point> kill_at;
   std::optional<std::chrono::steady_clock::time_point> restart_at;
   failure_tracker failures;
@@ -91,6 +99,13 @@ using record_ptr = std::shared_ptr<process_record>;
 using clock_type = std::chrono::steady_clock;
 
 constexpr size_t max_line_bytes = 16 * 1024;
+
+// Output of one child posted to its owner and not yet handled there; beyond it lines go
+// to the log only, and the owner gets a count of those it missed (emit_line).
+constexpr size_t max_pending_output_bytes = 1024 * 1024;
+
+// What a posted line costs besides its text (the closure and the mailbox's element).
+constexpr size_t pending_line_overhead = 128;
 
 /// Ends a forked or cloned child before exec with the raw system call. A sanitizer runtime
 /// intercepts _exit and finalises itself there (TSan: reports the parent's threads, which
@@ -319,6 +334,9 @@ private:
   void loop();
   void read_output(process_record& r, output_stream which, bool drain);
   void emit_line(process_record& r, output_stream which, std::string line);
+  // Both with r.mtx held.
+  void post_line(process_record& r, output_stream which, std::string line);
+  void post_dropped(process_record& r, output_stream which);
   void on_exited(const record_ptr& r);
   void on_denied(process_record& r, short revents);
   void schedule_restart(process_record& r, process_exit& ex);
@@ -846,8 +864,40 @@ void supervisor::emit_line(process_record& r, output_stream which, std::string l
       // A failing sink must not take the supervisor down.
     }
   }
-  if (r.owner.post && r.cb.on_output)
-    r.owner.post([f = r.cb.on_output, which, l = std::move(line)] { f(which, l); });
+  if (!r.owner.post || !r.cb.on_output)
+    return;
+  auto& dropped = which == output_stream::out ? r.out_dropped : r.err_dropped;
+  auto cost = line.size() + pending_line_overhead;
+  if (r.output_pending->load(std::memory_order_relaxed) + cost > max_pending_output_bytes) {
+    // The owner is behind (a child flooding its output): the line is in the log above
+    // but not posted, and counted; the count reaches the owner with the next line it
+    // gets (post_dropped).
+    ++dropped;
+    return;
+  }
+  post_dropped(r, which);
+  post_line(r, which, std::move(line));
+}
+
+void supervisor::post_line(process_record& r, output_stream which, std::string line) {
+  auto cost = line.size() + pending_line_overhead;
+  r.output_pending->fetch_add(cost, std::memory_order_relaxed);
+  r.owner.post([f = r.cb.on_output, which, l = std::move(line), pending = r.output_pending,
+                cost] {
+    pending->fetch_sub(cost, std::memory_order_relaxed);
+    f(which, l);
+  });
+}
+
+void supervisor::post_dropped(process_record& r, output_stream which) {
+  auto& dropped = which == output_stream::out ? r.out_dropped : r.err_dropped;
+  if (dropped == 0 || !r.owner.post || !r.cb.on_output)
+    return;
+  auto note = "[grove: " + std::to_string(dropped) + " lines of "
+              + (which == output_stream::out ? "stdout" : "stderr")
+              + " dropped here: written faster than they were taken]";
+  dropped = 0;
+  post_line(r, which, std::move(note));
 }
 
 // Reads what `which` has (all of it when `drain`), emitting complete lines.
@@ -877,10 +927,15 @@ void supervisor::read_output(process_record& r, output_stream which, bool drain)
       return;
     }
     if (n == 0 || (n < 0 && errno != EAGAIN)) {
-      // End of output (or a broken pipe): flush a last line without newline.
+      // End of output (or a broken pipe): flush a last line without newline, and the
+      // count of lines dropped at the end, which no later line carries.
       if (!buf.empty())
         emit_line(r, which, std::move(buf));
       buf.clear();
+      {
+        std::lock_guard guard{r.mtx};
+        post_dropped(r, which);
+      }
       close_fd(fd);
     }
     return;

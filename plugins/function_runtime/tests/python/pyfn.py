@@ -21,9 +21,12 @@ def echo(event, context):
 
 
 def pid(event, context):
-    """The instance's pid; raises when the event says so (the instance goes on)."""
+    """The instance's pid; raises when the event says so (the instance goes on), or
+    first sleeps the seconds it gives as "sleep"."""
     if isinstance(event, dict) and event.get("raise"):
         raise ValueError("asked to raise: %s" % event["raise"])
+    if isinstance(event, dict) and event.get("sleep"):
+        time.sleep(event["sleep"])
     return os.getpid()
 
 

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <mutex>
+#include <thread>
 
 #include "grove/errors.hpp" // errc and to_string only: nothing here may call into CAF
 #include "grove/function.pb.h"
@@ -39,6 +41,8 @@ struct channel {
   std::deque<fn::Frame> invokes;
   // The runtime took back the Invokes it sent ahead (Recall): none of those held runs.
   bool recall = false;
+  // Whole frames only: the status thread (status_loop) writes between the others.
+  std::mutex send_mtx;
 };
 
 /// Invokes this SDK takes in flight: it keeps those read ahead (the runtime sends at most
@@ -112,10 +116,25 @@ status send(const fn::Frame& f) {
     return {errc::malformed, std::string{field} + " is not UTF-8"};
   if (auto why = bad_name(f); !why.empty())
     return {errc::malformed, std::move(why)};
+  std::lock_guard guard{c.send_mtx};
   c.out.clear();
   if (auto err = framing::core::append_frame(c.out, f, c.max_frame))
     return err;
   return framing::core::write_all(c.fd, c.out);
+}
+
+/// A pinned instance's status reports (Hello.status, statusTimeoutInSeconds): every
+/// `interval`, from this thread, so a handler that runs long does not hold them back.
+/// Ends with the process (detached); a failed write means the runtime is gone, which
+/// the main loop notices by itself.
+void status_loop(std::chrono::seconds interval) {
+  fn::Frame f;
+  f.mutable_status();
+  for (;;) {
+    std::this_thread::sleep_for(interval);
+    if (send(f))
+      return;
+  }
 }
 
 /// What a verb answers when its request was not sent.
@@ -436,8 +455,14 @@ int run(handler h, int, char**) {
   hello.mutable_hello()->set_protocol(1);
   hello.mutable_hello()->set_pipeline(pipeline);
   hello.mutable_hello()->set_recall(true);
+  // Set for pinned instances only (statusTimeoutInSeconds).
+  auto status_interval = std::strtol(env_or("GROVE_FUNCTION_STATUS_INTERVAL_S", "0").c_str(),
+                                     nullptr, 10);
+  hello.mutable_hello()->set_status(status_interval > 0);
   if (send(hello))
     return 1;
+  if (status_interval > 0)
+    std::thread{status_loop, std::chrono::seconds{status_interval}}.detach();
   for (;;) {
     fn::Frame f;
     if (!c.invokes.empty()) {

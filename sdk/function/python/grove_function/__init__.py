@@ -11,6 +11,7 @@ Greengrass' client shape. See sdk/function/python/README.md.
 The verbs share the instance's one socket: call them from the handler's thread.
 """
 
+import _thread
 import collections
 import os
 import select
@@ -116,6 +117,26 @@ class _Channel:
         self.invokes = collections.deque()
         # The runtime took back the Invokes it sent ahead (Recall): none of those held runs.
         self.recall = False
+        # Whole frames only: the status thread (start_status) writes between the others.
+        # _thread, not threading: nothing more to import at start.
+        self._send_lock = _thread.allocate_lock()
+
+    def start_status(self, interval):
+        """A pinned instance's status reports (Hello.status, statusTimeoutInSeconds):
+        a Status frame every `interval` seconds from a thread of its own, so a handler
+        that runs long does not hold them back. It ends when a write fails (the runtime
+        is gone, which the main loop notices by itself) or with the process."""
+        data = _wire.Frame(status=_wire.Status()).encode()
+
+        def loop():
+            while True:
+                time.sleep(interval)
+                try:
+                    self.send_bytes(data)
+                except OSError:
+                    return
+
+        _thread.start_new_thread(loop, ())
 
     def send(self, frame):
         """Sends `frame`; raises _FrameTooLarge, sending nothing, for one over the
@@ -127,8 +148,9 @@ class _Channel:
 
     def send_bytes(self, data):
         out = memoryview(_LENGTH.pack(len(data)) + data)
-        while out:
-            out = out[os.write(self.fd, out):]
+        with self._send_lock:
+            while out:
+                out = out[os.write(self.fd, out):]
 
     def _held(self):
         """The next complete Frame read already, or None."""

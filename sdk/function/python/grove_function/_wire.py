@@ -57,7 +57,7 @@ _FIXED_FORMATS = {"float": "<f"}
 _PROTO = {
     # function.proto (package grove.fn): the IPC frames.
     "Hello": ((1, "token", "string"), (2, "protocol", "uint32"), (3, "error", "bytes"),
-              (4, "pipeline", "uint32"), (5, "recall", "bool")),
+              (4, "pipeline", "uint32"), (5, "recall", "bool"), (6, "status", "bool")),
     "Invoke": ((1, "id", "uint64"), (2, "payload", "bytes"), (3, "subject", "string"),
                (4, "source", "string"), (5, "content_type", "string"),
                (6, "invocation_id", "string"), (7, "remaining_ms", "uint64"),
@@ -78,13 +78,14 @@ _PROTO = {
     "Log": ((1, "level", "uint32"), (2, "text", "bytes")),
     "Recall": (),
     "Recalled": (),
+    "Status": (),
     "Frame": ((1, "hello", "Hello", "body"), (2, "invoke", "Invoke", "body"),
               (3, "result", "Result", "body"), (4, "publish", "Publish", "body"),
               (5, "publish_ack", "PublishAck", "body"), (6, "call", "Call", "body"),
               (7, "call_reply", "CallReply", "body"), (8, "log", "Log", "body"),
               (9, "shadow_call", "ShadowCall", "body"),
               (10, "infer_call", "InferCall", "body"), (11, "recall", "Recall", "body"),
-              (12, "recalled", "Recalled", "body")),
+              (12, "recalled", "Recalled", "body"), (13, "status", "Status", "body")),
     # ml.proto (package grove.ml): infer()'s request and response.
     "Tensor": ((1, "name", "string"), (2, "dtype", "enum"), (3, "shape", "repeated int64"),
                (4, "data", "bytes")),

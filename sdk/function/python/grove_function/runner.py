@@ -95,7 +95,12 @@ def main(argv):
         return 3
     if "logging" in sys.modules:
         _LogHandler.install()
+    # Set for pinned instances only (statusTimeoutInSeconds).
+    status_interval = int(os.environ.get("GROVE_FUNCTION_STATUS_INTERVAL_S", "0") or 0)
+    hello.status = status_interval > 0
     chan.send(wire.Frame(hello=hello))
+    if status_interval > 0:
+        chan.start_status(status_interval)
     binary = os.environ.get("GROVE_FUNCTION_ENCODING", "json") == "binary"
     name = chan.name
     # Imported with the first JSON to read or write: binary functions skip it. A JSON
