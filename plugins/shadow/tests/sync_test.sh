@@ -7,7 +7,8 @@
 # its certificate) hears its shadow's events; grovectl changes shadows locally.
 # Checks: a local update reaches the cloud (classic, named, and a group device's
 # sync_shadow), a cloud update reaches the device (delta) without coming back, a device
-# given sync_shadow live has its cloud document read at once, edits made
+# given sync_shadow live has its cloud document read at once (also beyond 50 synced things,
+# under the one wildcard filter), edits made
 # on both sides while the cloud link is down are merged per leaf once it is back (and a
 # cloud-only change comes down on reconnect), kill -9 of groved during a stream of syncs
 # converges after the restart; then deviceToCloud ignores cloud edits, and the outbound
@@ -102,6 +103,29 @@ eventually "... and its shadow read from the cloud at once (no local change, no 
   local_is heater .state.desired.temp 21
 write_group
 check "... removed again: the set of 3 in force (sync: 3 shadows, subscribed)" \
+  status_has "sync: 3 shadows, subscribed" 300
+
+# ---- more than 50 synced things: one wildcard filter ------------------------------------------------
+# AWS allows 50 filters per connection: beyond, the plugin subscribes to every thing's
+# shadow topics with one wildcard. A device with sync_shadow added then leaves that set as
+# it was, so message_manager says nothing new: the plugin must read the new shadow itself.
+# (Missed, the new shadow stayed unread until the link went down and up.)
+MANY=$(for i in $(seq -w 1 50); do printf '{thing: many%s, sync_shadow: true}, ' "$i"; done)
+MANY=${MANY%, }
+write_group "$MANY"
+check "52 synced things: the wildcard filter in force (sync: 53 shadows, subscribed)" \
+  status_has "sync: 53 shadows, subscribed" 300
+cloud_put boiler '{"state":{"desired":{"temp":30}},"version":2}' || abort "seeding the cloud's boiler"
+write_group "$MANY, {thing: boiler, sync_shadow: true}"
+check "... a device with sync_shadow added live: the same wildcard, in force (54 shadows, subscribed)" \
+  status_has "sync: 54 shadows, subscribed" 300
+eventually "... and its shadow read from the cloud at once (no local change, no reconnect)" \
+  local_is boiler .state.desired.temp 30
+cloud_update boiler '{"state":{"desired":{"temp":31}}}'
+eventually "... and a cloud update of it comes down through the wildcard" \
+  local_is boiler .state.desired.temp 31
+write_group
+check "... the 51 removed again: one filter per thing (sync: 3 shadows, subscribed)" \
   status_has "sync: 3 shadows, subscribed" 300
 
 # ---- offline edits on both sides, merged per leaf -------------------------------------------------
