@@ -13,7 +13,7 @@
 # cloud-only change comes down on reconnect), kill -9 of groved during a stream of syncs
 # converges after the restart; then deviceToCloud ignores cloud edits, and the outbound
 # rate limit coalesces a burst yet delivers the final state; strategy periodic sends at
-# most once per period.
+# most once per period; cloudToDevice ignores local edits.
 # Usage: sync_test.sh GROVED GROVECTL GROVE_CERTS FAKE_AWS_SHADOW_PY
 set -u
 
@@ -231,5 +231,23 @@ V1=$(cloud_doc lamp | jq .version)
 # already running and one for a merge after the restart: it loosens on a slow machine.
 check "... in at most one cloud update per period ($((V1 - V0)) for $N in $((T1 - T0 + 1)) s)" \
   bash -c '(( $1 <= ($2 + 4) / 5 + 2 ))' _ "$((V1 - V0))" "$((T1 - T0 + 1))"
+
+# ---- cloudToDevice ignores local edits ---------------------------------------------------------
+stop_groved
+write_profile "      synchronize:
+        shadowDocuments: [{thingName: lamp, classic: true, namedShadows: [cfg]}]
+        direction: cloudToDevice
+      rateLimits: {$LOCAL_LIMITS}"
+start_groved
+# Once "before" came down, the plugin's start-up read of lamp is done: the local edit
+# below comes after it.
+cloud_update lamp '{"state":{"desired":{"c2d_before":1}}}'
+eventually "(the restarted plugin syncs again, cloudToDevice)" local_is lamp .state.desired.c2d_before 1
+local_update lamp '{"state":{"desired":{"c2d_localonly":1}}}'
+cloud_update lamp '{"state":{"desired":{"c2d_after":1}}}'
+eventually "cloudToDevice: a cloud update still reaches the device" local_is lamp .state.desired.c2d_after 1
+check "... while the local edit made before it never reached the cloud" \
+  cloud_is lamp .state.desired.c2d_localonly null
+check "... nor did it go away locally" local_is lamp .state.desired.c2d_localonly 1
 
 finish
