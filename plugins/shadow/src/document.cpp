@@ -387,9 +387,7 @@ std::optional<shadow_topic> parse_topic(std::string_view topic) {
 }
 
 std::string document::serialize() const {
-  auto j = snapshot();
-  j["timestamp"] = timestamp;
-  return dump(j);
+  return get_accepted(*this, std::nullopt, timestamp);
 }
 
 std::optional<document> document::deserialize(std::string_view text) {
@@ -523,6 +521,35 @@ std::string get_accepted(const document& doc, const std::optional<std::string>& 
   j["timestamp"] = now;
   put_token(j, token);
   return dump(j);
+}
+
+std::optional<std::string> get_accepted_from_stored(std::string_view stored,
+                                                    const std::optional<std::string>& token,
+                                                    int64_t now) {
+  // The top level's last key is "timestamp" (get_accepted's order); the metadata's
+  // timestamps all come before it, so its last occurrence is the top level's.
+  constexpr std::string_view key = ",\"timestamp\":";
+  auto at = stored.rfind(key);
+  if (at == std::string_view::npos || stored.size() < at + key.size() + 2
+      || stored.back() != '}' || stored.front() != '{')
+    return std::nullopt;
+  auto digits = stored.substr(at + key.size(), stored.size() - at - key.size() - 1);
+  if (digits.empty()
+      || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  std::string out;
+  out.reserve(stored.size() + 24 + (token ? token->size() * 2 + 16 : 0));
+  out.append(stored.substr(0, at + key.size()));
+  out += std::to_string(now);
+  if (token) {
+    json tail = json::object();
+    tail["clientToken"] = *token;
+    auto text = dump(tail); // {"clientToken":"..."}, escaped as dump escapes it
+    out += ',';
+    out.append(text, 1, text.size() - 2);
+  }
+  out += '}';
+  return out;
 }
 
 std::string delete_accepted(uint64_t version, const std::optional<std::string>& token,

@@ -120,7 +120,10 @@ struct document {
   /// Seconds since the epoch of the last accepted update.
   int64_t timestamp = 0;
 
-  /// The stored form: {"state":{...},"metadata":{...},"version":N,"timestamp":T}.
+  /// The stored form: get/accepted's payload at the time of the last change and without
+  /// clientToken, {"state":{desired,reported,delta},"metadata":{...},"version":N,
+  /// "timestamp":T} (delta only when there is one), so that a get of a shadow not in
+  /// memory answers from the stored text without parsing it (get_accepted_from_stored).
   std::string serialize() const;
 
   /// Reads the stored form back; nullopt when it is not one.
@@ -197,6 +200,13 @@ json delta_of(const json& desired, const json& reported);
 /// The get/accepted payload.
 std::string get_accepted(const document& doc, const std::optional<std::string>& token,
                          int64_t now);
+
+/// The get/accepted payload made from a stored form (document::serialize) without
+/// parsing it: its timestamp replaced by `now`, `token` added; byte for byte what
+/// get_accepted gives for the document. nullopt when `stored` does not end as one does.
+std::optional<std::string> get_accepted_from_stored(std::string_view stored,
+                                                    const std::optional<std::string>& token,
+                                                    int64_t now);
 
 /// The delete/accepted payload.
 std::string delete_accepted(uint64_t version, const std::optional<std::string>& token,

@@ -78,6 +78,7 @@ using answer_sink = std::function<void(const shadow_topic&, const answer&)>;
 // A cached shadow: its document, or what is left of it, or nothing at all.
 struct entry {
   std::optional<document> doc;
+  std::string stored; // instead of doc: its stored form, for a get of an uncached shadow
   std::optional<tombstone> tomb;
   uint64_t ticket = 0; // last write of this shadow; pinned in the cache until committed
   std::list<std::string>::iterator lru;
@@ -122,7 +123,11 @@ public:
                            " base TEXT, cloud_version INTEGER NOT NULL,"
                            " local_version INTEGER NOT NULL, pending TEXT,"
                            " PRIMARY KEY (thing, name)) WITHOUT ROWID",
-                        {}}};
+                        {}},
+                       // form 1: doc is get/accepted's payload (document::serialize,
+                       // with delta), answered without parsing; 0: written before, no
+                       // delta, parsed and rendered.
+                       {3, "ALTER TABLE shadows ADD COLUMN form INTEGER NOT NULL DEFAULT 0", {}}};
     // Not exclusive: the writer's connection and the reader's share the file (WAL).
     opts.exclusive = false;
     // The file may hold 100,000 documents: reading every page at each start is too slow;
@@ -209,12 +214,12 @@ private:
         err = db.run("DELETE FROM shadows WHERE doc IS NULL AND deleted_at < ?",
                      op.deleted_at);
       else if (op.doc)
-        err = db.run("INSERT OR REPLACE INTO shadows (thing, name, doc, version, deleted_at)"
-                     " VALUES (?, ?, ?, ?, NULL)",
+        err = db.run("INSERT OR REPLACE INTO shadows (thing, name, doc, version, deleted_at,"
+                     " form) VALUES (?, ?, ?, ?, NULL, 1)",
                      op.thing, op.name, *op.doc, op.version);
       else
-        err = db.run("INSERT OR REPLACE INTO shadows (thing, name, doc, version, deleted_at)"
-                     " VALUES (?, ?, NULL, ?, ?)",
+        err = db.run("INSERT OR REPLACE INTO shadows (thing, name, doc, version, deleted_at,"
+                     " form) VALUES (?, ?, NULL, ?, ?, 1)",
                      op.thing, op.name, op.version, op.deleted_at);
       if (err)
         return err;
@@ -290,12 +295,25 @@ private:
       lru_.splice(lru_.begin(), lru_, it->second.lru);
       return &it->second;
     }
+    auto e = read_entry(t, false);
+    if (!e)
+      return nullptr;
+    lru_.push_front(key);
+    e->lru = lru_.begin();
+    auto [it, added] = cache_.emplace(std::move(key), std::move(*e));
+    return &it->second;
+  }
+
+  // The shadow's row as an entry (nothing stored: an empty one); nullopt when the
+  // database cannot be read. With `keep_text`, a document in get/accepted's form is
+  // kept as its text (entry::stored) instead of parsed: what a get needs.
+  std::optional<entry> read_entry(const shadow_topic& t, bool keep_text) {
     entry e;
     auto stmt = reader_->prepare(
-      "SELECT doc, version, deleted_at FROM shadows WHERE thing = ? AND name = ?");
+      "SELECT doc, version, deleted_at, form FROM shadows WHERE thing = ? AND name = ?");
     if (!stmt) {
       ctx_->log().error("shadow: {}", grove::describe(stmt.error()));
-      return nullptr;
+      return std::nullopt;
     }
     (*stmt)->bind_all(t.thing, t.name);
     auto row = (*stmt)->step();
@@ -303,21 +321,21 @@ private:
       if ((*stmt)->column_is_null(0)) {
         e.tomb = tombstone{static_cast<uint64_t>((*stmt)->column_int64(1)),
                            (*stmt)->column_int64(2)};
+      } else if (keep_text && (*stmt)->column_int64(3) == 1) {
+        e.stored = std::string{(*stmt)->column_text(0)};
       } else {
         e.doc = document::deserialize((*stmt)->column_text(0));
         if (!e.doc)
-          ctx_->log().error("shadow: stored document of '{}' does not parse", key);
+          ctx_->log().error("shadow: stored document of '{}' does not parse",
+                            key_of(t.thing, t.name));
       }
     }
     (*stmt)->reset();
     if (!row) {
       ctx_->log().error("shadow: {}", grove::describe(row.error()));
-      return nullptr;
+      return std::nullopt;
     }
-    lru_.push_front(key);
-    e.lru = lru_.begin();
-    auto [it, added] = cache_.emplace(std::move(key), std::move(e));
-    return &it->second;
+    return e;
   }
 
   // Drops the least recently used documents beyond the bound; a document whose write is
@@ -372,7 +390,17 @@ private:
     answer out;
     bool changed = false;
     uint64_t ticket = writer_->submitted();
-    auto* e = lookup(t);
+    // A get of a shadow not in memory reads its row and answers from the stored text: no
+    // parse, and it takes no cache slot (reads do not push out documents being written),
+    // so its cost does not grow with the number of shadows beyond the row's read.
+    std::optional<entry> uncached;
+    entry* e = nullptr;
+    if (t.op == verb::get && !cache_.contains(key_of(t.thing, t.name))) {
+      uncached = read_entry(t, true);
+      e = uncached ? &*uncached : nullptr;
+    } else {
+      e = lookup(t);
+    }
     auto req = parse_request(payload, t.op,
                              static_cast<size_t>(cfg_.max_document_bytes) * 4);
     if (!e) {
@@ -383,7 +411,19 @@ private:
       auto& r = std::get<request>(req);
       switch (t.op) {
         case verb::get:
-          if (e->doc) {
+          if (!e->stored.empty()) {
+            if (auto reply = get_accepted_from_stored(e->stored, r.client_token, now)) {
+              out.reply = std::move(*reply);
+            } else if (auto doc = document::deserialize(e->stored)) {
+              out.reply = get_accepted(*doc, r.client_token, now);
+            } else {
+              ctx_->log().error("shadow: stored document of '{}' does not parse",
+                                key_of(t.thing, t.name));
+              out = refusal({500, std::string{msg::internal}}, r.client_token, now);
+              break;
+            }
+            gets_.inc();
+          } else if (e->doc) {
             out.reply = get_accepted(*e->doc, r.client_token, now);
             gets_.inc();
           } else {

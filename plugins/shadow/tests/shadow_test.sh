@@ -3,7 +3,8 @@
 # (its managed Mosquitto, mutual TLS) and shadow; devices are mosquitto_pub/sub with
 # certificates from tools/grove-certs speaking AWS IoT's shadow topics; grovectl uses the
 # bus API. Covers the classic and named sequences, rejections, the subscription table
-# deciding who hears, and kill -9 of groved during a stream of updates.
+# deciding who hears, allow_unknown_things set live, and kill -9 of groved during a stream
+# of updates.
 # Usage: shadow_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -197,6 +198,20 @@ check "grovectl reload shadow" "$GROVECTL" reload shadow
 G=$(ask "$S/get" '{"clientToken":"after-reload"}' after-reload "$S/get/accepted")
 check "... carries every shadow (a device's get right after it: lamp at version 4)" \
   bash -c 'jq_is "$1" .version 4' _ "$G"
+
+# ---- allow_unknown_things: true (profile changed live) ------------------------------------------
+# ghost is in no group (404 Thing not found above); now it is served like a device of the
+# group. other, granted ghost's topics, asks until the restarted plugin answers it.
+shadow_profile "      max_inflight_per_thing: 2
+      allow_unknown_things: true
+      rateLimits: {maxTotalLocalRequestsRate: 1000000, maxLocalRequestsPerSecondPerThing: 1000000}"
+GH='$aws/things/ghost/shadow'
+R=$(ask "$GH/update" '{"state":{"reported":{"seen":1}},"clientToken":"unk1"}' unk1 \
+        "$GH/update/accepted" other "$WORK/other.out" 20)
+check "allow_unknown_things: true (live): a thing outside the group is served (update accepted)" \
+  bash -c 'jq_is "$1" .version 1' _ "$R"
+check "... and its shadow kept" \
+  bash -c 'jq_is "$("$1" shadow get ghost)" .state.reported.seen 1' _ "$GROVECTL"
 
 # ---- kill -9 during a stream of updates -----------------------------------------------------
 K="$S/name/stream"
