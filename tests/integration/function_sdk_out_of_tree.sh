@@ -25,10 +25,13 @@ fail() {
   exit 1
 }
 
-cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
-example=$work/prefix/share/grove/sdk/function/cpp
+# DESTDIR: the package's absolute destinations (/etc/grove) land in the scratch root too,
+# not on the machine running the test.
+prefix=$work/root/grove
+DESTDIR="$work/root" cmake --install "$build_dir" --prefix /grove > "$work/install.log"
+example=$prefix/share/grove/sdk/function/cpp
 [[ -f $example/CMakeLists.txt ]] || fail "the install has no function example at $example"
-cmake -S "$example" -B "$work/echo" -DCMAKE_PREFIX_PATH="$work/prefix" \
+cmake -S "$example" -B "$work/echo" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release > "$work/configure.log" 2>&1 || fail "configure failed"
 cmake --build "$work/echo" -j2 > "$work/build.log" 2>&1 || fail "build failed"
 [[ -x $work/echo/echo ]] || fail "out-of-tree build produced no echo"
@@ -57,10 +60,10 @@ plugins:
     may_claim: ["function:*"]
     config: {allow_run_as_root: true}
 YAML
-"$work/prefix/bin/groved" --config "$work/profile.yaml" --write-dir "$work/var" \
-  --plugin-dir "$work/prefix/lib/grove/plugins" 2> "$work/groved.log" &
+"$prefix/bin/groved" --config "$work/profile.yaml" --write-dir "$work/var" \
+  --plugin-dir "$prefix/lib/grove/plugins" 2> "$work/groved.log" &
 groved_pid=$!
-ctl=("$work/prefix/bin/grovectl" --socket "$work/control.sock")
+ctl=("$prefix/bin/grovectl" --socket "$work/control.sock")
 for _ in $(seq 300); do
   grep -q "ready:" "$work/groved.log" && break
   sleep 0.1

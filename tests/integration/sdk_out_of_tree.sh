@@ -16,9 +16,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
+# DESTDIR: the package's absolute destinations (/etc/grove) land in the scratch root too,
+# not on the machine running the test.
+prefix=$work/root/grove
+DESTDIR="$work/root" cmake --install "$build_dir" --prefix /grove > "$work/install.log"
 cmake -S "$source_dir/sdk/examples/heartbeat" -B "$work/hb" \
-  -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
 cmake --build "$work/hb" -j2 > "$work/build.log"
 plugin=$(find "$work/hb" -name libheartbeat.so -print -quit)
 [[ -n $plugin ]] || { echo "out-of-tree build produced no libheartbeat.so"; exit 1; }
@@ -30,10 +33,10 @@ plugins:
   - name: heartbeat
     config: {interval_ms: 10, topic: oot/beat}
 YAML
-"$work/prefix/bin/groved" --config "$work/profile.yaml" --write-dir "$work/var" \
+"$prefix/bin/groved" --config "$work/profile.yaml" --write-dir "$work/var" \
   --plugin-dir "$(dirname "$plugin")" 2> "$work/groved.log" &
 groved_pid=$!
-ctl=("$work/prefix/bin/grovectl" --socket "$work/control.sock")
+ctl=("$prefix/bin/grovectl" --socket "$work/control.sock")
 for _ in $(seq 100); do
   grep -q "ready:" "$work/groved.log" && break
   sleep 0.1
