@@ -17,19 +17,10 @@ set_target_properties(Grove::grove_function PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES "${GROVE_FUNCTION_INCLUDE_DIR}"
   INTERFACE_COMPILE_FEATURES cxx_std_20)
 if(GROVE_FUNCTION_STATIC_RUNTIME)
-  find_library(GROVE_PROTOBUF_LITE_STATIC NAMES libprotobuf-lite.a)
-  if(NOT GROVE_PROTOBUF_LITE_STATIC)
-    message(FATAL_ERROR "GROVE_FUNCTION_STATIC_RUNTIME: no libprotobuf-lite.a (libprotobuf-dev); "
-                        "configure with -DGROVE_FUNCTION_STATIC_RUNTIME=OFF to link it shared")
-  endif()
-  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.a
-                  OUTPUT_VARIABLE grove_libstdcxx_static OUTPUT_STRIP_TRAILING_WHITESPACE)
-  if(NOT IS_ABSOLUTE "${grove_libstdcxx_static}")
-    message(FATAL_ERROR "GROVE_FUNCTION_STATIC_RUNTIME: ${CMAKE_CXX_COMPILER} has no libstdc++.a; "
-                        "configure with -DGROVE_FUNCTION_STATIC_RUNTIME=OFF to link it shared")
-  endif()
+  include(${CMAKE_CURRENT_LIST_DIR}/GroveStaticRuntime.cmake)
+  grove_find_static_runtime()
   set(grove_function_link
-      "$<LINK_GROUP:RESCAN,${GROVE_FUNCTION_ARCHIVE},${GROVE_PROTOBUF_LITE_STATIC},${grove_libstdcxx_static}>"
+      "$<LINK_GROUP:RESCAN,${GROVE_FUNCTION_ARCHIVE},${GROVE_PROTOBUF_LITE_STATIC},${GROVE_LIBSTDCXX_STATIC}>"
       Threads::Threads)
   set(grove_function_link_options -static-libstdc++ -static-libgcc "LINKER:--gc-sections"
                                   "LINKER:--as-needed")
