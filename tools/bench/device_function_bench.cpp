@@ -253,6 +253,7 @@ int main(int argc, char** argv) {
     }
     sink s;
     mosquitto* device_sink = nullptr;
+    std::shared_ptr<void> subscription;
     if (round_trip) {
       device_sink = connect_client("sink", "sink", port);
       mosquitto_user_data_set(device_sink, &s);
@@ -269,16 +270,21 @@ int main(int argc, char** argv) {
         std::cerr << grove::describe(sub.error()) << '\n';
         return 1;
       }
+      subscription = std::move(*sub); // the subscription lasts as long as its handle
     }
     std::vector<mosquitto*> pubs;
     for (int i = 0; i < npubs; ++i)
       pubs.push_back(connect_client("dev-" + std::to_string(i), "dev-" + std::to_string(i), port));
     // Warm up until the route is live (the group arrives just after start).
-    for (int tries = 0; tries < 200; ++tries) {
+    for (int tries = 0; tries < 200 && s.size() == 0; ++tries) {
       publish_all(pubs, 1, payload);
-      if (s.size() > 0)
-        break;
       std::this_thread::sleep_for(milliseconds{50});
+    }
+    if (s.size() == 0) {
+      // Nothing measured is no figure: say so rather than print 0 msg/s.
+      std::cerr << "device_function_bench: no message reached the "
+                << (round_trip ? "sink device" : "bus subscriber") << " within 10 s\n";
+      return 1;
     }
     {
       std::lock_guard guard{s.mtx};

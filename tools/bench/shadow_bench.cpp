@@ -36,6 +36,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include "bench_kernel.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/shadow/client.hpp"
@@ -283,6 +286,9 @@ json in_child(F f) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // stdout is the JSON: a log line (grove::store's, SQLite initialised by the direct
+  // peer first) goes to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("shadow_bench"));
   uint64_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 20000;
   unsigned threads = argc > 2 ? static_cast<unsigned>(std::strtoul(argv[2], nullptr, 10)) : 32;
   uint64_t samples = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 2000;
