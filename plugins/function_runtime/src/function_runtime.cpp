@@ -2227,7 +2227,13 @@ private:
   /// function starts a new one. The timer fires at the silence's earliest end and is
   /// re-armed from the last report, not set per frame.
   void arm_status(function_state& fn, instance& inst, std::chrono::seconds limit) {
-    inst.status_timer = ctx_->after(limit, [this, name = fn.name, id = inst.id, limit] {
+    arm_status(fn, inst, limit, limit);
+  }
+
+  /// As above, firing after `delay` (what is left of `limit` since the last report).
+  void arm_status(function_state& fn, instance& inst, std::chrono::seconds limit,
+                  std::chrono::milliseconds delay) {
+    inst.status_timer = ctx_->after(delay, [this, name = fn.name, id = inst.id, limit] {
       auto* inst = find(name, id);
       if (inst == nullptr || inst->state == inst_state::ending)
         return;
@@ -2237,7 +2243,9 @@ private:
       auto silent = std::chrono::steady_clock::now() - heard;
       auto& fn = functions_.at(name);
       if (silent < limit) {
-        arm_status(fn, *inst, std::chrono::ceil<std::chrono::seconds>(limit - silent));
+        // The rest of the silence allowed, against the whole limit again next time.
+        arm_status(fn, *inst, limit,
+                   std::chrono::ceil<std::chrono::milliseconds>(limit - silent));
         return;
       }
       end_instance(fn, *inst,
