@@ -964,22 +964,25 @@ int run_functions(connection& conn, const options& opts) {
                   {"max_instances", f.max_instances()}, {"max_queue", f.max_queue()},
                   {"invocations", f.invocations()}, {"errors", f.errors()},
                   {"timeouts", f.timeouts()}, {"refused", f.refused()},
-                  {"memory_hwm_kb", f.memory_hwm_kb()}, {"last_error", f.last_error()},
-                  {"log_file", f.log_file()}});
+                  {"memory_hwm_kb", f.memory_hwm_kb()},
+                  {"output_lines_dropped", f.output_lines_dropped()},
+                  {"last_error", f.last_error()}, {"log_file", f.log_file()}});
     return exit_ok;
   }
-  std::printf("%-20s %-9s %9s %9s %11s %7s %8s %7s %9s  %s\n", "NAME", "KIND", "INSTANCES",
-              "QUEUED", "INVOCATIONS", "ERRORS", "TIMEOUTS", "REFUSED", "MEM_HWM", "LAST ERROR");
+  std::printf("%-20s %-9s %9s %9s %11s %7s %8s %7s %9s %8s  %s\n", "NAME", "KIND",
+              "INSTANCES", "QUEUED", "INVOCATIONS", "ERRORS", "TIMEOUTS", "REFUSED", "MEM_HWM",
+              "DROPPED", "LAST ERROR");
   for (const auto& f : list->functions()) {
     auto inst = std::to_string(f.instances()) + "/" + std::to_string(f.max_instances());
     auto queue = std::to_string(f.queued()) + "/" + std::to_string(f.max_queue());
     auto mem = std::to_string(f.memory_hwm_kb()) + "kB";
-    std::printf("%-20s %-9s %9s %9s %11llu %7llu %8llu %7llu %9s  %s\n", f.name().c_str(),
+    std::printf("%-20s %-9s %9s %9s %11llu %7llu %8llu %7llu %9s %8llu  %s\n", f.name().c_str(),
                 !f.valid() ? "invalid" : f.pinned() ? "pinned" : "on-demand", inst.c_str(),
                 queue.c_str(), static_cast<unsigned long long>(f.invocations()),
                 static_cast<unsigned long long>(f.errors()),
                 static_cast<unsigned long long>(f.timeouts()),
                 static_cast<unsigned long long>(f.refused()), mem.c_str(),
+                static_cast<unsigned long long>(f.output_lines_dropped()),
                 f.last_error().c_str());
   }
   return exit_ok;

@@ -186,6 +186,12 @@ struct instance {
   std::chrono::steady_clock::time_point hwm_read{};
   uint64_t idle_gen = 0;
   int64_t publishes_in_flight = 0;
+  // Bytes for the worker its socket did not take yet (write_out), from out_off on, in
+  // order; retried on out_timer, every out_retry (doubling while no byte goes).
+  std::string out;
+  size_t out_off = 0;
+  grove::timer_id out_timer = 0;
+  std::chrono::milliseconds out_retry{1};
   bool retire = false;     // its definition changed: end it once idle, start anew
   bool recall = false;     // retired with items sent ahead: a Recall went, Recalled awaited
   bool saw_hello = false;
@@ -239,6 +245,7 @@ struct function_state {
   bool removed = false;
   uint64_t invocations = 0, errors = 0, timeouts = 0, refused = 0;
   uint64_t memory_hwm_kb = 0;
+  uint64_t output_dropped = 0; // output lines its log did not get (process on_dropped)
   std::string last_error;
   std::unique_ptr<gfn::function_log> log;
   // GreengrassContainer: an instance's sandbox prepared ahead for its next start
@@ -473,6 +480,7 @@ public:
       st->set_refused(fn.refused);
       st->set_last_error(fn.last_error);
       st->set_memory_hwm_kb(fn.memory_hwm_kb);
+      st->set_output_lines_dropped(fn.output_dropped);
     }
     ctx_->log().info("reload: {} events handed to the next instance", snap.held_size());
     return snap.SerializeAsString();
@@ -610,6 +618,7 @@ private:
       if (fn.last_error.empty())
         fn.last_error = st.last_error();
       fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, st.memory_hwm_kb());
+      fn.output_dropped += st.output_lines_dropped();
     }
     for (const auto& h : snap.held()) {
       work_item item;
@@ -1393,9 +1402,8 @@ private:
       note_start_failure(fn, std::string{"socketpair: "} + std::strerror(errno));
       return false;
     }
-    // A worker that stops reading must not hold the runtime's actor: bounded sends.
-    timeval tv{2, 0};
-    ::setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    // Nothing waits to write to it (write_out): a worker that stops reading must not
+    // hold the runtime's actor.
     ::setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &send_buffer_bytes, sizeof send_buffer_bytes);
     auto inst = std::make_unique<instance>();
     inst->id = ++instance_ids_;
@@ -1489,6 +1497,10 @@ private:
     cb.on_output = [this, name](grove::output_stream s, const std::string& line) {
       if (auto it = functions_.find(name); it != functions_.end())
         it->second.log->write(s == grove::output_stream::err ? "STDERR" : "STDOUT", line);
+    };
+    cb.on_dropped = [this, name](grove::output_stream, uint64_t n) {
+      if (auto it = functions_.find(name); it != functions_.end())
+        it->second.output_dropped += n;
     };
     auto p = grove::process::start(*ctx_, std::move(opts), std::move(cb));
     ::close(sv[1]);
@@ -1716,44 +1728,118 @@ private:
       ++inst.idle_gen;
       start_deadline(fn, inst);
     }
-    if (auto err = grove::framing::write_all(inst.fd, out))
-      end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
+    write_out(fn, inst, out);
   }
 
+  /// Writes a frame (a CallReply: call, shadow and infer replies) through write_out.
   void send(function_state& fn, instance& inst, const gfn::Frame& f) {
-    if (auto err = grove::framing::write_frame(inst.fd, f))
-      end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
-  }
-
-  /// Sends a small frame (Recall, PublishAck) without waiting, or ends the instance. The
-  /// socket holds at most the items sent ahead (send_ahead_bytes) and the replies the
-  /// worker waits for, far under send_buffer_bytes: a full one is a worker that does not
-  /// read what it asked for (Publishes with acks it never reads), and waiting for it
-  /// would hold the actor, every function's, up to the send timeout (2 s).
-  void send_now(function_state& fn, instance& inst, const gfn::Frame& f) {
     std::string buf;
     if (auto err = grove::framing::append_frame(buf, f))
       return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
                           false);
+    write_out(fn, inst, buf);
+  }
+
+  /// Sends `bytes` to `inst` without ever waiting: what its socket does not take now
+  /// waits in inst.out, in order, and goes when the worker reads (out_timer). A worker
+  /// that stops reading (its handler busy, or stuck) then holds neither the actor nor
+  /// other functions; what waits for it is bounded (4 * max_frame_bytes, as what the
+  /// reader takes from it), beyond which it is ended.
+  void write_out(function_state& fn, instance& inst, std::string_view bytes) {
+    if (inst.fd < 0 || inst.state == inst_state::ending)
+      return;
+    if (inst.out.size() == inst.out_off) {
+      auto n = send_some(fn, inst, bytes);
+      if (n < 0)
+        return;
+      bytes.remove_prefix(static_cast<size_t>(n));
+      if (bytes.empty())
+        return;
+    }
+    auto waiting = inst.out.size() - inst.out_off + bytes.size();
+    if (waiting > 4 * static_cast<size_t>(cfg_.max_frame_bytes))
+      return end_instance(fn, inst,
+                          "its socket is full: the worker does not read what the runtime "
+                          "sends it ("
+                            + std::to_string(waiting) + " bytes waiting)",
+                          false);
+    inst.out.append(bytes);
+    if (inst.out_timer == 0)
+      arm_out(fn, inst);
+  }
+
+  /// Sends what of `bytes` the socket takes now: their number, or -1 once the instance
+  /// was ended for an error.
+  ssize_t send_some(function_state& fn, instance& inst, std::string_view bytes) {
     ssize_t n;
-    while ((n = ::send(inst.fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_NOSIGNAL)) < 0
+    while ((n = ::send(inst.fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL)) < 0
            && errno == EINTR) {
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    if (n >= 0)
+      return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return 0;
+    end_instance(fn, inst, std::string{"cannot write to the instance: "} + std::strerror(errno),
+                 false);
+    return -1;
+  }
+
+  /// Retries inst.out after out_retry: at once again (1 ms) once bytes go, doubling up to
+  /// 64 ms while none do (a worker in a long handler costs a few timers a second).
+  void arm_out(function_state& fn, instance& inst) {
+    inst.out_timer = ctx_->after(inst.out_retry, [this, name = fn.name, id = inst.id] {
+      auto* inst = find(name, id);
+      if (inst == nullptr)
+        return;
+      inst->out_timer = 0;
+      if (inst->state == inst_state::ending)
+        return;
+      auto& fn = functions_.at(name);
+      auto n = send_some(fn, *inst, std::string_view{inst->out}.substr(inst->out_off));
+      if (n < 0)
+        return;
+      inst->out_off += static_cast<size_t>(n);
+      if (inst->out_off == inst->out.size()) {
+        inst->out.clear();
+        inst->out_off = 0;
+        inst->out_retry = 1ms;
+        return;
+      }
+      // Keep the buffer from growing without end while it drains slowly.
+      if (inst->out_off > (inst->out.size() >> 1)) {
+        inst->out.erase(0, inst->out_off);
+        inst->out_off = 0;
+      }
+      inst->out_retry = n > 0 ? 1ms : std::min<std::chrono::milliseconds>(2 * inst->out_retry, 64ms);
+      arm_out(fn, *inst);
+    });
+  }
+
+  /// Sends a small frame (Recall, PublishAck) now, or ends the instance. The socket
+  /// holds at most the items sent ahead (send_ahead_bytes) and the replies the worker
+  /// waits for, far under send_buffer_bytes: a full one (or bytes already waiting in
+  /// inst.out) is a worker that does not read what it asked for (Publishes with acks it
+  /// never reads), and a Recall queued behind bytes would reach the worker only after it
+  /// started the next item sent ahead.
+  void send_now(function_state& fn, instance& inst, const gfn::Frame& f) {
+    if (inst.fd < 0 || inst.state == inst_state::ending)
+      return;
+    std::string buf;
+    if (auto err = grove::framing::append_frame(buf, f))
+      return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
+                          false);
+    ssize_t n = 0;
+    if (inst.out.size() == inst.out_off && (n = send_some(fn, inst, buf)) < 0)
+      return;
+    if (n == 0)
       return end_instance(fn, inst,
                           "its socket is full: the worker does not read what the runtime "
                           "sends it",
                           false);
-    if (n < 0)
-      return end_instance(fn, inst, std::string{"cannot write to the instance: "}
-                                      + std::strerror(errno),
-                          false);
     // A frame this small goes in one piece or not at all (one buffer of the socket);
-    // the rest of a split one, should a kernel split it, follows at once.
+    // the rest of a split one, should a kernel split it, waits in order.
     if (static_cast<size_t>(n) < buf.size())
-      if (auto err = grove::framing::write_all(
-            inst.fd, std::string_view{buf}.substr(static_cast<size_t>(n))))
-        end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err), false);
+      write_out(fn, inst, std::string_view{buf}.substr(static_cast<size_t>(n)));
   }
 
   /// The front item of `inst` has just reached its handler: timeoutInSeconds from now.
@@ -2011,12 +2097,17 @@ private:
                           "flood: more than " + std::to_string(cfg_.max_pending_frames)
                             + " publishes in flight",
                           false);
-    auto ack = [this, name = fn.name, id = inst.id, ack_id = p.ack_id()](
+    auto ack = [this, name = fn.name, id = inst.id, ack_id = p.ack_id(), topic = p.topic()](
                  uint32_t targets, const caf::error& err) {
       auto* inst = find(name, id);
       if (inst == nullptr)
         return;
       --inst->publishes_in_flight;
+      // A publish that asked for no ack (publish_nowait) has no one to tell of its
+      // failure but the function's log.
+      if (ack_id == 0 && err)
+        functions_.at(name).log->write("WARN", "publish to " + quoted(topic)
+                                                 + " failed: " + grove::describe(err));
       if (ack_id == 0 || inst->state == inst_state::ending)
         return;
       gfn::Frame f;
@@ -2256,7 +2347,8 @@ private:
   }
 
   void cancel_timers(instance& inst) {
-    for (auto* t : {&inst.hello_timer, &inst.deadline_timer, &inst.status_timer})
+    for (auto* t : {&inst.hello_timer, &inst.deadline_timer, &inst.status_timer,
+                    &inst.out_timer})
       if (*t != 0) {
         ctx_->cancel(*t);
         *t = 0;
@@ -2436,6 +2528,7 @@ private:
       i->set_refused(fn.refused);
       i->set_last_error(fn.def_error.empty() ? fn.last_error : fn.def_error);
       i->set_memory_hwm_kb(fn.memory_hwm_kb);
+      i->set_output_lines_dropped(fn.output_dropped);
       i->set_log_file(fn.log->path().string());
     }
     return out;

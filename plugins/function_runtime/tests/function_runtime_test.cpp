@@ -1118,6 +1118,50 @@ BOOST_AUTO_TEST_CASE(a_worker_that_does_not_read_its_acks_is_ended_not_waited_fo
   BOOST_TEST(has(rt.log_of("u"), "its socket is full"), rt.log_of("u"));
 }
 
+BOOST_AUTO_TEST_CASE(replies_to_a_worker_that_stops_reading_wait_for_it_not_the_actor) {
+  // Worker "u" makes 16 calls of function "e" with 100 KiB payloads and reads none of the
+  // replies until the test lets it: 1.6 MB, more than its socket holds. The replies wait
+  // for it in the runtime, in order, while the runtime serves "e" (and everyone else);
+  // once "u" reads, it gets every reply whole. A runtime that wrote a reply blocking
+  // would hold its actor on the full socket (the test's own invoke of "e" waits behind
+  // it) until the send timed out and ended "u" ("cannot write to the instance").
+  runtime rt{fn("u", "unread_replies", "pinned: true, timeoutInSeconds: 120")
+             + fn("e", "echo", "maxInstancesCount: 4")};
+  rt.wait_defined("u");
+  rt.wait_defined("e");
+  auto release = rt.dir.path() / "release";
+  auto held = std::async(std::launch::async,
+                         [&] { return rt.invoke("u", "\"" + release.string() + "\"", 180s); });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(release.string() + ".sent"); }));
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("e").invocations() >= 16u; }));
+  BOOST_TEST(rt.ok("e", "{\"served\":true}") == "{\"served\":true}");
+  BOOST_TEST(rt.info("u").instances() == 1u);
+  std::ofstream{release} << "\n";
+  auto r = held.get();
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(r->payload() == "16 replies");
+  BOOST_TEST(rt.info("u").errors() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(output_lines_the_log_did_not_get_are_counted_per_function) {
+  // grove::process keeps at most 1 MiB of a child's lines waiting for the runtime and
+  // drops the rest (counted): the count is the function's, in the list (grovectl
+  // functions), not only a note in its log. The run of dropped lines is counted when it
+  // ends, at the next line the runtime takes: the "tail" item writes one.
+  runtime rt{fn("f", "stdout_flood", "pinned: true") + fn("e", "echo")};
+  rt.wait_defined("f");
+  BOOST_TEST(rt.info("f").output_lines_dropped() == 0u);
+  BOOST_TEST(rt.ok("f", "{}") == "flooded");
+  BOOST_REQUIRE(test::wait_until([&] {
+    (void) rt.invoke("f", "\"tail\"");
+    return rt.info("f").output_lines_dropped() > 0;
+  }));
+  auto dropped = rt.info("f").output_lines_dropped();
+  BOOST_TEST(dropped < 300000u);
+  BOOST_TEST(rt.info("e").output_lines_dropped() == 0u);
+  BOOST_TEST(has(rt.log_of("f"), "dropped here: written faster than they were taken"));
+}
+
 BOOST_AUTO_TEST_CASE(items_that_crash_or_time_out_never_make_a_function_give_up) {
   // More faulty items within a minute than the restart policy's failed starts (5): each
   // is that item's failure and its instance is replaced; the function goes on serving,

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -59,6 +60,21 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     for (;;)
       ::pause();
   }
+  if (mode == "stdout_flood") {
+    // "tail": one line. Anything else: 30 MB of stdout in 300,000 lines, as fast as the
+    // pipe takes them (more than the runtime's actor writes to the log in that time).
+    if (payload == "\"tail\"") {
+      std::fputs("tail\n", stdout);
+      std::fflush(stdout);
+      return "tail";
+    }
+    std::string line(98, 'x');
+    line += '\n';
+    for (int i = 0; i < 300000; ++i)
+      std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fflush(stdout);
+    return "flooded";
+  }
   if (mode == "unread_acks") {
     // Publishes asking for acks, written straight to the socket, and never reads them:
     // the acks fill the runtime's end of the socket. In batches, so message_manager
@@ -79,6 +95,41 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     while (!std::filesystem::exists(path))
       std::this_thread::sleep_for(std::chrono::milliseconds{5});
     return "read nothing";
+  }
+  if (mode == "unread_replies") {
+    // Calls function "e" 16 times with 100 KiB payloads, written straight to the socket,
+    // writes <path>.sent and reads none of the replies (1.6 MB, more than the socket
+    // holds) until the file named by the payload exists; then reads them all and answers
+    // "<n> replies" (those that came whole and in one piece each).
+    int fd = std::atoi(std::getenv("GROVE_FUNCTION_FD"));
+    auto path = payload.substr(1, payload.size() - 2);
+    constexpr int calls = 16;
+    const std::string body = "\"" + std::string(100u << 10, 'y') + "\"";
+    grove::fn::Frame f;
+    f.mutable_call()->set_function("e");
+    f.mutable_call()->set_payload(body);
+    for (uint64_t i = 1; i <= calls; ++i) {
+      f.mutable_call()->set_call_id(i);
+      if (grove::framing::core::write_frame(fd, f))
+        return "cannot write";
+    }
+    std::ofstream{path + ".sent"} << "\n";
+    while (!std::filesystem::exists(path))
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    grove::framing::core::frame_stream in{8u << 20};
+    int ok = 0;
+    for (int got = 0; got < calls;) {
+      grove::fn::Frame r;
+      if (in.receive(fd, r))
+        return "lost the socket after " + std::to_string(got) + " replies";
+      if (r.body_case() != grove::fn::Frame::kCallReply)
+        continue;
+      ++got;
+      if (r.call_reply().error().empty() && r.call_reply().payload() == body
+          && r.call_reply().call_id() == static_cast<uint64_t>(got))
+        ++ok;
+    }
+    return std::to_string(ok) + " replies";
   }
   if (mode == "wait_file") {
     // Holds the item until the test creates the file named by the payload (a JSON

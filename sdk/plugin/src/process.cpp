@@ -896,6 +896,8 @@ void supervisor::post_dropped(process_record& r, output_stream which) {
   auto note = "[grove: " + std::to_string(dropped) + " lines of "
               + (which == output_stream::out ? "stdout" : "stderr")
               + " dropped here: written faster than they were taken]";
+  if (r.cb.on_dropped)
+    r.owner.post([f = r.cb.on_dropped, which, n = dropped] { f(which, n); });
   dropped = 0;
   post_line(r, which, std::move(note));
 }

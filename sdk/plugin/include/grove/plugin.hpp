@@ -40,7 +40,7 @@ class actor_system;
 /// The build derives GROVE_PLUGIN_ABI_HASH from those headers (grove/abi.hpp); the test
 /// sdk_abi_lock fails until a changed hash comes with a new version in
 /// sdk/plugin/abi.lock, so an interface change cannot ship without a bump.
-#define GROVE_PLUGIN_ABI_VERSION 13u
+#define GROVE_PLUGIN_ABI_VERSION 14u
 
 #define GROVE_STRINGIFY_IMPL(x) #x
 #define GROVE_STRINGIFY(x) GROVE_STRINGIFY_IMPL(x)

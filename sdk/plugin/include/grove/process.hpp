@@ -213,6 +213,11 @@ struct process_callbacks {
   std::function<void(const process_exit&)> on_exit;
   /// One line of output (without the newline), after it was logged; on the owner's actor.
   std::function<void(output_stream, const std::string&)> on_output;
+  /// Lines of output not handed to on_output because the owner was behind (over 1 MiB of
+  /// lines waiting for it): their number, each time a run of them ends (before the next
+  /// line it gets, or at the end of the stream); on the owner's actor. They are in the
+  /// owner's log either way, and on_output gets a note line with the same count.
+  std::function<void(output_stream, uint64_t)> on_dropped;
 };
 
 /// Where a process reports. Plugins never build one: process::start(context&, ...) does.
