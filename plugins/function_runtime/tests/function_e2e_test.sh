@@ -139,6 +139,10 @@ check "a JSON function refuses a payload that is not JSON, with the reason" \
   bash -c '[[ $1 == *"not JSON"* ]]' _ "$err"
 check "grovectl functions counts the invocations" \
   bash -c '"$1" functions --json | jq -s -e "map(select(.name == \"F\")) | .[0].invocations >= 3" >/dev/null' _ "$GROVECTL"
+check "grovectl functions --json counts the output lines a function's log did not get" \
+  bash -c '"$1" functions --json | jq -s -e "map(select(.name == \"F\")) | .[0].output_lines_dropped == 0" >/dev/null' _ "$GROVECTL"
+check "... and so does its table (DROPPED)" \
+  bash -c '"$1" functions | head -1 | grep -q " DROPPED "' _ "$GROVECTL"
 check "grovectl status shows the runtime" \
   bash -c '"$1" status | grep -q "functions: 5 defined, 0 invalid"' _ "$GROVECTL"
 
