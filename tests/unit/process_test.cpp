@@ -125,7 +125,14 @@ BOOST_AUTO_TEST_CASE(output_an_owner_does_not_take_is_bounded_and_counted) {
   constexpr size_t lines = 300000;
   auto o = sh("head -c " + std::to_string(lines * 99) + " /dev/zero | tr '\\0' x | fold -w 99");
   o.stdout_level = output_level::off;
-  auto p = process::start(owner, std::move(o), r.callbacks());
+  // on_dropped gets the same counts as the notes (on the owner's "actor", like them).
+  uint64_t counted = 0;
+  auto cb = r.callbacks();
+  cb.on_dropped = [&](output_stream which, uint64_t n) {
+    BOOST_TEST((which == output_stream::out));
+    counted += n;
+  };
+  auto p = process::start(owner, std::move(o), std::move(cb));
   BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
   auto pid = p->pid();
   BOOST_REQUIRE(test::wait_until([&] { return gone(pid); }, std::chrono::seconds{120}));
@@ -164,6 +171,7 @@ BOOST_AUTO_TEST_CASE(output_an_owner_does_not_take_is_bounded_and_counted) {
   }
   BOOST_TEST(dropped > 0u);
   BOOST_TEST(delivered + dropped == lines);
+  BOOST_TEST(counted == dropped);
 }
 
 BOOST_AUTO_TEST_CASE(stop_sends_sigterm) {
