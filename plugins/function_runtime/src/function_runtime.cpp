@@ -1817,17 +1817,20 @@ private:
 
   /// Sends a small frame (Recall, PublishAck) now, or ends the instance. The socket
   /// holds at most the items sent ahead (send_ahead_bytes) and the replies the worker
-  /// waits for, far under send_buffer_bytes: a full one (or bytes already waiting in
-  /// inst.out) is a worker that does not read what it asked for (Publishes with acks it
-  /// never reads), and a Recall queued behind bytes would reach the worker only after it
-  /// started the next item sent ahead.
-  void send_now(function_state& fn, instance& inst, const gfn::Frame& f) {
+  /// waits for, far under send_buffer_bytes: a full one is a worker that does not read
+  /// what it asked for (Publishes with acks it never reads). A Recall also ends it when
+  /// bytes already wait in inst.out: queued behind them it would reach the worker only
+  /// after it started the next item sent ahead. `behind`: the frame may wait behind those
+  /// bytes (a PublishAck after a large reply the worker is still reading).
+  void send_now(function_state& fn, instance& inst, const gfn::Frame& f, bool behind = false) {
     if (inst.fd < 0 || inst.state == inst_state::ending)
       return;
     std::string buf;
     if (auto err = grove::framing::append_frame(buf, f))
       return end_instance(fn, inst, "cannot write to the instance: " + grove::describe(err),
                           false);
+    if (behind && inst.out.size() != inst.out_off)
+      return write_out(fn, inst, buf);
     ssize_t n = 0;
     if (inst.out.size() == inst.out_off && (n = send_some(fn, inst, buf)) < 0)
       return;
@@ -2116,7 +2119,7 @@ private:
       a->set_targets(targets);
       if (err)
         a->set_error(grove::describe(err));
-      send_now(functions_.at(name), *inst, f);
+      send_now(functions_.at(name), *inst, f, true);
     };
     ++inst.publishes_in_flight;
     if (auto err = grove::validate_topic(p.topic()))
