@@ -119,7 +119,8 @@ void cmyk_row(const unsigned char* cmyk, unsigned char* px, size_t width, bool g
     int m = k - ((255 - cmyk[1]) * k >> 8);
     int y = k - ((255 - cmyk[2]) * k >> 8);
     if (gray) {
-      px[x] = static_cast<unsigned char>((y * b_w + m * g_w + c * r_w + (1 << (shift - 1))) >> shift);
+      int luma = y * b_w + m * g_w + c * r_w;
+      px[x] = static_cast<unsigned char>((luma + (1 << (shift - 1))) >> shift);
     } else {
       px[3 * x] = static_cast<unsigned char>(y);
       px[3 * x + 1] = static_cast<unsigned char>(m);
