@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <caf/after.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
@@ -664,21 +665,48 @@ caf::expected<Envelope> kernel::request(Envelope env, std::chrono::milliseconds 
     return err;
   env.set_id(bus_.next_id());
   env.set_reply_to("kernel/" + std::to_string(env.id()));
-  caf::scoped_actor self{*sys_};
+  auto self = take_requester();
   caf::expected<Envelope> result{caf::error{}};
+  bool timed_out = false;
   // What this thread wrote into the request, for the slot (its consume acquires).
   GROVE_TSAN_RELEASE(target.get());
-  self->request(target->handle(), timeout, bus::wrap(std::move(env)))
-    .receive([&](Envelope& reply) { result = std::move(reply); },
-             [&](caf::error& err) {
-               if (err == caf::sec::request_timeout)
-                 result = make_error(errc::timeout, "request timed out");
-               else
-                 result = std::move(err);
-             });
+  // No CAF request timeout: it is an event for the actor clock's thread, which wakes to
+  // file it and again to cancel it, twice per call. The receive's own deadline is a wait
+  // on the requester's condition variable.
+  auto handle = (*self)->request(target->handle(), caf::infinite, bus::wrap(std::move(env)));
+  caf::blocking_actor::accept_one_cond one;
+  (*self)->varargs_receive(
+    one, handle.id(), [&](Envelope& reply) { result = std::move(reply); },
+    [&](caf::error& err) { result = std::move(err); },
+    caf::after(timeout) >> [&] { timed_out = true; });
   // Pairs with the isolated slot's reader thread, which may have written the reply.
   GROVE_TSAN_ACQUIRE(target.get());
+  if (timed_out)
+    // Not given back: a late reply would wait in its mailbox for the next caller.
+    return make_error(errc::timeout, "request timed out");
+  give_back(std::move(self));
   return checked_reply(std::move(result));
+}
+
+std::unique_ptr<caf::scoped_actor> kernel::take_requester() {
+  {
+    std::lock_guard guard{requesters_mtx_};
+    if (!requesters_.empty()) {
+      auto self = std::move(requesters_.back());
+      requesters_.pop_back();
+      return self;
+    }
+  }
+  // Hidden: a requester waiting in the pool is not a running actor the system awaits.
+  return std::make_unique<caf::scoped_actor>(*sys_, true);
+}
+
+void kernel::give_back(std::unique_ptr<caf::scoped_actor> self) {
+  // As many as were ever in flight at once, up to a bound.
+  constexpr size_t max_idle_requesters = 64;
+  std::lock_guard guard{requesters_mtx_};
+  if (requesters_.size() < max_idle_requesters)
+    requesters_.push_back(std::move(self));
 }
 
 caf::error kernel::wait_served(std::string_view topic, std::chrono::milliseconds timeout) {

@@ -225,22 +225,33 @@ write("ml_request", "two", b"\x03" + ld(1, tensor("a", 1, [1, 2, 3], f32(6)))
 write("ml_request", "huge_claim", b"\x01" + ld(1, tensor("x", 1, [1 << 29, 16], f32(1))))
 write("ml_request", "nan", b"\x01" + ld(1, tensor("x", 1, [1, 16], b"\x00\x00\xc0\x7f" * 16)))
 write("ml_request", "image", b"\x00" + ld(2, b"\x89PNG\r\n\x1a\n"))
-# JPEGs for the strict check (jpeg_check.cpp), whole and in a request's image: a good
-# one, and one whose scan is cut and closed with the end marker (libjpeg only warns).
-def _jpeg():
+# JPEGs for the strict decode (jpeg_check.cpp), whole and in a request's image: a good
+# one, one whose scan is cut and closed with the end marker (libjpeg only warns), one with
+# stray bytes before its frame header (read past), one with an EXIF orientation (6) and a
+# CMYK one (converted by OpenCV's formula).
+def _jpeg(mode="RGB", **kw):
     import io
     from PIL import Image  # python3-pil, as ml_inference_test's images
     im = Image.new("RGB", (24, 16))
     im.putdata([((x * 10) % 256, (y * 15) % 256, (x * y) % 256) for y in range(16) for x in range(24)])
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=90)
+    im.convert(mode).save(buf, "JPEG", quality=90, **kw)
     return buf.getvalue()
+def _exif6():
+    from PIL import Image
+    e = Image.Exif()
+    e[0x0112] = 6
+    return e.tobytes()
 _j = _jpeg()
 _sos = _j.rfind(b"\xff\xda")
 _j_corrupt = _j[:(_sos + len(_j)) // 2] + b"\xff\xd9"
+_sof = _j.find(b"\xff\xc0")
 write("ml_request", "jpeg", _j)
 write("ml_request", "jpeg_corrupt", _j_corrupt)
 write("ml_request", "image_jpeg_corrupt", b"\x00" + ld(2, _j_corrupt))
+write("ml_request", "jpeg_stray", _j[:_sof] + b"\x00\x11\x55" + _j[_sof:])
+write("ml_request", "jpeg_exif", _jpeg(exif=_exif6()))
+write("ml_request", "jpeg_cmyk", _jpeg("CMYK"))
 # function_runtime's worker frames: the hello, then InferCalls (function.proto Frame
 # field 10: call_id, model, a serialized grove.ml.InferRequest, timeout_ms), one with a
 # model name that is no topic level.

@@ -27,17 +27,22 @@ caf::expected<tensor> image_to_tensor(std::string_view encoded, const manifest& 
                       "image: " + std::to_string(size->first) + "x" + std::to_string(size->second)
                         + " pixels, more than max_image_pixels ("
                         + std::to_string(max_pixels) + ")");
-  if (encoded.substr(0, 2) == "\xFF\xD8")
-    if (auto why = jpeg_problem(encoded); !why.empty())
-      return make_error(errc::malformed, "image: a corrupt JPEG (" + std::to_string(encoded.size())
-                                           + " bytes; libjpeg: " + why + ")");
   const auto& in = m.inputs.front();
   bool nchw = p.layout == "nchw";
   auto channels = static_cast<int>(nchw ? in.shape[1] : in.shape[3]);
   try {
-    cv::Mat raw(1, static_cast<int>(encoded.size()), CV_8U,
-                const_cast<char*>(encoded.data()));
-    cv::Mat img = cv::imdecode(raw, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    cv::Mat img;
+    if (encoded.substr(0, 2) == "\xFF\xD8") {
+      // Decoded once, by libjpeg with corrupt data refused, into what OpenCV would give.
+      if (auto why = decode_jpeg(encoded, channels == 1, img); !why.empty())
+        return make_error(errc::malformed, "image: a corrupt JPEG ("
+                                             + std::to_string(encoded.size())
+                                             + " bytes; libjpeg: " + why + ")");
+    } else {
+      cv::Mat raw(1, static_cast<int>(encoded.size()), CV_8U,
+                  const_cast<char*>(encoded.data()));
+      img = cv::imdecode(raw, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    }
     if (img.empty())
       return make_error(errc::malformed, "image: " + std::to_string(encoded.size())
                                            + " bytes that OpenCV cannot decode (PNG, JPEG or "

@@ -378,14 +378,22 @@ std::optional<std::pair<uint64_t, uint64_t>> image_size(std::string_view b) {
     return std::pair{static_cast<uint64_t>(w < 0 ? -w : w), static_cast<uint64_t>(h < 0 ? -h : h)};
   }
   // JPEG: the first start-of-frame segment (SOF0-15 but DHT, JPG, DAC) before the scan.
+  // Stray bytes between segments are skipped, as libjpeg's next_marker skips them (with a
+  // warning the decode reads past: jpeg_check.cpp).
   if (b.size() >= 4 && byte(0) == 0xFF && byte(1) == 0xD8) {
     size_t i = 2;
     while (i + 4 <= b.size()) {
-      if (byte(i) != 0xFF)
-        return std::nullopt;
+      if (byte(i) != 0xFF) { // a stray byte
+        ++i;
+        continue;
+      }
       auto marker = byte(i + 1);
       if (marker == 0xFF) { // fill byte
         ++i;
+        continue;
+      }
+      if (marker == 0x00) { // a stuffed zero is no marker: stray too
+        i += 2;
         continue;
       }
       if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { // no length

@@ -410,7 +410,7 @@ def bmp_any(rgb=None, bits=24, top_down=False, os2=False, index=None, palette=No
 
 def jpeg(a, **kw):
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=90, **kw)
+    (a if isinstance(a, Image.Image) else Image.fromarray(a)).save(buf, "JPEG", quality=90, **kw)
     return buf.getvalue()
 
 
@@ -462,12 +462,21 @@ exif[0x0112] = 6
 data = jpeg(pp_rgb, exif=exif.tobytes())
 pp_image("jpeg_exif_rotated", data, rgb=pil_decode(data, "RGB"), gray=pil_decode(data, "L"))
 assert pp_images["jpeg_exif_rotated"]["rgb"].shape == (PW, PH, 3)
+# Stray bytes between markers (libjpeg's warning "N extraneous bytes before marker"), which
+# some encoders write and PIL reads past: before the frame header, and between the scan and
+# the end marker. Decoded as PIL decodes them: the clean JPEG's pixels.
+j = pp_images["jpeg"]["data"]
+sof = j.find(b"\xff\xc0")
+assert sof > 0
+for name, data in (("jpeg_stray_header", j[:sof] + b"\x00\x11\x55" + j[sof:]),
+                   ("jpeg_stray_end", j[:-2] + b"\x55" * 64 + b"\xff\xd9")):
+    pp_image(name, data, rgb=pil_decode(data, "RGB"), gray=pil_decode(data, "L"))
+    assert (pp_images[name]["rgb"] == pp_images["jpeg"]["rgb"]).all()
 
 # Images the plugin must refuse, with the reason (ml_inference_test names the error):
-# a JPEG cut inside its scan (libjpeg decodes it with a warning, the rest gray); JPEGs
-# that still reach their end marker but whose data is corrupt (libjpeg warns and decodes
-# them too): the scan cut in the middle and closed with the end marker, and bytes that
-# are not JPEG data between the scan and the end marker; a BMP cut
+# a JPEG cut inside its scan (libjpeg decodes it with a warning, the rest gray); a JPEG
+# that still reaches its end marker but whose data is corrupt (libjpeg warns and decodes
+# it too): the scan cut in the middle and closed with the end marker; a BMP cut
 # in its pixels, a PNG whose IDAT fails its CRC, and a PPM (OpenCV reads it; the plugin
 # takes PNG, JPEG and BMP only).
 j, b, p = pp_images["jpeg"]["data"], pp_images["bmp24"]["data"], pp_images["png_rgb"]["data"]
@@ -476,7 +485,6 @@ idat = p.find(b"IDAT")
 pp_bad_images = {
     "jpeg_cut": write("pp_bad_cut.jpg", j[:(sos + len(j)) // 2])[0],
     "jpeg_cut_closed": write("pp_bad_cut_closed.jpg", j[:(sos + len(j)) // 2] + b"\xff\xd9")[0],
-    "jpeg_extraneous": write("pp_bad_extraneous.jpg", j[:-2] + b"\x55" * 64 + b"\xff\xd9")[0],
     "bmp_cut": write("pp_bad_cut.bmp", b[:len(b) // 2])[0],
     "png_crc": write("pp_bad_crc.png", p[:idat + 10] + bytes([p[idat + 10] ^ 0xff]) + p[idat + 11:])[0],
     "ppm": write("pp_bad.ppm", b"P6\n24 16\n255\n" + pp_rgb.tobytes())[0],
@@ -569,8 +577,34 @@ for mid, name in (("pp_defaults", "png_rgb"), ("pp_bgr_nhwc", "png_rgb"), ("pp_b
                   ("pp_free", "jpeg_progressive"), ("pp_gray_resize", "png_rgb"),
                   ("pp_portrait", "jpeg_exif_rotated")):
     pp_case(mid, name)
+# JPEGs that the plugin's own decode (jpeg_check.cpp) must turn into OpenCV imdecode's
+# pixels exactly (ml_inference_test compares the two): each EXIF orientation, in both byte
+# orders, CMYK, gray, progressive, 4:2:0 and 4:4:4 sampling, an odd size, stray bytes.
+def exif_tiff(orientation, order):
+    e = order + (b"\x2a\x00\x08\x00\x00\x00" if order == b"II" else b"\x00\x2a\x00\x00\x00\x08")
+    pk = (lambda f, *v: struct.pack("<" + f, *v)) if order == b"II" else (lambda f, *v: struct.pack(">" + f, *v))
+    # Two entries: XResolution's tag first (its value elsewhere: not read), then the orientation.
+    return b"Exif\x00\x00" + e + pk("H", 2) + pk("HHI", 0x011A, 5, 1) + pk("I", 0) \
+        + pk("HHI", 0x0112, 3, 1) + pk("H", orientation) + b"\x00\x00" + pk("I", 0)
+odd = pp_rng.integers(0, 256, size=(13, 19, 3), dtype=np.uint8)
+jpeg_vs_opencv = {}
+for o in range(1, 9):
+    for order in (b"II", b"MM"):
+        jpeg_vs_opencv["exif%d_%s" % (o, order.decode())] = jpeg(odd, exif=exif_tiff(o, order))
+jpeg_vs_opencv.update({
+    "cmyk": jpeg(Image.fromarray(pp_rgb).convert("CMYK")),
+    "cmyk_exif6": jpeg(Image.fromarray(odd).convert("CMYK"), exif=exif_tiff(6, b"II")),
+    "gray": pp_images["jpeg_gray"]["data"],
+    "progressive": pp_images["jpeg_progressive"]["data"],
+    "sampling_444": jpeg(odd, subsampling=0),
+    "sampling_420": jpeg(odd, subsampling=2),
+    "stray_header": pp_images["jpeg_stray_header"]["data"],
+    "pil_exif6": pp_images["jpeg_exif_rotated"]["data"],
+})
+jpeg_vs_opencv = {k: write("cv_" + k + ".jpg", v)[0] for k, v in jpeg_vs_opencv.items()}
 preprocessing = dict(models=list(pp_models.values()), cases=pp_cases, bad_images=pp_bad_images,
-                     images={k: v["path"] for k, v in pp_images.items()})
+                     images={k: v["path"] for k, v in pp_images.items()},
+                     jpeg_vs_opencv=jpeg_vs_opencv)
 
 with open(os.path.join(OUT, "index.json"), "w") as f:
     json.dump(dict(big_png=big_png, cases=cases, mobilenet=mobilenet, free_size=free_size, no_batch=no_batch,

@@ -25,7 +25,11 @@
 #include "grove/kernel/kernel.hpp"
 #include "grove/ml_inference/client.hpp"
 #include "grove/testing/harness.hpp"
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
 #include "config.hpp"
+#include "jpeg_check.hpp"
 #include "model_def.hpp"
 #include "request.hpp"
 #include "test_support.hpp"
@@ -397,15 +401,14 @@ BOOST_AUTO_TEST_CASE(bad_images_and_preprocessing_manifests_get_clear_errors) {
     return req;
   };
   const auto& bad = pp["bad_images"];
-  // JPEGs that libjpeg decodes with a warning only (OpenCV then returns the image): cut
-  // inside its scan (the rest gray), and corrupt ones that still reach their end marker:
-  // the scan cut and closed with the marker, and stray bytes before the marker.
+  // JPEGs that libjpeg decodes with a warning only (OpenCV would return the image): cut
+  // inside its scan (the rest gray), and a corrupt one that still reaches its end marker:
+  // the scan cut and closed with the marker. (Stray bytes between markers are read past:
+  // images jpeg_stray_header and jpeg_stray_end above.)
   expect("pp_rgb", image(bad["jpeg_cut"]), "image: a corrupt JPEG (");
   expect("pp_rgb", image(bad["jpeg_cut"]), "libjpeg: Premature end of JPEG file)");
   expect("pp_rgb", image(bad["jpeg_cut_closed"]),
          "libjpeg: Corrupt JPEG data: premature end of data segment)");
-  expect("pp_rgb", image(bad["jpeg_extraneous"]),
-         "extraneous bytes before marker 0xd9)");
   expect("pp_rgb", image(bad["bmp_cut"]), "bytes that OpenCV cannot decode");
   expect("pp_rgb", image(bad["png_crc"]), "bytes that OpenCV cannot decode");
   // OpenCV reads PPM, the plugin does not (no size check for it).
@@ -944,6 +947,37 @@ BOOST_AUTO_TEST_CASE(requests_are_read_in_place) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(the_jpeg_decode_gives_opencvs_pixels) {
+  // The plugin decodes a JPEG once, itself (jpeg_check.cpp), where it used to check it and
+  // then hand it to cv::imdecode: the pixels must be imdecode's, bit for bit, in colour
+  // and gray, for every EXIF orientation, CMYK, sampling and scan layout.
+  const auto& files = models().index["preprocessing"]["jpeg_vs_opencv"];
+  BOOST_REQUIRE_GE(files.size(), 20u);
+  for (const auto& [name, path] : files.items()) {
+    auto bytes = slurp(path.get<std::string>());
+    cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, bytes.data());
+    for (bool gray : {false, true}) {
+      auto what = name + (gray ? " (gray)" : " (colour)");
+      cv::Mat want = cv::imdecode(raw, gray ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+      BOOST_REQUIRE_MESSAGE(!want.empty(), what << ": OpenCV cannot decode it");
+      cv::Mat got;
+      auto why = ml::decode_jpeg(bytes, gray, got);
+      BOOST_REQUIRE_MESSAGE(why.empty(), what << ": " << why);
+      BOOST_REQUIRE_MESSAGE(got.size() == want.size() && got.type() == want.type(),
+                            what << ": " << got.cols << "x" << got.rows << " of type "
+                                 << got.type() << ", OpenCV " << want.cols << "x"
+                                 << want.rows << " of type " << want.type());
+      BOOST_CHECK_MESSAGE(cv::norm(got, want, cv::NORM_INF) == 0,
+                          what << ": pixels differ by up to "
+                               << cv::norm(got, want, cv::NORM_INF));
+    }
+  }
+  // The orientation reader on its own: a segment too short, a byte order it does not know.
+  BOOST_CHECK_EQUAL(ml::exif_orientation(""), 0);
+  BOOST_CHECK_EQUAL(ml::exif_orientation(std::string{"Exif\0\0II\x2a\0", 10}), 0);
+  BOOST_CHECK_EQUAL(ml::exif_orientation(std::string{"Exif\0\0IM\x2a\0\x08\0\0\0", 14}), 0);
+}
+
 BOOST_AUTO_TEST_CASE(image_headers_give_their_size) {
   // JPEG: SOI, an APP0 segment, then SOF0 with height 480 and width 640.
   std::string jpeg{"\xFF\xD8\xFF\xE0\x00\x04\x00\x00\xFF\xC0\x00\x11\x08\x01\xE0\x02\x80", 17};
@@ -952,6 +986,11 @@ BOOST_AUTO_TEST_CASE(image_headers_give_their_size) {
   BOOST_CHECK_EQUAL(j->first, 640u);
   BOOST_CHECK_EQUAL(j->second, 480u);
   // The scan before any frame header, and a segment running past the end.
+  // Stray bytes (and a stuffed zero) before a segment are skipped, as libjpeg skips them.
+  auto stray = ml::image_size(std::string{"\xFF\xD8\x00\x11\xFF\x00\x55\xFF\xC0\x00\x11\x08"
+                                          "\x01\xE0\x02\x80", 16});
+  BOOST_REQUIRE(stray);
+  BOOST_CHECK_EQUAL(stray->first, 640u);
   BOOST_CHECK(!ml::image_size(std::string{"\xFF\xD8\xFF\xDA\x00\x04", 6}));
   BOOST_CHECK(!ml::image_size(std::string{"\xFF\xD8\xFF\xC0\x00\x11\x08", 7}));
   // BMP, top-down (negative height).

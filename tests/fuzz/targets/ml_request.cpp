@@ -9,8 +9,10 @@
 // finite elements within the element limit, and one batch size; nothing allocates more
 // than the limit whatever the shape claims. The same bytes go to image_size (the PNG, JPEG and
 // BMP header reader that bounds what an image request may decode to), and a JPEG among
-// them (the whole input, or a request's image) within the size bound to jpeg_problem, the
-// libjpeg check whose errors longjmp (ASan sees a leak or a bad read there).
+// them (the whole input, or a request's image) within the size bound to decode_jpeg, the
+// strict libjpeg decode whose errors longjmp (ASan sees a leak or a bad read there): a
+// decoded image has the header's size (turned, for an EXIF orientation of 5 to 8). The
+// bytes after the first go to the EXIF orientation reader as an APP1 segment too.
 
 #include <algorithm>
 #include <cmath>
@@ -66,9 +68,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     require(b.size() >= 24 || sz->first <= 0xFFFF, "a size read past the header");
     if (b.substr(0, 2) == "\xFF\xD8" && sz->first > 0 && sz->second > 0
         && sz->first <= (1u << 20) / sz->second)
-      (void) grove::ml::jpeg_problem(b);
+      for (bool gray : {false, true}) {
+        cv::Mat img;
+        if (!grove::ml::decode_jpeg(b, gray, img).empty())
+          continue;
+        auto w = static_cast<uint32_t>(img.cols), h = static_cast<uint32_t>(img.rows);
+        require((w == sz->first && h == sz->second) || (w == sz->second && h == sz->first),
+                "a decoded JPEG of another size than its header's");
+        require(img.channels() == (gray ? 1 : 3), "a decoded JPEG of other channels");
+      }
   };
   check_image(grove::fuzz::bytes(data, size));
+  auto o = grove::ml::exif_orientation(grove::fuzz::bytes(data + 1, size - 1));
+  require(o >= 0 && o <= 8, "an orientation out of 0..8");
   const auto& spec = specs[data[0] % specs.size()];
   const auto limits = grove::ml::limits_of(spec);
   grove::ml::InferRequest req;

@@ -25,6 +25,10 @@
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/plugin_host.hpp"
 
+namespace caf {
+class scoped_actor;
+} // namespace caf
+
 namespace spdlog {
 class logger;
 }
@@ -193,6 +197,13 @@ private:
   std::shared_ptr<spdlog::logger> log_;
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> sys_;
+  /// Blocking actors that request() borrows, one per call in flight, so a call spawns
+  /// none (spawning one and its clean-up cost more than the bus hop itself). Declared
+  /// after sys_: they go before the actor system does.
+  std::mutex requesters_mtx_;
+  std::vector<std::unique_ptr<caf::scoped_actor>> requesters_;
+  std::unique_ptr<caf::scoped_actor> take_requester();
+  void give_back(std::unique_ptr<caf::scoped_actor> self);
   grove::bus bus_;
   std::unique_ptr<plugin_host> host_;
   std::unique_ptr<control_server> control_;
