@@ -30,6 +30,7 @@
 #include "artifacts.hpp"
 #include "bulk_input.hpp"
 #include "imagebuilder_document.hpp"
+#include "ipc_server.hpp"
 #include "ip_detector.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
@@ -493,12 +494,15 @@ public:
             kept.emplace(h.record.plan.name, std::move(*p));
           }
       }
+      start_ipc(write_dir); // Greengrass IPC (ipc_server.cpp)
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_,
                                          std::move(spare), std::move(services));
       runner_->set_error_window(error_window_);
       runner_->set_allow_privileged(allow_privileged_);
       runner_->set_start_read_timeout(start_read_timeout_);
+      if (ipc_)
+        runner_->set_extra_env([ipc = ipc_.get()](const std::string& n) { return ipc->env(n); });
       // The components the journal kept: listed with their last states at once, their
       // effective configurations what the next deployment builds on. After a hot reload,
       // the last instance's own records instead (the journal is written behind it).
@@ -518,7 +522,11 @@ public:
         ctx_->log().error("deployment: cannot read the installed components: {}",
                           grove::describe(rows.error()));
       }
-      runner_->on_change([this] { journal_installed(); });
+      runner_->on_change([this] {
+        journal_installed();
+        sync_ipc();
+      });
+      sync_ipc();
     }
     resume();
     thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
@@ -711,6 +719,7 @@ public:
       std::lock_guard guard{runner_mtx_};
       runner_.reset(); // stops every component
     }
+    ipc_.reset(); // after the components it serves
     if (v1_) {
       // Both hold the v1 API and its store (a cycle): the store is let go for the next
       // instance (a reload opens it) only once they are gone.
@@ -1080,11 +1089,80 @@ private:
       });
   }
 
+  // --- Greengrass IPC (ipc_server.cpp) --------------------------------------------------
+
+  void start_ipc(const std::filesystem::path& write_dir) {
+    if (ipc_)
+      return;
+    auto s = ipc_server::start(write_dir / "run" / "greengrass-ipc.socket",
+                               ctx_->state_dir() / "ipc.key", ctx_->log());
+    if (!s) {
+      ctx_->log().error("deployment: no Greengrass IPC: {}", grove::describe(s.error()));
+      return;
+    }
+    ipc_ = std::move(*s);
+    ipc_->on_state([this](const std::string& name, const std::string& state) {
+      ctx_->post([this, name, state] {
+        ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
+      });
+    });
+  }
+
+  // The running set's effective configurations, for GetConfiguration and the tokens.
+  void sync_ipc() {
+    if (!ipc_ || !runner_)
+      return;
+    std::map<std::string, nlohmann::json> configs;
+    for (const auto& r : runner_->snapshot())
+      configs[r.plan.name] = r.plan.configuration;
+    ipc_->set_components(std::move(configs));
+  }
+
+  // Before a deployment changes the running set: each component whose configuration
+  // changes and that subscribed to validation is asked (a REJECTED report fails the
+  // deployment), then, with NOTIFY_COMPONENTS, the subscribed components hear of the
+  // update and may defer it. `then` runs on the actor.
+  void ipc_gate(const std::string& id, const std::vector<component_plan>& plan, bool notify,
+                std::chrono::seconds timeout, std::chrono::seconds validation_timeout,
+                std::function<void(std::optional<std::string>)> then) {
+    if (!ipc_ || !runner_)
+      return then(std::nullopt);
+    std::map<std::string, nlohmann::json> running, changed;
+    for (const auto& r : runner_->snapshot())
+      running[r.plan.name] = r.plan.configuration;
+    for (const auto& c : plan)
+      if (auto it = running.find(c.name); it != running.end() && it->second != c.configuration)
+        changed[c.name] = c.configuration;
+    auto shared = std::make_shared<std::function<void(std::optional<std::string>)>>(
+      std::move(then));
+    auto on_actor = [this, shared](std::optional<std::string> r) {
+      ctx_->post([shared, r = std::move(r)] { (*shared)(r); });
+    };
+    ipc_->validate(id, std::move(changed), validation_timeout,
+                   [this, id, notify, timeout, on_actor](std::optional<std::string> rejected) {
+      if (rejected)
+        return on_actor("Components reported that their to-be-deployed configurations are "
+                        "invalid: " + *rejected);
+      if (!notify)
+        return on_actor(std::nullopt);
+      // Still on the IPC thread: pre_update only queues its round there.
+      ipc_->pre_update(id, timeout, [this, id, on_actor](std::vector<std::string> deferred) {
+        if (!deferred.empty())
+          ctx_->post([this, id, n = deferred.size()] {
+            ctx_->log().info("deployment: {}: applied after {} deferral(s)", id, n);
+          });
+        on_actor(std::nullopt);
+      });
+    });
+  }
+
   struct prepared {
     std::vector<component_plan> plan;
     bool rollback = true;
     std::chrono::seconds timeout{60};
     std::optional<std::string> resumed; // the rollback journal a run cut short left
+    bool notify = true; // componentUpdatePolicy.action NOTIFY_COMPONENTS
+    std::chrono::seconds validation_timeout{30}; // configurationValidationPolicy
   };
 
   // A deployment's rollback journal (apply_journal): the set before it, as the installed
@@ -1162,6 +1240,11 @@ private:
     out.rollback = policies.value("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK";
     out.timeout = std::chrono::seconds{
       policies.value("componentUpdatePolicy", json::object()).value("timeoutInSeconds", 60)};
+    out.notify = policies.value("componentUpdatePolicy", json::object())
+                   .value("action", "NOTIFY_COMPONENTS") == "NOTIFY_COMPONENTS";
+    out.validation_timeout = std::chrono::seconds{
+      policies.value("configurationValidationPolicy", json::object())
+        .value("timeoutInSeconds", 30)};
     // Every target's kept deployment's component specifications (the newest target's win).
     std::map<std::string, json> specs;
     std::set<std::string> own; // the components this deployment names
@@ -1353,9 +1436,26 @@ private:
                               "rollback undoes only this run's changes",
                               id, grove::describe(back.error()));
         }
+        // Greengrass IPC first: components validate their new configurations, subscribed
+        // ones hear of the update and may defer it (ipc_gate).
+        auto plan = std::make_shared<std::vector<component_plan>>(std::move(p->plan));
+        bool notify = p->notify;
+        auto timeout = p->timeout, validation_timeout = p->validation_timeout;
+        ipc_gate(id, *plan, notify, timeout, validation_timeout,
+                 [this, id, plan, p = std::move(p), outcome,
+                  journal = std::move(journal)](std::optional<std::string> rejected) mutable {
+        if (rejected) {
+          settle_deployment(id, false, clip_reason(*rejected), {"ACTIVE"}, false, false);
+          return;
+        }
+        auto done = [this, id, outcome, notify = p->notify](apply_outcome o) {
+          if (notify && ipc_)
+            ipc_->post_update(id);
+          outcome(std::move(o));
+        };
         // A run that goes BROKEN within the timeout fails the deployment late (it may be
         // COMPLETED by then: every component had started).
-        runner_->apply(std::move(p->plan), p->rollback, p->timeout, outcome,
+        runner_->apply(std::move(*plan), p->rollback, p->timeout, done,
                        [this, id](apply_outcome o) {
                          auto reason =
             clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
@@ -1363,6 +1463,7 @@ private:
                                            o.undecided);
                        },
                        std::move(journal));
+        });
       });
   }
 
@@ -1515,6 +1616,7 @@ private:
   std::chrono::seconds error_window_{3600}; // broken_error_window
   bool allow_privileged_ = true;            // allow_privileged_components
   std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
+  std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over

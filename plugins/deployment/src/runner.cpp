@@ -863,6 +863,9 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   env.push_back("GROVE_COMPONENTS_ROOT=" + root_.string()); // see the constructor
   env.push_back("GROVE_COMPONENT_NAME=" + name);
   env.push_back("GROVE_COMPONENT_VERSION=" + c.plan.version);
+  if (extra_env_)
+    for (auto& e : extra_env_(name))
+      env.push_back(std::move(e));
   auto lifecycle = lifecycle_of(c.plan.recipe);
   if (const json* global = member(lifecycle, "setenv"); global && global->is_object())
     add_env(*global);

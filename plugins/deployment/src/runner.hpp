@@ -209,6 +209,13 @@ public:
     start_read_timeout_ = t;
   }
 
+  /// Extra environment variables of every life cycle process of a component, by its
+  /// name, set before the recipe's Setenv (Greengrass IPC's socket and token:
+  /// ipc_server::env).
+  void set_extra_env(std::function<std::vector<std::string>(const std::string&)> f) {
+    extra_env_ = std::move(f);
+  }
+
   /// The cgroups components with systemResourceLimits run in; the error why there are
   /// none (such components then fail to start, saying so). Made on first use.
   caf::expected<component_cgroups*> cgroups();
@@ -288,6 +295,7 @@ public:
   static std::string plugin_library(const component_plan& p, const std::string& plugin_dir);
 
 private:
+  std::function<std::vector<std::string>(const std::string&)> extra_env_;
   struct component;
   struct job;
 
