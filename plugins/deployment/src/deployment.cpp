@@ -733,6 +733,13 @@ public:
   }
 
   void on_message(const grove::Envelope& msg) override {
+    // Greengrass local publish/subscribe: the bus's messages on components' filters
+    // (not the plugin's own publishes: their local subscribers have them already).
+    if (msg.topic() != grove::group_client::current_topic) {
+      if (ipc_ && msg.source() != ctx_->name())
+        ipc_->deliver(msg.topic(), msg.payload(), msg.content_type());
+      return;
+    }
     // The API is HTTP; only the kernel's new groups arrive here, for discovery.
     if (!discovery_ || msg.topic() != grove::group_client::current_topic)
       return;
@@ -1101,6 +1108,33 @@ private:
       return;
     }
     ipc_ = std::move(*s);
+    // Components' PublishToTopic goes on the bus too (Greengrass' local publish/subscribe
+    // is Grove's bus: the MQTT bridge's Pubsub, functions), and their SubscribeToTopic
+    // filters are the plugin's bus subscriptions.
+    ipc_->on_publish([this](const std::string& topic, std::string payload, std::string ct) {
+      ctx_->post([this, topic, payload = std::move(payload), ct = std::move(ct)] {
+        grove::Envelope e;
+        e.set_topic(topic);
+        e.set_payload(payload);
+        e.set_content_type(ct);
+        if (auto r = ctx_->publish(std::move(e)); !r)
+          ctx_->log().warn("deployment: IPC: a publish on {} did not reach the bus: {}", topic,
+                           grove::describe(r.error()));
+      });
+    });
+    ipc_->on_filters([this](std::set<std::string> filters) {
+      ctx_->post([this, filters = std::move(filters)] {
+        for (const auto& f : bus_filters_)
+          if (!filters.contains(f))
+            (void) ctx_->unsubscribe(f);
+        for (const auto& f : filters)
+          if (!bus_filters_.contains(f))
+            if (auto err = ctx_->subscribe(f))
+              ctx_->log().warn("deployment: IPC: cannot subscribe to {} on the bus: {}", f,
+                               grove::describe(err));
+        bus_filters_ = filters;
+      });
+    });
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
         ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
@@ -1617,6 +1651,7 @@ private:
   bool allow_privileged_ = true;            // allow_privileged_components
   std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
+  std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over

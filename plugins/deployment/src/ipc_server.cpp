@@ -8,6 +8,7 @@
 #include <grove/topic.hpp>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <spdlog/logger.h>
@@ -127,6 +128,31 @@ bool authorized(const json& config, const std::string& service, const std::strin
   return false;
 }
 
+std::string base64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3), '\0');
+  auto n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                           reinterpret_cast<const unsigned char*>(in.data()),
+                           static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(std::max(n, 0)));
+  return out;
+}
+
+std::optional<std::string> unbase64(std::string_view in) {
+  if (in.size() % 4 != 0)
+    return std::nullopt;
+  std::string out(3 * in.size() / 4, '\0');
+  auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                           reinterpret_cast<const unsigned char*>(in.data()),
+                           static_cast<int>(in.size()));
+  if (n < 0)
+    return std::nullopt;
+  out.resize(static_cast<size_t>(n));
+  // EVP_DecodeBlock counts the padding's bytes too.
+  for (size_t i = in.size(); i > 0 && in[i - 1] == '=' && !out.empty(); --i)
+    out.pop_back();
+  return out;
+}
+
 } // namespace
 
 struct ipc_server::impl {
@@ -178,6 +204,9 @@ struct ipc_server::impl {
   std::map<std::string, std::string> tokens; // token → component
   std::vector<std::function<void()>> tasks;
   std::function<void(const std::string&, const std::string&)> state_cb;
+  std::function<void(const std::string&, std::string, std::string)> publish_cb;
+  std::function<void(std::set<std::string>)> filters_cb;
+  std::set<std::string> filters; // the server thread's: the last set reported
 
   // The server thread's own.
   std::map<int, conn> conns;
@@ -358,8 +387,10 @@ struct ipc_server::impl {
     if (sid <= 0)
       return protocol_error(c, "an application message on stream " + std::to_string(sid));
     if (auto s = c.streams.find(sid); s != c.streams.end()) {
-      if (flags & flag_terminate)
+      if (flags & flag_terminate) {
         c.streams.erase(s); // the client closed its subscription
+        report_filters();
+      }
       return;               // no operation here takes messages from the client's side
     }
     auto op = m.string_of("operation");
@@ -435,6 +466,17 @@ struct ipc_server::impl {
         return error(c, sid, "ServiceError", "publishMessage: jsonMessage or binaryMessage");
       reply(c, sid, op, json::object(), true);
       publish(c.component, topic, event);
+      std::function<void(const std::string&, std::string, std::string)> f;
+      {
+        std::lock_guard guard{mtx};
+        f = publish_cb;
+      }
+      if (!f || topic.starts_with("$"))
+        return; // `$` topics are the kernel's and Grove's own: local only
+      if (event.contains("jsonMessage"))
+        f(topic, event["jsonMessage"]["message"].dump(), "application/json");
+      else if (auto bytes = unbase64(event["binaryMessage"]["message"].get<std::string>()))
+        f(topic, std::move(*bytes), "application/octet-stream");
       return;
     }
     if (op == "SubscribeToTopic") {
@@ -447,6 +489,7 @@ struct ipc_server::impl {
                        "aws.greengrass.ipc.pubsub:" + full + " on resource " + topic);
       c.streams[sid] = {kind::topic, topic, str("receiveMode") == "RECEIVE_MESSAGES_FROM_OTHERS"};
       reply(c, sid, op, {{"topicName", topic}}, false);
+      report_filters();
       return;
     }
     if (op == "GetConfiguration") {
@@ -554,6 +597,26 @@ struct ipc_server::impl {
         if (s.k == kind::topic && (s.filter == topic || topic_matches(s.filter, topic)) &&
             !(s.others && c.component == from))
           send(c, msg_application, 0, sid, gg + "SubscriptionResponseMessage", event);
+  }
+
+  // The topic filters of every subscription, to the plugin when they changed.
+  void report_filters() {
+    std::set<std::string> now;
+    for (auto& [fd, c] : conns)
+      if (!c.closing)
+        for (auto& [sid, s] : c.streams)
+          if (s.k == kind::topic)
+            now.insert(s.filter);
+    if (now == filters)
+      return;
+    filters = now;
+    std::function<void(std::set<std::string>)> f;
+    {
+      std::lock_guard guard{mtx};
+      f = filters_cb;
+    }
+    if (f)
+      f(std::move(now));
   }
 
   // Each component's first stream of kind `k`, by component.
@@ -673,6 +736,7 @@ struct ipc_server::impl {
           drop(c);
           if (!c.component.empty())
             log.info("deployment: IPC: {} disconnected", c.component);
+          report_filters();
         } else {
           ++it;
         }
@@ -772,6 +836,32 @@ std::vector<std::string> ipc_server::env(const std::string& component) const {
 void ipc_server::on_state(std::function<void(const std::string&, const std::string&)> f) {
   std::lock_guard guard{impl_->mtx};
   impl_->state_cb = std::move(f);
+}
+
+void ipc_server::on_publish(
+  std::function<void(const std::string&, std::string, std::string)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->publish_cb = std::move(f);
+}
+
+void ipc_server::on_filters(std::function<void(std::set<std::string>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->filters_cb = std::move(f);
+}
+
+void ipc_server::deliver(std::string topic, std::string payload, std::string content_type) {
+  impl_->run_on_thread([p = impl_.get(), topic = std::move(topic), payload = std::move(payload),
+                        ct = std::move(content_type)] {
+    json event;
+    json parsed = json(json::value_t::discarded);
+    if (ct.starts_with("application/json"))
+      parsed = json::parse(payload, nullptr, false);
+    if (!parsed.is_discarded())
+      event["jsonMessage"] = json{{"message", parsed}, {"context", {{"topic", topic}}}};
+    else
+      event["binaryMessage"] = json{{"message", base64(payload)}, {"context", {{"topic", topic}}}};
+    p->publish("", topic, event);
+  });
 }
 
 void ipc_server::pre_update(std::string id, std::chrono::milliseconds timeout,

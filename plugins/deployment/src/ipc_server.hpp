@@ -55,6 +55,20 @@ public:
   /// Called on the server's thread when a component reports a state (UpdateState).
   void on_state(std::function<void(const std::string&, const std::string&)> f);
 
+  /// Called on the server's thread after each PublishToTopic a component made (its
+  /// local subscribers already have it): the topic, the message's bytes (a jsonMessage
+  /// as JSON text, a binaryMessage decoded) and their content type, for the bus.
+  void on_publish(std::function<void(const std::string& topic, std::string payload,
+                                     std::string content_type)> f);
+
+  /// Called on the server's thread with every topic filter components subscribe to,
+  /// each time that set changes (the plugin subscribes to them on the bus).
+  void on_filters(std::function<void(std::set<std::string>)> f);
+
+  /// Delivers a message from the bus to the components subscribed to `topic` (JSON as a
+  /// jsonMessage, anything else as a binaryMessage). Thread-safe.
+  void deliver(std::string topic, std::string payload, std::string content_type);
+
   /// Tells each component subscribed to component updates that deployment `id` is about
   /// to update the core (preUpdateEvent), and waits up to `timeout` for their answers: a
   /// DeferComponentUpdate with recheckAfterMs > 0 asks again after that long. `done` (on

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Greengrass IPC for generic components, with boto3 and AWS's Node IPC client (issue 15).
 
-Usage: ipc_test.py main ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES
+Usage: ipc_test.py main ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES GROVECTL
 e2e.IpcSub and e2e.IpcPub run ipc_component.js (aws-iot-device-sdk-v2's
 greengrasscoreipc): Pub's messages reach Sub through local publish/subscribe (both allowed
-by their accessControl), Sub's publish to a topic its policy does not list is refused
+by their accessControl) once each; local publish/subscribe is Grove's bus: `grovectl sub`
+sees Pub's messages and `grovectl pub` reaches Sub. Sub's publish to a topic its policy does not list is refused
 (UnauthorizedError), GetConfiguration answers the whole configuration and a key path,
 UpdateState is heard. A NOTIFY_COMPONENTS deployment changing Sub's configuration is
 validated by Sub (ACCEPTED), announced (preUpdateEvent), deferred once by 1 s, announced
@@ -15,6 +16,8 @@ wrong token's connect is refused, a malformed frame ends its connection.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import binascii
+import select
+import subprocess
 import json
 import socket
 import struct
@@ -23,7 +26,8 @@ import sys
 import support
 from support import check, client, read, thing_arn, wait
 
-PHASE, ENDPOINT, CA, WRITE, SCRIPT, NODE_MODULES = sys.argv[1:7]
+PHASE, ENDPOINT, CA, WRITE, SCRIPT, NODE_MODULES, GROVECTL = sys.argv[1:8]
+CTL = [GROVECTL, "--socket", f"{WRITE}/run/control.sock"]
 THING = thing_arn("core-1")
 WORK = f"{WRITE}/plugins/deployment/components/work"
 SOCKET = f"{WRITE}/run/greengrass-ipc.socket"
@@ -137,6 +141,29 @@ check("Pub's messages reach Sub through local publish/subscribe (topic in the co
       any(m.get("message", {}).get("from") == "pub" and
           m.get("context", {}).get("topic") == "ipc/test/hello" for m in got),
       f"{got[:3]} errors: " + read(f"{WORK}/e2e.IpcPub/errors"))
+ns = [m["message"]["n"] for m in got if m.get("message", {}).get("from") == "pub"]
+check("... each once (the bus's copy of a component's publish is not delivered again)",
+      len(ns) == len(set(ns)), ns)
+watch = subprocess.Popen(CTL + ["sub", "ipc/test/#"], stdout=subprocess.PIPE, text=True)
+seen = ""
+try:
+    end = 20
+    while end > 0 and '"from":"pub"' not in seen.replace(" ", ""):
+        r, _, _ = select.select([watch.stdout], [], [], 1)
+        end -= 1
+        if r:
+            seen += watch.stdout.readline()
+finally:
+    watch.kill()
+    watch.wait()
+check("a component's PublishToTopic is on Grove's bus (grovectl sub)",
+      "ipc/test/hello" in seen and '"from":"pub"' in seen.replace(" ", ""), seen[:300])
+pub = subprocess.run(CTL + ["pub", "ipc/test/grove", '{"from": "grove"}'], capture_output=True, text=True)
+came = wait(lambda: any(json.loads(x).get("message", {}).get("from") == "grove" and
+                        json.loads(x).get("context", {}).get("topic") == "ipc/test/grove"
+                        for x in lines("e2e.IpcSub", "received")), 20)
+check("a message on the bus reaches a component's SubscribeToTopic (grovectl pub)", bool(came),
+      pub.stdout + pub.stderr)
 cfg = json.loads(read(f"{WORK}/e2e.IpcSub/config") or "{}")
 check("GetConfiguration with no key path: the whole merged configuration",
       cfg.get("componentName") == "e2e.IpcSub" and cfg.get("value", {}).get("greeting") == "hi"
