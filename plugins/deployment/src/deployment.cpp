@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -1122,7 +1123,12 @@ private:
                            grove::describe(r.error()));
       });
     });
-    ipc_->on_filters([this](std::set<std::string> filters) {
+    ipc_->on_filters([this](std::set<std::string> all) {
+      // `$` filters stay local: the bus's `$` topics are the kernel's and plugins' own.
+      std::set<std::string> filters;
+      for (auto& f : all)
+        if (!f.starts_with("$"))
+          filters.insert(f);
       ctx_->post([this, filters = std::move(filters)] {
         for (const auto& f : bus_filters_)
           if (!filters.contains(f))
@@ -1470,26 +1476,9 @@ private:
                               "rollback undoes only this run's changes",
                               id, grove::describe(back.error()));
         }
-        // Greengrass IPC first: components validate their new configurations, subscribed
-        // ones hear of the update and may defer it (ipc_gate).
-        auto plan = std::make_shared<std::vector<component_plan>>(std::move(p->plan));
-        bool notify = p->notify;
-        auto timeout = p->timeout, validation_timeout = p->validation_timeout;
-        ipc_gate(id, *plan, notify, timeout, validation_timeout,
-                 [this, id, plan, p = std::move(p), outcome,
-                  journal = std::move(journal)](std::optional<std::string> rejected) mutable {
-        if (rejected) {
-          settle_deployment(id, false, clip_reason(*rejected), {"ACTIVE"}, false, false);
-          return;
-        }
-        auto done = [this, id, outcome, notify = p->notify](apply_outcome o) {
-          if (notify && ipc_)
-            ipc_->post_update(id);
-          outcome(std::move(o));
-        };
         // A run that goes BROKEN within the timeout fails the deployment late (it may be
-        // COMPLETED by then: every component had started).
-        runner_->apply(std::move(*plan), p->rollback, p->timeout, done,
+        // COMPLETED by then: every component had started). Greengrass IPC's gate first.
+        gated_apply(id, std::move(*p), outcome,
                        [this, id](apply_outcome o) {
                          auto reason =
             clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
@@ -1497,8 +1486,46 @@ private:
                                            o.undecided);
                        },
                        std::move(journal));
-        });
       });
+  }
+
+  // Runs deployment `id`'s plan (runner::apply) once Greengrass IPC's gate (ipc_gate)
+  // let it through: a REJECTED configuration fails it instead. One gate at a time, so the
+  // runner gets the applies in the order they came.
+  void gated_apply(const std::string& id, prepared p, std::function<void(apply_outcome)> outcome,
+                   std::function<void(apply_outcome)> late, apply_journal journal) {
+    auto held = std::make_shared<prepared>(std::move(p));
+    auto then = std::make_shared<std::function<void(std::optional<std::string>)>>(
+      [this, id, held, outcome = std::move(outcome), late = std::move(late),
+       journal = std::make_shared<apply_journal>(std::move(journal))](
+        std::optional<std::string> rejected) {
+        gate_busy_ = false;
+        if (rejected) {
+          settle_deployment(id, false, clip_reason(*rejected), {"ACTIVE"}, false, false);
+          return next_gate();
+        }
+        auto done = [this, id, outcome, notify = held->notify](apply_outcome o) {
+          if (notify && ipc_)
+            ipc_->post_update(id);
+          outcome(std::move(o));
+        };
+        runner_->apply(std::move(held->plan), held->rollback, held->timeout, done, late,
+                       std::move(*journal));
+        next_gate();
+      });
+    gates_.push_back([this, id, held, then] {
+      ipc_gate(id, held->plan, held->notify, held->timeout, held->validation_timeout, *then);
+    });
+    next_gate();
+  }
+
+  void next_gate() {
+    if (gate_busy_ || gates_.empty())
+      return;
+    gate_busy_ = true;
+    auto f = std::move(gates_.front());
+    gates_.pop_front();
+    f();
   }
 
   // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
@@ -1652,6 +1679,8 @@ private:
   std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
+  std::deque<std::function<void()>> gates_; // deployments waiting for their IPC gate
+  bool gate_busy_ = false;
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over
