@@ -1144,6 +1144,8 @@ private:
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
         ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
+        if (runner_)
+          runner_->report_state(name, state);
       });
     });
   }

@@ -275,6 +275,11 @@ public:
   /// The model components' names (their model resources are theirs in the kernel's group).
   std::set<std::string> model_components() const;
 
+  /// A component's UpdateState (Greengrass IPC), on the actor: RUNNING from a startup
+  /// still running makes it RUNNING (its deployment goes on); ERRORED from a running
+  /// process ends it as an error (recover, restart, BROKEN after three). Others: nothing.
+  void report_state(const std::string& name, const std::string& state);
+
   /// Every component with its effective configuration and state, for the journal.
   std::vector<installed_record> snapshot() const;
 

@@ -8,6 +8,9 @@
 //   second (WORK_DIR/updates: "defer <id>", "ack <id>", "post <id>"), and rejects a
 //   configuration with `bad: true` (WORK_DIR/validations: "<ACCEPTED|REJECTED> <id>").
 // pub: publishes {"n": i, "from": "pub"} on ipc/test/hello every 200 ms.
+// startup (a startup step that never exits): reports RUNNING (WORK_DIR/pid: its pid).
+// flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
+//   each run a line of WORK_DIR/runs.
 const fs = require('fs');
 const path = require('path');
 const { greengrasscoreipc } = require('aws-iot-device-sdk-v2');
@@ -18,6 +21,19 @@ const line = (file, text) => fs.appendFileSync(path.join(work, file), text + '\n
 async function main() {
   const client = greengrasscoreipc.createClient();
   await client.connect();
+  if (role === 'startup') {
+    fs.writeFileSync(path.join(work, 'pid'), String(process.pid));
+    await client.updateState({ state: 'RUNNING' });
+    setInterval(() => {}, 1000);
+    return;
+  }
+  if (role === 'flaky') {
+    const first = !fs.existsSync(path.join(work, 'runs'));
+    line('runs', String(process.pid));
+    await client.updateState({ state: first ? 'ERRORED' : 'RUNNING' });
+    setInterval(() => {}, 1000);
+    return;
+  }
   if (role === 'pub') {
     let n = 0;
     setInterval(() => {

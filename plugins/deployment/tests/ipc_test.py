@@ -7,7 +7,9 @@ greengrasscoreipc): Pub's messages reach Sub through local publish/subscribe (bo
 by their accessControl) once each; local publish/subscribe is Grove's bus: `grovectl sub`
 sees Pub's messages and `grovectl pub` reaches Sub. Sub's publish to a topic its policy does not list is refused
 (UnauthorizedError), GetConfiguration answers the whole configuration and a key path,
-UpdateState is heard. A NOTIFY_COMPONENTS deployment changing Sub's configuration is
+UpdateState: e2e.IpcStartup's startup never exits but reports RUNNING (its deployment
+completes; without the report it would time out), e2e.IpcFlaky's first run reports
+ERRORED and is ended and run again (the second run reports RUNNING). A NOTIFY_COMPONENTS deployment changing Sub's configuration is
 validated by Sub (ACCEPTED), announced (preUpdateEvent), deferred once by 1 s, announced
 again and acknowledged, then applied (postUpdateEvent). A configuration with `bad: true`
 is REJECTED: its deployment FAILS with Sub's message and nothing is announced. A
@@ -34,7 +36,7 @@ SOCKET = f"{WRITE}/run/greengrass-ipc.socket"
 gg = client("greengrassv2", ENDPOINT, CA)
 
 
-def recipe(role, policy_ops, resources):
+def recipe(role, policy_ops, resources, step="run"):
     return f"""ComponentConfiguration:
   DefaultConfiguration:
     greeting: hi
@@ -49,7 +51,7 @@ Manifests:
   - Platform: {{os: linux}}
     Lifecycle:
       setenv: {{NODE_PATH: "{NODE_MODULES}"}}
-      run: exec node "{SCRIPT}" {role} {{work:path}}
+      {step}: exec node "{SCRIPT}" {role} {{work:path}}
 """
 
 
@@ -63,7 +65,9 @@ def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
         sub["configurationUpdate"] = {"merge": json.dumps(sub_update)}
     did = gg.create_deployment(
         targetArn=THING,
-        components={"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"}},
+        components={"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"},
+                    "e2e.IpcStartup": {"componentVersion": "1.0.0"},
+                    "e2e.IpcFlaky": {"componentVersion": "1.0.0"}},
         deploymentPolicies={"componentUpdatePolicy": {"timeoutInSeconds": 30, "action": action},
                             "configurationValidationPolicy": {"timeoutInSeconds": 30}},
     )["deploymentId"]
@@ -131,8 +135,23 @@ def flags_of(reply):
 support.component(gg, "e2e.IpcSub", recipe("sub", ["aws.greengrass#SubscribeToTopic"], ["ipc/test/#"]))
 support.component(gg, "e2e.IpcPub", recipe("pub", ["aws.greengrass#PublishToTopic"], ["ipc/test/*"]))
 
+support.component(gg, "e2e.IpcStartup", recipe("startup", [], [], step="startup"))
+support.component(gg, "e2e.IpcFlaky", recipe("flaky", [], []))
+
 d1, status, reason = deploy()
-check("both IPC components deployed -> COMPLETED", status == "COMPLETED", f"{status} {reason}")
+check("the IPC components deployed -> COMPLETED (a startup that never exits reported RUNNING)",
+      status == "COMPLETED", f"{status} {reason}")
+pid = read(f"{WORK}/e2e.IpcStartup/pid").strip()
+check("... that startup's process still runs, RUNNING",
+      pid.isdigit() and support.alive(int(pid)) and
+      support.installed(gg).get("e2e.IpcStartup", {}).get("lifecycleState") == "RUNNING",
+      (pid, support.installed(gg).get("e2e.IpcStartup")))
+runs = wait(lambda: len(lines("e2e.IpcFlaky", "runs")) >= 2 and
+            support.installed(gg).get("e2e.IpcFlaky", {}).get("lifecycleState") == "RUNNING", 30)
+first_run = lines("e2e.IpcFlaky", "runs")[:1]
+check("a run reporting ERRORED is ended and run again (RUNNING)",
+      bool(runs) and first_run and not support.alive(int(first_run[0])),
+      (lines("e2e.IpcFlaky", "runs"), support.installed(gg).get("e2e.IpcFlaky")))
 ready = wait(lambda: lines("e2e.IpcSub", "ready"), 30)
 check("Sub connected, subscribed, read its configuration and reported RUNNING", bool(ready),
       "errors: " + read(f"{WORK}/e2e.IpcSub/errors"))
@@ -175,6 +194,7 @@ check("a publish its accessControl does not allow -> UnauthorizedError",
       "not authorized" in denied and "forbidden/x" in denied, denied)
 log = read(f"{WRITE}/../groved.out")
 check("UpdateState RUNNING heard", "e2e.IpcSub reports RUNNING (UpdateState)" in log)
+check("... and the ERRORED one's reason logged", "reported ERRORED (UpdateState)" in log)
 
 d2, status, reason = deploy({"greeting": "hello"})
 check("a NOTIFY_COMPONENTS deployment changing Sub's configuration -> COMPLETED",
