@@ -141,6 +141,8 @@ support.component(gg, "e2e.IpcFlaky", recipe("flaky", [], []))
 d1, status, reason = deploy()
 check("the IPC components deployed -> COMPLETED (a startup that never exits reported RUNNING)",
       status == "COMPLETED", f"{status} {reason}")
+if status != "COMPLETED":
+    support.finish()  # the rest builds on this set
 pid = read(f"{WORK}/e2e.IpcStartup/pid").strip()
 check("... that startup's process still runs, RUNNING",
       pid.isdigit() and support.alive(int(pid)) and
