@@ -53,6 +53,11 @@ constexpr int32_t flag_terminate = 2;
 // A connection's unsent bytes beyond this end it: a client that does not read.
 constexpr size_t max_unsent = 16 << 20;
 
+// Connections at once (more are closed at accept), and the time a client has to send an
+// accepted connect: fds are not held by clients that never authenticate.
+constexpr size_t max_connections = 256;
+constexpr std::chrono::seconds connect_within{10};
+
 const std::string gg = "aws.greengrass#";
 
 using clock = std::chrono::steady_clock;
@@ -170,6 +175,7 @@ struct ipc_server::impl {
     std::string component; // empty until the connect is accepted
     std::map<int32_t, stream> streams;
     bool closing = false;
+    uint64_t serial = 0; // tells a reused fd's connection apart
   };
 
   // A pre_update round (DeferComponentUpdate answers awaited).
@@ -212,6 +218,8 @@ struct ipc_server::impl {
   std::map<int, conn> conns;
   std::multimap<clock::time_point, std::pair<uint64_t, std::function<void()>>> timers;
   uint64_t next_timer = 1;
+  uint64_t next_serial = 1;
+  uint64_t refused_connections = 0;
   std::vector<std::shared_ptr<update_round>> updates;
   std::vector<std::shared_ptr<validation_round>> validations;
 
@@ -716,7 +724,24 @@ struct ipc_server::impl {
           int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
           if (fd < 0)
             break;
-          conns[fd].fd = fd;
+          if (conns.size() >= max_connections) {
+            if (refused_connections++ % 1000 == 0)
+              log.warn("deployment: IPC: {} connections open: one more refused (refused so "
+                       "far: {})", conns.size(), refused_connections);
+            ::close(fd);
+            continue;
+          }
+          auto& c = conns[fd];
+          c.fd = fd;
+          c.serial = next_serial++;
+          after(connect_within, [this, fd, serial = c.serial] {
+            auto it = conns.find(fd);
+            if (it != conns.end() && it->second.serial == serial && it->second.component.empty()) {
+              log.warn("deployment: IPC: a client sent no connect within {} s: closed",
+                       connect_within.count());
+              it->second.closing = true;
+            }
+          });
         }
       for (size_t i = 2; i < fds.size(); ++i) {
         auto it = conns.find(fds[i].fd);

@@ -14,7 +14,8 @@ validated by Sub (ACCEPTED), announced (preUpdateEvent), deferred once by 1 s, a
 again and acknowledged, then applied (postUpdateEvent). A configuration with `bad: true`
 is REJECTED: its deployment FAILS with Sub's message and nothing is announced. A
 SKIP_NOTIFY_COMPONENTS deployment is applied without a preUpdateEvent. Raw clients: a
-wrong token's connect is refused, a malformed frame ends its connection.
+wrong token's connect is refused, a malformed frame ends its connection, one that sends
+nothing is closed after 10 s.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import binascii
@@ -89,10 +90,11 @@ def frame(headers, payload=b""):
     return body + struct.pack(">I", binascii.crc32(body))
 
 
-def raw(data):
-    """What groved answers `data` on a fresh connection, until it closes (b"" if nothing)."""
+def raw(data, timeout=10):
+    """What groved answers `data` on a fresh connection, until it closes (b"" if nothing),
+    and whether it closed within `timeout` seconds."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
+    s.settimeout(timeout)
     s.connect(SOCKET)
     s.sendall(data)
     got = b""
@@ -237,6 +239,9 @@ check("a malformed frame (message CRC) ends its connection, unanswered", closed 
       (reply, closed))
 reply, closed = raw(struct.pack(">II", 64 << 20, 0) + b"\0" * 8)
 check("a frame over the bound (prelude CRC wrong or too long) ends its connection", closed, closed)
+reply, closed = raw(b"", timeout=30)
+check("a client that sends no connect is closed (within the plugin's 10 s)", closed and reply == b"",
+      (reply, closed))
 still = wait(lambda: len(lines("e2e.IpcSub", "received")) > len(got) + 3, 10)
 check("the components' own connections are unaffected", bool(still))
 support.finish()
