@@ -471,3 +471,42 @@ write("archive", "device", _tar([{"name": "null", "type": _tarfile.CHRTYPE}]))
 write("archive", "fifo", _tar([{"name": "p", "type": _tarfile.FIFOTYPE}]))
 write("archive", "bomb_zip", _zip([("zeros", b"\x00" * (2 << 20))]))
 write("archive", "many_entries", _tar([{"name": "f%d" % i, "data": b"x"} for i in range(80)]))
+
+# deployment_eventstream: Greengrass IPC frames (event-stream) as the AWS clients send
+# them: a connect with its auth token, an operation's request, a ping, two frames in one
+# input, and broken ones (prelude CRC, message CRC, a header past its block).
+import binascii as _binascii
+import struct as _struct
+
+
+def es_header(name, value):
+    n = name.encode()
+    if isinstance(value, int):
+        return bytes([len(n)]) + n + b"\x04" + _struct.pack(">i", value)
+    v = value.encode()
+    return bytes([len(n)]) + n + b"\x07" + _struct.pack(">H", len(v)) + v
+
+
+def es_frame(headers, payload=b""):
+    hs = b"".join(es_header(k, v) for k, v in headers)
+    total = 16 + len(hs) + len(payload)
+    prelude = _struct.pack(">II", total, len(hs))
+    prelude += _struct.pack(">I", _binascii.crc32(prelude))
+    body = prelude + hs + payload
+    return body + _struct.pack(">I", _binascii.crc32(body))
+
+
+_connect = es_frame([(":message-type", 4), (":message-flags", 0), (":stream-id", 0),
+                     (":version", "0.1.0")], b'{"authToken":"0123456789abcdef"}')
+_publish = es_frame([(":message-type", 0), (":message-flags", 0), (":stream-id", 1),
+                     ("operation", "aws.greengrass#PublishToTopic"),
+                     ("service-model-type", "aws.greengrass#PublishToTopicRequest"),
+                     (":content-type", "application/json")],
+                    b'{"topic":"t/1","publishMessage":{"jsonMessage":{"message":{"a":1}}}}')
+write("deployment_eventstream", "connect", _connect)
+write("deployment_eventstream", "publish", _publish)
+write("deployment_eventstream", "ping", es_frame([(":message-type", 2), (":stream-id", 0)]))
+write("deployment_eventstream", "two", _connect + _publish)
+write("deployment_eventstream", "bad_prelude_crc", _connect[:8] + b"\0\0\0\0" + _connect[12:])
+write("deployment_eventstream", "bad_message_crc", _connect[:-1] + b"\0")
+write("deployment_eventstream", "cut", _publish[:40])

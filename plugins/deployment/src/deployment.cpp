@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -30,6 +31,7 @@
 #include "artifacts.hpp"
 #include "bulk_input.hpp"
 #include "imagebuilder_document.hpp"
+#include "ipc_server.hpp"
 #include "ip_detector.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
@@ -493,12 +495,15 @@ public:
             kept.emplace(h.record.plan.name, std::move(*p));
           }
       }
+      start_ipc(write_dir); // Greengrass IPC (ipc_server.cpp)
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_,
                                          std::move(spare), std::move(services));
       runner_->set_error_window(error_window_);
       runner_->set_allow_privileged(allow_privileged_);
       runner_->set_start_read_timeout(start_read_timeout_);
+      if (ipc_)
+        runner_->set_extra_env([ipc = ipc_.get()](const std::string& n) { return ipc->env(n); });
       // The components the journal kept: listed with their last states at once, their
       // effective configurations what the next deployment builds on. After a hot reload,
       // the last instance's own records instead (the journal is written behind it).
@@ -518,7 +523,11 @@ public:
         ctx_->log().error("deployment: cannot read the installed components: {}",
                           grove::describe(rows.error()));
       }
-      runner_->on_change([this] { journal_installed(); });
+      runner_->on_change([this] {
+        journal_installed();
+        sync_ipc();
+      });
+      sync_ipc();
     }
     resume();
     thread_ = std::thread([srv = server_.get()] { srv->listen_after_bind(); });
@@ -711,6 +720,7 @@ public:
       std::lock_guard guard{runner_mtx_};
       runner_.reset(); // stops every component
     }
+    ipc_.reset(); // after the components it serves
     if (v1_) {
       // Both hold the v1 API and its store (a cycle): the store is let go for the next
       // instance (a reload opens it) only once they are gone.
@@ -724,6 +734,13 @@ public:
   }
 
   void on_message(const grove::Envelope& msg) override {
+    // Greengrass local publish/subscribe: the bus's messages on components' filters
+    // (not the plugin's own publishes: their local subscribers have them already).
+    if (msg.topic() != grove::group_client::current_topic) {
+      if (ipc_ && msg.source() != ctx_->name())
+        ipc_->deliver(msg.topic(), msg.payload(), msg.content_type());
+      return;
+    }
     // The API is HTTP; only the kernel's new groups arrive here, for discovery.
     if (!discovery_ || msg.topic() != grove::group_client::current_topic)
       return;
@@ -1080,11 +1097,114 @@ private:
       });
   }
 
+  // --- Greengrass IPC (ipc_server.cpp) --------------------------------------------------
+
+  void start_ipc(const std::filesystem::path& write_dir) {
+    if (ipc_)
+      return;
+    auto s = ipc_server::start(write_dir / "run" / "greengrass-ipc.socket",
+                               ctx_->state_dir() / "ipc.key", ctx_->log());
+    if (!s) {
+      ctx_->log().error("deployment: no Greengrass IPC: {}", grove::describe(s.error()));
+      return;
+    }
+    ipc_ = std::move(*s);
+    // Components' PublishToTopic goes on the bus too (Greengrass' local publish/subscribe
+    // is Grove's bus: the MQTT bridge's Pubsub, functions), and their SubscribeToTopic
+    // filters are the plugin's bus subscriptions.
+    ipc_->on_publish([this](const std::string& topic, std::string payload, std::string ct) {
+      ctx_->post([this, topic, payload = std::move(payload), ct = std::move(ct)] {
+        grove::Envelope e;
+        e.set_topic(topic);
+        e.set_payload(payload);
+        e.set_content_type(ct);
+        if (auto r = ctx_->publish(std::move(e)); !r)
+          ctx_->log().warn("deployment: IPC: a publish on {} did not reach the bus: {}", topic,
+                           grove::describe(r.error()));
+      });
+    });
+    ipc_->on_filters([this](std::set<std::string> all) {
+      // `$` filters stay local: the bus's `$` topics are the kernel's and plugins' own.
+      std::set<std::string> filters;
+      for (auto& f : all)
+        if (!f.starts_with("$"))
+          filters.insert(f);
+      ctx_->post([this, filters = std::move(filters)] {
+        for (const auto& f : bus_filters_)
+          if (!filters.contains(f))
+            (void) ctx_->unsubscribe(f);
+        for (const auto& f : filters)
+          if (!bus_filters_.contains(f))
+            if (auto err = ctx_->subscribe(f))
+              ctx_->log().warn("deployment: IPC: cannot subscribe to {} on the bus: {}", f,
+                               grove::describe(err));
+        bus_filters_ = filters;
+      });
+    });
+    ipc_->on_state([this](const std::string& name, const std::string& state) {
+      ctx_->post([this, name, state] {
+        ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
+        if (runner_)
+          runner_->report_state(name, state);
+      });
+    });
+  }
+
+  // The running set's effective configurations, for GetConfiguration and the tokens.
+  void sync_ipc() {
+    if (!ipc_ || !runner_)
+      return;
+    std::map<std::string, nlohmann::json> configs;
+    for (const auto& r : runner_->snapshot())
+      configs[r.plan.name] = r.plan.configuration;
+    ipc_->set_components(std::move(configs));
+  }
+
+  // Before a deployment changes the running set: each component whose configuration
+  // changes and that subscribed to validation is asked (a REJECTED report fails the
+  // deployment), then, with NOTIFY_COMPONENTS, the subscribed components hear of the
+  // update and may defer it. `then` runs on the actor.
+  void ipc_gate(const std::string& id, const std::vector<component_plan>& plan, bool notify,
+                std::chrono::seconds timeout, std::chrono::seconds validation_timeout,
+                std::function<void(std::optional<std::string>)> then) {
+    if (!ipc_ || !runner_)
+      return then(std::nullopt);
+    std::map<std::string, nlohmann::json> running, changed;
+    for (const auto& r : runner_->snapshot())
+      running[r.plan.name] = r.plan.configuration;
+    for (const auto& c : plan)
+      if (auto it = running.find(c.name); it != running.end() && it->second != c.configuration)
+        changed[c.name] = c.configuration;
+    auto shared = std::make_shared<std::function<void(std::optional<std::string>)>>(
+      std::move(then));
+    auto on_actor = [this, shared](std::optional<std::string> r) {
+      ctx_->post([shared, r = std::move(r)] { (*shared)(r); });
+    };
+    ipc_->validate(id, std::move(changed), validation_timeout,
+                   [this, id, notify, timeout, on_actor](std::optional<std::string> rejected) {
+      if (rejected)
+        return on_actor("Components reported that their to-be-deployed configurations are "
+                        "invalid: " + *rejected);
+      if (!notify)
+        return on_actor(std::nullopt);
+      // Still on the IPC thread: pre_update only queues its round there.
+      ipc_->pre_update(id, timeout, [this, id, on_actor](std::vector<std::string> deferred) {
+        if (!deferred.empty())
+          ctx_->post([this, id, n = deferred.size()] {
+            ctx_->log().info("deployment: {}: applied after {} deferral(s)", id, n);
+          });
+        on_actor(std::nullopt);
+      });
+    });
+  }
+
   struct prepared {
     std::vector<component_plan> plan;
     bool rollback = true;
     std::chrono::seconds timeout{60};
     std::optional<std::string> resumed; // the rollback journal a run cut short left
+    bool notify = true; // componentUpdatePolicy.action NOTIFY_COMPONENTS
+    std::chrono::seconds validation_timeout{30}; // configurationValidationPolicy
   };
 
   // A deployment's rollback journal (apply_journal): the set before it, as the installed
@@ -1162,6 +1282,11 @@ private:
     out.rollback = policies.value("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK";
     out.timeout = std::chrono::seconds{
       policies.value("componentUpdatePolicy", json::object()).value("timeoutInSeconds", 60)};
+    out.notify = policies.value("componentUpdatePolicy", json::object())
+                   .value("action", "NOTIFY_COMPONENTS") == "NOTIFY_COMPONENTS";
+    out.validation_timeout = std::chrono::seconds{
+      policies.value("configurationValidationPolicy", json::object())
+        .value("timeoutInSeconds", 30)};
     // Every target's kept deployment's component specifications (the newest target's win).
     std::map<std::string, json> specs;
     std::set<std::string> own; // the components this deployment names
@@ -1354,8 +1479,8 @@ private:
                               id, grove::describe(back.error()));
         }
         // A run that goes BROKEN within the timeout fails the deployment late (it may be
-        // COMPLETED by then: every component had started).
-        runner_->apply(std::move(p->plan), p->rollback, p->timeout, outcome,
+        // COMPLETED by then: every component had started). Greengrass IPC's gate first.
+        gated_apply(id, std::move(*p), outcome,
                        [this, id](apply_outcome o) {
                          auto reason =
             clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
@@ -1364,6 +1489,45 @@ private:
                        },
                        std::move(journal));
       });
+  }
+
+  // Runs deployment `id`'s plan (runner::apply) once Greengrass IPC's gate (ipc_gate)
+  // let it through: a REJECTED configuration fails it instead. One gate at a time, so the
+  // runner gets the applies in the order they came.
+  void gated_apply(const std::string& id, prepared p, std::function<void(apply_outcome)> outcome,
+                   std::function<void(apply_outcome)> late, apply_journal journal) {
+    auto held = std::make_shared<prepared>(std::move(p));
+    auto then = std::make_shared<std::function<void(std::optional<std::string>)>>(
+      [this, id, held, outcome = std::move(outcome), late = std::move(late),
+       journal = std::make_shared<apply_journal>(std::move(journal))](
+        std::optional<std::string> rejected) {
+        gate_busy_ = false;
+        if (rejected) {
+          settle_deployment(id, false, clip_reason(*rejected), {"ACTIVE"}, false, false);
+          return next_gate();
+        }
+        auto done = [this, id, outcome, notify = held->notify](apply_outcome o) {
+          if (notify && ipc_)
+            ipc_->post_update(id);
+          outcome(std::move(o));
+        };
+        runner_->apply(std::move(held->plan), held->rollback, held->timeout, done, late,
+                       std::move(*journal));
+        next_gate();
+      });
+    gates_.push_back([this, id, held, then] {
+      ipc_gate(id, held->plan, held->notify, held->timeout, held->validation_timeout, *then);
+    });
+    next_gate();
+  }
+
+  void next_gate() {
+    if (gate_busy_ || gates_.empty())
+      return;
+    gate_busy_ = true;
+    auto f = std::move(gates_.front());
+    gates_.pop_front();
+    f();
   }
 
   // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
@@ -1515,6 +1679,10 @@ private:
   std::chrono::seconds error_window_{3600}; // broken_error_window
   bool allow_privileged_ = true;            // allow_privileged_components
   std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
+  std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
+  std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
+  std::deque<std::function<void()>> gates_; // deployments waiting for their IPC gate
+  bool gate_busy_ = false;
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over

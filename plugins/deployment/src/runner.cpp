@@ -418,6 +418,10 @@ struct runner::component {
   pid_t service_pgid = 0; // the process group a startup that exited 0 left running
   uint64_t runs = 0; // run_main's starts (a restart keeps the generation)
   bool timed_out = false; // its run outlived the run step's Timeout
+  // Greengrass IPC's UpdateState (report_state): what a startup still running does when it
+  // reports RUNNING, and why a run that reported ERRORED was ended (main_exited).
+  std::function<void()> reported_running;
+  std::string reported_error;
   std::deque<std::chrono::steady_clock::time_point> error_times; // within error_window_
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
@@ -780,6 +784,38 @@ void runner::adopt(const std::vector<handed_component>& handed,
   }
 }
 
+void runner::report_state(const std::string& name, const std::string& state) {
+  auto it = components_.find(name);
+  if (it == components_.end())
+    return;
+  auto& c = *it->second;
+  if (state == "RUNNING") {
+    // A startup that runs on and says it is up: RUNNING now (its exit is then handled as
+    // a startup's). A run is RUNNING from its start already.
+    if (c.state == "STARTING" && c.reported_running) {
+      auto f = std::move(c.reported_running);
+      c.reported_running = nullptr;
+      f();
+    }
+    return;
+  }
+  if (state != "ERRORED" || !c.proc.running() || (c.state != "RUNNING" && c.state != "STARTING"))
+    return;
+  // As Greengrass: an error of the component (recover, restart, BROKEN after three). Its
+  // process group ends as a run past its Timeout does; main_exited gives the reason.
+  c.reported_error = "reported ERRORED (UpdateState)";
+  auto pid = c.proc.pid();
+  auto run_no = c.runs;
+  ::kill(-pid, SIGTERM);
+  ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
+    if (!*alive)
+      return;
+    auto it = components_.find(name);
+    if (it != components_.end() && it->second->runs == run_no && it->second->proc.pid() == pid)
+      ::kill(-pid, SIGKILL);
+  });
+}
+
 std::vector<installed_record> runner::snapshot() const {
   std::vector<installed_record> out;
   std::lock_guard guard{mtx_};
@@ -863,6 +899,9 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   env.push_back("GROVE_COMPONENTS_ROOT=" + root_.string()); // see the constructor
   env.push_back("GROVE_COMPONENT_NAME=" + name);
   env.push_back("GROVE_COMPONENT_VERSION=" + c.plan.version);
+  if (extra_env_)
+    for (auto& e : extra_env_(name))
+      env.push_back(std::move(e));
   auto lifecycle = lifecycle_of(c.plan.recipe);
   if (const json* global = member(lifecycle, "setenv"); global && global->is_object())
     add_env(*global);
@@ -1742,20 +1781,23 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   bool is_startup = c.main == "startup";
   if (!is_startup && !j->background && !j->is_rollback && !j->runs.count(name))
     j->runs[name] = {gen, std::chrono::steady_clock::now()};
+  auto running = [this, j, name, gen, wait, alive = alive_] {
+    if (!*alive)
+      return;
+    auto it = components_.find(name);
+    if (it == components_.end() || it->second->generation != gen)
+      return;
+    set_state(*it->second, "RUNNING");
+    if (j->wait == wait) {
+      ++j->wait;
+      ++j->index;
+      step(j);
+    }
+  };
   if (!is_startup)
-    cb.on_start = [this, j, name, gen, wait, alive = alive_](pid_t) {
-      if (!*alive)
-        return;
-      auto it = components_.find(name);
-      if (it == components_.end() || it->second->generation != gen)
-        return;
-      set_state(*it->second, "RUNNING");
-      if (j->wait == wait) {
-        ++j->wait;
-        ++j->index;
-        step(j);
-      }
-    };
+    cb.on_start = [running](pid_t) { running(); };
+  else
+    c.reported_running = running; // a startup may report RUNNING before it exits
   cb.on_exit = [this, j, name, gen, wait, is_startup, alive = alive_](const grove::process_exit& e) {
     if (!*alive || e.requested)
       return;
@@ -1826,6 +1868,16 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
     return;
   auto& c = *it->second;
   c.proc = grove::process{};
+  c.reported_running = nullptr;
+  if (!c.reported_error.empty()) { // report_state ended it: an error whatever its exit
+    auto why = std::move(c.reported_error);
+    c.reported_error.clear();
+    grove::process_exit errored = e;
+    if (errored.code == 0)
+      errored.code = 1;
+    return main_exited_as(j, name, gen, wait, is_startup, errored,
+                          why + " (" + e.describe() + ")");
+  }
   if (c.timed_out) { // run_main's timer ended it: an error whatever its exit
     c.timed_out = false;
     auto limit = step_of(lifecycle_of(c.plan.recipe), "run").timeout;

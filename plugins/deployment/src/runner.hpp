@@ -209,6 +209,13 @@ public:
     start_read_timeout_ = t;
   }
 
+  /// Extra environment variables of every life cycle process of a component, by its
+  /// name, set before the recipe's Setenv (Greengrass IPC's socket and token:
+  /// ipc_server::env).
+  void set_extra_env(std::function<std::vector<std::string>(const std::string&)> f) {
+    extra_env_ = std::move(f);
+  }
+
   /// The cgroups components with systemResourceLimits run in; the error why there are
   /// none (such components then fail to start, saying so). Made on first use.
   caf::expected<component_cgroups*> cgroups();
@@ -268,6 +275,11 @@ public:
   /// The model components' names (their model resources are theirs in the kernel's group).
   std::set<std::string> model_components() const;
 
+  /// A component's UpdateState (Greengrass IPC), on the actor: RUNNING from a startup
+  /// still running makes it RUNNING (its deployment goes on); ERRORED from a running
+  /// process ends it as an error (recover, restart, BROKEN after three). Others: nothing.
+  void report_state(const std::string& name, const std::string& state);
+
   /// Every component with its effective configuration and state, for the journal.
   std::vector<installed_record> snapshot() const;
 
@@ -288,6 +300,7 @@ public:
   static std::string plugin_library(const component_plan& p, const std::string& plugin_dir);
 
 private:
+  std::function<std::vector<std::string>(const std::string&)> extra_env_;
   struct component;
   struct job;
 

@@ -1,0 +1,941 @@
+// Greengrass v2's IPC server for generic components (ipc_server.hpp).
+
+#include "ipc_server.hpp"
+
+#include "eventstream.hpp"
+
+#include <grove/errors.hpp>
+#include <grove/topic.hpp>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <spdlog/logger.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+namespace grove::deployment {
+
+using json = nlohmann::json;
+namespace es = eventstream;
+
+namespace {
+
+// Event-stream RPC's message types and flags (the `:message-type` and
+// `:message-flags` headers).
+enum : int32_t {
+  msg_application = 0,
+  msg_application_error = 1,
+  msg_ping = 2,
+  msg_ping_response = 3,
+  msg_connect = 4,
+  msg_connect_ack = 5,
+  msg_protocol_error = 6,
+};
+constexpr int32_t flag_accepted = 1;
+constexpr int32_t flag_terminate = 2;
+
+// A connection's unsent bytes beyond this end it: a client that does not read.
+constexpr size_t max_unsent = 16 << 20;
+
+// Connections at once (more are closed at accept), and the time a client has to send an
+// accepted connect: fds are not held by clients that never authenticate.
+constexpr size_t max_connections = 256;
+constexpr std::chrono::seconds connect_within{10};
+
+const std::string gg = "aws.greengrass#";
+
+using clock = std::chrono::steady_clock;
+
+std::string hex(const unsigned char* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    s.push_back(digits[p[i] >> 4]);
+    s.push_back(digits[p[i] & 15]);
+  }
+  return s;
+}
+
+// Greengrass' resource match for authorization: the exact topic, `*` anywhere as any
+// characters, or an MQTT filter (`+`, `#`) matching it.
+bool glob(std::string_view pat, std::string_view s) {
+  size_t p = 0, i = 0, star = std::string_view::npos, mark = 0;
+  while (i < s.size()) {
+    if (p < pat.size() && pat[p] == '*') {
+      star = p++;
+      mark = i;
+    } else if (p < pat.size() && pat[p] == s[i]) {
+      ++p;
+      ++i;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      i = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pat.size() && pat[p] == '*')
+    ++p;
+  return p == pat.size();
+}
+
+bool resource_matches(const std::string& resource, const std::string& topic) {
+  if (resource == topic || glob(resource, topic))
+    return true;
+  return !validate_filter(resource) && !validate_topic(topic) && topic_matches(resource, topic);
+}
+
+// Whether `config`'s accessControl lets its component do `op` on `resource` under
+// `service` (aws.greengrass.ipc.pubsub): some policy lists the operation (or `*`) and
+// the resource.
+bool authorized(const json& config, const std::string& service, const std::string& op,
+                const std::string& resource) {
+  if (!config.is_object())
+    return false;
+  auto ac = config.find("accessControl");
+  if (ac == config.end() || !ac->is_object())
+    return false;
+  auto policies = ac->find(service);
+  if (policies == ac->end() || !policies->is_object())
+    return false;
+  for (const auto& [id, policy] : policies->items()) {
+    if (!policy.is_object())
+      continue;
+    auto ops = policy.find("operations");
+    auto res = policy.find("resources");
+    if (ops == policy.end() || res == policy.end() || !ops->is_array() || !res->is_array())
+      continue;
+    bool op_ok = std::any_of(ops->begin(), ops->end(), [&](const json& o) {
+      return o.is_string() && (o == "*" || o == op);
+    });
+    if (!op_ok)
+      continue;
+    for (const auto& r : *res)
+      if (r.is_string() && resource_matches(r.get<std::string>(), resource))
+        return true;
+  }
+  return false;
+}
+
+std::string base64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3), '\0');
+  auto n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                           reinterpret_cast<const unsigned char*>(in.data()),
+                           static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(std::max(n, 0)));
+  return out;
+}
+
+std::optional<std::string> unbase64(std::string_view in) {
+  if (in.size() % 4 != 0)
+    return std::nullopt;
+  std::string out(3 * in.size() / 4, '\0');
+  auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                           reinterpret_cast<const unsigned char*>(in.data()),
+                           static_cast<int>(in.size()));
+  if (n < 0)
+    return std::nullopt;
+  out.resize(static_cast<size_t>(n));
+  // EVP_DecodeBlock counts the padding's bytes too.
+  for (size_t i = in.size(); i > 0 && in[i - 1] == '=' && !out.empty(); --i)
+    out.pop_back();
+  return out;
+}
+
+} // namespace
+
+struct ipc_server::impl {
+  enum class kind { topic, updates, validation };
+
+  struct stream {
+    kind k;
+    std::string filter;   // topic streams
+    bool others = false;  // RECEIVE_MESSAGES_FROM_OTHERS
+  };
+
+  struct conn {
+    int fd = -1;
+    std::string in, out;
+    std::string component; // empty until the connect is accepted
+    std::map<int32_t, stream> streams;
+    bool closing = false;
+    uint64_t serial = 0; // tells a reused fd's connection apart
+  };
+
+  // A pre_update round (DeferComponentUpdate answers awaited).
+  struct update_round {
+    std::string id;
+    std::chrono::milliseconds timeout;
+    std::set<std::string> waiting;
+    int64_t recheck_ms = 0;
+    std::vector<std::string> deferred;
+    std::function<void(std::vector<std::string>)> done;
+    uint64_t timer = 0;
+  };
+
+  // A validate round (SendConfigurationValidityReport answers awaited).
+  struct validation_round {
+    std::string id;
+    std::set<std::string> waiting;
+    std::function<void(std::optional<std::string>)> done;
+    uint64_t timer = 0;
+  };
+
+  spdlog::logger& log;
+  std::filesystem::path path;
+  std::string key;
+  int listen_fd = -1;
+  int wake_fd = -1;
+  std::thread thread;
+  std::atomic<bool> stopping{false};
+
+  mutable std::mutex mtx; // components, tokens, tasks, on_state
+  std::map<std::string, json> components;
+  std::map<std::string, std::string> tokens; // token → component
+  std::vector<std::function<void()>> tasks;
+  std::function<void(const std::string&, const std::string&)> state_cb;
+  std::function<void(const std::string&, std::string, std::string)> publish_cb;
+  std::function<void(std::set<std::string>)> filters_cb;
+  std::set<std::string> filters; // the server thread's: the last set reported
+
+  // The server thread's own.
+  std::map<int, conn> conns;
+  std::multimap<clock::time_point, std::pair<uint64_t, std::function<void()>>> timers;
+  uint64_t next_timer = 1;
+  uint64_t next_serial = 1;
+  uint64_t refused_connections = 0;
+  std::vector<std::shared_ptr<update_round>> updates;
+  std::vector<std::shared_ptr<validation_round>> validations;
+
+  impl(spdlog::logger& l) : log(l) {
+  }
+
+  ~impl() {
+    stopping = true;
+    wake();
+    if (thread.joinable())
+      thread.join();
+    for (auto& [fd, c] : conns)
+      ::close(fd);
+    if (listen_fd >= 0) {
+      ::close(listen_fd);
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+    if (wake_fd >= 0)
+      ::close(wake_fd);
+  }
+
+  std::string token_for(const std::string& name) const {
+    unsigned char mac[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(name.data()), name.size(), mac, &len);
+    return hex(mac, len);
+  }
+
+  void wake() {
+    uint64_t one = 1;
+    if (wake_fd >= 0)
+      (void) !::write(wake_fd, &one, sizeof one);
+  }
+
+  void run_on_thread(std::function<void()> f) {
+    {
+      std::lock_guard guard{mtx};
+      tasks.push_back(std::move(f));
+    }
+    wake();
+  }
+
+  uint64_t after(std::chrono::milliseconds d, std::function<void()> f) {
+    auto id = next_timer++;
+    timers.emplace(clock::now() + d, std::pair{id, std::move(f)});
+    return id;
+  }
+
+  void cancel(uint64_t id) {
+    for (auto it = timers.begin(); it != timers.end(); ++it)
+      if (it->second.first == id) {
+        timers.erase(it);
+        return;
+      }
+  }
+
+  // --- Writing -------------------------------------------------------------------------
+
+  void send(conn& c, int32_t type, int32_t flags, int32_t stream_id, const std::string& shape,
+            const json& payload) {
+    es::message m;
+    m.headers.push_back(es::header::i32(":message-type", type));
+    m.headers.push_back(es::header::i32(":message-flags", flags));
+    m.headers.push_back(es::header::i32(":stream-id", stream_id));
+    if (!shape.empty()) {
+      m.headers.push_back(es::header::str(":content-type", "application/json"));
+      m.headers.push_back(es::header::str("service-model-type", shape));
+    }
+    if (!payload.is_null())
+      m.payload = payload.dump();
+    c.out += es::encode(m);
+    if (c.out.size() > max_unsent) {
+      log.warn("deployment: IPC: {} does not read its messages ({} bytes unsent): "
+               "connection closed", c.component, c.out.size());
+      c.closing = true;
+      c.out.clear();
+      return;
+    }
+    flush(c);
+  }
+
+  void flush(conn& c) {
+    while (!c.out.empty()) {
+      auto n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        c.out.erase(0, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+      c.closing = true;
+      c.out.clear();
+      return;
+    }
+  }
+
+  void reply(conn& c, int32_t sid, const std::string& op, const json& body, bool terminate) {
+    send(c, msg_application, terminate ? flag_terminate : 0, sid, gg + op + "Response", body);
+  }
+
+  void error(conn& c, int32_t sid, const std::string& shape, const std::string& message) {
+    send(c, msg_application_error, flag_terminate, sid, gg + shape, {{"message", message}});
+  }
+
+  // --- Reading -------------------------------------------------------------------------
+
+  void read(conn& c) {
+    char buf[65536];
+    for (;;) {
+      auto n = ::recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        c.in.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        break;
+      c.closing = true; // EOF or error
+      break;
+    }
+    size_t at = 0;
+    while (!c.closing) {
+      es::message m;
+      size_t used = 0;
+      std::string why;
+      auto st = es::decode(std::string_view{c.in}.substr(at), max_frame, m, used, why);
+      if (st == es::decode_status::need_more)
+        break;
+      if (st == es::decode_status::invalid) {
+        log.warn("deployment: IPC: a malformed frame from {}: {}: connection closed",
+                 c.component.empty() ? "a client" : c.component, why);
+        c.closing = true;
+        break;
+      }
+      at += used;
+      handle(c, m);
+    }
+    c.in.erase(0, at);
+  }
+
+  void protocol_error(conn& c, const std::string& why) {
+    log.warn("deployment: IPC: {}: {}: connection closed",
+             c.component.empty() ? "a client" : c.component, why);
+    send(c, msg_protocol_error, 0, 0, "", json{{"message", why}});
+    c.closing = true;
+  }
+
+  void handle(conn& c, const es::message& m) {
+    auto type = m.int32_of(":message-type").value_or(-1);
+    auto flags = m.int32_of(":message-flags").value_or(0);
+    auto sid = m.int32_of(":stream-id").value_or(0);
+    if (c.component.empty()) {
+      if (type != msg_connect)
+        return protocol_error(c, "the first message is not a connect");
+      return connect(c, m);
+    }
+    switch (type) {
+      case msg_ping:
+        send(c, msg_ping_response, 0, 0, "", nullptr);
+        return;
+      case msg_ping_response:
+        return;
+      case msg_application:
+        break;
+      default:
+        return protocol_error(c, "unexpected message type " + std::to_string(type));
+    }
+    if (sid <= 0)
+      return protocol_error(c, "an application message on stream " + std::to_string(sid));
+    if (auto s = c.streams.find(sid); s != c.streams.end()) {
+      if (flags & flag_terminate) {
+        c.streams.erase(s); // the client closed its subscription
+        report_filters();
+      }
+      return;               // no operation here takes messages from the client's side
+    }
+    auto op = m.string_of("operation");
+    if (!op)
+      return protocol_error(c, "a new stream without an operation");
+    if (flags & flag_terminate)
+      return; // opened and closed at once: nothing to answer
+    auto body = json::parse(m.payload.empty() ? std::string{"{}"} : m.payload, nullptr, false);
+    if (!body.is_object())
+      return error(c, sid, "ServiceError", "the request is not a JSON object");
+    operation(c, sid, *op, body);
+  }
+
+  void connect(conn& c, const es::message& m) {
+    auto body = json::parse(m.payload, nullptr, false);
+    std::string token;
+    if (body.is_object() && body.contains("authToken") && body["authToken"].is_string())
+      token = body["authToken"].get<std::string>();
+    std::string name;
+    {
+      std::lock_guard guard{mtx};
+      if (auto it = tokens.find(token); it != tokens.end() && !token.empty())
+        name = it->second;
+    }
+    if (name.empty()) {
+      log.warn("deployment: IPC: a connect with an unknown token refused");
+      send(c, msg_connect_ack, 0, 0, "", nullptr);
+      c.closing = true;
+      return;
+    }
+    c.component = name;
+    send(c, msg_connect_ack, flag_accepted, 0, "", nullptr);
+    log.info("deployment: IPC: {} connected", name);
+  }
+
+  json config_of(const std::string& name, bool* found = nullptr) {
+    std::lock_guard guard{mtx};
+    auto it = components.find(name);
+    if (found)
+      *found = it != components.end();
+    return it == components.end() ? json::object() : it->second;
+  }
+
+  // --- Operations ----------------------------------------------------------------------
+
+  void operation(conn& c, int32_t sid, const std::string& full, const json& req) {
+    if (!full.starts_with(gg))
+      return error(c, sid, "ServiceError", "unknown operation " + full);
+    auto op = full.substr(gg.size());
+    auto str = [&](const char* k) {
+      auto it = req.find(k);
+      return it != req.end() && it->is_string() ? it->get<std::string>() : std::string{};
+    };
+    if (op == "PublishToTopic") {
+      auto topic = str("topic");
+      if (topic.empty() || validate_topic(topic))
+        return error(c, sid, "ServiceError", "topic: not a valid topic name");
+      if (!authorized(config_of(c.component), "aws.greengrass.ipc.pubsub", full, topic))
+        return error(c, sid, "UnauthorizedError",
+                     "Principal " + c.component + " is not authorized to perform "
+                       "aws.greengrass.ipc.pubsub:" + full + " on resource " + topic);
+      auto pm = req.find("publishMessage");
+      if (pm == req.end() || !pm->is_object())
+        return error(c, sid, "ServiceError", "publishMessage: required");
+      json event;
+      if (auto j = pm->find("jsonMessage"); j != pm->end() && j->is_object())
+        event["jsonMessage"] = {{"message", j->value("message", json{})},
+                                {"context", {{"topic", topic}}}};
+      else if (auto b = pm->find("binaryMessage"); b != pm->end() && b->is_object())
+        event["binaryMessage"] = {{"message", b->value("message", std::string{})},
+                                  {"context", {{"topic", topic}}}};
+      else
+        return error(c, sid, "ServiceError", "publishMessage: jsonMessage or binaryMessage");
+      reply(c, sid, op, json::object(), true);
+      publish(c.component, topic, event);
+      std::function<void(const std::string&, std::string, std::string)> f;
+      {
+        std::lock_guard guard{mtx};
+        f = publish_cb;
+      }
+      if (!f || topic.starts_with("$"))
+        return; // `$` topics are the kernel's and Grove's own: local only
+      if (event.contains("jsonMessage"))
+        f(topic, event["jsonMessage"]["message"].dump(), "application/json");
+      else if (auto bytes = unbase64(event["binaryMessage"]["message"].get<std::string>()))
+        f(topic, std::move(*bytes), "application/octet-stream");
+      return;
+    }
+    if (op == "SubscribeToTopic") {
+      auto topic = str("topic");
+      if (topic.empty() || validate_filter(topic))
+        return error(c, sid, "InvalidArgumentsError", "topic: not a valid topic filter");
+      if (!authorized(config_of(c.component), "aws.greengrass.ipc.pubsub", full, topic))
+        return error(c, sid, "UnauthorizedError",
+                     "Principal " + c.component + " is not authorized to perform "
+                       "aws.greengrass.ipc.pubsub:" + full + " on resource " + topic);
+      c.streams[sid] = {kind::topic, topic, str("receiveMode") == "RECEIVE_MESSAGES_FROM_OTHERS"};
+      reply(c, sid, op, {{"topicName", topic}}, false);
+      report_filters();
+      return;
+    }
+    if (op == "GetConfiguration") {
+      auto name = str("componentName");
+      if (name.empty())
+        name = c.component;
+      bool found = false;
+      auto cfg = config_of(name, &found);
+      if (!found)
+        return error(c, sid, "ResourceNotFoundError", "no component " + name);
+      const json* at = &cfg;
+      std::string last;
+      if (auto kp = req.find("keyPath"); kp != req.end() && kp->is_array())
+        for (const auto& k : *kp) {
+          if (!k.is_string() || !at->is_object() || !at->contains(k.get<std::string>()))
+            return error(c, sid, "ResourceNotFoundError",
+                         "key not found: " + (k.is_string() ? k.get<std::string>() : k.dump()));
+          last = k.get<std::string>();
+          at = &(*at)[last];
+        }
+      // Greengrass answers a leaf as {its key: its value}.
+      json value = at->is_object() ? *at : json{{last, *at}};
+      reply(c, sid, op, {{"componentName", name}, {"value", value}}, true);
+      return;
+    }
+    if (op == "UpdateState") {
+      auto state = str("state");
+      if (state != "RUNNING" && state != "ERRORED")
+        return error(c, sid, "ServiceError", "state: RUNNING or ERRORED");
+      reply(c, sid, op, json::object(), true);
+      std::function<void(const std::string&, const std::string&)> f;
+      {
+        std::lock_guard guard{mtx};
+        f = state_cb;
+      }
+      if (f)
+        f(c.component, state);
+      return;
+    }
+    if (op == "SubscribeToComponentUpdates") {
+      c.streams[sid] = {kind::updates, {}, false};
+      reply(c, sid, op, json::object(), false);
+      return;
+    }
+    if (op == "DeferComponentUpdate") {
+      auto id = str("deploymentId");
+      int64_t recheck = 0;
+      if (auto r = req.find("recheckAfterMs"); r != req.end() && r->is_number_integer())
+        recheck = std::max<int64_t>(0, r->get<int64_t>());
+      for (auto& round : updates)
+        if (round->id == id && round->waiting.erase(c.component)) {
+          reply(c, sid, op, json::object(), true);
+          if (recheck > 0) {
+            round->recheck_ms = std::max(round->recheck_ms, recheck);
+            auto msg = str("message");
+            round->deferred.push_back(c.component + (msg.empty() ? "" : ": " + msg));
+            log.info("deployment: IPC: {} defers deployment {} by {} ms{}{}", c.component,
+                     id, recheck, msg.empty() ? "" : ": ", msg);
+          }
+          if (round->waiting.empty())
+            finish_update(round);
+          return;
+        }
+      return error(c, sid, "InvalidArgumentsError",
+                   "no update of deployment " + id + " waits for " + c.component);
+    }
+    if (op == "SubscribeToValidateConfigurationUpdates") {
+      c.streams[sid] = {kind::validation, {}, false};
+      reply(c, sid, op, json::object(), false);
+      return;
+    }
+    if (op == "SendConfigurationValidityReport") {
+      auto rep = req.value("configurationValidityReport", json::object());
+      if (!rep.is_object())
+        return error(c, sid, "InvalidArgumentsError", "configurationValidityReport: required");
+      auto id = rep.value("deploymentId", std::string{});
+      auto status = rep.value("status", std::string{});
+      auto message = rep.value("message", std::string{});
+      if (status != "ACCEPTED" && status != "REJECTED")
+        return error(c, sid, "InvalidArgumentsError",
+                     "configurationValidityReport.status: ACCEPTED or REJECTED");
+      for (auto it = validations.begin(); it != validations.end(); ++it) {
+        auto round = *it;
+        if (round->id != id || !round->waiting.erase(c.component))
+          continue;
+        reply(c, sid, op, json::object(), true);
+        log.info("deployment: IPC: {} reports its configuration for {} {}{}{}", c.component,
+                 id, status, message.empty() ? "" : ": ", message);
+        if (status == "REJECTED")
+          finish_validation(round, c.component + " rejected its configuration: " +
+                                     (message.empty() ? "(no message)" : message));
+        else if (round->waiting.empty())
+          finish_validation(round, std::nullopt);
+        return;
+      }
+      return error(c, sid, "InvalidArgumentsError",
+                   "no validation of deployment " + id + " waits for " + c.component);
+    }
+    error(c, sid, "ServiceError", "operation " + op + " is not supported by this core");
+  }
+
+  void publish(const std::string& from, const std::string& topic, const json& event) {
+    for (auto& [fd, c] : conns)
+      for (auto& [sid, s] : c.streams)
+        if (s.k == kind::topic && (s.filter == topic || topic_matches(s.filter, topic)) &&
+            !(s.others && c.component == from))
+          send(c, msg_application, 0, sid, gg + "SubscriptionResponseMessage", event);
+  }
+
+  // The topic filters of every subscription, to the plugin when they changed.
+  void report_filters() {
+    std::set<std::string> now;
+    for (auto& [fd, c] : conns)
+      if (!c.closing)
+        for (auto& [sid, s] : c.streams)
+          if (s.k == kind::topic)
+            now.insert(s.filter);
+    if (now == filters)
+      return;
+    filters = now;
+    std::function<void(std::set<std::string>)> f;
+    {
+      std::lock_guard guard{mtx};
+      f = filters_cb;
+    }
+    if (f)
+      f(std::move(now));
+  }
+
+  // Each component's first stream of kind `k`, by component.
+  std::map<std::string, std::pair<conn*, int32_t>> subscribers(kind k) {
+    std::map<std::string, std::pair<conn*, int32_t>> out;
+    for (auto& [fd, c] : conns)
+      if (!c.closing)
+        for (auto& [sid, s] : c.streams)
+          if (s.k == k && !out.contains(c.component))
+            out[c.component] = {&c, sid};
+    return out;
+  }
+
+  void start_update(std::shared_ptr<update_round> round) {
+    round->waiting.clear();
+    round->recheck_ms = 0;
+    json event = {{"preUpdateEvent", {{"deploymentId", round->id}, {"isGgcRestarting", false}}}};
+    for (auto& [name, at] : subscribers(kind::updates)) {
+      round->waiting.insert(name);
+      send(*at.first, msg_application, 0, at.second, gg + "ComponentUpdatePolicyEvents", event);
+    }
+    if (round->waiting.empty())
+      return finish_update(round);
+    updates.push_back(round);
+    round->timer = after(round->timeout, [this, round] { finish_update(round); });
+  }
+
+  void finish_update(std::shared_ptr<update_round> round) {
+    cancel(round->timer);
+    std::erase(updates, round);
+    if (round->recheck_ms > 0) {
+      after(std::chrono::milliseconds{round->recheck_ms}, [this, round] { start_update(round); });
+      return;
+    }
+    round->done(round->deferred);
+  }
+
+  void finish_validation(std::shared_ptr<validation_round> round,
+                         std::optional<std::string> rejected) {
+    cancel(round->timer);
+    std::erase(validations, round);
+    round->done(std::move(rejected));
+  }
+
+  void drop(conn& c) {
+    // A component gone answers nothing more: rounds stop waiting for it.
+    bool other = false;
+    for (auto& [fd, o] : conns)
+      if (&o != &c && o.component == c.component && !o.closing)
+        other = true;
+    if (other || c.component.empty())
+      return;
+    for (auto round : std::vector{updates})
+      if (round->waiting.erase(c.component) && round->waiting.empty())
+        finish_update(round);
+    for (auto round : std::vector{validations})
+      if (round->waiting.erase(c.component) && round->waiting.empty())
+        finish_validation(round, std::nullopt);
+  }
+
+  // --- The loop ------------------------------------------------------------------------
+
+  void loop() {
+    std::vector<pollfd> fds;
+    while (!stopping) {
+      fds.clear();
+      fds.push_back({wake_fd, POLLIN, 0});
+      fds.push_back({listen_fd, POLLIN, 0});
+      for (auto& [fd, c] : conns)
+        fds.push_back({fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+      int timeout = -1;
+      if (!timers.empty()) {
+        auto d = std::chrono::duration_cast<std::chrono::milliseconds>(timers.begin()->first -
+                                                                       clock::now());
+        timeout = static_cast<int>(std::clamp<int64_t>(d.count() + 1, 0, 60'000));
+      }
+      if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR)
+        break;
+      if (fds[0].revents & POLLIN) {
+        uint64_t v;
+        (void) !::read(wake_fd, &v, sizeof v);
+      }
+      std::vector<std::function<void()>> todo;
+      {
+        std::lock_guard guard{mtx};
+        todo.swap(tasks);
+      }
+      for (auto& t : todo)
+        t();
+      while (!timers.empty() && timers.begin()->first <= clock::now()) {
+        auto f = std::move(timers.begin()->second.second);
+        timers.erase(timers.begin());
+        f();
+      }
+      if (fds[1].revents & POLLIN)
+        for (;;) {
+          int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+          if (fd < 0)
+            break;
+          if (conns.size() >= max_connections) {
+            if (refused_connections++ % 1000 == 0)
+              log.warn("deployment: IPC: {} connections open: one more refused (refused so "
+                       "far: {})", conns.size(), refused_connections);
+            ::close(fd);
+            continue;
+          }
+          auto& c = conns[fd];
+          c.fd = fd;
+          c.serial = next_serial++;
+          after(connect_within, [this, fd, serial = c.serial] {
+            auto it = conns.find(fd);
+            if (it != conns.end() && it->second.serial == serial && it->second.component.empty()) {
+              log.warn("deployment: IPC: a client sent no connect within {} s: closed",
+                       connect_within.count());
+              it->second.closing = true;
+            }
+          });
+        }
+      for (size_t i = 2; i < fds.size(); ++i) {
+        auto it = conns.find(fds[i].fd);
+        if (it == conns.end())
+          continue;
+        if (fds[i].revents & (POLLIN | POLLHUP | POLLERR))
+          read(it->second);
+        if (fds[i].revents & POLLOUT)
+          flush(it->second);
+      }
+      for (auto it = conns.begin(); it != conns.end();) {
+        if (it->second.closing) {
+          flush(it->second); // a refusal's answer, if the socket takes it
+          ::close(it->first);
+          auto c = std::move(it->second);
+          it = conns.erase(it);
+          drop(c);
+          if (!c.component.empty())
+            log.info("deployment: IPC: {} disconnected", c.component);
+          report_filters();
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+};
+
+caf::expected<std::unique_ptr<ipc_server>>
+ipc_server::start(std::filesystem::path socket, const std::filesystem::path& key_file,
+                  spdlog::logger& log) {
+  auto fail = [](std::string what) {
+    return grove::make_error(grove::errc::system_error, std::move(what));
+  };
+  auto p = std::make_unique<impl>(log);
+  p->path = socket;
+  // The key tokens are derived from: kept so that running components' tokens stay valid
+  // across restarts and reloads.
+  {
+    std::ifstream f{key_file, std::ios::binary};
+    std::string k{std::istreambuf_iterator<char>{f}, {}};
+    if (k.size() == 32) {
+      p->key = std::move(k);
+    } else {
+      unsigned char buf[32];
+      if (RAND_bytes(buf, sizeof buf) != 1)
+        return fail("IPC: no random bytes for the token key");
+      p->key.assign(reinterpret_cast<char*>(buf), sizeof buf);
+      auto tmp = key_file;
+      tmp += ".tmp";
+      int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0 || ::write(fd, buf, sizeof buf) != static_cast<ssize_t>(sizeof buf) ||
+          ::fsync(fd) != 0) {
+        if (fd >= 0)
+          ::close(fd);
+        return fail("IPC: cannot write " + tmp.string() + ": " + std::strerror(errno));
+      }
+      ::close(fd);
+      std::error_code ec;
+      std::filesystem::rename(tmp, key_file, ec);
+      if (ec)
+        return fail("IPC: cannot write " + key_file.string() + ": " + ec.message());
+    }
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket.native().size() >= sizeof addr.sun_path)
+    return fail("IPC: socket path too long: " + socket.string());
+  std::strcpy(addr.sun_path, socket.c_str());
+  std::error_code ec;
+  std::filesystem::create_directories(socket.parent_path(), ec);
+  std::filesystem::remove(socket, ec);
+  p->listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (p->listen_fd < 0)
+    return fail(std::string{"IPC: socket: "} + std::strerror(errno));
+  if (::bind(p->listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return fail("IPC: bind " + socket.string() + ": " + std::strerror(errno));
+  // Components may run as other users (runWith): the token is what admits a client.
+  ::chmod(socket.c_str(), 0666);
+  if (::listen(p->listen_fd, 64) != 0)
+    return fail(std::string{"IPC: listen: "} + std::strerror(errno));
+  p->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->wake_fd < 0)
+    return fail(std::string{"IPC: eventfd: "} + std::strerror(errno));
+  auto* raw = p.get();
+  p->thread = std::thread{[raw] { raw->loop(); }};
+  return std::unique_ptr<ipc_server>{new ipc_server{std::move(p)}};
+}
+
+ipc_server::ipc_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {
+}
+
+ipc_server::~ipc_server() = default;
+
+void ipc_server::set_components(std::map<std::string, json> configs) {
+  std::map<std::string, std::string> tokens;
+  for (const auto& [name, cfg] : configs)
+    tokens[impl_->token_for(name)] = name;
+  std::lock_guard guard{impl_->mtx};
+  impl_->components = std::move(configs);
+  impl_->tokens = std::move(tokens);
+}
+
+std::vector<std::string> ipc_server::env(const std::string& component) const {
+  auto token = impl_->token_for(component);
+  {
+    // Known at once: a process may connect before the set is next synced.
+    std::lock_guard guard{impl_->mtx};
+    impl_->tokens[token] = component;
+    impl_->components.try_emplace(component, json::object());
+  }
+  return {"AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT=" + impl_->path.string(),
+          "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH=" + impl_->path.string(),
+          "SVCUID=" + token};
+}
+
+void ipc_server::on_state(std::function<void(const std::string&, const std::string&)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->state_cb = std::move(f);
+}
+
+void ipc_server::on_publish(
+  std::function<void(const std::string&, std::string, std::string)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->publish_cb = std::move(f);
+}
+
+void ipc_server::on_filters(std::function<void(std::set<std::string>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->filters_cb = std::move(f);
+}
+
+void ipc_server::deliver(std::string topic, std::string payload, std::string content_type) {
+  impl_->run_on_thread([p = impl_.get(), topic = std::move(topic), payload = std::move(payload),
+                        ct = std::move(content_type)] {
+    json event;
+    json parsed = json(json::value_t::discarded);
+    if (ct.starts_with("application/json"))
+      parsed = json::parse(payload, nullptr, false);
+    if (!parsed.is_discarded())
+      event["jsonMessage"] = json{{"message", parsed}, {"context", {{"topic", topic}}}};
+    else
+      event["binaryMessage"] = json{{"message", base64(payload)}, {"context", {{"topic", topic}}}};
+    p->publish("", topic, event);
+  });
+}
+
+void ipc_server::pre_update(std::string id, std::chrono::milliseconds timeout,
+                            std::function<void(std::vector<std::string>)> done) {
+  auto round = std::make_shared<impl::update_round>();
+  round->id = std::move(id);
+  round->timeout = timeout;
+  round->done = std::move(done);
+  impl_->run_on_thread([p = impl_.get(), round] { p->start_update(round); });
+}
+
+void ipc_server::post_update(std::string id) {
+  impl_->run_on_thread([p = impl_.get(), id = std::move(id)] {
+    json event = {{"postUpdateEvent", {{"deploymentId", id}}}};
+    for (auto& [name, at] : p->subscribers(impl::kind::updates))
+      p->send(*at.first, msg_application, 0, at.second, gg + "ComponentUpdatePolicyEvents",
+              event);
+  });
+}
+
+void ipc_server::validate(std::string id, std::map<std::string, json> configs,
+                          std::chrono::milliseconds timeout,
+                          std::function<void(std::optional<std::string>)> done) {
+  impl_->run_on_thread([p = impl_.get(), id = std::move(id), configs = std::move(configs),
+                        timeout, done = std::move(done)]() mutable {
+    auto round = std::make_shared<impl::validation_round>();
+    round->id = id;
+    round->done = std::move(done);
+    auto subs = p->subscribers(impl::kind::validation);
+    for (const auto& [name, cfg] : configs) {
+      auto s = subs.find(name);
+      if (s == subs.end())
+        continue;
+      round->waiting.insert(name);
+      json event = {{"validateConfigurationUpdateEvent",
+                     {{"componentName", name}, {"configuration", cfg}, {"deploymentId", id}}}};
+      p->send(*s->second.first, msg_application, 0, s->second.second,
+              gg + "ValidateConfigurationUpdateEvents", event);
+    }
+    if (round->waiting.empty())
+      return round->done(std::nullopt);
+    p->validations.push_back(round);
+    // No report within the policy's time: the deployment proceeds (Greengrass).
+    round->timer = p->after(timeout, [p, round] { p->finish_validation(round, std::nullopt); });
+  });
+}
+
+const std::filesystem::path& ipc_server::socket() const {
+  return impl_->path;
+}
+
+} // namespace grove::deployment

@@ -1,0 +1,99 @@
+// Greengrass v2's IPC for generic components: the event-stream RPC protocol
+// (eventstream.hpp) over a Unix socket, as the AWS IoT Device SDKs' greengrasscoreipc
+// clients speak it. Components find the socket and their token in
+// AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT and SVCUID (env()); the connect
+// message's JSON carries the token (`authToken`), which names the component.
+//
+// One thread owns the socket and every connection (poll). Operations (README.md, "IPC"):
+// PublishToTopic / SubscribeToTopic (local publish/subscribe between components,
+// authorized by the components' `accessControl`), GetConfiguration, UpdateState,
+// SubscribeToComponentUpdates / DeferComponentUpdate (pre_update), and
+// SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate).
+
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+
+namespace spdlog {
+class logger;
+}
+
+namespace grove::deployment {
+
+/// The IPC server (see the file comment).
+class ipc_server {
+public:
+  /// The largest frame a client may send (a longer one ends its connection).
+  static constexpr size_t max_frame = 1 << 20;
+
+  /// Listens on `socket` (replacing what is there); tokens are derived from the key in
+  /// `key_file` (made, 0600, when missing), so they survive restarts and hot reloads.
+  static caf::expected<std::unique_ptr<ipc_server>>
+  start(std::filesystem::path socket, const std::filesystem::path& key_file,
+        spdlog::logger& log);
+
+  ~ipc_server();
+
+  /// The components that may connect, with their effective configurations (what
+  /// GetConfiguration reads, accessControl). Thread-safe.
+  void set_components(std::map<std::string, nlohmann::json> configs);
+
+  /// The environment variables of `component`'s processes. Thread-safe.
+  std::vector<std::string> env(const std::string& component) const;
+
+  /// Called on the server's thread when a component reports a state (UpdateState).
+  void on_state(std::function<void(const std::string&, const std::string&)> f);
+
+  /// Called on the server's thread after each PublishToTopic a component made (its
+  /// local subscribers already have it): the topic, the message's bytes (a jsonMessage
+  /// as JSON text, a binaryMessage decoded) and their content type, for the bus.
+  void on_publish(std::function<void(const std::string& topic, std::string payload,
+                                     std::string content_type)> f);
+
+  /// Called on the server's thread with every topic filter components subscribe to,
+  /// each time that set changes (the plugin subscribes to them on the bus).
+  void on_filters(std::function<void(std::set<std::string>)> f);
+
+  /// Delivers a message from the bus to the components subscribed to `topic` (JSON as a
+  /// jsonMessage, anything else as a binaryMessage). Thread-safe.
+  void deliver(std::string topic, std::string payload, std::string content_type);
+
+  /// Tells each component subscribed to component updates that deployment `id` is about
+  /// to update the core (preUpdateEvent), and waits up to `timeout` for their answers: a
+  /// DeferComponentUpdate with recheckAfterMs > 0 asks again after that long. `done` (on
+  /// the server's thread) gets the components that deferred, in order, once none does.
+  void pre_update(std::string id, std::chrono::milliseconds timeout,
+                  std::function<void(std::vector<std::string>)> done);
+
+  /// Tells the subscribed components that deployment `id` has updated the core.
+  void post_update(std::string id);
+
+  /// Sends each component in `configs` that subscribed to validation its new
+  /// configuration, and waits up to `timeout` for the reports. `done` (on the server's
+  /// thread) gets the first REJECTED one's reason, or nullopt.
+  void validate(std::string id, std::map<std::string, nlohmann::json> configs,
+                std::chrono::milliseconds timeout,
+                std::function<void(std::optional<std::string>)> done);
+
+  /// The socket's path.
+  const std::filesystem::path& socket() const;
+
+  struct impl;
+
+private:
+  explicit ipc_server(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace grove::deployment

@@ -1,0 +1,93 @@
+// A generic component speaking Greengrass IPC through AWS's own client
+// (aws-iot-device-sdk-v2's greengrasscoreipc, tests/devices), for ipc_test.py.
+// Usage: node ipc_component.js sub|pub WORK_DIR
+// sub: subscribes to ipc/test/# (each message a line of WORK_DIR/received), reads its
+//   configuration (WORK_DIR/config: the whole, WORK_DIR/greeting: keyPath [greeting]),
+//   tries a publish its accessControl does not allow (WORK_DIR/denied: the error),
+//   reports RUNNING; defers each deployment's first preUpdateEvent by 1 s, answers the
+//   second (WORK_DIR/updates: "defer <id>", "ack <id>", "post <id>"), and rejects a
+//   configuration with `bad: true` (WORK_DIR/validations: "<ACCEPTED|REJECTED> <id>").
+// pub: publishes {"n": i, "from": "pub"} on ipc/test/hello every 200 ms.
+// startup (a startup step that never exits): reports RUNNING (WORK_DIR/pid: its pid).
+// flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
+//   each run a line of WORK_DIR/runs.
+const fs = require('fs');
+const path = require('path');
+const { greengrasscoreipc } = require('aws-iot-device-sdk-v2');
+
+const [role, work] = process.argv.slice(2);
+const line = (file, text) => fs.appendFileSync(path.join(work, file), text + '\n');
+
+async function main() {
+  const client = greengrasscoreipc.createClient();
+  await client.connect();
+  if (role === 'startup') {
+    fs.writeFileSync(path.join(work, 'pid'), String(process.pid));
+    await client.updateState({ state: 'RUNNING' });
+    setInterval(() => {}, 1000);
+    return;
+  }
+  if (role === 'flaky') {
+    const first = !fs.existsSync(path.join(work, 'runs'));
+    line('runs', String(process.pid));
+    await client.updateState({ state: first ? 'ERRORED' : 'RUNNING' });
+    setInterval(() => {}, 1000);
+    return;
+  }
+  if (role === 'pub') {
+    let n = 0;
+    setInterval(() => {
+      client.publishToTopic({
+        topic: 'ipc/test/hello',
+        publishMessage: { jsonMessage: { message: { n: n++, from: 'pub' } } },
+      }).catch((e) => line('errors', String(e)));
+    }, 200);
+    return;
+  }
+  const sub = client.subscribeToTopic({ topic: 'ipc/test/#' });
+  sub.on('message', (m) => line('received', JSON.stringify(m.jsonMessage)));
+  await sub.activate();
+  const whole = await client.getConfiguration({ keyPath: [] });
+  fs.writeFileSync(path.join(work, 'config'), JSON.stringify(whole));
+  const greeting = await client.getConfiguration({ keyPath: ['greeting'] });
+  fs.writeFileSync(path.join(work, 'greeting'), JSON.stringify(greeting));
+  try {
+    await client.publishToTopic({
+      topic: 'forbidden/x', publishMessage: { jsonMessage: { message: {} } } });
+    line('denied', 'allowed');
+  } catch (e) {
+    line('denied', (e.serviceError && e.serviceError.message) || String(e));
+  }
+  const seen = {};
+  const updates = client.subscribeToComponentUpdates({});
+  updates.on('message', async (ev) => {
+    if (ev.preUpdateEvent) {
+      const id = ev.preUpdateEvent.deploymentId;
+      seen[id] = (seen[id] || 0) + 1;
+      const first = seen[id] === 1;
+      line('updates', (first ? 'defer ' : 'ack ') + id);
+      await client.deferComponentUpdate({
+        deploymentId: id, message: first ? 'busy' : 'ready', recheckAfterMs: first ? 1000 : 0 });
+    } else if (ev.postUpdateEvent) {
+      line('updates', 'post ' + ev.postUpdateEvent.deploymentId);
+    }
+  });
+  await updates.activate();
+  const checks = client.subscribeToValidateConfigurationUpdates({});
+  checks.on('message', async (ev) => {
+    const e = ev.validateConfigurationUpdateEvent;
+    const bad = e.configuration && e.configuration.bad === true;
+    line('validations', (bad ? 'REJECTED ' : 'ACCEPTED ') + e.deploymentId);
+    await client.sendConfigurationValidityReport({ configurationValidityReport: {
+      status: bad ? 'REJECTED' : 'ACCEPTED', deploymentId: e.deploymentId,
+      message: bad ? 'bad is not allowed' : 'fine' } });
+  });
+  await checks.activate();
+  await client.updateState({ state: 'RUNNING' });
+  line('ready', 'ready');
+}
+
+main().catch((e) => {
+  line('errors', String(e && e.stack ? e.stack : e));
+  process.exit(1);
+});

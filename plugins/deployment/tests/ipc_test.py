@@ -1,0 +1,247 @@
+#!/usr/bin/python3
+"""Greengrass IPC for generic components, with boto3 and AWS's Node IPC client (issue 15).
+
+Usage: ipc_test.py main ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES GROVECTL
+e2e.IpcSub and e2e.IpcPub run ipc_component.js (aws-iot-device-sdk-v2's
+greengrasscoreipc): Pub's messages reach Sub through local publish/subscribe (both allowed
+by their accessControl) once each; local publish/subscribe is Grove's bus: `grovectl sub`
+sees Pub's messages and `grovectl pub` reaches Sub. Sub's publish to a topic its policy does not list is refused
+(UnauthorizedError), GetConfiguration answers the whole configuration and a key path,
+UpdateState: e2e.IpcStartup's startup never exits but reports RUNNING (its deployment
+completes; without the report it would time out), e2e.IpcFlaky's first run reports
+ERRORED and is ended and run again (the second run reports RUNNING). A NOTIFY_COMPONENTS deployment changing Sub's configuration is
+validated by Sub (ACCEPTED), announced (preUpdateEvent), deferred once by 1 s, announced
+again and acknowledged, then applied (postUpdateEvent). A configuration with `bad: true`
+is REJECTED: its deployment FAILS with Sub's message and nothing is announced. A
+SKIP_NOTIFY_COMPONENTS deployment is applied without a preUpdateEvent. Raw clients: a
+wrong token's connect is refused, a malformed frame ends its connection, one that sends
+nothing is closed after 10 s.
+Prints PASS/FAIL lines; exits 1 on any failure.
+"""
+import binascii
+import select
+import subprocess
+import json
+import socket
+import struct
+import sys
+
+import support
+from support import check, client, read, thing_arn, wait
+
+PHASE, ENDPOINT, CA, WRITE, SCRIPT, NODE_MODULES, GROVECTL = sys.argv[1:8]
+CTL = [GROVECTL, "--socket", f"{WRITE}/run/control.sock"]
+THING = thing_arn("core-1")
+WORK = f"{WRITE}/plugins/deployment/components/work"
+SOCKET = f"{WRITE}/run/greengrass-ipc.socket"
+gg = client("greengrassv2", ENDPOINT, CA)
+
+
+def recipe(role, policy_ops, resources, step="run"):
+    return f"""ComponentConfiguration:
+  DefaultConfiguration:
+    greeting: hi
+    nested: {{a: 1}}
+    accessControl:
+      aws.greengrass.ipc.pubsub:
+        "e2e.Ipc:pubsub:1":
+          policyDescription: the test topics
+          operations: {json.dumps(policy_ops)}
+          resources: {json.dumps(resources)}
+Manifests:
+  - Platform: {{os: linux}}
+    Lifecycle:
+      setenv: {{NODE_PATH: "{NODE_MODULES}"}}
+      {step}: exec node "{SCRIPT}" {role} {{work:path}}
+"""
+
+
+def lines(name, file):
+    return [x for x in read(f"{WORK}/{name}/{file}").splitlines() if x]
+
+
+def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
+    sub = {"componentVersion": "1.0.0"}
+    if sub_update is not None:
+        sub["configurationUpdate"] = {"merge": json.dumps(sub_update)}
+    did = gg.create_deployment(
+        targetArn=THING,
+        components={"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"},
+                    "e2e.IpcStartup": {"componentVersion": "1.0.0"},
+                    "e2e.IpcFlaky": {"componentVersion": "1.0.0"}},
+        deploymentPolicies={"componentUpdatePolicy": {"timeoutInSeconds": 30, "action": action},
+                            "configurationValidationPolicy": {"timeoutInSeconds": 30}},
+    )["deploymentId"]
+    d = support.settle(gg, did, 90)
+    return did, d.get("deploymentStatus"), support.effective(gg, did).get("reason", "")
+
+
+def frame(headers, payload=b""):
+    hs = b""
+    for k, v in headers:
+        n = k.encode()
+        if isinstance(v, int):
+            hs += bytes([len(n)]) + n + b"\x04" + struct.pack(">i", v)
+        else:
+            hs += bytes([len(n)]) + n + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+    prelude = struct.pack(">II", 16 + len(hs) + len(payload), len(hs))
+    prelude += struct.pack(">I", binascii.crc32(prelude))
+    body = prelude + hs + payload
+    return body + struct.pack(">I", binascii.crc32(body))
+
+
+def raw(data, timeout=10):
+    """What groved answers `data` on a fresh connection, until it closes (b"" if nothing),
+    and whether it closed within `timeout` seconds."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(SOCKET)
+    s.sendall(data)
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return got, True
+            got += b
+    except socket.timeout:
+        return got, False
+    finally:
+        s.close()
+
+
+def flags_of(reply):
+    """The :message-flags header of the first frame in `reply` (None without one)."""
+    if len(reply) < 16:
+        return None
+    total, hlen = struct.unpack(">II", reply[:8])
+    h, end = 12, 12 + hlen
+    while h < end:
+        n = reply[h]
+        name = reply[h + 1:h + 1 + n].decode()
+        t = reply[h + 1 + n]
+        h += 2 + n
+        if t == 4:
+            v = struct.unpack(">i", reply[h:h + 4])[0]
+            h += 4
+            if name == ":message-flags":
+                return v
+        elif t == 7:
+            ln = struct.unpack(">H", reply[h:h + 2])[0]
+            h += 2 + ln
+        else:
+            return None
+    return None
+
+
+support.component(gg, "e2e.IpcSub", recipe("sub", ["aws.greengrass#SubscribeToTopic"], ["ipc/test/#"]))
+support.component(gg, "e2e.IpcPub", recipe("pub", ["aws.greengrass#PublishToTopic"], ["ipc/test/*"]))
+
+support.component(gg, "e2e.IpcStartup", recipe("startup", [], [], step="startup"))
+support.component(gg, "e2e.IpcFlaky", recipe("flaky", [], []))
+
+d1, status, reason = deploy()
+check("the IPC components deployed -> COMPLETED (a startup that never exits reported RUNNING)",
+      status == "COMPLETED", f"{status} {reason}")
+if status != "COMPLETED":
+    support.finish()  # the rest builds on this set
+pid = read(f"{WORK}/e2e.IpcStartup/pid").strip()
+check("... that startup's process still runs, RUNNING",
+      pid.isdigit() and support.alive(int(pid)) and
+      support.installed(gg).get("e2e.IpcStartup", {}).get("lifecycleState") == "RUNNING",
+      (pid, support.installed(gg).get("e2e.IpcStartup")))
+runs = wait(lambda: len(lines("e2e.IpcFlaky", "runs")) >= 2 and
+            support.installed(gg).get("e2e.IpcFlaky", {}).get("lifecycleState") == "RUNNING", 30)
+first_run = lines("e2e.IpcFlaky", "runs")[:1]
+check("a run reporting ERRORED is ended and run again (RUNNING)",
+      bool(runs) and first_run and not support.alive(int(first_run[0])),
+      (lines("e2e.IpcFlaky", "runs"), support.installed(gg).get("e2e.IpcFlaky")))
+ready = wait(lambda: lines("e2e.IpcSub", "ready"), 30)
+check("Sub connected, subscribed, read its configuration and reported RUNNING", bool(ready),
+      "errors: " + read(f"{WORK}/e2e.IpcSub/errors"))
+got = wait(lambda: [json.loads(x) for x in lines("e2e.IpcSub", "received")], 20) or []
+check("Pub's messages reach Sub through local publish/subscribe (topic in the context)",
+      any(m.get("message", {}).get("from") == "pub" and
+          m.get("context", {}).get("topic") == "ipc/test/hello" for m in got),
+      f"{got[:3]} errors: " + read(f"{WORK}/e2e.IpcPub/errors"))
+ns = [m["message"]["n"] for m in got if m.get("message", {}).get("from") == "pub"]
+check("... each once (the bus's copy of a component's publish is not delivered again)",
+      len(ns) == len(set(ns)), ns)
+watch = subprocess.Popen(CTL + ["sub", "ipc/test/#"], stdout=subprocess.PIPE, text=True)
+seen = ""
+try:
+    end = 20
+    while end > 0 and '"from":"pub"' not in seen.replace(" ", ""):
+        r, _, _ = select.select([watch.stdout], [], [], 1)
+        end -= 1
+        if r:
+            seen += watch.stdout.readline()
+finally:
+    watch.kill()
+    watch.wait()
+check("a component's PublishToTopic is on Grove's bus (grovectl sub)",
+      "ipc/test/hello" in seen and '"from":"pub"' in seen.replace(" ", ""), seen[:300])
+pub = subprocess.run(CTL + ["pub", "ipc/test/grove", '{"from": "grove"}'], capture_output=True, text=True)
+came = wait(lambda: any(json.loads(x).get("message", {}).get("from") == "grove" and
+                        json.loads(x).get("context", {}).get("topic") == "ipc/test/grove"
+                        for x in lines("e2e.IpcSub", "received")), 20)
+check("a message on the bus reaches a component's SubscribeToTopic (grovectl pub)", bool(came),
+      pub.stdout + pub.stderr)
+cfg = json.loads(read(f"{WORK}/e2e.IpcSub/config") or "{}")
+check("GetConfiguration with no key path: the whole merged configuration",
+      cfg.get("componentName") == "e2e.IpcSub" and cfg.get("value", {}).get("greeting") == "hi"
+      and cfg.get("value", {}).get("nested") == {"a": 1}, cfg)
+greet = json.loads(read(f"{WORK}/e2e.IpcSub/greeting") or "{}")
+check("GetConfiguration of a leaf: {key: value}", greet.get("value") == {"greeting": "hi"}, greet)
+denied = read(f"{WORK}/e2e.IpcSub/denied")
+check("a publish its accessControl does not allow -> UnauthorizedError",
+      "not authorized" in denied and "forbidden/x" in denied, denied)
+log = read(f"{WRITE}/../groved.out")
+check("UpdateState RUNNING heard", "e2e.IpcSub reports RUNNING (UpdateState)" in log)
+check("... and the ERRORED one's reason logged", "reported ERRORED (UpdateState)" in log)
+
+d2, status, reason = deploy({"greeting": "hello"})
+check("a NOTIFY_COMPONENTS deployment changing Sub's configuration -> COMPLETED",
+      status == "COMPLETED", f"{status} {reason}")
+ups = lines("e2e.IpcSub", "updates")
+check("Sub was told before the update, deferred once, then acknowledged",
+      f"defer {d2}" in ups and f"ack {d2}" in ups and ups.index(f"defer {d2}") < ups.index(f"ack {d2}"), ups)
+check("Sub validated its new configuration first (ACCEPTED)",
+      f"ACCEPTED {d2}" in lines("e2e.IpcSub", "validations"), lines("e2e.IpcSub", "validations"))
+greet = wait(lambda: json.loads(read(f"{WORK}/e2e.IpcSub/greeting") or "{}").get("value") == {"greeting": "hello"}, 30)
+check("Sub restarted with the new configuration (GetConfiguration)", bool(greet),
+      read(f"{WORK}/e2e.IpcSub/greeting"))
+wait(lambda: lines("e2e.IpcSub", "ready") and len(lines("e2e.IpcSub", "ready")) >= 2, 30)
+
+d3, status, reason = deploy({"bad": True})
+check("a configuration Sub REJECTS -> FAILED with Sub's message",
+      status == "FAILED" and "bad is not allowed" in reason and "e2e.IpcSub" in reason,
+      f"{status} {reason}")
+check("... validated, and no update announced for it",
+      f"REJECTED {d3}" in lines("e2e.IpcSub", "validations") and
+      not any(d3 in x for x in lines("e2e.IpcSub", "updates")),
+      (lines("e2e.IpcSub", "validations"), lines("e2e.IpcSub", "updates")))
+
+d4, status, reason = deploy({"greeting": "skip"}, action="SKIP_NOTIFY_COMPONENTS")
+check("a SKIP_NOTIFY_COMPONENTS deployment -> COMPLETED", status == "COMPLETED", f"{status} {reason}")
+check("... with no preUpdateEvent", not any(d4 in x for x in lines("e2e.IpcSub", "updates")),
+      lines("e2e.IpcSub", "updates"))
+
+connect = frame([(":message-type", 4), (":message-flags", 0), (":stream-id", 0),
+                 (":version", "0.1.0")], b'{"authToken":"not-a-token"}')
+reply, closed = raw(connect)
+check("a connect with a wrong token: refused (connect ack without ACCEPTED) and closed",
+      closed and flags_of(reply) == 0, (reply, closed))
+bad = bytearray(connect)
+bad[-1] ^= 0xFF
+reply, closed = raw(bytes(bad))
+check("a malformed frame (message CRC) ends its connection, unanswered", closed and reply == b"",
+      (reply, closed))
+reply, closed = raw(struct.pack(">II", 64 << 20, 0) + b"\0" * 8)
+check("a frame over the bound (prelude CRC wrong or too long) ends its connection", closed, closed)
+reply, closed = raw(b"", timeout=30)
+check("a client that sends no connect is closed (within the plugin's 10 s)", closed and reply == b"",
+      (reply, closed))
+still = wait(lambda: len(lines("e2e.IpcSub", "received")) > len(got) + 3, 10)
+check("the components' own connections are unaffected", bool(still))
+support.finish()
