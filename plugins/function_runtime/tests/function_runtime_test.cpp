@@ -2956,6 +2956,28 @@ BOOST_AUTO_TEST_CASE(local_resources_loaded_later_gives_refused_functions_their_
     test::scaled(20s)));
 }
 
+BOOST_AUTO_TEST_CASE(a_reload_of_local_resources_gives_functions_what_it_answers_now,
+                     *boost::unit_test::precondition(as_root)) {
+  // A device node replaced by one with other numbers (a device plugged again) reaches
+  // the function when local_resources is reloaded, with no group change: its start
+  // (lr-2) has the runtime ask again, and the changed answer restarts the instances.
+  test_devices devs;
+  auto dev = devs.make("swap", 1, 3); // /dev/null's numbers: reads nothing
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: sink, permission: rw}]")
+           + "resources:\n" + device("sink", dev);
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  BOOST_TEST(sb.attempt("box", "read " + dev) == "REACHED: read 0 bytes of " + dev);
+  devs.make("swap", 1, 7); // /dev/full's: reads zeros
+  auto r = sb.rt->h->kernel().host().reload("local_resources");
+  BOOST_REQUIRE_MESSAGE(r, (r ? std::string{} : grove::describe(r.error())));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return sb.attempt("box", "read " + dev) == "REACHED: read 256 bytes of " + dev; },
+    test::scaled(20s)));
+}
+
 BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,
                      *boost::unit_test::precondition(as_root)) {
   test::temp_dir data;
