@@ -220,7 +220,8 @@ int main(int argc, char** argv) {
                          {"container_over_no_container_p50_us", round2(pc50 - pn50)},
                          {"ratio_container_to_bare_python3", round2(pc50 / bp50)}};
     out["sandbox"] = (*sb)->describe();
-    // Idle memory of the pinned sandboxed instance (its PID 1 is the worker).
+    // Idle memory of the pinned sandboxed instance's worker (PID 2 of its namespace; the
+    // namespace's holder, PID 1, runs in groved's memory on a 64 KiB stack).
     if (!invoke("pinned"))
       out["pinned_error"] = invoke_error;
     uint64_t rss = 0;

@@ -377,7 +377,8 @@ public:
     std::string event_filter{grove::function_runtime::event_prefix};
     event_filter += '+';
     for (std::string filter : {event_filter, std::string{mm_function_prefix} + "#",
-                               std::string{grove::group_client::current_topic}})
+                               std::string{grove::group_client::current_topic},
+                               std::string{grove::local_resources::started_topic}})
       if (auto e = ctx.subscribe(filter))
         return e;
     return {};
@@ -546,6 +547,10 @@ public:
     if (topic == grove::group_client::current_topic) {
       if (auto g = grove::group_client::current(msg))
         apply(*g);
+      return;
+    }
+    if (topic == grove::local_resources::started_topic) {
+      local_resources_started();
       return;
     }
     work_item item;
@@ -829,6 +834,22 @@ private:
             mounts_answer(name, seq, std::move(r));
           });
     });
+  }
+
+  /// lr-2: local_resources (re)started. Resources were resolved only at a group change,
+  /// so a function whose request found nobody serving lr-1 (local_resources loaded more
+  /// than local_resources_wait after it, or was restarting) stayed refused until the
+  /// next one. The group in force is applied again: a function refused for its
+  /// resources is defined again and asks; the others ask again (an unchanged answer
+  /// changes nothing, a changed one restarts their instances).
+  void local_resources_started() {
+    if (group_bytes_.empty())
+      return; // no group yet: its arrival asks
+    grove::group::Group g;
+    if (!g.ParseFromString(group_bytes_))
+      return;
+    ctx_->log().info("local_resources started: the functions' resources are asked for again");
+    apply(g);
   }
 
   /// The function awaiting lr-1 request `seq`; null when it no longer does.

@@ -545,7 +545,10 @@ std::string sandbox::inside(const std::string& path, const fs::path& code_dir) {
 std::string sandbox::explain(const process_exit& e, const instance_cgroup* cg,
                              const function_def* def) {
   if (e.denied_syscall >= 0)
-    return "killed: the sandbox denied system call " + syscall_name(e.denied_syscall)
+    return (e.signal != 0
+              ? "killed by signal " + std::to_string(e.signal) + " (" + e.signal_name + ")"
+              : "exited with code " + std::to_string(e.code))
+           + ": the sandbox denied system call " + syscall_name(e.denied_syscall)
            + " (seccomp)";
   if (cg != nullptr && cg->oom_killed())
     return "out of memory (memorySizeInKB "

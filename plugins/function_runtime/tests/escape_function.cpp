@@ -246,7 +246,7 @@ std::string attempt(const std::string& payload, const gf::context&) {
   if (what == "shm")
     return shared_memory(arg);
   if (what == "hang") {
-    // Never answers; catches nothing (PID 1 of its namespace: SIGTERM does not end it).
+    // Never answers; catches nothing.
     for (;;)
       ::pause();
   }

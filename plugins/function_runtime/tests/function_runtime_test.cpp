@@ -2133,13 +2133,13 @@ uid_t default_uid() {
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_as_pid_1_of_its_own_pid_and_uts_namespaces,
+BOOST_AUTO_TEST_CASE(a_sandboxed_function_runs_as_its_user_as_pid_2_of_its_own_pid_and_uts_namespaces,
                      *boost::unit_test::precondition(as_root)) {
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
   sb.rt->wait_defined("box");
   auto who = sb.attempt("box", "whoami");
   BOOST_TEST(who == "uid=" + std::to_string(default_uid()) + " gid="
-                      + std::to_string(::getpwnam("grove-fn")->pw_gid) + " pid=1 host=box");
+                      + std::to_string(::getpwnam("grove-fn")->pw_gid) + " pid=2 host=box");
   // No capabilities, none to regain, no new privileges, a seccomp filter.
   auto st = sb.attempt("box", "status");
   BOOST_TEST(st.find("CapEff:\t0000000000000000") != std::string::npos, st);
@@ -2196,20 +2196,24 @@ BOOST_AUTO_TEST_CASE(denied_system_calls_end_the_instance_and_are_named,
                      *boost::unit_test::precondition(as_root)) {
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
   sb.rt->wait_defined("box");
+  // Ended by SIGSYS (as seccomp's own kill would), the call named.
   auto m = sb.attempt("box", "mount");
-  BOOST_TEST(m.find("denied system call mount (seccomp)") != std::string::npos, m);
+  BOOST_TEST(m.find("killed by signal 31 (SIGSYS): the sandbox denied system call mount "
+                    "(seccomp)") != std::string::npos, m);
   auto p = sb.attempt("box", "ptrace " + std::to_string(::getpid()));
-  BOOST_TEST(p.find("denied system call ptrace (seccomp)") != std::string::npos, p);
+  BOOST_TEST(p.find("killed by signal 31 (SIGSYS): the sandbox denied system call ptrace "
+                    "(seccomp)") != std::string::npos, p);
+  BOOST_TEST(sb.rt->info("box").last_error().find("SIGSYS") != std::string::npos);
   BOOST_TEST(sb.rt->info("box").last_error().find("ptrace") != std::string::npos);
   // Keyrings are per user namespace, which instances of one user share: no keys.
   for (auto call : {"add_key", "keyctl"}) {
     auto k = sb.attempt("box", call);
-    BOOST_TEST(k.find(std::string{"denied system call "} + call + " (seccomp)")
-                 != std::string::npos,
+    BOOST_TEST(k.find(std::string{"(SIGSYS): the sandbox denied system call "} + call
+                      + " (seccomp)") != std::string::npos,
                k);
   }
   // groved is fine and the function gets new instances.
-  BOOST_TEST(sb.attempt("box", "whoami").find("pid=1") != std::string::npos);
+  BOOST_TEST(sb.attempt("box", "whoami").find("pid=2") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_profile_allowing_request_key_is_warned_about,
@@ -2269,7 +2273,7 @@ BOOST_AUTO_TEST_CASE(a_fork_bomb_stops_at_the_pids_limit,
   BOOST_TEST(r.find("Resource temporarily unavailable") != std::string::npos, r);
   auto forks = std::stoi(r.substr(std::string{"stopped after "}.size()));
   BOOST_TEST(forks < 32); // sandbox_pids_max counts the worker's threads too
-  BOOST_TEST(sb.attempt("bomb", "whoami").find("pid=1") != std::string::npos);
+  BOOST_TEST(sb.attempt("bomb", "whoami").find("pid=2") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
@@ -2288,7 +2292,7 @@ BOOST_AUTO_TEST_CASE(a_memory_hog_is_reported_out_of_memory_and_replaced,
   }));
   auto r = sb.attempt("hog", "memory_hog");
   BOOST_TEST(r.find("out of memory (memorySizeInKB 32768)") != std::string::npos, r);
-  BOOST_TEST(sb.attempt("hog", "whoami").find("pid=1") != std::string::npos);
+  BOOST_TEST(sb.attempt("hog", "whoami").find("pid=2") != std::string::npos);
   // The killed instance's cgroup went with it: only the new instance's and the spare
   // made after its start are left (one directory per hierarchy each), and the runtime's
   // own goes with the runtime.
@@ -2347,7 +2351,7 @@ BOOST_AUTO_TEST_CASE(a_container_function_keeps_one_spare_cgroup,
   BOOST_TEST(sb.rt->info("box").instances() == 0u);
   // The start takes it (the worker is in it) and another is made.
   auto r = sb.attempt("box", "whoami");
-  BOOST_TEST(r.find(" pid=1 ") != std::string::npos, r);
+  BOOST_TEST(r.find(" pid=2 ") != std::string::npos, r);
   BOOST_REQUIRE(test::wait_until([&] { return (now = names()).size() == 2; }));
   BOOST_TEST(now.count(spare) == 1u);
   bool in_spare = false;
@@ -2367,7 +2371,7 @@ BOOST_AUTO_TEST_CASE(a_container_function_keeps_one_spare_cgroup,
                         }),
                         "cgroups: " << now.size());
   r = sb.attempt("box", "whoami");
-  BOOST_TEST(r.find(" pid=1 ") != std::string::npos, r);
+  BOOST_TEST(r.find(" pid=2 ") != std::string::npos, r);
   // Removed: its instance and spare go.
   sb.rt->rewrite(escape_fn(sb.code_dir, "other", "linuxProcessParams: {isolationMode: NoContainer}"));
   BOOST_TEST(test::wait_until([&] { return names().empty(); }), "cgroups: " << names().size());
@@ -2396,7 +2400,7 @@ BOOST_AUTO_TEST_CASE(a_python_function_runs_in_the_sandbox,
                      *boost::unit_test::precondition(as_root)) {
   // runtime: python3 under GreengrassContainer: the interpreter from the read-only
   // system, the SDK mounted where PYTHONPATH points (/grove/python), the handler's
-  // module from /lambda, as the default user and PID 1 of its namespace.
+  // module from /lambda, as the default user and PID 2 of its namespace.
   sandboxed sb{[](auto& d) {
     auto code = d.path() / "code-py";
     fs::create_directories(code);
@@ -2412,7 +2416,7 @@ BOOST_AUTO_TEST_CASE(a_python_function_runs_in_the_sandbox,
   }};
   sb.rt->wait_defined("pyuid");
   BOOST_TEST(sb.attempt("py", R"({"k":[1,"x"]})") == R"({"k": [1, "x"]})");
-  BOOST_TEST(sb.attempt("pypid", "{}") == "1");
+  BOOST_TEST(sb.attempt("pypid", "{}") == "2"); // PID 1 is the namespace's holder
   BOOST_TEST(sb.attempt("pyuid", "{}") == std::to_string(default_uid()));
 }
 
@@ -2435,7 +2439,7 @@ BOOST_AUTO_TEST_CASE(a_missing_kernel_feature_refuses_the_function_by_name,
   // NoContainer is unchanged: the default user, groved's namespaces.
   auto plain = sb.attempt("plain", "whoami");
   BOOST_TEST(plain.find("uid=" + std::to_string(default_uid())) == 0, plain);
-  BOOST_TEST(plain.find(" pid=1 ") == std::string::npos, plain);
+  BOOST_TEST(plain.find(" pid=2 ") == std::string::npos, plain);
 }
 
 BOOST_AUTO_TEST_CASE(proc_is_read_only_and_hides_the_hosts_kernel_state,
@@ -2477,7 +2481,7 @@ BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
   control_socket sock{var};
   auto who = sb.attempt("pybox", "whoami");
   BOOST_TEST(who.find("uid=" + std::to_string(default_uid())) == 0, who);
-  BOOST_TEST(who.find(" pid=1 host=pybox") != std::string::npos, who);
+  BOOST_TEST(who.find(" pid=2 host=pybox") != std::string::npos, who);
   for (const auto& p : std::vector<std::string>{var.string(), "/sys", "/root", "/home",
                                                (sb.code_dir.path() / "code-other").string()}) {
     auto r = sb.attempt("pybox", "list " + p);
@@ -2495,10 +2499,12 @@ BOOST_AUTO_TEST_CASE(a_python_function_cannot_leave_the_sandbox,
   BOOST_TEST(u.find("denied: setuid(0)") == 0, u); // EINVAL: 0 is not mapped at all
   // The filter's calls end the instance and are named; groved and the function go on.
   auto m = sb.attempt("pybox", "mount");
-  BOOST_TEST(m.find("denied system call mount (seccomp)") != std::string::npos, m);
+  BOOST_TEST(m.find("killed by signal 31 (SIGSYS): the sandbox denied system call mount "
+                    "(seccomp)") != std::string::npos, m);
   auto p = sb.attempt("pybox", "ptrace " + std::to_string(::getpid()));
-  BOOST_TEST(p.find("denied system call ptrace (seccomp)") != std::string::npos, p);
-  BOOST_TEST(sb.attempt("pybox", "whoami").find(" pid=1 ") != std::string::npos);
+  BOOST_TEST(p.find("killed by signal 31 (SIGSYS): the sandbox denied system call ptrace "
+                    "(seccomp)") != std::string::npos, p);
+  BOOST_TEST(sb.attempt("pybox", "whoami").find(" pid=2 ") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_python_fork_bomb_and_memory_hog_stop_at_their_limits,
@@ -2522,16 +2528,16 @@ BOOST_AUTO_TEST_CASE(a_python_fork_bomb_and_memory_hog_stop_at_their_limits,
   auto r = sb.attempt("pybomb", "fork_bomb");
   BOOST_TEST(r.find("stopped after") == 0, r);
   BOOST_TEST(r.find("Resource temporarily unavailable") != std::string::npos, r);
-  BOOST_TEST(sb.attempt("pybomb", "whoami").find(" pid=1 ") != std::string::npos);
+  BOOST_TEST(sb.attempt("pybomb", "whoami").find(" pid=2 ") != std::string::npos);
   auto h = sb.attempt("pyhog", "memory_hog");
   BOOST_TEST(h.find("out of memory (memorySizeInKB 65536)") != std::string::npos, h);
-  BOOST_TEST(sb.attempt("pyhog", "whoami").find(" pid=1 ") != std::string::npos);
+  BOOST_TEST(sb.attempt("pyhog", "whoami").find(" pid=2 ") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_hanging_sandboxed_instance_is_stopped_without_waiting_out_the_grace,
                      *boost::unit_test::precondition(as_root)) {
-  // PID 1 of its namespace ignores a SIGTERM it does not catch: the stop must not wait
-  // for the grace (a minute here) to end it, at an item's timeout or at unload.
+  // A worker that does not catch SIGTERM is killed at once: the stop must not wait for
+  // the grace (a minute here) to end it, at an item's timeout or at unload.
   sandboxed sb{[](auto& d) {
                  auto code = d.path() / "code-pyhang";
                  fs::create_directories(code);
@@ -2607,7 +2613,7 @@ BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
   BOOST_REQUIRE(made.size() >= 4); // memory and pids; devices where it is mounted
   sandboxed sb{[](auto& d) { return escape_fn(d, "box"); }};
   sb.rt->wait_defined("box");
-  BOOST_TEST(sb.attempt("box", "whoami").find(" pid=1 ") != std::string::npos);
+  BOOST_TEST(sb.attempt("box", "whoami").find(" pid=2 ") != std::string::npos);
   for (const auto& d : made) {
     bool live = d.parent_path().filename() == "grove-1";
     BOOST_TEST(fs::exists(d.parent_path()) == live, d);
@@ -2636,7 +2642,7 @@ BOOST_AUTO_TEST_CASE(a_cpu_weight_that_cannot_be_set_degrades_with_a_warning,
     sandboxed sb{[](auto& d) { return escape_fn(d, "box"); },
                  "{sandbox_pids_max: 32, sandbox_cpu_weight: 50, cgroup_parent: /" + name + "}"};
     sb.rt->wait_defined("box");
-    BOOST_TEST(sb.attempt("box", "whoami").find(" pid=1 ") != std::string::npos);
+    BOOST_TEST(sb.attempt("box", "whoami").find(" pid=2 ") != std::string::npos);
     auto details = sb.rt->h->kernel().status().details();
     auto status = details["function_runtime.sandbox"];
     BOOST_TEST(status.find("cgroup v1 (memory, pids)") == 0, status);
@@ -2795,6 +2801,45 @@ BOOST_AUTO_TEST_CASE(local_devices_are_granted_r_or_rw_and_no_other,
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_python_function_cannot_write_a_read_only_volume_nor_open_a_device_not_granted,
+                     *boost::unit_test::precondition(as_root)) {
+  // pyescape.py's twins of the C++ function's volume and device attempts.
+  volume_dirs dirs{4444};
+  test_devices devs;
+  auto rw_dev = devs.make("py-rw", 1, 3);
+  auto other = devs.make("py-other", 1, 3); // a resource of the group, not granted
+  sandboxed sb{[&](auto& d) {
+    auto code = d.path() / "code-pyescape";
+    fs::create_directories(code);
+    fs::copy_file(fs::path{FN_PYTHON_CODE} / "pyescape.py", code / "pyescape.py");
+    fs::permissions(code, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec
+                            | fs::perms::others_read | fs::perms::others_exec);
+    return "  - name: pybox\n    config: {runtime: python3, handler: pyescape.attempt, "
+           "codeUri: " + code.string() + ", pinned: false, inputPayloadEncodingType: binary, "
+           "resourceAccessPolicies: [{resourceId: in, permission: ro}, {resourceId: sink, "
+           "permission: rw}]}\n"
+           + "resources:\n" + volume("in", dirs.ro, "/data/in") + device("sink", rw_dev)
+           + device("spare", other);
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("pybox");
+  BOOST_TEST(sb.attempt("pybox", "read /data/in/hello") == "REACHED: read 5 bytes of /data/in/hello");
+  // Read-only is really read-only: EROFS, reported as such, nothing written.
+  auto w = sb.attempt("pybox", "write /data/in/new");
+  BOOST_TEST(w == "denied: open /data/in/new for writing: Read-only file system", w);
+  BOOST_TEST(!fs::exists(dirs.ro / "new"));
+  w = sb.attempt("pybox", "write /data/in/hello");
+  BOOST_TEST(w == "denied: open /data/in/hello for writing: Read-only file system", w);
+  // The granted device works; the group's other device is not there, nor the host's.
+  BOOST_TEST(sb.attempt("pybox", "write " + rw_dev) == "REACHED: wrote " + rw_dev);
+  auto o = sb.attempt("pybox", "read " + other);
+  BOOST_TEST(o == "denied: open " + other + ": No such file or directory", o);
+  for (const char* p : {"/dev/tty", "/dev/mem", "/dev/vda", "/dev/kmsg"}) {
+    auto x = sb.attempt("pybox", std::string{"read "} + p);
+    BOOST_TEST(starts(x, std::string{"denied: open "} + p), x);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_cgroup_v2_device_program_grants_devices_as_v1_does,
                      *boost::unit_test::precondition(as_root)) {
   // sandbox_device_filter: bpf: no v1 devices controller, a BPF_PROG_TYPE_CGROUP_DEVICE
@@ -2899,7 +2944,7 @@ BOOST_AUTO_TEST_CASE(a_function_naming_a_missing_resource_is_refused_by_name,
                != std::string::npos,
              w);
   // The others run.
-  BOOST_TEST(sb.attempt("plain", "whoami").find("pid=1") != std::string::npos);
+  BOOST_TEST(sb.attempt("plain", "whoami").find("pid=2") != std::string::npos);
   // A policy on a NoContainer function is refused: only a sandbox gets resources.
   sb.rt->rewrite(escape_fn(sb.code_dir, "open",
                            "resourceAccessPolicies: [{resourceId: there}], linuxProcessParams: "
@@ -2921,7 +2966,7 @@ BOOST_AUTO_TEST_CASE(without_local_resources_functions_with_resources_are_refuse
            + escape_fn(d, "plain") + "resources:\n" + volume("there", data.path(), "/data");
   }};
   sb.rt->wait_defined("plain");
-  BOOST_TEST(sb.attempt("plain", "whoami").find("pid=1") != std::string::npos);
+  BOOST_TEST(sb.attempt("plain", "whoami").find("pid=2") != std::string::npos);
   BOOST_REQUIRE(test::wait_until([&] { return !sb.rt->info("needs").last_error().empty(); },
                                  test::scaled(20s)));
   auto e = sb.rt->info("needs").last_error();
@@ -2929,6 +2974,52 @@ BOOST_AUTO_TEST_CASE(without_local_resources_functions_with_resources_are_refuse
   BOOST_TEST(e.find("no local_resources plugin") != std::string::npos, e);
   auto r = sb.attempt("needs", "whoami");
   BOOST_TEST(starts(r, "ERROR: "), r);
+}
+
+BOOST_AUTO_TEST_CASE(local_resources_loaded_later_gives_refused_functions_their_resources,
+                     *boost::unit_test::precondition(as_root)) {
+  // local_resources comes after the runtime gave up waiting for it (an image loading it
+  // later, a restart after a failure): its start (lr-2) has the runtime ask again, with
+  // no group change.
+  test::temp_dir data;
+  { std::ofstream{data.path() / "hello"} << "hello"; }
+  ::chmod(data.path().c_str(), 0755);
+  ::chmod((data.path() / "hello").c_str(), 0644);
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "needs", "resourceAccessPolicies: [{resourceId: there}]")
+           + "resources:\n" + volume("there", data.path(), "/data");
+  }};
+  sb.rt->wait_defined("needs");
+  BOOST_REQUIRE(test::wait_until([&] { return !sb.rt->info("needs").last_error().empty(); },
+                                 test::scaled(20s)));
+  auto e = sb.rt->info("needs").last_error();
+  BOOST_TEST(e.find("no local_resources plugin") != std::string::npos, e);
+  load_local_resources(sb);
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return sb.attempt("needs", "read /data/hello") == "REACHED: read 5 bytes of /data/hello"; },
+    test::scaled(20s)));
+}
+
+BOOST_AUTO_TEST_CASE(a_reload_of_local_resources_gives_functions_what_it_answers_now,
+                     *boost::unit_test::precondition(as_root)) {
+  // A device node replaced by one with other numbers (a device plugged again) reaches
+  // the function when local_resources is reloaded, with no group change: its start
+  // (lr-2) has the runtime ask again, and the changed answer restarts the instances.
+  test_devices devs;
+  auto dev = devs.make("swap", 1, 3); // /dev/null's numbers: reads nothing
+  sandboxed sb{[&](auto& d) {
+    return escape_fn(d, "box", "resourceAccessPolicies: [{resourceId: sink, permission: rw}]")
+           + "resources:\n" + device("sink", dev);
+  }};
+  load_local_resources(sb);
+  sb.rt->wait_defined("box");
+  BOOST_TEST(sb.attempt("box", "read " + dev) == "REACHED: read 0 bytes of " + dev);
+  devs.make("swap", 1, 7); // /dev/full's: reads zeros
+  auto r = sb.rt->h->kernel().host().reload("local_resources");
+  BOOST_REQUIRE_MESSAGE(r, (r ? std::string{} : grove::describe(r.error())));
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return sb.attempt("box", "read " + dev) == "REACHED: read 256 bytes of " + dev; },
+    test::scaled(20s)));
 }
 
 BOOST_AUTO_TEST_CASE(changing_or_revoking_a_resource_restarts_the_instances,

@@ -37,11 +37,18 @@ public:
     ctx_ = &ctx;
     if (auto e = ctx.serve(glr::mounts_topic, [this](const grove::Envelope& req) { asked(req); }))
       return e;
+    if (auto e = ctx.own_events(glr::started_topic))
+      return e;
     return ctx.subscribe(grove::group_client::current_topic);
   }
 
   caf::error start() override {
     refresh();
+    // lr-2: functions that asked before this instance served lr-1 (a later load, a
+    // restart, a reload) ask again; a request now waits for the group refresh() reads.
+    if (auto r = ctx_->publish(glr::started_topic, std::string{}); !r)
+      ctx_->log().warn("cannot announce the start on {}: {}", glr::started_topic,
+                       grove::describe(r.error()));
     return {};
   }
 

@@ -136,6 +136,17 @@ caf::expected<resource_def> device_def(const std::string& source,
   auto src = trimmed(fs::path{source}.lexically_normal().string());
   if (!is_under(src, "/dev") || src == "/dev")
     return key_error(origin, key + "sourcePath", "'" + source + "' is not a device under /dev");
+  // The sandbox's own /dev entries: its devpts instance and ptmx link, its /dev/shm and
+  // the links to its descriptors. A resource there would be mounted over them (and the
+  // host's ptmx would open the host's ptys, not the sandbox's).
+  for (const char* own : {"/dev/ptmx", "/dev/pts", "/dev/shm", "/dev/fd", "/dev/stdin",
+                          "/dev/stdout", "/dev/stderr"})
+    if (is_under(src, own))
+      return key_error(origin, key + "sourcePath",
+                       "'" + source + "' is under " + own
+                         + ", which the sandbox makes itself (each sandbox has a devpts "
+                           "instance of its own at /dev/pts, /dev/ptmx links to it, and "
+                           "/dev/shm and the descriptor links are its own)");
   if (auto d = owner_defect(owner); !d.empty())
     return key_error(origin, key + "groupOwnerSetting", d);
   resource_def out;
@@ -233,8 +244,17 @@ caf::expected<resource_def> parse_resource(std::string_view yaml, std::string_vi
   if (has_volume)
     return volume_def(cfg->volume.source_path, cfg->volume.destination_path,
                       cfg->volume.owner, origin, "localVolumeResourceData.");
-  return device_def(cfg->device.source_path, cfg->device.owner, origin,
-                    "localDeviceResourceData.");
+  // A device's path checks name the line and column of its sourcePath.
+  // (Read from the text again: the validated node does not keep its marks.)
+  auto at = std::string{origin};
+  try {
+    auto mark = YAML::Load(std::string{yaml})["localDeviceResourceData"]["sourcePath"].Mark();
+    if (mark.line >= 0)
+      at += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+  } catch (const std::exception&) {
+    // validated above; no position then
+  }
+  return device_def(cfg->device.source_path, cfg->device.owner, at, "localDeviceResourceData.");
 }
 
 caf::expected<resource_def> inline_resource(bool device, const std::string& source_path,

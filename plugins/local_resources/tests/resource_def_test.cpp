@@ -128,6 +128,33 @@ BOOST_AUTO_TEST_CASE(paths_greengrass_refuses_are_refused) {
     BOOST_TEST(contains(dev(src), "localDeviceResourceData.sourcePath"), src);
 }
 
+BOOST_AUTO_TEST_CASE(a_device_where_the_sandbox_makes_its_own_dev_entries_is_refused) {
+  // Each sandbox mounts a devpts instance of its own at /dev/pts and links /dev/ptmx to
+  // pts/ptmx: a device resource there would be mounted over them.
+  auto dev = [](const std::string& src) {
+    return err(lr::parse_resource("localDeviceResourceData:\n  groupOwnerSetting: "
+                                  "{autoAddGroupOwner: true}\n  sourcePath: '" + src + "'\n",
+                                  "g.yaml: resources[tty].config"));
+  };
+  for (const char* src : {"/dev/ptmx", "/dev/pts", "/dev/pts/0", "/dev/pts/ptmx", "/dev/pts/",
+                          "/dev/shm/x", "/dev/fd", "/dev/stdout"}) {
+    auto e = dev(src);
+    BOOST_TEST(contains(e, "g.yaml: resources[tty].config:3:15: localDeviceResourceData."
+                           "sourcePath: '" + std::string{src} + "' is under /dev/"),
+               src << ": " << e);
+    BOOST_TEST(contains(e, "which the sandbox makes itself"), e);
+  }
+  // Their neighbours are devices like any other.
+  for (const char* src : {"/dev/ptmx0", "/dev/ptsx", "/dev/ttyUSB0", "/dev/tty"})
+    BOOST_TEST(dev(src) == "(accepted)", src);
+  // A function's own devices[] get the same check.
+  auto own = lr::inline_resource(true, "/dev/pts/3", "/dev/pts/3", false,
+                                 "containerParams.devices[0]");
+  BOOST_TEST(contains(err(own), "containerParams.devices[0]: sourcePath: '/dev/pts/3' is under "
+                                "/dev/pts"),
+             err(own));
+}
+
 BOOST_AUTO_TEST_CASE(a_functions_own_volumes_and_devices_get_the_same_checks) {
   // containerParams.volumes[] / devices[] (function_runtime sends them on lr-1).
   auto vol = [](const std::string& src, const std::string& dst) {
@@ -219,7 +246,7 @@ BOOST_AUTO_TEST_CASE(a_device_resolves_to_its_numbers, *boost::unit_test::precon
   BOOST_TEST(m->add_group());
   BOOST_TEST(m->group_id() == 0u);
   // A regular file under /dev is not a device.
-  auto file = "/dev/shm/grove-lr-unit-" + std::to_string(::getpid());
+  auto file = "/dev/grove-lr-unit-file-" + std::to_string(::getpid());
   grove::test::temp_dir keep;
   { std::ofstream{file} << "x"; }
   auto f = lr::parse_resource("localDeviceResourceData: {sourcePath: " + file + "}", "o");

@@ -75,6 +75,9 @@ struct process_record {
   // A sandbox's seccomp listener, and the call it reported.
   int notify_fd = -1;
   int denied_syscall = -1;
+  // A sandbox's PID namespace holder (PID 1 there) and its stack; ended with the child.
+  pid_t holder_pid = -1;
+  void* holder_stack = nullptr;
   std::string out_buf;
   std::string err_buf;
   // Output lines posted to the owner and not yet run there (bytes, shared with the
@@ -260,6 +263,101 @@ pid_t clone_sharing_memory(unsigned long flags, F& body, bool& share) {
   return pid;
 }
 
+/// A system call that leaves errno alone, for a child that shares groved's memory for
+/// good (pid_namespace_holder): its errno would be the supervisor thread's.
+inline long raw_syscall(long n, long a = 0, long b = 0, long c = 0, long d = 0) noexcept {
+#if defined(__x86_64__)
+  long ret;
+  register long r10 __asm__("r10") = d;
+  __asm__ volatile("syscall"
+                   : "=a"(ret)
+                   : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                   : "rcx", "r11", "memory");
+  return ret;
+#elif defined(__aarch64__)
+  register long x8 __asm__("x8") = n;
+  register long x0 __asm__("x0") = a;
+  register long x1 __asm__("x1") = b;
+  register long x2 __asm__("x2") = c;
+  register long x3 __asm__("x3") = d;
+  __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory");
+  return x0;
+#else
+  // Elsewhere through libc, whose errno the holder's wait loop may then write.
+  return ::syscall(n, a, b, c, d);
+#endif
+}
+
+/// The stack of one PID namespace holder: a guard page and a few pages above it.
+constexpr size_t holder_stack_size = 64 * 1024;
+
+/// PID 1 of a sandbox's PID namespace, a process sharing groved's memory (and its
+/// descriptor table and file system context) that only
+/// reaps (orphans of the sandbox are reparented to it) until the supervisor kills it
+/// after the sandboxed child's end, which ends the namespace and all left in it. The
+/// child is then PID 2, an ordinary process: the kernel drops any signal but SIGKILL
+/// that a namespace's init does not handle, so a sandboxed init could not be made to
+/// die by SIGSYS for a denied call (nor by SIGTERM). Every signal is blocked (since the
+/// clone); raw calls only: it has no TLS of its own.
+int pid_namespace_holder(void*) {
+  raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
+  static const char name[] = "grove-pid1";
+  raw_syscall(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>(name));
+  uint64_t chld = uint64_t{1} << (SIGCHLD - 1);
+  for (;;) {
+    raw_syscall(SYS_rt_sigtimedwait, reinterpret_cast<long>(&chld), 0, 0, 8);
+    while (raw_syscall(SYS_wait4, -1, 0, WNOHANG | __WALL, 0) > 0) {
+    }
+  }
+}
+
+/// Starts a PID namespace holder: its pid and a pidfd of it (for setns), or -1 with
+/// errno. `stack` gets its stack, unmapped by end_holder.
+pid_t start_holder(void*& stack, int& pidfd) {
+  stack = nullptr;
+  pidfd = -1;
+  void* m = ::mmap(nullptr, holder_stack_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED)
+    return -1;
+  ::mprotect(m, 4096, PROT_NONE);
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  // Sharing the descriptor table too: a copy would keep every descriptor groved has open
+  // now (the start's status pipe among them) open for good.
+  pid_t pid = ::clone(pid_namespace_holder, static_cast<char*>(m) + holder_stack_size,
+                      CLONE_VM | CLONE_FILES | CLONE_FS | CLONE_NEWPID | SIGCHLD, nullptr);
+  auto e = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) {
+    ::munmap(m, holder_stack_size);
+    errno = e;
+    return -1;
+  }
+  stack = m;
+  pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    e = errno;
+    ::kill(pid, SIGKILL);
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    ::munmap(m, holder_stack_size);
+    stack = nullptr;
+    errno = e;
+    return -1;
+  }
+  return pid;
+}
+
+/// The supervisor thread's own PID namespace, to go back to after a child was cloned
+/// into a holder's.
+int own_pid_namespace() {
+  static const int fd = ::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+  return fd;
+}
+
 /// The one thread that forks, watches and reaps every grove::process child of groved.
 class supervisor {
 public:
@@ -339,6 +437,10 @@ private:
   void post_dropped(process_record& r, output_stream which);
   void on_exited(const record_ptr& r);
   void on_denied(process_record& r, short revents);
+  // Kills a PID namespace holder (and so all left in its namespace); reaped and its
+  // stack unmapped now or, when the namespace takes a while to empty, by the loop.
+  void end_holder(pid_t pid, void* stack);
+  void reap_holders();
   void schedule_restart(process_record& r, process_exit& ex);
   void forget(const record_ptr& r);
 
@@ -347,6 +449,7 @@ private:
   bool quit_ = false;
   int wake_fd_ = -1;
   std::vector<record_ptr> children_;
+  std::vector<std::pair<pid_t, void*>> ending_holders_;
   std::thread thread_;
 };
 
@@ -659,6 +762,26 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   pid_t pid = -1;
   bool shared = false; // the child runs in this memory until its exec or end
   int dumpable = -1;
+  // A sandboxed child is born into a new PID namespace, as PID 2: its PID 1 is a holder
+  // (pid_namespace_holder). This thread's children go there until the clone is done.
+  pid_t holder = -1;
+  void* holder_stack = nullptr;
+  if (sb) {
+    int holder_fd = -1;
+    holder = start_holder(holder_stack, holder_fd);
+    if (holder < 0 || ::setns(holder_fd, CLONE_NEWPID) != 0) {
+      auto e = errno;
+      close_fd(holder_fd);
+      if (holder > 0)
+        end_holder(holder, holder_stack);
+      close_fd(out[0]);
+      close_fd(err[0]);
+      close_fd(plan->handover_r);
+      errno = e;
+      return sys_error("a new PID namespace (clone, setns)");
+    }
+    ::close(holder_fd);
+  }
   if (sb && sb->cgroup_dir_fd >= 0) {
     // v2: into its cgroup at birth (a cgroup.procs write would wait for the kernel's
     // thread-group lock); like fork, the child runs on a copy of this stack. A kernel
@@ -685,15 +808,27 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   } else {
     pid = ::fork();
   }
+  if (pid == 0)
+    child();
+  if (sb) {
+    // Back to this process's own: later children of this thread (any grove::process
+    // child, a user namespace's helper) are born here again.
+    auto e = errno;
+    if (::setns(own_pid_namespace(), CLONE_NEWPID) != 0)
+      std::abort(); // every later child would land in this sandbox's namespace
+    errno = e;
+  }
   if (pid < 0) {
+    auto e = errno;
+    if (sb)
+      end_holder(holder, holder_stack);
     close_fd(out[0]);
     close_fd(err[0]);
     if (sb)
       close_fd(plan->handover_r);
-    return sys_error(sb ? "clone (new PID, mount, IPC and UTS namespaces)" : "fork");
+    errno = e;
+    return sys_error(sb ? "clone (new mount, IPC and UTS namespaces)" : "fork");
   }
-  if (pid == 0)
-    child();
   // Parent.
   ::close(status_pipe[1]);
   std::erase(opened, status_pipe[1]);
@@ -720,6 +855,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   auto refuse = [&](caf::error e) {
     ::kill(pid, SIGKILL);
     reap();
+    if (holder > 0)
+      end_holder(holder, holder_stack);
     if (plan) {
       detail::sandbox_report_marks(*plan);
       close_fd(plan->handover_r);
@@ -787,6 +924,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   if (got > 0) {
     // The child failed before exec and exits 127: reap it now.
     reap();
+    if (holder > 0)
+      end_holder(holder, holder_stack);
     close_fd(out[0]);
     close_fd(err[0]);
     close_fd(early_pidfd);
@@ -807,6 +946,8 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
+    if (holder > 0)
+      end_holder(holder, holder_stack);
     close_fd(out[0]);
     close_fd(err[0]);
     return make_error(errc::system_error,
@@ -819,6 +960,10 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   close_fd(r.notify_fd);
   r.notify_fd = listener;
   r.denied_syscall = -1;
+  if (r.holder_pid > 0)
+    end_holder(r.holder_pid, r.holder_stack);
+  r.holder_pid = holder;
+  r.holder_stack = holder_stack;
   r.out_fd = out[0];
   r.err_fd = err[0];
   r.out_buf.clear();
@@ -983,6 +1128,11 @@ void supervisor::on_exited(const record_ptr& rp) {
     if (got == 0)
       return; // not ended after all; poll again
     close_fd(r.pidfd);
+    if (r.holder_pid > 0) {
+      end_holder(r.holder_pid, r.holder_stack);
+      r.holder_pid = -1;
+      r.holder_stack = nullptr;
+    }
     ex.pid = r.pid;
     if (WIFSIGNALED(st)) {
       ex.signal = WTERMSIG(st);
@@ -1029,8 +1179,21 @@ void supervisor::on_exited(const record_ptr& rp) {
     forget(rp);
 }
 
-// The sandbox's filter stopped a call it denies: note which and end the whole sandbox
-// (SIGKILL to its PID 1 takes every process of the namespace).
+// Whether `tid` is a thread of process `pid` (seen from here).
+bool is_thread_of(pid_t tid, pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/task/%d", static_cast<int>(pid),
+                static_cast<int>(tid));
+  return tid > 0 && ::access(path, F_OK) == 0;
+}
+
+// The sandbox's filter stopped a call it denies: note which and end the instance with
+// SIGSYS, as the kernel's SECCOMP_RET_KILL_PROCESS would (which would not say which
+// call). The child is not its namespace's init, so a SIGSYS it does not handle ends it.
+// The caller gets it; the call stays unanswered, so it is never made. A child that
+// handles, blocks or ignores SIGSYS gets SIGKILL: at its next denied call (a handled
+// SIGSYS restarts the call), or after a moment. The namespace's end takes whatever
+// else is left in it.
 void supervisor::on_denied(process_record& r, short revents) {
   if (r.notify_fd < 0)
     return;
@@ -1038,14 +1201,54 @@ void supervisor::on_denied(process_record& r, short revents) {
   // Only with POLLIN: RECV blocks when nothing is pending (POLLHUP: no filter user left).
   if ((revents & POLLIN) != 0 && ::ioctl(r.notify_fd, SECCOMP_IOCTL_NOTIF_RECV, &n) == 0) {
     std::lock_guard guard{r.mtx};
-    if (r.denied_syscall < 0)
-      r.denied_syscall = n.data.nr;
-    if (r.running)
-      ::kill(r.pid, SIGKILL);
+    if (!r.running)
+      return;
+    if (r.denied_syscall >= 0) {
+      if (::kill(-r.pid, SIGKILL) != 0)
+        ::kill(r.pid, SIGKILL);
+      return;
+    }
+    r.denied_syscall = n.data.nr;
+    auto caller = static_cast<pid_t>(n.pid);
+    if (caller > 0)
+      ::kill(caller, SIGSYS);
+    if (caller == r.pid || is_thread_of(caller, r.pid)) {
+      auto at = clock_type::now() + std::chrono::milliseconds{500};
+      if (!r.kill_at || at < *r.kill_at)
+        r.kill_at = at;
+    } else {
+      // A process the child forked made the call: it dies by SIGSYS, and the child
+      // (the instance) is ended too, as before, by SIGKILL: a SIGSYS could find it in
+      // a state where it does not act on one (seen with dash between a vfork and its
+      // wait), and the instance must not go on.
+      if (::kill(-r.pid, SIGKILL) != 0)
+        ::kill(r.pid, SIGKILL);
+    }
+    return;
   } else if ((revents & POLLIN) != 0 && errno == EINTR) {
     return;
   }
   close_fd(r.notify_fd);
+}
+
+void supervisor::end_holder(pid_t pid, void* stack) {
+  ::kill(pid, SIGKILL);
+  ending_holders_.emplace_back(pid, stack);
+  reap_holders();
+}
+
+void supervisor::reap_holders() {
+  std::erase_if(ending_holders_, [](const std::pair<pid_t, void*>& h) {
+    int st = 0;
+    pid_t got;
+    while ((got = ::waitpid(h.first, &st, WNOHANG | __WALL)) < 0 && errno == EINTR) {
+    }
+    if (got == 0)
+      return false;
+    // Gone (or never ours): its stack is no one's now.
+    ::munmap(h.second, holder_stack_size);
+    return true;
+  });
 }
 
 void supervisor::forget(const record_ptr& r) {
@@ -1085,8 +1288,9 @@ void supervisor::stop(const record_ptr& rp, int sig, std::chrono::milliseconds g
     std::erase(children_, rp);
     return;
   }
-  // A sandboxed child is PID 1 of its namespace: a signal it does not catch does nothing
-  // (not even the default action), so waiting out the grace would only delay the kill.
+  // A sandboxed child that does not catch the signal (the C++ SDK and Python workers)
+  // is killed at once: its default action would end it but not the processes it forked,
+  // and the namespace's end (after its own) takes those.
   if (sig != 0 && sig != SIGKILL && r.opts.sandbox && !catches(r.pid, sig))
     sig = SIGKILL;
   if (sig != 0 && ::kill(-r.pid, sig) != 0)
@@ -1186,6 +1390,13 @@ void supervisor::loop() {
         watches.push_back({rp, 3});
       }
     }
+    reap_holders();
+    if (!ending_holders_.empty()) {
+      // A namespace still emptying: look again shortly.
+      auto soon = clock_type::now() + std::chrono::milliseconds{20};
+      if (!next || soon < *next)
+        next = soon;
+    }
     int timeout = -1;
     if (next) {
       auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - clock_type::now());
@@ -1229,7 +1440,9 @@ void supervisor::loop() {
 
 std::string process_exit::describe() const {
   if (denied_syscall >= 0)
-    return "killed: the sandbox denied system call " + std::to_string(denied_syscall);
+    return (signal != 0 ? "killed by signal " + std::to_string(signal) + " (" + signal_name + ")"
+                        : "exited with code " + std::to_string(code))
+           + ": the sandbox denied system call " + std::to_string(denied_syscall);
   if (signal != 0)
     return "killed by signal " + std::to_string(signal) + " (" + signal_name + ")";
   return "exited with code " + std::to_string(code);

@@ -21,8 +21,11 @@ namespace grove::detail {
 /// The namespaces a sandboxed child is cloned into (the network stays shared). Its user
 /// namespace is not among them: it joins one made beforehand (sandbox_user_namespace)
 /// once its root is built, so nothing of the parent is needed between clone and exec.
-constexpr unsigned long sandbox_clone_flags = 0x20000000UL /* CLONE_NEWPID */
-                                              | 0x00020000UL /* CLONE_NEWNS */
+/// Nor is its PID namespace: that is made by a holder process, PID 1 there, and the
+/// child is born into it as PID 2 (process.cpp, pid_namespace_holder), so that it is
+/// not the namespace's init, which the kernel shields from every signal it does not
+/// handle but SIGKILL (a denied call must end it with SIGSYS).
+constexpr unsigned long sandbox_clone_flags = 0x00020000UL /* CLONE_NEWNS */
                                               | 0x08000000UL /* CLONE_NEWIPC */
                                               | 0x04000000UL /* CLONE_NEWUTS */;
 

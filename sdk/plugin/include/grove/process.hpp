@@ -147,9 +147,9 @@ struct process_sandbox {
   /// The cgroups (cgroup.procs of each) the child is in before it runs anything.
   std::vector<std::filesystem::path> cgroup_procs;
   /// A classic BPF seccomp program (e.g. libseccomp's seccomp_export_bpf); empty: none.
-  /// Loaded last before exec. A call it answers SECCOMP_RET_USER_NOTIF kills the child
-  /// (SIGKILL, as PID 1 ignores a SIGSYS it does not handle) and is reported in
-  /// process_exit::denied_syscall. It must allow read, write, close, sendmsg and
+  /// Loaded last before exec. A call it answers SECCOMP_RET_USER_NOTIF is never made: it
+  /// kills the child (SIGSYS; SIGKILL when the child handles, blocks or ignores SIGSYS)
+  /// and is reported in process_exit::denied_syscall. It must allow read, write, close, sendmsg and
   /// execve: the child hands the filter's listener to the supervisor with them.
   std::vector<sock_filter> seccomp;
 };

@@ -15,6 +15,11 @@ namespace grove::local_resources {
 /// lr-1: the mounts of one function, from its resourceAccessPolicies.
 inline constexpr std::string_view mounts_topic = "$grove/local_resources/mounts";
 
+/// lr-2: an event local_resources publishes (empty payload) each time it starts, also
+/// after a restart or reload: what it answers may have changed, or a request may have
+/// found nobody serving lr-1. function_runtime asks again for every function's mounts.
+inline constexpr std::string_view started_topic = "$grove/local_resources/started";
+
 /// The call, typed both ways. A policy naming an unknown or invalid resource comes back
 /// as errc::invalid_config naming it; an image without the plugin as errc::no_route.
 using mounts_rpc = rpc<MountsRequest, MountsReply>;
