@@ -146,14 +146,11 @@ public:
     thing_name_ = cfg.thing_name;
     default_limits_ = {cfg.default_system_resource_limits.memory,
                        cfg.default_system_resource_limits.cpus};
-    error_window_ = std::chrono::seconds{cfg.broken_error_window};
-    allow_privileged_ = cfg.allow_privileged_components;
-    start_read_timeout_ = std::chrono::seconds{cfg.start_group_read_timeout};
-    if (runner_) {
-      runner_->set_error_window(error_window_);
-      runner_->set_allow_privileged(allow_privileged_);
-      runner_->set_start_read_timeout(start_read_timeout_);
-    }
+    runner_settings_.error_window = std::chrono::seconds{cfg.broken_error_window};
+    runner_settings_.allow_privileged = cfg.allow_privileged_components;
+    runner_settings_.start_read_timeout = std::chrono::seconds{cfg.start_group_read_timeout};
+    if (runner_)
+      runner_->set_settings(runner_settings_);
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
@@ -496,9 +493,7 @@ public:
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_,
                                          std::move(spare), std::move(services));
-      runner_->set_error_window(error_window_);
-      runner_->set_allow_privileged(allow_privileged_);
-      runner_->set_start_read_timeout(start_read_timeout_);
+      runner_->set_settings(runner_settings_);
       // The components the journal kept: listed with their last states at once, their
       // effective configurations what the next deployment builds on. After a hot reload,
       // the last instance's own records instead (the journal is written behind it).
@@ -911,7 +906,7 @@ private:
                        "left undecided",
                        u.id, u.state);
     runner_->decide_left(
-      std::move(u.changes), u.undo, u.whole, start_read_timeout_,
+      std::move(u.changes), u.undo, u.whole, runner_settings_.start_read_timeout,
       [this, id = u.id, whole = u.whole, put_back = u.put_back, left = std::move(left),
        then = std::move(then), alive = alive_](caf::expected<std::string> decided) mutable {
         if (!*alive)
@@ -1512,9 +1507,7 @@ private:
   grove::context* ctx_ = nullptr;
   std::string thing_name_;
   resource_limits default_limits_; // default_system_resource_limits
-  std::chrono::seconds error_window_{3600}; // broken_error_window
-  bool allow_privileged_ = true;            // allow_privileged_components
-  std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
+  runner_settings runner_settings_; // broken_error_window, allow_privileged_components, ...
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over

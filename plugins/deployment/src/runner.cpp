@@ -399,7 +399,7 @@ bool fault_at(std::string_view step) {
 }
 
 // How many times a resume reads the group to check a change journaled before kill -9
-// before it fails the deployment rather than guess (each read waits start_read_timeout_;
+// before it fails the deployment rather than guess (each read waits settings_.start_read_timeout;
 // decide_left's reads the timeout they are given).
 constexpr int resume_reads = 3;
 
@@ -418,7 +418,7 @@ struct runner::component {
   pid_t service_pgid = 0; // the process group a startup that exited 0 left running
   uint64_t runs = 0; // run_main's starts (a restart keeps the generation)
   bool timed_out = false; // its run outlived the run step's Timeout
-  std::deque<std::chrono::steady_clock::time_point> error_times; // within error_window_
+  std::deque<std::chrono::steady_clock::time_point> error_times; // within settings_.error_window
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
   bool foreign = false; // its function or model is another change's (installed_record)
@@ -842,7 +842,7 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   const auto& name = c.plan.name;
   // The operator's consent (allow_privileged_components): without it a privileged step
   // does not run at all, rather than run as another user than it asked.
-  if (privileged && !allow_privileged_)
+  if (privileged && !settings_.allow_privileged)
     return grove::make_error(grove::errc::not_authorized,
                              "RequiresPrivilege refused: this core does not run privileged "
                              "steps (the deployment plugin's allow_privileged_components is "
@@ -1037,7 +1037,7 @@ void runner::begin(std::shared_ptr<job> j) {
 void runner::settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then) {
   auto wait = ++j->wait;
   group_client::get(
-    ctx_, start_read_timeout_,
+    ctx_, settings_.start_read_timeout,
     [this, j, wait, tries, then = std::move(then), alive = alive_](
       caf::expected<group::Group> now) mutable {
       if (!*alive || j->wait != wait)
@@ -1854,7 +1854,7 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
     // Greengrass v2's rule: a third error within the window is BROKEN, no more restarts.
     auto now = std::chrono::steady_clock::now();
     c.error_times.push_back(now);
-    while (!c.error_times.empty() && c.error_times.front() + error_window_ <= now)
+    while (!c.error_times.empty() && c.error_times.front() + settings_.error_window <= now)
       c.error_times.pop_front();
     c.errors = static_cast<int>(c.error_times.size());
     set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", why);

@@ -51,6 +51,22 @@ namespace grove::deployment {
 /// The user and group of a runWith.posixUser (`user` or `user:group`; "" : groved's own).
 caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user);
 
+/// What the runner takes from the plugin's configuration (set_settings).
+struct runner_settings {
+  /// A component's third error within this of the first makes it BROKEN (Greengrass'
+  /// nucleus: an hour); a deployment that starts it again starts the count again.
+  std::chrono::seconds error_window{3600};
+  /// Whether a life cycle step with `RequiresPrivilege: true` may run (as groved's user,
+  /// root when groved runs as root, as Greengrass' nucleus runs it). Refused, such a step
+  /// does not start: the component is ERRORED and its deployment fails, naming the
+  /// plugin's `allow_privileged_components`.
+  bool allow_privileged = true;
+  /// The timeout of each of the start's reads of the group (checking the change of the
+  /// group a resumed run journaled before kill -9; decide_left takes its own), tried at
+  /// most three times.
+  std::chrono::seconds start_read_timeout{10};
+};
+
 /// One of a runner's component processes, found by its environment and held by a pidfd
 /// opened before the environment was read: a signal through it reaches that process or
 /// none, never one given its pid since.
@@ -188,25 +204,10 @@ public:
   /// Stops every component (shutdown scripts are not waited for).
   ~runner();
 
-  /// A component's third error within `w` of the first makes it BROKEN (Greengrass'
-  /// nucleus: an hour); a deployment that starts it again starts the count again.
-  void set_error_window(std::chrono::seconds w) {
-    error_window_ = w;
-  }
-
-  /// Whether a life cycle step with `RequiresPrivilege: true` may run (as groved's user,
-  /// root when groved runs as root, as Greengrass' nucleus runs it). Refused, such a step
-  /// does not start: the component is ERRORED and its deployment fails, naming the
-  /// plugin's `allow_privileged_components`.
-  void set_allow_privileged(bool allow) {
-    allow_privileged_ = allow;
-  }
-
-  /// The timeout of each of the start's reads of the group (checking the change of the
-  /// group a resumed run journaled before kill -9; decide_left takes its own), tried at
-  /// most three times.
-  void set_start_read_timeout(std::chrono::seconds t) {
-    start_read_timeout_ = t;
+  /// The plugin's settings the runner follows (runner_settings); configure and the
+  /// runner's making both hand them over whole.
+  void set_settings(runner_settings s) {
+    settings_ = std::move(s);
   }
 
   /// The cgroups components with systemResourceLimits run in; the error why there are
@@ -394,9 +395,7 @@ private:
   };
   std::optional<watch> watch_;
   std::function<void()> on_change_;
-  std::chrono::seconds error_window_{3600}; // see set_error_window
-  bool allow_privileged_ = true;            // see set_allow_privileged
-  std::chrono::seconds start_read_timeout_{10}; // see set_start_read_timeout
+  runner_settings settings_; // see set_settings
   std::unique_ptr<component_cgroups> cgroups_; // see cgroups()
   std::string cgroups_error_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
