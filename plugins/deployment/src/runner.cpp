@@ -1034,7 +1034,13 @@ void runner::begin(std::shared_ptr<job> j) {
       }
   }
   current_ = j;
-  // A new set: the last one's runs are no longer its to fail, only to report (late).
+  // A new set: the last one's runs are no longer its to fail, only to report (late);
+  // watches whose runs are all past their timeouts go.
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(replaced_watches_, [&](const watch& w) {
+    return std::none_of(w.runs.begin(), w.runs.end(),
+                        [&](const auto& r) { return now < r.second.second + w.j->timeout; });
+  });
   if (watch_)
     replaced_watches_.push_back(std::move(*watch_));
   watch_.reset();
@@ -2128,8 +2134,8 @@ void runner::broken_late(const std::string& name, uint64_t gen, const std::strin
   });
   // The last apply's run, BROKEN within its timeout, fails that deployment late.
   if (watch_ && within(*watch_) && !busy_) {
+    auto text = reason(*watch_); // before its job is moved out
     auto w = std::move(watch_->j);
-    auto text = reason(*watch_);
     watch_.reset();
     w->done = std::move(w->late);
     w->index = w->plan.size();
