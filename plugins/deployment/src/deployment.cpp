@@ -1128,10 +1128,9 @@ private:
     return std::pair{std::move(previous), std::move(*changes)};
   }
 
-  // On the pool: the plans of a resolved set (recipes, merged configurations, runWith,
-  // artifacts linked under the component's directory) and the deployment's policies.
   // Traversal for others (x without r) on `dir`, when groved owns it: a user may pass
-  // through it to what it names, but not list it (README, "Paths").
+  // through it to what it names, but not list it (README, "Reaching its own files as
+  // another user").
   static void traversable(const std::filesystem::path& dir) {
     struct stat st{};
     if (::stat(dir.c_str(), &st) == 0 && st.st_uid == ::geteuid() && !(st.st_mode & S_IXOTH))
@@ -1144,6 +1143,8 @@ private:
     ::chmod(dir.c_str(), mode);
   }
 
+  // On the pool: the plans of a resolved set (recipes, merged configurations, runWith,
+  // artifacts linked under the component's directory) and the deployment's policies.
   static caf::expected<prepared> prepare(component_store& db, artifact_store& arts,
                                          std::filesystem::path root, std::string id,
                                          nlohmann::json resolved, int64_t now,
