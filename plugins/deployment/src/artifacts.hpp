@@ -59,6 +59,11 @@ public:
   /// Opens (creating) `root` and empties its tmp/.
   static caf::expected<std::unique_ptr<artifact_store>> open(const std::filesystem::path& root);
 
+  /// The store's directory.
+  const std::filesystem::path& root() const {
+    return root_;
+  }
+
   /// Where artifact `sha256_hex` is (whether or not it is there).
   std::filesystem::path path_of(const std::string& sha256_hex) const;
 

@@ -726,6 +726,18 @@ caf::expected<bool> component_store::end_replaced_run(const std::string& deploym
   return true;
 }
 
+caf::expected<bool> component_store::fail_replaced_run(const std::string& deployment_id,
+                                                       const std::string& reason,
+                                                       int64_t now_ms) {
+  std::lock_guard guard{mtx_};
+  if (auto err = db_->run("UPDATE deployments SET execution = 'FAILED', reason = ?, "
+                          "modified_ms = ? WHERE id = ? AND status = 'INACTIVE' AND "
+                          "execution = 'SUCCEEDED'",
+                          reason, now_ms, deployment_id))
+    return err;
+  return sqlite3_changes(db_->native_handle()) > 0;
+}
+
 caf::expected<size_t> component_store::end_replaced_runs(const std::string& reason,
                                                          int64_t now_ms) {
   std::lock_guard guard{mtx_};

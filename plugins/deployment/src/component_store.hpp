@@ -332,6 +332,12 @@ public:
                                        bool succeeded, const std::string& reason,
                                        int64_t now_ms, bool undecided = false);
 
+  /// A run of replaced (INACTIVE) deployment `deployment_id` that ended SUCCEEDED went
+  /// BROKEN within its timeout after all: its execution FAILED with `reason`. Nothing
+  /// (false) unless it is INACTIVE and SUCCEEDED.
+  caf::expected<bool> fail_replaced_run(const std::string& deployment_id,
+                                        const std::string& reason, int64_t now_ms);
+
   /// At start: every run of a replaced (INACTIVE) deployment still QUEUED or IN_PROGRESS
   /// (a restart of the core cut it short, or came before its turn) ends CANCELED with
   /// `reason`: nothing runs it again (the newer deployment applies). Their number.

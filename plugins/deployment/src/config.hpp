@@ -233,6 +233,8 @@ struct deployment_config {
   bool allow_privileged_components = true;
   /// Timeout of each of the start's reads of the group (seconds).
   int64_t start_group_read_timeout = 0;
+  /// The user of components' steps when their deployment gives no runWith.posixUser.
+  std::string default_posix_user;
 
   /// The keys, their defaults, ranges and meanings.
   static grove::config_map<deployment_config> map() {
@@ -321,6 +323,13 @@ struct deployment_config {
            "a run cut short by kill -9 journaled), each tried at most 3 times; once one is "
            "unanswered, the undecided changes still to decide are kept for the next start "
            "unread, and the start's deployment work goes on")
+      .key("default_posix_user", &deployment_config::default_posix_user, "",
+           "Greengrass' nucleus `runWithDefault.posixUser`: `user` or `user:group` whose "
+           "steps a generic component runs as (when groved is root) when its deployment gives "
+           "no `runWith.posixUser` (its dependencies too); empty: groved's own user. Set, a "
+           "step runs as root only when asked explicitly (`RequiresPrivilege`, a `posixUser` "
+           "naming root, or this key naming root); a user or group that does not exist "
+           "fails the deployment's preparation, never falls back to groved's user")
       .validate([](const deployment_config& c) -> caf::error {
         auto bad = [](std::string what) {
           return grove::make_error(grove::errc::invalid_config, std::move(what));
@@ -357,6 +366,12 @@ struct deployment_config {
             && !c.artifacts_base_url.starts_with("http://"))
           return bad("artifacts_base_url: '" + c.artifacts_base_url
                      + "' is not an https:// (or http://) URL");
+        if (auto colon = c.default_posix_user.find(':');
+            !c.default_posix_user.empty()
+            && (colon == 0 || colon + 1 == c.default_posix_user.size()
+                || c.default_posix_user.find(':', colon + 1) != std::string::npos))
+          return bad("default_posix_user: '" + c.default_posix_user
+                     + "' is not `user` or `user:group`");
         if (c.credentials.empty())
           return bad("credentials: at least one access key is required (clients sign every "
                      "request with SigV4)");

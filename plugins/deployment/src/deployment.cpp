@@ -148,14 +148,12 @@ public:
     thing_name_ = cfg.thing_name;
     default_limits_ = {cfg.default_system_resource_limits.memory,
                        cfg.default_system_resource_limits.cpus};
-    error_window_ = std::chrono::seconds{cfg.broken_error_window};
-    allow_privileged_ = cfg.allow_privileged_components;
-    start_read_timeout_ = std::chrono::seconds{cfg.start_group_read_timeout};
-    if (runner_) {
-      runner_->set_error_window(error_window_);
-      runner_->set_allow_privileged(allow_privileged_);
-      runner_->set_start_read_timeout(start_read_timeout_);
-    }
+    runner_settings_.error_window = std::chrono::seconds{cfg.broken_error_window};
+    runner_settings_.allow_privileged = cfg.allow_privileged_components;
+    runner_settings_.start_read_timeout = std::chrono::seconds{cfg.start_group_read_timeout};
+    runner_settings_.default_posix_user = cfg.default_posix_user;
+    if (runner_)
+      runner_->set_settings(runner_settings_);
     s.max_body_bytes = static_cast<size_t>(cfg.api.max_body_bytes);
     s.lambda_packages_dir = cfg.lambda_packages_dir;
     for (const auto& k : cfg.credentials)
@@ -499,9 +497,7 @@ public:
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_,
                                          std::move(spare), std::move(services));
-      runner_->set_error_window(error_window_);
-      runner_->set_allow_privileged(allow_privileged_);
-      runner_->set_start_read_timeout(start_read_timeout_);
+      runner_->set_settings(runner_settings_);
       if (ipc_)
         runner_->set_extra_env([ipc = ipc_.get()](const std::string& n) { return ipc->env(n); });
       // The components the journal kept: listed with their last states at once, their
@@ -928,7 +924,7 @@ private:
                        "left undecided",
                        u.id, u.state);
     runner_->decide_left(
-      std::move(u.changes), u.undo, u.whole, start_read_timeout_,
+      std::move(u.changes), u.undo, u.whole, runner_settings_.start_read_timeout,
       [this, id = u.id, whole = u.whole, put_back = u.put_back, left = std::move(left),
        then = std::move(then), alive = alive_](caf::expected<std::string> decided) mutable {
         if (!*alive)
@@ -1039,7 +1035,8 @@ private:
                            {"artifactsPath", r.plan.artifacts_path},
                            {"decompressedPath", r.plan.decompressed_path},
                            {"foreign", r.foreign},
-                           {"installedVersion", r.installed_version}};
+                           {"installedVersion", r.installed_version},
+                           {"bootstrappedVersion", r.bootstrapped_version}};
     return installed_row{r.plan.name, r.plan.version, r.state, r.details, r.changed_ms,
                          plan.dump()};
   }
@@ -1060,6 +1057,7 @@ private:
     out.plan.artifacts_path = plan.value("artifactsPath", std::string{});
     out.plan.decompressed_path = plan.value("decompressedPath", std::string{});
     out.installed_version = plan.value("installedVersion", std::string{});
+    out.bootstrapped_version = plan.value("bootstrappedVersion", std::string{});
     out.foreign = plan.value("foreign", false);
     out.state = r.state;
     out.details = r.details;
@@ -1199,6 +1197,7 @@ private:
   }
 
   struct prepared {
+    std::string target; // the deployment's targetArn
     std::vector<component_plan> plan;
     bool rollback = true;
     std::chrono::seconds timeout{60};
@@ -1213,7 +1212,7 @@ private:
                                    const group_changes& changes, bool rollback) {
     auto set = nlohmann::json::array();
     for (const auto& p : previous) {
-      auto row = row_of(installed_record{p, "", "", 0, p.foreign, ""});
+      auto row = row_of(installed_record{p, "", "", 0, p.foreign, "", ""});
       set.push_back({{"name", row.name}, {"version", row.version},
                      {"plan", nlohmann::json::parse(row.plan)}});
     }
@@ -1249,12 +1248,28 @@ private:
     return std::pair{std::move(previous), std::move(*changes)};
   }
 
+  // Traversal for others (x without r) on `dir`, when groved owns it: a user may pass
+  // through it to what it names, but not list it (README, "Reaching its own files as
+  // another user").
+  static void traversable(const std::filesystem::path& dir) {
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) == 0 && st.st_uid == ::geteuid() && !(st.st_mode & S_IXOTH))
+      ::chmod(dir.c_str(), (st.st_mode & 07777) | S_IXOTH);
+  }
+
+  // `dir` owned by groved's user and group `gid` with `mode`.
+  static void give_dir(const std::filesystem::path& dir, gid_t gid, mode_t mode) {
+    (void) ::chown(dir.c_str(), ::geteuid(), gid);
+    ::chmod(dir.c_str(), mode);
+  }
+
   // On the pool: the plans of a resolved set (recipes, merged configurations, runWith,
   // artifacts linked under the component's directory) and the deployment's policies.
   static caf::expected<prepared> prepare(component_store& db, artifact_store& arts,
                                          std::filesystem::path root, std::string id,
                                          nlohmann::json resolved, int64_t now,
-                                         resource_limits default_limits) {
+                                         resource_limits default_limits,
+                                         std::string default_user) {
     using nlohmann::json;
     auto d = db.deployment(id);
     if (!d)
@@ -1278,6 +1293,7 @@ private:
                                  + " (replaced or canceled before its turn): not applied");
     auto req = json::parse((*d)->request, nullptr, false);
     prepared out;
+    out.target = (*d)->target_arn;
     auto policies = req.value("deploymentPolicies", json::object());
     out.rollback = policies.value("failureHandlingPolicy", "ROLLBACK") == "ROLLBACK";
     out.timeout = std::chrono::seconds{
@@ -1332,9 +1348,13 @@ private:
       // runWith: a named component's own; each systemResourceLimits value it leaves out
       // (and every one of a dependency) is the plugin's default (Greengrass' runWithDefault).
       p.limits = default_limits;
+      // runWith.posixUser, else the plugin's default_posix_user (Greengrass'
+      // runWithDefault.posixUser, for dependencies too).
+      p.posix_user = default_user;
       if (p.root) {
         auto run_with = spec->second.value("runWith", json::object());
-        p.posix_user = run_with.value("posixUser", std::string{});
+        if (auto u = run_with.value("posixUser", std::string{}); !u.empty())
+          p.posix_user = u;
         if (auto l = run_with.find("systemResourceLimits"); l != run_with.end() && l->is_object())
           p.limits = {l->value("memory", default_limits.memory_kb),
                       l->value("cpus", default_limits.cpus)};
@@ -1345,6 +1365,28 @@ private:
       std::error_code ec;
       std::filesystem::create_directories(dir, ec);
       std::filesystem::create_directories(unz, ec);
+      // The user its steps run as (spawn(): runWith applies as root only), and whether it
+      // is another than groved's: then {artifacts:path} is made reachable by it alone.
+      auto ids = posix_ids(::geteuid() == 0 ? p.posix_user : std::string{});
+      if (!ids)
+        return std::move(ids.error());
+      bool other_user = ids->first != ::geteuid();
+      // Its version's directory and the one above: readable by its user's group alone (or
+      // groved's only), whatever an earlier deployment of it with another user left.
+      for (const auto& d : {dir.parent_path(), dir})
+        give_dir(d, other_user ? ids->second : ::getegid(), other_user ? 0750 : 0700);
+      if (other_user) {
+        // Traversal only, down to it, to its work directory (the user's own, 0700: spawn)
+        // and to the per-mode copies its links name: the write
+        // directory and the plugin's directories stay unlistable, and what they hold
+        // stays groved's (made under umask 077: 0700 directories, 0600 files).
+        auto state = root.parent_path();
+        for (const auto& d : {state.parent_path().parent_path(), state.parent_path(), state,
+                              root, root / "work", root / "packages",
+                              root / "packages" / "artifacts",
+                              arts.root(), arts.root() / "modes"})
+          traversable(d);
+      }
       if (auto st = db.artifacts_of(p.name, p.version); st && *st) {
         auto map = json::parse((*st)->artifacts, nullptr, false);
         // The recipe's Permission: a copy with that mode the component's user cannot write.
@@ -1355,16 +1397,20 @@ private:
           for (auto a = map.begin(); a != map.end(); ++a) {
             auto file = std::filesystem::path{a.key()}.filename();
             auto target = arts.path_of(a->get<std::string>());
-            if (auto m = modes.find(a.key()); m != modes.end() && m->second >= 0) {
-              // For the group of the user its steps run as (spawn(): runWith applies as
-              // root only).
-              auto ids = posix_ids(::geteuid() == 0 ? p.posix_user : std::string{});
-              if (!ids)
-                return std::move(ids.error());
-              auto t = arts.with_mode(a->get<std::string>(), m->second, ids->second);
+            // Another user's component gets a copy for every artifact, the ones without
+            // Permission with Greengrass' default (Read OWNER): the stored files stay in
+            // groved's private sha256/.
+            auto m = modes.find(a.key());
+            int mode = m != modes.end() && m->second >= 0 ? m->second : other_user ? 0400 : -1;
+            if (mode >= 0) {
+              auto t = arts.with_mode(a->get<std::string>(), mode, ids->second);
               if (!t)
                 return std::move(t.error());
               target = *t;
+              // Its directory (one per mode, owner and group): entered by that group only,
+              // by everyone when the mode gives ALL something.
+              if (other_user)
+                give_dir(t->parent_path(), ids->second, (mode & 0055) ? 0711 : 0710);
             }
             std::filesystem::remove(dir / file, ec);
             std::filesystem::create_symlink(target, dir / file, ec);
@@ -1422,8 +1468,8 @@ private:
   void apply_deployment(const std::string& id, const nlohmann::json& resolved) {
     ctx_->run_blocking(
       [db = store_, arts = artifacts_, root = ctx_->state_dir() / "components", id,
-       resolved, limits = default_limits_]() {
-        return prepare(*db, *arts, root, id, resolved, now_ms(), limits);
+       resolved, limits = default_limits_, user = runner_settings_.default_posix_user]() {
+        return prepare(*db, *arts, root, id, resolved, now_ms(), limits, user);
       },
       [this, id](caf::expected<caf::expected<prepared>> outer) {
         auto p = outer ? std::move(*outer) : caf::expected<prepared>{outer.error()};
@@ -1436,10 +1482,27 @@ private:
           return;
         }
         ctx_->log().info("deployment: applying {} ({} components)", id, p->plan.size());
+        // A newer deployment to the same target replaces the one the runner still applies
+        // (or that waits for its turn), as Greengrass cancels the job a newer revision
+        // supersedes: interrupted at its next safe point, so this one proceeds.
+        for (const auto& [other, target] : in_runner_)
+          if (other != id && target == p->target) {
+            auto why = "replaced by deployment " + id + " to its target";
+            if (in_gate_.contains(other)) // still at Greengrass IPC's gate: never runs
+              gate_interrupted_[other] = std::move(why);
+            else
+              runner_->interrupt(other, why);
+          }
+        in_runner_[id] = p->target;
         auto outcome = [this, id](apply_outcome o) {
+          in_runner_.erase(id);
+          if (o.interrupted) { // replaced: CANCELED, where it stopped in its reason
+            settle_interrupted(id, clip_reason(o.reason), o.undecided);
+            return;
+          }
           // The rollback's note whole at the end, within the reason's limit (reason.hpp).
           auto reason =
-            clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
+            clip_reason(o.ok ? o.notes : o.reason, o.rolled_back ? rollback_note : std::string_view{});
           settle_deployment(id, o.ok, reason, {"ACTIVE"}, o.undecided);
         };
         // What its rollback needs, journaled before each step moves on (kill -9).
@@ -1480,14 +1543,15 @@ private:
         }
         // A run that goes BROKEN within the timeout fails the deployment late (it may be
         // COMPLETED by then: every component had started). Greengrass IPC's gate first.
-        gated_apply(id, std::move(*p), outcome,
-                       [this, id](apply_outcome o) {
-                         auto reason =
-            clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
-                         settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"},
-                                           o.undecided);
-                       },
-                       std::move(journal));
+        gated_apply(
+          id, std::move(*p), outcome,
+          [this, id](apply_outcome o) {
+            auto reason =
+              clip_reason(o.reason, o.rolled_back ? rollback_note : std::string_view{});
+            settle_deployment(id, false, reason, {"ACTIVE", "COMPLETED"}, o.undecided, true,
+                              true);
+          },
+          std::move(journal), id);
       });
   }
 
@@ -1495,13 +1559,22 @@ private:
   // let it through: a REJECTED configuration fails it instead. One gate at a time, so the
   // runner gets the applies in the order they came.
   void gated_apply(const std::string& id, prepared p, std::function<void(apply_outcome)> outcome,
-                   std::function<void(apply_outcome)> late, apply_journal journal) {
+                   std::function<void(apply_outcome)> late, apply_journal journal,
+                   std::string tag) {
     auto held = std::make_shared<prepared>(std::move(p));
+    in_gate_.insert(id);
     auto then = std::make_shared<std::function<void(std::optional<std::string>)>>(
       [this, id, held, outcome = std::move(outcome), late = std::move(late),
-       journal = std::make_shared<apply_journal>(std::move(journal))](
-        std::optional<std::string> rejected) {
+       journal = std::make_shared<apply_journal>(std::move(journal)),
+       tag = std::move(tag)](std::optional<std::string> rejected) {
         gate_busy_ = false;
+        in_gate_.erase(id);
+        if (auto it = gate_interrupted_.find(id); it != gate_interrupted_.end()) {
+          auto why = std::move(it->second) + ", before its turn came";
+          gate_interrupted_.erase(it);
+          outcome(apply_outcome{false, std::move(why), false, false, true, {}});
+          return next_gate();
+        }
         if (rejected) {
           settle_deployment(id, false, clip_reason(*rejected), {"ACTIVE"}, false, false);
           return next_gate();
@@ -1512,10 +1585,12 @@ private:
           outcome(std::move(o));
         };
         runner_->apply(std::move(held->plan), held->rollback, held->timeout, done, late,
-                       std::move(*journal));
+                       std::move(*journal), tag);
         next_gate();
       });
     gates_.push_back([this, id, held, then] {
+      if (gate_interrupted_.contains(id)) // replaced while it waited: nobody is asked
+        return (*then)(std::nullopt);
       ipc_gate(id, held->plan, held->notify, held->timeout, held->validation_timeout, *then);
     });
     next_gate();
@@ -1530,20 +1605,39 @@ private:
     f();
   }
 
+  // Deployment `id`, replaced while the runner applied it (or before its turn), was
+  // interrupted (runner::interrupt): its execution CANCELED with `reason`; its rollback
+  // journal goes, but for a change of the group left `undecided`. One CANCELED
+  // (CancelDeployment) before the newer one came ends as a canceled run that failed.
+  void settle_interrupted(const std::string& id, const std::string& reason, bool undecided) {
+    ctx_->log().warn("deployment: {} ended: {}", id, reason);
+    ctx_->run_blocking(
+      [db = store_, id, reason, undecided] {
+        auto replaced = db->end_replaced_run(id, false, false, reason, now_ms(), undecided);
+        if (replaced && !*replaced) {
+          db->end_canceled_run(id, undecided);
+          db->end_canceled_run_as(id, false, now_ms());
+        }
+      },
+      [](caf::error) {});
+  }
+
   // Records how deployment `id` ended on this core (unless it was canceled meanwhile).
   // `undecided`: its rollback journal holds a change of the group not decided yet, kept
   // for the next start (resume) to decide.
   // `ran`: false when nothing of it ran in this instance (its preparation was refused),
   // so a canceled one's journal row, from a run a kill -9 cut short, is kept.
+  // `late`: a run it started went BROKEN after it ended (runner::apply's `late`): one
+  // replaced since, whose run SUCCEEDED, is recorded FAILED with `reason` all the same.
   void settle_deployment(const std::string& id, bool ok, const std::string& reason,
                          std::vector<std::string> from = {"ACTIVE"}, bool undecided = false,
-                         bool ran = true) {
+                         bool ran = true, bool late = false) {
     if (ok)
       ctx_->log().info("deployment: {} applied", id);
     else
       ctx_->log().error("deployment: {} failed: {}", id, reason);
     ctx_->run_blocking(
-      [db = store_, id, ok, reason, from, undecided, ran] {
+      [db = store_, id, ok, reason, from, undecided, ran, late] {
         // Settled: its rollback journal goes in the same transaction (unless undecided).
         auto set = db->set_deployment_state(id, from, ok ? "COMPLETED" : "FAILED",
                                             ok ? "SUCCEEDED" : "FAILED", reason, now_ms(),
@@ -1568,6 +1662,8 @@ private:
                                           : "replaced by a newer deployment to its target while "
                                             "it applied"),
             now_ms(), undecided);
+        if (set && !*set && late)
+          db->fail_replaced_run(id, reason, now_ms());
       },
       [](caf::error) {});
   }
@@ -1676,16 +1772,17 @@ private:
   grove::context* ctx_ = nullptr;
   std::string thing_name_;
   resource_limits default_limits_; // default_system_resource_limits
-  std::chrono::seconds error_window_{3600}; // broken_error_window
-  bool allow_privileged_ = true;            // allow_privileged_components
-  std::chrono::seconds start_read_timeout_{10}; // start_group_read_timeout
+  runner_settings runner_settings_; // broken_error_window, allow_privileged_components, ...
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
   std::deque<std::function<void()>> gates_; // deployments waiting for their IPC gate
   bool gate_busy_ = false;
+  std::set<std::string> in_gate_; // deployments between gated_apply and the runner
+  std::map<std::string, std::string> gate_interrupted_; // of those, replaced: id → why
   std::mutex runner_mtx_;          // the server's threads read installed()
   std::unique_ptr<runner> runner_; // the components of this core's deployments
   std::vector<handed_component> handed_; // restore(): what the last instance handed over
+  std::map<std::string, std::string> in_runner_; // deployments the runner has: id → target
   std::shared_ptr<artifact_store> artifacts_; // shared with fetches in flight
   fetch_settings fetch_;
   std::set<std::string> fetching_; // name:version, on the actor

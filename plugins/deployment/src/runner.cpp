@@ -82,6 +82,7 @@ struct step_def {
   std::string skipif;
   bool privileged = false;
   bool present = false;
+  bool on_rollback = false; // bootstrap's BootstrapOnRollback
 };
 
 step_def step_of(const json& lifecycle, std::string_view name) {
@@ -106,6 +107,8 @@ step_def step_of(const json& lifecycle, std::string_view name) {
     s.skipif = k->get<std::string>();
   if (const json* p = member(*v, "RequiresPrivilege"); p)
     s.privileged = p->is_boolean() ? p->get<bool>() : (p->is_string() && *p == "true");
+  if (const json* r = member(*v, "BootstrapOnRollback"); r)
+    s.on_rollback = r->is_boolean() ? r->get<bool>() : (r->is_string() && *r == "true");
   return s;
 }
 
@@ -399,7 +402,7 @@ bool fault_at(std::string_view step) {
 }
 
 // How many times a resume reads the group to check a change journaled before kill -9
-// before it fails the deployment rather than guess (each read waits start_read_timeout_;
+// before it fails the deployment rather than guess (each read waits settings_.start_read_timeout;
 // decide_left's reads the timeout they are given).
 constexpr int resume_reads = 3;
 
@@ -414,6 +417,7 @@ struct runner::component {
   uint64_t generation = 0; // a stop or start makes older callbacks stale
   grove::process proc;
   std::string installed_version;
+  std::string bootstrapped_version; // bootstrap's install_key, as installed_version
   std::string main; // "run", "startup" or ""
   pid_t service_pgid = 0; // the process group a startup that exited 0 left running
   uint64_t runs = 0; // run_main's starts (a restart keeps the generation)
@@ -422,7 +426,7 @@ struct runner::component {
   // reports RUNNING, and why a run that reported ERRORED was ended (main_exited).
   std::function<void()> reported_running;
   std::string reported_error;
-  std::deque<std::chrono::steady_clock::time_point> error_times; // within error_window_
+  std::deque<std::chrono::steady_clock::time_point> error_times; // within settings_.error_window
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
   bool foreign = false; // its function or model is another change's (installed_record)
@@ -465,6 +469,16 @@ struct runner::job {
   // Public components configuring a plugin that left the set: that plugin's profile
   // configuration back.
   std::vector<std::string> config_gone;
+  std::string tag;         // apply()'s, for interrupt()
+  std::string interrupted; // why interrupt() stopped it ("" : not)
+  // The component whose install, bootstrap or startup the job waits for ("" : none), which
+  // interrupt() ends.
+  std::string proc_wait;
+  std::string proc_wait_step; // which step of it
+  // The components whose bootstrap this job ran (BootstrapOnRollback: only theirs run
+  // again in its rollback), and, for a rollback, the failed job's.
+  std::set<std::string> booted;
+  std::string notes; // apply_outcome::notes
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -612,6 +626,7 @@ void runner::restore(std::vector<installed_record> rows) {
     c->changed_ms = r.changed_ms;
     c->foreign = r.foreign;
     c->installed_version = std::move(r.installed_version);
+    c->bootstrapped_version = std::move(r.bootstrapped_version);
     c->restored = true;
     c->log = log_dir_ / (c->plan.name + ".log");
     order_.push_back(c->plan.name);
@@ -694,7 +709,7 @@ std::vector<handed_component> runner::hand_over() {
   for (auto& [name, c] : components_) {
     handed_component h;
     h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
-                                c->installed_version};
+                                c->installed_version, c->bootstrapped_version};
     h.main = c->main;
     h.errors = c->errors;
     h.installed_version = c->installed_version;
@@ -731,6 +746,7 @@ void runner::adopt(const std::vector<handed_component>& handed,
     auto& c = *it->second;
     const auto& name = c.plan.name;
     c.installed_version = h.installed_version;
+    c.bootstrapped_version = h.record.bootstrapped_version;
     c.errors = h.errors;
     c.error_times.assign(static_cast<size_t>(std::max(h.errors, 0)),
                          std::chrono::steady_clock::now()); // when is not handed: now
@@ -821,7 +837,7 @@ std::vector<installed_record> runner::snapshot() const {
   std::lock_guard guard{mtx_};
   for (const auto& [name, c] : components_)
     out.push_back(installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
-                                   c->installed_version});
+                                   c->installed_version, c->bootstrapped_version});
   return out;
 }
 
@@ -878,7 +894,7 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   const auto& name = c.plan.name;
   // The operator's consent (allow_privileged_components): without it a privileged step
   // does not run at all, rather than run as another user than it asked.
-  if (privileged && !allow_privileged_)
+  if (privileged && !settings_.allow_privileged)
     return grove::make_error(grove::errc::not_authorized,
                              "RequiresPrivilege refused: this core does not run privileged "
                              "steps (the deployment plugin's allow_privileged_components is "
@@ -919,7 +935,10 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
       return std::move(ids.error());
     o.uid = ids->first;
     o.gid = ids->second;
-    std::filesystem::permissions(work, std::filesystem::perms::all, ec);
+    // The user's own and private: its parents are traversable (see the plugin's
+    // prepare: {work:path} and {artifacts:path} are reachable), so it must not be 0777.
+    std::filesystem::permissions(work, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
     (void) ::chown(work.c_str(), *o.uid, *o.gid);
   }
   // runWith.systemResourceLimits: the step joins the component's cgroup (limits written
@@ -965,8 +984,10 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
 
 void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
                    std::function<void(apply_outcome)> done,
-                   std::function<void(apply_outcome)> late, apply_journal journal) {
+                   std::function<void(apply_outcome)> late, apply_journal journal,
+                   std::string tag) {
   auto j = std::make_shared<job>();
+  j->tag = std::move(tag);
   j->journal = std::move(journal);
   j->plan = std::move(plan);
   j->rollback = rollback;
@@ -979,6 +1000,44 @@ void runner::apply(std::vector<component_plan> plan, bool rollback, std::chrono:
   }
   busy_ = true;
   begin(j);
+}
+
+bool runner::interrupt(const std::string& tag, const std::string& why) {
+  if (tag.empty())
+    return false;
+  auto waiting = std::find_if(pending_.begin(), pending_.end(),
+                              [&](const auto& j) { return j->tag == tag; });
+  if (waiting != pending_.end()) { // never began: nothing of it to stop
+    auto j = *waiting;
+    pending_.erase(waiting);
+    ctx_.log().info("deployment: an apply waiting for its turn is dropped: {}", why);
+    if (auto done = std::move(j->done))
+      done(apply_outcome{false, why + ", before its turn came", false, false, true, {}});
+    return true;
+  }
+  auto j = current_;
+  if (!j || j->tag != tag || j->is_rollback || !j->interrupted.empty())
+    return false;
+  j->interrupted = why;
+  auto it = j->proc_wait.empty() ? components_.end() : components_.find(j->proc_wait);
+  if (it == components_.end()) {
+    // A change through the kernel is in flight: the job stops at its next step().
+    ctx_.log().info("deployment: the apply running is interrupted at its next step: {}", why);
+    return true;
+  }
+  // An install, bootstrap or startup it waits for: ended now, the job with it.
+  auto& c = *it->second;
+  auto step_name = c.state == "STARTING" ? std::string{"startup"} : std::string{"install"};
+  ++j->wait; // its callbacks are stale from here
+  ++c.generation;
+  c.proc.stop(SIGKILL, std::chrono::milliseconds{0});
+  c.proc = grove::process{};
+  c.stopped = true; // the next apply that has it starts it again
+  set_state(c, "FINISHED", "interrupted: " + why);
+  j->rollback = false;
+  finish(j, false, why + ": interrupted while " + c.plan.name + " " + c.plan.version
+                     + " ran its " + (j->proc_wait_step.empty() ? step_name : j->proc_wait_step));
+  return true;
 }
 
 void runner::begin(std::shared_ptr<job> j) {
@@ -1013,7 +1072,16 @@ void runner::begin(std::shared_ptr<job> j) {
         return;
       }
   }
-  // A new set: the last one's runs are no longer its to fail.
+  current_ = j;
+  // A new set: the last one's runs are no longer its to fail, only to report (late);
+  // watches whose runs are all past their timeouts go.
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(replaced_watches_, [&](const watch& w) {
+    return std::none_of(w.runs.begin(), w.runs.end(),
+                        [&](const auto& r) { return now < r.second.second + w.j->timeout; });
+  });
+  if (watch_)
+    replaced_watches_.push_back(std::move(*watch_));
   watch_.reset();
   // The set before (what a rollback puts back), dependencies first.
   j->previous.clear();
@@ -1076,7 +1144,7 @@ void runner::begin(std::shared_ptr<job> j) {
 void runner::settle_resumed(std::shared_ptr<job> j, int tries, std::function<void()> then) {
   auto wait = ++j->wait;
   group_client::get(
-    ctx_, start_read_timeout_,
+    ctx_, settings_.start_read_timeout,
     [this, j, wait, tries, then = std::move(then), alive = alive_](
       caf::expected<group::Group> now) mutable {
       if (!*alive || j->wait != wait)
@@ -1462,6 +1530,14 @@ std::vector<held_process> runner::component_pids(const std::string& name) const 
 }
 
 void runner::step(std::shared_ptr<job> j) {
+  // interrupt(): a newer deployment replaced this one; what it changed stays for the
+  // next apply to build on (no rollback).
+  if (!j->interrupted.empty() && !j->is_rollback) {
+    j->rollback = false;
+    auto at = j->index < j->plan.size() ? ", before " + j->plan[j->index].name : std::string{};
+    finish(j, false, j->interrupted + ": interrupted" + at);
+    return;
+  }
   // A rollback first undoes the failed deployment's own changes of the group, on the
   // group in force and as a compare-and-set: what others changed meanwhile (a v1
   // deployment, an edit of the file) stays, their version of an entry the deployment
@@ -1669,6 +1745,11 @@ void runner::step(std::shared_ptr<job> j) {
 }
 
 void runner::start_component(std::shared_ptr<job> j, component_plan p) {
+  // Interrupted while it waited for the component's last stop: no new step begins.
+  if (!j->interrupted.empty() && !j->is_rollback) {
+    step(j);
+    return;
+  }
   if (auto s = stopping_.find(p.name); s != stopping_.end()) {
     // Its last processes are still stopping (shutdown, then the grace): not two at once.
     s->second.push_back([this, j, p = std::move(p), alive = alive_]() mutable {
@@ -1697,10 +1778,109 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     c.stopped = false;
     c.restored = false;
   }
-  auto gen = ++c.generation;
+  ++c.generation;
   c.log = log_dir_ / (c.plan.name + ".log");
   auto name = c.plan.name;
   set_state(c, "NEW");
+  if (!bootstrap_component(j, name))
+    install_component(j, name);
+}
+
+bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name) {
+  auto& c = *components_.at(name);
+  auto boot = step_of(lifecycle_of(c.plan.recipe), "bootstrap");
+  if (!boot.present || boot.script.empty())
+    return false;
+  // Greengrass: before install, when the component is new here, its version changed, or
+  // the bootstrap script (rendered) changed; once, journaled (bootstrapped_version).
+  auto key = install_key(c.plan, boot, render_ctx());
+  // A rollback runs the previous version's bootstrap again only when it asks for it
+  // (BootstrapOnRollback) and the failed deployment ran this component's bootstrap (the
+  // nucleus' rule: that bootstrap, even one that failed, may have changed the device);
+  // else that version counts as bootstrapped, as it was before.
+  if (j->is_rollback && !(boot.on_rollback && j->booted.count(name))) {
+    c.bootstrapped_version = key;
+    return false;
+  }
+  if (!j->is_rollback && c.bootstrapped_version == key)
+    return false;
+  auto gen = c.generation;
+  auto wait = ++j->wait;
+  j->booted.insert(name);
+  c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
+  grove::process_callbacks cb;
+  cb.on_exit = [this, j, name, gen, wait, key, alive = alive_](const grove::process_exit& e) {
+    if (!*alive || j->wait != wait)
+      return;
+    auto it = components_.find(name);
+    if (it == components_.end() || it->second->generation != gen)
+      return;
+    auto& c = *it->second;
+    c.proc = grove::process{};
+    ++j->wait;
+    j->proc_wait.clear();
+    // 0: done; 100: done, and a restart of groved asked, which Grove does not need (every
+    // component of the set is started fresh after its bootstrap, plugins reload live):
+    // noted in the deployment's outcome; 101: a reboot of the device, which Grove never
+    // does: refused, the deployment fails (the install may depend on that reboot);
+    // 102-199: reserved (Greengrass); anything else: the step failed.
+    if (e.code == 0 || e.code == 100) {
+      c.bootstrapped_version = key;
+      changed(); // journaled with the component
+      if (e.code == 100) {
+        auto note = name + " " + c.plan.version
+                    + ": bootstrap asked for a restart of groved (exit 100), not done: Grove "
+                      "applies components without one";
+        ctx_.log().info("deployment: {}", note);
+        j->notes += (j->notes.empty() ? "" : "; ") + note;
+      }
+      install_component(j, name);
+      return;
+    }
+    auto why = e.code == 101 ? std::string{"bootstrap asked for a reboot of the device (exit "
+                                           "101), which Grove does not do"}
+               : e.code > 101 && e.code < 200
+                 ? "bootstrap exited with code " + std::to_string(e.code)
+                     + ", which Greengrass reserves (100-199)"
+                 : "bootstrap " + explain(c, e, c.oom_seen);
+    set_state(c, "ERRORED", why);
+    finish(j, false, name + " " + c.plan.version + ": " + why);
+  };
+  auto proc = spawn(c, boot.script, boot.setenv, boot.privileged, std::move(cb));
+  if (!proc) {
+    set_state(c, "ERRORED", "bootstrap: " + grove::describe(proc.error()));
+    finish(j, false, name + ": bootstrap could not start: " + grove::describe(proc.error()));
+    return true;
+  }
+  c.proc = std::move(*proc);
+  j->proc_wait = name;
+  j->proc_wait_step = "bootstrap";
+  set_state(c, "NEW", "bootstrap");
+  // Greengrass' default Timeout for bootstrap: 120 s.
+  auto limit = std::chrono::seconds{boot.timeout > 0 ? boot.timeout : 120};
+  ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
+    if (!*alive || j->wait != wait)
+      return;
+    ++j->wait;
+    j->proc_wait.clear();
+    auto it = components_.find(name);
+    if (it == components_.end() || it->second->generation != gen)
+      return;
+    auto& c = *it->second;
+    ++c.generation;
+    c.proc.stop(SIGKILL, std::chrono::milliseconds{0});
+    c.proc = grove::process{};
+    set_state(c, "ERRORED", "bootstrap timed out");
+    finish(j, false,
+           name + " " + c.plan.version + ": bootstrap did not end within "
+             + std::to_string(limit.count()) + " s");
+  });
+  return true;
+}
+
+void runner::install_component(std::shared_ptr<job> j, const std::string& name) {
+  auto& c = *components_.at(name);
+  auto gen = c.generation;
   auto lifecycle = lifecycle_of(c.plan.recipe);
   auto install = step_of(lifecycle, "install");
   auto key = install.present ? install_key(c.plan, install, render_ctx()) : c.plan.version;
@@ -1723,6 +1903,7 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     auto& c = *it->second;
     c.proc = grove::process{};
     ++j->wait;
+    j->proc_wait.clear();
     if (e.code == 0) {
       c.installed_version = key;
       set_state(c, "INSTALLED");
@@ -1740,11 +1921,14 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     return;
   }
   c.proc = std::move(*proc);
+  j->proc_wait = name;
+  j->proc_wait_step = "install";
   auto limit = install.timeout > 0 ? std::chrono::seconds{install.timeout} : j->timeout;
   ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
     if (!*alive || j->wait != wait)
       return;
     ++j->wait;
+    j->proc_wait.clear();
     auto it = components_.find(name);
     if (it == components_.end() || it->second->generation != gen)
       return;
@@ -1812,6 +1996,10 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   }
   c.proc = std::move(*proc);
   c.timed_out = false;
+  if (is_startup) {
+    j->proc_wait = name;
+    j->proc_wait_step = "startup";
+  }
   auto run_no = ++c.runs;
   if (!is_startup && chosen.timeout > 0) {
     // Greengrass ends a run that outlives its Timeout: an error (ERRORED, the restart
@@ -1845,6 +2033,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       if (!*alive || j->wait != wait)
         return;
       ++j->wait;
+      j->proc_wait.clear();
       auto it = components_.find(name);
       if (it == components_.end() || it->second->generation != gen)
         return;
@@ -1906,13 +2095,14 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
     // Greengrass v2's rule: a third error within the window is BROKEN, no more restarts.
     auto now = std::chrono::steady_clock::now();
     c.error_times.push_back(now);
-    while (!c.error_times.empty() && c.error_times.front() + error_window_ <= now)
+    while (!c.error_times.empty() && c.error_times.front() + settings_.error_window <= now)
       c.error_times.pop_front();
     c.errors = static_cast<int>(c.error_times.size());
     set_state(c, c.errors >= 3 ? "BROKEN" : "ERRORED", why);
   }
   if (j->wait == wait) { // the job waits for this start
     ++j->wait;
+    j->proc_wait.clear();
     if (e.code == 0) {
       ++j->index;
       step(j);
@@ -1929,21 +2119,7 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
     // last deployment started, BROKEN within its timeout, fails that deployment.
     if (!busy_)
       stop_dependants(name, "is BROKEN");
-    if (watch_) {
-      auto r = watch_->runs.find(name);
-      if (r != watch_->runs.end() && r->second.first == gen
-          && std::chrono::steady_clock::now() < r->second.second + watch_->j->timeout
-          && !busy_) {
-        auto w = std::move(watch_->j);
-        watch_.reset();
-        w->done = std::move(w->late);
-        w->index = w->plan.size();
-        busy_ = true;
-        auto reason = name + " " + c.plan.version + ": run went BROKEN (3 errors) within "
-                      + std::to_string(w->timeout.count()) + " s of its start: " + why;
-        finish(w, false, std::move(reason)); // a rollback may remove `c`: nothing after
-      }
-    }
+    broken_late(name, gen, why); // a rollback may remove `c`: nothing after
     return;
   }
   if (e.code != 0 && c.errors < 3) { // a later crash: recover, then the run again
@@ -1980,6 +2156,44 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
             again->plan.push_back(dep->second->plan);
       run_main(again, name);
     });
+  }
+}
+
+void runner::broken_late(const std::string& name, uint64_t gen, const std::string& why) {
+  auto now = std::chrono::steady_clock::now();
+  auto within = [&](const watch& w) {
+    auto r = w.runs.find(name);
+    return r != w.runs.end() && r->second.first == gen && now < r->second.second + w.j->timeout;
+  };
+  auto reason = [&](const watch& w) {
+    const auto& version = components_.at(name)->plan.version;
+    return name + " " + version + ": run went BROKEN (3 errors) within "
+           + std::to_string(w.j->timeout.count()) + " s of its start: " + why;
+  };
+  // Watches a newer apply followed: reported to their deployments (recorded), not rolled
+  // back (the newer apply owns the set now). Expired ones go.
+  std::erase_if(replaced_watches_, [&](watch& w) {
+    if (within(w)) {
+      if (w.j->late)
+        w.j->late(apply_outcome{false, reason(w) + " (after a newer deployment began: "
+                                                   "recorded, not rolled back)",
+                                false, false, false, {}});
+      return true;
+    }
+    return std::none_of(w.runs.begin(), w.runs.end(), [&](const auto& r) {
+      return now < r.second.second + w.j->timeout;
+    });
+  });
+  // The last apply's run, BROKEN within its timeout, fails that deployment late.
+  if (watch_ && within(*watch_) && !busy_) {
+    auto text = reason(*watch_); // before its job is moved out
+    auto w = std::move(watch_->j);
+    watch_.reset();
+    w->done = std::move(w->late);
+    w->index = w->plan.size();
+    busy_ = true;
+    current_ = w;
+    finish(w, false, std::move(text)); // a rollback may remove the component
   }
 }
 
@@ -2652,6 +2866,7 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
     auto back = std::make_shared<job>();
     back->plan = j->previous;
     back->is_rollback = true;
+    back->booted = j->booted; // BootstrapOnRollback: only those whose bootstrap ran
     bool undecided = j->group_changed.pending(); // whether it applied is unknown
     if (undecided)
       back->group_undo_error = "a change of the group whose outcome could not be checked "
@@ -2677,9 +2892,13 @@ void runner::finish(std::shared_ptr<job> j, bool ok, std::string reason) {
   auto done = std::move(j->done);
   j->done = nullptr;
   busy_ = false;
+  if (current_ == j)
+    current_.reset();
+  j->proc_wait.clear();
   changed(); // components the job removed
   if (done)
-    done(apply_outcome{ok, reason, false, !ok && !j->is_rollback && j->group_changed.pending()});
+    done(apply_outcome{ok, reason, false, !ok && !j->is_rollback && j->group_changed.pending(),
+                       !ok && !j->interrupted.empty(), ok ? j->notes : std::string{}});
   if (!busy_ && !pending_.empty()) {
     auto next = pending_.front();
     pending_.pop_front();

@@ -51,6 +51,26 @@ namespace grove::deployment {
 /// The user and group of a runWith.posixUser (`user` or `user:group`; "" : groved's own).
 caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user);
 
+/// What the runner takes from the plugin's configuration (set_settings).
+struct runner_settings {
+  /// A component's third error within this of the first makes it BROKEN (Greengrass'
+  /// nucleus: an hour); a deployment that starts it again starts the count again.
+  std::chrono::seconds error_window{3600};
+  /// Whether a life cycle step with `RequiresPrivilege: true` may run (as groved's user,
+  /// root when groved runs as root, as Greengrass' nucleus runs it). Refused, such a step
+  /// does not start: the component is ERRORED and its deployment fails, naming the
+  /// plugin's `allow_privileged_components`.
+  bool allow_privileged = true;
+  /// The timeout of each of the start's reads of the group (checking the change of the
+  /// group a resumed run journaled before kill -9; decide_left takes its own), tried at
+  /// most three times.
+  std::chrono::seconds start_read_timeout{10};
+  /// Greengrass' `runWithDefault.posixUser` (`user` or `user:group`): the user of the
+  /// steps of a component whose deployment gives no `runWith.posixUser` (its dependencies
+  /// too), when groved is root; "" : groved's own user.
+  std::string default_posix_user;
+};
+
 /// One of a runner's component processes, found by its environment and held by a pidfd
 /// opened before the environment was read: a signal through it reaches that process or
 /// none, never one given its pid since.
@@ -83,7 +103,8 @@ struct component_plan {
   nlohmann::json recipe;
   /// Its merged configuration.
   nlohmann::json configuration = nlohmann::json::object();
-  /// runWith.posixUser ("" : groved's user).
+  /// runWith.posixUser, or the plugin's default_posix_user when the deployment gives none
+  /// ("" : groved's user).
   std::string posix_user;
   /// runWith.systemResourceLimits (else the plugin's default_system_resource_limits).
   resource_limits limits;
@@ -122,6 +143,9 @@ struct installed_record {
   /// install_key in runner.cpp): install runs once per version and unchanged script,
   /// Setenv, posixUser and artifacts, also across restarts of groved.
   std::string installed_version;
+  /// The same for the `bootstrap` step ("" : none ran): it runs once per version and
+  /// unchanged script, Setenv and posixUser, also across restarts of groved.
+  std::string bootstrapped_version;
 };
 
 /// What an apply journals so that its rollback survives `kill -9` (apply()).
@@ -171,6 +195,11 @@ struct apply_outcome {
   /// (the group could not be read): its journal row stays, to be decided at the next
   /// start (runner::decide_left).
   bool undecided = false;
+  /// Ended by interrupt() (a newer deployment replaced it): not rolled back, `reason`
+  /// says where it stopped.
+  bool interrupted = false;
+  /// Notes on an apply that ended ok (a bootstrap that asked for a restart of groved).
+  std::string notes;
 };
 
 /// The runner (see the file comment).
@@ -188,25 +217,10 @@ public:
   /// Stops every component (shutdown scripts are not waited for).
   ~runner();
 
-  /// A component's third error within `w` of the first makes it BROKEN (Greengrass'
-  /// nucleus: an hour); a deployment that starts it again starts the count again.
-  void set_error_window(std::chrono::seconds w) {
-    error_window_ = w;
-  }
-
-  /// Whether a life cycle step with `RequiresPrivilege: true` may run (as groved's user,
-  /// root when groved runs as root, as Greengrass' nucleus runs it). Refused, such a step
-  /// does not start: the component is ERRORED and its deployment fails, naming the
-  /// plugin's `allow_privileged_components`.
-  void set_allow_privileged(bool allow) {
-    allow_privileged_ = allow;
-  }
-
-  /// The timeout of each of the start's reads of the group (checking the change of the
-  /// group a resumed run journaled before kill -9; decide_left takes its own), tried at
-  /// most three times.
-  void set_start_read_timeout(std::chrono::seconds t) {
-    start_read_timeout_ = t;
+  /// The plugin's settings the runner follows (runner_settings); configure and the
+  /// runner's making both hand them over whole.
+  void set_settings(runner_settings s) {
+    settings_ = std::move(s);
   }
 
   /// Extra environment variables of every life cycle process of a component, by its
@@ -228,9 +242,20 @@ public:
   /// BROKEN within `timeout` of its start, before another apply begins (the set before is
   /// then put back when `rollback`). `journal` keeps what a rollback needs across
   /// `kill -9` (apply_journal).
+  /// `tag` names the apply for interrupt() ("" : none).
   void apply(std::vector<component_plan> plan, bool rollback, std::chrono::seconds timeout,
              std::function<void(apply_outcome)> done,
-             std::function<void(apply_outcome)> late = {}, apply_journal journal = {});
+             std::function<void(apply_outcome)> late = {}, apply_journal journal = {},
+             std::string tag = {});
+
+  /// Interrupts the apply tagged `tag` (a newer deployment to its target replaced it): one
+  /// still waiting for its turn never begins; the running one stops at its next safe
+  /// point: an install, bootstrap or startup it waits for is ended at once (the component
+  /// FINISHED `interrupted: ...`, started again by the next apply that has it), a change
+  /// through the kernel (plugin, group) is let end first. Either ends with `done` given
+  /// apply_outcome::interrupted and `why`, without a rollback (the next apply starts from
+  /// what it left). A rollback in progress is not interrupted. False: no such apply.
+  bool interrupt(const std::string& tag, const std::string& why);
 
   /// Takes the components the journal kept (at start, before the first apply): listed with
   /// their last states until the current deployment, applied again, runs them.
@@ -349,6 +374,12 @@ private:
   // The processes of this runner's component `name` (by their environment, see spawn).
   std::vector<held_process> component_pids(const std::string& name) const;
   void start_component(std::shared_ptr<job> j, component_plan p);
+  // start_component's `bootstrap` step, when it has to run: true when it began (the
+  // install follows once it ends, see install_component).
+  bool bootstrap_component(std::shared_ptr<job> j, const std::string& name);
+  void install_component(std::shared_ptr<job> j, const std::string& name);
+  // A run of a watched apply went BROKEN: reported to it late (see apply).
+  void broken_late(const std::string& name, uint64_t gen, const std::string& why);
   void run_main(std::shared_ptr<job> j, const std::string& name);
   void main_exited(std::shared_ptr<job> j, const std::string& name, uint64_t gen, uint64_t wait,
                    bool is_startup, const grove::process_exit& e);
@@ -406,10 +437,12 @@ private:
     std::map<std::string, std::pair<uint64_t, std::chrono::steady_clock::time_point>> runs;
   };
   std::optional<watch> watch_;
+  // Watches of applies a newer one followed (begin): a run of theirs that goes BROKEN
+  // within its timeout is still reported to them (late), but not rolled back.
+  std::vector<watch> replaced_watches_;
+  std::shared_ptr<job> current_; // the apply running (interrupt)
   std::function<void()> on_change_;
-  std::chrono::seconds error_window_{3600}; // see set_error_window
-  bool allow_privileged_ = true;            // see set_allow_privileged
-  std::chrono::seconds start_read_timeout_{10}; // see set_start_read_timeout
+  runner_settings settings_; // see set_settings
   std::unique_ptr<component_cgroups> cgroups_; // see cgroups()
   std::string cgroups_error_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -34,6 +34,12 @@ BOOST_AUTO_TEST_CASE(defaults_and_a_minimal_configuration) {
   BOOST_CHECK_EQUAL(cfg->artifacts_dir.string(), "/var/lib/grove/plugins/deployment/artifacts");
   BOOST_CHECK(cfg->artifacts_base_url.empty() && cfg->artifacts_file_dir.empty());
   BOOST_CHECK_EQUAL(cfg->artifacts_url_seconds, 3600);
+  // Steps without runWith.posixUser run as groved's user unless default_posix_user says.
+  BOOST_CHECK(cfg->default_posix_user.empty());
+  auto with_user = deployment_config::map().load(std::string{good} + "default_posix_user: nobody:nogroup\n",
+                                                 "image.yaml", "/var/lib/grove/plugins/deployment");
+  BOOST_REQUIRE_MESSAGE(with_user, (with_user ? std::string{} : grove::describe(with_user.error())));
+  BOOST_CHECK_EQUAL(with_user->default_posix_user, "nobody:nogroup");
 }
 
 BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
@@ -57,6 +63,10 @@ BOOST_AUTO_TEST_CASE(refused_at_load_with_the_key_named) {
     {tls + creds + "artifacts_base_url: s3://bucket", "artifacts_base_url"},
     {tls + creds + "artifacts_max_bytes: 0", "artifacts_max_bytes"},
     {tls + creds + "artifacts_url_seconds: 604801", "artifacts_url_seconds"},
+    // default_posix_user: `user` or `user:group`.
+    {tls + creds + "default_posix_user: ':nogroup'", "default_posix_user"},
+    {tls + creds + "default_posix_user: 'nobody:'", "default_posix_user"},
+    {tls + creds + "default_posix_user: 'a:b:c'", "default_posix_user"},
     // Discovery: its files, the core's thing, and a port of its own.
     {tls + creds + "thing_name: core\ndiscovery: {enabled: true, ca_file: ca.crt}",
      "discovery.cert_file"},

@@ -10,7 +10,8 @@ RUNNING), that a deployment to the thing group keeps them beside its e2e.C, and 
 deployment to the thing whose e2e.B 2.0.0 fails to install rolls back to e2e.B 1.0.0, the
 set the deleted D2 made. After a kill -9 of groved, `rolled-back` checks that this set runs
 again. `replaced` checks that a deployment replaced by a newer one to its target while it
-applied ends with its run's outcome (SUCCEEDED), not IN_PROGRESS. `unanswered` (groved
+applied is interrupted (CANCELED, its waiting install ended) and the newer one proceeds, and
+that a run that goes BROKEN after its deployment was replaced is recorded on it (FAILED). `unanswered` (groved
 restarted with three undecided changes of the group journaled and its start's group reads
 unanswered) checks that the start's deployment work still runs the set again. Prints PASS/FAIL lines;
 exits 1 on any failure.
@@ -137,40 +138,68 @@ elif PHASE == "rolled-back":
           f"{states()} runs {[runs(n) for n in names]} before {before}")
 
 elif PHASE == "replaced":
-    # R1 adds e2e.Gate, whose install waits for a gate file; while it waits (R1 IN_PROGRESS),
-    # R2 to the same target replaces R1 (INACTIVE). The gate opens: R1's run completes,
-    # then R2's applies. R1 must end SUCCEEDED (its run's outcome, its reason saying it was
-    # replaced), not stay IN_PROGRESS.
+    # R1 adds e2e.Gate, whose install waits for a gate file that never comes; while it waits
+    # (R1 IN_PROGRESS), R2 to the same target replaces R1 (INACTIVE): R1 is interrupted (its
+    # install ended, as Greengrass cancels the deployment a newer revision supersedes) and
+    # ends CANCELED, saying so, and R2 proceeds: COMPLETED, e2e.Gate gone.
     support.component(gg, "e2e.Gate", """Manifests:
   - Platform: {os: linux}
     Lifecycle:
-      install: while [ ! -e {work:path}/gate ]; do sleep 0.1; done
+      install: echo $$ > {work:path}/install.pid; while [ ! -e {work:path}/gate ]; do sleep 0.1; done
       run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
 """)
     kept = {"e2e.A": ONE, "e2e.B": ONE}
     r1 = gg.create_deployment(targetArn=THING, components={**kept, "e2e.Gate": ONE})["deploymentId"]
     installing = wait(lambda: support.effective(gg, r1).get("coreDeviceExecutionStatus") == "IN_PROGRESS"
-                      and installed().get("e2e.Gate", {}).get("lifecycleState") == "NEW", 30)
+                      and installed().get("e2e.Gate", {}).get("lifecycleState") == "NEW"
+                      and pid_in(WORKDIR, "e2e.Gate") == 0
+                      and int(read(f"{WORKDIR}/e2e.Gate/install.pid").strip() or 0), 30)
     check("R1 (adds e2e.Gate, whose install waits) -> IN_PROGRESS, e2e.Gate installing",
           bool(installing), f"{support.effective(gg, r1)} {states()}")
     r2 = gg.create_deployment(targetArn=THING, components=kept)["deploymentId"]
     check("R2 to the same target -> R1 INACTIVE",
           gg.get_deployment(deploymentId=r1)["deploymentStatus"] == "INACTIVE")
-    os.makedirs(f"{WORKDIR}/e2e.Gate", exist_ok=True)
-    with open(f"{WORKDIR}/e2e.Gate/gate", "w"):
-        pass
     d = support.settle(gg, r2) or {}
-    check("the gate opened: R2 -> COMPLETED, e2e.Gate gone, e2e.A and e2e.B running",
+    check("R2 -> COMPLETED without the gate opening, e2e.Gate gone, e2e.A and e2e.B running",
           d.get("deploymentStatus") == "COMPLETED"
           and bool(wait(lambda: "e2e.Gate" not in installed() and running("e2e.A")
                         and running("e2e.B"), 30)), f"{d.get('deploymentStatus')} {states()}")
+    check("... e2e.Gate's install was ended (interrupted), not left waiting",
+          bool(installing) and not alive(installing), installing)
     e1 = wait(lambda: (lambda e: e if e.get("coreDeviceExecutionStatus") not in
                        ("IN_PROGRESS", "QUEUED") else None)(support.effective(gg, r1)), 30) \
         or support.effective(gg, r1)
-    check("R1, replaced while it applied: its execution SUCCEEDED (its run completed), not "
-          "IN_PROGRESS, its reason saying so",
-          e1.get("coreDeviceExecutionStatus") == "SUCCEEDED" and "replaced" in e1.get("reason", ""),
+    check("R1, replaced while it applied: CANCELED, its reason saying it was interrupted and "
+          "where",
+          e1.get("coreDeviceExecutionStatus") == "CANCELED" and "interrupted" in e1.get("reason", "")
+          and "e2e.Gate" in e1.get("reason", "") and r2 in e1.get("reason", ""),
           str(e1))
+    # A late BROKEN after a replacement: L1 starts e2e.Crash (its run fails 5 s after each
+    # start) and is COMPLETED; L2 to the same target (e2e.Crash unchanged, still running)
+    # replaces it. e2e.Crash goes BROKEN within L1's timeout (60 s): recorded on L1 (FAILED,
+    # not rolled back: L2 owns the set), L2 stays COMPLETED.
+    support.component(gg, "e2e.Crash", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run: echo run >> {work:path}/runs; sleep 5; exit 1
+""")
+    l1, st1, why1 = deploy(THING, {**kept, "e2e.Crash": ONE})
+    check("L1 (adds e2e.Crash) -> COMPLETED", st1 == "COMPLETED", (st1, why1))
+    l2, st2, why2 = deploy(THING, {**kept, "e2e.Crash": ONE})
+    check("L2 to the same target (e2e.Crash unchanged) -> COMPLETED", st2 == "COMPLETED",
+          (st2, why2))
+    broken = wait(lambda: installed().get("e2e.Crash", {}).get("lifecycleState") == "BROKEN", 50)
+    check("... e2e.Crash goes BROKEN", broken, states())
+    e1 = wait(lambda: (lambda e: e if e.get("coreDeviceExecutionStatus") == "FAILED" else None)(
+        support.effective(gg, l1)), 20) or support.effective(gg, l1)
+    check("L1, replaced, its run BROKEN within its timeout: recorded FAILED, not rolled back",
+          e1.get("coreDeviceExecutionStatus") == "FAILED" and "BROKEN" in e1.get("reason", "")
+          and "not rolled back" in e1.get("reason", ""), str(e1))
+    check("... L2 stays COMPLETED, e2e.A and e2e.B running",
+          gg.get_deployment(deploymentId=l2)["deploymentStatus"] == "COMPLETED"
+          and running("e2e.A") and running("e2e.B"), states())
+    _, st3, why3 = deploy(THING, kept)
+    check("L3 (without e2e.Crash) -> COMPLETED", st3 == "COMPLETED", (st3, why3))
     with open(f"{WRITE}/../replaced_runs", "w") as f:  # for `unanswered`
         f.write(f"{runs('e2e.A')} {runs('e2e.B')}\n")
 

@@ -28,7 +28,7 @@ run_py restarted    # the deleted D2's set runs again, kept by a group deploymen
 stop_groved KILL
 launch_deployment "groved did not come back after kill -9"
 run_py rolled-back  # the rolled-back set runs again
-run_py replaced     # a deployment replaced while it applied ends SUCCEEDED, not IN_PROGRESS
+run_py replaced     # a deployment replaced while it applies is interrupted (CANCELED); a late BROKEN recorded
 stop_groved
 # Three changes of the group left undecided (deployments since deleted, ROLLBACK owed), for
 # the next start to decide; its reads of the group go unanswered
