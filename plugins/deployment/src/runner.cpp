@@ -1857,8 +1857,14 @@ bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name
   j->proc_wait_step = "bootstrap";
   set_state(c, "NEW", "bootstrap");
   // Greengrass' default Timeout for bootstrap: 120 s.
-  auto limit = std::chrono::seconds{boot.timeout > 0 ? boot.timeout : 120};
-  ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
+  step_deadline(j, name, gen, wait, std::chrono::seconds{boot.timeout > 0 ? boot.timeout : 120},
+                "bootstrap");
+  return true;
+}
+
+void runner::step_deadline(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
+                           uint64_t wait, std::chrono::seconds limit, std::string step) {
+  ctx_.after(limit, [this, j, name, gen, wait, limit, step = std::move(step), alive = alive_] {
     if (!*alive || j->wait != wait)
       return;
     ++j->wait;
@@ -1870,12 +1876,11 @@ bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name
     ++c.generation;
     c.proc.stop(SIGKILL, std::chrono::milliseconds{0});
     c.proc = grove::process{};
-    set_state(c, "ERRORED", "bootstrap timed out");
+    set_state(c, "ERRORED", step + " timed out");
     finish(j, false,
-           name + " " + c.plan.version + ": bootstrap did not end within "
+           name + " " + c.plan.version + ": " + step + " did not end within "
              + std::to_string(limit.count()) + " s");
   });
-  return true;
 }
 
 void runner::install_component(std::shared_ptr<job> j, const std::string& name) {
@@ -1923,24 +1928,9 @@ void runner::install_component(std::shared_ptr<job> j, const std::string& name) 
   c.proc = std::move(*proc);
   j->proc_wait = name;
   j->proc_wait_step = "install";
-  auto limit = install.timeout > 0 ? std::chrono::seconds{install.timeout} : j->timeout;
-  ctx_.after(limit, [this, j, name, gen, wait, limit, alive = alive_] {
-    if (!*alive || j->wait != wait)
-      return;
-    ++j->wait;
-    j->proc_wait.clear();
-    auto it = components_.find(name);
-    if (it == components_.end() || it->second->generation != gen)
-      return;
-    auto& c = *it->second;
-    ++c.generation;
-    c.proc.stop(SIGKILL, std::chrono::milliseconds{0});
-    c.proc = grove::process{};
-    set_state(c, "ERRORED", "install timed out");
-    finish(j, false,
-           name + " " + c.plan.version + ": install did not end within "
-             + std::to_string(limit.count()) + " s");
-  });
+  step_deadline(j, name, gen, wait,
+                install.timeout > 0 ? std::chrono::seconds{install.timeout} : j->timeout,
+                "install");
 }
 
 void runner::run_main(std::shared_ptr<job> j, const std::string& name) {

@@ -378,6 +378,10 @@ private:
   // install follows once it ends, see install_component).
   bool bootstrap_component(std::shared_ptr<job> j, const std::string& name);
   void install_component(std::shared_ptr<job> j, const std::string& name);
+  // Ends `name`'s `step` (bootstrap, install) still waited for after `limit`: ERRORED,
+  // the job failed.
+  void step_deadline(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
+                     uint64_t wait, std::chrono::seconds limit, std::string step);
   // A run of a watched apply went BROKEN: reported to it late (see apply).
   void broken_late(const std::string& name, uint64_t gen, const std::string& why);
   void run_main(std::shared_ptr<job> j, const std::string& name);
