@@ -493,7 +493,7 @@ public:
             kept.emplace(h.record.plan.name, std::move(*p));
           }
       }
-      start_ipc(write_dir); // Greengrass IPC (ipc_server.cpp)
+      start_ipc(); // Greengrass IPC (ipc_server.cpp)
       runner_ = std::make_unique<runner>(*ctx_, ctx_->state_dir() / "components",
                                          write_dir / "logs" / "components", thing_name_,
                                          std::move(spare), std::move(services));
@@ -1097,10 +1097,12 @@ private:
 
   // --- Greengrass IPC (ipc_server.cpp) --------------------------------------------------
 
-  void start_ipc(const std::filesystem::path& write_dir) {
+  void start_ipc() {
     if (ipc_)
       return;
-    auto s = ipc_server::start(write_dir / "run" / "greengrass-ipc.socket",
+    // In the state directory, not groved's run/ (its control socket): a runWith user's
+    // component passes the same traversal-only directories as to its {artifacts:path}.
+    auto s = ipc_server::start(ctx_->state_dir() / "greengrass-ipc.socket",
                                ctx_->state_dir() / "ipc.key", ctx_->log());
     if (!s) {
       ctx_->log().error("deployment: no Greengrass IPC: {}", grove::describe(s.error()));

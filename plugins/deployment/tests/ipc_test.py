@@ -33,7 +33,7 @@ PHASE, ENDPOINT, CA, WRITE, SCRIPT, NODE_MODULES, GROVECTL = sys.argv[1:8]
 CTL = [GROVECTL, "--socket", f"{WRITE}/run/control.sock"]
 THING = thing_arn("core-1")
 WORK = f"{WRITE}/plugins/deployment/components/work"
-SOCKET = f"{WRITE}/run/greengrass-ipc.socket"
+SOCKET = f"{WRITE}/plugins/deployment/greengrass-ipc.socket"
 gg = client("greengrassv2", ENDPOINT, CA)
 
 

@@ -73,7 +73,10 @@ if PHASE == "first":
     support.component(gg, "e2e.Who", """Manifests:
   - Platform: {os: linux}
     Lifecycle:
-      run: id -u > {work:path}/uid; echo $$ > {work:path}/pid; exec sleep 300
+      run: |
+        id -u > {work:path}/uid
+        /usr/bin/python3 -c 'import os, socket; socket.socket(socket.AF_UNIX).connect(os.environ["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"]); print("connected")' > {work:path}/ipc 2>&1
+        echo $$ > {work:path}/pid; exec sleep 300
 """)
     support.component(gg, "e2e.Root", f"""Manifests:
   - Platform: {{os: linux}}
@@ -112,6 +115,8 @@ if PHASE == "first":
     # default_posix_user
     check("e2e.Who (no runWith.posixUser) runs as default_posix_user nobody",
           wait(lambda: work("e2e.Who", "uid")).strip() == str(NOBODY.pw_uid), work("e2e.Who", "uid"))
+    check("e2e.Who (nobody) reaches the Greengrass IPC socket (traversal-only directories)",
+          wait(lambda: work("e2e.Who", "ipc")).strip() == "connected", work("e2e.Who", "ipc"))
     check("e2e.Root (runWith.posixUser root, asked explicitly) runs as root",
           wait(lambda: work("e2e.Root", "uid")).strip() == "0", work("e2e.Root", "uid"))
 
