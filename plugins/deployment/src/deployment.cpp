@@ -40,6 +40,7 @@
 #include "render.hpp"
 #include "runner.hpp"
 #include "grove/deployment/client.hpp"
+#include "grove/shadow/client.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/plugin.hpp"
@@ -1141,6 +1142,44 @@ private:
         bus_filters_ = filters;
       });
     });
+    // Shadow operations go to the shadow plugin's bus API (sh-1..sh-4), answered when
+    // its reply comes; an answer for a server since replaced (a restart of IPC) is dropped.
+    auto server = ++ipc_generation_;
+    ipc_->on_shadow([this, server](ipc_server::shadow_call call,
+                                   std::function<void(ipc_server::shadow_answer)> answer) {
+      ctx_->post([this, server, call = std::move(call), answer = std::move(answer)] {
+        auto done = [this, server, answer](ipc_server::shadow_answer a) {
+          if (ipc_ && ipc_generation_ == server)
+            answer(std::move(a));
+        };
+        if (call.op == "ListNamedShadowsForThing") {
+          grove::shadow::list_rpc rpc{std::string{grove::shadow::list_topic}};
+          rpc(*ctx_, grove::shadow::make_list(call.thing, call.page_size, call.next_token),
+              shadow_timeout, [done](caf::expected<grove::shadow::ListReply> r) {
+                if (!r)
+                  return done(shadow_bus_error(r.error()));
+                ipc_server::shadow_answer a;
+                a.body["results"] = std::vector<std::string>(r->results().begin(),
+                                                             r->results().end());
+                a.body["timestamp"] = r->timestamp();
+                if (!r->next_token().empty())
+                  a.body["nextToken"] = r->next_token();
+                done(std::move(a));
+              });
+          return;
+        }
+        auto topic = call.op == "GetThingShadow"      ? grove::shadow::get_topic
+                     : call.op == "UpdateThingShadow" ? grove::shadow::update_topic
+                                                      : grove::shadow::delete_topic;
+        grove::shadow::document_rpc rpc{std::string{topic}};
+        rpc(*ctx_, grove::shadow::make_request(call.thing, call.name, call.payload),
+            shadow_timeout, [done](caf::expected<grove::shadow::Reply> r) {
+              if (!r)
+                return done(shadow_bus_error(r.error()));
+              done(shadow_reply(*r));
+            });
+      });
+    });
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
         ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
@@ -1148,6 +1187,56 @@ private:
           runner_->report_state(name, state);
       });
     });
+  }
+
+  // A shadow plugin's Reply as Greengrass' IPC answers it: 200 the document, else
+  // AWS's code as the IPC error shape, with the rejection's message.
+  static ipc_server::shadow_answer shadow_reply(const grove::shadow::Reply& r) {
+    ipc_server::shadow_answer a;
+    if (r.code() == 200) {
+      a.payload = r.payload();
+      return a;
+    }
+    auto doc = nlohmann::json::parse(r.payload(), nullptr, false);
+    a.message = doc.is_object() && doc.contains("message") && doc["message"].is_string()
+                  ? doc["message"].get<std::string>()
+                  : r.payload();
+    switch (r.code()) {
+      case 404:
+        a.error = "ResourceNotFoundError";
+        break;
+      case 400:
+      case 413:
+        a.error = "InvalidArgumentsError";
+        break;
+      case 409:
+        a.error = "ConflictError";
+        break;
+      case 401:
+      case 403:
+        a.error = "UnauthorizedError";
+        break;
+      default:
+        a.error = "ServiceError";
+    }
+    return a;
+  }
+
+  // An error of the bus on a shadow call: a name outside the rules is the caller's
+  // (InvalidArgumentsError); no shadow plugin, a timeout and the rest are ServiceError.
+  static ipc_server::shadow_answer shadow_bus_error(const caf::error& err) {
+    ipc_server::shadow_answer a;
+    if (err == grove::errc::no_route) {
+      a.error = "ServiceError";
+      a.message = "no shadow service: the shadow plugin is not in this core's image";
+    } else if (err == grove::errc::invalid_topic || err == grove::errc::malformed) {
+      a.error = "InvalidArgumentsError";
+      a.message = grove::describe(err);
+    } else {
+      a.error = "ServiceError";
+      a.message = "the shadow service: " + grove::describe(err);
+    }
+    return a;
   }
 
   // The running set's effective configurations, for GetConfiguration and the tokens.
@@ -1776,6 +1865,8 @@ private:
   resource_limits default_limits_; // default_system_resource_limits
   runner_settings runner_settings_; // broken_error_window, allow_privileged_components, ...
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
+  uint64_t ipc_generation_ = 0;     // which ipc_ a shadow call's answer is for
+  static constexpr std::chrono::seconds shadow_timeout{10};
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
   std::deque<std::function<void()>> gates_; // deployments waiting for their IPC gate
   bool gate_busy_ = false;

@@ -212,6 +212,8 @@ struct ipc_server::impl {
   std::function<void(const std::string&, const std::string&)> state_cb;
   std::function<void(const std::string&, std::string, std::string)> publish_cb;
   std::function<void(std::set<std::string>)> filters_cb;
+  std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::shadow_answer)>)>
+    shadow_cb;
   std::set<std::string> filters; // the server thread's: the last set reported
 
   // The server thread's own.
@@ -596,7 +598,83 @@ struct ipc_server::impl {
       return error(c, sid, "InvalidArgumentsError",
                    "no validation of deployment " + id + " waits for " + c.component);
     }
+    if (op == "GetThingShadow" || op == "UpdateThingShadow" || op == "DeleteThingShadow" ||
+        op == "ListNamedShadowsForThing")
+      return shadow(c, sid, op, req);
     error(c, sid, "ServiceError", "operation " + op + " is not supported by this core");
+  }
+
+  // Shadow operations: authorized here by the component's
+  // accessControl."aws.greengrass.ShadowManager", answered by the shadow plugin through
+  // the plugin (shadow_cb), on this thread when its reply comes.
+  void shadow(conn& c, int32_t sid, const std::string& op, const json& req) {
+    ipc_server::shadow_call call;
+    call.op = op;
+    auto str = [&](const char* k, std::string& out) {
+      auto it = req.find(k);
+      if (it == req.end() || it->is_null())
+        return true;
+      if (!it->is_string())
+        return false;
+      out = it->get<std::string>();
+      return true;
+    };
+    if (!str("thingName", call.thing) || call.thing.empty())
+      return error(c, sid, "InvalidArgumentsError", "thingName: required");
+    if (op != "ListNamedShadowsForThing" && !str("shadowName", call.name))
+      return error(c, sid, "InvalidArgumentsError", "shadowName: a string");
+    if (op == "UpdateThingShadow") {
+      std::string b64;
+      if (!str("payload", b64) || b64.empty())
+        return error(c, sid, "InvalidArgumentsError", "payload: required");
+      auto bytes = unbase64(b64);
+      if (!bytes)
+        return error(c, sid, "InvalidArgumentsError", "payload: not base64");
+      call.payload = std::move(*bytes);
+    }
+    if (op == "ListNamedShadowsForThing") {
+      if (auto ps = req.find("pageSize"); ps != req.end() && !ps->is_null()) {
+        if (!ps->is_number_integer() || *ps < 1 || *ps > 100)
+          return error(c, sid, "InvalidArgumentsError", "pageSize: 1 to 100");
+        call.page_size = ps->get<uint32_t>();
+      }
+      if (!str("nextToken", call.next_token))
+        return error(c, sid, "InvalidArgumentsError", "nextToken: a string");
+    }
+    // Greengrass' resources: the classic shadow (and a thing's list of named shadows)
+    // `$aws/things/<thing>/shadow`, a named one `.../shadow/name/<name>`.
+    auto resource = "$aws/things/" + call.thing + "/shadow" +
+                    (call.name.empty() ? "" : "/name/" + call.name);
+    const std::string service = "aws.greengrass.ShadowManager";
+    if (!authorized(config_of(c.component), service, gg + op, resource))
+      return error(c, sid, "UnauthorizedError",
+                   "Principal " + c.component + " is not authorized to perform " + service +
+                     ":" + gg + op + " on resource " + resource);
+    std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::shadow_answer)>)>
+      f;
+    {
+      std::lock_guard guard{mtx};
+      f = shadow_cb;
+    }
+    if (!f)
+      return error(c, sid, "ServiceError", "no shadow service on this core");
+    // The answer comes from another thread, maybe after the connection is gone (or its
+    // fd reused): it is sent only to the same connection, by fd and serial.
+    f(std::move(call), [this, fd = c.fd, serial = c.serial, sid, op](ipc_server::shadow_answer a) {
+      run_on_thread([this, fd, serial, sid, op, a = std::move(a)] {
+        auto it = conns.find(fd);
+        if (it == conns.end() || it->second.serial != serial || it->second.closing)
+          return;
+        if (a.error.empty()) {
+          auto body = a.body;
+          if (a.payload)
+            body["payload"] = base64(*a.payload);
+          reply(it->second, sid, op, body, true);
+        }
+        else
+          error(it->second, sid, a.error, a.message);
+      });
+    });
   }
 
   void publish(const std::string& from, const std::string& topic, const json& event) {
@@ -872,6 +950,12 @@ void ipc_server::on_publish(
 void ipc_server::on_filters(std::function<void(std::set<std::string>)> f) {
   std::lock_guard guard{impl_->mtx};
   impl_->filters_cb = std::move(f);
+}
+
+void ipc_server::on_shadow(
+  std::function<void(shadow_call, std::function<void(shadow_answer)>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->shadow_cb = std::move(f);
 }
 
 void ipc_server::deliver(std::string topic, std::string payload, std::string content_type) {

@@ -8,11 +8,14 @@
 // PublishToTopic / SubscribeToTopic (local publish/subscribe between components,
 // authorized by the components' `accessControl`), GetConfiguration, UpdateState,
 // SubscribeToComponentUpdates / DeferComponentUpdate (pre_update), and
-// SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate).
+// SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate),
+// and the shadow operations (GetThingShadow, UpdateThingShadow, DeleteThingShadow,
+// ListNamedShadowsForThing), which the plugin forwards to the shadow plugin (on_shadow).
 
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -64,6 +67,31 @@ public:
   /// Called on the server's thread with every topic filter components subscribe to,
   /// each time that set changes (the plugin subscribes to them on the bus).
   void on_filters(std::function<void(std::set<std::string>)> f);
+
+  /// A shadow operation a component asked for, authorized already.
+  struct shadow_call {
+    std::string op;      ///< GetThingShadow, UpdateThingShadow, DeleteThingShadow, ListNamedShadowsForThing
+    std::string thing;   ///< thingName
+    std::string name;    ///< shadowName (empty: the classic shadow)
+    std::string payload; ///< the request document's bytes (Update; else empty)
+    uint32_t page_size = 0;  ///< List's pageSize (0: the shadow plugin's default)
+    std::string next_token;  ///< List's nextToken
+  };
+
+  /// The answer to a shadow_call: `error` empty and `body` the response's JSON (with
+  /// `payload`, when set, as its base64 `payload`), or `error` an IPC error shape
+  /// (ResourceNotFoundError, ...) and `message` its text.
+  struct shadow_answer {
+    std::string error;
+    std::string message;
+    nlohmann::json body = nlohmann::json::object();
+    std::optional<std::string> payload;
+  };
+
+  /// Called on the server's thread with each shadow operation; the plugin answers
+  /// through the function it gets (from any thread, once). Without it the operations are
+  /// ServiceError.
+  void on_shadow(std::function<void(shadow_call, std::function<void(shadow_answer)>)> f);
 
   /// Delivers a message from the bus to the components subscribed to `topic` (JSON as a
   /// jsonMessage, anything else as a binaryMessage). Thread-safe.

@@ -9,6 +9,9 @@
 //   configuration with `bad: true` (WORK_DIR/validations: "<ACCEPTED|REJECTED> <id>").
 // pub: publishes {"n": i, "from": "pub"} on ipc/test/hello every 200 ms.
 // startup (a startup step that never exits): reports RUNNING (WORK_DIR/pid: its pid).
+// shadow: shadow operations on thing ipc-thing (its accessControl allows it only), each
+//   a JSON line of WORK_DIR/shadow ({step, value} or {step, error: the shape, message});
+//   then, each time WORK_DIR/again appears, one more GetThingShadow (step "again").
 // flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
 //   each run a line of WORK_DIR/runs.
 const fs = require('fs');
@@ -21,6 +24,14 @@ const line = (file, text) => fs.appendFileSync(path.join(work, file), text + '\n
 async function main() {
   const client = greengrasscoreipc.createClient();
   await client.connect();
+  // The error shape as the wire names it (aws.greengrass#X), beside its message.
+  for (const [name, fn] of client.serviceModel.deserializers)
+    if (name.endsWith('Error'))
+      client.serviceModel.deserializers.set(name, (m) => Object.assign(fn(m), { shape: name }));
+  if (role === 'shadow') {
+    await shadow(client);
+    return;
+  }
   if (role === 'startup') {
     fs.writeFileSync(path.join(work, 'pid'), String(process.pid));
     await client.updateState({ state: 'RUNNING' });
@@ -85,6 +96,44 @@ async function main() {
   await checks.activate();
   await client.updateState({ state: 'RUNNING' });
   line('ready', 'ready');
+}
+
+async function shadow(client) {
+  const record = async (step, call) => {
+    try {
+      const r = await call();
+      const value = r.payload !== undefined
+        ? JSON.parse(Buffer.from(r.payload).toString()) : r;
+      line('shadow', JSON.stringify({ step, value }));
+    } catch (e) {
+      const se = e.serviceError || {};
+      line('shadow', JSON.stringify({ step, error: se.shape || String(e), message: se.message }));
+    }
+  };
+  const thingName = 'ipc-thing';
+  await record('update', () => client.updateThingShadow({
+    thingName, payload: JSON.stringify({ state: { reported: { t: 1 } } }) }));
+  await record('get', () => client.getThingShadow({ thingName }));
+  await record('update-named', () => client.updateThingShadow({
+    thingName, shadowName: 'cfg', payload: JSON.stringify({ state: { desired: { on: true } } }) }));
+  await record('update-named2', () => client.updateThingShadow({
+    thingName, shadowName: 'cfg2', payload: JSON.stringify({ state: { desired: { on: false } } }) }));
+  let page = null;
+  await record('list1', async () => (page = await client.listNamedShadowsForThing({ thingName, pageSize: 1 })));
+  await record('list2', () => client.listNamedShadowsForThing({
+    thingName, pageSize: 1, nextToken: page && page.nextToken }));
+  await record('delete-named', () => client.deleteThingShadow({ thingName, shadowName: 'cfg' }));
+  await record('get-deleted', () => client.getThingShadow({ thingName, shadowName: 'cfg' }));
+  await record('get-other', () => client.getThingShadow({ thingName: 'other-thing' }));
+  await record('update-bad', () => client.updateThingShadow({ thingName, payload: 'not json' }));
+  line('shadow', JSON.stringify({ step: 'done' }));
+  const again = path.join(work, 'again');
+  setInterval(async () => {
+    if (!fs.existsSync(again))
+      return;
+    fs.unlinkSync(again);
+    await record('again', () => client.getThingShadow({ thingName }));
+  }, 200);
 }
 
 main().catch((e) => {
