@@ -40,6 +40,7 @@
 #include "render.hpp"
 #include "runner.hpp"
 #include "grove/deployment/client.hpp"
+#include "grove/message_manager/client.hpp"
 #include "grove/shadow/client.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group_client.hpp"
@@ -733,6 +734,11 @@ public:
   void on_message(const grove::Envelope& msg) override {
     // Greengrass local publish/subscribe: the bus's messages on components' filters
     // (not the plugin's own publishes: their local subscribers have them already).
+    if (auto cloud = grove::message_manager::cloud_topic_of(msg.topic(), ctx_->name())) {
+      if (ipc_ && msg.source() == "cloud") // mm-9: message_manager's, from the cloud
+        ipc_->deliver_iot(std::string{*cloud}, msg.payload());
+      return;
+    }
     if (msg.topic() != grove::group_client::current_topic) {
       if (ipc_ && msg.source() != ctx_->name())
         ipc_->deliver(msg.topic(), msg.payload(), msg.content_type());
@@ -1146,9 +1152,9 @@ private:
     // its reply comes; an answer for a server since replaced (a restart of IPC) is dropped.
     auto server = ++ipc_generation_;
     ipc_->on_shadow([this, server](ipc_server::shadow_call call,
-                                   std::function<void(ipc_server::shadow_answer)> answer) {
+                                   std::function<void(ipc_server::answer_data)> answer) {
       ctx_->post([this, server, call = std::move(call), answer = std::move(answer)] {
-        auto done = [this, server, answer](ipc_server::shadow_answer a) {
+        auto done = [this, server, answer](ipc_server::answer_data a) {
           if (ipc_ && ipc_generation_ == server)
             answer(std::move(a));
         };
@@ -1158,7 +1164,7 @@ private:
               shadow_timeout, [done](caf::expected<grove::shadow::ListReply> r) {
                 if (!r)
                   return done(shadow_bus_error(r.error()));
-                ipc_server::shadow_answer a;
+                ipc_server::answer_data a;
                 a.body["results"] = std::vector<std::string>(r->results().begin(),
                                                              r->results().end());
                 a.body["timestamp"] = r->timestamp();
@@ -1180,6 +1186,47 @@ private:
             });
       });
     });
+    // PublishToIoTCore / SubscribeToIoTCore: message_manager's cloud link, as one of its
+    // system clients (its cloud.system_clients must list this plugin); cloud messages
+    // for the components' filters come on mm-9.
+    ipc_->on_iot_publish([this, server](std::string topic, std::string payload,
+                                        std::function<void(ipc_server::answer_data)> answer) {
+      ctx_->post([this, server, topic = std::move(topic), payload = std::move(payload),
+                  answer = std::move(answer)] {
+        grove::message_manager::cloud_publish(
+          *ctx_, topic, payload, shadow_timeout,
+          [this, server, answer](caf::expected<grove::mm::CloudPublished> r) {
+            if (!ipc_ || ipc_generation_ != server)
+              return;
+            ipc_server::answer_data a;
+            if (!r) {
+              a.error = "ServiceError";
+              a.message = cloud_error(r.error());
+            }
+            answer(std::move(a));
+          });
+      });
+    });
+    ipc_->on_iot_filters([this](std::set<std::string> filters) {
+      ctx_->post([this, filters = std::move(filters)] {
+        if (!cloud_filters_) {
+          if (auto err = ctx_->subscribe(grove::message_manager::system_filter(ctx_->name())))
+            ctx_->log().warn("deployment: IPC: cannot subscribe to the cloud's messages: {}",
+                             grove::describe(err));
+          // What a last instance left (message_manager keeps a client's filters) goes
+          // first: the components subscribe again.
+          grove::message_manager::cloud_unsubscribe(
+            *ctx_, {}, shadow_timeout, [](caf::expected<grove::mm::CloudSubscriptions>) {});
+          cloud_filters_ = std::make_unique<grove::message_manager::cloud_filters>(
+            *ctx_, [this](grove::message_manager::cloud_filters::state st, const caf::error& e) {
+              if (st == grove::message_manager::cloud_filters::state::refused)
+                ctx_->log().warn("deployment: IPC: SubscribeToIoTCore filters refused: {} "
+                                 "(retrying)", cloud_error(e));
+            });
+        }
+        cloud_filters_->set(filters);
+      });
+    });
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
         ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
@@ -1191,8 +1238,8 @@ private:
 
   // A shadow plugin's Reply as Greengrass' IPC answers it: 200 the document, else
   // AWS's code as the IPC error shape, with the rejection's message.
-  static ipc_server::shadow_answer shadow_reply(const grove::shadow::Reply& r) {
-    ipc_server::shadow_answer a;
+  static ipc_server::answer_data shadow_reply(const grove::shadow::Reply& r) {
+    ipc_server::answer_data a;
     if (r.code() == 200) {
       a.payload = r.payload();
       return a;
@@ -1222,10 +1269,20 @@ private:
     return a;
   }
 
+  // message_manager's refusal of a cloud call, as a component's error message says it.
+  static std::string cloud_error(const caf::error& err) {
+    if (err == grove::errc::no_route)
+      return "no cloud link: message_manager is not in this core's image";
+    if (err == grove::errc::not_authorized)
+      return "no cloud link for components: message_manager's cloud.system_clients does not "
+             "list deployment";
+    return "the cloud link: " + grove::describe(err);
+  }
+
   // An error of the bus on a shadow call: a name outside the rules is the caller's
   // (InvalidArgumentsError); no shadow plugin, a timeout and the rest are ServiceError.
-  static ipc_server::shadow_answer shadow_bus_error(const caf::error& err) {
-    ipc_server::shadow_answer a;
+  static ipc_server::answer_data shadow_bus_error(const caf::error& err) {
+    ipc_server::answer_data a;
     if (err == grove::errc::no_route) {
       a.error = "ServiceError";
       a.message = "no shadow service: the shadow plugin is not in this core's image";
@@ -1868,6 +1925,8 @@ private:
   uint64_t ipc_generation_ = 0;     // which ipc_ a shadow call's answer is for
   static constexpr std::chrono::seconds shadow_timeout{10};
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
+  // Components' SubscribeToIoTCore filters, kept with message_manager (mm-7, mm-8).
+  std::unique_ptr<grove::message_manager::cloud_filters> cloud_filters_;
   std::deque<std::function<void()>> gates_; // deployments waiting for their IPC gate
   bool gate_busy_ = false;
   std::set<std::string> in_gate_; // deployments between gated_apply and the runner

@@ -161,11 +161,11 @@ std::optional<std::string> unbase64(std::string_view in) {
 } // namespace
 
 struct ipc_server::impl {
-  enum class kind { topic, updates, validation };
+  enum class kind { topic, updates, validation, iotcore };
 
   struct stream {
     kind k;
-    std::string filter;   // topic streams
+    std::string filter;   // topic and iotcore streams
     bool others = false;  // RECEIVE_MESSAGES_FROM_OTHERS
   };
 
@@ -212,8 +212,12 @@ struct ipc_server::impl {
   std::function<void(const std::string&, const std::string&)> state_cb;
   std::function<void(const std::string&, std::string, std::string)> publish_cb;
   std::function<void(std::set<std::string>)> filters_cb;
-  std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::shadow_answer)>)>
+  std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::answer_data)>)>
     shadow_cb;
+  std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)>
+    iot_publish_cb;
+  std::function<void(std::set<std::string>)> iot_filters_cb;
+  std::set<std::string> iot_filters; // the server thread's: the last set reported
   std::set<std::string> filters; // the server thread's: the last set reported
 
   // The server thread's own.
@@ -601,6 +605,8 @@ struct ipc_server::impl {
     if (op == "GetThingShadow" || op == "UpdateThingShadow" || op == "DeleteThingShadow" ||
         op == "ListNamedShadowsForThing")
       return shadow(c, sid, op, req);
+    if (op == "PublishToIoTCore" || op == "SubscribeToIoTCore")
+      return iotcore(c, sid, op, req);
     error(c, sid, "ServiceError", "operation " + op + " is not supported by this core");
   }
 
@@ -650,7 +656,7 @@ struct ipc_server::impl {
       return error(c, sid, "UnauthorizedError",
                    "Principal " + c.component + " is not authorized to perform " + service +
                      ":" + gg + op + " on resource " + resource);
-    std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::shadow_answer)>)>
+    std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::answer_data)>)>
       f;
     {
       std::lock_guard guard{mtx};
@@ -658,9 +664,14 @@ struct ipc_server::impl {
     }
     if (!f)
       return error(c, sid, "ServiceError", "no shadow service on this core");
-    // The answer comes from another thread, maybe after the connection is gone (or its
-    // fd reused): it is sent only to the same connection, by fd and serial.
-    f(std::move(call), [this, fd = c.fd, serial = c.serial, sid, op](ipc_server::shadow_answer a) {
+    f(std::move(call), later(c, sid, op));
+  }
+
+  // The function that answers operation `op` on `c`'s stream `sid` when the plugin's
+  // answer comes, from another thread, maybe after the connection is gone (or its fd
+  // reused): it is sent only to the same connection, by fd and serial.
+  std::function<void(ipc_server::answer_data)> later(conn& c, int32_t sid, const std::string& op) {
+    return [this, fd = c.fd, serial = c.serial, sid, op](ipc_server::answer_data a) {
       run_on_thread([this, fd, serial, sid, op, a = std::move(a)] {
         auto it = conns.find(fd);
         if (it == conns.end() || it->second.serial != serial || it->second.closing)
@@ -670,11 +681,49 @@ struct ipc_server::impl {
           if (a.payload)
             body["payload"] = base64(*a.payload);
           reply(it->second, sid, op, body, true);
-        }
-        else
+        } else {
           error(it->second, sid, a.error, a.message);
+        }
       });
-    });
+    };
+  }
+
+  // PublishToIoTCore / SubscribeToIoTCore, authorized by the component's
+  // accessControl."aws.greengrass.ipc.mqttproxy"; through the plugin to message_manager's
+  // cloud link.
+  void iotcore(conn& c, int32_t sid, const std::string& op, const json& req) {
+    auto it = req.find("topicName");
+    auto topic = it != req.end() && it->is_string() ? it->get<std::string>() : std::string{};
+    bool publish = op == "PublishToIoTCore";
+    if (topic.empty() || (publish ? bool(validate_topic(topic)) : bool(validate_filter(topic))))
+      return error(c, sid, "InvalidArgumentsError",
+                   std::string{"topicName: not a valid topic "} + (publish ? "name" : "filter"));
+    const std::string service = "aws.greengrass.ipc.mqttproxy";
+    if (!authorized(config_of(c.component), service, gg + op, topic))
+      return error(c, sid, "UnauthorizedError",
+                   "Principal " + c.component + " is not authorized to perform " + service +
+                     ":" + gg + op + " on resource " + topic);
+    if (!publish) {
+      c.streams[sid] = {kind::iotcore, topic, false};
+      reply(c, sid, op, json::object(), false);
+      report_filters();
+      return;
+    }
+    std::string payload;
+    if (auto p = req.find("payload"); p != req.end() && !p->is_null()) {
+      auto bytes = p->is_string() ? unbase64(p->get<std::string>()) : std::nullopt;
+      if (!bytes)
+        return error(c, sid, "InvalidArgumentsError", "payload: not base64");
+      payload = std::move(*bytes);
+    }
+    std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)> f;
+    {
+      std::lock_guard guard{mtx};
+      f = iot_publish_cb;
+    }
+    if (!f)
+      return error(c, sid, "ServiceError", "no cloud link on this core");
+    f(topic, std::move(payload), later(c, sid, op));
   }
 
   void publish(const std::string& from, const std::string& topic, const json& event) {
@@ -687,12 +736,24 @@ struct ipc_server::impl {
 
   // The topic filters of every subscription, to the plugin when they changed.
   void report_filters() {
-    std::set<std::string> now;
+    std::set<std::string> now, iot;
     for (auto& [fd, c] : conns)
       if (!c.closing)
         for (auto& [sid, s] : c.streams)
           if (s.k == kind::topic)
             now.insert(s.filter);
+          else if (s.k == kind::iotcore)
+            iot.insert(s.filter);
+    if (iot != iot_filters) {
+      iot_filters = iot;
+      std::function<void(std::set<std::string>)> f;
+      {
+        std::lock_guard guard{mtx};
+        f = iot_filters_cb;
+      }
+      if (f)
+        f(std::move(iot));
+    }
     if (now == filters)
       return;
     filters = now;
@@ -953,9 +1014,30 @@ void ipc_server::on_filters(std::function<void(std::set<std::string>)> f) {
 }
 
 void ipc_server::on_shadow(
-  std::function<void(shadow_call, std::function<void(shadow_answer)>)> f) {
+  std::function<void(shadow_call, std::function<void(answer_data)>)> f) {
   std::lock_guard guard{impl_->mtx};
   impl_->shadow_cb = std::move(f);
+}
+
+void ipc_server::on_iot_publish(
+  std::function<void(std::string, std::string, std::function<void(answer_data)>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->iot_publish_cb = std::move(f);
+}
+
+void ipc_server::on_iot_filters(std::function<void(std::set<std::string>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->iot_filters_cb = std::move(f);
+}
+
+void ipc_server::deliver_iot(std::string topic, std::string payload) {
+  impl_->run_on_thread([p = impl_.get(), topic = std::move(topic), payload = std::move(payload)] {
+    json event = {{"message", {{"topicName", topic}, {"payload", base64(payload)}}}};
+    for (auto& [fd, c] : p->conns)
+      for (auto& [sid, s] : c.streams)
+        if (s.k == impl::kind::iotcore && (s.filter == topic || topic_matches(s.filter, topic)))
+          p->send(c, msg_application, 0, sid, gg + "IoTCoreMessage", event);
+  });
 }
 
 void ipc_server::deliver(std::string topic, std::string payload, std::string content_type) {

@@ -10,7 +10,8 @@
 // SubscribeToComponentUpdates / DeferComponentUpdate (pre_update), and
 // SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate),
 // and the shadow operations (GetThingShadow, UpdateThingShadow, DeleteThingShadow,
-// ListNamedShadowsForThing), which the plugin forwards to the shadow plugin (on_shadow).
+// ListNamedShadowsForThing), which the plugin forwards to the shadow plugin (on_shadow),
+// and PublishToIoTCore / SubscribeToIoTCore, through message_manager's cloud link.
 
 #pragma once
 
@@ -78,10 +79,11 @@ public:
     std::string next_token;  ///< List's nextToken
   };
 
-  /// The answer to a shadow_call: `error` empty and `body` the response's JSON (with
+  /// The answer to an operation the plugin serves (a shadow_call, a PublishToIoTCore):
+  /// `error` empty and `body` the response's JSON (with
   /// `payload`, when set, as its base64 `payload`), or `error` an IPC error shape
   /// (ResourceNotFoundError, ...) and `message` its text.
-  struct shadow_answer {
+  struct answer_data {
     std::string error;
     std::string message;
     nlohmann::json body = nlohmann::json::object();
@@ -91,7 +93,21 @@ public:
   /// Called on the server's thread with each shadow operation; the plugin answers
   /// through the function it gets (from any thread, once). Without it the operations are
   /// ServiceError.
-  void on_shadow(std::function<void(shadow_call, std::function<void(shadow_answer)>)> f);
+  void on_shadow(std::function<void(shadow_call, std::function<void(answer_data)>)> f);
+
+  /// Called on the server's thread with each PublishToIoTCore (authorized already): the
+  /// cloud topic and the payload's bytes; the plugin answers through the function it
+  /// gets (from any thread, once). Without it the operation is ServiceError.
+  void on_iot_publish(std::function<void(std::string topic, std::string payload,
+                                         std::function<void(answer_data)>)> f);
+
+  /// Called on the server's thread with every cloud topic filter components subscribe to
+  /// (SubscribeToIoTCore), each time that set changes.
+  void on_iot_filters(std::function<void(std::set<std::string>)> f);
+
+  /// Delivers a message from the cloud on `topic` to the components subscribed to it
+  /// with SubscribeToIoTCore. Thread-safe.
+  void deliver_iot(std::string topic, std::string payload);
 
   /// Delivers a message from the bus to the components subscribed to `topic` (JSON as a
   /// jsonMessage, anything else as a binaryMessage). Thread-safe.

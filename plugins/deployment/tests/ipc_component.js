@@ -12,6 +12,10 @@
 // shadow: shadow operations on thing ipc-thing (its accessControl allows it only), each
 //   a JSON line of WORK_DIR/shadow ({step, value} or {step, error: the shape, message});
 //   then, each time WORK_DIR/again appears, one more GetThingShadow (step "again").
+// iotcore: SubscribeToIoTCore cloud/down/# (each message a line `<topic> <payload>` of
+//   WORK_DIR/iot, "subscribed" once answered), PublishToIoTCore on cloud/up/hello every
+//   500 ms, and a publish and a subscribe its policy does not allow (lines
+//   `denied-publish|denied-subscribe <shape> <message>`).
 // flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
 //   each run a line of WORK_DIR/runs.
 const fs = require('fs');
@@ -30,6 +34,10 @@ async function main() {
       client.serviceModel.deserializers.set(name, (m) => Object.assign(fn(m), { shape: name }));
   if (role === 'shadow') {
     await shadow(client);
+    return;
+  }
+  if (role === 'iotcore') {
+    await iotcore(client);
     return;
   }
   if (role === 'startup') {
@@ -96,6 +104,39 @@ async function main() {
   await checks.activate();
   await client.updateState({ state: 'RUNNING' });
   line('ready', 'ready');
+}
+
+async function iotcore(client) {
+  const { QOS } = require('aws-iot-device-sdk-v2').greengrasscoreipc.model;
+  const denied = (what, e) => {
+    const se = e.serviceError || {};
+    line('iot', `${what} ${se.shape || String(e)} ${se.message}`);
+  };
+  const sub = client.subscribeToIoTCore({ topicName: 'cloud/down/#', qos: QOS.AT_LEAST_ONCE });
+  sub.on('message', (m) => line('iot',
+    `${m.message.topicName} ${Buffer.from(m.message.payload).toString()}`));
+  await sub.activate();
+  line('iot', 'subscribed');
+  try {
+    await client.publishToIoTCore({ topicName: 'forbidden/up', qos: QOS.AT_LEAST_ONCE, payload: 'x' });
+    line('iot', 'denied-publish allowed');
+  } catch (e) {
+    denied('denied-publish', e);
+  }
+  try {
+    const bad = client.subscribeToIoTCore({ topicName: 'forbidden/#', qos: QOS.AT_LEAST_ONCE });
+    bad.on('streamError', () => {});
+    await bad.activate();
+    line('iot', 'denied-subscribe allowed');
+  } catch (e) {
+    denied('denied-subscribe', e);
+  }
+  let n = 0;
+  setInterval(() => {
+    client.publishToIoTCore({ topicName: 'cloud/up/hello', qos: QOS.AT_LEAST_ONCE,
+      payload: JSON.stringify({ from: 'component', n: n++ }) })
+      .catch((e) => line('errors', String(e && e.serviceError ? e.serviceError.message : e)));
+  }, 500);
 }
 
 async function shadow(client) {
