@@ -161,12 +161,13 @@ std::optional<std::string> unbase64(std::string_view in) {
 } // namespace
 
 struct ipc_server::impl {
-  enum class kind { topic, updates, validation, iotcore };
+  enum class kind { topic, updates, validation, iotcore, configuration };
 
   struct stream {
     kind k;
     std::string filter;   // topic and iotcore streams
     bool others = false;  // RECEIVE_MESSAGES_FROM_OTHERS
+    std::vector<std::string> key_path; // configuration streams (filter: the component)
   };
 
   struct conn {
@@ -206,7 +207,12 @@ struct ipc_server::impl {
   std::atomic<bool> stopping{false};
 
   mutable std::mutex mtx; // components, tokens, tasks, on_state
-  std::map<std::string, json> components;
+  std::map<std::string, json> components; // effective: base with the overlay merged
+  // UpdateConfiguration's changes of each component (a merge patch over its base, the
+  // running set's configuration) and their timestamps by key path; a component's
+  // overlay goes when a deployment changes its base.
+  std::map<std::string, json> bases, overlays;
+  std::map<std::string, std::map<std::vector<std::string>, double>> stamps;
   std::map<std::string, std::string> tokens; // token → component
   std::vector<std::function<void()>> tasks;
   std::function<void(const std::string&, const std::string&)> state_cb;
@@ -607,6 +613,29 @@ struct ipc_server::impl {
       return shadow(c, sid, op, req);
     if (op == "PublishToIoTCore" || op == "SubscribeToIoTCore")
       return iotcore(c, sid, op, req);
+    if (op == "SubscribeToConfigurationUpdate") {
+      auto name = str("componentName");
+      if (name.empty())
+        name = c.component;
+      std::vector<std::string> kp;
+      if (auto k = req.find("keyPath"); k != req.end() && k->is_array())
+        for (const auto& x : *k) {
+          if (!x.is_string())
+            return error(c, sid, "InvalidArgumentsError", "keyPath: strings");
+          kp.push_back(x.get<std::string>());
+        }
+      bool found = false;
+      config_of(name, &found);
+      if (!found)
+        return error(c, sid, "ResourceNotFoundError", "no component " + name);
+      stream st{kind::configuration, name, false};
+      st.key_path = std::move(kp);
+      c.streams[sid] = std::move(st);
+      reply(c, sid, op, json::object(), false);
+      return;
+    }
+    if (op == "UpdateConfiguration")
+      return update_configuration(c, sid, op, req);
     error(c, sid, "ServiceError", "operation " + op + " is not supported by this core");
   }
 
@@ -686,6 +715,90 @@ struct ipc_server::impl {
         }
       });
     };
+  }
+
+  // UpdateConfiguration: `valueToMerge` merged at `keyPath` into the caller's own
+  // configuration (kept as its overlay), refused when a later timestamp changed that key
+  // (or one above it) already; subscribers hear of each changed key.
+  void update_configuration(conn& c, int32_t sid, const std::string& op, const json& req) {
+    std::vector<std::string> kp;
+    if (auto k = req.find("keyPath"); k != req.end() && !k->is_null()) {
+      if (!k->is_array())
+        return error(c, sid, "InvalidArgumentsError", "keyPath: a list of strings");
+      for (const auto& x : *k) {
+        if (!x.is_string())
+          return error(c, sid, "InvalidArgumentsError", "keyPath: a list of strings");
+        kp.push_back(x.get<std::string>());
+      }
+    }
+    auto ts = req.find("timestamp");
+    if (ts == req.end() || !ts->is_number())
+      return error(c, sid, "InvalidArgumentsError", "timestamp: required");
+    auto value = req.find("valueToMerge");
+    if (value == req.end())
+      return error(c, sid, "InvalidArgumentsError", "valueToMerge: required");
+    if (kp.empty() && !value->is_object())
+      return error(c, sid, "InvalidArgumentsError",
+                   "valueToMerge: an object to merge at the root");
+    if (!kp.empty() && kp.front() == "accessControl")
+      return error(c, sid, "InvalidArgumentsError", "accessControl is set by deployments only");
+    double when = ts->get<double>();
+    std::lock_guard guard{mtx};
+    auto& mine = stamps[c.component];
+    for (size_t n = 0; n <= kp.size(); ++n) {
+      std::vector<std::string> above(kp.begin(), kp.begin() + static_cast<ptrdiff_t>(n));
+      if (auto it = mine.find(above); it != mine.end() && it->second > when)
+        return error(c, sid, "FailedUpdateConditionCheckError",
+                     "the key was updated at a later timestamp");
+    }
+    mine[kp] = when;
+    json patch = *value;
+    for (auto it = kp.rbegin(); it != kp.rend(); ++it)
+      patch = json{{*it, std::move(patch)}};
+    auto& overlay = overlays[c.component];
+    if (!overlay.is_object())
+      overlay = json::object();
+    overlay.merge_patch(patch);
+    auto before = components[c.component];
+    auto after = bases.contains(c.component) ? bases[c.component] : json::object();
+    after.merge_patch(overlay);
+    components[c.component] = after;
+    reply(c, sid, op, json::object(), true);
+    config_changed(c.component, before, after);
+  }
+
+  // Tells the subscribers of `name`'s configuration which keys changed.
+  void config_changed(const std::string& name, const json& before, const json& after) {
+    if (before == after)
+      return;
+    std::vector<std::vector<std::string>> changed;
+    for (const auto& p : json::diff(before, after)) {
+      std::vector<std::string> path;
+      auto ptr = json::json_pointer{p.value("path", std::string{})};
+      while (!ptr.empty()) {
+        path.insert(path.begin(), ptr.back());
+        ptr.pop_back();
+      }
+      changed.push_back(std::move(path));
+    }
+    for (auto& [fd, c] : conns)
+      for (auto& [sid, st] : c.streams) {
+        if (st.k != kind::configuration || st.filter != name)
+          continue;
+        std::set<std::vector<std::string>> sent;
+        for (const auto& p : changed) {
+          const auto& k = st.key_path;
+          bool below = p.size() >= k.size() && std::equal(k.begin(), k.end(), p.begin());
+          bool above = p.size() < k.size() && std::equal(p.begin(), p.end(), k.begin());
+          if (!below && !above)
+            continue;
+          const auto& at = below ? p : k;
+          if (!sent.insert(at).second)
+            continue;
+          send(c, msg_application, 0, sid, gg + "ConfigurationUpdateEvents",
+               {{"configurationUpdateEvent", {{"componentName", name}, {"keyPath", at}}}});
+        }
+      }
   }
 
   // PublishToIoTCore / SubscribeToIoTCore, authorized by the component's
@@ -979,9 +1092,38 @@ void ipc_server::set_components(std::map<std::string, json> configs) {
   std::map<std::string, std::string> tokens;
   for (const auto& [name, cfg] : configs)
     tokens[impl_->token_for(name)] = name;
-  std::lock_guard guard{impl_->mtx};
-  impl_->components = std::move(configs);
-  impl_->tokens = std::move(tokens);
+  std::map<std::string, std::pair<json, json>> changed; // name → before, after
+  {
+    std::lock_guard guard{impl_->mtx};
+    auto& p = *impl_;
+    std::map<std::string, json> effective;
+    for (auto& [name, base] : configs) {
+      // A deployment that changes the base replaces what UpdateConfiguration changed.
+      if (auto b = p.bases.find(name); b != p.bases.end() && b->second != base) {
+        p.overlays.erase(name);
+        p.stamps.erase(name);
+      }
+      auto eff = base;
+      if (auto o = p.overlays.find(name); o != p.overlays.end())
+        eff.merge_patch(o->second);
+      if (auto old = p.components.find(name); old != p.components.end() && old->second != eff)
+        changed[name] = {old->second, eff};
+      effective[name] = std::move(eff);
+    }
+    // A component no longer in the set (not one still starting: env() knows it) loses
+    // its changes.
+    for (auto it = p.overlays.begin(); it != p.overlays.end();)
+      it = configs.contains(it->first) || !p.bases.contains(it->first) ? std::next(it)
+                                                                        : p.overlays.erase(it);
+    p.bases = std::move(configs);
+    p.components = std::move(effective);
+    p.tokens = std::move(tokens);
+  }
+  if (!changed.empty())
+    impl_->run_on_thread([p = impl_.get(), changed = std::move(changed)] {
+      for (const auto& [name, ba] : changed)
+        p->config_changed(name, ba.first, ba.second);
+    });
 }
 
 std::vector<std::string> ipc_server::env(const std::string& component) const {

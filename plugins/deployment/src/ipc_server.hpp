@@ -11,7 +11,9 @@
 // SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate),
 // and the shadow operations (GetThingShadow, UpdateThingShadow, DeleteThingShadow,
 // ListNamedShadowsForThing), which the plugin forwards to the shadow plugin (on_shadow),
-// and PublishToIoTCore / SubscribeToIoTCore, through message_manager's cloud link.
+// PublishToIoTCore / SubscribeToIoTCore, through message_manager's cloud link, and
+// SubscribeToConfigurationUpdate / UpdateConfiguration (changes kept over the running
+// set's configuration, see set_components).
 
 #pragma once
 
@@ -50,7 +52,9 @@ public:
   ~ipc_server();
 
   /// The components that may connect, with their effective configurations (what
-  /// GetConfiguration reads, accessControl). Thread-safe.
+  /// GetConfiguration reads, accessControl). A component's UpdateConfiguration changes
+  /// stay merged over its configuration until this changes it; subscribers hear of the
+  /// keys that changed. Thread-safe.
   void set_components(std::map<std::string, nlohmann::json> configs);
 
   /// The environment variables of `component`'s processes. Thread-safe.

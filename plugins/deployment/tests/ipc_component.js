@@ -16,6 +16,10 @@
 //   WORK_DIR/iot, "subscribed" once answered), PublishToIoTCore on cloud/up/hello every
 //   500 ms, and a publish and a subscribe its policy does not allow (lines
 //   `denied-publish|denied-subscribe <shape> <message>`).
+// config: subscribes to its own configuration's key `dyn` and to e2e.IpcSub's `greeting`
+//   (each event a line `own|sub <event JSON>` of WORK_DIR/config), UpdateConfiguration
+//   dyn {x: 1} ("updated"), GetConfiguration of dyn (`value <JSON>`), an UpdateConfiguration
+//   with an older timestamp (`stale <shape>`), then "ready".
 // flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
 //   each run a line of WORK_DIR/runs.
 const fs = require('fs');
@@ -34,6 +38,10 @@ async function main() {
       client.serviceModel.deserializers.set(name, (m) => Object.assign(fn(m), { shape: name }));
   if (role === 'shadow') {
     await shadow(client);
+    return;
+  }
+  if (role === 'config') {
+    await config(client);
     return;
   }
   if (role === 'iotcore') {
@@ -104,6 +112,28 @@ async function main() {
   await checks.activate();
   await client.updateState({ state: 'RUNNING' });
   line('ready', 'ready');
+}
+
+async function config(client) {
+  const own = client.subscribeToConfigurationUpdate({ keyPath: ['dyn'] });
+  own.on('message', (ev) => line('config', 'own ' + JSON.stringify(ev.configurationUpdateEvent)));
+  await own.activate();
+  const sub = client.subscribeToConfigurationUpdate({ componentName: 'e2e.IpcSub', keyPath: ['greeting'] });
+  sub.on('message', (ev) => line('config', 'sub ' + JSON.stringify(ev.configurationUpdateEvent)));
+  await sub.activate();
+  await client.updateConfiguration({ keyPath: ['dyn'], valueToMerge: { x: 1 }, timestamp: new Date() });
+  line('config', 'updated');
+  const got = await client.getConfiguration({ keyPath: ['dyn'] });
+  line('config', 'value ' + JSON.stringify(got.value));
+  try {
+    await client.updateConfiguration({
+      keyPath: ['dyn'], valueToMerge: { x: 2 }, timestamp: new Date(Date.now() - 60000) });
+    line('config', 'stale accepted');
+  } catch (e) {
+    line('config', 'stale ' + ((e.serviceError && e.serviceError.shape) || String(e)));
+  }
+  line('config', 'ready');
+  setInterval(() => {}, 1000);
 }
 
 async function iotcore(client) {

@@ -20,7 +20,10 @@ accessControl."aws.greengrass.ShadowManager" lists thing ipc-thing) reach the sh
 plugin: update, get (also seen with `grovectl shadow get`), named shadows listed a page
 at a time, delete, ResourceNotFoundError for the deleted one, UnauthorizedError for
 another thing, InvalidArgumentsError for a document that is not JSON; once the shadow
-plugin is unloaded, ServiceError saying so.
+plugin is unloaded, ServiceError saying so. e2e.IpcConfig's UpdateConfiguration is read
+back with GetConfiguration and heard by its SubscribeToConfigurationUpdate, an older
+timestamp is FailedUpdateConditionCheckError, and a deployment's change of Sub's greeting
+is heard by its subscription to Sub's configuration.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import binascii
@@ -78,7 +81,8 @@ def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
         components={"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"},
                     "e2e.IpcStartup": {"componentVersion": "1.0.0"},
                     "e2e.IpcFlaky": {"componentVersion": "1.0.0"},
-                    "e2e.IpcShadow": {"componentVersion": "1.0.0"}},
+                    "e2e.IpcShadow": {"componentVersion": "1.0.0"},
+                    "e2e.IpcConfig": {"componentVersion": "1.0.0"}},
         deploymentPolicies={"componentUpdatePolicy": {"timeoutInSeconds": 30, "action": action},
                             "configurationValidationPolicy": {"timeoutInSeconds": 30}},
     )["deploymentId"]
@@ -154,6 +158,8 @@ support.component(gg, "e2e.IpcShadow", recipe(
     shadow_ops=[f"aws.greengrass#{op}" for op in ("GetThingShadow", "UpdateThingShadow",
                                                    "DeleteThingShadow", "ListNamedShadowsForThing")],
     shadow_resources=["$aws/things/ipc-thing/shadow", "$aws/things/ipc-thing/shadow/name/*"]))
+
+support.component(gg, "e2e.IpcConfig", recipe("config", [], []))
 
 
 def shadow_steps():
@@ -248,6 +254,17 @@ check("an update that is not JSON -> InvalidArgumentsError",
       steps.get("update-bad", {}).get("error") == "aws.greengrass#InvalidArgumentsError",
       steps.get("update-bad"))
 
+ready = wait(lambda: "ready" in lines("e2e.IpcConfig", "config"), 30)
+conf = lines("e2e.IpcConfig", "config")
+check("UpdateConfiguration merges into the component's own configuration (GetConfiguration)",
+      'value {"x":1}' in conf, (conf, read(f"{WORK}/e2e.IpcConfig/errors")))
+own = [json.loads(x[4:]) for x in conf if x.startswith("own ")]
+check("... and its SubscribeToConfigurationUpdate hears the changed key",
+      any(e.get("componentName") == "e2e.IpcConfig" and e.get("keyPath", [])[:1] == ["dyn"]
+          for e in own), conf)
+check("an UpdateConfiguration with an older timestamp -> FailedUpdateConditionCheckError",
+      "stale aws.greengrass#FailedUpdateConditionCheckError" in conf, conf)
+
 d2, status, reason = deploy({"greeting": "hello"})
 check("a NOTIFY_COMPONENTS deployment changing Sub's configuration -> COMPLETED",
       status == "COMPLETED", f"{status} {reason}")
@@ -259,6 +276,10 @@ check("Sub validated its new configuration first (ACCEPTED)",
 greet = wait(lambda: json.loads(read(f"{WORK}/e2e.IpcSub/greeting") or "{}").get("value") == {"greeting": "hello"}, 30)
 check("Sub restarted with the new configuration (GetConfiguration)", bool(greet),
       read(f"{WORK}/e2e.IpcSub/greeting"))
+heard = wait(lambda: [x for x in lines("e2e.IpcConfig", "config") if x.startswith("sub ")], 20)
+check("a deployment's change of Sub's greeting: an event to a subscriber of Sub's configuration",
+      bool(heard) and json.loads(heard[0][4:]) == {"componentName": "e2e.IpcSub", "keyPath": ["greeting"]},
+      lines("e2e.IpcConfig", "config"))
 wait(lambda: lines("e2e.IpcSub", "ready") and len(lines("e2e.IpcSub", "ready")) >= 2, 30)
 
 d3, status, reason = deploy({"bad": True})

@@ -8,7 +8,8 @@
 # announced, a configuration REJECTED by the component failing its deployment; raw
 # clients with a wrong token and a malformed frame are refused without harm. Shadow
 # operations reach the shadow plugin under the component's ShadowManager accessControl,
-# and are ServiceError once the shadow plugin is unloaded.
+# and are ServiceError once the shadow plugin is unloaded; UpdateConfiguration and
+# SubscribeToConfigurationUpdate (own and another component's configuration).
 # Usage: ipc_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 
