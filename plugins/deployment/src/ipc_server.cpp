@@ -158,6 +158,27 @@ std::optional<std::string> unbase64(std::string_view in) {
   return out;
 }
 
+// The nesting depth of `v` (a scalar: 0), counted without recursion: UpdateConfiguration
+// refuses a value nested deeper than max_depth, since merge, diff and dump recurse.
+constexpr size_t max_depth = 64;
+
+size_t depth_of(const json& v) {
+  size_t deepest = 0;
+  std::vector<std::pair<const json*, size_t>> todo{{&v, 0}};
+  while (!todo.empty()) {
+    auto [at, d] = todo.back();
+    todo.pop_back();
+    if (!at->is_structured())
+      continue;
+    deepest = std::max(deepest, d + 1);
+    if (deepest > max_depth)
+      return deepest;
+    for (const auto& x : *at)
+      todo.emplace_back(&x, d + 1);
+  }
+  return deepest;
+}
+
 } // namespace
 
 struct ipc_server::impl {
@@ -740,6 +761,9 @@ struct ipc_server::impl {
     if (kp.empty() && !value->is_object())
       return error(c, sid, "InvalidArgumentsError",
                    "valueToMerge: an object to merge at the root");
+    if (kp.size() + depth_of(*value) > max_depth)
+      return error(c, sid, "InvalidArgumentsError",
+                   "valueToMerge: nested deeper than " + std::to_string(max_depth) + " levels");
     if (!kp.empty() && kp.front() == "accessControl")
       return error(c, sid, "InvalidArgumentsError", "accessControl is set by deployments only");
     double when = ts->get<double>();

@@ -19,7 +19,8 @@
 // config: subscribes to its own configuration's key `dyn` and to e2e.IpcSub's `greeting`
 //   (each event a line `own|sub <event JSON>` of WORK_DIR/config), UpdateConfiguration
 //   dyn {x: 1} ("updated"), GetConfiguration of dyn (`value <JSON>`), an UpdateConfiguration
-//   with an older timestamp (`stale <shape>`), then "ready".
+//   with an older timestamp (`stale <shape>`), one nested 100 deep (`deep <shape>`), then
+//   "ready".
 // flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
 //   each run a line of WORK_DIR/runs.
 const fs = require('fs');
@@ -131,6 +132,15 @@ async function config(client) {
     line('config', 'stale accepted');
   } catch (e) {
     line('config', 'stale ' + ((e.serviceError && e.serviceError.shape) || String(e)));
+  }
+  let deep = 1;
+  for (let i = 0; i < 100; ++i)
+    deep = { d: deep };
+  try {
+    await client.updateConfiguration({ keyPath: ['deep'], valueToMerge: deep, timestamp: new Date() });
+    line('config', 'deep accepted');
+  } catch (e) {
+    line('config', 'deep ' + ((e.serviceError && e.serviceError.shape) || String(e)));
   }
   line('config', 'ready');
   setInterval(() => {}, 1000);

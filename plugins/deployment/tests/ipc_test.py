@@ -264,6 +264,8 @@ check("... and its SubscribeToConfigurationUpdate hears the changed key",
           for e in own), conf)
 check("an UpdateConfiguration with an older timestamp -> FailedUpdateConditionCheckError",
       "stale aws.greengrass#FailedUpdateConditionCheckError" in conf, conf)
+check("a valueToMerge nested 100 deep -> InvalidArgumentsError (merge, diff and dump recurse)",
+      "deep aws.greengrass#InvalidArgumentsError" in conf, conf)
 
 d2, status, reason = deploy({"greeting": "hello"})
 check("a NOTIFY_COMPONENTS deployment changing Sub's configuration -> COMPLETED",
