@@ -1161,7 +1161,7 @@ private:
         if (call.op == "ListNamedShadowsForThing") {
           grove::shadow::list_rpc rpc{std::string{grove::shadow::list_topic}};
           rpc(*ctx_, grove::shadow::make_list(call.thing, call.page_size, call.next_token),
-              shadow_timeout, [done](caf::expected<grove::shadow::ListReply> r) {
+              ipc_call_timeout, [done](caf::expected<grove::shadow::ListReply> r) {
                 if (!r)
                   return done(shadow_bus_error(r.error()));
                 ipc_server::answer_data a;
@@ -1179,7 +1179,7 @@ private:
                                                       : grove::shadow::delete_topic;
         grove::shadow::document_rpc rpc{std::string{topic}};
         rpc(*ctx_, grove::shadow::make_request(call.thing, call.name, call.payload),
-            shadow_timeout, [done](caf::expected<grove::shadow::Reply> r) {
+            ipc_call_timeout, [done](caf::expected<grove::shadow::Reply> r) {
               if (!r)
                 return done(shadow_bus_error(r.error()));
               done(shadow_reply(*r));
@@ -1194,7 +1194,7 @@ private:
       ctx_->post([this, server, topic = std::move(topic), payload = std::move(payload),
                   answer = std::move(answer)] {
         grove::message_manager::cloud_publish(
-          *ctx_, topic, payload, shadow_timeout,
+          *ctx_, topic, payload, ipc_call_timeout,
           [this, server, answer](caf::expected<grove::mm::CloudPublished> r) {
             if (!ipc_ || ipc_generation_ != server)
               return;
@@ -1216,7 +1216,7 @@ private:
           // What a last instance left (message_manager keeps a client's filters) goes
           // first: the components subscribe again.
           grove::message_manager::cloud_unsubscribe(
-            *ctx_, {}, shadow_timeout, [](caf::expected<grove::mm::CloudSubscriptions>) {});
+            *ctx_, {}, ipc_call_timeout, [](caf::expected<grove::mm::CloudSubscriptions>) {});
           cloud_filters_ = std::make_unique<grove::message_manager::cloud_filters>(
             *ctx_, [this](grove::message_manager::cloud_filters::state st, const caf::error& e) {
               if (st == grove::message_manager::cloud_filters::state::refused)
@@ -1923,7 +1923,8 @@ private:
   runner_settings runner_settings_; // broken_error_window, allow_privileged_components, ...
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
   uint64_t ipc_generation_ = 0;     // which ipc_ a shadow call's answer is for
-  static constexpr std::chrono::seconds shadow_timeout{10};
+  // How long an IPC operation waits for the shadow plugin or message_manager.
+  static constexpr std::chrono::seconds ipc_call_timeout{10};
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
   // Components' SubscribeToIoTCore filters, kept with message_manager (mm-7, mm-8).
   std::unique_ptr<grove::message_manager::cloud_filters> cloud_filters_;
