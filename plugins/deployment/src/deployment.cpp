@@ -40,6 +40,8 @@
 #include "render.hpp"
 #include "runner.hpp"
 #include "grove/deployment/client.hpp"
+#include "grove/message_manager/client.hpp"
+#include "grove/shadow/client.hpp"
 #include "grove/errors.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "grove/plugin.hpp"
@@ -732,6 +734,11 @@ public:
   void on_message(const grove::Envelope& msg) override {
     // Greengrass local publish/subscribe: the bus's messages on components' filters
     // (not the plugin's own publishes: their local subscribers have them already).
+    if (auto cloud = grove::message_manager::cloud_topic_of(msg.topic(), ctx_->name())) {
+      if (ipc_ && msg.source() == "cloud") // mm-9: message_manager's, from the cloud
+        ipc_->deliver_iot(std::string{*cloud}, msg.payload());
+      return;
+    }
     if (msg.topic() != grove::group_client::current_topic) {
       if (ipc_ && msg.source() != ctx_->name())
         ipc_->deliver(msg.topic(), msg.payload(), msg.content_type());
@@ -1141,6 +1148,85 @@ private:
         bus_filters_ = filters;
       });
     });
+    // Shadow operations go to the shadow plugin's bus API (sh-1..sh-4), answered when
+    // its reply comes; an answer for a server since replaced (a restart of IPC) is dropped.
+    auto server = ++ipc_generation_;
+    ipc_->on_shadow([this, server](ipc_server::shadow_call call,
+                                   std::function<void(ipc_server::answer_data)> answer) {
+      ctx_->post([this, server, call = std::move(call), answer = std::move(answer)] {
+        auto done = [this, server, answer](ipc_server::answer_data a) {
+          if (ipc_ && ipc_generation_ == server)
+            answer(std::move(a));
+        };
+        if (call.op == "ListNamedShadowsForThing") {
+          grove::shadow::list_rpc rpc{std::string{grove::shadow::list_topic}};
+          rpc(*ctx_, grove::shadow::make_list(call.thing, call.page_size, call.next_token),
+              ipc_call_timeout, [done](caf::expected<grove::shadow::ListReply> r) {
+                if (!r)
+                  return done(shadow_bus_error(r.error()));
+                ipc_server::answer_data a;
+                a.body["results"] = std::vector<std::string>(r->results().begin(),
+                                                             r->results().end());
+                a.body["timestamp"] = r->timestamp();
+                if (!r->next_token().empty())
+                  a.body["nextToken"] = r->next_token();
+                done(std::move(a));
+              });
+          return;
+        }
+        auto topic = call.op == "GetThingShadow"      ? grove::shadow::get_topic
+                     : call.op == "UpdateThingShadow" ? grove::shadow::update_topic
+                                                      : grove::shadow::delete_topic;
+        grove::shadow::document_rpc rpc{std::string{topic}};
+        rpc(*ctx_, grove::shadow::make_request(call.thing, call.name, call.payload),
+            ipc_call_timeout, [done](caf::expected<grove::shadow::Reply> r) {
+              if (!r)
+                return done(shadow_bus_error(r.error()));
+              done(shadow_reply(*r));
+            });
+      });
+    });
+    // PublishToIoTCore / SubscribeToIoTCore: message_manager's cloud link, as one of its
+    // system clients (its cloud.system_clients must list this plugin); cloud messages
+    // for the components' filters come on mm-9.
+    ipc_->on_iot_publish([this, server](std::string topic, std::string payload,
+                                        std::function<void(ipc_server::answer_data)> answer) {
+      ctx_->post([this, server, topic = std::move(topic), payload = std::move(payload),
+                  answer = std::move(answer)] {
+        grove::message_manager::cloud_publish(
+          *ctx_, topic, payload, ipc_call_timeout,
+          [this, server, answer](caf::expected<grove::mm::CloudPublished> r) {
+            if (!ipc_ || ipc_generation_ != server)
+              return;
+            ipc_server::answer_data a;
+            if (!r) {
+              a.error = "ServiceError";
+              a.message = cloud_error(r.error());
+            }
+            answer(std::move(a));
+          });
+      });
+    });
+    ipc_->on_iot_filters([this](std::set<std::string> filters) {
+      ctx_->post([this, filters = std::move(filters)] {
+        if (!cloud_filters_) {
+          if (auto err = ctx_->subscribe(grove::message_manager::system_filter(ctx_->name())))
+            ctx_->log().warn("deployment: IPC: cannot subscribe to the cloud's messages: {}",
+                             grove::describe(err));
+          // What a last instance left (message_manager keeps a client's filters) goes
+          // first: the components subscribe again.
+          grove::message_manager::cloud_unsubscribe(
+            *ctx_, {}, ipc_call_timeout, [](caf::expected<grove::mm::CloudSubscriptions>) {});
+          cloud_filters_ = std::make_unique<grove::message_manager::cloud_filters>(
+            *ctx_, [this](grove::message_manager::cloud_filters::state st, const caf::error& e) {
+              if (st == grove::message_manager::cloud_filters::state::refused)
+                ctx_->log().warn("deployment: IPC: SubscribeToIoTCore filters refused: {} "
+                                 "(retrying)", cloud_error(e));
+            });
+        }
+        cloud_filters_->set(filters);
+      });
+    });
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
         ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);
@@ -1148,6 +1234,66 @@ private:
           runner_->report_state(name, state);
       });
     });
+  }
+
+  // A shadow plugin's Reply as Greengrass' IPC answers it: 200 the document, else
+  // AWS's code as the IPC error shape, with the rejection's message.
+  static ipc_server::answer_data shadow_reply(const grove::shadow::Reply& r) {
+    ipc_server::answer_data a;
+    if (r.code() == 200) {
+      a.payload = r.payload();
+      return a;
+    }
+    auto doc = nlohmann::json::parse(r.payload(), nullptr, false);
+    a.message = doc.is_object() && doc.contains("message") && doc["message"].is_string()
+                  ? doc["message"].get<std::string>()
+                  : r.payload();
+    switch (r.code()) {
+      case 404:
+        a.error = "ResourceNotFoundError";
+        break;
+      case 400:
+      case 413:
+        a.error = "InvalidArgumentsError";
+        break;
+      case 409:
+        a.error = "ConflictError";
+        break;
+      case 401:
+      case 403:
+        a.error = "UnauthorizedError";
+        break;
+      default:
+        a.error = "ServiceError";
+    }
+    return a;
+  }
+
+  // message_manager's refusal of a cloud call, as a component's error message says it.
+  static std::string cloud_error(const caf::error& err) {
+    if (err == grove::errc::no_route)
+      return "no cloud link: message_manager is not in this core's image";
+    if (err == grove::errc::not_authorized)
+      return "no cloud link for components: message_manager's cloud.system_clients does not "
+             "list deployment";
+    return "the cloud link: " + grove::describe(err);
+  }
+
+  // An error of the bus on a shadow call: a name outside the rules is the caller's
+  // (InvalidArgumentsError); no shadow plugin, a timeout and the rest are ServiceError.
+  static ipc_server::answer_data shadow_bus_error(const caf::error& err) {
+    ipc_server::answer_data a;
+    if (err == grove::errc::no_route) {
+      a.error = "ServiceError";
+      a.message = "no shadow service: the shadow plugin is not in this core's image";
+    } else if (err == grove::errc::invalid_topic || err == grove::errc::malformed) {
+      a.error = "InvalidArgumentsError";
+      a.message = grove::describe(err);
+    } else {
+      a.error = "ServiceError";
+      a.message = "the shadow service: " + grove::describe(err);
+    }
+    return a;
   }
 
   // The running set's effective configurations, for GetConfiguration and the tokens.
@@ -1776,7 +1922,12 @@ private:
   resource_limits default_limits_; // default_system_resource_limits
   runner_settings runner_settings_; // broken_error_window, allow_privileged_components, ...
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
+  uint64_t ipc_generation_ = 0;     // which ipc_ a shadow call's answer is for
+  // How long an IPC operation waits for the shadow plugin or message_manager.
+  static constexpr std::chrono::seconds ipc_call_timeout{10};
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus
+  // Components' SubscribeToIoTCore filters, kept with message_manager (mm-7, mm-8).
+  std::unique_ptr<grove::message_manager::cloud_filters> cloud_filters_;
   std::deque<std::function<void()>> gates_; // deployments waiting for their IPC gate
   bool gate_busy_ = false;
   std::set<std::string> in_gate_; // deployments between gated_apply and the runner

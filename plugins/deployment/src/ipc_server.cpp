@@ -158,15 +158,37 @@ std::optional<std::string> unbase64(std::string_view in) {
   return out;
 }
 
+// The nesting depth of `v` (a scalar: 0), counted without recursion: UpdateConfiguration
+// refuses a value nested deeper than max_depth, since merge, diff and dump recurse.
+constexpr size_t max_depth = 64;
+
+size_t depth_of(const json& v) {
+  size_t deepest = 0;
+  std::vector<std::pair<const json*, size_t>> todo{{&v, 0}};
+  while (!todo.empty()) {
+    auto [at, d] = todo.back();
+    todo.pop_back();
+    if (!at->is_structured())
+      continue;
+    deepest = std::max(deepest, d + 1);
+    if (deepest > max_depth)
+      return deepest;
+    for (const auto& x : *at)
+      todo.emplace_back(&x, d + 1);
+  }
+  return deepest;
+}
+
 } // namespace
 
 struct ipc_server::impl {
-  enum class kind { topic, updates, validation };
+  enum class kind { topic, updates, validation, iotcore, configuration };
 
   struct stream {
     kind k;
-    std::string filter;   // topic streams
+    std::string filter;   // topic and iotcore streams
     bool others = false;  // RECEIVE_MESSAGES_FROM_OTHERS
+    std::vector<std::string> key_path; // configuration streams (filter: the component)
   };
 
   struct conn {
@@ -206,12 +228,23 @@ struct ipc_server::impl {
   std::atomic<bool> stopping{false};
 
   mutable std::mutex mtx; // components, tokens, tasks, on_state
-  std::map<std::string, json> components;
+  std::map<std::string, json> components; // effective: base with the overlay merged
+  // UpdateConfiguration's changes of each component (a merge patch over its base, the
+  // running set's configuration) and their timestamps by key path; a component's
+  // overlay goes when a deployment changes its base.
+  std::map<std::string, json> bases, overlays;
+  std::map<std::string, std::map<std::vector<std::string>, double>> stamps;
   std::map<std::string, std::string> tokens; // token → component
   std::vector<std::function<void()>> tasks;
   std::function<void(const std::string&, const std::string&)> state_cb;
   std::function<void(const std::string&, std::string, std::string)> publish_cb;
   std::function<void(std::set<std::string>)> filters_cb;
+  std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::answer_data)>)>
+    shadow_cb;
+  std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)>
+    iot_publish_cb;
+  std::function<void(std::set<std::string>)> iot_filters_cb;
+  std::set<std::string> iot_filters; // the server thread's: the last set reported
   std::set<std::string> filters; // the server thread's: the last set reported
 
   // The server thread's own.
@@ -596,7 +629,238 @@ struct ipc_server::impl {
       return error(c, sid, "InvalidArgumentsError",
                    "no validation of deployment " + id + " waits for " + c.component);
     }
+    if (op == "GetThingShadow" || op == "UpdateThingShadow" || op == "DeleteThingShadow" ||
+        op == "ListNamedShadowsForThing")
+      return shadow(c, sid, op, req);
+    if (op == "PublishToIoTCore" || op == "SubscribeToIoTCore")
+      return iotcore(c, sid, op, req);
+    if (op == "SubscribeToConfigurationUpdate") {
+      auto name = str("componentName");
+      if (name.empty())
+        name = c.component;
+      std::vector<std::string> kp;
+      if (auto k = req.find("keyPath"); k != req.end() && k->is_array())
+        for (const auto& x : *k) {
+          if (!x.is_string())
+            return error(c, sid, "InvalidArgumentsError", "keyPath: strings");
+          kp.push_back(x.get<std::string>());
+        }
+      bool found = false;
+      config_of(name, &found);
+      if (!found)
+        return error(c, sid, "ResourceNotFoundError", "no component " + name);
+      stream st{kind::configuration, name, false};
+      st.key_path = std::move(kp);
+      c.streams[sid] = std::move(st);
+      reply(c, sid, op, json::object(), false);
+      return;
+    }
+    if (op == "UpdateConfiguration")
+      return update_configuration(c, sid, op, req);
     error(c, sid, "ServiceError", "operation " + op + " is not supported by this core");
+  }
+
+  // Shadow operations: authorized here by the component's
+  // accessControl."aws.greengrass.ShadowManager", answered by the shadow plugin through
+  // the plugin (shadow_cb), on this thread when its reply comes.
+  void shadow(conn& c, int32_t sid, const std::string& op, const json& req) {
+    ipc_server::shadow_call call;
+    call.op = op;
+    auto str = [&](const char* k, std::string& out) {
+      auto it = req.find(k);
+      if (it == req.end() || it->is_null())
+        return true;
+      if (!it->is_string())
+        return false;
+      out = it->get<std::string>();
+      return true;
+    };
+    if (!str("thingName", call.thing) || call.thing.empty())
+      return error(c, sid, "InvalidArgumentsError", "thingName: required");
+    if (op != "ListNamedShadowsForThing" && !str("shadowName", call.name))
+      return error(c, sid, "InvalidArgumentsError", "shadowName: a string");
+    if (op == "UpdateThingShadow") {
+      std::string b64;
+      if (!str("payload", b64) || b64.empty())
+        return error(c, sid, "InvalidArgumentsError", "payload: required");
+      auto bytes = unbase64(b64);
+      if (!bytes)
+        return error(c, sid, "InvalidArgumentsError", "payload: not base64");
+      call.payload = std::move(*bytes);
+    }
+    if (op == "ListNamedShadowsForThing") {
+      if (auto ps = req.find("pageSize"); ps != req.end() && !ps->is_null()) {
+        if (!ps->is_number_integer() || *ps < 1 || *ps > 100)
+          return error(c, sid, "InvalidArgumentsError", "pageSize: 1 to 100");
+        call.page_size = ps->get<uint32_t>();
+      }
+      if (!str("nextToken", call.next_token))
+        return error(c, sid, "InvalidArgumentsError", "nextToken: a string");
+    }
+    // Greengrass' resources: the classic shadow (and a thing's list of named shadows)
+    // `$aws/things/<thing>/shadow`, a named one `.../shadow/name/<name>`.
+    auto resource = "$aws/things/" + call.thing + "/shadow" +
+                    (call.name.empty() ? "" : "/name/" + call.name);
+    const std::string service = "aws.greengrass.ShadowManager";
+    if (!authorized(config_of(c.component), service, gg + op, resource))
+      return error(c, sid, "UnauthorizedError",
+                   "Principal " + c.component + " is not authorized to perform " + service +
+                     ":" + gg + op + " on resource " + resource);
+    std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::answer_data)>)>
+      f;
+    {
+      std::lock_guard guard{mtx};
+      f = shadow_cb;
+    }
+    if (!f)
+      return error(c, sid, "ServiceError", "no shadow service on this core");
+    f(std::move(call), later(c, sid, op));
+  }
+
+  // The function that answers operation `op` on `c`'s stream `sid` when the plugin's
+  // answer comes, from another thread, maybe after the connection is gone (or its fd
+  // reused): it is sent only to the same connection, by fd and serial.
+  std::function<void(ipc_server::answer_data)> later(conn& c, int32_t sid, const std::string& op) {
+    return [this, fd = c.fd, serial = c.serial, sid, op](ipc_server::answer_data a) {
+      run_on_thread([this, fd, serial, sid, op, a = std::move(a)] {
+        auto it = conns.find(fd);
+        if (it == conns.end() || it->second.serial != serial || it->second.closing)
+          return;
+        if (a.error.empty()) {
+          auto body = a.body;
+          if (a.payload)
+            body["payload"] = base64(*a.payload);
+          reply(it->second, sid, op, body, true);
+        } else {
+          error(it->second, sid, a.error, a.message);
+        }
+      });
+    };
+  }
+
+  // UpdateConfiguration: `valueToMerge` merged at `keyPath` into the caller's own
+  // configuration (kept as its overlay), refused when a later timestamp changed that key
+  // (or one above it) already; subscribers hear of each changed key.
+  void update_configuration(conn& c, int32_t sid, const std::string& op, const json& req) {
+    std::vector<std::string> kp;
+    if (auto k = req.find("keyPath"); k != req.end() && !k->is_null()) {
+      if (!k->is_array())
+        return error(c, sid, "InvalidArgumentsError", "keyPath: a list of strings");
+      for (const auto& x : *k) {
+        if (!x.is_string())
+          return error(c, sid, "InvalidArgumentsError", "keyPath: a list of strings");
+        kp.push_back(x.get<std::string>());
+      }
+    }
+    auto ts = req.find("timestamp");
+    if (ts == req.end() || !ts->is_number())
+      return error(c, sid, "InvalidArgumentsError", "timestamp: required");
+    auto value = req.find("valueToMerge");
+    if (value == req.end())
+      return error(c, sid, "InvalidArgumentsError", "valueToMerge: required");
+    if (kp.empty() && !value->is_object())
+      return error(c, sid, "InvalidArgumentsError",
+                   "valueToMerge: an object to merge at the root");
+    if (kp.size() + depth_of(*value) > max_depth)
+      return error(c, sid, "InvalidArgumentsError",
+                   "valueToMerge: nested deeper than " + std::to_string(max_depth) + " levels");
+    if (!kp.empty() && kp.front() == "accessControl")
+      return error(c, sid, "InvalidArgumentsError", "accessControl is set by deployments only");
+    double when = ts->get<double>();
+    std::lock_guard guard{mtx};
+    auto& mine = stamps[c.component];
+    for (size_t n = 0; n <= kp.size(); ++n) {
+      std::vector<std::string> above(kp.begin(), kp.begin() + static_cast<ptrdiff_t>(n));
+      if (auto it = mine.find(above); it != mine.end() && it->second > when)
+        return error(c, sid, "FailedUpdateConditionCheckError",
+                     "the key was updated at a later timestamp");
+    }
+    mine[kp] = when;
+    json patch = *value;
+    for (auto it = kp.rbegin(); it != kp.rend(); ++it)
+      patch = json{{*it, std::move(patch)}};
+    auto& overlay = overlays[c.component];
+    if (!overlay.is_object())
+      overlay = json::object();
+    overlay.merge_patch(patch);
+    auto before = components[c.component];
+    auto after = bases.contains(c.component) ? bases[c.component] : json::object();
+    after.merge_patch(overlay);
+    components[c.component] = after;
+    reply(c, sid, op, json::object(), true);
+    config_changed(c.component, before, after);
+  }
+
+  // Tells the subscribers of `name`'s configuration which keys changed.
+  void config_changed(const std::string& name, const json& before, const json& after) {
+    if (before == after)
+      return;
+    std::vector<std::vector<std::string>> changed;
+    for (const auto& p : json::diff(before, after)) {
+      std::vector<std::string> path;
+      auto ptr = json::json_pointer{p.value("path", std::string{})};
+      while (!ptr.empty()) {
+        path.insert(path.begin(), ptr.back());
+        ptr.pop_back();
+      }
+      changed.push_back(std::move(path));
+    }
+    for (auto& [fd, c] : conns)
+      for (auto& [sid, st] : c.streams) {
+        if (st.k != kind::configuration || st.filter != name)
+          continue;
+        std::set<std::vector<std::string>> sent;
+        for (const auto& p : changed) {
+          const auto& k = st.key_path;
+          bool below = p.size() >= k.size() && std::equal(k.begin(), k.end(), p.begin());
+          bool above = p.size() < k.size() && std::equal(p.begin(), p.end(), k.begin());
+          if (!below && !above)
+            continue;
+          const auto& at = below ? p : k;
+          if (!sent.insert(at).second)
+            continue;
+          send(c, msg_application, 0, sid, gg + "ConfigurationUpdateEvents",
+               {{"configurationUpdateEvent", {{"componentName", name}, {"keyPath", at}}}});
+        }
+      }
+  }
+
+  // PublishToIoTCore / SubscribeToIoTCore, authorized by the component's
+  // accessControl."aws.greengrass.ipc.mqttproxy"; through the plugin to message_manager's
+  // cloud link.
+  void iotcore(conn& c, int32_t sid, const std::string& op, const json& req) {
+    auto it = req.find("topicName");
+    auto topic = it != req.end() && it->is_string() ? it->get<std::string>() : std::string{};
+    bool publish = op == "PublishToIoTCore";
+    if (topic.empty() || (publish ? bool(validate_topic(topic)) : bool(validate_filter(topic))))
+      return error(c, sid, "InvalidArgumentsError",
+                   std::string{"topicName: not a valid topic "} + (publish ? "name" : "filter"));
+    const std::string service = "aws.greengrass.ipc.mqttproxy";
+    if (!authorized(config_of(c.component), service, gg + op, topic))
+      return error(c, sid, "UnauthorizedError",
+                   "Principal " + c.component + " is not authorized to perform " + service +
+                     ":" + gg + op + " on resource " + topic);
+    if (!publish) {
+      c.streams[sid] = {kind::iotcore, topic, false};
+      reply(c, sid, op, json::object(), false);
+      report_filters();
+      return;
+    }
+    std::string payload;
+    if (auto p = req.find("payload"); p != req.end() && !p->is_null()) {
+      auto bytes = p->is_string() ? unbase64(p->get<std::string>()) : std::nullopt;
+      if (!bytes)
+        return error(c, sid, "InvalidArgumentsError", "payload: not base64");
+      payload = std::move(*bytes);
+    }
+    std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)> f;
+    {
+      std::lock_guard guard{mtx};
+      f = iot_publish_cb;
+    }
+    if (!f)
+      return error(c, sid, "ServiceError", "no cloud link on this core");
+    f(topic, std::move(payload), later(c, sid, op));
   }
 
   void publish(const std::string& from, const std::string& topic, const json& event) {
@@ -609,12 +873,24 @@ struct ipc_server::impl {
 
   // The topic filters of every subscription, to the plugin when they changed.
   void report_filters() {
-    std::set<std::string> now;
+    std::set<std::string> now, iot;
     for (auto& [fd, c] : conns)
       if (!c.closing)
         for (auto& [sid, s] : c.streams)
           if (s.k == kind::topic)
             now.insert(s.filter);
+          else if (s.k == kind::iotcore)
+            iot.insert(s.filter);
+    if (iot != iot_filters) {
+      iot_filters = iot;
+      std::function<void(std::set<std::string>)> f;
+      {
+        std::lock_guard guard{mtx};
+        f = iot_filters_cb;
+      }
+      if (f)
+        f(std::move(iot));
+    }
     if (now == filters)
       return;
     filters = now;
@@ -840,9 +1116,38 @@ void ipc_server::set_components(std::map<std::string, json> configs) {
   std::map<std::string, std::string> tokens;
   for (const auto& [name, cfg] : configs)
     tokens[impl_->token_for(name)] = name;
-  std::lock_guard guard{impl_->mtx};
-  impl_->components = std::move(configs);
-  impl_->tokens = std::move(tokens);
+  std::map<std::string, std::pair<json, json>> changed; // name → before, after
+  {
+    std::lock_guard guard{impl_->mtx};
+    auto& p = *impl_;
+    std::map<std::string, json> effective;
+    for (auto& [name, base] : configs) {
+      // A deployment that changes the base replaces what UpdateConfiguration changed.
+      if (auto b = p.bases.find(name); b != p.bases.end() && b->second != base) {
+        p.overlays.erase(name);
+        p.stamps.erase(name);
+      }
+      auto eff = base;
+      if (auto o = p.overlays.find(name); o != p.overlays.end())
+        eff.merge_patch(o->second);
+      if (auto old = p.components.find(name); old != p.components.end() && old->second != eff)
+        changed[name] = {old->second, eff};
+      effective[name] = std::move(eff);
+    }
+    // A component no longer in the set (not one still starting: env() knows it) loses
+    // its changes.
+    for (auto it = p.overlays.begin(); it != p.overlays.end();)
+      it = configs.contains(it->first) || !p.bases.contains(it->first) ? std::next(it)
+                                                                        : p.overlays.erase(it);
+    p.bases = std::move(configs);
+    p.components = std::move(effective);
+    p.tokens = std::move(tokens);
+  }
+  if (!changed.empty())
+    impl_->run_on_thread([p = impl_.get(), changed = std::move(changed)] {
+      for (const auto& [name, ba] : changed)
+        p->config_changed(name, ba.first, ba.second);
+    });
 }
 
 std::vector<std::string> ipc_server::env(const std::string& component) const {
@@ -872,6 +1177,33 @@ void ipc_server::on_publish(
 void ipc_server::on_filters(std::function<void(std::set<std::string>)> f) {
   std::lock_guard guard{impl_->mtx};
   impl_->filters_cb = std::move(f);
+}
+
+void ipc_server::on_shadow(
+  std::function<void(shadow_call, std::function<void(answer_data)>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->shadow_cb = std::move(f);
+}
+
+void ipc_server::on_iot_publish(
+  std::function<void(std::string, std::string, std::function<void(answer_data)>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->iot_publish_cb = std::move(f);
+}
+
+void ipc_server::on_iot_filters(std::function<void(std::set<std::string>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->iot_filters_cb = std::move(f);
+}
+
+void ipc_server::deliver_iot(std::string topic, std::string payload) {
+  impl_->run_on_thread([p = impl_.get(), topic = std::move(topic), payload = std::move(payload)] {
+    json event = {{"message", {{"topicName", topic}, {"payload", base64(payload)}}}};
+    for (auto& [fd, c] : p->conns)
+      for (auto& [sid, s] : c.streams)
+        if (s.k == impl::kind::iotcore && (s.filter == topic || topic_matches(s.filter, topic)))
+          p->send(c, msg_application, 0, sid, gg + "IoTCoreMessage", event);
+  });
 }
 
 void ipc_server::deliver(std::string topic, std::string payload, std::string content_type) {

@@ -8,11 +8,17 @@
 // PublishToTopic / SubscribeToTopic (local publish/subscribe between components,
 // authorized by the components' `accessControl`), GetConfiguration, UpdateState,
 // SubscribeToComponentUpdates / DeferComponentUpdate (pre_update), and
-// SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate).
+// SubscribeToValidateConfigurationUpdates / SendConfigurationValidityReport (validate),
+// and the shadow operations (GetThingShadow, UpdateThingShadow, DeleteThingShadow,
+// ListNamedShadowsForThing), which the plugin forwards to the shadow plugin (on_shadow),
+// PublishToIoTCore / SubscribeToIoTCore, through message_manager's cloud link, and
+// SubscribeToConfigurationUpdate / UpdateConfiguration (changes kept over the running
+// set's configuration, see set_components).
 
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -46,7 +52,9 @@ public:
   ~ipc_server();
 
   /// The components that may connect, with their effective configurations (what
-  /// GetConfiguration reads, accessControl). Thread-safe.
+  /// GetConfiguration reads, accessControl). A component's UpdateConfiguration changes
+  /// stay merged over its configuration until this changes it; subscribers hear of the
+  /// keys that changed. Thread-safe.
   void set_components(std::map<std::string, nlohmann::json> configs);
 
   /// The environment variables of `component`'s processes. Thread-safe.
@@ -64,6 +72,46 @@ public:
   /// Called on the server's thread with every topic filter components subscribe to,
   /// each time that set changes (the plugin subscribes to them on the bus).
   void on_filters(std::function<void(std::set<std::string>)> f);
+
+  /// A shadow operation a component asked for, authorized already.
+  struct shadow_call {
+    std::string op;      ///< GetThingShadow, UpdateThingShadow, DeleteThingShadow, ListNamedShadowsForThing
+    std::string thing;   ///< thingName
+    std::string name;    ///< shadowName (empty: the classic shadow)
+    std::string payload; ///< the request document's bytes (Update; else empty)
+    uint32_t page_size = 0;  ///< List's pageSize (0: the shadow plugin's default)
+    std::string next_token;  ///< List's nextToken
+  };
+
+  /// The answer to an operation the plugin serves (a shadow_call, a PublishToIoTCore):
+  /// `error` empty and `body` the response's JSON (with
+  /// `payload`, when set, as its base64 `payload`), or `error` an IPC error shape
+  /// (ResourceNotFoundError, ...) and `message` its text.
+  struct answer_data {
+    std::string error;
+    std::string message;
+    nlohmann::json body = nlohmann::json::object();
+    std::optional<std::string> payload;
+  };
+
+  /// Called on the server's thread with each shadow operation; the plugin answers
+  /// through the function it gets (from any thread, once). Without it the operations are
+  /// ServiceError.
+  void on_shadow(std::function<void(shadow_call, std::function<void(answer_data)>)> f);
+
+  /// Called on the server's thread with each PublishToIoTCore (authorized already): the
+  /// cloud topic and the payload's bytes; the plugin answers through the function it
+  /// gets (from any thread, once). Without it the operation is ServiceError.
+  void on_iot_publish(std::function<void(std::string topic, std::string payload,
+                                         std::function<void(answer_data)>)> f);
+
+  /// Called on the server's thread with every cloud topic filter components subscribe to
+  /// (SubscribeToIoTCore), each time that set changes.
+  void on_iot_filters(std::function<void(std::set<std::string>)> f);
+
+  /// Delivers a message from the cloud on `topic` to the components subscribed to it
+  /// with SubscribeToIoTCore. Thread-safe.
+  void deliver_iot(std::string topic, std::string payload);
 
   /// Delivers a message from the bus to the components subscribed to `topic` (JSON as a
   /// jsonMessage, anything else as a binaryMessage). Thread-safe.

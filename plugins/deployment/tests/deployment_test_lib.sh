@@ -98,6 +98,7 @@ launch_with_mm() {
 # $API_PORT, gg's), and groved running a profile with the deployment plugin alone
 # (deployment_config LINE..., e.g. 'default_system_resource_limits: {cpus: 1.5}'); the
 # AWS CLI's environment for it (aws_env). Aborts when groved does not start the plugin.
+# $WITH_PLUGINS, when set, is more profile entries before it (e.g. '  - name: shadow').
 start_deployment_alone() {
   make_server_pki
   PORT=$(free_port)
@@ -106,6 +107,7 @@ start_deployment_alone() {
 kernel:
   log_level: info
 plugins:
+${WITH_PLUGINS:-}
   - name: deployment
     config:
 $(PKI=$WORK/pki deployment_config "$@")

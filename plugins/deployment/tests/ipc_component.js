@@ -9,6 +9,18 @@
 //   configuration with `bad: true` (WORK_DIR/validations: "<ACCEPTED|REJECTED> <id>").
 // pub: publishes {"n": i, "from": "pub"} on ipc/test/hello every 200 ms.
 // startup (a startup step that never exits): reports RUNNING (WORK_DIR/pid: its pid).
+// shadow: shadow operations on thing ipc-thing (its accessControl allows it only), each
+//   a JSON line of WORK_DIR/shadow ({step, value} or {step, error: the shape, message});
+//   then, each time WORK_DIR/again appears, one more GetThingShadow (step "again").
+// iotcore: SubscribeToIoTCore cloud/down/# (each message a line `<topic> <payload>` of
+//   WORK_DIR/iot, "subscribed" once answered), PublishToIoTCore on cloud/up/hello every
+//   500 ms, and a publish and a subscribe its policy does not allow (lines
+//   `denied-publish|denied-subscribe <shape> <message>`).
+// config: subscribes to its own configuration's key `dyn` and to e2e.IpcSub's `greeting`
+//   (each event a line `own|sub <event JSON>` of WORK_DIR/config), UpdateConfiguration
+//   dyn {x: 1} ("updated"), GetConfiguration of dyn (`value <JSON>`), an UpdateConfiguration
+//   with an older timestamp (`stale <shape>`), one nested 100 deep (`deep <shape>`), then
+//   "ready".
 // flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
 //   each run a line of WORK_DIR/runs.
 const fs = require('fs');
@@ -21,6 +33,22 @@ const line = (file, text) => fs.appendFileSync(path.join(work, file), text + '\n
 async function main() {
   const client = greengrasscoreipc.createClient();
   await client.connect();
+  // The error shape as the wire names it (aws.greengrass#X), beside its message.
+  for (const [name, fn] of client.serviceModel.deserializers)
+    if (name.endsWith('Error'))
+      client.serviceModel.deserializers.set(name, (m) => Object.assign(fn(m), { shape: name }));
+  if (role === 'shadow') {
+    await shadow(client);
+    return;
+  }
+  if (role === 'config') {
+    await config(client);
+    return;
+  }
+  if (role === 'iotcore') {
+    await iotcore(client);
+    return;
+  }
   if (role === 'startup') {
     fs.writeFileSync(path.join(work, 'pid'), String(process.pid));
     await client.updateState({ state: 'RUNNING' });
@@ -85,6 +113,108 @@ async function main() {
   await checks.activate();
   await client.updateState({ state: 'RUNNING' });
   line('ready', 'ready');
+}
+
+async function config(client) {
+  const own = client.subscribeToConfigurationUpdate({ keyPath: ['dyn'] });
+  own.on('message', (ev) => line('config', 'own ' + JSON.stringify(ev.configurationUpdateEvent)));
+  await own.activate();
+  const sub = client.subscribeToConfigurationUpdate({ componentName: 'e2e.IpcSub', keyPath: ['greeting'] });
+  sub.on('message', (ev) => line('config', 'sub ' + JSON.stringify(ev.configurationUpdateEvent)));
+  await sub.activate();
+  await client.updateConfiguration({ keyPath: ['dyn'], valueToMerge: { x: 1 }, timestamp: new Date() });
+  line('config', 'updated');
+  const got = await client.getConfiguration({ keyPath: ['dyn'] });
+  line('config', 'value ' + JSON.stringify(got.value));
+  try {
+    await client.updateConfiguration({
+      keyPath: ['dyn'], valueToMerge: { x: 2 }, timestamp: new Date(Date.now() - 60000) });
+    line('config', 'stale accepted');
+  } catch (e) {
+    line('config', 'stale ' + ((e.serviceError && e.serviceError.shape) || String(e)));
+  }
+  let deep = 1;
+  for (let i = 0; i < 100; ++i)
+    deep = { d: deep };
+  try {
+    await client.updateConfiguration({ keyPath: ['deep'], valueToMerge: deep, timestamp: new Date() });
+    line('config', 'deep accepted');
+  } catch (e) {
+    line('config', 'deep ' + ((e.serviceError && e.serviceError.shape) || String(e)));
+  }
+  line('config', 'ready');
+  setInterval(() => {}, 1000);
+}
+
+async function iotcore(client) {
+  const { QOS } = require('aws-iot-device-sdk-v2').greengrasscoreipc.model;
+  const denied = (what, e) => {
+    const se = e.serviceError || {};
+    line('iot', `${what} ${se.shape || String(e)} ${se.message}`);
+  };
+  const sub = client.subscribeToIoTCore({ topicName: 'cloud/down/#', qos: QOS.AT_LEAST_ONCE });
+  sub.on('message', (m) => line('iot',
+    `${m.message.topicName} ${Buffer.from(m.message.payload).toString()}`));
+  await sub.activate();
+  line('iot', 'subscribed');
+  try {
+    await client.publishToIoTCore({ topicName: 'forbidden/up', qos: QOS.AT_LEAST_ONCE, payload: 'x' });
+    line('iot', 'denied-publish allowed');
+  } catch (e) {
+    denied('denied-publish', e);
+  }
+  try {
+    const bad = client.subscribeToIoTCore({ topicName: 'forbidden/#', qos: QOS.AT_LEAST_ONCE });
+    bad.on('streamError', () => {});
+    await bad.activate();
+    line('iot', 'denied-subscribe allowed');
+  } catch (e) {
+    denied('denied-subscribe', e);
+  }
+  let n = 0;
+  setInterval(() => {
+    client.publishToIoTCore({ topicName: 'cloud/up/hello', qos: QOS.AT_LEAST_ONCE,
+      payload: JSON.stringify({ from: 'component', n: n++ }) })
+      .catch((e) => line('errors', String(e && e.serviceError ? e.serviceError.message : e)));
+  }, 500);
+}
+
+async function shadow(client) {
+  const record = async (step, call) => {
+    try {
+      const r = await call();
+      const value = r.payload !== undefined
+        ? JSON.parse(Buffer.from(r.payload).toString()) : r;
+      line('shadow', JSON.stringify({ step, value }));
+    } catch (e) {
+      const se = e.serviceError || {};
+      line('shadow', JSON.stringify({ step, error: se.shape || String(e), message: se.message }));
+    }
+  };
+  const thingName = 'ipc-thing';
+  await record('update', () => client.updateThingShadow({
+    thingName, payload: JSON.stringify({ state: { reported: { t: 1 } } }) }));
+  await record('get', () => client.getThingShadow({ thingName }));
+  await record('update-named', () => client.updateThingShadow({
+    thingName, shadowName: 'cfg', payload: JSON.stringify({ state: { desired: { on: true } } }) }));
+  await record('update-named2', () => client.updateThingShadow({
+    thingName, shadowName: 'cfg2', payload: JSON.stringify({ state: { desired: { on: false } } }) }));
+  let page = null;
+  await record('list1', async () => (page = await client.listNamedShadowsForThing({ thingName, pageSize: 1 })));
+  await record('list2', () => client.listNamedShadowsForThing({
+    thingName, pageSize: 1, nextToken: page && page.nextToken }));
+  await record('delete-named', () => client.deleteThingShadow({ thingName, shadowName: 'cfg' }));
+  await record('get-deleted', () => client.getThingShadow({ thingName, shadowName: 'cfg' }));
+  await record('get-other', () => client.getThingShadow({ thingName: 'other-thing' }));
+  await record('update-bad', () => client.updateThingShadow({ thingName, payload: 'not json' }));
+  line('shadow', JSON.stringify({ step: 'done' }));
+  const again = path.join(work, 'again');
+  setInterval(async () => {
+    if (!fs.existsSync(again))
+      return;
+    fs.unlinkSync(again);
+    await record('again', () => client.getThingShadow({ thingName }));
+  }, 200);
 }
 
 main().catch((e) => {

@@ -15,7 +15,15 @@ again and acknowledged, then applied (postUpdateEvent). A configuration with `ba
 is REJECTED: its deployment FAILS with Sub's message and nothing is announced. A
 SKIP_NOTIFY_COMPONENTS deployment is applied without a preUpdateEvent. Raw clients: a
 wrong token's connect is refused, a malformed frame ends its connection, one that sends
-nothing is closed after 10 s.
+nothing is closed after 10 s. e2e.IpcShadow's shadow operations (its
+accessControl."aws.greengrass.ShadowManager" lists thing ipc-thing) reach the shadow
+plugin: update, get (also seen with `grovectl shadow get`), named shadows listed a page
+at a time, delete, ResourceNotFoundError for the deleted one, UnauthorizedError for
+another thing, InvalidArgumentsError for a document that is not JSON; once the shadow
+plugin is unloaded, ServiceError saying so. e2e.IpcConfig's UpdateConfiguration is read
+back with GetConfiguration and heard by its SubscribeToConfigurationUpdate, an older
+timestamp is FailedUpdateConditionCheckError, and a deployment's change of Sub's greeting
+is heard by its subscription to Sub's configuration.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import binascii
@@ -37,7 +45,7 @@ SOCKET = f"{WRITE}/plugins/deployment/greengrass-ipc.socket"
 gg = client("greengrassv2", ENDPOINT, CA)
 
 
-def recipe(role, policy_ops, resources, step="run"):
+def recipe(role, policy_ops, resources, step="run", shadow_ops=(), shadow_resources=()):
     return f"""ComponentConfiguration:
   DefaultConfiguration:
     greeting: hi
@@ -48,6 +56,10 @@ def recipe(role, policy_ops, resources, step="run"):
           policyDescription: the test topics
           operations: {json.dumps(policy_ops)}
           resources: {json.dumps(resources)}
+      aws.greengrass.ShadowManager:
+        "e2e.Ipc:shadow:1":
+          operations: {json.dumps(list(shadow_ops))}
+          resources: {json.dumps(list(shadow_resources))}
 Manifests:
   - Platform: {{os: linux}}
     Lifecycle:
@@ -68,7 +80,9 @@ def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
         targetArn=THING,
         components={"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"},
                     "e2e.IpcStartup": {"componentVersion": "1.0.0"},
-                    "e2e.IpcFlaky": {"componentVersion": "1.0.0"}},
+                    "e2e.IpcFlaky": {"componentVersion": "1.0.0"},
+                    "e2e.IpcShadow": {"componentVersion": "1.0.0"},
+                    "e2e.IpcConfig": {"componentVersion": "1.0.0"}},
         deploymentPolicies={"componentUpdatePolicy": {"timeoutInSeconds": 30, "action": action},
                             "configurationValidationPolicy": {"timeoutInSeconds": 30}},
     )["deploymentId"]
@@ -139,6 +153,18 @@ support.component(gg, "e2e.IpcPub", recipe("pub", ["aws.greengrass#PublishToTopi
 
 support.component(gg, "e2e.IpcStartup", recipe("startup", [], [], step="startup"))
 support.component(gg, "e2e.IpcFlaky", recipe("flaky", [], []))
+support.component(gg, "e2e.IpcShadow", recipe(
+    "shadow", [], [],
+    shadow_ops=[f"aws.greengrass#{op}" for op in ("GetThingShadow", "UpdateThingShadow",
+                                                   "DeleteThingShadow", "ListNamedShadowsForThing")],
+    shadow_resources=["$aws/things/ipc-thing/shadow", "$aws/things/ipc-thing/shadow/name/*"]))
+
+support.component(gg, "e2e.IpcConfig", recipe("config", [], []))
+
+
+def shadow_steps():
+    """e2e.IpcShadow's results by step (the last of each)."""
+    return {x["step"]: x for x in map(json.loads, lines("e2e.IpcShadow", "shadow"))}
 
 d1, status, reason = deploy()
 check("the IPC components deployed -> COMPLETED (a startup that never exits reported RUNNING)",
@@ -200,6 +226,47 @@ log = read(f"{WRITE}/../groved.out")
 check("UpdateState RUNNING heard", "e2e.IpcSub reports RUNNING (UpdateState)" in log)
 check("... and the ERRORED one's reason logged", "reported ERRORED (UpdateState)" in log)
 
+steps = wait(lambda: "done" in shadow_steps() and shadow_steps(), 30) or shadow_steps()
+value = lambda step: steps.get(step, {}).get("value", {})
+check("UpdateThingShadow through the shadow plugin: accepted, version 1",
+      value("update").get("state") == {"reported": {"t": 1}} and value("update").get("version") == 1,
+      (steps.get("update"), read(f"{WORK}/e2e.IpcShadow/errors")))
+check("GetThingShadow: the document (state, metadata, version)",
+      value("get").get("state") == {"reported": {"t": 1}} and "metadata" in value("get")
+      and value("get").get("version") == 1, steps.get("get"))
+ctl = subprocess.run(CTL + ["shadow", "get", "ipc-thing"], capture_output=True, text=True)
+check("... the same document on Grove's bus (grovectl shadow get)",
+      json.loads(ctl.stdout or "{}").get("state") == {"reported": {"t": 1}}, ctl.stdout + ctl.stderr)
+l1, l2 = value("list1"), value("list2")
+check("ListNamedShadowsForThing pages with pageSize and nextToken",
+      l1.get("results") == ["cfg"] and l1.get("nextToken") and l2.get("results") == ["cfg2"]
+      and not l2.get("nextToken") and "timestamp" in l1, (steps.get("list1"), steps.get("list2")))
+check("DeleteThingShadow of a named shadow: accepted (its version)",
+      value("delete-named").get("version") == 1, steps.get("delete-named"))
+check("GetThingShadow of the deleted shadow -> ResourceNotFoundError",
+      steps.get("get-deleted", {}).get("error") == "aws.greengrass#ResourceNotFoundError",
+      steps.get("get-deleted"))
+check("a thing its accessControl does not list -> UnauthorizedError naming the resource",
+      steps.get("get-other", {}).get("error") == "aws.greengrass#UnauthorizedError" and
+      "$aws/things/other-thing/shadow" in (steps.get("get-other", {}).get("message") or ""),
+      steps.get("get-other"))
+check("an update that is not JSON -> InvalidArgumentsError",
+      steps.get("update-bad", {}).get("error") == "aws.greengrass#InvalidArgumentsError",
+      steps.get("update-bad"))
+
+ready = wait(lambda: "ready" in lines("e2e.IpcConfig", "config"), 30)
+conf = lines("e2e.IpcConfig", "config")
+check("UpdateConfiguration merges into the component's own configuration (GetConfiguration)",
+      'value {"x":1}' in conf, (conf, read(f"{WORK}/e2e.IpcConfig/errors")))
+own = [json.loads(x[4:]) for x in conf if x.startswith("own ")]
+check("... and its SubscribeToConfigurationUpdate hears the changed key",
+      any(e.get("componentName") == "e2e.IpcConfig" and e.get("keyPath", [])[:1] == ["dyn"]
+          for e in own), conf)
+check("an UpdateConfiguration with an older timestamp -> FailedUpdateConditionCheckError",
+      "stale aws.greengrass#FailedUpdateConditionCheckError" in conf, conf)
+check("a valueToMerge nested 100 deep -> InvalidArgumentsError (merge, diff and dump recurse)",
+      "deep aws.greengrass#InvalidArgumentsError" in conf, conf)
+
 d2, status, reason = deploy({"greeting": "hello"})
 check("a NOTIFY_COMPONENTS deployment changing Sub's configuration -> COMPLETED",
       status == "COMPLETED", f"{status} {reason}")
@@ -211,6 +278,10 @@ check("Sub validated its new configuration first (ACCEPTED)",
 greet = wait(lambda: json.loads(read(f"{WORK}/e2e.IpcSub/greeting") or "{}").get("value") == {"greeting": "hello"}, 30)
 check("Sub restarted with the new configuration (GetConfiguration)", bool(greet),
       read(f"{WORK}/e2e.IpcSub/greeting"))
+heard = wait(lambda: [x for x in lines("e2e.IpcConfig", "config") if x.startswith("sub ")], 20)
+check("a deployment's change of Sub's greeting: an event to a subscriber of Sub's configuration",
+      bool(heard) and json.loads(heard[0][4:]) == {"componentName": "e2e.IpcSub", "keyPath": ["greeting"]},
+      lines("e2e.IpcConfig", "config"))
 wait(lambda: lines("e2e.IpcSub", "ready") and len(lines("e2e.IpcSub", "ready")) >= 2, 30)
 
 d3, status, reason = deploy({"bad": True})
@@ -244,4 +315,12 @@ check("a client that sends no connect is closed (within the plugin's 10 s)", clo
       (reply, closed))
 still = wait(lambda: len(lines("e2e.IpcSub", "received")) > len(got) + 3, 10)
 check("the components' own connections are unaffected", bool(still))
+
+unload = subprocess.run(CTL + ["unload", "shadow"], capture_output=True, text=True)
+with open(f"{WORK}/e2e.IpcShadow/again", "w") as f:
+    f.write("1")
+again = wait(lambda: shadow_steps().get("again"), 20) or {}
+check("without the shadow plugin: ServiceError saying so",
+      again.get("error") == "aws.greengrass#ServiceError" and
+      "shadow plugin" in (again.get("message") or ""), (again, unload.stdout + unload.stderr))
 support.finish()

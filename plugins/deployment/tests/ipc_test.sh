@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Greengrass IPC for generic components (issue 15): groved runs the deployment plugin
-# alone; boto3 (ipc_test.py) deploys two Node components speaking IPC through AWS's own
+# with the shadow plugin; boto3 (ipc_test.py) deploys two Node components speaking IPC through AWS's own
 # client (aws-iot-device-sdk-v2's greengrasscoreipc, tests/devices, ipc_component.js):
 # local publish/subscribe between them under their accessControl and with Grove's bus
 # (grovectl sub/pub), GetConfiguration,
 # UpdateState, a NOTIFY_COMPONENTS update deferred once, a SKIP_NOTIFY_COMPONENTS one not
 # announced, a configuration REJECTED by the component failing its deployment; raw
-# clients with a wrong token and a malformed frame are refused without harm.
+# clients with a wrong token and a malformed frame are refused without harm. Shadow
+# operations reach the shadow plugin under the component's ShadowManager accessControl,
+# and are ServiceError once the shadow plugin is unloaded; UpdateConfiguration and
+# SubscribeToConfigurationUpdate (own and another component's configuration).
 # Usage: ipc_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 
@@ -21,7 +24,7 @@ DEVICES=$(readlink -f "${4:?}")
 test_cleanup() {
   kill_components
 }
-start_deployment_alone
+WITH_PLUGINS="  - name: shadow" start_deployment_alone
 run_phase "$HERE/ipc_test.py" main "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
