@@ -158,8 +158,9 @@ std::optional<std::string> unbase64(std::string_view in) {
   return out;
 }
 
-// The nesting depth of `v` (a scalar: 0), counted without recursion: UpdateConfiguration
-// refuses a value nested deeper than max_depth, since merge, diff and dump recurse.
+// The nesting depth of `v` (a scalar: 0), counted without recursion: a request, a bus
+// message for components and UpdateConfiguration's value are bounded by max_depth, since
+// merge, diff and dump recurse.
 constexpr size_t max_depth = 64;
 
 size_t depth_of(const json& v) {
@@ -442,6 +443,11 @@ struct ipc_server::impl {
     auto body = json::parse(m.payload.empty() ? std::string{"{}"} : m.payload, nullptr, false);
     if (!body.is_object())
       return error(c, sid, "ServiceError", "the request is not a JSON object");
+    // Answers, the bus and dump() recurse: a request nested past the bound is refused
+    // here, before anything walks it (a 1 MiB frame of '[' would overflow the stack).
+    if (depth_of(body) > max_depth)
+      return error(c, sid, "InvalidArgumentsError",
+                   "the request nests deeper than " + std::to_string(max_depth) + " levels");
     operation(c, sid, *op, body);
   }
 
@@ -1213,6 +1219,9 @@ void ipc_server::deliver(std::string topic, std::string payload, std::string con
     json parsed = json(json::value_t::discarded);
     if (ct.starts_with("application/json"))
       parsed = json::parse(payload, nullptr, false);
+    // JSON nested past the bound (dump() recurses) reaches components as its bytes.
+    if (!parsed.is_discarded() && depth_of(parsed) > max_depth)
+      parsed = json(json::value_t::discarded);
     if (!parsed.is_discarded())
       event["jsonMessage"] = json{{"message", parsed}, {"context", {{"topic", topic}}}};
     else

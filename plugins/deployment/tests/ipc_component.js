@@ -73,7 +73,10 @@ async function main() {
     return;
   }
   const sub = client.subscribeToTopic({ topic: 'ipc/test/#' });
-  sub.on('message', (m) => line('received', JSON.stringify(m.jsonMessage)));
+  sub.on('message', (m) => line('received', JSON.stringify(m.jsonMessage || {
+    binary: Buffer.from(m.binaryMessage.message).toString('utf8'),
+    context: m.binaryMessage.context,
+  })));
   await sub.activate();
   const whole = await client.getConfiguration({ keyPath: [] });
   fs.writeFileSync(path.join(work, 'config'), JSON.stringify(whole));

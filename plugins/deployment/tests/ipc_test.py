@@ -26,10 +26,11 @@ timestamp is FailedUpdateConditionCheckError, and a deployment's change of Sub's
 is heard by its subscription to Sub's configuration.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
+import base64
 import binascii
+import json
 import select
 import subprocess
-import json
 import socket
 import struct
 import sys
@@ -213,6 +214,15 @@ came = wait(lambda: any(json.loads(x).get("message", {}).get("from") == "grove" 
                         for x in lines("e2e.IpcSub", "received")), 20)
 check("a message on the bus reaches a component's SubscribeToTopic (grovectl pub)", bool(came),
       pub.stdout + pub.stderr)
+# JSON nested past the IPC bound (64 levels; answers recurse) reaches a component as its
+# bytes (binaryMessage), not as a jsonMessage.
+DEEP = "[" * 100 + "]" * 100
+pub = subprocess.run(CTL + ["pub", "ipc/test/deep", DEEP], capture_output=True, text=True)
+deep = wait(lambda: [json.loads(x) for x in lines("e2e.IpcSub", "received")
+                     if json.loads(x).get("context", {}).get("topic") == "ipc/test/deep"], 20)
+check("JSON nested 100 deep on the bus reaches Sub as a binaryMessage of its bytes",
+      bool(deep) and deep[0].get("binary") in (DEEP, base64.b64encode(DEEP.encode()).decode()),
+      (str(deep)[:200], pub.stdout + pub.stderr))
 cfg = json.loads(read(f"{WORK}/e2e.IpcSub/config") or "{}")
 check("GetConfiguration with no key path: the whole merged configuration",
       cfg.get("componentName") == "e2e.IpcSub" and cfg.get("value", {}).get("greeting") == "hi"
