@@ -1498,14 +1498,19 @@ private:
         // A newer deployment to the same target replaces the one the runner still applies
         // (or that waits for its turn), as Greengrass cancels the job a newer revision
         // supersedes: interrupted at its next safe point, so this one proceeds.
+        // Picked first: interrupting one still waiting for its turn ends it at once, and its
+        // outcome erases it from in_runner_.
+        std::vector<std::string> replaced;
         for (const auto& [other, target] : in_runner_)
-          if (other != id && target == p->target) {
-            auto why = "replaced by deployment " + id + " to its target";
-            if (in_gate_.contains(other)) // still at Greengrass IPC's gate: never runs
-              gate_interrupted_[other] = std::move(why);
-            else
-              runner_->interrupt(other, why);
-          }
+          if (other != id && target == p->target)
+            replaced.push_back(other);
+        for (const auto& other : replaced) {
+          auto why = "replaced by deployment " + id + " to its target";
+          if (in_gate_.contains(other)) // still at Greengrass IPC's gate: never runs
+            gate_interrupted_[other] = std::move(why);
+          else
+            runner_->interrupt(other, why);
+        }
         in_runner_[id] = p->target;
         auto outcome = [this, id](apply_outcome o) {
           in_runner_.erase(id);
