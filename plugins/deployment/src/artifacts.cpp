@@ -268,6 +268,75 @@ caf::expected<fs::path> artifact_store::with_mode(const std::string& sha256_hex,
   return dest;
 }
 
+caf::expected<fs::path> artifact_store::unarchived_with_group(const std::string& sha256_hex,
+                                                               gid_t gid) {
+  auto owner = ::geteuid();
+  char sub[64];
+  std::snprintf(sub, sizeof sub, "unarchived-%u-%u", static_cast<unsigned>(owner),
+                static_cast<unsigned>(gid));
+  auto dest = root_ / "modes" / sub / sha256_hex;
+  std::error_code ec;
+  if (fs::is_directory(dest, ec))
+    return dest; // published by one rename: whole
+  auto src = unarchived_of(sha256_hex);
+  auto work = root_ / "tmp" / (random_hex(12) + ".dir");
+  auto fail = [&](const std::string& what) {
+    auto err = sys_error(what);
+    fs::remove_all(work, ec);
+    return err;
+  };
+  // Owned by groved's user, readable by the group, never writable by it: a
+  // RequiresPrivilege step of any component holding the same archive may run these.
+  auto give = [&](const fs::path& p, mode_t mode) {
+    return (gid == ::getegid() || ::chown(p.c_str(), owner, gid) == 0)
+           && ::chmod(p.c_str(), mode) == 0;
+  };
+  std::vector<fs::path> dirs{work};
+  if (!fs::create_directory(work, ec) || !give(work, 0750))
+    return fail("cannot create " + work.string());
+  fs::recursive_directory_iterator it{src, ec}, end;
+  if (ec)
+    return sys_error("cannot read " + src.string() + ": " + ec.message());
+  for (; it != end; it.increment(ec)) {
+    auto to = work / it->path().lexically_relative(src);
+    struct stat st{};
+    if (::lstat(it->path().c_str(), &st) != 0)
+      return fail("cannot stat " + it->path().string());
+    if (S_ISDIR(st.st_mode)) {
+      if (!fs::create_directory(to, ec) || !give(to, 0750))
+        return fail("cannot create " + to.string());
+      dirs.push_back(to);
+    } else if (S_ISREG(st.st_mode)) {
+      // unzip() keeps the archive's owner execute bit (and always owner read).
+      if (!fs::copy_file(it->path(), to, ec) || !give(to, (st.st_mode & S_IXUSR) ? 0550 : 0440))
+        return fail("cannot copy " + it->path().string() + " to " + to.string());
+      int fd = ::open(to.c_str(), O_RDONLY | O_CLOEXEC);
+      bool synced = fd >= 0 && ::fsync(fd) == 0;
+      if (fd >= 0)
+        ::close(fd);
+      if (!synced)
+        return fail("cannot fsync " + to.string());
+    } // unzip() refuses links, devices and FIFOs: nothing else is there
+  }
+  if (ec)
+    return fail("cannot read " + src.string());
+  for (const auto& d : dirs)
+    if (auto err = grove::sync_directory(d)) {
+      fs::remove_all(work, ec);
+      return err;
+    }
+  fs::create_directories(dest.parent_path(), ec);
+  if (::rename(work.c_str(), dest.c_str()) != 0) {
+    auto err = fail("cannot rename " + work.string() + " to " + dest.string());
+    if (fs::is_directory(dest, ec))
+      return dest; // made meanwhile by another preparation
+    return err;
+  }
+  if (auto err = grove::sync_directory(dest.parent_path()))
+    return err;
+  return dest;
+}
+
 caf::expected<std::string> artifact_store::fetch(const artifact_ref& a, const fetch_settings& s) {
   std::string want;
   if (!a.digest.empty() && !base64_decode(a.digest, want))
@@ -353,7 +422,7 @@ size_t artifact_store::prune_modes(const std::set<fs::path>& in_use) {
   size_t n = 0;
   for (const auto& f : gone) {
     std::error_code e;
-    n += fs::remove(f, e) ? 1 : 0;
+    n += fs::remove_all(f, e) > 0 ? 1 : 0; // a file, or a tree (unarchived_with_group)
   }
   for (const auto& sub : subs) {
     std::error_code e;

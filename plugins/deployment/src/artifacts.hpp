@@ -80,7 +80,16 @@ public:
   caf::expected<std::filesystem::path> with_mode(const std::string& sha256_hex, int mode,
                                                  gid_t gid);
 
-  /// Removes the per-mode copies (with_mode) that are not in `in_use` (paths as with_mode
+  /// The unpacked entries of ZIP `sha256_hex` (unzip) for a component whose user's group
+  /// is `gid`: a copy of the tree owned by groved's user and group `gid`, directories
+  /// 0750, files 0440, or 0550 where the archive gave its owner execute, under
+  /// `modes/unarchived-<owner>-<gid>/` (same name); made aside, fsync'd and renamed into
+  /// place, so one that is there is whole. A copy, since unarchived_of() is shared by
+  /// every component holding the same archive and stays groved's alone.
+  caf::expected<std::filesystem::path> unarchived_with_group(const std::string& sha256_hex,
+                                                             gid_t gid);
+
+  /// Removes the per-mode copies (with_mode, unarchived_with_group) that are not in `in_use` (paths as with_mode
   /// gave them), and the `modes/` subdirectories left empty; how many copies went. A
   /// removed component version's copies are otherwise kept for ever.
   size_t prune_modes(const std::set<std::filesystem::path>& in_use);

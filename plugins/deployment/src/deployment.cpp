@@ -1519,9 +1519,10 @@ private:
       if (!ids)
         return std::move(ids.error());
       bool other_user = ids->first != ::geteuid();
-      // Its version's directory and the one above: readable by its user's group alone (or
-      // groved's only), whatever an earlier deployment of it with another user left.
-      for (const auto& d : {dir.parent_path(), dir})
+      // Its version's directories ({artifacts:path}, {artifacts:decompressedPath}) and the
+      // ones above: readable by its user's group alone (or groved's only), whatever an
+      // earlier deployment of it with another user left.
+      for (const auto& d : {dir.parent_path(), dir, unz.parent_path(), unz})
         give_dir(d, other_user ? ids->second : ::getegid(), other_user ? 0750 : 0700);
       if (other_user) {
         // Traversal only, down to it, to its work directory (the user's own, 0700: spawn)
@@ -1532,6 +1533,7 @@ private:
         for (const auto& d : {state.parent_path().parent_path(), state.parent_path(), state,
                               root, root / "work", root / "packages",
                               root / "packages" / "artifacts",
+                              root / "packages" / "artifacts-unarchived",
                               arts.root(), arts.root() / "modes"})
           traversable(d);
       }
@@ -1563,9 +1565,18 @@ private:
             std::filesystem::remove(dir / file, ec);
             std::filesystem::create_symlink(target, dir / file, ec);
             if (std::filesystem::exists(arts.unarchived_of(a->get<std::string>()))) {
+              // Another user's component gets a copy of the tree its group reads (and runs
+              // where the archive said so); the unpacked store stays groved's alone.
+              auto tree = arts.unarchived_of(a->get<std::string>());
+              if (other_user) {
+                auto t = arts.unarchived_with_group(a->get<std::string>(), ids->second);
+                if (!t)
+                  return std::move(t.error());
+                tree = *t;
+                give_dir(t->parent_path(), ids->second, 0710);
+              }
               std::filesystem::remove(unz / file.stem(), ec);
-              std::filesystem::create_directory_symlink(arts.unarchived_of(a->get<std::string>()),
-                                                        unz / file.stem(), ec);
+              std::filesystem::create_directory_symlink(tree, unz / file.stem(), ec);
             }
           }
       }
@@ -1633,14 +1644,19 @@ private:
         // A newer deployment to the same target replaces the one the runner still applies
         // (or that waits for its turn), as Greengrass cancels the job a newer revision
         // supersedes: interrupted at its next safe point, so this one proceeds.
+        // Picked first: interrupting one still waiting for its turn ends it at once, and its
+        // outcome erases it from in_runner_.
+        std::vector<std::string> replaced;
         for (const auto& [other, target] : in_runner_)
-          if (other != id && target == p->target) {
-            auto why = "replaced by deployment " + id + " to its target";
-            if (in_gate_.contains(other)) // still at Greengrass IPC's gate: never runs
-              gate_interrupted_[other] = std::move(why);
-            else
-              runner_->interrupt(other, why);
-          }
+          if (other != id && target == p->target)
+            replaced.push_back(other);
+        for (const auto& other : replaced) {
+          auto why = "replaced by deployment " + id + " to its target";
+          if (in_gate_.contains(other)) // still at Greengrass IPC's gate: never runs
+            gate_interrupted_[other] = std::move(why);
+          else
+            runner_->interrupt(other, why);
+        }
         in_runner_[id] = p->target;
         auto outcome = [this, id](apply_outcome o) {
           in_runner_.erase(id);

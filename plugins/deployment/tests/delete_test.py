@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """DeleteDeployment does not change what the core runs (issue 15), with boto3.
 
-Usage: delete_test.py first|restarted|rolled-back|replaced|unanswered ENDPOINT CA_BUNDLE WRITE_DIR
+Usage: delete_test.py first|restarted|rolled-back|replaced|queued|unanswered ENDPOINT CA_BUNDLE WRITE_DIR
 `first` deploys e2e.A to the thing (D1), then e2e.A and e2e.B (D2, which makes D1
 INACTIVE), and deletes D2: it is gone from GetDeployment, ListDeployments and
 ListEffectiveDeployments, and both components keep their processes. delete_test.sh then
@@ -11,7 +11,9 @@ deployment to the thing whose e2e.B 2.0.0 fails to install rolls back to e2e.B 1
 set the deleted D2 made. After a kill -9 of groved, `rolled-back` checks that this set runs
 again. `replaced` checks that a deployment replaced by a newer one to its target while it
 applied is interrupted (CANCELED, its waiting install ended) and the newer one proceeds, and
-that a run that goes BROKEN after its deployment was replaced is recorded on it (FAILED). `unanswered` (groved
+that a run that goes BROKEN after its deployment was replaced is recorded on it (FAILED).
+`queued` checks that a deployment replaced while it waits for its turn behind another
+target's never begins (CANCELED) and the newer one runs after the one ahead. `unanswered` (groved
 restarted with three undecided changes of the group journaled and its start's group reads
 unanswered) checks that the start's deployment work still runs the set again. Prints PASS/FAIL lines;
 exits 1 on any failure.
@@ -202,6 +204,53 @@ elif PHASE == "replaced":
     check("L3 (without e2e.Crash) -> COMPLETED", st3 == "COMPLETED", (st3, why3))
     with open(f"{WRITE}/../replaced_runs", "w") as f:  # for `unanswered`
         f.write(f"{runs('e2e.A')} {runs('e2e.B')}\n")
+
+elif PHASE == "queued":
+    # Q1 to the thing group waits for its turn behind G1 (to the thing), whose e2e.Gate2
+    # install waits for a gate file; Q2 to the group replaces Q1 before its turn: Q1 never
+    # begins (CANCELED, its reason saying so, its e2e.Q never run), and once the gate opens
+    # G1 and then Q2 complete.
+    support.component(gg, "e2e.Gate2", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: echo $$ > {work:path}/install.pid; while [ ! -e {work:path}/gate ]; do sleep 0.1; done
+      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
+""")
+    support.component(gg, "e2e.Q", SLEEPER)
+    kept = {"e2e.A": ONE, "e2e.B": ONE}
+    g1 = gg.create_deployment(targetArn=THING, components={**kept, "e2e.Gate2": ONE})["deploymentId"]
+    installing = wait(lambda: support.effective(gg, g1).get("coreDeviceExecutionStatus") == "IN_PROGRESS"
+                      and int(read(f"{WORKDIR}/e2e.Gate2/install.pid").strip() or 0), 30)
+    check("G1 (adds e2e.Gate2, whose install waits) -> IN_PROGRESS, e2e.Gate2 installing",
+          bool(installing), f"{support.effective(gg, g1)} {states()}")
+    q1 = gg.create_deployment(targetArn=GROUP, components={"e2e.C": ONE, "e2e.Q": ONE})["deploymentId"]
+    queued = wait(lambda: support.effective(gg, q1).get("coreDeviceExecutionStatus")
+                  in ("QUEUED", "IN_PROGRESS"), 30)
+    check("Q1 (to the thing group, adds e2e.Q) waits behind G1", bool(queued)
+          and support.effective(gg, g1).get("coreDeviceExecutionStatus") == "IN_PROGRESS",
+          f"{support.effective(gg, q1)} {states()}")
+    q2 = gg.create_deployment(targetArn=GROUP, components={"e2e.C": ONE})["deploymentId"]
+    e1 = wait(lambda: (lambda e: e if e.get("coreDeviceExecutionStatus") not in
+                       ("IN_PROGRESS", "QUEUED") else None)(support.effective(gg, q1)), 30) \
+        or support.effective(gg, q1)
+    check("Q1, replaced by Q2 before its turn: CANCELED while G1 still installs, its reason "
+          "saying it never began",
+          e1.get("coreDeviceExecutionStatus") == "CANCELED" and q2 in e1.get("reason", "")
+          and "before its turn" in e1.get("reason", "")
+          and support.effective(gg, g1).get("coreDeviceExecutionStatus") == "IN_PROGRESS",
+          f"{e1} G1 {support.effective(gg, g1)}")
+    with open(f"{WORKDIR}/e2e.Gate2/gate", "w"):
+        pass
+    d = support.settle(gg, g1) or {}
+    check("the gate opens: G1 -> COMPLETED", d.get("deploymentStatus") == "COMPLETED",
+          f"{d.get('deploymentStatus')} {support.effective(gg, g1)}")
+    d = support.settle(gg, q2) or {}
+    check("... then Q2 -> COMPLETED; e2e.Q was never installed nor run",
+          d.get("deploymentStatus") == "COMPLETED" and "e2e.Q" not in installed()
+          and not os.path.exists(f"{WORKDIR}/e2e.Q/runs") and running("e2e.C")
+          and running("e2e.Gate2"), f"{d.get('deploymentStatus')} {states()}")
+    _, st, why = deploy(THING, kept)
+    check("G2 (without e2e.Gate2) -> COMPLETED", st == "COMPLETED", (st, why))
 
 elif PHASE == "unanswered":
     # groved restarted with three changes of the group left undecided in its journal and a

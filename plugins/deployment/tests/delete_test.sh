@@ -4,7 +4,7 @@
 # the thing twice and deletes the second deployment, groved restarts, a deployment to the
 # group and a failing one to the thing follow, then groved is killed with -9: each time the
 # deleted deployment's components run (see delete_test.py). Then a deployment replaced
-# while it applies, and a start whose reads of the group go unanswered.
+# while it applies, one replaced while it waits for its turn, and a start whose reads of the group go unanswered.
 # Usage: delete_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -29,6 +29,7 @@ stop_groved KILL
 launch_deployment "groved did not come back after kill -9"
 run_py rolled-back  # the rolled-back set runs again
 run_py replaced     # a deployment replaced while it applies is interrupted (CANCELED); a late BROKEN recorded
+run_py queued       # a deployment replaced while it waits for its turn never begins (CANCELED)
 stop_groved
 # Three changes of the group left undecided (deployments since deleted, ROLLBACK owed), for
 # the next start to decide; its reads of the group go unanswered

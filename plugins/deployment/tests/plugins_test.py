@@ -6,10 +6,11 @@ Usage: plugins_test.py before|after ENDPOINT CA_BUNDLE WRITE_DIR GROVECTL LOCAL_
 reloaded to version 2.0.0, whose recipe carries its own build); plugins_test.sh then kills
 groved with -9 and starts it again; `after` checks the plugin came back and goes on
 (rollback after a plugin that fails to load, the deployment plugin refused as a component,
-removal). The kv plugin is the profile's and must never be touched. Prints PASS/FAIL lines;
+removal, a deployment replaced while the kernel loads a plugin for it). The kv plugin is the profile's and must never be touched. Prints PASS/FAIL lines;
 exits 1 on any failure.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -201,6 +202,61 @@ else:
     check("a deployment without grove.heartbeat -> COMPLETED, heartbeat unloaded",
           d.get("deploymentStatus") == "COMPLETED" and plugin("heartbeat") == {}, (d, status()))
     check("... ListInstalledComponents no longer has it", HEARTBEAT not in installed(), installed())
+    check("... kv, the profile's, still running", plugin("kv").get("state") == "running")
+
+    # ---- replaced while a change through the kernel is in flight ----------------------
+    # P1 loads grove.echo (the kernel's test plugin, its build as a file:// artifact),
+    # whose init blocks until a gate file exists, then starts e2e.Late (after it: a HARD
+    # dependency). While the kernel is inside the load, P2 to the same target replaces P1:
+    # the load is let end (the gate opens), then P1 stops at its next step (CANCELED,
+    # interrupted) and P2 proceeds: echo unloaded again, e2e.Late gone. Where P1 stops
+    # (before or after e2e.Late's start) depends on when P2's apply begins (seen: only
+    # once the load ended), so only the outcome is checked.
+    gate = f"{LOCAL}/echo.gate"
+    recipes = [
+        "ComponentName: grove.echo\nComponentVersion: '1.0.0'\n"
+        f"ComponentConfiguration:\n  DefaultConfiguration: {{init_gate: {gate}}}\n"
+        f"Manifests:\n  - Platform: {{os: linux}}\n    Artifacts:\n"
+        f"      - Uri: file://{LOCAL}/libecho.so\n",
+        "ComponentName: e2e.Late\nComponentVersion: '1.0.0'\nComponentDependencies:\n"
+        "  grove.echo: {VersionRequirement: '>=1.0.0', DependencyType: HARD}\n"
+        f"Manifests:\n  - Platform: {{os: linux}}\n    Lifecycle:\n"
+        f"      run: exec sleep 300\n",
+    ]
+    for r in recipes:
+        gg.create_component_version(inlineRecipe=("RecipeFormatVersion: '2020-01-25'\n" + r).encode())
+    arn = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:grove.echo:versions:1.0.0"
+    check("grove.echo 1.0.0 with its build as a file:// artifact -> DEPLOYABLE",
+          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30),
+          gg.describe_component(arn=arn)["status"])
+    keep = {"e2e.Placeholder": {"componentVersion": "1.0.0"}}
+    p1 = gg.create_deployment(targetArn=THING, components={
+        **keep, "e2e.Late": {"componentVersion": "1.0.0"}})["deploymentId"]
+    loading = wait(lambda: os.path.exists(gate + ".waiting"), 30)
+    check("P1 (grove.echo, then e2e.Late): the kernel is inside echo's init", loading)
+    p2 = gg.create_deployment(targetArn=THING, components=keep)["deploymentId"]
+
+    def p1_state():
+        for e in gg.list_effective_deployments(coreDeviceThingName="core-1")["effectiveDeployments"]:
+            if e["deploymentId"] == p1:
+                return e
+        return {}
+    check("P2 to the same target: P1 INACTIVE, still IN_PROGRESS while the load is in flight",
+          gg.get_deployment(deploymentId=p1)["deploymentStatus"] == "INACTIVE"
+          and p1_state().get("coreDeviceExecutionStatus") == "IN_PROGRESS", p1_state())
+    with open(gate, "w"):
+        pass
+    e1 = wait(lambda: (lambda e: e if e.get("coreDeviceExecutionStatus") not in
+                       ("IN_PROGRESS", "QUEUED") else None)(p1_state()), 30) or p1_state()
+    check("the load ends: P1 CANCELED, interrupted",
+          e1.get("coreDeviceExecutionStatus") == "CANCELED" and p2 in e1.get("reason", "")
+          and "interrupted" in e1.get("reason", ""), e1)
+    d = wait(lambda: (lambda d: d if d["deploymentStatus"] in ("COMPLETED", "FAILED") else None)(
+        gg.get_deployment(deploymentId=p2)), 30) or {}
+    check("... P2 -> COMPLETED: echo unloaded, e2e.Late not installed",
+          d.get("deploymentStatus") == "COMPLETED"
+          and wait(lambda: plugin("echo") == {}, 10) and "e2e.Late" not in installed(),
+          (d, status(), installed()))
     check("... kv, the profile's, still running", plugin("kv").get("state") == "running")
 
 finish()

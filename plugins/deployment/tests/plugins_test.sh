@@ -3,7 +3,8 @@
 # may_control_plugins) over TLS and the kv plugin from its profile; boto3
 # (plugins_test.py) deploys `grove.heartbeat` (the SDK's example plugin, built beside
 # groved): added, reconfigured, hot-reloaded to a recipe's own build, kept across kill -9
-# of groved, rolled back after a plugin that fails to load, removed.
+# of groved, rolled back after a plugin that fails to load, removed; a deployment replaced
+# while the kernel loads a plugin for it.
 # Usage: plugins_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -21,6 +22,10 @@ make_server_pki
 # plugin directory's) as a file:// artifact.
 mkdir -p "$WORK/local"
 cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/libheartbeat.so"
+# The kernel's test plugin echo (its init waits for a gate file) as grove.echo's artifact.
+TEST_PLUGIN_DIR=$(dirname "$GROVED")/../test-plugins
+[[ -f "$TEST_PLUGIN_DIR/libecho.so" ]] || abort "libecho.so must be built in $TEST_PLUGIN_DIR"
+cp "$TEST_PLUGIN_DIR/libecho.so" "$WORK/local/libecho.so"
 PORT=$(free_port)
 cat >"$WORK/profile.yaml" <<YAML
 kernel:

@@ -8,7 +8,9 @@ groved runs as root with default_posix_user: nobody and artifacts_file_dir LOCAL
 e2e.Arts (nobody) runs its artifact tool.sh (Permission Execute OWNER) through
 {artifacts:path}, reads data.txt (no Permission: Greengrass' Read OWNER) and lists the
 directory, but cannot read e2e.Root's secret.txt (by its {artifacts:path} nor in the
-store), nor list the write directory; e2e.Boot 1.0.0's bootstrap runs before its install,
+store), nor list the write directory; the same through {artifacts:decompressedPath} for
+the entries of pack.zip (Unarchive: ZIP: run.sh, executable in the archive, and info.txt)
+against those of e2e.Root's rootpack.zip; e2e.Boot 1.0.0's bootstrap runs before its install,
 2.0.0's asks for a restart of groved (exit 100: COMPLETED, noted in the reason), 3.0.0's for
 a reboot (exit 101: FAILED, ROLLBACK_COMPLETE, its install never run, 2.0.0's bootstrap
 run again in the rollback: BootstrapOnRollback), then 2.0.0 runs again.
@@ -29,10 +31,13 @@ THING = thing_arn("core-1")
 STATE = f"{WRITE}/plugins/deployment"
 WORKDIR = f"{STATE}/components/work"
 ARTS = f"{STATE}/components/packages/artifacts"
+UNZ = f"{STATE}/components/packages/artifacts-unarchived"
 NOBODY = pwd.getpwnam("nobody")
 gg = client("greengrassv2", ENDPOINT, CA)
 with open(f"{LOCAL}/secret.txt", "rb") as _f:
     SECRET_STORED = f"{STATE}/artifacts/sha256/{hashlib.sha256(_f.read()).hexdigest()}"
+with open(f"{LOCAL}/rootpack.zip", "rb") as _f:
+    ROOTPACK_STORED = f"{STATE}/artifacts/unarchived/{hashlib.sha256(_f.read()).hexdigest()}"
 
 
 def installed():
@@ -82,6 +87,8 @@ if PHASE == "first":
   - Platform: {{os: linux}}
     Artifacts:
       - Uri: file://{LOCAL}/secret.txt
+      - Uri: file://{LOCAL}/rootpack.zip
+        Unarchive: ZIP
     Lifecycle:
       run: id -u > {{work:path}}/uid; echo $$ > {{work:path}}/pid; exec sleep 300
 """)
@@ -91,6 +98,8 @@ if PHASE == "first":
       - Uri: file://{LOCAL}/tool.sh
         Permission: {{Read: OWNER, Execute: OWNER}}
       - Uri: file://{LOCAL}/data.txt
+      - Uri: file://{LOCAL}/pack.zip
+        Unarchive: ZIP
     Lifecycle:
       run: |
         cd {{work:path}}
@@ -100,6 +109,10 @@ if PHASE == "first":
         cat {ARTS}/e2e.Root/1.0.0/secret.txt > secret.out 2>&1 || echo refused >> secret.out
         cat {SECRET_STORED} > stored.out 2>&1 || echo refused >> stored.out
         ls {WRITE} > write.out 2>&1 || echo refused >> write.out
+        {{artifacts:decompressedPath}}/pack/pack/run.sh {{work:path}}/unz_tool.out
+        cat {{artifacts:decompressedPath}}/pack/pack/info.txt > unz_data.out
+        cat {UNZ}/e2e.Root/1.0.0/rootpack/hidden.txt > unz_secret.out 2>&1 || echo refused >> unz_secret.out
+        cat {ROOTPACK_STORED}/hidden.txt > unz_stored.out 2>&1 || echo refused >> unz_stored.out
         echo $$ > pid
         exec sleep 300
 """)
@@ -126,7 +139,7 @@ if PHASE == "first":
     check("... read its artifact without Permission (Greengrass' default Read OWNER)",
           wait(lambda: work("e2e.Arts", "data.out")) == "data of e2e.Arts\n", work("e2e.Arts", "data.out"))
     check("... and listed {artifacts:path}",
-          wait(lambda: work("e2e.Arts", "ls.out")).split() == ["data.txt", "tool.sh"],
+          wait(lambda: work("e2e.Arts", "ls.out")).split() == ["data.txt", "pack.zip", "tool.sh"],
           work("e2e.Arts", "ls.out"))
     pid = wait(lambda: pid_in(WORKDIR, "e2e.Arts"))
     check("... but not e2e.Root's secret.txt through its {artifacts:path}",
@@ -141,6 +154,28 @@ if PHASE == "first":
     check("... data.txt is a 0440 copy, groved's user and nobody's group",
           (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o440, os.getuid(), NOBODY.pw_gid),
           (oct(st.st_mode), st.st_uid, st.st_gid))
+
+    # {artifacts:decompressedPath} likewise
+    check("e2e.Arts (nobody) ran an unpacked entry the archive marks executable through "
+          "{artifacts:decompressedPath}",
+          wait(lambda: work("e2e.Arts", "unz_tool.out")) == "unpacked tool ran\n",
+          work("e2e.Arts", "unz_tool.out"))
+    check("... and read an unpacked entry",
+          wait(lambda: work("e2e.Arts", "unz_data.out")) == "info of e2e.Arts\n",
+          work("e2e.Arts", "unz_data.out"))
+    for out, where in (("unz_secret.out", "through its {artifacts:decompressedPath}"),
+                       ("unz_stored.out", "in the store's unarchived/")):
+        text = wait(lambda: work("e2e.Arts", out))
+        check(f"... but not e2e.Root's unpacked hidden.txt {where}",
+              "refused" in text and "secret of" not in text, text)
+    modes = {f: os.stat(f"{UNZ}/e2e.Arts/1.0.0/pack/pack/{f}") for f in ("run.sh", "info.txt")}
+    check("... its entries are copies, groved's user and nobody's group, 0550 and 0440",
+          [(s.st_mode & 0o7777, s.st_uid, s.st_gid) for s in modes.values()]
+          == [(0o550, os.getuid(), NOBODY.pw_gid), (0o440, os.getuid(), NOBODY.pw_gid)],
+          {f: (oct(s.st_mode), s.st_uid, s.st_gid) for f, s in modes.items()})
+    ust = os.stat(f"{UNZ}/e2e.Root")
+    check("e2e.Root's unpacked directory stays groved's alone (0700)",
+          ust.st_mode & 0o777 == 0o700, oct(ust.st_mode))
     wst = os.stat(WRITE)
     check("the write directory is traversal-only for others (no read bit)",
           wst.st_mode & 0o007 == 0o001, oct(wst.st_mode))

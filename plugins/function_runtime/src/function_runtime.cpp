@@ -246,6 +246,11 @@ struct function_state {
   uint64_t invocations = 0, errors = 0, timeouts = 0, refused = 0;
   uint64_t memory_hwm_kb = 0;
   uint64_t output_dropped = 0; // output lines its log did not get (process on_dropped)
+  // Failed no-ack publishes (publish_nowait): the first of a window is logged, the rest
+  // counted (with the last one's text) and logged as one line when the window closes.
+  bool nowait_window = false;
+  uint64_t nowait_failed = 0;
+  std::string nowait_last;
   std::string last_error;
   std::unique_ptr<gfn::function_log> log;
   // GreengrassContainer: an instance's sandbox prepared ahead for its next start
@@ -2115,6 +2120,45 @@ private:
     });
   }
 
+  // How long failed no-ack publishes after a logged one are only counted.
+  static constexpr std::chrono::seconds nowait_log_interval{5};
+
+  // A failed no-ack publish, told to the function's log only: a function that floods
+  // them must not flood its log (one line a failure, for ever), so the first one is
+  // written and the rest are counted until the window closes.
+  void note_nowait_failure(function_state& fn, std::string why) {
+    if (fn.nowait_window) {
+      ++fn.nowait_failed;
+      fn.nowait_last = std::move(why);
+      return;
+    }
+    fn.log->write("WARN", why);
+    fn.nowait_window = true;
+    close_nowait_window(fn.name);
+  }
+
+  // At the end of the window: the count of failures it held (another window follows),
+  // or none (the next failure is written again).
+  void close_nowait_window(const std::string& name) {
+    ctx_->after(nowait_log_interval, [this, name] {
+      auto it = functions_.find(name);
+      if (it == functions_.end())
+        return;
+      auto& fn = it->second;
+      if (fn.nowait_failed == 0) {
+        fn.nowait_window = false;
+        return;
+      }
+      fn.log->write("WARN", std::to_string(fn.nowait_failed)
+                              + " more no-ack publishes failed in the last "
+                              + std::to_string(nowait_log_interval.count())
+                              + " s (the last: " + fn.nowait_last + ")");
+      fn.nowait_failed = 0;
+      fn.nowait_last.clear();
+      close_nowait_window(name);
+    });
+  }
+
   void publish(function_state& fn, instance& inst, const gfn::Publish& p) {
     if (inst.publishes_in_flight >= cfg_.max_pending_frames)
       return end_instance(fn, inst,
@@ -2130,8 +2174,8 @@ private:
       // A publish that asked for no ack (publish_nowait) has no one to tell of its
       // failure but the function's log.
       if (ack_id == 0 && err)
-        functions_.at(name).log->write("WARN", "publish to " + quoted(topic)
-                                                 + " failed: " + grove::describe(err));
+        note_nowait_failure(functions_.at(name),
+                            "publish to " + quoted(topic) + " failed: " + grove::describe(err));
       if (ack_id == 0 || inst->state == inst_state::ending)
         return;
       gfn::Frame f;

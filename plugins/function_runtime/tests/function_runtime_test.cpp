@@ -686,6 +686,36 @@ BOOST_AUTO_TEST_CASE(names_and_topics_that_are_not_utf8_are_the_verbs_error_not_
   BOOST_TEST(rt.info("b").instances() == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(failed_no_ack_publishes_are_counted_not_logged_one_by_one) {
+  // 800 publish_nowait calls the runtime refuses (under the 1,024 frames that may wait:
+  // more end the instance as a flood): the function's log gets the first one
+  // of each window and one line with the count of the others, not 800 lines; every
+  // failure is in a line or a count.
+  runtime rt{fn("w", "nowait_fail")};
+  rt.wait_defined("w");
+  BOOST_TEST(rt.ok("w", "800") == "sent");
+  size_t written = 0, counted = 0, count_lines = 0;
+  auto tally = [&] {
+    written = counted = count_lines = 0;
+    std::istringstream log{rt.log_of("w")};
+    for (std::string line; std::getline(log, line);) {
+      if (auto at = line.find(" more no-ack publishes failed"); at != std::string::npos) {
+        auto from = line.rfind(' ', at - 1) + 1;
+        counted += std::stoul(line.substr(from, at - from));
+        ++count_lines;
+      } else if (has(line, "publish to 'nowait/+/bad' failed: ")) {
+        ++written;
+      }
+    }
+    return written + counted == 800u;
+  };
+  BOOST_REQUIRE_MESSAGE(test::wait_until(tally, std::chrono::seconds{60}),
+                        written << " written, " << counted << " counted: " << rt.log_of("w"));
+  BOOST_TEST(count_lines >= 1u);
+  // One window of 5 s normally holds them all (2 lines); a loaded machine may need more.
+  BOOST_TEST(written + count_lines <= 10u, written << " written, " << count_lines << " counts");
+}
+
 BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
   // Two busy instances, one item of 40 KiB sent ahead to each (the byte budget takes one),
   // one queued. New instances stop starting, one instance is killed: its items go back to

@@ -310,6 +310,14 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
     }
     return std::to_string(::getpid());
   }
+  if (mode == "nowait_fail") {
+    // `payload` no-ack publishes the runtime refuses (a wildcard in a publish's topic).
+    auto n = std::stoi(payload);
+    for (int i = 0; i < n; ++i)
+      if (!gf::publish_nowait("nowait/+/bad", "x"))
+        return "not sent";
+    return "sent";
+  }
   if (mode == "log") {
     for (int i = 0; i < 100; ++i)
       gf::log(gf::level::info, "line " + std::to_string(i) + " " + std::string(200, 'x'));
