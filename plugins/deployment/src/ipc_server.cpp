@@ -362,6 +362,18 @@ struct ipc_server::impl {
     send(c, msg_application_error, flag_terminate, sid, gg + shape, {{"message", message}});
   }
 
+  // Whether `c`'s component may do `operation` (aws.greengrass#...) of `service` on
+  // `resource` (its accessControl); if not, the stream is answered UnauthorizedError.
+  bool permitted(conn& c, int32_t sid, const std::string& service, const std::string& operation,
+                 const std::string& resource) {
+    if (authorized(config_of(c.component), service, operation, resource))
+      return true;
+    error(c, sid, "UnauthorizedError",
+          "Principal " + c.component + " is not authorized to perform " + service + ":"
+            + operation + " on resource " + resource);
+    return false;
+  }
+
   // --- Reading -------------------------------------------------------------------------
 
   void read(conn& c) {
@@ -495,10 +507,8 @@ struct ipc_server::impl {
       auto topic = str("topic");
       if (topic.empty() || validate_topic(topic))
         return error(c, sid, "ServiceError", "topic: not a valid topic name");
-      if (!authorized(config_of(c.component), "aws.greengrass.ipc.pubsub", full, topic))
-        return error(c, sid, "UnauthorizedError",
-                     "Principal " + c.component + " is not authorized to perform "
-                       "aws.greengrass.ipc.pubsub:" + full + " on resource " + topic);
+      if (!permitted(c, sid, "aws.greengrass.ipc.pubsub", full, topic))
+        return;
       auto pm = req.find("publishMessage");
       if (pm == req.end() || !pm->is_object())
         return error(c, sid, "ServiceError", "publishMessage: required");
@@ -530,10 +540,8 @@ struct ipc_server::impl {
       auto topic = str("topic");
       if (topic.empty() || validate_filter(topic))
         return error(c, sid, "InvalidArgumentsError", "topic: not a valid topic filter");
-      if (!authorized(config_of(c.component), "aws.greengrass.ipc.pubsub", full, topic))
-        return error(c, sid, "UnauthorizedError",
-                     "Principal " + c.component + " is not authorized to perform "
-                       "aws.greengrass.ipc.pubsub:" + full + " on resource " + topic);
+      if (!permitted(c, sid, "aws.greengrass.ipc.pubsub", full, topic))
+        return;
       c.streams[sid] = {kind::topic, topic, str("receiveMode") == "RECEIVE_MESSAGES_FROM_OTHERS"};
       reply(c, sid, op, {{"topicName", topic}}, false);
       report_filters();
@@ -707,11 +715,8 @@ struct ipc_server::impl {
     // `$aws/things/<thing>/shadow`, a named one `.../shadow/name/<name>`.
     auto resource = "$aws/things/" + call.thing + "/shadow" +
                     (call.name.empty() ? "" : "/name/" + call.name);
-    const std::string service = "aws.greengrass.ShadowManager";
-    if (!authorized(config_of(c.component), service, gg + op, resource))
-      return error(c, sid, "UnauthorizedError",
-                   "Principal " + c.component + " is not authorized to perform " + service +
-                     ":" + gg + op + " on resource " + resource);
+    if (!permitted(c, sid, "aws.greengrass.ShadowManager", gg + op, resource))
+      return;
     std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::answer_data)>)>
       f;
     {
@@ -841,11 +846,8 @@ struct ipc_server::impl {
     if (topic.empty() || (publish ? bool(validate_topic(topic)) : bool(validate_filter(topic))))
       return error(c, sid, "InvalidArgumentsError",
                    std::string{"topicName: not a valid topic "} + (publish ? "name" : "filter"));
-    const std::string service = "aws.greengrass.ipc.mqttproxy";
-    if (!authorized(config_of(c.component), service, gg + op, topic))
-      return error(c, sid, "UnauthorizedError",
-                   "Principal " + c.component + " is not authorized to perform " + service +
-                     ":" + gg + op + " on resource " + topic);
+    if (!permitted(c, sid, "aws.greengrass.ipc.mqttproxy", gg + op, topic))
+      return;
     if (!publish) {
       c.streams[sid] = {kind::iotcore, topic, false};
       reply(c, sid, op, json::object(), false);

@@ -1810,15 +1810,12 @@ bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name
   c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
   grove::process_callbacks cb;
   cb.on_exit = [this, j, name, gen, wait, key, alive = alive_](const grove::process_exit& e) {
-    if (!*alive || j->wait != wait)
+    if (!*alive)
       return;
-    auto it = components_.find(name);
-    if (it == components_.end() || it->second->generation != gen)
+    auto* exited = step_exited(j, name, gen, wait);
+    if (!exited)
       return;
-    auto& c = *it->second;
-    c.proc = grove::process{};
-    ++j->wait;
-    j->proc_wait.clear();
+    auto& c = *exited;
     // 0: done; 100: done, and a restart of groved asked, which Grove does not need (every
     // component of the set is started fresh after its bootstrap, plugins reload live):
     // noted in the deployment's outcome; 101: a reboot of the device, which Grove never
@@ -1862,6 +1859,20 @@ bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name
   return true;
 }
 
+runner::component* runner::step_exited(const std::shared_ptr<job>& j, const std::string& name,
+                                       uint64_t gen, uint64_t wait) {
+  if (j->wait != wait)
+    return nullptr;
+  auto it = components_.find(name);
+  if (it == components_.end() || it->second->generation != gen)
+    return nullptr;
+  auto& c = *it->second;
+  c.proc = grove::process{};
+  ++j->wait;
+  j->proc_wait.clear();
+  return &c;
+}
+
 void runner::step_deadline(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
                            uint64_t wait, std::chrono::seconds limit, std::string step) {
   ctx_.after(limit, [this, j, name, gen, wait, limit, step = std::move(step), alive = alive_] {
@@ -1900,15 +1911,12 @@ void runner::install_component(std::shared_ptr<job> j, const std::string& name) 
   c.oom_seen = c.plan.limits.memory_kb > 0 && cgroups_ ? cgroups_->oom_kills(name) : 0;
   grove::process_callbacks cb;
   cb.on_exit = [this, j, name, gen, wait, key, alive = alive_](const grove::process_exit& e) {
-    if (!*alive || j->wait != wait)
+    if (!*alive)
       return;
-    auto it = components_.find(name);
-    if (it == components_.end() || it->second->generation != gen)
+    auto* exited = step_exited(j, name, gen, wait);
+    if (!exited)
       return;
-    auto& c = *it->second;
-    c.proc = grove::process{};
-    ++j->wait;
-    j->proc_wait.clear();
+    auto& c = *exited;
     if (e.code == 0) {
       c.installed_version = key;
       set_state(c, "INSTALLED");

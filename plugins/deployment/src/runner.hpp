@@ -378,6 +378,11 @@ private:
   // install follows once it ends, see install_component).
   bool bootstrap_component(std::shared_ptr<job> j, const std::string& name);
   void install_component(std::shared_ptr<job> j, const std::string& name);
+  // The component whose bootstrap or install process (waited for as `wait`, started at
+  // generation `gen`) exited, its process and the job's wait done with; nullptr when the
+  // exit is stale (the job moved on, the component was stopped or restarted).
+  component* step_exited(const std::shared_ptr<job>& j, const std::string& name, uint64_t gen,
+                         uint64_t wait);
   // Ends `name`'s `step` (bootstrap, install) still waited for after `limit`: ERRORED,
   // the job failed.
   void step_deadline(std::shared_ptr<job> j, const std::string& name, uint64_t gen,
