@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import shlex
-import socket
 import subprocess
 import sys
 import tarfile
@@ -31,15 +30,12 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from image_support import Groved, mapped_files, run, running_plugins  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402  (tests/support)
+
 SRC, BUILD = (os.path.abspath(a) for a in sys.argv[1:3])
 TESTS = sys.argv[3:]  # optional test names
 TOOL = os.path.join(SRC, "tools", "grove-image")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def readme_device_commands():

@@ -28,16 +28,13 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from image_support import Groved, mapped_files, run, running_plugins  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402  (tests/support)
+
 SRC, BUILD = (os.path.abspath(a) for a in sys.argv[1:3])
 TESTS = sys.argv[3:]  # optional test names
 DEFAULT_PLUGINS = ["heartbeat", "message_manager", "function_runtime", "local_resources",
                    "shadow"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PackageTest(unittest.TestCase):

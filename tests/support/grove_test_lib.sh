@@ -48,8 +48,13 @@ refused() {  # refused DESCRIPTION COMMAND...: passes when the command fails
   if "$@"; then fail "$what"; else pass "$what"; fi
 }
 
-# finish: the verdict line; exits 0 if nothing failed, else 1.
+# finish: the verdict line; exits 0 if nothing failed, else 1. After a failure groved's
+# output is shown first (abort() has shown it already): $WORK goes with the exit.
+GROVED_OUT_SHOWN=""
 finish() {
+  if [[ $FAILED != 0 && -z "$GROVED_OUT_SHOWN" && -s "${WORK:-}/groved.out" ]]; then
+    echo "--- groved output (tail)"; tail -n 120 "$WORK/groved.out"
+  fi
   echo "$PASSED passed, $FAILED failed"
   [[ $FAILED == 0 ]]
   exit $?
@@ -83,6 +88,7 @@ logged_times() {
 abort() {  # abort WHY: a failure, groved's output and the ABORT_LOGS, then finish
   fail "$1"
   echo "--- groved output"; tail -n 60 "$WORK/groved.out" 2>/dev/null
+  GROVED_OUT_SHOWN=1
   local log
   for log in "${ABORT_LOGS[@]}"; do
     echo "--- ${log##*/}"; tail -n 30 "$log" 2>/dev/null
@@ -90,10 +96,11 @@ abort() {  # abort WHY: a failure, groved's output and the ABORT_LOGS, then fini
   finish
 }
 
-# free_port: a loopback port nobody listens on right now.
+# free_port: a loopback port nobody uses right now, below the kernel's ephemeral range
+# (tests/support/free_port.py), so no client's outgoing connection takes it before the
+# test's server binds it.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
-    2>/dev/null || echo $((20000 + RANDOM % 20000))
+  python3 "$(dirname "${BASH_SOURCE[0]}")/free_port.py" 2>/dev/null || echo $((20000 + RANDOM % 10000))
 }
 
 # free_ports N: N different loopback ports nobody listens on right now, on one line

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -60,21 +61,41 @@ private:
   std::filesystem::path path_;
 };
 
-/// A loopback TCP port nobody listened on a moment ago (bind to 0, read it back).
+/// A loopback TCP port nobody uses right now, chosen below the kernel's ephemeral range
+/// (as tests/support/free_port.py): a port from bind-to-0 is one the kernel may also give
+/// a client's outgoing connection before the test's server binds it.
 inline uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (fd >= 0)
+  auto try_bind = [](uint16_t port) -> int {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+      return -1;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
       ::close(fd);
-    throw std::runtime_error("cannot bind a loopback port");
+      return -1;
+    }
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+  };
+  int low = 32768;
+  if (std::ifstream range{"/proc/sys/net/ipv4/ip_local_port_range"}; range)
+    range >> low;
+  if (low > 12000) {
+    std::random_device seed;
+    std::mt19937 gen{seed()};
+    std::uniform_int_distribution<int> pick{10000, low - 1};
+    for (int i = 0; i < 200; ++i)
+      if (auto port = try_bind(static_cast<uint16_t>(pick(gen))); port > 0)
+        return static_cast<uint16_t>(port);
   }
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  if (auto port = try_bind(0); port > 0)
+    return static_cast<uint16_t>(port);
+  throw std::runtime_error("cannot bind a loopback port");
 }
 
 /// True if something accepts TCP connections on the loopback port.

@@ -31,6 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchutil import (children, ensure_default_pki, process_name, wait_ready,  # noqa: E402
                        stop, wait_status)
 from smaps_breakdown import breakdowns  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
+from free_port import free_port  # noqa: E402,F401  (group_bench imports it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Issue 8: groved alone on the kernel-only image, groved + its broker on the default one.
@@ -50,12 +52,6 @@ def smaps_rollup(pid):
             if len(parts) == 3 and parts[2] == "kB" and parts[0].rstrip(":") in FIELDS:
                 result[parts[0].rstrip(":")] = int(parts[1])
     return result
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def broker_child(pid, timeout_s=10.0):

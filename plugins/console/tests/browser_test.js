@@ -235,10 +235,14 @@ async function main() {
       await page.$eval('#load-name', (el, n) => { el.value = n; }, name);
       await page.$eval('#load-config', (el, c) => { el.value = c; }, config);
       await page.click('#load-submit');
-      await page.waitForFunction((n) => /loaded |grovectl:/.test(document.querySelector('#plugin-result')?.textContent)
-                                 && document.querySelector('#plugin-result').textContent.includes(n),
-                                 {timeout: 90000, polling: 200}, name);
+      // Done when the request is answered (the click replaced the last result with
+      // "load <name>…"): "loaded <name>" or the error, whatever it names.
+      const done = await page.waitForFunction((n) => {
+        const t = document.querySelector('#plugin-result')?.textContent ?? '';
+        return t !== '' && t !== `load ${n}\u2026`;
+      }, {timeout: 90000, polling: 200}, name).then(() => true, () => false);
       const r = await text(page, '#plugin-result');
+      if (!done) console.log(`the load of ${name} is unanswered after 90 s; the page shows: ${r}`);
       check(`${name} loaded from the plugins page`, r.startsWith(`loaded ${name}`), r);
     };
     await step('function_runtime loaded from the plugins page', () => load('function_runtime', env('FR_CONFIG')));

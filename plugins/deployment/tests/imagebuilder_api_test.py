@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,9 @@ import time
 import boto3
 import botocore.config
 import botocore.exceptions
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "support"))
+from free_port import free_port  # noqa: E402  (tests/support)
 
 GROVED, GROVECTL, CERTS, SRC, BUILD = (os.path.abspath(a) for a in sys.argv[1:6])
 AWS = "/usr/bin/aws"
@@ -61,12 +63,6 @@ def check(what, ok, detail=""):
     print(("PASS: " if ok else "FAIL: ") + what + ("" if ok else f" -- {detail}"), flush=True)
     if not ok:
         failed += 1
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(cmd, **kw):
