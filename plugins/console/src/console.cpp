@@ -724,12 +724,14 @@ private:
                      {"busy", f.busy()},
                      {"max_instances", f.max_instances()},
                      {"queued", f.queued()},
+                     {"sent_ahead", f.sent_ahead()},
                      {"max_queue", f.max_queue()},
                      {"invocations", f.invocations()},
                      {"errors", f.errors()},
                      {"timeouts", f.timeouts()},
                      {"refused", f.refused()},
                      {"memory_hwm_kb", f.memory_hwm_kb()},
+                     {"output_lines_dropped", f.output_lines_dropped()},
                      {"last_error", f.last_error()},
                      {"log_file", f.log_file()}});
     send_json(res, 200, json{{"functions", std::move(out)}});

@@ -265,6 +265,8 @@ async function main() {
       await page.waitForFunction(() => document.querySelector('#function-echo td:nth-child(5)')?.textContent === '1',
                                  {timeout: 15000, polling: 200});
       check('... and its invocation is counted', true);
+      const dropped = await text(page, '#function-echo td:nth-child(10)');
+      check('... with its output lines dropped (as grovectl functions): none', dropped === '0', dropped);
       await page.click('#function-echo button');
       await waitText(page, '#fn-log', 'console_fn got {"n": 42}');
       check('the log tail shows what the invoke printed', true);

@@ -393,7 +393,7 @@ const pages = {
     follow.addEventListener('change', startFollow);
     main.append(section('Functions', body,
       h('table', {id: 'functions-table'}, h('thead', {}, h('tr', {}, ['name', 'kind', 'instances (busy)', 'queued', 'invocations',
-        'errors', 'timeouts', 'refused', 'memory (peak)', 'last error'].map((x) => h('th', {}, x)))), rows)),
+        'errors', 'timeouts', 'refused', 'memory (peak)', 'output lines dropped', 'last error'].map((x) => h('th', {}, x)))), rows)),
     section('Invoke', h('form', {onsubmit: async (ev) => {
       ev.preventDefault();
       result.className = 'result';
@@ -421,7 +421,7 @@ const pages = {
         for (const [n, row] of made) if (!names.has(n)) { row.tr.remove(); made.delete(n); }
         for (const f of r.functions) {
           if (!made.has(f.name)) {
-            const cells = Array.from({length: 9}, (_, i) => h('td', i >= 3 && i <= 7 ? {class: 'num'} : {}));
+            const cells = Array.from({length: 10}, (_, i) => h('td', i >= 3 && i <= 8 ? {class: 'num'} : {}));
             const tr = h('tr', {id: `function-${f.name}`},
               h('td', {}, h('button', {type: 'button', class: 'link', onclick: () => showLog(f.name)}, f.name)), ...cells);
             rows.append(tr);
@@ -437,10 +437,11 @@ const pages = {
           c[5].textContent = f.timeouts;
           c[6].textContent = f.refused;
           c[7].textContent = `${f.memory_hwm_kb} kB`;
-          c[8].textContent = f.last_error;
-          c[8].className = 'error';
+          c[8].textContent = f.output_lines_dropped;
+          c[9].textContent = f.last_error;
+          c[9].className = 'error';
         }
-        if (!r.functions.length) rows.replaceChildren(h('tr', {}, h('td', {colspan: 10}, 'no functions in the group')));
+        if (!r.functions.length) rows.replaceChildren(h('tr', {}, h('td', {colspan: 11}, 'no functions in the group')));
       } catch (e) {
         body.replaceChildren(h('p', {class: e.message.includes('not in this image') ? 'absent' : 'error'},
           e.message.includes('not in this image') ? 'function_runtime is not in this image.' : e.message));
