@@ -433,6 +433,8 @@ public:
         auto bytes = inst->pending_bytes;
         drain(name, id, *inbox, *pending, *bytes);
       }
+    for (auto& [name, fn] : functions_)
+      flush_nowait(fn);
     gfn::Snapshot snap;
     snap.set_version(1);
     snap.set_group(group_bytes_);
@@ -538,6 +540,7 @@ public:
       if (events > 0 && fn.log)
         fn.log->write("ERROR", std::to_string(events) + " events not run: function_runtime "
                                  "stopped (unloaded or groved shut down)");
+      flush_nowait(fn);
       dropped += events;
     }
     if (dropped > 0)
@@ -1044,6 +1047,7 @@ private:
         it->second.instances_g.set(0);
         it->second.queued_g.set(0);
         it->second.sent_ahead_g.set(0);
+        flush_nowait(it->second);
         it = functions_.erase(it);
       } else {
         ++it;
@@ -2157,6 +2161,18 @@ private:
       fn.nowait_last.clear();
       close_nowait_window(name);
     });
+  }
+
+  /// The count a window still holds, written now: the function is going (unload,
+  /// removal, reload), and the timer that would have written it goes with it.
+  void flush_nowait(function_state& fn) {
+    if (fn.nowait_failed > 0 && fn.log)
+      fn.log->write("WARN", std::to_string(fn.nowait_failed)
+                              + " more no-ack publishes failed before function_runtime let "
+                                "the function go (the last: "
+                              + fn.nowait_last + ")");
+    fn.nowait_failed = 0;
+    fn.nowait_last.clear();
   }
 
   void publish(function_state& fn, instance& inst, const gfn::Publish& p) {

@@ -716,6 +716,29 @@ BOOST_AUTO_TEST_CASE(failed_no_ack_publishes_are_counted_not_logged_one_by_one) 
   BOOST_TEST(written + count_lines <= 10u, written << " written, " << count_lines << " counts");
 }
 
+BOOST_AUTO_TEST_CASE(failed_no_ack_publishes_still_counted_at_an_unload_are_written) {
+  // The function's 800 refused publish_nowait calls are all handled before its reply (in
+  // frame order, each refused at once); an unload right after, inside the 5-s window,
+  // must still write the 799 only counted so far.
+  runtime rt{fn("w", "nowait_fail")};
+  rt.wait_defined("w");
+  BOOST_TEST(rt.ok("w", "800") == "sent");
+  auto err = rt.h->kernel().unload(rt.h->name());
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  size_t written = 0, counted = 0;
+  std::istringstream log{rt.log_of("w")};
+  for (std::string line; std::getline(log, line);) {
+    if (auto at = line.find(" more no-ack publishes failed"); at != std::string::npos) {
+      auto from = line.rfind(' ', at - 1) + 1;
+      counted += std::stoul(line.substr(from, at - from));
+    } else if (has(line, "publish to 'nowait/+/bad' failed: ")) {
+      ++written;
+    }
+  }
+  BOOST_TEST(written + counted == 800u, written << " written, " << counted << " counted: "
+                                                 << rt.log_of("w"));
+}
+
 BOOST_AUTO_TEST_CASE(items_sent_ahead_are_answered_when_the_function_gave_up) {
   // Two busy instances, one item of 40 KiB sent ahead to each (the byte budget takes one),
   // one queued. New instances stop starting, one instance is killed: its items go back to
