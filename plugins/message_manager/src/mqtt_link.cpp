@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -44,6 +45,21 @@ constexpr size_t max_gone_ids = 64;
 
 // The user property the broker plugin stamps with the publisher (broker/README.md).
 constexpr std::string_view source_property = "grove-source";
+
+// Paho C (Debian builds it without HIGH_PERFORMANCE) keeps an in-memory trace ring that
+// nobody reads here. At its default level, TRACE_MINIMUM, it formats a line (vsnprintf
+// under a global mutex) for packets and records every traced function's entry and exit,
+// on every message of its receive thread: about a fifth of that thread's CPU per message
+// in issue 12's profile. LOG_ERROR, what a HIGH_PERFORMANCE build starts with, is the
+// highest level Paho lets us set; errors still reach the ring. Process-wide, set once,
+// and not when MQTT_C_CLIENT_TRACE asks Paho for its trace (debugging).
+void quiet_paho_trace() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("MQTT_C_CLIENT_TRACE") == nullptr)
+      ::MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
+  });
+}
 
 bool readable_file(const std::string& path) {
   std::error_code ec;
@@ -316,6 +332,7 @@ caf::error mqtt_link::start() {
 
 caf::expected<std::shared_ptr<mqtt::async_client>>
 mqtt_link::make_client(uint64_t gen) {
+  quiet_paho_trace();
   std::shared_ptr<mqtt::async_client> cli;
   try {
     mqtt::create_options create{opts_.mqtt_version == 5 ? MQTTVERSION_5
