@@ -4,6 +4,9 @@
 // run: the same publishers through a bare Mosquitto (no plugin) to one MQTT subscriber.
 // Prints one JSON line: messages/s end to end and latency percentiles for both.
 //   device_function_bench [--messages N] [--pubs P] [--payload B] [--rate R] [--round-trip]
+//                         [--idle-subscriptions S]
+// --idle-subscriptions: S more devices in the group, each with a subscription of its own
+// that no message matches (a larger group; Grove's broker client subscribes to each).
 // --round-trip: device -> function -> device with a real function. function_runtime runs
 // the C++ SDK's example (echo: publishes each payload on "<subject>/echo") as a pinned
 // function; the group routes bench/<i> from device dev-<i> to it and bench/+/echo from it
@@ -177,6 +180,7 @@ int main(int argc, char** argv) {
   size_t payload = 64;
   int rate = 10000;
   bool round_trip = false;
+  int idle_subscriptions = 0;
   for (int i = 1; i < argc; ++i)
     if (std::string{argv[i]} == "--round-trip") {
       round_trip = true;
@@ -198,6 +202,8 @@ int main(int argc, char** argv) {
       rate = std::atoi(argv[i + 1]);
     else if (a == "--payload")
       payload = static_cast<size_t>(std::atoi(argv[i + 1]));
+    else if (a == "--idle-subscriptions")
+      idle_subscriptions = std::atoi(argv[i + 1]);
   }
   mosquitto_lib_init();
   auto dir = fs::temp_directory_path() / ("grove-dfbench-" + std::to_string(getpid()));
@@ -210,6 +216,8 @@ int main(int argc, char** argv) {
     g << "name: bench\ndevices:\n";
     for (int i = 0; i < npubs; ++i)
       g << "  - thing: dev-" << i << "\n";
+    for (int i = 0; i < idle_subscriptions; ++i)
+      g << "  - thing: idle-" << i << "\n";
     if (round_trip)
       g << "  - thing: sink\n"
         << "functions:\n  - name: F\n    config: {handler: " << GROVE_ECHO_FUNCTION
@@ -223,6 +231,11 @@ int main(int argc, char** argv) {
     for (int i = 0; i < npubs; ++i)
       g << "  - {id: s" << i << ", source: \"device:dev-" << i << "\", subject: \"bench/" << i
         << "\", target: \"function:F\"}\n";
+    // A larger group: devices that publish nothing, each with its own subscription
+    // (Grove's client of the broker subscribes to every one).
+    for (int i = 0; i < idle_subscriptions; ++i)
+      g << "  - {id: idle" << i << ", source: \"device:idle-" << i << "\", subject: \"idle/"
+        << i << "/+/data\", target: \"function:F\"}\n";
     std::ofstream p{dir / "profile.yaml"};
     p << "kernel:\n  log_level: warn\n  group: " << (dir / "group.yaml").string()
       << "\n  bus: {queue_capacity: 1000000}\nplugins:\n  - name: message_manager\n"
@@ -362,6 +375,7 @@ int main(int argc, char** argv) {
   nlohmann::json out = {{"bench", round_trip ? "device_function_device" : "device_to_function"},
                         {"publishers", npubs},
                         {"messages_per_publisher", messages},
+                        {"idle_subscriptions", idle_subscriptions},
                         {"payload_bytes", payload},
                         {round_trip ? "grove_device_function_device" : "grove_device_to_bus_function",
                          grove_result},

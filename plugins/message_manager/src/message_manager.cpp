@@ -749,13 +749,13 @@ private:
   // Publishes one message on the bus with its source and properties; false when no
   // subscriber took it. message_manager's own subscriptions to the bridge's Pubsub
   // sources are no subscriber (what comes back there from the bus is a loop). Thread-safe.
-  bool to_bus(std::string bus_topic, const std::string& source, const std::string& payload,
+  bool to_bus(std::string bus_topic, const std::string& source, std::string payload,
               uint32_t qos, const message_meta& meta) {
     auto own = own_bus_copies(bus_topic);
     Envelope e;
     e.set_topic(std::move(bus_topic));
     e.set_source(source);
-    e.set_payload(payload);
+    e.set_payload(std::move(payload));
     e.set_qos(qos);
     e.set_content_type(meta.content_type);
     for (const auto& [name, value] : meta.user_properties)
@@ -955,8 +955,12 @@ private:
     }
     size_t n = 0;
     qos = std::min<uint32_t>(qos, 1);
+    // The last target takes the payload itself; the others a copy.
+    auto uses = t.functions.size() + (t.shadow ? 1 : 0) + (t.devices ? 1 : 0)
+                + (t.cloud ? 1 : 0);
+    auto take = [&]() -> std::string { return --uses == 0 ? std::move(payload) : payload; };
     auto deliver = [&](std::string bus_topic) {
-      if (to_bus(std::move(bus_topic), source, payload, qos, meta))
+      if (to_bus(std::move(bus_topic), source, take(), qos, meta))
         return true;
       ++undeliverable_;
       return false;
@@ -971,7 +975,7 @@ private:
       ++n;
     }
     if (t.devices) {
-      if (auto err = local_->publish(std::string{topic}, payload, static_cast<int>(qos),
+      if (auto err = local_->publish(std::string{topic}, take(), static_cast<int>(qos),
                                      source, {}, meta)) {
         ++undeliverable_;
       } else {
@@ -981,7 +985,7 @@ private:
     }
     if (t.cloud) {
       // Cloud-bound messages are QoS 1 through the spool (Greengrass' spooler).
-      if (auto seq = spool_->push(std::string{topic}, std::move(payload), 1)) {
+      if (auto seq = spool_->push(std::string{topic}, take(), 1)) {
         ++to_cloud_;
         ++n;
         std::lock_guard guard{forwarder_mtx_};

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -42,8 +43,26 @@ constexpr uint32_t max_sub_id = 268435455;
 // Filters of unsubscribed identifiers kept for inbound_message::filter.
 constexpr size_t max_gone_ids = 64;
 
+// Topics whose chosen copy mqtt_link remembers (pick_copy), at most.
+constexpr size_t max_best_copies = 4096;
+
 // The user property the broker plugin stamps with the publisher (broker/README.md).
 constexpr std::string_view source_property = "grove-source";
+
+// Paho C (Debian builds it without HIGH_PERFORMANCE) keeps an in-memory trace ring that
+// nobody reads here. At its default level, TRACE_MINIMUM, it formats a line (vsnprintf
+// under a global mutex) for packets and records every traced function's entry and exit,
+// on every message of its receive thread: about a fifth of that thread's CPU per message
+// in issue 12's profile. LOG_ERROR, what a HIGH_PERFORMANCE build starts with, is the
+// highest level Paho lets us set; errors still reach the ring. Process-wide, set once,
+// and not when MQTT_C_CLIENT_TRACE asks Paho for its trace (debugging).
+void quiet_paho_trace() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("MQTT_C_CLIENT_TRACE") == nullptr)
+      ::MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
+  });
+}
 
 bool readable_file(const std::string& path) {
   std::error_code ec;
@@ -316,6 +335,7 @@ caf::error mqtt_link::start() {
 
 caf::expected<std::shared_ptr<mqtt::async_client>>
 mqtt_link::make_client(uint64_t gen) {
+  quiet_paho_trace();
   std::shared_ptr<mqtt::async_client> cli;
   try {
     mqtt::create_options create{opts_.mqtt_version == 5 ? MQTTVERSION_5
@@ -400,14 +420,24 @@ bool mqtt_link::pick_copy(const std::string& topic, const std::vector<uint32_t>&
   // The copy to deliver is the one of the matching filter with the smallest identifier.
   // Identifiers grow and are subscribed in ascending order, so that filter was
   // subscribed first and its copy always comes.
-  const std::string* best_filter = nullptr;
-  uint32_t best = 0;
-  for (const auto& [f, id] : sub_ids_)
-    if ((best_filter == nullptr || id < best) && grove::topic_matches(f, topic)) {
-      best_filter = &f;
-      best = id;
+  const best_copy* best = nullptr;
+  if (auto i = best_copies_.find(topic); i != best_copies_.end()) {
+    best = &i->second;
+  } else {
+    const std::string* best_filter = nullptr;
+    uint32_t best_id = 0;
+    for (const auto& [f, id] : sub_ids_)
+      if ((best_filter == nullptr || id < best_id) && grove::topic_matches(f, topic)) {
+        best_filter = &f;
+        best_id = id;
+      }
+    if (best_filter != nullptr) {
+      if (best_copies_.size() >= max_best_copies)
+        best_copies_.clear(); // many distinct topics: start over rather than grow
+      best = &best_copies_.emplace(topic, best_copy{best_id, *best_filter}).first->second;
     }
-  if (best_filter == nullptr) {
+  }
+  if (best == nullptr) {
     // Only filters just unsubscribed match: this copy is the only one left.
     for (auto id : ids)
       if (auto i = gone_ids_.find(id); i != gone_ids_.end()) {
@@ -416,9 +446,9 @@ bool mqtt_link::pick_copy(const std::string& topic, const std::vector<uint32_t>&
       }
     return true;
   }
-  if (std::find(ids.begin(), ids.end(), best) == ids.end())
+  if (std::find(ids.begin(), ids.end(), best->id) == ids.end())
     return false;
-  filter = *best_filter;
+  filter = best->filter;
   return true;
 }
 
@@ -505,6 +535,7 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
     gone_ids_[i->second] = i->first;
     while (gone_ids_.size() > max_gone_ids)
       gone_ids_.erase(gone_ids_.begin());
+    sub_ids_changed();
     return sub_ids_.erase(i);
   };
   std::vector<std::string> to_sub;
@@ -537,6 +568,8 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
     uint32_t id = 0;
     if (use_ids) {
       auto [i, inserted] = sub_ids_.try_emplace(f, next_sub_id_);
+      if (inserted)
+        sub_ids_changed();
       if (inserted && next_sub_id_ < max_sub_id)
         ++next_sub_id_;
       id = i->second;
@@ -638,14 +671,17 @@ void mqtt_link::apply_subscriptions(std::unique_lock<std::mutex>& lk, bool all) 
     if (std::binary_search(added.begin(), added.end(), f)
         || std::binary_search(active_filters_.begin(), active_filters_.end(), f))
       continue;
-    if (auto i = sub_ids_.find(f); i != sub_ids_.end() && i->second == id)
+    if (auto i = sub_ids_.find(f); i != sub_ids_.end() && i->second == id) {
       sub_ids_.erase(i);
+      sub_ids_changed();
+    }
   }
   // A filter whose UNSUBSCRIBE failed stays subscribed, with its identifier.
   std::sort(removed.begin(), removed.end());
   for (auto& [f, id] : unsub_ids)
     if (!std::binary_search(removed.begin(), removed.end(), f)) {
       sub_ids_[f] = id;
+      sub_ids_changed();
       gone_ids_.erase(id);
     }
   std::vector<std::string> next;
@@ -876,6 +912,7 @@ void mqtt_link::stop() {
   state_ = link_state::stopped;
   active_filters_.clear();
   sub_ids_.clear();
+  sub_ids_changed();
 }
 
 void mqtt_link::set_subscriptions(std::vector<std::string> filters, int qos) {

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/error.hpp>
@@ -283,6 +284,17 @@ private:
   bool sub_ids_available_ = false; // MQTT 5 and the server supports them
   // Filters of recently unsubscribed identifiers, for inbound_message::filter.
   std::map<uint32_t, std::string> gone_ids_;
+  // pick_copy's answer per topic (the smallest identifier of a matching filter, and
+  // that filter) while sub_ids_ stays as it is: every change clears it. A device's
+  // topics repeat, while the scan over every filter grows with the group.
+  struct best_copy {
+    uint32_t id = 0;
+    std::string filter;
+  };
+  std::unordered_map<std::string, best_copy> best_copies_;
+  void sub_ids_changed() {
+    best_copies_.clear();
+  }
   uint64_t next_publish_id_ = 1;
   std::map<uint64_t, pending_publish> pending_;
   std::thread runner_;
