@@ -593,6 +593,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     lift(plan->cgroup_dir_procs_fd, true);
     plan->userns_fd = userns;
     lift(plan->userns_fd, false);
+    lift(plan->mntns_fd, false); // the prepared root's (plan_sandbox; the cache keeps it)
     if (e) {
       close_fd(out[0]);
       close_fd(err[0]);
@@ -636,7 +637,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   std::vector<int> keep = targets;
   keep.push_back(status_w);
   if (plan) {
-    for (int fd : {plan->handover_w, plan->userns_fd, plan->cgroup_dir_procs_fd})
+    for (int fd : {plan->handover_w, plan->userns_fd, plan->mntns_fd, plan->cgroup_dir_procs_fd})
       if (fd >= 0)
         keep.push_back(fd);
     keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
@@ -827,7 +828,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     if (sb)
       close_fd(plan->handover_r);
     errno = e;
-    return sys_error(sb ? "clone (new mount, IPC and UTS namespaces)" : "fork");
+    return sys_error(sb ? "clone (new IPC and UTS namespaces)" : "fork");
   }
   // Parent.
   ::close(status_pipe[1]);
@@ -935,7 +936,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
          "enter its sandbox", "lock its sandbox", "join its cgroups"};
     std::string stage = msg[0] >= 0 && msg[0] < 9 ? stages[msg[0]] : "start";
     if (sb && msg[0] >= 1000)
-      stage = "enter its sandbox (" + detail::describe_step(*sb, msg[0] - 1000) + ")";
+      stage = "enter its sandbox (" + detail::describe_step(sb->steps, msg[0] - 1000) + ")";
     return make_error(errc::system_error, "process: " + args[0] + ": cannot " + stage
                                             + ": " + std::strerror(msg[1]));
   }

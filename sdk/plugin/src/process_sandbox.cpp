@@ -13,8 +13,10 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -52,6 +54,8 @@ caf::error write_file(const std::string& path, const std::string& text) {
 }
 
 } // namespace
+
+caf::error split_and_prepare(sandbox_plan& p);
 
 caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& p) {
   if (sb.root_base.empty() || !sb.root_base.is_absolute())
@@ -196,7 +200,7 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   p.root = p.keep(skel.string());
   auto done = fs::path{skel.string() + ".ok"};
   if (fs::exists(done, ec))
-    return {};
+    return split_and_prepare(p);
   fs::remove_all(skel, ec);
   // chmod after each mkdir/open: the modes must not depend on the caller's umask
   // (groved runs with 077, which would leave the root closed to the sandbox's user and
@@ -225,16 +229,76 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   if (fd < 0)
     return plan_error("cannot make " + done.string() + ": " + std::strerror(errno));
   ::close(fd);
+  return split_and_prepare(p);
+}
+
+namespace {
+
+// `a` is `b`, below it or above it ("." is above everything).
+bool related(std::string_view a, std::string_view b) {
+  if (a == b || a == "." || b == ".")
+    return true;
+  auto under = [](std::string_view x, std::string_view y) {
+    return x.size() > y.size() && x.starts_with(y) && x[y.size()] == '/';
+  };
+  return under(a, b) || under(b, a);
+}
+
+} // namespace
+
+caf::error split_and_prepare(sandbox_plan& p) {
+  // Each start's own: the file systems that must be its own (its PID namespace's /proc
+  // and what covers it, a writable tmpfs, a devpts), and any later step at, below or
+  // above one of them (their order matters there). The rest (binds, what makes them
+  // read-only, the root's own read-only, which is non-recursive) is the prepared root's:
+  // moving them ahead of the own steps changes nothing, as their targets are apart.
+  using op = sandbox_step::op;
+  std::vector<sandbox_step> all = std::move(p.steps);
+  p.steps.clear();
+  std::vector<std::string_view> own_targets;
+  for (const auto& s : all) {
+    bool own = s.what == op::tmpfs || s.what == op::proc || s.what == op::devpts
+               || s.what == op::mask || s.what == op::cover;
+    std::string_view target{s.target};
+    if (!own && target != ".")
+      own = std::any_of(own_targets.begin(), own_targets.end(),
+                        [&](std::string_view t) { return related(target, t); });
+    if (own) {
+      p.steps.push_back(s);
+      own_targets.push_back(target);
+    } else {
+      p.root_steps.push_back(s);
+    }
+  }
+  // The key: the root, its steps, and what each bind's source is now (a source made
+  // anew at the same path is another file: the prepared root still holds the old one).
+  std::string key = p.root;
+  for (const auto& s : p.root_steps) {
+    key += '\n';
+    key += std::to_string(static_cast<int>(s.what)) + (s.recursive ? "r" : "") + ' '
+           + s.target;
+    if (s.what == op::bind) {
+      struct stat st {};
+      if (::stat(s.source, &st) != 0)
+        return plan_error(std::string{"mount source "} + s.source + ": " + std::strerror(errno));
+      key += std::string{" "} + s.source + ' ' + std::to_string(st.st_dev) + ':'
+             + std::to_string(st.st_ino);
+    }
+  }
+  auto ns = sandbox_root_namespace(p, key);
+  if (!ns)
+    return std::move(ns.error());
+  p.mntns_fd = *ns;
   return {};
 }
 
-std::string describe_step(const sandbox_plan& p, int step) {
-  if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
+std::string describe_step(const std::vector<sandbox_step>& steps, int step) {
+  if (step < 0 || static_cast<size_t>(step) >= steps.size())
     return "its root, pivot_root, host name or user namespace";
   static constexpr const char* names[]
     = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover",
        "mount devpts on"};
-  const auto& s = p.steps[static_cast<size_t>(step)];
+  const auto& s = steps[static_cast<size_t>(step)];
   return std::string{names[static_cast<int>(s.what)]} + " /"
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
 }
@@ -284,15 +348,17 @@ int sandbox_attach(const sandbox_plan& p) noexcept {
   return 0;
 }
 
-int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
-  step = -1;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    return errno;
-  // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
-  if (::mount(p.root, p.root, nullptr, MS_BIND, nullptr) != 0 || ::chdir(p.root) != 0)
-    return errno;
+namespace {
+
+// Makes `steps`, in order, relative to the working directory. `null_tree`: a detached
+// copy of the host's /dev/null (open_tree), attached at the first file a mask hides
+// (a bind's source must be in this namespace, and the sandbox's own /dev may have no
+// null), which the next ones bind; -1 where there is no mask. Async-signal-safe.
+int run_steps(const std::vector<sandbox_step>& steps, int null_tree, int& step) noexcept {
   using op = sandbox_step::op;
-  for (const auto& s : p.steps) {
+  const char* null_at = nullptr;
+  step = -1;
+  for (const auto& s : steps) {
     ++step;
     int rc = 0;
     switch (s.what) {
@@ -319,10 +385,20 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
             continue;
           return errno;
         }
-        rc = S_ISDIR(st.st_mode)
-               ? ::mount("tmpfs", s.target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                         "size=4k,mode=555")
-               : ::mount("/dev/null", s.target, nullptr, MS_BIND, nullptr);
+        if (S_ISDIR(st.st_mode)) {
+          rc = ::mount("tmpfs", s.target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       "size=4k,mode=555");
+          break;
+        }
+        if (null_at != nullptr) {
+          rc = ::mount(null_at, s.target, nullptr, MS_BIND, nullptr);
+        } else if (null_tree < 0) {
+          return EBADF;
+        } else {
+          rc = static_cast<int>(::syscall(SYS_move_mount, null_tree, "", AT_FDCWD, s.target,
+                                          MOVE_MOUNT_F_EMPTY_PATH));
+          null_at = s.target;
+        }
         break;
       }
       case op::cover: {
@@ -351,12 +427,54 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       return errno;
   }
   step = -1;
-  sandbox_mark(p, mark_mounted);
+  return 0;
+}
+
+// The prepared root's helper, in its new mount namespace: binds the skeleton and makes
+// the root's steps on it, pivots into it and detaches the host's tree.
+int build_root(const sandbox_plan& p, int& step) noexcept {
+  step = -1;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return errno;
+  // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
+  if (::mount(p.root, p.root, nullptr, MS_BIND, nullptr) != 0 || ::chdir(p.root) != 0)
+    return errno;
+  if (int rc = run_steps(p.root_steps, -1, step); rc != 0)
+    return rc;
   // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
   // nothing of the host but what was bound in.
   if (::syscall(SYS_pivot_root, ".", ".") != 0 || ::umount2(".", MNT_DETACH) != 0
       || ::chdir("/") != 0)
     return errno;
+  return 0;
+}
+
+} // namespace
+
+int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
+  step = -1;
+  // The host's /dev/null, for /proc's masks, while the host's tree is still this one.
+  int null_tree = -1;
+  for (const auto& s : p.steps)
+    if (s.what == sandbox_step::op::mask) {
+      null_tree = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, "/dev/null",
+                                             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+      if (null_tree < 0)
+        return errno;
+      break;
+    }
+  // The prepared root, then a copy of it of its own (its root and working directory
+  // are the copy's root from here): no mount of this start is seen by another.
+  if (::setns(p.mntns_fd, CLONE_NEWNS) != 0)
+    return errno;
+  ::close(p.mntns_fd);
+  if (::unshare(CLONE_NEWNS) != 0 || ::chdir("/") != 0)
+    return errno;
+  sandbox_mark(p, mark_mounted);
+  if (int rc = run_steps(p.steps, null_tree, step); rc != 0)
+    return rc;
+  if (null_tree >= 0)
+    ::close(null_tree);
   sandbox_mark(p, mark_pivoted);
   if (!p.hostname.empty() && ::sethostname(p.hostname.data(), p.hostname.size()) != 0)
     return errno;
@@ -499,6 +617,109 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
   if (err)
     return err;
   made.emplace(std::move(key), fd);
+  return fd;
+}
+
+caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::string& key) {
+  struct entry {
+    int fd;
+    uint64_t used;
+  };
+  static std::map<std::string, entry> made; // by key; supervisor thread only
+  static uint64_t clock = 0;
+  if (auto it = made.find(key); it != made.end()) {
+    it->second.used = ++clock;
+    return it->second.fd;
+  }
+  auto fail = [](const std::string& what) {
+    return make_error(errc::system_error, "process sandbox: prepared root: " + what + ": "
+                                            + std::strerror(errno));
+  };
+  // A child in a new mount namespace builds the root and reports [step, errno] on one
+  // pipe, then waits on the other while the parent opens its namespace; the open
+  // descriptor keeps the namespace once it is gone. It makes system calls only: a fork
+  // of a threaded groved, it takes no lock.
+  int result[2];
+  int hold[2];
+  if (::pipe2(result, O_CLOEXEC) != 0)
+    return fail("pipe2");
+  if (::pipe2(hold, O_CLOEXEC) != 0) {
+    auto e = errno;
+    ::close(result[0]);
+    ::close(result[1]);
+    errno = e;
+    return fail("pipe2");
+  }
+  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, nullptr,
+                                           nullptr, nullptr, nullptr));
+  if (pid == 0) {
+    int step = -1;
+    int rc = build_root(p, step);
+    int msg[2] = {step, rc};
+    ::syscall(SYS_write, result[1], msg, sizeof msg);
+    char c = 0;
+    ::syscall(SYS_close, hold[1]);
+    ::syscall(SYS_read, hold[0], &c, 1); // until killed
+    ::syscall(SYS_exit_group, 0);
+  }
+  auto e = errno;
+  ::close(result[1]);
+  ::close(hold[0]);
+  auto end = [&] {
+    ::close(result[0]);
+    ::close(hold[1]);
+    if (pid <= 0)
+      return;
+    // Killed, not awaited: see sandbox_user_namespace (another fork of groved may hold
+    // the pipe's write end). Its only calls that sleep are interruptible.
+    ::kill(pid, SIGKILL);
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+  };
+  if (pid < 0) {
+    end();
+    errno = e;
+    return fail("clone (new mount namespace)");
+  }
+  int msg[2] = {0, 0};
+  ssize_t got = -1;
+  pollfd pf{result[0], POLLIN, 0};
+  int ready = 0;
+  while ((ready = ::poll(&pf, 1, 10000)) < 0 && errno == EINTR) {
+  }
+  if (ready > 0)
+    while ((got = ::read(result[0], msg, sizeof msg)) < 0 && errno == EINTR) {
+    }
+  if (got != static_cast<ssize_t>(sizeof msg)) {
+    end();
+    errno = ready == 0 ? ETIMEDOUT : EIO;
+    return fail("its builder did not report");
+  }
+  if (msg[1] != 0) {
+    end();
+    return make_error(errc::system_error, "process sandbox: cannot enter its sandbox ("
+                                            + describe_step(p.root_steps, msg[0])
+                                            + "): " + std::strerror(msg[1]));
+  }
+  int fd = ::open(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC);
+  e = errno;
+  end();
+  if (fd < 0) {
+    errno = e;
+    return fail("open its namespace");
+  }
+  // Few roots are in use at once (one per function and set of resources): the least
+  // recently used beyond 32 are let go (a child joins one during its start only, and
+  // starts are made one at a time on this thread).
+  if (made.size() >= 32) {
+    auto oldest = std::min_element(made.begin(), made.end(), [](const auto& a, const auto& b) {
+      return a.second.used < b.second.used;
+    });
+    ::close(oldest->second.fd);
+    made.erase(oldest);
+  }
+  made.emplace(key, entry{fd, ++clock});
   return fd;
 }
 

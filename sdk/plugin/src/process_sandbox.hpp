@@ -24,9 +24,11 @@ namespace grove::detail {
 /// Nor is its PID namespace: that is made by a holder process, PID 1 there, and the
 /// child is born into it as PID 2 (process.cpp, pid_namespace_holder), so that it is
 /// not the namespace's init, which the kernel shields from every signal it does not
-/// handle but SIGKILL (a denied call must end it with SIGSYS).
-constexpr unsigned long sandbox_clone_flags = 0x00020000UL /* CLONE_NEWNS */
-                                              | 0x08000000UL /* CLONE_NEWIPC */
+/// handle but SIGKILL (a denied call must end it with SIGSYS). Nor is its mount
+/// namespace: it joins a prepared root's (sandbox_root_namespace) and copies it
+/// (unshare), which is cheaper than copying the host's tree, building the root and
+/// detaching the host's after pivot_root at every start.
+constexpr unsigned long sandbox_clone_flags = 0x08000000UL /* CLONE_NEWIPC */
                                               | 0x04000000UL /* CLONE_NEWUTS */;
 
 
@@ -54,8 +56,16 @@ struct sandbox_step {
 struct sandbox_plan {
   /// Storage of every C string below (a deque: pointers stay put).
   std::deque<std::string> strings;
-  /// The root's steps, in order.
+  /// The steps each start makes itself, in order, in its copy of the prepared root (its
+  /// own file systems: /proc of its PID namespace and what covers it, a writable tmpfs,
+  /// a devpts, and any step at or below one of them).
   std::vector<sandbox_step> steps;
+  /// The steps the prepared root was built with (binds and what makes them read-only:
+  /// sandbox_root_namespace), for errors.
+  std::vector<sandbox_step> root_steps;
+  /// The prepared root's mount namespace the child joins and copies
+  /// (sandbox_root_namespace; the child's copy, a high descriptor).
+  int mntns_fd = -1;
   /// The root's skeleton on the host (its mount points and links, made by the parent).
   const char* root = nullptr;
   /// Working directory inside the new root.
@@ -98,9 +108,21 @@ struct sandbox_plan {
   }
 };
 
-/// Resolves `sb` for a child running as `uid`/`gid` and makes the root's skeleton under
-/// `root_base` (parent; may allocate).
+/// Resolves `sb` for a child running as `uid`/`gid`, makes the root's skeleton under
+/// `root_base` and finds or builds its prepared root (sandbox_root_namespace; parent,
+/// supervisor thread; may allocate).
 caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& out);
+
+/// A mount namespace whose root is `p.root` with `p.root_steps` made in it (pivoted
+/// into, the host's tree detached, the root read-only), for sandboxed children to join
+/// and copy: made once per root by a short-lived child, then kept open (supervisor
+/// thread only; the descriptor is the cache's, close-on-exec). Cached by the steps and
+/// the identity (device, inode) of every bind's source, so a changed set of mounts (a
+/// local resource granted or revoked) or a source made anew at the same path (a
+/// re-deployed code directory, a device node re-made) gets a new one; the least
+/// recently used beyond 32 are closed. A bind reaches what its source held when the
+/// root was built: a file system mounted below a source later is not seen.
+caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::string& key);
 
 /// A user namespace mapping `uid`, `gid` and `groups` 1:1 and nothing else, for sandboxed
 /// children to join (setns): made once per set of ids by a short-lived child whose maps
@@ -119,14 +141,16 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
                                           const std::vector<gid_t>& groups);
 
 /// Child, first half (after the descriptor sweep and sandbox_attach), as host root in
-/// its new mount, PID, IPC and UTS namespaces: binds the skeleton and mounts on it,
-/// pivots into it, sets the host name and working directory, joins the user namespace
-/// (userns_fd) and empties the capability bounding set. Async-signal-safe; returns 0 or
-/// an errno value, with the failed step's index in `step` (-1: none of the plan's steps).
+/// its new PID, IPC and UTS namespaces: joins the prepared root's mount namespace and
+/// copies it (its own from here), makes its own steps there, sets the host name and
+/// working directory, joins the user namespace (userns_fd) and empties the capability
+/// bounding set. Async-signal-safe; returns 0 or an errno value, with the failed step's
+/// index in `step` (-1: none of the plan's steps).
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept;
 
-/// "bind /usr", "pivot_root": what `step` of sandbox_enter did (parent, for errors).
-std::string describe_step(const sandbox_plan& p, int step);
+/// "bind /usr", "mount tmpfs on /tmp": what step `step` of `steps` does (parent, for
+/// errors); out of range: the part of sandbox_enter that is no step.
+std::string describe_step(const std::vector<sandbox_step>& steps, int step);
 
 /// Child, second half (after the uid/gid switch, just before exec): drops every
 /// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, sending its listener to the
