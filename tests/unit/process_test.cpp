@@ -709,9 +709,15 @@ BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
 
 BOOST_AUTO_TEST_CASE(sandboxes_of_one_prepared_root_see_none_of_each_others_mounts,
                      *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
-  // Both start from the same prepared root (one layout) and copy it: the first's /tmp
-  // (a tmpfs of its own) and its /proc are not the second's, while the first runs.
+  // Both start from the same prepared root (one layout; the first start of a root builds
+  // it itself, the root is prepared after it) and copy it: the first's /tmp (a tmpfs of
+  // its own) and its /proc are not the second's, while the first runs.
   test::temp_dir dir;
+  {
+    recorder r;
+    auto p = start_ok(r, sandboxed("true", dir.path()));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  }
   recorder first;
   auto a = start_ok(first, sandboxed("echo mine > /tmp/first && echo written; exec sleep 600",
                                      dir.path()));
@@ -759,6 +765,8 @@ BOOST_AUTO_TEST_CASE(a_bind_source_made_anew_at_its_path_is_what_the_next_sandbo
     return r.lines(output_stream::out);
   };
   std::filesystem::create_directories(dir.path() / "roots");
+  // The first start builds its root, the second joins the root prepared after it.
+  BOOST_TEST(start("one") == (std::vector<std::string>{"one"}));
   BOOST_TEST(start("one") == (std::vector<std::string>{"one"}));
   std::filesystem::remove_all(data);
   BOOST_TEST(start("two") == (std::vector<std::string>{"two"}));

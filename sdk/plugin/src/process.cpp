@@ -783,18 +783,21 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     }
     ::close(holder_fd);
   }
+  // Without a prepared root, the child builds its own in a new mount namespace.
+  const unsigned long ns_flags
+    = detail::sandbox_clone_flags | (sb && sb->mntns_fd < 0 ? detail::sandbox_direct_flag : 0);
   if (sb && sb->cgroup_dir_fd >= 0) {
     // v2: into its cgroup at birth (a cgroup.procs write would wait for the kernel's
     // thread-group lock); like fork, the child runs on a copy of this stack. A kernel
     // that refuses clone3 gets the child's own write instead.
     clone_args ca{};
-    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
+    ca.flags = ns_flags | CLONE_INTO_CGROUP;
     ca.exit_signal = SIGCHLD;
     ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
     pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
     if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
       plan->attach_dir = true;
-      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+      pid = static_cast<pid_t>(::syscall(SYS_clone, ns_flags | SIGCHLD,
                                          nullptr, nullptr, nullptr, nullptr));
     }
   } else if (sb) {
@@ -805,7 +808,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     // sets it to fs.suid_dumpable): groved's own value goes back once the child is gone
     // from it.
     dumpable = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-    pid = clone_sharing_memory(detail::sandbox_clone_flags, child, shared);
+    pid = clone_sharing_memory(ns_flags, child, shared);
   } else {
     pid = ::fork();
   }
@@ -828,7 +831,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     if (sb)
       close_fd(plan->handover_r);
     errno = e;
-    return sys_error(sb ? "clone (new IPC and UTS namespaces)" : "fork");
+    return sys_error(sb ? "clone (new mount, IPC and UTS namespaces)" : "fork");
   }
   // Parent.
   ::close(status_pipe[1]);
@@ -994,6 +997,14 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   }
   if (std::find(children_.begin(), children_.end(), rp) == children_.end())
     children_.push_back(rp);
+  if (plan && plan->mntns_fd < 0 && !plan->root_key.empty()) {
+    // This child built its root: the next start of this root joins a prepared one,
+    // made here once the caller has its answer (a failure is remembered, and such a
+    // root is always built by its child, as this one was).
+    post([root = std::shared_ptr<detail::sandbox_plan>{std::move(plan)}] {
+      [[maybe_unused]] auto err = detail::sandbox_prepare_root(*root);
+    });
+  }
   return {};
 }
 

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <utility>
 #include <map>
 #include <set>
 
@@ -253,23 +255,28 @@ caf::error split_and_prepare(sandbox_plan& p) {
   // read-only, the root's own read-only, which is non-recursive) is the prepared root's:
   // moving them ahead of the own steps changes nothing, as their targets are apart.
   using op = sandbox_step::op;
-  std::vector<sandbox_step> all = std::move(p.steps);
-  p.steps.clear();
+  std::vector<sandbox_step> all = p.steps;
+  std::vector<sandbox_step> own;
   std::vector<std::string_view> own_targets;
   for (const auto& s : all) {
-    bool own = s.what == op::tmpfs || s.what == op::proc || s.what == op::devpts
-               || s.what == op::mask || s.what == op::cover;
+    bool is_own = s.what == op::tmpfs || s.what == op::proc || s.what == op::devpts
+                  || s.what == op::mask || s.what == op::cover;
     std::string_view target{s.target};
-    if (!own && target != ".")
-      own = std::any_of(own_targets.begin(), own_targets.end(),
+    if (!is_own && target != ".")
+      is_own = std::any_of(own_targets.begin(), own_targets.end(),
                         [&](std::string_view t) { return related(target, t); });
-    if (own) {
-      p.steps.push_back(s);
+    if (is_own) {
+      own.push_back(s);
       own_targets.push_back(target);
     } else {
       p.root_steps.push_back(s);
     }
   }
+  // A bind among them (onto a file of the new /proc, say) would have to reach the host's
+  // tree from the copy of the prepared root, where its source is not: such a root is
+  // always built by the child, which still has the host's tree (no key: never prepared).
+  if (std::any_of(own.begin(), own.end(), [](const sandbox_step& s) { return s.what == op::bind; }))
+    return {};
   // The key: the root, its steps, and what each bind's source is now (a source made
   // anew at the same path is another file: the prepared root still holds the old one).
   std::string key = p.root;
@@ -285,10 +292,10 @@ caf::error split_and_prepare(sandbox_plan& p) {
              + std::to_string(st.st_ino);
     }
   }
-  auto ns = sandbox_root_namespace(p, key);
-  if (!ns)
-    return std::move(ns.error());
-  p.mntns_fd = *ns;
+  p.root_key = std::move(key);
+  p.mntns_fd = sandbox_find_root(p);
+  if (p.mntns_fd >= 0)
+    p.steps = std::move(own); // else every step, by the child (sandbox_enter)
   return {};
 }
 
@@ -353,7 +360,8 @@ namespace {
 // Makes `steps`, in order, relative to the working directory. `null_tree`: a detached
 // copy of the host's /dev/null (open_tree), attached at the first file a mask hides
 // (a bind's source must be in this namespace, and the sandbox's own /dev may have no
-// null), which the next ones bind; -1 where there is no mask. Async-signal-safe.
+// null), which the next ones bind; -1: the host's tree is still this namespace's (a
+// root built by the child), a mask binds /dev/null itself. Async-signal-safe.
 int run_steps(const std::vector<sandbox_step>& steps, int null_tree, int& step) noexcept {
   using op = sandbox_step::op;
   const char* null_at = nullptr;
@@ -390,10 +398,9 @@ int run_steps(const std::vector<sandbox_step>& steps, int null_tree, int& step) 
                        "size=4k,mode=555");
           break;
         }
-        if (null_at != nullptr) {
-          rc = ::mount(null_at, s.target, nullptr, MS_BIND, nullptr);
-        } else if (null_tree < 0) {
-          return EBADF;
+        if (null_at != nullptr || null_tree < 0) {
+          rc = ::mount(null_at != nullptr ? null_at : "/dev/null", s.target, nullptr, MS_BIND,
+                       nullptr);
         } else {
           rc = static_cast<int>(::syscall(SYS_move_mount, null_tree, "", AT_FDCWD, s.target,
                                           MOVE_MOUNT_F_EMPTY_PATH));
@@ -430,16 +437,17 @@ int run_steps(const std::vector<sandbox_step>& steps, int null_tree, int& step) 
   return 0;
 }
 
-// The prepared root's helper, in its new mount namespace: binds the skeleton and makes
-// the root's steps on it, pivots into it and detaches the host's tree.
-int build_root(const sandbox_plan& p, int& step) noexcept {
+// In a new mount namespace: binds the skeleton, makes `steps` on it, pivots into it and
+// detaches the host's tree (a prepared root's builder, or a child without one).
+int build_root(const sandbox_plan& p, const std::vector<sandbox_step>& steps,
+               int& step) noexcept {
   step = -1;
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return errno;
   // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
   if (::mount(p.root, p.root, nullptr, MS_BIND, nullptr) != 0 || ::chdir(p.root) != 0)
     return errno;
-  if (int rc = run_steps(p.root_steps, -1, step); rc != 0)
+  if (int rc = run_steps(steps, -1, step); rc != 0)
     return rc;
   // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
   // nothing of the host but what was bound in.
@@ -449,10 +457,23 @@ int build_root(const sandbox_plan& p, int& step) noexcept {
   return 0;
 }
 
+// The rest of sandbox_enter once the root is there: host name, working directory, user
+// namespace, bounding set.
+int finish_entering(const sandbox_plan& p) noexcept;
+
 } // namespace
 
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   step = -1;
+  if (p.mntns_fd < 0) {
+    // No prepared root yet (the supervisor makes it after this start): the whole root,
+    // in this child's new mount namespace.
+    if (int rc = build_root(p, p.steps, step); rc != 0)
+      return rc;
+    sandbox_mark(p, mark_mounted);
+    sandbox_mark(p, mark_pivoted);
+    return finish_entering(p);
+  }
   // The host's /dev/null, for /proc's masks, while the host's tree is still this one.
   int null_tree = -1;
   for (const auto& s : p.steps)
@@ -476,6 +497,12 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   if (null_tree >= 0)
     ::close(null_tree);
   sandbox_mark(p, mark_pivoted);
+  return finish_entering(p);
+}
+
+namespace {
+
+int finish_entering(const sandbox_plan& p) noexcept {
   if (!p.hostname.empty() && ::sethostname(p.hostname.data(), p.hostname.size()) != 0)
     return errno;
   if (::chdir(p.cwd) != 0)
@@ -485,12 +512,18 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   if (::setns(p.userns_fd, CLONE_NEWUSER) != 0)
     return errno;
   ::close(p.userns_fd);
+  // Capabilities are numbered from 0 to the kernel's last: the first EINVAL ends them.
   for (int cap = 0; cap < 64; ++cap)
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-      return errno;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      if (errno != EINVAL)
+        return errno;
+      break;
+    }
   sandbox_mark(p, mark_entered);
   return 0;
 }
+
+} // namespace
 
 int sandbox_lock(const sandbox_plan& p) noexcept {
   sandbox_mark(p, mark_ids);
@@ -620,25 +653,132 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
   return fd;
 }
 
-caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::string& key) {
-  struct entry {
-    int fd;
-    uint64_t used;
-  };
-  static std::map<std::string, entry> made; // by key; supervisor thread only
-  static uint64_t clock = 0;
-  if (auto it = made.find(key); it != made.end()) {
-    it->second.used = ++clock;
-    return it->second.fd;
+namespace {
+
+// Instrumented code must not run in a child sharing the parent's memory (as process.cpp).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized_build = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool sanitized_build = true;
+#else
+constexpr bool sanitized_build = false;
+#endif
+#else
+constexpr bool sanitized_build = false;
+#endif
+
+// What the prepared root's builder reads.
+struct builder_args {
+  const sandbox_plan* plan;
+  int result_w; // [step, errno]
+  int hold_r;   // read until killed
+  int hold_w;   // its copy, closed
+};
+
+// The prepared root's builder: system calls only (it may share groved's memory, whose
+// errno it then writes: the parent trusts none until it has the result).
+int root_builder(void* arg) {
+  auto& a = *static_cast<builder_args*>(arg);
+  int step = -1;
+  int rc = build_root(*a.plan, a.plan->root_steps, step);
+  int msg[2] = {step, rc};
+  ::syscall(SYS_write, a.result_w, msg, sizeof msg);
+  char c = 0;
+  ::syscall(SYS_close, a.hold_w);
+  ::syscall(SYS_read, a.hold_r, &c, 1); // until killed
+  ::syscall(SYS_exit, 0);
+  return 0;
+}
+
+} // namespace
+
+namespace {
+
+// The prepared roots (supervisor thread only): by key (fd -1: its build failed), and
+// each host name's (one per function) latest key.
+struct prepared_root {
+  int fd;
+  uint64_t used;
+};
+std::map<std::string, prepared_root>& prepared_roots() {
+  static std::map<std::string, prepared_root> made;
+  return made;
+}
+std::map<std::string, std::string>& roots_by_name() {
+  static std::map<std::string, std::string> names;
+  return names;
+}
+uint64_t roots_clock = 0;
+
+// Builds p's prepared root (sandbox_prepare_root): its mount namespace's descriptor.
+caf::expected<int> build_prepared_root(const sandbox_plan& p);
+
+// Notes `p.root_key` as `p.hostname`'s root; the one it had goes once no other name
+// has it: a function's new root (a resource granted or revoked, its code made anew)
+// lets the old one go at once, so that mounts no longer wanted (a revoked volume's file
+// system) are not pinned by it.
+void note_root_name(const sandbox_plan& p) {
+  auto& names = roots_by_name();
+  auto [it, fresh] = names.try_emplace(p.hostname, p.root_key);
+  if (fresh || it->second == p.root_key)
+    return;
+  auto old = std::exchange(it->second, p.root_key);
+  if (std::any_of(names.begin(), names.end(), [&](const auto& n) { return n.second == old; }))
+    return;
+  auto& made = prepared_roots();
+  if (auto m = made.find(old); m != made.end()) {
+    if (m->second.fd >= 0)
+      ::close(m->second.fd);
+    made.erase(m);
   }
+}
+
+} // namespace
+
+int sandbox_find_root(const sandbox_plan& p) {
+  auto& made = prepared_roots();
+  auto it = made.find(p.root_key);
+  if (it == made.end())
+    return -1;
+  it->second.used = ++roots_clock;
+  note_root_name(p);
+  return it->second.fd;
+}
+
+caf::error sandbox_prepare_root(const sandbox_plan& p) {
+  auto& made = prepared_roots();
+  if (made.count(p.root_key) > 0)
+    return {};
+  auto e = build_prepared_root(p);
+  // Besides, the least recently used beyond 32 are let go (a child joins one during its
+  // start only, and starts are made one at a time on this thread).
+  if (made.size() >= 32) {
+    auto oldest = std::min_element(made.begin(), made.end(), [](const auto& a, const auto& b) {
+      return a.second.used < b.second.used;
+    });
+    std::erase_if(roots_by_name(), [&](const auto& n) { return n.second == oldest->first; });
+    if (oldest->second.fd >= 0)
+      ::close(oldest->second.fd);
+    made.erase(oldest);
+  }
+  made.emplace(p.root_key, prepared_root{e ? *e : -1, ++roots_clock});
+  note_root_name(p);
+  return e ? caf::error{} : std::move(e.error());
+}
+
+namespace {
+
+caf::expected<int> build_prepared_root(const sandbox_plan& p) {
   auto fail = [](const std::string& what) {
     return make_error(errc::system_error, "process sandbox: prepared root: " + what + ": "
                                             + std::strerror(errno));
   };
   // A child in a new mount namespace builds the root and reports [step, errno] on one
   // pipe, then waits on the other while the parent opens its namespace; the open
-  // descriptor keeps the namespace once it is gone. It makes system calls only: a fork
-  // of a threaded groved, it takes no lock.
+  // descriptor keeps the namespace once it is gone. It shares groved's memory (no copy
+  // of its page tables, which a fork of a large groved pays in milliseconds) on a stack
+  // of its own, every signal blocked, until it is killed.
   int result[2];
   int hold[2];
   if (::pipe2(result, O_CLOEXEC) != 0)
@@ -650,17 +790,28 @@ caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::stri
     errno = e;
     return fail("pipe2");
   }
-  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, nullptr,
-                                           nullptr, nullptr, nullptr));
-  if (pid == 0) {
-    int step = -1;
-    int rc = build_root(p, step);
-    int msg[2] = {step, rc};
-    ::syscall(SYS_write, result[1], msg, sizeof msg);
-    char c = 0;
-    ::syscall(SYS_close, hold[1]);
-    ::syscall(SYS_read, hold[0], &c, 1); // until killed
-    ::syscall(SYS_exit_group, 0);
+  constexpr size_t stack_size = 64 * 1024;
+  void* stack = MAP_FAILED;
+  if (!sanitized_build)
+    stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  builder_args args{&p, result[1], hold[0], hold[1]};
+  pid_t pid = -1;
+  if (stack != MAP_FAILED) {
+    ::mprotect(stack, 4096, PROT_NONE); // a guard page below it
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = ::clone(root_builder, static_cast<char*>(stack) + stack_size,
+                  CLONE_VM | CLONE_NEWNS | SIGCHLD, &args);
+    auto e = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = e;
+  } else {
+    pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, nullptr, nullptr,
+                                       nullptr, nullptr));
+    if (pid == 0)
+      root_builder(&args);
   }
   auto e = errno;
   ::close(result[1]);
@@ -668,29 +819,28 @@ caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::stri
   auto end = [&] {
     ::close(result[0]);
     ::close(hold[1]);
-    if (pid <= 0)
-      return;
-    // Killed, not awaited: see sandbox_user_namespace (another fork of groved may hold
-    // the pipe's write end). Its only calls that sleep are interruptible.
-    ::kill(pid, SIGKILL);
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    if (pid > 0) {
+      // Killed, not awaited: see sandbox_user_namespace (another fork of groved may hold
+      // the pipe's write end). Its only calls that sleep are interruptible.
+      ::kill(pid, SIGKILL);
+      int st = 0;
+      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
     }
+    if (stack != MAP_FAILED)
+      ::munmap(stack, stack_size); // the builder is gone
   };
   if (pid < 0) {
     end();
     errno = e;
     return fail("clone (new mount namespace)");
   }
+  // Until the result is in, errno may be the builder's: any error fails (groved installs
+  // no signal handlers, so no EINTR is expected).
   int msg[2] = {0, 0};
-  ssize_t got = -1;
   pollfd pf{result[0], POLLIN, 0};
-  int ready = 0;
-  while ((ready = ::poll(&pf, 1, 10000)) < 0 && errno == EINTR) {
-  }
-  if (ready > 0)
-    while ((got = ::read(result[0], msg, sizeof msg)) < 0 && errno == EINTR) {
-    }
+  int ready = ::poll(&pf, 1, 10000);
+  ssize_t got = ready > 0 ? ::read(result[0], msg, sizeof msg) : -1;
   if (got != static_cast<ssize_t>(sizeof msg)) {
     end();
     errno = ready == 0 ? ETIMEDOUT : EIO;
@@ -709,18 +859,9 @@ caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::stri
     errno = e;
     return fail("open its namespace");
   }
-  // Few roots are in use at once (one per function and set of resources): the least
-  // recently used beyond 32 are let go (a child joins one during its start only, and
-  // starts are made one at a time on this thread).
-  if (made.size() >= 32) {
-    auto oldest = std::min_element(made.begin(), made.end(), [](const auto& a, const auto& b) {
-      return a.second.used < b.second.used;
-    });
-    ::close(oldest->second.fd);
-    made.erase(oldest);
-  }
-  made.emplace(key, entry{fd, ++clock});
   return fd;
 }
+
+} // namespace
 
 } // namespace grove::detail

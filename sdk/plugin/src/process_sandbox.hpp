@@ -25,11 +25,15 @@ namespace grove::detail {
 /// child is born into it as PID 2 (process.cpp, pid_namespace_holder), so that it is
 /// not the namespace's init, which the kernel shields from every signal it does not
 /// handle but SIGKILL (a denied call must end it with SIGSYS). Nor is its mount
-/// namespace: it joins a prepared root's (sandbox_root_namespace) and copies it
-/// (unshare), which is cheaper than copying the host's tree, building the root and
-/// detaching the host's after pivot_root at every start.
+/// namespace when its root is prepared: it joins that root's (sandbox_root_namespace)
+/// and copies it (unshare), which is cheaper than copying the host's tree, building the
+/// root and detaching the host's after pivot_root at every start. A start whose root is
+/// not prepared yet adds sandbox_direct_flag and builds it itself, as before.
 constexpr unsigned long sandbox_clone_flags = 0x08000000UL /* CLONE_NEWIPC */
                                               | 0x04000000UL /* CLONE_NEWUTS */;
+
+/// CLONE_NEWNS: the clone flag of a start without a prepared root (sandbox_plan::mntns_fd).
+constexpr unsigned long sandbox_direct_flag = 0x00020000UL;
 
 
 /// One step of the child's root: only C strings and numbers.
@@ -56,15 +60,19 @@ struct sandbox_step {
 struct sandbox_plan {
   /// Storage of every C string below (a deque: pointers stay put).
   std::deque<std::string> strings;
-  /// The steps each start makes itself, in order, in its copy of the prepared root (its
-  /// own file systems: /proc of its PID namespace and what covers it, a writable tmpfs,
-  /// a devpts, and any step at or below one of them).
+  /// The steps the child makes: with a prepared root, in its copy of it, its own file
+  /// systems (/proc of its PID namespace and what covers it, a writable tmpfs, a
+  /// devpts, and any later step at, below or above one of them); without one, every
+  /// step of the root, in the order given.
   std::vector<sandbox_step> steps;
-  /// The steps the prepared root was built with (binds and what makes them read-only:
-  /// sandbox_root_namespace), for errors.
+  /// The steps a prepared root is built with (binds and what makes them read-only).
   std::vector<sandbox_step> root_steps;
-  /// The prepared root's mount namespace the child joins and copies
-  /// (sandbox_root_namespace; the child's copy, a high descriptor).
+  /// The prepared root's key (sandbox_prepare_root); empty: this root is never prepared
+  /// (a bind at or below a start's own file system: its source is the host's).
+  std::string root_key;
+  /// The prepared root's mount namespace the child joins and copies (the child's copy, a
+  /// high descriptor); -1: none yet, the child builds its root in a new mount namespace
+  /// of its own (sandbox_direct_flag) and the supervisor prepares it after the start.
   int mntns_fd = -1;
   /// The root's skeleton on the host (its mount points and links, made by the parent).
   const char* root = nullptr;
@@ -109,20 +117,28 @@ struct sandbox_plan {
 };
 
 /// Resolves `sb` for a child running as `uid`/`gid`, makes the root's skeleton under
-/// `root_base` and finds or builds its prepared root (sandbox_root_namespace; parent,
-/// supervisor thread; may allocate).
+/// `root_base` and looks up its prepared root (sandbox_find_root; parent, supervisor
+/// thread; may allocate).
 caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& out);
 
-/// A mount namespace whose root is `p.root` with `p.root_steps` made in it (pivoted
-/// into, the host's tree detached, the root read-only), for sandboxed children to join
-/// and copy: made once per root by a short-lived child, then kept open (supervisor
-/// thread only; the descriptor is the cache's, close-on-exec). Cached by the steps and
-/// the identity (device, inode) of every bind's source, so a changed set of mounts (a
-/// local resource granted or revoked) or a source made anew at the same path (a
-/// re-deployed code directory, a device node re-made) gets a new one; the least
-/// recently used beyond 32 are closed. A bind reaches what its source held when the
-/// root was built: a file system mounted below a source later is not seen.
-caf::expected<int> sandbox_root_namespace(const sandbox_plan& p, const std::string& key);
+/// The prepared root of `p.root_key`: a descriptor of its mount namespace (the cache's),
+/// or -1 when there is none (not built yet, or its build failed: such a root is always
+/// built by the child). Supervisor thread only.
+int sandbox_find_root(const sandbox_plan& p);
+
+/// Builds `p`'s prepared root when it has none: a mount namespace whose root is
+/// `p.root` with `p.root_steps` made in it (pivoted into, the host's tree detached, the
+/// root read-only), for sandboxed children to join and copy, made by a short-lived child
+/// (sharing groved's memory, on a stack of its own) and kept open (supervisor thread
+/// only; close-on-exec). Run after a start that built its root itself, so no start waits
+/// for it. Keyed (`p.root_key`) by the steps and the identity (device, inode) of every
+/// bind's source, so a changed set of mounts (a local resource granted or revoked) or a
+/// source made anew at the same path (a re-deployed code directory, a device node
+/// re-made) gets a new one. One per host name (a function): its new root lets the old
+/// one go, which pins no mount any longer; the least recently used beyond 32 are closed.
+/// A bind reaches what its source held when the root was built: a file system mounted
+/// below a source later is not seen. A failed build is remembered (the error returned).
+caf::error sandbox_prepare_root(const sandbox_plan& p);
 
 /// A user namespace mapping `uid`, `gid` and `groups` 1:1 and nothing else, for sandboxed
 /// children to join (setns): made once per set of ids by a short-lived child whose maps
@@ -142,7 +158,8 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
 
 /// Child, first half (after the descriptor sweep and sandbox_attach), as host root in
 /// its new PID, IPC and UTS namespaces: joins the prepared root's mount namespace and
-/// copies it (its own from here), makes its own steps there, sets the host name and
+/// copies it (its own from here) and makes its own steps there, or without a prepared
+/// root, in its new mount namespace, builds the root and pivots into it; sets the host name and
 /// working directory, joins the user namespace (userns_fd) and empties the capability
 /// bounding set. Async-signal-safe; returns 0 or an errno value, with the failed step's
 /// index in `step` (-1: none of the plan's steps).
