@@ -772,6 +772,44 @@ BOOST_AUTO_TEST_CASE(a_bind_source_made_anew_at_its_path_is_what_the_next_sandbo
   BOOST_TEST(start("two") == (std::vector<std::string>{"two"}));
 }
 
+BOOST_AUTO_TEST_CASE(a_sandboxs_new_root_lets_its_old_prepared_root_go,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A prepared root is a mount namespace kept open by the supervisor (in this process):
+  // when a host name's (a function's) mounts change, its old one must be closed, or it
+  // would pin what it binds (a revoked volume's file system) for groved's life.
+  test::temp_dir dir;
+  auto prepared = [] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator{"/proc/self/fd"}) {
+      std::error_code ec;
+      auto to = std::filesystem::read_symlink(e.path(), ec);
+      n += !ec && to.string().starts_with("mnt:[") ? 1 : 0;
+    }
+    return n;
+  };
+  auto run = [&](bool with_extra) {
+    auto o = sandboxed("true", dir.path());
+    o.sandbox->hostname = "root-owner";
+    if (with_extra) {
+      sandbox_mount m;
+      m.source = "/usr";
+      m.target = "/opt/usr";
+      o.sandbox->mounts.push_back(m);
+    }
+    recorder r;
+    auto p = start_ok(r, std::move(o));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  };
+  // Each second start joins the root prepared after the first (posted before it).
+  run(false);
+  run(false);
+  auto before = prepared();
+  BOOST_TEST(before >= 1u);
+  run(true);
+  run(true);
+  BOOST_TEST(prepared() == before);
+}
+
 BOOST_AUTO_TEST_CASE(a_missing_program_is_an_error_at_start) {
   recorder r;
   process_options o;
