@@ -465,6 +465,13 @@ int finish_entering(const sandbox_plan& p) noexcept;
 
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   step = -1;
+  // The IPC and UTS namespaces its holder, PID 1 here, was made in.
+  int holder = static_cast<int>(::syscall(SYS_pidfd_open, 1, 0));
+  if (holder < 0)
+    return errno;
+  if (::setns(holder, sandbox_holder_flags) != 0)
+    return errno;
+  ::close(holder);
   if (p.mntns_fd < 0) {
     // No prepared root yet (the supervisor makes it after this start): the whole root,
     // in this child's new mount namespace.

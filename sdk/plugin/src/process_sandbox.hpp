@@ -18,7 +18,9 @@
 
 namespace grove::detail {
 
-/// The namespaces a sandboxed child is cloned into (the network stays shared). Its user
+/// The namespaces a sandboxed child is cloned into (the network stays shared): none of
+/// its own but a mount namespace without a prepared root (sandbox_direct_flag). Its IPC
+/// and UTS namespaces are its holder's (sandbox_holder_flags). Its user
 /// namespace is not among them: it joins one made beforehand (sandbox_user_namespace)
 /// once its root is built, so nothing of the parent is needed between clone and exec.
 /// Nor is its PID namespace: that is made by a holder process, PID 1 there, and the
@@ -29,8 +31,13 @@ namespace grove::detail {
 /// and copies it (unshare), which is cheaper than copying the host's tree, building the
 /// root and detaching the host's after pivot_root at every start. A start whose root is
 /// not prepared yet adds sandbox_direct_flag and builds it itself, as before.
-constexpr unsigned long sandbox_clone_flags = 0x08000000UL /* CLONE_NEWIPC */
-                                              | 0x04000000UL /* CLONE_NEWUTS */;
+constexpr unsigned long sandbox_clone_flags = 0;
+
+/// The namespaces the PID namespace's holder is made in besides its PID namespace (by
+/// the supervisor, ahead of the start when it can), which the child joins first thing
+/// in sandbox_enter: IPC (a new one mounts an mqueue file system) and UTS.
+constexpr unsigned long sandbox_holder_flags = 0x08000000UL /* CLONE_NEWIPC */
+                                               | 0x04000000UL /* CLONE_NEWUTS */;
 
 /// CLONE_NEWNS: the clone flag of a start without a prepared root (sandbox_plan::mntns_fd).
 constexpr unsigned long sandbox_direct_flag = 0x00020000UL;
