@@ -1023,10 +1023,10 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     children_.push_back(rp);
   if (sb && spare_holder_ < 0)
     post([this] { make_spare_holder(); });
-  if (plan && plan->mntns_fd < 0 && !plan->root_key.empty()) {
-    // This child built its root: the next start of this root joins a prepared one,
-    // made here once the caller has its answer (a failure is remembered, and such a
-    // root is always built by its child, as this one was).
+  if (plan && plan->prepare_root) {
+    // This child built its root, started before: the next start of this root joins a
+    // prepared one, made here once the caller has its answer (a failure is remembered,
+    // and such a root is always built by its child, as this one was).
     post([root = std::shared_ptr<detail::sandbox_plan>{std::move(plan)}] {
       [[maybe_unused]] auto err = detail::sandbox_prepare_root(*root);
     });

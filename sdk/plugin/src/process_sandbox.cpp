@@ -743,11 +743,18 @@ void note_root_name(const sandbox_plan& p) {
 
 } // namespace
 
-int sandbox_find_root(const sandbox_plan& p) {
+int sandbox_find_root(sandbox_plan& p) {
   auto& made = prepared_roots();
   auto it = made.find(p.root_key);
-  if (it == made.end())
+  if (it == made.end()) {
+    // Started before: worth preparing. The keys of roots started once are few (one
+    // per function); a set grown past 256 (keys changing all the time) starts again.
+    static std::set<std::string> started;
+    if (started.size() >= 256)
+      started.clear();
+    p.prepare_root = !started.insert(p.root_key).second;
     return -1;
+  }
   it->second.used = ++roots_clock;
   note_root_name(p);
   return it->second.fd;

@@ -81,6 +81,9 @@ struct sandbox_plan {
   /// high descriptor); -1: none yet, the child builds its root in a new mount namespace
   /// of its own (sandbox_direct_flag) and the supervisor prepares it after the start.
   int mntns_fd = -1;
+  /// Without a prepared root: this root was started before, so the supervisor prepares
+  /// it after this start (a root started once, a pinned function's, never costs that).
+  bool prepare_root = false;
   /// The root's skeleton on the host (its mount points and links, made by the parent).
   const char* root = nullptr;
   /// Working directory inside the new root.
@@ -130,15 +133,16 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
 
 /// The prepared root of `p.root_key`: a descriptor of its mount namespace (the cache's),
 /// or -1 when there is none (not built yet, or its build failed: such a root is always
-/// built by the child). Supervisor thread only.
-int sandbox_find_root(const sandbox_plan& p);
+/// built by the child). Without one, sets `p.prepare_root` when the root was started
+/// before. Supervisor thread only.
+int sandbox_find_root(sandbox_plan& p);
 
 /// Builds `p`'s prepared root when it has none: a mount namespace whose root is
 /// `p.root` with `p.root_steps` made in it (pivoted into, the host's tree detached, the
 /// root read-only), for sandboxed children to join and copy, made by a short-lived child
 /// (sharing groved's memory, on a stack of its own) and kept open (supervisor thread
-/// only; close-on-exec). Run after a start that built its root itself, so no start waits
-/// for it. Keyed (`p.root_key`) by the steps and the identity (device, inode) of every
+/// only; close-on-exec). Run after the second start that built its root itself, so no
+/// start waits for it. Keyed (`p.root_key`) by the steps and the identity (device, inode) of every
 /// bind's source, so a changed set of mounts (a local resource granted or revoked) or a
 /// source made anew at the same path (a re-deployed code directory, a device node
 /// re-made) gets a new one. One per host name (a function): its new root lets the old
