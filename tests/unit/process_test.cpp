@@ -707,6 +707,110 @@ BOOST_AUTO_TEST_CASE(a_sandbox_needs_ids_and_names_its_failing_step,
              describe(p.error()));
 }
 
+BOOST_AUTO_TEST_CASE(sandboxes_of_one_prepared_root_see_none_of_each_others_mounts,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // Both start from the same prepared root (one layout; the first two starts of a root
+  // build it themselves, the root is prepared after the second) and copy it: the first's /tmp (a tmpfs of
+  // its own) and its /proc are not the second's, while the first runs.
+  test::temp_dir dir;
+  for (int i = 0; i < 2; ++i) {
+    recorder r;
+    auto p = start_ok(r, sandboxed("true", dir.path()));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  }
+  recorder first;
+  auto a = start_ok(first, sandboxed("echo mine > /tmp/first && echo written; exec sleep 600",
+                                     dir.path()));
+  BOOST_REQUIRE(test::wait_until([&] { return !first.lines(output_stream::out).empty(); }));
+  BOOST_REQUIRE(first.lines(output_stream::out) == (std::vector<std::string>{"written"}));
+  recorder second;
+  auto b = start_ok(second, sandboxed("ls -A /tmp; echo end; ls /proc | grep -c '^[0-9]'; "
+                                      "grep -c ' /tmp ' /proc/self/mountinfo",
+                                      dir.path()));
+  BOOST_REQUIRE(test::wait_until([&] { return second.exit_count() == 1; }));
+  // Its own /tmp is empty; its /proc lists the holder, itself and ls's pipeline (its
+  // shell forks grep and ls) only: never the first's processes; and one /tmp is
+  // mounted where it looks (not the first's too, under or over its own).
+  auto out = second.lines(output_stream::out);
+  BOOST_REQUIRE(out.size() == 3u);
+  BOOST_TEST(out[0] == "end");
+  BOOST_TEST(std::stoi(out[1]) <= 4, out[1]);
+  BOOST_TEST(out[2] == "1");
+  a.stop(SIGKILL, 0ms);
+  BOOST_REQUIRE(test::wait_until([&] { return first.exit_count() == 1; }));
+}
+
+BOOST_AUTO_TEST_CASE(a_bind_source_made_anew_at_its_path_is_what_the_next_sandbox_sees,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // The prepared root holds what a bind's source was when it was built: a source
+  // removed and made again at the same path (a re-deployed code directory, a device node
+  // re-made) must get a new one, not the removed directory.
+  test::temp_dir dir;
+  auto data = dir.path() / "data";
+  auto start = [&](const std::string& content) {
+    std::filesystem::create_directories(data);
+    std::filesystem::permissions(dir.path(), std::filesystem::perms::owner_all
+                                               | std::filesystem::perms::others_exec);
+    std::ofstream{data / "f"} << content << '\n';
+    std::filesystem::permissions(data / "f", std::filesystem::perms::owner_read
+                                               | std::filesystem::perms::others_read);
+    auto o = sandboxed("cat /data/f", dir.path() / "roots");
+    sandbox_mount m;
+    m.source = data;
+    m.target = "/data";
+    o.sandbox->mounts.push_back(m);
+    recorder r;
+    auto p = start_ok(r, std::move(o));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+    return r.lines(output_stream::out);
+  };
+  std::filesystem::create_directories(dir.path() / "roots");
+  // The first two starts build their root, the third joins the root prepared after the
+  // second.
+  for (int i = 0; i < 3; ++i)
+    BOOST_TEST(start("one") == (std::vector<std::string>{"one"}), "start " << i);
+  std::filesystem::remove_all(data);
+  BOOST_TEST(start("two") == (std::vector<std::string>{"two"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_sandboxs_new_root_lets_its_old_prepared_root_go,
+                     *boost::unit_test::precondition([](auto) { return !sandbox_skipped(); })) {
+  // A prepared root is a mount namespace kept open by the supervisor (in this process):
+  // when a host name's (a function's) mounts change, its old one must be closed, or it
+  // would pin what it binds (a revoked volume's file system) for groved's life.
+  test::temp_dir dir;
+  auto prepared = [] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator{"/proc/self/fd"}) {
+      std::error_code ec;
+      auto to = std::filesystem::read_symlink(e.path(), ec);
+      n += !ec && to.string().starts_with("mnt:[") ? 1 : 0;
+    }
+    return n;
+  };
+  auto run = [&](bool with_extra) {
+    auto o = sandboxed("true", dir.path());
+    o.sandbox->hostname = "root-owner";
+    if (with_extra) {
+      sandbox_mount m;
+      m.source = "/usr";
+      m.target = "/opt/usr";
+      o.sandbox->mounts.push_back(m);
+    }
+    recorder r;
+    auto p = start_ok(r, std::move(o));
+    BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }));
+  };
+  // Each third start joins the root prepared after the second (posted before it).
+  for (int i = 0; i < 3; ++i)
+    run(false);
+  auto before = prepared();
+  BOOST_TEST(before >= 1u);
+  for (int i = 0; i < 3; ++i)
+    run(true);
+  BOOST_TEST(prepared() == before);
+}
+
 BOOST_AUTO_TEST_CASE(a_missing_program_is_an_error_at_start) {
   recorder r;
   process_options o;

@@ -237,7 +237,7 @@ int main(int argc, char** argv) {
     static constexpr const char* steps[]
       = {"child", "attached", "mounted", "pivoted", "entered", "ids", "locked", "exec"};
     static constexpr const char* what[]
-      = {"clone_namespaces", "cgroup_join", "mounts", "pivot_root_and_umount",
+      = {"clone_namespaces", "cgroup_join", "join_and_copy_prepared_root", "own_mounts",
          "hostname_chdir_userns_capabilities", "credentials", "seccomp_load_and_handover",
          "exec_reported"};
     std::map<std::string, std::vector<double>> deltas;

@@ -311,8 +311,9 @@ int pid_namespace_holder(void*) {
   }
 }
 
-/// Starts a PID namespace holder: its pid and a pidfd of it (for setns), or -1 with
-/// errno. `stack` gets its stack, unmapped by end_holder.
+/// Starts a PID namespace holder in new PID, IPC and UTS namespaces (the sandboxed child
+/// is cloned into the first and joins the others): its pid and a pidfd of it (for
+/// setns), or -1 with errno. `stack` gets its stack, unmapped by end_holder.
 pid_t start_holder(void*& stack, int& pidfd) {
   stack = nullptr;
   pidfd = -1;
@@ -327,7 +328,9 @@ pid_t start_holder(void*& stack, int& pidfd) {
   // Sharing the descriptor table too: a copy would keep every descriptor groved has open
   // now (the start's status pipe among them) open for good.
   pid_t pid = ::clone(pid_namespace_holder, static_cast<char*>(m) + holder_stack_size,
-                      CLONE_VM | CLONE_FILES | CLONE_FS | CLONE_NEWPID | SIGCHLD, nullptr);
+                      CLONE_VM | CLONE_FILES | CLONE_FS | CLONE_NEWPID
+                        | static_cast<int>(detail::sandbox_holder_flags) | SIGCHLD,
+                      nullptr);
   auto e = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) {
@@ -441,6 +444,12 @@ private:
   // stack unmapped now or, when the namespace takes a while to empty, by the loop.
   void end_holder(pid_t pid, void* stack);
   void reap_holders();
+  // A holder made ahead (after a sandboxed start) for the next one, so that no start
+  // waits for its namespaces (PID, IPC with its mqueue mount, UTS); -1: none.
+  void make_spare_holder();
+  pid_t spare_holder_ = -1;
+  void* spare_holder_stack_ = nullptr;
+  int spare_holder_fd_ = -1;
   void schedule_restart(process_record& r, process_exit& ex);
   void forget(const record_ptr& r);
 
@@ -593,6 +602,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     lift(plan->cgroup_dir_procs_fd, true);
     plan->userns_fd = userns;
     lift(plan->userns_fd, false);
+    lift(plan->mntns_fd, false); // the prepared root's (plan_sandbox; the cache keeps it)
     if (e) {
       close_fd(out[0]);
       close_fd(err[0]);
@@ -636,7 +646,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   std::vector<int> keep = targets;
   keep.push_back(status_w);
   if (plan) {
-    for (int fd : {plan->handover_w, plan->userns_fd, plan->cgroup_dir_procs_fd})
+    for (int fd : {plan->handover_w, plan->userns_fd, plan->mntns_fd, plan->cgroup_dir_procs_fd})
       if (fd >= 0)
         keep.push_back(fd);
     keep.insert(keep.end(), plan->attach_fds.begin(), plan->attach_fds.end());
@@ -768,7 +778,22 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   void* holder_stack = nullptr;
   if (sb) {
     int holder_fd = -1;
-    holder = start_holder(holder_stack, holder_fd);
+    if (spare_holder_ > 0) {
+      // Made ahead; one that has died meanwhile (nothing kills it but groved's end)
+      // fails its setns, and a new one is made.
+      holder = std::exchange(spare_holder_, -1);
+      holder_stack = std::exchange(spare_holder_stack_, nullptr);
+      holder_fd = std::exchange(spare_holder_fd_, -1);
+      if (::setns(holder_fd, CLONE_NEWPID) != 0) {
+        ::close(holder_fd);
+        end_holder(holder, holder_stack);
+        holder = -1;
+        holder_stack = nullptr;
+        holder_fd = -1;
+      }
+    }
+    if (holder < 0)
+      holder = start_holder(holder_stack, holder_fd);
     if (holder < 0 || ::setns(holder_fd, CLONE_NEWPID) != 0) {
       auto e = errno;
       close_fd(holder_fd);
@@ -782,18 +807,21 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     }
     ::close(holder_fd);
   }
+  // Without a prepared root, the child builds its own in a new mount namespace.
+  const unsigned long ns_flags
+    = detail::sandbox_clone_flags | (sb && sb->mntns_fd < 0 ? detail::sandbox_direct_flag : 0);
   if (sb && sb->cgroup_dir_fd >= 0) {
     // v2: into its cgroup at birth (a cgroup.procs write would wait for the kernel's
     // thread-group lock); like fork, the child runs on a copy of this stack. A kernel
     // that refuses clone3 gets the child's own write instead.
     clone_args ca{};
-    ca.flags = detail::sandbox_clone_flags | CLONE_INTO_CGROUP;
+    ca.flags = ns_flags | CLONE_INTO_CGROUP;
     ca.exit_signal = SIGCHLD;
     ca.cgroup = static_cast<uint64_t>(sb->cgroup_dir_fd);
     pid = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
     if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
       plan->attach_dir = true;
-      pid = static_cast<pid_t>(::syscall(SYS_clone, detail::sandbox_clone_flags | SIGCHLD,
+      pid = static_cast<pid_t>(::syscall(SYS_clone, ns_flags | SIGCHLD,
                                          nullptr, nullptr, nullptr, nullptr));
     }
   } else if (sb) {
@@ -804,7 +832,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
     // sets it to fs.suid_dumpable): groved's own value goes back once the child is gone
     // from it.
     dumpable = ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-    pid = clone_sharing_memory(detail::sandbox_clone_flags, child, shared);
+    pid = clone_sharing_memory(ns_flags, child, shared);
   } else {
     pid = ::fork();
   }
@@ -935,7 +963,7 @@ caf::error supervisor::spawn(const record_ptr& rp) {
          "enter its sandbox", "lock its sandbox", "join its cgroups"};
     std::string stage = msg[0] >= 0 && msg[0] < 9 ? stages[msg[0]] : "start";
     if (sb && msg[0] >= 1000)
-      stage = "enter its sandbox (" + detail::describe_step(*sb, msg[0] - 1000) + ")";
+      stage = "enter its sandbox (" + detail::describe_step(sb->steps, msg[0] - 1000) + ")";
     return make_error(errc::system_error, "process: " + args[0] + ": cannot " + stage
                                             + ": " + std::strerror(msg[1]));
   }
@@ -993,6 +1021,16 @@ caf::error supervisor::spawn(const record_ptr& rp) {
   }
   if (std::find(children_.begin(), children_.end(), rp) == children_.end())
     children_.push_back(rp);
+  if (sb && spare_holder_ < 0)
+    post([this] { make_spare_holder(); });
+  if (plan && plan->prepare_root) {
+    // This child built its root, started before: the next start of this root joins a
+    // prepared one, made here once the caller has its answer (a failure is remembered,
+    // and such a root is always built by its child, as this one was).
+    post([root = std::shared_ptr<detail::sandbox_plan>{std::move(plan)}] {
+      [[maybe_unused]] auto err = detail::sandbox_prepare_root(*root);
+    });
+  }
   return {};
 }
 
@@ -1210,25 +1248,40 @@ void supervisor::on_denied(process_record& r, short revents) {
     }
     r.denied_syscall = n.data.nr;
     auto caller = static_cast<pid_t>(n.pid);
-    if (caller > 0)
-      ::kill(caller, SIGSYS);
     if (caller == r.pid || is_thread_of(caller, r.pid)) {
+      ::kill(caller, SIGSYS);
       auto at = clock_type::now() + std::chrono::milliseconds{500};
       if (!r.kill_at || at < *r.kill_at)
         r.kill_at = at;
     } else {
-      // A process the child forked made the call: it dies by SIGSYS, and the child
-      // (the instance) is ended too, as before, by SIGKILL: a SIGSYS could find it in
-      // a state where it does not act on one (seen with dash between a vfork and its
-      // wait), and the instance must not go on.
+      // A process the child forked made the call: the child (the instance) is ended, as
+      // before, by SIGKILL: a SIGSYS could find it in a state where it does not act on
+      // one (seen with dash between a vfork and its wait), and the instance must not go
+      // on. First: the caller's SIGSYS wakes the child (its wait), which could run on
+      // (print, exit) before a second kill if this thread were preempted in between.
       if (::kill(-r.pid, SIGKILL) != 0)
         ::kill(r.pid, SIGKILL);
+      if (caller > 0)
+        ::kill(caller, SIGSYS);
     }
     return;
   } else if ((revents & POLLIN) != 0 && errno == EINTR) {
     return;
   }
   close_fd(r.notify_fd);
+}
+
+void supervisor::make_spare_holder() {
+  if (spare_holder_ > 0)
+    return;
+  void* stack = nullptr;
+  int fd = -1;
+  pid_t pid = start_holder(stack, fd);
+  if (pid < 0)
+    return; // the next start makes its own, and says why if it cannot
+  spare_holder_ = pid;
+  spare_holder_stack_ = stack;
+  spare_holder_fd_ = fd;
 }
 
 void supervisor::end_holder(pid_t pid, void* stack) {
@@ -1312,8 +1365,18 @@ void supervisor::loop() {
     std::deque<std::function<void()>> work;
     {
       std::lock_guard guard{mtx_};
-      if (quit_)
+      if (quit_) {
+        if (spare_holder_ > 0) {
+          ::close(spare_holder_fd_);
+          ::kill(spare_holder_, SIGKILL);
+          int st = 0;
+          while (::waitpid(spare_holder_, &st, __WALL) < 0 && errno == EINTR) {
+          }
+          ::munmap(spare_holder_stack_, holder_stack_size);
+          spare_holder_ = -1;
+        }
         return;
+      }
       work.swap(queue_);
     }
     for (auto& f : work) {

@@ -13,14 +13,18 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <utility>
 #include <map>
 #include <set>
 
@@ -52,6 +56,8 @@ caf::error write_file(const std::string& path, const std::string& text) {
 }
 
 } // namespace
+
+caf::error split_and_prepare(sandbox_plan& p);
 
 caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& p) {
   if (sb.root_base.empty() || !sb.root_base.is_absolute())
@@ -196,7 +202,7 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   p.root = p.keep(skel.string());
   auto done = fs::path{skel.string() + ".ok"};
   if (fs::exists(done, ec))
-    return {};
+    return split_and_prepare(p);
   fs::remove_all(skel, ec);
   // chmod after each mkdir/open: the modes must not depend on the caller's umask
   // (groved runs with 077, which would leave the root closed to the sandbox's user and
@@ -225,16 +231,81 @@ caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox
   if (fd < 0)
     return plan_error("cannot make " + done.string() + ": " + std::strerror(errno));
   ::close(fd);
+  return split_and_prepare(p);
+}
+
+namespace {
+
+// `a` is `b`, below it or above it ("." is above everything).
+bool related(std::string_view a, std::string_view b) {
+  if (a == b || a == "." || b == ".")
+    return true;
+  auto under = [](std::string_view x, std::string_view y) {
+    return x.size() > y.size() && x.starts_with(y) && x[y.size()] == '/';
+  };
+  return under(a, b) || under(b, a);
+}
+
+} // namespace
+
+caf::error split_and_prepare(sandbox_plan& p) {
+  // Each start's own: the file systems that must be its own (its PID namespace's /proc
+  // and what covers it, a writable tmpfs, a devpts), and any later step at, below or
+  // above one of them (their order matters there). The rest (binds, what makes them
+  // read-only, the root's own read-only, which is non-recursive) is the prepared root's:
+  // moving them ahead of the own steps changes nothing, as their targets are apart.
+  using op = sandbox_step::op;
+  std::vector<sandbox_step> all = p.steps;
+  std::vector<sandbox_step> own;
+  std::vector<std::string_view> own_targets;
+  for (const auto& s : all) {
+    bool is_own = s.what == op::tmpfs || s.what == op::proc || s.what == op::devpts
+                  || s.what == op::mask || s.what == op::cover;
+    std::string_view target{s.target};
+    if (!is_own && target != ".")
+      is_own = std::any_of(own_targets.begin(), own_targets.end(),
+                        [&](std::string_view t) { return related(target, t); });
+    if (is_own) {
+      own.push_back(s);
+      own_targets.push_back(target);
+    } else {
+      p.root_steps.push_back(s);
+    }
+  }
+  // A bind among them (onto a file of the new /proc, say) would have to reach the host's
+  // tree from the copy of the prepared root, where its source is not: such a root is
+  // always built by the child, which still has the host's tree (no key: never prepared).
+  if (std::any_of(own.begin(), own.end(), [](const sandbox_step& s) { return s.what == op::bind; }))
+    return {};
+  // The key: the root, its steps, and what each bind's source is now (a source made
+  // anew at the same path is another file: the prepared root still holds the old one).
+  std::string key = p.root;
+  for (const auto& s : p.root_steps) {
+    key += '\n';
+    key += std::to_string(static_cast<int>(s.what)) + (s.recursive ? "r" : "") + ' '
+           + s.target;
+    if (s.what == op::bind) {
+      struct stat st {};
+      if (::stat(s.source, &st) != 0)
+        return plan_error(std::string{"mount source "} + s.source + ": " + std::strerror(errno));
+      key += std::string{" "} + s.source + ' ' + std::to_string(st.st_dev) + ':'
+             + std::to_string(st.st_ino);
+    }
+  }
+  p.root_key = std::move(key);
+  p.mntns_fd = sandbox_find_root(p);
+  if (p.mntns_fd >= 0)
+    p.steps = std::move(own); // else every step, by the child (sandbox_enter)
   return {};
 }
 
-std::string describe_step(const sandbox_plan& p, int step) {
-  if (step < 0 || static_cast<size_t>(step) >= p.steps.size())
+std::string describe_step(const std::vector<sandbox_step>& steps, int step) {
+  if (step < 0 || static_cast<size_t>(step) >= steps.size())
     return "its root, pivot_root, host name or user namespace";
   static constexpr const char* names[]
     = {"bind", "mount tmpfs on", "mount proc on", "make read-only", "mask", "cover",
        "mount devpts on"};
-  const auto& s = p.steps[static_cast<size_t>(step)];
+  const auto& s = steps[static_cast<size_t>(step)];
   return std::string{names[static_cast<int>(s.what)]} + " /"
          + (std::string_view{s.target} == "." ? std::string{} : std::string{s.target});
 }
@@ -284,15 +355,18 @@ int sandbox_attach(const sandbox_plan& p) noexcept {
   return 0;
 }
 
-int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
-  step = -1;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    return errno;
-  // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
-  if (::mount(p.root, p.root, nullptr, MS_BIND, nullptr) != 0 || ::chdir(p.root) != 0)
-    return errno;
+namespace {
+
+// Makes `steps`, in order, relative to the working directory. `null_tree`: a detached
+// copy of the host's /dev/null (open_tree), attached at the first file a mask hides
+// (a bind's source must be in this namespace, and the sandbox's own /dev may have no
+// null), which the next ones bind; -1: the host's tree is still this namespace's (a
+// root built by the child), a mask binds /dev/null itself. Async-signal-safe.
+int run_steps(const std::vector<sandbox_step>& steps, int null_tree, int& step) noexcept {
   using op = sandbox_step::op;
-  for (const auto& s : p.steps) {
+  const char* null_at = nullptr;
+  step = -1;
+  for (const auto& s : steps) {
     ++step;
     int rc = 0;
     switch (s.what) {
@@ -319,10 +393,19 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
             continue;
           return errno;
         }
-        rc = S_ISDIR(st.st_mode)
-               ? ::mount("tmpfs", s.target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                         "size=4k,mode=555")
-               : ::mount("/dev/null", s.target, nullptr, MS_BIND, nullptr);
+        if (S_ISDIR(st.st_mode)) {
+          rc = ::mount("tmpfs", s.target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       "size=4k,mode=555");
+          break;
+        }
+        if (null_at != nullptr || null_tree < 0) {
+          rc = ::mount(null_at != nullptr ? null_at : "/dev/null", s.target, nullptr, MS_BIND,
+                       nullptr);
+        } else {
+          rc = static_cast<int>(::syscall(SYS_move_mount, null_tree, "", AT_FDCWD, s.target,
+                                          MOVE_MOUNT_F_EMPTY_PATH));
+          null_at = s.target;
+        }
         break;
       }
       case op::cover: {
@@ -351,13 +434,82 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
       return errno;
   }
   step = -1;
-  sandbox_mark(p, mark_mounted);
+  return 0;
+}
+
+// In a new mount namespace: binds the skeleton, makes `steps` on it, pivots into it and
+// detaches the host's tree (a prepared root's builder, or a child without one).
+int build_root(const sandbox_plan& p, const std::vector<sandbox_step>& steps,
+               int& step) noexcept {
+  step = -1;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return errno;
+  // The skeleton, bound onto itself: a mount of this namespace to build on and pivot to.
+  if (::mount(p.root, p.root, nullptr, MS_BIND, nullptr) != 0 || ::chdir(p.root) != 0)
+    return errno;
+  if (int rc = run_steps(steps, -1, step); rc != 0)
+    return rc;
   // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
   // nothing of the host but what was bound in.
   if (::syscall(SYS_pivot_root, ".", ".") != 0 || ::umount2(".", MNT_DETACH) != 0
       || ::chdir("/") != 0)
     return errno;
+  return 0;
+}
+
+// The rest of sandbox_enter once the root is there: host name, working directory, user
+// namespace, bounding set.
+int finish_entering(const sandbox_plan& p) noexcept;
+
+} // namespace
+
+int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
+  step = -1;
+  // The IPC and UTS namespaces its holder, PID 1 here, was made in.
+  int holder = static_cast<int>(::syscall(SYS_pidfd_open, 1, 0));
+  if (holder < 0)
+    return errno;
+  if (::setns(holder, sandbox_holder_flags) != 0)
+    return errno;
+  ::close(holder);
+  if (p.mntns_fd < 0) {
+    // No prepared root yet (the supervisor makes it after this start): the whole root,
+    // in this child's new mount namespace.
+    if (int rc = build_root(p, p.steps, step); rc != 0)
+      return rc;
+    sandbox_mark(p, mark_mounted);
+    sandbox_mark(p, mark_pivoted);
+    return finish_entering(p);
+  }
+  // The host's /dev/null, for /proc's masks, while the host's tree is still this one.
+  int null_tree = -1;
+  for (const auto& s : p.steps)
+    if (s.what == sandbox_step::op::mask) {
+      null_tree = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, "/dev/null",
+                                             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+      if (null_tree < 0)
+        return errno;
+      break;
+    }
+  // The prepared root, then a copy of it of its own (its root and working directory
+  // are the copy's root from here): no mount of this start is seen by another.
+  if (::setns(p.mntns_fd, CLONE_NEWNS) != 0)
+    return errno;
+  ::close(p.mntns_fd);
+  if (::unshare(CLONE_NEWNS) != 0 || ::chdir("/") != 0)
+    return errno;
+  sandbox_mark(p, mark_mounted);
+  if (int rc = run_steps(p.steps, null_tree, step); rc != 0)
+    return rc;
+  if (null_tree >= 0)
+    ::close(null_tree);
   sandbox_mark(p, mark_pivoted);
+  return finish_entering(p);
+}
+
+namespace {
+
+int finish_entering(const sandbox_plan& p) noexcept {
   if (!p.hostname.empty() && ::sethostname(p.hostname.data(), p.hostname.size()) != 0)
     return errno;
   if (::chdir(p.cwd) != 0)
@@ -367,12 +519,18 @@ int sandbox_enter(const sandbox_plan& p, int& step) noexcept {
   if (::setns(p.userns_fd, CLONE_NEWUSER) != 0)
     return errno;
   ::close(p.userns_fd);
+  // Capabilities are numbered from 0 to the kernel's last: the first EINVAL ends them.
   for (int cap = 0; cap < 64; ++cap)
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-      return errno;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      if (errno != EINVAL)
+        return errno;
+      break;
+    }
   sandbox_mark(p, mark_entered);
   return 0;
 }
+
+} // namespace
 
 int sandbox_lock(const sandbox_plan& p) noexcept {
   sandbox_mark(p, mark_ids);
@@ -501,5 +659,223 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
   made.emplace(std::move(key), fd);
   return fd;
 }
+
+namespace {
+
+// Instrumented code must not run in a child sharing the parent's memory (as process.cpp).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized_build = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool sanitized_build = true;
+#else
+constexpr bool sanitized_build = false;
+#endif
+#else
+constexpr bool sanitized_build = false;
+#endif
+
+// What the prepared root's builder reads.
+struct builder_args {
+  const sandbox_plan* plan;
+  int result_w; // [step, errno]
+  int hold_r;   // read until killed
+  int hold_w;   // its copy, closed
+};
+
+// The prepared root's builder: system calls only (it may share groved's memory, whose
+// errno it then writes: the parent trusts none until it has the result).
+int root_builder(void* arg) {
+  auto& a = *static_cast<builder_args*>(arg);
+  int step = -1;
+  int rc = build_root(*a.plan, a.plan->root_steps, step);
+  int msg[2] = {step, rc};
+  ::syscall(SYS_write, a.result_w, msg, sizeof msg);
+  char c = 0;
+  ::syscall(SYS_close, a.hold_w);
+  ::syscall(SYS_read, a.hold_r, &c, 1); // until killed
+  ::syscall(SYS_exit, 0);
+  return 0;
+}
+
+} // namespace
+
+namespace {
+
+// The prepared roots (supervisor thread only): by key (fd -1: its build failed), and
+// each host name's (one per function) latest key.
+struct prepared_root {
+  int fd;
+  uint64_t used;
+};
+std::map<std::string, prepared_root>& prepared_roots() {
+  static std::map<std::string, prepared_root> made;
+  return made;
+}
+std::map<std::string, std::string>& roots_by_name() {
+  static std::map<std::string, std::string> names;
+  return names;
+}
+uint64_t roots_clock = 0;
+
+// Builds p's prepared root (sandbox_prepare_root): its mount namespace's descriptor.
+caf::expected<int> build_prepared_root(const sandbox_plan& p);
+
+// Notes `p.root_key` as `p.hostname`'s root; the one it had goes once no other name
+// has it: a function's new root (a resource granted or revoked, its code made anew)
+// lets the old one go at once, so that mounts no longer wanted (a revoked volume's file
+// system) are not pinned by it.
+void note_root_name(const sandbox_plan& p) {
+  auto& names = roots_by_name();
+  auto [it, fresh] = names.try_emplace(p.hostname, p.root_key);
+  if (fresh || it->second == p.root_key)
+    return;
+  auto old = std::exchange(it->second, p.root_key);
+  if (std::any_of(names.begin(), names.end(), [&](const auto& n) { return n.second == old; }))
+    return;
+  auto& made = prepared_roots();
+  if (auto m = made.find(old); m != made.end()) {
+    if (m->second.fd >= 0)
+      ::close(m->second.fd);
+    made.erase(m);
+  }
+}
+
+} // namespace
+
+int sandbox_find_root(sandbox_plan& p) {
+  auto& made = prepared_roots();
+  auto it = made.find(p.root_key);
+  if (it == made.end()) {
+    // Started before: worth preparing. The keys of roots started once are few (one
+    // per function); a set grown past 256 (keys changing all the time) starts again.
+    static std::set<std::string> started;
+    if (started.size() >= 256)
+      started.clear();
+    p.prepare_root = !started.insert(p.root_key).second;
+    return -1;
+  }
+  it->second.used = ++roots_clock;
+  note_root_name(p);
+  return it->second.fd;
+}
+
+caf::error sandbox_prepare_root(const sandbox_plan& p) {
+  auto& made = prepared_roots();
+  if (made.count(p.root_key) > 0)
+    return {};
+  auto e = build_prepared_root(p);
+  // Besides, the least recently used beyond 32 are let go (a child joins one during its
+  // start only, and starts are made one at a time on this thread).
+  if (made.size() >= 32) {
+    auto oldest = std::min_element(made.begin(), made.end(), [](const auto& a, const auto& b) {
+      return a.second.used < b.second.used;
+    });
+    std::erase_if(roots_by_name(), [&](const auto& n) { return n.second == oldest->first; });
+    if (oldest->second.fd >= 0)
+      ::close(oldest->second.fd);
+    made.erase(oldest);
+  }
+  made.emplace(p.root_key, prepared_root{e ? *e : -1, ++roots_clock});
+  note_root_name(p);
+  return e ? caf::error{} : std::move(e.error());
+}
+
+namespace {
+
+caf::expected<int> build_prepared_root(const sandbox_plan& p) {
+  auto fail = [](const std::string& what) {
+    return make_error(errc::system_error, "process sandbox: prepared root: " + what + ": "
+                                            + std::strerror(errno));
+  };
+  // A child in a new mount namespace builds the root and reports [step, errno] on one
+  // pipe, then waits on the other while the parent opens its namespace; the open
+  // descriptor keeps the namespace once it is gone. It shares groved's memory (no copy
+  // of its page tables, which a fork of a large groved pays in milliseconds) on a stack
+  // of its own, every signal blocked, until it is killed.
+  int result[2];
+  int hold[2];
+  if (::pipe2(result, O_CLOEXEC) != 0)
+    return fail("pipe2");
+  if (::pipe2(hold, O_CLOEXEC) != 0) {
+    auto e = errno;
+    ::close(result[0]);
+    ::close(result[1]);
+    errno = e;
+    return fail("pipe2");
+  }
+  constexpr size_t stack_size = 64 * 1024;
+  void* stack = MAP_FAILED;
+  if (!sanitized_build)
+    stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  builder_args args{&p, result[1], hold[0], hold[1]};
+  pid_t pid = -1;
+  if (stack != MAP_FAILED) {
+    ::mprotect(stack, 4096, PROT_NONE); // a guard page below it
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = ::clone(root_builder, static_cast<char*>(stack) + stack_size,
+                  CLONE_VM | CLONE_NEWNS | SIGCHLD, &args);
+    auto e = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = e;
+  } else {
+    pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, nullptr, nullptr,
+                                       nullptr, nullptr));
+    if (pid == 0)
+      root_builder(&args);
+  }
+  auto e = errno;
+  ::close(result[1]);
+  ::close(hold[0]);
+  auto end = [&] {
+    ::close(result[0]);
+    ::close(hold[1]);
+    if (pid > 0) {
+      // Killed, not awaited: see sandbox_user_namespace (another fork of groved may hold
+      // the pipe's write end). Its only calls that sleep are interruptible.
+      ::kill(pid, SIGKILL);
+      int st = 0;
+      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
+    }
+    if (stack != MAP_FAILED)
+      ::munmap(stack, stack_size); // the builder is gone
+  };
+  if (pid < 0) {
+    end();
+    errno = e;
+    return fail("clone (new mount namespace)");
+  }
+  // Until the result is in, errno may be the builder's: any error fails (groved installs
+  // no signal handlers, so no EINTR is expected).
+  int msg[2] = {0, 0};
+  pollfd pf{result[0], POLLIN, 0};
+  int ready = ::poll(&pf, 1, 10000);
+  ssize_t got = ready > 0 ? ::read(result[0], msg, sizeof msg) : -1;
+  if (got != static_cast<ssize_t>(sizeof msg)) {
+    end();
+    errno = ready == 0 ? ETIMEDOUT : EIO;
+    return fail("its builder did not report");
+  }
+  if (msg[1] != 0) {
+    end();
+    return make_error(errc::system_error, "process sandbox: cannot enter its sandbox ("
+                                            + describe_step(p.root_steps, msg[0])
+                                            + "): " + std::strerror(msg[1]));
+  }
+  int fd = ::open(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC);
+  e = errno;
+  end();
+  if (fd < 0) {
+    errno = e;
+    return fail("open its namespace");
+  }
+  return fd;
+}
+
+} // namespace
 
 } // namespace grove::detail

@@ -18,16 +18,29 @@
 
 namespace grove::detail {
 
-/// The namespaces a sandboxed child is cloned into (the network stays shared). Its user
+/// The namespaces a sandboxed child is cloned into (the network stays shared): none of
+/// its own but a mount namespace without a prepared root (sandbox_direct_flag). Its IPC
+/// and UTS namespaces are its holder's (sandbox_holder_flags). Its user
 /// namespace is not among them: it joins one made beforehand (sandbox_user_namespace)
 /// once its root is built, so nothing of the parent is needed between clone and exec.
 /// Nor is its PID namespace: that is made by a holder process, PID 1 there, and the
 /// child is born into it as PID 2 (process.cpp, pid_namespace_holder), so that it is
 /// not the namespace's init, which the kernel shields from every signal it does not
-/// handle but SIGKILL (a denied call must end it with SIGSYS).
-constexpr unsigned long sandbox_clone_flags = 0x00020000UL /* CLONE_NEWNS */
-                                              | 0x08000000UL /* CLONE_NEWIPC */
-                                              | 0x04000000UL /* CLONE_NEWUTS */;
+/// handle but SIGKILL (a denied call must end it with SIGSYS). Nor is its mount
+/// namespace when its root is prepared: it joins that root's (sandbox_root_namespace)
+/// and copies it (unshare), which is cheaper than copying the host's tree, building the
+/// root and detaching the host's after pivot_root at every start. A start whose root is
+/// not prepared yet adds sandbox_direct_flag and builds it itself, as before.
+constexpr unsigned long sandbox_clone_flags = 0;
+
+/// The namespaces the PID namespace's holder is made in besides its PID namespace (by
+/// the supervisor, ahead of the start when it can), which the child joins first thing
+/// in sandbox_enter: IPC (a new one mounts an mqueue file system) and UTS.
+constexpr unsigned long sandbox_holder_flags = 0x08000000UL /* CLONE_NEWIPC */
+                                               | 0x04000000UL /* CLONE_NEWUTS */;
+
+/// CLONE_NEWNS: the clone flag of a start without a prepared root (sandbox_plan::mntns_fd).
+constexpr unsigned long sandbox_direct_flag = 0x00020000UL;
 
 
 /// One step of the child's root: only C strings and numbers.
@@ -54,8 +67,23 @@ struct sandbox_step {
 struct sandbox_plan {
   /// Storage of every C string below (a deque: pointers stay put).
   std::deque<std::string> strings;
-  /// The root's steps, in order.
+  /// The steps the child makes: with a prepared root, in its copy of it, its own file
+  /// systems (/proc of its PID namespace and what covers it, a writable tmpfs, a
+  /// devpts, and any later step at, below or above one of them); without one, every
+  /// step of the root, in the order given.
   std::vector<sandbox_step> steps;
+  /// The steps a prepared root is built with (binds and what makes them read-only).
+  std::vector<sandbox_step> root_steps;
+  /// The prepared root's key (sandbox_prepare_root); empty: this root is never prepared
+  /// (a bind at or below a start's own file system: its source is the host's).
+  std::string root_key;
+  /// The prepared root's mount namespace the child joins and copies (the child's copy, a
+  /// high descriptor); -1: none yet, the child builds its root in a new mount namespace
+  /// of its own (sandbox_direct_flag) and the supervisor prepares it after the start.
+  int mntns_fd = -1;
+  /// Without a prepared root: this root was started before, so the supervisor prepares
+  /// it after this start (a root started once, a pinned function's, never costs that).
+  bool prepare_root = false;
   /// The root's skeleton on the host (its mount points and links, made by the parent).
   const char* root = nullptr;
   /// Working directory inside the new root.
@@ -98,9 +126,30 @@ struct sandbox_plan {
   }
 };
 
-/// Resolves `sb` for a child running as `uid`/`gid` and makes the root's skeleton under
-/// `root_base` (parent; may allocate).
+/// Resolves `sb` for a child running as `uid`/`gid`, makes the root's skeleton under
+/// `root_base` and looks up its prepared root (sandbox_find_root; parent, supervisor
+/// thread; may allocate).
 caf::error plan_sandbox(const process_sandbox& sb, uid_t uid, gid_t gid, sandbox_plan& out);
+
+/// The prepared root of `p.root_key`: a descriptor of its mount namespace (the cache's),
+/// or -1 when there is none (not built yet, or its build failed: such a root is always
+/// built by the child). Without one, sets `p.prepare_root` when the root was started
+/// before. Supervisor thread only.
+int sandbox_find_root(sandbox_plan& p);
+
+/// Builds `p`'s prepared root when it has none: a mount namespace whose root is
+/// `p.root` with `p.root_steps` made in it (pivoted into, the host's tree detached, the
+/// root read-only), for sandboxed children to join and copy, made by a short-lived child
+/// (sharing groved's memory, on a stack of its own) and kept open (supervisor thread
+/// only; close-on-exec). Run after the second start that built its root itself, so no
+/// start waits for it. Keyed (`p.root_key`) by the steps and the identity (device, inode) of every
+/// bind's source, so a changed set of mounts (a local resource granted or revoked) or a
+/// source made anew at the same path (a re-deployed code directory, a device node
+/// re-made) gets a new one. One per host name (a function): its new root lets the old
+/// one go, which pins no mount any longer; the least recently used beyond 32 are closed.
+/// A bind reaches what its source held when the root was built: a file system mounted
+/// below a source later is not seen. A failed build is remembered (the error returned).
+caf::error sandbox_prepare_root(const sandbox_plan& p);
 
 /// A user namespace mapping `uid`, `gid` and `groups` 1:1 and nothing else, for sandboxed
 /// children to join (setns): made once per set of ids by a short-lived child whose maps
@@ -119,14 +168,17 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
                                           const std::vector<gid_t>& groups);
 
 /// Child, first half (after the descriptor sweep and sandbox_attach), as host root in
-/// its new mount, PID, IPC and UTS namespaces: binds the skeleton and mounts on it,
-/// pivots into it, sets the host name and working directory, joins the user namespace
-/// (userns_fd) and empties the capability bounding set. Async-signal-safe; returns 0 or
-/// an errno value, with the failed step's index in `step` (-1: none of the plan's steps).
+/// its new PID, IPC and UTS namespaces: joins the prepared root's mount namespace and
+/// copies it (its own from here) and makes its own steps there, or without a prepared
+/// root, in its new mount namespace, builds the root and pivots into it; sets the host name and
+/// working directory, joins the user namespace (userns_fd) and empties the capability
+/// bounding set. Async-signal-safe; returns 0 or an errno value, with the failed step's
+/// index in `step` (-1: none of the plan's steps).
 int sandbox_enter(const sandbox_plan& p, int& step) noexcept;
 
-/// "bind /usr", "pivot_root": what `step` of sandbox_enter did (parent, for errors).
-std::string describe_step(const sandbox_plan& p, int step);
+/// "bind /usr", "mount tmpfs on /tmp": what step `step` of `steps` does (parent, for
+/// errors); out of range: the part of sandbox_enter that is no step.
+std::string describe_step(const std::vector<sandbox_step>& steps, int step);
 
 /// Child, second half (after the uid/gid switch, just before exec): drops every
 /// capability, sets PR_SET_NO_NEW_PRIVS and loads the filter, sending its listener to the
