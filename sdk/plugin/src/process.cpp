@@ -187,20 +187,6 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
-// Instrumented code must not run in a child sharing the parent's memory (the sanitizer's
-// per-thread state would be the supervisor thread's, used by two tasks at once).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
-
 /// Whether the kernel confines a core dump to the dumping thread group (Linux 5.16,
 /// "coredump: Limit coredumps to a single thread group"). Before it, a core-dumping
 /// signal in a CLONE_VM child before its exec kills every process sharing its memory,
@@ -231,7 +217,7 @@ template <class F>
 pid_t clone_sharing_memory(unsigned long flags, F& body, bool& share) {
   static constexpr size_t stack_size = 1u << 20;
   static char* stack = [] {
-    if (sanitized)
+    if (detail::sanitized_build)
       return static_cast<char*>(nullptr);
     void* m = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);

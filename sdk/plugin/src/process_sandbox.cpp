@@ -662,19 +662,6 @@ caf::expected<int> sandbox_user_namespace(uid_t uid, gid_t gid,
 
 namespace {
 
-// Instrumented code must not run in a child sharing the parent's memory (as process.cpp).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitized_build = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool sanitized_build = true;
-#else
-constexpr bool sanitized_build = false;
-#endif
-#else
-constexpr bool sanitized_build = false;
-#endif
-
 // What the prepared root's builder reads.
 struct builder_args {
   const sandbox_plan* plan;

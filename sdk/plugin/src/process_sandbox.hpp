@@ -18,6 +18,22 @@
 
 namespace grove::detail {
 
+/// Whether this build is instrumented (ASan, TSan): such code must not run in a child
+/// sharing the parent's memory (the sanitizer's per-thread state would be the calling
+/// thread's, used by two tasks at once), so process.cpp and the prepared root's builder
+/// clone a copy instead.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool sanitized_build = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool sanitized_build = true;
+#else
+inline constexpr bool sanitized_build = false;
+#endif
+#else
+inline constexpr bool sanitized_build = false;
+#endif
+
 /// The namespaces a sandboxed child is cloned into (the network stays shared): none of
 /// its own but a mount namespace without a prepared root (sandbox_direct_flag). Its IPC
 /// and UTS namespaces are its holder's (sandbox_holder_flags). Its user
