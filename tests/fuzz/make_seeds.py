@@ -510,3 +510,56 @@ write("deployment_eventstream", "two", _connect + _publish)
 write("deployment_eventstream", "bad_prelude_crc", _connect[:8] + b"\0\0\0\0" + _connect[12:])
 write("deployment_eventstream", "bad_message_crc", _connect[:-1] + b"\0")
 write("deployment_eventstream", "cut", _publish[:40])
+
+
+# deployment_ipc: Greengrass IPC requests as the IPC server reads them, one per file: the
+# operation's name (without aws.greengrass#, or `connect`), a newline, the JSON payload
+# as the AWS clients send it.
+def ipc(name, op, payload):
+    write("deployment_ipc", name, op + "\n" + payload)
+
+
+_b64 = base64.b64encode(b'{"state":{"desired":{"on":true}}}').decode()
+ipc("connect", "connect", '{"authToken":"5a1c0e3f9b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"}')
+ipc("connect_no_token", "connect", '{}')
+ipc("publish_json", "PublishToTopic",
+    '{"topic":"sensors/temp","publishMessage":{"jsonMessage":{"message":{"t":21.5,"ok":true}}}}')
+ipc("publish_binary", "PublishToTopic",
+    '{"topic":"sensors/raw","publishMessage":{"binaryMessage":{"message":"aGVsbG8="}}}')
+ipc("publish_binary_number", "PublishToTopic",
+    '{"topic":"t","publishMessage":{"binaryMessage":{"message":5}}}')
+ipc("publish_no_message", "PublishToTopic", '{"topic":"a/+/b","publishMessage":{}}')
+ipc("subscribe", "SubscribeToTopic", '{"topic":"sensors/#","receiveMode":"RECEIVE_MESSAGES_FROM_OTHERS"}')
+ipc("subscribe_bad", "SubscribeToTopic", '{"topic":"a/#/b"}')
+ipc("get_configuration", "GetConfiguration", '{"componentName":"com.example.Hello","keyPath":["a","b"]}')
+ipc("get_configuration_all", "GetConfiguration", '{}')
+ipc("update_state", "UpdateState", '{"state":"RUNNING"}')
+ipc("update_state_bad", "UpdateState", '{"state":"STOPPING"}')
+ipc("subscribe_updates", "SubscribeToComponentUpdates", '{}')
+ipc("defer", "DeferComponentUpdate",
+    '{"deploymentId":"d-1","message":"busy","recheckAfterMs":5000}')
+ipc("subscribe_validation", "SubscribeToValidateConfigurationUpdates", '')
+ipc("validity_report", "SendConfigurationValidityReport",
+    '{"configurationValidityReport":{"status":"REJECTED","deploymentId":"d-2","message":"port out of range"}}')
+ipc("validity_report_bad", "SendConfigurationValidityReport",
+    '{"configurationValidityReport":{"status":"ACCEPTED","deploymentId":7}}')
+ipc("get_shadow", "GetThingShadow", '{"thingName":"core","shadowName":"config"}')
+ipc("update_shadow", "UpdateThingShadow", '{"thingName":"core","payload":"' + _b64 + '"}')
+ipc("delete_shadow", "DeleteThingShadow", '{"thingName":"core","shadowName":null}')
+ipc("list_shadows", "ListNamedShadowsForThing", '{"thingName":"core","pageSize":10,"nextToken":"x"}')
+ipc("publish_iot", "PublishToIoTCore", '{"topicName":"dt/core/telemetry","qos":"AT_LEAST_ONCE","payload":"aGk="}')
+ipc("publish_iot_bad_payload", "PublishToIoTCore", '{"topicName":"dt/x","qos":"AT_MOST_ONCE","payload":"!"}')
+ipc("subscribe_iot", "SubscribeToIoTCore", '{"topicName":"cmd/core/+","qos":"AT_LEAST_ONCE"}')
+ipc("subscribe_configuration", "SubscribeToConfigurationUpdate",
+    '{"componentName":"com.example.Hello","keyPath":["limits"]}')
+ipc("update_configuration", "UpdateConfiguration",
+    '{"keyPath":["limits"],"timestamp":1733380000.5,"valueToMerge":{"max":3,"names":["a","b"]}}')
+ipc("update_configuration_root", "UpdateConfiguration",
+    '{"timestamp":1,"valueToMerge":{"accessControl":{}}}')
+ipc("update_configuration_acl", "UpdateConfiguration",
+    '{"keyPath":["accessControl"],"timestamp":1,"valueToMerge":{}}')
+ipc("deep", "UpdateConfiguration",
+    '{"keyPath":["k"],"timestamp":2,"valueToMerge":' + "[" * 63 + "]" * 63 + "}")
+ipc("too_deep", "PublishToTopic", "[" * 70 + "]" * 70)
+ipc("unsupported", "ResumeComponent", '{"componentName":"x"}')
+ipc("not_json", "UpdateState", '{"state":')

@@ -3,6 +3,7 @@
 #include "ipc_server.hpp"
 
 #include "eventstream.hpp"
+#include "ipc_request.hpp"
 
 #include <grove/errors.hpp>
 #include <grove/topic.hpp>
@@ -33,6 +34,9 @@ namespace grove::deployment {
 
 using json = nlohmann::json;
 namespace es = eventstream;
+using ipc::depth_of;
+using ipc::max_depth;
+using ipc::unbase64;
 
 namespace {
 
@@ -142,44 +146,6 @@ std::string base64(std::string_view in) {
   return out;
 }
 
-std::optional<std::string> unbase64(std::string_view in) {
-  if (in.size() % 4 != 0)
-    return std::nullopt;
-  std::string out(3 * in.size() / 4, '\0');
-  auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                           reinterpret_cast<const unsigned char*>(in.data()),
-                           static_cast<int>(in.size()));
-  if (n < 0)
-    return std::nullopt;
-  out.resize(static_cast<size_t>(n));
-  // EVP_DecodeBlock counts the padding's bytes too.
-  for (size_t i = in.size(); i > 0 && in[i - 1] == '=' && !out.empty(); --i)
-    out.pop_back();
-  return out;
-}
-
-// The nesting depth of `v` (a scalar: 0), counted without recursion: a request, a bus
-// message for components and UpdateConfiguration's value are bounded by max_depth, since
-// merge, diff and dump recurse.
-constexpr size_t max_depth = 64;
-
-size_t depth_of(const json& v) {
-  size_t deepest = 0;
-  std::vector<std::pair<const json*, size_t>> todo{{&v, 0}};
-  while (!todo.empty()) {
-    auto [at, d] = todo.back();
-    todo.pop_back();
-    if (!at->is_structured())
-      continue;
-    deepest = std::max(deepest, d + 1);
-    if (deepest > max_depth)
-      return deepest;
-    for (const auto& x : *at)
-      todo.emplace_back(&x, d + 1);
-  }
-  return deepest;
-}
-
 } // namespace
 
 struct ipc_server::impl {
@@ -254,6 +220,11 @@ struct ipc_server::impl {
   uint64_t next_timer = 1;
   uint64_t next_serial = 1;
   uint64_t refused_connections = 0;
+  // Connects refused for their token: a window is open (the first was logged) and how
+  // many more it has seen (note_refused_connect).
+  static constexpr std::chrono::seconds refused_log_interval{60};
+  bool refused_window = false;
+  uint64_t refused_tokens = 0;
   std::vector<std::shared_ptr<update_round>> updates;
   std::vector<std::shared_ptr<validation_round>> validations;
 
@@ -452,22 +423,14 @@ struct ipc_server::impl {
       return protocol_error(c, "a new stream without an operation");
     if (flags & flag_terminate)
       return; // opened and closed at once: nothing to answer
-    auto body = json::parse(m.payload.empty() ? std::string{"{}"} : m.payload, nullptr, false);
-    if (!body.is_object())
-      return error(c, sid, "ServiceError", "the request is not a JSON object");
-    // Answers, the bus and dump() recurse: a request nested past the bound is refused
-    // here, before anything walks it (a 1 MiB frame of '[' would overflow the stack).
-    if (depth_of(body) > max_depth)
-      return error(c, sid, "InvalidArgumentsError",
-                   "the request nests deeper than " + std::to_string(max_depth) + " levels");
-    operation(c, sid, *op, body);
+    auto body = ipc::parse_body(m.payload);
+    if (auto* no = std::get_if<ipc::refusal>(&body))
+      return error(c, sid, no->shape, no->message);
+    operation(c, sid, *op, std::get<json>(body));
   }
 
   void connect(conn& c, const es::message& m) {
-    auto body = json::parse(m.payload, nullptr, false);
-    std::string token;
-    if (body.is_object() && body.contains("authToken") && body["authToken"].is_string())
-      token = body["authToken"].get<std::string>();
+    auto token = ipc::connect_token(m.payload);
     std::string name;
     {
       std::lock_guard guard{mtx};
@@ -475,7 +438,7 @@ struct ipc_server::impl {
         name = it->second;
     }
     if (name.empty()) {
-      log.warn("deployment: IPC: a connect with an unknown token refused");
+      note_refused_connect();
       send(c, msg_connect_ack, 0, 0, "", nullptr);
       c.closing = true;
       return;
@@ -483,6 +446,34 @@ struct ipc_server::impl {
     c.component = name;
     send(c, msg_connect_ack, flag_accepted, 0, "", nullptr);
     log.info("deployment: IPC: {} connected", name);
+  }
+
+  // A connect with an unknown token: any local process may send them, so the log is not
+  // one line each, for ever: the first is written and the rest are counted until the
+  // window closes (as function_runtime's failed no-ack publishes).
+  void note_refused_connect() {
+    if (refused_window) {
+      ++refused_tokens;
+      return;
+    }
+    log.warn("deployment: IPC: a connect with an unknown token refused");
+    refused_window = true;
+    close_refused_window();
+  }
+
+  // At the end of the window: the count it held (another window follows), or none (the
+  // next refusal is written again).
+  void close_refused_window() {
+    after(refused_log_interval, [this] {
+      if (refused_tokens == 0) {
+        refused_window = false;
+        return;
+      }
+      log.warn("deployment: IPC: {} more connects with an unknown token refused in the last "
+               "{} s", refused_tokens, refused_log_interval.count());
+      refused_tokens = 0;
+      close_refused_window();
+    });
   }
 
   json config_of(const std::string& name, bool* found = nullptr) {
@@ -496,31 +487,19 @@ struct ipc_server::impl {
   // --- Operations ----------------------------------------------------------------------
 
   void operation(conn& c, int32_t sid, const std::string& full, const json& req) {
-    if (!full.starts_with(gg))
-      return error(c, sid, "ServiceError", "unknown operation " + full);
+    // The request's fields are read and checked by ipc::parse_operation (pure, fuzzed);
+    // what is left here needs the server: authorization, configurations, rounds.
+    auto parsed = ipc::parse_operation(full, req);
+    if (auto* no = std::get_if<ipc::refusal>(&parsed))
+      return error(c, sid, no->shape, no->message);
     auto op = full.substr(gg.size());
-    auto str = [&](const char* k) {
-      auto it = req.find(k);
-      return it != req.end() && it->is_string() ? it->get<std::string>() : std::string{};
-    };
-    if (op == "PublishToTopic") {
-      auto topic = str("topic");
-      if (topic.empty() || validate_topic(topic))
-        return error(c, sid, "ServiceError", "topic: not a valid topic name");
+    if (auto* r = std::get_if<ipc::publish_to_topic>(&parsed)) {
+      const auto& topic = r->topic;
       if (!permitted(c, sid, "aws.greengrass.ipc.pubsub", full, topic))
         return;
-      auto pm = req.find("publishMessage");
-      if (pm == req.end() || !pm->is_object())
-        return error(c, sid, "ServiceError", "publishMessage: required");
-      json event;
-      if (auto j = pm->find("jsonMessage"); j != pm->end() && j->is_object())
-        event["jsonMessage"] = {{"message", j->value("message", json{})},
-                                {"context", {{"topic", topic}}}};
-      else if (auto b = pm->find("binaryMessage"); b != pm->end() && b->is_object())
-        event["binaryMessage"] = {{"message", b->value("message", std::string{})},
-                                  {"context", {{"topic", topic}}}};
-      else
-        return error(c, sid, "ServiceError", "publishMessage: jsonMessage or binaryMessage");
+      if (r->bad_message)
+        return error(c, sid, r->bad_message->shape, r->bad_message->message);
+      const auto& event = r->event;
       reply(c, sid, op, json::object(), true);
       publish(c.component, topic, event);
       std::function<void(const std::string&, std::string, std::string)> f;
@@ -536,29 +515,24 @@ struct ipc_server::impl {
         f(topic, std::move(*bytes), "application/octet-stream");
       return;
     }
-    if (op == "SubscribeToTopic") {
-      auto topic = str("topic");
-      if (topic.empty() || validate_filter(topic))
-        return error(c, sid, "InvalidArgumentsError", "topic: not a valid topic filter");
-      if (!permitted(c, sid, "aws.greengrass.ipc.pubsub", full, topic))
+    if (auto* r = std::get_if<ipc::subscribe_to_topic>(&parsed)) {
+      if (!permitted(c, sid, "aws.greengrass.ipc.pubsub", full, r->topic))
         return;
-      c.streams[sid] = {kind::topic, topic, str("receiveMode") == "RECEIVE_MESSAGES_FROM_OTHERS"};
-      reply(c, sid, op, {{"topicName", topic}}, false);
+      c.streams[sid] = {kind::topic, r->topic, r->others_only};
+      reply(c, sid, op, {{"topicName", r->topic}}, false);
       report_filters();
       return;
     }
-    if (op == "GetConfiguration") {
-      auto name = str("componentName");
-      if (name.empty())
-        name = c.component;
+    if (auto* r = std::get_if<ipc::get_configuration>(&parsed)) {
+      auto name = r->component.empty() ? c.component : r->component;
       bool found = false;
       auto cfg = config_of(name, &found);
       if (!found)
         return error(c, sid, "ResourceNotFoundError", "no component " + name);
       const json* at = &cfg;
       std::string last;
-      if (auto kp = req.find("keyPath"); kp != req.end() && kp->is_array())
-        for (const auto& k : *kp) {
+      if (r->key_path.is_array())
+        for (const auto& k : r->key_path) {
           if (!k.is_string() || !at->is_object() || !at->contains(k.get<std::string>()))
             return error(c, sid, "ResourceNotFoundError",
                          "key not found: " + (k.is_string() ? k.get<std::string>() : k.dump()));
@@ -570,10 +544,7 @@ struct ipc_server::impl {
       reply(c, sid, op, {{"componentName", name}, {"value", value}}, true);
       return;
     }
-    if (op == "UpdateState") {
-      auto state = str("state");
-      if (state != "RUNNING" && state != "ERRORED")
-        return error(c, sid, "ServiceError", "state: RUNNING or ERRORED");
+    if (auto* r = std::get_if<ipc::update_state>(&parsed)) {
       reply(c, sid, op, json::object(), true);
       std::function<void(const std::string&, const std::string&)> f;
       {
@@ -581,25 +552,24 @@ struct ipc_server::impl {
         f = state_cb;
       }
       if (f)
-        f(c.component, state);
+        f(c.component, r->state);
       return;
     }
-    if (op == "SubscribeToComponentUpdates") {
-      c.streams[sid] = {kind::updates, {}, false};
+    if (auto* r = std::get_if<ipc::subscription>(&parsed)) {
+      auto k = r->op == "SubscribeToComponentUpdates" ? kind::updates : kind::validation;
+      c.streams[sid] = {k, {}, false};
       reply(c, sid, op, json::object(), false);
       return;
     }
-    if (op == "DeferComponentUpdate") {
-      auto id = str("deploymentId");
-      int64_t recheck = 0;
-      if (auto r = req.find("recheckAfterMs"); r != req.end() && r->is_number_integer())
-        recheck = std::max<int64_t>(0, r->get<int64_t>());
+    if (auto* r = std::get_if<ipc::defer_component_update>(&parsed)) {
+      const auto& id = r->deployment_id;
+      auto recheck = r->recheck_ms;
       for (auto& round : updates)
         if (round->id == id && round->waiting.erase(c.component)) {
           reply(c, sid, op, json::object(), true);
           if (recheck > 0) {
             round->recheck_ms = std::max(round->recheck_ms, recheck);
-            auto msg = str("message");
+            const auto& msg = r->message;
             round->deferred.push_back(c.component + (msg.empty() ? "" : ": " + msg));
             log.info("deployment: IPC: {} defers deployment {} by {} ms{}{}", c.component,
                      id, recheck, msg.empty() ? "" : ": ", msg);
@@ -611,21 +581,10 @@ struct ipc_server::impl {
       return error(c, sid, "InvalidArgumentsError",
                    "no update of deployment " + id + " waits for " + c.component);
     }
-    if (op == "SubscribeToValidateConfigurationUpdates") {
-      c.streams[sid] = {kind::validation, {}, false};
-      reply(c, sid, op, json::object(), false);
-      return;
-    }
-    if (op == "SendConfigurationValidityReport") {
-      auto rep = req.value("configurationValidityReport", json::object());
-      if (!rep.is_object())
-        return error(c, sid, "InvalidArgumentsError", "configurationValidityReport: required");
-      auto id = rep.value("deploymentId", std::string{});
-      auto status = rep.value("status", std::string{});
-      auto message = rep.value("message", std::string{});
-      if (status != "ACCEPTED" && status != "REJECTED")
-        return error(c, sid, "InvalidArgumentsError",
-                     "configurationValidityReport.status: ACCEPTED or REJECTED");
+    if (auto* r = std::get_if<ipc::validity_report>(&parsed)) {
+      const auto& id = r->deployment_id;
+      const auto& status = r->status;
+      const auto& message = r->message;
       for (auto it = validations.begin(); it != validations.end(); ++it) {
         auto round = *it;
         if (round->id != id || !round->waiting.erase(c.component))
@@ -643,74 +602,34 @@ struct ipc_server::impl {
       return error(c, sid, "InvalidArgumentsError",
                    "no validation of deployment " + id + " waits for " + c.component);
     }
-    if (op == "GetThingShadow" || op == "UpdateThingShadow" || op == "DeleteThingShadow" ||
-        op == "ListNamedShadowsForThing")
-      return shadow(c, sid, op, req);
-    if (op == "PublishToIoTCore" || op == "SubscribeToIoTCore")
-      return iotcore(c, sid, op, req);
-    if (op == "SubscribeToConfigurationUpdate") {
-      auto name = str("componentName");
-      if (name.empty())
-        name = c.component;
-      std::vector<std::string> kp;
-      if (auto k = req.find("keyPath"); k != req.end() && k->is_array())
-        for (const auto& x : *k) {
-          if (!x.is_string())
-            return error(c, sid, "InvalidArgumentsError", "keyPath: strings");
-          kp.push_back(x.get<std::string>());
-        }
+    if (auto* r = std::get_if<ipc::shadow_request>(&parsed))
+      return shadow(c, sid, std::move(*r));
+    if (auto* r = std::get_if<ipc::iotcore_request>(&parsed))
+      return iotcore(c, sid, op, std::move(*r));
+    if (auto* r = std::get_if<ipc::subscribe_to_configuration>(&parsed)) {
+      auto name = r->component.empty() ? c.component : r->component;
       bool found = false;
       config_of(name, &found);
       if (!found)
         return error(c, sid, "ResourceNotFoundError", "no component " + name);
       stream st{kind::configuration, name, false};
-      st.key_path = std::move(kp);
+      st.key_path = std::move(r->key_path);
       c.streams[sid] = std::move(st);
       reply(c, sid, op, json::object(), false);
       return;
     }
-    if (op == "UpdateConfiguration")
-      return update_configuration(c, sid, op, req);
-    error(c, sid, "ServiceError", "operation " + op + " is not supported by this core");
+    if (auto* r = std::get_if<ipc::update_configuration>(&parsed))
+      return update_configuration(c, sid, op, std::move(*r));
   }
 
   // Shadow operations: authorized here by the component's
   // accessControl."aws.greengrass.ShadowManager", answered by the shadow plugin through
   // the plugin (shadow_cb), on this thread when its reply comes.
-  void shadow(conn& c, int32_t sid, const std::string& op, const json& req) {
-    ipc_server::shadow_call call;
-    call.op = op;
-    auto str = [&](const char* k, std::string& out) {
-      auto it = req.find(k);
-      if (it == req.end() || it->is_null())
-        return true;
-      if (!it->is_string())
-        return false;
-      out = it->get<std::string>();
-      return true;
-    };
-    if (!str("thingName", call.thing) || call.thing.empty())
-      return error(c, sid, "InvalidArgumentsError", "thingName: required");
-    if (op != "ListNamedShadowsForThing" && !str("shadowName", call.name))
-      return error(c, sid, "InvalidArgumentsError", "shadowName: a string");
-    if (op == "UpdateThingShadow") {
-      std::string b64;
-      if (!str("payload", b64) || b64.empty())
-        return error(c, sid, "InvalidArgumentsError", "payload: required");
-      auto bytes = unbase64(b64);
-      if (!bytes)
-        return error(c, sid, "InvalidArgumentsError", "payload: not base64");
-      call.payload = std::move(*bytes);
-    }
-    if (op == "ListNamedShadowsForThing") {
-      if (auto ps = req.find("pageSize"); ps != req.end() && !ps->is_null()) {
-        if (!ps->is_number_integer() || *ps < 1 || *ps > 100)
-          return error(c, sid, "InvalidArgumentsError", "pageSize: 1 to 100");
-        call.page_size = ps->get<uint32_t>();
-      }
-      if (!str("nextToken", call.next_token))
-        return error(c, sid, "InvalidArgumentsError", "nextToken: a string");
-    }
+  void shadow(conn& c, int32_t sid, ipc::shadow_request r) {
+    auto op = r.op;
+    ipc_server::shadow_call call{std::move(r.op),      std::move(r.thing),
+                                 std::move(r.name),    std::move(r.payload),
+                                 r.page_size,          std::move(r.next_token)};
     // Greengrass' resources: the classic shadow (and a thing's list of named shadows)
     // `$aws/things/<thing>/shadow`, a named one `.../shadow/name/<name>`.
     auto resource = "$aws/things/" + call.thing + "/shadow" +
@@ -752,32 +671,10 @@ struct ipc_server::impl {
   // UpdateConfiguration: `valueToMerge` merged at `keyPath` into the caller's own
   // configuration (kept as its overlay), refused when a later timestamp changed that key
   // (or one above it) already; subscribers hear of each changed key.
-  void update_configuration(conn& c, int32_t sid, const std::string& op, const json& req) {
-    std::vector<std::string> kp;
-    if (auto k = req.find("keyPath"); k != req.end() && !k->is_null()) {
-      if (!k->is_array())
-        return error(c, sid, "InvalidArgumentsError", "keyPath: a list of strings");
-      for (const auto& x : *k) {
-        if (!x.is_string())
-          return error(c, sid, "InvalidArgumentsError", "keyPath: a list of strings");
-        kp.push_back(x.get<std::string>());
-      }
-    }
-    auto ts = req.find("timestamp");
-    if (ts == req.end() || !ts->is_number())
-      return error(c, sid, "InvalidArgumentsError", "timestamp: required");
-    auto value = req.find("valueToMerge");
-    if (value == req.end())
-      return error(c, sid, "InvalidArgumentsError", "valueToMerge: required");
-    if (kp.empty() && !value->is_object())
-      return error(c, sid, "InvalidArgumentsError",
-                   "valueToMerge: an object to merge at the root");
-    if (kp.size() + depth_of(*value) > max_depth)
-      return error(c, sid, "InvalidArgumentsError",
-                   "valueToMerge: nested deeper than " + std::to_string(max_depth) + " levels");
-    if (!kp.empty() && kp.front() == "accessControl")
-      return error(c, sid, "InvalidArgumentsError", "accessControl is set by deployments only");
-    double when = ts->get<double>();
+  void update_configuration(conn& c, int32_t sid, const std::string& op,
+                            ipc::update_configuration r) {
+    const auto& kp = r.key_path;
+    double when = r.timestamp;
     std::lock_guard guard{mtx};
     auto& mine = stamps[c.component];
     for (size_t n = 0; n <= kp.size(); ++n) {
@@ -787,7 +684,7 @@ struct ipc_server::impl {
                      "the key was updated at a later timestamp");
     }
     mine[kp] = when;
-    json patch = *value;
+    json patch = std::move(r.value);
     for (auto it = kp.rbegin(); it != kp.rend(); ++it)
       patch = json{{*it, std::move(patch)}};
     auto& overlay = overlays[c.component];
@@ -839,13 +736,9 @@ struct ipc_server::impl {
   // PublishToIoTCore / SubscribeToIoTCore, authorized by the component's
   // accessControl."aws.greengrass.ipc.mqttproxy"; through the plugin to message_manager's
   // cloud link.
-  void iotcore(conn& c, int32_t sid, const std::string& op, const json& req) {
-    auto it = req.find("topicName");
-    auto topic = it != req.end() && it->is_string() ? it->get<std::string>() : std::string{};
-    bool publish = op == "PublishToIoTCore";
-    if (topic.empty() || (publish ? bool(validate_topic(topic)) : bool(validate_filter(topic))))
-      return error(c, sid, "InvalidArgumentsError",
-                   std::string{"topicName: not a valid topic "} + (publish ? "name" : "filter"));
+  void iotcore(conn& c, int32_t sid, const std::string& op, ipc::iotcore_request r) {
+    const auto& topic = r.topic;
+    bool publish = r.publish;
     if (!permitted(c, sid, "aws.greengrass.ipc.mqttproxy", gg + op, topic))
       return;
     if (!publish) {
@@ -854,13 +747,9 @@ struct ipc_server::impl {
       report_filters();
       return;
     }
-    std::string payload;
-    if (auto p = req.find("payload"); p != req.end() && !p->is_null()) {
-      auto bytes = p->is_string() ? unbase64(p->get<std::string>()) : std::nullopt;
-      if (!bytes)
-        return error(c, sid, "InvalidArgumentsError", "payload: not base64");
-      payload = std::move(*bytes);
-    }
+    if (r.bad_payload)
+      return error(c, sid, r.bad_payload->shape, r.bad_payload->message);
+    auto payload = std::move(r.payload);
     std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)> f;
     {
       std::lock_guard guard{mtx};

@@ -28,6 +28,8 @@ Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import select
 import subprocess
@@ -323,6 +325,32 @@ check("a frame over the bound (prelude CRC wrong or too long) ends its connectio
 reply, closed = raw(b"", timeout=30)
 check("a client that sends no connect is closed (within the plugin's 10 s)", closed and reply == b"",
       (reply, closed))
+# More wrong tokens at once: the log says the first and counts the rest (a window of
+# 60 s), not one line each.
+for _ in range(10):
+    raw(connect, timeout=5)
+refused = read(f"{WRITE}/../groved.out").count("a connect with an unknown token refused")
+check("eleven connects with wrong tokens: at most two log lines for them, not one each",
+      1 <= refused <= 2, refused)
+
+# Fields of the wrong type, with Pub's own token (HMAC-SHA256 of its name under the
+# plugin's key): answered, naming the field; they used to throw on the server's thread.
+key = open(f"{WRITE}/plugins/deployment/ipc.key", "rb").read()
+token = hmac.new(key, b"e2e.IpcPub", hashlib.sha256).hexdigest()
+hello = frame([(":message-type", 4), (":message-flags", 0), (":stream-id", 0),
+               (":version", "0.1.0")], json.dumps({"authToken": token}).encode())
+def request(sid, op, body):
+    return frame([(":message-type", 0), (":message-flags", 0), (":stream-id", sid),
+                  ("operation", "aws.greengrass#" + op), (":content-type", "application/json")],
+                 json.dumps(body).encode())
+reply, closed = raw(hello + request(1, "PublishToTopic", {
+    "topic": "ipc/test/typed", "publishMessage": {"binaryMessage": {"message": 5}}}) +
+    request(2, "SendConfigurationValidityReport", {
+        "configurationValidityReport": {"status": "ACCEPTED", "deploymentId": 7}}), timeout=5)
+check("a binaryMessage whose message is a number -> ServiceError naming the field",
+      b"publishMessage.binaryMessage.message" in reply and not closed, (reply, closed))
+check("a validity report whose deploymentId is a number -> InvalidArgumentsError naming it",
+      b"configurationValidityReport.deploymentId" in reply and not closed, (reply, closed))
 still = wait(lambda: len(lines("e2e.IpcSub", "received")) > len(got) + 3, 10)
 check("the components' own connections are unaffected", bool(still))
 
