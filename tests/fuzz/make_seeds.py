@@ -563,3 +563,12 @@ ipc("deep", "UpdateConfiguration",
 ipc("too_deep", "PublishToTopic", "[" * 70 + "]" * 70)
 ipc("unsupported", "ResumeComponent", '{"componentName":"x"}')
 ipc("not_json", "UpdateState", '{"state":')
+# `frames`: a connection's bytes, the connect and two requests as event-stream frames.
+def _ipc_request(sid, op, body):
+    return es_frame([(":message-type", 0), (":message-flags", 0), (":stream-id", sid),
+                     ("operation", "aws.greengrass#" + op), (":content-type", "application/json")],
+                    body.encode())
+write("deployment_ipc", "frames", b"frames\n" + _connect +
+      _ipc_request(1, "UpdateState", '{"state":"RUNNING"}') +
+      _ipc_request(2, "SendConfigurationValidityReport",
+                   '{"configurationValidityReport":{"status":"ACCEPTED","deploymentId":"d"}}'))

@@ -3,7 +3,10 @@
 // (`PublishToTopic`, ... without `aws.greengrass#`, or `connect`), the rest is the
 // message's JSON payload. Nothing throws; a refusal has a known shape and a message
 // that starts with the field it is about; what passes has the documented types and
-// keeps the nesting bound (dump() never throws on it).
+// keeps the nesting bound (dump() never throws on it). An input whose first line is
+// `frames` is read as a connection's bytes instead (eventstream.cpp, as ipc_server.cpp
+// reads them): a connect frame's payload for its token, then each application frame's
+// `operation` header and payload through the same checks.
 
 #include <cstdint>
 #include <cstdlib>
@@ -13,6 +16,7 @@
 
 #include <grove/topic.hpp>
 
+#include "eventstream.hpp"
 #include "ipc_request.hpp"
 
 using namespace grove::deployment::ipc;
@@ -116,23 +120,62 @@ void check_request(const std::string& op, const request& parsed, const json& bod
 
 } // namespace
 
+void one(const std::string& op, std::string_view payload);
+
+// The bytes of a connection: frames decoded as the server does, the first a connect.
+void frames(std::string_view in) {
+  namespace es = grove::deployment::eventstream;
+  bool connected = false;
+  while (!in.empty()) {
+    es::message m;
+    size_t used = 0;
+    std::string why;
+    if (es::decode(in, 1 << 20, m, used, why) != es::decode_status::ok)
+      return;
+    in.remove_prefix(used);
+    auto type = m.int32_of(":message-type").value_or(-1);
+    if (!connected) {
+      if (type != 4)
+        return; // the server: a protocol error
+      one("connect", m.payload);
+      connected = true;
+      continue;
+    }
+    auto op = m.string_of("operation");
+    if (type != 0 || !op)
+      continue;
+    auto name = std::string{*op};
+    if (!name.starts_with("aws.greengrass#"))
+      continue;
+    one(name.substr(15), m.payload);
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in{reinterpret_cast<const char*>(data), size};
   auto nl = in.find('\n');
   auto op = std::string{in.substr(0, nl)};
   auto payload = nl == std::string_view::npos ? std::string_view{} : in.substr(nl + 1);
+  if (op == "frames")
+    frames(payload);
+  else
+    one(op, payload);
+  return 0;
+}
+
+void one(const std::string& op, std::string_view payload) {
   if (op == "connect") {
     auto token = connect_token(payload);
     if (!token.empty()) {
       auto body = json::parse(payload, nullptr, false);
       check(body.is_object() && body.at("authToken") == token);
     }
-    return 0;
+    return;
   }
   auto body = parse_body(payload);
   if (auto* r = std::get_if<refusal>(&body)) {
     check_refusal(*r);
-    return 0;
+    return;
   }
   const auto& req = std::get<json>(body);
   check(req.is_object() && depth_of(req) <= max_depth);
@@ -142,5 +185,4 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto other = parse_operation(op, req);
   if (!op.starts_with("aws.greengrass#"))
     check(std::holds_alternative<refusal>(other));
-  return 0;
 }
