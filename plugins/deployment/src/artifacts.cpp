@@ -31,6 +31,15 @@ caf::error bad(std::string what) {
   return grove::make_error(grove::errc::malformed, std::move(what));
 }
 
+// fsync of a file written by name (a copy): its content on disk before a rename names it.
+bool fsync_path(const fs::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0)
+    ::close(fd);
+  return synced;
+}
+
 std::string random_hex(size_t bytes) {
   std::string raw(bytes, '\0');
   RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes));
@@ -255,11 +264,7 @@ caf::expected<fs::path> artifact_store::with_mode(const std::string& sha256_hex,
   if (::chmod(tmp.c_str(), perm) != 0)
     return fail("cannot set the mode of " + tmp.string());
   // The content on disk before the name points to it.
-  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  bool synced = fd >= 0 && ::fsync(fd) == 0;
-  if (fd >= 0)
-    ::close(fd);
-  if (!synced)
+  if (!fsync_path(tmp))
     return fail("cannot fsync " + tmp.string());
   if (::rename(tmp.c_str(), dest.c_str()) != 0)
     return fail("cannot rename " + tmp.string() + " to " + dest.string());
@@ -310,11 +315,7 @@ caf::expected<fs::path> artifact_store::unarchived_with_group(const std::string&
       // unzip() keeps the archive's owner execute bit (and always owner read).
       if (!fs::copy_file(it->path(), to, ec) || !give(to, (st.st_mode & S_IXUSR) ? 0550 : 0440))
         return fail("cannot copy " + it->path().string() + " to " + to.string());
-      int fd = ::open(to.c_str(), O_RDONLY | O_CLOEXEC);
-      bool synced = fd >= 0 && ::fsync(fd) == 0;
-      if (fd >= 0)
-        ::close(fd);
-      if (!synced)
+      if (!fsync_path(to))
         return fail("cannot fsync " + to.string());
     } // unzip() refuses links, devices and FIFOs: nothing else is there
   }

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "base64.hpp"
+
 namespace grove::deployment {
 
 /// A request as received: the raw target (path and query still percent-encoded, as
@@ -85,12 +87,6 @@ std::string sha256(std::string_view data);
 
 /// HMAC-SHA256 of `data` with `key` (raw bytes).
 std::string hmac_sha256(std::string_view key, std::string_view data);
-
-/// Base64 (standard alphabet, padded).
-std::string base64_encode(std::string_view data);
-
-/// Base64 decoding; false on a malformed input.
-bool base64_decode(std::string_view in, std::string& out);
 
 /// A random (version 4) UUID, as AWS's request and deployment ids.
 std::string new_uuid();

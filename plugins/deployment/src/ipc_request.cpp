@@ -2,6 +2,8 @@
 
 #include "ipc_request.hpp"
 
+#include "base64.hpp"
+
 #include <grove/topic.hpp>
 
 #include <openssl/evp.h>
@@ -76,10 +78,8 @@ request shadow(const std::string& op, const json& req) {
     std::string b64;
     if (!opt_str(req, "payload", b64) || b64.empty())
       return refuse("InvalidArgumentsError", "payload: required");
-    auto bytes = unbase64(b64);
-    if (!bytes)
+    if (!base64_decode(b64, call.payload))
       return refuse("InvalidArgumentsError", "payload: not base64");
-    call.payload = std::move(*bytes);
   }
   if (op == "ListNamedShadowsForThing") {
     if (auto ps = req.find("pageSize"); ps != req.end() && !ps->is_null()) {
@@ -104,9 +104,9 @@ request iotcore(const std::string& op, const json& req) {
   if (!r.publish)
     return r;
   if (auto p = req.find("payload"); p != req.end() && !p->is_null()) {
-    auto bytes = p->is_string() ? unbase64(p->get<std::string>()) : std::nullopt;
-    if (bytes)
-      r.payload = std::move(*bytes);
+    std::string bytes; // a payload that is not base64 leaves none
+    if (p->is_string() && base64_decode(p->get<std::string>(), bytes))
+      r.payload = std::move(bytes);
     else
       r.bad_payload = refuse("InvalidArgumentsError", "payload: not base64");
   }
@@ -159,22 +159,6 @@ size_t depth_of(const json& v) {
       todo.emplace_back(&x, d + 1);
   }
   return deepest;
-}
-
-std::optional<std::string> unbase64(std::string_view in) {
-  if (in.size() % 4 != 0)
-    return std::nullopt;
-  std::string out(3 * in.size() / 4, '\0');
-  auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                           reinterpret_cast<const unsigned char*>(in.data()),
-                           static_cast<int>(in.size()));
-  if (n < 0)
-    return std::nullopt;
-  out.resize(static_cast<size_t>(n));
-  // EVP_DecodeBlock counts the padding's bytes too.
-  for (size_t i = in.size(); i > 0 && in[i - 1] == '=' && !out.empty(); --i)
-    out.pop_back();
-  return out;
 }
 
 std::string connect_token(std::string_view payload) {

@@ -23,9 +23,6 @@ constexpr size_t max_depth = 64;
 /// The nesting depth of `v` (a scalar: 0), counted without recursion.
 size_t depth_of(const nlohmann::json& v);
 
-/// Greengrass' base64 (padding required); nullopt when `in` is not base64.
-std::optional<std::string> unbase64(std::string_view in);
-
 /// Why a request is refused: an IPC error shape (ServiceError, InvalidArgumentsError,
 /// ...) and its message, which starts with the field it is about.
 struct refusal {

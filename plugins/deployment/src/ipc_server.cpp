@@ -2,6 +2,7 @@
 
 #include "ipc_server.hpp"
 
+#include "base64.hpp"
 #include "eventstream.hpp"
 #include "ipc_request.hpp"
 
@@ -36,7 +37,6 @@ using json = nlohmann::json;
 namespace es = eventstream;
 using ipc::depth_of;
 using ipc::max_depth;
-using ipc::unbase64;
 
 namespace {
 
@@ -135,15 +135,6 @@ bool authorized(const json& config, const std::string& service, const std::strin
         return true;
   }
   return false;
-}
-
-std::string base64(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3), '\0');
-  auto n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                           reinterpret_cast<const unsigned char*>(in.data()),
-                           static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(std::max(n, 0)));
-  return out;
 }
 
 } // namespace
@@ -511,8 +502,9 @@ struct ipc_server::impl {
         return; // `$` topics are the kernel's and Grove's own: local only
       if (event.contains("jsonMessage"))
         f(topic, event["jsonMessage"]["message"].dump(), "application/json");
-      else if (auto bytes = unbase64(event["binaryMessage"]["message"].get<std::string>()))
-        f(topic, std::move(*bytes), "application/octet-stream");
+      else if (std::string bytes;
+               base64_decode(event["binaryMessage"]["message"].get<std::string>(), bytes))
+        f(topic, std::move(bytes), "application/octet-stream");
       return;
     }
     if (auto* r = std::get_if<ipc::subscribe_to_topic>(&parsed)) {
@@ -659,7 +651,7 @@ struct ipc_server::impl {
         if (a.error.empty()) {
           auto body = a.body;
           if (a.payload)
-            body["payload"] = base64(*a.payload);
+            body["payload"] = base64_encode(*a.payload);
           reply(it->second, sid, op, body, true);
         } else {
           error(it->second, sid, a.error, a.message);
@@ -1095,7 +1087,7 @@ void ipc_server::on_iot_filters(std::function<void(std::set<std::string>)> f) {
 
 void ipc_server::deliver_iot(std::string topic, std::string payload) {
   impl_->run_on_thread([p = impl_.get(), topic = std::move(topic), payload = std::move(payload)] {
-    json event = {{"message", {{"topicName", topic}, {"payload", base64(payload)}}}};
+    json event = {{"message", {{"topicName", topic}, {"payload", base64_encode(payload)}}}};
     for (auto& [fd, c] : p->conns)
       for (auto& [sid, s] : c.streams)
         if (s.k == impl::kind::iotcore && (s.filter == topic || topic_matches(s.filter, topic)))
@@ -1116,7 +1108,8 @@ void ipc_server::deliver(std::string topic, std::string payload, std::string con
     if (!parsed.is_discarded())
       event["jsonMessage"] = json{{"message", parsed}, {"context", {{"topic", topic}}}};
     else
-      event["binaryMessage"] = json{{"message", base64(payload)}, {"context", {{"topic", topic}}}};
+      event["binaryMessage"] =
+        json{{"message", base64_encode(payload)}, {"context", {{"topic", topic}}}};
     p->publish("", topic, event);
   });
 }

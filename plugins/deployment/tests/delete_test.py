@@ -74,6 +74,14 @@ SLEEPER = """Manifests:
       run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
 """
 
+# A SLEEPER whose install waits for a gate file (the test opens it, or never does).
+GATED = """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: echo $$ > {work:path}/install.pid; while [ ! -e {work:path}/gate ]; do sleep 0.1; done
+      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
+"""
+
 if PHASE == "first":
     for name in ("e2e.A", "e2e.B", "e2e.C"):
         support.component(gg, name, SLEEPER)
@@ -144,12 +152,7 @@ elif PHASE == "replaced":
     # (R1 IN_PROGRESS), R2 to the same target replaces R1 (INACTIVE): R1 is interrupted (its
     # install ended, as Greengrass cancels the deployment a newer revision supersedes) and
     # ends CANCELED, saying so, and R2 proceeds: COMPLETED, e2e.Gate gone.
-    support.component(gg, "e2e.Gate", """Manifests:
-  - Platform: {os: linux}
-    Lifecycle:
-      install: echo $$ > {work:path}/install.pid; while [ ! -e {work:path}/gate ]; do sleep 0.1; done
-      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
-""")
+    support.component(gg, "e2e.Gate", GATED)
     kept = {"e2e.A": ONE, "e2e.B": ONE}
     r1 = gg.create_deployment(targetArn=THING, components={**kept, "e2e.Gate": ONE})["deploymentId"]
     installing = wait(lambda: support.effective(gg, r1).get("coreDeviceExecutionStatus") == "IN_PROGRESS"
@@ -210,12 +213,7 @@ elif PHASE == "queued":
     # install waits for a gate file; Q2 to the group replaces Q1 before its turn: Q1 never
     # begins (CANCELED, its reason saying so, its e2e.Q never run), and once the gate opens
     # G1 and then Q2 complete.
-    support.component(gg, "e2e.Gate2", """Manifests:
-  - Platform: {os: linux}
-    Lifecycle:
-      install: echo $$ > {work:path}/install.pid; while [ ! -e {work:path}/gate ]; do sleep 0.1; done
-      run: echo $$ > {work:path}/pid; echo run >> {work:path}/runs; exec sleep 300
-""")
+    support.component(gg, "e2e.Gate2", GATED)
     support.component(gg, "e2e.Q", SLEEPER)
     kept = {"e2e.A": ONE, "e2e.B": ONE}
     g1 = gg.create_deployment(targetArn=THING, components={**kept, "e2e.Gate2": ONE})["deploymentId"]

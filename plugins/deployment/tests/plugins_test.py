@@ -63,6 +63,17 @@ def deploy(components, **kw):
     return d
 
 
+def create_recipes(recipes, name, version, built):
+    """Creates the recipes; waits for `name` `version`, whose artifact is a file:// build,
+    to fetch it (DEPLOYABLE)."""
+    for r in recipes:
+        gg.create_component_version(inlineRecipe=("RecipeFormatVersion: '2020-01-25'\n" + r).encode())
+    arn = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:{name}:versions:{version}"
+    check(f"{name} {version} with {built} as a file:// artifact -> DEPLOYABLE",
+          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30),
+          gg.describe_component(arn=arn)["status"])
+
+
 HEARTBEAT = "grove.heartbeat"
 if PHASE == "before":
     defaults = "ComponentConfiguration:\n  DefaultConfiguration: {interval_ms: 100, topic: e2e/beat}\n"
@@ -78,12 +89,7 @@ if PHASE == "before":
         "ComponentName: grove.deployment\nComponentVersion: '1.0.0'\n",
         "ComponentName: e2e.Placeholder\nComponentVersion: '1.0.0'\n",
     ]
-    for r in recipes:
-        gg.create_component_version(inlineRecipe=("RecipeFormatVersion: '2020-01-25'\n" + r).encode())
-    arn = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:{HEARTBEAT}:versions:2.0.0"
-    check("grove.heartbeat 2.0.0 with its own build as a file:// artifact -> DEPLOYABLE",
-          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30),
-          gg.describe_component(arn=arn)["status"])
+    create_recipes(recipes, HEARTBEAT, "2.0.0", "its own build")
     kv_before = plugin("kv")
 
     # ---- added: a load with the merged configuration ----------------------------------
@@ -223,12 +229,7 @@ else:
         f"Manifests:\n  - Platform: {{os: linux}}\n    Lifecycle:\n"
         f"      run: exec sleep 300\n",
     ]
-    for r in recipes:
-        gg.create_component_version(inlineRecipe=("RecipeFormatVersion: '2020-01-25'\n" + r).encode())
-    arn = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:grove.echo:versions:1.0.0"
-    check("grove.echo 1.0.0 with its build as a file:// artifact -> DEPLOYABLE",
-          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30),
-          gg.describe_component(arn=arn)["status"])
+    create_recipes(recipes, "grove.echo", "1.0.0", "its build")
     keep = {"e2e.Placeholder": {"componentVersion": "1.0.0"}}
     p1 = gg.create_deployment(targetArn=THING, components={
         **keep, "e2e.Late": {"componentVersion": "1.0.0"}})["deploymentId"]

@@ -2153,12 +2153,8 @@ private:
         fn.nowait_window = false;
         return;
       }
-      fn.log->write("WARN", std::to_string(fn.nowait_failed)
-                              + " more no-ack publishes failed in the last "
-                              + std::to_string(nowait_log_interval.count())
-                              + " s (the last: " + fn.nowait_last + ")");
-      fn.nowait_failed = 0;
-      fn.nowait_last.clear();
+      write_nowait_count(fn, "in the last " + std::to_string(nowait_log_interval.count())
+                               + " s");
       close_nowait_window(name);
     });
   }
@@ -2166,11 +2162,16 @@ private:
   /// The count a window still holds, written now: the function is going (unload,
   /// removal, reload), and the timer that would have written it goes with it.
   void flush_nowait(function_state& fn) {
-    if (fn.nowait_failed > 0 && fn.log)
-      fn.log->write("WARN", std::to_string(fn.nowait_failed)
-                              + " more no-ack publishes failed before function_runtime let "
-                                "the function go (the last: "
-                              + fn.nowait_last + ")");
+    if (fn.log)
+      write_nowait_count(fn, "before function_runtime let the function go");
+  }
+
+  // The failures a window counted, in one line ("N more ... failed <when> (the last: ...)"),
+  // and the window's count starts again.
+  void write_nowait_count(function_state& fn, const std::string& when) {
+    if (fn.nowait_failed > 0)
+      fn.log->write("WARN", std::to_string(fn.nowait_failed) + " more no-ack publishes failed "
+                              + when + " (the last: " + fn.nowait_last + ")");
     fn.nowait_failed = 0;
     fn.nowait_last.clear();
   }

@@ -16,6 +16,7 @@
 
 #include <grove/topic.hpp>
 
+#include "base64.hpp"
 #include "eventstream.hpp"
 #include "ipc_request.hpp"
 
@@ -63,7 +64,9 @@ void check_request(const std::string& op, const request& parsed, const json& bod
       check(m["message"].is_string());
     check(depth_of(r->event) <= max_depth + 3);
     (void) r->event.dump(); // what subscribers and the bus get
-    (void) unbase64(kind == "binaryMessage" ? m["message"].get<std::string>() : "");
+    std::string bytes;
+    (void) grove::deployment::base64_decode(
+      kind == "binaryMessage" ? m["message"].get<std::string>() : "", bytes);
   } else if (auto* r = std::get_if<subscribe_to_topic>(&parsed)) {
     check(op == "SubscribeToTopic" && !r->topic.empty() && !grove::validate_filter(r->topic));
   } else if (auto* r = std::get_if<get_configuration>(&parsed)) {
