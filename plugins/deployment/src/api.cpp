@@ -426,6 +426,26 @@ std::variant<component_version, http_response> stored_version(component_store& s
 
 } // namespace
 
+std::optional<http_response> api::token_answer(const std::string& token,
+                                               const std::string& request_hash, int64_t now_ms) {
+  if (token.empty())
+    return std::nullopt;
+  auto rec = store_.token(token, now_ms);
+  if (!rec)
+    return internal(rec.error());
+  switch (judge_token(*rec, request_hash)) {
+    case token_verdict::mismatch:
+      return aws_error(409, "ConflictException",
+                       "clientToken '" + token + "' was used for another request",
+                       {{"resourceId", token}, {"resourceType", "clientToken"}});
+    case token_verdict::retry:
+      return ok((*rec)->status, json::parse((*rec)->response));
+    case token_verdict::fresh:
+      break;
+  }
+  return std::nullopt;
+}
+
 http_response api::create_component_version(const http_request& req, int64_t now_ms) {
   auto body = json::parse(req.body.empty() ? std::string_view{"{}"} : std::string_view{req.body},
                           nullptr, false);
@@ -460,21 +480,8 @@ http_response api::create_component_version(const http_request& req, int64_t now
   }
   // What the request asks, without the token: a retry has the same hash.
   auto request_hash = request_hash_of(body); // client_tokens.hpp
-  if (!token.empty()) {
-    auto rec = store_.token(token, now_ms);
-    if (!rec)
-      return internal(rec.error());
-    switch (judge_token(*rec, request_hash)) {
-      case token_verdict::mismatch:
-        return aws_error(409, "ConflictException",
-                         "clientToken '" + token + "' was used for another request",
-                         {{"resourceId", token}, {"resourceType", "clientToken"}});
-      case token_verdict::retry:
-        return ok((*rec)->status, json::parse((*rec)->response));
-      case token_verdict::fresh:
-        break;
-    }
-  }
+  if (auto answer = token_answer(token, request_hash, now_ms))
+    return std::move(*answer);
   std::string recipe_text;
   json platforms = nullptr; // a lambdaFunction's componentPlatforms, with their names
   const char* source = lambda ? "lambdaFunction" : "inlineRecipe";
@@ -1640,21 +1647,8 @@ http_response api::create_deployment(const http_request& req, int64_t now_ms) {
     stored["parentTargetArn"] = body["parentTargetArn"];
   }
   auto request_hash = request_hash_of(body); // client_tokens.hpp
-  if (!token.empty()) {
-    auto rec = store_.token(token, now_ms);
-    if (!rec)
-      return internal(rec.error());
-    switch (judge_token(*rec, request_hash)) {
-      case token_verdict::mismatch:
-        return aws_error(409, "ConflictException",
-                         "clientToken '" + token + "' was used for another request",
-                         {{"resourceId", token}, {"resourceType", "clientToken"}});
-      case token_verdict::retry:
-        return ok((*rec)->status, json::parse((*rec)->response));
-      case token_verdict::fresh:
-        break;
-    }
-  }
+  if (auto answer = token_answer(token, request_hash, now_ms))
+    return std::move(*answer);
   deployment_record d;
   d.id = new_uuid();
   d.target_arn = target;

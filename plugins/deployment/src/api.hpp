@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -127,6 +128,10 @@ public:
   std::string component_arn(const std::string& name) const;
 
 private:
+  // clientToken idempotency (8 hours): a retry's first answer, a ConflictException for a
+  // token used with another request, or nothing for a fresh (or no) token.
+  std::optional<http_response> token_answer(const std::string& token,
+                                            const std::string& request_hash, int64_t now_ms);
   http_response create_component_version(const http_request& req, int64_t now_ms);
   http_response describe_component(const std::string& arn);
   http_response get_component(const std::string& arn, const http_request& req);
