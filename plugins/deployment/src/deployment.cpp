@@ -1110,7 +1110,8 @@ private:
     // In the state directory, not groved's run/ (its control socket): a runWith user's
     // component passes the same traversal-only directories as to its {artifacts:path}.
     auto s = ipc_server::start(ctx_->state_dir() / "greengrass-ipc.socket",
-                               ctx_->state_dir() / "ipc.key", ctx_->log());
+                               ctx_->state_dir() / "ipc.key",
+                               ctx_->state_dir() / "ipc-configuration-changes.json", ctx_->log());
     if (!s) {
       ctx_->log().error("deployment: no Greengrass IPC: {}", grove::describe(s.error()));
       return;

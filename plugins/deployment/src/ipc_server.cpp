@@ -7,6 +7,7 @@
 #include "ipc_request.hpp"
 
 #include <grove/errors.hpp>
+#include <grove/file.hpp>
 #include <grove/topic.hpp>
 
 #include <openssl/crypto.h>
@@ -189,9 +190,11 @@ struct ipc_server::impl {
   std::map<std::string, json> components; // effective: base with the overlay merged
   // UpdateConfiguration's changes of each component (a merge patch over its base, the
   // running set's configuration) and their timestamps by key path; a component's
-  // overlay goes when a deployment changes its base.
+  // overlay goes when a deployment changes its base. Kept in `changes_file` (save()).
   std::map<std::string, json> bases, overlays;
   std::map<std::string, std::map<std::vector<std::string>, double>> stamps;
+  std::filesystem::path changes_file;
+  std::string saved; // what changes_file holds
   std::map<std::string, std::string> tokens; // token → component
   std::vector<std::function<void()>> tasks;
   std::function<void(const std::string&, const std::string&)> state_cb;
@@ -660,6 +663,85 @@ struct ipc_server::impl {
     };
   }
 
+  // The changes, each with the base it was made over (a deployment that changed the base
+  // while groved was down drops them at the first set_components) and its timestamps.
+  json changes_document() const {
+    json doc = json::object();
+    for (const auto& [name, overlay] : overlays) {
+      json ts = json::array();
+      if (auto st = stamps.find(name); st != stamps.end())
+        for (const auto& [kp, when] : st->second)
+          ts.push_back(json{{"keyPath", kp}, {"timestamp", when}});
+      auto b = bases.find(name);
+      doc[name] = {{"base", b != bases.end() ? b->second : json::object()},
+                   {"overlay", overlay},
+                   {"timestamps", std::move(ts)}};
+    }
+    return doc;
+  }
+
+  // Writes the changes when they differ from the file's (under mtx): an UpdateConfiguration
+  // is answered once it survives a crash. False (logged) when the file cannot be written.
+  bool save() {
+    if (changes_file.empty())
+      return true;
+    auto text = changes_document().dump();
+    if (text == saved)
+      return true;
+    if (auto err = grove::write_file_atomically(changes_file, text, {.mode = 0600})) {
+      log.error("deployment: IPC: cannot keep the configuration changes: {}",
+                grove::describe(err));
+      return false;
+    }
+    saved = std::move(text);
+    return true;
+  }
+
+  // Reads what save() wrote (before the thread starts); a file that is not such a
+  // document is logged and set aside, its changes lost, the server starts.
+  void load() {
+    std::ifstream f{changes_file, std::ios::binary};
+    if (!f)
+      return;
+    std::string text{std::istreambuf_iterator<char>{f}, {}};
+    auto doc = json::parse(text, nullptr, false);
+    auto fine = doc.is_object();
+    for (auto it = doc.begin(); fine && it != doc.end(); ++it) {
+      const auto& c = it.value();
+      fine = c.is_object() && c.contains("base") && c["base"].is_object()
+             && c.contains("overlay") && c["overlay"].is_object() && c.contains("timestamps")
+             && c["timestamps"].is_array();
+      for (size_t i = 0; fine && i < c["timestamps"].size(); ++i) {
+        const auto& t = c["timestamps"][i];
+        fine = t.is_object() && t.contains("keyPath") && t["keyPath"].is_array()
+               && t.contains("timestamp") && t["timestamp"].is_number();
+        for (size_t k = 0; fine && k < t["keyPath"].size(); ++k)
+          fine = t["keyPath"][k].is_string();
+      }
+    }
+    if (!fine) {
+      auto aside = changes_file;
+      aside += ".bad";
+      std::error_code ec;
+      std::filesystem::rename(changes_file, aside, ec);
+      log.error("deployment: IPC: {} is not a document of configuration changes; set aside "
+                "as {}, the changes it held are lost", changes_file.string(), aside.string());
+      return;
+    }
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      auto& c = it.value();
+      bases[it.key()] = c["base"];
+      overlays[it.key()] = c["overlay"];
+      auto eff = c["base"];
+      eff.merge_patch(c["overlay"]);
+      components[it.key()] = std::move(eff);
+      auto& mine = stamps[it.key()];
+      for (const auto& t : c["timestamps"])
+        mine[t["keyPath"].get<std::vector<std::string>>()] = t["timestamp"].get<double>();
+    }
+    saved = std::move(text);
+  }
+
   // UpdateConfiguration: `valueToMerge` merged at `keyPath` into the caller's own
   // configuration (kept as its overlay), refused when a later timestamp changed that key
   // (or one above it) already; subscribers hear of each changed key.
@@ -675,14 +757,29 @@ struct ipc_server::impl {
         return error(c, sid, "FailedUpdateConditionCheckError",
                      "the key was updated at a later timestamp");
     }
+    // Made in copies: a change that cannot be kept is refused whole.
+    auto stamps_then = mine;
     mine[kp] = when;
     json patch = std::move(r.value);
     for (auto it = kp.rbegin(); it != kp.rend(); ++it)
       patch = json{{*it, std::move(patch)}};
+    auto had = overlays.find(c.component);
+    std::optional<json> overlay_then;
+    if (had != overlays.end())
+      overlay_then = had->second;
     auto& overlay = overlays[c.component];
     if (!overlay.is_object())
       overlay = json::object();
     overlay.merge_patch(patch);
+    if (!save()) {
+      mine = std::move(stamps_then);
+      if (overlay_then)
+        overlay = std::move(*overlay_then);
+      else
+        overlays.erase(c.component);
+      return error(c, sid, "ServiceError",
+                   "the configuration change could not be kept on disk; nothing changed");
+    }
     auto before = components[c.component];
     auto after = bases.contains(c.component) ? bases[c.component] : json::object();
     after.merge_patch(overlay);
@@ -937,7 +1034,7 @@ struct ipc_server::impl {
 
 caf::expected<std::unique_ptr<ipc_server>>
 ipc_server::start(std::filesystem::path socket, const std::filesystem::path& key_file,
-                  spdlog::logger& log) {
+                  const std::filesystem::path& changes_file, spdlog::logger& log) {
   auto fail = [](std::string what) {
     return grove::make_error(grove::errc::system_error, std::move(what));
   };
@@ -955,22 +1052,12 @@ ipc_server::start(std::filesystem::path socket, const std::filesystem::path& key
       if (RAND_bytes(buf, sizeof buf) != 1)
         return fail("IPC: no random bytes for the token key");
       p->key.assign(reinterpret_cast<char*>(buf), sizeof buf);
-      auto tmp = key_file;
-      tmp += ".tmp";
-      int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd < 0 || ::write(fd, buf, sizeof buf) != static_cast<ssize_t>(sizeof buf) ||
-          ::fsync(fd) != 0) {
-        if (fd >= 0)
-          ::close(fd);
-        return fail("IPC: cannot write " + tmp.string() + ": " + std::strerror(errno));
-      }
-      ::close(fd);
-      std::error_code ec;
-      std::filesystem::rename(tmp, key_file, ec);
-      if (ec)
-        return fail("IPC: cannot write " + key_file.string() + ": " + ec.message());
+      if (auto err = grove::write_file_atomically(key_file, p->key, {.mode = 0600}))
+        return fail("IPC: cannot write the token key: " + grove::describe(err));
     }
   }
+  p->changes_file = changes_file;
+  p->load();
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket.native().size() >= sizeof addr.sun_path)
@@ -1025,12 +1112,18 @@ void ipc_server::set_components(std::map<std::string, json> configs) {
     }
     // A component no longer in the set (not one still starting: env() knows it) loses
     // its changes.
-    for (auto it = p.overlays.begin(); it != p.overlays.end();)
-      it = configs.contains(it->first) || !p.bases.contains(it->first) ? std::next(it)
-                                                                        : p.overlays.erase(it);
+    for (auto it = p.overlays.begin(); it != p.overlays.end();) {
+      if (configs.contains(it->first) || !p.bases.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      p.stamps.erase(it->first);
+      it = p.overlays.erase(it);
+    }
     p.bases = std::move(configs);
     p.components = std::move(effective);
     p.tokens = std::move(tokens);
+    p.save(); // a failure is logged; the file keeps changes the next save drops
   }
   if (!changed.empty())
     impl_->run_on_thread([p = impl_.get(), changed = std::move(changed)] {

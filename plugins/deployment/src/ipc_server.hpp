@@ -45,16 +45,18 @@ public:
 
   /// Listens on `socket` (replacing what is there); tokens are derived from the key in
   /// `key_file` (made, 0600, when missing), so they survive restarts and hot reloads.
+  /// UpdateConfiguration's changes are kept in `changes_file` (0600; read here), so they
+  /// survive them too.
   static caf::expected<std::unique_ptr<ipc_server>>
   start(std::filesystem::path socket, const std::filesystem::path& key_file,
-        spdlog::logger& log);
+        const std::filesystem::path& changes_file, spdlog::logger& log);
 
   ~ipc_server();
 
-  /// The components that may connect, with their effective configurations (what
-  /// GetConfiguration reads, accessControl). A component's UpdateConfiguration changes
-  /// stay merged over its configuration until this changes it; subscribers hear of the
-  /// keys that changed. Thread-safe.
+  /// The components that may connect, with their configurations (what GetConfiguration
+  /// reads, accessControl). A component's UpdateConfiguration changes stay merged over
+  /// its configuration until this changes it or leaves the component out; subscribers
+  /// hear of the keys that changed. Thread-safe.
   void set_components(std::map<std::string, nlohmann::json> configs);
 
   /// The environment variables of `component`'s processes. Thread-safe.

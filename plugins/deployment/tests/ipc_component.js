@@ -16,7 +16,9 @@
 //   WORK_DIR/iot, "subscribed" once answered), PublishToIoTCore on cloud/up/hello every
 //   500 ms, and a publish and a subscribe its policy does not allow (lines
 //   `denied-publish|denied-subscribe <shape> <message>`).
-// config: subscribes to its own configuration's key `dyn` and to e2e.IpcSub's `greeting`
+// config: reads its key `dyn` at start ("start <JSON>", "start none" when missing: an
+//   earlier run's UpdateConfiguration is kept), subscribes to its own configuration's key
+//   `dyn` and to e2e.IpcSub's `greeting`
 //   (each event a line `own|sub <event JSON>` of WORK_DIR/config), UpdateConfiguration
 //   dyn {x: 1} ("updated"), GetConfiguration of dyn (`value <JSON>`), an UpdateConfiguration
 //   with an older timestamp (`stale <shape>`), one nested 100 deep (`deep <shape>`), then
@@ -119,6 +121,10 @@ async function main() {
 }
 
 async function config(client) {
+  // What an UpdateConfiguration of an earlier run left (it is kept across restarts).
+  const before = await client.getConfiguration({ keyPath: ['dyn'] }).then(
+    (got) => JSON.stringify(got.value), () => 'none');
+  line('config', 'start ' + before);
   const own = client.subscribeToConfigurationUpdate({ keyPath: ['dyn'] });
   own.on('message', (ev) => line('config', 'own ' + JSON.stringify(ev.configurationUpdateEvent)));
   await own.activate();

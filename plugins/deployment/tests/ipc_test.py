@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Greengrass IPC for generic components, with boto3 and AWS's Node IPC client (issue 15).
 
-Usage: ipc_test.py main ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES GROVECTL
+Usage: ipc_test.py main|restarted ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES GROVECTL
 e2e.IpcSub and e2e.IpcPub run ipc_component.js (aws-iot-device-sdk-v2's
 greengrasscoreipc): Pub's messages reach Sub through local publish/subscribe (both allowed
 by their accessControl) once each; local publish/subscribe is Grove's bus: `grovectl sub`
@@ -24,6 +24,8 @@ plugin is unloaded, ServiceError saying so. e2e.IpcConfig's UpdateConfiguration 
 back with GetConfiguration and heard by its SubscribeToConfigurationUpdate, an older
 timestamp is FailedUpdateConditionCheckError, and a deployment's change of Sub's greeting
 is heard by its subscription to Sub's configuration.
+`restarted` (after kill -9 of groved and a new start): e2e.IpcConfig's change is still in
+force when it starts again.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import base64
@@ -73,6 +75,22 @@ Manifests:
 
 def lines(name, file):
     return [x for x in read(f"{WORK}/{name}/{file}").splitlines() if x]
+
+
+def starts():
+    """What e2e.IpcConfig's GetConfiguration of `dyn` read at each start, before it
+    changed anything."""
+    return [x[6:] for x in lines("e2e.IpcConfig", "config") if x.startswith("start ")]
+
+
+if PHASE == "restarted":
+    # groved was killed (-9) after the main phase and started again: e2e.IpcConfig runs
+    # again and reads what its UpdateConfiguration made before the crash.
+    again = wait(lambda: starts()[1:], 60)
+    check("after kill -9 of groved, the component's UpdateConfiguration change is still in "
+          "force (GetConfiguration at its next start)",
+          bool(again) and json.loads(again[0]) == {"x": 1}, lines("e2e.IpcConfig", "config"))
+    support.finish()
 
 
 def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
@@ -270,6 +288,7 @@ ready = wait(lambda: "ready" in lines("e2e.IpcConfig", "config"), 30)
 conf = lines("e2e.IpcConfig", "config")
 check("UpdateConfiguration merges into the component's own configuration (GetConfiguration)",
       'value {"x":1}' in conf, (conf, read(f"{WORK}/e2e.IpcConfig/errors")))
+check("... where the component found no `dyn` at its first start", starts()[:1] == ["none"], conf)
 own = [json.loads(x[4:]) for x in conf if x.startswith("own ")]
 check("... and its SubscribeToConfigurationUpdate hears the changed key",
       any(e.get("componentName") == "e2e.IpcConfig" and e.get("keyPath", [])[:1] == ["dyn"]

@@ -9,7 +9,8 @@
 # clients with a wrong token and a malformed frame are refused without harm. Shadow
 # operations reach the shadow plugin under the component's ShadowManager accessControl,
 # and are ServiceError once the shadow plugin is unloaded; UpdateConfiguration and
-# SubscribeToConfigurationUpdate (own and another component's configuration).
+# SubscribeToConfigurationUpdate (own and another component's configuration), the
+# changes still in force after kill -9 of groved.
 # Usage: ipc_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 
@@ -27,5 +28,9 @@ test_cleanup() {
 WITH_PLUGINS="  - name: shadow" start_deployment_alone
 run_phase "$HERE/ipc_test.py" main "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
+# UpdateConfiguration's changes are kept: kill -9, start again, the component reads them.
+stop_groved KILL
+launch_deployment "groved did not come back after kill -9"
+run_phase "$HERE/ipc_test.py" restarted "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
 finish
