@@ -555,11 +555,18 @@ public:
   // A hot reload: generic components' running processes go to the next instance
   // (context::keep_process) with every component's record, so a reload leaves them
   // running (same pids) instead of stopping and starting them again.
+  // Greengrass IPC's socket and connections go too (ipc_server::detach), last: the
+  // components' clients do not reconnect.
   caf::expected<std::string> snapshot() override {
     nlohmann::json out = {{"components", nlohmann::json::array()}};
     std::lock_guard guard{runner_mtx_};
-    if (!runner_)
+    auto with_ipc = [&] {
+      if (ipc_)
+        out["ipc"] = ipc_->detach();
       return out.dump();
+    };
+    if (!runner_)
+      return with_ipc();
     for (const auto& h : runner_->hand_over()) {
       auto row = row_of(h.record);
       out["components"].push_back({{"name", row.name},
@@ -574,7 +581,7 @@ public:
                                    {"kept", h.kept},
                                    {"servicePgid", h.service_pgid}});
     }
-    return out.dump();
+    return with_ipc();
   }
 
   caf::error restore(std::string_view snap) override {
@@ -584,6 +591,7 @@ public:
                                "deployment: the last instance's snapshot is no object with "
                                "`components`");
     handed_.clear();
+    ipc_handed_ = in.contains("ipc") ? in["ipc"] : nlohmann::json{};
     try {
       for (const auto& c : in["components"]) {
         installed_row row{c.at("name").get<std::string>(), c.at("version").get<std::string>(),
@@ -1109,9 +1117,12 @@ private:
       return;
     // In the state directory, not groved's run/ (its control socket): a runWith user's
     // component passes the same traversal-only directories as to its {artifacts:path}.
+    // After a hot reload, the last instance's socket and connections (snapshot()).
+    auto handed = std::exchange(ipc_handed_, nlohmann::json{});
     auto s = ipc_server::start(ctx_->state_dir() / "greengrass-ipc.socket",
                                ctx_->state_dir() / "ipc.key",
-                               ctx_->state_dir() / "ipc-configuration-changes.json", ctx_->log());
+                               ctx_->state_dir() / "ipc-configuration-changes.json", ctx_->log(),
+                               handed.is_object() ? &handed : nullptr);
     if (!s) {
       ctx_->log().error("deployment: no Greengrass IPC: {}", grove::describe(s.error()));
       return;
@@ -1132,22 +1143,7 @@ private:
       });
     });
     ipc_->on_filters([this](std::set<std::string> all) {
-      // `$` filters stay local: the bus's `$` topics are the kernel's and plugins' own.
-      std::set<std::string> filters;
-      for (auto& f : all)
-        if (!f.starts_with("$"))
-          filters.insert(f);
-      ctx_->post([this, filters = std::move(filters)] {
-        for (const auto& f : bus_filters_)
-          if (!filters.contains(f))
-            (void) ctx_->unsubscribe(f);
-        for (const auto& f : filters)
-          if (!bus_filters_.contains(f))
-            if (auto err = ctx_->subscribe(f))
-              ctx_->log().warn("deployment: IPC: cannot subscribe to {} on the bus: {}", f,
-                               grove::describe(err));
-        bus_filters_ = filters;
-      });
+      ctx_->post([this, all = std::move(all)] { set_bus_filters(all); });
     });
     // Shadow operations go to the shadow plugin's bus API (sh-1..sh-4), answered when
     // its reply comes; an answer for a server since replaced (a restart of IPC) is dropped.
@@ -1209,24 +1205,7 @@ private:
       });
     });
     ipc_->on_iot_filters([this](std::set<std::string> filters) {
-      ctx_->post([this, filters = std::move(filters)] {
-        if (!cloud_filters_) {
-          if (auto err = ctx_->subscribe(grove::message_manager::system_filter(ctx_->name())))
-            ctx_->log().warn("deployment: IPC: cannot subscribe to the cloud's messages: {}",
-                             grove::describe(err));
-          // What a last instance left (message_manager keeps a client's filters) goes
-          // first: the components subscribe again.
-          grove::message_manager::cloud_unsubscribe(
-            *ctx_, {}, ipc_call_timeout, [](caf::expected<grove::mm::CloudSubscriptions>) {});
-          cloud_filters_ = std::make_unique<grove::message_manager::cloud_filters>(
-            *ctx_, [this](grove::message_manager::cloud_filters::state st, const caf::error& e) {
-              if (st == grove::message_manager::cloud_filters::state::refused)
-                ctx_->log().warn("deployment: IPC: SubscribeToIoTCore filters refused: {} "
-                                 "(retrying)", cloud_error(e));
-            });
-        }
-        cloud_filters_->set(filters);
-      });
+      ctx_->post([this, filters = std::move(filters)] { set_cloud_filters(filters, false); });
     });
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
@@ -1235,6 +1214,58 @@ private:
           runner_->report_state(name, state);
       });
     });
+    // Connections taken over: their subscriptions made again now, in start(), so the
+    // kernel keeps the bus subscriptions the last instance held (none is dropped between).
+    if (auto n = ipc_->handed_connections(); n > 0) {
+      set_bus_filters(ipc_->handed_filters());
+      if (auto iot = ipc_->handed_iot_filters(); !iot.empty())
+        set_cloud_filters(std::move(iot), true);
+      ctx_->log().info("deployment: IPC: {} connection(s) taken over from the last instance",
+                       n);
+    }
+    ipc_->serve();
+  }
+
+  // The components' SubscribeToTopic filters as the plugin's bus subscriptions. `$`
+  // filters stay local: the bus's `$` topics are the kernel's and plugins' own.
+  void set_bus_filters(const std::set<std::string>& all) {
+    std::set<std::string> filters;
+    for (auto& f : all)
+      if (!f.starts_with("$"))
+        filters.insert(f);
+    for (const auto& f : bus_filters_)
+      if (!filters.contains(f))
+        (void) ctx_->unsubscribe(f);
+    for (const auto& f : filters)
+      if (!bus_filters_.contains(f))
+        if (auto err = ctx_->subscribe(f))
+          ctx_->log().warn("deployment: IPC: cannot subscribe to {} on the bus: {}", f,
+                           grove::describe(err));
+    bus_filters_ = std::move(filters);
+  }
+
+  // The components' SubscribeToIoTCore filters as the plugin's cloud filters.
+  // `handed`: the last instance's connections' (taken over), whose filters
+  // message_manager still holds for this plugin.
+  void set_cloud_filters(std::set<std::string> filters, bool handed) {
+    if (!cloud_filters_) {
+      if (auto err = ctx_->subscribe(grove::message_manager::system_filter(ctx_->name())))
+        ctx_->log().warn("deployment: IPC: cannot subscribe to the cloud's messages: {}",
+                         grove::describe(err));
+      // What a last instance left (message_manager keeps a client's filters) goes
+      // first: the components subscribe again. Not when their connections were taken
+      // over: their filters stay in force (set() below makes them the set).
+      if (!handed)
+        grove::message_manager::cloud_unsubscribe(
+          *ctx_, {}, ipc_call_timeout, [](caf::expected<grove::mm::CloudSubscriptions>) {});
+      cloud_filters_ = std::make_unique<grove::message_manager::cloud_filters>(
+        *ctx_, [this](grove::message_manager::cloud_filters::state st, const caf::error& e) {
+          if (st == grove::message_manager::cloud_filters::state::refused)
+            ctx_->log().warn("deployment: IPC: SubscribeToIoTCore filters refused: {} "
+                             "(retrying)", cloud_error(e));
+        });
+    }
+    cloud_filters_->set(std::move(filters));
   }
 
   // A shadow plugin's Reply as Greengrass' IPC answers it: 200 the document, else
@@ -1940,6 +1971,7 @@ private:
   runner_settings runner_settings_; // broken_error_window, allow_privileged_components, ...
   std::unique_ptr<ipc_server> ipc_; // Greengrass IPC; outlives the runner
   uint64_t ipc_generation_ = 0;     // which ipc_ a shadow call's answer is for
+  nlohmann::json ipc_handed_;       // restore(): the last instance's IPC (ipc_server::detach)
   // How long an IPC operation waits for the shadow plugin or message_manager.
   static constexpr std::chrono::seconds ipc_call_timeout{10};
   std::set<std::string> bus_filters_; // components' SubscribeToTopic filters on the bus

@@ -222,6 +222,21 @@ struct ipc_server::impl {
   std::vector<std::shared_ptr<update_round>> updates;
   std::vector<std::shared_ptr<validation_round>> validations;
 
+  // Requests the plugin answers later (later()), not answered yet: a hot reload answers
+  // them (detach()), as the plugin's answer would go to an instance that is gone.
+  struct call {
+    int fd;
+    uint64_t serial;
+    int32_t sid;
+    std::string op;
+  };
+  std::map<uint64_t, call> in_flight;
+  uint64_t next_call = 1;
+
+  // What start() took over from an earlier instance (detach()).
+  std::set<std::string> handed_filters, handed_iot_filters;
+  size_t handed_connections = 0;
+
   impl(spdlog::logger& l) : log(l) {
   }
 
@@ -646,8 +661,12 @@ struct ipc_server::impl {
   // answer comes, from another thread, maybe after the connection is gone (or its fd
   // reused): it is sent only to the same connection, by fd and serial.
   std::function<void(ipc_server::answer_data)> later(conn& c, int32_t sid, const std::string& op) {
-    return [this, fd = c.fd, serial = c.serial, sid, op](ipc_server::answer_data a) {
-      run_on_thread([this, fd, serial, sid, op, a = std::move(a)] {
+    auto id = next_call++;
+    in_flight[id] = {c.fd, c.serial, sid, op};
+    return [this, id, fd = c.fd, serial = c.serial, sid, op](ipc_server::answer_data a) {
+      run_on_thread([this, id, fd, serial, sid, op, a = std::move(a)] {
+        if (in_flight.erase(id) == 0)
+          return; // answered already (a hot reload's detach())
         auto it = conns.find(fd);
         if (it == conns.end() || it->second.serial != serial || it->second.closing)
           return;
@@ -947,6 +966,183 @@ struct ipc_server::impl {
         finish_validation(round, std::nullopt);
   }
 
+  // --- A hot reload ----------------------------------------------------------------------
+
+  static const char* kind_name(kind k) {
+    switch (k) {
+      case kind::topic:
+        return "topic";
+      case kind::updates:
+        return "updates";
+      case kind::validation:
+        return "validation";
+      case kind::iotcore:
+        return "iotcore";
+      case kind::configuration:
+        return "configuration";
+    }
+    return "";
+  }
+
+  static std::optional<kind> kind_of(const std::string& n) {
+    for (auto k : {kind::topic, kind::updates, kind::validation, kind::iotcore,
+                   kind::configuration})
+      if (n == kind_name(k))
+        return k;
+    return std::nullopt;
+  }
+
+  // Whether `fd` is still a Unix stream socket on this server's path (listening or
+  // accepted): an fd a failed instance closed meanwhile, or whose number was reused, is not
+  // taken.
+  bool ours(int fd, bool listening) const {
+    if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
+      return false;
+    int v = 0;
+    socklen_t n = sizeof v;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &n) != 0 || v != AF_UNIX)
+      return false;
+    n = sizeof v;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &n) != 0 || v != SOCK_STREAM)
+      return false;
+    n = sizeof v;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &n) != 0 || (v != 0) != listening)
+      return false;
+    sockaddr_un addr{};
+    socklen_t len = sizeof addr;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      return false;
+    return std::string_view{addr.sun_path} == path.native();
+  }
+
+  json detach() {
+    stopping = true;
+    wake();
+    if (thread.joinable())
+      thread.join();
+    // The thread is gone: its state is ours. What was queued for it (the plugin's answers,
+    // the bus's messages) still goes to the connections.
+    std::vector<std::function<void()>> todo;
+    {
+      std::lock_guard guard{mtx};
+      todo.swap(tasks);
+    }
+    for (auto& t : todo)
+      t();
+    // The plugin's answer to these would reach an instance that is gone: never silence.
+    for (auto& [id, cl] : in_flight)
+      if (auto it = conns.find(cl.fd); it != conns.end() && it->second.serial == cl.serial &&
+                                       !it->second.closing)
+        error(it->second, cl.sid, "ServiceError",
+              "interrupted by a reload of the deployment plugin; ask again");
+    in_flight.clear();
+    json out = {{"listen", listen_fd}, {"connections", json::array()}};
+    for (auto& [fd, c] : conns) {
+      if (c.closing) {
+        flush(c);
+        ::close(fd);
+        continue;
+      }
+      json streams = json::array();
+      for (const auto& [sid, st] : c.streams)
+        streams.push_back({{"id", sid},
+                           {"kind", kind_name(st.k)},
+                           {"filter", st.filter},
+                           {"others", st.others},
+                           {"keyPath", st.key_path}});
+      out["connections"].push_back({{"fd", fd},
+                                    {"component", c.component},
+                                    {"in", base64_encode(c.in)},
+                                    {"out", base64_encode(c.out)},
+                                    {"streams", std::move(streams)}});
+    }
+    {
+      std::lock_guard guard{mtx};
+      json known = json::array();
+      for (const auto& [name, cfg] : components)
+        known.push_back(name);
+      out["bases"] = bases;
+      out["known"] = std::move(known);
+    }
+    // Closed and removed by nobody now: the next instance owns them.
+    conns.clear();
+    listen_fd = -1;
+    return out;
+  }
+
+  // start(): the listener, connections and components `h` (detach()) names.
+  void adopt(const json& h) {
+    if (h.contains("bases") && h["bases"].is_object())
+      for (const auto& [name, base] : h["bases"].items()) {
+        bases[name] = base;
+        auto eff = base;
+        if (auto o = overlays.find(name); o != overlays.end())
+          eff.merge_patch(o->second);
+        components[name] = std::move(eff);
+      }
+    if (h.contains("known") && h["known"].is_array())
+      for (const auto& n : h["known"])
+        if (n.is_string())
+          components.try_emplace(n.get<std::string>(), json::object());
+    for (const auto& [name, cfg] : components)
+      tokens[token_for(name)] = name;
+    if (auto l = h.value("listen", -1); ours(l, true))
+      listen_fd = l;
+    else if (l >= 0)
+      log.warn("deployment: IPC: the last instance's listening socket (fd {}) is gone: a new one "
+               "is made", l);
+    if (!h.contains("connections") || !h["connections"].is_array())
+      return;
+    for (const auto& j : h["connections"]) {
+      int fd = j.value("fd", -1);
+      if (!ours(fd, false) || conns.contains(fd)) {
+        log.warn("deployment: IPC: the last instance's connection (fd {}) of {} is gone",
+                 fd, j.value("component", std::string{"a client"}));
+        continue;
+      }
+      conn c;
+      c.fd = fd;
+      c.serial = next_serial++;
+      c.component = j.value("component", std::string{});
+      if (!base64_decode(j.value("in", std::string{}), c.in) ||
+          !base64_decode(j.value("out", std::string{}), c.out)) {
+        c.in.clear();
+        c.out.clear();
+        c.closing = true; // its stream of bytes cannot go on where it stopped
+      }
+      if (j.contains("streams") && j["streams"].is_array())
+        for (const auto& st : j["streams"]) {
+          auto k = kind_of(st.value("kind", std::string{}));
+          if (!k)
+            continue;
+          stream s{*k, st.value("filter", std::string{}), st.value("others", false), {}};
+          if (st.contains("keyPath") && st["keyPath"].is_array())
+            for (const auto& p : st["keyPath"])
+              if (p.is_string())
+                s.key_path.push_back(p.get<std::string>());
+          c.streams[st.value("id", int32_t{0})] = std::move(s);
+        }
+      if (c.component.empty())
+        after(connect_within, [this, fd, serial = c.serial] {
+          auto it = conns.find(fd);
+          if (it != conns.end() && it->second.serial == serial && it->second.component.empty())
+            it->second.closing = true;
+        });
+      conns[fd] = std::move(c);
+      ++handed_connections;
+    }
+    // The filters as the last instance had them (the plugin subscribes to them itself).
+    for (auto& [fd, c] : conns)
+      if (!c.closing)
+        for (auto& [sid, s] : c.streams)
+          if (s.k == kind::topic)
+            handed_filters.insert(s.filter);
+          else if (s.k == kind::iotcore)
+            handed_iot_filters.insert(s.filter);
+    filters = handed_filters;
+    iot_filters = handed_iot_filters;
+  }
+
   // --- The loop ------------------------------------------------------------------------
 
   void loop() {
@@ -1034,7 +1230,8 @@ struct ipc_server::impl {
 
 caf::expected<std::unique_ptr<ipc_server>>
 ipc_server::start(std::filesystem::path socket, const std::filesystem::path& key_file,
-                  const std::filesystem::path& changes_file, spdlog::logger& log) {
+                  const std::filesystem::path& changes_file, spdlog::logger& log,
+                  const json* handed) {
   auto fail = [](std::string what) {
     return grove::make_error(grove::errc::system_error, std::move(what));
   };
@@ -1058,6 +1255,13 @@ ipc_server::start(std::filesystem::path socket, const std::filesystem::path& key
   }
   p->changes_file = changes_file;
   p->load();
+  p->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->wake_fd < 0)
+    return fail(std::string{"IPC: eventfd: "} + std::strerror(errno));
+  if (handed != nullptr && handed->is_object())
+    p->adopt(*handed);
+  if (p->listen_fd >= 0)
+    return std::unique_ptr<ipc_server>{new ipc_server{std::move(p)}};
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket.native().size() >= sizeof addr.sun_path)
@@ -1075,12 +1279,30 @@ ipc_server::start(std::filesystem::path socket, const std::filesystem::path& key
   ::chmod(socket.c_str(), 0666);
   if (::listen(p->listen_fd, 64) != 0)
     return fail(std::string{"IPC: listen: "} + std::strerror(errno));
-  p->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (p->wake_fd < 0)
-    return fail(std::string{"IPC: eventfd: "} + std::strerror(errno));
-  auto* raw = p.get();
-  p->thread = std::thread{[raw] { raw->loop(); }};
   return std::unique_ptr<ipc_server>{new ipc_server{std::move(p)}};
+}
+
+void ipc_server::serve() {
+  if (impl_->thread.joinable() || impl_->stopping)
+    return;
+  auto* raw = impl_.get();
+  impl_->thread = std::thread{[raw] { raw->loop(); }};
+}
+
+json ipc_server::detach() {
+  return impl_->detach();
+}
+
+std::set<std::string> ipc_server::handed_filters() const {
+  return impl_->handed_filters;
+}
+
+std::set<std::string> ipc_server::handed_iot_filters() const {
+  return impl_->handed_iot_filters;
+}
+
+size_t ipc_server::handed_connections() const {
+  return impl_->handed_connections;
 }
 
 ipc_server::ipc_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {

@@ -14,6 +14,10 @@
 // PublishToIoTCore / SubscribeToIoTCore, through message_manager's cloud link, and
 // SubscribeToConfigurationUpdate / UpdateConfiguration (changes kept over the running
 // set's configuration, see set_components).
+//
+// A hot reload of the plugin hands the socket and the connections to the next instance's
+// server (detach(), then start() with what it returned): groved's process stays, so the
+// file descriptors do; the components' clients (which do not reconnect) go on.
 
 #pragma once
 
@@ -46,10 +50,35 @@ public:
   /// Listens on `socket` (replacing what is there); tokens are derived from the key in
   /// `key_file` (made, 0600, when missing), so they survive restarts and hot reloads.
   /// UpdateConfiguration's changes are kept in `changes_file` (0600; read here), so they
-  /// survive them too.
+  /// survive them too. With `handed` (what an earlier instance's detach() returned, in
+  /// this process) its listening socket and connections are taken over instead, each
+  /// checked to be a Unix stream socket on `socket` (one that is not, e.g. closed by a
+  /// failed instance since, is left alone; without the listener a new one is made).
+  /// Nothing is served until serve().
   static caf::expected<std::unique_ptr<ipc_server>>
   start(std::filesystem::path socket, const std::filesystem::path& key_file,
-        const std::filesystem::path& changes_file, spdlog::logger& log);
+        const std::filesystem::path& changes_file, spdlog::logger& log,
+        const nlohmann::json* handed = nullptr);
+
+  /// Starts the server's thread (once the callbacks are set).
+  void serve();
+
+  /// For a hot reload: stops the thread without closing the listening socket or the
+  /// connections, and returns them with each connection's protocol state (component,
+  /// streams, a partly read frame, unsent bytes) and the components known, for the next
+  /// instance's start(). Requests the plugin has not answered yet (shadow calls,
+  /// PublishToIoTCore) are answered ServiceError first; rounds of pre_update and validate
+  /// are dropped (their `done` never runs). Afterwards this server closes nothing.
+  nlohmann::json detach();
+
+  /// The topic filters (SubscribeToTopic) and cloud filters (SubscribeToIoTCore) of the
+  /// connections taken over at start(): reported to no callback, the plugin subscribes
+  /// to them itself.
+  std::set<std::string> handed_filters() const;
+  std::set<std::string> handed_iot_filters() const;
+
+  /// How many connections start() took over.
+  size_t handed_connections() const;
 
   ~ipc_server();
 

@@ -7,6 +7,7 @@
 //   reports RUNNING; defers each deployment's first preUpdateEvent by 1 s, answers the
 //   second (WORK_DIR/updates: "defer <id>", "ack <id>", "post <id>"), and rejects a
 //   configuration with `bad: true` (WORK_DIR/validations: "<ACCEPTED|REJECTED> <id>").
+//   Then, each time WORK_DIR/again appears, GetConfiguration of greeting (WORK_DIR/again.log).
 // pub: publishes {"n": i, "from": "pub"} on ipc/test/hello every 200 ms.
 // startup (a startup step that never exits): reports RUNNING (WORK_DIR/pid: its pid).
 // shadow: shadow operations on thing ipc-thing (its accessControl allows it only), each
@@ -118,6 +119,19 @@ async function main() {
   await checks.activate();
   await client.updateState({ state: 'RUNNING' });
   line('ready', 'ready');
+  // Each time WORK_DIR/again appears: GetConfiguration of greeting on this same
+  // connection (a line `again <JSON>` of WORK_DIR/again.log, or `again-error <error>`).
+  const again = path.join(work, 'again');
+  setInterval(async () => {
+    if (!fs.existsSync(again))
+      return;
+    fs.unlinkSync(again);
+    try {
+      line('again.log', 'again ' + JSON.stringify(await client.getConfiguration({ keyPath: ['greeting'] })));
+    } catch (e) {
+      line('again.log', 'again-error ' + String((e && e.serviceError && e.serviceError.message) || e));
+    }
+  }, 200);
 }
 
 async function config(client) {

@@ -5,7 +5,8 @@
 # deploys a Node component speaking IPC through AWS's own client (ipc_component.js
 # `iotcore`, aws-iot-device-sdk-v2's greengrasscoreipc): its publishes reach the cloud
 # (mosquitto_sub there), the cloud's messages on its filter reach it, and topics its
-# accessControl."aws.greengrass.ipc.mqttproxy" does not list are UnauthorizedError.
+# accessControl."aws.greengrass.ipc.mqttproxy" does not list are UnauthorizedError; after
+# `grovectl reload deployment` the same connection still subscribes and publishes.
 # Usage: ipc_iotcore_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 
@@ -84,6 +85,31 @@ check "a publish on a topic its mqttproxy policy does not list -> UnauthorizedEr
   grep -q "denied-publish aws.greengrass#UnauthorizedError .*forbidden/up" "$CWORK/iot"
 check "a subscribe to a filter it does not list -> UnauthorizedError" \
   grep -q "denied-subscribe aws.greengrass#UnauthorizedError .*forbidden/#" "$CWORK/iot"
+# A hot reload keeps the component's IPC connection (AWS's client does not reconnect):
+# its SubscribeToIoTCore still hears the cloud and its PublishToIoTCore still reaches it.
+max_n=$(grep -o '"n":[0-9]*' "$WORK/cloud_seen" | cut -d: -f2 | sort -n | tail -n 1)
+errors_before=$(wc -l <"$CWORK/errors" 2>/dev/null || echo 0)
+"$GROVECTL" reload deployment >"$WORK/reload.out" 2>&1
+check "grovectl reload deployment: state carried over" grep -q "state carried over" "$WORK/reload.out"
+got=""
+for _ in $(seq 1 20); do
+  # shellcheck disable=SC2046
+  mosquitto_pub $(cloud_args) -i cloud-pub -t cloud/down/after -m '{"from":"cloud, after the reload"}' 2>/dev/null
+  grep -q 'cloud/down/after {"from":"cloud, after the reload"}' "$CWORK/iot" 2>/dev/null && { got=1; break; }
+  sleep 0.5
+done
+check "after the reload, a cloud message on its filter still reaches it" test -n "$got"
+ok=""
+for _ in $(seq 1 40); do
+  n=$(grep -o '"n":[0-9]*' "$WORK/cloud_seen" | cut -d: -f2 | sort -n | tail -n 1)
+  [[ -n $n && $n -gt $((${max_n:-0} + 3)) ]] && { ok=1; break; }
+  sleep 0.5
+done
+check "after the reload, its PublishToIoTCore still reaches the cloud (the same connection)" test -n "$ok"
+check "... the component was not started again (one SubscribeToIoTCore)" \
+  test "$(grep -c '^subscribed$' "$CWORK/iot")" == 1
+check "... a publish the reload cut short, if any, was answered ServiceError saying so" \
+  test "$(tail -n +$((errors_before + 1)) "$CWORK/errors" 2>/dev/null | grep -vc 'interrupted by a reload')" == 0
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- component"; cat "$CWORK/iot" "$CWORK/errors" 2>/dev/null; echo "--- groved output"; grep -i "deployment\|IPC" "$WORK/groved.out" | tail -n 60; }
 finish

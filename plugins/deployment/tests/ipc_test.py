@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Greengrass IPC for generic components, with boto3 and AWS's Node IPC client (issue 15).
 
-Usage: ipc_test.py main|restarted ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES GROVECTL
+Usage: ipc_test.py main|reload|restarted ENDPOINT CA_BUNDLE WRITE_DIR COMPONENT_JS NODE_MODULES GROVECTL
 e2e.IpcSub and e2e.IpcPub run ipc_component.js (aws-iot-device-sdk-v2's
 greengrasscoreipc): Pub's messages reach Sub through local publish/subscribe (both allowed
 by their accessControl) once each; local publish/subscribe is Grove's bus: `grovectl sub`
@@ -24,6 +24,10 @@ plugin is unloaded, ServiceError saying so. e2e.IpcConfig's UpdateConfiguration 
 back with GetConfiguration and heard by its SubscribeToConfigurationUpdate, an older
 timestamp is FailedUpdateConditionCheckError, and a deployment's change of Sub's greeting
 is heard by its subscription to Sub's configuration.
+`reload` (after main): `grovectl reload deployment` keeps the components' IPC
+connections: Pub's messages published after it and `grovectl pub` still reach Sub's
+subscription, Sub's GetConfiguration on its connection answers, Sub was not restarted, and
+its token is still accepted.
 `restarted` (after kill -9 of groved and a new start): e2e.IpcConfig's change is still in
 force when it starts again.
 Prints PASS/FAIL lines; exits 1 on any failure.
@@ -95,6 +99,40 @@ if PHASE == "restarted":
           "force (GetConfiguration at its next start)",
           bool(again) and again[0] == '{"x":1}', lines("e2e.IpcConfig", "config"))
     support.finish()
+
+
+def pub_ns():
+    """The numbers of Pub's messages Sub received, in order."""
+    return [json.loads(x).get("message", {}).get("n") for x in lines("e2e.IpcSub", "received")
+            if json.loads(x).get("message", {}).get("from") == "pub"]
+
+
+def again():
+    """Sub's GetConfiguration of greeting on its own connection (ipc_component.js)."""
+    before = len(lines("e2e.IpcSub", "again.log"))
+    with open(f"{WORK}/e2e.IpcSub/again", "w") as f:
+        f.write("1")
+    got = wait(lambda: len(lines("e2e.IpcSub", "again.log")) > before and
+               lines("e2e.IpcSub", "again.log")[-1], 20)
+    return got or ""
+
+
+def token_accepted(name):
+    """Whether a fresh connection's connect with `name`'s token (SVCUID) is ACCEPTED."""
+    key = open(f"{WRITE}/plugins/deployment/ipc.key", "rb").read()
+    token = hmac.new(key, name.encode(), hashlib.sha256).hexdigest()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.connect(SOCKET)
+        s.sendall(frame([(":message-type", 4), (":message-flags", 0), (":stream-id", 0),
+                         (":version", "0.1.0")], json.dumps({"authToken": token}).encode()))
+        reply = s.recv(4096)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return flags_of(reply) == 1
 
 
 def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
@@ -171,6 +209,48 @@ def flags_of(reply):
         else:
             return None
     return None
+
+
+if PHASE == "reload":
+    # After the main phase: `grovectl reload deployment` hands Greengrass IPC's socket and
+    # the components' connections to the new instance. AWS's clients do not reconnect, so
+    # Sub's subscription and requests go on on the connection it opened before.
+    ready = len(lines("e2e.IpcSub", "ready"))
+    first = again()
+    check("before the reload, Sub's GetConfiguration on its connection answers",
+          first.startswith("again "), first)
+    log_from = len(read(f"{WRITE}/../groved.out"))
+    r = subprocess.run(CTL + ["reload", "deployment"], capture_output=True, text=True)
+    check("grovectl reload deployment: state carried over",
+          r.returncode == 0 and "state carried over" in r.stdout + r.stderr, r.stdout + r.stderr)
+    since = (pub_ns() or [-1])[-1]
+    came = wait(lambda: any(n > since + 5 for n in pub_ns()), 20)
+    check("after the reload, Pub's PublishToTopic still reaches Sub's subscription (same "
+          "connections)", bool(came),
+          (pub_ns()[-5:], since, read(f"{WORK}/e2e.IpcPub/errors")[-300:]))
+    ns = pub_ns()
+    check("... each once", len(ns) == len(set(ns)), ns[-20:])
+    pub = subprocess.run(CTL + ["pub", "ipc/test/reloaded", '{"from": "reloaded"}'],
+                         capture_output=True, text=True)
+    came = wait(lambda: any(json.loads(x).get("message", {}).get("from") == "reloaded"
+                            for x in lines("e2e.IpcSub", "received")), 20)
+    check("after the reload, grovectl pub reaches Sub's subscription", bool(came),
+          pub.stdout + pub.stderr)
+    after = again()
+    check("after the reload, Sub's GetConfiguration on the same connection answers as before",
+          after.startswith("again ") and json.loads(after[6:]) == json.loads(first[6:]),
+          (first, after))
+    check("... Sub was not started again (it would have subscribed anew)",
+          len(lines("e2e.IpcSub", "ready")) == ready, lines("e2e.IpcSub", "ready"))
+    log = read(f"{WRITE}/../groved.out")[log_from:]
+    check("... the new instance took the connections over, nobody disconnected",
+          "connection(s) taken over from the last instance" in log
+          and "e2e.IpcSub disconnected" not in log
+          and "e2e.IpcPub disconnected" not in log,
+          [x for x in log.splitlines() if "IPC" in x][:10])
+    check("the same token (SVCUID) is still accepted on a new connection",
+          token_accepted("e2e.IpcSub"))
+    support.finish()
 
 
 support.component(gg, "e2e.IpcSub", recipe("sub", ["aws.greengrass#SubscribeToTopic"], ["ipc/test/#"]))

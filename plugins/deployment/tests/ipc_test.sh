@@ -10,7 +10,8 @@
 # operations reach the shadow plugin under the component's ShadowManager accessControl,
 # and are ServiceError once the shadow plugin is unloaded; UpdateConfiguration and
 # SubscribeToConfigurationUpdate (own and another component's configuration), the
-# changes still in force after kill -9 of groved.
+# changes still in force after kill -9 of groved; `grovectl reload deployment` keeping the
+# components' connections (subscriptions, GetConfiguration, tokens).
 # Usage: ipc_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 
@@ -28,6 +29,9 @@ test_cleanup() {
 WITH_PLUGINS="  - name: shadow" start_deployment_alone
 run_phase "$HERE/ipc_test.py" main "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
+# A hot reload of the plugin keeps the components' IPC connections (their clients do not
+# reconnect): subscriptions and requests go on.
+run_phase "$HERE/ipc_test.py" reload "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
 # UpdateConfiguration's changes are kept: kill -9, start again, the component reads them.
 stop_groved KILL
 launch_deployment "groved did not come back after kill -9"
