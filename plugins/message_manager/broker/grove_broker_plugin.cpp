@@ -519,6 +519,7 @@ void route_flush(State& s) {
     if (n > 0) {
       s.route_sent += static_cast<std::size_t>(n);
       route_advance(s);
+      s.stats_dirty = true;  // route_buffered_bytes
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

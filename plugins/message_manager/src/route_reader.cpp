@@ -75,7 +75,9 @@ int route_reader::try_connect() {
   if (p.size() >= sizeof addr.sun_path)
     return -1;
   std::memcpy(addr.sun_path, p.data(), p.size());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: a Unix connect to a listener whose backlog is full (one that does not
+  // accept, as a stranger's may not) would block; this way it fails with EAGAIN.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -1;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
@@ -87,12 +89,24 @@ int route_reader::try_connect() {
   socklen_t len = sizeof cred;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != pid) {
     ::close(fd);
-    if (refused_.fetch_add(1) % 1000 == 0)
+    // Right after a broker restart the new broker listens before message_manager's actor
+    // has told this reader its pid: a refusal counts (and is logged) only once the same
+    // listener has been refused for 3 s.
+    auto now = std::chrono::steady_clock::now();
+    if (cred.pid != mismatch_pid_) {
+      mismatch_pid_ = cred.pid;
+      mismatch_since_ = now;
+      mismatch_reported_ = false;
+    } else if (!mismatch_reported_ && now - mismatch_since_ >= std::chrono::seconds{3}) {
+      mismatch_reported_ = true;
+      refused_.fetch_add(1);
       log_(true, "route socket " + p + ": refused a listener of pid "
                    + std::to_string(cred.pid) + " (uid " + std::to_string(cred.uid)
                    + "): the broker is pid " + std::to_string(pid));
+    }
     return -1;
   }
+  mismatch_pid_ = 0;
   int rcvbuf = 4 << 20;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   return fd;

@@ -49,7 +49,8 @@ public:
   uint64_t messages() const noexcept { return messages_.load(); }
   /// Connections made since start.
   uint64_t connects() const noexcept { return connects_.load(); }
-  /// Listeners refused because their pid was not the broker's.
+  /// Listeners refused because their pid was not the broker's (for 3 s in a row: the
+  /// pid of a just restarted broker may reach this reader a moment after it listens).
   uint64_t refused() const noexcept { return refused_.load(); }
   /// Streams given up as malformed.
   uint64_t malformed() const noexcept { return malformed_.load(); }
@@ -71,6 +72,10 @@ private:
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> malformed_{0};
   std::chrono::steady_clock::time_point drain_deadline_;
+  // The listener refused last and since when (the reader's thread only).
+  pid_t mismatch_pid_ = 0;
+  std::chrono::steady_clock::time_point mismatch_since_;
+  bool mismatch_reported_ = false;
   int wake_[2] = {-1, -1}; // pipe: stop() and poke() wake the thread
   std::thread thread_;
   std::mutex stop_mtx_;

@@ -1174,12 +1174,25 @@ BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only
   std::strncpy(addr.sun_path, fake.c_str(), sizeof addr.sun_path - 1);
   BOOST_REQUIRE_EQUAL(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   BOOST_REQUIRE_EQUAL(::listen(lfd, 4), 0);
+  std::atomic<bool> done{false};
+  std::thread acceptor{[&] { // it takes every connection, as an impostor would
+    while (!done) {
+      int c = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK);
+      if (c >= 0)
+        ::close(c);
+      else
+        std::this_thread::sleep_for(5ms);
+    }
+  }};
+  ::fcntl(lfd, F_SETFL, O_NONBLOCK);
   auto impostor = make_reader(fake);
   impostor->set_broker_pid(bp.status().pid);
   impostor->start();
   BOOST_CHECK(wait_until([&] { return impostor->refused() > 0; }));
   BOOST_CHECK(!impostor->connected());
   impostor->stop();
+  done = true;
+  acceptor.join();
   ::close(lfd);
 
   // A reader leaves (a hot reload): what devices publish meanwhile waits in the broker and
