@@ -1142,11 +1142,18 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
           // source is never looked up by a stored address a stamped message used before:
           // a retained message (the plugin clears retain on every stamped one) and a will
           // reach nobody; a will's stamped copy has its device as source.
+          // With the route socket, grove's client subscribes to the `route` filters only so
+          // that a will there raises these checks (and is caught); what it would receive
+          // goes over the socket instead, so it is denied to grove without being counted.
+          bool routed = is_grove && s.route_listen >= 0;
           if (ev->retain || is_will_delivery(s, *ev)) {
             rc = MOSQ_ERR_ACL_DENIED;
           } else if (auto will_source = injected_source(s, *ev)) {
+            if (routed) break;
             Tracked src{*will_source, false, {}, nullptr, 0, 0};
             if (is_grove || may_deliver(s.table, user, src, ev->topic)) rc = MOSQ_ERR_SUCCESS;
+          } else if (routed) {
+            break;
           } else if (is_grove) {
             rc = MOSQ_ERR_SUCCESS;  // the internal client sees everything; source in property
             break;

@@ -303,10 +303,14 @@ public:
 
   // The rest of start, once the broker listens: Grove's client, the cloud, the bus.
   caf::error start_links() {
-    // Grove's client only publishes (function, shadow, cloud -> devices): what devices
-    // send to message_manager comes over the route socket, filtered by the broker's
-    // `route` lines (broker_table()).
+    // Grove's client publishes (function, shadow, cloud -> devices); what devices send
+    // to message_manager comes over the route socket, filtered by the broker's `route`
+    // lines (broker_table()). The client still subscribes to those filters, only so that
+    // a device's will there reaches the broker plugin (Mosquitto 2.0.11 shows a will to
+    // the plugin only in the READ checks of its subscribers); the plugin denies it every
+    // delivery, so it receives nothing.
     local_ = std::make_unique<mqtt_link>(local_opts_);
+    local_->set_subscriptions(local_filters(), 1); // the group came first
     if (auto err = local_->start())
       return err;
     route_in_ = std::make_unique<route_reader>(
@@ -737,6 +741,8 @@ private:
     }
     // Handed to the next instance on reload.
     group_bytes_ = bytes.empty() ? g.SerializeAsString() : std::string{bytes};
+    if (local_) // not before the broker listens (start)
+      local_->set_subscriptions(local_filters(), 1);
     apply_cloud_filters();
     update_status();
   }
@@ -1055,10 +1061,26 @@ private:
       std::lock_guard guard{routes_mtx_};
       bridge_ = std::move(next);
     }
+    if (local_)
+      local_->set_subscriptions(local_filters(), 1);
     apply_cloud_filters();
     if (links_started_)
       subscribe_bridge_sources();
     return {};
+  }
+
+  // The table's and the bridge's LocalMqtt filters, each once: the `route` lines, and
+  // Grove's client's subscriptions (for wills, see start_links).
+  std::vector<std::string> local_filters() const {
+    return local_filters(*table(), bridge_now()->table);
+  }
+
+  static std::vector<std::string> local_filters(const routes& t, const bridge& b) {
+    auto all = t.local_filters();
+    for (auto& f : b.filters(bridge_side::local_mqtt))
+      if (std::find(all.begin(), all.end(), f) == all.end())
+        all.push_back(std::move(f));
+    return all;
   }
 
   // The broker's table: the group's rules, the bridge's, and a `route` line for each
@@ -1069,11 +1091,7 @@ private:
     auto text = t.acl_text() + b.acl_lines(t.things());
     if (t.group_version() == 0)
       return text; // no group: no device may publish
-    auto all = t.local_filters();
-    for (auto& f : b.filters(bridge_side::local_mqtt))
-      if (std::find(all.begin(), all.end(), f) == all.end())
-        all.push_back(std::move(f));
-    for (const auto& f : all)
+    for (const auto& f : local_filters(t, b))
       text += "route " + f + "\n";
     return text;
   }

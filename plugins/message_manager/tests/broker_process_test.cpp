@@ -1089,7 +1089,7 @@ BOOST_FIXTURE_TEST_CASE(abrupt_device_disconnect_is_counted_and_logged_at_debug,
 BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only, fixture) {
   broker_process bp{opts};
   BOOST_REQUIRE(!bp.write_acl("thing A\nthing B\npub A t/#\npub A other/#\ndeliver A B t/ab\n"
-                              "route t/#\nroute t/+/x\n"));
+                              "pub B t/back\ndeliver B A t/back\nroute t/#\nroute t/+/x\n"));
   auto err = start(bp);
   BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
   check_conf({"plugin_opt_route_socket ", "plugin_opt_route_buffer_bytes "});
@@ -1113,6 +1113,12 @@ BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only
   reader->set_broker_pid(bp.status().pid);
   reader->start();
   BOOST_REQUIRE(wait_until([&] { return reader->connected(); }));
+  // Grove's client, subscribed to the route filters as message_manager's is (so that wills
+  // there are caught): it receives none of the devices' messages, they go over the socket.
+  auto grove_out = dir.path() / "grove.out";
+  auto grove_args = client("mosquitto_sub", "grove");
+  grove_args.insert(grove_args.end(), {"-V", "5", "-t", "t/#", "-F", "%t %p", "-W", "120"});
+  background grove_sub{spawn(grove_args, grove_out)};
   auto publish = [&](std::vector<std::string> extra) {
     auto a = client("mosquitto_pub", "A");
     a.insert(a.end(), extra.begin(), extra.end());
@@ -1141,6 +1147,28 @@ BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only
     BOOST_REQUIRE_EQUAL(m.user_properties.size(), 1u);
     BOOST_CHECK_EQUAL(m.user_properties[0].first, "k");
     BOOST_CHECK_EQUAL(m.user_properties[0].second, "v");
+  }
+
+  // A will on a route filter, where no device subscribes: it comes over the socket, once,
+  // stamped with its device.
+  auto will_args = client("mosquitto_sub", "A");
+  will_args.insert(will_args.end(), {"-V", "5", "-t", "t/back", "--will-topic", "t/will",
+                                     "--will-payload", "will-of-a", "-W", "120"});
+  auto will_holder = spawn(will_args, dir.path() / "will.out");
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->connected.count("A") && s->connected.at("A") >= 1;
+  }));
+  ::kill(will_holder, SIGKILL);
+  ::waitpid(will_holder, nullptr, 0);
+  BOOST_CHECK(wait_until([&] { return count("will-of-a") == 1; }));
+  {
+    std::lock_guard guard{mtx};
+    for (auto& m : got)
+      if (m.payload == "will-of-a") {
+        BOOST_CHECK_EQUAL(m.source, "A");
+        BOOST_CHECK_EQUAL(m.topic, "t/will");
+      }
   }
 
   // Another process (python3, not the broker's parent) is refused: it reads nothing but
@@ -1223,6 +1251,8 @@ BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only
   auto s = read_broker_stats(bp.stats_file());
   BOOST_REQUIRE(s);
   BOOST_CHECK_EQUAL(s->route_dropped, 0u);
+  BOOST_CHECK_EQUAL(count("will-of-a"), 1);
+  BOOST_CHECK_MESSAGE(read_all(grove_out).empty(), "grove's client got: " << read_all(grove_out));
   next->stop();
   bp.stop();
 }

@@ -218,6 +218,24 @@ pub A a/to/f/marker marker >/dev/null
 bus_has device:A '$grove/mm/out/function/F/a/to/f/marker'
 check "... once, though two subscriptions (a/to/f/#, a/to/+/x) match" \
   bash -c '[[ $(grep -cF "\"topic\":\"\$grove/mm/out/function/F/a/to/f/x\"" "$1") == 1 ]]' _ "$WORK/bus.out"
+# A will on a topic only a function gets (no device subscribes there): the broker catches
+# it on Grove's client's subscription and hands its stamped copy over the route socket.
+mkfifo "$WORK/will-f.fifo"
+# shellcheck disable=SC2046
+mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-will-f -l -t a/to/f/x \
+  --will-topic a/to/f/will --will-payload will-to-f --will-qos 1 <"$WORK/will-f.fifo" >/dev/null 2>&1 &
+WILL_F_PID=$!
+SUB_PIDS+=("$WILL_F_PID")
+exec 8>"$WORK/will-f.fifo"
+if wait_for "$BROKER_LOG" " as A-will-f " 100; then
+  kill -9 "$WILL_F_PID" 2>/dev/null
+  check "a device's will reaches a function (source device:A)" \
+    bus_has device:A '$grove/mm/out/function/F/a/to/f/will'
+  check "... once" bash -c 'sleep 0.3; [[ $(grep -cF "will-to-f" "$1") == 1 ]]' _ "$WORK/bus.out"
+else
+  fail "the device with a will to a function connected"
+fi
+exec 8>&-
 "$GROVECTL" pub '$grove/mm/in/f/to/b' from-function --source function:F >"$WORK/pub-f.out" 2>&1
 check "function F -> device B" wait_for "$WORK/b.out" "f/to/b from-function"
 check "... grovectl pub says where mm-3 routed it (typed reply)" \
