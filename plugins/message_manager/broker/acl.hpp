@@ -99,6 +99,10 @@ struct Table {
   // fsync (see the README), so with plugin_opt_require_end a file without it is refused as
   // torn (cut short by a crash).
   bool complete = false;
+  // `route <filter>`: device publishes message_manager routes (to functions, the shadow
+  // service, the cloud, the bridge); the plugin hands each matching one over the route
+  // socket once (README.md, "Route socket").
+  std::vector<std::string> route;
 };
 
 inline bool valid_name(std::string_view n) {
@@ -182,6 +186,9 @@ inline std::optional<Table> parse_acl(const std::string& text, std::string& erro
       if (!valid_name(thing)) return fail("bad thing name");
       if (!valid_filter(rest)) return fail("bad topic filter");
       pubs.push_back({lineno, std::string(thing), std::string(rest)});
+    } else if (kw == "route") {
+      if (!valid_filter(rest)) return fail("bad topic filter");
+      t.route.emplace_back(rest);
     } else if (kw == "deliver") {
       auto source = next_token(rest);
       auto target = next_token(rest);

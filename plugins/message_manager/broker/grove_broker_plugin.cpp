@@ -20,6 +20,8 @@
 #include <linux/tcp.h>  // struct tcp_info with tcpi_bytes_received (glibc's lacks it)
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <cerrno>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +46,7 @@
 #include <vector>
 
 #include "acl.hpp"
+#include "route_frame.hpp"
 
 namespace {
 
@@ -169,6 +172,22 @@ struct State {
   std::unordered_map<const void*, std::string> online;
   // Things seen online since the broker started, so a disconnect writes 0, not nothing.
   std::set<std::string> seen_online;
+  // --- the route socket (plugin_opt_route_socket, README "Route socket"): device publishes
+  // matching the table's `route` filters go to message_manager as frames (route_frame.hpp),
+  // appended here and written once per loop iteration (MOSQ_EVT_TICK) without blocking.
+  std::string route_path;
+  int route_listen = -1;
+  int route_conn = -1;
+  bool route_draining = false;  // the reader ended its side: finish the frame, then close
+  std::size_t route_buffer_max = 64u << 20;  // plugin_opt_route_buffer_bytes
+  std::string route_buf;          // frames, the first route_sent bytes already written
+  std::size_t route_sent = 0;
+  std::size_t route_boundary = 0;  // start of the frame holding route_sent (<= route_sent)
+  uint64_t route_frames = 0;      // frames written in full
+  uint64_t route_dropped = 0;     // frames dropped: buffer full, too big, cut by a lost reader
+  uint64_t route_refused = 0;     // connections from a process other than groved
+  uint64_t route_connects = 0;
+  Clock::time_point last_route_log{};
 };
 
 State* g_state = nullptr;
@@ -310,7 +329,12 @@ void write_stats(State& s, bool force) {
     << ",\"denied_subscribe\":" << s.denied_subscribe
     << ",\"wills_forwarded\":" << s.wills_forwarded << ",\"wills_dropped\":" << s.wills_dropped
     << ",\"acl_reloads\":" << s.acl_reloads << ",\"acl_signal_reloads\":" << s.acl_signal_reloads
-    << ",\"acl_errors\":" << s.acl_errors << ",\"pid\":" << ::getpid()
+    << ",\"acl_errors\":" << s.acl_errors << ",\"route_frames\":" << s.route_frames
+    << ",\"route_dropped\":" << s.route_dropped << ",\"route_refused\":" << s.route_refused
+    << ",\"route_connects\":" << s.route_connects
+    << ",\"route_connected\":" << (s.route_conn >= 0 ? 1 : 0)
+    << ",\"route_buffered_bytes\":" << (s.route_buf.size() - s.route_sent)
+    << ",\"pid\":" << ::getpid()
     << ",\"last_acl_error\":\"" << json_escape(s.last_acl_error) << "\"}\n";
   std::string tmp = s.stats_file + ".tmp";
   {
@@ -438,6 +462,204 @@ bool restamp(mosquitto_property** props, const std::string& source) {
   }
   mosquitto_property_free_all(props);
   *props = out;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The route socket: the broker's side. Only groved (the broker's parent, which started it)
+// may connect: SO_PEERCRED's pid must be getppid(); anyone else is refused and counted.
+
+// Moves route_boundary over the frames written in full.
+void route_advance(State& s) {
+  while (s.route_boundary < s.route_sent) {
+    auto len = frame_length_at(std::string_view(s.route_buf).substr(s.route_boundary));
+    if (len == 0 || s.route_boundary + len > s.route_sent) break;
+    s.route_boundary += len;
+    ++s.route_frames;
+  }
+  if (s.route_sent == s.route_buf.size()) {
+    s.route_buf.clear();  // keeps its capacity
+    s.route_sent = s.route_boundary = 0;
+  } else if (s.route_boundary > (1u << 20) && s.route_boundary > s.route_buf.size() / 2) {
+    s.route_buf.erase(0, s.route_boundary);
+    s.route_sent -= s.route_boundary;
+    s.route_boundary = 0;
+  }
+}
+
+// Closes the reader's connection. A frame written in part is lost with it (the reader drops
+// an incomplete frame): counted, and the rest of it is never written to the next reader.
+void route_close(State& s) {
+  if (s.route_conn < 0) return;
+  ::close(s.route_conn);
+  s.route_conn = -1;
+  s.route_draining = false;
+  if (s.route_boundary < s.route_sent) {
+    auto len = frame_length_at(std::string_view(s.route_buf).substr(s.route_boundary));
+    s.route_sent = s.route_boundary + len;
+    s.route_boundary = s.route_sent;
+    ++s.route_dropped;
+    route_advance(s);
+  }
+  s.stats_dirty = true;
+}
+
+// Writes what the buffer holds, as far as the socket takes it without blocking.
+void route_flush(State& s) {
+  if (s.route_conn < 0) return;
+  while (s.route_sent < s.route_buf.size()) {
+    std::size_t limit = s.route_buf.size();
+    if (s.route_draining) {
+      if (s.route_boundary == s.route_sent) break;  // nothing more for a leaving reader
+      limit = s.route_boundary +
+              frame_length_at(std::string_view(s.route_buf).substr(s.route_boundary));
+    }
+    ssize_t n = ::send(s.route_conn, s.route_buf.data() + s.route_sent, limit - s.route_sent,
+                       MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      s.route_sent += static_cast<std::size_t>(n);
+      route_advance(s);
+      s.stats_dirty = true;  // route_buffered_bytes
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    log(MOSQ_LOG_NOTICE, "route socket: the reader went away");
+    route_close(s);
+    return;
+  }
+  route_advance(s);
+  if (s.route_draining && s.route_boundary == s.route_sent) {
+    // Every frame is whole on the reader's side; the rest waits for the next reader.
+    ::shutdown(s.route_conn, SHUT_WR);
+    route_close(s);
+    log(MOSQ_LOG_INFO, "route socket: the reader left; " +
+                           std::to_string(s.route_buf.size() - s.route_sent) +
+                           " bytes kept for the next one");
+  }
+}
+
+// Appends one device message (its source already stamped) when a `route` filter matches.
+void route_append(State& s, const std::string& source, const char* topic, const void* payload,
+                  uint32_t payloadlen, int qos, bool retain,
+                  const mosquitto_property* props) {
+  if (s.route_listen < 0 || !topic || s.table.route.empty()) return;
+  if (!any_match(s.table.route, topic)) return;
+  std::string_view content_type;
+  std::vector<std::pair<std::string_view, std::string_view>> user;
+  // Mosquitto reads a property only as a copy; a deque keeps the copies where they are.
+  std::deque<std::string> owned;
+  for (const mosquitto_property* p = props; p; p = mosquitto_property_next(p)) {
+    int id = mosquitto_property_identifier(p);
+    if (id == MQTT_PROP_CONTENT_TYPE) {
+      char* v = nullptr;
+      if (mosquitto_property_read_string(p, id, &v, false) && v) {
+        content_type = owned.emplace_back(v);
+        mosquitto_free(v);
+      }
+    } else if (id == MQTT_PROP_USER_PROPERTY) {
+      char* k = nullptr;
+      char* v = nullptr;
+      if (mosquitto_property_read_string_pair(p, id, &k, &v, false)) {
+        if (k && std::strcmp(k, kSourceProperty) != 0) {
+          std::string_view key = owned.emplace_back(k);
+          std::string_view value = owned.emplace_back(v ? v : "");
+          user.emplace_back(key, value);
+        }
+        mosquitto_free(k);
+        mosquitto_free(v);
+      }
+    }
+  }
+  auto size = frame_size(source, topic, payloadlen, content_type, user);
+  if (size == 0 || s.route_buf.size() - s.route_sent + size > s.route_buffer_max) {
+    ++s.route_dropped;  // like Mosquitto's max_queued_bytes for a slow client
+    s.stats_dirty = true;
+    auto now = Clock::now();
+    if (now - s.last_route_log >= std::chrono::seconds(1)) {
+      s.last_route_log = now;
+      log(MOSQ_LOG_WARNING, "route socket: dropped a message of '" + source + "' on '" + topic +
+                                "': " +
+                                (size == 0 ? std::string("too large for a frame")
+                                           : "the buffer holds " +
+                                                 std::to_string(s.route_buf.size() - s.route_sent) +
+                                                 " bytes (" + std::to_string(s.route_dropped) +
+                                                 " dropped so far)"));
+    }
+    return;
+  }
+  encode_frame(s.route_buf, size, source, topic, payload, payloadlen,
+               static_cast<uint8_t>(qos), retain, content_type, user);
+  s.stats_dirty = true;
+  if (s.route_buf.size() - s.route_sent >= (256u << 10)) route_flush(s);  // a burst
+}
+
+// Takes the connections waiting on the route socket: groved's replaces the one before
+// (a new message_manager instance after a hot reload), anyone else's is refused.
+void route_accept(State& s) {
+  if (s.route_listen < 0) return;
+  while (true) {
+    int fd = ::accept4(s.route_listen, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    pid_t parent = ::getppid();
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != parent ||
+        parent <= 1) {
+      ::close(fd);
+      ++s.route_refused;
+      s.stats_dirty = true;
+      log(MOSQ_LOG_WARNING, "route socket: refused a connection from pid " +
+                                std::to_string(cred.pid) + " (uid " + std::to_string(cred.uid) +
+                                "): only groved (pid " + std::to_string(parent) + ") may read");
+      continue;
+    }
+    route_close(s);
+    int sndbuf = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    s.route_conn = fd;
+    ++s.route_connects;
+    s.stats_dirty = true;
+    log(MOSQ_LOG_INFO, "route socket: groved connected (" +
+                           std::to_string(s.route_buf.size() - s.route_sent) +
+                           " bytes waiting for it)");
+  }
+}
+
+// The reader ends its side to leave (message_manager stops or reloads): then the frame in
+// progress is finished and the connection closed, so the next reader starts on a frame.
+void route_poll(State& s) {
+  if (s.route_conn < 0 || s.route_draining) return;
+  char b[64];
+  ssize_t n = ::recv(s.route_conn, b, sizeof b, MSG_DONTWAIT);
+  if (n == 0) {
+    s.route_draining = true;
+  } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    route_close(s);
+  }
+}
+
+bool route_open(State& s) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (s.route_path.size() >= sizeof addr.sun_path) {
+    log(MOSQ_LOG_ERR, "plugin_opt_route_socket: path longer than " +
+                          std::to_string(sizeof addr.sun_path - 1) + " bytes: " + s.route_path);
+    return false;
+  }
+  std::memcpy(addr.sun_path, s.route_path.data(), s.route_path.size());
+  ::unlink(s.route_path.c_str());  // a killed broker's
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  auto old = ::umask(0077);  // 0600 from the start: no window for another user
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old);
+  if (rc != 0 || ::listen(fd, 8) != 0) {
+    log(MOSQ_LOG_ERR, "route socket " + s.route_path + ": " + std::strerror(errno));
+    ::close(fd);
+    return false;
+  }
+  s.route_listen = fd;
   return true;
 }
 
@@ -603,6 +825,7 @@ void publish_wills(State& s) {
     }
     s.injected.push_back(State::Injected{w.source, w.topic, len, payload_hash(w.payload.data(), len),
                                   nullptr});
+    route_append(s, w.source, w.topic.c_str(), w.payload.data(), len, w.qos, false, nullptr);
     ++s.wills_forwarded;
   }
   if (!wills.empty()) s.stats_dirty = true;
@@ -919,11 +1142,18 @@ int on_acl_check(int, void* event_data, void* userdata) noexcept {
           // source is never looked up by a stored address a stamped message used before:
           // a retained message (the plugin clears retain on every stamped one) and a will
           // reach nobody; a will's stamped copy has its device as source.
+          // With the route socket, grove's client subscribes to the `route` filters only so
+          // that a will there raises these checks (and is caught); what it would receive
+          // goes over the socket instead, so it is denied to grove without being counted.
+          bool routed = is_grove && s.route_listen >= 0;
           if (ev->retain || is_will_delivery(s, *ev)) {
             rc = MOSQ_ERR_ACL_DENIED;
           } else if (auto will_source = injected_source(s, *ev)) {
+            if (routed) break;
             Tracked src{*will_source, false, {}, nullptr, 0, 0};
             if (is_grove || may_deliver(s.table, user, src, ev->topic)) rc = MOSQ_ERR_SUCCESS;
+          } else if (routed) {
+            break;
           } else if (is_grove) {
             rc = MOSQ_ERR_SUCCESS;  // the internal client sees everything; source in property
             break;
@@ -969,6 +1199,9 @@ int on_message(int, void* event_data, void* userdata) noexcept {
     // would be delivered long after its source is known.
     ev->retain = false;
     track(s, ev->topic, ev->payload, ev->payloadlen, source, from_grove);
+    if (!from_grove)
+      route_append(s, source, ev->topic, ev->payload, ev->payloadlen, ev->qos, false,
+                   ev->properties);
     return MOSQ_ERR_SUCCESS;
   } catch (...) {
     return MOSQ_ERR_ACL_DENIED;
@@ -996,6 +1229,9 @@ int on_tick(int, void*, void* userdata) noexcept {
     maybe_reload(s);
     reap_idle(s);
     publish_wills(s);
+    route_accept(s);
+    route_poll(s);
+    route_flush(s);
     if (!s.pending_kick.empty()) {
       auto kick = std::move(s.pending_kick);
       s.pending_kick.clear();
@@ -1041,6 +1277,16 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         s->stats_file = value;
       } else if (key == "insecure_username_auth") {
         s->insecure_username_auth = value == "true";
+      } else if (key == "route_socket") {
+        s->route_path = value;
+      } else if (key == "route_buffer_bytes") {
+        char* end = nullptr;
+        unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0' || n < 4096 || n > (1ull << 40)) {
+          log(MOSQ_LOG_ERR, "plugin_opt_route_buffer_bytes: not a number >= 4096: '" + value + "'");
+          return MOSQ_ERR_INVAL;
+        }
+        s->route_buffer_max = static_cast<std::size_t>(n);
       } else if (key == "require_end") {
         s->require_end = value == "true";
       } else if (key == "max_payload_bytes" || key == "max_topic_bytes" ||
@@ -1073,6 +1319,7 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
       return MOSQ_ERR_INVAL;
     }
     if (!load_acl(*s, true)) return MOSQ_ERR_INVAL;
+    if (!s->route_path.empty() && !route_open(*s)) return MOSQ_ERR_INVAL;
     if (s->insecure_username_auth)
       log(MOSQ_LOG_WARNING, "insecure_username_auth is on: usernames are trusted (tests only)");
     s->last_check = Clock::now();
@@ -1116,6 +1363,12 @@ GROVE_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*,
     mosquitto_callback_unregister(s->id, MOSQ_EVT_TICK, on_tick, nullptr);
     mosquitto_callback_unregister(s->id, MOSQ_EVT_RELOAD, on_reload, nullptr);
     mosquitto_callback_unregister(s->id, MOSQ_EVT_DISCONNECT, on_disconnect, nullptr);
+    route_flush(*s);
+    route_close(*s);
+    if (s->route_listen >= 0) {
+      ::close(s->route_listen);
+      ::unlink(s->route_path.c_str());
+    }
     write_stats(*s, true);
     if (g_state == s) g_state = nullptr;
     delete s;

@@ -470,6 +470,15 @@ fs::path broker_process::stats_file() const {
   return opts_.state_dir / "broker-stats.json";
 }
 
+fs::path broker_process::route_socket() const {
+  return opts_.state_dir / "route.sock";
+}
+
+size_t broker_process::route_buffer_bytes() const {
+  // Mosquitto's own budget for a slow client, and at least one largest message.
+  return std::max<size_t>(opts_.max_queued_bytes, opts_.max_payload_bytes + (1u << 20));
+}
+
 caf::error broker_process::sync_ca_dir() {
   if (opts_.ca_dir.empty() || opts_.dev_mode || !run_as_)
     return {};
@@ -596,7 +605,10 @@ caf::expected<std::string> broker_process::config_text() const {
       << "plugin_opt_connect_timeout_ms " << opts_.connect_timeout.count() << "\n"
       << "plugin_opt_listener_port " << opts_.port << "\n"
       << "plugin_opt_check_interval_ms " << opts_.table_check_interval.count() << "\n"
-      << "plugin_opt_require_end true\n"; // write_table: a table without it is torn
+      << "plugin_opt_require_end true\n" // write_table: a table without it is torn
+      // The device messages message_manager routes come over this socket (route_reader).
+      << "plugin_opt_route_socket " << (state / "route.sock").string() << "\n"
+      << "plugin_opt_route_buffer_bytes " << route_buffer_bytes() << "\n";
   if (opts_.dev_mode)
     out << "plugin_opt_insecure_username_auth true\n";
   out << "plugin_opt_client_id_patterns";
@@ -944,7 +956,12 @@ caf::expected<broker_stats> read_broker_stats(const fs::path& file) {
         || !count("acl_signal_reloads", result.acl_signal_reloads)
         || !count("denied_subscribe", result.denied_subscribe)
         || !count("wills_forwarded", result.wills_forwarded)
-        || !count("wills_dropped", result.wills_dropped))
+        || !count("wills_dropped", result.wills_dropped)
+        || !count("route_frames", result.route_frames)
+        || !count("route_dropped", result.route_dropped)
+        || !count("route_refused", result.route_refused)
+        || !count("route_connects", result.route_connects)
+        || !count("route_buffered_bytes", result.route_buffered_bytes))
       return make_error(errc::malformed, "broker stats: a counter in " + file.string()
                                            + " is not a non-negative integer");
     for (auto [key, out] : {std::pair{"denied_publish", &result.denied_publish},

@@ -164,6 +164,12 @@ public:
   /// state_dir/broker-stats.json, the counters written by the broker plugin.
   std::filesystem::path stats_file() const;
 
+  /// state_dir/route.sock, where the broker plugin hands over the device messages
+  /// message_manager routes (route_reader.hpp); only groved may connect.
+  std::filesystem::path route_socket() const;
+  /// The plugin's bound on what it holds for a slow or absent reader
+  /// (plugin_opt_route_buffer_bytes): max_queued_bytes, at least a largest message + 1 MiB.
+  size_t route_buffer_bytes() const;
   /// Replaces the ACL file atomically (temporary file in the same directory + rename) and
   /// sends the running broker SIGHUP: Mosquitto 2.0 keeps its connections and raises
   /// MOSQ_EVT_RELOAD, on which the plugin re-reads the table. A broker not yet catching
@@ -259,6 +265,17 @@ struct broker_stats {
   uint64_t denied_subscribe = 0;
   /// Device wills published again, stamped with their device as source.
   uint64_t wills_forwarded = 0;
+  /// Route socket: frames handed to message_manager in full.
+  uint64_t route_frames = 0;
+  /// Route socket: messages dropped (the buffer full while message_manager was slow or
+  /// away, too large for a frame, or cut off by a lost connection).
+  uint64_t route_dropped = 0;
+  /// Route socket: connections refused because they were not groved's.
+  uint64_t route_refused = 0;
+  /// Route socket: connections from groved accepted.
+  uint64_t route_connects = 0;
+  /// Route socket: bytes waiting for message_manager.
+  uint64_t route_buffered_bytes = 0;
   /// Wills dropped (grove's own, on a `$` topic, or too many at once).
   uint64_t wills_dropped = 0;
   /// The process id of the broker that wrote the file; 0 from a plugin that does not say.

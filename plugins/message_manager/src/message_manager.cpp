@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bridge.hpp"
+#include "route_reader.hpp"
 #include "broker_process.hpp"
 #include "cloud_forwarder.hpp"
 #include "config.hpp"
@@ -222,7 +223,8 @@ public:
         for (auto* feed : {&m_.broker_restarts, &m_.denied_unknown, &m_.denied_delivery,
                            &m_.refused_connect, &m_.acl_reloads, &m_.acl_errors,
                            &m_.deferred_connect, &m_.idle_closed, &m_.denied_subscribe,
-                           &m_.wills_forwarded, &m_.wills_dropped})
+                           &m_.wills_forwarded, &m_.wills_dropped, &m_.route_dropped,
+                           &m_.route_refused})
           feed->rebase();
         rebase_devices_ = true;
         log_->info("took over the running broker (pid {}): devices stay connected",
@@ -301,11 +303,37 @@ public:
 
   // The rest of start, once the broker listens: Grove's client, the cloud, the bus.
   caf::error start_links() {
+    // Grove's client publishes (function, shadow, cloud -> devices); what devices send
+    // to message_manager comes over the route socket, filtered by the broker's `route`
+    // lines (broker_table()). The client still subscribes to those filters, only so that
+    // a device's will there reaches the broker plugin (Mosquitto 2.0.11 shows a will to
+    // the plugin only in the READ checks of its subscribers); the plugin denies it every
+    // delivery, so it receives nothing.
     local_ = std::make_unique<mqtt_link>(local_opts_);
-    local_->on_message([this](inbound_message&& m) { from_device(std::move(m)); });
     local_->set_subscriptions(local_filters(), 1); // the group came first
     if (auto err = local_->start())
       return err;
+    route_in_ = std::make_unique<route_reader>(
+      broker_->route_socket(),
+      [this](broker::route_message&& r) {
+        inbound_message m;
+        m.topic = std::move(r.topic);
+        m.payload = std::move(r.payload);
+        m.qos = r.qos;
+        m.source = std::move(r.source);
+        m.meta.content_type = std::move(r.content_type);
+        for (auto& [name, value] : r.user_properties) // a name sent twice: the last value
+          m.meta.user_properties[std::move(name)] = std::move(value);
+        from_device(std::move(m));
+      },
+      [log = log_](bool warning, const std::string& line) {
+        if (warning)
+          log->warn("{}", line);
+        else
+          log->info("{}", line);
+      });
+    route_in_->set_broker_pid(broker_->status().pid);
+    route_in_->start();
 
     if (cloud_enabled_) {
       if (auto err = start_cloud())
@@ -328,6 +356,8 @@ public:
       release_broker_code_if_due();
       if (bridge_bus_missing_) // a bus filter of the bridge was refused (br-6)
         subscribe_bridge_sources();
+      if (broker_ && route_in_) // a restart the supervisor made: the new broker's pid
+        route_in_->set_broker_pid(broker_->status().pid);
       if (broker_) {
         auto restarts = broker_->ca_restarts();
         if (auto err = broker_->sync_ca_dir())
@@ -384,6 +414,8 @@ public:
         log_->info("the restarted broker listens: Grove's client reconnects now");
         local_->reconnect_now();
       }
+      if (ready && route_in_)
+        route_in_->set_broker_pid(broker_->status().pid);
     });
   }
 
@@ -391,6 +423,10 @@ public:
     stopped_ = true;
     // Order: the cloud, then Grove's client, the broker; the spool flushes last.
     stop_cloud();
+    // Before the broker goes (or is handed over): every frame the broker finished is
+    // routed, the rest stays in the broker for the next instance.
+    if (route_in_)
+      route_in_->stop();
     if (local_)
       local_->stop();
     if (broker_)
@@ -680,8 +716,7 @@ private:
     auto t0 = std::chrono::steady_clock::now();
     auto next = std::make_shared<const routes>(g);
     auto t1 = std::chrono::steady_clock::now();
-    if (auto err = broker_->write_acl(next->acl_text()
-                                      + bridge_now()->table.acl_lines(next->things()))) {
+    if (auto err = broker_->write_acl(broker_table(*next, bridge_now()->table))) {
       log_->error("group '{}' v{}: cannot write the broker's table: {}; keeping the "
                   "current one",
                   g.name(), g.version(), describe(err));
@@ -1020,7 +1055,7 @@ private:
     for (size_t i = 0; i < next->table.size(); ++i)
       next->relayed.push_back(bridge_relayed_.with(next->table.name(i)));
     if (auto t = table(); broker_ && t->group_version() > 0)
-      if (auto err = broker_->write_acl(t->acl_text() + next->table.acl_lines(t->things())))
+      if (auto err = broker_->write_acl(broker_table(*t, next->table)))
         return err;
     {
       std::lock_guard guard{routes_mtx_};
@@ -1034,13 +1069,31 @@ private:
     return {};
   }
 
-  // Grove's client's filters: the table's and the bridge's LocalMqtt sources', each once.
+  // The table's and the bridge's LocalMqtt filters, each once: the `route` lines, and
+  // Grove's client's subscriptions (for wills, see start_links).
   std::vector<std::string> local_filters() const {
-    auto all = table()->local_filters();
-    for (auto& f : bridge_now()->table.filters(bridge_side::local_mqtt))
+    return local_filters(*table(), bridge_now()->table);
+  }
+
+  static std::vector<std::string> local_filters(const routes& t, const bridge& b) {
+    auto all = t.local_filters();
+    for (auto& f : b.filters(bridge_side::local_mqtt))
       if (std::find(all.begin(), all.end(), f) == all.end())
         all.push_back(std::move(f));
     return all;
+  }
+
+  // The broker's table: the group's rules, the bridge's, and a `route` line for each
+  // filter of device messages message_manager routes (the table's to functions, the
+  // shadow and the cloud, the bridge's LocalMqtt sources), each once: the broker plugin
+  // hands every device publish matching one of them over the route socket, once.
+  static std::string broker_table(const routes& t, const bridge& b) {
+    auto text = t.acl_text() + b.acl_lines(t.things());
+    if (t.group_version() == 0)
+      return text; // no group: no device may publish
+    for (const auto& f : local_filters(t, b))
+      text += "route " + f + "\n";
+    return text;
   }
 
   // How many copies of a message on `topic` the bus hands message_manager through the
@@ -1230,6 +1283,20 @@ private:
              "Wills dropped (Grove's own, on a $ topic, or too many at once)."},
            {&m_.abrupt_disconnects, "broker.abrupt_disconnects",
              "Device connections that ended without a TLS close (power or network lost)."},
+           {&m_.route_dropped, "broker.route_dropped",
+             "Device messages for message_manager the broker dropped: its route buffer was "
+             "full (message_manager slow or away), a message too large, or one cut off by a "
+             "lost connection."},
+           {&m_.route_refused, "broker.route_refused",
+             "Connections to the broker's route socket refused: not groved's."},
+           {&m_.route_messages, "route.messages",
+             "Device messages read from the broker's route socket."},
+           {&m_.route_connects, "route.connects",
+             "Connections made to the broker's route socket."},
+           {&m_.route_refused_listeners, "route.refused_listeners",
+             "Route socket listeners refused: not the broker's process."},
+           {&m_.route_malformed, "route.malformed",
+             "Route socket streams given up for a malformed frame."},
            {&m_.local_duplicates, "local_link.duplicates_dropped",
              "Overlapping copies dropped on the local link."},
            {&m_.cloud_connects, "cloud.connects", "Connections to the cloud."},
@@ -1259,6 +1326,10 @@ private:
            {&m_.group_subscriptions, "group.subscriptions",
              "Subscriptions of the group in force."},
            {&m_.group_devices, "group.devices", "Devices of the group in force."},
+           {&m_.route_connected, "route.connected",
+             "1 while message_manager reads the broker's route socket."},
+           {&m_.route_buffered, "broker.route_buffered_bytes",
+             "Bytes of device messages the broker holds for message_manager."},
            {&m_.local_connected, "local_link.connected",
              "1 if Grove's client is connected to the broker."},
            {&m_.cloud_connected, "cloud.connected",
@@ -1311,7 +1382,8 @@ private:
   void restart_broker_feeds() {
     for (auto* feed : {&m_.denied_unknown, &m_.denied_delivery, &m_.refused_connect,
                        &m_.acl_reloads, &m_.acl_errors, &m_.deferred_connect, &m_.idle_closed,
-                       &m_.denied_subscribe, &m_.wills_forwarded, &m_.wills_dropped})
+                       &m_.denied_subscribe, &m_.wills_forwarded, &m_.wills_dropped,
+                       &m_.route_dropped, &m_.route_refused})
       feed->observe(0);
     for (auto* feeds : {&m_.denied_per_device, &m_.oversize_per_device})
       for (auto& [thing, feed] : *feeds)
@@ -1382,6 +1454,9 @@ private:
         m_.denied_subscribe.observe(stats->denied_subscribe);
         m_.wills_forwarded.observe(stats->wills_forwarded);
         m_.wills_dropped.observe(stats->wills_dropped);
+        m_.route_dropped.observe(stats->route_dropped);
+        m_.route_refused.observe(stats->route_refused);
+        m_.route_buffered.set(static_cast<int64_t>(stats->route_buffered_bytes));
         ctx_->set_status("broker_table", stats->last_acl_error.empty()
                                            ? std::string{"ok"}
                                            : "last error: " + stats->last_acl_error);
@@ -1405,6 +1480,14 @@ private:
                                    ls.last_error.empty() || ls.state == link_state::connected
                                      ? ""
                                      : ", last error: " + ls.last_error));
+    }
+    if (route_in_) {
+      m_.route_connected.set(route_in_->connected() ? 1 : 0);
+      m_.route_messages.observe(route_in_->messages());
+      m_.route_connects.observe(route_in_->connects());
+      m_.route_refused_listeners.observe(route_in_->refused());
+      m_.route_malformed.observe(route_in_->malformed());
+      ctx_->set_status("route_socket", route_in_->connected() ? "connected" : "connecting");
     }
     if (cloud_) {
       auto cs = cloud_->status();
@@ -1485,6 +1568,8 @@ private:
   // The group in force, handed to the next instance.
   std::string group_bytes_;
   std::unique_ptr<mqtt_link> local_;
+  // The device messages to route, from the broker plugin (route_reader.hpp).
+  std::unique_ptr<route_reader> route_in_;
   std::unique_ptr<mqtt_link> cloud_;
   std::mutex forwarder_mtx_; // route() notifies it from Paho threads
   std::unique_ptr<cloud_forwarder> forwarder_;
@@ -1573,6 +1658,14 @@ private:
     grove::gauge group_devices;
     grove::gauge local_connected;
     grove::counter_feed local_duplicates;
+    grove::counter_feed route_dropped;
+    grove::counter_feed route_refused;
+    grove::counter_feed route_messages;
+    grove::counter_feed route_connects;
+    grove::counter_feed route_refused_listeners;
+    grove::counter_feed route_malformed;
+    grove::gauge route_connected;
+    grove::gauge route_buffered;
     grove::gauge cloud_connected;
     grove::gauge cloud_next_retry_ms;
     grove::counter_feed cloud_connects;

@@ -11,11 +11,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -34,6 +36,7 @@
 #include "process_support.hpp"
 #include "test_support.hpp"
 #include "broker_process.hpp"
+#include "route_reader.hpp"
 #include "grove/errors.hpp"
 
 #ifndef GROVE_SOURCE_DIR
@@ -1078,3 +1081,178 @@ BOOST_FIXTURE_TEST_CASE(abrupt_device_disconnect_is_counted_and_logged_at_debug,
   BOOST_CHECK(levels->has(spdlog::level::info, "mosquitto: "));
 }
 
+
+// The route socket (README "How a message travels"): the device publishes matching a
+// `route` line reach groved once each, with the broker's source and the MQTT 5 properties;
+// only groved (the broker's parent) may read, and groved reads only the broker's listener;
+// what is published while no reader is there waits in the broker and arrives in order.
+BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only, fixture) {
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl("thing A\nthing B\npub A t/#\npub A other/#\ndeliver A B t/ab\n"
+                              "pub B t/back\ndeliver B A t/back\nroute t/#\nroute t/+/x\n"));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  check_conf({"plugin_opt_route_socket ", "plugin_opt_route_buffer_bytes "});
+  std::mutex mtx;
+  std::vector<grove::broker::route_message> got;
+  auto count = [&](const std::string& payload) {
+    std::lock_guard guard{mtx};
+    return std::count_if(got.begin(), got.end(),
+                         [&](const auto& m) { return m.payload == payload; });
+  };
+  auto make_reader = [&](fs::path socket) {
+    return std::make_unique<route_reader>(
+      std::move(socket),
+      [&](grove::broker::route_message&& m) {
+        std::lock_guard guard{mtx};
+        got.push_back(std::move(m));
+      },
+      [](bool, const std::string& line) { BOOST_TEST_MESSAGE(line); });
+  };
+  auto reader = make_reader(bp.route_socket());
+  reader->set_broker_pid(bp.status().pid);
+  reader->start();
+  BOOST_REQUIRE(wait_until([&] { return reader->connected(); }));
+  // Grove's client, subscribed to the route filters as message_manager's is (so that wills
+  // there are caught): it receives none of the devices' messages, they go over the socket.
+  auto grove_out = dir.path() / "grove.out";
+  auto grove_args = client("mosquitto_sub", "grove");
+  grove_args.insert(grove_args.end(), {"-V", "5", "-t", "t/#", "-F", "%t %p", "-W", "120"});
+  background grove_sub{spawn(grove_args, grove_out)};
+  auto publish = [&](std::vector<std::string> extra) {
+    auto a = client("mosquitto_pub", "A");
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(a, dir.path() / "pub.out");
+  };
+  // Matched by both route lines: one frame. A forged grove-source is not among the
+  // properties: the source is the broker's stamp.
+  BOOST_REQUIRE_EQUAL(publish({"-V", "5", "-q", "1", "-t", "t/a/x", "-m", "with-props", "-D",
+                               "publish", "content-type", "text/plain", "-D", "publish",
+                               "user-property", "k", "v", "-D", "publish", "user-property",
+                               "grove-source", "function:forged"}),
+                      0);
+  BOOST_REQUIRE_EQUAL(publish({"-t", "other/x", "-m", "not-routed"}), 0);
+  BOOST_REQUIRE_EQUAL(publish({"-q", "1", "-t", "t/y", "-m", "marker"}), 0);
+  BOOST_REQUIRE(wait_until([&] { return count("marker") == 1; }));
+  BOOST_CHECK_EQUAL(count("with-props"), 1);
+  BOOST_CHECK_EQUAL(count("not-routed"), 0);
+  {
+    std::lock_guard guard{mtx};
+    auto& m = got.front();
+    BOOST_CHECK_EQUAL(m.payload, "with-props");
+    BOOST_CHECK_EQUAL(m.source, "A");
+    BOOST_CHECK_EQUAL(m.topic, "t/a/x");
+    BOOST_CHECK_EQUAL(int{m.qos}, 1);
+    BOOST_CHECK_EQUAL(m.content_type, "text/plain");
+    BOOST_REQUIRE_EQUAL(m.user_properties.size(), 1u);
+    BOOST_CHECK_EQUAL(m.user_properties[0].first, "k");
+    BOOST_CHECK_EQUAL(m.user_properties[0].second, "v");
+  }
+
+  // A will on a route filter, where no device subscribes: it comes over the socket, once,
+  // stamped with its device.
+  auto will_args = client("mosquitto_sub", "A");
+  will_args.insert(will_args.end(), {"-V", "5", "-t", "t/back", "--will-topic", "t/will",
+                                     "--will-payload", "will-of-a", "-W", "120"});
+  auto will_holder = spawn(will_args, dir.path() / "will.out");
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->connected.count("A") && s->connected.at("A") >= 1;
+  }));
+  ::kill(will_holder, SIGKILL);
+  ::waitpid(will_holder, nullptr, 0);
+  BOOST_CHECK(wait_until([&] { return count("will-of-a") == 1; }));
+  {
+    std::lock_guard guard{mtx};
+    for (auto& m : got)
+      if (m.payload == "will-of-a") {
+        BOOST_CHECK_EQUAL(m.source, "A");
+        BOOST_CHECK_EQUAL(m.topic, "t/will");
+      }
+  }
+
+  // Another process (python3, not the broker's parent) is refused: it reads nothing but
+  // the end of the stream, and groved's reader stays connected.
+  auto probe = dir.path() / "probe.py";
+  std::ofstream{probe} << "import socket, sys\n"
+                          "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                          "s.settimeout(10)\n"
+                          "s.connect(sys.argv[1])\n"
+                          "data = s.recv(65536)\n"
+                          "print('eof' if data == b'' else 'data %d' % len(data))\n"
+                          "sys.exit(0 if data == b'' else 1)\n";
+  background foreign{spawn({"python3", probe.string(), bp.route_socket().string()},
+                           dir.path() / "probe.out")};
+  BOOST_CHECK(wait_until([&] {
+    publish({"-t", "t/while-probing", "-m", "probe-traffic"});
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->route_refused == 1;
+  }));
+  int st = 0;
+  BOOST_CHECK(wait_until([&] { return ::waitpid(foreign.pid, &st, WNOHANG) == foreign.pid; }));
+  BOOST_CHECK_MESSAGE(WIFEXITED(st) && WEXITSTATUS(st) == 0, read_all(dir.path() / "probe.out"));
+  BOOST_CHECK(logged("route socket: refused a connection from pid"));
+  BOOST_CHECK(reader->connected());
+
+  // groved's side refuses a listener that is not the broker's (someone else's socket).
+  auto fake = dir.path() / "fake.sock";
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, fake.c_str(), sizeof addr.sun_path - 1);
+  BOOST_REQUIRE_EQUAL(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  BOOST_REQUIRE_EQUAL(::listen(lfd, 4), 0);
+  std::atomic<bool> done{false};
+  std::thread acceptor{[&] { // it takes every connection, as an impostor would
+    while (!done) {
+      int c = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK);
+      if (c >= 0)
+        ::close(c);
+      else
+        std::this_thread::sleep_for(5ms);
+    }
+  }};
+  ::fcntl(lfd, F_SETFL, O_NONBLOCK);
+  auto impostor = make_reader(fake);
+  impostor->set_broker_pid(bp.status().pid);
+  impostor->start();
+  BOOST_CHECK(wait_until([&] { return impostor->refused() > 0; }));
+  BOOST_CHECK(!impostor->connected());
+  impostor->stop();
+  done = true;
+  acceptor.join();
+  ::close(lfd);
+
+  // A reader leaves (a hot reload): what devices publish meanwhile waits in the broker and
+  // reaches the next reader, all of it, in order.
+  reader->stop();
+  BOOST_CHECK(!reader->connected());
+  for (int i = 0; i < 20; ++i)
+    BOOST_REQUIRE_EQUAL(publish({"-q", "1", "-t", "t/gap", "-m", "gap-" + std::to_string(i)}),
+                        0);
+  BOOST_CHECK(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->route_buffered_bytes > 0;
+  }));
+  auto next = make_reader(bp.route_socket());
+  next->set_broker_pid(bp.status().pid);
+  next->start();
+  BOOST_REQUIRE(wait_until([&] { return count("gap-19") == 1; }));
+  std::vector<std::string> gap;
+  {
+    std::lock_guard guard{mtx};
+    for (auto& m : got)
+      if (m.topic == "t/gap")
+        gap.push_back(m.payload);
+  }
+  BOOST_REQUIRE_EQUAL(gap.size(), 20u);
+  for (int i = 0; i < 20; ++i)
+    BOOST_CHECK_EQUAL(gap[i], "gap-" + std::to_string(i));
+  auto s = read_broker_stats(bp.stats_file());
+  BOOST_REQUIRE(s);
+  BOOST_CHECK_EQUAL(s->route_dropped, 0u);
+  BOOST_CHECK_EQUAL(count("will-of-a"), 1);
+  BOOST_CHECK_MESSAGE(read_all(grove_out).empty(), "grove's client got: " << read_all(grove_out));
+  next->stop();
+  bp.stop();
+}

@@ -218,6 +218,24 @@ pub A a/to/f/marker marker >/dev/null
 bus_has device:A '$grove/mm/out/function/F/a/to/f/marker'
 check "... once, though two subscriptions (a/to/f/#, a/to/+/x) match" \
   bash -c '[[ $(grep -cF "\"topic\":\"\$grove/mm/out/function/F/a/to/f/x\"" "$1") == 1 ]]' _ "$WORK/bus.out"
+# A will on a topic only a function gets (no device subscribes there): the broker catches
+# it on Grove's client's subscription and hands its stamped copy over the route socket.
+mkfifo "$WORK/will-f.fifo"
+# shellcheck disable=SC2046
+mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-will-f -l -t a/to/f/x \
+  --will-topic a/to/f/will --will-payload will-to-f --will-qos 1 <"$WORK/will-f.fifo" >/dev/null 2>&1 &
+WILL_F_PID=$!
+SUB_PIDS+=("$WILL_F_PID")
+exec 8>"$WORK/will-f.fifo"
+if wait_for "$BROKER_LOG" " as A-will-f " 100; then
+  kill -9 "$WILL_F_PID" 2>/dev/null
+  check "a device's will reaches a function (source device:A)" \
+    bus_has device:A '$grove/mm/out/function/F/a/to/f/will'
+  check "... once" bash -c 'sleep 0.3; [[ $(grep -cF "will-to-f" "$1") == 1 ]]' _ "$WORK/bus.out"
+else
+  fail "the device with a will to a function connected"
+fi
+exec 8>&-
 "$GROVECTL" pub '$grove/mm/in/f/to/b' from-function --source function:F >"$WORK/pub-f.out" 2>&1
 check "function F -> device B" wait_for "$WORK/b.out" "f/to/b from-function"
 check "... grovectl pub says where mm-3 routed it (typed reply)" \
@@ -367,7 +385,15 @@ check "a QoS 1 subscriber is in place before the reload" deliver_until A a/to/b 
   timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-reload \
     -q 1 -t a/to/b -l) >"$WORK/reload-pub.out" 2>&1 &
 RELOAD_PUB_PID=$!
+# And another of its connections 400 QoS 1 messages to function F: they cross the route
+# socket, which the broker keeps filling (bounded) while no instance reads it.
+# shellcheck disable=SC2046
+(for i in $(seq 1 400); do echo "rf-$i"; sleep 0.005; done |
+  timeout 60 mosquitto_pub -h 127.0.0.1 -p "$PORT" -V 5 $(client_args A) -i A-reload-f \
+    -q 1 -t a/to/f/reload -l) >"$WORK/reload-pub-f.out" 2>&1 &
+RELOAD_PUB_F_PID=$!
 wait_for "$WORK/reload-b.out" "rl-20" 100
+wait_for "$WORK/bus.out" "rf-20" 100
 "$GROVECTL" reload message_manager >"$WORK/reload.out" 2>&1
 RELOAD_RC=$?
 check "grovectl reload message_manager succeeds ($(cat "$WORK/reload.out"))" test "$RELOAD_RC" = 0
@@ -383,6 +409,14 @@ check "... the subscriber's connection stayed up (still running)" kill -0 "$RELO
 check "... and all 400 QoS 1 messages arrived, none lost" \
   bash -c '[[ "$(grep -o "rl-[0-9]*" "$1" | sort -u | wc -l)" == 400 ]]' _ "$WORK/reload-b.out"
 check "... Grove's client is back after the reload" status_has "local_link: connected" 100
+wait "$RELOAD_PUB_F_PID"
+check "... device -> function: the publisher's connection stayed up too" test "$?" = 0
+wait_for "$WORK/bus.out" '"payload":"rf-400"' 100
+check "... and all 400 reached the function's bus topic through the route socket, each once" \
+  bash -c 'l=$(grep -F "a/to/f/reload" "$1" | grep -o "\"rf-[0-9]*\"");
+           [[ $(sort -u <<<"$l" | wc -l) == 400 && $(wc -l <<<"$l") == 400 ]]' _ "$WORK/bus.out"
+check "... the new instance reads the route socket" status_has "route_socket: connected" 100
+check "... and the broker dropped nothing for it" metric_is broker.route_dropped 0 30
 check "... and the table of the last instance is in force" deliver_until A a/to/c after-reload "$WORK/c.out"
 
 # ---- broker supervision ----------------------------------------------------------------------
