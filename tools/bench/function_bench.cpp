@@ -177,9 +177,14 @@ int main(int argc, char** argv) {
   }
   auto profile = grove::bench::bench_profile(dir, plugins);
   profile.group_file = dir / "group.yaml";
+  // The kernel's idle polling (kernel.idle_poll_attempts): the kernel's default unless
+  // FUNCTION_BENCH_IDLE_POLLS says otherwise (the shipped images set 20).
+  if (auto polls = env_or("FUNCTION_BENCH_IDLE_POLLS", ""); !polls.empty())
+    profile.idle_poll_attempts = static_cast<uint32_t>(std::stoul(polls));
   json out;
   out["benchmark"] = "function";
   out["runtime_plugin"] = fn_plugin;
+  out["idle_poll_attempts"] = profile.idle_poll_attempts;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
     auto fail = [&](const std::string& what) {
