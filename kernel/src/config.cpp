@@ -305,6 +305,8 @@ kernel:
     worker_threads: {type: int, default: 0, min: 0, max: 256}
     idle_poll_attempts: {type: int, default: 500, min: 0, max: 100000,
                          doc: "polls of ~50 us a worker makes after its last job before it sleeps until woken; CAF's 500 favour bursts, 20 an idle device"}
+    worker_timer_slack_ns: {type: int, default: 1000, min: 1, max: 100000000,
+                            doc: "how late Linux may wake a CAF worker's idle poll (its timer slack); Linux's 50000 makes each ~50 us poll ~100 us, and a job waits for the next one"}
     release_code_pages: {type: bool, default: true,
                          doc: "2 s after start and after each plugin load, mark start-up code cold and let the OS reclaim it, MADV_PAGEOUT"}
     init_timeout_ms: {type: int, default: 10000, min: 1, max: 3600000,
@@ -695,6 +697,7 @@ caf::expected<image_profile> load_profile(const std::filesystem::path& file,
   result.worker_threads = kernel["worker_threads"].as<uint32_t>();
   result.release_code_pages = kernel["release_code_pages"].as<bool>();
   result.idle_poll_attempts = kernel["idle_poll_attempts"].as<uint32_t>();
+  result.worker_timer_slack_ns = kernel["worker_timer_slack_ns"].as<uint32_t>();
   result.init_timeout = std::chrono::milliseconds{kernel["init_timeout_ms"].as<int64_t>()};
   result.stop_timeout = std::chrono::milliseconds{kernel["stop_timeout_ms"].as<int64_t>()};
   auto bus = kernel["bus"];

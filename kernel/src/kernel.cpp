@@ -15,6 +15,7 @@
 
 #include <caf/after.hpp>
 #include <caf/event_based_actor.hpp>
+#include <sys/prctl.h>
 #include <caf/scoped_actor.hpp>
 #include <caf/sec.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -406,7 +407,16 @@ kernel::kernel(image_profile profile, kernel_options options)
   // workers a job every second); an idle device wants few.
   cfg_.set("work-stealing.moderate-poll-attempts",
            static_cast<size_t>(profile_.idle_poll_attempts));
+  // Those ~50 us polls are nanosleeps, which Linux's default timer slack (50 us) makes
+  // ~100 us: a job (a request's next hop) waits up to that long for a polling worker.
+  // The workers inherit the slack of the thread that starts them (here); this thread's
+  // own is put back after.
+  auto slack = ::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  ::prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(profile_.worker_timer_slack_ns), 0, 0,
+          0);
   sys_ = std::make_unique<caf::actor_system>(cfg_);
+  if (slack > 0)
+    ::prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(slack), 0, 0, 0);
   host_settings hs;
   hs.plugin_dir = profile_.plugin_dir;
   hs.write_dir = profile_.write_dir;

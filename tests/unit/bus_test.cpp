@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE bus_test
 #include <boost/test/unit_test.hpp>
 
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -187,3 +189,26 @@ BOOST_AUTO_TEST_CASE(unsubscribe_on_handle_release) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(caf_workers_run_with_the_configured_timer_slack) {
+  // Each thread's slack: a value no thread has by default marks the workers (two here),
+  // and the thread that started the kernel keeps its own.
+  auto slack_of = [](const std::string& tid) {
+    std::ifstream f{"/proc/" + tid + "/timerslack_ns"};
+    uint64_t v = 0;
+    f >> v;
+    return v;
+  };
+  auto own = slack_of(std::to_string(::gettid()));
+  test::temp_dir dir;
+  auto profile = test::make_profile(dir.path());
+  profile.worker_timer_slack_ns = 12345;
+  kernel k{profile, kernel_options{false, false}};
+  BOOST_REQUIRE(!k.start());
+  size_t marked = 0;
+  for (const auto& t : std::filesystem::directory_iterator{"/proc/self/task"})
+    if (slack_of(t.path().filename().string()) == 12345u)
+      ++marked;
+  BOOST_TEST(marked >= 2u);
+  BOOST_TEST(slack_of(std::to_string(::gettid())) == own);
+}

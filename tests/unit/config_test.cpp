@@ -96,6 +96,16 @@ BOOST_AUTO_TEST_CASE(idle_poll_attempts_are_caf_s_unless_set) {
   refused_naming("kernel: {idle_poll_attempts: -1}\n", {"kernel.idle_poll_attempts"});
 }
 
+BOOST_AUTO_TEST_CASE(worker_timer_slack_is_a_microsecond_unless_set) {
+  auto p = load("kernel: {}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->worker_timer_slack_ns == 1000u);
+  p = load("kernel: {worker_timer_slack_ns: 50000}\n");
+  BOOST_REQUIRE(p);
+  BOOST_TEST(p->worker_timer_slack_ns == 50000u);
+  refused_naming("kernel: {worker_timer_slack_ns: 0}\n", {"kernel.worker_timer_slack_ns"});
+}
+
 BOOST_AUTO_TEST_CASE(release_code_pages_can_be_turned_off) {
   auto p = load("kernel: {release_code_pages: false}\n");
   BOOST_REQUIRE(p);

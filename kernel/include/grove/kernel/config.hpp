@@ -118,6 +118,9 @@ struct image_profile {
   /// Polls a CAF worker makes, ~50 us apart, after its last job before it sleeps until
   /// woken (kernel.idle_poll_attempts; CAF's work-stealing.moderate-poll-attempts).
   uint32_t idle_poll_attempts = 500;
+  /// Timer slack of the CAF workers, in ns (kernel.worker_timer_slack_ns): how late
+  /// Linux may wake their ~50 us idle polls.
+  uint32_t worker_timer_slack_ns = 1000;
   /// Let the OS reclaim start-up code once groved is idle (kernel.release_code_pages).
   bool release_code_pages = true;
   /// How long a plugin's init and start may take (kernel.init_timeout_ms).
