@@ -181,10 +181,14 @@ int main(int argc, char** argv) {
   // FUNCTION_BENCH_IDLE_POLLS says otherwise (the shipped images set 20).
   if (auto polls = env_or("FUNCTION_BENCH_IDLE_POLLS", ""); !polls.empty())
     profile.idle_poll_attempts = static_cast<uint32_t>(std::stoul(polls));
+  // The workers' timer slack (kernel.worker_timer_slack_ns), e.g. Linux's 50000.
+  if (auto slack = env_or("FUNCTION_BENCH_TIMER_SLACK_NS", ""); !slack.empty())
+    profile.worker_timer_slack_ns = static_cast<uint32_t>(std::stoul(slack));
   json out;
   out["benchmark"] = "function";
   out["runtime_plugin"] = fn_plugin;
   out["idle_poll_attempts"] = profile.idle_poll_attempts;
+  out["worker_timer_slack_ns"] = profile.worker_timer_slack_ns;
   {
     grove::kernel k{profile, grove::kernel_options{false, false}};
     auto fail = [&](const std::string& what) {
