@@ -147,6 +147,7 @@ public:
   void post(std::function<void()> fn) override;
   void keep_process(std::string name, process p) override;
   std::optional<process> adopt_process(std::string_view name) override;
+  bool adopt_request(const Envelope& request) override;
 
 protected:
   void run_blocking_impl(std::function<void()> work, std::function<void()> then) override;
@@ -541,6 +542,27 @@ public:
     return p;
   }
 
+  // Takes a request the previous instance left open across a reload back into the
+  // promises of the current one (context::adopt_request).
+  bool adopt_request(uint64_t id) {
+    if (!on_actor_thread())
+      return false;
+    auto i = carried_.find(id);
+    if (i == carried_.end())
+      return false;
+    std::lock_guard guard{promises_mtx_};
+    promises_.emplace(id, std::move(i->second));
+    carried_.erase(i);
+    return true;
+  }
+
+  // Answers what a reload carried and no instance adopted, as it was answered before
+  // requests could be carried: the old instance stopped.
+  void answer_carried() {
+    for (auto& [id, rp] : std::exchange(carried_, {}))
+      rp.deliver(make_error(errc::plugin_failed, setup_.name + " stopped: reloading"));
+  }
+
 protected:
 #if GROVE_TSAN
   // What a sender wrote into a message (a 15 MiB payload, say) happens before this,
@@ -642,6 +664,7 @@ protected:
     timers_.clear();
     pending_.clear();
     take_promises();
+    carried_.clear();
     handlers_.clear();
     drop_watches();
     if (setup_.ep)
@@ -729,7 +752,8 @@ private:
     if (err.empty() && !claim_error_.empty())
       err = claim_error_;
     if (!err.empty()) {
-      destroy_instance("init or start failed");
+      // In a reload, requests it adopted and left open go back for the build put back.
+      destroy_instance("init or start failed", snapshot != nullptr);
       return err;
     }
     // Give up claims an earlier instance held that this one did not make again.
@@ -753,12 +777,18 @@ private:
     for (auto& [name, p] : kept_)
       setup_.log->info("stopping process '{}': the new instance did not adopt it", name);
     kept_.clear();
+    // Requests carried over a reload that this instance did not adopt.
+    answer_carried();
     return {};
   }
 
   // Stops and destroys the instance while its library is still loaded: every
-  // callback the plugin handed us (timers, response handlers) goes first.
-  void destroy_instance(const std::string& why) {
+  // callback the plugin handed us (timers, response handlers) goes first. Requests it
+  // leaves open are answered, or with `carry` (a reload) kept for the next instance;
+  // without `carry`, requests still carried from a reload are answered too.
+  void destroy_instance(const std::string& why, bool carry = false) {
+    if (!carry)
+      answer_carried();
     if (!inst_)
       return;
     auto err = guarded("stop", [&] { inst_->ptr->stop(); });
@@ -770,7 +800,10 @@ private:
     handlers_.clear();
     drop_watches();
     for (auto& [id, rp] : take_promises())
-      rp.deliver(make_error(errc::plugin_failed, setup_.name + " stopped: " + why));
+      if (carry)
+        carried_.emplace(id, std::move(rp));
+      else
+        rp.deliver(make_error(errc::plugin_failed, setup_.name + " stopped: " + why));
     inst_.reset();
   }
 
@@ -898,7 +931,9 @@ private:
     }
     auto old_lib = setup_.lib;
     auto old_config = setup_.config;
-    destroy_instance("reloading");
+    // With a snapshot, requests the old instance left open go along for the next one to
+    // adopt (context::adopt_request); the rest are answered once it has started.
+    destroy_instance("reloading", have_snap);
     setup_.lib = req.lib;
     setup_.config = std::make_shared<const YAML::Node>(req.config);
     auto err = create_and_start(have_snap ? &snap : nullptr);
@@ -1023,6 +1058,9 @@ private:
   // takes its promise out to answer directly (answer()).
   std::mutex promises_mtx_;
   std::unordered_map<uint64_t, caf::response_promise> promises_;
+  // Requests the previous instance left open, across a reload (destroy_instance with
+  // carry): the new instance adopts them from here (actor thread only).
+  std::unordered_map<uint64_t, caf::response_promise> carried_;
   failure_tracker failures_;
   // Guards what post_call and submit_blocking read from other threads.
   std::mutex post_mtx_;
@@ -1207,6 +1245,10 @@ void slot_context::keep_process(std::string name, process p) {
 
 std::optional<process> slot_context::adopt_process(std::string_view name) {
   return owner_->adopt(name);
+}
+
+bool slot_context::adopt_request(const Envelope& request) {
+  return owner_->adopt_request(request.id());
 }
 
 } // namespace

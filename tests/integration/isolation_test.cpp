@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <optional>
 #include <sstream>
@@ -213,6 +214,33 @@ BOOST_AUTO_TEST_CASE(hot_reload_of_an_isolated_plugin_keeps_state) {
   test::pub(*k, "test/echo/in", "c");
   BOOST_REQUIRE(out.wait_for(3));
   BOOST_TEST(out.messages()[2].payload() == "v2|c|3");
+}
+
+// A request the isolated plugin left open at a reload: the child's slot carries it, the
+// new build adopts and answers it (context::adopt_request); one it does not adopt gets
+// the answer of before, "relay stopped: reloading".
+BOOST_AUTO_TEST_CASE(an_isolated_plugin_answers_requests_it_carried_over_a_reload) {
+  load("relay", "{stamp: true, serve: 'test/relay/req'}", true);
+  test::collector out{*k, "test/echo/out"};
+  auto ask = [&](const std::string& payload) {
+    auto before = out.size();
+    auto f = std::async(std::launch::async, [this, payload] {
+      return k->request("test/relay/req", payload, std::chrono::seconds{60});
+    });
+    BOOST_REQUIRE(out.wait_for(before + 1));
+    BOOST_REQUIRE_EQUAL(out.messages()[before].payload(), "held " + payload);
+    return f;
+  };
+  auto a = ask("hold-a");
+  auto d = ask("hold-drop");
+  auto r = k->reload("relay", (test::test_plugin_dir() / "librelay_v2.so").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  auto ra = a.get();
+  BOOST_REQUIRE_MESSAGE(ra, test::error_text(ra));
+  BOOST_TEST(ra->payload() == "v2|adopted hold-a");
+  auto rd = d.get();
+  BOOST_REQUIRE(!rd);
+  BOOST_TEST(contains(describe(rd.error()), "relay stopped: reloading"), describe(rd.error()));
 }
 
 BOOST_AUTO_TEST_CASE(status_lines_and_metrics_cross_the_boundary) {

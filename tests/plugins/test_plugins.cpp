@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -122,6 +123,10 @@ public:
   }
 
   caf::error start() override {
+    // Requests adopted in restore() are answered here, stamped with this build.
+    for (auto& req : adopted_)
+      ctx_->reply(req, std::string{TEST_PLUGIN_VARIANT} + "|adopted " + req.payload());
+    adopted_.clear();
     auto topic = ctx_->config()["await"].as<std::string>();
     if (topic.empty())
       return {};
@@ -142,6 +147,13 @@ public:
         ctx_->reply(msg, prefix_ + msg.payload().substr(7));
         ctx_->reply(msg, "a second answer");
       });
+      return;
+    }
+    if (msg.payload().starts_with("hold")) {
+      // Left open for a reload to carry: "hold..." is adopted by the next instance,
+      // "hold-drop..." is not (snapshot, restore).
+      held_.push_back(msg);
+      ctx_->publish(answer_, "held " + msg.payload());
       return;
     }
     if (msg.payload() == "fail")
@@ -217,15 +229,36 @@ public:
   }
 
 #if TEST_PLUGIN_KIND != 8 // kind 8 has no hooks: reloads start it fresh
+  // "<seen>", then a line "<id> <reply_to> <payload>" per request left open ("hold").
   caf::expected<std::string> snapshot() override {
-    return std::to_string(seen_);
+    auto out = std::to_string(seen_);
+    for (auto& req : held_)
+      out += "\n" + std::to_string(req.id()) + " " + req.reply_to() + " " + req.payload();
+    return out;
   }
 
   caf::error restore(std::string_view snap) override {
 #  if TEST_PLUGIN_KIND == 7
     return grove::make_error(grove::errc::malformed, "restore refused on purpose");
 #  endif
-    seen_ = std::stoull(std::string{snap});
+    std::istringstream in{std::string{snap}};
+    in >> seen_;
+    uint64_t id = 0;
+    std::string reply_to, payload;
+    while (in >> id >> reply_to >> payload) {
+      if (payload.starts_with("hold-drop"))
+        continue; // left to the kernel: answered as before requests were carried
+      grove::Envelope req;
+      req.set_id(id);
+      req.set_reply_to(reply_to);
+      req.set_payload(payload);
+      if (ctx_->adopt_request(req)) {
+        // Only once: a second adoption of the same request finds none.
+        if (ctx_->adopt_request(req))
+          return grove::make_error(grove::errc::invalid_state, "adopted twice");
+        adopted_.push_back(std::move(req));
+      }
+    }
     return {};
   }
 
@@ -252,6 +285,8 @@ private:
   std::string call_as_;
   uint64_t seen_ = 0;
   std::vector<std::thread> repliers_;
+  std::vector<grove::Envelope> held_;    // requests left open (payload "hold...")
+  std::vector<grove::Envelope> adopted_; // adopted in restore(), answered in start()
   grove::counter seen_counter_;
   grove::gauge size_gauge_;
   grove::counter_family by_payload_;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "grove/errors.hpp"
@@ -152,6 +153,66 @@ BOOST_AUTO_TEST_CASE(twenty_reloads_under_full_speed_stream_lose_nothing) {
   BOOST_TEST(contains(i.last_reload(), "ok"), i.last_reload());
   // Old builds were unloaded: only the current copy is still mapped.
   BOOST_TEST(mapped_copies("relay") == 1u);
+}
+
+// Requests a plugin left open at a hot reload (context::adopt_request): the instance
+// that restores the snapshot adopts those it carried and answers them itself; the
+// kernel answers the others as it did before requests could be carried ("stopped:
+// reloading"), and so it does at a reload without a snapshot and at an unload.
+BOOST_AUTO_TEST_CASE(open_requests_cross_a_reload_when_the_next_instance_adopts_them) {
+  load_relay("{stamp: true, serve: 'test/relay/req'}");
+  test::collector out{*k, "test/echo/out"};
+  // Asks `payload` from a thread of its own and waits until relay holds it open.
+  auto ask = [&](const std::string& payload) {
+    auto before = out.size();
+    auto f = std::async(std::launch::async, [this, payload] {
+      return k->request("test/relay/req", payload, std::chrono::seconds{60});
+    });
+    BOOST_REQUIRE(out.wait_for(before + 1));
+    BOOST_REQUIRE_EQUAL(out.messages()[before].payload(), "held " + payload);
+    return f;
+  };
+  auto stopped = [](caf::expected<Envelope> r) {
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(r.error() == errc::plugin_failed);
+    BOOST_TEST(contains(describe(r.error()), "relay stopped: reloading"),
+               describe(r.error()));
+  };
+  auto a = ask("hold-a");
+  auto b = ask("hold-b");
+  auto d = ask("hold-drop");
+  auto r = k->reload("relay", build("relay_v2").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  // Adopted: the new build's own answers, once each (a second adoption found none).
+  auto ra = a.get();
+  BOOST_REQUIRE_MESSAGE(ra, test::error_text(ra));
+  BOOST_TEST(ra->payload() == "v2|adopted hold-a");
+  auto rb = b.get();
+  BOOST_REQUIRE_MESSAGE(rb, test::error_text(rb));
+  BOOST_TEST(rb->payload() == "v2|adopted hold-b");
+  // Not adopted: the old answer.
+  stopped(d.get());
+  // A build whose restore fails: the old build, put back with its snapshot, adopts.
+  auto c = ask("hold-c");
+  r = k->reload("relay", build("relay_no_restore").string());
+  BOOST_REQUIRE(!r);
+  auto rc = c.get();
+  BOOST_REQUIRE_MESSAGE(rc, test::error_text(rc));
+  BOOST_TEST(rc->payload() == "v2|adopted hold-c");
+  // No snapshot (a build without hooks is what is running): answered as before.
+  r = k->reload("relay", build("relay_no_hooks").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  auto e = ask("hold-e");
+  r = k->reload("relay", build("relay").string());
+  BOOST_REQUIRE_MESSAGE(r, test::error_text(r));
+  stopped(e.get());
+  // An unload answers whatever is open.
+  auto f = ask("hold-f");
+  BOOST_REQUIRE(!k->host().unload("relay"));
+  auto rf = f.get();
+  BOOST_REQUIRE(!rf);
+  BOOST_TEST(rf.error() == errc::plugin_failed);
+  BOOST_TEST(contains(describe(rf.error()), "relay stopped: unloaded"), describe(rf.error()));
 }
 
 BOOST_AUTO_TEST_CASE(bad_builds_leave_the_old_one_serving_with_its_state) {

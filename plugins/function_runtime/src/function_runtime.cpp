@@ -407,9 +407,9 @@ public:
   }
 
   /// A hot reload: the workers are stopped and their last frames handled here; what no
-  /// handler had started goes to the next instance (events) or is answered now
-  /// (requests: the kernel cannot hand their replies over); the item each handler was
-  /// running is answered as interrupted. README.md, "Hot reload".
+  /// handler had started goes to the next instance (events, and requests, which it
+  /// adopts: context::adopt_request); the item each handler was running is answered as
+  /// interrupted. README.md, "Hot reload".
   caf::expected<std::string> snapshot() override {
     reloading_ = true; // nothing is dispatched or started from here on
     // A worker starts an item sent ahead only after it wrote the Result of the one
@@ -463,17 +463,11 @@ public:
       std::stable_sort(waiting_items.begin(), waiting_items.end(),
                        [](const work_item& a, const work_item& b) { return a.seq < b.seq; });
       for (auto& item : waiting_items) {
-        if (item.request) {
-          ++fn.errors;
-          fn.errors_c.inc();
-          answer_error(&fn, item,
-                       make_error(errc::plugin_failed,
-                                  "function '" + name + "': not run: function_runtime was "
-                                  "reloaded while the invocation waited for a handler (a "
-                                  "request does not outlive a reload); send it again"));
-          continue;
-        }
-        auto* h = snap.add_held();
+        // A request stays open in the kernel for the next instance to adopt and answer.
+        auto* h = item.request ? snap.add_held_requests() : snap.add_held();
+        if (item.request)
+          h->set_request(item.request->SerializeAsString());
+        h->set_seq(item.seq);
         h->set_function(name);
         h->set_payload(std::move(item.payload));
         h->set_subject(std::move(item.subject));
@@ -490,7 +484,8 @@ public:
       st->set_memory_hwm_kb(fn.memory_hwm_kb);
       st->set_output_lines_dropped(fn.output_dropped);
     }
-    ctx_->log().info("reload: {} events handed to the next instance", snap.held_size());
+    ctx_->log().info("reload: {} events and {} requests handed to the next instance",
+                     snap.held_size(), snap.held_requests_size());
     return snap.SerializeAsString();
   }
 
@@ -609,7 +604,8 @@ private:
 
   /// Takes over what the previous instance handed over (restore()), in start(): its
   /// group first, so the functions are defined before the messages the kernel held
-  /// during the reload arrive, then its counts, then its events, queued ahead of those.
+  /// during the reload arrive, then its counts, then its events and requests (adopted
+  /// from the kernel), queued ahead of those in the order they first arrived.
   void take_over(const gfn::Snapshot& snap) {
     if (!snap.group().empty()) {
       grove::group::Group g;
@@ -633,12 +629,34 @@ private:
       fn.memory_hwm_kb = std::max(fn.memory_hwm_kb, st.memory_hwm_kb());
       fn.output_dropped += st.output_lines_dropped();
     }
-    for (const auto& h : snap.held()) {
+    std::vector<const gfn::HeldItem*> held;
+    for (const auto& h : snap.held())
+      held.push_back(&h);
+    for (const auto& h : snap.held_requests())
+      held.push_back(&h);
+    std::stable_sort(held.begin(), held.end(), [](const auto* a, const auto* b) {
+      return a->seq() < b->seq();
+    });
+    for (const auto* hp : held) {
+      const auto& h = *hp;
       work_item item;
       item.payload = h.payload();
       item.subject = h.subject();
       item.source = h.source();
       item.content_type = h.content_type();
+      if (!h.request().empty()) {
+        grove::Envelope req;
+        if (!req.ParseFromString(h.request()) || !ctx_->adopt_request(req)) {
+          ctx_->log().warn("reload: a request for function '{}' could not be taken over; "
+                           "the kernel answers it (plugin_failed)",
+                           h.function());
+          continue;
+        }
+        item.request = std::move(req);
+        // Queued like a new one: its limits hold, and a refusal is its answer.
+        enqueue(h.function(), std::move(item));
+        continue;
+      }
       auto it = functions_.find(h.function());
       if (it == functions_.end() || !it->second.def || it->second.removed) {
         // enqueue() would refuse it without a word (no function to log to): say so.

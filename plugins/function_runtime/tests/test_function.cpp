@@ -142,10 +142,17 @@ std::string handle(const std::string& payload, const gf::context& ctx) {
   if (mode == "pipeline") {
     // Items sent ahead: "crash" (a JSON string) dies, "wait:<path>" writes its pid to
     // <path>.pid and holds until the file exists, "pid" answers its pid, "mark:<path>"
-    // appends a line to <path> (each run of the item leaves one), anything else is
+    // appends a line to <path> (each run of the item leaves one), "note:<path>|<tag>"
+    // appends the line <tag> to <path> (the order items ran in), anything else is
     // echoed.
     if (payload == "\"crash\"")
       std::raise(SIGSEGV);
+    if (payload.starts_with("\"note:")) {
+      auto arg = payload.substr(6, payload.size() - 7);
+      auto bar = arg.rfind('|');
+      std::ofstream{arg.substr(0, bar), std::ios::app} << arg.substr(bar + 1) << "\n";
+      return payload;
+    }
     if (payload == "\"pid\"")
       return std::to_string(::getpid());
     if (payload.starts_with("\"mark:")) {

@@ -40,7 +40,7 @@ class actor_system;
 /// The build derives GROVE_PLUGIN_ABI_HASH from those headers (grove/abi.hpp); the test
 /// sdk_abi_lock fails until a changed hash comes with a new version in
 /// sdk/plugin/abi.lock, so an interface change cannot ship without a bump.
-#define GROVE_PLUGIN_ABI_VERSION 14u
+#define GROVE_PLUGIN_ABI_VERSION 15u
 
 #define GROVE_STRINGIFY_IMPL(x) #x
 #define GROVE_STRINGIFY(x) GROVE_STRINGIFY_IMPL(x)
@@ -256,6 +256,16 @@ public:
   /// Takes back the process an earlier instance kept as `name` (in restore() or
   /// start()); nullopt when there is none. Call process::bind to get its events.
   virtual std::optional<process> adopt_process(std::string_view name) = 0;
+
+  /// Takes over `request`, which the previous instance of this plugin left unanswered
+  /// when it handed over its snapshot at a hot reload (carried in the snapshot, say), so
+  /// this instance may reply() or reply_error() to it; call it in restore() or start().
+  /// Only the envelope's id is used. False when there is none to take (already answered,
+  /// not open at the reload, called elsewhere). Requests no instance adopts by the time
+  /// start() returns are answered `plugin_failed` "<name> stopped: reloading". If the
+  /// new build fails to restore or start, what it adopted and left open goes back to the
+  /// old build the kernel puts back, which may adopt it in turn.
+  virtual bool adopt_request(const Envelope& request) = 0;
 
   // --- metrics ---
 
