@@ -1,15 +1,14 @@
 #include "route_reader.hpp"
 
 #include <cerrno>
-#include <cstring>
 #include <optional>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "grove/errors.hpp"
 #include "grove/kernel/framing.hpp"
 #include "unix_address.hpp"
 
@@ -136,7 +135,7 @@ void route_reader::run() {
       auto body = in->next();
       if (!body) {
         malformed_.fetch_add(1);
-        log_(true, "route socket: malformed stream (" + caf::to_string(body.error())
+        log_(true, "route socket: malformed stream (" + grove::describe(body.error())
                      + "); connecting again");
         return false;
       }
