@@ -576,18 +576,19 @@ write("deployment_ipc", "frames", b"frames\n" + _connect +
 
 # ---- mm_route_frame: the broker plugin's route socket frames (route_frame.hpp) ----------
 def route_frame(source, topic, payload=b"", qos=0, retain=False, content_type=b"", props=()):
+    # Integers big-endian, as Grove's other frames.
     source, topic = source.encode(), topic.encode()
     if isinstance(content_type, str):
         content_type = content_type.encode()
     body = source + topic + content_type
     for k, v in props:
         k, v = k.encode(), v.encode()
-        body += len(k).to_bytes(2, "little") + len(v).to_bytes(2, "little") + k + v
+        body += len(k).to_bytes(2, "big") + len(v).to_bytes(2, "big") + k + v
     body += payload
-    head = bytes([1, qos, 1 if retain else 0, 0]) + b"".join(
-        n.to_bytes(2, "little") for n in (len(source), len(topic), len(content_type), len(props)))
-    head += len(payload).to_bytes(4, "little")
-    return (len(head) + len(body)).to_bytes(4, "little") + head + body
+    head = bytes([2, qos, 1 if retain else 0, 0]) + b"".join(
+        n.to_bytes(2, "big") for n in (len(source), len(topic), len(content_type), len(props)))
+    head += len(payload).to_bytes(4, "big")
+    return (len(head) + len(body)).to_bytes(4, "big") + head + body
 
 
 _rf_props = route_frame("A", "a/to/f/props", b'{"t":21}', 1, False, "application/json",
@@ -597,5 +598,7 @@ write("mm_route_frame", "props", _rf_props)
 write("mm_route_frame", "batch", route_frame("dev-1", "bench/1", b"x" * 64, 1) + _rf_props +
       route_frame("B", "$aws/things/B/shadow/update", b"{}", 0))
 write("mm_route_frame", "incomplete", _rf_props + _rf_props[:17])
-write("mm_route_frame", "bad_version", b"\x02" .join([_rf_props[:4], _rf_props[5:]]))
-write("mm_route_frame", "too_long", (1 << 30).to_bytes(4, "little") + _rf_props[4:])
+write("mm_route_frame", "retained", route_frame("A", "a/to/f/r", b"kept", 1, True))
+# Version 1 (integers in host order) and a length over the bound.
+write("mm_route_frame", "bad_version", b"\x01".join([_rf_props[:4], _rf_props[5:]]))
+write("mm_route_frame", "too_long", (1 << 30).to_bytes(4, "big") + _rf_props[4:])

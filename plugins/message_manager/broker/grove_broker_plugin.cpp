@@ -47,6 +47,7 @@
 
 #include "acl.hpp"
 #include "route_frame.hpp"
+#include "unix_address.hpp"
 
 namespace {
 
@@ -176,6 +177,7 @@ struct State {
   // matching the table's `route` filters go to message_manager as frames (route_frame.hpp),
   // appended here and written once per loop iteration (MOSQ_EVT_TICK) without blocking.
   std::string route_path;
+  bool route_version_checked = false;  // plugin_opt_route_frame_version is kFrameVersion
   int route_listen = -1;
   int route_conn = -1;
   bool route_draining = false;  // the reader ended its side: finish the frame, then close
@@ -640,19 +642,17 @@ void route_poll(State& s) {
 }
 
 bool route_open(State& s) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (s.route_path.size() >= sizeof addr.sun_path) {
-    log(MOSQ_LOG_ERR, "plugin_opt_route_socket: path longer than " +
-                          std::to_string(sizeof addr.sun_path - 1) + " bytes: " + s.route_path);
+  // Any length: a path past sun_path's 108 bytes is bound through its directory.
+  unix_address addr{s.route_path};
+  if (!addr.ok()) {
+    log(MOSQ_LOG_ERR, "route socket " + s.route_path + ": " + std::strerror(errno));
     return false;
   }
-  std::memcpy(addr.sun_path, s.route_path.data(), s.route_path.size());
   ::unlink(s.route_path.c_str());  // a killed broker's
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   auto old = ::umask(0077);  // 0600 from the start: no window for another user
-  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int rc = ::bind(fd, addr.get(), addr.size());
   ::umask(old);
   if (rc != 0 || ::listen(fd, 8) != 0) {
     log(MOSQ_LOG_ERR, "route socket " + s.route_path + ": " + std::strerror(errno));
@@ -1199,8 +1199,10 @@ int on_message(int, void* event_data, void* userdata) noexcept {
     // would be delivered long after its source is known.
     ev->retain = false;
     track(s, ev->topic, ev->payload, ev->payloadlen, source, from_grove);
+    // The retain flag as delivered (cleared above; Mosquitto refuses retained publishes
+    // anyway): message_manager's targets see what the broker's subscribers see.
     if (!from_grove)
-      route_append(s, source, ev->topic, ev->payload, ev->payloadlen, ev->qos, false,
+      route_append(s, source, ev->topic, ev->payload, ev->payloadlen, ev->qos, ev->retain,
                    ev->properties);
     return MOSQ_ERR_SUCCESS;
   } catch (...) {
@@ -1279,6 +1281,14 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
         s->insecure_username_auth = value == "true";
       } else if (key == "route_socket") {
         s->route_path = value;
+      } else if (key == "route_frame_version") {
+        // message_manager's frames and this plugin's must be of one build's format.
+        if (value != std::to_string(kFrameVersion)) {
+          log(MOSQ_LOG_ERR, "plugin_opt_route_frame_version " + value + ": this plugin writes "
+                            "version " + std::to_string(kFrameVersion));
+          return MOSQ_ERR_INVAL;
+        }
+        s->route_version_checked = true;
       } else if (key == "route_buffer_bytes") {
         char* end = nullptr;
         unsigned long long n = std::strtoull(value.c_str(), &end, 10);
@@ -1319,6 +1329,11 @@ GROVE_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void**
       return MOSQ_ERR_INVAL;
     }
     if (!load_acl(*s, true)) return MOSQ_ERR_INVAL;
+    if (!s->route_path.empty() && !s->route_version_checked) {
+      log(MOSQ_LOG_ERR, "plugin_opt_route_socket needs plugin_opt_route_frame_version " +
+                            std::to_string(kFrameVersion));
+      return MOSQ_ERR_INVAL;
+    }
     if (!s->route_path.empty() && !route_open(*s)) return MOSQ_ERR_INVAL;
     if (s->insecure_username_auth)
       log(MOSQ_LOG_WARNING, "insecure_username_auth is on: usernames are trusted (tests only)");

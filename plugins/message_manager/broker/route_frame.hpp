@@ -3,9 +3,10 @@
 // message_manager (README.md, "Route socket"). Header-only and pure, like acl.hpp: the
 // plugin encodes, message_manager decodes (fuzzed by tests/fuzz/targets/mm_route_frame.cpp).
 //
-// A frame, integers in host byte order (both ends run on one machine):
+// A frame, integers big-endian as in all of Grove's frames (grove/kernel/framing.hpp): the
+// reader splits the stream with grove::framing::frame_stream and decodes each body here.
 //
-//   u32 length         bytes after this field, at most kMaxFrameBytes
+//   u32 length         bytes after this field (the body), at most kMaxFrameBytes
 //   u8  version        kFrameVersion
 //   u8  qos            0..2
 //   u8  flags          bit 0: retain; the others 0
@@ -31,7 +32,10 @@
 
 namespace grove::broker {
 
-inline constexpr uint8_t kFrameVersion = 1;
+/// 2: integers big-endian (1 had them in host order). message_manager writes it into the
+/// broker's configuration (plugin_opt_route_frame_version), which the plugin checks: a hot
+/// reload onto a build of another version replaces the running broker instead of adopting it.
+inline constexpr uint8_t kFrameVersion = 2;
 /// Mosquitto's largest packet (256 MiB) plus the header: no frame is bigger.
 inline constexpr std::size_t kMaxFrameBytes = (256u << 20) + 4096;
 inline constexpr std::size_t kFrameHeaderBytes = 4 + 4 + 2 * 4 + 4;  // with the length
@@ -50,17 +54,20 @@ struct route_message {
 
 namespace detail {
 
+// Big-endian, byte by byte: no alignment, no byte-order headers.
 template <class T>
 void put(std::string& out, T v) {
   char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    b[i] = static_cast<char>(static_cast<uint8_t>(v >> (8 * (sizeof(T) - 1 - i))));
   out.append(b, sizeof(T));
 }
 
 template <class T>
 T get(const char* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
+  T v = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    v = static_cast<T>((v << 8) | static_cast<uint8_t>(p[i]));
   return v;
 }
 
@@ -112,100 +119,66 @@ inline void encode_frame(std::string& out, std::size_t size, std::string_view so
   if (payload_len) out.append(static_cast<const char*>(payload), payload_len);
 }
 
-/// What decode_frames() made of a buffer.
-struct decode_result {
-  /// Bytes of whole frames taken from the front; the rest is an incomplete frame.
-  std::size_t consumed = 0;
-  /// Set when a frame is malformed: the stream cannot be trusted past `consumed`.
-  std::string error;
-};
-
 /// The length of the frame at the front of `buf` including its length field, 0 while
-/// fewer than 4 bytes are there; a length beyond kMaxFrameBytes is returned as it is
-/// (decode_frames refuses it).
+/// fewer than 4 bytes are there (the plugin's bookkeeping of what it has written).
 inline std::size_t frame_length_at(std::string_view buf) {
   if (buf.size() < 4) return 0;
   return std::size_t{detail::get<uint32_t>(buf.data())} + 4;
 }
 
-/// Decodes the whole frames at the front of `buf` into `out` (appended, in order).
-/// Pure: never reads past `buf`, never allocates more than the frames' own sizes.
-inline decode_result decode_frames(std::string_view buf, std::vector<route_message>& out) {
+/// Decodes one frame's body (the bytes after its length field, as frame_stream hands them
+/// out) into `out`. Returns what is wrong with it, empty when it is a whole valid frame.
+/// Pure: never reads past `body`, never allocates more than the body's own size.
+inline std::string decode_frame(std::string_view body, route_message& out) {
   using detail::get;
-  decode_result r;
-  while (true) {
-    auto rest = buf.substr(r.consumed);
-    if (rest.size() < 4) return r;
-    auto len = get<uint32_t>(rest.data());
-    if (len > kMaxFrameBytes || len < kFrameHeaderBytes - 4) {
-      r.error = "frame length " + std::to_string(len) + " out of range";
-      return r;
-    }
-    if (rest.size() - 4 < len) return r;  // incomplete: wait for more
-    const char* p = rest.data() + 4;
-    auto version = get<uint8_t>(p);
-    auto qos = get<uint8_t>(p + 1);
-    auto flags = get<uint8_t>(p + 2);
-    auto reserved = get<uint8_t>(p + 3);
-    std::size_t source_len = get<uint16_t>(p + 4);
-    std::size_t topic_len = get<uint16_t>(p + 6);
-    std::size_t ct_len = get<uint16_t>(p + 8);
-    std::size_t nprops = get<uint16_t>(p + 10);
-    std::size_t payload_len = get<uint32_t>(p + 12);
-    if (version != kFrameVersion) {
-      r.error = "frame version " + std::to_string(version) + " (expected 1)";
-      return r;
-    }
-    if (qos > 2 || (flags & ~1u) != 0 || reserved != 0) {
-      r.error = "bad qos or flags";
-      return r;
-    }
-    if (source_len == 0 || source_len > kMaxSourceBytes || topic_len == 0) {
-      r.error = "bad source or topic length";
-      return r;
-    }
-    std::size_t body = len - (kFrameHeaderBytes - 4);
-    const char* q = p + (kFrameHeaderBytes - 4);
-    std::size_t fixed = source_len + topic_len + ct_len;
-    // Checked step by step, so no sum can wrap.
-    if (fixed > body || payload_len > body - fixed) {
-      r.error = "frame parts longer than the frame";
-      return r;
-    }
-    std::size_t left = body - fixed - payload_len;  // the properties' bytes
-    route_message m;
-    m.source.assign(q, source_len);
-    m.topic.assign(q + source_len, topic_len);
-    m.content_type.assign(q + source_len + topic_len, ct_len);
-    q += fixed;
-    m.user_properties.reserve(std::min<std::size_t>(nprops, left / 4));
-    for (std::size_t i = 0; i < nprops; ++i) {
-      if (left < 4) {
-        r.error = "property header past the frame";
-        return r;
-      }
-      std::size_t kl = get<uint16_t>(q);
-      std::size_t vl = get<uint16_t>(q + 2);
-      q += 4;
-      left -= 4;
-      if (kl + vl > left) {
-        r.error = "property past the frame";
-        return r;
-      }
-      m.user_properties.emplace_back(std::string(q, kl), std::string(q + kl, vl));
-      q += kl + vl;
-      left -= kl + vl;
-    }
-    if (left != 0) {
-      r.error = "frame length does not match its parts";
-      return r;
-    }
-    m.payload.assign(q, payload_len);
-    m.qos = qos;
-    m.retain = (flags & 1u) != 0;
-    out.push_back(std::move(m));
-    r.consumed += 4 + len;
+  constexpr std::size_t head = kFrameHeaderBytes - 4;
+  if (body.size() > kMaxFrameBytes || body.size() < head)
+    return "frame length " + std::to_string(body.size()) + " out of range";
+  const char* p = body.data();
+  auto version = get<uint8_t>(p);
+  auto qos = get<uint8_t>(p + 1);
+  auto flags = get<uint8_t>(p + 2);
+  auto reserved = get<uint8_t>(p + 3);
+  std::size_t source_len = get<uint16_t>(p + 4);
+  std::size_t topic_len = get<uint16_t>(p + 6);
+  std::size_t ct_len = get<uint16_t>(p + 8);
+  std::size_t nprops = get<uint16_t>(p + 10);
+  std::size_t payload_len = get<uint32_t>(p + 12);
+  if (version != kFrameVersion)
+    return "frame version " + std::to_string(version) + " (expected " +
+           std::to_string(kFrameVersion) + ")";
+  if (qos > 2 || (flags & ~1u) != 0 || reserved != 0) return "bad qos or flags";
+  if (source_len == 0 || source_len > kMaxSourceBytes || topic_len == 0)
+    return "bad source or topic length";
+  std::size_t rest = body.size() - head;
+  const char* q = p + head;
+  std::size_t fixed = source_len + topic_len + ct_len;
+  // Checked step by step, so no sum can wrap.
+  if (fixed > rest || payload_len > rest - fixed) return "frame parts longer than the frame";
+  std::size_t left = rest - fixed - payload_len;  // the properties' bytes
+  route_message m;
+  m.source.assign(q, source_len);
+  m.topic.assign(q + source_len, topic_len);
+  m.content_type.assign(q + source_len + topic_len, ct_len);
+  q += fixed;
+  m.user_properties.reserve(std::min<std::size_t>(nprops, left / 4));
+  for (std::size_t i = 0; i < nprops; ++i) {
+    if (left < 4) return "property header past the frame";
+    std::size_t kl = get<uint16_t>(q);
+    std::size_t vl = get<uint16_t>(q + 2);
+    q += 4;
+    left -= 4;
+    if (kl + vl > left) return "property past the frame";
+    m.user_properties.emplace_back(std::string(q, kl), std::string(q + kl, vl));
+    q += kl + vl;
+    left -= kl + vl;
   }
+  if (left != 0) return "frame length does not match its parts";
+  m.payload.assign(q, payload_len);
+  m.qos = qos;
+  m.retain = (flags & 1u) != 0;
+  out = std::move(m);
+  return {};
 }
 
 }  // namespace grove::broker

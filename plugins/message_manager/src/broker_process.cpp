@@ -29,6 +29,7 @@
 
 #include "grove/errors.hpp"
 #include "grove/file.hpp"
+#include "route_frame.hpp"
 
 namespace grove::mm {
 
@@ -608,6 +609,9 @@ caf::expected<std::string> broker_process::config_text() const {
       << "plugin_opt_require_end true\n" // write_table: a table without it is torn
       // The device messages message_manager routes come over this socket (route_reader).
       << "plugin_opt_route_socket " << (state / "route.sock").string() << "\n"
+      // Part of the broker's identity: a hot reload onto a build whose frames differ
+      // replaces the running broker (whose plugin writes the old ones).
+      << "plugin_opt_route_frame_version " << int{broker::kFrameVersion} << "\n"
       << "plugin_opt_route_buffer_bytes " << route_buffer_bytes() << "\n";
   if (opts_.dev_mode)
     out << "plugin_opt_insecure_username_auth true\n";

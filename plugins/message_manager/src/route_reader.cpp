@@ -1,20 +1,24 @@
 #include "route_reader.hpp"
 
 #include <cerrno>
-#include <cstring>
-#include <vector>
+#include <optional>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
+
+#include "grove/errors.hpp"
+#include "grove/kernel/framing.hpp"
+#include "unix_address.hpp"
 
 namespace grove::mm {
 
 namespace {
 
-constexpr size_t chunk = 256 * 1024; // one read takes up to this much: many frames
+// Reads (frame_stream::chunk bytes each) per wake-up while the socket stays full: up to
+// 256 KiB taken per poll, as many frames as the broker writes in one burst.
+constexpr int reads_per_wake = 4;
 
 void drain_pipe(int fd) {
   char b[64];
@@ -69,18 +73,16 @@ int route_reader::try_connect() {
   auto pid = broker_pid_.load();
   if (pid <= 0)
     return -1;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
   auto p = path_.string();
-  if (p.size() >= sizeof addr.sun_path)
-    return -1;
-  std::memcpy(addr.sun_path, p.data(), p.size());
+  broker::unix_address addr{p}; // any length: a long path goes through its directory
+  if (!addr.ok())
+    return -1; // the directory is not there yet (the broker starts): try again
   // Non-blocking: a Unix connect to a listener whose backlog is full (one that does not
   // accept, as a stranger's may not) would block; this way it fails with EAGAIN.
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -1;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  if (::connect(fd, addr.get(), addr.size()) != 0) {
     ::close(fd); // not there yet (the broker starts) or gone: try again
     return -1;
   }
@@ -113,17 +115,40 @@ int route_reader::try_connect() {
 }
 
 void route_reader::run() {
-  std::vector<char> buf(chunk * 2);
-  size_t used = 0;
-  std::vector<broker::route_message> batch;
+  // The stream's frames are Grove's (a big-endian length, then the body): the kernel's
+  // frame_stream splits them, growing with the bytes that arrive, never to an announced
+  // length, and refuses a frame over the largest a broker can write.
+  std::optional<grove::framing::frame_stream> in;
+  broker::route_message msg;
   int fd = -1;
   bool draining = false;
   auto close_conn = [&] {
     if (fd >= 0)
       ::close(fd);
     fd = -1;
-    used = 0; // an incomplete frame is the broker's to count (it drops it)
+    in.reset(); // an incomplete frame is the broker's to count (it drops it)
     connected_ = false;
+  };
+  // Hands on every whole frame read so far; false when the stream cannot be trusted.
+  auto take_frames = [&] {
+    for (;;) {
+      auto body = in->next();
+      if (!body) {
+        malformed_.fetch_add(1);
+        log_(true, "route socket: malformed stream (" + grove::describe(body.error())
+                     + "); connecting again");
+        return false;
+      }
+      if (!*body)
+        return true;
+      if (auto why = broker::decode_frame(**body, msg); !why.empty()) {
+        malformed_.fetch_add(1);
+        log_(true, "route socket: malformed frame (" + why + "); connecting again");
+        return false;
+      }
+      messages_.fetch_add(1, std::memory_order_relaxed);
+      on_message_(std::move(msg));
+    }
   };
   while (true) {
     if (fd < 0) {
@@ -136,6 +161,7 @@ void route_reader::run() {
         drain_pipe(wake_[0]);
         continue;
       }
+      in.emplace(static_cast<uint32_t>(broker::kMaxFrameBytes));
       connected_ = true;
       connects_.fetch_add(1);
       log_(false, "route socket: connected to the broker (pid "
@@ -163,41 +189,31 @@ void route_reader::run() {
       drain_pipe(wake_[0]);
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
       continue;
-    if (buf.size() - used < chunk)
-      buf.resize(used + chunk);
-    auto n = ::read(fd, buf.data() + used, buf.size() - used);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-      continue;
-    if (n <= 0) {
-      close_conn();
-      if (draining)
+    // Several reads per wake-up while the socket stays full (a busy broker writes a
+    // burst at once), each followed by the frames it completed.
+    bool again = true;
+    for (int i = 0; again && i < reads_per_wake; ++i) {
+      auto space = in->space();
+      auto n = ::read(fd, space.data(), space.size());
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && errno == EAGAIN)
         break;
-      log_(false, "route socket: the broker closed the connection; connecting again");
-      continue;
+      if (n <= 0) {
+        close_conn();
+        if (!draining)
+          log_(false, "route socket: the broker closed the connection; connecting again");
+        break;
+      }
+      in->commit(static_cast<size_t>(n));
+      if (!take_frames()) {
+        close_conn();
+        break;
+      }
+      again = static_cast<size_t>(n) == space.size(); // less: the socket is empty
     }
-    used += static_cast<size_t>(n);
-    auto r = broker::decode_frames(std::string_view{buf.data(), used}, batch);
-    for (auto& m : batch) {
-      messages_.fetch_add(1, std::memory_order_relaxed);
-      on_message_(std::move(m));
-    }
-    batch.clear();
-    if (!r.error.empty()) {
-      malformed_.fetch_add(1);
-      log_(true, "route socket: malformed frame (" + r.error + "); connecting again");
-      close_conn();
-      continue;
-    }
-    if (r.consumed > 0) {
-      std::memmove(buf.data(), buf.data() + r.consumed, used - r.consumed);
-      used -= r.consumed;
-    }
-    // A frame bigger than the buffer: make room for all of it (bounded by the decoder).
-    if (auto need = broker::frame_length_at(std::string_view{buf.data(), used});
-        need > buf.size())
-      buf.resize(need + chunk);
-    else if (used == 0 && buf.size() > chunk * 8)
-      buf.assign(chunk * 2, 0); // give a big frame's memory back
+    if (fd < 0 && draining)
+      break;
   }
   close_conn();
 }

@@ -37,6 +37,7 @@
 #include "test_support.hpp"
 #include "broker_process.hpp"
 #include "route_reader.hpp"
+#include "unix_address.hpp"
 #include "grove/errors.hpp"
 
 #ifndef GROVE_SOURCE_DIR
@@ -1254,5 +1255,153 @@ BOOST_FIXTURE_TEST_CASE(route_socket_hands_routed_device_messages_to_groved_only
   BOOST_CHECK_EQUAL(count("will-of-a"), 1);
   BOOST_CHECK_MESSAGE(read_all(grove_out).empty(), "grove's client got: " << read_all(grove_out));
   next->stop();
+  bp.stop();
+}
+
+// The route socket in a broker home whose path is longer than sun_path (108 bytes): the
+// plugin binds and groved's reader connects through the directory (unix_address.hpp), and
+// device messages still reach the reader. As root the broker has dropped to its own user
+// (its home under a long run_as_home_base); otherwise its home is the long state_dir.
+BOOST_FIXTURE_TEST_CASE(route_socket_in_a_long_broker_home, fixture) {
+  // Every level searchable by the broker's user, as /var/lib/grove-broker's parents are.
+  fs::permissions(dir.path(), fs::perms::others_exec | fs::perms::group_exec,
+                  fs::perm_options::add);
+  auto deep = dir.path();
+  for (int i = 0; i < 4; ++i)
+    deep /= "a-directory-name-long-enough-that-four-make-the-path-too-long-" + std::to_string(i);
+  fs::create_directories(deep);
+  for (auto p = deep; p != dir.path(); p = p.parent_path())
+    fs::permissions(p, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec,
+                    fs::perm_options::replace);
+  opts.state_dir = deep / "state";
+  opts.run_as_home_base = deep / "broker-homes";
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl("thing A\npub A t/#\nroute t/#\n"));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  // Both ends' paths are past the limit: the broker's own (its home) and groved's.
+  auto home = fs::canonical(opts.state_dir);
+  BOOST_TEST_MESSAGE("broker home " << home);
+  BOOST_CHECK_GE((home / "route.sock").string().size(), sizeof(sockaddr_un{}.sun_path));
+  BOOST_CHECK_GE(bp.route_socket().string().size(), sizeof(sockaddr_un{}.sun_path));
+  BOOST_CHECK(fs::is_socket(home / "route.sock"));
+  std::mutex mtx;
+  std::vector<grove::broker::route_message> got;
+  route_reader reader{bp.route_socket(),
+                      [&](grove::broker::route_message&& m) {
+                        std::lock_guard guard{mtx};
+                        got.push_back(std::move(m));
+                      },
+                      [](bool, const std::string& line) { BOOST_TEST_MESSAGE(line); }};
+  reader.set_broker_pid(bp.status().pid);
+  reader.start();
+  BOOST_REQUIRE(wait_until([&] { return reader.connected(); }));
+  BOOST_REQUIRE_EQUAL(pub("A", "t/long", "through-a-long-path"), 0);
+  BOOST_REQUIRE(wait_until([&] {
+    std::lock_guard guard{mtx};
+    return !got.empty();
+  }));
+  {
+    std::lock_guard guard{mtx};
+    BOOST_CHECK_EQUAL(got.front().payload, "through-a-long-path");
+    BOOST_CHECK_EQUAL(got.front().source, "A");
+  }
+  reader.stop();
+  bp.stop();
+  BOOST_CHECK(!fs::exists(home / "route.sock"));
+}
+
+// On the wire the route frames are Grove's frames (a big-endian length; their integers
+// big-endian, route_frame.hpp), read here raw as groved (the broker's parent) may. No
+// retained message crosses: Mosquitto refuses retained publishes (retain_available false)
+// before the plugin sees them, so a frame's retain flag is what subscribers see, never set.
+BOOST_FIXTURE_TEST_CASE(route_frames_are_big_endian_and_never_retained, fixture) {
+  broker_process bp{opts};
+  BOOST_REQUIRE(!bp.write_acl("thing A\npub A t/#\nroute t/#\n"));
+  auto err = start(bp);
+  BOOST_REQUIRE_MESSAGE(!err, grove::describe(err));
+  int fd = -1;
+  BOOST_REQUIRE(wait_until([&] {
+    grove::broker::unix_address addr{bp.route_socket().string()};
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (addr.ok() && ::connect(fd, addr.get(), addr.size()) == 0)
+      return true;
+    ::close(fd);
+    return false;
+  }));
+  BOOST_REQUIRE(wait_until([&] {
+    auto s = read_broker_stats(bp.stats_file());
+    return s && s->route_connects >= 1;
+  }));
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string bytes;
+  // The frames read until one carries `payload` (or the stream ends).
+  auto frames_until = [&](const std::string& payload) {
+    std::vector<grove::broker::route_message> out;
+    char buf[4096];
+    for (;;) {
+      while (bytes.size() >= 4) {
+        uint32_t len = (uint32_t{static_cast<uint8_t>(bytes[0])} << 24)
+                       | (uint32_t{static_cast<uint8_t>(bytes[1])} << 16)
+                       | (uint32_t{static_cast<uint8_t>(bytes[2])} << 8)
+                       | uint32_t{static_cast<uint8_t>(bytes[3])};
+        BOOST_REQUIRE_LT(len, 4096u); // a host-order length would be ~2^24 times larger
+        if (bytes.size() < 4 + len)
+          break;
+        BOOST_CHECK_EQUAL(int{static_cast<uint8_t>(bytes[4])}, int{grove::broker::kFrameVersion});
+        grove::broker::route_message m;
+        auto why = grove::broker::decode_frame(std::string_view{bytes}.substr(4, len), m);
+        BOOST_REQUIRE_MESSAGE(why.empty(), why);
+        bytes.erase(0, 4 + len);
+        out.push_back(std::move(m));
+        if (out.back().payload == payload)
+          return out;
+      }
+      auto n = ::read(fd, buf, sizeof buf);
+      if (n <= 0)
+        return out;
+      bytes.append(buf, static_cast<size_t>(n));
+    }
+  };
+  auto publish = [&](std::vector<std::string> extra) {
+    auto a = client("mosquitto_pub", "A");
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(a, dir.path() / "pub.out");
+  };
+  // MQTT 5: the CONNACK says Retain Available 0, and libmosquitto clears the flag.
+  BOOST_REQUIRE_EQUAL(publish({"-V", "5", "-q", "1", "-r", "-t", "t/r", "-m", "retain-v5"}), 0);
+  // MQTT 3.1.1 sends it anyway: the client is disconnected, its message goes nowhere.
+  BOOST_CHECK_NE(publish({"-V", "311", "-q", "1", "-r", "-t", "t/r", "-m", "retain-311"}), 0);
+  // An MQTT 5 client that ignores the CONNACK (a raw PUBLISH with the retain bit): the same.
+  auto probe = dir.path() / "retain.py";
+  std::ofstream{probe}
+    << "import socket, sys\n"
+       "def s(b): return len(b).to_bytes(2, 'big') + b\n"
+       "def pkt(h, body): return bytes([h, len(body)]) + body\n"
+       "c = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+       "c.sendall(pkt(0x10, s(b'MQTT') + bytes([5, 0x82, 0, 60, 0]) + s(b'A-raw') + s(b'A')))\n"
+       "ack = c.recv(64)\n"
+       "if ack[:1] != b'\\x20' or ack[3:4] != b'\\x00': sys.exit('connack %r' % ack)\n"
+       "c.sendall(pkt(0x31, s(b't/r') + b'\\x00' + b'retain-raw'))\n"
+       "rest = b''\n"
+       "while True:\n"
+       "    d = c.recv(64)\n"
+       "    if not d: break\n"
+       "    rest += d\n"
+       "print('closed after %r' % rest)\n";
+  BOOST_CHECK_EQUAL(run({"python3", probe.string(), std::to_string(port)},
+                        dir.path() / "retain.out"),
+                    0);
+  BOOST_TEST_MESSAGE(read_all(dir.path() / "retain.out"));
+  BOOST_REQUIRE_EQUAL(publish({"-V", "5", "-q", "1", "-t", "t/r", "-m", "marker"}), 0);
+  auto frames = frames_until("marker");
+  ::close(fd);
+  std::vector<std::string> payloads;
+  for (auto& m : frames) {
+    payloads.push_back(m.payload);
+    BOOST_CHECK_MESSAGE(!m.retain, m.payload << " crossed as retained");
+  }
+  BOOST_CHECK((payloads == std::vector<std::string>{"retain-v5", "marker"}));
   bp.stop();
 }
