@@ -1207,6 +1207,25 @@ private:
     ipc_->on_iot_filters([this](std::set<std::string> filters) {
       ctx_->post([this, filters = std::move(filters)] { set_cloud_filters(filters, false); });
     });
+    ipc_->on_control([this, server](ipc_server::control_call call,
+                                    std::function<void(ipc_server::answer_data)> answer) {
+      ctx_->post([this, server, call = std::move(call), answer = std::move(answer)] {
+        if (!ipc_ || ipc_generation_ != server)
+          return;
+        ipc_server::answer_data a;
+        if (!runner_) {
+          a.error = "ResourceNotFoundError";
+          a.message = "Component " + call.component + " not found";
+        } else if (auto no = runner_->control(call.component, call.pause)) {
+          a.error = no->shape;
+          a.message = no->message;
+        }
+        ctx_->log().info("deployment: IPC: {} of {}: {}",
+                         call.pause ? "PauseComponent" : "ResumeComponent", call.component,
+                         a.error.empty() ? std::string{"done"} : a.error + ": " + a.message);
+        answer(std::move(a));
+      });
+    });
     ipc_->on_state([this](const std::string& name, const std::string& state) {
       ctx_->post([this, name, state] {
         ctx_->log().info("deployment: {} reports {} (UpdateState)", name, state);

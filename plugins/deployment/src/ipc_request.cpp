@@ -249,6 +249,13 @@ request parse_operation(const std::string& full, const json& req) {
   }
   if (op == "UpdateConfiguration")
     return update(req);
+  if (op == "PauseComponent" || op == "ResumeComponent") {
+    // Greengrass checks the name before authorization.
+    auto name = str(req, "componentName");
+    if (name.empty())
+      return refuse("InvalidArgumentsError", "componentName: Component name is required.");
+    return component_control{op == "PauseComponent", name};
+  }
   return refuse("ServiceError", "operation " + op + " is not supported by this core");
 }
 

@@ -111,6 +111,12 @@ struct update_configuration {
   nlohmann::json value;
 };
 
+/// PauseComponent (`pause`) or ResumeComponent: `component` non-empty.
+struct component_control {
+  bool pause = false;
+  std::string component;
+};
+
 /// The operations without fields: SubscribeToComponentUpdates,
 /// SubscribeToValidateConfigurationUpdates.
 struct subscription {
@@ -122,7 +128,8 @@ struct subscription {
 using request =
   std::variant<refusal, publish_to_topic, subscribe_to_topic, get_configuration, update_state,
                defer_component_update, validity_report, shadow_request, iotcore_request,
-               subscribe_to_configuration, update_configuration, subscription>;
+               subscribe_to_configuration, update_configuration, subscription,
+               component_control>;
 
 /// Reads operation `full` (`aws.greengrass#PublishToTopic`, ...) with body `req` (a JSON
 /// object from parse_body). Never throws.

@@ -205,6 +205,8 @@ struct ipc_server::impl {
   std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)>
     iot_publish_cb;
   std::function<void(std::set<std::string>)> iot_filters_cb;
+  std::function<void(ipc_server::control_call, std::function<void(ipc_server::answer_data)>)>
+    control_cb;
   std::set<std::string> iot_filters; // the server thread's: the last set reported
   std::set<std::string> filters; // the server thread's: the last set reported
 
@@ -630,6 +632,21 @@ struct ipc_server::impl {
     }
     if (auto* r = std::get_if<ipc::update_configuration>(&parsed))
       return update_configuration(c, sid, op, std::move(*r));
+    if (auto* r = std::get_if<ipc::component_control>(&parsed)) {
+      // Greengrass' resources: the target component's name (or `*`).
+      if (!permitted(c, sid, "aws.greengrass.ipc.lifecycle", full, r->component))
+        return;
+      std::function<void(ipc_server::control_call, std::function<void(ipc_server::answer_data)>)>
+        f;
+      {
+        std::lock_guard guard{mtx};
+        f = control_cb;
+      }
+      if (!f)
+        return error(c, sid, "ServiceError", "no component control on this core");
+      f({r->pause, std::move(r->component)}, later(c, sid, op));
+      return;
+    }
   }
 
   // Shadow operations: authorized here by the component's
@@ -1381,6 +1398,12 @@ void ipc_server::on_publish(
 void ipc_server::on_filters(std::function<void(std::set<std::string>)> f) {
   std::lock_guard guard{impl_->mtx};
   impl_->filters_cb = std::move(f);
+}
+
+void ipc_server::on_control(
+  std::function<void(control_call, std::function<void(answer_data)>)> f) {
+  std::lock_guard guard{impl_->mtx};
+  impl_->control_cb = std::move(f);
 }
 
 void ipc_server::on_shadow(

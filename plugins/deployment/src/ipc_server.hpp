@@ -13,7 +13,8 @@
 // ListNamedShadowsForThing), which the plugin forwards to the shadow plugin (on_shadow),
 // PublishToIoTCore / SubscribeToIoTCore, through message_manager's cloud link, and
 // SubscribeToConfigurationUpdate / UpdateConfiguration (changes kept over the running
-// set's configuration, see set_components).
+// set's configuration, see set_components), and PauseComponent / ResumeComponent
+// (authorized here, done by the plugin's runner through on_control).
 //
 // A hot reload of the plugin hands the socket and the connections to the next instance's
 // server (detach(), then start() with what it returned): groved's process stays, so the
@@ -135,6 +136,18 @@ public:
   /// gets (from any thread, once). Without it the operation is ServiceError.
   void on_iot_publish(std::function<void(std::string topic, std::string payload,
                                          std::function<void(answer_data)>)> f);
+
+  /// A PauseComponent (`pause`) or ResumeComponent, authorized already by the caller's
+  /// accessControl."aws.greengrass.ipc.lifecycle" on the component's name.
+  struct control_call {
+    bool pause = false;
+    std::string component;
+  };
+
+  /// Called on the server's thread with each PauseComponent / ResumeComponent; the plugin
+  /// answers through the function it gets (from any thread, once): an empty body, or an
+  /// error shape. Without it the operations are ServiceError.
+  void on_control(std::function<void(control_call, std::function<void(answer_data)>)> f);
 
   /// Called on the server's thread with every cloud topic filter components subscribe to
   /// (SubscribeToIoTCore), each time that set changes.

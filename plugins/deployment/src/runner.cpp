@@ -429,6 +429,7 @@ struct runner::component {
   std::deque<std::chrono::steady_clock::time_point> error_times; // within settings_.error_window
   bool stopped = false; // by stop_component: to be started again (or removed)
   bool restored = false; // read back from the journal: nothing of it runs yet
+  bool paused = false; // PauseComponent froze its processes (control)
   bool foreign = false; // its function or model is another change's (installed_record)
   uint64_t oom_seen = 0; // its cgroup's OOM kills when its run or startup began
   std::filesystem::path log;
@@ -489,6 +490,9 @@ runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem:
   std::error_code ec;
   std::filesystem::create_directories(root_ / "work", ec);
   std::filesystem::create_directories(log_dir_, ec);
+  // What an earlier groved (or instance) left frozen is thawed first: a frozen process
+  // ignores even SIGKILL.
+  freezer();
   // The parent-death signal reaches a script's shell, not what the shell started: after
   // a kill -9 of groved those live on. Every child of this runner carries
   // GROVE_COMPONENTS_ROOT=<root> in its environment; what is left of the last run goes.
@@ -543,6 +547,8 @@ std::string runner::plugin_library(const component_plan& p, const std::string& p
 
 runner::~runner() {
   *alive_ = false;
+  for (auto& [name, c] : components_)
+    unpause(*c, "groved or the plugin stops");
   // What startups left running goes with groved (the next start kills any rest).
   for (const auto& [name, c] : components_)
     if (c->service_pgid > 0)
@@ -600,6 +606,8 @@ json runner::installed() const {
 }
 
 void runner::set_state(component& c, const std::string& state, const std::string& details) {
+  if (state != "RUNNING")
+    unpause(c, state.c_str());
   {
     std::lock_guard guard{mtx_};
     c.state = state;
@@ -609,6 +617,73 @@ void runner::set_state(component& c, const std::string& state, const std::string
   ctx_.log().info("deployment: {} {}: {}{}{}", c.plan.name, c.plan.version, state,
                   details.empty() ? "" : ": ", details);
   changed();
+}
+
+component_freezer& runner::freezer() {
+  if (!freezer_) {
+    freezer_ = std::make_unique<component_freezer>();
+    ctx_.log().info("deployment: PauseComponent pauses with {}", freezer_->describe());
+  }
+  return *freezer_;
+}
+
+void runner::unpause(component& c, const char* why) {
+  if (!std::exchange(c.paused, false))
+    return;
+  std::vector<pid_t> pids;
+  for (const auto& p : component_pids(c.plan.name))
+    pids.push_back(p.pid);
+  if (auto e = freezer().thaw(c.plan.name, pids))
+    ctx_.log().error("deployment: {}: cannot resume it ({}): {}", c.plan.name, why,
+                     grove::describe(e));
+  else
+    ctx_.log().info("deployment: {} {}: resumed ({})", c.plan.name, c.plan.version, why);
+}
+
+std::optional<runner::control_refusal> runner::control(const std::string& name, bool pause) {
+  auto it = components_.find(name);
+  if (it == components_.end())
+    return control_refusal{"ResourceNotFoundError", "Component " + name + " not found"};
+  auto& c = *it->second;
+  if (through_kernel(name, c.plan.recipe))
+    return control_refusal{"InvalidArgumentsError", std::string{"Only generic components can be "}
+                                                      + (pause ? "paused." : "resumed.")};
+  if (!pause) {
+    if (!c.paused)
+      return control_refusal{"InvalidArgumentsError", "Component " + name + " is not paused"};
+    c.paused = false;
+    std::vector<pid_t> pids;
+    for (const auto& p : component_pids(name))
+      pids.push_back(p.pid);
+    if (auto e = freezer().thaw(name, pids)) {
+      c.paused = true;
+      return control_refusal{"ServiceError", "Failed to resume component " + name + " due to : "
+                                               + grove::describe(e)};
+    }
+    ctx_.log().info("deployment: {} {}: resumed (ResumeComponent)", name, c.plan.version);
+    return std::nullopt;
+  }
+  if (c.state != "RUNNING")
+    return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
+  if (c.paused)
+    return std::nullopt; // as Greengrass: frozen already, nothing to do
+  auto pids = [this, &name] {
+    std::vector<pid_t> out;
+    for (const auto& p : component_pids(name))
+      out.push_back(p.pid);
+    return out;
+  };
+  if (pids().empty())
+    return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
+  if (auto e = freezer().freeze(name, pids)) {
+    freezer().thaw(name, pids()); // what was frozen before the failure
+    return control_refusal{"ServiceError", "Failed to pause component " + name + " due to : "
+                                             + grove::describe(e)};
+  }
+  c.paused = true;
+  ctx_.log().info("deployment: {} {}: paused (PauseComponent; still RUNNING)", name,
+                  c.plan.version);
+  return std::nullopt;
 }
 
 void runner::changed() {
@@ -707,6 +782,9 @@ std::set<std::string> runner::model_components() const {
 std::vector<handed_component> runner::hand_over() {
   std::vector<handed_component> out;
   for (auto& [name, c] : components_) {
+    // The next instance starts with nothing paused (its runner thaws what is left): a
+    // component that stayed frozen with nobody knowing would never run again.
+    unpause(*c, "hot reload of the deployment plugin");
     handed_component h;
     h.record = installed_record{c->plan, c->state, c->details, c->changed_ms, c->foreign,
                                 c->installed_version, c->bootstrapped_version};
@@ -1513,6 +1591,8 @@ void runner::poll_stop(std::shared_ptr<stop_work> w) {
   if (auto it = components_.find(w->name); it != components_.end() && it->second->stopped
                                             && it->second->generation == w->generation)
     set_state(*it->second, "FINISHED", w->details);
+  if (freezer_)
+    freezer_->remove(w->name);
   auto waiting = std::move(stopping_[w->name]);
   stopping_.erase(w->name);
   for (auto& f : waiting)
@@ -2012,6 +2092,7 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
         return;
       auto& c = *it->second;
       c.timed_out = true;
+      unpause(c, "its run's Timeout"); // a frozen process would not end
       // Its process group (it leads one), as a stop would; on_exit sees an unasked end.
       auto pid = c.proc.pid();
       ::kill(-pid, SIGTERM);

@@ -41,6 +41,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "component_cgroups.hpp"
+#include "component_freezer.hpp"
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
 #include "group_changes.hpp"
@@ -305,6 +306,22 @@ public:
   /// process ends it as an error (recover, restart, BROKEN after three). Others: nothing.
   void report_state(const std::string& name, const std::string& state);
 
+  /// Why a PauseComponent or ResumeComponent is refused: an IPC error shape and its
+  /// message, as Greengrass' nucleus answers.
+  struct control_refusal {
+    std::string shape;
+    std::string message;
+  };
+
+  /// PauseComponent (`pause`) or ResumeComponent of component `name` (Greengrass IPC), on
+  /// the actor: every process of a generic component RUNNING frozen (component_freezer),
+  /// or thawed. It stays RUNNING (as Greengrass reports it); a pause of a paused one is
+  /// no error (as Greengrass). Refused: ResourceNotFoundError (no such component),
+  /// InvalidArgumentsError (not a generic component, not running, not paused),
+  /// ServiceError (the freezer failed). A stop, a run's Timeout, a new state, a hot
+  /// reload's hand-over and this runner's end resume it first.
+  std::optional<control_refusal> control(const std::string& name, bool pause);
+
   /// Every component with its effective configuration and state, for the journal.
   std::vector<installed_record> snapshot() const;
 
@@ -420,6 +437,9 @@ private:
   // error, if any).
   void journal_group(std::shared_ptr<job> j, std::function<void(caf::error)> then);
   void set_state(component& c, const std::string& state, const std::string& details = "");
+  // Thaws `c` when it is paused (control), saying `why`.
+  void unpause(component& c, const char* why);
+  component_freezer& freezer();
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env, bool privileged,
                                       grove::process_callbacks cb);
@@ -454,6 +474,7 @@ private:
   runner_settings settings_; // see set_settings
   std::unique_ptr<component_cgroups> cgroups_; // see cgroups()
   std::string cgroups_error_;
+  std::unique_ptr<component_freezer> freezer_; // see freezer()
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -24,6 +24,11 @@
 //   dyn {x: 1} ("updated"), GetConfiguration of dyn (`value <JSON>`), an UpdateConfiguration
 //   with an older timestamp (`stale <shape>`), one nested 100 deep (`deep <shape>`), then
 //   "ready".
+// control: PauseComponent / ResumeComponent on request: each time WORK_DIR/cmd appears
+//   (a line `pause|resume <component>`), the call, then a JSON line of WORK_DIR/control:
+//   {cmd, name, ok: true} or {cmd, name, error: the shape, message}. An error shape the
+//   client's model does not list for the operation (Greengrass' InvalidArgumentsError)
+//   comes as the client's own error, its description naming the shape.
 // flaky (a run): its first run (no WORK_DIR/runs yet) reports ERRORED, the next RUNNING;
 //   each run a line of WORK_DIR/runs.
 const fs = require('fs');
@@ -50,6 +55,10 @@ async function main() {
   }
   if (role === 'iotcore') {
     await iotcore(client);
+    return;
+  }
+  if (role === 'control') {
+    control(client);
     return;
   }
   if (role === 'startup') {
@@ -132,6 +141,29 @@ async function main() {
       line('again.log', 'again-error ' + String((e && e.serviceError && e.serviceError.message) || e));
     }
   }, 200);
+}
+
+function control(client) {
+  const cmd = path.join(work, 'cmd');
+  let busy = false;
+  setInterval(async () => {
+    if (busy || !fs.existsSync(cmd))
+      return;
+    busy = true;
+    const [what, name] = fs.readFileSync(cmd, 'utf8').trim().split(/\s+/);
+    fs.unlinkSync(cmd);
+    const call = what === 'pause' ? client.pauseComponent({ componentName: name })
+      : client.resumeComponent({ componentName: name });
+    try {
+      await call;
+      line('control', JSON.stringify({ cmd: what, name, ok: true }));
+    } catch (e) {
+      const se = e.serviceError || {};
+      line('control', JSON.stringify({ cmd: what, name, error: se.shape || e.description || String(e),
+        message: se.message }));
+    }
+    busy = false;
+  }, 100);
 }
 
 async function config(client) {

@@ -23,13 +23,20 @@ another thing, InvalidArgumentsError for a document that is not JSON; once the s
 plugin is unloaded, ServiceError saying so. e2e.IpcConfig's UpdateConfiguration is read
 back with GetConfiguration and heard by its SubscribeToConfigurationUpdate, an older
 timestamp is FailedUpdateConditionCheckError, and a deployment's change of Sub's greeting
-is heard by its subscription to Sub's configuration.
+is heard by its subscription to Sub's configuration. e2e.IpcControl's PauseComponent /
+ResumeComponent (its aws.greengrass.ipc.lifecycle policy lists Pub, Flaky and e2e.NoSuch):
+Pub's process frozen and its publishes stopped while it stays RUNNING, a second pause no
+error, resumed (publishes go on), a resume of a running one InvalidArgumentsError, Sub
+(not in the policy) UnauthorizedError, e2e.NoSuch ResourceNotFoundError, and a
+deployment removing the paused Flaky ends its processes.
 `reload` (after main): `grovectl reload deployment` keeps the components' IPC
 connections: Pub's messages published after it and `grovectl pub` still reach Sub's
 subscription, Sub's GetConfiguration on its connection answers, Sub was not restarted, and
-its token is still accepted.
+its token is still accepted; Pub, paused before the reload, is resumed by the hand-over
+(the new instance: not paused), and paused again before groved is killed.
 `restarted` (after kill -9 of groved and a new start): e2e.IpcConfig's change is still in
-force when it starts again.
+force when it starts again, and the processes of the Pub groved had paused are gone
+(thawed by the new groved, then killed).
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import base64
@@ -37,11 +44,13 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import select
 import subprocess
 import socket
 import struct
 import sys
+import time
 
 import support
 from support import check, client, read, thing_arn, wait
@@ -54,7 +63,8 @@ SOCKET = f"{WRITE}/plugins/deployment/greengrass-ipc.socket"
 gg = client("greengrassv2", ENDPOINT, CA)
 
 
-def recipe(role, policy_ops, resources, step="run", shadow_ops=(), shadow_resources=()):
+def recipe(role, policy_ops, resources, step="run", shadow_ops=(), shadow_resources=(),
+           lifecycle_ops=(), lifecycle_resources=()):
     return f"""ComponentConfiguration:
   DefaultConfiguration:
     greeting: hi
@@ -69,6 +79,10 @@ def recipe(role, policy_ops, resources, step="run", shadow_ops=(), shadow_resour
         "e2e.Ipc:shadow:1":
           operations: {json.dumps(list(shadow_ops))}
           resources: {json.dumps(list(shadow_resources))}
+      aws.greengrass.ipc.lifecycle:
+        "e2e.Ipc:lifecycle:1":
+          operations: {json.dumps(list(lifecycle_ops))}
+          resources: {json.dumps(list(lifecycle_resources))}
 Manifests:
   - Platform: {{os: linux}}
     Lifecycle:
@@ -90,6 +104,44 @@ def starts(after_ready=False):
     return [x[6:] for x in conf if x.startswith("start ")]
 
 
+def control(cmd, name):
+    """e2e.IpcControl's PauseComponent / ResumeComponent of `name` through AWS's client:
+    {"ok": True} or {"error": shape (or the client's description), "message": ...}."""
+    before = len(lines("e2e.IpcControl", "control"))
+    with open(f"{WORK}/e2e.IpcControl/cmd", "w") as f:
+        f.write(f"{cmd} {name}")
+    got = wait(lambda: len(lines("e2e.IpcControl", "control")) > before and
+               json.loads(lines("e2e.IpcControl", "control")[-1]), 20)
+    return got or {"error": "no answer", "message": read(f"{WORK}/e2e.IpcControl/errors")}
+
+
+def procs_of(role):
+    """The pids of ipc_component.js processes running `role`."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            args = read(f"/proc/{p}/cmdline").split("\0")
+            if SCRIPT in args and role in args:
+                out.append(int(p))
+    return out
+
+
+def frozen(pid):
+    """Whether `pid` is stopped: its cgroup freezer says FROZEN, or its state is T."""
+    for x in read(f"/proc/{pid}/cgroup").splitlines():
+        parts = x.split(":", 2)
+        if len(parts) == 3 and "freezer" in parts[1].split(","):
+            state = read(f"/sys/fs/cgroup/freezer{parts[2]}/freezer.state").strip()
+            if state == "FROZEN":
+                return True
+    return read(f"/proc/{pid}/stat").split(") ")[-1][:1] == "T"
+
+
+def latest():
+    return max(pub_ns() or [-1])
+
+
+
 if PHASE == "restarted":
     # groved was killed (-9) after the main phase (which saw e2e.IpcConfig "ready") and
     # started again: e2e.IpcConfig runs again and reads what its UpdateConfiguration made
@@ -98,6 +150,13 @@ if PHASE == "restarted":
     check("after kill -9 of groved, the component's UpdateConfiguration change is still in "
           "force (GetConfiguration at its next start)",
           bool(again) and again[0] == '{"x":1}', lines("e2e.IpcConfig", "config"))
+    # Pub was paused (frozen) when groved was killed: the new groved thaws what the last
+    # one left frozen, so its old processes end (a frozen one ignores even SIGKILL).
+    old = [int(x) for x in lines("e2e.IpcControl", "paused-pids")]
+    gone = wait(lambda: not any(support.alive(p) for p in old), 20)
+    check("after kill -9 of groved, the processes of a component it had paused are gone "
+          "(thawed, not left frozen)", bool(old) and bool(gone),
+          [(p, read(f"/proc/{p}/stat")[:60]) for p in old])
     support.finish()
 
 
@@ -135,17 +194,21 @@ def token_accepted(name):
     return flags_of(reply) == 1
 
 
-def deploy(sub_update=None, action="NOTIFY_COMPONENTS"):
+def deploy(sub_update=None, action="NOTIFY_COMPONENTS", drop=()):
     sub = {"componentVersion": "1.0.0"}
     if sub_update is not None:
         sub["configurationUpdate"] = {"merge": json.dumps(sub_update)}
+    components = {"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"},
+                  "e2e.IpcStartup": {"componentVersion": "1.0.0"},
+                  "e2e.IpcFlaky": {"componentVersion": "1.0.0"},
+                  "e2e.IpcShadow": {"componentVersion": "1.0.0"},
+                  "e2e.IpcConfig": {"componentVersion": "1.0.0"},
+                  "e2e.IpcControl": {"componentVersion": "1.0.0"}}
+    for name in drop:
+        components.pop(name)
     did = gg.create_deployment(
         targetArn=THING,
-        components={"e2e.IpcSub": sub, "e2e.IpcPub": {"componentVersion": "1.0.0"},
-                    "e2e.IpcStartup": {"componentVersion": "1.0.0"},
-                    "e2e.IpcFlaky": {"componentVersion": "1.0.0"},
-                    "e2e.IpcShadow": {"componentVersion": "1.0.0"},
-                    "e2e.IpcConfig": {"componentVersion": "1.0.0"}},
+        components=components,
         deploymentPolicies={"componentUpdatePolicy": {"timeoutInSeconds": 30, "action": action},
                             "configurationValidationPolicy": {"timeoutInSeconds": 30}},
     )["deploymentId"]
@@ -214,8 +277,13 @@ def flags_of(reply):
 if PHASE == "reload":
     # After the main phase: `grovectl reload deployment` hands Greengrass IPC's socket and
     # the components' connections to the new instance. AWS's clients do not reconnect, so
-    # Sub's subscription and requests go on on the connection it opened before.
+    # Sub's subscription and requests go on on the connection it opened before. Pub is
+    # paused before it: the hand-over resumes it (nothing stays frozen unknown to the new
+    # instance), so its publishes go on after the reload as well.
     ready = len(lines("e2e.IpcSub", "ready"))
+    ok = control("pause", "e2e.IpcPub")
+    check("Pub paused before the reload", ok.get("ok") and
+          all(frozen(p) for p in procs_of("pub")), ok)
     first = again()
     check("before the reload, Sub's GetConfiguration on its connection answers",
           first.startswith("again "), first)
@@ -250,6 +318,20 @@ if PHASE == "reload":
           [x for x in log.splitlines() if "IPC" in x][:10])
     check("the same token (SVCUID) is still accepted on a new connection",
           token_accepted("e2e.IpcSub"))
+    check("... the hand-over resumed the paused Pub (logged; not frozen)",
+          "resumed (hot reload of the deployment plugin)" in log
+          and not any(frozen(p) for p in procs_of("pub")),
+          [x for x in log.splitlines() if "IpcPub" in x][:5])
+    no = control("resume", "e2e.IpcPub")
+    check("... the new instance knows it is not paused (ResumeComponent: InvalidArgumentsError)",
+          "InvalidArgumentsError" in no.get("error", ""), no)
+    # Paused again for the `restarted` phase (kill -9 of groved follows).
+    ok = control("pause", "e2e.IpcPub")
+    pids = procs_of("pub")
+    with open(f"{WORK}/e2e.IpcControl/paused-pids", "w") as f:
+        f.write("".join(f"{p}\n" for p in pids))
+    check("Pub paused again before groved is killed", ok.get("ok") and bool(pids) and
+          all(frozen(p) for p in pids), (ok, pids))
     support.finish()
 
 
@@ -265,6 +347,12 @@ support.component(gg, "e2e.IpcShadow", recipe(
     shadow_resources=["$aws/things/ipc-thing/shadow", "$aws/things/ipc-thing/shadow/name/*"]))
 
 support.component(gg, "e2e.IpcConfig", recipe("config", [], []))
+# PauseComponent / ResumeComponent of Pub and Flaky (and of a component that is not there,
+# to see ResourceNotFoundError after authorization); Sub is not in its policy.
+support.component(gg, "e2e.IpcControl", recipe(
+    "control", [], [],
+    lifecycle_ops=["aws.greengrass#PauseComponent", "aws.greengrass#ResumeComponent"],
+    lifecycle_resources=["e2e.IpcPub", "e2e.IpcFlaky", "e2e.NoSuch"]))
 
 
 def shadow_steps():
@@ -456,6 +544,50 @@ check("a validity report whose deploymentId is a number -> InvalidArgumentsError
       b"configurationValidityReport.deploymentId" in reply and not closed, (reply, closed))
 still = wait(lambda: len(lines("e2e.IpcSub", "received")) > len(got) + 3, 10)
 check("the components' own connections are unaffected", bool(still))
+
+
+ok = control("pause", "e2e.IpcPub")
+check("PauseComponent of Pub (its policy lists it) -> answered, no error", ok.get("ok"), ok)
+pubs = procs_of("pub")
+check("... Pub's process is frozen", bool(pubs) and all(frozen(p) for p in pubs),
+      [(p, read(f"/proc/{p}/stat")[:80], read(f"/proc/{p}/cgroup")) for p in pubs])
+time.sleep(1)  # what was in flight arrives
+paused_at = latest()
+time.sleep(2)
+check("... its publishes stop (Sub receives nothing more from it)", latest() == paused_at,
+      (paused_at, latest()))
+check("... and it is still RUNNING (as Greengrass reports a paused component)",
+      support.installed(gg).get("e2e.IpcPub", {}).get("lifecycleState") == "RUNNING",
+      support.installed(gg).get("e2e.IpcPub"))
+again_ = control("pause", "e2e.IpcPub")
+check("PauseComponent of a paused component -> no error (as Greengrass)", again_.get("ok"), again_)
+ok = control("resume", "e2e.IpcPub")
+check("ResumeComponent of Pub -> answered, no error", ok.get("ok"), ok)
+came = wait(lambda: latest() > paused_at + 3, 20)
+check("... its publishes go on", bool(came), (paused_at, latest()))
+check("... its process is no longer frozen", not any(frozen(p) for p in procs_of("pub")))
+no = control("resume", "e2e.IpcPub")
+check("ResumeComponent of a running component -> InvalidArgumentsError (Greengrass': "
+      "not paused)", "InvalidArgumentsError" in no.get("error", ""), no)
+no = control("pause", "e2e.IpcSub")
+check("PauseComponent of a component its policy does not list -> UnauthorizedError",
+      no.get("error") == "aws.greengrass#UnauthorizedError", no)
+check("... Sub not paused", not any(frozen(p) for p in procs_of("sub")))
+no = control("pause", "e2e.NoSuch")
+check("PauseComponent of a component that does not exist -> ResourceNotFoundError",
+      no.get("error") == "aws.greengrass#ResourceNotFoundError", no)
+# A deployment that removes a paused component still stops it (frozen processes ignore
+# even SIGKILL until thawed).
+ok = control("pause", "e2e.IpcFlaky")
+flaky = procs_of("flaky")
+check("PauseComponent of Flaky -> frozen", ok.get("ok") and bool(flaky) and
+      all(frozen(p) for p in flaky), (ok, flaky))
+d5, status, reason = deploy({"greeting": "skip"}, action="SKIP_NOTIFY_COMPONENTS",
+                            drop=["e2e.IpcFlaky"])
+check("a deployment removing the paused Flaky -> COMPLETED", status == "COMPLETED",
+      f"{status} {reason}")
+gone = wait(lambda: not any(support.alive(p) for p in flaky), 20)
+check("... its processes are gone", bool(gone), flaky)
 
 unload = subprocess.run(CTL + ["unload", "shadow"], capture_output=True, text=True)
 with open(f"{WORK}/e2e.IpcShadow/again", "w") as f:

@@ -11,7 +11,9 @@
 # and are ServiceError once the shadow plugin is unloaded; UpdateConfiguration and
 # SubscribeToConfigurationUpdate (own and another component's configuration), the
 # changes still in force after kill -9 of groved; `grovectl reload deployment` keeping the
-# components' connections (subscriptions, GetConfiguration, tokens).
+# components' connections (subscriptions, GetConfiguration, tokens); PauseComponent /
+# ResumeComponent (frozen, resumed, refusals; resumed by a hot reload's hand-over, thawed
+# after kill -9 of groved).
 # Usage: ipc_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 

@@ -41,7 +41,7 @@ void check_refusal(const refusal& r) {
     "configurationValidityReport.deploymentId: ", "configurationValidityReport.message: ",
     "thingName: ",       "shadowName: ",       "payload: ",       "pageSize: ",
     "nextToken: ",       "topicName: ",        "keyPath: ",       "timestamp: ",
-    "valueToMerge: ",    "accessControl "};
+    "valueToMerge: ",    "accessControl ",    "componentName: "};
   bool named = false;
   for (auto* f : fields)
     named = named || std::string_view{r.message}.starts_with(f);
@@ -115,6 +115,10 @@ void check_request(const std::string& op, const request& parsed, const json& bod
     merged.merge_patch(patch);
     (void) json::diff(json::object(), merged);
     (void) merged.dump();
+  } else if (auto* r = std::get_if<component_control>(&parsed)) {
+    check(r->pause == (op == "PauseComponent"));
+    check(r->pause || op == "ResumeComponent");
+    check(!r->component.empty());
   } else {
     std::abort();
   }
