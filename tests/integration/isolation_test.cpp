@@ -222,15 +222,7 @@ BOOST_AUTO_TEST_CASE(hot_reload_of_an_isolated_plugin_keeps_state) {
 BOOST_AUTO_TEST_CASE(an_isolated_plugin_answers_requests_it_carried_over_a_reload) {
   load("relay", "{stamp: true, serve: 'test/relay/req'}", true);
   test::collector out{*k, "test/echo/out"};
-  auto ask = [&](const std::string& payload) {
-    auto before = out.size();
-    auto f = std::async(std::launch::async, [this, payload] {
-      return k->request("test/relay/req", payload, std::chrono::seconds{60});
-    });
-    BOOST_REQUIRE(out.wait_for(before + 1));
-    BOOST_REQUIRE_EQUAL(out.messages()[before].payload(), "held " + payload);
-    return f;
-  };
+  auto ask = [&](const std::string& payload) { return test::ask_held(*k, out, payload); };
   auto a = ask("hold-a");
   auto d = ask("hold-drop");
   auto r = k->reload("relay", (test::test_plugin_dir() / "librelay_v2.so").string());

@@ -162,16 +162,7 @@ BOOST_AUTO_TEST_CASE(twenty_reloads_under_full_speed_stream_lose_nothing) {
 BOOST_AUTO_TEST_CASE(open_requests_cross_a_reload_when_the_next_instance_adopts_them) {
   load_relay("{stamp: true, serve: 'test/relay/req'}");
   test::collector out{*k, "test/echo/out"};
-  // Asks `payload` from a thread of its own and waits until relay holds it open.
-  auto ask = [&](const std::string& payload) {
-    auto before = out.size();
-    auto f = std::async(std::launch::async, [this, payload] {
-      return k->request("test/relay/req", payload, std::chrono::seconds{60});
-    });
-    BOOST_REQUIRE(out.wait_for(before + 1));
-    BOOST_REQUIRE_EQUAL(out.messages()[before].payload(), "held " + payload);
-    return f;
-  };
+  auto ask = [&](const std::string& payload) { return test::ask_held(*k, out, payload); };
   auto stopped = [](caf::expected<Envelope> r) {
     BOOST_REQUIRE(!r);
     BOOST_TEST(r.error() == errc::plugin_failed);

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <stdexcept>
 #include <string>
 
 #include <unistd.h>
@@ -87,6 +89,20 @@ public:
 private:
   std::shared_ptr<testing::inbox> box_;
 };
+
+/// Asks the relay test plugin (serving `test/relay/req`, telling `out` what it does)
+/// `payload` from a thread of its own, and waits until relay holds it open ("held
+/// <payload>"); the future gives the answer. Throws when relay did not say so.
+inline std::future<caf::expected<Envelope>> ask_held(kernel& k, collector& out,
+                                                     const std::string& payload) {
+  auto before = out.size();
+  auto f = std::async(std::launch::async, [&k, payload] {
+    return k.request("test/relay/req", payload, std::chrono::seconds{60});
+  });
+  if (!out.wait_for(before + 1) || out.messages()[before].payload() != "held " + payload)
+    throw std::runtime_error("relay did not hold '" + payload + "' open");
+  return f;
+}
 
 /// Publishes `payload` on `topic` from the test.
 inline publish_result pub(kernel& k, const std::string& topic, const std::string& payload) {
