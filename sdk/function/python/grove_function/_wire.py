@@ -161,6 +161,24 @@ def _read_varint(data, pos, end):
             raise DecodeError("varint longer than 10 bytes at byte %d" % (pos - 10))
 
 
+def _read_length(data, pos, end):
+    """(length, pos after it) of a length-delimited field, as protobuf reads a size: a
+    varint of at most 5 bytes below 2 GiB (a longer encoding, even of a small number, is
+    refused)."""
+    n = 0
+    for shift in (0, 7, 14, 21, 28):
+        if pos >= end:
+            raise DecodeError("truncated varint at byte %d" % pos)
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            if shift == 28 and b >= 8:
+                break
+            return n, pos
+    raise DecodeError("length longer than 5 bytes or past 2 GiB before byte %d" % pos)
+
+
 def _skip(data, pos, end, number, wire, depth):
     """pos after an unknown field's value (wire type `wire`), as protobuf skips it."""
     if wire == _VARINT:
@@ -172,7 +190,7 @@ def _skip(data, pos, end, number, wire, depth):
                                                                64 if wire == _FIXED64 else 32))
         return pos
     if wire == _LEN:
-        n, pos = _read_varint(data, pos, end)
+        n, pos = _read_length(data, pos, end)
         if n > end - pos:
             raise DecodeError("field %d: length %d past the end (%d bytes left)"
                               % (number, n, end - pos))
@@ -258,7 +276,7 @@ def _decode_into(msg, data, pos, end, depth):
                 raise DecodeError("%s.%s (field %d): wire type %d, expected %d"
                                   % (cls.__name__, f.name, number, wire, f.wire))
             # Packed numbers.
-            n, pos = _read_varint(data, pos, end)
+            n, pos = _read_length(data, pos, end)
             if n > end - pos:
                 raise DecodeError("%s.%s (field %d): length %d past the end (%d bytes left)"
                                   % (cls.__name__, f.name, number, n, end - pos))
@@ -275,7 +293,7 @@ def _decode_into(msg, data, pos, end, depth):
                 n = b
                 pos += 1
             else:
-                n, pos = _read_varint(data, pos, end)
+                n, pos = _read_length(data, pos, end)
             if n > end - pos:
                 raise DecodeError("%s.%s (field %d): length %d past the end (%d bytes left)"
                                   % (cls.__name__, f.name, number, n, end - pos))
