@@ -13,7 +13,7 @@ another type in the table is refused at import. Unknown fields of every wire typ
 skipped as protobuf skips them (groups included).
 
 The decoder refuses what protobuf's parser refuses (a truncated varint or field, a
-length past the end, field number 0, wire types 6 and 7, an unmatched end group,
+length past the end or written in over 5 bytes or of 2 GiB, field number 0, wire types 6 and 7, an unmatched end group,
 invalid UTF-8 in a string) and also a known field sent with the wrong wire type
 (protobuf would keep it as an unknown field; from the runtime it can only mean a
 function.proto the SDK does not match): each raises DecodeError saying what and
