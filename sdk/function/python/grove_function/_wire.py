@@ -161,22 +161,28 @@ def _read_varint(data, pos, end):
             raise DecodeError("varint longer than 10 bytes at byte %d" % (pos - 10))
 
 
-def _read_length(data, pos, end):
-    """(length, pos after it) of a length-delimited field, as protobuf reads a size: a
-    varint of at most 5 bytes below 2 GiB (a longer encoding, even of a small number, is
-    refused)."""
-    n = 0
+def _read_varint5(data, pos, end, what):
+    """(value, pos after it) of a varint of at most 5 bytes, as protobuf reads a tag or a
+    size (a longer encoding, even of a small number, is refused); `what` names it."""
+    v = 0
     for shift in (0, 7, 14, 21, 28):
         if pos >= end:
             raise DecodeError("truncated varint at byte %d" % pos)
         b = data[pos]
         pos += 1
-        n |= (b & 0x7F) << shift
+        v |= (b & 0x7F) << shift
         if b < 0x80:
-            if shift == 28 and b >= 8:
-                break
-            return n, pos
-    raise DecodeError("length longer than 5 bytes or past 2 GiB before byte %d" % pos)
+            return v, pos
+    raise DecodeError("%s longer than 5 bytes at byte %d" % (what, pos - 5))
+
+
+def _read_length(data, pos, end):
+    """(length, pos after it) of a length-delimited field, as protobuf reads a size: at
+    most 5 bytes, below 2 GiB."""
+    n, after = _read_varint5(data, pos, end, "length")
+    if n >> 31:
+        raise DecodeError("length %d at byte %d: past 2 GiB" % (n, pos))
+    return n, after
 
 
 def _skip(data, pos, end, number, wire, depth):
@@ -215,19 +221,11 @@ def _skip(data, pos, end, number, wire, depth):
 def _read_tag(data, pos, end):
     """(field number, wire type, pos after the tag): as protobuf reads a tag, a varint of
     at most 5 bytes whose bits past 32 are dropped; field number 0 is refused."""
-    tag = 0
-    for shift in (0, 7, 14, 21, 28):
-        if pos >= end:
-            raise DecodeError("truncated varint at byte %d" % pos)
-        b = data[pos]
-        pos += 1
-        tag |= (b & 0x7F) << shift
-        if b < 0x80:
-            tag &= _U32
-            if tag >> 3 == 0:
-                raise DecodeError("invalid tag %d (field number 0) before byte %d" % (tag, pos))
-            return tag >> 3, tag & 7, pos
-    raise DecodeError("tag longer than 5 bytes at byte %d" % (pos - 5))
+    tag, pos = _read_varint5(data, pos, end, "tag")
+    tag &= _U32
+    if tag >> 3 == 0:
+        raise DecodeError("invalid tag %d (field number 0) before byte %d" % (tag, pos))
+    return tag >> 3, tag & 7, pos
 
 
 def _from_varint(kind, v):
