@@ -207,6 +207,13 @@ struct ipc_server::impl {
   std::function<void(std::set<std::string>)> iot_filters_cb;
   std::function<void(ipc_server::control_call, std::function<void(ipc_server::answer_data)>)>
     control_cb;
+  // The callbacks above are set from the plugin's thread and read on the server's: a
+  // copy is taken under mtx and called outside it.
+  template <class Callback>
+  Callback copy_of(const Callback& cb) const {
+    std::lock_guard guard{mtx};
+    return cb;
+  }
   std::set<std::string> iot_filters; // the server thread's: the last set reported
   std::set<std::string> filters; // the server thread's: the last set reported
 
@@ -513,11 +520,7 @@ struct ipc_server::impl {
       const auto& event = r->event;
       reply(c, sid, op, json::object(), true);
       publish(c.component, topic, event);
-      std::function<void(const std::string&, std::string, std::string)> f;
-      {
-        std::lock_guard guard{mtx};
-        f = publish_cb;
-      }
+      auto f = copy_of(publish_cb);
       if (!f || topic.starts_with("$"))
         return; // `$` topics are the kernel's and Grove's own: local only
       if (event.contains("jsonMessage"))
@@ -558,11 +561,7 @@ struct ipc_server::impl {
     }
     if (auto* r = std::get_if<ipc::update_state>(&parsed)) {
       reply(c, sid, op, json::object(), true);
-      std::function<void(const std::string&, const std::string&)> f;
-      {
-        std::lock_guard guard{mtx};
-        f = state_cb;
-      }
+      auto f = copy_of(state_cb);
       if (f)
         f(c.component, r->state);
       return;
@@ -636,12 +635,7 @@ struct ipc_server::impl {
       // Greengrass' resources: the target component's name (or `*`).
       if (!permitted(c, sid, "aws.greengrass.ipc.lifecycle", full, r->component))
         return;
-      std::function<void(ipc_server::control_call, std::function<void(ipc_server::answer_data)>)>
-        f;
-      {
-        std::lock_guard guard{mtx};
-        f = control_cb;
-      }
+      auto f = copy_of(control_cb);
       if (!f)
         return error(c, sid, "ServiceError", "no component control on this core");
       f({r->pause, std::move(r->component)}, later(c, sid, op));
@@ -663,12 +657,7 @@ struct ipc_server::impl {
                     (call.name.empty() ? "" : "/name/" + call.name);
     if (!permitted(c, sid, "aws.greengrass.ShadowManager", gg + op, resource))
       return;
-    std::function<void(ipc_server::shadow_call, std::function<void(ipc_server::answer_data)>)>
-      f;
-    {
-      std::lock_guard guard{mtx};
-      f = shadow_cb;
-    }
+    auto f = copy_of(shadow_cb);
     if (!f)
       return error(c, sid, "ServiceError", "no shadow service on this core");
     f(std::move(call), later(c, sid, op));
@@ -875,11 +864,7 @@ struct ipc_server::impl {
     if (r.bad_payload)
       return error(c, sid, r.bad_payload->shape, r.bad_payload->message);
     auto payload = std::move(r.payload);
-    std::function<void(std::string, std::string, std::function<void(ipc_server::answer_data)>)> f;
-    {
-      std::lock_guard guard{mtx};
-      f = iot_publish_cb;
-    }
+    auto f = copy_of(iot_publish_cb);
     if (!f)
       return error(c, sid, "ServiceError", "no cloud link on this core");
     f(topic, std::move(payload), later(c, sid, op));
@@ -905,22 +890,14 @@ struct ipc_server::impl {
             iot.insert(s.filter);
     if (iot != iot_filters) {
       iot_filters = iot;
-      std::function<void(std::set<std::string>)> f;
-      {
-        std::lock_guard guard{mtx};
-        f = iot_filters_cb;
-      }
+      auto f = copy_of(iot_filters_cb);
       if (f)
         f(std::move(iot));
     }
     if (now == filters)
       return;
     filters = now;
-    std::function<void(std::set<std::string>)> f;
-    {
-      std::lock_guard guard{mtx};
-      f = filters_cb;
-    }
+    auto f = copy_of(filters_cb);
     if (f)
       f(std::move(now));
   }
