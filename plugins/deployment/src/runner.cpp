@@ -630,10 +630,7 @@ component_freezer& runner::freezer() {
 void runner::unpause(component& c, const char* why) {
   if (!std::exchange(c.paused, false))
     return;
-  std::vector<pid_t> pids;
-  for (const auto& p : component_pids(c.plan.name))
-    pids.push_back(p.pid);
-  if (auto e = freezer().thaw(c.plan.name, pids))
+  if (auto e = freezer().thaw(c.plan.name, pids_of(c.plan.name)))
     ctx_.log().error("deployment: {}: cannot resume it ({}): {}", c.plan.name, why,
                      grove::describe(e));
   else
@@ -652,10 +649,7 @@ std::optional<runner::control_refusal> runner::control(const std::string& name, 
     if (!c.paused)
       return control_refusal{"InvalidArgumentsError", "Component " + name + " is not paused"};
     c.paused = false;
-    std::vector<pid_t> pids;
-    for (const auto& p : component_pids(name))
-      pids.push_back(p.pid);
-    if (auto e = freezer().thaw(name, pids)) {
+    if (auto e = freezer().thaw(name, pids_of(name))) {
       c.paused = true;
       return control_refusal{"ServiceError", "Failed to resume component " + name + " due to : "
                                                + grove::describe(e)};
@@ -667,12 +661,7 @@ std::optional<runner::control_refusal> runner::control(const std::string& name, 
     return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
   if (c.paused)
     return std::nullopt; // as Greengrass: frozen already, nothing to do
-  auto pids = [this, &name] {
-    std::vector<pid_t> out;
-    for (const auto& p : component_pids(name))
-      out.push_back(p.pid);
-    return out;
-  };
+  auto pids = [this, &name] { return pids_of(name); };
   if (pids().empty())
     return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
   if (auto e = freezer().freeze(name, pids)) {
@@ -1606,6 +1595,13 @@ std::vector<held_process> runner::component_pids(const std::string& name) const 
                            if (component == name)
                              out.push_back(std::move(p));
                          });
+  return out;
+}
+
+std::vector<pid_t> runner::pids_of(const std::string& name) const {
+  std::vector<pid_t> out;
+  for (const auto& p : component_pids(name))
+    out.push_back(p.pid);
   return out;
 }
 

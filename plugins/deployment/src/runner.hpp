@@ -390,6 +390,8 @@ private:
   void poll_stop(std::shared_ptr<stop_work> w);
   // The processes of this runner's component `name` (by their environment, see spawn).
   std::vector<held_process> component_pids(const std::string& name) const;
+  // Their pids only (what the freezer takes).
+  std::vector<pid_t> pids_of(const std::string& name) const;
   void start_component(std::shared_ptr<job> j, component_plan p);
   // start_component's `bootstrap` step, when it has to run: true when it began (the
   // install follows once it ends, see install_component).
