@@ -215,9 +215,11 @@ else:
     # whose init blocks until a gate file exists, then starts e2e.Late (after it: a HARD
     # dependency). While the kernel is inside the load, P2 to the same target replaces P1:
     # the load is let end (the gate opens), then P1 stops at its next step (CANCELED,
-    # interrupted) and P2 proceeds: echo unloaded again, e2e.Late gone. Where P1 stops
-    # (before or after e2e.Late's start) depends on when P2's apply begins (seen: only
-    # once the load ended), so only the outcome is checked.
+    # interrupted) and P2 proceeds: echo unloaded again, e2e.Late gone. The gate opens
+    # only once groved logged P1's interrupt: P2's preparation (on the blocking pool) may
+    # take longer than this script's calls, and a P2 that begins after P1 completed
+    # leaves P1 SUCCEEDED (replaced: "its run completed"), a correct outcome of another
+    # order.
     gate = f"{LOCAL}/echo.gate"
     recipes = [
         "ComponentName: grove.echo\nComponentVersion: '1.0.0'\n"
@@ -245,6 +247,13 @@ else:
     check("P2 to the same target: P1 INACTIVE, still IN_PROGRESS while the load is in flight",
           gg.get_deployment(deploymentId=p1)["deploymentStatus"] == "INACTIVE"
           and p1_state().get("coreDeviceExecutionStatus") == "IN_PROGRESS", p1_state())
+    log = os.path.join(LOCAL, "..", "groved.out")
+
+    def interrupted():
+        with open(log, errors="replace") as f:
+            return f"interrupted at its next step: replaced by deployment {p2}" in f.read()
+    check("... P2's apply began: groved logged P1's interrupt while the load is in flight",
+          wait(interrupted, 30))
     with open(gate, "w"):
         pass
     e1 = wait(lambda: (lambda e: e if e.get("coreDeviceExecutionStatus") not in
