@@ -451,6 +451,133 @@ BOOST_AUTO_TEST_CASE(a_hot_reload_carries_queued_events_and_requests_to_the_next
   BOOST_TEST(has(rt.log_of("g"), "stopped by a reload of function_runtime"));
 }
 
+/// Changes function_runtime's configuration to `config`: a reload of the same build
+/// with a snapshot (the runtime has no live reconfigure), as groved does when the image's
+/// entry changes. Gives the kernel's account of it.
+std::string reconfigure(runtime& rt, const std::string& config) {
+  auto spec = rt.h->kernel().host().spec_of(rt.h->name());
+  BOOST_REQUIRE(spec);
+  spec->config = grove::make_yaml(YAML::Load(config));
+  auto r = rt.h->kernel().host().reconfigure(*spec);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  return *r;
+}
+
+BOOST_AUTO_TEST_CASE(a_carried_request_the_next_instance_refuses_gets_the_refusal_once) {
+  // Items queued behind a held one, then a configuration change that lowers
+  // max_queue_bytes (and max_frame_bytes, which it must be at least): a reload with a
+  // snapshot, and the new instance queues the carried items again under the new limit.
+  // The request that no longer fits is refused: its caller gets queue_full, once, from
+  // the new instance (not the kernel's "stopped: reloading", not silence), and it never
+  // runs; an event that no longer fits is logged as not handled; every other item runs
+  // once, in arrival order.
+  runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("g");
+  BOOST_TEST(rt.ok("g", "\"first\"") == "\"first\"");
+  auto hold = rt.dir.path() / "hold";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto order = rt.dir.path() / "order";
+  // A line "<tag>" or "<tag> xxx...": `pad` bytes of padding make the item that large.
+  auto note = [&](const std::string& tag, size_t pad = 0) {
+    return "\"note:" + order.string() + "|" + tag + (pad ? " " + std::string(pad, 'x') : "")
+           + "\"";
+  };
+  std::map<std::string, call> requests;
+  size_t queued = 0;
+  auto event = [&](const std::string& tag, size_t pad = 0) {
+    BOOST_REQUIRE(rt.h->publish(std::string{fr::event_prefix} + "g", note(tag, pad)));
+    // Queued before the next item is sent: the order below is the arrival order.
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == queued + 1; }));
+    ++queued;
+  };
+  auto request = [&](const std::string& tag, size_t pad = 0) {
+    requests.emplace(tag, std::async(std::launch::async, [&rt, p = note(tag, pad)] {
+                       return rt.invoke("g", p, 120s);
+                     }));
+    BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == queued + 1; }));
+    ++queued;
+  };
+  // Under the new 64 KiB: e0, rA (30 kB) and the small ones fit; rB (40 kB) and eBig
+  // (40 kB) do not, behind rA.
+  event("e0");
+  request("rA", 30000);
+  event("e1");
+  request("rB", 40000);
+  event("e2");
+  event("eBig", 40000);
+  request("rC");
+  event("e3");
+  const std::vector<std::string> expected{"e0", "rA", "e1", "e2", "rC", "e3"};
+  auto before = rt.info("g");
+  auto r = reconfigure(rt, "{allow_run_as_root: true, max_frame_bytes: 65536, "
+                           "max_queue_bytes: 65536}");
+  BOOST_TEST(has(r, "state carried over"), r);
+  auto h = held.get();
+  BOOST_REQUIRE(!h);
+  BOOST_TEST(has(grove::describe(h.error()), "stopped by a reload"), grove::describe(h.error()));
+  auto refused = requests.at("rB").get();
+  BOOST_REQUIRE_MESSAGE(!refused, "rB ran"); // the message is built even when it holds
+  BOOST_TEST(is(refused, errc::queue_full), grove::describe(refused.error()));
+  BOOST_TEST(has(grove::describe(refused.error()), "max_queue_bytes 65536"),
+             grove::describe(refused.error()));
+  for (const auto& tag : {"rA", "rC"}) {
+    auto x = requests.at(tag).get();
+    BOOST_REQUIRE_MESSAGE(x, tag << ": " << why(x));
+    BOOST_TEST(x->payload() == note(tag, tag == std::string{"rA"} ? 30000 : 0));
+  }
+  auto lines = [&] {
+    std::ifstream in{order};
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);)
+      out.push_back(line.substr(0, line.find(' ')));
+    return out;
+  };
+  BOOST_REQUIRE(test::wait_until(
+    [&] { return rt.info("g").invocations() == before.invocations() + expected.size(); }));
+  // Each once, in arrival order; the refused two never ran.
+  BOOST_TEST(lines() == expected, boost::test_tools::per_element());
+  auto after = rt.info("g");
+  BOOST_TEST(after.queued() == 0u);
+  BOOST_TEST(after.refused() == before.refused() + 2);
+  BOOST_TEST(after.errors() == before.errors() + 1); // the held item
+  BOOST_TEST(has(rt.log_of("g"), "event not handled"), rt.log_of("g"));
+}
+
+BOOST_AUTO_TEST_CASE(a_carried_request_for_a_function_the_next_instance_refuses_is_answered) {
+  // The new configuration no longer lets the function run as root: in the new instance
+  // it has no valid definition. The request carried for it is answered with that (once,
+  // by the new instance), the carried event is dropped, and neither runs.
+  runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
+  rt.wait_defined("g");
+  auto hold = rt.dir.path() / "hold";
+  auto held = std::async(std::launch::async, [&] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto order = rt.dir.path() / "order";
+  auto note = "\"note:" + order.string() + "|ran\"";
+  BOOST_REQUIRE(rt.h->publish(std::string{fr::event_prefix} + "g", note));
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == 1u; }));
+  auto waiting = std::async(std::launch::async, [&] { return rt.invoke("g", note, 120s); });
+  BOOST_REQUIRE(test::wait_until([&] { return rt.info("g").queued() == 2u; }));
+  auto r = reconfigure(rt, "{allow_run_as_root: false}");
+  BOOST_TEST(has(r, "state carried over"), r);
+  auto h = held.get();
+  BOOST_REQUIRE(!h);
+  BOOST_TEST(has(grove::describe(h.error()), "stopped by a reload"), grove::describe(h.error()));
+  auto x = waiting.get();
+  BOOST_REQUIRE_MESSAGE(!x, "it ran");
+  BOOST_TEST(is(x, errc::no_route), grove::describe(x.error()));
+  BOOST_TEST(has(grove::describe(x.error()), "function 'g' has no valid definition"),
+             grove::describe(x.error()));
+  BOOST_TEST(has(grove::describe(x.error()), "root"), grove::describe(x.error()));
+  BOOST_TEST(!fs::exists(order)); // no instance could have run either
+  BOOST_TEST(rt.info("g").instances() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(an_unload_answers_waiting_requests_and_counts_the_events_it_drops) {
   // No hot reload, so nothing carries the work on: a request waiting behind a held item,
   // and the held one, get an error at once (not their callers' timeout), and the events
