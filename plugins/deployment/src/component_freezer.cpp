@@ -193,6 +193,8 @@ component_freezer::component_freezer() {
     thaw_unowned(host.v2_dir, component_cgroups_prefix, "cgroup.freeze", "0", false);
     v2_base_ = host.v2_dir / (std::string{prefix} + std::to_string(::getpid()));
     v2_own_ = true;
+    v2_mount_ = host.v2_mount;
+    v2_dir_ = host.v2_dir;
   }
   std::string force;
   if (const char* f = std::getenv("GROVE_DEPLOYMENT_FREEZER"))
@@ -225,9 +227,32 @@ component_freezer::kind component_freezer::choose(const fs::path& own) const {
   return kind::signal;
 }
 
+fs::path component_freezer::own_of(pid_t pid) const {
+  if (!v2_own_)
+    return {};
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/cgroup"};
+  for (std::string line; std::getline(in, line);) {
+    if (!line.starts_with("0::/"))
+      continue;
+    auto dir = cgroup_under(v2_mount_, line.substr(3));
+    auto base = dir.parent_path();
+    std::error_code ec;
+    if (base.filename().string().starts_with(component_cgroups_prefix)
+        && fs::equivalent(base.parent_path(), v2_dir_, ec))
+      return dir;
+  }
+  return {};
+}
+
 caf::error component_freezer::freeze(const std::string& name,
                                      const std::function<std::vector<pid_t>()>& pids,
-                                     const fs::path& own) {
+                                     const fs::path& own_given) {
+  // Never moved out of the cgroup holding its limits, named or not.
+  auto own = own_given;
+  if (own.empty())
+    for (auto p : pids())
+      if (own = own_of(p); !own.empty())
+        break;
   auto how = choose(own);
   switch (how) {
     case kind::signal: {

@@ -7,7 +7,8 @@
 //  1. cgroup v2, the component's own cgroup: a component with systemResourceLimits on a
 //     v2 host already lives in a cgroup of its own (component_cgroups); that cgroup is
 //     frozen (`cgroup.freeze` 1) where it is: no process leaves the cgroup holding its
-//     limits, and what it forks is born inside and frozen.
+//     limits, and what it forks is born inside and frozen. Named by the caller, or
+//     found from where the processes are (own_of).
 //  2. the v1 `freezer` hierarchy: one group per paused component, `<groved's freezer
 //     cgroup>/grove-freeze-<pid>/<component>`, its processes moved in (a hierarchy of its
 //     own, so the memory and cpu cgroups stay as they are), `freezer.state` FROZEN.
@@ -73,9 +74,15 @@ private:
   // The backend for a component whose own v2 cgroup is `own` (or none).
   kind choose(const std::filesystem::path& own) const;
 
+  // The component's own v2 cgroup, found from where `pid` is: a directory of a
+  // `grove-components-<pid>` under groved's v2 cgroup (a runner that has not opened its
+  // component_cgroups yet, e.g. after a hot reload, does not name it), or empty.
+  std::filesystem::path own_of(pid_t pid) const;
+
   std::filesystem::path v1_base_; // <v1 freezer>/grove-freeze-<pid>; empty: none
   std::filesystem::path v2_base_; // <v2 cgroup>/grove-freeze-<pid>; empty: none
   bool v2_own_ = false;           // a component's own v2 cgroup may be frozen
+  std::filesystem::path v2_mount_, v2_dir_; // cgroup_host's
   std::string why_;               // why neither: signals
   std::map<std::string, std::pair<kind, std::filesystem::path>> paused_; // name -> how, group
 };

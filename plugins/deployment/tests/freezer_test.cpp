@@ -195,6 +195,14 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
     BOOST_TEST(!v2_frozen(own));
     BOOST_TEST(c.runs());
     BOOST_TEST(c.v2_cgroup(host.v2_mount) == own);
+    // Not named (a runner that has not opened its cgroups yet, after a hot reload): found
+    // from where the process is, and frozen there too.
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+    BOOST_TEST(c.v2_cgroup(host.v2_mount) == own);
+    BOOST_TEST(v2_frozen(own), read_text(own / "cgroup.events"));
+    BOOST_TEST(c.still());
+    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_TEST(c.runs());
   }
   BOOST_TEST(wait_until([&] { return ::rmdir(own.c_str()) == 0; }));
   BOOST_TEST(::rmdir(base.c_str()) == 0);
