@@ -17,16 +17,13 @@ namespace fs = std::filesystem;
 // The CFS period the quota is a share of (the kernel's default).
 constexpr int64_t cfs_period_us = 100000;
 
-// Where earlier groveds' components' cgroups are: `grove-components-<pid>`.
-constexpr std::string_view stale_prefix = "grove-components-";
-
 } // namespace
 
 caf::expected<std::unique_ptr<component_cgroups>> component_cgroups::open() {
   std::unique_ptr<component_cgroups> cg{new component_cgroups};
   if (::geteuid() != 0)
     return make_error(errc::unsupported, "groved does not run as root (cgroups need it)");
-  auto tag = std::string{stale_prefix} + std::to_string(::getpid());
+  auto tag = std::string{component_cgroups_prefix} + std::to_string(::getpid());
   auto host = cgroup_host::probe();
   std::string v2_why = host.v2_why;
   if (!host.v2_dir.empty()) {
@@ -37,7 +34,7 @@ caf::expected<std::unique_ptr<component_cgroups>> component_cgroups::open() {
       bool cpu = host.v2_has("cpu");
       std::string enable = cpu ? "+memory +cpu" : "+memory";
       // The runner kills what the last run left at start.
-      cgroup_remove_stale(parent, stale_prefix, true);
+      cgroup_remove_stale(parent, component_cgroups_prefix, true);
       auto base = parent / tag;
       // function_runtime's sandbox enables its controllers the same way, so either may
       // come first.
@@ -65,7 +62,7 @@ caf::expected<std::unique_ptr<component_cgroups>> component_cgroups::open() {
         v1_why = "no v1 memory hierarchy";
       break;
     }
-    cgroup_remove_stale(parent, stale_prefix, true);
+    cgroup_remove_stale(parent, component_cgroups_prefix, true);
     auto base = parent / tag;
     if (auto e = cgroup_mkdir(base)) {
       if (std::string_view{c} == "memory")
@@ -149,6 +146,14 @@ std::string component_cgroups::describe() const {
            + bases_.at("").string();
   return std::string{"cgroup v1 (memory"} + (cpu_ ? ", cpu" : "") + ") under "
          + bases_.at("memory").string();
+}
+
+fs::path component_cgroups::v2_group(const std::string& name) const {
+  auto it = bases_.find("");
+  std::error_code ec;
+  if (it == bases_.end() || !fs::is_directory(it->second / name, ec))
+    return {};
+  return it->second / name;
 }
 
 fs::path component_cgroups::base(const std::string& controller) const {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -21,6 +22,9 @@
 #include "grove/cgroup.hpp"
 
 namespace grove::deployment {
+
+/// The directory of a groved's components' cgroups is `<prefix><groved pid>`.
+inline constexpr std::string_view component_cgroups_prefix = "grove-components-";
 
 /// A component's runWith.systemResourceLimits (AWS's units; 0: none).
 struct resource_limits {
@@ -60,6 +64,9 @@ public:
   /// Removes `name`'s cgroup when nothing is left in it (a stopping process keeps it:
   /// it goes with the others when this goes).
   void remove(const std::string& name);
+
+  /// `name`'s cgroup on cgroup v2 (where its processes live), or empty (v1, or none made).
+  std::filesystem::path v2_group(const std::string& name) const;
 
   /// "cgroup v1 (memory, cpu)".
   std::string describe() const;

@@ -1,15 +1,21 @@
 #include "component_freezer.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <system_error>
 
+#include "component_cgroups.hpp"
 #include "grove/cgroup.hpp"
 #include "grove/errors.hpp"
 
@@ -20,6 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view prefix = "grove-freeze-";
+
+// How long a pause waits for the kernel to report the group frozen.
+constexpr auto freeze_wait = std::chrono::seconds{1};
 
 std::string read_state(const fs::path& group) {
   std::ifstream in{group / "freezer.state"};
@@ -34,18 +43,39 @@ bool empty(const fs::path& group) {
   return !(in >> p);
 }
 
-// Thaws every group under `top` (a grove-freeze-<pid> directory) and removes the empty
-// ones, `top` too when it empties. What a dead groved's parent-death SIGKILL waited for
-// ends once thawed: up to 200 ms for that, else the group stays (empty or with what the
-// runner kills next) until a later start.
-void thaw_all(const fs::path& top) {
+// /proc/<pid>/stat's state ('T' stopped), or 0 once it is gone.
+char state_of(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  auto paren = text.rfind(") ");
+  return paren == std::string::npos || paren + 2 >= text.size() ? 0 : text[paren + 2];
+}
+
+// `<prefix><pid>` of a groved that is gone, or of this one (whose earlier instance's
+// groups nobody knows of any more); another live groved's is left alone.
+bool unowned(const std::string& file, std::string_view prefix) {
+  if (!file.starts_with(prefix) || file.size() == prefix.size()
+      || file.find_first_not_of("0123456789", prefix.size()) != std::string::npos
+      || file.size() > prefix.size() + 9)
+    return false;
+  auto pid = std::atoi(file.c_str() + prefix.size());
+  return pid == ::getpid() || pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH);
+}
+
+// Thaws every group under `top` (writing `thawed` to its `file`); with `drop` the empty
+// ones are removed, `top` too when it empties. What a dead groved's parent-death SIGKILL
+// waited for ends once thawed (v1): up to 200 ms for that, else the group stays (thawed,
+// with what the runner kills next) until a later start.
+void thaw_all(const fs::path& top, const char* file, const char* thawed, bool drop) {
   std::error_code ec;
   std::vector<fs::path> leaves;
   for (const auto& leaf : fs::directory_iterator{top, ec})
     if (leaf.is_directory(ec)) {
-      cgroup_write(leaf.path() / "freezer.state", "THAWED");
+      cgroup_write(leaf.path() / file, thawed);
       leaves.push_back(leaf.path());
     }
+  if (!drop)
+    return;
   for (const auto& leaf : leaves) {
     for (int i = 0; i < 20 && !empty(leaf); ++i)
       ::usleep(10000);
@@ -54,58 +84,58 @@ void thaw_all(const fs::path& top) {
   ::rmdir(top.c_str());
 }
 
-} // namespace
-
-component_freezer::component_freezer() {
-  if (::geteuid() != 0) {
-    why_ = "groved does not run as root";
-    return;
-  }
-  auto dir = cgroup_host::probe().v1_dir("freezer");
-  if (dir.empty()) {
-    why_ = "no cgroup v1 freezer hierarchy";
-    return;
-  }
-  if (!cgroup_host::writable(dir)) {
-    why_ = dir.string() + " is not writable";
-    return;
-  }
-  // Another groved's (a second instance on this host) is left alone while it lives.
+// Every `<prefix><pid>` directory under `dir` that unowned() picks, thawed.
+void thaw_unowned(const fs::path& dir, std::string_view prefix, const char* file,
+                  const char* thawed, bool drop) {
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator{dir, ec}) {
-    auto file = e.path().filename().string();
-    if (!e.is_directory(ec) || !file.starts_with(prefix))
-      continue;
-    auto pid = std::atoi(file.c_str() + prefix.size());
-    if (pid == ::getpid() || pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH))
-      thaw_all(e.path());
-  }
-  base_ = dir / (std::string{prefix} + std::to_string(::getpid()));
+  for (const auto& e : fs::directory_iterator{dir, ec})
+    if (e.is_directory(ec) && unowned(e.path().filename().string(), prefix))
+      thaw_all(e.path(), file, thawed, drop);
 }
 
-caf::error component_freezer::freeze(const std::string& name,
-                                     const std::function<std::vector<pid_t>()>& pids) {
-  if (base_.empty()) {
-    std::set<pid_t> done;
-    for (int round = 0; round < 10; ++round) {
-      bool fresh = false;
-      for (auto p : pids())
-        if (done.insert(p).second) {
-          fresh = true;
-          ::kill(p, SIGSTOP);
-        }
-      if (!fresh)
-        return {};
+// cgroup.events' "frozen 1" (v2).
+bool events_frozen(const std::string& text) {
+  std::istringstream in{text};
+  std::string key, value;
+  while (in >> key >> value)
+    if (key == "frozen")
+      return value == "1";
+  return false;
+}
+
+// Waits up to `wait` until v2 group `group` reports every task frozen: the kernel
+// notifies a change of cgroup.events as a poll(2) priority event (cgroup-v2.rst).
+bool wait_frozen(const fs::path& group, std::chrono::milliseconds wait) {
+  int fd = ::open((group / "cgroup.events").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  auto until = std::chrono::steady_clock::now() + wait;
+  bool frozen = false;
+  for (;;) {
+    char buf[256];
+    ::lseek(fd, 0, SEEK_SET);
+    auto n = ::read(fd, buf, sizeof buf - 1);
+    if (n > 0 && events_frozen(std::string{buf, static_cast<size_t>(n)})) {
+      frozen = true;
+      break;
     }
-    return {};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      until - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      break;
+    pollfd p{fd, POLLPRI, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
+      break;
   }
-  auto group = base_ / name;
-  if (auto e = cgroup_mkdir(base_))
-    return e;
-  if (auto e = cgroup_mkdir(group))
-    return e;
-  // Moved in, frozen, then listed again: what forked meanwhile joins the frozen group
-  // (v1 freezes a task attached to a frozen group).
+  ::close(fd);
+  return frozen;
+}
+
+// Moves `pids` into `group` and freezes it (`file` <- `value`), then lists again until
+// nothing new turns up: what forked meanwhile is moved into the frozen group, where both
+// v1 and v2 freeze it. One that ended meanwhile is refused (ESRCH): nothing to freeze.
+caf::error move_and_freeze(const fs::path& group, const char* file, const char* value,
+                           const std::function<std::vector<pid_t>()>& pids) {
   bool frozen = false;
   for (int round = 0; round < 10; ++round) {
     std::set<pid_t> inside;
@@ -118,11 +148,10 @@ caf::error component_freezer::freeze(const std::string& name,
     for (auto p : pids())
       if (!inside.count(p)) {
         fresh = true;
-        // One that ended meanwhile is refused (ESRCH): nothing to freeze.
         cgroup_write(group / "cgroup.procs", std::to_string(p));
       }
     if (!frozen) {
-      if (auto e = cgroup_write(group / "freezer.state", "FROZEN"))
+      if (auto e = cgroup_write(group / file, value))
         return e;
       frozen = true;
       continue;
@@ -130,41 +159,208 @@ caf::error component_freezer::freeze(const std::string& name,
     if (!fresh)
       break;
   }
-  // FREEZING until every task has stopped (one in an uninterruptible sleep holds it up):
-  // answered once FROZEN, or after a second in any case (the rest freezes when it can).
-  for (int i = 0; i < 100 && read_state(group) != "FROZEN"; ++i)
-    ::usleep(10000);
+  return {};
+}
+
+} // namespace
+
+component_freezer::component_freezer() {
+  if (::geteuid() != 0) {
+    why_ = "groved does not run as root";
+    return;
+  }
+  auto host = cgroup_host::probe();
+  // Whatever backend is chosen below, what any of them left frozen is thawed.
+  std::string v1_why;
+  auto v1 = host.v1_dir("freezer");
+  if (v1.empty()) {
+    v1_why = "no cgroup v1 freezer hierarchy";
+  } else if (!cgroup_host::writable(v1)) {
+    v1_why = v1.string() + " is not writable";
+  } else {
+    thaw_unowned(v1, prefix, "freezer.state", "THAWED", true);
+    v1_base_ = v1 / (std::string{prefix} + std::to_string(::getpid()));
+  }
+  std::string v2_why;
+  if (host.v2_dir.empty()) {
+    v2_why = host.v2_why;
+  } else if (!cgroup_host::writable(host.v2_dir)) {
+    v2_why = host.v2_dir.string() + " is not writable";
+  } else {
+    thaw_unowned(host.v2_dir, prefix, "cgroup.freeze", "0", true);
+    // The components' own cgroups are component_cgroups' to remove (they kill what is
+    // left there): thawed only.
+    thaw_unowned(host.v2_dir, component_cgroups_prefix, "cgroup.freeze", "0", false);
+    v2_base_ = host.v2_dir / (std::string{prefix} + std::to_string(::getpid()));
+    v2_own_ = true;
+    v2_mount_ = host.v2_mount;
+    v2_dir_ = host.v2_dir;
+  }
+  std::string force;
+  if (const char* f = std::getenv("GROVE_DEPLOYMENT_FREEZER"))
+    force = f;
+  if (force == "signal") {
+    v1_base_.clear();
+    v2_base_.clear();
+    v2_own_ = false;
+    why_ = "GROVE_DEPLOYMENT_FREEZER=signal";
+  } else if (force == "v1") {
+    v2_base_.clear();
+    v2_own_ = false;
+    why_ = "v1: " + v1_why + "; GROVE_DEPLOYMENT_FREEZER=v1";
+  } else if (force == "v2") {
+    v1_base_.clear();
+    why_ = "v2: " + v2_why + "; GROVE_DEPLOYMENT_FREEZER=v2";
+  } else {
+    why_ = "v1: " + v1_why + "; v2: " + v2_why;
+  }
+}
+
+component_freezer::kind component_freezer::choose(const fs::path& own) const {
+  std::error_code ec;
+  if (v2_own_ && !own.empty() && fs::exists(own / "cgroup.freeze", ec))
+    return kind::v2_own;
+  if (!v1_base_.empty())
+    return kind::v1;
+  if (!v2_base_.empty())
+    return kind::v2_leaf;
+  return kind::signal;
+}
+
+fs::path component_freezer::own_of(pid_t pid) const {
+  if (!v2_own_)
+    return {};
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/cgroup"};
+  for (std::string line; std::getline(in, line);) {
+    if (!line.starts_with("0::/"))
+      continue;
+    auto dir = cgroup_under(v2_mount_, line.substr(3));
+    auto base = dir.parent_path();
+    std::error_code ec;
+    if (base.filename().string().starts_with(component_cgroups_prefix)
+        && fs::equivalent(base.parent_path(), v2_dir_, ec))
+      return dir;
+  }
+  return {};
+}
+
+caf::error component_freezer::freeze(const std::string& name,
+                                     const std::function<std::vector<pid_t>()>& pids,
+                                     const fs::path& own_given) {
+  // Never moved out of the cgroup holding its limits, named or not.
+  auto own = own_given;
+  if (own.empty())
+    for (auto p : pids())
+      if (own = own_of(p); !own.empty())
+        break;
+  auto how = choose(own);
+  switch (how) {
+    case kind::signal: {
+      paused_[name] = {how, {}};
+      std::set<pid_t> done;
+      for (int round = 0; round < 10; ++round) {
+        bool fresh = false;
+        for (auto p : pids())
+          if (done.insert(p).second) {
+            fresh = true;
+            ::kill(p, SIGSTOP);
+          }
+        if (!fresh)
+          break;
+      }
+      // Answered once each shows stopped (a signal is delivered after kill(2) returns),
+      // or after a second in any case.
+      auto until = std::chrono::steady_clock::now() + freeze_wait;
+      for (auto p : done)
+        for (char st = state_of(p); st == 'R' || st == 'S' || st == 'D'; st = state_of(p)) {
+          if (std::chrono::steady_clock::now() >= until)
+            return {};
+          ::usleep(1000);
+        }
+      return {};
+    }
+    case kind::v1: {
+      auto group = v1_base_ / name;
+      if (auto e = cgroup_mkdir(v1_base_))
+        return e;
+      if (auto e = cgroup_mkdir(group))
+        return e;
+      paused_[name] = {how, group};
+      if (auto e = move_and_freeze(group, "freezer.state", "FROZEN", pids))
+        return e;
+      // FREEZING until every task has stopped (one in an uninterruptible sleep holds it
+      // up): answered once FROZEN, or after a second in any case (the rest freezes when
+      // it can).
+      auto until = std::chrono::steady_clock::now() + freeze_wait;
+      while (read_state(group) != "FROZEN" && std::chrono::steady_clock::now() < until)
+        ::usleep(10000);
+      return {};
+    }
+    case kind::v2_own:
+    case kind::v2_leaf: {
+      auto group = how == kind::v2_own ? own : v2_base_ / name;
+      if (how == kind::v2_leaf) {
+        if (auto e = cgroup_mkdir(v2_base_))
+          return e;
+        if (auto e = cgroup_mkdir(group))
+          return e;
+      }
+      paused_[name] = {how, group};
+      // The own cgroup: its processes are there already (they joined it before they ran
+      // anything, and their children are born there); one that is not is the
+      // component's too and belongs there.
+      if (auto e = move_and_freeze(group, "cgroup.freeze", "1", pids))
+        return e;
+      wait_frozen(group, freeze_wait);
+      return {};
+    }
+  }
   return {};
 }
 
 caf::error component_freezer::thaw(const std::string& name, const std::vector<pid_t>& pids) {
-  if (base_.empty()) {
+  auto it = paused_.find(name);
+  if (it == paused_.end())
+    return {};
+  auto [how, group] = it->second;
+  std::error_code ec;
+  if (how == kind::signal) {
     for (auto p : pids)
       ::kill(p, SIGCONT);
-    return {};
+  } else if (fs::exists(group, ec)) {
+    auto e = how == kind::v1 ? cgroup_write(group / "freezer.state", "THAWED")
+                             : cgroup_write(group / "cgroup.freeze", "0");
+    if (e)
+      return e; // still paused: a later thaw tries again
   }
-  auto group = base_ / name;
-  std::error_code ec;
-  if (!fs::exists(group, ec))
-    return {};
-  if (auto e = cgroup_write(group / "freezer.state", "THAWED"))
-    return e;
+  paused_.erase(name);
   return {};
 }
 
 void component_freezer::remove(const std::string& name) {
-  if (base_.empty())
-    return;
-  auto group = base_ / name;
-  if (::rmdir(group.c_str()) != 0)
-    return;
-  ::rmdir(base_.c_str()); // the last one
+  for (const auto& base : {v1_base_, v2_base_}) {
+    if (base.empty())
+      continue;
+    if (::rmdir((base / name).c_str()) == 0)
+      ::rmdir(base.c_str()); // the last one
+  }
 }
 
 std::string component_freezer::describe() const {
-  if (base_.empty())
+  std::string out;
+  auto add = [&out](const std::string& way) {
+    out += (out.empty() ? "" : ", else ") + way;
+  };
+  if (v2_own_)
+    add("cgroup v2 cgroup.freeze of a component's own cgroup (systemResourceLimits)");
+  if (!v1_base_.empty())
+    add("cgroup v1 freezer (" + v1_base_.string() + ")");
+  if (!v2_base_.empty())
+    add("cgroup v2 cgroup.freeze (" + v2_base_.string() + ")");
+  if (out.empty())
     return "SIGSTOP/SIGCONT (" + why_ + ")";
-  return "cgroup v1 freezer (" + base_.string() + ")";
+  add("SIGSTOP/SIGCONT");
+  return out;
 }
 
 } // namespace grove::deployment

@@ -1,24 +1,39 @@
 #pragma once
 
 // PauseComponent / ResumeComponent (Greengrass IPC, aws.greengrass.ipc.lifecycle): a
-// generic component's processes stopped where they are and let go on later. As
-// Greengrass' nucleus, with the cgroup freezer: the v1 `freezer` hierarchy, one group
-// per paused component, `<groved's freezer cgroup>/grove-freeze-<pid>/<component>`, its
-// processes moved in when it is paused (a fork between the listing and the freeze lands
-// in the group too: freeze() lists again until nothing new turns up). Without a
-// writable freezer hierarchy (groved not root, none mounted, cgroup v2 only) each of the
-// component's processes gets SIGSTOP, and SIGCONT on resume (a stopped process's parent
-// can see the stop through waitpid's WUNTRACED; frozen ones show nothing).
+// generic component's processes stopped where they are and let go on later, with the
+// cgroup freezer as Greengrass' nucleus does. Per pause, the first of these that fits
+// (the README's PauseComponent section says why in this order):
+//  1. cgroup v2, the component's own cgroup: a component with systemResourceLimits on a
+//     v2 host already lives in a cgroup of its own (component_cgroups); that cgroup is
+//     frozen (`cgroup.freeze` 1) where it is: no process leaves the cgroup holding its
+//     limits, and what it forks is born inside and frozen. Named by the caller, or
+//     found from where the processes are (own_of).
+//  2. the v1 `freezer` hierarchy: one group per paused component, `<groved's freezer
+//     cgroup>/grove-freeze-<pid>/<component>`, its processes moved in (a hierarchy of its
+//     own, so the memory and cpu cgroups stay as they are), `freezer.state` FROZEN.
+//  3. cgroup v2, a leaf of its own: `<groved's v2 cgroup>/grove-freeze-<pid>/<component>`,
+//     the processes moved in from groved's cgroup (they hold no limits there), frozen.
+//  4. SIGSTOP to each process, SIGCONT on resume (groved not root, no cgroup file system
+//     it may write): any SIGCONT ends the pause, and a stopped process's parent can see
+//     the stop through waitpid's WUNTRACED (frozen ones show nothing).
+// The groups are listed again after the freeze until nothing new turns up (a fork
+// between the listing and the freeze is moved in and frozen too), and the pause is
+// answered once the kernel reports the group frozen (v2: `cgroup.events` "frozen 1",
+// waited for with poll(2); v1: FROZEN), or after a second in any case.
 //
-// A frozen task acts on no signal, SIGKILL included, until thawed: whoever ends a
-// paused component's processes thaws them first (runner: stop, run timeout, hand-over,
-// its destructor), and open() thaws what earlier groveds left frozen. Used on the
-// plugin's actor.
+// A v1-frozen task acts on no signal, SIGKILL included, until thawed, and a v2-frozen
+// group stays frozen after its processes went: whoever ends a paused component's
+// processes thaws them first (runner: stop, run timeout, hand-over, its destructor), and
+// the constructor thaws what earlier groveds (and this one's earlier instance) left
+// frozen, on every backend there is. Tests only: GROVE_DEPLOYMENT_FREEZER=v1|v2|signal
+// limits the choice to that backend (v2: 1 and 3). Used on the plugin's actor.
 
 #include <sys/types.h>
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,28 +44,47 @@ namespace grove::deployment {
 /// The components' freezer (see the file comment).
 class component_freezer {
 public:
-  /// Finds the v1 freezer hierarchy and thaws (and removes, when empty) the
-  /// `grove-freeze-<pid>` groups under groved's freezer cgroup whose groved is gone, and
-  /// this groved's own (a hot reload's new runner starts with nothing paused): nothing
-  /// stays frozen that nobody knows of. Without one, freeze() and thaw() signal.
+  /// Finds the v1 freezer and groved's v2 cgroup, and thaws (and removes, when empty)
+  /// the `grove-freeze-<pid>` groups whose groved is gone, and this groved's own (a hot
+  /// reload's new runner starts with nothing paused), and the components' own v2 cgroups
+  /// (`grove-components-<pid>/*`) of the same groveds: nothing stays frozen that nobody
+  /// knows of. Without any of them, freeze() and thaw() signal.
   component_freezer();
 
   /// Freezes (or stops) `name`'s processes, listed by `pids` (called again until it
-  /// finds none that is not frozen yet); the error says why not.
-  caf::error freeze(const std::string& name, const std::function<std::vector<pid_t>()>& pids);
+  /// finds none that is not frozen yet). `own`: the component's v2 cgroup holding its
+  /// systemResourceLimits, or empty. The error says why not.
+  caf::error freeze(const std::string& name, const std::function<std::vector<pid_t>()>& pids,
+                    const std::filesystem::path& own = {});
 
-  /// Thaws (or continues) `name`'s processes (`pids` for the signals' fallback).
+  /// Thaws (or continues) `name`'s processes, the way freeze() stopped them (`pids` for
+  /// the signals' fallback).
   caf::error thaw(const std::string& name, const std::vector<pid_t>& pids);
 
   /// Removes `name`'s group once its processes are gone (rmdir refuses it before).
   void remove(const std::string& name);
 
-  /// "cgroup v1 freezer (<dir>)" or "SIGSTOP/SIGCONT (<why no freezer>)".
+  /// The backends in the order they are tried, e.g. "cgroup v2 cgroup.freeze (a
+  /// component's own cgroup, else a leaf under <dir>)" or "SIGSTOP/SIGCONT (<why>)".
   std::string describe() const;
 
 private:
-  std::filesystem::path base_; // grove-freeze-<pid>; empty: signals
-  std::string why_;            // why no freezer
+  enum class kind { v2_own, v1, v2_leaf, signal };
+
+  // The backend for a component whose own v2 cgroup is `own` (or none).
+  kind choose(const std::filesystem::path& own) const;
+
+  // The component's own v2 cgroup, found from where `pid` is: a directory of a
+  // `grove-components-<pid>` under groved's v2 cgroup (a runner that has not opened its
+  // component_cgroups yet, e.g. after a hot reload, does not name it), or empty.
+  std::filesystem::path own_of(pid_t pid) const;
+
+  std::filesystem::path v1_base_; // <v1 freezer>/grove-freeze-<pid>; empty: none
+  std::filesystem::path v2_base_; // <v2 cgroup>/grove-freeze-<pid>; empty: none
+  bool v2_own_ = false;           // a component's own v2 cgroup may be frozen
+  std::filesystem::path v2_mount_, v2_dir_; // cgroup_host's
+  std::string why_;               // why neither: signals
+  std::map<std::string, std::pair<kind, std::filesystem::path>> paused_; // name -> how, group
 };
 
 } // namespace grove::deployment

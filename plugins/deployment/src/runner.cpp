@@ -664,7 +664,9 @@ std::optional<runner::control_refusal> runner::control(const std::string& name, 
   auto pids = [this, &name] { return pids_of(name); };
   if (pids().empty())
     return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
-  if (auto e = freezer().freeze(name, pids)) {
+  // A component whose limits hold it in a v2 cgroup of its own is frozen there.
+  auto own = c.plan.limits.any() && cgroups_ ? cgroups_->v2_group(name) : std::filesystem::path{};
+  if (auto e = freezer().freeze(name, pids, own)) {
     freezer().thaw(name, pids()); // what was frozen before the failure
     return control_refusal{"ServiceError", "Failed to pause component " + name + " due to : "
                                              + grove::describe(e)};

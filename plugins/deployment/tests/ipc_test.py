@@ -126,15 +126,80 @@ def procs_of(role):
     return out
 
 
-def frozen(pid):
-    """Whether `pid` is stopped: its cgroup freezer says FROZEN, or its state is T."""
+# GROVE_DEPLOYMENT_FREEZER (tests only, component_freezer.hpp): ctest runs this test with
+# it unset (the freezer's own choice: the v1 freezer on a host with one), `v2` (cgroup v2's
+# cgroup.freeze) and `signal` (SIGSTOP/SIGCONT); a paused process must show paused that way.
+FREEZER = os.environ.get("GROVE_DEPLOYMENT_FREEZER", "")
+
+
+def cgroup_mount(kind, option=None):
+    """Where the cgroup (v1, holding `option`) or cgroup2 file system is mounted."""
+    for x in read("/proc/self/mountinfo").splitlines():
+        left, _, right = x.partition(" - ")
+        fields = right.split(" ")
+        if fields[0] == kind and (option is None or option in fields[-1].split(",")):
+            return left.split(" ")[4]
+    return None
+
+
+def v1_frozen(pid):
+    """Whether `pid`'s v1 freezer group says FROZEN."""
     for x in read(f"/proc/{pid}/cgroup").splitlines():
         parts = x.split(":", 2)
         if len(parts) == 3 and "freezer" in parts[1].split(","):
             state = read(f"/sys/fs/cgroup/freezer{parts[2]}/freezer.state").strip()
             if state == "FROZEN":
                 return True
+    return False
+
+
+def v2_frozen(pid):
+    """Whether `pid`'s v2 cgroup reports "frozen 1" (cgroup.events)."""
+    mount = cgroup_mount("cgroup2")
+    for x in read(f"/proc/{pid}/cgroup").splitlines():
+        if mount and x.startswith("0::/") and x != "0::/":
+            return "frozen 1" in read(f"{mount}{x[3:]}/cgroup.events").splitlines()
+    return False
+
+
+def stopped(pid):
+    """Whether `pid`'s state is T (SIGSTOP)."""
     return read(f"/proc/{pid}/stat").split(") ")[-1][:1] == "T"
+
+
+def frozen(pid):
+    """Whether `pid` is paused the way GROVE_DEPLOYMENT_FREEZER says (unset: any way)."""
+    return {"v1": v1_frozen, "v2": v2_frozen, "signal": stopped}.get(
+        FREEZER, lambda p: v1_frozen(p) or v2_frozen(p) or stopped(p))(pid)
+
+
+def all_frozen(pids):
+    """Whether every one of `pids` (some) is paused, waiting a little for it (a stop
+    signal is delivered after kill(2) returns)."""
+    return bool(pids) and bool(wait(lambda: all(frozen(p) for p in pids), 5))
+
+
+def paused_any(pid):
+    """Whether `pid` is paused in any way (a resume must end all of them)."""
+    return v1_frozen(pid) or v2_frozen(pid) or stopped(pid)
+
+
+def frozen_groups_of_gone_groveds():
+    """The freeze groups (grove-freeze-<pid>/*, and v2's grove-components-<pid>/*) still
+    frozen whose groved `pid` is gone."""
+    out = []
+    for kind, mount, file, is_frozen in (
+            ("v1", cgroup_mount("cgroup", "freezer"), "freezer.state", lambda t: t.strip() == "FROZEN"),
+            ("v2", cgroup_mount("cgroup2"), "cgroup.events", lambda t: "frozen 1" in t.splitlines())):
+        if not mount:
+            continue
+        for top, dirs, _ in os.walk(mount):
+            name = os.path.basename(top)
+            for prefix in ("grove-freeze-", "grove-components-"):
+                if name.startswith(prefix) and name[len(prefix):].isdigit() and \
+                        not support.alive(int(name[len(prefix):])):
+                    out += [f"{top}/{d}" for d in dirs if is_frozen(read(f"{top}/{d}/{file}"))]
+    return out
 
 
 def latest():
@@ -157,6 +222,10 @@ if PHASE == "restarted":
     check("after kill -9 of groved, the processes of a component it had paused are gone "
           "(thawed, not left frozen)", bool(old) and bool(gone),
           [(p, read(f"/proc/{p}/stat")[:60]) for p in old])
+    # v2 freezes a group, not its tasks: SIGKILL ends a v2-frozen process, and its group
+    # stays frozen (empty) unless the next groved thaws it.
+    check("... and no freeze group of a groved that is gone is left frozen",
+          not frozen_groups_of_gone_groveds(), frozen_groups_of_gone_groveds())
     support.finish()
 
 
@@ -283,7 +352,7 @@ if PHASE == "reload":
     ready = len(lines("e2e.IpcSub", "ready"))
     ok = control("pause", "e2e.IpcPub")
     check("Pub paused before the reload", ok.get("ok") and
-          all(frozen(p) for p in procs_of("pub")), ok)
+          all_frozen(procs_of("pub")), ok)
     first = again()
     check("before the reload, Sub's GetConfiguration on its connection answers",
           first.startswith("again "), first)
@@ -320,7 +389,7 @@ if PHASE == "reload":
           token_accepted("e2e.IpcSub"))
     check("... the hand-over resumed the paused Pub (logged; not frozen)",
           "resumed (hot reload of the deployment plugin)" in log
-          and not any(frozen(p) for p in procs_of("pub")),
+          and not any(paused_any(p) for p in procs_of("pub")),
           [x for x in log.splitlines() if "IpcPub" in x][:5])
     no = control("resume", "e2e.IpcPub")
     check("... the new instance knows it is not paused (ResumeComponent: InvalidArgumentsError)",
@@ -331,7 +400,7 @@ if PHASE == "reload":
     with open(f"{WORK}/e2e.IpcControl/paused-pids", "w") as f:
         f.write("".join(f"{p}\n" for p in pids))
     check("Pub paused again before groved is killed", ok.get("ok") and bool(pids) and
-          all(frozen(p) for p in pids), (ok, pids))
+          all_frozen(pids), (ok, pids))
     support.finish()
 
 
@@ -546,10 +615,16 @@ still = wait(lambda: len(lines("e2e.IpcSub", "received")) > len(got) + 3, 10)
 check("the components' own connections are unaffected", bool(still))
 
 
+way = [x for x in read(f"{WRITE}/../groved.out").splitlines() if "PauseComponent pauses with" in x]
+check("groved's log says how PauseComponent pauses (GROVE_DEPLOYMENT_FREEZER=%s)" % FREEZER,
+      bool(way) and {"v2": "pauses with cgroup v2 cgroup.freeze" in way[-1]
+                     and "v1 freezer" not in way[-1],
+                     "signal": "pauses with SIGSTOP/SIGCONT (GROVE_DEPLOYMENT_FREEZER=signal)"
+                     in way[-1]}.get(FREEZER, True), way)
 ok = control("pause", "e2e.IpcPub")
 check("PauseComponent of Pub (its policy lists it) -> answered, no error", ok.get("ok"), ok)
 pubs = procs_of("pub")
-check("... Pub's process is frozen", bool(pubs) and all(frozen(p) for p in pubs),
+check("... Pub's process is frozen", bool(pubs) and all_frozen(pubs),
       [(p, read(f"/proc/{p}/stat")[:80], read(f"/proc/{p}/cgroup")) for p in pubs])
 time.sleep(1)  # what was in flight arrives
 paused_at = latest()
@@ -565,14 +640,14 @@ ok = control("resume", "e2e.IpcPub")
 check("ResumeComponent of Pub -> answered, no error", ok.get("ok"), ok)
 came = wait(lambda: latest() > paused_at + 3, 20)
 check("... its publishes go on", bool(came), (paused_at, latest()))
-check("... its process is no longer frozen", not any(frozen(p) for p in procs_of("pub")))
+check("... its process is no longer frozen", not any(paused_any(p) for p in procs_of("pub")))
 no = control("resume", "e2e.IpcPub")
 check("ResumeComponent of a running component -> InvalidArgumentsError (Greengrass': "
       "not paused)", "InvalidArgumentsError" in no.get("error", ""), no)
 no = control("pause", "e2e.IpcSub")
 check("PauseComponent of a component its policy does not list -> UnauthorizedError",
       no.get("error") == "aws.greengrass#UnauthorizedError", no)
-check("... Sub not paused", not any(frozen(p) for p in procs_of("sub")))
+check("... Sub not paused", not any(paused_any(p) for p in procs_of("sub")))
 no = control("pause", "e2e.NoSuch")
 check("PauseComponent of a component that does not exist -> ResourceNotFoundError",
       no.get("error") == "aws.greengrass#ResourceNotFoundError", no)
@@ -581,7 +656,7 @@ check("PauseComponent of a component that does not exist -> ResourceNotFoundErro
 ok = control("pause", "e2e.IpcFlaky")
 flaky = procs_of("flaky")
 check("PauseComponent of Flaky -> frozen", ok.get("ok") and bool(flaky) and
-      all(frozen(p) for p in flaky), (ok, flaky))
+      all_frozen(flaky), (ok, flaky))
 d5, status, reason = deploy({"greeting": "skip"}, action="SKIP_NOTIFY_COMPONENTS",
                             drop=["e2e.IpcFlaky"])
 check("a deployment removing the paused Flaky -> COMPLETED", status == "COMPLETED",

@@ -13,7 +13,9 @@
 # changes still in force after kill -9 of groved; `grovectl reload deployment` keeping the
 # components' connections (subscriptions, GetConfiguration, tokens); PauseComponent /
 # ResumeComponent (frozen, resumed, refusals; resumed by a hot reload's hand-over, thawed
-# after kill -9 of groved).
+# after kill -9 of groved). ctest runs it also with GROVE_DEPLOYMENT_FREEZER=v2 and =signal
+# (tests only: groved inherits it) so that cgroup v2's freezer and the SIGSTOP fallback
+# are each exercised on a host that has a v1 freezer.
 # Usage: ipc_test.sh GROVED GROVECTL GROVE_CERTS DEVICES_DIR
 set -u
 

@@ -1,0 +1,263 @@
+// PauseComponent's freezer (src/component_freezer.cpp) on this host's real cgroups, with
+// real processes: cgroup v2's cgroup.freeze (a leaf of its own, and a component's own
+// cgroup frozen where it is), the SIGSTOP/SIGCONT fallback, and what a dead groved left
+// frozen thawed by the next freezer. Each backend is forced with GROVE_DEPLOYMENT_FREEZER
+// (tests only). Needs root and a writable v2 cgroup (a hybrid host's controller-less
+// unified hierarchy is enough); skipped otherwise.
+
+#define BOOST_TEST_MODULE deployment_freezer
+#include <boost/test/unit_test.hpp>
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "component_cgroups.hpp"
+#include "component_freezer.hpp"
+#include "grove/cgroup.hpp"
+
+using namespace grove;
+using namespace grove::deployment;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in{p};
+  return {std::istreambuf_iterator<char>{in}, {}};
+}
+
+bool wait_until(const std::function<bool()>& f) {
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(10ms))
+    if (f())
+      return true;
+  return f();
+}
+
+// A process counting in shared memory, as a component's work.
+struct counter {
+  pid_t pid = -1;
+  std::atomic<uint64_t>* count = nullptr;
+
+  counter() {
+    void* mem = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    BOOST_REQUIRE(mem != MAP_FAILED);
+    count = new (mem) std::atomic<uint64_t>{0};
+    pid = ::fork();
+    BOOST_REQUIRE(pid >= 0);
+    if (pid == 0)
+      for (;;) {
+        count->fetch_add(1);
+        ::usleep(1000);
+      }
+  }
+
+  ~counter() {
+    ::kill(pid, SIGKILL); // v2-frozen, stopped or running: it ends
+    ::waitpid(pid, nullptr, 0);
+    ::munmap(count, 4096);
+  }
+
+  // Whether it counts on (within 10 s).
+  bool runs() const {
+    auto at = count->load();
+    return wait_until([&] { return count->load() > at + 3; });
+  }
+
+  // Whether it counts no more: the count is the same before and after a pause.
+  bool still() const {
+    auto at = count->load();
+    std::this_thread::sleep_for(200ms);
+    return count->load() == at;
+  }
+
+  // Its v2 cgroup (/proc/<pid>/cgroup's "0::" line) under `mount`.
+  fs::path v2_cgroup(const fs::path& mount) const {
+    std::istringstream in{read_text("/proc/" + std::to_string(pid) + "/cgroup")};
+    for (std::string line; std::getline(in, line);)
+      if (line.starts_with("0::"))
+        return cgroup_under(mount, line.substr(3));
+    return {};
+  }
+
+  char state() const {
+    auto text = read_text("/proc/" + std::to_string(pid) + "/stat");
+    auto paren = text.rfind(") ");
+    return paren == std::string::npos ? 0 : text[paren + 2];
+  }
+};
+
+bool v2_frozen(const fs::path& group) {
+  std::istringstream in{read_text(group / "cgroup.events")};
+  for (std::string line; std::getline(in, line);)
+    if (line == "frozen 1")
+      return true;
+  return false;
+}
+
+// GROVE_DEPLOYMENT_FREEZER set for one freezer's construction.
+struct forced {
+  explicit forced(const char* backend) {
+    ::setenv("GROVE_DEPLOYMENT_FREEZER", backend, 1);
+  }
+  ~forced() {
+    ::unsetenv("GROVE_DEPLOYMENT_FREEZER");
+  }
+};
+
+// The host's v2 directory for groved, or why the test is skipped.
+fs::path v2_dir() {
+  auto host = cgroup_host::probe();
+  if (::geteuid() != 0 || !cgroup_host::writable(host.v2_dir)) {
+    BOOST_TEST_MESSAGE("skipped: no writable cgroup v2 directory (" << host.v2_dir << ", "
+                                                                     << host.v2_why << ")");
+    return {};
+  }
+  return host.v2_dir;
+}
+
+// A pid that was a process and is gone (a child reaped).
+pid_t dead_pid() {
+  pid_t p = ::fork();
+  if (p == 0)
+    ::_exit(0);
+  ::waitpid(p, nullptr, 0);
+  return p;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(v2_freezes_a_component_in_a_leaf_and_thaws_it) {
+  auto dir = v2_dir();
+  if (dir.empty())
+    return;
+  auto host = cgroup_host::probe();
+  counter c;
+  BOOST_REQUIRE(c.runs());
+  forced f{"v2"};
+  component_freezer fz;
+  BOOST_TEST(fz.describe().find("cgroup v2 cgroup.freeze (") != std::string::npos, fz.describe());
+  BOOST_TEST(fz.describe().find("v1 freezer") == std::string::npos, fz.describe());
+  BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+  auto group = c.v2_cgroup(host.v2_mount);
+  BOOST_TEST(group == dir / ("grove-freeze-" + std::to_string(::getpid())) / "comp");
+  BOOST_TEST(v2_frozen(group), read_text(group / "cgroup.events"));
+  BOOST_TEST(c.still());
+  BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+  BOOST_TEST(!v2_frozen(group));
+  BOOST_TEST(c.runs());
+  // A second thaw (nothing paused) is nothing.
+  BOOST_TEST(!fz.thaw("comp", {c.pid}));
+  ::kill(c.pid, SIGKILL);
+  ::waitpid(c.pid, nullptr, 0);
+  BOOST_TEST(wait_until([&] {
+    fz.remove("comp");
+    return !fs::exists(group);
+  }));
+  BOOST_TEST(!fs::exists(group.parent_path()));
+}
+
+BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
+  auto dir = v2_dir();
+  if (dir.empty())
+    return;
+  auto host = cgroup_host::probe();
+  // As component_cgroups makes it for a component with systemResourceLimits.
+  auto base = dir / (std::string{component_cgroups_prefix} + std::to_string(::getpid()));
+  auto own = base / "comp";
+  BOOST_REQUIRE(!cgroup_mkdir(base));
+  BOOST_REQUIRE(!cgroup_mkdir(own));
+  {
+    counter c;
+    BOOST_REQUIRE(!cgroup_write(own / "cgroup.procs", std::to_string(c.pid)));
+    BOOST_REQUIRE(c.runs());
+    forced f{"v2"};
+    component_freezer fz;
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }, own));
+    BOOST_TEST(c.v2_cgroup(host.v2_mount) == own); // not moved out of its limits
+    BOOST_TEST(v2_frozen(own), read_text(own / "cgroup.events"));
+    BOOST_TEST(!fs::exists(dir / ("grove-freeze-" + std::to_string(::getpid()))));
+    BOOST_TEST(c.still());
+    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_TEST(!v2_frozen(own));
+    BOOST_TEST(c.runs());
+    BOOST_TEST(c.v2_cgroup(host.v2_mount) == own);
+    // Not named (a runner that has not opened its cgroups yet, after a hot reload): found
+    // from where the process is, and frozen there too.
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+    BOOST_TEST(c.v2_cgroup(host.v2_mount) == own);
+    BOOST_TEST(v2_frozen(own), read_text(own / "cgroup.events"));
+    BOOST_TEST(c.still());
+    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_TEST(c.runs());
+  }
+  BOOST_TEST(wait_until([&] { return ::rmdir(own.c_str()) == 0; }));
+  BOOST_TEST(::rmdir(base.c_str()) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(the_signal_fallback_stops_and_continues) {
+  counter c;
+  BOOST_REQUIRE(c.runs());
+  forced f{"signal"};
+  component_freezer fz;
+  BOOST_TEST(fz.describe().starts_with("SIGSTOP/SIGCONT ("), fz.describe());
+  BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+  BOOST_TEST(c.state() == 'T'); // answered once stopped
+  BOOST_TEST(c.still());
+  BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+  BOOST_TEST(c.runs());
+  BOOST_TEST(c.state() != 'T');
+}
+
+BOOST_AUTO_TEST_CASE(a_new_freezer_thaws_what_a_dead_groved_left_frozen) {
+  auto dir = v2_dir();
+  if (dir.empty())
+    return;
+  auto host = cgroup_host::probe();
+  auto dead = std::to_string(dead_pid());
+  // What a groved killed with -9 leaves: its freeze leaf and a component's own cgroup,
+  // both frozen, each with a process in it.
+  auto leaf_top = dir / ("grove-freeze-" + dead);
+  auto own_top = dir / (std::string{component_cgroups_prefix} + dead);
+  for (const auto& d : {leaf_top, leaf_top / "comp", own_top, own_top / "comp"})
+    BOOST_REQUIRE(!cgroup_mkdir(d));
+  {
+    counter in_leaf, in_own;
+    BOOST_REQUIRE(!cgroup_write(leaf_top / "comp" / "cgroup.procs", std::to_string(in_leaf.pid)));
+    BOOST_REQUIRE(!cgroup_write(own_top / "comp" / "cgroup.procs", std::to_string(in_own.pid)));
+    for (const auto& g : {leaf_top / "comp", own_top / "comp"}) {
+      BOOST_REQUIRE(!cgroup_write(g / "cgroup.freeze", "1"));
+      BOOST_REQUIRE(wait_until([&] { return v2_frozen(g); }));
+    }
+    BOOST_REQUIRE(in_leaf.still() && in_own.still());
+    component_freezer fz; // the next groved's (any backend: all are thawed)
+    BOOST_TEST(!v2_frozen(leaf_top / "comp"));
+    BOOST_TEST(!v2_frozen(own_top / "comp"));
+    BOOST_TEST(in_leaf.runs());
+    BOOST_TEST(in_own.runs());
+    // component_cgroups removes its own (killing what is left); the freeze leaf is the
+    // freezer's, removed once empty.
+    BOOST_TEST(fs::exists(own_top / "comp"));
+  }
+  BOOST_TEST(wait_until([&] { return ::rmdir((own_top / "comp").c_str()) == 0; }));
+  BOOST_TEST(::rmdir(own_top.c_str()) == 0);
+  // The leaf held a live process at the freezer's start: it stays (thawed) for a later
+  // start, and goes with it.
+  BOOST_TEST(wait_until([&] {
+    component_freezer again;
+    return !fs::exists(leaf_top);
+  }));
+}
