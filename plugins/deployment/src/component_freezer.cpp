@@ -88,9 +88,24 @@ void thaw_all(const fs::path& top, const char* file, const char* thawed, bool dr
 void thaw_unowned(const fs::path& dir, std::string_view prefix, const char* file,
                   const char* thawed, bool drop) {
   std::error_code ec;
+  auto mine = std::string{prefix} + std::to_string(::getpid());
   for (const auto& e : fs::directory_iterator{dir, ec})
     if (e.is_directory(ec) && unowned(e.path().filename().string(), prefix))
-      thaw_all(e.path(), file, thawed, drop);
+      // This groved's own (a hot reload): its components' processes live on in them,
+      // so no waiting for them to empty.
+      thaw_all(e.path(), file, thawed, drop && e.path().filename() != mine);
+}
+
+// Whether this kernel has cgroup v2's freezer (5.2 on): `cgroup.freeze` in a non-root
+// cgroup at `dir` or just under it (none at the root).
+bool has_v2_freeze(const fs::path& mount, const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::equivalent(dir, mount, ec) && fs::exists(dir / "cgroup.freeze", ec))
+    return true;
+  for (const auto& e : fs::directory_iterator{dir, ec})
+    if (e.is_directory(ec) && fs::exists(e.path() / "cgroup.freeze", ec))
+      return true;
+  return false;
 }
 
 // cgroup.events' "frozen 1" (v2).
@@ -159,6 +174,18 @@ caf::error move_and_freeze(const fs::path& group, const char* file, const char* 
     if (!fresh)
       break;
   }
+  // Every process still there is inside, or the pause failed (a write to cgroup.procs
+  // refused for another reason than its end: a threaded or foreign cgroup).
+  std::set<pid_t> inside;
+  {
+    std::ifstream in{group / "cgroup.procs"};
+    for (pid_t p; in >> p;)
+      inside.insert(p);
+  }
+  for (auto p : pids())
+    if (!inside.count(p) && ::kill(p, 0) == 0)
+      return make_error(errc::invalid_state, "process " + std::to_string(p)
+                                               + " could not be moved into " + group.string());
   return {};
 }
 
@@ -186,6 +213,8 @@ component_freezer::component_freezer() {
     v2_why = host.v2_why;
   } else if (!cgroup_host::writable(host.v2_dir)) {
     v2_why = host.v2_dir.string() + " is not writable";
+  } else if (!has_v2_freeze(host.v2_mount, host.v2_dir)) {
+    v2_why = "this kernel's cgroup v2 has no cgroup.freeze (Linux 5.2 on)";
   } else {
     thaw_unowned(host.v2_dir, prefix, "cgroup.freeze", "0", true);
     // The components' own cgroups are component_cgroups' to remove (they kill what is
@@ -216,31 +245,50 @@ component_freezer::component_freezer() {
   }
 }
 
-component_freezer::kind component_freezer::choose(const fs::path& own) const {
+component_freezer::kind component_freezer::choose(const std::string& name, const fs::path& own,
+                                                   const std::vector<pid_t>& pids) const {
   std::error_code ec;
-  if (v2_own_ && !own.empty() && fs::exists(own / "cgroup.freeze", ec))
-    return kind::v2_own;
+  if (!own.empty()) {
+    // Its limits hold it in a v2 cgroup: frozen there, or in v1's own hierarchy, or
+    // stopped; never moved to a leaf (it would leave its limits).
+    if (v2_own_ && fs::exists(own / "cgroup.freeze", ec))
+      return kind::v2_own;
+    return v1_base_.empty() ? kind::signal : kind::v1;
+  }
   if (!v1_base_.empty())
     return kind::v1;
-  if (!v2_base_.empty())
-    return kind::v2_leaf;
-  return kind::signal;
+  if (v2_base_.empty())
+    return kind::signal;
+  // A leaf takes only processes from groved's own cgroup (or the leaf, paused before):
+  // one that sits elsewhere (a scope, a cgroup of its own making) stays there.
+  for (auto p : pids) {
+    auto at = v2_cgroup_of(p);
+    if (!at.empty() && !fs::equivalent(at, v2_dir_, ec)
+        && !fs::equivalent(at, v2_base_ / name, ec))
+      return kind::signal;
+  }
+  return kind::v2_leaf;
+}
+
+fs::path component_freezer::v2_cgroup_of(pid_t pid) const {
+  if (v2_mount_.empty())
+    return {};
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/cgroup"};
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("0::/"))
+      return cgroup_under(v2_mount_, line.substr(3));
+  return {};
 }
 
 fs::path component_freezer::own_of(pid_t pid) const {
   if (!v2_own_)
     return {};
-  std::ifstream in{"/proc/" + std::to_string(pid) + "/cgroup"};
-  for (std::string line; std::getline(in, line);) {
-    if (!line.starts_with("0::/"))
-      continue;
-    auto dir = cgroup_under(v2_mount_, line.substr(3));
-    auto base = dir.parent_path();
-    std::error_code ec;
-    if (base.filename().string().starts_with(component_cgroups_prefix)
-        && fs::equivalent(base.parent_path(), v2_dir_, ec))
-      return dir;
-  }
+  auto dir = v2_cgroup_of(pid);
+  auto base = dir.parent_path();
+  std::error_code ec;
+  if (!dir.empty() && base.filename().string().starts_with(component_cgroups_prefix)
+      && fs::equivalent(base.parent_path(), v2_dir_, ec))
+    return dir;
   return {};
 }
 
@@ -253,7 +301,7 @@ caf::error component_freezer::freeze(const std::string& name,
     for (auto p : pids())
       if (own = own_of(p); !own.empty())
         break;
-  auto how = choose(own);
+  auto how = choose(name, own, pids());
   switch (how) {
     case kind::signal: {
       paused_[name] = {how, {}};

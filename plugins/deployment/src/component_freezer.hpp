@@ -13,21 +13,26 @@
 //     cgroup>/grove-freeze-<pid>/<component>`, its processes moved in (a hierarchy of its
 //     own, so the memory and cpu cgroups stay as they are), `freezer.state` FROZEN.
 //  3. cgroup v2, a leaf of its own: `<groved's v2 cgroup>/grove-freeze-<pid>/<component>`,
-//     the processes moved in from groved's cgroup (they hold no limits there), frozen.
+//     the processes moved in from groved's cgroup (they hold no limits there), frozen;
+//     only when every one is in groved's cgroup (or the leaf): one a scope or its own
+//     cgroup holds is stopped with 4 instead. No v2 backend on a kernel without
+//     `cgroup.freeze` (before 5.2); a component with v2 limits then takes 2 or 4.
 //  4. SIGSTOP to each process, SIGCONT on resume (groved not root, no cgroup file system
 //     it may write): any SIGCONT ends the pause, and a stopped process's parent can see
 //     the stop through waitpid's WUNTRACED (frozen ones show nothing).
-// The groups are listed again after the freeze until nothing new turns up (a fork
-// between the listing and the freeze is moved in and frozen too), and the pause is
+// The groups are listed again after the freeze until nothing new turns up (ten rounds
+// at most; a fork between the listing and the freeze is moved in and frozen too; one
+// still outside after them fails the pause), and the pause is
 // answered once the kernel reports the group frozen (v2: `cgroup.events` "frozen 1",
 // waited for with poll(2); v1: FROZEN), or after a second in any case.
 //
 // A v1-frozen task acts on no signal, SIGKILL included, until thawed, and a v2-frozen
 // group stays frozen after its processes went: whoever ends a paused component's
 // processes thaws them first (runner: stop, run timeout, hand-over, its destructor), and
-// the constructor thaws what earlier groveds (and this one's earlier instance) left
-// frozen, on every backend there is. Tests only: GROVE_DEPLOYMENT_FREEZER=v1|v2|signal
-// limits the choice to that backend (v2: 1 and 3). Used on the plugin's actor.
+// the constructor thaws what earlier groveds in the same cgroups (and this one's earlier
+// instance) left frozen, on every backend there is. Tests only:
+// GROVE_DEPLOYMENT_FREEZER=v1|v2|signal limits the choice to that backend (v2: 1 and 3).
+// Used on the plugin's actor.
 
 #include <sys/types.h>
 
@@ -71,8 +76,13 @@ public:
 private:
   enum class kind { v2_own, v1, v2_leaf, signal };
 
-  // The backend for a component whose own v2 cgroup is `own` (or none).
-  kind choose(const std::filesystem::path& own) const;
+  // The backend for component `name` whose own v2 cgroup is `own` (or none), its
+  // processes `pids`.
+  kind choose(const std::string& name, const std::filesystem::path& own,
+              const std::vector<pid_t>& pids) const;
+
+  // `pid`'s cgroup on the v2 hierarchy, or empty.
+  std::filesystem::path v2_cgroup_of(pid_t pid) const;
 
   // The component's own v2 cgroup, found from where `pid` is: a directory of a
   // `grove-components-<pid>` under groved's v2 cgroup (a runner that has not opened its

@@ -37,6 +37,9 @@ check "groved and the deployment plugin still run" status_matches "deployment .*
 # reconnect): subscriptions and requests go on.
 run_phase "$HERE/ipc_test.py" reload "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
 # UpdateConfiguration's changes are kept: kill -9, start again, the component reads them.
+# The killed groved's pid: the restarted phase looks for what it left frozen (and only
+# that: another test's groved may be between its own kill -9 and restart meanwhile).
+export KILLED_GROVED_PID=$GROVED_PID
 stop_groved KILL
 launch_deployment "groved did not come back after kill -9"
 run_phase "$HERE/ipc_test.py" restarted "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$HERE/ipc_component.js" "$DEVICES/node_modules" "$GROVECTL"
