@@ -179,6 +179,17 @@ bool is(const caf::expected<grove::Envelope>& r, errc code) {
 
 using call = std::future<caf::expected<grove::Envelope>>;
 
+/// A request to function g whose handler holds it until the file `hold` exists, sent and
+/// waited for until the handler runs (`<hold>.pid` written): the item in hand while
+/// others queue behind it.
+call hold_an_item(runtime& rt, const fs::path& hold) {
+  auto held = std::async(std::launch::async, [&rt, hold] {
+    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
+  });
+  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  return held;
+}
+
 /// Function g in the test function's pipeline mode, on demand with up to two instances
 /// (items sent ahead to busy ones once both run), and what the send-ahead tests do
 /// with it: keep instances busy on items held by a file, and ask for pids.
@@ -388,10 +399,7 @@ BOOST_AUTO_TEST_CASE(a_hot_reload_carries_queued_events_and_requests_to_the_next
   rt.wait_defined("g");
   BOOST_TEST(rt.ok("g", "\"first\"") == "\"first\"");
   auto hold = rt.dir.path() / "hold";
-  auto held = std::async(std::launch::async, [&] {
-    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
-  });
-  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto held = hold_an_item(rt, hold);
   constexpr int events = 40;
   auto order = rt.dir.path() / "order";
   auto note = [&](const std::string& tag) {
@@ -475,10 +483,7 @@ BOOST_AUTO_TEST_CASE(a_carried_request_the_next_instance_refuses_gets_the_refusa
   rt.wait_defined("g");
   BOOST_TEST(rt.ok("g", "\"first\"") == "\"first\"");
   auto hold = rt.dir.path() / "hold";
-  auto held = std::async(std::launch::async, [&] {
-    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
-  });
-  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto held = hold_an_item(rt, hold);
   auto order = rt.dir.path() / "order";
   // A line "<tag>" or "<tag> xxx...": `pad` bytes of padding make the item that large.
   auto note = [&](const std::string& tag, size_t pad = 0) {
@@ -553,10 +558,7 @@ BOOST_AUTO_TEST_CASE(a_carried_request_for_a_function_the_next_instance_refuses_
   runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
   rt.wait_defined("g");
   auto hold = rt.dir.path() / "hold";
-  auto held = std::async(std::launch::async, [&] {
-    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
-  });
-  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto held = hold_an_item(rt, hold);
   auto order = rt.dir.path() / "order";
   auto note = "\"note:" + order.string() + "|ran\"";
   BOOST_REQUIRE(rt.h->publish(std::string{fr::event_prefix} + "g", note));
@@ -585,10 +587,7 @@ BOOST_AUTO_TEST_CASE(an_unload_answers_waiting_requests_and_counts_the_events_it
   runtime rt{fn("g", "pipeline", "timeoutInSeconds: 600")};
   rt.wait_defined("g");
   auto hold = rt.dir.path() / "hold";
-  auto held = std::async(std::launch::async, [&] {
-    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
-  });
-  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto held = hold_an_item(rt, hold);
   constexpr int events = 7;
   for (int i = 0; i < events; ++i)
     BOOST_REQUIRE(rt.h->publish(std::string{fr::event_prefix} + "g", "\"pid\""));
@@ -617,10 +616,7 @@ BOOST_AUTO_TEST_CASE(a_pinned_instance_that_stops_reporting_status_is_replaced) 
   runtime rt{fn("g", "pipeline", "statusTimeoutInSeconds: 1, timeoutInSeconds: 600")};
   rt.wait_defined("g");
   auto hold = rt.dir.path() / "hold";
-  auto held = std::async(std::launch::async, [&] {
-    return rt.invoke("g", "\"wait:" + hold.string() + "\"", 120s);
-  });
-  BOOST_REQUIRE(test::wait_until([&] { return fs::exists(hold.string() + ".pid"); }));
+  auto held = hold_an_item(rt, hold);
   std::string pid;
   std::ifstream{hold.string() + ".pid"} >> pid;
   // Not a wait for a result: time for the watchdog (2 s) to have fired twice over.
