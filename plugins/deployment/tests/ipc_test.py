@@ -116,12 +116,18 @@ def control(cmd, name):
 
 
 def procs_of(role):
-    """The pids of ipc_component.js processes running `role`."""
+    """The pids of ipc_component.js processes running `role` for this test's groved (run
+    in a work directory under WRITE: ctest may run this test's variants at once)."""
     out = []
+    mine = os.path.realpath(WRITE) + "/"
     for p in os.listdir("/proc"):
         if p.isdigit():
             args = read(f"/proc/{p}/cmdline").split("\0")
-            if SCRIPT in args and role in args:
+            try:
+                cwd = os.readlink(f"/proc/{p}/cwd") + "/"
+            except OSError:
+                continue
+            if SCRIPT in args and role in args and cwd.startswith(mine):
                 out.append(int(p))
     return out
 
