@@ -276,19 +276,17 @@ int main(int argc, char** argv) {
     callgrind_start();
     auto fn_seq = sequential(n, [&] { return invoke("p"); });
     callgrind_dump("pinned_sequential");
-    auto bus_seq = sequential(n, [&] {
+    // The bus peer: the same payload to echo's request/response.
+    auto bus_call = [&] {
       auto r = k.request("bench/raw", payload, timeout);
       return r && r->payload() == payload;
-    });
+    };
+    auto bus_seq = sequential(n, bus_call);
     callgrind_dump("bus_sequential");
     // Throughput: the pinned instance and the bus peer at each requester count in turn
     // (the pipeline is full from pipeline_depth requesters on); the peak is the figure
     // the targets (50,000/s native, 10,000/s Python) are read against.
     auto counts = requester_counts();
-    auto bus_call = [&] {
-      auto r = k.request("bench/raw", payload, timeout);
-      return r && r->payload() == payload;
-    };
     json sweep = json::array(), py_sweep = json::array();
     double peak = 0, py_peak = 0, bus_peak = 0;
     uint64_t sweep_failed = 0;
