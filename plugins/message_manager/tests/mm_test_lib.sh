@@ -123,6 +123,29 @@ EOF
 }
 broker_pid() { status | sed -n 's/.*broker: running pid \([0-9]*\).*/\1/p' | head -1; }
 
+# route_group NAME: $WORK/group.yaml with devices A and B, function F and two routes over
+# the route socket: A's a/to/f/# to F, B's shadow updates to the shadow service.
+route_group() {
+  cat >"$WORK/group.yaml" <<EOF
+name: $1
+devices: [{thing: A}, {thing: B}]
+functions: [{name: F}]
+subscriptions:
+  - {id: a-f, source: "device:A", subject: "a/to/f/#", target: "function:F"}
+  - {id: b-shadow, source: "device:B", subject: "\$aws/things/B/shadow/update", target: shadow}
+EOF
+}
+# route_bus_has SOURCE TOPIC [PAYLOAD]: polls (10 s) until `grovectl sub --json` wrote to
+# $WORK/bus.out a message with that source and topic (and containing PAYLOAD).
+route_bus_has() {
+  for _ in $(seq 1 100); do
+    grep -F "\"source\":\"$1\"" "$WORK/bus.out" | grep -F "\"topic\":\"$2\"" |
+      grep -qF -- "${3:-}" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # ---- the "cloud": Mosquitto with mutual TLS and persistent sessions -----------------------------
 # cloud_init: writes its configuration for $CLOUD_PORT and the PKI in $CLOUD_PKI (made by the
 # script: a server certificate, device certificates `core` and `watcher`).

@@ -34,14 +34,7 @@ mkdir -p "$WORK/broker"
 install_file() { cp "$1" "$2.new" && mv "$2.new" "$2"; } # as a package manager: a rename
 install_file "$OLD_BUILD/lib/grove/broker/grove_broker_plugin.so" "$WORK/broker/grove_broker_plugin.so"
 
-cat >"$WORK/group.yaml" <<EOF
-name: framereload
-devices: [{thing: A}, {thing: B}]
-functions: [{name: F}]
-subscriptions:
-  - {id: a-f, source: "device:A", subject: "a/to/f/#", target: "function:F"}
-  - {id: b-shadow, source: "device:B", subject: "\$aws/things/B/shadow/update", target: shadow}
-EOF
+route_group framereload
 cat >"$WORK/profile.yaml" <<EOF
 kernel:
   log_level: info
@@ -54,23 +47,13 @@ $(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]  # pub's client ids
 EOF
 
-# bus_has SOURCE TOPIC PAYLOAD: polls until grovectl printed a message with all three.
-bus_has() {
-  for _ in $(seq 1 100); do
-    grep -F "\"source\":\"$1\"" "$WORK/bus.out" | grep -F "\"topic\":\"$2\"" |
-      grep -qF -- "$3" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 # both_routes WHAT TAG: a device message to F and one to the shadow, each seen on the bus.
 both_routes() {
   pub A a/to/f/x "to-function-$2" >/dev/null
-  check "$1: device A -> function F" bus_has device:A '$grove/mm/out/function/F/a/to/f/x' "to-function-$2"
+  check "$1: device A -> function F" route_bus_has device:A '$grove/mm/out/function/F/a/to/f/x' "to-function-$2"
   pub B '$aws/things/B/shadow/update' "{\"state\":{\"reported\":{\"t\":\"$2\"}}}" >/dev/null
   check "$1: device B -> the shadow service" \
-    bus_has device:B '$grove/mm/out/shadow/$aws/things/B/shadow/update' "$2"
+    route_bus_has device:B '$grove/mm/out/shadow/$aws/things/B/shadow/update' "$2"
 }
 
 launch_groved

@@ -32,14 +32,7 @@ mkdir -p "$VAR"
 export GROVE_CONTROL_SOCKET=$WORK/control.sock
 check "the route socket's path is longer than sun_path (${#SOCK} >= 108 bytes)" test "${#SOCK}" -ge 108
 
-cat >"$WORK/group.yaml" <<EOF
-name: longpath
-devices: [{thing: A}, {thing: B}]
-functions: [{name: F}]
-subscriptions:
-  - {id: a-f, source: "device:A", subject: "a/to/f/#", target: "function:F"}
-  - {id: b-shadow, source: "device:B", subject: "\$aws/things/B/shadow/update", target: shadow}
-EOF
+route_group longpath
 write_profile() {  # write_profile [BROKER_LINE]: one more key of message_manager's broker:
   cat >"$WORK/profile.yaml" <<EOF
 kernel:
@@ -51,15 +44,6 @@ $(mm_profile_entry)
         client_id_patterns: ["<thing>", "<thing>-*"]  # pub's client ids
 ${1:+        $1}
 EOF
-}
-
-# bus_has SOURCE TOPIC: polls until grovectl printed a message with both.
-bus_has() {
-  for _ in $(seq 1 100); do
-    grep -F "\"source\":\"$1\"" "$WORK/bus.out" | grep -qF "\"topic\":\"$2\"" && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 # route_messages_at_least N: polls (the metric is refreshed every second) until
@@ -99,10 +83,10 @@ run_once() {
   SUB_PIDS+=("$sub")
   sleep 0.3 # the grovectl subscription is made before its first message; nothing to poll
   pub A a/to/f/x "to-function" >/dev/null
-  check "$what: device A -> function F" bus_has device:A '$grove/mm/out/function/F/a/to/f/x'
+  check "$what: device A -> function F" route_bus_has device:A '$grove/mm/out/function/F/a/to/f/x'
   pub B '$aws/things/B/shadow/update' '{"state":{}}' >/dev/null
   check "$what: device B -> the shadow service" \
-    bus_has device:B '$grove/mm/out/shadow/$aws/things/B/shadow/update'
+    route_bus_has device:B '$grove/mm/out/shadow/$aws/things/B/shadow/update'
   check "$what: both over the route socket" route_messages_at_least 2
   kill "$sub" 2>/dev/null
   stop_groved
