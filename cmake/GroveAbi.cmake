@@ -12,11 +12,11 @@ function(grove_abi_generate target)
   # call this without include(GroveAbi) (tests/fuzz).
   set(script ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/grove_abi_hash.cmake)
   file(GLOB headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/sdk/plugin/include/grove/*.hpp)
-  # store.hpp, archive.hpp, cgroup.hpp and rate_limiter.hpp are the interfaces of
-  # libgrove_store, libgrove_archive (versioned by their SONAMEs) and the static
-  # grove_cgroup and grove_rate_limiter, which a plugin links itself; the kernel never
-  # sees their types, so they are not part of the plugin ABI.
-  list(FILTER headers EXCLUDE REGEX "/grove/(store|archive|cgroup|rate_limiter)\\.hpp$")
+  # store.hpp, archive.hpp, cgroup.hpp, rate_limiter.hpp and rotating_log.hpp are the
+  # interfaces of libgrove_store, libgrove_archive (versioned by their SONAMEs) and the
+  # static grove_cgroup, grove_rate_limiter and grove_rotating_log, which a plugin links
+  # itself; the kernel never sees their types, so they are not part of the plugin ABI.
+  list(FILTER headers EXCLUDE REGEX "/grove/(store|archive|cgroup|rate_limiter|rotating_log)\\.hpp$")
   set(inputs ${headers} ${PROJECT_SOURCE_DIR}/proto/envelope.proto)
   set(out_dir ${CMAKE_BINARY_DIR}/generated/include)
   set(out ${out_dir}/grove/abi.hpp)
