@@ -229,6 +229,10 @@ struct deployment_config {
   limits_config default_system_resource_limits;
   /// Seconds within which a third error makes a generic component BROKEN.
   int64_t broken_error_window = 0;
+  /// Size at which a component's log is rotated (bytes).
+  int64_t component_log_max_bytes = 0;
+  /// Rotated logs kept per component.
+  int64_t component_log_files = 0;
   /// Whether life cycle steps with RequiresPrivilege run.
   bool allow_privileged_components = true;
   /// Timeout of each of the start's reads of the group (seconds).
@@ -308,6 +312,16 @@ struct deployment_config {
            "that fails, or outlives its Timeout) makes it BROKEN, without more restarts "
            "(Greengrass' nucleus: 3 errors within an hour); errors before that no longer "
            "count, and a deployment that starts it again starts the count again")
+      .key("component_log_max_bytes", &deployment_config::component_log_max_bytes, 1048576,
+           grove::range{4096, 1073741824},
+           "a generic component's log (`<write_dir>/logs/components/<name>.log`) is rotated "
+           "before a line would take it past this size (Greengrass' nucleus `fileSizeKB`: "
+           "1024); applies to processes started after a change (README, \"Component logs\")")
+      .key("component_log_files", &deployment_config::component_log_files, 9,
+           grove::range{1, 100},
+           "rotated logs kept per component (`<name>.log.1` ... `.N`, the oldest dropped): "
+           "with the default size at most 10 MiB a component, Greengrass' nucleus "
+           "`totalLogsSizeKB` 10240")
       .key("allow_privileged_components", &deployment_config::allow_privileged_components,
            true,
            "whether a generic component's life cycle step with `RequiresPrivilege: true` "

@@ -151,6 +151,8 @@ public:
     default_limits_ = {cfg.default_system_resource_limits.memory,
                        cfg.default_system_resource_limits.cpus};
     runner_settings_.error_window = std::chrono::seconds{cfg.broken_error_window};
+    runner_settings_.log_limits = {static_cast<uint64_t>(cfg.component_log_max_bytes),
+                                   static_cast<uint32_t>(cfg.component_log_files)};
     runner_settings_.allow_privileged = cfg.allow_privileged_components;
     runner_settings_.start_read_timeout = std::chrono::seconds{cfg.start_group_read_timeout};
     runner_settings_.default_posix_user = cfg.default_posix_user;

@@ -317,18 +317,19 @@ bool signal_group(pid_t pgid, const std::vector<held_process>& procs, int sig) {
   return ::kill(-pgid, sig) == 0;
 }
 
-// A child's output to the component's log `log`, rotated at 10 MB (one old file kept),
-// then to `user_output`.
+// A child's output to the component's log `log` (kept open for the child's life, rotated
+// at `limits`: the SDK's grove::rotating_log), then to `user_output`. A line the log could
+// not take is lost (a full disk must not stop the component); the first such error of a
+// child is logged.
 std::function<void(grove::output_stream, const std::string&)>
-log_writer(std::filesystem::path log,
+log_writer(std::filesystem::path log, grove::rotating_log_limits limits, spdlog::logger& out,
            std::function<void(grove::output_stream, const std::string&)> user_output) {
-  return [log = std::move(log), user_output = std::move(user_output)](
-           grove::output_stream s, const std::string& line) {
-    std::error_code e;
-    if (std::filesystem::file_size(log, e) > 10 * 1024 * 1024 && !e)
-      std::filesystem::rename(log, log.string() + ".1", e);
-    std::ofstream{log, std::ios::app} << (s == grove::output_stream::err ? "[stderr] " : "")
-                                      << line << '\n';
+  auto file = std::make_shared<grove::rotating_log>(std::move(log), limits);
+  return [file, failed = std::make_shared<bool>(false), &out,
+          user_output = std::move(user_output)](grove::output_stream s, const std::string& line) {
+    auto err = file->write(s == grove::output_stream::err ? "[stderr] " + line : line);
+    if (err && !std::exchange(*failed, true))
+      out.warn("deployment: component log: {}", grove::describe(err));
     if (user_output)
       user_output(s, line);
   };
@@ -860,7 +861,7 @@ void runner::adopt(const std::vector<handed_component>& handed,
         return;
       main_exited(j, name, gen, ~uint64_t{0}, is_startup, e);
     };
-    cb.on_output = log_writer(c.log, {});
+    cb.on_output = log_writer(c.log, settings_.log_limits, ctx_.log(), {});
     c.proc = std::move(p->second);
     c.proc.bind(ctx_, std::move(cb));
     ctx_.log().info("deployment: {} {}: its {} (pid {}) taken over from the last instance",
@@ -1047,7 +1048,7 @@ caf::expected<grove::process> runner::spawn(component& c, const std::string& scr
   o.stderr_level = grove::output_level::debug;
   o.log_prefix = name + ": ";
   o.stop_grace = std::chrono::milliseconds{3000};
-  cb.on_output = log_writer(c.log, std::move(cb.on_output));
+  cb.on_output = log_writer(c.log, settings_.log_limits, ctx_.log(), std::move(cb.on_output));
   return grove::process::start(ctx_, std::move(o), std::move(cb));
 }
 

@@ -44,6 +44,7 @@
 #include "component_freezer.hpp"
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
+#include "grove/rotating_log.hpp"
 #include "group_changes.hpp"
 #include "render.hpp"
 
@@ -57,6 +58,9 @@ struct runner_settings {
   /// A component's third error within this of the first makes it BROKEN (Greengrass'
   /// nucleus: an hour); a deployment that starts it again starts the count again.
   std::chrono::seconds error_window{3600};
+  /// Each component's log: the size it is rotated at and the rotated files kept
+  /// (component_log_max_bytes, component_log_files).
+  grove::rotating_log_limits log_limits{};
   /// Whether a life cycle step with `RequiresPrivilege: true` may run (as groved's user,
   /// root when groved runs as root, as Greengrass' nucleus runs it). Refused, such a step
   /// does not start: the component is ERRORED and its deployment fails, naming the

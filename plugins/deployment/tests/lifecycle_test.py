@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Generic components' life cycle steps, with boto3 (issue 15).
 
-Usage: lifecycle_test.py first|restarted|reloaded|unprivileged|skipif ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
+Usage: lifecycle_test.py first|restarted|reloaded|unprivileged|skipif|logs ENDPOINT CA_BUNDLE WRITE_DIR LOCAL_DIR
 groved runs with broken_error_window 6 s and artifacts_file_dir LOCAL_DIR (tool.sh there).
 `first`: e2e.Daemon's startup leaves two services (one in its process group, one in a
 session of its own): upgraded to 2.0.0, shutdown runs once for 1.0.0 and both services
@@ -24,7 +24,10 @@ another posixUser spelling installs again. `unprivileged` (groved again with
 allow_privileged_components: false): Priv runs again, a component with a RequiresPrivilege
 install FAILS its deployment, naming the key, its install never run, the set rolled back.
 `skipif`: an install skipped by `Skipif: onpath sh`, a run not skipped by `exists` of a
-missing file, a run skipped by `exists /` (FINISHED, skipped).
+missing file, a run skipped by `exists /` (FINISHED, skipped). `logs` (groved with
+component_log_max_bytes 4096, component_log_files 2): a run writing past the size has
+its log rotated into .1 and .2 (whole lines, each file within the size, the oldest
+dropped), held open by groved, and made again after it is removed from outside.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import hashlib
@@ -415,5 +418,71 @@ elif PHASE == "skipif":
           skipped.get("lifecycleState") == "FINISHED"
           and skipped.get("lifecycleStateDetails") == "skipped"
           and not os.path.exists(f"{WORKDIR}/e2e.SkipRun/run.ran"), skipped)
+
+elif PHASE == "logs":
+    # groved runs with component_log_max_bytes 4096 and component_log_files 2: e2e.Chatty's
+    # run writes 300 lines of 50 bytes (15000, three files and more), one stderr line, then
+    # waits; its log is rotated into .1 and .2, the oldest lines dropped, each file within
+    # 4096 bytes and of whole lines, the file held open by groved. Removed from outside, the
+    # log is made again by the next line.
+    support.component(gg, "e2e.Chatty", """Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      run: |
+        echo $$ > {work:path}/pid
+        i=0
+        while [ $i -lt 300 ]; do
+          printf 'out %04d %s\\n' "$i" xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+          i=$((i + 1))
+        done
+        echo "chatty err" >&2
+        echo written > {work:path}/written
+        while [ ! -e {work:path}/go ]; do sleep 0.1; done
+        echo "after the removal"
+        exec sleep 300
+""")
+    status, reason = deploy({"e2e.Chatty": {"componentVersion": "1.0.0"}})
+    check("e2e.Chatty -> COMPLETED", status == "COMPLETED", (status, reason))
+    log = f"{WRITE}/logs/components/e2e.Chatty.log"
+    files = [f"{log}.2", f"{log}.1", log]  # oldest first
+    texts = lambda: [read(f) for f in files]  # noqa: E731
+
+    def settled():
+        # Its last stdout line (0299) and its stderr line reached the log.
+        all_text = "".join(texts())
+        return "out 0299 " in all_text and "[stderr] chatty err" in all_text
+    wait(lambda: work("e2e.Chatty", "written"), 30)
+    check("... its 300 lines and its stderr line reached its log", bool(wait(settled, 30)),
+          [len(t) for t in texts()])
+    check("... rotated at component_log_max_bytes: .1 and .2 kept, no .3 (component_log_files 2)",
+          os.path.exists(f"{log}.1") and os.path.exists(f"{log}.2")
+          and not os.path.exists(f"{log}.3"), sorted(os.listdir(os.path.dirname(log))))
+    sizes = [os.path.getsize(f) if os.path.exists(f) else -1 for f in files]
+    check("... each file within 4096 bytes", all(0 <= n <= 4096 for n in sizes), sizes)
+    check("... each file of whole lines (none split across two)",
+          all(t.endswith("\n") and all(l.startswith(("out ", "[stderr] chatty err"))
+                                        and (not l.startswith("out ") or len(l) == 49)
+                                        for l in t.splitlines()) for t in texts()),
+          [t[:60] + " ... " + t[-60:] for t in texts()])
+    outs = [int(l.split()[1]) for t in texts() for l in t.splitlines() if l.startswith("out ")]
+    check("... the newest lines kept in order, the oldest dropped",
+          bool(outs) and outs[-1] == 299 and outs[0] > 0
+          and outs == list(range(outs[0], 300)), outs[:3] + outs[-3:])
+
+    def holds(pid):
+        try:
+            return any(os.readlink(f"/proc/{pid}/fd/{fd}") == log
+                       for fd in os.listdir(f"/proc/{pid}/fd"))
+        except OSError:  # gone meanwhile
+            return False
+    holders = [p for p in os.listdir("/proc") if p.isdigit() and holds(p)]
+    check("... its log held open while it runs (not opened per line)", len(holders) == 1,
+          holders)
+    # Removed from outside (an operator's rm): the next line makes it again.
+    os.remove(log)
+    with open(f"{WORKDIR}/e2e.Chatty/go", "w"):
+        pass
+    check("its log removed from outside: the next line is written to a new one",
+          wait(lambda: read(log) == "after the removal\n", 20) is True, read(log))
 
 support.finish()

@@ -7,7 +7,8 @@
 # failing more slowly than three errors within the window; groved is then killed with -9
 # and the same set must come back without its install running again; after a hot reload
 # the startup's services are the new instance's to stop; last, groved again with
-# allow_privileged_components: false refuses a RequiresPrivilege install.
+# allow_privileged_components: false refuses a RequiresPrivilege install; last, a
+# component writing past component_log_max_bytes (4096 here) has its log rotated.
 # Usage: lifecycle_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -29,7 +30,8 @@ chmod 0711 "$WORK"
 mkdir -p "$WORK/local"
 printf '#!/bin/sh\necho tool ran > "$1"\n' >"$WORK/local/tool.sh"
 chmod 0644 "$WORK/local/tool.sh"
-start_deployment_alone "artifacts_file_dir: $WORK/local" "broken_error_window: 6"
+start_deployment_alone "artifacts_file_dir: $WORK/local" "broken_error_window: 6" \
+  "component_log_max_bytes: 4096" "component_log_files: 2"
 run_py() { run_phase "$HERE/lifecycle_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$WORK/local"; }
 run_py first       # every step's rule; the last deployment keeps Daemon 2.0.0 and Priv
 stop_groved KILL
@@ -46,6 +48,7 @@ grep -q "allow_privileged_components: false" "$WORK/profile.yaml" || abort "the 
 launch_deployment "groved did not come back with allow_privileged_components: false"
 run_py unprivileged  # a RequiresPrivilege step refused: its deployment FAILED, rolled back
 run_py skipif      # Skipif onpath / exists, holding and not
+run_py logs        # a component's log rotated at component_log_max_bytes, made again after rm
 check "groved and the deployment plugin still run" status_matches "deployment .* running" 1
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment" "$WORK/groved.out" | tail -n 80; }
 finish
