@@ -877,16 +877,13 @@ void broker_process::on_output(const std::string& line) {
     while (tail_.size() > max_tail_lines)
       tail_.pop_front();
   }
-  try {
-    auto file = opts_.state_dir / "broker.log";
-    std::error_code ec;
-    if (fs::file_size(file, ec) > max_log_bytes && !ec)
-      fs::rename(file, opts_.state_dir / "broker.log.1", ec);
-    std::ofstream out{file, std::ios::app};
-    out << line << '\n';
-  } catch (...) {
-    // broker.log is a convenience; the plugin's log has every line too.
-  }
+  // broker.log is a convenience (the plugin's log has every line too), so a failed
+  // write is dropped.
+  std::lock_guard<std::mutex> lk{mtx_};
+  if (!log_file_)
+    log_file_ = std::make_unique<rotating_log>(opts_.state_dir / "broker.log",
+                                               rotating_log_limits{max_log_bytes, 1});
+  static_cast<void>(log_file_->write(line));
 }
 
 bool broker_process::child_listening(int pid) const {

@@ -31,6 +31,7 @@
 
 #include "grove/file.hpp"
 #include "grove/process.hpp"
+#include "grove/rotating_log.hpp"
 
 namespace grove::mm {
 
@@ -225,6 +226,8 @@ private:
   std::string start_exit_;
   /// The last lines of mosquitto's output, quoted in errors.
   std::deque<std::string> tail_;
+  /// state_dir/broker.log (and .1), opened at the first line; under mtx_.
+  std::unique_ptr<rotating_log> log_file_;
   /// The broker's own user when groved is root (run_as_user); empty otherwise.
   std::optional<file_owner> run_as_;
   // Restarts sync_ca_dir asked for (a CA left the trusted set).

@@ -2,7 +2,7 @@
 
 // grove::rotating_log: a log file of lines kept within a size, for plugins that write the
 // output of what they run to a file of its own (deployment's component logs,
-// function_runtime's function logs). The file stays open (one write(2) per line, no
+// function_runtime's function logs, message_manager's broker.log). The file stays open (one write(2) per line, no
 // open per line, no fsync per line: a line written is in the kernel's page cache, so a
 // crash of groved loses none); before a line would take it past the size it is renamed
 // `<path>.1` (the older ones to `.2` … `.N`, the oldest dropped), as Greengrass' nucleus
