@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -391,8 +392,12 @@ bool crash_armed(const char* step, const std::string& component = {}) {
 }
 
 void crash_point(const char* step, const std::string& component = {}) {
-  if (crash_armed(step, component))
-    ::kill(::getpid(), SIGKILL);
+  if (!crash_armed(step, component))
+    return;
+  // Written at once (the log is written behind, its last lines die with groved).
+  std::fprintf(stderr, "deployment: GROVE_DEPLOYMENT_CRASH_AT: killing groved at %s%s%s\n",
+               step, component.empty() ? "" : " of ", component.c_str());
+  ::kill(::getpid(), SIGKILL);
 }
 
 // Tests only: GROVE_DEPLOYMENT_FAULT_AT=<step>[,<step>...]. group_unanswered makes a

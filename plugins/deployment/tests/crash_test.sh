@@ -8,7 +8,7 @@
 # deployment's end, ListInstalledComponents' exact set, the components' exact processes
 # and the kernel's plugin configuration are checked. Points: stopped (the old versions
 # stopped, the new not started), startup (its service left running), plugin (the kernel
-# configured heartbeat, the runner not told), bootstrap (it ran, not journaled), rollback
+# configured heartbeat, the runner not told; then kv loaded), bootstrap (it ran, not journaled), rollback
 # (a failed deployment's rollback restoring the set before it).
 # Usage: crash_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
@@ -26,7 +26,8 @@ test_cleanup() {
 # start's kill of what a dead groved's components left needs the same: root.
 [[ $(id -u) == 0 ]] || { echo "SKIP: reading the components' environments needs root"; exit 77; }
 PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
-[[ -f "$PLUGIN_DIR/libheartbeat.so" ]] || abort "libheartbeat.so must be built in $PLUGIN_DIR"
+[[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
+  abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
 make_server_pki
 PORT=$(free_port)
@@ -75,9 +76,10 @@ point() {
 point stopped stopped
 point startup:e2e.S startup
 point plugin:grove.heartbeat plugin
+point plugin:grove.kv load
 point bootstrap:e2e.Boot bootstrap
 point rollback rollback
-logged_times "each kill resumed its deployment (5 resumes logged)" 5 \
+logged_times "each kill resumed its deployment (6 resumes logged)" 6 \
   "deployment: resuming with the journaled set before it"
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|heartbeat" "$WORK/groved.out" | tail -n 80; }
 finish
