@@ -381,8 +381,9 @@ namespace {
 // not journaled), stopped (the components the deployment removes or changes all stopped,
 // none of their new versions started), startup (a startup exited 0, its service left
 // running, not yet RUNNING), plugin (the kernel did a load, configure or hot reload, the
-// runner has not recorded it), bootstrap (a bootstrap exited 0, not journaled), rollback
-// (a rollback's stops done, about to start a component of the set before again).
+// runner has not recorded it; load, configure, reload: that one only), bootstrap (a
+// bootstrap exited 0, not journaled), rollback (a rollback's stops done, about to start a
+// component of the set before again).
 bool crash_armed(const char* step, const std::string& component = {}) {
   auto* at = std::getenv("GROVE_DEPLOYMENT_CRASH_AT");
   if (!at)
@@ -2420,8 +2421,10 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
                          + " of plugin '" + plugin + "': " + why);
       return;
     }
-    if (!j->is_rollback)
-      crash_point("plugin", name); // tests only: the kernel changed it, not yet recorded
+    if (!j->is_rollback) { // tests only: the kernel changed it, not yet recorded
+      crash_point("plugin", name);
+      crash_point(verb, name);
+    }
     j->kernel[plugin] = *info;
     j->last = std::move(*info);
     plugin_actions(j, name, todo);

@@ -27,6 +27,9 @@ or of an old version), and for the plugin point the kernel's heartbeat configura
              grove.heartbeat (500 ms)} FAILS, killed while its rollback restores A 1;
              resumed: the deployment runs again, fails again, FAILED + ROLLBACK_COMPLETE
              with the set before it exactly, heartbeat at 300 ms again.
+  reload:    -> grove.heartbeat 2.0.0 (its own build, a file:// artifact), killed once the
+             kernel hot-reloaded it; resumed: the kernel back on the plugin directory's
+             build, the run reloads it again: SUCCEEDED, heartbeat from 2.0.0's build.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import json
@@ -45,6 +48,8 @@ MARKER = f"GROVE_COMPONENTS_ROOT={WRITE}/".encode()
 gg = client("greengrassv2", ENDPOINT, CA)
 HB = "grove.heartbeat"
 KV = "grove.kv"
+ARTIFACT_LIB = (f"{WRITE}/plugins/deployment/components/packages/artifacts/"
+                f"{HB}/2.0.0/libheartbeat.so")
 
 
 def v(version, **update):
@@ -168,6 +173,14 @@ def recipes():
     support.component(gg, HB, "ComponentConfiguration:\n"
                       "  DefaultConfiguration: {interval_ms: 100, topic: e2e/beat}\n")
     support.component(gg, KV, "")
+    # 2.0.0 carries its own build (a copy of the plugin directory's) as a file:// artifact.
+    support.component(gg, HB, "ComponentConfiguration:\n"
+                      "  DefaultConfiguration: {interval_ms: 100, topic: e2e/beat}\n"
+                      "Manifests:\n  - Platform: {os: linux}\n    Artifacts:\n"
+                      f"      - Uri: file://{os.path.dirname(WRITE)}/local/libheartbeat.so\n", "2.0.0")
+    arn = f"arn:aws:greengrass:{support.REGION}:{support.ACCOUNT}:components:{HB}:versions:2.0.0"
+    check(f"{HB} 2.0.0 with its own build as a file:// artifact -> DEPLOYABLE",
+          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30))
 
 
 if PHASE == "stopped":
@@ -208,8 +221,8 @@ elif PHASE == "plugin":
           beating())
     create({"e2e.A": v("2.0.0"), "e2e.K": v("1.0.0"), HB: v("1.0.0", interval_ms=300)})
 elif PHASE == "plugin_crashed":
-    check("killed at `plugin` of grove.heartbeat (the kernel's configure answered)",
-          killed_at("plugin of grove.heartbeat"))
+    check("killed at `configure` of grove.heartbeat (the kernel's answer)",
+          killed_at("configure of grove.heartbeat"))
 elif PHASE == "plugin_after":
     ok, d = outcome(resumed_id(), "COMPLETED", "SUCCEEDED")
     check("the resumed deployment COMPLETED, SUCCEEDED", ok, d)
@@ -221,8 +234,7 @@ elif PHASE == "plugin_after":
 elif PHASE == "load":
     create({"e2e.A": v("2.0.0"), "e2e.K": v("1.0.0"), HB: v("1.0.0"), KV: v("1.0.0")})
 elif PHASE == "load_crashed":
-    check("killed at `plugin` of grove.kv (the kernel's load answered)",
-          killed_at("plugin of grove.kv"))
+    check("killed at `load` of grove.kv (the kernel's answer)", killed_at("load of grove.kv"))
 elif PHASE == "load_after":
     ok, d = outcome(resumed_id(), "COMPLETED", "SUCCEEDED")
     check("the resumed deployment COMPLETED, SUCCEEDED", ok, d)
@@ -270,6 +282,21 @@ elif PHASE == "rollback_after":
           work("e2e.Boot", "bootstraps") == "ran\nran\n", work("e2e.Boot", "bootstraps"))
     check("... the kernel's heartbeat back at 300 ms (the failed deployment's 500 undone)",
           beating() == "300 ms on e2e/beat", beating())
+elif PHASE == "reload":
+    create({"e2e.A": v("1.0.0"), "e2e.Boot": v("1.0.0"), "e2e.K": v("1.0.0"), HB: v("2.0.0")})
+elif PHASE == "reload_crashed":
+    check("killed at `reload` of grove.heartbeat (the kernel's answer)",
+          killed_at("reload of grove.heartbeat"))
+elif PHASE == "reload_after":
+    ok, d = outcome(resumed_id(), "COMPLETED", "SUCCEEDED")
+    check("the resumed deployment COMPLETED, SUCCEEDED", ok, d)
+    expect_set("resumed", {"e2e.A": "1.0.0", "e2e.Boot": "1.0.0", "e2e.K": "1.0.0", HB: "2.0.0"},
+               ["e2e.A", "e2e.Boot", "e2e.K"])
+    hb = [p for p in status().get("plugins", []) if p["name"] == "heartbeat"]
+    check("grovectl status: heartbeat reloaded again to 2.0.0's build (the kernel came back "
+          "with the plugin directory's), running, once",
+          len(hb) == 1 and hb[0].get("library") == ARTIFACT_LIB and hb[0].get("state") == "running", hb)
+    check("... at 300 ms on e2e/beat", wait(lambda: beating() == "300 ms on e2e/beat", 10), beating())
 else:
     sys.exit(f"unknown phase {PHASE}")
 finish()

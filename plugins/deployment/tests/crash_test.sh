@@ -7,9 +7,10 @@
 # configured), groved dies at the point, and once launched again without the variable the
 # deployment's end, ListInstalledComponents' exact set, the components' exact processes
 # and the kernel's plugin configuration are checked. Points: stopped (the old versions
-# stopped, the new not started), startup (its service left running), plugin (the kernel
-# configured heartbeat, the runner not told; then kv loaded), bootstrap (it ran, not journaled), rollback
-# (a failed deployment's rollback restoring the set before it).
+# stopped, the new not started), startup (its service left running), configure (the
+# kernel configured heartbeat, the runner not told), load (kv), bootstrap (it ran, not
+# journaled), rollback (a failed deployment's rollback restoring the set before it),
+# reload (the kernel hot-reloaded heartbeat to a recipe's own build).
 # Usage: crash_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -30,6 +31,9 @@ PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
 make_server_pki
+# grove.heartbeat 2.0.0 carries its own build (another file than the plugin directory's).
+mkdir -p "$WORK/local"
+cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/libheartbeat.so"
 PORT=$(free_port)
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
@@ -40,7 +44,7 @@ plugins:
   - name: deployment
     may_control_plugins: true
     config:
-$(API_PORT=$PORT PKI=$WORK/pki deployment_config)
+$(API_PORT=$PORT PKI=$WORK/pki deployment_config "artifacts_file_dir: $WORK/local")
 YAML
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {
@@ -75,11 +79,12 @@ point() {
 }
 point stopped stopped
 point startup:e2e.S startup
-point plugin:grove.heartbeat plugin
-point plugin:grove.kv load
+point configure:grove.heartbeat plugin
+point load:grove.kv load
 point bootstrap:e2e.Boot bootstrap
 point rollback rollback
-logged_times "each kill resumed its deployment (6 resumes logged)" 6 \
+point reload:grove.heartbeat reload
+logged_times "each kill resumed its deployment (7 resumes logged)" 7 \
   "deployment: resuming with the journaled set before it"
 [[ $FAILED == 0 ]] || { echo "--- groved output"; grep -i "deployment\|heartbeat" "$WORK/groved.out" | tail -n 80; }
 finish
