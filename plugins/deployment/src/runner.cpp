@@ -382,8 +382,8 @@ namespace {
 // none of their new versions started), startup (a startup exited 0, its service left
 // running, not yet RUNNING), plugin (the kernel did a load, configure or hot reload, the
 // runner has not recorded it; load, configure, reload: that one only), bootstrap (a
-// bootstrap exited 0, not journaled), rollback (a rollback's stops done, about to start a
-// component of the set before again).
+// bootstrap exited 0, not journaled), rollback (a rollback about to start a component of
+// the set before again, that component's failed version stopped).
 bool crash_armed(const char* step, const std::string& component = {}) {
   auto* at = std::getenv("GROVE_DEPLOYMENT_CRASH_AT");
   if (!at)
