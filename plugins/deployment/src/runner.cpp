@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -374,12 +375,31 @@ caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user) 
 
 namespace {
 
-// Tests only: GROVE_DEPLOYMENT_CRASH_AT=<step> kills groved (SIGKILL) at that step of a
-// journaled deployment's change of the group, as `kill -9` there would (group_journaled:
-// the change journaled, not set; group_set: set, its answer not journaled).
-void crash_point(const char* step) {
-  if (auto* at = std::getenv("GROVE_DEPLOYMENT_CRASH_AT"); at && std::strcmp(at, step) == 0)
-    ::kill(::getpid(), SIGKILL);
+// Tests only: GROVE_DEPLOYMENT_CRASH_AT=<step>[:<component>] kills groved (SIGKILL) at
+// that step of a deployment, as `kill -9` there would; `:<component>` only at that
+// component's (so that the start's re-apply of the set before does not hit it). Steps:
+// group_journaled (a change of the group journaled, not set), group_set (set, its answer
+// not journaled), stopped (the components the deployment removes or changes all stopped,
+// none of their new versions started), startup (a startup exited 0, its service left
+// running, not yet RUNNING), plugin (the kernel did a load, configure or hot reload, the
+// runner has not recorded it; load, configure, reload: that one only), bootstrap (a
+// bootstrap exited 0, not journaled), rollback (a rollback about to start a component of
+// the set before again, that component's failed version stopped).
+bool crash_armed(const char* step, const std::string& component = {}) {
+  auto* at = std::getenv("GROVE_DEPLOYMENT_CRASH_AT");
+  if (!at)
+    return false;
+  std::string_view want{at};
+  return want == step || (!component.empty() && want == std::string{step} + ":" + component);
+}
+
+void crash_point(const char* step, const std::string& component = {}) {
+  if (!crash_armed(step, component))
+    return;
+  // Written at once (the log is written behind, its last lines die with groved).
+  std::fprintf(stderr, "deployment: GROVE_DEPLOYMENT_CRASH_AT: killing groved at %s%s%s\n",
+               step, component.empty() ? "" : " of ", component.c_str());
+  ::kill(::getpid(), SIGKILL);
 }
 
 // Tests only: GROVE_DEPLOYMENT_FAULT_AT=<step>[,<step>...]. group_unanswered makes a
@@ -481,6 +501,7 @@ struct runner::job {
   // again in its rollback), and, for a rollback, the failed job's.
   std::set<std::string> booted;
   std::string notes; // apply_outcome::notes
+  bool crash_after_stops = false; // tests only: crash_point("stopped") once stops end
 };
 
 runner::runner(grove::context& ctx, std::filesystem::path root, std::filesystem::path log_dir,
@@ -1399,6 +1420,7 @@ void runner::begin_changes(std::shared_ptr<job> j) {
     order_.push_back(p.name);
   // Components leaving the set, or changing (version, configuration, user), stop first.
   std::vector<std::string> gone;
+  size_t stops = 0;
   for (const auto& [name, c] : components_) {
     auto it = std::find_if(j->plan.begin(), j->plan.end(),
                            [&](const component_plan& p) { return p.name == name; });
@@ -1433,11 +1455,14 @@ void runner::begin_changes(std::shared_ptr<job> j) {
     else if (it->version != c->plan.version || it->configuration != c->plan.configuration
              || it->posix_user != c->plan.posix_user || it->limits != c->plan.limits
              || c->state == "BROKEN"
-             || c->state == "ERRORED")
+             || c->state == "ERRORED") {
       stop_component(name);
+      ++stops;
+    }
   }
   for (const auto& name : gone) {
     stop_component(name);
+    ++stops;
     if (cgroups_)
       cgroups_->remove(name); // when already empty
     std::lock_guard guard{mtx_};
@@ -1462,11 +1487,19 @@ void runner::begin_changes(std::shared_ptr<job> j) {
         if (hard && restarting) {
           ctx_.log().info("deployment: {} restarts with its HARD dependency {}", p.name, d.key());
           stop_component(p.name);
+          ++stops;
           more = true;
           break;
         }
       }
     }
+  }
+  // Tests only: `stopped` holds the job's starts until every stop ended (a start waits
+  // only for its own component's otherwise), then kills groved there (poll_stop).
+  if (stops > 0 && !j->is_rollback && !j->background && crash_armed("stopped")) {
+    j->crash_after_stops = true;
+    if (stopping_.empty())
+      crash_point("stopped");
   }
   bool plugins = !j->unloads.empty()
                  || std::any_of(j->plan.begin(), j->plan.end(), [](const component_plan& p) {
@@ -1587,6 +1620,8 @@ void runner::poll_stop(std::shared_ptr<stop_work> w) {
     freezer_->remove(w->name);
   auto waiting = std::move(stopping_[w->name]);
   stopping_.erase(w->name);
+  if (current_ && current_->crash_after_stops && stopping_.empty())
+    crash_point("stopped"); // tests only: before the new versions waiting here start
   for (auto& f : waiting)
     f();
 }
@@ -1837,6 +1872,15 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
     });
     return;
   }
+  if (j->crash_after_stops && !stopping_.empty()) { // tests only: see begin_changes
+    stopping_.begin()->second.push_back([this, j, p = std::move(p), alive = alive_]() mutable {
+      if (*alive)
+        start_component(j, std::move(p));
+    });
+    return;
+  }
+  if (j->is_rollback)
+    crash_point("rollback", p.name); // tests only
   auto& slot = components_[p.name];
   if (!slot) {
     std::lock_guard guard{mtx_};
@@ -1901,6 +1945,8 @@ bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name
     // does: refused, the deployment fails (the install may depend on that reboot);
     // 102-199: reserved (Greengrass); anything else: the step failed.
     if (e.code == 0 || e.code == 100) {
+      if (!j->is_rollback)
+        crash_point("bootstrap", name); // tests only: it ran, not yet journaled
       c.bootstrapped_version = key;
       changed(); // journaled with the component
       if (e.code == 100) {
@@ -2165,6 +2211,8 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
   if (why.empty())
     why = (is_startup ? "startup " : "run ") + explain(c, e, c.oom_seen);
   if (e.code == 0) {
+    if (is_startup && !j->is_rollback && !j->background)
+      crash_point("startup", name); // tests only: its service runs, not yet RUNNING
     // A startup's service runs on in its process group: a stop ends it (stop_component).
     if (is_startup)
       c.service_pgid = e.pid;
@@ -2373,6 +2421,10 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
       finish(j, false, name + " " + c.plan.version + ": the kernel refused the " + verb
                          + " of plugin '" + plugin + "': " + why);
       return;
+    }
+    if (!j->is_rollback) { // tests only: the kernel changed it, not yet recorded
+      crash_point("plugin", name);
+      crash_point(verb, name);
     }
     j->kernel[plugin] = *info;
     j->last = std::move(*info);
