@@ -83,18 +83,18 @@ if PHASE == "upgrade":
     mark = len(starts())
     d2 = gg.create_deployment(targetArn=THING, components=SET)
     d = support.settle(gg, d2["deploymentId"])
-    after = wait(lambda: (lambda p: p["e2e.Lib"] != before["e2e.Lib"]
-                          and p["e2e.Service"] != before["e2e.Service"]
-                          and alive(p["e2e.Lib"]) and alive(p["e2e.Service"]) and p)(
-                              pids(SET_NAMES)))
+    for name in ("e2e.Lib", "e2e.Service"):  # each new run's pid, or its old one
+        wait(lambda: pid_in(WORKDIR, name) != before[name] and alive(pid_in(WORKDIR, name)))
+    after = pids(SET_NAMES)
     check("Lib 1.1.0 deployed -> COMPLETED, Lib 1.1.0 installed",
           d.get("deploymentStatus") == "COMPLETED" and installed().get("e2e.Lib") == "1.1.0",
           (d, installed()))
     check("... Lib's new version runs (new pid), its old process gone",
-          after and alive(after["e2e.Lib"]) and not alive(before["e2e.Lib"]), (before, after))
+          after["e2e.Lib"] != before["e2e.Lib"] and alive(after["e2e.Lib"])
+          and not alive(before["e2e.Lib"]), (before, after))
     new = starts()[mark:]
     check("... Service, HARD on Lib, restarted (new pid, old gone) after Lib's new run started",
-          after and not alive(before["e2e.Service"])
+          after["e2e.Service"] != before["e2e.Service"] and not alive(before["e2e.Service"])
           and ["e2e.Lib", str(after["e2e.Lib"])] in new
           and ["e2e.Service", str(after["e2e.Service"])] in new
           and new.index(["e2e.Lib", str(after["e2e.Lib"])])
