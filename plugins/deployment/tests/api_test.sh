@@ -308,6 +308,15 @@ for _ in $(seq 1 100); do
 done
 check "... its run, under way, goes on to its end: the core's execution no longer IN_PROGRESS" \
   test "$("$GROVECTL" deployments get "$GATE_ID" 2>&1 | jq -r .coreDeviceExecutionStatus)" != IN_PROGRESS
+# components installed one page at a time: a row, then the rest after its nextToken.
+"$GROVECTL" components installed 2>&1 | jq -r '.installedComponents[].componentName' >"$WORK/ctl_inst"
+OUT=$("$GROVECTL" components installed --max 1 2>&1)
+NEXT=$(jq -r '.nextToken // ""' <<<"$OUT")
+{ jq -r '.installedComponents[].componentName' <<<"$OUT"
+  "$GROVECTL" components installed --next-token "$NEXT" 2>&1 | jq -r '.installedComponents[].componentName'; } >"$WORK/ctl_pages"
+check "grovectl components installed --max 1, then --next-token -> one row, then the rest: $(paste -sd, "$WORK/ctl_pages") as in one answer" \
+  bash -c '[[ $(jq ".installedComponents | length" <<<"$0") == 1 && -n $1 && $(wc -l <"$2") -ge 2 ]] && cmp -s "$2" "$3"' \
+  "$OUT" "$NEXT" "$WORK/ctl_pages" "$WORK/ctl_inst"
 
 # kill -9 of groved in the middle of a deployment (a slow install): at the next start the
 # journal's ACTIVE / IN_PROGRESS deployment is applied again and completes. The first
