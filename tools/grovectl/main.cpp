@@ -15,6 +15,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -835,7 +836,18 @@ struct components_options {
   std::string message;
   /// deployments create: the CreateDeployment JSON file.
   std::string file;
+  /// The lists: one page of at most `max_results` rows after `next_token` (the answer's
+  /// nextToken); neither: every page, the rows in one answer.
+  int max_results = 0;
+  std::string next_token;
 };
+
+/// --max and --next-token of a list: one page instead of every row.
+void add_page_options(CLI::App* v, components_options& co) {
+  v->add_option("--max", co.max_results, "One page of at most this many rows (1 to 100), "
+                                         "with its nextToken (default: every row)");
+  v->add_option("--next-token", co.next_token, "The page after this nextToken");
+}
 
 /// `components`: the deployment plugin's bus API (plugins/deployment/README.md). Prints
 /// the AWS JSON the Greengrass v2 API answers (the recipe itself for `recipe`), or the
@@ -849,6 +861,7 @@ int run_components(connection& conn, const options& opts, const components_optio
     {"installed", "ListInstalledComponents"},
     {"deployments list", "ListDeployments"},
     {"deployments get", "GetDeployment"},
+    {"deployments effective", "ListEffectiveDeployments"},
     {"deployments create", "CreateDeployment"},
     {"deployments cancel", "CancelDeployment"},
     {"deployments delete", "DeleteDeployment"}};
@@ -856,37 +869,75 @@ int run_components(connection& conn, const options& opts, const components_optio
   for (auto [verb, op] : operations)
     if (co.verb == verb)
       operation = op;
+  // The rows of each List operation; asked for neither a page size nor a page, grovectl
+  // follows nextToken to the end (an operator wants every row, the API gives 100 a page).
+  static const std::pair<const char*, const char*> rows_of[] = {
+    {"ListComponents", "components"},
+    {"ListComponentVersions", "componentVersions"},
+    {"ListInstalledComponents", "installedComponents"},
+    {"ListDeployments", "deployments"},
+    {"ListEffectiveDeployments", "effectiveDeployments"}};
+  std::string rows;
+  for (auto [op, key] : rows_of)
+    if (operation == op)
+      rows = key;
   auto call = dp::make_call(operation, co.arn);
   call.set_recipe_output_format(co.format);
   call.set_vendor_guidance(co.guidance);
   call.set_message(co.message);
+  call.set_max_results(co.max_results);
+  call.set_next_token(co.next_token);
   if (!co.file.empty()) {
     std::ifstream in{co.file};
     if (!in)
       return fail(exit_usage, "cannot read " + co.file);
     call.set_body(std::string{std::istreambuf_iterator<char>{in}, {}});
   }
-  int rc = exit_ok;
-  auto send = call_sender(conn, opts, rc);
-  auto answer = dp::components_rpc{std::string{dp::components_topic}}.call_with(send, call);
-  if (rc != exit_ok)
-    return rc;
-  if (!answer)
-    return fail(exit_daemon_error, grove::describe(answer.error()));
-  if (answer->status() >= 400) {
-    auto body = json::parse(answer->body(), nullptr, false);
-    auto text = body.is_object() && body.contains("message") && body["message"].is_string()
-                  ? body["message"].get<std::string>()
-                  : answer->body();
-    return fail(exit_daemon_error, answer->error_type() + ": " + text);
-  }
-  if (answer->status() == 204)
+  bool every_page = !rows.empty() && co.max_results == 0 && co.next_token.empty();
+  json all; // every page's rows, when every_page
+  std::set<std::string> tokens_seen;
+  for (;;) {
+    int rc = exit_ok;
+    auto send = call_sender(conn, opts, rc);
+    auto answer = dp::components_rpc{std::string{dp::components_topic}}.call_with(send, call);
+    if (rc != exit_ok)
+      return rc;
+    if (!answer)
+      return fail(exit_daemon_error, grove::describe(answer.error()));
+    if (answer->status() >= 400) {
+      auto body = json::parse(answer->body(), nullptr, false);
+      auto text = body.is_object() && body.contains("message") && body["message"].is_string()
+                    ? body["message"].get<std::string>()
+                    : answer->body();
+      return fail(exit_daemon_error, answer->error_type() + ": " + text);
+    }
+    if (answer->status() == 204)
+      return exit_ok;
+    auto line = answer->body();
+    if (every_page) {
+      auto page = json::parse(line, nullptr, false);
+      if (!page.is_object() || !page.contains(rows) || !page[rows].is_array())
+        return fail(exit_daemon_error, "the answer has no " + rows + ": " + line);
+      if (all.is_null())
+        all = page;
+      else
+        for (auto& row : page[rows])
+          all[rows].push_back(std::move(row));
+      auto next = page.value("nextToken", "");
+      all.erase("nextToken");
+      if (!next.empty()) {
+        if (!tokens_seen.insert(next).second) // an API that pages in a circle
+          return fail(exit_daemon_error, "the same nextToken twice: " + next);
+        call.set_next_token(next);
+        continue;
+      }
+      line = all.dump();
+    }
+    if (line.empty() || line.back() != '\n')
+      line += '\n';
+    std::fwrite(line.data(), 1, line.size(), stdout);
     return exit_ok;
-  auto line = answer->body();
-  if (line.empty() || line.back() != '\n')
-    line += '\n';
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  return exit_ok;
+  }
 }
 
 /// `sub`: streams matching messages until Ctrl-C, `count` messages or hang-up.
@@ -1192,22 +1243,29 @@ int run(int argc, char** argv) {
       v->add_option("ARN", co.arn, "Component (versions) or component version ARN")->required();
     if (vv == "recipe")
       v->add_option("--format", co.format, "JSON or YAML (default YAML)");
+    if (vv == "list" || vv == "versions")
+      add_page_options(v, co);
     if (vv == "guidance") {
       v->add_option("STATE", co.guidance, "ACTIVE, DISCONTINUED or DELETED")->required();
       v->add_option("--message", co.message, "vendorGuidanceMessage");
     }
     v->callback([&co, verb = verb] { co.verb = verb; });
   }
-  components->add_subcommand("installed", "List this core's installed components: version, "
-                                          "lifecycleState and the last error (lifecycleStateDetails)")
-    ->callback([&co] { co.verb = "installed"; });
+  auto* installed = components->add_subcommand(
+    "installed", "List this core's installed components: version, lifecycleState and the "
+                 "last error (lifecycleStateDetails)");
+  add_page_options(installed, co);
+  installed->callback([&co] { co.verb = "installed"; });
   auto* deployments = app.add_subcommand(
     "deployments", "The deployment plugin's deployments of this core (Greengrass v2's JSON; "
                    "exit 1 on an error)");
   deployments->require_subcommand(1);
   for (auto [verb, help] :
        {std::pair{"list", "List every deployment, newest first"},
-        std::pair{"get", "Show deployment ID"},
+        std::pair{"get", "Show deployment ID, with this core's execution of it "
+                         "(coreDeviceExecutionStatus, and the reason it failed)"},
+        std::pair{"effective", "List this core's executions of its deployments: "
+                               "coreDeviceExecutionStatus and reason (ListEffectiveDeployments)"},
         std::pair{"create", "Create a deployment from --file (CreateDeployment's JSON; "
                             "targetArn defaults to this core's thing)"},
         std::pair{"cancel", "Cancel the ACTIVE deployment ID"},
@@ -1218,6 +1276,8 @@ int run(int argc, char** argv) {
       v->add_option("ID", co.arn, "The deployment id")->required();
     if (vv == "create")
       v->add_option("--file", co.file, "CreateDeployment's JSON body")->required();
+    if (vv == "list" || vv == "effective")
+      add_page_options(v, co);
     v->callback([&co, verb = verb] { co.verb = std::string{"deployments "} + verb; });
   }
 

@@ -1064,11 +1064,19 @@ namespace grove::deployment {
 
 http_response api::operator_call(const std::string& operation, const std::string& arn,
                                  const std::string& format, const std::string& guidance,
-                                 const std::string& message, const std::string& body) {
+                                 const std::string& message, const std::string& body,
+                                 const std::string& next_token, int max_results) {
   http_request req;
   auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
+  // A List operation's page: the API's own maxResults and nextToken checks apply.
+  auto paged = [&](std::string query) {
+    query += "maxResults=" + std::to_string(max_results != 0 ? max_results : 100);
+    if (!next_token.empty())
+      query += "&nextToken=" + uri_encode(next_token, false);
+    return query;
+  };
   if (operation == "CreateDeployment") {
     auto doc = json::parse(body.empty() ? std::string{"{}"} : body, nullptr, false);
     if (doc.is_object() && !doc.contains("targetArn") && !settings_.thing_name.empty())
@@ -1077,31 +1085,31 @@ http_response api::operator_call(const std::string& operation, const std::string
     return create_deployment(req, wall_ms);
   }
   if (operation == "ListDeployments") {
-    req.target = "/?historyFilter=ALL&maxResults=100";
+    req.target = paged("/?historyFilter=ALL&");
     return list_deployments(req);
   }
   if (operation == "GetDeployment")
-    return get_deployment(arn);
+    return with_execution(get_deployment(arn), arn);
   if (operation == "CancelDeployment")
     return cancel_deployment(arn, wall_ms);
   if (operation == "DeleteDeployment")
     return delete_deployment(arn, wall_ms);
   if (operation == "ListInstalledComponents") {
-    req.target = "/?maxResults=100";
+    req.target = paged("/?");
     return list_installed_components(settings_.thing_name, req);
   }
   if (operation == "ListEffectiveDeployments") {
-    req.target = "/?maxResults=100";
+    req.target = paged("/?");
     return list_effective_deployments(settings_.thing_name, req);
   }
   if (!format.empty())
     req.target = "/?recipeOutputFormat=" + uri_encode(format, false);
   if (operation == "ListComponents") {
-    req.target = "/?maxResults=100";
+    req.target = paged("/?");
     return list_components(req);
   }
   if (operation == "ListComponentVersions") {
-    req.target = "/?maxResults=100";
+    req.target = paged("/?");
     return list_component_versions(arn, req);
   }
   if (operation == "DescribeComponent")
@@ -1705,6 +1713,20 @@ http_response api::get_deployment(const std::string& id) {
   if (!out["tags"].is_object())
     out["tags"] = json::object();
   return ok(200, out);
+}
+
+http_response api::with_execution(http_response r, const std::string& id) {
+  if (r.status != 200)
+    return r;
+  auto d = store_.deployment(id);
+  auto out = json::parse(r.body, nullptr, false);
+  if (!d || !*d || !out.is_object() || !targets_this_core((*d)->target_arn))
+    return r;
+  out["coreDeviceExecutionStatus"] = (*d)->execution;
+  if (!(*d)->reason.empty())
+    out["reason"] = std::string{utf8_prefix((*d)->reason, max_reason_bytes)};
+  r.body = out.dump(-1, ' ', false, json::error_handler_t::replace);
+  return r;
 }
 
 http_response api::list_deployments(const http_request& req) {

@@ -96,12 +96,15 @@ public:
   /// Runs `operation` for an operator tool (the bus API, no SigV4): ListComponents,
   /// ListComponentVersions, DescribeComponent, GetComponent, DeleteComponent, or
   /// SetVendorGuidance (`guidance`, `message`); CreateDeployment (`body`, targetArn
-  /// defaulting to this core's thing), ListDeployments (ALL, the first 100),
-  /// GetDeployment, CancelDeployment, DeleteDeployment (`arn`: the id),
-  /// ListInstalledComponents, ListEffectiveDeployments (this core's).
+  /// defaulting to this core's thing), ListDeployments (ALL), GetDeployment (with this
+  /// core's `coreDeviceExecutionStatus` and `reason`), CancelDeployment, DeleteDeployment
+  /// (`arn`: the id), ListInstalledComponents, ListEffectiveDeployments (this core's).
+  /// The List operations answer the page after `next_token`, of at most `max_results`
+  /// rows (0: 100), with the next page's nextToken.
   http_response operator_call(const std::string& operation, const std::string& arn,
                               const std::string& format, const std::string& guidance,
-                              const std::string& message, const std::string& body = "");
+                              const std::string& message, const std::string& body = "",
+                              const std::string& next_token = "", int max_results = 0);
 
   /// Serves Greengrass v1's group routes with `v1` too (nullptr: none). Set before serving.
   void set_v1(v1_api* v1) {
@@ -151,6 +154,9 @@ private:
                                          int64_t now_ms);
   http_response create_deployment(const http_request& req, int64_t now_ms);
   http_response get_deployment(const std::string& id);
+  // GetDeployment's answer `r` for the operator: with what this core's execution of `id`
+  // is (ListEffectiveDeployments' coreDeviceExecutionStatus and reason).
+  http_response with_execution(http_response r, const std::string& id);
   http_response list_deployments(const http_request& req);
   http_response cancel_deployment(const std::string& id, int64_t now_ms);
   http_response delete_deployment(const std::string& id, int64_t now_ms);

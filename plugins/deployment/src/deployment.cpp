@@ -297,7 +297,8 @@ public:
             // Shares the API and its store: a stop() meanwhile cannot free them under it.
             [api = api_, db = store_, c = std::move(*call)] {
               auto r = api->operator_call(c.operation(), c.arn(), c.recipe_output_format(),
-                                          c.vendor_guidance(), c.message(), c.body());
+                                          c.vendor_guidance(), c.message(), c.body(),
+                                          c.next_token(), c.max_results());
               ApiAnswer answer;
               answer.set_status(r.status);
               answer.set_body(r.body);

@@ -243,6 +243,81 @@ check "... grovectl deployments get of it -> exit 1, ResourceNotFoundException" 
 check "... what the core runs unchanged: grovectl components installed still e2e.Lib" \
   test "$("$GROVECTL" components installed 2>&1 | jq -r '[.installedComponents[].componentName] | join(",")')" == e2e.Lib
 
+# grovectl deployments get / effective: this core's execution of a deployment and the
+# reason it failed (e2e.Nowhere is no component: FAILED at resolution, nothing applied).
+echo '{"components": {"e2e.Nowhere": {"componentVersion": "1.0.0"}}}' >"$WORK/nowhere.json"
+BAD_ID=$("$GROVECTL" deployments create --file "$WORK/nowhere.json" 2>&1 | jq -r .deploymentId)
+OUT=$("$GROVECTL" deployments get "$BAD_ID" 2>&1)
+check "grovectl deployments get of a deployment failing at resolution -> FAILED, and the core's FAILED with the reason naming e2e.Nowhere" \
+  bash -c 'jq -e ".deploymentStatus == \"FAILED\" and .coreDeviceExecutionStatus == \"FAILED\" and (.reason | contains(\"e2e.Nowhere\"))" <<<"$0" >/dev/null' "$OUT"
+[[ $FAILED == 0 ]] || echo "$OUT"
+OUT=$("$GROVECTL" deployments effective 2>&1)
+check "grovectl deployments effective -> it, FAILED with the same reason" \
+  bash -c 'jq -e --arg d "$1" --arg r "$2" "[.effectiveDeployments[] | select(.deploymentId == \$d)] | length == 1 and .[0].coreDeviceExecutionStatus == \"FAILED\" and .[0].reason == \$r" <<<"$0" >/dev/null' \
+  "$OUT" "$BAD_ID" "$(jq -r .reason <<<"$("$GROVECTL" deployments get "$BAD_ID" 2>&1)")"
+# Past the API's 100 rows a page: grovectl follows nextToken to the last page. The AWS
+# CLI's own paginator gives the rows to compare with.
+for _ in $(seq 1 101); do "$GROVECTL" deployments create --file "$WORK/nowhere.json" >/dev/null 2>&1; done
+gg list-deployments --history-filter ALL | jq -r '.deployments[].deploymentId' >"$WORK/aws_list"
+"$GROVECTL" deployments list 2>"$WORK/ctl.err" | jq -r '.deployments[].deploymentId' >"$WORK/ctl_list"
+check "grovectl deployments list -> every deployment ($(wc -l <"$WORK/ctl_list") rows, past 100), as the AWS CLI's pages, in order" \
+  bash -c '[[ $(wc -l <"$0") -gt 102 ]] && cmp -s "$0" "$1"' "$WORK/ctl_list" "$WORK/aws_list"
+gg list-effective-deployments --core-device-thing-name core-1 | jq -r '.effectiveDeployments[].deploymentId' >"$WORK/aws_eff"
+"$GROVECTL" deployments effective 2>"$WORK/ctl.err" | jq -r '.effectiveDeployments[].deploymentId' >"$WORK/ctl_eff"
+check "grovectl deployments effective -> every one ($(wc -l <"$WORK/ctl_eff") rows), as the AWS CLI's pages" \
+  bash -c '[[ $(wc -l <"$0") -gt 102 ]] && cmp -s "$0" "$1"' "$WORK/ctl_eff" "$WORK/aws_eff"
+OUT=$("$GROVECTL" deployments list --max 100 2>&1)
+NEXT=$(jq -r '.nextToken // ""' <<<"$OUT")
+check "grovectl deployments list --max 100 -> one page: 100 rows and a nextToken" \
+  bash -c '[[ $(jq ".deployments | length" <<<"$0") == 100 && -n $1 ]]' "$OUT" "$NEXT"
+OUT=$("$GROVECTL" deployments list --max 100 --next-token "$NEXT" 2>&1)
+check "... --next-token it -> the rest, the last page (no nextToken)" \
+  bash -c '[[ $(jq ".deployments | length" <<<"$0") == $(( $1 - 100 )) && $(jq -r ".nextToken // \"\"" <<<"$0") == "" ]]' \
+  "$OUT" "$(wc -l <"$WORK/aws_list")"
+"$GROVECTL" deployments list --max 101 >"$WORK/ctl.out" 2>&1
+check "grovectl deployments list --max 101 -> exit 1, ValidationException" \
+  bash -c '[[ $0 != 0 ]] && grep -q "ValidationException" "$1"' "$?" "$WORK/ctl.out"
+
+# grovectl deployments cancel of an ACTIVE deployment: e2e.Gate's install waits for a file.
+cat >"$WORK/gate.yaml" <<'YAML'
+RecipeFormatVersion: '2020-01-25'
+ComponentName: e2e.Gate
+ComponentVersion: '1.0.0'
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      install: {Script: 'echo waiting > {work:path}/gate; while [ ! -e {work:path}/open ]; do sleep 0.1; done', Timeout: 120}
+      run: exec sleep 300
+YAML
+gg create-component-version --inline-recipe "fileb://$WORK/gate.yaml" >/dev/null 2>&1
+echo '{"components": {"e2e.Lib": {"componentVersion": "1.0.0"}, "e2e.Gate": {"componentVersion": "1.0.0"}}}' >"$WORK/gate.json"
+GATE_ID=$("$GROVECTL" deployments create --file "$WORK/gate.json" 2>&1 | jq -r .deploymentId)
+GW=$WORK/var/plugins/deployment/components/work/e2e.Gate
+for _ in $(seq 1 100); do [[ -s "$GW/gate" ]] && break; sleep 0.1; done
+check "grovectl deployments get mid-install -> ACTIVE, the core's IN_PROGRESS" \
+  test "$("$GROVECTL" deployments get "$GATE_ID" 2>&1 | jq -r '.deploymentStatus + " " + .coreDeviceExecutionStatus')" == "ACTIVE IN_PROGRESS"
+"$GROVECTL" deployments cancel "$GATE_ID" >"$WORK/ctl.out" 2>&1
+check "grovectl deployments cancel of the ACTIVE one -> exit 0, SUCCESS" \
+  bash -c '[[ $0 == 0 ]] && jq -e ".message == \"SUCCESS\"" "$1" >/dev/null' "$?" "$WORK/ctl.out"
+check "... grovectl deployments get -> CANCELED" \
+  test "$("$GROVECTL" deployments get "$GATE_ID" 2>&1 | jq -r .deploymentStatus)" == CANCELED
+touch "$GW/open"
+for _ in $(seq 1 100); do
+  [[ $("$GROVECTL" deployments get "$GATE_ID" 2>/dev/null | jq -r .coreDeviceExecutionStatus) != IN_PROGRESS ]] && break
+  sleep 0.1
+done
+check "... its run, under way, goes on to its end: the core's execution no longer IN_PROGRESS" \
+  test "$("$GROVECTL" deployments get "$GATE_ID" 2>&1 | jq -r .coreDeviceExecutionStatus)" != IN_PROGRESS
+# components installed one page at a time: a row, then the rest after its nextToken.
+"$GROVECTL" components installed 2>&1 | jq -r '.installedComponents[].componentName' >"$WORK/ctl_inst"
+OUT=$("$GROVECTL" components installed --max 1 2>&1)
+NEXT=$(jq -r '.nextToken // ""' <<<"$OUT")
+{ jq -r '.installedComponents[].componentName' <<<"$OUT"
+  "$GROVECTL" components installed --next-token "$NEXT" 2>&1 | jq -r '.installedComponents[].componentName'; } >"$WORK/ctl_pages"
+check "grovectl components installed --max 1, then --next-token -> one row, then the rest: $(paste -sd, "$WORK/ctl_pages") as in one answer" \
+  bash -c '[[ $(jq ".installedComponents | length" <<<"$0") == 1 && -n $1 && $(wc -l <"$2") -ge 2 ]] && cmp -s "$2" "$3"' \
+  "$OUT" "$NEXT" "$WORK/ctl_pages" "$WORK/ctl_inst"
+
 # kill -9 of groved in the middle of a deployment (a slow install): at the next start the
 # journal's ACTIVE / IN_PROGRESS deployment is applied again and completes. The first
 # install's sleep (60 s) must outlive groved's restart however slow the machine is, or the

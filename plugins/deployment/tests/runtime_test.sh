@@ -30,7 +30,7 @@ test_cleanup() {
     done
   fi
 }
-[[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 0; }
+[[ $(id -u) == 0 ]] || { echo "SKIP: cgroups need root"; exit 77; }
 
 start_deployment_alone "default_system_resource_limits: {cpus: 1.5}   # for what a deployment leaves out" \
   "thing_groups: [site]"
