@@ -168,6 +168,15 @@ def v2_frozen(pid):
     return False
 
 
+def v2_cgroup(pid):
+    """`pid`'s v2 cgroup directory, or None."""
+    mount = cgroup_mount("cgroup2")
+    for x in read(f"/proc/{pid}/cgroup").splitlines():
+        if mount and x.startswith("0::/"):
+            return f"{mount}{x[3:]}"
+    return None
+
+
 def stopped(pid):
     """Whether `pid`'s state is T (SIGSTOP)."""
     return read(f"/proc/{pid}/stat").split(") ")[-1][:1] == "T"
@@ -659,6 +668,27 @@ check("... Sub not paused", not any(paused_any(p) for p in procs_of("sub")))
 no = control("pause", "e2e.NoSuch")
 check("PauseComponent of a component that does not exist -> ResourceNotFoundError",
       no.get("error") == "aws.greengrass#ResourceNotFoundError", no)
+if FREEZER == "v2":
+    # A paused component whose processes are killed meanwhile (v2 lets SIGKILL through a
+    # frozen group; cgroup.kill ends every one, the run's shell too): the runner reaps its
+    # run, runs it again (the restart rules) and removes its freeze leaf then, not at the
+    # next start.
+    ok = control("pause", "e2e.IpcFlaky")
+    flaky = procs_of("flaky")
+    leaf = v2_cgroup(flaky[0]) if flaky else None
+    check("PauseComponent of Flaky -> frozen in its freeze leaf",
+          ok.get("ok") and all_frozen(flaky) and "/grove-freeze-" in (leaf or ""), (ok, leaf))
+    if leaf:
+        with open(f"{leaf}/cgroup.kill", "w") as f:
+            f.write("1")
+        again = wait(lambda: len(lines("e2e.IpcFlaky", "runs")) >= 3 and
+                     support.installed(gg).get("e2e.IpcFlaky", {}).get("lifecycleState")
+                     == "RUNNING", 30)
+        check("... its processes killed: run again (RUNNING), not paused",
+              bool(again) and not any(paused_any(p) for p in procs_of("flaky")),
+              (lines("e2e.IpcFlaky", "runs"), support.installed(gg).get("e2e.IpcFlaky")))
+        check("... and its freeze leaf is removed (not left for the next start)",
+              bool(wait(lambda: not os.path.exists(leaf), 20)), leaf)
 # A deployment that removes a paused component still stops it (frozen processes ignore
 # even SIGKILL until thawed).
 ok = control("pause", "e2e.IpcFlaky")
