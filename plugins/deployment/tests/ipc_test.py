@@ -27,8 +27,9 @@ is heard by its subscription to Sub's configuration. e2e.IpcControl's PauseCompo
 ResumeComponent (its aws.greengrass.ipc.lifecycle policy lists Pub, Flaky and e2e.NoSuch):
 Pub's process frozen and its publishes stopped while it stays RUNNING, a second pause no
 error, resumed (publishes go on), a resume of a running one InvalidArgumentsError, Sub
-(not in the policy) UnauthorizedError, e2e.NoSuch ResourceNotFoundError, and a
-deployment removing the paused Flaky ends its processes.
+(not in the policy) UnauthorizedError, e2e.NoSuch ResourceNotFoundError, with
+GROVE_DEPLOYMENT_FREEZER=v2 a paused Flaky whose processes are killed run again and its
+freeze leaf removed, and a deployment removing the paused Flaky ends its processes.
 `reload` (after main): `grovectl reload deployment` keeps the components' IPC
 connections: Pub's messages published after it and `grovectl pub` still reach Sub's
 subscription, Sub's GetConfiguration on its connection answers, Sub was not restarted, and
