@@ -123,7 +123,7 @@ pid_t cgroup_name_owner(std::string_view name, std::string_view prefix) {
 
 bool cgroup_name_stale(std::string_view name, std::string_view prefix) {
   auto pid = cgroup_name_owner(name, prefix);
-  return pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
+  return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 fs::path cgroup_under(const fs::path& mount, const std::string& path) {

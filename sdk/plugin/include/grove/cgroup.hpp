@@ -58,7 +58,7 @@ std::optional<std::string> own_cgroup(const std::string& controller);
 pid_t cgroup_name_owner(std::string_view name, std::string_view prefix);
 
 /// Whether `name` is a `<prefix><pid>` directory name whose groved is gone (no process
-/// has that pid). Another groved's, or this one's, is not.
+/// has that pid). Another live groved's, or this one's, is not.
 bool cgroup_name_stale(std::string_view name, std::string_view prefix);
 
 /// Where groved's cgroups are on this host (probe()).
