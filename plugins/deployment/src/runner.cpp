@@ -336,7 +336,6 @@ log_writer(std::filesystem::path log,
 
 } // namespace
 
-
 caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user) {
   if (posix_user.empty())
     return std::pair{::geteuid(), ::getegid()};
@@ -615,7 +614,7 @@ component_freezer& runner::freezer() {
 }
 
 void runner::drop_freeze_leaves(const std::string& name, int tries) {
-  if (!freezer_ || freezer_->remove(name) || tries <= 0 || !component_pids(name).empty())
+  if (!freezer_ || freezer_->remove(name) || tries <= 0)
     return;
   ctx_.after(std::chrono::milliseconds{100}, [this, name, tries, alive = alive_] {
     if (*alive)
@@ -1594,7 +1593,6 @@ std::vector<held_process> runner::component_pids(const std::string& name) const 
                          });
   return out;
 }
-
 
 void runner::step(std::shared_ptr<job> j) {
   // interrupt(): a newer deployment replaced this one; what it changed stays for the

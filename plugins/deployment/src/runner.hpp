@@ -422,8 +422,8 @@ private:
   void unpause(component& c, const char* why);
   component_freezer& freezer();
   // Removes `name`'s freeze leaves (component_freezer::remove) once its processes are gone:
-  // now, else every 100 ms while none of them is listed any more (a killed process leaves
-  // its cgroup a moment after it is reaped), `tries` times.
+  // now, else every 100 ms, `tries` times (a process just killed leaves its cgroup a moment
+  // later; one that lives on there keeps the leaf until the stop, or the next start).
   void drop_freeze_leaves(const std::string& name, int tries = 20);
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env, bool privileged,
