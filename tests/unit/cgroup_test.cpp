@@ -20,7 +20,8 @@
 // /proc/self says, a group under this process's own memory cgroup with limits the kernel
 // then reports, a child started into it through grove::process (process_sandbox's
 // cgroup_procs), one allocating past its limit killed and the kill read back, removal,
-// stale groups of a dead pid removed and a live one's kept, and errors that name the file.
+// stale groups of a dead pid removed and a live one's kept, /proc/<pid>/cgroup and stale
+// names parsed, and errors that name the file.
 
 using namespace grove;
 using namespace std::chrono_literals;
@@ -303,6 +304,58 @@ BOOST_AUTO_TEST_CASE(stale_groups_of_a_dead_pid_go_and_a_live_ones_stay) {
   BOOST_TEST(gone.size() == 1u);
   BOOST_TEST(!fs::exists(live));
   ::rmdir(other.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(a_processs_cgroup_is_read_from_its_proc_file) {
+  // A hybrid host's lines (v1 hierarchies by their controllers, named ones, the unified
+  // one as "0::"), and a v2-only host's one line.
+  std::string hybrid = "12:pids:/system.slice/grove.service\n"
+                       "4:cpu,cpuacct:/system.slice\n"
+                       "1:name=systemd:/system.slice/grove.service\n"
+                       "0::/system.slice/grove.service/groved\n";
+  BOOST_TEST(cgroup_path_in(hybrid, "pids").value_or("-") == "/system.slice/grove.service");
+  BOOST_TEST(cgroup_path_in(hybrid, "cpuacct").value_or("-") == "/system.slice");
+  BOOST_TEST(cgroup_path_in(hybrid, "").value_or("-") == "/system.slice/grove.service/groved");
+  BOOST_TEST(!cgroup_path_in(hybrid, "memory"));
+  BOOST_TEST(!cgroup_path_in(hybrid, "cpuac"));
+  BOOST_TEST(cgroup_path_in("0::/\n", "").value_or("-") == "/");
+  BOOST_TEST(!cgroup_path_in("0::/\n", "pids"));
+  // A v1 hierarchy numbered 0 is not the unified one, nor is a line without its fields.
+  BOOST_TEST(!cgroup_path_in("0:pids:/a\n", ""));
+  BOOST_TEST(!cgroup_path_in("0:\nbroken\n", ""));
+  BOOST_TEST(!cgroup_path_in("", ""));
+  // A child starts where its parent is, on every hierarchy; a gone one has none.
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  for (const auto& m : cgroup_mounts())
+    for (const auto& c : m.type == "cgroup2" ? std::vector<std::string>{""} : m.options)
+      if (auto own = own_cgroup(c))
+        BOOST_TEST(cgroup_of(child, c).value_or("-") == *own, c);
+  BOOST_TEST((own_cgroup("") == cgroup_of(0, "")));
+  ::kill(child, SIGKILL);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  BOOST_TEST(!cgroup_of(child, ""));
+  BOOST_TEST(!cgroup_of(child, "pids"));
+}
+
+BOOST_AUTO_TEST_CASE(a_stale_name_is_a_prefix_and_the_pid_of_a_gone_groved) {
+  BOOST_TEST(cgroup_name_owner("grove-123", "grove-") == 123);
+  BOOST_TEST(cgroup_name_owner("grove-freeze-999999999", "grove-freeze-") == 999999999);
+  for (const char* not_one : {"grove-", "grove-0", "grove-012", "grove-12a", "grove-1 ",
+                              "grove--1", "grove-1234567890", "other-12", "grove", ""})
+    BOOST_TEST(cgroup_name_owner(not_one, "grove-") == 0, not_one);
+  // grove-freeze-<pid> is not grove-<pid>.
+  BOOST_TEST(cgroup_name_owner("grove-freeze-12", "grove-") == 0);
+  auto dead = std::to_string(dead_pid());
+  BOOST_TEST(cgroup_name_stale("grove-" + dead, "grove-"));
+  BOOST_TEST(!cgroup_name_stale("grove-x" + dead, "grove-"));
+  BOOST_TEST(!cgroup_name_stale("grove-" + std::to_string(::getpid()), "grove-")); // its own
+  BOOST_TEST(!cgroup_name_stale("grove-1", "grove-")); // init lives
+  BOOST_TEST(!cgroup_name_stale("grove-0", "grove-")); // no groved's
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_file_and_why) {

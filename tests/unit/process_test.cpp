@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE process_test
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <deque>
@@ -21,6 +22,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "grove/cgroup.hpp"
 #include "grove/kernel/kernel.hpp"
 #include "grove/process.hpp"
 #include "../support/process_recorder.hpp"
@@ -571,37 +573,20 @@ BOOST_AUTO_TEST_CASE(a_sandboxed_child_starts_in_its_v1_and_v2_cgroups,
   // Whichever hierarchies this machine has writable (a v2 one without controllers will
   // do: membership is what is checked).
   std::vector<std::pair<std::string, fs::path>> made; // /proc/self/cgroup line, directory
-  std::ifstream mi{"/proc/self/mountinfo"};
-  std::string line;
   auto tag = "grove-process-test-" + std::to_string(::getpid());
-  while (std::getline(mi, line)) {
-    auto dash = line.find(" - ");
-    if (dash == std::string::npos)
-      continue;
-    std::istringstream l{line.substr(0, dash)}, r{line.substr(dash + 3)};
-    std::string f, point, type, src, opts;
-    for (int i = 0; i < 5; ++i)
-      l >> f;
-    point = f;
-    r >> type >> src >> opts;
-    std::string key;
-    if (type == "cgroup2")
-      key = "0::";
-    else if (type == "cgroup" && (opts.find(",pids") != std::string::npos))
-      key = ":pids:";
-    else
+  for (const auto& m : cgroup_mounts()) {
+    bool v2 = m.type == "cgroup2";
+    if (!v2 && std::find(m.options.begin(), m.options.end(), "pids") == m.options.end())
       continue;
     // Below this process's own cgroup there.
-    std::ifstream cg{"/proc/self/cgroup"};
-    std::string c, own;
-    while (std::getline(cg, c))
-      if (auto at = c.find(key); at != std::string::npos && (key != "0::" || at == 0))
-        own = c.substr(at + key.size());
-    auto dir = fs::path{point} / fs::path{own}.relative_path() / tag;
+    auto own = own_cgroup(v2 ? "" : "pids");
+    if (!own)
+      continue;
+    auto dir = cgroup_under(m.point, *own) / tag;
     std::error_code ec;
     if (!fs::create_directory(dir, ec) || ec)
       continue;
-    made.emplace_back(key + (fs::path{own} / tag).string(), dir);
+    made.emplace_back((v2 ? "0::" : ":pids:") + (fs::path{*own} / tag).string(), dir);
   }
   BOOST_REQUIRE_MESSAGE(!made.empty(), "no writable cgroup hierarchy");
   for (auto& [key, d] : made)

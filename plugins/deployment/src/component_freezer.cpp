@@ -54,12 +54,7 @@ char state_of(pid_t pid) {
 // `<prefix><pid>` of a groved that is gone, or of this one (whose earlier instance's
 // groups nobody knows of any more); another live groved's is left alone.
 bool unowned(const std::string& file, std::string_view prefix) {
-  if (!file.starts_with(prefix) || file.size() == prefix.size()
-      || file.find_first_not_of("0123456789", prefix.size()) != std::string::npos
-      || file.size() > prefix.size() + 9)
-    return false;
-  auto pid = std::atoi(file.c_str() + prefix.size());
-  return pid == ::getpid() || pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH);
+  return cgroup_name_owner(file, prefix) == ::getpid() || cgroup_name_stale(file, prefix);
 }
 
 // Thaws every group under `top` (writing `thawed` to its `file`); with `drop` the empty
@@ -146,11 +141,14 @@ bool wait_frozen(const fs::path& group, std::chrono::milliseconds wait) {
   return frozen;
 }
 
-// Moves `pids` into `group` and freezes it (`file` <- `value`), then lists again until
+// Moves `procs` into `group` and freezes it (`file` <- `value`), then lists again until
 // nothing new turns up: what forked meanwhile is moved into the frozen group, where both
-// v1 and v2 freeze it. One that ended meanwhile is refused (ESRCH): nothing to freeze.
+// v1 and v2 freeze it. One that ended meanwhile is not moved: cgroup.procs takes a pid,
+// not a pidfd, so each is checked alive through its pidfd just before (what is left is a
+// process ending, reaped and its pid given out again between the two). A process that
+// forked inside the group is frozen with it, never signalled or moved by its pid.
 caf::error move_and_freeze(const fs::path& group, const char* file, const char* value,
-                           const std::function<std::vector<pid_t>()>& pids) {
+                           const std::function<std::vector<held_process>()>& procs) {
   bool frozen = false;
   for (int round = 0; round < 10; ++round) {
     std::set<pid_t> inside;
@@ -160,10 +158,10 @@ caf::error move_and_freeze(const fs::path& group, const char* file, const char* 
         inside.insert(p);
     }
     bool fresh = false;
-    for (auto p : pids())
-      if (!inside.count(p)) {
+    for (const auto& p : procs())
+      if (!inside.count(p.pid) && p.signal(0)) {
         fresh = true;
-        cgroup_write(group / "cgroup.procs", std::to_string(p));
+        cgroup_write(group / "cgroup.procs", std::to_string(p.pid));
       }
     if (!frozen) {
       if (auto e = cgroup_write(group / file, value))
@@ -182,9 +180,9 @@ caf::error move_and_freeze(const fs::path& group, const char* file, const char* 
     for (pid_t p; in >> p;)
       inside.insert(p);
   }
-  for (auto p : pids())
-    if (!inside.count(p) && ::kill(p, 0) == 0)
-      return make_error(errc::invalid_state, "process " + std::to_string(p)
+  for (const auto& p : procs())
+    if (!inside.count(p.pid) && p.signal(0))
+      return make_error(errc::invalid_state, "process " + std::to_string(p.pid)
                                                + " could not be moved into " + group.string());
   return {};
 }
@@ -246,7 +244,7 @@ component_freezer::component_freezer() {
 }
 
 component_freezer::kind component_freezer::choose(const std::string& name, const fs::path& own,
-                                                   const std::vector<pid_t>& pids) const {
+                                                   const std::vector<held_process>& procs) const {
   std::error_code ec;
   if (!own.empty()) {
     // Its limits hold it in a v2 cgroup: frozen there, or in v1's own hierarchy, or
@@ -261,8 +259,8 @@ component_freezer::kind component_freezer::choose(const std::string& name, const
     return kind::signal;
   // A leaf takes only processes from groved's own cgroup (or the leaf, paused before):
   // one that sits elsewhere (a scope, a cgroup of its own making) stays there.
-  for (auto p : pids) {
-    auto at = v2_cgroup_of(p);
+  for (const auto& p : procs) {
+    auto at = v2_cgroup_of(p.pid);
     if (!at.empty() && !fs::equivalent(at, v2_dir_, ec)
         && !fs::equivalent(at, v2_base_ / name, ec))
       return kind::signal;
@@ -273,11 +271,8 @@ component_freezer::kind component_freezer::choose(const std::string& name, const
 fs::path component_freezer::v2_cgroup_of(pid_t pid) const {
   if (v2_mount_.empty())
     return {};
-  std::ifstream in{"/proc/" + std::to_string(pid) + "/cgroup"};
-  for (std::string line; std::getline(in, line);)
-    if (line.starts_with("0::/"))
-      return cgroup_under(v2_mount_, line.substr(3));
-  return {};
+  auto path = cgroup_of(pid, "");
+  return path ? cgroup_under(v2_mount_, *path) : fs::path{};
 }
 
 fs::path component_freezer::own_of(pid_t pid) const {
@@ -293,34 +288,42 @@ fs::path component_freezer::own_of(pid_t pid) const {
 }
 
 caf::error component_freezer::freeze(const std::string& name,
-                                     const std::function<std::vector<pid_t>()>& pids,
+                                     const std::function<std::vector<held_process>()>& procs,
                                      const fs::path& own_given) {
   // Never moved out of the cgroup holding its limits, named or not.
   auto own = own_given;
   if (own.empty())
-    for (auto p : pids())
-      if (own = own_of(p); !own.empty())
+    for (const auto& p : procs())
+      if (own = own_of(p.pid); !own.empty())
         break;
-  auto how = choose(name, own, pids());
+  auto how = choose(name, own, procs());
   switch (how) {
     case kind::signal: {
       paused_[name] = {how, {}};
+      // Through each one's pidfd. The runner lists the component's grandchildren too (they
+      // inherit its environment marker), each held by a pidfd opened before its
+      // environment was read: this stops that process or none. One that dropped the marker
+      // (a fresh environment) is not listed and runs on: nothing here signals a pid that
+      // is not held (a cgroup backend freezes such a one with its group).
       std::set<pid_t> done;
+      std::vector<held_process> stopped;
       for (int round = 0; round < 10; ++round) {
         bool fresh = false;
-        for (auto p : pids())
-          if (done.insert(p).second) {
+        for (auto& p : procs())
+          if (done.insert(p.pid).second) {
             fresh = true;
-            ::kill(p, SIGSTOP);
+            if (p.signal(SIGSTOP))
+              stopped.push_back(std::move(p));
           }
         if (!fresh)
           break;
       }
-      // Answered once each shows stopped (a signal is delivered after kill(2) returns),
-      // or after a second in any case.
+      // Answered once each shows stopped (a signal is delivered after it is sent), or has
+      // ended (its state read while it is alive is its own), or after a second in any case.
       auto until = std::chrono::steady_clock::now() + freeze_wait;
-      for (auto p : done)
-        for (char st = state_of(p); st == 'R' || st == 'S' || st == 'D'; st = state_of(p)) {
+      for (const auto& p : stopped)
+        for (char st = state_of(p.pid); (st == 'R' || st == 'S' || st == 'D') && p.signal(0);
+             st = state_of(p.pid)) {
           if (std::chrono::steady_clock::now() >= until)
             return {};
           ::usleep(1000);
@@ -334,7 +337,7 @@ caf::error component_freezer::freeze(const std::string& name,
       if (auto e = cgroup_mkdir(group))
         return e;
       paused_[name] = {how, group};
-      if (auto e = move_and_freeze(group, "freezer.state", "FROZEN", pids))
+      if (auto e = move_and_freeze(group, "freezer.state", "FROZEN", procs))
         return e;
       // FREEZING until every task has stopped (one in an uninterruptible sleep holds it
       // up): answered once FROZEN, or after a second in any case (the rest freezes when
@@ -357,7 +360,7 @@ caf::error component_freezer::freeze(const std::string& name,
       // The own cgroup: its processes are there already (they joined it before they ran
       // anything, and their children are born there); one that is not is the
       // component's too and belongs there.
-      if (auto e = move_and_freeze(group, "cgroup.freeze", "1", pids))
+      if (auto e = move_and_freeze(group, "cgroup.freeze", "1", procs))
         return e;
       wait_frozen(group, freeze_wait);
       return {};
@@ -366,15 +369,16 @@ caf::error component_freezer::freeze(const std::string& name,
   return {};
 }
 
-caf::error component_freezer::thaw(const std::string& name, const std::vector<pid_t>& pids) {
+caf::error component_freezer::thaw(const std::string& name,
+                                   const std::vector<held_process>& procs) {
   auto it = paused_.find(name);
   if (it == paused_.end())
     return {};
   auto [how, group] = it->second;
   std::error_code ec;
   if (how == kind::signal) {
-    for (auto p : pids)
-      ::kill(p, SIGCONT);
+    for (const auto& p : procs)
+      p.signal(SIGCONT); // as SIGSTOP: only a held process
   } else if (fs::exists(group, ec)) {
     auto e = how == kind::v1 ? cgroup_write(group / "freezer.state", "THAWED")
                              : cgroup_write(group / "cgroup.freeze", "0");
@@ -382,16 +386,21 @@ caf::error component_freezer::thaw(const std::string& name, const std::vector<pi
       return e; // still paused: a later thaw tries again
   }
   paused_.erase(name);
+  remove(name); // its processes ended while paused: nothing keeps the leaf
   return {};
 }
 
-void component_freezer::remove(const std::string& name) {
+bool component_freezer::remove(const std::string& name) {
+  bool gone = true;
   for (const auto& base : {v1_base_, v2_base_}) {
     if (base.empty())
       continue;
     if (::rmdir((base / name).c_str()) == 0)
       ::rmdir(base.c_str()); // the last one
+    else if (errno != ENOENT)
+      gone = false;
   }
+  return gone;
 }
 
 std::string component_freezer::describe() const {

@@ -20,6 +20,9 @@
 //  4. SIGSTOP to each process, SIGCONT on resume (groved not root, no cgroup file system
 //     it may write): any SIGCONT ends the pause, and a stopped process's parent can see
 //     the stop through waitpid's WUNTRACED (frozen ones show nothing).
+// The processes come as the runner holds them (held_process: a pidfd each): signals go
+// through the pidfd, and one that has ended is neither signalled nor moved, so a pid
+// given to another process since is never stopped, continued or frozen.
 // The groups are listed again after the freeze until nothing new turns up (ten rounds
 // at most; a fork between the listing and the freeze is moved in and frozen too; one
 // still outside after them fails the pause), and the pause is
@@ -28,7 +31,9 @@
 //
 // A v1-frozen task acts on no signal, SIGKILL included, until thawed, and a v2-frozen
 // group stays frozen after its processes went: whoever ends a paused component's
-// processes thaws them first (runner: stop, run timeout, hand-over, its destructor), and
+// processes thaws them first (runner: stop, run timeout, hand-over, its destructor); a
+// leaf goes once its processes have (thaw() of a pause whose processes are gone, remove()
+// after the runner reaped them or stopped the component), and
 // the constructor thaws what earlier groveds in the same cgroups (and this one's earlier
 // instance) left frozen, on every backend there is. Tests only:
 // GROVE_DEPLOYMENT_FREEZER=v1|v2|signal limits the choice to that backend (v2: 1 and 3).
@@ -44,6 +49,8 @@
 
 #include <caf/error.hpp>
 
+#include "held_process.hpp"
+
 namespace grove::deployment {
 
 /// The components' freezer (see the file comment).
@@ -56,18 +63,20 @@ public:
   /// knows of. Without any of them, freeze() and thaw() signal.
   component_freezer();
 
-  /// Freezes (or stops) `name`'s processes, listed by `pids` (called again until it
+  /// Freezes (or stops) `name`'s processes, listed by `procs` (called again until it
   /// finds none that is not frozen yet). `own`: the component's v2 cgroup holding its
   /// systemResourceLimits, or empty. The error says why not.
-  caf::error freeze(const std::string& name, const std::function<std::vector<pid_t>()>& pids,
+  caf::error freeze(const std::string& name,
+                    const std::function<std::vector<held_process>()>& procs,
                     const std::filesystem::path& own = {});
 
-  /// Thaws (or continues) `name`'s processes, the way freeze() stopped them (`pids` for
-  /// the signals' fallback).
-  caf::error thaw(const std::string& name, const std::vector<pid_t>& pids);
+  /// Thaws (or continues) `name`'s processes, the way freeze() stopped them (`procs` for
+  /// the signals' fallback); its leaf goes when they are gone (remove()).
+  caf::error thaw(const std::string& name, const std::vector<held_process>& procs);
 
-  /// Removes `name`'s group once its processes are gone (rmdir refuses it before).
-  void remove(const std::string& name);
+  /// Removes `name`'s leaves (v1 and v2, not a component's own cgroup) once its processes
+  /// are gone (rmdir refuses one before). Whether none is left.
+  bool remove(const std::string& name);
 
   /// The backends in the order they are tried, e.g. "cgroup v2 cgroup.freeze (a
   /// component's own cgroup, else a leaf under <dir>)" or "SIGSTOP/SIGCONT (<why>)".
@@ -79,7 +88,7 @@ private:
   // The backend for component `name` whose own v2 cgroup is `own` (or none), its
   // processes `pids`.
   kind choose(const std::string& name, const std::filesystem::path& own,
-              const std::vector<pid_t>& pids) const;
+              const std::vector<held_process>& procs) const;
 
   // `pid`'s cgroup on the v2 hierarchy, or empty.
   std::filesystem::path v2_cgroup_of(pid_t pid) const;

@@ -256,7 +256,7 @@ void each_component_process(const std::string& marker,
       continue;
     // Opened before the environment is read: if the pid is another process's by then,
     // the pidfd holds the one that ended and reaches nobody.
-    held_process held{pid, static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))};
+    auto held = held_process::open(pid);
     if (held.fd < 0)
       continue;
     std::ifstream in{p.path() / "environ", std::ios::binary};
@@ -337,20 +337,6 @@ log_writer(std::filesystem::path log, grove::rotating_log_limits limits, spdlog:
 }
 
 } // namespace
-
-held_process::~held_process() {
-  if (fd >= 0)
-    ::close(fd);
-}
-
-bool held_process::signal(int sig) const {
-  return fd >= 0 && ::syscall(SYS_pidfd_send_signal, fd, sig, nullptr, 0) == 0;
-}
-
-pid_t held_process::group() const {
-  auto g = ::getpgid(pid);
-  return g > 0 && signal(0) ? g : 0; // still alive after getpgid: the group was its
-}
 
 caf::expected<std::pair<uid_t, gid_t>> posix_ids(const std::string& posix_user) {
   if (posix_user.empty())
@@ -649,10 +635,19 @@ component_freezer& runner::freezer() {
   return *freezer_;
 }
 
+void runner::drop_freeze_leaves(const std::string& name, int tries) {
+  if (!freezer_ || freezer_->remove(name) || tries <= 0)
+    return;
+  ctx_.after(std::chrono::milliseconds{100}, [this, name, tries, alive = alive_] {
+    if (*alive)
+      drop_freeze_leaves(name, tries - 1);
+  });
+}
+
 void runner::unpause(component& c, const char* why) {
   if (!std::exchange(c.paused, false))
     return;
-  if (auto e = freezer().thaw(c.plan.name, pids_of(c.plan.name)))
+  if (auto e = freezer().thaw(c.plan.name, component_pids(c.plan.name)))
     ctx_.log().error("deployment: {}: cannot resume it ({}): {}", c.plan.name, why,
                      grove::describe(e));
   else
@@ -671,7 +666,7 @@ std::optional<runner::control_refusal> runner::control(const std::string& name, 
     if (!c.paused)
       return control_refusal{"InvalidArgumentsError", "Component " + name + " is not paused"};
     c.paused = false;
-    if (auto e = freezer().thaw(name, pids_of(name))) {
+    if (auto e = freezer().thaw(name, component_pids(name))) {
       c.paused = true;
       return control_refusal{"ServiceError", "Failed to resume component " + name + " due to : "
                                                + grove::describe(e)};
@@ -683,13 +678,13 @@ std::optional<runner::control_refusal> runner::control(const std::string& name, 
     return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
   if (c.paused)
     return std::nullopt; // as Greengrass: frozen already, nothing to do
-  auto pids = [this, &name] { return pids_of(name); };
-  if (pids().empty())
+  auto procs = [this, &name] { return component_pids(name); };
+  if (procs().empty())
     return control_refusal{"InvalidArgumentsError", "Component " + name + " is not running"};
   // A component whose limits hold it in a v2 cgroup of its own is frozen there.
   auto own = c.plan.limits.any() && cgroups_ ? cgroups_->v2_group(name) : std::filesystem::path{};
-  if (auto e = freezer().freeze(name, pids, own)) {
-    freezer().thaw(name, pids()); // what was frozen before the failure
+  if (auto e = freezer().freeze(name, procs, own)) {
+    freezer().thaw(name, procs()); // what was frozen before the failure
     return control_refusal{"ServiceError", "Failed to pause component " + name + " due to : "
                                              + grove::describe(e)};
   }
@@ -913,13 +908,13 @@ void runner::report_state(const std::string& name, const std::string& state) {
   c.reported_error = "reported ERRORED (UpdateState)";
   auto pid = c.proc.pid();
   auto run_no = c.runs;
-  ::kill(-pid, SIGTERM);
+  signal_group(pid, component_pids(name), SIGTERM);
   ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
     if (!*alive)
       return;
     auto it = components_.find(name);
     if (it != components_.end() && it->second->runs == run_no && it->second->proc.pid() == pid)
-      ::kill(-pid, SIGKILL);
+      signal_group(pid, component_pids(name), SIGKILL);
   });
 }
 
@@ -1616,8 +1611,7 @@ void runner::poll_stop(std::shared_ptr<stop_work> w) {
   if (auto it = components_.find(w->name); it != components_.end() && it->second->stopped
                                             && it->second->generation == w->generation)
     set_state(*it->second, "FINISHED", w->details);
-  if (freezer_)
-    freezer_->remove(w->name);
+  drop_freeze_leaves(w->name);
   auto waiting = std::move(stopping_[w->name]);
   stopping_.erase(w->name);
   if (current_ && current_->crash_after_stops && stopping_.empty())
@@ -1633,13 +1627,6 @@ std::vector<held_process> runner::component_pids(const std::string& name) const 
                            if (component == name)
                              out.push_back(std::move(p));
                          });
-  return out;
-}
-
-std::vector<pid_t> runner::pids_of(const std::string& name) const {
-  std::vector<pid_t> out;
-  for (const auto& p : component_pids(name))
-    out.push_back(p.pid);
   return out;
 }
 
@@ -2139,15 +2126,16 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       c.timed_out = true;
       unpause(c, "its run's Timeout"); // a frozen process would not end
       // Its process group (it leads one), as a stop would; on_exit sees an unasked end.
+      // Only while one of its held processes is in it (signal_group): a group id is a pid.
       auto pid = c.proc.pid();
-      ::kill(-pid, SIGTERM);
+      signal_group(pid, component_pids(name), SIGTERM);
       ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
         if (!*alive)
           return;
         auto it = components_.find(name);
         if (it != components_.end() && it->second->runs == run_no
             && it->second->proc.pid() == pid)
-          ::kill(-pid, SIGKILL);
+          signal_group(pid, component_pids(name), SIGKILL);
       });
     });
   }
@@ -2182,6 +2170,7 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
   auto& c = *it->second;
   c.proc = grove::process{};
   c.reported_running = nullptr;
+  drop_freeze_leaves(name); // reaped: a pause's leaf has nothing left to hold
   if (!c.reported_error.empty()) { // report_state ended it: an error whatever its exit
     auto why = std::move(c.reported_error);
     c.reported_error.clear();

@@ -42,6 +42,7 @@
 
 #include "component_cgroups.hpp"
 #include "component_freezer.hpp"
+#include "held_process.hpp"
 #include "grove/plugin.hpp"
 #include "grove/process.hpp"
 #include "grove/rotating_log.hpp"
@@ -74,26 +75,6 @@ struct runner_settings {
   /// steps of a component whose deployment gives no `runWith.posixUser` (its dependencies
   /// too), when groved is root; "" : groved's own user.
   std::string default_posix_user;
-};
-
-/// One of a runner's component processes, found by its environment and held by a pidfd
-/// opened before the environment was read: a signal through it reaches that process or
-/// none, never one given its pid since.
-struct held_process {
-  /// Its pid, for logs and getpgid.
-  pid_t pid = 0;
-  /// Holds `pid` (pidfd_open, or -1).
-  int fd = -1;
-
-  held_process(pid_t p, int f) : pid(p), fd(f) {}
-  held_process(held_process&& o) noexcept : pid(o.pid), fd(std::exchange(o.fd, -1)) {}
-  held_process& operator=(held_process&&) = delete;
-  held_process(const held_process&) = delete;
-  ~held_process();
-  /// pidfd_send_signal: true when the process was there to get it (0 only checks).
-  bool signal(int sig) const;
-  /// Its process group while it lives (0 once it has ended).
-  pid_t group() const;
 };
 
 /// One component of a set to apply.
@@ -394,8 +375,6 @@ private:
   void poll_stop(std::shared_ptr<stop_work> w);
   // The processes of this runner's component `name` (by their environment, see spawn).
   std::vector<held_process> component_pids(const std::string& name) const;
-  // Their pids only (what the freezer takes).
-  std::vector<pid_t> pids_of(const std::string& name) const;
   void start_component(std::shared_ptr<job> j, component_plan p);
   // start_component's `bootstrap` step, when it has to run: true when it began (the
   // install follows once it ends, see install_component).
@@ -446,6 +425,10 @@ private:
   // Thaws `c` when it is paused (control), saying `why`.
   void unpause(component& c, const char* why);
   component_freezer& freezer();
+  // Removes `name`'s freeze leaves (component_freezer::remove) once its processes are gone:
+  // now, else every 100 ms, `tries` times (a process just killed leaves its cgroup a moment
+  // later; one that lives on there keeps the leaf until the stop, or the next start).
+  void drop_freeze_leaves(const std::string& name, int tries = 20);
   caf::expected<grove::process> spawn(component& c, const std::string& script,
                                       const nlohmann::json& step_env, bool privileged,
                                       grove::process_callbacks cb);

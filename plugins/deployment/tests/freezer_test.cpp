@@ -21,7 +21,10 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "component_cgroups.hpp"
 #include "component_freezer.hpp"
@@ -84,13 +87,32 @@ struct counter {
     return count->load() == at;
   }
 
-  // Its v2 cgroup (/proc/<pid>/cgroup's "0::" line) under `mount`.
+  // Its v2 cgroup under `mount`.
   fs::path v2_cgroup(const fs::path& mount) const {
-    std::istringstream in{read_text("/proc/" + std::to_string(pid) + "/cgroup")};
-    for (std::string line; std::getline(in, line);)
-      if (line.starts_with("0::"))
-        return cgroup_under(mount, line.substr(3));
-    return {};
+    auto path = cgroup_of(pid, "");
+    return path ? cgroup_under(mount, *path) : fs::path{};
+  }
+
+  // It, as the runner lists it: held by a pidfd.
+  std::vector<held_process> held() const {
+    std::vector<held_process> out;
+    out.push_back(held_process::open(pid));
+    return out;
+  }
+
+  // It as a pid given to another process since: its number with the pidfd of one that
+  // has ended (and been reaped).
+  std::vector<held_process> reused() const {
+    pid_t gone = ::fork();
+    BOOST_REQUIRE(gone >= 0);
+    if (gone == 0)
+      ::_exit(0);
+    auto was = held_process::open(gone);
+    ::waitpid(gone, nullptr, 0);
+    BOOST_REQUIRE(was.fd >= 0 && !was.signal(0));
+    std::vector<held_process> out;
+    out.emplace_back(pid, std::exchange(was.fd, -1));
+    return out;
   }
 
   char state() const {
@@ -100,12 +122,22 @@ struct counter {
   }
 };
 
-bool v2_frozen(const fs::path& group) {
+// Whether v2 group `group`'s cgroup.events has line `line`.
+bool events_say(const fs::path& group, std::string_view line) {
   std::istringstream in{read_text(group / "cgroup.events")};
-  for (std::string line; std::getline(in, line);)
-    if (line == "frozen 1")
+  for (std::string l; std::getline(in, l);)
+    if (l == line)
       return true;
   return false;
+}
+
+bool v2_frozen(const fs::path& group) {
+  return events_say(group, "frozen 1");
+}
+
+// Whether it holds a process: an empty one can be removed.
+bool populated(const fs::path& group) {
+  return events_say(group, "populated 1");
 }
 
 // GROVE_DEPLOYMENT_FREEZER set for one freezer's construction.
@@ -160,16 +192,23 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_component_in_a_leaf_and_thaws_it) {
   component_freezer fz;
   BOOST_TEST(fz.describe().find("cgroup v2 cgroup.freeze (") != std::string::npos, fz.describe());
   BOOST_TEST(fz.describe().find("v1 freezer") == std::string::npos, fz.describe());
-  BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+  // cgroup.procs takes a pid: one given to another process since (the listed one's pidfd
+  // is of one reaped) is not written there, and that process stays where it is.
+  auto was = c.v2_cgroup(host.v2_mount);
+  BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.reused(); }));
+  BOOST_TEST(c.v2_cgroup(host.v2_mount) == was);
+  BOOST_TEST(c.runs());
+  BOOST_REQUIRE(!fz.thaw("comp", c.reused()));
+  BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
   auto group = c.v2_cgroup(host.v2_mount);
   BOOST_TEST(group == dir / ("grove-freeze-" + std::to_string(::getpid())) / "comp");
   BOOST_TEST(v2_frozen(group), read_text(group / "cgroup.events"));
   BOOST_TEST(c.still());
-  BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+  BOOST_REQUIRE(!fz.thaw("comp", c.held()));
   BOOST_TEST(!v2_frozen(group));
   BOOST_TEST(c.runs());
   // A second thaw (nothing paused) is nothing.
-  BOOST_TEST(!fz.thaw("comp", {c.pid}));
+  BOOST_TEST(!fz.thaw("comp", c.held()));
   ::kill(c.pid, SIGKILL);
   ::waitpid(c.pid, nullptr, 0);
   BOOST_TEST(wait_until([&] {
@@ -195,22 +234,22 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
     BOOST_REQUIRE(c.runs());
     forced f{"v2"};
     component_freezer fz;
-    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }, own));
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }, own));
     BOOST_TEST(c.v2_cgroup(host.v2_mount) == own); // not moved out of its limits
     BOOST_TEST(v2_frozen(own), read_text(own / "cgroup.events"));
     BOOST_TEST(!fs::exists(dir / ("grove-freeze-" + std::to_string(::getpid()))));
     BOOST_TEST(c.still());
-    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_REQUIRE(!fz.thaw("comp", c.held()));
     BOOST_TEST(!v2_frozen(own));
     BOOST_TEST(c.runs());
     BOOST_TEST(c.v2_cgroup(host.v2_mount) == own);
     // Not named (a runner that has not opened its cgroups yet, after a hot reload): found
     // from where the process is, and frozen there too.
-    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
     BOOST_TEST(c.v2_cgroup(host.v2_mount) == own);
     BOOST_TEST(v2_frozen(own), read_text(own / "cgroup.events"));
     BOOST_TEST(c.still());
-    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_REQUIRE(!fz.thaw("comp", c.held()));
     BOOST_TEST(c.runs());
   }
   BOOST_TEST(wait_until([&] { return ::rmdir(own.c_str()) == 0; }));
@@ -232,12 +271,12 @@ BOOST_AUTO_TEST_CASE(v2_leaves_a_process_in_a_cgroup_of_its_own_making_where_it_
     BOOST_REQUIRE(c.runs());
     forced f{"v2"};
     component_freezer fz;
-    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
     BOOST_TEST(c.v2_cgroup(host.v2_mount) == elsewhere); // not moved
     BOOST_TEST(!fs::exists(dir / ("grove-freeze-" + std::to_string(::getpid())) / "comp"));
     BOOST_TEST(wait_until([&] { return c.state() == 'T'; }));
     BOOST_TEST(c.still());
-    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_REQUIRE(!fz.thaw("comp", c.held()));
     BOOST_TEST(c.runs());
     BOOST_TEST(c.v2_cgroup(host.v2_mount) == elsewhere);
   }
@@ -250,11 +289,11 @@ BOOST_AUTO_TEST_CASE(the_signal_fallback_stops_and_continues) {
   forced f{"signal"};
   component_freezer fz;
   BOOST_TEST(fz.describe().starts_with("SIGSTOP/SIGCONT ("), fz.describe());
-  BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+  BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
   // Answered once stopped, or after a second (a loaded machine): stopped soon in any case.
   BOOST_TEST(wait_until([&] { return c.state() == 'T'; }));
   BOOST_TEST(c.still());
-  BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+  BOOST_REQUIRE(!fz.thaw("comp", c.held()));
   BOOST_TEST(c.runs());
   BOOST_TEST(c.state() != 'T');
 }
@@ -297,4 +336,62 @@ BOOST_AUTO_TEST_CASE(a_new_freezer_thaws_what_a_dead_groved_left_frozen) {
     component_freezer again;
     return !fs::exists(leaf_top);
   }));
+}
+
+BOOST_AUTO_TEST_CASE(the_signal_fallback_signals_no_pid_given_to_another_process) {
+  // The runner holds each process by a pidfd: a listed process that has ended may have
+  // its pid given to another (here: the counter's) by the time it is signalled. Neither
+  // SIGSTOP nor SIGCONT reaches that one.
+  counter c;
+  BOOST_REQUIRE(c.runs());
+  forced f{"signal"};
+  component_freezer fz;
+  BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.reused(); }));
+  BOOST_TEST(c.state() != 'T');
+  BOOST_TEST(c.runs());
+  // Stopped by someone else: a resume through the ended one's pidfd leaves it stopped.
+  ::kill(c.pid, SIGSTOP);
+  BOOST_REQUIRE(wait_until([&] { return c.state() == 'T'; }));
+  BOOST_REQUIRE(!fz.thaw("comp", c.reused()));
+  BOOST_TEST(c.state() == 'T');
+  BOOST_TEST(c.still());
+  ::kill(c.pid, SIGCONT);
+}
+
+BOOST_AUTO_TEST_CASE(v2_a_leaf_goes_once_its_processes_have) {
+  // Not left for the next groved's start: a paused component's leaf goes when it is
+  // thawed with its processes gone (the runner's resume, or the state their end brings),
+  // and a resumed one's when the runner has reaped them (remove()).
+  auto dir = v2_dir();
+  if (dir.empty())
+    return;
+  auto host = cgroup_host::probe();
+  forced f{"v2"};
+  component_freezer fz;
+  auto top = dir / ("grove-freeze-" + std::to_string(::getpid()));
+  auto leaf = top / "comp";
+  {
+    counter c;
+    BOOST_REQUIRE(c.runs());
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
+    BOOST_REQUIRE(c.v2_cgroup(host.v2_mount) == leaf);
+    BOOST_REQUIRE(c.still());
+  } // killed while paused (SIGKILL ends a v2-frozen process) and reaped
+  BOOST_REQUIRE(wait_until([&] { return !populated(leaf); })); // the kernel's word: empty
+  BOOST_REQUIRE(!fz.thaw("comp", {}));
+  BOOST_TEST(!fs::exists(leaf));
+  BOOST_TEST(!fs::exists(top));
+  {
+    counter c;
+    BOOST_REQUIRE(c.runs());
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
+    BOOST_REQUIRE(!fz.thaw("comp", c.held()));
+    BOOST_TEST(c.runs());
+    BOOST_TEST(c.v2_cgroup(host.v2_mount) == leaf); // resumed where it was paused
+    BOOST_TEST(!fz.remove("comp"));                 // it still lives there
+    BOOST_TEST(fs::exists(leaf));
+  }
+  BOOST_REQUIRE(wait_until([&] { return !populated(leaf); }));
+  BOOST_TEST(fz.remove("comp"));
+  BOOST_TEST(!fs::exists(top));
 }

@@ -27,8 +27,9 @@ is heard by its subscription to Sub's configuration. e2e.IpcControl's PauseCompo
 ResumeComponent (its aws.greengrass.ipc.lifecycle policy lists Pub, Flaky and e2e.NoSuch):
 Pub's process frozen and its publishes stopped while it stays RUNNING, a second pause no
 error, resumed (publishes go on), a resume of a running one InvalidArgumentsError, Sub
-(not in the policy) UnauthorizedError, e2e.NoSuch ResourceNotFoundError, and a
-deployment removing the paused Flaky ends its processes.
+(not in the policy) UnauthorizedError, e2e.NoSuch ResourceNotFoundError, with
+GROVE_DEPLOYMENT_FREEZER=v2 a paused Flaky whose processes are killed run again and its
+freeze leaf removed, and a deployment removing the paused Flaky ends its processes.
 `reload` (after main): `grovectl reload deployment` keeps the components' IPC
 connections: Pub's messages published after it and `grovectl pub` still reach Sub's
 subscription, Sub's GetConfiguration on its connection answers, Sub was not restarted, and
@@ -166,6 +167,15 @@ def v2_frozen(pid):
         if mount and x.startswith("0::/") and x != "0::/":
             return "frozen 1" in read(f"{mount}{x[3:]}/cgroup.events").splitlines()
     return False
+
+
+def v2_cgroup(pid):
+    """`pid`'s v2 cgroup directory, or None."""
+    mount = cgroup_mount("cgroup2")
+    for x in read(f"/proc/{pid}/cgroup").splitlines():
+        if mount and x.startswith("0::/"):
+            return f"{mount}{x[3:]}"
+    return None
 
 
 def stopped(pid):
@@ -659,6 +669,27 @@ check("... Sub not paused", not any(paused_any(p) for p in procs_of("sub")))
 no = control("pause", "e2e.NoSuch")
 check("PauseComponent of a component that does not exist -> ResourceNotFoundError",
       no.get("error") == "aws.greengrass#ResourceNotFoundError", no)
+if FREEZER == "v2":
+    # A paused component whose processes are killed meanwhile (v2 lets SIGKILL through a
+    # frozen group; cgroup.kill ends every one, the run's shell too): the runner reaps its
+    # run, runs it again (the restart rules) and removes its freeze leaf then, not at the
+    # next start.
+    ok = control("pause", "e2e.IpcFlaky")
+    flaky = procs_of("flaky")
+    leaf = v2_cgroup(flaky[0]) if flaky else None
+    check("PauseComponent of Flaky -> frozen in its freeze leaf",
+          ok.get("ok") and all_frozen(flaky) and "/grove-freeze-" in (leaf or ""), (ok, leaf))
+    if leaf:
+        with open(f"{leaf}/cgroup.kill", "w") as f:
+            f.write("1")
+        again = wait(lambda: len(lines("e2e.IpcFlaky", "runs")) >= 3 and
+                     support.installed(gg).get("e2e.IpcFlaky", {}).get("lifecycleState")
+                     == "RUNNING", 30)
+        check("... its processes killed: run again (RUNNING), not paused",
+              bool(again) and not any(paused_any(p) for p in procs_of("flaky")),
+              (lines("e2e.IpcFlaky", "runs"), support.installed(gg).get("e2e.IpcFlaky")))
+        check("... and its freeze leaf is removed (not left for the next start)",
+              bool(wait(lambda: not os.path.exists(leaf), 20)), leaf)
 # A deployment that removes a paused component still stops it (frozen processes ignore
 # even SIGKILL until thawed).
 ok = control("pause", "e2e.IpcFlaky")

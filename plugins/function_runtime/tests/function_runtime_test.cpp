@@ -2785,24 +2785,19 @@ BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
     ::_exit(0);
   ::waitpid(dead, nullptr, 0);
   std::vector<fs::path> made;
-  std::ifstream self{"/proc/self/cgroup"};
-  std::string line;
-  while (std::getline(self, line)) {
-    // devices too: a killed groved's spare cgroups (one per container function) are
-    // there as well.
-    for (const char* c : {":memory:", ":pids:", ":devices:"}) {
-      auto at = line.find(c);
-      if (at == std::string::npos)
-        continue;
-      auto parent = fs::path{"/sys/fs/cgroup"} / std::string{c + 1, std::strlen(c) - 2}
-               / fs::path{line.substr(at + std::strlen(c))}.relative_path();
-      for (auto pid : {static_cast<int>(dead), 1}) {
-        auto d = parent / ("grove-" + std::to_string(pid)) / "fn.1";
-        std::error_code ec;
-        fs::create_directories(d, ec);
-        BOOST_REQUIRE_MESSAGE(!ec, d << ": " << ec.message());
-        made.push_back(d);
-      }
+  // devices too: a killed groved's spare cgroups (one per container function) are there
+  // as well.
+  for (const char* c : {"memory", "pids", "devices"}) {
+    auto own = grove::own_cgroup(c);
+    if (!own)
+      continue;
+    auto parent = fs::path{"/sys/fs/cgroup"} / c / fs::path{*own}.relative_path();
+    for (auto pid : {static_cast<int>(dead), 1}) {
+      auto d = parent / ("grove-" + std::to_string(pid)) / "fn.1";
+      std::error_code ec;
+      fs::create_directories(d, ec);
+      BOOST_REQUIRE_MESSAGE(!ec, d << ": " << ec.message());
+      made.push_back(d);
     }
   }
   BOOST_REQUIRE(made.size() >= 4); // memory and pids; devices where it is mounted

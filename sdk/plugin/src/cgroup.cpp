@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,10 +82,8 @@ std::vector<cgroup_mount> cgroup_mounts() {
   return out;
 }
 
-std::optional<std::string> own_cgroup(const std::string& controller) {
-  std::ifstream in{"/proc/self/cgroup"};
-  std::string line;
-  while (std::getline(in, line)) {
+std::optional<std::string> cgroup_path_in(std::string_view text, const std::string& controller) {
+  for (const auto& line : split(std::string{text}, '\n')) {
     auto a = line.find(':');
     if (a == std::string::npos)
       continue;
@@ -98,6 +97,33 @@ std::optional<std::string> own_cgroup(const std::string& controller) {
       return line.substr(b + 1);
   }
   return std::nullopt;
+}
+
+std::optional<std::string> cgroup_of(pid_t pid, const std::string& controller) {
+  auto file = "/proc/" + (pid == 0 ? std::string{"self"} : std::to_string(pid)) + "/cgroup";
+  return cgroup_path_in(read_text(file), controller);
+}
+
+std::optional<std::string> own_cgroup(const std::string& controller) {
+  return cgroup_of(0, controller);
+}
+
+pid_t cgroup_name_owner(std::string_view name, std::string_view prefix) {
+  if (!name.starts_with(prefix))
+    return 0;
+  auto digits = name.substr(prefix.size());
+  if (digits.empty() || digits.size() > 9 || digits[0] == '0'
+      || digits.find_first_not_of("0123456789") != std::string_view::npos)
+    return 0;
+  pid_t pid = 0;
+  for (auto c : digits)
+    pid = pid * 10 + (c - '0');
+  return pid;
+}
+
+bool cgroup_name_stale(std::string_view name, std::string_view prefix) {
+  auto pid = cgroup_name_owner(name, prefix);
+  return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 fs::path cgroup_under(const fs::path& mount, const std::string& path) {
@@ -193,10 +219,26 @@ bool cgroup_kill_and_remove(const fs::path& dir) {
     return true;
   if (errno != EBUSY)
     return errno == ENOENT;
-  std::istringstream procs{read_text(dir / "cgroup.procs")};
-  pid_t pid;
-  while (procs >> pid)
-    ::kill(pid, SIGKILL);
+  // v2 (Linux 5.14 on): the kernel kills every process of the group, frozen or not, and
+  // what forks meanwhile. Else each listed process through a pidfd: opened first, and
+  // signalled only when its pid is still listed afterwards (a pid read from cgroup.procs
+  // may have gone to another process by the time it is signalled).
+  if (write_raw(dir / "cgroup.kill", "1") != 0) {
+    std::vector<std::pair<pid_t, int>> held;
+    std::istringstream listed{read_text(dir / "cgroup.procs")};
+    for (pid_t pid; listed >> pid;)
+      if (int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); fd >= 0)
+        held.emplace_back(pid, fd);
+    std::istringstream again{read_text(dir / "cgroup.procs")};
+    std::vector<pid_t> still;
+    for (pid_t pid; again >> pid;)
+      still.push_back(pid);
+    for (auto [pid, fd] : held) {
+      if (std::find(still.begin(), still.end(), pid) != still.end())
+        ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+      ::close(fd);
+    }
+  }
   // The kernel frees an emptied cgroup soon after its last process is reaped.
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds{2};
   while (::rmdir(dir.c_str()) != 0) {
@@ -212,13 +254,7 @@ std::vector<std::string> cgroup_remove_stale(const fs::path& parent, std::string
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator{parent, ec}) {
-    auto name = e.path().filename().string();
-    if (!name.starts_with(prefix) || name.size() == prefix.size()
-        || name.size() > prefix.size() + 9
-        || name.find_first_not_of("0123456789", prefix.size()) != std::string::npos)
-      continue;
-    auto pid = std::stol(name.substr(prefix.size()));
-    if (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+    if (!cgroup_name_stale(e.path().filename().string(), prefix))
       continue;
     std::error_code ec2;
     for (const auto& leaf : fs::directory_iterator{e.path(), ec2})

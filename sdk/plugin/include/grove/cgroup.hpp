@@ -9,6 +9,8 @@
 // differences are here. grove_cgroup, a static library a plugin links itself; its types
 // never cross the plugin boundary, so it is not part of the plugin ABI (as store.hpp).
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -36,9 +38,28 @@ struct cgroup_mount {
 /// The cgroup and cgroup2 mounts of groved's mount namespace.
 std::vector<cgroup_mount> cgroup_mounts();
 
-/// groved's cgroup path ("/system.slice/grove.service") in the v1 hierarchy holding
-/// `controller`, or in the v2 hierarchy for "" (/proc/self/cgroup's "0::" line).
+/// The cgroup path ("/system.slice/grove.service") that `text`, a /proc/<pid>/cgroup file
+/// (`id:controllers:path` lines), gives for the v1 hierarchy holding `controller`, or for
+/// the v2 hierarchy with "" (its "0::" line); nullopt when there is none.
+std::optional<std::string> cgroup_path_in(std::string_view text, const std::string& controller);
+
+/// Process `pid`'s cgroup path (cgroup_path_in of /proc/<pid>/cgroup; 0: groved itself);
+/// nullopt when it has none there or is gone. A pid alone may name another process by the
+/// time it is read: who needs it to be one process checks that process is still alive
+/// after the read (a pidfd of it, opened before).
+std::optional<std::string> cgroup_of(pid_t pid, const std::string& controller);
+
+/// groved's cgroup path in the v1 hierarchy holding `controller`, or in the v2 hierarchy
+/// for "" (cgroup_of(0, controller)).
 std::optional<std::string> own_cgroup(const std::string& controller);
+
+/// The pid in a `<prefix><pid>` directory name (the groups of groved `pid`), or 0 when
+/// `name` is not one (no digits, a leading zero, anything after them, over 9 digits).
+pid_t cgroup_name_owner(std::string_view name, std::string_view prefix);
+
+/// Whether `name` is a `<prefix><pid>` directory name whose groved is gone (no process
+/// has that pid). Another live groved's, or this one's, is not.
+bool cgroup_name_stale(std::string_view name, std::string_view prefix);
 
 /// Where groved's cgroups are on this host (probe()).
 struct cgroup_host {
@@ -86,15 +107,16 @@ caf::error cgroup_write(const std::filesystem::path& file, const std::string& va
 caf::error cgroup_enable(const std::filesystem::path& dir, const std::string& controllers,
                          bool move_own);
 
-/// Removes the `<prefix><pid>` directories under `parent` whose groved (`pid`) is gone,
-/// with the groups in them: with `kill` what is left in a group is killed first, else a
+/// Removes the `<prefix><pid>` directories under `parent` whose groved (`pid`) is gone
+/// (cgroup_name_stale), with the groups in them: with `kill` what is left in a group is killed first, else a
 /// group still holding processes stays (rmdir refuses it). Returns the directories that
 /// went.
 std::vector<std::string> cgroup_remove_stale(const std::filesystem::path& parent,
                                              std::string_view prefix, bool kill);
 
-/// Kills what is left in cgroup `dir` (SIGKILL to each of its cgroup.procs) and removes
-/// it, waiting up to 2 s for the kernel to free the emptied group. Whether it went.
+/// Kills what is left in cgroup `dir` (v2 `cgroup.kill` where the kernel has it, else
+/// SIGKILL through a pidfd to each of its cgroup.procs still listed once the pidfd is
+/// open: never a process that took a listed pid since) and removes it, waiting up to 2 s for the kernel to free the emptied group. Whether it went.
 bool cgroup_kill_and_remove(const std::filesystem::path& dir);
 
 /// What cgroup_group::apply() writes; an unset field is left as it is.
