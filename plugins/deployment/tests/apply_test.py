@@ -27,7 +27,7 @@ PHASE, ENDPOINT, CA, WRITE = sys.argv[1:5]
 THING = thing_arn("core-1")
 GROUP = "arn:aws:iot:us-east-1:123456789012:thinggroup/site"
 WORKDIR = f"{WRITE}/plugins/deployment/components/work"
-# Each run appends "<name> <pid>" here as it starts: the order the core started them in.
+# Each run appends "<name> <pid>" here as it starts: which runs started again.
 STARTS = f"{WRITE}/starts"
 gg = client("greengrassv2", ENDPOINT, CA)
 
@@ -46,6 +46,14 @@ def states():
 
 def pids(names):
     return {n: pid_in(WORKDIR, n) for n in names}
+
+
+def start_ticks(pid):
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22).
+    The runs' own lines in STARTS may land in either order: a `run` is RUNNING once
+    spawned, so the runner starts Service right after Lib's process, not after its echo."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
 
 
 def starts():
@@ -97,8 +105,8 @@ if PHASE == "upgrade":
           after["e2e.Service"] != before["e2e.Service"] and not alive(before["e2e.Service"])
           and ["e2e.Lib", str(after["e2e.Lib"])] in new
           and ["e2e.Service", str(after["e2e.Service"])] in new
-          and new.index(["e2e.Lib", str(after["e2e.Lib"])])
-          < new.index(["e2e.Service", str(after["e2e.Service"])]), (before, after, new))
+          and start_ticks(after["e2e.Lib"]) <= start_ticks(after["e2e.Service"]),
+          (before, after, new, start_ticks(after["e2e.Lib"]), start_ticks(after["e2e.Service"])))
     check("... Soft, SOFT on Lib, kept its process (same pid, not started again)",
           pids(["e2e.Soft"])["e2e.Soft"] == before["e2e.Soft"] and alive(before["e2e.Soft"])
           and not any(n == "e2e.Soft" for n, _ in new), (before, pids(["e2e.Soft"]), new))
