@@ -2,7 +2,8 @@
 // temporary directory: lines appended to one open file, rotation at the size with N files
 // kept and the oldest dropped, no line split across files, a line longer than the cap cut,
 // a file removed or renamed from outside reopened, two writers of one path, smaller limits
-// applied at once, and an unwritable directory answered with an error.
+// applied at once, rotated files past the number removed (gaps and all), a symlink at
+// the path not followed, and an unwritable directory answered with an error.
 
 #define BOOST_TEST_MODULE rotating_log_test
 #include <boost/test/unit_test.hpp>
@@ -225,4 +226,32 @@ BOOST_AUTO_TEST_CASE(an_unwritable_directory_is_an_error_not_a_crash) {
   fs::remove(dir.path() / "file");
   BOOST_TEST(!log.write("found"));
   BOOST_TEST(text_of(dir.path() / "file" / "x.log") == "found\n");
+}
+
+BOOST_AUTO_TEST_CASE(rotated_files_past_the_number_go_gaps_and_all) {
+  grove::test::temp_dir dir;
+  auto path = dir.path() / "a.log";
+  // An earlier run with more files left .3, .5 and .12 (gaps between them); .07 and
+  // .x are not rotated files of this log.
+  for (const char* n : {"a.log.3", "a.log.5", "a.log.12", "a.log.07", "a.log.x", "b.log.4"})
+    std::ofstream{dir.path() / n} << "old\n";
+  rotating_log log{path, {.max_bytes = 1 << 20, .files = 2}};
+  BOOST_REQUIRE(!log.set_limits({.max_bytes = 1 << 20, .files = 2}));
+  for (const char* n : {"a.log.3", "a.log.5", "a.log.12"})
+    BOOST_TEST(!fs::exists(dir.path() / n), n);
+  for (const char* n : {"a.log.07", "a.log.x", "b.log.4"})
+    BOOST_TEST(fs::exists(dir.path() / n), n);
+}
+
+BOOST_AUTO_TEST_CASE(a_symlink_at_the_path_is_not_followed) {
+  grove::test::temp_dir dir;
+  auto target = dir.path() / "precious";
+  std::ofstream{target} << "keep\n";
+  auto path = dir.path() / "a.log";
+  fs::create_symlink(target, path); // as a user owning the log's directory could
+  rotating_log log{path};
+  auto err = log.write("line");
+  BOOST_TEST(static_cast<bool>(err));
+  BOOST_TEST(grove::describe(err).find("a.log") != std::string::npos, grove::describe(err));
+  BOOST_TEST(text_of(target) == "keep\n");
 }

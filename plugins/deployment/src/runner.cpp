@@ -318,6 +318,19 @@ bool signal_group(pid_t pgid, const std::vector<held_process>& procs, int sig) {
   return ::kill(-pgid, sig) == 0;
 }
 
+// Signals the process group `pgid` a run of `proc` leads: kill(2) while `proc` is ours
+// and not reaped (no other process can have taken the id then), else signal_group over
+// the component's held processes (`held`, called only then: it reads /proc). The first
+// case must not depend on `held`: a process that rewrote its environment (exec env -i,
+// setproctitle) is not among them.
+template <class Held>
+void signal_run(const grove::process& proc, pid_t pgid, Held&& held, int sig) {
+  if (proc.running() && proc.pid() == pgid)
+    ::kill(-pgid, sig);
+  else
+    signal_group(pgid, held(), sig);
+}
+
 // A child's output to the component's log `log` (kept open for the child's life, rotated
 // at `limits`: the SDK's grove::rotating_log), then to `user_output`. A line the log could
 // not take is lost (a full disk must not stop the component); the first such error of a
@@ -908,13 +921,14 @@ void runner::report_state(const std::string& name, const std::string& state) {
   c.reported_error = "reported ERRORED (UpdateState)";
   auto pid = c.proc.pid();
   auto run_no = c.runs;
-  signal_group(pid, component_pids(name), SIGTERM);
-  ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
+  auto held = [this, name] { return component_pids(name); };
+  signal_run(c.proc, pid, held, SIGTERM);
+  ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, held, run_no, alive = alive_] {
     if (!*alive)
       return;
     auto it = components_.find(name);
     if (it != components_.end() && it->second->runs == run_no && it->second->proc.pid() == pid)
-      signal_group(pid, component_pids(name), SIGKILL);
+      signal_run(it->second->proc, pid, held, SIGKILL);
   });
 }
 
@@ -2126,16 +2140,16 @@ void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
       c.timed_out = true;
       unpause(c, "its run's Timeout"); // a frozen process would not end
       // Its process group (it leads one), as a stop would; on_exit sees an unasked end.
-      // Only while one of its held processes is in it (signal_group): a group id is a pid.
       auto pid = c.proc.pid();
-      signal_group(pid, component_pids(name), SIGTERM);
-      ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, run_no, alive = alive_] {
+      auto held = [this, name] { return component_pids(name); };
+      signal_run(c.proc, pid, held, SIGTERM);
+      ctx_.after(std::chrono::milliseconds{3000}, [pid, this, name, held, run_no, alive = alive_] {
         if (!*alive)
           return;
         auto it = components_.find(name);
         if (it != components_.end() && it->second->runs == run_no
             && it->second->proc.pid() == pid)
-          signal_group(pid, component_pids(name), SIGKILL);
+          signal_run(it->second->proc, pid, held, SIGKILL);
       });
     });
   }

@@ -17,6 +17,7 @@ Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -48,12 +49,20 @@ def pids(names):
     return {n: pid_in(WORKDIR, n) for n in names}
 
 
-def start_ticks(pid):
-    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22).
-    The runs' own lines in STARTS may land in either order: a `run` is RUNNING once
-    spawned, so the runner starts Service right after Lib's process, not after its echo."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[19])
+# groved's output: the runner's state lines ("deployment: e2e.Lib 1.1.0: RUNNING"), one
+# actor's, so in the order the runner changed the states. The runs' own lines in STARTS
+# may land in either order: a `run` is RUNNING once spawned.
+GROVED_OUT = os.path.join(os.path.dirname(WRITE), "groved.out")
+STATE_LINE = re.compile(r"deployment: (e2e\.\w+) (\S+): ([A-Z]+)$")
+
+
+def states_logged():
+    out = []
+    for line in read(GROVED_OUT).splitlines():
+        m = STATE_LINE.search(line)
+        if m:
+            out.append(m.groups())
+    return out
 
 
 def starts():
@@ -89,6 +98,7 @@ if PHASE == "upgrade":
           (d, before, installed()))
     component("e2e.Lib", run_body(), "1.1.0")
     mark = len(starts())
+    logged = len(states_logged())
     d2 = gg.create_deployment(targetArn=THING, components=SET)
     d = support.settle(gg, d2["deploymentId"])
     for name in ("e2e.Lib", "e2e.Service"):  # each new run's pid, or its old one
@@ -101,12 +111,16 @@ if PHASE == "upgrade":
           after["e2e.Lib"] != before["e2e.Lib"] and alive(after["e2e.Lib"])
           and not alive(before["e2e.Lib"]), (before, after))
     new = starts()[mark:]
+    lib_running, service_starting = ("e2e.Lib", "1.1.0", "RUNNING"), ("e2e.Service", "1.0.0", "STARTING")
+    log = wait(lambda: (lambda l: lib_running in l and service_starting in l and l)(
+        states_logged()[logged:])) or states_logged()[logged:]
     check("... Service, HARD on Lib, restarted (new pid, old gone) after Lib's new run started",
           after["e2e.Service"] != before["e2e.Service"] and not alive(before["e2e.Service"])
           and ["e2e.Lib", str(after["e2e.Lib"])] in new
           and ["e2e.Service", str(after["e2e.Service"])] in new
-          and start_ticks(after["e2e.Lib"]) <= start_ticks(after["e2e.Service"]),
-          (before, after, new, start_ticks(after["e2e.Lib"]), start_ticks(after["e2e.Service"])))
+          and lib_running in log and service_starting in log
+          and log.index(lib_running) < len(log) - 1 - log[::-1].index(service_starting),
+          (before, after, new, log))
     check("... Soft, SOFT on Lib, kept its process (same pid, not started again)",
           pids(["e2e.Soft"])["e2e.Soft"] == before["e2e.Soft"] and alive(before["e2e.Soft"])
           and not any(n == "e2e.Soft" for n, _ in new), (before, pids(["e2e.Soft"]), new))

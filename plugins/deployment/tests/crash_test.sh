@@ -82,7 +82,7 @@ point startup:e2e.S startup
 point configure:grove.heartbeat plugin
 point load:grove.kv load
 point bootstrap:e2e.Boot bootstrap
-point rollback rollback
+point rollback:e2e.A rollback
 point reload:grove.heartbeat reload
 logged_times "each kill resumed its deployment (7 resumes logged)" 7 \
   "deployment: resuming with the journaled set before it"

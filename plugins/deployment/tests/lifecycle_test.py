@@ -435,6 +435,7 @@ elif PHASE == "logs":
           printf 'out %04d %s\\n' "$i" xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
           i=$((i + 1))
         done
+        while [ ! -e {work:path}/drained ]; do sleep 0.1; done
         echo "chatty err" >&2
         echo written > {work:path}/written
         while [ ! -e {work:path}/go ]; do sleep 0.1; done
@@ -451,6 +452,12 @@ elif PHASE == "logs":
         # Its last stdout line (0299) and its stderr line reached the log.
         all_text = "".join(texts())
         return "out 0299 " in all_text and "[stderr] chatty err" in all_text
+    # Its stderr line only once the log has its last stdout line: the two pipes are read
+    # apart, so a stderr line written at once could land before a stdout backlog and be
+    # rotated away with it.
+    wait(lambda: "out 0299 " in "".join(texts()), 30)
+    with open(f"{WORKDIR}/e2e.Chatty/drained", "w"):
+        pass
     wait(lambda: work("e2e.Chatty", "written"), 30)
     check("... its 300 lines and its stderr line reached its log", bool(wait(settled, 30)),
           [len(t) for t in texts()])

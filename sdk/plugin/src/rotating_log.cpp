@@ -4,6 +4,7 @@
 #include "grove/file.hpp"
 #include "grove/utf8.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -75,7 +76,9 @@ caf::error rotating_log::open() {
     return {};
   std::error_code ec;
   std::filesystem::create_directories(path_.parent_path(), ec);
-  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_);
+  // O_NOFOLLOW: a log may sit in a directory another user owns (the broker's), who must
+  // not point it at a file of groved's.
+  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode_);
   if (fd < 0)
     return os_error("cannot open", path_, errno);
   struct stat st {};
@@ -91,15 +94,26 @@ caf::error rotating_log::open() {
 }
 
 void rotating_log::drop_beyond(uint32_t files) const {
-  // Left by a larger `files` (now, or by an earlier run): up to the first one missing.
-  for (uint32_t i = files + 1; ::unlink(rotated(i).c_str()) == 0; ++i) {
+  // Left by a larger `files` (now, or by an earlier run), gaps and all: every
+  // `<name>.<n>` beside the log with n > files.
+  auto prefix = path_.filename().string() + ".";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator{path_.parent_path(), ec}) {
+    auto name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0)
+      continue;
+    auto digits = std::string_view{name}.substr(prefix.size());
+    if (digits.size() > 9 || digits[0] == '0'
+        || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    if (static_cast<uint32_t>(std::stoul(std::string{digits})) > files)
+      ::unlink(entry.path().c_str());
   }
 }
 
 caf::error rotating_log::rotate() {
-  // The file rotated is complete on the disk: one fdatasync per max_bytes, not per line.
-  if (fd_ >= 0)
-    ::fdatasync(fd_);
+  // No fdatasync: it would stall the owner's thread (an actor) on slow flash; a caller
+  // that wants the lines on the disk calls sync().
   close();
   caf::error result;
   if (limits_.files == 0) {
@@ -109,8 +123,11 @@ caf::error rotating_log::rotate() {
     ::unlink(rotated(limits_.files).c_str());
     for (uint32_t i = limits_.files; i > 1; --i)
       ::rename(rotated(i - 1).c_str(), rotated(i).c_str()); // a missing one: a gap, fine
-    if (::rename(path_.c_str(), rotated(1).c_str()) != 0 && errno != ENOENT)
+    if (::rename(path_.c_str(), rotated(1).c_str()) != 0 && errno != ENOENT) {
       result = os_error("cannot rotate", path_, errno);
+      // The cap holds even so: the file starts again, its lines lost, not kept growing.
+      ::truncate(path_.c_str(), 0);
+    }
     drop_beyond(limits_.files);
   }
   // Reopened even after an error: the line still goes somewhere.

@@ -65,8 +65,8 @@ public:
   /// `(files + 1) * max_bytes`.
   caf::error set_limits(rotating_log_limits limits);
 
-  /// Flushes the live file to the disk (fdatasync). Rotation does it for the file it
-  /// rotates; a caller may for a line that must survive a power loss.
+  /// Flushes the live file to the disk (fdatasync), for a line that must survive a power
+  /// loss; nothing else syncs (not a rotation either: it runs on the owner's thread).
   caf::error sync();
 
   /// The live file's path.
