@@ -7,6 +7,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "lifecycle.hpp"
+
 namespace grove::deployment {
 
 using nlohmann::json;
@@ -174,15 +176,14 @@ struct checker {
         error(ptr + "/" + escape_pointer(it.key()), "unknown field '" + it.key() + "'");
   }
 
+  // Every step, key and value as the runner reads them (lifecycle.hpp).
   void lifecycle(const json& v, const std::string& ptr) {
     if (!object_at(v, ptr, "Lifecycle"))
       return;
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      const auto& step = it.value();
-      auto p = ptr + "/" + escape_pointer(it.key());
-      if (!step.is_string() && !step.is_object() && !step.is_null())
-        error(p, "a lifecycle step is a script (string) or a map");
-    }
+    std::vector<recipe_error> found;
+    check_lifecycle(v, ptr, found);
+    for (auto& e : found)
+      error(e.field, std::move(e.message));
   }
 
   void artifact(const json& a, const std::string& ptr) {
