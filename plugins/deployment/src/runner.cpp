@@ -2378,6 +2378,17 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
 void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
   auto& c = *components_.at(name);
   const auto& info = j->last;
+  // grove.<plugin> is the plugin at the component's version: a library whose own version
+  // (GROVE_PLUGIN's, PluginInfo.version) is another is refused, and the deployment goes
+  // back by its policy, rather than list one build under another's version.
+  if (info.state() == "running" && !info.version().empty() && info.version() != c.plan.version) {
+    auto details = "the library loaded (" + info.library() + ") is plugin '" + plugin_of(name)
+                   + "' version " + info.version() + ", not the component's version "
+                   + c.plan.version;
+    set_state(c, "ERRORED", details);
+    finish(j, false, name + " " + c.plan.version + ": " + details);
+    return;
+  }
   if (info.state() == "running") {
     if (c.state != "RUNNING")
       set_state(c, "RUNNING");
