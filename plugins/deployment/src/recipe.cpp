@@ -392,7 +392,10 @@ void emit(YAML::Emitter& out, const json& v) {
                                         "NO", "on", "On", "ON", "off", "Off", "OFF"};
         bool risky = (!s.empty() && ((s[0] >= '0' && s[0] <= '9') || s[0] == '-' || s[0] == '.'
                                      || s[0] == ' ' || s.back() == ' '))
-                     || std::find(std::begin(words11), std::end(words11), s) != std::end(words11);
+                     || std::find(std::begin(words11), std::end(words11), s) != std::end(words11)
+                     // A control character (a trailing CR reads back as a line break).
+                     || std::any_of(s.begin(), s.end(),
+                                    [](char c) { return static_cast<unsigned char>(c) < 0x20; });
         plain = !risky && s.find_first_of(":#\n\"'{}[]&*!|>%@`,") == std::string::npos && probe.IsScalar() && probe.Tag() != "!" && scalar(probe).is_string()
                 && scalar(probe).get<std::string>() == s;
       } catch (...) {

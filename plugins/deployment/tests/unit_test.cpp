@@ -226,6 +226,22 @@ BOOST_AUTO_TEST_CASE(recipe_yaml_and_json_parse_and_round_trip) {
   BOOST_CHECK(back->doc["ComponentVersion"].is_string()); // quoted, not a float
 }
 
+// A string with a control character (a trailing CR read back as a line break) is written
+// quoted: YAML out, YAML in, the same string (found by fuzz_deployment_recipe).
+BOOST_AUTO_TEST_CASE(recipe_yaml_quotes_control_characters) {
+  std::vector<recipe_error> errors;
+  auto r = parse_recipe("{\"RecipeFormatVersion\": \"2020-01-25\", \"ComponentName\": \"a\", "
+                        "\"ComponentVersion\": \"1.0.0\", \"ComponentDescription\": \"a\\r\", "
+                        "\"Manifests\": [{\"Platform\": {\"os\": \"x\\u0001\\t\"}}]}",
+                        errors);
+  BOOST_REQUIRE_MESSAGE(r, errors_text(errors));
+  auto yaml = recipe_yaml(r->doc);
+  auto back = parse_recipe(yaml, errors);
+  BOOST_REQUIRE_MESSAGE(back, errors_text(errors) << yaml);
+  BOOST_CHECK_EQUAL(back->doc["ComponentDescription"], "a\r");
+  BOOST_CHECK(back->doc == r->doc);
+}
+
 BOOST_AUTO_TEST_CASE(recipe_errors_name_the_field_and_line) {
   struct row {
     std::string text;
