@@ -363,6 +363,8 @@ write("deployment_apply", "public_bridge", json.dumps({"public": {
     "mqttTopicMapping": {"m1": {"topic": "a/#", "source": "LocalMqtt", "target": "IotCore"},
                          "m2": "not a map"}}}))
 write("deployment_apply", "skipif_text", "exists /tmp/{work:path}/done")
+write("deployment_apply", "braces", "{{{a:{a:{b.c:configuration:/k}{b.c:work:path}{x:configuration:/"
+      "{configuration:/o/x/1}{{iot:thingName}}{a:artifacts:decompressedPath}{a:artifacts:pathX}}")
 write("deployment_request", "unsigned", "GET /greengrass/v2/components?maxResults=2\nhost: 127.0.0.1:8443\n\n")
 write("deployment_request", "signed_post",
       "POST /greengrass/v2/createComponentVersion\nhost: 127.0.0.1:8443\n"

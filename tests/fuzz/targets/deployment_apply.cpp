@@ -9,9 +9,10 @@
 // The input is the text of a script (rendered, read as a Skipif) and, when it is a JSON
 // object, its members: `defaults`, `previous`, `update` ({merge: "<json>", reset: [...]}),
 // `template` (a string to render), `lifecycle` (a Lifecycle map) and `public` (a public
-// component's configuration). Checked: nothing throws; with an object (or null) previous
-// and object defaults the result is an object; a text without a `{`...`}` renders as
-// itself; a lifecycle check_lifecycle accepts (holding no recipe variable) gives steps
+// component's configuration). Checked: nothing throws; render gives what the render
+// before its linear brace scan gave (kept here as reference_render); with an object (or
+// null) previous and object defaults the result is an object; a text without a
+// `{`...`}` renders as itself; a lifecycle check_lifecycle accepts (holding no recipe variable) gives steps
 // without error, and one with a step in error is refused; a Skipif that parses prints
 // back to one that parses the same; a public document is an object of the plugin's keys.
 
@@ -45,9 +46,89 @@ bool has_variable(const json& v) {
   return false;
 }
 
+// render as it was before its brace scan was made linear (a342877's, verbatim but for
+// its name): the fast one must give the same text for every input.
+const json* ref_at_pointer(const json& doc, const std::string& ptr) {
+  try {
+    json::json_pointer p{ptr};
+    if (!doc.contains(p))
+      return nullptr;
+    return &doc.at(p);
+  } catch (const json::exception&) {
+    return nullptr;
+  }
+}
+
+std::string reference_render(std::string_view text, const render_context& ctx, const std::string& self) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    auto open = text.find('{', i);
+    if (open == std::string_view::npos) {
+      out.append(text.substr(i));
+      break;
+    }
+    out.append(text.substr(i, open - i));
+    auto close = text.find('}', open + 1);
+    if (close == std::string_view::npos) {
+      out.append(text.substr(open));
+      break;
+    }
+    std::string var{text.substr(open + 1, close - open - 1)};
+    std::optional<std::string> value;
+    if (var == "iot:thingName") {
+      value = ctx.thing_name;
+    } else {
+      // `<ns>:<key>` of self, or `<component>:<ns>:<key>` of another.
+      std::string comp = self;
+      std::string rest = var;
+      for (const char* ns : {":configuration:", ":artifacts:", ":work:"}) {
+        auto at = var.find(ns);
+        if (at != std::string::npos && at > 0
+            && var.find(':') == at) { // the first colon starts the namespace
+          comp = var.substr(0, at);
+          rest = var.substr(at + 1);
+          break;
+        }
+      }
+      auto c = ctx.components.find(comp);
+      if (c != ctx.components.end()) {
+        const auto& v = c->second;
+        if (rest == "artifacts:path")
+          value = v.artifacts_path;
+        else if (rest == "artifacts:decompressedPath")
+          value = v.decompressed_path;
+        else if (rest == "work:path")
+          value = v.work_path;
+        else if (rest.starts_with("configuration:")) {
+          auto ptr = rest.substr(14);
+          const json* got = ref_at_pointer(v.configuration, ptr);
+          value = !got ? std::string{}
+                       : got->is_string() ? got->get<std::string>()
+                                          : got->dump(-1, ' ', false,
+                                                      json::error_handler_t::replace);
+        }
+      }
+    }
+    if (value) {
+      out += *value;
+      i = close + 1;
+    } else {
+      // Not a variable it knows: the brace stays, and the scan goes on after it (a
+      // nested `{a{b}}` still finds `{b}`).
+      out += '{';
+      i = open + 1;
+    }
+  }
+  return out;
+}
+
 void rendered(std::string_view text, const render_context& ctx) {
   for (const char* self : {"a", "b.c", "missing"}) {
     auto out = render(text, ctx, self);
+    if (out != reference_render(text, ctx, self))
+      std::abort(); // the linear scan renders as the one it replaced
     auto open = text.find('{');
     if ((open == std::string_view::npos || text.find('}', open) == std::string_view::npos)
         && out != text)
