@@ -7,6 +7,7 @@ come from the repository's own examples. Re-running rewrites the seeds it owns a
 leaves other files (inputs added by hand or by a fuzzing run) alone.
 """
 import base64
+import json
 import os
 import pathlib
 import sqlite3
@@ -308,6 +309,62 @@ write("deployment_recipe", "bad", "RecipeFormatVersion: 2020-01-25\nComponentNam
       "ComponentVersion: 01.0\nColor: red\nComponentDependencies: {x: {DependencyType: MID}}\n"
       "Manifests:\n  - Artifacts:\n      - Uri: s3://b/..\n")
 write("deployment_recipe", "deep", "[" * 70 + "]" * 70)
+# deployment_recipe: life cycle steps with every key (checked at creation, lifecycle.cpp)
+# and the values the checks refuse.
+write("deployment_recipe", "lifecycle_keys", """RecipeFormatVersion: '2020-01-25'
+ComponentName: a.b
+ComponentVersion: 1.0.0
+ComponentConfiguration: {DefaultConfiguration: {t: 7}}
+Manifests:
+  - Platform: {os: linux, architecture: /amd64|x86_64/}
+    Lifecycle:
+      setenv: {A: 1, B: x}
+      bootstrap: {Script: b, BootstrapOnRollback: true, Timeout: 5}
+      install: {script: i, timeout: '30', skipif: onpath sh, RequiresPrivilege: 'true'}
+      run: {Script: r, Timeout: '{configuration:/t}', Skipif: 'exists {work:path}/x'}
+      shutdown: {Script: d, Setenv: {X: '{artifacts:path}'}}
+      recover: echo r
+""")
+write("deployment_recipe", "lifecycle_bad", """RecipeFormatVersion: '2020-01-25'
+ComponentName: a.b
+ComponentVersion: 1.0.0
+Lifecycle:
+  instal: x
+  install: {Scirpt: x, Timeout: abc, Skipif: sometimes x, RequiresPrivilege: 'yes'}
+  shutdown: {Script: x, Skipif: exists /}
+  run: {Script: a, script: b, Setenv: {'A=B': [1]}}
+""")
+# deployment_apply: the runner's readers (tests/fuzz/targets/deployment_apply.cpp).
+write("deployment_apply", "merge_reset", json.dumps({
+    "defaults": {"Message": "hi", "list": [1, 2, 3], "o": {"a": 1, "b": {"c": 2}}},
+    "previous": {"Message": "old", "list": [9], "o": {"a": 5, "x": 1}, "extra": True},
+    "update": {"reset": ["/o/a", "/list/1", "/extra", "", "/missing/deep", "/o/b/c", "~bad"],
+               "merge": '{"Message": "new", "o": {"b": {"d": [1, {"e": null}]}}}'}}))
+write("deployment_apply", "render_vars", json.dumps({
+    "defaults": {"k": "v", "n": {"m": [1, 2]}},
+    "template": "echo {configuration:/k} {configuration:/n} {b.c:configuration:/k} "
+                "{iot:thingName} {artifacts:path} {a:artifacts:decompressedPath} {work:path} "
+                "{nope:work:path} {a{b}} {configuration:/~1x} ${HOME} {} {{ }} {"}))
+write("deployment_apply", "lifecycle", json.dumps({
+    "lifecycle": {"install": {"Script": "i", "Timeout": "30", "Skipif": " onpath  sh "},
+                  "run": {"Script": "r", "Timeout": "{configuration:/t}",
+                          "RequiresPrivilege": "True", "Setenv": {"A": 1, "B": "x"}},
+                  "startup": {"Script": "s", "Skipif": "sometimes x", "Timeout": -1},
+                  "shutdown": {"Scirpt": "typo"},
+                  "bootstrap": {"Script": "b", "BootstrapOnRollback": "maybe"},
+                  "setenv": {"G": "{work:path}"}, "recover": "echo {configuration:/k}"}}))
+write("deployment_apply", "public_shadow", json.dumps({"public": {
+    "strategy": {"type": "realTime"}, "shadowDocumentSizeLimitBytes": 8192,
+    "synchronize": {"coreThing": {"classic": True, "namedShadows": ["a"], "thingName": "x"},
+                    "shadowDocumentsMap": {"t1": {"classic": False}, "t2": 5},
+                    "shadowDocuments": {"not": "a list"}},
+    "rateLimits": {"maxOutboundSyncUpdatesPerSecond": 50, "unknown": 1}, "file": "/tmp/x"}}))
+write("deployment_apply", "public_bridge", json.dumps({"public": {
+    "mqttTopicMapping": {"m1": {"topic": "a/#", "source": "LocalMqtt", "target": "IotCore"},
+                         "m2": "not a map"}}}))
+write("deployment_apply", "skipif_text", "exists /tmp/{work:path}/done")
+write("deployment_apply", "braces", "{{{a:{a:{b.c:configuration:/k}{b.c:work:path}{x:configuration:/"
+      "{configuration:/o/x/1}{{iot:thingName}}{a:artifacts:decompressedPath}{a:artifacts:pathX}}")
 write("deployment_request", "unsigned", "GET /greengrass/v2/components?maxResults=2\nhost: 127.0.0.1:8443\n\n")
 write("deployment_request", "signed_post",
       "POST /greengrass/v2/createComponentVersion\nhost: 127.0.0.1:8443\n"

@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +32,7 @@
 #include "imagebuilder_document.hpp"
 #include "ipc_server.hpp"
 #include "ip_detector.hpp"
+#include "platform.hpp"
 #include "component_store.hpp"
 #include "config.hpp"
 #include "reason.hpp"
@@ -54,19 +54,6 @@ namespace grove::deployment {
 namespace {
 
 using components_rpc_service = grove::service<ApiCall, ApiAnswer>;
-
-// This core's platform as Greengrass names it (recipes' Platform: os, architecture).
-std::map<std::string, std::string> this_platform() {
-  std::string arch;
-  utsname u{};
-  if (uname(&u) == 0)
-    arch = u.machine;
-  if (arch == "x86_64")
-    arch = "amd64";
-  else if (arch.starts_with("armv"))
-    arch = "arm";
-  return {{"os", "linux"}, {"architecture", arch}};
-}
 
 // A document named by a URI (Image Builder's `uri`, a bulk deployment's InputFileUri)
 // through the artifact rules and fetcher (s3:// from artifacts_base_url, file:// inside
@@ -130,7 +117,7 @@ public:
     s.account_id = cfg.account_id;
     s.thing_name = cfg.thing_name;
     s.thing_groups = cfg.thing_groups;
-    s.platform = this_platform();
+    s.platform = core_platform();
     s.core_version = GROVE_VERSION_STRING;
     // A deployment whose set resolved is applied on the actor (the runner's), its
     // preparation on the pool; ListInstalledComponents reads the runner's states.
@@ -1597,8 +1584,18 @@ private:
         std::map<std::string, int> modes;
         for (const auto& r : fetchable_artifacts(p.recipe))
           modes[r.uri] = r.mode;
+        // Only the artifacts of the manifest that runs here (the one its life cycle
+        // comes from): another platform's files of the same name must not take its place.
+        std::set<std::string> mine;
+        if (const json* m = manifest_for(p.recipe, core_platform()))
+          if (auto arts = m->find("Artifacts"); arts != m->end() && arts->is_array())
+            for (const auto& art : *arts)
+              if (art.is_object() && art.contains("Uri") && art["Uri"].is_string())
+                mine.insert(art["Uri"].get<std::string>());
         if (map.is_object())
           for (auto a = map.begin(); a != map.end(); ++a) {
+            if (!mine.count(a.key()))
+              continue;
             auto file = std::filesystem::path{a.key()}.filename();
             auto target = arts.path_of(a->get<std::string>());
             // Another user's component gets a copy for every artifact, the ones without

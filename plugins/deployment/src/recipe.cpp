@@ -7,6 +7,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "lifecycle.hpp"
+
 namespace grove::deployment {
 
 using nlohmann::json;
@@ -174,15 +176,14 @@ struct checker {
         error(ptr + "/" + escape_pointer(it.key()), "unknown field '" + it.key() + "'");
   }
 
+  // Every step, key and value as the runner reads them (lifecycle.hpp).
   void lifecycle(const json& v, const std::string& ptr) {
     if (!object_at(v, ptr, "Lifecycle"))
       return;
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      const auto& step = it.value();
-      auto p = ptr + "/" + escape_pointer(it.key());
-      if (!step.is_string() && !step.is_object() && !step.is_null())
-        error(p, "a lifecycle step is a script (string) or a map");
-    }
+    std::vector<recipe_error> found;
+    check_lifecycle(v, ptr, found);
+    for (auto& e : found)
+      error(e.field, std::move(e.message));
   }
 
   void artifact(const json& a, const std::string& ptr) {
@@ -391,7 +392,10 @@ void emit(YAML::Emitter& out, const json& v) {
                                         "NO", "on", "On", "ON", "off", "Off", "OFF"};
         bool risky = (!s.empty() && ((s[0] >= '0' && s[0] <= '9') || s[0] == '-' || s[0] == '.'
                                      || s[0] == ' ' || s.back() == ' '))
-                     || std::find(std::begin(words11), std::end(words11), s) != std::end(words11);
+                     || std::find(std::begin(words11), std::end(words11), s) != std::end(words11)
+                     // A control character (a trailing CR reads back as a line break).
+                     || std::any_of(s.begin(), s.end(),
+                                    [](char c) { return static_cast<unsigned char>(c) < 0x20; });
         plain = !risky && s.find_first_of(":#\n\"'{}[]&*!|>%@`,") == std::string::npos && probe.IsScalar() && probe.Tag() != "!" && scalar(probe).is_string()
                 && scalar(probe).get<std::string>() == s;
       } catch (...) {

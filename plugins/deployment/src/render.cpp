@@ -33,6 +33,28 @@ const json* at_pointer(const json& doc, const std::string& ptr) {
   }
 }
 
+// Whether `var` (the text between a brace and the first `}` after it) can be a variable
+// render knows, from its start alone: every form begins with a name and a colon
+// (`iot:`, `configuration:`, `<component>:configuration:`, ...). A false is certain; a
+// true is either a variable (its text consumed) or a short text. Deciding each brace of a
+// script of many braces in full would copy the rest of it each time: quadratic.
+bool may_know(std::string_view var, const render_context& ctx, const std::string& self) {
+  size_t n = 0;
+  while (n < var.size() && var[n] != ':' && var[n] != '{')
+    ++n;
+  if (n == 0 || n == var.size() || var[n] != ':')
+    return false; // no name before the first colon (component names hold no brace)
+  auto after = var.substr(n);
+  auto known = [&](std::string_view name) { return ctx.components.count(std::string{name}) > 0; };
+  if (after.starts_with(":configuration:"))
+    return known(var.substr(0, n));
+  if (after.starts_with(":artifacts:") || after.starts_with(":work:"))
+    return var.size() <= n + 27; // `<component>:artifacts:decompressedPath` at most
+  if (var.starts_with("configuration:"))
+    return known(self);
+  return var.size() <= 26; // `iot:thingName`, `artifacts:path`, `work:path`, ...
+}
+
 } // namespace
 
 json merged_configuration(const json& defaults, const json& previous, const json& update) {
@@ -78,6 +100,7 @@ std::string render(std::string_view text, const render_context& ctx, const std::
   std::string out;
   out.reserve(text.size());
   size_t i = 0;
+  size_t close = 0; // the first `}` after the last brace tried: still the first after the next
   while (i < text.size()) {
     auto open = text.find('{', i);
     if (open == std::string_view::npos) {
@@ -85,10 +108,16 @@ std::string render(std::string_view text, const render_context& ctx, const std::
       break;
     }
     out.append(text.substr(i, open - i));
-    auto close = text.find('}', open + 1);
+    if (close <= open)
+      close = text.find('}', open + 1);
     if (close == std::string_view::npos) {
       out.append(text.substr(open));
       break;
+    }
+    if (!may_know(text.substr(open + 1, close - open - 1), ctx, self)) {
+      out += '{'; // as below, without the copy
+      i = open + 1;
+      continue;
     }
     std::string var{text.substr(open + 1, close - open - 1)};
     std::optional<std::string> value;

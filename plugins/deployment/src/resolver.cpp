@@ -2,45 +2,17 @@
 
 #include <algorithm>
 #include <optional>
-#include <regex>
 #include <unordered_map>
 
 namespace grove::deployment {
 
 using nlohmann::json;
 
-namespace {
-
-// A recipe's Platform value against the device's: `*`, the same string, or `/regex/`
-// (Greengrass' form) matching the whole value. Patterns and values are short on real
-// devices; longer ones (past 256 bytes, where std::regex's recursion grows) and patterns
-// that do not compile match nothing.
-bool value_matches(const std::string& wanted, const std::string& have) {
-  if (wanted == "*" || wanted == have)
-    return true;
-  if (wanted.size() < 2 || wanted.front() != '/' || wanted.back() != '/'
-      || wanted.size() > 258 || have.size() > 256)
-    return false;
-  try {
-    return std::regex_match(have, std::regex{wanted.substr(1, wanted.size() - 2)});
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
-} // namespace
-
 bool runs_on(const available_version& v, const platform_attributes& platform) {
   if (v.platforms.empty())
     return true;
-  return std::any_of(v.platforms.begin(), v.platforms.end(), [&](const platform_attributes& p) {
-    return std::all_of(p.begin(), p.end(), [&](const auto& kv) {
-      if (kv.second == "*")
-        return true;
-      auto it = platform.find(kv.first);
-      return it != platform.end() && value_matches(kv.second, it->second);
-    });
-  });
+  return std::any_of(v.platforms.begin(), v.platforms.end(),
+                     [&](const platform_attributes& p) { return platform_matches(p, platform); });
 }
 
 available_version describe_version(const json& recipe, const std::string& text, bool deleted) {
@@ -49,14 +21,8 @@ available_version describe_version(const json& recipe, const std::string& text, 
   out.text = text;
   out.deleted = deleted;
   if (auto m = recipe.find("Manifests"); m != recipe.end() && m->is_array())
-    for (const auto& manifest : *m) {
-      platform_attributes attrs;
-      if (auto p = manifest.find("Platform"); p != manifest.end() && p->is_object())
-        for (auto it = p->begin(); it != p->end(); ++it)
-          // Not a string (parse_recipe refuses it): a value no device has.
-          attrs[it.key()] = it->is_string() ? it->get<std::string>() : "\x01" + it->dump();
-      out.platforms.push_back(std::move(attrs));
-    }
+    for (const auto& manifest : *m)
+      out.platforms.push_back(platform_of(manifest));
   if (auto d = recipe.find("ComponentDependencies"); d != recipe.end() && d->is_object())
     for (auto it = d->begin(); it != d->end(); ++it) {
       dependency dep;

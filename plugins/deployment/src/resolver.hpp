@@ -25,12 +25,10 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
+#include "platform.hpp"
 #include "semver.hpp"
 
 namespace grove::deployment {
-
-/// A device's platform attributes (os, architecture, any other).
-using platform_attributes = std::map<std::string, std::string>;
 
 /// One ComponentDependencies entry of a version.
 struct dependency {
@@ -125,9 +123,10 @@ std::variant<resolution, resolve_error> resolve(const platform_attributes& platf
                                                 const catalog_lookup& catalog,
                                                 size_t max_steps = 1000000);
 
-/// Whether `v` runs on `platform`: no manifests, or one manifest whose every Platform
-/// value is `*` or the device's. (`/regex/` values are not supported and match nothing.)
+/// Whether `v` runs on `platform`: no manifests, or one manifest whose Platform matches
+/// (platform_matches).
 bool runs_on(const available_version& v, const platform_attributes& platform);
+
 
 /// The resolver's view of a stored recipe (JSON, already checked by parse_recipe).
 available_version describe_version(const nlohmann::json& recipe, const std::string& text,

@@ -27,6 +27,7 @@
 #include "grove/kernel/group.hpp"
 #include "grove/kernel/group_client.hpp"
 #include "group_changes.hpp"
+#include "lifecycle.hpp"
 #include "public_components.hpp"
 
 extern char** environ;
@@ -59,72 +60,30 @@ const json* member(const json& obj, std::string_view key) {
   return nullptr;
 }
 
-// The Lifecycle of the first manifest for Linux (or the recipe's own).
+// The Lifecycle of the first manifest for this core's platform (or the recipe's own).
 json lifecycle_of(const json& recipe) {
-  if (const json* ms = member(recipe, "Manifests"); ms && ms->is_array())
-    for (const auto& m : *ms) {
-      const json* p = member(m, "Platform");
-      const json* os = p ? member(*p, "os") : nullptr;
-      if (os && os->is_string() && *os != "linux" && *os != "*" && *os != "/.*/")
-        continue;
-      if (const json* l = member(m, "Lifecycle"); l && l->is_object())
-        return *l;
-    }
-  if (const json* l = member(recipe, "Lifecycle"); l && l->is_object())
-    return *l;
-  return json::object();
+  static const auto platform = core_platform();
+  return grove::deployment::lifecycle_of(recipe, platform);
 }
 
-// A life cycle step as {script, setenv, timeout, skipif, privileged}.
-struct step_def {
-  std::string script;
-  json setenv = json::object();
-  int timeout = 0; // seconds; 0: the deployment's
-  std::string skipif;
-  bool privileged = false;
-  bool present = false;
-  bool on_rollback = false; // bootstrap's BootstrapOnRollback
-};
-
-step_def step_of(const json& lifecycle, std::string_view name) {
-  step_def s;
-  const json* v = member(lifecycle, name);
-  if (!v)
-    return s;
-  s.present = true;
-  if (v->is_string()) {
-    s.script = v->get<std::string>();
-    return s;
-  }
-  if (const json* sc = member(*v, "Script"); sc && sc->is_string())
-    s.script = sc->get<std::string>();
-  if (const json* e = member(*v, "Setenv"); e && e->is_object())
-    s.setenv = *e;
-  if (const json* t = member(*v, "Timeout"); t && t->is_number_integer())
-    s.timeout = t->get<int>();
-  else if (t && t->is_string())
-    s.timeout = std::atoi(t->get<std::string>().c_str());
-  if (const json* k = member(*v, "Skipif"); k && k->is_string())
-    s.skipif = k->get<std::string>();
-  if (const json* p = member(*v, "RequiresPrivilege"); p)
-    s.privileged = p->is_boolean() ? p->get<bool>() : (p->is_string() && *p == "true");
-  if (const json* r = member(*v, "BootstrapOnRollback"); r)
-    s.on_rollback = r->is_boolean() ? r->get<bool>() : (r->is_string() && *r == "true");
-  return s;
+// Step `name` of `p`'s life cycle, read strictly (lifecycle.hpp): a Timeout,
+// RequiresPrivilege or Skipif with a recipe variable is rendered with `rc()` first.
+step_def step_of(const component_plan& p, std::string_view name,
+                 const std::function<render_context()>& rc) {
+  return grove::deployment::step_of(lifecycle_of(p.recipe), name, [&](const std::string& text) {
+    return render(text, rc(), p.name);
+  });
 }
 
 // Greengrass' `skipif onpath <program>` / `skipif exists <file>`: true when it holds.
 bool skip(const std::string& rule) {
-  auto sp = rule.find(' ');
-  if (sp == std::string::npos)
-    return false;
-  auto what = rule.substr(0, sp);
-  auto arg = rule.substr(sp + 1);
-  while (!arg.empty() && arg.front() == ' ')
-    arg.erase(0, 1);
-  if (what == "exists")
+  auto r = parse_skipif(rule);
+  if (!r)
+    return false; // step_of refused it
+  const auto& arg = r->arg;
+  if (r->verb == "exists")
     return std::filesystem::exists(arg);
-  if (what == "onpath") {
+  if (r->verb == "onpath") {
     const char* path = std::getenv("PATH");
     std::string p = path ? path : "/usr/bin:/bin";
     size_t start = 0;
@@ -547,22 +506,17 @@ std::string runner::plugin_of(const std::string& component) {
 std::string runner::plugin_library(const component_plan& p, const std::string& plugin_dir) {
   auto plugin = plugin_of(p.name);
   auto file = "lib" + plugin + ".so";
-  if (const json* ms = member(p.recipe, "Manifests"); ms && ms->is_array())
-    for (const auto& m : *ms) {
-      const json* pl = member(m, "Platform");
-      const json* os = pl ? member(*pl, "os") : nullptr;
-      if (os && os->is_string() && *os != "linux" && *os != "*" && *os != "/.*/")
-        continue;
-      if (const json* arts = member(m, "Artifacts"); arts && arts->is_array())
-        for (const auto& a : *arts)
-          if (const json* uri = member(a, "Uri"); uri && uri->is_string()) {
-            auto u = uri->get<std::string>();
-            if (u.size() > file.size() && u.compare(u.size() - file.size(), file.size(), file) == 0
-                && u[u.size() - file.size() - 1] == '/')
-              return same_path(std::filesystem::path{p.artifacts_path} / file);
-          }
-      break; // the first manifest for Linux is the one (as for the life cycle)
-    }
+  // The manifest for this core's platform, as for the life cycle.
+  static const auto platform = core_platform();
+  if (const json* m = manifest_for(p.recipe, platform))
+    if (const json* arts = member(*m, "Artifacts"); arts && arts->is_array())
+      for (const auto& a : *arts)
+        if (const json* uri = member(a, "Uri"); uri && uri->is_string()) {
+          auto u = uri->get<std::string>();
+          if (u.size() > file.size() && u.compare(u.size() - file.size(), file.size(), file) == 0
+              && u[u.size() - file.size() - 1] == '/')
+            return same_path(std::filesystem::path{p.artifacts_path} / file);
+        }
   return same_path(std::filesystem::path{plugin_dir} / file);
 }
 
@@ -1561,8 +1515,10 @@ void runner::stop_component(const std::string& name, const std::string& details)
     w->generation = c.generation;
     w->details = details;
     stopping_[name];
-    auto shutdown = step_of(lifecycle_of(c.plan.recipe), "shutdown");
-    if (shutdown.present && !shutdown.script.empty()) {
+    auto shutdown = step_of(c.plan, "shutdown", [this] { return render_ctx(); });
+    if (!shutdown.error.empty())
+      ctx_.log().warn("deployment: {}: shutdown not run: {}", name, shutdown.error);
+    if (shutdown.present && !shutdown.script.empty() && shutdown.error.empty()) {
       grove::process_callbacks cb;
       cb.on_exit = [this, w, alive = alive_](const grove::process_exit&) {
         if (*alive)
@@ -1912,7 +1868,12 @@ void runner::start_component(std::shared_ptr<job> j, component_plan p) {
 
 bool runner::bootstrap_component(std::shared_ptr<job> j, const std::string& name) {
   auto& c = *components_.at(name);
-  auto boot = step_of(lifecycle_of(c.plan.recipe), "bootstrap");
+  auto boot = step_of(c.plan, "bootstrap", [this] { return render_ctx(); });
+  if (!boot.error.empty()) {
+    set_state(c, "ERRORED", boot.error);
+    finish(j, false, name + " " + c.plan.version + ": " + boot.error);
+    return true;
+  }
   if (!boot.present || boot.script.empty())
     return false;
   // Greengrass: before install, when the component is new here, its version changed, or
@@ -2023,8 +1984,12 @@ void runner::step_deadline(std::shared_ptr<job> j, const std::string& name, uint
 void runner::install_component(std::shared_ptr<job> j, const std::string& name) {
   auto& c = *components_.at(name);
   auto gen = c.generation;
-  auto lifecycle = lifecycle_of(c.plan.recipe);
-  auto install = step_of(lifecycle, "install");
+  auto install = step_of(c.plan, "install", [this] { return render_ctx(); });
+  if (!install.error.empty()) {
+    set_state(c, "ERRORED", install.error);
+    finish(j, false, name + " " + c.plan.version + ": " + install.error);
+    return;
+  }
   auto key = install.present ? install_key(c.plan, install, render_ctx()) : c.plan.version;
   if (!install.present || install.script.empty() || c.installed_version == key
       || (!install.skipif.empty() && skip(install.skipif))) {
@@ -2069,11 +2034,16 @@ void runner::install_component(std::shared_ptr<job> j, const std::string& name) 
 
 void runner::run_main(std::shared_ptr<job> j, const std::string& name) {
   auto& c = *components_.at(name);
-  auto lifecycle = lifecycle_of(c.plan.recipe);
-  auto startup = step_of(lifecycle, "startup");
-  auto run = step_of(lifecycle, "run");
+  auto startup = step_of(c.plan, "startup", [this] { return render_ctx(); });
+  auto run = step_of(c.plan, "run", [this] { return render_ctx(); });
   const auto& chosen = startup.present ? startup : run;
   c.main = startup.present ? "startup" : run.present ? "run" : "";
+  if (!chosen.error.empty()) {
+    set_state(c, "ERRORED", chosen.error);
+    ++j->wait;
+    finish(j, false, name + " " + c.plan.version + ": " + chosen.error);
+    return;
+  }
   if (c.main.empty() || chosen.script.empty()
       || (!chosen.skipif.empty() && skip(chosen.skipif))) {
     set_state(c, c.main.empty() ? "FINISHED" : "FINISHED", c.main.empty() ? "" : "skipped");
@@ -2196,7 +2166,7 @@ void runner::main_exited(std::shared_ptr<job> j, const std::string& name, uint64
   }
   if (c.timed_out) { // run_main's timer ended it: an error whatever its exit
     c.timed_out = false;
-    auto limit = step_of(lifecycle_of(c.plan.recipe), "run").timeout;
+    auto limit = step_of(c.plan, "run", [this] { return render_ctx(); }).timeout;
     grove::process_exit timed = e;
     if (timed.code == 0)
       timed.code = 1;
@@ -2252,8 +2222,10 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
     return;
   }
   if (e.code != 0 && c.errors < 3) { // a later crash: recover, then the run again
-    auto recover = step_of(lifecycle_of(c.plan.recipe), "recover");
-    if (recover.present && !recover.script.empty()) {
+    auto recover = step_of(c.plan, "recover", [this] { return render_ctx(); });
+    if (!recover.error.empty())
+      ctx_.log().warn("deployment: {}: recover not run: {}", name, recover.error);
+    if (recover.present && !recover.script.empty() && recover.error.empty()) {
       // Its own handle, kept until its timeout (dropping it stops the script).
       auto r = spawn(c, recover.script, recover.setenv, recover.privileged, {});
       if (r)
@@ -2462,6 +2434,17 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
 void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
   auto& c = *components_.at(name);
   const auto& info = j->last;
+  // grove.<plugin> is the plugin at the component's version: a library whose own version
+  // (GROVE_PLUGIN's, PluginInfo.version) is another is refused, and the deployment goes
+  // back by its policy, rather than list one build under another's version.
+  if (info.state() == "running" && !info.version().empty() && info.version() != c.plan.version) {
+    auto details = "the library loaded (" + info.library() + ") is plugin '" + plugin_of(name)
+                   + "' version " + info.version() + ", not the component's version "
+                   + c.plan.version;
+    set_state(c, "ERRORED", details);
+    finish(j, false, name + " " + c.plan.version + ": " + details);
+    return;
+  }
   if (info.state() == "running") {
     if (c.state != "RUNNING")
       set_state(c, "RUNNING");

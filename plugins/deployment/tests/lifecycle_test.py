@@ -24,10 +24,12 @@ another posixUser spelling installs again. `unprivileged` (groved again with
 allow_privileged_components: false): Priv runs again, a component with a RequiresPrivilege
 install FAILS its deployment, naming the key, its install never run, the set rolled back.
 `skipif`: an install skipped by `Skipif: onpath sh`, a run not skipped by `exists` of a
-missing file, a run skipped by `exists /` (FINISHED, skipped). `logs` (groved with
-component_log_max_bytes 4096, component_log_files 2): a run writing past the size has
-its log rotated into .1 and .2 (whole lines, each file within the size, the oldest
-dropped), held open by groved, and made again after it is removed from outside.
+missing file, a run skipped by `exists /` (FINISHED, skipped); e2e.Arch, another
+architecture's manifest before this machine's, runs this machine's life cycle with only
+its artifacts linked. `logs` (groved with component_log_max_bytes 4096,
+component_log_files 2): a run writing past the size has its log rotated into .1 and .2
+(whole lines, each file within the size, the oldest dropped), held open by groved, and
+made again after it is removed from outside.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
 import hashlib
@@ -402,13 +404,50 @@ elif PHASE == "skipif":
         Skipif: exists /
         Script: echo ran > run.ran; exec sleep 300
 """)
+    # The manifest by the whole platform: another architecture's manifest first (its own
+    # tool.sh and other.txt), this machine's second. Its URIs sort after this machine's, so
+    # linking every manifest's artifacts by name would leave the other tool.sh in place.
+    machine = os.uname().machine
+    here = {"x86_64": "amd64"}.get(machine, "arm" if machine.startswith("armv") else machine)
+    other = "aarch64" if here != "aarch64" else "amd64"
+    for d, files in (("p1-here", {"tool.sh": "echo here\n"}),
+                     ("p2-other", {"tool.sh": "echo other\n", "other.txt": "x\n"})):
+        os.makedirs(f"{LOCAL}/{d}", exist_ok=True)
+        for f, text in files.items():
+            with open(f"{LOCAL}/{d}/{f}", "w") as out:
+                out.write(text)
+    support.component(gg, "e2e.Arch", f"""Manifests:
+  - Platform: {{os: linux, architecture: {other}}}
+    Lifecycle:
+      run: echo other-lifecycle > {{work:path}}/which; exec sleep 300
+    Artifacts:
+      - Uri: file://{LOCAL}/p2-other/tool.sh
+      - Uri: file://{LOCAL}/p2-other/other.txt
+  - Platform: {{os: linux, architecture: {here}}}
+    Lifecycle:
+      run: sh {{artifacts:path}}/tool.sh > {{work:path}}/which; exec sleep 300
+    Artifacts:
+      - Uri: file://{LOCAL}/p1-here/tool.sh
+""")
+    arn = "arn:aws:greengrass:us-east-1:123456789012:components:e2e.Arch:versions:1.0.0"
+    check("e2e.Arch's artifacts fetched -> DEPLOYABLE",
+          wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE"))
     group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
     status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
                                           "runWith": {"posixUser": f"nobody:{group}"}},
                              "e2e.Skip": {"componentVersion": "1.0.0"},
-                             "e2e.SkipRun": {"componentVersion": "1.0.0"}})
-    check("e2e.Skip and e2e.SkipRun (Skipif steps) -> COMPLETED", status == "COMPLETED",
-          (status, reason))
+                             "e2e.SkipRun": {"componentVersion": "1.0.0"},
+                             "e2e.Arch": {"componentVersion": "1.0.0"}})
+    check("e2e.Skip, e2e.SkipRun (Skipif steps) and e2e.Arch -> COMPLETED",
+          status == "COMPLETED", (status, reason))
+    arts = f"{STATE}/components/packages/artifacts/e2e.Arch/1.0.0"
+    check(f"e2e.Arch ran the {here} manifest's life cycle with its own tool.sh (the {other} "
+          "manifest came first)",
+          wait(lambda: work("e2e.Arch", "which").strip() == "here", 30),
+          (work("e2e.Arch", "which"), installed().get("e2e.Arch")))
+    check(f"... {{artifacts:path}} has only the {here} manifest's artifacts",
+          sorted(os.listdir(arts)) == ["tool.sh"] and read(f"{arts}/tool.sh") == "echo here\n",
+          (os.listdir(arts), read(f"{arts}/tool.sh")))
     check("... Skip's install skipped (Skipif: onpath sh), its run RUNNING (Skipif: exists of a "
           "missing file)",
           bool(wait(lambda: state("e2e.Skip") == "RUNNING" and alive(pid_file("e2e.Skip", "pid")), 30))

@@ -3,7 +3,8 @@
 
 Usage: plugins_test.py before|after ENDPOINT CA_BUNDLE WRITE_DIR GROVECTL LOCAL_DIR
 `before` creates the components and deploys grove.heartbeat (added, reconfigured, hot
-reloaded to version 2.0.0, whose recipe carries its own build); plugins_test.sh then kills
+reloaded to version 2.0.0, whose recipe carries its own build; 2.1.0, whose artifact is
+the 1.0.0 build, refused and rolled back); plugins_test.sh then kills
 groved with -9 and starts it again; `after` checks the plugin came back and goes on
 (rollback after a plugin that fails to load, the deployment plugin refused as a component,
 removal, a deployment replaced while the kernel loads a plugin for it). The kv plugin is the profile's and must never be touched. Prints PASS/FAIL lines;
@@ -82,6 +83,10 @@ if PHASE == "before":
         f"ComponentName: {HEARTBEAT}\nComponentVersion: '2.0.0'\n{defaults}"
         f"Manifests:\n  - Platform: {{os: linux}}\n    Artifacts:\n"
         f"      - Uri: file://{LOCAL}/libheartbeat.so\n",
+        # The 1.0.0 build under version 2.1.0: refused once loaded.
+        f"ComponentName: {HEARTBEAT}\nComponentVersion: '2.1.0'\n{defaults}"
+        f"Manifests:\n  - Platform: {{os: linux}}\n    Artifacts:\n"
+        f"      - Uri: file://{LOCAL}/v1/libheartbeat.so\n",
         # No libghost.so anywhere: its load fails. It depends on heartbeat, which is
         # therefore changed first, before the failure.
         "ComponentName: grove.ghost\nComponentVersion: '1.0.0'\nComponentDependencies:\n"
@@ -90,6 +95,7 @@ if PHASE == "before":
         "ComponentName: e2e.Placeholder\nComponentVersion: '1.0.0'\n",
     ]
     create_recipes(recipes, HEARTBEAT, "2.0.0", "its own build")
+    create_recipes([], HEARTBEAT, "2.1.0", "the 1.0.0 build")
     kv_before = plugin("kv")
 
     # ---- added: a load with the merged configuration ----------------------------------
@@ -147,6 +153,24 @@ if PHASE == "before":
           beating() == "300 ms on e2e/beat"
           and installed().get(HEARTBEAT, {}).get("componentVersion") == "2.0.0"
           and installed()[HEARTBEAT]["lifecycleState"] == "RUNNING", (beating(), installed()))
+    check("... the plugin says it is version 2.0.0 (its own build's PluginInfo.version)",
+          hb.get("version") == "2.0.0", hb)
+
+    # ---- a build of another version than its component's: refused, rolled back ---------
+    d = deploy({HEARTBEAT: {"componentVersion": "2.1.0",
+                            "configurationUpdate": {"merge": '{"interval_ms": 300}'}}},
+               deploymentPolicies={"failureHandlingPolicy": "ROLLBACK"})
+    reason = d.get("effective", {}).get("reason", "")
+    check("grove.heartbeat 2.1.0 whose artifact is the 1.0.0 build -> FAILED naming both "
+          "versions, ROLLBACK_COMPLETE", d.get("deploymentStatus") == "FAILED"
+          and "version 1.0.0, not the component's version 2.1.0" in reason
+          and "ROLLBACK_COMPLETE" in reason, d)
+    hb = plugin("heartbeat")
+    check("... 2.0.0's build back (version 2.0.0, running), ListInstalledComponents 2.0.0 "
+          "RUNNING", hb.get("library") == ARTIFACT_LIB and hb.get("version") == "2.0.0"
+          and hb.get("state") == "running"
+          and installed().get(HEARTBEAT, {}).get("componentVersion") == "2.0.0"
+          and installed()[HEARTBEAT]["lifecycleState"] == "RUNNING", (hb, installed()))
     kv = plugin("kv")
     check("the profile's kv plugin, named by no deployment, left alone (same library, "
           "never reloaded)", kv.get("state") == "running" and kv.get("last_reload") == ""

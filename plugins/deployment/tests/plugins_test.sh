@@ -2,9 +2,10 @@
 # Grove's own plugins as components (issue 15): groved runs the deployment plugin (with
 # may_control_plugins) over TLS and the kv plugin from its profile; boto3
 # (plugins_test.py) deploys `grove.heartbeat` (the SDK's example plugin, built beside
-# groved): added, reconfigured, hot-reloaded to a recipe's own build, kept across kill -9
-# of groved, rolled back after a plugin that fails to load, removed; a deployment replaced
-# while the kernel loads a plugin for it.
+# groved): added, reconfigured, hot-reloaded to a recipe's own build (version 2.0.0), a
+# build of another version than its component's refused and rolled back, kept across
+# kill -9 of groved, rolled back after a plugin that fails to load, removed; a deployment
+# replaced while the kernel loads a plugin for it.
 # Usage: plugins_test.sh GROVED GROVECTL GROVE_CERTS
 set -u
 
@@ -18,12 +19,16 @@ PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
 make_server_pki
-# Version 2.0.0 of grove.heartbeat carries its own build (a copy: another file than the
-# plugin directory's) as a file:// artifact.
-mkdir -p "$WORK/local"
-cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/libheartbeat.so"
-# The kernel's test plugin echo (its init waits for a gate file) as grove.echo's artifact.
+# Version 2.0.0 of grove.heartbeat carries its own build, the heartbeat built as version
+# 2.0.0, as a file:// artifact; 2.1.0 carries the plugin directory's 1.0.0 build (a copy),
+# which the runner refuses (another version than the component's).
 TEST_PLUGIN_DIR=$(dirname "$GROVED")/../test-plugins
+[[ -f "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" ]] ||
+  abort "heartbeat-2.0.0/libheartbeat.so must be built in $TEST_PLUGIN_DIR"
+mkdir -p "$WORK/local/v1"
+cp "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" "$WORK/local/libheartbeat.so"
+cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/v1/libheartbeat.so"
+# The kernel's test plugin echo (its init waits for a gate file) as grove.echo's artifact.
 [[ -f "$TEST_PLUGIN_DIR/libecho.so" ]] || abort "libecho.so must be built in $TEST_PLUGIN_DIR"
 cp "$TEST_PLUGIN_DIR/libecho.so" "$WORK/local/libecho.so"
 PORT=$(free_port)

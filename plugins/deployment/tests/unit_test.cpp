@@ -10,6 +10,8 @@
 
 #include "api.hpp"
 #include "api_fixture.hpp"
+#include "lifecycle.hpp"
+#include "platform.hpp"
 #include "public_components.hpp"
 #include "recipe.hpp"
 #include "semver.hpp"
@@ -224,6 +226,22 @@ BOOST_AUTO_TEST_CASE(recipe_yaml_and_json_parse_and_round_trip) {
   BOOST_CHECK(back->doc["ComponentVersion"].is_string()); // quoted, not a float
 }
 
+// A string with a control character (a trailing CR read back as a line break) is written
+// quoted: YAML out, YAML in, the same string (found by fuzz_deployment_recipe).
+BOOST_AUTO_TEST_CASE(recipe_yaml_quotes_control_characters) {
+  std::vector<recipe_error> errors;
+  auto r = parse_recipe("{\"RecipeFormatVersion\": \"2020-01-25\", \"ComponentName\": \"a\", "
+                        "\"ComponentVersion\": \"1.0.0\", \"ComponentDescription\": \"a\\r\", "
+                        "\"Manifests\": [{\"Platform\": {\"os\": \"x\\u0001\\t\"}}]}",
+                        errors);
+  BOOST_REQUIRE_MESSAGE(r, errors_text(errors));
+  auto yaml = recipe_yaml(r->doc);
+  auto back = parse_recipe(yaml, errors);
+  BOOST_REQUIRE_MESSAGE(back, errors_text(errors) << yaml);
+  BOOST_CHECK_EQUAL(back->doc["ComponentDescription"], "a\r");
+  BOOST_CHECK(back->doc == r->doc);
+}
+
 BOOST_AUTO_TEST_CASE(recipe_errors_name_the_field_and_line) {
   struct row {
     std::string text;
@@ -261,6 +279,176 @@ BOOST_AUTO_TEST_CASE(recipe_errors_name_the_field_and_line) {
                         "for\n" << r.text << "\nexpected " << r.field << " / " << r.says
                                 << ", got\n" << text);
   }
+}
+
+// Every life cycle step's keys and values, checked when the recipe is created (issue 15's
+// audit: bad values were taken as 0, false, "never skip" or an empty script).
+BOOST_AUTO_TEST_CASE(recipe_lifecycle_steps_refuse_bad_values_by_name) {
+  struct row {
+    std::string lifecycle; // YAML under a manifest's Lifecycle, 6 spaces in
+    std::string field;     // under /Manifests/0/Lifecycle
+    std::string says;
+  };
+  row rows[] = {
+    {"install: {Script: x, Timeout: abc}", "/install/Timeout", "whole number of seconds"},
+    {"install: {Script: x, Timeout: -1}", "/install/Timeout", "whole number of seconds"},
+    {"install: {Script: x, Timeout: 1.5}", "/install/Timeout", "whole number of seconds"},
+    {"install: {Script: x, Timeout: 2147483648}", "/install/Timeout", "0 to 2147483647"},
+    {"install: {Script: x, Timeout: [1]}", "/install/Timeout", "whole number of seconds"},
+    {"run: {Script: x, Skipif: sometimes /x}", "/run/Skipif", "'onpath <program>' or 'exists"},
+    {"run: {Script: x, Skipif: onpath}", "/run/Skipif", "not 'onpath'"},
+    {"run: {Script: x, Skipif: 3}", "/run/Skipif", "onpath"},
+    {"startup: {Script: x, RequiresPrivilege: 'yes'}", "/startup/RequiresPrivilege",
+     "true or false"},
+    {"startup: {Script: x, RequiresPrivilege: 1}", "/startup/RequiresPrivilege", "true or false"},
+    {"install: {Scirpt: echo hi}", "/install/Scirpt", "unknown field 'Scirpt' of install"},
+    {"install: {Scirpt: echo hi}", "/install/Script", "install has no Script"},
+    {"install: {Script: 5}", "/install/Script", "Script must be a string"},
+    {"install: {Script: a, script: b}", "/install/script", "repeats Script"},
+    {"instal: echo hi", "/instal", "unknown lifecycle step 'instal'"},
+    {"run: 5", "/run", "a script (string) or a map"},
+    {"shutdown: {Script: x, Skipif: exists /}", "/shutdown/Skipif", "unknown field 'Skipif'"},
+    {"install: {Script: x, BootstrapOnRollback: true}", "/install/BootstrapOnRollback",
+     "unknown field"},
+    {"bootstrap: {Script: x, BootstrapOnRollback: maybe}", "/bootstrap/BootstrapOnRollback",
+     "true or false"},
+    {"run: {Script: x, Setenv: [A]}", "/run/Setenv", "a map of variable names"},
+    {"run: {Script: x, Setenv: {A: {b: 1}}}", "/run/Setenv/A", "string, number or boolean"},
+    {"run: {Script: x, Setenv: {A: null}}", "/run/Setenv/A", "string, number or boolean"},
+    {"run: {Script: x, Setenv: {'A=B': c}}", "/run/Setenv/A=B", "no environment variable"},
+    {"setenv: 5", "/setenv", "a map of variable names"},
+    {"setenv: {X: [1]}", "/setenv/X", "string, number or boolean"},
+    {"Run: x\n      run: y", "/run", "repeats run"},
+  };
+  std::string head = "RecipeFormatVersion: '2020-01-25'\nComponentName: a.b\n"
+                     "ComponentVersion: 1.0.0\nManifests:\n  - Platform: {os: linux}\n"
+                     "    Lifecycle:\n      ";
+  for (const auto& r : rows) {
+    std::vector<recipe_error> errors;
+    auto text = head + r.lifecycle + "\n";
+    BOOST_CHECK_MESSAGE(!parse_recipe(text, errors), text);
+    auto got = errors_text(errors);
+    auto field = "/Manifests/0/Lifecycle" + r.field + ": line ";
+    BOOST_CHECK_MESSAGE(got.find(field) != std::string::npos
+                          && got.find(r.says) != std::string::npos,
+                        "for\n" << text << "expected " << field << " / " << r.says << ", got\n"
+                                << got);
+  }
+  // The recipe's own Lifecycle, in JSON: the same checks, the field under /Lifecycle.
+  std::vector<recipe_error> errors;
+  BOOST_CHECK(!parse_recipe(R"({"RecipeFormatVersion": "2020-01-25", "ComponentName": "a.b",
+    "ComponentVersion": "1.0.0", "Lifecycle": {"run": {"Script": "x", "Timeout": "abc"}}})",
+                            errors));
+  BOOST_CHECK_EQUAL(errors_text(errors),
+                    "/Lifecycle/run/Timeout: Timeout must be a whole number of seconds (0 to "
+                    "2147483647)\n");
+}
+
+BOOST_AUTO_TEST_CASE(recipe_lifecycle_steps_accept_what_greengrass_reads) {
+  // Any case for keys; numbers and booleans as strings; recipe variables where the
+  // runner renders before it reads; every step's own keys.
+  std::string text = R"(RecipeFormatVersion: '2020-01-25'
+ComponentName: a.b
+ComponentVersion: 1.0.0
+ComponentConfiguration: {DefaultConfiguration: {t: 7}}
+Manifests:
+  - Platform: {os: linux}
+    Lifecycle:
+      setenv: {A: 1, B: 'x', C: true}
+      bootstrap: {Script: b, BootstrapOnRollback: 'true', Timeout: 5, RequiresPrivilege: false}
+      install: {script: i, timeout: '30', skipif: 'onpath  sh ', requiresprivilege: 'True'}
+      startup: {Script: s, Timeout: '{configuration:/t}', RequiresPrivilege: '{configuration:/p}'}
+      shutdown: {Script: d, Timeout: 0, Setenv: {X: '{work:path}'}}
+      recover: r
+  - Lifecycle:
+      run: {Script: x, Skipif: 'exists {artifacts:path}/done'}
+      install: {Script: y, Skipif: '{configuration:/skip}'}
+      Shutdown:
+)";
+  std::vector<recipe_error> errors;
+  BOOST_CHECK_MESSAGE(parse_recipe(text, errors), errors_text(errors));
+}
+
+BOOST_AUTO_TEST_CASE(runner_steps_are_read_strictly_and_rendered) {
+  auto lc = json::parse(R"({
+    "install": {"Script": "i", "Timeout": "abc"},
+    "run": {"Script": "r", "Timeout": "{configuration:/t}", "Skipif": "exists {work:path}/x",
+            "RequiresPrivilege": "{configuration:/p}", "Setenv": {"A": "1"}},
+    "startup": {"Script": "s", "Skipif": "sometimes"},
+    "shutdown": {"Scirpt": "typo"},
+    "bootstrap": {"Script": "b", "BootstrapOnRollback": true, "Timeout": 9}})");
+  // A value stored before the checks: an error naming the key, never atoi's 0.
+  auto install = step_of(lc, "install");
+  BOOST_CHECK(install.present);
+  BOOST_CHECK_EQUAL(install.error, "install/Timeout: Timeout must be a whole number of "
+                                   "seconds (0 to 2147483647)");
+  BOOST_CHECK_NE(step_of(lc, "startup").error.find("startup/Skipif: Skipif must be"),
+                 std::string::npos);
+  BOOST_CHECK_NE(step_of(lc, "shutdown").error.find("unknown field 'Scirpt'"), std::string::npos);
+  // Rendered first: the variables' values are what is typed.
+  auto render = [](const std::string& s) {
+    if (s == "{configuration:/t}")
+      return std::string{"12"};
+    if (s == "{configuration:/p}")
+      return std::string{"true"};
+    return s == "exists {work:path}/x" ? std::string{"exists /w/x"} : s;
+  };
+  auto run = step_of(lc, "run", render);
+  BOOST_CHECK_EQUAL(run.error, "");
+  BOOST_CHECK_EQUAL(run.timeout, 12);
+  BOOST_CHECK(run.privileged);
+  BOOST_CHECK_EQUAL(run.skipif, "exists /w/x");
+  BOOST_CHECK_EQUAL(run.setenv.dump(), R"({"A":"1"})");
+  auto bad = step_of(lc, "run", [](const std::string& s) {
+    return s == "{configuration:/t}"   ? std::string{"soon"}
+           : s == "{configuration:/p}" ? std::string{"true"}
+                                       : std::string{"exists /w/x"};
+  });
+  BOOST_CHECK_EQUAL(bad.error, "run/Timeout: Timeout must be a whole number of seconds (0 to "
+                               "2147483647)");
+  auto boot = step_of(lc, "bootstrap");
+  BOOST_CHECK(boot.on_rollback);
+  BOOST_CHECK_EQUAL(boot.timeout, 9);
+  BOOST_CHECK(!step_of(lc, "recover").present);
+  // Skipif: both verbs, blanks around; anything else refused.
+  BOOST_CHECK(parse_skipif(" onpath\tsh ")->arg == "sh");
+  BOOST_CHECK(parse_skipif("exists /a b")->arg == "/a b");
+  for (const char* bad_rule : {"", "onpath", "exists ", "Onpath sh", "skip x", "onpathsh"})
+    BOOST_CHECK_MESSAGE(!parse_skipif(bad_rule), bad_rule);
+}
+
+// The manifest is chosen by the whole platform, with the resolver's matcher: os and
+// architecture, `*` and `/regex/` values (issue 15's audit: the first `os: linux` one won).
+BOOST_AUTO_TEST_CASE(manifest_chosen_by_the_whole_platform) {
+  auto recipe = json::parse(R"({"Manifests": [
+    {"Platform": {"os": "linux", "architecture": "aarch64"}, "Lifecycle": {"run": "arm"},
+     "Artifacts": [{"Uri": "s3://b/arm/tool"}]},
+    {"Platform": {"os": "linux", "architecture": "amd64"}, "Lifecycle": {"run": "amd"},
+     "Artifacts": [{"Uri": "s3://b/amd/tool"}]},
+    {"Platform": {"os": "/lin.*/", "architecture": "/riscv.*/"}},
+    {"Platform": {"os": "*"}, "Lifecycle": {"run": "any"}}],
+    "Lifecycle": {"run": "global"}})");
+  platform_attributes amd{{"os", "linux"}, {"architecture", "amd64"}};
+  platform_attributes arm{{"os", "linux"}, {"architecture", "aarch64"}};
+  platform_attributes riscv{{"os", "linux"}, {"architecture", "riscv64"}};
+  platform_attributes mips{{"os", "linux"}, {"architecture", "mips"}};
+  BOOST_CHECK_EQUAL(lifecycle_of(recipe, amd)["run"], "amd");
+  BOOST_CHECK_EQUAL(lifecycle_of(recipe, arm)["run"], "arm");
+  // The chosen manifest has no Lifecycle: the recipe's own, not the next manifest's.
+  BOOST_CHECK_EQUAL(lifecycle_of(recipe, riscv)["run"], "global");
+  BOOST_CHECK_EQUAL(lifecycle_of(recipe, mips)["run"], "any");
+  // Its artifacts are the ones linked.
+  const json* m = manifest_for(recipe, amd);
+  BOOST_REQUIRE(m);
+  BOOST_CHECK_EQUAL((*m)["Artifacts"][0]["Uri"], "s3://b/amd/tool");
+  BOOST_CHECK(manifest_for(json::parse(R"({"Manifests": [{"Platform": {"os": "windows"}}]})"),
+                           amd)
+              == nullptr);
+  // This core: uname's machine as Greengrass names it.
+  auto here = core_platform();
+  BOOST_CHECK_EQUAL(here["os"], "linux");
+  if (here["architecture"] == "amd64")
+    BOOST_CHECK_EQUAL(lifecycle_of(recipe, here)["run"], "amd");
 }
 
 // ---- the API over a real store -------------------------------------------------------

@@ -81,4 +81,8 @@ private:
 
 } // namespace
 
-GROVE_TYPED_PLUGIN(heartbeat, "heartbeat", "1.0.0")
+// The deployment plugin's tests build it again as version 2.0.0 (HEARTBEAT_VERSION).
+#ifndef HEARTBEAT_VERSION
+#define HEARTBEAT_VERSION "1.0.0"
+#endif
+GROVE_TYPED_PLUGIN(heartbeat, "heartbeat", HEARTBEAT_VERSION)
