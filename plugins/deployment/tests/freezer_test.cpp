@@ -298,3 +298,41 @@ BOOST_AUTO_TEST_CASE(a_new_freezer_thaws_what_a_dead_groved_left_frozen) {
     return !fs::exists(leaf_top);
   }));
 }
+
+BOOST_AUTO_TEST_CASE(v2_freezes_a_component_in_groveds_leaf_in_a_leaf_of_its_own) {
+  // Once groved enabled controllers in its v2 cgroup (a component with limits, a function
+  // sandbox: cgroup_enable) it lives in the leaf `groved` below it, and so do the
+  // components it starts without limits: taken into a freeze leaf as from its own cgroup,
+  // not left to SIGSTOP.
+  auto dir = v2_dir();
+  if (dir.empty())
+    return;
+  auto host = cgroup_host::probe();
+  auto leaf = dir / "groved";
+  std::error_code ec;
+  bool made = !fs::exists(leaf, ec);
+  BOOST_REQUIRE(!cgroup_mkdir(leaf));
+  {
+    counter c;
+    BOOST_REQUIRE(!cgroup_write(leaf / "cgroup.procs", std::to_string(c.pid)));
+    BOOST_REQUIRE(c.runs());
+    forced f{"v2"};
+    component_freezer fz;
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return std::vector<pid_t>{c.pid}; }));
+    auto group = c.v2_cgroup(host.v2_mount);
+    BOOST_TEST(group == dir / ("grove-freeze-" + std::to_string(::getpid())) / "comp");
+    BOOST_TEST(v2_frozen(group), read_text(group / "cgroup.events"));
+    BOOST_TEST(c.state() != 'T'); // frozen, not stopped
+    BOOST_TEST(c.still());
+    BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
+    BOOST_TEST(c.runs());
+    ::kill(c.pid, SIGKILL);
+    ::waitpid(c.pid, nullptr, 0);
+    BOOST_TEST(wait_until([&] {
+      fz.remove("comp");
+      return !fs::exists(group);
+    }));
+  }
+  if (made)
+    BOOST_TEST(wait_until([&] { return ::rmdir(leaf.c_str()) == 0; }));
+}
