@@ -9,7 +9,7 @@
 set -u
 BUILD=$1 OUT=$2 FN_TEST=$3
 CG=/sys/fs/cgroup
-CONTROLLERS="+cpu +io +memory +pids"
+CONTROLLERS="+cpuset +cpu +io +memory +pids"
 
 fail_all() { echo "guest: $*"; exit 1; }
 [[ -f $CG/cgroup.controllers ]] || fail_all "no cgroup2 at $CG"
