@@ -44,43 +44,48 @@ if [[ -z $pkg ]]; then
   [[ -n $pkg ]] || fail "apt-cache knows no linux-image-amd64 (run apt-get update) and none is cached"
 fi
 KDIR=$CACHE/$pkg
-if [[ ! -f $KDIR/.extracted ]]; then
+if [[ ! -f $KDIR/.ready ]]; then
   echo "== fetching $pkg (apt-get download, extracted with dpkg-deb: no install)"
-  rm -rf "$KDIR" "$CACHE"/dl && mkdir -p "$KDIR" "$CACHE"/dl
+  rm -rf "$KDIR" "$CACHE"/dl && mkdir -p "$KDIR"/mods "$CACHE"/dl/x
   # (as root apt would hand the download to its _apt user, who may not enter this tree)
   sandbox=(); ((EUID == 0)) && sandbox=(-o APT::Sandbox::User=root)
   (cd "$CACHE"/dl && apt-get download -q "${sandbox[@]}" "$pkg") || fail "apt-get download $pkg"
-  dpkg-deb -x "$CACHE"/dl/"$pkg"_*.deb "$KDIR"
+  dpkg-deb -x "$CACHE"/dl/"$pkg"_*.deb "$CACHE"/dl/x
+  vmlinuz=$(find "$CACHE"/dl/x/boot -name 'vmlinuz-*' | head -n 1)
+  mods=$(find "$CACHE"/dl/x/lib/modules -mindepth 1 -maxdepth 1 -type d | head -n 1)
+  [[ -f $vmlinuz && -d $mods ]] || fail "no kernel in $pkg"
+  cp "$vmlinuz" "$KDIR"/vmlinuz
+  # Only the modules 9p over virtio needs, dependencies first (their .modinfo's depends=;
+  # the rest of the package, ~400 MB, is not kept).
+  declare -A ko_path=() loaded=()
+  while IFS= read -r f; do
+    n=$(basename "$f" .ko)
+    ko_path[${n//-/_}]=$f
+  done < <(find "$mods" -name '*.ko')
+  order=()
+  add_module() {  # add_module NAME: its dependencies, then it
+    local n=${1//-/_} dep
+    [[ -n ${loaded[$n]:-} ]] && return
+    loaded[$n]=1
+    [[ -n ${ko_path[$n]:-} ]] || return 0  # built into the kernel
+    for dep in $(tr '\0' '\n' < "${ko_path[$n]}" | sed -n 's/^depends=//p' | tr ',' ' '); do
+      add_module "$dep"
+    done
+    cp "${ko_path[$n]}" "$KDIR"/mods/
+    order+=("$(basename "${ko_path[$n]}")")
+  }
+  for m in virtio_pci 9pnet_virtio 9p; do add_module "$m"; done
+  printf '%s\n' "${order[@]}" > "$KDIR"/mods/order
   rm -rf "$CACHE"/dl
-  touch "$KDIR"/.extracted
+  touch "$KDIR"/.ready
 fi
-VMLINUZ=$(find "$KDIR"/boot -name 'vmlinuz-*' | head -n 1)
-MODS=$(find "$KDIR"/lib/modules -mindepth 1 -maxdepth 1 -type d | head -n 1)
-[[ -f $VMLINUZ && -d $MODS ]] || fail "no kernel in $KDIR"
 
-# -- the initramfs: busybox and the modules 9p over virtio needs, dependencies first ----
+# -- the initramfs: busybox, those modules and /init ---------------------------------------
 IR=$WORK/initramfs
-rm -rf "$IR" && mkdir -p "$IR"/{bin,dev,proc,sys,mods,host,newroot}
+rm -rf "$IR" && mkdir -p "$IR"/{bin,dev,proc,sys,host,newroot}
 cp "$BUSYBOX" "$IR"/bin/busybox
-declare -A ko_path=() loaded=()
-while IFS= read -r f; do
-  n=$(basename "$f" .ko)
-  ko_path[${n//-/_}]=$f
-done < <(find "$MODS" -name '*.ko')
-order=()
-add_module() {  # add_module NAME: its dependencies (the .ko's modinfo), then it
-  local n=${1//-/_} dep
-  [[ -n ${loaded[$n]:-} ]] && return
-  loaded[$n]=1
-  [[ -n ${ko_path[$n]:-} ]] || return 0  # built into the kernel
-  for dep in $(tr '\0' '\n' < "${ko_path[$n]}" | sed -n 's/^depends=//p' | tr ',' ' '); do
-    add_module "$dep"
-  done
-  cp "${ko_path[$n]}" "$IR"/mods/
-  order+=("$(basename "${ko_path[$n]}")")
-}
-for m in virtio_pci 9pnet_virtio 9p; do add_module "$m"; done
-printf '%s\n' "${order[@]}" > "$IR"/mods/order
+cp -r "$KDIR"/mods "$IR"/mods
+VMLINUZ=$KDIR/vmlinuz
 cat > "$IR"/init <<'INIT'
 #!/bin/busybox sh
 # PID 1: the host's root (9p, read-only) with tmpfs where a system writes, cgroup2 alone,
