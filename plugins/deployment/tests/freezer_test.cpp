@@ -187,8 +187,16 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
   // As component_cgroups makes it for a component with systemResourceLimits.
   auto base = dir / (std::string{component_cgroups_prefix} + std::to_string(::getpid()));
   auto own = base / "comp";
+  // Where v2 has a memory controller (cgroup_v2_vm_test), with a limit as it has one.
+  bool memory = host.v2_has("memory");
+  if (memory)
+    BOOST_REQUIRE(!cgroup_enable(dir, "+memory", true));
   BOOST_REQUIRE(!cgroup_mkdir(base));
+  if (memory)
+    BOOST_REQUIRE(!cgroup_write(base / "cgroup.subtree_control", "+memory"));
   BOOST_REQUIRE(!cgroup_mkdir(own));
+  if (memory)
+    BOOST_REQUIRE(!cgroup_write(own / "memory.max", std::to_string(64 << 20)));
   {
     counter c;
     BOOST_REQUIRE(!cgroup_write(own / "cgroup.procs", std::to_string(c.pid)));
@@ -212,6 +220,8 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
     BOOST_TEST(c.still());
     BOOST_REQUIRE(!fz.thaw("comp", {c.pid}));
     BOOST_TEST(c.runs());
+    if (memory) // still under its limit
+      BOOST_TEST(read_text(own / "memory.max") == std::to_string(64 << 20) + "\n");
   }
   BOOST_TEST(wait_until([&] { return ::rmdir(own.c_str()) == 0; }));
   BOOST_TEST(::rmdir(base.c_str()) == 0);
