@@ -162,7 +162,9 @@ class PackageTest(unittest.TestCase):
         unit = os.path.join(self.root, "usr/lib/systemd/system/grove.service")
         with open(unit) as f:
             text = f.read()
+        # Delegate=yes: groved changes its own cgroup tree on v2 (cgroup_v2_vm_test).
         for line in ("Type=notify", "WatchdogSec=30", "User=grove", "StateDirectory=grove",
+                     "Delegate=yes",
                      "ExecStart=/usr/bin/groved --config /etc/grove/profile.yaml "
                      "--write-dir /var/lib/grove"):
             self.assertIn(line, text)

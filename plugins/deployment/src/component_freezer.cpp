@@ -258,10 +258,13 @@ component_freezer::kind component_freezer::choose(const std::string& name, const
   if (v2_base_.empty())
     return kind::signal;
   // A leaf takes only processes from groved's own cgroup (or the leaf, paused before):
-  // one that sits elsewhere (a scope, a cgroup of its own making) stays there.
+  // one that sits elsewhere (a scope, a cgroup of its own making) stays there. groved's
+  // own is also its leaf `groved` once it enabled controllers there (cgroup_enable; on a
+  // v2 host the first component with limits or function sandbox does).
   for (const auto& p : procs) {
     auto at = v2_cgroup_of(p.pid);
     if (!at.empty() && !fs::equivalent(at, v2_dir_, ec)
+        && !fs::equivalent(at, v2_dir_ / "groved", ec)
         && !fs::equivalent(at, v2_base_ / name, ec))
       return kind::signal;
   }

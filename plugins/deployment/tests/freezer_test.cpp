@@ -226,8 +226,16 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
   // As component_cgroups makes it for a component with systemResourceLimits.
   auto base = dir / (std::string{component_cgroups_prefix} + std::to_string(::getpid()));
   auto own = base / "comp";
+  // Where v2 has a memory controller (cgroup_v2_vm_test), with a limit as it has one.
+  bool memory = host.v2_has("memory");
+  if (memory)
+    BOOST_REQUIRE(!cgroup_enable(dir, "+memory", true));
   BOOST_REQUIRE(!cgroup_mkdir(base));
+  if (memory)
+    BOOST_REQUIRE(!cgroup_write(base / "cgroup.subtree_control", "+memory"));
   BOOST_REQUIRE(!cgroup_mkdir(own));
+  if (memory)
+    BOOST_REQUIRE(!cgroup_write(own / "memory.max", std::to_string(64 << 20)));
   {
     counter c;
     BOOST_REQUIRE(!cgroup_write(own / "cgroup.procs", std::to_string(c.pid)));
@@ -251,6 +259,8 @@ BOOST_AUTO_TEST_CASE(v2_freezes_a_components_own_cgroup_where_it_is) {
     BOOST_TEST(c.still());
     BOOST_REQUIRE(!fz.thaw("comp", c.held()));
     BOOST_TEST(c.runs());
+    if (memory) // still under its limit
+      BOOST_TEST(read_text(own / "memory.max") == std::to_string(64 << 20) + "\n");
   }
   BOOST_TEST(wait_until([&] { return ::rmdir(own.c_str()) == 0; }));
   BOOST_TEST(::rmdir(base.c_str()) == 0);
@@ -394,4 +404,42 @@ BOOST_AUTO_TEST_CASE(v2_a_leaf_goes_once_its_processes_have) {
   BOOST_REQUIRE(wait_until([&] { return !populated(leaf); }));
   BOOST_TEST(fz.remove("comp"));
   BOOST_TEST(!fs::exists(top));
+}
+
+BOOST_AUTO_TEST_CASE(v2_freezes_a_component_in_groveds_leaf_in_a_leaf_of_its_own) {
+  // Once groved enabled controllers in its v2 cgroup (a component with limits, a function
+  // sandbox: cgroup_enable) it lives in the leaf `groved` below it, and so do the
+  // components it starts without limits: taken into a freeze leaf as from its own cgroup,
+  // not left to SIGSTOP.
+  auto dir = v2_dir();
+  if (dir.empty())
+    return;
+  auto host = cgroup_host::probe();
+  auto leaf = dir / "groved";
+  std::error_code ec;
+  bool made = !fs::exists(leaf, ec);
+  BOOST_REQUIRE(!cgroup_mkdir(leaf));
+  {
+    counter c;
+    BOOST_REQUIRE(!cgroup_write(leaf / "cgroup.procs", std::to_string(c.pid)));
+    BOOST_REQUIRE(c.runs());
+    forced f{"v2"};
+    component_freezer fz;
+    BOOST_REQUIRE(!fz.freeze("comp", [&] { return c.held(); }));
+    auto group = c.v2_cgroup(host.v2_mount);
+    BOOST_TEST(group == dir / ("grove-freeze-" + std::to_string(::getpid())) / "comp");
+    BOOST_TEST(v2_frozen(group), read_text(group / "cgroup.events"));
+    BOOST_TEST(c.state() != 'T'); // frozen, not stopped
+    BOOST_TEST(c.still());
+    BOOST_REQUIRE(!fz.thaw("comp", c.held()));
+    BOOST_TEST(c.runs());
+    ::kill(c.pid, SIGKILL);
+    ::waitpid(c.pid, nullptr, 0);
+    BOOST_TEST(wait_until([&] {
+      fz.remove("comp");
+      return !fs::exists(group);
+    }));
+  }
+  if (made)
+    BOOST_TEST(wait_until([&] { return ::rmdir(leaf.c_str()) == 0; }));
 }

@@ -33,6 +33,7 @@
 #include "sandbox.hpp"
 #include "seccomp_profile.hpp"
 #include "grove/function_runtime/client.hpp"
+#include "grove/cgroup.hpp"
 #include "grove/function.pb.h"
 #include "grove/kernel/framing.hpp"
 #include "grove/kernel/kernel.hpp"
@@ -2523,15 +2524,17 @@ BOOST_AUTO_TEST_CASE(a_container_function_keeps_one_spare_cgroup,
       out.insert(d.filename());
     return out;
   };
-  // The memory limit of cgroup `name`, -1 when it has no memory directory.
+  // The memory limit of cgroup `name` (v1 memory.limit_in_bytes, v2 memory.max), -1 when
+  // it has no memory directory.
   auto limit_of = [](const std::string& name) -> int64_t {
     for (const auto& d : instance_cgroups())
-      if (d.filename() == name && fs::exists(d / "memory.limit_in_bytes")) {
-        std::ifstream in{d / "memory.limit_in_bytes"};
-        int64_t v = -1;
-        in >> v;
-        return v;
-      }
+      for (const char* file : {"memory.limit_in_bytes", "memory.max"})
+        if (d.filename() == name && fs::exists(d / file)) {
+          std::ifstream in{d / file};
+          int64_t v = -1;
+          in >> v;
+          return v;
+        }
     return -1;
   };
   std::set<std::string> now;
@@ -2785,6 +2788,19 @@ BOOST_AUTO_TEST_CASE(cgroups_left_by_a_killed_groved_are_removed_at_start,
     ::_exit(0);
   ::waitpid(dead, nullptr, 0);
   std::vector<fs::path> made;
+  // A pure v2 host (cgroup_v2_vm_test): the groups are under groved's v2 cgroup (the
+  // parent of its leaf `groved` once it moved there), as grove::cgroup_host finds it.
+  if (grove::own_cgroup("") && !fs::exists("/sys/fs/cgroup/memory")) {
+    auto parent = grove::cgroup_host::probe().v2_dir;
+    for (auto pid : {static_cast<int>(dead), 1})
+      for (const char* fn : {"fn.1", "fn.2"}) {
+        auto d = parent / ("grove-" + std::to_string(pid)) / fn;
+        std::error_code ec;
+        fs::create_directories(d, ec);
+        BOOST_REQUIRE_MESSAGE(!ec, d << ": " << ec.message());
+        made.push_back(d);
+      }
+  }
   // devices too: a killed groved's spare cgroups (one per container function) are there
   // as well.
   for (const char* c : {"memory", "pids", "devices"}) {
