@@ -295,7 +295,8 @@ elif PHASE == "reload_after":
     hb = [p for p in status().get("plugins", []) if p["name"] == "heartbeat"]
     check("grovectl status: heartbeat reloaded again to 2.0.0's build (the kernel came back "
           "with the plugin directory's), running, once",
-          len(hb) == 1 and hb[0].get("library") == ARTIFACT_LIB and hb[0].get("state") == "running", hb)
+          len(hb) == 1 and hb[0].get("library") == ARTIFACT_LIB and hb[0].get("version") == "2.0.0"
+          and hb[0].get("state") == "running", hb)
     check("... at 300 ms on e2e/beat", wait(lambda: beating() == "300 ms on e2e/beat", 10), beating())
 else:
     sys.exit(f"unknown phase {PHASE}")

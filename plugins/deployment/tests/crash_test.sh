@@ -31,9 +31,13 @@ PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
   abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
 
 make_server_pki
-# grove.heartbeat 2.0.0 carries its own build (another file than the plugin directory's).
+# grove.heartbeat 2.0.0 carries its own build (another file than the plugin directory's):
+# the heartbeat built as version 2.0.0 (the runner refuses a build of another version).
+TEST_PLUGIN_DIR=$(dirname "$GROVED")/../test-plugins
+[[ -f "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" ]] ||
+  abort "heartbeat-2.0.0/libheartbeat.so must be built in $TEST_PLUGIN_DIR"
 mkdir -p "$WORK/local"
-cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/libheartbeat.so"
+cp "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" "$WORK/local/libheartbeat.so"
 PORT=$(free_port)
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
