@@ -22,8 +22,8 @@ struct step_kind {
 constexpr std::array<step_kind, 6> step_kinds{{{"install", true, false},
                                                {"run", true, false},
                                                {"startup", true, false},
-                                               {"shutdown", false, false},
-                                               {"recover", false, false},
+                                               {"shutdown", true, false},
+                                               {"recover", true, false},
                                                {"bootstrap", false, true}}};
 
 bool same_key(std::string_view a, std::string_view b) {

@@ -54,9 +54,9 @@ std::optional<skipif_rule> parse_skipif(std::string_view text);
 
 /// Appends what is wrong with a Lifecycle map (a manifest's or the recipe's) to
 /// `errors`, each field under `ptr`: a step name it does not know, a step that is no
-/// string, map or null, a key a step does not have (`Skipif` on install, run and startup
-/// only; `BootstrapOnRollback` on bootstrap only), a map without `Script`, `Timeout` not
-/// a whole number of seconds (0 to 2147483647), `RequiresPrivilege` or
+/// string, map or null, a key a step does not have (`Skipif` on every step but bootstrap,
+/// as the nucleus checks it; `BootstrapOnRollback` on bootstrap only), a map without
+/// `Script`, `Timeout` not a whole number of seconds (0 to 2147483647), `RequiresPrivilege` or
 /// `BootstrapOnRollback` not true or false, `Skipif` not `onpath X` / `exists X`, `Setenv`
 /// (and `setenv`) not a map of names to strings, numbers or booleans, a key given twice
 /// in two spellings. A string holding a recipe variable (`{...}`) where a number, a

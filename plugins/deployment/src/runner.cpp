@@ -1518,7 +1518,8 @@ void runner::stop_component(const std::string& name, const std::string& details)
     auto shutdown = step_of(c.plan, "shutdown", [this] { return render_ctx(); });
     if (!shutdown.error.empty())
       ctx_.log().warn("deployment: {}: shutdown not run: {}", name, shutdown.error);
-    if (shutdown.present && !shutdown.script.empty() && shutdown.error.empty()) {
+    if (shutdown.present && !shutdown.script.empty() && shutdown.error.empty()
+        && (shutdown.skipif.empty() || !skip(shutdown.skipif))) {
       grove::process_callbacks cb;
       cb.on_exit = [this, w, alive = alive_](const grove::process_exit&) {
         if (*alive)
@@ -2225,7 +2226,8 @@ void runner::main_exited_as(std::shared_ptr<job> j, const std::string& name, uin
     auto recover = step_of(c.plan, "recover", [this] { return render_ctx(); });
     if (!recover.error.empty())
       ctx_.log().warn("deployment: {}: recover not run: {}", name, recover.error);
-    if (recover.present && !recover.script.empty() && recover.error.empty()) {
+    if (recover.present && !recover.script.empty() && recover.error.empty()
+        && (recover.skipif.empty() || !skip(recover.skipif))) {
       // Its own handle, kept until its timeout (dropping it stops the script).
       auto r = spawn(c, recover.script, recover.setenv, recover.privileged, {});
       if (r)

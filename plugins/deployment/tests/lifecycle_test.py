@@ -24,7 +24,8 @@ another posixUser spelling installs again. `unprivileged` (groved again with
 allow_privileged_components: false): Priv runs again, a component with a RequiresPrivilege
 install FAILS its deployment, naming the key, its install never run, the set rolled back.
 `skipif`: an install skipped by `Skipif: onpath sh`, a run not skipped by `exists` of a
-missing file, a run skipped by `exists /` (FINISHED, skipped); e2e.Arch, another
+missing file, a run skipped by `exists /` (FINISHED, skipped), a shutdown skipped by
+`exists /` when its component is removed; e2e.Arch, another
 architecture's manifest before this machine's, runs this machine's life cycle with only
 its artifacts linked. `logs` (groved with component_log_max_bytes 4096,
 component_log_files 2): a run writing past the size has its log rotated into .1 and .2
@@ -396,6 +397,9 @@ elif PHASE == "skipif":
       run:
         Skipif: exists /nonexistent-grove-skipif
         Script: echo $$ > pid; exec sleep 300
+      shutdown:
+        Skipif: exists /
+        Script: echo ran > {work:path}/shutdown.ran
 """)
     support.component(gg, "e2e.SkipRun", """Manifests:
   - Platform: {os: linux}
@@ -457,6 +461,17 @@ elif PHASE == "skipif":
           skipped.get("lifecycleState") == "FINISHED"
           and skipped.get("lifecycleStateDetails") == "skipped"
           and not os.path.exists(f"{WORKDIR}/e2e.SkipRun/run.ran"), skipped)
+    # e2e.Skip removed: its shutdown's Skipif (exists /) holds, so the shutdown does not
+    # run; its run is ended all the same.
+    run_pid = pid_file("e2e.Skip", "pid")
+    status, reason = deploy({"e2e.Priv": {"componentVersion": "1.0.0",
+                                          "runWith": {"posixUser": f"nobody:{group}"}},
+                             "e2e.SkipRun": {"componentVersion": "1.0.0"},
+                             "e2e.Arch": {"componentVersion": "1.0.0"}})
+    check("e2e.Skip removed -> COMPLETED, its run ended, its shutdown skipped (Skipif: "
+          "exists /, never ran)", status == "COMPLETED" and "e2e.Skip" not in installed()
+          and bool(wait(lambda: not alive(run_pid), 30))
+          and not os.path.exists(f"{WORKDIR}/e2e.Skip/shutdown.ran"), (status, reason))
 
 elif PHASE == "logs":
     # groved runs with component_log_max_bytes 4096 and component_log_files 2: e2e.Chatty's

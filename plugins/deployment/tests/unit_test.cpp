@@ -307,7 +307,7 @@ BOOST_AUTO_TEST_CASE(recipe_lifecycle_steps_refuse_bad_values_by_name) {
     {"install: {Script: a, script: b}", "/install/script", "repeats Script"},
     {"instal: echo hi", "/instal", "unknown lifecycle step 'instal'"},
     {"run: 5", "/run", "a script (string) or a map"},
-    {"shutdown: {Script: x, Skipif: exists /}", "/shutdown/Skipif", "unknown field 'Skipif'"},
+    {"bootstrap: {Script: x, Skipif: exists /}", "/bootstrap/Skipif", "unknown field 'Skipif'"},
     {"install: {Script: x, BootstrapOnRollback: true}", "/install/BootstrapOnRollback",
      "unknown field"},
     {"bootstrap: {Script: x, BootstrapOnRollback: maybe}", "/bootstrap/BootstrapOnRollback",
@@ -358,8 +358,8 @@ Manifests:
       bootstrap: {Script: b, BootstrapOnRollback: 'true', Timeout: 5, RequiresPrivilege: false}
       install: {script: i, timeout: '30', skipif: 'onpath  sh ', requiresprivilege: 'True'}
       startup: {Script: s, Timeout: '{configuration:/t}', RequiresPrivilege: '{configuration:/p}'}
-      shutdown: {Script: d, Timeout: 0, Setenv: {X: '{work:path}'}}
-      recover: r
+      shutdown: {Script: d, Timeout: 0, Setenv: {X: '{work:path}'}, Skipif: 'exists /x'}
+      recover: {Script: r, skipif: 'onpath sh'}
   - Lifecycle:
       run: {Script: x, Skipif: 'exists {artifacts:path}/done'}
       install: {Script: y, Skipif: '{configuration:/skip}'}
@@ -410,6 +410,13 @@ BOOST_AUTO_TEST_CASE(runner_steps_are_read_strictly_and_rendered) {
   BOOST_CHECK(boot.on_rollback);
   BOOST_CHECK_EQUAL(boot.timeout, 9);
   BOOST_CHECK(!step_of(lc, "recover").present);
+  // Skipif on shutdown and recover too (the nucleus checks it on every step it runs).
+  auto stops = json::parse(R"({"shutdown": {"Script": "d", "Skipif": "exists /x"},
+                               "recover": {"Script": "r", "skipif": "onpath sh"}})");
+  auto shutdown = step_of(stops, "shutdown");
+  BOOST_CHECK_EQUAL(shutdown.error, "");
+  BOOST_CHECK_EQUAL(shutdown.skipif, "exists /x");
+  BOOST_CHECK_EQUAL(step_of(stops, "recover").skipif, "onpath sh");
   // Skipif: both verbs, blanks around; anything else refused.
   BOOST_CHECK(parse_skipif(" onpath\tsh ")->arg == "sh");
   BOOST_CHECK(parse_skipif("exists /a b")->arg == "/a b");
