@@ -349,7 +349,15 @@ struct checker {
         for (size_t i = 0; i < it->size(); ++i)
           manifest((*it)[i], "/Manifests/" + std::to_string(i), r.platforms);
     }
-    if (auto it = doc.find("Lifecycle"); it != doc.end())
+    // The recipe's own Lifecycle runs only where a manifest has none (lifecycle_of); the
+    // older format's one, keyed by selection names, beside manifests that each have their
+    // own is never read, so it is not checked then.
+    auto manifests = doc.find("Manifests");
+    bool global_used = manifests == doc.end() || !manifests->is_array() || manifests->empty()
+                       || std::any_of(manifests->begin(), manifests->end(), [](const json& m) {
+                            return !m.is_object() || !m.contains("Lifecycle");
+                          });
+    if (auto it = doc.find("Lifecycle"); it != doc.end() && global_used)
       lifecycle(*it, "/Lifecycle");
     // YAML passes bytes through as they are; JSON text (and the store) needs UTF-8.
     try {

@@ -369,6 +369,35 @@ Manifests:
   BOOST_CHECK_MESSAGE(parse_recipe(text, errors), errors_text(errors));
 }
 
+// The older format: manifests with Selections and a recipe-level Lifecycle keyed by
+// selection names. Never read while every manifest has its own, so not refused then; read
+// (and refused) when a manifest has none.
+BOOST_AUTO_TEST_CASE(recipe_selection_lifecycle_checked_only_when_used) {
+  std::string text = R"(RecipeFormatVersion: '2020-01-25'
+ComponentName: a.b
+ComponentVersion: 1.0.0
+Manifests:
+  - Platform: {os: linux}
+    Selections: [linux]
+    Lifecycle: {run: x}
+  - Platform: {os: darwin}
+    Selections: [all]
+    Lifecycle: {run: y}
+Lifecycle:
+  all: {run: z}
+)";
+  std::vector<recipe_error> errors;
+  BOOST_CHECK_MESSAGE(parse_recipe(text, errors), errors_text(errors));
+  errors.clear();
+  auto without = text;
+  without.replace(without.find("    Lifecycle: {run: y}\n"), 24, "");
+  BOOST_CHECK(!parse_recipe(without, errors));
+  auto got = errors_text(errors);
+  BOOST_CHECK_MESSAGE(got.find("/Lifecycle/all: ") != std::string::npos
+                        && got.find("unknown lifecycle step 'all'") != std::string::npos,
+                      got);
+}
+
 BOOST_AUTO_TEST_CASE(runner_steps_are_read_strictly_and_rendered) {
   auto lc = json::parse(R"({
     "install": {"Script": "i", "Timeout": "abc"},
