@@ -2436,10 +2436,16 @@ void runner::plugin_actions(std::shared_ptr<job> j, std::string name, std::strin
 void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
   auto& c = *components_.at(name);
   const auto& info = j->last;
-  // grove.<plugin> is the plugin at the component's version: a library whose own version
-  // (GROVE_PLUGIN's, PluginInfo.version) is another is refused, and the deployment goes
-  // back by its policy, rather than list one build under another's version.
-  if (info.state() == "running" && !info.version().empty() && info.version() != c.plan.version) {
+  // grove.<plugin> is the plugin at the component's version: the recipe's own build whose
+  // version (GROVE_PLUGIN's, PluginInfo.version) is another is refused, and the deployment
+  // goes back by its policy, rather than list one build under another's version. The
+  // plugin directory's library (no artifact) is the package's: after a package upgrade it
+  // reports another version, and refusing it would fail every later apply with nothing to
+  // roll back to, so it runs with a warning.
+  if (info.state() == "running" && !info.version().empty()
+      && !same_version(info.version(), c.plan.version)
+      && same_path(info.library())
+           != same_path(std::filesystem::path{j->plugin_dir} / ("lib" + plugin_of(name) + ".so"))) {
     auto details = "the library loaded (" + info.library() + ") is plugin '" + plugin_of(name)
                    + "' version " + info.version() + ", not the component's version "
                    + c.plan.version;
@@ -2447,6 +2453,11 @@ void runner::settle_plugin(std::shared_ptr<job> j, const std::string& name) {
     finish(j, false, name + " " + c.plan.version + ": " + details);
     return;
   }
+  if (info.state() == "running" && !info.version().empty()
+      && !same_version(info.version(), c.plan.version))
+    ctx_.log().warn("deployment: {} {}: plugin {} from the plugin directory is version {}, "
+                    "not the component's version {}; it runs, listed under the component's",
+                    name, c.plan.version, plugin_of(name), info.version(), c.plan.version);
   if (info.state() == "running") {
     if (c.state != "RUNNING")
       set_state(c, "RUNNING");

@@ -131,6 +131,25 @@ int compare(const semver& a, const semver& b) {
   return 0;
 }
 
+bool same_version(std::string_view a, std::string_view b) {
+  // A version without MINOR or PATCH (`1`, `1.0`, build metadata allowed): the missing
+  // parts 0. A pre-release needs all three (as in ranges).
+  auto loose = [](std::string_view text) -> std::optional<semver> {
+    if (auto v = parse_semver(text))
+      return v;
+    std::string t{text.substr(0, text.find('+'))};
+    auto dots = std::count(t.begin(), t.end(), '.');
+    if (t.find('-') != std::string::npos || dots > 1)
+      return std::nullopt;
+    for (; dots < 2; ++dots)
+      t += ".0";
+    return parse_semver(t);
+  };
+  auto x = loose(a);
+  auto y = loose(b);
+  return x && y ? compare(*x, *y) == 0 : a == b;
+}
+
 namespace {
 
 bool holds(const comparator& c, const semver& v) {

@@ -35,6 +35,11 @@ std::optional<semver> parse_semver(std::string_view text, std::string* why = nul
 /// Precedence: <0, 0, >0 (build metadata ignored).
 int compare(const semver& a, const semver& b);
 
+/// True when version texts `a` and `b` name the same version: MAJOR.MINOR.PATCH and the
+/// pre-release equal, build metadata ignored, a missing MINOR or PATCH taken as 0 (a
+/// plugin's own version may be `1.0`); texts that are no version compare as strings.
+bool same_version(std::string_view a, std::string_view b);
+
 /// One comparison of a range.
 struct comparator {
   /// `<`, `<=`, `>`, `>=` or `=`.

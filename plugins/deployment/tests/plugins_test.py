@@ -227,6 +227,30 @@ else:
           and hb.get("library") == ARTIFACT_LIB and hb.get("last_reload") == ""
           and installed().get(HEARTBEAT, {}).get("lifecycleState") == "RUNNING", (d, hb))
 
+    # ---- no artifact: the plugin directory's build (the package's, 1.0.0) under 1.5.0 runs,
+    # ---- with a warning naming both versions (a package upgrade must not strand it) ------
+    gg.create_component_version(inlineRecipe=(
+        "RecipeFormatVersion: '2020-01-25'\n"
+        f"ComponentName: {HEARTBEAT}\nComponentVersion: '1.5.0'\nComponentConfiguration:\n"
+        "  DefaultConfiguration: {interval_ms: 100, topic: e2e/beat}\n").encode())
+    arn = f"arn:aws:greengrass:{REGION}:{ACCOUNT}:components:{HEARTBEAT}:versions:1.5.0"
+    wait(lambda: gg.describe_component(arn=arn)["status"]["componentState"] == "DEPLOYABLE", 30)
+    # The same configuration as 2.0.0's: a reload only (the test counts reconfigurations).
+    d = deploy({HEARTBEAT: {"componentVersion": "1.5.0",
+                            "configurationUpdate": {"merge": '{"interval_ms": 300}'}}})
+    hb = plugin("heartbeat")
+    check("grove.heartbeat 1.5.0 without an artifact -> COMPLETED: the plugin directory's "
+          "1.0.0 build running, ListInstalledComponents 1.5.0 RUNNING",
+          d.get("deploymentStatus") == "COMPLETED" and hb.get("state") == "running"
+          and hb.get("version") == "1.0.0"
+          and hb.get("library") == status().get("plugin_dir") + "/libheartbeat.so"
+          and installed().get(HEARTBEAT, {}).get("componentVersion") == "1.5.0"
+          and installed()[HEARTBEAT]["lifecycleState"] == "RUNNING", (d, hb, installed()))
+    with open(os.path.join(LOCAL, "..", "groved.out"), errors="replace") as f:
+        logged = "plugin heartbeat from the plugin directory is version 1.0.0, not the " \
+                 "component's version 1.5.0" in f.read()
+    check("... groved warned naming both versions", logged)
+
     # ---- removed: unloaded --------------------------------------------------------------
     d = deploy({"e2e.Placeholder": {"componentVersion": "1.0.0"}})
     check("a deployment without grove.heartbeat -> COMPLETED, heartbeat unloaded",

@@ -131,6 +131,16 @@ BOOST_AUTO_TEST_CASE(semver_versions_are_strict_and_ordered) {
   BOOST_CHECK_EQUAL(compare(*parse_semver("1.0.0+a"), *parse_semver("1.0.0+b")), 0);
 }
 
+// grove.<plugin>'s version check: the plugin's own version against the component's.
+BOOST_AUTO_TEST_CASE(semver_same_version_ignores_build_and_missing_parts) {
+  for (auto [a, b] : {std::pair{"1.0", "1.0.0"}, {"1.0.0+b1", "1.0.0"}, {"1", "1.0.0+x"},
+                      {"2.1.0-rc.1+b", "2.1.0-rc.1"}, {"odd", "odd"}})
+    BOOST_CHECK_MESSAGE(same_version(a, b) && same_version(b, a), a << " vs " << b);
+  for (auto [a, b] : {std::pair{"1.0.0", "2.1.0"}, {"1.0.0-rc.1", "1.0.0"}, {"1.0.1", "1.0"},
+                      {"odd", "1.0.0"}, {"1.0.0-a", "1.0.0-b"}, {"", "1.0.0"}})
+    BOOST_CHECK_MESSAGE(!same_version(a, b) && !same_version(b, a), a << " vs " << b);
+}
+
 BOOST_AUTO_TEST_CASE(semver_ranges_as_npm_decides) {
   // (range, version, npm's semver.satisfies) from npm semver's range tests.
   struct row {
