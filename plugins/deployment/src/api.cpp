@@ -532,7 +532,9 @@ http_response api::create_component_version(const http_request& req, int64_t now
   v.platforms = platforms.is_null() ? r->platforms.dump() : platforms.dump();
   // A version with artifacts to fetch is REQUESTED; the fetch (off this thread) makes
   // it INITIATED, then DEPLOYABLE or FAILED. Without any it is deployable at once.
-  bool fetches = !fetchable_artifacts(r->doc).empty();
+  // (What settle_version fetches: this core's manifest's.)
+  static const auto platform = core_platform();
+  bool fetches = !fetchable_artifacts(r->doc, platform).empty();
   v.state = fetches ? "REQUESTED" : "DEPLOYABLE";
   v.message = "NONE";
   v.tags = tags.dump();
@@ -1240,7 +1242,8 @@ http_response api::get_component_version_artifact(const std::string& arn,
                      + json::parse((*status)->errors, nullptr, false).value(uri, std::string{"-"}));
     if (v->state == "REQUESTED" || v->state == "INITIATED")
       return missing("is not fetched yet (componentState " + v->state + ")");
-    return missing("is not kept by Grove (only s3://, https:// and file:// artifacts are)");
+    return missing("is not kept by Grove (only s3://, https:// and file:// artifacts of "
+                   "the manifest for this core's platform are)");
   }
   if (settings_.url_key.empty())
     return aws_error(500, "InternalServerException", "pre-signed URLs are not configured");

@@ -11,18 +11,14 @@ namespace grove::deployment {
 
 using nlohmann::json;
 
-std::vector<artifact_ref> fetchable_artifacts(const json& recipe) {
+std::vector<artifact_ref> fetchable_artifacts(const json& recipe,
+                                              const platform_attributes& platform) {
   std::vector<artifact_ref> out;
   std::set<std::string> seen;
-  auto manifests = recipe.find("Manifests");
-  if (manifests == recipe.end() || !manifests->is_array())
-    return out;
-  for (const auto& m : *manifests) {
-    if (!m.is_object())
-      continue;
-    auto arts = m.find("Artifacts");
-    if (arts == m.end() || !arts->is_array())
-      continue;
+  if (const json* m = manifest_for(recipe, platform); m && m->is_object()) {
+    auto arts = m->find("Artifacts");
+    if (arts == m->end() || !arts->is_array())
+      return out;
     for (const auto& a : *arts) {
       if (!a.is_object() || !a.contains("Uri") || !a["Uri"].is_string())
         continue;

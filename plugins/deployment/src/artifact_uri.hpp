@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "platform.hpp"
+
 namespace grove::deployment {
 
 /// One artifact of a recipe that Grove fetches.
@@ -31,10 +33,12 @@ struct artifact_ref {
   int mode = -1;
 };
 
-/// The artifacts of every manifest of a (checked) recipe that are fetched: `s3://`,
-/// `https://` and `file://`, each Uri once. `greengrass:` and `docker:` artifacts are
-/// the device runtime's business and not fetched.
-std::vector<artifact_ref> fetchable_artifacts(const nlohmann::json& recipe);
+/// The artifacts of a (checked) recipe that are fetched: those of the manifest that runs
+/// on `platform` (manifest_for; as Greengrass, another platform's are neither downloaded
+/// nor linked), `s3://`, `https://` and `file://`, each Uri once. `greengrass:` and
+/// `docker:` artifacts are the device runtime's business and not fetched.
+std::vector<artifact_ref> fetchable_artifacts(const nlohmann::json& recipe,
+                                              const platform_attributes& platform);
 
 /// Where an artifact comes from.
 struct artifact_source {

@@ -481,7 +481,9 @@ caf::error settle_version(component_store& store, artifact_store& artifacts,
   json errors = json::object();
   json stored = json::object();
   size_t total = 0;
-  for (const auto& a : fetchable_artifacts(recipe)) {
+  // Only what this core runs (the manifest for its platform), as Greengrass downloads.
+  static const auto platform = core_platform();
+  for (const auto& a : fetchable_artifacts(recipe, platform)) {
     ++total;
     auto sha = artifacts.fetch(a, s);
     if (!sha) {

@@ -1580,21 +1580,15 @@ private:
       }
       if (auto st = db.artifacts_of(p.name, p.version); st && *st) {
         auto map = json::parse((*st)->artifacts, nullptr, false);
-        // The recipe's Permission: a copy with that mode the component's user cannot write.
-        std::map<std::string, int> modes;
-        for (const auto& r : fetchable_artifacts(p.recipe))
-          modes[r.uri] = r.mode;
         // Only the artifacts of the manifest that runs here (the one its life cycle
         // comes from): another platform's files of the same name must not take its place.
-        std::set<std::string> mine;
-        if (const json* m = manifest_for(p.recipe, core_platform()))
-          if (auto arts = m->find("Artifacts"); arts != m->end() && arts->is_array())
-            for (const auto& art : *arts)
-              if (art.is_object() && art.contains("Uri") && art["Uri"].is_string())
-                mine.insert(art["Uri"].get<std::string>());
+        // With the recipe's Permission: a copy with that mode the user cannot write.
+        std::map<std::string, int> modes;
+        for (const auto& r : fetchable_artifacts(p.recipe, core_platform()))
+          modes[r.uri] = r.mode;
         if (map.is_object())
           for (auto a = map.begin(); a != map.end(); ++a) {
-            if (!mine.count(a.key()))
+            if (!modes.count(a.key()))
               continue;
             auto file = std::filesystem::path{a.key()}.filename();
             auto target = arts.path_of(a->get<std::string>());

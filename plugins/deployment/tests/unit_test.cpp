@@ -1011,15 +1011,23 @@ BOOST_AUTO_TEST_CASE(artifact_uris_map_to_their_source_or_are_refused) {
   BOOST_CHECK(why.find("artifacts_base_url") != std::string::npos);
   resolve_artifact_uri("file://" + (dir / "in/a.bin").string(), artifact_uri_settings{}, why);
   BOOST_CHECK(why.find("artifacts_file_dir") != std::string::npos);
-  // Which artifacts of a recipe are fetched: s3, https, file; each Uri once.
+  // Which artifacts of a recipe are fetched: the manifest's for the device's platform
+  // (another architecture's, unreachable, is not), s3, https, file; each Uri once.
   auto recipe = json::parse(R"({"Manifests": [
-    {"Artifacts": [{"Uri": "s3://b/k.zip", "Unarchive": "ZIP", "Digest": "x", "Algorithm": "SHA-256"},
-                   {"Uri": "greengrass:Lambda.zip"}, {"Uri": "docker:img"}]},
-    {"Artifacts": [{"Uri": "s3://b/k.zip"}, {"Uri": "file:///x/y"}]}]})");
-  auto arts = fetchable_artifacts(recipe);
+    {"Platform": {"os": "linux", "architecture": "aarch64"},
+     "Artifacts": [{"Uri": "https://unreachable.invalid/arm/tool"}]},
+    {"Platform": {"os": "linux"},
+     "Artifacts": [{"Uri": "s3://b/k.zip", "Unarchive": "ZIP", "Digest": "x", "Algorithm": "SHA-256"},
+                   {"Uri": "greengrass:Lambda.zip"}, {"Uri": "docker:img"},
+                   {"Uri": "s3://b/k.zip"}, {"Uri": "file:///x/y"}]}]})");
+  auto arts = fetchable_artifacts(recipe, {{"os", "linux"}, {"architecture", "amd64"}});
   BOOST_REQUIRE_EQUAL(arts.size(), 2u);
   BOOST_CHECK(arts[0].uri == "s3://b/k.zip" && arts[0].unzip && arts[0].digest == "x");
   BOOST_CHECK_EQUAL(arts[1].uri, "file:///x/y");
+  auto arm = fetchable_artifacts(recipe, {{"os", "linux"}, {"architecture", "aarch64"}});
+  BOOST_REQUIRE_EQUAL(arm.size(), 1u);
+  BOOST_CHECK_EQUAL(arm[0].uri, "https://unreachable.invalid/arm/tool");
+  BOOST_CHECK(fetchable_artifacts(recipe, {{"os", "windows"}}).empty());
   std::filesystem::remove_all(dir);
 }
 

@@ -42,9 +42,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
     return 0;
   }
-  for (const auto& a : fetchable_artifacts(rec->doc))
-    if (a.mode != -1 && (a.mode < 0 || (a.mode & ~0555) != 0))
-      std::abort(); // Read and Execute bits only
+  // Each manifest's artifacts: the ones fetched on a device of its platform.
+  std::vector<platform_attributes> devices{{{"os", "linux"}, {"architecture", "amd64"}}};
+  if (auto ms = rec->doc.find("Manifests"); ms != rec->doc.end() && ms->is_array())
+    for (const auto& m : *ms)
+      devices.push_back(platform_of(m));
+  for (const auto& device : devices)
+    for (const auto& a : fetchable_artifacts(rec->doc, device))
+      if (a.mode != -1 && (a.mode < 0 || (a.mode & ~0555) != 0))
+        std::abort(); // Read and Execute bits only
   for (const auto& text : {recipe_json(rec->doc), recipe_yaml(rec->doc)}) {
     std::vector<recipe_error> again_errors;
     auto again = parse_recipe(text, again_errors);
