@@ -41,27 +41,10 @@ std::string_view known(std::string_view key, std::initializer_list<std::string_v
   return {};
 }
 
-// A member by name without case (recipes write `Script` and `script`); the first.
-const json* member(const json& obj, std::string_view key) {
-  if (!obj.is_object())
-    return nullptr;
-  for (auto it = obj.begin(); it != obj.end(); ++it)
-    if (same_key(it.key(), key))
-      return &*it;
-  return nullptr;
-}
-
 // A recipe variable's braces: rendered (by the runner) before the value is typed.
 bool has_variable(const std::string& s) {
   auto open = s.find('{');
   return open != std::string::npos && s.find('}', open + 1) != std::string::npos;
-}
-
-std::string escape(std::string_view key) {
-  std::string out;
-  for (char c : key)
-    out += c == '~' ? std::string{"~0"} : c == '/' ? std::string{"~1"} : std::string(1, c);
-  return out;
 }
 
 using render_fn = std::function<std::string(const std::string&)>;
@@ -126,10 +109,10 @@ void read_setenv(const json& v, const char* key, json& out, const report_fn& bad
     const auto& name = it.key();
     if (name.empty() || name.find_first_of("=") != std::string::npos
         || name.find('\0') != std::string::npos)
-      bad(std::string{key} + "/" + escape(name),
+      bad(std::string{key} + "/" + escape_pointer(name),
           "'" + name.substr(0, 64) + "' is no environment variable name (empty, or holds '=')");
     else if (!it->is_string() && !it->is_number() && !it->is_boolean())
-      bad(std::string{key} + "/" + escape(name),
+      bad(std::string{key} + "/" + escape_pointer(name),
           "the value of " + name.substr(0, 64) + " must be a string, number or boolean");
   }
   out = v;
@@ -156,7 +139,7 @@ void read_step(const json& v, const step_kind& kind, const render_fn* render, st
                          "BootstrapOnRollback"});
     if (k.empty() || (k == "Skipif" && !kind.skipif)
         || (k == "BootstrapOnRollback" && !kind.on_rollback)) {
-      bad(escape(key), "unknown field '" + key + "' of " + std::string{kind.name} + " ("
+      bad(escape_pointer(key), "unknown field '" + key + "' of " + std::string{kind.name} + " ("
                          + (kind.skipif ? "Script, RequiresPrivilege, Skipif, Timeout, Setenv"
                             : kind.on_rollback
                               ? "Script, RequiresPrivilege, Timeout, Setenv, BootstrapOnRollback"
@@ -165,7 +148,7 @@ void read_step(const json& v, const step_kind& kind, const render_fn* render, st
       continue;
     }
     if (std::find(seen.begin(), seen.end(), k) != seen.end()) {
-      bad(escape(key), "'" + key + "' repeats " + std::string{k}
+      bad(escape_pointer(key), "'" + key + "' repeats " + std::string{k}
                          + " (keys are matched without regard to case)");
       continue;
     }
@@ -174,26 +157,26 @@ void read_step(const json& v, const step_kind& kind, const render_fn* render, st
     if (k == "Script") {
       has_script = true;
       if (!val.is_string())
-        bad(escape(key), "Script must be a string");
+        bad(escape_pointer(key), "Script must be a string");
       else
         out.script = val.get<std::string>();
     } else if (k == "Timeout") {
       read_timeout(val, render, out, [&](const std::string&, std::string m) {
-        bad(escape(key), std::move(m));
+        bad(escape_pointer(key), std::move(m));
       });
     } else if (k == "RequiresPrivilege") {
       read_bool(val, "RequiresPrivilege", render, out.privileged,
-                [&](const std::string&, std::string m) { bad(escape(key), std::move(m)); });
+                [&](const std::string&, std::string m) { bad(escape_pointer(key), std::move(m)); });
     } else if (k == "BootstrapOnRollback") {
       read_bool(val, "BootstrapOnRollback", render, out.on_rollback,
-                [&](const std::string&, std::string m) { bad(escape(key), std::move(m)); });
+                [&](const std::string&, std::string m) { bad(escape_pointer(key), std::move(m)); });
     } else if (k == "Setenv") {
       read_setenv(val, "Setenv", out.setenv, [&](const std::string& sub, std::string m) {
-        bad(escape(key) + sub.substr(6), std::move(m)); // "Setenv/x" → "<key>/x"
+        bad(escape_pointer(key) + sub.substr(6), std::move(m)); // "Setenv/x" → "<key>/x"
       });
     } else if (k == "Skipif") {
       if (!val.is_string()) {
-        bad(escape(key), "Skipif must be 'onpath <program>' or 'exists <file>'");
+        bad(escape_pointer(key), "Skipif must be 'onpath <program>' or 'exists <file>'");
         continue;
       }
       auto s = text_of(val, render);
@@ -202,7 +185,7 @@ void read_step(const json& v, const step_kind& kind, const render_fn* render, st
         continue;
       }
       if (!parse_skipif(*s))
-        bad(escape(key), "Skipif must be 'onpath <program>' or 'exists <file>', not '"
+        bad(escape_pointer(key), "Skipif must be 'onpath <program>' or 'exists <file>', not '"
                            + s->substr(0, 64) + "'");
       else
         out.skipif = *s;
@@ -213,6 +196,15 @@ void read_step(const json& v, const step_kind& kind, const render_fn* render, st
 }
 
 } // namespace
+
+const json* member(const json& obj, std::string_view key) {
+  if (!obj.is_object())
+    return nullptr;
+  for (auto it = obj.begin(); it != obj.end(); ++it)
+    if (same_key(it.key(), key))
+      return &*it;
+  return nullptr;
+}
 
 std::optional<skipif_rule> parse_skipif(std::string_view text) {
   auto blank = [](char c) { return c == ' ' || c == '\t'; };
@@ -242,7 +234,7 @@ void check_lifecycle(const json& lifecycle, const std::string& ptr,
   std::vector<std::string_view> seen;
   for (auto it = lifecycle.begin(); it != lifecycle.end(); ++it) {
     const auto& key = it.key();
-    auto p = ptr + "/" + escape(key);
+    auto p = ptr + "/" + escape_pointer(key);
     auto report = [&](const std::string& sub, std::string m) {
       errors.push_back({sub.empty() ? p : p + "/" + sub, std::move(m)});
     };
@@ -263,7 +255,7 @@ void check_lifecycle(const json& lifecycle, const std::string& ptr,
     if (k == "setenv") {
       json ignored;
       read_setenv(*it, "setenv", ignored, [&](const std::string& sub, std::string m) {
-        errors.push_back({ptr + "/" + escape(key) + sub.substr(6), std::move(m)});
+        errors.push_back({ptr + "/" + escape_pointer(key) + sub.substr(6), std::move(m)});
       });
       continue;
     }

@@ -40,6 +40,10 @@ struct step_def {
   std::string error;
 };
 
+/// The first member of `obj` named `key` without regard to case (recipes write `Script`
+/// and `script`), or nullptr (also when `obj` is no object).
+const nlohmann::json* member(const nlohmann::json& obj, std::string_view key);
+
 /// A parsed `Skipif`.
 struct skipif_rule {
   /// `onpath` or `exists`.

@@ -17,6 +17,8 @@ namespace {
 
 constexpr size_t max_depth = 64;
 
+} // namespace
+
 std::string escape_pointer(std::string_view key) {
   std::string out;
   for (char c : key) {
@@ -29,6 +31,8 @@ std::string escape_pointer(std::string_view key) {
   }
   return out;
 }
+
+namespace {
 
 // Plain YAML scalars take the type YAML 1.2's core schema gives them; quoted ones stay
 // strings.

@@ -58,6 +58,9 @@ std::string recipe_yaml(const nlohmann::json& doc);
 /// string, a repeated key, nesting past 64 levels).
 std::optional<nlohmann::json> yaml_json(const YAML::Node& node);
 
+/// `key` as one JSON pointer segment (RFC 6901: `~` as `~0`, `/` as `~1`).
+std::string escape_pointer(std::string_view key);
+
 /// True for a component name Grove stores: 1 to 128 of [A-Za-z0-9._-], not starting with
 /// `.` (it names directories in part 2 and sits in ARNs, so no `:` or `/`).
 bool valid_component_name(std::string_view name);

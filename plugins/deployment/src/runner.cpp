@@ -44,22 +44,6 @@ int64_t now_ms() {
     .count();
 }
 
-// A member of `obj` by name, case-insensitively (recipes write `Script` and `script`).
-const json* member(const json& obj, std::string_view key) {
-  if (!obj.is_object())
-    return nullptr;
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    const auto& k = it.key();
-    if (k.size() == key.size()
-        && std::equal(k.begin(), k.end(), key.begin(), [](char a, char b) {
-             return std::tolower(static_cast<unsigned char>(a))
-                    == std::tolower(static_cast<unsigned char>(b));
-           }))
-      return &*it;
-  }
-  return nullptr;
-}
-
 // The Lifecycle of the first manifest for this core's platform (or the recipe's own).
 json lifecycle_of(const json& recipe) {
   static const auto platform = core_platform();
