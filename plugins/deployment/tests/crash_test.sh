@@ -26,18 +26,9 @@ test_cleanup() {
 # The checks read every component process's environment (/proc/<pid>/environ), and the
 # start's kill of what a dead groved's components left needs the same: root.
 [[ $(id -u) == 0 ]] || { echo "SKIP: reading the components' environments needs root"; exit 77; }
-PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
-[[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
-  abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
-
 make_server_pki
-# grove.heartbeat 2.0.0 carries its own build (another file than the plugin directory's):
-# the heartbeat built as version 2.0.0 (the runner refuses a build of another version).
-TEST_PLUGIN_DIR=$(dirname "$GROVED")/../test-plugins
-[[ -f "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" ]] ||
-  abort "heartbeat-2.0.0/libheartbeat.so must be built in $TEST_PLUGIN_DIR"
-mkdir -p "$WORK/local"
-cp "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" "$WORK/local/libheartbeat.so"
+# grove.heartbeat 2.0.0 carries its own build (another file than the plugin directory's).
+heartbeat_builds "$WORK/local"
 PORT=$(free_port)
 cat >"$WORK/profile.yaml" <<YAML
 kernel:
@@ -53,18 +44,6 @@ YAML
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
 run_py() {
   run_phase "$HERE/crash_test.py" "$1" "https://127.0.0.1:$PORT" "$WORK/pki/ca.crt" "$WORK/var" "$GROVECTL"
-}
-# crashed: waits up to 60 s for groved to end; its exit status in $RC (137: SIGKILL).
-crashed() {
-  for _ in $(seq 1 600); do kill -0 "$GROVED_PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$GROVED_PID" 2>/dev/null; then
-    RC="still running"
-    stop_groved
-    return
-  fi
-  wait "$GROVED_PID"
-  RC=$?
-  GROVED_PID=""
 }
 # point AT PHASE: groved launched with GROVE_DEPLOYMENT_CRASH_AT=AT, phase PHASE (the
 # deployment created), groved's SIGKILL at the point, PHASE_crashed, groved launched again,

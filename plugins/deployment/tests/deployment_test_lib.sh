@@ -174,3 +174,32 @@ installed_details() {
     jq -r --arg n "$1" '.installedComponents[] | select(.componentName == $n)
                         | "\(.lifecycleState) \(.lifecycleStateDetails // "")"'
 }
+
+# crashed: waits up to 60 s for groved to end; its exit status in $RC (137: SIGKILL).
+crashed() {
+  for _ in $(seq 1 600); do kill -0 "$GROVED_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$GROVED_PID" 2>/dev/null; then
+    RC="still running"
+    stop_groved
+    return
+  fi
+  wait "$GROVED_PID"
+  # shellcheck disable=SC2034  # read by the test that calls it
+  RC=$?
+  GROVED_PID=""
+}
+
+# heartbeat_builds DIR: the plugin directory's heartbeat (1.0.0) must be built, and the
+# heartbeat built as version 2.0.0 (heartbeat_2_0_0, the artifact of grove.heartbeat
+# 2.0.0: the runner refuses a build of another version) is copied to DIR/libheartbeat.so.
+# Sets PLUGIN_DIR and TEST_PLUGIN_DIR (the test plugins' directory).
+heartbeat_builds() {
+  PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
+  TEST_PLUGIN_DIR=$(dirname "$GROVED")/../test-plugins
+  [[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
+    abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
+  local v2=$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so
+  [[ -f $v2 ]] || abort "$v2 must be built (heartbeat_2_0_0)"
+  mkdir -p "$1"
+  cp "$v2" "$1/libheartbeat.so"
+}

@@ -462,18 +462,6 @@ check "... ListInstalledComponents without e2e.Relay" test -z "$(installed e2e.R
 # answer is journaled: the group file has it, the resume finds it in force and records it,
 # and the resumed deployment's rollback undoes it. At each launch with the crash step set,
 # the deployment that settled last FAILED: nothing is applied again at start.
-# crashed: waits up to 60 s for groved to end; its exit status in $RC (137: SIGKILL).
-crashed() {
-  for _ in $(seq 1 600); do kill -0 "$GROVED_PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$GROVED_PID" 2>/dev/null; then
-    RC="still running"
-    stop_groved
-    return
-  fi
-  wait "$GROVED_PID"
-  RC=$?
-  GROVED_PID=""
-}
 KEPT="sorted($FN_NAMES) == ['keep', 'keep2', 'keep3']"
 FAILING="{$PLACEHOLDER, $RELAY, \"e2e.Fail\": {\"componentVersion\": \"1.0.0\"}}"
 touch "$WORK/fail.go"  # e2e.Fail's install fails as soon as it runs

@@ -14,19 +14,12 @@ PY=/usr/bin/python3
 # shellcheck source=deployment_test_lib.sh
 source "$HERE/deployment_test_lib.sh"
 deployment_open grove-deployment-plugins "${1:?usage: $0 groved grovectl grove-certs}" "${2:?}" "${3:?}" "$PY"
-PLUGIN_DIR=$(dirname "$GROVED")/../lib/grove/plugins
-[[ -f "$PLUGIN_DIR/libheartbeat.so" && -f "$PLUGIN_DIR/libkv.so" ]] ||
-  abort "libheartbeat.so and libkv.so must be built in $PLUGIN_DIR"
-
 make_server_pki
 # Version 2.0.0 of grove.heartbeat carries its own build, the heartbeat built as version
 # 2.0.0, as a file:// artifact; 2.1.0 carries the plugin directory's 1.0.0 build (a copy),
 # which the runner refuses (another version than the component's).
-TEST_PLUGIN_DIR=$(dirname "$GROVED")/../test-plugins
-[[ -f "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" ]] ||
-  abort "heartbeat-2.0.0/libheartbeat.so must be built in $TEST_PLUGIN_DIR"
+heartbeat_builds "$WORK/local"
 mkdir -p "$WORK/local/v1"
-cp "$TEST_PLUGIN_DIR/heartbeat-2.0.0/libheartbeat.so" "$WORK/local/libheartbeat.so"
 cp "$PLUGIN_DIR/libheartbeat.so" "$WORK/local/v1/libheartbeat.so"
 # The kernel's test plugin echo (its init waits for a gate file) as grove.echo's artifact.
 [[ -f "$TEST_PLUGIN_DIR/libecho.so" ]] || abort "libecho.so must be built in $TEST_PLUGIN_DIR"
