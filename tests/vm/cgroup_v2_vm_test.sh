@@ -44,12 +44,18 @@ if [[ -z $pkg ]]; then
   [[ -n $pkg ]] || fail "apt-cache knows no linux-image-amd64 (run apt-get update) and none is cached"
 fi
 KDIR=$CACHE/$pkg
-fetch_kernel() {
+# download_kernel: the package into $CACHE/dl (its status is the download's).
+download_kernel() {
   echo "== fetching $pkg (apt-get download, extracted with dpkg-deb: no install)"
-  rm -rf "$KDIR" "$CACHE"/dl && mkdir -p "$KDIR"/mods "$CACHE"/dl/x
+  rm -rf "$KDIR" "$CACHE"/dl && mkdir -p "$CACHE"/dl/x
   # (as root apt would hand the download to its _apt user, who may not enter this tree)
-  sandbox=(); ((EUID == 0)) && sandbox=(-o APT::Sandbox::User=root)
-  (cd "$CACHE"/dl && apt-get download -q "${sandbox[@]}" "$pkg") || return 1
+  local sandbox=(); ((EUID == 0)) && sandbox=(-o APT::Sandbox::User=root)
+  (cd "$CACHE"/dl && apt-get download -q "${sandbox[@]}" "$pkg")
+}
+# extract_kernel: vmlinuz and the 9p modules into $KDIR, .ready last (called outside any
+# condition, so set -e stops it at the first failure and nothing half-made is marked ready).
+extract_kernel() {
+  mkdir -p "$KDIR"/mods
   dpkg-deb -x "$CACHE"/dl/"$pkg"_*.deb "$CACHE"/dl/x
   vmlinuz=$(find "$CACHE"/dl/x/boot -name 'vmlinuz-*' | head -n 1)
   mods=$(find "$CACHE"/dl/x/lib/modules -mindepth 1 -maxdepth 1 -type d | head -n 1)
@@ -79,17 +85,17 @@ fetch_kernel() {
   rm -rf "$CACHE"/dl
   touch "$KDIR"/.ready
 }
-if [[ ! -f $KDIR/.ready ]] && ! fetch_kernel; then
-  # Package lists older than the mirror name a kernel it dropped: the one cached, if any.
-  [[ -n $cached ]] || fail "apt-get download $pkg failed and no kernel is cached"
-  echo "== apt-get download $pkg failed: using the cached $cached"
-  rm -rf "$KDIR" "$CACHE"/dl
-  pkg=$cached KDIR=$CACHE/$cached
+if [[ ! -f $KDIR/.ready ]]; then
+  if download_kernel; then
+    extract_kernel
+  else
+    # Package lists older than the mirror name a kernel it dropped: the one cached, if any.
+    [[ -n $cached ]] || fail "apt-get download $pkg failed and no kernel is cached"
+    echo "== apt-get download $pkg failed: using the cached $cached"
+    rm -rf "$KDIR" "$CACHE"/dl
+    pkg=$cached KDIR=$CACHE/$cached
+  fi
 fi
-# The VM's bound: what is left of 840 s after the kernel's fetch (ctest's TIMEOUT is 900,
-# so the summary below is still printed when the VM runs out).
-VM_TIMEOUT=${GROVE_VM_TIMEOUT:-$((840 - SECONDS))}
-((VM_TIMEOUT >= 60)) || fail "fetching the kernel took ${SECONDS} s: too little time left for the VM"
 
 # -- the initramfs: busybox, those modules and /init ---------------------------------------
 IR=$WORK/initramfs
@@ -150,6 +156,10 @@ mkdir -p "$BUILD"/Testing
   echo 'echo "guest: the tests ended ($?), powering off"; sync; echo o > /proc/sysrq-trigger; sleep 60'
 } > "$OUT"/run
 echo "== booting $pkg ($ACCEL, 2 CPUs, 2 GiB) with cgroup v2 only"
+# The VM's bound: what is left of 840 s after the kernel's fetch and the initramfs (ctest's
+# TIMEOUT is 900, so the summary below is still printed when the VM runs out).
+VM_TIMEOUT=${GROVE_VM_TIMEOUT:-$((840 - SECONDS))}
+((VM_TIMEOUT >= 60)) || fail "the set-up took ${SECONDS} s: too little time left for the VM"
 start=$(date +%s)
 set +e
 timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -m 2048 -smp 2 \

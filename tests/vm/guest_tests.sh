@@ -51,7 +51,7 @@ run_inner() {  # run_inner NAME COMMAND...
   # What the test announces as skipped (its own words, Boost.Test's, ctest's) fails it here.
   # (--run_test's cases left out are "skipped because disabled": not a skip of theirs.)
   grep -v "skipped because disabled" "$OUT/$name.log" \
-    | grep -Eq '^SKIP|is skipped because|\*\*\*Skipped' && skipped=1
+    | grep -Eq '^SKIP|is skipped because|\*\*\*Skipped|[Ss]kipped: |[:,] skipped$' && skipped=1
   ((rc == 77)) && skipped=1
   {
     echo "--- $name's cgroups at its end:"

@@ -173,7 +173,7 @@ def recipes():
     support.component(gg, HB, "ComponentConfiguration:\n"
                       "  DefaultConfiguration: {interval_ms: 100, topic: e2e/beat}\n")
     support.component(gg, KV, "")
-    # 2.0.0 carries its own build (a copy of the plugin directory's) as a file:// artifact.
+    # 2.0.0 carries its own build (the heartbeat built as 2.0.0) as a file:// artifact.
     support.component(gg, HB, "ComponentConfiguration:\n"
                       "  DefaultConfiguration: {interval_ms: 100, topic: e2e/beat}\n"
                       "Manifests:\n  - Platform: {os: linux}\n    Artifacts:\n"
