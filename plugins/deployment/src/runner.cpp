@@ -1552,7 +1552,8 @@ void runner::poll_stop(std::shared_ptr<stop_work> w) {
   // Only a wait: the group is signalled below only while one of `left` is in it.
   bool group_left = w->service > 0 && ::kill(-w->service, 0) == 0;
   if ((!left.empty() || group_left || w->main.running()) && now < w->deadline) {
-    ctx_.after(std::chrono::milliseconds{100}, [this, w, alive = alive_] {
+    auto wait = std::exchange(w->poll, std::min(w->poll * 2, std::chrono::milliseconds{100}));
+    ctx_.after(wait, [this, w, alive = alive_] {
       if (*alive)
         poll_stop(w);
     });

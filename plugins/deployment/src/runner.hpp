@@ -370,6 +370,9 @@ private:
     std::chrono::milliseconds grace{3000};
     std::chrono::steady_clock::time_point deadline;
     bool signalled = false;
+    // poll_stop's next wait: 2 ms, doubled up to 100 (most processes end within
+    // milliseconds of SIGTERM; a fixed 100 ms made every stop, and so every upgrade, wait).
+    std::chrono::milliseconds poll{2};
   };
   void end_stop(std::shared_ptr<stop_work> w);
   void poll_stop(std::shared_ptr<stop_work> w);
