@@ -216,18 +216,20 @@ BOOST_AUTO_TEST_CASE(a_group_gets_its_limits_and_a_child_started_into_it) {
   BOOST_TEST(g->oom_kills() == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(a_child_past_its_memory_is_oom_killed_and_reported) {
-  v1_bases base{{"memory"}};
-  if (base.skipped())
-    return;
-  auto g = cgroup_group::make(base.bases, "hog");
+namespace {
+
+/// A group "hog" under `bases` with a 16 MiB memory limit: a child filling dd's one 64 MiB
+/// block from /dev/zero (four times the limit) is OOM-killed within `wait`, and the
+/// group counts the kill.
+void oom_killed_past(const std::vector<std::pair<std::string, std::filesystem::path>>& bases,
+                     std::chrono::seconds wait) {
+  auto g = cgroup_group::make(bases, "hog");
   BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : describe(g.error())));
   cgroup_limits l;
   l.memory_bytes = 16 << 20;
   auto e = g->apply(l);
   BOOST_REQUIRE_MESSAGE(!e, describe(e));
   BOOST_TEST(g->oom_kills() == 0u);
-  // dd's one 64 MiB block, filled from /dev/zero: four times the limit.
   test::temp_dir root;
   recorder r;
   auto p = process::start(r.owner(),
@@ -235,11 +237,20 @@ BOOST_AUTO_TEST_CASE(a_child_past_its_memory_is_oom_killed_and_reported) {
                                     root.path(), g->procs()),
                           r.callbacks());
   BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
-  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }, 30s));
+  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }, wait));
   auto ex = r.exit(0);
   BOOST_TEST(ex.signal == SIGKILL, ex.describe());
   BOOST_TEST(g->oom_kills() >= 1u);
   BOOST_TEST(g->remove(false));
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_child_past_its_memory_is_oom_killed_and_reported) {
+  v1_bases base{{"memory"}};
+  if (base.skipped())
+    return;
+  oom_killed_past(base.bases, 30s);
 }
 
 BOOST_AUTO_TEST_CASE(a_v2_group_takes_a_child_and_names_a_limit_it_cannot_take) {
@@ -367,25 +378,7 @@ BOOST_AUTO_TEST_CASE(a_child_past_its_v2_memory_is_oom_killed_and_reported) {
   v2_base base;
   if (base.dir.empty())
     return;
-  auto g = cgroup_group::make({{"", base.dir}}, "hog");
-  BOOST_REQUIRE_MESSAGE(g, (g ? std::string{} : describe(g.error())));
-  cgroup_limits l;
-  l.memory_bytes = 16 << 20;
-  auto e = g->apply(l);
-  BOOST_REQUIRE_MESSAGE(!e, describe(e));
-  BOOST_TEST(g->oom_kills() == 0u);
-  test::temp_dir root;
-  recorder r;
-  auto p = process::start(r.owner(),
-                          sandboxed("exec dd if=/dev/zero of=/dev/null bs=64M count=1",
-                                    root.path(), g->procs()),
-                          r.callbacks());
-  BOOST_REQUIRE_MESSAGE(p, (p ? std::string{} : describe(p.error())));
-  BOOST_REQUIRE(test::wait_until([&] { return r.exit_count() == 1; }, 60s));
-  auto ex = r.exit(0);
-  BOOST_TEST(ex.signal == SIGKILL, ex.describe());
-  BOOST_TEST(g->oom_kills() >= 1u);
-  BOOST_TEST(g->remove(false));
+  oom_killed_past({{"", base.dir}}, 60s);
 }
 
 BOOST_AUTO_TEST_CASE(stale_groups_of_a_dead_pid_go_and_a_live_ones_stay) {
